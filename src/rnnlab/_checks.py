@@ -1,0 +1,106 @@
+"""Validation at the door: every public entry point checks its arguments here.
+
+Messages follow one shape: "`name` must be <what was expected>; got <what came> instead."
+Internals trust their callers and never re-check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def describe(value: object) -> str:
+    """A short description of what came, for error messages."""
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape} and dtype {value.dtype}"
+    if isinstance(value, (list, tuple)):
+        return f"a {type(value).__name__} of length {len(value)}"
+    if value is None:
+        return "None"
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def fail(name: str, expected: str, got: str, hint: str = "") -> None:
+    message = f"`{name}` must be {expected}; got {got} instead."
+    if hint:
+        message += " " + hint
+    raise ValueError(message)
+
+
+def float_array(
+    value: object,
+    name: str,
+    *,
+    ndim: int | Sequence[int] | None = None,
+    shape: Sequence[int | None] | None = None,
+    finite: bool = True,
+    dtype: np.dtype | type | None = None,
+) -> np.ndarray:
+    """Check that `value` is a floating-point array of the expected rank/shape, and finite.
+
+    `shape` may hold None for free axes. If `dtype` is given the array is converted to it
+    (a copy only when needed). Integer and boolean arrays are refused: a float layer fed
+    token ids is almost always a mistake (use an Embedding).
+    """
+    if not isinstance(value, np.ndarray):
+        if isinstance(value, (list, tuple)):
+            value = np.asarray(value)
+        else:
+            fail(name, "a NumPy array of floats", describe(value))
+    assert isinstance(value, np.ndarray)
+    if value.dtype.kind != "f":
+        hint = "Token ids go through an Embedding first." if value.dtype.kind in "iu" else ""
+        fail(name, "a floating-point array (float32 or float64)", f"dtype {value.dtype}", hint)
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if value.ndim not in allowed:
+            want = " or ".join(str(n) for n in allowed)
+            fail(name, f"an array with {want} dimensions", f"shape {value.shape}")
+    if shape is not None:
+        if value.ndim != len(shape) or any(
+            want is not None and want != got for want, got in zip(shape, value.shape, strict=True)
+        ):
+            want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+            fail(name, f"an array of shape {want}", f"shape {value.shape}")
+    if finite and not np.all(np.isfinite(value)):
+        bad = np.argwhere(~np.isfinite(value))[0]
+        fail(name, "finite (no NaN or inf)", f"{value[tuple(bad)]} at index {tuple(int(i) for i in bad)}")
+    if dtype is not None and value.dtype != dtype:
+        value = value.astype(dtype)
+    return value
+
+
+def int_array(value: object, name: str, *, ndim: int | None = None) -> np.ndarray:
+    if isinstance(value, (list, tuple)):
+        value = np.asarray(value)
+    if not isinstance(value, np.ndarray) or value.dtype.kind not in "iu":
+        fail(name, "an array of integers", describe(value))
+    assert isinstance(value, np.ndarray)
+    if ndim is not None and value.ndim != ndim:
+        fail(name, f"an array with {ndim} dimensions", f"shape {value.shape}")
+    return value
+
+
+def positive_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        fail(name, "a positive integer", describe(value))
+    return int(value)  # type: ignore[arg-type]
+
+
+def probability(value: object, name: str, *, allow_one: bool = False) -> float:
+    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
+    upper = "1]" if allow_one else "1)"
+    if not ok or not (0.0 <= float(value) <= 1.0) or (not allow_one and float(value) == 1.0):  # type: ignore[arg-type]
+        fail(name, f"a number in [0, {upper}", describe(value))
+    return float(value)  # type: ignore[arg-type]
+
+
+def choice(value: object, name: str, options: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in options:
+        fail(name, "one of " + ", ".join(repr(o) for o in options), describe(value))
+    return value  # type: ignore[return-value]
