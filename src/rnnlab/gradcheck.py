@@ -1,0 +1,170 @@
+"""A public gradient check: compare a module's hand-written backward with central differences.
+
+    report = rnnlab.gradcheck(layer, x, lengths=lengths, state=h0)
+    print(report)          # one line per parameter / input / initial state
+    report.assert_ok()     # raises AssertionError naming the worst offender
+
+The scalar checked is a random projection of everything the forward pass returns,
+L = Σ R ⊙ output + Σ R' ⊙ final state, so every output element and every state element
+carries gradient. The error for each array is normwise: ‖g_bptt − g_fd‖ / max(‖g_bptt‖, ‖g_fd‖).
+It needs a float64 module: in float32 the differences are dominated by rounding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rnnlab import _checks
+
+
+@dataclass
+class GradcheckReport:
+    errors: dict[str, float]  # normwise relative error per checked array
+    norms: dict[str, float]  # ‖analytic gradient‖ per checked array
+    tolerance: float
+
+    @property
+    def max_error(self) -> float:
+        return max(self.errors.values(), default=0.0)
+
+    @property
+    def ok(self) -> bool:
+        return self.max_error < self.tolerance
+
+    def assert_ok(self) -> None:
+        if not self.ok:
+            worst = max(self.errors, key=self.errors.get)
+            raise AssertionError(
+                f"gradient check failed: {worst} has relative error {self.errors[worst]:.3e} "
+                f"(tolerance {self.tolerance:.0e})\n{self}"
+            )
+
+    def __str__(self) -> str:
+        width = max((len(k) for k in self.errors), default=4)
+        lines = [f"{'array':<{width}}  rel. error  ‖grad‖"]
+        for k, e in self.errors.items():
+            flag = "" if e < self.tolerance else "  <-- FAIL"
+            lines.append(f"{k:<{width}}  {e:10.2e}  {self.norms[k]:.3e}{flag}")
+        return "\n".join(lines)
+
+
+def _leaves(tree):
+    """The arrays of a (possibly nested) state, in a fixed order."""
+    if tree is None:
+        return []
+    if isinstance(tree, np.ndarray):
+        return [tree]
+    if isinstance(tree, (list, tuple)):
+        return [leaf for item in tree for leaf in _leaves(item)]
+    raise TypeError(f"unexpected state element {type(tree).__name__}")
+
+
+def _paired(given, grad):
+    """(given array, its gradient) for every array in the structure `given`."""
+    if given is None:
+        return []
+    if isinstance(given, np.ndarray):
+        return [(given, grad)]
+    return [pair for g, d in zip(given, grad, strict=True) for pair in _paired(g, d)]
+
+
+def _like(tree, leaves):
+    """Rebuild the structure of `tree` from an iterator of arrays."""
+    if tree is None:
+        return None
+    if isinstance(tree, np.ndarray):
+        return next(leaves)
+    return type(tree)(_like(item, leaves) for item in tree)
+
+
+def gradcheck(
+    module,
+    x,
+    *,
+    eps: float = 1e-6,
+    tolerance: float = 1e-7,
+    seed: int = 0,
+    max_entries: int | None = None,
+    rng_seed: int | None = None,
+    check_input: bool = True,
+    **forward_kwargs,
+) -> GradcheckReport:
+    """Check every parameter gradient, the input gradient and the initial-state gradient.
+
+    `forward_kwargs` go to `module.forward` (lengths, mask, state, targets, mode, training...);
+    a float `state` among them is checked too. `rng_seed`: forward passes that draw random
+    numbers (dropout, scheduled sampling) get a fresh Generator with this seed each time, so
+    every pass draws the same. `max_entries` checks a random subset of large arrays.
+    """
+    for name, value in module.params.items():
+        if value.dtype != np.float64:
+            _checks.fail("module", "a float64 module (create it with dtype=np.float64)",
+                         f"parameter {name!r} of dtype {value.dtype}",
+                         "Finite differences in float32 are dominated by rounding.")
+    if isinstance(x, np.ndarray) and x.dtype.kind == "f" and x.dtype != np.float64:
+        _checks.fail("x", "float64", f"dtype {x.dtype}")
+    pick = np.random.default_rng(seed)
+
+    def run(x_, kwargs):
+        if rng_seed is not None:
+            kwargs = dict(kwargs, rng=np.random.default_rng(rng_seed))
+        return module.forward(x_, **kwargs)
+
+    f = run(x, forward_kwargs)
+    R = pick.standard_normal(f.output.shape)
+    state_leaves = _leaves(f.state)
+    R_state = [pick.standard_normal(s.shape) for s in state_leaves]
+    d_state = _like(f.state, iter(R_state)) if state_leaves else None
+    b = module.backward(f, R, d_state)
+
+    def loss(x_, kwargs) -> float:
+        g = run(x_, kwargs)
+        total = float(np.sum(R * g.output))
+        for r, s in zip(R_state, _leaves(g.state), strict=True):
+            total += float(np.sum(r * s))
+        return total
+
+    def numeric(array: np.ndarray, evaluate) -> tuple[np.ndarray, np.ndarray]:
+        flat = array.reshape(-1)
+        idx = np.arange(flat.size)
+        if max_entries is not None and flat.size > max_entries:
+            idx = np.sort(pick.choice(flat.size, max_entries, replace=False))
+        g = np.empty(idx.size)
+        for j, i in enumerate(idx):
+            old = flat[i]
+            flat[i] = old + eps
+            up = evaluate()
+            flat[i] = old - eps
+            down = evaluate()
+            flat[i] = old
+            g[j] = (up - down) / (2 * eps)
+        return idx, g
+
+    errors, norms = {}, {}
+
+    def record(name, analytic, idx, g_num):
+        a = np.asarray(analytic, dtype=np.float64).reshape(-1)[idx]
+        scale = max(np.linalg.norm(a), np.linalg.norm(g_num))
+        errors[name] = 0.0 if scale == 0 else float(np.linalg.norm(a - g_num) / scale)
+        norms[name] = float(np.linalg.norm(a))
+
+    for name, value in module.params.items():
+        idx, g = numeric(value, lambda: loss(x, forward_kwargs))
+        record(name, b.params[name], idx, g)
+
+    if check_input and isinstance(x, np.ndarray) and x.dtype.kind == "f":
+        xc = x.copy()
+        idx, g = numeric(xc, lambda: loss(xc, forward_kwargs))
+        record("input", b.input, idx, g)
+
+    state = forward_kwargs.get("state")
+    if state is not None:
+        given = [s.copy() for s in _leaves(state)]
+        kwargs = dict(forward_kwargs, state=_like(state, iter(given)))
+        grads = [d for _, d in _paired(state, b.state)]
+        for k, (arr, d) in enumerate(zip(given, grads, strict=True)):
+            idx, g = numeric(arr, lambda: loss(x, kwargs))
+            record(f"initial_state[{k}]" if len(given) > 1 else "initial_state", d, idx, g)
+    return GradcheckReport(errors, norms, tolerance)

@@ -1,0 +1,457 @@
+"""What users compose: recurrent layers (RNN, LSTM, GRU), Embedding, Linear, Dropout, readouts
+and a Sequential container.
+
+Every module has the same two methods and holds its parameters in `params` (a dict of arrays,
+PyTorch's names and layouts):
+
+    f = module.forward(x, lengths=None, state=None, training=False, rng=None)
+        f.output, f.state (recurrent layers: the final state), and what the backward needs
+    b = module.backward(f, d_output, d_state=None)
+        b.input (∂L/∂x), b.state (∂L/∂initial state), b.params (∂L/∂ each parameter, same names)
+
+A forward pass returns its tape instead of hiding it in the object, so a module can run several
+forward passes before their backward passes (truncated BPTT windows, diagnostics) and the
+objects hold nothing but parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from rnnlab import _checks, recurrence
+from rnnlab.cells import ElmanCell, GRUCell, LSTMCell
+from rnnlab.recurrence import Params
+
+
+@dataclass
+class Forward:
+    """The result of a forward pass: output, final state (recurrent layers) and the tape."""
+
+    output: np.ndarray
+    state: Any = None
+    cache: Any = field(default=None, repr=False)
+
+
+@dataclass
+class Backward:
+    """The result of a backward pass: gradients of the input, initial state and parameters."""
+
+    input: np.ndarray | None
+    state: Any
+    params: dict[str, np.ndarray]
+
+
+def _dtype(dtype) -> np.dtype:
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64):
+        _checks.fail("dtype", "float32 or float64", str(dt))
+    return dt
+
+
+def _rng(rng) -> np.random.Generator:
+    if rng is None:
+        return np.random.default_rng()
+    if isinstance(rng, (int, np.integer)):
+        return np.random.default_rng(int(rng))
+    if not isinstance(rng, np.random.Generator):
+        _checks.fail("rng", "a numpy Generator, an integer seed or None", _checks.describe(rng))
+    return rng
+
+
+def valid_mask(lengths, mask, B: int, T: int) -> np.ndarray | None:
+    """Validate `lengths` (B,) or `mask` (B, T) and return a time-major (T, B) bool mask.
+
+    Returns None when every step of every sequence is valid, so callers skip masking work.
+    """
+    if lengths is not None and mask is not None:
+        _checks.fail("lengths", "None when `mask` is given (pass one of them)", "both")
+    if lengths is not None:
+        lengths = _checks.int_array(lengths, "lengths", ndim=1)
+        if lengths.shape[0] != B:
+            _checks.fail("lengths", f"an array of shape ({B},) (one length per sequence)",
+                         f"shape {lengths.shape}")
+        if lengths.min() < 1 or lengths.max() > T:
+            bad = int(lengths[(lengths < 1) | (lengths > T)][0])
+            _checks.fail("lengths", f"between 1 and the padded length {T}", f"a length of {bad}",
+                         "Zero-length sequences have no steps to run; drop them from the batch.")
+        if lengths.min() == T:
+            return None
+        return recurrence.lengths_to_mask(lengths, T)
+    if mask is not None:
+        if not isinstance(mask, np.ndarray) or mask.dtype != bool:
+            _checks.fail("mask", "a boolean array (True at valid steps)", _checks.describe(mask))
+        if mask.shape != (B, T):
+            _checks.fail("mask", f"an array of shape ({B}, {T})", f"shape {mask.shape}")
+        empty = ~mask.any(axis=1)
+        if empty.any():
+            _checks.fail("mask", "True at one step at least in every sequence",
+                         f"an all-False row at batch index {int(np.argmax(empty))}",
+                         "Zero-length sequences have no steps to run; drop them from the batch.")
+        if mask.all():
+            return None
+        return np.ascontiguousarray(mask.T)
+    return None
+
+
+def _uniform(rng, shape, bound, dtype):
+    return rng.uniform(-bound, bound, size=shape).astype(dtype)
+
+
+class Recurrent:
+    """A stack of recurrent layers of one cell type, optionally bidirectional.
+
+    Use the constructors RNN, LSTM and GRU. Inputs are (batch, time, features) when
+    `batch_first` (the default) and (time, batch, features) otherwise; outputs follow the same
+    layout. Weight names and layouts are PyTorch's (`weight_ih_l0`, `bias_hh_l1_reverse`, …),
+    so `load_state_dict(torch_module.state_dict())` (as NumPy arrays) works by name.
+
+    Merging the two directions of a bidirectional stack's last layer (between layers the
+    directions are always concatenated, as in PyTorch):
+      - "concat": [h_t ; h'_t], 2H features (the default);
+      - "sum":    h_t + h'_t, H features;
+      - "readout": the notes' o_t = V h_t + V' h'_t + c with separate output weights per
+        direction (`readout_weight`, `readout_weight_reverse`, `readout_bias`), `output_size`
+        features; apply softmax in the loss.
+
+    Initial state (`initial_state`): "zeros", a number (the notes suggest 0.5) for every unit,
+    or "learned": a parameter per layer and direction (`h0_l0`, `c0_l0_reverse`, …)
+    broadcast over the batch. A `state` passed to forward overrides it.
+    """
+
+    def __init__(
+        self,
+        mode: str,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        *,
+        nonlinearity: str = "tanh",
+        reset_after: bool = True,
+        bidirectional: bool = False,
+        batch_first: bool = True,
+        dropout: float = 0.0,
+        merge: str = "concat",
+        output_size: int | None = None,
+        initial_state: str | float = "zeros",
+        init: str = "uniform",
+        forget_bias: float | None = None,
+        dtype=np.float32,
+        rng=None,
+    ):
+        self.mode = _checks.choice(mode, "mode", ("rnn", "lstm", "gru"))
+        self.input_size = _checks.positive_int(input_size, "input_size")
+        self.hidden_size = _checks.positive_int(hidden_size, "hidden_size")
+        self.num_layers = _checks.positive_int(num_layers, "num_layers")
+        self.bidirectional = bool(bidirectional)
+        self.batch_first = bool(batch_first)
+        self.dropout = _checks.probability(dropout, "dropout")
+        self.merge = _checks.choice(merge, "merge", ("concat", "sum", "readout"))
+        self.nonlinearity = _checks.choice(nonlinearity, "nonlinearity", ("tanh", "relu"))
+        self.reset_after = bool(reset_after)
+        self.init = _checks.choice(init, "init", ("uniform", "irnn", "orthogonal"))
+        self.dtype = _dtype(dtype)
+        if self.merge == "readout":
+            if not self.bidirectional:
+                _checks.fail("merge", "'concat' for a unidirectional layer", "'readout'",
+                             "The readout merge combines two directions; use a Linear layer.")
+            self.output_size = _checks.positive_int(output_size, "output_size")
+        elif output_size is not None:
+            _checks.fail("output_size", "None unless merge='readout'", _checks.describe(output_size))
+        if isinstance(initial_state, str):
+            _checks.choice(initial_state, "initial_state", ("zeros", "learned"))
+        elif not isinstance(initial_state, (int, float)) or not np.isfinite(initial_state):
+            _checks.fail("initial_state", "'zeros', 'learned' or a finite number",
+                         _checks.describe(initial_state))
+        self.initial_state = initial_state
+        if init == "irnn" and mode != "rnn":
+            _checks.fail("init", "'uniform' or 'orthogonal' for an LSTM or GRU", "'irnn'",
+                         "The IRNN initialisation is for RNN(nonlinearity='relu').")
+        if forget_bias is not None and mode != "lstm":
+            _checks.fail("forget_bias", "None for an RNN or GRU (it sets an LSTM's forget gate)",
+                         _checks.describe(forget_bias))
+        self.forget_bias = forget_bias
+
+        if mode == "rnn":
+            self.cell = ElmanCell(self.nonlinearity)
+        elif mode == "lstm":
+            self.cell = LSTMCell()
+        else:
+            self.cell = GRUCell(self.reset_after)
+        self.params: dict[str, np.ndarray] = {}
+        self.reset_parameters(_rng(rng))
+
+    # ----------------------------------------------------------------- parameters
+    @property
+    def directions(self) -> tuple[str, ...]:
+        return ("", "_reverse") if self.bidirectional else ("",)
+
+    @property
+    def output_features(self) -> int:
+        if self.merge == "readout":
+            return self.output_size
+        if self.bidirectional and self.merge == "concat":
+            return 2 * self.hidden_size
+        return self.hidden_size
+
+    def reset_parameters(self, rng: np.random.Generator) -> None:
+        """PyTorch's default U(−1/√H, 1/√H) for every weight and bias, then the chosen recipe."""
+        H, G, dt = self.hidden_size, self.cell.gates, self.dtype
+        D = len(self.directions)
+        bound = 1.0 / np.sqrt(H)
+        p: dict[str, np.ndarray] = {}
+        for k in range(self.num_layers):
+            I = self.input_size if k == 0 else D * H
+            for sfx in self.directions:
+                W_ih = _uniform(rng, (G * H, I), bound, dt)
+                W_hh = _uniform(rng, (G * H, H), bound, dt)
+                b_ih = _uniform(rng, (G * H,), bound, dt)
+                b_hh = _uniform(rng, (G * H,), bound, dt)
+                if self.init == "irnn":  # Le, Jaitly & Hinton 2015
+                    W_ih = (rng.standard_normal((G * H, I)) * 0.001).astype(dt)
+                    W_hh = np.eye(H, dtype=dt)
+                    b_ih[:] = 0.0
+                    b_hh[:] = 0.0
+                elif self.init == "orthogonal":
+                    for g in range(G):
+                        q, r = np.linalg.qr(rng.standard_normal((H, H)))
+                        W_hh[g * H : (g + 1) * H] = q * np.sign(np.diag(r))
+                if self.forget_bias is not None:
+                    b_ih[H : 2 * H] = self.forget_bias
+                    b_hh[H : 2 * H] = 0.0
+                p[f"weight_ih_l{k}{sfx}"] = W_ih
+                p[f"weight_hh_l{k}{sfx}"] = W_hh
+                p[f"bias_ih_l{k}{sfx}"] = b_ih
+                p[f"bias_hh_l{k}{sfx}"] = b_hh
+                if self.initial_state == "learned":
+                    p[f"h0_l{k}{sfx}"] = np.zeros(H, dt)
+                    if self.cell.has_c:
+                        p[f"c0_l{k}{sfx}"] = np.zeros(H, dt)
+        if self.merge == "readout":
+            K, b = self.output_size, 1.0 / np.sqrt(H)
+            p["readout_weight"] = _uniform(rng, (K, H), b, dt)
+            p["readout_weight_reverse"] = _uniform(rng, (K, H), b, dt)
+            p["readout_bias"] = np.zeros(K, dt)
+        self.params = p
+
+    def _layer_params(self, k: int, sfx: str) -> Params:
+        p = self.params
+        return Params(p[f"weight_ih_l{k}{sfx}"], p[f"weight_hh_l{k}{sfx}"],
+                      p[f"bias_ih_l{k}{sfx}"], p[f"bias_hh_l{k}{sfx}"])
+
+    # ----------------------------------------------------------------- state
+    def _initial_states(self, state, B: int):
+        """Per (layer, direction): (h0, c0) arrays of shape (B, H)."""
+        L, D, H, dt = self.num_layers, len(self.directions), self.hidden_size, self.dtype
+        shape = (L * D, B, H)
+        if state is not None:
+            if self.cell.has_c:
+                if not isinstance(state, (tuple, list)) or len(state) != 2:
+                    _checks.fail("state", "a pair (h0, c0) for an LSTM", _checks.describe(state))
+                h0 = _checks.float_array(state[0], "state[0] (h0)", shape=shape, dtype=dt)
+                c0 = _checks.float_array(state[1], "state[1] (c0)", shape=shape, dtype=dt)
+            else:
+                h0 = _checks.float_array(state, "state", shape=shape, dtype=dt)
+                c0 = None
+            return [(h0[j], None if c0 is None else c0[j]) for j in range(L * D)]
+        out = []
+        for k in range(L):
+            for sfx in self.directions:
+                if self.initial_state == "learned":
+                    h0 = np.broadcast_to(self.params[f"h0_l{k}{sfx}"], (B, H))
+                    c0 = (np.broadcast_to(self.params[f"c0_l{k}{sfx}"], (B, H))
+                          if self.cell.has_c else None)
+                else:
+                    value = 0.0 if self.initial_state == "zeros" else float(self.initial_state)
+                    h0 = np.full((B, H), value, dt)
+                    c0 = np.full((B, H), value, dt) if self.cell.has_c else None
+                out.append((h0, c0))
+        return out
+
+    # ----------------------------------------------------------------- forward / backward
+    def __call__(self, x, **kwargs) -> Forward:
+        return self.forward(x, **kwargs)
+
+    def forward(self, x, *, lengths=None, mask=None, state=None, training=False, rng=None) -> Forward:
+        x = _checks.float_array(x, "x", ndim=3)
+        if x.shape[2] != self.input_size:
+            _checks.fail("x", f"an array with {self.input_size} features in its last axis "
+                         f"(input_size)", f"shape {x.shape}")
+        if x.dtype != self.dtype:
+            _checks.fail("x", f"of dtype {self.dtype} like the layer's parameters",
+                         f"dtype {x.dtype}", f"Convert with x.astype(np.{self.dtype}).")
+        X = np.swapaxes(x, 0, 1) if self.batch_first else x  # time-major (T, B, I)
+        T, B = X.shape[0], X.shape[1]
+        if mask is not None and not self.batch_first:
+            mask = np.asarray(mask).T if isinstance(mask, np.ndarray) else mask
+        m = valid_mask(lengths, mask, B, T)
+        if training and self.dropout > 0 and self.num_layers > 1:
+            if not isinstance(rng, np.random.Generator):
+                _checks.fail("rng", "a numpy Generator when training with dropout",
+                             _checks.describe(rng))
+        h0s = self._initial_states(state, B)
+
+        tapes, drops, finals = [], [], []
+        inp = np.ascontiguousarray(X)
+        ys_last = None
+        for k in range(self.num_layers):
+            drop = None
+            if k > 0 and training and self.dropout > 0:
+                keep = 1.0 - self.dropout
+                drop = (rng.random(inp.shape) < keep).astype(self.dtype) / self.dtype.type(keep)
+                inp = inp * drop
+            drops.append(drop)
+            ys_dirs = []
+            for d, sfx in enumerate(self.directions):
+                h0, c0 = h0s[k * len(self.directions) + d]
+                ys, hT, cT, tape = recurrence.forward(
+                    self.cell, self._layer_params(k, sfx), inp, h0, c0, m, reverse=d == 1
+                )
+                ys_dirs.append(ys)
+                tapes.append(tape)
+                finals.append((hT, cT))
+            ys_last = ys_dirs
+            inp = ys_dirs[0] if len(ys_dirs) == 1 else np.concatenate(ys_dirs, axis=2)
+
+        out = self._merge(ys_last, inp)
+        if m is not None and self.merge == "readout":
+            out = np.where(m[:, :, None], out, 0.0).astype(self.dtype, copy=False)
+        h_n = np.stack([h for h, _ in finals])
+        final = (h_n, np.stack([c for _, c in finals])) if self.cell.has_c else h_n
+        output = np.swapaxes(out, 0, 1) if self.batch_first else out
+        cache = {"tapes": tapes, "drops": drops, "ys_last": ys_last, "mask": m,
+                 "given_state": state is not None}
+        return Forward(output, final, cache)
+
+    def _merge(self, ys_dirs, concat):
+        if len(ys_dirs) == 1 or self.merge == "concat":
+            return concat
+        if self.merge == "sum":
+            return ys_dirs[0] + ys_dirs[1]
+        p = self.params  # readout: o_t = V h_t + V' h'_t + c
+        return ys_dirs[0] @ p["readout_weight"].T + ys_dirs[1] @ p["readout_weight_reverse"].T \
+            + p["readout_bias"]
+
+    def backward(self, f: Forward, d_output, d_state=None) -> Backward:
+        cache = f.cache
+        L, D, H, dt = self.num_layers, len(self.directions), self.hidden_size, self.dtype
+        tapes, m = cache["tapes"], cache["mask"]
+        T, B = tapes[0].X.shape[:2]
+        d_output = _checks.float_array(d_output, "d_output", shape=f.output.shape, dtype=dt)
+        dO = np.swapaxes(d_output, 0, 1) if self.batch_first else d_output  # (T, B, F)
+        dh_n, dc_n = self._final_state_grads(d_state, L * D, B)
+        grads: dict[str, np.ndarray] = {}
+
+        # Undo the merge: gradients of the last layer's per-direction outputs.
+        if D == 1:
+            dys_dirs = [dO]
+        elif self.merge == "concat":
+            dys_dirs = [dO[:, :, :H], dO[:, :, H:]]
+        elif self.merge == "sum":
+            dys_dirs = [dO, dO]
+        else:
+            if m is not None:
+                dO = np.where(m[:, :, None], dO, 0.0)
+            p, (yf, yb) = self.params, cache["ys_last"]
+            dO2 = dO.reshape(T * B, -1)
+            grads["readout_weight"] = dO2.T @ yf.reshape(T * B, H)
+            grads["readout_weight_reverse"] = dO2.T @ yb.reshape(T * B, H)
+            grads["readout_bias"] = dO2.sum(axis=0)
+            dys_dirs = [dO @ p["readout_weight"], dO @ p["readout_weight_reverse"]]
+
+        d_h0 = np.zeros((L * D, B, H), dt)
+        d_c0 = np.zeros((L * D, B, H), dt) if self.cell.has_c else None
+        dX = None
+        for k in range(L - 1, -1, -1):
+            dX = None
+            for d, sfx in enumerate(self.directions):
+                j = k * D + d
+                lp = self._layer_params(k, sfx)
+                dXd, g, dh0, dc0 = recurrence.backward(
+                    self.cell, lp, tapes[j], dys_dirs[d], dh_n[j],
+                    None if dc_n is None else dc_n[j],
+                )
+                dX = dXd if dX is None else dX + dXd
+                grads[f"weight_ih_l{k}{sfx}"] = g.W_ih
+                grads[f"weight_hh_l{k}{sfx}"] = g.W_hh
+                grads[f"bias_ih_l{k}{sfx}"] = g.b_ih
+                grads[f"bias_hh_l{k}{sfx}"] = g.b_hh
+                d_h0[j] = dh0
+                if d_c0 is not None:
+                    d_c0[j] = dc0
+                if self.initial_state == "learned":
+                    # a state given to forward replaced the learned one, which then gets 0
+                    used = not cache["given_state"]
+                    grads[f"h0_l{k}{sfx}"] = dh0.sum(axis=0) if used else np.zeros(H, dt)
+                    if d_c0 is not None:
+                        grads[f"c0_l{k}{sfx}"] = dc0.sum(axis=0) if used else np.zeros(H, dt)
+            if cache["drops"][k] is not None:
+                dX = dX * cache["drops"][k]
+            if k > 0:
+                dys_dirs = [dX] if D == 1 else [dX[:, :, :H], dX[:, :, H:]]
+
+        dx = np.swapaxes(dX, 0, 1) if self.batch_first else dX
+        d_init = (d_h0, d_c0) if self.cell.has_c else d_h0
+        ordered = {name: grads[name] for name in self.params}
+        return Backward(dx, d_init, ordered)
+
+    def _final_state_grads(self, d_state, n: int, B: int):
+        H, dt = self.hidden_size, self.dtype
+        if d_state is None:
+            return [None] * n, None if not self.cell.has_c else [None] * n
+        shape = (n, B, H)
+        if self.cell.has_c:
+            if not isinstance(d_state, (tuple, list)) or len(d_state) != 2:
+                _checks.fail("d_state", "a pair (dh_n, dc_n) for an LSTM", _checks.describe(d_state))
+            dh = d_state[0]
+            dc = d_state[1]
+            dh = [None] * n if dh is None else _checks.float_array(dh, "d_state[0]", shape=shape, dtype=dt)
+            dc = [None] * n if dc is None else _checks.float_array(dc, "d_state[1]", shape=shape, dtype=dt)
+            return dh, dc
+        return _checks.float_array(d_state, "d_state", shape=shape, dtype=dt), None
+
+    # ----------------------------------------------------------------- state dicts
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {k: v.copy() for k, v in self.params.items()}
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+        load_params(self.params, state, strict)
+
+
+def load_params(params: dict[str, np.ndarray], state: dict, strict: bool = True) -> None:
+    """Copy arrays from `state` (e.g. a PyTorch state_dict converted with .numpy()) by name."""
+    if not isinstance(state, dict):
+        _checks.fail("state", "a dict of arrays keyed by parameter name", _checks.describe(state))
+    missing = [k for k in params if k not in state]
+    unexpected = [k for k in state if k not in params]
+    if strict and (missing or unexpected):
+        _checks.fail("state", "a dict with exactly this module's parameter names",
+                     f"missing {missing} and unexpected {unexpected}")
+    for name, value in state.items():
+        if name not in params:
+            continue
+        arr = np.asarray(value)
+        if arr.shape != params[name].shape:
+            _checks.fail(f"state[{name!r}]", f"an array of shape {params[name].shape}",
+                         f"shape {arr.shape}")
+        params[name][...] = arr
+
+
+def RNN(input_size: int, hidden_size: int, num_layers: int = 1, **kwargs) -> Recurrent:
+    """Elman RNN: h_t = φ(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), φ = tanh or relu.
+
+    `init="irnn"` with `nonlinearity="relu"` gives the IRNN of Le, Jaitly & Hinton (2015).
+    """
+    return Recurrent("rnn", input_size, hidden_size, num_layers, **kwargs)
+
+
+def LSTM(input_size: int, hidden_size: int, num_layers: int = 1, **kwargs) -> Recurrent:
+    """LSTM with PyTorch's gate order (i, f, g, o). `forget_bias=1.0` sets the forget gate's bias."""
+    return Recurrent("lstm", input_size, hidden_size, num_layers, **kwargs)
+
+
+def GRU(input_size: int, hidden_size: int, num_layers: int = 1, **kwargs) -> Recurrent:
+    """GRU; `reset_after=True` is PyTorch's form, `reset_after=False` the original paper's."""
+    return Recurrent("gru", input_size, hidden_size, num_layers, **kwargs)

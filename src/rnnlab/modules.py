@@ -1,0 +1,181 @@
+"""The non-recurrent pieces: Embedding, Linear (applied at every step), Dropout, the
+many-to-one readouts LastStep and MeanOverTime, and the Sequential container.
+
+They keep the module protocol of rnnlab.layers: `forward(x, ...) -> Forward`,
+`backward(f, d_output, d_state=None) -> Backward`, parameters in `params`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rnnlab import _checks
+from rnnlab.layers import Backward, Forward, _dtype, _rng, load_params, valid_mask
+
+
+class _Module:
+    params: dict[str, np.ndarray]
+
+    def __call__(self, x, **kwargs) -> Forward:
+        return self.forward(x, **kwargs)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {k: v.copy() for k, v in self.params.items()}
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+        load_params(self.params, state, strict)
+
+
+class Embedding(_Module):
+    """Token ids (B, T) → vectors (B, T, E): e_t = E[x_t]. Initialised N(0, 1) as in PyTorch."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, *, dtype=np.float32, rng=None):
+        self.num_embeddings = _checks.positive_int(num_embeddings, "num_embeddings")
+        self.embedding_dim = _checks.positive_int(embedding_dim, "embedding_dim")
+        dt = _dtype(dtype)
+        self.params = {"weight": _rng(rng).standard_normal((num_embeddings, embedding_dim)).astype(dt)}
+
+    def forward(self, x, *, lengths=None, mask=None, state=None, training=False, rng=None) -> Forward:
+        x = _checks.int_array(x, "x")
+        if x.size and (x.min() < 0 or x.max() >= self.num_embeddings):
+            bad = int(x[(x < 0) | (x >= self.num_embeddings)][0])
+            _checks.fail("x", f"token ids in [0, {self.num_embeddings})", f"the id {bad}")
+        return Forward(self.params["weight"][x], None, x)
+
+    def backward(self, f: Forward, d_output, d_state=None) -> Backward:
+        dW = np.zeros_like(self.params["weight"])
+        np.add.at(dW, f.cache.reshape(-1), d_output.reshape(-1, self.embedding_dim))
+        return Backward(None, None, {"weight": dW})
+
+
+class Linear(_Module):
+    """y = x Wᵀ + b over the last axis, so (B, T, F) inputs get the same map at every step."""
+
+    def __init__(self, in_features: int, out_features: int, *, bias: bool = True,
+                 dtype=np.float32, rng=None):
+        self.in_features = _checks.positive_int(in_features, "in_features")
+        self.out_features = _checks.positive_int(out_features, "out_features")
+        dt, rng = _dtype(dtype), _rng(rng)
+        bound = 1.0 / np.sqrt(in_features)
+        self.params = {"weight": rng.uniform(-bound, bound, (out_features, in_features)).astype(dt)}
+        if bias:
+            self.params["bias"] = rng.uniform(-bound, bound, out_features).astype(dt)
+
+    def forward(self, x, *, lengths=None, mask=None, state=None, training=False, rng=None) -> Forward:
+        x = _checks.float_array(x, "x", ndim=(2, 3))
+        if x.shape[-1] != self.in_features:
+            _checks.fail("x", f"an array with {self.in_features} features in its last axis",
+                         f"shape {x.shape}")
+        y = x @ self.params["weight"].T
+        if "bias" in self.params:
+            y += self.params["bias"]
+        return Forward(y, None, x)
+
+    def backward(self, f: Forward, d_output, d_state=None) -> Backward:
+        x = f.cache
+        dy2 = d_output.reshape(-1, self.out_features)
+        grads = {"weight": dy2.T @ x.reshape(-1, self.in_features)}
+        if "bias" in self.params:
+            grads["bias"] = dy2.sum(axis=0)
+        return Backward(d_output @ self.params["weight"], None, grads)
+
+
+class Dropout(_Module):
+    """Inverted dropout: in training, y = x ⊙ m / (1 − p) with m ~ Bernoulli(1 − p); else y = x."""
+
+    def __init__(self, p: float = 0.5):
+        self.p = _checks.probability(p, "p")
+        self.params = {}
+
+    def forward(self, x, *, lengths=None, mask=None, state=None, training=False, rng=None) -> Forward:
+        if not training or self.p == 0.0:
+            return Forward(x, None, None)
+        if not isinstance(rng, np.random.Generator):
+            _checks.fail("rng", "a numpy Generator when training with dropout", _checks.describe(rng))
+        keep = 1.0 - self.p
+        m = (rng.random(x.shape) < keep).astype(x.dtype) / x.dtype.type(keep)
+        return Forward(x * m, None, m)
+
+    def backward(self, f: Forward, d_output, d_state=None) -> Backward:
+        return Backward(d_output if f.cache is None else d_output * f.cache, None, {})
+
+
+class LastStep(_Module):
+    """Many-to-one readout: (B, T, F) → (B, F), the output at each sequence's last valid step."""
+
+    def __init__(self):
+        self.params = {}
+
+    def forward(self, x, *, lengths=None, mask=None, state=None, training=False, rng=None) -> Forward:
+        x = _checks.float_array(x, "x", ndim=3)
+        B, T = x.shape[:2]
+        m = valid_mask(lengths, mask, B, T)
+        last = np.full(B, T - 1) if m is None else T - 1 - np.argmax(m[::-1], axis=0)
+        return Forward(x[np.arange(B), last], None, (x.shape, last))
+
+    def backward(self, f: Forward, d_output, d_state=None) -> Backward:
+        shape, last = f.cache
+        dx = np.zeros(shape, d_output.dtype)
+        dx[np.arange(shape[0]), last] = d_output
+        return Backward(dx, None, {})
+
+
+class MeanOverTime(_Module):
+    """Many-to-one readout: (B, T, F) → (B, F), the mean over each sequence's valid steps."""
+
+    def __init__(self):
+        self.params = {}
+
+    def forward(self, x, *, lengths=None, mask=None, state=None, training=False, rng=None) -> Forward:
+        x = _checks.float_array(x, "x", ndim=3)
+        B, T = x.shape[:2]
+        m = valid_mask(lengths, mask, B, T)
+        w = np.ones((B, T), x.dtype) if m is None else m.T.astype(x.dtype)
+        w /= w.sum(axis=1, keepdims=True)
+        return Forward(np.einsum("bt,btf->bf", w, x), None, w)
+
+    def backward(self, f: Forward, d_output, d_state=None) -> Backward:
+        w = f.cache
+        return Backward(w[:, :, None] * d_output[:, None, :], None, {})
+
+
+class Sequential(_Module):
+    """Modules applied in order. Parameters are named `<index>.<name>` (PyTorch's convention).
+
+    `lengths`/`mask` reach every module; `state` is a list with one entry per module (None for
+    the stateless ones) and the final state comes back in the same form.
+    """
+
+    def __init__(self, *modules):
+        if len(modules) == 1 and isinstance(modules[0], (list, tuple)):
+            modules = tuple(modules[0])
+        for i, mod in enumerate(modules):
+            if not (hasattr(mod, "forward") and hasattr(mod, "backward") and hasattr(mod, "params")):
+                _checks.fail(f"modules[{i}]", "an rnnlab module (forward, backward, params)",
+                             _checks.describe(mod))
+        self.modules = list(modules)
+        self.params = {f"{i}.{k}": v for i, m in enumerate(self.modules) for k, v in m.params.items()}
+
+    def forward(self, x, *, lengths=None, mask=None, state=None, training=False, rng=None) -> Forward:
+        n = len(self.modules)
+        if state is not None and (not isinstance(state, (list, tuple)) or len(state) != n):
+            _checks.fail("state", f"a list of {n} entries (one per module, None if stateless)",
+                         _checks.describe(state))
+        fs = []
+        for i, mod in enumerate(self.modules):
+            f = mod.forward(x, lengths=lengths, mask=mask, state=None if state is None else state[i],
+                            training=training, rng=rng)
+            fs.append(f)
+            x = f.output
+        return Forward(x, [f.state for f in fs], fs)
+
+    def backward(self, f: Forward, d_output, d_state=None) -> Backward:
+        grads: dict[str, np.ndarray] = {}
+        d_states = [None] * len(self.modules)
+        d = d_output
+        for i in range(len(self.modules) - 1, -1, -1):
+            b = self.modules[i].backward(f.cache[i], d, None if d_state is None else d_state[i])
+            d_states[i] = b.state
+            grads.update({f"{i}.{k}": v for k, v in b.params.items()})
+            d = b.input
+        return Backward(d, d_states, {k: grads[k] for k in self.params})
