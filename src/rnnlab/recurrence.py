@@ -106,10 +106,14 @@ def backward(
     dh_T: np.ndarray | None = None,
     dc_T: np.ndarray | None = None,
     need_dX: bool = True,
+    dh_trace: np.ndarray | None = None,
 ) -> tuple[np.ndarray | None, Params, np.ndarray, np.ndarray | None]:
     """BPTT for one direction: from ∂L/∂ys (T, B, H) and ∂L/∂h_T [∂L/∂c_T] to every gradient.
 
     Returns (dX, grads, dh0, dc0); grads is a Params of the four weight gradients.
+    `dh_trace` (T, B, H), if given, receives the total ∂L/∂h_t of every step t (the gradient
+    flowing into the state written at step t, from its output and from later steps): what
+    the diagnostics plot against the lag.
     """
     X, hs, cs, extra, mask = tape.X, tape.hs, tape.cs, tape.extra, tape.mask
     T, B, I = X.shape
@@ -128,6 +132,8 @@ def backward(
         prev, out = (t + 1, t) if tape.reverse else (t, t + 1)
         if dys is not None:
             dh = dh + dys[t]
+        if dh_trace is not None:
+            dh_trace[t] = dh
         c_prev = cs[prev] if cs is not None else None
         c_out = cs[out] if cs is not None else None
         if mask is None or mask[t].all():
