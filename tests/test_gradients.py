@@ -1,0 +1,118 @@
+"""float64 central finite differences of every gradient the engine writes by hand."""
+
+import numpy as np
+import pytest
+
+from helpers import CELLS, make, random_state
+from rnnlab import gradcheck
+from rnnlab.feedback import OutputFeedback
+from rnnlab.modules import Dropout, Embedding, LastStep, Linear, MeanOverTime, Sequential
+
+B, T, I, H = 3, 5, 3, 4
+LENGTHS = np.array([5, 2, 4])
+
+
+@pytest.mark.parametrize("padded", [False, True], ids=["full", "padded"])
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("bi", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("name,ctor,kw", CELLS, ids=[c[0] for c in CELLS])
+def test_recurrent_layer(name, ctor, kw, bi, layers, padded):
+    rng = np.random.default_rng(7)
+    m = make(ctor, kw, I, H, layers, bi, rng, initial_state="learned")
+    x = rng.standard_normal((B, T, I))
+    lengths = LENGTHS if padded else None
+    # learned initial state in use: its gradient is checked as a parameter
+    gradcheck(m, x, lengths=lengths).assert_ok()
+    # a state given by the caller: the initial-state gradient is checked as an input
+    state = random_state(name, layers, 2 if bi else 1, B, H, rng)
+    report = gradcheck(m, x, lengths=lengths, state=state)
+    report.assert_ok()
+    assert any(k.startswith("initial_state") for k in report.errors)
+    assert report.norms["input"] > 0
+
+
+@pytest.mark.parametrize("merge", ["sum", "readout"])
+@pytest.mark.parametrize("name,ctor,kw", CELLS[::2], ids=[c[0] for c in CELLS[::2]])
+def test_merges(name, ctor, kw, merge):
+    rng = np.random.default_rng(3)
+    extra = {"output_size": 2} if merge == "readout" else {}
+    m = make(ctor, kw, I, H, 2, True, rng, merge=merge, **extra)
+    x = rng.standard_normal((B, T, I))
+    gradcheck(m, x, lengths=LENGTHS).assert_ok()
+
+
+def test_constant_initial_state_and_time_major():
+    rng = np.random.default_rng(4)
+    m = make(CELLS[2][1], {}, I, H, 2, True, rng, initial_state=0.5, batch_first=False)
+    x = rng.standard_normal((T, B, I))
+    gradcheck(m, x, lengths=LENGTHS).assert_ok()
+
+
+def test_dropout_between_layers():
+    rng = np.random.default_rng(5)
+    m = make(CELLS[3][1], {}, I, H, 3, False, rng, dropout=0.3)
+    x = rng.standard_normal((B, T, I))
+    report = gradcheck(m, x, training=True, rng_seed=11)
+    report.assert_ok()
+
+
+def test_modules_in_sequence():
+    rng = np.random.default_rng(6)
+    emb = Embedding(7, 3, dtype=np.float64, rng=rng)
+    rnn = make(CELLS[2][1], {}, 3, H, 1, True, rng)
+    model = Sequential(emb, rnn, Dropout(0.2), Linear(2 * H, 5, dtype=np.float64, rng=rng))
+    tokens = rng.integers(0, 7, (B, T))
+    gradcheck(model, tokens, lengths=LENGTHS, training=True, rng_seed=2).assert_ok()
+    state = [None, random_state("lstm", 1, 2, B, H, rng), None, None]
+    gradcheck(model, tokens, lengths=LENGTHS, state=state).assert_ok()
+
+
+@pytest.mark.parametrize("readout", [LastStep, MeanOverTime])
+def test_many_to_one_readouts(readout):
+    rng = np.random.default_rng(8)
+    rnn = make(CELLS[3][1], {}, I, H, 1, False, rng)
+    model = Sequential(rnn, readout(), Linear(H, 3, dtype=np.float64, rng=rng))
+    x = rng.standard_normal((B, T, I))
+    gradcheck(model, x, lengths=LENGTHS).assert_ok()
+    gradcheck(model, x).assert_ok()
+
+
+@pytest.mark.parametrize("feedback", ["identity", "softmax", "sigmoid"])
+@pytest.mark.parametrize("hidden", [False, True], ids=["jordan", "jordan+elman"])
+@pytest.mark.parametrize("mode", ["teacher", "free", "scheduled"])
+def test_output_feedback(mode, hidden, feedback):
+    rng = np.random.default_rng(9)
+    K = 3
+    layer = OutputFeedback(I, H, K, feedback=feedback, hidden_recurrence=hidden,
+                           dtype=np.float64, rng=rng)
+    for v in layer.params.values():
+        v[...] = rng.uniform(-0.6, 0.6, v.shape)
+    x = rng.standard_normal((B, T, I))
+    if feedback == "softmax":
+        targets = rng.integers(0, K, (B, T))
+    else:
+        targets = rng.uniform(0, 1, (B, T, K))
+    kwargs = {"targets": targets, "mode": mode, "lengths": LENGTHS}
+    if mode == "scheduled":
+        kwargs["p"] = 0.5
+    gradcheck(layer, x, rng_seed=1, **kwargs).assert_ok()
+    if hidden:
+        gradcheck(layer, x, rng_seed=1, state=rng.standard_normal((B, H)), **kwargs).assert_ok()
+
+
+def test_gradcheck_catches_a_wrong_gradient():
+    """The checker itself must fail when a backward is wrong."""
+    rng = np.random.default_rng(10)
+    m = make(CELLS[0][1], {}, I, H, 1, False, rng)
+    original = m.backward
+
+    def broken(f, d_output, d_state=None):
+        b = original(f, d_output, d_state)
+        b.params["weight_hh_l0"] = b.params["weight_hh_l0"] * 1.001
+        return b
+
+    m.backward = broken
+    report = gradcheck(m, rng.standard_normal((B, T, I)))
+    assert not report.ok
+    with pytest.raises(AssertionError, match="weight_hh_l0"):
+        report.assert_ok()

@@ -1,0 +1,129 @@
+"""Parity with PyTorch 2.13 on copied weights, float64: outputs, final states, every gradient.
+
+PyTorch is a test oracle only. Locally the module is skipped without torch; under CI
+(CI set in the environment) a missing torch is an error, so these tests always run there.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+from rnnlab.layers import GRU, LSTM, RNN
+
+if os.environ.get("CI"):
+    import torch
+else:
+    torch = pytest.importorskip("torch")
+
+RTOL = 1e-10
+
+CASES = [
+    ("rnn_tanh", RNN, lambda: torch.nn.RNN, {}),
+    ("rnn_relu", RNN, lambda: torch.nn.RNN, {"nonlinearity": "relu"}),
+    ("lstm", LSTM, lambda: torch.nn.LSTM, {}),
+    ("gru", GRU, lambda: torch.nn.GRU, {}),
+]
+
+
+def close(a, b, what):
+    a, b = np.asarray(a), np.asarray(b)
+    scale = max(np.abs(b).max(), 1e-300)
+    err = np.abs(a - b).max() / scale
+    assert err < RTOL, f"{what}: relative error {err:.2e}"
+
+
+def pair(ctor, tctor, kw, I, H, L, bi, batch_first, rng):
+    ours = ctor(I, H, L, bidirectional=bi, batch_first=batch_first, dtype=np.float64, rng=rng, **kw)
+    theirs = tctor()(I, H, L, bidirectional=bi, batch_first=batch_first, dtype=torch.float64, **kw)
+    theirs.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in ours.params.items()})
+    return ours, theirs
+
+
+@pytest.mark.parametrize("batch_first", [True, False], ids=["batch_first", "time_major"])
+@pytest.mark.parametrize("L,bi", [(1, False), (2, False), (1, True), (2, True)],
+                         ids=["1layer", "2layers", "bi", "bi_2layers"])
+@pytest.mark.parametrize("name,ctor,tctor,kw", CASES, ids=[c[0] for c in CASES])
+def test_parity(name, ctor, tctor, kw, L, bi, batch_first):
+    rng = np.random.default_rng(0)
+    B, T, I, H = 4, 7, 5, 6
+    D = 2 if bi else 1
+    ours, theirs = pair(ctor, tctor, kw, I, H, L, bi, batch_first, rng)
+    x = rng.standard_normal((B, T, I) if batch_first else (T, B, I))
+    h0 = rng.standard_normal((L * D, B, H))
+    c0 = rng.standard_normal((L * D, B, H))
+    state = (h0, c0) if name == "lstm" else h0
+
+    f = ours.forward(x, state=state)
+    xt = torch.from_numpy(x.copy()).requires_grad_()
+    h0t = torch.from_numpy(h0.copy()).requires_grad_()
+    c0t = torch.from_numpy(c0.copy()).requires_grad_()
+    yt, st = theirs(xt, (h0t, c0t) if name == "lstm" else h0t)
+    close(f.output, yt.detach(), "output")
+    if name == "lstm":
+        close(f.state[0], st[0].detach(), "h_n")
+        close(f.state[1], st[1].detach(), "c_n")
+    else:
+        close(f.state, st.detach(), "h_n")
+
+    dy = rng.standard_normal(f.output.shape)
+    dh = rng.standard_normal((L * D, B, H))
+    dc = rng.standard_normal((L * D, B, H))
+    b = ours.backward(f, dy, (dh, dc) if name == "lstm" else dh)
+    loss = (yt * torch.from_numpy(dy)).sum()
+    if name == "lstm":
+        loss = loss + (st[0] * torch.from_numpy(dh)).sum() + (st[1] * torch.from_numpy(dc)).sum()
+    else:
+        loss = loss + (st * torch.from_numpy(dh)).sum()
+    loss.backward()
+    for pname, p in theirs.named_parameters():
+        close(b.params[pname], p.grad, pname)
+    close(b.input, xt.grad, "input gradient")
+    if name == "lstm":
+        close(b.state[0], h0t.grad, "h0 gradient")
+        close(b.state[1], c0t.grad, "c0 gradient")
+    else:
+        close(b.state, h0t.grad, "h0 gradient")
+
+
+@pytest.mark.parametrize("bi", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("name,ctor,tctor,kw", CASES, ids=[c[0] for c in CASES])
+def test_parity_with_packed_sequences(name, ctor, tctor, kw, bi):
+    """Variable lengths: ours (lengths) against torch's PackedSequence, unsorted batch."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    rng = np.random.default_rng(1)
+    B, T, I, H, L = 4, 6, 3, 5, 2
+    lengths = np.array([3, 6, 1, 4])
+    ours, theirs = pair(ctor, tctor, kw, I, H, L, bi, True, rng)
+    x = rng.standard_normal((B, T, I))
+    f = ours.forward(x, lengths=lengths)
+    xt = torch.from_numpy(x.copy()).requires_grad_()
+    packed = pack_padded_sequence(xt, torch.from_numpy(lengths), batch_first=True,
+                                  enforce_sorted=False)
+    yp, st = theirs(packed)
+    yt, _ = pad_packed_sequence(yp, batch_first=True, total_length=T)
+    close(f.output, yt.detach(), "output")
+    hn = st[0] if name == "lstm" else st
+    close(f.state[0] if name == "lstm" else f.state, hn.detach(), "h_n")
+
+    dy = rng.standard_normal(f.output.shape)
+    dh = rng.standard_normal(hn.shape)
+    b = ours.backward(f, dy, (dh, None) if name == "lstm" else dh)
+    ((yt * torch.from_numpy(dy)).sum() + (hn * torch.from_numpy(dh)).sum()).backward()
+    for pname, p in theirs.named_parameters():
+        close(b.params[pname], p.grad, pname)
+    close(b.input, xt.grad, "input gradient")
+
+
+def test_float32_default_matches_torch_float32():
+    rng = np.random.default_rng(2)
+    ours = LSTM(8, 16, 2, bidirectional=True, rng=rng)
+    assert all(v.dtype == np.float32 for v in ours.params.values())
+    theirs = torch.nn.LSTM(8, 16, 2, bidirectional=True, batch_first=True)
+    theirs.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in ours.params.items()})
+    x = rng.standard_normal((3, 20, 8)).astype(np.float32)
+    f = ours.forward(x)
+    assert f.output.dtype == np.float32
+    yt, _ = theirs(torch.from_numpy(x))
+    np.testing.assert_allclose(f.output, yt.detach().numpy(), atol=2e-6)
