@@ -1,0 +1,918 @@
+"""Persistence: safetensors byte for byte, atomic writes, configs, RNG state, run directories."""
+
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rnnlab import io as rio
+from rnnlab.io import CheckpointError, ConfigError, RunDirError
+
+DTYPES = [
+    "float64",
+    "float32",
+    "float16",
+    "int64",
+    "int32",
+    "int16",
+    "int8",
+    "uint8",
+    "bool",
+    "uint16",
+    "uint32",
+    "uint64",
+]
+
+
+def sample(dtype, shape, rng):
+    if dtype == "bool":
+        return np.asarray(rng.random(shape) < 0.5)
+    if np.dtype(dtype).kind == "f":
+        return np.asarray(rng.standard_normal(shape), dtype)
+    info = np.iinfo(dtype)
+    return np.asarray(rng.integers(info.min, info.max, size=shape, dtype=dtype, endpoint=True))
+
+
+def every_dtype(rng):
+    """One tensor per dtype and shape kind, plus a 0-d and an empty tensor of each."""
+    tensors = {}
+    for dtype in DTYPES:
+        tensors[f"{dtype}.matrix"] = sample(dtype, (3, 5), rng)
+        tensors[f"{dtype}.scalar"] = sample(dtype, (), rng)
+        tensors[f"{dtype}.empty"] = sample(dtype, (0, 4), rng)
+    tensors["weight_hh_l0_reverse"] = sample("float32", (2, 3, 4), rng)
+    tensors["ünïcode ✓"] = sample("float64", (2,), rng)
+    return tensors
+
+
+def assert_same(got, want):
+    assert list(got) == list(want) or sorted(got) == sorted(want)
+    for name, array in want.items():
+        assert got[name].dtype == array.dtype, name
+        assert got[name].shape == array.shape, name
+        np.testing.assert_array_equal(got[name], array, err_msg=name)
+
+
+def as_bytes_header(data):
+    n = int.from_bytes(data[:8], "little")
+    return n, json.loads(data[8 : 8 + n])
+
+
+# --------------------------------------------------------------------------------------------
+# safetensors: round trips
+# --------------------------------------------------------------------------------------------
+
+
+def test_round_trip_every_dtype_through_a_file(tmp_path, rng):
+    tensors = every_dtype(rng)
+    path = tmp_path / "t.safetensors"
+    rio.save_safetensors(path, tensors, {"format": "np", "note": "ü"})
+    loaded, metadata = rio.load_safetensors(path)
+    assert_same(loaded, tensors)
+    assert metadata == {"format": "np", "note": "ü"}
+    for array in loaded.values():
+        assert array.flags.writeable and array.flags.c_contiguous and array.flags.owndata
+    assert loaded["float32.scalar"].shape == ()
+
+
+def test_round_trip_through_bytes_and_header_layout(rng):
+    tensors = every_dtype(rng)
+    data = rio.safetensors_bytes(tensors)
+    n, header = as_bytes_header(data)
+    assert n % 8 == 0 and data[8 + n - 1 : 8 + n] in (b"}", b" ")
+    assert "__metadata__" not in header
+    # Every tensor starts at a multiple of its item size, counted from the start of the file.
+    for name, info in header.items():
+        assert (8 + n + info["data_offsets"][0]) % tensors[name].dtype.itemsize == 0
+    loaded, metadata = rio.parse_safetensors(data)
+    assert_same(loaded, tensors)
+    assert metadata == {}
+    loaded["float64.matrix"][0, 0] = 123.0  # a copy, not a view of `data`
+    assert rio.parse_safetensors(data)[0]["float64.matrix"][0, 0] != 123.0
+
+
+def test_loaded_arrays_are_independent_of_the_file(tmp_path):
+    path = tmp_path / "t.safetensors"
+    rio.save_safetensors(path, {"w": np.arange(4.0)})
+    loaded, _ = rio.load_safetensors(path)
+    rio.save_safetensors(path, {"w": np.zeros(4)})
+    loaded["w"] += 1
+    np.testing.assert_array_equal(loaded["w"], [1, 2, 3, 4])
+    np.testing.assert_array_equal(rio.load_safetensors(path)[0]["w"], np.zeros(4))
+
+
+def test_special_floats_survive_bit_for_bit():
+    x = np.array([np.nan, np.inf, -np.inf, -0.0, 5e-324, np.finfo(np.float64).max])
+    h = np.array([np.nan, np.inf, -np.inf, -0.0, 6e-8, 65504], np.float16)
+    got, _ = rio.parse_safetensors(rio.safetensors_bytes({"x": x, "h": h}))
+    assert got["x"].tobytes() == x.tobytes() and got["h"].tobytes() == h.tobytes()
+
+
+def test_strided_and_big_endian_inputs_are_written_as_little_endian_c_order(rng):
+    base = rng.standard_normal((4, 6))
+    tensors = {
+        "t": base.T,
+        "s": base[::2, 1::3],
+        "be": base.astype(">f8"),
+        "bi": np.arange(3, dtype=">i4"),
+    }
+    got, _ = rio.parse_safetensors(rio.safetensors_bytes(tensors))
+    for name, array in tensors.items():
+        np.testing.assert_array_equal(got[name], array)
+        assert got[name].dtype.isnative and got[name].flags.c_contiguous
+    assert got["bi"].dtype == np.int32
+    data = rio.safetensors_bytes({"bi": tensors["bi"]})
+    assert data.endswith(np.arange(3, dtype="<i4").tobytes())
+
+
+def test_empty_file_round_trip():
+    data = rio.safetensors_bytes({})
+    assert data == b"\x08" + b"\x00" * 7 + b"{}      "
+    assert rio.parse_safetensors(data) == ({}, {})
+
+
+# --------------------------------------------------------------------------------------------
+# safetensors: byte compatibility with the reference package
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metadata", [None, {"format": "pt"}])
+def test_bytes_identical_to_the_safetensors_package(rng, metadata):
+    st = pytest.importorskip("safetensors.numpy")
+    tensors = every_dtype(rng)
+    assert rio.safetensors_bytes(tensors, metadata) == st.save(tensors, metadata=metadata)
+
+
+def test_files_readable_both_ways_with_the_safetensors_package(tmp_path, rng):
+    st = pytest.importorskip("safetensors.numpy")
+    tensors = every_dtype(rng)
+    metadata = {"b": "2", "a": "1", "c": "ü"}  # several keys: the reference orders them freely
+    ours, theirs = tmp_path / "ours.safetensors", tmp_path / "theirs.safetensors"
+    rio.save_safetensors(ours, tensors, metadata)
+    st.save_file(tensors, theirs, metadata=metadata)
+    assert_same(st.load_file(ours), tensors)
+    loaded, got_metadata = rio.load_safetensors(theirs)
+    assert_same(loaded, tensors)
+    assert got_metadata == metadata
+    assert_same(st.load(rio.safetensors_bytes(tensors)), tensors)
+    assert_same(rio.parse_safetensors(st.save(tensors))[0], tensors)
+
+
+# --------------------------------------------------------------------------------------------
+# safetensors: corrupt files
+# --------------------------------------------------------------------------------------------
+
+
+def craft(header, data=b"", pad=True):
+    text = json.dumps(header).encode() if not isinstance(header, bytes) else header
+    if pad:
+        text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + data
+
+
+F32x2 = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
+GOOD = rio.safetensors_bytes({"a": np.arange(2, dtype=np.float32), "b": np.arange(3.0)})
+
+CORRUPT = [
+    ("too short", GOOD[:5], r"it has 5 bytes, fewer than the 8-byte header length \(truncated"),
+    ("header longer than the file", GOOD[:40], r"header length says \d+ bytes but only 32 follow"),
+    (
+        "absurd header length",
+        b"\xff" * 8 + b"{}",
+        r"header length says \d+ bytes but only 2 follow",
+    ),
+    (
+        "data truncated",
+        GOOD[:-4],
+        r"tensor 'a' ends at byte 32 of the data but the data has only 28",
+    ),
+    ("invalid JSON", craft(b'{"a": {"dtype": "F32",'), r"header is not valid JSON \(Expecting"),
+    ("not UTF-8", craft(b'{"\xff": 1}'), r"the header is not UTF-8 text"),
+    ("not an object", craft([1, 2]), r"the header must be a JSON object, not list"),
+    ("duplicate name", craft(b'{"a": {}, "a": {}}'), r"the key 'a' appears twice"),
+    (
+        "bad metadata",
+        craft({"__metadata__": {"k": 1}}),
+        r"__metadata__ must map strings to strings",
+    ),
+    ("metadata not a dict", craft({"__metadata__": []}), r"__metadata__ must map strings"),
+    (
+        "missing key",
+        craft({"a": {"dtype": "F32", "shape": [2]}}, bytes(8)),
+        r"tensor 'a' must have the keys dtype, shape, data_offsets; found dtype, shape",
+    ),
+    (
+        "unknown dtype",
+        craft({"a": {**F32x2, "dtype": "X9"}}, bytes(8)),
+        r"tensor 'a' has the unknown dtype 'X9'; supported: BOOL, U8",
+    ),
+    (
+        "bfloat16",
+        craft({"a": {**F32x2, "dtype": "BF16"}}, bytes(8)),
+        r"unknown dtype 'BF16' \(NumPy has no such type\)",
+    ),
+    (
+        "negative shape",
+        craft({"a": {**F32x2, "shape": [-2]}}, bytes(8)),
+        r"tensor 'a' has shape \[-2\], not a list of non-negative integers",
+    ),
+    (
+        "offsets reversed",
+        craft({"a": {**F32x2, "data_offsets": [8, 0]}}, bytes(8)),
+        r"data_offsets \[8, 0\], expected \[begin, end\] with 0 <= begin <= end",
+    ),
+    (
+        "size mismatch",
+        craft({"a": {**F32x2, "shape": [3]}}, bytes(8)),
+        r"tensor 'a' of shape \[3\] and dtype F32 needs 12 bytes "
+        r"but its data_offsets \[0, 8\] span 8",
+    ),
+    (
+        "out of range",
+        craft({"a": {**F32x2, "data_offsets": [8, 16]}}, bytes(8)),
+        r"tensor 'a' ends at byte 16 of the data but the data has only 8 bytes",
+    ),
+    (
+        "overlap",
+        craft({"a": F32x2, "b": {**F32x2, "data_offsets": [4, 12]}}, bytes(12)),
+        r"tensors 'a' and 'b' overlap \(bytes \[0, 8\) and \[4, 12\)\)",
+    ),
+    (
+        "hole",
+        craft({"a": {**F32x2, "data_offsets": [4, 12]}}, bytes(12)),
+        r"4 bytes before tensor 'a' belong to no tensor \(the data must be contiguous\)",
+    ),
+    ("trailing bytes", craft({"a": F32x2}, bytes(11)), r"3 bytes after the last tensor"),
+    (
+        "bool not 0/1",
+        craft({"m": {"dtype": "BOOL", "shape": [2], "data_offsets": [0, 2]}}, b"\x01\x02"),
+        r"the BOOL tensor 'm' holds bytes other than 0 and 1",
+    ),
+]
+
+
+@pytest.mark.parametrize("data,match", [c[1:] for c in CORRUPT], ids=[c[0] for c in CORRUPT])
+def test_corrupt_files_raise_checkpoint_error_naming_the_file(tmp_path, data, match):
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(data)
+    pattern = rf"^'{str(path)}' is not a valid safetensors file: .*{match}"
+    with pytest.raises(CheckpointError, match=pattern) as info:
+        rio.load_safetensors(path)
+    assert "\n" not in str(info.value)
+    with pytest.raises(
+        CheckpointError, match=r"^the data is not a valid safetensors file: .*" + match
+    ):
+        rio.parse_safetensors(data)
+
+
+def test_checkpoint_error_is_a_value_error_and_missing_file(tmp_path):
+    assert issubclass(CheckpointError, ValueError)
+    with pytest.raises(
+        CheckpointError, match=r"Cannot read '.*nope.safetensors': the file does not exist"
+    ):
+        rio.load_safetensors(tmp_path / "nope.safetensors")
+    with pytest.raises(CheckpointError, match=r"it is a directory"):
+        rio.load_safetensors(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "tensors,metadata,match",
+    [
+        (
+            [np.zeros(2)],
+            None,
+            r"`tensors` must be a dict of str -> NumPy array; got a list of length 1",
+        ),
+        ({"a": [1.0, 2.0]}, None, r"`tensors\['a'\]` must be a NumPy array; got a list"),
+        (
+            {"a": np.zeros(2, np.complex128)},
+            None,
+            r"`tensors\['a'\]` must be an array of dtype bool, uint8.*got dtype complex128",
+        ),
+        ({"a": np.array(["x"], object)}, None, r"got dtype object"),
+        (
+            {"__metadata__": np.zeros(1)},
+            None,
+            r"with str keys other than '__metadata__'; got the key '__metadata__'",
+        ),
+        ({3: np.zeros(1)}, None, r"got the key 3 instead"),
+        (
+            {"a": np.zeros(1)},
+            {"k": 1},
+            r"`metadata` must be None or a dict of str -> str; got \{'k': 1\}",
+        ),
+    ],
+)
+def test_save_refuses_bad_arguments(tmp_path, tensors, metadata, match):
+    with pytest.raises(ValueError, match=match):
+        rio.safetensors_bytes(tensors, metadata)
+    with pytest.raises(ValueError, match=match):
+        rio.save_safetensors(tmp_path / "x.safetensors", tensors, metadata)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_path_and_data_arguments_are_checked(tmp_path):
+    with pytest.raises(
+        ValueError, match=r"`path` must be a path \(str or pathlib.Path\); got 3 \(int\)"
+    ):
+        rio.load_safetensors(3)
+    with pytest.raises(ValueError, match=r"`data` must be bytes; got 'abc' \(str\)"):
+        rio.parse_safetensors("abc")
+
+
+# --------------------------------------------------------------------------------------------
+# Atomic writes
+# --------------------------------------------------------------------------------------------
+
+
+def test_atomic_writes_leave_only_the_target(tmp_path):
+    rio.atomic_write_bytes(tmp_path / "a.bin", b"\x00\x01")
+    rio.atomic_write_text(tmp_path / "a.txt", "héllo\r\n")
+    rio.atomic_write_json(tmp_path / "a.json", {"x": [1, 2.5, None, True], "ü": "ö"})
+    rio.atomic_write_json(tmp_path / "a.json", {"x": 2})  # replaces
+    rio.save_safetensors(tmp_path / "a.safetensors", {"w": np.zeros(3)})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "a.bin",
+        "a.json",
+        "a.safetensors",
+        "a.txt",
+    ]
+    assert (tmp_path / "a.bin").read_bytes() == b"\x00\x01"
+    assert (tmp_path / "a.txt").read_bytes() == "héllo\r\n".encode()
+    assert rio.read_json(tmp_path / "a.json") == {"x": 2}
+    # Permissions as for a file opened the ordinary way (the umask applies).
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")
+    assert (tmp_path / "a.bin").stat().st_mode == plain.stat().st_mode
+
+
+@pytest.mark.parametrize("fail_at", ["fsync", "replace", "write"])
+def test_a_failed_atomic_write_keeps_the_old_file_and_no_temporary(tmp_path, monkeypatch, fail_at):
+    target = tmp_path / "w.safetensors"
+    rio.save_safetensors(target, {"w": np.arange(3.0)})
+    before = target.read_bytes()
+
+    def boom(*args, **kwargs):
+        raise OSError("disk on fire")
+
+    if fail_at == "write":  # half of the data written, then the failure
+
+        def half(f, header, arrays):
+            f.write(header)
+            raise OSError("disk on fire")
+
+        monkeypatch.setattr(rio, "_write_tensors", half)
+    else:
+        monkeypatch.setattr(rio.os, fail_at, boom)
+    with pytest.raises(OSError, match="disk on fire"):
+        rio.save_safetensors(target, {"w": np.zeros(1000)})
+    if fail_at != "write":
+        with pytest.raises(OSError, match="disk on fire"):
+            rio.atomic_write_text(target, "new")
+    monkeypatch.undo()
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
+
+
+def test_json_writes_convert_numpy_scalars_and_refuse_what_json_cannot_hold(tmp_path):
+    rio.atomic_write_json(
+        tmp_path / "s.json",
+        {"a": np.float32(1.5), "b": np.int64(3), "c": np.bool_(True), "d": (1, 2)},
+    )
+    assert rio.read_json(tmp_path / "s.json") == {"a": 1.5, "b": 3, "c": True, "d": [1, 2]}
+    with pytest.raises(
+        ValueError, match=r"`obj\['m'\]\['loss'\]` must be JSON data; got nan .*no NaN or infinity"
+    ):
+        rio.atomic_write_json(tmp_path / "x.json", {"m": {"loss": float("nan")}})
+    with pytest.raises(
+        ValueError,
+        match=r"`obj\['w'\]\[1\]` must be JSON data .*got an array of shape \(2,\).*safetensors",
+    ):
+        rio.atomic_write_json(tmp_path / "x.json", {"w": [0, np.zeros(2)]})
+    with pytest.raises(
+        ValueError, match=r"`obj` must be JSON data \(a dict with str keys\); got the key 1 \(int\)"
+    ):
+        rio.atomic_write_json(tmp_path / "x.json", {1: 2})
+    with pytest.raises(
+        ValueError, match=r"`obj\['f'\]` must be JSON data .*got <built-in function print>"
+    ):
+        rio.atomic_write_json(tmp_path / "x.json", {"f": print})
+    with pytest.raises(ValueError, match=r"`text` must be a str; got b'x' \(bytes\)"):
+        rio.atomic_write_text(tmp_path / "x.txt", b"x")
+    with pytest.raises(ValueError, match=r"`data` must be bytes; got 'x' \(str\)"):
+        rio.atomic_write_bytes(tmp_path / "x.bin", "x")
+    assert [p.name for p in tmp_path.iterdir()] == ["s.json"]
+
+
+# --------------------------------------------------------------------------------------------
+# Reading configuration
+# --------------------------------------------------------------------------------------------
+
+
+def test_read_json_and_toml(tmp_path):
+    (tmp_path / "c.json").write_text('{"hidden": 128, "cell": "lstm"}')
+    (tmp_path / "c.toml").write_text('cell = "gru"\n[optim]\nlr = 1e-3\n')
+    assert rio.read_json(tmp_path / "c.json") == {"hidden": 128, "cell": "lstm"}
+    assert rio.read_toml(str(tmp_path / "c.toml")) == {"cell": "gru", "optim": {"lr": 1e-3}}
+
+
+@pytest.mark.parametrize(
+    "reader,name,content,match",
+    [
+        (
+            rio.read_json,
+            "c.json",
+            None,
+            r"Cannot read JSON file '.*c.json': the file does not exist",
+        ),
+        (
+            rio.read_toml,
+            "c.toml",
+            None,
+            r"Cannot read TOML file '.*c.toml': the file does not exist",
+        ),
+        (
+            rio.read_json,
+            "c.json",
+            b'{\n  "a": 1,\n  "b" 2\n}',
+            r"'.*c.json' is not valid JSON: Expecting ':' delimiter at line 3, column 7",
+        ),
+        (
+            rio.read_toml,
+            "c.toml",
+            b"a = 1\nb = = 2\n",
+            r"'.*c.toml' is not valid TOML: .*line 2, column 5",
+        ),
+        (
+            rio.read_json,
+            "c.json",
+            b'{"a": "\xff"}',
+            r"'.*c.json' is not valid JSON: byte 7 \(0xff\) is not UTF-8",
+        ),
+        (
+            rio.read_toml,
+            "c.toml",
+            b'a = "\xfe"',
+            r"'.*c.toml' is not valid TOML: byte 5 \(0xfe\) is not UTF-8",
+        ),
+    ],
+)
+def test_config_errors(tmp_path, reader, name, content, match):
+    if content is not None:
+        (tmp_path / name).write_bytes(content)
+    with pytest.raises(ConfigError, match=match) as info:
+        reader(tmp_path / name)
+    assert isinstance(info.value, ValueError) and "\n" not in str(info.value)
+
+
+def test_read_json_of_a_directory(tmp_path):
+    with pytest.raises(ConfigError, match=r"Cannot read JSON file '.*': it is a directory"):
+        rio.read_json(tmp_path)
+
+
+def test_jsonl_append_and_read(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    rio.append_jsonl(path, {"step": 1, "loss": np.float32(2.5)})
+    rio.append_jsonl(path, {"step": 2, "text": "a\u2028b"})  # U+2028 is not a line break in JSONL
+    assert rio.read_jsonl(path) == [{"step": 1, "loss": 2.5}, {"step": 2, "text": "a\u2028b"}]
+    assert path.read_text().count("\n") == 2
+    with pytest.raises(
+        ValueError,
+        match=r"`obj` must be a dict \(one JSON object per line\); got a list of length 1",
+    ):
+        rio.append_jsonl(path, [1])
+    with pytest.raises(ValueError, match=r"`obj\['loss'\]` must be JSON data; got inf"):
+        rio.append_jsonl(path, {"loss": float("inf")})
+    assert len(rio.read_jsonl(path)) == 2
+
+
+def test_jsonl_torn_last_line_is_skipped_then_cut_off(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    rio.append_jsonl(path, {"step": 1})
+    with open(path, "ab") as f:
+        f.write(b'{"step": 2, "lo')  # a crash in the middle of an append
+    assert rio.read_jsonl(path) == [{"step": 1}]
+    rio.append_jsonl(path, {"step": 3})
+    assert path.read_text() == '{"step": 1}\n{"step": 3}\n'
+
+
+def test_jsonl_complete_last_line_without_newline_is_kept(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1}\n{"step": 2}')
+    rio.append_jsonl(path, {"step": 3})
+    assert [r["step"] for r in rio.read_jsonl(path)] == [1, 2, 3]
+
+
+def test_jsonl_bad_line_in_the_middle(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1}\n\n{"step": 2,}\n{"step": 3}\n')
+    with pytest.raises(
+        ConfigError, match=r"'.*metrics.jsonl' is not valid JSON Lines: .* at line 3, column 12"
+    ):
+        rio.read_jsonl(path)
+
+
+# --------------------------------------------------------------------------------------------
+# Random generators
+# --------------------------------------------------------------------------------------------
+
+
+def draws(rng):
+    return [
+        rng.random(3),
+        rng.standard_normal(5),
+        rng.integers(0, 1000, 7, dtype=np.int32),
+        rng.integers(0, 2**40, 2),
+        rng.permutation(6),
+    ]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: np.random.default_rng(7),
+        lambda: np.random.default_rng(),  # fresh 128-bit entropy
+        lambda: np.random.default_rng([3, 1, 4]),
+        lambda: np.random.Generator(np.random.MT19937(1)),
+        lambda: np.random.Generator(np.random.Philox(2)),
+        lambda: np.random.Generator(np.random.SFC64(3)),
+        lambda: np.random.Generator(np.random.PCG64DXSM(4)),
+        lambda: np.random.default_rng(5).spawn(2)[1],
+    ],
+    ids=["pcg64", "entropy", "list-seed", "mt19937", "philox", "sfc64", "pcg64dxsm", "spawned"],
+)
+def test_rng_state_round_trips_through_json_text(make):
+    rng = make()
+    draws(rng)
+    rng.integers(0, 10, dtype=np.int32)  # leaves half of a 64-bit word buffered
+    text = json.dumps(rio.numpy_rng_state(rng))
+    restored = rio.rng_from_state(json.loads(text))
+    for a, b in zip(draws(rng), draws(restored), strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(rng.spawn(2), restored.spawn(2), strict=True):
+        np.testing.assert_array_equal(a.random(4), b.random(4))
+
+
+def test_rng_state_errors():
+    with pytest.raises(ValueError, match=r"`rng` must be a np.random.Generator; got 0 \(int\)"):
+        rio.numpy_rng_state(0)
+    with pytest.raises(
+        ValueError, match=r"`state` must be a dict made by numpy_rng_state; got \{'a': 1\}"
+    ):
+        rio.rng_from_state({"a": 1})
+    state = rio.numpy_rng_state(np.random.default_rng(0))
+    state["bit_generator"]["bit_generator"] = "Mystery"
+    with pytest.raises(
+        ValueError, match=r"\(for one of PCG64, .*\); got the bit generator 'Mystery'"
+    ):
+        rio.rng_from_state(state)
+    state = rio.numpy_rng_state(np.random.default_rng(0))
+    del state["bit_generator"]["state"]["inc"]
+    with pytest.raises(
+        ValueError,
+        match=r"`state` must be a dict made by numpy_rng_state; got a dict that PCG64 refuses",
+    ):
+        rio.rng_from_state(state)
+
+
+# --------------------------------------------------------------------------------------------
+# Run directories
+# --------------------------------------------------------------------------------------------
+
+NOW = datetime(2026, 11, 22, 5, 15, 0)
+
+
+def test_make_run_dir_is_unique(tmp_path):
+    base = tmp_path / "runs"
+    paths = [rio.make_run_dir(base, "charlm", now=NOW) for _ in range(3)]
+    assert [p.name for p in paths] == [
+        "charlm-20261122-051500",
+        "charlm-20261122-051500-2",
+        "charlm-20261122-051500-3",
+    ]
+    assert all(p.is_dir() and not any(p.iterdir()) for p in paths)
+    assert not rio.is_run_dir(paths[0])
+    run = rio.make_run_dir(base, "digits", config={"hidden": 64})
+    assert rio.is_run_dir(run) and rio.read_json(run / "config.json") == {"hidden": 64}
+
+
+def test_make_run_dir_defaults_to_runs_in_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = rio.make_run_dir(None, "x", now=NOW)
+    assert run == Path("runs") / "x-20261122-051500" and (tmp_path / run).is_dir()
+
+
+def test_make_run_dir_errors(tmp_path):
+    for bad in ["", "a/b", ".hidden", "a b", 3]:
+        with pytest.raises(ValueError, match=r"`name_hint` must be a name of letters, digits"):
+            rio.make_run_dir(tmp_path, bad)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(
+        RunDirError, match=r"`base` must be a directory; got '.*file' which is not a directory"
+    ):
+        rio.make_run_dir(tmp_path / "file", "x")
+    with pytest.raises(ValueError, match=r"`config\['lr'\]` must be JSON data; got nan"):
+        rio.make_run_dir(tmp_path, "x", config={"lr": float("nan")})
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]
+
+
+def test_open_run_dir(tmp_path):
+    (tmp_path / "file").write_text("")
+    (tmp_path / "empty").mkdir()
+    cases = [
+        ("missing", "does not exist"),
+        ("file", "is not a directory"),
+        ("empty", "has no config.json"),
+    ]
+    for name, why in cases:
+        path = tmp_path / name
+        assert not rio.is_run_dir(path)
+        with pytest.raises(
+            RunDirError,
+            match=rf"^`run` must be a run directory \(with config.json\); "
+            rf"got '{path}' which {why} instead.$",
+        ):
+            rio.open_run_dir(path)
+    rio.atomic_write_json(tmp_path / "empty" / "config.json", {})
+    assert rio.open_run_dir(str(tmp_path / "empty")) == tmp_path / "empty"
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------
+
+CONFIG = {"cell": "lstm", "hidden": 8}
+
+
+def weights(step):
+    """Model and optimizer tensors whose values identify the step."""
+    model = {"weight_hh_l0": np.full((4, 2), step, np.float32), "bias_hh_l0": np.arange(4.0) + step}
+    optimizer = {"m.weight_hh_l0": np.full((4, 2), -step, np.float32), "t": np.array(step)}
+    return model, optimizer
+
+
+def save(run, step, keep=3, **extra):
+    model, optimizer = weights(step)
+    return rio.save_checkpoint(
+        run,
+        step,
+        model=model,
+        optimizer=optimizer,
+        state={"step": step, "epoch": step // 10, **extra},
+        config=CONFIG,
+        keep=keep,
+    )
+
+
+def assert_checkpoint(checkpoint, step):
+    model, optimizer = weights(step)
+    assert checkpoint.step == step and checkpoint.path.name == f"step-{step:08d}"
+    assert_same(checkpoint.model, model)
+    assert_same(checkpoint.optimizer, optimizer)
+    assert checkpoint.state["step"] == step and checkpoint.config == CONFIG
+
+
+def test_checkpoint_round_trip(tmp_path):
+    run = tmp_path / "run"
+    path = save(run, 100, best=0.25)
+    assert path == run / "checkpoints" / "step-00000100"
+    assert sorted(p.name for p in path.iterdir()) == [
+        "config.json",
+        "model.safetensors",
+        "optimizer.safetensors",
+        "state.json",
+    ]
+    assert (run / "checkpoints" / "latest").read_text() == "step-00000100\n"
+    assert rio.is_run_dir(run)
+    assert rio.read_json(run / "config.json") == CONFIG
+    assert_same(rio.load_safetensors(run / "model.safetensors")[0], weights(100)[0])
+    save(run, 200)
+    checkpoint = rio.load_checkpoint(run)
+    assert isinstance(checkpoint, rio.Checkpoint)
+    assert_checkpoint(checkpoint, 200)
+    assert_checkpoint(rio.load_checkpoint(str(run), step=100), 100)
+    assert rio.load_checkpoint(run, 100).state == {"step": 100, "epoch": 10, "best": 0.25}
+    assert_same(rio.load_safetensors(run / "model.safetensors")[0], weights(200)[0])
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "latest",
+        "step-00000100",
+        "step-00000200",
+    ]
+    assert sorted(p.name for p in run.iterdir()) == [
+        "checkpoints",
+        "config.json",
+        "model.safetensors",
+    ]
+
+
+def test_resume_is_bit_exact_with_the_rng_in_the_state(tmp_path):
+    rng = np.random.default_rng(11)
+    rng.standard_normal(10)
+    save(tmp_path, 5, rng=rio.numpy_rng_state(rng))
+    expected = rng.standard_normal(10)
+    resumed = rio.rng_from_state(rio.load_checkpoint(tmp_path).state["rng"])
+    np.testing.assert_array_equal(resumed.standard_normal(10), expected)
+
+
+@pytest.mark.parametrize("keep,kept", [(3, [3, 4, 5]), (1, [5]), (None, [1, 2, 3, 4, 5])])
+def test_keep_the_last_n(tmp_path, keep, kept):
+    for step in range(1, 6):
+        save(tmp_path, step, keep=keep)
+    assert rio.checkpoint_steps(tmp_path) == kept
+    assert rio.load_checkpoint(tmp_path).step == 5
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")]
+
+
+def test_resaving_a_step_and_saving_an_earlier_step(tmp_path):
+    for step in (100, 200, 300):
+        save(tmp_path, step)
+    model, optimizer = weights(7)
+    rio.save_checkpoint(
+        tmp_path, 200, model=model, optimizer=optimizer, state={"step": 200}, config=CONFIG
+    )
+    assert rio.checkpoint_steps(tmp_path) == [100, 200, 300]
+    assert rio.load_checkpoint(tmp_path).step == 200
+    assert_same(rio.load_checkpoint(tmp_path).model, model)
+    # A run resumed from an earlier step: the new checkpoint is always kept, and is the latest.
+    save(tmp_path, 150, keep=2)
+    assert rio.checkpoint_steps(tmp_path) == [150, 300]
+    assert_checkpoint(rio.load_checkpoint(tmp_path), 150)
+
+
+def _fail_on_call(n, real):
+    calls = []
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise RuntimeError("interrupted")
+        return real(*args, **kwargs)
+
+    return wrapper
+
+
+@pytest.mark.parametrize("where", ["optimizer file", "state.json", "rename", "latest"])
+def test_an_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch, where):
+    save(tmp_path, 100)
+    ckpt = tmp_path / "checkpoints"
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    if where == "optimizer file":  # model.safetensors written, optimizer.safetensors not
+        monkeypatch.setattr(rio, "_write_tensors", _fail_on_call(2, rio._write_tensors))
+    elif where == "state.json":  # both safetensors files written, state.json not
+        monkeypatch.setattr(rio, "_write_durably", _fail_on_call(3, rio._write_durably))
+    elif where == "rename":  # everything written, the directory not yet renamed into place
+        real_rename = os.rename
+
+        def rename(src, dst):
+            if Path(dst).name.startswith("step-"):
+                raise RuntimeError("interrupted")
+            real_rename(src, dst)
+
+        monkeypatch.setattr(rio.os, "rename", rename)
+    else:  # the new directory is in place, `latest` not yet rewritten
+
+        def latest(path, text):
+            raise RuntimeError("interrupted")
+
+        monkeypatch.setattr(rio, "atomic_write_text", latest)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        save(tmp_path, 200, keep=1)
+    monkeypatch.undo()
+
+    after = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    new = {p for p in after if "step-00000200" in str(p)}
+    assert {p: after[p] for p in after if p not in new} == before
+    assert_checkpoint(rio.load_checkpoint(tmp_path), 100)
+    assert not [p for p in ckpt.iterdir() if p.name.startswith(".")]  # temporaries removed
+    assert rio.checkpoint_steps(tmp_path) == ([100, 200] if where == "latest" else [100])
+    # The next save succeeds and prunes as usual.
+    save(tmp_path, 300, keep=1)
+    assert rio.checkpoint_steps(tmp_path) == [300]
+    assert_checkpoint(rio.load_checkpoint(tmp_path), 300)
+
+
+def test_a_killed_save_leaves_a_temporary_that_is_ignored_then_removed(tmp_path):
+    save(tmp_path, 100)
+    ckpt = tmp_path / "checkpoints"
+    tmp = ckpt / ".tmp-step-00000200-deadbeef"
+    tmp.mkdir()
+    (tmp / "model.safetensors").write_bytes(b"\x10\x00")  # half written when killed
+    assert rio.checkpoint_steps(tmp_path) == [100]
+    assert_checkpoint(rio.load_checkpoint(tmp_path), 100)
+    save(tmp_path, 200)
+    assert not tmp.exists()
+
+
+def test_latest_missing_falls_back_to_the_highest_step(tmp_path):
+    save(tmp_path, 100)
+    save(tmp_path, 200)
+    (tmp_path / "checkpoints" / "latest").unlink()
+    assert rio.load_checkpoint(tmp_path).step == 200
+
+
+@pytest.mark.parametrize(
+    "damage,match",
+    [
+        (
+            lambda c: (c / "model.safetensors").write_bytes(
+                (c / "model.safetensors").read_bytes()[:-3]
+            ),
+            r"'.*step-00000100/model.safetensors' is not a valid safetensors file: .*truncated",
+        ),
+        (
+            lambda c: (c / "optimizer.safetensors").write_bytes(b"\x00" * 4),
+            r"'.*step-00000100/optimizer.safetensors' is not a valid safetensors file: "
+            r"it has 4 bytes",
+        ),
+        (
+            lambda c: (c / "optimizer.safetensors").unlink(),
+            r"The checkpoint file '.*step-00000100/optimizer.safetensors' is missing \(incomplete",
+        ),
+        (
+            lambda c: (c / "state.json").write_text('{"step": 100,\n'),
+            r"'.*step-00000100/state.json' is not valid JSON: .* at line 2, column 1",
+        ),
+        (
+            lambda c: (c / "config.json").write_text("[1]"),
+            r"'.*step-00000100/config.json' must hold a JSON object, not list",
+        ),
+        (
+            lambda c: (c / "state.json").unlink(),
+            r"The checkpoint file '.*step-00000100/state.json' is missing",
+        ),
+        (
+            lambda c: (c.parent / "latest").write_text("garbage\n"),
+            r"'.*checkpoints/latest' must name a checkpoint like 'step-00000100'; "
+            r"it holds 'garbage'",
+        ),
+        (
+            lambda c: (c.parent / "latest").write_text("step-00000900\n"),
+            r"'.*checkpoints/latest' names step-00000900 but '.*step-00000900' does not exist",
+        ),
+    ],
+)
+def test_corrupt_checkpoints_name_the_file(tmp_path, damage, match):
+    save(tmp_path, 100)
+    damage(tmp_path / "checkpoints" / "step-00000100")
+    with pytest.raises(CheckpointError, match=match):
+        rio.load_checkpoint(tmp_path)
+
+
+def test_load_checkpoint_errors(tmp_path):
+    with pytest.raises(
+        RunDirError,
+        match=r"`run` must be a run directory \(with config.json\); "
+        r"got '.*' which has no config.json",
+    ):
+        rio.load_checkpoint(tmp_path)
+    rio.atomic_write_json(tmp_path / "config.json", CONFIG)
+    with pytest.raises(CheckpointError, match=r"The run directory '.*' has no checkpoints"):
+        rio.load_checkpoint(tmp_path)
+    save(tmp_path, 100)
+    save(tmp_path, 200)
+    with pytest.raises(
+        ValueError,
+        match=r"`step` must be None or a saved step of '.*' \(saved: 100, 200\); got 150 \(int\)",
+    ):
+        rio.load_checkpoint(tmp_path, step=150)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"step": -1}, r"`step` must be a non-negative integer; got -1"),
+        ({"step": True}, r"`step` must be a non-negative integer; got True"),
+        ({"keep": 0}, r"`keep` must be None or a positive integer; got 0"),
+        ({"model": [np.zeros(1)]}, r"`model` must be a dict of str -> NumPy array; got a list"),
+        (
+            {"optimizer": {"m": np.zeros(1, np.complex64)}},
+            r"`optimizer\['m'\]` must be an array of dtype",
+        ),
+        (
+            {"state": {"rng": np.random.default_rng(0)}},
+            r"`state\['rng'\]` must be JSON data .*Generator",
+        ),
+        (
+            {"state": {"h": np.zeros(3)}},
+            r"`state\['h'\]` must be JSON data .*Arrays belong in safetensors",
+        ),
+        ({"config": None}, r"`config` must be a dict of JSON data; got None"),
+    ],
+)
+def test_save_checkpoint_refuses_bad_arguments_before_touching_the_disk(tmp_path, kwargs, match):
+    model, optimizer = weights(1)
+    args = {
+        "step": 1,
+        "model": model,
+        "optimizer": optimizer,
+        "state": {},
+        "config": CONFIG,
+        **kwargs,
+    }
+    step = args.pop("step")
+    with pytest.raises(ValueError, match=match):
+        rio.save_checkpoint(tmp_path / "run", step, **args)
+    assert not (tmp_path / "run").exists()
