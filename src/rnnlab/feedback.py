@@ -1,0 +1,257 @@
+"""Output-feedback (Jordan) networks: the notes' second design pattern.
+
+Recurrence flows from the output of one step to the hidden units of the next:
+
+    h_t = φ(U x_t + R y_{t-1} + b  [+ W h_{t-1}])
+    o_t = V h_t + c
+
+What is fed back as y_{t-1} depends on the mode:
+- "teacher": the true target y_{t-1} (teacher forcing). Without the hidden-to-hidden term the
+  steps decouple, and the whole sequence is computed with two matrix products and no time loop;
+- "free": the network's own prediction f(o_{t-1}), with gradients flowing through it
+  (f = identity, softmax or sigmoid, chosen by `feedback`), as at inference;
+- "scheduled": scheduled sampling (Bengio et al. 2015): at each step each sequence is fed
+  the truth with probability `p`, otherwise its own prediction.
+y_0 is zero. Targets are float vectors (B, T, K), or class ids (B, T) for `feedback="softmax"`
+which are fed as one-hot vectors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rnnlab import _checks, recurrence
+from rnnlab.cells import ElmanCell
+from rnnlab.layers import Backward, Forward, _dtype, _rng, load_params, valid_mask
+from rnnlab.losses import softmax
+from rnnlab.ops import sigmoid
+
+
+class OutputFeedback:
+    """A Jordan network layer; output (B, T, K) are the logits / values o_t.
+
+    Parameters: `weight_ih` U (H, I), `weight_fh` R (H, K), `bias` b (H,), optionally
+    `weight_hh` W (H, H) when `hidden_recurrence=True`, and the output map `weight_out` V (K, H),
+    `bias_out` c (K,). Inputs are batch-first (B, T, I). Masks must be right-padding (lengths).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, output_size: int, *,
+                 nonlinearity: str = "tanh", feedback: str = "identity",
+                 hidden_recurrence: bool = False, dtype=np.float32, rng=None):
+        self.input_size = _checks.positive_int(input_size, "input_size")
+        self.hidden_size = _checks.positive_int(hidden_size, "hidden_size")
+        self.output_size = _checks.positive_int(output_size, "output_size")
+        self.nonlinearity = _checks.choice(nonlinearity, "nonlinearity", ("tanh", "relu"))
+        self.feedback = _checks.choice(feedback, "feedback", ("identity", "softmax", "sigmoid"))
+        self.hidden_recurrence = bool(hidden_recurrence)
+        self.dtype = dt = _dtype(dtype)
+        rng = _rng(rng)
+        H, I, K = hidden_size, input_size, output_size
+
+        def u(shape, fan):
+            return rng.uniform(-1 / np.sqrt(fan), 1 / np.sqrt(fan), shape).astype(dt)
+
+        self.params = {"weight_ih": u((H, I), H), "weight_fh": u((H, K), H), "bias": u((H,), H)}
+        if self.hidden_recurrence:
+            self.params["weight_hh"] = u((H, H), H)
+        self.params["weight_out"] = u((K, H), H)
+        self.params["bias_out"] = np.zeros(K, dt)
+        self._cell = ElmanCell(self.nonlinearity)
+
+    def __call__(self, x, **kwargs) -> Forward:
+        return self.forward(x, **kwargs)
+
+    def state_dict(self):
+        return {k: v.copy() for k, v in self.params.items()}
+
+    def load_state_dict(self, state, strict=True):
+        load_params(self.params, state, strict)
+
+    # ------------------------------------------------------------------ helpers
+    def _phi(self, a):
+        return np.tanh(a) if self.nonlinearity == "tanh" else np.maximum(a, 0.0)
+
+    def _dphi(self, h):
+        return 1.0 - h * h if self.nonlinearity == "tanh" else (h > 0.0).astype(h.dtype)
+
+    def _f(self, o):
+        if self.feedback == "identity":
+            return o.copy()
+        if self.feedback == "softmax":
+            return softmax(o, axis=-1)
+        return sigmoid(o)
+
+    def _df(self, s, ds):
+        """∂L/∂o from ∂L/∂f(o), with s = f(o)."""
+        if self.feedback == "identity":
+            return ds
+        if self.feedback == "softmax":
+            return s * (ds - (s * ds).sum(axis=-1, keepdims=True))
+        return ds * s * (1.0 - s)
+
+    def _targets(self, targets, B, T):
+        K = self.output_size
+        if isinstance(targets, np.ndarray) and targets.dtype.kind in "iu":
+            if self.feedback != "softmax":
+                _checks.fail("targets", "float vectors (B, T, K) unless feedback='softmax'",
+                             f"integer ids of shape {targets.shape}")
+            if targets.shape != (B, T):
+                _checks.fail("targets", f"class ids of shape ({B}, {T})", f"shape {targets.shape}")
+            if targets.min() < 0 or targets.max() >= K:
+                _checks.fail("targets", f"class ids in [0, {K})",
+                             f"values from {targets.min()} to {targets.max()}")
+            return np.eye(K, dtype=self.dtype)[targets]
+        return _checks.float_array(targets, "targets", shape=(B, T, K), dtype=self.dtype)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x, *, targets=None, mode="teacher", p: float = 0.5, lengths=None,
+                mask=None, state=None, training=False, rng=None) -> Forward:
+        """Run the layer. `targets` is needed for "teacher" and "scheduled" modes; `state` is an
+        initial hidden state (B, H) when `hidden_recurrence` (zeros otherwise)."""
+        mode = _checks.choice(mode, "mode", ("teacher", "free", "scheduled"))
+        x = _checks.float_array(x, "x", ndim=3)
+        if x.shape[2] != self.input_size:
+            _checks.fail("x", f"an array with {self.input_size} features in its last axis",
+                         f"shape {x.shape}")
+        if x.dtype != self.dtype:
+            _checks.fail("x", f"of dtype {self.dtype} like the layer's parameters", f"dtype {x.dtype}")
+        B, T, _ = x.shape
+        H, K = self.hidden_size, self.output_size
+        m = valid_mask(lengths, mask, B, T)  # time-major (T, B)
+        if m is not None and not (m[:-1] >= m[1:]).all():
+            _checks.fail("mask", "right padding (valid steps first)", "a mask with gaps",
+                         "OutputFeedback feeds back the previous step; pass right-padded batches.")
+        Y = None
+        if mode != "free":
+            if targets is None:
+                _checks.fail("targets", f"the true outputs for mode={mode!r}", "None")
+            Y = self._targets(targets, B, T)
+        if mode == "scheduled":
+            p = _checks.probability(p, "p", allow_one=True)
+            if not isinstance(rng, np.random.Generator):
+                _checks.fail("rng", "a numpy Generator for mode='scheduled'", _checks.describe(rng))
+        if state is not None:
+            if not self.hidden_recurrence:
+                _checks.fail("state", "None (this layer has no hidden-to-hidden recurrence)",
+                             _checks.describe(state))
+            h0 = _checks.float_array(state, "state", shape=(B, H), dtype=self.dtype)
+        else:
+            h0 = np.zeros((B, H), self.dtype)
+        P = self.params
+        X = np.ascontiguousarray(np.swapaxes(x, 0, 1))  # (T, B, I)
+
+        if mode == "teacher":
+            Ytm = np.swapaxes(Y, 0, 1)
+            fed = np.zeros((T, B, K), self.dtype)
+            fed[1:] = Ytm[:-1]
+            XF = np.concatenate([X, fed], axis=2)  # [x_t ; y_{t-1}] meets [U R]
+            W_in = np.concatenate([P["weight_ih"], P["weight_fh"]], axis=1)
+            if self.hidden_recurrence:
+                rp = recurrence.Params(W_in, P["weight_hh"], P["bias"], np.zeros(H, self.dtype))
+                hs_out, h_T, _, tape = recurrence.forward(self._cell, rp, XF, h0, None, m)
+                hs = hs_out if m is None else tape.hs[1:]
+            else:  # the steps decouple: no time loop
+                hs = self._phi(XF.reshape(T * B, -1) @ W_in.T + P["bias"]).reshape(T, B, H)
+                tape = XF
+                h_T = hs[-1] if m is None else hs[m.sum(axis=0) - 1, np.arange(B)]
+            O = hs @ P["weight_out"].T + P["bias_out"]
+            cache = {"mode": mode, "X": X, "tape": tape, "hs": hs, "mask": m}
+        else:
+            hs = np.empty((T + 1, B, H), self.dtype)
+            hs[0] = h0
+            O = np.empty((T, B, K), self.dtype)
+            fed = np.zeros((T, B, K), self.dtype)
+            S = np.zeros((T, B, K), self.dtype)  # f(o_t), the predictions that may be fed back
+            use_pred = np.ones((T, B), bool)  # where the model's own prediction was fed
+            XU = (X.reshape(T * B, -1) @ P["weight_ih"].T).reshape(T, B, H) + P["bias"]
+            Ytm = None if Y is None else np.swapaxes(Y, 0, 1)
+            for t in range(T):
+                if t > 0:
+                    if mode == "scheduled":
+                        use_pred[t] = rng.random(B) >= p
+                        fed[t] = np.where(use_pred[t][:, None], S[t - 1], Ytm[t - 1])
+                    else:
+                        fed[t] = S[t - 1]
+                a = XU[t] + fed[t] @ P["weight_fh"].T
+                if self.hidden_recurrence:
+                    a += hs[t] @ P["weight_hh"].T
+                hs[t + 1] = self._phi(a)
+                if m is not None and not m[t].all():
+                    np.copyto(hs[t + 1], hs[t], where=~m[t][:, None])
+                O[t] = hs[t + 1] @ P["weight_out"].T + P["bias_out"]
+                S[t] = self._f(O[t])
+            h_T = hs[T]
+            cache = {"mode": mode, "X": X, "hs": hs, "fed": fed, "S": S, "use_pred": use_pred,
+                     "mask": m}
+        if m is not None:
+            O = np.where(m[:, :, None], O, 0.0).astype(self.dtype, copy=False)
+        return Forward(np.swapaxes(O, 0, 1), h_T if self.hidden_recurrence else None, cache)
+
+    # ------------------------------------------------------------------ backward
+    def backward(self, f: Forward, d_output, d_state=None) -> Backward:
+        c, P = f.cache, self.params
+        m, X = c["mask"], c["X"]
+        T, B, I = X.shape
+        H, K = self.hidden_size, self.output_size
+        dO = _checks.float_array(d_output, "d_output", shape=f.output.shape, dtype=self.dtype)
+        dO = np.swapaxes(dO, 0, 1)
+        if m is not None:
+            dO = np.where(m[:, :, None], dO, 0.0)
+        if d_state is not None:
+            d_state = _checks.float_array(d_state, "d_state", shape=(B, H), dtype=self.dtype)
+        grads: dict[str, np.ndarray] = {}
+
+        if c["mode"] == "teacher":
+            hs = c["hs"]  # (T, B, H) outputs of the hidden layer, time order
+            grads["weight_out"] = dO.reshape(T * B, K).T @ hs.reshape(T * B, H)
+            grads["bias_out"] = dO.reshape(T * B, K).sum(axis=0)
+            dHs = dO @ P["weight_out"]
+            W_in = np.concatenate([P["weight_ih"], P["weight_fh"]], axis=1)
+            if self.hidden_recurrence:
+                rp = recurrence.Params(W_in, P["weight_hh"], P["bias"], np.zeros(H, self.dtype))
+                dXF, g, dh0, _ = recurrence.backward(self._cell, rp, c["tape"], dHs, d_state)
+                dW_in, db, grads["weight_hh"] = g.W_ih, g.b_ih, g.W_hh
+            else:
+                XF = c["tape"]
+                if d_state is not None:
+                    _checks.fail("d_state", "None (this layer has no hidden state)", "an array")
+                dA = (dHs * self._dphi(hs)).reshape(T * B, H)
+                dW_in = dA.T @ XF.reshape(T * B, -1)
+                db = dA.sum(axis=0)
+                dXF = (dA @ W_in).reshape(T, B, -1)
+                dh0 = None
+            grads["weight_ih"], grads["weight_fh"], grads["bias"] = dW_in[:, :I], dW_in[:, I:], db
+            dX = dXF[:, :, :I]
+        else:
+            hs, fed, S, use_pred = c["hs"], c["fed"], c["S"], c["use_pred"]
+            dA = np.zeros((T, B, H), self.dtype)
+            dh_next = np.zeros((B, H), self.dtype) if d_state is None else d_state.copy()
+            dfed_next = np.zeros((B, K), self.dtype)  # ∂L/∂(value fed at step t+1)
+            dOt = np.empty((T, B, K), self.dtype)
+            for t in range(T - 1, -1, -1):
+                do = dO[t].copy()
+                if t + 1 < T:
+                    ds = np.where(use_pred[t + 1][:, None], dfed_next, 0.0)
+                    do += self._df(S[t], ds)
+                dOt[t] = do
+                dh = dh_next + do @ P["weight_out"]
+                valid = None if m is None else m[t][:, None]
+                if valid is not None:
+                    dh_pass = dh
+                    dh = np.where(valid, dh, 0.0)
+                dA[t] = dh * self._dphi(hs[t + 1])
+                dfed_next = dA[t] @ P["weight_fh"]
+                dh_next = dA[t] @ P["weight_hh"] if self.hidden_recurrence else np.zeros_like(dh)
+                if valid is not None:
+                    dh_next = np.where(valid, dh_next, dh_pass)
+            dA2 = dA.reshape(T * B, H)
+            grads["weight_ih"] = dA2.T @ X.reshape(T * B, I)
+            grads["weight_fh"] = dA2.T @ fed.reshape(T * B, K)
+            grads["bias"] = dA2.sum(axis=0)
+            if self.hidden_recurrence:
+                grads["weight_hh"] = dA2.T @ hs[:-1].reshape(T * B, H)
+            grads["weight_out"] = dOt.reshape(T * B, K).T @ hs[1:].reshape(T * B, H)
+            grads["bias_out"] = dOt.reshape(T * B, K).sum(axis=0)
+            dX = (dA2 @ P["weight_ih"]).reshape(T, B, I)
+            dh0 = dh_next if self.hidden_recurrence else None
+        return Backward(np.swapaxes(dX, 0, 1), dh0, {k: grads[k] for k in P})
