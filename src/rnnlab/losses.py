@@ -1,0 +1,219 @@
+"""Losses, each written beside its gradient, for the outputs of a recurrent model.
+
+Every loss returns `(loss, d_input)`: the loss as a Python float and ∂loss/∂(first argument)
+with the same shape and dtype, ready to hand to a model's `backward`. Sequence outputs may
+carry a `mask` (B, T) (True at valid steps) or `lengths` (B,) (a valid prefix per sequence);
+padded steps add nothing to the loss and get exactly zero gradient, and whatever targets they
+hold is ignored, so padding may use any value. `reduction="sum"` adds the loss of every valid
+position; `"mean"` divides by the number of valid positions (class axis excluded) for cross
+entropy and by the number of valid elements (feature axes included, as torch does) for the
+element-wise losses.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rnnlab import _checks
+from rnnlab.layers import valid_mask
+from rnnlab.ops import sigmoid
+
+REDUCTIONS = ("sum", "mean")
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """softmax(x)_k = e^{x_k − max x} / Σ_j e^{x_j − max x}, stable for any finite x."""
+    with np.errstate(under="ignore"):  # e^{-800} → 0 is the right answer, not an error
+        e = np.exp(x - x.max(axis=axis, keepdims=True))
+        e /= e.sum(axis=axis, keepdims=True)
+    return e
+
+
+def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """log softmax(x)_k = (x_k − max x) − log Σ_j e^{x_j − max x}, stable for any finite x."""
+    shifted = x - x.max(axis=axis, keepdims=True)
+    with np.errstate(under="ignore"):
+        shifted -= np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+    return shifted
+
+
+def softmax_cross_entropy(
+    logits: np.ndarray,
+    targets: np.ndarray,
+    *,
+    mask: np.ndarray | None = None,
+    lengths: np.ndarray | None = None,
+    reduction: str = "sum",
+) -> tuple[float, np.ndarray]:
+    """Cross entropy of integer class targets under softmax(logits), and ∂L/∂logits.
+
+    Per-step targets: logits o (B, T, K), targets y (B, T), optional mask m (B, T).
+    One target per sequence: logits (B, K), targets (B,) (no mask).
+
+        L = Σ_{b,t} m_bt · (log Σ_k e^{o_btk} − o_bt,y_bt)        ("sum"; "mean": L / Σ m)
+        ∂L/∂o_btk = m_bt · (softmax(o_bt)_k − [k = y_bt])        ("mean": divided by Σ m)
+
+    Targets at masked steps are ignored (any value, e.g. -1, is fine there).
+    """
+    logits = _checks.float_array(logits, "logits", ndim=(2, 3))
+    reduction = _checks.choice(reduction, "reduction", REDUCTIONS)
+    targets = _checks.int_array(targets, "targets")
+    if targets.shape != logits.shape[:-1]:
+        want = "(B,)" if logits.ndim == 2 else "(B, T)"
+        _checks.fail(
+            "targets",
+            f"class ids of shape {want} = {logits.shape[:-1]} to match `logits` {logits.shape}",
+            f"shape {targets.shape}",
+        )
+    _nonempty(logits, "logits")
+    m = _mask(logits, mask, lengths, 3)  # (B, T) bool, or None when every step counts
+    K = logits.shape[-1]
+    if m is not None:
+        targets = np.where(m, targets, 0)  # padding may hold any id; it is never looked up
+    if targets.min() < 0 or targets.max() >= K:
+        _checks.fail(
+            "targets",
+            f"class ids in [0, {K}) (K = logits.shape[-1])",
+            f"values from {targets.min()} to {targets.max()}",
+        )
+
+    # One exp over the whole array: e = e^{o − max o}, s = Σ_k e, so softmax = e / s and
+    # log Σ_k e^{o_k} − o_y = log s − (o_y − max o).
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    with np.errstate(under="ignore"):  # probabilities below 1e-308 are 0, not an error
+        e = np.exp(shifted)
+        s = e.sum(axis=-1, keepdims=True)
+        d_logits = e
+        d_logits /= s
+    o_y = np.take_along_axis(shifted, targets[..., None], axis=-1)
+    nll = (np.log(s) - o_y)[..., 0]  # (B, T) or (B,)
+    rows = d_logits.reshape(-1, K)  # a view: e is freshly allocated and contiguous
+    rows[np.arange(rows.shape[0]), targets.ravel()] -= 1.0
+    if m is not None:
+        nll *= m
+        d_logits *= m[..., None]
+    count = int(m.sum()) if m is not None else nll.size
+    return _reduce(nll, d_logits, count, reduction)
+
+
+def binary_cross_entropy(
+    logits: np.ndarray,
+    targets: np.ndarray,
+    *,
+    mask: np.ndarray | None = None,
+    lengths: np.ndarray | None = None,
+    reduction: str = "mean",
+) -> tuple[float, np.ndarray]:
+    """Binary cross entropy of probabilities y ∈ [0, 1] under σ(logits), and ∂L/∂logits.
+
+    logits z and targets y share one shape; a mask (B, T) needs z of shape (B, T) or (B, T, ...).
+
+        ℓ = max(z, 0) − z·y + log(1 + e^{−|z|})        (= −y log σ(z) − (1 − y) log(1 − σ(z)))
+        L = Σ m ⊙ ℓ                                      ("mean": divided by the valid elements)
+        ∂L/∂z = m ⊙ (σ(z) − y)                           ("mean": divided likewise)
+    """
+    logits = _checks.float_array(logits, "logits")
+    reduction = _checks.choice(reduction, "reduction", REDUCTIONS)
+    targets = _float_targets(targets, logits)
+    _nonempty(logits, "logits")
+    m = _mask(logits, mask, lengths, 2)
+    valid = targets if m is None else targets[m]
+    if valid.size and (valid.min() < 0.0 or valid.max() > 1.0):
+        _checks.fail(
+            "targets",
+            "probabilities in [0, 1]",
+            f"values from {valid.min():g} to {valid.max():g}",
+        )
+    with np.errstate(under="ignore"):  # e^{-|z|} → 0 for large |z| is exact enough
+        ell = np.maximum(logits, 0.0) - logits * targets + np.log1p(np.exp(-np.abs(logits)))
+        d_logits = sigmoid(logits)
+        d_logits -= targets
+    return _masked_elementwise(ell, d_logits, m, reduction)
+
+
+def mean_squared_error(
+    pred: np.ndarray,
+    targets: np.ndarray,
+    *,
+    mask: np.ndarray | None = None,
+    lengths: np.ndarray | None = None,
+    reduction: str = "mean",
+) -> tuple[float, np.ndarray]:
+    """Squared error (no factor ½) and ∂L/∂pred; "mean" averages over every valid element.
+
+    pred p and targets y share one shape; a mask (B, T) needs p of shape (B, T) or (B, T, ...).
+
+        L = Σ m ⊙ (p − y)²                 ("mean": divided by the valid elements, as torch)
+        ∂L/∂p = 2 m ⊙ (p − y)              ("mean": divided likewise)
+    """
+    pred = _checks.float_array(pred, "pred")
+    reduction = _checks.choice(reduction, "reduction", REDUCTIONS)
+    targets = _float_targets(targets, pred)
+    _nonempty(pred, "pred")
+    m = _mask(pred, mask, lengths, 2)
+    r = pred - targets
+    return _masked_elementwise(r * r, 2.0 * r, m, reduction)
+
+
+# ---------------------------------------------------------------------------- shared steps
+def _nonempty(x: np.ndarray, name: str) -> None:
+    if x.size == 0:
+        _checks.fail(name, "a non-empty array", f"shape {x.shape}")
+
+
+def _mask(x: np.ndarray, mask, lengths, min_ndim: int) -> np.ndarray | None:
+    """The (B, T) validity mask of an output x (B, T, ...), or None when every step is valid.
+
+    `min_ndim` is the rank from which x has a time axis: 3 for logits (the class axis comes
+    last), 2 for element-wise losses (a (B, T) output is one number per step).
+    """
+    if mask is None and lengths is None:
+        return None
+    if x.ndim < min_ndim:
+        which = "mask" if mask is not None else "lengths"
+        _checks.fail(
+            which,
+            "None for outputs without a time axis",
+            f"{_checks.describe(mask if mask is not None else lengths)} with an output of shape "
+            f"{x.shape}",
+            "Masks apply to outputs with a time axis (B, T, ...); this one has none.",
+        )
+    m = valid_mask(lengths, mask, x.shape[0], x.shape[1])  # time-major (T, B)
+    return None if m is None else m.T
+
+
+def _float_targets(targets, like: np.ndarray) -> np.ndarray:
+    """Float targets of the output's shape, converted to its dtype so the gradient keeps it."""
+    if isinstance(targets, np.ndarray) and targets.dtype.kind in "biu":
+        _checks.fail(
+            "targets",
+            "a floating-point array",
+            f"dtype {targets.dtype}",
+            "Convert labels with targets.astype(np.float32) (or the dtype of the output).",
+        )
+    targets = _checks.float_array(targets, "targets", dtype=like.dtype)
+    if targets.shape != like.shape:
+        _checks.fail(
+            "targets", f"an array of the output's shape {like.shape}", f"shape {targets.shape}"
+        )
+    return targets
+
+
+def _masked_elementwise(ell, d_input, m, reduction: str) -> tuple[float, np.ndarray]:
+    """Zero the masked steps of an element-wise loss and its gradient, then reduce."""
+    if m is None:
+        return _reduce(ell, d_input, ell.size, reduction)
+    mb = m.reshape(m.shape + (1,) * (ell.ndim - 2))  # broadcast over the feature axes
+    ell *= mb
+    d_input *= mb
+    return _reduce(ell, d_input, int(m.sum()) * (ell.size // m.size), reduction)
+
+
+def _reduce(ell: np.ndarray, d_input: np.ndarray, count: int, reduction: str):
+    # The sum is accumulated in float64 so a float32 loss over many steps keeps its digits.
+    loss = float(ell.sum(dtype=np.float64))
+    if reduction == "mean":
+        loss /= count
+        with np.errstate(under="ignore"):
+            d_input /= d_input.dtype.type(count)
+    return loss, d_input

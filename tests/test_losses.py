@@ -1,0 +1,331 @@
+"""Losses: finite differences of every gradient, parity with torch.nn.functional, masking,
+dtypes, numerical stability and the error messages."""
+
+import os
+
+import numpy as np
+import pytest
+
+from rnnlab.losses import (
+    binary_cross_entropy,
+    log_softmax,
+    mean_squared_error,
+    softmax,
+    softmax_cross_entropy,
+)
+
+if os.environ.get("CI"):
+    import torch
+else:
+    torch = pytest.importorskip("torch")
+
+B, T, K, F = 3, 5, 4, 2
+LENGTHS = np.array([5, 2, 3])
+MASK = np.array([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 1, 1, 0]], dtype=bool)
+
+
+def fd_error(f, x, h=1e-6):
+    """Normwise relative error between f's gradient and central differences of its loss."""
+    loss, g = f(x)
+    num = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        xp, xm = x.copy(), x.copy()
+        xp[i] += h
+        xm[i] -= h
+        num[i] = (f(xp)[0] - f(xm)[0]) / (2 * h)
+    assert np.linalg.norm(g) > 0
+    return np.linalg.norm(g - num) / max(np.linalg.norm(g), np.linalg.norm(num))
+
+
+# name -> (keyword arguments, the (B, T) bool mask they mean or None): no mask, a mask with a
+# gap (masks need not be prefixes), lengths.
+MASKINGS = {
+    "none": ({}, None),
+    "mask": ({"mask": MASK}, MASK),
+    "lengths": ({"lengths": LENGTHS}, np.arange(T)[None, :] < LENGTHS[:, None]),
+}
+MASK_CASES = list(MASKINGS)
+
+
+def pick(name):
+    return (name, *MASKINGS[name])
+
+
+# ------------------------------------------------------------------------ finite differences
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize("which", MASK_CASES)
+def test_cross_entropy_per_step_fd(rng, which, reduction):
+    _, kw, _ = pick(which)
+    logits = rng.standard_normal((B, T, K))
+    y = rng.integers(0, K, (B, T))
+    err = fd_error(lambda o: softmax_cross_entropy(o, y, reduction=reduction, **kw), logits)
+    assert err < 1e-7
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_cross_entropy_last_step_fd(rng, reduction):
+    logits = rng.standard_normal((B, K))
+    y = rng.integers(0, K, B)
+    err = fd_error(lambda o: softmax_cross_entropy(o, y, reduction=reduction), logits)
+    assert err < 1e-7
+
+
+@pytest.mark.parametrize("loss_fn", [binary_cross_entropy, mean_squared_error])
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize("which", MASK_CASES)
+@pytest.mark.parametrize("features", [(F,), ()])  # (B, T, F) and one number per step (B, T)
+def test_elementwise_fd(rng, loss_fn, reduction, which, features):
+    _, kw, _ = pick(which)
+    x = rng.standard_normal((B, T, *features)) * 2
+    y = rng.uniform(0, 1, x.shape)
+    err = fd_error(lambda z: loss_fn(z, y, reduction=reduction, **kw), x)
+    assert err < 1e-7
+
+
+@pytest.mark.parametrize("loss_fn", [binary_cross_entropy, mean_squared_error])
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_elementwise_no_time_axis_fd(rng, loss_fn, reduction):
+    x = rng.standard_normal((B, K))
+    y = rng.uniform(0, 1, x.shape)
+    assert fd_error(lambda z: loss_fn(z, y, reduction=reduction), x) < 1e-7
+
+
+# ------------------------------------------------------------------------ torch parity
+def close(a, b, tol=1e-12):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    scale = max(np.abs(b).max(), 1e-300)
+    assert np.abs(a - b).max() / scale < tol, (a, b)
+
+
+def torch_loss_and_grad(fn, x, valid, *args):
+    """torch's loss on the valid positions only (flattened), and its gradient scattered back."""
+    xt = torch.tensor(x, requires_grad=True)
+    sel = xt if valid is None else xt[torch.from_numpy(valid)]
+    loss = fn(sel, *args)
+    loss.backward()
+    return loss.item(), xt.grad.numpy()
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize("which", MASK_CASES)
+def test_cross_entropy_matches_torch(rng, which, reduction):
+    _, kw, valid = pick(which)
+    logits = rng.standard_normal((B, T, K)) * 3
+    y = rng.integers(0, K, (B, T))
+    loss, d = softmax_cross_entropy(logits, y, reduction=reduction, **kw)
+    yv = torch.from_numpy(y if valid is None else y[valid]).reshape(-1)
+    ref, dref = torch_loss_and_grad(
+        lambda s: torch.nn.functional.cross_entropy(s.reshape(-1, K), yv, reduction=reduction),
+        logits,
+        valid,
+    )
+    close(loss, ref)
+    close(d, dref)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_cross_entropy_last_step_matches_torch(rng, reduction):
+    logits = rng.standard_normal((B, K)) * 3
+    y = rng.integers(0, K, B)
+    loss, d = softmax_cross_entropy(logits, y, reduction=reduction)
+    ref, dref = torch_loss_and_grad(
+        lambda s: torch.nn.functional.cross_entropy(s, torch.from_numpy(y), reduction=reduction),
+        logits,
+        None,
+    )
+    close(loss, ref)
+    close(d, dref)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize("which", MASK_CASES)
+def test_bce_and_mse_match_torch(rng, which, reduction):
+    _, kw, valid = pick(which)
+    x = rng.standard_normal((B, T, F)) * 3
+    y = rng.uniform(0, 1, x.shape)
+    yv = torch.from_numpy(y if valid is None else y[valid])
+    F_ = torch.nn.functional
+    for ours, theirs in [
+        (
+            binary_cross_entropy,
+            lambda s: F_.binary_cross_entropy_with_logits(s, yv, reduction=reduction),
+        ),
+        (mean_squared_error, lambda s: F_.mse_loss(s, yv, reduction=reduction)),
+    ]:
+        loss, d = ours(x, y, reduction=reduction, **kw)
+        ref, dref = torch_loss_and_grad(theirs, x, valid)
+        close(loss, ref)
+        close(d, dref)
+
+
+def test_softmax_helpers_match_torch(rng):
+    x = rng.standard_normal((3, 4, 6)) * 10
+    for axis in (-1, 0, 1):
+        close(softmax(x, axis=axis), torch.softmax(torch.from_numpy(x), dim=axis).numpy())
+        close(log_softmax(x, axis=axis), torch.log_softmax(torch.from_numpy(x), dim=axis).numpy())
+
+
+# ------------------------------------------------------------ masking, dtypes, stability
+def test_masked_steps_get_zero_gradient_and_ignore_their_targets(rng):
+    logits = rng.standard_normal((B, T, K))
+    y = rng.integers(0, K, (B, T))
+    loss, d = softmax_cross_entropy(logits, y, mask=MASK)
+    assert np.all(d[~MASK] == 0) and np.all(np.abs(d[MASK]).sum(-1) > 0)
+    # Padding may hold anything (here an id out of range), and the logits there do not matter.
+    y2, logits2 = y.copy(), logits.copy()
+    y2[~MASK] = -1
+    logits2[~MASK] = 1e3
+    loss2, d2 = softmax_cross_entropy(logits2, y2, mask=MASK)
+    assert loss2 == loss and np.array_equal(d2, d)
+    x, t = rng.standard_normal((B, T, F)), rng.uniform(0, 1, (B, T, F))
+    t2 = t.copy()
+    t2[~MASK] = 7.0  # not a probability, but padding
+    for fn in (binary_cross_entropy, mean_squared_error):
+        loss, d = fn(x, t, mask=MASK)
+        loss2, d2 = fn(x, t2, mask=MASK)
+        assert loss2 == loss and np.array_equal(d2, d) and np.all(d[~MASK] == 0)
+
+
+def test_mean_divides_by_valid_positions(rng):
+    logits, y = rng.standard_normal((B, T, K)), rng.integers(0, K, (B, T))
+    s, ds = softmax_cross_entropy(logits, y, lengths=LENGTHS, reduction="sum")
+    m, dm = softmax_cross_entropy(logits, y, lengths=LENGTHS, reduction="mean")
+    assert m == pytest.approx(s / LENGTHS.sum(), rel=1e-14)
+    np.testing.assert_allclose(dm, ds / LENGTHS.sum(), rtol=1e-14)
+    x, t = rng.standard_normal((B, T, F)), rng.uniform(0, 1, (B, T, F))
+    s, _ = mean_squared_error(x, t, lengths=LENGTHS, reduction="sum")
+    m, _ = mean_squared_error(x, t, lengths=LENGTHS, reduction="mean")
+    assert m == pytest.approx(s / (LENGTHS.sum() * F), rel=1e-14)  # features count, as in torch
+
+
+def test_cross_entropy_gradient_rows_sum_to_zero_and_onehot_value(rng):
+    logits = rng.standard_normal((B, K))
+    y = rng.integers(0, K, B)
+    loss, d = softmax_cross_entropy(logits, y)
+    np.testing.assert_allclose(d.sum(-1), 0.0, atol=1e-15)
+    p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    assert loss == pytest.approx(-np.log(p[np.arange(B), y]).sum(), rel=1e-14)
+
+
+@pytest.mark.parametrize("fn", ["ce", "bce", "mse"])
+def test_float32_in_float32_out(rng, fn):
+    x64 = rng.standard_normal((B, T, K))
+    x32 = x64.astype(np.float32)
+    if fn == "ce":
+        y = rng.integers(0, K, (B, T))
+        run = lambda x: softmax_cross_entropy(x, y, lengths=LENGTHS)  # noqa: E731
+    else:
+        y = rng.uniform(0, 1, (B, T, K))  # float64 targets are cast to the output's dtype
+        f = binary_cross_entropy if fn == "bce" else mean_squared_error
+        run = lambda x: f(x, y, mask=MASK)  # noqa: E731
+    loss32, d32 = run(x32)
+    loss64, d64 = run(x64)
+    assert d32.dtype == np.float32 and d32.shape == x32.shape and isinstance(loss32, float)
+    assert loss32 == pytest.approx(loss64, rel=1e-5)
+    np.testing.assert_allclose(d32, d64, rtol=1e-4, atol=1e-6)
+
+
+def test_stable_at_extreme_logits():
+    big = np.array([[1e4, -1e4, 0.0], [-800.0, 800.0, 1.0]])
+    loss, d = softmax_cross_entropy(big, np.array([1, 1]))
+    assert loss == pytest.approx(2e4, rel=1e-12) and np.isfinite(d).all()
+    tiny = np.array([[0.0, -708.0, -745.0, -30.0]])  # probabilities near the subnormal range
+    loss, d = softmax_cross_entropy(np.repeat(tiny, 3, 0), np.array([0, 0, 3]), reduction="mean")
+    assert np.isfinite(loss) and np.isfinite(d).all() and d[0, 2] >= 0
+    p = softmax(big)
+    assert np.isfinite(p).all() and np.allclose(p.sum(-1), 1.0)
+    assert np.isfinite(log_softmax(big)).all()
+    z = np.array([[800.0, -800.0]])
+    loss, d = binary_cross_entropy(z, np.array([[0.0, 1.0]]), reduction="sum")
+    assert loss == pytest.approx(1600.0, rel=1e-12)
+    np.testing.assert_allclose(d, [[1.0, -1.0]])
+    loss, _ = binary_cross_entropy(z, np.array([[1.0, 0.0]]), reduction="sum")
+    assert loss == 0.0
+
+
+# ------------------------------------------------------------------------ errors
+def test_targets_out_of_range():
+    with pytest.raises(
+        ValueError, match=r"`targets` must be class ids in \[0, 4\) .*; got values from 0 to 4"
+    ):
+        softmax_cross_entropy(np.zeros((2, 3, 4)), np.array([[0, 1, 2], [3, 4, 0]]))
+    with pytest.raises(ValueError, match=r"`targets` must be class ids in \[0, 4\).*from -1 to 2"):
+        softmax_cross_entropy(np.zeros((2, 4)), np.array([-1, 2]))
+
+
+def test_targets_shape_and_dtype():
+    with pytest.raises(
+        ValueError,
+        match=r"`targets` must be class ids of shape \(B, T\) = \(2, 3\) .*; got shape \(2, 4\)",
+    ):
+        softmax_cross_entropy(np.zeros((2, 3, 4)), np.zeros((2, 4), int))
+    with pytest.raises(
+        ValueError, match=r"`targets` must be an array of integers; got an array .*float64"
+    ):
+        softmax_cross_entropy(np.zeros((2, 4)), np.zeros(2))
+    with pytest.raises(
+        ValueError,
+        match=r"`targets` must be an array of the output's shape \(2, 3\); got shape \(3, 2\)",
+    ):
+        mean_squared_error(np.zeros((2, 3)), np.zeros((3, 2)))
+    with pytest.raises(
+        ValueError, match=r"`targets` must be a floating-point array; got dtype int64 .*astype"
+    ):
+        binary_cross_entropy(np.zeros((2, 3)), np.zeros((2, 3), np.int64))
+
+
+def test_bce_targets_must_be_probabilities():
+    with pytest.raises(
+        ValueError, match=r"`targets` must be probabilities in \[0, 1\]; got values from -0.5 to 1"
+    ):
+        binary_cross_entropy(np.zeros((2, 2)), np.array([[-0.5, 1.0], [0.0, 0.5]]))
+
+
+def test_logits_rank_dtype_and_finiteness():
+    with pytest.raises(
+        ValueError, match=r"`logits` must be an array with 2 or 3 dimensions; got shape \(4,\)"
+    ):
+        softmax_cross_entropy(np.zeros(4), np.zeros(4, int))
+    with pytest.raises(
+        ValueError, match=r"`logits` must be finite \(no NaN or inf\); got nan at index \(0, 1\)"
+    ):
+        softmax_cross_entropy(np.array([[0.0, np.nan]]), np.array([0]))
+    with pytest.raises(ValueError, match=r"`logits` must be finite .*got inf"):
+        binary_cross_entropy(np.array([[np.inf]]), np.array([[1.0]]))
+    with pytest.raises(ValueError, match=r"`pred` must be a floating-point array"):
+        mean_squared_error(np.zeros((2, 2), int), np.zeros((2, 2)))
+    with pytest.raises(ValueError, match=r"`targets` must be finite"):
+        mean_squared_error(np.zeros((2, 2)), np.full((2, 2), np.nan))
+    with pytest.raises(ValueError, match=r"`pred` must be a non-empty array; got shape \(0, 3\)"):
+        mean_squared_error(np.zeros((0, 3)), np.zeros((0, 3)))
+
+
+def test_reduction_must_be_sum_or_mean():
+    with pytest.raises(ValueError, match=r"`reduction` must be one of 'sum', 'mean'; got 'avg'"):
+        softmax_cross_entropy(np.zeros((2, 4)), np.zeros(2, int), reduction="avg")
+    with pytest.raises(ValueError, match=r"`reduction` must be one of 'sum', 'mean'; got None"):
+        mean_squared_error(np.zeros(2), np.zeros(2), reduction=None)
+
+
+def test_mask_errors():
+    o, y = np.zeros((2, 3, 4)), np.zeros((2, 3), int)
+    m = np.ones((2, 3), bool)
+    with pytest.raises(ValueError, match=r"`lengths` must be None when `mask` is given"):
+        softmax_cross_entropy(o, y, mask=m, lengths=np.array([3, 3]))
+    with pytest.raises(
+        ValueError, match=r"`mask` must be an array of shape \(2, 3\); got shape \(3, 2\)"
+    ):
+        softmax_cross_entropy(o, y, mask=np.ones((3, 2), bool))
+    with pytest.raises(ValueError, match=r"`mask` must be a boolean array"):
+        binary_cross_entropy(o, np.zeros_like(o), mask=np.ones((2, 3)))
+    with pytest.raises(
+        ValueError, match=r"`lengths` must be between 1 and the padded length 3; got a length of 4"
+    ):
+        mean_squared_error(o, o, lengths=np.array([4, 1]))
+    with pytest.raises(
+        ValueError,
+        match=r"`mask` must be None for outputs without a time axis; .*shape \(2, 4\).*time axis",
+    ):
+        softmax_cross_entropy(np.zeros((2, 4)), np.zeros(2, int), mask=m)
+    with pytest.raises(ValueError, match=r"`lengths` must be None for outputs without a time axis"):
+        mean_squared_error(np.zeros(2), np.zeros(2), lengths=np.array([1, 1]))

@@ -1,0 +1,471 @@
+"""Optimizers, schedules and clipping: parity with torch.optim / torch.nn.utils in float64,
+exact resume from saved state, schedule values derived by hand, and the error messages."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from rnnlab import io
+from rnnlab.optim import (
+    SGD,
+    Adagrad,
+    Adam,
+    AdamW,
+    Constant,
+    Cosine,
+    RMSprop,
+    StepDecay,
+    Warmup,
+    clip_by_global_norm,
+    clip_by_value,
+    clip_gradients,
+    global_norm,
+    optimizer_from_config,
+    schedule_from_config,
+)
+
+if os.environ.get("CI"):
+    import torch
+else:
+    torch = pytest.importorskip("torch")
+
+SHAPES = {"weight_ih_l0": (8, 3), "weight_hh_l0": (8, 2), "bias_ih_l0": (8,)}
+STEPS = 10
+
+# (ours, torch's, keyword arguments shared by both)
+CASES = [
+    ("sgd", SGD, "SGD", {"lr": 0.1}),
+    ("sgd_wd", SGD, "SGD", {"lr": 0.1, "weight_decay": 0.05}),
+    ("sgd_momentum", SGD, "SGD", {"lr": 0.1, "momentum": 0.9}),
+    (
+        "sgd_dampening",
+        SGD,
+        "SGD",
+        {"lr": 0.1, "momentum": 0.8, "dampening": 0.3, "weight_decay": 0.01},
+    ),
+    (
+        "sgd_nesterov",
+        SGD,
+        "SGD",
+        {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.02},
+    ),
+    ("rmsprop", RMSprop, "RMSprop", {}),
+    ("rmsprop_momentum", RMSprop, "RMSprop", {"lr": 3e-3, "momentum": 0.9, "weight_decay": 0.01}),
+    ("rmsprop_centered", RMSprop, "RMSprop", {"alpha": 0.9, "centered": True}),
+    (
+        "rmsprop_all",
+        RMSprop,
+        "RMSprop",
+        {"alpha": 0.95, "eps": 1e-6, "centered": True, "momentum": 0.5, "weight_decay": 0.1},
+    ),
+    ("adagrad", Adagrad, "Adagrad", {}),
+    (
+        "adagrad_init_wd",
+        Adagrad,
+        "Adagrad",
+        {"lr": 0.1, "initial_accumulator_value": 0.5, "weight_decay": 0.03, "eps": 1e-6},
+    ),
+    ("adam", Adam, "Adam", {}),
+    ("adam_wd", Adam, "Adam", {"lr": 1e-2, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.1}),
+    ("adamw", AdamW, "AdamW", {}),
+    ("adamw_wd", AdamW, "AdamW", {"lr": 1e-2, "betas": (0.5, 0.9), "weight_decay": 0.3}),
+]
+
+
+def make_params(rng, dtype=np.float64):
+    return {k: rng.standard_normal(s).astype(dtype) for k, s in SHAPES.items()}
+
+
+def grad_sequence(rng, n=STEPS, dtype=np.float64):
+    # Some steps tiny and some large, so the second-moment estimates really move.
+    return [
+        {
+            k: (rng.standard_normal(s) * 10.0 ** rng.uniform(-3, 1)).astype(dtype)
+            for k, s in SHAPES.items()
+        }
+        for _ in range(n)
+    ]
+
+
+def rel_err(a, b):
+    return np.abs(a - b).max() / max(np.abs(b).max(), 1e-300)
+
+
+def run_torch(tname, kw, params, grads_seq, lrs=None):
+    tp = {k: torch.nn.Parameter(torch.tensor(v)) for k, v in params.items()}
+    opt = getattr(torch.optim, tname)(list(tp.values()), **kw)
+    history = []
+    for i, grads in enumerate(grads_seq):
+        if lrs is not None:
+            opt.param_groups[0]["lr"] = lrs[i]
+        for k, p in tp.items():
+            p.grad = torch.tensor(grads[k])
+        opt.step()
+        history.append({k: p.detach().numpy().copy() for k, p in tp.items()})
+    return history
+
+
+@pytest.mark.parametrize("name,cls,tname,kw", CASES, ids=[c[0] for c in CASES])
+def test_matches_torch_over_ten_steps(rng, name, cls, tname, kw):
+    params = make_params(rng)
+    grads_seq = grad_sequence(rng)
+    ref = run_torch(tname, kw, params, grads_seq)
+    opt = cls(**kw)
+    state = opt.init(params)
+    moved = False
+    for t, grads in enumerate(grads_seq):
+        before = {k: v.copy() for k, v in params.items()}
+        opt.update(params, grads, state)
+        assert int(state["step"]) == t + 1
+        for k in params:
+            assert rel_err(params[k], ref[t][k]) < 1e-12, (name, t, k)
+            moved |= not np.array_equal(before[k], params[k])
+    assert moved
+
+
+def test_lr_override_follows_a_schedule_like_torch(rng):
+    params = make_params(rng)
+    grads_seq = grad_sequence(rng)
+    schedule = Warmup(Cosine(1e-2, 6, min_lr=1e-3), 3)
+    lrs = [schedule(t) for t in range(STEPS)]
+    ref = run_torch("Adam", {"lr": 1.0}, params, grads_seq, lrs)
+    opt = Adam(lr=1.0)  # the constructor's lr is overridden at every step
+    state = opt.init(params)
+    for t, grads in enumerate(grads_seq):
+        opt.update(params, grads, state, lr=lrs[t])
+    for k in params:
+        assert rel_err(params[k], ref[-1][k]) < 1e-12
+
+
+def test_lr_zero_override_leaves_adam_params_alone_but_advances_moments(rng):
+    params = make_params(rng)
+    before = {k: v.copy() for k, v in params.items()}
+    opt = Adam()
+    state = opt.init(params)
+    opt.update(params, grad_sequence(rng, 1)[0], state, lr=0.0)
+    assert all(np.array_equal(before[k], params[k]) for k in params)
+    assert int(state["step"]) == 1 and np.abs(state["m/bias_ih_l0"]).max() > 0
+
+
+@pytest.mark.parametrize("name,cls,tname,kw", CASES, ids=[c[0] for c in CASES])
+def test_state_round_trip_resumes_bit_for_bit(rng, name, cls, tname, kw):
+    params = make_params(rng)
+    grads_seq = grad_sequence(rng)
+    opt = cls(**kw)
+    state = opt.init(params)
+    for grads in grads_seq[:5]:
+        opt.update(params, grads, state)
+    # The state is a flat dict of arrays: exactly what a safetensors file can hold.
+    assert all(isinstance(v, np.ndarray) for v in state.values())
+    assert state["step"].dtype == np.int64 and state["step"].shape == ()
+    copied = {k: v.copy() for k, v in state.items()}
+    loaded, _ = io.parse_safetensors(io.safetensors_bytes(state))
+    readonly = {k: v.copy() for k, v in state.items()}
+    for v in readonly.values():
+        v.flags.writeable = False  # as when arrays view a file's bytes: update copies them
+    p_copied = {k: v.copy() for k, v in params.items()}
+    p_loaded = {k: v.copy() for k, v in params.items()}
+    p_readonly = {k: v.copy() for k, v in params.items()}
+    # A rebuilt optimizer (from its JSON config) continues as the original does.
+    opt2 = optimizer_from_config(json.loads(json.dumps(opt.config())))
+    assert opt2.config() == opt.config()
+    for grads in grads_seq[5:]:
+        opt.update(params, grads, state)
+        opt2.update(p_copied, grads, copied)
+        opt2.update(p_loaded, grads, loaded)
+        opt2.update(p_readonly, grads, readonly)
+    for other_p, other_s in ((p_copied, copied), (p_loaded, loaded), (p_readonly, readonly)):
+        assert all(np.array_equal(params[k], other_p[k]) for k in params)
+        assert set(other_s) == set(state)
+        assert all(np.array_equal(state[k], other_s[k]) for k in state)
+
+
+def test_state_layout():
+    params = {"w": np.zeros((2, 3), np.float32), "b": np.zeros(2, np.float32)}
+    assert set(Adam().init(params)) == {"step", "m/w", "m/b", "v/w", "v/b"}
+    assert set(SGD(0.1).init(params)) == {"step"}
+    assert set(SGD(0.1, momentum=0.9).init(params)) == {"step", "b/w", "b/b"}
+    assert set(RMSprop(centered=True, momentum=0.5).init(params)) == {
+        "step",
+        "v/w",
+        "v/b",
+        "g_avg/w",
+        "g_avg/b",
+        "b/w",
+        "b/b",
+    }
+    s = Adagrad(initial_accumulator_value=0.25).init(params)
+    assert s["s/w"].dtype == np.float32 and np.all(s["s/w"] == 0.25)
+
+
+@pytest.mark.parametrize("name,cls,tname,kw", CASES, ids=[c[0] for c in CASES])
+def test_float32_stays_float32(rng, name, cls, tname, kw):
+    params = make_params(rng, np.float32)
+    opt = cls(**kw)
+    state = opt.init(params)
+    for grads in grad_sequence(rng, 3, np.float32):
+        opt.update(params, grads, state)
+    assert all(v.dtype == np.float32 for v in params.values())
+    assert all(v.dtype == np.float32 for k, v in state.items() if k != "step")
+
+
+def test_update_does_not_touch_the_gradients(rng):
+    params, grads = make_params(rng), grad_sequence(rng, 1)[0]
+    kept = {k: v.copy() for k, v in grads.items()}
+    opt = SGD(0.1, momentum=0.9, nesterov=True, weight_decay=0.1)
+    opt.update(params, grads, opt.init(params))
+    assert all(np.array_equal(kept[k], grads[k]) for k in grads)
+
+
+# ------------------------------------------------------------------------ schedules (by hand)
+def test_constant():
+    s = Constant(0.1)
+    assert s(0) == 0.1 and s(10**6) == 0.1
+
+
+def test_step_decay():
+    s = StepDecay(1.0, step_size=3, gamma=0.5)
+    assert [s(t) for t in range(10)] == [1, 1, 1, 0.5, 0.5, 0.5, 0.25, 0.25, 0.25, 0.125]
+
+
+def test_cosine():
+    s = Cosine(1.0, total_steps=4, min_lr=0.2)
+    # 0.2 + 0.8·(1 + cos(π t/4))/2: t=1 → 0.6 + 0.2·√2, t=2 → 0.6, t=3 → 0.6 − 0.2·√2
+    expected = [1.0, 0.6 + 0.2 * math.sqrt(2), 0.6, 0.6 - 0.2 * math.sqrt(2), 0.2, 0.2]
+    assert [s(t) for t in range(6)] == pytest.approx(expected, rel=1e-15)
+    assert s(10**9) == 0.2
+    assert Cosine(2.0, 10)(5) == pytest.approx(1.0, rel=1e-15) and Cosine(2.0, 10)(10) == 0.0
+
+
+def test_warmup():
+    s = Warmup(Constant(0.4), warmup_steps=4)
+    assert [s(t) for t in range(6)] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4, 0.4], rel=1e-15)
+    # The inner schedule starts afresh after the ramp: a cosine over 2 steps from 1 to 0.
+    s = Warmup(Cosine(1.0, 2), warmup_steps=2)
+    assert [s(t) for t in range(6)] == pytest.approx([0.5, 1.0, 1.0, 0.5, 0.0, 0.0], abs=1e-15)
+    s = Warmup(StepDecay(0.8, 2, 0.5), 4)
+    assert [s(t) for t in range(9)] == pytest.approx(
+        [0.2, 0.4, 0.6, 0.8, 0.8, 0.8, 0.4, 0.4, 0.2], rel=1e-15
+    )
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        Constant(0.3),
+        StepDecay(0.1, 7, 0.9),
+        Cosine(0.5, 100, 0.01),
+        Warmup(Warmup(Cosine(0.5, 10), 3), 2),
+    ],
+    ids=["constant", "step", "cosine", "warmup"],
+)
+def test_schedule_config_round_trip(schedule):
+    again = schedule_from_config(json.loads(json.dumps(schedule.config())))
+    assert type(again) is type(schedule) and again.config() == schedule.config()
+    assert [again(t) for t in range(30)] == [schedule(t) for t in range(30)]
+
+
+# ------------------------------------------------------------------------ clipping
+def torch_grads(grads):
+    ps = []
+    for v in grads.values():
+        p = torch.nn.Parameter(torch.zeros(v.shape, dtype=torch.float64))
+        p.grad = torch.tensor(v)
+        ps.append(p)
+    return ps
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 1e3])  # clips, and leaves alone
+def test_clip_by_global_norm_matches_torch(rng, max_norm):
+    grads = grad_sequence(rng, 1)[0]
+    ps = torch_grads(grads)
+    ref = torch.nn.utils.clip_grad_norm_(ps, max_norm).item()
+    before = {k: v.copy() for k, v in grads.items()}
+    norm = clip_by_global_norm(grads, max_norm)
+    assert norm == pytest.approx(ref, rel=1e-13)
+    assert norm == pytest.approx(math.sqrt(sum((g**2).sum() for g in before.values())), rel=1e-13)
+    for g, p in zip(grads.values(), ps, strict=True):
+        assert rel_err(g, p.grad.numpy()) < 1e-13
+    if max_norm > norm:
+        assert all(np.array_equal(before[k], grads[k]) for k in grads)
+    else:
+        assert global_norm(grads) == pytest.approx(max_norm, rel=1e-5)
+
+
+def test_clip_by_value_matches_torch(rng):
+    grads = grad_sequence(rng, 1)[0]
+    expected_norm = global_norm(grads)
+    ps = torch_grads(grads)
+    torch.nn.utils.clip_grad_value_(ps, 0.3)
+    assert clip_by_value(grads, 0.3) == expected_norm  # the norm before clipping
+    for g, p in zip(grads.values(), ps, strict=True):
+        assert np.array_equal(g, p.grad.numpy())
+    assert max(np.abs(g).max() for g in grads.values()) == 0.3
+
+
+def test_clip_gradients_dispatches_by_name(rng):
+    grads = grad_sequence(rng, 1)[0]
+    norm = global_norm(grads)
+    a, b, c = ({k: v.copy() for k, v in grads.items()} for _ in range(3))
+    assert clip_gradients(a, "none", 0.0) == norm and all(np.array_equal(a[k], grads[k]) for k in a)
+    assert clip_gradients(b, "global_norm", 0.1) == norm
+    assert global_norm(b) == pytest.approx(0.1, rel=1e-5)
+    assert clip_gradients(c, "value", 0.01) == norm
+    assert max(np.abs(g).max() for g in c.values()) == 0.01
+
+
+def test_global_norm_is_float64_accurate_for_float32():
+    g = {"a": np.full(4, 1e20, np.float32), "b": np.full(3, 1e-3, np.float32)}
+    assert global_norm(g) == pytest.approx(2e20, rel=1e-6)  # float32 squares would overflow
+
+
+@pytest.mark.parametrize("bad,expected", [(np.inf, math.inf), (np.nan, None), (-np.inf, math.inf)])
+def test_non_finite_gradients_are_reported_not_raised(bad, expected):
+    # np.seterr(all="raise") is on in the tests: none of these may raise.
+    grads = {"a": np.array([1.0, bad, 2.0]), "b": np.ones(2)}
+    for fn in (
+        global_norm,
+        lambda g: clip_by_global_norm(g, 1.0),
+        lambda g: clip_by_value(g, 0.5),
+        lambda g: clip_gradients(g, "global_norm", 1.0),
+    ):
+        g = {k: v.copy() for k, v in grads.items()}
+        norm = fn(g)
+        assert math.isnan(norm) if expected is None else norm == expected
+    g = {k: v.copy() for k, v in grads.items()}
+    clip_by_global_norm(g, 1.0)  # no finite scale exists: the gradients are left as they came
+    assert np.array_equal(g["b"], grads["b"]) and np.array_equal(g["a"], grads["a"], equal_nan=True)
+
+
+# ------------------------------------------------------------------------ errors
+ERROR_CASES = [
+    (lambda: SGD(0.0), r"`lr` must be a finite number > 0; got 0.0 \(float\)"),
+    (lambda: Adam(lr=float("nan")), r"`lr` must be a finite number > 0; got nan"),
+    (lambda: Adam(lr="1e-3"), r"`lr` must be a finite number > 0; got '1e-3' \(str\)"),
+    (lambda: Adam(betas=(0.9, 1.0)), r"`betas\[1\]` must be a number in \[0, 1\); got 1.0"),
+    (
+        lambda: AdamW(betas=0.9),
+        r"`betas` must be a pair \(beta1, beta2\) of numbers in \[0, 1\); got 0.9",
+    ),
+    (lambda: Adam(eps=0.0), r"`eps` must be a finite number > 0; got 0.0"),
+    (lambda: Adam(weight_decay=-1e-4), r"`weight_decay` must be a finite number >= 0; got -0.0001"),
+    (lambda: SGD(0.1, nesterov=True), r"`momentum` must be > 0 with nesterov=True; got 0.0"),
+    (
+        lambda: SGD(0.1, momentum=0.9, nesterov=True, dampening=0.1),
+        r"`dampening` must be 0 with nesterov=True; got 0.1",
+    ),
+    (lambda: SGD(0.1, momentum=1.5), r"`momentum` must be a number in \[0, 1\); got 1.5"),
+    (lambda: SGD(0.1, nesterov=1), r"`nesterov` must be True or False; got 1 \(int\)"),
+    (lambda: RMSprop(alpha=1.0), r"`alpha` must be a number in \[0, 1\); got 1.0"),
+    (lambda: RMSprop(centered="yes"), r"`centered` must be True or False; got 'yes'"),
+    (
+        lambda: Adagrad(initial_accumulator_value=-1.0),
+        r"`initial_accumulator_value` must be a finite number >= 0",
+    ),
+    (lambda: StepDecay(0.1, 0, 0.5), r"`step_size` must be a positive integer; got 0 \(int\)"),
+    (lambda: StepDecay(0.1, 5, 0.0), r"`gamma` must be a number in \(0, 1\]; got 0.0"),
+    (
+        lambda: Cosine(0.1, 10, min_lr=0.2),
+        r"`min_lr` must be a number in \[0, lr\] = \[0, 0.1\]; got 0.2",
+    ),
+    (lambda: Cosine(0.1, 2.5), r"`total_steps` must be a positive integer; got 2.5"),
+    (
+        lambda: Warmup(lambda t: 0.1, 5),
+        r"`schedule` must be a schedule \(Constant, StepDecay, Cosine or Warmup\)",
+    ),
+    (lambda: Warmup(Constant(0.1), -1), r"`warmup_steps` must be a positive integer; got -1"),
+    (lambda: Constant(0.1)(-1), r"`step` must be an integer >= 0 \(steps count from 0\); got -1"),
+    (lambda: Constant(0.1)(1.0), r"`step` must be an integer >= 0 .*got 1.0 \(float\)"),
+    (
+        lambda: optimizer_from_config({"name": "lion", "lr": 1.0}),
+        r"`config\['name'\]` must be one of 'sgd', 'rmsprop', 'adagrad', 'adam', 'adamw'; "
+        r"got 'lion'",
+    ),
+    (lambda: optimizer_from_config({"lr": 1.0}), r"`config` must be a dict with a 'name' entry"),
+    (
+        lambda: optimizer_from_config({"name": "adam", "momentum": 0.9}),
+        r"`config` must be keys among .* for Adam; got the unknown key 'momentum'",
+    ),
+    (
+        lambda: schedule_from_config({"name": "linear"}),
+        r"`config\['name'\]` must be one of 'constant'",
+    ),
+    (
+        lambda: schedule_from_config({"name": "warmup", "schedule": 0.1, "warmup_steps": 2}),
+        r"`config\['schedule'\]` must be the config dict of the inner schedule; got 0.1",
+    ),
+    (
+        lambda: clip_by_global_norm({"a": np.ones(2)}, 0.0),
+        r"`max_norm` must be a finite number > 0; got 0.0",
+    ),
+    (
+        lambda: clip_by_value({"a": np.ones(2)}, -1),
+        r"`clip_value` must be a finite number > 0; got -1",
+    ),
+    (
+        lambda: clip_gradients({"a": np.ones(2)}, "norm", 1.0),
+        r"`mode` must be one of 'global_norm', 'value', 'none'; got 'norm'",
+    ),
+    (
+        lambda: global_norm([np.ones(2)]),
+        r"`grads` must be a dict of NumPy float arrays; got a list of length 1",
+    ),
+    (
+        lambda: global_norm({"a": np.ones(2, int)}),
+        r"`grads\['a'\]` must be a NumPy array of floats",
+    ),
+    (
+        lambda: Adam().init({"w": [1.0, 2.0]}),
+        r"`params\['w'\]` must be a NumPy array of floats; got a list",
+    ),
+]
+
+
+@pytest.mark.parametrize("make,pattern", ERROR_CASES, ids=[str(i) for i in range(len(ERROR_CASES))])
+def test_bad_hyperparameters_and_inputs(make, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        make()
+
+
+def test_bad_update_arguments():
+    params = {"w": np.zeros((2, 3)), "b": np.zeros(2)}
+    opt = Adam()
+    state = opt.init(params)
+    good = {"w": np.ones((2, 3)), "b": np.ones(2)}
+    with pytest.raises(
+        ValueError, match=r"`grads` must be a gradient for every parameter; got none for 'b'"
+    ):
+        opt.update(params, {"w": good["w"]}, state)
+    with pytest.raises(
+        ValueError, match=r"`grads` must be keyed by parameter names; got a gradient for 'c'"
+    ):
+        opt.update(params, {**good, "c": np.ones(1)}, state)
+    with pytest.raises(
+        ValueError,
+        match=r"`grads\['w'\]` must be an array of shape \(2, 3\) like its parameter; "
+        r"got an array of shape \(3, 2\)",
+    ):
+        opt.update(params, {**good, "w": np.ones((3, 2))}, state)
+    with pytest.raises(
+        ValueError,
+        match=r"`state` must be the dict `Adam.init\(params\)` returned; "
+        r"got no 'm/w' entry.*another optimizer",
+    ):
+        opt.update(params, good, SGD(0.1).init(params))
+    with pytest.raises(
+        ValueError, match=r"`state` must be the dict `init\(params\)` returned; got no 'step' entry"
+    ):
+        opt.update(params, good, {})
+    with pytest.raises(ValueError, match=r"`state` must be .*; got a wrongly shaped 'v/b' entry"):
+        opt.update(params, good, {**state, "v/b": np.zeros(3)})
+    with pytest.raises(
+        ValueError,
+        match=r"`lr` must be a finite number >= 0 \(or None for the optimizer's own\); got -0.1",
+    ):
+        opt.update(params, good, state, lr=-0.1)
+    with pytest.raises(ValueError, match=r"`params` must be a dict of NumPy arrays; got a list"):
+        opt.update([params["w"]], good, state)
+    assert int(state["step"]) == 0 and np.all(params["w"] == 0)  # nothing moved on bad input
