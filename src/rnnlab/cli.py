@@ -1,0 +1,304 @@
+"""The `rnnlab` command: train, evaluate, sample, list tasks, and the demo.
+
+Errors a user can cause (a bad option, a missing file, a corrupt checkpoint) print one line,
+`rnnlab: error: ...`, and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rnnlab import io
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(ValueError):
+    """A mistake in how rnnlab was called."""
+
+
+def _train_options(p: argparse.ArgumentParser) -> None:
+    """Options that override TrainConfig fields. Defaults are SUPPRESS so that only what the
+    user typed overrides the task's defaults and the --config file."""
+    S = argparse.SUPPRESS
+    g = p.add_argument_group("model")
+    g.add_argument("--cell", choices=("rnn", "relu", "irnn", "lstm", "gru", "gru-orig"), default=S,
+                   help="recurrent cell (default: the task's)")
+    g.add_argument("--hidden", type=int, default=S, help="hidden units per layer")
+    g.add_argument("--layers", type=int, default=S, help="stacked recurrent layers")
+    g.add_argument("--bidirectional", action="store_true", default=S, help="read both directions")
+    g.add_argument("--embed", type=int, default=S, help="embedding size for token inputs")
+    g.add_argument("--dropout", type=float, default=S, help="dropout between and after layers")
+    g.add_argument("--initial-state", dest="initial_state", choices=("zeros", "learned"), default=S)
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--optimizer", choices=("sgd", "nesterov", "rmsprop", "adagrad", "adam", "adamw"),
+                   default=S)
+    g.add_argument("--lr", type=float, default=S, help="learning rate")
+    g.add_argument("--weight-decay", dest="weight_decay", type=float, default=S)
+    g.add_argument("--schedule", choices=("constant", "cosine", "step"), default=S)
+    g.add_argument("--warmup", type=int, default=S, help="linear warm-up steps")
+    g.add_argument("--clip", choices=("global_norm", "value", "none"), default=S,
+                   help="gradient clipping: by global norm, by value, or none")
+    g.add_argument("--clip-at", dest="clip_at", type=float, default=S,
+                   help="the clipping threshold (a norm or a value, per --clip)")
+    g.add_argument("--batch-size", dest="batch_size", type=int, default=S)
+    g.add_argument("--seq-len", dest="seq_len", type=int, default=S,
+                   help="window length for tasks that cut sequences")
+    g.add_argument("--bptt", type=int, default=S,
+                   help="truncated BPTT window (state carried, gradient cut); 0 = full")
+    g.add_argument("--reverse-input", dest="reverse_input", action="store_true", default=S,
+                   help="feed each input sequence reversed (Sutskever et al. 2014)")
+    g.add_argument("--steps", type=int, default=S, help="optimizer steps")
+    g.add_argument("--time-limit", dest="time_limit", type=float, default=S,
+                   help="stop after this many seconds")
+    g.add_argument("--eval-every", dest="eval_every", type=int, default=S)
+    g.add_argument("--checkpoint-every", dest="checkpoint_every", type=int, default=S)
+    g.add_argument("--patience", type=int, default=S,
+                   help="stop after this many evaluations without improvement (0: never)")
+    g.add_argument("--seed", type=int, default=S)
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default=S, help="charlm: a UTF-8 text file (default: built-in corpus)")
+    g.add_argument("--T", dest="T", type=int, default=S, help="memory tasks: sequence length")
+    g.add_argument("--digits-mode", dest="digits_mode", choices=("rows", "pixels"), default=S)
+    g.add_argument("--train-size", dest="train_size", type=int, default=S)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rnnlab",
+        description="Recurrent neural networks in NumPy with exact, hand-written BPTT.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a model on a built-in task",
+                       description="Train a recurrent network on a built-in task. Options "
+                       "override the task's defaults and --config.")
+    p.add_argument("task", nargs="?", help="the task (see `rnnlab tasks`)")
+    p.add_argument("--config", help="a TOML file of settings (the names of the options below)")
+    p.add_argument("--run-dir", dest="run_dir", help="where to write the run (default: runs/TASK-TIME)")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in this directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _train_options(p)
+
+    p = sub.add_parser("evaluate", help="held-out metrics of a trained run")
+    p.add_argument("run", help="a run directory")
+    p.add_argument("--split", choices=("valid", "test"), default="test")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("sample", help="generate text from a trained charlm run")
+    p.add_argument("run", help="a run directory of the charlm task")
+    p.add_argument("--prime", default="\n", help="text to start from")
+    p.add_argument("--length", type=int, default=400)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", dest="top_k", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+
+    sub.add_parser("tasks", help="list the built-in tasks")
+
+    p = sub.add_parser("demo", help="train a character LSTM for ~2 minutes and show what it learned")
+    p.add_argument("--run-dir", dest="run_dir", default=None)
+    p.add_argument("--time-limit", dest="time_limit", type=float, default=120.0)
+    p.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        if args.command == "tasks":
+            return cmd_tasks()
+        if args.command == "train":
+            return cmd_train(args)
+        if args.command == "evaluate":
+            return cmd_evaluate(args)
+        if args.command == "sample":
+            return cmd_sample(args)
+        if args.command == "demo":
+            return cmd_demo(args)
+    except KeyboardInterrupt:
+        print("rnnlab: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ValueError, OSError, ImportError) as e:
+        print(f"rnnlab: error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_USAGE
+    except RuntimeError as e:  # e.g. NonFiniteError: the run stopped, its checkpoint is kept
+        print(f"rnnlab: error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e) or type(e).__name__
+    return " ".join(text.split())
+
+
+# ---------------------------------------------------------------------- commands
+def cmd_tasks() -> int:
+    from rnnlab import recipes
+
+    for name in recipes.TASK_NAMES:
+        print(f"{name:<15} {recipes.describe(name)}")
+    return 0
+
+
+def _config_from_args(args) -> tuple:
+    from rnnlab import recipes
+    from rnnlab.train import TrainConfig
+
+    settings: dict = {}
+    if args.config:
+        settings.update(io.read_toml(args.config))
+    task = args.task or settings.get("task")
+    if not task:
+        raise UsageError("`task` must be given (a positional argument or `task` in --config); "
+                         "see `rnnlab tasks`")
+    if task not in recipes.TASK_NAMES:
+        raise UsageError(f"`task` must be one of {', '.join(recipes.TASK_NAMES)}; got {task!r}")
+    overrides = {k: v for k, v in vars(args).items() if k in TrainConfig.fields() and k != "task"}
+    merged = {**recipes.defaults(task), **settings, **overrides, "task": task}
+    cfg = TrainConfig.from_dict(merged, source=args.config or "options")
+    return task, cfg
+
+
+def cmd_train(args) -> int:
+    from rnnlab import recipes
+    from rnnlab.train import Trainer, TrainConfig
+
+    if args.resume:
+        run_dir = io.open_run_dir(args.resume)
+        ckpt = io.load_checkpoint(run_dir)
+        cfg = TrainConfig.from_dict(ckpt.config["train"], source=str(run_dir / "config.json"))
+        overrides = {k: v for k, v in vars(args).items() if k in ("steps", "time_limit")}
+        for k, v in overrides.items():
+            setattr(cfg, k, v)
+        task = recipes.make_task(cfg)
+        model = recipes.build_model(ckpt.config["model"])
+        trainer = Trainer(model, task, cfg, run_dir, spec=ckpt.config["model"], quiet=args.quiet)
+        trainer.restore(ckpt)
+        print(f"resuming {run_dir} at step {trainer.step}", file=sys.stderr)
+    else:
+        _, cfg = _config_from_args(args)
+        run_dir = Path(args.run_dir) if args.run_dir else io.make_run_dir("runs", cfg.task)
+        if args.run_dir and (run_dir / "checkpoints").exists():
+            raise UsageError(f"`--run-dir` must be a new or empty directory; '{run_dir}' already "
+                             f"holds a run (continue it with --resume {run_dir})")
+        task = recipes.make_task(cfg)
+        spec = recipes.model_spec(cfg, task)
+        model = recipes.build_model(spec, seed=cfg.seed)
+        trainer = Trainer(model, task, cfg, run_dir, spec=spec, quiet=args.quiet)
+        print(f"training {cfg.task} ({cfg.cell}, {sum(v.size for v in model.params.values()):,} "
+              f"parameters) into {run_dir}", file=sys.stderr)
+    result = trainer.run()
+    final = task.evaluate(model, "test")
+    io.atomic_write_json(run_dir / "result.json", {"train": result, "test": final})
+    for line in recipes.report(task, final):
+        print(line)
+    _plot(run_dir)
+    print(f"run directory: {run_dir}")
+    return EXIT_INTERRUPTED if result["stopped_by"] == "interrupt" else 0
+
+
+def _load_run(path):
+    from rnnlab import recipes
+    from rnnlab.train import TrainConfig
+
+    run_dir = io.open_run_dir(path)
+    ckpt = io.load_checkpoint(run_dir)
+    cfg = TrainConfig.from_dict(ckpt.config["train"], source=str(run_dir / "config.json"))
+    model = recipes.build_model(ckpt.config["model"])
+    model.load_state_dict(ckpt.model)
+    return run_dir, cfg, model
+
+
+def cmd_evaluate(args) -> int:
+    from rnnlab import recipes
+
+    run_dir, cfg, model = _load_run(args.run)
+    task = recipes.make_task(cfg)
+    result = task.evaluate(model, args.split)
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        for line in recipes.report(task, result):
+            print(line)
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from rnnlab import recipes
+
+    run_dir, cfg, model = _load_run(args.run)
+    if cfg.task != "charlm":
+        raise UsageError(f"`run` must be a charlm run to sample text; '{run_dir}' is a {cfg.task} run")
+    task = recipes.make_task(cfg)
+    print(task.sample(model, args.prime, args.length, temperature=args.temperature,
+                      top_k=args.top_k, seed=args.seed))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from rnnlab import recipes
+    from rnnlab.train import Trainer, TrainConfig
+
+    cfg = TrainConfig.from_dict({**recipes.defaults("charlm"), **recipes.DEMO,
+                                 "time_limit": args.time_limit})
+    run_dir = Path(args.run_dir) if args.run_dir else io.make_run_dir("runs", "demo")
+    t0 = time.perf_counter()
+    print("rnnlab demo: a character-level LSTM language model on the Python documentation that "
+          "ships with CPython.", flush=True)
+    task = recipes.make_task(cfg)
+    spec = recipes.model_spec(cfg, task)
+    model = recipes.build_model(spec, seed=cfg.seed)
+    print(f"corpus: {task.describe_data()}")
+    print("n-gram baselines on the same held-out text (nats / bits per character):")
+    for name, b in task.baselines().items():
+        print(f"  {name:<8} {b['nats_per_char']:.3f} / {b['bits_per_char']:.3f}")
+    print("\nsample before training:")
+    print(_indent(task.sample(model, "def ", 160, temperature=0.8, seed=1)))
+    print(f"\ntraining {sum(v.size for v in model.params.values()):,} parameters for up to "
+          f"{args.time_limit:.0f} s ...", flush=True)
+    trainer = Trainer(model, task, cfg, run_dir, spec=spec, quiet=args.quiet)
+    trainer.run()
+    final = task.evaluate(model, "test")
+    io.atomic_write_json(run_dir / "result.json", {"test": final})
+    print()
+    for line in recipes.report(task, final):
+        print(line)
+    print("\nsample after training:")
+    print(_indent(task.sample(model, "def ", 300, temperature=0.8, seed=1)))
+    plots = _plot(run_dir)
+    print(f"\nrun directory: {run_dir} ({time.perf_counter() - t0:.0f} s in all)")
+    if plots:
+        print("plots: " + ", ".join(str(p) for p in plots))
+    print(f"more samples: rnnlab sample {run_dir} --prime 'class '")
+    return 0
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  | " + line for line in text.split("\n"))
+
+
+def _plot(run_dir: Path) -> list[Path]:
+    from rnnlab import plots
+
+    try:
+        return plots.plot_run(run_dir)
+    except ImportError:
+        print("plots: matplotlib is not installed; pip install 'rnnlab[plot]' to get loss curves",
+              file=sys.stderr)
+        return []
+
+
+if __name__ == "__main__":
+    sys.exit(main())

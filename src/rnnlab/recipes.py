@@ -1,0 +1,512 @@
+"""The built-in tasks as training recipes: data (from rnnlab.tasks), model spec, loss, metrics
+and the baselines printed beside every result.
+
+Each task object keeps the Trainer's protocol (rnnlab.train.Task): `batch(step, rng)`,
+`loss(output, batch)`, `evaluate(model, split)`, plus `metric` / `higher_is_better` for
+early stopping. Training batches are a pure function of (seed, step), which is what makes
+resumed runs identical to uninterrupted ones.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from rnnlab import _checks, models
+from rnnlab.losses import mean_squared_error, softmax_cross_entropy
+from rnnlab.train import Batch, TrainConfig
+
+TASK_NAMES = ("charlm", "digits", "pytokens", "adding", "copy", "temporal-order")
+
+_DESCRIPTIONS = {
+    "charlm": "character language model on a text file (default: CPython's pydoc topics), "
+              "with n-gram baselines and sampling",
+    "digits": "many-to-one classification of scikit-learn's 8x8 digits read row by row "
+              "(or pixel by pixel)",
+    "pytokens": "label each character of Python source with its token class; 'called or "
+                "defined' needs the right context (compare --bidirectional)",
+    "adding": "adding problem (Le et al. 2015): sum the two marked numbers of a length-T "
+              "sequence; baseline MSE 1/6",
+    "copy": "copy memory (Arjovsky et al. 2016): recall 10 symbols after T blanks; "
+            "baseline 10 ln 8 / (T + 20)",
+    "temporal-order": "temporal order (Hochreiter & Schmidhuber 1997, exp. 6a): classify the "
+                      "order of two far-apart symbols; chance 1/4",
+}
+
+# What each task trains with unless the user says otherwise (TrainConfig fields).
+_DEFAULTS = {
+    "charlm": dict(cell="lstm", hidden=512, embed=64, batch_size=64, seq_len=100, lr=2e-3,
+                   steps=6000, eval_every=500, checkpoint_every=500, schedule="cosine",
+                   clip="global_norm", clip_at=1.0, dropout=0.0, time_limit=1140.0),
+    "digits": dict(cell="lstm", hidden=128, batch_size=32, lr=3e-3, steps=3000, eval_every=250,
+                   checkpoint_every=1000, schedule="cosine", clip_at=1.0),
+    "pytokens": dict(cell="lstm", hidden=64, embed=32, batch_size=32, seq_len=100, lr=3e-3,
+                     steps=1500, eval_every=250, checkpoint_every=500, schedule="cosine"),
+    "adding": dict(cell="lstm", hidden=64, batch_size=32, lr=2e-3, steps=3000, T=100,
+                   eval_every=250, checkpoint_every=1000, clip_at=1.0),
+    "copy": dict(cell="lstm", hidden=128, embed=16, batch_size=32, lr=2e-3, steps=3000, T=50,
+                 eval_every=250, checkpoint_every=1000, clip_at=1.0),
+    "temporal-order": dict(cell="lstm", hidden=64, batch_size=32, lr=3e-3, steps=2000, T=100,
+                           eval_every=250, checkpoint_every=1000, clip_at=1.0),
+}
+
+# `rnnlab demo`: a character LSTM small enough to learn in about two minutes on two cores.
+DEMO = dict(hidden=256, embed=48, batch_size=32, seq_len=64, lr=3e-3, steps=1500,
+            eval_every=300, checkpoint_every=300, schedule="cosine")
+
+
+def describe(name: str) -> str:
+    return _DESCRIPTIONS[name]
+
+
+def defaults(name: str) -> dict:
+    return dict(_DEFAULTS[name], task=name)
+
+
+def build_model(spec: dict, seed: int = 0):
+    return models.build(spec, rng=np.random.default_rng([seed, 7919]))
+
+
+def model_spec(cfg: TrainConfig, task) -> dict:
+    spec = {
+        "input": task.input_spec(cfg),
+        "rnn": {"cell": cfg.cell, "hidden_size": cfg.hidden, "num_layers": cfg.layers,
+                "bidirectional": cfg.bidirectional, "dropout": cfg.dropout,
+                "initial_state": cfg.initial_state,
+                "forget_bias": cfg.forget_bias if cfg.cell == "lstm" else None},
+        "readout": task.readout,
+        "output_size": task.output_size,
+        "output_dropout": cfg.dropout,
+    }
+    return models.with_defaults(spec)
+
+
+def make_task(cfg: TrainConfig):
+    name = cfg.task
+    if name == "charlm":
+        return CharLM(cfg)
+    if name == "digits":
+        return Digits(cfg)
+    if name == "pytokens":
+        return PyTokens(cfg)
+    if name == "adding":
+        return Adding(cfg)
+    if name == "copy":
+        return Copy(cfg)
+    if name == "temporal-order":
+        return TemporalOrder(cfg)
+    _checks.fail("task", "one of " + ", ".join(TASK_NAMES), repr(name))
+
+
+def report(task, result: dict) -> list[str]:
+    return task.report(result)
+
+
+def _reverse_within(x: np.ndarray, lengths: np.ndarray | None) -> np.ndarray:
+    """Reverse each sequence (axis 1) within its valid length; padding stays at the end."""
+    if lengths is None:
+        return x[:, ::-1].copy()
+    T = x.shape[1]
+    t = np.arange(T)[None, :]
+    idx = np.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
+    return np.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=1)
+
+
+def _accuracy(logits: np.ndarray, y: np.ndarray, mask: np.ndarray | None = None) -> float:
+    hit = logits.argmax(axis=-1) == y
+    if mask is not None:
+        return float(hit[mask].mean())
+    return float(hit.mean())
+
+
+class _SequenceTask:
+    """Shared machinery: epochs over a fixed training set (or fresh samples per step),
+    truncated-BPTT windows, reversed input, batched evaluation."""
+
+    per_step = False  # one target per step (labelling) or one per sequence
+    readout = "last"
+    fresh = False  # draw new training sequences at every step (synthetic tasks)
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        if cfg.bptt and not self.per_step:
+            raise ValueError(f"`bptt` must be 0 for the {cfg.task} task: it has one target per "
+                             f"sequence, which truncated BPTT would cut off from the inputs")
+        if cfg.bptt and cfg.bidirectional:
+            raise ValueError("`bptt` must be 0 for a bidirectional model: the reverse direction's "
+                             "state flows from the future and cannot be carried across windows")
+
+    # --- the data a subclass provides
+    def sample(self, n: int, rng: np.random.Generator):  # fresh tasks
+        raise NotImplementedError
+
+    def split(self, name: str):  # fixed sets: (x, y, lengths)
+        raise NotImplementedError
+
+    # --- batches
+    def _windows(self, T: int) -> int:
+        return 1 if not self.cfg.bptt else math.ceil(T / self.cfg.bptt)
+
+    def _full_batch(self, index: int, rng: np.random.Generator):
+        B = self.cfg.batch_size
+        if self.fresh:
+            return self.sample(B, np.random.default_rng([self.cfg.seed, index, 17]))
+        x, y, lengths = self.split("train")
+        n = len(x)
+        per_epoch = max(n // B, 1)
+        epoch, i = divmod(index, per_epoch)
+        order = np.random.default_rng([self.cfg.seed, epoch, 23]).permutation(n)
+        idx = order[i * B : (i + 1) * B]
+        return x[idx], y[idx], None if lengths is None else lengths[idx]
+
+    def _prepare(self, x, y, lengths):
+        if self.cfg.reverse_input:
+            x = _reverse_within(x, lengths)
+            if self.per_step:
+                y = _reverse_within(y, lengths)
+        return x, y, lengths
+
+    def batch(self, step: int, rng: np.random.Generator) -> Batch:
+        T = self.seq_len_hint()
+        W = self._windows(T)
+        index, w = divmod(step, W)
+        x, y, lengths = self._prepare(*self._full_batch(index, rng))
+        if W > 1:
+            k = self.cfg.bptt
+            x, y = x[:, w * k : (w + 1) * k], y[:, w * k : (w + 1) * k]
+            if lengths is not None:
+                lengths = np.clip(lengths - w * k, 1, x.shape[1])
+        items = int(x.shape[0] * x.shape[1])
+        return Batch(x, y, lengths, carry=w > 0, items=items)
+
+    def seq_len_hint(self) -> int:
+        return self.split("train")[0].shape[1] if not self.fresh else self.cfg.T
+
+    def loss(self, output, batch: Batch):
+        if self.per_step:
+            return softmax_cross_entropy(output, batch.y, lengths=batch.lengths, reduction="mean")
+        return softmax_cross_entropy(output, batch.y, reduction="mean")
+
+    # --- evaluation
+    def _eval_outputs(self, model, split: str, batch_size: int = 256):
+        x, y, lengths = self.split(split)
+        x, y, lengths = self._prepare(x, y, lengths)
+        outs = []
+        for i in range(0, len(x), batch_size):
+            sl = slice(i, i + batch_size)
+            outs.append(model.forward(x[sl], lengths=None if lengths is None else lengths[sl]).output)
+        return np.concatenate(outs), y, lengths
+
+
+class CharLM:
+    """Character language model with a stateful stream of windows (classic truncated BPTT)."""
+
+    name = "charlm"
+    metric = "nats_per_char"
+    higher_is_better = False
+    readout = "steps"
+
+    def __init__(self, cfg: TrainConfig):
+        from rnnlab.tasks import text
+
+        if cfg.reverse_input:
+            raise ValueError("`reverse_input` must be off for charlm: a language model reads "
+                             "its stream in order (use it for tasks that read whole sequences)")
+        if cfg.bidirectional:
+            raise ValueError("`bidirectional` must be off for charlm: a language model cannot "
+                             "read the characters it has to predict")
+        self.cfg = cfg
+        raw = text.read_text(cfg.data) if cfg.data else text.default_corpus()
+        self.source = cfg.data or "the pydoc topics of CPython"
+        train, valid, test = text.split_text(raw)
+        self.vocab = text.CharVocab(train)
+        self.ids = {"train": self.vocab.encode(train), "valid": self.vocab.encode(valid),
+                    "test": self.vocab.encode(test)}
+        self.chars = len(raw)
+        self.window = cfg.bptt or cfg.seq_len
+        B = cfg.batch_size
+        usable = (len(self.ids["train"]) - 1) // B
+        if usable < self.window + 1:
+            raise ValueError(f"`data` must hold enough text for {B} tracks of {self.window} "
+                             f"characters; got {len(raw)} characters")
+        flat = self.ids["train"][: usable * B + 1]
+        self.tracks_x = flat[:-1].reshape(B, usable)
+        self.tracks_y = flat[1:].reshape(B, usable)
+        self.per_epoch = usable // self.window
+        self._baselines: dict = {}
+        self.output_size = self.vocab.size
+
+    def input_spec(self, cfg):
+        return {"type": "tokens", "vocab_size": self.vocab.size, "embed_dim": cfg.embed}
+
+    def describe_data(self) -> str:
+        return (f"{self.source}: {self.chars:,} characters, {self.vocab.size} symbols; "
+                f"train/valid/test {len(self.ids['train']):,}/{len(self.ids['valid']):,}/"
+                f"{len(self.ids['test']):,}")
+
+    def batch(self, step: int, rng) -> Batch:
+        w = step % self.per_epoch
+        k = self.window
+        x = self.tracks_x[:, w * k : (w + 1) * k]
+        y = self.tracks_y[:, w * k : (w + 1) * k]
+        return Batch(x, y, None, carry=w > 0, items=int(x.size))
+
+    def loss(self, output, batch: Batch):
+        return softmax_cross_entropy(output, batch.y, reduction="mean")
+
+    def evaluate(self, model, split: str) -> dict:
+        ids = self.ids[split]
+        tracks = 8
+        n = (len(ids) - 1) // tracks
+        xs = ids[: n * tracks].reshape(tracks, n)
+        ys = ids[1 : n * tracks + 1].reshape(tracks, n)
+        total, state = 0.0, None
+        for i in range(0, n, 256):
+            f = model.forward(xs[:, i : i + 256], state=state)
+            loss, _ = softmax_cross_entropy(f.output, ys[:, i : i + 256], reduction="sum")
+            total += loss
+            state = f.state
+        nats = total / (n * tracks)
+        result = {"nats_per_char": nats, "bits_per_char": nats / math.log(2), "chars": n * tracks}
+        if split == "test":
+            result["baselines"] = self.baselines(split)
+        return result
+
+    def baselines(self, split: str = "test") -> dict:
+        from rnnlab.tasks import ngram
+
+        if split not in self._baselines:
+            self._baselines[split] = ngram.ngram_baselines(
+                self.ids["train"], self.ids[split], self.vocab.size, max_order=5)
+        return self._baselines[split]
+
+    def sample(self, model, prime: str, length: int, *, temperature=0.8, top_k=None, seed=0) -> str:
+        from rnnlab.generate import sample_ids
+
+        ids = self.vocab.encode(prime or "\n")
+        out = sample_ids(model, ids, length, temperature=temperature, top_k=top_k,
+                         rng=np.random.default_rng(seed))
+        return (prime or "") + self.vocab.decode(out)
+
+    def report(self, result: dict) -> list[str]:
+        lines = [f"held-out: {result['nats_per_char']:.3f} nats/char = "
+                 f"{result['bits_per_char']:.3f} bits/char"]
+        base = result.get("baselines") or self.baselines("test")
+        best = min(base.values(), key=lambda b: b["nats_per_char"])
+        for name, b in base.items():
+            mark = "  <- best n-gram" if b is best else ""
+            lines.append(f"  {name:<8} {b['nats_per_char']:.3f} nats/char = "
+                         f"{b['bits_per_char']:.3f} bits/char{mark}")
+        beaten = [n for n, b in base.items() if result["nats_per_char"] < b["nats_per_char"]]
+        lines.append("beats: " + (", ".join(beaten) if beaten else "no n-gram baseline yet"))
+        return lines
+
+
+class Digits(_SequenceTask):
+    name = "digits"
+    metric = "accuracy"
+    higher_is_better = True
+    output_size = 10
+
+    def __init__(self, cfg: TrainConfig):
+        super().__init__(cfg)
+        from rnnlab.tasks import digits
+
+        x_tr, y_tr, x_te, y_te = digits.load_digits_sequences(mode=cfg.digits_mode, seed=cfg.seed)
+        n_valid = len(x_tr) // 10  # the last 10 % of the (shuffled) training split validates
+        self._splits = {"train": (x_tr[:-n_valid], y_tr[:-n_valid], None),
+                        "valid": (x_tr[-n_valid:], y_tr[-n_valid:], None),
+                        "test": (x_te, y_te, None)}
+
+    def input_spec(self, cfg):
+        return {"type": "vectors", "size": self._splits["train"][0].shape[2]}
+
+    def split(self, name):
+        return self._splits[name]
+
+    def evaluate(self, model, split):
+        out, y, _ = self._eval_outputs(model, split)
+        loss, _ = softmax_cross_entropy(out, y, reduction="mean")
+        pred = out.argmax(axis=1)
+        result = {"accuracy": float((pred == y).mean()), "loss": loss}
+        if split == "test":
+            cm = np.zeros((10, 10), np.int64)
+            np.add.at(cm, (y, pred), 1)
+            result["confusion"] = cm.tolist()
+        return result
+
+    def report(self, result):
+        lines = [f"test accuracy {100 * result['accuracy']:.2f} % (chance 10 %)"]
+        if "confusion" in result:
+            lines.append("confusion matrix (rows: true digit, columns: predicted):")
+            lines.append("     " + " ".join(f"{j:4d}" for j in range(10)))
+            for i, row in enumerate(result["confusion"]):
+                lines.append(f"  {i}  " + " ".join(f"{v:4d}" for v in row))
+        return lines
+
+
+class PyTokens(_SequenceTask):
+    name = "pytokens"
+    metric = "accuracy"
+    higher_is_better = True
+    per_step = True
+    readout = "steps"
+
+    def __init__(self, cfg: TrainConfig):
+        super().__init__(cfg)
+        from rnnlab.tasks import pytokens, text
+
+        max_chars = cfg.train_size or 400_000
+        chars, labels = pytokens.load_pytokens(max_chars=max_chars, seed=cfg.seed)
+        n = len(chars)
+        a, b = int(n * 0.9), int(n * 0.95)
+        self.vocab = text.CharVocab(chars[:a])
+        self.classes = pytokens.CLASSES
+        self.output_size = len(self.classes)
+        ids = self.vocab.encode(chars)
+        L = cfg.seq_len
+        self._splits = {}
+        for name, sl in (("train", slice(0, a)), ("valid", slice(a, b)), ("test", slice(b, n))):
+            x, y = pytokens.chunk(ids[sl], labels[sl], L)
+            self._splits[name] = (x.astype(np.int64), y.astype(np.int64), None)
+
+    def input_spec(self, cfg):
+        return {"type": "tokens", "vocab_size": self.vocab.size, "embed_dim": cfg.embed}
+
+    def split(self, name):
+        return self._splits[name]
+
+    def evaluate(self, model, split):
+        out, y, _ = self._eval_outputs(model, split)
+        loss, _ = softmax_cross_entropy(out, y, reduction="mean")
+        pred = out.argmax(axis=-1)
+        result = {"accuracy": float((pred == y).mean()), "loss": loss}
+        per_class = {}
+        for c, name in enumerate(self.classes):
+            m = y == c
+            if m.any():
+                per_class[name] = float((pred[m] == c).mean())
+        result["per_class_accuracy"] = per_class
+        return result
+
+    def report(self, result):
+        lines = [f"per-character accuracy {100 * result['accuracy']:.2f} %"]
+        for name, acc in result.get("per_class_accuracy", {}).items():
+            lines.append(f"  {name:<12} {100 * acc:6.2f} %")
+        return lines
+
+
+class Adding(_SequenceTask):
+    name = "adding"
+    metric = "mse"
+    higher_is_better = False
+    fresh = True
+    output_size = 1
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        from rnnlab.tasks import synthetic
+
+        self._synthetic = synthetic
+        self._fixed = {s: self.sample(1000, np.random.default_rng([cfg.seed, 10**6, k]))
+                       for k, s in enumerate(("valid", "test"))}
+
+    def sample(self, n, rng):
+        x, y = self._synthetic.adding(n, self.cfg.T, rng)
+        return x, y.astype(np.float32), None
+
+    def split(self, name):
+        return self._fixed[name]
+
+    def input_spec(self, cfg):
+        return {"type": "vectors", "size": 2}
+
+    def loss(self, output, batch):
+        return mean_squared_error(output, batch.y, reduction="mean")
+
+    def evaluate(self, model, split):
+        out, y, _ = self._eval_outputs(model, split)
+        mse = float(np.mean((out.astype(np.float64) - y) ** 2))
+        return {"mse": mse, "baseline_mse": self._synthetic.adding_baseline()}
+
+    def report(self, result):
+        return [f"test MSE {result['mse']:.5f} (baseline of always answering 1: "
+                f"{result['baseline_mse']:.4f}; solved below 0.01)"]
+
+
+class Copy(_SequenceTask):
+    name = "copy"
+    metric = "loss"
+    higher_is_better = False
+    fresh = True
+    per_step = True
+    readout = "steps"
+    output_size = 9
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        from rnnlab.tasks import synthetic
+
+        self._synthetic = synthetic
+        self._fixed = {s: self.sample(500, np.random.default_rng([cfg.seed, 10**6, k]))
+                       for k, s in enumerate(("valid", "test"))}
+
+    def sample(self, n, rng):
+        x, y = self._synthetic.copy_memory(n, self.cfg.T, rng)
+        return x.astype(np.int64), y.astype(np.int64), None
+
+    def seq_len_hint(self):
+        return self.cfg.T + 20
+
+    def split(self, name):
+        return self._fixed[name]
+
+    def input_spec(self, cfg):
+        return {"type": "tokens", "vocab_size": 10, "embed_dim": cfg.embed}
+
+    def evaluate(self, model, split):
+        out, y, _ = self._eval_outputs(model, split)
+        loss, _ = softmax_cross_entropy(out, y, reduction="mean")
+        recall = _accuracy(out[:, -10:], y[:, -10:])
+        return {"loss": loss, "recall_accuracy": recall,
+                "baseline_loss": self._synthetic.copy_baseline(self.cfg.T)}
+
+    def report(self, result):
+        return [f"test cross-entropy {result['loss']:.4f} nats/step (baseline "
+                f"{result['baseline_loss']:.4f}); recalled symbols correct "
+                f"{100 * result['recall_accuracy']:.1f} % (chance 12.5 %)"]
+
+
+class TemporalOrder(_SequenceTask):
+    name = "temporal-order"
+    metric = "accuracy"
+    higher_is_better = True
+    fresh = True
+    output_size = 4
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        from rnnlab.tasks import synthetic
+
+        self._synthetic = synthetic
+        self._fixed = {s: self.sample(1000, np.random.default_rng([cfg.seed, 10**6, k]))
+                       for k, s in enumerate(("valid", "test"))}
+
+    def sample(self, n, rng):
+        x, lengths, y = self._synthetic.temporal_order(n, self.cfg.T, rng)
+        return x, y.astype(np.int64), lengths
+
+    def split(self, name):
+        return self._fixed[name]
+
+    def input_spec(self, cfg):
+        return {"type": "vectors", "size": 8}
+
+    def evaluate(self, model, split):
+        out, y, _ = self._eval_outputs(model, split)
+        loss, _ = softmax_cross_entropy(out, y, reduction="mean")
+        return {"accuracy": _accuracy(out, y), "loss": loss, "chance": 0.25}
+
+    def report(self, result):
+        return [f"test accuracy {100 * result['accuracy']:.2f} % (chance 25 %)"]

@@ -1,0 +1,388 @@
+"""The training loop: batches, truncated BPTT with carried state, clipping, validation, early
+stopping, checkpoints with exact resume, progress and a metrics log.
+
+Determinism comes from one rule: every random draw of step s (its batch, its dropout masks)
+comes from a Generator seeded by (seed, s). So a run resumed from a checkpoint at step s
+draws exactly what the uninterrupted run drew, and the weights come out bit for bit the same.
+The only state carried from one step to the next besides weights and optimizer moments is
+the recurrent state of truncated BPTT, and the checkpoint stores it too.
+
+A task (rnnlab.recipes) supplies the data and the loss; the Trainer knows nothing of text or
+digits. What a task must provide is the `Task` protocol below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from rnnlab import _checks, io, optim
+
+
+@dataclass
+class Batch:
+    """One step's data. `carry`: this window continues the previous step's sequences, so the
+    recurrent state carries over (truncated BPTT); gradients stop at the window's edge."""
+
+    x: np.ndarray
+    y: np.ndarray
+    lengths: np.ndarray | None = None
+    carry: bool = False
+    items: int = 0  # tokens / sequences in the batch, for throughput
+
+
+class Task(Protocol):
+    name: str
+    metric: str  # the validation metric that early stopping and "best" follow
+    higher_is_better: bool
+
+    def batch(self, step: int, rng: np.random.Generator) -> Batch: ...
+
+    def loss(self, output: np.ndarray, batch: Batch) -> tuple[float, np.ndarray]: ...
+
+    def evaluate(self, model, split: str) -> dict[str, Any]: ...
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a run. Saved as JSON in the run directory; read from TOML."""
+
+    task: str = "charlm"
+    cell: str = "lstm"
+    hidden: int = 128
+    layers: int = 1
+    bidirectional: bool = False
+    embed: int = 32
+    dropout: float = 0.0
+    optimizer: str = "adam"
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    schedule: str = "constant"  # constant | cosine | step
+    warmup: int = 0
+    clip: str = "global_norm"  # global_norm | value | none
+    clip_at: float = 1.0
+    batch_size: int = 32
+    seq_len: int = 100  # for tasks that cut sequences (charlm windows, pytokens chunks)
+    bptt: int = 0  # truncated BPTT window; 0 = full BPTT over each sequence
+    reverse_input: bool = False
+    steps: int = 1000
+    time_limit: float = 0.0  # seconds; 0 = none. Stops early (not part of exact resume).
+    eval_every: int = 200
+    checkpoint_every: int = 500
+    patience: int = 0  # evaluations without improvement before stopping; 0 = never
+    seed: int = 0
+    initial_state: str = "zeros"
+    forget_bias: float = 1.0
+    # task parameters
+    data: str = ""  # a text file for charlm ("" = the built-in corpus)
+    T: int = 100  # sequence length of the synthetic memory tasks
+    digits_mode: str = "rows"
+    train_size: int = 0  # 0 = the task's default
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def fields(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> TrainConfig:
+        if not isinstance(d, dict):
+            _checks.fail(source, "a table of settings", _checks.describe(d))
+        known = set(cls.fields())
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown setting {unknown[0]!r}; known settings: "
+                             + ", ".join(sorted(known)))
+        cfg = cls(**{k: v for k, v in d.items()})
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        for name in ("hidden", "layers", "embed", "batch_size", "seq_len", "steps", "eval_every",
+                     "checkpoint_every", "T"):
+            _checks.positive_int(getattr(self, name), name)
+        for name in ("bptt", "warmup", "patience", "train_size", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                _checks.fail(name, "a non-negative integer", _checks.describe(v))
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
+            _checks.fail("lr", "a positive number", _checks.describe(self.lr))
+        _checks.probability(self.dropout, "dropout")
+        _checks.choice(self.clip, "clip", ("global_norm", "value", "none"))
+        _checks.choice(self.schedule, "schedule", ("constant", "cosine", "step"))
+        _checks.choice(self.optimizer, "optimizer", ("sgd", "nesterov", "rmsprop", "adagrad",
+                                                     "adam", "adamw"))
+        if self.clip != "none" and not (self.clip_at > 0):
+            _checks.fail("clip_at", "a positive number", _checks.describe(self.clip_at))
+
+
+def make_optimizer(cfg: TrainConfig):
+    """The optimizer a config names (a plain if/elif: the names are the CLI's vocabulary)."""
+    o, lr, wd = cfg.optimizer, cfg.lr, cfg.weight_decay
+    if o == "sgd":
+        return optim.SGD(lr=lr, momentum=cfg.momentum, weight_decay=wd)
+    if o == "nesterov":
+        return optim.SGD(lr=lr, momentum=cfg.momentum, nesterov=True, weight_decay=wd)
+    if o == "rmsprop":
+        return optim.RMSprop(lr=lr, weight_decay=wd)
+    if o == "adagrad":
+        return optim.Adagrad(lr=lr, weight_decay=wd)
+    if o == "adam":
+        return optim.Adam(lr=lr, weight_decay=wd)
+    return optim.AdamW(lr=lr, weight_decay=wd if wd else 1e-2)
+
+
+def make_schedule(cfg: TrainConfig):
+    if cfg.schedule == "cosine":
+        s = optim.Cosine(cfg.lr, max(cfg.steps - cfg.warmup, 1), min_lr=cfg.lr * 0.05)
+    elif cfg.schedule == "step":
+        s = optim.StepDecay(cfg.lr, max(cfg.steps // 3, 1), 0.3)
+    else:
+        s = optim.Constant(cfg.lr)
+    return optim.Warmup(s, cfg.warmup) if cfg.warmup > 0 else s
+
+
+class NonFiniteError(RuntimeError):
+    """Training produced a NaN or inf; the message says at which step and what to try."""
+
+
+def _state_to_tensors(state, prefix="carry") -> dict[str, np.ndarray]:
+    """Flatten a Sequential's list-of-states into named arrays for the checkpoint."""
+    out = {}
+    if state is None:
+        return out
+    for i, s in enumerate(state):
+        if s is None:
+            continue
+        parts = s if isinstance(s, tuple) else (s,)
+        for j, a in enumerate(parts):
+            out[f"{prefix}/{i}/{j}/{len(parts)}"] = a
+    return out
+
+
+def _tensors_to_state(tensors: dict[str, np.ndarray], n: int, prefix="carry"):
+    found = {k: v for k, v in tensors.items() if k.startswith(prefix + "/")}
+    if not found:
+        return None
+    state: list = [None] * n
+    grouped: dict[int, dict[int, np.ndarray]] = {}
+    sizes: dict[int, int] = {}
+    for k, v in found.items():
+        _, i, j, m = k.split("/")
+        grouped.setdefault(int(i), {})[int(j)] = v
+        sizes[int(i)] = int(m)
+    for i, parts in grouped.items():
+        seq = tuple(parts[j] for j in range(sizes[i]))
+        state[i] = seq if sizes[i] > 1 else seq[0]
+    return state
+
+
+class Progress:
+    """A one-line progress bar on a terminal; plain lines every few seconds otherwise."""
+
+    def __init__(self, total: int, start: int, stream=None, quiet: bool = False):
+        self.total, self.start = total, start
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.quiet = quiet
+        self.t0 = time.perf_counter()
+        self.last_print = 0.0
+        self.items = 0
+
+    def update(self, step: int, loss: float, items: int, extra: str = "") -> None:
+        self.items += items
+        if self.quiet:
+            return
+        now = time.perf_counter()
+        elapsed = now - self.t0
+        interval = 0.2 if self.tty else 10.0
+        if now - self.last_print < interval and step + 1 < self.total:
+            return
+        self.last_print = now
+        done = step + 1 - self.start
+        rate = self.items / elapsed if elapsed > 0 else 0.0
+        eta = elapsed / done * (self.total - step - 1) if done > 0 else 0.0
+        frac = (step + 1) / self.total
+        if self.tty:
+            bar = "#" * int(24 * frac) + "-" * (24 - int(24 * frac))
+            line = (f"\r[{bar}] {step + 1}/{self.total} loss {loss:.4f} "
+                    f"{rate:,.0f} items/s ETA {_fmt(eta)} {extra}")
+            self.stream.write(line[:160].ljust(100))
+        else:
+            self.stream.write(f"step {step + 1}/{self.total} loss {loss:.4f} {rate:,.0f} items/s "
+                              f"elapsed {_fmt(elapsed)} ETA {_fmt(eta)} {extra}\n")
+        self.stream.flush()
+
+    def message(self, text: str) -> None:
+        if self.tty and not self.quiet:
+            self.stream.write("\r" + " " * 110 + "\r")
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty and not self.quiet:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _fmt(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class Trainer:
+    """Trains `model` on `task` under `cfg`, writing into `run_dir`."""
+
+    def __init__(self, model, task: Task, cfg: TrainConfig, run_dir: Path, *,
+                 spec: dict | None = None, stream=None, quiet: bool = False):
+        self.model, self.task, self.cfg = model, task, cfg
+        self.run_dir = Path(run_dir)
+        self.spec = spec or {}
+        self.opt = make_optimizer(cfg)
+        self.schedule = make_schedule(cfg)
+        self.opt_state = self.opt.init(model.params)
+        self.step = 0
+        self.carry = None
+        self.best: float | None = None
+        self.best_step = -1
+        self.bad_evals = 0
+        self.history: list[dict] = []
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.stopped_by = ""
+
+    # ------------------------------------------------------------------ persistence
+    def config_dict(self) -> dict:
+        return {"train": self.cfg.to_dict(), "model": self.spec}
+
+    def save(self) -> Path:
+        n = len(self.model.modules) if hasattr(self.model, "modules") else 1
+        opt_tensors = dict(self.opt_state)
+        opt_tensors.update(_state_to_tensors(self.carry))
+        state = {"step": self.step, "best": self.best, "best_step": self.best_step,
+                 "bad_evals": self.bad_evals, "history": self.history, "modules": n}
+        return io.save_checkpoint(self.run_dir, self.step, model=self.model.params,
+                                  optimizer=opt_tensors, state=state, config=self.config_dict())
+
+    def restore(self, ckpt) -> None:
+        self.model.load_state_dict(ckpt.model)
+        carry_keys = [k for k in ckpt.optimizer if k.startswith("carry/")]
+        self.opt_state = {k: v for k, v in ckpt.optimizer.items() if k not in carry_keys}
+        self.carry = _tensors_to_state({k: ckpt.optimizer[k] for k in carry_keys},
+                                       ckpt.state.get("modules", 1))
+        s = ckpt.state
+        self.step, self.best, self.best_step = s["step"], s["best"], s["best_step"]
+        self.bad_evals, self.history = s["bad_evals"], s["history"]
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self, step: int) -> tuple[float, float, int]:
+        rng = np.random.default_rng([self.cfg.seed, step])
+        batch = self.task.batch(step, rng)
+        state = self.carry if batch.carry else None
+        f = self.model.forward(batch.x, lengths=batch.lengths, state=state, training=True, rng=rng)
+        loss, d_out = self.task.loss(f.output, batch)
+        b = self.model.backward(f, d_out)
+        grads = b.params
+        norm = optim.clip_gradients(grads, self.cfg.clip, self.cfg.clip_at)
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            what = "loss" if not math.isfinite(loss) else "gradient norm"
+            raise NonFiniteError(
+                f"the {what} became {loss if what == 'loss' else norm} at step {step + 1}; "
+                f"the weights were not updated and the last good checkpoint is kept. Try "
+                f"gradient clipping (--clip global_norm --clip-at 1) or a lower learning rate "
+                f"(--lr {self.cfg.lr / 10:g})."
+            )
+        self.opt.update(self.model.params, grads, self.opt_state, lr=self.schedule(step))
+        self.carry = f.state
+        return loss, norm, batch.items
+
+    # ------------------------------------------------------------------ the loop
+    def evaluate(self, split: str = "valid") -> dict:
+        return self.task.evaluate(self.model, split)
+
+    def run(self) -> dict:
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        io.atomic_write_json(self.run_dir / "config.json", self.config_dict())
+        metrics_path = self.run_dir / "metrics.jsonl"
+        progress = Progress(cfg.steps, self.step, self.stream, self.quiet)
+        t_start = time.perf_counter()
+        interrupted = {"flag": False}
+
+        def on_sigint(signum, frame):
+            interrupted["flag"] = True
+
+        old_handler = None
+        try:
+            old_handler = signal.signal(signal.SIGINT, on_sigint)
+        except ValueError:  # not the main thread
+            old_handler = None
+        last_saved = self.step
+        try:
+            while self.step < cfg.steps:
+                step = self.step
+                loss, norm, items = self.train_step(step)
+                self.step = step + 1
+                lr = self.schedule(step)
+                progress.update(step, loss, items)
+                if self.step % 10 == 0 or self.step == cfg.steps:
+                    io.append_jsonl(metrics_path, {"step": self.step, "loss": loss,
+                                                   "grad_norm": norm, "lr": lr,
+                                                   "time": time.perf_counter() - t_start})
+                if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+                    if self._validate(metrics_path, progress):
+                        self.stopped_by = "early stopping"
+                        break
+                if self.step % cfg.checkpoint_every == 0:
+                    self.save()
+                    last_saved = self.step
+                if interrupted["flag"]:
+                    self.stopped_by = "interrupt"
+                    break
+                if cfg.time_limit and time.perf_counter() - t_start > cfg.time_limit:
+                    self.stopped_by = "time limit"
+                    self._validate(metrics_path, progress)
+                    break
+        finally:
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+            progress.close()
+        if self.step != last_saved or not (self.run_dir / "checkpoints").exists():
+            self.save()
+        if self.stopped_by == "interrupt":
+            progress.message(f"interrupted: checkpoint saved at step {self.step} in {self.run_dir}; "
+                             f"continue with: rnnlab train --resume {self.run_dir}")
+        return {"step": self.step, "best": self.best, "best_step": self.best_step,
+                "stopped_by": self.stopped_by or "steps",
+                "seconds": time.perf_counter() - t_start}
+
+    def _validate(self, metrics_path: Path, progress: Progress) -> bool:
+        """Evaluate on the validation split; return True when early stopping says stop."""
+        if self.history and self.history[-1]["step"] == self.step:
+            return False
+        result = self.evaluate("valid")
+        record = {"step": self.step, "split": "valid", **result}
+        self.history.append({"step": self.step, self.task.metric: result[self.task.metric]})
+        io.append_jsonl(metrics_path, record)
+        value = result[self.task.metric]
+        better = self.best is None or (value > self.best if self.task.higher_is_better
+                                       else value < self.best)
+        if better:
+            self.best, self.best_step, self.bad_evals = value, self.step, 0
+        else:
+            self.bad_evals += 1
+        progress.message(f"step {self.step}: valid {self.task.metric} {value:.4f}"
+                         + (" (best)" if better else ""))
+        return self.cfg.patience > 0 and self.bad_evals >= self.cfg.patience
