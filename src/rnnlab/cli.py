@@ -184,6 +184,7 @@ def cmd_train(args) -> int:
             setattr(cfg, k, v)
         task = recipes.make_task(cfg)
         model = recipes.build_model(ckpt.config["model"])
+        _load_weights(model, ckpt, run_dir)
         trainer = Trainer(model, task, cfg, run_dir, spec=ckpt.config["model"], quiet=args.quiet)
         trainer.restore(ckpt)
         print(f"resuming {run_dir} at step {trainer.step}", file=sys.stderr)
@@ -217,8 +218,16 @@ def _load_run(path):
     ckpt = io.load_checkpoint(run_dir)
     cfg = TrainConfig.from_dict(ckpt.config["train"], source=str(run_dir / "config.json"))
     model = recipes.build_model(ckpt.config["model"])
-    model.load_state_dict(ckpt.model)
+    _load_weights(model, ckpt, run_dir)
     return run_dir, cfg, model
+
+
+def _load_weights(model, ckpt, run_dir) -> None:
+    try:
+        model.load_state_dict(ckpt.model)
+    except ValueError as e:
+        raise io.CheckpointError(f"the checkpoint {ckpt.path} does not fit the model described "
+                                 f"in {run_dir}/config.json (is it from another model?): {e}") from None
 
 
 def cmd_evaluate(args) -> int:

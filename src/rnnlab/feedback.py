@@ -105,11 +105,11 @@ class OutputFeedback:
 
     # ------------------------------------------------------------------ forward
     def forward(self, x, *, targets=None, mode="teacher", p: float = 0.5, lengths=None,
-                mask=None, state=None, training=False, rng=None) -> Forward:
+                mask=None, state=None, training=False, rng=None, check=True) -> Forward:
         """Run the layer. `targets` is needed for "teacher" and "scheduled" modes; `state` is an
         initial hidden state (B, H) when `hidden_recurrence` (zeros otherwise)."""
         mode = _checks.choice(mode, "mode", ("teacher", "free", "scheduled"))
-        x = _checks.float_array(x, "x", ndim=3)
+        x = _checks.float_array(x, "x", ndim=3, finite=check)
         if x.shape[2] != self.input_size:
             _checks.fail("x", f"an array with {self.input_size} features in its last axis",
                          f"shape {x.shape}")

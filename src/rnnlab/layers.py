@@ -274,8 +274,9 @@ class Recurrent:
     def __call__(self, x, **kwargs) -> Forward:
         return self.forward(x, **kwargs)
 
-    def forward(self, x, *, lengths=None, mask=None, state=None, training=False, rng=None) -> Forward:
-        x = _checks.float_array(x, "x", ndim=3)
+    def forward(self, x, *, lengths=None, mask=None, state=None, training=False, rng=None,
+                check=True) -> Forward:
+        x = _checks.float_array(x, "x", ndim=3, finite=check)
         if x.shape[2] != self.input_size:
             _checks.fail("x", f"an array with {self.input_size} features in its last axis "
                          f"(input_size)", f"shape {x.shape}")

@@ -35,7 +35,8 @@ class Embedding(_Module):
         dt = _dtype(dtype)
         self.params = {"weight": _rng(rng).standard_normal((num_embeddings, embedding_dim)).astype(dt)}
 
-    def forward(self, x, *, lengths=None, mask=None, state=None, training=False, rng=None) -> Forward:
+    def forward(self, x, *, lengths=None, mask=None, state=None, training=False, rng=None,
+                check=True) -> Forward:
         x = _checks.int_array(x, "x")
         if x.size and (x.min() < 0 or x.max() >= self.num_embeddings):
             bad = int(x[(x < 0) | (x >= self.num_embeddings)][0])
@@ -61,8 +62,9 @@ class Linear(_Module):
         if bias:
             self.params["bias"] = rng.uniform(-bound, bound, out_features).astype(dt)
 
-    def forward(self, x, *, lengths=None, mask=None, state=None, training=False, rng=None) -> Forward:
-        x = _checks.float_array(x, "x", ndim=(2, 3))
+    def forward(self, x, *, lengths=None, mask=None, state=None, training=False, rng=None,
+                check=True) -> Forward:
+        x = _checks.float_array(x, "x", ndim=(2, 3), finite=check)
         if x.shape[-1] != self.in_features:
             _checks.fail("x", f"an array with {self.in_features} features in its last axis",
                          f"shape {x.shape}")
@@ -87,7 +89,8 @@ class Dropout(_Module):
         self.p = _checks.probability(p, "p")
         self.params = {}
 
-    def forward(self, x, *, lengths=None, mask=None, state=None, training=False, rng=None) -> Forward:
+    def forward(self, x, *, lengths=None, mask=None, state=None, training=False, rng=None,
+                check=True) -> Forward:
         if not training or self.p == 0.0:
             return Forward(x, None, None)
         if not isinstance(rng, np.random.Generator):
@@ -106,8 +109,9 @@ class LastStep(_Module):
     def __init__(self):
         self.params = {}
 
-    def forward(self, x, *, lengths=None, mask=None, state=None, training=False, rng=None) -> Forward:
-        x = _checks.float_array(x, "x", ndim=3)
+    def forward(self, x, *, lengths=None, mask=None, state=None, training=False, rng=None,
+                check=True) -> Forward:
+        x = _checks.float_array(x, "x", ndim=3, finite=check)
         B, T = x.shape[:2]
         m = valid_mask(lengths, mask, B, T)
         last = np.full(B, T - 1) if m is None else T - 1 - np.argmax(m[::-1], axis=0)
@@ -126,8 +130,9 @@ class MeanOverTime(_Module):
     def __init__(self):
         self.params = {}
 
-    def forward(self, x, *, lengths=None, mask=None, state=None, training=False, rng=None) -> Forward:
-        x = _checks.float_array(x, "x", ndim=3)
+    def forward(self, x, *, lengths=None, mask=None, state=None, training=False, rng=None,
+                check=True) -> Forward:
+        x = _checks.float_array(x, "x", ndim=3, finite=check)
         B, T = x.shape[:2]
         m = valid_mask(lengths, mask, B, T)
         w = np.ones((B, T), x.dtype) if m is None else m.T.astype(x.dtype)
@@ -156,15 +161,18 @@ class Sequential(_Module):
         self.modules = list(modules)
         self.params = {f"{i}.{k}": v for i, m in enumerate(self.modules) for k, v in m.params.items()}
 
-    def forward(self, x, *, lengths=None, mask=None, state=None, training=False, rng=None) -> Forward:
+    def forward(self, x, *, lengths=None, mask=None, state=None, training=False, rng=None,
+                check=True) -> Forward:
         n = len(self.modules)
         if state is not None and (not isinstance(state, (list, tuple)) or len(state) != n):
             _checks.fail("state", f"a list of {n} entries (one per module, None if stateless)",
                          _checks.describe(state))
         fs = []
         for i, mod in enumerate(self.modules):
+            # Only the first module checks that its input is finite: inside the model a
+            # non-finite value means divergence, which the loss reports with its step.
             f = mod.forward(x, lengths=lengths, mask=mask, state=None if state is None else state[i],
-                            training=training, rng=rng)
+                            training=training, rng=rng, check=check and i == 0)
             fs.append(f)
             x = f.output
         return Forward(x, [f.state for f in fs], fs)

@@ -217,7 +217,10 @@ class CharLM:
             raise ValueError("`bidirectional` must be off for charlm: a language model cannot "
                              "read the characters it has to predict")
         self.cfg = cfg
-        raw = text.read_text(cfg.data) if cfg.data else text.default_corpus()
+        try:
+            raw = text.read_text(cfg.data) if cfg.data else text.default_corpus()
+        except ValueError as e:
+            raise ValueError(f"--data: {e}") from None
         self.source = cfg.data or "the pydoc topics of CPython"
         train, valid, test = text.split_text(raw)
         self.vocab = text.CharVocab(train)

@@ -288,25 +288,36 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def train_step(self, step: int) -> tuple[float, float, int]:
+        # A diverging run overflows somewhere; let the NaN/inf through and report it below
+        # with the step and a remedy, instead of a warning from deep inside a cell.
+        with np.errstate(all="ignore"):
+            return self._train_step(step)
+
+    def _train_step(self, step: int) -> tuple[float, float, int]:
         rng = np.random.default_rng([self.cfg.seed, step])
         batch = self.task.batch(step, rng)
         state = self.carry if batch.carry else None
         f = self.model.forward(batch.x, lengths=batch.lengths, state=state, training=True, rng=rng)
+        if not np.isfinite(f.output).all():
+            self._diverged("the model's output", "NaN or inf", step)
         loss, d_out = self.task.loss(f.output, batch)
         b = self.model.backward(f, d_out)
         grads = b.params
         norm = optim.clip_gradients(grads, self.cfg.clip, self.cfg.clip_at)
-        if not (math.isfinite(loss) and math.isfinite(norm)):
-            what = "loss" if not math.isfinite(loss) else "gradient norm"
-            raise NonFiniteError(
-                f"the {what} became {loss if what == 'loss' else norm} at step {step + 1}; "
-                f"the weights were not updated and the last good checkpoint is kept. Try "
-                f"gradient clipping (--clip global_norm --clip-at 1) or a lower learning rate "
-                f"(--lr {self.cfg.lr / 10:g})."
-            )
+        if not math.isfinite(loss):
+            self._diverged("the loss", loss, step)
+        if not math.isfinite(norm):
+            self._diverged("the gradient norm", norm, step)
         self.opt.update(self.model.params, grads, self.opt_state, lr=self.schedule(step))
         self.carry = f.state
         return loss, norm, batch.items
+
+    def _diverged(self, what: str, value, step: int):
+        raise NonFiniteError(
+            f"{what} became {value} at step {step + 1}; the weights were not updated and the "
+            f"last good checkpoint is kept. Try gradient clipping (--clip global_norm "
+            f"--clip-at 1) or a lower learning rate (--lr {self.cfg.lr / 10:g})."
+        )
 
     # ------------------------------------------------------------------ the loop
     def evaluate(self, split: str = "valid") -> dict:
@@ -333,7 +344,13 @@ class Trainer:
         try:
             while self.step < cfg.steps:
                 step = self.step
-                loss, norm, items = self.train_step(step)
+                try:
+                    loss, norm, items = self.train_step(step)
+                except NonFiniteError as e:
+                    # the weights are still those of the last good step: keep them
+                    path = self.save()
+                    raise NonFiniteError(f"{e} Good weights of step {self.step} saved in "
+                                         f"{path}.") from None
                 self.step = step + 1
                 lr = self.schedule(step)
                 progress.update(step, loss, items)

@@ -1,0 +1,169 @@
+"""Training and the `rnnlab` command: exact resume, interruption, divergence, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rnnlab import io
+from rnnlab.cli import main
+
+TINY = ["--hidden", "8", "--embed", "4", "--batch-size", "4", "--quiet"]
+
+
+def run_cli(*args):
+    return main([str(a) for a in args])
+
+
+def weights(run):
+    tensors, _ = io.load_safetensors(Path(run) / "model.safetensors")
+    return tensors
+
+
+@pytest.mark.parametrize("task,extra", [
+    ("copy", ["--T", "5", "--layers", "2", "--dropout", "0.2"]),
+    ("charlm", ["--seq-len", "16", "--data", "CORPUS"]),
+    ("pytokens", ["--seq-len", "20", "--train-size", "4000", "--bptt", "10"]),
+])
+def test_resume_equals_uninterrupted(tmp_path, task, extra, corpus):
+    """Cut a run at its step-6 checkpoint, resume it, and get the uninterrupted weights."""
+    import shutil
+
+    extra = [corpus if a == "CORPUS" else a for a in extra]
+    common = [*TINY, *extra, "--eval-every", "6", "--checkpoint-every", "6",
+              "--schedule", "cosine"]
+    assert run_cli("train", task, "--steps", 12, "--run-dir", tmp_path / "a", *common) == 0
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    ckpts = tmp_path / "b" / "checkpoints"
+    shutil.rmtree(ckpts / io.load_checkpoint(tmp_path / "b").path.name)  # lose step 12
+    (ckpts / "latest").write_text(io.load_checkpoint(tmp_path / "b", step=6).path.name)
+    assert io.load_checkpoint(tmp_path / "b").step == 6
+    assert run_cli("train", "--resume", tmp_path / "b", "--quiet") == 0
+    assert io.load_checkpoint(tmp_path / "b").step == 12
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k
+    ma = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("split") == "valid" for r in ma)
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text("the quick brown fox jumps over the lazy dog. " * 400, encoding="utf-8")
+    return path
+
+
+def test_evaluate_json_and_sample(tmp_path, corpus, capsys):
+    run = tmp_path / "lm"
+    assert run_cli("train", "charlm", "--data", corpus, "--steps", 5, "--seq-len", 16,
+                   "--run-dir", run, *TINY) == 0
+    capsys.readouterr()
+    assert run_cli("evaluate", run, "--json") == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["bits_per_char"] == pytest.approx(result["nats_per_char"] / np.log(2))
+    assert set(result["baselines"]) == {"unigram", "bigram", "trigram", "4-gram", "5-gram"}
+    assert run_cli("sample", run, "--prime", "the ", "--length", 30, "--top-k", 5) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("the ") and len(out.rstrip("\n")) >= 30
+
+
+def test_tasks_lists_every_task(capsys):
+    assert run_cli("tasks") == 0
+    out = capsys.readouterr().out
+    for name in ("charlm", "digits", "pytokens", "adding", "copy", "temporal-order"):
+        assert name in out
+
+
+def test_config_file(tmp_path, capsys):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('task = "adding"\nT = 8\nsteps = 4\nhidden = 6\nbatch_size = 4\ncell = "gru"\n')
+    assert run_cli("train", "--config", cfg, "--run-dir", tmp_path / "r", "--quiet") == 0
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["train"]["cell"] == "gru" and saved["train"]["T"] == 8
+    assert saved["model"]["rnn"]["cell"] == "gru"
+
+
+def error_of(capsys, *args):
+    code = run_cli(*args)
+    err = capsys.readouterr().err
+    assert code != 0
+    assert err.startswith("rnnlab: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    return err
+
+
+def test_bad_input_one_line_errors(tmp_path, capsys, corpus):
+    assert "`task` must be one of" in error_of(capsys, "train", "nosuchtask")
+    with pytest.raises(SystemExit):  # argparse: unknown cell / option
+        run_cli("train", "adding", "--cell", "transformer")
+    capsys.readouterr()
+    assert "does not exist" in error_of(capsys, "train", "charlm", "--data", tmp_path / "missing.txt")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert "empty" in error_of(capsys, "train", "charlm", "--data", empty)
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes("caf\xe9 ".encode("latin-1") * 500)
+    assert "UTF-8" in error_of(capsys, "train", "charlm", "--data", latin)
+    bad_toml = tmp_path / "bad.toml"
+    bad_toml.write_text("steps = = 3\n")
+    assert "bad.toml" in error_of(capsys, "train", "--config", bad_toml)
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text('task = "adding"\nhiddne = 3\n')
+    assert "unknown setting 'hiddne'" in error_of(capsys, "train", "--config", unknown)
+    assert "run directory" in error_of(capsys, "evaluate", tmp_path)
+    assert "`lr` must be a positive number" in error_of(capsys, "train", "adding", "--lr", "-1")
+    assert "`bptt` must be 0 for the adding task" in error_of(capsys, "train", "adding", "--bptt", "5")
+
+
+def test_checkpoint_problems(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert run_cli("train", "adding", "--T", 6, "--steps", 3, "--run-dir", run, *TINY) == 0
+    capsys.readouterr()
+    # a checkpoint from another model: the config now describes a bigger network
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["model"]["rnn"]["hidden_size"] = 9
+    ckpt = io.load_checkpoint(run)
+    io.atomic_write_json(ckpt.path / "config.json", cfg)
+    assert "another model" in error_of(capsys, "evaluate", run)
+    # a truncated weights file
+    weights_file = ckpt.path / "model.safetensors"
+    weights_file.write_bytes(weights_file.read_bytes()[:40])
+    assert "model.safetensors" in error_of(capsys, "evaluate", run)
+
+
+def test_divergence_stops_with_the_step_and_a_remedy(tmp_path, capsys):
+    run = tmp_path / "r"
+    code = run_cli("train", "adding", "--T", 20, "--cell", "relu", "--lr", "1e6", "--clip", "none",
+                   "--optimizer", "sgd", "--steps", 50, "--run-dir", run, *TINY)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "at step" in err and "clipping" in err and "learning rate" in err
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resumes(tmp_path):
+    run = tmp_path / "r"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rnnlab.cli", "train", "adding", "--T", "10", "--steps", "100000",
+         "--checkpoint-every", "100000", "--eval-every", "100000", "--run-dir", str(run), *TINY],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (run / "metrics.jsonl").exists():
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "--resume" in err
+    step = io.load_checkpoint(run).step
+    assert step >= 10
+    assert main(["train", "--resume", str(run), "--steps", str(step + 2), "--quiet"]) == 0
+    assert io.load_checkpoint(run).step == step + 2
