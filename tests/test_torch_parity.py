@@ -127,3 +127,12 @@ def test_float32_default_matches_torch_float32():
     assert f.output.dtype == np.float32
     yt, _ = theirs(torch.from_numpy(x))
     np.testing.assert_allclose(f.output, yt.detach().numpy(), atol=2e-6)
+
+
+def test_a_torch_state_dict_loads_by_name():
+    theirs = torch.nn.GRU(4, 6, 2, bidirectional=True, batch_first=True, dtype=torch.float64)
+    ours = GRU(4, 6, 2, bidirectional=True, dtype=np.float64, rng=0)
+    ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
+    x = np.random.default_rng(3).standard_normal((2, 5, 4))
+    yt, _ = theirs(torch.from_numpy(x))
+    close(ours.forward(x).output, yt.detach(), "output after loading torch weights")

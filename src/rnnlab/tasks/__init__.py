@@ -1,0 +1,14 @@
+"""Built-in tasks, data side only: every data set here is made or read offline.
+
+- `text`: corpora (CPython's pydoc topics by default), CharVocab, train/valid/test pieces, and
+  (inputs, targets) windows or stateful stream blocks for character language models;
+- `ngram`: interpolated Kneser–Ney character n-gram baselines for those language models;
+- `synthetic`: the adding, copy-memory and temporal-order benchmarks with their baselines;
+- `digits`: scikit-learn's 8×8 digits read row by row or pixel by pixel (needs the
+  `digits` extra);
+- `pytokens`: characters of Python source labelled with their token class.
+"""
+
+from rnnlab.tasks import digits, ngram, pytokens, synthetic, text
+
+__all__ = ["digits", "ngram", "pytokens", "synthetic", "text"]

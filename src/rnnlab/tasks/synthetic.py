@@ -1,0 +1,180 @@
+"""Long-range memory benchmarks, drawn fresh from an explicit np.random.Generator, each with
+the score of the best answer that remembers nothing, so a result can be read at a glance.
+
+- adding problem: Hochreiter & Schmidhuber (1997, "Long short-term memory", experiment 4) in
+  the form of Le, Jaitly & Hinton (2015, "A simple way to initialize recurrent networks of
+  rectified linear units") and Arjovsky, Shah & Bengio (2016, "Unitary evolution recurrent
+  neural networks", whose code draws the markers as below): values U[0, 1], one marker
+  uniformly in the first half, one in the second half; target the sum of the marked values.
+- copy memory: Arjovsky, Shah & Bengio (2016), §4.1 and their `memory_problem.py`.
+- temporal order: Hochreiter & Schmidhuber (1997), experiment 6a ("two relevant, widely
+  separated symbols"), with the lengths scaled by T (T = 100 is the paper's setup).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from rnnlab._checks import describe, fail, positive_int
+
+
+def _check_rng(rng: object) -> np.random.Generator:
+    if not isinstance(rng, np.random.Generator):
+        fail(
+            "rng",
+            "a numpy.random.Generator (e.g. np.random.default_rng(0))",
+            describe(rng),
+            "Randomness is always passed explicitly.",
+        )
+    return rng  # type: ignore[return-value]
+
+
+def _check_T(T: object, least: int, why: str) -> int:
+    T = positive_int(T, "T")
+    if T < least:
+        fail("T", f"at least {least} ({why})", f"{T}")
+    return T
+
+
+# --------------------------------------------------------------------------------------------
+# Adding problem
+# --------------------------------------------------------------------------------------------
+
+
+def adding(n: int, T: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """n adding-problem sequences of length T.
+
+    x (n, T, 2) float32: channel 0 holds values u_t ~ U[0, 1]; channel 1 is 0 except for two
+    markers, one at t₁ uniform in [0, ⌊T/2⌋) and one at t₂ uniform in [⌊T/2⌋, T).
+    y (n, 1) float32: u_{t₁} + u_{t₂}.
+    """
+    n = positive_int(n, "n")
+    T = _check_T(T, 2, "one marker in each half")
+    rng = _check_rng(rng)
+    half = T // 2
+    x = np.zeros((n, T, 2), np.float32)
+    x[:, :, 0] = rng.uniform(0.0, 1.0, (n, T))
+    rows = np.arange(n)
+    t1 = rng.integers(0, half, n)
+    t2 = rng.integers(half, T, n)
+    x[rows, t1, 1] = 1.0
+    x[rows, t2, 1] = 1.0
+    y = (x[rows, t1, 0] + x[rows, t2, 0])[:, None]
+    return x, y
+
+
+def adding_baseline() -> float:
+    """MSE of always answering 1 (the mean of the target): Var(u₁ + u₂) = 2 · 1/12 = 1/6."""
+    return 1.0 / 6.0
+
+
+# --------------------------------------------------------------------------------------------
+# Copy memory
+# --------------------------------------------------------------------------------------------
+
+COPY_LENGTH = 10  # symbols to remember
+COPY_SYMBOLS = 8  # drawn from {1, ..., 8}
+COPY_BLANK = 0
+COPY_DELIMITER = 9
+COPY_VOCAB = 10  # input ids 0..9; targets use 0..8
+
+
+def copy_memory(n: int, T: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """n copy-memory sequences with a delay T: length T + 20, int64 tokens.
+
+    x = [s_1 … s_10, 0 × (T − 1), 9, 0 × 10]   with s_i uniform in {1, …, 8}
+    y = [0 × (T + 10), s_1 … s_10]
+
+    The delimiter 9 is at index T + 9, and the model must output s_1 … s_10 at the last ten
+    steps (indices T + 10 … T + 19), blanks everywhere else.
+    """
+    n = positive_int(n, "n")
+    T = positive_int(T, "T")
+    rng = _check_rng(rng)
+    K = COPY_LENGTH
+    s = rng.integers(1, COPY_SYMBOLS + 1, (n, K))
+    x = np.full((n, T + 2 * K), COPY_BLANK, np.int64)
+    y = np.full((n, T + 2 * K), COPY_BLANK, np.int64)
+    x[:, :K] = s
+    x[:, T + K - 1] = COPY_DELIMITER
+    y[:, T + K :] = s
+    return x, y
+
+
+def copy_baseline(T: int) -> float:
+    """Cross-entropy per step (nats) of the memoryless answer: blanks with certainty for the
+    first T + 10 steps, uniform over the 8 symbols for the last 10:
+
+        −(1 / (T + 20)) Σ_t ln o_t = 10 ln 8 / (T + 20)      (Arjovsky et al. 2016, eq. 7)
+    """
+    T = positive_int(T, "T")
+    return COPY_LENGTH * math.log(COPY_SYMBOLS) / (T + 2 * COPY_LENGTH)
+
+
+# --------------------------------------------------------------------------------------------
+# Temporal order
+# --------------------------------------------------------------------------------------------
+
+# One-hot input channels, in this order.
+TEMPORAL_SYMBOLS = ("a", "b", "c", "d", "B", "E", "X", "Y")
+# Classes y = 2·[first is Y] + [second is Y] (the paper's Q, R, S, U).
+TEMPORAL_CLASSES = ("XX", "XY", "YX", "YY")
+
+
+def temporal_order_ranges(T: int) -> dict[str, tuple[int, int]]:
+    """Inclusive ranges of the length and of the 0-based positions t₁, t₂ for a scale T.
+
+    length ∈ [T, T + ⌊T/10⌋], t₁ ∈ [⌊T/10⌋, ⌊T/5⌋], t₂ ∈ [⌊T/2⌋, ⌊T/2⌋ + ⌊T/10⌋]; T = 100
+    gives the paper's 100–110, 10–20 and 50–60.
+    """
+    T = _check_T(T, 10, "so that t₁ ≥ 1 comes after the start symbol")
+    return {
+        "length": (T, T + T // 10),
+        "t1": (T // 10, T // 5),
+        "t2": (T // 2, T // 2 + T // 10),
+    }
+
+
+def temporal_order(
+    n: int, T: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """n temporal-order sequences (Hochreiter & Schmidhuber 1997, task 6a) at scale T.
+
+    Each sequence starts with B and ends with E (the trigger symbol; the paper's text names
+    the two markers the other way round, which changes nothing); position t₁ holds X or Y,
+    position t₂ holds X or Y, every other position a random symbol of {a, b, c, d}, with the
+    ranges of `temporal_order_ranges(T)` (T = 100: length 100–110, t₁ 10–20, t₂ 50–60).
+    The class is the order of the two relevant symbols: XX → 0, XY → 1, YX → 2, YY → 3.
+
+    Returns x (n, L_max, 8) float32 one-hot over TEMPORAL_SYMBOLS, zero after each
+    sequence's end, with L_max = T + ⌊T/10⌋ whatever the draw (so shapes depend on T only);
+    lengths (n,) int64; y (n,) int64. Chance accuracy is 1/4 (`temporal_order_baseline`).
+    """
+    n = positive_int(n, "n")
+    r = temporal_order_ranges(T)
+    rng = _check_rng(rng)
+    L_max = r["length"][1]
+    lengths = rng.integers(r["length"][0], r["length"][1] + 1, n)
+    t1 = rng.integers(r["t1"][0], r["t1"][1] + 1, n)
+    t2 = rng.integers(r["t2"][0], r["t2"][1] + 1, n)
+    first_is_y = rng.integers(0, 2, n)
+    second_is_y = rng.integers(0, 2, n)
+    symbols = rng.integers(0, 4, (n, L_max))  # distractors a, b, c, d
+    rows = np.arange(n)
+    B, E, X = (TEMPORAL_SYMBOLS.index(s) for s in "BEX")
+    symbols[:, 0] = B
+    symbols[rows, t1] = X + first_is_y
+    symbols[rows, t2] = X + second_is_y
+    symbols[rows, lengths - 1] = E
+    valid = np.arange(L_max)[None, :] < lengths[:, None]
+    x = np.zeros((n, L_max, len(TEMPORAL_SYMBOLS)), np.float32)
+    x[valid, symbols[valid]] = 1.0
+    y = (2 * first_is_y + second_is_y).astype(np.int64)
+    return x, lengths.astype(np.int64), y
+
+
+def temporal_order_baseline() -> float:
+    """Accuracy of any answer that ignores the input: the 4 classes are equally likely."""
+    return 1.0 / len(TEMPORAL_CLASSES)

@@ -1,0 +1,266 @@
+"""Text for character language models: a corpus that ships with every Python, reading a user's
+UTF-8 file with clear errors, a character vocabulary, contiguous train/valid/test pieces, and
+the two classic ways to cut a stream of ids into (inputs, targets) with targets shifted by one:
+independent windows, and the stateful layout of Zaremba, Sutskever & Vinyals (2014,
+"Recurrent neural network regularization", and its PTB code) where the stream is cut into
+`batch_size` parallel contiguous tracks read `bptt` steps at a time, so the hidden state of one
+block is the right initial state for the next. The default corpus is CPython's own reference
+documentation, `pydoc_data.topics.topics` (the text `help("if")` prints): about 465,000
+characters of English prose with code examples, available offline in every installation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import NoReturn
+
+import numpy as np
+
+from rnnlab._checks import describe, fail, positive_int, probability
+
+# A file shorter than this cannot give three useful pieces (5 % of 1000 is 50 characters).
+MIN_CHARS = 1000
+
+# What `decode` prints for the unknown id: U+FFFD REPLACEMENT CHARACTER, Unicode's own
+# symbol for "a character that could not be represented".
+UNKNOWN_CHAR = "\ufffd"
+
+
+class TextFileError(ValueError):
+    """A text file cannot be used as a corpus (missing, a directory, empty, not UTF-8, short)."""
+
+
+def _raise(name: str, expected: str, got: str, hint: str = "") -> NoReturn:
+    """`_checks.fail` with our own exception class: the same message shape."""
+    message = f"`{name}` must be {expected}; got {got} instead."
+    raise TextFileError(message + (" " + hint if hint else ""))
+
+
+def default_corpus() -> str:
+    """CPython's pydoc topics (`help()` pages), joined in sorted-key order with blank lines.
+
+    About 465k characters and ~100 distinct symbols on CPython 3.11; the exact text follows
+    the installed Python version, so figures measured on it are per-version.
+    """
+    from pydoc_data.topics import topics
+
+    return "\n\n".join(topics[key] for key in sorted(topics))
+
+
+def read_text(path: str | os.PathLike[str]) -> str:
+    """Read a UTF-8 corpus file, with an error naming the path for every way it can fail.
+
+    A leading byte-order mark is dropped and Windows (CRLF) and old Mac (CR) line ends become
+    "\\n", as Python's text mode does, so the same text gives the same vocabulary anywhere.
+    Refused (TextFileError, a ValueError): a missing or unreadable path, a directory, an empty
+    file, bytes that are not UTF-8 (the message gives the byte offset), fewer than 1000
+    characters (too short to split into train/valid/test).
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        fail("path", "a path (str or pathlib.Path)", describe(path))
+    p = Path(path)
+    expected = "a readable UTF-8 text file"
+    if p.is_dir():
+        _raise("path", expected, f"'{p}', which is a directory")
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        _raise("path", expected, f"'{p}', which does not exist")
+    except OSError as e:
+        _raise("path", expected, f"'{p}', which cannot be read ({e.strerror or e})")
+    if not data:
+        _raise("path", expected, f"'{p}', which is empty")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        _raise(
+            "path",
+            expected,
+            f"'{p}', whose byte {e.start} ({data[e.start]:#04x}) is not UTF-8",
+            "Convert it first, e.g. `iconv -f latin1 -t utf-8`.",
+        )
+    text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    if len(text) < MIN_CHARS:
+        _raise(
+            "path",
+            f"a text of at least {MIN_CHARS} characters (to split into train/valid/test)",
+            f"'{p}' with {len(text)} characters",
+        )
+    return text
+
+
+def _code_points(text: str) -> np.ndarray:
+    """The Unicode code points of `text` as uint32, without a Python loop over characters."""
+    return np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
+
+
+class CharVocab:
+    """Characters ↔ ids: the sorted distinct characters of the training text get ids 0..n-1,
+    and id n (`unknown`) stands for every character never seen in training, so validation
+    and test text always encode. `size` = n + 1 is the number of model outputs.
+
+        vocab = CharVocab(train)
+        ids = vocab.encode("hello")        # int32 array
+        vocab.decode(ids) == "hello"       # if every character occurred in `train`
+    """
+
+    def __init__(self, text: str):
+        if not isinstance(text, str) or not text:
+            fail("text", "a non-empty str (the training text)", describe(text))
+        self._codes = np.unique(_code_points(text))  # sorted: id = position
+        self.chars: str = "".join(map(chr, self._codes.tolist()))
+        self.unknown: int = len(self.chars)
+        # decode's table: one code point per id, the unknown id printing as U+FFFD
+        self._table = np.append(self._codes, np.uint32(ord(UNKNOWN_CHAR))).astype("<u4")
+
+    @property
+    def size(self) -> int:
+        """Number of ids, the unknown id included."""
+        return self.unknown + 1
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __repr__(self) -> str:
+        return f"CharVocab(size={self.size})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CharVocab) and other.chars == self.chars
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def encode(self, text: str) -> np.ndarray:
+        """Ids of the characters of `text` (int32, one per character; unseen → `unknown`)."""
+        if not isinstance(text, str):
+            fail("text", "a str", describe(text))
+        points = _code_points(text)
+        idx = np.searchsorted(self._codes, points)
+        idx_safe = np.minimum(idx, len(self._codes) - 1)
+        known = self._codes[idx_safe] == points
+        return np.where(known, idx, self.unknown).astype(np.int32)
+
+    def decode(self, ids: object) -> str:
+        """The text of a 1-D sequence of ids; the unknown id decodes as U+FFFD."""
+        if isinstance(ids, (list, tuple)):
+            ids = np.asarray(ids) if ids else np.zeros(0, np.int64)
+        if not isinstance(ids, np.ndarray) or ids.dtype.kind not in "iu" or ids.ndim != 1:
+            fail("ids", "a 1-D array (or list) of integer ids", describe(ids))
+        assert isinstance(ids, np.ndarray)
+        bad = (ids < 0) | (ids >= self.size)
+        if bad.any():
+            fail("ids", f"ids in [0, {self.size})", f"the id {int(ids[bad][0])}")
+        return self._table[ids].tobytes().decode("utf-32-le")
+
+    def to_json(self) -> str:
+        """A JSON text that `CharVocab.from_json` turns back into an equal vocabulary."""
+        return json.dumps({"type": "CharVocab", "chars": self.chars}, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, data: str | Mapping[str, object]) -> CharVocab:
+        """Rebuild from `to_json()`'s text (or the dict it parses to)."""
+        if isinstance(data, str):
+            try:
+                data = json.loads(data)
+            except json.JSONDecodeError as e:
+                fail("data", "the JSON text of CharVocab.to_json()", f"invalid JSON ({e.msg})")
+        if (
+            not isinstance(data, Mapping)
+            or data.get("type") != "CharVocab"
+            or not isinstance(data.get("chars"), str)
+            or not data["chars"]
+        ):
+            fail(
+                "data",
+                'a CharVocab JSON object {"type": "CharVocab", "chars": ...}',
+                describe(data),
+            )
+        chars = data["chars"]
+        assert isinstance(chars, str)
+        if list(chars) != sorted(set(chars)):
+            fail(
+                "data",
+                "a CharVocab whose characters are sorted and distinct",
+                f"chars={chars[:40]!r}",
+            )
+        return cls(chars)
+
+
+def split_text(
+    text: str, valid_fraction: float = 0.05, test_fraction: float = 0.05
+) -> tuple[str, str, str]:
+    """Contiguous pieces (train, valid, test) = text[:a], text[a:b], text[b:], in this order.
+
+    Contiguous rather than shuffled lines, so held-out text is genuinely unseen prose and not
+    the next sentence of a training paragraph. A non-zero fraction gives at least one
+    character; valid_fraction + test_fraction must leave a training piece.
+    """
+    if not isinstance(text, str):
+        fail("text", "a str", describe(text))
+    vf = probability(valid_fraction, "valid_fraction")
+    tf = probability(test_fraction, "test_fraction")
+    if vf + tf >= 1.0:
+        fail(
+            "valid_fraction + test_fraction",
+            "less than 1 (to leave a training piece)",
+            f"{vf} + {tf}",
+        )
+    n = len(text)
+    n_valid = max(1, round(n * vf)) if vf > 0 else 0
+    n_test = max(1, round(n * tf)) if tf > 0 else 0
+    a = n - n_valid - n_test
+    if a < 1:
+        fail("text", "long enough to leave a training piece", f"{n} characters")
+    return text[:a], text[a : a + n_valid], text[a + n_valid :]
+
+
+def _ids(value: object, name: str) -> np.ndarray:
+    if isinstance(value, (list, tuple)):
+        value = np.asarray(value)
+    if not isinstance(value, np.ndarray) or value.dtype.kind not in "iu" or value.ndim != 1:
+        fail(name, "a 1-D array of integer ids", describe(value))
+    return value  # type: ignore[return-value]
+
+
+def windows(ids: object, length: int, stride: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Windows x[i] = ids[s_i : s_i + length], y[i] = ids[s_i + 1 : s_i + length + 1].
+
+    s_i = i · stride (default stride = length: non-overlapping windows), for every window
+    whose target fits, so the last ids may go unused. Returns two (num_windows, length)
+    arrays of the ids' dtype; each window is an independent sequence (no carried state).
+    """
+    ids = _ids(ids, "ids")
+    L = positive_int(length, "length")
+    S = L if stride is None else positive_int(stride, "stride")
+    if len(ids) < L + 1:
+        fail("ids", f"at least length + 1 = {L + 1} ids", f"{len(ids)}")
+    count = (len(ids) - L - 1) // S + 1
+    starts = np.arange(count) * S
+    offsets = starts[:, None] + np.arange(L)[None, :]
+    return ids[offsets], ids[offsets + 1]
+
+
+def stream_batches(
+    ids: object, batch_size: int, bptt: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The stateful LM layout: (x, y) blocks of shape (batch_size, bptt), in reading order.
+
+    The stream is cut into B = batch_size contiguous tracks of K = ⌊(N − 1) / B⌋ ids each,
+    track b holding ids[b·K : (b+1)·K] and its targets ids[b·K + 1 : (b+1)·K + 1]. Block w
+    is columns [w·bptt, (w+1)·bptt) of every track, so row b of block w+1 continues row b of
+    block w exactly: carry the final hidden state from one block to the next. Only whole
+    blocks are yielded (⌊K / bptt⌋ of them); the last K mod bptt columns are dropped.
+    """
+    ids = _ids(ids, "ids")
+    B = positive_int(batch_size, "batch_size")
+    k = positive_int(bptt, "bptt")
+    K = (len(ids) - 1) // B
+    if K < k:
+        fail("ids", f"at least batch_size · bptt + 1 = {B * k + 1} ids (one block)", f"{len(ids)}")
+    xs = ids[: B * K].reshape(B, K)
+    ys = ids[1 : B * K + 1].reshape(B, K)
+    for w in range(K // k):
+        cols = slice(w * k, (w + 1) * k)
+        yield xs[:, cols], ys[:, cols]

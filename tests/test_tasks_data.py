@@ -1,0 +1,737 @@
+"""The data side of the built-in tasks: corpora, vocabularies, batching, n-gram baselines,
+the synthetic memory benchmarks, the digits and the Python token labels."""
+
+import itertools
+import json
+import math
+import sys
+import sysconfig
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rnnlab.tasks import digits, ngram, pytokens, synthetic, text
+
+# --------------------------------------------------------------------------------------------
+# text: corpus, reading files, vocabulary, splits, batches
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return text.default_corpus()
+
+
+def test_default_corpus_is_the_pydoc_topics(corpus):
+    from pydoc_data.topics import topics
+
+    assert corpus == "\n\n".join(topics[k] for k in sorted(topics))
+    assert 400_000 < len(corpus) < 600_000  # 465,126 characters on CPython 3.11.7
+    assert 80 < len(set(corpus)) < 200
+
+
+def test_read_text_normalises_line_ends_and_bom(tmp_path):
+    body = "line one\r\nline two\rline three\n" * 40
+    path = tmp_path / "c.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + body.encode("utf-8"))
+    got = text.read_text(path)
+    assert got == body.replace("\r\n", "\n").replace("\r", "\n")
+    assert text.read_text(str(path)) == got
+
+
+def test_read_text_keeps_unicode(tmp_path):
+    body = "naïve café — ünïcödé ✓ 日本語\n" * 50
+    (tmp_path / "u.txt").write_text(body, encoding="utf-8")
+    assert text.read_text(tmp_path / "u.txt") == body
+
+
+def test_read_text_errors(tmp_path, monkeypatch):
+    with pytest.raises(
+        text.TextFileError,
+        match=r"`path` must be a readable UTF-8 text file; "
+        r"got '.*nope.txt', which does not exist instead",
+    ):
+        text.read_text(tmp_path / "nope.txt")
+    with pytest.raises(ValueError, match=r"got '.*', which is a directory instead"):
+        text.read_text(tmp_path)
+    (tmp_path / "empty.txt").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"got '.*empty.txt', which is empty instead"):
+        text.read_text(tmp_path / "empty.txt")
+    (tmp_path / "latin.txt").write_bytes(b"a" * 1500 + "é".encode("latin-1") + b"b" * 100)
+    with pytest.raises(
+        ValueError,
+        match=r"got '.*latin.txt', whose byte 1500 \(0xe9\) is not "
+        r"UTF-8 instead\. Convert it first",
+    ):
+        text.read_text(tmp_path / "latin.txt")
+    (tmp_path / "short.txt").write_text("x" * 999)
+    with pytest.raises(
+        ValueError,
+        match=r"`path` must be a text of at least 1000 characters "
+        r"\(to split into train/valid/test\); got '.*short.txt' with 999",
+    ):
+        text.read_text(tmp_path / "short.txt")
+    with pytest.raises(ValueError, match=r"`path` must be a path \(str or pathlib.Path\); got 3"):
+        text.read_text(3)
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied")
+
+    (tmp_path / "locked.txt").write_text("x" * 2000)
+    monkeypatch.setattr(type(tmp_path), "read_bytes", denied)
+    with pytest.raises(
+        ValueError,
+        match=r"got '.*locked.txt', which cannot be read "
+        r"\(Permission denied\) instead",
+    ):
+        text.read_text(tmp_path / "locked.txt")
+
+
+def test_char_vocab_round_trip_and_unknown():
+    vocab = text.CharVocab("hello world")
+    assert vocab.chars == " dehlorw"  # sorted distinct characters
+    assert vocab.unknown == 8 and vocab.size == 9 and len(vocab) == 9
+    ids = vocab.encode("world hello")
+    assert ids.dtype == np.int32
+    assert ids.tolist() == [7, 5, 6, 4, 1, 0, 3, 2, 4, 4, 5]
+    assert vocab.decode(ids) == "world hello"
+    unseen = vocab.encode("hex!")
+    assert unseen.tolist() == [3, 2, 8, 8]
+    assert vocab.decode(unseen) == "he\ufffd\ufffd"
+    assert vocab.decode([0, 1]) == " d" and vocab.decode([]) == ""
+    assert vocab.encode("").shape == (0,)
+
+
+def test_char_vocab_non_bmp_and_json_round_trip():
+    vocab = text.CharVocab("ab😀c\nd")
+    assert vocab.decode(vocab.encode("😀\nz")) == "😀\n\ufffd"
+    again = text.CharVocab.from_json(vocab.to_json())
+    assert again == vocab and again.size == vocab.size
+    assert text.CharVocab.from_json(json.loads(vocab.to_json())) == vocab
+    np.testing.assert_array_equal(again.encode("dab😀"), vocab.encode("dab😀"))
+
+
+def test_char_vocab_errors():
+    with pytest.raises(
+        ValueError,
+        match=r"`text` must be a non-empty str \(the training text\); "
+        r"got '' \(str\)",
+    ):
+        text.CharVocab("")
+    vocab = text.CharVocab("abc")
+    with pytest.raises(ValueError, match=r"`text` must be a str; got 5 \(int\)"):
+        vocab.encode(5)
+    with pytest.raises(ValueError, match=r"`ids` must be ids in \[0, 4\); got the id 4"):
+        vocab.decode(np.array([0, 4]))
+    with pytest.raises(ValueError, match=r"`ids` must be ids in \[0, 4\); got the id -1"):
+        vocab.decode([-1])
+    with pytest.raises(ValueError, match=r"`ids` must be a 1-D array \(or list\) of integer ids"):
+        vocab.decode(np.zeros((2, 2), np.int64))
+    with pytest.raises(
+        ValueError,
+        match=r"`data` must be the JSON text of CharVocab.to_json\(\); "
+        r"got invalid JSON",
+    ):
+        text.CharVocab.from_json("{not json")
+    with pytest.raises(ValueError, match=r"`data` must be a CharVocab JSON object"):
+        text.CharVocab.from_json('{"type": "Other", "chars": "ab"}')
+    with pytest.raises(
+        ValueError,
+        match=r"`data` must be a CharVocab whose characters are "
+        r"sorted and distinct; got chars='ba'",
+    ):
+        text.CharVocab.from_json('{"type": "CharVocab", "chars": "ba"}')
+
+
+def test_split_text_is_contiguous(corpus):
+    train, valid, test = text.split_text(corpus)
+    assert train + valid + test == corpus
+    n = len(corpus)
+    assert len(valid) == round(0.05 * n) and len(test) == round(0.05 * n)
+    train, valid, test = text.split_text("abcdefghij", valid_fraction=0.2, test_fraction=0.0)
+    assert (train, valid, test) == ("abcdefgh", "ij", "")
+    # a non-zero fraction always gets at least one character
+    assert text.split_text("abcd", 0.01, 0.01) == ("ab", "c", "d")
+
+
+def test_split_text_errors():
+    with pytest.raises(ValueError, match=r"`valid_fraction` must be a number in \[0, 1\); got 1.5"):
+        text.split_text("abc" * 100, valid_fraction=1.5)
+    with pytest.raises(
+        ValueError,
+        match=r"`valid_fraction \+ test_fraction` must be less than 1 "
+        r"\(to leave a training piece\); got 0.6 \+ 0.4",
+    ):
+        text.split_text("abc" * 100, 0.6, 0.4)
+    with pytest.raises(
+        ValueError,
+        match=r"`text` must be long enough to leave a training piece; "
+        r"got 2 characters",
+    ):
+        text.split_text("ab", 0.1, 0.1)
+    with pytest.raises(ValueError, match=r"`text` must be a str; got None"):
+        text.split_text(None)
+
+
+def test_windows():
+    ids = np.arange(11, dtype=np.int32)
+    x, y = text.windows(ids, 4)
+    assert x.tolist() == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert y.tolist() == [[1, 2, 3, 4], [5, 6, 7, 8]]
+    assert x.dtype == np.int32
+    x, y = text.windows(ids, 4, stride=3)
+    assert x[:, 0].tolist() == [0, 3, 6]  # 6 + 4 = 10 is the last target
+    np.testing.assert_array_equal(y, x + 1)
+    x, y = text.windows(ids, 10)
+    assert x.shape == (1, 10) and y[0, -1] == 10
+
+
+def test_windows_errors():
+    with pytest.raises(ValueError, match=r"`ids` must be at least length \+ 1 = 6 ids; got 5"):
+        text.windows(np.arange(5), 5)
+    with pytest.raises(ValueError, match=r"`length` must be a positive integer; got 0"):
+        text.windows(np.arange(5), 0)
+    with pytest.raises(ValueError, match=r"`stride` must be a positive integer; got -1"):
+        text.windows(np.arange(5), 2, stride=-1)
+    with pytest.raises(
+        ValueError,
+        match=r"`ids` must be a 1-D array of integer ids; got an array "
+        r"of shape \(5,\) and dtype float64",
+    ):
+        text.windows(np.zeros(5), 2)
+
+
+def test_stream_batches_carry_state_across_blocks():
+    N, B, k = 103, 4, 5
+    ids = np.arange(N) * 7 % 101  # distinct values, so positions can be recovered
+    blocks = list(text.stream_batches(ids, B, k))
+    K = (N - 1) // B  # 25 ids per track
+    assert len(blocks) == K // k == 5
+    assert all(x.shape == (B, k) and y.shape == (B, k) for x, y in blocks)
+    xs = np.concatenate([x for x, _ in blocks], axis=1)
+    ys = np.concatenate([y for _, y in blocks], axis=1)
+    for b in range(B):  # row b of every block continues row b of the block before
+        np.testing.assert_array_equal(xs[b], ids[b * K : b * K + 5 * k])
+        np.testing.assert_array_equal(ys[b], ids[b * K + 1 : b * K + 5 * k + 1])
+
+
+def test_stream_batches_drops_the_partial_block_and_errors():
+    assert len(list(text.stream_batches(np.arange(23), 2, 5))) == 2  # K = 11: blocks of 5, 5
+    with pytest.raises(
+        ValueError,
+        match=r"`ids` must be at least batch_size · bptt \+ 1 = 21 ids "
+        r"\(one block\); got 20",
+    ):
+        list(text.stream_batches(np.arange(20), 4, 5))
+    with pytest.raises(ValueError, match=r"`batch_size` must be a positive integer; got 0"):
+        list(text.stream_batches(np.arange(20), 0, 5))
+
+
+# --------------------------------------------------------------------------------------------
+# n-gram baselines
+# --------------------------------------------------------------------------------------------
+
+
+def reference_kneser_ney(train, V, n):
+    """Interpolated Kneser–Ney written directly from its definition with Counters, to check
+    the vectorised version: P(k, history, w) for history of length k − 1."""
+    train = [int(t) for t in train]
+    raw = {
+        k: Counter(tuple(train[i : i + k]) for i in range(len(train) - k + 1))
+        for k in range(1, n + 1)
+    }
+    counts = {n: raw[n]}
+    for k in range(1, n):
+        counts[k] = Counter(gram[1:] for gram in raw[k + 1])  # N1+(• gram)
+    discount = {}
+    for k in range(2, n + 1):
+        n1 = sum(v == 1 for v in counts[k].values())
+        n2 = sum(v == 2 for v in counts[k].values())
+        discount[k] = n1 / (n1 + 2 * n2) if n1 else 0.5
+
+    def P(k, h, w):
+        if k == 1:
+            return (counts[1][(w,)] + 1) / (sum(counts[1].values()) + V)
+        lower = P(k - 1, h[1:], w)
+        following = {g: c for g, c in counts[k].items() if g[:-1] == h}
+        total = sum(following.values())
+        if total == 0:
+            return lower
+        D = discount[k]
+        return max(counts[k][h + (w,)] - D, 0) / total + D * len(following) / total * lower
+
+    return P
+
+
+@pytest.fixture(scope="module")
+def small_stream():
+    # a Markov chain over 4 symbols with uneven transitions; id 4 never occurs (vocab 5)
+    rng = np.random.default_rng(5)
+    T = np.array(
+        [[0.7, 0.1, 0.1, 0.1], [0.2, 0.2, 0.5, 0.1], [0.1, 0.3, 0.3, 0.3], [0.5, 0.0, 0.0, 0.5]]
+    )
+    s = [0]
+    for _ in range(299):
+        s.append(int(rng.choice(4, p=T[s[-1]])))
+    return np.array(s, np.int64)
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4])
+def test_ngram_matches_reference_and_normalises(small_stream, order):
+    V = 5
+    model = ngram.fit(small_stream, V, order)
+    P = reference_kneser_ney(small_stream, V, order)
+    for L in range(order):  # every history length, every history over all 5 ids
+        for h in itertools.product(range(V), repeat=L):
+            p = ngram.next_probs(model, np.array(h, np.int64))
+            assert p.shape == (V,)
+            assert abs(p.sum() - 1.0) < 1e-12
+            assert np.all(p > 0)  # the unseen id 4 too
+            want = [P(L + 1, h, w) for w in range(V)]
+            np.testing.assert_allclose(p, want, rtol=1e-12, atol=0)
+
+
+def test_ngram_log_probs_use_the_longest_available_history(small_stream):
+    model = ngram.fit(small_stream, 5, 3)
+    held_out = np.array([0, 4, 2, 2, 3, 1, 0], np.int64)
+    lp = ngram.log_probs(model, held_out)
+    for i in range(len(held_out)):
+        p = ngram.next_probs(model, held_out[max(0, i - 2) : i])
+        assert lp[i] == pytest.approx(np.log(p[held_out[i]]), abs=1e-14)
+    # a longer context than order − 1 only uses its last order − 1 ids
+    np.testing.assert_array_equal(
+        ngram.next_probs(model, [3, 3, 0, 1]), ngram.next_probs(model, [0, 1])
+    )
+
+
+def test_ngram_discounts_follow_counts_of_counts(small_stream):
+    model = ngram.fit(small_stream, 5, 3)
+    top = Counter(tuple(small_stream[i : i + 3]) for i in range(len(small_stream) - 2))
+    n1 = sum(v == 1 for v in top.values())
+    n2 = sum(v == 2 for v in top.values())
+    assert model.discounts[-1] == pytest.approx(n1 / (n1 + 2 * n2))
+    assert all(0 < d <= 1 for d in model.discounts)
+
+
+@pytest.fixture(scope="module")
+def corpus_ids(corpus):
+    train, valid, _ = text.split_text(corpus)
+    vocab = text.CharVocab(train)
+    return vocab.encode(train), vocab.encode(valid), vocab.size
+
+
+def test_ngram_baselines_on_the_default_corpus(corpus_ids):
+    train, valid, V = corpus_ids
+    start = time.perf_counter()
+    result = ngram.ngram_baselines(train, valid, V, max_order=5)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 5.0  # ~0.1 s measured
+    assert list(result) == ["unigram", "bigram", "trigram", "4-gram", "5-gram"]
+    nats = [r["nats_per_char"] for r in result.values()]
+    assert all(a > b for a, b in itertools.pairwise(nats))  # each order beats the one below
+    for n, r in enumerate(result.values(), start=1):
+        assert r["order"] == n
+        assert r["bits_per_char"] == pytest.approx(r["nats_per_char"] / math.log(2))
+    # measured on CPython 3.11.7's topics: 4.74, 3.43, 2.54, 2.07, 1.90 bits/char
+    assert 4.4 < result["unigram"]["bits_per_char"] < 5.0
+    assert 1.6 < result["5-gram"]["bits_per_char"] < 2.3
+    # the unigram is the add-one estimate over raw counts
+    c = np.bincount(train, minlength=V)
+    laplace = -np.mean(np.log((c[valid] + 1) / (len(train) + V)))
+    assert result["unigram"]["nats_per_char"] == pytest.approx(laplace, rel=1e-12)
+
+
+def test_ngram_errors(small_stream):
+    with pytest.raises(
+        ValueError,
+        match=r"`eval_ids` must be ids in \[0, vocab_size\) = "
+        r"\[0, 5\); got the id 7",
+    ):
+        ngram.ngram_baselines(small_stream, np.array([1, 7]), 5)
+    with pytest.raises(ValueError, match=r"`train_ids` must be a 1-D array of integer ids"):
+        ngram.ngram_baselines(small_stream.astype(float), small_stream, 5)
+    with pytest.raises(ValueError, match=r"`eval_ids` must be a non-empty array of ids"):
+        ngram.ngram_baselines(small_stream, np.zeros(0, np.int64), 5)
+    with pytest.raises(
+        ValueError,
+        match=r"`max_order` must be at most 3 for a vocabulary of "
+        r"1000000 ids .*; got 4",
+    ):
+        ngram.ngram_baselines(small_stream, small_stream, 10**6, max_order=4)
+    with pytest.raises(ValueError, match=r"`max_order` must be a positive integer; got 0"):
+        ngram.ngram_baselines(small_stream, small_stream, 5, max_order=0)
+    with pytest.raises(ValueError, match=r"`vocab_size` must be a positive integer; got 2.5"):
+        ngram.fit(small_stream, 2.5, 2)
+    model = ngram.fit(small_stream, 5, 2)
+    with pytest.raises(ValueError, match=r"`context` must be ids in \[0, vocab_size\)"):
+        ngram.next_probs(model, [5])
+
+
+# --------------------------------------------------------------------------------------------
+# synthetic memory benchmarks
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("T", [2, 7, 100])
+def test_adding_problem_layout(T):
+    x, y = synthetic.adding(300, T, np.random.default_rng(0))
+    assert x.shape == (300, T, 2) and x.dtype == np.float32
+    assert y.shape == (300, 1) and y.dtype == np.float32
+    values, markers = x[:, :, 0], x[:, :, 1]
+    assert values.min() >= 0 and values.max() <= 1
+    assert np.isin(markers, [0.0, 1.0]).all()
+    assert np.all(markers[:, : T // 2].sum(1) == 1)  # one in the first half
+    assert np.all(markers[:, T // 2 :].sum(1) == 1)  # one in the second half
+    np.testing.assert_allclose(y[:, 0], (values * markers).sum(1), rtol=1e-6)
+
+
+def test_adding_baseline_is_the_mse_of_answering_one():
+    assert synthetic.adding_baseline() == 1 / 6
+    _, y = synthetic.adding(200_000, 4, np.random.default_rng(1))
+    assert np.mean((y.astype(np.float64) - 1.0) ** 2) == pytest.approx(1 / 6, abs=2e-3)
+
+
+def test_synthetic_tasks_are_deterministic_given_the_generator():
+    for make in (synthetic.adding, synthetic.copy_memory, synthetic.temporal_order):
+        a = make(8, 20, np.random.default_rng(3))
+        b = make(8, 20, np.random.default_rng(3))
+        c = make(8, 20, np.random.default_rng(4))
+        assert all(np.array_equal(u, v) for u, v in zip(a, b, strict=True))
+        assert not all(np.array_equal(u, v) for u, v in zip(a, c, strict=True))
+
+
+@pytest.mark.parametrize("T", [1, 50])
+def test_copy_memory_layout(T):
+    x, y = synthetic.copy_memory(64, T, np.random.default_rng(0))
+    assert x.shape == y.shape == (64, T + 20) and x.dtype == y.dtype == np.int64
+    symbols = x[:, :10]
+    assert symbols.min() >= 1 and symbols.max() <= 8
+    assert np.all(x[:, 10 : T + 9] == 0)  # T − 1 blanks
+    assert np.all(x[:, T + 9] == 9)  # the delimiter
+    assert np.all(x[:, T + 10 :] == 0)  # 10 blanks while the answer is given
+    assert np.all(y[:, : T + 10] == 0)
+    np.testing.assert_array_equal(y[:, T + 10 :], symbols)
+    assert y.max() <= 8  # targets need 9 classes, inputs 10 ids
+
+
+def test_copy_baseline_is_the_memoryless_cross_entropy():
+    T = 30
+    assert synthetic.copy_baseline(T) == pytest.approx(10 * np.log(8) / (T + 20))
+    _, y = synthetic.copy_memory(100, T, np.random.default_rng(2))
+    # memoryless prediction: a blank for sure until the answer, then uniform over 1..8
+    p = np.zeros((T + 20, 9))
+    p[: T + 10, 0] = 1.0
+    p[T + 10 :, 1:] = 1 / 8
+    nll = -np.log(p[np.arange(T + 20)[None, :], y])
+    assert nll.mean() == pytest.approx(synthetic.copy_baseline(T), rel=1e-12)
+
+
+def test_temporal_order_ranges_reproduce_the_paper_at_T_100():
+    assert synthetic.temporal_order_ranges(100) == {
+        "length": (100, 110),
+        "t1": (10, 20),
+        "t2": (50, 60),
+    }
+    assert synthetic.temporal_order_ranges(10) == {"length": (10, 11), "t1": (1, 2), "t2": (5, 6)}
+
+
+@pytest.mark.parametrize("T", [10, 100])
+def test_temporal_order_layout(T):
+    n = 2000
+    x, lengths, y = synthetic.temporal_order(n, T, np.random.default_rng(0))
+    r = synthetic.temporal_order_ranges(T)
+    L_max = r["length"][1]
+    assert x.shape == (n, L_max, 8) and x.dtype == np.float32
+    assert lengths.dtype == y.dtype == np.int64 and lengths.shape == y.shape == (n,)
+    assert lengths.min() == r["length"][0] and lengths.max() == r["length"][1]
+    steps = np.arange(L_max)[None, :]
+    valid = steps < lengths[:, None]
+    np.testing.assert_array_equal(x.sum(2), valid.astype(np.float32))  # one-hot, then zeros
+    sym = np.where(valid, x.argmax(2), -1)
+    S = {s: i for i, s in enumerate(synthetic.TEMPORAL_SYMBOLS)}
+    assert np.all(sym[:, 0] == S["B"])
+    assert np.all(sym[np.arange(n), lengths - 1] == S["E"])
+    relevant = (sym == S["X"]) | (sym == S["Y"])
+    assert np.all(relevant.sum(1) == 2)
+    t1 = relevant.argmax(1)
+    t2 = L_max - 1 - relevant[:, ::-1].argmax(1)
+    assert t1.min() == r["t1"][0] and t1.max() == r["t1"][1]
+    assert t2.min() == r["t2"][0] and t2.max() == r["t2"][1]
+    others = valid & ~relevant
+    others[:, 0] = False
+    others[np.arange(n), lengths - 1] = False
+    assert np.all(sym[others] <= S["d"])  # distractors a..d everywhere else
+    first_y = sym[np.arange(n), t1] == S["Y"]
+    second_y = sym[np.arange(n), t2] == S["Y"]
+    np.testing.assert_array_equal(y, 2 * first_y + second_y)
+    # every class equally likely: no input-blind answer beats chance
+    assert synthetic.temporal_order_baseline() == 0.25
+    assert np.all(np.abs(np.bincount(y, minlength=4) / n - 0.25) < 0.04)
+
+
+def test_synthetic_errors():
+    rng = np.random.default_rng(0)
+    with pytest.raises(
+        ValueError,
+        match=r"`rng` must be a numpy.random.Generator .*; got 0 "
+        r"\(int\) instead. Randomness is always passed explicitly",
+    ):
+        synthetic.adding(4, 10, 0)
+    with pytest.raises(
+        ValueError,
+        match=r"`T` must be at least 2 \(one marker in each half\); "
+        r"got 1",
+    ):
+        synthetic.adding(4, 1, rng)
+    with pytest.raises(ValueError, match=r"`n` must be a positive integer; got 0"):
+        synthetic.copy_memory(0, 10, rng)
+    with pytest.raises(ValueError, match=r"`T` must be a positive integer; got 0"):
+        synthetic.copy_baseline(0)
+    with pytest.raises(
+        ValueError,
+        match=r"`T` must be at least 10 \(so that t₁ ≥ 1 comes after "
+        r"the start symbol\); got 9",
+    ):
+        synthetic.temporal_order(4, 9, rng)
+
+
+# --------------------------------------------------------------------------------------------
+# digits
+# --------------------------------------------------------------------------------------------
+
+
+def test_digits_rows_and_pixels():
+    x_tr, y_tr, x_te, y_te = digits.load_digits_sequences("rows")
+    assert x_tr.shape[1:] == x_te.shape[1:] == (8, 8)
+    assert x_tr.dtype == x_te.dtype == np.float32 and y_tr.dtype == y_te.dtype == np.int64
+    assert len(x_tr) + len(x_te) == 1797
+    assert x_tr.min() == 0.0 and x_tr.max() == 1.0
+    assert np.all(x_tr * 16 == np.round(x_tr * 16))  # grey levels 0..16, scaled
+    # stratified: each digit gives round(0.2 · its count) images to the test set
+    counts = np.bincount(np.concatenate([y_tr, y_te]), minlength=10)
+    np.testing.assert_array_equal(np.bincount(y_te, minlength=10), np.round(0.2 * counts))
+    p_tr, q_tr, p_te, q_te = digits.load_digits_sequences("pixels")
+    assert p_tr.shape[1:] == (64, 1)
+    np.testing.assert_array_equal(p_tr.reshape(-1, 8, 8), x_tr)  # same split, row-major pixels
+    np.testing.assert_array_equal(q_te, y_te)
+
+
+def test_digits_split_depends_only_on_the_seed():
+    a = digits.load_digits_sequences(seed=1, test_fraction=0.3)
+    b = digits.load_digits_sequences(seed=1, test_fraction=0.3)
+    c = digits.load_digits_sequences(seed=2, test_fraction=0.3)
+    assert all(np.array_equal(u, v) for u, v in zip(a, b, strict=True))
+    assert not np.array_equal(a[1], c[1])
+    assert len(a[3]) == sum(
+        round(0.3 * k) for k in [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
+    )
+
+
+def test_digits_without_scikit_learn(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # makes the import fail
+    with pytest.raises(ImportError) as info:
+        digits.load_digits_sequences()
+    assert isinstance(info.value, digits.MissingDependencyError)
+    assert str(info.value) == "the digits task needs scikit-learn: pip install 'rnnlab[digits]'"
+
+
+def test_digits_errors():
+    with pytest.raises(ValueError, match=r"`mode` must be one of 'rows', 'pixels'; got 'cols'"):
+        digits.load_digits_sequences("cols")
+    with pytest.raises(
+        ValueError,
+        match=r"`test_fraction` must be a number in \(0, 1\); got 0.0 "
+        r"instead. The test set cannot be empty",
+    ):
+        digits.load_digits_sequences(test_fraction=0.0)
+    with pytest.raises(ValueError, match=r"`test_fraction` must be a number in \[0, 1\); got 1.0"):
+        digits.load_digits_sequences(test_fraction=1.0)
+    with pytest.raises(ValueError, match=r"`seed` must be a non-negative integer; got -1"):
+        digits.load_digits_sequences(seed=-1)
+
+
+# --------------------------------------------------------------------------------------------
+# Python token labels
+# --------------------------------------------------------------------------------------------
+
+# One letter per class, in CLASSES order, to write expected labels under the source.
+LETTERS = dict(zip(pytokens.CLASSES, ".nCKoDS#", strict=True))
+
+
+def letters(labels):
+    return "".join(".nCKoDS#"[i] for i in labels)
+
+
+# (source line, its labels + the label of the line's "\n")
+SNIPPETS = {
+    "definition": [
+        ("def f(x=1):", "KKK.ConoDoo."),
+        ("    return g (x) + 0x1F  # hi", "....KKKKKK.C.ono.o.DDDD..####."),
+    ],
+    "class": [
+        ("class A:", "KKKKK.Co."),
+        ("    '''doc", "....SSSSSSS"),  # the "\n" inside a string is STRING
+        ("    string'''", "SSSSSSSSSSSSS."),
+        ("    x: int = 1_000", "....no.nnn.o.DDDDD."),
+    ],
+    "strings": [
+        (r's = f"{a!r}" + rb"\x00"', "n.o.SSSSSSSS.o.SSSSSSSS."),
+    ],
+    "keywords": [
+        (
+            "x = True if y is not None else print(-1.5e-3j)",
+            "n.o.KKKK.KK.n.KK.KKK.KKKK.KKKK.CCCCCooDDDDDDDo.",
+        ),
+    ],
+    "soft keywords are names": [
+        ("match = re.match (p, s)", "nnnnn.o.nnoCCCCC.ono.no."),
+        ("_ = case", "n.o.nnnn."),
+    ],
+    "decorators and async": [
+        ("@functools.cache", "onnnnnnnnnonnnnn."),
+        ("async def g(): pass", "KKKKK.KKK.Cooo.KKKK."),
+    ],
+    "call needs the same line": [
+        ("y = (f", "n.o.on."),
+        ("     (1)) + d[k](z) + h\t(2)", ".....oDoo.o.nonoono.o.C.oDo."),
+    ],
+    "continuation": [
+        ("z = 1 + \\", "n.o.D.o..."),
+        ("    2", "....D."),
+    ],
+}
+
+
+@pytest.mark.parametrize("name", list(SNIPPETS))
+def test_label_source_exact(name):
+    lines = SNIPPETS[name]
+    for src, want in lines:
+        assert len(want) == len(src) + 1, (src, want)
+    src = "".join(s + "\n" for s, _ in lines)
+    labels = pytokens.label_source(src)
+    assert labels.dtype == np.int8 and labels.shape == (len(src),)
+    assert letters(labels) == "".join(w for _, w in lines)
+
+
+def test_label_source_crlf_and_no_final_newline():
+    assert letters(pytokens.label_source("f(a)\r\nb = 2")) == "Cono..n.o.D"
+    assert letters(pytokens.label_source("")) == ""
+
+
+def test_label_source_errors():
+    with pytest.raises(
+        pytokens.SourceError,
+        match=r"`text` must be Python source that "
+        r"tokenizes; got '\$' at line 2, column 6, where no token can start",
+    ):
+        pytokens.label_source("x = 1\na = 1 $ 2\n")
+    with pytest.raises(ValueError, match=r"tokenizes; got .* at line 1"):
+        pytokens.label_source('s = "abc\n')
+    with pytest.raises(
+        ValueError,
+        match=r"tokenizes; got an error at line 2: EOF in multi-line "
+        r"statement instead",
+    ):
+        pytokens.label_source("x = (1,\n")
+    with pytest.raises(
+        ValueError,
+        match=r"tokenizes; got an error at line 3: unindent does not "
+        r"match any outer indentation level",
+    ):
+        pytokens.label_source("if x:\n        a\n    b\n")
+    with pytest.raises(ValueError, match=r"`text` must be a str of Python source; got b'x'"):
+        pytokens.label_source(b"x")
+
+
+def test_stdlib_selection_leaves_out_tests_and_data():
+    files = pytokens.stdlib_files()
+    assert len(files) > 300
+    assert files == sorted(files, key=lambda p: p.as_posix())
+    root = Path(sysconfig.get_paths()["stdlib"])
+    assert all(pytokens.EXCLUDED_DIRS.isdisjoint(p.relative_to(root).parts) for p in files)
+    assert any(p.name == "textwrap.py" for p in files)
+
+
+def test_load_pytokens_from_the_standard_library():
+    chars, labels = pytokens.load_pytokens(max_chars=30_000, seed=0)
+    assert len(chars) == len(labels) == 30_000 and labels.dtype == np.int8
+    again, _ = pytokens.load_pytokens(max_chars=30_000, seed=0)
+    other, _ = pytokens.load_pytokens(max_chars=30_000, seed=1)
+    assert again == chars and other != chars
+    share = np.bincount(labels, minlength=len(pytokens.CLASSES)) / len(labels)
+    assert np.all(
+        share[
+            [
+                pytokens.NAME,
+                pytokens.CALLDEF,
+                pytokens.KEYWORD,
+                pytokens.OPERATOR,
+                pytokens.STRING,
+                pytokens.OTHER,
+            ]
+        ]
+        > 0.02
+    )
+    vocab = text.CharVocab(chars)  # the characters are what a model reads
+    assert vocab.decode(vocab.encode(chars)) == chars
+
+
+def test_load_pytokens_from_given_files(tmp_path):
+    good = tmp_path / "good.py"
+    good.write_text("def f(a):\n    return a  # é\n" * 3, encoding="utf-8")
+    latin = tmp_path / "latin.py"
+    latin.write_bytes(b"# -*- coding: latin-1 -*-\ns = '\xe9'\n")
+    broken = tmp_path / "broken.py"
+    broken.write_text("x = (1,\n")
+    chars, labels = pytokens.load_pytokens(files=[broken, good, str(latin)])
+    assert chars == good.read_text(encoding="utf-8") + "# -*- coding: latin-1 -*-\ns = 'é'\n"
+    np.testing.assert_array_equal(labels, pytokens.label_source(chars))
+    # each file is cut after a line end once it passes max_file_chars, the total at max_chars
+    chars, labels = pytokens.load_pytokens(files=[good, latin], max_file_chars=30)
+    assert chars == "def f(a):\n    return a  # é\n" + "# -*- coding: latin-1 -*-\n"
+    chars, _ = pytokens.load_pytokens(files=[good], max_chars=7)
+    assert chars == "def f(a"
+
+
+def test_load_pytokens_errors(tmp_path):
+    with pytest.raises(
+        ValueError,
+        match=r"`files\[1\]` must be an existing file; got '.*nope.py', "
+        r"which is missing instead",
+    ):
+        pytokens.load_pytokens(files=[__file__, tmp_path / "nope.py"])
+    (tmp_path / "bad.py").write_text("$\n")
+    with pytest.raises(
+        ValueError,
+        match=r"`files` must be Python files of which at least one "
+        r"tokenizes; got 1 files, none usable",
+    ):
+        pytokens.load_pytokens(files=[tmp_path / "bad.py"])
+    with pytest.raises(ValueError, match=r"`files` must be a non-empty list of paths"):
+        pytokens.load_pytokens(files=[])
+    with pytest.raises(ValueError, match=r"`max_chars` must be a positive integer; got 0"):
+        pytokens.load_pytokens(max_chars=0)
+    with pytest.raises(ValueError, match=r"`seed` must be a non-negative integer; got 1.5"):
+        pytokens.load_pytokens(seed=1.5)
+
+
+def test_chunk():
+    ids = np.arange(23, dtype=np.int32)
+    labels = (np.arange(23) % 8).astype(np.int8)
+    x, y = pytokens.chunk(ids, labels, 5)
+    assert x.shape == y.shape == (4, 5) and x.dtype == np.int32 and y.dtype == np.int8
+    np.testing.assert_array_equal(x.ravel(), ids[:20])
+    np.testing.assert_array_equal(y.ravel(), labels[:20])
+    with pytest.raises(ValueError, match=r"`labels` must be one label per id \(23\); got 22"):
+        pytokens.chunk(ids, labels[:22], 5)
+    with pytest.raises(
+        ValueError,
+        match=r"`ids` must be at least length = 30 ids \(one window\); "
+        r"got 23",
+    ):
+        pytokens.chunk(ids, labels, 30)
+    with pytest.raises(ValueError, match=r"`labels` must be a 1-D array of integers"):
+        pytokens.chunk(ids, labels.astype(float), 5)
