@@ -13,3 +13,15 @@ def _numpy_errors_raise():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(params=["numpy", "fast"])
+def engine_path(request, monkeypatch):
+    """Run a test through the per-step NumPy loop and through the compiled loop (if numba)."""
+    from rnnlab import fast
+
+    if request.param == "numpy":
+        monkeypatch.setattr(fast, "available", lambda: False)
+    elif not fast.available():
+        pytest.skip("numba is not installed: no compiled loop to test")
+    return request.param

@@ -16,7 +16,7 @@ LENGTHS = np.array([5, 2, 4])
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("bi", [False, True], ids=["uni", "bi"])
 @pytest.mark.parametrize("name,ctor,kw", CELLS, ids=[c[0] for c in CELLS])
-def test_recurrent_layer(name, ctor, kw, bi, layers, padded):
+def test_recurrent_layer(name, ctor, kw, bi, layers, padded, engine_path):
     rng = np.random.default_rng(7)
     m = make(ctor, kw, I, H, layers, bi, rng, initial_state="learned")
     x = rng.standard_normal((B, T, I))
@@ -116,3 +116,17 @@ def test_gradcheck_catches_a_wrong_gradient():
     assert not report.ok
     with pytest.raises(AssertionError, match="weight_hh_l0"):
         report.assert_ok()
+
+
+@pytest.mark.parametrize("teacher", [1.0, 0.5, 0.0])
+@pytest.mark.parametrize("cell", ["jordan", "jordan-elman"])
+def test_feedback_model(cell, teacher):
+    from rnnlab.models import build
+
+    spec = {"input": {"type": "tokens", "vocab_size": 6, "embed_dim": 3},
+            "rnn": {"cell": cell, "hidden_size": H}, "output_size": 4, "feedback": "softmax"}
+    model = build(spec, dtype=np.float64, rng=np.random.default_rng(1))
+    rng = np.random.default_rng(2)
+    tokens = rng.integers(0, 6, (B, T))
+    targets = rng.integers(0, 4, (B, T))
+    gradcheck(model, tokens, targets=targets, teacher=teacher, rng_seed=3).assert_ok()

@@ -44,7 +44,7 @@ def pair(ctor, tctor, kw, I, H, L, bi, batch_first, rng):
 @pytest.mark.parametrize("L,bi", [(1, False), (2, False), (1, True), (2, True)],
                          ids=["1layer", "2layers", "bi", "bi_2layers"])
 @pytest.mark.parametrize("name,ctor,tctor,kw", CASES, ids=[c[0] for c in CASES])
-def test_parity(name, ctor, tctor, kw, L, bi, batch_first):
+def test_parity(name, ctor, tctor, kw, L, bi, batch_first, engine_path):
     rng = np.random.default_rng(0)
     B, T, I, H = 4, 7, 5, 6
     D = 2 if bi else 1
@@ -88,7 +88,7 @@ def test_parity(name, ctor, tctor, kw, L, bi, batch_first):
 
 @pytest.mark.parametrize("bi", [False, True], ids=["uni", "bi"])
 @pytest.mark.parametrize("name,ctor,tctor,kw", CASES, ids=[c[0] for c in CASES])
-def test_parity_with_packed_sequences(name, ctor, tctor, kw, bi):
+def test_parity_with_packed_sequences(name, ctor, tctor, kw, bi, engine_path):
     """Variable lengths: ours (lengths) against torch's PackedSequence, unsorted batch."""
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 

@@ -30,6 +30,7 @@ def weights(run):
     ("copy", ["--T", "5", "--layers", "2", "--dropout", "0.2"]),
     ("charlm", ["--seq-len", "16", "--data", "CORPUS"]),
     ("pytokens", ["--seq-len", "20", "--train-size", "4000", "--bptt", "10"]),
+    ("copy", ["--T", "5", "--cell", "jordan-elman", "--teacher-forcing", "1.0:0.3"]),
 ])
 def test_resume_equals_uninterrupted(tmp_path, task, extra, corpus):
     """Cut a run at its step-6 checkpoint, resume it, and get the uninterrupted weights."""

@@ -29,8 +29,9 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     user typed overrides the task's defaults and the --config file."""
     S = argparse.SUPPRESS
     g = p.add_argument_group("model")
-    g.add_argument("--cell", choices=("rnn", "relu", "irnn", "lstm", "gru", "gru-orig"), default=S,
-                   help="recurrent cell (default: the task's)")
+    g.add_argument("--cell", choices=("rnn", "relu", "irnn", "lstm", "gru", "gru-orig", "jordan",
+                                       "jordan-elman"), default=S,
+                   help="recurrent cell (default: the task's); jordan = output feedback")
     g.add_argument("--hidden", type=int, default=S, help="hidden units per layer")
     g.add_argument("--layers", type=int, default=S, help="stacked recurrent layers")
     g.add_argument("--bidirectional", action="store_true", default=S, help="read both directions")
@@ -53,6 +54,9 @@ def _train_options(p: argparse.ArgumentParser) -> None:
                    help="window length for tasks that cut sequences")
     g.add_argument("--bptt", type=int, default=S,
                    help="truncated BPTT window (state carried, gradient cut); 0 = full")
+    g.add_argument("--teacher-forcing", dest="teacher_forcing", default=S,
+                   help="jordan cells: probability of feeding the truth, 'p' or a linear "
+                        "schedule 'a:b' (e.g. 1.0:0.5; evaluation always runs free)")
     g.add_argument("--reverse-input", dest="reverse_input", action="store_true", default=S,
                    help="feed each input sequence reversed (Sutskever et al. 2014)")
     g.add_argument("--steps", type=int, default=S, help="optimizer steps")

@@ -105,9 +105,13 @@ class OutputFeedback:
 
     # ------------------------------------------------------------------ forward
     def forward(self, x, *, targets=None, mode="teacher", p: float = 0.5, lengths=None,
-                mask=None, state=None, training=False, rng=None, check=True) -> Forward:
+                mask=None, state=None, training=False, rng=None, check=True,
+                y0=None) -> Forward:
         """Run the layer. `targets` is needed for "teacher" and "scheduled" modes; `state` is an
-        initial hidden state (B, H) when `hidden_recurrence` (zeros otherwise)."""
+        initial hidden state (B, H) when `hidden_recurrence` (zeros otherwise); `y0` (B, K) is
+        the value fed back at the first step (zeros by default; a constant for the gradient),
+        which lets a sequence continue across calls. `cache["y_last"]` is what the next
+        step would be fed."""
         mode = _checks.choice(mode, "mode", ("teacher", "free", "scheduled"))
         x = _checks.float_array(x, "x", ndim=3, finite=check)
         if x.shape[2] != self.input_size:
@@ -130,6 +134,8 @@ class OutputFeedback:
             p = _checks.probability(p, "p", allow_one=True)
             if not isinstance(rng, np.random.Generator):
                 _checks.fail("rng", "a numpy Generator for mode='scheduled'", _checks.describe(rng))
+        if y0 is not None:
+            y0 = _checks.float_array(y0, "y0", shape=(B, K), dtype=self.dtype)
         if state is not None:
             if not self.hidden_recurrence:
                 _checks.fail("state", "None (this layer has no hidden-to-hidden recurrence)",
@@ -144,6 +150,8 @@ class OutputFeedback:
             Ytm = np.swapaxes(Y, 0, 1)
             fed = np.zeros((T, B, K), self.dtype)
             fed[1:] = Ytm[:-1]
+            if y0 is not None:
+                fed[0] = y0
             XF = np.concatenate([X, fed], axis=2)  # [x_t ; y_{t-1}] meets [U R]
             W_in = np.concatenate([P["weight_ih"], P["weight_fh"]], axis=1)
             if self.hidden_recurrence:
@@ -161,6 +169,8 @@ class OutputFeedback:
             hs[0] = h0
             O = np.empty((T, B, K), self.dtype)
             fed = np.zeros((T, B, K), self.dtype)
+            if y0 is not None:
+                fed[0] = y0
             S = np.zeros((T, B, K), self.dtype)  # f(o_t), the predictions that may be fed back
             use_pred = np.ones((T, B), bool)  # where the model's own prediction was fed
             XU = (X.reshape(T * B, -1) @ P["weight_ih"].T).reshape(T, B, H) + P["bias"]
@@ -183,12 +193,20 @@ class OutputFeedback:
             h_T = hs[T]
             cache = {"mode": mode, "X": X, "hs": hs, "fed": fed, "S": S, "use_pred": use_pred,
                      "mask": m}
+        last = np.full(B, T - 1) if m is None else m.sum(axis=0) - 1
+        cache["last"] = last
+        if mode == "teacher":
+            cache["y_last"] = Y[np.arange(B), last]
+        else:
+            cache["y_last"] = S[last, np.arange(B)]
         if m is not None:
             O = np.where(m[:, :, None], O, 0.0).astype(self.dtype, copy=False)
         return Forward(np.swapaxes(O, 0, 1), h_T if self.hidden_recurrence else None, cache)
 
     # ------------------------------------------------------------------ backward
-    def backward(self, f: Forward, d_output, d_state=None) -> Backward:
+    def backward(self, f: Forward, d_output, d_state=None, d_y_last=None) -> Backward:
+        """`d_y_last`: ∂L/∂cache["y_last"], when the value fed to a next call carries loss
+        (free running and scheduled sampling; in teacher forcing it is the truth)."""
         c, P = f.cache, self.params
         m, X = c["mask"], c["X"]
         T, B, I = X.shape
@@ -228,10 +246,15 @@ class OutputFeedback:
             dh_next = np.zeros((B, H), self.dtype) if d_state is None else d_state.copy()
             dfed_next = np.zeros((B, K), self.dtype)  # ∂L/∂(value fed at step t+1)
             dOt = np.empty((T, B, K), self.dtype)
+            dS = np.zeros((T, B, K), self.dtype)  # ∂L/∂f(o_t) from outside the sequence
+            if d_y_last is not None:
+                dS[c["last"], np.arange(B)] = d_y_last
             for t in range(T - 1, -1, -1):
                 do = dO[t].copy()
+                ds = dS[t]
                 if t + 1 < T:
-                    ds = np.where(use_pred[t + 1][:, None], dfed_next, 0.0)
+                    ds = ds + np.where(use_pred[t + 1][:, None], dfed_next, 0.0)
+                if t + 1 < T or d_y_last is not None:
                     do += self._df(S[t], ds)
                 dOt[t] = do
                 dh = dh_next + do @ P["weight_out"]

@@ -275,8 +275,14 @@ class Recurrent:
         return self.forward(x, **kwargs)
 
     def forward(self, x, *, lengths=None, mask=None, state=None, training=False, rng=None,
-                check=True) -> Forward:
+                check=True, checkpoint_every: int = 0) -> Forward:
+        """`checkpoint_every=k` keeps every k-th state only and recomputes the rest during
+        backward (gradient checkpointing; k ≈ √T makes BPTT's memory O(√T))."""
         x = _checks.float_array(x, "x", ndim=3, finite=check)
+        if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) \
+                or checkpoint_every < 0:
+            _checks.fail("checkpoint_every", "a non-negative integer (0: keep every state)",
+                         _checks.describe(checkpoint_every))
         if x.shape[2] != self.input_size:
             _checks.fail("x", f"an array with {self.input_size} features in its last axis "
                          f"(input_size)", f"shape {x.shape}")
@@ -308,7 +314,8 @@ class Recurrent:
             for d, sfx in enumerate(self.directions):
                 h0, c0 = h0s[k * len(self.directions) + d]
                 ys, hT, cT, tape = recurrence.forward(
-                    self.cell, self._layer_params(k, sfx), inp, h0, c0, m, reverse=d == 1
+                    self.cell, self._layer_params(k, sfx), inp, h0, c0, m, reverse=d == 1,
+                    checkpoint_every=checkpoint_every,
                 )
                 ys_dirs.append(ys)
                 tapes.append(tape)

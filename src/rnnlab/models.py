@@ -12,7 +12,8 @@ A spec is a plain dict, saved in a run's config.json beside the weights (never a
 
 and builds Sequential([Embedding], RNN/LSTM/GRU, [LastStep | MeanOverTime], [Dropout], Linear).
 Cells: "rnn" (tanh), "relu", "irnn" (relu with the identity initialisation), "lstm",
-"gru" (reset-after, PyTorch's form), "gru-orig" (the original form).
+"gru" (reset-after, PyTorch's form), "gru-orig" (the original form); and the output-feedback
+(Jordan) models "jordan" (h_t = φ(U x_t + R y_{t-1} + b)) and "jordan-elman" (plus W h_{t-1}).
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ import copy
 import numpy as np
 
 from rnnlab import _checks
-from rnnlab.layers import GRU, LSTM, RNN, Recurrent
+from rnnlab.feedback import OutputFeedback
+from rnnlab.layers import GRU, LSTM, RNN, Backward, Forward, Recurrent
 from rnnlab.modules import Dropout, Embedding, LastStep, Linear, MeanOverTime, Sequential
 
 CELLS = ("rnn", "relu", "irnn", "lstm", "gru", "gru-orig")
+FEEDBACK_CELLS = ("jordan", "jordan-elman")  # output-feedback models (rnnlab.feedback)
 READOUTS = ("steps", "last", "mean")
 
 
@@ -34,7 +37,7 @@ def make_recurrent(cell: str, input_size: int, hidden_size: int, num_layers: int
                    initial_state="zeros", forget_bias=None, dtype=np.float32,
                    rng=None) -> Recurrent:
     """The recurrent layer for a cell name (see the module docstring)."""
-    cell = _checks.choice(cell, "cell", CELLS)
+    cell = _checks.choice(cell, "cell", CELLS)  # output-feedback cells are built by `build`
     common = dict(bidirectional=bidirectional, dropout=dropout, initial_state=initial_state,
                   dtype=dtype, rng=rng)
     if cell == "rnn":
@@ -58,6 +61,8 @@ def build(spec: dict, *, dtype=np.float32, rng=None) -> Sequential:
         readout, K = spec.get("readout", "steps"), spec["output_size"]
     except (KeyError, TypeError) as e:
         raise ValueError(f"`spec` must have 'input', 'rnn' and 'output_size'; missing {e}") from None
+    if r.get("cell") in FEEDBACK_CELLS:
+        return _build_feedback(spec, dtype, rng)
     modules = []
     if inp["type"] == "tokens":
         modules.append(Embedding(inp["vocab_size"], inp["embed_dim"], dtype=dtype, rng=rng))
@@ -82,6 +87,81 @@ def build(spec: dict, *, dtype=np.float32, rng=None) -> Sequential:
         modules.append(Dropout(spec["output_dropout"]))
     modules.append(Linear(rnn.output_features, K, dtype=dtype, rng=rng))
     return Sequential(modules)
+
+
+def _build_feedback(spec: dict, dtype, rng) -> FeedbackModel:
+    inp, r = spec["input"], spec["rnn"]
+    if spec.get("readout", "steps") != "steps":
+        _checks.fail("spec['readout']", "'steps' for an output-feedback (Jordan) model",
+                     repr(spec.get("readout")), "Its outputs feed back at every step.")
+    if r.get("bidirectional") or r.get("num_layers", 1) != 1:
+        _checks.fail("spec['rnn']", "one unidirectional layer for an output-feedback model",
+                     f"num_layers={r.get('num_layers', 1)}, bidirectional={r.get('bidirectional')}")
+    emb = None
+    features = inp.get("size", 0)
+    if inp["type"] == "tokens":
+        emb = Embedding(inp["vocab_size"], inp["embed_dim"], dtype=dtype, rng=rng)
+        features = inp["embed_dim"]
+    layer = OutputFeedback(features, r["hidden_size"], spec["output_size"],
+                           feedback=spec.get("feedback", "softmax"),
+                           hidden_recurrence=r["cell"] == "jordan-elman", dtype=dtype, rng=rng)
+    return FeedbackModel(emb, layer)
+
+
+class FeedbackModel:
+    """[Embedding] + OutputFeedback: the notes' output-to-hidden (Jordan) pattern as a model.
+
+    Trained with teacher forcing (`teacher=1`), scheduled sampling (`0 < teacher < 1`: the
+    truth is fed with that probability) or free running (`teacher=0`, or no targets, as at
+    inference). Its state is [h_T or None, the value to feed at the next step], so windows
+    of a stream and sampling continue where the previous call stopped.
+    """
+
+    wants_targets = True
+
+    def __init__(self, embedding: Embedding | None, layer: OutputFeedback):
+        self.embedding, self.layer = embedding, layer
+        self.modules = [m for m in (embedding, layer) if m is not None]
+        self.params = {f"{i}.{k}": v for i, m in enumerate(self.modules)
+                       for k, v in m.params.items()}
+
+    def state_dict(self):
+        return {k: v.copy() for k, v in self.params.items()}
+
+    def load_state_dict(self, state, strict=True):
+        from rnnlab.layers import load_params
+
+        load_params(self.params, state, strict)
+
+    def forward(self, x, *, lengths=None, mask=None, state=None, training=False, rng=None,
+                check=True, targets=None, teacher: float = 1.0) -> Forward:
+        fe = None
+        inp = x
+        if self.embedding is not None:
+            fe = self.embedding.forward(x, check=check)
+            inp = fe.output
+        if targets is None or teacher <= 0.0:
+            mode = "free"
+        elif teacher >= 1.0:
+            mode = "teacher"
+        else:
+            mode = "scheduled"
+        h0, y0 = (None, None) if state is None else state
+        f = self.layer.forward(inp, targets=targets, mode=mode, p=min(max(teacher, 0.0), 1.0),
+                               lengths=lengths, mask=mask, state=h0, rng=rng, y0=y0, check=check)
+        return Forward(f.output, [f.state, f.cache["y_last"]], (fe, f))
+
+    def backward(self, fwd: Forward, d_output, d_state=None) -> Backward:
+        fe, f = fwd.cache
+        d_h, d_y = (None, None) if d_state is None else d_state
+        b = self.layer.backward(f, d_output, d_h, d_y_last=d_y)
+        grads = {f"{len(self.modules) - 1}.{k}": v for k, v in b.params.items()}
+        d_input = b.input
+        if fe is not None:
+            be = self.embedding.backward(fe, b.input)
+            grads.update({f"0.{k}": v for k, v in be.params.items()})
+            d_input = None
+        return Backward(d_input, [b.state, None], {k: grads[k] for k in self.params})
 
 
 def recurrent_layer(model: Sequential) -> Recurrent:

@@ -69,6 +69,13 @@ def build_model(spec: dict, seed: int = 0):
 
 
 def model_spec(cfg: TrainConfig, task) -> dict:
+    if cfg.cell in models.FEEDBACK_CELLS:
+        if task.readout != "steps":
+            raise ValueError(f"`cell` {cfg.cell!r} (an output-feedback model) needs a task with "
+                             f"an output at every step (charlm, pytokens, copy); got {cfg.task}")
+        if cfg.bidirectional or cfg.layers != 1:
+            raise ValueError(f"`cell` {cfg.cell!r} is one unidirectional layer; drop "
+                             f"--bidirectional and --layers")
     spec = {
         "input": task.input_spec(cfg),
         "rnn": {"cell": cfg.cell, "hidden_size": cfg.hidden, "num_layers": cfg.layers,
@@ -79,6 +86,8 @@ def model_spec(cfg: TrainConfig, task) -> dict:
         "output_size": task.output_size,
         "output_dropout": cfg.dropout,
     }
+    if cfg.cell in models.FEEDBACK_CELLS:
+        spec["feedback"] = "softmax"  # every per-step task here is a classification
     return models.with_defaults(spec)
 
 

@@ -38,7 +38,7 @@ class Tape:
     """What the forward pass of one direction keeps for its backward pass."""
 
     X: np.ndarray  # (T, B, I), C-contiguous
-    hs: np.ndarray  # (T + 1, B, H)
+    hs: np.ndarray | None  # (T + 1, B, H); None when checkpointed (see forward)
     cs: np.ndarray | None  # (T + 1, B, H) for cells with a cell state
     extra: dict[str, np.ndarray]  # the cell's own saved values, indexed by step
     mask: np.ndarray | None  # (T, B) bool, True where a step is valid
@@ -49,6 +49,90 @@ class Tape:
         return (slice(1, None), slice(0, -1)) if self.reverse else (slice(0, -1), slice(1, None))
 
 
+def _fast(cell):
+    """The compiled loop for this cell, or None for the per-step NumPy loop."""
+    from rnnlab import fast
+
+    return fast if getattr(cell, "kind", None) and fast.available() else None
+
+
+def _loop_forward(cell, XA, W_hhT, b_hh, hs, cs, extra, mask, reverse) -> None:
+    """Run the steps of one direction in place: hs (and cs, extra) get every state."""
+    fast = _fast(cell)
+    if fast is not None:
+        fast.forward_loop(cell.kind, XA, W_hhT, b_hh, hs, cs, extra, mask, reverse)
+        return
+    T = XA.shape[0]
+    for t in range(T - 1, -1, -1) if reverse else range(T):
+        prev, out = (t + 1, t) if reverse else (t, t + 1)
+        c_prev = cs[prev] if cs is not None else None
+        c_out = cs[out] if cs is not None else None
+        cell.forward_step(t, XA[t], hs[prev], c_prev, W_hhT, b_hh, hs[out], c_out, extra)
+        if mask is not None and not mask[t].all():
+            skip = ~mask[t][:, None]
+            np.copyto(hs[out], hs[prev], where=skip)
+            if cs is not None:
+                np.copyto(cs[out], cs[prev], where=skip)
+
+
+def _loop_backward(cell, W_hh, hs, cs, extra, mask, reverse, dys, dh, dc, dXA, dHA,
+                   dh_trace=None):
+    """BPTT over the steps of one direction: fills dXA/dHA, returns (dh_0, dc_0).
+
+    `dys` must already be zero at masked steps."""
+    fast = _fast(cell)
+    if fast is not None:
+        return fast.backward_loop(cell.kind, W_hh, hs, cs, extra, mask, reverse, dys, dh, dc,
+                                  dXA, dHA, dh_trace)
+    T, B, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
+    dh = np.zeros((B, H), hs.dtype) if dh is None else np.array(dh, dtype=hs.dtype)
+    if cell.has_c:
+        dc = np.zeros((B, H), hs.dtype) if dc is None else np.array(dc, dtype=hs.dtype)
+    else:
+        dc = None
+    for t in range(T) if reverse else range(T - 1, -1, -1):
+        prev, out = (t + 1, t) if reverse else (t, t + 1)
+        if dys is not None:
+            dh = dh + dys[t]
+        if dh_trace is not None:
+            dh_trace[t] = dh
+        c_prev = cs[prev] if cs is not None else None
+        c_out = cs[out] if cs is not None else None
+        if mask is None or mask[t].all():
+            dh, dc = cell.backward_step(
+                t, dh, dc, hs[prev], c_prev, hs[out], c_out, W_hh, extra, dXA[t], dHA[t]
+            )
+        else:
+            valid = mask[t][:, None]
+            dh_in = np.where(valid, dh, 0.0)
+            dc_in = np.where(valid, dc, 0.0) if dc is not None else None
+            dh_prev, dc_prev = cell.backward_step(
+                t, dh_in, dc_in, hs[prev], c_prev, hs[out], c_out, W_hh, extra, dXA[t], dHA[t]
+            )
+            dh = np.where(valid, dh_prev, dh)  # a skipped step passes its gradient straight on
+            if dc is not None:
+                dc = np.where(valid, dc_prev, dc)
+    return dh, dc
+
+
+def _project(X: np.ndarray, p: Params) -> np.ndarray:
+    """XA = X W_ihᵀ + b_ih for all steps at once: (T, B, I) → (T, B, G·H)."""
+    T, B, I = X.shape
+    XA = (X.reshape(T * B, I) @ p.W_ih.T).reshape(T, B, -1)
+    XA += p.b_ih
+    return XA
+
+
+def _states(T: int, B: int, H: int, dtype, has_c: bool, reverse: bool, h0, c0):
+    hs = np.empty((T + 1, B, H), dtype)
+    cs = np.empty((T + 1, B, H), dtype) if has_c else None
+    first = T if reverse else 0
+    hs[first] = h0
+    if cs is not None:
+        cs[first] = c0
+    return hs, cs
+
+
 def forward(
     cell,
     p: Params,
@@ -57,45 +141,64 @@ def forward(
     c0: np.ndarray | None = None,
     mask: np.ndarray | None = None,
     reverse: bool = False,
+    checkpoint_every: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, Tape]:
     """Run `cell` over X (T, B, I) from the initial state h0 (B, H) [and c0].
 
     Returns (ys, h_T, c_T, tape): ys (T, B, H) in time order, zero at masked steps; h_T, c_T
     the final states (after the last valid step of each sequence).
-    """
-    T, B, I = X.shape
-    GH, H = p.W_hh.shape
-    dtype = X.dtype
-    X = np.ascontiguousarray(X)
-    XA = (X.reshape(T * B, I) @ p.W_ih.T).reshape(T, B, GH)
-    XA += p.b_ih
-    W_hhT = np.ascontiguousarray(p.W_hh.T)  # per-step products are faster on a C-order Wᵀ
 
-    hs = np.empty((T + 1, B, H), dtype)
-    cs = np.empty((T + 1, B, H), dtype) if cell.has_c else None
-    extra = cell.new_tape(T, B, H, dtype)
-    first = T if reverse else 0
-    hs[first] = h0
-    if cs is not None:
-        cs[first] = c0
-    for t in range(T - 1, -1, -1) if reverse else range(T):
-        prev, out = (t + 1, t) if reverse else (t, t + 1)
-        c_prev = cs[prev] if cs is not None else None
-        c_out = cs[out] if cs is not None else None
-        cell.forward_step(t, XA[t], hs[prev], c_prev, W_hhT, p.b_hh, hs[out], c_out, extra)
-        if mask is not None and not mask[t].all():
-            skip = ~mask[t][:, None]
-            np.copyto(hs[out], hs[prev], where=skip)
-            if cs is not None:
-                np.copyto(cs[out], cs[prev], where=skip)
+    `checkpoint_every=k` (gradient checkpointing): keep only the state at every k-th step and
+    recompute each segment's tape during the backward pass, so the memory BPTT needs beyond
+    the input and output grows as O(T/k + k), O(√T) for k ≈ √T, for about one more forward
+    pass of compute. The gradients are exactly those of full BPTT.
+    """
+    T, B, _ = X.shape
+    H = p.W_hh.shape[1]
+    X = np.ascontiguousarray(X)
+    W_hhT = np.ascontiguousarray(p.W_hh.T)  # per-step products are faster on a C-order Wᵀ
+    if checkpoint_every and checkpoint_every < T:
+        return _forward_checkpointed(cell, p, X, W_hhT, h0, c0, mask, reverse, checkpoint_every)
+    XA = _project(X, p)
+    hs, cs = _states(T, B, H, X.dtype, cell.has_c, reverse, h0, c0)
+    extra = cell.new_tape(T, B, H, X.dtype)
+    _loop_forward(cell, XA, W_hhT, p.b_hh, hs, cs, extra, mask, reverse)
 
     tape = Tape(X, hs, cs, extra, mask, reverse)
     ys = hs[tape.slices()[1]]
     if mask is not None:
-        ys = np.where(mask[:, :, None], ys, 0.0).astype(dtype, copy=False)
+        ys = np.where(mask[:, :, None], ys, 0.0).astype(X.dtype, copy=False)
     last = 0 if reverse else T
-    c_T = cs[last] if cs is not None else None
-    return ys, hs[last], c_T, tape
+    return ys, hs[last], (cs[last] if cs is not None else None), tape
+
+
+def _segments(T: int, k: int, reverse: bool) -> list[tuple[int, int]]:
+    """[start, end) time ranges of length k, in processing order."""
+    spans = [(a, min(a + k, T)) for a in range(0, T, k)]
+    return spans[::-1] if reverse else spans
+
+
+def _forward_checkpointed(cell, p, X, W_hhT, h0, c0, mask, reverse, k):
+    T, B, _ = X.shape
+    H = p.W_hh.shape[1]
+    ys = np.empty((T, B, H), X.dtype)
+    starts = []  # the state entering each segment, in processing order
+    h, c = h0, c0
+    for a, b in _segments(T, k, reverse):
+        starts.append((h, c))
+        L = b - a
+        hs, cs = _states(L, B, H, X.dtype, cell.has_c, reverse, h, c)
+        extra = cell.new_tape(L, B, H, X.dtype)
+        seg_mask = None if mask is None else mask[a:b]
+        _loop_forward(cell, _project(X[a:b], p), W_hhT, p.b_hh, hs, cs, extra, seg_mask, reverse)
+        ys[a:b] = hs[:-1] if reverse else hs[1:]
+        last = 0 if reverse else L
+        h = hs[last].copy()
+        c = cs[last].copy() if cs is not None else None
+    if mask is not None:
+        ys = np.where(mask[:, :, None], ys, 0.0).astype(X.dtype, copy=False)
+    tape = Tape(X, None, None, {"starts": starts, "k": k}, mask, reverse)
+    return ys, h, c, tape
 
 
 def backward(
@@ -115,46 +218,29 @@ def backward(
     flowing into the state written at step t, from its output and from later steps): what
     the diagnostics plot against the lag.
     """
-    X, hs, cs, extra, mask = tape.X, tape.hs, tape.cs, tape.extra, tape.mask
-    T, B, I = X.shape
-    GH, H = p.W_hh.shape
-    dtype = hs.dtype
+    X, mask = tape.X, tape.mask
     if dys is not None and mask is not None:
         dys = np.where(mask[:, :, None], dys, 0.0)  # padded outputs are constants
-    dXA = np.empty((T, B, GH), dtype)
-    dHA = dXA if cell.shares_preact_grad else np.empty((T, B, GH), dtype)
-    dh = np.zeros((B, H), dtype) if dh_T is None else np.array(dh_T, dtype=dtype)
-    dc = None
-    if cell.has_c:
-        dc = np.zeros((B, H), dtype) if dc_T is None else np.array(dc_T, dtype=dtype)
+    if tape.hs is None:
+        return _backward_checkpointed(cell, p, tape, dys, dh_T, dc_T, need_dX, dh_trace)
+    T, B, I = X.shape
+    GH, H = p.W_hh.shape
+    dXA = np.empty((T, B, GH), X.dtype)
+    dHA = dXA if cell.shares_preact_grad else np.empty((T, B, GH), X.dtype)
+    dh, dc = _loop_backward(cell, p.W_hh, tape.hs, tape.cs, tape.extra, mask, tape.reverse,
+                            dys, dh_T, dc_T, dXA, dHA, dh_trace)
+    grads = _weight_grads(cell, p, X, tape.hs[tape.slices()[0]], tape.extra, dXA, dHA)
+    dX = (dXA.reshape(T * B, GH) @ p.W_ih).reshape(T, B, I) if need_dX else None
+    return dX, grads, dh, dc
 
-    for t in range(T) if tape.reverse else range(T - 1, -1, -1):
-        prev, out = (t + 1, t) if tape.reverse else (t, t + 1)
-        if dys is not None:
-            dh = dh + dys[t]
-        if dh_trace is not None:
-            dh_trace[t] = dh
-        c_prev = cs[prev] if cs is not None else None
-        c_out = cs[out] if cs is not None else None
-        if mask is None or mask[t].all():
-            dh, dc = cell.backward_step(
-                t, dh, dc, hs[prev], c_prev, hs[out], c_out, p.W_hh, extra, dXA[t], dHA[t]
-            )
-        else:
-            valid = mask[t][:, None]
-            dh_in = np.where(valid, dh, 0.0)
-            dc_in = np.where(valid, dc, 0.0) if dc is not None else None
-            dh_prev, dc_prev = cell.backward_step(
-                t, dh_in, dc_in, hs[prev], c_prev, hs[out], c_out, p.W_hh, extra, dXA[t], dHA[t]
-            )
-            dh = np.where(valid, dh_prev, dh)  # a skipped step passes its gradient straight on
-            if dc is not None:
-                dc = np.where(valid, dc_prev, dc)
 
-    # The deferred weight gradients: one GEMM each over all T·B rows.
+def _weight_grads(cell, p: Params, X, hs_prev, extra, dXA, dHA) -> Params:
+    """The deferred weight gradients: one GEMM each over all T·B rows."""
+    T, B, I = X.shape
+    GH, H = p.W_hh.shape
     dA_x = dXA.reshape(T * B, GH)
     dA_h = dHA.reshape(T * B, GH)
-    hs_prev = hs[tape.slices()[0]].reshape(T * B, H)
+    hs_prev = hs_prev.reshape(T * B, H)
     dW_ih = dA_x.T @ X.reshape(T * B, I)
     blocks = cell.recurrent_inputs(hs_prev, extra) if hasattr(cell, "recurrent_inputs") else None
     if blocks is None:
@@ -163,9 +249,36 @@ def backward(
         dW_hh = np.empty_like(p.W_hh)
         for rows, inputs in blocks:
             dW_hh[rows] = dA_h[:, rows].T @ inputs.reshape(T * B, H)
-    grads = Params(dW_ih, dW_hh, dA_x.sum(axis=0), dA_h.sum(axis=0))
-    dX = (dA_x @ p.W_ih).reshape(T, B, I) if need_dX else None
-    return dX, grads, dh, dc
+    return Params(dW_ih, dW_hh, dA_x.sum(axis=0), dA_h.sum(axis=0))
+
+
+def _backward_checkpointed(cell, p, tape, dys, dh, dc, need_dX, dh_trace):
+    X, mask, reverse = tape.X, tape.mask, tape.reverse
+    T, B, I = X.shape
+    GH, H = p.W_hh.shape
+    W_hhT = np.ascontiguousarray(p.W_hh.T)
+    total = Params(np.zeros_like(p.W_ih), np.zeros_like(p.W_hh),
+                   np.zeros_like(p.b_ih), np.zeros_like(p.b_hh))
+    dX = np.empty((T, B, I), X.dtype) if need_dX else None
+    spans = _segments(T, tape.extra["k"], reverse)
+    for (a, b), (h, c) in zip(spans[::-1], tape.extra["starts"][::-1], strict=True):
+        L = b - a
+        seg_mask = None if mask is None else mask[a:b]
+        hs, cs = _states(L, B, H, X.dtype, cell.has_c, reverse, h, c)
+        extra = cell.new_tape(L, B, H, X.dtype)
+        _loop_forward(cell, _project(X[a:b], p), W_hhT, p.b_hh, hs, cs, extra, seg_mask, reverse)
+        dXA = np.empty((L, B, GH), X.dtype)
+        dHA = dXA if cell.shares_preact_grad else np.empty((L, B, GH), X.dtype)
+        dh, dc = _loop_backward(cell, p.W_hh, hs, cs, extra, seg_mask, reverse,
+                                None if dys is None else dys[a:b], dh, dc, dXA, dHA,
+                                None if dh_trace is None else dh_trace[a:b])
+        prev = hs[1:] if reverse else hs[:-1]
+        g = _weight_grads(cell, p, X[a:b], prev, extra, dXA, dHA)
+        for name in ("W_ih", "W_hh", "b_ih", "b_hh"):
+            getattr(total, name)[...] += getattr(g, name)
+        if dX is not None:
+            dX[a:b] = (dXA.reshape(L * B, GH) @ p.W_ih).reshape(L, B, I)
+    return dX, total, dh, dc
 
 
 def lengths_to_mask(lengths: np.ndarray, T: int) -> np.ndarray:

@@ -74,6 +74,7 @@ class TrainConfig:
     seq_len: int = 100  # for tasks that cut sequences (charlm windows, pytokens chunks)
     bptt: int = 0  # truncated BPTT window; 0 = full BPTT over each sequence
     reverse_input: bool = False
+    teacher_forcing: str = "1.0"  # output-feedback models: "p", or "a:b" linear from a to b
     steps: int = 1000
     time_limit: float = 0.0  # seconds; 0 = none. Stops early (not part of exact resume).
     eval_every: int = 200
@@ -121,11 +122,27 @@ class TrainConfig:
             _checks.fail("lr", "a positive number", _checks.describe(self.lr))
         _checks.probability(self.dropout, "dropout")
         _checks.choice(self.clip, "clip", ("global_norm", "value", "none"))
+        from rnnlab.models import CELLS, FEEDBACK_CELLS
+
+        _checks.choice(self.cell, "cell", CELLS + FEEDBACK_CELLS)
         _checks.choice(self.schedule, "schedule", ("constant", "cosine", "step"))
         _checks.choice(self.optimizer, "optimizer", ("sgd", "nesterov", "rmsprop", "adagrad",
                                                      "adam", "adamw"))
+        teacher_schedule(self.teacher_forcing)
         if self.clip != "none" and not (self.clip_at > 0):
             _checks.fail("clip_at", "a positive number", _checks.describe(self.clip_at))
+
+
+def teacher_schedule(text: str) -> tuple[float, float]:
+    """"p" → (p, p); "a:b" → (a, b), a linear schedule of teacher-forcing probability."""
+    try:
+        parts = [float(v) for v in str(text).split(":")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or not all(0.0 <= v <= 1.0 for v in parts):
+        _checks.fail("teacher_forcing", "a probability 'p' or a schedule 'a:b' with a, b in "
+                     "[0, 1]", repr(text))
+    return parts[0], parts[-1]
 
 
 def make_optimizer(cfg: TrainConfig):
@@ -268,11 +285,11 @@ class Trainer:
         return {"train": self.cfg.to_dict(), "model": self.spec}
 
     def save(self) -> Path:
-        n = len(self.model.modules) if hasattr(self.model, "modules") else 1
         opt_tensors = dict(self.opt_state)
         opt_tensors.update(_state_to_tensors(self.carry))
         state = {"step": self.step, "best": self.best, "best_step": self.best_step,
-                 "bad_evals": self.bad_evals, "history": self.history, "modules": n}
+                 "bad_evals": self.bad_evals, "history": self.history,
+                 "carry_entries": len(self.carry) if self.carry is not None else 0}
         return io.save_checkpoint(self.run_dir, self.step, model=self.model.params,
                                   optimizer=opt_tensors, state=state, config=self.config_dict())
 
@@ -281,7 +298,7 @@ class Trainer:
         carry_keys = [k for k in ckpt.optimizer if k.startswith("carry/")]
         self.opt_state = {k: v for k, v in ckpt.optimizer.items() if k not in carry_keys}
         self.carry = _tensors_to_state({k: ckpt.optimizer[k] for k in carry_keys},
-                                       ckpt.state.get("modules", 1))
+                                       ckpt.state.get("carry_entries", 0))
         s = ckpt.state
         self.step, self.best, self.best_step = s["step"], s["best"], s["best_step"]
         self.bad_evals, self.history = s["bad_evals"], s["history"]
@@ -297,7 +314,11 @@ class Trainer:
         rng = np.random.default_rng([self.cfg.seed, step])
         batch = self.task.batch(step, rng)
         state = self.carry if batch.carry else None
-        f = self.model.forward(batch.x, lengths=batch.lengths, state=state, training=True, rng=rng)
+        extra = {}
+        if getattr(self.model, "wants_targets", False):
+            extra = {"targets": batch.y, "teacher": self.teacher(step)}
+        f = self.model.forward(batch.x, lengths=batch.lengths, state=state, training=True, rng=rng,
+                               **extra)
         if not np.isfinite(f.output).all():
             self._diverged("the model's output", "NaN or inf", step)
         loss, d_out = self.task.loss(f.output, batch)
@@ -311,6 +332,11 @@ class Trainer:
         self.opt.update(self.model.params, grads, self.opt_state, lr=self.schedule(step))
         self.carry = f.state
         return loss, norm, batch.items
+
+    def teacher(self, step: int) -> float:
+        """The probability of feeding the truth at `step` (teacher-forcing schedule)."""
+        a, b = teacher_schedule(self.cfg.teacher_forcing)
+        return a + (b - a) * min(step / max(self.cfg.steps - 1, 1), 1.0)
 
     def _diverged(self, what: str, value, step: int):
         raise NonFiniteError(

@@ -27,6 +27,7 @@ class ElmanCell:
 
     def __init__(self, nonlinearity: str = "tanh"):
         self.nonlinearity = nonlinearity
+        self.kind = nonlinearity  # the name of its compiled loop in rnnlab.fast
 
     def new_tape(self, T: int, B: int, H: int, dtype: np.dtype) -> dict[str, np.ndarray]:
         return {}  # h_t itself is all the backward needs: tanh' = 1 - h², relu' = [h > 0]

@@ -31,6 +31,7 @@ class GRUCell:
 
     def __init__(self, reset_after: bool = True):
         self.reset_after = reset_after
+        self.kind = "gru" if reset_after else "gru_orig"  # its compiled loop in rnnlab.fast
         # Reset-after: dz feeds W_ih and W_hh alike except the n block (⊙ r on the W_hh side).
         self.shares_preact_grad = False
 

@@ -23,6 +23,7 @@ from rnnlab.ops import sigmoid
 
 
 class LSTMCell:
+    kind = "lstm"  # the name of its compiled loop in rnnlab.fast
     gates = 4
     has_c = True
     shares_preact_grad = True  # dz feeds both W_ih and W_hh

@@ -1,0 +1,89 @@
+"""Which BLAS the kernels' matrix products call: NumPy's own OpenBLAS when it can be found.
+
+numba's `np.dot` calls scipy's BLAS, and the NumPy and SciPy wheels each bundle a separate
+OpenBLAS with its own thread pool. The caller's products (the hoisted input projection, the
+deferred weight gradients, a readout, the loss) run on NumPy's; an idle OpenBLAS pool
+busy-waits ~0.1 s after each call, so the two pools took turns stealing the second core:
+a float32 LSTM training step at (B, T, I, H) = (32, 100, 64, 128) took 221 ms with the time
+loop on scipy's BLAS and the rest on NumPy's, against 37 ms with everything on scipy's and
+65 ms for the NumPy loop. Calling NumPy's own `cblas_?gemm` from the kernels keeps one pool
+in the process (and NumPy's build was also the faster of the two on the per-step shapes).
+
+The wheels of NumPy ≥ 1.22 (Linux, Windows, macOS x86-64) bundle a 64-bit-integer OpenBLAS
+whose CBLAS symbols carry a `64_` suffix (`scipy_cblas_sgemm64_` since NumPy 2.0). Where none
+is found (conda, Accelerate, a distribution's NumPy) the kernels use numba's `np.dot`.
+
+The kernels reach the functions through the link-time symbols `rnnlab_cblas_sgemm` and
+`rnnlab_cblas_dgemm`, registered here at import, so their cached machine code holds no
+process-specific address. Without NumPy's library the symbols point at a no-op stand-in that
+the kernels never call (`NUMPY_CBLAS` is then False and they take the `np.dot` branch).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+
+import llvmlite.binding as ll
+import numpy as np
+
+SGEMM = "rnnlab_cblas_sgemm"
+DGEMM = "rnnlab_cblas_dgemm"
+
+# CBLAS constants
+ROW_MAJOR = 101
+NO_TRANS = 111
+
+_NAMES = (("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_"), ("cblas_sgemm64_", "cblas_dgemm64_"))
+
+
+def _cblas_type(real):
+    # cblas_?gemm(layout, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc), ILP64
+    i32, i64, ptr = ctypes.c_int, ctypes.c_int64, ctypes.c_void_p
+    return ctypes.CFUNCTYPE(
+        None, i32, i32, i32, i64, i64, i64, real, ptr, i64, ptr, i64, real, ptr, i64
+    )
+
+
+def _numpy_library_files() -> list[str]:
+    root = os.path.dirname(np.__file__)
+    found: list[str] = []
+    for folder in (os.path.join(root, os.pardir, "numpy.libs"), os.path.join(root, ".dylibs")):
+        found += sorted(glob.glob(os.path.join(folder, "*openblas*")))
+    return found
+
+
+def find_numpy_cblas() -> tuple[int, int] | None:
+    """Addresses of NumPy's bundled (ILP64) cblas_sgemm and cblas_dgemm, or None."""
+    for path in _numpy_library_files():
+        try:
+            lib = ctypes.CDLL(path)  # already loaded by NumPy: the same handle, the same pool
+        except OSError:
+            continue
+        for s_name, d_name in _NAMES:
+            if hasattr(lib, s_name) and hasattr(lib, d_name):
+                s = ctypes.cast(getattr(lib, s_name), ctypes.c_void_p).value
+                d = ctypes.cast(getattr(lib, d_name), ctypes.c_void_p).value
+                if s and d:
+                    return s, d
+    return None
+
+
+def _never_called(*args):  # pragma: no cover - the kernels test NUMPY_CBLAS first
+    raise RuntimeError("rnnlab.fast: the stand-in for NumPy's BLAS was called")
+
+
+_FOUND = find_numpy_cblas()
+NUMPY_CBLAS: bool = _FOUND is not None
+if _FOUND is not None:
+    _s_addr, _d_addr = _FOUND
+    _standins = ()
+else:
+    _standins = (
+        _cblas_type(ctypes.c_float)(_never_called),
+        _cblas_type(ctypes.c_double)(_never_called),
+    )  # kept alive with the module
+    _s_addr, _d_addr = (ctypes.cast(f, ctypes.c_void_p).value for f in _standins)
+ll.add_symbol(SGEMM, _s_addr)
+ll.add_symbol(DGEMM, _d_addr)

@@ -1,0 +1,547 @@
+"""numba kernels: the whole time loop of each cell, forward and backward, in one compiled call.
+
+At small H a NumPy time step is ~28 calls of 1–2 µs each, which is slower than the arithmetic
+they do; here the loop over time runs inside one `@njit` function per cell and direction of
+travel (forward pass or BPTT), so a step costs one or two BLAS products (`np.dot` into a
+preallocated buffer) plus a few short pointwise loops. The pointwise code repeats the
+cells' equations (rnnlab.cells) line for line, in the same order of floating-point
+operations, so a tape written here is the tape the NumPy cells would write.
+
+Rules that the measurements in perf-anchors.md impose on the code below:
+- pointwise loops are `for j in range(n)` over 1-D row views and touch few arrays each (LLVM
+  vectorises them; a nonzero range start or more than ~8 alias checks keeps them scalar);
+- `error_model="numpy"` so divisions vectorise; `fastmath=False` so results stay exact;
+- every array given to `np.dot` is C-contiguous (a strided operand is copied on every call).
+
+tanh: numba has no vectorised tanh (without Intel's SVML each `np.tanh` is a scalar libm call
+of ~15 ns, which would cost more than the matrix products at H = 64). `_tanh` below is Cephes'
+tanh, evaluated in the array's own precision, which vectorises to ~1–3 ns an element:
+
+    tanh(x) = sign(x) · (|x| + |x|·x²·P(x²)/Q(x²))   for |x| < 0.625  (float32: a polynomial)
+    tanh(x) = sign(x) · (1 − 2 / (e^{2|x|} + 1))       otherwise, e^y = 2^k · e^r, |r| ≤ ln2/2
+
+with |x| clamped where tanh rounds to ±1 (20 in float64, 9 in float32) so 2^k stays an exact
+integer power. Measured against a long-double tanh it is within 1.3 ulp in float64 and 0.7 ulp
+in float32, as close as NumPy's own tanh (1.2 and 1.3 ulp); it is not the 4e-7 rational
+approximation of Eigen/XLA, which would break the float64 gradient checks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, types
+from numba.extending import overload
+
+from rnnlab.fast import blas
+
+JIT = {"cache": True, "error_model": "numpy", "fastmath": False, "nogil": True}
+
+
+# --------------------------------------------------------------------------- tanh and σ
+def _tanh(v):
+    """tanh of one float32 or float64 scalar inside a kernel (compiled by the overload below)."""
+    return np.tanh(v)
+
+
+def _tanh_f64(v):
+    a = abs(v)
+    t = a if a < 20.0 else 20.0  # tanh(x) rounds to 1 beyond 19.1; NaN also lands here
+    # e = exp(2t) = 2^k · exp(r), Cephes exp: Padé form exp(r) = 1 + 2r·P/(Q − r·P)
+    y = 2.0 * t
+    k = math.floor(y * 1.4426950408889634 + 0.5)
+    r = y - k * 6.93145751953125e-1
+    r = r - k * 1.42860682030941723212e-6
+    rr = r * r
+    px = r * ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr + 1.0)
+    qx = (
+        (3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr
+        + 2.27265548208155028766e-1
+    ) * rr + 2.0
+    e = (1.0 + 2.0 * (px / (qx - px))) * np.float64(np.int64(1) << np.int64(k))
+    # one division for both branches: base + num/den
+    z = t * t
+    pz = (-9.64399179425052238628e-1 * z - 9.92877231001918586564e1) * z - 1.61468768441708447952e3
+    qz = (
+        (z + 1.12811678491632931402e2) * z + 2.23548839060100448583e3
+    ) * z + 4.84406305325125486048e3
+    small = t < 0.625
+    num = t * z * pz if small else -2.0
+    den = qz if small else e + 1.0
+    base = t if small else 1.0
+    res = base + num / den
+    res = res if a == a else a  # NaN in, NaN out
+    return res if v >= 0.0 else -res
+
+
+def _tanh_f32(v):
+    one = np.float32(1.0)
+    two = np.float32(2.0)
+    a = abs(v)
+    t = a if a < np.float32(10.0) else np.float32(10.0)  # tanh rounds to 1 beyond 9.01
+    y = two * t
+    k = np.floor(y * np.float32(1.4426950408889634) + np.float32(0.5))
+    r = y - k * np.float32(0.693359375)
+    r = r + k * np.float32(2.12194440e-4)
+    p = (
+        (
+            (
+                (
+                    (
+                        (np.float32(1.9875691500e-4) * r + np.float32(1.3981999507e-3)) * r
+                        + np.float32(8.3334519073e-3)
+                    )
+                    * r
+                    + np.float32(4.1665795894e-2)
+                )
+                * r
+                + np.float32(1.6666665459e-1)
+            )
+            * r
+            + np.float32(5.0000001201e-1)
+        )
+        * (r * r)
+        + r
+        + one
+    )
+    e = p * np.float32(np.int32(1) << np.int32(k))
+    z = t * t
+    small = (
+        (
+            (
+                (np.float32(-5.70498872745e-3) * z + np.float32(2.06390887954e-2)) * z
+                - np.float32(5.37397155531e-2)
+            )
+            * z
+            + np.float32(1.33314422036e-1)
+        )
+        * z
+        - np.float32(3.33332819422e-1)
+    ) * z * t + t
+    big = one - two / (e + one)
+    res = small if t < np.float32(0.625) else big
+    res = res if a == a else a
+    return res if v >= np.float32(0.0) else -res
+
+
+@overload(_tanh, jit_options={"error_model": "numpy", "fastmath": False})
+def _tanh_overload(v):
+    if v == types.float32:
+        return _tanh_f32
+    if v == types.float64:
+        return _tanh_f64
+    return None
+
+
+@njit(**JIT)
+def tanh_into(x, out):
+    """out = tanh(x); 1-D arrays that do not overlap."""
+    for j in range(x.shape[0]):
+        out[j] = _tanh(x[j])
+
+
+@njit(**JIT)
+def tanh_inplace(a):
+    """a = tanh(a) (a loop over one array needs no alias check to vectorise)."""
+    for j in range(a.shape[0]):
+        a[j] = _tanh(a[j])
+
+
+@njit(**JIT)
+def sigmoid_into(x, out):
+    """out = σ(x) = 0.5·tanh(x/2) + 0.5, as rnnlab.ops.sigmoid computes it."""
+    half = x.dtype.type(0.5)
+    for j in range(x.shape[0]):
+        out[j] = _tanh(x[j] * half) * half + half
+
+
+@njit(**JIT)
+def sigmoid_inplace(a):
+    half = a.dtype.type(0.5)
+    for j in range(a.shape[0]):
+        a[j] = _tanh(a[j] * half) * half + half
+
+
+@njit(**JIT)
+def copy_into(src, dst):
+    """dst = src, 1-D (an explicit loop: slice assignment may allocate a temporary copy)."""
+    for j in range(src.shape[0]):
+        dst[j] = src[j]
+
+
+@njit(**JIT)
+def fill(dst, value):
+    for j in range(dst.shape[0]):
+        dst[j] = value
+
+
+@njit(**JIT)
+def keep_valid_rows(dst, src, mask, has_mask, t):
+    """dst[b] = src[b] for the rows valid at step t; a masked step passes dst[b] through."""
+    for b in range(dst.shape[0]):
+        if not has_mask or mask[t, b]:
+            copy_into(src[b], dst[b])
+
+
+# --------------------------------------------------------------------------- products
+_CBLAS_ARGS = (types.int32, types.int32, types.int32, types.int64, types.int64, types.int64)
+_sgemm = types.ExternalFunction(
+    blas.SGEMM,
+    types.void(
+        *_CBLAS_ARGS,
+        types.float32,
+        types.intp,
+        types.int64,
+        types.intp,
+        types.int64,
+        types.float32,
+        types.intp,
+        types.int64,
+    ),
+)
+_dgemm = types.ExternalFunction(
+    blas.DGEMM,
+    types.void(
+        *_CBLAS_ARGS,
+        types.float64,
+        types.intp,
+        types.int64,
+        types.intp,
+        types.int64,
+        types.float64,
+        types.intp,
+        types.int64,
+    ),
+)
+
+
+@njit(**JIT)
+def gemm(A, Bm, C, numpy_blas):
+    """C = A Bm, C-contiguous 2-D arrays; NumPy's BLAS when `numpy_blas` (see rnnlab.fast.blas)."""
+    if not numpy_blas:
+        np.dot(A, Bm, C)
+        return
+    M, K = A.shape
+    N = Bm.shape[1]
+    cblas = (blas.ROW_MAJOR, blas.NO_TRANS, blas.NO_TRANS, M, N, K)
+    if A.itemsize == 4:
+        _sgemm(
+            *cblas,
+            1.0,
+            A.ctypes.data,
+            max(K, 1),
+            Bm.ctypes.data,
+            max(N, 1),
+            0.0,
+            C.ctypes.data,
+            max(N, 1),
+        )
+    else:
+        _dgemm(
+            *cblas,
+            1.0,
+            A.ctypes.data,
+            max(K, 1),
+            Bm.ctypes.data,
+            max(N, 1),
+            0.0,
+            C.ctypes.data,
+            max(N, 1),
+        )
+
+
+# --------------------------------------------------------------------------- Elman
+@njit(**JIT)
+def elman_forward(XA, W_hhT, b_hh, hs, mask, has_mask, reverse, relu, numpy_blas):
+    """a_t = xa_t + h_{t-1} W_hhᵀ + b_hh;  h_t = tanh(a_t) or max(a_t, 0)."""
+    T, B, H = XA.shape
+    zero = hs.dtype.type(0.0)
+    a = np.empty((B, H), hs.dtype)
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        prev, out = (t + 1, t) if reverse else (t, t + 1)
+        gemm(hs[prev], W_hhT, a, numpy_blas)
+        for b in range(B):
+            a_b, xa, h = a[b], XA[t, b], hs[out, b]
+            for j in range(H):
+                a_b[j] = (xa[j] + a_b[j]) + b_hh[j]
+            if relu:
+                for j in range(H):
+                    h[j] = a_b[j] if a_b[j] > zero else zero
+            else:
+                tanh_into(a_b, h)
+            if has_mask and not mask[t, b]:
+                copy_into(hs[prev, b], h)
+
+
+@njit(**JIT)
+def elman_backward(
+    W_hh, hs, mask, has_mask, reverse, dys, has_dys, dh, dXA, dh_trace, has_trace, relu, numpy_blas
+):
+    """da_t = dh_t ⊙ φ'(a_t), φ' = 1 − h_t² or [h_t > 0];  dh_{t-1} = da_t W_hh.  dh: in/out."""
+    T, B, H = dXA.shape
+    one, zero = hs.dtype.type(1.0), hs.dtype.type(0.0)
+    dh_new = np.empty((B, H), hs.dtype)
+    for s in range(T):
+        t = s if reverse else T - 1 - s
+        out = t if reverse else t + 1
+        for b in range(B):
+            valid = not has_mask or mask[t, b]
+            dh_b, da, h = dh[b], dXA[t, b], hs[out, b]
+            if has_dys and valid:
+                dy = dys[t, b]
+                for j in range(H):
+                    dh_b[j] = dh_b[j] + dy[j]
+            if has_trace:
+                copy_into(dh_b, dh_trace[t, b])
+            if not valid:
+                fill(da, zero)
+            elif relu:
+                for j in range(H):
+                    da[j] = dh_b[j] if h[j] > zero else zero
+            else:
+                for j in range(H):
+                    da[j] = dh_b[j] * (one - h[j] * h[j])
+        gemm(dXA[t], W_hh, dh_new, numpy_blas)
+        keep_valid_rows(dh, dh_new, mask, has_mask, t)
+
+
+# --------------------------------------------------------------------------- LSTM
+@njit(**JIT)
+def lstm_forward(XA, W_hhT, b_hh, hs, cs, ifgo, tanh_c, mask, has_mask, reverse, numpy_blas):
+    """z = xa + h_{t-1} W_hhᵀ + b_hh;  i, f, o = σ(z_i, z_f, z_o);  g = tanh(z_g);
+    c_t = f ⊙ c_{t-1} + i ⊙ g;  h_t = o ⊙ tanh(c_t)."""
+    T, B, G = XA.shape
+    H = G // 4
+    z = np.empty((B, G), hs.dtype)
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        prev, out = (t + 1, t) if reverse else (t, t + 1)
+        gemm(hs[prev], W_hhT, z, numpy_blas)
+        for b in range(B):
+            z_b, xa, gates = z[b], XA[t, b], ifgo[t, b]
+            for j in range(G):
+                z_b[j] = (xa[j] + z_b[j]) + b_hh[j]
+            sigmoid_into(z_b[: 2 * H], gates[: 2 * H])
+            tanh_into(z_b[2 * H : 3 * H], gates[2 * H : 3 * H])
+            sigmoid_into(z_b[3 * H :], gates[3 * H :])
+            i, f, g, o = gates[:H], gates[H : 2 * H], gates[2 * H : 3 * H], gates[3 * H :]
+            c_prev, c, tc, h = cs[prev, b], cs[out, b], tanh_c[t, b], hs[out, b]
+            for j in range(H):
+                c[j] = f[j] * c_prev[j]
+            for j in range(H):
+                c[j] = c[j] + i[j] * g[j]
+            tanh_into(c, tc)
+            for j in range(H):
+                h[j] = o[j] * tc[j]
+            if has_mask and not mask[t, b]:
+                copy_into(hs[prev, b], h)
+                copy_into(c_prev, c)
+
+
+@njit(**JIT)
+def lstm_backward(
+    W_hh,
+    cs,
+    ifgo,
+    tanh_c,
+    mask,
+    has_mask,
+    reverse,
+    dys,
+    has_dys,
+    dh,
+    dc,
+    dXA,
+    dh_trace,
+    has_trace,
+    numpy_blas,
+):
+    """do = dh ⊙ tanh(c_t);  dc += dh ⊙ o ⊙ (1 − tanh²(c_t));
+    dz_i = dc ⊙ g ⊙ i(1−i);  dz_f = dc ⊙ c_{t-1} ⊙ f(1−f);  dz_g = dc ⊙ i ⊙ (1−g²);
+    dz_o = do ⊙ o(1−o);  dc_{t-1} = dc ⊙ f;  dh_{t-1} = dz W_hh.   dh, dc: in/out."""
+    T, B, G = dXA.shape
+    H = G // 4
+    one, zero = cs.dtype.type(1.0), cs.dtype.type(0.0)
+    dh_new = np.empty((B, H), cs.dtype)
+    for s in range(T):
+        t = s if reverse else T - 1 - s
+        prev = t + 1 if reverse else t
+        for b in range(B):
+            valid = not has_mask or mask[t, b]
+            dh_b, dc_b, dz = dh[b], dc[b], dXA[t, b]
+            if has_dys and valid:
+                dy = dys[t, b]
+                for j in range(H):
+                    dh_b[j] = dh_b[j] + dy[j]
+            if has_trace:
+                copy_into(dh_b, dh_trace[t, b])
+            if not valid:
+                fill(dz, zero)
+                continue
+            gates, tc, c_prev = ifgo[t, b], tanh_c[t, b], cs[prev, b]
+            i, f, g, o = gates[:H], gates[H : 2 * H], gates[2 * H : 3 * H], gates[3 * H :]
+            dz_i, dz_f, dz_g, dz_o = dz[:H], dz[H : 2 * H], dz[2 * H : 3 * H], dz[3 * H :]
+            for j in range(H):
+                dz_o[j] = (dh_b[j] * tc[j]) * (o[j] * (one - o[j]))
+            for j in range(H):
+                dc_b[j] = dc_b[j] + dh_b[j] * o[j] * (one - tc[j] * tc[j])
+            for j in range(H):
+                dz_i[j] = (dc_b[j] * g[j]) * (i[j] * (one - i[j]))
+            for j in range(H):
+                dz_f[j] = (dc_b[j] * c_prev[j]) * (f[j] * (one - f[j]))
+            for j in range(H):
+                dz_g[j] = (dc_b[j] * i[j]) * (one - g[j] * g[j])
+            for j in range(H):
+                dc_b[j] = dc_b[j] * f[j]
+        gemm(dXA[t], W_hh, dh_new, numpy_blas)
+        keep_valid_rows(dh, dh_new, mask, has_mask, t)
+
+
+# --------------------------------------------------------------------------- GRU
+@njit(**JIT)
+def gru_forward(XA, W_hhT, b_hh, hs, rzn, hn, mask, has_mask, reverse, reset_after, numpy_blas):
+    """r, z = σ(xa_rz + (h_{t-1} W_hh,rzᵀ + b_hh,rz));  then
+    reset_after: hn = h_{t-1} W_hnᵀ + b_hn,  n = tanh(xa_n + r ⊙ hn);
+    original:    hn = r ⊙ h_{t-1},           n = tanh((hn W_hnᵀ + b_hn) + xa_n);
+    h_t = (h_{t-1} − n) ⊙ z + n   (= (1 − z) ⊙ n + z ⊙ h_{t-1})."""
+    T, B, G = XA.shape
+    H = G // 3
+    W_rzT = np.ascontiguousarray(W_hhT[:, : 2 * H])  # the original form's two products
+    W_nT = np.ascontiguousarray(W_hhT[:, 2 * H :])
+    ha = np.empty((B, G if reset_after else 2 * H), hs.dtype)
+    a_n = np.empty((B, H), hs.dtype)
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        prev, out = (t + 1, t) if reverse else (t, t + 1)
+        gemm(hs[prev], W_hhT if reset_after else W_rzT, ha, numpy_blas)
+        for b in range(B):
+            ha_b, xa, gates, hn_b = ha[b], XA[t, b], rzn[t, b], hn[t, b]
+            for j in range(ha_b.shape[0]):
+                ha_b[j] = ha_b[j] + b_hh[j]
+            rz = gates[: 2 * H]
+            for j in range(2 * H):
+                rz[j] = xa[j] + ha_b[j]
+            sigmoid_inplace(rz)
+            r = gates[:H]
+            if reset_after:
+                n, xa_n = gates[2 * H :], xa[2 * H :]
+                copy_into(ha_b[2 * H :], hn_b)
+                for j in range(H):
+                    n[j] = xa_n[j] + r[j] * hn_b[j]
+                tanh_inplace(n)
+            else:
+                h_prev = hs[prev, b]
+                for j in range(H):
+                    hn_b[j] = r[j] * h_prev[j]
+        if not reset_after:
+            gemm(hn[t], W_nT, a_n, numpy_blas)
+            b_n = b_hh[2 * H :]
+            for b in range(B):
+                a, xa_n = a_n[b], XA[t, b, 2 * H :]
+                for j in range(H):
+                    a[j] = (a[j] + b_n[j]) + xa_n[j]
+                tanh_into(a, rzn[t, b, 2 * H :])
+        for b in range(B):
+            gates, h_prev, h = rzn[t, b], hs[prev, b], hs[out, b]
+            z, n = gates[H : 2 * H], gates[2 * H :]
+            for j in range(H):
+                h[j] = (h_prev[j] - n[j]) * z[j] + n[j]
+            if has_mask and not mask[t, b]:
+                copy_into(h_prev, h)
+
+
+@njit(**JIT)
+def gru_backward(
+    W_hh,
+    hs,
+    rzn,
+    hn,
+    mask,
+    has_mask,
+    reverse,
+    dys,
+    has_dys,
+    dh,
+    dXA,
+    dHA,
+    dh_trace,
+    has_trace,
+    reset_after,
+    numpy_blas,
+):
+    """da_n = dh ⊙ (1 − z) ⊙ (1 − n²);  da_z = dh ⊙ (h_{t-1} − n) ⊙ z(1 − z);  then
+    reset_after: da_r = da_n ⊙ hn ⊙ r(1 − r);  W_hh side: [da_r, da_z, da_n ⊙ r];
+                 dh_{t-1} = (W_hh side) W_hh + dh ⊙ z
+    original:    d(r⊙h) = da_n W_hn;  da_r = d(r⊙h) ⊙ h_{t-1} ⊙ r(1 − r);  W_hh side = da;
+                 dh_{t-1} = [da_r, da_z] W_hh,rz + dh ⊙ z + d(r⊙h) ⊙ r.    dh: in/out."""
+    T, B, G = dXA.shape
+    H = G // 3
+    one, zero = hs.dtype.type(1.0), hs.dtype.type(0.0)
+    W_rz = np.ascontiguousarray(W_hh[: 2 * H])
+    W_n = np.ascontiguousarray(W_hh[2 * H :])
+    dh_new = np.empty((B, H), hs.dtype)
+    da_n_all = np.zeros((B, H), hs.dtype)  # original form: the products' C-contiguous operands
+    drh = np.empty((B, H), hs.dtype)
+    da_rz = np.zeros((B, 2 * H), hs.dtype)
+    for s in range(T):
+        t = s if reverse else T - 1 - s
+        prev = t + 1 if reverse else t
+        for b in range(B):
+            valid = not has_mask or mask[t, b]
+            dh_b, da, da_h = dh[b], dXA[t, b], dHA[t, b]
+            if has_dys and valid:
+                dy = dys[t, b]
+                for j in range(H):
+                    dh_b[j] = dh_b[j] + dy[j]
+            if has_trace:
+                copy_into(dh_b, dh_trace[t, b])
+            if not valid:
+                fill(da, zero)
+                fill(da_h, zero)
+                fill(da_n_all[b], zero)
+                fill(da_rz[b], zero)
+                continue
+            gates, h_prev = rzn[t, b], hs[prev, b]
+            r, z, n = gates[:H], gates[H : 2 * H], gates[2 * H :]
+            da_r, da_z, da_n = da[:H], da[H : 2 * H], da[2 * H :]
+            for j in range(H):
+                da_n[j] = (dh_b[j] * (one - z[j])) * (one - n[j] * n[j])
+            for j in range(H):
+                da_z[j] = (dh_b[j] * (h_prev[j] - n[j])) * (z[j] * (one - z[j]))
+            if reset_after:
+                hn_b = hn[t, b]
+                for j in range(H):
+                    da_r[j] = (da_n[j] * hn_b[j]) * (r[j] * (one - r[j]))
+                copy_into(da[: 2 * H], da_h[: 2 * H])
+                da_h_n = da_h[2 * H :]
+                for j in range(H):
+                    da_h_n[j] = da_n[j] * r[j]
+            else:
+                copy_into(da_n, da_n_all[b])
+        if reset_after:
+            gemm(dHA[t], W_hh, dh_new, numpy_blas)
+        else:
+            gemm(da_n_all, W_n, drh, numpy_blas)
+            for b in range(B):
+                if has_mask and not mask[t, b]:
+                    continue
+                gates, h_prev, da, drh_b = rzn[t, b], hs[prev, b], dXA[t, b], drh[b]
+                r, da_r = gates[:H], da[:H]
+                for j in range(H):
+                    da_r[j] = (drh_b[j] * h_prev[j]) * (r[j] * (one - r[j]))
+                copy_into(da, dHA[t, b])
+                copy_into(da[: 2 * H], da_rz[b])
+            gemm(da_rz, W_rz, dh_new, numpy_blas)
+        for b in range(B):
+            if has_mask and not mask[t, b]:
+                continue
+            dh_b, dh_new_b, z = dh[b], dh_new[b], rzn[t, b, H : 2 * H]
+            if reset_after:
+                for j in range(H):
+                    dh_b[j] = dh_new_b[j] + dh_b[j] * z[j]
+            else:
+                r, drh_b = rzn[t, b, :H], drh[b]
+                for j in range(H):
+                    dh_b[j] = (dh_new_b[j] + dh_b[j] * z[j]) + drh_b[j] * r[j]

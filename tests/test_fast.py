@@ -1,0 +1,338 @@
+"""The numba time loops (rnnlab.fast) against the cells' own step-by-step loop.
+
+The oracle below is rnnlab.recurrence's loop written out with the cells' forward_step and
+backward_step, so it does not depend on whether recurrence dispatches to the fast path.
+Float64 tapes and gradients must agree to 1e-12 (relative to each array's largest entry);
+float32 runs must stay within 1e-5 of float64. The first run compiles the kernels (about
+20 s for both dtypes); numba caches them, so later runs take a second or two.
+"""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+pytest.importorskip("scipy")
+
+from rnnlab import fast  # noqa: E402
+from rnnlab.cells import ElmanCell, GRUCell, LSTMCell  # noqa: E402
+from rnnlab.fast import blas, kernels  # noqa: E402
+
+CELLS = {
+    "tanh": ElmanCell("tanh"),
+    "relu": ElmanCell("relu"),
+    "lstm": LSTMCell(),
+    "gru": GRUCell(reset_after=True),
+    "gru_orig": GRUCell(reset_after=False),
+}
+# H = 19: the pointwise loops run their vector bodies and their remainders (4H = 76, 3H = 57)
+T, B, H = 6, 3, 19
+
+
+# ----------------------------------------------------------------------------- the oracle
+def step_forward(cell, XA, W_hhT, b_hh, hs, cs, extra, mask, reverse):
+    """rnnlab.recurrence.forward's loop, one cell step at a time."""
+    for t in range(T - 1, -1, -1) if reverse else range(T):
+        prev, out = (t + 1, t) if reverse else (t, t + 1)
+        c_prev = cs[prev] if cs is not None else None
+        c_out = cs[out] if cs is not None else None
+        cell.forward_step(t, XA[t], hs[prev], c_prev, W_hhT, b_hh, hs[out], c_out, extra)
+        if mask is not None and not mask[t].all():
+            skip = ~mask[t][:, None]
+            np.copyto(hs[out], hs[prev], where=skip)
+            if cs is not None:
+                np.copyto(cs[out], cs[prev], where=skip)
+
+
+def step_backward(cell, W_hh, hs, cs, extra, mask, reverse, dys, dh, dc, dXA, dHA, trace):
+    """rnnlab.recurrence.backward's loop, one cell step at a time; returns (dh0, dc0)."""
+    if dys is not None and mask is not None:
+        dys = np.where(mask[:, :, None], dys, 0.0)
+    for t in range(T) if reverse else range(T - 1, -1, -1):
+        prev, out = (t + 1, t) if reverse else (t, t + 1)
+        if dys is not None:
+            dh = dh + dys[t]
+        trace[t] = dh
+        c_prev = cs[prev] if cs is not None else None
+        c_out = cs[out] if cs is not None else None
+        valid = np.ones((B, 1), bool) if mask is None else mask[t][:, None]
+        dh_in = np.where(valid, dh, 0.0)
+        dc_in = np.where(valid, dc, 0.0) if dc is not None else None
+        dh_prev, dc_prev = cell.backward_step(
+            t, dh_in, dc_in, hs[prev], c_prev, hs[out], c_out, W_hh, extra, dXA[t], dHA[t]
+        )
+        dh = np.where(valid, dh_prev, dh)
+        if dc is not None:
+            dc = np.where(valid, dc_prev, dc)
+    return dh, dc
+
+
+# ----------------------------------------------------------------------------- problems
+def problem(kind, reverse, masked, seed=0, scale=1.0):
+    """Random inputs of one direction of one layer, float64."""
+    rng = np.random.default_rng(seed)
+    cell = CELLS[kind]
+    G = cell.gates * H
+    p = {
+        "XA": scale * rng.standard_normal((T, B, G)),
+        "W_hh": scale * rng.uniform(-0.4, 0.4, (G, H)),
+        "b_hh": scale * rng.uniform(-0.5, 0.5, G),
+        "h0": rng.standard_normal((B, H)),
+        "c0": rng.standard_normal((B, H)) if cell.has_c else None,
+        "dys": rng.standard_normal((T, B, H)),
+        "dh": rng.standard_normal((B, H)),
+        "dc": rng.standard_normal((B, H)) if cell.has_c else None,
+        "mask": None,
+        "reverse": reverse,
+    }
+    if masked:  # (T, B): a full sequence, a right-padded one, one with holes
+        p["mask"] = np.array([[1, 1, 1, 1, 1, 1], [1, 1, 0, 0, 0, 0], [0, 1, 1, 0, 1, 1]], bool).T
+    return p
+
+
+def cast(p, dtype):
+    return {
+        k: v.astype(dtype) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v
+        for k, v in p.items()
+    }
+
+
+def run_forward(kind, p, loop):
+    cell = CELLS[kind]
+    dtype = p["XA"].dtype
+    hs = np.empty((T + 1, B, H), dtype)
+    cs = np.empty((T + 1, B, H), dtype) if cell.has_c else None
+    extra = cell.new_tape(T, B, H, dtype)
+    first = T if p["reverse"] else 0
+    hs[first] = p["h0"]
+    if cs is not None:
+        cs[first] = p["c0"]
+    W_hhT = np.ascontiguousarray(p["W_hh"].T)
+    args = (p["XA"], W_hhT, p["b_hh"], hs, cs, extra, p["mask"], p["reverse"])
+    if loop == "step":
+        step_forward(cell, *args)
+    else:
+        fast.forward_loop(kind, *args, numpy_blas=loop == "fast")
+    return hs, cs, extra
+
+
+def run_backward(kind, p, tape, loop, with_dys=True):
+    cell = CELLS[kind]
+    hs, cs, extra = tape
+    dtype = hs.dtype
+    G = cell.gates * H
+    dXA = np.full((T, B, G), np.nan, dtype)
+    dHA = dXA if cell.shares_preact_grad else np.full((T, B, G), np.nan, dtype)
+    trace = np.full((T, B, H), np.nan, dtype)
+    dys = p["dys"] if with_dys else None
+    if loop == "step":
+        dc = p["dc"].copy() if p["dc"] is not None else None
+        dh0, dc0 = step_backward(
+            cell,
+            p["W_hh"],
+            hs,
+            cs,
+            extra,
+            p["mask"],
+            p["reverse"],
+            dys,
+            p["dh"].copy(),
+            dc,
+            dXA,
+            dHA,
+            trace,
+        )
+    else:
+        dh0, dc0 = fast.backward_loop(
+            kind,
+            p["W_hh"],
+            hs,
+            cs,
+            extra,
+            p["mask"],
+            p["reverse"],
+            dys,
+            p["dh"],
+            p["dc"],
+            dXA,
+            dHA,
+            trace,
+            numpy_blas=loop == "fast",
+        )
+    out = {"dXA": dXA, "dHA": dHA, "trace": trace, "dh0": dh0}
+    if dc0 is not None:
+        out["dc0"] = dc0
+    return out
+
+
+def tape_arrays(tape):
+    hs, cs, extra = tape
+    out = {"hs": hs, **extra}
+    if cs is not None:
+        out["cs"] = cs
+    return out
+
+
+def assert_close(got, want, rtol, what):
+    err = np.abs(got.astype(np.float64) - want.astype(np.float64)).max()
+    scale = max(np.abs(want.astype(np.float64)).max(), 1e-300)
+    assert err <= rtol * scale, f"{what}: relative error {err / scale:.2e} > {rtol:.0e}"
+
+
+KIND_IDS = list(CELLS)
+DIRECTIONS = pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+MASKS = pytest.mark.parametrize("masked", [False, True], ids=["full", "masked"])
+
+
+# ----------------------------------------------------------------------------- float64
+@MASKS
+@DIRECTIONS
+@pytest.mark.parametrize("kind", KIND_IDS)
+def test_forward_tape_matches_step_loop(kind, reverse, masked):
+    p = problem(kind, reverse, masked)
+    want = tape_arrays(run_forward(kind, p, "step"))
+    for loop in ("fast", "fast_np_dot"):
+        got = tape_arrays(run_forward(kind, p, loop))
+        assert got.keys() == want.keys()
+        for name in want:
+            assert_close(got[name], want[name], 1e-12, f"{loop} {name}")
+
+
+@MASKS
+@DIRECTIONS
+@pytest.mark.parametrize("kind", KIND_IDS)
+def test_backward_matches_step_loop_on_either_tape(kind, reverse, masked):
+    p = problem(kind, reverse, masked, seed=1)
+    step_tape = run_forward(kind, p, "step")
+    fast_tape = run_forward(kind, p, "fast")
+    want = run_backward(kind, p, step_tape, "step")
+    runs = {
+        "fast on the step tape": run_backward(kind, p, step_tape, "fast"),
+        "np.dot on the step tape": run_backward(kind, p, step_tape, "fast_np_dot"),
+        "fast on the fast tape": run_backward(kind, p, fast_tape, "fast"),
+        "step on the fast tape": run_backward(kind, p, fast_tape, "step"),
+    }
+    for run, got in runs.items():
+        assert got.keys() == want.keys()
+        for name in want:
+            assert_close(got[name], want[name], 1e-12, f"{run}: {name}")
+    if masked:  # masked steps: no gradient into the cell, whatever the padded values
+        invalid = ~p["mask"]
+        for name in ("dXA", "dHA"):
+            assert np.all(runs["fast on the fast tape"][name][invalid] == 0.0), name
+
+
+@pytest.mark.parametrize("kind", KIND_IDS)
+def test_backward_without_output_gradients(kind):
+    p = problem(kind, True, True, seed=2)
+    tape = run_forward(kind, p, "step")
+    want = run_backward(kind, p, tape, "step", with_dys=False)
+    got = run_backward(kind, p, tape, "fast", with_dys=False)
+    for name in want:
+        assert_close(got[name], want[name], 1e-12, name)
+
+
+def test_incoming_state_gradients_are_not_modified():
+    p = problem("lstm", False, False)
+    tape = run_forward("lstm", p, "fast")
+    dh, dc = p["dh"].copy(), p["dc"].copy()
+    run_backward("lstm", p, tape, "fast")
+    np.testing.assert_array_equal(p["dh"], dh)
+    np.testing.assert_array_equal(p["dc"], dc)
+
+
+@pytest.mark.parametrize("kind", KIND_IDS)
+def test_saturated_units_match(kind):
+    """Pre-activations of ±50: σ and tanh at their rails, no NaN, still the same tape."""
+    p = problem(kind, False, True, seed=3, scale=12.0)
+    want = run_forward(kind, p, "step")
+    got = run_forward(kind, p, "fast")
+    for name, w in tape_arrays(want).items():
+        assert np.all(np.isfinite(tape_arrays(got)[name])), name
+        assert_close(tape_arrays(got)[name], w, 1e-12, name)
+    b_want = run_backward(kind, p, want, "step")
+    b_got = run_backward(kind, p, got, "fast")
+    for name in b_want:
+        assert_close(b_got[name], b_want[name], 1e-12, name)
+
+
+# ----------------------------------------------------------------------------- float32
+@DIRECTIONS
+@pytest.mark.parametrize("kind", KIND_IDS)
+def test_float32_stays_within_1e5_of_float64(kind, reverse):
+    p64 = problem(kind, reverse, True, seed=4)
+    p32 = cast(p64, np.float32)
+    tape64 = run_forward(kind, p64, "step")
+    tape32 = run_forward(kind, p32, "fast")
+    for name, want in tape_arrays(tape64).items():
+        got = tape_arrays(tape32)[name]
+        assert got.dtype == np.float32, name
+        assert_close(got, want, 1e-5, f"float32 {name}")
+    step32 = tape_arrays(run_forward(kind, p32, "step"))
+    for name, got in tape_arrays(tape32).items():  # and near the NumPy float32 loop
+        assert_close(got, step32[name], 1e-6, f"float32 vs NumPy float32 {name}")
+    b64 = run_backward(kind, p64, tape64, "step")
+    b32 = run_backward(kind, p32, tape32, "fast")
+    for name, want in b64.items():
+        assert b32[name].dtype == np.float32, name
+        assert_close(b32[name], want, 1e-5, f"float32 {name}")
+
+
+# ----------------------------------------------------------------------------- tanh itself
+def ulp_error(got, x):
+    exact = np.tanh(x.astype(np.longdouble))
+    ulp = np.spacing(np.abs(exact).astype(x.dtype)).astype(np.longdouble)
+    return np.abs(got.astype(np.longdouble) - exact) / ulp
+
+
+@pytest.mark.parametrize("dtype,max_ulp", [(np.float64, 1.5), (np.float32, 1.5)])
+def test_tanh_kernel_is_accurate_to_1_5_ulp(dtype, max_ulp):
+    if np.finfo(np.longdouble).eps >= np.finfo(np.float64).eps:
+        pytest.skip("needs an extended-precision long double as the oracle")
+    edges = np.array([0.0, 0.625, 9.0, 9.02, 19.0, 20.0], dtype)
+    with np.errstate(under="ignore"):  # the subnormal inputs
+        tiny = np.geomspace(np.finfo(dtype).smallest_subnormal, 1.0, 5000).astype(dtype)
+        x = np.concatenate([np.linspace(-30, 30, 60001, dtype=dtype), tiny, -tiny, edges])
+        got = np.empty_like(x)
+        kernels.tanh_into(x, got)
+        sig = np.empty_like(x)
+        kernels.sigmoid_into(x, sig)
+        assert ulp_error(got, x).max() <= max_ulp
+        want = 0.5 * np.tanh(0.5 * x.astype(np.longdouble)) + 0.5
+    assert np.abs(sig - want).max() <= 2 * np.finfo(dtype).eps
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_tanh_kernel_at_the_edges(dtype):
+    big = np.finfo(dtype).max
+    x = np.array([np.inf, -np.inf, 0.0, big, -big, np.nan], dtype)
+    got = np.empty_like(x)
+    kernels.tanh_into(x, got)
+    np.testing.assert_array_equal(got[:5], [1.0, -1.0, 0.0, 1.0, -1.0])
+    assert np.isnan(got[5]), "NaN must come out as NaN, not as ±1"
+
+
+# ----------------------------------------------------------------------------- switches
+def test_available_follows_the_environment(monkeypatch):
+    monkeypatch.delenv("RNNLAB_NO_NUMBA", raising=False)
+    assert fast.available()
+    monkeypatch.setenv("RNNLAB_NO_NUMBA", "1")
+    assert not fast.available()
+    monkeypatch.setenv("RNNLAB_NO_NUMBA", "0")
+    assert fast.available()
+
+
+def test_numpy_blas_is_found_for_numpy_wheels():
+    """NumPy's PyPI wheels bundle an ILP64 OpenBLAS; the kernels must find it there."""
+    if not blas._numpy_library_files():
+        pytest.skip("this NumPy has no bundled OpenBLAS (conda, Accelerate, a distribution)")
+    assert blas.NUMPY_CBLAS
+
+
+def test_unknown_kind_is_refused():
+    p = problem("tanh", False, False)
+    with pytest.raises(ValueError, match=r"`kind` must be one of 'tanh', .*; got 'elman'"):
+        fast.forward_loop("elman", p["XA"], p["W_hh"].T, p["b_hh"], None, None, {}, None, False)
+    with pytest.raises(ValueError, match=r"`kind` must be one of .*; got 'GRU'"):
+        fast.backward_loop(
+            "GRU", p["W_hh"], None, None, {}, None, False, None, None, None, None, None
+        )
