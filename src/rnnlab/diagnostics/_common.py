@@ -1,0 +1,265 @@
+"""What the diagnostics share: argument checks, the traced BPTT of a whole layer stack, the
+fitted rate of a quantity that changes geometrically with the lag, and JSON conversion.
+
+The traced backward mirrors `layers.Recurrent.backward` (merge undone at the top, each layer's
+dX feeding the layer below) but asks `recurrence.backward` for `dh_trace`, the total ∂L/∂h_t of
+every step of every (layer, direction), which is what the lag profiles plot.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+
+from rnnlab import _checks, recurrence
+from rnnlab.layers import Forward, Recurrent
+
+# A quantity whose fitted change over this many steps stays under 10x is called "stable".
+STABLE_HORIZON = 100
+
+
+def check_layer(layer: object) -> Recurrent:
+    if not isinstance(layer, Recurrent):
+        _checks.fail(
+            "layer", "an rnnlab Recurrent layer (rnnlab.RNN, LSTM or GRU)", _checks.describe(layer)
+        )
+    return layer  # type: ignore[return-value]
+
+
+def float64_copy(layer: Recurrent, x: object) -> tuple[Recurrent, np.ndarray]:
+    """The layer with float64 copies of its parameters, and x as float64.
+
+    The diagnostics compute in float64 whatever the layer's dtype: a gradient that vanishes
+    over a long lag would reach float32's subnormal range (below 1e-38), where it loses its
+    digits and the arithmetic slows down by orders of magnitude, long before it is zero.
+    """
+    x = _checks.float_array(x, "x", ndim=3)
+    if layer.dtype == np.float64:
+        return layer, x.astype(np.float64, copy=False)
+    shadow = copy.copy(layer)  # the cell objects hold only their configuration: shared
+    shadow.params = {k: v.astype(np.float64) for k, v in layer.params.items()}
+    shadow.dtype = np.dtype(np.float64)
+    return shadow, x.astype(np.float64)
+
+
+def check_int(value: object, name: str, low: int, high: int) -> int:
+    """An integer in [low, high)."""
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    if not ok or not low <= value < high:  # type: ignore[operator]
+        _checks.fail(name, f"an integer in [{low}, {high})", _checks.describe(value))
+    return int(value)  # type: ignore[arg-type]
+
+
+def check_number(value: object, name: str, *, positive: bool = False) -> float:
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not ok or not np.isfinite(value) or (positive and value <= 0):  # type: ignore[arg-type]
+        what = "a positive finite number" if positive else "a finite number"
+        _checks.fail(name, what, _checks.describe(value))
+    return float(value)  # type: ignore[arg-type]
+
+
+def labels(layer: Recurrent) -> list[str]:
+    """One label per (layer, direction), in the tapes' order j = layer·D + direction."""
+    return [f"l{k}{sfx}" for k in range(layer.num_layers) for sfx in layer.directions]
+
+
+def layer_params(layer: Recurrent, k: int, sfx: str) -> recurrence.Params:
+    p = layer.params
+    return recurrence.Params(
+        p[f"weight_ih_l{k}{sfx}"],
+        p[f"weight_hh_l{k}{sfx}"],
+        p[f"bias_ih_l{k}{sfx}"],
+        p[f"bias_hh_l{k}{sfx}"],
+    )
+
+
+def unit_vector(rng: np.random.Generator, n: int) -> np.ndarray:
+    r = rng.standard_normal(n)
+    return r / np.linalg.norm(r)
+
+
+def time_major(layer: Recurrent, a: np.ndarray) -> np.ndarray:
+    return np.swapaxes(a, 0, 1) if layer.batch_first else a
+
+
+def valid_steps(f: Forward, T: int, B: int) -> np.ndarray:
+    """(B, T) bool: True at the valid steps of each sequence (a prefix of length lengths[b])."""
+    m = f.cache["mask"]
+    return np.ones((B, T), bool) if m is None else np.ascontiguousarray(m.T)
+
+
+def output_grad_to_directions(layer: Recurrent, f: Forward, dO: np.ndarray) -> list[np.ndarray]:
+    """∂L/∂output (T, B, F), time-major → ∂L/∂(top layer's output) per direction (T, B, H)."""
+    H = layer.hidden_size
+    if len(layer.directions) == 1:
+        return [dO]
+    if layer.merge == "concat":
+        return [dO[:, :, :H], dO[:, :, H:]]
+    if layer.merge == "sum":
+        return [dO, dO]
+    m = f.cache["mask"]
+    if m is not None:
+        dO = np.where(m[:, :, None], dO, 0.0)
+    p = layer.params  # readout: o_t = V h_t + V' h'_t + c
+    return [dO @ p["readout_weight"], dO @ p["readout_weight_reverse"]]
+
+
+def traced_backward(
+    layer: Recurrent,
+    f: Forward,
+    dys_top: list[np.ndarray | None],
+    dh_n: list[np.ndarray | None],
+) -> list[np.ndarray]:
+    """BPTT through the whole stack, returning ∂L/∂h_t (T, B, H) for every (layer, direction).
+
+    `dys_top`: ∂L/∂(top layer's outputs) per direction (time-major) or None; `dh_n`: ∂L/∂(final
+    h) per (layer, direction) or None. The forward pass must have run with training=False.
+    """
+    L, D, H = layer.num_layers, len(layer.directions), layer.hidden_size
+    tapes = f.cache["tapes"]
+    T, B = tapes[0].X.shape[:2]
+    traces: list[np.ndarray] = [np.empty(0)] * (L * D)
+    dys_dirs = list(dys_top)
+    # A vanished gradient is an answer here, not an error: let it underflow to zero.
+    with np.errstate(under="ignore"):
+        for k in range(L - 1, -1, -1):
+            dX = None
+            for d, sfx in enumerate(layer.directions):
+                j = k * D + d
+                trace = np.empty((T, B, H), layer.dtype)
+                dXd, _, _, _ = recurrence.backward(
+                    layer.cell,
+                    layer_params(layer, k, sfx),
+                    tapes[j],
+                    dys_dirs[d],
+                    dh_n[j],
+                    None,
+                    need_dX=k > 0,
+                    dh_trace=trace,
+                )
+                traces[j] = trace
+                if k > 0:
+                    dX = dXd if dX is None else dX + dXd
+            if k > 0:
+                assert dX is not None
+                dys_dirs = [dX] if D == 1 else [dX[:, :, :H], dX[:, :, H:]]
+    return traces
+
+
+# ----------------------------------------------------------------------------- rates
+
+
+@dataclass
+class RateFit:
+    """A least-squares line through log10 ‖g‖ against the lag: ‖g‖ ≈ C · factor^lag.
+
+    `trend` is "vanishing" or "exploding" when the fitted change over `horizon` steps is 10x
+    or more, "stable" when it is less, "undetermined" with fewer than two positive values.
+    """
+
+    slope: float  # log10 change per step of lag
+    factor_per_step: float  # 10 ** slope
+    steps_per_decade: float  # steps for a 10x change, 1 / |slope| (inf when flat)
+    r2: float  # coefficient of determination of the line
+    first_lag: int
+    last_lag: int
+    points: int
+    trend: str
+    horizon: int
+
+    def words(self, what: str = "the gradient") -> str:
+        if self.trend == "undetermined":
+            return f"{what}: too few non-zero values to fit a rate ({self.points}): undetermined"
+        span = f"fitted over lags {self.first_lag}–{self.last_lag}"
+        if self.slope == 0.0:
+            return f"{what} does not change with the lag ({span}): stable"
+        verb = "falls" if self.slope < 0 else "grows"
+        return (
+            f"{what} {verb} by a factor of 10 every {self.steps_per_decade:.3g} steps "
+            f"(×{self.factor_per_step:.3g} per step, {span}): {self.trend}"
+        )
+
+    def to_json(self) -> dict:
+        return {k: json_value(v) for k, v in self.__dict__.items()}
+
+
+def fit_rate(lags, values, horizon: int = STABLE_HORIZON) -> RateFit:
+    """Fit log10(values) = a + slope · lags by least squares over the positive finite values.
+
+    A gradient that falls by 10x every n steps has slope −1/n. Zeros (an exactly vanished
+    gradient, a dead ReLU) and NaNs (no sequence that long) are left out of the fit.
+    """
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    logs = np.full(values.shape, np.nan)
+    np.log10(values, out=logs, where=np.isfinite(values) & (values > 0))
+    return fit_log10(lags, logs, horizon)
+
+
+def fit_log10(lags, log10_values, horizon: int = STABLE_HORIZON) -> RateFit:
+    """`fit_rate` for values given by their log10 (non-finite ones are left out)."""
+    lags = np.asarray(lags, dtype=np.float64).reshape(-1)
+    y = np.asarray(log10_values, dtype=np.float64).reshape(-1)
+    horizon = check_int(horizon, "horizon", 1, 2**31)
+    keep = np.isfinite(y)
+    x, y, n = lags[keep], y[keep], int(keep.sum())
+    if n < 2 or np.ptp(x) == 0:
+        nan = float("nan")
+        return RateFit(nan, nan, nan, nan, 0, 0, n, "undetermined", horizon)
+    xc, yc = x - x.mean(), y - y.mean()
+    slope = float(xc @ yc / (xc @ xc))
+    resid = yc - slope * xc
+    ss = float(yc @ yc)
+    r2 = 1.0 - float(resid @ resid) / ss if ss > 0 else 1.0
+    if abs(slope) * horizon < 1.0:
+        trend = "stable"
+    else:
+        trend = "vanishing" if slope < 0 else "exploding"
+    steps = float("inf") if slope == 0 else 1.0 / abs(slope)
+    with np.errstate(over="ignore", under="ignore"):
+        factor = float(10.0**slope)
+    return RateFit(slope, factor, steps, r2, int(x.min()), int(x.max()), n, trend, horizon)
+
+
+# ----------------------------------------------------------------------------- JSON
+
+
+def json_value(v):
+    """Arrays → nested lists, NaN/inf → None (JSON has neither), NumPy scalars → Python."""
+    if isinstance(v, np.ndarray):
+        if v.dtype.kind in "iub":
+            return v.tolist()
+        if v.dtype.kind == "c":
+            return {"real": json_value(v.real.copy()), "imag": json_value(v.imag.copy())}
+        a = v.astype(np.float64)
+        out = a.astype(object)
+        out[~np.isfinite(a)] = None
+        return out.tolist()
+    if isinstance(v, (np.integer, np.bool_)):
+        return v.item()
+    if isinstance(v, (float, np.floating)):
+        return float(v) if np.isfinite(v) else None
+    if isinstance(v, RateFit):
+        return v.to_json()
+    if isinstance(v, (list, tuple)):
+        return [json_value(item) for item in v]
+    if isinstance(v, dict):
+        return {str(k): json_value(item) for k, item in v.items()}
+    return v
+
+
+def norms(a: np.ndarray, axis: int = -1) -> np.ndarray:
+    """‖a‖₂ along `axis`, scaled by the largest entry first so that vectors of tiny numbers
+    (a gradient at 1e-160) do not square to zero."""
+    a = np.asarray(a, dtype=np.float64)
+    top = np.abs(a).max(axis=axis, keepdims=True)
+    scaled = np.divide(a, top, out=np.zeros_like(a), where=top > 0)
+    return np.squeeze(top, axis=axis) * np.sqrt(np.sum(scaled * scaled, axis=axis))
+
+
+def masked_mean(values: np.ndarray, valid: np.ndarray, axis: int) -> np.ndarray:
+    """Mean of `values` over `axis` where `valid`; NaN where nothing is valid (no warning)."""
+    total = np.where(valid, values, 0.0).sum(axis=axis)
+    count = valid.sum(axis=axis)
+    return np.divide(total, count, out=np.full(total.shape, np.nan), where=count > 0)

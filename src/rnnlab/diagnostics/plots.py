@@ -1,0 +1,302 @@
+"""PNG figures of the diagnostics' results; matplotlib is an optional extra (rnnlab[plot]).
+
+Each function takes a result and a path ending in .png and returns the Path written. Figures
+are drawn on matplotlib's Agg canvas directly (no pyplot), so plotting changes no global
+state: not the backend, not the current figure.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from rnnlab import _checks
+from rnnlab.diagnostics.dynamics import IteratedMap, _phi
+from rnnlab.diagnostics.gates import GateSaturation
+from rnnlab.diagnostics.jacobians import JacobianProfile
+from rnnlab.diagnostics.lags import GradientMap, LagProfile
+from rnnlab.diagnostics.landscape import LossSlice
+from rnnlab.diagnostics.spectrum import Spectrum, SpectrumHistory
+
+
+class PlotDependencyError(ImportError):
+    """Plotting was asked for but matplotlib is not installed."""
+
+
+def _figure(width: float, height: float):
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as e:
+        raise PlotDependencyError(
+            "rnnlab's plots need matplotlib, which is not installed: pip install 'rnnlab[plot]'"
+        ) from e
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _check(result: object, types: tuple[type, ...], what: str, path: object) -> Path:
+    if not isinstance(result, types):
+        _checks.fail("result", what, _checks.describe(result))
+    if not isinstance(path, (str, Path)) or Path(path).suffix.lower() != ".png":
+        _checks.fail("path", "a file path ending in .png", _checks.describe(path))
+    return Path(path)
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def _positive(a: np.ndarray) -> np.ndarray:
+    """Values for a log axis: non-positive and non-finite ones become NaN (not drawn)."""
+    a = np.asarray(a, dtype=np.float64)
+    return np.where(np.isfinite(a) & (a > 0), a, np.nan)
+
+
+def _log10(a: np.ndarray) -> np.ndarray:
+    a = _positive(a)
+    return np.log10(a, out=np.full(a.shape, np.nan), where=np.isfinite(a))
+
+
+def _fitted(fit, lags: np.ndarray, values: np.ndarray) -> np.ndarray | None:
+    """The fitted line 10^(a + slope·lag) through the points the fit used."""
+    if fit.trend == "undetermined":
+        return None
+    keep = np.isfinite(values) & (values > 0)
+    a = np.mean(np.log10(values[keep])) - fit.slope * np.mean(lags[keep])
+    return 10.0 ** (a + fit.slope * lags)
+
+
+def plot_lag_profile(result: LagProfile, path) -> Path:
+    """log ‖∂L/∂h_k‖ against the lag: the batch mean (thick), each sequence (thin), the fit."""
+    path = _check(result, (LagProfile,), "a LagProfile (from gradient_by_lag)", path)
+    fig = _figure(6.4, 4.2)
+    ax = fig.add_subplot()
+    lags = result.lags.astype(np.float64)
+    for j, name in enumerate(result.names):
+        (line,) = ax.plot(lags, _positive(result.mean[j]), lw=2, label=name)
+        for seq in result.per_sequence[j][:16]:
+            ax.plot(lags, _positive(seq), lw=0.5, alpha=0.3, color=line.get_color())
+        fitted = _fitted(result.fits[j], lags, result.mean[j])
+        if fitted is not None:
+            ax.plot(
+                lags,
+                fitted,
+                ls="--",
+                lw=1,
+                color=line.get_color(),
+                label=f"{name} fit: ×{result.fits[j].factor_per_step:.3g}/step",
+            )
+    ax.set_yscale("log")
+    ax.set_xlabel("lag (steps before the end of the pass)")
+    ax.set_ylabel(r"$\|\partial L / \partial h_k\|$")
+    ax.set_title(f"gradient against the lag (loss: {result.loss})")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_gradient_map(result: GradientMap, path) -> Path:
+    """One image per (layer, direction): log10 ‖∂L_t/∂h_k‖, rows t, columns k."""
+    path = _check(result, (GradientMap,), "a GradientMap (from gradient_map)", path)
+    J = len(result.names)
+    fig = _figure(4.2 * J, 3.8)
+    axes = fig.subplots(1, J, squeeze=False)[0]
+    for j, ax in enumerate(axes):
+        im = ax.imshow(
+            _log10(result.norms[j]),
+            origin="lower",
+            aspect="auto",
+            interpolation="nearest",
+            cmap="viridis",
+        )
+        ax.set_xlabel("state step k")
+        ax.set_ylabel("loss step t")
+        ax.set_title(result.names[j])
+        fig.colorbar(im, ax=ax, label=r"$\log_{10}\|\partial L_t/\partial h_k\|$")
+    return _save(fig, path)
+
+
+def plot_jacobian_bound(result: JacobianProfile, path) -> Path:
+    """‖∂s_t/∂s_k‖₂ against the lag, with ∏‖J_i‖₂ and the notes' bound."""
+    path = _check(result, (JacobianProfile,), "a JacobianProfile (from jacobian_products)", path)
+    fig = _figure(6.4, 4.2)
+    ax = fig.add_subplot()
+    lags = result.lags.astype(np.float64)
+    ax.plot(
+        lags, _positive(result.measured), lw=2, label=r"measured $\|\partial h_t/\partial h_k\|_2$"
+    )
+    ax.plot(lags, _positive(result.product_bound), ls=":", label=r"$\prod_i \|J_i\|_2$")
+    if result.cell == "rnn":
+        ax.plot(
+            lags,
+            _positive(result.bound),
+            ls="--",
+            label=rf"$(\|W_{{hh}}\|_2 \max|\phi'|)^{{t-k}}$, "
+            rf"{result.alpha:.3g}$\times${result.beta:.3g}",
+        )
+    ax.set_yscale("log")
+    ax.set_xlabel("lag t − k")
+    ax.set_ylabel("spectral norm")
+    ax.set_title(f"{result.name}, sequence {result.sample}, t = {result.t}")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_spectrum(result: Spectrum | SpectrumHistory, path) -> Path:
+    """A Spectrum: singular values and eigenvalues (with the unit circle) of every block.
+    A SpectrumHistory: ‖W‖₂ and ρ of every block against the training step."""
+    path = _check(
+        result,
+        (Spectrum, SpectrumHistory),
+        "a Spectrum or SpectrumHistory (from recurrent_spectrum or spectrum_over_checkpoints)",
+        path,
+    )
+    if isinstance(result, SpectrumHistory):
+        fig = _figure(6.4, 4.2)
+        ax = fig.add_subplot()
+        for k, name in enumerate(result.names):
+            (line,) = ax.plot(result.steps, result.spectral_norms[:, k], label=rf"{name} $\|W\|_2$")
+            ax.plot(
+                result.steps,
+                result.spectral_radii[:, k],
+                ls="--",
+                color=line.get_color(),
+                label=rf"{name} $\rho$",
+            )
+        ax.axhline(1.0, color="gray", lw=0.8)
+        ax.set_xlabel("training step")
+        ax.legend(fontsize=7)
+        return _save(fig, path)
+    fig = _figure(10, 4.2)
+    ax1, ax2 = fig.subplots(1, 2)
+    theta = np.linspace(0, 2 * np.pi, 200)
+    ax2.plot(np.cos(theta), np.sin(theta), color="gray", lw=0.8)
+    for blk in result.blocks:
+        ax1.plot(
+            np.arange(1, blk.singular_values.size + 1),
+            blk.singular_values,
+            marker=".",
+            label=blk.name,
+        )
+        ax2.scatter(blk.eigenvalues.real, blk.eigenvalues.imag, s=10, label=blk.name)
+    ax1.axhline(1.0, color="gray", lw=0.8)
+    ax1.set_xlabel("index")
+    ax1.set_ylabel("singular value")
+    ax1.legend(fontsize=7)
+    ax2.set_aspect("equal")
+    ax2.set_xlabel("Re λ")
+    ax2.set_ylabel("Im λ")
+    ax2.set_title("eigenvalues and the unit circle")
+    return _save(fig, path)
+
+
+def plot_gate_saturation(result: GateSaturation, path) -> Path:
+    """Per (layer, direction): the fraction of each gate near 1 (solid) and near 0 (dashed)."""
+    path = _check(result, (GateSaturation,), "a GateSaturation (from gate_saturation)", path)
+    J = len(result.names)
+    fig = _figure(6.4, 3.0 * J)
+    axes = fig.subplots(J, 1, squeeze=False)[:, 0]
+    t = np.arange(result.low_fraction.shape[2])
+    for j, ax in enumerate(axes):
+        for g, gate in enumerate(result.gate_names):
+            (line,) = ax.plot(t, result.high_fraction[j, g], label=f"{gate} > {result.high}")
+            ax.plot(
+                t,
+                result.low_fraction[j, g],
+                ls="--",
+                color=line.get_color(),
+                label=f"{gate} < {result.low}",
+            )
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel("fraction")
+        ax.set_title(result.names[j])
+        ax.legend(fontsize=7, ncol=2)
+    axes[-1].set_xlabel("time step")
+    return _save(fig, path)
+
+
+def plot_loss_slice(result: LossSlice, path) -> Path:
+    """The loss against α, with the steepest jump marked."""
+    path = _check(result, (LossSlice,), "a LossSlice (from loss_slice)", path)
+    fig = _figure(6.4, 4.2)
+    ax = fig.add_subplot()
+    losses = np.where(np.isfinite(result.losses), result.losses, np.nan)
+    ax.plot(result.alphas, losses, marker=".", ms=3)
+    a, b = result.jump_between
+    if result.cliff:
+        ax.axvspan(a, b, color="red", alpha=0.3, label="cliff")
+        ax.legend()
+    ax.set_xlabel(f"α along {result.direction}")
+    ax.set_ylabel("loss")
+    return _save(fig, path)
+
+
+def plot_iterated_map(result: IteratedMap, path) -> Path:
+    """One unit: the map with its fixed points and a cobweb, then basins and the gain against
+    the starting point. Two units: the basin map with the fixed points, and the gain."""
+    path = _check(result, (IteratedMap,), "an IteratedMap (from iterated_map)", path)
+    fig = _figure(11, 4.2)
+    ax1, ax2 = fig.subplots(1, 2)
+    style = {"stable": "o", "unstable": "x", "saddle": "s", "marginal": "d"}
+    if result.units == 1:
+        h, fh = result.curve
+        ax1.plot(h, fh, label=f"{result.phi}(w h + b)")
+        ax1.plot(h, h, color="gray", lw=0.8, label="identity")
+        w, b = result.W[0, 0], result.b[0]
+        for start in (result.axis[len(result.axis) // 3], result.axis[2 * len(result.axis) // 3]):
+            x = start
+            xs, ys = [x], [x]
+            for _ in range(min(result.n_iter, 30)):
+                y = float(_phi(result.phi, np.array([w * x + b]))[0])
+                xs += [x, y]
+                ys += [y, y]
+                x = y
+            ax1.plot(xs, ys, lw=0.6, color="tab:red")
+        for p, kind in zip(result.fixed_points[:, 0], result.kinds, strict=True):
+            ax1.plot(
+                [p],
+                [p],
+                style[kind],
+                color="black",
+                ms=7,
+                mfc="black" if kind == "stable" else "none",
+            )
+        ax1.set_xlabel(r"$h_{t-1}$")
+        ax1.set_ylabel(r"$h_t$")
+        ax1.legend(fontsize=8)
+        ax2.plot(result.axis, result.log10_gain, color="tab:purple")
+        ax2.set_xlabel(r"$h_0$")
+        ax2.set_ylabel(r"$\log_{10}|\partial h_N/\partial h_0|$")
+        ax3 = ax2.twinx()
+        ax3.step(result.axis, result.basin, where="mid", color="tab:green", lw=0.8)
+        ax3.set_ylabel("basin (fixed point index, −1: none)")
+    else:
+        ext = (result.axis[0], result.axis[-1], result.axis[0], result.axis[-1])
+        ax1.imshow(
+            result.basin,
+            origin="lower",
+            extent=ext,
+            cmap="tab10",
+            interpolation="nearest",
+            vmin=-1,
+            vmax=9,
+        )
+        for p, kind in zip(result.fixed_points, result.kinds, strict=True):
+            ax1.plot([p[0]], [p[1]], style[kind], color="white", ms=7, mec="black")
+        ax1.set_xlabel(r"$h_1$")
+        ax1.set_ylabel(r"$h_2$")
+        ax1.set_title("basins of attraction")
+        im = ax2.imshow(
+            np.where(np.isfinite(result.log10_gain), result.log10_gain, np.nan),
+            origin="lower",
+            extent=ext,
+            cmap="magma",
+            interpolation="nearest",
+        )
+        fig.colorbar(im, ax=ax2, label=r"$\log_{10}\|\partial h_N/\partial h_0\|$")
+        ax2.set_title("gain after N steps")
+    return _save(fig, path)

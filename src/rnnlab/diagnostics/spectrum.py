@@ -1,0 +1,225 @@
+"""The recurrent weight matrices' singular values and eigenvalues, and how they move in training.
+
+For the Elman cell the notes' bound ‖∂h_t/∂h_k‖₂ ≤ (‖W_hh‖₂·max|φ'|)^(t−k) makes two numbers
+decisive (Pascanu, Mikolov & Bengio 2013): with tanh or relu (max|φ'| ≤ 1), ‖W_hh‖₂ < 1 is
+sufficient for gradients to vanish and ‖W_hh‖₂ > 1 necessary for them to explode; the
+spectral radius ρ = max|λ| says whether the map linearised around h = 0 expands (ρ > 1) or
+contracts. For LSTM and GRU each gate's H × H block is reported separately (PyTorch's order:
+i, f, g, o and r, z, n); there the cell path, not W_hh alone, carries the gradient.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from rnnlab import _checks
+from rnnlab.diagnostics._common import json_value
+from rnnlab.layers import Recurrent
+
+_HH_NAME = re.compile(r"(?:^|\.)weight_hh_l(\d+)(_reverse)?$")
+
+
+def _gate_names(G: int) -> tuple[str, ...]:
+    """Gate blocks in PyTorch's row order, recognised by their count."""
+    if G == 1:
+        return ("hh",)
+    if G == 3:
+        return ("r", "z", "n")
+    if G == 4:
+        return ("i", "f", "g", "o")
+    return tuple(f"block{g}" for g in range(G))
+
+
+@dataclass
+class SpectrumBlock:
+    """One H × H block of a recurrent weight matrix."""
+
+    name: str  # e.g. "weight_hh_l0" or "weight_hh_l0[f]"
+    gate: str
+    singular_values: np.ndarray  # (H,) descending
+    eigenvalues: np.ndarray  # (H,) complex, by descending modulus
+    spectral_norm: float  # ‖W‖₂ = σ_max
+    spectral_radius: float  # ρ = max |λ|
+
+    def to_json(self) -> dict:
+        return {k: json_value(v) for k, v in self.__dict__.items()}
+
+
+@dataclass
+class Spectrum:
+    """Every recurrent block of a layer (or of one matrix)."""
+
+    blocks: list[SpectrumBlock]
+
+    def verdict(self) -> str:
+        lines = []
+        for blk in self.blocks:
+            s, rho = blk.spectral_norm, blk.spectral_radius
+            line = f"{blk.name}: ‖W‖₂ = {s:.3g}, ρ = {rho:.3g}"
+            if blk.gate == "hh":
+                if s < 1:
+                    line += (
+                        ": ‖W‖₂ < 1, so gradients through tanh/relu units must vanish "
+                        f"(by at least ×{s:.3g} per step): vanishing"
+                    )
+                elif rho > 1:
+                    line += (
+                        ": ρ > 1, the linearised map expands and gradients can explode "
+                        "where the units are not saturated: exploding possible"
+                    )
+                else:
+                    line += (
+                        ": ‖W‖₂ ≥ 1 and ρ ≤ 1: neither vanishing nor exploding is "
+                        "guaranteed by W_hh alone (see gradient_by_lag)"
+                    )
+            lines.append(line)
+        if any(b.gate != "hh" for b in self.blocks):
+            lines.append(
+                "gated cell: these blocks feed the gates; the gradient's lag profile "
+                "depends on the gate values (see gradient_by_lag, jacobian_products)"
+            )
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        return {
+            "kind": "spectrum",
+            "blocks": [b.to_json() for b in self.blocks],
+            "verdict": self.verdict(),
+        }
+
+
+@dataclass
+class SpectrumHistory:
+    """‖W‖₂, ρ and the singular values of every block at each checkpoint."""
+
+    steps: np.ndarray  # (N,)
+    names: list[str]  # block names
+    spectral_norms: np.ndarray  # (N, K)
+    spectral_radii: np.ndarray  # (N, K)
+    singular_values: list[np.ndarray]  # per block, (N, H) descending
+
+    def verdict(self) -> str:
+        lines = []
+        for k, name in enumerate(self.names):
+            s, r = self.spectral_norms[:, k], self.spectral_radii[:, k]
+            lines.append(
+                f"{name}: ‖W‖₂ {s[0]:.3g} → {s[-1]:.3g}, ρ {r[0]:.3g} → {r[-1]:.3g} "
+                f"(steps {int(self.steps[0])} → {int(self.steps[-1])})"
+            )
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        return {
+            "kind": "spectrum_history",
+            **{k: json_value(v) for k, v in self.__dict__.items()},
+            "verdict": self.verdict(),
+        }
+
+
+def _blocks(name: str, W: np.ndarray, gates: tuple[str, ...]) -> list[SpectrumBlock]:
+    H = W.shape[1]
+    out = []
+    for g, gate in enumerate(gates):
+        Wg = np.asarray(W[g * H : (g + 1) * H], dtype=np.float64)
+        sv = np.linalg.svd(Wg, compute_uv=False)
+        ev = np.linalg.eigvals(Wg)
+        ev = ev[np.argsort(-np.abs(ev), kind="stable")]
+        label = name if len(gates) == 1 else f"{name}[{gate}]"
+        out.append(SpectrumBlock(label, gate, sv, ev, float(sv[0]), float(np.abs(ev[0]))))
+    return out
+
+
+def _check_matrix(W: object, name: str) -> np.ndarray:
+    W = _checks.float_array(W, name, ndim=2)
+    rows, H = W.shape
+    if rows % H != 0:
+        _checks.fail(
+            name, "a recurrent weight of shape (G·H, H): G stacked H × H blocks", f"shape {W.shape}"
+        )
+    return W
+
+
+def recurrent_spectrum(source: Recurrent | np.ndarray) -> Spectrum:
+    """Singular values, eigenvalues, ‖W‖₂ and ρ of every recurrent H × H block.
+
+    `source`: a Recurrent layer (every `weight_hh_l{k}[_reverse]`, split by gate), or one
+    matrix of shape (G·H, H) in PyTorch's layout (G = 1, 3 or 4 blocks are named hh, r/z/n,
+    i/f/g/o).
+    """
+    if isinstance(source, Recurrent):
+        G = source.cell.gates
+        blocks = []
+        for k in range(source.num_layers):
+            for sfx in source.directions:
+                name = f"weight_hh_l{k}{sfx}"
+                blocks += _blocks(name, source.params[name], _gate_names(G))
+        return Spectrum(blocks)
+    if not isinstance(source, np.ndarray):
+        _checks.fail(
+            "source",
+            "a Recurrent layer or a recurrent weight matrix (G·H, H)",
+            _checks.describe(source),
+        )
+    W = _check_matrix(source, "source")
+    return Spectrum(_blocks("W_hh", W, _gate_names(W.shape[0] // W.shape[1])))
+
+
+def spectrum_over_checkpoints(checkpoints) -> SpectrumHistory:
+    """The spectra of every `weight_hh_l{k}[_reverse]` (any prefix, e.g. "1.weight_hh_l0" in a
+    Sequential) in a list of (step, params) pairs, in the order given."""
+    if not isinstance(checkpoints, (list, tuple)) or not checkpoints:
+        _checks.fail(
+            "checkpoints",
+            "a non-empty list of (step, params dict) pairs",
+            _checks.describe(checkpoints),
+        )
+    steps, rows, names = [], [], None
+    for i, item in enumerate(checkpoints):
+        ok = (
+            isinstance(item, (list, tuple))
+            and len(item) == 2
+            and isinstance(item[1], dict)
+            and isinstance(item[0], (int, np.integer))
+            and not isinstance(item[0], bool)
+        )
+        if not ok:
+            _checks.fail(
+                f"checkpoints[{i}]", "a pair (step: int, params: dict)", _checks.describe(item)
+            )
+        step, params = item
+        keys = sorted(k for k in params if _HH_NAME.search(k))
+        if not keys:
+            _checks.fail(
+                f"checkpoints[{i}]",
+                "params holding recurrent weights named like 'weight_hh_l0'",
+                f"the keys {sorted(params)[:6]}",
+            )
+        blocks = []
+        for key in keys:
+            W = _check_matrix(params[key], f"checkpoints[{i}][{key!r}]")
+            blocks += _blocks(key, W, _gate_names(W.shape[0] // W.shape[1]))
+        these = [b.name for b in blocks]
+        if names is None:
+            names = these
+        elif these != names or any(
+            b.singular_values.shape != a.singular_values.shape
+            for a, b in zip(rows[0], blocks, strict=True)
+        ):
+            _checks.fail(
+                f"checkpoints[{i}]",
+                f"the same recurrent weights as checkpoint 0 ({names})",
+                f"{these}",
+            )
+        steps.append(int(step))
+        rows.append(blocks)
+    assert names is not None
+    return SpectrumHistory(
+        np.array(steps),
+        names,
+        np.array([[b.spectral_norm for b in r] for r in rows]),
+        np.array([[b.spectral_radius for b in r] for r in rows]),
+        [np.array([r[k].singular_values for r in rows]) for k in range(len(names))],
+    )

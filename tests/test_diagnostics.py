@@ -1,0 +1,841 @@
+"""rnnlab.diagnostics: lag profiles against finite differences of a perturbed state, Jacobian
+products against finite differences of one step, the bounds, spectra, gate saturation with
+masks, loss slices and clipping, fixed points and basins, plots and bad input."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+from helpers import CELLS, make
+
+from rnnlab import diagnostics as dg
+from rnnlab import recurrence
+from rnnlab.layers import GRU, LSTM, RNN
+
+IDS = [c[0] for c in CELLS]
+EPS = 1e-6
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def unit(rng, n):
+    r = rng.standard_normal(n)
+    return r / np.linalg.norm(r)
+
+
+def run_stack(layer, x, lengths=None, inject=None):
+    """The layer's forward pass written out with cell.forward_step, one step at a time.
+
+    `inject` = (j, k, delta): add delta (B, H) to the state written at step k of (layer,
+    direction) j, so every later step, and the output at k, see the perturbed state.
+    Returns (top layer's outputs per direction (T, B, H), final h per (layer, direction)).
+    """
+    X = np.swapaxes(x, 0, 1)
+    T, B, _ = X.shape
+    mask = None if lengths is None else recurrence.lengths_to_mask(np.asarray(lengths), T)
+    cell, H, D = layer.cell, layer.hidden_size, len(layer.directions)
+    inp, finals = X, []
+    for k in range(layer.num_layers):
+        ys_dirs = []
+        for d, sfx in enumerate(layer.directions):
+            j = k * D + d
+            p = {
+                n: layer.params[f"{n}_l{k}{sfx}"]
+                for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+            }
+            xa = inp @ p["weight_ih"].T + p["bias_ih"]
+            h = np.zeros((B, H))
+            c = np.zeros((B, H)) if cell.has_c else None
+            scratch = cell.new_tape(T, B, H, np.float64)
+            ys = np.zeros((T, B, H))
+            for t in range(T - 1, -1, -1) if d == 1 else range(T):
+                h_new = np.empty((B, H))
+                c_new = np.empty((B, H)) if cell.has_c else None
+                cell.forward_step(
+                    t, xa[t], h, c, p["weight_hh"].T.copy(), p["bias_hh"], h_new, c_new, scratch
+                )
+                if mask is not None:
+                    skip = ~mask[t][:, None]
+                    h_new = np.where(skip, h, h_new)
+                    c_new = np.where(skip, c, c_new) if c is not None else None
+                if inject is not None and inject[0] == j and inject[1] == t:
+                    h_new = h_new + inject[2]
+                h, c = h_new, c_new
+                ys[t] = h
+            if mask is not None:
+                ys = np.where(mask[:, :, None], ys, 0.0)
+            ys_dirs.append(ys)
+            finals.append(h)
+        inp = ys_dirs[0] if D == 1 else np.concatenate(ys_dirs, axis=2)
+    return ys_dirs, finals
+
+
+def merged(layer, ys_dirs, lengths):
+    """The layer's output (T, B, F) from the top layer's per-direction outputs."""
+    if len(ys_dirs) == 1 or layer.merge == "concat":
+        return np.concatenate(ys_dirs, axis=2)
+    if layer.merge == "sum":
+        return ys_dirs[0] + ys_dirs[1]
+    p = layer.params
+    out = (
+        ys_dirs[0] @ p["readout_weight"].T
+        + ys_dirs[1] @ p["readout_weight_reverse"].T
+        + p["readout_bias"]
+    )
+    if lengths is not None:
+        mask = recurrence.lengths_to_mask(np.asarray(lengths), out.shape[0])
+        out = np.where(mask[:, :, None], out, 0.0)
+    return out
+
+
+def fd_state_grads(layer, x, lengths, per_sequence_loss):
+    """Central differences of each sequence's loss w.r.t. every h_k: (J, B, T, H)."""
+    B, T = x.shape[:2]
+    H, J = layer.hidden_size, layer.num_layers * len(layer.directions)
+    g = np.zeros((J, B, T, H))
+    for j in range(J):
+        for k in range(T):
+            for i in range(H):
+                delta = np.zeros((B, H))
+                delta[:, i] = EPS
+                up = per_sequence_loss(*run_stack(layer, x, lengths, (j, k, delta)))
+                down = per_sequence_loss(*run_stack(layer, x, lengths, (j, k, -delta)))
+                g[j, :, k, i] = (up - down) / (2 * EPS)
+    return g
+
+
+def valid_bt(lengths, B, T):
+    if lengths is None:
+        return np.ones((B, T), bool)
+    return np.arange(T)[None] < np.asarray(lengths)[:, None]
+
+
+# ----------------------------------------------------------------------------- lag profiles
+
+CONFIGS = [  # (cell, layers, bidirectional, lengths)
+    ("tanh", 1, False, None),
+    ("relu", 1, False, [5, 3, 4]),
+    ("lstm", 1, False, [5, 2, 4]),
+    ("gru", 2, True, [5, 3, 1]),
+    ("gru_orig", 1, True, None),
+    ("lstm", 2, True, [4, 5, 2]),
+]
+
+
+@pytest.mark.parametrize("name,L,bi,lengths", CONFIGS)
+def test_lag_profile_equals_finite_differences_of_a_perturbed_state(name, L, bi, lengths):
+    _, ctor, kw = next(c for c in CELLS if c[0] == name)
+    rng = np.random.default_rng(3)
+    B, T, I, H = 3, 5, 2, 3
+    layer = make(ctor, kw, I, H, L, bi, rng, scale=0.8)
+    x = rng.standard_normal((B, T, I))
+    prof = dg.gradient_by_lag(layer, x, lengths, seed=7)
+
+    r_rng = np.random.default_rng(7)
+    D = 2 if bi else 1
+    r = [unit(r_rng, H) for _ in range(D)]
+    top = (L - 1) * D
+
+    def loss(ys_dirs, finals):  # L = Σ_d r_d · h_n^(top, d), per sequence
+        return sum(finals[top + d] @ r[d] for d in range(D))
+
+    fd = np.linalg.norm(fd_state_grads(layer, x, lengths, loss), axis=3)  # (J, B, T)
+    valid = valid_bt(lengths, B, T)
+    assert np.all(np.isnan(prof.by_step[:, ~valid]))
+    np.testing.assert_allclose(prof.by_step[:, valid], fd[:, valid], rtol=1e-6, atol=1e-9)
+    # by lag: lag ℓ is step T_b−1−ℓ forward, step ℓ in reverse; NaN beyond the length
+    lens = valid.sum(axis=1)
+    for j in range(L * D):
+        for b in range(B):
+            n = lens[b]
+            row = fd[j, b, :n][::-1] if j % D == 0 else fd[j, b, :n]
+            np.testing.assert_allclose(prof.per_sequence[j, b, :n], row, rtol=1e-6, atol=1e-9)
+            assert np.all(np.isnan(prof.per_sequence[j, b, n:]))
+        for lag in range(T):
+            have = lens > lag
+            expect = prof.per_sequence[j, have, lag].mean()
+            np.testing.assert_allclose(prof.mean[j, lag], expect, rtol=1e-12)
+
+
+def test_lag_profile_with_d_output_through_a_readout_merge():
+    rng = np.random.default_rng(4)
+    B, T, I, H, K = 2, 4, 2, 3, 2
+    lengths = [4, 3]
+    layer = make(GRU, {}, I, H, 1, True, rng, merge="readout", output_size=K)
+    x = rng.standard_normal((B, T, I))
+    d_output = rng.standard_normal((B, T, K))
+    prof = dg.gradient_by_lag(layer, x, lengths, d_output=d_output)
+    assert prof.loss == "d_output"
+
+    def loss(ys_dirs, finals):
+        out = merged(layer, ys_dirs, lengths)  # (T, B, K)
+        return np.einsum("tbk,btk->b", out, d_output)
+
+    fd = np.linalg.norm(fd_state_grads(layer, x, lengths, loss), axis=3)
+    valid = valid_bt(lengths, B, T)
+    np.testing.assert_allclose(prof.by_step[:, valid], fd[:, valid], rtol=1e-6, atol=1e-9)
+
+
+def test_loss_all_is_a_projection_of_every_output():
+    rng = np.random.default_rng(5)
+    layer = make(LSTM, {}, 2, 4, 2, True, rng, merge="sum")
+    x = rng.standard_normal((3, 6, 2))
+    prof = dg.gradient_by_lag(layer, x, [6, 4, 5], "all", seed=2)
+    r = unit(np.random.default_rng(2), 4)
+    same = dg.gradient_by_lag(layer, x, [6, 4, 5], d_output=np.broadcast_to(r, (3, 6, 4)).copy())
+    np.testing.assert_allclose(prof.by_step, same.by_step, rtol=1e-12)
+    assert prof.loss == "all"
+
+
+def test_float32_and_time_major_layers_are_analysed_in_float64():
+    rng = np.random.default_rng(15)
+    f32 = GRU(2, 4, 2, batch_first=False, rng=rng)  # float32, (T, B, I) inputs
+    f64 = GRU(2, 4, 2, dtype=np.float64, rng=0)
+    f64.load_state_dict({k: v.astype(np.float64) for k, v in f32.params.items()})
+    x = rng.standard_normal((3, 30, 2))
+    a = dg.gradient_by_lag(f32, np.swapaxes(x, 0, 1).astype(np.float32), [30, 20, 25])
+    b = dg.gradient_by_lag(f64, x.astype(np.float32).astype(np.float64), [30, 20, 25])
+    np.testing.assert_allclose(a.by_step, b.by_step, rtol=1e-12)
+    ja = dg.jacobian_products(f32, np.swapaxes(x, 0, 1).astype(np.float32), sample=2)
+    jb = dg.jacobian_products(f64, x.astype(np.float32).astype(np.float64), sample=2)
+    np.testing.assert_allclose(ja.measured, jb.measured, rtol=1e-12)
+    assert all(v.dtype == np.float32 for v in f32.params.values())
+
+
+def orthogonal_rnn(scale, H=8, T=40, input_scale=1.0, seed=0):
+    rng = np.random.default_rng(seed)
+    layer = RNN(3, H, dtype=np.float64, rng=rng)
+    q, _ = np.linalg.qr(rng.standard_normal((H, H)))
+    layer.params["weight_hh_l0"][...] = scale * q
+    layer.params["weight_ih_l0"] *= input_scale
+    layer.params["bias_ih_l0"][...] = 0.0
+    layer.params["bias_hh_l0"][...] = 0.0
+    return layer, rng.standard_normal((4, T, 3))
+
+
+def test_small_recurrent_weights_vanish_and_large_ones_explode():
+    layer, x = orthogonal_rnn(0.5)
+    fit = dg.gradient_by_lag(layer, x).fits[0]
+    assert fit.trend == "vanishing"
+    assert fit.factor_per_step < 0.5  # tanh' ≤ 1 only shrinks it further
+    assert "vanishing" in dg.gradient_by_lag(layer, x).verdict()
+    assert "falls by a factor of 10 every" in dg.gradient_by_lag(layer, x).verdict()
+
+    # Tiny inputs keep the units near 0 where tanh' ≈ 1: the gradient grows like 1.3^lag.
+    layer, x = orthogonal_rnn(1.3, input_scale=1e-7)
+    prof = dg.gradient_by_lag(layer, x)
+    assert prof.fits[0].trend == "exploding"
+    assert 1.28 < prof.fits[0].factor_per_step < 1.3 + 1e-9
+    assert "grows by a factor of 10 every" in prof.verdict()
+    assert "exploding" in prof.verdict()
+
+
+def test_fit_rate_reads_a_geometric_sequence():
+    lags = np.arange(30)
+    fit = dg.fit_rate(lags, 3.0 * 0.8**lags)
+    assert fit.factor_per_step == pytest.approx(0.8, rel=1e-12)
+    assert fit.steps_per_decade == pytest.approx(-1 / np.log10(0.8), rel=1e-12)
+    assert fit.r2 == pytest.approx(1.0)
+    assert fit.trend == "vanishing"
+    assert dg.fit_rate(lags, 1.001**lags).trend == "stable"
+    values = 2.0**lags
+    values[[3, 7]] = np.nan
+    values[5] = 0.0  # zeros and NaNs are left out
+    fit = dg.fit_rate(lags, values)
+    assert fit.points == 27 and fit.factor_per_step == pytest.approx(2.0)
+    assert dg.fit_rate([0, 1], [1.0, 0.0]).trend == "undetermined"
+
+
+def test_gradient_map_rows_are_per_step_losses():
+    rng = np.random.default_rng(6)
+    layer = make(RNN, {}, 2, 4, 2, False, rng)
+    x = rng.standard_normal((3, 6, 2))
+    gmap = dg.gradient_map(layer, x, seed=1)
+    prof = dg.gradient_by_lag(layer, x, seed=1)
+    # the last row is the "last" loss, averaged over the batch by step
+    np.testing.assert_allclose(gmap.norms[:, -1, :], prof.by_step.mean(axis=1), rtol=1e-12)
+    # a forward RNN's loss at t does not reach later states
+    assert np.all(np.triu(gmap.norms[0], 1) == 0.0)
+    assert gmap.counts.min() == 3
+
+
+def test_gradient_map_equals_finite_differences_with_padding():
+    rng = np.random.default_rng(8)
+    B, T, I, H = 2, 4, 2, 3
+    lengths = [4, 2]
+    layer = make(LSTM, {}, I, H, 1, True, rng)
+    x = rng.standard_normal((B, T, I))
+    gmap = dg.gradient_map(layer, x, lengths, seed=3)
+    r = unit(np.random.default_rng(3), 2 * H)
+    valid = valid_bt(lengths, B, T)
+    for t in (0, 3):
+
+        def loss(ys_dirs, finals, t=t):
+            return merged(layer, ys_dirs, lengths)[t] @ r
+
+        fd = np.linalg.norm(fd_state_grads(layer, x, lengths, loss), axis=3)  # (J, B, T)
+        for k in range(T):
+            pair = valid[:, t] & valid[:, k]
+            if pair.any():
+                np.testing.assert_allclose(
+                    gmap.norms[:, t, k], fd[:, pair, k].mean(axis=1), rtol=1e-6, atol=1e-9
+                )
+            else:
+                assert np.all(np.isnan(gmap.norms[:, t, k])) and gmap.counts[t, k] == 0
+
+
+# ----------------------------------------------------------------------------- Jacobians
+
+
+def fd_step_jacobian(layer, tape, j, t):
+    """∂s_t/∂s_prev of step t by central differences of one cell.forward_step."""
+    k, d = divmod(j, len(layer.directions))
+    sfx = layer.directions[d]
+    p = layer.params
+    cell, H = layer.cell, layer.hidden_size
+    xa = tape.X[t] @ p[f"weight_ih_l{k}{sfx}"].T + p[f"bias_ih_l{k}{sfx}"]
+    W_hhT = p[f"weight_hh_l{k}{sfx}"].T.copy()
+    prev = t + 1 if tape.reverse else t
+    s = np.concatenate([tape.hs[prev], tape.cs[prev]], axis=1) if cell.has_c else tape.hs[prev]
+    S = s.shape[1]
+
+    def step(state):
+        h = np.empty((1, H))
+        c = np.empty((1, H)) if cell.has_c else None
+        cs = state[:, H:] if cell.has_c else None
+        cell.forward_step(
+            t,
+            xa,
+            state[:, :H].copy(),
+            cs,
+            W_hhT,
+            p[f"bias_hh_l{k}{sfx}"],
+            h,
+            c,
+            cell.new_tape(tape.X.shape[0], 1, H, np.float64),
+        )
+        return np.concatenate([h, c], axis=1)[0] if cell.has_c else h[0]
+
+    J = np.empty((S, S))
+    for i in range(S):
+        e = np.zeros((1, S))
+        e[0, i] = EPS
+        J[:, i] = (step(s + e) - step(s - e)) / (2 * EPS)
+    return J
+
+
+@pytest.mark.parametrize("name,ctor,kw", CELLS, ids=IDS)
+def test_jacobian_products_equal_products_of_finite_difference_steps(name, ctor, kw):
+    rng = np.random.default_rng(9)
+    B, T, I, H = 3, 7, 2, 3
+    layer = make(ctor, kw, I, H, 2, True, rng, scale=0.9)
+    x = rng.standard_normal((B, T, I))
+    lengths = [7, 5, 6]
+    for layer_index, direction in ((0, 0), (1, 1)):
+        j = layer_index * 2 + direction
+        tape = layer.forward(x[1:2, :5]).cache["tapes"][j]  # sequence 1 alone, cut to length
+        fds = np.stack([fd_step_jacobian(layer, tape, j, t) for t in range(5)])
+        Js = dg.step_jacobians(
+            layer, x, lengths, sample=1, layer_index=layer_index, direction=direction
+        )
+        np.testing.assert_allclose(Js, fds, rtol=1e-7, atol=1e-9)
+
+        prof = dg.jacobian_products(
+            layer,
+            x,
+            lengths,
+            sample=1,
+            layer_index=layer_index,
+            direction=direction,
+            keep_products=True,
+        )
+        order = range(5) if direction == 1 else range(4, -1, -1)  # processing order from t
+        P = np.eye(fds.shape[1])
+        for ell, s in enumerate(order):
+            P = P @ fds[s]
+            np.testing.assert_allclose(prof.products[ell], P, rtol=1e-6, atol=1e-9)
+            assert prof.measured[ell] == pytest.approx(np.linalg.norm(P, 2), rel=1e-6)
+        assert prof.t == (0 if direction == 1 else 4) and list(prof.lags) == [1, 2, 3, 4, 5]
+        # the bounds are never below the measured norm
+        assert np.all(prof.measured <= prof.product_bound * (1 + 1e-12))
+        assert np.all(prof.product_bound <= prof.bound * (1 + 1e-12))
+        assert np.all(prof.measured <= prof.bound * (1 + 1e-12))
+
+
+def test_elman_step_jacobian_is_diag_dphi_times_W_and_bound_is_the_notes():
+    layer, x = orthogonal_rnn(1.2, H=5, T=12, input_scale=0.3, seed=2)
+    Js = dg.step_jacobians(layer, x)
+    hs = layer.forward(x[:1]).output[0]  # (T, H)
+    W = layer.params["weight_hh_l0"]
+    for t in range(12):
+        np.testing.assert_allclose(Js[t], (1 - hs[t] ** 2)[:, None] * W, rtol=1e-14)
+    prof = dg.jacobian_products(layer, x, t=9)
+    alpha, beta = 1.2, float(np.max(1 - hs[:10] ** 2))
+    assert prof.alpha == pytest.approx(alpha, rel=1e-12)
+    assert prof.beta == pytest.approx(beta, rel=1e-12)
+    np.testing.assert_allclose(prof.bound, (alpha * beta) ** np.arange(1, 11), rtol=1e-12)
+    worst = dg.jacobian_products(layer, x, t=9, max_dphi=1.0)
+    np.testing.assert_allclose(worst.bound, 1.2 ** np.arange(1, 11), rtol=1e-12)
+    assert np.all(prof.measured <= prof.bound * (1 + 1e-12))
+    assert "(‖W_hh‖₂·max|φ'|)^(t−k)" in prof.verdict()
+
+
+def test_jacobian_power_iteration_agrees_with_svd_and_h_block():
+    rng = np.random.default_rng(10)
+    layer = make(LSTM, {}, 2, 4, 1, False, rng)
+    x = rng.standard_normal((1, 9, 2))
+    svd = dg.jacobian_products(layer, x, method="svd", keep_products=True)
+    power = dg.jacobian_products(layer, x, method="power")
+    np.testing.assert_allclose(power.measured, svd.measured, rtol=1e-8)
+    np.testing.assert_allclose(power.step_norms, svd.step_norms, rtol=1e-8)
+    h = dg.jacobian_products(layer, x, block="h")
+    expect = [np.linalg.norm(P[:4, :4], 2) for P in svd.products]
+    np.testing.assert_allclose(h.measured, expect, rtol=1e-12)
+    assert np.all(h.measured <= svd.measured * (1 + 1e-12))
+
+
+def test_jacobian_products_show_vanishing_and_exploding():
+    layer, x = orthogonal_rnn(0.6, T=30)
+    assert dg.jacobian_products(layer, x).fit.trend == "vanishing"
+    layer, x = orthogonal_rnn(1.3, T=30, input_scale=1e-7)
+    prof = dg.jacobian_products(layer, x)
+    assert prof.fit.trend == "exploding"
+    assert prof.fit.factor_per_step == pytest.approx(1.3, rel=1e-3)
+
+
+# ----------------------------------------------------------------------------- spectra
+
+
+def test_recurrent_spectrum_of_a_scaled_orthogonal_matrix():
+    layer, _ = orthogonal_rnn(0.7, H=6)
+    spec = dg.recurrent_spectrum(layer)
+    (blk,) = spec.blocks
+    np.testing.assert_allclose(blk.singular_values, 0.7, rtol=1e-12)
+    np.testing.assert_allclose(np.abs(blk.eigenvalues), 0.7, rtol=1e-12)
+    assert blk.spectral_norm == pytest.approx(0.7) and blk.spectral_radius == pytest.approx(0.7)
+    assert "vanishing" in spec.verdict()
+    layer, _ = orthogonal_rnn(1.5, H=6)
+    assert "exploding possible" in dg.recurrent_spectrum(layer).verdict()
+
+
+def test_recurrent_spectrum_splits_gate_blocks():
+    rng = np.random.default_rng(11)
+    layer = make(LSTM, {}, 2, 5, 2, True, rng)
+    spec = dg.recurrent_spectrum(layer)
+    assert len(spec.blocks) == 2 * 2 * 4
+    assert spec.blocks[5].name == "weight_hh_l0_reverse[f]"
+    W = layer.params["weight_hh_l0_reverse"][5:10]
+    np.testing.assert_allclose(spec.blocks[5].singular_values, np.linalg.svd(W, compute_uv=False))
+    assert spec.blocks[5].spectral_radius == pytest.approx(np.abs(np.linalg.eigvals(W)).max())
+    gru = dg.recurrent_spectrum(rng.standard_normal((12, 4)))
+    assert [b.gate for b in gru.blocks] == ["r", "z", "n"]
+
+
+def test_spectrum_over_checkpoints_tracks_the_scale():
+    rng = np.random.default_rng(12)
+    q, _ = np.linalg.qr(rng.standard_normal((4, 4)))
+    cks = [
+        (s, {"0.weight": np.ones((2, 2)), "1.weight_hh_l0": (1 + s / 10) * q}) for s in (0, 10, 20)
+    ]
+    hist = dg.spectrum_over_checkpoints(cks)
+    assert hist.names == ["1.weight_hh_l0"]
+    np.testing.assert_allclose(hist.spectral_norms[:, 0], [1, 2, 3], rtol=1e-12)
+    np.testing.assert_allclose(hist.spectral_radii[:, 0], [1, 2, 3], rtol=1e-12)
+    assert hist.singular_values[0].shape == (3, 4)
+    assert "‖W‖₂ 1 → 3" in hist.verdict()
+
+
+# ----------------------------------------------------------------------------- gates
+
+
+def test_gate_saturation_respects_masks():
+    rng = np.random.default_rng(13)
+    B, T, I, H = 3, 6, 2, 4
+    lengths = [4, 2, 3]  # no sequence reaches steps 4 and 5
+    for layer in (
+        make(GRU, {}, I, H, 1, True, rng, scale=2.0),
+        make(LSTM, {}, I, H, 2, False, rng, scale=2.0),
+    ):
+        x = rng.standard_normal((B, T, I))
+        x[valid_bt(lengths, B, T) == 0] = 1e3  # garbage in the padding must not count
+        sat = dg.gate_saturation(layer, x, lengths)
+        G = len(sat.gates)
+        low, high = np.zeros((len(sat.names), G, T)), np.zeros((len(sat.names), G, T))
+        n = np.zeros(T)
+        for b, length in enumerate(lengths):
+            tapes = layer.forward(x[b : b + 1, :length]).cache["tapes"]
+            n[:length] += H
+            for j, tape in enumerate(tapes):
+                acts = tape.extra["ifgo" if G == 4 else "rzn"][:, 0]
+                for g in range(G):
+                    a = acts[:, g * H : (g + 1) * H]
+                    u = (a + 1) / 2 if sat.gates[g] in ("g", "n") else a
+                    low[j, g, :length] += (u < 0.05).sum(axis=1)
+                    high[j, g, :length] += (u > 0.95).sum(axis=1)
+        np.testing.assert_array_equal(sat.counts, n)
+        np.testing.assert_allclose(sat.low_fraction[:, :, :4], low[:, :, :4] / n[:4])
+        np.testing.assert_allclose(sat.high_fraction[:, :, :4], high[:, :, :4] / n[:4])
+        assert np.all(np.isnan(sat.low_fraction[:, :, 4:]))
+        np.testing.assert_allclose(sat.overall_high, high.sum(axis=2) / n.sum())
+        for frac in (sat.low_fraction[:, :, :4], sat.high_fraction[:, :, :4]):
+            assert np.all((frac >= 0) & (frac <= 1))
+        assert (sat.high_fraction[:, :, :4] + sat.low_fraction[:, :, :4]).max() > 0
+
+
+def test_forget_gate_with_a_large_bias_is_saturated_open():
+    layer = LSTM(3, 6, forget_bias=20.0, dtype=np.float64, rng=0)
+    x = np.random.default_rng(0).standard_normal((2, 5, 3))
+    sat = dg.gate_saturation(layer, x)
+    f = sat.gates.index("f")
+    assert sat.overall_high[0, f] == 1.0 and sat.overall_low[0, f] == 0.0
+    assert "forget (f) near 0 in 0%, near 1 in 100%: saturated" in sat.verdict()
+    rnn = dg.gate_saturation(RNN(3, 4, dtype=np.float64, rng=0), x)
+    assert rnn.gates == ["h"]
+
+
+# ----------------------------------------------------------------------------- loss slices
+
+
+def one_unit_rnn(w, T):
+    """h_t = tanh(w h_{t−1} + b) from h_0 = 0 with no input; loss (h_T − 1)²."""
+    layer = RNN(1, 1, dtype=np.float64, rng=0)
+    for v in layer.params.values():
+        v[...] = 0.0
+    layer.params["weight_hh_l0"][...] = w
+    x = np.zeros((1, T, 1))
+    base = layer.state_dict()
+
+    def loss_fn(params):
+        layer.load_state_dict(params)
+        return float((layer.forward(x).output[0, -1, 0] - 1.0) ** 2)
+
+    return layer, x, base, loss_fn
+
+
+def test_loss_along_the_bias_has_a_cliff_when_the_recurrent_weight_is_large():
+    _, _, base, loss_fn = one_unit_rnn(5.0, 30)
+    alphas = np.linspace(-1, 1, 200)  # 0 is not on the grid: there h stays at 0
+    sl = dg.loss_slice(loss_fn, base, "bias_hh_l0", alphas)
+    assert sl.cliff and "a cliff" in sl.verdict()
+    a, b = sl.jump_between
+    assert a < 0 < b and sl.jump > 3.9  # from h_T ≈ −1 (loss 4) to h_T ≈ 1 (loss 0)
+    assert sl.base_loss == pytest.approx(1.0)  # at α = 0, h_T = 0
+    _, _, base, loss_fn = one_unit_rnn(0.5, 30)
+    smooth = dg.loss_slice(loss_fn, base, "bias_hh_l0", alphas)
+    assert not smooth.cliff and "smooth" in smooth.verdict()
+
+
+def test_loss_slice_directions_and_params_untouched():
+    params = {"a": np.array([1.0, 2.0]), "b": np.array([[0.5]])}
+    seen = []
+
+    def loss_fn(p):
+        seen.append({k: v.copy() for k, v in p.items()})
+        return float(sum(np.sum(v) for v in p.values()))
+
+    alphas = [-1.0, 0.5, 2.0]
+    dg.loss_slice(loss_fn, params, "random", alphas, seed=3)
+    for alpha, p in zip(alphas, seen, strict=False):
+        step = np.sqrt(sum(np.sum((p[k] - params[k]) ** 2) for k in params))
+        assert step == pytest.approx(abs(alpha))
+    sl = dg.loss_slice(loss_fn, params, "a", alphas)
+    np.testing.assert_allclose(sl.losses - sl.base_loss, np.array(alphas) * 2 / np.sqrt(2))
+    sl = dg.loss_slice(loss_fn, params, {"b": np.array([[3.0]])}, alphas)
+    np.testing.assert_allclose(sl.losses - sl.base_loss, 3 * np.array(alphas))
+    assert sl.direction == "custom"
+    np.testing.assert_array_equal(params["a"], [1.0, 2.0])
+
+
+def test_clipped_vs_unclipped_step():
+    grads = {"a": np.array([3.0, 0.0]), "b": np.array([[4.0]])}
+    params = {"a": np.array([1.0, 1.0]), "b": np.array([[1.0]])}
+
+    def loss_fn(p):
+        return float(0.5 * sum(np.sum(v**2) for v in p.values()))
+
+    c = dg.clipped_vs_unclipped_step(grads, 0.5, 1.0, loss_fn=loss_fn, params=params)
+    assert c.grad_norm == pytest.approx(5.0) and c.scale == pytest.approx(0.2)
+    assert c.unclipped_step_norm == pytest.approx(2.5) and c.clipped_step_norm == pytest.approx(0.5)
+    assert c.loss_before == pytest.approx(1.5)
+    assert c.loss_unclipped == pytest.approx(0.5 * ((1 - 1.5) ** 2 + 1 + (1 - 2) ** 2))
+    assert c.loss_clipped == pytest.approx(0.5 * ((1 - 0.3) ** 2 + 1 + (1 - 0.4) ** 2))
+    assert "clipping scales the step by 0.2" in c.verdict()
+    same = dg.clipped_vs_unclipped_step(grads, 0.5, 10.0)
+    assert same.scale == 1.0 and "unchanged" in same.verdict() and same.loss_before is None
+
+
+def test_clipping_bounds_the_step_at_a_cliff():
+    layer, x, base, loss_fn = one_unit_rnn(5.0, 10)
+    params = {k: v.copy() for k, v in base.items()}
+    params["bias_hh_l0"][...] = -1e-7  # on the wall: h_T is between the two attractors
+    layer.load_state_dict(params)
+    f = layer.forward(x)
+    dy = np.zeros_like(f.output)
+    dy[0, -1, 0] = 2 * (f.output[0, -1, 0] - 1.0)
+    grads = layer.backward(f, dy).params
+    c = dg.clipped_vs_unclipped_step(grads, 0.1, 1.0, loss_fn=loss_fn, params=params)
+    assert c.grad_norm > 1e5  # the wall's gradient
+    assert c.unclipped_step_norm > 1e4 and c.clipped_step_norm == pytest.approx(0.1)
+
+
+# ----------------------------------------------------------------------------- fixed points
+
+
+def outer_fixed_point():
+    """a = tanh(2a), a > 0, by iterating the map (it is stable there)."""
+    a = 1.0
+    for _ in range(100):
+        a = np.tanh(2 * a)
+    return a
+
+
+def test_fixed_points_of_tanh_w_h():
+    res = dg.iterated_map(0.5, 0.0)
+    np.testing.assert_allclose(res.fixed_points, [[0.0]], atol=1e-12)
+    assert res.kinds == ["stable"] and np.all(res.basin == 0)
+
+    res = dg.iterated_map(2.0, 0.0)
+    a = outer_fixed_point()
+    np.testing.assert_allclose(res.fixed_points[:, 0], [-a, 0.0, a], atol=1e-10)
+    assert res.kinds == ["stable", "unstable", "stable"]
+    np.testing.assert_allclose(res.multipliers, [2 * (1 - a * a), 2.0, 2 * (1 - a * a)], rtol=1e-8)
+    assert np.all(res.basin[res.axis < 0] == 0) and np.all(res.basin[res.axis > 0] == 2)
+    assert res.basin[res.axis == 0] == -1  # h = 0 stays on the unstable fixed point
+    assert np.argmax(res.log10_gain) == np.argmin(np.abs(res.axis))  # explodes at the boundary
+    assert "basins meet at h ≈" in res.verdict()
+
+    cycle = dg.iterated_map(-2.0, 0.0)  # a period-2 orbit takes every start but 0
+    assert cycle.kinds == ["unstable"] and np.all(cycle.basin == -1)
+
+    sig = dg.iterated_map(10.0, -5.0, "sigmoid", (0.0, 1.0))
+    assert len(sig.kinds) == 3 and sig.kinds == ["stable", "unstable", "stable"]
+    h = sig.fixed_points[:, 0]
+    np.testing.assert_allclose(1 / (1 + np.exp(-(10 * h - 5))), h, atol=1e-12)
+
+
+def test_two_unit_fixed_points_and_basins():
+    res = dg.iterated_map(2.0 * np.eye(2), np.zeros(2), n_points=41)
+    assert len(res.kinds) == 9
+    assert sorted(res.kinds).count("stable") == 4 and res.kinds.count("saddle") == 4
+    assert res.kinds.count("unstable") == 1
+    a = outer_fixed_point()
+    ix, iy = np.argmin(np.abs(res.axis - 1.5)), np.argmin(np.abs(res.axis + 0.5))
+    np.testing.assert_allclose(res.fixed_points[res.basin[iy, ix]], [a, -a], atol=1e-9)
+    assert res.final.shape == (41, 41, 2) and res.basin.shape == (41, 41)
+
+    contracting = dg.iterated_map(np.array([[0.5, -0.5], [0.5, 0.5]]), np.array([0.1, 0.0]))
+    assert contracting.kinds == ["stable"] and np.all(contracting.basin == 0)
+    assert "one attractor takes every start" in contracting.verdict()
+
+
+# ----------------------------------------------------------------------------- JSON and plots
+
+
+def all_results():
+    rng = np.random.default_rng(14)
+    lstm = make(LSTM, {}, 2, 3, 1, True, rng)
+    x = rng.standard_normal((2, 6, 2))
+    _, _, base, loss_fn = one_unit_rnn(5.0, 20)
+    return {
+        "lag": dg.gradient_by_lag(lstm, x, [6, 3]),
+        "map": dg.gradient_map(lstm, x, [6, 3]),
+        "jac": dg.jacobian_products(lstm, x, [6, 3], sample=1),
+        "jac_rnn": dg.jacobian_products(make(RNN, {}, 2, 3, rng=rng), x),
+        "spec": dg.recurrent_spectrum(lstm),
+        "hist": dg.spectrum_over_checkpoints([(0, lstm.params), (5, lstm.params)]),
+        "gates": dg.gate_saturation(lstm, x, [6, 3]),
+        "slice": dg.loss_slice(loss_fn, base, "bias_hh_l0", np.linspace(-1, 1, 41)),
+        "clip": dg.clipped_vs_unclipped_step({"a": np.ones(3)}, 0.1, 1.0),
+        "map1": dg.iterated_map(2.0, 0.1),
+        "map2": dg.iterated_map(2.0 * np.eye(2), np.array([0.1, 0.0]), n_points=31),
+    }
+
+
+def test_every_result_has_json_and_a_verdict():
+    for key, res in all_results().items():
+        data = res.to_json()
+        text = json.dumps(data, allow_nan=False)
+        assert json.loads(text)["verdict"] == res.verdict(), key
+        assert isinstance(res.verdict(), str) and len(res.verdict()) > 20, key
+
+
+def test_plots_are_written(tmp_path):
+    pytest.importorskip("matplotlib")
+    res = all_results()
+    calls = [
+        (dg.plot_lag_profile, res["lag"]),
+        (dg.plot_gradient_map, res["map"]),
+        (dg.plot_jacobian_bound, res["jac"]),
+        (dg.plot_jacobian_bound, res["jac_rnn"]),
+        (dg.plot_spectrum, res["spec"]),
+        (dg.plot_spectrum, res["hist"]),
+        (dg.plot_gate_saturation, res["gates"]),
+        (dg.plot_loss_slice, res["slice"]),
+        (dg.plot_iterated_map, res["map1"]),
+        (dg.plot_iterated_map, res["map2"]),
+    ]
+    for i, (plot, result) in enumerate(calls):
+        path = plot(result, tmp_path / "sub" / f"{i}.png")
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", plot.__name__
+
+
+def test_plot_without_matplotlib_says_how_to_install(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)
+    with pytest.raises(ImportError, match=r"pip install 'rnnlab\[plot\]'") as info:
+        dg.plot_iterated_map(dg.iterated_map(0.5, 0.0, n_points=5), tmp_path / "a.png")
+    assert isinstance(info.value, dg.PlotDependencyError)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _bad_calls():
+    rnn = RNN(2, 3, dtype=np.float64, rng=0)
+    x = np.zeros((2, 4, 2))
+    mp = dg.iterated_map(0.5, 0.0, n_points=5)
+    return [
+        (lambda: dg.gradient_by_lag("rnn", x), r"`layer` must be an rnnlab Recurrent layer"),
+        (lambda: dg.gradient_by_lag(rnn, x, loss="first"), r"`loss` must be one of 'last', 'all'"),
+        (
+            lambda: dg.gradient_by_lag(rnn, x, d_output=np.zeros((2, 4, 5))),
+            r"`d_output` must be an array of shape \(2, 4, 3\); got shape \(2, 4, 5\)",
+        ),
+        (lambda: dg.gradient_by_lag(rnn, x, seed=-1), r"`seed` must be an integer in \[0, "),
+        (lambda: dg.gradient_by_lag(rnn, x, lengths=[4, 9]), r"`lengths` must be between 1 and"),
+        (
+            lambda: dg.gradient_map(rnn, np.zeros((2, 4, 7))),
+            r"`x` must be an array with 2 features",
+        ),
+        (
+            lambda: dg.jacobian_products(rnn, x, sample=2),
+            r"`sample` must be an integer in \[0, 2\)",
+        ),
+        (lambda: dg.jacobian_products(rnn, x, t=4), r"`t` must be an integer in \[0, 4\)"),
+        (
+            lambda: dg.jacobian_products(rnn, x, direction=1),
+            r"`direction` must be an integer in \[0, 1\)",
+        ),
+        (
+            lambda: dg.jacobian_products(rnn, x, layer_index=1),
+            r"`layer_index` must be an integer in \[0, 1\)",
+        ),
+        (lambda: dg.jacobian_products(rnn, x, block="c"), r"`block` must be one of 'state', 'h'"),
+        (lambda: dg.jacobian_products(rnn, x, method="qr"), r"`method` must be one of 'auto'"),
+        (
+            lambda: dg.jacobian_products(rnn, x, max_dphi="max"),
+            r"`max_dphi` must be a positive finite number; got 'max'",
+        ),
+        (lambda: dg.step_jacobians(rnn, np.zeros((4, 2))), r"`x` must be an array with 3 dim"),
+        (
+            lambda: dg.recurrent_spectrum(np.zeros((5, 3))),
+            r"`source` must be a recurrent weight of shape \(G·H, H\).*got shape \(5, 3\)",
+        ),
+        (lambda: dg.recurrent_spectrum([1, 2]), r"`source` must be a Recurrent layer or"),
+        (lambda: dg.spectrum_over_checkpoints([]), r"`checkpoints` must be a non-empty list"),
+        (
+            lambda: dg.spectrum_over_checkpoints([(0, {"w": np.eye(2)})]),
+            r"`checkpoints\[0\]` must be params holding recurrent weights named like "
+            r"'weight_hh_l0'",
+        ),
+        (
+            lambda: dg.spectrum_over_checkpoints([("a", {})]),
+            r"`checkpoints\[0\]` must be a pair \(step: int, params: dict\)",
+        ),
+        (
+            lambda: dg.spectrum_over_checkpoints(
+                [(0, {"weight_hh_l0": np.eye(2)}), (1, {"weight_hh_l1": np.eye(2)})]
+            ),
+            r"`checkpoints\[1\]` must be the same recurrent weights as checkpoint 0",
+        ),
+        (
+            lambda: dg.gate_saturation(RNN(2, 3, nonlinearity="relu", dtype=np.float64, rng=0), x),
+            r"`layer` must be an LSTM, a GRU or a tanh RNN",
+        ),
+        (lambda: dg.gate_saturation(rnn, x, low=0.0), r"`low` must be a number in \(0, 1\)"),
+        (
+            lambda: dg.gate_saturation(rnn, x, low=0.5, high=0.4),
+            r"`high` must be a number in \(low, 1\) = \(0.5, 1\); got 0.4",
+        ),
+        (
+            lambda: dg.loss_slice(3, {"a": np.ones(2)}, "a", [0.0, 1.0, 2.0]),
+            r"`loss_fn` must be a function params -> loss",
+        ),
+        (
+            lambda: dg.loss_slice(np.sum, {}, "a", [0.0, 1.0, 2.0]),
+            r"`params` must be a non-empty dict of parameter arrays",
+        ),
+        (
+            lambda: dg.loss_slice(np.sum, {"a": np.ones(2)}, "b", [0.0, 1.0, 2.0]),
+            r"`direction` must be 'random', a parameter name \(a\) or a dict of arrays; got 'b'",
+        ),
+        (
+            lambda: dg.loss_slice(np.sum, {"a": np.ones(2)}, {"a": np.ones(3)}, [0.0, 1.0, 2.0]),
+            r"`direction\['a'\]` must be an array of shape \(2\)",
+        ),
+        (
+            lambda: dg.loss_slice(np.sum, {"a": np.ones(2)}, "a", [0.0, 2.0, 1.0]),
+            r"`alphas` must be an increasing array of at least 3 numbers",
+        ),
+        (
+            lambda: dg.loss_slice(lambda p: "x", {"a": np.ones(2)}, "a", [0.0, 1.0, 2.0]),
+            r"`loss_fn` must be a function returning one number \(the loss\); got a function "
+            r"returning 'x'",
+        ),
+        (
+            lambda: dg.clipped_vs_unclipped_step({"a": np.ones(2)}, 0.0, 1.0),
+            r"`lr` must be a positive finite number; got 0.0",
+        ),
+        (
+            lambda: dg.clipped_vs_unclipped_step({"a": np.ones(2)}, 0.1, -1.0),
+            r"`max_norm` must be a positive finite number",
+        ),
+        (
+            lambda: dg.clipped_vs_unclipped_step({"a": np.ones(2)}, 0.1, 1.0, loss_fn=np.sum),
+            r"`params` must be a non-empty dict of parameter arrays; got None",
+        ),
+        (
+            lambda: dg.clipped_vs_unclipped_step(
+                {"a": np.ones(2)}, 0.1, 1.0, loss_fn=np.sum, params={"b": np.ones(2)}
+            ),
+            r"`params` must be a dict holding every array named in `grads`; got no \['a'\]",
+        ),
+        (
+            lambda: dg.clipped_vs_unclipped_step(
+                {"a": np.ones(2)}, 0.1, 1.0, loss_fn=np.sum, params={"a": np.ones(3)}
+            ),
+            r"`grads\['a'\]` must be an array of shape \(3,\) like params",
+        ),
+        (
+            lambda: dg.clipped_vs_unclipped_step({"a": [1, 2]}, 0.1, 1.0),
+            r"`grads\['a'\]` must be a floating-point array",
+        ),
+        (lambda: dg.iterated_map(0.5, 0.0, phi="relu"), r"`phi` must be one of 'tanh', 'sigmoid'"),
+        (
+            lambda: dg.iterated_map(np.eye(3), np.zeros(3)),
+            r"`w` must be an array of shape \(2, 2\)",
+        ),
+        (lambda: dg.iterated_map(np.eye(2), 0.0), r"`b` must be a NumPy array of floats"),
+        (lambda: dg.iterated_map(np.inf, 0.0), r"`w` must be a finite number; got inf"),
+        (
+            lambda: dg.iterated_map(0.5, 0.0, h_range=(1.0, -1.0)),
+            r"`h_range` must be a pair \(low, high\) with low < high",
+        ),
+        (lambda: dg.iterated_map(0.5, 0.0, h_range=3), r"`h_range` must be a pair \(low, high\)"),
+        (lambda: dg.iterated_map(0.5, 0.0, n_points=1), r"`n_points` must be an integer in \[2, "),
+        (lambda: dg.fit_rate([0, 1], [1.0, 2.0], horizon=0), r"`horizon` must be an integer in"),
+        (
+            lambda: dg.plot_lag_profile(mp, "a.png"),
+            r"`result` must be a LagProfile \(from gradient_by_lag\); got IteratedMap",
+        ),
+        (lambda: dg.plot_iterated_map(mp, "a.pdf"), r"`path` must be a file path ending in .png"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_bad_calls())))
+def test_bad_input_is_named(case):
+    call, message = _bad_calls()[case]
+    with pytest.raises(ValueError, match=message):
+        call()
