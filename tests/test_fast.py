@@ -4,7 +4,7 @@ The oracle below is rnnlab.recurrence's loop written out with the cells' forward
 backward_step, so it does not depend on whether recurrence dispatches to the fast path.
 Float64 tapes and gradients must agree to 1e-12 (relative to each array's largest entry);
 float32 runs must stay within 1e-5 of float64. The first run compiles the kernels (about
-20 s for both dtypes); numba caches them, so later runs take a second or two.
+17 s for both dtypes on 2 cores); numba caches them, so later runs take a second or two.
 """
 
 import numpy as np
@@ -31,6 +31,7 @@ T, B, H = 6, 3, 19
 # ----------------------------------------------------------------------------- the oracle
 def step_forward(cell, XA, W_hhT, b_hh, hs, cs, extra, mask, reverse):
     """rnnlab.recurrence.forward's loop, one cell step at a time."""
+    T = XA.shape[0]
     for t in range(T - 1, -1, -1) if reverse else range(T):
         prev, out = (t + 1, t) if reverse else (t, t + 1)
         c_prev = cs[prev] if cs is not None else None
@@ -45,6 +46,7 @@ def step_forward(cell, XA, W_hhT, b_hh, hs, cs, extra, mask, reverse):
 
 def step_backward(cell, W_hh, hs, cs, extra, mask, reverse, dys, dh, dc, dXA, dHA, trace):
     """rnnlab.recurrence.backward's loop, one cell step at a time; returns (dh0, dc0)."""
+    T, B = dXA.shape[:2]
     if dys is not None and mask is not None:
         dys = np.where(mask[:, :, None], dys, 0.0)
     for t in range(T) if reverse else range(T - 1, -1, -1):
@@ -67,8 +69,9 @@ def step_backward(cell, W_hh, hs, cs, extra, mask, reverse, dys, dh, dc, dXA, dH
 
 
 # ----------------------------------------------------------------------------- problems
-def problem(kind, reverse, masked, seed=0, scale=1.0):
-    """Random inputs of one direction of one layer, float64."""
+def problem(kind, reverse, masked, seed=0, scale=1.0, shape=(T, B, H)):
+    """Random inputs of one direction of one layer, float64, of shape (T, B, H)."""
+    T, B, H = shape
     rng = np.random.default_rng(seed)
     cell = CELLS[kind]
     G = cell.gates * H
@@ -99,6 +102,7 @@ def cast(p, dtype):
 def run_forward(kind, p, loop):
     cell = CELLS[kind]
     dtype = p["XA"].dtype
+    T, B, H = p["dys"].shape
     hs = np.empty((T + 1, B, H), dtype)
     cs = np.empty((T + 1, B, H), dtype) if cell.has_c else None
     extra = cell.new_tape(T, B, H, dtype)
@@ -119,6 +123,7 @@ def run_backward(kind, p, tape, loop, with_dys=True):
     cell = CELLS[kind]
     hs, cs, extra = tape
     dtype = hs.dtype
+    T, B, H = p["dys"].shape
     G = cell.gates * H
     dXA = np.full((T, B, G), np.nan, dtype)
     dHA = dXA if cell.shares_preact_grad else np.full((T, B, G), np.nan, dtype)
@@ -221,6 +226,22 @@ def test_backward_matches_step_loop_on_either_tape(kind, reverse, masked):
             assert np.all(runs["fast on the fast tape"][name][invalid] == 0.0), name
 
 
+@pytest.mark.parametrize("shape", [(1, 1, 1), (2, 2, 33), (3, 5, 8)], ids=str)
+@pytest.mark.parametrize("kind", KIND_IDS)
+def test_other_shapes(kind, shape):
+    """One step, one unit; vector bodies with a remainder; exact multiples of the vector width."""
+    for reverse in (False, True):
+        p = problem(kind, reverse, False, seed=5, shape=shape)
+        want_tape = run_forward(kind, p, "step")
+        got_tape = run_forward(kind, p, "fast")
+        for name, want in tape_arrays(want_tape).items():
+            assert_close(tape_arrays(got_tape)[name], want, 1e-12, name)
+        want = run_backward(kind, p, want_tape, "step")
+        got = run_backward(kind, p, got_tape, "fast")
+        for name in want:
+            assert_close(got[name], want[name], 1e-12, name)
+
+
 @pytest.mark.parametrize("kind", KIND_IDS)
 def test_backward_without_output_gradients(kind):
     p = problem(kind, True, True, seed=2)
@@ -229,6 +250,22 @@ def test_backward_without_output_gradients(kind):
     got = run_backward(kind, p, tape, "fast", with_dys=False)
     for name in want:
         assert_close(got[name], want[name], 1e-12, name)
+
+
+@pytest.mark.parametrize("kind", KIND_IDS)
+def test_backward_without_trace(kind):
+    p = problem(kind, False, True, seed=6)
+    tape = run_forward(kind, p, "fast")
+    want = run_backward(kind, p, tape, "fast")
+    hs, cs, extra = tape
+    dXA = np.empty_like(want["dXA"])
+    dHA = dXA if CELLS[kind].shares_preact_grad else np.empty_like(dXA)
+    args = (p["mask"], p["reverse"], p["dys"], p["dh"], p["dc"], dXA, dHA)
+    dh0, dc0 = fast.backward_loop(kind, p["W_hh"], hs, cs, extra, *args)
+    np.testing.assert_array_equal(dXA, want["dXA"])
+    np.testing.assert_array_equal(dHA, want["dHA"])
+    np.testing.assert_array_equal(dh0, want["dh0"])
+    assert (dc0 is None) == ("dc0" not in want)
 
 
 def test_incoming_state_gradients_are_not_modified():

@@ -168,3 +168,13 @@ def test_ctrl_c_saves_a_checkpoint_and_resumes(tmp_path):
     assert step >= 10
     assert main(["train", "--resume", str(run), "--steps", str(step + 2), "--quiet"]) == 0
     assert io.load_checkpoint(run).step == step + 2
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    """The README's main job, cut to a few seconds of training."""
+    assert main(["demo", "--time-limit", "3", "--run-dir", str(tmp_path / "demo"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    for text in ("n-gram baselines", "sample before training", "sample after training",
+                 "held-out:", "run directory:"):
+        assert text in out
+    assert (tmp_path / "demo" / "model.safetensors").exists()

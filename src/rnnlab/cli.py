@@ -105,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
 
     sub.add_parser("tasks", help="list the built-in tasks")
+    sub.add_parser("bench", help="time training and inference against PyTorch (rnnlab bench -h)",
+                   add_help=False)
+    sub.add_parser("gradflow", help="see the gradients: lag profiles, Jacobians, spectra, "
+                   "cliffs (rnnlab gradflow -h)", add_help=False)
+    sub.add_parser("plot", help="plot a run's metrics (rnnlab plot -h)", add_help=False)
 
     p = sub.add_parser("demo", help="train a character LSTM for ~2 minutes and show what it learned")
     p.add_argument("--run-dir", dest="run_dir", default=None)
@@ -113,7 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands with options of their own: their modules parse the rest of the command line.
+_DELEGATED = {"bench": ("rnnlab.bench", "main"), "gradflow": ("rnnlab.gradflow", "main"),
+              "plot": ("rnnlab.gradflow", "plot_main")}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in _DELEGATED:
+        return _delegate(argv[0], argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -140,6 +153,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rnnlab: error: {_one_line(e)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _delegate(command: str, argv: list[str]) -> int:
+    import importlib
+
+    module, function = _DELEGATED[command]
+    try:
+        return getattr(importlib.import_module(module), function)(argv)
+    except KeyboardInterrupt:
+        print("rnnlab: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ValueError, OSError, ImportError) as e:
+        print(f"rnnlab: error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def _one_line(e: BaseException) -> str:

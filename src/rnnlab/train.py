@@ -78,6 +78,7 @@ class TrainConfig:
     steps: int = 1000
     time_limit: float = 0.0  # seconds; 0 = none. Stops early (not part of exact resume).
     eval_every: int = 200
+    grad_log_every: int = 50  # gradient norms into metrics.jsonl; with the lag profile at evals
     checkpoint_every: int = 500
     patience: int = 0  # evaluations without improvement before stopping; 0 = never
     seed: int = 0
@@ -112,7 +113,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         for name in ("hidden", "layers", "embed", "batch_size", "seq_len", "steps", "eval_every",
-                     "checkpoint_every", "T"):
+                     "checkpoint_every", "T", "grad_log_every"):
             _checks.positive_int(getattr(self, name), name)
         for name in ("bptt", "warmup", "patience", "train_size", "seed"):
             v = getattr(self, name)
@@ -279,6 +280,7 @@ class Trainer:
         self.stream = stream or sys.stderr
         self.quiet = quiet
         self.stopped_by = ""
+        self.grad_record: dict | None = None
 
     # ------------------------------------------------------------------ persistence
     def config_dict(self) -> dict:
@@ -324,14 +326,30 @@ class Trainer:
         loss, d_out = self.task.loss(f.output, batch)
         b = self.model.backward(f, d_out)
         grads = b.params
+        log = (step + 1) % self.cfg.grad_log_every == 0
+        before = {k: v.copy() for k, v in grads.items()} if log else None
         norm = optim.clip_gradients(grads, self.cfg.clip, self.cfg.clip_at)
         if not math.isfinite(loss):
             self._diverged("the loss", loss, step)
         if not math.isfinite(norm):
             self._diverged("the gradient norm", norm, step)
+        if log and math.isfinite(norm):
+            self.grad_record = self._gradient_record(batch, state, before, grads, step)
         self.opt.update(self.model.params, grads, self.opt_state, lr=self.schedule(step))
         self.carry = f.state
         return loss, norm, batch.items
+
+    def _gradient_record(self, batch, state, before, after, step) -> dict | None:
+        """Gradient norms before/after clipping per layer, and at evaluation steps the lag
+        profile, for `rnnlab plot` (rnnlab.gradflow)."""
+        from rnnlab import gradflow
+
+        with_lags = (step + 1) % self.cfg.eval_every == 0 and state is None
+        try:
+            return gradflow.training_record(self.model, batch.x, batch.lengths, before, after,
+                                            with_lags)
+        except (ValueError, TypeError):  # a model the diagnostics do not cover
+            return None
 
     def teacher(self, step: int) -> float:
         """The probability of feeding the truth at `step` (teacher-forcing schedule)."""
@@ -380,6 +398,10 @@ class Trainer:
                 self.step = step + 1
                 lr = self.schedule(step)
                 progress.update(step, loss, items)
+                if self.grad_record is not None:
+                    io.append_jsonl(metrics_path, {"step": self.step, "kind": "gradients",
+                                                   **self.grad_record})
+                    self.grad_record = None
                 if self.step % 10 == 0 or self.step == cfg.steps:
                     io.append_jsonl(metrics_path, {"step": self.step, "loss": loss,
                                                    "grad_norm": norm, "lr": lr,

@@ -1,12 +1,13 @@
 """The speed path of the time loop: each cell's whole loop over time compiled with numba.
 
 rnnlab.recurrence runs a Python loop that calls the cell once per step; at small H that loop
-costs more than the arithmetic. With the optional `fast` extra (numba + scipy, whose BLAS
-numba's `np.dot` calls) recurrence.forward/backward hand the loop to the functions below,
-which run it in one compiled call per layer and direction, on exactly the arrays the NumPy
-loop uses and with the same results (to a few ulps: see rnnlab.fast.kernels). Without
-numba, or with the environment variable RNNLAB_NO_NUMBA=1, `available()` is False and the
-NumPy loop runs.
+costs more than the arithmetic. With the optional `fast` extra (numba, and scipy for numba's
+`np.dot`) recurrence.forward/backward hand the loop to the functions below, which run it in
+one compiled call per layer and direction, on exactly the arrays the NumPy loop uses and with
+the same results to an ulp or two (rnnlab.fast.kernels). The matrix products go to NumPy's
+own OpenBLAS when it can be found, so the process keeps one BLAS thread pool
+(rnnlab.fast.blas). Without numba, or with the environment variable RNNLAB_NO_NUMBA=1,
+`available()` is False and the NumPy loop runs.
 
     available() -> bool
 
@@ -34,6 +35,9 @@ NumPy loop runs.
         dh_trace (T, B, H) or None; out: the total ∂L/∂h_t of every step, as in recurrence
         returns dh0 (B, H) and dc0 (B, H) for the LSTM, None otherwise
 
+    Both take a keyword `numpy_blas=False` to run the products on numba's np.dot (scipy's
+    BLAS) even where NumPy's is found: for tests and benchmarks.
+
 All arrays share one dtype, float32 or float64. Outputs (hs, cs, extra, dXA, dHA, dh_trace)
 must be C-contiguous; inputs are made so (a copy only when needed).
 
@@ -45,6 +49,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 
 import numpy as np
 
@@ -54,7 +59,8 @@ KINDS = ("tanh", "relu", "lstm", "gru", "gru_orig")
 
 
 def available() -> bool:
-    """True when numba and scipy import and RNNLAB_NO_NUMBA is unset (or "0")."""
+    """True when the kernels import (numba and scipy installed) and RNNLAB_NO_NUMBA is unset
+    or "0". The first call imports numba (about half a second)."""
     if os.environ.get("RNNLAB_NO_NUMBA", "0") not in ("", "0"):
         return False
     return _importable()
@@ -63,9 +69,13 @@ def available() -> bool:
 @functools.cache
 def _importable() -> bool:
     try:
-        import numba  # noqa: F401
         import scipy.linalg  # noqa: F401  (numba's np.dot calls scipy's BLAS)
+
+        from rnnlab.fast import kernels  # noqa: F401  (numba, and its options we rely on)
     except ImportError:
+        return False
+    except Exception as exc:  # a numba that refuses our kernels: run the NumPy loop, and say so
+        warnings.warn(f"rnnlab.fast is off, its kernels failed to load: {exc!r}", stacklevel=2)
         return False
     return True
 
@@ -97,31 +107,30 @@ def forward_loop(
     _checks.choice(kind, "kind", KINDS)
     from rnnlab.fast import blas, kernels
 
-    np_blas = blas.NUMPY_CBLAS if numpy_blas is None else bool(numpy_blas) and blas.NUMPY_CBLAS
+    np_blas = blas.NUMPY_CBLAS and numpy_blas is not False
     dt = hs.dtype
+    B, H = hs.shape[1], hs.shape[2]
     XA, W_hhT, b_hh = _c(XA, dt), _c(W_hhT, dt), _c(b_hh, dt)
     m, has_mask = _mask_arg(mask)
     reverse = bool(reverse)
     if kind in ("tanh", "relu"):
-        kernels.elman_forward(XA, W_hhT, b_hh, hs, m, has_mask, reverse, kind == "relu", np_blas)
+        a = np.empty((B, H), dt)
+        kernels.elman_forward(XA, W_hhT, b_hh, hs, m, has_mask, reverse, kind == "relu", np_blas, a)
     elif kind == "lstm":
+        ifgo, tanh_c = extra["ifgo"], extra["tanh_c"]
+        z = np.empty((B, 4 * H), dt)
         kernels.lstm_forward(
-            XA, W_hhT, b_hh, hs, cs, extra["ifgo"], extra["tanh_c"], m, has_mask, reverse, np_blas
+            XA, W_hhT, b_hh, hs, cs, ifgo, tanh_c, m, has_mask, reverse, np_blas, z
         )
     else:
+        reset_after = kind == "gru"
+        W_rzT, W_nT = _c(W_hhT[:, : 2 * H], dt), _c(W_hhT[:, 2 * H :], dt)
+        ha = np.empty((B, 3 * H if reset_after else 2 * H), dt)
+        a_n = np.empty((B, H), dt)
         kernels.gru_forward(
-            XA,
-            W_hhT,
-            b_hh,
-            hs,
-            extra["rzn"],
-            extra["hn"],
-            m,
-            has_mask,
-            reverse,
-            kind == "gru",
-            np_blas,
-        )
+            XA, W_hhT, W_rzT, W_nT, b_hh, hs, extra["rzn"], extra["hn"], m, has_mask, reverse,
+            reset_after, np_blas, ha, a_n,
+        )  # fmt: skip
 
 
 def backward_loop(
@@ -145,70 +154,34 @@ def backward_loop(
     _checks.choice(kind, "kind", KINDS)
     from rnnlab.fast import blas, kernels
 
-    np_blas = blas.NUMPY_CBLAS if numpy_blas is None else bool(numpy_blas) and blas.NUMPY_CBLAS
+    np_blas = blas.NUMPY_CBLAS and numpy_blas is not False
     dt = hs.dtype
     B, H = hs.shape[1], hs.shape[2]
     W_hh = _c(W_hh, dt)
     m, has_mask = _mask_arg(mask)
     reverse = bool(reverse)
-    has_dys = dys is not None
+    has_dys, has_trace = dys is not None, dh_trace is not None
     dys = _c(dys, dt) if has_dys else np.empty((0, 0, 0), dt)
-    has_trace = dh_trace is not None
     trace = dh_trace if has_trace else np.empty((0, 0, 0), dt)
     dh = np.zeros((B, H), dt) if dh is None else np.array(dh, dtype=dt, order="C")
+    dh_new = np.empty((B, H), dt)
     if kind in ("tanh", "relu"):
         kernels.elman_backward(
-            W_hh,
-            hs,
-            m,
-            has_mask,
-            reverse,
-            dys,
-            has_dys,
-            dh,
-            dXA,
-            trace,
-            has_trace,
-            kind == "relu",
-            np_blas,
-        )
+            W_hh, hs, m, has_mask, reverse, dys, has_dys, dh, dXA, trace, has_trace,
+            kind == "relu", np_blas, dh_new,
+        )  # fmt: skip
         return dh, None
     if kind == "lstm":
         dc = np.zeros((B, H), dt) if dc is None else np.array(dc, dtype=dt, order="C")
         kernels.lstm_backward(
-            W_hh,
-            cs,
-            extra["ifgo"],
-            extra["tanh_c"],
-            m,
-            has_mask,
-            reverse,
-            dys,
-            has_dys,
-            dh,
-            dc,
-            dXA,
-            trace,
-            has_trace,
-            np_blas,
-        )
+            W_hh, cs, extra["ifgo"], extra["tanh_c"], m, has_mask, reverse, dys, has_dys, dh, dc,
+            dXA, trace, has_trace, np_blas, dh_new,
+        )  # fmt: skip
         return dh, dc
+    W_rz, W_n = _c(W_hh[: 2 * H], dt), _c(W_hh[2 * H :], dt)
+    da_n_rows, drh, da_rz = np.zeros((B, H), dt), np.empty((B, H), dt), np.zeros((B, 2 * H), dt)
     kernels.gru_backward(
-        W_hh,
-        hs,
-        extra["rzn"],
-        extra["hn"],
-        m,
-        has_mask,
-        reverse,
-        dys,
-        has_dys,
-        dh,
-        dXA,
-        dHA,
-        trace,
-        has_trace,
-        kind == "gru",
-        np_blas,
-    )
+        W_hh, W_rz, W_n, hs, extra["rzn"], extra["hn"], m, has_mask, reverse, dys, has_dys, dh,
+        dXA, dHA, trace, has_trace, kind == "gru", np_blas, dh_new, da_n_rows, drh, da_rz,
+    )  # fmt: skip
     return dh, None

@@ -2,28 +2,36 @@
 
 At small H a NumPy time step is ~28 calls of 1–2 µs each, which is slower than the arithmetic
 they do; here the loop over time runs inside one `@njit` function per cell and direction of
-travel (forward pass or BPTT), so a step costs one or two BLAS products (`np.dot` into a
-preallocated buffer) plus a few short pointwise loops. The pointwise code repeats the
-cells' equations (rnnlab.cells) line for line, in the same order of floating-point
-operations, so a tape written here is the tape the NumPy cells would write.
+travel (forward pass or BPTT), so a step costs one or two BLAS products into preallocated
+buffers plus a few short pointwise loops. The pointwise code repeats the cells' equations
+(rnnlab.cells) line for line and in the same order of operations, so a tape written here is
+the tape the NumPy cells write, up to the last bit or two of tanh and σ.
 
-Rules that the measurements in perf-anchors.md impose on the code below:
+Rules that measurements impose on the code below (see shared/research/perf-anchors.md):
 - pointwise loops are `for j in range(n)` over 1-D row views and touch few arrays each (LLVM
   vectorises them; a nonzero range start or more than ~8 alias checks keeps them scalar);
+  slices are assigned by explicit loops (`x[:] = y` may allocate a temporary copy);
 - `error_model="numpy"` so divisions vectorise; `fastmath=False` so results stay exact;
-- every array given to `np.dot` is C-contiguous (a strided operand is copied on every call).
+- `_nrt=False`: no reference counting. Each row view made in a loop otherwise costs two
+  atomic calls, 13 % of an LSTM forward and 30 % of its backward at (B, H) = (16, 64); the
+  price is that kernels allocate nothing, so rnnlab.fast passes every buffer in;
+- every array given to a product is C-contiguous.
 
-tanh: numba has no vectorised tanh (without Intel's SVML each `np.tanh` is a scalar libm call
-of ~15 ns, which would cost more than the matrix products at H = 64). `_tanh` below is Cephes'
-tanh, evaluated in the array's own precision, which vectorises to ~1–3 ns an element:
+tanh and σ: numba has no vectorised tanh or exp (without Intel's SVML each is a scalar libm
+call of 6–15 ns, more than the matrix products at H = 64). The functions below are Cephes'
+exp and tanh, evaluated in the array's own precision, which vectorise to 1–3 ns an element:
 
-    tanh(x) = sign(x) · (|x| + |x|·x²·P(x²)/Q(x²))   for |x| < 0.625  (float32: a polynomial)
-    tanh(x) = sign(x) · (1 − 2 / (e^{2|x|} + 1))       otherwise, e^y = 2^k · e^r, |r| ≤ ln2/2
+    e^t  = 2^k · e^r,  k = round(t / ln2),  |r| ≤ ln2/2   (Padé in float64, degree 7 in float32)
+    tanh(x) = sign(x) · (|x| + |x|·x²·P(x²)/Q(x²))       for |x| < 0.625 (float32: polynomial)
+    tanh(x) = sign(x) · (1 − 2 / (e^{2|x|} + 1))           otherwise
+    σ(x) = e^{|x|} / (e^{|x|} + 1)  for x ≥ 0,   1 / (e^{|x|} + 1)  for x < 0
 
-with |x| clamped where tanh rounds to ±1 (20 in float64, 9 in float32) so 2^k stays an exact
-integer power. Measured against a long-double tanh it is within 1.3 ulp in float64 and 0.7 ulp
-in float32, as close as NumPy's own tanh (1.2 and 1.3 ulp); it is not the 4e-7 rational
-approximation of Eigen/XLA, which would break the float64 gradient checks.
+with |x| clamped where the result has rounded to its limit (tanh: 20 in float64, 10 in float32;
+σ: 40, where σ(−x) < 5e-18), which keeps 2^k an exact power of two. Against a long-double
+oracle tanh is within 1.3 ulp (float64) and 1.1 ulp (float32), σ within 2.3 ulp; NumPy's own
+tanh is within 1.2 and 1.3 ulp. This is not the 4e-7 rational approximation of Eigen or XLA,
+which would break the float64 gradient checks. (σ = 0.5·tanh(x/2) + 0.5 as in rnnlab.ops
+would cost a tanh; the exp form is 35 % cheaper and more accurate for x ≪ 0.)
 """
 
 from __future__ import annotations
@@ -36,104 +44,122 @@ from numba.extending import overload
 
 from rnnlab.fast import blas
 
-JIT = {"cache": True, "error_model": "numpy", "fastmath": False, "nogil": True}
+JIT = {"cache": True, "error_model": "numpy", "fastmath": False, "nogil": True, "_nrt": False}
+_SCALAR = {"error_model": "numpy", "fastmath": False, "_nrt": False}
 
 
-# --------------------------------------------------------------------------- tanh and σ
-def _tanh(v):
-    """tanh of one float32 or float64 scalar inside a kernel (compiled by the overload below)."""
-    return np.tanh(v)
+# --------------------------------------------------------------------------- exp, tanh, σ
+def _f32(*cs):
+    return tuple(np.float32(c) for c in cs)
 
 
-def _tanh_f64(v):
-    a = abs(v)
-    t = a if a < 20.0 else 20.0  # tanh(x) rounds to 1 beyond 19.1; NaN also lands here
-    # e = exp(2t) = 2^k · exp(r), Cephes exp: Padé form exp(r) = 1 + 2r·P/(Q − r·P)
-    y = 2.0 * t
-    k = math.floor(y * 1.4426950408889634 + 0.5)
-    r = y - k * 6.93145751953125e-1
-    r = r - k * 1.42860682030941723212e-6
+# Cephes expf (r ≤ ln2/2: e^r = 1 + r + r²·P(r)) and tanhf (|x| < 0.625: x + x³·P(x²))
+_EXP32 = _f32(1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
+              1.6666665459e-1, 5.0000001201e-1)  # fmt: skip
+_TANH32 = _f32(-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1,
+               -3.33332819422e-1)  # fmt: skip
+_LN2_32 = _f32(0.693359375, -2.12194440e-4)  # ln 2 = hi + lo, hi exact in few bits
+# Cephes exp (e^r = 1 + 2r·P(r²) / (Q(r²) − r·P(r²))) and tanh (x + x³·P(x²)/Q(x²))
+_EXP64_P = (1.26177193074810590878e-4, 3.02994407707441961300e-2, 9.99999999999999999910e-1)
+_EXP64_Q = (3.00198505138664455042e-6, 2.52448340349684104192e-3, 2.27265548208155028766e-1,
+            2.00000000000000000009e0)  # fmt: skip
+_TANH64_P = (-9.64399179425052238628e-1, -9.92877231001918586564e1, -1.61468768441708447952e3)
+_TANH64_Q = (1.0, 1.12811678491632931402e2, 2.23548839060100448583e3, 4.84406305325125486048e3)
+_LN2_64 = (6.93145751953125e-1, 1.42860682030941723212e-6)
+_LOG2E = 1.4426950408889634
+
+
+@njit(**_SCALAR)
+def _horner(x, coeffs):
+    p = coeffs[0]
+    for c in coeffs[1:]:
+        p = p * x + c
+    return p
+
+
+@njit(**_SCALAR)
+def _exp_f32(t):
+    """e^t for 0 ≤ t ≤ 40, float32."""
+    k = np.floor(t * np.float32(_LOG2E) + np.float32(0.5))
+    r = t - k * _LN2_32[0]
+    r = r - k * _LN2_32[1]
+    er = _horner(r, _EXP32) * (r * r) + r + np.float32(1.0)
+    return er * np.float32(np.int64(1) << np.int64(k))
+
+
+@njit(**_SCALAR)
+def _exp_f64(t):
+    """e^t for 0 ≤ t ≤ 40, float64."""
+    k = math.floor(t * _LOG2E + 0.5)
+    r = t - k * _LN2_64[0]
+    r = r - k * _LN2_64[1]
     rr = r * r
-    px = r * ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr + 1.0)
-    qx = (
-        (3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr
-        + 2.27265548208155028766e-1
-    ) * rr + 2.0
-    e = (1.0 + 2.0 * (px / (qx - px))) * np.float64(np.int64(1) << np.int64(k))
-    # one division for both branches: base + num/den
-    z = t * t
-    pz = (-9.64399179425052238628e-1 * z - 9.92877231001918586564e1) * z - 1.61468768441708447952e3
-    qz = (
-        (z + 1.12811678491632931402e2) * z + 2.23548839060100448583e3
-    ) * z + 4.84406305325125486048e3
-    small = t < 0.625
-    num = t * z * pz if small else -2.0
-    den = qz if small else e + 1.0
-    base = t if small else 1.0
-    res = base + num / den
-    res = res if a == a else a  # NaN in, NaN out
-    return res if v >= 0.0 else -res
+    px = r * _horner(rr, _EXP64_P)
+    er = 1.0 + 2.0 * (px / (_horner(rr, _EXP64_Q) - px))
+    return er * np.float64(np.int64(1) << np.int64(k))
 
 
 def _tanh_f32(v):
     one = np.float32(1.0)
-    two = np.float32(2.0)
     a = abs(v)
-    t = a if a < np.float32(10.0) else np.float32(10.0)  # tanh rounds to 1 beyond 9.01
-    y = two * t
-    k = np.floor(y * np.float32(1.4426950408889634) + np.float32(0.5))
-    r = y - k * np.float32(0.693359375)
-    r = r + k * np.float32(2.12194440e-4)
-    p = (
-        (
-            (
-                (
-                    (
-                        (np.float32(1.9875691500e-4) * r + np.float32(1.3981999507e-3)) * r
-                        + np.float32(8.3334519073e-3)
-                    )
-                    * r
-                    + np.float32(4.1665795894e-2)
-                )
-                * r
-                + np.float32(1.6666665459e-1)
-            )
-            * r
-            + np.float32(5.0000001201e-1)
-        )
-        * (r * r)
-        + r
-        + one
-    )
-    e = p * np.float32(np.int32(1) << np.int32(k))
+    t = a if a < np.float32(10.0) else np.float32(10.0)  # tanh rounds to 1 beyond 9.01; NaN too
     z = t * t
-    small = (
-        (
-            (
-                (np.float32(-5.70498872745e-3) * z + np.float32(2.06390887954e-2)) * z
-                - np.float32(5.37397155531e-2)
-            )
-            * z
-            + np.float32(1.33314422036e-1)
-        )
-        * z
-        - np.float32(3.33332819422e-1)
-    ) * z * t + t
-    big = one - two / (e + one)
+    small = _horner(z, _TANH32) * z * t + t
+    big = one - np.float32(2.0) / (_exp_f32(t + t) + one)
     res = small if t < np.float32(0.625) else big
-    res = res if a == a else a
+    res = res if a == a else a  # NaN in, NaN out
     return res if v >= np.float32(0.0) else -res
 
 
-@overload(_tanh, jit_options={"error_model": "numpy", "fastmath": False})
+def _tanh_f64(v):
+    a = abs(v)
+    t = a if a < 20.0 else 20.0  # tanh rounds to 1 beyond 19.1; NaN too
+    z = t * t
+    small = t < 0.625
+    # one division for both branches: base + num / den
+    num = t * z * _horner(z, _TANH64_P) if small else -2.0
+    den = _horner(z, _TANH64_Q) if small else _exp_f64(t + t) + 1.0
+    res = (t if small else 1.0) + num / den
+    res = res if a == a else a
+    return res if v >= 0.0 else -res
+
+
+def _sigmoid_f32(v):
+    one = np.float32(1.0)
+    a = abs(v)
+    e = _exp_f32(a if a < np.float32(40.0) else np.float32(40.0))
+    s = (e if v >= np.float32(0.0) else one) / (e + one)
+    return s if a == a else a
+
+
+def _sigmoid_f64(v):
+    a = abs(v)
+    e = _exp_f64(a if a < 40.0 else 40.0)
+    s = (e if v >= 0.0 else 1.0) / (e + 1.0)
+    return s if a == a else a
+
+
+def _tanh(v):
+    """tanh of one float32 or float64 scalar inside a kernel (compiled by the overload)."""
+    return np.tanh(v)
+
+
+def _sigmoid(v):
+    """σ of one float32 or float64 scalar inside a kernel (compiled by the overload)."""
+    return 1.0 / (1.0 + np.exp(-v))
+
+
+@overload(_tanh, jit_options=_SCALAR)
 def _tanh_overload(v):
-    if v == types.float32:
-        return _tanh_f32
-    if v == types.float64:
-        return _tanh_f64
-    return None
+    return {types.float32: _tanh_f32, types.float64: _tanh_f64}.get(v)
 
 
+@overload(_sigmoid, jit_options=_SCALAR)
+def _sigmoid_overload(v):
+    return {types.float32: _sigmoid_f32, types.float64: _sigmoid_f64}.get(v)
+
+
+# --------------------------------------------------------------------------- row helpers
 @njit(**JIT)
 def tanh_into(x, out):
     """out = tanh(x); 1-D arrays that do not overlap."""
@@ -150,22 +176,19 @@ def tanh_inplace(a):
 
 @njit(**JIT)
 def sigmoid_into(x, out):
-    """out = σ(x) = 0.5·tanh(x/2) + 0.5, as rnnlab.ops.sigmoid computes it."""
-    half = x.dtype.type(0.5)
+    """out = σ(x); 1-D arrays that do not overlap."""
     for j in range(x.shape[0]):
-        out[j] = _tanh(x[j] * half) * half + half
+        out[j] = _sigmoid(x[j])
 
 
 @njit(**JIT)
 def sigmoid_inplace(a):
-    half = a.dtype.type(0.5)
     for j in range(a.shape[0]):
-        a[j] = _tanh(a[j] * half) * half + half
+        a[j] = _sigmoid(a[j])
 
 
 @njit(**JIT)
 def copy_into(src, dst):
-    """dst = src, 1-D (an explicit loop: slice assignment may allocate a temporary copy)."""
     for j in range(src.shape[0]):
         dst[j] = src[j]
 
@@ -177,6 +200,13 @@ def fill(dst, value):
 
 
 @njit(**JIT)
+def add_into(dst, src):
+    """dst += src."""
+    for j in range(dst.shape[0]):
+        dst[j] = dst[j] + src[j]
+
+
+@njit(**JIT)
 def keep_valid_rows(dst, src, mask, has_mask, t):
     """dst[b] = src[b] for the rows valid at step t; a masked step passes dst[b] through."""
     for b in range(dst.shape[0]):
@@ -185,79 +215,45 @@ def keep_valid_rows(dst, src, mask, has_mask, t):
 
 
 # --------------------------------------------------------------------------- products
-_CBLAS_ARGS = (types.int32, types.int32, types.int32, types.int64, types.int64, types.int64)
+_CBLAS_HEAD = (types.int32, types.int32, types.int32, types.int64, types.int64, types.int64)
+_CBLAS_TAIL = (types.intp, types.int64, types.intp, types.int64)
 _sgemm = types.ExternalFunction(
     blas.SGEMM,
-    types.void(
-        *_CBLAS_ARGS,
-        types.float32,
-        types.intp,
-        types.int64,
-        types.intp,
-        types.int64,
-        types.float32,
-        types.intp,
-        types.int64,
-    ),
+    types.void(*_CBLAS_HEAD, types.float32, *_CBLAS_TAIL, types.float32, types.intp, types.int64),
 )
 _dgemm = types.ExternalFunction(
     blas.DGEMM,
-    types.void(
-        *_CBLAS_ARGS,
-        types.float64,
-        types.intp,
-        types.int64,
-        types.intp,
-        types.int64,
-        types.float64,
-        types.intp,
-        types.int64,
-    ),
+    types.void(*_CBLAS_HEAD, types.float64, *_CBLAS_TAIL, types.float64, types.intp, types.int64),
 )
 
 
-@njit(**JIT)
+@njit(**{**JIT, "_nrt": True})  # numba's np.dot(a, b, out) returns `out`, which needs NRT
 def gemm(A, Bm, C, numpy_blas):
-    """C = A Bm, C-contiguous 2-D arrays; NumPy's BLAS when `numpy_blas` (see rnnlab.fast.blas)."""
+    """C = A Bm for C-contiguous 2-D arrays; on NumPy's BLAS when `numpy_blas` (see .blas)."""
     if not numpy_blas:
         np.dot(A, Bm, C)
         return
     M, K = A.shape
     N = Bm.shape[1]
-    cblas = (blas.ROW_MAJOR, blas.NO_TRANS, blas.NO_TRANS, M, N, K)
+    head = (blas.ROW_MAJOR, blas.NO_TRANS, blas.NO_TRANS, M, N, K)
+    lda, ldb = max(K, 1), max(N, 1)
     if A.itemsize == 4:
-        _sgemm(
-            *cblas,
-            1.0,
-            A.ctypes.data,
-            max(K, 1),
-            Bm.ctypes.data,
-            max(N, 1),
-            0.0,
-            C.ctypes.data,
-            max(N, 1),
-        )
+        _sgemm(*head, 1.0, A.ctypes.data, lda, Bm.ctypes.data, ldb, 0.0, C.ctypes.data, ldb)
     else:
-        _dgemm(
-            *cblas,
-            1.0,
-            A.ctypes.data,
-            max(K, 1),
-            Bm.ctypes.data,
-            max(N, 1),
-            0.0,
-            C.ctypes.data,
-            max(N, 1),
-        )
+        _dgemm(*head, 1.0, A.ctypes.data, lda, Bm.ctypes.data, ldb, 0.0, C.ctypes.data, ldb)
 
 
 # --------------------------------------------------------------------------- Elman
+# Every kernel walks t = 0..T-1 (forward pass; BPTT runs it backwards) or the reverse, with
+# step t reading state row `prev` and writing row `out` of hs (see rnnlab.recurrence).
+# Masked rows (mask[t, b] False) copy the previous state forward and get no gradient.
+
+
 @njit(**JIT)
-def elman_forward(XA, W_hhT, b_hh, hs, mask, has_mask, reverse, relu, numpy_blas):
-    """a_t = xa_t + h_{t-1} W_hhᵀ + b_hh;  h_t = tanh(a_t) or max(a_t, 0)."""
+def elman_forward(XA, W_hhT, b_hh, hs, mask, has_mask, reverse, relu, numpy_blas, a):
+    """a_t = xa_t + h_{t-1} W_hhᵀ + b_hh;  h_t = tanh(a_t) or max(a_t, 0).  a: (B, H) buffer."""
     T, B, H = XA.shape
     zero = hs.dtype.type(0.0)
-    a = np.empty((B, H), hs.dtype)
     for s in range(T):
         t = T - 1 - s if reverse else s
         prev, out = (t + 1, t) if reverse else (t, t + 1)
@@ -277,12 +273,14 @@ def elman_forward(XA, W_hhT, b_hh, hs, mask, has_mask, reverse, relu, numpy_blas
 
 @njit(**JIT)
 def elman_backward(
-    W_hh, hs, mask, has_mask, reverse, dys, has_dys, dh, dXA, dh_trace, has_trace, relu, numpy_blas
-):
-    """da_t = dh_t ⊙ φ'(a_t), φ' = 1 − h_t² or [h_t > 0];  dh_{t-1} = da_t W_hh.  dh: in/out."""
+    W_hh, hs, mask, has_mask, reverse, dys, has_dys, dh, dXA, trace, has_trace, relu,
+    numpy_blas, dh_new,
+):  # fmt: skip
+    """da_t = dh_t ⊙ φ'(a_t), φ' = 1 − h_t² or [h_t > 0];  dh_{t-1} = da_t W_hh.
+
+    dh (B, H): ∂L/∂h_T in, ∂L/∂h_0 out.  dh_new: (B, H) buffer."""
     T, B, H = dXA.shape
     one, zero = hs.dtype.type(1.0), hs.dtype.type(0.0)
-    dh_new = np.empty((B, H), hs.dtype)
     for s in range(T):
         t = s if reverse else T - 1 - s
         out = t if reverse else t + 1
@@ -290,11 +288,9 @@ def elman_backward(
             valid = not has_mask or mask[t, b]
             dh_b, da, h = dh[b], dXA[t, b], hs[out, b]
             if has_dys and valid:
-                dy = dys[t, b]
-                for j in range(H):
-                    dh_b[j] = dh_b[j] + dy[j]
+                add_into(dh_b, dys[t, b])
             if has_trace:
-                copy_into(dh_b, dh_trace[t, b])
+                copy_into(dh_b, trace[t, b])
             if not valid:
                 fill(da, zero)
             elif relu:
@@ -309,12 +305,11 @@ def elman_backward(
 
 # --------------------------------------------------------------------------- LSTM
 @njit(**JIT)
-def lstm_forward(XA, W_hhT, b_hh, hs, cs, ifgo, tanh_c, mask, has_mask, reverse, numpy_blas):
+def lstm_forward(XA, W_hhT, b_hh, hs, cs, ifgo, tanh_c, mask, has_mask, reverse, numpy_blas, z):
     """z = xa + h_{t-1} W_hhᵀ + b_hh;  i, f, o = σ(z_i, z_f, z_o);  g = tanh(z_g);
-    c_t = f ⊙ c_{t-1} + i ⊙ g;  h_t = o ⊙ tanh(c_t)."""
+    c_t = f ⊙ c_{t-1} + i ⊙ g;  h_t = o ⊙ tanh(c_t).   z: (B, 4H) buffer."""
     T, B, G = XA.shape
     H = G // 4
-    z = np.empty((B, G), hs.dtype)
     for s in range(T):
         t = T - 1 - s if reverse else s
         prev, out = (t + 1, t) if reverse else (t, t + 1)
@@ -342,29 +337,17 @@ def lstm_forward(XA, W_hhT, b_hh, hs, cs, ifgo, tanh_c, mask, has_mask, reverse,
 
 @njit(**JIT)
 def lstm_backward(
-    W_hh,
-    cs,
-    ifgo,
-    tanh_c,
-    mask,
-    has_mask,
-    reverse,
-    dys,
-    has_dys,
-    dh,
-    dc,
-    dXA,
-    dh_trace,
-    has_trace,
-    numpy_blas,
-):
+    W_hh, cs, ifgo, tanh_c, mask, has_mask, reverse, dys, has_dys, dh, dc, dXA, trace,
+    has_trace, numpy_blas, dh_new,
+):  # fmt: skip
     """do = dh ⊙ tanh(c_t);  dc += dh ⊙ o ⊙ (1 − tanh²(c_t));
     dz_i = dc ⊙ g ⊙ i(1−i);  dz_f = dc ⊙ c_{t-1} ⊙ f(1−f);  dz_g = dc ⊙ i ⊙ (1−g²);
-    dz_o = do ⊙ o(1−o);  dc_{t-1} = dc ⊙ f;  dh_{t-1} = dz W_hh.   dh, dc: in/out."""
+    dz_o = do ⊙ o(1−o);  dc_{t-1} = dc ⊙ f;  dh_{t-1} = dz W_hh.
+
+    dh, dc (B, H): ∂L/∂h_T, ∂L/∂c_T in, ∂L/∂h_0, ∂L/∂c_0 out.  dh_new: (B, H) buffer."""
     T, B, G = dXA.shape
     H = G // 4
     one, zero = cs.dtype.type(1.0), cs.dtype.type(0.0)
-    dh_new = np.empty((B, H), cs.dtype)
     for s in range(T):
         t = s if reverse else T - 1 - s
         prev = t + 1 if reverse else t
@@ -372,11 +355,9 @@ def lstm_backward(
             valid = not has_mask or mask[t, b]
             dh_b, dc_b, dz = dh[b], dc[b], dXA[t, b]
             if has_dys and valid:
-                dy = dys[t, b]
-                for j in range(H):
-                    dh_b[j] = dh_b[j] + dy[j]
+                add_into(dh_b, dys[t, b])
             if has_trace:
-                copy_into(dh_b, dh_trace[t, b])
+                copy_into(dh_b, trace[t, b])
             if not valid:
                 fill(dz, zero)
                 continue
@@ -401,25 +382,26 @@ def lstm_backward(
 
 # --------------------------------------------------------------------------- GRU
 @njit(**JIT)
-def gru_forward(XA, W_hhT, b_hh, hs, rzn, hn, mask, has_mask, reverse, reset_after, numpy_blas):
+def gru_forward(
+    XA, W_hhT, W_rzT, W_nT, b_hh, hs, rzn, hn, mask, has_mask, reverse, reset_after,
+    numpy_blas, ha, a_n,
+):  # fmt: skip
     """r, z = σ(xa_rz + (h_{t-1} W_hh,rzᵀ + b_hh,rz));  then
     reset_after: hn = h_{t-1} W_hnᵀ + b_hn,  n = tanh(xa_n + r ⊙ hn);
     original:    hn = r ⊙ h_{t-1},           n = tanh((hn W_hnᵀ + b_hn) + xa_n);
-    h_t = (h_{t-1} − n) ⊙ z + n   (= (1 − z) ⊙ n + z ⊙ h_{t-1})."""
+    h_t = (h_{t-1} − n) ⊙ z + n   (= (1 − z) ⊙ n + z ⊙ h_{t-1}).
+
+    W_rzT, W_nT: C-contiguous column blocks of W_hhT (the original form's two products).
+    ha: (B, 3H) buffer (reset_after) or (B, 2H); a_n: (B, H) buffer."""
     T, B, G = XA.shape
     H = G // 3
-    W_rzT = np.ascontiguousarray(W_hhT[:, : 2 * H])  # the original form's two products
-    W_nT = np.ascontiguousarray(W_hhT[:, 2 * H :])
-    ha = np.empty((B, G if reset_after else 2 * H), hs.dtype)
-    a_n = np.empty((B, H), hs.dtype)
     for s in range(T):
         t = T - 1 - s if reverse else s
         prev, out = (t + 1, t) if reverse else (t, t + 1)
         gemm(hs[prev], W_hhT if reset_after else W_rzT, ha, numpy_blas)
         for b in range(B):
             ha_b, xa, gates, hn_b = ha[b], XA[t, b], rzn[t, b], hn[t, b]
-            for j in range(ha_b.shape[0]):
-                ha_b[j] = ha_b[j] + b_hh[j]
+            add_into(ha_b, b_hh[: ha_b.shape[0]])
             rz = gates[: 2 * H]
             for j in range(2 * H):
                 rz[j] = xa[j] + ha_b[j]
@@ -454,37 +436,20 @@ def gru_forward(XA, W_hhT, b_hh, hs, rzn, hn, mask, has_mask, reverse, reset_aft
 
 @njit(**JIT)
 def gru_backward(
-    W_hh,
-    hs,
-    rzn,
-    hn,
-    mask,
-    has_mask,
-    reverse,
-    dys,
-    has_dys,
-    dh,
-    dXA,
-    dHA,
-    dh_trace,
-    has_trace,
-    reset_after,
-    numpy_blas,
-):
+    W_hh, W_rz, W_n, hs, rzn, hn, mask, has_mask, reverse, dys, has_dys, dh, dXA, dHA, trace,
+    has_trace, reset_after, numpy_blas, dh_new, da_n_rows, drh, da_rz,
+):  # fmt: skip
     """da_n = dh ⊙ (1 − z) ⊙ (1 − n²);  da_z = dh ⊙ (h_{t-1} − n) ⊙ z(1 − z);  then
     reset_after: da_r = da_n ⊙ hn ⊙ r(1 − r);  W_hh side: [da_r, da_z, da_n ⊙ r];
                  dh_{t-1} = (W_hh side) W_hh + dh ⊙ z
     original:    d(r⊙h) = da_n W_hn;  da_r = d(r⊙h) ⊙ h_{t-1} ⊙ r(1 − r);  W_hh side = da;
-                 dh_{t-1} = [da_r, da_z] W_hh,rz + dh ⊙ z + d(r⊙h) ⊙ r.    dh: in/out."""
+                 dh_{t-1} = [da_r, da_z] W_hh,rz + dh ⊙ z + d(r⊙h) ⊙ r.
+
+    dh (B, H): ∂L/∂h_T in, ∂L/∂h_0 out.  W_rz, W_n: C-contiguous row blocks of W_hh.
+    Buffers: dh_new, da_n_rows, drh (B, H) and da_rz (B, 2H), the products' operands."""
     T, B, G = dXA.shape
     H = G // 3
     one, zero = hs.dtype.type(1.0), hs.dtype.type(0.0)
-    W_rz = np.ascontiguousarray(W_hh[: 2 * H])
-    W_n = np.ascontiguousarray(W_hh[2 * H :])
-    dh_new = np.empty((B, H), hs.dtype)
-    da_n_all = np.zeros((B, H), hs.dtype)  # original form: the products' C-contiguous operands
-    drh = np.empty((B, H), hs.dtype)
-    da_rz = np.zeros((B, 2 * H), hs.dtype)
     for s in range(T):
         t = s if reverse else T - 1 - s
         prev = t + 1 if reverse else t
@@ -492,16 +457,13 @@ def gru_backward(
             valid = not has_mask or mask[t, b]
             dh_b, da, da_h = dh[b], dXA[t, b], dHA[t, b]
             if has_dys and valid:
-                dy = dys[t, b]
-                for j in range(H):
-                    dh_b[j] = dh_b[j] + dy[j]
+                add_into(dh_b, dys[t, b])
             if has_trace:
-                copy_into(dh_b, dh_trace[t, b])
+                copy_into(dh_b, trace[t, b])
             if not valid:
                 fill(da, zero)
                 fill(da_h, zero)
-                fill(da_n_all[b], zero)
-                fill(da_rz[b], zero)
+                fill(da_n_rows[b], zero)
                 continue
             gates, h_prev = rzn[t, b], hs[prev, b]
             r, z, n = gates[:H], gates[H : 2 * H], gates[2 * H :]
@@ -519,13 +481,14 @@ def gru_backward(
                 for j in range(H):
                     da_h_n[j] = da_n[j] * r[j]
             else:
-                copy_into(da_n, da_n_all[b])
+                copy_into(da_n, da_n_rows[b])
         if reset_after:
             gemm(dHA[t], W_hh, dh_new, numpy_blas)
         else:
-            gemm(da_n_all, W_n, drh, numpy_blas)
+            gemm(da_n_rows, W_n, drh, numpy_blas)
             for b in range(B):
                 if has_mask and not mask[t, b]:
+                    fill(da_rz[b], zero)
                     continue
                 gates, h_prev, da, drh_b = rzn[t, b], hs[prev, b], dXA[t, b], drh[b]
                 r, da_r = gates[:H], da[:H]

@@ -1,0 +1,257 @@
+"""The benchmark runs end to end and reports what bench/README.md documents.
+
+One tiny configuration (rnn S1, one direction, 1 round, short blocks and pauses, the NumPy
+loop so that no kernel compiles) goes through `main([... "--json"])`, memory subprocesses
+and the scaling study included; the tests read its JSON and reports. No test looks at how
+fast anything is: only at the structure, the bookkeeping (ratios, FLOP counts) and the
+refusals. Locally the module is skipped without torch; under CI torch must be there.
+"""
+
+import contextlib
+import inspect
+import io
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from rnnlab import bench
+from rnnlab.layers import Recurrent
+
+if os.environ.get("CI"):
+    import torch
+else:
+    torch = pytest.importorskip("torch")
+
+ARGS = [
+    "--cells",
+    "rnn",
+    "--shapes",
+    "S1",
+    "--directions",
+    "uni",
+    "--rounds",
+    "1",
+    "--block",
+    "0.02",
+    "--pause",
+    "0.01",
+    "--scaling-lengths",
+    "8,16",
+    "--json",
+]
+CONFIG_KEYS = {
+    "cell",
+    "shape",
+    "bidirectional",
+    "layers",
+    "mode",
+    "torch_ms",
+    "rnnlab_ms",
+    "ratio",
+    "gflops",
+    "peak_fraction",
+    "torch_mem_mb",
+    "rnnlab_mem_mb",
+}
+SUMMARY_KEYS = {
+    "train_ratio_geomean",
+    "train_ratio_min",
+    "infer_ratio_min",
+    "infer_ratio_geomean",
+    "lstm_s4_train_peak_fraction",
+    "memory_ratio_geomean",
+    "scaling_time_exponent",
+}
+SCALING_KEYS = {
+    "T",
+    "torch_ms",
+    "rnnlab_ms",
+    "ratio",
+    "checkpoint_every",
+    "rnnlab_checkpoint_ms",
+    "torch_mem_mb",
+    "rnnlab_mem_mb",
+    "rnnlab_checkpoint_mem_mb",
+}
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """One run through main(): (exit status, stdout, stderr, --out file, --markdown file)."""
+    where = tmp_path_factory.mktemp("bench")
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, np.errstate(all="raise"):
+        mp.setattr(bench, "GEMM_N", 256)  # the peak of a smaller product is enough here
+        mp.setenv("RNNLAB_NO_NUMBA", "1")  # the NumPy loop: nothing to compile, here or in children
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = bench.main(
+                ARGS + ["--out", str(where / "r.json"), "--markdown", str(where / "r.md")]
+            )
+    return status, out.getvalue(), err.getvalue(), where / "r.json", where / "r.md"
+
+
+def test_json_on_stdout_has_the_documented_keys(report):
+    status, stdout, stderr, _, _ = report
+    assert status == 0, stderr
+    result = json.loads(stdout)  # stdout holds exactly one JSON object
+    assert {"machine", "date", "peak_gflops", "configs", "summary", "scaling"} <= set(result)
+    machine = result["machine"]
+    assert {"cpu_model", "cores", "numpy", "torch", "blas"} <= set(machine)
+    assert machine["torch"] == torch.__version__ and machine["numpy"] == np.__version__
+    assert machine["rnnlab_fast_path"] is False  # RNNLAB_NO_NUMBA was set
+    assert result["peak_gflops"] > 0
+    assert [
+        (c["mode"], c["cell"], c["shape"], c["layers"], c["bidirectional"])
+        for c in result["configs"]
+    ] == [("train", "rnn", "S1", 1, False), ("infer", "rnn", "S1", 1, False)]
+    for c in result["configs"]:
+        assert CONFIG_KEYS <= set(c)
+        assert c["torch_ms"] > 0 and c["rnnlab_ms"] > 0
+        assert math.isclose(c["ratio"], c["torch_ms"] / c["rnnlab_ms"])
+        flops = bench.step_flops(bench.Config("rnn", "S1", False), c["mode"])
+        assert math.isclose(c["gflops"], flops / c["rnnlab_ms"] * 1e-6)
+        assert math.isclose(c["peak_fraction"], c["gflops"] / result["peak_gflops"])
+        assert c["max_rel_err"] <= bench.TOLERANCE
+    train, infer = result["configs"]
+    assert isinstance(train["torch_mem_mb"], float) and isinstance(train["rnnlab_mem_mb"], float)
+    assert infer["torch_mem_mb"] is None and infer["rnnlab_mem_mb"] is None  # training only
+    assert SUMMARY_KEYS <= set(result["summary"])
+    assert math.isclose(result["summary"]["train_ratio_geomean"], train["ratio"])
+    assert result["summary"]["lstm_s4_train_peak_fraction"] is None  # S4 did not run
+
+
+def test_scaling_rows(report):
+    result = json.loads(report[1])
+    rows = result["scaling"]
+    assert [r["T"] for r in rows] == [8, 16]
+    has_checkpoint = "checkpoint_every" in inspect.signature(Recurrent.forward).parameters
+    for r in rows:
+        assert SCALING_KEYS <= set(r)
+        assert isinstance(r["torch_mem_mb"], float) and isinstance(r["rnnlab_mem_mb"], float)
+        if has_checkpoint:
+            assert r["checkpoint_every"] == round(math.sqrt(r["T"]))
+            assert r["rnnlab_checkpoint_ms"] > 0
+            assert isinstance(r["rnnlab_checkpoint_mem_mb"], float)
+        else:
+            assert r["rnnlab_checkpoint_ms"] is None and r["rnnlab_checkpoint_mem_mb"] is None
+
+
+def test_files_and_tables(report):
+    _, stdout, stderr, json_file, md_file = report
+    assert json.loads(json_file.read_text()) == json.loads(stdout)
+    markdown = md_file.read_text()
+    assert "| rnn | S1 | uni | train |" in markdown and "| rnn | S1 | uni | infer |" in markdown
+    # with --json the human table goes to stderr, after the progress lines
+    assert "rnn   S1     uni     train" in stderr and "training: rnnlab faster in" in stderr
+
+
+def test_flop_count():
+    B, T, I, H = bench.SHAPES["S1"]
+    one = 2 * T * B * (I + H) * 4 * H
+    assert bench.forward_flops("lstm", B, T, I, H) == one
+    assert bench.forward_flops("lstm", B, T, I, H, bidirectional=True) == 2 * one
+    # the second layer of a bidirectional stack reads 2H features
+    second = 2 * T * B * (2 * H + H) * 3 * H
+    assert bench.forward_flops("gru", B, T, I, H, 2, True) == 2 * (one // 4 * 3) + 2 * second
+    config = bench.Config("rnn", "S1", False)
+    assert bench.step_flops(config, "train") == 3 * bench.step_flops(config, "infer")
+
+
+def test_the_27_configurations():
+    all_configs = bench.configs()
+    assert len(all_configs) == 27 and len(set(all_configs)) == 27
+    assert [c for c in all_configs if c.layers == 2] == [
+        bench.Config(cell, "S2", False, 2) for cell in bench.CELLS
+    ]
+    assert all(c.layers == 1 for c in bench.configs(shapes=["S1", "S3"]))
+    assert all(c.layers == 1 for c in bench.configs(directions=["bi"]))
+
+
+def test_a_disagreement_is_never_timed():
+    pair = bench.make_pair(torch, bench.Config("gru", "scaling", True, 1, 6))
+    assert bench.check_agreement(torch, pair, "gru") < 1e-5
+    with torch.no_grad():
+        pair.theirs.weight_hh_l0_reverse[0, 0] += 0.5
+    with pytest.raises(RuntimeError, match=r"gru: rnnlab and PyTorch disagree on the gradient"):
+        bench.check_agreement(torch, pair, "gru")
+
+
+def test_interleaved_times_every_call():
+    calls = {"a": 0, "b": 0}
+
+    def count(name):
+        def fn():
+            calls[name] += 1
+
+        return fn
+
+    times = bench.interleaved({"a": count("a"), "b": count("b")}, bench.Timing(3, 1e-4, 0.0))
+    for name in ("a", "b"):
+        assert len(times[name]) >= 3 and len(times[name]) % 3 == 0
+        assert calls[name] == len(times[name]) + 3  # plus 2 warm-up calls and 1 calibration
+        assert np.all(times[name] >= 0)
+
+
+def test_without_torch_one_line_error(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
+    assert bench.main(["--no-memory", "--no-scaling"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "rnnlab bench: error: the benchmark needs PyTorch 2.13 as its reference: "
+        "pip install 'rnnlab[bench]'\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (
+            {"cells": ["lstm", "tcn"]},
+            r"`cells` must be a non-empty list drawn from 'rnn', "
+            r"'lstm', 'gru'; got 'tcn' instead\.",
+        ),
+        ({"cells": []}, r"`cells` must be a non-empty list .*; got an empty list instead"),
+        (
+            {"shapes": ["S5"]},
+            r"`shapes` must be a non-empty list drawn from 'S1', 'S2', 'S3', "
+            r"'S4'; got 'S5' instead",
+        ),
+        (
+            {"modes": "train"},
+            r"`modes` must be a non-empty list drawn from 'train', 'infer'; "
+            r"got 'train' \(str\) instead",
+        ),
+        ({"directions": ["both"]}, r"`directions` must be .* 'uni', 'bi'; got 'both' instead"),
+        ({"rounds": 0}, r"`rounds` must be a positive integer; got 0 \(int\) instead"),
+        (
+            {"scaling_lengths": [100, 0]},
+            r"`scaling_lengths` must be a non-empty list of "
+            r"positive integers; got the entry 0 instead",
+        ),
+        ({"scaling_lengths": []}, r"`scaling_lengths` must be .*; got an empty list instead"),
+        ({"block_s": -1.0}, r"`block_s` must be a finite number of seconds ≥ 0; got -1\.0"),
+        ({"pause_s": float("inf")}, r"`pause_s` must be a finite number of seconds ≥ 0; got inf"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        bench.run(**kwargs)
+
+
+def test_bad_options_exit_2(capsys):
+    assert bench.main(["--cells", "lstm,tcn", "--no-memory"]) == 2
+    assert (
+        "rnnlab bench: error: `cells` must be a non-empty list drawn from 'rnn', 'lstm', "
+        "'gru'; got 'tcn' instead." in capsys.readouterr().err
+    )
+    assert bench.main(["--scaling-lengths", "100,x"]) == 2
+    assert (
+        "`scaling_lengths` must be a non-empty list of positive integers; got '100,x'"
+        in capsys.readouterr().err
+    )
+    assert bench.main(["--rounds", "many"]) == 2  # argparse's own message
+    assert "rnnlab bench: error: argument --rounds: invalid int value" in capsys.readouterr().err

@@ -1,0 +1,412 @@
+"""rnnlab gradflow / rnnlab plot: every analysis on a tiny fresh model of each cell and on a
+tiny trained run (PNGs, JSON with the lag profile per layer and direction), the iterated
+map, the training record, the gradient the task's loss sends into the recurrent layer
+(against finite differences), and bad input."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rnnlab import cli, gradflow, models, recipes
+from rnnlab.train import TrainConfig
+
+TINY = ["--hidden", "3", "--T", "6", "--batch", "3"]
+
+
+def run_json(capsys, *args):
+    assert gradflow.main([str(a) for a in args] + ["--json"]) == 0
+    out = capsys.readouterr()
+    return json.loads(out.out), out.err
+
+
+def check_outputs(summary, out: Path, names):
+    assert json.loads((out / "summary.json").read_text()) == summary
+    assert list(summary["analyses"]) == names
+    for name, entry in summary["analyses"].items():
+        assert entry["png"], name
+        for png in entry["png"]:
+            assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+        assert json.loads((out / entry["json"]).read_text())
+        assert entry["verdict"] == summary["verdicts"][name] and entry["verdict"]
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru", "gru-orig"])
+def test_every_analysis_on_a_fresh_model(tmp_path, capsys, cell):
+    summary, err = run_json(capsys, "adding", "--cell", cell, *TINY, "--out", tmp_path)
+    check_outputs(summary, tmp_path, ["lag", "map", "jacobian", "spectrum", "gates", "cliff"])
+    lag = summary["analyses"]["lag"]
+    assert lag["loss"] == "task"  # adding reads the last step: the task's own loss
+    l0 = lag["layers"]["l0"]
+    assert len(l0["norms"]) == 6 and all(v > 0 for v in l0["norms"])
+    assert l0["factor_per_step"] > 0 and l0["trend"] in ("vanishing", "stable", "exploding")
+    assert l0["max_over_min"] >= 1.0
+    # the verdict lines went to stderr, one per analysis
+    assert [ln.split(":")[0] for ln in err.splitlines() if not ln.startswith("gradflow")] == list(
+        summary["analyses"]
+    )
+    jac = summary["analyses"]["jacobian"]["layers"]["l0"]
+    assert jac["log10_measured_at_last_lag"] <= jac["log10_bound_at_last_lag"] + 1e-9
+    gates = summary["analyses"]["gates"]["layers"]["l0"]
+    assert (
+        set(gates)
+        == {
+            "rnn": {"hidden"},
+            "lstm": {"input", "forget", "candidate", "output"},
+            "gru": {"reset", "update", "candidate"},
+            "gru-orig": {"reset", "update", "candidate"},
+        }[cell]
+    )
+    cliff = summary["analyses"]["cliff"]
+    assert cliff["clip"]["max_norm"] == 1.0 and cliff["bias"]["direction"] == "0.bias_hh_l0"
+    assert summary["model"]["cell"] == cell and summary["batch"] == {
+        "split": "valid",
+        "sequences": 3,
+        "T": 6,
+    }
+
+
+def test_stacked_bidirectional_token_model(tmp_path, capsys):
+    """copy: an Embedding in front and an output at every step (auto loss: 'last')."""
+    summary, _ = run_json(
+        capsys,
+        "copy",
+        "--cell",
+        "gru",
+        "--layers",
+        "2",
+        "--bidirectional",
+        "--hidden",
+        "3",
+        "--T",
+        "2",
+        "--batch",
+        "2",
+        "--out",
+        tmp_path,
+        "--analyses",
+        "lag,jacobian,spectrum",
+    )
+    check_outputs(summary, tmp_path, ["lag", "jacobian", "spectrum"])
+    names = ["l0", "l0_reverse", "l1", "l1_reverse"]
+    assert summary["analyses"]["lag"]["loss"] == "last"
+    assert list(summary["analyses"]["lag"]["layers"]) == names
+    for n in names:
+        assert len(summary["analyses"]["lag"]["layers"][n]["norms"]) == 22  # T + 20
+        assert "factor_per_step" in summary["analyses"]["lag"]["layers"][n]
+    assert list(summary["analyses"]["jacobian"]["layers"]) == names
+    assert len(summary["analyses"]["jacobian"]["png"]) == 4
+
+
+def test_init_scale_multiplies_W_hh(tmp_path, capsys):
+    common = ["adding", "--cell", "rnn", *TINY, "--analyses", "spectrum"]
+    s1, _ = run_json(capsys, *common, "--out", tmp_path / "a")
+    s3, _ = run_json(capsys, *common, "--init-scale", "3", "--out", tmp_path / "b")
+    n1 = s1["analyses"]["spectrum"]["blocks"]["weight_hh_l0"]["spectral_norm"]
+    n3 = s3["analyses"]["spectrum"]["blocks"]["weight_hh_l0"]["spectral_norm"]
+    assert n3 == pytest.approx(3 * n1, rel=1e-5)
+    assert s3["source"]["init_scale"] == 3.0
+
+
+def test_forget_bias_of_a_fresh_lstm():
+    sub = gradflow.task_subject("adding", cell="lstm", hidden=3, T=4, batch=2, forget_bias=3.0)
+    p = sub.model.params
+    assert np.all(p["0.bias_ih_l0"][3:6] == 3.0) and np.all(p["0.bias_hh_l0"][3:6] == 0.0)
+    assert sub.source["forget_bias"] == 3.0 and sub.x.shape == (2, 4, 2)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("run")
+    (base / "cfg.toml").write_text("grad_log_every = 2\n")
+    run = base / "run"
+    assert (
+        cli.main(
+            [
+                "train",
+                "adding",
+                "--T",
+                "8",
+                "--steps",
+                "4",
+                "--hidden",
+                "4",
+                "--batch-size",
+                "4",
+                "--eval-every",
+                "2",
+                "--checkpoint-every",
+                "2",
+                "--config",
+                str(base / "cfg.toml"),
+                "--run-dir",
+                str(run),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    return run
+
+
+def test_run_directory(tiny_run, tmp_path, capsys):
+    summary, _ = run_json(capsys, tiny_run, "--out", tmp_path / "a")
+    check_outputs(summary, tmp_path / "a", ["lag", "map", "jacobian", "spectrum", "gates", "cliff"])
+    assert summary["source"]["type"] == "run" and summary["source"]["step"] == 4
+    assert summary["source"]["checkpoints"] == [2, 4]
+    hist = summary["analyses"]["spectrum"]["history"]
+    assert hist["steps"] == [0, 2, 4]  # the initialisation is rebuilt from the run's seed
+    assert "spectrum-history.png" in summary["analyses"]["spectrum"]["png"]
+    assert len(summary["analyses"]["lag"]["layers"]["l0"]["norms"]) == 8
+    # an earlier checkpoint, at another sequence length
+    summary, _ = run_json(
+        capsys, tiny_run, "--step", 2, "--T", 5, "--analyses", "lag", "--out", tmp_path / "b"
+    )
+    assert summary["source"]["step"] == 2 and summary["batch"]["T"] == 5
+
+
+def test_plain_output_has_one_verdict_line_per_analysis(tiny_run, tmp_path, capsys):
+    assert gradflow.main([str(tiny_run), "--analyses", "lag,spectrum", "--out", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split(":")[0] for ln in lines] == ["lag", "spectrum", "output"]
+    assert "factor of 10 every" in lines[0]
+
+
+def test_metrics_log_and_plot(tiny_run, tmp_path, capsys):
+    records = [json.loads(x) for x in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    grads = [r for r in records if r.get("kind") == "gradients"]
+    assert [r["step"] for r in grads] == [2, 4]
+    assert all(r["grad_norm_after"] <= r["grad_norm_before"] + 1e-6 for r in grads)
+    assert grads[-1]["lags"]["l0"]["factor_per_step"] > 0  # evaluation steps carry the lags
+    assert gradflow.plot_main([str(tiny_run), "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out.split()
+    names = ["loss.png", "valid.png", "grad-norm.png", "grad-layers.png", "lag-profile.png"]
+    assert [Path(p).name for p in printed] == names
+    for n in names:
+        assert (tmp_path / n).read_bytes()[:4] == b"\x89PNG"
+
+
+def small_model(cell="lstm", dtype=np.float32, T=5, layers=1, bidirectional=False):
+    cfg = TrainConfig.from_dict(
+        {
+            **recipes.defaults("adding"),
+            "cell": cell,
+            "hidden": 3,
+            "T": T,
+            "layers": layers,
+            "bidirectional": bidirectional,
+        }
+    )
+    task = recipes.make_task(cfg)
+    spec = recipes.model_spec(cfg, task)
+    return models.build(spec, dtype=dtype, rng=np.random.default_rng(0)), task
+
+
+def test_training_record():
+    model, task = small_model(layers=2, bidirectional=True)
+    x, _, _ = task.split("valid")
+    rng = np.random.default_rng(0)
+    before = {k: rng.standard_normal(v.shape) for k, v in model.params.items()}
+    after = {k: v * 0.5 for k, v in before.items()}
+    before["0.bias_hh_l1"][0] = np.nan  # a NaN goes into JSON as null
+    rec = gradflow.training_record(model, x[:20], None, before, after, False)
+    assert set(rec) == {
+        "grad_norm_before",
+        "grad_norm_after",
+        "layer_norms_before",
+        "layer_norms_after",
+        "lags",
+    }
+    assert rec["lags"] is None and rec["grad_norm_before"] is None
+    assert list(rec["layer_norms_after"]) == [
+        "0.l0",
+        "0.l0_reverse",
+        "0.l1",
+        "0.l1_reverse",
+        "2.linear",
+    ]
+    assert rec["layer_norms_before"]["0.l1"] is None
+    expected = math.sqrt(sum(float(np.sum(v**2)) for v in after.values()))
+    assert rec["grad_norm_after"] == pytest.approx(expected)
+    json.dumps(rec, allow_nan=False)
+    rec = gradflow.training_record(model, x[:20], None, after, after, True)
+    assert list(rec["lags"]) == ["l0", "l0_reverse", "l1", "l1_reverse"]
+    assert len(rec["lags"]["l0"]["norms"]) == 5 and rec["lags"]["l0"]["factor_per_step"] > 0
+    json.dumps(rec, allow_nan=False)
+    # an output-feedback (jordan) model: norms per module, no lag profile
+    cfg = TrainConfig.from_dict(
+        {**recipes.defaults("copy"), "cell": "jordan", "hidden": 3, "embed": 2, "T": 2}
+    )
+    task = recipes.make_task(cfg)
+    model = models.build(recipes.model_spec(cfg, task), rng=np.random.default_rng(0))
+    g = {k: np.ones_like(v) for k, v in model.params.items()}
+    rec = gradflow.training_record(model, task.split("valid")[0][:2], None, g, g, True)
+    assert rec["lags"] is None and list(rec["layer_norms_before"]) == [
+        "0.embedding",
+        "1.outputfeedback",
+    ]
+
+
+def test_task_gradient_at_the_recurrent_output_matches_finite_differences():
+    """∂L/∂o for the adding task's MSE through LastStep and Linear, in float64."""
+    model, task = small_model("rnn", dtype=np.float64)
+    x, y, _ = task.split("valid")
+    x, y = x[:4].astype(np.float64), y[:4].astype(np.float64)
+    x_rec, d_out, loss = gradflow.output_gradient(model, task, x, y, None)
+    f = model.forward(x)
+    o = f.cache[0].output
+
+    def head_loss(o_):
+        out = o_
+        for m in model.modules[1:]:
+            out = m.forward(out).output
+        return float(np.mean((out - y) ** 2))
+
+    assert loss == pytest.approx(head_loss(o), rel=1e-12)
+    rng = np.random.default_rng(1)
+    eps = 1e-6
+    for _ in range(6):
+        idx = tuple(int(rng.integers(n)) for n in o.shape)
+        idx = (idx[0], o.shape[1] - 1 if rng.random() < 0.5 else idx[1], idx[2])
+        up, down = o.copy(), o.copy()
+        up[idx] += eps
+        down[idx] -= eps
+        assert d_out[idx] == pytest.approx((head_loss(up) - head_loss(down)) / (2 * eps), abs=1e-8)
+    # The lag profile of the task's loss starts from that very gradient: at lag 0 it is
+    # ‖∂L/∂o_{T-1}‖ of each sequence, averaged over the batch.
+    from rnnlab import diagnostics as dg
+
+    prof = dg.gradient_by_lag(model.modules[0], x_rec, None, d_output=d_out)
+    assert prof.mean[0, 0] == pytest.approx(np.linalg.norm(d_out[:, -1], axis=1).mean())
+
+
+def test_dynamics_source(tmp_path, capsys):
+    s, _ = run_json(capsys, "dynamics", "--w", "2", "--b", "0", "--out", tmp_path / "a")
+    check_outputs(s, tmp_path / "a", ["dynamics"])
+    d = s["analyses"]["dynamics"]
+    assert d["kinds"] == ["stable", "unstable", "stable"]
+    assert d["fixed_points"][0][0] == pytest.approx(-0.957504, abs=1e-5)
+    s, _ = run_json(
+        capsys,
+        "dynamics",
+        "--W",
+        "2,0;0,2",
+        "--bias",
+        "0,0",
+        "--iters",
+        "50",
+        "--out",
+        tmp_path / "b",
+    )
+    d = s["analyses"]["dynamics"]
+    assert d["units"] == 2 and d["kinds"].count("stable") == 4 and len(d["kinds"]) == 9
+    # a 1-unit tanh RNN of a task also gets the iterated map (its input set to zero)
+    s, _ = run_json(
+        capsys,
+        "adding",
+        "--cell",
+        "rnn",
+        "--hidden",
+        "1",
+        "--T",
+        "4",
+        "--batch",
+        "2",
+        "--analyses",
+        "dynamics",
+        "--out",
+        tmp_path / "c",
+    )
+    assert s["analyses"]["dynamics"]["units"] == 1
+
+
+def error_of(capsys, *args) -> str:
+    assert cli.main([str(a) for a in args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("rnnlab: error: ")
+    return err
+
+
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["nope"], r"`source` must be a run directory, a task name \(charlm.*got 'nope'"),
+        (["adding", "--analyses", "lag,foo"], r"`--analyses` must be .* Unknown analysis: 'foo'"),
+        (["adding", "--analyses", ","], r"`--analyses` must be at least one of"),
+        (["adding", "--cell", "irnn", "--analyses", "gates"], r"'gates' \(relu units have no"),
+        (["adding", "--analyses", "dynamics"], r"'dynamics' \(the iterated map needs a tanh RNN"),
+        (
+            ["dynamics", "--w", "1", "--b", "0", "--analyses", "lag"],
+            r"'lag' \(the dynamics source is a bare map",
+        ),
+        (["adding", "--init-scale", "-1"], r"`--init-scale` must be a positive number; got '-1'"),
+        (["adding", "--batch", "0"], r"`--batch` must be a positive integer; got '0'"),
+        (["adding", "--cell", "gru", "--forget-bias", "2"], r"`--forget-bias` must be given only"),
+        (["adding", "--cell", "jordan"], r"argument --cell: invalid choice"),
+        (["adding", "--bogus"], r"unrecognized arguments: --bogus"),
+        (["charlm", "--T", "5"], r"`--T` must be given only for the adding, copy and temporal"),
+        (["adding", "--step", "3"], r"`--step` must be given only for a run directory"),
+        (["adding", "--w", "2"], r"`--w` must be given only with the dynamics source"),
+        (["dynamics"], r"`--w` must be given with --b .*; got neither"),
+        (["dynamics", "--w", "2"], r"`--b` must be given"),
+        (["dynamics", "--w", "1", "--b", "0", "--W", "1,0;0,1"], r"got both forms"),
+        (["dynamics", "--W", "1,2;3", "--bias", "0,0"], r"`--W` must be 'a,b;c,d'"),
+        (["dynamics", "--W", "1,0;0,1", "--bias", "0"], r"`--bias` must be 'e,f'"),
+        (
+            ["dynamics", "--w", "1", "--b", "0", "--range", "2,1"],
+            r"`--range` must be 'lo,hi' with lo < hi; got '2,1'",
+        ),
+        (["dynamics", "--w", "nan", "--b", "0"], r"`--w` must be a finite number"),
+        (["dynamics", "--w", "1", "--b", "0", "--cell", "rnn"], r"`--cell` must be left out"),
+        (
+            ["adding", "--T", "4", "--batch", "2", "--sample", "5", "--analyses", "jacobian"],
+            r"`--sample` must be a sequence index in \[0, 2\)",
+        ),
+    ],
+)
+def test_bad_input(tmp_path, capsys, args, match):
+    import re
+
+    err = error_of(capsys, "gradflow", *args, "--out", tmp_path / "out")
+    assert re.search(match, err), err
+
+
+def test_bad_run_directories(tiny_run, tmp_path, capsys):
+    import re
+
+    err = error_of(capsys, "gradflow", tiny_run, "--cell", "rnn")
+    assert re.search(r"`--cell` must be given only for a task source", err)
+    err = error_of(capsys, "gradflow", tiny_run, "--step", "3")
+    assert re.search(r"`step` must be None or a saved step of .*\(saved: 2, 4\)", err)
+    err = error_of(capsys, "gradflow", tmp_path)
+    assert re.search(r"`run` must be a run directory \(with config.json\)", err)
+    err = error_of(capsys, "plot", tmp_path)
+    assert re.search(r"`run` must be a run directory", err)
+    (tmp_path / "config.json").write_text("{}")
+    err = error_of(capsys, "plot", tmp_path)
+    assert re.search(r"`run` must be a run directory with a metrics.jsonl", err)
+
+
+def test_bad_training_record_input():
+    model, task = small_model()
+    x, _, _ = task.split("valid")
+    g = {k: np.zeros_like(v) for k, v in model.params.items()}
+    with pytest.raises(ValueError, match=r"`grads_before_clip` must be a dict of gradients keyed"):
+        gradflow.training_record(model, x, None, {"w": np.zeros(1)}, g, False)
+    with pytest.raises(ValueError, match=r"`grads_after_clip` must be a dict of gradients keyed"):
+        gradflow.training_record(model, x, None, g, None, False)
+    with pytest.raises(ValueError, match=r"`model` must be a Sequential with one recurrent"):
+        gradflow.split_model(object())
+
+
+def test_loss_of_a_diverging_model_is_nan_without_warnings():
+    """Far along a direction an IRNN overflows: the slice gets NaN, not a warning or inf."""
+    from rnnlab import diagnostics as dg
+
+    sub = gradflow.task_subject("adding", cell="irnn", hidden=3, T=50, batch=2)
+    theta = {k: v.copy() for k, v in sub.model.params.items()}
+    loss_fn = gradflow._task_loss_fn(sub)
+    s = dg.loss_slice(loss_fn, theta, "0.bias_hh_l0", np.array([0.0, 1e3, 1e18, 1e36, 1e37]))
+    assert np.isfinite(s.losses[0]) and np.isnan(s.losses[-1])
