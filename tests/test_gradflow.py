@@ -410,3 +410,20 @@ def test_loss_of_a_diverging_model_is_nan_without_warnings():
     loss_fn = gradflow._task_loss_fn(sub)
     s = dg.loss_slice(loss_fn, theta, "0.bias_hh_l0", np.array([0.0, 1e3, 1e18, 1e36, 1e37]))
     assert np.isfinite(s.losses[0]) and np.isnan(s.losses[-1])
+
+
+def test_cliff_when_the_gradient_overflows(tmp_path, capsys, monkeypatch):
+    real = gradflow._task_gradient
+
+    def overflowing(subject):
+        g = real(subject)
+        g["0.weight_hh_l0"][0, 0] = np.inf
+        return g
+
+    monkeypatch.setattr(gradflow, "_task_gradient", overflowing)
+    s, _ = run_json(
+        capsys, "adding", "--cell", "rnn", *TINY, "--analyses", "cliff", "--out", tmp_path
+    )
+    check_outputs(s, tmp_path, ["cliff"])
+    assert s["analyses"]["cliff"]["clip"] is None
+    assert "the gradient overflows" in s["verdicts"]["cliff"]

@@ -535,9 +535,10 @@ def analyse_cliff(subject: Subject, span: float, lr: float | None, max_norm: flo
     """Loss slices along the hidden bias and a random direction, and the loss along −g from θ
     to θ − lr·g with the clipped step lr·clip(g) marked."""
     model = subject.model
-    r, layer = split_model(model)
+    r, _ = split_model(model)
     theta = {k: v.copy() for k, v in model.params.items()}
     loss_fn = _task_loss_fn(subject)
+    clip = step_slice = None
     lr = subject.cfg.lr if lr is None else lr
     try:
         bias = f"{r}.bias_hh_l0"
@@ -553,9 +554,9 @@ def analyse_cliff(subject: Subject, span: float, lr: float | None, max_norm: flo
         random_slice = dg.loss_slice(loss_fn, theta, "random", alphas)
         model.load_state_dict(theta)
         grads = _task_gradient(subject)
-        clip = dg.clipped_vs_unclipped_step(grads, lr, max_norm, loss_fn=loss_fn, params=theta)
-        g = clip.grad_norm
-        step_slice = None
+        if all(np.all(np.isfinite(v)) for v in grads.values()):
+            clip = dg.clipped_vs_unclipped_step(grads, lr, max_norm, loss_fn=loss_fn, params=theta)
+        g = 0.0 if clip is None else clip.grad_norm
         if g > 0 and math.isfinite(g):
             # The loss along −g/‖g‖ out to 1.5× the unclipped step, on a log scale of α so the
             # clipped step (lr·η) and the unclipped one (lr·‖g‖) both show.
@@ -570,19 +571,25 @@ def analyse_cliff(subject: Subject, span: float, lr: float | None, max_norm: flo
     summary = {
         "bias": _slice_summary(bias_slice, "per-entry shift", 1.0 / math.sqrt(n_bias)),
         "random": _slice_summary(random_slice, "α / ‖θ‖", 1.0 / norm_theta),
-        "clip": json_value({k: v for k, v in clip.to_json().items() if k != "kind"}),
+        "clip": None
+        if clip is None
+        else json_value({k: v for k, v in clip.to_json().items() if k != "kind"}),
         "lr": lr,
         "max_norm": max_norm,
     }
     verdict = (
         f"{_slice_words(bias_slice, 1.0 / math.sqrt(n_bias), 'every hidden bias')}; "
         f"{_slice_words(random_slice, 1.0 / norm_theta, 'a random direction (α/‖θ‖)')}; "
-        f"SGD step (lr {lr:g}): {clip.verdict()}"
+        + (
+            f"SGD step (lr {lr:g}): {clip.verdict()}"
+            if clip is not None
+            else "SGD step: the gradient overflows the model's float type, no step to compare"
+        )
     )
     details = {
         "bias": bias_slice.to_json(),
         "random": random_slice.to_json(),
-        "clip": clip.to_json(),
+        "clip": None if clip is None else clip.to_json(),
         "gradient_direction": None if step_slice is None else step_slice.to_json(),
     }
     fig = (bias_slice, random_slice, step_slice, clip, 1.0 / math.sqrt(n_bias), norm_theta)
@@ -710,7 +717,9 @@ def _plot_cliff(data, path) -> Path:
     ax.set_xlabel("distance along −∇L")
     ax.set_ylabel("loss")
     ax.set_title(
-        f"SGD step, lr {clip.lr:g}, ‖g‖ = {clip.grad_norm:.3g}, max_norm {clip.max_norm:g}"
+        "SGD step: the gradient overflowed"
+        if clip is None
+        else f"SGD step, lr {clip.lr:g}, ‖g‖ = {clip.grad_norm:.3g}, max_norm {clip.max_norm:g}"
     )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -36,9 +36,9 @@ _DESCRIPTIONS = {
 
 # What each task trains with unless the user says otherwise (TrainConfig fields).
 _DEFAULTS = {
-    "charlm": dict(cell="lstm", hidden=512, embed=64, batch_size=64, seq_len=100, lr=2e-3,
-                   steps=6000, eval_every=500, checkpoint_every=500, schedule="cosine",
-                   clip="global_norm", clip_at=1.0, dropout=0.0, time_limit=1140.0),
+    "charlm": dict(cell="lstm", hidden=512, embed=64, batch_size=32, seq_len=100, lr=2e-3,
+                   steps=3600, eval_every=400, checkpoint_every=400, schedule="cosine",
+                   clip="global_norm", clip_at=1.0, dropout=0.2, time_limit=1140.0),
     "digits": dict(cell="lstm", hidden=128, batch_size=32, lr=3e-3, steps=3000, eval_every=250,
                    checkpoint_every=1000, schedule="cosine", clip_at=1.0),
     "pytokens": dict(cell="lstm", hidden=64, embed=32, batch_size=32, seq_len=100, lr=3e-3,
