@@ -178,3 +178,31 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
                  "held-out:", "run directory:"):
         assert text in out
     assert (tmp_path / "demo" / "model.safetensors").exists()
+
+
+def test_bucketing_groups_similar_lengths_and_covers_the_epoch():
+    from rnnlab import recipes
+    from rnnlab.train import TrainConfig
+
+    class Varied(recipes._SequenceTask):
+        readout = "last"
+
+        def __init__(self, cfg):
+            super().__init__(cfg)
+            rng = np.random.default_rng(0)
+            self.lengths = rng.integers(1, 41, 512)
+            self.x = rng.standard_normal((512, 40, 2)).astype(np.float32)
+            self.y = np.arange(512)
+
+        def split(self, name):
+            return self.x, self.y, self.lengths
+
+    task = Varied(TrainConfig(task="digits", batch_size=8))
+    seen, spreads = [], []
+    for step in range(64):  # one epoch
+        b = task.batch(step, None)
+        assert b.x.shape[1] == b.lengths.max()  # trimmed to the longest sequence
+        seen.extend(b.y.tolist())
+        spreads.append(b.lengths.max() - b.lengths.min())
+    assert sorted(seen) == list(range(512))
+    assert np.mean(spreads) < 8  # random batches of 8 would spread over ~30 steps

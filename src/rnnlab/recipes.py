@@ -39,11 +39,11 @@ _DEFAULTS = {
     "charlm": dict(cell="lstm", hidden=512, embed=64, batch_size=32, seq_len=100, lr=2e-3,
                    steps=3600, eval_every=400, checkpoint_every=400, schedule="cosine",
                    clip="global_norm", clip_at=1.0, dropout=0.2, time_limit=1140.0),
-    "digits": dict(cell="lstm", hidden=128, batch_size=32, lr=3e-3, steps=3000, eval_every=250,
+    "digits": dict(cell="gru", hidden=128, batch_size=32, lr=3e-3, steps=3000, eval_every=250,
                    checkpoint_every=1000, schedule="cosine", clip_at=1.0),
     "pytokens": dict(cell="lstm", hidden=64, embed=32, batch_size=32, seq_len=100, lr=3e-3,
                      steps=1500, eval_every=250, checkpoint_every=500, schedule="cosine"),
-    "adding": dict(cell="lstm", hidden=64, batch_size=32, lr=2e-3, steps=3000, T=100,
+    "adding": dict(cell="lstm", hidden=64, batch_size=32, lr=2e-3, steps=6000, T=100,
                    eval_every=250, checkpoint_every=1000, clip_at=1.0),
     "copy": dict(cell="lstm", hidden=128, embed=16, batch_size=32, lr=2e-3, steps=3000, T=50,
                  eval_every=250, checkpoint_every=1000, clip_at=1.0),
@@ -122,6 +122,14 @@ def _reverse_within(x: np.ndarray, lengths: np.ndarray | None) -> np.ndarray:
     return np.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=1)
 
 
+def _trim(x, y, lengths, per_step: bool):
+    """Drop the time steps past the longest sequence of a batch (all padding)."""
+    if lengths is None:
+        return x, y, None
+    T = int(lengths.max())
+    return x[:, :T], (y[:, :T] if per_step else y), lengths
+
+
 def _accuracy(logits: np.ndarray, y: np.ndarray, mask: np.ndarray | None = None) -> float:
     hit = logits.argmax(axis=-1) == y
     if mask is not None:
@@ -160,14 +168,24 @@ class _SequenceTask:
     def _full_batch(self, index: int, rng: np.random.Generator):
         B = self.cfg.batch_size
         if self.fresh:
-            return self.sample(B, np.random.default_rng([self.cfg.seed, index, 17]))
+            x, y, lengths = self.sample(B, np.random.default_rng([self.cfg.seed, index, 17]))
+            return _trim(x, y, lengths, self.per_step)
         x, y, lengths = self.split("train")
         n = len(x)
         per_epoch = max(n // B, 1)
         epoch, i = divmod(index, per_epoch)
         order = np.random.default_rng([self.cfg.seed, epoch, 23]).permutation(n)
+        if lengths is not None:
+            # Bucketing: within pools of 16 batches, sequences of similar length go together,
+            # so little of each batch is padding; the pools themselves stay shuffled.
+            pool = 16 * B
+            for a in range(0, n, pool):
+                chunk = order[a : a + pool]
+                order[a : a + pool] = chunk[np.argsort(lengths[chunk], kind="stable")]
         idx = order[i * B : (i + 1) * B]
-        return x[idx], y[idx], None if lengths is None else lengths[idx]
+        if lengths is None:
+            return x[idx], y[idx], None
+        return _trim(x[idx], y[idx], lengths[idx], self.per_step)
 
     def _prepare(self, x, y, lengths):
         if self.cfg.reverse_input:
