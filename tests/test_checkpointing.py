@@ -4,8 +4,8 @@ import tracemalloc
 
 import numpy as np
 import pytest
-
 from helpers import CELLS, make, random_state
+
 from rnnlab.layers import LSTM
 
 
@@ -26,8 +26,9 @@ def test_same_gradients_as_full_bptt(name, ctor, kw, bi, k, engine_path):
     a, b = m.backward(full, dy), m.backward(ckpt, dy)
     np.testing.assert_allclose(b.input, a.input, rtol=1e-12, atol=1e-14)
     for name_ in a.params:
-        np.testing.assert_allclose(b.params[name_], a.params[name_], rtol=1e-12, atol=1e-14,
-                                   err_msg=name_)
+        np.testing.assert_allclose(
+            b.params[name_], a.params[name_], rtol=1e-12, atol=1e-14, err_msg=name_
+        )
     sa = a.state if isinstance(a.state, tuple) else (a.state,)
     sb = b.state if isinstance(b.state, tuple) else (b.state,)
     for u, v in zip(sa, sb, strict=True):
@@ -57,8 +58,10 @@ def test_memory_grows_like_sqrt_T():
         dy = np.ones((B, T, H), np.float32)
         io_bytes = x.nbytes + dy.nbytes  # what any method allocates: the output and ∂L/∂x
         for k in (0, int(np.sqrt(T))):
+
             def step(k=k, x=x, dy=dy):
                 m.backward(m.forward(x, checkpoint_every=k), dy)
+
             peaks[T, k] = peak_bytes(step) - io_bytes
     full_growth = peaks[1024, 0] / peaks[256, 0]
     ckpt_growth = peaks[1024, 32] / peaks[256, 16]

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-
 from helpers import CELLS, make
+
 from rnnlab import recurrence
 from rnnlab.layers import LSTM, RNN
 
@@ -89,12 +89,22 @@ def test_learned_initial_state_gradient_is_sum_over_batch(name, ctor, kw):
     x = rng.standard_normal((B, T, I))
     f, b, dy = run(m, x)
     # the same computation with the learned state passed explicitly
-    h0 = np.stack([np.broadcast_to(m.params[f"h0_l{k}{s}"], (B, H)) for k in range(2)
-                   for s in ("", "_reverse")])
+    h0 = np.stack(
+        [
+            np.broadcast_to(m.params[f"h0_l{k}{s}"], (B, H))
+            for k in range(2)
+            for s in ("", "_reverse")
+        ]
+    )
     state = h0
     if name == "lstm":
-        c0 = np.stack([np.broadcast_to(m.params[f"c0_l{k}{s}"], (B, H)) for k in range(2)
-                       for s in ("", "_reverse")])
+        c0 = np.stack(
+            [
+                np.broadcast_to(m.params[f"c0_l{k}{s}"], (B, H))
+                for k in range(2)
+                for s in ("", "_reverse")
+            ]
+        )
         state = (h0, c0)
     g = m.forward(x, state=state)
     c = m.backward(g, dy)
@@ -133,16 +143,21 @@ def test_loop_equals_manual_step_loop(name, ctor, kw):
             h = np.maximum(xa + ha, 0)
         elif name == "lstm":
             z = xa + ha
-            i, f, g, o = sig(z[:, :H]), sig(z[:, H:2*H]), np.tanh(z[:, 2*H:3*H]), sig(z[:, 3*H:])
+            i, f, g, o = (
+                sig(z[:, :H]),
+                sig(z[:, H : 2 * H]),
+                np.tanh(z[:, 2 * H : 3 * H]),
+                sig(z[:, 3 * H :]),
+            )
             c = f * c + i * g
             h = o * np.tanh(c)
         else:
             r = sig(xa[:, :H] + ha[:, :H])
-            zg = sig(xa[:, H:2*H] + ha[:, H:2*H])
+            zg = sig(xa[:, H : 2 * H] + ha[:, H : 2 * H])
             if name == "gru":
-                n = np.tanh(xa[:, 2*H:] + r * ha[:, 2*H:])
+                n = np.tanh(xa[:, 2 * H :] + r * ha[:, 2 * H :])
             else:
-                n = np.tanh(xa[:, 2*H:] + (r * h) @ p.W_hh[2*H:].T + p.b_hh[2*H:])
+                n = np.tanh(xa[:, 2 * H :] + (r * h) @ p.W_hh[2 * H :].T + p.b_hh[2 * H :])
             h = (1 - zg) * n + zg * h
         np.testing.assert_allclose(m.forward(x[:, : t + 1]).output[:, t], h, atol=1e-14)
 
@@ -176,5 +191,7 @@ def test_irnn_and_forget_bias_initialisation():
 
 
 def test_lengths_to_mask():
-    np.testing.assert_array_equal(recurrence.lengths_to_mask(np.array([2, 1]), 3),
-                                  [[True, True], [True, False], [False, False]])
+    np.testing.assert_array_equal(
+        recurrence.lengths_to_mask(np.array([2, 1]), 3),
+        [[True, True], [True, False], [False, False]],
+    )

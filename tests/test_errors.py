@@ -20,12 +20,16 @@ def x():
 
 
 def test_input_rank(lstm):
-    with pytest.raises(ValueError, match=r"`x` must be an array with 3 dimensions; got shape \(4, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"`x` must be an array with 3 dimensions; got shape \(4, 3\)"
+    ):
         lstm.forward(np.zeros((T, I), np.float32))
 
 
 def test_input_features(lstm):
-    with pytest.raises(ValueError, match=r"`x` must be an array with 3 features .*got shape \(2, 4, 7\)"):
+    with pytest.raises(
+        ValueError, match=r"`x` must be an array with 3 features .*got shape \(2, 4, 7\)"
+    ):
         lstm.forward(np.zeros((B, T, 7), np.float32))
 
 
@@ -47,16 +51,24 @@ def test_not_an_array(lstm):
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_non_finite_input(lstm, x, bad):
     x[1, 2, 0] = bad
-    with pytest.raises(ValueError, match=r"`x` must be finite \(no NaN or inf\); got .* at index \(1, 2, 0\)"):
+    with pytest.raises(
+        ValueError, match=r"`x` must be finite \(no NaN or inf\); got .* at index \(1, 2, 0\)"
+    ):
         lstm.forward(x)
 
 
-@pytest.mark.parametrize("lengths,match", [
-    ([4, 0], r"`lengths` must be between 1 and the padded length 4; got a length of 0.*Zero-length"),
-    ([4, 5], r"`lengths` must be between 1 and the padded length 4; got a length of 5"),
-    ([4], r"`lengths` must be an array of shape \(2,\)"),
-    ([4.0, 2.0], r"`lengths` must be an array of integers"),
-])
+@pytest.mark.parametrize(
+    "lengths,match",
+    [
+        (
+            [4, 0],
+            r"`lengths` must be between 1 and the padded length 4; got a length of 0.*Zero-length",
+        ),
+        ([4, 5], r"`lengths` must be between 1 and the padded length 4; got a length of 5"),
+        ([4], r"`lengths` must be an array of shape \(2,\)"),
+        ([4.0, 2.0], r"`lengths` must be an array of integers"),
+    ],
+)
 def test_bad_lengths(lstm, x, lengths, match):
     with pytest.raises(ValueError, match=match):
         lstm.forward(x, lengths=np.array(lengths))
@@ -65,48 +77,71 @@ def test_bad_lengths(lstm, x, lengths, match):
 def test_mask_problems(lstm, x):
     with pytest.raises(ValueError, match=r"`lengths` must be None when `mask` is given"):
         lstm.forward(x, lengths=np.array([1, 2]), mask=np.ones((B, T), bool))
-    with pytest.raises(ValueError, match=r"`mask` must be an array of shape \(2, 4\); got shape \(4, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"`mask` must be an array of shape \(2, 4\); got shape \(4, 2\)"
+    ):
         lstm.forward(x, mask=np.ones((T, B), bool))
     with pytest.raises(ValueError, match=r"`mask` must be a boolean array"):
         lstm.forward(x, mask=np.ones((B, T)))
     mask = np.ones((B, T), bool)
     mask[1] = False
-    with pytest.raises(ValueError, match=r"`mask` must be True at one step .* batch index 1.*Zero-length"):
+    with pytest.raises(
+        ValueError, match=r"`mask` must be True at one step .* batch index 1.*Zero-length"
+    ):
         lstm.forward(x, mask=mask)
 
 
 def test_state_shapes(lstm, x):
     with pytest.raises(ValueError, match=r"`state` must be a pair \(h0, c0\) for an LSTM"):
         lstm.forward(x, state=np.zeros((1, B, H), np.float32))
-    with pytest.raises(ValueError, match=r"`state\[0\] \(h0\)` must be an array of shape \(1, 2, 5\); got shape \(2, 5\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"`state\[0\] \(h0\)` must be an array of shape \(1, 2, 5\); got shape \(2, 5\)",
+    ):
         lstm.forward(x, state=(np.zeros((B, H), np.float32), np.zeros((1, B, H), np.float32)))
     gru = GRU(I, H, 2, rng=0)
-    with pytest.raises(ValueError, match=r"`state` must be an array of shape \(2, 2, 5\); got shape \(1, 2, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"`state` must be an array of shape \(2, 2, 5\); got shape \(1, 2, 5\)"
+    ):
         gru.forward(x, state=np.zeros((1, B, H), np.float32))
 
 
 def test_backward_shapes(lstm, x):
     f = lstm.forward(x)
-    with pytest.raises(ValueError, match=r"`d_output` must be an array of shape \(2, 4, 5\); got shape \(2, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"`d_output` must be an array of shape \(2, 4, 5\); got shape \(2, 4\)"
+    ):
         lstm.backward(f, np.zeros((B, T), np.float32))
     with pytest.raises(ValueError, match=r"`d_state` must be a pair \(dh_n, dc_n\)"):
         lstm.backward(f, np.zeros_like(f.output), np.zeros((1, B, H), np.float32))
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"hidden_size": 0}, r"`hidden_size` must be a positive integer; got 0"),
-    ({"num_layers": 1.5}, r"`num_layers` must be a positive integer; got 1.5"),
-    ({"dropout": 1.5}, r"`dropout` must be a number in \[0, 1\); got 1.5"),
-    ({"merge": "mul"}, r"`merge` must be one of 'concat', 'sum', 'readout'; got 'mul'"),
-    ({"merge": "readout"}, r"`merge` must be 'concat' for a unidirectional layer"),
-    ({"merge": "readout", "bidirectional": True}, r"`output_size` must be a positive integer; got None"),
-    ({"output_size": 3}, r"`output_size` must be None unless merge='readout'"),
-    ({"init": "irnn"}, r"`init` must be 'uniform' or 'orthogonal' for an LSTM or GRU.*IRNN"),
-    ({"dtype": np.int32}, r"`dtype` must be float32 or float64; got int32"),
-    ({"initial_state": "random"}, r"`initial_state` must be one of 'zeros', 'learned'; got 'random'"),
-    ({"initial_state": float("nan")}, r"`initial_state` must be 'zeros', 'learned' or a finite number"),
-    ({"rng": "seed"}, r"`rng` must be a numpy Generator, an integer seed or None"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"hidden_size": 0}, r"`hidden_size` must be a positive integer; got 0"),
+        ({"num_layers": 1.5}, r"`num_layers` must be a positive integer; got 1.5"),
+        ({"dropout": 1.5}, r"`dropout` must be a number in \[0, 1\); got 1.5"),
+        ({"merge": "mul"}, r"`merge` must be one of 'concat', 'sum', 'readout'; got 'mul'"),
+        ({"merge": "readout"}, r"`merge` must be 'concat' for a unidirectional layer"),
+        (
+            {"merge": "readout", "bidirectional": True},
+            r"`output_size` must be a positive integer; got None",
+        ),
+        ({"output_size": 3}, r"`output_size` must be None unless merge='readout'"),
+        ({"init": "irnn"}, r"`init` must be 'uniform' or 'orthogonal' for an LSTM or GRU.*IRNN"),
+        ({"dtype": np.int32}, r"`dtype` must be float32 or float64; got int32"),
+        (
+            {"initial_state": "random"},
+            r"`initial_state` must be one of 'zeros', 'learned'; got 'random'",
+        ),
+        (
+            {"initial_state": float("nan")},
+            r"`initial_state` must be 'zeros', 'learned' or a finite number",
+        ),
+        ({"rng": "seed"}, r"`rng` must be a numpy Generator, an integer seed or None"),
+    ],
+)
 def test_constructor_arguments(kwargs, match):
     args = {"input_size": I, "hidden_size": H, **kwargs}
     with pytest.raises(ValueError, match=match):
@@ -116,24 +151,35 @@ def test_constructor_arguments(kwargs, match):
 def test_cell_specific_options():
     with pytest.raises(ValueError, match=r"`forget_bias` must be None for an RNN or GRU"):
         GRU(I, H, forget_bias=1.0)
-    with pytest.raises(ValueError, match=r"`nonlinearity` must be one of 'tanh', 'relu'; got 'sigmoid'"):
+    with pytest.raises(
+        ValueError, match=r"`nonlinearity` must be one of 'tanh', 'relu'; got 'sigmoid'"
+    ):
         RNN(I, H, nonlinearity="sigmoid")
 
 
 def test_dropout_needs_an_rng(x):
     m = LSTM(I, H, 2, dropout=0.5, rng=0)
-    with pytest.raises(ValueError, match=r"`rng` must be a numpy Generator when training with dropout"):
+    with pytest.raises(
+        ValueError, match=r"`rng` must be a numpy Generator when training with dropout"
+    ):
         m.forward(x, training=True)
-    with pytest.raises(ValueError, match=r"`rng` must be a numpy Generator when training with dropout"):
+    with pytest.raises(
+        ValueError, match=r"`rng` must be a numpy Generator when training with dropout"
+    ):
         Dropout(0.5).forward(x, training=True)
 
 
 def test_load_state_dict_names_and_shapes(lstm):
-    with pytest.raises(ValueError, match=r"`state` must be a dict with exactly .*missing \['weight_hh_l0'"):
+    with pytest.raises(
+        ValueError, match=r"`state` must be a dict with exactly .*missing \['weight_hh_l0'"
+    ):
         lstm.load_state_dict({k: v for k, v in lstm.params.items() if k != "weight_hh_l0"})
     bad = lstm.state_dict()
     bad["bias_ih_l0"] = np.zeros(3)
-    with pytest.raises(ValueError, match=r"`state\['bias_ih_l0'\]` must be an array of shape \(20,\); got shape \(3,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"`state\['bias_ih_l0'\]` must be an array of shape \(20,\); got shape \(3,\)",
+    ):
         lstm.load_state_dict(bad)
 
 

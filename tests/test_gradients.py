@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-
 from helpers import CELLS, make, random_state
+
 from rnnlab import gradcheck
 from rnnlab.feedback import OutputFeedback
 from rnnlab.modules import Dropout, Embedding, LastStep, Linear, MeanOverTime, Sequential
@@ -83,8 +83,9 @@ def test_many_to_one_readouts(readout):
 def test_output_feedback(mode, hidden, feedback):
     rng = np.random.default_rng(9)
     K = 3
-    layer = OutputFeedback(I, H, K, feedback=feedback, hidden_recurrence=hidden,
-                           dtype=np.float64, rng=rng)
+    layer = OutputFeedback(
+        I, H, K, feedback=feedback, hidden_recurrence=hidden, dtype=np.float64, rng=rng
+    )
     for v in layer.params.values():
         v[...] = rng.uniform(-0.6, 0.6, v.shape)
     x = rng.standard_normal((B, T, I))
@@ -123,8 +124,12 @@ def test_gradcheck_catches_a_wrong_gradient():
 def test_feedback_model(cell, teacher):
     from rnnlab.models import build
 
-    spec = {"input": {"type": "tokens", "vocab_size": 6, "embed_dim": 3},
-            "rnn": {"cell": cell, "hidden_size": H}, "output_size": 4, "feedback": "softmax"}
+    spec = {
+        "input": {"type": "tokens", "vocab_size": 6, "embed_dim": 3},
+        "rnn": {"cell": cell, "hidden_size": H},
+        "output_size": 4,
+        "feedback": "softmax",
+    }
     model = build(spec, dtype=np.float64, rng=np.random.default_rng(1))
     rng = np.random.default_rng(2)
     tokens = rng.integers(0, 6, (B, T))

@@ -41,8 +41,11 @@ def pair(ctor, tctor, kw, I, H, L, bi, batch_first, rng):
 
 
 @pytest.mark.parametrize("batch_first", [True, False], ids=["batch_first", "time_major"])
-@pytest.mark.parametrize("L,bi", [(1, False), (2, False), (1, True), (2, True)],
-                         ids=["1layer", "2layers", "bi", "bi_2layers"])
+@pytest.mark.parametrize(
+    "L,bi",
+    [(1, False), (2, False), (1, True), (2, True)],
+    ids=["1layer", "2layers", "bi", "bi_2layers"],
+)
 @pytest.mark.parametrize("name,ctor,tctor,kw", CASES, ids=[c[0] for c in CASES])
 def test_parity(name, ctor, tctor, kw, L, bi, batch_first, engine_path):
     rng = np.random.default_rng(0)
@@ -99,8 +102,9 @@ def test_parity_with_packed_sequences(name, ctor, tctor, kw, bi, engine_path):
     x = rng.standard_normal((B, T, I))
     f = ours.forward(x, lengths=lengths)
     xt = torch.from_numpy(x.copy()).requires_grad_()
-    packed = pack_padded_sequence(xt, torch.from_numpy(lengths), batch_first=True,
-                                  enforce_sorted=False)
+    packed = pack_padded_sequence(
+        xt, torch.from_numpy(lengths), batch_first=True, enforce_sorted=False
+    )
     yp, st = theirs(packed)
     yt, _ = pad_packed_sequence(yp, batch_first=True, total_length=T)
     close(f.output, yt.detach(), "output")

@@ -26,19 +26,21 @@ def weights(run):
     return tensors
 
 
-@pytest.mark.parametrize("task,extra", [
-    ("copy", ["--T", "5", "--layers", "2", "--dropout", "0.2"]),
-    ("charlm", ["--seq-len", "16", "--data", "CORPUS"]),
-    ("pytokens", ["--seq-len", "20", "--train-size", "4000", "--bptt", "10"]),
-    ("copy", ["--T", "5", "--cell", "jordan-elman", "--teacher-forcing", "1.0:0.3"]),
-])
+@pytest.mark.parametrize(
+    "task,extra",
+    [
+        ("copy", ["--T", "5", "--layers", "2", "--dropout", "0.2"]),
+        ("charlm", ["--seq-len", "16", "--data", "CORPUS"]),
+        ("pytokens", ["--seq-len", "20", "--train-size", "4000", "--bptt", "10"]),
+        ("copy", ["--T", "5", "--cell", "jordan-elman", "--teacher-forcing", "1.0:0.3"]),
+    ],
+)
 def test_resume_equals_uninterrupted(tmp_path, task, extra, corpus):
     """Cut a run at its step-6 checkpoint, resume it, and get the uninterrupted weights."""
     import shutil
 
     extra = [corpus if a == "CORPUS" else a for a in extra]
-    common = [*TINY, *extra, "--eval-every", "6", "--checkpoint-every", "6",
-              "--schedule", "cosine"]
+    common = [*TINY, *extra, "--eval-every", "6", "--checkpoint-every", "6", "--schedule", "cosine"]
     assert run_cli("train", task, "--steps", 12, "--run-dir", tmp_path / "a", *common) == 0
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     ckpts = tmp_path / "b" / "checkpoints"
@@ -64,8 +66,22 @@ def corpus(tmp_path):
 
 def test_evaluate_json_and_sample(tmp_path, corpus, capsys):
     run = tmp_path / "lm"
-    assert run_cli("train", "charlm", "--data", corpus, "--steps", 5, "--seq-len", 16,
-                   "--run-dir", run, *TINY) == 0
+    assert (
+        run_cli(
+            "train",
+            "charlm",
+            "--data",
+            corpus,
+            "--steps",
+            5,
+            "--seq-len",
+            16,
+            "--run-dir",
+            run,
+            *TINY,
+        )
+        == 0
+    )
     capsys.readouterr()
     assert run_cli("evaluate", run, "--json") == 0
     result = json.loads(capsys.readouterr().out)
@@ -106,7 +122,9 @@ def test_bad_input_one_line_errors(tmp_path, capsys, corpus):
     with pytest.raises(SystemExit):  # argparse: unknown cell / option
         run_cli("train", "adding", "--cell", "transformer")
     capsys.readouterr()
-    assert "does not exist" in error_of(capsys, "train", "charlm", "--data", tmp_path / "missing.txt")
+    assert "does not exist" in error_of(
+        capsys, "train", "charlm", "--data", tmp_path / "missing.txt"
+    )
     empty = tmp_path / "empty.txt"
     empty.write_text("")
     assert "empty" in error_of(capsys, "train", "charlm", "--data", empty)
@@ -121,7 +139,9 @@ def test_bad_input_one_line_errors(tmp_path, capsys, corpus):
     assert "unknown setting 'hiddne'" in error_of(capsys, "train", "--config", unknown)
     assert "run directory" in error_of(capsys, "evaluate", tmp_path)
     assert "`lr` must be a positive number" in error_of(capsys, "train", "adding", "--lr", "-1")
-    assert "`bptt` must be 0 for the adding task" in error_of(capsys, "train", "adding", "--bptt", "5")
+    assert "`bptt` must be 0 for the adding task" in error_of(
+        capsys, "train", "adding", "--bptt", "5"
+    )
 
 
 def test_checkpoint_problems(tmp_path, capsys):
@@ -142,8 +162,25 @@ def test_checkpoint_problems(tmp_path, capsys):
 
 def test_divergence_stops_with_the_step_and_a_remedy(tmp_path, capsys):
     run = tmp_path / "r"
-    code = run_cli("train", "adding", "--T", 20, "--cell", "relu", "--lr", "1e6", "--clip", "none",
-                   "--optimizer", "sgd", "--steps", 50, "--run-dir", run, *TINY)
+    code = run_cli(
+        "train",
+        "adding",
+        "--T",
+        20,
+        "--cell",
+        "relu",
+        "--lr",
+        "1e6",
+        "--clip",
+        "none",
+        "--optimizer",
+        "sgd",
+        "--steps",
+        50,
+        "--run-dir",
+        run,
+        *TINY,
+    )
     err = capsys.readouterr().err
     assert code == 1
     assert "at step" in err and "clipping" in err and "learning rate" in err
@@ -153,9 +190,29 @@ def test_ctrl_c_saves_a_checkpoint_and_resumes(tmp_path):
     run = tmp_path / "r"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rnnlab.cli", "train", "adding", "--T", "10", "--steps", "100000",
-         "--checkpoint-every", "100000", "--eval-every", "100000", "--run-dir", str(run), *TINY],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+        [
+            sys.executable,
+            "-m",
+            "rnnlab.cli",
+            "train",
+            "adding",
+            "--T",
+            "10",
+            "--steps",
+            "100000",
+            "--checkpoint-every",
+            "100000",
+            "--eval-every",
+            "100000",
+            "--run-dir",
+            str(run),
+            *TINY,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
     deadline = time.time() + 60
     while time.time() < deadline and not (run / "metrics.jsonl").exists():
         time.sleep(0.1)
@@ -174,8 +231,13 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     """The README's main job, cut to a few seconds of training."""
     assert main(["demo", "--time-limit", "3", "--run-dir", str(tmp_path / "demo"), "--quiet"]) == 0
     out = capsys.readouterr().out
-    for text in ("n-gram baselines", "sample before training", "sample after training",
-                 "held-out:", "run directory:"):
+    for text in (
+        "n-gram baselines",
+        "sample before training",
+        "sample after training",
+        "held-out:",
+        "run directory:",
+    ):
         assert text in out
     assert (tmp_path / "demo" / "model.safetensors").exists()
 

@@ -69,7 +69,11 @@ def float_array(
             fail(name, f"an array of shape {want}", f"shape {value.shape}")
     if finite and not np.all(np.isfinite(value)):
         bad = np.argwhere(~np.isfinite(value))[0]
-        fail(name, "finite (no NaN or inf)", f"{value[tuple(bad)]} at index {tuple(int(i) for i in bad)}")
+        fail(
+            name,
+            "finite (no NaN or inf)",
+            f"{value[tuple(bad)]} at index {tuple(int(i) for i in bad)}",
+        )
     if dtype is not None and value.dtype != dtype:
         value = value.astype(dtype)
     return value

@@ -12,8 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from rnnlab import io
 
 EXIT_USAGE = 2
@@ -29,9 +27,12 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     user typed overrides the task's defaults and the --config file."""
     S = argparse.SUPPRESS
     g = p.add_argument_group("model")
-    g.add_argument("--cell", choices=("rnn", "relu", "irnn", "lstm", "gru", "gru-orig", "jordan",
-                                       "jordan-elman"), default=S,
-                   help="recurrent cell (default: the task's); jordan = output feedback")
+    g.add_argument(
+        "--cell",
+        choices=("rnn", "relu", "irnn", "lstm", "gru", "gru-orig", "jordan", "jordan-elman"),
+        default=S,
+        help="recurrent cell (default: the task's); jordan = output feedback",
+    )
     g.add_argument("--hidden", type=int, default=S, help="hidden units per layer")
     g.add_argument("--layers", type=int, default=S, help="stacked recurrent layers")
     g.add_argument("--bidirectional", action="store_true", default=S, help="read both directions")
@@ -39,33 +40,70 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dropout", type=float, default=S, help="dropout between and after layers")
     g.add_argument("--initial-state", dest="initial_state", choices=("zeros", "learned"), default=S)
     g = p.add_argument_group("optimisation")
-    g.add_argument("--optimizer", choices=("sgd", "nesterov", "rmsprop", "adagrad", "adam", "adamw"),
-                   default=S)
+    g.add_argument(
+        "--optimizer", choices=("sgd", "nesterov", "rmsprop", "adagrad", "adam", "adamw"), default=S
+    )
     g.add_argument("--lr", type=float, default=S, help="learning rate")
     g.add_argument("--weight-decay", dest="weight_decay", type=float, default=S)
     g.add_argument("--schedule", choices=("constant", "cosine", "step"), default=S)
     g.add_argument("--warmup", type=int, default=S, help="linear warm-up steps")
-    g.add_argument("--clip", choices=("global_norm", "value", "none"), default=S,
-                   help="gradient clipping: by global norm, by value, or none")
-    g.add_argument("--clip-at", dest="clip_at", type=float, default=S,
-                   help="the clipping threshold (a norm or a value, per --clip)")
+    g.add_argument(
+        "--clip",
+        choices=("global_norm", "value", "none"),
+        default=S,
+        help="gradient clipping: by global norm, by value, or none",
+    )
+    g.add_argument(
+        "--clip-at",
+        dest="clip_at",
+        type=float,
+        default=S,
+        help="the clipping threshold (a norm or a value, per --clip)",
+    )
     g.add_argument("--batch-size", dest="batch_size", type=int, default=S)
-    g.add_argument("--seq-len", dest="seq_len", type=int, default=S,
-                   help="window length for tasks that cut sequences")
-    g.add_argument("--bptt", type=int, default=S,
-                   help="truncated BPTT window (state carried, gradient cut); 0 = full")
-    g.add_argument("--teacher-forcing", dest="teacher_forcing", default=S,
-                   help="jordan cells: probability of feeding the truth, 'p' or a linear "
-                        "schedule 'a:b' (e.g. 1.0:0.5; evaluation always runs free)")
-    g.add_argument("--reverse-input", dest="reverse_input", action="store_true", default=S,
-                   help="feed each input sequence reversed (Sutskever et al. 2014)")
+    g.add_argument(
+        "--seq-len",
+        dest="seq_len",
+        type=int,
+        default=S,
+        help="window length for tasks that cut sequences",
+    )
+    g.add_argument(
+        "--bptt",
+        type=int,
+        default=S,
+        help="truncated BPTT window (state carried, gradient cut); 0 = full",
+    )
+    g.add_argument(
+        "--teacher-forcing",
+        dest="teacher_forcing",
+        default=S,
+        help="jordan cells: probability of feeding the truth, 'p' or a linear "
+        "schedule 'a:b' (e.g. 1.0:0.5; evaluation always runs free)",
+    )
+    g.add_argument(
+        "--reverse-input",
+        dest="reverse_input",
+        action="store_true",
+        default=S,
+        help="feed each input sequence reversed (Sutskever et al. 2014)",
+    )
     g.add_argument("--steps", type=int, default=S, help="optimizer steps")
-    g.add_argument("--time-limit", dest="time_limit", type=float, default=S,
-                   help="stop after this many seconds")
+    g.add_argument(
+        "--time-limit",
+        dest="time_limit",
+        type=float,
+        default=S,
+        help="stop after this many seconds",
+    )
     g.add_argument("--eval-every", dest="eval_every", type=int, default=S)
     g.add_argument("--checkpoint-every", dest="checkpoint_every", type=int, default=S)
-    g.add_argument("--patience", type=int, default=S,
-                   help="stop after this many evaluations without improvement (0: never)")
+    g.add_argument(
+        "--patience",
+        type=int,
+        default=S,
+        help="stop after this many evaluations without improvement (0: never)",
+    )
     g.add_argument("--seed", type=int, default=S)
     g = p.add_argument_group("data")
     g.add_argument("--data", default=S, help="charlm: a UTF-8 text file (default: built-in corpus)")
@@ -81,12 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a model on a built-in task",
-                       description="Train a recurrent network on a built-in task. Options "
-                       "override the task's defaults and --config.")
+    p = sub.add_parser(
+        "train",
+        help="train a model on a built-in task",
+        description="Train a recurrent network on a built-in task. Options "
+        "override the task's defaults and --config.",
+    )
     p.add_argument("task", nargs="?", help="the task (see `rnnlab tasks`)")
     p.add_argument("--config", help="a TOML file of settings (the names of the options below)")
-    p.add_argument("--run-dir", dest="run_dir", help="where to write the run (default: runs/TASK-TIME)")
+    p.add_argument(
+        "--run-dir", dest="run_dir", help="where to write the run (default: runs/TASK-TIME)"
+    )
     p.add_argument("--resume", metavar="RUN", help="continue the run in this directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _train_options(p)
@@ -105,13 +148,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
 
     sub.add_parser("tasks", help="list the built-in tasks")
-    sub.add_parser("bench", help="time training and inference against PyTorch (rnnlab bench -h)",
-                   add_help=False)
-    sub.add_parser("gradflow", help="see the gradients: lag profiles, Jacobians, spectra, "
-                   "cliffs (rnnlab gradflow -h)", add_help=False)
+    sub.add_parser(
+        "bench",
+        help="time training and inference against PyTorch (rnnlab bench -h)",
+        add_help=False,
+    )
+    sub.add_parser(
+        "gradflow",
+        help="see the gradients: lag profiles, Jacobians, spectra, cliffs (rnnlab gradflow -h)",
+        add_help=False,
+    )
     sub.add_parser("plot", help="plot a run's metrics (rnnlab plot -h)", add_help=False)
 
-    p = sub.add_parser("demo", help="train a character LSTM for ~2 minutes and show what it learned")
+    p = sub.add_parser(
+        "demo", help="train a character LSTM for ~2 minutes and show what it learned"
+    )
     p.add_argument("--run-dir", dest="run_dir", default=None)
     p.add_argument("--time-limit", dest="time_limit", type=float, default=120.0)
     p.add_argument("--quiet", action="store_true")
@@ -119,8 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Commands with options of their own: their modules parse the rest of the command line.
-_DELEGATED = {"bench": ("rnnlab.bench", "main"), "gradflow": ("rnnlab.gradflow", "main"),
-              "plot": ("rnnlab.gradflow", "plot_main")}
+_DELEGATED = {
+    "bench": ("rnnlab.bench", "main"),
+    "gradflow": ("rnnlab.gradflow", "main"),
+    "plot": ("rnnlab.gradflow", "plot_main"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,8 +246,9 @@ def _config_from_args(args) -> tuple:
         settings.update(io.read_toml(args.config))
     task = args.task or settings.get("task")
     if not task:
-        raise UsageError("`task` must be given (a positional argument or `task` in --config); "
-                         "see `rnnlab tasks`")
+        raise UsageError(
+            "`task` must be given (a positional argument or `task` in --config); see `rnnlab tasks`"
+        )
     if task not in recipes.TASK_NAMES:
         raise UsageError(f"`task` must be one of {', '.join(recipes.TASK_NAMES)}; got {task!r}")
     overrides = {k: v for k, v in vars(args).items() if k in TrainConfig.fields() and k != "task"}
@@ -204,7 +259,7 @@ def _config_from_args(args) -> tuple:
 
 def cmd_train(args) -> int:
     from rnnlab import recipes
-    from rnnlab.train import Trainer, TrainConfig
+    from rnnlab.train import TrainConfig, Trainer
 
     if args.resume:
         run_dir = io.open_run_dir(args.resume)
@@ -223,14 +278,19 @@ def cmd_train(args) -> int:
         _, cfg = _config_from_args(args)
         run_dir = Path(args.run_dir) if args.run_dir else io.make_run_dir("runs", cfg.task)
         if args.run_dir and (run_dir / "checkpoints").exists():
-            raise UsageError(f"`--run-dir` must be a new or empty directory; '{run_dir}' already "
-                             f"holds a run (continue it with --resume {run_dir})")
+            raise UsageError(
+                f"`--run-dir` must be a new or empty directory; '{run_dir}' already "
+                f"holds a run (continue it with --resume {run_dir})"
+            )
         task = recipes.make_task(cfg)
         spec = recipes.model_spec(cfg, task)
         model = recipes.build_model(spec, seed=cfg.seed)
         trainer = Trainer(model, task, cfg, run_dir, spec=spec, quiet=args.quiet)
-        print(f"training {cfg.task} ({cfg.cell}, {sum(v.size for v in model.params.values()):,} "
-              f"parameters) into {run_dir}", file=sys.stderr)
+        print(
+            f"training {cfg.task} ({cfg.cell}, {sum(v.size for v in model.params.values()):,} "
+            f"parameters) into {run_dir}",
+            file=sys.stderr,
+        )
     result = trainer.run()
     final = task.evaluate(model, "test")
     io.atomic_write_json(run_dir / "result.json", {"train": result, "test": final})
@@ -257,8 +317,10 @@ def _load_weights(model, ckpt, run_dir) -> None:
     try:
         model.load_state_dict(ckpt.model)
     except ValueError as e:
-        raise io.CheckpointError(f"the checkpoint {ckpt.path} does not fit the model described "
-                                 f"in {run_dir}/config.json (is it from another model?): {e}") from None
+        raise io.CheckpointError(
+            f"the checkpoint {ckpt.path} does not fit the model described "
+            f"in {run_dir}/config.json (is it from another model?): {e}"
+        ) from None
 
 
 def cmd_evaluate(args) -> int:
@@ -280,23 +342,37 @@ def cmd_sample(args) -> int:
 
     run_dir, cfg, model = _load_run(args.run)
     if cfg.task != "charlm":
-        raise UsageError(f"`run` must be a charlm run to sample text; '{run_dir}' is a {cfg.task} run")
+        raise UsageError(
+            f"`run` must be a charlm run to sample text; '{run_dir}' is a {cfg.task} run"
+        )
     task = recipes.make_task(cfg)
-    print(task.sample(model, args.prime, args.length, temperature=args.temperature,
-                      top_k=args.top_k, seed=args.seed))
+    print(
+        task.sample(
+            model,
+            args.prime,
+            args.length,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            seed=args.seed,
+        )
+    )
     return 0
 
 
 def cmd_demo(args) -> int:
     from rnnlab import recipes
-    from rnnlab.train import Trainer, TrainConfig
+    from rnnlab.train import TrainConfig, Trainer
 
-    cfg = TrainConfig.from_dict({**recipes.defaults("charlm"), **recipes.DEMO,
-                                 "time_limit": args.time_limit})
+    cfg = TrainConfig.from_dict(
+        {**recipes.defaults("charlm"), **recipes.DEMO, "time_limit": args.time_limit}
+    )
     run_dir = Path(args.run_dir) if args.run_dir else io.make_run_dir("runs", "demo")
     t0 = time.perf_counter()
-    print("rnnlab demo: a character-level LSTM language model on the Python documentation that "
-          "ships with CPython.", flush=True)
+    print(
+        "rnnlab demo: a character-level LSTM language model on the Python documentation that "
+        "ships with CPython.",
+        flush=True,
+    )
     task = recipes.make_task(cfg)
     spec = recipes.model_spec(cfg, task)
     model = recipes.build_model(spec, seed=cfg.seed)
@@ -306,8 +382,11 @@ def cmd_demo(args) -> int:
         print(f"  {name:<8} {b['nats_per_char']:.3f} / {b['bits_per_char']:.3f}")
     print("\nsample before training:")
     print(_indent(task.sample(model, "def ", 160, temperature=0.8, seed=1)))
-    print(f"\ntraining {sum(v.size for v in model.params.values()):,} parameters for up to "
-          f"{args.time_limit:.0f} s ...", flush=True)
+    print(
+        f"\ntraining {sum(v.size for v in model.params.values()):,} parameters for up to "
+        f"{args.time_limit:.0f} s ...",
+        flush=True,
+    )
     trainer = Trainer(model, task, cfg, run_dir, spec=spec, quiet=args.quiet)
     trainer.run()
     final = task.evaluate(model, "test")
@@ -335,8 +414,10 @@ def _plot(run_dir: Path) -> list[Path]:
     try:
         return plots.plot_run(run_dir)
     except ImportError:
-        print("plots: matplotlib is not installed; pip install 'rnnlab[plot]' to get loss curves",
-              file=sys.stderr)
+        print(
+            "plots: matplotlib is not installed; pip install 'rnnlab[plot]' to get loss curves",
+            file=sys.stderr,
+        )
         return []
 
 

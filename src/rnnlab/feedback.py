@@ -35,9 +35,18 @@ class OutputFeedback:
     `bias_out` c (K,). Inputs are batch-first (B, T, I). Masks must be right-padding (lengths).
     """
 
-    def __init__(self, input_size: int, hidden_size: int, output_size: int, *,
-                 nonlinearity: str = "tanh", feedback: str = "identity",
-                 hidden_recurrence: bool = False, dtype=np.float32, rng=None):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        output_size: int,
+        *,
+        nonlinearity: str = "tanh",
+        feedback: str = "identity",
+        hidden_recurrence: bool = False,
+        dtype=np.float32,
+        rng=None,
+    ):
         self.input_size = _checks.positive_int(input_size, "input_size")
         self.hidden_size = _checks.positive_int(hidden_size, "hidden_size")
         self.output_size = _checks.positive_int(output_size, "output_size")
@@ -93,20 +102,38 @@ class OutputFeedback:
         K = self.output_size
         if isinstance(targets, np.ndarray) and targets.dtype.kind in "iu":
             if self.feedback != "softmax":
-                _checks.fail("targets", "float vectors (B, T, K) unless feedback='softmax'",
-                             f"integer ids of shape {targets.shape}")
+                _checks.fail(
+                    "targets",
+                    "float vectors (B, T, K) unless feedback='softmax'",
+                    f"integer ids of shape {targets.shape}",
+                )
             if targets.shape != (B, T):
                 _checks.fail("targets", f"class ids of shape ({B}, {T})", f"shape {targets.shape}")
             if targets.min() < 0 or targets.max() >= K:
-                _checks.fail("targets", f"class ids in [0, {K})",
-                             f"values from {targets.min()} to {targets.max()}")
+                _checks.fail(
+                    "targets",
+                    f"class ids in [0, {K})",
+                    f"values from {targets.min()} to {targets.max()}",
+                )
             return np.eye(K, dtype=self.dtype)[targets]
         return _checks.float_array(targets, "targets", shape=(B, T, K), dtype=self.dtype)
 
     # ------------------------------------------------------------------ forward
-    def forward(self, x, *, targets=None, mode="teacher", p: float = 0.5, lengths=None,
-                mask=None, state=None, training=False, rng=None, check=True,
-                y0=None) -> Forward:
+    def forward(
+        self,
+        x,
+        *,
+        targets=None,
+        mode="teacher",
+        p: float = 0.5,
+        lengths=None,
+        mask=None,
+        state=None,
+        training=False,
+        rng=None,
+        check=True,
+        y0=None,
+    ) -> Forward:
         """Run the layer. `targets` is needed for "teacher" and "scheduled" modes; `state` is an
         initial hidden state (B, H) when `hidden_recurrence` (zeros otherwise); `y0` (B, K) is
         the value fed back at the first step (zeros by default; a constant for the gradient),
@@ -115,16 +142,25 @@ class OutputFeedback:
         mode = _checks.choice(mode, "mode", ("teacher", "free", "scheduled"))
         x = _checks.float_array(x, "x", ndim=3, finite=check)
         if x.shape[2] != self.input_size:
-            _checks.fail("x", f"an array with {self.input_size} features in its last axis",
-                         f"shape {x.shape}")
+            _checks.fail(
+                "x",
+                f"an array with {self.input_size} features in its last axis",
+                f"shape {x.shape}",
+            )
         if x.dtype != self.dtype:
-            _checks.fail("x", f"of dtype {self.dtype} like the layer's parameters", f"dtype {x.dtype}")
+            _checks.fail(
+                "x", f"of dtype {self.dtype} like the layer's parameters", f"dtype {x.dtype}"
+            )
         B, T, _ = x.shape
         H, K = self.hidden_size, self.output_size
         m = valid_mask(lengths, mask, B, T)  # time-major (T, B)
         if m is not None and not (m[:-1] >= m[1:]).all():
-            _checks.fail("mask", "right padding (valid steps first)", "a mask with gaps",
-                         "OutputFeedback feeds back the previous step; pass right-padded batches.")
+            _checks.fail(
+                "mask",
+                "right padding (valid steps first)",
+                "a mask with gaps",
+                "OutputFeedback feeds back the previous step; pass right-padded batches.",
+            )
         Y = None
         if mode != "free":
             if targets is None:
@@ -138,8 +174,11 @@ class OutputFeedback:
             y0 = _checks.float_array(y0, "y0", shape=(B, K), dtype=self.dtype)
         if state is not None:
             if not self.hidden_recurrence:
-                _checks.fail("state", "None (this layer has no hidden-to-hidden recurrence)",
-                             _checks.describe(state))
+                _checks.fail(
+                    "state",
+                    "None (this layer has no hidden-to-hidden recurrence)",
+                    _checks.describe(state),
+                )
             h0 = _checks.float_array(state, "state", shape=(B, H), dtype=self.dtype)
         else:
             h0 = np.zeros((B, H), self.dtype)
@@ -191,8 +230,15 @@ class OutputFeedback:
                 O[t] = hs[t + 1] @ P["weight_out"].T + P["bias_out"]
                 S[t] = self._f(O[t])
             h_T = hs[T]
-            cache = {"mode": mode, "X": X, "hs": hs, "fed": fed, "S": S, "use_pred": use_pred,
-                     "mask": m}
+            cache = {
+                "mode": mode,
+                "X": X,
+                "hs": hs,
+                "fed": fed,
+                "S": S,
+                "use_pred": use_pred,
+                "mask": m,
+            }
         last = np.full(B, T - 1) if m is None else m.sum(axis=0) - 1
         cache["last"] = last
         if mode == "teacher":

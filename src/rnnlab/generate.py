@@ -13,8 +13,15 @@ import numpy as np
 from rnnlab import _checks
 
 
-def sample_ids(model, prime: np.ndarray, length: int, *, temperature: float = 1.0,
-               top_k: int | None = None, rng: np.random.Generator) -> np.ndarray:
+def sample_ids(
+    model,
+    prime: np.ndarray,
+    length: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Sample `length` ids after the 1-d array `prime` (at least one id) from a token model."""
     length = int(length)
     if length < 0:

@@ -100,9 +100,12 @@ def gradcheck(
     """
     for name, value in module.params.items():
         if value.dtype != np.float64:
-            _checks.fail("module", "a float64 module (create it with dtype=np.float64)",
-                         f"parameter {name!r} of dtype {value.dtype}",
-                         "Finite differences in float32 are dominated by rounding.")
+            _checks.fail(
+                "module",
+                "a float64 module (create it with dtype=np.float64)",
+                f"parameter {name!r} of dtype {value.dtype}",
+                "Finite differences in float32 are dominated by rounding.",
+            )
     if isinstance(x, np.ndarray) and x.dtype.kind == "f" and x.dtype != np.float64:
         _checks.fail("x", "float64", f"dtype {x.dtype}")
     pick = np.random.default_rng(seed)

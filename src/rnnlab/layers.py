@@ -71,12 +71,19 @@ def valid_mask(lengths, mask, B: int, T: int) -> np.ndarray | None:
     if lengths is not None:
         lengths = _checks.int_array(lengths, "lengths", ndim=1)
         if lengths.shape[0] != B:
-            _checks.fail("lengths", f"an array of shape ({B},) (one length per sequence)",
-                         f"shape {lengths.shape}")
+            _checks.fail(
+                "lengths",
+                f"an array of shape ({B},) (one length per sequence)",
+                f"shape {lengths.shape}",
+            )
         if lengths.min() < 1 or lengths.max() > T:
             bad = int(lengths[(lengths < 1) | (lengths > T)][0])
-            _checks.fail("lengths", f"between 1 and the padded length {T}", f"a length of {bad}",
-                         "Zero-length sequences have no steps to run; drop them from the batch.")
+            _checks.fail(
+                "lengths",
+                f"between 1 and the padded length {T}",
+                f"a length of {bad}",
+                "Zero-length sequences have no steps to run; drop them from the batch.",
+            )
         if lengths.min() == T:
             return None
         return recurrence.lengths_to_mask(lengths, T)
@@ -87,9 +94,12 @@ def valid_mask(lengths, mask, B: int, T: int) -> np.ndarray | None:
             _checks.fail("mask", f"an array of shape ({B}, {T})", f"shape {mask.shape}")
         empty = ~mask.any(axis=1)
         if empty.any():
-            _checks.fail("mask", "True at one step at least in every sequence",
-                         f"an all-False row at batch index {int(np.argmax(empty))}",
-                         "Zero-length sequences have no steps to run; drop them from the batch.")
+            _checks.fail(
+                "mask",
+                "True at one step at least in every sequence",
+                f"an all-False row at batch index {int(np.argmax(empty))}",
+                "Zero-length sequences have no steps to run; drop them from the batch.",
+            )
         if mask.all():
             return None
         return np.ascontiguousarray(mask.T)
@@ -155,23 +165,39 @@ class Recurrent:
         self.dtype = _dtype(dtype)
         if self.merge == "readout":
             if not self.bidirectional:
-                _checks.fail("merge", "'concat' for a unidirectional layer", "'readout'",
-                             "The readout merge combines two directions; use a Linear layer.")
+                _checks.fail(
+                    "merge",
+                    "'concat' for a unidirectional layer",
+                    "'readout'",
+                    "The readout merge combines two directions; use a Linear layer.",
+                )
             self.output_size = _checks.positive_int(output_size, "output_size")
         elif output_size is not None:
-            _checks.fail("output_size", "None unless merge='readout'", _checks.describe(output_size))
+            _checks.fail(
+                "output_size", "None unless merge='readout'", _checks.describe(output_size)
+            )
         if isinstance(initial_state, str):
             _checks.choice(initial_state, "initial_state", ("zeros", "learned"))
         elif not isinstance(initial_state, (int, float)) or not np.isfinite(initial_state):
-            _checks.fail("initial_state", "'zeros', 'learned' or a finite number",
-                         _checks.describe(initial_state))
+            _checks.fail(
+                "initial_state",
+                "'zeros', 'learned' or a finite number",
+                _checks.describe(initial_state),
+            )
         self.initial_state = initial_state
         if init == "irnn" and mode != "rnn":
-            _checks.fail("init", "'uniform' or 'orthogonal' for an LSTM or GRU", "'irnn'",
-                         "The IRNN initialisation is for RNN(nonlinearity='relu').")
+            _checks.fail(
+                "init",
+                "'uniform' or 'orthogonal' for an LSTM or GRU",
+                "'irnn'",
+                "The IRNN initialisation is for RNN(nonlinearity='relu').",
+            )
         if forget_bias is not None and mode != "lstm":
-            _checks.fail("forget_bias", "None for an RNN or GRU (it sets an LSTM's forget gate)",
-                         _checks.describe(forget_bias))
+            _checks.fail(
+                "forget_bias",
+                "None for an RNN or GRU (it sets an LSTM's forget gate)",
+                _checks.describe(forget_bias),
+            )
         self.forget_bias = forget_bias
 
         if mode == "rnn":
@@ -238,8 +264,12 @@ class Recurrent:
 
     def _layer_params(self, k: int, sfx: str) -> Params:
         p = self.params
-        return Params(p[f"weight_ih_l{k}{sfx}"], p[f"weight_hh_l{k}{sfx}"],
-                      p[f"bias_ih_l{k}{sfx}"], p[f"bias_hh_l{k}{sfx}"])
+        return Params(
+            p[f"weight_ih_l{k}{sfx}"],
+            p[f"weight_hh_l{k}{sfx}"],
+            p[f"bias_ih_l{k}{sfx}"],
+            p[f"bias_hh_l{k}{sfx}"],
+        )
 
     # ----------------------------------------------------------------- state
     def _initial_states(self, state, B: int):
@@ -261,8 +291,11 @@ class Recurrent:
             for sfx in self.directions:
                 if self.initial_state == "learned":
                     h0 = np.broadcast_to(self.params[f"h0_l{k}{sfx}"], (B, H))
-                    c0 = (np.broadcast_to(self.params[f"c0_l{k}{sfx}"], (B, H))
-                          if self.cell.has_c else None)
+                    c0 = (
+                        np.broadcast_to(self.params[f"c0_l{k}{sfx}"], (B, H))
+                        if self.cell.has_c
+                        else None
+                    )
                 else:
                     value = 0.0 if self.initial_state == "zeros" else float(self.initial_state)
                     h0 = np.full((B, H), value, dt)
@@ -274,21 +307,44 @@ class Recurrent:
     def __call__(self, x, **kwargs) -> Forward:
         return self.forward(x, **kwargs)
 
-    def forward(self, x, *, lengths=None, mask=None, state=None, training=False, rng=None,
-                check=True, checkpoint_every: int = 0) -> Forward:
+    def forward(
+        self,
+        x,
+        *,
+        lengths=None,
+        mask=None,
+        state=None,
+        training=False,
+        rng=None,
+        check=True,
+        checkpoint_every: int = 0,
+    ) -> Forward:
         """`checkpoint_every=k` keeps every k-th state only and recomputes the rest during
         backward (gradient checkpointing; k ≈ √T makes BPTT's memory O(√T))."""
         x = _checks.float_array(x, "x", ndim=3, finite=check)
-        if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) \
-                or checkpoint_every < 0:
-            _checks.fail("checkpoint_every", "a non-negative integer (0: keep every state)",
-                         _checks.describe(checkpoint_every))
+        if (
+            isinstance(checkpoint_every, bool)
+            or not isinstance(checkpoint_every, int)
+            or checkpoint_every < 0
+        ):
+            _checks.fail(
+                "checkpoint_every",
+                "a non-negative integer (0: keep every state)",
+                _checks.describe(checkpoint_every),
+            )
         if x.shape[2] != self.input_size:
-            _checks.fail("x", f"an array with {self.input_size} features in its last axis "
-                         f"(input_size)", f"shape {x.shape}")
+            _checks.fail(
+                "x",
+                f"an array with {self.input_size} features in its last axis (input_size)",
+                f"shape {x.shape}",
+            )
         if x.dtype != self.dtype:
-            _checks.fail("x", f"of dtype {self.dtype} like the layer's parameters",
-                         f"dtype {x.dtype}", f"Convert with x.astype(np.{self.dtype}).")
+            _checks.fail(
+                "x",
+                f"of dtype {self.dtype} like the layer's parameters",
+                f"dtype {x.dtype}",
+                f"Convert with x.astype(np.{self.dtype}).",
+            )
         X = np.swapaxes(x, 0, 1) if self.batch_first else x  # time-major (T, B, I)
         T, B = X.shape[0], X.shape[1]
         if mask is not None and not self.batch_first:
@@ -296,8 +352,9 @@ class Recurrent:
         m = valid_mask(lengths, mask, B, T)
         if training and self.dropout > 0 and self.num_layers > 1:
             if not isinstance(rng, np.random.Generator):
-                _checks.fail("rng", "a numpy Generator when training with dropout",
-                             _checks.describe(rng))
+                _checks.fail(
+                    "rng", "a numpy Generator when training with dropout", _checks.describe(rng)
+                )
         h0s = self._initial_states(state, B)
 
         tapes, drops, finals = [], [], []
@@ -314,7 +371,13 @@ class Recurrent:
             for d, sfx in enumerate(self.directions):
                 h0, c0 = h0s[k * len(self.directions) + d]
                 ys, hT, cT, tape = recurrence.forward(
-                    self.cell, self._layer_params(k, sfx), inp, h0, c0, m, reverse=d == 1,
+                    self.cell,
+                    self._layer_params(k, sfx),
+                    inp,
+                    h0,
+                    c0,
+                    m,
+                    reverse=d == 1,
                     checkpoint_every=checkpoint_every,
                 )
                 ys_dirs.append(ys)
@@ -329,8 +392,13 @@ class Recurrent:
         h_n = np.stack([h for h, _ in finals])
         final = (h_n, np.stack([c for _, c in finals])) if self.cell.has_c else h_n
         output = np.swapaxes(out, 0, 1) if self.batch_first else out
-        cache = {"tapes": tapes, "drops": drops, "ys_last": ys_last, "mask": m,
-                 "given_state": state is not None}
+        cache = {
+            "tapes": tapes,
+            "drops": drops,
+            "ys_last": ys_last,
+            "mask": m,
+            "given_state": state is not None,
+        }
         return Forward(output, final, cache)
 
     def _merge(self, ys_dirs, concat):
@@ -339,8 +407,11 @@ class Recurrent:
         if self.merge == "sum":
             return ys_dirs[0] + ys_dirs[1]
         p = self.params  # readout: o_t = V h_t + V' h'_t + c
-        return ys_dirs[0] @ p["readout_weight"].T + ys_dirs[1] @ p["readout_weight_reverse"].T \
+        return (
+            ys_dirs[0] @ p["readout_weight"].T
+            + ys_dirs[1] @ p["readout_weight_reverse"].T
             + p["readout_bias"]
+        )
 
     def backward(self, f: Forward, d_output, d_state=None) -> Backward:
         cache = f.cache
@@ -378,7 +449,11 @@ class Recurrent:
                 j = k * D + d
                 lp = self._layer_params(k, sfx)
                 dXd, g, dh0, dc0 = recurrence.backward(
-                    self.cell, lp, tapes[j], dys_dirs[d], dh_n[j],
+                    self.cell,
+                    lp,
+                    tapes[j],
+                    dys_dirs[d],
+                    dh_n[j],
                     None if dc_n is None else dc_n[j],
                 )
                 dX = dXd if dX is None else dX + dXd
@@ -412,11 +487,21 @@ class Recurrent:
         shape = (n, B, H)
         if self.cell.has_c:
             if not isinstance(d_state, (tuple, list)) or len(d_state) != 2:
-                _checks.fail("d_state", "a pair (dh_n, dc_n) for an LSTM", _checks.describe(d_state))
+                _checks.fail(
+                    "d_state", "a pair (dh_n, dc_n) for an LSTM", _checks.describe(d_state)
+                )
             dh = d_state[0]
             dc = d_state[1]
-            dh = [None] * n if dh is None else _checks.float_array(dh, "d_state[0]", shape=shape, dtype=dt)
-            dc = [None] * n if dc is None else _checks.float_array(dc, "d_state[1]", shape=shape, dtype=dt)
+            dh = (
+                [None] * n
+                if dh is None
+                else _checks.float_array(dh, "d_state[0]", shape=shape, dtype=dt)
+            )
+            dc = (
+                [None] * n
+                if dc is None
+                else _checks.float_array(dc, "d_state[1]", shape=shape, dtype=dt)
+            )
             return dh, dc
         return _checks.float_array(d_state, "d_state", shape=shape, dtype=dt), None
 
@@ -435,15 +520,19 @@ def load_params(params: dict[str, np.ndarray], state: dict, strict: bool = True)
     missing = [k for k in params if k not in state]
     unexpected = [k for k in state if k not in params]
     if strict and (missing or unexpected):
-        _checks.fail("state", "a dict with exactly this module's parameter names",
-                     f"missing {missing} and unexpected {unexpected}")
+        _checks.fail(
+            "state",
+            "a dict with exactly this module's parameter names",
+            f"missing {missing} and unexpected {unexpected}",
+        )
     for name, value in state.items():
         if name not in params:
             continue
         arr = np.asarray(value)
         if arr.shape != params[name].shape:
-            _checks.fail(f"state[{name!r}]", f"an array of shape {params[name].shape}",
-                         f"shape {arr.shape}")
+            _checks.fail(
+                f"state[{name!r}]", f"an array of shape {params[name].shape}", f"shape {arr.shape}"
+            )
         params[name][...] = arr
 
 
@@ -456,7 +545,7 @@ def RNN(input_size: int, hidden_size: int, num_layers: int = 1, **kwargs) -> Rec
 
 
 def LSTM(input_size: int, hidden_size: int, num_layers: int = 1, **kwargs) -> Recurrent:
-    """LSTM with PyTorch's gate order (i, f, g, o). `forget_bias=1.0` sets the forget gate's bias."""
+    """LSTM, PyTorch's gate order (i, f, g, o). `forget_bias=1.0` sets the forget gate's bias."""
     return Recurrent("lstm", input_size, hidden_size, num_layers, **kwargs)
 
 

@@ -32,14 +32,28 @@ FEEDBACK_CELLS = ("jordan", "jordan-elman")  # output-feedback models (rnnlab.fe
 READOUTS = ("steps", "last", "mean")
 
 
-def make_recurrent(cell: str, input_size: int, hidden_size: int, num_layers: int = 1, *,
-                   bidirectional: bool = False, dropout: float = 0.0,
-                   initial_state="zeros", forget_bias=None, dtype=np.float32,
-                   rng=None) -> Recurrent:
+def make_recurrent(
+    cell: str,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int = 1,
+    *,
+    bidirectional: bool = False,
+    dropout: float = 0.0,
+    initial_state="zeros",
+    forget_bias=None,
+    dtype=np.float32,
+    rng=None,
+) -> Recurrent:
     """The recurrent layer for a cell name (see the module docstring)."""
     cell = _checks.choice(cell, "cell", CELLS)  # output-feedback cells are built by `build`
-    common = dict(bidirectional=bidirectional, dropout=dropout, initial_state=initial_state,
-                  dtype=dtype, rng=rng)
+    common = dict(
+        bidirectional=bidirectional,
+        dropout=dropout,
+        initial_state=initial_state,
+        dtype=dtype,
+        rng=rng,
+    )
     if cell == "rnn":
         return RNN(input_size, hidden_size, num_layers, **common)
     if cell == "relu":
@@ -60,7 +74,9 @@ def build(spec: dict, *, dtype=np.float32, rng=None) -> Sequential:
         inp, r = spec["input"], spec["rnn"]
         readout, K = spec.get("readout", "steps"), spec["output_size"]
     except (KeyError, TypeError) as e:
-        raise ValueError(f"`spec` must have 'input', 'rnn' and 'output_size'; missing {e}") from None
+        raise ValueError(
+            f"`spec` must have 'input', 'rnn' and 'output_size'; missing {e}"
+        ) from None
     if r.get("cell") in FEEDBACK_CELLS:
         return _build_feedback(spec, dtype, rng)
     modules = []
@@ -72,10 +88,16 @@ def build(spec: dict, *, dtype=np.float32, rng=None) -> Sequential:
     else:
         _checks.fail("spec['input']['type']", "'tokens' or 'vectors'", repr(inp["type"]))
     rnn = make_recurrent(
-        r["cell"], features, r["hidden_size"], r.get("num_layers", 1),
-        bidirectional=r.get("bidirectional", False), dropout=r.get("dropout", 0.0),
-        initial_state=r.get("initial_state", "zeros"), forget_bias=r.get("forget_bias"),
-        dtype=dtype, rng=rng,
+        r["cell"],
+        features,
+        r["hidden_size"],
+        r.get("num_layers", 1),
+        bidirectional=r.get("bidirectional", False),
+        dropout=r.get("dropout", 0.0),
+        initial_state=r.get("initial_state", "zeros"),
+        forget_bias=r.get("forget_bias"),
+        dtype=dtype,
+        rng=rng,
     )
     modules.append(rnn)
     readout = _checks.choice(readout, "spec['readout']", READOUTS)
@@ -92,19 +114,32 @@ def build(spec: dict, *, dtype=np.float32, rng=None) -> Sequential:
 def _build_feedback(spec: dict, dtype, rng) -> FeedbackModel:
     inp, r = spec["input"], spec["rnn"]
     if spec.get("readout", "steps") != "steps":
-        _checks.fail("spec['readout']", "'steps' for an output-feedback (Jordan) model",
-                     repr(spec.get("readout")), "Its outputs feed back at every step.")
+        _checks.fail(
+            "spec['readout']",
+            "'steps' for an output-feedback (Jordan) model",
+            repr(spec.get("readout")),
+            "Its outputs feed back at every step.",
+        )
     if r.get("bidirectional") or r.get("num_layers", 1) != 1:
-        _checks.fail("spec['rnn']", "one unidirectional layer for an output-feedback model",
-                     f"num_layers={r.get('num_layers', 1)}, bidirectional={r.get('bidirectional')}")
+        _checks.fail(
+            "spec['rnn']",
+            "one unidirectional layer for an output-feedback model",
+            f"num_layers={r.get('num_layers', 1)}, bidirectional={r.get('bidirectional')}",
+        )
     emb = None
     features = inp.get("size", 0)
     if inp["type"] == "tokens":
         emb = Embedding(inp["vocab_size"], inp["embed_dim"], dtype=dtype, rng=rng)
         features = inp["embed_dim"]
-    layer = OutputFeedback(features, r["hidden_size"], spec["output_size"],
-                           feedback=spec.get("feedback", "softmax"),
-                           hidden_recurrence=r["cell"] == "jordan-elman", dtype=dtype, rng=rng)
+    layer = OutputFeedback(
+        features,
+        r["hidden_size"],
+        spec["output_size"],
+        feedback=spec.get("feedback", "softmax"),
+        hidden_recurrence=r["cell"] == "jordan-elman",
+        dtype=dtype,
+        rng=rng,
+    )
     return FeedbackModel(emb, layer)
 
 
@@ -122,8 +157,9 @@ class FeedbackModel:
     def __init__(self, embedding: Embedding | None, layer: OutputFeedback):
         self.embedding, self.layer = embedding, layer
         self.modules = [m for m in (embedding, layer) if m is not None]
-        self.params = {f"{i}.{k}": v for i, m in enumerate(self.modules)
-                       for k, v in m.params.items()}
+        self.params = {
+            f"{i}.{k}": v for i, m in enumerate(self.modules) for k, v in m.params.items()
+        }
 
     def state_dict(self):
         return {k: v.copy() for k, v in self.params.items()}
@@ -133,8 +169,19 @@ class FeedbackModel:
 
         load_params(self.params, state, strict)
 
-    def forward(self, x, *, lengths=None, mask=None, state=None, training=False, rng=None,
-                check=True, targets=None, teacher: float = 1.0) -> Forward:
+    def forward(
+        self,
+        x,
+        *,
+        lengths=None,
+        mask=None,
+        state=None,
+        training=False,
+        rng=None,
+        check=True,
+        targets=None,
+        teacher: float = 1.0,
+    ) -> Forward:
         fe = None
         inp = x
         if self.embedding is not None:
@@ -147,8 +194,18 @@ class FeedbackModel:
         else:
             mode = "scheduled"
         h0, y0 = (None, None) if state is None else state
-        f = self.layer.forward(inp, targets=targets, mode=mode, p=min(max(teacher, 0.0), 1.0),
-                               lengths=lengths, mask=mask, state=h0, rng=rng, y0=y0, check=check)
+        f = self.layer.forward(
+            inp,
+            targets=targets,
+            mode=mode,
+            p=min(max(teacher, 0.0), 1.0),
+            lengths=lengths,
+            mask=mask,
+            state=h0,
+            rng=rng,
+            y0=y0,
+            check=check,
+        )
         return Forward(f.output, [f.state, f.cache["y_last"]], (fe, f))
 
     def backward(self, fwd: Forward, d_output, d_state=None) -> Backward:

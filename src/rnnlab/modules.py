@@ -33,10 +33,13 @@ class Embedding(_Module):
         self.num_embeddings = _checks.positive_int(num_embeddings, "num_embeddings")
         self.embedding_dim = _checks.positive_int(embedding_dim, "embedding_dim")
         dt = _dtype(dtype)
-        self.params = {"weight": _rng(rng).standard_normal((num_embeddings, embedding_dim)).astype(dt)}
+        self.params = {
+            "weight": _rng(rng).standard_normal((num_embeddings, embedding_dim)).astype(dt)
+        }
 
-    def forward(self, x, *, lengths=None, mask=None, state=None, training=False, rng=None,
-                check=True) -> Forward:
+    def forward(
+        self, x, *, lengths=None, mask=None, state=None, training=False, rng=None, check=True
+    ) -> Forward:
         x = _checks.int_array(x, "x")
         if x.size and (x.min() < 0 or x.max() >= self.num_embeddings):
             bad = int(x[(x < 0) | (x >= self.num_embeddings)][0])
@@ -52,8 +55,9 @@ class Embedding(_Module):
 class Linear(_Module):
     """y = x Wᵀ + b over the last axis, so (B, T, F) inputs get the same map at every step."""
 
-    def __init__(self, in_features: int, out_features: int, *, bias: bool = True,
-                 dtype=np.float32, rng=None):
+    def __init__(
+        self, in_features: int, out_features: int, *, bias: bool = True, dtype=np.float32, rng=None
+    ):
         self.in_features = _checks.positive_int(in_features, "in_features")
         self.out_features = _checks.positive_int(out_features, "out_features")
         dt, rng = _dtype(dtype), _rng(rng)
@@ -62,12 +66,16 @@ class Linear(_Module):
         if bias:
             self.params["bias"] = rng.uniform(-bound, bound, out_features).astype(dt)
 
-    def forward(self, x, *, lengths=None, mask=None, state=None, training=False, rng=None,
-                check=True) -> Forward:
+    def forward(
+        self, x, *, lengths=None, mask=None, state=None, training=False, rng=None, check=True
+    ) -> Forward:
         x = _checks.float_array(x, "x", ndim=(2, 3), finite=check)
         if x.shape[-1] != self.in_features:
-            _checks.fail("x", f"an array with {self.in_features} features in its last axis",
-                         f"shape {x.shape}")
+            _checks.fail(
+                "x",
+                f"an array with {self.in_features} features in its last axis",
+                f"shape {x.shape}",
+            )
         y = x @ self.params["weight"].T
         if "bias" in self.params:
             y += self.params["bias"]
@@ -89,12 +97,15 @@ class Dropout(_Module):
         self.p = _checks.probability(p, "p")
         self.params = {}
 
-    def forward(self, x, *, lengths=None, mask=None, state=None, training=False, rng=None,
-                check=True) -> Forward:
+    def forward(
+        self, x, *, lengths=None, mask=None, state=None, training=False, rng=None, check=True
+    ) -> Forward:
         if not training or self.p == 0.0:
             return Forward(x, None, None)
         if not isinstance(rng, np.random.Generator):
-            _checks.fail("rng", "a numpy Generator when training with dropout", _checks.describe(rng))
+            _checks.fail(
+                "rng", "a numpy Generator when training with dropout", _checks.describe(rng)
+            )
         keep = 1.0 - self.p
         m = (rng.random(x.shape) < keep).astype(x.dtype) / x.dtype.type(keep)
         return Forward(x * m, None, m)
@@ -109,8 +120,9 @@ class LastStep(_Module):
     def __init__(self):
         self.params = {}
 
-    def forward(self, x, *, lengths=None, mask=None, state=None, training=False, rng=None,
-                check=True) -> Forward:
+    def forward(
+        self, x, *, lengths=None, mask=None, state=None, training=False, rng=None, check=True
+    ) -> Forward:
         x = _checks.float_array(x, "x", ndim=3, finite=check)
         B, T = x.shape[:2]
         m = valid_mask(lengths, mask, B, T)
@@ -130,8 +142,9 @@ class MeanOverTime(_Module):
     def __init__(self):
         self.params = {}
 
-    def forward(self, x, *, lengths=None, mask=None, state=None, training=False, rng=None,
-                check=True) -> Forward:
+    def forward(
+        self, x, *, lengths=None, mask=None, state=None, training=False, rng=None, check=True
+    ) -> Forward:
         x = _checks.float_array(x, "x", ndim=3, finite=check)
         B, T = x.shape[:2]
         m = valid_mask(lengths, mask, B, T)
@@ -155,24 +168,42 @@ class Sequential(_Module):
         if len(modules) == 1 and isinstance(modules[0], (list, tuple)):
             modules = tuple(modules[0])
         for i, mod in enumerate(modules):
-            if not (hasattr(mod, "forward") and hasattr(mod, "backward") and hasattr(mod, "params")):
-                _checks.fail(f"modules[{i}]", "an rnnlab module (forward, backward, params)",
-                             _checks.describe(mod))
+            if not (
+                hasattr(mod, "forward") and hasattr(mod, "backward") and hasattr(mod, "params")
+            ):
+                _checks.fail(
+                    f"modules[{i}]",
+                    "an rnnlab module (forward, backward, params)",
+                    _checks.describe(mod),
+                )
         self.modules = list(modules)
-        self.params = {f"{i}.{k}": v for i, m in enumerate(self.modules) for k, v in m.params.items()}
+        self.params = {
+            f"{i}.{k}": v for i, m in enumerate(self.modules) for k, v in m.params.items()
+        }
 
-    def forward(self, x, *, lengths=None, mask=None, state=None, training=False, rng=None,
-                check=True) -> Forward:
+    def forward(
+        self, x, *, lengths=None, mask=None, state=None, training=False, rng=None, check=True
+    ) -> Forward:
         n = len(self.modules)
         if state is not None and (not isinstance(state, (list, tuple)) or len(state) != n):
-            _checks.fail("state", f"a list of {n} entries (one per module, None if stateless)",
-                         _checks.describe(state))
+            _checks.fail(
+                "state",
+                f"a list of {n} entries (one per module, None if stateless)",
+                _checks.describe(state),
+            )
         fs = []
         for i, mod in enumerate(self.modules):
             # Only the first module checks that its input is finite: inside the model a
             # non-finite value means divergence, which the loss reports with its step.
-            f = mod.forward(x, lengths=lengths, mask=mask, state=None if state is None else state[i],
-                            training=training, rng=rng, check=check and i == 0)
+            f = mod.forward(
+                x,
+                lengths=lengths,
+                mask=mask,
+                state=None if state is None else state[i],
+                training=training,
+                rng=rng,
+                check=check and i == 0,
+            )
             fs.append(f)
             x = f.output
         return Forward(x, [f.state for f in fs], fs)

@@ -46,8 +46,14 @@ def plot_run(run_dir) -> list[Path]:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     written.append(path)
-    keys = sorted({k for r in valid for k, v in r.items()
-                   if isinstance(v, (int, float)) and k not in ("step",)})
+    keys = sorted(
+        {
+            k
+            for r in valid
+            for k, v in r.items()
+            if isinstance(v, (int, float)) and k not in ("step",)
+        }
+    )
     if valid and keys:
         fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), squeeze=False)
         for ax, k in zip(axes[0], keys, strict=True):

@@ -21,39 +21,108 @@ TASK_NAMES = ("charlm", "digits", "pytokens", "adding", "copy", "temporal-order"
 
 _DESCRIPTIONS = {
     "charlm": "character language model on a text file (default: CPython's pydoc topics), "
-              "with n-gram baselines and sampling",
+    "with n-gram baselines and sampling",
     "digits": "many-to-one classification of scikit-learn's 8x8 digits read row by row "
-              "(or pixel by pixel)",
+    "(or pixel by pixel)",
     "pytokens": "label each character of Python source with its token class; 'called or "
-                "defined' needs the right context (compare --bidirectional)",
+    "defined' needs the right context (compare --bidirectional)",
     "adding": "adding problem (Le et al. 2015): sum the two marked numbers of a length-T "
-              "sequence; baseline MSE 1/6",
+    "sequence; baseline MSE 1/6",
     "copy": "copy memory (Arjovsky et al. 2016): recall 10 symbols after T blanks; "
-            "baseline 10 ln 8 / (T + 20)",
+    "baseline 10 ln 8 / (T + 20)",
     "temporal-order": "temporal order (Hochreiter & Schmidhuber 1997, exp. 6a): classify the "
-                      "order of two far-apart symbols; chance 1/4",
+    "order of two far-apart symbols; chance 1/4",
 }
 
 # What each task trains with unless the user says otherwise (TrainConfig fields).
 _DEFAULTS = {
-    "charlm": dict(cell="lstm", hidden=512, embed=64, batch_size=32, seq_len=100, lr=2e-3,
-                   steps=3600, eval_every=400, checkpoint_every=400, schedule="cosine",
-                   clip="global_norm", clip_at=1.0, dropout=0.2, time_limit=1140.0),
-    "digits": dict(cell="gru", hidden=128, batch_size=32, lr=3e-3, steps=3000, eval_every=250,
-                   checkpoint_every=1000, schedule="cosine", clip_at=1.0),
-    "pytokens": dict(cell="lstm", hidden=64, embed=32, batch_size=32, seq_len=100, lr=3e-3,
-                     steps=1500, eval_every=250, checkpoint_every=500, schedule="cosine"),
-    "adding": dict(cell="lstm", hidden=64, batch_size=32, lr=2e-3, steps=6000, T=100,
-                   eval_every=250, checkpoint_every=1000, clip_at=1.0),
-    "copy": dict(cell="lstm", hidden=128, embed=16, batch_size=32, lr=2e-3, steps=3000, T=50,
-                 eval_every=250, checkpoint_every=1000, clip_at=1.0),
-    "temporal-order": dict(cell="lstm", hidden=64, batch_size=32, lr=3e-3, steps=2000, T=100,
-                           eval_every=250, checkpoint_every=1000, clip_at=1.0),
+    "charlm": dict(
+        cell="lstm",
+        hidden=512,
+        embed=64,
+        batch_size=32,
+        seq_len=100,
+        lr=2e-3,
+        steps=3600,
+        eval_every=400,
+        checkpoint_every=400,
+        schedule="cosine",
+        clip="global_norm",
+        clip_at=1.0,
+        dropout=0.2,
+        time_limit=1140.0,
+    ),
+    "digits": dict(
+        cell="gru",
+        hidden=128,
+        batch_size=32,
+        lr=3e-3,
+        steps=3000,
+        eval_every=250,
+        checkpoint_every=1000,
+        schedule="cosine",
+        clip_at=1.0,
+    ),
+    "pytokens": dict(
+        cell="lstm",
+        hidden=64,
+        embed=32,
+        batch_size=32,
+        seq_len=100,
+        lr=3e-3,
+        steps=1500,
+        eval_every=250,
+        checkpoint_every=500,
+        schedule="cosine",
+    ),
+    "adding": dict(
+        cell="lstm",
+        hidden=64,
+        batch_size=32,
+        lr=2e-3,
+        steps=6000,
+        T=100,
+        eval_every=250,
+        checkpoint_every=1000,
+        clip_at=1.0,
+    ),
+    "copy": dict(
+        cell="lstm",
+        hidden=128,
+        embed=16,
+        batch_size=32,
+        lr=2e-3,
+        steps=3000,
+        T=50,
+        eval_every=250,
+        checkpoint_every=1000,
+        clip_at=1.0,
+    ),
+    "temporal-order": dict(
+        cell="lstm",
+        hidden=64,
+        batch_size=32,
+        lr=3e-3,
+        steps=2000,
+        T=100,
+        eval_every=250,
+        checkpoint_every=1000,
+        clip_at=1.0,
+    ),
 }
 
 # `rnnlab demo`: a character LSTM small enough to learn in about two minutes on two cores.
-DEMO = dict(hidden=256, embed=48, batch_size=32, seq_len=64, lr=3e-3, steps=1500,
-            eval_every=300, checkpoint_every=300, schedule="cosine")
+DEMO = dict(
+    hidden=256,
+    embed=48,
+    batch_size=32,
+    seq_len=64,
+    lr=3e-3,
+    steps=1500,
+    eval_every=300,
+    checkpoint_every=300,
+    schedule="cosine",
+)
 
 
 def describe(name: str) -> str:
@@ -71,17 +140,26 @@ def build_model(spec: dict, seed: int = 0):
 def model_spec(cfg: TrainConfig, task) -> dict:
     if cfg.cell in models.FEEDBACK_CELLS:
         if task.readout != "steps":
-            raise ValueError(f"`cell` {cfg.cell!r} (an output-feedback model) needs a task with "
-                             f"an output at every step (charlm, pytokens, copy); got {cfg.task}")
+            raise ValueError(
+                f"`cell` {cfg.cell!r} (an output-feedback model) needs a task with "
+                f"an output at every step (charlm, pytokens, copy); got {cfg.task}"
+            )
         if cfg.bidirectional or cfg.layers != 1:
-            raise ValueError(f"`cell` {cfg.cell!r} is one unidirectional layer; drop "
-                             f"--bidirectional and --layers")
+            raise ValueError(
+                f"`cell` {cfg.cell!r} is one unidirectional layer; drop "
+                f"--bidirectional and --layers"
+            )
     spec = {
         "input": task.input_spec(cfg),
-        "rnn": {"cell": cfg.cell, "hidden_size": cfg.hidden, "num_layers": cfg.layers,
-                "bidirectional": cfg.bidirectional, "dropout": cfg.dropout,
-                "initial_state": cfg.initial_state,
-                "forget_bias": cfg.forget_bias if cfg.cell == "lstm" else None},
+        "rnn": {
+            "cell": cfg.cell,
+            "hidden_size": cfg.hidden,
+            "num_layers": cfg.layers,
+            "bidirectional": cfg.bidirectional,
+            "dropout": cfg.dropout,
+            "initial_state": cfg.initial_state,
+            "forget_bias": cfg.forget_bias if cfg.cell == "lstm" else None,
+        },
         "readout": task.readout,
         "output_size": task.output_size,
         "output_dropout": cfg.dropout,
@@ -148,11 +226,15 @@ class _SequenceTask:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
         if cfg.bptt and not self.per_step:
-            raise ValueError(f"`bptt` must be 0 for the {cfg.task} task: it has one target per "
-                             f"sequence, which truncated BPTT would cut off from the inputs")
+            raise ValueError(
+                f"`bptt` must be 0 for the {cfg.task} task: it has one target per "
+                f"sequence, which truncated BPTT would cut off from the inputs"
+            )
         if cfg.bptt and cfg.bidirectional:
-            raise ValueError("`bptt` must be 0 for a bidirectional model: the reverse direction's "
-                             "state flows from the future and cannot be carried across windows")
+            raise ValueError(
+                "`bptt` must be 0 for a bidirectional model: the reverse direction's "
+                "state flows from the future and cannot be carried across windows"
+            )
 
     # --- the data a subclass provides
     def sample(self, n: int, rng: np.random.Generator):  # fresh tasks
@@ -222,7 +304,9 @@ class _SequenceTask:
         outs = []
         for i in range(0, len(x), batch_size):
             sl = slice(i, i + batch_size)
-            outs.append(model.forward(x[sl], lengths=None if lengths is None else lengths[sl]).output)
+            outs.append(
+                model.forward(x[sl], lengths=None if lengths is None else lengths[sl]).output
+            )
         return np.concatenate(outs), y, lengths
 
 
@@ -238,11 +322,15 @@ class CharLM:
         from rnnlab.tasks import text
 
         if cfg.reverse_input:
-            raise ValueError("`reverse_input` must be off for charlm: a language model reads "
-                             "its stream in order (use it for tasks that read whole sequences)")
+            raise ValueError(
+                "`reverse_input` must be off for charlm: a language model reads "
+                "its stream in order (use it for tasks that read whole sequences)"
+            )
         if cfg.bidirectional:
-            raise ValueError("`bidirectional` must be off for charlm: a language model cannot "
-                             "read the characters it has to predict")
+            raise ValueError(
+                "`bidirectional` must be off for charlm: a language model cannot "
+                "read the characters it has to predict"
+            )
         self.cfg = cfg
         try:
             raw = text.read_text(cfg.data) if cfg.data else text.default_corpus()
@@ -251,15 +339,20 @@ class CharLM:
         self.source = cfg.data or "the pydoc topics of CPython"
         train, valid, test = text.split_text(raw)
         self.vocab = text.CharVocab(train)
-        self.ids = {"train": self.vocab.encode(train), "valid": self.vocab.encode(valid),
-                    "test": self.vocab.encode(test)}
+        self.ids = {
+            "train": self.vocab.encode(train),
+            "valid": self.vocab.encode(valid),
+            "test": self.vocab.encode(test),
+        }
         self.chars = len(raw)
         self.window = cfg.bptt or cfg.seq_len
         B = cfg.batch_size
         usable = (len(self.ids["train"]) - 1) // B
         if usable < self.window + 1:
-            raise ValueError(f"`data` must hold enough text for {B} tracks of {self.window} "
-                             f"characters; got {len(raw)} characters")
+            raise ValueError(
+                f"`data` must hold enough text for {B} tracks of {self.window} "
+                f"characters; got {len(raw)} characters"
+            )
         flat = self.ids["train"][: usable * B + 1]
         self.tracks_x = flat[:-1].reshape(B, usable)
         self.tracks_y = flat[1:].reshape(B, usable)
@@ -271,9 +364,11 @@ class CharLM:
         return {"type": "tokens", "vocab_size": self.vocab.size, "embed_dim": cfg.embed}
 
     def describe_data(self) -> str:
-        return (f"{self.source}: {self.chars:,} characters, {self.vocab.size} symbols; "
-                f"train/valid/test {len(self.ids['train']):,}/{len(self.ids['valid']):,}/"
-                f"{len(self.ids['test']):,}")
+        return (
+            f"{self.source}: {self.chars:,} characters, {self.vocab.size} symbols; "
+            f"train/valid/test {len(self.ids['train']):,}/{len(self.ids['valid']):,}/"
+            f"{len(self.ids['test']):,}"
+        )
 
     def batch(self, step: int, rng) -> Batch:
         w = step % self.per_epoch
@@ -308,26 +403,37 @@ class CharLM:
 
         if split not in self._baselines:
             self._baselines[split] = ngram.ngram_baselines(
-                self.ids["train"], self.ids[split], self.vocab.size, max_order=5)
+                self.ids["train"], self.ids[split], self.vocab.size, max_order=5
+            )
         return self._baselines[split]
 
     def sample(self, model, prime: str, length: int, *, temperature=0.8, top_k=None, seed=0) -> str:
         from rnnlab.generate import sample_ids
 
         ids = self.vocab.encode(prime or "\n")
-        out = sample_ids(model, ids, length, temperature=temperature, top_k=top_k,
-                         rng=np.random.default_rng(seed))
+        out = sample_ids(
+            model,
+            ids,
+            length,
+            temperature=temperature,
+            top_k=top_k,
+            rng=np.random.default_rng(seed),
+        )
         return (prime or "") + self.vocab.decode(out)
 
     def report(self, result: dict) -> list[str]:
-        lines = [f"held-out: {result['nats_per_char']:.3f} nats/char = "
-                 f"{result['bits_per_char']:.3f} bits/char"]
+        lines = [
+            f"held-out: {result['nats_per_char']:.3f} nats/char = "
+            f"{result['bits_per_char']:.3f} bits/char"
+        ]
         base = result.get("baselines") or self.baselines("test")
         best = min(base.values(), key=lambda b: b["nats_per_char"])
         for name, b in base.items():
             mark = "  <- best n-gram" if b is best else ""
-            lines.append(f"  {name:<8} {b['nats_per_char']:.3f} nats/char = "
-                         f"{b['bits_per_char']:.3f} bits/char{mark}")
+            lines.append(
+                f"  {name:<8} {b['nats_per_char']:.3f} nats/char = "
+                f"{b['bits_per_char']:.3f} bits/char{mark}"
+            )
         beaten = [n for n, b in base.items() if result["nats_per_char"] < b["nats_per_char"]]
         lines.append("beats: " + (", ".join(beaten) if beaten else "no n-gram baseline yet"))
         return lines
@@ -345,9 +451,11 @@ class Digits(_SequenceTask):
 
         x_tr, y_tr, x_te, y_te = digits.load_digits_sequences(mode=cfg.digits_mode, seed=cfg.seed)
         n_valid = len(x_tr) // 10  # the last 10 % of the (shuffled) training split validates
-        self._splits = {"train": (x_tr[:-n_valid], y_tr[:-n_valid], None),
-                        "valid": (x_tr[-n_valid:], y_tr[-n_valid:], None),
-                        "test": (x_te, y_te, None)}
+        self._splits = {
+            "train": (x_tr[:-n_valid], y_tr[:-n_valid], None),
+            "valid": (x_tr[-n_valid:], y_tr[-n_valid:], None),
+            "test": (x_te, y_te, None),
+        }
 
     def input_spec(self, cfg):
         return {"type": "vectors", "size": self._splits["train"][0].shape[2]}
@@ -427,27 +535,35 @@ class PyTokens(_SequenceTask):
         return lines
 
 
-class Adding(_SequenceTask):
-    name = "adding"
-    metric = "mse"
-    higher_is_better = False
+class _SyntheticTask(_SequenceTask):
+    """Fresh training sequences at every step; fixed validation and test sets."""
+
     fresh = True
-    output_size = 1
+    held_out = 1000  # sequences in each of the validation and test sets
 
     def __init__(self, cfg):
         super().__init__(cfg)
         from rnnlab.tasks import synthetic
 
         self._synthetic = synthetic
-        self._fixed = {s: self.sample(1000, np.random.default_rng([cfg.seed, 10**6, k]))
-                       for k, s in enumerate(("valid", "test"))}
+        self._fixed = {
+            s: self.sample(self.held_out, np.random.default_rng([cfg.seed, 10**6, k]))
+            for k, s in enumerate(("valid", "test"))
+        }
+
+    def split(self, name):
+        return self._fixed[name]
+
+
+class Adding(_SyntheticTask):
+    name = "adding"
+    metric = "mse"
+    higher_is_better = False
+    output_size = 1
 
     def sample(self, n, rng):
         x, y = self._synthetic.adding(n, self.cfg.T, rng)
         return x, y.astype(np.float32), None
-
-    def split(self, name):
-        return self._fixed[name]
 
     def input_spec(self, cfg):
         return {"type": "vectors", "size": 2}
@@ -461,26 +577,21 @@ class Adding(_SequenceTask):
         return {"mse": mse, "baseline_mse": self._synthetic.adding_baseline()}
 
     def report(self, result):
-        return [f"test MSE {result['mse']:.5f} (baseline of always answering 1: "
-                f"{result['baseline_mse']:.4f}; solved below 0.01)"]
+        return [
+            f"test MSE {result['mse']:.5f} (baseline of always answering 1: "
+            f"{result['baseline_mse']:.4f}; solved below 0.01)"
+        ]
 
 
-class Copy(_SequenceTask):
+class Copy(_SyntheticTask):
     name = "copy"
     metric = "loss"
     higher_is_better = False
-    fresh = True
     per_step = True
     readout = "steps"
     output_size = 9
 
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        from rnnlab.tasks import synthetic
-
-        self._synthetic = synthetic
-        self._fixed = {s: self.sample(500, np.random.default_rng([cfg.seed, 10**6, k]))
-                       for k, s in enumerate(("valid", "test"))}
+    held_out = 500
 
     def sample(self, n, rng):
         x, y = self._synthetic.copy_memory(n, self.cfg.T, rng)
@@ -489,9 +600,6 @@ class Copy(_SequenceTask):
     def seq_len_hint(self):
         return self.cfg.T + 20
 
-    def split(self, name):
-        return self._fixed[name]
-
     def input_spec(self, cfg):
         return {"type": "tokens", "vocab_size": 10, "embed_dim": cfg.embed}
 
@@ -499,36 +607,29 @@ class Copy(_SequenceTask):
         out, y, _ = self._eval_outputs(model, split)
         loss, _ = softmax_cross_entropy(out, y, reduction="mean")
         recall = _accuracy(out[:, -10:], y[:, -10:])
-        return {"loss": loss, "recall_accuracy": recall,
-                "baseline_loss": self._synthetic.copy_baseline(self.cfg.T)}
+        return {
+            "loss": loss,
+            "recall_accuracy": recall,
+            "baseline_loss": self._synthetic.copy_baseline(self.cfg.T),
+        }
 
     def report(self, result):
-        return [f"test cross-entropy {result['loss']:.4f} nats/step (baseline "
-                f"{result['baseline_loss']:.4f}); recalled symbols correct "
-                f"{100 * result['recall_accuracy']:.1f} % (chance 12.5 %)"]
+        return [
+            f"test cross-entropy {result['loss']:.4f} nats/step (baseline "
+            f"{result['baseline_loss']:.4f}); recalled symbols correct "
+            f"{100 * result['recall_accuracy']:.1f} % (chance 12.5 %)"
+        ]
 
 
-class TemporalOrder(_SequenceTask):
+class TemporalOrder(_SyntheticTask):
     name = "temporal-order"
     metric = "accuracy"
     higher_is_better = True
-    fresh = True
     output_size = 4
-
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        from rnnlab.tasks import synthetic
-
-        self._synthetic = synthetic
-        self._fixed = {s: self.sample(1000, np.random.default_rng([cfg.seed, 10**6, k]))
-                       for k, s in enumerate(("valid", "test"))}
 
     def sample(self, n, rng):
         x, lengths, y = self._synthetic.temporal_order(n, self.cfg.T, rng)
         return x, y.astype(np.int64), lengths
-
-    def split(self, name):
-        return self._fixed[name]
 
     def input_spec(self, cfg):
         return {"type": "vectors", "size": 8}

@@ -75,15 +75,15 @@ def _loop_forward(cell, XA, W_hhT, b_hh, hs, cs, extra, mask, reverse) -> None:
                 np.copyto(cs[out], cs[prev], where=skip)
 
 
-def _loop_backward(cell, W_hh, hs, cs, extra, mask, reverse, dys, dh, dc, dXA, dHA,
-                   dh_trace=None):
+def _loop_backward(cell, W_hh, hs, cs, extra, mask, reverse, dys, dh, dc, dXA, dHA, dh_trace=None):
     """BPTT over the steps of one direction: fills dXA/dHA, returns (dh_0, dc_0).
 
     `dys` must already be zero at masked steps."""
     fast = _fast(cell)
     if fast is not None:
-        return fast.backward_loop(cell.kind, W_hh, hs, cs, extra, mask, reverse, dys, dh, dc,
-                                  dXA, dHA, dh_trace)
+        return fast.backward_loop(
+            cell.kind, W_hh, hs, cs, extra, mask, reverse, dys, dh, dc, dXA, dHA, dh_trace
+        )
     T, B, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
     dh = np.zeros((B, H), hs.dtype) if dh is None else np.array(dh, dtype=hs.dtype)
     if cell.has_c:
@@ -227,8 +227,21 @@ def backward(
     GH, H = p.W_hh.shape
     dXA = np.empty((T, B, GH), X.dtype)
     dHA = dXA if cell.shares_preact_grad else np.empty((T, B, GH), X.dtype)
-    dh, dc = _loop_backward(cell, p.W_hh, tape.hs, tape.cs, tape.extra, mask, tape.reverse,
-                            dys, dh_T, dc_T, dXA, dHA, dh_trace)
+    dh, dc = _loop_backward(
+        cell,
+        p.W_hh,
+        tape.hs,
+        tape.cs,
+        tape.extra,
+        mask,
+        tape.reverse,
+        dys,
+        dh_T,
+        dc_T,
+        dXA,
+        dHA,
+        dh_trace,
+    )
     grads = _weight_grads(cell, p, X, tape.hs[tape.slices()[0]], tape.extra, dXA, dHA)
     dX = (dXA.reshape(T * B, GH) @ p.W_ih).reshape(T, B, I) if need_dX else None
     return dX, grads, dh, dc
@@ -257,8 +270,9 @@ def _backward_checkpointed(cell, p, tape, dys, dh, dc, need_dX, dh_trace):
     T, B, I = X.shape
     GH, H = p.W_hh.shape
     W_hhT = np.ascontiguousarray(p.W_hh.T)
-    total = Params(np.zeros_like(p.W_ih), np.zeros_like(p.W_hh),
-                   np.zeros_like(p.b_ih), np.zeros_like(p.b_hh))
+    total = Params(
+        np.zeros_like(p.W_ih), np.zeros_like(p.W_hh), np.zeros_like(p.b_ih), np.zeros_like(p.b_hh)
+    )
     dX = np.empty((T, B, I), X.dtype) if need_dX else None
     spans = _segments(T, tape.extra["k"], reverse)
     for (a, b), (h, c) in zip(spans[::-1], tape.extra["starts"][::-1], strict=True):
@@ -269,9 +283,21 @@ def _backward_checkpointed(cell, p, tape, dys, dh, dc, need_dX, dh_trace):
         _loop_forward(cell, _project(X[a:b], p), W_hhT, p.b_hh, hs, cs, extra, seg_mask, reverse)
         dXA = np.empty((L, B, GH), X.dtype)
         dHA = dXA if cell.shares_preact_grad else np.empty((L, B, GH), X.dtype)
-        dh, dc = _loop_backward(cell, p.W_hh, hs, cs, extra, seg_mask, reverse,
-                                None if dys is None else dys[a:b], dh, dc, dXA, dHA,
-                                None if dh_trace is None else dh_trace[a:b])
+        dh, dc = _loop_backward(
+            cell,
+            p.W_hh,
+            hs,
+            cs,
+            extra,
+            seg_mask,
+            reverse,
+            None if dys is None else dys[a:b],
+            dh,
+            dc,
+            dXA,
+            dHA,
+            None if dh_trace is None else dh_trace[a:b],
+        )
         prev = hs[1:] if reverse else hs[:-1]
         g = _weight_grads(cell, p, X[a:b], prev, extra, dXA, dHA)
         for name in ("W_ih", "W_hh", "b_ih", "b_hh"):

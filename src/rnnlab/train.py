@@ -105,15 +105,27 @@ class TrainConfig:
         known = set(cls.fields())
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"{source}: unknown setting {unknown[0]!r}; known settings: "
-                             + ", ".join(sorted(known)))
+            raise ValueError(
+                f"{source}: unknown setting {unknown[0]!r}; known settings: "
+                + ", ".join(sorted(known))
+            )
         cfg = cls(**{k: v for k, v in d.items()})
         cfg.validate()
         return cfg
 
     def validate(self) -> None:
-        for name in ("hidden", "layers", "embed", "batch_size", "seq_len", "steps", "eval_every",
-                     "checkpoint_every", "T", "grad_log_every"):
+        for name in (
+            "hidden",
+            "layers",
+            "embed",
+            "batch_size",
+            "seq_len",
+            "steps",
+            "eval_every",
+            "checkpoint_every",
+            "T",
+            "grad_log_every",
+        ):
             _checks.positive_int(getattr(self, name), name)
         for name in ("bptt", "warmup", "patience", "train_size", "seed"):
             v = getattr(self, name)
@@ -127,22 +139,26 @@ class TrainConfig:
 
         _checks.choice(self.cell, "cell", CELLS + FEEDBACK_CELLS)
         _checks.choice(self.schedule, "schedule", ("constant", "cosine", "step"))
-        _checks.choice(self.optimizer, "optimizer", ("sgd", "nesterov", "rmsprop", "adagrad",
-                                                     "adam", "adamw"))
+        _checks.choice(
+            self.optimizer, "optimizer", ("sgd", "nesterov", "rmsprop", "adagrad", "adam", "adamw")
+        )
         teacher_schedule(self.teacher_forcing)
         if self.clip != "none" and not (self.clip_at > 0):
             _checks.fail("clip_at", "a positive number", _checks.describe(self.clip_at))
 
 
 def teacher_schedule(text: str) -> tuple[float, float]:
-    """"p" → (p, p); "a:b" → (a, b), a linear schedule of teacher-forcing probability."""
+    """ "p" → (p, p); "a:b" → (a, b), a linear schedule of teacher-forcing probability."""
     try:
         parts = [float(v) for v in str(text).split(":")]
     except ValueError:
         parts = []
     if len(parts) not in (1, 2) or not all(0.0 <= v <= 1.0 for v in parts):
-        _checks.fail("teacher_forcing", "a probability 'p' or a schedule 'a:b' with a, b in "
-                     "[0, 1]", repr(text))
+        _checks.fail(
+            "teacher_forcing",
+            "a probability 'p' or a schedule 'a:b' with a, b in [0, 1]",
+            repr(text),
+        )
     return parts[0], parts[-1]
 
 
@@ -235,12 +251,16 @@ class Progress:
         frac = (step + 1) / self.total
         if self.tty:
             bar = "#" * int(24 * frac) + "-" * (24 - int(24 * frac))
-            line = (f"\r[{bar}] {step + 1}/{self.total} loss {loss:.4f} "
-                    f"{rate:,.0f} items/s ETA {_fmt(eta)} {extra}")
+            line = (
+                f"\r[{bar}] {step + 1}/{self.total} loss {loss:.4f} "
+                f"{rate:,.0f} items/s ETA {_fmt(eta)} {extra}"
+            )
             self.stream.write(line[:160].ljust(100))
         else:
-            self.stream.write(f"step {step + 1}/{self.total} loss {loss:.4f} {rate:,.0f} items/s "
-                              f"elapsed {_fmt(elapsed)} ETA {_fmt(eta)} {extra}\n")
+            self.stream.write(
+                f"step {step + 1}/{self.total} loss {loss:.4f} {rate:,.0f} items/s "
+                f"elapsed {_fmt(elapsed)} ETA {_fmt(eta)} {extra}\n"
+            )
         self.stream.flush()
 
     def message(self, text: str) -> None:
@@ -263,8 +283,17 @@ def _fmt(seconds: float) -> str:
 class Trainer:
     """Trains `model` on `task` under `cfg`, writing into `run_dir`."""
 
-    def __init__(self, model, task: Task, cfg: TrainConfig, run_dir: Path, *,
-                 spec: dict | None = None, stream=None, quiet: bool = False):
+    def __init__(
+        self,
+        model,
+        task: Task,
+        cfg: TrainConfig,
+        run_dir: Path,
+        *,
+        spec: dict | None = None,
+        stream=None,
+        quiet: bool = False,
+    ):
         self.model, self.task, self.cfg = model, task, cfg
         self.run_dir = Path(run_dir)
         self.spec = spec or {}
@@ -289,18 +318,30 @@ class Trainer:
     def save(self) -> Path:
         opt_tensors = dict(self.opt_state)
         opt_tensors.update(_state_to_tensors(self.carry))
-        state = {"step": self.step, "best": self.best, "best_step": self.best_step,
-                 "bad_evals": self.bad_evals, "history": self.history,
-                 "carry_entries": len(self.carry) if self.carry is not None else 0}
-        return io.save_checkpoint(self.run_dir, self.step, model=self.model.params,
-                                  optimizer=opt_tensors, state=state, config=self.config_dict())
+        state = {
+            "step": self.step,
+            "best": self.best,
+            "best_step": self.best_step,
+            "bad_evals": self.bad_evals,
+            "history": self.history,
+            "carry_entries": len(self.carry) if self.carry is not None else 0,
+        }
+        return io.save_checkpoint(
+            self.run_dir,
+            self.step,
+            model=self.model.params,
+            optimizer=opt_tensors,
+            state=state,
+            config=self.config_dict(),
+        )
 
     def restore(self, ckpt) -> None:
         self.model.load_state_dict(ckpt.model)
         carry_keys = [k for k in ckpt.optimizer if k.startswith("carry/")]
         self.opt_state = {k: v for k, v in ckpt.optimizer.items() if k not in carry_keys}
-        self.carry = _tensors_to_state({k: ckpt.optimizer[k] for k in carry_keys},
-                                       ckpt.state.get("carry_entries", 0))
+        self.carry = _tensors_to_state(
+            {k: ckpt.optimizer[k] for k in carry_keys}, ckpt.state.get("carry_entries", 0)
+        )
         s = ckpt.state
         self.step, self.best, self.best_step = s["step"], s["best"], s["best_step"]
         self.bad_evals, self.history = s["bad_evals"], s["history"]
@@ -319,8 +360,9 @@ class Trainer:
         extra = {}
         if getattr(self.model, "wants_targets", False):
             extra = {"targets": batch.y, "teacher": self.teacher(step)}
-        f = self.model.forward(batch.x, lengths=batch.lengths, state=state, training=True, rng=rng,
-                               **extra)
+        f = self.model.forward(
+            batch.x, lengths=batch.lengths, state=state, training=True, rng=rng, **extra
+        )
         if not np.isfinite(f.output).all():
             self._diverged("the model's output", "NaN or inf", step)
         loss, d_out = self.task.loss(f.output, batch)
@@ -346,8 +388,9 @@ class Trainer:
 
         with_lags = (step + 1) % self.cfg.eval_every == 0 and state is None
         try:
-            return gradflow.training_record(self.model, batch.x, batch.lengths, before, after,
-                                            with_lags)
+            return gradflow.training_record(
+                self.model, batch.x, batch.lengths, before, after, with_lags
+            )
         except (ValueError, TypeError):  # a model the diagnostics do not cover
             return None
 
@@ -393,19 +436,28 @@ class Trainer:
                 except NonFiniteError as e:
                     # the weights are still those of the last good step: keep them
                     path = self.save()
-                    raise NonFiniteError(f"{e} Good weights of step {self.step} saved in "
-                                         f"{path}.") from None
+                    raise NonFiniteError(
+                        f"{e} Good weights of step {self.step} saved in {path}."
+                    ) from None
                 self.step = step + 1
                 lr = self.schedule(step)
                 progress.update(step, loss, items)
                 if self.grad_record is not None:
-                    io.append_jsonl(metrics_path, {"step": self.step, "kind": "gradients",
-                                                   **self.grad_record})
+                    io.append_jsonl(
+                        metrics_path, {"step": self.step, "kind": "gradients", **self.grad_record}
+                    )
                     self.grad_record = None
                 if self.step % 10 == 0 or self.step == cfg.steps:
-                    io.append_jsonl(metrics_path, {"step": self.step, "loss": loss,
-                                                   "grad_norm": norm, "lr": lr,
-                                                   "time": time.perf_counter() - t_start})
+                    io.append_jsonl(
+                        metrics_path,
+                        {
+                            "step": self.step,
+                            "loss": loss,
+                            "grad_norm": norm,
+                            "lr": lr,
+                            "time": time.perf_counter() - t_start,
+                        },
+                    )
                 if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
                     if self._validate(metrics_path, progress):
                         self.stopped_by = "early stopping"
@@ -427,11 +479,17 @@ class Trainer:
         if self.step != last_saved or not (self.run_dir / "checkpoints").exists():
             self.save()
         if self.stopped_by == "interrupt":
-            progress.message(f"interrupted: checkpoint saved at step {self.step} in {self.run_dir}; "
-                             f"continue with: rnnlab train --resume {self.run_dir}")
-        return {"step": self.step, "best": self.best, "best_step": self.best_step,
-                "stopped_by": self.stopped_by or "steps",
-                "seconds": time.perf_counter() - t_start}
+            progress.message(
+                f"interrupted: checkpoint saved at step {self.step} in {self.run_dir}; "
+                f"continue with: rnnlab train --resume {self.run_dir}"
+            )
+        return {
+            "step": self.step,
+            "best": self.best,
+            "best_step": self.best_step,
+            "stopped_by": self.stopped_by or "steps",
+            "seconds": time.perf_counter() - t_start,
+        }
 
     def _validate(self, metrics_path: Path, progress: Progress) -> bool:
         """Evaluate on the validation split; return True when early stopping says stop."""
@@ -442,12 +500,15 @@ class Trainer:
         self.history.append({"step": self.step, self.task.metric: result[self.task.metric]})
         io.append_jsonl(metrics_path, record)
         value = result[self.task.metric]
-        better = self.best is None or (value > self.best if self.task.higher_is_better
-                                       else value < self.best)
+        better = self.best is None or (
+            value > self.best if self.task.higher_is_better else value < self.best
+        )
         if better:
             self.best, self.best_step, self.bad_evals = value, self.step, 0
         else:
             self.bad_evals += 1
-        progress.message(f"step {self.step}: valid {self.task.metric} {value:.4f}"
-                         + (" (best)" if better else ""))
+        progress.message(
+            f"step {self.step}: valid {self.task.metric} {value:.4f}"
+            + (" (best)" if better else "")
+        )
         return self.cfg.patience > 0 and self.bad_evals >= self.cfg.patience
