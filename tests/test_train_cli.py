@@ -268,3 +268,38 @@ def test_bucketing_groups_similar_lengths_and_covers_the_epoch():
         spreads.append(b.lengths.max() - b.lengths.min())
     assert sorted(seen) == list(range(512))
     assert np.mean(spreads) < 8  # random batches of 8 would spread over ~30 steps
+
+
+def test_early_stopping_restores_the_best_weights(tmp_path, capsys):
+    run = tmp_path / "r"
+    # a learning rate this large makes validation worse after the first evaluation
+    code = run_cli(
+        "train",
+        "adding",
+        "--T",
+        6,
+        "--steps",
+        200,
+        "--eval-every",
+        2,
+        "--patience",
+        2,
+        "--lr",
+        "0.5",
+        "--optimizer",
+        "sgd",
+        "--clip",
+        "none",
+        "--run-dir",
+        run,
+        *TINY,
+    )
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "early stopping: restored the weights of step 4" in err
+    best, _ = io.load_safetensors(run / "best.safetensors")
+    final, _ = io.load_safetensors(run / "model.safetensors")
+    last = io.load_checkpoint(run).model
+    assert any(not np.array_equal(best[k], last[k]) for k in best)  # training moved on
+    for k in best:
+        assert np.array_equal(best[k], final[k])

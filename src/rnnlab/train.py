@@ -478,6 +478,15 @@ class Trainer:
             progress.close()
         if self.step != last_saved or not (self.run_dir / "checkpoints").exists():
             self.save()
+        if self.stopped_by == "early stopping":
+            # early stopping hands back the best weights it saw, not the last ones
+            best, _ = io.load_safetensors(self.run_dir / "best.safetensors")
+            self.model.load_state_dict(best)
+            io.save_safetensors(self.run_dir / "model.safetensors", self.model.params)
+            progress.message(
+                f"early stopping: restored the weights of step {self.best_step} "
+                f"(valid {self.task.metric} {self.best:.4f})"
+            )
         if self.stopped_by == "interrupt":
             progress.message(
                 f"interrupted: checkpoint saved at step {self.step} in {self.run_dir}; "
@@ -505,6 +514,7 @@ class Trainer:
         )
         if better:
             self.best, self.best_step, self.bad_evals = value, self.step, 0
+            io.save_safetensors(self.run_dir / "best.safetensors", self.model.params)
         else:
             self.bad_evals += 1
         progress.message(
