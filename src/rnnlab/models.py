@@ -25,7 +25,15 @@ import numpy as np
 from rnnlab import _checks
 from rnnlab.feedback import OutputFeedback
 from rnnlab.layers import GRU, LSTM, RNN, Backward, Forward, Recurrent
-from rnnlab.modules import Dropout, Embedding, LastStep, Linear, MeanOverTime, Sequential
+from rnnlab.modules import (
+    Dropout,
+    Embedding,
+    LastStep,
+    Linear,
+    MeanOverTime,
+    Sequential,
+    _Module,
+)
 
 CELLS = ("rnn", "relu", "irnn", "lstm", "gru", "gru-orig")
 FEEDBACK_CELLS = ("jordan", "jordan-elman")  # output-feedback models (rnnlab.feedback)
@@ -143,7 +151,7 @@ def _build_feedback(spec: dict, dtype, rng) -> FeedbackModel:
     return FeedbackModel(emb, layer)
 
 
-class FeedbackModel:
+class FeedbackModel(_Module):
     """[Embedding] + OutputFeedback: the notes' output-to-hidden (Jordan) pattern as a model.
 
     Trained with teacher forcing (`teacher=1`), scheduled sampling (`0 < teacher < 1`: the
@@ -160,14 +168,6 @@ class FeedbackModel:
         self.params = {
             f"{i}.{k}": v for i, m in enumerate(self.modules) for k, v in m.params.items()
         }
-
-    def state_dict(self):
-        return {k: v.copy() for k, v in self.params.items()}
-
-    def load_state_dict(self, state, strict=True):
-        from rnnlab.layers import load_params
-
-        load_params(self.params, state, strict)
 
     def forward(
         self,
