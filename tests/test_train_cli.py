@@ -303,3 +303,26 @@ def test_early_stopping_restores_the_best_weights(tmp_path, capsys):
     assert any(not np.array_equal(best[k], last[k]) for k in best)  # training moved on
     for k in best:
         assert np.array_equal(best[k], final[k])
+
+
+def test_late_added_messages(tmp_path, capsys):
+    assert "`teacher_forcing` must be a probability" in error_of(
+        capsys, "train", "copy", "--teacher-forcing", "1.5"
+    )
+    assert "`bidirectional` must be off for charlm" in error_of(
+        capsys, "train", "charlm", "--bidirectional", "--steps", "1"
+    )
+    assert "needs a task with an output at every step" in error_of(
+        capsys, "train", "adding", "--cell", "jordan", "--steps", "1"
+    )
+    run = tmp_path / "r"
+    assert run_cli("train", "adding", "--T", 6, "--steps", 2, "--run-dir", run, *TINY) == 0
+    capsys.readouterr()
+    assert "already holds a run" in error_of(capsys, "train", "adding", "--run-dir", run)
+
+
+def test_checkpoint_every_is_validated():
+    from rnnlab import LSTM
+
+    with pytest.raises(ValueError, match=r"`checkpoint_every` must be a non-negative integer"):
+        LSTM(2, 3, rng=0).forward(np.zeros((1, 4, 2), np.float32), checkpoint_every=-1)
