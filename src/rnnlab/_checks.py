@@ -32,6 +32,11 @@ def fail(name: str, expected: str, got: str, hint: str = "") -> None:
     raise ValueError(message)
 
 
+def _sum_is_finite(value: np.ndarray) -> bool:
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(value.sum()))
+
+
 def float_array(
     value: object,
     name: str,
@@ -67,7 +72,9 @@ def float_array(
         ):
             want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
             fail(name, f"an array of shape {want}", f"shape {value.shape}")
-    if finite and not np.all(np.isfinite(value)):
+    # One pass for the common case: a sum of finite values is finite unless it overflows, and
+    # only then (or for a real NaN/inf) are the elements looked at one by one.
+    if finite and not _sum_is_finite(value) and not np.all(np.isfinite(value)):
         bad = np.argwhere(~np.isfinite(value))[0]
         fail(
             name,

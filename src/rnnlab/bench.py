@@ -75,8 +75,10 @@ NOISY_SPREAD = 2.0  # a row whose calls spread wider than this (p90 / p10) is ma
 TOLERANCE = 1e-4
 # glibc returns freed blocks above this size to the OS at once. Without it the threshold grows
 # to 32 MB after the first large free, a step's arrays then come from the retained heap, and
-# the peak of a step after warm-up is invisible to the process's peak RSS.
-CHILD_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+# the peak of a step after warm-up is invisible to the process's peak RSS. (rnnlab.fast asks
+# glibc to retain freed blocks for speed, RNNLAB_MALLOC=system stops it here for the same
+# reason: the child measures what a step needs, not what a process keeps.)
+CHILD_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "RNNLAB_MALLOC": "system"}
 
 
 @dataclass(frozen=True)
@@ -216,13 +218,13 @@ def rnnlab_step(pair: Pair, mode: str, checkpoint_every: int = 0) -> Callable[[]
     def train():
         f = layer.forward(x, training=True, **options)
         _, d_output = losses.mean_squared_error(f.output, y)
-        return f.output, layer.backward(f, d_output).params
+        return f.output, layer.backward(f, d_output, input_grad=False).params
 
     return train
 
 
 def torch_step(torch, pair: Pair, mode: str) -> Callable[[], Any]:
-    """The same step in torch. The input needs no gradient (torch skips it; rnnlab does not)."""
+    """The same step in torch. The input needs no gradient (both skip it)."""
     module, xt, yt = pair.theirs, pair.xt, pair.yt
     params = list(module.parameters())
     if mode == "infer":
@@ -510,6 +512,18 @@ def fast_path_active() -> bool:
     return bool(fast.available())
 
 
+def loop_setup() -> dict[str, Any]:
+    """How rnnlab's loops run here: the BLAS of their per-step products and the threads."""
+    from rnnlab import parallel
+
+    setup: dict[str, Any] = {"threads": parallel.num_threads(), "split": parallel.enabled()}
+    if fast_path_active():
+        from rnnlab.fast import blas
+
+        setup["kernel_blas"] = blas.NAME
+    return setup
+
+
 def machine_info(torch) -> dict[str, Any]:
     cpu = _cpuinfo()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -522,6 +536,9 @@ def machine_info(torch) -> dict[str, Any]:
             "MKL_NUM_THREADS",
             "OPENBLAS_CORETYPE",
             "RNNLAB_NO_NUMBA",
+            "RNNLAB_NUM_THREADS",
+            "RNNLAB_BLAS",
+            "RNNLAB_MALLOC",
         )
         if k in os.environ
     }
@@ -539,6 +556,8 @@ def machine_info(torch) -> dict[str, Any]:
         "scipy": _version("scipy"),
         "rnnlab": _version("rnnlab"),
         "rnnlab_fast_path": fast_path_active(),
+        "rnnlab_loops": loop_setup(),
+        "mkl": _version("mkl"),
         "torch_threads": torch.get_num_threads(),
         "torch_mkldnn": bool(torch.backends.mkldnn.is_available()),
         "blas": _blas_info(),
@@ -1020,6 +1039,12 @@ def _markdown(head: list[str], body: list[list[str]], text_columns: int) -> list
     return ["| " + " | ".join(head) + " |", rule] + ["| " + " | ".join(r) + " |" for r in body]
 
 
+def _loops_text(setup: dict[str, Any]) -> str:
+    blas_name = setup.get("kernel_blas", "NumPy (no compiled loop)")
+    split = "batch split over" if setup.get("split") else "no split;"
+    return f"per-step products on {blas_name}; {split} {setup.get('threads', '?')} threads"
+
+
 def format_markdown(result: dict[str, Any]) -> str:
     """The same report as markdown (bench/results/latest.md)."""
     m, meth = result["machine"], result["method"]
@@ -1029,6 +1054,7 @@ def format_markdown(result: dict[str, Any]) -> str:
         f"- machine: {m['cpu_model']}, {m['cores']} cores; {m['platform']}",
         f"- versions: numpy {m['numpy']}, torch {m['torch']}, numba {m['numba']}, "
         f"rnnlab {m['rnnlab']} (compiled loop {'on' if m['rnnlab_fast_path'] else 'off'})",
+        f"- rnnlab's loops: {_loops_text(m.get('rnnlab_loops', {}))}",
         f"- date: {result['date']}; load average at start {m['load_average_start'][0]:.2f}",
         f"- float32 GEMM {meth['gemm_n']}^3: numpy {result['peak_gflops']:.0f} GFLOP/s, "
         f"torch {result['torch_gemm_gflops']:.0f} GFLOP/s",

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnlab import _checks, recurrence
+from rnnlab import _checks, parallel, recurrence
 from rnnlab.cells import ElmanCell, GRUCell, LSTMCell
 from rnnlab.recurrence import Params
 
@@ -307,6 +307,7 @@ class Recurrent:
     def __call__(self, x, **kwargs) -> Forward:
         return self.forward(x, **kwargs)
 
+    @parallel.sessioned
     def forward(
         self,
         x,
@@ -407,13 +408,17 @@ class Recurrent:
         if self.merge == "sum":
             return ys_dirs[0] + ys_dirs[1]
         p = self.params  # readout: o_t = V h_t + V' h'_t + c
-        return (
-            ys_dirs[0] @ p["readout_weight"].T
-            + ys_dirs[1] @ p["readout_weight_reverse"].T
-            + p["readout_bias"]
-        )
+        T, B, H = ys_dirs[0].shape
+        out = parallel.matmul(ys_dirs[0].reshape(T * B, H), p["readout_weight"].T)
+        out += parallel.matmul(ys_dirs[1].reshape(T * B, H), p["readout_weight_reverse"].T)
+        out += p["readout_bias"]
+        return out.reshape(T, B, -1)
 
-    def backward(self, f: Forward, d_output, d_state=None) -> Backward:
+    @parallel.sessioned
+    def backward(self, f: Forward, d_output, d_state=None, *, input_grad: bool = True) -> Backward:
+        """BPTT from ∂L/∂output (and ∂L/∂final state). `input_grad=False` skips ∂L/∂x (one
+        GEMM over all steps; Backward.input is then None) when x is data, not a parameter's
+        output, as PyTorch skips it for an input that does not require a gradient."""
         cache = f.cache
         L, D, H, dt = self.num_layers, len(self.directions), self.hidden_size, self.dtype
         tapes, m = cache["tapes"], cache["mask"]
@@ -435,10 +440,13 @@ class Recurrent:
                 dO = np.where(m[:, :, None], dO, 0.0)
             p, (yf, yb) = self.params, cache["ys_last"]
             dO2 = dO.reshape(T * B, -1)
-            grads["readout_weight"] = dO2.T @ yf.reshape(T * B, H)
-            grads["readout_weight_reverse"] = dO2.T @ yb.reshape(T * B, H)
+            grads["readout_weight"] = parallel.matmul_tn(dO2, yf.reshape(T * B, H))
+            grads["readout_weight_reverse"] = parallel.matmul_tn(dO2, yb.reshape(T * B, H))
             grads["readout_bias"] = dO2.sum(axis=0)
-            dys_dirs = [dO @ p["readout_weight"], dO @ p["readout_weight_reverse"]]
+            dys_dirs = [
+                parallel.matmul(dO2, p[name]).reshape(T, B, H)
+                for name in ("readout_weight", "readout_weight_reverse")
+            ]
 
         d_h0 = np.zeros((L * D, B, H), dt)
         d_c0 = np.zeros((L * D, B, H), dt) if self.cell.has_c else None
@@ -455,8 +463,10 @@ class Recurrent:
                     dys_dirs[d],
                     dh_n[j],
                     None if dc_n is None else dc_n[j],
+                    need_dX=k > 0 or input_grad,
                 )
-                dX = dXd if dX is None else dX + dXd
+                if dXd is not None:
+                    dX = dXd if dX is None else dX + dXd
                 grads[f"weight_ih_l{k}{sfx}"] = g.W_ih
                 grads[f"weight_hh_l{k}{sfx}"] = g.W_hh
                 grads[f"bias_ih_l{k}{sfx}"] = g.b_ih
@@ -470,12 +480,12 @@ class Recurrent:
                     grads[f"h0_l{k}{sfx}"] = dh0.sum(axis=0) if used else np.zeros(H, dt)
                     if d_c0 is not None:
                         grads[f"c0_l{k}{sfx}"] = dc0.sum(axis=0) if used else np.zeros(H, dt)
-            if cache["drops"][k] is not None:
+            if cache["drops"][k] is not None and dX is not None:
                 dX = dX * cache["drops"][k]
             if k > 0:
                 dys_dirs = [dX] if D == 1 else [dX[:, :, :H], dX[:, :, H:]]
 
-        dx = np.swapaxes(dX, 0, 1) if self.batch_first else dX
+        dx = np.swapaxes(dX, 0, 1) if self.batch_first and dX is not None else dX
         d_init = (d_h0, d_c0) if self.cell.has_c else d_h0
         ordered = {name: grads[name] for name in self.params}
         return Backward(dx, d_init, ordered)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnlab import _checks
-from rnnlab.layers import Backward, Forward, _dtype, _rng, load_params, valid_mask
+from rnnlab import _checks, parallel
+from rnnlab.layers import Backward, Forward, Recurrent, _dtype, _rng, load_params, valid_mask
 
 
 class _Module:
@@ -66,6 +66,7 @@ class Linear(_Module):
         if bias:
             self.params["bias"] = rng.uniform(-bound, bound, out_features).astype(dt)
 
+    @parallel.sessioned
     def forward(
         self, x, *, lengths=None, mask=None, state=None, training=False, rng=None, check=True
     ) -> Forward:
@@ -76,18 +77,21 @@ class Linear(_Module):
                 f"an array with {self.in_features} features in its last axis",
                 f"shape {x.shape}",
             )
-        y = x @ self.params["weight"].T
+        W = self.params["weight"]
+        y = parallel.matmul(x.reshape(-1, self.in_features), W.T).reshape(*x.shape[:-1], -1)
         if "bias" in self.params:
             y += self.params["bias"]
         return Forward(y, None, x)
 
+    @parallel.sessioned
     def backward(self, f: Forward, d_output, d_state=None) -> Backward:
         x = f.cache
-        dy2 = d_output.reshape(-1, self.out_features)
-        grads = {"weight": dy2.T @ x.reshape(-1, self.in_features)}
+        dy2 = np.reshape(d_output, (-1, self.out_features))
+        grads = {"weight": parallel.matmul_tn(dy2, x.reshape(-1, self.in_features))}
         if "bias" in self.params:
             grads["bias"] = dy2.sum(axis=0)
-        return Backward(d_output @ self.params["weight"], None, grads)
+        dx = parallel.matmul(dy2, self.params["weight"]).reshape(x.shape)
+        return Backward(dx, None, grads)
 
 
 class Dropout(_Module):
@@ -181,6 +185,7 @@ class Sequential(_Module):
             f"{i}.{k}": v for i, m in enumerate(self.modules) for k, v in m.params.items()
         }
 
+    @parallel.sessioned
     def forward(
         self, x, *, lengths=None, mask=None, state=None, training=False, rng=None, check=True
     ) -> Forward:
@@ -208,12 +213,18 @@ class Sequential(_Module):
             x = f.output
         return Forward(x, [f.state for f in fs], fs)
 
-    def backward(self, f: Forward, d_output, d_state=None) -> Backward:
+    @parallel.sessioned
+    def backward(self, f: Forward, d_output, d_state=None, *, input_grad: bool = True) -> Backward:
+        """`input_grad=False`: the first module may skip ∂L/∂x (see Recurrent.backward)."""
         grads: dict[str, np.ndarray] = {}
         d_states = [None] * len(self.modules)
         d = d_output
         for i in range(len(self.modules) - 1, -1, -1):
-            b = self.modules[i].backward(f.cache[i], d, None if d_state is None else d_state[i])
+            mod, ds = self.modules[i], None if d_state is None else d_state[i]
+            if i == 0 and not input_grad and isinstance(mod, Recurrent):
+                b = mod.backward(f.cache[i], d, ds, input_grad=False)
+            else:
+                b = mod.backward(f.cache[i], d, ds)
             d_states[i] = b.state
             grads.update({f"{i}.{k}": v for k, v in b.params.items()})
             d = b.input

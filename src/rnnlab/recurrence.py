@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rnnlab import parallel
+
 
 @dataclass
 class Params:
@@ -118,7 +120,7 @@ def _loop_backward(cell, W_hh, hs, cs, extra, mask, reverse, dys, dh, dc, dXA, d
 def _project(X: np.ndarray, p: Params) -> np.ndarray:
     """XA = X W_ihᵀ + b_ih for all steps at once: (T, B, I) → (T, B, G·H)."""
     T, B, I = X.shape
-    XA = (X.reshape(T * B, I) @ p.W_ih.T).reshape(T, B, -1)
+    XA = parallel.matmul(X.reshape(T * B, I), p.W_ih.T).reshape(T, B, -1)
     XA += p.b_ih
     return XA
 
@@ -243,7 +245,7 @@ def backward(
         dh_trace,
     )
     grads = _weight_grads(cell, p, X, tape.hs[tape.slices()[0]], tape.extra, dXA, dHA)
-    dX = (dXA.reshape(T * B, GH) @ p.W_ih).reshape(T, B, I) if need_dX else None
+    dX = parallel.matmul(dXA.reshape(T * B, GH), p.W_ih).reshape(T, B, I) if need_dX else None
     return dX, grads, dh, dc
 
 
@@ -254,15 +256,17 @@ def _weight_grads(cell, p: Params, X, hs_prev, extra, dXA, dHA) -> Params:
     dA_x = dXA.reshape(T * B, GH)
     dA_h = dHA.reshape(T * B, GH)
     hs_prev = hs_prev.reshape(T * B, H)
-    dW_ih = dA_x.T @ X.reshape(T * B, I)
+    dW_ih = parallel.matmul_tn(dA_x, X.reshape(T * B, I))
     blocks = cell.recurrent_inputs(hs_prev, extra) if hasattr(cell, "recurrent_inputs") else None
     if blocks is None:
-        dW_hh = dA_h.T @ hs_prev
+        dW_hh = parallel.matmul_tn(dA_h, hs_prev)
     else:
         dW_hh = np.empty_like(p.W_hh)
         for rows, inputs in blocks:
-            dW_hh[rows] = dA_h[:, rows].T @ inputs.reshape(T * B, H)
-    return Params(dW_ih, dW_hh, dA_x.sum(axis=0), dA_h.sum(axis=0))
+            dW_hh[rows] = parallel.matmul_tn(dA_h[:, rows], inputs.reshape(T * B, H))
+    db_ih = dA_x.sum(axis=0)
+    db_hh = db_ih.copy() if dHA is dXA else dA_h.sum(axis=0)
+    return Params(dW_ih, dW_hh, db_ih, db_hh)
 
 
 def _backward_checkpointed(cell, p, tape, dys, dh, dc, need_dX, dh_trace):
@@ -303,7 +307,7 @@ def _backward_checkpointed(cell, p, tape, dys, dh, dc, need_dX, dh_trace):
         for name in ("W_ih", "W_hh", "b_ih", "b_hh"):
             getattr(total, name)[...] += getattr(g, name)
         if dX is not None:
-            dX[a:b] = (dXA.reshape(L * B, GH) @ p.W_ih).reshape(L, B, I)
+            dX[a:b] = parallel.matmul(dXA.reshape(L * B, GH), p.W_ih).reshape(L, B, I)
     return dX, total, dh, dc
 
 

@@ -207,9 +207,10 @@ def add_into(dst, src):
 
 
 @njit(**JIT)
-def keep_valid_rows(dst, src, mask, has_mask, t):
-    """dst[b] = src[b] for the rows valid at step t; a masked step passes dst[b] through."""
-    for b in range(dst.shape[0]):
+def keep_valid_rows(dst, src, mask, has_mask, t, b0, b1):
+    """dst[b] = src[b] for the rows b0 ≤ b < b1 valid at step t; a masked step passes dst[b]
+    through."""
+    for b in range(b0, b1):
         if not has_mask or mask[t, b]:
             copy_into(src[b], dst[b])
 
@@ -247,18 +248,20 @@ def gemm(A, Bm, C, numpy_blas):
 # Every kernel walks t = 0..T-1 (forward pass; BPTT runs it backwards) or the reverse, with
 # step t reading state row `prev` and writing row `out` of hs (see rnnlab.recurrence).
 # Masked rows (mask[t, b] False) copy the previous state forward and get no gradient.
+# Every kernel touches only the batch rows b0 ≤ b < b1 of its arrays and buffers (the rows of
+# a batch never interact), so rnnlab.fast can run parts of one batch on several threads.
 
 
 @njit(**JIT)
-def elman_forward(XA, W_hhT, b_hh, hs, mask, has_mask, reverse, relu, numpy_blas, a):
+def elman_forward(XA, W_hhT, b_hh, hs, mask, has_mask, reverse, relu, numpy_blas, a, b0, b1):
     """a_t = xa_t + h_{t-1} W_hhᵀ + b_hh;  h_t = tanh(a_t) or max(a_t, 0).  a: (B, H) buffer."""
-    T, B, H = XA.shape
+    T, _, H = XA.shape
     zero = hs.dtype.type(0.0)
     for s in range(T):
         t = T - 1 - s if reverse else s
         prev, out = (t + 1, t) if reverse else (t, t + 1)
-        gemm(hs[prev], W_hhT, a, numpy_blas)
-        for b in range(B):
+        gemm(hs[prev, b0:b1], W_hhT, a[b0:b1], numpy_blas)
+        for b in range(b0, b1):
             a_b, xa, h = a[b], XA[t, b], hs[out, b]
             for j in range(H):
                 a_b[j] = (xa[j] + a_b[j]) + b_hh[j]
@@ -274,17 +277,17 @@ def elman_forward(XA, W_hhT, b_hh, hs, mask, has_mask, reverse, relu, numpy_blas
 @njit(**JIT)
 def elman_backward(
     W_hh, hs, mask, has_mask, reverse, dys, has_dys, dh, dXA, trace, has_trace, relu,
-    numpy_blas, dh_new,
+    numpy_blas, dh_new, b0, b1,
 ):  # fmt: skip
     """da_t = dh_t ⊙ φ'(a_t), φ' = 1 − h_t² or [h_t > 0];  dh_{t-1} = da_t W_hh.
 
     dh (B, H): ∂L/∂h_T in, ∂L/∂h_0 out.  dh_new: (B, H) buffer."""
-    T, B, H = dXA.shape
+    T, _, H = dXA.shape
     one, zero = hs.dtype.type(1.0), hs.dtype.type(0.0)
     for s in range(T):
         t = s if reverse else T - 1 - s
         out = t if reverse else t + 1
-        for b in range(B):
+        for b in range(b0, b1):
             valid = not has_mask or mask[t, b]
             dh_b, da, h = dh[b], dXA[t, b], hs[out, b]
             if has_dys and valid:
@@ -299,22 +302,24 @@ def elman_backward(
             else:
                 for j in range(H):
                     da[j] = dh_b[j] * (one - h[j] * h[j])
-        gemm(dXA[t], W_hh, dh_new, numpy_blas)
-        keep_valid_rows(dh, dh_new, mask, has_mask, t)
+        gemm(dXA[t, b0:b1], W_hh, dh_new[b0:b1], numpy_blas)
+        keep_valid_rows(dh, dh_new, mask, has_mask, t, b0, b1)
 
 
 # --------------------------------------------------------------------------- LSTM
 @njit(**JIT)
-def lstm_forward(XA, W_hhT, b_hh, hs, cs, ifgo, tanh_c, mask, has_mask, reverse, numpy_blas, z):
+def lstm_forward(
+    XA, W_hhT, b_hh, hs, cs, ifgo, tanh_c, mask, has_mask, reverse, numpy_blas, z, b0, b1
+):  # fmt: skip
     """z = xa + h_{t-1} W_hhᵀ + b_hh;  i, f, o = σ(z_i, z_f, z_o);  g = tanh(z_g);
     c_t = f ⊙ c_{t-1} + i ⊙ g;  h_t = o ⊙ tanh(c_t).   z: (B, 4H) buffer."""
-    T, B, G = XA.shape
+    T, _, G = XA.shape
     H = G // 4
     for s in range(T):
         t = T - 1 - s if reverse else s
         prev, out = (t + 1, t) if reverse else (t, t + 1)
-        gemm(hs[prev], W_hhT, z, numpy_blas)
-        for b in range(B):
+        gemm(hs[prev, b0:b1], W_hhT, z[b0:b1], numpy_blas)
+        for b in range(b0, b1):
             z_b, xa, gates = z[b], XA[t, b], ifgo[t, b]
             for j in range(G):
                 z_b[j] = (xa[j] + z_b[j]) + b_hh[j]
@@ -338,20 +343,20 @@ def lstm_forward(XA, W_hhT, b_hh, hs, cs, ifgo, tanh_c, mask, has_mask, reverse,
 @njit(**JIT)
 def lstm_backward(
     W_hh, cs, ifgo, tanh_c, mask, has_mask, reverse, dys, has_dys, dh, dc, dXA, trace,
-    has_trace, numpy_blas, dh_new,
+    has_trace, numpy_blas, dh_new, b0, b1,
 ):  # fmt: skip
     """do = dh ⊙ tanh(c_t);  dc += dh ⊙ o ⊙ (1 − tanh²(c_t));
     dz_i = dc ⊙ g ⊙ i(1−i);  dz_f = dc ⊙ c_{t-1} ⊙ f(1−f);  dz_g = dc ⊙ i ⊙ (1−g²);
     dz_o = do ⊙ o(1−o);  dc_{t-1} = dc ⊙ f;  dh_{t-1} = dz W_hh.
 
     dh, dc (B, H): ∂L/∂h_T, ∂L/∂c_T in, ∂L/∂h_0, ∂L/∂c_0 out.  dh_new: (B, H) buffer."""
-    T, B, G = dXA.shape
+    T, _, G = dXA.shape
     H = G // 4
     one, zero = cs.dtype.type(1.0), cs.dtype.type(0.0)
     for s in range(T):
         t = s if reverse else T - 1 - s
         prev = t + 1 if reverse else t
-        for b in range(B):
+        for b in range(b0, b1):
             valid = not has_mask or mask[t, b]
             dh_b, dc_b, dz = dh[b], dc[b], dXA[t, b]
             if has_dys and valid:
@@ -376,15 +381,15 @@ def lstm_backward(
                 dz_g[j] = (dc_b[j] * i[j]) * (one - g[j] * g[j])
             for j in range(H):
                 dc_b[j] = dc_b[j] * f[j]
-        gemm(dXA[t], W_hh, dh_new, numpy_blas)
-        keep_valid_rows(dh, dh_new, mask, has_mask, t)
+        gemm(dXA[t, b0:b1], W_hh, dh_new[b0:b1], numpy_blas)
+        keep_valid_rows(dh, dh_new, mask, has_mask, t, b0, b1)
 
 
 # --------------------------------------------------------------------------- GRU
 @njit(**JIT)
 def gru_forward(
     XA, W_hhT, W_rzT, W_nT, b_hh, hs, rzn, hn, mask, has_mask, reverse, reset_after,
-    numpy_blas, ha, a_n,
+    numpy_blas, ha, a_n, b0, b1,
 ):  # fmt: skip
     """r, z = σ(xa_rz + (h_{t-1} W_hh,rzᵀ + b_hh,rz));  then
     reset_after: hn = h_{t-1} W_hnᵀ + b_hn,  n = tanh(xa_n + r ⊙ hn);
@@ -393,13 +398,13 @@ def gru_forward(
 
     W_rzT, W_nT: C-contiguous column blocks of W_hhT (the original form's two products).
     ha: (B, 3H) buffer (reset_after) or (B, 2H); a_n: (B, H) buffer."""
-    T, B, G = XA.shape
+    T, _, G = XA.shape
     H = G // 3
     for s in range(T):
         t = T - 1 - s if reverse else s
         prev, out = (t + 1, t) if reverse else (t, t + 1)
-        gemm(hs[prev], W_hhT if reset_after else W_rzT, ha, numpy_blas)
-        for b in range(B):
+        gemm(hs[prev, b0:b1], W_hhT if reset_after else W_rzT, ha[b0:b1], numpy_blas)
+        for b in range(b0, b1):
             ha_b, xa, gates, hn_b = ha[b], XA[t, b], rzn[t, b], hn[t, b]
             add_into(ha_b, b_hh[: ha_b.shape[0]])
             rz = gates[: 2 * H]
@@ -418,14 +423,14 @@ def gru_forward(
                 for j in range(H):
                     hn_b[j] = r[j] * h_prev[j]
         if not reset_after:
-            gemm(hn[t], W_nT, a_n, numpy_blas)
+            gemm(hn[t, b0:b1], W_nT, a_n[b0:b1], numpy_blas)
             b_n = b_hh[2 * H :]
-            for b in range(B):
+            for b in range(b0, b1):
                 a, xa_n = a_n[b], XA[t, b, 2 * H :]
                 for j in range(H):
                     a[j] = (a[j] + b_n[j]) + xa_n[j]
                 tanh_into(a, rzn[t, b, 2 * H :])
-        for b in range(B):
+        for b in range(b0, b1):
             gates, h_prev, h = rzn[t, b], hs[prev, b], hs[out, b]
             z, n = gates[H : 2 * H], gates[2 * H :]
             for j in range(H):
@@ -437,7 +442,7 @@ def gru_forward(
 @njit(**JIT)
 def gru_backward(
     W_hh, W_rz, W_n, hs, rzn, hn, mask, has_mask, reverse, dys, has_dys, dh, dXA, dHA, trace,
-    has_trace, reset_after, numpy_blas, dh_new, da_n_rows, drh, da_rz,
+    has_trace, reset_after, numpy_blas, dh_new, da_n_rows, drh, da_rz, b0, b1,
 ):  # fmt: skip
     """da_n = dh ⊙ (1 − z) ⊙ (1 − n²);  da_z = dh ⊙ (h_{t-1} − n) ⊙ z(1 − z);  then
     reset_after: da_r = da_n ⊙ hn ⊙ r(1 − r);  W_hh side: [da_r, da_z, da_n ⊙ r];
@@ -447,13 +452,13 @@ def gru_backward(
 
     dh (B, H): ∂L/∂h_T in, ∂L/∂h_0 out.  W_rz, W_n: C-contiguous row blocks of W_hh.
     Buffers: dh_new, da_n_rows, drh (B, H) and da_rz (B, 2H), the products' operands."""
-    T, B, G = dXA.shape
+    T, _, G = dXA.shape
     H = G // 3
     one, zero = hs.dtype.type(1.0), hs.dtype.type(0.0)
     for s in range(T):
         t = s if reverse else T - 1 - s
         prev = t + 1 if reverse else t
-        for b in range(B):
+        for b in range(b0, b1):
             valid = not has_mask or mask[t, b]
             dh_b, da, da_h = dh[b], dXA[t, b], dHA[t, b]
             if has_dys and valid:
@@ -483,10 +488,10 @@ def gru_backward(
             else:
                 copy_into(da_n, da_n_rows[b])
         if reset_after:
-            gemm(dHA[t], W_hh, dh_new, numpy_blas)
+            gemm(dHA[t, b0:b1], W_hh, dh_new[b0:b1], numpy_blas)
         else:
-            gemm(da_n_rows, W_n, drh, numpy_blas)
-            for b in range(B):
+            gemm(da_n_rows[b0:b1], W_n, drh[b0:b1], numpy_blas)
+            for b in range(b0, b1):
                 if has_mask and not mask[t, b]:
                     fill(da_rz[b], zero)
                     continue
@@ -496,8 +501,8 @@ def gru_backward(
                     da_r[j] = (drh_b[j] * h_prev[j]) * (r[j] * (one - r[j]))
                 copy_into(da, dHA[t, b])
                 copy_into(da[: 2 * H], da_rz[b])
-            gemm(da_rz, W_rz, dh_new, numpy_blas)
-        for b in range(B):
+            gemm(da_rz[b0:b1], W_rz, dh_new[b0:b1], numpy_blas)
+        for b in range(b0, b1):
             if has_mask and not mask[t, b]:
                 continue
             dh_b, dh_new_b, z = dh[b], dh_new[b], rzn[t, b, H : 2 * H]

@@ -1,0 +1,218 @@
+"""How rnnlab uses the cores: its own threads, with NumPy's OpenBLAS held at one thread.
+
+The rows of a batch never interact, so the compiled time loops (rnnlab.fast) run parts of a
+batch on several threads at once, each part with its own small per-step products; the large
+products before and after the loop (the input projection, the deferred weight gradients, a
+readout) are split the same way, by rows of their result.
+
+OpenBLAS's own threads get in the way of that. Each multi-threaded product leaves OpenBLAS's
+workers busy-waiting for about 0.1 s, and a worker spinning on a core halves the speed of the
+loop thread that runs there: on 2 cores an LSTM loop at (B, T, H) = (32, 100, 128) took
+18 ms split over two threads after a two-thread OpenBLAS product, 15 ms on one thread, and
+8.6 ms split with OpenBLAS kept at one thread throughout. Two threads of ours each running a
+one-thread product matched a two-thread OpenBLAS product on the large shapes (e.g.
+(6400×256)·(256×2048): 24.2 against 24.0 ms).
+
+So, while rnnlab computes (inside `session()`: every forward and backward of its layers and
+modules), NumPy's OpenBLAS runs at one thread and rnnlab's threads do the parallel work;
+the previous thread count is restored when the outermost session ends. Sessions nest and
+may overlap across threads of a program (the count is restored when the last one ends).
+
+    num_threads() -> int        RNNLAB_NUM_THREADS, else the cores this process may run on
+    enabled() -> bool           splitting is on: more than one thread, the compiled loops
+                                available, and NumPy's OpenBLAS thread count under control
+    session()                   context manager, see above (a no-op when not enabled)
+    row_parts(n, min_rows)      [start, stop) ranges splitting n rows over the threads
+    run_parts(fn, parts)        fn(start, stop) for every part, in parallel
+    matmul(a, b)                a @ b for 2-D arrays, rows of the result split over threads
+    matmul_tn(a, b)             aᵀ @ b, the same (the deferred weight gradients' shape)
+
+Without numba (rnnlab.fast unavailable) or with RNNLAB_NUM_THREADS=1 nothing is split and
+NumPy's BLAS keeps its own threads, as in any NumPy program.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import glob
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from rnnlab import _checks
+
+MIN_FLOPS = 4_000_000  # a product smaller than this (≈ 40 µs on one core) is not split
+_MIN_ROWS_MATMUL = 64
+
+_THREAD_NAMES = (
+    ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+    ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
+    ("openblas_get_num_threads", "openblas_set_num_threads"),
+)
+
+
+def _find_thread_control():
+    """(get_num_threads, set_num_threads) of the OpenBLAS bundled with NumPy, or None."""
+    root = os.path.dirname(np.__file__)
+    paths: list[str] = []
+    for folder in (os.path.join(root, os.pardir, "numpy.libs"), os.path.join(root, ".dylibs")):
+        paths += sorted(glob.glob(os.path.join(folder, "*openblas*")))
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)  # already loaded by NumPy: the same library, the same pool
+        except OSError:
+            continue
+        for get_name, set_name in _THREAD_NAMES:
+            if hasattr(lib, get_name) and hasattr(lib, set_name):
+                get, set_ = getattr(lib, get_name), getattr(lib, set_name)
+                get.restype, get.argtypes = ctypes.c_int, []
+                set_.restype, set_.argtypes = None, [ctypes.c_int]
+                return get, set_
+    return None
+
+
+_CONTROL = _find_thread_control()
+
+
+def num_threads() -> int:
+    """The threads rnnlab may use: the environment variable RNNLAB_NUM_THREADS if set (1 turns
+    every split off), else the cores this process may run on."""
+    value = os.environ.get("RNNLAB_NUM_THREADS", "").strip()
+    if value:
+        n = int(value) if value.isdigit() else 0
+        if n < 1:
+            _checks.fail("RNNLAB_NUM_THREADS", "a positive integer", repr(value))
+        return n
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def enabled() -> bool:
+    """True when rnnlab splits work over its own threads (see the module's docstring)."""
+    if _CONTROL is None or num_threads() < 2:
+        return False
+    from rnnlab import fast
+
+    return fast.available()
+
+
+# ----------------------------------------------------------------------- the BLAS session
+_depth = 0  # open sessions, in all threads
+_saved = 1
+_depth_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def session():
+    """NumPy's OpenBLAS at one thread inside the block (if enabled()), restored after the
+    outermost block ends."""
+    global _depth, _saved
+    if not enabled():
+        yield
+        return
+    get, set_ = _CONTROL
+    with _depth_lock:
+        if _depth == 0:
+            _saved = get()
+            set_(1)
+        _depth += 1
+    try:
+        yield
+    finally:
+        with _depth_lock:
+            _depth -= 1
+            if _depth == 0:
+                set_(_saved)
+
+
+def in_session() -> bool:
+    """True inside an enabled session (the only place where work is split)."""
+    return _depth > 0
+
+
+# ----------------------------------------------------------------------- splitting work
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_pool_lock = threading.Lock()
+
+
+def _workers(n: int) -> ThreadPoolExecutor:
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool is None or _pool_size < n:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool, _pool_size = ThreadPoolExecutor(n, thread_name_prefix="rnnlab"), n
+        return _pool
+
+
+def row_parts(n: int, min_rows: int) -> list[tuple[int, int]]:
+    """[start, stop) ranges of n rows, one per thread, each of at least `min_rows` rows; one
+    range (no split) outside a session."""
+    k = min(num_threads(), n // max(min_rows, 1)) if in_session() else 1
+    if k < 2:
+        return [(0, n)]
+    return [(n * i // k, n * (i + 1) // k) for i in range(k)]
+
+
+def run_parts(fn: Callable[[int, int], object], parts: list[tuple[int, int]]) -> None:
+    """fn(start, stop) for every part: the first in this thread, the rest on rnnlab's worker
+    threads (fn must release the GIL for this to gain anything: compiled kernels, BLAS)."""
+    if len(parts) == 1:
+        fn(*parts[0])
+        return
+    pool = _workers(len(parts) - 1)
+    futures = [pool.submit(fn, a, b) for a, b in parts[1:]]
+    try:
+        fn(*parts[0])
+    finally:
+        for future in futures:
+            future.result()
+
+
+def _product_parts(m: int, n: int, k: int) -> list[tuple[int, int]]:
+    if 2 * m * n * k < MIN_FLOPS:
+        return [(0, m)]
+    return row_parts(m, _MIN_ROWS_MATMUL)
+
+
+def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b for 2-D arrays (views such as Wᵀ are fine), rows split over the threads."""
+    m, k = a.shape
+    n = b.shape[1]
+    parts = _product_parts(m, n, k)
+    if len(parts) == 1:
+        return a @ b
+    out = np.empty((m, n), np.result_type(a, b))
+    run_parts(lambda i, j: np.matmul(a[i:j], b, out=out[i:j]), parts)
+    return out
+
+
+def matmul_tn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """aᵀ @ b for 2-D a (K, M) and b (K, N), rows of the (M, N) result split over the threads."""
+    k, m = a.shape
+    n = b.shape[1]
+    parts = _product_parts(m, n, k)
+    if len(parts) == 1:
+        return a.T @ b
+    out = np.empty((m, n), np.result_type(a, b))
+    run_parts(lambda i, j: np.matmul(a[:, i:j].T, b, out=out[i:j]), parts)
+    return out
+
+
+def sessioned(method):
+    """Decorator: run a module's forward or backward inside session()."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with session():
+            return method(*args, **kwargs)
+
+    return wrapper

@@ -1,0 +1,215 @@
+"""rnnlab.parallel: batches split over threads give the results of one thread.
+
+The compiled loops split a batch by rows only inside a session (every layer's forward and
+backward opens one); the large products split the rows of their result. Rows never interact,
+so every split must reproduce the unsplit float64 result to 1e-12, with masks, in reverse,
+and for every cell; and the session must hand NumPy's BLAS back as it found it.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+pytest.importorskip("scipy")
+
+from helpers import CELLS, make  # noqa: E402
+from test_fast import (  # noqa: E402
+    KIND_IDS,
+    assert_close,
+    problem,
+    run_backward,
+    run_forward,
+    tape_arrays,
+)
+
+from rnnlab import fast, parallel  # noqa: E402
+from rnnlab.fast import blas  # noqa: E402
+
+SPLIT_SHAPE = (7, 13, 21)  # 13 rows: parts of 6 and 7 on two threads, 4, 4 and 5 on three
+
+
+def split_problem(kind, reverse, masked, seed, shape):
+    """test_fast.problem at another shape, with a (T, B) mask of full rows, right-padded rows
+    and rows with holes when `masked`."""
+    p = problem(kind, reverse, False, seed=seed, shape=shape)
+    if masked:
+        T, B, _ = shape
+        rng = np.random.default_rng(seed)
+        mask = rng.random((T, B)) < 0.7  # holes
+        mask[:, 0::3] = True  # full rows
+        mask[:, 1::3] = np.arange(T)[:, None] < rng.integers(1, T + 1, size=mask[:, 1::3].shape[1])
+        p["mask"] = mask
+    return p
+
+
+def in_session(threads, fn, monkeypatch):
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", str(threads))
+    with parallel.session():
+        assert parallel.in_session() == (threads > 1)
+        return fn()
+
+
+def test_a_session_splits_and_outside_nothing_is_split(monkeypatch):
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", "3")
+    assert parallel.row_parts(13, 4) == [(0, 13)]  # not in a session
+    with parallel.session():
+        assert parallel.row_parts(13, 4) == [(0, 4), (4, 8), (8, 13)]
+        assert parallel.row_parts(13, 5) == [(0, 6), (6, 13)]  # at least 5 rows a part
+        assert parallel.row_parts(7, 4) == [(0, 7)]
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", "1")
+    with parallel.session():
+        assert parallel.row_parts(13, 4) == [(0, 13)]
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["full", "masked"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("kind", KIND_IDS)
+def test_split_loops_match_one_thread(kind, reverse, masked, monkeypatch):
+    p = split_problem(kind, reverse, masked, seed=3, shape=SPLIT_SHAPE)
+    want_tape = in_session(1, lambda: run_forward(kind, p, "fast"), monkeypatch)
+    want = in_session(1, lambda: run_backward(kind, p, want_tape, "fast"), monkeypatch)
+    for threads in (2, 3):
+        tape = in_session(threads, lambda: run_forward(kind, p, "fast"), monkeypatch)
+        for name, w in tape_arrays(want_tape).items():
+            assert_close(tape_arrays(tape)[name], w, 1e-12, f"{threads} threads: {name}")
+        got = in_session(threads, lambda t=tape: run_backward(kind, p, t, "fast"), monkeypatch)
+        for name in want:
+            assert_close(got[name], want[name], 1e-12, f"{threads} threads: {name}")
+
+
+def test_session_restores_the_blas_thread_count(monkeypatch):
+    if parallel._CONTROL is None:
+        pytest.skip("this NumPy has no bundled OpenBLAS whose thread count rnnlab can set")
+    get, set_ = parallel._CONTROL
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
+    before = get()
+    try:
+        set_(2)
+        with parallel.session():
+            assert get() == 1
+            with parallel.session():  # nested: still one, and the outer one restores
+                assert get() == 1
+            assert get() == 1
+        assert get() == 2
+        monkeypatch.setenv("RNNLAB_NUM_THREADS", "1")
+        with parallel.session():  # not enabled: NumPy keeps its threads
+            assert get() == 2 and not parallel.in_session()
+    finally:
+        set_(before)
+
+
+def test_blas_thread_control_is_found_for_numpy_wheels():
+    if not blas._numpy_library_files():
+        pytest.skip("this NumPy has no bundled OpenBLAS (conda, Accelerate, a distribution)")
+    assert parallel._CONTROL is not None
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_split_products_match_numpy(threads, monkeypatch):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((1000, 70))
+    b = rng.standard_normal((70, 90))
+    c = rng.standard_normal((1000, 90))
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", str(threads))
+    with parallel.session():
+        parts = parallel._product_parts(1000, 90, 70)
+        assert len(parts) == threads  # big enough to be split
+        got_nn = parallel.matmul(a, b)
+        got_tn = parallel.matmul_tn(a, c)  # (70, 90), rows of aᵀ split
+        got_view = parallel.matmul(a, c.T[:, :70].T)  # a transposed view as the right factor
+    np.testing.assert_allclose(got_nn, a @ b, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got_tn, a.T @ c, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got_view, a @ c[:70], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name, ctor, kw", CELLS, ids=[c[0] for c in CELLS])
+def test_layers_split_or_not_agree(name, ctor, kw, monkeypatch):
+    """A whole bidirectional two-layer step: outputs and every gradient, 1 vs 2 threads."""
+    results = {}
+    for threads in ("1", "2"):
+        monkeypatch.setenv("RNNLAB_NUM_THREADS", threads)
+        rng = np.random.default_rng(7)
+        layer = make(ctor, kw, 5, 9, L=2, bi=True, rng=rng)
+        x = rng.standard_normal((12, 6, 5))
+        f = layer.forward(x, lengths=np.array([6, 3, 5, 6, 1, 4, 6, 2, 6, 6, 5, 6]))
+        b = layer.backward(f, rng.standard_normal(f.output.shape))
+        results[threads] = {"output": f.output, "dx": b.input, **b.params}
+    for key, want in results["1"].items():
+        assert_close(results["2"][key], want, 1e-12, key)
+
+
+def test_input_grad_false_skips_only_the_input_gradient():
+    _, ctor, kw = CELLS[2]  # the LSTM
+    rng = np.random.default_rng(1)
+    layer = make(ctor, kw, 4, 6, L=2, bi=True, rng=rng)
+    x = rng.standard_normal((3, 5, 4))
+    f = layer.forward(x)
+    d = rng.standard_normal(f.output.shape)
+    full = layer.backward(f, d)
+    lean = layer.backward(f, d, input_grad=False)
+    assert full.input is not None and lean.input is None
+    for key, want in full.params.items():
+        np.testing.assert_array_equal(lean.params[key], want)
+
+
+def test_bad_thread_count_is_refused(monkeypatch):
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", "two")
+    with pytest.raises(ValueError, match=r"`RNNLAB_NUM_THREADS` must be a positive integer"):
+        parallel.num_threads()
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", "0")
+    with pytest.raises(ValueError, match=r"got '0'"):
+        parallel.num_threads()
+
+
+def test_freed_memory_is_kept_on_glibc():
+    import platform
+
+    if platform.libc_ver()[0] != "glibc" or os.environ.get("RNNLAB_MALLOC") == "system":
+        pytest.skip("glibc only")
+    assert fast.available() and fast.keep_freed_memory()
+
+
+CHILD = """
+import numpy as np
+from rnnlab import parallel
+from rnnlab.fast import blas
+from test_fast import KIND_IDS, assert_close, run_backward, run_forward, tape_arrays
+from test_parallel import split_problem
+print(blas.NAME)
+for kind in KIND_IDS:
+    for reverse in (False, True):
+        p = split_problem(kind, reverse, True, seed=4, shape=(5, 12, 17))
+        want_tape = run_forward(kind, p, "step")
+        want = run_backward(kind, p, want_tape, "step")
+        with parallel.session():
+            tape = run_forward(kind, p, "fast")
+            got = run_backward(kind, p, tape, "fast")
+        for name, w in tape_arrays(want_tape).items():
+            assert_close(tape_arrays(tape)[name], w, 1e-12, kind + " " + name)
+        for name in want:
+            assert_close(got[name], want[name], 1e-12, kind + " " + name)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("choice", ["numpy", "auto"])
+def test_either_blas_gives_the_step_loops_results(choice):
+    """The kernels' products on NumPy's OpenBLAS and, where the `mkl` package is installed,
+    on MKL (chosen at import, hence a fresh process), split over two threads."""
+    env = {**os.environ, "RNNLAB_BLAS": choice, "RNNLAB_NUM_THREADS": "2"}
+    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(__file__), env.get("PYTHONPATH", "")])
+    run = subprocess.run(
+        [sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    name, ok = run.stdout.split("\n")[:2]
+    assert ok == "ok"
+    has_mkl = bool(blas._mkl_library_files())
+    if choice == "numpy" or not has_mkl:
+        assert name == "NumPy's OpenBLAS"
+    else:
+        assert name.startswith("MKL (")
