@@ -26,7 +26,7 @@ from test_fast import (  # noqa: E402
     tape_arrays,
 )
 
-from rnnlab import fast, parallel  # noqa: E402
+from rnnlab import _mkl, fast, parallel  # noqa: E402
 from rnnlab.fast import blas  # noqa: E402
 
 SPLIT_SHAPE = (7, 13, 21)  # 13 rows: parts of 6 and 7 on two threads, 4, 4 and 5 on three
@@ -208,8 +208,36 @@ def test_either_blas_gives_the_step_loops_results(choice):
     assert run.returncode == 0, run.stderr[-3000:]
     name, ok = run.stdout.split("\n")[:2]
     assert ok == "ok"
-    has_mkl = bool(blas._mkl_library_files())
+    has_mkl = bool(_mkl.library_files())
     if choice == "numpy" or not has_mkl:
         assert name == "NumPy's OpenBLAS"
     else:
         assert name.startswith("MKL (")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_mkl_gemm_handles_views_and_refuses_what_it_cannot(dtype):
+    mkl = _mkl.load()
+    if mkl is None:
+        if _mkl.library_files() and _mkl.wanted():
+            pytest.fail("the mkl package is installed but rnnlab did not load it")
+        pytest.skip("the mkl extra is not installed")
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((40, 30)).astype(dtype)
+    b = rng.standard_normal((30, 20)).astype(dtype)
+    c = rng.standard_normal((40, 20)).astype(dtype)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    cases = {
+        "row-major": (a, b),
+        "transposed left": (np.ascontiguousarray(a.T).T, b),
+        "transposed right": (a, np.ascontiguousarray(b.T).T),
+        "row slices": (a[5:17], b),
+        "column slice, transposed (a weight-gradient part)": (c[:, 3:11].T, a[:, :7]),
+    }
+    for what, (x, y) in cases.items():
+        out = np.full((x.shape[0], y.shape[1]), np.nan, dtype)
+        assert mkl.gemm(x, y, out), what
+        np.testing.assert_allclose(out, x @ y, rtol=tol, atol=tol, err_msg=what)
+    out = np.empty((40, 20), dtype)
+    assert not mkl.gemm(a[:, ::2], b[::2], out)  # strided both ways: NumPy does it instead
+    assert not mkl.gemm(a.astype(np.float64 if dtype == np.float32 else np.float32), b, out)

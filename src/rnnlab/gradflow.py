@@ -100,7 +100,7 @@ def _validation_batch(task, n: int):
     on reversed input); a charlm task gets n windows of its validation text."""
     if hasattr(task, "split"):
         x, y, lengths = task.split("valid")
-        x, y, lengths = task._prepare(x[:n], y[:n], None if lengths is None else lengths[:n])
+        x, y, lengths = task.prepare(x[:n], y[:n], None if lengths is None else lengths[:n])
         return x, y, lengths
     ids = task.ids["valid"]
     L = task.window
@@ -668,10 +668,10 @@ def _log_if_wide(ax, losses: np.ndarray) -> None:
 def _plot_cliff(data, path) -> Path:
     """Three panels: the loss along the hidden bias, along a random direction, and along −g
     with the clipped and unclipped SGD steps marked."""
-    from rnnlab.diagnostics.plots import _figure
+    from rnnlab.diagnostics.plots import new_figure
 
     bias_slice, random_slice, step_slice, clip, per_bias, norm_theta = data
-    fig = _figure(14, 4.0)
+    fig = new_figure(14, 4.0)
     axes = fig.subplots(1, 3)
     for ax, s, scale, label in (
         (axes[0], bias_slice, per_bias, "shift of every hidden bias"),
@@ -1165,9 +1165,9 @@ def _plot_curves(
     path: Path, panels: list[tuple[str, list[tuple[str, np.ndarray, np.ndarray]], bool]]
 ) -> Path:
     """One row of panels (title, [(label, steps, values)], log y axis)."""
-    from rnnlab.diagnostics.plots import _figure
+    from rnnlab.diagnostics.plots import new_figure
 
-    fig = _figure(4.6 * len(panels), 3.6)
+    fig = new_figure(4.6 * len(panels), 3.6)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (title, lines, log) in zip(axes, panels, strict=True):
         for label, s, v in lines:
@@ -1190,12 +1190,12 @@ def _plot_curves(
 def _plot_lags(path: Path, grads: list[dict]) -> Path:
     """Per (layer, direction): log10 ‖∂L/∂h_k‖ by lag (x) and training step (y), and the
     fitted factor per step against the step."""
-    from rnnlab.diagnostics.plots import _figure
+    from rnnlab.diagnostics.plots import new_figure
 
     with_lags = [r for r in grads if r.get("lags")]
     names = list(with_lags[0]["lags"])
     steps = np.array([r["step"] for r in with_lags], float)
-    fig = _figure(4.4 * (len(names) + 1), 3.8)
+    fig = new_figure(4.4 * (len(names) + 1), 3.8)
     axes = fig.subplots(1, len(names) + 1, squeeze=False)[0]
     for ax, name in zip(axes, names, strict=False):
         rows = [r["lags"].get(name, {}).get("norms") or [] for r in with_lags]

@@ -269,7 +269,9 @@ class _SequenceTask:
             return x[idx], y[idx], None
         return _trim(x[idx], y[idx], lengths[idx], self.per_step)
 
-    def _prepare(self, x, y, lengths):
+    def prepare(self, x, y, lengths):
+        """Arrange a batch as the model sees it (the task's reverse_input applied), also for
+        batches drawn outside training (rnnlab.gradflow)."""
         if self.cfg.reverse_input:
             x = _reverse_within(x, lengths)
             if self.per_step:
@@ -280,7 +282,7 @@ class _SequenceTask:
         T = self.seq_len_hint()
         W = self._windows(T)
         index, w = divmod(step, W)
-        x, y, lengths = self._prepare(*self._full_batch(index, rng))
+        x, y, lengths = self.prepare(*self._full_batch(index, rng))
         if W > 1:
             k = self.cfg.bptt
             x, y = x[:, w * k : (w + 1) * k], y[:, w * k : (w + 1) * k]
@@ -300,7 +302,7 @@ class _SequenceTask:
     # --- evaluation
     def _eval_outputs(self, model, split: str, batch_size: int = 256):
         x, y, lengths = self.split(split)
-        x, y, lengths = self._prepare(x, y, lengths)
+        x, y, lengths = self.prepare(x, y, lengths)
         outs = []
         for i in range(0, len(x), batch_size):
             sl = slice(i, i + batch_size)

@@ -118,11 +118,13 @@ def _loop_backward(cell, W_hh, hs, cs, extra, mask, reverse, dys, dh, dc, dXA, d
 
 
 def _project(X: np.ndarray, p: Params) -> np.ndarray:
-    """XA = X W_ihᵀ + b_ih for all steps at once: (T, B, I) → (T, B, G·H)."""
+    """XA = X W_ihᵀ + b_ih for all steps at once: (T, B, I) → (T, B, G·H), in a scratch
+    buffer (it lives only until the loop has read it)."""
     T, B, I = X.shape
-    XA = parallel.matmul(X.reshape(T * B, I), p.W_ih.T).reshape(T, B, -1)
+    XA = parallel.scratch("XA", (T * B, p.W_ih.shape[0]), X.dtype)
+    parallel.matmul(X.reshape(T * B, I), p.W_ih.T, out=XA)
     XA += p.b_ih
-    return XA
+    return XA.reshape(T, B, -1)
 
 
 def _states(T: int, B: int, H: int, dtype, has_c: bool, reverse: bool, h0, c0):
@@ -227,8 +229,8 @@ def backward(
         return _backward_checkpointed(cell, p, tape, dys, dh_T, dc_T, need_dX, dh_trace)
     T, B, I = X.shape
     GH, H = p.W_hh.shape
-    dXA = np.empty((T, B, GH), X.dtype)
-    dHA = dXA if cell.shares_preact_grad else np.empty((T, B, GH), X.dtype)
+    dXA = parallel.scratch("dXA", (T, B, GH), X.dtype)  # dead when this function returns
+    dHA = dXA if cell.shares_preact_grad else parallel.scratch("dHA", (T, B, GH), X.dtype)
     dh, dc = _loop_backward(
         cell,
         p.W_hh,
@@ -285,8 +287,8 @@ def _backward_checkpointed(cell, p, tape, dys, dh, dc, need_dX, dh_trace):
         hs, cs = _states(L, B, H, X.dtype, cell.has_c, reverse, h, c)
         extra = cell.new_tape(L, B, H, X.dtype)
         _loop_forward(cell, _project(X[a:b], p), W_hhT, p.b_hh, hs, cs, extra, seg_mask, reverse)
-        dXA = np.empty((L, B, GH), X.dtype)
-        dHA = dXA if cell.shares_preact_grad else np.empty((L, B, GH), X.dtype)
+        dXA = parallel.scratch("dXA", (L, B, GH), X.dtype)
+        dHA = dXA if cell.shares_preact_grad else parallel.scratch("dHA", (L, B, GH), X.dtype)
         dh, dc = _loop_backward(
             cell,
             p.W_hh,

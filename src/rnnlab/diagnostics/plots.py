@@ -24,7 +24,9 @@ class PlotDependencyError(ImportError):
     """Plotting was asked for but matplotlib is not installed."""
 
 
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float):
+    """A matplotlib Figure of width x height inches on the Agg canvas, touching no global state
+    (also used by rnnlab.gradflow's plots); PlotDependencyError without matplotlib."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -74,7 +76,7 @@ def _fitted(fit, lags: np.ndarray, values: np.ndarray) -> np.ndarray | None:
 def plot_lag_profile(result: LagProfile, path) -> Path:
     """log ‖∂L/∂h_k‖ against the lag: the batch mean (thick), each sequence (thin), the fit."""
     path = _check(result, (LagProfile,), "a LagProfile (from gradient_by_lag)", path)
-    fig = _figure(6.4, 4.2)
+    fig = new_figure(6.4, 4.2)
     ax = fig.add_subplot()
     lags = result.lags.astype(np.float64)
     for j, name in enumerate(result.names):
@@ -103,7 +105,7 @@ def plot_gradient_map(result: GradientMap, path) -> Path:
     """One image per (layer, direction): log10 ‖∂L_t/∂h_k‖, rows t, columns k."""
     path = _check(result, (GradientMap,), "a GradientMap (from gradient_map)", path)
     J = len(result.names)
-    fig = _figure(4.2 * J, 3.8)
+    fig = new_figure(4.2 * J, 3.8)
     axes = fig.subplots(1, J, squeeze=False)[0]
     for j, ax in enumerate(axes):
         im = ax.imshow(
@@ -123,7 +125,7 @@ def plot_gradient_map(result: GradientMap, path) -> Path:
 def plot_jacobian_bound(result: JacobianProfile, path) -> Path:
     """‖∂s_t/∂s_k‖₂ against the lag, with ∏‖J_i‖₂ and the notes' bound."""
     path = _check(result, (JacobianProfile,), "a JacobianProfile (from jacobian_products)", path)
-    fig = _figure(6.4, 4.2)
+    fig = new_figure(6.4, 4.2)
     ax = fig.add_subplot()
     lags = result.lags.astype(np.float64)
     ax.plot(
@@ -156,7 +158,7 @@ def plot_spectrum(result: Spectrum | SpectrumHistory, path) -> Path:
         path,
     )
     if isinstance(result, SpectrumHistory):
-        fig = _figure(6.4, 4.2)
+        fig = new_figure(6.4, 4.2)
         ax = fig.add_subplot()
         for k, name in enumerate(result.names):
             (line,) = ax.plot(result.steps, result.spectral_norms[:, k], label=rf"{name} $\|W\|_2$")
@@ -171,7 +173,7 @@ def plot_spectrum(result: Spectrum | SpectrumHistory, path) -> Path:
         ax.set_xlabel("training step")
         ax.legend(fontsize=7)
         return _save(fig, path)
-    fig = _figure(10, 4.2)
+    fig = new_figure(10, 4.2)
     ax1, ax2 = fig.subplots(1, 2)
     theta = np.linspace(0, 2 * np.pi, 200)
     ax2.plot(np.cos(theta), np.sin(theta), color="gray", lw=0.8)
@@ -198,7 +200,7 @@ def plot_gate_saturation(result: GateSaturation, path) -> Path:
     """Per (layer, direction): the fraction of each gate near 1 (solid) and near 0 (dashed)."""
     path = _check(result, (GateSaturation,), "a GateSaturation (from gate_saturation)", path)
     J = len(result.names)
-    fig = _figure(6.4, 3.0 * J)
+    fig = new_figure(6.4, 3.0 * J)
     axes = fig.subplots(J, 1, squeeze=False)[:, 0]
     t = np.arange(result.low_fraction.shape[2])
     for j, ax in enumerate(axes):
@@ -222,7 +224,7 @@ def plot_gate_saturation(result: GateSaturation, path) -> Path:
 def plot_loss_slice(result: LossSlice, path) -> Path:
     """The loss against α, with the steepest jump marked."""
     path = _check(result, (LossSlice,), "a LossSlice (from loss_slice)", path)
-    fig = _figure(6.4, 4.2)
+    fig = new_figure(6.4, 4.2)
     ax = fig.add_subplot()
     losses = np.where(np.isfinite(result.losses), result.losses, np.nan)
     ax.plot(result.alphas, losses, marker=".", ms=3)
@@ -239,7 +241,7 @@ def plot_iterated_map(result: IteratedMap, path) -> Path:
     """One unit: the map with its fixed points and a cobweb, then basins and the gain against
     the starting point. Two units: the basin map with the fixed points, and the gain."""
     path = _check(result, (IteratedMap,), "an IteratedMap (from iterated_map)", path)
-    fig = _figure(11, 4.2)
+    fig = new_figure(11, 4.2)
     ax1, ax2 = fig.subplots(1, 2)
     style = {"stable": "o", "unstable": "x", "saddle": "s", "marginal": "d"}
     if result.units == 1:

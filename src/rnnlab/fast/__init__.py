@@ -83,12 +83,14 @@ def _importable() -> bool:
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's largest allowed value
+TRIM_THRESHOLD = 1024 * 1024 * 1024  # free memory kept at the top of the heap
 
 
 @functools.cache
 def keep_freed_memory() -> bool:
     """Ask glibc's malloc to keep freed blocks of up to 32 MB for reuse instead of returning
-    them to the system (mallopt M_MMAP_THRESHOLD, M_TRIM_THRESHOLD).
+    them to the system (mallopt M_MMAP_THRESHOLD, M_TRIM_THRESHOLD: up to 1 GB of free heap
+    is kept; the heap never grows past the process's peak use).
 
     Every forward pass allocates its tape anew (several MB) and every backward pass its
     gradient buffers. By default glibc maps blocks that large fresh from the kernel and
@@ -111,7 +113,7 @@ def keep_freed_memory() -> bool:
         return False
     libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     ok = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
-    return bool(libc.mallopt(M_TRIM_THRESHOLD, 2 * MMAP_THRESHOLD) == 1 and ok)
+    return bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and ok)
 
 
 def _libc_name() -> str:

@@ -32,10 +32,11 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
-import sys
 
 import llvmlite.binding as ll
 import numpy as np
+
+from rnnlab import _mkl
 
 SGEMM = "rnnlab_cblas_sgemm"
 DGEMM = "rnnlab_cblas_dgemm"
@@ -43,7 +44,6 @@ DGEMM = "rnnlab_cblas_dgemm"
 # CBLAS constants
 ROW_MAJOR = 101
 NO_TRANS = 111
-SEQUENTIAL = 1  # MKL_THREADING_SEQUENTIAL
 
 _NAMES = (("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_"), ("cblas_sgemm64_", "cblas_dgemm64_"))
 
@@ -80,49 +80,16 @@ def find_numpy_cblas() -> tuple[int, int] | None:
     return None
 
 
-def _mkl_library_files() -> list[str]:
-    """Where the `mkl` wheel puts Intel's single dynamic library (the environment's lib/)."""
-    found: list[str] = []
-    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
-        found += sorted(glob.glob(os.path.join(prefix, "lib", "libmkl_rt.so*")))
-        found += sorted(glob.glob(os.path.join(prefix, "Library", "bin", "mkl_rt*.dll")))
-    return found
-
-
-def find_mkl_cblas() -> tuple[int, int, str] | None:
-    """Addresses of MKL's ILP64 cblas_sgemm_64 and cblas_dgemm_64 (the signature of NumPy's
-    OpenBLAS ones) and MKL's version, with MKL switched to its sequential threading layer;
-    None when the `mkl` package is not installed or RNNLAB_BLAS says otherwise."""
-    if os.environ.get("RNNLAB_BLAS", "auto").strip().lower() not in ("auto", "mkl", ""):
-        return None
-    for path in _mkl_library_files():
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        if not all(hasattr(lib, n) for n in ("cblas_sgemm_64", "cblas_dgemm_64")):
-            continue
-        lib.MKL_Set_Threading_Layer.argtypes = [ctypes.c_int]
-        lib.MKL_Set_Threading_Layer(SEQUENTIAL)  # rnnlab's threads split the work
-        buf = ctypes.create_string_buffer(256)
-        lib.MKL_Get_Version_String(buf, len(buf))
-        s = ctypes.cast(lib.cblas_sgemm_64, ctypes.c_void_p).value
-        d = ctypes.cast(lib.cblas_dgemm_64, ctypes.c_void_p).value
-        if s and d:
-            return s, d, buf.value.decode(errors="replace").strip()
-    return None
-
-
 def _never_called(*args):  # pragma: no cover - the kernels test NUMPY_CBLAS first
     raise RuntimeError("rnnlab.fast: the stand-in for NumPy's BLAS was called")
 
 
-_MKL = find_mkl_cblas()
-_FOUND = find_numpy_cblas() if _MKL is None else _MKL[:2]
+_MKL = _mkl.load()
+_FOUND = find_numpy_cblas() if _MKL is None else (_MKL.sgemm, _MKL.dgemm)
 NUMPY_CBLAS: bool = _FOUND is not None
 """True when the kernels call a CBLAS directly (MKL's or NumPy's), not numba's np.dot."""
 NAME: str = (
-    f"MKL ({_MKL[2]})" if _MKL else "NumPy's OpenBLAS" if _FOUND else "numba's np.dot (SciPy)"
+    f"MKL ({_MKL.version})" if _MKL else "NumPy's OpenBLAS" if _FOUND else "numba's np.dot (SciPy)"
 )
 """Which BLAS the kernels' per-step products run on."""
 if _FOUND is not None:

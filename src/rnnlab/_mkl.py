@@ -1,0 +1,109 @@
+"""Intel's MKL from the optional `mkl` package: found, switched to sequential, and called.
+
+rnnlab runs its own threads (rnnlab.parallel), so MKL runs in its sequential threading layer
+and every thread calls it for its own part of a product. The compiled loops call MKL's
+`cblas_?gemm_64` from machine code (rnnlab.fast.blas); the large products before and after
+the loops call `gemm` below through ctypes (a few µs per call, for products of ≥ 4 MFLOP).
+On one core MKL was 1.2–1.9x faster than NumPy's OpenBLAS at the loops' per-step shapes and
+1.15–1.2x on the large ones (perf notes in docs/design.md).
+
+RNNLAB_BLAS=numpy leaves MKL unloaded; RNNLAB_BLAS=auto (the default) or mkl use it when the
+`mkl` package is installed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import glob
+import os
+import sys
+
+import numpy as np
+
+ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
+SEQUENTIAL = 1  # MKL_THREADING_SEQUENTIAL
+
+
+def library_files() -> list[str]:
+    """Where the `mkl` wheel puts Intel's single dynamic library (the environment's lib/)."""
+    found: list[str] = []
+    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
+        found += sorted(glob.glob(os.path.join(prefix, "lib", "libmkl_rt.so*")))
+        found += sorted(glob.glob(os.path.join(prefix, "Library", "bin", "mkl_rt*.dll")))
+    return found
+
+
+def wanted() -> bool:
+    return os.environ.get("RNNLAB_BLAS", "auto").strip().lower() in ("auto", "mkl", "")
+
+
+class MKL:
+    """The loaded library: gemm addresses, version, and a ctypes gemm."""
+
+    def __init__(self, lib: ctypes.CDLL):
+        lib.MKL_Set_Threading_Layer.argtypes = [ctypes.c_int]
+        lib.MKL_Set_Threading_Layer(SEQUENTIAL)
+        buf = ctypes.create_string_buffer(256)
+        lib.MKL_Get_Version_String(buf, len(buf))
+        self.version = buf.value.decode(errors="replace").strip()
+        i32, i64, ptr = ctypes.c_int, ctypes.c_int64, ctypes.c_void_p
+        self._fns = {}
+        for dtype, name, real in (
+            (np.dtype(np.float32), "cblas_sgemm_64", ctypes.c_float),
+            (np.dtype(np.float64), "cblas_dgemm_64", ctypes.c_double),
+        ):
+            fn = getattr(lib, name)
+            fn.restype = None
+            fn.argtypes = [i32, i32, i32, i64, i64, i64, real, ptr, i64, ptr, i64, real, ptr, i64]
+            self._fns[dtype] = fn
+        self.sgemm = ctypes.cast(self._fns[np.dtype(np.float32)], ctypes.c_void_p).value
+        self.dgemm = ctypes.cast(self._fns[np.dtype(np.float64)], ctypes.c_void_p).value
+
+    def gemm(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
+        """out = a @ b with MKL when all three share a float dtype and a, b are row-major or
+        transposed row-major views and out is C-contiguous; False (nothing done) otherwise."""
+        fn = self._fns.get(out.dtype)
+        if fn is None or a.dtype != out.dtype or b.dtype != out.dtype:
+            return False
+        op_a, op_b = _operand(a), _operand(b)
+        if op_a is None or op_b is None or not out.flags.c_contiguous:
+            return False
+        m, k = a.shape
+        n = b.shape[1]
+        if m == 0 or n == 0:
+            return True
+        if k == 0:
+            out[...] = 0
+            return True
+        fn(ROW_MAJOR, op_a[0], op_b[0], m, n, k, 1.0, a.ctypes.data, op_a[1], b.ctypes.data,
+           op_b[1], 0.0, out.ctypes.data, max(n, 1))  # fmt: skip
+        return True
+
+
+def _operand(x: np.ndarray) -> tuple[int, int] | None:
+    """(transpose flag, leading dimension) of a 2-D array for a row-major CBLAS call."""
+    item = x.itemsize
+    rows, cols = x.shape
+    s0, s1 = x.strides
+    if (s1 == item or cols == 1) and s0 % item == 0 and s0 // item >= max(cols, 1):
+        return NO_TRANS, s0 // item
+    if (s0 == item or rows == 1) and s1 % item == 0 and s1 // item >= max(rows, 1):
+        return TRANS, s1 // item
+    return None
+
+
+@functools.cache
+def load() -> MKL | None:
+    """The MKL of the `mkl` package, or None (not installed, or RNNLAB_BLAS says otherwise)."""
+    if not wanted():
+        return None
+    for path in library_files():
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        needed = ("cblas_sgemm_64", "cblas_dgemm_64", "MKL_Set_Threading_Layer")
+        if all(hasattr(lib, name) for name in needed):
+            return MKL(lib)
+    return None
