@@ -329,3 +329,27 @@ def test_mask_errors():
         softmax_cross_entropy(np.zeros((2, 4)), np.zeros(2, int), mask=m)
     with pytest.raises(ValueError, match=r"`lengths` must be None for outputs without a time axis"):
         mean_squared_error(np.zeros(2), np.zeros(2), lengths=np.array([1, 1]))
+
+
+def test_mse_names_a_non_finite_prediction_even_in_padding():
+    """The finiteness check runs after the loss (one pass fewer); it must still name the
+    first NaN or inf, also one that sits at a masked step."""
+    pred = np.zeros((2, 3, 2))
+    pred[1, 2, 0] = np.inf
+    with pytest.raises(ValueError, match=r"`pred` must be finite .*got inf at index \(1, 2, 0\)"):
+        mean_squared_error(pred, np.zeros((2, 3, 2)), lengths=np.array([3, 2]))
+    with pytest.raises(ValueError, match=r"`targets` must be finite .*got nan at index \(0, 0\)"):
+        mean_squared_error(np.zeros((2, 2)), np.array([[np.nan, 0.0], [0.0, 0.0]]))
+
+
+def test_mse_gradient_is_laid_out_like_the_prediction():
+    """A batch-first view of a time-major output gets a gradient whose time-major view is
+    contiguous: the layer's backward then reads it without a copy."""
+    rng = np.random.default_rng(0)
+    time_major = rng.standard_normal((5, 3, 4))
+    pred = np.swapaxes(time_major, 0, 1)
+    targets = rng.standard_normal((3, 5, 4))
+    loss, d = mean_squared_error(pred, targets)
+    assert np.swapaxes(d, 0, 1).flags.c_contiguous
+    np.testing.assert_allclose(loss, np.mean((pred - targets) ** 2), rtol=1e-12)
+    np.testing.assert_allclose(d, 2 * (pred - targets) / pred.size, rtol=1e-12)

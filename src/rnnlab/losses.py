@@ -146,13 +146,23 @@ def mean_squared_error(
         L = Σ m ⊙ (p − y)²                 ("mean": divided by the valid elements, as torch)
         ∂L/∂p = 2 m ⊙ (p − y)              ("mean": divided likewise)
     """
-    pred = _checks.float_array(pred, "pred")
+    pred = _checks.float_array(pred, "pred", finite=False)
     reduction = _checks.choice(reduction, "reduction", REDUCTIONS)
-    targets = _float_targets(targets, pred)
+    targets = _float_targets(targets, pred, finite=False)
     _nonempty(pred, "pred")
     m = _mask(pred, mask, lengths, 2)
-    r = pred - targets
-    return _masked_elementwise(r * r, 2.0 * r, m, reduction)
+    # r and the gradient are laid out like pred in memory: a batch-first view of a time-major
+    # output gives a gradient whose time-major view the layer's backward reads without a copy
+    r = np.empty_like(pred)
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite inputs: diagnosed below
+        np.subtract(pred, targets, out=r)
+        ell = r * r
+        r *= 2.0
+        loss, d_pred = _masked_elementwise(ell, r, m, reduction)
+    if not np.isfinite(loss):  # name the first NaN or inf, if an input holds one
+        _checks.float_array(pred, "pred")
+        _checks.float_array(targets, "targets")
+    return loss, d_pred
 
 
 # ---------------------------------------------------------------------------- shared steps
@@ -182,7 +192,7 @@ def _mask(x: np.ndarray, mask, lengths, min_ndim: int) -> np.ndarray | None:
     return None if m is None else m.T
 
 
-def _float_targets(targets, like: np.ndarray) -> np.ndarray:
+def _float_targets(targets, like: np.ndarray, finite: bool = True) -> np.ndarray:
     """Float targets of the output's shape, converted to its dtype so the gradient keeps it."""
     if isinstance(targets, np.ndarray) and targets.dtype.kind in "biu":
         _checks.fail(
@@ -191,7 +201,7 @@ def _float_targets(targets, like: np.ndarray) -> np.ndarray:
             f"dtype {targets.dtype}",
             "Convert labels with targets.astype(np.float32) (or the dtype of the output).",
         )
-    targets = _checks.float_array(targets, "targets", dtype=like.dtype)
+    targets = _checks.float_array(targets, "targets", dtype=like.dtype, finite=finite)
     if targets.shape != like.shape:
         _checks.fail(
             "targets", f"an array of the output's shape {like.shape}", f"shape {targets.shape}"
