@@ -241,3 +241,36 @@ def test_mkl_gemm_handles_views_and_refuses_what_it_cannot(dtype):
     out = np.empty((40, 20), dtype)
     assert not mkl.gemm(a[:, ::2], b[::2], out)  # strided both ways: NumPy does it instead
     assert not mkl.gemm(a.astype(np.float64 if dtype == np.float32 else np.float32), b, out)
+
+
+@pytest.mark.parametrize("name, ctor, kw", CELLS, ids=[c[0] for c in CELLS])
+def test_inference_without_a_tape_gives_the_same_outputs(name, ctor, kw, engine_path):
+    """grad=False overwrites a one-step tape: outputs and final states are unchanged, bit for
+    bit, through both loops, with padding and in both directions; backward refuses it."""
+    rng = np.random.default_rng(5)
+    layer = make(ctor, kw, 4, 7, L=2, bi=True, rng=rng)
+    x = rng.standard_normal((9, 6, 4))
+    lengths = np.array([6, 2, 5, 6, 1, 3, 6, 6, 4])
+    full = layer.forward(x, lengths=lengths)
+    lean = layer.forward(x, lengths=lengths, grad=False)
+    np.testing.assert_array_equal(lean.output, full.output)
+    for got, want in zip(np.atleast_1d(lean.state), np.atleast_1d(full.state), strict=True):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match=r"`f` must be .* kept its tape; got one computed with"):
+        layer.backward(lean, np.ones_like(lean.output))
+
+
+def test_sequential_passes_grad_false_to_its_recurrent_layers():
+    from rnnlab.layers import GRU
+    from rnnlab.modules import Linear, Sequential
+
+    rng = np.random.default_rng(6)
+    model = Sequential(GRU(3, 5, dtype=np.float64, rng=rng), Linear(5, 2, dtype=np.float64))
+    x = rng.standard_normal((4, 7, 3))
+    full, lean = model.forward(x), model.forward(x, grad=False)
+    np.testing.assert_array_equal(lean.output, full.output)
+    assert lean.cache[0].cache["tapes"] is None
+    with pytest.raises(ValueError, match=r"grad=False"):
+        model.backward(lean, np.ones_like(lean.output))
+    b = model.backward(full, np.ones_like(full.output), input_grad=False)
+    assert b.input is None and set(b.params) == set(model.params)

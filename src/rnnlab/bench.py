@@ -211,8 +211,8 @@ def make_pair(torch, config: Config, seed: int = 0) -> Pair:
 def rnnlab_step(pair: Pair, mode: str, checkpoint_every: int = 0) -> Callable[[], Any]:
     """What a user runs: forward; for training also the loss and the full backward."""
     layer, x, y = pair.ours, pair.x, pair.y
-    if mode == "infer":
-        return lambda: layer.forward(x)
+    if mode == "infer":  # as torch's inference_mode: no tape for a backward pass
+        return lambda: layer.forward(x, grad=False)
     options = {"checkpoint_every": checkpoint_every} if checkpoint_every else {}
 
     def train():

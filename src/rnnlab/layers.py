@@ -319,9 +319,14 @@ class Recurrent:
         rng=None,
         check=True,
         checkpoint_every: int = 0,
+        grad: bool = True,
     ) -> Forward:
         """`checkpoint_every=k` keeps every k-th state only and recomputes the rest during
-        backward (gradient checkpointing; k ≈ √T makes BPTT's memory O(√T))."""
+        backward (gradient checkpointing; k ≈ √T makes BPTT's memory O(√T)).
+
+        `grad=False` (inference, like PyTorch's inference_mode): no backward will follow, so
+        the layer keeps no tape; the cells' saved values take one step of memory instead of
+        T, and `backward` refuses the result."""
         x = _checks.float_array(x, "x", ndim=3, finite=check)
         if (
             isinstance(checkpoint_every, bool)
@@ -380,6 +385,7 @@ class Recurrent:
                     m,
                     reverse=d == 1,
                     checkpoint_every=checkpoint_every,
+                    keep_tape=grad,
                 )
                 ys_dirs.append(ys)
                 tapes.append(tape)
@@ -394,7 +400,7 @@ class Recurrent:
         final = (h_n, np.stack([c for _, c in finals])) if self.cell.has_c else h_n
         output = np.swapaxes(out, 0, 1) if self.batch_first else out
         cache = {
-            "tapes": tapes,
+            "tapes": tapes if grad else None,
             "drops": drops,
             "ys_last": ys_last,
             "mask": m,
@@ -422,6 +428,13 @@ class Recurrent:
         cache = f.cache
         L, D, H, dt = self.num_layers, len(self.directions), self.hidden_size, self.dtype
         tapes, m = cache["tapes"], cache["mask"]
+        if tapes is None:
+            _checks.fail(
+                "f",
+                "the result of a forward pass that kept its tape",
+                "one computed with grad=False",
+                "Run forward again without grad=False to backpropagate.",
+            )
         T, B = tapes[0].X.shape[:2]
         d_output = _checks.float_array(d_output, "d_output", shape=f.output.shape, dtype=dt)
         dO = np.swapaxes(d_output, 0, 1) if self.batch_first else d_output  # (T, B, F)

@@ -187,8 +187,18 @@ class Sequential(_Module):
 
     @parallel.sessioned
     def forward(
-        self, x, *, lengths=None, mask=None, state=None, training=False, rng=None, check=True
+        self,
+        x,
+        *,
+        lengths=None,
+        mask=None,
+        state=None,
+        training=False,
+        rng=None,
+        check=True,
+        grad=True,
     ) -> Forward:
+        """`grad=False`: inference only, the recurrent layers keep no tape (see Recurrent)."""
         n = len(self.modules)
         if state is not None and (not isinstance(state, (list, tuple)) or len(state) != n):
             _checks.fail(
@@ -200,6 +210,7 @@ class Sequential(_Module):
         for i, mod in enumerate(self.modules):
             # Only the first module checks that its input is finite: inside the model a
             # non-finite value means divergence, which the loss reports with its step.
+            extra = {} if grad or not isinstance(mod, Recurrent) else {"grad": False}
             f = mod.forward(
                 x,
                 lengths=lengths,
@@ -208,6 +219,7 @@ class Sequential(_Module):
                 training=training,
                 rng=rng,
                 check=check and i == 0,
+                **extra,
             )
             fs.append(f)
             x = f.output

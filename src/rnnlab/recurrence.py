@@ -65,11 +65,13 @@ def _loop_forward(cell, XA, W_hhT, b_hh, hs, cs, extra, mask, reverse) -> None:
         fast.forward_loop(cell.kind, XA, W_hhT, b_hh, hs, cs, extra, mask, reverse)
         return
     T = XA.shape[0]
+    keep = all(a.shape[0] == T for a in extra.values())  # else one step, overwritten
     for t in range(T - 1, -1, -1) if reverse else range(T):
         prev, out = (t + 1, t) if reverse else (t, t + 1)
         c_prev = cs[prev] if cs is not None else None
         c_out = cs[out] if cs is not None else None
-        cell.forward_step(t, XA[t], hs[prev], c_prev, W_hhT, b_hh, hs[out], c_out, extra)
+        ti = t if keep else 0
+        cell.forward_step(ti, XA[t], hs[prev], c_prev, W_hhT, b_hh, hs[out], c_out, extra)
         if mask is not None and not mask[t].all():
             skip = ~mask[t][:, None]
             np.copyto(hs[out], hs[prev], where=skip)
@@ -146,7 +148,8 @@ def forward(
     mask: np.ndarray | None = None,
     reverse: bool = False,
     checkpoint_every: int = 0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, Tape]:
+    keep_tape: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, Tape | None]:
     """Run `cell` over X (T, B, I) from the initial state h0 (B, H) [and c0].
 
     Returns (ys, h_T, c_T, tape): ys (T, B, H) in time order, zero at masked steps; h_T, c_T
@@ -156,20 +159,25 @@ def forward(
     recompute each segment's tape during the backward pass, so the memory BPTT needs beyond
     the input and output grows as O(T/k + k), O(√T) for k ≈ √T, for about one more forward
     pass of compute. The gradients are exactly those of full BPTT.
+
+    `keep_tape=False` (inference): the cell's saved values are one step long and overwritten
+    at every step, and the returned tape is None (no backward can follow).
     """
     T, B, _ = X.shape
     H = p.W_hh.shape[1]
     X = np.ascontiguousarray(X)
     W_hhT = np.ascontiguousarray(p.W_hh.T)  # per-step products are faster on a C-order Wᵀ
-    if checkpoint_every and checkpoint_every < T:
+    if checkpoint_every and checkpoint_every < T and keep_tape:
         return _forward_checkpointed(cell, p, X, W_hhT, h0, c0, mask, reverse, checkpoint_every)
     XA = _project(X, p)
     hs, cs = _states(T, B, H, X.dtype, cell.has_c, reverse, h0, c0)
-    extra = cell.new_tape(T, B, H, X.dtype)
+    extra = cell.new_tape(T if keep_tape else 1, B, H, X.dtype)
     _loop_forward(cell, XA, W_hhT, p.b_hh, hs, cs, extra, mask, reverse)
 
     tape = Tape(X, hs, cs, extra, mask, reverse)
     ys = hs[tape.slices()[1]]
+    if not keep_tape:
+        tape = None
     if mask is not None:
         ys = np.where(mask[:, :, None], ys, 0.0).astype(X.dtype, copy=False)
     last = 0 if reverse else T

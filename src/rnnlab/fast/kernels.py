@@ -315,19 +315,21 @@ def lstm_forward(
     c_t = f ⊙ c_{t-1} + i ⊙ g;  h_t = o ⊙ tanh(c_t).   z: (B, 4H) buffer."""
     T, _, G = XA.shape
     H = G // 4
+    keep = ifgo.shape[0] == T  # a one-step tape is overwritten at every step (inference)
     for s in range(T):
         t = T - 1 - s if reverse else s
+        ti = t if keep else 0
         prev, out = (t + 1, t) if reverse else (t, t + 1)
         gemm(hs[prev, b0:b1], W_hhT, z[b0:b1], numpy_blas)
         for b in range(b0, b1):
-            z_b, xa, gates = z[b], XA[t, b], ifgo[t, b]
+            z_b, xa, gates = z[b], XA[t, b], ifgo[ti, b]
             for j in range(G):
                 z_b[j] = (xa[j] + z_b[j]) + b_hh[j]
             sigmoid_into(z_b[: 2 * H], gates[: 2 * H])
             tanh_into(z_b[2 * H : 3 * H], gates[2 * H : 3 * H])
             sigmoid_into(z_b[3 * H :], gates[3 * H :])
             i, f, g, o = gates[:H], gates[H : 2 * H], gates[2 * H : 3 * H], gates[3 * H :]
-            c_prev, c, tc, h = cs[prev, b], cs[out, b], tanh_c[t, b], hs[out, b]
+            c_prev, c, tc, h = cs[prev, b], cs[out, b], tanh_c[ti, b], hs[out, b]
             for j in range(H):
                 c[j] = f[j] * c_prev[j]
             for j in range(H):
@@ -400,12 +402,14 @@ def gru_forward(
     ha: (B, 3H) buffer (reset_after) or (B, 2H); a_n: (B, H) buffer."""
     T, _, G = XA.shape
     H = G // 3
+    keep = rzn.shape[0] == T  # a one-step tape is overwritten at every step (inference)
     for s in range(T):
         t = T - 1 - s if reverse else s
+        ti = t if keep else 0
         prev, out = (t + 1, t) if reverse else (t, t + 1)
         gemm(hs[prev, b0:b1], W_hhT if reset_after else W_rzT, ha[b0:b1], numpy_blas)
         for b in range(b0, b1):
-            ha_b, xa, gates, hn_b = ha[b], XA[t, b], rzn[t, b], hn[t, b]
+            ha_b, xa, gates, hn_b = ha[b], XA[t, b], rzn[ti, b], hn[ti, b]
             add_into(ha_b, b_hh[: ha_b.shape[0]])
             rz = gates[: 2 * H]
             for j in range(2 * H):
@@ -423,15 +427,15 @@ def gru_forward(
                 for j in range(H):
                     hn_b[j] = r[j] * h_prev[j]
         if not reset_after:
-            gemm(hn[t, b0:b1], W_nT, a_n[b0:b1], numpy_blas)
+            gemm(hn[ti, b0:b1], W_nT, a_n[b0:b1], numpy_blas)
             b_n = b_hh[2 * H :]
             for b in range(b0, b1):
                 a, xa_n = a_n[b], XA[t, b, 2 * H :]
                 for j in range(H):
                     a[j] = (a[j] + b_n[j]) + xa_n[j]
-                tanh_into(a, rzn[t, b, 2 * H :])
+                tanh_into(a, rzn[ti, b, 2 * H :])
         for b in range(b0, b1):
-            gates, h_prev, h = rzn[t, b], hs[prev, b], hs[out, b]
+            gates, h_prev, h = rzn[ti, b], hs[prev, b], hs[out, b]
             z, n = gates[H : 2 * H], gates[2 * H :]
             for j in range(H):
                 h[j] = (h_prev[j] - n[j]) * z[j] + n[j]
