@@ -104,6 +104,7 @@ def test_json_on_stdout_has_the_documented_keys(report):
     assert machine["torch"] == torch.__version__ and machine["numpy"] == np.__version__
     assert machine["rnnlab_fast_path"] is False  # RNNLAB_NO_NUMBA was set
     assert result["peak_gflops"] > 0
+    assert result["peak_gflops"] == max(result["numpy_gemm_gflops"], result["torch_gemm_gflops"])
     assert [
         (c["mode"], c["cell"], c["shape"], c["layers"], c["bidirectional"])
         for c in result["configs"]

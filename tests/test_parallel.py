@@ -46,6 +46,24 @@ def split_problem(kind, reverse, masked, seed, shape):
     return p
 
 
+@pytest.fixture
+def split_calls(monkeypatch):
+    """Split even the tiny problems of these tests (no FLOP thresholds) and record the number
+    of parts of every split call, so a test can check that it really ran split."""
+    monkeypatch.setattr(fast, "MIN_LOOP_FLOPS", 0)
+    monkeypatch.setattr(parallel, "MIN_FLOPS", 0)
+    monkeypatch.setattr(parallel, "_MIN_ROWS_MATMUL", 4)
+    seen: list[int] = []
+    run_parts = parallel.run_parts
+
+    def recording(fn, parts):
+        seen.append(len(parts))
+        return run_parts(fn, parts)
+
+    monkeypatch.setattr(parallel, "run_parts", recording)
+    return seen
+
+
 def in_session(threads, fn, monkeypatch):
     monkeypatch.setenv("RNNLAB_NUM_THREADS", str(threads))
     with parallel.session():
@@ -68,7 +86,7 @@ def test_a_session_splits_and_outside_nothing_is_split(monkeypatch):
 @pytest.mark.parametrize("masked", [False, True], ids=["full", "masked"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("kind", KIND_IDS)
-def test_split_loops_match_one_thread(kind, reverse, masked, monkeypatch):
+def test_split_loops_match_one_thread(kind, reverse, masked, monkeypatch, split_calls):
     p = split_problem(kind, reverse, masked, seed=3, shape=SPLIT_SHAPE)
     want_tape = in_session(1, lambda: run_forward(kind, p, "fast"), monkeypatch)
     want = in_session(1, lambda: run_backward(kind, p, want_tape, "fast"), monkeypatch)
@@ -79,6 +97,7 @@ def test_split_loops_match_one_thread(kind, reverse, masked, monkeypatch):
         got = in_session(threads, lambda t=tape: run_backward(kind, p, t, "fast"), monkeypatch)
         for name in want:
             assert_close(got[name], want[name], 1e-12, f"{threads} threads: {name}")
+    assert max(split_calls) == 3  # the loops did run split
 
 
 def test_session_restores_the_blas_thread_count(monkeypatch):
@@ -111,23 +130,24 @@ def test_blas_thread_control_is_found_for_numpy_wheels():
 @pytest.mark.parametrize("threads", [2, 3])
 def test_split_products_match_numpy(threads, monkeypatch):
     rng = np.random.default_rng(0)
-    a = rng.standard_normal((1000, 70))
-    b = rng.standard_normal((70, 90))
-    c = rng.standard_normal((1000, 90))
+    a = rng.standard_normal((3000, 200))
+    b = rng.standard_normal((200, 90))
+    c = rng.standard_normal((3000, 150))
     monkeypatch.setenv("RNNLAB_NUM_THREADS", str(threads))
     with parallel.session():
-        parts = parallel._product_parts(1000, 90, 70)
-        assert len(parts) == threads  # big enough to be split
+        assert len(parallel._product_parts(3000, 90, 200)) == threads  # big enough to split
+        assert len(parallel._product_parts(200, 150, 3000)) == threads
+        assert len(parallel._product_parts(30, 9, 20)) == 1  # too small to be worth a thread
         got_nn = parallel.matmul(a, b)
-        got_tn = parallel.matmul_tn(a, c)  # (70, 90), rows of aᵀ split
-        got_view = parallel.matmul(a, c.T[:, :70].T)  # a transposed view as the right factor
+        got_tn = parallel.matmul_tn(a, c)  # (200, 150), rows of aᵀ split
+        got_view = parallel.matmul(a, c.T[:, :200].T)  # a transposed view as the right factor
     np.testing.assert_allclose(got_nn, a @ b, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(got_tn, a.T @ c, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(got_view, a @ c[:70], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got_view, a @ c[:200], rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("name, ctor, kw", CELLS, ids=[c[0] for c in CELLS])
-def test_layers_split_or_not_agree(name, ctor, kw, monkeypatch):
+def test_layers_split_or_not_agree(name, ctor, kw, monkeypatch, split_calls):
     """A whole bidirectional two-layer step: outputs and every gradient, 1 vs 2 threads."""
     results = {}
     for threads in ("1", "2"):
@@ -140,6 +160,7 @@ def test_layers_split_or_not_agree(name, ctor, kw, monkeypatch):
         results[threads] = {"output": f.output, "dx": b.input, **b.params}
     for key, want in results["1"].items():
         assert_close(results["2"][key], want, 1e-12, key)
+    assert max(split_calls) == 2  # loops and products did run split
 
 
 def test_input_grad_false_skips_only_the_input_gradient():
@@ -175,7 +196,11 @@ def test_freed_memory_is_kept_on_glibc():
 
 CHILD = """
 import numpy as np
-from rnnlab import parallel
+from rnnlab import fast, parallel
+fast.MIN_LOOP_FLOPS = 0  # split these tiny loops too
+seen = []
+run_parts = parallel.run_parts
+parallel.run_parts = lambda fn, parts: seen.append(len(parts)) or run_parts(fn, parts)
 from rnnlab.fast import blas
 from test_fast import KIND_IDS, assert_close, run_backward, run_forward, tape_arrays
 from test_parallel import split_problem
@@ -192,6 +217,7 @@ for kind in KIND_IDS:
             assert_close(tape_arrays(tape)[name], w, 1e-12, kind + " " + name)
         for name in want:
             assert_close(got[name], want[name], 1e-12, kind + " " + name)
+assert max(seen) == 2, seen
 print("ok")
 """
 

@@ -46,7 +46,7 @@ import numpy as np
 
 from rnnlab import _checks, _mkl
 
-MIN_FLOPS = 4_000_000  # a product smaller than this (≈ 40 µs on one core) is not split
+MIN_FLOPS = 30_000_000  # a product smaller than this (≈ 0.2 ms on one core) is not split
 _MIN_ROWS_MATMUL = 64
 
 _THREAD_NAMES = (

@@ -125,13 +125,21 @@ def _libc_name() -> str:
 MIN_ROWS = 4  # the fewest batch rows worth a thread of their own
 
 
-def _run_parts(kernel, args: tuple, B: int, numpy_blas: bool) -> None:
+MIN_LOOP_FLOPS = 8_000_000  # a loop with fewer recurrent-product FLOPs runs on one thread
+
+
+def _run_parts(kernel, args: tuple, dims: tuple[int, int, int, int], numpy_blas: bool) -> None:
     """kernel(*args, b0, b1) over row ranges of the batch, split over rnnlab's threads inside
-    a session (rnnlab.parallel); only on NumPy's BLAS, whose thread count the session holds
-    at one (numba's np.dot would start threads of its own BLAS in every part)."""
+    a session (rnnlab.parallel); only on a CBLAS whose threads rnnlab controls (numba's np.dot
+    would start threads of its own BLAS in every part), and only for loops big enough to
+    repay the hand-over to another thread (~50 µs): with k ≈ √T checkpointing, splitting the
+    ~32-step segments of an LSTM at (B, H) = (16, 64) made a training step 1.6x slower.
+    dims = (T, B, G·H, H)."""
     from rnnlab import parallel
 
-    parts = parallel.row_parts(B, MIN_ROWS) if numpy_blas else [(0, B)]
+    T, B, GH, H = dims
+    big = 2 * T * B * GH * H >= MIN_LOOP_FLOPS
+    parts = parallel.row_parts(B, MIN_ROWS) if numpy_blas and big else [(0, B)]
     parallel.run_parts(lambda b0, b1: kernel(*args, b0, b1), parts)
 
 
@@ -165,18 +173,19 @@ def forward_loop(
     np_blas = blas.NUMPY_CBLAS and numpy_blas is not False
     dt = hs.dtype
     B, H = hs.shape[1], hs.shape[2]
+    dims = (XA.shape[0], B, XA.shape[2], H)
     XA, W_hhT, b_hh = _c(XA, dt), _c(W_hhT, dt), _c(b_hh, dt)
     m, has_mask = _mask_arg(mask)
     reverse = bool(reverse)
     if kind in ("tanh", "relu"):
         a = np.empty((B, H), dt)
         args = (XA, W_hhT, b_hh, hs, m, has_mask, reverse, kind == "relu", np_blas, a)
-        _run_parts(kernels.elman_forward, args, B, np_blas)
+        _run_parts(kernels.elman_forward, args, dims, np_blas)
     elif kind == "lstm":
         z = np.empty((B, 4 * H), dt)
         args = (XA, W_hhT, b_hh, hs, cs, extra["ifgo"], extra["tanh_c"], m, has_mask, reverse,
                 np_blas, z)  # fmt: skip
-        _run_parts(kernels.lstm_forward, args, B, np_blas)
+        _run_parts(kernels.lstm_forward, args, dims, np_blas)
     else:
         reset_after = kind == "gru"
         W_rzT, W_nT = _c(W_hhT[:, : 2 * H], dt), _c(W_hhT[:, 2 * H :], dt)
@@ -184,7 +193,7 @@ def forward_loop(
         a_n = np.empty((B, H), dt)
         args = (XA, W_hhT, W_rzT, W_nT, b_hh, hs, extra["rzn"], extra["hn"], m, has_mask,
                 reverse, reset_after, np_blas, ha, a_n)  # fmt: skip
-        _run_parts(kernels.gru_forward, args, B, np_blas)
+        _run_parts(kernels.gru_forward, args, dims, np_blas)
 
 
 def backward_loop(
@@ -211,6 +220,7 @@ def backward_loop(
     np_blas = blas.NUMPY_CBLAS and numpy_blas is not False
     dt = hs.dtype
     B, H = hs.shape[1], hs.shape[2]
+    dims = (dXA.shape[0], B, dXA.shape[2], H)
     W_hh = _c(W_hh, dt)
     m, has_mask = _mask_arg(mask)
     reverse = bool(reverse)
@@ -222,18 +232,18 @@ def backward_loop(
     if kind in ("tanh", "relu"):
         args = (W_hh, hs, m, has_mask, reverse, dys, has_dys, dh, dXA, trace, has_trace,
                 kind == "relu", np_blas, dh_new)  # fmt: skip
-        _run_parts(kernels.elman_backward, args, B, np_blas)
+        _run_parts(kernels.elman_backward, args, dims, np_blas)
         return dh, None
     if kind == "lstm":
         dc = np.zeros((B, H), dt) if dc is None else np.array(dc, dtype=dt, order="C")
         args = (W_hh, cs, extra["ifgo"], extra["tanh_c"], m, has_mask, reverse, dys, has_dys, dh,
                 dc, dXA, trace, has_trace, np_blas, dh_new)  # fmt: skip
-        _run_parts(kernels.lstm_backward, args, B, np_blas)
+        _run_parts(kernels.lstm_backward, args, dims, np_blas)
         return dh, dc
     W_rz, W_n = _c(W_hh[: 2 * H], dt), _c(W_hh[2 * H :], dt)
     da_n_rows, drh, da_rz = np.zeros((B, H), dt), np.empty((B, H), dt), np.zeros((B, 2 * H), dt)
     args = (W_hh, W_rz, W_n, hs, extra["rzn"], extra["hn"], m, has_mask, reverse, dys, has_dys,
             dh, dXA, dHA, trace, has_trace, kind == "gru", np_blas, dh_new, da_n_rows, drh,
             da_rz)  # fmt: skip
-    _run_parts(kernels.gru_backward, args, B, np_blas)
+    _run_parts(kernels.gru_backward, args, dims, np_blas)
     return dh, None
