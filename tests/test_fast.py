@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("numba")
 pytest.importorskip("scipy")
 
-from rnnlab import fast  # noqa: E402
+from rnnlab import fast, parallel  # noqa: E402
 from rnnlab.cells import ElmanCell, GRUCell, LSTMCell  # noqa: E402
 from rnnlab.fast import blas, kernels  # noqa: E402
 
@@ -360,7 +360,7 @@ def test_available_follows_the_environment(monkeypatch):
 
 def test_numpy_blas_is_found_for_numpy_wheels():
     """NumPy's PyPI wheels bundle an ILP64 OpenBLAS; the kernels must find it there."""
-    if not blas._numpy_library_files():
+    if not parallel.numpy_blas_files():
         pytest.skip("this NumPy has no bundled OpenBLAS (conda, Accelerate, a distribution)")
     assert blas.NUMPY_CBLAS
 

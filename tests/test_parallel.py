@@ -27,7 +27,6 @@ from test_fast import (  # noqa: E402
 )
 
 from rnnlab import _mkl, fast, parallel  # noqa: E402
-from rnnlab.fast import blas  # noqa: E402
 
 SPLIT_SHAPE = (7, 13, 21)  # 13 rows: parts of 6 and 7 on two threads, 4, 4 and 5 on three
 
@@ -122,7 +121,7 @@ def test_session_restores_the_blas_thread_count(monkeypatch):
 
 
 def test_blas_thread_control_is_found_for_numpy_wheels():
-    if not blas._numpy_library_files():
+    if not parallel.numpy_blas_files():
         pytest.skip("this NumPy has no bundled OpenBLAS (conda, Accelerate, a distribution)")
     assert parallel._CONTROL is not None
 

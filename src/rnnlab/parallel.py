@@ -56,13 +56,18 @@ _THREAD_NAMES = (
 )
 
 
+def numpy_blas_files() -> list[str]:
+    """The OpenBLAS libraries bundled with NumPy's wheels (numpy.libs/ or .dylibs/)."""
+    root = os.path.dirname(np.__file__)
+    found: list[str] = []
+    for folder in (os.path.join(root, os.pardir, "numpy.libs"), os.path.join(root, ".dylibs")):
+        found += sorted(glob.glob(os.path.join(folder, "*openblas*")))
+    return found
+
+
 def _find_thread_control():
     """(get_num_threads, set_num_threads) of the OpenBLAS bundled with NumPy, or None."""
-    root = os.path.dirname(np.__file__)
-    paths: list[str] = []
-    for folder in (os.path.join(root, os.pardir, "numpy.libs"), os.path.join(root, ".dylibs")):
-        paths += sorted(glob.glob(os.path.join(folder, "*openblas*")))
-    for path in paths:
+    for path in numpy_blas_files():
         try:
             lib = ctypes.CDLL(path)  # already loaded by NumPy: the same library, the same pool
         except OSError:

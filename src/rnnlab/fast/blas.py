@@ -30,13 +30,10 @@ the kernels never call (`NUMPY_CBLAS` is then False and they take the `np.dot` b
 from __future__ import annotations
 
 import ctypes
-import glob
-import os
 
 import llvmlite.binding as ll
-import numpy as np
 
-from rnnlab import _mkl
+from rnnlab import _mkl, parallel
 
 SGEMM = "rnnlab_cblas_sgemm"
 DGEMM = "rnnlab_cblas_dgemm"
@@ -56,17 +53,9 @@ def _cblas_type(real):
     )
 
 
-def _numpy_library_files() -> list[str]:
-    root = os.path.dirname(np.__file__)
-    found: list[str] = []
-    for folder in (os.path.join(root, os.pardir, "numpy.libs"), os.path.join(root, ".dylibs")):
-        found += sorted(glob.glob(os.path.join(folder, "*openblas*")))
-    return found
-
-
 def find_numpy_cblas() -> tuple[int, int] | None:
     """Addresses of NumPy's bundled (ILP64) cblas_sgemm and cblas_dgemm, or None."""
-    for path in _numpy_library_files():
+    for path in parallel.numpy_blas_files():
         try:
             lib = ctypes.CDLL(path)  # already loaded by NumPy: the same handle, the same pool
         except OSError:
