@@ -9,6 +9,7 @@ and for every cell; and the session must hand NumPy's BLAS back as it found it.
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -299,3 +300,32 @@ def test_sequential_passes_grad_false_to_its_recurrent_layers():
         model.backward(lean, np.ones_like(lean.output))
     b = model.backward(full, np.ones_like(full.output), input_grad=False)
     assert b.input is None and set(b.params) == set(model.params)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_gets_its_own_worker_threads(monkeypatch, split_calls):
+    """multiprocessing's default start method on Linux forks: the child must not hand work to
+    the parent's worker threads, which it does not have."""
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
+    _, ctor, kw = CELLS[2]
+    layer = make(ctor, kw, 3, 5)
+    x = np.random.default_rng(0).standard_normal((8, 4, 3))
+    want = layer.forward(x).output  # the parent's pool now exists
+    assert max(split_calls) == 2
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if the split forward finishes and agrees
+        code = 1
+        try:
+            code = 0 if np.array_equal(layer.forward(x).output, want) else 3
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child hung: it handed work to threads it does not have")

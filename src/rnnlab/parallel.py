@@ -145,16 +145,21 @@ def in_session() -> bool:
 # ----------------------------------------------------------------------- splitting work
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
+_pool_pid = 0
 _pool_lock = threading.Lock()
 
 
 def _workers(n: int) -> ThreadPoolExecutor:
-    global _pool, _pool_size
+    """The worker threads, made anew in a process forked from one that had them (a fork
+    copies the pool but not its threads: work handed to it would wait forever)."""
+    global _pool, _pool_size, _pool_pid
     with _pool_lock:
-        if _pool is None or _pool_size < n:
-            if _pool is not None:
+        forked = _pool is not None and _pool_pid != os.getpid()
+        if _pool is None or _pool_size < n or forked:
+            if _pool is not None and not forked:
                 _pool.shutdown(wait=False)
-            _pool, _pool_size = ThreadPoolExecutor(n, thread_name_prefix="rnnlab"), n
+            _pool = ThreadPoolExecutor(n, thread_name_prefix="rnnlab")
+            _pool_size, _pool_pid = n, os.getpid()
         return _pool
 
 
