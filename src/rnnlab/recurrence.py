@@ -58,12 +58,15 @@ def _fast(cell):
     return fast if getattr(cell, "kind", None) and fast.available() else None
 
 
-def _loop_forward(cell, XA, W_hhT, b_hh, hs, cs, extra, mask, reverse) -> None:
-    """Run the steps of one direction in place: hs (and cs, extra) get every state."""
+def _loop_forward(cell, X, p: Params, W_hhT, hs, cs, extra, mask, reverse) -> None:
+    """Project X and run the steps of one direction in place: hs (and cs, extra) get every
+    state. The compiled loop adds b_ih itself as it reads XA (a pass over XA fewer)."""
     fast = _fast(cell)
     if fast is not None:
-        fast.forward_loop(cell.kind, XA, W_hhT, b_hh, hs, cs, extra, mask, reverse)
+        XA = _project(X, p, bias=False)
+        fast.forward_loop(cell.kind, XA, W_hhT, p.b_hh, hs, cs, extra, mask, reverse, b_ih=p.b_ih)
         return
+    XA, b_hh = _project(X, p), p.b_hh
     T = XA.shape[0]
     keep = all(a.shape[0] == T for a in extra.values())  # else one step, overwritten
     for t in range(T - 1, -1, -1) if reverse else range(T):
@@ -119,13 +122,14 @@ def _loop_backward(cell, W_hh, hs, cs, extra, mask, reverse, dys, dh, dc, dXA, d
     return dh, dc
 
 
-def _project(X: np.ndarray, p: Params) -> np.ndarray:
-    """XA = X W_ihᵀ + b_ih for all steps at once: (T, B, I) → (T, B, G·H), in a scratch
+def _project(X: np.ndarray, p: Params, bias: bool = True) -> np.ndarray:
+    """XA = X W_ihᵀ (+ b_ih) for all steps at once: (T, B, I) → (T, B, G·H), in a scratch
     buffer (it lives only until the loop has read it)."""
     T, B, I = X.shape
     XA = parallel.scratch("XA", (T * B, p.W_ih.shape[0]), X.dtype)
     parallel.matmul(X.reshape(T * B, I), p.W_ih.T, out=XA)
-    XA += p.b_ih
+    if bias:
+        XA += p.b_ih
     return XA.reshape(T, B, -1)
 
 
@@ -169,10 +173,9 @@ def forward(
     W_hhT = np.ascontiguousarray(p.W_hh.T)  # per-step products are faster on a C-order Wᵀ
     if checkpoint_every and checkpoint_every < T and keep_tape:
         return _forward_checkpointed(cell, p, X, W_hhT, h0, c0, mask, reverse, checkpoint_every)
-    XA = _project(X, p)
     hs, cs = _states(T, B, H, X.dtype, cell.has_c, reverse, h0, c0)
     extra = cell.new_tape(T if keep_tape else 1, B, H, X.dtype)
-    _loop_forward(cell, XA, W_hhT, p.b_hh, hs, cs, extra, mask, reverse)
+    _loop_forward(cell, X, p, W_hhT, hs, cs, extra, mask, reverse)
 
     tape = Tape(X, hs, cs, extra, mask, reverse)
     ys = hs[tape.slices()[1]]
@@ -202,7 +205,7 @@ def _forward_checkpointed(cell, p, X, W_hhT, h0, c0, mask, reverse, k):
         hs, cs = _states(L, B, H, X.dtype, cell.has_c, reverse, h, c)
         extra = cell.new_tape(L, B, H, X.dtype)
         seg_mask = None if mask is None else mask[a:b]
-        _loop_forward(cell, _project(X[a:b], p), W_hhT, p.b_hh, hs, cs, extra, seg_mask, reverse)
+        _loop_forward(cell, X[a:b], p, W_hhT, hs, cs, extra, seg_mask, reverse)
         ys[a:b] = hs[:-1] if reverse else hs[1:]
         last = 0 if reverse else L
         h = hs[last].copy()
@@ -294,7 +297,7 @@ def _backward_checkpointed(cell, p, tape, dys, dh, dc, need_dX, dh_trace):
         seg_mask = None if mask is None else mask[a:b]
         hs, cs = _states(L, B, H, X.dtype, cell.has_c, reverse, h, c)
         extra = cell.new_tape(L, B, H, X.dtype)
-        _loop_forward(cell, _project(X[a:b], p), W_hhT, p.b_hh, hs, cs, extra, seg_mask, reverse)
+        _loop_forward(cell, X[a:b], p, W_hhT, hs, cs, extra, seg_mask, reverse)
         dXA = parallel.scratch("dXA", (L, B, GH), X.dtype)
         dHA = dXA if cell.shares_preact_grad else parallel.scratch("dHA", (L, B, GH), X.dtype)
         dh, dc = _loop_backward(

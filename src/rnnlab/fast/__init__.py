@@ -11,9 +11,9 @@ own OpenBLAS when it can be found, so the process keeps one BLAS thread pool
 
     available() -> bool
 
-    forward_loop(kind, XA, W_hhT, b_hh, hs, cs, extra, mask, reverse) -> None
+    forward_loop(kind, XA, W_hhT, b_hh, hs, cs, extra, mask, reverse, b_ih=None) -> None
         kind   "tanh" | "relu" | "lstm" | "gru" (reset_after=True) | "gru_orig" (reset_after=False)
-        XA     (T, B, G·H)   X W_ihᵀ + b_ih, C-contiguous
+        XA     (T, B, G·H)   X W_ihᵀ + b_ih, C-contiguous; X W_ihᵀ alone when b_ih is given
         W_hhT  (H, G·H)      W_hhᵀ
         b_hh   (G·H,)
         hs     (T+1, B, H)   in/out: h_0 in hs[0] (hs[T] when reverse); steps write the rest
@@ -164,9 +164,13 @@ def forward_loop(
     mask: np.ndarray | None,
     reverse: bool,
     *,
+    b_ih: np.ndarray | None = None,
     numpy_blas: bool | None = None,
 ) -> None:
-    """Run the forward time loop of cell `kind`, writing hs[, cs] and `extra` in place."""
+    """Run the forward time loop of cell `kind`, writing hs[, cs] and `extra` in place.
+
+    With `b_ih` given, XA is X W_ihᵀ without the bias and the kernels add it as they read
+    each row (one pass over XA fewer; the same sums in the same order)."""
     _checks.choice(kind, "kind", KINDS)
     from rnnlab.fast import blas, kernels
 
@@ -175,15 +179,16 @@ def forward_loop(
     B, H = hs.shape[1], hs.shape[2]
     dims = (XA.shape[0], B, XA.shape[2], H)
     XA, W_hhT, b_hh = _c(XA, dt), _c(W_hhT, dt), _c(b_hh, dt)
+    b_ih = np.zeros(XA.shape[2], dt) if b_ih is None else _c(b_ih, dt)
     m, has_mask = _mask_arg(mask)
     reverse = bool(reverse)
     if kind in ("tanh", "relu"):
         a = np.empty((B, H), dt)
-        args = (XA, W_hhT, b_hh, hs, m, has_mask, reverse, kind == "relu", np_blas, a)
+        args = (XA, b_ih, W_hhT, b_hh, hs, m, has_mask, reverse, kind == "relu", np_blas, a)
         _run_parts(kernels.elman_forward, args, dims, np_blas)
     elif kind == "lstm":
         z = np.empty((B, 4 * H), dt)
-        args = (XA, W_hhT, b_hh, hs, cs, extra["ifgo"], extra["tanh_c"], m, has_mask, reverse,
+        args = (XA, b_ih, W_hhT, b_hh, hs, cs, extra["ifgo"], extra["tanh_c"], m, has_mask, reverse,
                 np_blas, z)  # fmt: skip
         _run_parts(kernels.lstm_forward, args, dims, np_blas)
     else:
@@ -191,7 +196,7 @@ def forward_loop(
         W_rzT, W_nT = _c(W_hhT[:, : 2 * H], dt), _c(W_hhT[:, 2 * H :], dt)
         ha = np.empty((B, 3 * H if reset_after else 2 * H), dt)
         a_n = np.empty((B, H), dt)
-        args = (XA, W_hhT, W_rzT, W_nT, b_hh, hs, extra["rzn"], extra["hn"], m, has_mask,
+        args = (XA, b_ih, W_hhT, W_rzT, W_nT, b_hh, hs, extra["rzn"], extra["hn"], m, has_mask,
                 reverse, reset_after, np_blas, ha, a_n)  # fmt: skip
         _run_parts(kernels.gru_forward, args, dims, np_blas)
 

@@ -253,8 +253,12 @@ def gemm(A, Bm, C, numpy_blas):
 
 
 @njit(**JIT)
-def elman_forward(XA, W_hhT, b_hh, hs, mask, has_mask, reverse, relu, numpy_blas, a, b0, b1):
-    """a_t = xa_t + h_{t-1} W_hhᵀ + b_hh;  h_t = tanh(a_t) or max(a_t, 0).  a: (B, H) buffer."""
+def elman_forward(
+    XA, b_ih, W_hhT, b_hh, hs, mask, has_mask, reverse, relu, numpy_blas, a, b0, b1
+):  # fmt: skip
+    """a_t = (xa_t + b_ih) + h_{t-1} W_hhᵀ + b_hh;  h_t = tanh(a_t) or max(a_t, 0).
+    XA: x_t W_ihᵀ without its bias (added here, in the order of rnnlab.recurrence, which adds
+    it to the projection: the same sums, rounded alike).  a: (B, H) buffer."""
     T, _, H = XA.shape
     zero = hs.dtype.type(0.0)
     for s in range(T):
@@ -264,7 +268,7 @@ def elman_forward(XA, W_hhT, b_hh, hs, mask, has_mask, reverse, relu, numpy_blas
         for b in range(b0, b1):
             a_b, xa, h = a[b], XA[t, b], hs[out, b]
             for j in range(H):
-                a_b[j] = (xa[j] + a_b[j]) + b_hh[j]
+                a_b[j] = ((xa[j] + b_ih[j]) + a_b[j]) + b_hh[j]
             if relu:
                 for j in range(H):
                     h[j] = a_b[j] if a_b[j] > zero else zero
@@ -309,10 +313,11 @@ def elman_backward(
 # --------------------------------------------------------------------------- LSTM
 @njit(**JIT)
 def lstm_forward(
-    XA, W_hhT, b_hh, hs, cs, ifgo, tanh_c, mask, has_mask, reverse, numpy_blas, z, b0, b1
+    XA, b_ih, W_hhT, b_hh, hs, cs, ifgo, tanh_c, mask, has_mask, reverse, numpy_blas, z, b0, b1
 ):  # fmt: skip
-    """z = xa + h_{t-1} W_hhᵀ + b_hh;  i, f, o = σ(z_i, z_f, z_o);  g = tanh(z_g);
-    c_t = f ⊙ c_{t-1} + i ⊙ g;  h_t = o ⊙ tanh(c_t).   z: (B, 4H) buffer."""
+    """z = (xa + b_ih) + h_{t-1} W_hhᵀ + b_hh (XA without its bias, as in elman_forward);
+    i, f, o = σ(z_i, z_f, z_o);  g = tanh(z_g);  c_t = f ⊙ c_{t-1} + i ⊙ g;
+    h_t = o ⊙ tanh(c_t).   z: (B, 4H) buffer."""
     T, _, G = XA.shape
     H = G // 4
     keep = ifgo.shape[0] == T  # a one-step tape is overwritten at every step (inference)
@@ -324,7 +329,7 @@ def lstm_forward(
         for b in range(b0, b1):
             z_b, xa, gates = z[b], XA[t, b], ifgo[ti, b]
             for j in range(G):
-                z_b[j] = (xa[j] + z_b[j]) + b_hh[j]
+                z_b[j] = ((xa[j] + b_ih[j]) + z_b[j]) + b_hh[j]
             sigmoid_into(z_b[: 2 * H], gates[: 2 * H])
             tanh_into(z_b[2 * H : 3 * H], gates[2 * H : 3 * H])
             sigmoid_into(z_b[3 * H :], gates[3 * H :])
@@ -390,7 +395,7 @@ def lstm_backward(
 # --------------------------------------------------------------------------- GRU
 @njit(**JIT)
 def gru_forward(
-    XA, W_hhT, W_rzT, W_nT, b_hh, hs, rzn, hn, mask, has_mask, reverse, reset_after,
+    XA, b_ih, W_hhT, W_rzT, W_nT, b_hh, hs, rzn, hn, mask, has_mask, reverse, reset_after,
     numpy_blas, ha, a_n, b0, b1,
 ):  # fmt: skip
     """r, z = σ(xa_rz + (h_{t-1} W_hh,rzᵀ + b_hh,rz));  then
@@ -398,6 +403,7 @@ def gru_forward(
     original:    hn = r ⊙ h_{t-1},           n = tanh((hn W_hnᵀ + b_hn) + xa_n);
     h_t = (h_{t-1} − n) ⊙ z + n   (= (1 − z) ⊙ n + z ⊙ h_{t-1}).
 
+    XA holds x_t W_ihᵀ without its bias; xa above is (XA + b_ih), added here (see elman_forward).
     W_rzT, W_nT: C-contiguous column blocks of W_hhT (the original form's two products).
     ha: (B, 3H) buffer (reset_after) or (B, 2H); a_n: (B, H) buffer."""
     T, _, G = XA.shape
@@ -413,14 +419,14 @@ def gru_forward(
             add_into(ha_b, b_hh[: ha_b.shape[0]])
             rz = gates[: 2 * H]
             for j in range(2 * H):
-                rz[j] = xa[j] + ha_b[j]
+                rz[j] = (xa[j] + b_ih[j]) + ha_b[j]
             sigmoid_inplace(rz)
             r = gates[:H]
             if reset_after:
-                n, xa_n = gates[2 * H :], xa[2 * H :]
+                n, xa_n, bx_n = gates[2 * H :], xa[2 * H :], b_ih[2 * H :]
                 copy_into(ha_b[2 * H :], hn_b)
                 for j in range(H):
-                    n[j] = xa_n[j] + r[j] * hn_b[j]
+                    n[j] = (xa_n[j] + bx_n[j]) + r[j] * hn_b[j]
                 tanh_inplace(n)
             else:
                 h_prev = hs[prev, b]
@@ -428,11 +434,11 @@ def gru_forward(
                     hn_b[j] = r[j] * h_prev[j]
         if not reset_after:
             gemm(hn[ti, b0:b1], W_nT, a_n[b0:b1], numpy_blas)
-            b_n = b_hh[2 * H :]
+            b_n, bx_n = b_hh[2 * H :], b_ih[2 * H :]
             for b in range(b0, b1):
                 a, xa_n = a_n[b], XA[t, b, 2 * H :]
                 for j in range(H):
-                    a[j] = (a[j] + b_n[j]) + xa_n[j]
+                    a[j] = (a[j] + b_n[j]) + (xa_n[j] + bx_n[j])
                 tanh_into(a, rzn[ti, b, 2 * H :])
         for b in range(b0, b1):
             gates, h_prev, h = rzn[ti, b], hs[prev, b], hs[out, b]
