@@ -7,6 +7,8 @@ float32 runs must stay within 1e-5 of float64. The first run compiles the kernel
 17 s for both dtypes on 2 cores); numba caches them, so later runs take a second or two.
 """
 
+import os
+
 import numpy as np
 import pytest
 
@@ -373,3 +375,45 @@ def test_unknown_kind_is_refused():
         fast.backward_loop(
             "GRU", p["W_hh"], None, None, {}, None, False, None, None, None, None, None
         )
+
+
+def test_wide_vectors_on_avx512_change_no_bit(tmp_path):
+    """The kernels are compiled 16 lanes wide on AVX-512 (kernels._wide_vectors): the same
+    σ and tanh, bit for bit, as LLVM's default width (compiled afresh in a child process)."""
+    import subprocess
+    import sys
+
+    import llvmlite.binding as ll
+
+    has_avx512 = "+avx512f" in ll.get_host_cpu_features().flatten()
+    assert kernels.WIDE_VECTORS == (
+        has_avx512 and os.environ.get("RNNLAB_VECTOR_WIDTH") != "default"
+    )
+    x = np.linspace(-30, 30, 20001)
+    here = {}
+    for dtype in (np.float32, np.float64):
+        xs = x.astype(dtype)
+        for name in ("sigmoid_into", "tanh_into"):
+            out = np.empty_like(xs)
+            getattr(kernels, name)(xs, out)
+            here[f"{name}-{np.dtype(dtype).name}"] = out
+    np.savez(tmp_path / "here.npz", **here)
+    child = (
+        "import sys, numpy as np\n"
+        "from rnnlab.fast import kernels\n"
+        "assert not kernels.WIDE_VECTORS\n"
+        "here = np.load(sys.argv[1])\n"
+        "x = np.linspace(-30, 30, 20001)\n"
+        "for key in here.files:\n"
+        "    name, dt = key.split('-')\n"
+        "    xs = x.astype(dt); out = np.empty_like(xs)\n"
+        "    getattr(kernels, name)(xs, out)\n"
+        "    assert np.array_equal(out, here[key]), key\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "RNNLAB_VECTOR_WIDTH": "default", "NUMBA_CACHE_DIR": str(tmp_path)}
+    run = subprocess.run(
+        [sys.executable, "-c", child, str(tmp_path / "here.npz")],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
