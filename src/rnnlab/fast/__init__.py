@@ -4,9 +4,10 @@ rnnlab.recurrence runs a Python loop that calls the cell once per step; at small
 costs more than the arithmetic. With the optional `fast` extra (numba, and scipy for numba's
 `np.dot`) recurrence.forward/backward hand the loop to the functions below, which run it in
 one compiled call per layer and direction, on exactly the arrays the NumPy loop uses and with
-the same results to an ulp or two (rnnlab.fast.kernels). The matrix products go to NumPy's
-own OpenBLAS when it can be found, so the process keeps one BLAS thread pool
-(rnnlab.fast.blas). Without numba, or with the environment variable RNNLAB_NO_NUMBA=1,
+the same results to an ulp or two (rnnlab.fast.kernels). The matrix products go to MKL (the
+`mkl` extra) or else NumPy's own OpenBLAS (rnnlab.fast.blas). Inside a session of
+rnnlab.parallel a batch is split by rows over rnnlab's threads, every part one kernel call
+on its own rows. Without numba, or with the environment variable RNNLAB_NO_NUMBA=1,
 `available()` is False and the NumPy loop runs.
 
     available() -> bool
