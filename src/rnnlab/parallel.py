@@ -65,20 +65,29 @@ def numpy_blas_files() -> list[str]:
     return found
 
 
-def _find_thread_control():
-    """(get_num_threads, set_num_threads) of the OpenBLAS bundled with NumPy, or None."""
+def numpy_blas_symbols(candidates: tuple[tuple[str, str], ...]) -> tuple[object, object] | None:
+    """The first pair of `candidates` whose two symbols NumPy's OpenBLAS exports, as ctypes
+    functions of the library NumPy already loaded (the same handle, the same thread pool)."""
     for path in numpy_blas_files():
         try:
-            lib = ctypes.CDLL(path)  # already loaded by NumPy: the same library, the same pool
+            lib = ctypes.CDLL(path)
         except OSError:
             continue
-        for get_name, set_name in _THREAD_NAMES:
-            if hasattr(lib, get_name) and hasattr(lib, set_name):
-                get, set_ = getattr(lib, get_name), getattr(lib, set_name)
-                get.restype, get.argtypes = ctypes.c_int, []
-                set_.restype, set_.argtypes = None, [ctypes.c_int]
-                return get, set_
+        for first, second in candidates:
+            if hasattr(lib, first) and hasattr(lib, second):
+                return getattr(lib, first), getattr(lib, second)
     return None
+
+
+def _find_thread_control():
+    """(get_num_threads, set_num_threads) of the OpenBLAS bundled with NumPy, or None."""
+    found = numpy_blas_symbols(_THREAD_NAMES)
+    if found is None:
+        return None
+    get, set_ = found
+    get.restype, get.argtypes = ctypes.c_int, []
+    set_.restype, set_.argtypes = None, [ctypes.c_int]
+    return get, set_
 
 
 _CONTROL = _find_thread_control()

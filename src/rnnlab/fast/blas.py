@@ -55,18 +55,11 @@ def _cblas_type(real):
 
 def find_numpy_cblas() -> tuple[int, int] | None:
     """Addresses of NumPy's bundled (ILP64) cblas_sgemm and cblas_dgemm, or None."""
-    for path in parallel.numpy_blas_files():
-        try:
-            lib = ctypes.CDLL(path)  # already loaded by NumPy: the same handle, the same pool
-        except OSError:
-            continue
-        for s_name, d_name in _NAMES:
-            if hasattr(lib, s_name) and hasattr(lib, d_name):
-                s = ctypes.cast(getattr(lib, s_name), ctypes.c_void_p).value
-                d = ctypes.cast(getattr(lib, d_name), ctypes.c_void_p).value
-                if s and d:
-                    return s, d
-    return None
+    found = parallel.numpy_blas_symbols(_NAMES)
+    if found is None:
+        return None
+    s, d = (ctypes.cast(f, ctypes.c_void_p).value for f in found)
+    return (s, d) if s and d else None
 
 
 def _never_called(*args):  # pragma: no cover - the kernels test NUMPY_CBLAS first
