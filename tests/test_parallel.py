@@ -329,3 +329,18 @@ def test_a_forked_child_gets_its_own_worker_threads(monkeypatch, split_calls):
     os.kill(pid, 9)
     os.waitpid(pid, 0)
     pytest.fail("the forked child hung: it handed work to threads it does not have")
+
+
+def test_linear_first_in_a_sequential_skips_only_the_input_gradient():
+    from rnnlab.layers import LSTM
+    from rnnlab.modules import Linear, Sequential
+
+    rng = np.random.default_rng(8)
+    model = Sequential(Linear(3, 4, dtype=np.float64, rng=rng), LSTM(4, 5, dtype=np.float64))
+    x = rng.standard_normal((2, 6, 3))
+    f = model.forward(x)
+    d = rng.standard_normal(f.output.shape)
+    full, lean = model.backward(f, d), model.backward(f, d, input_grad=False)
+    assert full.input is not None and lean.input is None
+    for key, want in full.params.items():
+        np.testing.assert_array_equal(lean.params[key], want)

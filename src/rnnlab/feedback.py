@@ -133,6 +133,7 @@ class OutputFeedback:
         rng=None,
         check=True,
         y0=None,
+        grad=True,
     ) -> Forward:
         """Run the layer. `targets` is needed for "teacher" and "scheduled" modes; `state` is an
         initial hidden state (B, H) when `hidden_recurrence` (zeros otherwise); `y0` (B, K) is
@@ -250,7 +251,9 @@ class OutputFeedback:
         return Forward(np.swapaxes(O, 0, 1), h_T if self.hidden_recurrence else None, cache)
 
     # ------------------------------------------------------------------ backward
-    def backward(self, f: Forward, d_output, d_state=None, d_y_last=None) -> Backward:
+    def backward(
+        self, f: Forward, d_output, d_state=None, d_y_last=None, *, input_grad=True
+    ) -> Backward:
         """`d_y_last`: ∂L/∂cache["y_last"], when the value fed to a next call carries loss
         (free running and scheduled sampling; in teacher forcing it is the truth)."""
         c, P = f.cache, self.params

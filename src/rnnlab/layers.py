@@ -4,10 +4,12 @@ and a Sequential container.
 Every module has the same two methods and holds its parameters in `params` (a dict of arrays,
 PyTorch's names and layouts):
 
-    f = module.forward(x, lengths=None, state=None, training=False, rng=None)
-        f.output, f.state (recurrent layers: the final state), and what the backward needs
-    b = module.backward(f, d_output, d_state=None)
-        b.input (∂L/∂x), b.state (∂L/∂initial state), b.params (∂L/∂ each parameter, same names)
+    f = module.forward(x, lengths=None, state=None, training=False, rng=None, grad=True)
+        f.output, f.state (recurrent layers: the final state), and what the backward needs;
+        grad=False promises no backward (recurrent layers then keep no tape)
+    b = module.backward(f, d_output, d_state=None, input_grad=True)
+        b.input (∂L/∂x), b.state (∂L/∂initial state), b.params (∂L/∂ each parameter, same names);
+        input_grad=False lets a module skip ∂L/∂x (b.input may then be None) when x is data
 
 A forward pass returns its tape instead of hiding it in the object, so a module can run several
 forward passes before their backward passes (truncated BPTT windows, diagnostics) and the

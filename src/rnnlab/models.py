@@ -181,6 +181,7 @@ class FeedbackModel(_Module):
         check=True,
         targets=None,
         teacher: float = 1.0,
+        grad=True,
     ) -> Forward:
         fe = None
         inp = x
@@ -208,7 +209,7 @@ class FeedbackModel(_Module):
         )
         return Forward(f.output, [f.state, f.cache["y_last"]], (fe, f))
 
-    def backward(self, fwd: Forward, d_output, d_state=None) -> Backward:
+    def backward(self, fwd: Forward, d_output, d_state=None, *, input_grad=True) -> Backward:
         fe, f = fwd.cache
         d_h, d_y = (None, None) if d_state is None else d_state
         b = self.layer.backward(f, d_output, d_h, d_y_last=d_y)

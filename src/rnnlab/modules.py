@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from rnnlab import _checks, parallel
-from rnnlab.layers import Backward, Forward, Recurrent, _dtype, _rng, load_params, valid_mask
+from rnnlab.layers import Backward, Forward, _dtype, _rng, load_params, valid_mask
 
 
 class _Module:
@@ -38,7 +38,16 @@ class Embedding(_Module):
         }
 
     def forward(
-        self, x, *, lengths=None, mask=None, state=None, training=False, rng=None, check=True
+        self,
+        x,
+        *,
+        lengths=None,
+        mask=None,
+        state=None,
+        training=False,
+        rng=None,
+        check=True,
+        grad=True,
     ) -> Forward:
         x = _checks.int_array(x, "x")
         if x.size and (x.min() < 0 or x.max() >= self.num_embeddings):
@@ -46,7 +55,7 @@ class Embedding(_Module):
             _checks.fail("x", f"token ids in [0, {self.num_embeddings})", f"the id {bad}")
         return Forward(self.params["weight"][x], None, x)
 
-    def backward(self, f: Forward, d_output, d_state=None) -> Backward:
+    def backward(self, f: Forward, d_output, d_state=None, *, input_grad=True) -> Backward:
         dW = np.zeros_like(self.params["weight"])
         np.add.at(dW, f.cache.reshape(-1), d_output.reshape(-1, self.embedding_dim))
         return Backward(None, None, {"weight": dW})
@@ -68,7 +77,16 @@ class Linear(_Module):
 
     @parallel.sessioned
     def forward(
-        self, x, *, lengths=None, mask=None, state=None, training=False, rng=None, check=True
+        self,
+        x,
+        *,
+        lengths=None,
+        mask=None,
+        state=None,
+        training=False,
+        rng=None,
+        check=True,
+        grad=True,
     ) -> Forward:
         x = _checks.float_array(x, "x", ndim=(2, 3), finite=check)
         if x.shape[-1] != self.in_features:
@@ -84,12 +102,14 @@ class Linear(_Module):
         return Forward(y, None, x)
 
     @parallel.sessioned
-    def backward(self, f: Forward, d_output, d_state=None) -> Backward:
+    def backward(self, f: Forward, d_output, d_state=None, *, input_grad=True) -> Backward:
         x = f.cache
         dy2 = np.reshape(d_output, (-1, self.out_features))
         grads = {"weight": parallel.matmul_tn(dy2, x.reshape(-1, self.in_features))}
         if "bias" in self.params:
             grads["bias"] = dy2.sum(axis=0)
+        if not input_grad:  # x is data (see Recurrent.backward)
+            return Backward(None, None, grads)
         dx = parallel.matmul(dy2, self.params["weight"]).reshape(x.shape)
         return Backward(dx, None, grads)
 
@@ -102,7 +122,16 @@ class Dropout(_Module):
         self.params = {}
 
     def forward(
-        self, x, *, lengths=None, mask=None, state=None, training=False, rng=None, check=True
+        self,
+        x,
+        *,
+        lengths=None,
+        mask=None,
+        state=None,
+        training=False,
+        rng=None,
+        check=True,
+        grad=True,
     ) -> Forward:
         if not training or self.p == 0.0:
             return Forward(x, None, None)
@@ -114,7 +143,7 @@ class Dropout(_Module):
         m = (rng.random(x.shape) < keep).astype(x.dtype) / x.dtype.type(keep)
         return Forward(x * m, None, m)
 
-    def backward(self, f: Forward, d_output, d_state=None) -> Backward:
+    def backward(self, f: Forward, d_output, d_state=None, *, input_grad=True) -> Backward:
         return Backward(d_output if f.cache is None else d_output * f.cache, None, {})
 
 
@@ -125,7 +154,16 @@ class LastStep(_Module):
         self.params = {}
 
     def forward(
-        self, x, *, lengths=None, mask=None, state=None, training=False, rng=None, check=True
+        self,
+        x,
+        *,
+        lengths=None,
+        mask=None,
+        state=None,
+        training=False,
+        rng=None,
+        check=True,
+        grad=True,
     ) -> Forward:
         x = _checks.float_array(x, "x", ndim=3, finite=check)
         B, T = x.shape[:2]
@@ -133,7 +171,7 @@ class LastStep(_Module):
         last = np.full(B, T - 1) if m is None else T - 1 - np.argmax(m[::-1], axis=0)
         return Forward(x[np.arange(B), last], None, (x.shape, last))
 
-    def backward(self, f: Forward, d_output, d_state=None) -> Backward:
+    def backward(self, f: Forward, d_output, d_state=None, *, input_grad=True) -> Backward:
         shape, last = f.cache
         dx = np.zeros(shape, d_output.dtype)
         dx[np.arange(shape[0]), last] = d_output
@@ -147,7 +185,16 @@ class MeanOverTime(_Module):
         self.params = {}
 
     def forward(
-        self, x, *, lengths=None, mask=None, state=None, training=False, rng=None, check=True
+        self,
+        x,
+        *,
+        lengths=None,
+        mask=None,
+        state=None,
+        training=False,
+        rng=None,
+        check=True,
+        grad=True,
     ) -> Forward:
         x = _checks.float_array(x, "x", ndim=3, finite=check)
         B, T = x.shape[:2]
@@ -156,7 +203,7 @@ class MeanOverTime(_Module):
         w /= w.sum(axis=1, keepdims=True)
         return Forward(np.einsum("bt,btf->bf", w, x), None, w)
 
-    def backward(self, f: Forward, d_output, d_state=None) -> Backward:
+    def backward(self, f: Forward, d_output, d_state=None, *, input_grad=True) -> Backward:
         w = f.cache
         return Backward(w[:, :, None] * d_output[:, None, :], None, {})
 
@@ -210,7 +257,6 @@ class Sequential(_Module):
         for i, mod in enumerate(self.modules):
             # Only the first module checks that its input is finite: inside the model a
             # non-finite value means divergence, which the loss reports with its step.
-            extra = {} if grad or not isinstance(mod, Recurrent) else {"grad": False}
             f = mod.forward(
                 x,
                 lengths=lengths,
@@ -219,7 +265,7 @@ class Sequential(_Module):
                 training=training,
                 rng=rng,
                 check=check and i == 0,
-                **extra,
+                grad=grad,
             )
             fs.append(f)
             x = f.output
@@ -232,11 +278,8 @@ class Sequential(_Module):
         d_states = [None] * len(self.modules)
         d = d_output
         for i in range(len(self.modules) - 1, -1, -1):
-            mod, ds = self.modules[i], None if d_state is None else d_state[i]
-            if i == 0 and not input_grad and isinstance(mod, Recurrent):
-                b = mod.backward(f.cache[i], d, ds, input_grad=False)
-            else:
-                b = mod.backward(f.cache[i], d, ds)
+            ds = None if d_state is None else d_state[i]
+            b = self.modules[i].backward(f.cache[i], d, ds, input_grad=input_grad or i > 0)
             d_states[i] = b.state
             grads.update({f"{i}.{k}": v for k, v in b.params.items()})
             d = b.input

@@ -25,7 +25,6 @@ from typing import Any, Protocol
 import numpy as np
 
 from rnnlab import _checks, io, optim
-from rnnlab.modules import Sequential
 
 
 @dataclass
@@ -367,10 +366,7 @@ class Trainer:
         if not np.isfinite(f.output).all():
             self._diverged("the model's output", "NaN or inf", step)
         loss, d_out = self.task.loss(f.output, batch)
-        if isinstance(self.model, Sequential):  # the inputs are data: no gradient for them
-            b = self.model.backward(f, d_out, input_grad=False)
-        else:
-            b = self.model.backward(f, d_out)
+        b = self.model.backward(f, d_out, input_grad=False)  # the inputs are data
         grads = b.params
         log = (step + 1) % self.cfg.grad_log_every == 0
         before = {k: v.copy() for k, v in grads.items()} if log else None
