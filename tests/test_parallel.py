@@ -139,7 +139,7 @@ def test_split_products_match_numpy(threads, monkeypatch):
         assert len(parallel._product_parts(200, 150, 3000)) == threads
         assert len(parallel._product_parts(30, 9, 20)) == 1  # too small to be worth a thread
         got_nn = parallel.matmul(a, b)
-        got_tn = parallel.matmul_tn(a, c)  # (200, 150), rows of aᵀ split
+        got_tn = parallel.matmul(a.T, c)  # (200, 150), rows of aᵀ split
         got_view = parallel.matmul(a, c.T[:, :200].T)  # a transposed view as the right factor
     np.testing.assert_allclose(got_nn, a @ b, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(got_tn, a.T @ c, rtol=1e-12, atol=1e-12)

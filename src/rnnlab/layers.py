@@ -455,8 +455,8 @@ class Recurrent:
                 dO = np.where(m[:, :, None], dO, 0.0)
             p, (yf, yb) = self.params, cache["ys_last"]
             dO2 = dO.reshape(T * B, -1)
-            grads["readout_weight"] = parallel.matmul_tn(dO2, yf.reshape(T * B, H))
-            grads["readout_weight_reverse"] = parallel.matmul_tn(dO2, yb.reshape(T * B, H))
+            grads["readout_weight"] = parallel.matmul(dO2.T, yf.reshape(T * B, H))
+            grads["readout_weight_reverse"] = parallel.matmul(dO2.T, yb.reshape(T * B, H))
             grads["readout_bias"] = dO2.sum(axis=0)
             dys_dirs = [
                 parallel.matmul(dO2, p[name]).reshape(T, B, H)

@@ -105,7 +105,7 @@ class Linear(_Module):
     def backward(self, f: Forward, d_output, d_state=None, *, input_grad=True) -> Backward:
         x = f.cache
         dy2 = np.reshape(d_output, (-1, self.out_features))
-        grads = {"weight": parallel.matmul_tn(dy2, x.reshape(-1, self.in_features))}
+        grads = {"weight": parallel.matmul(dy2.T, x.reshape(-1, self.in_features))}
         if "bias" in self.params:
             grads["bias"] = dy2.sum(axis=0)
         if not input_grad:  # x is data (see Recurrent.backward)

@@ -25,7 +25,6 @@ may overlap across threads of a program (the count is restored when the last one
     row_parts(n, min_rows)      [start, stop) ranges splitting n rows over the threads
     run_parts(fn, parts)        fn(start, stop) for every part, in parallel
     matmul(a, b)                a @ b for 2-D arrays, rows of the result split over threads
-    matmul_tn(a, b)             aᵀ @ b, the same (the deferred weight gradients' shape)
 
 Without numba (rnnlab.fast unavailable) or with RNNLAB_NUM_THREADS=1 nothing is split and
 NumPy's BLAS keeps its own threads, as in any NumPy program.
@@ -211,8 +210,9 @@ def _gemm_into(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
 
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """a @ b for 2-D arrays (views such as Wᵀ are fine), rows split over the threads; into
-    `out` (C-contiguous, of a's and b's dtype) if given."""
+    """a @ b for 2-D arrays, rows split over the threads; into `out` (C-contiguous, of a's and
+    b's dtype) if given. Transposed views are fine on either side: matmul(dA.T, X) is the
+    deferred weight gradient, split by rows of dAᵀ, i.e. by column blocks of dA."""
     m, k = a.shape
     n = b.shape[1]
     parts = _product_parts(m, n, k)
@@ -249,18 +249,6 @@ def scratch(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
     if buf is None or buf.size < size:
         buf = buffers[(name, dtype)] = np.empty(size, dtype)
     return buf[:size].reshape(shape)
-
-
-def matmul_tn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """aᵀ @ b for 2-D a (K, M) and b (K, N), rows of the (M, N) result split over the threads."""
-    k, m = a.shape
-    n = b.shape[1]
-    parts = _product_parts(m, n, k)
-    if len(parts) == 1 and (not in_session() or 2 * m * n * k < MIN_FLOPS):
-        return a.T @ b
-    out = np.empty((m, n), np.result_type(a, b))
-    run_parts(lambda i, j: _gemm_into(a[:, i:j].T, b, out[i:j]), parts)
-    return out
 
 
 def sessioned(method):

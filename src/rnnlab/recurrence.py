@@ -269,14 +269,14 @@ def _weight_grads(cell, p: Params, X, hs_prev, extra, dXA, dHA) -> Params:
     dA_x = dXA.reshape(T * B, GH)
     dA_h = dHA.reshape(T * B, GH)
     hs_prev = hs_prev.reshape(T * B, H)
-    dW_ih = parallel.matmul_tn(dA_x, X.reshape(T * B, I))
+    dW_ih = parallel.matmul(dA_x.T, X.reshape(T * B, I))
     blocks = cell.recurrent_inputs(hs_prev, extra) if hasattr(cell, "recurrent_inputs") else None
     if blocks is None:
-        dW_hh = parallel.matmul_tn(dA_h, hs_prev)
+        dW_hh = parallel.matmul(dA_h.T, hs_prev)
     else:
         dW_hh = np.empty_like(p.W_hh)
         for rows, inputs in blocks:
-            dW_hh[rows] = parallel.matmul_tn(dA_h[:, rows], inputs.reshape(T * B, H))
+            dW_hh[rows] = parallel.matmul(dA_h[:, rows].T, inputs.reshape(T * B, H))
     db_ih = dA_x.sum(axis=0)
     db_hh = db_ih.copy() if dHA is dXA else dA_h.sum(axis=0)
     return Params(dW_ih, dW_hh, db_ih, db_hh)

@@ -104,28 +104,21 @@ def keep_freed_memory() -> bool:
         return False
     import ctypes
     import ctypes.util
+    import platform
 
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name) if name else None
     except OSError:
         libc = None
-    if libc is None or not hasattr(libc, "mallopt") or "glibc" not in _libc_name():
+    if libc is None or not hasattr(libc, "mallopt") or platform.libc_ver()[0] != "glibc":
         return False
     libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     ok = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
     return bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and ok)
 
 
-def _libc_name() -> str:
-    import platform
-
-    return platform.libc_ver()[0]
-
-
 MIN_ROWS = 4  # the fewest batch rows worth a thread of their own
-
-
 MIN_LOOP_FLOPS = 8_000_000  # a loop with fewer recurrent-product FLOPs runs on one thread
 
 
