@@ -128,7 +128,7 @@ def run_backward(kind, p, tape, loop, with_dys=True):
     T, B, H = p["dys"].shape
     G = cell.gates * H
     dXA = np.full((T, B, G), np.nan, dtype)
-    dHA = dXA if cell.shares_preact_grad else np.full((T, B, G), np.nan, dtype)
+    dHA = dXA if cell.shares_preact_grad else np.full((T, B, cell.hh_grad_width(H)), np.nan, dtype)
     trace = np.full((T, B, H), np.nan, dtype)
     dys = p["dys"] if with_dys else None
     if loop == "step":
@@ -261,7 +261,7 @@ def test_backward_without_trace(kind):
     want = run_backward(kind, p, tape, "fast")
     hs, cs, extra = tape
     dXA = np.empty_like(want["dXA"])
-    dHA = dXA if CELLS[kind].shares_preact_grad else np.empty_like(dXA)
+    dHA = dXA if CELLS[kind].shares_preact_grad else np.empty_like(want["dHA"])
     args = (p["mask"], p["reverse"], p["dys"], p["dh"], p["dc"], dXA, dHA)
     dh0, dc0 = fast.backward_loop(kind, p["W_hh"], hs, cs, extra, *args)
     np.testing.assert_array_equal(dXA, want["dXA"])

@@ -423,10 +423,23 @@ class Recurrent:
         return out.reshape(T, B, -1)
 
     @parallel.sessioned
-    def backward(self, f: Forward, d_output, d_state=None, *, input_grad: bool = True) -> Backward:
+    def backward(
+        self,
+        f: Forward,
+        d_output,
+        d_state=None,
+        *,
+        input_grad: bool = True,
+        retain_tape: bool = False,
+    ) -> Backward:
         """BPTT from ∂L/∂output (and ∂L/∂final state). `input_grad=False` skips ∂L/∂x (one
         GEMM over all steps; Backward.input is then None) when x is data, not a parameter's
-        output, as PyTorch skips it for an input that does not require a gradient."""
+        output, as PyTorch skips it for an input that does not require a gradient.
+
+        A forward result serves one backward pass, as PyTorch's graph does: BPTT turns the
+        saved gates of an LSTM or GRU into their gradients in place, so one (T, B, G·H) array
+        holds both. `retain_tape=True` keeps the tape for another backward pass (it then
+        works on a copy of the gates)."""
         cache = f.cache
         L, D, H, dt = self.num_layers, len(self.directions), self.hidden_size, self.dtype
         tapes, m = cache["tapes"], cache["mask"]
@@ -436,6 +449,14 @@ class Recurrent:
                 "the result of a forward pass that kept its tape",
                 "one computed with grad=False",
                 "Run forward again without grad=False to backpropagate.",
+            )
+        if any(tape.consumed for tape in tapes):
+            _checks.fail(
+                "f",
+                "a forward result that no backward pass has used yet",
+                "one an earlier backward pass used (its saved gates now hold gradients)",
+                "Run forward again, or call backward with retain_tape=True before the last "
+                "backward pass of the same forward result.",
             )
         T, B = tapes[0].X.shape[:2]
         d_output = _checks.float_array(d_output, "d_output", shape=f.output.shape, dtype=dt)
@@ -479,6 +500,7 @@ class Recurrent:
                     dh_n[j],
                     None if dc_n is None else dc_n[j],
                     need_dX=k > 0 or input_grad,
+                    retain_tape=retain_tape,
                 )
                 if dXd is not None:
                     dX = dXd if dX is None else dX + dXd

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rnnlab import parallel
+from rnnlab import _checks, parallel
 
 
 @dataclass
@@ -45,6 +45,7 @@ class Tape:
     extra: dict[str, np.ndarray]  # the cell's own saved values, indexed by step
     mask: np.ndarray | None  # (T, B) bool, True where a step is valid
     reverse: bool
+    consumed: bool = False  # set by backward: BPTT may have overwritten `extra` (see backward)
 
     def slices(self) -> tuple[slice, slice]:
         """(previous-state rows, output rows) of `hs` for steps 0..T-1 in time order."""
@@ -63,7 +64,7 @@ def _loop_forward(cell, X, p: Params, W_hhT, hs, cs, extra, mask, reverse) -> No
     state. The compiled loop adds b_ih itself as it reads XA (a pass over XA fewer)."""
     fast = _fast(cell)
     if fast is not None:
-        XA = _project(X, p, bias=False)
+        XA = _project(X, p, bias=False, out=_projection_slot(cell, X.shape[0], hs, extra, reverse))
         fast.forward_loop(cell.kind, XA, W_hhT, p.b_hh, hs, cs, extra, mask, reverse, b_ih=p.b_ih)
         return
     XA, b_hh = _project(X, p), p.b_hh
@@ -122,11 +123,27 @@ def _loop_backward(cell, W_hh, hs, cs, extra, mask, reverse, dys, dh, dc, dXA, d
     return dh, dc
 
 
-def _project(X: np.ndarray, p: Params, bias: bool = True) -> np.ndarray:
-    """XA = X W_ihᵀ (+ b_ih) for all steps at once: (T, B, I) → (T, B, G·H), in a scratch
-    buffer (it lives only until the loop has read it)."""
+def _projection_slot(cell, T: int, hs, extra, reverse: bool) -> np.ndarray | None:
+    """Where the compiled loops can take the input projection in place: the gate tape (LSTM,
+    GRU), whose rows each step reads before it writes the gates there, or an Elman cell's
+    output rows of hs; None (a scratch buffer) for one-step tapes (inference)."""
+    name = getattr(cell, "preact_tape", None)
+    if name is not None:
+        return extra[name] if extra[name].shape[0] == T else None
+    if getattr(cell, "preact_in_output", False):
+        return hs[:-1] if reverse else hs[1:]
+    return None
+
+
+def _project(X: np.ndarray, p: Params, bias: bool = True, out=None) -> np.ndarray:
+    """XA = X W_ihᵀ (+ b_ih) for all steps at once: (T, B, I) → (T, B, G·H), into `out`
+    (C-contiguous, (T, B, G·H)) or a scratch buffer (it lives only until the loop has read
+    it)."""
     T, B, I = X.shape
-    XA = parallel.scratch("XA", (T * B, p.W_ih.shape[0]), X.dtype)
+    if out is None:
+        XA = parallel.scratch("XA", (T * B, p.W_ih.shape[0]), X.dtype)
+    else:
+        XA = out.reshape(T * B, p.W_ih.shape[0])
     parallel.matmul(X.reshape(T * B, I), p.W_ih.T, out=XA)
     if bias:
         XA += p.b_ih
@@ -225,6 +242,7 @@ def backward(
     dc_T: np.ndarray | None = None,
     need_dX: bool = True,
     dh_trace: np.ndarray | None = None,
+    retain_tape: bool = False,
 ) -> tuple[np.ndarray | None, Params, np.ndarray, np.ndarray | None]:
     """BPTT for one direction: from ∂L/∂ys (T, B, H) and ∂L/∂h_T [∂L/∂c_T] to every gradient.
 
@@ -232,7 +250,22 @@ def backward(
     `dh_trace` (T, B, H), if given, receives the total ∂L/∂h_t of every step t (the gradient
     flowing into the state written at step t, from its output and from later steps): what
     the diagnostics plot against the lag.
+
+    A tape serves one backward pass: the compiled loops turn the LSTM's and GRU's saved gates
+    into the pre-activation gradients in place (one (T, B, G·H) array instead of two; as
+    PyTorch frees its graph after backward). `retain_tape=True` keeps it for another pass, at
+    the price of a scratch copy of the gates.
     """
+    if tape.consumed:
+        _checks.fail(
+            "tape",
+            "the tape of a forward pass that no backward pass has used yet",
+            "one an earlier backward pass used",
+            "BPTT overwrites the LSTM's and GRU's saved gates with their gradients (one array "
+            "for both halves the memory); run forward again, or pass retain_tape=True to the "
+            "backward passes before the last.",
+        )
+    tape.consumed = not retain_tape
     X, mask = tape.X, tape.mask
     if dys is not None and mask is not None:
         dys = np.where(mask[:, :, None], dys, 0.0)  # padded outputs are constants
@@ -240,8 +273,7 @@ def backward(
         return _backward_checkpointed(cell, p, tape, dys, dh_T, dc_T, need_dX, dh_trace)
     T, B, I = X.shape
     GH, H = p.W_hh.shape
-    dXA = parallel.scratch("dXA", (T, B, GH), X.dtype)  # dead when this function returns
-    dHA = dXA if cell.shares_preact_grad else parallel.scratch("dHA", (T, B, GH), X.dtype)
+    dXA, dHA = _preact_grads(cell, tape.extra, T, B, GH, H, X.dtype, in_place=not retain_tape)
     dh, dc = _loop_backward(
         cell,
         p.W_hh,
@@ -262,23 +294,42 @@ def backward(
     return dX, grads, dh, dc
 
 
+def _preact_grads(
+    cell, extra, T, B, GH, H, dtype, in_place: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """(dXA, dHA): where BPTT writes the pre-activation gradients. The compiled loops write
+    dXA over the gate tape (`preact_tape`), which they read step by step before, unless
+    `in_place` is False; else both are scratch buffers, dead when backward returns. dHA is
+    dXA when the cell says they coincide, else only the columns that differ
+    (`hh_grad_width`)."""
+    name = getattr(cell, "preact_tape", None)
+    if in_place and name is not None and _fast(cell) is not None:
+        dXA = extra[name]
+    else:
+        dXA = parallel.scratch("dXA", (T, B, GH), dtype)
+    if cell.shares_preact_grad:
+        return dXA, dXA
+    return dXA, parallel.scratch("dHA", (T, B, cell.hh_grad_width(H)), dtype)
+
+
 def _weight_grads(cell, p: Params, X, hs_prev, extra, dXA, dHA) -> Params:
-    """The deferred weight gradients: one GEMM each over all T·B rows."""
+    """The deferred weight gradients: one GEMM each over all T·B rows (a cell with
+    `weight_grad_blocks` gets one per block of W_hh's rows)."""
     T, B, I = X.shape
     GH, H = p.W_hh.shape
     dA_x = dXA.reshape(T * B, GH)
-    dA_h = dHA.reshape(T * B, GH)
+    dA_h = dHA.reshape(T * B, -1)
     hs_prev = hs_prev.reshape(T * B, H)
     dW_ih = parallel.matmul(dA_x.T, X.reshape(T * B, I))
-    blocks = cell.recurrent_inputs(hs_prev, extra) if hasattr(cell, "recurrent_inputs") else None
-    if blocks is None:
-        dW_hh = parallel.matmul(dA_h.T, hs_prev)
-    else:
-        dW_hh = np.empty_like(p.W_hh)
-        for rows, inputs in blocks:
-            dW_hh[rows] = parallel.matmul(dA_h[:, rows].T, inputs.reshape(T * B, H))
     db_ih = dA_x.sum(axis=0)
-    db_hh = db_ih.copy() if dHA is dXA else dA_h.sum(axis=0)
+    if not hasattr(cell, "weight_grad_blocks"):
+        dW_hh = parallel.matmul(dA_h.T, hs_prev)
+        db_hh = db_ih.copy() if dHA is dXA else dA_h.sum(axis=0)
+        return Params(dW_ih, dW_hh, db_ih, db_hh)
+    dW_hh, db_hh = np.empty_like(p.W_hh), np.empty_like(p.b_hh)
+    for rows, grads, inputs in cell.weight_grad_blocks(hs_prev, extra, dA_x, dA_h):
+        dW_hh[rows] = parallel.matmul(grads.T, inputs)
+        db_hh[rows] = grads.sum(axis=0)
     return Params(dW_ih, dW_hh, db_ih, db_hh)
 
 
@@ -298,8 +349,7 @@ def _backward_checkpointed(cell, p, tape, dys, dh, dc, need_dX, dh_trace):
         hs, cs = _states(L, B, H, X.dtype, cell.has_c, reverse, h, c)
         extra = cell.new_tape(L, B, H, X.dtype)
         _loop_forward(cell, X[a:b], p, W_hhT, hs, cs, extra, seg_mask, reverse)
-        dXA = parallel.scratch("dXA", (L, B, GH), X.dtype)
-        dHA = dXA if cell.shares_preact_grad else parallel.scratch("dHA", (L, B, GH), X.dtype)
+        dXA, dHA = _preact_grads(cell, extra, L, B, GH, H, X.dtype)
         dh, dc = _loop_backward(
             cell,
             p.W_hh,

@@ -24,6 +24,7 @@ class ElmanCell:
     gates = 1
     has_c = False
     shares_preact_grad = True  # ∂L/∂(W_ih x) and ∂L/∂(W_hh h) are the same vector da
+    preact_in_output = True  # h_t = φ(a_t) elementwise: a_t can be written where h_t goes
 
     def __init__(self, nonlinearity: str = "tanh"):
         self.nonlinearity = nonlinearity

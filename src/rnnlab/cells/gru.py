@@ -32,8 +32,15 @@ class GRUCell:
     def __init__(self, reset_after: bool = True):
         self.reset_after = reset_after
         self.kind = "gru" if reset_after else "gru_orig"  # its compiled loop in rnnlab.fast
-        # Reset-after: dz feeds W_ih and W_hh alike except the n block (⊙ r on the W_hh side).
-        self.shares_preact_grad = False
+        # Reset-after: da feeds W_ih and W_hh alike except the n block (⊙ r on the W_hh side),
+        # the only block kept apart (hh_grad_width). Original: W_hh sees da itself, its n rows
+        # paired with r ⊙ h_{t-1} (weight_grad_blocks).
+        self.shares_preact_grad = not reset_after
+        self.preact_tape = "rzn"  # the compiled loops keep XA, then da, in the gates' place
+
+    def hh_grad_width(self, H: int) -> int:
+        """Columns of da_h when it is not da_x: the n block of the W_hh side (reset_after)."""
+        return H
 
     def new_tape(self, T: int, B: int, H: int, dtype: np.dtype) -> dict[str, np.ndarray]:
         # "rzn": gate activations. "hn": W_hn h + b_hn (reset_after) or r ⊙ h_{t-1} (original).
@@ -86,23 +93,23 @@ class GRUCell:
         if self.reset_after:
             dr = da_n * hn
             np.multiply(dr, r * (1.0 - r), out=da_x[:, :H])
-            da_h[:, : 2 * H] = da_x[:, : 2 * H]
-            np.multiply(da_n, r, out=da_h[:, 2 * H :])
-            dh_prev = da_h @ W_hh
+            np.multiply(da_n, r, out=da_h)  # the W_hh side's n block; r, z are da_x's
+            dh_prev = np.concatenate([da_x[:, : 2 * H], da_h], axis=1) @ W_hh
             dh_prev += dh * z
         else:
             drh = da_n @ W_hh[2 * H :]
             dr = drh * h_prev
             np.multiply(dr, r * (1.0 - r), out=da_x[:, :H])
-            da_h[...] = da_x
-            dh_prev = da_h[:, : 2 * H] @ W_hh[: 2 * H]
+            dh_prev = da_x[:, : 2 * H] @ W_hh[: 2 * H]
             dh_prev += dh * z
             dh_prev += drh * r
         return dh_prev, None
 
-    def recurrent_inputs(self, hs_prev: np.ndarray, tape: dict[str, np.ndarray]):
-        """What each block of W_hh's rows multiplied: pairs (row slice, inputs over time)."""
-        if self.reset_after:
-            return None  # every row multiplied h_{t-1}
+    def weight_grad_blocks(self, hs_prev, tape, dA_x, dA_h):
+        """The W_hh gradient as (row slice, pre-activation gradients, inputs) blocks, each
+        over all T·B rows: dW_hh[rows] = gradsᵀ inputs, db_hh[rows] = Σ grads."""
         H = hs_prev.shape[-1]
-        return [(slice(0, 2 * H), hs_prev), (slice(2 * H, 3 * H), tape["hn"])]
+        rz, n = slice(0, 2 * H), slice(2 * H, 3 * H)
+        if self.reset_after:
+            return [(rz, dA_x[:, rz], hs_prev), (n, dA_h, hs_prev)]
+        return [(rz, dA_x[:, rz], hs_prev), (n, dA_x[:, n], tape["hn"].reshape(hs_prev.shape))]

@@ -27,6 +27,7 @@ class LSTMCell:
     gates = 4
     has_c = True
     shares_preact_grad = True  # dz feeds both W_ih and W_hh
+    preact_tape = "ifgo"  # the compiled loops keep XA, then dz, in the gates' place
 
     def new_tape(self, T: int, B: int, H: int, dtype: np.dtype) -> dict[str, np.ndarray]:
         return {

@@ -138,6 +138,7 @@ def traced_backward(
                     None,
                     need_dX=k > 0,
                     dh_trace=trace,
+                    retain_tape=True,  # callers backpropagate one forward pass many times
                 )
                 traces[j] = trace
                 if k > 0:

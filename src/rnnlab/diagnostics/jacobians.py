@@ -123,7 +123,7 @@ def _step_jacobian(cell, W_hh: np.ndarray, tape: recurrence.Tape, t: int) -> np.
     dh, dc = E[:, :H], (E[:, H:] if cell.has_c else None)
     GH = W_hh.shape[0]
     da_x = np.empty((S, GH))
-    da_h = da_x if cell.shares_preact_grad else np.empty((S, GH))
+    da_h = da_x if cell.shares_preact_grad else np.empty((S, cell.hh_grad_width(H)))
     dh_prev, dc_prev = cell.backward_step(
         0,
         dh,

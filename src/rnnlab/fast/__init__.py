@@ -14,7 +14,10 @@ on its own rows. Without numba, or with the environment variable RNNLAB_NO_NUMBA
 
     forward_loop(kind, XA, W_hhT, b_hh, hs, cs, extra, mask, reverse, b_ih=None) -> None
         kind   "tanh" | "relu" | "lstm" | "gru" (reset_after=True) | "gru_orig" (reset_after=False)
-        XA     (T, B, G·H)   X W_ihᵀ + b_ih, C-contiguous; X W_ihᵀ alone when b_ih is given
+        XA     (T, B, G·H)   X W_ihᵀ + b_ih, C-contiguous; X W_ihᵀ alone when b_ih is given.
+                             May share memory with the gate tape (LSTM, GRU) or with the
+                             output rows of hs (tanh, relu): each step reads its row of XA
+                             before it writes there
         W_hhT  (H, G·H)      W_hhᵀ
         b_hh   (G·H,)
         hs     (T+1, B, H)   in/out: h_0 in hs[0] (hs[T] when reverse); steps write the rest
@@ -30,9 +33,13 @@ on its own rows. Without numba, or with the environment variable RNNLAB_NO_NUMBA
         hs, cs, extra, mask, reverse   the forward's tape (from either loop)
         dys    (T, B, H) ∂L/∂ys or None; entries at masked steps are ignored
         dh, dc (B, H) ∂L/∂h_T, ∂L/∂c_T or None (zeros); not modified
-        dXA    (T, B, G·H)   out: ∂L/∂(pre-activations) as seen by W_ih, zero at masked steps
-        dHA    (T, B, G·H)   out: the same as seen by W_hh; for "tanh", "relu" and "lstm" the
-                             two coincide and only dXA is written (pass dXA twice)
+        dXA    (T, B, G·H)   out: ∂L/∂(pre-activations) as seen by W_ih, zero at masked steps.
+                             May be the gate tape itself (extra["ifgo"] / extra["rzn"]): the
+                             kernels turn the gates into these gradients in place, step by
+                             step; any other array gets a copy of the gates first
+        dHA    out: as seen by W_hh, where that differs: for "gru" the n block only
+                             (T, B, H); for the other cells the two coincide and only dXA is
+                             written (pass dXA twice)
         dh_trace (T, B, H) or None; out: the total ∂L/∂h_t of every step, as in recurrence
         returns dh0 (B, H) and dc0 (B, H) for the LSTM, None otherwise
 
@@ -220,6 +227,9 @@ def backward_loop(
     dt = hs.dtype
     B, H = hs.shape[1], hs.shape[2]
     dims = (dXA.shape[0], B, dXA.shape[2], H)
+    gates = extra.get("ifgo" if kind == "lstm" else "rzn")
+    if gates is not None and dXA is not gates:  # the kernels write the gradients over the gates
+        np.copyto(dXA, gates)
     W_hh = _c(W_hh, dt)
     m, has_mask = _mask_arg(mask)
     reverse = bool(reverse)
@@ -235,14 +245,18 @@ def backward_loop(
         return dh, None
     if kind == "lstm":
         dc = np.zeros((B, H), dt) if dc is None else np.array(dc, dtype=dt, order="C")
-        args = (W_hh, cs, extra["ifgo"], extra["tanh_c"], m, has_mask, reverse, dys, has_dys, dh,
-                dc, dXA, trace, has_trace, np_blas, dh_new)  # fmt: skip
+        args = (W_hh, cs, dXA, extra["tanh_c"], m, has_mask, reverse, dys, has_dys, dh, dc, trace,
+                has_trace, np_blas, dh_new)  # fmt: skip
         _run_parts(kernels.lstm_backward, args, dims, np_blas)
         return dh, dc
+    reset_after = kind == "gru"
     W_rz, W_n = _c(W_hh[: 2 * H], dt), _c(W_hh[2 * H :], dt)
-    da_n_rows, drh, da_rz = np.zeros((B, H), dt), np.empty((B, H), dt), np.zeros((B, 2 * H), dt)
-    args = (W_hh, W_rz, W_n, hs, extra["rzn"], extra["hn"], m, has_mask, reverse, dys, has_dys,
-            dh, dXA, dHA, trace, has_trace, kind == "gru", np_blas, dh_new, da_n_rows, drh,
-            da_rz)  # fmt: skip
+    da_n_rows, drh = np.zeros((B, H), dt), np.empty((B, H), dt)
+    da_h = np.zeros((B, 3 * H if reset_after else 2 * H), dt)
+    if reset_after and dHA.shape != (dims[0], B, H):  # the kernel trusts it (no bounds checks)
+        _checks.fail("dHA", f"an array of shape {(dims[0], B, H)} for kind 'gru'", f"{dHA.shape}")
+    dHA_n = dHA if reset_after else np.empty((0, 0, 0), dt)
+    args = (W_hh, W_rz, W_n, hs, dXA, extra["hn"], m, has_mask, reverse, dys, has_dys, dh, dHA_n,
+            trace, has_trace, reset_after, np_blas, dh_new, da_n_rows, drh, da_h)  # fmt: skip
     _run_parts(kernels.gru_backward, args, dims, np_blas)
     return dh, None

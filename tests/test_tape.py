@@ -1,0 +1,92 @@
+"""One array for the gates, the input projection and the pre-activation gradients.
+
+The compiled loops write the input projection into the gate tape (LSTM, GRU) or the output
+rows (Elman), and BPTT turns the gates into their gradients in place; a forward result then
+serves one backward pass unless `retain_tape=True`. These tests check the rule, the option and
+the memory it saves (tracemalloc sees NumPy's allocations).
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from rnnlab import fast
+from rnnlab.layers import GRU, LSTM, RNN
+
+LAYERS = {
+    "rnn": lambda I, H, **kw: RNN(I, H, **kw),
+    "lstm": lambda I, H, **kw: LSTM(I, H, **kw),
+    "gru": lambda I, H, **kw: GRU(I, H, **kw),
+    "gru_orig": lambda I, H, **kw: GRU(I, H, reset_after=False, **kw),
+}
+
+
+def _layer(name, I=3, H=5, **kw):
+    return LAYERS[name](I, H, dtype=np.float64, rng=np.random.default_rng(0), **kw)
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_a_second_backward_pass_is_refused_with_a_clear_message(name):
+    layer = _layer(name)
+    x = np.random.default_rng(1).standard_normal((2, 4, 3))
+    f = layer.forward(x)
+    d = np.ones_like(f.output)
+    layer.backward(f, d)
+    with pytest.raises(ValueError, match=r"`f` must be a forward result that no backward pass"):
+        layer.backward(f, d)
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+@pytest.mark.parametrize("bi", [False, True], ids=["uni", "bi"])
+def test_retain_tape_gives_the_same_gradients_twice(name, bi):
+    layer = _layer(name, num_layers=2, bidirectional=bi)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 6, 3))
+    lengths = np.array([6, 4, 1])
+    f = layer.forward(x, lengths=lengths)
+    d = rng.standard_normal(f.output.shape)
+    first = layer.backward(f, d, retain_tape=True)
+    second = layer.backward(f, d)
+    fresh = layer.backward(layer.forward(x, lengths=lengths), d)
+    for key, want in fresh.params.items():
+        np.testing.assert_array_equal(first.params[key], want)
+        np.testing.assert_array_equal(second.params[key], want)
+    np.testing.assert_array_equal(first.input, fresh.input)
+
+
+def _peak_bytes(fn) -> tuple[object, int]:
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    try:
+        out = fn()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return out, peak
+
+
+@pytest.mark.skipif(not fast.available(), reason="the in-place loops are the compiled ones")
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn"])
+def test_the_projection_and_the_gradients_take_no_array_of_their_own(name, monkeypatch):
+    monkeypatch.setenv("RNNLAB_MALLOC", "system")  # no retained scratch buffers: all counted
+    T, B, I, H = 40, 8, 16, 32
+    G = {"lstm": 4, "gru": 3, "rnn": 1}[name]
+    layer = LAYERS[name](I, H, dtype=np.float64, rng=np.random.default_rng(0))
+    x = np.random.default_rng(1).standard_normal((B, T, I))
+    unit = T * B * H * 8  # bytes of one (T, B, H) float64 array
+    layer.forward(x)  # compile and warm up
+    f, forward_peak = _peak_bytes(lambda: layer.forward(x))
+    # the tape: states (T+1 rows; the LSTM's cell state too), the gates (G units), the LSTM's
+    # tanh(c_t), the GRU's W_hn h + b_hn, and the time-major copy of x (I = H/2); the output is
+    # a view of the states. A separate projection would add G units: the bound is half-way.
+    tape = {"lstm": 2 + G + 1, "gru": 1 + G + 1, "rnn": 1}[name] + 0.5
+    assert forward_peak < (tape + G / 2) * unit, forward_peak / unit
+    d = np.ones_like(f.output)
+    _, backward_peak = _peak_bytes(lambda: layer.backward(f, d, input_grad=False))
+    # the time-major copy of d and, for the GRU, the n block of the W_hh side; (T, B, G·H)
+    # gradients besides the tape would add G units
+    own = {"lstm": 1, "gru": 2, "rnn": 2}[name]
+    assert backward_peak < (own + G / 2) * unit, backward_peak / unit
