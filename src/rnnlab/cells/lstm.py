@@ -30,10 +30,9 @@ class LSTMCell:
     preact_tape = "ifgo"  # the compiled loops keep XA, then dz, in the gates' place
 
     def new_tape(self, T: int, B: int, H: int, dtype: np.dtype) -> dict[str, np.ndarray]:
-        return {
-            "ifgo": np.empty((T, B, 4 * H), dtype),  # gate activations i, f, g, o
-            "tanh_c": np.empty((T, B, H), dtype),
-        }
+        # gate activations i, f, g, o; tanh(c_t) is recomputed in BPTT from c_t (one tanh an
+        # element, ~1 % of a step) rather than kept: a (T, B, H) array less
+        return {"ifgo": np.empty((T, B, 4 * H), dtype)}
 
     def forward_step(self, t, xa, h_prev, c_prev, W_hhT, b_hh, h, c, tape):
         H = h.shape[1]
@@ -46,9 +45,7 @@ class LSTMCell:
         i, f, g, o = ifgo[:, :H], ifgo[:, H : 2 * H], ifgo[:, 2 * H : 3 * H], ifgo[:, 3 * H :]
         np.multiply(f, c_prev, out=c)
         c += i * g
-        tanh_c = tape["tanh_c"][t]
-        np.tanh(c, out=tanh_c)
-        np.multiply(o, tanh_c, out=h)
+        np.multiply(o, np.tanh(c), out=h)
 
     def backward_step(self, t, dh, dc, h_prev, c_prev, h, c, W_hh, tape, da_x, da_h):
         """In the order of the lines:
@@ -61,7 +58,7 @@ class LSTMCell:
         """
         H = dh.shape[1]
         ifgo = tape["ifgo"][t]
-        tanh_c = tape["tanh_c"][t]
+        tanh_c = np.tanh(c)
         i, f, g, o = ifgo[:, :H], ifgo[:, H : 2 * H], ifgo[:, 2 * H : 3 * H], ifgo[:, 3 * H :]
         do = dh * tanh_c
         dc = dc + dh * o * (1.0 - tanh_c * tanh_c)

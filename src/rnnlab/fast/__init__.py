@@ -23,7 +23,7 @@ on its own rows. Without numba, or with the environment variable RNNLAB_NO_NUMBA
         hs     (T+1, B, H)   in/out: h_0 in hs[0] (hs[T] when reverse); steps write the rest
         cs     (T+1, B, H)   the same for the LSTM's cell state; None for the other cells
         extra  dict          the cell's new_tape(T, B, H, dtype), filled as its forward_step
-                             fills it ("ifgo", "tanh_c" for the LSTM; "rzn", "hn" for the GRU)
+                             fills it ("ifgo" for the LSTM; "rzn", "hn" for the GRU)
         mask   (T, B) bool   or None; a False step copies the previous state (as recurrence)
         reverse bool         step t reads hs[t+1] and writes hs[t]
 
@@ -148,6 +148,16 @@ def _c(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=dtype)
 
 
+def _rows(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """`a` itself when its last axis is contiguous (the kernels read whole rows): a
+    time-major view of a batch-first gradient, or one direction's half of a bidirectional
+    one, needs no copy of its own."""
+    a = np.asarray(a)
+    if a.dtype == dtype and a.ndim == 3 and (a.strides[2] == a.itemsize or a.shape[2] <= 1):
+        return a
+    return _c(a, dtype)
+
+
 def _mask_arg(mask: np.ndarray | None) -> tuple[np.ndarray, bool]:
     if mask is None:
         return np.ones((0, 0), bool), False
@@ -189,8 +199,8 @@ def forward_loop(
         _run_parts(kernels.elman_forward, args, dims, np_blas)
     elif kind == "lstm":
         z = np.empty((B, 4 * H), dt)
-        args = (XA, b_ih, W_hhT, b_hh, hs, cs, extra["ifgo"], extra["tanh_c"], m, has_mask, reverse,
-                np_blas, z)  # fmt: skip
+        args = (XA, b_ih, W_hhT, b_hh, hs, cs, extra["ifgo"], np.empty((B, H), dt), m, has_mask,
+                reverse, np_blas, z)  # fmt: skip
         _run_parts(kernels.lstm_forward, args, dims, np_blas)
     else:
         reset_after = kind == "gru"
@@ -234,7 +244,7 @@ def backward_loop(
     m, has_mask = _mask_arg(mask)
     reverse = bool(reverse)
     has_dys, has_trace = dys is not None, dh_trace is not None
-    dys = _c(dys, dt) if has_dys else np.empty((0, 0, 0), dt)
+    dys = _rows(dys, dt) if has_dys else np.empty((0, 0, 0), dt)
     trace = dh_trace if has_trace else np.empty((0, 0, 0), dt)
     dh = np.zeros((B, H), dt) if dh is None else np.array(dh, dtype=dt, order="C")
     dh_new = np.empty((B, H), dt)
@@ -245,8 +255,8 @@ def backward_loop(
         return dh, None
     if kind == "lstm":
         dc = np.zeros((B, H), dt) if dc is None else np.array(dc, dtype=dt, order="C")
-        args = (W_hh, cs, dXA, extra["tanh_c"], m, has_mask, reverse, dys, has_dys, dh, dc, trace,
-                has_trace, np_blas, dh_new)  # fmt: skip
+        args = (W_hh, cs, dXA, np.empty((B, H), dt), m, has_mask, reverse, dys, has_dys, dh, dc,
+                trace, has_trace, np_blas, dh_new)  # fmt: skip
         _run_parts(kernels.lstm_backward, args, dims, np_blas)
         return dh, dc
     reset_after = kind == "gru"

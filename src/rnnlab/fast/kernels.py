@@ -359,7 +359,7 @@ def lstm_forward(
 ):  # fmt: skip
     """z = (xa + b_ih) + h_{t-1} W_hhᵀ + b_hh (XA without its bias, as in elman_forward);
     i, f, o = σ(z_i, z_f, z_o);  g = tanh(z_g);  c_t = f ⊙ c_{t-1} + i ⊙ g;
-    h_t = o ⊙ tanh(c_t).   z: (B, 4H) buffer."""
+    h_t = o ⊙ tanh(c_t).   z: (B, 4H) and tanh_c: (B, H) buffers."""
     T, _, G = XA.shape
     H = G // 4
     keep = ifgo.shape[0] == T  # a one-step tape is overwritten at every step (inference)
@@ -376,7 +376,7 @@ def lstm_forward(
             tanh_into(z_b[2 * H : 3 * H], gates[2 * H : 3 * H])
             sigmoid_into(z_b[3 * H :], gates[3 * H :])
             i, f, g, o = gates[:H], gates[H : 2 * H], gates[2 * H : 3 * H], gates[3 * H :]
-            c_prev, c, tc, h = cs[prev, b], cs[out, b], tanh_c[ti, b], hs[out, b]
+            c_prev, c, tc, h = cs[prev, b], cs[out, b], tanh_c[b], hs[out, b]
             for j in range(H):
                 c[j] = f[j] * c_prev[j]
             for j in range(H):
@@ -402,13 +402,14 @@ def lstm_backward(
     step, so BPTT needs no second (T, B, 4H) array. Each loop below reads and writes one gate
     block at the same index (no alias check stops it vectorising); dz_g goes through dh_new[b]
     because dz_i still needs g.
+    tanh(c_t) is recomputed from c_t into the buffer tanh_c (B, H), bit for bit the forward's.
     dh, dc (B, H): ∂L/∂h_T, ∂L/∂c_T in, ∂L/∂h_0, ∂L/∂c_0 out.  dh_new: (B, H) buffer."""
     T, _, G = ifgo.shape
     H = G // 4
     one, zero = cs.dtype.type(1.0), cs.dtype.type(0.0)
     for s in range(T):
         t = s if reverse else T - 1 - s
-        prev = t + 1 if reverse else t
+        prev, out = (t + 1, t) if reverse else (t, t + 1)
         for b in range(b0, b1):
             valid = not has_mask or mask[t, b]
             dh_b, dc_b, gates = dh[b], dc[b], ifgo[t, b]
@@ -419,7 +420,8 @@ def lstm_backward(
             if not valid:
                 fill(gates, zero)
                 continue
-            tc, c_prev, dz_g = tanh_c[t, b], cs[prev, b], dh_new[b]
+            tc, c_prev, dz_g = tanh_c[b], cs[prev, b], dh_new[b]
+            tanh_into(cs[out, b], tc)
             i, f, g, o = gates[:H], gates[H : 2 * H], gates[2 * H : 3 * H], gates[3 * H :]
             for j in range(H):
                 dc_b[j] = dc_b[j] + dh_b[j] * o[j] * (one - tc[j] * tc[j])
