@@ -353,3 +353,65 @@ def test_mse_gradient_is_laid_out_like_the_prediction():
     assert np.swapaxes(d, 0, 1).flags.c_contiguous
     np.testing.assert_allclose(loss, np.mean((pred - targets) ** 2), rtol=1e-12)
     np.testing.assert_allclose(d, 2 * (pred - targets) / pred.size, rtol=1e-12)
+
+
+MSE_LAYOUTS = {
+    "batch-first": lambda a: a,
+    "time-major view": lambda a: np.swapaxes(np.ascontiguousarray(np.swapaxes(a, 0, 1)), 0, 1),
+    "per step": lambda a: a[:, :, 0],
+    "per sequence": lambda a: a[:, 0, 0].copy(),
+}
+
+
+@pytest.mark.parametrize("layout", list(MSE_LAYOUTS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("masked", [False, True], ids=["full", "masked"])
+def test_mse_compiled_pass_matches_the_numpy_passes(layout, dtype, reduction, masked, monkeypatch):
+    """rnnlab.fast's one-pass kernel against the NumPy path it replaces: the same gradient bit
+    for bit (the same float operations), the loss to float64 rounding of the sum."""
+    from rnnlab import fast, losses
+
+    if not fast.available():
+        pytest.skip("needs the compiled kernels")
+    rng = np.random.default_rng(3)
+    shape = (B, T, 6)
+    pred = MSE_LAYOUTS[layout](rng.standard_normal(shape).astype(dtype))
+    targets = MSE_LAYOUTS[layout](rng.standard_normal(shape).astype(dtype))
+    kw = {"lengths": LENGTHS} if masked and pred.ndim > 1 else {}
+    kw["reduction"] = reduction
+    calls = []
+    compiled = losses._compiled_squared_error
+    monkeypatch.setattr(
+        losses, "_compiled_squared_error", lambda *a: calls.append(1) or compiled(*a)
+    )
+    got_loss, got_d = mean_squared_error(pred, targets, **kw)
+    assert calls
+    monkeypatch.setattr(losses, "_compiled_squared_error", lambda *a: None)
+    want_loss, want_d = mean_squared_error(pred, targets, **kw)
+    assert got_d.dtype == want_d.dtype == dtype and got_d.strides == want_d.strides
+    np.testing.assert_array_equal(got_d, want_d)
+    np.testing.assert_allclose(got_loss, want_loss, rtol=1e-14)
+
+
+def test_mse_compiled_pass_splits_large_batches_over_threads(monkeypatch):
+    from rnnlab import fast, parallel
+
+    if not fast.available():
+        pytest.skip("needs the compiled kernels")
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", "3")
+    monkeypatch.setattr(fast, "MIN_LOSS_ELEMENTS", 0)
+    parts = []
+    run_parts = parallel.run_parts
+    monkeypatch.setattr(
+        parallel, "run_parts", lambda fn, p: parts.append(len(p)) or run_parts(fn, p)
+    )
+    rng = np.random.default_rng(4)
+    pred = rng.standard_normal((7, 9, 5))
+    targets = rng.standard_normal((7, 9, 5))
+    loss, d = mean_squared_error(pred, targets, lengths=np.array([9, 1, 4, 9, 2, 8, 3]))
+    assert parts == [3]
+    mask = np.arange(9)[None, :] < np.array([9, 1, 4, 9, 2, 8, 3])[:, None]
+    r = np.where(mask[:, :, None], pred - targets, 0.0)
+    np.testing.assert_allclose(loss, (r**2).sum() / (mask.sum() * 5), rtol=1e-13)
+    np.testing.assert_allclose(d, 2 * r / (mask.sum() * 5), rtol=1e-13)

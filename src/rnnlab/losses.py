@@ -151,18 +151,39 @@ def mean_squared_error(
     targets = _float_targets(targets, pred, finite=False)
     _nonempty(pred, "pred")
     m = _mask(pred, mask, lengths, 2)
-    # r and the gradient are laid out like pred in memory: a batch-first view of a time-major
-    # output gives a gradient whose time-major view the layer's backward reads without a copy
+    # the gradient is laid out like pred in memory: a batch-first view of a time-major output
+    # gives a gradient whose time-major view the layer's backward reads without a copy
+    count = pred.size if m is None else int(m.sum()) * (pred.size // m.size)
+    mean = reduction == "mean"
+    done = _compiled_squared_error(pred, targets, m, count if mean else 1)
+    if done is not None:
+        total, d_pred = done
+        loss = total / count if mean else total
+    else:
+        loss, d_pred = _numpy_squared_error(pred, targets, m, reduction)
+    if not np.isfinite(loss):  # name the first NaN or inf, if an input holds one
+        _checks.float_array(pred, "pred")
+        _checks.float_array(targets, "targets")
+    return loss, d_pred
+
+
+def _compiled_squared_error(pred, targets, m, divisor: int):
+    """(Σ squares, gradient / divisor) from the one-pass kernel of rnnlab.fast, or None
+    without numba, for an empty selection, or for layouts it does not take."""
+    from rnnlab import fast
+
+    if not fast.available() or divisor == 0:
+        return None
+    return fast.squared_error(pred, targets, m, divisor)
+
+
+def _numpy_squared_error(pred, targets, m, reduction: str) -> tuple[float, np.ndarray]:
     r = np.empty_like(pred)
     with np.errstate(invalid="ignore", over="ignore"):  # non-finite inputs: diagnosed below
         np.subtract(pred, targets, out=r)
         ell = r * r
         r *= 2.0
-        loss, d_pred = _masked_elementwise(ell, r, m, reduction)
-    if not np.isfinite(loss):  # name the first NaN or inf, if an input holds one
-        _checks.float_array(pred, "pred")
-        _checks.float_array(targets, "targets")
-    return loss, d_pred
+        return _masked_elementwise(ell, r, m, reduction)
 
 
 # ---------------------------------------------------------------------------- shared steps

@@ -144,6 +144,50 @@ def _run_parts(kernel, args: tuple, dims: tuple[int, int, int, int], numpy_blas:
     parallel.run_parts(lambda b0, b1: kernel(*args, b0, b1), parts)
 
 
+MIN_LOSS_ELEMENTS = 1 << 18  # a loss over fewer elements runs on one thread
+
+
+def squared_error(
+    pred: np.ndarray, targets: np.ndarray, mask: np.ndarray | None, count: int
+) -> tuple[float, np.ndarray] | None:
+    """(Σ (pred − targets)² over the valid entries, 2 (pred − targets) / count zeroed where
+    not valid) for pred and targets of one float dtype and shape (B, T, C), (B, T) or (B,);
+    mask (B, T) or None. None when a layout does not suit the kernel (the last axis not
+    contiguous), for the caller's NumPy path. The gradient is laid out like pred in memory;
+    large arrays are split by batch rows over rnnlab's threads."""
+    from rnnlab import parallel
+    from rnnlab.fast import kernels
+
+    if pred.ndim > 3 or targets.shape != pred.shape or targets.dtype != pred.dtype:
+        return None
+    grad = np.empty_like(pred)
+    views = [_rows3(a) for a in (pred, targets, grad)]
+    if any(v is None for v in views):
+        return None
+    p3, y3, g3 = views
+    m, has_mask = _mask_arg(mask)
+    B = p3.shape[0]
+    with parallel.session():
+        parts = parallel.row_parts(B, 1) if pred.size >= MIN_LOSS_ELEMENTS else [(0, B)]
+        sums = np.zeros(len(parts))
+        index = {b0: i for i, (b0, _) in enumerate(parts)}
+        n = pred.dtype.type(count)
+        parallel.run_parts(
+            lambda b0, b1: kernels.squared_error_rows(
+                p3, y3, g3, m, has_mask, n, sums, index[b0], b0, b1
+            ),
+            parts,
+        )
+    return float(sums.sum()), grad
+
+
+def _rows3(a: np.ndarray) -> np.ndarray | None:
+    """a as a (B, T, C) view with its last axis contiguous, or None."""
+    if a.ndim < 3:
+        a = a.reshape(a.shape + (1,) * (3 - a.ndim))  # adding unit axes never copies
+    return a if a.strides[2] == a.itemsize or a.shape[2] <= 1 else None
+
+
 def _c(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=dtype)
 

@@ -579,3 +579,114 @@ def gru_backward(
                 drh_b = drh[b]
                 for j in range(H):
                     dh_b[j] = (dh_new_b[j] + dh_b[j]) + drh_b[j]
+
+
+# --------------------------------------------------------------------------- inference
+# Without a tape nothing needs the input projection as an array of its own: each step takes
+# [x_t | h_{t-1}] · [W_ih | W_hh]ᵀ as one product (K = I + H), which skips writing and reading
+# a (T, B, G·H) projection and the per-row adds of b_ih. The sum inside the product runs over
+# both halves at once, so results differ from the training loops' by float rounding.
+@njit(**JIT)
+def _gather_inputs(X, hs, xh, t, prev, b0, b1):
+    """xh[b] = [x_t[b] | h_{t-1}[b]] for the rows b0 ≤ b < b1."""
+    I = X.shape[2]
+    for b in range(b0, b1):
+        row, x, h = xh[b], X[t, b], hs[prev, b]
+        for j in range(I):
+            row[j] = x[j]
+        rest = row[I:]
+        for j in range(h.shape[0]):
+            rest[j] = h[j]
+
+
+@njit(**JIT)
+def elman_infer(
+    X, W_catT, bias, hs, mask, has_mask, reverse, relu, numpy_blas, xh, a, b0, b1
+):  # fmt: skip
+    """h_t = φ([x_t | h_{t-1}] [W_ih | W_hh]ᵀ + (b_ih + b_hh)).  X: (T, B, I), rows contiguous;
+    W_catT: (I + H, H); xh: (B, I + H) and a: (B, H) buffers."""
+    T, _, _ = X.shape
+    H = hs.shape[2]
+    zero = hs.dtype.type(0.0)
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        prev, out = (t + 1, t) if reverse else (t, t + 1)
+        _gather_inputs(X, hs, xh, t, prev, b0, b1)
+        gemm(xh[b0:b1], W_catT, a[b0:b1], numpy_blas)
+        for b in range(b0, b1):
+            a_b, h = a[b], hs[out, b]
+            for j in range(H):
+                a_b[j] = a_b[j] + bias[j]
+            if relu:
+                for j in range(H):
+                    h[j] = a_b[j] if a_b[j] > zero else zero
+            else:
+                tanh_into(a_b, h)
+            if has_mask and not mask[t, b]:
+                copy_into(hs[prev, b], h)
+
+
+@njit(**JIT)
+def lstm_infer(
+    X, W_catT, bias, hs, cs, mask, has_mask, reverse, numpy_blas, xh, z, gates, tc, b0, b1
+):  # fmt: skip
+    """The LSTM step of lstm_forward with z = [x_t | h_{t-1}] [W_ih | W_hh]ᵀ + (b_ih + b_hh).
+    W_catT: (I + H, 4H); buffers xh (B, I + H), z and gates (B, 4H), tc (B, H)."""
+    T, _, _ = X.shape
+    H = hs.shape[2]
+    G = 4 * H
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        prev, out = (t + 1, t) if reverse else (t, t + 1)
+        _gather_inputs(X, hs, xh, t, prev, b0, b1)
+        gemm(xh[b0:b1], W_catT, z[b0:b1], numpy_blas)
+        for b in range(b0, b1):
+            z_b, g_b = z[b], gates[b]
+            for j in range(G):
+                z_b[j] = z_b[j] + bias[j]
+            sigmoid_into(z_b[: 2 * H], g_b[: 2 * H])
+            tanh_into(z_b[2 * H : 3 * H], g_b[2 * H : 3 * H])
+            sigmoid_into(z_b[3 * H :], g_b[3 * H :])
+            i, f, g, o = g_b[:H], g_b[H : 2 * H], g_b[2 * H : 3 * H], g_b[3 * H :]
+            c_prev, c, tc_b, h = cs[prev, b], cs[out, b], tc[b], hs[out, b]
+            for j in range(H):
+                c[j] = f[j] * c_prev[j]
+            for j in range(H):
+                c[j] = c[j] + i[j] * g[j]
+            tanh_into(c, tc_b)
+            for j in range(H):
+                h[j] = o[j] * tc_b[j]
+            if has_mask and not mask[t, b]:
+                copy_into(hs[prev, b], h)
+                copy_into(c_prev, c)
+
+
+# --------------------------------------------------------------------------- losses
+@njit(**JIT)
+def squared_error_rows(pred, targets, grad, mask, has_mask, count, sums, part, b0, b1):
+    """For the rows b0 ≤ b < b1 of (B, T, C) arrays whose last axis is contiguous:
+    grad = 2 (pred − targets) / count, zero where mask[b, t] is False, and
+    sums[part] = Σ (pred − targets)² over the valid entries, each square rounded to the
+    arrays' dtype and accumulated in float64 (the arithmetic of rnnlab.losses' NumPy path).
+    A NaN or inf at a masked entry still makes the sum NaN, as the NumPy path's masking by
+    multiplication does (the caller then names it). One pass over the data where NumPy's
+    takes five."""
+    _, T, C = pred.shape
+    two, zero = pred.dtype.type(2.0), pred.dtype.type(0.0)
+    total = 0.0
+    for b in range(b0, b1):
+        for t in range(T):
+            g, p, y = grad[b, t], pred[b, t], targets[b, t]
+            acc = 0.0
+            if has_mask and not mask[b, t]:
+                for j in range(C):
+                    g[j] = zero
+                    acc += np.float64((p[j] - y[j]) * zero)  # 0, or NaN from a NaN or inf
+                total += acc
+                continue
+            for j in range(C):
+                r = p[j] - y[j]
+                acc += np.float64(r * r)
+                g[j] = (r * two) / count
+            total += acc
+    sums[part] = total
