@@ -6,6 +6,7 @@ so every split must reproduce the unsplit float64 result to 1e-12, with masks, i
 and for every cell; and the session must hand NumPy's BLAS back as it found it.
 """
 
+import functools
 import os
 import subprocess
 import sys
@@ -271,17 +272,23 @@ def test_mkl_gemm_handles_views_and_refuses_what_it_cannot(dtype):
 
 @pytest.mark.parametrize("name, ctor, kw", CELLS, ids=[c[0] for c in CELLS])
 def test_inference_without_a_tape_gives_the_same_outputs(name, ctor, kw, engine_path):
-    """grad=False overwrites a one-step tape: outputs and final states are unchanged, bit for
-    bit, through both loops, with padding and in both directions; backward refuses it."""
+    """grad=False overwrites a one-step tape: outputs and final states are unchanged through
+    both loops, with padding and in both directions (bit for bit, but for the Elman and LSTM
+    layers that rnnlab.fast.infer_loop serves with one product per step: float rounding);
+    backward refuses it."""
     rng = np.random.default_rng(5)
     layer = make(ctor, kw, 4, 7, L=2, bi=True, rng=rng)
     x = rng.standard_normal((9, 6, 4))
     lengths = np.array([6, 2, 5, 6, 1, 3, 6, 6, 4])
     full = layer.forward(x, lengths=lengths)
     lean = layer.forward(x, lengths=lengths, grad=False)
-    np.testing.assert_array_equal(lean.output, full.output)
+    fused = fast.available() and fast.infers_in_one_product(layer.cell.kind, 14, 7)
+    same = np.testing.assert_array_equal
+    if fused:
+        same = functools.partial(np.testing.assert_allclose, rtol=1e-13, atol=1e-15)
+    same(lean.output, full.output)
     for got, want in zip(np.atleast_1d(lean.state), np.atleast_1d(full.state), strict=True):
-        np.testing.assert_array_equal(got, want)
+        same(got, want)
     with pytest.raises(ValueError, match=r"`f` must be .* kept its tape; got one computed with"):
         layer.backward(lean, np.ones_like(lean.output))
 
@@ -344,3 +351,56 @@ def test_linear_first_in_a_sequential_skips_only_the_input_gradient():
     assert full.input is not None and lean.input is None
     for key, want in full.params.items():
         np.testing.assert_array_equal(lean.params[key], want)
+
+
+@pytest.mark.parametrize("kind", ["tanh", "relu", "lstm"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("masked", [False, True], ids=["full", "masked"])
+def test_inference_in_one_product_per_step_matches_the_numpy_loop(kind, dtype, reverse, masked):
+    """fast.infer_loop ([x_t | h_{t-1}] [W_ih | W_hh]ᵀ per step) against the NumPy step loop
+    with its hoisted projection: the same states up to float rounding, split or not."""
+    from rnnlab import recurrence
+    from rnnlab.cells import ElmanCell, LSTMCell
+
+    if not fast.available():
+        pytest.skip("needs the compiled kernels")
+    cell = LSTMCell() if kind == "lstm" else ElmanCell(kind)
+    rng = np.random.default_rng(7)
+    T, B, I, H = 6, 12, 5, 4
+    G = cell.gates * H
+    p = recurrence.Params(
+        *(rng.standard_normal(s).astype(dtype) * 0.5 for s in ((G, I), (G, H), (G,), (G,)))
+    )
+    X = rng.standard_normal((T, B, I)).astype(dtype)
+    mask = (rng.random((T, B)) < 0.7) if masked else None
+    h0 = rng.standard_normal((B, H)).astype(dtype)
+    c0 = rng.standard_normal((B, H)).astype(dtype) if cell.has_c else None
+    want_hs, want_cs = recurrence._states(T, B, H, dtype, cell.has_c, reverse, h0, c0)
+    W_hhT = np.ascontiguousarray(p.W_hh.T)
+    extra = cell.new_tape(1, B, H, dtype)
+    saved = recurrence._fast
+    try:
+        recurrence._fast = lambda c: None  # the NumPy step loop
+        recurrence._loop_forward(cell, X, p, W_hhT, want_hs, want_cs, extra, mask, reverse)
+    finally:
+        recurrence._fast = saved
+    for threads in (1, 3):
+        hs, cs = recurrence._states(T, B, H, dtype, cell.has_c, reverse, h0, c0)
+        parts: list[int] = []
+
+        def recording(fn, ps, parts=parts, run_parts=parallel.run_parts):
+            parts.append(len(ps))
+            return run_parts(fn, ps)
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("RNNLAB_NUM_THREADS", str(threads))
+            mp.setattr(fast, "MIN_LOOP_FLOPS", 0)
+            mp.setattr(parallel, "run_parts", recording)
+            with parallel.session():
+                fast.infer_loop(kind, X, p.W_ih, p.W_hh, p.b_ih, p.b_hh, hs, cs, mask, reverse)
+        assert parts == [threads if threads > 1 else 1]
+        tol = 1e-12 if dtype == np.float64 else 2e-6
+        np.testing.assert_allclose(hs, want_hs, rtol=tol, atol=tol)
+        if cs is not None:
+            np.testing.assert_allclose(cs, want_cs, rtol=tol, atol=tol)

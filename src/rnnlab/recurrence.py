@@ -182,7 +182,8 @@ def forward(
     pass of compute. The gradients are exactly those of full BPTT.
 
     `keep_tape=False` (inference): the cell's saved values are one step long and overwritten
-    at every step, and the returned tape is None (no backward can follow).
+    at every step, and the returned tape is None (no backward can follow). Small Elman and
+    LSTM layers then run rnnlab.fast.infer_loop, whose outputs differ by float rounding only.
     """
     T, B, _ = X.shape
     H = p.W_hh.shape[1]
@@ -192,7 +193,11 @@ def forward(
         return _forward_checkpointed(cell, p, X, W_hhT, h0, c0, mask, reverse, checkpoint_every)
     hs, cs = _states(T, B, H, X.dtype, cell.has_c, reverse, h0, c0)
     extra = cell.new_tape(T if keep_tape else 1, B, H, X.dtype)
-    _loop_forward(cell, X, p, W_hhT, hs, cs, extra, mask, reverse)
+    fast = _fast(cell)
+    if not keep_tape and fast is not None and fast.infers_in_one_product(cell.kind, X.shape[2], H):
+        fast.infer_loop(cell.kind, X, p.W_ih, p.W_hh, p.b_ih, p.b_hh, hs, cs, mask, reverse)
+    else:
+        _loop_forward(cell, X, p, W_hhT, hs, cs, extra, mask, reverse)
 
     tape = Tape(X, hs, cs, extra, mask, reverse)
     ys = hs[tape.slices()[1]]
