@@ -735,3 +735,66 @@ def test_chunk():
         pytokens.chunk(ids, labels, 30)
     with pytest.raises(ValueError, match=r"`labels` must be a 1-D array of integers"):
         pytokens.chunk(ids, labels.astype(float), 5)
+
+
+# ----------------------------------------------------------------------------- truncated BPTT
+def _labelling_task(lengths, bptt):
+    """A per-step labelling task over fixed sequences of the given lengths (padding: -1)."""
+    from rnnlab import recipes
+    from rnnlab.train import TrainConfig
+
+    class Labelling(recipes._SequenceTask):
+        name, metric, higher_is_better, per_step = "labelling", "loss", False, True
+
+        def split(self, name):
+            n, T = len(lengths), max(lengths)
+            rng = np.random.default_rng(0)
+            x = rng.standard_normal((n, T, 2))
+            y = rng.integers(0, 3, (n, T))
+            valid = np.arange(T)[None, :] < np.asarray(lengths)[:, None]
+            y[~valid] = -1  # a padding target would be an invalid class: never scored
+            return x, y, np.asarray(lengths)
+
+    return Labelling(TrainConfig(task="labelling", batch_size=len(lengths), bptt=bptt, seed=1))
+
+
+def test_truncated_bptt_leaves_finished_sequences_out_of_later_windows():
+    from rnnlab.losses import softmax_cross_entropy
+
+    task = _labelling_task([7, 2, 5, 3], bptt=3)  # windows [0, 3), [3, 6), [6, 7)
+    seen_active = []
+    for w in range(3):
+        batch = task.batch(w, np.random.default_rng(0))
+        assert batch.x.shape[1] >= 1 and batch.lengths.min() >= 1
+        assert batch.carry == (w > 0)
+        out = np.random.default_rng(w).standard_normal(batch.x.shape[:2] + (3,))
+        loss, d = task.loss(out, batch)
+        a = np.ones(len(batch.lengths), bool) if batch.active is None else batch.active
+        seen_active.append(int(a.sum()))
+        want, d_want = softmax_cross_entropy(
+            out[a], batch.y[a], lengths=batch.lengths[a], reduction="mean"
+        )
+        assert loss == pytest.approx(want, rel=1e-12)
+        np.testing.assert_array_equal(d[a], d_want)
+        np.testing.assert_array_equal(d[~a], 0.0)
+    assert seen_active == [4, 2, 1]  # 2 and 3 end by step 3, 5 by step 6; 7 runs to the end
+
+
+def test_a_window_past_every_sequence_makes_no_update():
+    """Bucketing can put only short sequences in a batch: a window after all of them has no
+    row to learn from; the loss is 0 with a zero gradient and the Trainer skips the step
+    before the model runs."""
+    from types import SimpleNamespace
+
+    from rnnlab.train import Trainer
+
+    task = _labelling_task([2, 1, 2, 6], bptt=2)  # batch of 4 = all; windows 0..2
+    task.cfg.batch_size = 3  # the first batch holds three of the four sequences
+    short = [w for w in range(3) if task.batch(w, np.random.default_rng(0)).active is not None]
+    batch = task.batch(2, np.random.default_rng(0))  # steps [4, 6) of the first batch
+    if batch.active is None or batch.active.any():
+        pytest.skip("the shuffle put the long sequence in the first batch")
+    loss, d = task.loss(np.ones(batch.x.shape[:2] + (3,)), batch)
+    assert loss == 0.0 and not d.any() and short
+    fake = SimpleNamespace(cfg=task.cfg, task=task)  # no model: running it would fail
+    assert Trainer._train_step(fake, 2) == (0.0, 0.0, 0)

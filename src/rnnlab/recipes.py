@@ -247,11 +247,11 @@ class _SequenceTask:
     def _windows(self, T: int) -> int:
         return 1 if not self.cfg.bptt else math.ceil(T / self.cfg.bptt)
 
-    def _full_batch(self, index: int, rng: np.random.Generator):
+    def _full_batch(self, index: int, rng: np.random.Generator, trim: bool = True):
         B = self.cfg.batch_size
         if self.fresh:
             x, y, lengths = self.sample(B, np.random.default_rng([self.cfg.seed, index, 17]))
-            return _trim(x, y, lengths, self.per_step)
+            return _trim(x, y, lengths, self.per_step) if trim else (x, y, lengths)
         x, y, lengths = self.split("train")
         n = len(x)
         per_epoch = max(n // B, 1)
@@ -267,6 +267,8 @@ class _SequenceTask:
         idx = order[i * B : (i + 1) * B]
         if lengths is None:
             return x[idx], y[idx], None
+        if not trim:
+            return x[idx], y[idx], lengths[idx]
         return _trim(x[idx], y[idx], lengths[idx], self.per_step)
 
     def prepare(self, x, y, lengths):
@@ -282,22 +284,37 @@ class _SequenceTask:
         T = self.seq_len_hint()
         W = self._windows(T)
         index, w = divmod(step, W)
-        x, y, lengths = self.prepare(*self._full_batch(index, rng))
-        if W > 1:
+        x, y, lengths = self.prepare(*self._full_batch(index, rng, trim=W == 1))
+        active = None
+        if W > 1:  # untrimmed, so every one of the W windows has steps (maybe all padding)
             k = self.cfg.bptt
             x, y = x[:, w * k : (w + 1) * k], y[:, w * k : (w + 1) * k]
             if lengths is not None:
-                lengths = np.clip(lengths - w * k, 1, x.shape[1])
+                left = lengths - w * k  # ≤ 0: the sequence ended in an earlier window
+                active = None if left.min() > 0 else left > 0
+                lengths = np.clip(left, 1, x.shape[1])
         items = int(x.shape[0] * x.shape[1])
-        return Batch(x, y, lengths, carry=w > 0, items=items)
+        return Batch(x, y, lengths, carry=w > 0, items=items, active=active)
 
     def seq_len_hint(self) -> int:
         return self.split("train")[0].shape[1] if not self.fresh else self.cfg.T
 
     def loss(self, output, batch: Batch):
-        if self.per_step:
+        if not self.per_step:
+            return softmax_cross_entropy(output, batch.y, reduction="mean")
+        a = batch.active
+        if a is None or a.all():
             return softmax_cross_entropy(output, batch.y, lengths=batch.lengths, reduction="mean")
-        return softmax_cross_entropy(output, batch.y, reduction="mean")
+        # Rows whose sequence ended before this window count neither in the loss nor in
+        # its mean; their padding step gets no gradient.
+        if not a.any():
+            return 0.0, np.zeros_like(output)  # the Trainer makes no update for this window
+        loss, d_active = softmax_cross_entropy(
+            output[a], batch.y[a], lengths=batch.lengths[a], reduction="mean"
+        )
+        d_output = np.zeros_like(output)
+        d_output[a] = d_active
+        return loss, d_output
 
     # --- evaluation
     def _eval_outputs(self, model, split: str, batch_size: int = 256):

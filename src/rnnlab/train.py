@@ -37,6 +37,10 @@ class Batch:
     lengths: np.ndarray | None = None
     carry: bool = False
     items: int = 0  # tokens / sequences in the batch, for throughput
+    # Truncated BPTT over sequences of different lengths: the rows whose sequence still has
+    # steps in this window (None: all). A finished row keeps the batch's shape with one
+    # padding step (a layer refuses zero-length rows); the loss leaves it out.
+    active: np.ndarray | None = None
 
 
 class Task(Protocol):
@@ -356,6 +360,8 @@ class Trainer:
     def _train_step(self, step: int) -> tuple[float, float, int]:
         rng = np.random.default_rng([self.cfg.seed, step])
         batch = self.task.batch(step, rng)
+        if batch.active is not None and not batch.active.any():
+            return 0.0, 0.0, 0  # a window past the end of every sequence: nothing to learn
         state = self.carry if batch.carry else None
         extra = {}
         if getattr(self.model, "wants_targets", False):
