@@ -46,6 +46,14 @@ on its own rows. Without numba, or with the environment variable RNNLAB_NO_NUMBA
     Both take a keyword `numpy_blas=False` to run the products on numba's np.dot (scipy's
     BLAS) even where NumPy's is found: for tests and benchmarks.
 
+    infer_loop(kind, X, W_ih, W_hh, b_ih, b_hh, hs, cs, mask, reverse) -> None
+        forward without a tape for "tanh", "relu", "lstm": one product per step on
+        [x_t | h_{t-1}] (no projection array); used where infers_in_one_product(kind, I, H)
+
+    squared_error(pred, targets, mask, count) -> (Σ squares, 2 (pred − targets) / count)
+        the mean squared error's one compiled pass (rnnlab.losses), or None for a layout
+        it does not take
+
 All arrays share one dtype, float32 or float64. Outputs (hs, cs, extra, dXA, dHA, dh_trace)
 must be C-contiguous; inputs are made so (a copy only when needed).
 
