@@ -147,6 +147,26 @@ def test_split_products_match_numpy(threads, monkeypatch):
     np.testing.assert_allclose(got_view, a @ c[:200], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_products_and_row_sums_in_one_hand_over(threads, dtype, split_calls, monkeypatch):
+    """parallel.matmuls: dW_ih, dW_hh and the bias gradient from dAᵀ, split by the same rows
+    in one call to the threads; the row sums are bit for bit the unsplit ones."""
+    rng = np.random.default_rng(1)
+    dA = rng.standard_normal((500, 40)).astype(dtype)
+    X, Hs = rng.standard_normal((500, 7)).astype(dtype), rng.standard_normal((500, 9)).astype(dtype)
+    monkeypatch.setattr(parallel, "_MIN_ROWS_MATMUL", 1)
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", str(threads))
+    with parallel.session():
+        (dW_x, dW_h), db = parallel.matmuls(dA.T, [X, Hs])
+    assert split_calls == [threads]
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(dW_x, dA.T @ X, rtol=tol, atol=tol)
+    np.testing.assert_allclose(dW_h, dA.T @ Hs, rtol=tol, atol=tol)
+    np.testing.assert_array_equal(db, dA.sum(axis=0))
+    assert dW_x.dtype == dW_h.dtype == db.dtype == dtype
+
+
 @pytest.mark.parametrize("name, ctor, kw", CELLS, ids=[c[0] for c in CELLS])
 def test_layers_split_or_not_agree(name, ctor, kw, monkeypatch, split_calls):
     """A whole bidirectional two-layer step: outputs and every gradient, 1 vs 2 threads."""

@@ -325,12 +325,15 @@ def _weight_grads(cell, p: Params, X, hs_prev, extra, dXA, dHA) -> Params:
     dA_x = dXA.reshape(T * B, GH)
     dA_h = dHA.reshape(T * B, -1)
     hs_prev = hs_prev.reshape(T * B, H)
-    dW_ih = parallel.matmul(dA_x.T, X.reshape(T * B, I))
+    X2 = X.reshape(T * B, I)
+    if dHA is dXA and not hasattr(cell, "weight_grad_blocks"):
+        (dW_ih, dW_hh), db_ih = parallel.matmuls(dA_x.T, [X2, hs_prev])
+        return Params(dW_ih, dW_hh, db_ih, db_ih.copy())
     db_ih = dA_x.sum(axis=0)
+    dW_ih = parallel.matmul(dA_x.T, X2)
     if not hasattr(cell, "weight_grad_blocks"):
         dW_hh = parallel.matmul(dA_h.T, hs_prev)
-        db_hh = db_ih.copy() if dHA is dXA else dA_h.sum(axis=0)
-        return Params(dW_ih, dW_hh, db_ih, db_hh)
+        return Params(dW_ih, dW_hh, db_ih, dA_h.sum(axis=0))
     dW_hh, db_hh = np.empty_like(p.W_hh), np.empty_like(p.b_hh)
     for rows, grads, inputs in cell.weight_grad_blocks(hs_prev, extra, dA_x, dA_h):
         dW_hh[rows] = parallel.matmul(grads.T, inputs)
