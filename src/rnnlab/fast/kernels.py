@@ -295,6 +295,20 @@ def gemm(A, Bm, C, numpy_blas):
 
 
 @njit(**JIT)
+def _elman_cell(a, h_prev, h, relu, masked):
+    """One row of an Elman step from its pre-activation a: h = tanh(a) or max(a, 0); a masked
+    row copies h_prev forward instead."""
+    if relu:
+        zero = a.dtype.type(0.0)
+        for j in range(a.shape[0]):
+            h[j] = a[j] if a[j] > zero else zero
+    else:
+        tanh_into(a, h)
+    if masked:
+        copy_into(h_prev, h)
+
+
+@njit(**JIT)
 def elman_forward(
     XA, b_ih, W_hhT, b_hh, hs, mask, has_mask, reverse, relu, numpy_blas, a, b0, b1
 ):  # fmt: skip
@@ -302,7 +316,6 @@ def elman_forward(
     XA: x_t W_ihᵀ without its bias (added here, in the order of rnnlab.recurrence, which adds
     it to the projection: the same sums, rounded alike).  a: (B, H) buffer."""
     T, _, H = XA.shape
-    zero = hs.dtype.type(0.0)
     for s in range(T):
         t = T - 1 - s if reverse else s
         prev, out = (t + 1, t) if reverse else (t, t + 1)
@@ -311,13 +324,7 @@ def elman_forward(
             a_b, xa, h = a[b], XA[t, b], hs[out, b]
             for j in range(H):
                 a_b[j] = ((xa[j] + b_ih[j]) + a_b[j]) + b_hh[j]
-            if relu:
-                for j in range(H):
-                    h[j] = a_b[j] if a_b[j] > zero else zero
-            else:
-                tanh_into(a_b, h)
-            if has_mask and not mask[t, b]:
-                copy_into(hs[prev, b], h)
+            _elman_cell(a_b, hs[prev, b], h, relu, has_mask and not mask[t, b])
 
 
 @njit(**JIT)
@@ -354,6 +361,28 @@ def elman_backward(
 
 # --------------------------------------------------------------------------- LSTM
 @njit(**JIT)
+def _lstm_cell(z, gates, c_prev, c, tc, h_prev, h, masked):
+    """One row of an LSTM step from its pre-activations z (4H): gates = σ, σ, tanh, σ of z's
+    blocks; c = f ⊙ c_prev + i ⊙ g; h = o ⊙ tanh(c) (tanh(c) into tc); a masked row copies
+    c_prev and h_prev forward instead."""
+    H = c.shape[0]
+    sigmoid_into(z[: 2 * H], gates[: 2 * H])
+    tanh_into(z[2 * H : 3 * H], gates[2 * H : 3 * H])
+    sigmoid_into(z[3 * H :], gates[3 * H :])
+    i, f, g, o = gates[:H], gates[H : 2 * H], gates[2 * H : 3 * H], gates[3 * H :]
+    for j in range(H):
+        c[j] = f[j] * c_prev[j]
+    for j in range(H):
+        c[j] = c[j] + i[j] * g[j]
+    tanh_into(c, tc)
+    for j in range(H):
+        h[j] = o[j] * tc[j]
+    if masked:
+        copy_into(h_prev, h)
+        copy_into(c_prev, c)
+
+
+@njit(**JIT)
 def lstm_forward(
     XA, b_ih, W_hhT, b_hh, hs, cs, ifgo, tanh_c, mask, has_mask, reverse, numpy_blas, z, b0, b1
 ):  # fmt: skip
@@ -361,7 +390,6 @@ def lstm_forward(
     i, f, o = σ(z_i, z_f, z_o);  g = tanh(z_g);  c_t = f ⊙ c_{t-1} + i ⊙ g;
     h_t = o ⊙ tanh(c_t).   z: (B, 4H) and tanh_c: (B, H) buffers."""
     T, _, G = XA.shape
-    H = G // 4
     keep = ifgo.shape[0] == T  # a one-step tape is overwritten at every step (inference)
     for s in range(T):
         t = T - 1 - s if reverse else s
@@ -372,21 +400,10 @@ def lstm_forward(
             z_b, xa, gates = z[b], XA[t, b], ifgo[ti, b]
             for j in range(G):
                 z_b[j] = ((xa[j] + b_ih[j]) + z_b[j]) + b_hh[j]
-            sigmoid_into(z_b[: 2 * H], gates[: 2 * H])
-            tanh_into(z_b[2 * H : 3 * H], gates[2 * H : 3 * H])
-            sigmoid_into(z_b[3 * H :], gates[3 * H :])
-            i, f, g, o = gates[:H], gates[H : 2 * H], gates[2 * H : 3 * H], gates[3 * H :]
-            c_prev, c, tc, h = cs[prev, b], cs[out, b], tanh_c[b], hs[out, b]
-            for j in range(H):
-                c[j] = f[j] * c_prev[j]
-            for j in range(H):
-                c[j] = c[j] + i[j] * g[j]
-            tanh_into(c, tc)
-            for j in range(H):
-                h[j] = o[j] * tc[j]
-            if has_mask and not mask[t, b]:
-                copy_into(hs[prev, b], h)
-                copy_into(c_prev, c)
+            masked = has_mask and not mask[t, b]
+            _lstm_cell(
+                z_b, gates, cs[prev, b], cs[out, b], tanh_c[b], hs[prev, b], hs[out, b], masked
+            )
 
 
 @njit(**JIT)
@@ -607,7 +624,6 @@ def elman_infer(
     W_catT: (I + H, H); xh: (B, I + H) and a: (B, H) buffers."""
     T, _, _ = X.shape
     H = hs.shape[2]
-    zero = hs.dtype.type(0.0)
     for s in range(T):
         t = T - 1 - s if reverse else s
         prev, out = (t + 1, t) if reverse else (t, t + 1)
@@ -617,13 +633,7 @@ def elman_infer(
             a_b, h = a[b], hs[out, b]
             for j in range(H):
                 a_b[j] = a_b[j] + bias[j]
-            if relu:
-                for j in range(H):
-                    h[j] = a_b[j] if a_b[j] > zero else zero
-            else:
-                tanh_into(a_b, h)
-            if has_mask and not mask[t, b]:
-                copy_into(hs[prev, b], h)
+            _elman_cell(a_b, hs[prev, b], h, relu, has_mask and not mask[t, b])
 
 
 @njit(**JIT)
@@ -644,21 +654,8 @@ def lstm_infer(
             z_b, g_b = z[b], gates[b]
             for j in range(G):
                 z_b[j] = z_b[j] + bias[j]
-            sigmoid_into(z_b[: 2 * H], g_b[: 2 * H])
-            tanh_into(z_b[2 * H : 3 * H], g_b[2 * H : 3 * H])
-            sigmoid_into(z_b[3 * H :], g_b[3 * H :])
-            i, f, g, o = g_b[:H], g_b[H : 2 * H], g_b[2 * H : 3 * H], g_b[3 * H :]
-            c_prev, c, tc_b, h = cs[prev, b], cs[out, b], tc[b], hs[out, b]
-            for j in range(H):
-                c[j] = f[j] * c_prev[j]
-            for j in range(H):
-                c[j] = c[j] + i[j] * g[j]
-            tanh_into(c, tc_b)
-            for j in range(H):
-                h[j] = o[j] * tc_b[j]
-            if has_mask and not mask[t, b]:
-                copy_into(hs[prev, b], h)
-                copy_into(c_prev, c)
+            masked = has_mask and not mask[t, b]
+            _lstm_cell(z_b, g_b, cs[prev, b], cs[out, b], tc[b], hs[prev, b], hs[out, b], masked)
 
 
 # --------------------------------------------------------------------------- losses
