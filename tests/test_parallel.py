@@ -264,11 +264,7 @@ def test_either_blas_gives_the_step_loops_results(choice):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_mkl_gemm_handles_views_and_refuses_what_it_cannot(dtype):
-    mkl = _mkl.load()
-    if mkl is None:
-        if _mkl.library_files() and _mkl.wanted():
-            pytest.fail("the mkl package is installed but rnnlab did not load it")
-        pytest.skip("the mkl extra is not installed")
+    mkl = _loaded_mkl()
     rng = np.random.default_rng(2)
     a = rng.standard_normal((40, 30)).astype(dtype)
     b = rng.standard_normal((30, 20)).astype(dtype)
@@ -288,6 +284,60 @@ def test_mkl_gemm_handles_views_and_refuses_what_it_cannot(dtype):
     out = np.empty((40, 20), dtype)
     assert not mkl.gemm(a[:, ::2], b[::2], out)  # strided both ways: NumPy does it instead
     assert not mkl.gemm(a.astype(np.float64 if dtype == np.float32 else np.float32), b, out)
+
+
+def _loaded_mkl():
+    mkl = _mkl.load()
+    if mkl is None:
+        if _mkl.library_files() and _mkl.wanted():
+            pytest.fail("the mkl package is installed but rnnlab did not load it")
+        pytest.skip("the mkl extra is not installed")
+    return mkl
+
+
+def test_every_part_calls_mkl_on_one_thread_and_the_caller_gets_its_setting_back(monkeypatch):
+    mkl = _loaded_mkl()
+    outside = mkl.max_threads()
+    seen: list[int] = []
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
+    with parallel.session():
+        parallel.run_parts(lambda a, b: seen.append(mkl.max_threads()), [(0, 1), (1, 2)])
+    assert seen == [1, 1]
+    assert mkl.max_threads() == outside
+    if len(os.sched_getaffinity(0)) > 1 and mkl.layer == _mkl.GNU:
+        assert outside > 1  # so the line above tested a restore
+
+
+TORCH_AFTER_RNNLAB = """
+import numpy as np
+from rnnlab import Recurrent
+layer = Recurrent("lstm", 8, 16, dtype=np.float32, rng=np.random.default_rng(0))
+layer.forward(np.zeros((64, 20, 8), np.float32))  # loads MKL and runs the split loops
+import torch
+print(torch.get_num_threads())
+"""
+
+
+def test_pytorch_imported_after_rnnlab_keeps_its_threads():
+    """rnnlab's MKL puts its symbols in the process's global scope, and a PyTorch imported
+    afterwards sizes its thread pool by them: it must see MKL's default thread count, not the
+    one thread of rnnlab's calls (it got 1 while rnnlab used MKL's sequential layer)."""
+    torch = pytest.importorskip("torch")
+    mkl = _loaded_mkl()
+    if mkl.layer != _mkl.GNU:
+        pytest.skip("no GNU OpenMP runtime here: MKL runs sequential")
+    env = {**os.environ, "RNNLAB_NUM_THREADS": "2"}
+    env.pop("OMP_NUM_THREADS", None)
+    alone = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    after = subprocess.run(
+        [sys.executable, "-c", TORCH_AFTER_RNNLAB], env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert alone.returncode == 0 and after.returncode == 0, alone.stderr + after.stderr
+    assert int(after.stdout.split()[-1]) == int(alone.stdout.split()[-1]), torch.__version__
 
 
 @pytest.mark.parametrize("name, ctor, kw", CELLS, ids=[c[0] for c in CELLS])

@@ -1,9 +1,20 @@
-"""Intel's MKL from the optional `mkl` package: found, switched to sequential, and called.
+"""Intel's MKL from the optional `mkl` package: found, held at one thread in rnnlab's threads,
+and called.
 
-rnnlab runs its own threads (rnnlab.parallel), so MKL runs in its sequential threading layer
-and every thread calls it for its own part of a product. The compiled loops call MKL's
-`cblas_?gemm_64` from machine code (rnnlab.fast.blas); the large products before and after
-the loops call `gemm` below through ctypes (a few µs per call, for products of ≥ 4 MFLOP).
+rnnlab runs its own threads (rnnlab.parallel), so each of them calls MKL on one thread for its
+own part of a product (`one_thread`: MKL's thread-local setting, which rnnlab.parallel sets
+in its workers and around every split call). MKL as a whole stays in the GNU OpenMP threading
+layer with its default thread count, not the sequential one: `libmkl_rt` loads its parts into
+the process's global symbol scope, so a PyTorch imported afterwards binds its own MKL calls
+to this MKL (4,771 symbols, seen with LD_DEBUG=bindings) and sizes its thread pool by
+`mkl_get_max_threads()`. In the sequential layer that made PyTorch run on one thread (a
+2048² float32 product 117 ms against 79 ms in a process without rnnlab; in the GNU layer
+62 ms, on PyTorch's threads). Where no GNU OpenMP runtime (libgomp) can be loaded, MKL runs
+sequential, and PyTorch should be imported before rnnlab's first forward pass.
+
+The compiled loops call MKL's `cblas_?gemm_64` from machine code (rnnlab.fast.blas); the
+large products before and after the loops call `gemm` below through ctypes (a few µs per
+call, for products of ≥ 4 MFLOP).
 On one core MKL was 1.2–1.9x faster than NumPy's OpenBLAS at the loops' per-step shapes and
 1.15–1.2x on the large ones (perf notes in docs/design.md).
 
@@ -13,6 +24,7 @@ RNNLAB_BLAS=numpy leaves MKL unloaded; RNNLAB_BLAS=auto (the default) or mkl use
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import glob
@@ -22,7 +34,7 @@ import sys
 import numpy as np
 
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
-SEQUENTIAL = 1  # MKL_THREADING_SEQUENTIAL
+SEQUENTIAL, GNU = 1, 3  # MKL_THREADING_SEQUENTIAL, MKL_THREADING_GNU
 
 
 def library_files() -> list[str]:
@@ -43,7 +55,12 @@ class MKL:
 
     def __init__(self, lib: ctypes.CDLL):
         lib.MKL_Set_Threading_Layer.argtypes = [ctypes.c_int]
-        lib.MKL_Set_Threading_Layer(SEQUENTIAL)
+        self.layer = GNU if _gnu_openmp() else SEQUENTIAL
+        lib.MKL_Set_Threading_Layer(self.layer)
+        lib.MKL_Set_Num_Threads_Local.argtypes = [ctypes.c_int]
+        lib.MKL_Set_Num_Threads_Local.restype = ctypes.c_int
+        lib.MKL_Get_Max_Threads.restype = ctypes.c_int
+        self._lib = lib
         buf = ctypes.create_string_buffer(256)
         lib.MKL_Get_Version_String(buf, len(buf))
         self.version = buf.value.decode(errors="replace").strip()
@@ -59,6 +76,15 @@ class MKL:
             self._fns[dtype] = fn
         self.sgemm = ctypes.cast(self._fns[np.dtype(np.float32)], ctypes.c_void_p).value
         self.dgemm = ctypes.cast(self._fns[np.dtype(np.float64)], ctypes.c_void_p).value
+
+    def set_local_threads(self, n: int) -> int:
+        """MKL's threads for the calls of this thread (0: its global setting); returns the
+        value before."""
+        return int(self._lib.MKL_Set_Num_Threads_Local(n))
+
+    def max_threads(self) -> int:
+        """The threads MKL would use for a call from this thread."""
+        return int(self._lib.MKL_Get_Max_Threads())
 
     def gemm(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
         """out = a @ b with MKL when all three share a float dtype and a, b are row-major or
@@ -79,6 +105,39 @@ class MKL:
         fn(ROW_MAJOR, op_a[0], op_b[0], m, n, k, 1.0, a.ctypes.data, op_a[1], b.ctypes.data,
            op_b[1], 0.0, out.ctypes.data, max(n, 1))  # fmt: skip
         return True
+
+
+def _gnu_openmp() -> bool:
+    """Whether the GNU OpenMP runtime (PyTorch's too) loads here."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        ctypes.CDLL("libgomp.so.1")
+    except OSError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def one_thread():
+    """MKL on one thread for the calls this thread makes inside the block (the setting before
+    is restored after it); nothing without MKL."""
+    mkl = load()
+    if mkl is None:
+        yield
+        return
+    before = mkl.set_local_threads(1)
+    try:
+        yield
+    finally:
+        mkl.set_local_threads(before)
+
+
+def one_thread_here() -> None:
+    """MKL on one thread for every call of this thread from now on (rnnlab's workers)."""
+    mkl = load()
+    if mkl is not None:
+        mkl.set_local_threads(1)
 
 
 def _operand(x: np.ndarray) -> tuple[int, int] | None:

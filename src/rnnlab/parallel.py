@@ -166,7 +166,9 @@ def _workers(n: int) -> ThreadPoolExecutor:
         if _pool is None or _pool_size < n or forked:
             if _pool is not None and not forked:
                 _pool.shutdown(wait=False)
-            _pool = ThreadPoolExecutor(n, thread_name_prefix="rnnlab")
+            _pool = ThreadPoolExecutor(
+                n, thread_name_prefix="rnnlab", initializer=_mkl.one_thread_here
+            )
             _pool_size, _pool_pid = n, os.getpid()
         return _pool
 
@@ -182,17 +184,19 @@ def row_parts(n: int, min_rows: int) -> list[tuple[int, int]]:
 
 def run_parts(fn: Callable[[int, int], object], parts: list[tuple[int, int]]) -> None:
     """fn(start, stop) for every part: the first in this thread, the rest on rnnlab's worker
-    threads (fn must release the GIL for this to gain anything: compiled kernels, BLAS)."""
-    if len(parts) == 1:
-        fn(*parts[0])
-        return
-    pool = _workers(len(parts) - 1)
-    futures = [pool.submit(fn, a, b) for a, b in parts[1:]]
-    try:
-        fn(*parts[0])
-    finally:
-        for future in futures:
-            future.result()
+    threads (fn must release the GIL for this to gain anything: compiled kernels, BLAS).
+    Every part calls MKL on one thread (rnnlab._mkl.one_thread)."""
+    with _mkl.one_thread():
+        if len(parts) == 1:
+            fn(*parts[0])
+            return
+        pool = _workers(len(parts) - 1)
+        futures = [pool.submit(fn, a, b) for a, b in parts[1:]]
+        try:
+            fn(*parts[0])
+        finally:
+            for future in futures:
+                future.result()
 
 
 def _product_parts(m: int, n: int, k: int) -> list[tuple[int, int]]:
@@ -202,7 +206,7 @@ def _product_parts(m: int, n: int, k: int) -> list[tuple[int, int]]:
 
 
 def _gemm_into(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-    """out = a @ b on this thread: MKL's sequential gemm when the `mkl` extra is installed
+    """out = a @ b on this thread: MKL's gemm (one thread) when the `mkl` extra is installed
     (and the operands suit it), else NumPy's matmul (held at one thread in a session)."""
     mkl = _mkl.load()
     if mkl is None or not mkl.gemm(a, b, out):

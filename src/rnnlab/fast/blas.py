@@ -3,8 +3,8 @@ installed, else NumPy's own OpenBLAS when it can be found.
 
 MKL (the `mkl` extra, ~220 MB) is 1.2–1.9× faster than NumPy's OpenBLAS on one core at the
 per-step shapes (B/2 × H)·(H × 4H) for H = 64…256 (e.g. (16×128)·(128×512): 14.4 against
-25.2 µs), which is what the time loops spend most of their time in. It runs in its
-sequential layer: rnnlab's own threads split the batch (rnnlab.parallel). RNNLAB_BLAS=numpy
+25.2 µs), which is what the time loops spend most of their time in. It runs on one thread
+per call: rnnlab's own threads split the batch (rnnlab.parallel, rnnlab._mkl). RNNLAB_BLAS=numpy
 keeps the kernels on NumPy's OpenBLAS although MKL is installed.
 
 numba's `np.dot` calls scipy's BLAS, and the NumPy and SciPy wheels each bundle a separate
