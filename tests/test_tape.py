@@ -91,3 +91,20 @@ def test_the_projection_and_the_gradients_take_no_array_of_their_own(name, monke
     # gradients besides the tape would add G units
     own = {"lstm": 1, "gru": 2, "rnn": 2}[name]
     assert backward_peak < (own + G / 2) * unit, backward_peak / unit
+
+
+@pytest.mark.skipif(not fast.available(), reason="the in-place loops are the compiled ones")
+def test_the_gru_w_hh_side_gradient_takes_the_place_of_w_hn_h(monkeypatch):
+    """Reset-after GRU: the n block of the W_hh side's gradient (da_n ⊙ r, one (T, B, H) unit)
+    is written over W_hn h + b_hn, which each BPTT step reads just before; so backward needs
+    less than one unit of its own (it needed a second one before)."""
+    monkeypatch.setenv("RNNLAB_MALLOC", "system")
+    T, B, I, H = 80, 8, 16, 32
+    layer = GRU(I, H, dtype=np.float64, rng=np.random.default_rng(0))
+    x = np.random.default_rng(1).standard_normal((B, T, I))
+    warm = layer.forward(x)
+    layer.backward(warm, np.ones_like(warm.output), input_grad=False)
+    f = layer.forward(x)
+    d = np.ones_like(f.output)
+    _, peak = _peak_bytes(lambda: layer.backward(f, d, input_grad=False))
+    assert peak < T * B * H * 8, peak / (T * B * H * 8)

@@ -302,18 +302,22 @@ def backward(
 def _preact_grads(
     cell, extra, T, B, GH, H, dtype, in_place: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(dXA, dHA): where BPTT writes the pre-activation gradients. The compiled loops write
-    dXA over the gate tape (`preact_tape`), which they read step by step before, unless
-    `in_place` is False; else both are scratch buffers, dead when backward returns. dHA is
-    dXA when the cell says they coincide, else only the columns that differ
-    (`hh_grad_width`)."""
+    """(dXA, dHA): where BPTT writes the pre-activation gradients. dHA is dXA when the cell
+    says they coincide, else only the columns that differ (`hh_grad_width`). Unless
+    `in_place` is False, the compiled loops write dXA over the gate tape (`preact_tape`) and
+    dHA over the tape array `hh_grad_tape` (the GRU's W_hn h + b_hn), both read step by step
+    before; else they are scratch buffers, dead when backward returns."""
+    compiled = in_place and _fast(cell) is not None
     name = getattr(cell, "preact_tape", None)
-    if in_place and name is not None and _fast(cell) is not None:
+    if compiled and name is not None:
         dXA = extra[name]
     else:
         dXA = parallel.scratch("dXA", (T, B, GH), dtype)
     if cell.shares_preact_grad:
         return dXA, dXA
+    name = getattr(cell, "hh_grad_tape", None)
+    if compiled and name is not None:
+        return dXA, extra[name]
     return dXA, parallel.scratch("dHA", (T, B, cell.hh_grad_width(H)), dtype)
 
 

@@ -37,6 +37,8 @@ class GRUCell:
         # paired with r ⊙ h_{t-1} (weight_grad_blocks).
         self.shares_preact_grad = not reset_after
         self.preact_tape = "rzn"  # the compiled loops keep XA, then da, in the gates' place
+        # ... and, reset-after, that n block in the place of W_hn h + b_hn, read just before
+        self.hh_grad_tape = "hn" if reset_after else None
 
     def hh_grad_width(self, H: int) -> int:
         """Columns of da_h when it is not da_x: the n block of the W_hh side (reset_after)."""

@@ -528,7 +528,8 @@ def gru_backward(
 
     In place: rzn holds the gates r, z, n in and da = ∂L/∂ pre-activations (as seen by W_ih)
     out. dHA_n (T, B, H) gets the n block of the W_hh side for reset_after (da_n ⊙ r; its r
-    and z blocks are da's); unused in the original form, where the W_hh side is da.
+    and z blocks are da's), and may be hn itself (step t reads hn[t] before it writes there);
+    unused in the original form, where the W_hh side is da.
     dh (B, H): ∂L/∂h_T in, ∂L/∂h_0 out.  W_rz, W_n: C-contiguous row blocks of W_hh.
     Buffers (B, H): dh_new, da_n_rows, drh; da_h (B, 3H) reset_after, else (B, 2H)."""
     T, _, G = rzn.shape
@@ -560,12 +561,12 @@ def gru_backward(
             for j in range(H):
                 dh_b[j] = dh_b[j] * z[j]  # the part of dh_{t-1} that skips the products
             copy_into(da_z, z)
-            if reset_after:
+            if reset_after:  # dHA_n may be hn itself: each index is read before written
                 hn_b, dhn, dah = hn[t, b], dHA_n[t, b], da_h[b]
                 for j in range(H):
-                    dhn[j] = n[j] * r[j]
-                for j in range(H):
-                    r[j] = (n[j] * hn_b[j]) * (r[j] * (one - r[j]))
+                    rj, hnj = r[j], hn_b[j]
+                    dhn[j] = n[j] * rj
+                    r[j] = (n[j] * hnj) * (rj * (one - rj))
                 copy_into(da[: 2 * H], dah[: 2 * H])
                 copy_into(dhn, dah[2 * H :])
             else:
