@@ -167,21 +167,53 @@ def test_products_and_row_sums_in_one_hand_over(threads, dtype, split_calls, mon
     assert dW_x.dtype == dW_h.dtype == db.dtype == dtype
 
 
+@pytest.mark.parametrize("how", ["rows", "directions"])
 @pytest.mark.parametrize("name, ctor, kw", CELLS, ids=[c[0] for c in CELLS])
-def test_layers_split_or_not_agree(name, ctor, kw, monkeypatch, split_calls):
-    """A whole bidirectional two-layer step: outputs and every gradient, 1 vs 2 threads."""
+def test_layers_split_or_not_agree(name, ctor, kw, how, monkeypatch, split_calls):
+    """A whole bidirectional two-layer step: outputs, final states and every gradient, 1 vs 2
+    threads, with each direction split by rows or the two directions at once."""
+    at_once: list[bool] = []
+    concurrently = parallel.concurrently
+
+    def recording(fns, flops, step_bytes=0):
+        ran = []
+        out = concurrently([lambda f=f: ran.append(parallel.row_parts(12, 1)) or f() for f in fns],
+                           flops, step_bytes)  # fmt: skip
+        at_once.append(len(ran) == 2 and all(parts == [(0, 12)] for parts in ran))
+        return out
+
+    monkeypatch.setattr(parallel, "concurrently", recording)
+    if how == "directions":
+        monkeypatch.setattr(parallel, "MIN_CONCURRENT_FLOPS", 0)
     results = {}
     for threads in ("1", "2"):
         monkeypatch.setenv("RNNLAB_NUM_THREADS", threads)
+        at_once.clear()
         rng = np.random.default_rng(7)
         layer = make(ctor, kw, 5, 9, L=2, bi=True, rng=rng)
         x = rng.standard_normal((12, 6, 5))
         f = layer.forward(x, lengths=np.array([6, 3, 5, 6, 1, 4, 6, 2, 6, 6, 5, 6]))
         b = layer.backward(f, rng.standard_normal(f.output.shape))
         results[threads] = {"output": f.output, "dx": b.input, **b.params}
+        results[threads].update(dict(enumerate(np.atleast_1d(f.state))))
     for key, want in results["1"].items():
         assert_close(results["2"][key], want, 1e-12, key)
-    assert max(split_calls) == 2  # loops and products did run split
+    # 2 layers x (forward, backward); inside a job nothing is split
+    assert at_once == [how == "directions"] * 4
+    assert max(split_calls) == 2  # loops and products, or the directions, did run split
+
+
+def test_concurrent_jobs_pass_their_results_and_errors_back(monkeypatch):
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
+    with parallel.session():
+        assert parallel.concurrently([lambda: 1, lambda: 2], flops=1e12) == [1, 2]
+
+        def fails():
+            raise ValueError("job 2 failed")
+
+        with pytest.raises(ValueError, match="job 2 failed"):
+            parallel.concurrently([lambda: 1, fails], flops=1e12)
+        assert parallel.row_parts(12, 1) == [(0, 6), (6, 12)]  # the flag did not stay behind
 
 
 def test_input_grad_false_skips_only_the_input_gradient():

@@ -18,6 +18,7 @@ objects hold nothing but parameters.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -376,19 +377,22 @@ class Recurrent:
                 inp = inp * drop
             drops.append(drop)
             ys_dirs = []
-            for d, sfx in enumerate(self.directions):
-                h0, c0 = h0s[k * len(self.directions) + d]
-                ys, hT, cT, tape = recurrence.forward(
+            D = len(self.directions)
+            jobs = [
+                functools.partial(
+                    recurrence.forward,
                     self.cell,
                     self._layer_params(k, sfx),
                     inp,
-                    h0,
-                    c0,
+                    *h0s[k * D + d],
                     m,
                     reverse=d == 1,
                     checkpoint_every=checkpoint_every,
                     keep_tape=grad,
                 )
+                for d, sfx in enumerate(self.directions)
+            ]
+            for ys, hT, cT, tape in self._directions_at_once(jobs, inp):
                 ys_dirs.append(ys)
                 tapes.append(tape)
                 finals.append((hT, cT))
@@ -409,6 +413,15 @@ class Recurrent:
             "given_state": state is not None,
         }
         return Forward(output, final, cache)
+
+    def _directions_at_once(self, jobs: list, X: np.ndarray) -> list:
+        """Run the jobs of this layer's directions over X (T, B, I), at once on two threads
+        where that pays (rnnlab.parallel.concurrently: by the products' FLOPs and the bytes
+        of the gates of one step)."""
+        T, B, I = X.shape
+        GH = self.cell.gates * self.hidden_size
+        flops = 2 * T * B * GH * (I + self.hidden_size)
+        return parallel.concurrently(jobs, flops, B * GH * X.itemsize)
 
     def _merge(self, ys_dirs, concat):
         if len(ys_dirs) == 1 or self.merge == "concat":
@@ -489,19 +502,24 @@ class Recurrent:
         dX = None
         for k in range(L - 1, -1, -1):
             dX = None
-            for d, sfx in enumerate(self.directions):
-                j = k * D + d
-                lp = self._layer_params(k, sfx)
-                dXd, g, dh0, dc0 = recurrence.backward(
+            jobs = [
+                functools.partial(
+                    recurrence.backward,
                     self.cell,
-                    lp,
-                    tapes[j],
+                    self._layer_params(k, sfx),
+                    tapes[k * D + d],
                     dys_dirs[d],
-                    dh_n[j],
-                    None if dc_n is None else dc_n[j],
+                    dh_n[k * D + d],
+                    None if dc_n is None else dc_n[k * D + d],
                     need_dX=k > 0 or input_grad,
                     retain_tape=retain_tape,
                 )
+                for d, sfx in enumerate(self.directions)
+            ]
+            done = self._directions_at_once(jobs, tapes[k * D].X)
+            for d, sfx in enumerate(self.directions):
+                j = k * D + d
+                dXd, g, dh0, dc0 = done[d]
                 if dXd is not None:
                     dX = dXd if dX is None else dX + dXd
                 grads[f"weight_ih_l{k}{sfx}"] = g.W_ih
