@@ -204,7 +204,7 @@ def run_parts(fn: Callable[[int, int], object], parts: list[tuple[int, int]]) ->
 
 
 MIN_CONCURRENT_FLOPS = 8_000_000  # jobs smaller than this run one after the other
-MAX_CONCURRENT_STEP_BYTES = 1 << 20  # jobs whose steps touch more are split by rows instead
+MAX_CONCURRENT_STEP_BYTES = 1 << 19  # jobs whose steps touch more are split by rows instead
 
 
 def concurrently(
@@ -221,9 +221,11 @@ def concurrently(
     direction's projection, loop and weight gradients, and each thread's per-step product
     takes the whole batch. A training step, against splitting each direction by rows:
     LSTM (B, T, I, H) = (16, 200, 32, 64) 9.7 -> 7.3 ms, (32, 100, 64, 128) 22.4 -> 18.8,
-    (64, 100, 128, 256) 134 -> 124; GRU 9.7-11.8 -> 6.2-7.1, 106-110 -> 99-100 and
-    (128, 50, 256, 512) 354 -> 337 ms. The LSTM at (128, 50, 256, 512), whose gates for the
-    whole batch take 1 MB a step (half of this machine's L2), lost: 428-443 -> 459-480 ms."""
+    (64, 100, 128, 256) 134 -> 124; GRU 9.7-11.8 -> 6.2-7.1 and 106-110 -> 99-100 ms. At
+    (128, 50, 256, 512) nothing was gained: the LSTM, whose gates for the whole batch take 1 MB
+    a step (half of this machine's L2), lost (428-443 -> 459-480 ms), the GRU's (768 KB) and
+    the Elman's (256 KB) came out level over 8-10 interleaved runs (364 vs 362, 127 vs 128 ms;
+    one full benchmark run, on a slow afternoon, had the GRU at 550 against 407)."""
     if (
         len(fns) < 2
         or flops < MIN_CONCURRENT_FLOPS
