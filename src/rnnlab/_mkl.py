@@ -9,8 +9,9 @@ the process's global symbol scope, so a PyTorch imported afterwards binds its ow
 to this MKL (4,771 symbols, seen with LD_DEBUG=bindings) and sizes its thread pool by
 `mkl_get_max_threads()`. In the sequential layer that made PyTorch run on one thread (a
 2048² float32 product 117 ms against 79 ms in a process without rnnlab; in the GNU layer
-62 ms, on PyTorch's threads). Where no GNU OpenMP runtime (libgomp) can be loaded, MKL runs
-sequential, and PyTorch should be imported before rnnlab's first forward pass.
+62 ms, on PyTorch's threads). The GNU runtime (libgomp) is PyTorch's own copy when PyTorch
+is installed, so that both share one. Where no libgomp can be loaded, MKL runs sequential,
+and PyTorch should be imported before rnnlab's first forward pass.
 
 The compiled loops call MKL's `cblas_?gemm_64` from machine code (rnnlab.fast.blas); the
 large products before and after the loops call `gemm` below through ctypes (a few µs per
@@ -28,6 +29,7 @@ import contextlib
 import ctypes
 import functools
 import glob
+import importlib.util
 import os
 import sys
 
@@ -108,14 +110,22 @@ class MKL:
 
 
 def _gnu_openmp() -> bool:
-    """Whether the GNU OpenMP runtime (PyTorch's too) loads here."""
+    """Whether the GNU OpenMP runtime (PyTorch's too) loads here. PyTorch's own copy comes
+    first when PyTorch is installed (found, not imported): MKL and a PyTorch imported later
+    then share it, where the system's could be older than the one PyTorch was built with."""
     if not sys.platform.startswith("linux"):
         return False
-    try:
-        ctypes.CDLL("libgomp.so.1")
-    except OSError:
-        return False
-    return True
+    candidates = []
+    spec = importlib.util.find_spec("torch") if "torch" not in sys.modules else None
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        candidates += sorted(glob.glob(os.path.join(folder, "lib", "libgomp.so.1")))
+    for name in (*candidates, "libgomp.so.1"):
+        try:
+            ctypes.CDLL(name)
+        except OSError:
+            continue
+        return True
+    return False
 
 
 @contextlib.contextmanager
