@@ -378,6 +378,7 @@ class Recurrent:
             drops.append(drop)
             ys_dirs = []
             D = len(self.directions)
+            shared = self._shared_states(T, B) if D == 2 and self.merge == "concat" else None
             jobs = [
                 functools.partial(
                     recurrence.forward,
@@ -389,6 +390,7 @@ class Recurrent:
                     reverse=d == 1,
                     checkpoint_every=checkpoint_every,
                     keep_tape=grad,
+                    hs_out=None if shared is None else shared[d],
                 )
                 for d, sfx in enumerate(self.directions)
             ]
@@ -397,7 +399,12 @@ class Recurrent:
                 tapes.append(tape)
                 finals.append((hT, cT))
             ys_last = ys_dirs
-            inp = ys_dirs[0] if len(ys_dirs) == 1 else np.concatenate(ys_dirs, axis=2)
+            if D == 1:
+                inp = ys_dirs[0]
+            elif shared is not None and m is None:
+                inp = shared[2]  # the states were written there: nothing to concatenate
+            else:
+                inp = np.concatenate(ys_dirs, axis=2)
 
         out = self._merge(ys_last, inp)
         if m is not None and self.merge == "readout":
@@ -413,6 +420,24 @@ class Recurrent:
             "given_state": state is not None,
         }
         return Forward(output, final, cache)
+
+    def _shared_states(self, T: int, B: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(forward states, reverse states, output) of a bidirectional layer in one array, so
+        that each direction's loop writes its outputs straight into its half of the layer's
+        output (T, B, 2H) and no concatenation copies them (nor keeps them twice: 2 units of
+        (T, B, H) less per layer in a training step).
+
+        One flat array of (T + 2) rows of (B, 2H), plus H values: the forward direction's
+        states h_0..h_T are rows 0..T, columns :H; the reverse direction's h_T..h_0 (its
+        h_0 last) are rows 1..T + 1, columns H:; the output is rows 1..T. The H spare values
+        at the end let rnnlab.fast view the reverse states' rows as whole rows of 2H."""
+        H, dt = self.hidden_size, self.dtype
+        row = B * 2 * H
+        flat = np.empty((T + 2) * row + H, dt)
+        wide_fwd = flat[: (T + 1) * row].reshape(T + 1, B, 2 * H)
+        wide_rev = flat[row + H : row + H + (T + 1) * row].reshape(T + 1, B, 2 * H)
+        out = flat[row : (T + 1) * row].reshape(T, B, 2 * H)
+        return wide_fwd[:, :, :H], wide_rev[:, :, :H], out
 
     def _directions_at_once(self, jobs: list, X: np.ndarray) -> list:
         """Run the jobs of this layer's directions over X (T, B, I), at once on two threads

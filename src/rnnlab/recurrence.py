@@ -126,11 +126,12 @@ def _loop_backward(cell, W_hh, hs, cs, extra, mask, reverse, dys, dh, dc, dXA, d
 def _projection_slot(cell, T: int, hs, extra, reverse: bool) -> np.ndarray | None:
     """Where the compiled loops can take the input projection in place: the gate tape (LSTM,
     GRU), whose rows each step reads before it writes the gates there, or an Elman cell's
-    output rows of hs; None (a scratch buffer) for one-step tapes (inference)."""
+    output rows of hs when they are contiguous; else None (a scratch buffer): one-step tapes
+    (inference), states inside a bidirectional layer's output."""
     name = getattr(cell, "preact_tape", None)
     if name is not None:
         return extra[name] if extra[name].shape[0] == T else None
-    if getattr(cell, "preact_in_output", False):
+    if getattr(cell, "preact_in_output", False) and hs.flags.c_contiguous:
         return hs[:-1] if reverse else hs[1:]
     return None
 
@@ -159,8 +160,16 @@ def _project(X: np.ndarray, p: Params, bias: bool = True, out=None) -> np.ndarra
     return XA.reshape(T, B, -1)
 
 
-def _states(T: int, B: int, H: int, dtype, has_c: bool, reverse: bool, h0, c0):
-    hs = np.empty((T + 1, B, H), dtype)
+def _states(T: int, B: int, H: int, dtype, has_c: bool, reverse: bool, h0, c0, hs=None):
+    """(hs, cs) of T + 1 rows with the initial state in place; hs is `hs` if given."""
+    if hs is None:
+        hs = np.empty((T + 1, B, H), dtype)
+    elif hs.shape != (T + 1, B, H) or hs.dtype != dtype or hs.strides[2] != hs.itemsize:
+        _checks.fail(
+            "hs_out",
+            f"a {np.dtype(dtype)} array of shape {(T + 1, B, H)} with contiguous rows",
+            f"{hs.dtype} {hs.shape}, strides {hs.strides}",
+        )
     cs = np.empty((T + 1, B, H), dtype) if has_c else None
     first = T if reverse else 0
     hs[first] = h0
@@ -179,6 +188,7 @@ def forward(
     reverse: bool = False,
     checkpoint_every: int = 0,
     keep_tape: bool = True,
+    hs_out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, Tape | None]:
     """Run `cell` over X (T, B, I) from the initial state h0 (B, H) [and c0].
 
@@ -193,14 +203,21 @@ def forward(
     `keep_tape=False` (inference): the cell's saved values are one step long and overwritten
     at every step, and the returned tape is None (no backward can follow). Small Elman and
     LSTM layers then run rnnlab.fast.infer_loop, whose outputs differ by float rounding only.
+
+    `hs_out` (T + 1, B, H), if given, receives the states (h_0 included, as the tape's `hs`)
+    instead of a new array: rows of H contiguous values, evenly spaced, e.g. one direction's
+    half of a bidirectional layer's output, which then needs no concatenation. ys is then a
+    view of it (but a new array where a mask zeroes outputs).
     """
     T, B, _ = X.shape
     H = p.W_hh.shape[1]
     X = np.ascontiguousarray(X)
     W_hhT = _transposed(p.W_hh)  # per-step products are faster on a C-order Wᵀ
     if checkpoint_every and checkpoint_every < T and keep_tape:
-        return _forward_checkpointed(cell, p, X, W_hhT, h0, c0, mask, reverse, checkpoint_every)
-    hs, cs = _states(T, B, H, X.dtype, cell.has_c, reverse, h0, c0)
+        return _forward_checkpointed(
+            cell, p, X, W_hhT, h0, c0, mask, reverse, checkpoint_every, hs_out
+        )
+    hs, cs = _states(T, B, H, X.dtype, cell.has_c, reverse, h0, c0, hs_out)
     extra = cell.new_tape(T if keep_tape else 1, B, H, X.dtype)
     fast = _fast(cell)
     if not keep_tape and fast is not None and fast.infers_in_one_product(cell.kind, X.shape[2], H):
@@ -224,10 +241,14 @@ def _segments(T: int, k: int, reverse: bool) -> list[tuple[int, int]]:
     return spans[::-1] if reverse else spans
 
 
-def _forward_checkpointed(cell, p, X, W_hhT, h0, c0, mask, reverse, k):
+def _forward_checkpointed(cell, p, X, W_hhT, h0, c0, mask, reverse, k, hs_out=None):
     T, B, _ = X.shape
     H = p.W_hh.shape[1]
-    ys = np.empty((T, B, H), X.dtype)
+    if hs_out is None:
+        ys = np.empty((T, B, H), X.dtype)
+    else:  # the outputs go where the caller wants the states; h_0 too, for the same layout
+        full, _ = _states(T, B, H, X.dtype, False, reverse, h0, None, hs_out)
+        ys = full[:-1] if reverse else full[1:]
     starts = []  # the state entering each segment, in processing order
     h, c = h0, c0
     for a, b in _segments(T, k, reverse):

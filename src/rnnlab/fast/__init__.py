@@ -57,7 +57,9 @@ on its own rows. Without numba, or with the environment variable RNNLAB_NO_NUMBA
         it does not take
 
 All arrays share one dtype, float32 or float64. Outputs (hs, cs, extra, dXA, dHA, dh_trace)
-must be C-contiguous; inputs are made so (a copy only when needed).
+must be C-contiguous, except that hs may also be a block of columns of a C-contiguous array
+(rows of H contiguous values, evenly spaced: each direction's states inside a bidirectional
+layer's output); inputs are made so (a copy only when needed).
 
 The first call of each cell and dtype compiles its kernel (seconds); numba caches the machine
 code beside the package (`cache=True`), so later processes load it in well under a second.
@@ -210,6 +212,25 @@ def transposed(a: np.ndarray) -> np.ndarray:
     return out
 
 
+def _wide(hs: np.ndarray) -> np.ndarray:
+    """The states as the kernels take them: hs (n, B, H) itself when C-contiguous; a block of
+    H columns of a wider C-contiguous array as a C-contiguous (n, B, W) view from hs's first
+    element, of which the kernels touch the first H columns only (the W − H others may lie
+    past the array's end: they are never read or written)."""
+    if hs.flags.c_contiguous:
+        return hs
+    n, B, H = hs.shape
+    item = hs.itemsize
+    s0, s1, s2 = hs.strides
+    if s2 == item and s1 % item == 0 and s1 >= H * item and s0 == B * s1:
+        return np.lib.stride_tricks.as_strided(hs, (n, B, s1 // item), (s0, s1, item))
+    _checks.fail(
+        "hs",
+        "a C-contiguous (T+1, B, H) array or a block of columns of one (evenly spaced rows)",
+        f"shape {hs.shape} with strides {hs.strides}",
+    )
+
+
 def _c(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=dtype)
 
@@ -255,6 +276,7 @@ def forward_loop(
     dt = hs.dtype
     B, H = hs.shape[1], hs.shape[2]
     dims = (XA.shape[0], B, XA.shape[2], H)
+    hs = _wide(hs)
     XA, W_hhT, b_hh = _c(XA, dt), _c(W_hhT, dt), _c(b_hh, dt)
     b_ih = np.zeros(XA.shape[2], dt) if b_ih is None else _c(b_ih, dt)
     m, has_mask = _mask_arg(mask)
@@ -312,6 +334,7 @@ def infer_loop(
     dt = hs.dtype
     T, B, I = X.shape
     H = hs.shape[2]
+    hs = _wide(hs)
     W_catT = np.ascontiguousarray(np.concatenate([W_ih, W_hh], axis=1).T, dtype=dt)
     bias = (_c(b_ih, dt) + _c(b_hh, dt)).astype(dt)
     X = _rows(X, dt)
@@ -355,6 +378,7 @@ def backward_loop(
     dt = hs.dtype
     B, H = hs.shape[1], hs.shape[2]
     dims = (dXA.shape[0], B, dXA.shape[2], H)
+    hs = _wide(hs)
     gates = extra.get("ifgo" if kind == "lstm" else "rzn")
     if gates is not None and dXA is not gates:  # the kernels write the gradients over the gates
         np.copyto(dXA, gates)

@@ -15,7 +15,11 @@ Rules that measurements impose on the code below (see shared/research/perf-ancho
 - `_nrt=False`: no reference counting. Each row view made in a loop otherwise costs two
   atomic calls, 13 % of an LSTM forward and 30 % of its backward at (B, H) = (16, 64); the
   price is that kernels allocate nothing, so rnnlab.fast passes every buffer in;
-- every array given to a product is C-contiguous.
+- every array given to a product has contiguous rows; all but the states are C-contiguous.
+  The states hs may be the first H columns of wider rows (rnnlab.fast passes the kernels a
+  C-contiguous (T+1, B, W) view, W ≥ H, and they read and write hs[t, b, :H] only): in a
+  bidirectional layer each direction writes its states straight into its half of the
+  layer's output.
 
 tanh and σ: numba has no vectorised tanh or exp (without Intel's SVML each is a scalar libm
 call of 6–15 ns, more than the matrix products at H = 64). The functions below are Cephes'
@@ -290,14 +294,17 @@ _dgemm = types.ExternalFunction(
 
 @njit(**{**JIT, "_nrt": True})  # numba's np.dot(a, b, out) returns `out`, which needs NRT
 def gemm(A, Bm, C, numpy_blas):
-    """C = A Bm for C-contiguous 2-D arrays; on NumPy's BLAS when `numpy_blas` (see .blas)."""
+    """C = A Bm for 2-D arrays, Bm and C C-contiguous, A with contiguous rows that may lie
+    further apart (the first H columns of wider rows: a direction's states inside a
+    bidirectional layer's output); on NumPy's BLAS when `numpy_blas` (see .blas)."""
     if not numpy_blas:
-        np.dot(A, Bm, C)
+        np.dot(np.ascontiguousarray(A), Bm, C)
         return
     M, K = A.shape
     N = Bm.shape[1]
     head = (blas.ROW_MAJOR, blas.NO_TRANS, blas.NO_TRANS, M, N, K)
-    lda, ldb = max(K, 1), max(N, 1)
+    lda = A.strides[0] // A.itemsize if M > 1 else K
+    lda, ldb = max(lda, 1), max(N, 1)
     if A.itemsize == 4:
         _sgemm(*head, 1.0, A.ctypes.data, lda, Bm.ctypes.data, ldb, 0.0, C.ctypes.data, ldb)
     else:
@@ -337,12 +344,12 @@ def elman_forward(
     for s in range(T):
         t = T - 1 - s if reverse else s
         prev, out = (t + 1, t) if reverse else (t, t + 1)
-        gemm(hs[prev, b0:b1], W_hhT, a[b0:b1], numpy_blas)
+        gemm(hs[prev, b0:b1, :H], W_hhT, a[b0:b1], numpy_blas)
         for b in range(b0, b1):
-            a_b, xa, h = a[b], XA[t, b], hs[out, b]
+            a_b, xa, h = a[b], XA[t, b], hs[out, b, :H]
             for j in range(H):
                 a_b[j] = ((xa[j] + b_ih[j]) + a_b[j]) + b_hh[j]
-            _elman_cell(a_b, hs[prev, b], h, relu, has_mask and not mask[t, b])
+            _elman_cell(a_b, hs[prev, b, :H], h, relu, has_mask and not mask[t, b])
 
 
 @njit(**JIT)
@@ -360,7 +367,7 @@ def elman_backward(
         out = t if reverse else t + 1
         for b in range(b0, b1):
             valid = not has_mask or mask[t, b]
-            dh_b, da, h = dh[b], dXA[t, b], hs[out, b]
+            dh_b, da, h = dh[b], dXA[t, b], hs[out, b, :H]
             if has_dys and valid:
                 add_into(dh_b, dys[t, b])
             if has_trace:
@@ -408,19 +415,27 @@ def lstm_forward(
     i, f, o = σ(z_i, z_f, z_o);  g = tanh(z_g);  c_t = f ⊙ c_{t-1} + i ⊙ g;
     h_t = o ⊙ tanh(c_t).   z: (B, 4H) and tanh_c: (B, H) buffers."""
     T, _, G = XA.shape
+    H = G // 4
     keep = ifgo.shape[0] == T  # a one-step tape is overwritten at every step (inference)
     for s in range(T):
         t = T - 1 - s if reverse else s
         ti = t if keep else 0
         prev, out = (t + 1, t) if reverse else (t, t + 1)
-        gemm(hs[prev, b0:b1], W_hhT, z[b0:b1], numpy_blas)
+        gemm(hs[prev, b0:b1, :H], W_hhT, z[b0:b1], numpy_blas)
         for b in range(b0, b1):
             z_b, xa, gates = z[b], XA[t, b], ifgo[ti, b]
             for j in range(G):
                 z_b[j] = ((xa[j] + b_ih[j]) + z_b[j]) + b_hh[j]
             masked = has_mask and not mask[t, b]
             _lstm_cell(
-                z_b, gates, cs[prev, b], cs[out, b], tanh_c[b], hs[prev, b], hs[out, b], masked
+                z_b,
+                gates,
+                cs[prev, b],
+                cs[out, b],
+                tanh_c[b],
+                hs[prev, b, :H],
+                hs[out, b, :H],
+                masked,
             )
 
 
@@ -498,7 +513,7 @@ def gru_forward(
         t = T - 1 - s if reverse else s
         ti = t if keep else 0
         prev, out = (t + 1, t) if reverse else (t, t + 1)
-        gemm(hs[prev, b0:b1], W_hhT if reset_after else W_rzT, ha[b0:b1], numpy_blas)
+        gemm(hs[prev, b0:b1, :H], W_hhT if reset_after else W_rzT, ha[b0:b1], numpy_blas)
         for b in range(b0, b1):
             ha_b, xa, gates, hn_b = ha[b], XA[t, b], rzn[ti, b], hn[ti, b]
             add_into(ha_b, b_hh[: ha_b.shape[0]])
@@ -513,7 +528,7 @@ def gru_forward(
                     a[j] = (xa_n[j] + bx_n[j]) + r[j] * hn_b[j]
                 tanh_into(a, gates[2 * H :])
             else:
-                h_prev = hs[prev, b]
+                h_prev = hs[prev, b, :H]
                 for j in range(H):
                     hn_b[j] = r[j] * h_prev[j]
         if not reset_after:
@@ -525,7 +540,7 @@ def gru_forward(
                     a[j] = (a[j] + b_n[j]) + (xa_n[j] + bx_n[j])
                 tanh_into(a, rzn[ti, b, 2 * H :])
         for b in range(b0, b1):
-            gates, h_prev, h = rzn[ti, b], hs[prev, b], hs[out, b]
+            gates, h_prev, h = rzn[ti, b], hs[prev, b, :H], hs[out, b, :H]
             z, n = gates[H : 2 * H], gates[2 * H :]
             for j in range(H):
                 h[j] = (h_prev[j] - n[j]) * z[j] + n[j]
@@ -570,7 +585,7 @@ def gru_backward(
                 if reset_after:
                     fill(dHA_n[t, b], zero)
                 continue
-            h_prev, da_z = hs[prev, b], dh_new[b]
+            h_prev, da_z = hs[prev, b, :H], dh_new[b]
             r, z, n = da[:H], da[H : 2 * H], da[2 * H :]
             for j in range(H):
                 da_z[j] = (dh_b[j] * (h_prev[j] - n[j])) * (z[j] * (one - z[j]))
@@ -596,7 +611,7 @@ def gru_backward(
             for b in range(b0, b1):
                 if has_mask and not mask[t, b]:
                     continue
-                h_prev, da, drh_b = hs[prev, b], rzn[t, b], drh[b]
+                h_prev, da, drh_b = hs[prev, b, :H], rzn[t, b], drh[b]
                 r = da[:H]
                 for j in range(H):
                     rj, d = r[j], drh_b[j]
@@ -626,12 +641,13 @@ def gru_backward(
 def _gather_inputs(X, hs, xh, t, prev, b0, b1):
     """xh[b] = [x_t[b] | h_{t-1}[b]] for the rows b0 ≤ b < b1."""
     I = X.shape[2]
+    H = xh.shape[1] - I
     for b in range(b0, b1):
-        row, x, h = xh[b], X[t, b], hs[prev, b]
+        row, x, h = xh[b], X[t, b], hs[prev, b, :H]
         for j in range(I):
             row[j] = x[j]
         rest = row[I:]
-        for j in range(h.shape[0]):
+        for j in range(H):
             rest[j] = h[j]
 
 
@@ -642,17 +658,17 @@ def elman_infer(
     """h_t = φ([x_t | h_{t-1}] [W_ih | W_hh]ᵀ + (b_ih + b_hh)).  X: (T, B, I), rows contiguous;
     W_catT: (I + H, H); xh: (B, I + H) and a: (B, H) buffers."""
     T, _, _ = X.shape
-    H = hs.shape[2]
+    H = W_catT.shape[1]
     for s in range(T):
         t = T - 1 - s if reverse else s
         prev, out = (t + 1, t) if reverse else (t, t + 1)
         _gather_inputs(X, hs, xh, t, prev, b0, b1)
         gemm(xh[b0:b1], W_catT, a[b0:b1], numpy_blas)
         for b in range(b0, b1):
-            a_b, h = a[b], hs[out, b]
+            a_b, h = a[b], hs[out, b, :H]
             for j in range(H):
                 a_b[j] = a_b[j] + bias[j]
-            _elman_cell(a_b, hs[prev, b], h, relu, has_mask and not mask[t, b])
+            _elman_cell(a_b, hs[prev, b, :H], h, relu, has_mask and not mask[t, b])
 
 
 @njit(**JIT)
@@ -662,8 +678,8 @@ def lstm_infer(
     """The LSTM step of lstm_forward with z = [x_t | h_{t-1}] [W_ih | W_hh]ᵀ + (b_ih + b_hh).
     W_catT: (I + H, 4H); buffers xh (B, I + H), z and gates (B, 4H), tc (B, H)."""
     T, _, _ = X.shape
-    H = hs.shape[2]
-    G = 4 * H
+    G = W_catT.shape[1]
+    H = G // 4
     for s in range(T):
         t = T - 1 - s if reverse else s
         prev, out = (t + 1, t) if reverse else (t, t + 1)
@@ -674,7 +690,8 @@ def lstm_infer(
             for j in range(G):
                 z_b[j] = z_b[j] + bias[j]
             masked = has_mask and not mask[t, b]
-            _lstm_cell(z_b, g_b, cs[prev, b], cs[out, b], tc[b], hs[prev, b], hs[out, b], masked)
+            h_prev, h = hs[prev, b, :H], hs[out, b, :H]
+            _lstm_cell(z_b, g_b, cs[prev, b], cs[out, b], tc[b], h_prev, h, masked)
 
 
 # --------------------------------------------------------------------------- losses
