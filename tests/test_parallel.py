@@ -149,22 +149,33 @@ def test_split_products_match_numpy(threads, monkeypatch):
 
 @pytest.mark.parametrize("threads", [2, 3])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_products_and_row_sums_in_one_hand_over(threads, dtype, split_calls, monkeypatch):
-    """parallel.matmuls: dW_ih, dW_hh and the bias gradient from dAᵀ, split by the same rows
-    in one call to the threads; the row sums are bit for bit the unsplit ones."""
+def test_inner_products_and_sums_in_one_hand_over(threads, dtype, split_calls, monkeypatch):
+    """parallel.inner_products: dW_ih, dW_hh and the bias gradients of a direction, the T·B
+    rows they sum over split into contiguous blocks, one per thread, in one call to the
+    threads, and the blocks' results added."""
     rng = np.random.default_rng(1)
     dA = rng.standard_normal((500, 40)).astype(dtype)
     X, Hs = rng.standard_normal((500, 7)).astype(dtype), rng.standard_normal((500, 9)).astype(dtype)
     monkeypatch.setattr(parallel, "_MIN_ROWS_MATMUL", 1)
+    monkeypatch.setattr(parallel, "MIN_FLOPS", 1)
     monkeypatch.setenv("RNNLAB_NUM_THREADS", str(threads))
     with parallel.session():
-        (dW_x, dW_h), db = parallel.matmuls(dA.T, [X, Hs])
+        (dW_x, dW_h, dW_n), (db, db_n) = parallel.inner_products(
+            [(dA, X), (dA, Hs), (dA[:, 10:20], Hs)], [dA, dA[:, 30:]]
+        )
     assert split_calls == [threads]
-    tol = 1e-12 if dtype == np.float64 else 1e-5
+    tol = 1e-12 if dtype == np.float64 else 1e-4  # float32 sums of 500 terms of order 1
     np.testing.assert_allclose(dW_x, dA.T @ X, rtol=tol, atol=tol)
     np.testing.assert_allclose(dW_h, dA.T @ Hs, rtol=tol, atol=tol)
-    np.testing.assert_array_equal(db, dA.sum(axis=0))
-    assert dW_x.dtype == dW_h.dtype == db.dtype == dtype
+    np.testing.assert_allclose(dW_n, dA[:, 10:20].T @ Hs, rtol=tol, atol=tol)
+    np.testing.assert_allclose(db, dA.sum(axis=0), rtol=tol, atol=tol)
+    np.testing.assert_allclose(db_n, dA[:, 30:].sum(axis=0), rtol=tol, atol=tol)
+    assert all(a.dtype == dtype for a in (dW_x, dW_h, dW_n, db, db_n))
+    with parallel.session():  # too small to split: one part, the same results
+        monkeypatch.setattr(parallel, "MIN_FLOPS", 10**12)
+        (one,), (one_sum,) = parallel.inner_products([(dA, X)], [dA])
+    np.testing.assert_allclose(one, dA.T @ X, rtol=tol, atol=tol)
+    np.testing.assert_array_equal(one_sum, dA.sum(axis=0))
 
 
 @pytest.mark.parametrize("how", ["rows", "directions"])

@@ -352,26 +352,34 @@ def _preact_grads(
 
 
 def _weight_grads(cell, p: Params, X, hs_prev, extra, dXA, dHA) -> Params:
-    """The deferred weight gradients: one GEMM each over all T·B rows (a cell with
-    `weight_grad_blocks` gets one per block of W_hh's rows)."""
+    """The deferred weight gradients: products over all T·B rows at once, in one hand-over
+    to the threads (a cell with `weight_grad_blocks` gets one product per block of W_hh's
+    rows)."""
     T, B, I = X.shape
     GH, H = p.W_hh.shape
     dA_x = dXA.reshape(T * B, GH)
     dA_h = dHA.reshape(T * B, -1)
     hs_prev = hs_prev.reshape(T * B, H)
     X2 = X.reshape(T * B, I)
-    if dHA is dXA and not hasattr(cell, "weight_grad_blocks"):
-        (dW_ih, dW_hh), db_ih = parallel.matmuls(dA_x.T, [X2, hs_prev])
-        return Params(dW_ih, dW_hh, db_ih, db_ih.copy())
-    db_ih = dA_x.sum(axis=0)
-    dW_ih = parallel.matmul(dA_x.T, X2)
-    if not hasattr(cell, "weight_grad_blocks"):
-        dW_hh = parallel.matmul(dA_h.T, hs_prev)
-        return Params(dW_ih, dW_hh, db_ih, dA_h.sum(axis=0))
+    if hasattr(cell, "weight_grad_blocks"):
+        blocks = cell.weight_grad_blocks(hs_prev, extra, dA_x, dA_h)
+    elif dHA is dXA:
+        blocks = [(slice(None), dA_x, hs_prev)]
+    else:
+        blocks = [(slice(None), dA_h, hs_prev)]
+    pairs = [(dA_x, X2)] + [(grads, inputs) for _, grads, inputs in blocks]
+    shared = [grads is dA_x for _, grads, _ in blocks]  # the bias sum is b_ih's: not again
+    sums = [dA_x] + [grads for (_, grads, _), same in zip(blocks, shared, strict=True) if not same]
+    products, totals = parallel.inner_products(pairs, sums)
+    dW_ih, db_ih = products[0], totals[0]
+    if len(blocks) == 1 and blocks[0][0] == slice(None):
+        db_hh = db_ih.copy() if shared[0] else totals[1]
+        return Params(dW_ih, products[1], db_ih, db_hh)
     dW_hh, db_hh = np.empty_like(p.W_hh), np.empty_like(p.b_hh)
-    for rows, grads, inputs in cell.weight_grad_blocks(hs_prev, extra, dA_x, dA_h):
-        dW_hh[rows] = parallel.matmul(grads.T, inputs)
-        db_hh[rows] = grads.sum(axis=0)
+    rest = iter(totals[1:])
+    for (rows, _, _), product, same in zip(blocks, products[1:], shared, strict=True):
+        dW_hh[rows] = product
+        db_hh[rows] = db_ih if same else next(rest)
     return Params(dW_ih, dW_hh, db_ih, db_hh)
 
 
