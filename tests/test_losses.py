@@ -415,3 +415,12 @@ def test_mse_compiled_pass_splits_large_batches_over_threads(monkeypatch):
     r = np.where(mask[:, :, None], pred - targets, 0.0)
     np.testing.assert_allclose(loss, (r**2).sum() / (mask.sum() * 5), rtol=1e-13)
     np.testing.assert_allclose(d, 2 * r / (mask.sum() * 5), rtol=1e-13)
+
+
+def test_mse_in_float16_takes_the_numpy_path():
+    """The compiled pass is for float32 and float64; float16 arrays (accepted as floats) get
+    NumPy's passes, with or without numba."""
+    pred = np.ones((4, 3, 2), np.float16)
+    loss, d = mean_squared_error(pred, np.zeros_like(pred))
+    assert loss == pytest.approx(1.0) and d.dtype == np.float16
+    np.testing.assert_array_equal(d, np.full_like(pred, 2 / pred.size))

@@ -517,3 +517,29 @@ def test_inference_in_one_product_per_step_matches_the_numpy_loop(kind, dtype, r
         np.testing.assert_allclose(hs, want_hs, rtol=tol, atol=tol)
         if cs is not None:
             np.testing.assert_allclose(cs, want_cs, rtol=tol, atol=tol)
+
+
+def test_every_part_runs_under_the_callers_numpy_error_handling(monkeypatch):
+    """np.errstate is per thread: an overflow on a worker is ignored or raised as the caller
+    asked, not warned about by the worker's default handling."""
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
+    big = np.float32(3e38)
+
+    def overflow(a, b):
+        return big * np.float32(10)
+
+    with parallel.session():
+        with np.errstate(all="ignore"):  # the suite turns warnings into errors: none may come
+            parallel.run_parts(overflow, [(0, 1), (1, 2)])
+            parallel.concurrently([lambda: overflow(0, 1)] * 2, flops=10**9)
+        seen = []
+
+        def record(a, b):
+            try:
+                overflow(a, b)
+            except FloatingPointError:
+                seen.append(a)
+
+        with np.errstate(over="raise"):
+            parallel.run_parts(record, [(0, 1), (1, 2)])
+        assert sorted(seen) == [0, 1]

@@ -189,13 +189,21 @@ def row_parts(n: int, min_rows: int) -> list[tuple[int, int]]:
 def run_parts(fn: Callable[[int, int], object], parts: list[tuple[int, int]]) -> None:
     """fn(start, stop) for every part: the first in this thread, the rest on rnnlab's worker
     threads (fn must release the GIL for this to gain anything: compiled kernels, BLAS).
-    Every part calls MKL on one thread (rnnlab._mkl.one_thread)."""
+    Every part calls MKL on one thread (rnnlab._mkl.one_thread) and runs under the caller's
+    NumPy error handling (np.errstate is per thread: a worker would otherwise warn where the
+    caller asked to ignore or raise)."""
     with _mkl.one_thread():
         if len(parts) == 1:
             fn(*parts[0])
             return
         pool = _workers(len(parts) - 1)
-        futures = [pool.submit(fn, a, b) for a, b in parts[1:]]
+        handling = np.geterr()
+
+        def on_worker(a: int, b: int) -> None:
+            with np.errstate(**handling):
+                fn(a, b)
+
+        futures = [pool.submit(on_worker, a, b) for a, b in parts[1:]]
         try:
             fn(*parts[0])
         finally:

@@ -286,21 +286,23 @@ def backward(
     flowing into the state written at step t, from its output and from later steps): what
     the diagnostics plot against the lag.
 
-    A tape serves one backward pass: the compiled loops turn the LSTM's and GRU's saved gates
-    into the pre-activation gradients in place (one (T, B, G·H) array instead of two; as
-    PyTorch frees its graph after backward). `retain_tape=True` keeps it for another pass, at
-    the price of a scratch copy of the gates.
+    A tape whose gates BPTT overwrites serves one backward pass: the compiled loops turn the
+    LSTM's and GRU's saved gates into the pre-activation gradients in place (one (T, B, G·H)
+    array instead of two; as PyTorch frees its graph after backward). `retain_tape=True`
+    keeps it for another pass, at the price of a scratch copy of the gates. Tapes nothing
+    overwrites (Elman cells, the NumPy loop, checkpointed tapes) serve any number.
     """
     if tape.consumed:
         _checks.fail(
             "tape",
             "the tape of a forward pass that no backward pass has used yet",
             "one an earlier backward pass used",
-            "BPTT overwrites the LSTM's and GRU's saved gates with their gradients (one array "
-            "for both halves the memory); run forward again, or pass retain_tape=True to the "
-            "backward passes before the last.",
+            "BPTT overwrote its saved gates with their gradients (one array for both halves "
+            "the memory); run forward again, or pass retain_tape=True to the backward passes "
+            "before the last.",
         )
-    tape.consumed = not retain_tape
+    in_place = not retain_tape and tape.hs is not None and _overwrites_gates(cell)
+    tape.consumed = in_place
     X, mask = tape.X, tape.mask
     if dys is not None and mask is not None:
         dys = np.where(mask[:, :, None], dys, 0.0)  # padded outputs are constants
@@ -308,7 +310,7 @@ def backward(
         return _backward_checkpointed(cell, p, tape, dys, dh_T, dc_T, need_dX, dh_trace)
     T, B, I = X.shape
     GH, H = p.W_hh.shape
-    dXA, dHA = _preact_grads(cell, tape.extra, T, B, GH, H, X.dtype, in_place=not retain_tape)
+    dXA, dHA = _preact_grads(cell, tape.extra, T, B, GH, H, X.dtype, in_place=in_place)
     dh, dc = _loop_backward(
         cell,
         p.W_hh,
@@ -327,6 +329,12 @@ def backward(
     grads = _weight_grads(cell, p, X, tape.hs[tape.slices()[0]], tape.extra, dXA, dHA)
     dX = parallel.matmul(dXA.reshape(T * B, GH), p.W_ih).reshape(T, B, I) if need_dX else None
     return dX, grads, dh, dc
+
+
+def _overwrites_gates(cell) -> bool:
+    """Whether BPTT writes this cell's gradients over its tape (_preact_grads, in place)."""
+    named = getattr(cell, "preact_tape", None) or getattr(cell, "hh_grad_tape", None)
+    return named is not None and _fast(cell) is not None
 
 
 def _preact_grads(
@@ -348,7 +356,8 @@ def _preact_grads(
     name = getattr(cell, "hh_grad_tape", None)
     if compiled and name is not None:
         return dXA, extra[name]
-    return dXA, parallel.scratch("dHA", (T, B, cell.hh_grad_width(H)), dtype)
+    width = cell.hh_grad_width(H) if hasattr(cell, "hh_grad_width") else GH
+    return dXA, parallel.scratch("dHA", (T, B, width), dtype)
 
 
 def _weight_grads(cell, p: Params, X, hs_prev, extra, dXA, dHA) -> Params:

@@ -351,17 +351,19 @@ class Trainer:
         self.bad_evals, self.history = s["bad_evals"], s["history"]
 
     # ------------------------------------------------------------------ one step
-    def train_step(self, step: int) -> tuple[float, float, int]:
+    def train_step(self, step: int) -> tuple[float | None, float | None, int]:
+        """(loss, gradient norm, items) of one step; (None, None, 0) for a window past the end
+        of every sequence of its batch (truncated BPTT): nothing to learn, no update."""
         # A diverging run overflows somewhere; let the NaN/inf through and report it below
         # with the step and a remedy, instead of a warning from deep inside a cell.
         with np.errstate(all="ignore"):
             return self._train_step(step)
 
-    def _train_step(self, step: int) -> tuple[float, float, int]:
+    def _train_step(self, step: int) -> tuple[float | None, float | None, int]:
         rng = np.random.default_rng([self.cfg.seed, step])
         batch = self.task.batch(step, rng)
         if batch.active is not None and not batch.active.any():
-            return 0.0, 0.0, 0  # a window past the end of every sequence: nothing to learn
+            return None, None, 0  # a window past the end of every sequence: nothing to learn
         state = self.carry if batch.carry else None
         extra = {}
         if getattr(self.model, "wants_targets", False):
@@ -434,6 +436,7 @@ class Trainer:
         except ValueError:  # not the main thread
             old_handler = None
         last_saved = self.step
+        last_loss = math.nan  # shown until a step has a loss (see train_step)
         try:
             while self.step < cfg.steps:
                 step = self.step
@@ -447,13 +450,15 @@ class Trainer:
                     ) from None
                 self.step = step + 1
                 lr = self.schedule(step)
-                progress.update(step, loss, items)
+                if loss is not None:
+                    last_loss = loss
+                progress.update(step, last_loss, items)
                 if self.grad_record is not None:
                     io.append_jsonl(
                         metrics_path, {"step": self.step, "kind": "gradients", **self.grad_record}
                     )
                     self.grad_record = None
-                if self.step % 10 == 0 or self.step == cfg.steps:
+                if loss is not None and (self.step % 10 == 0 or self.step == cfg.steps):
                     io.append_jsonl(
                         metrics_path,
                         {

@@ -163,7 +163,8 @@ def squared_error(
     pred: np.ndarray, targets: np.ndarray, mask: np.ndarray | None, count: int
 ) -> tuple[float, np.ndarray] | None:
     """(Σ (pred − targets)² over the valid entries, 2 (pred − targets) / count zeroed where
-    not valid) for pred and targets of one float dtype and shape (B, T, C), (B, T) or (B,);
+    not valid) for pred and targets of one dtype, float32 or float64, and shape (B, T, C),
+    (B, T) or (B,);
     mask (B, T) or None. None when a layout does not suit the kernel (the last axis not
     contiguous), for the caller's NumPy path. The gradient is laid out like pred in memory;
     large arrays are split by batch rows over rnnlab's threads."""
@@ -171,6 +172,8 @@ def squared_error(
     from rnnlab.fast import kernels
 
     if pred.ndim > 3 or targets.shape != pred.shape or targets.dtype != pred.dtype:
+        return None
+    if pred.dtype not in (np.float32, np.float64):  # the kernels' dtypes (float16 is not)
         return None
     grad = np.empty_like(pred)
     views = [_rows3(a) for a in (pred, targets, grad)]
@@ -406,7 +409,9 @@ def backward_loop(
     da_n_rows, drh = np.zeros((B, H), dt), np.empty((B, H), dt)
     da_h = np.zeros((B, 3 * H if reset_after else 2 * H), dt)
     if reset_after and dHA.shape != (dims[0], B, H):  # the kernel trusts it (no bounds checks)
-        _checks.fail("dHA", f"an array of shape {(dims[0], B, H)} for kind 'gru'", f"{dHA.shape}")
+        _checks.fail(
+            "dHA", f"an array of shape {(dims[0], B, H)} for kind 'gru'", f"shape {dHA.shape}"
+        )
     dHA_n = dHA if reset_after else np.empty((0, 0, 0), dt)
     args = (W_hh, W_rz, W_n, hs, dXA, extra["hn"], m, has_mask, reverse, dys, has_dys, dh, dHA_n,
             trace, has_trace, reset_after, np_blas, dh_new, da_n_rows, drh, da_h)  # fmt: skip
