@@ -695,6 +695,9 @@ def lstm_infer(
 
 
 # --------------------------------------------------------------------------- losses
+LOSS_BLOCK = 8  # batch rows squared_error_rows takes per step
+
+
 @njit(**JIT)
 def squared_error_rows(pred, targets, grad, mask, has_mask, count, sums, part, b0, b1):
     """For the rows b0 ≤ b < b1 of (B, T, C) arrays whose last axis is contiguous:
@@ -703,23 +706,26 @@ def squared_error_rows(pred, targets, grad, mask, has_mask, count, sums, part, b
     arrays' dtype and accumulated in float64 (the arithmetic of rnnlab.losses' NumPy path).
     A NaN or inf at a masked entry still makes the sum NaN, as the NumPy path's masking by
     multiplication does (the caller then names it). One pass over the data where NumPy's
-    takes five."""
+    takes five. Rows go LOSS_BLOCK batch rows at a time, step by step: a prediction that is
+    a batch-first view of a time-major output then reads LOSS_BLOCK neighbouring rows per
+    step instead of one row every B·C values (S4's (128, 50, 512): 4.45 → 3.41 ms)."""
     _, T, C = pred.shape
     two, zero = pred.dtype.type(2.0), pred.dtype.type(0.0)
     total = 0.0
-    for b in range(b0, b1):
+    for first in range(b0, b1, LOSS_BLOCK):
         for t in range(T):
-            g, p, y = grad[b, t], pred[b, t], targets[b, t]
-            acc = 0.0
-            if has_mask and not mask[b, t]:
+            for b in range(first, min(first + LOSS_BLOCK, b1)):
+                g, p, y = grad[b, t], pred[b, t], targets[b, t]
+                acc = 0.0
+                if has_mask and not mask[b, t]:
+                    for j in range(C):
+                        g[j] = zero
+                        acc += np.float64((p[j] - y[j]) * zero)  # 0, or NaN from NaN or inf
+                    total += acc
+                    continue
                 for j in range(C):
-                    g[j] = zero
-                    acc += np.float64((p[j] - y[j]) * zero)  # 0, or NaN from a NaN or inf
+                    r = p[j] - y[j]
+                    acc += np.float64(r * r)
+                    g[j] = (r * two) / count
                 total += acc
-                continue
-            for j in range(C):
-                r = p[j] - y[j]
-                acc += np.float64(r * r)
-                g[j] = (r * two) / count
-            total += acc
     sums[part] = total
