@@ -147,12 +147,15 @@ def test_split_products_match_numpy(threads, monkeypatch):
     np.testing.assert_allclose(got_view, a @ c[:200], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("split", ["summed rows", "result rows"])
 @pytest.mark.parametrize("threads", [2, 3])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_inner_products_and_sums_in_one_hand_over(threads, dtype, split_calls, monkeypatch):
-    """parallel.inner_products: dW_ih, dW_hh and the bias gradients of a direction, the T·B
-    rows they sum over split into contiguous blocks, one per thread, in one call to the
-    threads, and the blocks' results added."""
+def test_inner_products_and_sums_in_one_hand_over(threads, dtype, split, split_calls, monkeypatch):
+    """parallel.inner_products: dW_ih, dW_hh and the bias gradients of a direction in one call
+    to the threads; small results split the T·B rows they sum over into contiguous blocks
+    (the blocks' results added), large ones split their own rows."""
+    if split == "result rows":
+        monkeypatch.setattr(parallel, "MAX_PARTIAL_ELEMENTS", 0)
     rng = np.random.default_rng(1)
     dA = rng.standard_normal((500, 40)).astype(dtype)
     X, Hs = rng.standard_normal((500, 7)).astype(dtype), rng.standard_normal((500, 9)).astype(dtype)

@@ -286,45 +286,62 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     return out
 
 
+MAX_PARTIAL_ELEMENTS = 1 << 18  # inner_products splits the summed rows up to this output size
+
+
 def inner_products(
     pairs: list[tuple[np.ndarray, np.ndarray]], sums: list[np.ndarray]
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """([gᵀ x for g, x in pairs], [g.sum(axis=0) for g in sums]) for 2-D arrays that share
     their first axis: the deferred weight and bias gradients of a direction, summed over its
-    T·B rows. That axis is split over the threads in one hand-over (each costs ~110 µs
-    here); each thread sums its own contiguous block of rows and the parts are added at the
-    end. Against splitting the products' output rows (the columns of every g), a training
-    step's dW_ih and dW_hh, (T, B, I, H) = (200, 16, 32, 64) LSTM: 1.08 -> 0.80 ms,
-    (100, 32, 64, 128): 2.87 -> 2.37 ms (GRU 2.24 -> 1.97, Elman 0.94 -> 0.73); level at
-    H = 256 and 512. The sums are then added in another order: results differ by rounding."""
+    T·B rows, all in one hand-over to the threads (each costs ~50-110 µs here).
+
+    Small results (≤ MAX_PARTIAL_ELEMENTS values in all) split the summed rows: each thread
+    sums its own contiguous block and the blocks' results are added after. Against splitting
+    the results' rows, where both threads stream every row of each g, a training step's dW_ih
+    and dW_hh at (T, B, I, H) = (200, 16, 32, 64), LSTM: 1.08 -> 0.80 ms; (100, 32, 64, 128):
+    2.87 -> 2.37 ms (GRU 2.24 -> 1.97, Elman 0.94 -> 0.73). The sums are then added in
+    another order (results differ by rounding). At H = 256 and 512 both ways took the same
+    time, and each extra thread's partial results would cost memory (6 MB for an LSTM at
+    H = 512): there each thread takes a block of the results' rows, as one thread would."""
     K = pairs[0][0].shape[0] if pairs else sums[0].shape[0]
     flops = sum(2 * K * g.shape[1] * x.shape[1] for g, x in pairs)
-    parts = row_parts(K, _MIN_ROWS_MATMUL) if in_session() and flops >= MIN_FLOPS else [(0, K)]
-    if len(parts) == 1:
-        if not in_session():
-            return [g.T @ x for g, x in pairs], [g.sum(axis=0) for g in sums]
-        products = [np.empty((g.shape[1], x.shape[1]), np.result_type(g, x)) for g, x in pairs]
+    products = [np.empty((g.shape[1], x.shape[1]), np.result_type(g, x)) for g, x in pairs]
+    totals = [np.empty(g.shape[1], g.dtype) for g in sums]
+    if not in_session():
         for (g, x), out in zip(pairs, products, strict=True):
-            _gemm_into(g.T, x, out)  # MKL, also inside a job of `concurrently`
+            np.matmul(g.T, x, out=out)
         return products, [g.sum(axis=0) for g in sums]
-    results = [
-        (
-            [np.empty((g.shape[1], x.shape[1]), np.result_type(g, x)) for g, x in pairs],
-            [np.empty(g.shape[1], g.dtype) for g in sums],
-        )
-        for _ in parts
+    P = len(row_parts(K, _MIN_ROWS_MATMUL)) if flops >= MIN_FLOPS else 1
+    if P == 1 or sum(out.size for out in products) > MAX_PARTIAL_ELEMENTS:
+
+        def block(p: int, _: int) -> None:  # rows p·m/P .. (p+1)·m/P of every result
+            for (g, x), out in zip(pairs, products, strict=True):
+                m = out.shape[0]
+                r0, r1 = m * p // P, m * (p + 1) // P
+                _gemm_into(g[:, r0:r1].T, x, out[r0:r1])  # MKL, also inside `concurrently`
+            for g, out in zip(sums, totals, strict=True):
+                m = out.shape[0]
+                r0, r1 = m * p // P, m * (p + 1) // P
+                np.sum(g[:, r0:r1], axis=0, out=out[r0:r1])
+
+        run_parts(block, [(p, p + 1) for p in range(P)])
+        return products, totals
+    parts = row_parts(K, _MIN_ROWS_MATMUL)
+    results = [(products, totals)] + [
+        ([np.empty_like(out) for out in products], [np.empty_like(out) for out in totals])
+        for _ in parts[1:]
     ]
     which = {start: i for i, (start, _) in enumerate(parts)}
 
     def part(i: int, j: int) -> None:
-        products, totals = results[which[i]]
-        for (g, x), out in zip(pairs, products, strict=True):
+        outs, sums_out = results[which[i]]
+        for (g, x), out in zip(pairs, outs, strict=True):
             _gemm_into(g[i:j].T, x[i:j], out)
-        for g, out in zip(sums, totals, strict=True):
+        for g, out in zip(sums, sums_out, strict=True):
             np.sum(g[i:j], axis=0, out=out)
 
     run_parts(part, parts)
-    products, totals = results[0]
     for more_products, more_totals in results[1:]:
         for out, more in zip(products + totals, more_products + more_totals, strict=True):
             out += more
