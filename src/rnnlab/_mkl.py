@@ -36,6 +36,7 @@ import sys
 import numpy as np
 
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
+PACKED, B_MATRIX = 151, 162  # CblasPacked (gemm_compute's flag), CblasBMatrix (gemm_pack's)
 SEQUENTIAL, GNU = 1, 3  # MKL_THREADING_SEQUENTIAL, MKL_THREADING_GNU
 
 
@@ -78,6 +79,20 @@ class MKL:
             self._fns[dtype] = fn
         self.sgemm = ctypes.cast(self._fns[np.dtype(np.float32)], ctypes.c_void_p).value
         self.dgemm = ctypes.cast(self._fns[np.dtype(np.float64)], ctypes.c_void_p).value
+        self._pack_fns = {}
+        reals = ((np.float32, "s", ctypes.c_float), (np.float64, "d", ctypes.c_double))
+        for dtype, p, real in reals:
+            size = getattr(lib, f"cblas_{p}gemm_pack_get_size_64")
+            size.restype, size.argtypes = ctypes.c_size_t, [i32, i64, i64, i64]
+            pack = getattr(lib, f"cblas_{p}gemm_pack_64")
+            pack.restype = None
+            pack.argtypes = [i32, i32, i32, i64, i64, i64, real, ptr, i64, ptr]
+            compute = getattr(lib, f"cblas_{p}gemm_compute_64")
+            compute.restype = None
+            compute.argtypes = [i32, i64, i64, i64, i64, i64, ptr, i64, ptr, i64, real, ptr, i64]
+            self._pack_fns[np.dtype(dtype)] = (size, pack, compute)
+        self.sgemm_compute = ctypes.cast(self._pack_fns[np.dtype(np.float32)][2], ptr).value
+        self.dgemm_compute = ctypes.cast(self._pack_fns[np.dtype(np.float64)][2], ptr).value
 
     def set_local_threads(self, n: int) -> int:
         """MKL's threads for the calls of this thread (0: its global setting); returns the
@@ -107,6 +122,37 @@ class MKL:
         fn(ROW_MAJOR, op_a[0], op_b[0], m, n, k, 1.0, a.ctypes.data, op_a[1], b.ctypes.data,
            op_b[1], 0.0, out.ctypes.data, max(n, 1))  # fmt: skip
         return True
+
+    def pack(self, b: np.ndarray, rows: int) -> np.ndarray | None:
+        """The right factor b (K, N) of products A·b (A of `rows` rows) in MKL's packed format,
+        for gemm_compute with the flag PACKED (the kernels' per-step products), or None
+        where b does not suit (dtype, layout). b may be a transposed view. The packing runs
+        on one thread, as the products that use it will (MKL asks for the same count).
+
+        MKL asks for the buffer's size beforehand (13 MB for a 4 MB W_hhᵀ at H = 512, at
+        least ~8 MB however small b is), but writes about b's own size of it: untouched
+        pages cost no memory. The buffer must not move (MKL's data inside it depends on its
+        address); a NumPy array never does."""
+        fns = self._pack_fns.get(b.dtype)
+        op = _operand(b) if b.ndim == 2 else None
+        if fns is None or op is None or 0 in b.shape:
+            return None
+        size, pack, _ = fns
+        K, N = b.shape
+        M = max(int(rows), 1)
+        buf = np.empty(size(B_MATRIX, M, N, K), np.uint8)
+        with one_thread():
+            pack(ROW_MAJOR, B_MATRIX, op[0], M, N, K, 1.0, b.ctypes.data, op[1], buf.ctypes.data)
+        return buf
+
+    def gemm_packed(self, a: np.ndarray, packed: np.ndarray, out: np.ndarray) -> None:
+        """out = a · b for b packed by `pack` (a C-contiguous, out (M, N) C-contiguous): for
+        tests; the kernels call MKL's gemm_compute themselves."""
+        _, _, compute = self._pack_fns[out.dtype]
+        M, K = a.shape
+        N = out.shape[1]
+        compute(ROW_MAJOR, NO_TRANS, PACKED, M, N, K, a.ctypes.data, K, packed.ctypes.data, N,
+                0.0, out.ctypes.data, N)  # fmt: skip
 
 
 def _gnu_openmp() -> bool:
@@ -172,7 +218,8 @@ def load() -> MKL | None:
             lib = ctypes.CDLL(path)
         except OSError:
             continue
-        needed = ("cblas_sgemm_64", "cblas_dgemm_64", "MKL_Set_Threading_Layer")
+        needed = ("cblas_sgemm_64", "cblas_dgemm_64", "cblas_sgemm_compute_64",
+                  "MKL_Set_Threading_Layer")  # fmt: skip
         if all(hasattr(lib, name) for name in needed):
             return MKL(lib)
     return None

@@ -136,13 +136,16 @@ def _projection_slot(cell, T: int, hs, extra, reverse: bool) -> np.ndarray | Non
     return None
 
 
-def _transposed(W: np.ndarray) -> np.ndarray:
-    """Wᵀ, C-contiguous: per-step products on it run ~25 % faster than on W with MKL's
-    transpose flag ((64×512)·(512×2048): 0.89 against 1.15 ms), and the compiled blocked
-    copy takes a fifth of NumPy's time (0.9 against 4.4 ms for an LSTM's W_hh at H = 512)."""
-    from rnnlab import fast
-
-    return fast.transposed(W) if fast.available() and W.ndim == 2 else np.ascontiguousarray(W.T)
+def _step_weights(cell, W_hh: np.ndarray, B: int, backward: bool = False):
+    """W_hh as the loop over time takes it for its per-step products: prepared once for the
+    compiled loops (rnnlab.fast.step_weights: W_hhᵀ for the forward pass, packed for MKL
+    where that pays, else a C-contiguous copy, on which products run ~25 % faster than on W
+    with MKL's transpose flag: (64×512)·(512×2048) 0.89 against 1.15 ms), else W_hhᵀ
+    (forward) or W_hh (backward) for the cells' NumPy steps."""
+    fast = _fast(cell)
+    if fast is not None:
+        return fast.step_weights(cell.kind, W_hh if backward else W_hh.T, B, backward=backward)
+    return W_hh if backward else np.ascontiguousarray(W_hh.T)
 
 
 def _project(X: np.ndarray, p: Params, bias: bool = True, out=None) -> np.ndarray:
@@ -212,8 +215,8 @@ def forward(
     T, B, _ = X.shape
     H = p.W_hh.shape[1]
     X = np.ascontiguousarray(X)
-    W_hhT = _transposed(p.W_hh)  # per-step products are faster on a C-order Wᵀ
     if checkpoint_every and checkpoint_every < T and keep_tape:
+        W_hhT = _step_weights(cell, p.W_hh, B)
         return _forward_checkpointed(
             cell, p, X, W_hhT, h0, c0, mask, reverse, checkpoint_every, hs_out
         )
@@ -223,7 +226,7 @@ def forward(
     if not keep_tape and fast is not None and fast.infers_in_one_product(cell.kind, X.shape[2], H):
         fast.infer_loop(cell.kind, X, p.W_ih, p.W_hh, p.b_ih, p.b_hh, hs, cs, mask, reverse)
     else:
-        _loop_forward(cell, X, p, W_hhT, hs, cs, extra, mask, reverse)
+        _loop_forward(cell, X, p, _step_weights(cell, p.W_hh, B), hs, cs, extra, mask, reverse)
 
     tape = Tape(X, hs, cs, extra, mask, reverse)
     ys = hs[tape.slices()[1]]
@@ -396,7 +399,8 @@ def _backward_checkpointed(cell, p, tape, dys, dh, dc, need_dX, dh_trace):
     X, mask, reverse = tape.X, tape.mask, tape.reverse
     T, B, I = X.shape
     GH, H = p.W_hh.shape
-    W_hhT = _transposed(p.W_hh)
+    W_hhT = _step_weights(cell, p.W_hh, B)
+    W_hh = _step_weights(cell, p.W_hh, B, backward=True)
     total = Params(
         np.zeros_like(p.W_ih), np.zeros_like(p.W_hh), np.zeros_like(p.b_ih), np.zeros_like(p.b_hh)
     )
@@ -411,7 +415,7 @@ def _backward_checkpointed(cell, p, tape, dys, dh, dc, need_dX, dh_trace):
         dXA, dHA = _preact_grads(cell, extra, L, B, GH, H, X.dtype)
         dh, dc = _loop_backward(
             cell,
-            p.W_hh,
+            W_hh,
             hs,
             cs,
             extra,

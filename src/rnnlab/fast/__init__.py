@@ -18,7 +18,8 @@ on its own rows. Without numba, or with the environment variable RNNLAB_NO_NUMBA
                              May share memory with the gate tape (LSTM, GRU) or with the
                              output rows of hs (tanh, relu): each step reads its row of XA
                              before it writes there
-        W_hhT  (H, G·H)      W_hhᵀ
+        W_hhT  (H, G·H)      W_hhᵀ, any strides (W_hh.T is packed or copied without NumPy's
+                             slow transpose), or what step_weights made of it
         b_hh   (G·H,)
         hs     (T+1, B, H)   in/out: h_0 in hs[0] (hs[T] when reverse); steps write the rest
         cs     (T+1, B, H)   the same for the LSTM's cell state; None for the other cells
@@ -29,7 +30,7 @@ on its own rows. Without numba, or with the environment variable RNNLAB_NO_NUMBA
 
     backward_loop(kind, W_hh, hs, cs, extra, mask, reverse, dys, dh, dc, dXA, dHA,
                   dh_trace=None) -> (dh0, dc0)
-        W_hh   (G·H, H)
+        W_hh   (G·H, H), or step_weights(kind, W_hh, B, backward=True)
         hs, cs, extra, mask, reverse   the forward's tape (from either loop)
         dys    (T, B, H) ∂L/∂ys or None; entries at masked steps are ignored
         dh, dc (B, H) ∂L/∂h_T, ∂L/∂c_T or None (zeros); not modified
@@ -45,6 +46,15 @@ on its own rows. Without numba, or with the environment variable RNNLAB_NO_NUMBA
 
     Both take a keyword `numpy_blas=False` to run the products on numba's np.dot (scipy's
     BLAS) even where NumPy's is found: for tests and benchmarks.
+
+    step_weights(kind, W, rows, backward=False) -> StepWeights
+        W_hhᵀ (or W_hh for BPTT) prepared once for several loops of one direction (the
+        segments of gradient checkpointing); each loop call otherwise prepares its own
+
+    packs((K, N), dtype) -> bool
+        whether the per-step products take such a weight in MKL's packed format: with the
+        `mkl` extra, weights of ≥ 2^16 values, unless RNNLAB_PACKED=0. MKL packs the weight
+        once per loop instead of repacking its panels inside every per-step product
 
     transposed(a) -> aᵀ, C-contiguous (a blocked copy, ~5x NumPy's for a large W_hh)
 
@@ -70,6 +80,7 @@ from __future__ import annotations
 import functools
 import os
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -254,6 +265,91 @@ def _mask_arg(mask: np.ndarray | None) -> tuple[np.ndarray, bool]:
     return np.ascontiguousarray(mask, dtype=bool), True
 
 
+MIN_PACKED_VALUES = 1 << 16  # weights with fewer values go to the products as they are
+
+
+def packs(shape: tuple[int, int], dtype) -> bool:
+    """Whether the loops' per-step products take a weight of this (K, N) shape in MKL's packed
+    format: with the `mkl` extra, for float32 and float64 weights of at least
+    MIN_PACKED_VALUES values, unless RNNLAB_PACKED=0.
+
+    A product A·W on a plain W makes MKL repack W's panels at every call; packed once per
+    loop, W goes to the products as it is. Measured on one core of each of the two, both
+    running (the batch split), per-step shapes (rows × K)·(K × N), plain → packed:
+    (32×256)·(256×1024) 164 → 128 µs, (32×1024)·(1024×256) 157 → 140, (64×512)·(512×2048)
+    1021 → 881, (64×2048)·(2048×512) 989 → 910, (64×512)·(512×1536) 795 → 659; at
+    (16×64)·(64×256) 9.4 → 10.0 µs on one core, a loss, hence the bound. Packing a 4 MB
+    weight takes ~0.5 ms."""
+    from rnnlab.fast import blas
+
+    if not blas.PACKS or os.environ.get("RNNLAB_PACKED", "").strip() == "0":
+        return False
+    return np.dtype(dtype) in (np.float32, np.float64) and shape[0] * shape[1] >= MIN_PACKED_VALUES
+
+
+_NOT_PACKED = np.empty(0, np.uint8)
+
+
+def _weight(b: np.ndarray, dt: np.dtype, rows: int, np_blas: bool) -> tuple:
+    """A right factor b (K, N) of the per-step products (any strides: W_hhᵀ may be W_hh.T) as
+    kernels.gemm takes it: (empty, b packed) where `packs`, else (b C-contiguous, empty)."""
+    if np_blas and b.dtype == dt and packs(b.shape, dt):
+        from rnnlab import _mkl
+
+        packed = _mkl.load().pack(b, rows)
+        if packed is not None:
+            return np.empty((0, 0), dt), packed
+    if b.dtype == dt and b.T.flags.c_contiguous and not b.flags.c_contiguous:
+        return transposed(b.T), _NOT_PACKED  # the blocked copy, not NumPy's
+    return _c(b, dt), _NOT_PACKED
+
+
+@dataclass(frozen=True)
+class StepWeights:
+    """A direction's recurrent weight prepared for the per-step products of one compiled loop
+    (`step_weights`): what forward_loop, backward_loop and infer_loop make of their weight
+    argument themselves, made once for several calls (gradient checkpointing's segments)."""
+
+    kind: str
+    backward: bool
+    dtype: np.dtype
+    factors: tuple  # one (dense, packed) pair per product of the loop's kernel
+
+
+def step_weights(
+    kind: str, W: np.ndarray, rows: int, *, backward: bool = False, numpy_blas: bool | None = None
+) -> StepWeights:
+    """W prepared for the loop of `kind`: W_hhᵀ (H, G·H) for the forward loop (any strides:
+    W_hh.T needs no copy of its own), W_hh (G·H, H) for BPTT (backward=True); `rows`, the
+    batch rows the loop will run."""
+    from rnnlab.fast import blas
+
+    np_blas = blas.NUMPY_CBLAS and numpy_blas is not False
+    return _prepared(kind, W, W.dtype, rows, np_blas, backward)
+
+
+def _prepared(kind, W, dt, rows, np_blas, backward) -> StepWeights:
+    if isinstance(W, StepWeights):
+        if W.kind != kind or W.backward != backward or W.dtype != dt:
+            _checks.fail(
+                "W_hh",
+                f"weights prepared for the {'backward' if backward else 'forward'} {kind!r} "
+                f"loop in {dt}",
+                f"weights for the {'backward' if W.backward else 'forward'} {W.kind!r} loop "
+                f"in {W.dtype}",
+            )
+        return W
+    W = np.asarray(W)
+    if kind not in ("gru", "gru_orig"):
+        return StepWeights(kind, backward, dt, (_weight(W, dt, rows, np_blas),))
+    H = W.shape[1] if backward else W.shape[0]
+    none = (np.empty((0, 0), dt), _NOT_PACKED)
+    if kind == "gru":  # one product on all of W_hh
+        return StepWeights(kind, backward, dt, (_weight(W, dt, rows, np_blas), none, none))
+    blocks = (W[: 2 * H], W[2 * H :]) if backward else (W[:, : 2 * H], W[:, 2 * H :])
+    return StepWeights(kind, backward, dt, (none, *(_weight(b, dt, rows, np_blas) for b in blocks)))
+
+
 def forward_loop(
     kind: str,
     XA: np.ndarray,
@@ -279,26 +375,26 @@ def forward_loop(
     dt = hs.dtype
     B, H = hs.shape[1], hs.shape[2]
     dims = (XA.shape[0], B, XA.shape[2], H)
+    W = _prepared(kind, W_hhT, dt, B, np_blas, backward=False)
     hs = _wide(hs)
-    XA, W_hhT, b_hh = _c(XA, dt), _c(W_hhT, dt), _c(b_hh, dt)
+    XA, b_hh = _c(XA, dt), _c(b_hh, dt)
     b_ih = np.zeros(XA.shape[2], dt) if b_ih is None else _c(b_ih, dt)
     m, has_mask = _mask_arg(mask)
     reverse = bool(reverse)
     if kind in ("tanh", "relu"):
         a = np.empty((B, H), dt)
-        args = (XA, b_ih, W_hhT, b_hh, hs, m, has_mask, reverse, kind == "relu", np_blas, a)
+        args = (XA, b_ih, W.factors[0], b_hh, hs, m, has_mask, reverse, kind == "relu", np_blas, a)
         _run_parts(kernels.elman_forward, args, dims, np_blas)
     elif kind == "lstm":
         z = np.empty((B, 4 * H), dt)
-        args = (XA, b_ih, W_hhT, b_hh, hs, cs, extra["ifgo"], np.empty((B, H), dt), m, has_mask,
-                reverse, np_blas, z)  # fmt: skip
+        args = (XA, b_ih, W.factors[0], b_hh, hs, cs, extra["ifgo"], np.empty((B, H), dt), m,
+                has_mask, reverse, np_blas, z)  # fmt: skip
         _run_parts(kernels.lstm_forward, args, dims, np_blas)
     else:
         reset_after = kind == "gru"
-        W_rzT, W_nT = _c(W_hhT[:, : 2 * H], dt), _c(W_hhT[:, 2 * H :], dt)
         ha = np.empty((B, 3 * H if reset_after else 2 * H), dt)
         a_n = np.empty((B, H), dt)
-        args = (XA, b_ih, W_hhT, W_rzT, W_nT, b_hh, hs, extra["rzn"], extra["hn"], m, has_mask,
+        args = (XA, b_ih, *W.factors, b_hh, hs, extra["rzn"], extra["hn"], m, has_mask,
                 reverse, reset_after, np_blas, ha, a_n)  # fmt: skip
         _run_parts(kernels.gru_forward, args, dims, np_blas)
 
@@ -338,12 +434,13 @@ def infer_loop(
     T, B, I = X.shape
     H = hs.shape[2]
     hs = _wide(hs)
-    W_catT = np.ascontiguousarray(np.concatenate([W_ih, W_hh], axis=1).T, dtype=dt)
+    W_cat = np.concatenate([_c(W_ih, dt), _c(W_hh, dt)], axis=1)
+    W_catT = _weight(W_cat.T, dt, B, np_blas)
     bias = (_c(b_ih, dt) + _c(b_hh, dt)).astype(dt)
     X = _rows(X, dt)
     m, has_mask = _mask_arg(mask)
     reverse = bool(reverse)
-    G = W_catT.shape[1]
+    G = W_cat.shape[0]
     xh = np.empty((B, I + H), dt)
     dims = (T, B, G, I + H)
     if kind == "lstm":
@@ -385,7 +482,7 @@ def backward_loop(
     gates = extra.get("ifgo" if kind == "lstm" else "rzn")
     if gates is not None and dXA is not gates:  # the kernels write the gradients over the gates
         np.copyto(dXA, gates)
-    W_hh = _c(W_hh, dt)
+    W = _prepared(kind, W_hh, dt, B, np_blas, backward=True)
     m, has_mask = _mask_arg(mask)
     reverse = bool(reverse)
     has_dys, has_trace = dys is not None, dh_trace is not None
@@ -394,18 +491,17 @@ def backward_loop(
     dh = np.zeros((B, H), dt) if dh is None else np.array(dh, dtype=dt, order="C")
     dh_new = np.empty((B, H), dt)
     if kind in ("tanh", "relu"):
-        args = (W_hh, hs, m, has_mask, reverse, dys, has_dys, dh, dXA, trace, has_trace,
-                kind == "relu", np_blas, dh_new)  # fmt: skip
+        args = (W.factors[0], hs, m, has_mask, reverse, dys, has_dys, dh, dXA, trace,
+                has_trace, kind == "relu", np_blas, dh_new)  # fmt: skip
         _run_parts(kernels.elman_backward, args, dims, np_blas)
         return dh, None
     if kind == "lstm":
         dc = np.zeros((B, H), dt) if dc is None else np.array(dc, dtype=dt, order="C")
-        args = (W_hh, cs, dXA, np.empty((B, H), dt), m, has_mask, reverse, dys, has_dys, dh, dc,
-                trace, has_trace, np_blas, dh_new)  # fmt: skip
+        args = (W.factors[0], cs, dXA, np.empty((B, H), dt), m, has_mask, reverse, dys,
+                has_dys, dh, dc, trace, has_trace, np_blas, dh_new)  # fmt: skip
         _run_parts(kernels.lstm_backward, args, dims, np_blas)
         return dh, dc
     reset_after = kind == "gru"
-    W_rz, W_n = _c(W_hh[: 2 * H], dt), _c(W_hh[2 * H :], dt)
     da_n_rows, drh = np.zeros((B, H), dt), np.empty((B, H), dt)
     da_h = np.zeros((B, 3 * H if reset_after else 2 * H), dt)
     if reset_after and dHA.shape != (dims[0], B, H):  # the kernel trusts it (no bounds checks)
@@ -413,7 +509,7 @@ def backward_loop(
             "dHA", f"an array of shape {(dims[0], B, H)} for kind 'gru'", f"shape {dHA.shape}"
         )
     dHA_n = dHA if reset_after else np.empty((0, 0, 0), dt)
-    args = (W_hh, W_rz, W_n, hs, dXA, extra["hn"], m, has_mask, reverse, dys, has_dys, dh, dHA_n,
+    args = (*W.factors, hs, dXA, extra["hn"], m, has_mask, reverse, dys, has_dys, dh, dHA_n,
             trace, has_trace, reset_after, np_blas, dh_new, da_n_rows, drh, da_h)  # fmt: skip
     _run_parts(kernels.gru_backward, args, dims, np_blas)
     return dh, None

@@ -21,10 +21,16 @@ The wheels of NumPy ≥ 1.22 (Linux, Windows, macOS x86-64) bundle a 64-bit-inte
 whose CBLAS symbols carry a `64_` suffix (`scipy_cblas_sgemm64_` since NumPy 2.0). Where none
 is found (conda, Accelerate, a distribution's NumPy) the kernels use numba's `np.dot`.
 
-The kernels reach the functions through the link-time symbols `rnnlab_cblas_sgemm` and
-`rnnlab_cblas_dgemm`, registered here at import, so their cached machine code holds no
-process-specific address. Without NumPy's library the symbols point at a no-op stand-in that
-the kernels never call (`NUMPY_CBLAS` is then False and they take the `np.dot` branch).
+With MKL the per-step products can also take their weight in MKL's packed format
+(`cblas_?gemm_pack` once per loop, `cblas_?gemm_compute` at every step; see rnnlab.fast.packs):
+a plain product repacks the weight's panels at every call, which at (64×512)·(512×2048) cost
+as much as 14 % of the step.
+
+The kernels reach the functions through the link-time symbols `rnnlab_cblas_sgemm`,
+`rnnlab_cblas_dgemm` and the two `..._compute`, registered here at import, so their cached
+machine code holds no process-specific address. Without NumPy's library (or MKL) the symbols
+point at a no-op stand-in that the kernels never call (`NUMPY_CBLAS` or `PACKS` is then
+False and they take another branch).
 """
 
 from __future__ import annotations
@@ -37,10 +43,13 @@ from rnnlab import _mkl, parallel
 
 SGEMM = "rnnlab_cblas_sgemm"
 DGEMM = "rnnlab_cblas_dgemm"
+SGEMM_COMPUTE = "rnnlab_cblas_sgemm_compute"  # MKL's products on a packed right factor
+DGEMM_COMPUTE = "rnnlab_cblas_dgemm_compute"
 
 # CBLAS constants
 ROW_MAJOR = 101
 NO_TRANS = 111
+PACKED = _mkl.PACKED
 
 _NAMES = (("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_"), ("cblas_sgemm64_", "cblas_dgemm64_"))
 
@@ -60,6 +69,12 @@ def find_numpy_cblas() -> tuple[int, int] | None:
         return None
     s, d = (ctypes.cast(f, ctypes.c_void_p).value for f in found)
     return (s, d) if s and d else None
+
+
+def _compute_type(real):
+    # cblas_?gemm_compute(layout, transa, transb, M, N, K, A, lda, B, ldb, beta, C, ldc), ILP64
+    i32, i64, ptr = ctypes.c_int, ctypes.c_int64, ctypes.c_void_p
+    return ctypes.CFUNCTYPE(None, i32, i64, i64, i64, i64, i64, ptr, i64, ptr, i64, real, ptr, i64)
 
 
 def _never_called(*args):  # pragma: no cover - the kernels test NUMPY_CBLAS first
@@ -85,3 +100,16 @@ else:
     _s_addr, _d_addr = (ctypes.cast(f, ctypes.c_void_p).value for f in _standins)
 ll.add_symbol(SGEMM, _s_addr)
 ll.add_symbol(DGEMM, _d_addr)
+
+PACKS: bool = _MKL is not None
+"""True when the per-step products can take a weight in MKL's packed format (rnnlab.fast)."""
+if _MKL is not None:
+    _sc_addr, _dc_addr = _MKL.sgemm_compute, _MKL.dgemm_compute
+else:
+    _compute_standins = (
+        _compute_type(ctypes.c_float)(_never_called),
+        _compute_type(ctypes.c_double)(_never_called),
+    )
+    _sc_addr, _dc_addr = (ctypes.cast(f, ctypes.c_void_p).value for f in _compute_standins)
+ll.add_symbol(SGEMM_COMPUTE, _sc_addr)
+ll.add_symbol(DGEMM_COMPUTE, _dc_addr)

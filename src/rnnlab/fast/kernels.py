@@ -292,28 +292,52 @@ _dgemm = types.ExternalFunction(
 )
 
 
+_COMPUTE_HEAD = (types.int32, types.int64, types.int64, types.int64, types.int64, types.int64)
+_sgemm_compute = types.ExternalFunction(
+    blas.SGEMM_COMPUTE,
+    types.void(*_COMPUTE_HEAD, *_CBLAS_TAIL, types.float32, types.intp, types.int64),
+)
+_dgemm_compute = types.ExternalFunction(
+    blas.DGEMM_COMPUTE,
+    types.void(*_COMPUTE_HEAD, *_CBLAS_TAIL, types.float64, types.intp, types.int64),
+)
+
+
 @njit(**{**JIT, "_nrt": True})  # numba's np.dot(a, b, out) returns `out`, which needs NRT
-def gemm(A, Bm, C, numpy_blas):
-    """C = A Bm for 2-D arrays, Bm and C C-contiguous, A with contiguous rows that may lie
-    further apart (the first H columns of wider rows: a direction's states inside a
-    bidirectional layer's output); on NumPy's BLAS when `numpy_blas` (see .blas)."""
+def gemm(A, W, C, numpy_blas):
+    """C = A Wm for a weight W = (Wm, packed) as rnnlab.fast passes the loops' weights: Wm
+    C-contiguous with `packed` empty, or `packed` holding the factor in MKL's packed format
+    (and Wm empty), which MKL's gemm_compute multiplies without repacking it at every step.
+    A has contiguous rows that may lie further apart (the first H columns of wider rows: a
+    direction's states inside a bidirectional layer's output); C is C-contiguous. On
+    NumPy's BLAS (or MKL) when `numpy_blas` (see .blas), else numba's np.dot."""
+    Bm, packed = W
+    M, K = A.shape
+    N = C.shape[1]
+    lda = A.strides[0] // A.itemsize if M > 1 else K
+    lda, ldc = max(lda, 1), max(N, 1)
+    if packed.shape[0] > 0:
+        head = (blas.ROW_MAJOR, blas.NO_TRANS, blas.PACKED, M, N, K)
+        p = packed.ctypes.data
+        if A.itemsize == 4:
+            _sgemm_compute(*head, A.ctypes.data, lda, p, ldc, 0.0, C.ctypes.data, ldc)
+        else:
+            _dgemm_compute(*head, A.ctypes.data, lda, p, ldc, 0.0, C.ctypes.data, ldc)
+        return
     if not numpy_blas:
         np.dot(np.ascontiguousarray(A), Bm, C)
         return
-    M, K = A.shape
-    N = Bm.shape[1]
     head = (blas.ROW_MAJOR, blas.NO_TRANS, blas.NO_TRANS, M, N, K)
-    lda = A.strides[0] // A.itemsize if M > 1 else K
-    lda, ldb = max(lda, 1), max(N, 1)
     if A.itemsize == 4:
-        _sgemm(*head, 1.0, A.ctypes.data, lda, Bm.ctypes.data, ldb, 0.0, C.ctypes.data, ldb)
+        _sgemm(*head, 1.0, A.ctypes.data, lda, Bm.ctypes.data, ldc, 0.0, C.ctypes.data, ldc)
     else:
-        _dgemm(*head, 1.0, A.ctypes.data, lda, Bm.ctypes.data, ldb, 0.0, C.ctypes.data, ldb)
+        _dgemm(*head, 1.0, A.ctypes.data, lda, Bm.ctypes.data, ldc, 0.0, C.ctypes.data, ldc)
 
 
 # --------------------------------------------------------------------------- Elman
 # Every kernel walks t = 0..T-1 (forward pass; BPTT runs it backwards) or the reverse, with
 # step t reading state row `prev` and writing row `out` of hs (see rnnlab.recurrence).
+# Weights (W_hhT, W_hh, their blocks, W_catT) come as gemm takes them: pairs (dense, packed).
 # Masked rows (mask[t, b] False) copy the previous state forward and get no gradient.
 # Every kernel touches only the batch rows b0 ≤ b < b1 of its arrays and buffers (the rows of
 # a batch never interact), so rnnlab.fast can run parts of one batch on several threads.
@@ -658,7 +682,7 @@ def elman_infer(
     """h_t = φ([x_t | h_{t-1}] [W_ih | W_hh]ᵀ + (b_ih + b_hh)).  X: (T, B, I), rows contiguous;
     W_catT: (I + H, H); xh: (B, I + H) and a: (B, H) buffers."""
     T, _, _ = X.shape
-    H = W_catT.shape[1]
+    H = a.shape[1]
     for s in range(T):
         t = T - 1 - s if reverse else s
         prev, out = (t + 1, t) if reverse else (t, t + 1)
@@ -678,7 +702,7 @@ def lstm_infer(
     """The LSTM step of lstm_forward with z = [x_t | h_{t-1}] [W_ih | W_hh]ᵀ + (b_ih + b_hh).
     W_catT: (I + H, 4H); buffers xh (B, I + H), z and gates (B, 4H), tc (B, H)."""
     T, _, _ = X.shape
-    G = W_catT.shape[1]
+    G = z.shape[1]
     H = G // 4
     for s in range(T):
         t = T - 1 - s if reverse else s
