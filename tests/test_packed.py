@@ -25,7 +25,11 @@ from test_fast import (  # noqa: E402
 )
 from test_parallel import _loaded_mkl, split_problem  # noqa: E402
 
-from rnnlab import _mkl, fast  # noqa: E402
+from rnnlab import (  # noqa: E402
+    LSTM,  # noqa: E402
+    _mkl,
+    fast,
+)
 from rnnlab.fast import blas  # noqa: E402
 
 
@@ -35,6 +39,7 @@ def packing(monkeypatch):
     _loaded_mkl()
     monkeypatch.delenv("RNNLAB_PACKED", raising=False)
     monkeypatch.setattr(fast, "MIN_PACKED_VALUES", 1)
+    monkeypatch.setattr(fast, "MIN_PACKED_VALUES_INFER", 1)
     seen: list[tuple[int, int]] = []
     pack = _mkl.MKL.pack
 
@@ -82,7 +87,9 @@ def test_packs_follows_size_dtype_and_environment(monkeypatch):
     monkeypatch.delenv("RNNLAB_PACKED", raising=False)
     assert fast.packs((256, 1024), np.float32)
     assert fast.packs((256, 1024), np.float64)
-    assert not fast.packs((64, 256), np.float32)  # below MIN_PACKED_VALUES: a loss measured
+    assert not fast.packs((128, 512), np.float32)  # below MIN_PACKED_VALUES: memory, no speed
+    assert fast.packs((128, 512), np.float32, inference=True)
+    assert not fast.packs((64, 256), np.float32, inference=True)  # a loss measured
     assert not fast.packs((256, 1024), np.float16)
     monkeypatch.setenv("RNNLAB_PACKED", "0")
     assert not fast.packs((256, 1024), np.float32)
@@ -180,3 +187,24 @@ def test_without_mkl_nothing_is_packed(monkeypatch):
     W = fast.step_weights("lstm", np.ones((4, 16)), 3)
     ((dense, packed),) = W.factors
     assert packed.size == 0 and dense.shape == (4, 16) and dense.flags.c_contiguous
+
+
+def test_inference_packs_smaller_weights_than_training(monkeypatch):
+    """At H = 128 an LSTM's weights are packed without a tape only (there the stacked
+    [W_ih | W_hh]ᵀ of the one-product-per-step loop): in training the packed buffers cost
+    more memory than they saved time (see fast.packs)."""
+    _loaded_mkl()
+    monkeypatch.delenv("RNNLAB_PACKED", raising=False)
+    seen = []
+    pack = _mkl.MKL.pack
+    monkeypatch.setattr(
+        _mkl.MKL, "pack", lambda self, b, rows: seen.append(b.shape) or pack(self, b, rows)
+    )
+    rng = np.random.default_rng(0)
+    layer = make(LSTM, {}, 300, 128, rng=rng)
+    x = rng.standard_normal((4, 5, 300))
+    layer.forward(x, grad=False)
+    assert seen == [(300 + 128, 512)]
+    f = layer.forward(x)
+    layer.backward(f, np.ones_like(f.output))
+    assert seen == [(300 + 128, 512)]

@@ -136,7 +136,7 @@ def _projection_slot(cell, T: int, hs, extra, reverse: bool) -> np.ndarray | Non
     return None
 
 
-def _step_weights(cell, W_hh: np.ndarray, B: int, backward: bool = False):
+def _step_weights(cell, W_hh: np.ndarray, B: int, backward: bool = False, inference=False):
     """W_hh as the loop over time takes it for its per-step products: prepared once for the
     compiled loops (rnnlab.fast.step_weights: W_hhᵀ for the forward pass, packed for MKL
     where that pays, else a C-contiguous copy, on which products run ~25 % faster than on W
@@ -144,7 +144,8 @@ def _step_weights(cell, W_hh: np.ndarray, B: int, backward: bool = False):
     (forward) or W_hh (backward) for the cells' NumPy steps."""
     fast = _fast(cell)
     if fast is not None:
-        return fast.step_weights(cell.kind, W_hh if backward else W_hh.T, B, backward=backward)
+        W = W_hh if backward else W_hh.T
+        return fast.step_weights(cell.kind, W, B, backward=backward, inference=inference)
     return W_hh if backward else np.ascontiguousarray(W_hh.T)
 
 
@@ -223,10 +224,12 @@ def forward(
     hs, cs = _states(T, B, H, X.dtype, cell.has_c, reverse, h0, c0, hs_out)
     extra = cell.new_tape(T if keep_tape else 1, B, H, X.dtype)
     fast = _fast(cell)
-    if not keep_tape and fast is not None and fast.infers_in_one_product(cell.kind, X.shape[2], H):
+    fused = fast is not None and fast.infers_in_one_product(cell.kind, X.shape[2], H, X.dtype)
+    if not keep_tape and fused:
         fast.infer_loop(cell.kind, X, p.W_ih, p.W_hh, p.b_ih, p.b_hh, hs, cs, mask, reverse)
     else:
-        _loop_forward(cell, X, p, _step_weights(cell, p.W_hh, B), hs, cs, extra, mask, reverse)
+        W_hhT = _step_weights(cell, p.W_hh, B, inference=not keep_tape)
+        _loop_forward(cell, X, p, W_hhT, hs, cs, extra, mask, reverse)
 
     tape = Tape(X, hs, cs, extra, mask, reverse)
     ys = hs[tape.slices()[1]]

@@ -60,7 +60,7 @@ on its own rows. Without numba, or with the environment variable RNNLAB_NO_NUMBA
 
     infer_loop(kind, X, W_ih, W_hh, b_ih, b_hh, hs, cs, mask, reverse) -> None
         forward without a tape for "tanh", "relu", "lstm": one product per step on
-        [x_t | h_{t-1}] (no projection array); used where infers_in_one_product(kind, I, H)
+        [x_t | h_{t-1}] (no projection array); used where infers_in_one_product(kind, I, H, dtype)
 
     squared_error(pred, targets, mask, count) -> (Σ squares, 2 (pred − targets) / count)
         the mean squared error's one compiled pass (rnnlab.losses), or None for a layout
@@ -265,35 +265,43 @@ def _mask_arg(mask: np.ndarray | None) -> tuple[np.ndarray, bool]:
     return np.ascontiguousarray(mask, dtype=bool), True
 
 
-MIN_PACKED_VALUES = 1 << 16  # weights with fewer values go to the products as they are
+MIN_PACKED_VALUES = 1 << 18  # in training, weights with fewer values are not packed
+MIN_PACKED_VALUES_INFER = 1 << 16  # the same in inference (no tape)
 
 
-def packs(shape: tuple[int, int], dtype) -> bool:
+def packs(shape: tuple[int, int], dtype, inference: bool = False) -> bool:
     """Whether the loops' per-step products take a weight of this (K, N) shape in MKL's packed
     format: with the `mkl` extra, for float32 and float64 weights of at least
-    MIN_PACKED_VALUES values, unless RNNLAB_PACKED=0.
+    MIN_PACKED_VALUES values (MIN_PACKED_VALUES_INFER for inference), unless
+    RNNLAB_PACKED=0.
 
     A product A·W on a plain W makes MKL repack W's panels at every call; packed once per
     loop, W goes to the products as it is. Measured on one core of each of the two, both
     running (the batch split), per-step shapes (rows × K)·(K × N), plain → packed:
     (32×256)·(256×1024) 164 → 128 µs, (32×1024)·(1024×256) 157 → 140, (64×512)·(512×2048)
     1021 → 881, (64×2048)·(2048×512) 989 → 910, (64×512)·(512×1536) 795 → 659; at
-    (16×64)·(64×256) 9.4 → 10.0 µs on one core, a loss, hence the bound. Packing a 4 MB
-    weight takes ~0.5 ms."""
+    (16×64)·(64×256) 9.4 → 10.0 µs on one core, a loss. Packing a 4 MB weight takes ~0.5 ms.
+    Whole layers, A/B in one process: LSTM inference (B, T, I, H) = (32, 100, 64, 128)
+    4.12 → 3.86 ms, (64, 100, 128, 256) 29.9 → 26.0, (128, 50, 256, 512) 115 → 85; training
+    at (64, 100, 128, 256) 79.4 → 77.1 ms, at (128, 50, 256, 512) 253 → 236, but level at
+    (32, 100, 64, 128), where the packed buffers (MKL writes ~1.4 MB of them for a 256 KB
+    W_hh) made a training step's peak memory 12.5 → 13.9 MB: hence the larger bound in
+    training."""
     from rnnlab.fast import blas
 
     if not blas.PACKS or os.environ.get("RNNLAB_PACKED", "").strip() == "0":
         return False
-    return np.dtype(dtype) in (np.float32, np.float64) and shape[0] * shape[1] >= MIN_PACKED_VALUES
+    least = MIN_PACKED_VALUES_INFER if inference else MIN_PACKED_VALUES
+    return np.dtype(dtype) in (np.float32, np.float64) and shape[0] * shape[1] >= least
 
 
 _NOT_PACKED = np.empty(0, np.uint8)
 
 
-def _weight(b: np.ndarray, dt: np.dtype, rows: int, np_blas: bool) -> tuple:
+def _weight(b: np.ndarray, dt: np.dtype, rows: int, np_blas: bool, inference: bool) -> tuple:
     """A right factor b (K, N) of the per-step products (any strides: W_hhᵀ may be W_hh.T) as
     kernels.gemm takes it: (empty, b packed) where `packs`, else (b C-contiguous, empty)."""
-    if np_blas and b.dtype == dt and packs(b.shape, dt):
+    if np_blas and b.dtype == dt and packs(b.shape, dt, inference):
         from rnnlab import _mkl
 
         packed = _mkl.load().pack(b, rows)
@@ -307,8 +315,9 @@ def _weight(b: np.ndarray, dt: np.dtype, rows: int, np_blas: bool) -> tuple:
 @dataclass(frozen=True)
 class StepWeights:
     """A direction's recurrent weight prepared for the per-step products of one compiled loop
-    (`step_weights`): what forward_loop, backward_loop and infer_loop make of their weight
-    argument themselves, made once for several calls (gradient checkpointing's segments)."""
+    (`step_weights`): what forward_loop and backward_loop make of their weight argument
+    themselves, made once for several calls (gradient checkpointing's segments) or with
+    inference's bound on packing."""
 
     kind: str
     backward: bool
@@ -317,18 +326,24 @@ class StepWeights:
 
 
 def step_weights(
-    kind: str, W: np.ndarray, rows: int, *, backward: bool = False, numpy_blas: bool | None = None
+    kind: str,
+    W: np.ndarray,
+    rows: int,
+    *,
+    backward: bool = False,
+    inference: bool = False,
+    numpy_blas: bool | None = None,
 ) -> StepWeights:
     """W prepared for the loop of `kind`: W_hhᵀ (H, G·H) for the forward loop (any strides:
     W_hh.T needs no copy of its own), W_hh (G·H, H) for BPTT (backward=True); `rows`, the
-    batch rows the loop will run."""
+    batch rows the loop will run; `inference`: a forward loop without a tape (see packs)."""
     from rnnlab.fast import blas
 
     np_blas = blas.NUMPY_CBLAS and numpy_blas is not False
-    return _prepared(kind, W, W.dtype, rows, np_blas, backward)
+    return _prepared(kind, W, W.dtype, rows, np_blas, backward, inference)
 
 
-def _prepared(kind, W, dt, rows, np_blas, backward) -> StepWeights:
+def _prepared(kind, W, dt, rows, np_blas, backward, inference=False) -> StepWeights:
     if isinstance(W, StepWeights):
         if W.kind != kind or W.backward != backward or W.dtype != dt:
             _checks.fail(
@@ -340,14 +355,18 @@ def _prepared(kind, W, dt, rows, np_blas, backward) -> StepWeights:
             )
         return W
     W = np.asarray(W)
+
+    def weight(b):
+        return _weight(b, dt, rows, np_blas, inference)
+
     if kind not in ("gru", "gru_orig"):
-        return StepWeights(kind, backward, dt, (_weight(W, dt, rows, np_blas),))
+        return StepWeights(kind, backward, dt, (weight(W),))
     H = W.shape[1] if backward else W.shape[0]
     none = (np.empty((0, 0), dt), _NOT_PACKED)
     if kind == "gru":  # one product on all of W_hh
-        return StepWeights(kind, backward, dt, (_weight(W, dt, rows, np_blas), none, none))
+        return StepWeights(kind, backward, dt, (weight(W), none, none))
     blocks = (W[: 2 * H], W[2 * H :]) if backward else (W[:, : 2 * H], W[:, 2 * H :])
-    return StepWeights(kind, backward, dt, (none, *(_weight(b, dt, rows, np_blas) for b in blocks)))
+    return StepWeights(kind, backward, dt, (none, *(weight(b) for b in blocks)))
 
 
 def forward_loop(
@@ -403,13 +422,20 @@ INFER_KINDS = ("tanh", "relu", "lstm")
 MAX_INFER_K = 256  # I + H up to which inference takes [x_t | h_{t-1}] in one product
 
 
-def infers_in_one_product(kind: str, I: int, H: int) -> bool:
-    """Whether `infer_loop` serves this layer: Elman and LSTM cells with I + H ≤ 256. The
-    fused product skips the projection's write and read and a thread hand-over; measured on
-    one core per half batch, LSTM float32 S1 (I + H = 96) 1.05 -> 0.99 ms, S2 (192) 4.86 ->
-    4.38 ms, but S3 (384) 22.2 -> 25.0 ms: at larger K the big projection runs nearer the
-    GEMM peak (162 against 105-150 GFLOP/s) than the per-step product gains."""
-    return kind in INFER_KINDS and I + H <= MAX_INFER_K
+def infers_in_one_product(kind: str, I: int, H: int, dtype=np.float32) -> bool:
+    """Whether `infer_loop` serves this layer: Elman and LSTM cells with I + H ≤ 256, or of
+    any size where the stacked weight is packed (`packs`). The fused product skips the
+    projection's write and read and a thread hand-over; measured on one core per half batch,
+    LSTM float32 S1 (I + H = 96) 1.05 -> 0.99 ms, S2 (192) 4.86 -> 4.38 ms, but S3 (384)
+    22.2 -> 25.0 ms: at larger K the big projection ran nearer the GEMM peak (162 against
+    105-150 GFLOP/s) than the per-step product gained. Packed, the per-step product keeps
+    up: whole layers, fused against projected, A/B in one process, (B, T, I, H) =
+    (64, 100, 128, 256) LSTM 26.3 -> 25.2 ms, bidirectional 48.3 -> 44.3, Elman 7.07 ->
+    6.67; (128, 50, 256, 512) level for the LSTM (82.2 vs 82.5), Elman 22.5 -> 21.9 ms."""
+    if kind not in INFER_KINDS:
+        return False
+    G = (4 if kind == "lstm" else 1) * H
+    return I + H <= MAX_INFER_K or packs((I + H, G), dtype, inference=True)
 
 
 def infer_loop(
@@ -435,7 +461,7 @@ def infer_loop(
     H = hs.shape[2]
     hs = _wide(hs)
     W_cat = np.concatenate([_c(W_ih, dt), _c(W_hh, dt)], axis=1)
-    W_catT = _weight(W_cat.T, dt, B, np_blas)
+    W_catT = _weight(W_cat.T, dt, B, np_blas, inference=True)
     bias = (_c(b_ih, dt) + _c(b_hh, dt)).astype(dt)
     X = _rows(X, dt)
     m, has_mask = _mask_arg(mask)
