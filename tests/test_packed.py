@@ -25,11 +25,7 @@ from test_fast import (  # noqa: E402
 )
 from test_parallel import _loaded_mkl, split_problem  # noqa: E402
 
-from rnnlab import (  # noqa: E402
-    LSTM,  # noqa: E402
-    _mkl,
-    fast,
-)
+from rnnlab import LSTM, _mkl, fast, parallel  # noqa: E402
 from rnnlab.fast import blas  # noqa: E402
 
 
@@ -208,3 +204,32 @@ def test_inference_packs_smaller_weights_than_training(monkeypatch):
     f = layer.forward(x)
     layer.backward(f, np.ones_like(f.output))
     assert seen == [(300 + 128, 512)]
+
+
+def test_directions_run_at_once_whatever_their_step_bytes_when_packed(packing, monkeypatch):
+    """The bound on one step's gates (parallel.MAX_CONCURRENT_STEP_BYTES) is for plain
+    weights only: packed, the two directions of a large layer ran faster at once."""
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
+    monkeypatch.setattr(parallel, "MIN_CONCURRENT_FLOPS", 0)
+    monkeypatch.setattr(parallel, "MAX_CONCURRENT_STEP_BYTES", 1)
+    at_once: list[bool] = []
+    concurrently = parallel.concurrently
+
+    def recording(fns, flops, step_bytes=0):
+        ran = []
+        jobs = [lambda f=f: ran.append(parallel.row_parts(8, 1)) or f() for f in fns]
+        out = concurrently(jobs, flops, step_bytes)
+        at_once.append(all(parts == [(0, 8)] for parts in ran))
+        return out
+
+    monkeypatch.setattr(parallel, "concurrently", recording)
+    rng = np.random.default_rng(2)
+    layer = make(LSTM, {}, 3, 6, bi=True, rng=rng)
+    x = rng.standard_normal((8, 5, 3))
+    for env, want in (("1", True), ("0", False)):
+        monkeypatch.setenv("RNNLAB_PACKED", env)
+        at_once.clear()
+        f = layer.forward(x)
+        layer.backward(f, np.ones_like(f.output))
+        layer.forward(x, grad=False)
+        assert at_once == [want] * 3, env

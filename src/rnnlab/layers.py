@@ -394,7 +394,7 @@ class Recurrent:
                 )
                 for d, sfx in enumerate(self.directions)
             ]
-            for ys, hT, cT, tape in self._directions_at_once(jobs, inp):
+            for ys, hT, cT, tape in self._directions_at_once(jobs, inp, inference=not grad):
                 ys_dirs.append(ys)
                 tapes.append(tape)
                 finals.append((hT, cT))
@@ -439,14 +439,16 @@ class Recurrent:
         out = flat[row : (T + 1) * row].reshape(T, B, 2 * H)
         return wide_fwd[:, :, :H], wide_rev[:, :, :H], out
 
-    def _directions_at_once(self, jobs: list, X: np.ndarray) -> list:
+    def _directions_at_once(self, jobs: list, X: np.ndarray, inference: bool = False) -> list:
         """Run the jobs of this layer's directions over X (T, B, I), at once on two threads
-        where that pays (rnnlab.parallel.concurrently: by the products' FLOPs and the bytes
-        of the gates of one step)."""
+        where that pays (rnnlab.parallel.concurrently: by the products' FLOPs and, unless the
+        per-step products take their weight packed, the bytes of the gates of one step)."""
         T, B, I = X.shape
-        GH = self.cell.gates * self.hidden_size
-        flops = 2 * T * B * GH * (I + self.hidden_size)
-        return parallel.concurrently(jobs, flops, B * GH * X.itemsize)
+        H = self.hidden_size
+        GH = self.cell.gates * H
+        flops = 2 * T * B * GH * (I + H)
+        packed = recurrence.packs_step_weights(self.cell, (H, GH), X.dtype, inference)
+        return parallel.concurrently(jobs, flops, 0 if packed else B * GH * X.itemsize)
 
     def _merge(self, ys_dirs, concat):
         if len(ys_dirs) == 1 or self.merge == "concat":

@@ -149,6 +149,13 @@ def _step_weights(cell, W_hh: np.ndarray, B: int, backward: bool = False, infere
     return W_hh if backward else np.ascontiguousarray(W_hh.T)
 
 
+def packs_step_weights(cell, shape: tuple[int, int], dtype, inference: bool = False) -> bool:
+    """Whether the compiled loops of `cell` take a recurrent weight of this shape packed
+    (rnnlab.fast.packs); False for the NumPy loop."""
+    fast = _fast(cell)
+    return fast is not None and fast.packs(shape, dtype, inference)
+
+
 def _project(X: np.ndarray, p: Params, bias: bool = True, out=None) -> np.ndarray:
     """XA = X W_ihᵀ (+ b_ih) for all steps at once: (T, B, I) → (T, B, G·H), into `out`
     (C-contiguous, (T, B, G·H)) or a scratch buffer (it lives only until the loop has read
