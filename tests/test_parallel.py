@@ -181,6 +181,54 @@ def test_inner_products_and_sums_in_one_hand_over(threads, dtype, split, split_c
     np.testing.assert_array_equal(one_sum, dA.sum(axis=0))
 
 
+@pytest.mark.parametrize("chunk", [64, 125], ids=["chunks of 64 rows", "of 125"])
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_products_sharing_their_left_factor_side_by_side(threads, dtype, chunk, monkeypatch):
+    """Narrow right factors of one left factor (an LSTM's X and h_{t-1} for dA) multiplied
+    side by side, chunk by chunk of the summed rows (the last chunk shorter), rows of the
+    results split over the threads: the products of each pair alone; wide ones, or pairs
+    with different left factors, each on their own."""
+    mkl = _loaded_mkl()
+    monkeypatch.setattr(parallel, "MAX_PARTIAL_ELEMENTS", 0)  # split the results' rows
+    monkeypatch.setattr(parallel, "_MIN_ROWS_MATMUL", 1)
+    monkeypatch.setattr(parallel, "MIN_FLOPS", 1)
+    monkeypatch.setattr(parallel, "SIDE_BY_SIDE_ROWS", chunk)
+    monkeypatch.setattr(parallel, "NARROW", 8)
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", str(threads))
+    together = []
+    side_by_side = parallel._side_by_side
+    monkeypatch.setattr(
+        parallel,
+        "_side_by_side",
+        lambda g, xs, outs: together.append([x.shape[1] for x in xs]) or side_by_side(g, xs, outs),
+    )
+    rng = np.random.default_rng(3)
+    dA = rng.standard_normal((500, 40)).astype(dtype)
+    X, Hs = rng.standard_normal((500, 7)).astype(dtype), rng.standard_normal((500, 9)).astype(dtype)
+    wide = rng.standard_normal((500, 12)).astype(dtype)
+    with parallel.session():
+        (dW_x, dW_h, dW_w, dW_n), _ = parallel.inner_products(
+            [(dA, X), (dA, Hs), (dA, wide), (dA[:, 10:20], Hs)], [dA]
+        )
+    assert together == [[7, 9, 12]] * threads  # one group per part: X narrow, so all of dA's
+    tol = 1e-12 if dtype == np.float64 else 1e-4
+    for got, want in ((dW_x, dA.T @ X), (dW_h, dA.T @ Hs), (dW_w, dA.T @ wide),
+                      (dW_n, dA[:, 10:20].T @ Hs)):  # fmt: skip
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+        assert got.flags.c_contiguous and got.dtype == dtype
+    together.clear()
+    monkeypatch.setattr(parallel, "NARROW", 7)  # none narrower: each product alone
+    with parallel.session():
+        parallel.inner_products([(dA, X), (dA, Hs)], [dA])
+    monkeypatch.setattr(parallel, "NARROW", 8)
+    monkeypatch.setattr(parallel, "SIDE_BY_SIDE_ROWS", 126)  # under 4 chunks: alone too
+    with parallel.session():
+        parallel.inner_products([(dA, X), (dA, Hs)], [dA])
+    assert together == []
+    assert mkl is not None
+
+
 @pytest.mark.parametrize("how", ["rows", "directions"])
 @pytest.mark.parametrize("name, ctor, kw", CELLS, ids=[c[0] for c in CELLS])
 def test_layers_split_or_not_agree(name, ctor, kw, how, monkeypatch, split_calls):

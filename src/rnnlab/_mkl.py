@@ -103,24 +103,25 @@ class MKL:
         """The threads MKL would use for a call from this thread."""
         return int(self._lib.MKL_Get_Max_Threads())
 
-    def gemm(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
-        """out = a @ b with MKL when all three share a float dtype and a, b are row-major or
-        transposed row-major views and out is C-contiguous; False (nothing done) otherwise."""
+    def gemm(self, a: np.ndarray, b: np.ndarray, out: np.ndarray, beta: float = 0.0) -> bool:
+        """out = a @ b (+ beta·out) with MKL when all three share a float dtype, a and b are
+        row-major or transposed row-major views and out's rows are contiguous; False
+        (nothing done) otherwise."""
         fn = self._fns.get(out.dtype)
         if fn is None or a.dtype != out.dtype or b.dtype != out.dtype:
             return False
-        op_a, op_b = _operand(a), _operand(b)
-        if op_a is None or op_b is None or not out.flags.c_contiguous:
+        op_a, op_b, op_out = _operand(a), _operand(b), _operand(out)
+        if op_a is None or op_b is None or op_out is None or op_out[0] != NO_TRANS:
             return False
         m, k = a.shape
         n = b.shape[1]
         if m == 0 or n == 0:
             return True
         if k == 0:
-            out[...] = 0
+            out[...] = 0 if beta == 0 else beta * out
             return True
         fn(ROW_MAJOR, op_a[0], op_b[0], m, n, k, 1.0, a.ctypes.data, op_a[1], b.ctypes.data,
-           op_b[1], 0.0, out.ctypes.data, max(n, 1))  # fmt: skip
+           op_b[1], beta, out.ctypes.data, op_out[1])  # fmt: skip
         return True
 
     def pack(self, b: np.ndarray, rows: int) -> np.ndarray | None:
