@@ -594,3 +594,42 @@ def test_every_part_runs_under_the_callers_numpy_error_handling(monkeypatch):
         with np.errstate(over="raise"):
             parallel.run_parts(record, [(0, 1), (1, 2)])
         assert sorted(seen) == [0, 1]
+
+
+def test_large_arrays_reuse_the_memory_of_freed_ones(monkeypatch):
+    """parallel.empty: an array above POOL_MIN_BYTES takes the block of one that was freed
+    (the same memory, not freshly mapped) once it and every view of it are gone; smaller
+    ones, and everything under RNNLAB_MALLOC=system, are plain np.empty."""
+    monkeypatch.delenv("RNNLAB_MALLOC", raising=False)
+    monkeypatch.setattr(parallel, "POOL_MIN_BYTES", 4096)
+    monkeypatch.setattr(parallel, "_pool_free", [])
+    monkeypatch.setattr(parallel, "_pool_free_bytes", 0)
+
+    def address(a):
+        return a.__array_interface__["data"][0]
+
+    a = parallel.empty((10, 30, 8), np.float32)
+    assert a.shape == (10, 30, 8) and a.dtype == np.float32 and a.flags.c_contiguous
+    assert a.flags.writeable
+    where = address(a)
+    view = np.swapaxes(a, 0, 1)[2:]
+    del a
+    assert parallel._pool_free == []  # a view still uses the memory
+    b = parallel.empty((10, 30, 8), np.float32)
+    assert address(b) != where
+    del view
+    assert [blk.size for blk in parallel._pool_free] == [9600]
+    c = parallel.empty((30, 79), np.float32)  # 9480 bytes: within a quarter of the block
+    assert address(c) == where and parallel._pool_free == []
+    c[...] = 7.0
+    assert float(c.sum()) == 7.0 * 30 * 79
+    del b, c
+    d = parallel.empty((2, 9600), np.float32)  # 4x larger: a new block, not the freed ones
+    assert address(d) != where
+    small = parallel.empty((10,), np.float64)
+    assert small.base is None  # below the bound: NumPy's own
+    monkeypatch.setattr(parallel, "POOL_MAX_FREE_BYTES", 0)
+    del d
+    assert [blk.size for blk in parallel._pool_free] == [9600, 9600]  # the cap: d not kept
+    monkeypatch.setenv("RNNLAB_MALLOC", "system")
+    assert parallel.empty((10, 30, 8), np.float32).base is None

@@ -433,7 +433,7 @@ class Recurrent:
         at the end let rnnlab.fast view the reverse states' rows as whole rows of 2H."""
         H, dt = self.hidden_size, self.dtype
         row = B * 2 * H
-        flat = np.empty((T + 2) * row + H, dt)
+        flat = parallel.empty(((T + 2) * row + H,), dt)
         wide_fwd = flat[: (T + 1) * row].reshape(T + 1, B, 2 * H)
         wide_rev = flat[row + H : row + H + (T + 1) * row].reshape(T + 1, B, 2 * H)
         out = flat[row : (T + 1) * row].reshape(T, B, 2 * H)

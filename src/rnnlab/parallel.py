@@ -40,6 +40,7 @@ import functools
 import glob
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -445,6 +446,63 @@ def scratch(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
     if buf is None or buf.size < size:
         buf = buffers[(name, dtype)] = np.empty(size, dtype)
     return buf[:size].reshape(shape)
+
+
+POOL_MIN_BYTES = 32 * 1024 * 1024  # glibc's largest mmap threshold: bigger blocks are mapped
+POOL_MAX_FREE_BYTES = 1024 * 1024 * 1024  # freed memory the pool keeps at most
+_pool_free: list[np.ndarray] = []  # freed blocks, uint8, smallest first
+_pool_free_bytes = 0
+_pool_lock_mem = threading.Lock()
+
+
+def empty(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """np.empty(shape, dtype) for arrays that outlive the call that makes them (the tapes of
+    the recurrent layers): one of at least 32 MB takes the memory of such an array that was
+    freed, where NumPy's would come fresh from the kernel.
+
+    glibc maps every block above 32 MB (its largest threshold) fresh and unmaps it when it
+    is freed, so each training step page-faulted its big tapes anew: an LSTM's gates at
+    (B, T, H) = (128, 50, 512) are 52 MB, 13,300 faults at ~0.6 µs each. On this
+    benchmark's VMs it is worse: memory the guest has freed for about a second goes back to
+    the host, and touching it again costs ~6.3 µs a page (100 MB: 16 ms after 0.6 s
+    of idling, 162 ms after 1.5 s), so a bidirectional LSTM step at that shape took 585 ms
+    after a pause of a second and 442 without one. The pool keeps freed blocks (up to 1 GB in
+    all) for the next array of their size; the process keeps its peak memory mapped, as with
+    glibc's retained heap (rnnlab.fast.keep_freed_memory). Under RNNLAB_MALLOC=system this
+    is np.empty. Returned arrays are C-contiguous; they go back to the pool when they and
+    every view of them are gone."""
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape))
+    nbytes = count * dtype.itemsize
+    if nbytes < POOL_MIN_BYTES or not retain_buffers():
+        return np.empty(shape, dtype)
+    block = _take_block(nbytes)
+    flat = np.frombuffer(memoryview(block), dtype, count)
+    # With a memoryview between block and flat, `flat` is the base of every view of it
+    # (NumPy collapses bases through arrays only), so its finalizer runs after the last view.
+    weakref.finalize(flat, _give_back, block)
+    return flat.reshape(shape)
+
+
+def _take_block(nbytes: int) -> np.ndarray:
+    global _pool_free_bytes
+    with _pool_lock_mem:
+        for i, block in enumerate(_pool_free):
+            if nbytes <= block.size <= nbytes + nbytes // 4:  # at most a quarter unused
+                del _pool_free[i]
+                _pool_free_bytes -= block.size
+                return block
+    return np.empty(nbytes, np.uint8)
+
+
+def _give_back(block: np.ndarray) -> None:
+    global _pool_free_bytes
+    with _pool_lock_mem:
+        if _pool_free_bytes + block.size > POOL_MAX_FREE_BYTES:
+            return  # NumPy frees it
+        _pool_free.append(block)
+        _pool_free.sort(key=lambda b: b.size)
+        _pool_free_bytes += block.size
 
 
 def sessioned(method):

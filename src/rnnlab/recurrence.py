@@ -174,14 +174,14 @@ def _project(X: np.ndarray, p: Params, bias: bool = True, out=None) -> np.ndarra
 def _states(T: int, B: int, H: int, dtype, has_c: bool, reverse: bool, h0, c0, hs=None):
     """(hs, cs) of T + 1 rows with the initial state in place; hs is `hs` if given."""
     if hs is None:
-        hs = np.empty((T + 1, B, H), dtype)
+        hs = parallel.empty((T + 1, B, H), dtype)
     elif hs.shape != (T + 1, B, H) or hs.dtype != dtype or hs.strides[2] != hs.itemsize:
         _checks.fail(
             "hs_out",
             f"a {np.dtype(dtype)} array of shape {(T + 1, B, H)} with contiguous rows",
             f"{hs.dtype} {hs.shape}, strides {hs.strides}",
         )
-    cs = np.empty((T + 1, B, H), dtype) if has_c else None
+    cs = parallel.empty((T + 1, B, H), dtype) if has_c else None
     first = T if reverse else 0
     hs[first] = h0
     if cs is not None:

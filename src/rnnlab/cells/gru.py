@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rnnlab import parallel
 from rnnlab.ops import sigmoid
 
 
@@ -46,7 +47,7 @@ class GRUCell:
 
     def new_tape(self, T: int, B: int, H: int, dtype: np.dtype) -> dict[str, np.ndarray]:
         # "rzn": gate activations. "hn": W_hn h + b_hn (reset_after) or r ⊙ h_{t-1} (original).
-        return {"rzn": np.empty((T, B, 3 * H), dtype), "hn": np.empty((T, B, H), dtype)}
+        return {"rzn": parallel.empty((T, B, 3 * H), dtype), "hn": parallel.empty((T, B, H), dtype)}
 
     def forward_step(self, t, xa, h_prev, c_prev, W_hhT, b_hh, h, c, tape):
         H = h.shape[1]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rnnlab import parallel
 from rnnlab.ops import sigmoid
 
 
@@ -32,7 +33,7 @@ class LSTMCell:
     def new_tape(self, T: int, B: int, H: int, dtype: np.dtype) -> dict[str, np.ndarray]:
         # gate activations i, f, g, o; tanh(c_t) is recomputed in BPTT from c_t (one tanh an
         # element, ~1 % of a step) rather than kept: a (T, B, H) array less
-        return {"ifgo": np.empty((T, B, 4 * H), dtype)}
+        return {"ifgo": parallel.empty((T, B, 4 * H), dtype)}
 
     def forward_step(self, t, xa, h_prev, c_prev, W_hhT, b_hh, h, c, tape):
         H = h.shape[1]
