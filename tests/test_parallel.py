@@ -602,8 +602,8 @@ def test_large_arrays_reuse_the_memory_of_freed_ones(monkeypatch):
     ones, and everything under RNNLAB_MALLOC=system, are plain np.empty."""
     monkeypatch.delenv("RNNLAB_MALLOC", raising=False)
     monkeypatch.setattr(parallel, "POOL_MIN_BYTES", 4096)
-    monkeypatch.setattr(parallel, "_pool_free", [])
-    monkeypatch.setattr(parallel, "_pool_free_bytes", 0)
+    monkeypatch.setattr(parallel, "_free_blocks", [])
+    monkeypatch.setattr(parallel, "_free_bytes", 0)
 
     def address(a):
         return a.__array_interface__["data"][0]
@@ -614,13 +614,13 @@ def test_large_arrays_reuse_the_memory_of_freed_ones(monkeypatch):
     where = address(a)
     view = np.swapaxes(a, 0, 1)[2:]
     del a
-    assert parallel._pool_free == []  # a view still uses the memory
+    assert parallel._free_blocks == []  # a view still uses the memory
     b = parallel.empty((10, 30, 8), np.float32)
     assert address(b) != where
     del view
-    assert [blk.size for blk in parallel._pool_free] == [9600]
+    assert [blk.size for blk in parallel._free_blocks] == [9600]
     c = parallel.empty((30, 79), np.float32)  # 9480 bytes: within a quarter of the block
-    assert address(c) == where and parallel._pool_free == []
+    assert address(c) == where and parallel._free_blocks == []
     c[...] = 7.0
     assert float(c.sum()) == 7.0 * 30 * 79
     del b, c
@@ -630,6 +630,6 @@ def test_large_arrays_reuse_the_memory_of_freed_ones(monkeypatch):
     assert small.base is None  # below the bound: NumPy's own
     monkeypatch.setattr(parallel, "POOL_MAX_FREE_BYTES", 0)
     del d
-    assert [blk.size for blk in parallel._pool_free] == [9600, 9600]  # the cap: d not kept
+    assert [blk.size for blk in parallel._free_blocks] == [9600, 9600]  # the cap: d not kept
     monkeypatch.setenv("RNNLAB_MALLOC", "system")
     assert parallel.empty((10, 30, 8), np.float32).base is None

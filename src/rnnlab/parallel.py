@@ -450,9 +450,9 @@ def scratch(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
 
 POOL_MIN_BYTES = 32 * 1024 * 1024  # glibc's largest mmap threshold: bigger blocks are mapped
 POOL_MAX_FREE_BYTES = 1024 * 1024 * 1024  # freed memory the pool keeps at most
-_pool_free: list[np.ndarray] = []  # freed blocks, uint8, smallest first
-_pool_free_bytes = 0
-_pool_lock_mem = threading.Lock()
+_free_blocks: list[np.ndarray] = []  # freed blocks, uint8, smallest first
+_free_bytes = 0
+_blocks_lock = threading.Lock()
 
 
 def empty(shape: tuple[int, ...], dtype) -> np.ndarray:
@@ -480,29 +480,29 @@ def empty(shape: tuple[int, ...], dtype) -> np.ndarray:
     flat = np.frombuffer(memoryview(block), dtype, count)
     # With a memoryview between block and flat, `flat` is the base of every view of it
     # (NumPy collapses bases through arrays only), so its finalizer runs after the last view.
-    weakref.finalize(flat, _give_back, block)
+    weakref.finalize(flat, _give_back, block).atexit = False
     return flat.reshape(shape)
 
 
 def _take_block(nbytes: int) -> np.ndarray:
-    global _pool_free_bytes
-    with _pool_lock_mem:
-        for i, block in enumerate(_pool_free):
+    global _free_bytes
+    with _blocks_lock:
+        for i, block in enumerate(_free_blocks):
             if nbytes <= block.size <= nbytes + nbytes // 4:  # at most a quarter unused
-                del _pool_free[i]
-                _pool_free_bytes -= block.size
+                del _free_blocks[i]
+                _free_bytes -= block.size
                 return block
     return np.empty(nbytes, np.uint8)
 
 
 def _give_back(block: np.ndarray) -> None:
-    global _pool_free_bytes
-    with _pool_lock_mem:
-        if _pool_free_bytes + block.size > POOL_MAX_FREE_BYTES:
+    global _free_bytes
+    with _blocks_lock:
+        if _free_bytes + block.size > POOL_MAX_FREE_BYTES:
             return  # NumPy frees it
-        _pool_free.append(block)
-        _pool_free.sort(key=lambda b: b.size)
-        _pool_free_bytes += block.size
+        _free_blocks.append(block)
+        _free_blocks.sort(key=lambda b: b.size)
+        _free_bytes += block.size
 
 
 def sessioned(method):

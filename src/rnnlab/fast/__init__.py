@@ -47,14 +47,16 @@ on its own rows. Without numba, or with the environment variable RNNLAB_NO_NUMBA
     Both take a keyword `numpy_blas=False` to run the products on numba's np.dot (scipy's
     BLAS) even where NumPy's is found: for tests and benchmarks.
 
-    step_weights(kind, W, rows, backward=False) -> StepWeights
+    step_weights(kind, W, rows, backward=False, inference=False) -> StepWeights
         W_hhᵀ (or W_hh for BPTT) prepared once for several loops of one direction (the
-        segments of gradient checkpointing); each loop call otherwise prepares its own
+        segments of gradient checkpointing), or for a loop without a tape; each loop call
+        otherwise prepares its own
 
-    packs((K, N), dtype) -> bool
+    packs((K, N), dtype, inference=False) -> bool
         whether the per-step products take such a weight in MKL's packed format: with the
-        `mkl` extra, weights of ≥ 2^16 values, unless RNNLAB_PACKED=0. MKL packs the weight
-        once per loop instead of repacking its panels inside every per-step product
+        `mkl` extra, weights of ≥ 2^18 values in training and ≥ 2^16 in inference, unless
+        RNNLAB_PACKED=0. MKL packs the weight once per loop instead of repacking its panels
+        inside every per-step product
 
     transposed(a) -> aᵀ, C-contiguous (a blocked copy, ~5x NumPy's for a large W_hh)
 
