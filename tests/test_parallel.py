@@ -633,3 +633,18 @@ def test_large_arrays_reuse_the_memory_of_freed_ones(monkeypatch):
     assert [blk.size for blk in parallel._free_blocks] == [9600, 9600]  # the cap: d not kept
     monkeypatch.setenv("RNNLAB_MALLOC", "system")
     assert parallel.empty((10, 30, 8), np.float32).base is None
+
+
+def test_a_blocks_bias_sum_is_taken_from_b_ihs_where_it_is_the_same_columns():
+    """recurrence._columns_of finds column blocks of dA_x (the GRU's r, z blocks), whose
+    bias gradients are then b_ih's instead of a second sum; anything else is summed."""
+    from rnnlab import recurrence
+
+    dA = np.zeros((50, 12))
+    assert recurrence._columns_of(dA, dA) == slice(None)
+    assert recurrence._columns_of(dA[:, :8], dA) == slice(0, 8)
+    assert recurrence._columns_of(dA[:, 8:], dA) == slice(8, 12)
+    assert recurrence._columns_of(dA[1:, :8], dA) is None  # other rows
+    assert recurrence._columns_of(dA[:, ::2], dA) is None  # other strides
+    assert recurrence._columns_of(dA[:, :8].copy(), dA) is None  # other memory
+    assert recurrence._columns_of(np.zeros((50, 4)), dA) is None

@@ -390,19 +390,39 @@ def _weight_grads(cell, p: Params, X, hs_prev, extra, dXA, dHA) -> Params:
     else:
         blocks = [(slice(None), dA_h, hs_prev)]
     pairs = [(dA_x, X2)] + [(grads, inputs) for _, grads, inputs in blocks]
-    shared = [grads is dA_x for _, grads, _ in blocks]  # the bias sum is b_ih's: not again
+    # a block whose gradients are columns of dA_x has its bias sum in b_ih's: not again
+    shared = [_columns_of(grads, dA_x) for _, grads, _ in blocks]
     sums = [dA_x] + [grads for (_, grads, _), same in zip(blocks, shared, strict=True) if not same]
     products, totals = parallel.inner_products(pairs, sums)
     dW_ih, db_ih = products[0], totals[0]
     if len(blocks) == 1 and blocks[0][0] == slice(None):
-        db_hh = db_ih.copy() if shared[0] else totals[1]
+        db_hh = db_ih[shared[0]].copy() if shared[0] else totals[1]
         return Params(dW_ih, products[1], db_ih, db_hh)
     dW_hh, db_hh = np.empty_like(p.W_hh), np.empty_like(p.b_hh)
     rest = iter(totals[1:])
     for (rows, _, _), product, same in zip(blocks, products[1:], shared, strict=True):
         dW_hh[rows] = product
-        db_hh[rows] = db_ih if same else next(rest)
+        db_hh[rows] = db_ih[same] if same else next(rest)
     return Params(dW_ih, dW_hh, db_ih, db_hh)
+
+
+def _columns_of(view: np.ndarray, whole: np.ndarray) -> slice | None:
+    """The columns a:b with view = whole[:, a:b] (the same rows, the same memory), or None.
+    The GRU's r and z blocks of the W_hh side are dA_x's own columns: their bias gradient is
+    b_ih's, which took ~4 ms of a GRU step's 12 ms of bias sums at (128, 50, 256, 512)."""
+    if view is whole:
+        return slice(None)
+    if view.ndim != 2 or view.shape[0] != whole.shape[0] or view.strides != whole.strides:
+        return None
+    offset = view.__array_interface__["data"][0] - whole.__array_interface__["data"][0]
+    a, rest = divmod(offset, whole.itemsize)
+    if (
+        rest
+        or not 0 <= a <= whole.shape[1] - view.shape[1]
+        or a * whole.itemsize >= whole.strides[0]
+    ):
+        return None
+    return slice(a, a + view.shape[1])
 
 
 def _backward_checkpointed(cell, p, tape, dys, dh, dc, need_dX, dh_trace):
