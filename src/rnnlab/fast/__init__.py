@@ -472,8 +472,8 @@ def infer_loop(
     xh = np.empty((B, I + H), dt)
     dims = (T, B, G, I + H)
     if kind == "lstm":
-        z, gates, tc = np.empty((B, G), dt), np.empty((B, G), dt), np.empty((B, H), dt)
-        args = (X, W_catT, bias, hs, cs, m, has_mask, reverse, np_blas, xh, z, gates, tc)
+        z, tc = np.empty((B, G), dt), np.empty((B, H), dt)
+        args = (X, W_catT, bias, hs, cs, m, has_mask, reverse, np_blas, xh, z, tc)
         _run_parts(kernels.lstm_infer, args, dims, np_blas)
     else:
         a = np.empty((B, H), dt)

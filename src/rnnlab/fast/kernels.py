@@ -418,6 +418,39 @@ def _lstm_cell(z, gates, c_prev, c, tc, h_prev, h, masked):
     sigmoid_into(z[: 2 * H], gates[: 2 * H])
     tanh_into(z[2 * H : 3 * H], gates[2 * H : 3 * H])
     sigmoid_into(z[3 * H :], gates[3 * H :])
+    _lstm_state(gates, c_prev, c, tc, h_prev, h, masked)
+
+
+@njit(**JIT)
+def _biased_sigmoid_inplace(a, bias):
+    """a = σ(a + bias)."""
+    for j in range(a.shape[0]):
+        a[j] = _sigmoid(a[j] + bias[j])
+
+
+@njit(**JIT)
+def _biased_tanh_inplace(a, bias):
+    """a = tanh(a + bias)."""
+    for j in range(a.shape[0]):
+        a[j] = _tanh(a[j] + bias[j])
+
+
+@njit(**JIT)
+def _lstm_cell_inplace(z, bias, c_prev, c, tc, h_prev, h, masked):
+    """_lstm_cell for inference: the gates of z + bias computed over z itself (no tape to
+    keep them in), the bias added as each gate is: one array of (B, 4H) fewer in the cache
+    and one pass over it fewer."""
+    H = c.shape[0]
+    _biased_sigmoid_inplace(z[: 2 * H], bias[: 2 * H])
+    _biased_tanh_inplace(z[2 * H : 3 * H], bias[2 * H : 3 * H])
+    _biased_sigmoid_inplace(z[3 * H :], bias[3 * H :])
+    _lstm_state(z, c_prev, c, tc, h_prev, h, masked)
+
+
+@njit(**JIT)
+def _lstm_state(gates, c_prev, c, tc, h_prev, h, masked):
+    """c = f ⊙ c_prev + i ⊙ g; h = o ⊙ tanh(c) from one row's gates (4H)."""
+    H = c.shape[0]
     i, f, g, o = gates[:H], gates[H : 2 * H], gates[2 * H : 3 * H], gates[3 * H :]
     for j in range(H):
         c[j] = f[j] * c_prev[j]
@@ -697,10 +730,11 @@ def elman_infer(
 
 @njit(**JIT)
 def lstm_infer(
-    X, W_catT, bias, hs, cs, mask, has_mask, reverse, numpy_blas, xh, z, gates, tc, b0, b1
+    X, W_catT, bias, hs, cs, mask, has_mask, reverse, numpy_blas, xh, z, tc, b0, b1
 ):  # fmt: skip
-    """The LSTM step of lstm_forward with z = [x_t | h_{t-1}] [W_ih | W_hh]ᵀ + (b_ih + b_hh).
-    W_catT: (I + H, 4H); buffers xh (B, I + H), z and gates (B, 4H), tc (B, H)."""
+    """The LSTM step of lstm_forward with z = [x_t | h_{t-1}] [W_ih | W_hh]ᵀ + (b_ih + b_hh),
+    the gates computed over z (_lstm_cell_inplace). W_catT: (I + H, 4H); buffers xh
+    (B, I + H), z (B, 4H), tc (B, H)."""
     T, _, _ = X.shape
     G = z.shape[1]
     H = G // 4
@@ -710,12 +744,9 @@ def lstm_infer(
         _gather_inputs(X, hs, xh, t, prev, b0, b1)
         gemm(xh[b0:b1], W_catT, z[b0:b1], numpy_blas)
         for b in range(b0, b1):
-            z_b, g_b = z[b], gates[b]
-            for j in range(G):
-                z_b[j] = z_b[j] + bias[j]
             masked = has_mask and not mask[t, b]
             h_prev, h = hs[prev, b, :H], hs[out, b, :H]
-            _lstm_cell(z_b, g_b, cs[prev, b], cs[out, b], tc[b], h_prev, h, masked)
+            _lstm_cell_inplace(z[b], bias, cs[prev, b], cs[out, b], tc[b], h_prev, h, masked)
 
 
 # --------------------------------------------------------------------------- losses
