@@ -178,7 +178,7 @@ def test_inner_products_and_sums_in_one_hand_over(threads, dtype, split, split_c
         monkeypatch.setattr(parallel, "MIN_FLOPS", 10**12)
         (one,), (one_sum,) = parallel.inner_products([(dA, X)], [dA])
     np.testing.assert_allclose(one, dA.T @ X, rtol=tol, atol=tol)
-    np.testing.assert_array_equal(one_sum, dA.sum(axis=0))
+    np.testing.assert_allclose(one_sum, dA.sum(axis=0), rtol=tol, atol=tol)  # MKL's or NumPy's
 
 
 @pytest.mark.parametrize("chunk", [64, 125], ids=["chunks of 64 rows", "of 125"])
@@ -648,3 +648,21 @@ def test_a_blocks_bias_sum_is_taken_from_b_ihs_where_it_is_the_same_columns():
     assert recurrence._columns_of(dA[:, ::2], dA) is None  # other strides
     assert recurrence._columns_of(dA[:, :8].copy(), dA) is None  # other memory
     assert recurrence._columns_of(np.zeros((50, 4)), dA) is None
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bias_sums_as_a_product_with_a_row_of_ones(dtype):
+    """parallel._column_sums (MKL's ones-row product where installed): the column sums of a
+    block of columns, near the float64 sum, into a slice of the output."""
+    rng = np.random.default_rng(8)
+    g = rng.standard_normal((3000, 40)).astype(dtype)
+    out = np.full(50, np.nan, dtype)
+    parallel._column_sums(g[:, 5:25], out[10:30])
+    want = g[:, 5:25].astype(np.float64).sum(axis=0)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out[10:30], want, rtol=tol, atol=tol * 60)
+    assert np.isnan(out[:10]).all() and np.isnan(out[30:]).all()
+    ints = np.ones((4, 3), np.int64)
+    got = np.empty(3, np.int64)
+    parallel._column_sums(ints, got)  # not a BLAS dtype: NumPy's sum
+    assert got.tolist() == [4, 4, 4]

