@@ -186,8 +186,8 @@ def test_without_mkl_nothing_is_packed(monkeypatch):
 
 
 def test_inference_packs_smaller_weights_than_training(monkeypatch):
-    """At H = 128 an LSTM's weights are packed without a tape only (there the stacked
-    [W_ih | W_hh]ᵀ of the one-product-per-step loop): in training the packed buffers cost
+    """At H = 128 an LSTM's weights are packed without a tape only (W_ihᵀ and W_hhᵀ apiece,
+    where the stacked [W_ih | W_hh]ᵀ passes the bound): in training the packed buffers cost
     more memory than they saved time (see fast.packs)."""
     _loaded_mkl()
     monkeypatch.delenv("RNNLAB_PACKED", raising=False)
@@ -200,10 +200,10 @@ def test_inference_packs_smaller_weights_than_training(monkeypatch):
     layer = make(LSTM, {}, 300, 128, rng=rng)
     x = rng.standard_normal((4, 5, 300))
     layer.forward(x, grad=False)
-    assert seen == [(300 + 128, 512)]
+    assert seen == [(300, 512), (128, 512)]
     f = layer.forward(x)
     layer.backward(f, np.ones_like(f.output))
-    assert seen == [(300 + 128, 512)]
+    assert seen == [(300, 512), (128, 512)]
 
 
 def test_directions_run_at_once_whatever_their_step_bytes_when_packed(packing, monkeypatch):

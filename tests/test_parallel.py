@@ -446,7 +446,7 @@ def test_inference_without_a_tape_gives_the_same_outputs(name, ctor, kw, engine_
     lengths = np.array([6, 2, 5, 6, 1, 3, 6, 6, 4])
     full = layer.forward(x, lengths=lengths)
     lean = layer.forward(x, lengths=lengths, grad=False)
-    fused = fast.available() and fast.infers_in_one_product(layer.cell.kind, 14, 7)
+    fused = fast.available() and fast.infers_without_projection(layer.cell.kind, 14, 7)
     same = np.testing.assert_array_equal
     if fused:
         same = functools.partial(np.testing.assert_allclose, rtol=1e-13, atol=1e-15)
@@ -455,6 +455,31 @@ def test_inference_without_a_tape_gives_the_same_outputs(name, ctor, kw, engine_
         same(got, want)
     with pytest.raises(ValueError, match=r"`f` must be .* kept its tape; got one computed with"):
         layer.backward(lean, np.ones_like(lean.output))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "rnn"])
+def test_inference_reads_a_batch_first_input_where_it_lies(cell, monkeypatch):
+    """The fused inference loop takes x_t's rows from the batch-first array itself (no
+    time-major copy), with the same bits as from a time-major copy, both directions."""
+    from rnnlab.layers import Recurrent
+
+    seen = []
+    loop = fast.infer_loop
+    monkeypatch.setattr(fast, "infer_loop", lambda kind, X, *a: seen.append(X) or loop(kind, X, *a))
+    rng = np.random.default_rng(8)
+    first = Recurrent(cell, 5, 6, 2, bidirectional=True, dtype=np.float32, rng=rng)
+    second = Recurrent(cell, 5, 6, 2, bidirectional=True, dtype=np.float32, batch_first=False)
+    for name, v in first.params.items():
+        second.params[name][...] = v
+    x = rng.standard_normal((4, 9, 5), dtype=np.float32)
+    lengths = np.array([9, 3, 7, 1])
+    got = first.forward(x, lengths=lengths, grad=False)
+    assert seen and seen[0].base is not None and not seen[0].flags.c_contiguous
+    assert np.shares_memory(seen[0], x)
+    want = second.forward(np.ascontiguousarray(x.transpose(1, 0, 2)), lengths=lengths, grad=False)
+    np.testing.assert_array_equal(got.output, want.output.transpose(1, 0, 2))
+    for g, w in zip(np.atleast_1d(got.state), np.atleast_1d(want.state), strict=True):
+        np.testing.assert_array_equal(g, w)
 
 
 def test_sequential_passes_grad_false_to_its_recurrent_layers():

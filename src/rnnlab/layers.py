@@ -367,7 +367,10 @@ class Recurrent:
         h0s = self._initial_states(state, B)
 
         tapes, drops, finals = [], [], []
-        inp = np.ascontiguousarray(X)
+        strided = not grad and recurrence.infers_without_projection(
+            self.cell, self.input_size, self.hidden_size, self.dtype
+        )
+        inp = X if strided else np.ascontiguousarray(X)  # time-major for input projections
         ys_last = None
         for k in range(self.num_layers):
             drop = None

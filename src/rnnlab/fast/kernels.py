@@ -343,6 +343,22 @@ def gemm(A, W, C, numpy_blas):
         _dgemm(*head, 1.0, A.ctypes.data, lda, Bm.ctypes.data, ldc, 0.0, C.ctypes.data, ldc)
 
 
+@njit(**JIT)
+def gemm_add(A, W, C):
+    """C += A Wm for a packed weight W = (empty, packed) (gemm's pair); A and C as in gemm."""
+    _, packed = W
+    M, K = A.shape
+    N = C.shape[1]
+    lda = A.strides[0] // A.itemsize if M > 1 else K
+    lda, ldc = max(lda, 1), max(N, 1)
+    head = (blas.ROW_MAJOR, blas.NO_TRANS, blas.PACKED, M, N, K)
+    p = packed.ctypes.data
+    if A.itemsize == 4:
+        _sgemm_compute(*head, A.ctypes.data, lda, p, ldc, 1.0, C.ctypes.data, ldc)
+    else:
+        _dgemm_compute(*head, A.ctypes.data, lda, p, ldc, 1.0, C.ctypes.data, ldc)
+
+
 # --------------------------------------------------------------------------- Elman
 # Every kernel walks t = 0..T-1 (forward pass; BPTT runs it backwards) or the reverse, with
 # step t reading state row `prev` and writing row `out` of hs (see rnnlab.recurrence).
@@ -700,9 +716,13 @@ def gru_backward(
 
 # --------------------------------------------------------------------------- inference
 # Without a tape nothing needs the input projection as an array of its own: each step takes
-# [x_t | h_{t-1}] · [W_ih | W_hh]ᵀ as one product (K = I + H), which skips writing and reading
-# a (T, B, G·H) projection and the per-row adds of b_ih. The sum inside the product runs over
-# both halves at once, so results differ from the training loops' by float rounding.
+# [x_t | h_{t-1}] · [W_ih | W_hh]ᵀ straight from x_t and h_{t-1}, which skips writing and
+# reading a (T, B, G·H) projection and the per-row adds of b_ih. With the weights packed for
+# MKL that is two products, x_t W_ihᵀ and then h_{t-1} W_hhᵀ added to it, on the rows where
+# they lie (x_t in a batch-first input, h_{t-1} in hs): W_x = W_ihᵀ and W_h = W_hhᵀ packed.
+# Otherwise W_h is empty and W_x = [W_ih | W_hh]ᵀ takes the rows gathered into xh in one
+# product (K = I + H). The sums run in another order than the training loops', so results
+# differ from theirs by float rounding.
 @njit(**JIT)
 def _gather_inputs(X, hs, xh, t, prev, b0, b1):
     """xh[b] = [x_t[b] | h_{t-1}[b]] for the rows b0 ≤ b < b1."""
@@ -718,18 +738,28 @@ def _gather_inputs(X, hs, xh, t, prev, b0, b1):
 
 
 @njit(**JIT)
+def _infer_product(X, hs, H, W_x, W_h, xh, out, t, prev, numpy_blas, b0, b1):
+    """out[b0:b1] = [x_t | h_{t-1}] [W_ih | W_hh]ᵀ for those rows (see above)."""
+    if W_h[1].shape[0] > 0:
+        gemm(X[t, b0:b1], W_x, out[b0:b1], numpy_blas)
+        gemm_add(hs[prev, b0:b1, :H], W_h, out[b0:b1])
+    else:
+        _gather_inputs(X, hs, xh, t, prev, b0, b1)
+        gemm(xh[b0:b1], W_x, out[b0:b1], numpy_blas)
+
+
+@njit(**JIT)
 def elman_infer(
-    X, W_catT, bias, hs, mask, has_mask, reverse, relu, numpy_blas, xh, a, b0, b1
+    X, W_x, W_h, bias, hs, mask, has_mask, reverse, relu, numpy_blas, xh, a, b0, b1
 ):  # fmt: skip
     """h_t = φ([x_t | h_{t-1}] [W_ih | W_hh]ᵀ + (b_ih + b_hh)).  X: (T, B, I), rows contiguous;
-    W_catT: (I + H, H); xh: (B, I + H) and a: (B, H) buffers."""
+    W_x, W_h as above; xh: (B, I + H) (unused when W_h is given) and a: (B, H) buffers."""
     T, _, _ = X.shape
     H = a.shape[1]
     for s in range(T):
         t = T - 1 - s if reverse else s
         prev, out = (t + 1, t) if reverse else (t, t + 1)
-        _gather_inputs(X, hs, xh, t, prev, b0, b1)
-        gemm(xh[b0:b1], W_catT, a[b0:b1], numpy_blas)
+        _infer_product(X, hs, H, W_x, W_h, xh, a, t, prev, numpy_blas, b0, b1)
         for b in range(b0, b1):
             a_b, h = a[b], hs[out, b, :H]
             for j in range(H):
@@ -739,10 +769,10 @@ def elman_infer(
 
 @njit(**JIT)
 def lstm_infer(
-    X, W_catT, bias, hs, cs, mask, has_mask, reverse, numpy_blas, xh, z, tc, b0, b1
+    X, W_x, W_h, bias, hs, cs, mask, has_mask, reverse, numpy_blas, xh, z, tc, b0, b1
 ):  # fmt: skip
     """The LSTM step of lstm_forward with z = [x_t | h_{t-1}] [W_ih | W_hh]ᵀ + (b_ih + b_hh),
-    the gates computed over z (_lstm_cell_inplace). W_catT: (I + H, 4H); buffers xh
+    the gates computed over z (_lstm_cell_inplace). W_x, W_h as above; buffers xh
     (B, I + H), z (B, 4H), tc (B, H)."""
     T, _, _ = X.shape
     G = z.shape[1]
@@ -750,8 +780,7 @@ def lstm_infer(
     for s in range(T):
         t = T - 1 - s if reverse else s
         prev, out = (t + 1, t) if reverse else (t, t + 1)
-        _gather_inputs(X, hs, xh, t, prev, b0, b1)
-        gemm(xh[b0:b1], W_catT, z[b0:b1], numpy_blas)
+        _infer_product(X, hs, H, W_x, W_h, xh, z, t, prev, numpy_blas, b0, b1)
         for b in range(b0, b1):
             masked = has_mask and not mask[t, b]
             h_prev, h = hs[prev, b, :H], hs[out, b, :H]
