@@ -460,12 +460,19 @@ def test_inference_without_a_tape_gives_the_same_outputs(name, ctor, kw, engine_
 @pytest.mark.parametrize("cell", ["lstm", "rnn"])
 def test_inference_reads_a_batch_first_input_where_it_lies(cell, monkeypatch):
     """The fused inference loop takes x_t's rows from the batch-first array itself (no
-    time-major copy), with the same bits as from a time-major copy, both directions."""
+    time-major copy), with the same bits as from a time-major copy, both directions; an
+    LSTM's loop keeps two rows of cell states, not T + 1."""
     from rnnlab.layers import Recurrent
 
-    seen = []
-    loop = fast.infer_loop
-    monkeypatch.setattr(fast, "infer_loop", lambda kind, X, *a: seen.append(X) or loop(kind, X, *a))
+    seen, cell_states = [], []
+
+    def loop(kind, X, W_ih, W_hh, b_ih, b_hh, hs, cs, *rest):
+        seen.append(X)
+        cell_states.append(None if cs is None else cs.shape)
+        return infer_loop(kind, X, W_ih, W_hh, b_ih, b_hh, hs, cs, *rest)
+
+    infer_loop = fast.infer_loop
+    monkeypatch.setattr(fast, "infer_loop", loop)
     rng = np.random.default_rng(8)
     first = Recurrent(cell, 5, 6, 2, bidirectional=True, dtype=np.float32, rng=rng)
     second = Recurrent(cell, 5, 6, 2, bidirectional=True, dtype=np.float32, batch_first=False)
@@ -476,6 +483,7 @@ def test_inference_reads_a_batch_first_input_where_it_lies(cell, monkeypatch):
     got = first.forward(x, lengths=lengths, grad=False)
     assert seen and seen[0].base is not None and not seen[0].flags.c_contiguous
     assert np.shares_memory(seen[0], x)
+    assert cell_states == ([(2, 4, 6)] * 4 if cell == "lstm" else [None] * 4)
     want = second.forward(np.ascontiguousarray(x.transpose(1, 0, 2)), lengths=lengths, grad=False)
     np.testing.assert_array_equal(got.output, want.output.transpose(1, 0, 2))
     for g, w in zip(np.atleast_1d(got.state), np.atleast_1d(want.state), strict=True):

@@ -171,8 +171,11 @@ def _project(X: np.ndarray, p: Params, bias: bool = True, out=None) -> np.ndarra
     return XA.reshape(T, B, -1)
 
 
-def _states(T: int, B: int, H: int, dtype, has_c: bool, reverse: bool, h0, c0, hs=None):
-    """(hs, cs) of T + 1 rows with the initial state in place; hs is `hs` if given."""
+def _states(
+    T: int, B: int, H: int, dtype, has_c: bool, reverse: bool, h0, c0, hs=None, c_rows=0
+):  # fmt: skip
+    """(hs, cs) of T + 1 rows with the initial state in place; hs is `hs` if given. With
+    c_rows = 2 (inference's loop, which keeps c_t in row t mod 2) cs has two rows only."""
     if hs is None:
         hs = parallel.empty((T + 1, B, H), dtype)
     elif hs.shape != (T + 1, B, H) or hs.dtype != dtype or hs.strides[2] != hs.itemsize:
@@ -181,11 +184,11 @@ def _states(T: int, B: int, H: int, dtype, has_c: bool, reverse: bool, h0, c0, h
             f"a {np.dtype(dtype)} array of shape {(T + 1, B, H)} with contiguous rows",
             f"{hs.dtype} {hs.shape}, strides {hs.strides}",
         )
-    cs = parallel.empty((T + 1, B, H), dtype) if has_c else None
+    cs = parallel.empty((c_rows or T + 1, B, H), dtype) if has_c else None
     first = T if reverse else 0
     hs[first] = h0
     if cs is not None:
-        cs[first] = c0
+        cs[first % cs.shape[0]] = c0
     return hs, cs
 
 
@@ -240,7 +243,8 @@ def forward(
         return _forward_checkpointed(
             cell, p, X, W_hhT, h0, c0, mask, reverse, checkpoint_every, hs_out
         )
-    hs, cs = _states(T, B, H, X.dtype, cell.has_c, reverse, h0, c0, hs_out)
+    # without a tape only the last cell state is wanted: inference keeps two rows of them
+    hs, cs = _states(T, B, H, X.dtype, cell.has_c, reverse, h0, c0, hs_out, 2 if fused else 0)
     extra = cell.new_tape(T if keep_tape else 1, B, H, X.dtype)
     if fused:
         _fast(cell).infer_loop(cell.kind, X, p.W_ih, p.W_hh, p.b_ih, p.b_hh, hs, cs, mask, reverse)
@@ -255,7 +259,7 @@ def forward(
     if mask is not None:
         ys = np.where(mask[:, :, None], ys, 0.0).astype(X.dtype, copy=False)
     last = 0 if reverse else T
-    return ys, hs[last], (cs[last] if cs is not None else None), tape
+    return ys, hs[last], (cs[last % cs.shape[0]] if cs is not None else None), tape
 
 
 def _segments(T: int, k: int, reverse: bool) -> list[tuple[int, int]]:

@@ -62,8 +62,9 @@ on its own rows. Without numba, or with the environment variable RNNLAB_NO_NUMBA
 
     infer_loop(kind, X, W_ih, W_hh, b_ih, b_hh, hs, cs, mask, reverse) -> None
         forward without a tape for "tanh", "relu", "lstm": each step multiplies x_t and
-        h_{t-1} where they lie (no projection array; X may be a batch-first view); used
-        where infers_without_projection(kind, I, H, dtype)
+        h_{t-1} where they lie (no projection array; X may be a batch-first view; cs may
+        have two rows, c_t in row t mod 2); used where infers_without_projection(kind, I,
+        H, dtype)
 
     squared_error(pred, targets, mask, count) -> (Σ squares, 2 (pred − targets) / count)
         the mean squared error's one compiled pass (rnnlab.losses), or None for a layout
