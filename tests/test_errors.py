@@ -57,6 +57,26 @@ def test_non_finite_input(lstm, x, bad):
         lstm.forward(x)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, "inf and -inf"])
+def test_non_finite_values_found_in_wide_arrays(dtype, bad):
+    """Arrays with rows of ≥ 16 values are summed as a product with a vector of ones: every
+    NaN or ±inf is still found, wherever it is, and finite values whose sums overflow pass."""
+    from rnnlab import _checks
+
+    rng = np.random.default_rng(0)
+    for where in [(0, 0, 0), (2, 3, 16), (4, 6, 31)]:
+        x = rng.standard_normal((5, 7, 32)).astype(dtype)
+        if bad == "inf and -inf":  # one row whose sum would be NaN, the others finite
+            x[where], x[where[:2] + ((where[2] + 1) % 32,)] = np.inf, -np.inf
+        else:
+            x[where] = bad
+        with pytest.raises(ValueError, match=rf"at index \({where[0]}, {where[1]}, "):
+            _checks.float_array(x, "x")
+    huge = np.full((5, 7, 32), np.finfo(dtype).max / 4, dtype)
+    assert _checks.float_array(huge, "x") is huge
+
+
 @pytest.mark.parametrize(
     "lengths,match",
     [
