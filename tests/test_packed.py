@@ -233,3 +233,35 @@ def test_directions_run_at_once_whatever_their_step_bytes_when_packed(packing, m
         layer.backward(f, np.ones_like(f.output))
         layer.forward(x, grad=False)
         assert at_once == [want] * 3, env
+
+
+@pytest.mark.parametrize("ctor_name", ["lstm", "rnn"])
+def test_packed_inference_reads_odd_batch_strides_right(ctor_name, packing):
+    """The packed inference loop multiplies x_t where it lies, so the batch rows must make a
+    valid leading dimension: a reversed, broadcast, overlapping or byte-offset batch axis is
+    copied first (MKL would refuse the product, or read the wrong rows, without an error)."""
+    from numpy.lib.stride_tricks import as_strided
+
+    from rnnlab.layers import Recurrent
+
+    rng = np.random.default_rng(9)
+    B, T, I, H = 5, 7, 12, 6
+    layer = Recurrent(ctor_name, I, H, 1, dtype=np.float64, rng=rng)
+    x = rng.standard_normal((B, T, I))
+    records = np.zeros((B, T), np.dtype([("x", "f8", (I,)), ("w", "f4")]))  # 8 ∤ the strides
+    records["x"] = x
+    signal = rng.standard_normal(B + T * I)
+    views = {
+        "reversed": x[::-1],
+        "broadcast": np.broadcast_to(x[:1], x.shape),
+        "overlapping": as_strided(signal, (B, T, I), (8, I * 8, 8)),
+        "structured field": records["x"],
+    }
+    for name, view in views.items():
+        before = len(packing)
+        got = layer.forward(view, grad=False)
+        assert len(packing) > before, name  # the packed loop served it
+        want = layer.forward(np.ascontiguousarray(view))
+        assert_close(got.output, want.output, 1e-12, name)
+        for g, w in zip(_states(got.state), _states(want.state), strict=True):
+            assert_close(g, w, 1e-12, f"{name} state")

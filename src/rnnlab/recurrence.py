@@ -195,7 +195,7 @@ def _states(
 def infers_without_projection(cell, I: int, H: int, dtype) -> bool:
     """Whether inference (keep_tape=False) runs rnnlab.fast.infer_loop for this layer, which
     multiplies x_t and h_{t-1} at every step without a projection array and reads x_t's rows
-    from any evenly spaced layout: no time-major copy of a batch-first input (A/B in one
+    where they lie: no time-major copy of a batch-first input (A/B in one
     process, LSTM inference (B, T, I, H) = (64, 100, 128, 256) 25.5 -> 24.7 ms,
     (128, 50, 256, 512) 85.3 -> 82.3)."""
     fast = _fast(cell)

@@ -263,6 +263,17 @@ def _rows(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return _c(a, dtype)
 
 
+def _spaced_rows(X: np.ndarray) -> np.ndarray:
+    """X (T, B, I) itself when the rows of every X[t] lie evenly spaced at least a row apart,
+    as a product's left factor needs them (a leading dimension: a time-major view of a
+    batch-first input qualifies), else a C-contiguous copy: a reversed (x[::-1]), broadcast,
+    overlapping or byte-offset batch axis would give MKL an invalid or wrong one."""
+    step = X.strides[1]
+    if X.shape[1] <= 1 or (step > 0 and step % X.itemsize == 0 and step >= X.shape[2] * X.itemsize):
+        return X
+    return np.ascontiguousarray(X)
+
+
 def _mask_arg(mask: np.ndarray | None) -> tuple[np.ndarray, bool]:
     if mask is None:
         return np.ones((0, 0), bool), False
@@ -479,8 +490,9 @@ def infer_loop(
     """Forward without a tape (inference) for kind in INFER_KINDS: each step computes
     [x_t | h_{t-1}] [W_ih | W_hh]ᵀ + (b_ih + b_hh) (one product on the stacked weight, or two
     on the packed halves: _infer_weights), writing hs (and cs) as forward_loop does; the
-    results differ from forward_loop's by float rounding only. X (T, B, I) needs contiguous
-    rows only: a time-major view of a batch-first input is read where it lies."""
+    results differ from forward_loop's by float rounding only. A time-major view X (T, B, I)
+    of a batch-first input is read where it lies; X is copied only where its rows are not
+    contiguous or not evenly spaced at least a row apart (_spaced_rows)."""
     from rnnlab.fast import blas, kernels
 
     np_blas = blas.NUMPY_CBLAS
@@ -491,7 +503,7 @@ def infer_loop(
     G = W_ih.shape[0]
     W_x, W_h = _infer_weights(W_ih, W_hh, dt, B, np_blas)
     bias = (_c(b_ih, dt) + _c(b_hh, dt)).astype(dt)
-    X = _rows(X, dt)
+    X = _spaced_rows(_rows(X, dt))
     m, has_mask = _mask_arg(mask)
     reverse = bool(reverse)
     xh = np.empty((B, I + H), dt)
