@@ -324,18 +324,13 @@ def gemm(A, W, C, numpy_blas):
     broadcast or overlapping view must be copied first); C is C-contiguous. On
     NumPy's BLAS (or MKL) when `numpy_blas` (see .blas), else numba's np.dot."""
     Bm, packed = W
+    if packed.shape[0] > 0:
+        _packed_product(A, packed, C, 0.0)
+        return
     M, K = A.shape
     N = C.shape[1]
     lda = A.strides[0] // A.itemsize if M > 1 else K
     lda, ldc = max(lda, 1), max(N, 1)
-    if packed.shape[0] > 0:
-        head = (blas.ROW_MAJOR, blas.NO_TRANS, blas.PACKED, M, N, K)
-        p = packed.ctypes.data
-        if A.itemsize == 4:
-            _sgemm_compute(*head, A.ctypes.data, lda, p, ldc, 0.0, C.ctypes.data, ldc)
-        else:
-            _dgemm_compute(*head, A.ctypes.data, lda, p, ldc, 0.0, C.ctypes.data, ldc)
-        return
     if not numpy_blas:
         np.dot(np.ascontiguousarray(A), Bm, C)
         return
@@ -349,7 +344,12 @@ def gemm(A, W, C, numpy_blas):
 @njit(**JIT)
 def gemm_add(A, W, C):
     """C += A Wm for a packed weight W = (empty, packed) (gemm's pair); A and C as in gemm."""
-    _, packed = W
+    _packed_product(A, W[1], C, 1.0)
+
+
+@njit(**JIT)
+def _packed_product(A, packed, C, beta):
+    """C = A · (the factor in `packed`) + beta C on MKL's gemm_compute."""
     M, K = A.shape
     N = C.shape[1]
     lda = A.strides[0] // A.itemsize if M > 1 else K
@@ -357,9 +357,9 @@ def gemm_add(A, W, C):
     head = (blas.ROW_MAJOR, blas.NO_TRANS, blas.PACKED, M, N, K)
     p = packed.ctypes.data
     if A.itemsize == 4:
-        _sgemm_compute(*head, A.ctypes.data, lda, p, ldc, 1.0, C.ctypes.data, ldc)
+        _sgemm_compute(*head, A.ctypes.data, lda, p, ldc, beta, C.ctypes.data, ldc)
     else:
-        _dgemm_compute(*head, A.ctypes.data, lda, p, ldc, 1.0, C.ctypes.data, ldc)
+        _dgemm_compute(*head, A.ctypes.data, lda, p, ldc, beta, C.ctypes.data, ldc)
 
 
 # --------------------------------------------------------------------------- Elman
