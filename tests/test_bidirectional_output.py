@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from rnnlab import fast
+from rnnlab.cells import ElmanCell, GRUCell, LSTMCell
 from rnnlab.layers import Recurrent
 
-CELLS = [("rnn", {}), ("lstm", {}), ("gru", {}), ("gru", {"reset_after": False})]
+CELLS = [(ElmanCell, {}), (LSTMCell, {}), (GRUCell, {}), (GRUCell, {"reset_after": False})]
 IDS = ["rnn", "lstm", "gru", "gru_orig"]
 
 
@@ -32,8 +33,8 @@ def test_the_shared_output_changes_no_bit(cell, kw, options, compiled, monkeypat
     if not compiled:
         monkeypatch.setenv("RNNLAB_NO_NUMBA", "1")
     T, B, I, H = 7, 3, 4, 6
-    layer = Recurrent(cell, I, H, 2, bidirectional=True, dtype=np.float64,
-                      rng=np.random.default_rng(0), **kw)  # fmt: skip
+    layer = Recurrent(cell(**kw), I, H, 2, bidirectional=True, dtype=np.float64,
+                      rng=np.random.default_rng(0))  # fmt: skip
     rng = np.random.default_rng(1)
     x = rng.standard_normal((B, T, I))
     d = rng.standard_normal((B, T, 2 * H))
@@ -59,7 +60,7 @@ def test_the_shared_output_changes_no_bit(cell, kw, options, compiled, monkeypat
 
 
 @pytest.mark.skipif(not fast.available(), reason="the compiled loops write the states in place")
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("cell", [LSTMCell, GRUCell, ElmanCell])
 def test_a_bidirectional_forward_keeps_its_states_once(cell, monkeypatch):
     """The tape's states are the output: the forward result holds 2 units of (T, B, H) less
     than states and a copy, and the peak is lower by at least one (an Elman direction's
@@ -67,7 +68,7 @@ def test_a_bidirectional_forward_keeps_its_states_once(cell, monkeypatch):
     went before, are no longer contiguous)."""
     monkeypatch.setenv("RNNLAB_MALLOC", "system")  # no retained scratch buffers: all counted
     T, B, I, H = 200, 8, 16, 32  # long enough that the weights' copies are small beside a unit
-    layer = Recurrent(cell, I, H, bidirectional=True, dtype=np.float64,
+    layer = Recurrent(cell(), I, H, bidirectional=True, dtype=np.float64,
                       rng=np.random.default_rng(0))  # fmt: skip
     x = np.random.default_rng(1).standard_normal((B, T, I))
     layer.forward(x)  # compile (or load) the kernels for these array types

@@ -26,7 +26,7 @@ def unit(rng, n):
 
 
 def run_stack(layer, x, lengths=None, inject=None):
-    """The layer's forward pass written out with cell.forward_step, one step at a time.
+    """The layer's forward pass written out with recurrence.step_forward, one step at a time.
 
     `inject` = (j, k, delta): add delta (B, H) to the state written at step k of (layer,
     direction) j, so every later step, and the output at k, see the perturbed state.
@@ -45,21 +45,22 @@ def run_stack(layer, x, lengths=None, inject=None):
                 n: layer.params[f"{n}_l{k}{sfx}"]
                 for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
             }
-            xa = inp @ p["weight_ih"].T + p["bias_ih"]
+            xa = inp @ p["weight_ih"].T
+            q = layer._layer_params(k, sfx).q
+            q = np.empty((0, H)) if q is None else q
             h = np.zeros((B, H))
-            c = np.zeros((B, H)) if cell.has_c else None
-            scratch = cell.new_tape(T, B, H, np.float64)
+            c = np.zeros((B, H if cell.has_c else 0))
+            scratch = np.empty((B, cell.tape * H))
             ys = np.zeros((T, B, H))
             for t in range(T - 1, -1, -1) if d == 1 else range(T):
                 h_new = np.empty((B, H))
-                c_new = np.empty((B, H)) if cell.has_c else None
-                cell.forward_step(
-                    t, xa[t], h, c, p["weight_hh"].T.copy(), p["bias_hh"], h_new, c_new, scratch
-                )
+                c_new = np.empty_like(c)
+                recurrence.step_forward(cell, p["weight_hh"], q, xa[t], p["bias_ih"],
+                                        p["bias_hh"], h, c, h_new, c_new, scratch)  # fmt: skip
                 if mask is not None:
                     skip = ~mask[t][:, None]
                     h_new = np.where(skip, h, h_new)
-                    c_new = np.where(skip, c, c_new) if c is not None else None
+                    c_new = np.where(skip, c, c_new)
                 if inject is not None and inject[0] == j and inject[1] == t:
                     h_new = h_new + inject[2]
                 h, c = h_new, c_new
@@ -290,32 +291,26 @@ def test_gradient_map_equals_finite_differences_with_padding():
 
 
 def fd_step_jacobian(layer, tape, j, t):
-    """∂s_t/∂s_prev of step t by central differences of one cell.forward_step."""
+    """∂s_t/∂s_prev of step t by central differences of one recurrence.step_forward."""
     k, d = divmod(j, len(layer.directions))
     sfx = layer.directions[d]
     p = layer.params
     cell, H = layer.cell, layer.hidden_size
-    xa = tape.X[t] @ p[f"weight_ih_l{k}{sfx}"].T + p[f"bias_ih_l{k}{sfx}"]
-    W_hhT = p[f"weight_hh_l{k}{sfx}"].T.copy()
+    xa = tape.X[t] @ p[f"weight_ih_l{k}{sfx}"].T
+    q = layer._layer_params(k, sfx).q
+    q = np.empty((0, H)) if q is None else q
     prev = t + 1 if tape.reverse else t
     s = np.concatenate([tape.hs[prev], tape.cs[prev]], axis=1) if cell.has_c else tape.hs[prev]
     S = s.shape[1]
 
     def step(state):
         h = np.empty((1, H))
-        c = np.empty((1, H)) if cell.has_c else None
-        cs = state[:, H:] if cell.has_c else None
-        cell.forward_step(
-            t,
-            xa,
-            state[:, :H].copy(),
-            cs,
-            W_hhT,
-            p[f"bias_hh_l{k}{sfx}"],
-            h,
-            c,
-            cell.new_tape(tape.X.shape[0], 1, H, np.float64),
-        )
+        c = np.empty((1, H if cell.has_c else 0))
+        c_prev = state[:, H:] if cell.has_c else np.empty((1, 0))
+        recurrence.step_forward(cell, p[f"weight_hh_l{k}{sfx}"], q, xa,
+                                p[f"bias_ih_l{k}{sfx}"], p[f"bias_hh_l{k}{sfx}"],
+                                state[:, :H].copy(), c_prev, h, c,
+                                np.empty((1, cell.tape * H)))  # fmt: skip
         return np.concatenate([h, c], axis=1)[0] if cell.has_c else h[0]
 
     J = np.empty((S, S))
@@ -468,7 +463,7 @@ def test_gate_saturation_respects_masks():
             tapes = layer.forward(x[b : b + 1, :length]).cache["tapes"]
             n[:length] += H
             for j, tape in enumerate(tapes):
-                acts = tape.extra["ifgo" if G == 4 else "rzn"][:, 0]
+                acts = tape.saved[:, 0]  # the gate activations come first
                 for g in range(G):
                     a = acts[:, g * H : (g + 1) * H]
                     u = (a + 1) / 2 if sat.gates[g] in ("g", "n") else a

@@ -169,8 +169,15 @@ def test_constructor_arguments(kwargs, match):
 
 
 def test_cell_specific_options():
-    with pytest.raises(ValueError, match=r"`forget_bias` must be None for an RNN or GRU"):
+    with pytest.raises(
+        ValueError, match=r"`forget_bias` must be None for GRU \(it is an option of LSTM\)"
+    ):
         GRU(I, H, forget_bias=1.0)
+    with pytest.raises(
+        ValueError,
+        match=r"`LSTM\(...\)` must be called with the layer's keywords.*keyword 'hiden_size'",
+    ):
+        LSTM(I, H, hiden_size=3)
     with pytest.raises(
         ValueError, match=r"`nonlinearity` must be one of 'tanh', 'relu'; got 'sigmoid'"
     ):

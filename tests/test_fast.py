@@ -1,10 +1,11 @@
-"""The numba time loops (rnnlab.fast) against the cells' own step-by-step loop.
+"""The compiled time loops (rnnlab.fast) against the cells' own steps run on NumPy.
 
-The oracle below is rnnlab.recurrence's loop written out with the cells' forward_step and
-backward_step, so it does not depend on whether recurrence dispatches to the fast path.
-Float64 tapes and gradients must agree to 1e-12 (relative to each array's largest entry);
-float32 runs must stay within 1e-5 of float64. The first run compiles the kernels (about
-17 s for both dtypes on 2 cores); numba caches them, so later runs take a second or two.
+The oracle below is a time loop written out here with recurrence.step_forward and
+step_backward (one step of the cell on whole batch blocks), so it does not depend on whether
+recurrence dispatches to the compiled loops. Both run the same step functions (the cell's
+one written form); float64 tapes and gradients must agree to 1e-12 (relative to each array's
+largest entry); float32 runs must stay within 1e-5 of float64. The first run compiles the
+loops (a few seconds a cell); numba caches them, so later runs take a second or two.
 """
 
 import os
@@ -15,7 +16,7 @@ import pytest
 pytest.importorskip("numba")
 pytest.importorskip("scipy")
 
-from rnnlab import fast, parallel  # noqa: E402
+from rnnlab import fast, parallel, recurrence  # noqa: E402
 from rnnlab.cells import ElmanCell, GRUCell, LSTMCell  # noqa: E402
 from rnnlab.fast import blas, kernels  # noqa: E402
 
@@ -31,43 +32,46 @@ T, B, H = 6, 3, 19
 
 
 # ----------------------------------------------------------------------------- the oracle
-def step_forward(cell, XA, W_hhT, b_hh, hs, cs, extra, mask, reverse):
-    """rnnlab.recurrence.forward's loop, one cell step at a time."""
-    T = XA.shape[0]
+def _c(cs, hs):
+    return cs if cs is not None else np.empty(hs.shape[:2] + (0,), hs.dtype)
+
+
+def step_forward(cell, XA, W_hh, b_ih, b_hh, hs, cs, saved, mask, reverse):
+    """A forward loop of recurrence.step_forward, one cell step at a time."""
+    T, H = XA.shape[0], hs.shape[2]
+    cs = _c(cs, hs)
+    q = np.empty((0, H), hs.dtype)
     for t in range(T - 1, -1, -1) if reverse else range(T):
         prev, out = (t + 1, t) if reverse else (t, t + 1)
-        c_prev = cs[prev] if cs is not None else None
-        c_out = cs[out] if cs is not None else None
-        cell.forward_step(t, XA[t], hs[prev], c_prev, W_hhT, b_hh, hs[out], c_out, extra)
+        recurrence.step_forward(cell, W_hh, q, XA[t], b_ih, b_hh, hs[prev], cs[prev], hs[out],
+                                cs[out], saved[t])  # fmt: skip
         if mask is not None and not mask[t].all():
             skip = ~mask[t][:, None]
             np.copyto(hs[out], hs[prev], where=skip)
-            if cs is not None:
-                np.copyto(cs[out], cs[prev], where=skip)
+            np.copyto(cs[out], cs[prev], where=skip)
 
 
-def step_backward(cell, W_hh, hs, cs, extra, mask, reverse, dys, dh, dc, dXA, dHA, trace):
-    """rnnlab.recurrence.backward's loop, one cell step at a time; returns (dh0, dc0)."""
-    T, B = dXA.shape[:2]
+def step_backward(cell, W_hh, hs, cs, saved, mask, reverse, dys, dh, dc, dXA, dHA, trace):
+    """BPTT with recurrence.step_backward, one cell step at a time; returns (dh0, dc0)."""
+    T, B, H = dXA.shape[0], hs.shape[1], hs.shape[2]
     if dys is not None and mask is not None:
         dys = np.where(mask[:, :, None], dys, 0.0)
+    cs = _c(cs, hs)
+    dc = dc if dc is not None else np.empty((B, 0), hs.dtype)
+    q, dq = np.empty((0, H), hs.dtype), np.empty((B, 0, H), hs.dtype)
     for t in range(T) if reverse else range(T - 1, -1, -1):
         prev, out = (t + 1, t) if reverse else (t, t + 1)
         if dys is not None:
             dh = dh + dys[t]
         trace[t] = dh
-        c_prev = cs[prev] if cs is not None else None
-        c_out = cs[out] if cs is not None else None
         valid = np.ones((B, 1), bool) if mask is None else mask[t][:, None]
         dh_in = np.where(valid, dh, 0.0)
-        dc_in = np.where(valid, dc, 0.0) if dc is not None else None
-        dh_prev, dc_prev = cell.backward_step(
-            t, dh_in, dc_in, hs[prev], c_prev, hs[out], c_out, W_hh, extra, dXA[t], dHA[t]
-        )
-        dh = np.where(valid, dh_prev, dh)
-        if dc is not None:
-            dc = np.where(valid, dc_prev, dc)
-    return dh, dc
+        dc_in = np.where(valid, dc, 0.0)
+        recurrence.step_backward(cell, W_hh, q, hs[prev], cs[prev], hs[out], cs[out], saved[t],
+                                 dh_in, dc_in, dXA[t], dHA[t], dq)  # fmt: skip
+        dh = np.where(valid, dh_in, dh)
+        dc = np.where(valid, dc_in, dc)
+    return dh, (dc if cell.has_c else None)
 
 
 # ----------------------------------------------------------------------------- problems
@@ -80,6 +84,7 @@ def problem(kind, reverse, masked, seed=0, scale=1.0, shape=(T, B, H)):
     p = {
         "XA": scale * rng.standard_normal((T, B, G)),
         "W_hh": scale * rng.uniform(-0.4, 0.4, (G, H)),
+        "b_ih": scale * rng.uniform(-0.5, 0.5, G),
         "b_hh": scale * rng.uniform(-0.5, 0.5, G),
         "h0": rng.standard_normal((B, H)),
         "c0": rng.standard_normal((B, H)) if cell.has_c else None,
@@ -91,6 +96,7 @@ def problem(kind, reverse, masked, seed=0, scale=1.0, shape=(T, B, H)):
     }
     if masked:  # (T, B): a full sequence, a right-padded one, one with holes
         p["mask"] = np.array([[1, 1, 1, 1, 1, 1], [1, 1, 0, 0, 0, 0], [0, 1, 1, 0, 1, 1]], bool).T
+        p["mask"] = p["mask"][:T, :B]
     return p
 
 
@@ -101,70 +107,56 @@ def cast(p, dtype):
     }
 
 
-def run_forward(kind, p, loop):
+def run_forward(kind, p, loop, xa_at=None):
     cell = CELLS[kind]
     dtype = p["XA"].dtype
     T, B, H = p["dys"].shape
     hs = np.empty((T + 1, B, H), dtype)
     cs = np.empty((T + 1, B, H), dtype) if cell.has_c else None
-    extra = cell.new_tape(T, B, H, dtype)
+    saved = np.empty((T, B, cell.tape * H), dtype)
     first = T if p["reverse"] else 0
     hs[first] = p["h0"]
     if cs is not None:
         cs[first] = p["c0"]
-    W_hhT = np.ascontiguousarray(p["W_hh"].T)
-    args = (p["XA"], W_hhT, p["b_hh"], hs, cs, extra, p["mask"], p["reverse"])
+    XA = p["XA"]
+    if xa_at == "tape":
+        saved[:, :, : XA.shape[2]] = XA
+        XA = saved[:, :, : XA.shape[2]]
+    elif xa_at == "output":
+        place = hs[:-1] if p["reverse"] else hs[1:]
+        place[...] = XA
+        XA = place
     if loop == "step":
-        step_forward(cell, *args)
+        step_forward(cell, XA, p["W_hh"], p["b_ih"], p["b_hh"], hs, cs, saved, p["mask"],
+                     p["reverse"])  # fmt: skip
     else:
-        fast.forward_loop(kind, *args, numpy_blas=loop == "fast")
-    return hs, cs, extra
+        fast.forward_loop(cell, XA, p["W_hh"], p["b_ih"], p["b_hh"], None, hs, cs, saved,
+                          p["mask"], p["reverse"], xa_at=xa_at,
+                          numpy_blas=loop == "fast")  # fmt: skip
+    return hs, cs, saved
 
 
 def run_backward(kind, p, tape, loop, with_dys=True):
     cell = CELLS[kind]
-    hs, cs, extra = tape
+    hs, cs, saved = tape
+    saved = saved.copy()  # the compiled loops write the gradients over a cell's gates
     dtype = hs.dtype
     T, B, H = p["dys"].shape
-    G = cell.gates * H
-    dXA = np.full((T, B, G), np.nan, dtype)
-    dHA = dXA if cell.shares_preact_grad else np.full((T, B, cell.hh_grad_width(H)), np.nan, dtype)
+    GH, own = cell.gates * H, len(cell.hh_own) * H
+    dXA = np.full((T, B, GH), np.nan, dtype)
+    dHA = np.full((T, B, own), np.nan, dtype)
     trace = np.full((T, B, H), np.nan, dtype)
     dys = p["dys"] if with_dys else None
     if loop == "step":
         dc = p["dc"].copy() if p["dc"] is not None else None
-        dh0, dc0 = step_backward(
-            cell,
-            p["W_hh"],
-            hs,
-            cs,
-            extra,
-            p["mask"],
-            p["reverse"],
-            dys,
-            p["dh"].copy(),
-            dc,
-            dXA,
-            dHA,
-            trace,
-        )
+        dh0, dc0 = step_backward(cell, p["W_hh"], hs, cs, saved, p["mask"], p["reverse"], dys,
+                                 p["dh"].copy(), dc, dXA, dHA, trace)  # fmt: skip
     else:
-        dh0, dc0 = fast.backward_loop(
-            kind,
-            p["W_hh"],
-            hs,
-            cs,
-            extra,
-            p["mask"],
-            p["reverse"],
-            dys,
-            p["dh"],
-            p["dc"],
-            dXA,
-            dHA,
-            trace,
-            numpy_blas=loop == "fast",
-        )
+        dh0, dc0 = fast.backward_loop(cell, p["W_hh"], None, hs, cs, saved, p["mask"],
+                                      p["reverse"], dys, p["dh"], p["dc"], dXA, dHA, None,
+                                      trace, numpy_blas=loop == "fast")  # fmt: skip
+        if cell.grads_over_tape:
+            dXA, dHA = saved[:, :, :GH], saved[:, :, GH : GH + own]
     out = {"dXA": dXA, "dHA": dHA, "trace": trace, "dh0": dh0}
     if dc0 is not None:
         out["dc0"] = dc0
@@ -172,14 +164,17 @@ def run_backward(kind, p, tape, loop, with_dys=True):
 
 
 def tape_arrays(tape):
-    hs, cs, extra = tape
-    out = {"hs": hs, **extra}
+    hs, cs, saved = tape
+    out = {"hs": hs, "saved": saved}
     if cs is not None:
         out["cs"] = cs
     return out
 
 
 def assert_close(got, want, rtol, what):
+    assert got.shape == want.shape, what
+    if want.size == 0:
+        return
     err = np.abs(got.astype(np.float64) - want.astype(np.float64)).max()
     scale = max(np.abs(want.astype(np.float64)).max(), 1e-300)
     assert err <= rtol * scale, f"{what}: relative error {err / scale:.2e} > {rtol:.0e}"
@@ -197,8 +192,12 @@ MASKS = pytest.mark.parametrize("masked", [False, True], ids=["full", "masked"])
 def test_forward_tape_matches_step_loop(kind, reverse, masked):
     p = problem(kind, reverse, masked)
     want = tape_arrays(run_forward(kind, p, "step"))
-    for loop in ("fast", "fast_np_dot"):
-        got = tape_arrays(run_forward(kind, p, loop))
+    cell = CELLS[kind]
+    places = [("fast", None), ("fast_np_dot", None)]
+    if cell.in_place:
+        places.append(("fast", "tape" if cell.tape >= cell.gates else "output"))
+    for loop, xa_at in places:
+        got = tape_arrays(run_forward(kind, p, loop, xa_at=xa_at))
         assert got.keys() == want.keys()
         for name in want:
             assert_close(got[name], want[name], 1e-12, f"{loop} {name}")
@@ -259,11 +258,15 @@ def test_backward_without_trace(kind):
     p = problem(kind, False, True, seed=6)
     tape = run_forward(kind, p, "fast")
     want = run_backward(kind, p, tape, "fast")
-    hs, cs, extra = tape
-    dXA = np.empty_like(want["dXA"])
-    dHA = dXA if CELLS[kind].shares_preact_grad else np.empty_like(want["dHA"])
-    args = (p["mask"], p["reverse"], p["dys"], p["dh"], p["dc"], dXA, dHA)
-    dh0, dc0 = fast.backward_loop(kind, p["W_hh"], hs, cs, extra, *args)
+    cell = CELLS[kind]
+    hs, cs, saved = tape
+    saved = saved.copy()
+    dXA, dHA = np.empty_like(want["dXA"]), np.empty_like(want["dHA"])
+    args = (p["mask"], p["reverse"], p["dys"], p["dh"], p["dc"], dXA, dHA, None)
+    dh0, dc0 = fast.backward_loop(cell, p["W_hh"], None, hs, cs, saved, *args)
+    if cell.grads_over_tape:
+        GH = dXA.shape[2]
+        dXA, dHA = saved[:, :, :GH], saved[:, :, GH : GH + dHA.shape[2]]
     np.testing.assert_array_equal(dXA, want["dXA"])
     np.testing.assert_array_equal(dHA, want["dHA"])
     np.testing.assert_array_equal(dh0, want["dh0"])
@@ -367,14 +370,20 @@ def test_numpy_blas_is_found_for_numpy_wheels():
     assert blas.NUMPY_CBLAS
 
 
-def test_unknown_kind_is_refused():
-    p = problem("tanh", False, False)
-    with pytest.raises(ValueError, match=r"`kind` must be one of 'tanh', .*; got 'elman'"):
-        fast.forward_loop("elman", p["XA"], p["W_hh"].T, p["b_hh"], None, None, {}, None, False)
-    with pytest.raises(ValueError, match=r"`kind` must be one of .*; got 'GRU'"):
-        fast.backward_loop(
-            "GRU", p["W_hh"], None, None, {}, None, False, None, None, None, None, None
-        )
+def test_weights_prepared_for_another_cell_are_refused():
+    p = problem("lstm", False, False)
+    W = fast.step_weights(CELLS["gru"], p["W_hh"][: 3 * H], 3)
+    with pytest.raises(ValueError, match=r"`W_hh` must be weights prepared for the forward loop"):
+        run_forward_with(p, W)
+
+
+def run_forward_with(p, W):
+    cell = CELLS["lstm"]
+    T, B, H_ = p["dys"].shape
+    hs = np.zeros((T + 1, B, H_))
+    cs = np.zeros((T + 1, B, H_))
+    saved = np.empty((T, B, 4 * H_))
+    fast.forward_loop(cell, p["XA"], W, p["b_ih"], p["b_hh"], None, hs, cs, saved, None, False)
 
 
 def test_wide_vectors_on_avx512_change_no_bit(tmp_path):

@@ -14,6 +14,7 @@ pytest.importorskip("numba")
 pytest.importorskip("scipy")
 
 from helpers import CELLS, make  # noqa: E402
+from test_fast import CELLS as FAST_CELLS  # noqa: E402
 from test_fast import (  # noqa: E402
     KIND_IDS,
     assert_close,
@@ -165,24 +166,24 @@ def _states(state):
 
 
 def test_weights_prepared_for_another_loop_are_refused():
-    W = np.zeros((12, 3))
-    prepared = fast.step_weights("lstm", W.T, 4)
+    cell = FAST_CELLS["lstm"]
+    prepared = fast.step_weights(cell, np.zeros((76, 19)), 4)  # for the forward loop
     p = problem("lstm", False, False)
-    tape = run_forward("lstm", p, "fast")
-    hs, cs, extra = tape
-    dXA = np.empty((6, 3, 76))
-    expected = r"`W_hh` must be weights prepared for the backward 'lstm' loop"
+    hs, cs, saved = run_forward("lstm", p, "fast")
+    expected = r"`W_hh` must be weights prepared for the backward loop of LSTMCell"
     with pytest.raises(ValueError, match=expected):
-        fast.backward_loop("lstm", prepared, hs, cs, extra, None, False, None, None, None, dXA, dXA)
+        fast.backward_loop(cell, prepared, None, hs, cs, saved, None, False, None, None, None,
+                           None, None, None)  # fmt: skip
 
 
 def test_without_mkl_nothing_is_packed(monkeypatch):
     monkeypatch.setattr(blas, "PACKS", False)
     monkeypatch.setattr(fast, "MIN_PACKED_VALUES", 1)
     assert not fast.packs((256, 1024), np.float32)
-    W = fast.step_weights("lstm", np.ones((4, 16)), 3)
-    ((dense, packed),) = W.factors
+    W = fast.step_weights(FAST_CELLS["lstm"], np.ones((16, 4)), 3)  # W_hh of H = 4
+    (dense, packed), (none, _) = W.factors
     assert packed.size == 0 and dense.shape == (4, 16) and dense.flags.c_contiguous
+    assert none.size == 0  # the LSTM has one product
 
 
 def test_inference_packs_smaller_weights_than_training(monkeypatch):
@@ -242,11 +243,13 @@ def test_packed_inference_reads_odd_batch_strides_right(ctor_name, packing):
     copied first (MKL would refuse the product, or read the wrong rows, without an error)."""
     from numpy.lib.stride_tricks import as_strided
 
+    from rnnlab.cells import ElmanCell, LSTMCell
     from rnnlab.layers import Recurrent
 
     rng = np.random.default_rng(9)
     B, T, I, H = 5, 7, 12, 6
-    layer = Recurrent(ctor_name, I, H, 1, dtype=np.float64, rng=rng)
+    cell = {"lstm": LSTMCell, "rnn": ElmanCell}[ctor_name]()
+    layer = Recurrent(cell, I, H, 1, dtype=np.float64, rng=rng)
     x = rng.standard_normal((B, T, I))
     records = np.zeros((B, T), np.dtype([("x", "f8", (I,)), ("w", "f4")]))  # 8 ∤ the strides
     records["x"] = x

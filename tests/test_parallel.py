@@ -405,7 +405,8 @@ def test_every_part_calls_mkl_on_one_thread_and_the_caller_gets_its_setting_back
 TORCH_AFTER_RNNLAB = """
 import numpy as np
 from rnnlab import Recurrent
-layer = Recurrent("lstm", 8, 16, dtype=np.float32, rng=np.random.default_rng(0))
+from rnnlab.cells import LSTMCell
+layer = Recurrent(LSTMCell(), 8, 16, dtype=np.float32, rng=np.random.default_rng(0))
 layer.forward(np.zeros((64, 20, 8), np.float32))  # loads MKL and runs the split loops
 import torch
 print(torch.get_num_threads())
@@ -446,7 +447,7 @@ def test_inference_without_a_tape_gives_the_same_outputs(name, ctor, kw, engine_
     lengths = np.array([6, 2, 5, 6, 1, 3, 6, 6, 4])
     full = layer.forward(x, lengths=lengths)
     lean = layer.forward(x, lengths=lengths, grad=False)
-    fused = fast.available() and fast.infers_without_projection(layer.cell.kind, 14, 7)
+    fused = fast.available() and fast.infers_without_projection(layer.cell, 14, 7)
     same = np.testing.assert_array_equal
     if fused:
         same = functools.partial(np.testing.assert_allclose, rtol=1e-13, atol=1e-15)
@@ -462,20 +463,23 @@ def test_inference_reads_a_batch_first_input_where_it_lies(cell, monkeypatch):
     """The fused inference loop takes x_t's rows from the batch-first array itself (no
     time-major copy), with the same bits as from a time-major copy, both directions; an
     LSTM's loop keeps two rows of cell states, not T + 1."""
+    from rnnlab.cells import ElmanCell, LSTMCell
     from rnnlab.layers import Recurrent
 
     seen, cell_states = [], []
 
-    def loop(kind, X, W_ih, W_hh, b_ih, b_hh, hs, cs, *rest):
+    def loop(cell, X, W_ih, W_hh, b_ih, b_hh, q, hs, cs, *rest):
         seen.append(X)
         cell_states.append(None if cs is None else cs.shape)
-        return infer_loop(kind, X, W_ih, W_hh, b_ih, b_hh, hs, cs, *rest)
+        return infer_loop(cell, X, W_ih, W_hh, b_ih, b_hh, q, hs, cs, *rest)
 
     infer_loop = fast.infer_loop
     monkeypatch.setattr(fast, "infer_loop", loop)
+    monkeypatch.setattr(fast, "infers_without_projection", lambda *args: True)  # any size
     rng = np.random.default_rng(8)
-    first = Recurrent(cell, 5, 6, 2, bidirectional=True, dtype=np.float32, rng=rng)
-    second = Recurrent(cell, 5, 6, 2, bidirectional=True, dtype=np.float32, batch_first=False)
+    make = {"lstm": LSTMCell, "rnn": ElmanCell}[cell]
+    first = Recurrent(make(), 5, 6, 2, bidirectional=True, dtype=np.float32, rng=rng)
+    second = Recurrent(make(), 5, 6, 2, bidirectional=True, dtype=np.float32, batch_first=False)
     for name, v in first.params.items():
         second.params[name][...] = v
     x = rng.standard_normal((4, 9, 5), dtype=np.float32)
@@ -550,19 +554,24 @@ def test_linear_first_in_a_sequential_skips_only_the_input_gradient():
         np.testing.assert_array_equal(lean.params[key], want)
 
 
-@pytest.mark.parametrize("kind", ["tanh", "relu", "lstm"])
+@pytest.mark.parametrize("kind", ["tanh", "relu", "lstm", "gru", "gru-orig"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("masked", [False, True], ids=["full", "masked"])
-def test_inference_in_one_product_per_step_matches_the_numpy_loop(kind, dtype, reverse, masked):
-    """fast.infer_loop ([x_t | h_{t-1}] [W_ih | W_hh]ᵀ per step) against the NumPy step loop
-    with its hoisted projection: the same states up to float rounding, split or not."""
+def test_inference_projecting_each_step_matches_the_numpy_loop(kind, dtype, reverse, masked):
+    """fast.infer_loop (x_t W_ihᵀ, then the cell's products, at every step) against the NumPy
+    step loop with its hoisted projection: the same states up to float rounding, split or
+    not."""
     from rnnlab import recurrence
-    from rnnlab.cells import ElmanCell, LSTMCell
+    from rnnlab.cells import ElmanCell, GRUCell, LSTMCell
 
     if not fast.available():
         pytest.skip("needs the compiled kernels")
-    cell = LSTMCell() if kind == "lstm" else ElmanCell(kind)
+    cell = {
+        "lstm": LSTMCell(),
+        "gru": GRUCell(),
+        "gru-orig": GRUCell(reset_after=False),
+    }.get(kind) or ElmanCell(kind)
     rng = np.random.default_rng(7)
     T, B, I, H = 6, 12, 5, 4
     G = cell.gates * H
@@ -574,12 +583,11 @@ def test_inference_in_one_product_per_step_matches_the_numpy_loop(kind, dtype, r
     h0 = rng.standard_normal((B, H)).astype(dtype)
     c0 = rng.standard_normal((B, H)).astype(dtype) if cell.has_c else None
     want_hs, want_cs = recurrence._states(T, B, H, dtype, cell.has_c, reverse, h0, c0)
-    W_hhT = np.ascontiguousarray(p.W_hh.T)
-    extra = cell.new_tape(1, B, H, dtype)
+    tape = np.empty((1, B, cell.tape * H), dtype)
     saved = recurrence._fast
     try:
-        recurrence._fast = lambda c: None  # the NumPy step loop
-        recurrence._loop_forward(cell, X, p, W_hhT, want_hs, want_cs, extra, mask, reverse)
+        recurrence._fast = lambda: None  # the NumPy step loop
+        recurrence._loop_forward(cell, X, p, p.W_hh, want_hs, want_cs, tape, mask, reverse)
     finally:
         recurrence._fast = saved
     for threads in (1, 3):
@@ -595,7 +603,8 @@ def test_inference_in_one_product_per_step_matches_the_numpy_loop(kind, dtype, r
             mp.setattr(fast, "MIN_LOOP_FLOPS", 0)
             mp.setattr(parallel, "run_parts", recording)
             with parallel.session():
-                fast.infer_loop(kind, X, p.W_ih, p.W_hh, p.b_ih, p.b_hh, hs, cs, mask, reverse)
+                fast.infer_loop(cell, X, p.W_ih, p.W_hh, p.b_ih, p.b_hh, None, hs, cs, tape,
+                                mask, reverse)  # fmt: skip
         assert parts == [threads if threads > 1 else 1]
         tol = 1e-12 if dtype == np.float64 else 2e-6
         np.testing.assert_allclose(hs, want_hs, rtol=tol, atol=tol)

@@ -124,3 +124,18 @@ def choice(value: object, name: str, options: Sequence[str]) -> str:
     if not isinstance(value, str) or value not in options:
         fail(name, "one of " + ", ".join(repr(o) for o in options), describe(value))
     return value  # type: ignore[return-value]
+
+
+def finite_float(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        fail(name, "a finite number", describe(value))
+    if not np.isfinite(float(value)):  # type: ignore[arg-type]
+        fail(name, "a finite number", describe(value))
+    return float(value)  # type: ignore[arg-type]
+
+
+def boolean(value: object, name: str) -> bool:
+    """True or False (NumPy's bool too); a string such as "false" is refused, not truthy."""
+    if not isinstance(value, (bool, np.bool_)):
+        fail(name, "True or False", describe(value))
+    return bool(value)

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from rnnlab import _checks, io, losses
+from rnnlab.cells import ElmanCell, GRUCell, LSTMCell
 from rnnlab.layers import Recurrent
 
 TORCH_MISSING = "the benchmark needs PyTorch 2.13 as its reference: pip install 'rnnlab[bench]'"
@@ -52,6 +53,7 @@ SHAPES: dict[str, tuple[int, int, int, int]] = {
     "S4": (128, 50, 256, 512),
 }
 CELLS = ("rnn", "lstm", "gru")
+CELL_TYPES = {"rnn": ElmanCell, "lstm": LSTMCell, "gru": GRUCell}  # PyTorch's three
 MODES = ("train", "infer")
 DIRECTIONS = ("uni", "bi")
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
@@ -186,7 +188,7 @@ def make_pair(torch, config: Config, seed: int = 0) -> Pair:
     D = 2 if config.bidirectional else 1
     rng = np.random.default_rng(seed)
     ours = Recurrent(
-        config.cell,
+        CELL_TYPES[config.cell](),
         I,
         H,
         config.layers,

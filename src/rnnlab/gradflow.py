@@ -25,6 +25,7 @@ import numpy as np
 
 from rnnlab import _checks, io
 from rnnlab import diagnostics as dg
+from rnnlab.cells import ElmanCell
 from rnnlab.diagnostics._common import json_value
 from rnnlab.layers import Recurrent
 
@@ -290,12 +291,13 @@ def applicable(subject: Subject) -> dict[str, str]:
         }
     _, layer = split_model(subject.model)
     why = dict.fromkeys(ANALYSES, "")
-    if layer.mode == "rnn" and layer.nonlinearity == "relu":
+    elman = isinstance(layer.cell, ElmanCell)
+    if elman and layer.cell.nonlinearity == "relu":
         why["gates"] = "relu units have no upper end to saturate at (gates: LSTM, GRU, tanh RNN)"
-    if not (layer.mode == "rnn" and layer.nonlinearity == "tanh" and layer.hidden_size <= 2):
+    if not (elman and layer.cell.nonlinearity == "tanh" and layer.hidden_size <= 2):
         why["dynamics"] = (
             f"the iterated map needs a tanh RNN with 1 or 2 units; this is a "
-            f"{layer.mode} layer with {layer.hidden_size} units"
+            f"{layer.cell.name} layer with {layer.hidden_size} units"
         )
     return why
 

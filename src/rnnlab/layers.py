@@ -19,13 +19,14 @@ objects hold nothing but parameters.
 from __future__ import annotations
 
 import functools
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from rnnlab import _checks, parallel, recurrence
-from rnnlab.cells import ElmanCell, GRUCell, LSTMCell
+from rnnlab.cells import Cell, ElmanCell, GRUCell, LSTMCell
 from rnnlab.recurrence import Params
 
 
@@ -114,12 +115,18 @@ def _uniform(rng, shape, bound, dtype):
 
 
 class Recurrent:
-    """A stack of recurrent layers of one cell type, optionally bidirectional.
+    """A stack of recurrent layers of one cell, optionally bidirectional: what gives a cell
+    (rnnlab.cells) depth, directions, masks, initial states, checkpointing and speed.
 
-    Use the constructors RNN, LSTM and GRU. Inputs are (batch, time, features) when
-    `batch_first` (the default) and (time, batch, features) otherwise; outputs follow the same
-    layout. Weight names and layouts are PyTorch's (`weight_ih_l0`, `bias_hh_l1_reverse`, …),
-    so `load_state_dict(torch_module.state_dict())` (as NumPy arrays) works by name.
+        Recurrent(LSTMCell(forget_bias=1.0), input_size=8, hidden_size=32, num_layers=2,
+                  bidirectional=True)
+
+    The constructors RNN, LSTM and GRU make the layers PyTorch has. Inputs are (batch, time,
+    features) when `batch_first` (the default) and (time, batch, features) otherwise;
+    outputs follow the same layout. Weight names and layouts are PyTorch's (`weight_ih_l0`,
+    `bias_hh_l1_reverse`, …), so `load_state_dict(torch_module.state_dict())` (as NumPy
+    arrays) works by name; a cell's extra parameters are named the same way
+    (`weight_ci_l0`, …).
 
     Merging the two directions of a bidirectional stack's last layer (between layers the
     directions are always concatenated, as in PyTorch):
@@ -136,35 +143,35 @@ class Recurrent:
 
     def __init__(
         self,
-        mode: str,
+        cell: Cell,
         input_size: int,
         hidden_size: int,
         num_layers: int = 1,
         *,
-        nonlinearity: str = "tanh",
-        reset_after: bool = True,
         bidirectional: bool = False,
         batch_first: bool = True,
         dropout: float = 0.0,
         merge: str = "concat",
         output_size: int | None = None,
         initial_state: str | float = "zeros",
-        init: str = "uniform",
-        forget_bias: float | None = None,
         dtype=np.float32,
         rng=None,
     ):
-        self.mode = _checks.choice(mode, "mode", ("rnn", "lstm", "gru"))
+        if not isinstance(cell, Cell):
+            _checks.fail(
+                "cell",
+                "a cell (rnnlab.cells: ElmanCell, LSTMCell, GRUCell or your own Cell)",
+                _checks.describe(cell),
+                "RNN(...), LSTM(...) and GRU(...) build the layer for you.",
+            )
+        self.cell = cell
         self.input_size = _checks.positive_int(input_size, "input_size")
         self.hidden_size = _checks.positive_int(hidden_size, "hidden_size")
         self.num_layers = _checks.positive_int(num_layers, "num_layers")
-        self.bidirectional = bool(bidirectional)
-        self.batch_first = bool(batch_first)
+        self.bidirectional = _checks.boolean(bidirectional, "bidirectional")
+        self.batch_first = _checks.boolean(batch_first, "batch_first")
         self.dropout = _checks.probability(dropout, "dropout")
         self.merge = _checks.choice(merge, "merge", ("concat", "sum", "readout"))
-        self.nonlinearity = _checks.choice(nonlinearity, "nonlinearity", ("tanh", "relu"))
-        self.reset_after = bool(reset_after)
-        self.init = _checks.choice(init, "init", ("uniform", "irnn", "orthogonal"))
         self.dtype = _dtype(dtype)
         if self.merge == "readout":
             if not self.bidirectional:
@@ -181,34 +188,17 @@ class Recurrent:
             )
         if isinstance(initial_state, str):
             _checks.choice(initial_state, "initial_state", ("zeros", "learned"))
-        elif not isinstance(initial_state, (int, float)) or not np.isfinite(initial_state):
+        elif (
+            isinstance(initial_state, bool)
+            or not isinstance(initial_state, (int, float))
+            or not np.isfinite(initial_state)
+        ):
             _checks.fail(
                 "initial_state",
                 "'zeros', 'learned' or a finite number",
                 _checks.describe(initial_state),
             )
         self.initial_state = initial_state
-        if init == "irnn" and mode != "rnn":
-            _checks.fail(
-                "init",
-                "'uniform' or 'orthogonal' for an LSTM or GRU",
-                "'irnn'",
-                "The IRNN initialisation is for RNN(nonlinearity='relu').",
-            )
-        if forget_bias is not None and mode != "lstm":
-            _checks.fail(
-                "forget_bias",
-                "None for an RNN or GRU (it sets an LSTM's forget gate)",
-                _checks.describe(forget_bias),
-            )
-        self.forget_bias = forget_bias
-
-        if mode == "rnn":
-            self.cell = ElmanCell(self.nonlinearity)
-        elif mode == "lstm":
-            self.cell = LSTMCell()
-        else:
-            self.cell = GRUCell(self.reset_after)
         self.params: dict[str, np.ndarray] = {}
         self.reset_parameters(_rng(rng))
 
@@ -226,7 +216,8 @@ class Recurrent:
         return self.hidden_size
 
     def reset_parameters(self, rng: np.random.Generator) -> None:
-        """PyTorch's default U(−1/√H, 1/√H) for every weight and bias, then the chosen recipe."""
+        """PyTorch's default U(−1/√H, 1/√H) for every weight and bias, zeros for a cell's
+        extra parameters, then the cell's own recipe (Cell.init)."""
         H, G, dt = self.hidden_size, self.cell.gates, self.dtype
         D = len(self.directions)
         bound = 1.0 / np.sqrt(H)
@@ -234,26 +225,16 @@ class Recurrent:
         for k in range(self.num_layers):
             I = self.input_size if k == 0 else D * H
             for sfx in self.directions:
-                W_ih = _uniform(rng, (G * H, I), bound, dt)
-                W_hh = _uniform(rng, (G * H, H), bound, dt)
-                b_ih = _uniform(rng, (G * H,), bound, dt)
-                b_hh = _uniform(rng, (G * H,), bound, dt)
-                if self.init == "irnn":  # Le, Jaitly & Hinton 2015
-                    W_ih = (rng.standard_normal((G * H, I)) * 0.001).astype(dt)
-                    W_hh = np.eye(H, dtype=dt)
-                    b_ih[:] = 0.0
-                    b_hh[:] = 0.0
-                elif self.init == "orthogonal":
-                    for g in range(G):
-                        q, r = np.linalg.qr(rng.standard_normal((H, H)))
-                        W_hh[g * H : (g + 1) * H] = q * np.sign(np.diag(r))
-                if self.forget_bias is not None:
-                    b_ih[H : 2 * H] = self.forget_bias
-                    b_hh[H : 2 * H] = 0.0
-                p[f"weight_ih_l{k}{sfx}"] = W_ih
-                p[f"weight_hh_l{k}{sfx}"] = W_hh
-                p[f"bias_ih_l{k}{sfx}"] = b_ih
-                p[f"bias_hh_l{k}{sfx}"] = b_hh
+                own = {
+                    "weight_ih": _uniform(rng, (G * H, I), bound, dt),
+                    "weight_hh": _uniform(rng, (G * H, H), bound, dt),
+                    "bias_ih": _uniform(rng, (G * H,), bound, dt),
+                    "bias_hh": _uniform(rng, (G * H,), bound, dt),
+                }
+                own.update({name: np.zeros(H, dt) for name in self.cell.extra})
+                self.cell.init(own, H, rng)
+                for name, value in own.items():
+                    p[f"{name}_l{k}{sfx}"] = value
                 if self.initial_state == "learned":
                     p[f"h0_l{k}{sfx}"] = np.zeros(H, dt)
                     if self.cell.has_c:
@@ -267,11 +248,13 @@ class Recurrent:
 
     def _layer_params(self, k: int, sfx: str) -> Params:
         p = self.params
+        extra = self.cell.extra
         return Params(
             p[f"weight_ih_l{k}{sfx}"],
             p[f"weight_hh_l{k}{sfx}"],
             p[f"bias_ih_l{k}{sfx}"],
             p[f"bias_hh_l{k}{sfx}"],
+            np.stack([p[f"{name}_l{k}{sfx}"] for name in extra]) if extra else None,
         )
 
     # ----------------------------------------------------------------- state
@@ -556,6 +539,8 @@ class Recurrent:
                 grads[f"weight_hh_l{k}{sfx}"] = g.W_hh
                 grads[f"bias_ih_l{k}{sfx}"] = g.b_ih
                 grads[f"bias_hh_l{k}{sfx}"] = g.b_hh
+                for i, name in enumerate(self.cell.extra):
+                    grads[f"{name}_l{k}{sfx}"] = g.q[i]
                 d_h0[j] = dh0
                 if d_c0 is not None:
                     d_c0[j] = dc0
@@ -631,19 +616,71 @@ def load_params(params: dict[str, np.ndarray], state: dict, strict: bool = True)
         params[name][...] = arr
 
 
-def RNN(input_size: int, hidden_size: int, num_layers: int = 1, **kwargs) -> Recurrent:
-    """Elman RNN: h_t = φ(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), φ = tanh or relu.
+def RNN(
+    input_size: int,
+    hidden_size: int,
+    num_layers: int = 1,
+    *,
+    nonlinearity: str = "tanh",
+    init: str = "uniform",
+    **kwargs,
+) -> Recurrent:
+    """Elman RNN, as PyTorch's nn.RNN: h_t = φ(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh),
+    φ = tanh or relu. `init="irnn"` with `nonlinearity="relu"` gives the IRNN of Le, Jaitly &
+    Hinton (2015); `init="orthogonal"` orthogonal recurrent weights. The other keywords are
+    Recurrent's."""
+    _layer_keywords(kwargs, "RNN")
+    cell = ElmanCell(nonlinearity, init=init)
+    return Recurrent(cell, input_size, hidden_size, num_layers, **kwargs)
 
-    `init="irnn"` with `nonlinearity="relu"` gives the IRNN of Le, Jaitly & Hinton (2015).
-    """
-    return Recurrent("rnn", input_size, hidden_size, num_layers, **kwargs)
+
+def LSTM(
+    input_size: int,
+    hidden_size: int,
+    num_layers: int = 1,
+    *,
+    forget_bias: float | None = None,
+    init: str = "uniform",
+    **kwargs,
+) -> Recurrent:
+    """LSTM, as PyTorch's nn.LSTM (gate order i, f, g, o). `forget_bias=1.0` sets the forget
+    gate's bias. The other keywords are Recurrent's."""
+    _layer_keywords(kwargs, "LSTM")
+    cell = LSTMCell(forget_bias=forget_bias, init=init)
+    return Recurrent(cell, input_size, hidden_size, num_layers, **kwargs)
 
 
-def LSTM(input_size: int, hidden_size: int, num_layers: int = 1, **kwargs) -> Recurrent:
-    """LSTM, PyTorch's gate order (i, f, g, o). `forget_bias=1.0` sets the forget gate's bias."""
-    return Recurrent("lstm", input_size, hidden_size, num_layers, **kwargs)
+def GRU(
+    input_size: int,
+    hidden_size: int,
+    num_layers: int = 1,
+    *,
+    reset_after: bool = True,
+    init: str = "uniform",
+    **kwargs,
+) -> Recurrent:
+    """GRU; `reset_after=True` is PyTorch's nn.GRU, `reset_after=False` the original paper's
+    form. The other keywords are Recurrent's."""
+    _layer_keywords(kwargs, "GRU")
+    cell = GRUCell(reset_after=reset_after, init=init)
+    return Recurrent(cell, input_size, hidden_size, num_layers, **kwargs)
 
 
-def GRU(input_size: int, hidden_size: int, num_layers: int = 1, **kwargs) -> Recurrent:
-    """GRU; `reset_after=True` is PyTorch's form, `reset_after=False` the original paper's."""
-    return Recurrent("gru", input_size, hidden_size, num_layers, **kwargs)
+_CELL_OPTIONS = {"nonlinearity": "RNN", "forget_bias": "LSTM", "reset_after": "GRU"}
+
+
+def _layer_keywords(kwargs: dict, ctor: str) -> None:
+    """Refuse a keyword neither the constructor nor Recurrent takes, naming who does."""
+    known = inspect.signature(Recurrent.__init__).parameters
+    for name in kwargs:
+        if name in known:
+            continue
+        owner = _CELL_OPTIONS.get(name)
+        if owner is not None:
+            _checks.fail(name, f"None for {ctor} (it is an option of {owner})",
+                         _checks.describe(kwargs[name]))  # fmt: skip
+        _checks.fail(
+            f"{ctor}(...)",
+            "called with the layer's keywords: " + ", ".join(k for k in known if k != "self"),
+            f"an unknown keyword {name!r}",
+        )

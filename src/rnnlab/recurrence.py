@@ -1,14 +1,19 @@
 """The unrolled loop for any cell: forward over time and backpropagation through time.
 
-This module owns everything that is the same for every cell (rnnlab.cells has the contract):
+This module owns everything that is the same for every cell (rnnlab.cells.base has the
+protocol):
 
-1. before the loop, the input projection for all steps at once, XA = X W_ihᵀ + b_ih (one GEMM);
-2. the loop over time, forward or reverse, with the cell doing one step at a time;
+1. before the loop, the input projection for all steps at once, XA = X W_ihᵀ (one GEMM; the
+   cell's step adds b_ih as it reads it);
+2. the loop over time, forward or reverse: each step the cell's recurrent products, then its
+   step functions (the same functions the compiled loops of rnnlab.fast run, one row at a
+   time; here on whole batch blocks);
 3. masks: a step whose mask is False leaves the state unchanged (h_t = h_{t-1}, c_t = c_{t-1})
    and outputs zero, so the final state is the state at each sequence's last valid step and
    BPTT starts at each sequence's true end, in either direction, whatever the padding;
 4. after the loop, the weight gradients as single GEMMs over all steps,
-   dW_ih = Σ_t da_xᵀ x_t,  dW_hh = Σ_t da_hᵀ h_{t-1},  dX = dA_x W_ih, biases as sums.
+   dW_ih = Σ_t daᵀ x_t,  dW_hh = Σ_t da_hᵀ (each product's input),  dX = dA W_ih, biases as
+   sums, and the cell's extra parameters' gradients summed over the batch.
 
 Everything is time-major: X (T, B, I), outputs (T, B, H). States live in one array `hs` of
 T + 1 rows. Running forward, step t reads hs[t] and writes hs[t+1] (hs[0] is h_0); running in
@@ -27,12 +32,14 @@ from rnnlab import _checks, parallel
 
 @dataclass
 class Params:
-    """The four arrays of one direction of one layer, in PyTorch's layout."""
+    """The arrays of one direction of one layer, in PyTorch's layout (q: the cell's extra
+    parameters, one (H,) row per name in cell.extra)."""
 
     W_ih: np.ndarray  # (G·H, I)
     W_hh: np.ndarray  # (G·H, H)
     b_ih: np.ndarray  # (G·H,)
     b_hh: np.ndarray  # (G·H,)
+    q: np.ndarray | None = None  # (n_extra, H)
 
 
 @dataclass
@@ -42,133 +49,188 @@ class Tape:
     X: np.ndarray  # (T, B, I), C-contiguous
     hs: np.ndarray | None  # (T + 1, B, H); None when checkpointed (see forward)
     cs: np.ndarray | None  # (T + 1, B, H) for cells with a cell state
-    extra: dict[str, np.ndarray]  # the cell's own saved values, indexed by step
+    saved: np.ndarray | None  # (T, B, cell.tape·H): the cell's own saved values
     mask: np.ndarray | None  # (T, B) bool, True where a step is valid
     reverse: bool
-    consumed: bool = False  # set by backward: BPTT may have overwritten `extra` (see backward)
+    segments: tuple | None = None  # checkpointed: (k, the state entering each segment)
+    consumed: bool = False  # set by backward: BPTT may have overwritten `saved` (see backward)
 
     def slices(self) -> tuple[slice, slice]:
         """(previous-state rows, output rows) of `hs` for steps 0..T-1 in time order."""
         return (slice(1, None), slice(0, -1)) if self.reverse else (slice(0, -1), slice(1, None))
 
 
-def _fast(cell):
-    """The compiled loop for this cell, or None for the per-step NumPy loop."""
+def _fast():
+    """rnnlab.fast when the compiled loops run, else None (the NumPy loop)."""
     from rnnlab import fast
 
-    return fast if getattr(cell, "kind", None) and fast.available() else None
+    return fast if fast.available() else None
 
 
-def _loop_forward(cell, X, p: Params, W_hhT, hs, cs, extra, mask, reverse) -> None:
-    """Project X and run the steps of one direction in place: hs (and cs, extra) get every
-    state. The compiled loop adds b_ih itself as it reads XA (a pass over XA fewer)."""
-    fast = _fast(cell)
+def _new_tape(cell, T: int, B: int, H: int, dtype) -> np.ndarray:
+    return parallel.empty((T, B, cell.tape * H), dtype)
+
+
+def _no_c(hs: np.ndarray) -> np.ndarray:
+    """The empty carry of a cell without a cell state, for the steps' c arguments."""
+    return np.empty((hs.shape[0], hs.shape[1], 0), hs.dtype)
+
+
+def _projection_place(cell, T: int, hs: np.ndarray, saved: np.ndarray, reverse: bool):
+    """Where the compiled loop can take the input projection, in place of a (T, B, G·H)
+    scratch array: ("tape", its first G·H columns) for a cell whose steps run in place and
+    whose tape starts with G blocks; ("output", the output rows of hs) for a one-gate cell
+    whose steps run in place, when those rows are contiguous (not inside a bidirectional
+    layer's output); else (None, None)."""
+    if not cell.in_place:
+        return None, None
+    GH = cell.gates * hs.shape[2]
+    if cell.tape >= cell.gates and saved.shape[0] == T:
+        return "tape", saved[:, :, :GH]
+    if cell.gates == 1 and hs.flags.c_contiguous:
+        return "output", hs[:-1] if reverse else hs[1:]
+    return None, None
+
+
+def _loop_forward(cell, X, p: Params, W_hh, hs, cs, saved, mask, reverse) -> None:
+    """Project X and run the steps of one direction in place: hs (and cs, saved) get every
+    state. The projection is X W_ihᵀ without b_ih (the steps add it)."""
+    fast = _fast()
+    T = X.shape[0]
     if fast is not None:
-        XA = _project(X, p, bias=False, out=_projection_slot(cell, X.shape[0], hs, extra, reverse))
-        fast.forward_loop(cell.kind, XA, W_hhT, p.b_hh, hs, cs, extra, mask, reverse, b_ih=p.b_ih)
+        place, out = _projection_place(cell, T, hs, saved, reverse)
+        XA = _project(X, p, out=out)
+        fast.forward_loop(cell, XA, W_hh, p.b_ih, p.b_hh, p.q, hs, cs, saved, mask, reverse,
+                          xa_at=place)  # fmt: skip
         return
-    XA, b_hh = _project(X, p), p.b_hh
-    T = XA.shape[0]
-    keep = all(a.shape[0] == T for a in extra.values())  # else one step, overwritten
+    XA = _project(X, p)
+    H = hs.shape[2]
+    cs = _no_c(hs) if cs is None else cs
+    q = np.empty((0, H), hs.dtype) if p.q is None else p.q
+    keep = saved.shape[0] == T  # else one step, overwritten
     for t in range(T - 1, -1, -1) if reverse else range(T):
         prev, out = (t + 1, t) if reverse else (t, t + 1)
-        c_prev = cs[prev] if cs is not None else None
-        c_out = cs[out] if cs is not None else None
-        ti = t if keep else 0
-        cell.forward_step(ti, XA[t], hs[prev], c_prev, W_hhT, b_hh, hs[out], c_out, extra)
+        step_forward(cell, W_hh, q, XA[t], p.b_ih, p.b_hh, hs[prev], cs[prev], hs[out],
+                     cs[out], saved[t if keep else 0])  # fmt: skip
         if mask is not None and not mask[t].all():
             skip = ~mask[t][:, None]
             np.copyto(hs[out], hs[prev], where=skip)
-            if cs is not None:
-                np.copyto(cs[out], cs[prev], where=skip)
+            np.copyto(cs[out], cs[prev], where=skip)
 
 
-def _loop_backward(cell, W_hh, hs, cs, extra, mask, reverse, dys, dh, dc, dXA, dHA, dh_trace=None):
-    """BPTT over the steps of one direction: fills dXA/dHA, returns (dh_0, dc_0).
+def _left_factor(cell, da: np.ndarray, da_h: np.ndarray, lo: int, hi: int, H: int):
+    """What W_hh's rows lo·H:hi·H see as the pre-activation gradients: da's blocks, or
+    da_h's where W_hh has its own (hh_own); a view of da where it is all da's."""
+    if not any(lo <= k < hi for k in cell.hh_own):
+        return da[..., lo * H : hi * H]
+    parts = []
+    for k in range(lo, hi):
+        if k in cell.hh_own:
+            m = cell.hh_own.index(k)
+            parts.append(da_h[..., m * H : (m + 1) * H])
+        else:
+            parts.append(da[..., k * H : (k + 1) * H])
+    return np.concatenate(parts, axis=-1)
 
-    `dys` must already be zero at masked steps."""
-    fast = _fast(cell)
+
+def _loop_backward(
+    cell, W_hh, q, hs, cs, saved, mask, reverse, dys, dh, dc, dXA, dHA, dq, dh_trace=None
+):  # fmt: skip
+    """BPTT over the steps of one direction: fills dXA/dHA (or, compiled, the tape for cells
+    with grads_over_tape) and dq, returns (dh_0, dc_0). `dys` must already be zero at
+    masked steps."""
+    fast = _fast()
     if fast is not None:
         return fast.backward_loop(
-            cell.kind, W_hh, hs, cs, extra, mask, reverse, dys, dh, dc, dXA, dHA, dh_trace
+            cell, W_hh, q, hs, cs, saved, mask, reverse, dys, dh, dc, dXA, dHA, dq, dh_trace
         )
     T, B, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
-    dh = np.zeros((B, H), hs.dtype) if dh is None else np.array(dh, dtype=hs.dtype)
+    dt = hs.dtype
+    dh = np.zeros((B, H), dt) if dh is None else np.array(dh, dtype=dt)
     if cell.has_c:
-        dc = np.zeros((B, H), hs.dtype) if dc is None else np.array(dc, dtype=hs.dtype)
+        dc = np.zeros((B, H), dt) if dc is None else np.array(dc, dtype=dt)
     else:
-        dc = None
+        dc, cs = np.empty((B, 0), dt), _no_c(hs)
+    q = np.empty((0, H), dt) if q is None else q
+    dq = np.empty((B, 0, H), dt) if dq is None else dq
+    dHA = np.empty((T, B, 0), dt) if dHA is None else dHA
     for t in range(T) if reverse else range(T - 1, -1, -1):
         prev, out = (t + 1, t) if reverse else (t, t + 1)
         if dys is not None:
             dh = dh + dys[t]
         if dh_trace is not None:
             dh_trace[t] = dh
-        c_prev = cs[prev] if cs is not None else None
-        c_out = cs[out] if cs is not None else None
-        if mask is None or mask[t].all():
-            dh, dc = cell.backward_step(
-                t, dh, dc, hs[prev], c_prev, hs[out], c_out, W_hh, extra, dXA[t], dHA[t]
-            )
+        valid = None if mask is None or mask[t].all() else mask[t][:, None]
+        dh_in = dh.copy() if valid is None else np.where(valid, dh, 0.0).astype(dt)
+        dc_in = dc.copy() if valid is None else np.where(valid, dc, 0.0).astype(dt)
+        step_backward(cell, W_hh, q, hs[prev], cs[prev], hs[out], cs[out], saved[t], dh_in,
+                      dc_in, dXA[t], dHA[t], dq)  # fmt: skip
+        if valid is None:
+            dh, dc = dh_in, dc_in
         else:
-            valid = mask[t][:, None]
-            dh_in = np.where(valid, dh, 0.0)
-            dc_in = np.where(valid, dc, 0.0) if dc is not None else None
-            dh_prev, dc_prev = cell.backward_step(
-                t, dh_in, dc_in, hs[prev], c_prev, hs[out], c_out, W_hh, extra, dXA[t], dHA[t]
-            )
-            dh = np.where(valid, dh_prev, dh)  # a skipped step passes its gradient straight on
-            if dc is not None:
-                dc = np.where(valid, dc_prev, dc)
-    return dh, dc
+            dh = np.where(valid, dh_in, dh).astype(dt)
+            dc = np.where(valid, dc_in, dc).astype(dt)
+    return dh, (dc if cell.has_c else None)
 
 
-def _projection_slot(cell, T: int, hs, extra, reverse: bool) -> np.ndarray | None:
-    """Where the compiled loops can take the input projection in place: the gate tape (LSTM,
-    GRU), whose rows each step reads before it writes the gates there, or an Elman cell's
-    output rows of hs when they are contiguous; else None (a scratch buffer): one-step tapes
-    (inference), states inside a bidirectional layer's output."""
-    name = getattr(cell, "preact_tape", None)
-    if name is not None:
-        return extra[name] if extra[name].shape[0] == T else None
-    if getattr(cell, "preact_in_output", False) and hs.flags.c_contiguous:
-        return hs[:-1] if reverse else hs[1:]
-    return None
+def step_forward(cell, W_hh, q, xa, b_ih, b_hh, h_prev, c_prev, h, c, saved) -> None:
+    """One step on NumPy for a batch block: each of the cell's products, then its stage.
+    xa = x_t W_ihᵀ without b_ih; writes h (and c) and the step's tape `saved`."""
+    H = h.shape[-1]
+    for ((lo, hi), src), stage in zip(cell.products, cell.stages, strict=True):
+        A = h_prev if src is None else saved[..., src * H : (src + 1) * H]
+        ha = A @ W_hh[lo * H : hi * H].T
+        stage(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, saved)
+
+
+def step_backward(cell, W_hh, q, h_prev, c_prev, h, c, saved, dh, dc, da, da_h, dq) -> None:
+    """One step of BPTT on NumPy for a batch block: the cell's backward stages, last first,
+    each followed by its product transposed. dh (and dc) go from ∂L/∂h_t to ∂L/∂h_{t-1} in
+    place; da, da_h get the pre-activation gradients; dq (B, n_extra, H) accumulates."""
+    H = h.shape[-1]
+    dsrc = np.empty(h.shape[:-1] + (0,), h.dtype)
+    for ((lo, hi), src), step in reversed(
+        list(zip(cell.products, cell.backward_stages, strict=True))
+    ):
+        step(dh, dc, dsrc, q, h_prev, c_prev, h, c, saved, da, da_h, dq)
+        grad = _left_factor(cell, da, da_h, lo, hi, H) @ W_hh[lo * H : hi * H]
+        if src is None:
+            dh += grad
+        else:
+            dsrc = grad
 
 
 def _step_weights(cell, W_hh: np.ndarray, B: int, backward: bool = False, inference=False):
-    """W_hh as the loop over time takes it for its per-step products: prepared once for the
-    compiled loops (rnnlab.fast.step_weights: W_hhᵀ for the forward pass, packed for MKL
-    where that pays, else a C-contiguous copy, on which products run ~25 % faster than on W
-    with MKL's transpose flag: (64×512)·(512×2048) 0.89 against 1.15 ms), else W_hhᵀ
-    (forward) or W_hh (backward) for the cells' NumPy steps."""
-    fast = _fast(cell)
+    """W_hh as the loop over time takes it: prepared once for the compiled loops
+    (rnnlab.fast.step_weights: each product's rows, transposed for the forward pass, packed
+    for MKL where that pays, else a C-contiguous copy, on which products run ~25 % faster
+    than on W with MKL's transpose flag: (64×512)·(512×2048) 0.89 against 1.15 ms), else
+    W_hh itself for the NumPy loop."""
+    fast = _fast()
     if fast is not None:
-        W = W_hh if backward else W_hh.T
-        return fast.step_weights(cell.kind, W, B, backward=backward, inference=inference)
-    return W_hh if backward else np.ascontiguousarray(W_hh.T)
+        return fast.step_weights(cell, W_hh, B, backward=backward, inference=inference)
+    return W_hh
 
 
 def packs_step_weights(cell, shape: tuple[int, int], dtype, inference: bool = False) -> bool:
-    """Whether the compiled loops of `cell` take a recurrent weight of this shape packed
+    """Whether the compiled loops take a recurrent weight of this shape packed
     (rnnlab.fast.packs); False for the NumPy loop."""
-    fast = _fast(cell)
+    fast = _fast()
     return fast is not None and fast.packs(shape, dtype, inference)
 
 
-def _project(X: np.ndarray, p: Params, bias: bool = True, out=None) -> np.ndarray:
-    """XA = X W_ihᵀ (+ b_ih) for all steps at once: (T, B, I) → (T, B, G·H), into `out`
-    (C-contiguous, (T, B, G·H)) or a scratch buffer (it lives only until the loop has read
-    it)."""
+def _project(X: np.ndarray, p: Params, out=None) -> np.ndarray:
+    """XA = X W_ihᵀ for all steps at once, without b_ih (the steps add it): (T, B, I) →
+    (T, B, G·H), into `out` (rows of G·H contiguous values) or a scratch buffer (it lives
+    only until the loop has read it, and BPTT's scratch takes the same memory later)."""
     T, B, I = X.shape
+    GH = p.W_ih.shape[0]
     if out is None:
-        XA = parallel.scratch("XA", (T * B, p.W_ih.shape[0]), X.dtype)
+        XA = parallel.scratch("preact", (T * B, GH), X.dtype)
     else:
-        XA = out.reshape(T * B, p.W_ih.shape[0])
+        XA = out.reshape(T * B, GH)
     parallel.matmul(X.reshape(T * B, I), p.W_ih.T, out=XA)
-    if bias:
-        XA += p.b_ih
-    return XA.reshape(T, B, -1)
+    return XA.reshape(T, B, GH)
 
 
 def _states(
@@ -194,12 +256,10 @@ def _states(
 
 def infers_without_projection(cell, I: int, H: int, dtype) -> bool:
     """Whether inference (keep_tape=False) runs rnnlab.fast.infer_loop for this layer, which
-    multiplies x_t and h_{t-1} at every step without a projection array and reads x_t's rows
-    where they lie: no time-major copy of a batch-first input (A/B in one
-    process, LSTM inference (B, T, I, H) = (64, 100, 128, 256) 25.5 -> 24.7 ms,
-    (128, 50, 256, 512) 85.3 -> 82.3)."""
-    fast = _fast(cell)
-    return fast is not None and fast.infers_without_projection(cell.kind, I, H, dtype)
+    multiplies x_t at every step without a projection array and reads x_t's rows where they
+    lie: no time-major copy of a batch-first input."""
+    fast = _fast()
+    return fast is not None and fast.infers_without_projection(cell, I, H, dtype)
 
 
 def forward(
@@ -225,8 +285,9 @@ def forward(
     pass of compute. The gradients are exactly those of full BPTT.
 
     `keep_tape=False` (inference): the cell's saved values are one step long and overwritten
-    at every step, and the returned tape is None (no backward can follow). Small Elman and
-    LSTM layers then run rnnlab.fast.infer_loop, whose outputs differ by float rounding only.
+    at every step, and the returned tape is None (no backward can follow). Where
+    infers_without_projection says so, rnnlab.fast.infer_loop runs, whose outputs differ by
+    float rounding only.
 
     `hs_out` (T + 1, B, H), if given, receives the states (h_0 included, as the tape's `hs`)
     instead of a new array: rows of H contiguous values, evenly spaced, e.g. one direction's
@@ -239,20 +300,23 @@ def forward(
     if not fused:  # the fused loop reads the rows of x_t where they are (a batch-first view)
         X = np.ascontiguousarray(X)
     if checkpoint_every and checkpoint_every < T and keep_tape:
-        W_hhT = _step_weights(cell, p.W_hh, B)
+        W_hh = _step_weights(cell, p.W_hh, B)
         return _forward_checkpointed(
-            cell, p, X, W_hhT, h0, c0, mask, reverse, checkpoint_every, hs_out
+            cell, p, X, W_hh, h0, c0, mask, reverse, checkpoint_every, hs_out
         )
     # without a tape only the last cell state is wanted: inference keeps two rows of them
-    hs, cs = _states(T, B, H, X.dtype, cell.has_c, reverse, h0, c0, hs_out, 2 if fused else 0)
-    extra = cell.new_tape(T if keep_tape else 1, B, H, X.dtype)
+    two_c = not keep_tape and _fast() is not None  # the compiled loops: c_t in row t mod 2
+    hs, cs = _states(T, B, H, X.dtype, cell.has_c, reverse, h0, c0, hs_out, 2 if two_c else 0)
+    saved = _new_tape(cell, T if keep_tape else 1, B, H, X.dtype)
     if fused:
-        _fast(cell).infer_loop(cell.kind, X, p.W_ih, p.W_hh, p.b_ih, p.b_hh, hs, cs, mask, reverse)
+        _fast().infer_loop(
+            cell, X, p.W_ih, p.W_hh, p.b_ih, p.b_hh, p.q, hs, cs, saved, mask, reverse
+        )
     else:
-        W_hhT = _step_weights(cell, p.W_hh, B, inference=not keep_tape)
-        _loop_forward(cell, X, p, W_hhT, hs, cs, extra, mask, reverse)
+        W_hh = _step_weights(cell, p.W_hh, B, inference=not keep_tape)
+        _loop_forward(cell, X, p, W_hh, hs, cs, saved, mask, reverse)
 
-    tape = Tape(X, hs, cs, extra, mask, reverse)
+    tape = Tape(X, hs, cs, saved, mask, reverse)
     ys = hs[tape.slices()[1]]
     if not keep_tape:
         tape = None
@@ -268,7 +332,7 @@ def _segments(T: int, k: int, reverse: bool) -> list[tuple[int, int]]:
     return spans[::-1] if reverse else spans
 
 
-def _forward_checkpointed(cell, p, X, W_hhT, h0, c0, mask, reverse, k, hs_out=None):
+def _forward_checkpointed(cell, p, X, W_hh, h0, c0, mask, reverse, k, hs_out=None):
     T, B, _ = X.shape
     H = p.W_hh.shape[1]
     if hs_out is None:
@@ -282,16 +346,16 @@ def _forward_checkpointed(cell, p, X, W_hhT, h0, c0, mask, reverse, k, hs_out=No
         starts.append((h, c))
         L = b - a
         hs, cs = _states(L, B, H, X.dtype, cell.has_c, reverse, h, c)
-        extra = cell.new_tape(L, B, H, X.dtype)
+        saved = _new_tape(cell, L, B, H, X.dtype)
         seg_mask = None if mask is None else mask[a:b]
-        _loop_forward(cell, X[a:b], p, W_hhT, hs, cs, extra, seg_mask, reverse)
+        _loop_forward(cell, X[a:b], p, W_hh, hs, cs, saved, seg_mask, reverse)
         ys[a:b] = hs[:-1] if reverse else hs[1:]
         last = 0 if reverse else L
         h = hs[last].copy()
         c = cs[last].copy() if cs is not None else None
     if mask is not None:
         ys = np.where(mask[:, :, None], ys, 0.0).astype(X.dtype, copy=False)
-    tape = Tape(X, None, None, {"starts": starts, "k": k}, mask, reverse)
+    tape = Tape(X, None, None, None, mask, reverse, segments=(k, starts))
     return ys, h, c, tape
 
 
@@ -308,16 +372,17 @@ def backward(
 ) -> tuple[np.ndarray | None, Params, np.ndarray, np.ndarray | None]:
     """BPTT for one direction: from ∂L/∂ys (T, B, H) and ∂L/∂h_T [∂L/∂c_T] to every gradient.
 
-    Returns (dX, grads, dh0, dc0); grads is a Params of the four weight gradients.
-    `dh_trace` (T, B, H), if given, receives the total ∂L/∂h_t of every step t (the gradient
-    flowing into the state written at step t, from its output and from later steps): what
-    the diagnostics plot against the lag.
+    Returns (dX, grads, dh0, dc0); grads is a Params of the weight gradients (q: the cell's
+    extra parameters', when it has any). `dh_trace` (T, B, H), if given, receives the total
+    ∂L/∂h_t of every step t (the gradient flowing into the state written at step t, from its
+    output and from later steps): what the diagnostics plot against the lag.
 
-    A tape whose gates BPTT overwrites serves one backward pass: the compiled loops turn the
-    LSTM's and GRU's saved gates into the pre-activation gradients in place (one (T, B, G·H)
-    array instead of two; as PyTorch frees its graph after backward). `retain_tape=True`
-    keeps it for another pass, at the price of a scratch copy of the gates. Tapes nothing
-    overwrites (Elman cells, the NumPy loop, checkpointed tapes) serve any number.
+    A tape whose values BPTT overwrites serves one backward pass: the compiled loops turn
+    the saved gates of a cell with grads_over_tape (the LSTM, the GRU) into the
+    pre-activation gradients in place (one (T, B, G·H) array instead of two; as PyTorch frees
+    its graph after backward). `retain_tape=True` keeps it for another pass, at the price of
+    a scratch copy of the tape. Tapes nothing overwrites (Elman cells, the NumPy loop,
+    checkpointed tapes) serve any number.
     """
     if tape.consumed:
         _checks.fail(
@@ -328,95 +393,91 @@ def backward(
             "the memory); run forward again, or pass retain_tape=True to the backward passes "
             "before the last.",
         )
-    in_place = not retain_tape and tape.hs is not None and _overwrites_gates(cell)
-    tape.consumed = in_place
+    compiled = _fast() is not None and cell.grads_over_tape
+    tape.consumed = compiled and not retain_tape and tape.hs is not None
     X, mask = tape.X, tape.mask
     if dys is not None and mask is not None:
         dys = np.where(mask[:, :, None], dys, 0.0)  # padded outputs are constants
     if tape.hs is None:
         return _backward_checkpointed(cell, p, tape, dys, dh_T, dc_T, need_dX, dh_trace)
     T, B, I = X.shape
+    saved = tape.saved
+    if compiled and retain_tape:  # BPTT works on a copy of the tape
+        saved = parallel.scratch("saved", saved.shape, saved.dtype)
+        np.copyto(saved, tape.saved)
+    return _bptt(cell, p, X, tape.hs, tape.cs, saved, mask, tape.reverse, dys, dh_T, dc_T,
+                 need_dX, dh_trace)  # fmt: skip
+
+
+def _bptt(cell, p, X, hs, cs, saved, mask, reverse, dys, dh, dc, need_dX, dh_trace, W_hh=None):
+    """The backward loop, then the weight gradients and ∂L/∂X of one direction (or one
+    checkpointed segment; W_hh: the weights as _step_weights prepared them, if it did)."""
+    T, B, I = X.shape
     GH, H = p.W_hh.shape
-    dXA, dHA = _preact_grads(cell, tape.extra, T, B, GH, H, X.dtype, in_place=in_place)
-    dh, dc = _loop_backward(
-        cell,
-        p.W_hh,
-        tape.hs,
-        tape.cs,
-        tape.extra,
-        mask,
-        tape.reverse,
-        dys,
-        dh_T,
-        dc_T,
-        dXA,
-        dHA,
-        dh_trace,
-    )
-    grads = _weight_grads(cell, p, X, tape.hs[tape.slices()[0]], tape.extra, dXA, dHA)
+    dXA, dHA = _preact_grads(cell, saved, T, B, H, X.dtype)
+    dq = None if p.q is None else np.zeros((B,) + p.q.shape, X.dtype)
+    if W_hh is None:
+        W_hh = _step_weights(cell, p.W_hh, B, backward=True)
+    dh, dc = _loop_backward(cell, W_hh, p.q, hs, cs, saved, mask, reverse, dys, dh, dc, dXA,
+                            dHA, dq, dh_trace)  # fmt: skip
+    prev = hs[1:] if reverse else hs[:-1]
+    grads = _weight_grads(cell, p, X, prev, saved, dXA, dHA)
+    if dq is not None:
+        grads.q = dq.sum(axis=0)
     dX = parallel.matmul(dXA.reshape(T * B, GH), p.W_ih).reshape(T, B, I) if need_dX else None
     return dX, grads, dh, dc
 
 
-def _overwrites_gates(cell) -> bool:
-    """Whether BPTT writes this cell's gradients over its tape (_preact_grads, in place)."""
-    named = getattr(cell, "preact_tape", None) or getattr(cell, "hh_grad_tape", None)
-    return named is not None and _fast(cell) is not None
+def _preact_grads(cell, saved, T, B, H, dtype) -> tuple[np.ndarray, np.ndarray | None]:
+    """(dXA, dHA): where BPTT leaves the pre-activation gradients, as W_ih sees them and in
+    W_hh's own blocks (hh_own; None without). The compiled loops of a cell with
+    grads_over_tape write them over the tape it is given (the caller gave it a copy where the
+    tape must survive), so these are views of it; else scratch buffers, dead when backward
+    returns (the input projection's memory: never both alive at once)."""
+    GH, own = cell.gates * H, len(cell.hh_own) * H
+    if _fast() is not None and cell.grads_over_tape:
+        return saved[:, :, :GH], (saved[:, :, GH : GH + own] if own else None)
+    dXA = parallel.scratch("preact", (T, B, GH), dtype)
+    return dXA, (parallel.scratch("preact_hh", (T, B, own), dtype) if own else None)
 
 
-def _preact_grads(
-    cell, extra, T, B, GH, H, dtype, in_place: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
-    """(dXA, dHA): where BPTT writes the pre-activation gradients. dHA is dXA when the cell
-    says they coincide, else only the columns that differ (`hh_grad_width`). Unless
-    `in_place` is False, the compiled loops write dXA over the gate tape (`preact_tape`) and
-    dHA over the tape array `hh_grad_tape` (the GRU's W_hn h + b_hn), both read step by step
-    before; else they are scratch buffers, dead when backward returns."""
-    compiled = in_place and _fast(cell) is not None
-    name = getattr(cell, "preact_tape", None)
-    if compiled and name is not None:
-        dXA = extra[name]
-    else:
-        dXA = parallel.scratch("dXA", (T, B, GH), dtype)
-    if cell.shares_preact_grad:
-        return dXA, dXA
-    name = getattr(cell, "hh_grad_tape", None)
-    if compiled and name is not None:
-        return dXA, extra[name]
-    width = cell.hh_grad_width(H) if hasattr(cell, "hh_grad_width") else GH
-    return dXA, parallel.scratch("dHA", (T, B, width), dtype)
-
-
-def _weight_grads(cell, p: Params, X, hs_prev, extra, dXA, dHA) -> Params:
+def _weight_grads(cell, p: Params, X, hs_prev, saved, dXA, dHA) -> Params:
     """The deferred weight gradients: products over all T·B rows at once, in one hand-over
-    to the threads (a cell with `weight_grad_blocks` gets one product per block of W_hh's
-    rows)."""
+    to the threads, one product for each run of W_hh's rows that shares its gradients and
+    inputs (the products' sources, own blocks apart)."""
     T, B, I = X.shape
     GH, H = p.W_hh.shape
     dA_x = dXA.reshape(T * B, GH)
-    dA_h = dHA.reshape(T * B, -1)
-    hs_prev = hs_prev.reshape(T * B, H)
+    dA_h = None if dHA is None else dHA.reshape(T * B, -1)
     X2 = X.reshape(T * B, I)
-    if hasattr(cell, "weight_grad_blocks"):
-        blocks = cell.weight_grad_blocks(hs_prev, extra, dA_x, dA_h)
-    elif dHA is dXA:
-        blocks = [(slice(None), dA_x, hs_prev)]
-    else:
-        blocks = [(slice(None), dA_h, hs_prev)]
+    blocks = []
+    for (lo, hi), src in cell.products:
+        inputs = hs_prev if src is None else saved[:, :, src * H : (src + 1) * H]
+        inputs = inputs.reshape(T * B, H)
+        a = lo
+        for k in range(lo, hi + 1):
+            if k < hi and k not in cell.hh_own:
+                continue
+            if k > a:
+                blocks.append((slice(a * H, k * H), dA_x[:, a * H : k * H], inputs))
+            if k < hi:
+                m = cell.hh_own.index(k)
+                blocks.append((slice(k * H, (k + 1) * H), dA_h[:, m * H : (m + 1) * H], inputs))
+            a = k + 1
     pairs = [(dA_x, X2)] + [(grads, inputs) for _, grads, inputs in blocks]
     # a block whose gradients are columns of dA_x has its bias sum in b_ih's: not again
     shared = [_columns_of(grads, dA_x) for _, grads, _ in blocks]
     sums = [dA_x] + [grads for (_, grads, _), same in zip(blocks, shared, strict=True) if not same]
     products, totals = parallel.inner_products(pairs, sums)
     dW_ih, db_ih = products[0], totals[0]
-    if len(blocks) == 1 and blocks[0][0] == slice(None):
-        db_hh = db_ih[shared[0]].copy() if shared[0] else totals[1]
+    if len(blocks) == 1 and blocks[0][0] == slice(0, GH):
+        db_hh = db_ih[shared[0]].copy() if shared[0] is not None else totals[1]
         return Params(dW_ih, products[1], db_ih, db_hh)
     dW_hh, db_hh = np.empty_like(p.W_hh), np.empty_like(p.b_hh)
     rest = iter(totals[1:])
     for (rows, _, _), product, same in zip(blocks, products[1:], shared, strict=True):
         dW_hh[rows] = product
-        db_hh[rows] = db_ih[same] if same else next(rest)
+        db_hh[rows] = db_ih[same] if same is not None else next(rest)
     return Params(dW_ih, dW_hh, db_ih, db_hh)
 
 
@@ -442,42 +503,30 @@ def _columns_of(view: np.ndarray, whole: np.ndarray) -> slice | None:
 def _backward_checkpointed(cell, p, tape, dys, dh, dc, need_dX, dh_trace):
     X, mask, reverse = tape.X, tape.mask, tape.reverse
     T, B, I = X.shape
-    GH, H = p.W_hh.shape
-    W_hhT = _step_weights(cell, p.W_hh, B)
-    W_hh = _step_weights(cell, p.W_hh, B, backward=True)
+    H = p.W_hh.shape[1]
+    k, starts = tape.segments
+    W_fwd = _step_weights(cell, p.W_hh, B)
+    W_back = _step_weights(cell, p.W_hh, B, backward=True)
     total = Params(
-        np.zeros_like(p.W_ih), np.zeros_like(p.W_hh), np.zeros_like(p.b_ih), np.zeros_like(p.b_hh)
-    )
+        np.zeros_like(p.W_ih), np.zeros_like(p.W_hh), np.zeros_like(p.b_ih), np.zeros_like(p.b_hh),
+        None if p.q is None else np.zeros_like(p.q),
+    )  # fmt: skip
     dX = np.empty((T, B, I), X.dtype) if need_dX else None
-    spans = _segments(T, tape.extra["k"], reverse)
-    for (a, b), (h, c) in zip(spans[::-1], tape.extra["starts"][::-1], strict=True):
+    spans = _segments(T, k, reverse)
+    for (a, b), (h, c) in zip(spans[::-1], starts[::-1], strict=True):
         L = b - a
         seg_mask = None if mask is None else mask[a:b]
         hs, cs = _states(L, B, H, X.dtype, cell.has_c, reverse, h, c)
-        extra = cell.new_tape(L, B, H, X.dtype)
-        _loop_forward(cell, X[a:b], p, W_hhT, hs, cs, extra, seg_mask, reverse)
-        dXA, dHA = _preact_grads(cell, extra, L, B, GH, H, X.dtype)
-        dh, dc = _loop_backward(
-            cell,
-            W_hh,
-            hs,
-            cs,
-            extra,
-            seg_mask,
-            reverse,
-            None if dys is None else dys[a:b],
-            dh,
-            dc,
-            dXA,
-            dHA,
-            None if dh_trace is None else dh_trace[a:b],
-        )
-        prev = hs[1:] if reverse else hs[:-1]
-        g = _weight_grads(cell, p, X[a:b], prev, extra, dXA, dHA)
-        for name in ("W_ih", "W_hh", "b_ih", "b_hh"):
-            getattr(total, name)[...] += getattr(g, name)
+        saved = _new_tape(cell, L, B, H, X.dtype)
+        _loop_forward(cell, X[a:b], p, W_fwd, hs, cs, saved, seg_mask, reverse)
+        dXs, g, dh, dc = _bptt(cell, p, X[a:b], hs, cs, saved, seg_mask, reverse,
+                               None if dys is None else dys[a:b], dh, dc, need_dX,
+                               None if dh_trace is None else dh_trace[a:b], W_back)  # fmt: skip
+        for name in ("W_ih", "W_hh", "b_ih", "b_hh", "q"):
+            if getattr(g, name) is not None:
+                getattr(total, name)[...] += getattr(g, name)
         if dX is not None:
-            dX[a:b] = parallel.matmul(dXA.reshape(L * B, GH), p.W_ih).reshape(L, B, I)
+            dX[a:b] = dXs
     return dX, total, dh, dc
 
 

@@ -2,49 +2,86 @@
 
 One step, in PyTorch's naming (the notes write U = W_ih, W = W_hh, b = b_ih + b_hh):
 
-    a_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh
+    a_t = (W_ih x_t + b_ih) + (W_hh h_{t-1} + b_hh)
     h_t = φ(a_t),   φ ∈ {tanh, relu}
 
-The recurrence (rnnlab.recurrence) hoists W_ih x_t + b_ih out of the time loop and hands the
-cell its row `xa`; the cell owns only the pointwise math and the one recurrent product.
+and back:
+
+    da_t = dh_t ⊙ φ'(a_t),   φ' = 1 − h_t² (tanh) or [h_t > 0] (relu), read off h_t
+    dh_{t-1} = da_t W_hh     (the library's product)
+
+With ReLU units and the identity initialisation (W_hh = I, zero biases, small input
+weights; Le, Jaitly & Hinton 2015) it is the IRNN.
 """
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
+from rnnlab import _checks
+from rnnlab.cells.base import Cell
+from rnnlab.cells.pointwise import one, positive, relu, tanh, units, zero
 
-class ElmanCell:
-    """h_t = φ(xa_t + h_{t-1} W_hhᵀ + b_hh) with φ = tanh or relu.
 
-    With `nonlinearity="relu"` and the `irnn` initialisation (identity W_hh, zero biases,
-    small input weights; Le, Jaitly & Hinton 2015) this is the IRNN.
-    """
+@functools.cache
+def _steps(use_relu: bool):
+    def forward(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
+        for j in units(h):
+            a = xa[j] + b_ih[j] + ha[j] + b_hh[j]
+            h[j] = relu(a) if use_relu else tanh(a)
+
+    def backward(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
+        for j in units(h):
+            d = dh[j]
+            da[j] = d * positive(h[j]) if use_relu else d * (one(d) - h[j] * h[j])
+            dh[j] = zero(d)
+
+    return (forward,), (backward,)
+
+
+class ElmanCell(Cell):
+    """h_t = φ(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), φ = tanh or relu.
+
+    `init="irnn"` (relu units only) starts from the identity: the IRNN."""
 
     gates = 1
-    has_c = False
-    shares_preact_grad = True  # ∂L/∂(W_ih x) and ∂L/∂(W_hh h) are the same vector da
-    preact_in_output = True  # h_t = φ(a_t) elementwise: a_t can be written where h_t goes
+    products = (((0, 1), None),)
+    in_place = True  # h_t[j] is written after xa[j] is read: the projection goes into hs
 
-    def __init__(self, nonlinearity: str = "tanh"):
-        self.nonlinearity = nonlinearity
-        self.kind = nonlinearity  # the name of its compiled loop in rnnlab.fast
+    def __init__(self, nonlinearity: str = "tanh", *, init: str = "uniform"):
+        self.nonlinearity = _checks.choice(nonlinearity, "nonlinearity", ("tanh", "relu"))
+        self.init_name = _checks.choice(init, "init", ("uniform", "irnn", "orthogonal"))
+        if self.init_name == "irnn" and self.nonlinearity != "relu":
+            _checks.fail(
+                "init",
+                "'uniform' or 'orthogonal' for tanh units",
+                "'irnn'",
+                "The IRNN initialisation is for nonlinearity='relu'.",
+            )
+        self.stages, self.backward_stages = _steps(self.nonlinearity == "relu")
+        super().__init__()
 
-    def new_tape(self, T: int, B: int, H: int, dtype: np.dtype) -> dict[str, np.ndarray]:
-        return {}  # h_t itself is all the backward needs: tanh' = 1 - h², relu' = [h > 0]
+    @property
+    def name(self) -> str:
+        if self.init_name == "irnn":
+            return "irnn"
+        return "rnn" if self.nonlinearity == "tanh" else "relu"
 
-    def forward_step(self, t, xa, h_prev, c_prev, W_hhT, b_hh, h, c, tape):
-        a = xa + h_prev @ W_hhT
-        a += b_hh
-        if self.nonlinearity == "tanh":
-            np.tanh(a, out=h)
-        else:
-            np.maximum(a, 0.0, out=h)
+    def init(self, params, H, rng):
+        if self.init_name == "irnn":  # Le, Jaitly & Hinton 2015
+            W_ih = params["weight_ih"]
+            W_ih[...] = rng.standard_normal(W_ih.shape) * 0.001
+            params["weight_hh"][...] = np.eye(H)
+            params["bias_ih"][...] = 0.0
+            params["bias_hh"][...] = 0.0
+        elif self.init_name == "orthogonal":
+            orthogonal_blocks(params["weight_hh"], H, rng)
 
-    def backward_step(self, t, dh, dc, h_prev, c_prev, h, c, W_hh, tape, da_x, da_h):
-        """da = dh ⊙ φ'(a);  dh_prev = da W_hh.  (da_h is da_x: the gradients coincide.)"""
-        if self.nonlinearity == "tanh":
-            np.multiply(dh, 1.0 - h * h, out=da_x)
-        else:
-            np.multiply(dh, h > 0.0, out=da_x)
-        return da_x @ W_hh, None
+
+def orthogonal_blocks(W_hh: np.ndarray, H: int, rng: np.random.Generator) -> None:
+    """Each H × H block of W_hh's rows a random orthogonal matrix (Saxe et al. 2014)."""
+    for g in range(W_hh.shape[0] // H):
+        q, r = np.linalg.qr(rng.standard_normal((H, H)))
+        W_hh[g * H : (g + 1) * H] = q * np.sign(np.diag(r))

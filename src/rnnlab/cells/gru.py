@@ -3,116 +3,136 @@
 Gate order and layout are PyTorch's: r (reset, the notes' "relevance"), z (update), n
 (candidate) stacked in the rows of W_ih and W_hh. Both forms share
 
-    r   = σ(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)
-    z   = σ(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)
-    h_t = (1 − z) ⊙ n + z ⊙ h_{t-1}
+    r   = σ((W_ir x_t + b_ir) + (W_hr h_{t-1} + b_hr))
+    z   = σ((W_iz x_t + b_iz) + (W_hz h_{t-1} + b_hz))
+    h_t = (1 − z) ⊙ n + z ⊙ h_{t-1}      computed as (h_{t-1} − n) ⊙ z + n
 
 and differ in where the reset gate acts on the candidate:
 
     reset_after=True  (PyTorch, cuDNN, Keras' default):
-        n = tanh(W_in x_t + b_in + r ⊙ (W_hn h_{t-1} + b_hn))
+        n = tanh((W_in x_t + b_in) + r ⊙ (W_hn h_{t-1} + b_hn))
     reset_after=False (the original paper):
-        n = tanh(W_in x_t + b_in + W_hn (r ⊙ h_{t-1}) + b_hn)
+        n = tanh((W_hn (r ⊙ h_{t-1}) + b_hn) + (W_in x_t + b_in))
 
-In the original form the candidate's recurrent product needs r first, so this cell computes
-that product itself and its W_hn gradient pairs with r ⊙ h_{t-1} instead of h_{t-1}.
+Back, for both (a_* are pre-activations):
+
+    da_z = dh ⊙ (h_{t-1} − n) ⊙ z(1 − z);   da_n = dh ⊙ (1 − z) ⊙ (1 − n²)
+    reset_after:  W_hh sees da_n ⊙ r in the n block (da_h);  da_r = da_n ⊙ hn ⊙ r(1 − r)
+                  with hn = W_hn h_{t-1} + b_hn
+    original:     du = da_n W_hn (u = r ⊙ h_{t-1});  da_r = du ⊙ h_{t-1} ⊙ r(1 − r)
+                  dh_{t-1} gets du ⊙ r besides
+    dh_{t-1} = dh ⊙ z + (what W_hh sees) W_hh
+
+In the original form the candidate's product needs r first, so the step has two products:
+h_{t-1} by the r and z rows of W_hh, then r ⊙ h_{t-1} (kept on the tape) by the n rows,
+whose weight gradient pairs with r ⊙ h_{t-1} instead of h_{t-1}.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import functools
 
-from rnnlab import parallel
-from rnnlab.ops import sigmoid
+from rnnlab.cells.base import Cell, check_init
+from rnnlab.cells.elman import orthogonal_blocks
+from rnnlab.cells.pointwise import blocks, one, sigmoid, tanh, units
 
 
-class GRUCell:
+@functools.cache
+def _reset_after_steps():
+    def forward(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
+        r, z, n, hn = blocks(tape, 4)  # xa may lie in r, z, n already
+        rz = tape[..., : 2 * r.shape[-1]]
+        for j in units(rz):
+            rz[j] = sigmoid((xa[j] + b_ih[j]) + (ha[j] + b_hh[j]))
+        _, _, xa_n = blocks(xa, 3)
+        _, _, b_in = blocks(b_ih, 3)
+        _, _, ha_n = blocks(ha, 3)
+        _, _, b_hn = blocks(b_hh, 3)
+        for j in units(n):
+            hn[j] = ha_n[j] + b_hn[j]
+            n[j] = tanh((xa_n[j] + b_in[j]) + r[j] * hn[j])
+            h[j] = (h_prev[j] - n[j]) * z[j] + n[j]
+
+    def backward(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
+        r, z, n, hn = blocks(tape, 4)
+        da_r, da_z, da_n = blocks(da, 3)  # may be r, z, n themselves; da_h may be hn
+        for j in units(n):
+            r_, z_, n_, hn_, d = r[j], z[j], n[j], hn[j], dh[j]
+            dn = (d * (one(d) - z_)) * (one(d) - n_ * n_)
+            da_z[j] = (d * (h_prev[j] - n_)) * (z_ * (one(d) - z_))
+            da_n[j] = dn
+            da_h[j] = dn * r_
+            da_r[j] = (dn * hn_) * (r_ * (one(d) - r_))
+            dh[j] = d * z_
+
+    return (forward,), (backward,)
+
+
+@functools.cache
+def _original_steps():
+    def gates(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
+        r, z, n, u = blocks(tape, 4)
+        rz = tape[..., : 2 * r.shape[-1]]
+        for j in units(rz):
+            rz[j] = sigmoid((xa[j] + b_ih[j]) + (ha[j] + b_hh[j]))
+        for j in units(u):
+            u[j] = r[j] * h_prev[j]
+
+    def candidate(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
+        r, z, n, u = blocks(tape, 4)
+        _, _, xa_n = blocks(xa, 3)
+        _, _, b_in = blocks(b_ih, 3)
+        _, _, b_hn = blocks(b_hh, 3)
+        for j in units(n):
+            n[j] = tanh((ha[j] + b_hn[j]) + (xa_n[j] + b_in[j]))
+            h[j] = (h_prev[j] - n[j]) * z[j] + n[j]
+
+    def candidate_back(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
+        r, z, n, u = blocks(tape, 4)
+        da_r, da_z, da_n = blocks(da, 3)  # may be r, z, n themselves
+        for j in units(n):
+            z_, n_, d = z[j], n[j], dh[j]
+            da_z[j] = (d * (h_prev[j] - n_)) * (z_ * (one(d) - z_))
+            da_n[j] = (d * (one(d) - z_)) * (one(d) - n_ * n_)
+            dh[j] = d * z_
+
+    def gates_back(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
+        r = tape[..., : h.shape[-1]]
+        da_r = da[..., : h.shape[-1]]  # may be r itself
+        for j in units(r):
+            r_, du = r[j], dsrc[j]
+            da_r[j] = (du * h_prev[j]) * (r_ * (one(du) - r_))
+            dh[j] = dh[j] + du * r_
+
+    return (gates, candidate), (gates_back, candidate_back)
+
+
+class GRUCell(Cell):
+    """The GRU; `reset_after=True` is PyTorch's form, `reset_after=False` the original's."""
+
     gates = 3
-    has_c = False
+    tape = 4  # r, z, n and hn = W_hn h_{t-1} + b_hn (reset-after) or u = r ⊙ h_{t-1}
+    in_place = True
 
-    def __init__(self, reset_after: bool = True):
-        self.reset_after = reset_after
-        self.kind = "gru" if reset_after else "gru_orig"  # its compiled loop in rnnlab.fast
-        # Reset-after: da feeds W_ih and W_hh alike except the n block (⊙ r on the W_hh side),
-        # the only block kept apart (hh_grad_width). Original: W_hh sees da itself, its n rows
-        # paired with r ⊙ h_{t-1} (weight_grad_blocks).
-        self.shares_preact_grad = not reset_after
-        self.preact_tape = "rzn"  # the compiled loops keep XA, then da, in the gates' place
-        # ... and, reset-after, that n block in the place of W_hn h + b_hn, read just before
-        self.hh_grad_tape = "hn" if reset_after else None
+    def __init__(self, *, reset_after: bool = True, init: str = "uniform"):
+        from rnnlab import _checks
 
-    def hh_grad_width(self, H: int) -> int:
-        """Columns of da_h when it is not da_x: the n block of the W_hh side (reset_after)."""
-        return H
-
-    def new_tape(self, T: int, B: int, H: int, dtype: np.dtype) -> dict[str, np.ndarray]:
-        # "rzn": gate activations. "hn": W_hn h + b_hn (reset_after) or r ⊙ h_{t-1} (original).
-        return {"rzn": parallel.empty((T, B, 3 * H), dtype), "hn": parallel.empty((T, B, H), dtype)}
-
-    def forward_step(self, t, xa, h_prev, c_prev, W_hhT, b_hh, h, c, tape):
-        H = h.shape[1]
-        rzn = tape["rzn"][t]
-        hn = tape["hn"][t]
-        r, z, n = rzn[:, :H], rzn[:, H : 2 * H], rzn[:, 2 * H :]
+        self.reset_after = _checks.boolean(reset_after, "reset_after")
+        self.init_name = check_init(init, ("uniform", "orthogonal"), "an LSTM or GRU")
         if self.reset_after:
-            ha = h_prev @ W_hhT
-            ha += b_hh
-            sigmoid(xa[:, : 2 * H] + ha[:, : 2 * H], out=rzn[:, : 2 * H])
-            hn[...] = ha[:, 2 * H :]
-            np.tanh(xa[:, 2 * H :] + r * hn, out=n)
+            self.products = (((0, 3), None),)
+            self.hh_own = (2,)  # W_hh's n block sees da_n ⊙ r
+            self.stages, self.backward_stages = _reset_after_steps()
         else:
-            ha = h_prev @ W_hhT[:, : 2 * H]
-            ha += b_hh[: 2 * H]
-            sigmoid(xa[:, : 2 * H] + ha, out=rzn[:, : 2 * H])
-            np.multiply(r, h_prev, out=hn)
-            a_n = hn @ W_hhT[:, 2 * H :]
-            a_n += b_hh[2 * H :]
-            a_n += xa[:, 2 * H :]
-            np.tanh(a_n, out=n)
-        # h = (1 − z) ⊙ n + z ⊙ h_prev, written as n + z ⊙ (h_prev − n)
-        np.subtract(h_prev, n, out=h)
-        h *= z
-        h += n
+            self.products = (((0, 2), None), ((2, 3), 3))  # then u = tape block 3 by W_hn
+            self.hh_own = ()
+            self.stages, self.backward_stages = _original_steps()
+        super().__init__()
 
-    def backward_step(self, t, dh, dc, h_prev, c_prev, h, c, W_hh, tape, da_x, da_h):
-        """In the order of the lines (a_* are pre-activations):
+    @property
+    def name(self) -> str:
+        return "gru" if self.reset_after else "gru-orig"
 
-        dn   = dh ⊙ (1 − z);   dz = dh ⊙ (h_{t-1} − n)
-        da_n = dn ⊙ (1 − n²);  da_z = dz ⊙ z(1 − z)
-        reset_after:  dr = da_n ⊙ (W_hn h_{t-1} + b_hn);   the W_hh side of the n block is da_n ⊙ r
-        original:     d(r⊙h) = da_n W_hn;  dr = d(r⊙h) ⊙ h_{t-1}
-        da_r = dr ⊙ r(1 − r)
-        dh_{t-1} = dh ⊙ z + (W_hh side) W_hh  [+ d(r⊙h) ⊙ r in the original form]
-        """
-        H = dh.shape[1]
-        rzn = tape["rzn"][t]
-        hn = tape["hn"][t]
-        r, z, n = rzn[:, :H], rzn[:, H : 2 * H], rzn[:, 2 * H :]
-        dn = dh * (1.0 - z)
-        dz = dh * (h_prev - n)
-        da_n = da_x[:, 2 * H :]
-        np.multiply(dn, 1.0 - n * n, out=da_n)
-        np.multiply(dz, z * (1.0 - z), out=da_x[:, H : 2 * H])
-        if self.reset_after:
-            dr = da_n * hn
-            np.multiply(dr, r * (1.0 - r), out=da_x[:, :H])
-            np.multiply(da_n, r, out=da_h)  # the W_hh side's n block; r, z are da_x's
-            dh_prev = np.concatenate([da_x[:, : 2 * H], da_h], axis=1) @ W_hh
-            dh_prev += dh * z
-        else:
-            drh = da_n @ W_hh[2 * H :]
-            dr = drh * h_prev
-            np.multiply(dr, r * (1.0 - r), out=da_x[:, :H])
-            dh_prev = da_x[:, : 2 * H] @ W_hh[: 2 * H]
-            dh_prev += dh * z
-            dh_prev += drh * r
-        return dh_prev, None
-
-    def weight_grad_blocks(self, hs_prev, tape, dA_x, dA_h):
-        """The W_hh gradient as (row slice, pre-activation gradients, inputs) blocks, each
-        over all T·B rows: dW_hh[rows] = gradsᵀ inputs, db_hh[rows] = Σ grads."""
-        H = hs_prev.shape[-1]
-        rz, n = slice(0, 2 * H), slice(2 * H, 3 * H)
-        if self.reset_after:
-            return [(rz, dA_x[:, rz], hs_prev), (n, dA_h, hs_prev)]
-        return [(rz, dA_x[:, rz], hs_prev), (n, dA_x[:, n], tape["hn"].reshape(hs_prev.shape))]
+    def init(self, params, H, rng):
+        if self.init_name == "orthogonal":
+            orthogonal_blocks(params["weight_hh"], H, rng)

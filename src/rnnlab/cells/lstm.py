@@ -3,7 +3,7 @@
 Gate order and weight layout are PyTorch's (i, f, g, o stacked in the rows of W_ih and W_hh),
 so a PyTorch state_dict loads unchanged. One step:
 
-    z   = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh        (4H: the blocks z_i, z_f, z_g, z_o)
+    z   = (W_ih x_t + b_ih) + (W_hh h_{t-1} + b_hh)   (4H: the blocks z_i, z_f, z_g, z_o)
     i   = σ(z_i)      input gate
     f   = σ(z_f)      forget gate
     g   = tanh(z_g)   candidate
@@ -11,64 +11,87 @@ so a PyTorch state_dict loads unchanged. One step:
     c_t = f ⊙ c_{t-1} + i ⊙ g
     h_t = o ⊙ tanh(c_t)
 
-The cell state c is updated only by ⊙ and +, which is why its gradient does not have to
-vanish with the lag: dc_{t-1} = dc_t ⊙ f.
+and back, in the order of the lines of `backward` (tanh(c_t) recomputed from c_t: one tanh
+an element, where keeping it would cost a (T, B, H) array):
+
+    dc   = dc_t + dh_t ⊙ o ⊙ (1 − tanh²(c_t))
+    dz_i = dc ⊙ g ⊙ i(1 − i);   dz_f = dc ⊙ c_{t-1} ⊙ f(1 − f)
+    dz_g = dc ⊙ i ⊙ (1 − g²);   dz_o = dh_t ⊙ tanh(c_t) ⊙ o(1 − o)
+    dc_{t-1} = dc ⊙ f;          dh_{t-1} = dz W_hh   (the library's product)
+
+The cell state is updated only by ⊙ and +, which is why its gradient need not vanish with
+the lag: dc_{t-1} = dc_t ⊙ f.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import functools
 
-from rnnlab import parallel
-from rnnlab.ops import sigmoid
+from rnnlab import _checks
+from rnnlab.cells.base import Cell, check_init
+from rnnlab.cells.elman import orthogonal_blocks
+from rnnlab.cells.pointwise import blocks, one, sigmoid, tanh, units, zero
 
 
-class LSTMCell:
-    kind = "lstm"  # the name of its compiled loop in rnnlab.fast
+@functools.cache
+def _steps():
+    def forward(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
+        for j in units(tape):  # z, written where the gates go (xa may be there already)
+            tape[j] = xa[j] + b_ih[j] + ha[j] + b_hh[j]
+        i, f, g, o = blocks(tape, 4)
+        for j in units(i):
+            i[j] = sigmoid(i[j])
+        for j in units(f):
+            f[j] = sigmoid(f[j])
+        for j in units(g):
+            g[j] = tanh(g[j])
+        for j in units(o):
+            o[j] = sigmoid(o[j])
+        for j in units(c):
+            c[j] = f[j] * c_prev[j] + i[j] * g[j]
+        for j in units(h):
+            h[j] = o[j] * tanh(c[j])
+
+    def backward(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
+        i, f, g, o = blocks(tape, 4)
+        dz_i, dz_f, dz_g, dz_o = blocks(da, 4)  # may be i, f, g, o themselves
+        for j in units(c):
+            i_, f_, g_, o_ = i[j], f[j], g[j], o[j]
+            tc = tanh(c[j])
+            d_c = dc[j] + dh[j] * o_ * (one(tc) - tc * tc)
+            dz_o[j] = (dh[j] * tc) * (o_ * (one(tc) - o_))
+            dz_i[j] = (d_c * g_) * (i_ * (one(tc) - i_))
+            dz_f[j] = (d_c * c_prev[j]) * (f_ * (one(tc) - f_))
+            dz_g[j] = (d_c * i_) * (one(tc) - g_ * g_)
+            dc[j] = d_c * f_
+            dh[j] = zero(tc)
+
+    return (forward,), (backward,)
+
+
+class LSTMCell(Cell):
+    """The LSTM of PyTorch's nn.LSTM; `forget_bias=b` starts the forget gate's bias at b
+    (b_ih's f block; b_hh's at 0), as Jozefowicz et al. (2015) recommend (b = 1)."""
+
     gates = 4
     has_c = True
-    shares_preact_grad = True  # dz feeds both W_ih and W_hh
-    preact_tape = "ifgo"  # the compiled loops keep XA, then dz, in the gates' place
+    tape = 4  # i, f, g, o
+    products = (((0, 4), None),)
+    in_place = True
 
-    def new_tape(self, T: int, B: int, H: int, dtype: np.dtype) -> dict[str, np.ndarray]:
-        # gate activations i, f, g, o; tanh(c_t) is recomputed in BPTT from c_t (one tanh an
-        # element, ~1 % of a step) rather than kept: a (T, B, H) array less
-        return {"ifgo": parallel.empty((T, B, 4 * H), dtype)}
+    def __init__(self, *, forget_bias: float | None = None, init: str = "uniform"):
+        if forget_bias is not None:
+            forget_bias = _checks.finite_float(forget_bias, "forget_bias")
+        self.forget_bias = forget_bias
+        self.init_name = check_init(init, ("uniform", "orthogonal"), "an LSTM or GRU")
+        self.stages, self.backward_stages = _steps()
+        super().__init__()
 
-    def forward_step(self, t, xa, h_prev, c_prev, W_hhT, b_hh, h, c, tape):
-        H = h.shape[1]
-        z = xa + h_prev @ W_hhT
-        z += b_hh
-        ifgo = tape["ifgo"][t]
-        sigmoid(z[:, : 2 * H], out=ifgo[:, : 2 * H])  # i, f
-        np.tanh(z[:, 2 * H : 3 * H], out=ifgo[:, 2 * H : 3 * H])  # g
-        sigmoid(z[:, 3 * H :], out=ifgo[:, 3 * H :])  # o
-        i, f, g, o = ifgo[:, :H], ifgo[:, H : 2 * H], ifgo[:, 2 * H : 3 * H], ifgo[:, 3 * H :]
-        np.multiply(f, c_prev, out=c)
-        c += i * g
-        np.multiply(o, np.tanh(c), out=h)
+    name = "lstm"
 
-    def backward_step(self, t, dh, dc, h_prev, c_prev, h, c, W_hh, tape, da_x, da_h):
-        """In the order of the lines:
-
-        do   = dh ⊙ tanh(c_t)
-        dc   = dc + dh ⊙ o ⊙ (1 − tanh²(c_t))
-        di   = dc ⊙ g;   df = dc ⊙ c_{t-1};   dg = dc ⊙ i
-        dz_i = di ⊙ i(1−i);  dz_f = df ⊙ f(1−f);  dz_g = dg ⊙ (1−g²);  dz_o = do ⊙ o(1−o)
-        dc_{t-1} = dc ⊙ f;   dh_{t-1} = dz W_hh
-        """
-        H = dh.shape[1]
-        ifgo = tape["ifgo"][t]
-        tanh_c = np.tanh(c)
-        i, f, g, o = ifgo[:, :H], ifgo[:, H : 2 * H], ifgo[:, 2 * H : 3 * H], ifgo[:, 3 * H :]
-        do = dh * tanh_c
-        dc = dc + dh * o * (1.0 - tanh_c * tanh_c)
-        di = dc * g
-        df = dc * c_prev
-        dg = dc * i
-        np.multiply(di, i * (1.0 - i), out=da_x[:, :H])
-        np.multiply(df, f * (1.0 - f), out=da_x[:, H : 2 * H])
-        np.multiply(dg, 1.0 - g * g, out=da_x[:, 2 * H : 3 * H])
-        np.multiply(do, o * (1.0 - o), out=da_x[:, 3 * H :])
-        dc_prev = dc * f
-        return da_x @ W_hh, dc_prev
+    def init(self, params, H, rng):
+        if self.init_name == "orthogonal":
+            orthogonal_blocks(params["weight_hh"], H, rng)
+        if self.forget_bias is not None:
+            params["bias_ih"][H : 2 * H] = self.forget_bias
+            params["bias_hh"][H : 2 * H] = 0.0

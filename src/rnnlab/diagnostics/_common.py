@@ -66,13 +66,7 @@ def labels(layer: Recurrent) -> list[str]:
 
 
 def layer_params(layer: Recurrent, k: int, sfx: str) -> recurrence.Params:
-    p = layer.params
-    return recurrence.Params(
-        p[f"weight_ih_l{k}{sfx}"],
-        p[f"weight_hh_l{k}{sfx}"],
-        p[f"bias_ih_l{k}{sfx}"],
-        p[f"bias_hh_l{k}{sfx}"],
-    )
+    return layer._layer_params(k, sfx)
 
 
 def unit_vector(rng: np.random.Generator, n: int) -> np.ndarray:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rnnlab import _checks
+from rnnlab.cells import ElmanCell, GRUCell, LSTMCell
 from rnnlab.diagnostics._common import check_layer, check_number, json_value, labels, valid_steps
 from rnnlab.layers import Recurrent
 
@@ -79,7 +80,8 @@ def gate_saturation(
     Fractions are over the batch's valid sequences at that step and the H units.
     """
     check_layer(layer)
-    if layer.mode == "rnn" and layer.nonlinearity != "tanh":
+    cell = layer.cell
+    if isinstance(cell, ElmanCell) and cell.nonlinearity != "tanh":
         _checks.fail(
             "layer",
             "an LSTM, a GRU or a tanh RNN (relu units have no upper end)",
@@ -96,17 +98,24 @@ def gate_saturation(
     T, B = tapes[0].X.shape[:2]
     H = layer.hidden_size
     valid = valid_steps(f, T, B).T[:, :, None]  # (T, B, 1)
-    spec = {"lstm": _LSTM_GATES, "gru": _GRU_GATES, "rnn": _ELMAN_UNITS}[layer.mode]
+    if isinstance(cell, ElmanCell):
+        spec = _ELMAN_UNITS
+    elif isinstance(cell, LSTMCell):
+        spec = _LSTM_GATES
+    elif isinstance(cell, GRUCell):
+        spec = _GRU_GATES
+    else:
+        _checks.fail("layer", "an LSTM, a GRU or a tanh RNN", f"a layer of {cell!r}")
     J, G = len(tapes), len(spec)
     lo_frac, hi_frac = np.empty((J, G, T)), np.empty((J, G, T))
     lo_all, hi_all = np.empty((J, G)), np.empty((J, G))
     per_step = valid.sum(axis=(1, 2)) * H  # (T,)
     total = per_step.sum()
     for j, tape in enumerate(tapes):
-        if layer.mode == "rnn":
+        if isinstance(cell, ElmanCell):
             acts = tape.hs[tape.slices()[1]]  # (T, B, H): h_t of every step
         else:
-            acts = tape.extra["ifgo" if layer.mode == "lstm" else "rzn"]
+            acts = tape.saved  # the gate activations come first on the tape
         for g, (_, _, kind) in enumerate(spec):
             a = acts[:, :, g * H : (g + 1) * H].astype(np.float64)
             u = (a + 1.0) / 2.0 if kind == "tanh" else a

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rnnlab import _checks, recurrence
+from rnnlab.cells import ElmanCell
 from rnnlab.diagnostics._common import (
     RateFit,
     check_int,
@@ -29,6 +30,8 @@ from rnnlab.diagnostics._common import (
     layer_params,
 )
 from rnnlab.layers import Recurrent, valid_mask
+
+ELMAN_NAMES = ("rnn", "relu", "irnn")  # ElmanCell.name
 
 # With method="auto", the products' norms by SVD up to this state width, by power iteration
 # above it (the one-step norms, which bound the products, are always exact SVDs).
@@ -64,12 +67,12 @@ class JacobianProfile:
     products: np.ndarray | None = None  # (P, S, S) when keep_products=True
 
     def verdict(self) -> str:
-        full = self.block == "state" and self.cell == "lstm"
+        full = self.block == "state" and self.cell == "lstm"  # a cell state: (h, c)
         what = "‖∂(h,c)_t/∂(h,c)_k‖₂" if full else "‖∂h_t/∂h_k‖₂"
         lines = [
             f"{self.name}, sequence {self.sample}, from step t={self.t}: " + self.fit.words(what)
         ]
-        if self.cell == "rnn":
+        if self.cell in ELMAN_NAMES:
             lines.append(
                 f"the bound {self.bound_name} with ‖W_hh‖₂ = {self.alpha:.3g} and "
                 f"max|φ'| = {self.beta:.3g}: ×{self.alpha * self.beta:.3g} per step"
@@ -103,41 +106,43 @@ def _sample_tape(layer, x, lengths, sample, layer_index, direction):
     return f.cache["tapes"][j], layer_params(layer, k, layer.directions[d]), n, j, sample, layer
 
 
-def _step_jacobian(cell, W_hh: np.ndarray, tape: recurrence.Tape, t: int) -> np.ndarray:
+def _step_jacobian(cell, p: recurrence.Params, tape: recurrence.Tape, t: int) -> np.ndarray:
     """∂s_t/∂s_prev (S × S, float64) of step t of the tape's only sequence.
 
-    backward_step maps a row dh (and dc) to (dh_prev, dc_prev) = [dh, dc] · J, so feeding the
-    S rows of the identity as a batch returns J row by row.
+    One step of BPTT maps a row dh (and dc) to (dh_prev, dc_prev) = [dh, dc] · J, so feeding
+    the S rows of the identity as a batch returns J row by row.
     """
-    H = W_hh.shape[1]
+    H = p.W_hh.shape[1]
     S = 2 * H if cell.has_c else H
     prev, out = (t + 1, t) if tape.reverse else (t, t + 1)
 
     def rows(a):  # the sequence's row repeated S times, as a batch
         return np.repeat(a[0:1], S, axis=0)
 
-    sub = {key: rows(v[t])[None] for key, v in tape.extra.items()}
-    c_prev = rows(tape.cs[prev]) if tape.cs is not None else None
-    c = rows(tape.cs[out]) if tape.cs is not None else None
+    no_c = np.empty((S, 0))
+    c_prev = rows(tape.cs[prev]) if cell.has_c else no_c
+    c = rows(tape.cs[out]) if cell.has_c else no_c
     E = np.eye(S)
-    dh, dc = E[:, :H], (E[:, H:] if cell.has_c else None)
-    GH = W_hh.shape[0]
-    da_x = np.empty((S, GH))
-    da_h = da_x if cell.shares_preact_grad else np.empty((S, cell.hh_grad_width(H)))
-    dh_prev, dc_prev = cell.backward_step(
-        0,
-        dh,
-        dc,
+    dh = E[:, :H].copy()
+    dc = E[:, H:].copy() if cell.has_c else no_c
+    G = cell.gates
+    q = np.empty((0, H)) if p.q is None else p.q
+    recurrence.step_backward(
+        cell,
+        p.W_hh,
+        q,
         rows(tape.hs[prev]),
         c_prev,
         rows(tape.hs[out]),
         c,
-        W_hh,
-        sub,
-        da_x,
-        da_h,
+        rows(tape.saved[t]),
+        dh,
+        dc,
+        np.empty((S, G * H)),
+        np.empty((S, len(cell.hh_own) * H)),
+        np.zeros((S,) + q.shape),
     )
-    J = np.concatenate([dh_prev, dc_prev], axis=1) if cell.has_c else dh_prev
+    J = np.concatenate([dh, dc], axis=1) if cell.has_c else dh
     return np.asarray(J, dtype=np.float64)
 
 
@@ -188,7 +193,7 @@ def step_jacobians(
     """
     check_layer(layer)
     tape, p, n, _, _, layer = _sample_tape(layer, x, lengths, sample, layer_index, direction)
-    return np.stack([_step_jacobian(layer.cell, p.W_hh, tape, t) for t in range(n)])
+    return np.stack([_step_jacobian(layer.cell, p, tape, t) for t in range(n)])
 
 
 def jacobian_products(
@@ -242,7 +247,7 @@ def jacobian_products(
     u_prod = None
     with np.errstate(divide="ignore", under="ignore", over="ignore"):
         for ell, s in enumerate(steps):
-            J = _step_jacobian(layer.cell, p.W_hh, tape, s)
+            J = _step_jacobian(layer.cell, p, tape, s)
             sigma, _ = _spectral_norm(J, "svd", None)  # exact: it enters the bound
             log_steps[ell] = np.log10(sigma)
             P = P @ J
@@ -261,11 +266,12 @@ def jacobian_products(
         log_product_bound = np.cumsum(log_steps)
         product_bound = np.cumprod(step_norms)
 
-        if layer.mode == "rnn":
+        if isinstance(layer.cell, ElmanCell):
             alpha = _spectral_norm(p.W_hh, "svd", None)[0]
             if max_dphi == "trajectory":
                 hs = tape.hs[[(s if reverse else s + 1) for s in steps], 0]  # states written
-                dphi = 1.0 - hs * hs if layer.nonlinearity == "tanh" else (hs > 0).astype(float)
+                tanh = layer.cell.nonlinearity == "tanh"
+                dphi = 1.0 - hs * hs if tanh else (hs > 0).astype(float)
                 beta = float(dphi.max())
             else:
                 beta = float(max_dphi)
@@ -279,7 +285,7 @@ def jacobian_products(
             bound_name = "∏‖∂s_i/∂s_{i−1}‖₂"
     return JacobianProfile(
         labels(layer)[j],
-        layer.mode,
+        layer.cell.name,
         sample,
         t,
         block,

@@ -132,7 +132,7 @@ def plot_jacobian_bound(result: JacobianProfile, path) -> Path:
         lags, _positive(result.measured), lw=2, label=r"measured $\|\partial h_t/\partial h_k\|_2$"
     )
     ax.plot(lags, _positive(result.product_bound), ls=":", label=r"$\prod_i \|J_i\|_2$")
-    if result.cell == "rnn":
+    if result.cell in ("rnn", "relu", "irnn"):  # an Elman cell
         ax.plot(
             lags,
             _positive(result.bound),

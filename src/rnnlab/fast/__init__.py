@@ -1,10 +1,11 @@
-"""The speed path of the time loop: each cell's whole loop over time compiled with numba.
+"""The speed path of the time loop: a layer's whole loop over time compiled with numba.
 
 rnnlab.recurrence runs a Python loop that calls the cell once per step; at small H that loop
 costs more than the arithmetic. With the optional `fast` extra (numba, and scipy for numba's
 `np.dot`) recurrence.forward/backward hand the loop to the functions below, which run it in
-one compiled call per layer and direction, on exactly the arrays the NumPy loop uses and with
-the same results to an ulp or two (rnnlab.fast.kernels). The matrix products go to MKL (the
+one compiled call per layer and direction, on exactly the arrays the NumPy loop uses. The
+loops are generic (rnnlab.fast.loops): numba makes one per cell from the cell's own step
+functions, so the same written step runs on both paths. The matrix products go to MKL (the
 `mkl` extra) or else NumPy's own OpenBLAS (rnnlab.fast.blas). Inside a session of
 rnnlab.parallel a batch is split by rows over rnnlab's threads, every part one kernel call
 on its own rows. Without numba, or with the environment variable RNNLAB_NO_NUMBA=1,
@@ -12,70 +13,58 @@ on its own rows. Without numba, or with the environment variable RNNLAB_NO_NUMBA
 
     available() -> bool
 
-    forward_loop(kind, XA, W_hhT, b_hh, hs, cs, extra, mask, reverse, b_ih=None) -> None
-        kind   "tanh" | "relu" | "lstm" | "gru" (reset_after=True) | "gru_orig" (reset_after=False)
-        XA     (T, B, G·H)   X W_ihᵀ + b_ih, C-contiguous; X W_ihᵀ alone when b_ih is given.
-                             May share memory with the gate tape (LSTM, GRU) or with the
-                             output rows of hs (tanh, relu): each step reads its row of XA
-                             before it writes there
-        W_hhT  (H, G·H)      W_hhᵀ, any strides (W_hh.T is packed or copied without NumPy's
-                             slow transpose), or what step_weights made of it
-        b_hh   (G·H,)
+    forward_loop(cell, XA, W_hh, b_ih, b_hh, q, hs, cs, tape, mask, reverse,
+                 xa_at=None) -> None
+        XA     (T, B, G·H)   X W_ihᵀ without its bias, C-contiguous; for cells whose steps run
+                             in place it may lie where the steps write: xa_at="tape" (its
+                             first G·H columns) or "output" (hs's output rows, G = 1)
+        W_hh   (G·H, H)      or what step_weights made of it
+        b_ih, b_hh (G·H,);   q (n_extra, H): the cell's extra parameters
         hs     (T+1, B, H)   in/out: h_0 in hs[0] (hs[T] when reverse); steps write the rest
-        cs     (T+1, B, H)   the same for the LSTM's cell state; None for the other cells
-        extra  dict          the cell's new_tape(T, B, H, dtype), filled as its forward_step
-                             fills it ("ifgo" for the LSTM; "rzn", "hn" for the GRU)
-        mask   (T, B) bool   or None; a False step copies the previous state (as recurrence)
+        cs     (T+1, B, H)   the same for a cell state; (T+1, B, 0) for cells without one
+        tape   (T, B, n·H)   out: the cell's tape (one step long when no backward follows)
+        mask   (T, B) bool   or None; a False step copies the previous carry
         reverse bool         step t reads hs[t+1] and writes hs[t]
 
-    backward_loop(kind, W_hh, hs, cs, extra, mask, reverse, dys, dh, dc, dXA, dHA,
+    backward_loop(cell, W_hh, q, hs, cs, tape, mask, reverse, dys, dh, dc, dXA, dHA, dq,
                   dh_trace=None) -> (dh0, dc0)
-        W_hh   (G·H, H), or step_weights(kind, W_hh, B, backward=True)
-        hs, cs, extra, mask, reverse   the forward's tape (from either loop)
+        hs, cs, tape, mask, reverse   the forward's
         dys    (T, B, H) ∂L/∂ys or None; entries at masked steps are ignored
         dh, dc (B, H) ∂L/∂h_T, ∂L/∂c_T or None (zeros); not modified
-        dXA    (T, B, G·H)   out: ∂L/∂(pre-activations) as seen by W_ih, zero at masked steps.
-                             May be the gate tape itself (extra["ifgo"] / extra["rzn"]): the
-                             kernels turn the gates into these gradients in place, step by
-                             step; any other array gets a copy of the gates first
-        dHA    out: as seen by W_hh, where that differs: for "gru" the n block only
-                             (T, B, H); for the other cells the two coincide and only dXA is
-                             written (pass dXA twice)
+        dXA    (T, B, G·H) out: ∂L/∂(pre-activations) as seen by W_ih, zero at masked steps;
+        dHA    (T, B, len(hh_own)·H) out: W_hh's own blocks. For cells with grads_over_tape
+               both are ignored: the gradients go over the tape's first blocks
+        dq     (B, n_extra, H) in/out: ∂L/∂q, one row per batch row (summed by the caller)
         dh_trace (T, B, H) or None; out: the total ∂L/∂h_t of every step, as in recurrence
-        returns dh0 (B, H) and dc0 (B, H) for the LSTM, None otherwise
 
-    Both take a keyword `numpy_blas=False` to run the products on numba's np.dot (scipy's
-    BLAS) even where NumPy's is found: for tests and benchmarks.
-
-    step_weights(kind, W, rows, backward=False, inference=False) -> StepWeights
-        W_hhᵀ (or W_hh for BPTT) prepared once for several loops of one direction (the
-        segments of gradient checkpointing), or for a loop without a tape; each loop call
-        otherwise prepares its own
+    step_weights(cell, W_hh, rows, backward=False, inference=False) -> StepWeights
+        W_hh prepared once for several loops of one direction (gradient checkpointing's
+        segments), or for a loop without a tape; each loop call otherwise prepares its own
 
     packs((K, N), dtype, inference=False) -> bool
         whether the per-step products take such a weight in MKL's packed format: with the
         `mkl` extra, weights of ≥ 2^18 values in training and ≥ 2^16 in inference, unless
-        RNNLAB_PACKED=0. MKL packs the weight once per loop instead of repacking its panels
-        inside every per-step product
+        RNNLAB_PACKED=0
 
     transposed(a) -> aᵀ, C-contiguous (a blocked copy, ~5x NumPy's for a large W_hh)
 
-    infer_loop(kind, X, W_ih, W_hh, b_ih, b_hh, hs, cs, mask, reverse) -> None
-        forward without a tape for "tanh", "relu", "lstm": each step multiplies x_t and
-        h_{t-1} where they lie (no projection array; X may be a batch-first view; cs may
-        have two rows, c_t in row t mod 2); used where infers_without_projection(kind, I,
-        H, dtype)
+    infer_loop(cell, X, W_ih, W_hh, b_ih, b_hh, q, hs, cs, tape, mask, reverse) -> None
+        forward without a tape and without a projection array: each step multiplies x_t
+        where it lies (X may be a batch-first view) and then runs the cell's steps; cs may
+        have two rows (c_t in row t mod 2). Used where infers_without_projection says
 
     squared_error(pred, targets, mask, count) -> (Σ squares, 2 (pred − targets) / count)
         the mean squared error's one compiled pass (rnnlab.losses), or None for a layout
         it does not take
 
-All arrays share one dtype, float32 or float64. Outputs (hs, cs, extra, dXA, dHA, dh_trace)
-must be C-contiguous, except that hs may also be a block of columns of a C-contiguous array
-(rows of H contiguous values, evenly spaced: each direction's states inside a bidirectional
-layer's output); inputs are made so (a copy only when needed).
+The loops take a keyword `numpy_blas=False` to run the products on numba's np.dot (scipy's
+BLAS) even where NumPy's is found: for tests and benchmarks. All arrays share one dtype,
+float32 or float64. Outputs must be C-contiguous, except that hs may also be a block of
+columns of a C-contiguous array (rows of H contiguous values, evenly spaced: each
+direction's states inside a bidirectional layer's output); inputs are made so (a copy only
+when needed).
 
-The first call of each cell and dtype compiles its kernel (seconds); numba caches the machine
+The first call of each cell and dtype compiles its loops (seconds); numba caches the machine
 code beside the package (`cache=True`), so later processes load it in well under a second.
 """
 
@@ -89,8 +78,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from rnnlab import _checks
-
-KINDS = ("tanh", "relu", "lstm", "gru", "gru_orig")
 
 
 def available() -> bool:
@@ -106,7 +93,7 @@ def _importable() -> bool:
     try:
         import scipy.linalg  # noqa: F401  (numba's np.dot calls scipy's BLAS)
 
-        from rnnlab.fast import kernels  # noqa: F401  (numba, and its options we rely on)
+        from rnnlab.fast import kernels, loops  # noqa: F401  (numba, and its options we rely on)
     except ImportError:
         return False
     except Exception as exc:  # a numba that refuses our kernels: run the NumPy loop, and say so
@@ -330,251 +317,213 @@ def _weight(b: np.ndarray, dt: np.dtype, rows: int, np_blas: bool, inference: bo
 @dataclass(frozen=True)
 class StepWeights:
     """A direction's recurrent weight prepared for the per-step products of one compiled loop
-    (`step_weights`): what forward_loop and backward_loop make of their weight argument
-    themselves, made once for several calls (gradient checkpointing's segments) or with
-    inference's bound on packing."""
+    (`step_weights`): one (dense, packed) pair per product of the cell, the rows of W_hh the
+    product takes, transposed for the forward loop (h_{t-1} W_hhᵀ) and as they are for BPTT
+    (da W_hh)."""
 
-    kind: str
+    cell_key: tuple
     backward: bool
     dtype: np.dtype
-    factors: tuple  # one (dense, packed) pair per product of the loop's kernel
+    factors: tuple  # one (dense, packed) pair per product of the cell; two pairs always
 
 
 def step_weights(
-    kind: str,
-    W: np.ndarray,
+    cell,
+    W_hh: np.ndarray,
     rows: int,
     *,
     backward: bool = False,
     inference: bool = False,
     numpy_blas: bool | None = None,
 ) -> StepWeights:
-    """W prepared for the loop of `kind`: W_hhᵀ (H, G·H) for the forward loop (any strides:
-    W_hh.T needs no copy of its own), W_hh (G·H, H) for BPTT (backward=True); `rows`, the
-    batch rows the loop will run; `inference`: a forward loop without a tape (see packs)."""
+    """W_hh (G·H, H) prepared for the loops of `cell`; `rows`: the batch rows the loop will
+    run; `inference`: a forward loop without a tape (see packs)."""
     from rnnlab.fast import blas
 
     np_blas = blas.NUMPY_CBLAS and numpy_blas is not False
-    return _prepared(kind, W, W.dtype, rows, np_blas, backward, inference)
+    return _prepared(cell, W_hh, W_hh.dtype, rows, np_blas, backward, inference)
 
 
-def _prepared(kind, W, dt, rows, np_blas, backward, inference=False) -> StepWeights:
+def _prepared(cell, W, dt, rows, np_blas, backward, inference=False) -> StepWeights:
     if isinstance(W, StepWeights):
-        if W.kind != kind or W.backward != backward or W.dtype != dt:
+        if W.cell_key != cell.key or W.backward != backward or W.dtype != dt:
             _checks.fail(
                 "W_hh",
-                f"weights prepared for the {'backward' if backward else 'forward'} {kind!r} "
-                f"loop in {dt}",
-                f"weights for the {'backward' if W.backward else 'forward'} {W.kind!r} loop "
-                f"in {W.dtype}",
+                f"weights prepared for the {'backward' if backward else 'forward'} loop of "
+                f"{cell!r} in {dt}",
+                f"weights for the {'backward' if W.backward else 'forward'} loop of another "
+                f"cell or dtype ({W.dtype})",
             )
         return W
     W = np.asarray(W)
+    H = W.shape[1]
+    factors = []
+    for (lo, hi), _ in cell.products:
+        block = W[lo * H : hi * H]
+        factors.append(_weight(block if backward else block.T, dt, rows, np_blas, inference))
+    while len(factors) < 2:
+        factors.append((np.empty((0, 0), dt), _NOT_PACKED))
+    return StepWeights(cell.key, backward, dt, tuple(factors))
 
-    def weight(b):
-        return _weight(b, dt, rows, np_blas, inference)
 
-    if kind not in ("gru", "gru_orig"):
-        return StepWeights(kind, backward, dt, (weight(W),))
-    H = W.shape[1] if backward else W.shape[0]
-    none = (np.empty((0, 0), dt), _NOT_PACKED)
-    if kind == "gru":  # one product on all of W_hh
-        return StepWeights(kind, backward, dt, (weight(W), none, none))
-    blocks = (W[: 2 * H], W[2 * H :]) if backward else (W[:, : 2 * H], W[:, 2 * H :])
-    return StepWeights(kind, backward, dt, (none, *(weight(b) for b in blocks)))
+def _product_buffers(cell, B: int, H: int, dt) -> tuple[np.ndarray, np.ndarray]:
+    """The (B, width) results of the cell's products, one buffer each (two always)."""
+    bufs = [np.empty((B, (hi - lo) * H), dt) for (lo, hi), _ in cell.products]
+    while len(bufs) < 2:
+        bufs.append(np.empty((B, 0), dt))
+    return bufs[0], bufs[1]
+
+
+def _extra(q: np.ndarray | None, H: int, dt) -> np.ndarray:
+    return np.empty((0, H), dt) if q is None else _c(q, dt)
+
+
+def _carry(cs: np.ndarray | None, rows: int, B: int, dt) -> np.ndarray:
+    return np.empty((rows, B, 0), dt) if cs is None else cs
 
 
 def forward_loop(
-    kind: str,
+    cell,
     XA: np.ndarray,
-    W_hhT: np.ndarray,
+    W_hh,
+    b_ih: np.ndarray,
     b_hh: np.ndarray,
+    q: np.ndarray | None,
     hs: np.ndarray,
     cs: np.ndarray | None,
-    extra: dict[str, np.ndarray],
+    tape: np.ndarray,
     mask: np.ndarray | None,
     reverse: bool,
     *,
-    b_ih: np.ndarray | None = None,
+    xa_at: str | None = None,
     numpy_blas: bool | None = None,
 ) -> None:
-    """Run the forward time loop of cell `kind`, writing hs[, cs] and `extra` in place.
-
-    With `b_ih` given, XA is X W_ihᵀ without the bias and the kernels add it as they read
-    each row (one pass over XA fewer; the same sums in the same order)."""
-    _checks.choice(kind, "kind", KINDS)
-    from rnnlab.fast import blas, kernels
+    """Run the forward time loop of `cell`, writing hs[, cs] and the tape in place. `xa_at`:
+    where XA lies if not apart, "tape" (its first G·H columns) or "output" (the output rows
+    of hs), for cells whose steps run in place: the loop reads it there (see loops)."""
+    from rnnlab.fast import blas, loops
 
     np_blas = blas.NUMPY_CBLAS and numpy_blas is not False
     dt = hs.dtype
-    B, H = hs.shape[1], hs.shape[2]
-    dims = (XA.shape[0], B, XA.shape[2], H)
-    W = _prepared(kind, W_hhT, dt, B, np_blas, backward=False)
+    T, B, H = XA.shape[0], hs.shape[1], hs.shape[2]
+    GH = cell.gates * H
+    W = _prepared(cell, W_hh, dt, B, np_blas, backward=False)
     hs = _wide(hs)
-    XA, b_hh = _c(XA, dt), _c(b_hh, dt)
-    b_ih = np.zeros(XA.shape[2], dt) if b_ih is None else _c(b_ih, dt)
+    if xa_at is None:
+        XA = _c(XA, dt)
+    ha0, ha1 = _product_buffers(cell, B, H, dt)
     m, has_mask = _mask_arg(mask)
-    reverse = bool(reverse)
-    if kind in ("tanh", "relu"):
-        a = np.empty((B, H), dt)
-        args = (XA, b_ih, W.factors[0], b_hh, hs, m, has_mask, reverse, kind == "relu", np_blas, a)
-        _run_parts(kernels.elman_forward, args, dims, np_blas)
-    elif kind == "lstm":
-        z = np.empty((B, 4 * H), dt)
-        args = (XA, b_ih, W.factors[0], b_hh, hs, cs, extra["ifgo"], np.empty((B, H), dt), m,
-                has_mask, reverse, np_blas, z)  # fmt: skip
-        _run_parts(kernels.lstm_forward, args, dims, np_blas)
-    else:
-        reset_after = kind == "gru"
-        ha = np.empty((B, 3 * H if reset_after else 2 * H), dt)
-        a_n = np.empty((B, H), dt)
-        args = (XA, b_ih, *W.factors, b_hh, hs, extra["rzn"], extra["hn"], m, has_mask,
-                reverse, reset_after, np_blas, ha, a_n)  # fmt: skip
-        _run_parts(kernels.gru_forward, args, dims, np_blas)
+    loop = loops.forward_for(cell, xa_at or "apart")
+    args = (XA, _no_weight(dt), _c(b_ih, dt), *W.factors, _c(b_hh, dt), _extra(q, H, dt),
+            hs, _carry(cs, T + 1, B, dt), tape, m, has_mask, bool(reverse), np_blas, H,
+            np.empty((0, 0), dt), ha0, ha1)  # fmt: skip
+    _run_parts(loop, args, (T, B, GH, H), np_blas)
 
 
-INFER_KINDS = ("tanh", "relu", "lstm")
-MAX_INFER_K = 256  # I + H up to which unpacked inference takes [x_t | h_{t-1}] in one product
+@functools.cache
+def _no_weight(dt) -> tuple:
+    return (np.empty((0, 0), dt), _NOT_PACKED)
 
 
-def infers_without_projection(kind: str, I: int, H: int, dtype=np.float32) -> bool:
-    """Whether `infer_loop` serves this layer: Elman and LSTM cells with I + H ≤ 256, or of
-    any size where the stacked weight would be packed (`packs`). The fused product skips the
-    projection's write and read and a thread hand-over; measured on one core per half batch,
-    LSTM float32 S1 (I + H = 96) 1.05 -> 0.99 ms, S2 (192) 4.86 -> 4.38 ms, but S3 (384)
-    22.2 -> 25.0 ms: at larger K the big projection ran nearer the GEMM peak (162 against
-    105-150 GFLOP/s) than the per-step product gained. Packed, the per-step product keeps
-    up: whole layers, fused against projected, A/B in one process, (B, T, I, H) =
-    (64, 100, 128, 256) LSTM 26.3 -> 25.2 ms, bidirectional 48.3 -> 44.3, Elman 7.07 ->
-    6.67; (128, 50, 256, 512) level for the LSTM (82.2 vs 82.5), Elman 22.5 -> 21.9 ms."""
-    if kind not in INFER_KINDS:
-        return False
-    G = (4 if kind == "lstm" else 1) * H
-    return I + H <= MAX_INFER_K or packs((I + H, G), dtype, inference=True)
-
-
-def _infer_weights(W_ih, W_hh, dt, rows: int, np_blas: bool) -> tuple[tuple, tuple]:
-    """(W_x, W_h) as kernels.lstm_infer and elman_infer take them: W_ihᵀ and W_hhᵀ packed
-    apiece where the stacked weight would be packed (`packs`), else [W_ih | W_hh]ᵀ and an
-    empty W_h. Packed apart, nothing is concatenated or gathered and x_t, h_{t-1} are
-    multiplied where they lie. Whole layers, A/B in one process against the stacked weight
-    packed: (B, T, I, H) = (64, 100, 128, 256) LSTM 23.95 -> 23.65 ms, bidirectional
-    46.1 -> 45.0, Elman 8.03 -> 7.84, 15.3 -> 14.5; (128, 50, 256, 512) LSTM level
-    (84.5 vs 83.6, 155 vs 155), Elman 23.6 -> 22.3, 43.4 -> 40.6; (32, 100, 64, 128) level
-    (0.98-1.04x, a bidirectional LSTM 11.2 -> 9.7)."""
-    I, H = W_ih.shape[1], W_hh.shape[1]
-    G = W_ih.shape[0]
-    if np_blas and packs((I + H, G), dt, inference=True):
-        from rnnlab import _mkl
-
-        mkl = _mkl.load()
-        parts = [mkl.pack(_c(w, dt).T, rows) for w in (W_ih, W_hh)]
-        if all(p is not None for p in parts):
-            return tuple((np.empty((0, 0), dt), p) for p in parts)
-    W_cat = np.concatenate([_c(W_ih, dt), _c(W_hh, dt)], axis=1)
-    return _weight(W_cat.T, dt, rows, np_blas, inference=True), (np.empty((0, 0), dt), _NOT_PACKED)
+def infers_without_projection(cell, I: int, H: int, dtype=np.float32) -> bool:
+    """Whether inference runs `infer_loop` (no projection array, x_t multiplied where it
+    lies) for a layer of this cell and size: where the input weight would be packed
+    (`packs`), so that each step's product on x_t runs as fast as its share of the hoisted
+    projection. Without MKL's packing the one large projection before the loop runs nearer
+    the GEMM peak than the per-step products gain."""
+    return packs((I, cell.gates * H), dtype, inference=True)
 
 
 def infer_loop(
-    kind: str,
+    cell,
     X: np.ndarray,
     W_ih: np.ndarray,
     W_hh: np.ndarray,
     b_ih: np.ndarray,
     b_hh: np.ndarray,
+    q: np.ndarray | None,
     hs: np.ndarray,
     cs: np.ndarray | None,
+    tape: np.ndarray,
     mask: np.ndarray | None,
     reverse: bool,
 ) -> None:
-    """Forward without a tape (inference) for kind in INFER_KINDS: each step computes
-    [x_t | h_{t-1}] [W_ih | W_hh]ᵀ + (b_ih + b_hh) (one product on the stacked weight, or two
-    on the packed halves: _infer_weights), writing hs (and cs) as forward_loop does; the
-    results differ from forward_loop's by float rounding only. A time-major view X (T, B, I)
-    of a batch-first input is read where it lies; X is copied only where its rows are not
-    contiguous or not evenly spaced at least a row apart (_spaced_rows)."""
-    from rnnlab.fast import blas, kernels
+    """Forward without a tape (inference): each step computes x_t W_ihᵀ from x_t where it
+    lies (a time-major view X (T, B, I) of a batch-first input is read in place; X is
+    copied only where its rows are not evenly spaced at least a row apart, _spaced_rows),
+    then the cell's products and steps as forward_loop does. `tape` has one step."""
+    from rnnlab.fast import blas, loops
 
     np_blas = blas.NUMPY_CBLAS
     dt = hs.dtype
     T, B, I = X.shape
     H = hs.shape[2]
+    GH = cell.gates * H
     hs = _wide(hs)
-    G = W_ih.shape[0]
-    W_x, W_h = _infer_weights(W_ih, W_hh, dt, B, np_blas)
-    bias = (_c(b_ih, dt) + _c(b_hh, dt)).astype(dt)
+    W_x = _weight(_c(W_ih, dt).T, dt, B, np_blas, inference=True)
+    W = _prepared(cell, W_hh, dt, B, np_blas, backward=False, inference=True)
     X = _spaced_rows(_rows(X, dt))
+    ha0, ha1 = _product_buffers(cell, B, H, dt)
     m, has_mask = _mask_arg(mask)
-    reverse = bool(reverse)
-    xh = np.empty((B, I + H), dt)
-    dims = (T, B, G, I + H)
-    if kind == "lstm":
-        z, tc = np.empty((B, G), dt), np.empty((B, H), dt)
-        args = (X, W_x, W_h, bias, hs, cs, m, has_mask, reverse, np_blas, xh, z, tc)
-        _run_parts(kernels.lstm_infer, args, dims, np_blas)
-    else:
-        a = np.empty((B, H), dt)
-        args = (X, W_x, W_h, bias, hs, m, has_mask, reverse, kind == "relu", np_blas, xh, a)
-        _run_parts(kernels.elman_infer, args, dims, np_blas)
+    loop = loops.forward_for(cell, "project")
+    rows = 2 if cs is None else cs.shape[0]
+    args = (X, W_x, _c(b_ih, dt), *W.factors, _c(b_hh, dt), _extra(q, H, dt), hs,
+            _carry(cs, rows, B, dt), tape, m, has_mask, bool(reverse), np_blas, H,
+            np.empty((B, GH), dt), ha0, ha1)  # fmt: skip
+    _run_parts(loop, args, (T, B, GH, I + H), np_blas)
 
 
 def backward_loop(
-    kind: str,
-    W_hh: np.ndarray,
+    cell,
+    W_hh,
+    q: np.ndarray | None,
     hs: np.ndarray,
     cs: np.ndarray | None,
-    extra: dict[str, np.ndarray],
+    tape: np.ndarray,
     mask: np.ndarray | None,
     reverse: bool,
     dys: np.ndarray | None,
     dh: np.ndarray | None,
     dc: np.ndarray | None,
-    dXA: np.ndarray,
-    dHA: np.ndarray,
+    dXA: np.ndarray | None,
+    dHA: np.ndarray | None,
+    dq: np.ndarray | None,
     dh_trace: np.ndarray | None = None,
     *,
     numpy_blas: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """BPTT through the time loop of cell `kind`: fills dXA (and dHA), returns (dh0, dc0)."""
-    _checks.choice(kind, "kind", KINDS)
-    from rnnlab.fast import blas, kernels
+    """BPTT through the time loop of `cell`: fills dXA and dHA (or the tape, for cells with
+    grads_over_tape) and dq, returns (dh0, dc0)."""
+    from rnnlab.fast import blas, loops
 
     np_blas = blas.NUMPY_CBLAS and numpy_blas is not False
     dt = hs.dtype
     B, H = hs.shape[1], hs.shape[2]
-    dims = (dXA.shape[0], B, dXA.shape[2], H)
+    T = tape.shape[0] if cell.grads_over_tape else dXA.shape[0]
+    GH = cell.gates * H
     hs = _wide(hs)
-    gates = extra.get("ifgo" if kind == "lstm" else "rzn")
-    if gates is not None and dXA is not gates:  # the kernels write the gradients over the gates
-        np.copyto(dXA, gates)
-    W = _prepared(kind, W_hh, dt, B, np_blas, backward=True)
+    W = _prepared(cell, W_hh, dt, B, np_blas, backward=True)
     m, has_mask = _mask_arg(mask)
-    reverse = bool(reverse)
     has_dys, has_trace = dys is not None, dh_trace is not None
     dys = _rows(dys, dt) if has_dys else np.empty((0, 0, 0), dt)
     trace = dh_trace if has_trace else np.empty((0, 0, 0), dt)
     dh = np.zeros((B, H), dt) if dh is None else np.array(dh, dtype=dt, order="C")
-    dh_new = np.empty((B, H), dt)
-    if kind in ("tanh", "relu"):
-        args = (W.factors[0], hs, m, has_mask, reverse, dys, has_dys, dh, dXA, trace,
-                has_trace, kind == "relu", np_blas, dh_new)  # fmt: skip
-        _run_parts(kernels.elman_backward, args, dims, np_blas)
-        return dh, None
-    if kind == "lstm":
+    if cell.has_c:
         dc = np.zeros((B, H), dt) if dc is None else np.array(dc, dtype=dt, order="C")
-        args = (W.factors[0], cs, dXA, np.empty((B, H), dt), m, has_mask, reverse, dys,
-                has_dys, dh, dc, trace, has_trace, np_blas, dh_new)  # fmt: skip
-        _run_parts(kernels.lstm_backward, args, dims, np_blas)
-        return dh, dc
-    reset_after = kind == "gru"
-    da_n_rows, drh = np.zeros((B, H), dt), np.empty((B, H), dt)
-    da_h = np.zeros((B, 3 * H if reset_after else 2 * H), dt)
-    if reset_after and dHA.shape != (dims[0], B, H):  # the kernel trusts it (no bounds checks)
-        _checks.fail(
-            "dHA", f"an array of shape {(dims[0], B, H)} for kind 'gru'", f"shape {dHA.shape}"
-        )
-    dHA_n = dHA if reset_after else np.empty((0, 0, 0), dt)
-    args = (*W.factors, hs, dXA, extra["hn"], m, has_mask, reverse, dys, has_dys, dh, dHA_n,
-            trace, has_trace, reset_after, np_blas, dh_new, da_n_rows, drh, da_h)  # fmt: skip
-    _run_parts(kernels.gru_backward, args, dims, np_blas)
-    return dh, None
+    else:
+        dc = np.empty((B, 0), dt)
+    own = len(cell.hh_own) * H
+    if cell.grads_over_tape:
+        dXA = dHA = np.empty((0, 0, 0), dt)
+    elif dHA is None:
+        dHA = np.empty((T, B, 0), dt)
+    if dq is None:
+        dq = np.empty((B, 0, H), dt)
+    hh = [np.empty((B, (hi - lo) * H if own else 0), dt) for (lo, hi), _ in cell.products]
+    hh += [np.empty((B, 0), dt)] * (2 - len(hh))
+    loop = loops.backward_for(cell)
+    args = (*W.factors, _extra(q, H, dt), hs, _carry(cs, T + 1, B, dt), tape, dXA, dHA, m,
+            has_mask, bool(reverse), dys, has_dys, dh, dc, trace, has_trace, np_blas, H, dq,
+            np.empty((B, H), dt), hh[0], hh[1], np.empty((B, H), dt))  # fmt: skip
+    _run_parts(loop, args, (T, B, GH, H), np_blas)
+    return dh, (dc if cell.has_c else None)

@@ -81,7 +81,7 @@ WIDE_VECTORS = _wide_vectors()
 # for tanh in float32, 1.40 in float64, σ 2.47 and 2.37 ulp);
 # LSTM inference at (B, T, I, H) = (64, 100, 128, 256) 24.4 → 23.2 ms, (128, 50, 256, 512)
 # 80.1 → 77.5 (A/B in one process). `contract` on the whole loops gained nothing more.
-_SCALAR = {"error_model": "numpy", "fastmath": {"contract"}, "_nrt": False}
+SCALAR = {"error_model": "numpy", "fastmath": {"contract"}, "_nrt": False}
 
 
 # --------------------------------------------------------------------------- exp, tanh, σ
@@ -105,7 +105,7 @@ _LN2_64 = (6.93145751953125e-1, 1.42860682030941723212e-6)
 _LOG2E = 1.4426950408889634
 
 
-@njit(**_SCALAR)
+@njit(**SCALAR)
 def _horner(x, coeffs):
     p = coeffs[0]
     for c in coeffs[1:]:
@@ -133,7 +133,7 @@ def _f64_bits(typingctx, bits):
     return types.float64(types.int64), codegen
 
 
-@njit(**_SCALAR)
+@njit(**SCALAR)
 def _exp_f32(t):
     """e^t for 0 ≤ t ≤ 40, float32."""
     k = np.floor(t * np.float32(_LOG2E) + np.float32(0.5))
@@ -143,7 +143,7 @@ def _exp_f32(t):
     return er * _f32_bits((np.int32(k) + np.int32(127)) << np.int32(23))
 
 
-@njit(**_SCALAR)
+@njit(**SCALAR)
 def _exp_f64(t):
     """e^t for 0 ≤ t ≤ 40, float64."""
     k = math.floor(t * _LOG2E + 0.5)
@@ -195,22 +195,22 @@ def _sigmoid_f64(v):
     return s if a == a else a
 
 
-def _tanh(v):
+def tanh_scalar(v):
     """tanh of one float32 or float64 scalar inside a kernel (compiled by the overload)."""
     return np.tanh(v)
 
 
-def _sigmoid(v):
+def sigmoid_scalar(v):
     """σ of one float32 or float64 scalar inside a kernel (compiled by the overload)."""
     return 1.0 / (1.0 + np.exp(-v))
 
 
-@overload(_tanh, jit_options=_SCALAR)
+@overload(tanh_scalar, jit_options=SCALAR)
 def _tanh_overload(v):
     return {types.float32: _tanh_f32, types.float64: _tanh_f64}.get(v)
 
 
-@overload(_sigmoid, jit_options=_SCALAR)
+@overload(sigmoid_scalar, jit_options=SCALAR)
 def _sigmoid_overload(v):
     return {types.float32: _sigmoid_f32, types.float64: _sigmoid_f64}.get(v)
 
@@ -220,27 +220,27 @@ def _sigmoid_overload(v):
 def tanh_into(x, out):
     """out = tanh(x); 1-D arrays that do not overlap."""
     for j in range(x.shape[0]):
-        out[j] = _tanh(x[j])
+        out[j] = tanh_scalar(x[j])
 
 
 @njit(**JIT)
 def tanh_inplace(a):
     """a = tanh(a) (a loop over one array needs no alias check to vectorise)."""
     for j in range(a.shape[0]):
-        a[j] = _tanh(a[j])
+        a[j] = tanh_scalar(a[j])
 
 
 @njit(**JIT)
 def sigmoid_into(x, out):
     """out = σ(x); 1-D arrays that do not overlap."""
     for j in range(x.shape[0]):
-        out[j] = _sigmoid(x[j])
+        out[j] = sigmoid_scalar(x[j])
 
 
 @njit(**JIT)
 def sigmoid_inplace(a):
     for j in range(a.shape[0]):
-        a[j] = _sigmoid(a[j])
+        a[j] = sigmoid_scalar(a[j])
 
 
 @njit(**JIT)
@@ -341,10 +341,29 @@ def gemm(A, W, C, numpy_blas):
         _dgemm(*head, 1.0, A.ctypes.data, lda, Bm.ctypes.data, ldc, 0.0, C.ctypes.data, ldc)
 
 
-@njit(**JIT)
-def gemm_add(A, W, C):
-    """C += A Wm for a packed weight W = (empty, packed) (gemm's pair); A and C as in gemm."""
-    _packed_product(A, W[1], C, 1.0)
+@njit(**{**JIT, "_nrt": True})
+def gemm_acc(A, W, C, numpy_blas, tmp):
+    """C += A Wm for a weight W as gemm takes it; A and C as in gemm. `tmp`, C's shape, is
+    used only by numba's np.dot (no CBLAS: no beta = 1)."""
+    Bm, packed = W
+    if packed.shape[0] > 0:
+        _packed_product(A, packed, C, 1.0)
+        return
+    M, K = A.shape
+    N = C.shape[1]
+    if not numpy_blas:
+        np.dot(np.ascontiguousarray(A), Bm, tmp)
+        for i in range(M):
+            add_into(C[i], tmp[i])
+        return
+    lda = A.strides[0] // A.itemsize if M > 1 else K
+    lda, ldc = max(lda, 1), max(C.strides[0] // C.itemsize if M > 1 else N, 1)
+    head = (blas.ROW_MAJOR, blas.NO_TRANS, blas.NO_TRANS, M, N, K)
+    ldb = max(N, 1)
+    if A.itemsize == 4:
+        _sgemm(*head, 1.0, A.ctypes.data, lda, Bm.ctypes.data, ldb, 1.0, C.ctypes.data, ldc)
+    else:
+        _dgemm(*head, 1.0, A.ctypes.data, lda, Bm.ctypes.data, ldb, 1.0, C.ctypes.data, ldc)
 
 
 @njit(**JIT)
@@ -360,438 +379,6 @@ def _packed_product(A, packed, C, beta):
         _sgemm_compute(*head, A.ctypes.data, lda, p, ldc, beta, C.ctypes.data, ldc)
     else:
         _dgemm_compute(*head, A.ctypes.data, lda, p, ldc, beta, C.ctypes.data, ldc)
-
-
-# --------------------------------------------------------------------------- Elman
-# Every kernel walks t = 0..T-1 (forward pass; BPTT runs it backwards) or the reverse, with
-# step t reading state row `prev` and writing row `out` of hs (see rnnlab.recurrence).
-# Weights (W_hhT, W_hh, their blocks, W_catT) come as gemm takes them: pairs (dense, packed).
-# Masked rows (mask[t, b] False) copy the previous state forward and get no gradient.
-# Every kernel touches only the batch rows b0 ≤ b < b1 of its arrays and buffers (the rows of
-# a batch never interact), so rnnlab.fast can run parts of one batch on several threads.
-
-
-@njit(**JIT)
-def _elman_cell(a, h_prev, h, relu, masked):
-    """One row of an Elman step from its pre-activation a: h = tanh(a) or max(a, 0); a masked
-    row copies h_prev forward instead."""
-    if relu:
-        zero = a.dtype.type(0.0)
-        for j in range(a.shape[0]):
-            h[j] = a[j] if a[j] > zero else zero
-    else:
-        tanh_into(a, h)
-    if masked:
-        copy_into(h_prev, h)
-
-
-@njit(**JIT)
-def elman_forward(
-    XA, b_ih, W_hhT, b_hh, hs, mask, has_mask, reverse, relu, numpy_blas, a, b0, b1
-):  # fmt: skip
-    """a_t = (xa_t + b_ih) + h_{t-1} W_hhᵀ + b_hh;  h_t = tanh(a_t) or max(a_t, 0).
-    XA: x_t W_ihᵀ without its bias (added here, in the order of rnnlab.recurrence, which adds
-    it to the projection: the same sums, rounded alike).  a: (B, H) buffer."""
-    T, _, H = XA.shape
-    for s in range(T):
-        t = T - 1 - s if reverse else s
-        prev, out = (t + 1, t) if reverse else (t, t + 1)
-        gemm(hs[prev, b0:b1, :H], W_hhT, a[b0:b1], numpy_blas)
-        for b in range(b0, b1):
-            a_b, xa, h = a[b], XA[t, b], hs[out, b, :H]
-            for j in range(H):
-                a_b[j] = ((xa[j] + b_ih[j]) + a_b[j]) + b_hh[j]
-            _elman_cell(a_b, hs[prev, b, :H], h, relu, has_mask and not mask[t, b])
-
-
-@njit(**JIT)
-def elman_backward(
-    W_hh, hs, mask, has_mask, reverse, dys, has_dys, dh, dXA, trace, has_trace, relu,
-    numpy_blas, dh_new, b0, b1,
-):  # fmt: skip
-    """da_t = dh_t ⊙ φ'(a_t), φ' = 1 − h_t² or [h_t > 0];  dh_{t-1} = da_t W_hh.
-
-    dh (B, H): ∂L/∂h_T in, ∂L/∂h_0 out.  dh_new: (B, H) buffer."""
-    T, _, H = dXA.shape
-    one, zero = hs.dtype.type(1.0), hs.dtype.type(0.0)
-    for s in range(T):
-        t = s if reverse else T - 1 - s
-        out = t if reverse else t + 1
-        for b in range(b0, b1):
-            valid = not has_mask or mask[t, b]
-            dh_b, da, h = dh[b], dXA[t, b], hs[out, b, :H]
-            if has_dys and valid:
-                add_into(dh_b, dys[t, b])
-            if has_trace:
-                copy_into(dh_b, trace[t, b])
-            if not valid:
-                fill(da, zero)
-            elif relu:
-                for j in range(H):
-                    da[j] = dh_b[j] if h[j] > zero else zero
-            else:
-                for j in range(H):
-                    da[j] = dh_b[j] * (one - h[j] * h[j])
-        gemm(dXA[t, b0:b1], W_hh, dh_new[b0:b1], numpy_blas)
-        keep_valid_rows(dh, dh_new, mask, has_mask, t, b0, b1)
-
-
-# --------------------------------------------------------------------------- LSTM
-@njit(**JIT)
-def _lstm_cell(z, gates, c_prev, c, tc, h_prev, h, masked):
-    """One row of an LSTM step from its pre-activations z (4H): gates = σ, σ, tanh, σ of z's
-    blocks; c = f ⊙ c_prev + i ⊙ g; h = o ⊙ tanh(c) (tanh(c) into tc); a masked row copies
-    c_prev and h_prev forward instead."""
-    H = c.shape[0]
-    sigmoid_into(z[: 2 * H], gates[: 2 * H])
-    tanh_into(z[2 * H : 3 * H], gates[2 * H : 3 * H])
-    sigmoid_into(z[3 * H :], gates[3 * H :])
-    _lstm_state(gates, c_prev, c, tc, h_prev, h, masked)
-
-
-@njit(**JIT)
-def _biased_sigmoid_inplace(a, bias):
-    """a = σ(a + bias)."""
-    for j in range(a.shape[0]):
-        a[j] = _sigmoid(a[j] + bias[j])
-
-
-@njit(**JIT)
-def _biased_tanh_inplace(a, bias):
-    """a = tanh(a + bias)."""
-    for j in range(a.shape[0]):
-        a[j] = _tanh(a[j] + bias[j])
-
-
-@njit(**JIT)
-def _lstm_cell_inplace(z, bias, c_prev, c, tc, h_prev, h, masked):
-    """_lstm_cell for inference: the gates of z + bias computed over z itself (no tape to
-    keep them in), the bias added as each gate is: one array of (B, 4H) fewer in the cache
-    and one pass over it fewer."""
-    H = c.shape[0]
-    _biased_sigmoid_inplace(z[: 2 * H], bias[: 2 * H])
-    _biased_tanh_inplace(z[2 * H : 3 * H], bias[2 * H : 3 * H])
-    _biased_sigmoid_inplace(z[3 * H :], bias[3 * H :])
-    _lstm_state(z, c_prev, c, tc, h_prev, h, masked)
-
-
-@njit(**JIT)
-def _lstm_state(gates, c_prev, c, tc, h_prev, h, masked):
-    """c = f ⊙ c_prev + i ⊙ g; h = o ⊙ tanh(c) from one row's gates (4H)."""
-    H = c.shape[0]
-    i, f, g, o = gates[:H], gates[H : 2 * H], gates[2 * H : 3 * H], gates[3 * H :]
-    for j in range(H):
-        c[j] = f[j] * c_prev[j]
-    for j in range(H):
-        c[j] = c[j] + i[j] * g[j]
-    tanh_into(c, tc)
-    for j in range(H):
-        h[j] = o[j] * tc[j]
-    if masked:
-        copy_into(h_prev, h)
-        copy_into(c_prev, c)
-
-
-@njit(**JIT)
-def lstm_forward(
-    XA, b_ih, W_hhT, b_hh, hs, cs, ifgo, tanh_c, mask, has_mask, reverse, numpy_blas, z, b0, b1
-):  # fmt: skip
-    """z = (xa + b_ih) + h_{t-1} W_hhᵀ + b_hh (XA without its bias, as in elman_forward);
-    i, f, o = σ(z_i, z_f, z_o);  g = tanh(z_g);  c_t = f ⊙ c_{t-1} + i ⊙ g;
-    h_t = o ⊙ tanh(c_t).   z: (B, 4H) and tanh_c: (B, H) buffers."""
-    T, _, G = XA.shape
-    H = G // 4
-    keep = ifgo.shape[0] == T  # a one-step tape is overwritten at every step (inference)
-    for s in range(T):
-        t = T - 1 - s if reverse else s
-        ti = t if keep else 0
-        prev, out = (t + 1, t) if reverse else (t, t + 1)
-        gemm(hs[prev, b0:b1, :H], W_hhT, z[b0:b1], numpy_blas)
-        for b in range(b0, b1):
-            z_b, xa, gates = z[b], XA[t, b], ifgo[ti, b]
-            for j in range(G):
-                z_b[j] = ((xa[j] + b_ih[j]) + z_b[j]) + b_hh[j]
-            masked = has_mask and not mask[t, b]
-            _lstm_cell(
-                z_b,
-                gates,
-                cs[prev, b],
-                cs[out, b],
-                tanh_c[b],
-                hs[prev, b, :H],
-                hs[out, b, :H],
-                masked,
-            )
-
-
-@njit(**JIT)
-def lstm_backward(
-    W_hh, cs, ifgo, tanh_c, mask, has_mask, reverse, dys, has_dys, dh, dc, trace, has_trace,
-    numpy_blas, dh_new, b0, b1,
-):  # fmt: skip
-    """do = dh ⊙ tanh(c_t);  dc += dh ⊙ o ⊙ (1 − tanh²(c_t));
-    dz_i = dc ⊙ g ⊙ i(1−i);  dz_f = dc ⊙ c_{t-1} ⊙ f(1−f);  dz_g = dc ⊙ i ⊙ (1−g²);
-    dz_o = do ⊙ o(1−o);  dc_{t-1} = dc ⊙ f;  dh_{t-1} = dz W_hh.
-
-    In place: ifgo holds the gates i, f, g, o in and dz (∂L/∂ pre-activations) out, step by
-    step, so BPTT needs no second (T, B, 4H) array. Each loop below reads and writes one gate
-    block at the same index (no alias check stops it vectorising); dz_g goes through dh_new[b]
-    because dz_i still needs g.
-    tanh(c_t) is recomputed from c_t into the buffer tanh_c (B, H), bit for bit the forward's.
-    dh, dc (B, H): ∂L/∂h_T, ∂L/∂c_T in, ∂L/∂h_0, ∂L/∂c_0 out.  dh_new: (B, H) buffer."""
-    T, _, G = ifgo.shape
-    H = G // 4
-    one, zero = cs.dtype.type(1.0), cs.dtype.type(0.0)
-    for s in range(T):
-        t = s if reverse else T - 1 - s
-        prev, out = (t + 1, t) if reverse else (t, t + 1)
-        for b in range(b0, b1):
-            valid = not has_mask or mask[t, b]
-            dh_b, dc_b, gates = dh[b], dc[b], ifgo[t, b]
-            if has_dys and valid:
-                add_into(dh_b, dys[t, b])
-            if has_trace:
-                copy_into(dh_b, trace[t, b])
-            if not valid:
-                fill(gates, zero)
-                continue
-            tc, c_prev, dz_g = tanh_c[b], cs[prev, b], dh_new[b]
-            tanh_into(cs[out, b], tc)
-            i, f, g, o = gates[:H], gates[H : 2 * H], gates[2 * H : 3 * H], gates[3 * H :]
-            for j in range(H):
-                dc_b[j] = dc_b[j] + dh_b[j] * o[j] * (one - tc[j] * tc[j])
-            for j in range(H):
-                o[j] = (dh_b[j] * tc[j]) * (o[j] * (one - o[j]))
-            for j in range(H):
-                dz_g[j] = (dc_b[j] * i[j]) * (one - g[j] * g[j])
-            for j in range(H):
-                i[j] = (dc_b[j] * g[j]) * (i[j] * (one - i[j]))
-            copy_into(dz_g, g)
-            for j in range(H):
-                fj, dcj = f[j], dc_b[j]
-                f[j] = (dcj * c_prev[j]) * (fj * (one - fj))
-                dc_b[j] = dcj * fj
-        gemm(ifgo[t, b0:b1], W_hh, dh_new[b0:b1], numpy_blas)
-        keep_valid_rows(dh, dh_new, mask, has_mask, t, b0, b1)
-
-
-# --------------------------------------------------------------------------- GRU
-@njit(**JIT)
-def gru_forward(
-    XA, b_ih, W_hhT, W_rzT, W_nT, b_hh, hs, rzn, hn, mask, has_mask, reverse, reset_after,
-    numpy_blas, ha, a_n, b0, b1,
-):  # fmt: skip
-    """r, z = σ(xa_rz + (h_{t-1} W_hh,rzᵀ + b_hh,rz));  then
-    reset_after: hn = h_{t-1} W_hnᵀ + b_hn,  n = tanh(xa_n + r ⊙ hn);
-    original:    hn = r ⊙ h_{t-1},           n = tanh((hn W_hnᵀ + b_hn) + xa_n);
-    h_t = (h_{t-1} − n) ⊙ z + n   (= (1 − z) ⊙ n + z ⊙ h_{t-1}).
-
-    XA holds x_t W_ihᵀ without its bias; xa above is (XA + b_ih), added here (see elman_forward).
-    XA may be rzn itself (the projection written into the tape): every row of XA is read
-    before the gates overwrite it, the sums going through ha.
-    W_rzT, W_nT: C-contiguous column blocks of W_hhT (the original form's two products).
-    ha: (B, 3H) buffer (reset_after) or (B, 2H); a_n: (B, H) buffer."""
-    T, _, G = XA.shape
-    H = G // 3
-    keep = rzn.shape[0] == T  # a one-step tape is overwritten at every step (inference)
-    for s in range(T):
-        t = T - 1 - s if reverse else s
-        ti = t if keep else 0
-        prev, out = (t + 1, t) if reverse else (t, t + 1)
-        gemm(hs[prev, b0:b1, :H], W_hhT if reset_after else W_rzT, ha[b0:b1], numpy_blas)
-        for b in range(b0, b1):
-            ha_b, xa, gates, hn_b = ha[b], XA[t, b], rzn[ti, b], hn[ti, b]
-            add_into(ha_b, b_hh[: ha_b.shape[0]])
-            for j in range(2 * H):
-                ha_b[j] = (xa[j] + b_ih[j]) + ha_b[j]
-            sigmoid_into(ha_b[: 2 * H], gates[: 2 * H])
-            r = gates[:H]
-            if reset_after:
-                a, xa_n, bx_n = ha_b[2 * H :], xa[2 * H :], b_ih[2 * H :]
-                copy_into(a, hn_b)
-                for j in range(H):
-                    a[j] = (xa_n[j] + bx_n[j]) + r[j] * hn_b[j]
-                tanh_into(a, gates[2 * H :])
-            else:
-                h_prev = hs[prev, b, :H]
-                for j in range(H):
-                    hn_b[j] = r[j] * h_prev[j]
-        if not reset_after:
-            gemm(hn[ti, b0:b1], W_nT, a_n[b0:b1], numpy_blas)
-            b_n, bx_n = b_hh[2 * H :], b_ih[2 * H :]
-            for b in range(b0, b1):
-                a, xa_n = a_n[b], XA[t, b, 2 * H :]
-                for j in range(H):
-                    a[j] = (a[j] + b_n[j]) + (xa_n[j] + bx_n[j])
-                tanh_into(a, rzn[ti, b, 2 * H :])
-        for b in range(b0, b1):
-            gates, h_prev, h = rzn[ti, b], hs[prev, b, :H], hs[out, b, :H]
-            z, n = gates[H : 2 * H], gates[2 * H :]
-            for j in range(H):
-                h[j] = (h_prev[j] - n[j]) * z[j] + n[j]
-            if has_mask and not mask[t, b]:
-                copy_into(h_prev, h)
-
-
-@njit(**JIT)
-def gru_backward(
-    W_hh, W_rz, W_n, hs, rzn, hn, mask, has_mask, reverse, dys, has_dys, dh, dHA_n, trace,
-    has_trace, reset_after, numpy_blas, dh_new, da_n_rows, drh, da_h, b0, b1,
-):  # fmt: skip
-    """da_n = dh ⊙ (1 − z) ⊙ (1 − n²);  da_z = dh ⊙ (h_{t-1} − n) ⊙ z(1 − z);  then
-    reset_after: da_r = da_n ⊙ hn ⊙ r(1 − r);  W_hh side: [da_r, da_z, da_n ⊙ r];
-                 dh_{t-1} = (W_hh side) W_hh + dh ⊙ z
-    original:    d(r⊙h) = da_n W_hn;  da_r = d(r⊙h) ⊙ h_{t-1} ⊙ r(1 − r);  W_hh side = da;
-                 dh_{t-1} = [da_r, da_z] W_hh,rz + dh ⊙ z + d(r⊙h) ⊙ r.
-
-    In place: rzn holds the gates r, z, n in and da = ∂L/∂ pre-activations (as seen by W_ih)
-    out. dHA_n (T, B, H) gets the n block of the W_hh side for reset_after (da_n ⊙ r; its r
-    and z blocks are da's), and may be hn itself (step t reads hn[t] before it writes there);
-    unused in the original form, where the W_hh side is da.
-    dh (B, H): ∂L/∂h_T in, ∂L/∂h_0 out.  W_rz, W_n: C-contiguous row blocks of W_hh.
-    Buffers (B, H): dh_new, da_n_rows, drh; da_h (B, 3H) reset_after, else (B, 2H)."""
-    T, _, G = rzn.shape
-    H = G // 3
-    one, zero = hs.dtype.type(1.0), hs.dtype.type(0.0)
-    for s in range(T):
-        t = s if reverse else T - 1 - s
-        prev = t + 1 if reverse else t
-        for b in range(b0, b1):
-            valid = not has_mask or mask[t, b]
-            dh_b, da = dh[b], rzn[t, b]
-            if has_dys and valid:
-                add_into(dh_b, dys[t, b])
-            if has_trace:
-                copy_into(dh_b, trace[t, b])
-            if not valid:
-                fill(da, zero)
-                fill(da_h[b], zero)
-                fill(da_n_rows[b], zero)
-                if reset_after:
-                    fill(dHA_n[t, b], zero)
-                continue
-            h_prev, da_z = hs[prev, b, :H], dh_new[b]
-            r, z, n = da[:H], da[H : 2 * H], da[2 * H :]
-            for j in range(H):
-                da_z[j] = (dh_b[j] * (h_prev[j] - n[j])) * (z[j] * (one - z[j]))
-            for j in range(H):
-                n[j] = (dh_b[j] * (one - z[j])) * (one - n[j] * n[j])
-            for j in range(H):
-                dh_b[j] = dh_b[j] * z[j]  # the part of dh_{t-1} that skips the products
-            copy_into(da_z, z)
-            if reset_after:  # dHA_n may be hn itself: each index is read before written
-                hn_b, dhn, dah = hn[t, b], dHA_n[t, b], da_h[b]
-                for j in range(H):
-                    rj, hnj = r[j], hn_b[j]
-                    dhn[j] = n[j] * rj
-                    r[j] = (n[j] * hnj) * (rj * (one - rj))
-                copy_into(da[: 2 * H], dah[: 2 * H])
-                copy_into(dhn, dah[2 * H :])
-            else:
-                copy_into(n, da_n_rows[b])
-        if reset_after:
-            gemm(da_h[b0:b1], W_hh, dh_new[b0:b1], numpy_blas)
-        else:
-            gemm(da_n_rows[b0:b1], W_n, drh[b0:b1], numpy_blas)
-            for b in range(b0, b1):
-                if has_mask and not mask[t, b]:
-                    continue
-                h_prev, da, drh_b = hs[prev, b, :H], rzn[t, b], drh[b]
-                r = da[:H]
-                for j in range(H):
-                    rj, d = r[j], drh_b[j]
-                    r[j] = (d * h_prev[j]) * (rj * (one - rj))
-                    drh_b[j] = d * rj
-                copy_into(da[: 2 * H], da_h[b])
-            gemm(da_h[b0:b1], W_rz, dh_new[b0:b1], numpy_blas)
-        for b in range(b0, b1):
-            if has_mask and not mask[t, b]:
-                continue
-            dh_b, dh_new_b = dh[b], dh_new[b]
-            if reset_after:
-                for j in range(H):
-                    dh_b[j] = dh_new_b[j] + dh_b[j]
-            else:
-                drh_b = drh[b]
-                for j in range(H):
-                    dh_b[j] = (dh_new_b[j] + dh_b[j]) + drh_b[j]
-
-
-# --------------------------------------------------------------------------- inference
-# Without a tape nothing needs the input projection as an array of its own: each step takes
-# [x_t | h_{t-1}] · [W_ih | W_hh]ᵀ straight from x_t and h_{t-1}, which skips writing and
-# reading a (T, B, G·H) projection and the per-row adds of b_ih. With the weights packed for
-# MKL that is two products, x_t W_ihᵀ and then h_{t-1} W_hhᵀ added to it, on the rows where
-# they lie (x_t in a batch-first input, h_{t-1} in hs): W_x = W_ihᵀ and W_h = W_hhᵀ packed.
-# Otherwise W_h is empty and W_x = [W_ih | W_hh]ᵀ takes the rows gathered into xh in one
-# product (K = I + H). The sums run in another order than the training loops', so results
-# differ from theirs by float rounding.
-@njit(**JIT)
-def _gather_inputs(X, hs, xh, t, prev, b0, b1):
-    """xh[b] = [x_t[b] | h_{t-1}[b]] for the rows b0 ≤ b < b1."""
-    I = X.shape[2]
-    H = xh.shape[1] - I
-    for b in range(b0, b1):
-        row, x, h = xh[b], X[t, b], hs[prev, b, :H]
-        for j in range(I):
-            row[j] = x[j]
-        rest = row[I:]
-        for j in range(H):
-            rest[j] = h[j]
-
-
-@njit(**JIT)
-def _infer_product(X, hs, H, W_x, W_h, xh, out, t, prev, numpy_blas, b0, b1):
-    """out[b0:b1] = [x_t | h_{t-1}] [W_ih | W_hh]ᵀ for those rows (see above)."""
-    if W_h[1].shape[0] > 0:
-        gemm(X[t, b0:b1], W_x, out[b0:b1], numpy_blas)
-        gemm_add(hs[prev, b0:b1, :H], W_h, out[b0:b1])
-    else:
-        _gather_inputs(X, hs, xh, t, prev, b0, b1)
-        gemm(xh[b0:b1], W_x, out[b0:b1], numpy_blas)
-
-
-@njit(**JIT)
-def elman_infer(
-    X, W_x, W_h, bias, hs, mask, has_mask, reverse, relu, numpy_blas, xh, a, b0, b1
-):  # fmt: skip
-    """h_t = φ([x_t | h_{t-1}] [W_ih | W_hh]ᵀ + (b_ih + b_hh)).  X: (T, B, I), rows contiguous;
-    W_x, W_h as above; xh: (B, I + H) (unused when W_h is given) and a: (B, H) buffers."""
-    T, _, _ = X.shape
-    H = a.shape[1]
-    for s in range(T):
-        t = T - 1 - s if reverse else s
-        prev, out = (t + 1, t) if reverse else (t, t + 1)
-        _infer_product(X, hs, H, W_x, W_h, xh, a, t, prev, numpy_blas, b0, b1)
-        for b in range(b0, b1):
-            a_b, h = a[b], hs[out, b, :H]
-            for j in range(H):
-                a_b[j] = a_b[j] + bias[j]
-            _elman_cell(a_b, hs[prev, b, :H], h, relu, has_mask and not mask[t, b])
-
-
-@njit(**JIT)
-def lstm_infer(
-    X, W_x, W_h, bias, hs, cs, mask, has_mask, reverse, numpy_blas, xh, z, tc, b0, b1
-):  # fmt: skip
-    """The LSTM step of lstm_forward with z = [x_t | h_{t-1}] [W_ih | W_hh]ᵀ + (b_ih + b_hh),
-    the gates computed over z (_lstm_cell_inplace). W_x, W_h as above; buffers xh
-    (B, I + H), z (B, 4H), tc (B, H). cs may have T + 1 rows or two, c_t then in row t mod 2
-    (no one reads the cell states of inference but the last: 6.5 MB fewer written at
-    (B, T, H) = (64, 100, 256))."""
-    T, _, _ = X.shape
-    G = z.shape[1]
-    H = G // 4
-    rows = cs.shape[0]
-    for s in range(T):
-        t = T - 1 - s if reverse else s
-        prev, out = (t + 1, t) if reverse else (t, t + 1)
-        _infer_product(X, hs, H, W_x, W_h, xh, z, t, prev, numpy_blas, b0, b1)
-        c_prev, c = cs[prev % rows], cs[out % rows]
-        for b in range(b0, b1):
-            masked = has_mask and not mask[t, b]
-            h_prev, h = hs[prev, b, :H], hs[out, b, :H]
-            _lstm_cell_inplace(z[b], bias, c_prev[b], c[b], tc[b], h_prev, h, masked)
 
 
 # --------------------------------------------------------------------------- losses

@@ -1,0 +1,130 @@
+"""The cell protocol: what a recurrent cell states once, and what the library does with it.
+
+A cell is its equations. It declares
+
+- its shape: `gates` (G, the blocks of H rows stacked in W_ih, W_hh, b_ih, b_hh, PyTorch's
+  layout), `has_c` (a carry of (h, c), or h alone), `tape` (the blocks of H values per step
+  its backward reads: gate activations and the like), `extra` (names of (H,) parameters of
+  its own, e.g. peephole weights);
+- its recurrent products, `products`: which blocks of W_hh's rows multiply what, in order.
+  ((0, G), None) is the one product h_{t-1} W_hhᵀ; the original GRU has two, the second on a
+  block of its own tape (r ⊙ h_{t-1});
+- its step, row by row, in the vocabulary of rnnlab.cells.pointwise: `forward` (one
+  function per product, in `stages`) and `backward` (`backward_stages`, in reverse order);
+- whether its steps may run in place (`in_place`), and where W_hh sees another gradient
+  than W_ih (`hh_own`).
+
+The library gives it the rest (rnnlab.recurrence on NumPy, rnnlab.fast compiled, from the
+same functions): the input projection for all steps, XA = X W_ihᵀ, before the loop; the
+loop over time in either direction; the products; masks (a masked step keeps the carry and
+gets no gradient); initial states; the weight gradients as a few large products after the
+loop; depth, directions, checkpointing and gradient checks (rnnlab.layers).
+
+Step signatures (every argument a row, (n,) in the compiled loops and (B, n) on NumPy;
+`extra` rows are (n_extra, H) and broadcast over the batch):
+
+    forward stage k:  f(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape)
+        xa    (G·H)  x_t W_ihᵀ, without b_ih          ha   product k's result, without b_hh
+        q     (n_extra, H) the cell's extra parameters
+        writes h (and c, when has_c) and the tape row; may write tape blocks a later
+        product reads (`products`)
+    backward stage k (last stage first): f(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape,
+                                            da, da_h, dq)
+        dh    in: ∂L/∂h_t; out: the part of ∂L/∂h_{t-1} that does not go through W_hh
+              (the library adds da_W_hh · W_hh afterwards)
+        dc    in: ∂L/∂c_t; out: ∂L/∂c_{t-1}
+        dsrc  ∂L/∂(the input of the next product), for a stage followed by one; else empty
+        da    out: ∂L/∂ pre-activations as W_ih sees them (G·H); a stage writes its blocks
+        da_h  out: where W_hh sees another gradient: the blocks `hh_own`, in that order
+        dq    (n_extra, H) in/out: add this step's ∂L/∂q
+
+For cells without a cell state, c_prev, c and dc are empty rows. Constants are `one(x)`,
+`zero(x)`; nothing is allocated (rnnlab.cells.pointwise has the rules).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar
+
+import numpy as np
+
+Product = tuple[tuple[int, int], int | None]
+"""((first block, end block) of W_hh's rows, source): the source is h_{t-1} (None) or the
+tape block that many H columns in."""
+
+
+class Cell:
+    """Base of the cells; a subclass sets the attributes below and its step functions.
+
+    Options of a cell live on the cell (`LSTMCell(peephole=True)`), and a cell instance is
+    what rnnlab.layers.Recurrent takes: `Recurrent(LSTMCell(coupled=True), 32, 64)`.
+    """
+
+    name: ClassVar[str] = "cell"
+    gates: int = 1
+    has_c: bool = False
+    tape: int = 0
+    extra: tuple[str, ...] = ()
+    products: tuple[Product, ...] = (((0, 1), None),)
+    in_place: bool = False
+    """True when the steps may find an output sharing memory with an input at the same index:
+    each stage reads what it needs at j before it writes there, and no stage reads a place an
+    earlier one wrote da at. The compiled loops then put the input projection where the
+    forward step writes (the tape's first G blocks, or a one-gate cell's outputs h) and
+    BPTT's gradients over the tape (`grads_over_tape`): an array of (T, B, G·H) each saved."""
+    hh_own: tuple[int, ...] = ()
+    stages: tuple[Callable, ...] = ()
+    backward_stages: tuple[Callable, ...] = ()
+
+    def __init__(self) -> None:
+        if not self.stages:
+            raise TypeError(f"{type(self).__name__} has no forward step (stages)")
+        if len(self.stages) != len(self.products) or len(self.backward_stages) != len(
+            self.products
+        ):
+            raise TypeError(
+                f"{type(self).__name__}: one forward and one backward stage per product "
+                f"({len(self.products)} products, {len(self.stages)} forward stages, "
+                f"{len(self.backward_stages)} backward stages)"
+            )
+
+    @property
+    def grads_over_tape(self) -> bool:
+        """Whether the compiled BPTT writes da (then da_h) over the tape's first blocks."""
+        return self.in_place and self.tape >= self.gates + len(self.hh_own)
+
+    @property
+    def key(self) -> tuple:
+        """What makes two cells compute alike: the compiled loops are made once per key."""
+        return (self.stages, self.backward_stages, self.products, self.gates, self.hh_own,
+                self.grads_over_tape, self.in_place)  # fmt: skip
+
+    def init(self, params: dict[str, np.ndarray], H: int, rng: np.random.Generator) -> None:
+        """Adjust a direction's freshly drawn parameters (PyTorch's U(−1/√H, 1/√H) for the
+        four weights and biases; zeros for `extra`) in place: a cell's own recipe, e.g. the
+        IRNN's identity W_hh. Keys: "weight_ih", "weight_hh", "bias_ih", "bias_hh" and the
+        names in `extra`."""
+
+    def describe(self) -> str:
+        """The cell's name with its options, for messages and run summaries."""
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.describe()})"
+
+
+def check_init(init: object, options: tuple[str, ...], what: str) -> str:
+    """A cell's `init` option, with the hint that the IRNN recipe is the Elman cell's."""
+    if init == "irnn" and "irnn" not in options:
+        from rnnlab import _checks
+
+        _checks.fail(
+            "init",
+            " or ".join(repr(o) for o in options) + f" for {what}",
+            "'irnn'",
+            "The IRNN initialisation is for RNN(nonlinearity='relu').",
+        )
+    from rnnlab import _checks
+
+    return _checks.choice(init, "init", options)

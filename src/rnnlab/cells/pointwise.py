@@ -1,0 +1,97 @@
+"""The vocabulary a cell's step is written in, so that one written form runs on both paths.
+
+A cell's step functions (rnnlab.cells.base) are written over *rows*: every array argument is
+indexed with a unit index `j` from `units(a)`, and the element-wise functions below take
+what that indexing gives. Two callers run the same code:
+
+- the NumPy loop (rnnlab.recurrence) passes whole batch blocks, shape (B, n), and here
+  `units(a)` yields one index for all the units at once, so `h[j] = o[j] * tanh(c[j])` is
+  one NumPy expression over the block;
+- the compiled loops (rnnlab.fast) pass one batch row at a time, shape (n,), and numba's
+  versions of these functions (registered by rnnlab.fast.rows) make `units(a)` the
+  `range(n)` of a plain loop, which LLVM vectorises, and `tanh`, `sigmoid` scalar functions
+  it can vectorise.
+
+So a step reads as its equations, line for line, with a `for j in units(...)` around them.
+Blocks of a row (the gates of an LSTM) are `a[..., lo:hi]` or `blocks(a, n)`; per-unit
+parameters (an (n,) vector) index the same way and broadcast over the batch.
+
+Rules a step keeps, for the compiled loops:
+- read an element into a local before writing one that may share its memory (see
+  Cell.in_place): the compiled loops may pass the tape itself as `da`;
+- allocate nothing (no `np.empty`, no array expressions outside `[j]` indexing): the
+  compiled loops run without numba's reference counting;
+- write constants as `one(x)`, `zero(x)`: a float32 row then computes in float32.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+
+@functools.lru_cache(maxsize=64)
+def _indices(n: int) -> np.ndarray:
+    index = np.arange(n)
+    index.flags.writeable = False
+    return index
+
+
+def units(a: np.ndarray) -> tuple:
+    """The unit indices of a row: `range(a.shape[-1])` in the compiled loops; here one index
+    that takes the whole block at once, `(..., arange(n))`. Indexed by it, an array gives a
+    copy (as a scalar read is a copy in the compiled loops) and takes writes in place, so a
+    value read before a write to the same place keeps what it read on both paths."""
+    return ((Ellipsis, _indices(a.shape[-1])),)
+
+
+def blocks(a: np.ndarray, n: int) -> tuple[np.ndarray, ...]:
+    """The n equal blocks of a row's last axis (the gates of a stacked weight's rows)."""
+    k = a.shape[-1] // n
+    return tuple(a[..., i * k : (i + 1) * k] for i in range(n))
+
+
+def one(x) -> np.generic:
+    """1 in the dtype of x."""
+    return np.asarray(x).dtype.type(1.0)
+
+
+def zero(x) -> np.generic:
+    """0 in the dtype of x."""
+    return np.asarray(x).dtype.type(0.0)
+
+
+def tanh(x):
+    return np.tanh(x)
+
+
+def sigmoid(x):
+    """σ(x) = 1 / (1 + e^{−x}), as 0.5·tanh(x/2) + 0.5: never overflows, one transcendental."""
+    return np.tanh(x * 0.5) * 0.5 + 0.5
+
+
+def relu(x):
+    """max(x, 0)."""
+    return np.maximum(x, zero(x))
+
+
+def positive(x):
+    """1 where x > 0, else 0, in the dtype of x (the derivative of relu, read off its output)."""
+    return (np.asarray(x) > 0).astype(np.asarray(x).dtype)
+
+
+def clip(x, bound):
+    """x limited to [−bound, bound]."""
+    return np.clip(x, -bound, bound)
+
+
+def select(condition, a, b):
+    """a where condition holds, else b (element-wise)."""
+    return np.where(condition, a, b)
+
+
+def total(x):
+    """Σ_j x[j] over a row's units: a scalar in the compiled loops, one value per batch row
+    here (shape (B, 1), so that it broadcasts back over the units)."""
+    return np.sum(x, axis=-1, keepdims=True)

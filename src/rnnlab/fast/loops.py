@@ -1,0 +1,283 @@
+"""The compiled time loops, generic over cells: made once per cell, from the cell's own steps.
+
+`loops_for(cell)` returns numba functions that run a whole direction of a layer, forward or
+BPTT, in one call: the loop over time, the recurrent products (rnnlab.fast.kernels.gemm on
+MKL or NumPy's OpenBLAS, packed weights where rnnlab.fast.packs says so), masks, and a call
+of the cell's step for every batch row. The steps are the cell's own functions
+(rnnlab.cells.base), compiled with the vocabulary of rnnlab.fast.rows and inlined into the
+loop by numba, so LLVM sees one function and vectorises the steps' unit loops as if they
+were written here; nothing in this module knows a cell's equations or its name.
+
+What the loops do with a cell's declarations:
+- products ((lo, hi), source): the product of step t for the rows lo·H:hi·H of W_hh, on
+  h_{t-1} (source None) or on a block of the step's own tape row; in BPTT the same
+  product transposed, whose result goes into ∂L/∂h_{t-1} (source None) or, as `dsrc`, to
+  the backward stage before it;
+- hh_own: where W_hh sees its own gradient (the GRU's n block) the loop assembles the
+  product's left factor per row from da and da_h;
+- in_place: the input projection may be read from where the step writes (the tape's first
+  G·H columns, or a one-gate cell's output rows), and BPTT writes ∂L/∂pre-activations (da,
+  then da_h) over the tape (grads_over_tape). Such rows are derived from the same array
+  inside the loop, so LLVM sees one pointer, and the steps' loops vectorise without runtime
+  overlap checks (two arguments with the same address make those checks fail, and the
+  loops run scalar).
+
+Every loop touches the batch rows b0 ≤ b < b1 only (the rows of a batch never interact),
+so rnnlab.fast can run parts of one batch on several threads. Masked rows (mask[t, b]
+False) copy the previous carry forward and get no gradient. The compiled code is cached
+on disk by numba, keyed by the cell's step functions' code and closure values.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import pathlib
+import types
+
+from numba import njit
+from numba.core.caching import FunctionCache
+
+from rnnlab.fast import kernels, rows  # noqa: F401  (rows registers the vocabulary)
+
+JIT = {**kernels.JIT, "cache": False}  # cached by _StableCache instead (below)
+
+
+class _StableCache(FunctionCache):
+    """numba's on-disk cache for a loop made by the factory below, keyed by what the loop
+    computes: its own code and, for the steps it closes over, their code and closure values
+    (`_digest`). numba's own key pickles the closure, and a compiled function pickles with
+    a fresh id in every process, so every process compiled every loop again (~4 s a cell)."""
+
+    def __init__(self, py_func, digest: str):
+        super().__init__(py_func)
+        self._digest = digest
+
+    def _index_key(self, sig, codegen):
+        return (sig, codegen.magic_tuple(), (self._digest,))
+
+
+_SOURCES = ("kernels.py", "rows.py", "loops.py", "../cells/pointwise.py")
+
+
+@functools.cache
+def _vocabulary_digest() -> str:
+    """The sources the steps compile against: a change to any of them recompiles."""
+    here = pathlib.Path(__file__).parent
+    h = hashlib.sha256()
+    for name in _SOURCES:
+        h.update((here / name).read_bytes())
+    return h.hexdigest()
+
+
+def _digest(value, h=None) -> str:
+    """A hash of what a compiled function computes: code, constants, names and closure
+    values, recursively through functions and numba dispatchers."""
+    top = h is None
+    h = hashlib.sha256(_vocabulary_digest().encode()) if top else h
+    fn = getattr(value, "py_func", value)
+    if isinstance(fn, types.FunctionType):
+        _code_digest(fn.__code__, h)
+        for cell in fn.__closure__ or ():
+            _digest(cell.cell_contents, h)
+    elif isinstance(value, (tuple, list)):
+        h.update(b"(")
+        for item in value:
+            _digest(item, h)
+        h.update(b")")
+    else:
+        h.update(f"{type(value).__name__}:{value!r};".encode())
+    return h.hexdigest() if top else ""
+
+
+def _code_digest(code: types.CodeType, h) -> None:
+    h.update(code.co_code)
+    h.update(repr(code.co_names).encode())
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            _code_digest(const, h)
+        else:
+            h.update(f"{type(const).__name__}:{const!r};".encode())
+
+
+def _cached_jit(fn):
+    dispatcher = njit(**JIT)(fn)
+    dispatcher._cache = _StableCache(fn, _digest(fn))
+    return dispatcher
+
+
+def _inline(fn):
+    return njit(inline="always", **kernels.SCALAR)(fn)
+
+
+@functools.cache
+def _loops(key):
+    """The compiled loops for a cell's key (Cell.key)."""
+    stages, backward_stages, products, G, hh_own, over_tape, _ = key
+    f0 = _inline(stages[0])
+    f1 = _inline(stages[1]) if len(stages) > 1 else f0
+    g0 = _inline(backward_stages[0])
+    g1 = _inline(backward_stages[1]) if len(backward_stages) > 1 else g0
+    two = len(products) > 1
+    (lo0, hi0), src0 = products[0]
+    (lo1, hi1), src1 = products[1] if two else products[0]
+    src0 = -1 if src0 is None else src0
+    src1 = -1 if src1 is None else src1
+    own = tuple(hh_own)
+    n_own = len(own)
+    # per product: the left factor of its transposed product needs assembling when one of
+    # its blocks is W_hh's own (da_h), not a block of da
+    mixed0 = any(lo0 <= k < hi0 for k in own)
+    mixed1 = two and any(lo1 <= k < hi1 for k in own)
+
+    def make_forward(xa_at: str):
+        in_tape, in_output, project = xa_at == "tape", xa_at == "output", xa_at == "project"
+
+        def forward(XA, W_x, b_ih, W0, W1, b_hh, q, hs, cs, tape, mask, has_mask, reverse,
+                    numpy_blas, H, xa_buf, ha0, ha1, b0, b1):  # fmt: skip
+            """One direction's forward pass over the rows b0:b1. XA: x_t W_ihᵀ for every
+            step (T, B, G·H), or X itself (T, B, I) when the loop projects each step
+            (`project`, inference: x_t W_x into xa_buf). tape may have one step (no backward
+            follows) and cs two rows (c_t in row t mod 2)."""
+            T = XA.shape[0]
+            keep = tape.shape[0] == T
+            c_rows = cs.shape[0]
+            for s in range(T):
+                t = T - 1 - s if reverse else s
+                ti = t if keep else 0
+                prev, out = (t + 1, t) if reverse else (t, t + 1)
+                cp, co = prev % c_rows, out % c_rows
+                if project:
+                    kernels.gemm(XA[t, b0:b1], W_x, xa_buf[b0:b1], numpy_blas)
+                if src0 < 0:
+                    kernels.gemm(hs[prev, b0:b1, :H], W0, ha0[b0:b1], numpy_blas)
+                else:
+                    A = tape[ti, b0:b1, src0 * H : (src0 + 1) * H]
+                    kernels.gemm(A, W0, ha0[b0:b1], numpy_blas)
+                for b in range(b0, b1):
+                    if in_tape:
+                        xa = tape[ti, b, : G * H]
+                    elif in_output:
+                        xa = hs[out, b, : G * H]
+                    elif project:
+                        xa = xa_buf[b]
+                    else:
+                        xa = XA[t, b]
+                    f0(xa, b_ih, ha0[b], b_hh, q, hs[prev, b, :H], cs[cp, b], hs[out, b, :H],
+                       cs[co, b], tape[ti, b])  # fmt: skip
+                if two:
+                    if src1 < 0:
+                        kernels.gemm(hs[prev, b0:b1, :H], W1, ha1[b0:b1], numpy_blas)
+                    else:
+                        A = tape[ti, b0:b1, src1 * H : (src1 + 1) * H]
+                        kernels.gemm(A, W1, ha1[b0:b1], numpy_blas)
+                    for b in range(b0, b1):
+                        if in_tape:
+                            xa = tape[ti, b, : G * H]
+                        elif in_output:
+                            xa = hs[out, b, : G * H]
+                        elif project:
+                            xa = xa_buf[b]
+                        else:
+                            xa = XA[t, b]
+                        f1(xa, b_ih, ha1[b], b_hh, q, hs[prev, b, :H], cs[cp, b],
+                           hs[out, b, :H], cs[co, b], tape[ti, b])  # fmt: skip
+                if has_mask:
+                    for b in range(b0, b1):
+                        if not mask[t, b]:
+                            kernels.copy_into(hs[prev, b, :H], hs[out, b, :H])
+                            kernels.copy_into(cs[cp, b], cs[co, b])
+
+        return _cached_jit(forward)
+
+    def _left_factor(da, dah, buf, lo, hi, mixed, b, H):
+        """Row b of the transposed product's left factor for W_hh's blocks lo:hi."""
+        if not mixed:
+            return
+        row = buf[b]
+        for k in range(lo, hi):
+            dst = row[(k - lo) * H : (k - lo + 1) * H]
+            m = -1
+            for i in range(n_own):
+                if own[i] == k:
+                    m = i
+            src = da[b, k * H : (k + 1) * H] if m < 0 else dah[b, m * H : (m + 1) * H]
+            kernels.copy_into(src, dst)
+
+    left_factor = njit(inline="always", **JIT)(_left_factor)
+
+    def backward(W0, W1, q, hs, cs, tape, dXA, dHA, mask, has_mask, reverse, dys, has_dys, dh,
+                 dc, trace, has_trace, numpy_blas, H, dq, dsrc, hh0, hh1, tmp, b0, b1):  # fmt: skip
+        """BPTT over the rows b0:b1: dXA (dHA) get ∂L/∂pre-activations, dh (dc) go from
+        ∂L/∂h_T (∂L/∂c_T) to ∂L/∂h_0 (∂L/∂c_0). With grads_over_tape dXA and dHA are
+        unused: the gradients go over the tape. dsrc: (B, H) buffer for the gradient of a
+        second product's source; hh0, hh1: (B, width) buffers for assembled left factors;
+        tmp: (B, H) buffer for numba's np.dot."""
+        T = dXA.shape[0] if not over_tape else tape.shape[0]
+        GH = G * H
+        nothing = dsrc[:, :0]
+        for s in range(T):
+            t = s if reverse else T - 1 - s
+            prev, out = (t + 1, t) if reverse else (t, t + 1)
+            if over_tape:
+                da = tape[t, :, :GH]
+                dah = tape[t, :, GH : GH + n_own * H]
+            else:
+                da = dXA[t]
+                dah = dHA[t]
+            for b in range(b0, b1):
+                valid = not has_mask or mask[t, b]
+                if has_dys and valid:
+                    kernels.add_into(dh[b], dys[t, b])
+                if has_trace:
+                    kernels.copy_into(dh[b], trace[t, b])
+                if not valid:
+                    kernels.fill(da[b], da.dtype.type(0.0))
+                    kernels.fill(dah[b], da.dtype.type(0.0))
+            if two:
+                for b in range(b0, b1):
+                    if not has_mask or mask[t, b]:
+                        g1(dh[b], dc[b], nothing[b], q, hs[prev, b, :H], cs[prev, b],
+                           hs[out, b, :H], cs[out, b], tape[t, b], da[b], dah[b],
+                           dq[b])  # fmt: skip
+                for b in range(b0, b1):
+                    left_factor(da, dah, hh1, lo1, hi1, mixed1, b, H)
+                A1 = hh1[b0:b1] if mixed1 else da[b0:b1, lo1 * H : hi1 * H]
+                if src1 < 0:
+                    kernels.gemm_acc(A1, W1, dh[b0:b1], numpy_blas, tmp[b0:b1])
+                else:
+                    kernels.gemm(A1, W1, dsrc[b0:b1], numpy_blas)
+                for b in range(b0, b1):
+                    if not has_mask or mask[t, b]:
+                        g0(dh[b], dc[b], dsrc[b], q, hs[prev, b, :H], cs[prev, b],
+                           hs[out, b, :H], cs[out, b], tape[t, b], da[b], dah[b],
+                           dq[b])  # fmt: skip
+            else:
+                for b in range(b0, b1):
+                    if not has_mask or mask[t, b]:
+                        g0(dh[b], dc[b], nothing[b], q, hs[prev, b, :H], cs[prev, b],
+                           hs[out, b, :H], cs[out, b], tape[t, b], da[b], dah[b],
+                           dq[b])  # fmt: skip
+            for b in range(b0, b1):
+                left_factor(da, dah, hh0, lo0, hi0, mixed0, b, H)
+            A0 = hh0[b0:b1] if mixed0 else da[b0:b1, lo0 * H : hi0 * H]
+            kernels.gemm_acc(A0, W0, dh[b0:b1], numpy_blas, tmp[b0:b1])
+
+    return make_forward, _cached_jit(backward)
+
+
+@functools.cache
+def _forward(key, xa_at: str):
+    return _loops(key)[0](xa_at)
+
+
+def forward_for(cell, xa_at: str):
+    """The compiled forward loop of a cell, by where it reads x_t W_ihᵀ: "apart" (XA),
+    "tape" (the tape's first G·H columns), "output" (the output rows of hs), or "project"
+    (computed at every step from X: inference)."""
+    return _forward(cell.key, xa_at)
+
+
+def backward_for(cell):
+    """The compiled BPTT loop of a cell."""
+    return _loops(cell.key)[1]
