@@ -15,6 +15,9 @@ def test_ruff_check():
     if not Path(ruff).exists():
         pytest.skip("ruff is not installed (it is in the test extra)")
     done = subprocess.run(
-        [ruff, "check", "src", "tests", "bench"], cwd=ROOT, capture_output=True, text=True
+        [ruff, "check", "src", "tests", "bench", "examples"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stdout + done.stderr

@@ -39,6 +39,13 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--embed", type=int, default=S, help="embedding size for token inputs")
     g.add_argument("--dropout", type=float, default=S, help="dropout between and after layers")
     g.add_argument("--initial-state", dest="initial_state", choices=("zeros", "learned"), default=S)
+    g.add_argument("--peephole", action="store_true", default=S, help="LSTM: peephole weights")
+    g.add_argument(
+        "--coupled", action="store_true", default=S, help="LSTM: input gate = 1 - forget gate"
+    )
+    g.add_argument(
+        "--cell-clip", dest="cell_clip", type=float, default=S, help="LSTM: clip |c_t| to this"
+    )
     g = p.add_argument_group("optimisation")
     g.add_argument(
         "--optimizer", choices=("sgd", "nesterov", "rmsprop", "adagrad", "adam", "adamw"), default=S

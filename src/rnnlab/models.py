@@ -11,8 +11,9 @@ A spec is a plain dict, saved in a run's config.json beside the weights (never a
      "output_dropout": 0.0}
 
 and builds Sequential([Embedding], RNN/LSTM/GRU, [LastStep | MeanOverTime], [Dropout], Linear).
-Cells: "rnn" (tanh), "relu", "irnn" (relu with the identity initialisation), "lstm",
-"gru" (reset-after, PyTorch's form), "gru-orig" (the original form); and the output-feedback
+Cells: "rnn" (tanh), "relu", "irnn" (relu with the identity initialisation), "lstm" (with
+the variants "peephole", "coupled", "cell_clip" in the spec), "gru" (reset-after, PyTorch's
+form), "gru-orig" (the original form); and the output-feedback
 (Jordan) models "jordan" (h_t = φ(U x_t + R y_{t-1} + b)) and "jordan-elman" (plus W h_{t-1}).
 """
 
@@ -23,8 +24,9 @@ import copy
 import numpy as np
 
 from rnnlab import _checks
+from rnnlab.cells import LSTMCell
 from rnnlab.feedback import OutputFeedback
-from rnnlab.layers import GRU, LSTM, RNN, Backward, Forward, Recurrent
+from rnnlab.layers import GRU, RNN, Backward, Forward, Recurrent
 from rnnlab.modules import (
     Dropout,
     Embedding,
@@ -50,10 +52,14 @@ def make_recurrent(
     dropout: float = 0.0,
     initial_state="zeros",
     forget_bias=None,
+    peephole=False,
+    coupled=False,
+    cell_clip=None,
     dtype=np.float32,
     rng=None,
 ) -> Recurrent:
-    """The recurrent layer for a cell name (see the module docstring)."""
+    """The recurrent layer for a cell name (see the module docstring); `peephole`, `coupled`
+    and `cell_clip` are the LSTM's variants (rnnlab.cells.lstm), refused for other cells."""
     cell = _checks.choice(cell, "cell", CELLS)  # output-feedback cells are built by `build`
     common = dict(
         bidirectional=bidirectional,
@@ -68,8 +74,13 @@ def make_recurrent(
         return RNN(input_size, hidden_size, num_layers, nonlinearity="relu", **common)
     if cell == "irnn":
         return RNN(input_size, hidden_size, num_layers, nonlinearity="relu", init="irnn", **common)
+    variants = {"peephole": peephole, "coupled": coupled, "cell_clip": cell_clip}
     if cell == "lstm":
-        return LSTM(input_size, hidden_size, num_layers, forget_bias=forget_bias, **common)
+        lstm = LSTMCell(forget_bias=forget_bias, **variants)
+        return Recurrent(lstm, input_size, hidden_size, num_layers, **common)
+    for name, value in variants.items():
+        if value not in (False, None):
+            _checks.fail(name, f"unset for cell {cell!r} (an option of the LSTM)", repr(value))
     return GRU(input_size, hidden_size, num_layers, reset_after=cell == "gru", **common)
 
 
@@ -104,6 +115,9 @@ def build(spec: dict, *, dtype=np.float32, rng=None) -> Sequential:
         dropout=r.get("dropout", 0.0),
         initial_state=r.get("initial_state", "zeros"),
         forget_bias=r.get("forget_bias"),
+        peephole=r.get("peephole", False),
+        coupled=r.get("coupled", False),
+        cell_clip=r.get("cell_clip"),
         dtype=dtype,
         rng=rng,
     )
@@ -239,6 +253,9 @@ def with_defaults(spec: dict) -> dict:
     r.setdefault("dropout", 0.0)
     r.setdefault("initial_state", "zeros")
     r.setdefault("forget_bias", None)
+    r.setdefault("peephole", False)
+    r.setdefault("coupled", False)
+    r.setdefault("cell_clip", None)
     s.setdefault("readout", "steps")
     s.setdefault("output_dropout", 0.0)
     return s

@@ -186,8 +186,14 @@ def step_forward(cell, W_hh, q, xa, b_ih, b_hh, h_prev, c_prev, h, c, saved) -> 
 def step_backward(cell, W_hh, q, h_prev, c_prev, h, c, saved, dh, dc, da, da_h, dq) -> None:
     """One step of BPTT on NumPy for a batch block: the cell's backward stages, last first,
     each followed by its product transposed. dh (and dc) go from ∂L/∂h_t to ∂L/∂h_{t-1} in
-    place; da, da_h get the pre-activation gradients; dq (B, n_extra, H) accumulates."""
+    place; da, da_h get the pre-activation gradients; dq (B, n_extra, H) accumulates. A cell
+    whose steps run in place finds its tape's first blocks in da and da_h (Cell.in_place)."""
     H = h.shape[-1]
+    if cell.in_place and saved.shape[-1] >= da.shape[-1] + da_h.shape[-1]:
+        GH, own = da.shape[-1], da_h.shape[-1]
+        da[...] = saved[..., :GH]
+        if own:
+            da_h[...] = saved[..., GH : GH + own]
     dsrc = np.empty(h.shape[:-1] + (0,), h.dtype)
     for ((lo, hi), src), step in reversed(
         list(zip(cell.products, cell.backward_stages, strict=True))

@@ -88,6 +88,9 @@ class TrainConfig:
     seed: int = 0
     initial_state: str = "zeros"
     forget_bias: float = 1.0
+    peephole: bool = False  # LSTM variants (rnnlab.cells.lstm)
+    coupled: bool = False
+    cell_clip: float = 0.0  # 0 = none
     # task parameters
     data: str = ""  # a text file for charlm ("" = the built-in corpus)
     T: int = 100  # sequence length of the synthetic memory tasks
@@ -142,6 +145,23 @@ class TrainConfig:
         from rnnlab.models import CELLS, FEEDBACK_CELLS
 
         _checks.choice(self.cell, "cell", CELLS + FEEDBACK_CELLS)
+        for name in ("bidirectional", "reverse_input", "peephole", "coupled"):
+            _checks.boolean(getattr(self, name), name)
+        if not (
+            isinstance(self.cell_clip, (int, float))
+            and not isinstance(self.cell_clip, bool)
+            and math.isfinite(self.cell_clip)
+            and self.cell_clip >= 0
+        ):
+            _checks.fail("cell_clip", "a non-negative number (0: no clip)", repr(self.cell_clip))
+        variants = [n for n in ("peephole", "coupled") if getattr(self, n)]
+        variants += ["cell_clip"] if self.cell_clip else []
+        if variants and self.cell != "lstm":
+            _checks.fail(
+                variants[0],
+                "unset unless cell = 'lstm' (an option of the LSTM cell)",
+                f"{variants[0]} with cell {self.cell!r}",
+            )
         _checks.choice(self.schedule, "schedule", ("constant", "cosine", "step"))
         _checks.choice(
             self.optimizer, "optimizer", ("sgd", "nesterov", "rmsprop", "adagrad", "adam", "adamw")

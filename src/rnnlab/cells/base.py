@@ -68,11 +68,14 @@ class Cell:
     extra: tuple[str, ...] = ()
     products: tuple[Product, ...] = (((0, 1), None),)
     in_place: bool = False
-    """True when the steps may find an output sharing memory with an input at the same index:
-    each stage reads what it needs at j before it writes there, and no stage reads a place an
-    earlier one wrote da at. The compiled loops then put the input projection where the
-    forward step writes (the tape's first G blocks, or a one-gate cell's outputs h) and
-    BPTT's gradients over the tape (`grads_over_tape`): an array of (T, B, G·H) each saved."""
+    """True when the steps run in place, for memory: the forward step reads xa at j before it
+    writes the tape or h at j (the loops may put the input projection there: the tape's
+    first G blocks, or a one-gate cell's outputs); and the backward step finds the tape's
+    first G blocks in da, and the next len(hh_own) in da_h, on entry, and replaces them with
+    the gradients (reading each place before writing it, and writing each through the same
+    view it read it from). The compiled BPTT then works on the tape itself
+    (`grads_over_tape`): no (T, B, G·H) array beside it. (A loop that reads one view and
+    writes another over the same memory runs scalar: LLVM's overlap check fails.)"""
     hh_own: tuple[int, ...] = ()
     stages: tuple[Callable, ...] = ()
     backward_stages: tuple[Callable, ...] = ()

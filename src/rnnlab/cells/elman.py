@@ -28,15 +28,24 @@ from rnnlab.cells.pointwise import one, positive, relu, tanh, units, zero
 @functools.cache
 def _steps(use_relu: bool):
     def forward(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
-        for j in units(h):
-            a = xa[j] + b_ih[j] + ha[j] + b_hh[j]
-            h[j] = relu(a) if use_relu else tanh(a)
+        for j in units(ha):  # a, through ha: xa may lie where h goes
+            ha[j] = xa[j] + b_ih[j] + ha[j] + b_hh[j]
+        if use_relu:
+            for j in units(h):
+                h[j] = relu(ha[j])
+        else:
+            for j in units(h):
+                h[j] = tanh(ha[j])
 
     def backward(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
-        for j in units(h):
-            d = dh[j]
-            da[j] = d * positive(h[j]) if use_relu else d * (one(d) - h[j] * h[j])
-            dh[j] = zero(d)
+        if use_relu:
+            for j in units(h):
+                da[j] = dh[j] * positive(h[j])
+        else:
+            for j in units(h):
+                da[j] = dh[j] * (one(h[j]) - h[j] * h[j])
+        for j in units(dh):
+            dh[j] = zero(dh[j])
 
     return (forward,), (backward,)
 

@@ -40,22 +40,32 @@ from rnnlab.cells.pointwise import blocks, one, sigmoid, tanh, units
 @functools.cache
 def _reset_after_steps():
     def forward(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
-        r, z, n, hn = blocks(tape, 4)  # xa may lie in r, z, n already
-        rz = tape[..., : 2 * r.shape[-1]]
+        # The sums go through ha (the product's own buffer): xa may lie where r, z, n go,
+        # and a loop that read xa and wrote the gates would run scalar (see pointwise).
+        H = h.shape[-1]
+        r, z, n, hn = blocks(tape, 4, H)
+        ha_rz, ha_n = ha[..., : 2 * H], ha[..., 2 * H : 3 * H]
+        xa_n, b_in, b_hn = xa[..., 2 * H : 3 * H], b_ih[..., 2 * H :], b_hh[..., 2 * H :]
+        for j in units(ha_rz):
+            ha_rz[j] = (xa[j] + b_ih[j]) + (ha_rz[j] + b_hh[j])
+        rz = tape[..., : 2 * H]
         for j in units(rz):
-            rz[j] = sigmoid((xa[j] + b_ih[j]) + (ha[j] + b_hh[j]))
-        _, _, xa_n = blocks(xa, 3)
-        _, _, b_in = blocks(b_ih, 3)
-        _, _, ha_n = blocks(ha, 3)
-        _, _, b_hn = blocks(b_hh, 3)
-        for j in units(n):
+            rz[j] = sigmoid(ha_rz[j])
+        for j in units(hn):
             hn[j] = ha_n[j] + b_hn[j]
-            n[j] = tanh((xa_n[j] + b_in[j]) + r[j] * hn[j])
+        for j in units(ha_n):
+            ha_n[j] = (xa_n[j] + b_in[j]) + r[j] * hn[j]
+        for j in units(n):
+            n[j] = tanh(ha_n[j])
+        for j in units(h):
             h[j] = (h_prev[j] - n[j]) * z[j] + n[j]
 
     def backward(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
-        r, z, n, hn = blocks(tape, 4)
-        da_r, da_z, da_n = blocks(da, 3)  # may be r, z, n themselves; da_h may be hn
+        # da holds r, z, n and da_h holds hn on entry (Cell.in_place)
+        H = h.shape[-1]
+        r, z, n = blocks(da, 3, H)
+        hn = da_h
+        da_r, da_z, da_n = r, z, n
         for j in units(n):
             r_, z_, n_, hn_, d = r[j], z[j], n[j], hn[j], dh[j]
             dn = (d * (one(d) - z_)) * (one(d) - n_ * n_)
@@ -71,25 +81,31 @@ def _reset_after_steps():
 @functools.cache
 def _original_steps():
     def gates(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
-        r, z, n, u = blocks(tape, 4)
-        rz = tape[..., : 2 * r.shape[-1]]
+        H = h.shape[-1]
+        r, z, n, u = blocks(tape, 4, H)
+        for j in units(ha):  # through ha: xa may lie where r and z go
+            ha[j] = (xa[j] + b_ih[j]) + (ha[j] + b_hh[j])
+        rz = tape[..., : 2 * H]
         for j in units(rz):
-            rz[j] = sigmoid((xa[j] + b_ih[j]) + (ha[j] + b_hh[j]))
+            rz[j] = sigmoid(ha[j])
         for j in units(u):
             u[j] = r[j] * h_prev[j]
 
     def candidate(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
-        r, z, n, u = blocks(tape, 4)
-        _, _, xa_n = blocks(xa, 3)
-        _, _, b_in = blocks(b_ih, 3)
-        _, _, b_hn = blocks(b_hh, 3)
+        H = h.shape[-1]
+        r, z, n, u = blocks(tape, 4, H)
+        xa_n, b_in, b_hn = xa[..., 2 * H : 3 * H], b_ih[..., 2 * H :], b_hh[..., 2 * H :]
+        for j in units(ha):
+            ha[j] = (ha[j] + b_hn[j]) + (xa_n[j] + b_in[j])
         for j in units(n):
-            n[j] = tanh((ha[j] + b_hn[j]) + (xa_n[j] + b_in[j]))
+            n[j] = tanh(ha[j])
+        for j in units(h):
             h[j] = (h_prev[j] - n[j]) * z[j] + n[j]
 
     def candidate_back(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
-        r, z, n, u = blocks(tape, 4)
-        da_r, da_z, da_n = blocks(da, 3)  # may be r, z, n themselves
+        H = h.shape[-1]
+        _, z, n = blocks(da, 3, H)  # the gates on entry (Cell.in_place)
+        da_z, da_n = z, n
         for j in units(n):
             z_, n_, d = z[j], n[j], dh[j]
             da_z[j] = (d * (h_prev[j] - n_)) * (z_ * (one(d) - z_))
@@ -97,8 +113,9 @@ def _original_steps():
             dh[j] = d * z_
 
     def gates_back(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
-        r = tape[..., : h.shape[-1]]
-        da_r = da[..., : h.shape[-1]]  # may be r itself
+        H = h.shape[-1]
+        r = da[..., :H]  # r on entry (Cell.in_place), then da_r
+        da_r = r
         for j in units(r):
             r_, du = r[j], dsrc[j]
             da_r[j] = (du * h_prev[j]) * (r_ * (one(du) - r_))

@@ -1,4 +1,5 @@
-"""The LSTM cell (Hochreiter & Schmidhuber 1997, with the forget gate of Gers et al. 2000).
+"""The LSTM cell (Hochreiter & Schmidhuber 1997, with the forget gate of Gers et al. 2000),
+and the variants users ask for, each an option of the one cell.
 
 Gate order and weight layout are PyTorch's (i, f, g, o stacked in the rows of W_ih and W_hh),
 so a PyTorch state_dict loads unchanged. One step:
@@ -14,13 +15,24 @@ so a PyTorch state_dict loads unchanged. One step:
 and back, in the order of the lines of `backward` (tanh(c_t) recomputed from c_t: one tanh
 an element, where keeping it would cost a (T, B, H) array):
 
+    dz_o = dh_t ⊙ tanh(c_t) ⊙ o(1 − o)
     dc   = dc_t + dh_t ⊙ o ⊙ (1 − tanh²(c_t))
-    dz_i = dc ⊙ g ⊙ i(1 − i);   dz_f = dc ⊙ c_{t-1} ⊙ f(1 − f)
-    dz_g = dc ⊙ i ⊙ (1 − g²);   dz_o = dh_t ⊙ tanh(c_t) ⊙ o(1 − o)
+    dz_i = dc ⊙ g ⊙ i(1 − i);   dz_f = dc ⊙ c_{t-1} ⊙ f(1 − f);   dz_g = dc ⊙ i ⊙ (1 − g²)
     dc_{t-1} = dc ⊙ f;          dh_{t-1} = dz W_hh   (the library's product)
 
 The cell state is updated only by ⊙ and +, which is why its gradient need not vanish with
 the lag: dc_{t-1} = dc_t ⊙ f.
+
+Variants (options of LSTMCell, any combination):
+
+- `peephole=True` (Gers & Schmidhuber 2000): the gates also see the cell state through
+  diagonal weights, i = σ(z_i + w_ci ⊙ c_{t-1}), f = σ(z_f + w_cf ⊙ c_{t-1}),
+  o = σ(z_o + w_co ⊙ c_t); parameters `weight_ci`, `weight_cf`, `weight_co` (H,). Back:
+  dc gains dz_o ⊙ w_co, dc_{t-1} gains dz_i ⊙ w_ci + dz_f ⊙ w_cf, dw_c· = dz_· ⊙ c.
+- `coupled=True` (CIFG; Greff et al. 2017): no input gate, i = 1 − f; the weights then
+  stack three blocks, f, g, o. Back: dz_f = dc ⊙ (c_{t-1} − g) ⊙ f(1 − f).
+- `cell_clip=x` (as Keras/TF's LSTMCell): c_t = clip(f ⊙ c_{t-1} + i ⊙ g, −x, x), the
+  notes' "clip in the cell"; no gradient flows through a clipped unit.
 """
 
 from __future__ import annotations
@@ -30,68 +42,173 @@ import functools
 from rnnlab import _checks
 from rnnlab.cells.base import Cell, check_init
 from rnnlab.cells.elman import orthogonal_blocks
-from rnnlab.cells.pointwise import blocks, one, sigmoid, tanh, units, zero
+from rnnlab.cells.pointwise import blocks, clip, one, select, sigmoid, tanh, units, zero
 
 
 @functools.cache
-def _steps():
+def _steps(peephole: bool, coupled: bool, bound: float | None):
+    clipping = bound is not None
+    G = 3 if coupled else 4
+
     def forward(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
-        for j in units(tape):  # z, written where the gates go (xa may be there already)
-            tape[j] = xa[j] + b_ih[j] + ha[j] + b_hh[j]
-        i, f, g, o = blocks(tape, 4)
-        for j in units(i):
-            i[j] = sigmoid(i[j])
-        for j in units(f):
-            f[j] = sigmoid(f[j])
+        # z goes through ha (the product's own buffer): xa may lie where the gates go, and a
+        # loop that read xa and wrote the gates would run scalar (see pointwise)
+        H = h.shape[-1]
+        for j in units(ha):
+            ha[j] = xa[j] + b_ih[j] + ha[j] + b_hh[j]
+        if coupled:
+            f, g, o = blocks(tape, 3, H)
+            z_f, z_g, z_o = blocks(ha, 3, H)
+        else:
+            i, f, g, o = blocks(tape, 4, H)
+            z_i, z_f, z_g, z_o = blocks(ha, 4, H)
+            if peephole:
+                w_ci = q[..., 0, :]
+                for j in units(i):
+                    i[j] = sigmoid(z_i[j] + w_ci[j] * c_prev[j])
+            else:
+                for j in units(i):
+                    i[j] = sigmoid(z_i[j])
+        if peephole:
+            w_cf = q[..., G - 3, :]
+            for j in units(f):
+                f[j] = sigmoid(z_f[j] + w_cf[j] * c_prev[j])
+        else:
+            for j in units(f):
+                f[j] = sigmoid(z_f[j])
         for j in units(g):
-            g[j] = tanh(g[j])
-        for j in units(o):
-            o[j] = sigmoid(o[j])
-        for j in units(c):
-            c[j] = f[j] * c_prev[j] + i[j] * g[j]
+            g[j] = tanh(z_g[j])
+        if not peephole:
+            for j in units(o):
+                o[j] = sigmoid(z_o[j])
+        if coupled:
+            for j in units(c):
+                c[j] = f[j] * c_prev[j] + (one(g[j]) - f[j]) * g[j]
+        else:
+            for j in units(c):
+                c[j] = f[j] * c_prev[j] + i[j] * g[j]
+        if clipping:
+            for j in units(c):
+                c[j] = clip(c[j], bound)
+        if peephole:
+            w_co = q[..., G - 2, :]
+            for j in units(o):
+                o[j] = sigmoid(z_o[j] + w_co[j] * c[j])
         for j in units(h):
             h[j] = o[j] * tanh(c[j])
 
     def backward(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
-        i, f, g, o = blocks(tape, 4)
-        dz_i, dz_f, dz_g, dz_o = blocks(da, 4)  # may be i, f, g, o themselves
-        for j in units(c):
-            i_, f_, g_, o_ = i[j], f[j], g[j], o[j]
-            tc = tanh(c[j])
-            d_c = dc[j] + dh[j] * o_ * (one(tc) - tc * tc)
-            dz_o[j] = (dh[j] * tc) * (o_ * (one(tc) - o_))
-            dz_i[j] = (d_c * g_) * (i_ * (one(tc) - i_))
-            dz_f[j] = (d_c * c_prev[j]) * (f_ * (one(tc) - f_))
-            dz_g[j] = (d_c * i_) * (one(tc) - g_ * g_)
-            dc[j] = d_c * f_
-            dh[j] = zero(tc)
+        # da holds the gates on entry (Cell.in_place) and their pre-activations' gradients
+        # on return: each loop reads and writes the same places
+        H = h.shape[-1]
+        if coupled:
+            f, g, o = blocks(da, 3, H)
+            dz_f, dz_g, dz_o = f, g, o
+            for j in units(c):
+                f_, g_, o_ = f[j], g[j], o[j]
+                tc = tanh(c[j])
+                d_o = (dh[j] * tc) * (o_ * (one(tc) - o_))
+                d_c = dc[j] + dh[j] * o_ * (one(tc) - tc * tc)
+                if peephole:
+                    d_c = d_c + d_o * q[..., 1, :][j]
+                if clipping:
+                    d_c = select(abs(c[j]) < bound, d_c, zero(tc))
+                d_f = (d_c * (c_prev[j] - g_)) * (f_ * (one(tc) - f_))
+                dz_o[j] = d_o
+                dz_g[j] = (d_c * (one(tc) - f_)) * (one(tc) - g_ * g_)
+                dz_f[j] = d_f
+                if peephole:
+                    dq[..., 0, :][j] += d_f * c_prev[j]
+                    dq[..., 1, :][j] += d_o * c[j]
+                    dc[j] = d_c * f_ + d_f * q[..., 0, :][j]
+                else:
+                    dc[j] = d_c * f_
+                dh[j] = zero(tc)
+        else:
+            i, f, g, o = blocks(da, 4, H)
+            dz_i, dz_f, dz_g, dz_o = i, f, g, o
+            for j in units(c):
+                i_, f_, g_, o_ = i[j], f[j], g[j], o[j]
+                tc = tanh(c[j])
+                d_o = (dh[j] * tc) * (o_ * (one(tc) - o_))
+                d_c = dc[j] + dh[j] * o_ * (one(tc) - tc * tc)
+                if peephole:
+                    d_c = d_c + d_o * q[..., 2, :][j]
+                if clipping:
+                    d_c = select(abs(c[j]) < bound, d_c, zero(tc))
+                d_i = (d_c * g_) * (i_ * (one(tc) - i_))
+                d_f = (d_c * c_prev[j]) * (f_ * (one(tc) - f_))
+                dz_o[j] = d_o
+                dz_i[j] = d_i
+                dz_f[j] = d_f
+                dz_g[j] = (d_c * i_) * (one(tc) - g_ * g_)
+                if peephole:
+                    dq[..., 0, :][j] += d_i * c_prev[j]
+                    dq[..., 1, :][j] += d_f * c_prev[j]
+                    dq[..., 2, :][j] += d_o * c[j]
+                    dc[j] = d_c * f_ + d_i * q[..., 0, :][j] + d_f * q[..., 1, :][j]
+                else:
+                    dc[j] = d_c * f_
+                dh[j] = zero(tc)
 
     return (forward,), (backward,)
 
 
 class LSTMCell(Cell):
-    """The LSTM of PyTorch's nn.LSTM; `forget_bias=b` starts the forget gate's bias at b
-    (b_ih's f block; b_hh's at 0), as Jozefowicz et al. (2015) recommend (b = 1)."""
+    """The LSTM of PyTorch's nn.LSTM, and its variants (see the module's docstring).
 
-    gates = 4
+    `forget_bias=b` starts the forget gate's bias at b (b_ih's f block; b_hh's at 0), as
+    Jozefowicz et al. (2015) recommend (b = 1). `init="orthogonal"` draws each H × H block
+    of W_hh orthogonal."""
+
     has_c = True
-    tape = 4  # i, f, g, o
-    products = (((0, 4), None),)
     in_place = True
 
-    def __init__(self, *, forget_bias: float | None = None, init: str = "uniform"):
+    def __init__(
+        self,
+        *,
+        forget_bias: float | None = None,
+        init: str = "uniform",
+        peephole: bool = False,
+        coupled: bool = False,
+        cell_clip: float | None = None,
+    ):
         if forget_bias is not None:
             forget_bias = _checks.finite_float(forget_bias, "forget_bias")
         self.forget_bias = forget_bias
         self.init_name = check_init(init, ("uniform", "orthogonal"), "an LSTM or GRU")
-        self.stages, self.backward_stages = _steps()
+        self.peephole = _checks.boolean(peephole, "peephole")
+        self.coupled = _checks.boolean(coupled, "coupled")
+        if cell_clip is not None:
+            cell_clip = _checks.finite_float(cell_clip, "cell_clip")
+            if cell_clip <= 0:
+                _checks.fail("cell_clip", "a positive number (the bound on |c_t|)", repr(cell_clip))
+        self.cell_clip = cell_clip
+        self.gates = 3 if self.coupled else 4  # f, g, o or i, f, g, o
+        self.tape = self.gates  # the gate activations
+        self.products = (((0, self.gates), None),)
+        names = ("weight_ci", "weight_cf", "weight_co")[1 if self.coupled else 0 :]
+        self.extra = names if self.peephole else ()
+        self.stages, self.backward_stages = _steps(self.peephole, self.coupled, cell_clip)
         super().__init__()
 
-    name = "lstm"
+    @property
+    def name(self) -> str:
+        return "lstm"
+
+    def describe(self) -> str:
+        options = [o for o, on in (("peephole", self.peephole), ("coupled", self.coupled)) if on]
+        if self.cell_clip is not None:
+            options.append(f"cell_clip={self.cell_clip:g}")
+        return "lstm" + (f" ({', '.join(options)})" if options else "")
 
     def init(self, params, H, rng):
+        bound = 1.0 / H**0.5
+        for name in self.extra:  # like the other weights: U(−1/√H, 1/√H)
+            params[name][...] = rng.uniform(-bound, bound, H)
         if self.init_name == "orthogonal":
             orthogonal_blocks(params["weight_hh"], H, rng)
         if self.forget_bias is not None:
-            params["bias_ih"][H : 2 * H] = self.forget_bias
-            params["bias_hh"][H : 2 * H] = 0.0
+            f = 0 if self.coupled else 1
+            params["bias_ih"][f * H : (f + 1) * H] = self.forget_bias
+            params["bias_hh"][f * H : (f + 1) * H] = 0.0

@@ -13,7 +13,7 @@ what that indexing gives. Two callers run the same code:
   it can vectorise.
 
 So a step reads as its equations, line for line, with a `for j in units(...)` around them.
-Blocks of a row (the gates of an LSTM) are `a[..., lo:hi]` or `blocks(a, n)`; per-unit
+Blocks of a row (the gates of an LSTM) are `blocks(a, n, H)` or `a[..., lo:hi]`; per-unit
 parameters (an (n,) vector) index the same way and broadcast over the batch.
 
 Rules a step keeps, for the compiled loops:
@@ -46,10 +46,12 @@ def units(a: np.ndarray) -> tuple:
     return ((Ellipsis, _indices(a.shape[-1])),)
 
 
-def blocks(a: np.ndarray, n: int) -> tuple[np.ndarray, ...]:
-    """The n equal blocks of a row's last axis (the gates of a stacked weight's rows)."""
-    k = a.shape[-1] // n
-    return tuple(a[..., i * k : (i + 1) * k] for i in range(n))
+def blocks(a: np.ndarray, n: int, H: int) -> tuple[np.ndarray, ...]:
+    """The first n blocks of H units of a row (the gates of a stacked weight's rows). Take H
+    from the step's own h (`h.shape[-1]`) for every array: blocks of the tape and of xa or da
+    that share memory then start at the same address as far as the compiler can see, and
+    their loops vectorise."""
+    return tuple(a[..., i * H : (i + 1) * H] for i in range(n))
 
 
 def one(x) -> np.generic:

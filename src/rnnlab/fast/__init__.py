@@ -515,8 +515,12 @@ def backward_loop(
     own = len(cell.hh_own) * H
     if cell.grads_over_tape:
         dXA = dHA = np.empty((0, 0, 0), dt)
-    elif dHA is None:
-        dHA = np.empty((T, B, 0), dt)
+    else:
+        if dHA is None:
+            dHA = np.empty((T, B, 0), dt)
+        if cell.in_place and cell.tape >= cell.gates:  # the steps find the gates in da
+            np.copyto(dXA, tape[:, :, :GH])
+            np.copyto(dHA, tape[:, :, GH : GH + dHA.shape[2]])
     if dq is None:
         dq = np.empty((B, 0, H), dt)
     hh = [np.empty((B, (hi - lo) * H if own else 0), dt) for (lo, hi), _ in cell.products]

@@ -155,16 +155,17 @@ def _loops(key):
                     A = tape[ti, b0:b1, src0 * H : (src0 + 1) * H]
                     kernels.gemm(A, W0, ha0[b0:b1], numpy_blas)
                 for b in range(b0, b1):
+                    row, h = tape[ti, b], hs[out, b, :H]  # each passed once: one pointer
                     if in_tape:
-                        xa = tape[ti, b, : G * H]
+                        xa = row
                     elif in_output:
-                        xa = hs[out, b, : G * H]
+                        xa = h
                     elif project:
                         xa = xa_buf[b]
                     else:
                         xa = XA[t, b]
-                    f0(xa, b_ih, ha0[b], b_hh, q, hs[prev, b, :H], cs[cp, b], hs[out, b, :H],
-                       cs[co, b], tape[ti, b])  # fmt: skip
+                    f0(xa, b_ih, ha0[b], b_hh, q, hs[prev, b, :H], cs[cp, b], h, cs[co, b],
+                       row)  # fmt: skip
                 if two:
                     if src1 < 0:
                         kernels.gemm(hs[prev, b0:b1, :H], W1, ha1[b0:b1], numpy_blas)
@@ -172,16 +173,17 @@ def _loops(key):
                         A = tape[ti, b0:b1, src1 * H : (src1 + 1) * H]
                         kernels.gemm(A, W1, ha1[b0:b1], numpy_blas)
                     for b in range(b0, b1):
+                        row, h = tape[ti, b], hs[out, b, :H]
                         if in_tape:
-                            xa = tape[ti, b, : G * H]
+                            xa = row
                         elif in_output:
-                            xa = hs[out, b, : G * H]
+                            xa = h
                         elif project:
                             xa = xa_buf[b]
                         else:
                             xa = XA[t, b]
-                        f1(xa, b_ih, ha1[b], b_hh, q, hs[prev, b, :H], cs[cp, b],
-                           hs[out, b, :H], cs[co, b], tape[ti, b])  # fmt: skip
+                        f1(xa, b_ih, ha1[b], b_hh, q, hs[prev, b, :H], cs[cp, b], h,
+                           cs[co, b], row)  # fmt: skip
                 if has_mask:
                     for b in range(b0, b1):
                         if not mask[t, b]:
@@ -219,8 +221,8 @@ def _loops(key):
         for s in range(T):
             t = s if reverse else T - 1 - s
             prev, out = (t + 1, t) if reverse else (t, t + 1)
-            if over_tape:
-                da = tape[t, :, :GH]
+            if over_tape:  # whole tape rows: the steps read and write one pointer
+                da = tape[t]
                 dah = tape[t, :, GH : GH + n_own * H]
             else:
                 da = dXA[t]
@@ -232,14 +234,15 @@ def _loops(key):
                 if has_trace:
                     kernels.copy_into(dh[b], trace[t, b])
                 if not valid:
-                    kernels.fill(da[b], da.dtype.type(0.0))
+                    kernels.fill(da[b, :GH], da.dtype.type(0.0))
                     kernels.fill(dah[b], da.dtype.type(0.0))
             if two:
                 for b in range(b0, b1):
                     if not has_mask or mask[t, b]:
+                        row = tape[t, b]
                         g1(dh[b], dc[b], nothing[b], q, hs[prev, b, :H], cs[prev, b],
-                           hs[out, b, :H], cs[out, b], tape[t, b], da[b], dah[b],
-                           dq[b])  # fmt: skip
+                           hs[out, b, :H], cs[out, b], row, row if over_tape else da[b],
+                           dah[b], dq[b])  # fmt: skip
                 for b in range(b0, b1):
                     left_factor(da, dah, hh1, lo1, hi1, mixed1, b, H)
                 A1 = hh1[b0:b1] if mixed1 else da[b0:b1, lo1 * H : hi1 * H]
@@ -249,15 +252,17 @@ def _loops(key):
                     kernels.gemm(A1, W1, dsrc[b0:b1], numpy_blas)
                 for b in range(b0, b1):
                     if not has_mask or mask[t, b]:
+                        row = tape[t, b]
                         g0(dh[b], dc[b], dsrc[b], q, hs[prev, b, :H], cs[prev, b],
-                           hs[out, b, :H], cs[out, b], tape[t, b], da[b], dah[b],
-                           dq[b])  # fmt: skip
+                           hs[out, b, :H], cs[out, b], row, row if over_tape else da[b],
+                           dah[b], dq[b])  # fmt: skip
             else:
                 for b in range(b0, b1):
                     if not has_mask or mask[t, b]:
+                        row = tape[t, b]
                         g0(dh[b], dc[b], nothing[b], q, hs[prev, b, :H], cs[prev, b],
-                           hs[out, b, :H], cs[out, b], tape[t, b], da[b], dah[b],
-                           dq[b])  # fmt: skip
+                           hs[out, b, :H], cs[out, b], row, row if over_tape else da[b],
+                           dah[b], dq[b])  # fmt: skip
             for b in range(b0, b1):
                 left_factor(da, dah, hh0, lo0, hi0, mixed0, b, H)
             A0 = hh0[b0:b1] if mixed0 else da[b0:b1, lo0 * H : hi0 * H]

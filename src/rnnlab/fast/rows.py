@@ -32,32 +32,24 @@ def _units(a):
 
 
 @overload(pointwise.blocks, **_INLINE)
-def _blocks(a, n):
+def _blocks(a, n, H):
     if not isinstance(n, types.IntegerLiteral):
-        return lambda a, n: literally(n)
+        return lambda a, n, H: literally(n)
     count = n.literal_value
+    if count == 1:
+        return lambda a, n, H: (a[..., :H],)
     if count == 2:
-
-        def two(a, n):
-            k = a.shape[-1] // 2
-            return a[..., :k], a[..., k:]
-
-        return two
+        return lambda a, n, H: (a[..., :H], a[..., H : 2 * H])
     if count == 3:
-
-        def three(a, n):
-            k = a.shape[-1] // 3
-            return a[..., :k], a[..., k : 2 * k], a[..., 2 * k :]
-
-        return three
+        return lambda a, n, H: (a[..., :H], a[..., H : 2 * H], a[..., 2 * H : 3 * H])
     if count == 4:
-
-        def four(a, n):
-            k = a.shape[-1] // 4
-            return a[..., :k], a[..., k : 2 * k], a[..., 2 * k : 3 * k], a[..., 3 * k :]
-
-        return four
-    raise TypeError(f"blocks(a, {count}): the compiled loops split a row in 2, 3 or 4 blocks")
+        return lambda a, n, H: (
+            a[..., :H],
+            a[..., H : 2 * H],
+            a[..., 2 * H : 3 * H],
+            a[..., 3 * H : 4 * H],
+        )
+    raise TypeError(f"blocks(a, {count}, H): the compiled loops take 1 to 4 blocks")
 
 
 @overload(pointwise.one, **_INLINE)
