@@ -13,6 +13,7 @@ import io
 import json
 import math
 import os
+import re
 import sys
 
 import numpy as np
@@ -213,7 +214,7 @@ def test_without_torch_one_line_error(monkeypatch, capsys):
         (
             {"cells": ["lstm", "tcn"]},
             r"`cells` must be a non-empty list drawn from 'rnn', "
-            r"'lstm', 'gru'; got 'tcn' instead\.",
+            r"'lstm', 'gru', 'lstm-peephole', .*; got 'tcn' instead\.",
         ),
         ({"cells": []}, r"`cells` must be a non-empty list .*; got an empty list instead"),
         (
@@ -245,10 +246,9 @@ def test_bad_arguments(kwargs, message):
 
 def test_bad_options_exit_2(capsys):
     assert bench.main(["--cells", "lstm,tcn", "--no-memory"]) == 2
-    assert (
-        "rnnlab bench: error: `cells` must be a non-empty list drawn from 'rnn', 'lstm', "
-        "'gru'; got 'tcn' instead." in capsys.readouterr().err
-    )
+    err = capsys.readouterr().err
+    assert "rnnlab bench: error: `cells` must be a non-empty list drawn from 'rnn', 'lstm', " in err
+    assert "'lstm-peephole-coupled-clip'; got 'tcn' instead." in err
     assert bench.main(["--scaling-lengths", "100,x"]) == 2
     assert (
         "`scaling_lengths` must be a non-empty list of positive integers; got '100,x'"
@@ -290,3 +290,24 @@ def test_memory_counts_what_a_step_reuses_from_the_heap():
         check=True,
     )
     assert 30 <= float(done.stdout) <= 40
+
+
+def test_lstm_variants_are_timed_against_the_plain_lstm(monkeypatch):
+    """`--cells lstm-peephole,...`: rnnlab against itself (PyTorch has no such cells)."""
+    monkeypatch.setattr(bench, "GEMM_N", 256)
+    monkeypatch.setenv("RNNLAB_NO_NUMBA", "1")
+    with np.errstate(all="raise"):
+        result = bench.run(cells=["lstm-peephole", "lstm-coupled"], shapes=["S1"],
+                           modes=["train"], rounds=1, block_s=0.0, pause_s=0.0, memory=False,
+                           scaling=False, log=lambda line: None)  # fmt: skip
+    assert result["configs"] == []  # no PyTorch row for a variant
+    rows = result["variants"]
+    assert [(r["cell"], r["shape"], r["mode"]) for r in rows] == [
+        ("lstm-peephole", "S1", "train"),
+        ("lstm-coupled", "S1", "train"),
+    ]
+    for r in rows:
+        assert r["lstm_ms"] > 0 and r["variant_ms"] > 0
+        assert math.isclose(r["ratio_to_lstm"], r["variant_ms"] / r["lstm_ms"])
+    assert re.search(r"lstm-coupled +S1 +train", bench.format_table(result))
+    assert "| lstm-peephole | S1 | train |" in bench.format_markdown(result)

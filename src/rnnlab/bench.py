@@ -54,6 +54,15 @@ SHAPES: dict[str, tuple[int, int, int, int]] = {
 }
 CELLS = ("rnn", "lstm", "gru")
 CELL_TYPES = {"rnn": ElmanCell, "lstm": LSTMCell, "gru": GRUCell}  # PyTorch's three
+# The LSTM's variants (rnnlab.cells.lstm): PyTorch has none, so each is timed against
+# rnnlab's own plain LSTM of the same shape, interleaved in the same process.
+VARIANTS = {
+    "lstm-peephole": {"peephole": True},
+    "lstm-coupled": {"coupled": True},
+    "lstm-cell-clip": {"cell_clip": 3.0},
+    "lstm-peephole-coupled-clip": {"peephole": True, "coupled": True, "cell_clip": 3.0},
+}
+VARIANT_SHAPE = "S2"  # where the variants are timed unless --shapes says otherwise
 MODES = ("train", "infer")
 DIRECTIONS = ("uni", "bi")
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
@@ -659,7 +668,10 @@ def run(
     2-layer stack, memory for one configuration, shorter scaling lengths) wherever the
     corresponding argument is left None. Progress goes to `log`.
     """
-    cells = _subset(cells, "cells", CELLS)
+    cells = _subset(cells, "cells", CELLS + tuple(VARIANTS))
+    variants = [c for c in cells if c in VARIANTS]
+    cells = [c for c in cells if c in CELLS]
+    shapes_given = shapes is not None
     shapes = _subset(
         shapes if shapes is not None else (QUICK_SHAPES if quick else tuple(SHAPES)),
         "shapes",
@@ -764,6 +776,8 @@ def run(
             )
 
     scaling_rows = scaling_study(torch, scaling_lengths, timing, memory, log) if scaling else []
+    variant_shapes = shapes if shapes_given else [VARIANT_SHAPE]
+    variant_rows = variant_study(variants, variant_shapes, modes, timing, log) if variants else []
     result = {
         "machine": {
             **machine_info(torch),
@@ -788,9 +802,65 @@ def run(
         "configs": rows,
         "summary": summarize(rows, scaling_rows),
         "scaling": scaling_rows,
+        "variants": variant_rows,
         "elapsed_s": time.time() - started,
     }
     return result
+
+
+def variant_study(
+    variants: Sequence[str],
+    shapes: Sequence[str],
+    modes: Sequence[str],
+    timing: Timing,
+    log: Callable[[str], None] = _stderr,
+) -> list[dict[str, Any]]:
+    """Each LSTM variant against rnnlab's plain LSTM of the same shape (one direction, one
+    layer, same data), interleaved blocks in this process: the price of the variant."""
+    rows = []
+    for shape in shapes:
+        B, T, I, H = SHAPES[shape]
+        plain = make_pair(None, Config("lstm", shape, False))
+        for name in variants:
+            layer = Recurrent(LSTMCell(**VARIANTS[name]), I, H, dtype=np.float32, rng=0)
+            pair = Pair(layer, None, plain.x, plain.y, None, None)
+            for mode in modes:
+                times = interleaved(
+                    {"lstm": rnnlab_step(plain, mode), "variant": rnnlab_step(pair, mode)},
+                    timing,
+                )
+                lstm, ours = _ms_stats(times["lstm"]), _ms_stats(times["variant"])
+                row = {
+                    "cell": name,
+                    "shape": shape,
+                    "mode": mode,
+                    "lstm_ms": lstm["median"],
+                    "variant_ms": ours["median"],
+                    "ratio_to_lstm": ours["median"] / lstm["median"],
+                }
+                rows.append(row)
+                log(
+                    f"variant {name:<26} {shape} {mode:<5}  lstm {row['lstm_ms']:8.2f} ms  "
+                    f"variant {row['variant_ms']:8.2f} ms  {row['ratio_to_lstm']:4.2f}x the "
+                    "plain LSTM's time"
+                )
+    return rows
+
+
+def _variant_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    head = ["variant", "shape", "mode", "plain LSTM ms", "variant ms", "× the plain LSTM"]
+    body = [
+        [
+            r["cell"],
+            r["shape"],
+            r["mode"],
+            f"{r['lstm_ms']:.2f}",
+            f"{r['variant_ms']:.2f}",
+            f"{r['ratio_to_lstm']:.2f}",
+        ]  # fmt: skip
+        for r in result.get("variants", [])
+    ]
+    return head, body
 
 
 def _row_config(row: dict[str, Any]) -> Config:
@@ -1065,6 +1135,9 @@ def format_table(result: dict[str, Any]) -> str:
             "checkpointed: checkpoint_every = round(√T))",
         ]
         lines += _plain(*_scaling_table(result), text_columns=0)
+    if result.get("variants"):
+        lines += ["", "LSTM variants against rnnlab's plain LSTM (same process, interleaved)"]
+        lines += _plain(*_variant_table(result), text_columns=3)
     return "\n".join(lines + [""] + summary_lines(result))
 
 
@@ -1101,6 +1174,9 @@ def format_markdown(result: dict[str, Any]) -> str:
         B, I, H = SCALING_DIMS
         lines += ["", f"LSTM training step against T (B={B}, I={I}, H={H}):", ""]
         lines += _markdown(*_scaling_table(result), text_columns=0)
+    if result.get("variants"):
+        lines += ["", "LSTM variants against rnnlab's plain LSTM (same process, interleaved):", ""]
+        lines += _markdown(*_variant_table(result), text_columns=3)
     lines += [""] + [f"- {s}" for s in summary_lines(result)]
     return "\n".join(lines) + "\n"
 
@@ -1119,7 +1195,11 @@ def build_parser() -> argparse.ArgumentParser:
         f"{'+'.join(QUICK_SHAPES)}, memory for one config (under two minutes)",
     )
     p.add_argument(
-        "--cells", default=",".join(CELLS), help="comma-separated (default: %(default)s)"
+        "--cells",
+        default=",".join(CELLS),
+        help="comma-separated (default: %(default)s); the LSTM's variants "
+        + ", ".join(VARIANTS)
+        + " are timed against rnnlab's plain LSTM (at S2 unless --shapes)",
     )
     p.add_argument(
         "--shapes",

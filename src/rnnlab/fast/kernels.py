@@ -1,13 +1,15 @@
-"""numba kernels: the whole time loop of each cell, forward and backward, in one compiled call.
+"""numba building blocks of the compiled loops: the scalar tanh, σ and exp that the cells'
+steps compile to, the per-step products on MKL or NumPy's BLAS, row helpers, a blocked
+transpose and the mean squared error's pass. No cell's equations live here: the loops are
+made per cell from the cell's own steps (rnnlab.fast.loops).
 
 At small H a NumPy time step is ~28 calls of 1–2 µs each, which is slower than the arithmetic
-they do; here the loop over time runs inside one `@njit` function per cell and direction of
-travel (forward pass or BPTT), so a step costs one or two BLAS products into preallocated
-buffers plus a few short pointwise loops. The pointwise code repeats the cells' equations
-(rnnlab.cells) line for line and in the same order of operations, so a tape written here is
-the tape the NumPy cells write, up to the last bit or two of tanh and σ.
+they do; the compiled loops run the loop over time in one `@njit` function per cell and
+direction of travel (forward pass or BPTT), so a step costs one or two BLAS products into
+preallocated buffers plus a few short pointwise loops.
 
-Rules that measurements impose on the code below (see shared/research/perf-anchors.md):
+Rules that measurements impose on compiled code (see shared/research/perf-anchors.md); the
+steps of the cells keep them too (rnnlab.cells.pointwise):
 - pointwise loops are `for j in range(n)` over 1-D row views and touch few arrays each (LLVM
   vectorises them; a nonzero range start or more than ~8 alias checks keeps them scalar);
   slices are assigned by explicit loops (`x[:] = y` may allocate a temporary copy);
