@@ -329,18 +329,10 @@ def gemm(A, W, C, numpy_blas):
     if packed.shape[0] > 0:
         _packed_product(A, packed, C, 0.0)
         return
-    M, K = A.shape
-    N = C.shape[1]
-    lda = A.strides[0] // A.itemsize if M > 1 else K
-    lda, ldc = max(lda, 1), max(N, 1)
     if not numpy_blas:
         np.dot(np.ascontiguousarray(A), Bm, C)
         return
-    head = (blas.ROW_MAJOR, blas.NO_TRANS, blas.NO_TRANS, M, N, K)
-    if A.itemsize == 4:
-        _sgemm(*head, 1.0, A.ctypes.data, lda, Bm.ctypes.data, ldc, 0.0, C.ctypes.data, ldc)
-    else:
-        _dgemm(*head, 1.0, A.ctypes.data, lda, Bm.ctypes.data, ldc, 0.0, C.ctypes.data, ldc)
+    _dense_product(A, Bm, C, 0.0)
 
 
 @njit(**{**JIT, "_nrt": True})
@@ -351,21 +343,28 @@ def gemm_acc(A, W, C, numpy_blas, tmp):
     if packed.shape[0] > 0:
         _packed_product(A, packed, C, 1.0)
         return
-    M, K = A.shape
-    N = C.shape[1]
     if not numpy_blas:
         np.dot(np.ascontiguousarray(A), Bm, tmp)
-        for i in range(M):
+        for i in range(A.shape[0]):
             add_into(C[i], tmp[i])
         return
+    _dense_product(A, Bm, C, 1.0)
+
+
+@njit(**JIT)
+def _dense_product(A, Bm, C, beta):
+    """C = A · Bm + beta C on the CBLAS (Bm C-contiguous; A's and C's rows contiguous, spaced
+    by their leading dimensions)."""
+    M, K = A.shape
+    N = C.shape[1]
     lda = A.strides[0] // A.itemsize if M > 1 else K
-    lda, ldc = max(lda, 1), max(C.strides[0] // C.itemsize if M > 1 else N, 1)
+    ldc = C.strides[0] // C.itemsize if M > 1 else N
+    lda, ldb, ldc = max(lda, 1), max(N, 1), max(ldc, 1)
     head = (blas.ROW_MAJOR, blas.NO_TRANS, blas.NO_TRANS, M, N, K)
-    ldb = max(N, 1)
     if A.itemsize == 4:
-        _sgemm(*head, 1.0, A.ctypes.data, lda, Bm.ctypes.data, ldb, 1.0, C.ctypes.data, ldc)
+        _sgemm(*head, 1.0, A.ctypes.data, lda, Bm.ctypes.data, ldb, beta, C.ctypes.data, ldc)
     else:
-        _dgemm(*head, 1.0, A.ctypes.data, lda, Bm.ctypes.data, ldb, 1.0, C.ctypes.data, ldc)
+        _dgemm(*head, 1.0, A.ctypes.data, lda, Bm.ctypes.data, ldb, beta, C.ctypes.data, ldc)
 
 
 @njit(**JIT)

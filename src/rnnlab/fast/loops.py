@@ -133,6 +133,27 @@ def _loops(key):
     def make_forward(xa_at: str):
         in_tape, in_output, project = xa_at == "tape", xa_at == "output", xa_at == "project"
 
+        def _stage(f, src, W, ha, XA, b_ih, b_hh, q, hs, cs, tape, xa_buf, t, ti, prev, out, cp,
+                   co, H, numpy_blas, b0, b1):  # fmt: skip
+            """One product (on h_{t-1} or a block of the tape) and the stage f after it."""
+            if src < 0:
+                kernels.gemm(hs[prev, b0:b1, :H], W, ha[b0:b1], numpy_blas)
+            else:
+                kernels.gemm(tape[ti, b0:b1, src * H : (src + 1) * H], W, ha[b0:b1], numpy_blas)
+            for b in range(b0, b1):
+                row, h = tape[ti, b], hs[out, b, :H]  # each passed once: one pointer
+                if in_tape:
+                    xa = row
+                elif in_output:
+                    xa = h
+                elif project:
+                    xa = xa_buf[b]
+                else:
+                    xa = XA[t, b]
+                f(xa, b_ih, ha[b], b_hh, q, hs[prev, b, :H], cs[cp, b], h, cs[co, b], row)
+
+        stage = njit(inline="always", **JIT)(_stage)
+
         def forward(XA, W_x, b_ih, W0, W1, b_hh, q, hs, cs, tape, mask, has_mask, reverse,
                     numpy_blas, H, xa_buf, ha0, ha1, b0, b1):  # fmt: skip
             """One direction's forward pass over the rows b0:b1. XA: x_t W_ihᵀ for every
@@ -149,41 +170,11 @@ def _loops(key):
                 cp, co = prev % c_rows, out % c_rows
                 if project:
                     kernels.gemm(XA[t, b0:b1], W_x, xa_buf[b0:b1], numpy_blas)
-                if src0 < 0:
-                    kernels.gemm(hs[prev, b0:b1, :H], W0, ha0[b0:b1], numpy_blas)
-                else:
-                    A = tape[ti, b0:b1, src0 * H : (src0 + 1) * H]
-                    kernels.gemm(A, W0, ha0[b0:b1], numpy_blas)
-                for b in range(b0, b1):
-                    row, h = tape[ti, b], hs[out, b, :H]  # each passed once: one pointer
-                    if in_tape:
-                        xa = row
-                    elif in_output:
-                        xa = h
-                    elif project:
-                        xa = xa_buf[b]
-                    else:
-                        xa = XA[t, b]
-                    f0(xa, b_ih, ha0[b], b_hh, q, hs[prev, b, :H], cs[cp, b], h, cs[co, b],
-                       row)  # fmt: skip
+                stage(f0, src0, W0, ha0, XA, b_ih, b_hh, q, hs, cs, tape, xa_buf, t, ti, prev,
+                      out, cp, co, H, numpy_blas, b0, b1)  # fmt: skip
                 if two:
-                    if src1 < 0:
-                        kernels.gemm(hs[prev, b0:b1, :H], W1, ha1[b0:b1], numpy_blas)
-                    else:
-                        A = tape[ti, b0:b1, src1 * H : (src1 + 1) * H]
-                        kernels.gemm(A, W1, ha1[b0:b1], numpy_blas)
-                    for b in range(b0, b1):
-                        row, h = tape[ti, b], hs[out, b, :H]
-                        if in_tape:
-                            xa = row
-                        elif in_output:
-                            xa = h
-                        elif project:
-                            xa = xa_buf[b]
-                        else:
-                            xa = XA[t, b]
-                        f1(xa, b_ih, ha1[b], b_hh, q, hs[prev, b, :H], cs[cp, b], h,
-                           cs[co, b], row)  # fmt: skip
+                    stage(f1, src1, W1, ha1, XA, b_ih, b_hh, q, hs, cs, tape, xa_buf, t, ti,
+                          prev, out, cp, co, H, numpy_blas, b0, b1)  # fmt: skip
                 if has_mask:
                     for b in range(b0, b1):
                         if not mask[t, b]:
@@ -207,6 +198,30 @@ def _loops(key):
             kernels.copy_into(src, dst)
 
     left_factor = njit(inline="always", **JIT)(_left_factor)
+
+    def _stage_back(g, dsrc, dh, dc, q, hs, cs, tape, da, dah, dq, mask, has_mask, t, prev, out,
+                    H, b0, b1):  # fmt: skip
+        """The backward stage g on the valid rows (an in-place cell gets the tape row as da:
+        one pointer for what it reads and writes)."""
+        for b in range(b0, b1):
+            if not has_mask or mask[t, b]:
+                row = tape[t, b]
+                g(dh[b], dc[b], dsrc[b], q, hs[prev, b, :H], cs[prev, b], hs[out, b, :H],
+                  cs[out, b], row, row if over_tape else da[b], dah[b], dq[b])  # fmt: skip
+
+    stage_back = njit(inline="always", **JIT)(_stage_back)
+
+    def _product_back(da, dah, buf, lo, hi, mixed, src, W, dh, dsrc, tmp, H, numpy_blas, b0, b1):
+        """A product transposed: into ∂L/∂h_{t-1} (source h_{t-1}) or ∂L/∂ its tape block."""
+        for b in range(b0, b1):
+            left_factor(da, dah, buf, lo, hi, mixed, b, H)
+        A = buf[b0:b1] if mixed else da[b0:b1, lo * H : hi * H]
+        if src < 0:
+            kernels.gemm_acc(A, W, dh[b0:b1], numpy_blas, tmp[b0:b1])
+        else:
+            kernels.gemm(A, W, dsrc[b0:b1], numpy_blas)
+
+    product_back = njit(inline="always", **JIT)(_product_back)
 
     def backward(W0, W1, q, hs, cs, tape, dXA, dHA, mask, has_mask, reverse, dys, has_dys, dh,
                  dc, trace, has_trace, numpy_blas, H, dq, dsrc, hh0, hh1, tmp, b0, b1):  # fmt: skip
@@ -237,36 +252,17 @@ def _loops(key):
                     kernels.fill(da[b, :GH], da.dtype.type(0.0))
                     kernels.fill(dah[b], da.dtype.type(0.0))
             if two:
-                for b in range(b0, b1):
-                    if not has_mask or mask[t, b]:
-                        row = tape[t, b]
-                        g1(dh[b], dc[b], nothing[b], q, hs[prev, b, :H], cs[prev, b],
-                           hs[out, b, :H], cs[out, b], row, row if over_tape else da[b],
-                           dah[b], dq[b])  # fmt: skip
-                for b in range(b0, b1):
-                    left_factor(da, dah, hh1, lo1, hi1, mixed1, b, H)
-                A1 = hh1[b0:b1] if mixed1 else da[b0:b1, lo1 * H : hi1 * H]
-                if src1 < 0:
-                    kernels.gemm_acc(A1, W1, dh[b0:b1], numpy_blas, tmp[b0:b1])
-                else:
-                    kernels.gemm(A1, W1, dsrc[b0:b1], numpy_blas)
-                for b in range(b0, b1):
-                    if not has_mask or mask[t, b]:
-                        row = tape[t, b]
-                        g0(dh[b], dc[b], dsrc[b], q, hs[prev, b, :H], cs[prev, b],
-                           hs[out, b, :H], cs[out, b], row, row if over_tape else da[b],
-                           dah[b], dq[b])  # fmt: skip
+                stage_back(g1, nothing, dh, dc, q, hs, cs, tape, da, dah, dq, mask, has_mask,
+                           t, prev, out, H, b0, b1)  # fmt: skip
+                product_back(da, dah, hh1, lo1, hi1, mixed1, src1, W1, dh, dsrc, tmp, H,
+                             numpy_blas, b0, b1)  # fmt: skip
+                stage_back(g0, dsrc, dh, dc, q, hs, cs, tape, da, dah, dq, mask, has_mask, t,
+                           prev, out, H, b0, b1)  # fmt: skip
             else:
-                for b in range(b0, b1):
-                    if not has_mask or mask[t, b]:
-                        row = tape[t, b]
-                        g0(dh[b], dc[b], nothing[b], q, hs[prev, b, :H], cs[prev, b],
-                           hs[out, b, :H], cs[out, b], row, row if over_tape else da[b],
-                           dah[b], dq[b])  # fmt: skip
-            for b in range(b0, b1):
-                left_factor(da, dah, hh0, lo0, hi0, mixed0, b, H)
-            A0 = hh0[b0:b1] if mixed0 else da[b0:b1, lo0 * H : hi0 * H]
-            kernels.gemm_acc(A0, W0, dh[b0:b1], numpy_blas, tmp[b0:b1])
+                stage_back(g0, nothing, dh, dc, q, hs, cs, tape, da, dah, dq, mask, has_mask,
+                           t, prev, out, H, b0, b1)  # fmt: skip
+            product_back(da, dah, hh0, lo0, hi0, mixed0, src0, W0, dh, dsrc, tmp, H,
+                         numpy_blas, b0, b1)  # fmt: skip
 
     return make_forward, _cached_jit(backward)
 
