@@ -23,6 +23,7 @@ VARIANTS = {
     "clip": dict(cell_clip=0.6),
     "peephole+coupled": dict(peephole=True, coupled=True),
     "all": dict(peephole=True, coupled=True, cell_clip=0.6),
+    "layer_norm": dict(layer_norm=True),
 }
 B, T, I, H = 3, 6, 3, 4
 LENGTHS = np.array([6, 2, 5])
@@ -47,10 +48,21 @@ def reference(m, x):
     W_ih, W_hh = p["weight_ih_l0"], p["weight_hh_l0"]
     b = p["bias_ih_l0"] + p["bias_hh_l0"]
     h, c = np.zeros((x.shape[0], H)), np.zeros((x.shape[0], H))
-    w = {n: p[f"{n}_l0"] for n in cell.extra}
+    w = {n: p[f"{n}_l0"] for n, _, _ in cell.extra_rows}
     out = []
+
+    def ln(v):
+        mu = v.mean(axis=-1, keepdims=True)
+        return (v - mu) / np.sqrt(((v - mu) ** 2).mean(axis=-1, keepdims=True) + 1e-5)
+
     for t in range(x.shape[1]):
         z = x[:, t] @ W_ih.T + h @ W_hh.T + b
+        if cell.layer_norm:
+            z = (
+                p["ln_gain_ih_l0"] * ln(x[:, t] @ W_ih.T + p["bias_ih_l0"])
+                + p["ln_gain_hh_l0"] * ln(h @ W_hh.T + p["bias_hh_l0"])
+                + p["ln_bias_l0"]
+            )
         if cell.coupled:
             z_f, z_g, z_o = np.split(z, 3, axis=1)
         else:
@@ -62,7 +74,10 @@ def reference(m, x):
         if cell.cell_clip is not None:
             c = np.clip(c, -cell.cell_clip, cell.cell_clip)
         o = sigma(z_o + (w["weight_co"] * c if peep else 0))
-        h = o * np.tanh(c)
+        if cell.layer_norm:
+            h = o * np.tanh(p["ln_gain_c_l0"] * ln(c) + p["ln_bias_c_l0"])
+        else:
+            h = o * np.tanh(c)
         out.append(h)
     return np.stack(out, axis=1), h, c
 
@@ -86,7 +101,7 @@ def test_variants_gradients_are_exact(name, engine_path):
     report = gradcheck(m, x, lengths=LENGTHS)
     report.assert_ok()
     assert report.max_error < 1e-7
-    for extra in m.cell.extra:  # the peephole weights get their gradient, every layer
+    for extra, _, _ in m.cell.extra_rows:  # the cell's own parameters get their gradient
         assert report.norms[f"{extra}_l1_reverse"] > 0
 
 
@@ -135,6 +150,8 @@ def test_variant_parameters_and_names():
         (dict(peephole="yes"), r"`peephole` must be True or False; got 'yes'"),
         (dict(coupled=1), r"`coupled` must be True or False; got 1"),
         (dict(init="irnn"), r"`init` must be 'uniform' or 'orthogonal' for an LSTM.*IRNN"),
+        (dict(layer_norm=True, peephole=True), r"`layer_norm` must be False with peephole"),
+        (dict(layer_norm="on"), r"`layer_norm` must be True or False"),
     ],
 )
 def test_bad_variant_options(options, match):
@@ -234,3 +251,73 @@ def test_layers_show_their_cell():
     assert rnnlab.LSTM(2, 3).cell.describe() == "lstm"
     assert rnnlab.GRU(2, 3, reset_after=False).cell.name == "gru-orig"
     assert rnnlab.RNN(2, 3, nonlinearity="relu", init="irnn").cell.name == "irnn"
+
+
+def test_layer_norm_parameters():
+    m = Recurrent(LSTMCell(layer_norm=True), I, H, rng=0)
+    assert m.params["ln_gain_ih_l0"].shape == (4 * H,)
+    np.testing.assert_array_equal(m.params["ln_gain_ih_l0"], 1.0)  # LayerNorm's defaults
+    np.testing.assert_array_equal(m.params["ln_bias_c_l0"], 0.0)
+    assert repr(m.cell) == "LSTMCell(lstm (layer_norm))"
+
+
+def test_a_cell_declaring_more_than_the_loops_take_is_refused():
+    def step(*args):
+        return None
+
+    class Three(Cell):
+        gates, tape = 3, 0
+        products = (((0, 1), None), ((1, 2), None), ((2, 3), None))
+        stages = backward_stages = (step, step, step)
+
+    class Outside(Cell):
+        gates, tape = 2, 1
+        products = (((0, 3), None),)
+        stages = backward_stages = (step,)
+
+    class Half(Cell):
+        gates, tape, in_place, hh_own = 2, 2, True, (1,)
+        products = (((0, 2), None),)
+        stages = backward_stages = (step,)
+
+    with pytest.raises(TypeError, match=r"Three: one or two products a step; got 3"):
+        Three()
+    with pytest.raises(TypeError, match=r"Outside: product blocks \(0, 3\) outside the 2 gates"):
+        Outside()
+    with pytest.raises(TypeError, match=r"Half: a cell that runs in place keeps its gates"):
+        Half()
+
+
+def test_lstm_keywords_and_wrong_ones():
+    m = rnnlab.LSTM(I, H, peephole=True, layer_norm=False, rng=0)
+    assert m.cell.peephole and "weight_ci_l0" in m.params
+    with pytest.raises(
+        ValueError, match=r"`peephole` must be None for GRU \(it is an option of LSTM\)"
+    ):
+        rnnlab.GRU(I, H, peephole=True)
+    with pytest.raises(ValueError, match=r"unknown keyword 'cell'.*Recurrent\(cell, ...\)"):
+        rnnlab.LSTM(I, H, cell=LSTMCell())
+
+
+def test_a_module_constant_of_a_step_is_part_of_its_compiled_key():
+    """Editing a constant a step reads (a global of its module) compiles anew: numba's disk
+    cache would otherwise hand back the machine code of the old value."""
+    from rnnlab.fast import loops
+
+    namespace = {"SLOPE": 0.5}
+    exec("def step(x):\n    return x * SLOPE\n", namespace)  # noqa: S102
+    before = loops._digest(namespace["step"])
+    namespace["SLOPE"] = 3.0
+    assert loops._digest(namespace["step"]) != before
+
+
+def test_gate_saturation_reads_a_coupled_lstms_three_gates():
+    from rnnlab import diagnostics as dg
+
+    m = layer({"coupled": True}, L=1, bi=False)
+    x = np.random.default_rng(7).standard_normal((B, T, I))
+    sat = dg.gate_saturation(m, x)
+    assert list(sat.gates) == ["f", "g", "o"]
+    acts = m.forward(x).cache["tapes"][0].saved  # f, g, o
+    o = acts[:, :, 2 * H :]
+    np.testing.assert_allclose(sat.overall_high[0, 2], (o > 0.95).mean())

@@ -47,7 +47,7 @@ def run_stack(layer, x, lengths=None, inject=None):
             }
             xa = inp @ p["weight_ih"].T
             q = layer._layer_params(k, sfx).q
-            q = np.empty((0, H)) if q is None else q
+            q = np.empty(0) if q is None else q.reshape(-1)
             h = np.zeros((B, H))
             c = np.zeros((B, H if cell.has_c else 0))
             scratch = np.empty((B, cell.tape * H))
@@ -298,7 +298,7 @@ def fd_step_jacobian(layer, tape, j, t):
     cell, H = layer.cell, layer.hidden_size
     xa = tape.X[t] @ p[f"weight_ih_l{k}{sfx}"].T
     q = layer._layer_params(k, sfx).q
-    q = np.empty((0, H)) if q is None else q
+    q = np.empty(0) if q is None else q.reshape(-1)
     prev = t + 1 if tape.reverse else t
     s = np.concatenate([tape.hs[prev], tape.cs[prev]], axis=1) if cell.has_c else tape.hs[prev]
     S = s.shape[1]

@@ -38,9 +38,9 @@ def _c(cs, hs):
 
 def step_forward(cell, XA, W_hh, b_ih, b_hh, hs, cs, saved, mask, reverse):
     """A forward loop of recurrence.step_forward, one cell step at a time."""
-    T, H = XA.shape[0], hs.shape[2]
+    T = XA.shape[0]
     cs = _c(cs, hs)
-    q = np.empty((0, H), hs.dtype)
+    q = np.empty(0, hs.dtype)
     for t in range(T - 1, -1, -1) if reverse else range(T):
         prev, out = (t + 1, t) if reverse else (t, t + 1)
         recurrence.step_forward(cell, W_hh, q, XA[t], b_ih, b_hh, hs[prev], cs[prev], hs[out],
@@ -53,12 +53,12 @@ def step_forward(cell, XA, W_hh, b_ih, b_hh, hs, cs, saved, mask, reverse):
 
 def step_backward(cell, W_hh, hs, cs, saved, mask, reverse, dys, dh, dc, dXA, dHA, trace):
     """BPTT with recurrence.step_backward, one cell step at a time; returns (dh0, dc0)."""
-    T, B, H = dXA.shape[0], hs.shape[1], hs.shape[2]
+    T, B = dXA.shape[0], hs.shape[1]
     if dys is not None and mask is not None:
         dys = np.where(mask[:, :, None], dys, 0.0)
     cs = _c(cs, hs)
     dc = dc if dc is not None else np.empty((B, 0), hs.dtype)
-    q, dq = np.empty((0, H), hs.dtype), np.empty((B, 0, H), hs.dtype)
+    q, dq = np.empty(0, hs.dtype), np.empty((B, 0), hs.dtype)
     for t in range(T) if reverse else range(T - 1, -1, -1):
         prev, out = (t + 1, t) if reverse else (t, t + 1)
         if dys is not None:

@@ -61,6 +61,7 @@ VARIANTS = {
     "lstm-coupled": {"coupled": True},
     "lstm-cell-clip": {"cell_clip": 3.0},
     "lstm-peephole-coupled-clip": {"peephole": True, "coupled": True, "cell_clip": 3.0},
+    "lstm-layer-norm": {"layer_norm": True},
 }
 VARIANT_SHAPE = "S2"  # where the variants are timed unless --shapes says otherwise
 MODES = ("train", "infer")

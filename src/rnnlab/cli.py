@@ -46,6 +46,10 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--cell-clip", dest="cell_clip", type=float, default=S, help="LSTM: clip |c_t| to this"
     )
+    g.add_argument(
+        "--layer-norm", dest="layer_norm", action="store_true", default=S,
+        help="LSTM: layer-normalised (Ba et al. 2016)",
+    )  # fmt: skip
     g = p.add_argument_group("optimisation")
     g.add_argument(
         "--optimizer", choices=("sgd", "nesterov", "rmsprop", "adagrad", "adam", "adamw"), default=S

@@ -231,7 +231,7 @@ class Recurrent:
                     "bias_ih": _uniform(rng, (G * H,), bound, dt),
                     "bias_hh": _uniform(rng, (G * H,), bound, dt),
                 }
-                own.update({name: np.zeros(H, dt) for name in self.cell.extra})
+                own.update({n: np.zeros(rows * H, dt) for n, _, rows in self.cell.extra_rows})
                 self.cell.init(own, H, rng)
                 for name, value in own.items():
                     p[f"{name}_l{k}{sfx}"] = value
@@ -248,13 +248,15 @@ class Recurrent:
 
     def _layer_params(self, k: int, sfx: str) -> Params:
         p = self.params
-        extra = self.cell.extra
+        H, extra = self.hidden_size, self.cell.extra_rows
         return Params(
             p[f"weight_ih_l{k}{sfx}"],
             p[f"weight_hh_l{k}{sfx}"],
             p[f"bias_ih_l{k}{sfx}"],
             p[f"bias_hh_l{k}{sfx}"],
-            np.stack([p[f"{name}_l{k}{sfx}"] for name in extra]) if extra else None,
+            np.concatenate([p[f"{n}_l{k}{sfx}"].reshape(-1, H) for n, _, _ in extra])
+            if extra
+            else None,
         )
 
     # ----------------------------------------------------------------- state
@@ -539,8 +541,8 @@ class Recurrent:
                 grads[f"weight_hh_l{k}{sfx}"] = g.W_hh
                 grads[f"bias_ih_l{k}{sfx}"] = g.b_ih
                 grads[f"bias_hh_l{k}{sfx}"] = g.b_hh
-                for i, name in enumerate(self.cell.extra):
-                    grads[f"{name}_l{k}{sfx}"] = g.q[i]
+                for name, row, rows in self.cell.extra_rows:
+                    grads[f"{name}_l{k}{sfx}"] = g.q[row : row + rows].reshape(-1)
                 d_h0[j] = dh0
                 if d_c0 is not None:
                     d_c0[j] = dc0
@@ -641,12 +643,18 @@ def LSTM(
     *,
     forget_bias: float | None = None,
     init: str = "uniform",
+    peephole: bool = False,
+    coupled: bool = False,
+    cell_clip: float | None = None,
+    layer_norm: bool = False,
     **kwargs,
 ) -> Recurrent:
     """LSTM, as PyTorch's nn.LSTM (gate order i, f, g, o). `forget_bias=1.0` sets the forget
-    gate's bias. The other keywords are Recurrent's."""
+    gate's bias; `peephole`, `coupled`, `cell_clip`, `layer_norm` are the variants of
+    rnnlab.cells.lstm. The other keywords are Recurrent's."""
     _layer_keywords(kwargs, "LSTM")
-    cell = LSTMCell(forget_bias=forget_bias, init=init)
+    cell = LSTMCell(forget_bias=forget_bias, init=init, peephole=peephole, coupled=coupled,
+                    cell_clip=cell_clip, layer_norm=layer_norm)  # fmt: skip
     return Recurrent(cell, input_size, hidden_size, num_layers, **kwargs)
 
 
@@ -666,12 +674,21 @@ def GRU(
     return Recurrent(cell, input_size, hidden_size, num_layers, **kwargs)
 
 
-_CELL_OPTIONS = {"nonlinearity": "RNN", "forget_bias": "LSTM", "reset_after": "GRU"}
+_CELL_OPTIONS = {
+    "nonlinearity": "RNN",
+    "forget_bias": "LSTM",
+    "peephole": "LSTM",
+    "coupled": "LSTM",
+    "cell_clip": "LSTM",
+    "layer_norm": "LSTM",
+    "reset_after": "GRU",
+}
 
 
 def _layer_keywords(kwargs: dict, ctor: str) -> None:
     """Refuse a keyword neither the constructor nor Recurrent takes, naming who does."""
-    known = inspect.signature(Recurrent.__init__).parameters
+    positional = ("self", "cell", "input_size", "hidden_size", "num_layers")
+    known = [k for k in inspect.signature(Recurrent.__init__).parameters if k not in positional]
     for name in kwargs:
         if name in known:
             continue
@@ -681,6 +698,7 @@ def _layer_keywords(kwargs: dict, ctor: str) -> None:
                          _checks.describe(kwargs[name]))  # fmt: skip
         _checks.fail(
             f"{ctor}(...)",
-            "called with the layer's keywords: " + ", ".join(k for k in known if k != "self"),
+            "called with the layer's keywords: " + ", ".join(known),
             f"an unknown keyword {name!r}",
+            "A cell of your own goes to Recurrent(cell, ...)." if name == "cell" else "",
         )

@@ -12,8 +12,8 @@ A spec is a plain dict, saved in a run's config.json beside the weights (never a
 
 and builds Sequential([Embedding], RNN/LSTM/GRU, [LastStep | MeanOverTime], [Dropout], Linear).
 Cells: "rnn" (tanh), "relu", "irnn" (relu with the identity initialisation), "lstm" (with
-the variants "peephole", "coupled", "cell_clip" in the spec), "gru" (reset-after, PyTorch's
-form), "gru-orig" (the original form); and the output-feedback
+the variants "peephole", "coupled", "cell_clip", "layer_norm" in the spec), "gru"
+(reset-after, PyTorch's form), "gru-orig" (the original form); and the output-feedback
 (Jordan) models "jordan" (h_t = φ(U x_t + R y_{t-1} + b)) and "jordan-elman" (plus W h_{t-1}).
 """
 
@@ -55,6 +55,7 @@ def make_recurrent(
     peephole=False,
     coupled=False,
     cell_clip=None,
+    layer_norm=False,
     dtype=np.float32,
     rng=None,
 ) -> Recurrent:
@@ -74,7 +75,8 @@ def make_recurrent(
         return RNN(input_size, hidden_size, num_layers, nonlinearity="relu", **common)
     if cell == "irnn":
         return RNN(input_size, hidden_size, num_layers, nonlinearity="relu", init="irnn", **common)
-    variants = {"peephole": peephole, "coupled": coupled, "cell_clip": cell_clip}
+    variants = {"peephole": peephole, "coupled": coupled, "cell_clip": cell_clip,
+                "layer_norm": layer_norm}  # fmt: skip
     if cell == "lstm":
         lstm = LSTMCell(forget_bias=forget_bias, **variants)
         return Recurrent(lstm, input_size, hidden_size, num_layers, **common)
@@ -118,6 +120,7 @@ def build(spec: dict, *, dtype=np.float32, rng=None) -> Sequential:
         peephole=r.get("peephole", False),
         coupled=r.get("coupled", False),
         cell_clip=r.get("cell_clip"),
+        layer_norm=r.get("layer_norm", False),
         dtype=dtype,
         rng=rng,
     )
@@ -256,6 +259,7 @@ def with_defaults(spec: dict) -> dict:
     r.setdefault("peephole", False)
     r.setdefault("coupled", False)
     r.setdefault("cell_clip", None)
+    r.setdefault("layer_norm", False)
     s.setdefault("readout", "steps")
     s.setdefault("output_dropout", 0.0)
     return s

@@ -162,6 +162,7 @@ def model_spec(cfg: TrainConfig, task) -> dict:
             "peephole": cfg.peephole,
             "coupled": cfg.coupled,
             "cell_clip": cfg.cell_clip or None,
+            "layer_norm": cfg.layer_norm,
         },
         "readout": task.readout,
         "output_size": task.output_size,

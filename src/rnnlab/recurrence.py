@@ -104,9 +104,8 @@ def _loop_forward(cell, X, p: Params, W_hh, hs, cs, saved, mask, reverse) -> Non
                           xa_at=place)  # fmt: skip
         return
     XA = _project(X, p)
-    H = hs.shape[2]
     cs = _no_c(hs) if cs is None else cs
-    q = np.empty((0, H), hs.dtype) if p.q is None else p.q
+    q = np.empty(0, hs.dtype) if p.q is None else p.q.reshape(-1)
     keep = saved.shape[0] == T  # else one step, overwritten
     for t in range(T - 1, -1, -1) if reverse else range(T):
         prev, out = (t + 1, t) if reverse else (t, t + 1)
@@ -151,8 +150,8 @@ def _loop_backward(
         dc = np.zeros((B, H), dt) if dc is None else np.array(dc, dtype=dt)
     else:
         dc, cs = np.empty((B, 0), dt), _no_c(hs)
-    q = np.empty((0, H), dt) if q is None else q
-    dq = np.empty((B, 0, H), dt) if dq is None else dq
+    q = np.empty(0, dt) if q is None else q.reshape(-1)
+    dq = np.empty((B, 0), dt) if dq is None else dq
     dHA = np.empty((T, B, 0), dt) if dHA is None else dHA
     for t in range(T) if reverse else range(T - 1, -1, -1):
         prev, out = (t + 1, t) if reverse else (t, t + 1)
@@ -186,7 +185,7 @@ def step_forward(cell, W_hh, q, xa, b_ih, b_hh, h_prev, c_prev, h, c, saved) -> 
 def step_backward(cell, W_hh, q, h_prev, c_prev, h, c, saved, dh, dc, da, da_h, dq) -> None:
     """One step of BPTT on NumPy for a batch block: the cell's backward stages, last first,
     each followed by its product transposed. dh (and dc) go from ∂L/∂h_t to ∂L/∂h_{t-1} in
-    place; da, da_h get the pre-activation gradients; dq (B, n_extra, H) accumulates. A cell
+    place; da, da_h get the pre-activation gradients; dq (B, n_extra·H) accumulates. A cell
     whose steps run in place finds its tape's first blocks in da and da_h (Cell.in_place)."""
     H = h.shape[-1]
     if cell.in_place and saved.shape[-1] >= da.shape[-1] + da_h.shape[-1]:
@@ -421,7 +420,7 @@ def _bptt(cell, p, X, hs, cs, saved, mask, reverse, dys, dh, dc, need_dX, dh_tra
     T, B, I = X.shape
     GH, H = p.W_hh.shape
     dXA, dHA = _preact_grads(cell, saved, T, B, H, X.dtype)
-    dq = None if p.q is None else np.zeros((B,) + p.q.shape, X.dtype)
+    dq = None if p.q is None else np.zeros((B, p.q.size), X.dtype)
     if W_hh is None:
         W_hh = _step_weights(cell, p.W_hh, B, backward=True)
     dh, dc = _loop_backward(cell, W_hh, p.q, hs, cs, saved, mask, reverse, dys, dh, dc, dXA,
@@ -429,7 +428,7 @@ def _bptt(cell, p, X, hs, cs, saved, mask, reverse, dys, dh, dc, need_dX, dh_tra
     prev = hs[1:] if reverse else hs[:-1]
     grads = _weight_grads(cell, p, X, prev, saved, dXA, dHA)
     if dq is not None:
-        grads.q = dq.sum(axis=0)
+        grads.q = dq.sum(axis=0).reshape(p.q.shape)
     dX = parallel.matmul(dXA.reshape(T * B, GH), p.W_ih).reshape(T, B, I) if need_dX else None
     return dX, grads, dh, dc
 

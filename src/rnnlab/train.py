@@ -91,6 +91,7 @@ class TrainConfig:
     peephole: bool = False  # LSTM variants (rnnlab.cells.lstm)
     coupled: bool = False
     cell_clip: float = 0.0  # 0 = none
+    layer_norm: bool = False
     # task parameters
     data: str = ""  # a text file for charlm ("" = the built-in corpus)
     T: int = 100  # sequence length of the synthetic memory tasks
@@ -145,7 +146,7 @@ class TrainConfig:
         from rnnlab.models import CELLS, FEEDBACK_CELLS
 
         _checks.choice(self.cell, "cell", CELLS + FEEDBACK_CELLS)
-        for name in ("bidirectional", "reverse_input", "peephole", "coupled"):
+        for name in ("bidirectional", "reverse_input", "peephole", "coupled", "layer_norm"):
             _checks.boolean(getattr(self, name), name)
         if not (
             isinstance(self.cell_clip, (int, float))
@@ -154,7 +155,7 @@ class TrainConfig:
             and self.cell_clip >= 0
         ):
             _checks.fail("cell_clip", "a non-negative number (0: no clip)", repr(self.cell_clip))
-        variants = [n for n in ("peephole", "coupled") if getattr(self, n)]
+        variants = [n for n in ("peephole", "coupled", "layer_norm") if getattr(self, n)]
         variants += ["cell_clip"] if self.cell_clip else []
         if variants and self.cell != "lstm":
             _checks.fail(

@@ -20,12 +20,13 @@ loop over time in either direction; the products; masks (a masked step keeps the
 gets no gradient); initial states; the weight gradients as a few large products after the
 loop; depth, directions, checkpointing and gradient checks (rnnlab.layers).
 
-Step signatures (every argument a row, (n,) in the compiled loops and (B, n) on NumPy;
-`extra` rows are (n_extra, H) and broadcast over the batch):
+Step signatures (every argument a row, (n,) in the compiled loops and (B, n) on NumPy; q,
+the cell's extra parameters one after the other, is one row of n_extra·H values for the
+whole batch):
 
     forward stage k:  f(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape)
         xa    (G·H)  x_t W_ihᵀ, without b_ih          ha   product k's result, without b_hh
-        q     (n_extra, H) the cell's extra parameters
+        q     (n_extra·H) the cell's extra parameters, in the order of `extra`
         writes h (and c, when has_c) and the tape row; may write tape blocks a later
         product reads (`products`)
     backward stage k (last stage first): f(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape,
@@ -33,10 +34,11 @@ Step signatures (every argument a row, (n,) in the compiled loops and (B, n) on 
         dh    in: ∂L/∂h_t; out: the part of ∂L/∂h_{t-1} that does not go through W_hh
               (the library adds da_W_hh · W_hh afterwards)
         dc    in: ∂L/∂c_t; out: ∂L/∂c_{t-1}
-        dsrc  ∂L/∂(the input of the next product), for a stage followed by one; else empty
+        dsrc  ∂L/∂(the tape block the next product took), for a stage followed by a product
+              on its tape; else an empty row
         da    out: ∂L/∂ pre-activations as W_ih sees them (G·H); a stage writes its blocks
         da_h  out: where W_hh sees another gradient: the blocks `hh_own`, in that order
-        dq    (n_extra, H) in/out: add this step's ∂L/∂q
+        dq    (n_extra·H) in/out: add this step's ∂L/∂q
 
 For cells without a cell state, c_prev, c and dc are empty rows. Constants are `one(x)`,
 `zero(x)`; nothing is allocated (rnnlab.cells.pointwise has the rules).
@@ -65,7 +67,9 @@ class Cell:
     gates: int = 1
     has_c: bool = False
     tape: int = 0
-    extra: tuple[str, ...] = ()
+    extra: tuple[str | tuple[str, int], ...] = ()
+    """The cell's own parameters: a name for an (H,) vector, or (name, n) for one of n·H
+    values; q (and dq) hold them one after the other, in this order."""
     products: tuple[Product, ...] = (((0, 1), None),)
     in_place: bool = False
     """True when the steps run in place, for memory: the forward step reads xa at j before it
@@ -81,16 +85,46 @@ class Cell:
     backward_stages: tuple[Callable, ...] = ()
 
     def __init__(self) -> None:
+        """Check the declarations against each other (a cell's author meets these errors)."""
+        name = type(self).__name__
         if not self.stages:
-            raise TypeError(f"{type(self).__name__} has no forward step (stages)")
+            raise TypeError(f"{name} has no forward step (stages)")
         if len(self.stages) != len(self.products) or len(self.backward_stages) != len(
             self.products
         ):
             raise TypeError(
-                f"{type(self).__name__}: one forward and one backward stage per product "
+                f"{name}: one forward and one backward stage per product "
                 f"({len(self.products)} products, {len(self.stages)} forward stages, "
                 f"{len(self.backward_stages)} backward stages)"
             )
+        if not 1 <= len(self.products) <= 2:
+            raise TypeError(f"{name}: one or two products a step; got {len(self.products)}")
+        if self.products[0][1] is not None:
+            raise TypeError(f"{name}: the first product must be on h_{{t-1}} (source None)")
+        for (lo, hi), src in self.products:
+            if not 0 <= lo < hi <= self.gates:
+                raise TypeError(f"{name}: product blocks {(lo, hi)} outside the {self.gates} gates")
+            if src is not None and not 0 <= src < self.tape:
+                raise TypeError(
+                    f"{name}: product source {src} is not one of {self.tape} tape blocks"
+                )
+        if any(not 0 <= k < self.gates for k in self.hh_own):
+            raise TypeError(f"{name}: hh_own {self.hh_own} outside the {self.gates} gates")
+        if self.in_place and self.gates <= self.tape < self.gates + len(self.hh_own):
+            raise TypeError(
+                f"{name}: a cell that runs in place keeps its gates and own blocks on its tape "
+                f"(tape ≥ {self.gates + len(self.hh_own)}) or no gates there at all"
+            )
+
+    @property
+    def extra_rows(self) -> list[tuple[str, int, int]]:
+        """(name, first row, rows) of each extra parameter in q."""
+        out, row = [], 0
+        for entry in self.extra:
+            name, n = (entry, 1) if isinstance(entry, str) else entry
+            out.append((name, row, n))
+            row += n
+        return out
 
     @property
     def grads_over_tape(self) -> bool:

@@ -33,6 +33,9 @@ Variants (options of LSTMCell, any combination):
   stack three blocks, f, g, o. Back: dz_f = dc ⊙ (c_{t-1} − g) ⊙ f(1 − f).
 - `cell_clip=x` (as Keras/TF's LSTMCell): c_t = clip(f ⊙ c_{t-1} + i ⊙ g, −x, x), the
   notes' "clip in the cell"; no gradient flows through a clipped unit.
+- `layer_norm=True` (Ba, Kiros & Hinton 2016): the input and recurrent projections and c_t
+  layer-normalised, with gains and biases (`_layer_norm_steps`); not combined with the
+  options above yet.
 """
 
 from __future__ import annotations
@@ -42,7 +45,22 @@ import functools
 from rnnlab import _checks
 from rnnlab.cells.base import Cell, check_init
 from rnnlab.cells.elman import orthogonal_blocks
-from rnnlab.cells.pointwise import blocks, clip, one, select, sigmoid, tanh, units, zero
+from rnnlab.cells.pointwise import (
+    blocks,
+    clip,
+    column,
+    dot,
+    one,
+    select,
+    sigmoid,
+    sqrt,
+    tanh,
+    total,
+    units,
+    zero,
+)
+
+LN_EPS = 1e-5  # layer normalisation's ε, as PyTorch's LayerNorm
 
 
 @functools.cache
@@ -63,14 +81,14 @@ def _steps(peephole: bool, coupled: bool, bound: float | None):
             i, f, g, o = blocks(tape, 4, H)
             z_i, z_f, z_g, z_o = blocks(ha, 4, H)
             if peephole:
-                w_ci = q[..., 0, :]
+                w_ci = q[..., :H]
                 for j in units(i):
                     i[j] = sigmoid(z_i[j] + w_ci[j] * c_prev[j])
             else:
                 for j in units(i):
                     i[j] = sigmoid(z_i[j])
         if peephole:
-            w_cf = q[..., G - 3, :]
+            w_cf = q[..., (G - 3) * H : (G - 2) * H]
             for j in units(f):
                 f[j] = sigmoid(z_f[j] + w_cf[j] * c_prev[j])
         else:
@@ -91,7 +109,7 @@ def _steps(peephole: bool, coupled: bool, bound: float | None):
             for j in units(c):
                 c[j] = clip(c[j], bound)
         if peephole:
-            w_co = q[..., G - 2, :]
+            w_co = q[..., (G - 2) * H : (G - 1) * H]
             for j in units(o):
                 o[j] = sigmoid(z_o[j] + w_co[j] * c[j])
         for j in units(h):
@@ -110,7 +128,7 @@ def _steps(peephole: bool, coupled: bool, bound: float | None):
                 d_o = (dh[j] * tc) * (o_ * (one(tc) - o_))
                 d_c = dc[j] + dh[j] * o_ * (one(tc) - tc * tc)
                 if peephole:
-                    d_c = d_c + d_o * q[..., 1, :][j]
+                    d_c = d_c + d_o * q[..., H : 2 * H][j]
                 if clipping:
                     d_c = select(abs(c[j]) < bound, d_c, zero(tc))
                 d_f = (d_c * (c_prev[j] - g_)) * (f_ * (one(tc) - f_))
@@ -118,9 +136,9 @@ def _steps(peephole: bool, coupled: bool, bound: float | None):
                 dz_g[j] = (d_c * (one(tc) - f_)) * (one(tc) - g_ * g_)
                 dz_f[j] = d_f
                 if peephole:
-                    dq[..., 0, :][j] += d_f * c_prev[j]
-                    dq[..., 1, :][j] += d_o * c[j]
-                    dc[j] = d_c * f_ + d_f * q[..., 0, :][j]
+                    dq[..., :H][j] += d_f * c_prev[j]
+                    dq[..., H : 2 * H][j] += d_o * c[j]
+                    dc[j] = d_c * f_ + d_f * q[..., :H][j]
                 else:
                     dc[j] = d_c * f_
                 dh[j] = zero(tc)
@@ -133,7 +151,7 @@ def _steps(peephole: bool, coupled: bool, bound: float | None):
                 d_o = (dh[j] * tc) * (o_ * (one(tc) - o_))
                 d_c = dc[j] + dh[j] * o_ * (one(tc) - tc * tc)
                 if peephole:
-                    d_c = d_c + d_o * q[..., 2, :][j]
+                    d_c = d_c + d_o * q[..., 2 * H : 3 * H][j]
                 if clipping:
                     d_c = select(abs(c[j]) < bound, d_c, zero(tc))
                 d_i = (d_c * g_) * (i_ * (one(tc) - i_))
@@ -143,13 +161,120 @@ def _steps(peephole: bool, coupled: bool, bound: float | None):
                 dz_f[j] = d_f
                 dz_g[j] = (d_c * i_) * (one(tc) - g_ * g_)
                 if peephole:
-                    dq[..., 0, :][j] += d_i * c_prev[j]
-                    dq[..., 1, :][j] += d_f * c_prev[j]
-                    dq[..., 2, :][j] += d_o * c[j]
-                    dc[j] = d_c * f_ + d_i * q[..., 0, :][j] + d_f * q[..., 1, :][j]
+                    dq[..., :H][j] += d_i * c_prev[j]
+                    dq[..., H : 2 * H][j] += d_f * c_prev[j]
+                    dq[..., 2 * H : 3 * H][j] += d_o * c[j]
+                    dc[j] = d_c * f_ + d_i * q[..., :H][j] + d_f * q[..., H : 2 * H][j]
                 else:
                     dc[j] = d_c * f_
                 dh[j] = zero(tc)
+
+    return (forward,), (backward,)
+
+
+@functools.cache
+def _layer_norm_steps():
+    """The layer-normalised LSTM (Ba, Kiros & Hinton 2016), per step:
+
+        x̂ = LN(x_t W_ihᵀ + b_ih),  ĥ = LN(h_{t-1} W_hhᵀ + b_hh)        (over all 4H)
+        z = γ_x ⊙ x̂ + γ_h ⊙ ĥ + β;  i, f, o = σ(·), g = tanh(·) of z's blocks
+        c_t = f ⊙ c_{t-1} + i ⊙ g;   h_t = o ⊙ tanh(γ_c ⊙ LN(c_t) + β_c)
+
+    with LN(v) = (v − mean v) / √(var v + ε). The tape keeps the gates, x̂, ĥ, LN(c_t) and the
+    three 1/√(var + ε); back, LN's gradient is r ⊙ (dv̂ − mean dv̂ − v̂ ⊙ mean(dv̂ ⊙ v̂)).
+    W_hh sees ĥ's gradient, not z's: all four blocks are its own (hh_own)."""
+
+    # (LN's forward and backward are written out at each use: a step calls nothing but the
+    # vocabulary, which is what the compiled loops know how to compile)
+    def forward(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
+        H = h.shape[-1]
+        G = 4 * H
+        x_hat, h_hat = tape[..., G : 2 * G], tape[..., 2 * G : 3 * G]
+        c_hat, stats = tape[..., 3 * G : 3 * G + H], tape[..., 3 * G + H : 3 * G + 2 * H]
+        gamma_x, gamma_h, beta = q[..., :G], q[..., G : 2 * G], q[..., 2 * G : 3 * G]
+        gamma_c, beta_c = q[..., 3 * G : 3 * G + H], q[..., 3 * G + H : 3 * G + 2 * H]
+        for j in units(x_hat):
+            x_hat[j] = xa[j] + b_ih[j]
+        mu = total(x_hat) / G
+        for j in units(x_hat):
+            x_hat[j] = x_hat[j] - mu
+        r_x = 1.0 / sqrt(dot(x_hat, x_hat) / G + LN_EPS)
+        for j in units(x_hat):
+            x_hat[j] = x_hat[j] * r_x
+        for j in units(h_hat):
+            h_hat[j] = ha[j] + b_hh[j]
+        mu = total(h_hat) / G
+        for j in units(h_hat):
+            h_hat[j] = h_hat[j] - mu
+        r_h = 1.0 / sqrt(dot(h_hat, h_hat) / G + LN_EPS)
+        for j in units(h_hat):
+            h_hat[j] = h_hat[j] * r_h
+        z = tape[..., :G]
+        for j in units(z):
+            z[j] = gamma_x[j] * x_hat[j] + gamma_h[j] * h_hat[j] + beta[j]
+        i, f, g, o = blocks(tape, 4, H)
+        for j in units(i):
+            i[j] = sigmoid(i[j])
+            f[j] = sigmoid(f[j])
+            g[j] = tanh(g[j])
+            o[j] = sigmoid(o[j])
+        for j in units(c):
+            c[j] = f[j] * c_prev[j] + i[j] * g[j]
+        mu = total(c) / H
+        for j in units(c_hat):
+            c_hat[j] = c[j] - mu
+        r_c = 1.0 / sqrt(dot(c_hat, c_hat) / H + LN_EPS)
+        for j in units(c_hat):
+            c_hat[j] = c_hat[j] * r_c
+        for j in units(h):
+            h[j] = o[j] * tanh(gamma_c[j] * c_hat[j] + beta_c[j])
+        stats[..., 0:1] = r_x
+        stats[..., 1:2] = r_h
+        stats[..., 2:3] = r_c
+
+    def backward(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
+        H = h.shape[-1]
+        G = 4 * H
+        i, f, g, o = blocks(tape, 4, H)
+        x_hat, h_hat = tape[..., G : 2 * G], tape[..., 2 * G : 3 * G]
+        c_hat, stats = tape[..., 3 * G : 3 * G + H], tape[..., 3 * G + H : 3 * G + 2 * H]
+        gamma_x, gamma_h = q[..., :G], q[..., G : 2 * G]
+        gamma_c, beta_c = q[..., 3 * G : 3 * G + H], q[..., 3 * G + H : 3 * G + 2 * H]
+        d_gamma_x, d_gamma_h, d_beta = dq[..., :G], dq[..., G : 2 * G], dq[..., 2 * G : 3 * G]
+        d_gamma_c, d_beta_c = dq[..., 3 * G : 3 * G + H], dq[..., 3 * G + H : 3 * G + 2 * H]
+        dz_i, dz_f, dz_g, dz_o = blocks(da, 4, H)
+        for j in units(c):  # through h = o ⊙ tanh(y_c), y_c = γ_c ⊙ ĉ + β_c; dh becomes dĉ
+            o_ = o[j]
+            t = tanh(gamma_c[j] * c_hat[j] + beta_c[j])
+            dy = dh[j] * o_ * (one(t) - t * t)
+            dz_o[j] = (dh[j] * t) * (o_ * (one(t) - o_))
+            d_gamma_c[j] += dy * c_hat[j]
+            d_beta_c[j] += dy
+            dh[j] = dy * gamma_c[j]
+        r, m1, m2 = column(stats, 2), total(dh) / H, dot(dh, c_hat) / H
+        for j in units(dh):
+            dh[j] = r * (dh[j] - m1 - c_hat[j] * m2)
+        for j in units(c):
+            i_, f_, g_ = i[j], f[j], g[j]
+            d_c = dc[j] + dh[j]
+            dz_i[j] = (d_c * g_) * (i_ * (one(d_c) - i_))
+            dz_f[j] = (d_c * c_prev[j]) * (f_ * (one(d_c) - f_))
+            dz_g[j] = (d_c * i_) * (one(d_c) - g_ * g_)
+            dc[j] = d_c * f_
+            dh[j] = zero(d_c)
+        for j in units(da):  # z = γ_x ⊙ x̂ + γ_h ⊙ ĥ + β
+            dz = da[j]
+            d_beta[j] += dz
+            d_gamma_x[j] += dz * x_hat[j]
+            d_gamma_h[j] += dz * h_hat[j]
+            da_h[j] = dz * gamma_h[j]
+            da[j] = dz * gamma_x[j]
+        r, m1, m2 = column(stats, 0), total(da) / G, dot(da, x_hat) / G
+        for j in units(da):
+            da[j] = r * (da[j] - m1 - x_hat[j] * m2)
+        r, m1, m2 = column(stats, 1), total(da_h) / G, dot(da_h, h_hat) / G
+        for j in units(da_h):
+            da_h[j] = r * (da_h[j] - m1 - h_hat[j] * m2)
 
     return (forward,), (backward,)
 
@@ -172,6 +297,7 @@ class LSTMCell(Cell):
         peephole: bool = False,
         coupled: bool = False,
         cell_clip: float | None = None,
+        layer_norm: bool = False,
     ):
         if forget_bias is not None:
             forget_bias = _checks.finite_float(forget_bias, "forget_bias")
@@ -184,6 +310,22 @@ class LSTMCell(Cell):
             if cell_clip <= 0:
                 _checks.fail("cell_clip", "a positive number (the bound on |c_t|)", repr(cell_clip))
         self.cell_clip = cell_clip
+        self.layer_norm = _checks.boolean(layer_norm, "layer_norm")
+        if self.layer_norm and (self.peephole or self.coupled or cell_clip is not None):
+            _checks.fail(
+                "layer_norm",
+                "False with peephole, coupled or cell_clip",
+                "True",
+                "The layer-normalised LSTM does not combine with the other variants yet.",
+            )
+        if self.layer_norm:
+            self.gates, self.tape, self.in_place = 4, 14, False  # gates, x̂, ĥ, ĉ, statistics
+            self.products, self.hh_own = (((0, 4), None),), (0, 1, 2, 3)
+            self.extra = (("ln_gain_ih", 4), ("ln_gain_hh", 4), ("ln_bias", 4), "ln_gain_c",
+                          "ln_bias_c")  # fmt: skip
+            self.stages, self.backward_stages = _layer_norm_steps()
+            Cell.__init__(self)
+            return
         self.gates = 3 if self.coupled else 4  # f, g, o or i, f, g, o
         self.tape = self.gates  # the gate activations
         self.products = (((0, self.gates), None),)
@@ -197,14 +339,18 @@ class LSTMCell(Cell):
         return "lstm"
 
     def describe(self) -> str:
-        options = [o for o, on in (("peephole", self.peephole), ("coupled", self.coupled)) if on]
+        flags = (("peephole", self.peephole), ("coupled", self.coupled))
+        options = [o for o, on in flags + (("layer_norm", self.layer_norm),) if on]
         if self.cell_clip is not None:
             options.append(f"cell_clip={self.cell_clip:g}")
         return "lstm" + (f" ({', '.join(options)})" if options else "")
 
     def init(self, params, H, rng):
+        if self.layer_norm:  # gains 1, biases 0 (zeros already), as PyTorch's LayerNorm
+            for name in ("ln_gain_ih", "ln_gain_hh", "ln_gain_c"):
+                params[name][...] = 1.0
         bound = 1.0 / H**0.5
-        for name in self.extra:  # like the other weights: U(−1/√H, 1/√H)
+        for name in self.extra if self.peephole else ():  # as the other weights
             params[name][...] = rng.uniform(-bound, bound, H)
         if self.init_name == "orthogonal":
             orthogonal_blocks(params["weight_hh"], H, rng)

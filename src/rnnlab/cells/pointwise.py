@@ -50,7 +50,7 @@ def blocks(a: np.ndarray, n: int, H: int) -> tuple[np.ndarray, ...]:
     """The first n blocks of H units of a row (the gates of a stacked weight's rows). Take H
     from the step's own h (`h.shape[-1]`) for every array: blocks of the tape and of xa or da
     that share memory then start at the same address as far as the compiler can see, and
-    their loops vectorise."""
+    their loops vectorise. The compiled loops take n = 1 to 4."""
     return tuple(a[..., i * H : (i + 1) * H] for i in range(n))
 
 
@@ -97,3 +97,17 @@ def total(x):
     """Σ_j x[j] over a row's units: a scalar in the compiled loops, one value per batch row
     here (shape (B, 1), so that it broadcasts back over the units)."""
     return np.sum(x, axis=-1, keepdims=True)
+
+
+def dot(x, y):
+    """Σ_j x[j]·y[j] over a row's units (as `total`)."""
+    return np.sum(np.asarray(x) * np.asarray(y), axis=-1, keepdims=True)
+
+
+def sqrt(x):
+    return np.sqrt(x)
+
+
+def column(a: np.ndarray, k: int):
+    """Entry k of a row: a scalar in the compiled loops, one value per batch row here."""
+    return a[..., k : k + 1]

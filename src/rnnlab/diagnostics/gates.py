@@ -101,7 +101,7 @@ def gate_saturation(
     if isinstance(cell, ElmanCell):
         spec = _ELMAN_UNITS
     elif isinstance(cell, LSTMCell):
-        spec = _LSTM_GATES
+        spec = _LSTM_GATES[1:] if cell.coupled else _LSTM_GATES  # coupled: f, g, o (i = 1 − f)
     elif isinstance(cell, GRUCell):
         spec = _GRU_GATES
     else:

@@ -2,8 +2,9 @@
 
 The notes write ∂h_t/∂h_k = ∏_{i=k+1}^{t} ∂h_i/∂h_{i−1} = ∏ diag(φ'(a_i)) W_hh for the Elman
 cell and bound its norm by (‖W_hh‖₂ · max|φ'|)^(t−k). This module builds each one-step
-Jacobian exactly, for any cell, by pushing the rows of the identity through the cell's own
-`backward_step` (a vector-Jacobian product per row: row i of ∂s_i/∂s_{i−1} is e_iᵀ J), multiplies
+Jacobian exactly, for any cell, by pushing the rows of the identity through one step of the
+cell's own BPTT, `recurrence.step_backward` (a vector-Jacobian product per row: row i of
+∂s_i/∂s_{i−1} is e_iᵀ J), multiplies
 them out from t backwards and measures the spectral norm of every partial product. For an LSTM
 the state is s = (h, c), 2H wide; `block="h"` reads only the h → h block of the product
 (∂h_t/∂h_k with c_k held fixed). Measured ≤ ∏‖J_i‖₂ ≤ (‖W_hh‖₂·max|φ'|)^(t−k) always holds;
@@ -47,7 +48,7 @@ class JacobianProfile:
     """
 
     name: str  # layer and direction, e.g. "l0"
-    cell: str  # "rnn", "lstm" or "gru"
+    cell: str  # the cell's name (Cell.name): "rnn", "relu", "irnn", "lstm", "gru", ...
     sample: int
     t: int  # time index of the end state s_t
     block: str  # "state" (h, or (h, c) for an LSTM) or "h"
@@ -126,7 +127,7 @@ def _step_jacobian(cell, p: recurrence.Params, tape: recurrence.Tape, t: int) ->
     dh = E[:, :H].copy()
     dc = E[:, H:].copy() if cell.has_c else no_c
     G = cell.gates
-    q = np.empty((0, H)) if p.q is None else p.q
+    q = np.empty(0) if p.q is None else p.q.reshape(-1)
     recurrence.step_backward(
         cell,
         p.W_hh,
@@ -140,7 +141,7 @@ def _step_jacobian(cell, p: recurrence.Params, tape: recurrence.Tape, t: int) ->
         dc,
         np.empty((S, G * H)),
         np.empty((S, len(cell.hh_own) * H)),
-        np.zeros((S,) + q.shape),
+        np.zeros((S, q.size)),
     )
     J = np.concatenate([dh, dc], axis=1) if cell.has_c else dh
     return np.asarray(J, dtype=np.float64)

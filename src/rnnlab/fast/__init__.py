@@ -19,7 +19,7 @@ on its own rows. Without numba, or with the environment variable RNNLAB_NO_NUMBA
                              in place it may lie where the steps write: xa_at="tape" (its
                              first G·H columns) or "output" (hs's output rows, G = 1)
         W_hh   (G·H, H)      or what step_weights made of it
-        b_ih, b_hh (G·H,);   q (n_extra, H): the cell's extra parameters
+        b_ih, b_hh (G·H,);   q (n_extra, H) or None: the cell's extra parameters
         hs     (T+1, B, H)   in/out: h_0 in hs[0] (hs[T] when reverse); steps write the rest
         cs     (T+1, B, H)   the same for a cell state; (T+1, B, 0) for cells without one
         tape   (T, B, n·H)   out: the cell's tape (one step long when no backward follows)
@@ -34,7 +34,7 @@ on its own rows. Without numba, or with the environment variable RNNLAB_NO_NUMBA
         dXA    (T, B, G·H) out: ∂L/∂(pre-activations) as seen by W_ih, zero at masked steps;
         dHA    (T, B, len(hh_own)·H) out: W_hh's own blocks. For cells with grads_over_tape
                both are ignored: the gradients go over the tape's first blocks
-        dq     (B, n_extra, H) in/out: ∂L/∂q, one row per batch row (summed by the caller)
+        dq     (B, n_extra·H) in/out: ∂L/∂q, one row per batch row (summed by the caller)
         dh_trace (T, B, H) or None; out: the total ∂L/∂h_t of every step, as in recurrence
 
     step_weights(cell, W_hh, rows, backward=False, inference=False) -> StepWeights
@@ -65,7 +65,8 @@ direction's states inside a bidirectional layer's output); inputs are made so (a
 when needed).
 
 The first call of each cell and dtype compiles its loops (seconds); numba caches the machine
-code beside the package (`cache=True`), so later processes load it in well under a second.
+code on disk (beside the package, keyed by what the loops compute: rnnlab.fast.loops), so
+later processes load it in well under a second.
 """
 
 from __future__ import annotations
@@ -375,7 +376,8 @@ def _product_buffers(cell, B: int, H: int, dt) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _extra(q: np.ndarray | None, H: int, dt) -> np.ndarray:
-    return np.empty((0, H), dt) if q is None else _c(q, dt)
+    """The cell's extra parameters as the steps take them: one row of n_extra·H values."""
+    return np.empty(0, dt) if q is None else _c(q, dt).reshape(-1)
 
 
 def _carry(cs: np.ndarray | None, rows: int, B: int, dt) -> np.ndarray:
@@ -522,7 +524,7 @@ def backward_loop(
             np.copyto(dXA, tape[:, :, :GH])
             np.copyto(dHA, tape[:, :, GH : GH + dHA.shape[2]])
     if dq is None:
-        dq = np.empty((B, 0, H), dt)
+        dq = np.empty((B, 0), dt)
     hh = [np.empty((B, (hi - lo) * H if own else 0), dt) for (lo, hi), _ in cell.products]
     hh += [np.empty((B, 0), dt)] * (2 - len(hh))
     loop = loops.backward_for(cell)

@@ -36,7 +36,7 @@ import pathlib
 import types
 
 from numba import njit
-from numba.core.caching import FunctionCache
+from numba.core.caching import FunctionCache, IndexDataCacheFile
 
 from rnnlab.fast import kernels, rows  # noqa: F401  (rows registers the vocabulary)
 
@@ -52,6 +52,13 @@ class _StableCache(FunctionCache):
     def __init__(self, py_func, digest: str):
         super().__init__(py_func)
         self._digest = digest
+        # an index file of its own per digest: numba's save (read the index, add an entry)
+        # takes no lock, so two processes compiling two cells at once could cross entries
+        self._cache_file = IndexDataCacheFile(
+            cache_path=self._cache_path,
+            filename_base=f"{self._impl.filename_base}-{digest[:16]}",
+            source_stamp=self._impl.locator.get_source_stamp(),
+        )
 
     def _index_key(self, sig, codegen):
         return (sig, codegen.magic_tuple(), (self._digest,))
@@ -70,24 +77,49 @@ def _vocabulary_digest() -> str:
     return h.hexdigest()
 
 
-def _digest(value, h=None) -> str:
-    """A hash of what a compiled function computes: code, constants, names and closure
-    values, recursively through functions and numba dispatchers."""
+def _digest(value, h=None, seen=None) -> str:
+    """A hash of what a compiled function computes: code, constants, names, default
+    arguments, closure values and the values of the globals it names, recursively through
+    functions and numba dispatchers (a user's cell whose module constant changed compiles
+    again)."""
     top = h is None
     h = hashlib.sha256(_vocabulary_digest().encode()) if top else h
+    seen = set() if seen is None else seen
     fn = getattr(value, "py_func", value)
     if isinstance(fn, types.FunctionType):
+        if id(fn) in seen:  # recursion, or a helper met twice
+            h.update(f"<{fn.__qualname__}>".encode())
+            return h.hexdigest() if top else ""
+        seen.add(id(fn))
         _code_digest(fn.__code__, h)
+        for part in (fn.__defaults__, fn.__kwdefaults__):
+            _digest(part, h, seen)
         for cell in fn.__closure__ or ():
-            _digest(cell.cell_contents, h)
+            _digest(cell.cell_contents, h, seen)
+        for name in _all_names(fn.__code__):
+            if name in fn.__globals__:
+                h.update(name.encode())
+                _digest(fn.__globals__[name], h, seen)
+    elif isinstance(value, types.ModuleType):
+        h.update(f"module:{value.__name__};".encode())
     elif isinstance(value, (tuple, list)):
         h.update(b"(")
         for item in value:
-            _digest(item, h)
+            _digest(item, h, seen)
         h.update(b")")
+    elif isinstance(value, dict):
+        _digest(sorted(value.items(), key=repr), h, seen)
     else:
         h.update(f"{type(value).__name__}:{value!r};".encode())
     return h.hexdigest() if top else ""
+
+
+def _all_names(code: types.CodeType) -> list[str]:
+    names = list(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names += _all_names(const)
+    return names
 
 
 def _code_digest(code: types.CodeType, h) -> None:
@@ -256,8 +288,8 @@ def _loops(key):
                            t, prev, out, H, b0, b1)  # fmt: skip
                 product_back(da, dah, hh1, lo1, hi1, mixed1, src1, W1, dh, dsrc, tmp, H,
                              numpy_blas, b0, b1)  # fmt: skip
-                stage_back(g0, dsrc, dh, dc, q, hs, cs, tape, da, dah, dq, mask, has_mask, t,
-                           prev, out, H, b0, b1)  # fmt: skip
+                stage_back(g0, dsrc if src1 >= 0 else nothing, dh, dc, q, hs, cs, tape, da,
+                           dah, dq, mask, has_mask, t, prev, out, H, b0, b1)  # fmt: skip
             else:
                 stage_back(g0, nothing, dh, dc, q, hs, cs, tape, da, dah, dq, mask, has_mask,
                            t, prev, out, H, b0, b1)  # fmt: skip

@@ -107,7 +107,8 @@ def _select(condition, a, b):
     return lambda condition, a, b: a if condition else b
 
 
-@overload(pointwise.total, **_INLINE)
+@overload(pointwise.total, jit_options=kernels.SCALAR)  # IR-inlined, its loop's sum trips
+# numba's SSA check (NumbaIRAssumptionWarning); LLVM inlines it all the same
 def _total(x):
     if isinstance(x, types.Array):
         z = _dtype_of(x).type(0.0)
@@ -119,3 +120,28 @@ def _total(x):
             return s
 
         return impl
+
+
+@overload(pointwise.dot, jit_options=kernels.SCALAR)  # as total
+def _dot(x, y):
+    if isinstance(x, types.Array):
+        z = _dtype_of(x).type(0.0)
+
+        def impl(x, y):
+            s = z
+            for j in range(x.shape[-1]):
+                s += x[j] * y[j]
+            return s
+
+        return impl
+
+
+@overload(pointwise.sqrt, **_INLINE)
+def _sqrt(x):
+    if isinstance(x, types.Float):
+        return lambda x: np.sqrt(x)
+
+
+@overload(pointwise.column, **_INLINE)
+def _column(a, k):
+    return lambda a, k: a[k]
