@@ -30,6 +30,8 @@ import functools
 
 import numpy as np
 
+from rnnlab import ops
+
 
 @functools.lru_cache(maxsize=64)
 def _indices(n: int) -> np.ndarray:
@@ -69,8 +71,9 @@ def tanh(x):
 
 
 def sigmoid(x):
-    """σ(x) = 1 / (1 + e^{−x}), as 0.5·tanh(x/2) + 0.5: never overflows, one transcendental."""
-    return np.tanh(x * 0.5) * 0.5 + 0.5
+    """σ(x) = 1 / (1 + e^{−x}), as rnnlab.ops computes it for the losses too (0.5·tanh(x/2)
+    + 0.5: never overflows, one transcendental)."""
+    return ops.sigmoid(np.asarray(x))
 
 
 def relu(x):
