@@ -4,8 +4,8 @@ A cell is its equations. It declares
 
 - its shape: `gates` (G, the blocks of H rows stacked in W_ih, W_hh, b_ih, b_hh, PyTorch's
   layout), `has_c` (a carry of (h, c), or h alone), `tape` (the blocks of H values per step
-  its backward reads: gate activations and the like), `extra` (names of (H,) parameters of
-  its own, e.g. peephole weights);
+  its backward reads: gate activations and the like), `extra` (its own parameters, e.g.
+  peephole weights: a name for H values, (name, n) for n·H);
 - its recurrent products, `products`: which blocks of W_hh's rows multiply what, in order.
   ((0, G), None) is the one product h_{t-1} W_hhᵀ; the original GRU has two, the second on a
   block of its own tape (r ⊙ h_{t-1});
@@ -25,7 +25,8 @@ the cell's extra parameters one after the other, is one row of n_extra·H values
 whole batch):
 
     forward stage k:  f(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape)
-        xa    (G·H)  x_t W_ihᵀ, without b_ih          ha   product k's result, without b_hh
+        xa    (G·H)  x_t W_ihᵀ, without b_ih          ha   product k's result, without b_hh;
+                                                       the stage may overwrite it (scratch)
         q     (n_extra·H) the cell's extra parameters, in the order of `extra`
         writes h (and c, when has_c) and the tape row; may write tape blocks a later
         product reads (`products`)
@@ -36,7 +37,8 @@ whole batch):
         dc    in: ∂L/∂c_t; out: ∂L/∂c_{t-1}
         dsrc  ∂L/∂(the tape block the next product took), for a stage followed by a product
               on its tape; else an empty row
-        da    out: ∂L/∂ pre-activations as W_ih sees them (G·H); a stage writes its blocks
+        da    out: ∂L/∂ pre-activations as W_ih sees them (G·H); a stage writes its blocks.
+              An in_place cell finds its tape's first G blocks here on entry
         da_h  out: where W_hh sees another gradient: the blocks `hh_own`, in that order
         dq    (n_extra·H) in/out: add this step's ∂L/∂q
 
