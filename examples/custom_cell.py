@@ -20,10 +20,11 @@ from rnnlab.cells.pointwise import one, sigmoid, tanh, units
 
 
 def gate(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
+    H = h.shape[-1]  # every array a loop indexes is cut to the loop's H units
     for j in units(h):
-        f = sigmoid(xa[j] + b_ih[j] + ha[j] + b_hh[j])
-        tape[..., : h.shape[-1]][j] = f  # tape: f, n, u = f ⊙ h_{t-1}
-        tape[..., 2 * h.shape[-1] :][j] = f * h_prev[j]
+        f = sigmoid(xa[..., :H][j] + b_ih[..., :H][j] + ha[j] + b_hh[..., :H][j])
+        tape[..., :H][j] = f  # tape: f, n, u = f ⊙ h_{t-1}
+        tape[..., 2 * H :][j] = f * h_prev[j]
 
 
 def candidate(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):

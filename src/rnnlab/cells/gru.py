@@ -45,9 +45,14 @@ def _reset_after_steps():
         H = h.shape[-1]
         r, z, n, hn = blocks(tape, 4, H)
         ha_rz, ha_n = ha[..., : 2 * H], ha[..., 2 * H : 3 * H]
-        xa_n, b_in, b_hn = xa[..., 2 * H : 3 * H], b_ih[..., 2 * H :], b_hh[..., 2 * H :]
+        xa_n, b_in, b_hn = (
+            xa[..., 2 * H : 3 * H],
+            b_ih[..., 2 * H : 3 * H],
+            b_hh[..., 2 * H : 3 * H],
+        )
+        xa_rz, b_irz, b_hrz = xa[..., : 2 * H], b_ih[..., : 2 * H], b_hh[..., : 2 * H]
         for j in units(ha_rz):
-            ha_rz[j] = (xa[j] + b_ih[j]) + (ha_rz[j] + b_hh[j])
+            ha_rz[j] = (xa_rz[j] + b_irz[j]) + (ha_rz[j] + b_hrz[j])
         rz = tape[..., : 2 * H]
         for j in units(rz):
             rz[j] = sigmoid(ha_rz[j])
@@ -66,14 +71,17 @@ def _reset_after_steps():
         r, z, n = blocks(da, 3, H)
         hn = da_h
         da_r, da_z, da_n = r, z, n
-        for j in units(n):
+        for j in units(n):  # every read before the first write (pointwise's rules)
             r_, z_, n_, hn_, d = r[j], z[j], n[j], hn[j], dh[j]
             dn = (d * (one(d) - z_)) * (one(d) - n_ * n_)
-            da_z[j] = (d * (h_prev[j] - n_)) * (z_ * (one(d) - z_))
+            dz = (d * (h_prev[j] - n_)) * (z_ * (one(d) - z_))
+            dr = (dn * hn_) * (r_ * (one(d) - r_))
+            dh_prev = d * z_
+            da_z[j] = dz
             da_n[j] = dn
             da_h[j] = dn * r_
-            da_r[j] = (dn * hn_) * (r_ * (one(d) - r_))
-            dh[j] = d * z_
+            da_r[j] = dr
+            dh[j] = dh_prev
 
     return (forward,), (backward,)
 
@@ -83,8 +91,9 @@ def _original_steps():
     def gates(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
         H = h.shape[-1]
         r, z, n, u = blocks(tape, 4, H)
+        xa_rz, b_irz, b_hrz = xa[..., : 2 * H], b_ih[..., : 2 * H], b_hh[..., : 2 * H]
         for j in units(ha):  # through ha: xa may lie where r and z go
-            ha[j] = (xa[j] + b_ih[j]) + (ha[j] + b_hh[j])
+            ha[j] = (xa_rz[j] + b_irz[j]) + (ha[j] + b_hrz[j])
         rz = tape[..., : 2 * H]
         for j in units(rz):
             rz[j] = sigmoid(ha[j])
@@ -94,7 +103,11 @@ def _original_steps():
     def candidate(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
         H = h.shape[-1]
         r, z, n, u = blocks(tape, 4, H)
-        xa_n, b_in, b_hn = xa[..., 2 * H : 3 * H], b_ih[..., 2 * H :], b_hh[..., 2 * H :]
+        xa_n, b_in, b_hn = (
+            xa[..., 2 * H : 3 * H],
+            b_ih[..., 2 * H : 3 * H],
+            b_hh[..., 2 * H : 3 * H],
+        )
         for j in units(ha):
             ha[j] = (ha[j] + b_hn[j]) + (xa_n[j] + b_in[j])
         for j in units(n):
@@ -106,20 +119,25 @@ def _original_steps():
         H = h.shape[-1]
         _, z, n = blocks(da, 3, H)  # the gates on entry (Cell.in_place)
         da_z, da_n = z, n
-        for j in units(n):
+        for j in units(n):  # every read before the first write (pointwise's rules)
             z_, n_, d = z[j], n[j], dh[j]
-            da_z[j] = (d * (h_prev[j] - n_)) * (z_ * (one(d) - z_))
-            da_n[j] = (d * (one(d) - z_)) * (one(d) - n_ * n_)
-            dh[j] = d * z_
+            dz = (d * (h_prev[j] - n_)) * (z_ * (one(d) - z_))
+            dn = (d * (one(d) - z_)) * (one(d) - n_ * n_)
+            dh_prev = d * z_
+            da_z[j] = dz
+            da_n[j] = dn
+            dh[j] = dh_prev
 
     def gates_back(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
         H = h.shape[-1]
         r = da[..., :H]  # r on entry (Cell.in_place), then da_r
         da_r = r
-        for j in units(r):
+        for j in units(r):  # every read before the first write (pointwise's rules)
             r_, du = r[j], dsrc[j]
-            da_r[j] = (du * h_prev[j]) * (r_ * (one(du) - r_))
-            dh[j] = dh[j] + du * r_
+            dr = (du * h_prev[j]) * (r_ * (one(du) - r_))
+            dh_prev = dh[j] + du * r_
+            da_r[j] = dr
+            dh[j] = dh_prev
 
     return (gates, candidate), (gates_back, candidate_back)
 

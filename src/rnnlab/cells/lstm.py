@@ -122,7 +122,7 @@ def _steps(peephole: bool, coupled: bool, bound: float | None):
         if coupled:
             f, g, o = blocks(da, 3, H)
             dz_f, dz_g, dz_o = f, g, o
-            for j in units(c):
+            for j in units(c):  # every read before the first write (pointwise's rules)
                 f_, g_, o_ = f[j], g[j], o[j]
                 tc = tanh(c[j])
                 d_o = (dh[j] * tc) * (o_ * (one(tc) - o_))
@@ -132,20 +132,21 @@ def _steps(peephole: bool, coupled: bool, bound: float | None):
                 if clipping:
                     d_c = select(abs(c[j]) < bound, d_c, zero(tc))
                 d_f = (d_c * (c_prev[j] - g_)) * (f_ * (one(tc) - f_))
-                dz_o[j] = d_o
-                dz_g[j] = (d_c * (one(tc) - f_)) * (one(tc) - g_ * g_)
-                dz_f[j] = d_f
+                d_g = (d_c * (one(tc) - f_)) * (one(tc) - g_ * g_)
+                dc_prev = d_c * f_
                 if peephole:
+                    dc_prev = dc_prev + d_f * q[..., :H][j]
                     dq[..., :H][j] += d_f * c_prev[j]
                     dq[..., H : 2 * H][j] += d_o * c[j]
-                    dc[j] = d_c * f_ + d_f * q[..., :H][j]
-                else:
-                    dc[j] = d_c * f_
+                dz_o[j] = d_o
+                dz_g[j] = d_g
+                dz_f[j] = d_f
+                dc[j] = dc_prev
                 dh[j] = zero(tc)
         else:
             i, f, g, o = blocks(da, 4, H)
             dz_i, dz_f, dz_g, dz_o = i, f, g, o
-            for j in units(c):
+            for j in units(c):  # every read before the first write (pointwise's rules)
                 i_, f_, g_, o_ = i[j], f[j], g[j], o[j]
                 tc = tanh(c[j])
                 d_o = (dh[j] * tc) * (o_ * (one(tc) - o_))
@@ -156,17 +157,18 @@ def _steps(peephole: bool, coupled: bool, bound: float | None):
                     d_c = select(abs(c[j]) < bound, d_c, zero(tc))
                 d_i = (d_c * g_) * (i_ * (one(tc) - i_))
                 d_f = (d_c * c_prev[j]) * (f_ * (one(tc) - f_))
-                dz_o[j] = d_o
-                dz_i[j] = d_i
-                dz_f[j] = d_f
-                dz_g[j] = (d_c * i_) * (one(tc) - g_ * g_)
+                d_g = (d_c * i_) * (one(tc) - g_ * g_)
+                dc_prev = d_c * f_
                 if peephole:
+                    dc_prev = dc_prev + d_i * q[..., :H][j] + d_f * q[..., H : 2 * H][j]
                     dq[..., :H][j] += d_i * c_prev[j]
                     dq[..., H : 2 * H][j] += d_f * c_prev[j]
                     dq[..., 2 * H : 3 * H][j] += d_o * c[j]
-                    dc[j] = d_c * f_ + d_i * q[..., :H][j] + d_f * q[..., H : 2 * H][j]
-                else:
-                    dc[j] = d_c * f_
+                dz_o[j] = d_o
+                dz_i[j] = d_i
+                dz_f[j] = d_f
+                dz_g[j] = d_g
+                dc[j] = dc_prev
                 dh[j] = zero(tc)
 
     return (forward,), (backward,)

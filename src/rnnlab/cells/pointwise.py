@@ -5,8 +5,8 @@ indexed with a unit index `j` from `units(a)`, and the element-wise functions be
 what that indexing gives. Two callers run the same code:
 
 - the NumPy loop (rnnlab.recurrence) passes whole batch blocks, shape (B, n), and here
-  `units(a)` yields one index for all the units at once, so `h[j] = o[j] * tanh(c[j])` is
-  one NumPy expression over the block;
+  `units(a)` yields one index, `...`, so `h[j] = o[j] * tanh(c[j])` is one NumPy expression
+  over the block;
 - the compiled loops (rnnlab.fast) pass one batch row at a time, shape (n,), and numba's
   versions of these functions (registered by rnnlab.fast.rows) make `units(a)` the
   `range(n)` of a plain loop, which LLVM vectorises, and `tanh`, `sigmoid` scalar functions
@@ -16,9 +16,12 @@ So a step reads as its equations, line for line, with a `for j in units(...)` ar
 Blocks of a row (the gates of an LSTM) are `blocks(a, n, H)` or `a[..., lo:hi]`; per-unit
 parameters (an (n,) vector) index the same way and broadcast over the batch.
 
-Rules a step keeps, for the compiled loops:
-- read an element into a local before writing one that may share its memory (see
-  Cell.in_place): the compiled loops may pass the tape itself as `da`;
+Rules a step keeps:
+- every array a loop indexes has the width of the one `units` takes: cut wider rows to
+  the block (`xa[..., :2 * H]`); on NumPy `x[j]` is the whole block;
+- in each loop, read everything before the first write: on NumPy `x[j]` is a view, so a
+  value read from a place that is written later in the same loop would change with it (an
+  in-place cell's backward writes its gradients where it read its gates: Cell.in_place);
 - allocate nothing (no `np.empty`, no array expressions outside `[j]` indexing): the
   compiled loops run without numba's reference counting;
 - write constants as `one(x)`, `zero(x)`: a float32 row then computes in float32.
@@ -26,26 +29,15 @@ Rules a step keeps, for the compiled loops:
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 from rnnlab import ops
 
 
-@functools.lru_cache(maxsize=64)
-def _indices(n: int) -> np.ndarray:
-    index = np.arange(n)
-    index.flags.writeable = False
-    return index
-
-
 def units(a: np.ndarray) -> tuple:
-    """The unit indices of a row: `range(a.shape[-1])` in the compiled loops; here one index
-    that takes the whole block at once, `(..., arange(n))`. Indexed by it, an array gives a
-    copy (as a scalar read is a copy in the compiled loops) and takes writes in place, so a
-    value read before a write to the same place keeps what it read on both paths."""
-    return ((Ellipsis, _indices(a.shape[-1])),)
+    """The unit indices of a row: `range(a.shape[-1])` in the compiled loops; here one index,
+    `...`, that takes the whole block at once (a view: see the module's rules)."""
+    return (Ellipsis,)
 
 
 def blocks(a: np.ndarray, n: int, H: int) -> tuple[np.ndarray, ...]:
