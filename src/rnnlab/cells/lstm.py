@@ -49,13 +49,12 @@ from rnnlab.cells.pointwise import (
     blocks,
     clip,
     column,
-    dot,
+    normalise,
+    normalise_back,
     one,
     select,
     sigmoid,
-    sqrt,
     tanh,
-    total,
     units,
     zero,
 )
@@ -186,8 +185,6 @@ def _layer_norm_steps():
     three 1/√(var + ε); back, LN's gradient is r ⊙ (dv̂ − mean dv̂ − v̂ ⊙ mean(dv̂ ⊙ v̂)).
     W_hh sees ĥ's gradient, not z's: all four blocks are its own (hh_own)."""
 
-    # (LN's forward and backward are written out at each use: a step calls nothing but the
-    # vocabulary, which is what the compiled loops know how to compile)
     def forward(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
         H = h.shape[-1]
         G = 4 * H
@@ -197,20 +194,10 @@ def _layer_norm_steps():
         gamma_c, beta_c = q[..., 3 * G : 3 * G + H], q[..., 3 * G + H : 3 * G + 2 * H]
         for j in units(x_hat):
             x_hat[j] = xa[j] + b_ih[j]
-        mu = total(x_hat) / G
-        for j in units(x_hat):
-            x_hat[j] = x_hat[j] - mu
-        r_x = 1.0 / sqrt(dot(x_hat, x_hat) / G + LN_EPS)
-        for j in units(x_hat):
-            x_hat[j] = x_hat[j] * r_x
+        r_x = normalise(x_hat, x_hat, LN_EPS)
         for j in units(h_hat):
             h_hat[j] = ha[j] + b_hh[j]
-        mu = total(h_hat) / G
-        for j in units(h_hat):
-            h_hat[j] = h_hat[j] - mu
-        r_h = 1.0 / sqrt(dot(h_hat, h_hat) / G + LN_EPS)
-        for j in units(h_hat):
-            h_hat[j] = h_hat[j] * r_h
+        r_h = normalise(h_hat, h_hat, LN_EPS)
         z = tape[..., :G]
         for j in units(z):
             z[j] = gamma_x[j] * x_hat[j] + gamma_h[j] * h_hat[j] + beta[j]
@@ -222,12 +209,7 @@ def _layer_norm_steps():
             o[j] = sigmoid(o[j])
         for j in units(c):
             c[j] = f[j] * c_prev[j] + i[j] * g[j]
-        mu = total(c) / H
-        for j in units(c_hat):
-            c_hat[j] = c[j] - mu
-        r_c = 1.0 / sqrt(dot(c_hat, c_hat) / H + LN_EPS)
-        for j in units(c_hat):
-            c_hat[j] = c_hat[j] * r_c
+        r_c = normalise(c, c_hat, LN_EPS)
         for j in units(h):
             h[j] = o[j] * tanh(gamma_c[j] * c_hat[j] + beta_c[j])
         stats[..., 0:1] = r_x
@@ -253,9 +235,7 @@ def _layer_norm_steps():
             d_gamma_c[j] += dy * c_hat[j]
             d_beta_c[j] += dy
             dh[j] = dy * gamma_c[j]
-        r, m1, m2 = column(stats, 2), total(dh) / H, dot(dh, c_hat) / H
-        for j in units(dh):
-            dh[j] = r * (dh[j] - m1 - c_hat[j] * m2)
+        normalise_back(dh, c_hat, column(stats, 2))
         for j in units(c):
             i_, f_, g_ = i[j], f[j], g[j]
             d_c = dc[j] + dh[j]
@@ -271,12 +251,8 @@ def _layer_norm_steps():
             d_gamma_h[j] += dz * h_hat[j]
             da_h[j] = dz * gamma_h[j]
             da[j] = dz * gamma_x[j]
-        r, m1, m2 = column(stats, 0), total(da) / G, dot(da, x_hat) / G
-        for j in units(da):
-            da[j] = r * (da[j] - m1 - x_hat[j] * m2)
-        r, m1, m2 = column(stats, 1), total(da_h) / G, dot(da_h, h_hat) / G
-        for j in units(da_h):
-            da_h[j] = r * (da_h[j] - m1 - h_hat[j] * m2)
+        normalise_back(da, x_hat, column(stats, 0))
+        normalise_back(da_h, h_hat, column(stats, 1))
 
     return (forward,), (backward,)
 

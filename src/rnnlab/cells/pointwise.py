@@ -106,3 +106,22 @@ def sqrt(x):
 def column(a: np.ndarray, k: int):
     """Entry k of a row: a scalar in the compiled loops, one value per batch row here."""
     return a[..., k : k + 1]
+
+
+def normalise(v, out, eps):
+    """out = (v − mean v) / √(var v + ε) over a row's units (layer normalisation; v and out
+    may be one array); returns 1/√(var v + ε), a scalar in the compiled loops and one value
+    per batch row here."""
+    n = v.shape[-1]
+    out[...] = v - total(v) / n
+    r = 1.0 / sqrt(dot(out, out) / n + eps)
+    out[...] = out * r
+    return r
+
+
+def normalise_back(dv, v_hat, r):
+    """dv ← r ⊙ (dv − mean dv − v̂ ⊙ mean(dv ⊙ v̂)) in place: layer normalisation's gradient,
+    from ∂L/∂v̂ to ∂L/∂v, with r what `normalise` returned."""
+    n = dv.shape[-1]
+    m1, m2 = total(dv) / n, dot(dv, v_hat) / n
+    dv[...] = r * (dv - m1 - v_hat * m2)

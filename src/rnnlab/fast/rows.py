@@ -145,3 +145,45 @@ def _sqrt(x):
 @overload(pointwise.column, **_INLINE)
 def _column(a, k):
     return lambda a, k: a[k]
+
+
+@overload(pointwise.normalise, jit_options=kernels.SCALAR)  # not IR-inlined: as total
+def _normalise(v, out, eps):
+    if isinstance(v, types.Array):
+        z = _dtype_of(v).type(0.0)
+
+        def impl(v, out, eps):
+            n = v.shape[-1]
+            s = z
+            for j in range(n):
+                s += v[j]
+            mu = s / n
+            for j in range(n):
+                out[j] = v[j] - mu
+            ss = z
+            for j in range(n):
+                ss += out[j] * out[j]
+            r = 1.0 / np.sqrt(ss / n + eps)
+            for j in range(n):
+                out[j] = out[j] * r
+            return r
+
+        return impl
+
+
+@overload(pointwise.normalise_back, jit_options=kernels.SCALAR)
+def _normalise_back(dv, v_hat, r):
+    if isinstance(dv, types.Array):
+        z = _dtype_of(dv).type(0.0)
+
+        def impl(dv, v_hat, r):
+            n = dv.shape[-1]
+            s1, s2 = z, z
+            for j in range(n):
+                s1 += dv[j]
+                s2 += dv[j] * v_hat[j]
+            m1, m2 = s1 / n, s2 / n
+            for j in range(n):
+                dv[j] = r * (dv[j] - m1 - v_hat[j] * m2)
+
+        return impl
