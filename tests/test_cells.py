@@ -321,3 +321,36 @@ def test_gate_saturation_reads_a_coupled_lstms_three_gates():
     acts = m.forward(x).cache["tapes"][0].saved  # f, g, o
     o = acts[:, :, 2 * H :]
     np.testing.assert_allclose(sat.overall_high[0, 2], (o > 0.95).mean())
+
+
+@pytest.mark.parametrize(
+    "attrs,match",
+    [
+        (dict(products=(((0, 1), 0),), tape=1), r"the first product must be on h_\{t-1\}"),
+        (dict(products=(((0, 1), None), ((1, 2), 3)), tape=1), r"product source 3 is not one"),
+        (dict(hh_own=(5,)), r"hh_own \(5,\) outside the 2 gates"),
+        (dict(stages=()), r"has no forward step"),
+    ],
+)
+def test_cell_declarations_are_checked(attrs, match):
+    def step(*args):
+        return None
+
+    n = len(attrs.get("products", (None,)))  # one stage per product
+    base = dict(gates=2, tape=0, products=(((0, 2), None),), stages=(step,) * n,
+                backward_stages=(step,) * n)  # fmt: skip
+    cell_type = type("Bad", (Cell,), {**base, **attrs})
+    with pytest.raises(TypeError, match=match):
+        cell_type()
+
+
+def test_variant_settings_of_a_run_are_checked():
+    from rnnlab import models
+    from rnnlab.train import TrainConfig
+
+    with pytest.raises(ValueError, match=r"`cell_clip` must be a non-negative number"):
+        TrainConfig(task="adding", cell_clip=-1.0).validate()
+    with pytest.raises(ValueError, match=r"`layer_norm` must be unset unless cell = 'lstm'"):
+        TrainConfig(task="adding", cell="gru", layer_norm=True).validate()
+    with pytest.raises(ValueError, match=r"`coupled` must be unset for cell 'rnn'"):
+        models.make_recurrent("rnn", 2, 3, coupled=True)

@@ -69,12 +69,6 @@ def make_recurrent(
         dtype=dtype,
         rng=rng,
     )
-    if cell == "rnn":
-        return RNN(input_size, hidden_size, num_layers, **common)
-    if cell == "relu":
-        return RNN(input_size, hidden_size, num_layers, nonlinearity="relu", **common)
-    if cell == "irnn":
-        return RNN(input_size, hidden_size, num_layers, nonlinearity="relu", init="irnn", **common)
     variants = {"peephole": peephole, "coupled": coupled, "cell_clip": cell_clip,
                 "layer_norm": layer_norm}  # fmt: skip
     if cell == "lstm":
@@ -83,6 +77,12 @@ def make_recurrent(
     for name, value in variants.items():
         if value not in (False, None):
             _checks.fail(name, f"unset for cell {cell!r} (an option of the LSTM)", repr(value))
+    if cell == "rnn":
+        return RNN(input_size, hidden_size, num_layers, **common)
+    if cell == "relu":
+        return RNN(input_size, hidden_size, num_layers, nonlinearity="relu", **common)
+    if cell == "irnn":
+        return RNN(input_size, hidden_size, num_layers, nonlinearity="relu", init="irnn", **common)
     return GRU(input_size, hidden_size, num_layers, reset_after=cell == "gru", **common)
 
 
