@@ -468,10 +468,10 @@ def test_inference_reads_a_batch_first_input_where_it_lies(cell, monkeypatch):
 
     seen, cell_states = [], []
 
-    def loop(cell, X, W_ih, W_hh, b_ih, b_hh, q, hs, cs, *rest):
+    def loop(cell, X, W_ih, W_hh, b_ih, b_hh, q, hs, cs, *rest, **around):
         seen.append(X)
         cell_states.append(None if cs is None else cs.shape)
-        return infer_loop(cell, X, W_ih, W_hh, b_ih, b_hh, q, hs, cs, *rest)
+        return infer_loop(cell, X, W_ih, W_hh, b_ih, b_hh, q, hs, cs, *rest, **around)
 
     infer_loop = fast.infer_loop
     monkeypatch.setattr(fast, "infer_loop", loop)

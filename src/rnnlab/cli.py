@@ -22,6 +22,19 @@ class UsageError(ValueError):
     """A mistake in how rnnlab was called."""
 
 
+def _zoneout(text: str) -> float | list[float]:
+    """--zoneout P or P_H,P_C (checked against [0, 1) by the run's settings)."""
+    try:
+        parts = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a probability or two (p_h,p_c), got {text!r}"
+        ) from None
+    if len(parts) > 2:
+        raise argparse.ArgumentTypeError(f"expected one or two probabilities, got {text!r}")
+    return parts[0] if len(parts) == 1 else parts
+
+
 def _train_options(p: argparse.ArgumentParser) -> None:
     """Options that override TrainConfig fields. Defaults are SUPPRESS so that only what the
     user typed overrides the task's defaults and the --config file."""
@@ -49,6 +62,18 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--layer-norm", dest="layer_norm", action="store_true", default=S,
         help="LSTM: layer-normalised (Ba et al. 2016)",
+    )  # fmt: skip
+    g.add_argument(
+        "--proj-size", dest="proj_size", type=int, default=S,
+        help="LSTM/RNN: project h to this many units (Sak et al. 2014; PyTorch's proj_size)",
+    )  # fmt: skip
+    g.add_argument(
+        "--recurrent-dropout", dest="recurrent_dropout", type=float, default=S,
+        help="dropout on h_{t-1} in the recurrent products, one mask per sequence (Gal 2016)",
+    )  # fmt: skip
+    g.add_argument(
+        "--zoneout", type=_zoneout, default=S,
+        help="zoneout probability p, or p_h,p_c (Krueger et al. 2016)",
     )  # fmt: skip
     g = p.add_argument_group("optimisation")
     g.add_argument(

@@ -139,6 +139,20 @@ class Recurrent:
     Initial state (`initial_state`): "zeros", a number (the notes suggest 0.5) for every unit,
     or "learned": a parameter per layer and direction (`h0_l0`, `c0_l0_reverse`, …)
     broadcast over the batch. A `state` passed to forward overrides it.
+
+    What the library does around any cell's step (not the cell's equations, so every cell
+    has them):
+      - `proj_size=P` (0 < P < hidden_size; Sak, Senior & Beaufays 2014, PyTorch's proj_size):
+        the carry is h_t = W_hr h̃_t, P wide (`weight_hr_l0`, P × H): outputs, h_0 and the
+        next layer's input are P wide, c stays H wide. For cells that read h_{t-1} only
+        through W_hh (Cell.reads_h_prev False: the LSTM and Elman cells);
+      - `recurrent_dropout=p` (Gal & Ghahramani 2016): in training the recurrent products take
+        h_{t-1} ⊙ m, one mask m per sequence and layer for all its steps (kept units scaled
+        by 1/(1 − p)); for cells whose products all take h_{t-1};
+      - `zoneout=p` or (p_h, p_c) (Krueger et al. 2016): in training each unit keeps its
+        previous value with probability p, h_t = d ⊙ h_{t-1} + (1 − d) ⊙ h̃_t (c_t with p_c),
+        a fresh draw per step; in evaluation the expectation, d = p.
+    Their draws come from forward's `rng`, as dropout's do.
     """
 
     def __init__(
@@ -154,6 +168,9 @@ class Recurrent:
         merge: str = "concat",
         output_size: int | None = None,
         initial_state: str | float = "zeros",
+        proj_size: int = 0,
+        recurrent_dropout: float = 0.0,
+        zoneout: float | tuple[float, float] = 0.0,
         dtype=np.float32,
         rng=None,
     ):
@@ -199,8 +216,64 @@ class Recurrent:
                 _checks.describe(initial_state),
             )
         self.initial_state = initial_state
+        self._around(proj_size, recurrent_dropout, zoneout)
         self.params: dict[str, np.ndarray] = {}
         self.reset_parameters(_rng(rng))
+
+    def _around(self, proj_size, recurrent_dropout, zoneout) -> None:
+        """Check and keep the options applied around the cell's step (see the class)."""
+        cell = self.cell
+        if isinstance(proj_size, bool) or not isinstance(proj_size, (int, np.integer)):
+            _checks.fail("proj_size", "an integer (0: no projection)", _checks.describe(proj_size))
+        self.proj_size = int(proj_size)
+        if self.proj_size:
+            if not 0 < self.proj_size < self.hidden_size:
+                _checks.fail(
+                    "proj_size",
+                    f"0 or between 1 and hidden_size - 1 = {self.hidden_size - 1}",
+                    repr(self.proj_size),
+                    "The projection makes the carry narrower than the cell's H units.",
+                )
+            if cell.reads_h_prev:
+                _checks.fail(
+                    "proj_size",
+                    f"0 for {cell.describe()}",
+                    repr(self.proj_size),
+                    "Its step reads h_{t-1} itself, so its carry cannot be narrower than its "
+                    "units; the LSTM and Elman cells take a projection.",
+                )
+        self.recurrent_dropout = _checks.probability(recurrent_dropout, "recurrent_dropout")
+        if self.recurrent_dropout and any(src is not None for _, src in cell.products):
+            _checks.fail(
+                "recurrent_dropout",
+                f"0 for {cell.describe()}",
+                repr(recurrent_dropout),
+                "One of its recurrent products takes a block of its tape (the original GRU's "
+                "r ⊙ h_{t-1}), not h_{t-1}; use GRU(reset_after=True).",
+            )
+        single = not isinstance(zoneout, (tuple, list))
+        pair = (zoneout, zoneout if cell.has_c else 0.0) if single else zoneout
+        if len(pair) != 2:
+            _checks.fail("zoneout", "a probability or a pair (p_h, p_c)", _checks.describe(zoneout))
+        self.zoneout = tuple(_checks.probability(z, "zoneout") for z in pair)
+        if self.zoneout[0] and self.proj_size:
+            _checks.fail(
+                "zoneout",
+                "0 for h with proj_size (zoneout=(0, p_c) zones c alone)",
+                repr(zoneout),
+                "Zoning out the projected h would need masks of its own width; not built yet.",
+            )
+        if self.zoneout[1] and not cell.has_c:
+            _checks.fail(
+                "zoneout",
+                f"a single probability, or (p_h, 0), for {cell.describe()} (it has no cell state)",
+                repr(zoneout),
+            )
+
+    @property
+    def carry_size(self) -> int:
+        """P: the width of h (the projection's, or hidden_size)."""
+        return self.proj_size or self.hidden_size
 
     # ----------------------------------------------------------------- parameters
     @property
@@ -212,37 +285,39 @@ class Recurrent:
         if self.merge == "readout":
             return self.output_size
         if self.bidirectional and self.merge == "concat":
-            return 2 * self.hidden_size
-        return self.hidden_size
+            return 2 * self.carry_size
+        return self.carry_size
 
     def reset_parameters(self, rng: np.random.Generator) -> None:
         """PyTorch's default U(−1/√H, 1/√H) for every weight and bias, zeros for a cell's
         extra parameters, then the cell's own recipe (Cell.init)."""
         H, G, dt = self.hidden_size, self.cell.gates, self.dtype
-        D = len(self.directions)
+        D, P = len(self.directions), self.carry_size
         bound = 1.0 / np.sqrt(H)
         p: dict[str, np.ndarray] = {}
         for k in range(self.num_layers):
-            I = self.input_size if k == 0 else D * H
+            I = self.input_size if k == 0 else D * P
             for sfx in self.directions:
                 own = {
                     "weight_ih": _uniform(rng, (G * H, I), bound, dt),
-                    "weight_hh": _uniform(rng, (G * H, H), bound, dt),
+                    "weight_hh": _uniform(rng, (G * H, P), bound, dt),
                     "bias_ih": _uniform(rng, (G * H,), bound, dt),
                     "bias_hh": _uniform(rng, (G * H,), bound, dt),
                 }
                 own.update({n: np.zeros(rows * H, dt) for n, _, rows in self.cell.extra_rows})
                 self.cell.init(own, H, rng)
+                if self.proj_size:  # PyTorch's order: after the four, in the same law
+                    own["weight_hr"] = _uniform(rng, (P, H), bound, dt)
                 for name, value in own.items():
                     p[f"{name}_l{k}{sfx}"] = value
                 if self.initial_state == "learned":
-                    p[f"h0_l{k}{sfx}"] = np.zeros(H, dt)
+                    p[f"h0_l{k}{sfx}"] = np.zeros(P, dt)
                     if self.cell.has_c:
                         p[f"c0_l{k}{sfx}"] = np.zeros(H, dt)
         if self.merge == "readout":
             K, b = self.output_size, 1.0 / np.sqrt(H)
-            p["readout_weight"] = _uniform(rng, (K, H), b, dt)
-            p["readout_weight_reverse"] = _uniform(rng, (K, H), b, dt)
+            p["readout_weight"] = _uniform(rng, (K, P), b, dt)
+            p["readout_weight_reverse"] = _uniform(rng, (K, P), b, dt)
             p["readout_bias"] = np.zeros(K, dt)
         self.params = p
 
@@ -257,19 +332,38 @@ class Recurrent:
             np.concatenate([p[f"{n}_l{k}{sfx}"].reshape(-1, H) for n, _, _ in extra])
             if extra
             else None,
+            p[f"weight_hr_l{k}{sfx}"] if self.proj_size else None,
         )
+
+    def _noise(self, training: bool, rng, T: int, B: int) -> recurrence.Noise | None:
+        """One direction's masks for recurrent dropout and zoneout (recurrence.Noise)."""
+        p_drop, (z_h, z_c) = self.recurrent_dropout, self.zoneout
+        if not (p_drop and training) and not (z_h or z_c):
+            return None
+        dt, H, P = self.dtype, self.hidden_size, self.carry_size
+        noise = recurrence.Noise()
+        if p_drop and training:
+            kept = 1.0 - p_drop
+            noise.keep = (rng.random((B, P)) < kept).astype(dt) / dt.type(kept)
+        for name, z, wanted in (("zone_h", z_h, True), ("zone_c", z_c, self.cell.has_c)):
+            if z and wanted:
+                draw = (rng.random((T, B, H)) < z).astype(dt) if training else None
+                setattr(noise, name, draw if training else np.full((T, B, H), z, dt))
+        return noise
 
     # ----------------------------------------------------------------- state
     def _initial_states(self, state, B: int):
-        """Per (layer, direction): (h0, c0) arrays of shape (B, H)."""
+        """Per (layer, direction): (h0, c0) arrays of shape (B, P) and (B, H)."""
         L, D, H, dt = self.num_layers, len(self.directions), self.hidden_size, self.dtype
-        shape = (L * D, B, H)
+        P = self.carry_size
+        shape = (L * D, B, P)
         if state is not None:
             if self.cell.has_c:
                 if not isinstance(state, (tuple, list)) or len(state) != 2:
                     _checks.fail("state", "a pair (h0, c0) for an LSTM", _checks.describe(state))
                 h0 = _checks.float_array(state[0], "state[0] (h0)", shape=shape, dtype=dt)
-                c0 = _checks.float_array(state[1], "state[1] (c0)", shape=shape, dtype=dt)
+                c0 = _checks.float_array(state[1], "state[1] (c0)", shape=(L * D, B, H),
+                                         dtype=dt)  # fmt: skip
             else:
                 h0 = _checks.float_array(state, "state", shape=shape, dtype=dt)
                 c0 = None
@@ -278,7 +372,7 @@ class Recurrent:
         for k in range(L):
             for sfx in self.directions:
                 if self.initial_state == "learned":
-                    h0 = np.broadcast_to(self.params[f"h0_l{k}{sfx}"], (B, H))
+                    h0 = np.broadcast_to(self.params[f"h0_l{k}{sfx}"], (B, P))
                     c0 = (
                         np.broadcast_to(self.params[f"c0_l{k}{sfx}"], (B, H))
                         if self.cell.has_c
@@ -286,7 +380,7 @@ class Recurrent:
                     )
                 else:
                     value = 0.0 if self.initial_state == "zeros" else float(self.initial_state)
-                    h0 = np.full((B, H), value, dt)
+                    h0 = np.full((B, P), value, dt)
                     c0 = np.full((B, H), value, dt) if self.cell.has_c else None
                 out.append((h0, c0))
         return out
@@ -344,7 +438,8 @@ class Recurrent:
         if mask is not None and not self.batch_first:
             mask = np.asarray(mask).T if isinstance(mask, np.ndarray) else mask
         m = valid_mask(lengths, mask, B, T)
-        if training and self.dropout > 0 and self.num_layers > 1:
+        random = (self.dropout > 0 and self.num_layers > 1) or self.recurrent_dropout
+        if training and (random or any(self.zoneout)):
             if not isinstance(rng, np.random.Generator):
                 _checks.fail(
                     "rng", "a numpy Generator when training with dropout", _checks.describe(rng)
@@ -367,6 +462,7 @@ class Recurrent:
             ys_dirs = []
             D = len(self.directions)
             shared = self._shared_states(T, B) if D == 2 and self.merge == "concat" else None
+            noises = [self._noise(training, rng, T, B) for _ in range(D)]
             jobs = [
                 functools.partial(
                     recurrence.forward,
@@ -379,6 +475,7 @@ class Recurrent:
                     checkpoint_every=checkpoint_every,
                     keep_tape=grad,
                     hs_out=None if shared is None else shared[d],
+                    noise=noises[d],
                 )
                 for d, sfx in enumerate(self.directions)
             ]
@@ -419,7 +516,7 @@ class Recurrent:
         states h_0..h_T are rows 0..T, columns :H; the reverse direction's h_T..h_0 (its
         h_0 last) are rows 1..T + 1, columns H:; the output is rows 1..T. The H spare values
         at the end let rnnlab.fast view the reverse states' rows as whole rows of 2H."""
-        H, dt = self.hidden_size, self.dtype
+        H, dt = self.carry_size, self.dtype  # the states' width: P with a projection
         row = B * 2 * H
         flat = parallel.empty(((T + 2) * row + H,), dt)
         wide_fwd = flat[: (T + 1) * row].reshape(T + 1, B, 2 * H)
@@ -432,10 +529,10 @@ class Recurrent:
         where that pays (rnnlab.parallel.concurrently: by the products' FLOPs and, unless the
         per-step products take their weight packed, the bytes of the gates of one step)."""
         T, B, I = X.shape
-        H = self.hidden_size
+        H, P = self.hidden_size, self.carry_size
         GH = self.cell.gates * H
-        flops = 2 * T * B * GH * (I + H)
-        packed = recurrence.packs_step_weights(self.cell, (H, GH), X.dtype, inference)
+        flops = 2 * T * B * (GH * (I + P) + P * H * bool(self.proj_size))
+        packed = recurrence.packs_step_weights(self.cell, (P, GH), X.dtype, inference)
         return parallel.concurrently(jobs, flops, 0 if packed else B * GH * X.itemsize)
 
     def _merge(self, ys_dirs, concat):
@@ -469,7 +566,8 @@ class Recurrent:
         holds both. `retain_tape=True` keeps the tape for another backward pass (it then
         works on a copy of the gates)."""
         cache = f.cache
-        L, D, H, dt = self.num_layers, len(self.directions), self.hidden_size, self.dtype
+        L, D, H, dt = self.num_layers, len(self.directions), self.carry_size, self.dtype
+        Hc = self.hidden_size  # c's width (H is h's: P with a projection)
         tapes, m = cache["tapes"], cache["mask"]
         if tapes is None:
             _checks.fail(
@@ -513,7 +611,7 @@ class Recurrent:
             ]
 
         d_h0 = np.zeros((L * D, B, H), dt)
-        d_c0 = np.zeros((L * D, B, H), dt) if self.cell.has_c else None
+        d_c0 = np.zeros((L * D, B, Hc), dt) if self.cell.has_c else None
         dX = None
         for k in range(L - 1, -1, -1):
             dX = None
@@ -543,6 +641,8 @@ class Recurrent:
                 grads[f"bias_hh_l{k}{sfx}"] = g.b_hh
                 for name, row, rows in self.cell.extra_rows:
                     grads[f"{name}_l{k}{sfx}"] = g.q[row : row + rows].reshape(-1)
+                if self.proj_size:
+                    grads[f"weight_hr_l{k}{sfx}"] = g.W_hr
                 d_h0[j] = dh0
                 if d_c0 is not None:
                     d_c0[j] = dc0
@@ -551,7 +651,7 @@ class Recurrent:
                     used = not cache["given_state"]
                     grads[f"h0_l{k}{sfx}"] = dh0.sum(axis=0) if used else np.zeros(H, dt)
                     if d_c0 is not None:
-                        grads[f"c0_l{k}{sfx}"] = dc0.sum(axis=0) if used else np.zeros(H, dt)
+                        grads[f"c0_l{k}{sfx}"] = dc0.sum(axis=0) if used else np.zeros(Hc, dt)
             if cache["drops"][k] is not None and dX is not None:
                 dX = dX * cache["drops"][k]
             if k > 0:
@@ -563,7 +663,7 @@ class Recurrent:
         return Backward(dx, d_init, ordered)
 
     def _final_state_grads(self, d_state, n: int, B: int):
-        H, dt = self.hidden_size, self.dtype
+        H, dt = self.carry_size, self.dtype
         if d_state is None:
             return [None] * n, None if not self.cell.has_c else [None] * n
         shape = (n, B, H)
@@ -582,7 +682,9 @@ class Recurrent:
             dc = (
                 [None] * n
                 if dc is None
-                else _checks.float_array(dc, "d_state[1]", shape=shape, dtype=dt)
+                else _checks.float_array(
+                    dc, "d_state[1]", shape=(n, B, self.hidden_size), dtype=dt
+                )  # fmt: skip
             )
             return dh, dc
         return _checks.float_array(d_state, "d_state", shape=shape, dtype=dt), None
@@ -649,9 +751,10 @@ def LSTM(
     layer_norm: bool = False,
     **kwargs,
 ) -> Recurrent:
-    """LSTM, as PyTorch's nn.LSTM (gate order i, f, g, o). `forget_bias=1.0` sets the forget
-    gate's bias; `peephole`, `coupled`, `cell_clip`, `layer_norm` are the variants of
-    rnnlab.cells.lstm. The other keywords are Recurrent's."""
+    """LSTM, as PyTorch's nn.LSTM (gate order i, f, g, o; `proj_size` as PyTorch's, with
+    `weight_hr_l{k}`). `forget_bias=1.0` sets the forget gate's bias; `peephole`, `coupled`,
+    `cell_clip`, `layer_norm` are the variants of rnnlab.cells.lstm. The other keywords are
+    Recurrent's (proj_size, recurrent_dropout and zoneout among them)."""
     _layer_keywords(kwargs, "LSTM")
     cell = LSTMCell(forget_bias=forget_bias, init=init, peephole=peephole, coupled=coupled,
                     cell_clip=cell_clip, layer_norm=layer_norm)  # fmt: skip

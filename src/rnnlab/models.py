@@ -56,16 +56,24 @@ def make_recurrent(
     coupled=False,
     cell_clip=None,
     layer_norm=False,
+    proj_size=0,
+    recurrent_dropout=0.0,
+    zoneout=0.0,
     dtype=np.float32,
     rng=None,
 ) -> Recurrent:
-    """The recurrent layer for a cell name (see the module docstring); `peephole`, `coupled`
-    and `cell_clip` are the LSTM's variants (rnnlab.cells.lstm), refused for other cells."""
+    """The recurrent layer for a cell name (see the module docstring); `peephole`, `coupled`,
+    `cell_clip` and `layer_norm` are the LSTM's variants (rnnlab.cells.lstm), refused for
+    other cells; `proj_size`, `recurrent_dropout` and `zoneout` are Recurrent's, for the
+    cells that take them."""
     cell = _checks.choice(cell, "cell", CELLS)  # output-feedback cells are built by `build`
     common = dict(
         bidirectional=bidirectional,
         dropout=dropout,
         initial_state=initial_state,
+        proj_size=proj_size,
+        recurrent_dropout=recurrent_dropout,
+        zoneout=tuple(zoneout) if isinstance(zoneout, list) else zoneout,
         dtype=dtype,
         rng=rng,
     )
@@ -121,6 +129,9 @@ def build(spec: dict, *, dtype=np.float32, rng=None) -> Sequential:
         coupled=r.get("coupled", False),
         cell_clip=r.get("cell_clip"),
         layer_norm=r.get("layer_norm", False),
+        proj_size=r.get("proj_size", 0),
+        recurrent_dropout=r.get("recurrent_dropout", 0.0),
+        zoneout=r.get("zoneout", 0.0),
         dtype=dtype,
         rng=rng,
     )
@@ -260,6 +271,9 @@ def with_defaults(spec: dict) -> dict:
     r.setdefault("coupled", False)
     r.setdefault("cell_clip", None)
     r.setdefault("layer_norm", False)
+    r.setdefault("proj_size", 0)
+    r.setdefault("recurrent_dropout", 0.0)
+    r.setdefault("zoneout", 0.0)
     s.setdefault("readout", "steps")
     s.setdefault("output_dropout", 0.0)
     return s

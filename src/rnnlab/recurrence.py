@@ -40,6 +40,41 @@ class Params:
     b_ih: np.ndarray  # (G·H,)
     b_hh: np.ndarray  # (G·H,)
     q: np.ndarray | None = None  # (n_extra, H)
+    W_hr: np.ndarray | None = None  # (P, H): the projection of the carry, when proj_size
+
+
+@dataclass
+class Noise:
+    """The random masks of one direction's forward pass in training (and zoneout's
+    expectations in evaluation): what the library applies around any cell's step.
+
+    - keep (B, P): recurrent (variational) dropout, one mask per sequence for all steps
+      (Gal & Ghahramani 2016): the products take h_{t-1} ⊙ keep (keep: 0 or 1/(1 − p));
+    - zone_h, zone_c (T, B, H): zoneout (Krueger et al. 2016), the weight of the previous
+      state in the new one, h_t = d ⊙ h_{t-1} + (1 − d) ⊙ h̃_t: Bernoulli(p) draws in
+      training, p itself in evaluation (the expectation)."""
+
+    keep: np.ndarray | None = None
+    zone_h: np.ndarray | None = None
+    zone_c: np.ndarray | None = None
+
+    def window(self, a: int, b: int) -> Noise:
+        """The masks of steps a:b (a checkpointed segment)."""
+        return Noise(
+            self.keep,
+            None if self.zone_h is None else self.zone_h[a:b],
+            None if self.zone_c is None else self.zone_c[a:b],
+        )
+
+
+def _own(cell, p: Params, noise: Noise | None, rows: int, B: int, H: int, dtype):
+    """(own, own_c): where the cell writes its step's h̃_t (and c̃_t) when the library makes
+    the carry from them (a projection, zoneout), (rows, B, H) each; else None."""
+    noise = Noise() if noise is None else noise
+    projected = p.W_hr is not None or noise.zone_h is not None
+    own = parallel.empty((rows, B, H), dtype) if projected else None
+    own_c = parallel.empty((rows, B, H), dtype) if noise.zone_c is not None else None
+    return own, own_c
 
 
 @dataclass
@@ -54,6 +89,9 @@ class Tape:
     reverse: bool
     segments: tuple | None = None  # checkpointed: (k, the state entering each segment)
     consumed: bool = False  # set by backward: BPTT may have overwritten `saved` (see backward)
+    noise: Noise | None = None  # the masks the forward pass applied
+    own: np.ndarray | None = None  # (T, B, H): the cell's h̃_t before projection or zoneout
+    own_c: np.ndarray | None = None  # (T, B, H): its c̃_t before zoneout
 
     def slices(self) -> tuple[slice, slice]:
         """(previous-state rows, output rows) of `hs` for steps 0..T-1 in time order."""
@@ -67,6 +105,11 @@ def _fast():
     return fast if fast.available() else None
 
 
+def cell_width(cell, p: Params) -> int:
+    """H, the cell's units (W_hh has G·H rows; its columns are the carry's P)."""
+    return p.W_hh.shape[0] // cell.gates
+
+
 def _new_tape(cell, T: int, B: int, H: int, dtype) -> np.ndarray:
     return parallel.empty((T, B, cell.tape * H), dtype)
 
@@ -76,41 +119,53 @@ def _no_c(hs: np.ndarray) -> np.ndarray:
     return np.empty((hs.shape[0], hs.shape[1], 0), hs.dtype)
 
 
-def _projection_place(cell, T: int, hs: np.ndarray, saved: np.ndarray, reverse: bool):
+def _projection_place(cell, T: int, hs: np.ndarray, saved: np.ndarray, reverse: bool,
+                      own: np.ndarray | None = None):  # fmt: skip
     """Where the compiled loop can take the input projection, in place of a (T, B, G·H)
     scratch array: ("tape", its first G·H columns) for a cell whose steps run in place and
-    whose tape starts with G blocks; ("output", the output rows of hs) for a one-gate cell
-    whose steps run in place, when those rows are contiguous (not inside a bidirectional
-    layer's output); else (None, None)."""
+    whose tape starts with G blocks; ("output", where the step writes h: the output rows of
+    hs, or `own`) for a one-gate cell whose steps run in place, when those rows are
+    contiguous (not inside a bidirectional layer's output); else (None, None)."""
     if not cell.in_place:
         return None, None
-    GH = cell.gates * hs.shape[2]
+    H = saved.shape[2] // cell.tape if cell.tape else hs.shape[2]
+    GH = cell.gates * H
     if cell.tape >= cell.gates and saved.shape[0] == T:
         return "tape", saved[:, :, :GH]
+    if cell.gates == 1 and own is not None:
+        return ("output", own) if own.shape[0] == T else (None, None)
     if cell.gates == 1 and hs.flags.c_contiguous:
         return "output", hs[:-1] if reverse else hs[1:]
     return None, None
 
 
-def _loop_forward(cell, X, p: Params, W_hh, hs, cs, saved, mask, reverse) -> None:
-    """Project X and run the steps of one direction in place: hs (and cs, saved) get every
-    state. The projection is X W_ihᵀ without b_ih (the steps add it)."""
+def _loop_forward(cell, X, p: Params, W_hh, hs, cs, saved, mask, reverse, noise=None,
+                  own=None, own_c=None) -> None:  # fmt: skip
+    """Project X and run the steps of one direction in place: hs (and cs, saved, own,
+    own_c) get every state. The projection is X W_ihᵀ without b_ih (the steps add it)."""
     fast = _fast()
     T = X.shape[0]
     if fast is not None:
-        place, out = _projection_place(cell, T, hs, saved, reverse)
+        place, out = _projection_place(cell, T, hs, saved, reverse, own)
         XA = _project(X, p, out=out)
         fast.forward_loop(cell, XA, W_hh, p.b_ih, p.b_hh, p.q, hs, cs, saved, mask, reverse,
-                          xa_at=place)  # fmt: skip
+                          xa_at=place, W_hr=p.W_hr, noise=noise, own=own,
+                          own_c=own_c)  # fmt: skip
         return
     XA = _project(X, p)
     cs = _no_c(hs) if cs is None else cs
     q = np.empty(0, hs.dtype) if p.q is None else p.q.reshape(-1)
     keep = saved.shape[0] == T  # else one step, overwritten
+    noise = Noise() if noise is None else noise
     for t in range(T - 1, -1, -1) if reverse else range(T):
         prev, out = (t + 1, t) if reverse else (t, t + 1)
+        ti = t if keep else 0
         step_forward(cell, W_hh, q, XA[t], p.b_ih, p.b_hh, hs[prev], cs[prev], hs[out],
-                     cs[out], saved[t if keep else 0])  # fmt: skip
+                     cs[out], saved[ti], W_hr=p.W_hr, keep=noise.keep,
+                     zone_h=None if noise.zone_h is None else noise.zone_h[t],
+                     zone_c=None if noise.zone_c is None else noise.zone_c[t],
+                     own=None if own is None else own[ti],
+                     own_c=None if own_c is None else own_c[ti])  # fmt: skip
         if mask is not None and not mask[t].all():
             skip = ~mask[t][:, None]
             np.copyto(hs[out], hs[prev], where=skip)
@@ -133,20 +188,25 @@ def _left_factor(cell, da: np.ndarray, da_h: np.ndarray, lo: int, hi: int, H: in
 
 
 def _loop_backward(
-    cell, W_hh, q, hs, cs, saved, mask, reverse, dys, dh, dc, dXA, dHA, dq, dh_trace=None
+    cell, W_hh, q, hs, cs, saved, mask, reverse, dys, dh, dc, dXA, dHA, dq, dh_trace=None,
+    W_hr=None, noise=None, own=None, own_c=None, dHR=None,
 ):  # fmt: skip
     """BPTT over the steps of one direction: fills dXA/dHA (or, compiled, the tape for cells
-    with grads_over_tape) and dq, returns (dh_0, dc_0). `dys` must already be zero at
-    masked steps."""
+    with grads_over_tape), dq and dHR (∂L/∂h_t at each step, for the projection's gradient;
+    zero at masked steps), returns (dh_0, dc_0). `dys` must already be zero at masked
+    steps."""
     fast = _fast()
     if fast is not None:
         return fast.backward_loop(
-            cell, W_hh, q, hs, cs, saved, mask, reverse, dys, dh, dc, dXA, dHA, dq, dh_trace
-        )
-    T, B, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
+            cell, W_hh, q, hs, cs, saved, mask, reverse, dys, dh, dc, dXA, dHA, dq, dh_trace,
+            W_hr=W_hr, noise=noise, own=own, own_c=own_c, dHR=dHR,
+        )  # fmt: skip
+    T, B, P = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
     dt = hs.dtype
-    dh = np.zeros((B, H), dt) if dh is None else np.array(dh, dtype=dt)
+    noise = Noise() if noise is None else noise
+    dh = np.zeros((B, P), dt) if dh is None else np.array(dh, dtype=dt)
     if cell.has_c:
+        H = saved.shape[2] // cell.tape if cell.tape else P
         dc = np.zeros((B, H), dt) if dc is None else np.array(dc, dtype=dt)
     else:
         dc, cs = np.empty((B, 0), dt), _no_c(hs)
@@ -163,7 +223,14 @@ def _loop_backward(
         dh_in = dh.copy() if valid is None else np.where(valid, dh, 0.0).astype(dt)
         dc_in = dc.copy() if valid is None else np.where(valid, dc, 0.0).astype(dt)
         step_backward(cell, W_hh, q, hs[prev], cs[prev], hs[out], cs[out], saved[t], dh_in,
-                      dc_in, dXA[t], dHA[t], dq)  # fmt: skip
+                      dc_in, dXA[t], dHA[t], dq, W_hr=W_hr, keep=noise.keep,
+                      zone_h=None if noise.zone_h is None else noise.zone_h[t],
+                      zone_c=None if noise.zone_c is None else noise.zone_c[t],
+                      own=None if own is None else own[t],
+                      own_c=None if own_c is None else own_c[t],
+                      d_hr=None if dHR is None else dHR[t])  # fmt: skip
+        if dHR is not None and valid is not None:
+            dHR[t] *= valid
         if valid is None:
             dh, dc = dh_in, dc_in
         else:
@@ -172,37 +239,80 @@ def _loop_backward(
     return dh, (dc if cell.has_c else None)
 
 
-def step_forward(cell, W_hh, q, xa, b_ih, b_hh, h_prev, c_prev, h, c, saved) -> None:
+def step_forward(cell, W_hh, q, xa, b_ih, b_hh, h_prev, c_prev, h, c, saved, *, W_hr=None,
+                 keep=None, zone_h=None, zone_c=None, own=None, own_c=None) -> None:  # fmt: skip
     """One step on NumPy for a batch block: each of the cell's products, then its stage.
-    xa = x_t W_ihᵀ without b_ih; writes h (and c) and the step's tape `saved`."""
-    H = h.shape[-1]
+    xa = x_t W_ihᵀ without b_ih; writes h (and c) and the step's tape `saved`.
+
+    Around the cell (layer options, Noise): the products take h_{t-1} ⊙ keep; with a
+    projection W_hr (P, H) or zoneout the cell writes h̃_t into `own` (and c̃_t into `own_c`)
+    and the carry is h_t = h̃_t W_hrᵀ, or h_t = zone_h ⊙ h_{t-1} + (1 − zone_h) ⊙ h̃_t (and
+    c_t likewise with zone_c)."""
+    h_cell = h if own is None else own
+    c_cell = c if own_c is None else own_c
+    H = h_cell.shape[-1]
+    src_h = h_prev if keep is None else h_prev * keep
     for ((lo, hi), src), stage in zip(cell.products, cell.stages, strict=True):
-        A = h_prev if src is None else saved[..., src * H : (src + 1) * H]
+        A = src_h if src is None else saved[..., src * H : (src + 1) * H]
         ha = A @ W_hh[lo * H : hi * H].T
-        stage(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, saved)
+        stage(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h_cell, c_cell, saved)
+    if W_hr is not None:
+        h[...] = own @ W_hr.T
+    elif zone_h is not None:
+        h[...] = zone_h * h_prev + (1 - zone_h) * own
+    if zone_c is not None:
+        c[...] = zone_c * c_prev + (1 - zone_c) * own_c
 
 
-def step_backward(cell, W_hh, q, h_prev, c_prev, h, c, saved, dh, dc, da, da_h, dq) -> None:
+def step_backward(cell, W_hh, q, h_prev, c_prev, h, c, saved, dh, dc, da, da_h, dq, *,
+                  W_hr=None, keep=None, zone_h=None, zone_c=None, own=None, own_c=None,
+                  d_hr=None) -> None:  # fmt: skip
     """One step of BPTT on NumPy for a batch block: the cell's backward stages, last first,
     each followed by its product transposed. dh (and dc) go from ∂L/∂h_t to ∂L/∂h_{t-1} in
     place; da, da_h get the pre-activation gradients; dq (B, n_extra·H) accumulates. A cell
-    whose steps run in place finds its tape's first blocks in da and da_h (Cell.in_place)."""
-    H = h.shape[-1]
+    whose steps run in place finds its tape's first blocks in da and da_h (Cell.in_place).
+    The keywords are step_forward's; `d_hr` receives ∂L/∂h_t for the projection's gradient
+    (Σ_t ∂L/∂h_tᵀ h̃_t)."""
+    h_cell = h if own is None else own
+    c_cell = c if own_c is None else own_c
+    H = h_cell.shape[-1]
     if cell.in_place and saved.shape[-1] >= da.shape[-1] + da_h.shape[-1]:
-        GH, own = da.shape[-1], da_h.shape[-1]
+        GH, n_own = da.shape[-1], da_h.shape[-1]
         da[...] = saved[..., :GH]
-        if own:
-            da_h[...] = saved[..., GH : GH + own]
-    dsrc = np.empty(h.shape[:-1] + (0,), h.dtype)
+        if n_own:
+            da_h[...] = saved[..., GH : GH + n_own]
+    carried = None  # the part of ∂L/∂h_{t-1} that bypasses the cell
+    if W_hr is not None:
+        d_hr[...] = dh
+        dh_cell = dh @ W_hr
+        carried = np.zeros_like(dh)  # the cell reads h_{t-1} through its products only
+    elif zone_h is not None:
+        dh_cell = (1 - zone_h) * dh
+        carried = zone_h * dh
+    else:
+        dh_cell = dh
+    dc_cell = dc if zone_c is None else (1 - zone_c) * dc
+    dsrc = np.empty(h_cell.shape[:-1] + (0,), h_cell.dtype)
     for ((lo, hi), src), step in reversed(
         list(zip(cell.products, cell.backward_stages, strict=True))
     ):
-        step(dh, dc, dsrc, q, h_prev, c_prev, h, c, saved, da, da_h, dq)
+        step(dh_cell, dc_cell, dsrc, q, h_prev, c_prev, h_cell, c_cell, saved, da, da_h, dq)
         grad = _left_factor(cell, da, da_h, lo, hi, H) @ W_hh[lo * H : hi * H]
-        if src is None:
-            dh += grad
-        else:
+        if src is not None:
             dsrc = grad
+            continue
+        if keep is not None:
+            grad *= keep
+        if W_hr is not None:
+            carried += grad
+        else:
+            dh_cell += grad
+    if W_hr is not None:
+        dh[...] = carried
+    elif zone_h is not None:
+        dh[...] = dh_cell + carried
+    if zone_c is not None:
+        dc[...] = dc_cell + zone_c * dc
 
 
 def _step_weights(cell, W_hh: np.ndarray, B: int, backward: bool = False, inference=False):
@@ -239,16 +349,19 @@ def _project(X: np.ndarray, p: Params, out=None) -> np.ndarray:
 
 
 def _states(
-    T: int, B: int, H: int, dtype, has_c: bool, reverse: bool, h0, c0, hs=None, c_rows=0
+    T: int, B: int, H: int, dtype, has_c: bool, reverse: bool, h0, c0, hs=None, c_rows=0,
+    P: int | None = None,
 ):  # fmt: skip
-    """(hs, cs) of T + 1 rows with the initial state in place; hs is `hs` if given. With
-    c_rows = 2 (inference's loop, which keeps c_t in row t mod 2) cs has two rows only."""
+    """(hs, cs) of T + 1 rows with the initial state in place; hs is `hs` if given; hs has
+    P columns (a projected carry) or H. With c_rows = 2 (inference's loop, which keeps c_t
+    in row t mod 2) cs has two rows only."""
+    P = H if P is None else P
     if hs is None:
-        hs = parallel.empty((T + 1, B, H), dtype)
-    elif hs.shape != (T + 1, B, H) or hs.dtype != dtype or hs.strides[2] != hs.itemsize:
+        hs = parallel.empty((T + 1, B, P), dtype)
+    elif hs.shape != (T + 1, B, P) or hs.dtype != dtype or hs.strides[2] != hs.itemsize:
         _checks.fail(
             "hs_out",
-            f"a {np.dtype(dtype)} array of shape {(T + 1, B, H)} with contiguous rows",
+            f"a {np.dtype(dtype)} array of shape {(T + 1, B, P)} with contiguous rows",
             f"{hs.dtype} {hs.shape}, strides {hs.strides}",
         )
     cs = parallel.empty((c_rows or T + 1, B, H), dtype) if has_c else None
@@ -278,6 +391,7 @@ def forward(
     checkpoint_every: int = 0,
     keep_tape: bool = True,
     hs_out: np.ndarray | None = None,
+    noise: Noise | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, Tape | None]:
     """Run `cell` over X (T, B, I) from the initial state h0 (B, H) [and c0].
 
@@ -294,34 +408,39 @@ def forward(
     infers_without_projection says so, rnnlab.fast.infer_loop runs, whose outputs differ by
     float rounding only.
 
-    `hs_out` (T + 1, B, H), if given, receives the states (h_0 included, as the tape's `hs`)
-    instead of a new array: rows of H contiguous values, evenly spaced, e.g. one direction's
+    `hs_out` (T + 1, B, P), if given, receives the states (h_0 included, as the tape's `hs`)
+    instead of a new array: rows of P contiguous values, evenly spaced, e.g. one direction's
     half of a bidirectional layer's output, which then needs no concatenation. ys is then a
     view of it (but a new array where a mask zeroes outputs).
+
+    With a projection (p.W_hr, (P, H)) the states h are P wide and c H wide; `noise` holds
+    recurrent dropout's and zoneout's masks (Noise).
     """
     T, B, _ = X.shape
-    H = p.W_hh.shape[1]
+    H, P = cell_width(cell, p), p.W_hh.shape[1]
     fused = not keep_tape and infers_without_projection(cell, X.shape[2], H, X.dtype)
     if not fused:  # the fused loop reads the rows of x_t where they are (a batch-first view)
         X = np.ascontiguousarray(X)
     if checkpoint_every and checkpoint_every < T and keep_tape:
         W_hh = _step_weights(cell, p.W_hh, B)
         return _forward_checkpointed(
-            cell, p, X, W_hh, h0, c0, mask, reverse, checkpoint_every, hs_out
+            cell, p, X, W_hh, h0, c0, mask, reverse, checkpoint_every, hs_out, noise
         )
     # without a tape only the last cell state is wanted: inference keeps two rows of them
     two_c = not keep_tape and _fast() is not None  # the compiled loops: c_t in row t mod 2
-    hs, cs = _states(T, B, H, X.dtype, cell.has_c, reverse, h0, c0, hs_out, 2 if two_c else 0)
+    hs, cs = _states(T, B, H, X.dtype, cell.has_c, reverse, h0, c0, hs_out, 2 if two_c else 0,
+                     P)  # fmt: skip
     saved = _new_tape(cell, T if keep_tape else 1, B, H, X.dtype)
+    own, own_c = _own(cell, p, noise, T if keep_tape else 1, B, H, X.dtype)
     if fused:
-        _fast().infer_loop(
-            cell, X, p.W_ih, p.W_hh, p.b_ih, p.b_hh, p.q, hs, cs, saved, mask, reverse
-        )
+        _fast().infer_loop(cell, X, p.W_ih, p.W_hh, p.b_ih, p.b_hh, p.q, hs, cs, saved, mask,
+                           reverse, W_hr=p.W_hr, noise=noise, own=own,
+                           own_c=own_c)  # fmt: skip
     else:
         W_hh = _step_weights(cell, p.W_hh, B, inference=not keep_tape)
-        _loop_forward(cell, X, p, W_hh, hs, cs, saved, mask, reverse)
+        _loop_forward(cell, X, p, W_hh, hs, cs, saved, mask, reverse, noise, own, own_c)
 
-    tape = Tape(X, hs, cs, saved, mask, reverse)
+    tape = Tape(X, hs, cs, saved, mask, reverse, noise=noise, own=own, own_c=own_c)
     ys = hs[tape.slices()[1]]
     if not keep_tape:
         tape = None
@@ -337,30 +456,34 @@ def _segments(T: int, k: int, reverse: bool) -> list[tuple[int, int]]:
     return spans[::-1] if reverse else spans
 
 
-def _forward_checkpointed(cell, p, X, W_hh, h0, c0, mask, reverse, k, hs_out=None):
+def _forward_checkpointed(cell, p, X, W_hh, h0, c0, mask, reverse, k, hs_out=None,
+                          noise=None):  # fmt: skip
     T, B, _ = X.shape
-    H = p.W_hh.shape[1]
+    H, P = cell_width(cell, p), p.W_hh.shape[1]
     if hs_out is None:
-        ys = np.empty((T, B, H), X.dtype)
+        ys = np.empty((T, B, P), X.dtype)
     else:  # the outputs go where the caller wants the states; h_0 too, for the same layout
-        full, _ = _states(T, B, H, X.dtype, False, reverse, h0, None, hs_out)
+        full, _ = _states(T, B, H, X.dtype, False, reverse, h0, None, hs_out, P=P)
         ys = full[:-1] if reverse else full[1:]
     starts = []  # the state entering each segment, in processing order
     h, c = h0, c0
     for a, b in _segments(T, k, reverse):
         starts.append((h, c))
         L = b - a
-        hs, cs = _states(L, B, H, X.dtype, cell.has_c, reverse, h, c)
+        hs, cs = _states(L, B, H, X.dtype, cell.has_c, reverse, h, c, P=P)
         saved = _new_tape(cell, L, B, H, X.dtype)
         seg_mask = None if mask is None else mask[a:b]
-        _loop_forward(cell, X[a:b], p, W_hh, hs, cs, saved, seg_mask, reverse)
+        seg_noise = None if noise is None else noise.window(a, b)
+        own, own_c = _own(cell, p, seg_noise, L, B, H, X.dtype)
+        _loop_forward(cell, X[a:b], p, W_hh, hs, cs, saved, seg_mask, reverse, seg_noise, own,
+                      own_c)  # fmt: skip
         ys[a:b] = hs[:-1] if reverse else hs[1:]
         last = 0 if reverse else L
         h = hs[last].copy()
         c = cs[last].copy() if cs is not None else None
     if mask is not None:
         ys = np.where(mask[:, :, None], ys, 0.0).astype(X.dtype, copy=False)
-    tape = Tape(X, None, None, None, mask, reverse, segments=(k, starts))
+    tape = Tape(X, None, None, None, mask, reverse, segments=(k, starts), noise=noise)
     return ys, h, c, tape
 
 
@@ -411,24 +534,32 @@ def backward(
         saved = parallel.scratch("saved", saved.shape, saved.dtype)
         np.copyto(saved, tape.saved)
     return _bptt(cell, p, X, tape.hs, tape.cs, saved, mask, tape.reverse, dys, dh_T, dc_T,
-                 need_dX, dh_trace)  # fmt: skip
+                 need_dX, dh_trace, noise=tape.noise, own=tape.own,
+                 own_c=tape.own_c)  # fmt: skip
 
 
-def _bptt(cell, p, X, hs, cs, saved, mask, reverse, dys, dh, dc, need_dX, dh_trace, W_hh=None):
+def _bptt(cell, p, X, hs, cs, saved, mask, reverse, dys, dh, dc, need_dX, dh_trace, W_hh=None,
+          noise=None, own=None, own_c=None):  # fmt: skip
     """The backward loop, then the weight gradients and ∂L/∂X of one direction (or one
     checkpointed segment; W_hh: the weights as _step_weights prepared them, if it did)."""
     T, B, I = X.shape
-    GH, H = p.W_hh.shape
+    GH, P = p.W_hh.shape
+    H = cell_width(cell, p)
     dXA, dHA = _preact_grads(cell, saved, T, B, H, X.dtype)
     dq = None if p.q is None else np.zeros((B, p.q.size), X.dtype)
+    dHR = None if p.W_hr is None else parallel.scratch("proj", (T, B, P), X.dtype)
     if W_hh is None:
         W_hh = _step_weights(cell, p.W_hh, B, backward=True)
     dh, dc = _loop_backward(cell, W_hh, p.q, hs, cs, saved, mask, reverse, dys, dh, dc, dXA,
-                            dHA, dq, dh_trace)  # fmt: skip
+                            dHA, dq, dh_trace, p.W_hr, noise, own, own_c, dHR)  # fmt: skip
     prev = hs[1:] if reverse else hs[:-1]
+    if noise is not None and noise.keep is not None:
+        prev = prev * noise.keep  # what the products took
     grads = _weight_grads(cell, p, X, prev, saved, dXA, dHA)
     if dq is not None:
         grads.q = dq.sum(axis=0).reshape(p.q.shape)
+    if dHR is not None:
+        grads.W_hr = parallel.matmul(dHR.reshape(T * B, P).T, own.reshape(T * B, H))
     dX = parallel.matmul(dXA.reshape(T * B, GH), p.W_ih).reshape(T, B, I) if need_dX else None
     return dX, grads, dh, dc
 
@@ -451,14 +582,17 @@ def _weight_grads(cell, p: Params, X, hs_prev, saved, dXA, dHA) -> Params:
     to the threads, one product for each run of W_hh's rows that shares its gradients and
     inputs (the products' sources, own blocks apart)."""
     T, B, I = X.shape
-    GH, H = p.W_hh.shape
+    GH, P = p.W_hh.shape
+    H = GH // cell.gates
     dA_x = dXA.reshape(T * B, GH)
     dA_h = None if dHA is None else dHA.reshape(T * B, -1)
     X2 = X.reshape(T * B, I)
     blocks = []
     for (lo, hi), src in cell.products:
-        inputs = hs_prev if src is None else saved[:, :, src * H : (src + 1) * H]
-        inputs = inputs.reshape(T * B, H)
+        if src is None:
+            inputs = hs_prev.reshape(T * B, P)
+        else:
+            inputs = saved[:, :, src * H : (src + 1) * H].reshape(T * B, H)
         a = lo
         for k in range(lo, hi + 1):
             if k < hi and k not in cell.hh_own:
@@ -506,28 +640,33 @@ def _columns_of(view: np.ndarray, whole: np.ndarray) -> slice | None:
 
 
 def _backward_checkpointed(cell, p, tape, dys, dh, dc, need_dX, dh_trace):
-    X, mask, reverse = tape.X, tape.mask, tape.reverse
+    X, mask, reverse, noise = tape.X, tape.mask, tape.reverse, tape.noise
     T, B, I = X.shape
-    H = p.W_hh.shape[1]
+    H, P = cell_width(cell, p), p.W_hh.shape[1]
     k, starts = tape.segments
     W_fwd = _step_weights(cell, p.W_hh, B)
     W_back = _step_weights(cell, p.W_hh, B, backward=True)
     total = Params(
         np.zeros_like(p.W_ih), np.zeros_like(p.W_hh), np.zeros_like(p.b_ih), np.zeros_like(p.b_hh),
         None if p.q is None else np.zeros_like(p.q),
+        None if p.W_hr is None else np.zeros_like(p.W_hr),
     )  # fmt: skip
     dX = np.empty((T, B, I), X.dtype) if need_dX else None
     spans = _segments(T, k, reverse)
     for (a, b), (h, c) in zip(spans[::-1], starts[::-1], strict=True):
         L = b - a
         seg_mask = None if mask is None else mask[a:b]
-        hs, cs = _states(L, B, H, X.dtype, cell.has_c, reverse, h, c)
+        hs, cs = _states(L, B, H, X.dtype, cell.has_c, reverse, h, c, P=P)
         saved = _new_tape(cell, L, B, H, X.dtype)
-        _loop_forward(cell, X[a:b], p, W_fwd, hs, cs, saved, seg_mask, reverse)
+        seg_noise = None if noise is None else noise.window(a, b)
+        own, own_c = _own(cell, p, seg_noise, L, B, H, X.dtype)
+        _loop_forward(cell, X[a:b], p, W_fwd, hs, cs, saved, seg_mask, reverse, seg_noise, own,
+                      own_c)  # fmt: skip
         dXs, g, dh, dc = _bptt(cell, p, X[a:b], hs, cs, saved, seg_mask, reverse,
                                None if dys is None else dys[a:b], dh, dc, need_dX,
-                               None if dh_trace is None else dh_trace[a:b], W_back)  # fmt: skip
-        for name in ("W_ih", "W_hh", "b_ih", "b_hh", "q"):
+                               None if dh_trace is None else dh_trace[a:b], W_back, seg_noise,
+                               own, own_c)  # fmt: skip
+        for name in ("W_ih", "W_hh", "b_ih", "b_hh", "q", "W_hr"):
             if getattr(g, name) is not None:
                 getattr(total, name)[...] += getattr(g, name)
         if dX is not None:

@@ -92,6 +92,9 @@ class TrainConfig:
     coupled: bool = False
     cell_clip: float = 0.0  # 0 = none
     layer_norm: bool = False
+    proj_size: int = 0  # around any cell that takes them (rnnlab.layers.Recurrent); 0 = none
+    recurrent_dropout: float = 0.0
+    zoneout: float | list = 0.0  # p, or [p_h, p_c]
     # task parameters
     data: str = ""  # a text file for charlm ("" = the built-in corpus)
     T: int = 100  # sequence length of the synthetic memory tasks
@@ -155,6 +158,24 @@ class TrainConfig:
             and self.cell_clip >= 0
         ):
             _checks.fail("cell_clip", "a non-negative number (0: no clip)", repr(self.cell_clip))
+        for name in ("proj_size",):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                _checks.fail(name, "a non-negative integer (0: none)", _checks.describe(v))
+        _checks.probability(self.recurrent_dropout, "recurrent_dropout")
+        zones = self.zoneout if isinstance(self.zoneout, list) else [self.zoneout]
+        if len(zones) not in (1, 2):
+            _checks.fail("zoneout", "a probability or a pair [p_h, p_c]", repr(self.zoneout))
+        for z in zones:
+            _checks.probability(z, "zoneout")
+        around = [n for n in ("proj_size", "recurrent_dropout") if getattr(self, n)]
+        around += ["zoneout"] if any(zones) else []
+        if around and self.cell in FEEDBACK_CELLS:
+            _checks.fail(
+                around[0],
+                "unset for an output-feedback (Jordan) model",
+                f"{around[0]} with cell {self.cell!r}",
+            )
         variants = [n for n in ("peephole", "coupled", "layer_norm") if getattr(self, n)]
         variants += ["cell_clip"] if self.cell_clip else []
         if variants and self.cell != "lstm":

@@ -83,6 +83,10 @@ class Cell:
     (`grads_over_tape`): no (T, B, G·H) array beside it. (A loop that reads one view and
     writes another over the same memory runs scalar: LLVM's overlap check fails.)"""
     hh_own: tuple[int, ...] = ()
+    reads_h_prev: bool = True
+    """False when the steps read h_{t-1} only through the products (`h_prev` unused): then
+    the carry may be a projection of the cell's output (Recurrent's proj_size), whose width
+    the steps never see."""
     stages: tuple[Callable, ...] = ()
     backward_stages: tuple[Callable, ...] = ()
 

@@ -58,6 +58,7 @@ class ElmanCell(Cell):
     gates = 1
     products = (((0, 1), None),)
     in_place = True  # h_t[j] is written after xa[j] is read: the projection goes into hs
+    reads_h_prev = False
 
     def __init__(self, nonlinearity: str = "tanh", *, init: str = "uniform"):
         self.nonlinearity = _checks.choice(nonlinearity, "nonlinearity", ("tanh", "relu"))

@@ -266,6 +266,7 @@ class LSTMCell(Cell):
 
     has_c = True
     in_place = True
+    reads_h_prev = False  # h_{t-1} enters through W_hh only: a projected carry may be narrower
 
     def __init__(
         self,

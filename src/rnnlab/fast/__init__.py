@@ -357,7 +357,7 @@ def _prepared(cell, W, dt, rows, np_blas, backward, inference=False) -> StepWeig
             )
         return W
     W = np.asarray(W)
-    H = W.shape[1]
+    H = W.shape[0] // cell.gates  # W_hh's columns are the carry's (P with a projection)
     factors = []
     for (lo, hi), _ in cell.products:
         block = W[lo * H : hi * H]
@@ -384,6 +384,30 @@ def _carry(cs: np.ndarray | None, rows: int, B: int, dt) -> np.ndarray:
     return np.empty((rows, B, 0), dt) if cs is None else cs
 
 
+def _around(W_hr, noise, own, own_c, B: int, dt, backward: bool, np_blas: bool,
+            inference: bool = False):  # fmt: skip
+    """The loops' key for the options around the cell's step, and their arguments:
+    (W_r, keep, zh, zc, own, ownc) with empty stand-ins for what is off."""
+    keep = None if noise is None else noise.keep
+    zh = None if noise is None else noise.zone_h
+    zc = None if noise is None else noise.zone_c
+    key = (W_hr is not None, keep is not None, zh is not None, zc is not None)
+    if W_hr is None:
+        W_r = _no_weight(dt)
+    else:
+        W_r = _weight(W_hr if backward else W_hr.T, dt, B, np_blas, inference)
+    none2, none3 = np.empty((0, 0), dt), np.empty((0, 0, 0), dt)
+    args = (
+        W_r,
+        none2 if keep is None else _c(keep, dt),
+        none3 if zh is None else _c(zh, dt),
+        none3 if zc is None else _c(zc, dt),
+        none3 if own is None else own,
+        none3 if own_c is None else own_c,
+    )
+    return key, args
+
+
 def forward_loop(
     cell,
     XA: np.ndarray,
@@ -399,15 +423,23 @@ def forward_loop(
     *,
     xa_at: str | None = None,
     numpy_blas: bool | None = None,
+    W_hr: np.ndarray | None = None,
+    noise=None,
+    own: np.ndarray | None = None,
+    own_c: np.ndarray | None = None,
 ) -> None:
     """Run the forward time loop of `cell`, writing hs[, cs] and the tape in place. `xa_at`:
-    where XA lies if not apart, "tape" (its first G·H columns) or "output" (the output rows
-    of hs), for cells whose steps run in place: the loop reads it there (see loops)."""
+    where XA lies if not apart, "tape" (its first G·H columns) or "output" (where the step
+    writes h), for cells whose steps run in place: the loop reads it there (see loops).
+    Around the cell (rnnlab.recurrence.step_forward): W_hr (P, H) a projection of the
+    carry, noise (recurrence.Noise) the dropout and zoneout masks, own (own_c) (T, B, H)
+    where the cell writes h̃_t (c̃_t) when the library makes the carry from them."""
     from rnnlab.fast import blas, loops
 
     np_blas = blas.NUMPY_CBLAS and numpy_blas is not False
     dt = hs.dtype
-    T, B, H = XA.shape[0], hs.shape[1], hs.shape[2]
+    T, B, P = XA.shape[0], hs.shape[1], hs.shape[2]
+    H = P if own is None else own.shape[2]
     GH = cell.gates * H
     W = _prepared(cell, W_hh, dt, B, np_blas, backward=False)
     hs = _wide(hs)
@@ -415,11 +447,18 @@ def forward_loop(
         XA = _c(XA, dt)
     ha0, ha1 = _product_buffers(cell, B, H, dt)
     m, has_mask = _mask_arg(mask)
-    loop = loops.forward_for(cell, xa_at or "apart")
+    key, around = _around(W_hr, noise, own, own_c, B, dt, False, np_blas)
+    loop = loops.forward_for(cell, xa_at or "apart", key)
     args = (XA, _no_weight(dt), _c(b_ih, dt), *W.factors, _c(b_hh, dt), _extra(q, H, dt),
-            hs, _carry(cs, T + 1, B, dt), tape, m, has_mask, bool(reverse), np_blas, H,
-            np.empty((0, 0), dt), ha0, ha1)  # fmt: skip
+            hs, _carry(cs, T + 1, B, dt), tape, m, has_mask, bool(reverse), np_blas, H, P,
+            np.empty((0, 0), dt), ha0, ha1, *around, *_around_buffers(key, B, P, dt))  # fmt: skip
     _run_parts(loop, args, (T, B, GH, H), np_blas)
+
+
+def _around_buffers(key: tuple, B: int, P: int, dt) -> tuple[np.ndarray, np.ndarray]:
+    """(h_{t-1} ⊙ keep, the projection's result): (B, P) each where used."""
+    proj, drop = key[0], key[1]
+    return (np.empty((B, P if drop else 0), dt), np.empty((B, P if proj else 0), dt))
 
 
 @functools.cache
@@ -449,17 +488,24 @@ def infer_loop(
     tape: np.ndarray,
     mask: np.ndarray | None,
     reverse: bool,
+    *,
+    W_hr: np.ndarray | None = None,
+    noise=None,
+    own: np.ndarray | None = None,
+    own_c: np.ndarray | None = None,
 ) -> None:
     """Forward without a tape (inference): each step computes x_t W_ihᵀ from x_t where it
     lies (a time-major view X (T, B, I) of a batch-first input is read in place; X is
     copied only where its rows are not evenly spaced at least a row apart, _spaced_rows),
-    then the cell's products and steps as forward_loop does. `tape` has one step."""
+    then the cell's products and steps as forward_loop does. `tape` (own, own_c) has one
+    step."""
     from rnnlab.fast import blas, loops
 
     np_blas = blas.NUMPY_CBLAS
     dt = hs.dtype
     T, B, I = X.shape
-    H = hs.shape[2]
+    P = hs.shape[2]
+    H = P if own is None else own.shape[2]
     GH = cell.gates * H
     hs = _wide(hs)
     W_x = _weight(_c(W_ih, dt).T, dt, B, np_blas, inference=True)
@@ -467,11 +513,12 @@ def infer_loop(
     X = _spaced_rows(_rows(X, dt))
     ha0, ha1 = _product_buffers(cell, B, H, dt)
     m, has_mask = _mask_arg(mask)
-    loop = loops.forward_for(cell, "project")
+    key, around = _around(W_hr, noise, own, own_c, B, dt, False, np_blas, inference=True)
+    loop = loops.forward_for(cell, "project", key)
     rows = 2 if cs is None else cs.shape[0]
     args = (X, W_x, _c(b_ih, dt), *W.factors, _c(b_hh, dt), _extra(q, H, dt), hs,
-            _carry(cs, rows, B, dt), tape, m, has_mask, bool(reverse), np_blas, H,
-            np.empty((B, GH), dt), ha0, ha1)  # fmt: skip
+            _carry(cs, rows, B, dt), tape, m, has_mask, bool(reverse), np_blas, H, P,
+            np.empty((B, GH), dt), ha0, ha1, *around, *_around_buffers(key, B, P, dt))  # fmt: skip
     _run_parts(loop, args, (T, B, GH, I + H), np_blas)
 
 
@@ -493,14 +540,21 @@ def backward_loop(
     dh_trace: np.ndarray | None = None,
     *,
     numpy_blas: bool | None = None,
+    W_hr: np.ndarray | None = None,
+    noise=None,
+    own: np.ndarray | None = None,
+    own_c: np.ndarray | None = None,
+    dHR: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """BPTT through the time loop of `cell`: fills dXA and dHA (or the tape, for cells with
-    grads_over_tape) and dq, returns (dh0, dc0)."""
+    grads_over_tape), dq and, with a projection W_hr, dHR (T, B, P) (∂L/∂h_t, zero at
+    masked steps); returns (dh0, dc0). The keywords are forward_loop's."""
     from rnnlab.fast import blas, loops
 
     np_blas = blas.NUMPY_CBLAS and numpy_blas is not False
     dt = hs.dtype
-    B, H = hs.shape[1], hs.shape[2]
+    B, P = hs.shape[1], hs.shape[2]
+    H = P if own is None else own.shape[2]
     T = tape.shape[0] if cell.grads_over_tape else dXA.shape[0]
     GH = cell.gates * H
     hs = _wide(hs)
@@ -509,12 +563,12 @@ def backward_loop(
     has_dys, has_trace = dys is not None, dh_trace is not None
     dys = _rows(dys, dt) if has_dys else np.empty((0, 0, 0), dt)
     trace = dh_trace if has_trace else np.empty((0, 0, 0), dt)
-    dh = np.zeros((B, H), dt) if dh is None else np.array(dh, dtype=dt, order="C")
+    dh = np.zeros((B, P), dt) if dh is None else np.array(dh, dtype=dt, order="C")
     if cell.has_c:
         dc = np.zeros((B, H), dt) if dc is None else np.array(dc, dtype=dt, order="C")
     else:
         dc = np.empty((B, 0), dt)
-    own = len(cell.hh_own) * H
+    own_width = len(cell.hh_own) * H
     if cell.grads_over_tape:
         dXA = dHA = np.empty((0, 0, 0), dt)
     else:
@@ -525,11 +579,17 @@ def backward_loop(
             np.copyto(dHA, tape[:, :, GH : GH + dHA.shape[2]])
     if dq is None:
         dq = np.empty((B, 0), dt)
-    hh = [np.empty((B, (hi - lo) * H if own else 0), dt) for (lo, hi), _ in cell.products]
+    hh = [np.empty((B, (hi - lo) * H if own_width else 0), dt) for (lo, hi), _ in cell.products]
     hh += [np.empty((B, 0), dt)] * (2 - len(hh))
-    loop = loops.backward_for(cell)
+    key, around = _around(W_hr, noise, own, own_c, B, dt, True, np_blas)
+    loop = loops.backward_for(cell, key)
+    proj, zone_h, zone_c = key[0], key[2], key[3]
+    dHR = dHR if proj else np.empty((0, 0, 0), dt)
+    dcell = np.empty((B, H if proj or zone_h else 0), dt)
+    dccell = np.empty((B, H if zone_c else 0), dt)
     args = (*W.factors, _extra(q, H, dt), hs, _carry(cs, T + 1, B, dt), tape, dXA, dHA, m,
             has_mask, bool(reverse), dys, has_dys, dh, dc, trace, has_trace, np_blas, H, dq,
-            np.empty((B, H), dt), hh[0], hh[1], np.empty((B, H), dt))  # fmt: skip
+            np.empty((B, H), dt), hh[0], hh[1], np.empty((B, P), dt), *around, dHR, dcell,
+            dccell)  # fmt: skip
     _run_parts(loop, args, (T, B, GH, H), np_blas)
     return dh, (dc if cell.has_c else None)

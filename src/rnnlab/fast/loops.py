@@ -22,6 +22,13 @@ What the loops do with a cell's declarations:
   overlap checks (two arguments with the same address make those checks fail, and the
   loops run scalar).
 
+Around the cell, by the layer's options (`Around`, part of the loops' key, so each
+combination compiles its own loops and the others pay nothing): a projection of the carry
+(the cell writes h̃_t into `own`, h_t = h̃_t W_hrᵀ), recurrent dropout (the products take
+h_{t-1} ⊙ keep), zoneout (h_t, c_t mixed from h̃_t, c̃_t in `own`, `own_c` and the previous
+carry by the step's masks); rnnlab.recurrence.step_forward/step_backward are the same
+arithmetic on NumPy.
+
 Every loop touches the batch rows b0 ≤ b < b1 only (the rows of a batch never interact),
 so rnnlab.fast can run parts of one batch on several threads. Masked rows (mask[t, b]
 False) copy the previous carry forward and get no gradient. The compiled code is cached
@@ -143,9 +150,12 @@ def _inline(fn):
 
 
 @functools.cache
-def _loops(key):
-    """The compiled loops for a cell's key (Cell.key)."""
+def _loops(key, around=(False, False, False, False)):
+    """The compiled loops for a cell's key (Cell.key) and the options around its step:
+    (projection, recurrent dropout, zoneout of h, zoneout of c)."""
     stages, backward_stages, products, G, hh_own, over_tape, _ = key
+    proj, drop, zone_h, zone_c = around
+    has_own = proj or zone_h
     f0 = _inline(stages[0])
     f1 = _inline(stages[1]) if len(stages) > 1 else f0
     g0 = _inline(backward_stages[0])
@@ -155,25 +165,30 @@ def _loops(key):
     (lo1, hi1), src1 = products[1] if two else products[0]
     src0 = -1 if src0 is None else src0
     src1 = -1 if src1 is None else src1
-    own = tuple(hh_own)
-    n_own = len(own)
+    own_blocks = tuple(hh_own)
+    n_own = len(own_blocks)
     # per product: the left factor of its transposed product needs assembling when one of
     # its blocks is W_hh's own (da_h), not a block of da
-    mixed0 = any(lo0 <= k < hi0 for k in own)
-    mixed1 = two and any(lo1 <= k < hi1 for k in own)
+    mixed0 = any(lo0 <= k < hi0 for k in own_blocks)
+    mixed1 = two and any(lo1 <= k < hi1 for k in own_blocks)
 
     def make_forward(xa_at: str):
         in_tape, in_output, project = xa_at == "tape", xa_at == "output", xa_at == "project"
 
-        def _stage(f, src, W, ha, XA, b_ih, b_hh, q, hs, cs, tape, xa_buf, t, ti, prev, out, cp,
-                   co, H, numpy_blas, b0, b1):  # fmt: skip
-            """One product (on h_{t-1} or a block of the tape) and the stage f after it."""
-            if src < 0:
-                kernels.gemm(hs[prev, b0:b1, :H], W, ha[b0:b1], numpy_blas)
+        def _stage(f, src, W, ha, XA, b_ih, b_hh, q, hs, cs, tape, xa_buf, own, ownc, hk, t, ti,
+                   prev, out, cp, co, H, P, numpy_blas, b0, b1):  # fmt: skip
+            """One product (on h_{t-1}, h_{t-1} ⊙ keep in hk, or a block of the tape) and the
+            stage f after it."""
+            if src < 0 and drop:
+                kernels.gemm(hk[b0:b1], W, ha[b0:b1], numpy_blas)
+            elif src < 0:
+                kernels.gemm(hs[prev, b0:b1, :P], W, ha[b0:b1], numpy_blas)
             else:
                 kernels.gemm(tape[ti, b0:b1, src * H : (src + 1) * H], W, ha[b0:b1], numpy_blas)
             for b in range(b0, b1):
-                row, h = tape[ti, b], hs[out, b, :H]  # each passed once: one pointer
+                row = tape[ti, b]  # each passed once: one pointer
+                h = own[ti, b] if has_own else hs[out, b, :P]
+                c = ownc[ti, b] if zone_c else cs[co, b]
                 if in_tape:
                     xa = row
                 elif in_output:
@@ -182,35 +197,67 @@ def _loops(key):
                     xa = xa_buf[b]
                 else:
                     xa = XA[t, b]
-                f(xa, b_ih, ha[b], b_hh, q, hs[prev, b, :H], cs[cp, b], h, cs[co, b], row)
+                f(xa, b_ih, ha[b], b_hh, q, hs[prev, b, :P], cs[cp, b], h, c, row)
 
         stage = njit(inline="always", **JIT)(_stage)
 
+        def _carry(W_r, keep, zh, zc, hs, cs, own, ownc, pbuf, t, ti, prev, out, cp, co, P,
+                   numpy_blas, b0, b1):  # fmt: skip
+            """The carry from what the cell wrote (`own`, `ownc`): projected, or zoned out."""
+            if proj:
+                kernels.gemm(own[ti, b0:b1], W_r, pbuf[b0:b1], numpy_blas)
+                for b in range(b0, b1):
+                    kernels.copy_into(pbuf[b], hs[out, b, :P])
+            elif zone_h:
+                for b in range(b0, b1):
+                    d, h_, p_, m = zh[t, b], hs[out, b, :P], hs[prev, b, :P], own[ti, b]
+                    for j in range(P):
+                        h_[j] = d[j] * p_[j] + (1 - d[j]) * m[j]
+            if zone_c:
+                for b in range(b0, b1):
+                    d, c_, p_, m = zc[t, b], cs[co, b], cs[cp, b], ownc[ti, b]
+                    for j in range(c_.shape[0]):
+                        c_[j] = d[j] * p_[j] + (1 - d[j]) * m[j]
+
+        carry = njit(inline="always", **JIT)(_carry)
+
         def forward(XA, W_x, b_ih, W0, W1, b_hh, q, hs, cs, tape, mask, has_mask, reverse,
-                    numpy_blas, H, xa_buf, ha0, ha1, b0, b1):  # fmt: skip
+                    numpy_blas, H, P, xa_buf, ha0, ha1, W_r, keep, zh, zc, own, ownc, hk, pbuf,
+                    b0, b1):  # fmt: skip
             """One direction's forward pass over the rows b0:b1. XA: x_t W_ihᵀ for every
             step (T, B, G·H), or X itself (T, B, I) when the loop projects each step
-            (`project`, inference: x_t W_x into xa_buf). tape may have one step (no backward
-            follows) and cs two rows (c_t in row t mod 2)."""
+            (`project`, inference: x_t W_x into xa_buf). tape (and own, ownc) may have one
+            step (no backward follows) and cs two rows (c_t in row t mod 2). H: the cell's
+            units; P: the carry's (hs may be wider: a block of columns). Around the cell:
+            W_r the projection (H, P), keep (B, P), zh, zc (T, B, H) the masks, hk (B, P)
+            and pbuf (B, P) buffers."""
             T = XA.shape[0]
-            keep = tape.shape[0] == T
+            keep_all = tape.shape[0] == T
             c_rows = cs.shape[0]
             for s in range(T):
                 t = T - 1 - s if reverse else s
-                ti = t if keep else 0
+                ti = t if keep_all else 0
                 prev, out = (t + 1, t) if reverse else (t, t + 1)
                 cp, co = prev % c_rows, out % c_rows
                 if project:
                     kernels.gemm(XA[t, b0:b1], W_x, xa_buf[b0:b1], numpy_blas)
-                stage(f0, src0, W0, ha0, XA, b_ih, b_hh, q, hs, cs, tape, xa_buf, t, ti, prev,
-                      out, cp, co, H, numpy_blas, b0, b1)  # fmt: skip
+                if drop:
+                    for b in range(b0, b1):
+                        hp, m, k = hs[prev, b, :P], hk[b], keep[b]
+                        for j in range(P):
+                            m[j] = hp[j] * k[j]
+                stage(f0, src0, W0, ha0, XA, b_ih, b_hh, q, hs, cs, tape, xa_buf, own, ownc, hk,
+                      t, ti, prev, out, cp, co, H, P, numpy_blas, b0, b1)  # fmt: skip
                 if two:
-                    stage(f1, src1, W1, ha1, XA, b_ih, b_hh, q, hs, cs, tape, xa_buf, t, ti,
-                          prev, out, cp, co, H, numpy_blas, b0, b1)  # fmt: skip
+                    stage(f1, src1, W1, ha1, XA, b_ih, b_hh, q, hs, cs, tape, xa_buf, own, ownc,
+                          hk, t, ti, prev, out, cp, co, H, P, numpy_blas, b0, b1)  # fmt: skip
+                if has_own or zone_c:
+                    carry(W_r, keep, zh, zc, hs, cs, own, ownc, pbuf, t, ti, prev, out, cp, co,
+                          P, numpy_blas, b0, b1)  # fmt: skip
                 if has_mask:
                     for b in range(b0, b1):
                         if not mask[t, b]:
-                            kernels.copy_into(hs[prev, b, :H], hs[out, b, :H])
+                            kernels.copy_into(hs[prev, b, :P], hs[out, b, :P])
                             kernels.copy_into(cs[cp, b], cs[co, b])
 
         return _cached_jit(forward)
@@ -224,31 +271,41 @@ def _loops(key):
             dst = row[(k - lo) * H : (k - lo + 1) * H]
             m = -1
             for i in range(n_own):
-                if own[i] == k:
+                if own_blocks[i] == k:
                     m = i
             src = da[b, k * H : (k + 1) * H] if m < 0 else dah[b, m * H : (m + 1) * H]
             kernels.copy_into(src, dst)
 
     left_factor = njit(inline="always", **JIT)(_left_factor)
 
-    def _stage_back(g, dsrc, dh, dc, q, hs, cs, tape, da, dah, dq, mask, has_mask, t, prev, out,
-                    H, b0, b1):  # fmt: skip
+    def _stage_back(g, dsrc, dh, dc, q, hs, cs, tape, da, dah, dq, mask, has_mask, h_own, c_own,
+                    t, prev, out, P, b0, b1):  # fmt: skip
         """The backward stage g on the valid rows (an in-place cell gets the tape row as da:
         one pointer for what it reads and writes)."""
         for b in range(b0, b1):
             if not has_mask or mask[t, b]:
                 row = tape[t, b]
-                g(dh[b], dc[b], dsrc[b], q, hs[prev, b, :H], cs[prev, b], hs[out, b, :H],
-                  cs[out, b], row, row if over_tape else da[b], dah[b], dq[b])  # fmt: skip
+                h = h_own[t, b] if has_own else hs[out, b, :P]
+                c = c_own[t, b] if zone_c else cs[out, b]
+                g(dh[b], dc[b], dsrc[b], q, hs[prev, b, :P], cs[prev, b], h, c, row,
+                  row if over_tape else da[b], dah[b], dq[b])  # fmt: skip
 
     stage_back = njit(inline="always", **JIT)(_stage_back)
 
-    def _product_back(da, dah, buf, lo, hi, mixed, src, W, dh, dsrc, tmp, H, numpy_blas, b0, b1):
-        """A product transposed: into ∂L/∂h_{t-1} (source h_{t-1}) or ∂L/∂ its tape block."""
+    def _product_back(da, dah, buf, lo, hi, mixed, src, W, dh, dsrc, tmp, keep, H, numpy_blas,
+                      b0, b1):  # fmt: skip
+        """A product transposed: into ∂L/∂h_{t-1} (source h_{t-1}; through the dropout mask
+        `keep`) or ∂L/∂ its tape block."""
         for b in range(b0, b1):
             left_factor(da, dah, buf, lo, hi, mixed, b, H)
         A = buf[b0:b1] if mixed else da[b0:b1, lo * H : hi * H]
-        if src < 0:
+        if src < 0 and drop:
+            kernels.gemm(A, W, tmp[b0:b1], numpy_blas)
+            for b in range(b0, b1):
+                d, g, k = dh[b], tmp[b], keep[b]
+                for j in range(d.shape[0]):
+                    d[j] += g[j] * k[j]
+        elif src < 0:
             kernels.gemm_acc(A, W, dh[b0:b1], numpy_blas, tmp[b0:b1])
         else:
             kernels.gemm(A, W, dsrc[b0:b1], numpy_blas)
@@ -256,15 +313,22 @@ def _loops(key):
     product_back = njit(inline="always", **JIT)(_product_back)
 
     def backward(W0, W1, q, hs, cs, tape, dXA, dHA, mask, has_mask, reverse, dys, has_dys, dh,
-                 dc, trace, has_trace, numpy_blas, H, dq, dsrc, hh0, hh1, tmp, b0, b1):  # fmt: skip
+                 dc, trace, has_trace, numpy_blas, H, dq, dsrc, hh0, hh1, tmp, W_r, keep, zh, zc,
+                 own, ownc, dHR, dcell, dccell, b0, b1):  # fmt: skip
         """BPTT over the rows b0:b1: dXA (dHA) get ∂L/∂pre-activations, dh (dc) go from
         ∂L/∂h_T (∂L/∂c_T) to ∂L/∂h_0 (∂L/∂c_0). With grads_over_tape dXA and dHA are
         unused: the gradients go over the tape. dsrc: (B, H) buffer for the gradient of a
         second product's source; hh0, hh1: (B, width) buffers for assembled left factors;
-        tmp: (B, H) buffer for numba's np.dot."""
+        tmp: (B, P) buffer for numba's np.dot and the dropout mask. Around the cell: W_r
+        the projection (P, H), keep, zh, zc the forward's masks, own, ownc what the cell
+        wrote, dHR (T, B, P) out: ∂L/∂h_t for the projection's gradient, dcell, dccell
+        (B, H) the cell's ∂L/∂h̃_t, ∂L/∂c̃_t."""
         T = dXA.shape[0] if not over_tape else tape.shape[0]
+        P = dh.shape[1]
         GH = G * H
         nothing = dsrc[:, :0]
+        DH = dcell if has_own else dh  # what the cell's backward stages take
+        DC = dccell if zone_c else dc
         for s in range(T):
             t = s if reverse else T - 1 - s
             prev, out = (t + 1, t) if reverse else (t, t + 1)
@@ -283,34 +347,64 @@ def _loops(key):
                 if not valid:
                     kernels.fill(da[b, :GH], da.dtype.type(0.0))
                     kernels.fill(dah[b], da.dtype.type(0.0))
+            if proj:  # ∂L/∂h̃_t = ∂L/∂h_t W_hr; h_{t-1} reaches h_t through W_hh only
+                kernels.gemm(dh[b0:b1], W_r, dcell[b0:b1], numpy_blas)
+                for b in range(b0, b1):
+                    if not has_mask or mask[t, b]:
+                        kernels.copy_into(dh[b], dHR[t, b])
+                        kernels.fill(dh[b], dh.dtype.type(0.0))
+                    else:
+                        kernels.fill(dHR[t, b], dh.dtype.type(0.0))
+            elif zone_h:
+                for b in range(b0, b1):
+                    if not has_mask or mask[t, b]:
+                        d, g, e = zh[t, b], dh[b], dcell[b]
+                        for j in range(P):
+                            e[j] = (1 - d[j]) * g[j]
+                            g[j] = d[j] * g[j]
+            if zone_c:
+                for b in range(b0, b1):
+                    if not has_mask or mask[t, b]:
+                        d, g, e = zc[t, b], dc[b], dccell[b]
+                        for j in range(g.shape[0]):
+                            e[j] = (1 - d[j]) * g[j]
+                            g[j] = d[j] * g[j]
             if two:
-                stage_back(g1, nothing, dh, dc, q, hs, cs, tape, da, dah, dq, mask, has_mask,
-                           t, prev, out, H, b0, b1)  # fmt: skip
-                product_back(da, dah, hh1, lo1, hi1, mixed1, src1, W1, dh, dsrc, tmp, H,
+                stage_back(g1, nothing, DH, DC, q, hs, cs, tape, da, dah, dq, mask, has_mask,
+                           own, ownc, t, prev, out, P, b0, b1)  # fmt: skip
+                product_back(da, dah, hh1, lo1, hi1, mixed1, src1, W1, dh, dsrc, tmp, keep, H,
                              numpy_blas, b0, b1)  # fmt: skip
-                stage_back(g0, dsrc if src1 >= 0 else nothing, dh, dc, q, hs, cs, tape, da,
-                           dah, dq, mask, has_mask, t, prev, out, H, b0, b1)  # fmt: skip
+                stage_back(g0, dsrc if src1 >= 0 else nothing, DH, DC, q, hs, cs, tape, da,
+                           dah, dq, mask, has_mask, own, ownc, t, prev, out, P, b0,
+                           b1)  # fmt: skip
             else:
-                stage_back(g0, nothing, dh, dc, q, hs, cs, tape, da, dah, dq, mask, has_mask,
-                           t, prev, out, H, b0, b1)  # fmt: skip
-            product_back(da, dah, hh0, lo0, hi0, mixed0, src0, W0, dh, dsrc, tmp, H,
+                stage_back(g0, nothing, DH, DC, q, hs, cs, tape, da, dah, dq, mask, has_mask,
+                           own, ownc, t, prev, out, P, b0, b1)  # fmt: skip
+            product_back(da, dah, hh0, lo0, hi0, mixed0, src0, W0, dh, dsrc, tmp, keep, H,
                          numpy_blas, b0, b1)  # fmt: skip
+            for b in range(b0, b1):  # the direct parts the cell left in its own buffers
+                if not has_mask or mask[t, b]:
+                    if zone_h and not proj:
+                        kernels.add_into(dh[b], dcell[b])
+                    if zone_c:
+                        kernels.add_into(dc[b], dccell[b])
 
     return make_forward, _cached_jit(backward)
 
 
 @functools.cache
-def _forward(key, xa_at: str):
-    return _loops(key)[0](xa_at)
+def _forward(key, xa_at: str, around: tuple):
+    return _loops(key, around)[0](xa_at)
 
 
-def forward_for(cell, xa_at: str):
+def forward_for(cell, xa_at: str, around=(False, False, False, False)):
     """The compiled forward loop of a cell, by where it reads x_t W_ihᵀ: "apart" (XA),
-    "tape" (the tape's first G·H columns), "output" (the output rows of hs), or "project"
-    (computed at every step from X: inference)."""
-    return _forward(cell.key, xa_at)
+    "tape" (the tape's first G·H columns), "output" (where the step writes h), or "project"
+    (computed at every step from X: inference); `around`: (projection, recurrent dropout,
+    zoneout of h, of c)."""
+    return _forward(cell.key, xa_at, tuple(around))
 
 
-def backward_for(cell):
-    """The compiled BPTT loop of a cell."""
-    return _loops(cell.key)[1]
+def backward_for(cell, around=(False, False, False, False)):
+    """The compiled BPTT loop of a cell (`around` as forward_for's)."""
+    return _loops(cell.key, tuple(around))[1]
