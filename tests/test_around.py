@@ -260,3 +260,16 @@ def test_the_command_line_trains_and_resumes_bit_for_bit(tmp_path):
     assert any(name.endswith("weight_hr_l0") for name in a.model)
     for name, value in a.model.items():
         np.testing.assert_array_equal(value, b.model[name], err_msg=name)
+
+
+def test_the_gradient_diagnostics_see_a_projected_carry():
+    """The lag profile traces ∂L/∂h_t of the P-wide carry; the one-step Jacobians, which
+    differentiate the cell's step alone, refuse a projected layer by name."""
+    from rnnlab import diagnostics as dg
+
+    m = LSTM(I, H, 2, proj_size=2, bidirectional=True, rng=0)
+    x = np.random.default_rng(11).standard_normal((B, T, I)).astype(np.float32)
+    prof = dg.gradient_by_lag(m, x, lengths=LENGTHS)
+    assert np.isfinite(prof.mean[:, 0]).all()
+    with pytest.raises(ValueError, match=r"`layer` must be a layer without proj_size or zoneout"):
+        dg.step_jacobians(m, x)

@@ -62,7 +62,13 @@ VARIANTS = {
     "lstm-cell-clip": {"cell_clip": 3.0},
     "lstm-peephole-coupled-clip": {"peephole": True, "coupled": True, "cell_clip": 3.0},
     "lstm-layer-norm": {"layer_norm": True},
+    # around the cell (Recurrent's options): the carry projected to H/2, recurrent dropout,
+    # zoneout (the draws are part of a training step's price)
+    "lstm-proj": {"proj_size": 64},
+    "lstm-recurrent-dropout": {"recurrent_dropout": 0.25},
+    "lstm-zoneout": {"zoneout": (0.1, 0.1)},
 }
+LAYER_OPTIONS = ("proj_size", "recurrent_dropout", "zoneout")  # Recurrent's, not the cell's
 VARIANT_SHAPE = "S2"  # where the variants are timed unless --shapes says otherwise
 MODES = ("train", "infer")
 DIRECTIONS = ("uni", "bi")
@@ -229,6 +235,8 @@ def rnnlab_step(pair: Pair, mode: str, checkpoint_every: int = 0) -> Callable[[]
     if mode == "infer":  # as torch's inference_mode: no tape for a backward pass
         return lambda: layer.forward(x, grad=False)
     options = {"checkpoint_every": checkpoint_every} if checkpoint_every else {}
+    if getattr(layer, "recurrent_dropout", 0) or any(getattr(layer, "zoneout", ())):
+        options["rng"] = np.random.default_rng(0)  # the masks' draws
 
     def train():
         f = layer.forward(x, training=True, **options)
@@ -823,8 +831,12 @@ def variant_study(
         B, T, I, H = SHAPES[shape]
         plain = make_pair(None, Config("lstm", shape, False))
         for name in variants:
-            layer = Recurrent(LSTMCell(**VARIANTS[name]), I, H, dtype=np.float32, rng=0)
-            pair = Pair(layer, None, plain.x, plain.y, None, None)
+            options = VARIANTS[name]
+            cell = LSTMCell(**{k: v for k, v in options.items() if k not in LAYER_OPTIONS})
+            around = {k: v for k, v in options.items() if k in LAYER_OPTIONS}
+            layer = Recurrent(cell, I, H, dtype=np.float32, rng=0, **around)
+            y = plain.y[..., : layer.output_features]  # a projected output is narrower
+            pair = Pair(layer, None, plain.x, np.ascontiguousarray(y), None, None)
             for mode in modes:
                 times = interleaved(
                     {"lstm": rnnlab_step(plain, mode), "variant": rnnlab_step(pair, mode)},

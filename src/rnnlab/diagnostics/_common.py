@@ -20,10 +20,19 @@ from rnnlab.layers import Forward, Recurrent
 STABLE_HORIZON = 100
 
 
-def check_layer(layer: object) -> Recurrent:
+def check_layer(layer: object, one_step: bool = False) -> Recurrent:
+    """The layer, checked; `one_step`: for diagnostics that differentiate the cell's own step
+    (the Jacobians), which do not see a projection or zoneout around it yet."""
     if not isinstance(layer, Recurrent):
         _checks.fail(
             "layer", "an rnnlab Recurrent layer (rnnlab.RNN, LSTM or GRU)", _checks.describe(layer)
+        )
+    if one_step and (layer.proj_size or any(layer.zoneout)):
+        _checks.fail(
+            "layer",
+            "a layer without proj_size or zoneout for the one-step Jacobians",
+            f"proj_size={layer.proj_size}, zoneout={layer.zoneout}",
+            "The lag profiles (rnnlab.diagnostics.gradient_by_lag) take such layers.",
         )
     return layer  # type: ignore[return-value]
 
@@ -86,7 +95,7 @@ def valid_steps(f: Forward, T: int, B: int) -> np.ndarray:
 
 def output_grad_to_directions(layer: Recurrent, f: Forward, dO: np.ndarray) -> list[np.ndarray]:
     """∂L/∂output (T, B, F), time-major → ∂L/∂(top layer's output) per direction (T, B, H)."""
-    H = layer.hidden_size
+    H = layer.carry_size
     if len(layer.directions) == 1:
         return [dO]
     if layer.merge == "concat":
@@ -111,7 +120,7 @@ def traced_backward(
     `dys_top`: ∂L/∂(top layer's outputs) per direction (time-major) or None; `dh_n`: ∂L/∂(final
     h) per (layer, direction) or None. The forward pass must have run with training=False.
     """
-    L, D, H = layer.num_layers, len(layer.directions), layer.hidden_size
+    L, D, H = layer.num_layers, len(layer.directions), layer.carry_size
     tapes = f.cache["tapes"]
     T, B = tapes[0].X.shape[:2]
     traces: list[np.ndarray] = [np.empty(0)] * (L * D)

@@ -192,7 +192,7 @@ def step_jacobians(
     s is h (Elman, GRU) or (h, c) concatenated (LSTM, S = 2H); s_prev is the state step t read:
     s_{t−1} running forward, s_{t+1} in reverse. Elman: J_t = diag(φ'(a_t)) W_hh.
     """
-    check_layer(layer)
+    check_layer(layer, one_step=True)
     tape, p, n, _, _, layer = _sample_tape(layer, x, lengths, sample, layer_index, direction)
     return np.stack([_step_jacobian(layer.cell, p, tape, t) for t in range(n)])
 
@@ -225,7 +225,7 @@ def jacobian_products(
     one-step norms in the bound are always exact, so the bound holds either way. The cost is
     O(T·S³) for S-wide states: seconds for S of a few hundred and T of a hundred.
     """
-    check_layer(layer)
+    check_layer(layer, one_step=True)
     _checks.choice(block, "block", ("state", "h"))
     _checks.choice(method, "method", ("auto", "svd", "power"))
     if not (isinstance(max_dphi, str) and max_dphi == "trajectory"):

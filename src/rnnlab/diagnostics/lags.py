@@ -131,7 +131,7 @@ def gradient_by_lag(
     _checks.choice(loss, "loss", LOSSES)
     layer, x = float64_copy(layer, x)
     f, T, B = _forward(layer, x, lengths)
-    L, D, H = layer.num_layers, len(layer.directions), layer.hidden_size
+    L, D, H = layer.num_layers, len(layer.directions), layer.carry_size
     J = L * D
     rng = np.random.default_rng(seed)
     dh_n: list[np.ndarray | None] = [None] * J
