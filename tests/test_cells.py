@@ -24,6 +24,8 @@ VARIANTS = {
     "peephole+coupled": dict(peephole=True, coupled=True),
     "all": dict(peephole=True, coupled=True, cell_clip=0.6),
     "layer_norm": dict(layer_norm=True),
+    "layer_norm+peephole": dict(layer_norm=True, peephole=True),
+    "layer_norm+all": dict(layer_norm=True, peephole=True, coupled=True, cell_clip=0.6),
 }
 B, T, I, H = 3, 6, 3, 4
 LENGTHS = np.array([6, 2, 5])
@@ -150,7 +152,6 @@ def test_variant_parameters_and_names():
         (dict(peephole="yes"), r"`peephole` must be True or False; got 'yes'"),
         (dict(coupled=1), r"`coupled` must be True or False; got 1"),
         (dict(init="irnn"), r"`init` must be 'uniform' or 'orthogonal' for an LSTM.*IRNN"),
-        (dict(layer_norm=True, peephole=True), r"`layer_norm` must be False with peephole"),
         (dict(layer_norm="on"), r"`layer_norm` must be True or False"),
     ],
 )

@@ -34,8 +34,8 @@ Variants (options of LSTMCell, any combination):
 - `cell_clip=x` (as Keras/TF's LSTMCell): c_t = clip(f ⊙ c_{t-1} + i ⊙ g, −x, x), the
   notes' "clip in the cell"; no gradient flows through a clipped unit.
 - `layer_norm=True` (Ba, Kiros & Hinton 2016): the input and recurrent projections and c_t
-  layer-normalised, with gains and biases (`_layer_norm_steps`); not combined with the
-  options above yet.
+  layer-normalised, with gains and biases (`_layer_norm_steps`), with or without the
+  options above.
 """
 
 from __future__ import annotations
@@ -174,24 +174,29 @@ def _steps(peephole: bool, coupled: bool, bound: float | None):
 
 
 @functools.cache
-def _layer_norm_steps():
+def _layer_norm_steps(peephole: bool, coupled: bool, bound: float | None):
     """The layer-normalised LSTM (Ba, Kiros & Hinton 2016), per step:
 
-        x̂ = LN(x_t W_ihᵀ + b_ih),  ĥ = LN(h_{t-1} W_hhᵀ + b_hh)        (over all 4H)
+        x̂ = LN(x_t W_ihᵀ + b_ih),  ĥ = LN(h_{t-1} W_hhᵀ + b_hh)        (over all G·H)
         z = γ_x ⊙ x̂ + γ_h ⊙ ĥ + β;  i, f, o = σ(·), g = tanh(·) of z's blocks
         c_t = f ⊙ c_{t-1} + i ⊙ g;   h_t = o ⊙ tanh(γ_c ⊙ LN(c_t) + β_c)
 
     with LN(v) = (v − mean v) / √(var v + ε). The tape keeps the gates, x̂, ĥ, LN(c_t) and the
     three 1/√(var + ε); back, LN's gradient is r ⊙ (dv̂ − mean dv̂ − v̂ ⊙ mean(dv̂ ⊙ v̂)).
-    W_hh sees ĥ's gradient, not z's: all four blocks are its own (hh_own)."""
+    W_hh sees ĥ's gradient, not z's: all its blocks are its own (hh_own). The other variants
+    combine as in `_steps`: peepholes on c_{t-1} (i, f) and on the raw c_t (o), i = 1 − f
+    when coupled, c_t clipped before it is normalised."""
+    clipping = bound is not None
+    NG = 3 if coupled else 4
 
     def forward(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
         H = h.shape[-1]
-        G = 4 * H
+        G = NG * H
         x_hat, h_hat = tape[..., G : 2 * G], tape[..., 2 * G : 3 * G]
         c_hat, stats = tape[..., 3 * G : 3 * G + H], tape[..., 3 * G + H : 3 * G + 2 * H]
         gamma_x, gamma_h, beta = q[..., :G], q[..., G : 2 * G], q[..., 2 * G : 3 * G]
         gamma_c, beta_c = q[..., 3 * G : 3 * G + H], q[..., 3 * G + H : 3 * G + 2 * H]
+        peep = 3 * G + 2 * H  # the peephole weights follow: w_ci (unless coupled), w_cf, w_co
         for j in units(x_hat):
             x_hat[j] = xa[j] + b_ih[j]
         r_x = normalise(x_hat, x_hat, LN_EPS)
@@ -201,14 +206,42 @@ def _layer_norm_steps():
         z = tape[..., :G]
         for j in units(z):
             z[j] = gamma_x[j] * x_hat[j] + gamma_h[j] * h_hat[j] + beta[j]
-        i, f, g, o = blocks(tape, 4, H)
-        for j in units(i):
-            i[j] = sigmoid(i[j])
-            f[j] = sigmoid(f[j])
+        if coupled:
+            f, g, o = blocks(tape, 3, H)
+        else:
+            i, f, g, o = blocks(tape, 4, H)
+            if peephole:
+                w_ci = q[..., peep : peep + H]
+                for j in units(i):
+                    i[j] = sigmoid(i[j] + w_ci[j] * c_prev[j])
+            else:
+                for j in units(i):
+                    i[j] = sigmoid(i[j])
+        if peephole:
+            w_cf = q[..., peep + (NG - 3) * H : peep + (NG - 2) * H]
+            for j in units(f):
+                f[j] = sigmoid(f[j] + w_cf[j] * c_prev[j])
+        else:
+            for j in units(f):
+                f[j] = sigmoid(f[j])
+        for j in units(g):
             g[j] = tanh(g[j])
-            o[j] = sigmoid(o[j])
-        for j in units(c):
-            c[j] = f[j] * c_prev[j] + i[j] * g[j]
+        if coupled:
+            for j in units(c):
+                c[j] = f[j] * c_prev[j] + (one(g[j]) - f[j]) * g[j]
+        else:
+            for j in units(c):
+                c[j] = f[j] * c_prev[j] + i[j] * g[j]
+        if clipping:
+            for j in units(c):
+                c[j] = clip(c[j], bound)
+        if peephole:
+            w_co = q[..., peep + (NG - 2) * H : peep + (NG - 1) * H]
+            for j in units(o):
+                o[j] = sigmoid(o[j] + w_co[j] * c[j])
+        else:
+            for j in units(o):
+                o[j] = sigmoid(o[j])
         r_c = normalise(c, c_hat, LN_EPS)
         for j in units(h):
             h[j] = o[j] * tanh(gamma_c[j] * c_hat[j] + beta_c[j])
@@ -218,15 +251,16 @@ def _layer_norm_steps():
 
     def backward(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
         H = h.shape[-1]
-        G = 4 * H
-        i, f, g, o = blocks(tape, 4, H)
+        G = NG * H
         x_hat, h_hat = tape[..., G : 2 * G], tape[..., 2 * G : 3 * G]
         c_hat, stats = tape[..., 3 * G : 3 * G + H], tape[..., 3 * G + H : 3 * G + 2 * H]
         gamma_x, gamma_h = q[..., :G], q[..., G : 2 * G]
         gamma_c, beta_c = q[..., 3 * G : 3 * G + H], q[..., 3 * G + H : 3 * G + 2 * H]
         d_gamma_x, d_gamma_h, d_beta = dq[..., :G], dq[..., G : 2 * G], dq[..., 2 * G : 3 * G]
         d_gamma_c, d_beta_c = dq[..., 3 * G : 3 * G + H], dq[..., 3 * G + H : 3 * G + 2 * H]
-        dz_i, dz_f, dz_g, dz_o = blocks(da, 4, H)
+        peep = 3 * G + 2 * H
+        o = tape[..., (NG - 1) * H : G]
+        dz_o = da[..., (NG - 1) * H : G]
         for j in units(c):  # through h = o ⊙ tanh(y_c), y_c = γ_c ⊙ ĉ + β_c; dh becomes dĉ
             o_ = o[j]
             t = tanh(gamma_c[j] * c_hat[j] + beta_c[j])
@@ -236,14 +270,50 @@ def _layer_norm_steps():
             d_beta_c[j] += dy
             dh[j] = dy * gamma_c[j]
         normalise_back(dh, c_hat, column(stats, 2))
-        for j in units(c):
-            i_, f_, g_ = i[j], f[j], g[j]
-            d_c = dc[j] + dh[j]
-            dz_i[j] = (d_c * g_) * (i_ * (one(d_c) - i_))
-            dz_f[j] = (d_c * c_prev[j]) * (f_ * (one(d_c) - f_))
-            dz_g[j] = (d_c * i_) * (one(d_c) - g_ * g_)
-            dc[j] = d_c * f_
-            dh[j] = zero(d_c)
+        if coupled:
+            f, g, _ = blocks(tape, 3, H)
+            dz_f, dz_g, _ = blocks(da, 3, H)
+            for j in units(c):
+                f_, g_ = f[j], g[j]
+                d_c = dc[j] + dh[j]
+                if peephole:
+                    d_c = d_c + dz_o[j] * q[..., peep + H : peep + 2 * H][j]
+                    dq[..., peep + H : peep + 2 * H][j] += dz_o[j] * c[j]
+                if clipping:
+                    d_c = select(abs(c[j]) < bound, d_c, zero(d_c))
+                d_f = (d_c * (c_prev[j] - g_)) * (f_ * (one(d_c) - f_))
+                dz_g[j] = (d_c * (one(d_c) - f_)) * (one(d_c) - g_ * g_)
+                dc_prev = d_c * f_
+                if peephole:
+                    dc_prev = dc_prev + d_f * q[..., peep : peep + H][j]
+                    dq[..., peep : peep + H][j] += d_f * c_prev[j]
+                dz_f[j] = d_f
+                dc[j] = dc_prev
+                dh[j] = zero(d_c)
+        else:
+            i, f, g, _ = blocks(tape, 4, H)
+            dz_i, dz_f, dz_g, _ = blocks(da, 4, H)
+            for j in units(c):
+                i_, f_, g_ = i[j], f[j], g[j]
+                d_c = dc[j] + dh[j]
+                if peephole:
+                    d_c = d_c + dz_o[j] * q[..., peep + 2 * H : peep + 3 * H][j]
+                    dq[..., peep + 2 * H : peep + 3 * H][j] += dz_o[j] * c[j]
+                if clipping:
+                    d_c = select(abs(c[j]) < bound, d_c, zero(d_c))
+                d_i = (d_c * g_) * (i_ * (one(d_c) - i_))
+                d_f = (d_c * c_prev[j]) * (f_ * (one(d_c) - f_))
+                dz_g[j] = (d_c * i_) * (one(d_c) - g_ * g_)
+                dc_prev = d_c * f_
+                if peephole:
+                    w_ci, w_cf = q[..., peep : peep + H], q[..., peep + H : peep + 2 * H]
+                    dc_prev = dc_prev + d_i * w_ci[j] + d_f * w_cf[j]
+                    dq[..., peep : peep + H][j] += d_i * c_prev[j]
+                    dq[..., peep + H : peep + 2 * H][j] += d_f * c_prev[j]
+                dz_i[j] = d_i
+                dz_f[j] = d_f
+                dc[j] = dc_prev
+                dh[j] = zero(d_c)
         for j in units(da):  # z = γ_x ⊙ x̂ + γ_h ⊙ ĥ + β
             dz = da[j]
             d_beta[j] += dz
@@ -290,27 +360,19 @@ class LSTMCell(Cell):
                 _checks.fail("cell_clip", "a positive number (the bound on |c_t|)", repr(cell_clip))
         self.cell_clip = cell_clip
         self.layer_norm = _checks.boolean(layer_norm, "layer_norm")
-        if self.layer_norm and (self.peephole or self.coupled or cell_clip is not None):
-            _checks.fail(
-                "layer_norm",
-                "False with peephole, coupled or cell_clip",
-                "True",
-                "The layer-normalised LSTM does not combine with the other variants yet.",
-            )
-        if self.layer_norm:
-            self.gates, self.tape, self.in_place = 4, 14, False  # gates, x̂, ĥ, ĉ, statistics
-            self.products, self.hh_own = (((0, 4), None),), (0, 1, 2, 3)
-            self.extra = (("ln_gain_ih", 4), ("ln_gain_hh", 4), ("ln_bias", 4), "ln_gain_c",
-                          "ln_bias_c")  # fmt: skip
-            self.stages, self.backward_stages = _layer_norm_steps()
-            Cell.__init__(self)
-            return
-        self.gates = 3 if self.coupled else 4  # f, g, o or i, f, g, o
-        self.tape = self.gates  # the gate activations
-        self.products = (((0, self.gates), None),)
+        self.gates = G = 3 if self.coupled else 4  # f, g, o or i, f, g, o
+        self.products = (((0, G), None),)
         names = ("weight_ci", "weight_cf", "weight_co")[1 if self.coupled else 0 :]
-        self.extra = names if self.peephole else ()
-        self.stages, self.backward_stages = _steps(self.peephole, self.coupled, cell_clip)
+        peepholes = names if self.peephole else ()
+        if self.layer_norm:  # the tape: gates, x̂, ĥ (G blocks each), ĉ, statistics
+            self.tape, self.in_place, self.hh_own = 3 * G + 2, False, tuple(range(G))
+            self.extra = (("ln_gain_ih", G), ("ln_gain_hh", G), ("ln_bias", G), "ln_gain_c",
+                          "ln_bias_c") + peepholes  # fmt: skip
+            steps = _layer_norm_steps(self.peephole, self.coupled, cell_clip)
+        else:
+            self.tape, self.extra = G, peepholes  # the gate activations
+            steps = _steps(self.peephole, self.coupled, cell_clip)
+        self.stages, self.backward_stages = steps
         super().__init__()
 
     @property
@@ -329,8 +391,9 @@ class LSTMCell(Cell):
             for name in ("ln_gain_ih", "ln_gain_hh", "ln_gain_c"):
                 params[name][...] = 1.0
         bound = 1.0 / H**0.5
-        for name in self.extra if self.peephole else ():  # as the other weights
-            params[name][...] = rng.uniform(-bound, bound, H)
+        for name in ("weight_ci", "weight_cf", "weight_co"):  # as the other weights
+            if name in params:
+                params[name][...] = rng.uniform(-bound, bound, H)
         if self.init_name == "orthogonal":
             orthogonal_blocks(params["weight_hh"], H, rng)
         if self.forget_bias is not None:
