@@ -1,0 +1,387 @@
+"""The encoder–decoder: read one sequence into a state, write another from it (the notes'
+sequence-to-sequence pattern; Sutskever, Vinyals & Le 2014; Cho et al. 2014).
+
+    encoder:  (e_1 .. e_S) = Encoder(E_src[x_1 .. x_S])            any cell, stacked, bi
+    bridge:   s_0 = the encoder's final state, or, where sizes or directions differ,
+              h_0 = tanh(W_h [h_S ; h'_1] + b_h), c_0 = W_c [c_S ; c'_1] + b_c
+    decoder:  (h_1 .. h_T) = Decoder(E_tgt[y_0 .. y_{T-1}], s_0)   y_0 = BOS
+    attention (optional, after the decoder, as Luong, Pham & Manning 2015):
+              score_tj = h_t · W_a e_j            "multiplicative" (Luong's general score)
+                       = v · tanh(W_1 e_j + W_2 h_t)  "additive" (Bahdanau et al.'s score)
+              α_t = softmax_j(score_t) over the source's valid steps, ctx_t = Σ_j α_tj e_j
+              h̃_t = tanh(W_c [ctx_t ; h_t] + b_c)
+    output:   logits_t = W_o h̃_t + b_o   (h_t without attention)
+
+Training reads the target shifted by one (teacher forcing): the decoder runs over all T
+steps in one call of its layer, and the attention is a few batched products after it.
+Generation (`greedy`) feeds the model's own choice back one step at a time, through the same
+functions, so a teacher-forced pass over a greedy output reproduces its logits exactly.
+
+Every backward pass is written by hand here or in the modules it composes (Embedding,
+Recurrent, Linear); rnnlab.gradcheck checks the whole in float64.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rnnlab import _checks
+from rnnlab.layers import Backward, Forward, _dtype, _rng, valid_mask
+from rnnlab.losses import softmax
+from rnnlab.models import make_recurrent
+from rnnlab.modules import Embedding, Linear, _Module
+
+ATTENTIONS = ("none", "multiplicative", "additive")
+
+
+class Seq2Seq(_Module):
+    """An encoder–decoder over token ids. Parameters are named by part: `src_embed.weight`,
+    `encoder.weight_ih_l0`, …, `bridge_h.weight`, `decoder.…`, `attention.…`, `combine.…`,
+    `out.weight` (see the module's docstring for the equations)."""
+
+    def __init__(
+        self,
+        source_vocab: int,
+        target_vocab: int,
+        *,
+        embed: int = 32,
+        hidden: int = 64,
+        cell: str = "lstm",
+        encoder_layers: int = 1,
+        decoder_layers: int = 1,
+        bidirectional: bool = False,
+        attention: str = "none",
+        attention_size: int | None = None,
+        dtype=np.float32,
+        rng=None,
+    ):
+        dt, rng = _dtype(dtype), _rng(rng)
+        self.attention = _checks.choice(attention, "attention", ATTENTIONS)
+        self.hidden = _checks.positive_int(hidden, "hidden")
+        self.dtype = dt
+        self.src_embed = Embedding(source_vocab, embed, dtype=dt, rng=rng)
+        self.encoder = make_recurrent(cell, embed, hidden, encoder_layers,
+                                      bidirectional=bidirectional, dtype=dt, rng=rng)  # fmt: skip
+        self.tgt_embed = Embedding(target_vocab, embed, dtype=dt, rng=rng)
+        self.decoder = make_recurrent(cell, embed, hidden, decoder_layers, dtype=dt, rng=rng)
+        self.has_c = self.encoder.cell.has_c
+        D = len(self.encoder.directions)
+        self.enc_width = D * hidden
+        # a learned bridge where the final states do not map layer for layer
+        self.bridged = D > 1 or encoder_layers != decoder_layers
+        parts: dict[str, _Module] = {"src_embed": self.src_embed, "encoder": self.encoder}
+        if self.bridged:
+            self.bridge_h = Linear(self.enc_width, decoder_layers * hidden, dtype=dt, rng=rng)
+            parts["bridge_h"] = self.bridge_h
+            if self.has_c:
+                self.bridge_c = Linear(self.enc_width, decoder_layers * hidden, dtype=dt, rng=rng)
+                parts["bridge_c"] = self.bridge_c
+        parts["tgt_embed"] = self.tgt_embed
+        parts["decoder"] = self.decoder
+        if self.attention != "none":
+            A = _checks.positive_int(attention_size or hidden, "attention_size")
+            b = 1.0 / np.sqrt(hidden)
+            if self.attention == "multiplicative":
+                self.attn = {"weight": rng.uniform(-b, b, (hidden, self.enc_width)).astype(dt)}
+            else:
+                self.attn = {
+                    "weight_source": rng.uniform(-b, b, (A, self.enc_width)).astype(dt),
+                    "weight_target": rng.uniform(-b, b, (A, hidden)).astype(dt),
+                    "v": rng.uniform(-b, b, A).astype(dt),
+                }
+            self.combine = Linear(self.enc_width + hidden, hidden, dtype=dt, rng=rng)
+            parts["combine"] = self.combine
+        self.out = Linear(hidden, target_vocab, dtype=dt, rng=rng)
+        parts["out"] = self.out
+        self._parts = parts
+        self.params = {f"{name}.{k}": v for name, m in parts.items() for k, v in m.params.items()}
+        if self.attention != "none":
+            self.params.update({f"attention.{k}": v for k, v in self.attn.items()})
+
+    # ------------------------------------------------------------------ pieces
+    def encode(self, src, src_lengths=None, *, training=False, rng=None, grad=True):
+        """(encoder outputs (B, S, D·H), the decoder's initial state, what backward needs)."""
+        fe = self.src_embed.forward(src)
+        fenc = self.encoder.forward(fe.output, lengths=src_lengths, training=training, rng=rng,
+                                    grad=grad)  # fmt: skip
+        state, fb = self._bridge(fenc.state)
+        return fenc.output, state, (fe, fenc, fb)
+
+    def _top(self, final):
+        """The encoder's top layer's final state, its directions side by side: (B, D·H)."""
+        D = len(self.encoder.directions)
+        top = final[-D:]
+        return np.concatenate(list(top), axis=1)
+
+    def _bridge(self, enc_state):
+        if not self.bridged:
+            return enc_state, None
+        h_n, c_n = enc_state if self.has_c else (enc_state, None)
+        L, H = self.decoder.num_layers, self.hidden
+        fh = self.bridge_h.forward(self._top(h_n))
+        h0 = np.tanh(fh.output)
+        layers = lambda a: np.ascontiguousarray(a.reshape(-1, L, H).transpose(1, 0, 2))  # noqa: E731
+        if not self.has_c:
+            return layers(h0), (fh, h0, None)
+        fc = self.bridge_c.forward(self._top(c_n))
+        return (layers(h0), layers(fc.output)), (fh, h0, fc)
+
+    def _bridge_back(self, fb, d_state, grads):
+        """∂L/∂(decoder's initial state) → ∂L/∂(encoder's final state)."""
+        if not self.bridged:
+            return d_state
+        fh, h0, fc = fb
+        L, H, D = self.decoder.num_layers, self.hidden, len(self.encoder.directions)
+        dh0, dc0 = d_state if self.has_c else (d_state, None)
+        flat = lambda a: a.transpose(1, 0, 2).reshape(a.shape[1], L * H)  # noqa: E731
+        bh = self.bridge_h.backward(fh, flat(dh0) * (1 - h0 * h0))
+        grads.update({f"bridge_h.{k}": v for k, v in bh.params.items()})
+        n = self.encoder.num_layers * D
+
+        def spread(d_top):  # (B, D·H) back onto the top layer's rows of (L·D, B, H)
+            out = np.zeros((n, d_top.shape[0], H), self.dtype)
+            for d in range(D):
+                out[n - D + d] = d_top[:, d * H : (d + 1) * H]
+            return out
+
+        if not self.has_c:
+            return spread(bh.input)
+        bc = self.bridge_c.backward(fc, flat(dc0))
+        grads.update({f"bridge_c.{k}": v for k, v in bc.params.items()})
+        return spread(bh.input), spread(bc.input)
+
+    def _attend(self, Hd, enc, src_mask):
+        """ctx (B, T, D·H) and what the backward needs, for decoder outputs Hd (B, T, H)."""
+        p = self.attn
+        if self.attention == "multiplicative":
+            K = enc @ p["weight"].T  # (B, S, H)
+            scores = Hd @ np.swapaxes(K, 1, 2)  # (B, T, S)
+            extra = K
+        else:
+            E1 = enc @ p["weight_source"].T  # (B, S, A)
+            H2 = Hd @ p["weight_target"].T  # (B, T, A)
+            U = np.tanh(E1[:, None, :, :] + H2[:, :, None, :])  # (B, T, S, A)
+            scores = U @ p["v"]
+            extra = U
+        if src_mask is not None:
+            scores = np.where(src_mask[:, None, :], scores, -np.inf)
+        alpha = softmax(scores, axis=-1).astype(self.dtype, copy=False)
+        return alpha @ enc, (alpha, extra)
+
+    def _attend_back(self, d_ctx, Hd, enc, cache, grads):
+        """∂L/∂ctx → (∂L/∂Hd, ∂L/∂enc), the attention's own gradients into grads."""
+        p, (alpha, extra) = self.attn, cache
+        d_enc = np.swapaxes(alpha, 1, 2) @ d_ctx
+        d_alpha = d_ctx @ np.swapaxes(enc, 1, 2)
+        d_scores = alpha * (d_alpha - (alpha * d_alpha).sum(axis=-1, keepdims=True))
+        if self.attention == "multiplicative":
+            K = extra
+            dHd = d_scores @ K
+            dK = np.swapaxes(d_scores, 1, 2) @ Hd  # (B, S, H)
+            grads["attention.weight"] = dK.reshape(-1, dK.shape[-1]).T @ enc.reshape(
+                -1, enc.shape[-1]
+            )
+            d_enc += dK @ p["weight"]
+            return dHd, d_enc
+        U = extra
+        grads["attention.v"] = np.einsum("bts,btsa->a", d_scores, U)
+        dU = d_scores[..., None] * p["v"] * (1 - U * U)  # (B, T, S, A)
+        dE1, dH2 = dU.sum(axis=1), dU.sum(axis=2)
+        grads["attention.weight_source"] = dE1.reshape(-1, dE1.shape[-1]).T @ enc.reshape(
+            -1, enc.shape[-1]
+        )
+        grads["attention.weight_target"] = dH2.reshape(-1, dH2.shape[-1]).T @ Hd.reshape(
+            -1, Hd.shape[-1]
+        )
+        d_enc += dE1 @ p["weight_source"]
+        return dH2 @ p["weight_target"], d_enc
+
+    def _head(self, Hd, enc, src_mask):
+        """Logits from decoder outputs Hd (B, T, H), and what the backward needs."""
+        if self.attention == "none":
+            fo = self.out.forward(Hd)
+            return fo.output, (fo,)
+        ctx, fa = self._attend(Hd, enc, src_mask)
+        fcomb = self.combine.forward(np.concatenate([ctx, Hd], axis=-1))
+        z = np.tanh(fcomb.output)
+        fo = self.out.forward(z)
+        return fo.output, (fo, fa, fcomb, z)
+
+    # ------------------------------------------------------------------ forward / backward
+    def forward(
+        self,
+        src,
+        tgt_in,
+        *,
+        src_lengths=None,
+        tgt_lengths=None,
+        training=False,
+        rng=None,
+        grad=True,
+    ) -> Forward:
+        """Teacher forcing: logits (B, T, target_vocab) for the target read shifted by one,
+        `tgt_in` = (BOS, y_1, …, y_{T-1}) as ids (B, T)."""
+        src, tgt_in = _checks.int_array(src, "src", ndim=2), _checks.int_array(
+            tgt_in, "tgt_in", ndim=2
+        )
+        if src.shape[0] != tgt_in.shape[0]:
+            _checks.fail("tgt_in", f"{src.shape[0]} rows, one per source", f"shape {tgt_in.shape}")
+        B, S = src.shape
+        m = valid_mask(src_lengths, None, B, S)
+        src_mask = None if m is None else np.ascontiguousarray(m.T)  # (B, S)
+        enc, state, enc_cache = self.encode(src, src_lengths, training=training, rng=rng,
+                                            grad=grad)  # fmt: skip
+        fd = self.tgt_embed.forward(tgt_in)
+        fdec = self.decoder.forward(fd.output, lengths=tgt_lengths, state=state,
+                                    training=training, rng=rng, grad=grad)  # fmt: skip
+        logits, head = self._head(fdec.output, enc, src_mask)
+        cache = {"enc": enc, "enc_cache": enc_cache, "fd": fd, "fdec": fdec, "head": head,
+                 "src_mask": src_mask}  # fmt: skip
+        return Forward(logits, None, cache)
+
+    def backward(self, f: Forward, d_output, d_state=None, *, input_grad=True) -> Backward:
+        c = f.cache
+        d_output = _checks.float_array(d_output, "d_output", shape=f.output.shape,
+                                       dtype=self.dtype)  # fmt: skip
+        grads: dict[str, np.ndarray] = {}
+        enc, Hd = c["enc"], c["fdec"].output
+        head = c["head"]
+        bo = self.out.backward(head[0], d_output)
+        grads.update({f"out.{k}": v for k, v in bo.params.items()})
+        d_enc = np.zeros_like(enc)
+        if self.attention == "none":
+            dHd = bo.input
+        else:
+            _, fa, fcomb, z = head
+            bc = self.combine.backward(fcomb, bo.input * (1 - z * z))
+            grads.update({f"combine.{k}": v for k, v in bc.params.items()})
+            d_ctx, dHd = bc.input[..., : self.enc_width], bc.input[..., self.enc_width :]
+            dHd_a, d_enc_a = self._attend_back(d_ctx, Hd, enc, fa, grads)
+            dHd = dHd + dHd_a
+            d_enc += d_enc_a
+        bdec = self.decoder.backward(c["fdec"], dHd)
+        grads.update({f"decoder.{k}": v for k, v in bdec.params.items()})
+        bd = self.tgt_embed.backward(c["fd"], bdec.input)
+        grads.update({f"tgt_embed.{k}": v for k, v in bd.params.items()})
+        fe, fenc, fb = c["enc_cache"]
+        d_enc_state = self._bridge_back(fb, bdec.state, grads)
+        benc = self.encoder.backward(fenc, d_enc, d_enc_state)
+        grads.update({f"encoder.{k}": v for k, v in benc.params.items()})
+        be = self.src_embed.backward(fe, benc.input)
+        grads.update({f"src_embed.{k}": v for k, v in be.params.items()})
+        return Backward(None, None, {k: grads[k] for k in self.params})
+
+    # ------------------------------------------------------------------ generation
+    def _start(self, src, src_lengths, max_len, width=1):
+        """Encode once, repeat each source `width` times: (enc, state, src_mask, B)."""
+        src = _checks.int_array(src, "src", ndim=2)
+        _checks.positive_int(max_len, "max_len")
+        B, S = src.shape
+        m = valid_mask(src_lengths, None, B, S)
+        src_mask = None if m is None else np.ascontiguousarray(m.T)
+        enc, state, _ = self.encode(src, src_lengths, grad=False)
+        if width > 1:
+            enc = np.repeat(enc, width, axis=0)
+            src_mask = None if src_mask is None else np.repeat(src_mask, width, axis=0)
+            state = _take(state, np.repeat(np.arange(B), width))
+        return enc, state, src_mask, B
+
+    def _step(self, prev, state, enc, src_mask):
+        """One decoder step for tokens prev (N,): (logits (N, V), the next state)."""
+        fdec = self.decoder.forward(self.tgt_embed.forward(prev[:, None]).output, state=state,
+                                    grad=False)  # fmt: skip
+        logits, _ = self._head(fdec.output, enc, src_mask)
+        return logits[:, 0], fdec.state
+
+    def _run(self, src, src_lengths, bos, eos, max_len, choose):
+        enc, state, src_mask, B = self._start(src, src_lengths, max_len)
+        prev, done = np.full(B, bos), np.zeros(B, bool)
+        ids, logits = [], []
+        for _ in range(max_len):
+            step, state = self._step(prev, state, enc, src_mask)
+            tok = np.where(done, eos, choose(step))
+            ids.append(tok)
+            logits.append(step)
+            done |= tok == eos
+            prev = tok
+            if done.all():
+                break
+        return np.stack(ids, axis=1), np.stack(logits, axis=1)
+
+    def greedy(self, src, *, src_lengths=None, bos: int, eos: int, max_len: int):
+        """The most likely token at every step, fed back: (ids (B, n), logits (B, n, V)),
+        n ≤ max_len. A sequence's ids after its first EOS are EOS; decoding stops when every
+        sequence has produced one."""
+        return self._run(src, src_lengths, bos, eos, max_len, lambda z: z.argmax(axis=-1))
+
+    def sample(self, src, *, src_lengths=None, bos: int, eos: int, max_len: int,
+               temperature: float = 1.0, top_k: int | None = None, rng=None):  # fmt: skip
+        """Tokens drawn from softmax(logits / temperature), among the `top_k` most likely if
+        given; otherwise as `greedy`."""
+        temperature = _checks.finite_float(temperature, "temperature")
+        if temperature <= 0:
+            _checks.fail("temperature", "a positive number", repr(temperature))
+        if top_k is not None:
+            top_k = _checks.positive_int(top_k, "top_k")
+        gen = _rng(rng)
+
+        def draw(z):
+            z = z / temperature
+            if top_k is not None and top_k < z.shape[-1]:
+                kth = np.partition(z, -top_k, axis=-1)[:, -top_k][:, None]
+                z = np.where(z >= kth, z, -np.inf)
+            p = softmax(z, axis=-1)
+            u = gen.random((z.shape[0], 1))
+            return np.minimum((p.cumsum(axis=-1) < u).sum(axis=-1), z.shape[-1] - 1)
+
+        return self._run(src, src_lengths, bos, eos, max_len, draw)
+
+    def beam_search(self, src, *, src_lengths=None, bos: int, eos: int, max_len: int,
+                    width: int = 5, alpha: float = 0.6):  # fmt: skip
+        """The `width` best partial outputs kept at every step, batched over the sources; the
+        winner by log-probability over the length penalty ((5 + |y|) / 6)^α of Wu et al.
+        (2016) (α = 0: the raw sum). A finished hypothesis (it produced EOS) stays in the beam
+        with its score, extended by EOS. Returns (ids (B, n), scores (B,)): n and the EOS
+        padding as `greedy`, to which width 1 is equal."""
+        width = _checks.positive_int(width, "width")
+        alpha = _checks.finite_float(alpha, "alpha")
+        enc, state, src_mask, B = self._start(src, src_lengths, max_len, width)
+        k = width
+        score = np.full((B, k), -np.inf)
+        score[:, 0] = 0.0  # one live hypothesis at first: no copies of it
+        done = np.zeros((B, k), bool)
+        length = np.zeros((B, k), int)
+        ids = np.zeros((B, k, 0), int)
+        prev = np.full(B * k, bos)
+        for _ in range(max_len):
+            logits, state = self._step(prev, state, enc, src_mask)
+            V = logits.shape[-1]
+            z = logits - logits.max(axis=-1, keepdims=True)
+            logp = (z - np.log(np.exp(z).sum(axis=-1, keepdims=True))).reshape(B, k, V)
+            cand = score[:, :, None] + logp
+            ended = np.full(V, -np.inf)
+            ended[eos] = 0.0
+            cand = np.where(done[:, :, None], score[:, :, None] + ended, cand)
+            flat = cand.reshape(B, k * V)
+            best = np.argsort(-flat, axis=1, kind="stable")[:, :k]
+            parent, tok = best // V, best % V
+            rows = np.arange(B)[:, None]
+            score = flat[rows, best]
+            was_done = done[rows, parent]
+            length = length[rows, parent] + ~was_done
+            done = was_done | (tok == eos)
+            ids = np.concatenate([ids[rows, parent], tok[:, :, None]], axis=2)
+            state = _take(state, (rows * k + parent).reshape(-1))
+            prev = tok.reshape(-1)
+            if done[:, 0].all() and (width == 1 or done.all()):
+                break
+        penalty = ((5.0 + length) / 6.0) ** alpha
+        pick = np.argmax(np.where(np.isfinite(score), score / penalty, -np.inf), axis=1)
+        return ids[np.arange(B), pick], score[np.arange(B), pick]
+
+
+def _take(state, index):
+    """A decoder state (L, N, H), or a pair of them, at batch rows `index`."""
+    if isinstance(state, tuple):
+        return tuple(np.ascontiguousarray(a[:, index]) for a in state)
+    return np.ascontiguousarray(state[:, index])

@@ -1,0 +1,122 @@
+"""The encoder–decoder: exact gradients through decoder, attention, bridge and encoder, and
+generation that agrees with teacher forcing."""
+
+import numpy as np
+import pytest
+
+from rnnlab import gradcheck
+from rnnlab.seq2seq import Seq2Seq
+
+B, S, T, V, W = 3, 5, 4, 7, 6
+SRC_LENGTHS, TGT_LENGTHS = np.array([5, 2, 4]), np.array([4, 3, 1])
+
+
+def model(cell="lstm", bi=False, attention="none", seed=1, **kw):
+    m = Seq2Seq(V, W, embed=3, hidden=4, cell=cell, bidirectional=bi, attention=attention,
+                attention_size=3, dtype=np.float64, rng=seed,
+                encoder_layers=2 if bi else 1, **kw)  # fmt: skip
+    g = np.random.default_rng(seed + 1)
+    for v in m.params.values():  # weights large enough that no gradient is tiny
+        v[...] = g.uniform(-0.8, 0.8, v.shape)
+    return m
+
+
+@pytest.mark.parametrize("attention", ["none", "multiplicative", "additive"])
+@pytest.mark.parametrize("bi", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_gradients_are_exact(cell, bi, attention):
+    """Every parameter against central differences, padded sources and targets. The step
+    1e-4: the attention's weights have gradients of norm ~1e-4 here, whose differences at
+    smaller steps drown in rounding (the error then grows as 1/eps)."""
+    m = model(cell, bi, attention)
+    rng = np.random.default_rng(0)
+    src, tgt = rng.integers(0, V, (B, S)), rng.integers(0, W, (B, T))
+    report = gradcheck(m, src, tgt_in=tgt, src_lengths=SRC_LENGTHS, tgt_lengths=TGT_LENGTHS,
+                       check_input=False, eps=1e-4)  # fmt: skip
+    assert report.max_error < 1e-7, str(report)
+    assert set(report.errors) == set(m.params)
+
+
+@pytest.mark.parametrize("attention", ["none", "additive"])
+def test_greedy_equals_teacher_forcing_on_its_own_output(attention):
+    """Fed back step by step, the decoder computes what the one-call teacher-forced pass
+    computes when given the same tokens: the same logits."""
+    m = model("gru", True, attention)
+    src = np.random.default_rng(3).integers(0, V, (B, S))
+    ids, logits = m.greedy(src, src_lengths=SRC_LENGTHS, bos=0, eos=W - 1, max_len=6)
+    assert ids.shape[0] == B and logits.shape[:2] == ids.shape
+    tgt_in = np.concatenate([np.zeros((B, 1), int), ids[:, :-1]], axis=1)
+    f = m.forward(src, tgt_in, src_lengths=SRC_LENGTHS)
+    done = np.cumsum(ids == W - 1, axis=1) - (ids == W - 1) > 0  # after the first EOS
+    np.testing.assert_allclose(
+        np.where(done[..., None], 0, f.output), np.where(done[..., None], 0, logits), atol=1e-12
+    )
+    np.testing.assert_array_equal(np.where(done, W - 1, f.output.argmax(-1)), ids)
+
+
+def test_bridge_and_names():
+    m = Seq2Seq(V, W, hidden=8, bidirectional=True, attention="multiplicative", rng=0)
+    assert m.params["bridge_h.weight"].shape == (8, 16)  # [h_S ; h'_1] → h_0
+    assert m.params["attention.weight"].shape == (8, 16)
+    plain = Seq2Seq(V, W, hidden=8, cell="gru", rng=0)
+    assert not any(k.startswith("bridge") for k in plain.params)  # final state as it is
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(attention="dot"), r"`attention` must be one of 'none', 'multiplicative'"),
+        (dict(cell="jordan"), r"`cell` must be"),
+        (dict(hidden=0), r"`hidden` must be a positive integer"),
+    ],
+)
+def test_bad_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Seq2Seq(V, W, **kwargs)
+
+
+@pytest.mark.parametrize("attention", ["none", "multiplicative"])
+def test_beam_of_width_one_is_greedy(attention):
+    m = model("lstm", True, attention, seed=4)
+    src = np.random.default_rng(5).integers(0, V, (B, S))
+    g, _ = m.greedy(src, src_lengths=SRC_LENGTHS, bos=0, eos=W - 1, max_len=7)
+    b, _ = m.beam_search(src, src_lengths=SRC_LENGTHS, bos=0, eos=W - 1, max_len=7, width=1)
+    np.testing.assert_array_equal(b, g)
+
+
+def _log_prob(m, src, ids, eos):
+    """Σ log p(y_t | y_<t, x) of each row's ids up to and including its first EOS."""
+    tgt_in = np.concatenate([np.zeros((ids.shape[0], 1), int), ids[:, :-1]], axis=1)
+    z = m.forward(src, tgt_in, src_lengths=SRC_LENGTHS).output
+    logp = z - np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1, keepdims=True)) - z.max(
+        -1, keepdims=True
+    )
+    picked = np.take_along_axis(logp, ids[..., None], axis=-1)[..., 0]
+    upto = np.cumsum(ids == eos, axis=1) - (ids == eos) == 0  # through the first EOS
+    return (picked * upto).sum(axis=1)
+
+
+def test_beam_finds_outputs_at_least_as_likely_as_greedy():
+    """Without a length penalty a wider beam never scores below greedy, and its score is the
+    model's log-probability of what it returns."""
+    m = model("gru", False, "additive", seed=6)
+    src = np.random.default_rng(7).integers(0, V, (B, S))
+    eos = W - 1
+    g, _ = m.greedy(src, src_lengths=SRC_LENGTHS, bos=0, eos=eos, max_len=6)
+    b, score = m.beam_search(src, src_lengths=SRC_LENGTHS, bos=0, eos=eos, max_len=6, width=4,
+                             alpha=0.0)  # fmt: skip
+    np.testing.assert_allclose(score, _log_prob(m, src, b, eos), atol=1e-9)
+    assert (score >= _log_prob(m, src, g, eos) - 1e-9).all()
+
+
+def test_sampling_is_seeded_and_top_1_is_greedy():
+    m = model("lstm", False, "none", seed=8)
+    src = np.random.default_rng(9).integers(0, V, (B, S))
+    kw = dict(src_lengths=SRC_LENGTHS, bos=0, eos=W - 1, max_len=6)
+    a, _ = m.sample(src, rng=1, temperature=0.7, **kw)
+    b, _ = m.sample(src, rng=1, temperature=0.7, **kw)
+    np.testing.assert_array_equal(a, b)
+    top1, _ = m.sample(src, rng=2, top_k=1, **kw)
+    np.testing.assert_array_equal(top1, m.greedy(src, **kw)[0])
+    with pytest.raises(ValueError, match=r"`temperature` must be a positive number"):
+        m.sample(src, temperature=0, **kw)
