@@ -6,9 +6,11 @@
 - `synthetic`: the adding, copy-memory and temporal-order benchmarks with their baselines;
 - `digits`: scikit-learn's 8×8 digits read row by row or pixel by pixel (needs the
   `digits` extra);
-- `pytokens`: characters of Python source labelled with their token class.
+- `pytokens`: characters of Python source labelled with their token class;
+- `transduction`: string pairs for the encoder–decoder (number words English → German, dates
+  → ISO 8601; needs the `seq2seq` extra), held out by value, and a character codec.
 """
 
-from rnnlab.tasks import digits, ngram, pytokens, synthetic, text
+from rnnlab.tasks import digits, ngram, pytokens, synthetic, text, transduction
 
-__all__ = ["digits", "ngram", "pytokens", "synthetic", "text"]
+__all__ = ["digits", "ngram", "pytokens", "synthetic", "text", "transduction"]
