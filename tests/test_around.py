@@ -14,7 +14,13 @@ torch = pytest.importorskip("torch")
 
 B, T, I, H = 3, 6, 3, 4
 LENGTHS = np.array([6, 2, 5])
-CELLS = {"lstm": LSTMCell, "gru": GRUCell, "rnn": ElmanCell}
+CELLS = {
+    "lstm": LSTMCell,
+    "gru": GRUCell,
+    "rnn": ElmanCell,
+    "gru-orig": lambda: GRUCell(reset_after=False),
+    "ln-peephole": lambda: LSTMCell(layer_norm=True, peephole=True),
+}
 CASES = {
     "lstm-proj": ("lstm", dict(proj_size=2)),
     "rnn-proj": ("rnn", dict(proj_size=2)),
@@ -27,6 +33,8 @@ CASES = {
     "gru-rdrop": ("gru", dict(recurrent_dropout=0.4)),
     "rnn-rdrop": ("rnn", dict(recurrent_dropout=0.4)),
     "lstm-all": ("lstm", dict(proj_size=3, zoneout=(0.0, 0.3), recurrent_dropout=0.2)),
+    "gru-orig-zoneout": ("gru-orig", dict(zoneout=0.3)),
+    "ln-peephole-proj": ("ln-peephole", dict(proj_size=2, zoneout=(0.0, 0.4))),
 }
 
 
@@ -273,3 +281,38 @@ def test_the_gradient_diagnostics_see_a_projected_carry():
     assert np.isfinite(prof.mean[:, 0]).all()
     with pytest.raises(ValueError, match=r"`layer` must be a layer without proj_size or zoneout"):
         dg.step_jacobians(m, x)
+
+
+def test_the_spectrum_and_gate_saturation_of_a_projected_layer():
+    """The spectrum takes each gate's map from one step's h̃ to the next one's
+    pre-activations, W_g W_hr (H × H); gate saturation reads the units' h̃, not the carry."""
+    from rnnlab import diagnostics as dg
+    from rnnlab.layers import RNN
+
+    m = LSTM(I, H, proj_size=2, rng=0)
+    spec = dg.recurrent_spectrum(m)
+    W, W_hr = m.params["weight_hh_l0"], m.params["weight_hr_l0"]
+    f_block = [b for b in spec.blocks if b.gate == "f"][0]
+    want = np.linalg.svd((W[H : 2 * H] @ W_hr).astype(np.float64), compute_uv=False)
+    np.testing.assert_allclose(f_block.singular_values, want, rtol=1e-6, atol=1e-6)  # rank P
+    history = dg.spectrum_over_checkpoints([(0, m.params), (1, m.params)])
+    assert history is not None
+    r = RNN(I, H, proj_size=2, rng=0, dtype=np.float64)
+    for v in r.params.values():
+        v[...] = np.random.default_rng(1).uniform(-3, 3, v.shape)  # saturating
+    x = np.random.default_rng(2).standard_normal((B, T, I))
+    sat = dg.gate_saturation(r, x)
+    h = r.forward(x).cache["tapes"][0].own
+    np.testing.assert_allclose(sat.overall_high[0, 0], np.mean((h + 1) / 2 > 0.95), rtol=1e-12)
+    np.testing.assert_allclose(sat.overall_low[0, 0], np.mean((h + 1) / 2 < 0.05), rtol=1e-12)
+    assert 0 < sat.overall_high[0, 0] < 1
+
+
+def test_gradflow_skips_the_one_step_analyses_of_a_projected_layer():
+    from rnnlab import gradflow
+    from rnnlab.modules import Linear, Sequential
+
+    model = Sequential(LSTM(I, H, proj_size=2, rng=0), Linear(2, 3, rng=0))
+    subject = gradflow.Subject(model, None, None, None, None, None, {})
+    why = gradflow.applicable(subject)
+    assert "proj_size=2" in why["jacobian"] and why["lag"] == ""

@@ -65,7 +65,8 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     g.add_argument(
         "--proj-size", dest="proj_size", type=int, default=S,
-        help="LSTM/RNN: project h to this many units (Sak et al. 2014; PyTorch's proj_size)",
+        help="LSTM/RNN: project h to this many units, below --hidden (Sak et al. 2014; "
+        "PyTorch's proj_size; the GRU reads h itself and takes none)",
     )  # fmt: skip
     g.add_argument(
         "--recurrent-dropout", dest="recurrent_dropout", type=float, default=S,

@@ -299,6 +299,13 @@ def applicable(subject: Subject) -> dict[str, str]:
             f"the iterated map needs a tanh RNN with 1 or 2 units; this is a "
             f"{layer.cell.name} layer with {layer.hidden_size} units"
         )
+    around = [f"proj_size={layer.proj_size}"] if layer.proj_size else []
+    around += [f"zoneout={layer.zoneout}"] if any(layer.zoneout) else []
+    if around:  # the one-step analyses differentiate the cell's step alone
+        for name in ("dynamics", "jacobian"):
+            why[name] = why[name] or (
+                f"the one-step map of a layer with {', '.join(around)} is not built yet"
+            )
     return why
 
 
@@ -1009,6 +1016,9 @@ def _describe_model(subject: Subject) -> dict | None:
         "hidden": layer.hidden_size,
         "layers": layer.num_layers,
         "bidirectional": layer.bidirectional,
+        "proj_size": layer.proj_size,
+        "recurrent_dropout": layer.recurrent_dropout,
+        "zoneout": list(layer.zoneout),
         "parameters": int(sum(v.size for v in subject.model.params.values())),
     }
 

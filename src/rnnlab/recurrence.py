@@ -128,7 +128,7 @@ def _projection_place(cell, T: int, hs: np.ndarray, saved: np.ndarray, reverse: 
     contiguous (not inside a bidirectional layer's output); else (None, None)."""
     if not cell.in_place:
         return None, None
-    H = saved.shape[2] // cell.tape if cell.tape else hs.shape[2]
+    H = own.shape[2] if own is not None else hs.shape[2]  # the cell's units
     GH = cell.gates * H
     if cell.tape >= cell.gates and saved.shape[0] == T:
         return "tape", saved[:, :, :GH]

@@ -35,13 +35,15 @@ ATTENTIONS = ("none", "multiplicative", "additive")
 
 
 class Seq2Seq(_Module):
-    """An encoder–decoder over token ids. Parameters are named by part: `src_embed.weight`,
-    `encoder.weight_ih_l0`, …, `bridge_h.weight`, `decoder.…`, `attention.…`, `combine.…`,
-    `out.weight` (see the module's docstring for the equations)."""
+    """An encoder–decoder whose target is token ids and whose source is token ids
+    (`source_vocab`) or vectors (`source_vocab=None, source_features=F`: an image read column
+    by column, for one-to-many "image to text"). Parameters are named by part:
+    `src_embed.weight`, `encoder.weight_ih_l0`, …, `bridge_h.weight`, `decoder.…`,
+    `attention.…`, `combine.…`, `out.weight` (see the module's docstring for the equations)."""
 
     def __init__(
         self,
-        source_vocab: int,
+        source_vocab: int | None,
         target_vocab: int,
         *,
         embed: int = 32,
@@ -52,15 +54,24 @@ class Seq2Seq(_Module):
         bidirectional: bool = False,
         attention: str = "none",
         attention_size: int | None = None,
+        source_features: int | None = None,
         dtype=np.float32,
         rng=None,
     ):
         dt, rng = _dtype(dtype), _rng(rng)
+        if (source_vocab is None) == (source_features is None):
+            _checks.fail(
+                "source_vocab",
+                "a vocabulary size for token sources, or None with source_features for vectors",
+                f"source_vocab={source_vocab!r}, source_features={source_features!r}",
+            )
         self.attention = _checks.choice(attention, "attention", ATTENTIONS)
         self.hidden = _checks.positive_int(hidden, "hidden")
         self.dtype = dt
-        self.src_embed = Embedding(source_vocab, embed, dtype=dt, rng=rng)
-        self.encoder = make_recurrent(cell, embed, hidden, encoder_layers,
+        self.tokens = source_vocab is not None
+        self.src_embed = Embedding(source_vocab, embed, dtype=dt, rng=rng) if self.tokens else None
+        width = embed if self.tokens else _checks.positive_int(source_features, "source_features")
+        self.encoder = make_recurrent(cell, width, hidden, encoder_layers,
                                       bidirectional=bidirectional, dtype=dt, rng=rng)  # fmt: skip
         self.tgt_embed = Embedding(target_vocab, embed, dtype=dt, rng=rng)
         self.decoder = make_recurrent(cell, embed, hidden, decoder_layers, dtype=dt, rng=rng)
@@ -69,7 +80,8 @@ class Seq2Seq(_Module):
         self.enc_width = D * hidden
         # a learned bridge where the final states do not map layer for layer
         self.bridged = D > 1 or encoder_layers != decoder_layers
-        parts: dict[str, _Module] = {"src_embed": self.src_embed, "encoder": self.encoder}
+        parts: dict[str, _Module] = {"src_embed": self.src_embed} if self.tokens else {}
+        parts["encoder"] = self.encoder
         if self.bridged:
             self.bridge_h = Linear(self.enc_width, decoder_layers * hidden, dtype=dt, rng=rng)
             parts["bridge_h"] = self.bridge_h
@@ -101,9 +113,9 @@ class Seq2Seq(_Module):
     # ------------------------------------------------------------------ pieces
     def encode(self, src, src_lengths=None, *, training=False, rng=None, grad=True):
         """(encoder outputs (B, S, D·H), the decoder's initial state, what backward needs)."""
-        fe = self.src_embed.forward(src)
-        fenc = self.encoder.forward(fe.output, lengths=src_lengths, training=training, rng=rng,
-                                    grad=grad)  # fmt: skip
+        fe = self.src_embed.forward(src) if self.tokens else None
+        fenc = self.encoder.forward(src if fe is None else fe.output, lengths=src_lengths,
+                                    training=training, rng=rng, grad=grad)  # fmt: skip
         state, fb = self._bridge(fenc.state)
         return fenc.output, state, (fe, fenc, fb)
 
@@ -221,12 +233,11 @@ class Seq2Seq(_Module):
     ) -> Forward:
         """Teacher forcing: logits (B, T, target_vocab) for the target read shifted by one,
         `tgt_in` = (BOS, y_1, …, y_{T-1}) as ids (B, T)."""
-        src, tgt_in = _checks.int_array(src, "src", ndim=2), _checks.int_array(
-            tgt_in, "tgt_in", ndim=2
-        )
+        src = self._source(src)
+        tgt_in = _checks.int_array(tgt_in, "tgt_in", ndim=2)
         if src.shape[0] != tgt_in.shape[0]:
             _checks.fail("tgt_in", f"{src.shape[0]} rows, one per source", f"shape {tgt_in.shape}")
-        B, S = src.shape
+        B, S = src.shape[:2]
         m = valid_mask(src_lengths, None, B, S)
         src_mask = None if m is None else np.ascontiguousarray(m.T)  # (B, S)
         enc, state, enc_cache = self.encode(src, src_lengths, training=training, rng=rng,
@@ -265,18 +276,24 @@ class Seq2Seq(_Module):
         grads.update({f"tgt_embed.{k}": v for k, v in bd.params.items()})
         fe, fenc, fb = c["enc_cache"]
         d_enc_state = self._bridge_back(fb, bdec.state, grads)
-        benc = self.encoder.backward(fenc, d_enc, d_enc_state)
+        benc = self.encoder.backward(fenc, d_enc, d_enc_state, input_grad=self.tokens)
         grads.update({f"encoder.{k}": v for k, v in benc.params.items()})
-        be = self.src_embed.backward(fe, benc.input)
-        grads.update({f"src_embed.{k}": v for k, v in be.params.items()})
+        if self.tokens:
+            be = self.src_embed.backward(fe, benc.input)
+            grads.update({f"src_embed.{k}": v for k, v in be.params.items()})
         return Backward(None, None, {k: grads[k] for k in self.params})
+
+    def _source(self, src):
+        if self.tokens:
+            return _checks.int_array(src, "src", ndim=2)
+        return _checks.float_array(src, "src", ndim=3, dtype=self.dtype)
 
     # ------------------------------------------------------------------ generation
     def _start(self, src, src_lengths, max_len, width=1):
         """Encode once, repeat each source `width` times: (enc, state, src_mask, B)."""
-        src = _checks.int_array(src, "src", ndim=2)
+        src = self._source(src)
         _checks.positive_int(max_len, "max_len")
-        B, S = src.shape
+        B, S = src.shape[:2]
         m = valid_mask(src_lengths, None, B, S)
         src_mask = None if m is None else np.ascontiguousarray(m.T)
         enc, state, _ = self.encode(src, src_lengths, grad=False)

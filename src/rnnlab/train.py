@@ -158,10 +158,10 @@ class TrainConfig:
             and self.cell_clip >= 0
         ):
             _checks.fail("cell_clip", "a non-negative number (0: no clip)", repr(self.cell_clip))
-        for name in ("proj_size",):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                _checks.fail(name, "a non-negative integer (0: none)", _checks.describe(v))
+        v = self.proj_size
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < self.hidden:
+            _checks.fail("proj_size", f"an integer from 0 (none) to hidden - 1 = {self.hidden - 1}",
+                         _checks.describe(v))  # fmt: skip
         _checks.probability(self.recurrent_dropout, "recurrent_dropout")
         zones = self.zoneout if isinstance(self.zoneout, list) else [self.zoneout]
         if len(zones) not in (1, 2):

@@ -112,7 +112,9 @@ def gate_saturation(
     per_step = valid.sum(axis=(1, 2)) * H  # (T,)
     total = per_step.sum()
     for j, tape in enumerate(tapes):
-        if isinstance(cell, ElmanCell):
+        if isinstance(cell, ElmanCell) and tape.own is not None:
+            acts = tape.own  # the units' own h̃_t (the carry is projected or zoned out)
+        elif isinstance(cell, ElmanCell):
             acts = tape.hs[tape.slices()[1]]  # (T, B, H): h_t of every step
         else:
             acts = tape.saved  # the gate activations come first on the tape

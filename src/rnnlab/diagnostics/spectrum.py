@@ -119,11 +119,15 @@ class SpectrumHistory:
         }
 
 
-def _blocks(name: str, W: np.ndarray, gates: tuple[str, ...]) -> list[SpectrumBlock]:
-    H = W.shape[1]
+def _blocks(name: str, W: np.ndarray, gates: tuple[str, ...], W_hr=None) -> list[SpectrumBlock]:
+    """One block per gate; with a projection W_hr (P, H) of the carry, the H × H map from one
+    step's h̃ to the next step's pre-activations, W_g W_hr (W_g alone is H × P)."""
+    H = W.shape[0] // len(gates)
     out = []
     for g, gate in enumerate(gates):
         Wg = np.asarray(W[g * H : (g + 1) * H], dtype=np.float64)
+        if W_hr is not None:
+            Wg = Wg @ np.asarray(W_hr, dtype=np.float64)
         sv = np.linalg.svd(Wg, compute_uv=False)
         ev = np.linalg.eigvals(Wg)
         ev = ev[np.argsort(-np.abs(ev), kind="stable")]
@@ -155,7 +159,8 @@ def recurrent_spectrum(source: Recurrent | np.ndarray) -> Spectrum:
         for k in range(source.num_layers):
             for sfx in source.directions:
                 name = f"weight_hh_l{k}{sfx}"
-                blocks += _blocks(name, source.params[name], _gate_names(G))
+                W_hr = source.params.get(f"weight_hr_l{k}{sfx}")
+                blocks += _blocks(name, source.params[name], _gate_names(G), W_hr)
         return Spectrum(blocks)
     if not isinstance(source, np.ndarray):
         _checks.fail(
@@ -199,6 +204,17 @@ def spectrum_over_checkpoints(checkpoints) -> SpectrumHistory:
             )
         blocks = []
         for key in keys:
+            hr = key.replace("weight_hh", "weight_hr")
+            if hr in params:  # a projected carry: W_hh is (G·H, P), W_hr (P, H)
+                W = _checks.float_array(params[key], f"checkpoints[{i}][{key!r}]", ndim=2)
+                W_hr = _checks.float_array(params[hr], f"checkpoints[{i}][{hr!r}]", ndim=2)
+                H = W_hr.shape[1]
+                if W.shape[0] % H or W_hr.shape[0] != W.shape[1]:
+                    _checks.fail(f"checkpoints[{i}][{hr!r}]",
+                                 f"a projection of shape ({W.shape[1]}, H) with H dividing "
+                                 f"{W.shape[0]}", f"shape {W_hr.shape}")  # fmt: skip
+                blocks += _blocks(key, W, _gate_names(W.shape[0] // H), W_hr)
+                continue
             W = _check_matrix(params[key], f"checkpoints[{i}][{key!r}]")
             blocks += _blocks(key, W, _gate_names(W.shape[0] // W.shape[1]))
         these = [b.name for b in blocks]

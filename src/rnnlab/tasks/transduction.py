@@ -9,10 +9,14 @@ strings whose output has its own length and order.
   "07.03.2023", "7 mars 2023", …, formatted by `babel`) → ISO 8601 ("2023-03-07"). Only
   styles that spell the year with four digits and put the day before the month whenever both
   are numbers are used, so that every source has exactly one answer.
+- `caption`: the notes' one-to-many "image to text": scikit-learn's 8×8 digit images of a
+  1–3 digit number side by side, read column by column (8 values a step) → the number in
+  English words ("forty-two"). Test numbers are drawn from the test images only.
 
 Splits are held out by value: a number or a day belongs to train, valid or test by a hash of
 the value, so no test item (in any of its spellings) is ever trained on. Strings become ids
-through a `CharCodec` built from the training side.
+through a `CharCodec` built from the training side. `scores` gives exact match, the
+character error rate (`editdistance`) and BLEU and chrF (`sacrebleu`).
 """
 
 from __future__ import annotations
@@ -170,3 +174,57 @@ class CharCodec:
 def teacher_inputs(targets: np.ndarray) -> np.ndarray:
     """The decoder's input under teacher forcing: BOS, then the targets shifted right."""
     return np.concatenate([np.full((targets.shape[0], 1), BOS), targets[:, :-1]], axis=1)
+
+
+def caption(split: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """n images of 1–3 digit numbers (uniform number of digits, then uniform digits; no
+    leading zero) as column sequences: (x (n, 8·d_max, 8) float32, lengths (n,) = 8·digits,
+    English words). Train and valid take scikit-learn's training images, test its test
+    images (rnnlab.tasks.digits's stratified split), so a test image is never seen."""
+    from rnnlab.tasks.digits import load_digits_sequences
+
+    words = _num2words()
+    choice(split, "split", SPLITS)
+    x_tr, y_tr, x_te, y_te = load_digits_sequences("rows", seed=0)
+    images, labels = (x_te, y_te) if split == "test" else (x_tr, y_tr)
+    by_digit = [np.flatnonzero(labels == d) for d in range(10)]
+    rng = np.random.default_rng([seed, SPLITS.index(split), 2])
+    x = np.zeros((n, 24, 8), np.float32)
+    lengths = np.zeros(n, np.int64)
+    texts = []
+    for i in range(n):
+        k = int(rng.integers(1, 4))
+        digits = [int(rng.integers(1 if k > 1 else 0, 10))] + [
+            int(rng.integers(0, 10)) for _ in range(k - 1)
+        ]
+        for j, d in enumerate(digits):
+            img = images[rng.choice(by_digit[d])]  # (8 rows, 8 columns)
+            x[i, 8 * j : 8 * (j + 1)] = img.T  # step = one column, its 8 pixels
+        lengths[i] = 8 * k
+        texts.append(words(int("".join(map(str, digits))), lang="en"))
+    return x, lengths, texts
+
+
+def scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """exact_match and cer (character error rate: edit distance over the references'
+    length, `editdistance`), and corpus bleu and chrf (`sacrebleu`, its defaults)."""
+    if len(hypotheses) != len(references) or not references:
+        fail("hypotheses", f"{len(references)} strings, one per reference (at least one)",
+             f"{len(hypotheses)}")  # fmt: skip
+    try:
+        import editdistance
+        import sacrebleu
+    except ImportError:
+        raise MissingDependencyError(
+            "scoring needs editdistance and sacrebleu: pip install 'rnnlab[seq2seq]'"
+        ) from None
+    exact = float(np.mean([h == r for h, r in zip(hypotheses, references, strict=True)]))
+    edits = sum(editdistance.eval(h, r) for h, r in zip(hypotheses, references, strict=True))
+    cer = edits / max(1, sum(len(r) for r in references))
+    refs = [list(references)]
+    return {
+        "exact_match": exact,
+        "cer": float(cer),
+        "bleu": float(sacrebleu.corpus_bleu(list(hypotheses), refs).score),
+        "chrf": float(sacrebleu.corpus_chrf(list(hypotheses), refs).score),
+    }
