@@ -79,3 +79,31 @@ def test_an_encoder_decoder_learns_dates():
         opt.update(m.params, m.backward(f, d).params, state)
         losses.append(loss)
     assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10])
+
+
+def test_caption_images_and_words():
+    pytest.importorskip("sklearn")
+    x, lengths, words = td.caption("test", 50, seed=4)
+    assert x.shape == (50, 24, 8) and x.dtype == np.float32
+    assert set(lengths.tolist()) <= {8, 16, 24}
+    for xi, n in zip(x, lengths, strict=True):
+        assert not xi[n:].any()  # padding after the number's columns
+    from num2words import num2words
+
+    assert all(w in {num2words(v, lang="en") for v in range(1000)} for w in words)
+    from rnnlab.seq2seq import Seq2Seq
+
+    m = Seq2Seq(None, 20, source_features=8, hidden=8, attention="additive", rng=0)
+    ids, _ = m.greedy(x[:4], src_lengths=lengths[:4], bos=1, eos=2, max_len=5)
+    assert ids.shape[0] == 4
+
+
+def test_scores():
+    s = td.scores(["forty-two", "sieben"], ["forty-two", "siebzehn"])
+    assert s["exact_match"] == 0.5
+    assert s["cer"] == pytest.approx(2 / 17)  # "sieben" → "siebzehn": two insertions
+    assert 0 <= s["bleu"] < 100 and 0 < s["chrf"] < 100  # BLEU: no 4-grams in 2 words
+    same = ["the cat sat on the mat"]
+    assert td.scores(same, same)["bleu"] == pytest.approx(100)
+    with pytest.raises(ValueError, match=r"`hypotheses` must be 2 strings"):
+        td.scores(["a"], ["a", "b"])
