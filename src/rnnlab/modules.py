@@ -13,6 +13,12 @@ from rnnlab import _checks, parallel
 from rnnlab.layers import Backward, Forward, Recurrent, _dtype, _rng, load_params, valid_mask
 
 
+def _d_output(f: Forward, d_output) -> np.ndarray:
+    """∂L/∂output as given to a backward: the output's shape exactly (a transposed or
+    broadcastable array of the same size would give wrong gradients without a word)."""
+    return _checks.float_array(d_output, "d_output", shape=f.output.shape, finite=False)
+
+
 class _Module:
     params: dict[str, np.ndarray]
 
@@ -56,6 +62,7 @@ class Embedding(_Module):
         return Forward(self.params["weight"][x], None, x)
 
     def backward(self, f: Forward, d_output, d_state=None, *, input_grad=True) -> Backward:
+        d_output = _d_output(f, d_output)
         dW = np.zeros_like(self.params["weight"])
         np.add.at(dW, f.cache.reshape(-1), d_output.reshape(-1, self.embedding_dim))
         return Backward(None, None, {"weight": dW})
@@ -104,7 +111,7 @@ class Linear(_Module):
     @parallel.sessioned
     def backward(self, f: Forward, d_output, d_state=None, *, input_grad=True) -> Backward:
         x = f.cache
-        dy2 = np.reshape(d_output, (-1, self.out_features))
+        dy2 = _d_output(f, d_output).reshape(-1, self.out_features)
         grads = {"weight": parallel.matmul(dy2.T, x.reshape(-1, self.in_features))}
         if "bias" in self.params:
             grads["bias"] = dy2.sum(axis=0)
@@ -144,6 +151,7 @@ class Dropout(_Module):
         return Forward(x * m, None, m)
 
     def backward(self, f: Forward, d_output, d_state=None, *, input_grad=True) -> Backward:
+        d_output = _d_output(f, d_output)
         return Backward(d_output if f.cache is None else d_output * f.cache, None, {})
 
 
@@ -200,7 +208,7 @@ class LastStep(_Module):
 
     def backward(self, f: Forward, d_output, d_state=None, *, input_grad=True) -> Backward:
         how, shape, last = f.cache
-        d_output = np.asarray(d_output)
+        d_output = _d_output(f, d_output)
         dx = np.zeros(shape, d_output.dtype)
         B = shape[0]
         if how == "steps":
@@ -222,7 +230,7 @@ class LastStep(_Module):
         """The layer's final-state gradient (its `d_state`) for a result read from its final
         states (merge 'sum'), added to the `d_state` the caller gave the layer."""
         _, shape, layer = f.cache
-        d = np.asarray(d_output)
+        d = _d_output(f, d_output)
         n, B, H = layer.num_layers * 2, shape[0], d.shape[1]
         has_c = layer.cell.has_c
         given = d_state[0] if has_c and d_state is not None else d_state
@@ -260,7 +268,7 @@ class MeanOverTime(_Module):
 
     def backward(self, f: Forward, d_output, d_state=None, *, input_grad=True) -> Backward:
         w = f.cache
-        return Backward(w[:, :, None] * d_output[:, None, :], None, {})
+        return Backward(w[:, :, None] * _d_output(f, d_output)[:, None, :], None, {})
 
 
 class Sequential(_Module):
@@ -336,7 +344,7 @@ class Sequential(_Module):
         """`input_grad=False`: the first module may skip ∂L/∂x (see Recurrent.backward)."""
         grads: dict[str, np.ndarray] = {}
         d_states = [None] * len(self.modules)
-        d = d_output
+        d = _d_output(f, d_output)
         through_state = None  # a LastStep read from a layer's final states (see LastStep)
         for i in range(len(self.modules) - 1, -1, -1):
             ds = None if d_state is None else d_state[i]
