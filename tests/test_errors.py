@@ -266,3 +266,27 @@ def test_backward_refuses_a_d_output_of_another_shape(name, module, x, how):
         d = d.reshape(-1)
     with pytest.raises(ValueError, match=r"`d_output` must be an array (of shape|with)"):
         module.backward(f, d)
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "complex", "str", "late shape"])
+def test_load_state_dict_is_all_or_nothing(bad):
+    """A refused state leaves every weight as it was (a later bad key used to fail after
+    the earlier ones were copied), and NaN, inf or complex values are refused."""
+    m = LSTM(I, H, rng=0)
+    before = m.state_dict()
+    state = {k: np.ones(v.shape, v.dtype) for k, v in before.items()}
+    last = list(state)[-1]
+    if bad == "nan":
+        state[last][0] = np.nan
+    elif bad == "inf":
+        state[last][0] = -np.inf
+    elif bad == "complex":
+        state[last] = state[last] + 1j
+    elif bad == "str":
+        state[last] = np.full(state[last].shape, "1")
+    else:
+        state[last] = np.ones(7, np.float32)
+    with pytest.raises(ValueError, match=rf"`state\['{last}'\]` must be"):
+        m.load_state_dict(state)
+    for k, v in m.params.items():
+        np.testing.assert_array_equal(v, before[k])

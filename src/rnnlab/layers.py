@@ -607,14 +607,22 @@ def load_params(params: dict[str, np.ndarray], state: dict, strict: bool = True)
             "a dict with exactly this module's parameter names",
             f"missing {missing} and unexpected {unexpected}",
         )
+    # All or nothing: every array is checked before the first is copied, so a refused state
+    # leaves the module as it was.
+    checked = {}
     for name, value in state.items():
         if name not in params:
             continue
-        arr = np.asarray(value)
+        arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+        if arr.dtype.kind not in "fiu":  # complex, bool, object, str: not a weight
+            _checks.fail(f"state[{name!r}]", "an array of real numbers", f"dtype {arr.dtype}")
         if arr.shape != params[name].shape:
             _checks.fail(
                 f"state[{name!r}]", f"an array of shape {params[name].shape}", f"shape {arr.shape}"
             )
+        checked[name] = _checks.float_array(arr.astype(params[name].dtype, copy=False),
+                                             f"state[{name!r}]")  # fmt: skip
+    for name, arr in checked.items():
         params[name][...] = arr
 
 
