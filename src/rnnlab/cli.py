@@ -265,6 +265,8 @@ def _config_from_args(args) -> tuple:
     overrides = {k: v for k, v in vars(args).items() if k in TrainConfig.fields() and k != "task"}
     merged = {**recipes.defaults(task), **settings, **overrides, "task": task}
     cfg = TrainConfig.from_dict(merged, source=args.config or "options")
+    for text in cfg.without_effect({*settings, *overrides}):
+        print(f"rnnlab: warning: {text}", file=sys.stderr)
     return task, cfg
 
 

@@ -139,8 +139,28 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 _checks.fail(name, "a non-negative integer", _checks.describe(v))
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
+        if not (_number(self.lr) and self.lr > 0):
             _checks.fail("lr", "a positive number", _checks.describe(self.lr))
+        for name, lo, hi, what in (
+            ("momentum", 0.0, 1.0, "a number in [0, 1)"),
+            ("weight_decay", 0.0, math.inf, "a non-negative number"),
+            ("time_limit", 0.0, math.inf, "a non-negative number of seconds (0: none)"),
+            ("clip_at", 0.0, math.inf, "a positive number"),
+            ("forget_bias", -math.inf, math.inf, "a finite number"),
+        ):
+            v = getattr(self, name)
+            if not (_number(v) and lo <= v < hi):
+                _checks.fail(name, what, _checks.describe(v))
+        for name in ("task", "data", "digits_mode"):
+            if not isinstance(getattr(self, name), str):
+                _checks.fail(name, "a string", _checks.describe(getattr(self, name)))
+        from rnnlab.recipes import TASK_NAMES
+
+        _checks.choice(self.task, "task", TASK_NAMES)
+        _checks.choice(self.digits_mode, "digits_mode", ("rows", "pixels"))
+        _checks.choice(self.initial_state, "initial_state", ("zeros", "learned"))
+        if not isinstance(self.extra, dict):
+            _checks.fail("extra", "a table of settings", _checks.describe(self.extra))
         _checks.probability(self.dropout, "dropout")
         _checks.choice(self.clip, "clip", ("global_norm", "value", "none"))
         from rnnlab.models import CELLS, FEEDBACK_CELLS
@@ -148,12 +168,7 @@ class TrainConfig:
         _checks.choice(self.cell, "cell", CELLS + FEEDBACK_CELLS)
         for name in ("bidirectional", "reverse_input", "peephole", "coupled", "layer_norm"):
             _checks.boolean(getattr(self, name), name)
-        if not (
-            isinstance(self.cell_clip, (int, float))
-            and not isinstance(self.cell_clip, bool)
-            and math.isfinite(self.cell_clip)
-            and self.cell_clip >= 0
-        ):
+        if not (_number(self.cell_clip) and self.cell_clip >= 0):
             _checks.fail("cell_clip", "a non-negative number (0: no clip)", repr(self.cell_clip))
         variants = [n for n in ("peephole", "coupled", "layer_norm") if getattr(self, n)]
         variants += ["cell_clip"] if self.cell_clip else []
@@ -168,8 +183,47 @@ class TrainConfig:
             self.optimizer, "optimizer", ("sgd", "nesterov", "rmsprop", "adagrad", "adam", "adamw")
         )
         teacher_schedule(self.teacher_forcing)
-        if self.clip != "none" and not (self.clip_at > 0):
+        if not self.clip_at > 0:
             _checks.fail("clip_at", "a positive number", _checks.describe(self.clip_at))
+
+    def without_effect(self, given) -> list[str]:
+        """Why each of the settings in `given` (those the user set) changes nothing in this
+        run: said as a warning, so a typo'd intention is not silently ignored."""
+        out = []
+        g = set(given)
+        synthetic = self.task in ("adding", "copy", "temporal-order")
+        if "data" in g and self.data and self.task != "charlm":
+            out.append(f"`data` is read by the charlm task only; the {self.task} task ignores it")
+        if "T" in g and not synthetic:
+            out.append(f"`T` is the length of the synthetic tasks; {self.task} ignores it")
+        if "digits_mode" in g and self.task != "digits":
+            out.append(f"`digits_mode` is for the digits task; {self.task} ignores it")
+        if "seq_len" in g and self.task not in ("charlm", "pytokens"):
+            out.append(f"`seq_len` cuts charlm and pytokens text; {self.task} ignores it")
+        if "train_size" in g and self.task != "pytokens":
+            out.append(f"`train_size` is read by the pytokens task only; {self.task} ignores it")
+        if "momentum" in g and self.optimizer not in ("sgd", "nesterov"):
+            out.append(f"`momentum` is for sgd and nesterov; optimizer {self.optimizer!r} "
+                       "ignores it")  # fmt: skip
+        if "clip_at" in g and self.clip == "none":
+            out.append("`clip_at` has no effect with clip = 'none'")
+        if "forget_bias" in g and self.cell != "lstm":
+            out.append(f"`forget_bias` is an LSTM's; cell {self.cell!r} ignores it")
+        if "embed" in g and self.task in ("adding", "temporal-order", "digits"):
+            out.append(f"`embed` sizes token embeddings; {self.task} reads vectors")
+        if "teacher_forcing" in g and self.cell not in ("jordan", "jordan-elman"):
+            out.append("`teacher_forcing` is for output-feedback cells (jordan, jordan-elman); "
+                       f"cell {self.cell!r} ignores it")  # fmt: skip
+        if "warmup" in g and self.warmup >= self.steps:
+            out.append(f"`warmup` ({self.warmup}) is not shorter than `steps` ({self.steps})")
+        if self.extra:
+            out.append("`extra` is not read by any task: " + ", ".join(map(str, self.extra)))
+        return out
+
+
+def _number(v) -> bool:
+    """A finite real number, not a bool (TOML's `true` is not 1) nor a string ("1")."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def teacher_schedule(text: str) -> tuple[float, float]:
