@@ -326,3 +326,20 @@ def test_checkpoint_every_is_validated():
 
     with pytest.raises(ValueError, match=r"`checkpoint_every` must be a non-negative integer"):
         LSTM(2, 3, rng=0).forward(np.zeros((1, 4, 2), np.float32), checkpoint_every=-1)
+
+
+def test_evaluate_json_of_a_diverged_model_prints_null_and_why(tmp_path, capsys):
+    """JSON has no NaN: a model whose outputs overflow gets null and the reason."""
+    run = tmp_path / "r"
+    argv = ["train", "adding", "--T", 6, "--steps", 2, "--cell", "relu", "--run-dir", run]
+    assert run_cli(*argv, "--hidden", 8, "--batch-size", 4, "--quiet") == 0
+    ckpt = io.load_checkpoint(run)
+    huge = {k: np.full_like(v, 1e30) for k, v in ckpt.model.items()}  # finite, but overflows
+    io.save_checkpoint(run, ckpt.step + 1, model=huge, optimizer=ckpt.optimizer,
+                       state=ckpt.state, config=ckpt.config)  # fmt: skip
+    capsys.readouterr()
+    assert run_cli("evaluate", run, "--json") == 0
+    out, err = capsys.readouterr()
+    result = json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert result["mse"] is None
+    assert "mse not finite" in result["non_finite"] and "diverged" in err

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 from rnnlab import io
 
@@ -341,13 +344,37 @@ def cmd_evaluate(args) -> int:
 
     run_dir, cfg, model = _load_run(args.run)
     task = recipes.make_task(cfg)
-    result = task.evaluate(model, args.split)
+    with np.errstate(all="ignore"):  # a diverged model's overflow is reported below
+        result = task.evaluate(model, args.split)
+    clean, bad = _finite_or_null(result)
+    if bad:
+        why = (f"{', '.join(bad)} not finite (NaN or inf): the model's outputs overflow; "
+               "its weights have diverged")  # fmt: skip
+        clean["non_finite"] = why
+        print(f"rnnlab: warning: {why}", file=sys.stderr)
     if args.json:
-        print(json.dumps(result, sort_keys=True))
+        print(json.dumps(clean, sort_keys=True, allow_nan=False))
     else:
         for line in recipes.report(task, result):
             print(line)
     return 0
+
+
+def _finite_or_null(value, where: str = "") -> tuple:
+    """`value` with every NaN or inf replaced by None (JSON has no NaN: `json.dumps` would
+    print one that no JSON reader takes), and the names of the replaced entries."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None, [where or "the value"]
+    if isinstance(value, dict):
+        out, bad = {}, []
+        for k, v in value.items():
+            out[k], b = _finite_or_null(v, f"{where}.{k}" if where else str(k))
+            bad += b
+        return out, bad
+    if isinstance(value, list):
+        pairs = [_finite_or_null(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [v for v, _ in pairs], [n for _, b in pairs for n in b]
+    return value, []
 
 
 def cmd_sample(args) -> int:
