@@ -343,3 +343,38 @@ def test_evaluate_json_of_a_diverged_model_prints_null_and_why(tmp_path, capsys)
     result = json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
     assert result["mse"] is None
     assert "mse not finite" in result["non_finite"] and "diverged" in err
+
+
+def test_a_charlm_run_keeps_its_vocabulary(tmp_path, monkeypatch, capsys):
+    """evaluate and sample use the vocabulary stored in the run, not one rebuilt from the
+    data path in config.json: a relative path works from another directory, an edited text
+    is said and read with the run's mapping, and sampling needs no corpus at all."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "c.txt").write_text("the quick brown fox jumps over the lazy dog. " * 400)
+    monkeypatch.chdir(work)
+    argv = ["train", "charlm", "--data", "c.txt", "--steps", 3, "--seq-len", 16]
+    assert run_cli(*argv, "--run-dir", tmp_path / "lm", *TINY) == 0
+    run = tmp_path / "lm"
+    stored = json.loads((run / "config.json").read_text())["data"]
+    assert stored["path"] == str(work / "c.txt") and len(stored["corpus_sha256"]) == 64
+    monkeypatch.chdir(tmp_path)  # the relative path no longer resolves from here
+    capsys.readouterr()
+    assert run_cli("evaluate", run, "--json") == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["unknown_chars"] == 0
+    # the text is edited: new characters are unknown to the run, and that is said
+    (work / "c.txt").write_text("the lazy dog. " * 400 + "THE QUICK BROWN FOX! " * 400)
+    assert run_cli("evaluate", run, "--json") == 0
+    out, err = capsys.readouterr()
+    assert "has changed since the run was trained" in err
+    assert json.loads(out)["unknown_chars"] > 0
+    # other text, on purpose
+    other = tmp_path / "other.txt"
+    other.write_text("a dog; " * 400)
+    assert run_cli("evaluate", run, "--json", "--data", other) == 0
+    assert json.loads(capsys.readouterr().out)["unknown_chars"] > 0
+    (work / "c.txt").unlink()
+    assert run_cli("sample", run, "--prime", "the ", "--length", 10) == 0
+    assert capsys.readouterr().out.startswith("the ")
+

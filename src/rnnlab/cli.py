@@ -152,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="a run directory")
     p.add_argument("--split", choices=("valid", "test"), default="test")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--data",
+        help="charlm: evaluate on the held-out pieces of this text, read with the run's "
+        "vocabulary (characters it does not know are counted in unknown_chars)",
+    )
 
     p = sub.add_parser("sample", help="generate text from a trained charlm run")
     p.add_argument("run", help="a run directory of the charlm task")
@@ -284,7 +289,7 @@ def cmd_train(args) -> int:
         overrides = {k: v for k, v in vars(args).items() if k in ("steps", "time_limit")}
         for k, v in overrides.items():
             setattr(cfg, k, v)
-        task = recipes.make_task(cfg)
+        task = recipes.make_task(cfg, ckpt.config.get("data"))
         model = recipes.build_model(ckpt.config["model"])
         _load_weights(model, ckpt, run_dir)
         trainer = Trainer(model, task, cfg, run_dir, spec=ckpt.config["model"], quiet=args.quiet)
@@ -326,7 +331,7 @@ def _load_run(path):
     cfg = TrainConfig.from_dict(ckpt.config["train"], source=str(run_dir / "config.json"))
     model = recipes.build_model(ckpt.config["model"])
     _load_weights(model, ckpt, run_dir)
-    return run_dir, cfg, model
+    return run_dir, cfg, model, ckpt.config.get("data")
 
 
 def _load_weights(model, ckpt, run_dir) -> None:
@@ -342,8 +347,15 @@ def _load_weights(model, ckpt, run_dir) -> None:
 def cmd_evaluate(args) -> int:
     from rnnlab import recipes
 
-    run_dir, cfg, model = _load_run(args.run)
-    task = recipes.make_task(cfg)
+    run_dir, cfg, model, data = _load_run(args.run)
+    if args.data is not None:
+        if cfg.task != "charlm" or not data:
+            raise UsageError(
+                f"`--data` is for charlm runs that stored their vocabulary; '{run_dir}' is "
+                + (f"a {cfg.task} run" if cfg.task != "charlm" else "from an older rnnlab")
+            )
+        cfg.data, data = args.data, {"vocab": data["vocab"]}
+    task = recipes.make_task(cfg, data)
     with np.errstate(all="ignore"):  # a diverged model's overflow is reported below
         result = task.evaluate(model, args.split)
     clean, bad = _finite_or_null(result)
@@ -380,12 +392,12 @@ def _finite_or_null(value, where: str = "") -> tuple:
 def cmd_sample(args) -> int:
     from rnnlab import recipes
 
-    run_dir, cfg, model = _load_run(args.run)
+    run_dir, cfg, model, data = _load_run(args.run)
     if cfg.task != "charlm":
         raise UsageError(
             f"`run` must be a charlm run to sample text; '{run_dir}' is a {cfg.task} run"
         )
-    task = recipes.make_task(cfg)
+    task = recipes.make_task(cfg, data, text=False)  # the run's vocabulary, no corpus
     print(
         task.sample(
             model,

@@ -215,7 +215,7 @@ def run_subject(path, *, step: int | None = None, T=None, batch: int = 32) -> Su
                 f"--T {T} for a {cfg.task} run",
             )
         cfg.T = _checks.positive_int(T, "--T")
-    task = recipes.make_task(cfg)
+    task = recipes.make_task(cfg, ckpt.config.get("data"))
     x, y, lengths = _validation_batch(task, batch)
     spec = ckpt.config["model"]
     source = {

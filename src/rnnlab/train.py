@@ -392,7 +392,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ persistence
     def config_dict(self) -> dict:
-        return {"train": self.cfg.to_dict(), "model": self.spec}
+        """config.json: the settings, the model spec and, for a task that has one, the
+        record of its data (charlm: the vocabulary and the corpus's hash)."""
+        out = {"train": self.cfg.to_dict(), "model": self.spec}
+        if hasattr(self.task, "data_record"):
+            out["data"] = self.task.data_record()
+        return out
 
     def save(self) -> Path:
         opt_tensors = dict(self.opt_state)
