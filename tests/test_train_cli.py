@@ -378,3 +378,45 @@ def test_a_charlm_run_keeps_its_vocabulary(tmp_path, monkeypatch, capsys):
     assert run_cli("sample", run, "--prime", "the ", "--length", 10) == 0
     assert capsys.readouterr().out.startswith("the ")
 
+
+@pytest.mark.parametrize("optimizer,lr", [("sgd", "1e6"), ("sgd", "1e30")])
+def test_a_gradient_that_overflows_in_backward_stops_the_run(tmp_path, capsys, optimizer, lr):
+    """A finite loss whose gradient overflows inside backward (or an update that overflows
+    the weights) stops like a non-finite loss: the step, a remedy, and finite weights kept
+    in a checkpoint that loads; never `d_output must be finite` from deep inside."""
+    run = tmp_path / "r"
+    argv = ["train", "adding", "--optimizer", optimizer, "--lr", lr, "--clip", "none",
+            "--steps", 50, "--T", 20, "--hidden", 8, "--batch-size", 4,
+            "--run-dir", run]  # fmt: skip
+    code = run_cli(*argv, "--quiet")
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "at step" in err or "in the update of step" in err, err
+    assert "learning rate" in err and "d_output" not in err, err
+    for step in io.checkpoint_steps(run):
+        ckpt = io.load_checkpoint(run, step)
+        assert all(np.isfinite(v).all() for v in ckpt.model.values())
+
+
+def test_a_finite_loss_whose_gradient_overflows_inside_the_model(tmp_path):
+    from rnnlab import recipes
+    from rnnlab.train import NonFiniteError, TrainConfig, Trainer
+
+    cfg = TrainConfig.from_dict({**recipes.defaults("adding"), "T": 6, "hidden": 4,
+                                 "batch_size": 2, "steps": 5, "checkpoint_every": 1})  # fmt: skip
+    task = recipes.make_task(cfg)
+    spec = recipes.model_spec(cfg, task)
+    model = recipes.build_model(spec)
+    real, calls = task.loss, []
+
+    def loss(output, batch):  # at the third step ∂L/∂ŷ is finite but ∂L/∂h overflows
+        value, d = real(output, batch)
+        calls.append(1)
+        return value, np.full_like(d, 3e38) if len(calls) == 3 else d
+
+    task.loss = loss
+    model.params["2.weight"][...] = 4.0  # ∂L/∂h = 4 · 3e38 overflows float32
+    with pytest.raises(NonFiniteError, match=r"module 1's output \(LastStep\) became NaN or inf "
+                       r"at step 3.*Good weights of step 2 saved"):  # fmt: skip
+        Trainer(model, task, cfg, tmp_path / "r", spec=spec, quiet=True).run()
+    assert io.checkpoint_steps(tmp_path / "r")[-1] == 2

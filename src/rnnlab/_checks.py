@@ -25,6 +25,16 @@ def describe(value: object) -> str:
     return f"{text} ({type(value).__name__})"
 
 
+class NonFiniteError(ValueError):
+    """A value computed inside a model, not given by its caller, is NaN or inf: the model
+    has diverged (rnnlab.train stops the run with the step and a remedy)."""
+
+
+def all_finite(value: np.ndarray) -> bool:
+    """Whether every element of a float array is finite (one fast pass in the common case)."""
+    return _sum_is_finite(value) or bool(np.all(np.isfinite(value)))
+
+
 def fail(name: str, expected: str, got: str, hint: str = "") -> None:
     message = f"`{name}` must be {expected}; got {got} instead."
     if hint:

@@ -360,4 +360,11 @@ class Sequential(_Module):
             d_states[i] = b.state
             grads.update({f"{i}.{k}": v for k, v in b.params.items()})
             d = b.input
+            if i > 0 and d is not None and d.dtype.kind == "f" and not _checks.all_finite(d):
+                # inside the model a NaN or inf means divergence, not a caller's mistake
+                what = type(self.modules[i - 1]).__name__
+                raise _checks.NonFiniteError(
+                    f"the gradient of module {i - 1}'s output ({what}) became NaN or inf in "
+                    "backward"
+                )
         return Backward(d, d_states, {k: grads[k] for k in self.params})

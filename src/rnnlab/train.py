@@ -268,7 +268,13 @@ def make_schedule(cfg: TrainConfig):
 
 
 class NonFiniteError(RuntimeError):
-    """Training produced a NaN or inf; the message says at which step and what to try."""
+    """Training produced a NaN or inf; the message says at which step and what to try.
+    `weights_good`: the model's weights are still those of the last good step (a NaN in the
+    forward or backward pass), so they are saved; False when the update itself overflowed."""
+
+    def __init__(self, message: str, weights_good: bool = True):
+        super().__init__(message)
+        self.weights_good = weights_good
 
 
 def _state_to_tensors(state, prefix="carry") -> dict[str, np.ndarray]:
@@ -454,18 +460,29 @@ class Trainer:
         if not np.isfinite(f.output).all():
             self._diverged("the model's output", "NaN or inf", step)
         loss, d_out = self.task.loss(f.output, batch)
-        b = self.model.backward(f, d_out, input_grad=False)  # the inputs are data
+        if not math.isfinite(loss):
+            self._diverged("the loss", loss, step)
+        try:
+            b = self.model.backward(f, d_out, input_grad=False)  # the inputs are data
+        except _checks.NonFiniteError as e:  # a finite loss whose gradient overflows
+            self._diverged(str(e).replace(" became NaN or inf in backward", ""), "NaN or inf",
+                           step)  # fmt: skip
         grads = b.params
         log = (step + 1) % self.cfg.grad_log_every == 0
         before = {k: v.copy() for k, v in grads.items()} if log else None
         norm = optim.clip_gradients(grads, self.cfg.clip, self.cfg.clip_at)
-        if not math.isfinite(loss):
-            self._diverged("the loss", loss, step)
         if not math.isfinite(norm):
             self._diverged("the gradient norm", norm, step)
         if log and math.isfinite(norm):
             self.grad_record = self._gradient_record(batch, state, before, grads, step)
         self.opt.update(self.model.params, grads, self.opt_state, lr=self.schedule(step))
+        bad = [k for k, v in self.model.params.items() if not _checks.all_finite(v)]
+        if bad:  # the update itself overflowed: these weights are lost, the checkpoint is not
+            raise NonFiniteError(
+                f"the weights ({bad[0]}) became NaN or inf in the update of step {step + 1}; "
+                f"they are not saved. {self._remedy()}",
+                weights_good=False,
+            )
         self.carry = f.state
         return loss, norm, batch.items
 
@@ -490,8 +507,13 @@ class Trainer:
     def _diverged(self, what: str, value, step: int):
         raise NonFiniteError(
             f"{what} became {value} at step {step + 1}; the weights were not updated and the "
-            f"last good checkpoint is kept. Try gradient clipping (--clip global_norm "
-            f"--clip-at 1) or a lower learning rate (--lr {self.cfg.lr / 10:g})."
+            f"last good checkpoint is kept. {self._remedy()}"
+        )
+
+    def _remedy(self) -> str:
+        return (
+            f"Try gradient clipping (--clip global_norm --clip-at 1) or a lower learning rate "
+            f"(--lr {self.cfg.lr / 10:g})."
         )
 
     # ------------------------------------------------------------------ the loop
@@ -523,6 +545,10 @@ class Trainer:
                 try:
                     loss, norm, items = self.train_step(step)
                 except NonFiniteError as e:
+                    if not e.weights_good:
+                        last = io.checkpoint_steps(self.run_dir)
+                        kept = f"step {last[-1]}" if last else "none yet"
+                        raise NonFiniteError(f"{e} Last checkpoint: {kept}.", False) from None
                     # the weights are still those of the last good step: keep them
                     path = self.save()
                     raise NonFiniteError(
