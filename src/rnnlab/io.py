@@ -12,6 +12,7 @@ Random generators are saved as JSON data so that a resumed run draws the same nu
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -223,7 +224,7 @@ def append_jsonl(path: PathLike, obj: Mapping[str, Any]) -> None:
     if not isinstance(obj, Mapping):
         fail("obj", "a dict (one JSON object per line)", describe(obj))
     line = json.dumps(_jsonable(obj, "obj"), ensure_ascii=False, allow_nan=False) + "\n"
-    with open(path, "a+b") as f:
+    with _open_no_follow(path) as f:
         end = f.seek(0, os.SEEK_END)
         if end > 0:
             f.seek(end - 1)
@@ -231,6 +232,55 @@ def append_jsonl(path: PathLike, obj: Mapping[str, Any]) -> None:
                 _repair_tail(f, end)
         f.write(line.encode("utf-8"))
         f.flush()
+
+
+def _open_no_follow(path: Path) -> IO[bytes]:
+    """`open(path, "a+b")` that refuses a symbolic link: a link planted in a run directory
+    would make rnnlab append to (or overwrite) whatever file it points to."""
+    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    if path.is_symlink():
+        _raise(RunDirError, "path", "a regular file (rnnlab does not write through links)",
+               f"'{path}', a symbolic link to '{os.readlink(path)}'")  # fmt: skip
+    try:
+        fd = os.open(path, flags | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as e:
+        if path.is_symlink():  # planted between the check and the open
+            _raise(RunDirError, "path", "a regular file (rnnlab does not write through links)",
+                   f"'{path}', a symbolic link")  # fmt: skip
+        raise RunDirError(f"Cannot append to '{path}': {e.strerror or e}.") from None
+    return os.fdopen(fd, "a+b")
+
+
+def keep_jsonl_until(path: PathLike, step: int) -> int:
+    """Drop the records of `path` whose "step" is above `step` (what a run resumed at `step`
+    will write again, so that each step is logged once); returns how many were dropped.
+    Rewritten atomically; records without a step, and a missing file, are left alone."""
+    path = _path(path, "path")
+    if not path.is_file():
+        return 0
+    records = read_jsonl(path)
+    keep = [r for r in records if not (isinstance(r, dict) and isinstance(r.get("step"), int)
+                                       and r["step"] > step)]  # fmt: skip
+    if len(keep) != len(records):
+        lines = (json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in keep)
+        atomic_write_text(path, "".join(lines))
+    return len(records) - len(keep)
+
+
+_ORPHAN = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
+
+
+def remove_orphans(directory: PathLike) -> list[Path]:
+    """Remove the temporary files of atomic writes that a crash left in `directory`
+    (`.NAME.XXXXXXXX.tmp`, never renamed into place); returns their paths."""
+    directory = _path(directory, "directory")
+    gone = []
+    if directory.is_dir():
+        for p in directory.iterdir():
+            if _ORPHAN.fullmatch(p.name) and p.is_file() and not p.is_symlink():
+                p.unlink(missing_ok=True)
+                gone.append(p)
+    return gone
 
 
 def _repair_tail(f: IO[bytes], end: int) -> None:
@@ -801,7 +851,8 @@ def save_checkpoint(
 ) -> Path:
     """Save a checkpoint as `run_dir/checkpoints/step-XXXXXXXX/` and return its path.
 
-    The directory holds model.safetensors, optimizer.safetensors, state.json (progress: step,
+    The directory holds model.safetensors, optimizer.safetensors, hashes.json (the SHA-256 of
+    both, checked by load_checkpoint), state.json (progress: step,
     epoch, RNG state from numpy_rng_state, best metric...) and config.json. It is built in a
     temporary sibling and renamed into place; then `checkpoints/latest` is rewritten, then the
     top-level model.safetensors and config.json, then old checkpoints are pruned, each step
@@ -827,7 +878,14 @@ def save_checkpoint(
     if run_dir.exists() and not run_dir.is_dir():
         _raise(RunDirError, "run_dir", "a directory", f"'{run_dir}' which is not a directory")
     checkpoints = run_dir / "checkpoints"
+    if checkpoints.is_symlink():
+        _raise(RunDirError, "run_dir", "a run directory whose checkpoints/ is a directory",
+               f"'{checkpoints}', a symbolic link",
+               "rnnlab does not write through links.")  # fmt: skip
     checkpoints.mkdir(parents=True, exist_ok=True)
+    hashes = {"model.safetensors": _sha256(*model_file),
+              "optimizer.safetensors": _sha256(*optimizer_file)}  # fmt: skip
+    hashes_text = _dumps({"sha256": hashes}, "hashes").encode("utf-8")
     name = _step_name(step)
     final = checkpoints / name
     tmp = checkpoints / f".tmp-{name}-{secrets.token_hex(4)}"
@@ -837,6 +895,7 @@ def save_checkpoint(
         _write_durably(tmp / "optimizer.safetensors", tensors=optimizer_file)
         _write_durably(tmp / "state.json", state_text)
         _write_durably(tmp / "config.json", config_text)
+        _write_durably(tmp / "hashes.json", hashes_text)
         _fsync_dir(tmp)
         if final.exists():  # re-saving a step (a resumed run): move the old one aside first
             os.rename(final, checkpoints / f".trash-{name}-{secrets.token_hex(4)}")
@@ -861,9 +920,40 @@ def save_checkpoint(
                 checkpoints / f".trash-{_step_name(old)}-{secrets.token_hex(4)}",
             )
     for leftover in checkpoints.iterdir():  # this save's trash and earlier crashed saves'
+        if leftover.is_symlink():
+            continue
         if leftover.is_dir() and leftover.name.startswith((".tmp-", ".trash-")):
             shutil.rmtree(leftover, ignore_errors=True)
+    remove_orphans(checkpoints)
+    remove_orphans(run_dir)
     return final
+
+
+def _sha256(header: bytes, arrays: list[np.ndarray]) -> str:
+    """The SHA-256 of the safetensors file `_write_tensors` writes, without writing it."""
+    h = hashlib.sha256(header)
+    for array in arrays:
+        h.update(_raw(array).data)
+    return h.hexdigest()
+
+
+def _check_hash(file: Path, hashes: dict | None) -> None:
+    """A weights file must have the SHA-256 its checkpoint recorded (hashes.json): a flipped
+    byte in a weight is valid safetensors and would load without a word. Checkpoints saved
+    before hashes were recorded have no hashes.json and load unchecked."""
+    if hashes is None:
+        return
+    want = hashes.get(file.name)
+    h = hashlib.sha256()
+    with open(file, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    if want != h.hexdigest():
+        raise CheckpointError(
+            f"'{file}' does not match the SHA-256 its checkpoint recorded in hashes.json "
+            f"(recorded {str(want)[:16]}..., the file has {h.hexdigest()[:16]}...): the file "
+            "changed or is corrupt since it was saved."
+        )
 
 
 def _read_checkpoint_json(path: Path) -> dict[str, Any]:
@@ -909,13 +999,22 @@ def load_checkpoint(run_dir: PathLike, step: int | None = None) -> Checkpoint:
     step = int(step)
     directory = checkpoints / _step_name(step)
     tensors = {}
+    hashes = None
+    if (directory / "hashes.json").exists():
+        record = _read_checkpoint_json(directory / "hashes.json").get("sha256")
+        if not isinstance(record, dict):
+            raise CheckpointError(
+                f"'{directory / 'hashes.json'}' must hold {{\"sha256\": {{FILE: HASH}}}}."
+            )
+        hashes = record
     for part in ("model", "optimizer"):
         file = directory / f"{part}.safetensors"
         if not file.is_file():
             raise CheckpointError(
                 f"The checkpoint file '{file}' is missing (incomplete checkpoint)."
             )
-        tensors[part], _ = load_safetensors(file)
+        tensors[part], _ = load_safetensors(file)  # its own errors first: they say more
+        _check_hash(file, hashes)
     return Checkpoint(
         path=directory,
         step=step,
