@@ -55,6 +55,13 @@ def test_resume_equals_uninterrupted(tmp_path, task, extra, corpus):
         assert np.array_equal(a[k], b[k]), k
     ma = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     assert any(r.get("split") == "valid" for r in ma)
+    # each step logged once: what b logged past its step-6 checkpoint was logged again
+    mb = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [_untimed(r) for r in mb] == [_untimed(r) for r in ma]
+
+
+def _untimed(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k not in ("time", "seconds")}
 
 
 @pytest.fixture
@@ -420,3 +427,52 @@ def test_a_finite_loss_whose_gradient_overflows_inside_the_model(tmp_path):
                        r"at step 3.*Good weights of step 2 saved"):  # fmt: skip
         Trainer(model, task, cfg, tmp_path / "r", spec=spec, quiet=True).run()
     assert io.checkpoint_steps(tmp_path / "r")[-1] == 2
+
+
+def _lose_every_checkpoint(run: Path) -> None:
+    """What a run killed before its first checkpoint (or stopped by a full disk while
+    writing it) leaves: config.json, metrics.jsonl, a half-built checkpoint, a temp file."""
+    import shutil
+
+    shutil.rmtree(run / "checkpoints")
+    (run / "checkpoints" / ".tmp-step-00000008-0123abcd").mkdir(parents=True)
+    (run / "model.safetensors").unlink()
+    (run / ".model.safetensors.0123abcd.tmp").write_bytes(b"torn")
+    for name in ("result.json", "best.safetensors"):
+        (run / name).unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("how", ["resume", "run-dir"])
+def test_a_run_stopped_before_its_first_checkpoint_starts_again(tmp_path, capsys, how):
+    argv = ["adding", "--T", 6, "--steps", 8, "--eval-every", 4, "--checkpoint-every", 100]
+    assert run_cli("train", *argv, "--run-dir", tmp_path / "a", *TINY) == 0
+    assert run_cli("train", *argv, "--run-dir", tmp_path / "b", *TINY) == 0
+    _lose_every_checkpoint(tmp_path / "b")
+    capsys.readouterr()
+    if how == "resume":
+        assert run_cli("train", "--resume", tmp_path / "b", "--quiet") == 0
+        assert "no checkpoint yet: starting it again from step 0" in capsys.readouterr().err
+    else:
+        assert run_cli("train", *argv, "--run-dir", tmp_path / "b", *TINY) == 0
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not (tmp_path / "b" / ".model.safetensors.0123abcd.tmp").exists()
+    assert not list((tmp_path / "b" / "checkpoints").glob(".tmp-*"))
+    ma, mb = (io.read_jsonl(tmp_path / r / "metrics.jsonl") for r in "ab")
+    assert [_untimed(r) for r in mb] == [_untimed(r) for r in ma]
+
+
+def test_a_failed_start_leaves_no_run_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("train", "charlm", "--data", tmp_path / "missing.txt", "--quiet") == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+
+
+def test_resume_refuses_settings_it_would_ignore(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert run_cli("train", "adding", "--T", 6, "--steps", 2, "--run-dir", run, *TINY) == 0
+    capsys.readouterr()
+    assert run_cli("train", "--resume", run, "--lr", "0.5") == 2
+    err = capsys.readouterr().err
+    assert "`--resume` continues a run with the settings in its config.json; got --lr" in err

@@ -283,29 +283,50 @@ def cmd_train(args) -> int:
     from rnnlab.train import TrainConfig, Trainer
 
     if args.resume:
+        fixed = [k for k in vars(args) if k in TrainConfig.fields() and k not in
+                 ("steps", "time_limit", "task")]  # fmt: skip
+        if args.config or args.run_dir or args.task or fixed:
+            given = args.config and "--config" or args.run_dir and "--run-dir" or (
+                args.task and "a task") or "--" + fixed[0].replace("_", "-")  # fmt: skip
+            raise UsageError(
+                f"`--resume` continues a run with the settings in its config.json; got {given} "
+                "as well (only --steps and --time-limit may change; start a new run otherwise)"
+            )
         run_dir = io.open_run_dir(args.resume)
-        ckpt = io.load_checkpoint(run_dir)
-        cfg = TrainConfig.from_dict(ckpt.config["train"], source=str(run_dir / "config.json"))
+        if io.checkpoint_steps(run_dir):
+            ckpt = io.load_checkpoint(run_dir)
+            config = ckpt.config
+        else:  # stopped before its first checkpoint (or by a full disk): start it again
+            ckpt, config = None, io.read_json(run_dir / "config.json")
+            if not isinstance(config, dict) or not {"train", "model"} <= set(config):
+                raise io.RunDirError(f"'{run_dir}/config.json' is not an rnnlab run's config")
+        cfg = TrainConfig.from_dict(config["train"], source=str(run_dir / "config.json"))
         overrides = {k: v for k, v in vars(args).items() if k in ("steps", "time_limit")}
         for k, v in overrides.items():
             setattr(cfg, k, v)
-        task = recipes.make_task(cfg, ckpt.config.get("data"))
-        model = recipes.build_model(ckpt.config["model"])
-        _load_weights(model, ckpt, run_dir)
-        trainer = Trainer(model, task, cfg, run_dir, spec=ckpt.config["model"], quiet=args.quiet)
-        trainer.restore(ckpt)
-        print(f"resuming {run_dir} at step {trainer.step}", file=sys.stderr)
+        cfg.validate()
+        task = recipes.make_task(cfg, config.get("data"))
+        model = recipes.build_model(config["model"], seed=cfg.seed)
+        trainer = Trainer(model, task, cfg, run_dir, spec=config["model"], quiet=args.quiet)
+        if ckpt is not None:
+            _load_weights(model, ckpt, run_dir)
+            trainer.restore(ckpt)
+            print(f"resuming {run_dir} at step {trainer.step}", file=sys.stderr)
+        else:
+            print(f"{run_dir} has no checkpoint yet: starting it again from step 0",
+                  file=sys.stderr)  # fmt: skip
     else:
         _, cfg = _config_from_args(args)
-        run_dir = Path(args.run_dir) if args.run_dir else io.make_run_dir("runs", cfg.task)
-        if args.run_dir and (run_dir / "checkpoints").exists():
+        if args.run_dir and io.checkpoint_steps(args.run_dir):
             raise UsageError(
-                f"`--run-dir` must be a new or empty directory; '{run_dir}' already "
-                f"holds a run (continue it with --resume {run_dir})"
+                f"`--run-dir` must be a new or empty directory; '{args.run_dir}' already "
+                f"holds a run (continue it with --resume {args.run_dir})"
             )
         task = recipes.make_task(cfg)
         spec = recipes.model_spec(cfg, task)
         model = recipes.build_model(spec, seed=cfg.seed)
+        # created only now, so that a start that fails leaves no empty run directory
+        run_dir = Path(args.run_dir) if args.run_dir else io.make_run_dir("runs", cfg.task)
         trainer = Trainer(model, task, cfg, run_dir, spec=spec, quiet=args.quiet)
         print(
             f"training {cfg.task} ({cfg.cell}, {sum(v.size for v in model.params.values()):,} "

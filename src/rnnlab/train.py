@@ -523,8 +523,11 @@ class Trainer:
     def run(self) -> dict:
         cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        io.remove_orphans(self.run_dir)  # temporary files of a write a crash interrupted
         io.atomic_write_json(self.run_dir / "config.json", self.config_dict())
         metrics_path = self.run_dir / "metrics.jsonl"
+        # what a run stopped after its last checkpoint logged is logged again from there on
+        io.keep_jsonl_until(metrics_path, self.step)
         progress = Progress(cfg.steps, self.step, self.stream, self.quiet)
         t_start = time.perf_counter()
         interrupted = {"flag": False}
