@@ -476,3 +476,21 @@ def test_resume_refuses_settings_it_would_ignore(tmp_path, capsys):
     assert run_cli("train", "--resume", run, "--lr", "0.5") == 2
     err = capsys.readouterr().err
     assert "`--resume` continues a run with the settings in its config.json; got --lr" in err
+
+
+def test_train_and_plot_write_plots_to_one_place_and_say_where(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert run_cli("train", "adding", "--T", 6, "--steps", 10, "--run-dir", run, *TINY) == 0
+    out = capsys.readouterr().out
+    assert f"plots: {run / 'plots'} (loss.png" in out
+    assert (run / "plots" / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert not list(run.glob("*.png"))
+    # a planted link is replaced, not written through
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (run / "plots" / "loss.png").unlink()
+    (run / "plots" / "loss.png").symlink_to(victim)
+    assert run_cli("plot", run) == 0
+    assert victim.read_text() == "precious"
+    assert str(run / "plots" / "loss.png") in capsys.readouterr().out
+    assert not (run / "plots" / "loss.png").is_symlink()

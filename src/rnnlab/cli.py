@@ -469,10 +469,8 @@ def cmd_demo(args) -> int:
         print(line)
     print("\nsample after training:")
     print(_indent(task.sample(model, "def ", 300, temperature=0.8, seed=1)))
-    plots = _plot(run_dir)
+    _plot(run_dir)
     print(f"\nrun directory: {run_dir} ({time.perf_counter() - t0:.0f} s in all)")
-    if plots:
-        print("plots: " + ", ".join(str(p) for p in plots))
     print(f"more samples: rnnlab sample {run_dir} --prime 'class '")
     return 0
 
@@ -482,16 +480,23 @@ def _indent(text: str) -> str:
 
 
 def _plot(run_dir: Path) -> list[Path]:
-    from rnnlab import plots
+    """The run's curves in RUN/plots, the place `rnnlab plot RUN` writes them too."""
+    from rnnlab.gradflow import plot_run
 
     try:
-        return plots.plot_run(run_dir)
+        paths = plot_run(run_dir)
     except ImportError:
         print(
             "plots: matplotlib is not installed; pip install 'rnnlab[plot]' to get loss curves",
             file=sys.stderr,
         )
         return []
+    except ValueError as e:  # the run is trained and saved; only its plots are missing
+        print(f"rnnlab: warning: no plots: {_one_line(e)}", file=sys.stderr)
+        return []
+    if paths:
+        print(f"plots: {paths[0].parent} ({', '.join(p.name for p in paths)})")
+    return paths
 
 
 if __name__ == "__main__":
