@@ -222,6 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, ImportError) as e:
         print(f"rnnlab: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
+    except MemoryError:
+        print("rnnlab: error: out of memory; try a smaller --hidden, --batch-size or --seq-len",
+              file=sys.stderr)  # fmt: skip
+        return 1
     except RuntimeError as e:  # e.g. NonFiniteError: the run stopped, its checkpoint is kept
         print(f"rnnlab: error: {_one_line(e)}", file=sys.stderr)
         return 1
@@ -295,11 +299,9 @@ def cmd_train(args) -> int:
         run_dir = io.open_run_dir(args.resume)
         if io.checkpoint_steps(run_dir):
             ckpt = io.load_checkpoint(run_dir)
-            config = ckpt.config
+            config = _run_config(ckpt.config, ckpt.path)
         else:  # stopped before its first checkpoint (or by a full disk): start it again
-            ckpt, config = None, io.read_json(run_dir / "config.json")
-            if not isinstance(config, dict) or not {"train", "model"} <= set(config):
-                raise io.RunDirError(f"'{run_dir}/config.json' is not an rnnlab run's config")
+            ckpt, config = None, _run_config(io.read_json(run_dir / "config.json"), run_dir)
         cfg = TrainConfig.from_dict(config["train"], source=str(run_dir / "config.json"))
         overrides = {k: v for k, v in vars(args).items() if k in ("steps", "time_limit")}
         for k, v in overrides.items():
@@ -343,12 +345,25 @@ def cmd_train(args) -> int:
     return EXIT_INTERRUPTED if result["stopped_by"] == "interrupt" else 0
 
 
+def _run_config(config, run_dir) -> dict:
+    """A run's config.json as rnnlab wrote it: {"train": {...}, "model": {...}, ...}."""
+    if not isinstance(config, dict) or not all(
+        isinstance(config.get(k), dict) for k in ("train", "model")
+    ):
+        raise io.RunDirError(
+            f"'{run_dir}/config.json' must hold an rnnlab run's config (tables 'train' and "
+            f"'model'); got {io.describe(config)}"
+        )
+    return config
+
+
 def _load_run(path):
     from rnnlab import recipes
     from rnnlab.train import TrainConfig
 
     run_dir = io.open_run_dir(path)
     ckpt = io.load_checkpoint(run_dir)
+    _run_config(ckpt.config, ckpt.path)
     cfg = TrainConfig.from_dict(ckpt.config["train"], source=str(run_dir / "config.json"))
     model = recipes.build_model(ckpt.config["model"])
     _load_weights(model, ckpt, run_dir)

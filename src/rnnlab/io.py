@@ -29,7 +29,7 @@ from typing import IO, Any, NoReturn
 
 import numpy as np
 
-from rnnlab._checks import describe, fail
+from rnnlab._checks import describe, fail, read_bounded
 
 PathLike = str | os.PathLike[str]
 
@@ -170,13 +170,12 @@ def atomic_write_json(path: PathLike, obj: object) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+# Configuration, progress and metrics files are small: a larger one is not rnnlab's.
+READ_LIMIT = 1 << 30
+
+
 def _read_bytes(path: Path, error: type[ValueError], what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise error(f"Cannot read {what} '{path}': the file does not exist.") from None
-    except IsADirectoryError:
-        raise error(f"Cannot read {what} '{path}': it is a directory.") from None
+    return read_bounded(path, READ_LIMIT, what, error)
 
 
 def _decode(data: bytes, path: Path, error: type[ValueError], what: str) -> str:
@@ -196,6 +195,8 @@ def _parse_json(path: Path, error: type[ValueError]) -> Any:
         raise error(
             f"'{path}' is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}."
         ) from None
+    except RecursionError:
+        raise error(f"'{path}' is not rnnlab's JSON: it is nested too deeply.") from None
 
 
 def read_json(path: PathLike) -> Any:
@@ -209,6 +210,8 @@ def read_toml(path: PathLike) -> dict[str, Any]:
     text = _decode(_read_bytes(path, ConfigError, "TOML file"), path, ConfigError, "TOML")
     try:
         return tomllib.loads(text)
+    except RecursionError:
+        raise ConfigError(f"'{path}' is not rnnlab's TOML: it is nested too deeply.") from None
     except tomllib.TOMLDecodeError as e:
         # The message already ends with "(at line L, column C)".
         raise ConfigError(f"'{path}' is not valid TOML: {e}.") from None
@@ -256,6 +259,9 @@ def keep_jsonl_until(path: PathLike, step: int) -> int:
     will write again, so that each step is logged once); returns how many were dropped.
     Rewritten atomically; records without a step, and a missing file, are left alone."""
     path = _path(path, "path")
+    if path.is_symlink():
+        _raise(RunDirError, "path", "a regular file (rnnlab does not write through links)",
+               f"'{path}', a symbolic link to '{os.readlink(path)}'")  # fmt: skip
     if not path.is_file():
         return 0
     records = read_jsonl(path)
@@ -320,6 +326,8 @@ def read_jsonl(path: PathLike) -> list[Any]:
             continue
         try:
             records.append(json.loads(line))
+        except RecursionError:
+            raise ConfigError(f"'{path}' line {number} is nested too deeply.") from None
         except json.JSONDecodeError as e:
             if number == len(lines):
                 break
@@ -977,7 +985,8 @@ def load_checkpoint(run_dir: PathLike, step: int | None = None) -> Checkpoint:
     if step is None:
         latest = checkpoints / "latest"
         if latest.is_file():
-            text = _decode(latest.read_bytes(), latest, CheckpointError, "text").strip()
+            data = read_bounded(latest, 4096, "the file", CheckpointError)
+            text = _decode(data, latest, CheckpointError, "text").strip()
             match = _STEP_DIR.fullmatch(text)
             if match is None:
                 raise CheckpointError(

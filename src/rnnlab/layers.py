@@ -221,6 +221,9 @@ class Recurrent:
         H, G, dt = self.hidden_size, self.cell.gates, self.dtype
         D = len(self.directions)
         bound = 1.0 / np.sqrt(H)
+        per_layer = G * H * (max(self.input_size, D * H) + H + 2)
+        _checks.affordable(self.num_layers * D * per_layer * dt.itemsize * 2, "hidden_size",
+                           "weights")  # fmt: skip
         p: dict[str, np.ndarray] = {}
         for k in range(self.num_layers):
             I = self.input_size if k == 0 else D * H
@@ -316,6 +319,7 @@ class Recurrent:
         the layer keeps no tape; the cells' saved values take one step of memory instead of
         T, and `backward` refuses the result."""
         x = _checks.float_array(x, "x", ndim=3, finite=check)
+        _checks.batch_of_steps(x if self.batch_first else np.swapaxes(x, 0, 1))
         if (
             isinstance(checkpoint_every, bool)
             or not isinstance(checkpoint_every, int)
@@ -401,6 +405,7 @@ class Recurrent:
         final = (h_n, np.stack([c for _, c in finals])) if self.cell.has_c else h_n
         output = np.swapaxes(out, 0, 1) if self.batch_first else out
         cache = {
+            "layer": self._signature(),
             "tapes": tapes if grad else None,
             "drops": drops,
             "ys_last": ys_last,
@@ -408,6 +413,12 @@ class Recurrent:
             "given_state": state is not None,
         }
         return Forward(output, final, cache)
+
+    def _signature(self) -> str:
+        """What a forward result must come from for this layer's backward to read its tape
+        (an LSTM's backward on a GRU's tape stopped with KeyError: 'ifgo')."""
+        return (f"{type(self.cell).__name__}, {self.num_layers} layer(s) of "
+                f"{self.hidden_size}, {len(self.directions)} direction(s)")  # fmt: skip
 
     def _shared_states(self, T: int, B: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(forward states, reverse states, output) of a bidirectional layer in one array, so
@@ -469,6 +480,9 @@ class Recurrent:
         holds both. `retain_tape=True` keeps the tape for another backward pass (it then
         works on a copy of the gates)."""
         cache = f.cache
+        if not isinstance(cache, dict) or cache.get("layer") != self._signature():
+            _checks.fail("f", f"the result of this layer's forward ({self._signature()})",
+                         "the result of another module's forward")  # fmt: skip
         L, D, H, dt = self.num_layers, len(self.directions), self.hidden_size, self.dtype
         tapes, m = cache["tapes"], cache["mask"]
         if tapes is None:

@@ -39,6 +39,8 @@ class Embedding(_Module):
         self.num_embeddings = _checks.positive_int(num_embeddings, "num_embeddings")
         self.embedding_dim = _checks.positive_int(embedding_dim, "embedding_dim")
         dt = _dtype(dtype)
+        _checks.affordable(2 * num_embeddings * embedding_dim * dt.itemsize, "embedding_dim",
+                           "weights")  # fmt: skip
         self.params = {
             "weight": _rng(rng).standard_normal((num_embeddings, embedding_dim)).astype(dt)
         }
@@ -56,6 +58,7 @@ class Embedding(_Module):
         grad=True,
     ) -> Forward:
         x = _checks.int_array(x, "x")
+        _checks.batch_of_steps(x)
         if x.size and (x.min() < 0 or x.max() >= self.num_embeddings):
             bad = int(x[(x < 0) | (x >= self.num_embeddings)][0])
             _checks.fail("x", f"token ids in [0, {self.num_embeddings})", f"the id {bad}")
@@ -77,6 +80,8 @@ class Linear(_Module):
         self.in_features = _checks.positive_int(in_features, "in_features")
         self.out_features = _checks.positive_int(out_features, "out_features")
         dt, rng = _dtype(dtype), _rng(rng)
+        _checks.affordable(2 * in_features * out_features * dt.itemsize, "out_features",
+                           "weights")  # fmt: skip
         bound = 1.0 / np.sqrt(in_features)
         self.params = {"weight": rng.uniform(-bound, bound, (out_features, in_features)).astype(dt)}
         if bias:
@@ -96,6 +101,7 @@ class Linear(_Module):
         grad=True,
     ) -> Forward:
         x = _checks.float_array(x, "x", ndim=(2, 3), finite=check)
+        _checks.batch_of_steps(x)
         if x.shape[-1] != self.in_features:
             _checks.fail(
                 "x",
@@ -186,6 +192,7 @@ class LastStep(_Module):
     ) -> Forward:
         """`source`: (layer, its Forward) when x is a recurrent layer's output."""
         x = _checks.float_array(x, "x", ndim=3, finite=check)
+        _checks.batch_of_steps(x)
         B, T = x.shape[:2]
         m = valid_mask(lengths, mask, B, T)
         last = np.full(B, T - 1) if m is None else T - 1 - np.argmax(m[::-1], axis=0)
@@ -260,6 +267,7 @@ class MeanOverTime(_Module):
         grad=True,
     ) -> Forward:
         x = _checks.float_array(x, "x", ndim=3, finite=check)
+        _checks.batch_of_steps(x)
         B, T = x.shape[:2]
         m = valid_mask(lengths, mask, B, T)
         w = np.ones((B, T), x.dtype) if m is None else m.T.astype(x.dtype)

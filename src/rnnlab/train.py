@@ -426,6 +426,19 @@ class Trainer:
         )
 
     def restore(self, ckpt) -> None:
+        s = ckpt.state
+        kinds = {"step": int, "best_step": int, "bad_evals": int, "history": list,
+                 "carry_entries": int}  # fmt: skip
+        for key, kind in kinds.items():
+            if key == "carry_entries" and key not in s:
+                continue
+            if not isinstance(s.get(key), kind) or isinstance(s.get(key), bool):
+                raise io.CheckpointError(
+                    f"'{ckpt.path / 'state.json'}' must hold {key!r} ({kind.__name__}); "
+                    f"got {_checks.describe(s.get(key))}"
+                )
+        if s["best"] is not None and not isinstance(s["best"], (int, float)):
+            raise io.CheckpointError(f"'{ckpt.path / 'state.json'}' must hold 'best' (a number)")
         self.model.load_state_dict(ckpt.model)
         carry_keys = [k for k in ckpt.optimizer if k.startswith("carry/")]
         self.opt_state = {k: v for k, v in ckpt.optimizer.items() if k not in carry_keys}
