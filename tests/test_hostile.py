@@ -231,6 +231,10 @@ API_CASES = [
     ("T = 0", lambda: GRU(2, 3).forward(_x(2, 0, 2)), r"`x` must be an array of one sequence"),
     ("T = 0 time-major", lambda: RNN(2, 3, batch_first=False).forward(_x(0, 2, 2)),
      r"`x` must be an array of one sequence"),
+    ("T = 10^7 forward", lambda: LSTM(2, 64).forward(
+        np.broadcast_to(_x(1, 1, 2), (64, 10**7, 2)), check=False),
+     r"`x` must be a size whose saved values of every step fit in the memory available "
+     r"\(.*\); got a request of about .*B"),
     ("lengths 0", lambda: LSTM(2, 3).forward(_x(2, 4, 2), lengths=np.array([0, 4])),
      r"`lengths` must be between 1 and the padded length 4"),
     ("lengths too long", lambda: LSTM(2, 3).forward(_x(2, 4, 2), lengths=np.array([5, 4])),

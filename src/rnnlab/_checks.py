@@ -179,6 +179,8 @@ def available_memory() -> int | None:
 def affordable(nbytes: int, name: str, what: str) -> None:
     """Refuse, before allocating, a request for more memory than the machine has available
     (a hidden_size of 10⁹ otherwise ends in MemoryError or the OOM killer)."""
+    if nbytes < 1 << 28:  # not worth a look at /proc/meminfo
+        return
     have = available_memory()
     if have is not None and nbytes > have:
         fail(name, f"a size whose {what} fit in the memory available ({_bytes(have)})",

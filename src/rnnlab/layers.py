@@ -354,6 +354,11 @@ class Recurrent:
                     "rng", "a numpy Generator when training with dropout", _checks.describe(rng)
                 )
         h0s = self._initial_states(state, B)
+        # the tape: per layer and direction the gates, states and outputs of every step
+        steps = T if grad else 1
+        tape = self.num_layers * len(self.directions) * steps * B * (self.cell.gates + 3)
+        _checks.affordable(tape * self.hidden_size * self.dtype.itemsize, "x",
+                           "saved values of every step")  # fmt: skip
 
         tapes, drops, finals = [], [], []
         strided = not grad and recurrence.infers_without_projection(
