@@ -494,3 +494,26 @@ def test_train_and_plot_write_plots_to_one_place_and_say_where(tmp_path, capsys)
     assert victim.read_text() == "precious"
     assert str(run / "plots" / "loss.png") in capsys.readouterr().out
     assert not (run / "plots" / "loss.png").is_symlink()
+
+
+def test_a_run_directory_from_before_hashes_and_stored_vocabularies_still_works(
+    tmp_path, corpus, capsys
+):
+    """Runs written before checkpoints recorded hashes.json and charlm runs stored their
+    vocabulary load, evaluate, sample and resume as they did (the vocabulary rebuilt from
+    the data file, the weights unchecked)."""
+    run = tmp_path / "old"
+    argv = ["train", "charlm", "--data", corpus, "--steps", 3, "--seq-len", 16, "--run-dir", run]
+    assert run_cli(*argv, *TINY) == 0
+    for path in [run / "config.json", *run.glob("checkpoints/step-*/config.json")]:
+        config = json.loads(path.read_text())
+        del config["data"]
+        path.write_text(json.dumps(config))
+    for path in run.glob("checkpoints/step-*/hashes.json"):
+        path.unlink()
+    capsys.readouterr()
+    assert run_cli("evaluate", run, "--json") == 0
+    assert json.loads(capsys.readouterr().out)["chars"] > 0
+    assert run_cli("sample", run, "--prime", "the ", "--length", 5) == 0
+    assert run_cli("train", "--resume", run, "--steps", 4, "--quiet") == 0
+    assert io.load_checkpoint(run).step == 4
