@@ -439,6 +439,9 @@ RUN_DAMAGE = [
     ("state history a string", _each_checkpoint(lambda c: (c / "state.json").write_text(
         '{"step": 2, "best": null, "best_step": -1, "bad_evals": 0, "history": "x"}')),
      r"state.json' must hold 'history' \(list\)"),
+    ("state without best", _each_checkpoint(lambda c: (c / "state.json").write_text(
+        '{"step": 2, "best_step": -1, "bad_evals": 0, "history": []}')),
+     r"state.json' must hold 'best' \(a number\)"),
     ("flipped weight byte", _each_checkpoint(_flip_weight_byte),
      r"model.safetensors' does not match the SHA-256 its checkpoint recorded"),
     ("weights truncated", _each_checkpoint(lambda c: (c / "model.safetensors").write_bytes(b"12")),
@@ -460,7 +463,8 @@ RUN_DAMAGE = [
 
 
 # what only a resumed run reads: its progress and its metrics
-_RESUME_ONLY = ("state without step", "state history a string", "metrics.jsonl a directory")
+_RESUME_ONLY = ("state without step", "state history a string", "state without best",
+                "metrics.jsonl a directory")
 DAMAGE_CASES = [(cmd, *case) for case in RUN_DAMAGE for cmd in ("evaluate", "resume")
                 if cmd == "resume" or case[0] not in _RESUME_ONLY]  # fmt: skip
 

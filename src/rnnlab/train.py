@@ -437,7 +437,7 @@ class Trainer:
                     f"'{ckpt.path / 'state.json'}' must hold {key!r} ({kind.__name__}); "
                     f"got {_checks.describe(s.get(key))}"
                 )
-        if s["best"] is not None and not isinstance(s["best"], (int, float)):
+        if "best" not in s or (s["best"] is not None and not isinstance(s["best"], (int, float))):
             raise io.CheckpointError(f"'{ckpt.path / 'state.json'}' must hold 'best' (a number)")
         self.model.load_state_dict(ckpt.model)
         carry_keys = [k for k in ckpt.optimizer if k.startswith("carry/")]
