@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnlab import GRU, LSTM, RNN, Embedding, Linear, Sequential, gradcheck, models
+from rnnlab import GRU, LSTM, RNN, Embedding, Linear, Sequential, gradcheck, io, models
 from rnnlab.cli import main
 from rnnlab.modules import Dropout, LastStep, MeanOverTime
 from rnnlab.train import TrainConfig
@@ -409,6 +409,17 @@ def _flip_weight_byte(ckpt: Path):
     (ckpt / "model.safetensors").write_bytes(bytes(data))
 
 
+def _edit_optimizer(edit):
+    """Rewrite the optimizer state as a valid safetensors file (an old checkpoint: no hashes)."""
+
+    def damage(ckpt: Path):
+        tensors, _ = io.load_safetensors(ckpt / "optimizer.safetensors")
+        io.save_safetensors(ckpt / "optimizer.safetensors", edit(tensors))
+        (ckpt / "hashes.json").unlink()
+
+    return _each_checkpoint(damage)
+
+
 RUN_DAMAGE = [
     ("config without train", _edit_config(lambda c: c.pop("train")),
      r"config.json' must hold an rnnlab run's config \(tables 'train' and 'model'\)"),
@@ -442,6 +453,16 @@ RUN_DAMAGE = [
     ("state without best", _each_checkpoint(lambda c: (c / "state.json").write_text(
         '{"step": 2, "best_step": -1, "bad_evals": 0, "history": []}')),
      r"state.json' must hold 'best' \(a number\)"),
+    ("optimizer carry name", _edit_optimizer(lambda t: {**t, "carry/x": np.zeros(2, F32)}),
+     r"optimizer.safetensors': the tensor 'carry/x' is not a carried state of this model"),
+    ("optimizer carry index", _edit_optimizer(lambda t: {**t, "carry/9/0/1": np.zeros(2, F32)}),
+     r"the tensor 'carry/9/0/1' is not a carried state"),
+    ("optimizer NaN", _edit_optimizer(lambda t: {k: np.full_like(v, np.nan) if v.ndim else v
+                                                 for k, v in t.items()}),
+     r"optimizer.safetensors' holds NaN or inf in"),
+    ("optimizer integers", _edit_optimizer(lambda t: {k: v.astype(np.int64) for k, v in
+                                                      t.items()}),
+     r"optimizer.safetensors' holds '.*' of dtype int64; expected floats"),
     ("flipped weight byte", _each_checkpoint(_flip_weight_byte),
      r"model.safetensors' does not match the SHA-256 its checkpoint recorded"),
     ("weights truncated", _each_checkpoint(lambda c: (c / "model.safetensors").write_bytes(b"12")),
@@ -464,7 +485,8 @@ RUN_DAMAGE = [
 
 # what only a resumed run reads: its progress and its metrics
 _RESUME_ONLY = ("state without step", "state history a string", "state without best",
-                "metrics.jsonl a directory")
+                "metrics.jsonl a directory", "optimizer carry name", "optimizer carry index",
+                "optimizer NaN", "optimizer integers")
 DAMAGE_CASES = [(cmd, *case) for case in RUN_DAMAGE for cmd in ("evaluate", "resume")
                 if cmd == "resume" or case[0] not in _RESUME_ONLY]  # fmt: skip
 

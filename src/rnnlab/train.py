@@ -299,10 +299,17 @@ def _tensors_to_state(tensors: dict[str, np.ndarray], n: int, prefix="carry"):
     grouped: dict[int, dict[int, np.ndarray]] = {}
     sizes: dict[int, int] = {}
     for k, v in found.items():
-        _, i, j, m = k.split("/")
+        parts = k.split("/")
+        ok = len(parts) == 4 and all(p.isdigit() for p in parts[1:])
+        if not ok or not (int(parts[1]) < n and int(parts[2]) < int(parts[3])):
+            raise ValueError(f"the tensor {k!r} is not a carried state of this model's "
+                             f"{n} modules ({prefix}/MODULE/PART/PARTS)")  # fmt: skip
+        _, i, j, m = parts
         grouped.setdefault(int(i), {})[int(j)] = v
         sizes[int(i)] = int(m)
     for i, parts in grouped.items():
+        if sorted(parts) != list(range(sizes[i])):
+            raise ValueError(f"the carried state of module {i} misses some of its parts")
         seq = tuple(parts[j] for j in range(sizes[i]))
         state[i] = seq if sizes[i] > 1 else seq[0]
     return state
@@ -439,12 +446,23 @@ class Trainer:
                 )
         if "best" not in s or (s["best"] is not None and not isinstance(s["best"], (int, float))):
             raise io.CheckpointError(f"'{ckpt.path / 'state.json'}' must hold 'best' (a number)")
+        where = ckpt.path / "optimizer.safetensors"
+        for k, v in ckpt.optimizer.items():
+            want_int = k == "step"
+            if (v.dtype.kind in "iu") != want_int or (not want_int and v.dtype.kind != "f"):
+                raise io.CheckpointError(f"'{where}' holds {k!r} of dtype {v.dtype}; expected "
+                                         + ("an integer" if want_int else "floats"))  # fmt: skip
+            if not want_int and not _checks.all_finite(v):
+                raise io.CheckpointError(f"'{where}' holds NaN or inf in {k!r}")
         self.model.load_state_dict(ckpt.model)
         carry_keys = [k for k in ckpt.optimizer if k.startswith("carry/")]
         self.opt_state = {k: v for k, v in ckpt.optimizer.items() if k not in carry_keys}
-        self.carry = _tensors_to_state(
-            {k: ckpt.optimizer[k] for k in carry_keys}, ckpt.state.get("carry_entries", 0)
-        )
+        try:
+            self.carry = _tensors_to_state(
+                {k: ckpt.optimizer[k] for k in carry_keys}, s.get("carry_entries", 0)
+            )
+        except ValueError as e:
+            raise io.CheckpointError(f"'{where}': {e}") from None
         s = ckpt.state
         self.step, self.best, self.best_step = s["step"], s["best"], s["best_step"]
         self.bad_evals, self.history = s["bad_evals"], s["history"]
