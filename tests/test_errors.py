@@ -234,3 +234,59 @@ def test_sequential_checks():
 def test_gradcheck_needs_float64(lstm, x):
     with pytest.raises(ValueError, match=r"`module` must be a float64 module .*float32.*rounding"):
         gradcheck(lstm, x)
+
+
+def _readout_models():
+    rng = np.random.default_rng(0)
+    lin = Linear(4, 6, rng=rng)
+    yield "linear", lin, np.zeros((2, 3, 4), np.float32)
+    yield "embedding", Embedding(5, 6, rng=rng), np.zeros((2, 3), np.int64)
+    yield "dropout", Dropout(0.5), np.zeros((2, 3, 6), np.float32)
+    yield "laststep", LastStep(), np.zeros((3, 3, 3), np.float32)
+    yield "sequential", Sequential(Linear(4, 6, rng=rng), Linear(6, 6, rng=rng)), np.zeros(
+        (2, 3, 4), np.float32
+    )
+
+
+@pytest.mark.parametrize("name,module,x", list(_readout_models()),
+                         ids=[m[0] for m in _readout_models()])  # fmt: skip
+@pytest.mark.parametrize("how", ["transposed", "broadcast", "flat"])
+def test_backward_refuses_a_d_output_of_another_shape(name, module, x, how):
+    """A d_output of the same size but another shape (or one that broadcasts) would give
+    wrong gradients without a word."""
+    f = module.forward(x, training=name == "dropout", rng=np.random.default_rng(1))
+    shape = f.output.shape
+    if how == "transposed":
+        d = np.ones(shape[::-1], np.float32)
+    elif how == "broadcast":
+        d = np.ones(shape[-1:], np.float32)
+    else:
+        d = np.ones(int(np.prod(shape)), np.float32)
+    if d.shape == shape:  # a square output: nothing to transpose
+        d = d.reshape(-1)
+    with pytest.raises(ValueError, match=r"`d_output` must be an array (of shape|with)"):
+        module.backward(f, d)
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "complex", "str", "late shape"])
+def test_load_state_dict_is_all_or_nothing(bad):
+    """A refused state leaves every weight as it was (a later bad key used to fail after
+    the earlier ones were copied), and NaN, inf or complex values are refused."""
+    m = LSTM(I, H, rng=0)
+    before = m.state_dict()
+    state = {k: np.ones(v.shape, v.dtype) for k, v in before.items()}
+    last = list(state)[-1]
+    if bad == "nan":
+        state[last][0] = np.nan
+    elif bad == "inf":
+        state[last][0] = -np.inf
+    elif bad == "complex":
+        state[last] = state[last] + 1j
+    elif bad == "str":
+        state[last] = np.full(state[last].shape, "1")
+    else:
+        state[last] = np.ones(7, np.float32)
+    with pytest.raises(ValueError, match=rf"`state\['{last}'\]` must be"):
+        m.load_state_dict(state)
+    for k, v in m.params.items():
+        np.testing.assert_array_equal(v, before[k])

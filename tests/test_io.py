@@ -681,6 +681,7 @@ def test_checkpoint_round_trip(tmp_path):
     assert path == run / "checkpoints" / "step-00000100"
     assert sorted(p.name for p in path.iterdir()) == [
         "config.json",
+        "hashes.json",
         "model.safetensors",
         "optimizer.safetensors",
         "state.json",
@@ -916,3 +917,69 @@ def test_save_checkpoint_refuses_bad_arguments_before_touching_the_disk(tmp_path
     with pytest.raises(ValueError, match=match):
         rio.save_checkpoint(tmp_path / "run", step, **args)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("part", ["model", "optimizer"])
+def test_a_flipped_byte_in_a_weights_file_is_noticed(tmp_path, part):
+    """A flipped byte inside a weight is still valid safetensors; the SHA-256 the checkpoint
+    recorded notices it."""
+    path = save(tmp_path, 100)
+    file = path / f"{part}.safetensors"
+    data = bytearray(file.read_bytes())
+    data[-1] ^= 0x01  # the last byte of the last tensor's data
+    file.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=rf"'.*{part}.safetensors' does not match the "
+                       r"SHA-256 its checkpoint recorded in hashes.json"):  # fmt: skip
+        rio.load_checkpoint(tmp_path)
+
+
+def test_a_checkpoint_from_before_hashes_still_loads(tmp_path):
+    """Checkpoints saved before hashes.json existed load as they did (unchecked)."""
+    path = save(tmp_path, 100)
+    (path / "hashes.json").unlink()
+    assert_checkpoint(rio.load_checkpoint(tmp_path), 100)
+
+
+@pytest.mark.parametrize("name", ["metrics.jsonl", "checkpoints"])
+def test_symlinks_in_a_run_directory_are_not_written_through(tmp_path, name):
+    """A planted link must not make rnnlab append to, or write into, what it points to."""
+    run = tmp_path / "run"
+    run.mkdir()
+    target = tmp_path / ("victim.txt" if name == "metrics.jsonl" else "victim")
+    if name == "metrics.jsonl":
+        target.write_text("precious\n")
+    else:
+        target.mkdir()
+    (run / name).symlink_to(target)
+    with pytest.raises(RunDirError, match=r"symbolic link"):
+        if name == "metrics.jsonl":
+            rio.append_jsonl(run / name, {"step": 1})
+        else:
+            save(run, 1)
+    if name == "metrics.jsonl":
+        assert target.read_text() == "precious\n"
+    else:
+        assert list(target.iterdir()) == []
+
+
+def test_orphaned_temporary_files_are_removed_by_the_next_save(tmp_path):
+    run = tmp_path / "run"
+    save(run, 1)
+    orphans = [run / ".model.safetensors.0123abcd.tmp", run / "checkpoints/.latest.deadbeef.tmp"]
+    for p in orphans:
+        p.write_bytes(b"half a file")
+    keep = run / ".notes.tmp"  # not ours: left alone
+    keep.write_text("x")
+    save(run, 2)
+    assert not any(p.exists() for p in orphans) and keep.exists()
+
+
+def test_keep_jsonl_until_drops_the_steps_a_resumed_run_writes_again(tmp_path):
+    path = tmp_path / "m.jsonl"
+    for step in (10, 20, 30, 30, 40):
+        rio.append_jsonl(path, {"step": step})
+    rio.append_jsonl(path, {"note": "no step"})
+    assert rio.keep_jsonl_until(path, 30) == 1
+    assert rio.read_jsonl(path) == [{"step": 10}, {"step": 20}, {"step": 30}, {"step": 30},
+                                    {"note": "no step"}]  # fmt: skip
+    assert rio.keep_jsonl_until(tmp_path / "missing.jsonl", 3) == 0

@@ -77,17 +77,21 @@ def test_read_text_errors(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"`path` must be a path \(str or pathlib.Path\); got 3"):
         text.read_text(3)
 
-    def denied(self):
+    def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
     (tmp_path / "locked.txt").write_text("x" * 2000)
-    monkeypatch.setattr(type(tmp_path), "read_bytes", denied)
+    monkeypatch.setattr(text, "open", denied, raising=False)  # root reads any mode
     with pytest.raises(
         ValueError,
         match=r"got '.*locked.txt', which cannot be read "
         r"\(Permission denied\) instead",
     ):
         text.read_text(tmp_path / "locked.txt")
+    monkeypatch.undo()
+    # a device or a FIFO is never read to its (missing) end
+    with pytest.raises(ValueError, match=r"got '/dev/zero', which is not a regular file"):
+        text.read_text("/dev/zero")
 
 
 def test_char_vocab_round_trip_and_unknown():

@@ -55,6 +55,13 @@ def test_resume_equals_uninterrupted(tmp_path, task, extra, corpus):
         assert np.array_equal(a[k], b[k]), k
     ma = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     assert any(r.get("split") == "valid" for r in ma)
+    # each step logged once: what b logged past its step-6 checkpoint was logged again
+    mb = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [_untimed(r) for r in mb] == [_untimed(r) for r in ma]
+
+
+def _untimed(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k not in ("time", "seconds")}
 
 
 @pytest.fixture
@@ -326,3 +333,187 @@ def test_checkpoint_every_is_validated():
 
     with pytest.raises(ValueError, match=r"`checkpoint_every` must be a non-negative integer"):
         LSTM(2, 3, rng=0).forward(np.zeros((1, 4, 2), np.float32), checkpoint_every=-1)
+
+
+def test_evaluate_json_of_a_diverged_model_prints_null_and_why(tmp_path, capsys):
+    """JSON has no NaN: a model whose outputs overflow gets null and the reason."""
+    run = tmp_path / "r"
+    argv = ["train", "adding", "--T", 6, "--steps", 2, "--cell", "relu", "--run-dir", run]
+    assert run_cli(*argv, "--hidden", 8, "--batch-size", 4, "--quiet") == 0
+    ckpt = io.load_checkpoint(run)
+    huge = {k: np.full_like(v, 1e30) for k, v in ckpt.model.items()}  # finite, but overflows
+    io.save_checkpoint(run, ckpt.step + 1, model=huge, optimizer=ckpt.optimizer,
+                       state=ckpt.state, config=ckpt.config)  # fmt: skip
+    capsys.readouterr()
+    assert run_cli("evaluate", run, "--json") == 0
+    out, err = capsys.readouterr()
+    result = json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert result["mse"] is None
+    assert "mse not finite" in result["non_finite"] and "diverged" in err
+
+
+def test_a_charlm_run_keeps_its_vocabulary(tmp_path, monkeypatch, capsys):
+    """evaluate and sample use the vocabulary stored in the run, not one rebuilt from the
+    data path in config.json: a relative path works from another directory, an edited text
+    is said and read with the run's mapping, and sampling needs no corpus at all."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "c.txt").write_text("the quick brown fox jumps over the lazy dog. " * 400)
+    monkeypatch.chdir(work)
+    argv = ["train", "charlm", "--data", "c.txt", "--steps", 3, "--seq-len", 16]
+    assert run_cli(*argv, "--run-dir", tmp_path / "lm", *TINY) == 0
+    run = tmp_path / "lm"
+    stored = json.loads((run / "config.json").read_text())["data"]
+    assert stored["path"] == str(work / "c.txt") and len(stored["corpus_sha256"]) == 64
+    monkeypatch.chdir(tmp_path)  # the relative path no longer resolves from here
+    capsys.readouterr()
+    assert run_cli("evaluate", run, "--json") == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["unknown_chars"] == 0
+    # the text is edited: new characters are unknown to the run, and that is said
+    (work / "c.txt").write_text("the lazy dog. " * 400 + "THE QUICK BROWN FOX! " * 400)
+    assert run_cli("evaluate", run, "--json") == 0
+    out, err = capsys.readouterr()
+    assert "has changed since the run was trained" in err
+    assert json.loads(out)["unknown_chars"] > 0
+    # other text, on purpose
+    other = tmp_path / "other.txt"
+    other.write_text("a dog; " * 400)
+    assert run_cli("evaluate", run, "--json", "--data", other) == 0
+    assert json.loads(capsys.readouterr().out)["unknown_chars"] > 0
+    (work / "c.txt").unlink()
+    assert run_cli("sample", run, "--prime", "the ", "--length", 10) == 0
+    assert capsys.readouterr().out.startswith("the ")
+
+
+@pytest.mark.parametrize("optimizer,lr", [("sgd", "1e6"), ("sgd", "1e30")])
+def test_a_gradient_that_overflows_in_backward_stops_the_run(tmp_path, capsys, optimizer, lr):
+    """A finite loss whose gradient overflows inside backward (or an update that overflows
+    the weights) stops like a non-finite loss: the step, a remedy, and finite weights kept
+    in a checkpoint that loads; never `d_output must be finite` from deep inside."""
+    run = tmp_path / "r"
+    argv = ["train", "adding", "--optimizer", optimizer, "--lr", lr, "--clip", "none",
+            "--steps", 50, "--T", 20, "--hidden", 8, "--batch-size", 4,
+            "--run-dir", run]  # fmt: skip
+    code = run_cli(*argv, "--quiet")
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "at step" in err or "in the update of step" in err, err
+    assert "learning rate" in err and "d_output" not in err, err
+    for step in io.checkpoint_steps(run):
+        ckpt = io.load_checkpoint(run, step)
+        assert all(np.isfinite(v).all() for v in ckpt.model.values())
+
+
+def test_a_finite_loss_whose_gradient_overflows_inside_the_model(tmp_path):
+    from rnnlab import recipes
+    from rnnlab.train import NonFiniteError, TrainConfig, Trainer
+
+    cfg = TrainConfig.from_dict({**recipes.defaults("adding"), "T": 6, "hidden": 4,
+                                 "batch_size": 2, "steps": 5, "checkpoint_every": 1})  # fmt: skip
+    task = recipes.make_task(cfg)
+    spec = recipes.model_spec(cfg, task)
+    model = recipes.build_model(spec)
+    real, calls = task.loss, []
+
+    def loss(output, batch):  # at the third step ∂L/∂ŷ is finite but ∂L/∂h overflows
+        value, d = real(output, batch)
+        calls.append(1)
+        return value, np.full_like(d, 3e38) if len(calls) == 3 else d
+
+    task.loss = loss
+    model.params["2.weight"][...] = 4.0  # ∂L/∂h = 4 · 3e38 overflows float32
+    with pytest.raises(NonFiniteError, match=r"module 1's output \(LastStep\) became NaN or inf "
+                       r"at step 3.*Good weights of step 2 saved"):  # fmt: skip
+        Trainer(model, task, cfg, tmp_path / "r", spec=spec, quiet=True).run()
+    assert io.checkpoint_steps(tmp_path / "r")[-1] == 2
+
+
+def _lose_every_checkpoint(run: Path) -> None:
+    """What a run killed before its first checkpoint (or stopped by a full disk while
+    writing it) leaves: config.json, metrics.jsonl, a half-built checkpoint, a temp file."""
+    import shutil
+
+    shutil.rmtree(run / "checkpoints")
+    (run / "checkpoints" / ".tmp-step-00000008-0123abcd").mkdir(parents=True)
+    (run / "model.safetensors").unlink()
+    (run / ".model.safetensors.0123abcd.tmp").write_bytes(b"torn")
+    for name in ("result.json", "best.safetensors"):
+        (run / name).unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("how", ["resume", "run-dir"])
+def test_a_run_stopped_before_its_first_checkpoint_starts_again(tmp_path, capsys, how):
+    argv = ["adding", "--T", 6, "--steps", 8, "--eval-every", 4, "--checkpoint-every", 100]
+    assert run_cli("train", *argv, "--run-dir", tmp_path / "a", *TINY) == 0
+    assert run_cli("train", *argv, "--run-dir", tmp_path / "b", *TINY) == 0
+    _lose_every_checkpoint(tmp_path / "b")
+    capsys.readouterr()
+    if how == "resume":
+        assert run_cli("train", "--resume", tmp_path / "b", "--quiet") == 0
+        assert "no checkpoint yet: starting it again from step 0" in capsys.readouterr().err
+    else:
+        assert run_cli("train", *argv, "--run-dir", tmp_path / "b", *TINY) == 0
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not (tmp_path / "b" / ".model.safetensors.0123abcd.tmp").exists()
+    assert not list((tmp_path / "b" / "checkpoints").glob(".tmp-*"))
+    ma, mb = (io.read_jsonl(tmp_path / r / "metrics.jsonl") for r in "ab")
+    assert [_untimed(r) for r in mb] == [_untimed(r) for r in ma]
+
+
+def test_a_failed_start_leaves_no_run_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("train", "charlm", "--data", tmp_path / "missing.txt", "--quiet") == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+
+
+def test_resume_refuses_settings_it_would_ignore(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert run_cli("train", "adding", "--T", 6, "--steps", 2, "--run-dir", run, *TINY) == 0
+    capsys.readouterr()
+    assert run_cli("train", "--resume", run, "--lr", "0.5") == 2
+    err = capsys.readouterr().err
+    assert "`--resume` continues a run with the settings in its config.json; got --lr" in err
+
+
+def test_train_and_plot_write_plots_to_one_place_and_say_where(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert run_cli("train", "adding", "--T", 6, "--steps", 10, "--run-dir", run, *TINY) == 0
+    out = capsys.readouterr().out
+    assert f"plots: {run / 'plots'} (loss.png" in out
+    assert (run / "plots" / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert not list(run.glob("*.png"))
+    # a planted link is replaced, not written through
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (run / "plots" / "loss.png").unlink()
+    (run / "plots" / "loss.png").symlink_to(victim)
+    assert run_cli("plot", run) == 0
+    assert victim.read_text() == "precious"
+    assert str(run / "plots" / "loss.png") in capsys.readouterr().out
+    assert not (run / "plots" / "loss.png").is_symlink()
+
+
+def test_a_run_directory_from_before_hashes_and_stored_vocabularies_still_works(
+    tmp_path, corpus, capsys
+):
+    """Runs written before checkpoints recorded hashes.json and charlm runs stored their
+    vocabulary load, evaluate, sample and resume as they did (the vocabulary rebuilt from
+    the data file, the weights unchecked)."""
+    run = tmp_path / "old"
+    argv = ["train", "charlm", "--data", corpus, "--steps", 3, "--seq-len", 16, "--run-dir", run]
+    assert run_cli(*argv, *TINY) == 0
+    for path in [run / "config.json", *run.glob("checkpoints/step-*/config.json")]:
+        config = json.loads(path.read_text())
+        del config["data"]
+        path.write_text(json.dumps(config))
+    for path in run.glob("checkpoints/step-*/hashes.json"):
+        path.unlink()
+    capsys.readouterr()
+    assert run_cli("evaluate", run, "--json") == 0
+    assert json.loads(capsys.readouterr().out)["chars"] > 0
+    assert run_cli("sample", run, "--prime", "the ", "--length", 5) == 0
+    assert run_cli("train", "--resume", run, "--steps", 4, "--quiet") == 0
+    assert io.load_checkpoint(run).step == 4

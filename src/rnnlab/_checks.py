@@ -6,7 +6,10 @@ Internals trust their callers and never re-check.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -23,6 +26,16 @@ def describe(value: object) -> str:
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{text} ({type(value).__name__})"
+
+
+class NonFiniteError(ValueError):
+    """A value computed inside a model, not given by its caller, is NaN or inf: the model
+    has diverged (rnnlab.train stops the run with the step and a remedy)."""
+
+
+def all_finite(value: np.ndarray) -> bool:
+    """Whether every element of a float array is finite (one fast pass in the common case)."""
+    return _sum_is_finite(value) or bool(np.all(np.isfinite(value)))
 
 
 def fail(name: str, expected: str, got: str, hint: str = "") -> None:
@@ -139,3 +152,67 @@ def boolean(value: object, name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         fail(name, "True or False", describe(value))
     return bool(value)
+
+
+def batch_of_steps(x: np.ndarray, name: str = "x") -> None:
+    """A (batch, time, ...) array with one sequence and one step at least (NumPy's own errors
+    for an empty batch name its internals)."""
+    if x.ndim >= 2 and (x.shape[0] == 0 or x.shape[1] == 0):
+        fail(name, "an array of one sequence and one step at least", f"shape {x.shape}")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (Linux: MemAvailable), or None when unknown."""
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f.read(1 << 16).splitlines():
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def affordable(nbytes: int, name: str, what: str) -> None:
+    """Refuse, before allocating, a request for more memory than the machine has available
+    (a hidden_size of 10⁹ otherwise ends in MemoryError or the OOM killer)."""
+    if nbytes < 1 << 28:  # not worth a look at /proc/meminfo
+        return
+    have = available_memory()
+    if have is not None and nbytes > have:
+        fail(name, f"a size whose {what} fit in the memory available ({_bytes(have)})",
+             f"a request of about {_bytes(nbytes)}")  # fmt: skip
+
+
+def _bytes(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PiB"
+
+
+def read_bounded(path: Path, limit: int, what: str, error: type[ValueError] = ValueError) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes: a device, a FIFO or a huge file
+    (`--data /dev/zero`) is refused instead of read until memory runs out."""
+    try:
+        with open(path, "rb") as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise error(f"Cannot read {what} '{path}': it is not a regular file.")
+            if info.st_size > limit:
+                raise error(f"Cannot read {what} '{path}': it has {_bytes(info.st_size)}, "
+                            f"more than the {_bytes(limit)} rnnlab reads.")  # fmt: skip
+            data = f.read(limit + 1)
+    except FileNotFoundError:
+        raise error(f"Cannot read {what} '{path}': the file does not exist.") from None
+    except IsADirectoryError:
+        raise error(f"Cannot read {what} '{path}': it is a directory.") from None
+    except PermissionError:
+        raise error(f"Cannot read {what} '{path}': permission denied.") from None
+    if len(data) > limit:  # it grew while read
+        raise error(f"Cannot read {what} '{path}': it holds more than {_bytes(limit)}.")
+    return data

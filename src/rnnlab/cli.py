@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 from rnnlab import io
 
@@ -175,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="a run directory")
     p.add_argument("--split", choices=("valid", "test"), default="test")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--data",
+        help="charlm: evaluate on the held-out pieces of this text, read with the run's "
+        "vocabulary (characters it does not know are counted in unknown_chars)",
+    )
 
     p = sub.add_parser("sample", help="generate text from a trained charlm run")
     p.add_argument("run", help="a run directory of the charlm task")
@@ -240,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, ImportError) as e:
         print(f"rnnlab: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
+    except MemoryError:
+        print("rnnlab: error: out of memory; try a smaller --hidden, --batch-size or --seq-len",
+              file=sys.stderr)  # fmt: skip
+        return 1
     except RuntimeError as e:  # e.g. NonFiniteError: the run stopped, its checkpoint is kept
         print(f"rnnlab: error: {_one_line(e)}", file=sys.stderr)
         return 1
@@ -291,6 +303,8 @@ def _config_from_args(args) -> tuple:
     overrides = {k: v for k, v in vars(args).items() if k in TrainConfig.fields() and k != "task"}
     merged = {**recipes.defaults(task), **settings, **overrides, "task": task}
     cfg = TrainConfig.from_dict(merged, source=args.config or "options")
+    for text in cfg.without_effect({*settings, *overrides}):
+        print(f"rnnlab: warning: {text}", file=sys.stderr)
     return task, cfg
 
 
@@ -299,29 +313,48 @@ def cmd_train(args) -> int:
     from rnnlab.train import TrainConfig, Trainer
 
     if args.resume:
+        fixed = [k for k in vars(args) if k in TrainConfig.fields() and k not in
+                 ("steps", "time_limit", "task")]  # fmt: skip
+        if args.config or args.run_dir or args.task or fixed:
+            given = args.config and "--config" or args.run_dir and "--run-dir" or (
+                args.task and "a task") or "--" + fixed[0].replace("_", "-")  # fmt: skip
+            raise UsageError(
+                f"`--resume` continues a run with the settings in its config.json; got {given} "
+                "as well (only --steps and --time-limit may change; start a new run otherwise)"
+            )
         run_dir = io.open_run_dir(args.resume)
-        ckpt = io.load_checkpoint(run_dir)
-        cfg = TrainConfig.from_dict(ckpt.config["train"], source=str(run_dir / "config.json"))
+        if io.checkpoint_steps(run_dir):
+            ckpt = io.load_checkpoint(run_dir)
+            config = _run_config(ckpt.config, ckpt.path)
+        else:  # stopped before its first checkpoint (or by a full disk): start it again
+            ckpt, config = None, _run_config(io.read_json(run_dir / "config.json"), run_dir)
+        cfg = TrainConfig.from_dict(config["train"], source=str(run_dir / "config.json"))
         overrides = {k: v for k, v in vars(args).items() if k in ("steps", "time_limit")}
         for k, v in overrides.items():
             setattr(cfg, k, v)
-        task = recipes.make_task(cfg)
-        model = recipes.build_model(ckpt.config["model"])
-        _load_weights(model, ckpt, run_dir)
-        trainer = Trainer(model, task, cfg, run_dir, spec=ckpt.config["model"], quiet=args.quiet)
-        trainer.restore(ckpt)
-        print(f"resuming {run_dir} at step {trainer.step}", file=sys.stderr)
+        cfg.validate()
+        task = recipes.make_task(cfg, config.get("data"))
+        model = recipes.build_model(config["model"], seed=cfg.seed)
+        trainer = Trainer(model, task, cfg, run_dir, spec=config["model"], quiet=args.quiet)
+        if ckpt is not None:
+            _load_weights(model, ckpt, run_dir)
+            trainer.restore(ckpt)
+            print(f"resuming {run_dir} at step {trainer.step}", file=sys.stderr)
+        else:
+            print(f"{run_dir} has no checkpoint yet: starting it again from step 0",
+                  file=sys.stderr)  # fmt: skip
     else:
         _, cfg = _config_from_args(args)
-        run_dir = Path(args.run_dir) if args.run_dir else io.make_run_dir("runs", cfg.task)
-        if args.run_dir and (run_dir / "checkpoints").exists():
+        if args.run_dir and io.checkpoint_steps(args.run_dir):
             raise UsageError(
-                f"`--run-dir` must be a new or empty directory; '{run_dir}' already "
-                f"holds a run (continue it with --resume {run_dir})"
+                f"`--run-dir` must be a new or empty directory; '{args.run_dir}' already "
+                f"holds a run (continue it with --resume {args.run_dir})"
             )
         task = recipes.make_task(cfg)
         spec = recipes.model_spec(cfg, task)
         model = recipes.build_model(spec, seed=cfg.seed)
+        # created only now, so that a start that fails leaves no empty run directory
+        run_dir = Path(args.run_dir) if args.run_dir else io.make_run_dir("runs", cfg.task)
         trainer = Trainer(model, task, cfg, run_dir, spec=spec, quiet=args.quiet)
         print(
             f"training {cfg.task} ({cfg.cell}, {sum(v.size for v in model.params.values()):,} "
@@ -338,16 +371,29 @@ def cmd_train(args) -> int:
     return EXIT_INTERRUPTED if result["stopped_by"] == "interrupt" else 0
 
 
+def _run_config(config, run_dir) -> dict:
+    """A run's config.json as rnnlab wrote it: {"train": {...}, "model": {...}, ...}."""
+    if not isinstance(config, dict) or not all(
+        isinstance(config.get(k), dict) for k in ("train", "model")
+    ):
+        raise io.RunDirError(
+            f"'{run_dir}/config.json' must hold an rnnlab run's config (tables 'train' and "
+            f"'model'); got {io.describe(config)}"
+        )
+    return config
+
+
 def _load_run(path):
     from rnnlab import recipes
     from rnnlab.train import TrainConfig
 
     run_dir = io.open_run_dir(path)
     ckpt = io.load_checkpoint(run_dir)
+    _run_config(ckpt.config, ckpt.path)
     cfg = TrainConfig.from_dict(ckpt.config["train"], source=str(run_dir / "config.json"))
     model = recipes.build_model(ckpt.config["model"])
     _load_weights(model, ckpt, run_dir)
-    return run_dir, cfg, model
+    return run_dir, cfg, model, ckpt.config.get("data")
 
 
 def _load_weights(model, ckpt, run_dir) -> None:
@@ -363,26 +409,57 @@ def _load_weights(model, ckpt, run_dir) -> None:
 def cmd_evaluate(args) -> int:
     from rnnlab import recipes
 
-    run_dir, cfg, model = _load_run(args.run)
-    task = recipes.make_task(cfg)
-    result = task.evaluate(model, args.split)
+    run_dir, cfg, model, data = _load_run(args.run)
+    if args.data is not None:
+        if cfg.task != "charlm" or not data:
+            raise UsageError(
+                f"`--data` is for charlm runs that stored their vocabulary; '{run_dir}' is "
+                + (f"a {cfg.task} run" if cfg.task != "charlm" else "from an older rnnlab")
+            )
+        cfg.data, data = args.data, {"vocab": data["vocab"]}
+    task = recipes.make_task(cfg, data)
+    with np.errstate(all="ignore"):  # a diverged model's overflow is reported below
+        result = task.evaluate(model, args.split)
+    clean, bad = _finite_or_null(result)
+    if bad:
+        why = (f"{', '.join(bad)} not finite (NaN or inf): the model's outputs overflow; "
+               "its weights have diverged")  # fmt: skip
+        clean["non_finite"] = why
+        print(f"rnnlab: warning: {why}", file=sys.stderr)
     if args.json:
-        print(json.dumps(result, sort_keys=True))
+        print(json.dumps(clean, sort_keys=True, allow_nan=False))
     else:
         for line in recipes.report(task, result):
             print(line)
     return 0
 
 
+def _finite_or_null(value, where: str = "") -> tuple:
+    """`value` with every NaN or inf replaced by None (JSON has no NaN: `json.dumps` would
+    print one that no JSON reader takes), and the names of the replaced entries."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None, [where or "the value"]
+    if isinstance(value, dict):
+        out, bad = {}, []
+        for k, v in value.items():
+            out[k], b = _finite_or_null(v, f"{where}.{k}" if where else str(k))
+            bad += b
+        return out, bad
+    if isinstance(value, list):
+        pairs = [_finite_or_null(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [v for v, _ in pairs], [n for _, b in pairs for n in b]
+    return value, []
+
+
 def cmd_sample(args) -> int:
     from rnnlab import recipes
 
-    run_dir, cfg, model = _load_run(args.run)
+    run_dir, cfg, model, data = _load_run(args.run)
     if cfg.task != "charlm":
         raise UsageError(
             f"`run` must be a charlm run to sample text; '{run_dir}' is a {cfg.task} run"
         )
-    task = recipes.make_task(cfg)
+    task = recipes.make_task(cfg, data, text=False)  # the run's vocabulary, no corpus
     print(
         task.sample(
             model,
@@ -433,10 +510,8 @@ def cmd_demo(args) -> int:
         print(line)
     print("\nsample after training:")
     print(_indent(task.sample(model, "def ", 300, temperature=0.8, seed=1)))
-    plots = _plot(run_dir)
+    _plot(run_dir)
     print(f"\nrun directory: {run_dir} ({time.perf_counter() - t0:.0f} s in all)")
-    if plots:
-        print("plots: " + ", ".join(str(p) for p in plots))
     print(f"more samples: rnnlab sample {run_dir} --prime 'class '")
     return 0
 
@@ -446,16 +521,23 @@ def _indent(text: str) -> str:
 
 
 def _plot(run_dir: Path) -> list[Path]:
-    from rnnlab import plots
+    """The run's curves in RUN/plots, the place `rnnlab plot RUN` writes them too."""
+    from rnnlab.gradflow import plot_run
 
     try:
-        return plots.plot_run(run_dir)
+        paths = plot_run(run_dir)
     except ImportError:
         print(
             "plots: matplotlib is not installed; pip install 'rnnlab[plot]' to get loss curves",
             file=sys.stderr,
         )
         return []
+    except ValueError as e:  # the run is trained and saved; only its plots are missing
+        print(f"rnnlab: warning: no plots: {_one_line(e)}", file=sys.stderr)
+        return []
+    if paths:
+        print(f"plots: {paths[0].parent} ({', '.join(p.name for p in paths)})")
+    return paths
 
 
 if __name__ == "__main__":

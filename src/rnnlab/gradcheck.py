@@ -98,6 +98,15 @@ def gradcheck(
     numbers (dropout, scheduled sampling) get a fresh Generator with this seed each time, so
     every pass draws the same. `max_entries` checks a random subset of large arrays.
     """
+    if not hasattr(module, "params") or not hasattr(module, "backward"):
+        _checks.fail("module", "an rnnlab module (forward, backward, params)",
+                     _checks.describe(module))  # fmt: skip
+    if not (_checks.finite_float(eps, "eps") > 0):
+        _checks.fail("eps", "a positive step for the finite differences", repr(eps))
+    if not (_checks.finite_float(tolerance, "tolerance") > 0):
+        _checks.fail("tolerance", "a positive number", repr(tolerance))
+    if max_entries is not None:
+        _checks.positive_int(max_entries, "max_entries")
     for name, value in module.params.items():
         if value.dtype != np.float64:
             _checks.fail(

@@ -215,7 +215,7 @@ def run_subject(path, *, step: int | None = None, T=None, batch: int = 32) -> Su
                 f"--T {T} for a {cfg.task} run",
             )
         cfg.T = _checks.positive_int(T, "--T")
-    task = recipes.make_task(cfg)
+    task = recipes.make_task(cfg, ckpt.config.get("data"))
     x, y, lengths = _validation_batch(task, batch)
     spec = ckpt.config["model"]
     source = {
@@ -677,7 +677,7 @@ def _log_if_wide(ax, losses: np.ndarray) -> None:
 def _plot_cliff(data, path) -> Path:
     """Three panels: the loss along the hidden bias, along a random direction, and along −g
     with the clipped and unclipped SGD steps marked."""
-    from rnnlab.diagnostics.plots import new_figure
+    from rnnlab.diagnostics.plots import new_figure, save_png
 
     bias_slice, random_slice, step_slice, clip, per_bias, norm_theta = data
     fig = new_figure(14, 4.0)
@@ -732,8 +732,7 @@ def _plot_cliff(data, path) -> Path:
     )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return path
+    return save_png(fig, path)
 
 
 # ----------------------------------------------------------------------------- the command
@@ -1177,7 +1176,7 @@ def _plot_curves(
     path: Path, panels: list[tuple[str, list[tuple[str, np.ndarray, np.ndarray]], bool]]
 ) -> Path:
     """One row of panels (title, [(label, steps, values)], log y axis)."""
-    from rnnlab.diagnostics.plots import new_figure
+    from rnnlab.diagnostics.plots import new_figure, save_png
 
     fig = new_figure(4.6 * len(panels), 3.6)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
@@ -1195,14 +1194,13 @@ def _plot_curves(
         ax.set_title(title, fontsize=10)
         if len(lines) > 1 or any("(0 at" in ln[0] or "zeros)" in ln[0] for ln in lines):
             ax.legend(fontsize=7)
-    fig.savefig(path, dpi=110)
-    return path
+    return save_png(fig, path)
 
 
 def _plot_lags(path: Path, grads: list[dict]) -> Path:
     """Per (layer, direction): log10 ‖∂L/∂h_k‖ by lag (x) and training step (y), and the
     fitted factor per step against the step."""
-    from rnnlab.diagnostics.plots import new_figure
+    from rnnlab.diagnostics.plots import new_figure, save_png
 
     with_lags = [r for r in grads if r.get("lags")]
     names = list(with_lags[0]["lags"])
@@ -1240,8 +1238,7 @@ def _plot_lags(path: Path, grads: list[dict]) -> Path:
     ax.set_xlabel("training step")
     ax.set_ylabel("fitted factor per step of lag (1: flat)")
     ax.legend(fontsize=7)
-    fig.savefig(path, dpi=110)
-    return path
+    return save_png(fig, path)
 
 
 def plot_run(run, out=None) -> list[Path]:
@@ -1260,6 +1257,9 @@ def plot_run(run, out=None) -> list[Path]:
     valid = [r for r in records if r.get("split") == "valid"]
     grads = [r for r in records if r.get("kind") == "gradients"]
     out = run / "plots" if out is None else Path(out)
+    if out.is_symlink():
+        _checks.fail("--out", "a directory (rnnlab does not write through links)",
+                     f"'{out}', a symbolic link")  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     written = []
     if train:

@@ -12,6 +12,7 @@ Random generators are saved as JSON data so that a resumed run draws the same nu
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -28,7 +29,7 @@ from typing import IO, Any, NoReturn
 
 import numpy as np
 
-from rnnlab._checks import describe, fail
+from rnnlab._checks import describe, fail, read_bounded
 
 PathLike = str | os.PathLike[str]
 
@@ -169,13 +170,12 @@ def atomic_write_json(path: PathLike, obj: object) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+# Configuration, progress and metrics files are small: a larger one is not rnnlab's.
+READ_LIMIT = 1 << 30
+
+
 def _read_bytes(path: Path, error: type[ValueError], what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise error(f"Cannot read {what} '{path}': the file does not exist.") from None
-    except IsADirectoryError:
-        raise error(f"Cannot read {what} '{path}': it is a directory.") from None
+    return read_bounded(path, READ_LIMIT, what, error)
 
 
 def _decode(data: bytes, path: Path, error: type[ValueError], what: str) -> str:
@@ -195,6 +195,8 @@ def _parse_json(path: Path, error: type[ValueError]) -> Any:
         raise error(
             f"'{path}' is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}."
         ) from None
+    except RecursionError:
+        raise error(f"'{path}' is not rnnlab's JSON: it is nested too deeply.") from None
 
 
 def read_json(path: PathLike) -> Any:
@@ -208,6 +210,8 @@ def read_toml(path: PathLike) -> dict[str, Any]:
     text = _decode(_read_bytes(path, ConfigError, "TOML file"), path, ConfigError, "TOML")
     try:
         return tomllib.loads(text)
+    except RecursionError:
+        raise ConfigError(f"'{path}' is not rnnlab's TOML: it is nested too deeply.") from None
     except tomllib.TOMLDecodeError as e:
         # The message already ends with "(at line L, column C)".
         raise ConfigError(f"'{path}' is not valid TOML: {e}.") from None
@@ -223,7 +227,7 @@ def append_jsonl(path: PathLike, obj: Mapping[str, Any]) -> None:
     if not isinstance(obj, Mapping):
         fail("obj", "a dict (one JSON object per line)", describe(obj))
     line = json.dumps(_jsonable(obj, "obj"), ensure_ascii=False, allow_nan=False) + "\n"
-    with open(path, "a+b") as f:
+    with _open_no_follow(path) as f:
         end = f.seek(0, os.SEEK_END)
         if end > 0:
             f.seek(end - 1)
@@ -231,6 +235,58 @@ def append_jsonl(path: PathLike, obj: Mapping[str, Any]) -> None:
                 _repair_tail(f, end)
         f.write(line.encode("utf-8"))
         f.flush()
+
+
+def _open_no_follow(path: Path) -> IO[bytes]:
+    """`open(path, "a+b")` that refuses a symbolic link: a link planted in a run directory
+    would make rnnlab append to (or overwrite) whatever file it points to."""
+    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    if path.is_symlink():
+        _raise(RunDirError, "path", "a regular file (rnnlab does not write through links)",
+               f"'{path}', a symbolic link to '{os.readlink(path)}'")  # fmt: skip
+    try:
+        fd = os.open(path, flags | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as e:
+        if path.is_symlink():  # planted between the check and the open
+            _raise(RunDirError, "path", "a regular file (rnnlab does not write through links)",
+                   f"'{path}', a symbolic link")  # fmt: skip
+        raise RunDirError(f"Cannot append to '{path}': {e.strerror or e}.") from None
+    return os.fdopen(fd, "a+b")
+
+
+def keep_jsonl_until(path: PathLike, step: int) -> int:
+    """Drop the records of `path` whose "step" is above `step` (what a run resumed at `step`
+    will write again, so that each step is logged once); returns how many were dropped.
+    Rewritten atomically; records without a step, and a missing file, are left alone."""
+    path = _path(path, "path")
+    if path.is_symlink():
+        _raise(RunDirError, "path", "a regular file (rnnlab does not write through links)",
+               f"'{path}', a symbolic link to '{os.readlink(path)}'")  # fmt: skip
+    if not path.is_file():
+        return 0
+    records = read_jsonl(path)
+    keep = [r for r in records if not (isinstance(r, dict) and isinstance(r.get("step"), int)
+                                       and r["step"] > step)]  # fmt: skip
+    if len(keep) != len(records):
+        lines = (json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in keep)
+        atomic_write_text(path, "".join(lines))
+    return len(records) - len(keep)
+
+
+_ORPHAN = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
+
+
+def remove_orphans(directory: PathLike) -> list[Path]:
+    """Remove the temporary files of atomic writes that a crash left in `directory`
+    (`.NAME.XXXXXXXX.tmp`, never renamed into place); returns their paths."""
+    directory = _path(directory, "directory")
+    gone = []
+    if directory.is_dir():
+        for p in directory.iterdir():
+            if _ORPHAN.fullmatch(p.name) and p.is_file() and not p.is_symlink():
+                p.unlink(missing_ok=True)
+                gone.append(p)
+    return gone
 
 
 def _repair_tail(f: IO[bytes], end: int) -> None:
@@ -270,6 +326,8 @@ def read_jsonl(path: PathLike) -> list[Any]:
             continue
         try:
             records.append(json.loads(line))
+        except RecursionError:
+            raise ConfigError(f"'{path}' line {number} is nested too deeply.") from None
         except json.JSONDecodeError as e:
             if number == len(lines):
                 break
@@ -801,7 +859,8 @@ def save_checkpoint(
 ) -> Path:
     """Save a checkpoint as `run_dir/checkpoints/step-XXXXXXXX/` and return its path.
 
-    The directory holds model.safetensors, optimizer.safetensors, state.json (progress: step,
+    The directory holds model.safetensors, optimizer.safetensors, hashes.json (the SHA-256 of
+    both, checked by load_checkpoint), state.json (progress: step,
     epoch, RNG state from numpy_rng_state, best metric...) and config.json. It is built in a
     temporary sibling and renamed into place; then `checkpoints/latest` is rewritten, then the
     top-level model.safetensors and config.json, then old checkpoints are pruned, each step
@@ -827,7 +886,14 @@ def save_checkpoint(
     if run_dir.exists() and not run_dir.is_dir():
         _raise(RunDirError, "run_dir", "a directory", f"'{run_dir}' which is not a directory")
     checkpoints = run_dir / "checkpoints"
+    if checkpoints.is_symlink():
+        _raise(RunDirError, "run_dir", "a run directory whose checkpoints/ is a directory",
+               f"'{checkpoints}', a symbolic link",
+               "rnnlab does not write through links.")  # fmt: skip
     checkpoints.mkdir(parents=True, exist_ok=True)
+    hashes = {"model.safetensors": _sha256(*model_file),
+              "optimizer.safetensors": _sha256(*optimizer_file)}  # fmt: skip
+    hashes_text = _dumps({"sha256": hashes}, "hashes").encode("utf-8")
     name = _step_name(step)
     final = checkpoints / name
     tmp = checkpoints / f".tmp-{name}-{secrets.token_hex(4)}"
@@ -837,6 +903,7 @@ def save_checkpoint(
         _write_durably(tmp / "optimizer.safetensors", tensors=optimizer_file)
         _write_durably(tmp / "state.json", state_text)
         _write_durably(tmp / "config.json", config_text)
+        _write_durably(tmp / "hashes.json", hashes_text)
         _fsync_dir(tmp)
         if final.exists():  # re-saving a step (a resumed run): move the old one aside first
             os.rename(final, checkpoints / f".trash-{name}-{secrets.token_hex(4)}")
@@ -861,9 +928,40 @@ def save_checkpoint(
                 checkpoints / f".trash-{_step_name(old)}-{secrets.token_hex(4)}",
             )
     for leftover in checkpoints.iterdir():  # this save's trash and earlier crashed saves'
+        if leftover.is_symlink():
+            continue
         if leftover.is_dir() and leftover.name.startswith((".tmp-", ".trash-")):
             shutil.rmtree(leftover, ignore_errors=True)
+    remove_orphans(checkpoints)
+    remove_orphans(run_dir)
     return final
+
+
+def _sha256(header: bytes, arrays: list[np.ndarray]) -> str:
+    """The SHA-256 of the safetensors file `_write_tensors` writes, without writing it."""
+    h = hashlib.sha256(header)
+    for array in arrays:
+        h.update(_raw(array).data)
+    return h.hexdigest()
+
+
+def _check_hash(file: Path, hashes: dict | None) -> None:
+    """A weights file must have the SHA-256 its checkpoint recorded (hashes.json): a flipped
+    byte in a weight is valid safetensors and would load without a word. Checkpoints saved
+    before hashes were recorded have no hashes.json and load unchecked."""
+    if hashes is None:
+        return
+    want = hashes.get(file.name)
+    h = hashlib.sha256()
+    with open(file, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    if want != h.hexdigest():
+        raise CheckpointError(
+            f"'{file}' does not match the SHA-256 its checkpoint recorded in hashes.json "
+            f"(recorded {str(want)[:16]}..., the file has {h.hexdigest()[:16]}...): the file "
+            "changed or is corrupt since it was saved."
+        )
 
 
 def _read_checkpoint_json(path: Path) -> dict[str, Any]:
@@ -887,7 +985,8 @@ def load_checkpoint(run_dir: PathLike, step: int | None = None) -> Checkpoint:
     if step is None:
         latest = checkpoints / "latest"
         if latest.is_file():
-            text = _decode(latest.read_bytes(), latest, CheckpointError, "text").strip()
+            data = read_bounded(latest, 4096, "the file", CheckpointError)
+            text = _decode(data, latest, CheckpointError, "text").strip()
             match = _STEP_DIR.fullmatch(text)
             if match is None:
                 raise CheckpointError(
@@ -909,13 +1008,22 @@ def load_checkpoint(run_dir: PathLike, step: int | None = None) -> Checkpoint:
     step = int(step)
     directory = checkpoints / _step_name(step)
     tensors = {}
+    hashes = None
+    if (directory / "hashes.json").exists():
+        record = _read_checkpoint_json(directory / "hashes.json").get("sha256")
+        if not isinstance(record, dict):
+            raise CheckpointError(
+                f"'{directory / 'hashes.json'}' must hold {{\"sha256\": {{FILE: HASH}}}}."
+            )
+        hashes = record
     for part in ("model", "optimizer"):
         file = directory / f"{part}.safetensors"
         if not file.is_file():
             raise CheckpointError(
                 f"The checkpoint file '{file}' is missing (incomplete checkpoint)."
             )
-        tensors[part], _ = load_safetensors(file)
+        tensors[part], _ = load_safetensors(file)  # its own errors first: they say more
+        _check_hash(file, hashes)
     return Checkpoint(
         path=directory,
         step=step,

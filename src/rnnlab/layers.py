@@ -294,6 +294,9 @@ class Recurrent:
         H, G, dt = self.hidden_size, self.cell.gates, self.dtype
         D, P = len(self.directions), self.carry_size
         bound = 1.0 / np.sqrt(H)
+        per_layer = G * H * (max(self.input_size, D * H) + H + 2)
+        _checks.affordable(self.num_layers * D * per_layer * dt.itemsize * 2, "hidden_size",
+                           "weights")  # fmt: skip
         p: dict[str, np.ndarray] = {}
         for k in range(self.num_layers):
             I = self.input_size if k == 0 else D * P
@@ -410,6 +413,7 @@ class Recurrent:
         the layer keeps no tape; the cells' saved values take one step of memory instead of
         T, and `backward` refuses the result."""
         x = _checks.float_array(x, "x", ndim=3, finite=check)
+        _checks.batch_of_steps(x if self.batch_first else np.swapaxes(x, 0, 1))
         if (
             isinstance(checkpoint_every, bool)
             or not isinstance(checkpoint_every, int)
@@ -445,6 +449,11 @@ class Recurrent:
                     "rng", "a numpy Generator when training with dropout", _checks.describe(rng)
                 )
         h0s = self._initial_states(state, B)
+        # the tape: per layer and direction the gates, states and outputs of every step
+        steps = T if grad else 1
+        tape = self.num_layers * len(self.directions) * steps * B * (self.cell.gates + 3)
+        _checks.affordable(tape * self.hidden_size * self.dtype.itemsize, "x",
+                           "saved values of every step")  # fmt: skip
 
         tapes, drops, finals = [], [], []
         strided = not grad and recurrence.infers_without_projection(
@@ -498,6 +507,7 @@ class Recurrent:
         final = (h_n, np.stack([c for _, c in finals])) if self.cell.has_c else h_n
         output = np.swapaxes(out, 0, 1) if self.batch_first else out
         cache = {
+            "layer": self._signature(),
             "tapes": tapes if grad else None,
             "drops": drops,
             "ys_last": ys_last,
@@ -505,6 +515,12 @@ class Recurrent:
             "given_state": state is not None,
         }
         return Forward(output, final, cache)
+
+    def _signature(self) -> str:
+        """What a forward result must come from for this layer's backward to read its tape
+        (an LSTM's backward on a GRU's tape stopped with KeyError: 'ifgo')."""
+        return (f"{type(self.cell).__name__}, {self.num_layers} layer(s) of "
+                f"{self.hidden_size}, {len(self.directions)} direction(s)")  # fmt: skip
 
     def _shared_states(self, T: int, B: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(forward states, reverse states, output) of a bidirectional layer in one array, so
@@ -566,6 +582,9 @@ class Recurrent:
         holds both. `retain_tape=True` keeps the tape for another backward pass (it then
         works on a copy of the gates)."""
         cache = f.cache
+        if not isinstance(cache, dict) or cache.get("layer") != self._signature():
+            _checks.fail("f", f"the result of this layer's forward ({self._signature()})",
+                         "the result of another module's forward")  # fmt: skip
         L, D, H, dt = self.num_layers, len(self.directions), self.carry_size, self.dtype
         Hc = self.hidden_size  # c's width (H is h's: P with a projection)
         tapes, m = cache["tapes"], cache["mask"]
@@ -709,14 +728,22 @@ def load_params(params: dict[str, np.ndarray], state: dict, strict: bool = True)
             "a dict with exactly this module's parameter names",
             f"missing {missing} and unexpected {unexpected}",
         )
+    # All or nothing: every array is checked before the first is copied, so a refused state
+    # leaves the module as it was.
+    checked = {}
     for name, value in state.items():
         if name not in params:
             continue
-        arr = np.asarray(value)
+        arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+        if arr.dtype.kind not in "fiu":  # complex, bool, object, str: not a weight
+            _checks.fail(f"state[{name!r}]", "an array of real numbers", f"dtype {arr.dtype}")
         if arr.shape != params[name].shape:
             _checks.fail(
                 f"state[{name!r}]", f"an array of shape {params[name].shape}", f"shape {arr.shape}"
             )
+        checked[name] = _checks.float_array(arr.astype(params[name].dtype, copy=False),
+                                             f"state[{name!r}]")  # fmt: skip
+    for name, arr in checked.items():
         params[name][...] = arr
 
 

@@ -106,6 +106,17 @@ def build(spec: dict, *, dtype=np.float32, rng=None) -> Sequential:
         raise ValueError(
             f"`spec` must have 'input', 'rnn' and 'output_size'; missing {e}"
         ) from None
+    for key, value in (("input", inp), ("rnn", r)):
+        if not isinstance(value, dict):
+            _checks.fail(f"spec[{key!r}]", "a dict (see rnnlab.models)", _checks.describe(value))
+    need = {"tokens": ("vocab_size", "embed_dim"), "vectors": ("size",)}.get(inp.get("type"), ())
+    for key in need:
+        if key not in inp:
+            _checks.fail("spec['input']", f"a dict with {' and '.join(map(repr, need))}",
+                         f"one without {key!r}")  # fmt: skip
+    if "cell" not in r or "hidden_size" not in r:
+        _checks.fail("spec['rnn']", "a dict with 'cell' and 'hidden_size'", _checks.describe(r))
+    _checks.probability(spec.get("output_dropout", 0.0), "spec['output_dropout']")
     if r.get("cell") in FEEDBACK_CELLS:
         return _build_feedback(spec, dtype, rng)
     modules = []

@@ -10,7 +10,13 @@ from __future__ import annotations
 import numpy as np
 
 from rnnlab import _checks, parallel
-from rnnlab.layers import Backward, Forward, _dtype, _rng, load_params, valid_mask
+from rnnlab.layers import Backward, Forward, Recurrent, _dtype, _rng, load_params, valid_mask
+
+
+def _d_output(f: Forward, d_output) -> np.ndarray:
+    """∂L/∂output as given to a backward: the output's shape exactly (a transposed or
+    broadcastable array of the same size would give wrong gradients without a word)."""
+    return _checks.float_array(d_output, "d_output", shape=f.output.shape, finite=False)
 
 
 class _Module:
@@ -33,6 +39,8 @@ class Embedding(_Module):
         self.num_embeddings = _checks.positive_int(num_embeddings, "num_embeddings")
         self.embedding_dim = _checks.positive_int(embedding_dim, "embedding_dim")
         dt = _dtype(dtype)
+        _checks.affordable(2 * num_embeddings * embedding_dim * dt.itemsize, "embedding_dim",
+                           "weights")  # fmt: skip
         self.params = {
             "weight": _rng(rng).standard_normal((num_embeddings, embedding_dim)).astype(dt)
         }
@@ -50,12 +58,14 @@ class Embedding(_Module):
         grad=True,
     ) -> Forward:
         x = _checks.int_array(x, "x")
+        _checks.batch_of_steps(x)
         if x.size and (x.min() < 0 or x.max() >= self.num_embeddings):
             bad = int(x[(x < 0) | (x >= self.num_embeddings)][0])
             _checks.fail("x", f"token ids in [0, {self.num_embeddings})", f"the id {bad}")
         return Forward(self.params["weight"][x], None, x)
 
     def backward(self, f: Forward, d_output, d_state=None, *, input_grad=True) -> Backward:
+        d_output = _d_output(f, d_output)
         dW = np.zeros_like(self.params["weight"])
         np.add.at(dW, f.cache.reshape(-1), d_output.reshape(-1, self.embedding_dim))
         return Backward(None, None, {"weight": dW})
@@ -70,6 +80,8 @@ class Linear(_Module):
         self.in_features = _checks.positive_int(in_features, "in_features")
         self.out_features = _checks.positive_int(out_features, "out_features")
         dt, rng = _dtype(dtype), _rng(rng)
+        _checks.affordable(2 * in_features * out_features * dt.itemsize, "out_features",
+                           "weights")  # fmt: skip
         bound = 1.0 / np.sqrt(in_features)
         self.params = {"weight": rng.uniform(-bound, bound, (out_features, in_features)).astype(dt)}
         if bias:
@@ -89,6 +101,7 @@ class Linear(_Module):
         grad=True,
     ) -> Forward:
         x = _checks.float_array(x, "x", ndim=(2, 3), finite=check)
+        _checks.batch_of_steps(x)
         if x.shape[-1] != self.in_features:
             _checks.fail(
                 "x",
@@ -104,7 +117,7 @@ class Linear(_Module):
     @parallel.sessioned
     def backward(self, f: Forward, d_output, d_state=None, *, input_grad=True) -> Backward:
         x = f.cache
-        dy2 = np.reshape(d_output, (-1, self.out_features))
+        dy2 = _d_output(f, d_output).reshape(-1, self.out_features)
         grads = {"weight": parallel.matmul(dy2.T, x.reshape(-1, self.in_features))}
         if "bias" in self.params:
             grads["bias"] = dy2.sum(axis=0)
@@ -144,11 +157,22 @@ class Dropout(_Module):
         return Forward(x * m, None, m)
 
     def backward(self, f: Forward, d_output, d_state=None, *, input_grad=True) -> Backward:
+        d_output = _d_output(f, d_output)
         return Backward(d_output if f.cache is None else d_output * f.cache, None, {})
 
 
 class LastStep(_Module):
-    """Many-to-one readout: (B, T, F) → (B, F), the output at each sequence's last valid step."""
+    """Many-to-one readout: (B, T, F) → (B, F), the output at each sequence's last valid step.
+
+    After a bidirectional layer (`source`, which Sequential passes) the step differs by
+    direction, as in Keras' Bidirectional(return_sequences=False) and ONNX's Y_h: the forward
+    direction is read at the last valid step, the backward direction at step 0, where it has
+    read the whole sequence (at the last step it has seen one input only). With the layer's
+    "concat" merge that is a choice of features per direction; after "sum" the two halves are
+    no longer apart in the output, so they come from the layer's final states (forward h at
+    the last valid step, backward h after step 0) and the gradient goes back through them
+    (Sequential.backward). The "readout" merge is refused: use "concat" and a Linear.
+    """
 
     def __init__(self):
         self.params = {}
@@ -164,18 +188,64 @@ class LastStep(_Module):
         rng=None,
         check=True,
         grad=True,
+        source=None,
     ) -> Forward:
+        """`source`: (layer, its Forward) when x is a recurrent layer's output."""
         x = _checks.float_array(x, "x", ndim=3, finite=check)
+        _checks.batch_of_steps(x)
         B, T = x.shape[:2]
         m = valid_mask(lengths, mask, B, T)
         last = np.full(B, T - 1) if m is None else T - 1 - np.argmax(m[::-1], axis=0)
-        return Forward(x[np.arange(B), last], None, (x.shape, last))
+        layer = None if source is None else source[0]
+        if layer is None or not getattr(layer, "bidirectional", False):
+            return Forward(x[np.arange(B), last], None, ("steps", x.shape, last))
+        if not layer.batch_first or layer.merge == "readout":
+            _checks.fail(
+                "LastStep's source",
+                "a bidirectional layer with batch_first=True and merge 'concat' or 'sum'",
+                f"batch_first={layer.batch_first}, merge={layer.merge!r}",
+                "Use merge='concat' and a Linear layer after LastStep.",
+            )
+        if layer.merge == "concat":
+            half = x.shape[2] // 2
+            out = np.concatenate([x[np.arange(B), last, :half], x[:, 0, half:]], axis=1)
+            return Forward(out, None, ("concat", x.shape, last))
+        h_n = source[1].state[0] if isinstance(source[1].state, tuple) else source[1].state
+        return Forward(h_n[-2] + h_n[-1], None, ("final", x.shape, layer))
 
     def backward(self, f: Forward, d_output, d_state=None, *, input_grad=True) -> Backward:
-        shape, last = f.cache
+        how, shape, last = f.cache
+        d_output = _d_output(f, d_output)
         dx = np.zeros(shape, d_output.dtype)
-        dx[np.arange(shape[0]), last] = d_output
+        B = shape[0]
+        if how == "steps":
+            dx[np.arange(B), last] = d_output
+        elif how == "concat":
+            half = shape[2] // 2
+            dx[np.arange(B), last, :half] = d_output[:, :half]
+            dx[:, 0, half:] = d_output[:, half:]
+        else:
+            _checks.fail(
+                "f",
+                "a LastStep result whose gradient can flow through its input",
+                "one read from a bidirectional layer's final states (merge 'sum')",
+                "Sequential.backward sends that gradient to the layer's final state.",
+            )
         return Backward(dx, None, {})
+
+    def final_state_grad(self, f: Forward, d_output, d_state):
+        """The layer's final-state gradient (its `d_state`) for a result read from its final
+        states (merge 'sum'), added to the `d_state` the caller gave the layer."""
+        _, shape, layer = f.cache
+        d = _d_output(f, d_output)
+        n, B, H = layer.num_layers * 2, shape[0], d.shape[1]
+        has_c = layer.cell.has_c
+        given = d_state[0] if has_c and d_state is not None else d_state
+        dh = np.zeros((n, B, H), layer.dtype) if given is None else np.array(given, layer.dtype)
+        dh[-2:] += d.astype(layer.dtype, copy=False)
+        if has_c:
+            return dh, None if d_state is None else d_state[1]
+        return dh
 
 
 class MeanOverTime(_Module):
@@ -197,6 +267,7 @@ class MeanOverTime(_Module):
         grad=True,
     ) -> Forward:
         x = _checks.float_array(x, "x", ndim=3, finite=check)
+        _checks.batch_of_steps(x)
         B, T = x.shape[:2]
         m = valid_mask(lengths, mask, B, T)
         w = np.ones((B, T), x.dtype) if m is None else m.T.astype(x.dtype)
@@ -205,7 +276,7 @@ class MeanOverTime(_Module):
 
     def backward(self, f: Forward, d_output, d_state=None, *, input_grad=True) -> Backward:
         w = f.cache
-        return Backward(w[:, :, None] * d_output[:, None, :], None, {})
+        return Backward(w[:, :, None] * _d_output(f, d_output)[:, None, :], None, {})
 
 
 class Sequential(_Module):
@@ -257,6 +328,10 @@ class Sequential(_Module):
         for i, mod in enumerate(self.modules):
             # Only the first module checks that its input is finite: inside the model a
             # non-finite value means divergence, which the loss reports with its step.
+            # a readout after a recurrent layer sees the layer (its directions, see LastStep)
+            after = isinstance(mod, LastStep) and i > 0
+            after = after and isinstance(self.modules[i - 1], Recurrent)
+            source = {"source": (self.modules[i - 1], fs[-1])} if after else {}
             f = mod.forward(
                 x,
                 lengths=lengths,
@@ -266,6 +341,7 @@ class Sequential(_Module):
                 rng=rng,
                 check=check and i == 0,
                 grad=grad,
+                **source,
             )
             fs.append(f)
             x = f.output
@@ -276,11 +352,27 @@ class Sequential(_Module):
         """`input_grad=False`: the first module may skip ∂L/∂x (see Recurrent.backward)."""
         grads: dict[str, np.ndarray] = {}
         d_states = [None] * len(self.modules)
-        d = d_output
+        d = _d_output(f, d_output)
+        through_state = None  # a LastStep read from a layer's final states (see LastStep)
         for i in range(len(self.modules) - 1, -1, -1):
             ds = None if d_state is None else d_state[i]
-            b = self.modules[i].backward(f.cache[i], d, ds, input_grad=input_grad or i > 0)
+            mod, fi = self.modules[i], f.cache[i]
+            if isinstance(mod, LastStep) and fi.cache[0] == "final":
+                through_state = mod.final_state_grad(fi, d, None if d_state is None
+                                                     else d_state[i - 1])  # fmt: skip
+                d = np.zeros(fi.cache[1], fi.output.dtype)
+                continue
+            if through_state is not None:
+                ds, through_state = through_state, None
+            b = mod.backward(fi, d, ds, input_grad=input_grad or i > 0)
             d_states[i] = b.state
             grads.update({f"{i}.{k}": v for k, v in b.params.items()})
             d = b.input
+            if i > 0 and d is not None and d.dtype.kind == "f" and not _checks.all_finite(d):
+                # inside the model a NaN or inf means divergence, not a caller's mistake
+                what = type(self.modules[i - 1]).__name__
+                raise _checks.NonFiniteError(
+                    f"the gradient of module {i - 1}'s output ({what}) became NaN or inf in "
+                    "backward"
+                )
         return Backward(d, d_states, {k: grads[k] for k in self.params})

@@ -9,7 +9,10 @@ resumed runs identical to uninterrupted ones.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -176,10 +179,13 @@ def model_spec(cfg: TrainConfig, task) -> dict:
     return models.with_defaults(spec)
 
 
-def make_task(cfg: TrainConfig):
+def make_task(cfg: TrainConfig, data: dict | None = None, *, text: bool = True):
+    """The task a config names. `data`: what a run stored of its data (`task.data_record()`,
+    in config.json), so that a trained charlm run keeps its own vocabulary; `text=False`:
+    the vocabulary only (sampling needs no corpus)."""
     name = cfg.task
     if name == "charlm":
-        return CharLM(cfg)
+        return CharLM(cfg, data, text=text)
     if name == "digits":
         return Digits(cfg)
     if name == "pytokens":
@@ -336,6 +342,18 @@ class _SequenceTask:
         return np.concatenate(outs), y, lengths
 
 
+def _stored_vocab(data):
+    """The CharVocab a run stored, or None for a run from before runs stored it."""
+    from rnnlab.tasks import text
+
+    if not data:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("vocab"), str):
+        _checks.fail("config.json's 'data'", "a record with the vocabulary ('vocab': a string)",
+                     _checks.describe(data))  # fmt: skip
+    return text.CharVocab.from_json({"type": "CharVocab", "chars": data["vocab"]})
+
+
 class CharLM:
     """Character language model with a stateful stream of windows (classic truncated BPTT)."""
 
@@ -344,8 +362,11 @@ class CharLM:
     higher_is_better = False
     readout = "steps"
 
-    def __init__(self, cfg: TrainConfig):
-        from rnnlab.tasks import text
+    def __init__(self, cfg: TrainConfig, data: dict | None = None, *, text: bool = True):
+        """`data`: a trained run's record (data_record): its vocabulary is used, whatever the
+        text holds now, and its corpus is read from the absolute path it stored; a text that
+        changed since is said on stderr. `text=False`: the vocabulary only (for sampling)."""
+        from rnnlab.tasks import text as text_mod
 
         if cfg.reverse_input:
             raise ValueError(
@@ -358,13 +379,33 @@ class CharLM:
                 "read the characters it has to predict"
             )
         self.cfg = cfg
+        stored = _stored_vocab(data)
+        if stored is not None and not text:
+            self.vocab, self.output_size, self._record = stored, stored.size, dict(data)
+            return
+        path = cfg.data
+        if data and data.get("path") and Path(data["path"]).is_file():
+            path = data["path"]  # absolute, so the run works from any directory
         try:
-            raw = text.read_text(cfg.data) if cfg.data else text.default_corpus()
+            raw = text_mod.read_text(path) if path else text_mod.default_corpus()
         except ValueError as e:
             raise ValueError(f"--data: {e}") from None
-        self.source = cfg.data or "the pydoc topics of CPython"
-        train, valid, test = text.split_text(raw)
-        self.vocab = text.CharVocab(train)
+        self.source = path or "the pydoc topics of CPython"
+        digest = hashlib.sha256(raw.encode("utf-8")).hexdigest()
+        train, valid, test = text_mod.split_text(raw)
+        self.vocab = stored or text_mod.CharVocab(train)
+        if data and data.get("corpus_sha256") not in (None, digest):
+            print(
+                f"rnnlab: warning: the text of {self.source} has changed since the run was "
+                "trained (its SHA-256 differs); its pieces are read with the run's vocabulary, "
+                "characters it does not know as the unknown symbol (counted in 'unknown_chars')",
+                file=sys.stderr,
+            )
+        self._record = {
+            "path": str(Path(path).resolve()) if path else "",
+            "corpus_sha256": digest,
+            "vocab": self.vocab.chars,
+        }
         self.ids = {
             "train": self.vocab.encode(train),
             "valid": self.vocab.encode(valid),
@@ -388,6 +429,12 @@ class CharLM:
 
     def input_spec(self, cfg):
         return {"type": "tokens", "vocab_size": self.vocab.size, "embed_dim": cfg.embed}
+
+    def data_record(self) -> dict:
+        """What a run stores of its data (config.json's "data"): the vocabulary, the SHA-256
+        of the corpus and its absolute path, so that evaluate and sample never rebuild the
+        mapping from a file that may have moved or changed."""
+        return dict(self._record)
 
     def describe_data(self) -> str:
         return (
@@ -419,7 +466,8 @@ class CharLM:
             total += loss
             state = f.state
         nats = total / (n * tracks)
-        result = {"nats_per_char": nats, "bits_per_char": nats / math.log(2), "chars": n * tracks}
+        result = {"nats_per_char": nats, "bits_per_char": nats / math.log(2), "chars": n * tracks,
+                  "unknown_chars": int((ids == self.vocab.unknown).sum())}  # fmt: skip
         if split == "test":
             result["baselines"] = self.baselines(split)
         return result

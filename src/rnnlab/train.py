@@ -142,8 +142,28 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 _checks.fail(name, "a non-negative integer", _checks.describe(v))
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
+        if not (_number(self.lr) and self.lr > 0):
             _checks.fail("lr", "a positive number", _checks.describe(self.lr))
+        for name, lo, hi, what in (
+            ("momentum", 0.0, 1.0, "a number in [0, 1)"),
+            ("weight_decay", 0.0, math.inf, "a non-negative number"),
+            ("time_limit", 0.0, math.inf, "a non-negative number of seconds (0: none)"),
+            ("clip_at", 0.0, math.inf, "a positive number"),
+            ("forget_bias", -math.inf, math.inf, "a finite number"),
+        ):
+            v = getattr(self, name)
+            if not (_number(v) and lo <= v < hi):
+                _checks.fail(name, what, _checks.describe(v))
+        for name in ("task", "data", "digits_mode"):
+            if not isinstance(getattr(self, name), str):
+                _checks.fail(name, "a string", _checks.describe(getattr(self, name)))
+        from rnnlab.recipes import TASK_NAMES
+
+        _checks.choice(self.task, "task", TASK_NAMES)
+        _checks.choice(self.digits_mode, "digits_mode", ("rows", "pixels"))
+        _checks.choice(self.initial_state, "initial_state", ("zeros", "learned"))
+        if not isinstance(self.extra, dict):
+            _checks.fail("extra", "a table of settings", _checks.describe(self.extra))
         _checks.probability(self.dropout, "dropout")
         _checks.choice(self.clip, "clip", ("global_norm", "value", "none"))
         from rnnlab.models import CELLS, FEEDBACK_CELLS
@@ -151,12 +171,7 @@ class TrainConfig:
         _checks.choice(self.cell, "cell", CELLS + FEEDBACK_CELLS)
         for name in ("bidirectional", "reverse_input", "peephole", "coupled", "layer_norm"):
             _checks.boolean(getattr(self, name), name)
-        if not (
-            isinstance(self.cell_clip, (int, float))
-            and not isinstance(self.cell_clip, bool)
-            and math.isfinite(self.cell_clip)
-            and self.cell_clip >= 0
-        ):
+        if not (_number(self.cell_clip) and self.cell_clip >= 0):
             _checks.fail("cell_clip", "a non-negative number (0: no clip)", repr(self.cell_clip))
         v = self.proj_size
         if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < self.hidden:
@@ -189,8 +204,47 @@ class TrainConfig:
             self.optimizer, "optimizer", ("sgd", "nesterov", "rmsprop", "adagrad", "adam", "adamw")
         )
         teacher_schedule(self.teacher_forcing)
-        if self.clip != "none" and not (self.clip_at > 0):
+        if not self.clip_at > 0:
             _checks.fail("clip_at", "a positive number", _checks.describe(self.clip_at))
+
+    def without_effect(self, given) -> list[str]:
+        """Why each of the settings in `given` (those the user set) changes nothing in this
+        run: said as a warning, so a typo'd intention is not silently ignored."""
+        out = []
+        g = set(given)
+        synthetic = self.task in ("adding", "copy", "temporal-order")
+        if "data" in g and self.data and self.task != "charlm":
+            out.append(f"`data` is read by the charlm task only; the {self.task} task ignores it")
+        if "T" in g and not synthetic:
+            out.append(f"`T` is the length of the synthetic tasks; {self.task} ignores it")
+        if "digits_mode" in g and self.task != "digits":
+            out.append(f"`digits_mode` is for the digits task; {self.task} ignores it")
+        if "seq_len" in g and self.task not in ("charlm", "pytokens"):
+            out.append(f"`seq_len` cuts charlm and pytokens text; {self.task} ignores it")
+        if "train_size" in g and self.task != "pytokens":
+            out.append(f"`train_size` is read by the pytokens task only; {self.task} ignores it")
+        if "momentum" in g and self.optimizer not in ("sgd", "nesterov"):
+            out.append(f"`momentum` is for sgd and nesterov; optimizer {self.optimizer!r} "
+                       "ignores it")  # fmt: skip
+        if "clip_at" in g and self.clip == "none":
+            out.append("`clip_at` has no effect with clip = 'none'")
+        if "forget_bias" in g and self.cell != "lstm":
+            out.append(f"`forget_bias` is an LSTM's; cell {self.cell!r} ignores it")
+        if "embed" in g and self.task in ("adding", "temporal-order", "digits"):
+            out.append(f"`embed` sizes token embeddings; {self.task} reads vectors")
+        if "teacher_forcing" in g and self.cell not in ("jordan", "jordan-elman"):
+            out.append("`teacher_forcing` is for output-feedback cells (jordan, jordan-elman); "
+                       f"cell {self.cell!r} ignores it")  # fmt: skip
+        if "warmup" in g and self.warmup >= self.steps:
+            out.append(f"`warmup` ({self.warmup}) is not shorter than `steps` ({self.steps})")
+        if self.extra:
+            out.append("`extra` is not read by any task: " + ", ".join(map(str, self.extra)))
+        return out
+
+
+def _number(v) -> bool:
+    """A finite real number, not a bool (TOML's `true` is not 1) nor a string ("1")."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def teacher_schedule(text: str) -> tuple[float, float]:
@@ -235,7 +289,13 @@ def make_schedule(cfg: TrainConfig):
 
 
 class NonFiniteError(RuntimeError):
-    """Training produced a NaN or inf; the message says at which step and what to try."""
+    """Training produced a NaN or inf; the message says at which step and what to try.
+    `weights_good`: the model's weights are still those of the last good step (a NaN in the
+    forward or backward pass), so they are saved; False when the update itself overflowed."""
+
+    def __init__(self, message: str, weights_good: bool = True):
+        super().__init__(message)
+        self.weights_good = weights_good
 
 
 def _state_to_tensors(state, prefix="carry") -> dict[str, np.ndarray]:
@@ -260,10 +320,17 @@ def _tensors_to_state(tensors: dict[str, np.ndarray], n: int, prefix="carry"):
     grouped: dict[int, dict[int, np.ndarray]] = {}
     sizes: dict[int, int] = {}
     for k, v in found.items():
-        _, i, j, m = k.split("/")
+        parts = k.split("/")
+        ok = len(parts) == 4 and all(p.isdigit() for p in parts[1:])
+        if not ok or not (int(parts[1]) < n and int(parts[2]) < int(parts[3])):
+            raise ValueError(f"the tensor {k!r} is not a carried state of this model's "
+                             f"{n} modules ({prefix}/MODULE/PART/PARTS)")  # fmt: skip
+        _, i, j, m = parts
         grouped.setdefault(int(i), {})[int(j)] = v
         sizes[int(i)] = int(m)
     for i, parts in grouped.items():
+        if sorted(parts) != list(range(sizes[i])):
+            raise ValueError(f"the carried state of module {i} misses some of its parts")
         seq = tuple(parts[j] for j in range(sizes[i]))
         state[i] = seq if sizes[i] > 1 else seq[0]
     return state
@@ -359,7 +426,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ persistence
     def config_dict(self) -> dict:
-        return {"train": self.cfg.to_dict(), "model": self.spec}
+        """config.json: the settings, the model spec and, for a task that has one, the
+        record of its data (charlm: the vocabulary and the corpus's hash)."""
+        out = {"train": self.cfg.to_dict(), "model": self.spec}
+        if hasattr(self.task, "data_record"):
+            out["data"] = self.task.data_record()
+        return out
 
     def save(self) -> Path:
         opt_tensors = dict(self.opt_state)
@@ -382,12 +454,36 @@ class Trainer:
         )
 
     def restore(self, ckpt) -> None:
+        s = ckpt.state
+        kinds = {"step": int, "best_step": int, "bad_evals": int, "history": list,
+                 "carry_entries": int}  # fmt: skip
+        for key, kind in kinds.items():
+            if key == "carry_entries" and key not in s:
+                continue
+            if not isinstance(s.get(key), kind) or isinstance(s.get(key), bool):
+                raise io.CheckpointError(
+                    f"'{ckpt.path / 'state.json'}' must hold {key!r} ({kind.__name__}); "
+                    f"got {_checks.describe(s.get(key))}"
+                )
+        if "best" not in s or (s["best"] is not None and not isinstance(s["best"], (int, float))):
+            raise io.CheckpointError(f"'{ckpt.path / 'state.json'}' must hold 'best' (a number)")
+        where = ckpt.path / "optimizer.safetensors"
+        for k, v in ckpt.optimizer.items():
+            want_int = k == "step"
+            if (v.dtype.kind in "iu") != want_int or (not want_int and v.dtype.kind != "f"):
+                raise io.CheckpointError(f"'{where}' holds {k!r} of dtype {v.dtype}; expected "
+                                         + ("an integer" if want_int else "floats"))  # fmt: skip
+            if not want_int and not _checks.all_finite(v):
+                raise io.CheckpointError(f"'{where}' holds NaN or inf in {k!r}")
         self.model.load_state_dict(ckpt.model)
         carry_keys = [k for k in ckpt.optimizer if k.startswith("carry/")]
         self.opt_state = {k: v for k, v in ckpt.optimizer.items() if k not in carry_keys}
-        self.carry = _tensors_to_state(
-            {k: ckpt.optimizer[k] for k in carry_keys}, ckpt.state.get("carry_entries", 0)
-        )
+        try:
+            self.carry = _tensors_to_state(
+                {k: ckpt.optimizer[k] for k in carry_keys}, s.get("carry_entries", 0)
+            )
+        except ValueError as e:
+            raise io.CheckpointError(f"'{where}': {e}") from None
         s = ckpt.state
         self.step, self.best, self.best_step = s["step"], s["best"], s["best_step"]
         self.bad_evals, self.history = s["bad_evals"], s["history"]
@@ -416,18 +512,29 @@ class Trainer:
         if not np.isfinite(f.output).all():
             self._diverged("the model's output", "NaN or inf", step)
         loss, d_out = self.task.loss(f.output, batch)
-        b = self.model.backward(f, d_out, input_grad=False)  # the inputs are data
+        if not math.isfinite(loss):
+            self._diverged("the loss", loss, step)
+        try:
+            b = self.model.backward(f, d_out, input_grad=False)  # the inputs are data
+        except _checks.NonFiniteError as e:  # a finite loss whose gradient overflows
+            self._diverged(str(e).replace(" became NaN or inf in backward", ""), "NaN or inf",
+                           step)  # fmt: skip
         grads = b.params
         log = (step + 1) % self.cfg.grad_log_every == 0
         before = {k: v.copy() for k, v in grads.items()} if log else None
         norm = optim.clip_gradients(grads, self.cfg.clip, self.cfg.clip_at)
-        if not math.isfinite(loss):
-            self._diverged("the loss", loss, step)
         if not math.isfinite(norm):
             self._diverged("the gradient norm", norm, step)
         if log and math.isfinite(norm):
             self.grad_record = self._gradient_record(batch, state, before, grads, step)
         self.opt.update(self.model.params, grads, self.opt_state, lr=self.schedule(step))
+        bad = [k for k, v in self.model.params.items() if not _checks.all_finite(v)]
+        if bad:  # the update itself overflowed: these weights are lost, the checkpoint is not
+            raise NonFiniteError(
+                f"the weights ({bad[0]}) became NaN or inf in the update of step {step + 1}; "
+                f"they are not saved. {self._remedy()}",
+                weights_good=False,
+            )
         self.carry = f.state
         return loss, norm, batch.items
 
@@ -452,8 +559,13 @@ class Trainer:
     def _diverged(self, what: str, value, step: int):
         raise NonFiniteError(
             f"{what} became {value} at step {step + 1}; the weights were not updated and the "
-            f"last good checkpoint is kept. Try gradient clipping (--clip global_norm "
-            f"--clip-at 1) or a lower learning rate (--lr {self.cfg.lr / 10:g})."
+            f"last good checkpoint is kept. {self._remedy()}"
+        )
+
+    def _remedy(self) -> str:
+        return (
+            f"Try gradient clipping (--clip global_norm --clip-at 1) or a lower learning rate "
+            f"(--lr {self.cfg.lr / 10:g})."
         )
 
     # ------------------------------------------------------------------ the loop
@@ -463,8 +575,11 @@ class Trainer:
     def run(self) -> dict:
         cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        io.remove_orphans(self.run_dir)  # temporary files of a write a crash interrupted
         io.atomic_write_json(self.run_dir / "config.json", self.config_dict())
         metrics_path = self.run_dir / "metrics.jsonl"
+        # what a run stopped after its last checkpoint logged is logged again from there on
+        io.keep_jsonl_until(metrics_path, self.step)
         progress = Progress(cfg.steps, self.step, self.stream, self.quiet)
         t_start = time.perf_counter()
         interrupted = {"flag": False}
@@ -485,6 +600,10 @@ class Trainer:
                 try:
                     loss, norm, items = self.train_step(step)
                 except NonFiniteError as e:
+                    if not e.weights_good:
+                        last = io.checkpoint_steps(self.run_dir)
+                        kept = f"step {last[-1]}" if last else "none yet"
+                        raise NonFiniteError(f"{e} Last checkpoint: {kept}.", False) from None
                     # the weights are still those of the last good step: keep them
                     path = self.save()
                     raise NonFiniteError(

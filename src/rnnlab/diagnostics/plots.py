@@ -49,8 +49,20 @@ def _check(result: object, types: tuple[type, ...], what: str, path: object) -> 
 
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return path
+    return save_png(fig, path)
+
+
+def save_png(fig, path: Path, dpi: int = 110) -> Path:
+    """Write `fig` as a PNG atomically: a run directory's loss.png planted as a symbolic link
+    is replaced, never written through (savefig opens the link's target)."""
+    from io import BytesIO
+
+    from rnnlab import io
+
+    buffer = BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    io.atomic_write_bytes(path, buffer.getvalue())
+    return Path(path)
 
 
 def _positive(a: np.ndarray) -> np.ndarray:

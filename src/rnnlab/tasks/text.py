@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import NoReturn
@@ -23,6 +24,8 @@ from rnnlab._checks import describe, fail, positive_int, probability
 
 # A file shorter than this cannot give three useful pieces (5 % of 1000 is 50 characters).
 MIN_CHARS = 1000
+# and one larger than this is not read: its ids alone would take 4 bytes a character.
+MAX_BYTES = 1 << 30
 
 # What `decode` prints for the unknown id: U+FFFD REPLACEMENT CHARACTER, Unicode's own
 # symbol for "a character that could not be represented".
@@ -66,11 +69,20 @@ def read_text(path: str | os.PathLike[str]) -> str:
     if p.is_dir():
         _raise("path", expected, f"'{p}', which is a directory")
     try:
-        data = p.read_bytes()
+        with open(p, "rb") as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):  # /dev/zero, a FIFO: never-ending reads
+                _raise("path", expected, f"'{p}', which is not a regular file")
+            if info.st_size > MAX_BYTES:
+                _raise("path", f"{expected} of at most {MAX_BYTES:,} bytes",
+                       f"'{p}', which has {info.st_size:,}")  # fmt: skip
+            data = f.read(MAX_BYTES + 1)
     except FileNotFoundError:
         _raise("path", expected, f"'{p}', which does not exist")
     except OSError as e:
         _raise("path", expected, f"'{p}', which cannot be read ({e.strerror or e})")
+    if len(data) > MAX_BYTES:
+        _raise("path", f"{expected} of at most {MAX_BYTES:,} bytes", f"'{p}', which grew past it")
     if not data:
         _raise("path", expected, f"'{p}', which is empty")
     try:

@@ -1,0 +1,602 @@
+"""Hostile input, through the API and the CLI: every case ends in one clear error (a
+ValueError naming the argument or file and what was expected; on the command line one
+`rnnlab: error:` line), never a traceback, an internal name or a hang, and nothing wrong is
+accepted silently. Cases run in-process and small, so the corpus takes seconds."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rnnlab import GRU, LSTM, RNN, Embedding, Linear, Sequential, gradcheck, io, models
+from rnnlab.cli import main
+from rnnlab.modules import Dropout, LastStep, MeanOverTime
+from rnnlab.train import TrainConfig
+
+INTERNAL = ("Traceback", "KeyError", "IndexError", "TypeError", "AttributeError",
+            "RecursionError", "MemoryError", "ZeroDivisionError", "numpy.", "_core")  # fmt: skip
+
+
+TINY = ["--hidden", "4", "--batch-size", "2", "--quiet"]
+
+
+@pytest.fixture(autouse=True)
+def no_hang():
+    """A case that takes 30 s is a hang."""
+
+    def stop(signum, frame):
+        raise TimeoutError("the case hung")
+
+    old = signal.signal(signal.SIGALRM, stop)
+    signal.alarm(30)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+def refused(fn, match: str) -> str:
+    """`fn()` raises a ValueError whose one-line message matches `match`."""
+    with pytest.raises(ValueError, match=match) as e:
+        fn()
+    text = str(e.value)
+    assert not any(word in text for word in INTERNAL), text
+    return text
+
+
+def cli_error(capsys, argv, match: str, code: int | None = None) -> str:
+    """`rnnlab ARGV` exits non-zero with one `rnnlab: error:` line matching `match`."""
+    try:
+        got = main([str(a) for a in argv])
+    except SystemExit as e:  # argparse's own usage errors
+        got = e.code
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if not line.startswith("rnnlab: warning:")]
+    assert got not in (0, None), err
+    if code is not None:
+        assert got == code, err
+    assert "error: " in lines[-1], err
+    assert not any(word in err for word in INTERNAL), err
+    assert re.search(match, lines[-1]), err
+    return err
+
+
+# ------------------------------------------------------------------ configuration values
+CONFIG_CASES = [
+    ({"bidirectional": "false"}, r"`bidirectional` must be True or False; got 'false'"),
+    ({"reverse_input": 1}, r"`reverse_input` must be True or False"),
+    ({"layer_norm": "yes"}, r"`layer_norm` must be True or False"),
+    ({"clip_at": "1"}, r"`clip_at` must be a positive number; got '1'"),
+    ({"clip_at": -1.0}, r"`clip_at` must be a positive number"),
+    ({"clip_at": math.inf}, r"`clip_at` must be a positive number"),
+    ({"lr": "0.1"}, r"`lr` must be a positive number"),
+    ({"lr": True}, r"`lr` must be a positive number; got True"),
+    ({"lr": math.nan}, r"`lr` must be a positive number; got nan"),
+    ({"momentum": "0.9"}, r"`momentum` must be a number in \[0, 1\)"),
+    ({"momentum": 1.5}, r"`momentum` must be a number in \[0, 1\)"),
+    ({"weight_decay": -0.1}, r"`weight_decay` must be a non-negative number"),
+    ({"weight_decay": "x"}, r"`weight_decay` must be a non-negative number"),
+    ({"time_limit": -5}, r"`time_limit` must be a non-negative number of seconds"),
+    ({"time_limit": "1h"}, r"`time_limit` must be a non-negative number of seconds"),
+    ({"forget_bias": math.inf}, r"`forget_bias` must be a finite number"),
+    ({"forget_bias": [1]}, r"`forget_bias` must be a finite number"),
+    ({"data": 3}, r"`data` must be a string; got 3"),
+    ({"digits_mode": "columns"}, r"`digits_mode` must be one of 'rows', 'pixels'"),
+    ({"initial_state": "random"}, r"`initial_state` must be one of 'zeros', 'learned'"),
+    ({"task": "translate"}, r"`task` must be one of 'charlm'"),
+    ({"task": 3}, r"`task` must be a string"),
+    ({"extra": 3}, r"`extra` must be a table of settings"),
+    ({"hidden": 0}, r"`hidden` must be a positive integer"),
+    ({"hidden": 2.5}, r"`hidden` must be a positive integer"),
+    ({"hidden": "64"}, r"`hidden` must be a positive integer"),
+    ({"layers": True}, r"`layers` must be a positive integer"),
+    ({"steps": -3}, r"`steps` must be a positive integer"),
+    ({"seed": -1}, r"`seed` must be a non-negative integer"),
+    ({"bptt": 1.5}, r"`bptt` must be a non-negative integer"),
+    ({"dropout": 1.0}, r"`dropout` must be a number in \[0, 1\)"),
+    ({"dropout": "0.1"}, r"`dropout` must be a number in \[0, 1\)"),
+    ({"clip": "norm"}, r"`clip` must be one of 'global_norm', 'value', 'none'"),
+    ({"optimizer": "lbfgs"}, r"`optimizer` must be one of"),
+    ({"schedule": 1}, r"`schedule` must be one of"),
+    ({"cell": "transformer"}, r"`cell` must be one of"),
+    ({"teacher_forcing": "2"}, r"`teacher_forcing` must be a probability"),
+    ({"cell_clip": -1.0}, r"`cell_clip` must be a non-negative number"),
+    ({"peephole": True, "cell": "gru"}, r"`peephole` must be unset unless cell = 'lstm'"),
+    ({"hiddne": 3}, r"unknown setting 'hiddne'"),
+]
+
+
+@pytest.mark.parametrize("settings,match", CONFIG_CASES, ids=[str(c[0])[:40] for c in CONFIG_CASES])
+def test_config_values(settings, match):
+    refused(lambda: TrainConfig.from_dict(settings), match)
+
+
+NO_EFFECT = [
+    ("adding", ["--data", "x.txt"], "`data` is read by the charlm task only"),
+    ("digits", ["--T", "50"], "`T` is the length of the synthetic tasks"),
+    ("adding", ["--clip", "none", "--clip-at", "3"], "`clip_at` has no effect with clip = 'none'"),
+    ("adding", ["--cell", "gru", "--digits-mode", "pixels"], "`digits_mode` is for the digits"),
+]
+
+
+@pytest.mark.parametrize("task,argv,warning", NO_EFFECT)
+def test_settings_without_effect_are_said(capsys, task, argv, warning):
+    """A setting the run ignores is said on stderr before training starts."""
+    from rnnlab.cli import _config_from_args, build_parser
+
+    _config_from_args(build_parser().parse_args(["train", task, *argv]))
+    assert f"rnnlab: warning: {warning}" in capsys.readouterr().err
+
+
+def test_a_warned_run_still_trains(tmp_path, capsys):
+    argv = ["train", "adding", "--clip", "none", "--clip-at", "3", "--steps", "1", "--T", "4",
+            "--run-dir", str(tmp_path / "r"), *TINY]  # fmt: skip
+    assert main(argv) == 0
+    assert "rnnlab: warning: `clip_at` has no effect" in capsys.readouterr().err
+
+
+def test_momentum_with_adam_is_said(tmp_path, capsys):
+    from rnnlab.cli import _config_from_args, build_parser
+
+    toml = tmp_path / "c.toml"
+    toml.write_text('task = "adding"\noptimizer = "adam"\nmomentum = 0.5\n')
+    args = build_parser().parse_args(["train", "--config", str(toml)])
+    _config_from_args(args)
+    assert "`momentum` is for sgd and nesterov" in capsys.readouterr().err
+
+
+
+# ------------------------------------------------------------------ the API
+F32 = np.float32
+
+
+def _x(*shape, dtype=F32):
+    return np.zeros(shape, dtype)
+
+
+def _lstm_backward_on_gru_tape():
+    f = GRU(2, 3, rng=0).forward(_x(1, 2, 2))
+    LSTM(2, 3, rng=0).backward(f, _x(1, 2, 3))
+
+
+def _spec(**over):
+    spec = {"input": {"type": "vectors", "size": 2}, "rnn": {"cell": "lstm", "hidden_size": 3},
+            "output_size": 1, "readout": "last"}  # fmt: skip
+    for key, value in over.items():
+        section, _, field = key.partition("__")
+        if field:
+            spec[section] = dict(spec[section], **{field: value})
+        else:
+            spec[section] = value
+    return spec
+
+
+def _without(d: dict, key: str) -> dict:
+    return {k: v for k, v in d.items() if k != key}
+
+
+API_CASES = [
+    # layers: sizes, types, booleans
+    ("hidden 0", lambda: LSTM(2, 0), r"`hidden_size` must be a positive integer; got 0"),
+    ("hidden str", lambda: LSTM(2, "8"), r"`hidden_size` must be a positive integer"),
+    ("hidden float", lambda: RNN(2, 3.0), r"`hidden_size` must be a positive integer"),
+    ("hidden bool", lambda: GRU(2, True), r"`hidden_size` must be a positive integer; got True"),
+    ("input -1", lambda: LSTM(-1, 3), r"`input_size` must be a positive integer"),
+    ("layers 0", lambda: GRU(2, 3, 0), r"`num_layers` must be a positive integer"),
+    ("bidirectional 'no'", lambda: LSTM(2, 3, bidirectional="no"),
+     r"`bidirectional` must be True or False; got 'no'"),
+    ("bidirectional 1", lambda: RNN(2, 3, bidirectional=1), r"`bidirectional` must be True or"),
+    ("batch_first 'false'", lambda: GRU(2, 3, batch_first="false"), r"`batch_first` must be True"),
+    ("peephole 'no'", lambda: LSTM(2, 3, peephole="no"), r"`peephole` must be True or False"),
+    ("coupled 0", lambda: LSTM(2, 3, coupled=0), r"`coupled` must be True or False"),
+    ("layer_norm 'false'", lambda: LSTM(2, 3, layer_norm="false"), r"`layer_norm` must be True"),
+    ("reset_after 'false'", lambda: GRU(2, 3, reset_after="false"), r"`reset_after` must be True"),
+    ("initial_state True", lambda: LSTM(2, 3, initial_state=True),
+     r"`initial_state` must be 'zeros', 'learned' or a finite number; got True"),
+    ("initial_state nan", lambda: LSTM(2, 3, initial_state=math.nan), r"`initial_state` must be"),
+    ("initial_state 'random'", lambda: RNN(2, 3, initial_state="random"),
+     r"`initial_state` must be one of"),
+    ("dropout 1", lambda: LSTM(2, 3, dropout=1.0), r"`dropout` must be a number in \[0, 1\)"),
+    ("dropout -0.1", lambda: LSTM(2, 3, dropout=-0.1), r"`dropout` must be a number in"),
+    ("dropout str", lambda: GRU(2, 3, dropout="0.1"), r"`dropout` must be a number in"),
+    ("merge 'avg'", lambda: LSTM(2, 3, merge="avg"), r"`merge` must be one of 'concat', 'sum'"),
+    ("readout merge uni", lambda: LSTM(2, 3, merge="readout", output_size=2),
+     r"`merge` must be 'concat' for a unidirectional layer"),
+    ("output_size without readout", lambda: LSTM(2, 3, output_size=2), r"`output_size` must be"),
+    ("dtype int", lambda: LSTM(2, 3, dtype=np.int32), r"`dtype` must be float32 or float64"),
+    ("dtype float16", lambda: GRU(2, 3, dtype=np.float16), r"`dtype` must be float32 or float64"),
+    ("rng str", lambda: LSTM(2, 3, rng="seed"), r"`rng` must be a numpy Generator"),
+    ("unknown keyword", lambda: LSTM(2, 3, hiddne=4), r"`LSTM\(...\)` must be called with"),
+    ("gru option on lstm", lambda: LSTM(2, 3, reset_after=True), r"`reset_after` must be None"),
+    ("nonlinearity 'sigmoid'", lambda: RNN(2, 3, nonlinearity="sigmoid"), r"`nonlinearity` must"),
+    ("hidden 10^9", lambda: LSTM(2, 10**9),
+     r"`hidden_size` must be a size whose weights fit in the memory available \(.*\); got a "
+     r"request of about .*B"),
+    ("linear 10^6 x 10^6", lambda: Linear(10**6, 10**6),
+     r"`out_features` must be a size whose weights fit in the memory available"),
+    ("embedding 10^7 x 10^5", lambda: Embedding(10**7, 10**5),
+     r"`embedding_dim` must be a size whose weights fit"),
+    # forward inputs
+    ("x list of str", lambda: LSTM(2, 3).forward([["a"]]), r"`x` must be a floating-point array"),
+    ("x None", lambda: LSTM(2, 3).forward(None), r"`x` must be a NumPy array of floats; got None"),
+    ("x 2-D", lambda: LSTM(2, 3).forward(_x(4, 2)), r"`x` must be an array with 3 dimensions"),
+    ("x 4-D", lambda: GRU(2, 3).forward(_x(1, 4, 2, 1)), r"`x` must be an array with 3 dim"),
+    ("x int", lambda: LSTM(2, 3).forward(_x(1, 4, 2, dtype=np.int64)), r"Embedding"),
+    ("x complex", lambda: LSTM(2, 3).forward(_x(1, 4, 2, dtype=np.complex64)),
+     r"`x` must be a floating-point array"),
+    ("x float64 into float32", lambda: LSTM(2, 3).forward(_x(1, 4, 2, dtype=np.float64)),
+     r"`x` must be of dtype float32"),
+    ("x features", lambda: LSTM(2, 3).forward(_x(1, 4, 5)), r"`x` must be an array with 2 feat"),
+    ("x nan", lambda: LSTM(2, 3).forward(np.full((1, 4, 2), np.nan, F32)), r"`x` must be finite"),
+    ("B = 0", lambda: LSTM(2, 3).forward(_x(0, 4, 2)),
+     r"`x` must be an array of one sequence and one step at least; got shape \(0, 4, 2\)"),
+    ("T = 0", lambda: GRU(2, 3).forward(_x(2, 0, 2)), r"`x` must be an array of one sequence"),
+    ("T = 0 time-major", lambda: RNN(2, 3, batch_first=False).forward(_x(0, 2, 2)),
+     r"`x` must be an array of one sequence"),
+    ("T = 10^7 forward", lambda: LSTM(2, 64).forward(
+        np.broadcast_to(_x(1, 1, 2), (64, 10**7, 2)), check=False),
+     r"`x` must be a size whose saved values of every step fit in the memory available "
+     r"\(.*\); got a request of about .*B"),
+    ("lengths 0", lambda: LSTM(2, 3).forward(_x(2, 4, 2), lengths=np.array([0, 4])),
+     r"`lengths` must be between 1 and the padded length 4"),
+    ("lengths too long", lambda: LSTM(2, 3).forward(_x(2, 4, 2), lengths=np.array([5, 4])),
+     r"`lengths` must be between 1"),
+    ("lengths float", lambda: LSTM(2, 3).forward(_x(2, 4, 2), lengths=np.array([1.0, 4.0])),
+     r"`lengths` must be an array of integers"),
+    ("lengths shape", lambda: LSTM(2, 3).forward(_x(2, 4, 2), lengths=np.array([4])),
+     r"`lengths` must be an array of shape \(2,\)"),
+    ("lengths and mask", lambda: LSTM(2, 3).forward(_x(2, 4, 2), lengths=np.array([4, 4]),
+                                                    mask=np.ones((2, 4), bool)), r"`lengths`"),
+    ("mask int", lambda: GRU(2, 3).forward(_x(2, 4, 2), mask=np.ones((2, 4))), r"`mask` must be"),
+    ("mask empty row", lambda: GRU(2, 3).forward(_x(2, 4, 2), mask=np.eye(2, 4, dtype=bool) * 0
+                                                 > 0), r"`mask` must be True at one step"),
+    ("state shape", lambda: GRU(2, 3).forward(_x(2, 4, 2), state=_x(1, 3, 3)),
+     r"`state` must be an array of shape \(1, 2, 3\)"),
+    ("lstm state not a pair", lambda: LSTM(2, 3).forward(_x(2, 4, 2), state=_x(1, 2, 3)),
+     r"`state` must be a pair \(h0, c0\)"),
+    ("state nan", lambda: RNN(2, 3).forward(_x(2, 4, 2), state=np.full((1, 2, 3), np.nan, F32)),
+     r"`state` must be finite"),
+    ("checkpoint_every -1", lambda: LSTM(2, 3).forward(_x(1, 4, 2), checkpoint_every=-1),
+     r"`checkpoint_every` must be a non-negative integer"),
+    ("checkpoint_every True", lambda: LSTM(2, 3).forward(_x(1, 4, 2), checkpoint_every=True),
+     r"`checkpoint_every` must be a non-negative integer"),
+    ("dropout without rng", lambda: LSTM(2, 3, 2, dropout=0.5).forward(_x(1, 4, 2), training=True),
+     r"`rng` must be a numpy Generator when training with dropout"),
+    # backward
+    ("lstm backward on a gru tape", _lstm_backward_on_gru_tape,
+     r"`f` must be the result of this layer's forward"),
+    ("backward on grad=False", lambda: (lambda m: m.backward(m.forward(_x(1, 2, 2), grad=False),
+                                                             _x(1, 2, 3)))(LSTM(2, 3)),
+     r"`f` must be the result of a forward pass that kept its tape"),
+    ("d_output shape", lambda: (lambda m: m.backward(m.forward(_x(1, 2, 2)), _x(1, 3, 2)))(
+        GRU(2, 3)), r"`d_output` must be an array of shape \(1, 2, 3\)"),
+    ("d_output nan", lambda: (lambda m: m.backward(m.forward(_x(1, 2, 2)),
+                                                   np.full((1, 2, 3), np.nan, F32)))(GRU(2, 3)),
+     r"`d_output` must be finite"),
+    ("d_state pair", lambda: (lambda m: m.backward(m.forward(_x(1, 2, 2)), _x(1, 2, 3),
+                                                   d_state=_x(1, 1, 3)))(LSTM(2, 3)),
+     r"`d_state` must be a pair"),
+    ("linear backward transposed", lambda: (lambda m: m.backward(m.forward(_x(2, 3, 4)),
+                                                                 _x(6, 3, 2)))(Linear(4, 6)),
+     r"`d_output` must be an array of shape \(2, 3, 6\)"),
+    ("laststep backward broadcast", lambda: (lambda m: m.backward(m.forward(_x(2, 3, 4)),
+                                                                  _x(4)))(LastStep()),
+     r"`d_output` must be an array"),
+    ("mean backward flat", lambda: (lambda m: m.backward(m.forward(_x(2, 3, 4)), _x(8)))(
+        MeanOverTime()), r"`d_output` must be an array"),
+    # other modules
+    ("embedding float ids", lambda: Embedding(5, 2).forward(_x(1, 3)), r"`x` must be an array of"),
+    ("embedding id 5", lambda: Embedding(5, 2).forward(np.array([[5]])),
+     r"`x` must be token ids in \[0, 5\); got the id 5"),
+    ("embedding id -1", lambda: Embedding(5, 2).forward(np.array([[-1]])), r"got the id -1"),
+    ("embedding B = 0", lambda: Embedding(5, 2).forward(np.zeros((0, 3), np.int64)),
+     r"`x` must be an array of one sequence"),
+    ("linear features", lambda: Linear(4, 2).forward(_x(1, 3, 5)), r"`x` must be an array with 4"),
+    ("linear T = 0", lambda: Linear(4, 2).forward(_x(1, 0, 4)), r"`x` must be an array of one"),
+    ("laststep T = 0", lambda: LastStep().forward(_x(2, 0, 4)), r"`x` must be an array of one"),
+    ("mean B = 0", lambda: MeanOverTime().forward(_x(0, 3, 4)), r"`x` must be an array of one"),
+    ("dropout p 1", lambda: Dropout(1.0), r"`p` must be a number in \[0, 1\)"),
+    ("dropout p str", lambda: Dropout("0.5"), r"`p` must be a number in \[0, 1\)"),
+    ("sequential of junk", lambda: Sequential(LSTM(2, 3), "Linear"), r"`modules\[1\]` must be an"),
+    ("sequential state", lambda: Sequential(LSTM(2, 3)).forward(_x(1, 2, 2), state=[None, None]),
+     r"`state` must be a list of 1 entries"),
+    ("laststep after readout merge",
+     lambda: Sequential(LSTM(2, 3, bidirectional=True, merge="readout", output_size=2),
+                        LastStep()).forward(_x(1, 2, 2)), r"`LastStep's source` must be"),
+    # weights
+    ("load nan", lambda: (lambda m: m.load_state_dict(
+        {k: np.full(v.shape, np.nan) for k, v in m.params.items()}))(GRU(2, 3)),
+     r"`state\['.*'\]` must be finite"),
+    ("load complex", lambda: (lambda m: m.load_state_dict(
+        {k: np.zeros(v.shape, complex) for k, v in m.params.items()}))(GRU(2, 3)),
+     r"`state\['.*'\]` must be an array of real numbers; got dtype complex128"),
+    ("load object", lambda: (lambda m: m.load_state_dict(
+        {k: np.full(v.shape, None) for k, v in m.params.items()}))(RNN(2, 3)),
+     r"must be an array of real numbers; got dtype object"),
+    ("load missing", lambda: (lambda m: m.load_state_dict({}))(RNN(2, 3)),
+     r"`state` must be a dict with exactly this module's parameter names"),
+    ("load list", lambda: RNN(2, 3).load_state_dict([1, 2]), r"`state` must be a dict of arrays"),
+    # gradcheck
+    ("gradcheck eps 0", lambda: gradcheck(RNN(2, 3, dtype=np.float64), _x(1, 2, 2, dtype=float),
+                                          eps=0), r"`eps` must be a positive step"),
+    ("gradcheck eps nan", lambda: gradcheck(RNN(2, 3, dtype=np.float64), _x(1, 2, 2, dtype=float),
+                                            eps=math.nan), r"`eps` must be a finite number"),
+    ("gradcheck tolerance -1", lambda: gradcheck(RNN(2, 3, dtype=np.float64),
+                                                 _x(1, 2, 2, dtype=float), tolerance=-1.0),
+     r"`tolerance` must be a positive number"),
+    ("gradcheck float32", lambda: gradcheck(RNN(2, 3), _x(1, 2, 2)), r"`module` must be a float64"),
+    ("gradcheck not a module", lambda: gradcheck("lstm", _x(1, 2, 2)), r"`module` must be an"),
+    # model specs (config.json's "model")
+    ("spec list", lambda: models.build([1]), r"`spec` must be a dict"),
+    ("spec no rnn", lambda: models.build(_without(_spec(), "rnn")), r"`spec` must have 'input'"),
+    ("spec rnn str", lambda: models.build(_spec(rnn="lstm")), r"`spec\['rnn'\]` must be a dict"),
+    ("spec input list", lambda: models.build(_spec(input=[2])), r"`spec\['input'\]` must be a"),
+    ("spec input no size", lambda: models.build(_spec(input={"type": "vectors"})),
+     r"`spec\['input'\]` must be a dict with 'size'"),
+    ("spec input type", lambda: models.build(_spec(input__type="image")),
+     r"`spec\['input'\]\['type'\]` must be 'tokens' or 'vectors'"),
+    ("spec cell", lambda: models.build(_spec(rnn__cell="transformer")), r"`cell` must be one of"),
+    ("spec no hidden", lambda: models.build(_spec(rnn={"cell": "gru"})),
+     r"`spec\['rnn'\]` must be a dict with 'cell' and 'hidden_size'"),
+    ("spec hidden str", lambda: models.build(_spec(rnn__hidden_size="8")),
+     r"`hidden_size` must be a positive integer"),
+    ("spec bidirectional 'false'", lambda: models.build(_spec(rnn__bidirectional="false")),
+     r"`bidirectional` must be True or False"),
+    ("spec readout", lambda: models.build(_spec(readout="first")), r"`spec\['readout'\]` must"),
+    ("spec output_dropout str", lambda: models.build(_spec(output_dropout="x")),
+     r"`spec\['output_dropout'\]` must be a number in \[0, 1\)"),
+    ("spec peephole on gru", lambda: models.build(_spec(rnn__cell="gru", rnn__peephole=True)),
+     r"`peephole` must be unset for cell 'gru'"),
+    ("spec output_size 0", lambda: models.build(_spec(output_size=0)),
+     r"`out_features` must be a positive integer"),
+]
+
+
+@pytest.mark.parametrize("label,fn,match", API_CASES, ids=[c[0] for c in API_CASES])
+def test_api(label, fn, match):
+    refused(fn, match)
+
+
+
+# ------------------------------------------------------------------ the command line
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory):
+    """One trained adding run and one charlm run, copied for each case that damages one."""
+    base = tmp_path_factory.mktemp("good")
+    corpus = base / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 60)
+    assert main(["train", "adding", "--T", "5", "--steps", "2", "--run-dir", str(base / "adding"),
+                 *TINY]) == 0  # fmt: skip
+    assert main(["train", "charlm", "--data", str(corpus), "--seq-len", "8", "--steps", "2",
+                 "--embed", "4", "--run-dir", str(base / "charlm"), *TINY]) == 0  # fmt: skip
+    return base
+
+
+def _every_config(run: Path):
+    return [run / "config.json", *(run / "checkpoints").glob("step-*/config.json")]
+
+
+def _edit_config(edit):
+    def damage(run: Path):
+        for path in _every_config(run):
+            config = json.loads(path.read_text())
+            edit(config)
+            path.write_text(json.dumps(config))
+
+    return damage
+
+
+def _write_configs(text: str):
+    def damage(run: Path):
+        for path in _every_config(run):
+            path.write_text(text)
+
+    return damage
+
+
+def _each_checkpoint(fn):
+    def damage(run: Path):
+        for ckpt in (run / "checkpoints").glob("step-*"):
+            fn(ckpt)
+
+    return damage
+
+
+def _flip_weight_byte(ckpt: Path):
+    data = bytearray((ckpt / "model.safetensors").read_bytes())
+    data[-2] ^= 0x40
+    (ckpt / "model.safetensors").write_bytes(bytes(data))
+
+
+def _edit_optimizer(edit):
+    """Rewrite the optimizer state as a valid safetensors file (an old checkpoint: no hashes)."""
+
+    def damage(ckpt: Path):
+        tensors, _ = io.load_safetensors(ckpt / "optimizer.safetensors")
+        io.save_safetensors(ckpt / "optimizer.safetensors", edit(tensors))
+        (ckpt / "hashes.json").unlink()
+
+    return _each_checkpoint(damage)
+
+
+RUN_DAMAGE = [
+    ("config without train", _edit_config(lambda c: c.pop("train")),
+     r"config.json' must hold an rnnlab run's config \(tables 'train' and 'model'\)"),
+    ("config model a list", _edit_config(lambda c: c.__setitem__("model", [1])),
+     r"must hold an rnnlab run's config"),
+    ("config rnn a string", _edit_config(lambda c: c["model"].__setitem__("rnn", "lstm")),
+     r"`spec\['rnn'\]` must be a dict"),
+    ("config input without size", _edit_config(lambda c: c["model"]["input"].pop("size")),
+     r"`spec\['input'\]` must be a dict with 'size'"),
+    ("config output_dropout str", _edit_config(lambda c: c["model"].__setitem__(
+        "output_dropout", "x")), r"`spec\['output_dropout'\]` must be a number"),
+    ("config hidden str", _edit_config(lambda c: c["model"]["rnn"].__setitem__(
+        "hidden_size", "8")), r"`hidden_size` must be a positive integer"),
+    ("config bidirectional 'false'", _edit_config(lambda c: c["train"].__setitem__(
+        "bidirectional", "false")), r"`bidirectional` must be True or False"),
+    ("config clip_at '1'", _edit_config(lambda c: c["train"].__setitem__("clip_at", "1")),
+     r"`clip_at` must be a positive number; got '1'"),
+    ("config unknown key", _edit_config(lambda c: c["train"].__setitem__("hiddne", 3)),
+     r"unknown setting 'hiddne'"),
+    ("config a list", _write_configs("[]"), r"config.json' must hold a JSON object, not list"),
+    ("config nested 10^5 deep", _write_configs("[" * 100_000 + "]" * 100_000),
+     r"config.json' is not rnnlab's JSON: it is nested too deeply"),
+    ("config not UTF-8", _write_configs('{"a": "\udcff"}'.encode("utf-8", "surrogateescape")
+                                        .decode("latin-1")), r"config.json"),
+    ("config truncated", _write_configs('{"train": {'), r"config.json' is not valid JSON"),
+    ("state without step", _each_checkpoint(lambda c: (c / "state.json").write_text("{}")),
+     r"state.json' must hold 'step' \(int\)"),
+    ("state history a string", _each_checkpoint(lambda c: (c / "state.json").write_text(
+        '{"step": 2, "best": null, "best_step": -1, "bad_evals": 0, "history": "x"}')),
+     r"state.json' must hold 'history' \(list\)"),
+    ("state without best", _each_checkpoint(lambda c: (c / "state.json").write_text(
+        '{"step": 2, "best_step": -1, "bad_evals": 0, "history": []}')),
+     r"state.json' must hold 'best' \(a number\)"),
+    ("optimizer carry name", _edit_optimizer(lambda t: {**t, "carry/x": np.zeros(2, F32)}),
+     r"optimizer.safetensors': the tensor 'carry/x' is not a carried state of this model"),
+    ("optimizer carry index", _edit_optimizer(lambda t: {**t, "carry/9/0/1": np.zeros(2, F32)}),
+     r"the tensor 'carry/9/0/1' is not a carried state"),
+    ("optimizer NaN", _edit_optimizer(lambda t: {k: np.full_like(v, np.nan) if v.ndim else v
+                                                 for k, v in t.items()}),
+     r"optimizer.safetensors' holds NaN or inf in"),
+    ("optimizer integers", _edit_optimizer(lambda t: {k: v.astype(np.int64) for k, v in
+                                                      t.items()}),
+     r"optimizer.safetensors' holds '.*' of dtype int64; expected floats"),
+    ("flipped weight byte", _each_checkpoint(_flip_weight_byte),
+     r"model.safetensors' does not match the SHA-256 its checkpoint recorded"),
+    ("weights truncated", _each_checkpoint(lambda c: (c / "model.safetensors").write_bytes(b"12")),
+     r"model.safetensors' is not a valid safetensors file"),
+    ("weights missing", _each_checkpoint(lambda c: (c / "optimizer.safetensors").unlink()),
+     r"optimizer.safetensors' is missing"),
+    ("weights of another shape", _edit_config(lambda c: c["model"]["rnn"].__setitem__(
+        "hidden_size", 5)), r"does not fit the model described in .*config.json"),
+    ("latest names nothing", lambda r: (r / "checkpoints" / "latest").write_text("step-00000999"),
+     r"latest' names step-00000999 but"),
+    ("latest garbage", lambda r: (r / "checkpoints" / "latest").write_bytes(b"\xff\xfe" * 10),
+     r"latest' is not valid text"),
+    ("metrics.jsonl a directory", lambda r: ((r / "metrics.jsonl").unlink(),
+                                             (r / "metrics.jsonl").mkdir()), r"metrics.jsonl"),
+    ("config.json a directory", lambda r: ((r / "config.json").unlink(),
+                                           (r / "config.json").mkdir()),
+     r"`run` must be a run directory \(with config.json\)"),
+]
+
+
+# what only a resumed run reads: its progress and its metrics
+_RESUME_ONLY = ("state without step", "state history a string", "state without best",
+                "metrics.jsonl a directory", "optimizer carry name", "optimizer carry index",
+                "optimizer NaN", "optimizer integers")
+DAMAGE_CASES = [(cmd, *case) for case in RUN_DAMAGE for cmd in ("evaluate", "resume")
+                if cmd == "resume" or case[0] not in _RESUME_ONLY]  # fmt: skip
+
+
+@pytest.mark.parametrize("command,label,damage,match", DAMAGE_CASES,
+                         ids=[f"{c[0]}: {c[1]}" for c in DAMAGE_CASES])  # fmt: skip
+def test_damaged_run_directories(good, tmp_path, capsys, command, label, damage, match):
+    run = tmp_path / "run"
+    shutil.copytree(good / "adding", run, symlinks=True)
+    damage(run)
+    argv = ["evaluate", run] if command == "evaluate" else ["train", "--resume", run, "--quiet",
+                                                            "--steps", "4"]
+    cli_error(capsys, argv, match)
+
+
+def _planted_link(run: Path, victim: Path):
+    (run / "metrics.jsonl").unlink()
+    (run / "metrics.jsonl").symlink_to(victim)
+
+
+def test_a_planted_metrics_link_is_not_written_through(good, tmp_path, capsys):
+    run, victim = tmp_path / "run", tmp_path / "victim.txt"
+    shutil.copytree(good / "adding", run, symlinks=True)
+    victim.write_text("precious\n")
+    _planted_link(run, victim)
+    cli_error(capsys, ["train", "--resume", run, "--steps", "4", "--quiet"], r"symbolic link")
+    assert victim.read_text() == "precious\n"
+
+
+COMMAND_CASES = [
+    (["train", "nosuchtask"], r"`task` must be one of"),
+    (["train"], r"`task` must be given"),
+    (["train", "adding", "--hidden", "0"], r"`hidden` must be a positive integer; got 0"),
+    (["train", "adding", "--hidden", "1000000000"],
+     r"`hidden_size` must be a size whose weights fit in the memory available"),
+    (["train", "adding", "--hidden", "x"], r"argument --hidden: invalid int value"),
+    (["train", "adding", "--batch-size", "0"], r"`batch_size` must be a positive integer"),
+    (["train", "adding", "--T", "-1"], r"`T` must be a positive integer"),
+    (["train", "adding", "--lr", "nan"], r"`lr` must be a positive number; got nan"),
+    (["train", "adding", "--lr", "inf"], r"`lr` must be a positive number; got inf"),
+    (["train", "adding", "--lr", "-1"], r"`lr` must be a positive number"),
+    (["train", "adding", "--clip-at", "0"], r"`clip_at` must be a positive number"),
+    (["train", "adding", "--dropout", "1"], r"`dropout` must be a number in \[0, 1\)"),
+    (["train", "adding", "--seed", "-1"], r"`seed` must be a non-negative integer"),
+    (["train", "adding", "--steps", "0"], r"`steps` must be a positive integer"),
+    (["train", "adding", "--time-limit", "-5"], r"`time_limit` must be a non-negative number"),
+    (["train", "adding", "--cell", "gru", "--peephole"], r"`peephole` must be unset unless"),
+    (["train", "adding", "--bptt", "5"], r"`bptt` must be 0 for the adding task"),
+    (["train", "charlm", "--bidirectional"], r"`bidirectional` must be off for charlm"),
+    (["train", "charlm", "--reverse-input"], r"`reverse_input` must be off for charlm"),
+    (["train", "charlm", "--data", "/dev/zero"],
+     r"--data: `path` must be a readable UTF-8 text file; got '/dev/zero', which is not a "
+     r"regular file"),
+    (["train", "charlm", "--data", "/nonexistent/x.txt"], r"which does not exist"),
+    (["train", "charlm", "--data", "/"], r"which is a directory"),
+    (["train", "copy", "--cell", "jordan", "--bidirectional"], r"`cell` 'jordan'"),
+    (["train", "adding", "--cell", "jordan"], r"`cell` 'jordan' \(an output-feedback model\)"),
+    (["train", "adding", "--teacher-forcing", "2"], r"`teacher_forcing` must be a probability"),
+    (["train", "--config", "/dev/zero"], r"Cannot read TOML file '/dev/zero': it is not a regular"),
+    (["train", "--config", "/"], r"Cannot read TOML file '/': it is a directory"),
+    (["train", "--config", "/nonexistent.toml"], r"the file does not exist"),
+    (["evaluate", "/dev/null"], r"`run` must be a run directory .*not a directory"),
+    (["evaluate", "/nonexistent"], r"`run` must be a run directory .*does not exist"),
+    (["sample", "/nonexistent"], r"`run` must be a run directory"),
+    (["plot", "/nonexistent"], r"`run` must be a run directory"),
+    (["gradflow", "adding", "--T", "0"], r"`--T` must be a positive integer"),
+    (["bench", "--bogus"], r"unrecognized arguments: --bogus"),
+]
+
+
+@pytest.mark.parametrize("argv,match", COMMAND_CASES, ids=[" ".join(c[0])[:50] for c in
+                                                            COMMAND_CASES])  # fmt: skip
+def test_commands(tmp_path, capsys, argv, match):
+    cli_error(capsys, [*argv, *(["--run-dir", tmp_path / "r"] if argv[0] == "train" and
+                                argv[1:2] != ["--config"] else [])], match)  # fmt: skip
+    assert not (tmp_path / "r").exists()  # a refused start leaves no run directory
+
+
+RUN_COMMAND_CASES = [
+    ("adding", ["sample", "RUN"], r"`run` must be a charlm run to sample text"),
+    ("adding", ["evaluate", "RUN", "--data", "x.txt"], r"`--data` is for charlm runs"),
+    ("adding", ["evaluate", "RUN", "--split", "train"], r"argument --split: invalid choice"),
+    ("adding", ["train", "--resume", "RUN", "--lr", "0.1"], r"`--resume` continues a run"),
+    ("adding", ["train", "--resume", "RUN", "--steps", "0"], r"`steps` must be a positive"),
+    ("adding", ["train", "adding", "--run-dir", "RUN"], r"`--run-dir` must be a new or empty"),
+    ("charlm", ["sample", "RUN", "--length", "-5"], r"`length` must be"),
+    ("charlm", ["sample", "RUN", "--temperature", "0"], r"`temperature` must be"),
+    ("charlm", ["sample", "RUN", "--temperature", "nan"], r"`temperature` must be"),
+    ("charlm", ["sample", "RUN", "--top-k", "0"], r"`top_k` must be"),
+    ("charlm", ["evaluate", "RUN", "--data", "/dev/zero"], r"which is not a regular file"),
+]
+
+
+@pytest.mark.parametrize("run_name,argv,match", RUN_COMMAND_CASES,
+                         ids=[" ".join(c[1])[:50] for c in RUN_COMMAND_CASES])  # fmt: skip
+def test_commands_on_a_run(good, tmp_path, capsys, run_name, argv, match):
+    run = tmp_path / "run"
+    shutil.copytree(good / run_name, run, symlinks=True)
+    cli_error(capsys, [run if a == "RUN" else a for a in argv], match)
+
+
+def test_the_corpus_is_large():
+    """The issue asks for 150 hostile cases at least."""
+    n = (len(CONFIG_CASES) + len(NO_EFFECT) + 1 + len(API_CASES) + len(DAMAGE_CASES)
+         + len(COMMAND_CASES) + len(RUN_COMMAND_CASES) + 1)  # fmt: skip
+    assert n >= 150, n
