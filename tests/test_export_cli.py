@@ -169,3 +169,44 @@ def test_default_output_goes_in_the_run(runs, capsys):
     assert "wrote" in capsys.readouterr().err
     assert (run / "model.onnx").is_file()
     (run / "model.onnx").unlink()
+
+
+KERAS_RUNS = {"adding": None, "pytokens": None, "digits": "initial_state='learned'"}
+
+
+@pytest.mark.filterwarnings(  # Keras 3.15 on NumPy 2 (see test_keras.py)
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
+)
+@pytest.mark.parametrize("task", list(KERAS_RUNS))
+def test_keras_export_gives_the_metric(task, runs, capsys, tmp_path):
+    """--format keras: the printed code builds the Keras model, loads the file, and the
+    model gives evaluate's held-out metrics (Keras with the torch backend, as an oracle)."""
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras") if not os.environ.get("CI") else __import__("keras")
+    run = runs[task]
+    out = tmp_path / "m.weights.h5"
+    capsys.readouterr()
+    code = run_cli("export", run, "--format", "keras", "--out", out)
+    captured = capsys.readouterr()
+    if KERAS_RUNS[task]:
+        assert code == 2 and not out.exists()
+        assert KERAS_RUNS[task] in captured.err and captured.err.count("\n") == 1
+        return
+    assert code == 0
+    namespace: dict = {}
+    exec(compile(captured.out, "snippet", "exec"), namespace)
+    model = namespace["model"]
+    masked = (keras.layers.RNN, keras.layers.Bidirectional, keras.layers.GlobalAveragePooling1D)
+
+    class KerasModel:
+        def forward(self, x, *, lengths=None, **_):
+            y, T = x, x.shape[1]
+            mask = None if lengths is None else np.arange(T)[None, :] < lengths[:, None]
+            for layer in model.layers:
+                y = layer(y, mask=mask) if isinstance(layer, masked) else layer(y)
+            return Forward(keras.ops.convert_to_numpy(y), None)
+
+    ours = evaluate_cli(run, capsys)
+    _, cfg, _ = _load_run(run)
+    t = recipes.make_task(cfg)
+    same_metrics(ours, t.evaluate(KerasModel(), "valid"), held_out_items(t))
