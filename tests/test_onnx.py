@@ -120,6 +120,10 @@ def test_without_lengths_input(name, ctor, kw, tmp_path):
     assert_close(layer.forward(x).output, theirs.output, "output")
     with pytest.raises(ValueError, match="lengths=False"):
         rx.Runtime(path).forward(x, lengths=np.array([6, 2, 6]))
+    with pytest.raises(ValueError, match="`lengths` must be 3 lengths between 1 and 6"):
+        rx.Runtime(path).forward(x, lengths=np.array([7, 2, 6]))
+    with pytest.raises(ValueError, match="`state` must be None for a graph exported without"):
+        rx.Runtime(path).forward(x, state=layer.forward(x).state)
 
 
 def sequential_models(rng):

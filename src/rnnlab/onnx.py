@@ -588,6 +588,15 @@ class Runtime:
         feeds: dict[str, np.ndarray] = {"x": x}
         if lengths is not None:
             lengths = _checks.int_array(lengths, "lengths", ndim=1)
+            if lengths.shape != (B,) or lengths.min() < 1 or lengths.max() > T:
+                _checks.fail("lengths", f"{B} lengths between 1 and {T}",
+                             _checks.describe(lengths))  # fmt: skip
+        has_state = any("h0" + r["suffix"] in self.input_names for r in self.recurrent.values())
+        if state is not None and not has_state:
+            # without state inputs the graph starts from the model's own state: refuse to
+            # ignore a given one
+            _checks.fail("state", "None for a graph exported without state=True",
+                         _checks.describe(state))  # fmt: skip
         if "lengths" in self.input_names:
             feeds["lengths"] = (
                 np.full(B, T, np.int32) if lengths is None else lengths.astype(np.int32)
