@@ -210,3 +210,14 @@ def test_keras_export_gives_the_metric(task, runs, capsys, tmp_path):
     _, cfg, _ = _load_run(run)
     t = recipes.make_task(cfg)
     same_metrics(ours, t.evaluate(KerasModel(), "valid"), held_out_items(t))
+
+
+def test_output_feedback_run_is_refused_by_every_format(tmp_path, capsys):
+    run = tmp_path / "jordan"
+    assert run_cli("train", "copy", "--T", "5", "--cell", "jordan", *TINY, "--run-dir", run) == 0
+    for fmt in ("onnx", "safetensors-torch", "keras"):
+        capsys.readouterr()
+        assert run_cli("export", run, "--format", fmt, "--out", tmp_path / "m.out") == 2
+        err = capsys.readouterr().err
+        assert "output-feedback (Jordan) model" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "m.out").exists()

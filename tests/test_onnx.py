@@ -337,3 +337,25 @@ def test_peephole_weights_reach_the_graph(tmp_path):
     assert any(n.op_type == "LSTM" and len(n.input) == 8 for n in m.graph.node)
     cell = layer.cell
     assert isinstance(cell, LSTMCell) and cell.peephole
+
+
+def test_two_recurrent_modules_get_their_own_state_names(tmp_path):
+    rng = np.random.default_rng(11)
+    model = randomise(Sequential(LSTM(3, 4, rng=rng), GRU(4, 5, bidirectional=True, rng=rng),
+                                 Linear(10, 2, rng=rng)), rng)  # fmt: skip
+    path = rx.export(model, tmp_path / "m.onnx", state=True)
+    m = onnx.load(path)
+    assert [i.name for i in m.graph.input] == ["x", "lengths", "h0_0", "c0_0", "h0_1"]
+    assert [o.name for o in m.graph.output] == ["y", "h_n_0", "c_n_0", "h_n_1"]
+    x = rng.standard_normal((3, 6, 3)).astype(np.float32)
+    lengths = np.array([6, 2, 4])
+    state = [
+        tuple(rng.standard_normal((1, 3, 4)).astype(np.float32) for _ in range(2)),
+        rng.standard_normal((2, 3, 5)).astype(np.float32),
+        None,
+    ]
+    ours = model.forward(x, lengths=lengths, state=state)
+    theirs = rx.Runtime(path).forward(x, lengths=lengths, state=state)
+    assert_close(ours.output, theirs.output, "output")
+    assert_close(ours.state[0][1], theirs.state[0][1], "c_n of the LSTM")
+    assert_close(ours.state[1], theirs.state[1], "h_n of the GRU")

@@ -175,9 +175,9 @@ def save_weights(model, path) -> Path:
     builds (keras' `model.load_weights(path)` reads it); atomically. Returns the path."""
     h5py = _h5py()
     path = io._path(path, "path")
+    layers = _keras_layers(model)
     if not path.name.endswith(".weights.h5"):
         _checks.fail("path", "a file name ending in .weights.h5 (Keras insists)", f"'{path}'")
-    layers = _keras_layers(model)
     buffer = _io.BytesIO()
     with h5py.File(buffer, "w") as f:
         f.create_group("vars").attrs["name"] = "sequential"
