@@ -32,7 +32,7 @@ RUNS = {
     "pytokens": ["--seq-len", "20", "--train-size", "3000", "--bidirectional", "--cell", "rnn"],
     "adding": ["--T", "8", "--cell", "relu", "--layers", "2"],
     "copy": ["--T", "5", "--cell", "gru-orig", "--initial-state", "learned"],
-    "temporal-order": ["--T", "20", "--peephole", "--bidirectional"],
+    "temporal-order": ["--T", "20", "--peephole", "--coupled", "--bidirectional"],
 }
 TORCH_REFUSES = {"copy": "original GRU", "temporal-order": "an LSTM variant"}
 
@@ -154,12 +154,12 @@ def test_bad_input_is_one_line_and_leaves_no_file(runs, capsys, tmp_path):
 
 def test_unexportable_run_is_refused(tmp_path, capsys):
     run = tmp_path / "run"
-    assert run_cli("train", "adding", "--T", "6", *TINY, "--coupled", "--run-dir", run) == 0
+    assert run_cli("train", "adding", "--T", "6", *TINY, "--cell-clip", "3", "--run-dir", run) == 0
     out = tmp_path / "m.onnx"
     capsys.readouterr()
     assert run_cli("export", run, "--out", out) == 2
     err = capsys.readouterr().err
-    assert "coupled LSTM" in err and err.count("\n") == 1
+    assert "cell_clip=3" in err and err.count("\n") == 1
     assert not out.exists() and not [p for p in Path(tmp_path).iterdir() if p.suffix == ".tmp"]
 
 

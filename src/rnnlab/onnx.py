@@ -28,9 +28,10 @@ Gate orders: rnnlab keeps PyTorch's (LSTM i, f, g, o; GRU r, z, n); ONNX's LSTM 
 i, o, f, c and its GRU z, r, h, so the blocks of every weight and bias are reordered here.
 The GRU's two forms are ONNX's `linear_before_reset` 1 (reset-after, PyTorch's) and 0 (the
 original). LSTM peepholes go to the input P in ONNX's order i, o, f. What the operators
-cannot express is refused with a one-line error naming it: the coupled, cell-clipped and
+cannot express is refused with a one-line error naming it: the cell-clipped and
 layer-normalised LSTMs (ONNX's `clip` bounds the gates' pre-activations, not the cell
-state), output-feedback models and cells of one's own.
+state), output-feedback models and cells of one's own. The coupled LSTM (i = 1 − f) is
+expressed exactly: its input gate's weights are the forget gate's, negated.
 
 This module is named like the `onnx` package; it imports it absolutely (a module never
 imports itself by `import onnx` under Python 3), and lazily, so rnnlab needs neither onnx
@@ -70,6 +71,10 @@ def _require(module: str, extra: str = "onnx", purpose: str = "to export to ONNX
 # rnnlab's blocks (PyTorch's order) as ONNX's operators want them.
 _LSTM_ORDER = (0, 3, 1, 2)  # i, f, g, o → i, o, f, c
 _GRU_ORDER = (1, 0, 2)  # r, z, n → z, r, h
+# The coupled LSTM (i = 1 − f) has three blocks, f, g, o; ONNX's four are filled with
+# f, o, f, g and the first negated: σ(−z_f) = 1 − σ(z_f) is the input gate, exactly, with the
+# standard operator (no `input_forget`, whose meaning the spec leaves to the runtime).
+_COUPLED_ORDER = (0, 2, 0, 1)
 
 
 def _reorder(a: np.ndarray, order: tuple[int, ...], H: int) -> np.ndarray:
@@ -121,9 +126,7 @@ def _check_module(module, where: str) -> None:
     if type(cell) not in (ElmanCell, LSTMCell, GRUCell):
         what = f"a cell of its own ({type(cell).__name__})"
     elif isinstance(cell, LSTMCell):
-        if cell.coupled:
-            what = "a coupled LSTM (input gate = 1 − forget gate)"
-        elif cell.cell_clip is not None:
+        if cell.cell_clip is not None:
             what = (
                 f"an LSTM with cell_clip={cell.cell_clip:g} (ONNX's `clip` bounds the "
                 "gates' pre-activations, not the cell state)"
@@ -417,12 +420,21 @@ def _recurrent(g: _Graph, layer: Recurrent, flow: _Flow, *, index, suffix, state
     finals_h, finals_c = [], []
     Y = None
     inp = x
+    coupled = isinstance(cell, LSTMCell) and cell.coupled
+    if coupled:
+        order = _COUPLED_ORDER
+
+    def blocks(name: str, k: int, s: str) -> np.ndarray:
+        a = _reorder(layer.params[f"{name}_l{k}{s}"], order, H)
+        if coupled:  # the input gate's block is the forget gate's, negated: i = 1 − f
+            a[:H] *= -1
+        return a
+
     for k in range(L):
         p = layer.params
-        W = np.stack([_reorder(p[f"weight_ih_l{k}{s}"], order, H) for s in layer.directions])
-        R = np.stack([_reorder(p[f"weight_hh_l{k}{s}"], order, H) for s in layer.directions])
-        B = np.stack([np.concatenate([_reorder(p[f"bias_ih_l{k}{s}"], order, H),
-                                      _reorder(p[f"bias_hh_l{k}{s}"], order, H)])
+        W = np.stack([blocks("weight_ih", k, s) for s in layer.directions])
+        R = np.stack([blocks("weight_hh", k, s) for s in layer.directions])
+        B = np.stack([np.concatenate([blocks("bias_ih", k, s), blocks("bias_hh", k, s)])
                       for s in layer.directions])  # fmt: skip
         ins = [inp, g.const(f"W_l{k}", W), g.const(f"R_l{k}", R), g.const(f"B_l{k}", B), seq]
         h0, c0 = _initial(g, layer, k, batch, state, suffix)
@@ -430,9 +442,7 @@ def _recurrent(g: _Graph, layer: Recurrent, flow: _Flow, *, index, suffix, state
         if op_type == "LSTM":
             ins.append(c0)
             if cell.peephole:  # ONNX's P: i, o, f
-                P = np.stack([np.concatenate([p[f"weight_ci_l{k}{s}"], p[f"weight_co_l{k}{s}"],
-                                              p[f"weight_cf_l{k}{s}"]])
-                              for s in layer.directions])  # fmt: skip
+                P = np.stack([_peepholes(p, k, s, coupled) for s in layer.directions])
                 ins.append(g.const(f"P_l{k}", P))
         while ins and ins[-1] == "":
             ins.pop()
@@ -489,6 +499,14 @@ def _readout(g: _Graph, layer: Recurrent, Y: str) -> str:
         return out
     m = g.op("Unsqueeze", [_mask(g, out, 0), g.ints("axes_2", 2)], "mask")
     return g.op("Mul", [out, m], "readout")
+
+
+def _peepholes(p: dict, k: int, s: str, coupled: bool) -> np.ndarray:
+    """ONNX's P for layer k, direction s: the peephole weights in the order i, o, f (a
+    coupled LSTM's input gate sees c_{t-1} through −w_cf, as its pre-activation is −z_f)."""
+    w_cf, w_co = p[f"weight_cf_l{k}{s}"], p[f"weight_co_l{k}{s}"]
+    w_ci = -w_cf if coupled else p[f"weight_ci_l{k}{s}"]
+    return np.concatenate([w_ci, w_co, w_cf])
 
 
 def _concat_directions(g: _Graph, Y: str) -> str:
