@@ -311,3 +311,41 @@ def test_lstm_variants_are_timed_against_the_plain_lstm(monkeypatch):
         assert math.isclose(r["ratio_to_lstm"], r["variant_ms"] / r["lstm_ms"])
     assert re.search(r"lstm-coupled +S1 +train", bench.format_table(result))
     assert "| lstm-peephole | S1 | train |" in bench.format_markdown(result)
+
+
+def test_against_onnxruntime_adds_its_inference(monkeypatch):
+    """`--against torch,onnxruntime`: every inference row gets onnxruntime's time on the same
+    weights (checked against rnnlab's output first); training rows get none."""
+    if not os.environ.get("CI"):
+        pytest.importorskip("onnxruntime")
+    monkeypatch.setattr(bench, "GEMM_N", 256)
+    monkeypatch.setenv("RNNLAB_NO_NUMBA", "1")
+    with np.errstate(all="raise"):
+        result = bench.run(cells=["lstm", "gru"], shapes=["S1"], directions=["bi"], rounds=1,
+                           block_s=0.0, pause_s=0.0, memory=False, scaling=False,
+                           against=["onnxruntime", "torch"], log=lambda line: None)  # fmt: skip
+    rows = result["configs"]
+    assert [(r["cell"], r["mode"]) for r in rows] == [
+        ("lstm", "train"), ("lstm", "infer"), ("gru", "train"), ("gru", "infer")
+    ]  # fmt: skip
+    for r in rows:
+        if r["mode"] == "train":
+            assert r["ort_ms"] is None and r["ort_ratio"] is None
+            continue
+        assert r["ort_ms"] > 0 and math.isclose(r["ort_ratio"], r["ort_ms"] / r["rnnlab_ms"])
+        assert r["ort_max_rel_err"] <= bench.TOLERANCE
+    assert result["method"]["against"] == ["torch", "onnxruntime"]
+    assert result["summary"]["infer_ort_configs"] == 2
+    table = bench.format_table(result)
+    assert "onnxruntime ms" in table and "inference against onnxruntime" in table
+    assert "| onnxruntime ms | ort ratio |" in bench.format_markdown(result)
+
+
+def test_against_needs_torch_and_known_names(monkeypatch, capsys):
+    with pytest.raises(ValueError, match="`against` must be a list with 'torch'"):
+        bench.run(against=["onnxruntime"], memory=False, scaling=False)
+    with pytest.raises(ValueError, match="`against` must be a non-empty list drawn from"):
+        bench.run(against=["torch", "tvm"], memory=False, scaling=False)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+    assert bench.main(["--against", "torch,onnxruntime", "--no-memory"]) == 2
+    assert "pip install 'rnnlab[onnxruntime]'" in capsys.readouterr().err

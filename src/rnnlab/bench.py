@@ -14,6 +14,11 @@ the other's cores), the median over every call of N rounds, ratio = torch time /
 GEMM speed measured at start-up, the peak extra memory of a training step (a fresh process
 per implementation and configuration), and how a training step scales with the length T.
 
+`--against torch,onnxruntime` adds onnxruntime's inference beside them: the same rnnlab
+layer exported with rnnlab.onnx (ONNX's own RNN/LSTM/GRU operators, which onnxruntime runs
+with its fused kernels), as many intra-op threads as torch uses, checked against rnnlab's
+output before it is timed in the same interleaved blocks; ort ratio = ort ms / rnnlab ms.
+
 PyTorch is imported only here, lazily: it is the reference, never a dependency of the library.
 """
 
@@ -33,6 +38,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -71,6 +77,8 @@ VARIANTS = {
 LAYER_OPTIONS = ("proj_size", "recurrent_dropout", "zoneout")  # Recurrent's, not the cell's
 VARIANT_SHAPE = "S2"  # where the variants are timed unless --shapes says otherwise
 MODES = ("train", "infer")
+AGAINST = ("torch", "onnxruntime")  # torch is always the reference; onnxruntime: inference
+ORT_MISSING = "--against onnxruntime needs onnx and onnxruntime: pip install 'rnnlab[onnxruntime]'"
 DIRECTIONS = ("uni", "bi")
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 TWO_LAYER_SHAPE = "S2"  # the stacked configuration: 2 layers, one direction
@@ -267,6 +275,38 @@ def torch_step(torch, pair: Pair, mode: str) -> Callable[[], Any]:
         return out
 
     return train
+
+
+def ort_step(pair: Pair, threads: int, where) -> Callable[[], Any]:
+    """Inference by onnxruntime on the same weights: rnnlab's layer exported with
+    rnnlab.onnx (the standard RNN/LSTM/GRU operators; no lengths input, as the batch has no
+    padding) into the directory `where`, run with `threads` intra-op threads (torch's), the
+    same work a deployment would hand it. Its output is checked against rnnlab's first."""
+    try:
+        import onnxruntime as ort
+
+        from rnnlab import onnx
+    except ImportError as e:
+        raise ImportError(ORT_MISSING) from e
+    path = onnx.export(pair.ours, os.path.join(where, "layer.onnx"), lengths=False)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    feeds = {"x": pair.x}
+    return lambda: session.run(["y"], feeds)[0]
+
+
+def check_ort_agreement(pair: Pair, step: Callable[[], Any], label: str) -> float:
+    """onnxruntime's output against rnnlab's inference; RuntimeError above TOLERANCE."""
+    err = relative_error(step(), pair.ours.forward(pair.x, grad=False).output)
+    if not err <= TOLERANCE:
+        raise RuntimeError(
+            f"{label}: rnnlab and onnxruntime disagree on the outputs (relative error "
+            f"{err:.2e} > {TOLERANCE:g}); not timing a wrong computation."
+        )
+    return err
 
 
 def relative_error(a: np.ndarray, b: np.ndarray) -> float:
@@ -599,6 +639,7 @@ def machine_info(torch) -> dict[str, Any]:
         "numpy": np.__version__,
         "torch": torch.__version__,
         "numba": _version("numba"),
+        "onnxruntime": _version("onnxruntime"),
         "scipy": _version("scipy"),
         "rnnlab": _version("rnnlab"),
         "rnnlab_fast_path": fast_path_active(),
@@ -669,9 +710,13 @@ def run(
     scaling_lengths: Sequence[int] | None = None,
     block_s: float | None = None,
     pause_s: float = PAUSE_S,
+    against: Sequence[str] = ("torch",),
     log: Callable[[str], None] = _stderr,
 ) -> dict[str, Any]:
     """Run the benchmark and return its results as one JSON-ready dict (see bench/README.md).
+
+    `against=("torch", "onnxruntime")` adds onnxruntime's inference on the same weights (the
+    layer exported with rnnlab.onnx, torch's number of threads) to every inference row.
 
     `quick` shortens everything (fewer rounds of shorter blocks, S1 and S2 without the
     2-layer stack, memory for one configuration, shorter scaling lengths) wherever the
@@ -688,6 +733,16 @@ def run(
     )
     modes = _subset(modes, "modes", MODES)
     directions = _subset(directions, "directions", DIRECTIONS)
+    against = _subset(against, "against", AGAINST)
+    if "torch" not in against:
+        _checks.fail("against", "a list with 'torch' (the reference) in it", repr(against))
+    with_ort = "onnxruntime" in against
+    if with_ort:
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+        except ImportError as e:
+            raise ImportError(ORT_MISSING) from e
     rounds = _checks.positive_int(
         rounds if rounds is not None else (QUICK_ROUNDS if quick else ROUNDS), "rounds"
     )
@@ -733,13 +788,19 @@ def run(
 
     todo = [c for c in configs(cells, shapes, directions) if not (quick and c.layers > 1)]
     rows: list[dict[str, Any]] = []
+    scratch = tempfile.TemporaryDirectory(prefix="rnnlab-bench-") if with_ort else None
     for i, config in enumerate(todo):
         pair = make_pair(torch, config)
         max_err = check_agreement(torch, pair, config.label)
+        ort = None
+        if with_ort and "infer" in modes:
+            ort = ort_step(pair, torch.get_num_threads(), scratch.name)
+            ort_err = check_ort_agreement(pair, ort, config.label)
         for mode in modes:
-            times = interleaved(
-                {"rnnlab": rnnlab_step(pair, mode), "torch": torch_step(torch, pair, mode)}, timing
-            )
+            fns = {"rnnlab": rnnlab_step(pair, mode), "torch": torch_step(torch, pair, mode)}
+            if ort is not None and mode == "infer":
+                fns["onnxruntime"] = ort
+            times = interleaved(fns, timing)
             ours, theirs = _ms_stats(times["rnnlab"]), _ms_stats(times["torch"])
             flops = step_flops(config, mode)
             gflops = flops / (ours["median"] / 1e3) / 1e9
@@ -761,13 +822,22 @@ def run(
                 "rnnlab_stats_ms": ours,
                 "torch_stats_ms": theirs,
             }
+            if "onnxruntime" in fns:
+                o = _ms_stats(times["onnxruntime"])
+                row.update(ort_ms=o["median"], ort_ratio=o["median"] / ours["median"],
+                           ort_max_rel_err=ort_err, ort_stats_ms=o)  # fmt: skip
+            elif with_ort:
+                row.update(ort_ms=None, ort_ratio=None, ort_max_rel_err=None, ort_stats_ms=None)
             rows.append(row)
             log(
                 f"[{i + 1}/{len(todo)}] {config.label:<18} {mode:<5}  "
                 f"torch {row['torch_ms']:9.2f} ms  rnnlab {row['rnnlab_ms']:9.2f} ms  "
                 f"{row['ratio']:5.2f}x"
+                + (f"  onnxruntime {row['ort_ms']:9.2f} ms" if row.get("ort_ms") else "")
             )
-        del pair
+        del pair, ort
+    if scratch is not None:
+        scratch.cleanup()
 
     if memory and "train" in modes:
         wanted = todo
@@ -807,6 +877,8 @@ def run(
             "dtype": "float32",
             "loss": "mean squared error on all outputs",
             "ratio": "torch_ms / rnnlab_ms",
+            "against": list(against),
+            "ort_ratio": "ort_ms / rnnlab_ms (inference)",
         },
         "configs": rows,
         "summary": summarize(rows, scaling_rows),
@@ -966,7 +1038,11 @@ def summarize(rows: list[dict[str, Any]], scaling_rows: list[dict[str, Any]]) ->
         if r["torch_mem_mb"] is not None and r["rnnlab_mem_mb"] and r["rnnlab_mem_mb"] > 0
     ]
     Ts = [r["T"] for r in scaling_rows]
+    ort = [r for r in infer if r.get("ort_ratio") is not None]
     return {
+        "infer_ort_ratio_geomean": _geomean([r["ort_ratio"] for r in ort]),
+        "infer_ort_faster": sum(r["ort_ratio"] > 1 for r in ort),
+        "infer_ort_configs": len(ort),
         "train_ratio_geomean": _geomean([r["ratio"] for r in single]),
         "train_ratio_geomean_configs": len(single),
         "train_ratio_min": train_min,
@@ -1014,23 +1090,28 @@ def _table_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         "torch MB",
         "rnnlab MB",
     ]
+    with_ort = any("ort_ms" in r for r in result["configs"])
+    if with_ort:
+        head[7:7] = ["onnxruntime ms", "ort ratio"]
     body = []
     for r in result["configs"]:
-        body.append(
-            [
-                r["cell"],
-                r["shape"],
-                _kind(r),
-                r["mode"],
-                _fmt(r["torch_ms"], ".2f"),
-                _fmt(r["rnnlab_ms"], ".2f"),
-                _fmt(r["ratio"], ".2f") + ("x*" if noisy(r) else "x"),
-                _fmt(r["gflops"], ".0f"),
-                _fmt(100 * r["peak_fraction"], ".0f") + "%",
-                _fmt(r["torch_mem_mb"], ".1f"),
-                _fmt(r["rnnlab_mem_mb"], ".1f"),
-            ]
-        )
+        cells = [
+            r["cell"],
+            r["shape"],
+            _kind(r),
+            r["mode"],
+            _fmt(r["torch_ms"], ".2f"),
+            _fmt(r["rnnlab_ms"], ".2f"),
+            _fmt(r["ratio"], ".2f") + ("x*" if noisy(r) else "x"),
+            _fmt(r["gflops"], ".0f"),
+            _fmt(100 * r["peak_fraction"], ".0f") + "%",
+            _fmt(r["torch_mem_mb"], ".1f"),
+            _fmt(r["rnnlab_mem_mb"], ".1f"),
+        ]
+        if with_ort:
+            ratio = r.get("ort_ratio")
+            cells[7:7] = [_fmt(r.get("ort_ms"), ".2f"), "—" if ratio is None else f"{ratio:.2f}x"]
+        body.append(cells)
     return head, body
 
 
@@ -1055,6 +1136,12 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
             f"inference: rnnlab faster in {s['infer_faster']}/{s['infer_configs']} configs; "
             f"geometric-mean ratio {_fmt(s['infer_ratio_geomean'], '.2f')}x; min "
             f"{_fmt(s['infer_ratio_min'], '.2f')}x ({s['infer_ratio_min_config']})"
+        )
+    if s.get("infer_ort_configs"):
+        lines.append(
+            f"inference against onnxruntime (same weights, torch's threads): rnnlab faster in "
+            f"{s['infer_ort_faster']}/{s['infer_ort_configs']} configs; geometric-mean ratio "
+            f"{_fmt(s['infer_ort_ratio_geomean'], '.2f')}x (ort ms / rnnlab ms)"
         )
     if s["lstm_s4_train_peak_fraction"] is not None:
         lines.append(
@@ -1228,6 +1315,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--directions", default=",".join(DIRECTIONS), help="comma-separated (default: %(default)s)"
     )
     p.add_argument(
+        "--against",
+        default="torch",
+        help="comma-separated from torch, onnxruntime (default: %(default)s); onnxruntime "
+        "adds its inference on the same weights (exported with rnnlab.onnx, torch's threads)",
+    )
+    p.add_argument(
         "--rounds",
         type=int,
         default=None,
@@ -1309,6 +1402,7 @@ def main(argv: list[str] | None = None) -> int:
             else _lengths(args.scaling_lengths),
             block_s=args.block,
             pause_s=args.pause,
+            against=_split(args.against),
         )
     except (ValueError, ImportError) as e:
         print(f"rnnlab bench: error: {e}", file=sys.stderr)

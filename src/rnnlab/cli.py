@@ -1,4 +1,4 @@
-"""The `rnnlab` command: train, evaluate, sample, list tasks, and the demo.
+"""The `rnnlab` command: train, evaluate, sample, export, list tasks, and the demo.
 
 Errors a user can cause (a bad option, a missing file, a corrupt checkpoint) print one line,
 `rnnlab: error: ...`, and exit with status 2; no traceback.
@@ -192,6 +192,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", dest="top_k", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
 
+    p = sub.add_parser(
+        "export",
+        help="a run's model as ONNX, a PyTorch state_dict or Keras weights",
+        description="Export the latest weights of a run: --format onnx (the standard "
+        "RNN/LSTM/GRU operators), safetensors-torch (a state_dict PyTorch's modules load "
+        "with strict=True; the code building them is printed) or keras (Keras 3 weights).",
+    )
+    p.add_argument("run", help="a run directory")
+    p.add_argument("--format", dest="fmt", default="onnx", help="onnx, safetensors-torch, keras")
+    p.add_argument("--out", default=None, help="the file to write (default: in the run directory)")
+    p.add_argument(
+        "--state", action="store_true", help="onnx: initial-state inputs h0 (c0), to carry state"
+    )
+    p.add_argument("--no-lengths", dest="lengths", action="store_false",
+                   help="onnx: no lengths input (every sequence full length)")  # fmt: skip
+
     sub.add_parser("tasks", help="list the built-in tasks")
     sub.add_parser(
         "bench",
@@ -240,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_evaluate(args)
         if args.command == "sample":
             return cmd_sample(args)
+        if args.command == "export":
+            return cmd_export(args)
         if args.command == "demo":
             return cmd_demo(args)
     except KeyboardInterrupt:
@@ -470,6 +488,21 @@ def cmd_sample(args) -> int:
             seed=args.seed,
         )
     )
+    return 0
+
+
+def cmd_export(args) -> int:
+    from rnnlab import export
+
+    if args.fmt not in export.FORMATS:  # not argparse's choices: its error is two lines
+        raise UsageError(
+            f"`--format` must be one of {', '.join(export.FORMATS)}; got {args.fmt!r} instead."
+        )
+    path, text = export.export_run(
+        args.run, args.fmt, args.out, lengths=args.lengths, state=args.state
+    )
+    print(text, end="")
+    print(f"wrote {path}", file=sys.stderr)
     return 0
 
 

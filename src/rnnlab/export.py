@@ -1,0 +1,211 @@
+"""`rnnlab export RUN --format F`: a trained run's model in another framework's format.
+
+    onnx               RUN/model.onnx, the standard RNN/LSTM/GRU operators (rnnlab.onnx)
+    safetensors-torch  RUN/model.torch.safetensors, a state_dict PyTorch's modules load with
+                       strict=True, and (printed) the code that builds those modules
+    keras              RUN/model.weights.h5, the weights of the matching Keras 3 layers
+                       (rnnlab.keras)
+
+Every file is written atomically (rnnlab.io): an error leaves no file behind.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from rnnlab import _checks, io
+from rnnlab.cells import ElmanCell, GRUCell, LSTMCell
+from rnnlab.layers import Recurrent
+from rnnlab.modules import Dropout, Embedding, LastStep, Linear, MeanOverTime, Sequential
+
+FORMATS = ("onnx", "safetensors-torch", "keras")
+SUFFIXES = {"onnx": ".onnx", "safetensors-torch": ".torch.safetensors", "keras": ".weights.h5"}
+
+
+def export_run(run, fmt: str, out=None, *, lengths: bool = True, state: bool = False):
+    """Export the latest weights of the run directory `run`; returns (path written, text to
+    print). `lengths` and `state` are rnnlab.onnx.export's (ONNX only)."""
+    from rnnlab.cli import _load_run
+
+    fmt = _checks.choice(fmt, "--format", FORMATS)
+    run_dir, cfg, model = _load_run(run)
+    path = Path(out) if out is not None else run_dir / ("model" + SUFFIXES[fmt])
+    if fmt == "onnx":
+        from rnnlab import onnx
+
+        onnx.export(model, path, lengths=lengths, state=state, doc=f"rnnlab run {run_dir.name}")
+        return path, _onnx_note(model, path, state)
+    if fmt == "safetensors-torch":
+        tensors = torch_state_dict(model)
+        snippet = torch_snippet(model, path)
+        io.save_safetensors(path, tensors, {"format": "pt"})
+        return path, snippet
+    from rnnlab import keras
+
+    keras.save_weights(model, path)
+    return path, keras.snippet(model, path)
+
+
+def _onnx_note(model, path: Path, state: bool) -> str:
+    ins = "x, lengths" + (", h0" + (", c0" if _has_c(model) else "") if state else "")
+    return f"# inputs: {ins}; outputs: y, h_n{', c_n' if _has_c(model) else ''}\n"
+
+
+def _has_c(model) -> bool:
+    mods = model.modules if isinstance(model, Sequential) else [model]
+    return any(isinstance(m, Recurrent) and m.cell.has_c for m in mods)
+
+
+# ---------------------------------------------------------------------- PyTorch
+def _torch_check(model) -> list:
+    """The modules of `model`, after checking that PyTorch's modules hold each of them."""
+    if hasattr(model, "wants_targets"):
+        _checks.fail("model", "a model PyTorch's modules hold",
+                     "an output-feedback (Jordan) model", "PyTorch has no such layer.")  # fmt: skip
+    mods = model.modules if isinstance(model, Sequential) else [model]
+    for i, m in enumerate(mods):
+        what = None
+        if isinstance(m, Recurrent):
+            cell = m.cell
+            if type(cell) not in (ElmanCell, LSTMCell, GRUCell):
+                what = f"a cell of its own ({type(cell).__name__})"
+            elif isinstance(cell, LSTMCell) and (
+                cell.peephole or cell.coupled or cell.layer_norm or cell.cell_clip is not None
+            ):
+                what = f"an LSTM variant ({cell.describe()}); nn.LSTM has none"
+            elif isinstance(cell, GRUCell) and not cell.reset_after:
+                what = "the original GRU (reset_after=False); nn.GRU is the reset-after form"
+            elif m.merge == "readout":
+                what = "the bidirectional readout merge"
+            elif getattr(m, "proj_size", None) or getattr(m, "zoneout", None):
+                what = "a layer with proj_size or zoneout"
+        elif not isinstance(m, (Embedding, Linear, Dropout, LastStep, MeanOverTime)):
+            what = _checks.describe(m)
+        if what is not None:
+            _checks.fail(f"model (module {i})", "a module PyTorch's modules hold", what)
+    return list(mods)
+
+
+def torch_state_dict(model) -> dict[str, np.ndarray]:
+    """The state_dict of `torch_snippet`'s modules: rnnlab's own names (they are PyTorch's,
+    a Sequential's modules numbered as in torch.nn.Sequential), float32."""
+    _torch_check(model)
+    prefix = "" if isinstance(model, Sequential) else "0."  # a lone module is module 0
+    return {prefix + k: np.ascontiguousarray(v, dtype=np.float32) for k, v in model.params.items()}
+
+
+_TORCH_HELPERS = '''
+def _recurrent(rnn, x, lengths, state, merge, initial):
+    """rnnlab's recurrent layer on torch.nn.RNN/LSTM/GRU: padding by packing, its initial
+    state (zeros, a constant, or the learned h0_l*/c0_l* parameters) and its merge."""
+    bf, lstm = rnn.batch_first, isinstance(rnn, torch.nn.LSTM)
+    B, T = (x.shape[0], x.shape[1]) if bf else (x.shape[1], x.shape[0])
+    D = 2 if rnn.bidirectional else 1
+    if state is None and initial != "zeros":
+        sfx = ("", "_reverse")[:D]
+        def make(w):
+            if initial == "learned":
+                v = torch.stack([getattr(rnn, f"{w}_l{k}{s}") for k in range(rnn.num_layers)
+                                 for s in sfx])
+            else:
+                v = torch.full((rnn.num_layers * D, rnn.hidden_size), float(initial))
+            return v[:, None].expand(-1, B, -1).contiguous()
+        state = (make("h0"), make("c0")) if lstm else make("h0")
+    if lengths is not None:
+        x = torch.nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=bf,
+                                                    enforce_sorted=False)
+    y, state = rnn(x, state)
+    if lengths is not None:
+        y, _ = torch.nn.utils.rnn.pad_packed_sequence(y, batch_first=bf, total_length=T)
+    if merge == "sum" and D == 2:
+        y = y[..., : rnn.hidden_size] + y[..., rnn.hidden_size :]
+    return y, state
+
+
+def _last_step(x, lengths):
+    last = torch.full((x.shape[0],), x.shape[1] - 1) if lengths is None else lengths - 1
+    return x[torch.arange(x.shape[0]), last]
+
+
+def _mean_over_time(x, lengths):
+    if lengths is None:
+        return x.mean(dim=1)
+    valid = (torch.arange(x.shape[1])[None, :] < lengths[:, None]).to(x.dtype)
+    return (x * valid[:, :, None]).sum(dim=1) / lengths[:, None].to(x.dtype)
+
+'''
+
+
+def torch_snippet(model, path) -> str:
+    """Python that builds PyTorch modules holding `model` and loads the exported file into
+    them with strict=True; `model(x, lengths=None, state=None)` then returns (output,
+    states) as rnnlab's forward does."""
+    mods = _torch_check(model)
+    init, body = [], []
+    for i, m in enumerate(mods):
+        key = f'm["{i}"]'
+        if isinstance(m, Embedding):
+            init.append(f"torch.nn.Embedding({m.num_embeddings}, {m.embedding_dim})")
+            body.append(f"x = {key}(x)")
+        elif isinstance(m, Linear):
+            bias = "" if "bias" in m.params else ", bias=False"
+            init.append(f"torch.nn.Linear({m.in_features}, {m.out_features}{bias})")
+            body.append(f"x = {key}(x)")
+        elif isinstance(m, Dropout):
+            init.append(f"torch.nn.Dropout({m.p})")
+            body.append(f"x = {key}(x)")
+        elif isinstance(m, LastStep):
+            init.append("torch.nn.Identity()")  # LastStep is in forward
+            body.append("x = _last_step(x, lengths)")
+        elif isinstance(m, MeanOverTime):
+            init.append("torch.nn.Identity()")  # MeanOverTime is in forward
+            body.append("x = _mean_over_time(x, lengths)")
+        else:
+            cell = m.cell
+            cls = {LSTMCell: "LSTM", GRUCell: "GRU", ElmanCell: "RNN"}[type(cell)]
+            extra = f', nonlinearity="{cell.nonlinearity}"' if cls == "RNN" else ""
+            init.append(
+                f"torch.nn.{cls}({m.input_size}, {m.hidden_size}, {m.num_layers}{extra}, "
+                f"batch_first={m.batch_first}, bidirectional={m.bidirectional}, "
+                f"dropout={m.dropout})"
+            )
+            initial = repr(m.initial_state)
+            body.append(
+                f"x, states[{i}] = _recurrent({key}, x, lengths, "
+                f"None if state is None else state[{i}], {m.merge!r}, {initial})"
+            )
+    lines = [
+        "import torch",
+        "from safetensors.torch import load_file",
+        _TORCH_HELPERS,
+        "class Model(torch.nn.Module):",
+        '    """The rnnlab model as PyTorch modules, numbered as rnnlab numbers them."""',
+        "",
+        "    def __init__(self):",
+        "        super().__init__()",
+    ]
+    for i, text in enumerate(init):
+        lines.append(f'        self.add_module("{i}", {text})')
+    for i, m in enumerate(mods):
+        if isinstance(m, Recurrent) and m.initial_state == "learned":
+            names = [f"{w}_l{k}{s}" for k in range(m.num_layers) for s in m.directions
+                     for w in (("h0", "c0") if m.cell.has_c else ("h0",))]  # fmt: skip
+            lines.append(f"        for name in {names!r}:")
+            lines.append(
+                f'            self._modules["{i}"].register_parameter(name, '
+                f"torch.nn.Parameter(torch.zeros({m.hidden_size})))"
+            )
+    lines += [
+        "",
+        "    def forward(self, x, lengths=None, state=None):",
+        "        m, states = self._modules, [None] * len(self._modules)",
+        *[f"        {b}" for b in body],
+        "        return x, states",
+        "",
+        "",
+        "model = Model().eval()",
+        f"model.load_state_dict(load_file({str(path)!r}), strict=True)",
+    ]
+    return "\n".join(lines) + "\n"

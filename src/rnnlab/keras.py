@@ -1,0 +1,458 @@
+"""Keras 3 weights both ways: SimpleRNN, LSTM, GRU (both forms), Bidirectional, stacked.
+
+    rnnlab.keras.load_weights(layer, "model.keras")        # or .weights.h5, or Keras layers
+    rnnlab.keras.save_weights(model, "model.weights.h5")   # what keras' load_weights reads
+    print(rnnlab.keras.snippet(model, "model.weights.h5")) # the Keras model it fits
+
+Files are read and written with h5py alone (Keras' own layout: `layers/<key>/cell/vars/0..2`
+for a recurrent layer, `forward_layer`/`backward_layer` inside a Bidirectional); Keras is
+not needed, and the tests use it only as an oracle. rnnlab's Recurrent with L layers is L
+Keras layers (each a Bidirectional when bidirectional).
+
+The mapping, per layer and direction (Keras stores x·K, rnnlab W·x, so every matrix is
+transposed):
+
+    SimpleRNN  kernel (I, H), recurrent_kernel (H, H), bias (H,)
+    LSTM       kernel (I, 4H) in i, f, c, o: PyTorch's i, f, g, o, so no reordering;
+               one bias (4H,) = b_ih + b_hh
+    GRU        kernel (I, 3H) in z, r, h against rnnlab's r, z, n; reset_after=True: bias
+               (2, 3H), rows b_ih and b_hh; reset_after=False: one bias (3H,) = b_ih + b_hh
+               (the original form adds its two candidate biases too, so nothing is lost)
+
+Loading a Keras bias puts it in b_ih and zeros in b_hh (the sum is what both compute).
+What Keras cannot hold is refused in one line: LSTM variants, initial states other than
+zeros, the readout merge, and (on this branch) LastStep after a bidirectional layer.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io as _io
+import json
+import re
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from rnnlab import _checks, io
+from rnnlab.cells import ElmanCell, GRUCell, LSTMCell
+from rnnlab.layers import Recurrent
+from rnnlab.modules import Dropout, Embedding, LastStep, Linear, MeanOverTime, Sequential
+
+F32 = np.float32
+_KINDS = {ElmanCell: "SimpleRNN", LSTMCell: "LSTM", GRUCell: "GRU"}
+_GRU_ORDER = (1, 0, 2)  # r, z, n ↔ z, r, h (its own inverse)
+
+
+def _h5py():
+    try:
+        return importlib.import_module("h5py")
+    except ImportError:
+        raise ImportError(
+            "h5py is not installed; pip install 'rnnlab[keras]' to read or write Keras weights"
+        ) from None
+
+
+def _snake(name: str) -> str:
+    """Keras' naming.to_snake_case: the key of a layer of this class in a weights file."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _reorder(a: np.ndarray, order, H: int, axis: int) -> np.ndarray:
+    return np.concatenate(
+        [np.take(a, range(g * H, (g + 1) * H), axis=axis) for g in order], axis=axis
+    )
+
+
+def _check_layer(layer, where: str = "layer") -> str:
+    """The Keras class name for rnnlab's Recurrent `layer`, or a one-line error."""
+    if not isinstance(layer, Recurrent):
+        _checks.fail(where, "an rnnlab recurrent layer (RNN, LSTM, GRU)", _checks.describe(layer))
+    cell = layer.cell
+    what = None
+    if type(cell) not in _KINDS:
+        what = f"a cell of its own ({type(cell).__name__})"
+    elif isinstance(cell, LSTMCell) and cell.describe() != "lstm":
+        what = f"an LSTM variant ({cell.describe()}); Keras' LSTM has none"
+    elif layer.initial_state != "zeros":
+        what = f"initial_state={layer.initial_state!r} (Keras layers start from zeros)"
+    elif layer.merge == "readout":
+        what = "the bidirectional readout merge"
+    elif getattr(layer, "proj_size", None) or getattr(layer, "zoneout", None):
+        what = "a layer with proj_size or zoneout"
+    if what is not None:
+        _checks.fail(where, "a layer Keras' SimpleRNN, LSTM and GRU hold", what)
+    return _KINDS[type(cell)]
+
+
+# ---------------------------------------------------------------------- rnnlab → Keras
+def layer_weights(layer: Recurrent, k: int, sfx: str = "") -> list[np.ndarray]:
+    """Keras' [kernel, recurrent_kernel, bias] of layer k, direction sfx ("" or "_reverse")."""
+    p, H, cell = layer.params, layer.hidden_size, layer.cell
+    W, R = p[f"weight_ih_l{k}{sfx}"], p[f"weight_hh_l{k}{sfx}"]
+    b_ih, b_hh = p[f"bias_ih_l{k}{sfx}"], p[f"bias_hh_l{k}{sfx}"]
+    if isinstance(cell, GRUCell):
+        W, R = _reorder(W, _GRU_ORDER, H, 0), _reorder(R, _GRU_ORDER, H, 0)
+        b_ih, b_hh = _reorder(b_ih, _GRU_ORDER, H, 0), _reorder(b_hh, _GRU_ORDER, H, 0)
+        bias = np.stack([b_ih, b_hh]) if cell.reset_after else b_ih + b_hh
+    else:
+        bias = b_ih + b_hh
+    return [np.ascontiguousarray(a, dtype=F32) for a in (W.T, R.T, bias)]
+
+
+def _layer_spec(layer: Recurrent, k: int, last: bool, return_sequences: bool) -> str:
+    """The Keras constructor of layer k of `layer`, as Python."""
+    kind, cell = _check_layer(layer), layer.cell
+    args = [str(layer.hidden_size)]
+    if kind == "SimpleRNN" and cell.nonlinearity == "relu":
+        args.append('activation="relu"')
+    if kind == "GRU":
+        args.append(f"reset_after={cell.reset_after}")
+    args.append(f"return_sequences={return_sequences or not last}")
+    inner = f"keras.layers.{kind}({', '.join(args)})"
+    if not layer.bidirectional:
+        return inner
+    merge = "concat" if (not last or layer.merge == "concat") else "sum"
+    return f'keras.layers.Bidirectional({inner}, merge_mode="{merge}")'
+
+
+def _keras_layers(model) -> list[tuple[str, str, object]]:
+    """(Keras class, constructor as Python, what holds the weights) for every Keras layer of
+    the model, in order."""
+    mods = model.modules if isinstance(model, Sequential) else [model]
+    if hasattr(model, "wants_targets"):
+        _checks.fail("model", "a model Keras' layers hold", "an output-feedback (Jordan) model")
+    out: list[tuple[str, str, object]] = []
+    for i, m in enumerate(mods):
+        nxt = mods[i + 1] if i + 1 < len(mods) else None
+        if isinstance(m, Embedding):
+            out.append(("Embedding", f"keras.layers.Embedding({m.num_embeddings}, "
+                        f"{m.embedding_dim})", m))  # fmt: skip
+        elif isinstance(m, Recurrent):
+            _check_layer(m, f"model (module {i})")
+            if not m.batch_first:
+                _checks.fail(f"model (module {i})", "batch-first for Keras", "a time-major layer")
+            sequences = not isinstance(nxt, LastStep)
+            if not sequences:
+                _last_step_check(m, i)
+            kind = "Bidirectional" if m.bidirectional else _KINDS[type(m.cell)]
+            for k in range(m.num_layers):
+                out.append((kind, _layer_spec(m, k, k == m.num_layers - 1, sequences), (m, k)))
+        elif isinstance(m, LastStep):
+            if not isinstance(mods[i - 1] if i else None, Recurrent):
+                _checks.fail(f"model (module {i})", "a LastStep right after a recurrent layer "
+                             "for Keras", "one elsewhere")  # fmt: skip
+        elif isinstance(m, MeanOverTime):
+            out.append(("GlobalAveragePooling1D", "keras.layers.GlobalAveragePooling1D()", None))
+        elif isinstance(m, Dropout):
+            out.append(("Dropout", f"keras.layers.Dropout({m.p})", None))
+        elif isinstance(m, Linear):
+            bias = "" if "bias" in m.params else ", use_bias=False"
+            out.append(("Dense", f"keras.layers.Dense({m.out_features}{bias})", m))
+        else:
+            _checks.fail(f"model (module {i})", "a module Keras holds", _checks.describe(m))
+    return out
+
+
+def _last_step_check(layer: Recurrent, i: int) -> None:
+    """LastStep after a recurrent layer is Keras' return_sequences=False: each direction's
+    final state. For a bidirectional layer that is the reverse direction's output at step 0,
+    while rnnlab's LastStep (on this branch) takes both directions' outputs at the last valid
+    step: refused here, the one place to change should LastStep come to mean Keras'."""
+    if layer.bidirectional:
+        _checks.fail(
+            f"model (module {i + 1})",
+            "a LastStep after a unidirectional layer for Keras",
+            "one after a bidirectional layer (Keras' return_sequences=False takes the reverse "
+            "direction's final state, rnnlab's LastStep its output at the last step)",
+        )
+
+
+def save_weights(model, path) -> Path:
+    """Write `model`'s weights as Keras 3's `.weights.h5` for the Keras model `snippet`
+    builds (keras' `model.load_weights(path)` reads it); atomically. Returns the path."""
+    h5py = _h5py()
+    path = io._path(path, "path")
+    layers = _keras_layers(model)
+    if not path.name.endswith(".weights.h5"):
+        _checks.fail("path", "a file name ending in .weights.h5 (Keras insists)", f"'{path}'")
+    buffer = _io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        f.create_group("vars").attrs["name"] = "sequential"
+        group = f.create_group("layers")
+        used: dict[str, int] = {}
+        for kind, _, holder in layers:
+            key = _snake(kind)
+            if key in used:
+                used[key] += 1
+                key = f"{key}_{used[key]}"
+            else:
+                used[key] = 0
+            g = group.create_group(key)
+            if isinstance(holder, tuple):
+                m, k = holder
+                if m.bidirectional:
+                    g.create_group("vars").attrs["name"] = key
+                    for side, sfx in (("forward_layer", ""), ("backward_layer", "_reverse")):
+                        _write_rnn(g.create_group(side), m, k, sfx)
+                else:
+                    _write_rnn(g, m, k, "")
+                continue
+            v = g.create_group("vars")
+            v.attrs["name"] = key
+            if isinstance(holder, Embedding):
+                v["0"] = holder.params["weight"].astype(F32)
+            elif isinstance(holder, Linear):
+                v["0"] = np.ascontiguousarray(holder.params["weight"].T, dtype=F32)
+                if "bias" in holder.params:
+                    v["1"] = holder.params["bias"].astype(F32)
+    io.atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def _write_rnn(g, layer: Recurrent, k: int, sfx: str) -> None:
+    kind = _KINDS[type(layer.cell)]
+    g.create_group("vars").attrs["name"] = _snake(kind)
+    v = g.create_group("cell").create_group("vars")
+    v.attrs["name"] = _snake(kind) + "_cell"
+    for j, a in enumerate(layer_weights(layer, k, sfx)):
+        v[str(j)] = a
+
+
+def snippet(model, path) -> str:
+    """Python that builds the Keras 3 model matching `model` and loads `path` into it."""
+    layers = _keras_layers(model)
+    mods = model.modules if isinstance(model, Sequential) else [model]
+    first = mods[0]
+    if isinstance(first, Embedding):
+        inp = 'keras.Input((None,), dtype="int32")'
+    else:
+        inp = f"keras.Input((None, {first.input_size}))"
+    lines = [
+        "import os",
+        'os.environ.setdefault("KERAS_BACKEND", "torch")',
+        "import keras",
+        "",
+        "model = keras.Sequential([",
+        f"    {inp},",
+        *[f"    {code}," for _, code, _ in layers],
+        "])",
+        f"model.load_weights({str(path)!r})",
+        "# padding: valid = (batch, time) booleans; call the layers in turn, the recurrent",
+        "# and pooling ones with mask=valid (an Embedding drops a mask given to the model)",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------- Keras → rnnlab
+def load_weights(layer: Recurrent, source, *, keys=None) -> None:
+    """Load Keras weights into rnnlab's recurrent `layer`. `source`: a Keras layer (SimpleRNN,
+    LSTM, GRU or Bidirectional), a list of them (one per stacked layer), or a `.keras` /
+    `.weights.h5` file, whose recurrent layers are taken in the model's order (for a
+    `.weights.h5` holding several kinds, name them in order with `keys`, e.g.
+    ["lstm", "lstm_1"])."""
+    kind = _check_layer(layer)
+    L = layer.num_layers
+    if isinstance(source, (str, Path)):
+        found = _read_file(Path(source), keys)
+    else:
+        found = [_from_keras_layer(x) for x in (source if isinstance(source, list) else [source])]
+    if len(found) != L:
+        _checks.fail(
+            "source",
+            f"{L} recurrent layer{'s' if L > 1 else ''} (num_layers of the rnnlab layer)",
+            f"{len(found)}",
+            "Pass keys=[...] to pick them from a file." if len(found) > L else "",
+        )
+    loaded: dict[str, np.ndarray] = {}
+    for k, (ckind, bi, weights, options) in enumerate(found):
+        where = f"source (layer {k})"
+        if ckind != kind:
+            _checks.fail(where, f"a Keras {kind} for rnnlab's {layer.cell.name}", f"a {ckind}")
+        if bi != layer.bidirectional:
+            want = "a Bidirectional" if layer.bidirectional else "a unidirectional layer"
+            _checks.fail(where, want, "a Bidirectional" if bi else "a unidirectional layer")
+        _check_options(layer, k, options, where)
+        for sfx, w in zip(layer.directions, weights, strict=True):
+            loaded.update(_to_rnnlab(layer, k, sfx, w, where))
+    for name, value in loaded.items():  # only once every layer was checked
+        layer.params[name][...] = value
+
+
+def _check_options(layer: Recurrent, k: int, options: dict, where: str) -> None:
+    """What a Keras layer's configuration (when known) must say for rnnlab to compute it."""
+    cell = layer.cell
+    want = {"recurrent_activation": "sigmoid", "go_backwards": False}
+    want["activation"] = getattr(cell, "nonlinearity", "tanh")
+    if isinstance(cell, GRUCell):
+        want["reset_after"] = cell.reset_after
+    if layer.bidirectional and k == layer.num_layers - 1:
+        want["merge_mode"] = layer.merge
+    elif layer.bidirectional:
+        want["merge_mode"] = "concat"
+    for name, value in want.items():
+        got = options.get(name, value)
+        if isinstance(got, dict):  # a serialized activation
+            got = got.get("config", {}).get("name", got)
+        if name == "recurrent_activation" and isinstance(cell, ElmanCell):
+            continue
+        if got != value:
+            _checks.fail(where, f"a Keras layer with {name}={value!r}", f"{name}={got!r}")
+
+
+def _to_rnnlab(layer: Recurrent, k: int, sfx: str, w: list, where: str) -> dict:
+    H, I = layer.hidden_size, layer.params[f"weight_ih_l{k}"].shape[1]
+    G = layer.cell.gates
+    cell = layer.cell
+    if len(w) == 2:  # use_bias=False
+        w = [*w, np.zeros((2, G * H) if getattr(cell, "reset_after", False) else G * H)]
+    kernel, recurrent, bias = (np.asarray(a) for a in w)
+    for name, a, shape in (("kernel", kernel, (I, G * H)), ("recurrent_kernel", recurrent,
+                                                            (H, G * H))):  # fmt: skip
+        if a.shape != shape:
+            _checks.fail(f"{where} {name}", f"an array of shape {shape}", f"shape {a.shape}")
+    W, R = kernel.T, recurrent.T
+    if isinstance(cell, GRUCell):
+        W, R = _reorder(W, _GRU_ORDER, H, 0), _reorder(R, _GRU_ORDER, H, 0)
+    want = (2, G * H) if getattr(cell, "reset_after", False) else (G * H,)
+    if bias.shape != want:
+        _checks.fail(f"{where} bias", f"an array of shape {want}", f"shape {bias.shape}")
+    if bias.ndim == 2:
+        b_ih, b_hh = bias[0], bias[1]
+    else:
+        b_ih, b_hh = bias, np.zeros_like(bias)
+    if isinstance(cell, GRUCell):
+        b_ih, b_hh = _reorder(b_ih, _GRU_ORDER, H, 0), _reorder(b_hh, _GRU_ORDER, H, 0)
+    return {
+        f"weight_ih_l{k}{sfx}": W,
+        f"weight_hh_l{k}{sfx}": R,
+        f"bias_ih_l{k}{sfx}": b_ih,
+        f"bias_hh_l{k}{sfx}": b_hh,
+    }
+
+
+def _from_keras_layer(x):
+    """(kind, bidirectional, [weights per direction], options) of a Keras layer object."""
+    name = type(x).__name__
+    if name == "Bidirectional":
+        fwd = x.forward_layer
+        kind = type(fwd).__name__
+        n = len(fwd.get_weights())
+        weights = x.get_weights()
+        options = _options(fwd)
+        options["merge_mode"] = x.merge_mode
+        return kind, True, [weights[:n], weights[n:]], options
+    if name not in ("SimpleRNN", "LSTM", "GRU"):
+        _checks.fail(
+            "source",
+            "Keras SimpleRNN, LSTM, GRU or Bidirectional layers, or a .keras/.weights.h5 file",
+            _checks.describe(x),
+        )
+    return name, False, [x.get_weights()], _options(x)
+
+
+def _options(x) -> dict:
+    config = x.get_config()
+    return {k: config[k] for k in ("activation", "recurrent_activation", "reset_after",
+                                   "go_backwards") if k in config}  # fmt: skip
+
+
+def _read_file(path: Path, keys) -> list:
+    h5py = _h5py()
+    if not path.is_file():
+        _checks.fail("source", "a .keras or .weights.h5 file", f"'{path}', which does not exist")
+    config = None
+    try:
+        if path.suffix == ".keras":
+            with zipfile.ZipFile(path) as z:
+                config = json.loads(z.read("config.json"))
+                data = z.read("model.weights.h5")
+        else:
+            data = path.read_bytes()
+        f = h5py.File(_io.BytesIO(data), "r")
+    except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+        raise ValueError(f"'{path}' is not a Keras 3 .keras or .weights.h5 file: {e}") from None
+    with f:
+        layers = f.get("layers")
+        if layers is None:
+            raise ValueError(f"'{path}' is not a Keras 3 weights file (no 'layers' group)")
+        if keys is None:
+            keys = _recurrent_keys(layers, config, path)
+        configs = _layer_configs(config) if config is not None else {}
+        out = []
+        for key in keys:
+            if key not in layers:
+                _checks.fail("keys", f"names of layers in '{path}'", repr(key))
+            out.append(_read_group(layers[key], configs.get(key, {})))
+        return out
+
+
+_RECURRENT = ("simple_rnn", "lstm", "gru", "bidirectional")
+
+
+def _recurrent_keys(layers, config, path: Path) -> list[str]:
+    if config is not None:  # a .keras file: the model's own order
+        return [k for k in _layer_configs(config) if _base(k) in _RECURRENT]
+    keys = [k for k in layers if _base(k) in _RECURRENT]
+    kinds = {_base(k) for k in keys}
+    if len(kinds) > 1:
+        raise ValueError(
+            f"'{path}' holds recurrent layers of several kinds ({', '.join(sorted(keys))}) and "
+            "a .weights.h5 file does not say their order; pass keys=[...] in the model's order "
+            "or load the .keras file"
+        )
+    return sorted(keys, key=lambda k: 0 if k in _RECURRENT else int(k.rsplit("_", 1)[1]) + 1)
+
+
+def _base(key: str) -> str:
+    head, _, tail = key.rpartition("_")
+    return head if tail.isdigit() and head else key
+
+
+def _layer_configs(config: dict) -> dict[str, dict]:
+    """The h5 key of every layer of a .keras file's model, in order, with its config (the
+    keys as Keras' saving makes them: snake_case class names, numbered by order)."""
+    layers = config.get("config", {}).get("layers", [])
+    used: dict[str, int] = {}
+    out = {}
+    for entry in layers:
+        key = _snake(entry.get("class_name", ""))
+        if key in used:
+            used[key] += 1
+            key = f"{key}_{used[key]}"
+        else:
+            used[key] = 0
+        cfg = dict(entry.get("config", {}))
+        if entry.get("class_name") == "Bidirectional":
+            inner = cfg.get("layer", {}).get("config", {})
+            cfg = {**inner, "merge_mode": cfg.get("merge_mode")}
+        out[key] = cfg
+    return out
+
+
+def _read_group(g, config: dict):
+    def arrays(cell_group):
+        v = cell_group["cell"]["vars"]
+        return [np.asarray(v[str(j)]) for j in range(len(v))], v.attrs.get("name", "")
+
+    if "forward_layer" in g:
+        fwd, name = arrays(g["forward_layer"])
+        bwd, _ = arrays(g["backward_layer"])
+        return _kind_of(name), True, [fwd, bwd], _subset(config)
+    w, name = arrays(g)
+    return _kind_of(name), False, [w], _subset(config)
+
+
+def _kind_of(cell_name) -> str:
+    name = cell_name.decode() if isinstance(cell_name, bytes) else str(cell_name)
+    for kind in ("SimpleRNN", "LSTM", "GRU"):
+        if name.startswith(_snake(kind) + "_cell"):
+            return kind
+    return name
+
+
+def _subset(config: dict) -> dict:
+    keep = ("activation", "recurrent_activation", "reset_after", "go_backwards", "merge_mode")
+    return {k: config[k] for k in keep if k in config}

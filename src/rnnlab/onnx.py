@@ -1,0 +1,647 @@
+"""Export a model to ONNX, and run an exported file with onnxruntime.
+
+    import rnnlab.onnx
+    rnnlab.onnx.export(model, "model.onnx")                 # Sequential, Recurrent, ...
+    m = rnnlab.onnx.Runtime("model.onnx")                   # onnxruntime behind rnnlab's API
+    y = m.forward(x, lengths=lengths).output
+
+The graph uses ONNX's own recurrent operators (RNN, LSTM, GRU, opset 17), so every runtime
+that implements them runs it with its own fused kernels; nothing rnnlab-specific is needed
+to load it. One operator per layer (ONNX's operators are one layer deep), both directions of
+a bidirectional layer in one operator. Weights are float32; batch and time are dynamic axes.
+
+Graph inputs and outputs (names fixed, so a deployment can rely on them):
+
+    x          float32 (batch, time, features), or int64 token ids (batch, time) when the
+               model starts with an Embedding; (time, batch, ...) for a time-major layer
+    lengths    int32 (batch,): each sequence's valid steps (`lengths=True`, the default);
+               the recurrent operators' `sequence_lens`, and the readouts' masks
+    h0, c0     float32 (layers·directions, batch, hidden), the initial state (`state=True`);
+               without them the model's own (zeros, a constant, or learned) is built in
+    y          the model's output; zero at padded steps, as rnnlab's
+    h_n, c_n   the final states, as rnnlab's `Forward.state`
+
+With several recurrent layers in one model, their state inputs and outputs get the module's
+index as a suffix (`h0_1`, `h_n_1`, ...).
+
+Gate orders: rnnlab keeps PyTorch's (LSTM i, f, g, o; GRU r, z, n); ONNX's LSTM wants
+i, o, f, c and its GRU z, r, h, so the blocks of every weight and bias are reordered here.
+The GRU's two forms are ONNX's `linear_before_reset` 1 (reset-after, PyTorch's) and 0 (the
+original). LSTM peepholes go to the input P in ONNX's order i, o, f. What the operators
+cannot express is refused with a one-line error naming it: the cell-clipped and
+layer-normalised LSTMs (ONNX's `clip` bounds the gates' pre-activations, not the cell
+state), output-feedback models and cells of one's own. The coupled LSTM (i = 1 − f) is
+expressed exactly: its input gate's weights are the forget gate's, negated.
+
+This module is named like the `onnx` package; it imports it absolutely (a module never
+imports itself by `import onnx` under Python 3), and lazily, so rnnlab needs neither onnx
+nor onnxruntime unless they are used.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rnnlab import _checks
+from rnnlab.cells import ElmanCell, GRUCell, LSTMCell
+from rnnlab.layers import Forward, Recurrent
+from rnnlab.modules import Dropout, Embedding, LastStep, Linear, MeanOverTime, Sequential
+
+OPSET = 17
+F32 = np.float32
+
+
+def _require(module: str, extra: str = "onnx", purpose: str = "to export to ONNX"):
+    """Import an optional dependency, or say in one line how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ImportError(
+            f"{module} is not installed; pip install 'rnnlab[{extra}]' {purpose}"
+        ) from None
+
+
+# ---------------------------------------------------------------------- gate orders
+# rnnlab's blocks (PyTorch's order) as ONNX's operators want them.
+_LSTM_ORDER = (0, 3, 1, 2)  # i, f, g, o → i, o, f, c
+_GRU_ORDER = (1, 0, 2)  # r, z, n → z, r, h
+# The coupled LSTM (i = 1 − f) has three blocks, f, g, o; ONNX's four are filled with
+# f, o, f, g and the first negated: σ(−z_f) = 1 − σ(z_f) is the input gate, exactly, with the
+# standard operator (no `input_forget`, whose meaning the spec leaves to the runtime).
+_COUPLED_ORDER = (0, 2, 0, 1)
+
+
+def _reorder(a: np.ndarray, order: tuple[int, ...], H: int) -> np.ndarray:
+    """The H-row blocks of a weight (G·H, ·) or a bias (G·H,) in another order."""
+    return np.concatenate([a[g * H : (g + 1) * H] for g in order], axis=0)
+
+
+def check_exportable(model) -> None:
+    """Raise a one-line ValueError naming the first part of `model` ONNX cannot express."""
+    for i, module in enumerate(_modules(model)):
+        _check_module(module, f"module {i}")
+
+
+def _modules(model) -> list:
+    if isinstance(model, Sequential):
+        return list(model.modules)
+    if type(model).__name__ == "FeedbackModel" or hasattr(model, "wants_targets"):
+        _checks.fail(
+            "model",
+            "a model ONNX's recurrent operators can express",
+            "an output-feedback (Jordan) model",
+            "Its outputs feed back into its recurrence, which ONNX's RNN, LSTM and GRU "
+            "cannot express.",
+        )
+    if isinstance(model, (Recurrent, Embedding, Linear, Dropout, LastStep, MeanOverTime)):
+        return [model]
+    _checks.fail(
+        "model",
+        "a Sequential or one of rnnlab's modules (Recurrent, Embedding, Linear, Dropout, "
+        "LastStep, MeanOverTime)",
+        _checks.describe(model),
+    )
+    raise AssertionError  # unreachable: fail raises
+
+
+def _check_module(module, where: str) -> None:
+    if isinstance(module, (Embedding, Linear, Dropout, LastStep, MeanOverTime)):
+        return
+    if not isinstance(module, Recurrent):
+        _checks.fail(
+            f"model ({where})",
+            "made of rnnlab's modules (Recurrent, Embedding, Linear, Dropout, LastStep, "
+            "MeanOverTime)",
+            _checks.describe(module),
+            "ONNX export knows only these.",
+        )
+    cell = module.cell
+    what = None
+    if type(cell) not in (ElmanCell, LSTMCell, GRUCell):
+        what = f"a cell of its own ({type(cell).__name__})"
+    elif isinstance(cell, LSTMCell):
+        if cell.cell_clip is not None:
+            what = (
+                f"an LSTM with cell_clip={cell.cell_clip:g} (ONNX's `clip` bounds the "
+                "gates' pre-activations, not the cell state)"
+            )
+        elif cell.layer_norm:
+            what = "a layer-normalised LSTM"
+    for option in ("proj_size", "zoneout"):  # options of the layer that change inference
+        value = getattr(module, option, None) or getattr(cell, option, None)
+        if value:
+            what = f"a layer with {option}={value!r}"
+    if what is None:
+        # a parameter this exporter does not know would be silently dropped: refuse it
+        expected = _expected_params(module)
+        unknown = sorted(set(module.params) - expected)
+        if unknown:
+            what = f"a layer with parameters ONNX export does not know ({', '.join(unknown)})"
+    if what is not None:
+        _checks.fail(
+            f"model ({where})",
+            "a layer ONNX's RNN, LSTM and GRU operators can express",
+            what,
+        )
+
+
+def _expected_params(layer: Recurrent) -> set[str]:
+    names = set()
+    for k in range(layer.num_layers):
+        for sfx in layer.directions:
+            own = ["weight_ih", "weight_hh", "bias_ih", "bias_hh"]
+            own += [n for n, _, _ in layer.cell.extra_rows]
+            if layer.initial_state == "learned":
+                own += ["h0", "c0"] if layer.cell.has_c else ["h0"]
+            names.update(f"{n}_l{k}{sfx}" for n in own)
+    if layer.merge == "readout":
+        names.update(("readout_weight", "readout_weight_reverse", "readout_bias"))
+    return names
+
+
+# ---------------------------------------------------------------------- the graph
+@dataclass
+class _Graph:
+    """The nodes, initializers and interface of the graph being built, with unique names."""
+
+    helper: Any
+    numpy_helper: Any
+    TensorProto: Any
+    nodes: list = field(default_factory=list)
+    initializers: list = field(default_factory=list)
+    inputs: list = field(default_factory=list)
+    outputs: list = field(default_factory=list)
+    used: set = field(default_factory=set)
+    lengths: str | None = None
+    recurrent: dict = field(default_factory=dict)  # module index → what Runtime needs
+
+    def name(self, base: str) -> str:
+        n, k = base, 1
+        while n in self.used:
+            k += 1
+            n = f"{base}_{k}"
+        self.used.add(n)
+        return n
+
+    def const(self, base: str, value) -> str:
+        arr = np.asarray(value)
+        if arr.dtype.kind == "f":
+            arr = arr.astype(F32)
+        name = self.name(base)
+        # not ascontiguousarray: it makes a 0-d array (a scalar index) of shape (1,)
+        self.initializers.append(self.numpy_helper.from_array(np.asarray(arr, order="C"), name))
+        return name
+
+    def ints(self, base: str, *values: int) -> str:
+        """A 1-D int64 constant (axes, shapes, slice bounds)."""
+        return self.const(base, np.array(values, np.int64))
+
+    def op(self, op_type: str, inputs: list[str], base: str, n_out: int = 1, **attrs):
+        outs = [self.name(base if i == 0 else f"{base}_{i}") for i in range(n_out)]
+        node_name = self.name(f"{op_type}_{base}")
+        self.nodes.append(self.helper.make_node(op_type, inputs, outs, name=node_name, **attrs))
+        return outs[0] if n_out == 1 else outs
+
+
+@dataclass
+class _Flow:
+    """The tensor flowing between modules: its name, and which axes are batch and time."""
+
+    name: str
+    batch_first: bool
+    tokens: bool = False
+
+
+def export(
+    model,
+    path,
+    *,
+    lengths: bool = True,
+    state: bool = False,
+    opset: int = OPSET,
+    doc: str = "",
+) -> Path:
+    """Write `model` (a Sequential of rnnlab modules, or one module) to `path` as ONNX.
+
+    `lengths=True` gives the graph an int32 `lengths` input (each sequence's valid steps,
+    the recurrent operators' `sequence_lens`); `state=True` gives it initial-state inputs
+    (`h0`, and `c0` for an LSTM) for carrying state across calls. The graph passes
+    onnx.checker's full check (shape inference included) before the file is written, and
+    the file is written atomically: an error leaves no file behind. Returns the path."""
+    onnx = _require("onnx")
+    from rnnlab import io
+
+    path = io._path(path, "path")
+    lengths = _checks.boolean(lengths, "lengths")
+    state = _checks.boolean(state, "state")
+    if path.is_dir():
+        _checks.fail("path", "a file path", f"'{path}', a directory")
+
+    proto = build_model(model, lengths=lengths, state=state, opset=opset, doc=doc)
+    onnx.checker.check_model(proto, full_check=True)
+    io.atomic_write_bytes(path, proto.SerializeToString())
+    return path
+
+
+def build_model(model, *, lengths: bool = True, state: bool = False, opset: int = OPSET,
+                doc: str = ""):  # fmt: skip
+    """The onnx.ModelProto of `model` (see `export`), shapes inferred, not yet written."""
+    onnx = _require("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset < OPSET:
+        _checks.fail("opset", f"an integer ≥ {OPSET}", _checks.describe(opset))
+    check_exportable(model)
+    modules = _modules(model)
+    g = _Graph(helper, numpy_helper, TensorProto)
+    recurrent = [i for i, m in enumerate(modules) if isinstance(m, Recurrent)]
+    batch_first = modules[recurrent[0]].batch_first if recurrent else True
+    tokens = isinstance(modules[0], Embedding)
+    axes = ["batch", "time"] if batch_first else ["time", "batch"]
+    g.used.add("x")
+    if tokens:
+        g.inputs.append(helper.make_tensor_value_info("x", TensorProto.INT64, axes))
+    else:
+        features = _in_features(modules[0])
+        g.inputs.append(helper.make_tensor_value_info("x", TensorProto.FLOAT, [*axes, features]))
+    if lengths:
+        g.lengths = "lengths"
+        g.used.add("lengths")
+        g.inputs.append(helper.make_tensor_value_info("lengths", TensorProto.INT32, ["batch"]))
+    flow = _Flow("x", batch_first, tokens)
+    for i, module in enumerate(modules):
+        suffix = "" if len(recurrent) <= 1 else f"_{i}"
+        previous = modules[i - 1] if i > 0 else None
+        flow = _module(g, module, flow, index=i, suffix=suffix, state=state, previous=previous)
+    out = g.op("Identity", [flow.name], "y")
+    g.outputs.insert(0, helper.make_tensor_value_info(out, TensorProto.FLOAT, None))
+    graph = helper.make_graph(g.nodes, "rnnlab", g.inputs, g.outputs, g.initializers)
+    proto = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", opset)],
+        producer_name="rnnlab",
+        producer_version=_version(),
+        doc_string=doc or "exported by rnnlab (see rnnlab.onnx for the inputs and outputs)",
+    )
+    # the oldest IR version of the opset, so that older runtimes load the file too
+    proto.ir_version = helper.find_min_ir_version_for(list(proto.opset_import))
+    structure = {
+        "batch_first": batch_first,
+        "tokens": tokens,
+        "sequential": isinstance(model, Sequential),
+        "modules": len(modules),
+        "recurrent": g.recurrent,
+    }
+    helper.set_model_props(proto, {"rnnlab.structure": json.dumps(structure)})
+    # Shape inference fills in every output's type and shape (and checks the graph).
+    proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+    return proto
+
+
+def _version() -> str:
+    from rnnlab import __version__
+
+    return __version__
+
+
+def _in_features(module) -> int | str:
+    if isinstance(module, Recurrent):
+        return module.input_size
+    if isinstance(module, Linear):
+        return module.in_features
+    return "features"
+
+
+def _module(g: _Graph, module, flow: _Flow, *, index, suffix, state, previous) -> _Flow:
+    if isinstance(module, Embedding):
+        w = g.const("embedding_weight", module.params["weight"])
+        return _Flow(g.op("Gather", [w, flow.name], "embedded"), flow.batch_first)
+    if isinstance(module, Linear):
+        w = g.const("linear_weight_t", module.params["weight"].T)
+        y = g.op("MatMul", [flow.name, w], "linear")
+        if "bias" in module.params:
+            y = g.op("Add", [y, g.const("linear_bias", module.params["bias"])], "linear")
+        return _Flow(y, flow.batch_first)
+    if isinstance(module, Dropout):  # the identity at inference
+        return flow
+    if isinstance(module, LastStep):
+        return _Flow(_last_step(g, flow.name, previous), flow.batch_first)
+    if isinstance(module, MeanOverTime):
+        return _Flow(_mean_over_time(g, flow.name), flow.batch_first)
+    return _recurrent(g, module, flow, index=index, suffix=suffix, state=state)
+
+
+def _last_step(g: _Graph, x: str, previous) -> str:
+    """LastStep: (B, T, F) → (B, F), the features at each sequence's last valid step, as
+    rnnlab.modules.LastStep computes them on this branch (for a bidirectional layer: both
+    directions' outputs at that step).
+
+    The one place that decides LastStep's meaning in the graph: should LastStep take, for a
+    bidirectional layer before it (`previous`), the reverse direction's output at step 0
+    (its final state) instead, that is ONNX's Y_h of each direction, concatenated."""
+    if g.lengths is None:
+        index = g.const("last_index", np.array(-1, np.int64))
+        return g.op("Gather", [x, index], "last", axis=1)
+    lengths = g.op("Cast", [g.lengths], "lengths64", to=g.TensorProto.INT64)
+    last = g.op("Sub", [lengths, g.const("one", np.array(1, np.int64))], "last_index")
+    last = g.op("Unsqueeze", [last, g.ints("axes_1_2", 1, 2)], "last_index")
+    batch = g.op("Shape", [x], "batch", start=0, end=1)
+    features = g.op("Shape", [x], "features", start=2, end=3)
+    b1f = g.op("Concat", [batch, g.ints("one_1d", 1), features], "b1f", axis=0)
+    last = g.op("Expand", [last, b1f], "last_index")  # (B, 1, F)
+    picked = g.op("GatherElements", [x, last], "last", axis=1)
+    return g.op("Squeeze", [picked, g.ints("axes_1", 1)], "last")
+
+
+def _mask(g: _Graph, x: str, time_axis: int) -> str:
+    """A float32 mask, 1 at valid steps: (B, T) for time_axis 1, (T, B) for time_axis 0."""
+    T = g.op("Shape", [x], "time", start=time_axis, end=time_axis + 1)
+    T = g.op("Squeeze", [T, g.ints("axes_0", 0)], "time")
+    zero, one = g.const("zero_i", np.array(0, np.int32)), g.const("one_i", np.array(1, np.int32))
+    steps = g.op("Range", [zero, g.op("Cast", [T], "time32", to=g.TensorProto.INT32), one],
+                 "steps")  # fmt: skip
+    if time_axis == 1:
+        a = g.op("Unsqueeze", [steps, g.ints("axes_0", 0)], "steps")
+        b = g.op("Unsqueeze", [g.lengths, g.ints("axes_1", 1)], "len")
+    else:
+        a = g.op("Unsqueeze", [steps, g.ints("axes_1", 1)], "steps")
+        b = g.op("Unsqueeze", [g.lengths, g.ints("axes_0", 0)], "len")
+    return g.op("Cast", [g.op("Less", [a, b], "valid")], "mask", to=g.TensorProto.FLOAT)
+
+
+def _mean_over_time(g: _Graph, x: str) -> str:
+    """MeanOverTime: (B, T, F) → (B, F), the mean over each sequence's valid steps."""
+    axes = g.ints("axes_1", 1)
+    if g.lengths is None:
+        return g.op("ReduceMean", [x, axes], "mean", keepdims=0)
+    m = g.op("Unsqueeze", [_mask(g, x, 1), g.ints("axes_2", 2)], "mask")
+    total = g.op("ReduceSum", [g.op("Mul", [x, m], "masked"), axes], "sum", keepdims=0)
+    n = g.op("Cast", [g.op("Unsqueeze", [g.lengths, axes], "len")], "len", to=g.TensorProto.FLOAT)
+    return g.op("Div", [total, n], "mean")
+
+
+def _recurrent(g: _Graph, layer: Recurrent, flow: _Flow, *, index, suffix, state) -> _Flow:
+    H, L, D = layer.hidden_size, layer.num_layers, len(layer.directions)
+    cell = layer.cell
+    has_c = cell.has_c
+    x = flow.name
+    if layer.batch_first:
+        x = g.op("Transpose", [x], "time_major", perm=[1, 0, 2])
+    batch = g.op("Shape", [x], "batch", start=1, end=2)
+    g.recurrent[str(index)] = {
+        "suffix": suffix,
+        "has_c": has_c,
+        "initial": _default_states(layer) if state else None,
+    }
+    if state:
+        names = [f"h0{suffix}"] + ([f"c0{suffix}"] if has_c else [])
+        for n in names:
+            g.used.add(n)
+            g.inputs.append(
+                g.helper.make_tensor_value_info(n, g.TensorProto.FLOAT, [L * D, "batch", H])
+            )
+    if isinstance(cell, LSTMCell):
+        op_type, order, attrs = "LSTM", _LSTM_ORDER, {}
+    elif isinstance(cell, GRUCell):
+        op_type, order = "GRU", _GRU_ORDER
+        attrs = {"linear_before_reset": 1 if cell.reset_after else 0}
+    else:
+        op_type, order = "RNN", (0,)
+        act = "Tanh" if cell.nonlinearity == "tanh" else "Relu"
+        attrs = {"activations": [act] * D}
+    direction = "bidirectional" if D == 2 else "forward"
+    seq = g.lengths or ""
+    finals_h, finals_c = [], []
+    Y = None
+    inp = x
+    coupled = isinstance(cell, LSTMCell) and cell.coupled
+    if coupled:
+        order = _COUPLED_ORDER
+
+    def blocks(name: str, k: int, s: str) -> np.ndarray:
+        a = _reorder(layer.params[f"{name}_l{k}{s}"], order, H)
+        if coupled:  # the input gate's block is the forget gate's, negated: i = 1 − f
+            a[:H] *= -1
+        return a
+
+    for k in range(L):
+        p = layer.params
+        W = np.stack([blocks("weight_ih", k, s) for s in layer.directions])
+        R = np.stack([blocks("weight_hh", k, s) for s in layer.directions])
+        B = np.stack([np.concatenate([blocks("bias_ih", k, s), blocks("bias_hh", k, s)])
+                      for s in layer.directions])  # fmt: skip
+        ins = [inp, g.const(f"W_l{k}", W), g.const(f"R_l{k}", R), g.const(f"B_l{k}", B), seq]
+        h0, c0 = _initial(g, layer, k, batch, state, suffix)
+        ins.append(h0)
+        if op_type == "LSTM":
+            ins.append(c0)
+            if cell.peephole:  # ONNX's P: i, o, f
+                P = np.stack([_peepholes(p, k, s, coupled) for s in layer.directions])
+                ins.append(g.const(f"P_l{k}", P))
+        while ins and ins[-1] == "":
+            ins.pop()
+        outs = g.op(op_type, ins, f"{op_type.lower()}_l{k}", n_out=3 if has_c else 2,
+                    direction=direction, hidden_size=H, **attrs)  # fmt: skip
+        Y, Y_h = outs[0], outs[1]
+        finals_h.append(Y_h)
+        if has_c:
+            finals_c.append(outs[2])
+        if k < L - 1:  # (T, D, B, H) → (T, B, D·H); dropout between layers: none at inference
+            inp = _concat_directions(g, Y)
+    # the last layer's directions, merged
+    if D == 1:
+        out = g.op("Squeeze", [Y, g.ints("axes_1", 1)], "rnn_out")
+    elif layer.merge == "concat":
+        out = _concat_directions(g, Y)
+    elif layer.merge == "sum":
+        out = g.op("ReduceSum", [Y, g.ints("axes_1", 1)], "rnn_out",
+                   keepdims=0)  # fmt: skip
+    else:  # readout: o_t = V h_t + V' h'_t + c, zero at padded steps
+        out = _readout(g, layer, Y)
+    if layer.batch_first:
+        out = g.op("Transpose", [out], "batch_major", perm=[1, 0, 2])
+    for name, finals in (("h_n", finals_h), ("c_n", finals_c)):
+        if not finals:
+            continue
+        n = name + suffix
+        g.used.add(n)
+        g.nodes.append(
+            g.helper.make_node(
+                "Concat" if len(finals) > 1 else "Identity",
+                finals,
+                [n],
+                name=g.name(f"final_{n}"),
+                **({"axis": 0} if len(finals) > 1 else {}),
+            )
+        )
+        g.outputs.append(g.helper.make_tensor_value_info(n, g.TensorProto.FLOAT, None))
+    return _Flow(out, flow.batch_first)
+
+
+def _readout(g: _Graph, layer: Recurrent, Y: str) -> str:
+    """The readout merge of ONNX's Y (T, 2, B, H): o_t = V h_t + V' h'_t + c, (T, B, K), zero
+    at padded steps as rnnlab's."""
+    p = layer.params
+    out = None
+    for d, sfx in enumerate(("", "_reverse")):
+        y = g.op("Gather", [Y, g.const(f"index_{d}", np.array(d, np.int64))], "direction", axis=1)
+        v = g.const(f"readout_weight{sfx}_t", p[f"readout_weight{sfx}"].T)
+        o = g.op("MatMul", [y, v], "readout")
+        out = o if out is None else g.op("Add", [out, o], "readout")
+    out = g.op("Add", [out, g.const("readout_bias", p["readout_bias"])], "readout")
+    if g.lengths is None:
+        return out
+    m = g.op("Unsqueeze", [_mask(g, out, 0), g.ints("axes_2", 2)], "mask")
+    return g.op("Mul", [out, m], "readout")
+
+
+def _peepholes(p: dict, k: int, s: str, coupled: bool) -> np.ndarray:
+    """ONNX's P for layer k, direction s: the peephole weights in the order i, o, f (a
+    coupled LSTM's input gate sees c_{t-1} through −w_cf, as its pre-activation is −z_f)."""
+    w_cf, w_co = p[f"weight_cf_l{k}{s}"], p[f"weight_co_l{k}{s}"]
+    w_ci = -w_cf if coupled else p[f"weight_ci_l{k}{s}"]
+    return np.concatenate([w_ci, w_co, w_cf])
+
+
+def _concat_directions(g: _Graph, Y: str) -> str:
+    """ONNX's Y (T, D, B, H) as rnnlab's layer output (T, B, D·H)."""
+    t = g.op("Transpose", [Y], "directions_last", perm=[0, 2, 1, 3])
+    return g.op("Reshape", [t, g.ints("shape_0_0_m1", 0, 0, -1)], "concat")
+
+
+def _initial(g: _Graph, layer: Recurrent, k: int, batch: str, state: bool, suffix: str):
+    """The names of layer k's initial_h and initial_c (D, B, H); "" for ONNX's zeros."""
+    H, D, has_c = layer.hidden_size, len(layer.directions), layer.cell.has_c
+    if state:
+        starts, ends = g.ints(f"start_l{k}", k * D), g.ints(f"end_l{k}", (k + 1) * D)
+        axes = g.ints("axes_0", 0)
+        h0 = g.op("Slice", [f"h0{suffix}", starts, ends, axes], f"h0_l{k}")
+        c0 = g.op("Slice", [f"c0{suffix}", starts, ends, axes], f"c0_l{k}") if has_c else ""
+        return h0, c0
+    if layer.initial_state == "zeros" or layer.initial_state == 0:
+        return "", ""
+    shape = g.op("Concat", [g.ints("D", D), batch, g.ints("H", H)], "state_shape", axis=0)
+    out = []
+    for which in ("h0", "c0") if has_c else ("h0",):
+        if layer.initial_state == "learned":
+            v = np.stack([layer.params[f"{which}_l{k}{s}"] for s in layer.directions])[:, None]
+        else:
+            v = np.full((D, 1, H), float(layer.initial_state), F32)
+        out.append(g.op("Expand", [g.const(f"{which}_l{k}", v), shape], f"{which}_l{k}"))
+    return out[0], out[1] if has_c else ""
+
+
+def _default_states(layer: Recurrent) -> list:
+    """The layer's own initial states, (L·D, H) as nested lists, for Runtime to feed when a
+    graph with state inputs is called without a state (JSON holds float32 exactly)."""
+    H, has_c = layer.hidden_size, layer.cell.has_c
+    out = []
+    for which in ("h0", "c0") if has_c else ("h0",):
+        rows = []
+        for k in range(layer.num_layers):
+            for s in layer.directions:
+                if layer.initial_state == "learned":
+                    rows.append(layer.params[f"{which}_l{k}{s}"].astype(F32))
+                else:
+                    value = 0.0 if layer.initial_state == "zeros" else float(layer.initial_state)
+                    rows.append(np.full(H, value, F32))
+        out.append(np.stack(rows).astype(float).tolist())
+    return out
+
+
+# ---------------------------------------------------------------------- running
+class Runtime:
+    """An exported file run by onnxruntime, behind rnnlab's module API: `forward(x, lengths=,
+    state=)` returns a Forward with the output and the final state in rnnlab's form (for a
+    Sequential, a list with one entry per module), so a task's `evaluate` runs it as it runs
+    the model itself. `threads` sets onnxruntime's intra-op threads (its default: all cores).
+    """
+
+    def __init__(self, path, *, threads: int | None = None):
+        ort = _require("onnxruntime", "onnxruntime", "to run ONNX files")
+        from rnnlab import io
+
+        path = io._path(path, "path")
+        if not path.is_file():
+            _checks.fail("path", "an ONNX file", f"'{path}', which does not exist")
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if threads is not None:
+            opts.intra_op_num_threads = _checks.positive_int(threads, "threads")
+            opts.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(
+                str(path), sess_options=opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as e:  # onnxruntime raises its own types for a bad file
+            raise ValueError(f"'{path}' is not an ONNX model onnxruntime can run: {e}") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if "rnnlab.structure" not in meta:
+            _checks.fail("path", "an ONNX file exported by rnnlab", f"'{path}'")
+        s = json.loads(meta["rnnlab.structure"])
+        self.batch_first, self.tokens = s["batch_first"], s["tokens"]
+        self.sequential, self.n_modules = s["sequential"], s["modules"]
+        self.recurrent = {int(i): r for i, r in s["recurrent"].items()}
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def __call__(self, x, **kwargs) -> Forward:
+        return self.forward(x, **kwargs)
+
+    def forward(self, x, *, lengths=None, mask=None, state=None, **_ignored) -> Forward:
+        """The graph's output and final states, with `state` (and the final state returned)
+        in rnnlab's form: a list with an entry per module for a Sequential, h or (h, c) for a
+        recurrent layer. Without `state`, a graph with state inputs gets the model's own
+        initial state. Padding comes as `lengths` (a `mask` is refused)."""
+        if mask is not None:
+            _checks.fail("mask", "None for an ONNX model (pass lengths)", _checks.describe(mask))
+        x = np.asarray(x)
+        x = x.astype(np.int64) if self.tokens else x.astype(F32)
+        B, T = (x.shape[0], x.shape[1]) if self.batch_first else (x.shape[1], x.shape[0])
+        feeds: dict[str, np.ndarray] = {"x": x}
+        if lengths is not None:
+            lengths = _checks.int_array(lengths, "lengths", ndim=1)
+            if lengths.shape != (B,) or lengths.min() < 1 or lengths.max() > T:
+                _checks.fail("lengths", f"{B} lengths between 1 and {T}",
+                             _checks.describe(lengths))  # fmt: skip
+        has_state = any("h0" + r["suffix"] in self.input_names for r in self.recurrent.values())
+        if state is not None and not has_state:
+            # without state inputs the graph starts from the model's own state: refuse to
+            # ignore a given one
+            _checks.fail("state", "None for a graph exported without state=True",
+                         _checks.describe(state))  # fmt: skip
+        if "lengths" in self.input_names:
+            feeds["lengths"] = (
+                np.full(B, T, np.int32) if lengths is None else lengths.astype(np.int32)
+            )
+        elif lengths is not None and lengths.min() < T:
+            _checks.fail(
+                "lengths",
+                "None or full lengths for a graph exported with lengths=False",
+                "shorter sequences",
+            )
+        for i, r in self.recurrent.items():
+            if "h0" + r["suffix"] not in self.input_names:
+                continue
+            given = None if state is None else (state[i] if self.sequential else state)
+            if given is None:
+                given = tuple(
+                    np.broadcast_to(np.asarray(v, F32)[:, None, :], (len(v), B, len(v[0])))
+                    for v in r["initial"]
+                )
+            elif not r["has_c"]:
+                given = (given,)
+            for which, v in zip(("h0", "c0"), given, strict=False):
+                feeds[which + r["suffix"]] = np.ascontiguousarray(v, dtype=F32)
+        names = [o.name for o in self.session.get_outputs()]
+        outs = dict(zip(names, self.session.run(None, feeds), strict=True))
+        finals: list = [None] * self.n_modules
+        for i, r in self.recurrent.items():
+            h = outs["h_n" + r["suffix"]]
+            finals[i] = (h, outs["c_n" + r["suffix"]]) if r["has_c"] else h
+        return Forward(outs["y"], finals if self.sequential else finals[0], None)

@@ -1,0 +1,223 @@
+"""`rnnlab export`: a run of every built-in task exported to ONNX gives the held-out metrics of
+`rnnlab evaluate` under onnxruntime, and exported for PyTorch gives them under torch's own
+modules (built by the printed code, loading the file with strict=True); bad input is one line.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rnnlab import recipes
+from rnnlab.cli import _load_run, main
+from rnnlab.layers import Forward
+
+if os.environ.get("CI"):
+    import onnxruntime  # noqa: F401
+    import torch
+else:
+    pytest.importorskip("onnxruntime")
+    torch = pytest.importorskip("torch")
+
+import rnnlab.onnx as rx  # noqa: E402
+
+TINY = ["--hidden", "8", "--embed", "4", "--batch-size", "8", "--quiet", "--steps", "3"]
+
+# (task, options): every built-in task, and between them every cell ONNX expresses
+RUNS = {
+    "charlm": ["--seq-len", "16", "--data", "CORPUS", "--cell", "gru", "--layers", "2"],
+    "digits": ["--cell", "lstm", "--initial-state", "learned", "--bidirectional"],
+    "pytokens": ["--seq-len", "20", "--train-size", "3000", "--bidirectional", "--cell", "rnn"],
+    "adding": ["--T", "8", "--cell", "relu", "--layers", "2"],
+    "copy": ["--T", "5", "--cell", "gru-orig", "--initial-state", "learned"],
+    "temporal-order": ["--T", "20", "--peephole", "--coupled", "--bidirectional"],
+}
+TORCH_REFUSES = {"copy": "original GRU", "temporal-order": "an LSTM variant"}
+
+
+def run_cli(*args):
+    return main([str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("runs")
+    corpus = base / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 300, encoding="utf-8")
+    made = {}
+    for task, options in RUNS.items():
+        options = [str(corpus) if o == "CORPUS" else o for o in options]
+        assert run_cli("train", task, *TINY, *options, "--run-dir", base / task) == 0
+        made[task] = base / task
+    return made
+
+
+def evaluate_cli(run, capsys) -> dict:
+    capsys.readouterr()
+    assert run_cli("evaluate", run, "--split", "valid", "--json") == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def same_metrics(ours: dict, theirs: dict, n_items: int):
+    """Equal to float32's rounding: losses to a relative 1e-4, accuracies to one item."""
+    for key, value in ours.items():
+        if isinstance(value, float):
+            tol = 1.0 / n_items + 1e-12 if "accuracy" in key else 1e-4 * max(abs(value), 1e-3)
+            assert abs(theirs[key] - value) <= tol, f"{key}: {theirs[key]} against {value}"
+
+
+def held_out_items(task, split="valid") -> int:
+    if task.name == "charlm":
+        return len(task.ids[split])
+    return len(task.split(split)[1])
+
+
+@pytest.mark.parametrize("task", list(RUNS))
+def test_onnx_export_gives_the_metric_of_evaluate(task, runs, capsys, tmp_path):
+    run = runs[task]
+    out = tmp_path / "m.onnx"
+    state = ["--state"] if task == "charlm" else []  # charlm is evaluated as a stream
+    assert run_cli("export", run, "--format", "onnx", "--out", out, *state) == 0
+    assert "inputs: x, lengths" in capsys.readouterr().out
+    ours = evaluate_cli(run, capsys)
+    _, cfg, _ = _load_run(run)
+    t = recipes.make_task(cfg)
+    theirs = t.evaluate(rx.Runtime(out), "valid")
+    assert set(theirs) == set(ours)
+    same_metrics(ours, theirs, held_out_items(t))
+
+
+class TorchModel:
+    """The exported torch modules behind rnnlab's forward, for a task's evaluate."""
+
+    def __init__(self, namespace):
+        self.model = namespace["model"]
+
+    def forward(self, x, *, lengths=None, state=None, **_):
+        x = torch.from_numpy(np.asarray(x))
+        if lengths is not None:
+            lengths = torch.from_numpy(np.asarray(lengths, np.int64))
+        if state is not None:
+            state = [None if s is None else _to_torch(s) for s in state]
+        with torch.no_grad():
+            y, states = self.model(x, lengths, state)
+        return Forward(y.numpy(), [None if s is None else _to_numpy(s) for s in states])
+
+
+def _to_torch(s):
+    return tuple(map(torch.from_numpy, s)) if isinstance(s, tuple) else torch.from_numpy(s)
+
+
+def _to_numpy(s):
+    return tuple(v.numpy() for v in s) if isinstance(s, tuple) else s.numpy()
+
+
+@pytest.mark.parametrize("task", list(RUNS))
+def test_safetensors_torch_export_loads_strictly_and_gives_the_metric(task, runs, capsys, tmp_path):
+    run = runs[task]
+    out = tmp_path / "m.safetensors"
+    capsys.readouterr()
+    code = run_cli("export", run, "--format", "safetensors-torch", "--out", out)
+    captured = capsys.readouterr()
+    if task in TORCH_REFUSES:
+        assert code == 2 and not out.exists()
+        assert TORCH_REFUSES[task] in captured.err and captured.err.count("\n") == 1
+        return
+    assert code == 0
+    namespace: dict = {}
+    exec(compile(captured.out, "snippet", "exec"), namespace)  # loads with strict=True
+    from safetensors.torch import load_file
+
+    assert set(load_file(str(out))) == set(namespace["model"].state_dict())
+    ours = evaluate_cli(run, capsys)
+    _, cfg, _ = _load_run(run)
+    t = recipes.make_task(cfg)
+    same_metrics(ours, t.evaluate(TorchModel(namespace), "valid"), held_out_items(t))
+
+
+def test_bad_input_is_one_line_and_leaves_no_file(runs, capsys, tmp_path):
+    run = runs["adding"]
+    cases = [
+        (["export", run, "--format", "tflite"], "`--format` must be one of onnx"),
+        (["export", tmp_path / "nowhere"], "must be a run directory"),
+        (["export", run, "--out", tmp_path / "no" / "dir" / "m.onnx"], "No such file"),
+    ]
+    for args, message in cases:
+        capsys.readouterr()
+        assert run_cli(*args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("rnnlab: error:") and message in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unexportable_run_is_refused(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert run_cli("train", "adding", "--T", "6", *TINY, "--cell-clip", "3", "--run-dir", run) == 0
+    out = tmp_path / "m.onnx"
+    capsys.readouterr()
+    assert run_cli("export", run, "--out", out) == 2
+    err = capsys.readouterr().err
+    assert "cell_clip=3" in err and err.count("\n") == 1
+    assert not out.exists() and not [p for p in Path(tmp_path).iterdir() if p.suffix == ".tmp"]
+
+
+def test_default_output_goes_in_the_run(runs, capsys):
+    run = runs["adding"]
+    assert run_cli("export", run) == 0
+    assert "wrote" in capsys.readouterr().err
+    assert (run / "model.onnx").is_file()
+    (run / "model.onnx").unlink()
+
+
+KERAS_RUNS = {"adding": None, "pytokens": None, "digits": "initial_state='learned'"}
+
+
+@pytest.mark.filterwarnings(  # Keras 3.15 on NumPy 2 (see test_keras.py)
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
+)
+@pytest.mark.parametrize("task", list(KERAS_RUNS))
+def test_keras_export_gives_the_metric(task, runs, capsys, tmp_path):
+    """--format keras: the printed code builds the Keras model, loads the file, and the
+    model gives evaluate's held-out metrics (Keras with the torch backend, as an oracle)."""
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras") if not os.environ.get("CI") else __import__("keras")
+    run = runs[task]
+    out = tmp_path / "m.weights.h5"
+    capsys.readouterr()
+    code = run_cli("export", run, "--format", "keras", "--out", out)
+    captured = capsys.readouterr()
+    if KERAS_RUNS[task]:
+        assert code == 2 and not out.exists()
+        assert KERAS_RUNS[task] in captured.err and captured.err.count("\n") == 1
+        return
+    assert code == 0
+    namespace: dict = {}
+    exec(compile(captured.out, "snippet", "exec"), namespace)
+    model = namespace["model"]
+    masked = (keras.layers.RNN, keras.layers.Bidirectional, keras.layers.GlobalAveragePooling1D)
+
+    class KerasModel:
+        def forward(self, x, *, lengths=None, **_):
+            y, T = x, x.shape[1]
+            mask = None if lengths is None else np.arange(T)[None, :] < lengths[:, None]
+            for layer in model.layers:
+                y = layer(y, mask=mask) if isinstance(layer, masked) else layer(y)
+            return Forward(keras.ops.convert_to_numpy(y), None)
+
+    ours = evaluate_cli(run, capsys)
+    _, cfg, _ = _load_run(run)
+    t = recipes.make_task(cfg)
+    same_metrics(ours, t.evaluate(KerasModel(), "valid"), held_out_items(t))
+
+
+def test_output_feedback_run_is_refused_by_every_format(tmp_path, capsys):
+    run = tmp_path / "jordan"
+    assert run_cli("train", "copy", "--T", "5", "--cell", "jordan", *TINY, "--run-dir", run) == 0
+    for fmt in ("onnx", "safetensors-torch", "keras"):
+        capsys.readouterr()
+        assert run_cli("export", run, "--format", fmt, "--out", tmp_path / "m.out") == 2
+        err = capsys.readouterr().err
+        assert "output-feedback (Jordan) model" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "m.out").exists()

@@ -1,0 +1,231 @@
+"""Keras 3 weights both ways (rnnlab.keras), with Keras itself (torch backend) as the oracle:
+outputs on padded batches equal after loading Keras layers, .weights.h5 and .keras files
+into rnnlab, and after loading rnnlab's exported .weights.h5 into the Keras model its
+snippet builds.
+
+keras and h5py are in the test extra; locally the module is skipped without them, under CI
+a missing one is an error.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "torch")  # never tensorflow or jax
+
+if os.environ.get("CI"):
+    import h5py  # noqa: F401
+    import keras
+else:
+    pytest.importorskip("h5py")
+    keras = pytest.importorskip("keras")
+
+import rnnlab.keras as rk  # noqa: E402
+from rnnlab.layers import GRU, LSTM, RNN  # noqa: E402
+from rnnlab.modules import Embedding, LastStep, Linear, MeanOverTime, Sequential  # noqa: E402
+
+ATOL = 1e-5
+
+# Keras 3.15's Variable.numpy() (get_weights) trips NumPy 2's __array__ copy deprecation
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
+)
+
+# (name, rnnlab constructor and keywords, Keras class and keywords)
+KINDS = [
+    ("tanh", RNN, {}, "SimpleRNN", {}),
+    ("relu", RNN, {"nonlinearity": "relu"}, "SimpleRNN", {"activation": "relu"}),
+    ("lstm", LSTM, {}, "LSTM", {}),
+    ("gru", GRU, {}, "GRU", {"reset_after": True}),
+    ("gru_orig", GRU, {"reset_after": False}, "GRU", {"reset_after": False}),
+]
+
+
+def config(seed):
+    rng = np.random.default_rng([seed, 3])
+    name, ctor, kw, kclass, kkw = KINDS[seed % len(KINDS)]
+    bi = bool(rng.integers(2))
+    return {
+        "name": name,
+        "ctor": ctor,
+        "kw": kw,
+        "kclass": kclass,
+        "kkw": kkw,
+        "L": int(rng.integers(1, 3)),
+        "bi": bi,
+        "merge": str(rng.choice(["concat", "sum"])) if bi else "concat",
+        "B": int(rng.integers(1, 5)),
+        "T": int(rng.integers(1, 9)),
+        "I": int(rng.integers(1, 6)),
+        "H": int(rng.integers(1, 7)),
+    }, rng
+
+
+def keras_stack(c, rng):
+    """A Keras model of c's layers, every weight (biases too) redrawn at random."""
+    layers = []
+    for k in range(c["L"]):
+        inner = getattr(keras.layers, c["kclass"])(c["H"], return_sequences=True, **c["kkw"])
+        if c["bi"]:
+            merge = c["merge"] if k == c["L"] - 1 else "concat"
+            inner = keras.layers.Bidirectional(inner, merge_mode=merge)
+        layers.append(inner)
+    model = keras.Sequential([keras.Input((None, c["I"])), *layers])
+    for layer in layers:
+        layer.set_weights([rng.uniform(-0.6, 0.6, w.shape) for w in layer.get_weights()])
+    return model, layers
+
+
+def padded(c, rng):
+    x = rng.standard_normal((c["B"], c["T"], c["I"])).astype(np.float32)
+    lengths = rng.integers(1, c["T"] + 1, c["B"])
+    lengths[0] = c["T"]
+    rng.shuffle(lengths)
+    return x, lengths, np.arange(c["T"])[None, :] < lengths[:, None]
+
+
+MASKED = (keras.layers.RNN, keras.layers.Bidirectional, keras.layers.GlobalAveragePooling1D)
+
+
+def keras_out(model, x, mask):
+    """The model's layers one by one, the recurrent and pooling ones given the mask (an
+    Embedding would drop a mask passed to the model)."""
+    y = x
+    for layer in model.layers:
+        y = layer(y, mask=mask) if isinstance(layer, MASKED) else layer(y)
+    return keras.ops.convert_to_numpy(y)
+
+
+def assert_close(ours, theirs, mask, what):
+    assert ours.shape == theirs.shape, f"{what}: {theirs.shape} against {ours.shape}"
+    if mask is not None and ours.ndim == 3:  # compare the valid steps; padded ones are zero
+        ours, theirs = ours[mask], theirs[mask]
+    err = float(np.abs(ours - theirs).max()) if ours.size else 0.0
+    assert err <= ATOL, f"{what}: max abs error {err:.2e}"
+
+
+def rnnlab_layer(c, rng=None):
+    return c["ctor"](
+        c["I"], c["H"], c["L"], bidirectional=c["bi"], merge=c["merge"], rng=rng, **c["kw"]
+    )
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_keras_to_rnnlab(seed, tmp_path):
+    c, rng = config(seed)
+    model, layers = keras_stack(c, rng)
+    x, lengths, mask = padded(c, rng)
+    theirs = keras_out(model, x, mask)
+    # from the layer objects, from a .weights.h5 and from a .keras file
+    model.save_weights(tmp_path / "m.weights.h5")
+    model.save(tmp_path / "m.keras")
+    for source in (layers, tmp_path / "m.weights.h5", tmp_path / "m.keras"):
+        ours = rnnlab_layer(c, np.random.default_rng(0))
+        rk.load_weights(ours, source if not isinstance(source, os.PathLike) else str(source))
+        out = ours.forward(x, lengths=lengths).output
+        assert_close(out, theirs, mask, f"{c['name']} from {type(source).__name__} {c}")
+        if c["name"] != "relu":
+            assert np.abs(out).max() > 1e-3
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_rnnlab_to_keras(seed, tmp_path):
+    c, rng = config(seed + 100)
+    ours = rnnlab_layer(c, rng)
+    for v in ours.params.values():
+        v[...] = rng.uniform(-0.6, 0.6, v.shape)
+    path = rk.save_weights(ours, tmp_path / "m.weights.h5")
+    namespace: dict = {}
+    exec(rk.snippet(ours, path), namespace)  # builds the Keras model and loads the file
+    x, lengths, mask = padded(c, rng)
+    theirs = keras_out(namespace["model"], x, mask)
+    assert_close(ours.forward(x, lengths=lengths).output, theirs, mask, f"{c}")
+    # and back: Keras' own file of those weights loads into rnnlab unchanged
+    namespace["model"].save_weights(tmp_path / "k.weights.h5")
+    again = rnnlab_layer(c, np.random.default_rng(1))
+    rk.load_weights(again, str(tmp_path / "k.weights.h5"))
+    out = again.forward(x, lengths=lengths).output
+    assert_close(out, ours.forward(x, lengths=lengths).output, mask, "round trip")
+
+
+def sequential(which, rng):
+    if which == "tokens_last":
+        return Sequential(Embedding(12, 4, rng=rng), LSTM(4, 5, 2, rng=rng), LastStep(),
+                          Linear(5, 3, rng=rng))  # fmt: skip
+    if which == "mean":
+        return Sequential(GRU(3, 4, bidirectional=True, reset_after=False, rng=rng),
+                          MeanOverTime(), Linear(8, 2, bias=False, rng=rng))  # fmt: skip
+    return Sequential(Embedding(12, 4, rng=rng), RNN(4, 6, rng=rng), Linear(6, 12, rng=rng))
+
+
+@pytest.mark.parametrize("which", ["tokens_last", "mean", "tagger"])
+def test_whole_models_export(which, tmp_path):
+    rng = np.random.default_rng(4)
+    model = sequential(which, rng)
+    for v in model.params.values():
+        v[...] = rng.uniform(-0.6, 0.6, v.shape)
+    path = rk.save_weights(model, tmp_path / "m.weights.h5")
+    namespace: dict = {}
+    exec(rk.snippet(model, path), namespace)
+    B, T = 4, 7
+    lengths = np.array([7, 3, 5, 1])
+    mask = np.arange(T)[None, :] < lengths[:, None]
+    if isinstance(model.modules[0], Embedding):
+        x = rng.integers(0, 12, (B, T))
+    else:
+        x = rng.standard_normal((B, T, 3)).astype(np.float32)
+    theirs = keras_out(namespace["model"], x, mask)
+    ours = model.forward(x, lengths=lengths).output
+    assert_close(ours, theirs, mask, which)
+
+
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda: LSTM(3, 4, peephole=True), "LSTM variant"),
+        (lambda: GRU(3, 4, initial_state="learned"), "initial_state='learned'"),
+        (lambda: GRU(3, 4, bidirectional=True, merge="readout", output_size=2), "readout"),
+        (lambda: Sequential(GRU(3, 4, bidirectional=True), LastStep()), "bidirectional layer"),
+        (lambda: GRU(3, 4, batch_first=False), "time-major"),
+    ],
+    ids=["peephole", "learned", "readout", "bi_last", "time_major"],
+)
+def test_export_refusals_leave_no_file(make, message, tmp_path):
+    with pytest.raises(ValueError, match=message) as e:
+        rk.save_weights(make(), tmp_path / "m.weights.h5")
+    assert "\n" not in str(e.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_errors(tmp_path):
+    rng = np.random.default_rng(5)
+    lstm = keras.layers.LSTM(4, return_sequences=True)
+    gru = keras.layers.GRU(4, return_sequences=True)
+    model = keras.Sequential([keras.Input((None, 3)), lstm, gru])
+    model.save_weights(tmp_path / "m.weights.h5")
+    layer = LSTM(3, 4, 2, rng=rng)
+    before = {k: v.copy() for k, v in layer.params.items()}
+    with pytest.raises(ValueError, match="several kinds"):
+        rk.load_weights(layer, str(tmp_path / "m.weights.h5"))
+    with pytest.raises(ValueError, match="a Keras LSTM for rnnlab's lstm; got a GRU"):
+        rk.load_weights(layer, str(tmp_path / "m.weights.h5"), keys=["lstm", "gru"])
+    with pytest.raises(ValueError, match="2 recurrent layers"):
+        rk.load_weights(layer, [lstm])
+    with pytest.raises(ValueError, match=r"kernel` must be an array of shape \(3, 16\)"):
+        rk.load_weights(LSTM(3, 4, rng=rng), [keras_lstm(5, 4)])
+    with pytest.raises(ValueError, match="reset_after=False"):
+        rk.load_weights(GRU(3, 4, reset_after=False), [gru])
+    with pytest.raises(ValueError, match="which does not exist"):
+        rk.load_weights(layer, str(tmp_path / "missing.keras"))
+    (tmp_path / "junk.keras").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="not a Keras 3"):
+        rk.load_weights(layer, str(tmp_path / "junk.keras"))
+    for k, v in layer.params.items():  # nothing half-loaded
+        assert np.array_equal(v, before[k]), k
+
+
+def keras_lstm(I, H):
+    layer = keras.layers.LSTM(H)
+    layer.build((None, None, I))
+    return layer
