@@ -316,3 +316,28 @@ def test_gradflow_skips_the_one_step_analyses_of_a_projected_layer():
     subject = gradflow.Subject(model, None, None, None, None, None, {})
     why = gradflow.applicable(subject)
     assert "proj_size=2" in why["jacobian"] and why["lag"] == ""
+
+
+def test_a_projected_lstm_exports_to_pytorch(tmp_path):
+    """`rnnlab export --format safetensors-torch` builds nn.LSTM(proj_size=P) for it; the
+    ONNX and Keras exporters, whose operators have no projection, refuse it in one line."""
+    from rnnlab import export, io
+    from rnnlab.modules import Linear, Sequential
+
+    model = Sequential(LSTM(I, H, 2, proj_size=2, bidirectional=True, rng=0), Linear(4, 3, rng=0))
+    path = tmp_path / "m.safetensors"
+    io.save_safetensors(path, export.torch_state_dict(model), {"format": "pt"})
+    namespace: dict = {}
+    exec(compile(export.torch_snippet(model, path), "snippet", "exec"), namespace)
+    x = np.random.default_rng(12).standard_normal((B, T, I)).astype(np.float32)
+    lengths = np.array([6, 2, 5])
+    theirs, _ = namespace["model"](torch.tensor(x), torch.tensor(lengths))
+    ours = model.forward(x, lengths=lengths).output
+    mask = np.arange(T)[None, :] < lengths[:, None]
+    np.testing.assert_allclose(theirs.detach().numpy()[mask], ours[mask], atol=1e-5)
+    pytest.importorskip("onnx")
+    import rnnlab.onnx
+
+    with pytest.raises(ValueError, match=r"proj_size=2 \(ONNX's LSTM has no projection\)"):
+        rnnlab.onnx.export(model, tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()

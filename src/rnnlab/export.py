@@ -30,7 +30,7 @@ def export_run(run, fmt: str, out=None, *, lengths: bool = True, state: bool = F
     from rnnlab.cli import _load_run
 
     fmt = _checks.choice(fmt, "--format", FORMATS)
-    run_dir, cfg, model = _load_run(run)
+    run_dir, cfg, model, _ = _load_run(run)  # the stored data record: not needed here
     path = Path(out) if out is not None else run_dir / ("model" + SUFFIXES[fmt])
     if fmt == "onnx":
         from rnnlab import onnx
@@ -79,8 +79,14 @@ def _torch_check(model) -> list:
                 what = "the original GRU (reset_after=False); nn.GRU is the reset-after form"
             elif m.merge == "readout":
                 what = "the bidirectional readout merge"
-            elif getattr(m, "proj_size", None) or getattr(m, "zoneout", None):
-                what = "a layer with proj_size or zoneout"
+            elif getattr(m, "proj_size", 0) and not isinstance(cell, LSTMCell):
+                what = "an Elman layer with proj_size (PyTorch projects LSTMs only)"
+            elif any(getattr(m, "zoneout", ())):
+                what = f"a layer with zoneout={m.zoneout} (PyTorch has no zoneout)"
+        elif isinstance(m, LastStep) and i and isinstance(mods[i - 1], Recurrent) and (
+            mods[i - 1].bidirectional and mods[i - 1].merge == "sum"
+        ):
+            what = "a LastStep after merge='sum' (it reads the layer's final states)"
         elif not isinstance(m, (Embedding, Linear, Dropout, LastStep, MeanOverTime)):
             what = _checks.describe(m)
         if what is not None:
@@ -124,9 +130,14 @@ def _recurrent(rnn, x, lengths, state, merge, initial):
     return y, state
 
 
-def _last_step(x, lengths):
+def _last_step(x, lengths, split=None):
+    """x at each sequence's last valid step; after a bidirectional layer its reverse half
+    (from feature `split` on) at step 0, where that direction has read the whole sequence."""
     last = torch.full((x.shape[0],), x.shape[1] - 1) if lengths is None else lengths - 1
-    return x[torch.arange(x.shape[0]), last]
+    out = x[torch.arange(x.shape[0]), last]
+    if split is None:
+        return out
+    return torch.cat([out[:, :split], x[:, 0, split:]], dim=1)
 
 
 def _mean_over_time(x, lengths):
@@ -158,7 +169,10 @@ def torch_snippet(model, path) -> str:
             body.append(f"x = {key}(x)")
         elif isinstance(m, LastStep):
             init.append("torch.nn.Identity()")  # LastStep is in forward
-            body.append("x = _last_step(x, lengths)")
+            before = mods[i - 1] if i else None
+            split = (before.output_features // 2 if isinstance(before, Recurrent)
+                     and before.bidirectional else None)  # fmt: skip
+            body.append(f"x = _last_step(x, lengths, {split})")
         elif isinstance(m, MeanOverTime):
             init.append("torch.nn.Identity()")  # MeanOverTime is in forward
             body.append("x = _mean_over_time(x, lengths)")
@@ -167,7 +181,8 @@ def torch_snippet(model, path) -> str:
             cls = {LSTMCell: "LSTM", GRUCell: "GRU", ElmanCell: "RNN"}[type(cell)]
             extra = f', nonlinearity="{cell.nonlinearity}"' if cls == "RNN" else ""
             init.append(
-                f"torch.nn.{cls}({m.input_size}, {m.hidden_size}, {m.num_layers}{extra}, "
+                f"torch.nn.{cls}({m.input_size}, {m.hidden_size}, {m.num_layers}{extra}"
+                + (f", proj_size={m.proj_size}" if getattr(m, "proj_size", 0) else "") + ", "
                 f"batch_first={m.batch_first}, bidirectional={m.bidirectional}, "
                 f"dropout={m.dropout})"
             )

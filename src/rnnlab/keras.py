@@ -80,8 +80,8 @@ def _check_layer(layer, where: str = "layer") -> str:
         what = f"initial_state={layer.initial_state!r} (Keras layers start from zeros)"
     elif layer.merge == "readout":
         what = "the bidirectional readout merge"
-    elif getattr(layer, "proj_size", None) or getattr(layer, "zoneout", None):
-        what = "a layer with proj_size or zoneout"
+    elif getattr(layer, "proj_size", 0) or any(getattr(layer, "zoneout", ())):
+        what = "a layer with proj_size or zoneout (Keras' layers have neither)"
     if what is not None:
         _checks.fail(where, "a layer Keras' SimpleRNN, LSTM and GRU hold", what)
     return _KINDS[type(cell)]
@@ -158,16 +158,8 @@ def _keras_layers(model) -> list[tuple[str, str, object]]:
 
 def _last_step_check(layer: Recurrent, i: int) -> None:
     """LastStep after a recurrent layer is Keras' return_sequences=False: each direction's
-    final state. For a bidirectional layer that is the reverse direction's output at step 0,
-    while rnnlab's LastStep (on this branch) takes both directions' outputs at the last valid
-    step: refused here, the one place to change should LastStep come to mean Keras'."""
-    if layer.bidirectional:
-        _checks.fail(
-            f"model (module {i + 1})",
-            "a LastStep after a unidirectional layer for Keras",
-            "one after a bidirectional layer (Keras' return_sequences=False takes the reverse "
-            "direction's final state, rnnlab's LastStep its output at the last step)",
-        )
+    final state, which is what rnnlab's LastStep reads (a bidirectional layer's reverse
+    direction at step 0), for the concat and sum merges alike: nothing to refuse."""
 
 
 def save_weights(model, path) -> Path:

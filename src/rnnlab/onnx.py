@@ -133,10 +133,11 @@ def _check_module(module, where: str) -> None:
             )
         elif cell.layer_norm:
             what = "a layer-normalised LSTM"
-    for option in ("proj_size", "zoneout"):  # options of the layer that change inference
-        value = getattr(module, option, None) or getattr(cell, option, None)
-        if value:
-            what = f"a layer with {option}={value!r}"
+    # options around the cell that change inference (recurrent dropout does not: it is off)
+    if getattr(module, "proj_size", 0):
+        what = f"a layer with proj_size={module.proj_size} (ONNX's LSTM has no projection)"
+    elif any(getattr(module, "zoneout", ())):
+        what = f"a layer with zoneout={module.zoneout} (its expectation mixes in h_{{t-1}})"
     if what is None:
         # a parameter this exporter does not know would be silently dropped: refuse it
         expected = _expected_params(module)
@@ -338,13 +339,30 @@ def _module(g: _Graph, module, flow: _Flow, *, index, suffix, state, previous) -
 
 
 def _last_step(g: _Graph, x: str, previous) -> str:
-    """LastStep: (B, T, F) → (B, F), the features at each sequence's last valid step, as
-    rnnlab.modules.LastStep computes them on this branch (for a bidirectional layer: both
-    directions' outputs at that step).
+    """LastStep: (B, T, F) → (B, F), as rnnlab.modules.LastStep: the features at each
+    sequence's last valid step; after a bidirectional layer (`previous`) with the "concat"
+    merge, the reverse direction's half at step 0, where it has read the whole sequence.
+    (After "sum" the halves are not apart in the output: refused.)"""
+    picked = _last_valid(g, x)
+    if not (isinstance(previous, Recurrent) and previous.bidirectional):
+        return picked
+    if previous.merge != "concat":
+        _checks.fail(
+            "model",
+            "a LastStep after a bidirectional layer with merge='concat' for ONNX",
+            f"one after merge={previous.merge!r} (it reads the layer's final states)",
+        )
+    half = previous.output_features // 2
+    forward = g.op("Slice", [picked, g.ints("zero_1d", 0), g.ints("half", half),
+                             g.ints("axes_1d", 1)], "last_forward")  # fmt: skip
+    first = g.op("Gather", [x, g.const("first_index", np.array(0, np.int64))], "first", axis=1)
+    backward = g.op("Slice", [first, g.ints("half", half), g.ints("full", 2 * half),
+                              g.ints("axes_1d", 1)], "first_reverse")  # fmt: skip
+    return g.op("Concat", [forward, backward], "last", axis=1)
 
-    The one place that decides LastStep's meaning in the graph: should LastStep take, for a
-    bidirectional layer before it (`previous`), the reverse direction's output at step 0
-    (its final state) instead, that is ONNX's Y_h of each direction, concatenated."""
+
+def _last_valid(g: _Graph, x: str) -> str:
+    """(B, T, F) → (B, F): each sequence's features at its last valid step."""
     if g.lengths is None:
         index = g.const("last_index", np.array(-1, np.int64))
         return g.op("Gather", [x, index], "last", axis=1)
