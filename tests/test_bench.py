@@ -248,7 +248,7 @@ def test_bad_options_exit_2(capsys):
     assert bench.main(["--cells", "lstm,tcn", "--no-memory"]) == 2
     err = capsys.readouterr().err
     assert "rnnlab bench: error: `cells` must be a non-empty list drawn from 'rnn', 'lstm', " in err
-    assert "'lstm-layer-norm'; got 'tcn' instead." in err
+    assert "'lstm-zoneout'; got 'tcn' instead." in err
     assert bench.main(["--scaling-lengths", "100,x"]) == 2
     assert (
         "`scaling_lengths` must be a non-empty list of positive integers; got '100,x'"
