@@ -348,10 +348,11 @@ class Recurrent:
         if p_drop and training:
             kept = 1.0 - p_drop
             noise.keep = (rng.random((B, P)) < kept).astype(dt) / dt.type(kept)
-        for name, z, wanted in (("zone_h", z_h, True), ("zone_c", z_c, self.cell.has_c)):
-            if z and wanted:
-                draw = (rng.random((T, B, H)) < z).astype(dt) if training else None
-                setattr(noise, name, draw if training else np.full((T, B, H), z, dt))
+        for name, z in (("zone_h", z_h), ("zone_c", z_c)):  # z_c is 0 without a cell state
+            if z:  # a draw per unit and step in training, the expectation in evaluation
+                shape = (T, B, H)
+                d = (rng.random(shape) < z).astype(dt) if training else np.full(shape, z, dt)
+                setattr(noise, name, d)
         return noise
 
     # ----------------------------------------------------------------- state
