@@ -347,3 +347,41 @@ def test_a_projected_lstm_exports_to_pytorch(tmp_path):
     with pytest.raises(ValueError, match=r"proj_size=2 \(ONNX's LSTM has no projection\)"):
         rnnlab.onnx.export(model, tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_run_settings_and_exports_refuse_what_they_cannot_take(tmp_path, capsys):
+    from rnnlab import cli, export
+    from rnnlab.modules import LastStep, Linear, Sequential
+    from rnnlab.train import TrainConfig
+
+    with pytest.raises(ValueError, match=r"`proj_size` must be an integer from 0 \(none\) to "
+                       r"hidden - 1 = 7"):  # fmt: skip
+        TrainConfig.from_dict({"hidden": 8, "proj_size": 8})
+    with pytest.raises(SystemExit) as stop:  # argparse's own exit, its usage and one line
+        cli.main(["train", "adding", "--zoneout", "0.1,0.2,0.3", "--steps", "1"])
+    assert stop.value.code == 2
+    assert "expected one or two probabilities, got '0.1,0.2,0.3'" in capsys.readouterr().err
+    summed = Sequential(LSTM(I, H, bidirectional=True, merge="sum", rng=0), LastStep(),
+                        Linear(H, 2, rng=0))  # fmt: skip
+    with pytest.raises(ValueError, match=r"a LastStep after merge='sum'"):
+        export.torch_snippet(summed, tmp_path / "m.safetensors")
+    zoned = Sequential(LSTM(I, H, zoneout=0.1, rng=0), Linear(H, 2, rng=0))
+    with pytest.raises(ValueError, match=r"zoneout=\(0.1, 0.1\) \(PyTorch has no zoneout\)"):
+        export.torch_snippet(zoned, tmp_path / "m.safetensors")
+    pytest.importorskip("onnx")
+    import rnnlab.onnx
+
+    with pytest.raises(ValueError, match=r"one after merge='sum'"):
+        rnnlab.onnx.export(summed, tmp_path / "s.onnx")
+    with pytest.raises(ValueError, match=r"zoneout=\(0.1, 0.1\) \(its expectation"):
+        rnnlab.onnx.export(zoned, tmp_path / "z.onnx")
+
+
+def test_a_checkpoint_with_a_wrong_projection_is_named():
+    from rnnlab import diagnostics as dg
+
+    p = LSTM(I, H, proj_size=2, rng=0).params
+    bad = {**p, "weight_hr_l0": np.zeros((3, H), np.float32)}
+    with pytest.raises(ValueError, match=r"`checkpoints\[0\]\['weight_hr_l0'\]` must be a "
+                       r"projection of shape \(2, H\)"):  # fmt: skip
+        dg.spectrum_over_checkpoints([(0, bad)])

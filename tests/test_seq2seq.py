@@ -120,3 +120,26 @@ def test_sampling_is_seeded_and_top_1_is_greedy():
     np.testing.assert_array_equal(top1, m.greedy(src, **kw)[0])
     with pytest.raises(ValueError, match=r"`temperature` must be a positive number"):
         m.sample(src, temperature=0, **kw)
+
+
+def test_vector_sources_gradients_are_exact():
+    """A source of vectors (an image read column by column): no source embedding, and the
+    encoder's input gradient is not needed."""
+    m = Seq2Seq(None, W, source_features=3, embed=3, hidden=4, bidirectional=True,
+                attention="additive", attention_size=3, dtype=np.float64, rng=2)  # fmt: skip
+    g = np.random.default_rng(3)
+    for v in m.params.values():
+        v[...] = g.uniform(-0.8, 0.8, v.shape)
+    assert not any(k.startswith("src_embed") for k in m.params)
+    x, tgt = g.standard_normal((B, S, 3)), g.integers(0, W, (B, T))
+    report = gradcheck(m, x, tgt_in=tgt, src_lengths=SRC_LENGTHS, tgt_lengths=TGT_LENGTHS,
+                       check_input=False, eps=1e-4)  # fmt: skip
+    assert report.max_error < 1e-7, str(report)
+
+
+def test_a_source_is_tokens_or_vectors():
+    match = r"`source_vocab` must be a vocabulary size for token sources, or None with"
+    with pytest.raises(ValueError, match=match):
+        Seq2Seq(None, W)
+    with pytest.raises(ValueError, match=match):
+        Seq2Seq(V, W, source_features=3)
