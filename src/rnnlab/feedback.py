@@ -14,6 +14,10 @@ What is fed back as y_{t-1} depends on the mode:
   the truth with probability `p`, otherwise its own prediction.
 y_0 is zero. Targets are float vectors (B, T, K), or class ids (B, T) for `feedback="softmax"`
 which are fed as one-hot vectors.
+
+Free running and scheduled sampling run on the library's loop (rnnlab.recurrence, compiled
+by rnnlab.fast): the Elman cell with the output map and f around its step
+(recurrence.Feedback). This module only lays the parameters out for it.
 """
 
 from __future__ import annotations
@@ -23,8 +27,6 @@ import numpy as np
 from rnnlab import _checks, recurrence
 from rnnlab.cells import ElmanCell
 from rnnlab.layers import Backward, Forward, _dtype, _rng, load_params, valid_mask
-from rnnlab.losses import softmax
-from rnnlab.ops import sigmoid
 
 
 class OutputFeedback:
@@ -77,26 +79,21 @@ class OutputFeedback:
         load_params(self.params, state, strict)
 
     # ------------------------------------------------------------------ helpers
+    def _loop_params(self) -> recurrence.Params:
+        """The layer as the library's loop takes it: the Elman cell with W_hh = R (or [W R]:
+        the carry is [h_{t-1}; y_{t-1}]), b_hh zero, and the output map V, c around it."""
+        P, H = self.params, self.hidden_size
+        W_rec = P["weight_fh"]
+        if self.hidden_recurrence:
+            W_rec = np.concatenate([P["weight_hh"], W_rec], axis=1)
+        return recurrence.Params(P["weight_ih"], W_rec, P["bias"], np.zeros(H, self.dtype),
+                                 W_hr=P["weight_out"], b_hr=P["bias_out"])  # fmt: skip
+
     def _phi(self, a):
         return np.tanh(a) if self.nonlinearity == "tanh" else np.maximum(a, 0.0)
 
     def _dphi(self, h):
         return 1.0 - h * h if self.nonlinearity == "tanh" else (h > 0.0).astype(h.dtype)
-
-    def _f(self, o):
-        if self.feedback == "identity":
-            return o.copy()
-        if self.feedback == "softmax":
-            return softmax(o, axis=-1)
-        return sigmoid(o)
-
-    def _df(self, s, ds):
-        """∂L/∂o from ∂L/∂f(o), with s = f(o)."""
-        if self.feedback == "identity":
-            return ds
-        if self.feedback == "softmax":
-            return s * (ds - (s * ds).sum(axis=-1, keepdims=True))
-        return ds * s * (1.0 - s)
 
     def _targets(self, targets, B, T):
         K = self.output_size
@@ -204,50 +201,31 @@ class OutputFeedback:
                 h_T = hs[-1] if m is None else hs[m.sum(axis=0) - 1, np.arange(B)]
             O = hs @ P["weight_out"].T + P["bias_out"]
             cache = {"mode": mode, "X": X, "tape": tape, "hs": hs, "mask": m}
-        else:
-            hs = np.empty((T + 1, B, H), self.dtype)
-            hs[0] = h0
-            O = np.empty((T, B, K), self.dtype)
-            fed = np.zeros((T, B, K), self.dtype)
-            if y0 is not None:
-                fed[0] = y0
-            S = np.zeros((T, B, K), self.dtype)  # f(o_t), the predictions that may be fed back
-            use_pred = np.ones((T, B), bool)  # where the model's own prediction was fed
-            XU = (X.reshape(T * B, -1) @ P["weight_ih"].T).reshape(T, B, H) + P["bias"]
-            Ytm = None if Y is None else np.swapaxes(Y, 0, 1)
-            for t in range(T):
-                if t > 0:
-                    if mode == "scheduled":
-                        use_pred[t] = rng.random(B) >= p
-                        fed[t] = np.where(use_pred[t][:, None], S[t - 1], Ytm[t - 1])
-                    else:
-                        fed[t] = S[t - 1]
-                a = XU[t] + fed[t] @ P["weight_fh"].T
-                if self.hidden_recurrence:
-                    a += hs[t] @ P["weight_hh"].T
-                hs[t + 1] = self._phi(a)
-                if m is not None and not m[t].all():
-                    np.copyto(hs[t + 1], hs[t], where=~m[t][:, None])
-                O[t] = hs[t + 1] @ P["weight_out"].T + P["bias_out"]
-                S[t] = self._f(O[t])
-            h_T = hs[T]
-            cache = {
-                "mode": mode,
-                "X": X,
-                "hs": hs,
-                "fed": fed,
-                "S": S,
-                "use_pred": use_pred,
-                "mask": m,
-            }
+        else:  # the loop of rnnlab.recurrence, with the output fed back around the cell
+            last = np.full(B, T - 1) if m is None else m.sum(axis=0) - 1
+            use = np.ones((T, B), self.dtype)
+            truth = np.zeros((T, B, K), self.dtype)
+            if mode == "scheduled" and T > 1:
+                # the carry after step t is what step t + 1 is fed: the truth y_t with
+                # probability p, drawn per sequence and step
+                use[:-1] = rng.random((T - 1, B)) >= p
+                truth[:-1] = np.swapaxes(Y, 0, 1)[:-1]
+                use[last, np.arange(B)] = 1.0  # what a next call is fed: the prediction
+            fb = recurrence.Feedback(self.feedback, self.hidden_recurrence,
+                                     np.empty((T, B, K), self.dtype), use, truth)  # fmt: skip
+            y_0 = np.zeros((B, K), self.dtype) if y0 is None else y0
+            carry0 = np.concatenate([h0, y_0], axis=1) if self.hidden_recurrence else y_0
+            rp = self._loop_params()
+            O, carry_T, _, tape = recurrence.forward(self._cell, rp, X, carry0, None, m,
+                                                     keep_tape=grad, feedback=fb)  # fmt: skip
+            h_T = carry_T[:, :H] if self.hidden_recurrence else None
+            cache = {"mode": mode, "X": X, "tape": tape, "params": rp, "mask": m,
+                     "y_last": carry_T[:, H:] if self.hidden_recurrence else carry_T}  # fmt: skip
         last = np.full(B, T - 1) if m is None else m.sum(axis=0) - 1
-        cache["last"] = last
         if mode == "teacher":
             cache["y_last"] = Y[np.arange(B), last]
-        else:
-            cache["y_last"] = S[last, np.arange(B)]
-        if m is not None:
-            O = np.where(m[:, :, None], O, 0.0).astype(self.dtype, copy=False)
+            if m is not None:
+                O = np.where(m[:, :, None], O, 0.0).astype(self.dtype, copy=False)
         return Forward(np.swapaxes(O, 0, 1), h_T if self.hidden_recurrence else None, cache)
 
     # ------------------------------------------------------------------ backward
@@ -290,40 +268,21 @@ class OutputFeedback:
             grads["weight_ih"], grads["weight_fh"], grads["bias"] = dW_in[:, :I], dW_in[:, I:], db
             dX = dXF[:, :, :I]
         else:
-            hs, fed, S, use_pred = c["hs"], c["fed"], c["S"], c["use_pred"]
-            dA = np.zeros((T, B, H), self.dtype)
-            dh_next = np.zeros((B, H), self.dtype) if d_state is None else d_state.copy()
-            dfed_next = np.zeros((B, K), self.dtype)  # ∂L/∂(value fed at step t+1)
-            dOt = np.empty((T, B, K), self.dtype)
-            dS = np.zeros((T, B, K), self.dtype)  # ∂L/∂f(o_t) from outside the sequence
+            if c["tape"] is None:
+                _checks.fail("f", "the result of a forward pass with grad=True", "grad=False")
+            rp = c["params"]
+            d_carry = np.zeros((B, rp.W_hh.shape[1]), self.dtype)
+            if d_state is not None:
+                d_carry[:, :H] = d_state
             if d_y_last is not None:
-                dS[c["last"], np.arange(B)] = d_y_last
-            for t in range(T - 1, -1, -1):
-                do = dO[t].copy()
-                ds = dS[t]
-                if t + 1 < T:
-                    ds = ds + np.where(use_pred[t + 1][:, None], dfed_next, 0.0)
-                if t + 1 < T or d_y_last is not None:
-                    do += self._df(S[t], ds)
-                dOt[t] = do
-                dh = dh_next + do @ P["weight_out"]
-                valid = None if m is None else m[t][:, None]
-                if valid is not None:
-                    dh_pass = dh
-                    dh = np.where(valid, dh, 0.0)
-                dA[t] = dh * self._dphi(hs[t + 1])
-                dfed_next = dA[t] @ P["weight_fh"]
-                dh_next = dA[t] @ P["weight_hh"] if self.hidden_recurrence else np.zeros_like(dh)
-                if valid is not None:
-                    dh_next = np.where(valid, dh_next, dh_pass)
-            dA2 = dA.reshape(T * B, H)
-            grads["weight_ih"] = dA2.T @ X.reshape(T * B, I)
-            grads["weight_fh"] = dA2.T @ fed.reshape(T * B, K)
-            grads["bias"] = dA2.sum(axis=0)
+                d_carry[:, d_carry.shape[1] - K :] = _checks.float_array(
+                    d_y_last, "d_y_last", shape=(B, K), dtype=self.dtype
+                )
+            dX, g, dh0, _ = recurrence.backward(self._cell, rp, c["tape"], dO, d_carry)
+            grads["weight_ih"], grads["bias"] = g.W_ih, g.b_ih
+            grads["weight_fh"] = g.W_hh[:, g.W_hh.shape[1] - K :]
             if self.hidden_recurrence:
-                grads["weight_hh"] = dA2.T @ hs[:-1].reshape(T * B, H)
-            grads["weight_out"] = dOt.reshape(T * B, K).T @ hs[1:].reshape(T * B, H)
-            grads["bias_out"] = dOt.reshape(T * B, K).sum(axis=0)
-            dX = (dA2 @ P["weight_ih"]).reshape(T, B, I)
-            dh0 = dh_next if self.hidden_recurrence else None
+                grads["weight_hh"] = g.W_hh[:, :H]
+            grads["weight_out"], grads["bias_out"] = g.W_hr, g.b_hr
+            dh0 = dh0[:, :H] if self.hidden_recurrence else None
         return Backward(np.swapaxes(dX, 0, 1), dh0, {k: grads[k] for k in P})

@@ -41,6 +41,7 @@ class Params:
     b_hh: np.ndarray  # (G·H,)
     q: np.ndarray | None = None  # (n_extra, H)
     W_hr: np.ndarray | None = None  # (P, H): the projection of the carry, when proj_size
+    b_hr: np.ndarray | None = None  # (K,): the output map's bias, with output feedback
 
 
 @dataclass
@@ -65,6 +66,42 @@ class Noise:
             None if self.zone_h is None else self.zone_h[a:b],
             None if self.zone_c is None else self.zone_c[a:b],
         )
+
+
+@dataclass
+class Feedback:
+    """Output feedback around the cell (the Jordan network; rnnlab.feedback is its layer):
+    the cell's h̃_t meets the output map, o_t = W_hr h̃_t + b_hr (K values, written into
+    `outputs`, the layer's output), and the carry the next step's products take is
+    y_t = f(o_t), f the identity, softmax or σ, after h̃_t itself when `hidden` (the carry
+    [h̃_t; y_t], for W_hh = [W R]). Where `use` (T, B) is 0 the carry takes `truth` (T, B, K)
+    instead of the prediction: teacher forcing per step, i.e. scheduled sampling; gradients
+    do not flow through the truth. Forward only, no checkpointing, no noise."""
+
+    f: str  # "identity", "softmax" or "sigmoid"
+    hidden: bool
+    outputs: np.ndarray  # (T, B, K), written by the forward pass
+    use: np.ndarray  # (T, B): 1 where y_t is the prediction, 0 where it is the truth
+    truth: np.ndarray  # (T, B, K)
+
+
+def _fed(f: str, o: np.ndarray) -> np.ndarray:
+    """f(o) over the last axis, as the carry takes it."""
+    from rnnlab.losses import softmax
+    from rnnlab.ops import sigmoid
+
+    if f == "identity":
+        return o
+    return sigmoid(o) if f == "sigmoid" else softmax(o, axis=-1)
+
+
+def _fed_back(f: str, s: np.ndarray, ds: np.ndarray) -> np.ndarray:
+    """∂L/∂o from ∂L/∂f(o), with s = f(o): f's Jacobian, transposed, on ds."""
+    if f == "identity":
+        return ds
+    if f == "sigmoid":
+        return ds * s * (1.0 - s)
+    return s * (ds - (s * ds).sum(axis=-1, keepdims=True))
 
 
 def _own(cell, p: Params, noise: Noise | None, rows: int, B: int, H: int, dtype):
@@ -92,6 +129,7 @@ class Tape:
     noise: Noise | None = None  # the masks the forward pass applied
     own: np.ndarray | None = None  # (T, B, H): the cell's h̃_t before projection or zoneout
     own_c: np.ndarray | None = None  # (T, B, H): its c̃_t before zoneout
+    feedback: Feedback | None = None  # output feedback (the Jordan network)
 
     def slices(self) -> tuple[slice, slice]:
         """(previous-state rows, output rows) of `hs` for steps 0..T-1 in time order."""
@@ -140,7 +178,7 @@ def _projection_place(cell, T: int, hs: np.ndarray, saved: np.ndarray, reverse: 
 
 
 def _loop_forward(cell, X, p: Params, W_hh, hs, cs, saved, mask, reverse, noise=None,
-                  own=None, own_c=None) -> None:  # fmt: skip
+                  own=None, own_c=None, feedback=None) -> None:  # fmt: skip
     """Project X and run the steps of one direction in place: hs (and cs, saved, own,
     own_c) get every state. The projection is X W_ihᵀ without b_ih (the steps add it)."""
     fast = _fast()
@@ -150,7 +188,7 @@ def _loop_forward(cell, X, p: Params, W_hh, hs, cs, saved, mask, reverse, noise=
         XA = _project(X, p, out=out)
         fast.forward_loop(cell, XA, W_hh, p.b_ih, p.b_hh, p.q, hs, cs, saved, mask, reverse,
                           xa_at=place, W_hr=p.W_hr, noise=noise, own=own,
-                          own_c=own_c)  # fmt: skip
+                          own_c=own_c, b_hr=p.b_hr, feedback=feedback)  # fmt: skip
         return
     XA = _project(X, p)
     cs = _no_c(hs) if cs is None else cs
@@ -165,7 +203,8 @@ def _loop_forward(cell, X, p: Params, W_hh, hs, cs, saved, mask, reverse, noise=
                      zone_h=None if noise.zone_h is None else noise.zone_h[t],
                      zone_c=None if noise.zone_c is None else noise.zone_c[t],
                      own=None if own is None else own[ti],
-                     own_c=None if own_c is None else own_c[ti])  # fmt: skip
+                     own_c=None if own_c is None else own_c[ti], b_hr=p.b_hr,
+                     feedback=feedback, t=t)  # fmt: skip
         if mask is not None and not mask[t].all():
             skip = ~mask[t][:, None]
             np.copyto(hs[out], hs[prev], where=skip)
@@ -189,17 +228,17 @@ def _left_factor(cell, da: np.ndarray, da_h: np.ndarray, lo: int, hi: int, H: in
 
 def _loop_backward(
     cell, W_hh, q, hs, cs, saved, mask, reverse, dys, dh, dc, dXA, dHA, dq, dh_trace=None,
-    W_hr=None, noise=None, own=None, own_c=None, dHR=None,
+    W_hr=None, noise=None, own=None, own_c=None, dHR=None, feedback=None,
 ):  # fmt: skip
     """BPTT over the steps of one direction: fills dXA/dHA (or, compiled, the tape for cells
     with grads_over_tape), dq and dHR (∂L/∂h_t at each step, for the projection's gradient;
     zero at masked steps), returns (dh_0, dc_0). `dys` must already be zero at masked
-    steps."""
+    steps. With `feedback`, dys is ∂L/∂o_t, the outputs' gradient (Feedback)."""
     fast = _fast()
     if fast is not None:
         return fast.backward_loop(
             cell, W_hh, q, hs, cs, saved, mask, reverse, dys, dh, dc, dXA, dHA, dq, dh_trace,
-            W_hr=W_hr, noise=noise, own=own, own_c=own_c, dHR=dHR,
+            W_hr=W_hr, noise=noise, own=own, own_c=own_c, dHR=dHR, feedback=feedback,
         )  # fmt: skip
     T, B, P = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
     dt = hs.dtype
@@ -215,7 +254,7 @@ def _loop_backward(
     dHA = np.empty((T, B, 0), dt) if dHA is None else dHA
     for t in range(T) if reverse else range(T - 1, -1, -1):
         prev, out = (t + 1, t) if reverse else (t, t + 1)
-        if dys is not None:
+        if dys is not None and feedback is None:
             dh = dh + dys[t]
         if dh_trace is not None:
             dh_trace[t] = dh
@@ -228,7 +267,8 @@ def _loop_backward(
                       zone_c=None if noise.zone_c is None else noise.zone_c[t],
                       own=None if own is None else own[t],
                       own_c=None if own_c is None else own_c[t],
-                      d_hr=None if dHR is None else dHR[t])  # fmt: skip
+                      d_hr=None if dHR is None else dHR[t], feedback=feedback, t=t,
+                      d_out=None if dys is None or feedback is None else dys[t])  # fmt: skip
         if dHR is not None and valid is not None:
             dHR[t] *= valid
         if valid is None:
@@ -240,14 +280,17 @@ def _loop_backward(
 
 
 def step_forward(cell, W_hh, q, xa, b_ih, b_hh, h_prev, c_prev, h, c, saved, *, W_hr=None,
-                 keep=None, zone_h=None, zone_c=None, own=None, own_c=None) -> None:  # fmt: skip
+                 keep=None, zone_h=None, zone_c=None, own=None, own_c=None, b_hr=None,
+                 feedback=None, t=0) -> None:  # fmt: skip
     """One step on NumPy for a batch block: each of the cell's products, then its stage.
     xa = x_t W_ihᵀ without b_ih; writes h (and c) and the step's tape `saved`.
 
     Around the cell (layer options, Noise): the products take h_{t-1} ⊙ keep; with a
     projection W_hr (P, H) or zoneout the cell writes h̃_t into `own` (and c̃_t into `own_c`)
     and the carry is h_t = h̃_t W_hrᵀ, or h_t = zone_h ⊙ h_{t-1} + (1 − zone_h) ⊙ h̃_t (and
-    c_t likewise with zone_c)."""
+    c_t likewise with zone_c). With `feedback` (Feedback, step t) the carry is the fed-back
+    output: o_t = h̃_t W_hrᵀ + b_hr into feedback.outputs[t], h_t = [h̃_t;] f(o_t) or the
+    truth."""
     h_cell = h if own is None else own
     c_cell = c if own_c is None else own_c
     H = h_cell.shape[-1]
@@ -256,7 +299,15 @@ def step_forward(cell, W_hh, q, xa, b_ih, b_hh, h_prev, c_prev, h, c, saved, *, 
         A = src_h if src is None else saved[..., src * H : (src + 1) * H]
         ha = A @ W_hh[lo * H : hi * H].T
         stage(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h_cell, c_cell, saved)
-    if W_hr is not None:
+    if feedback is not None:
+        o = feedback.outputs[t]
+        np.matmul(own, W_hr.T, out=o)
+        o += b_hr
+        y = np.where(feedback.use[t][:, None] > 0, _fed(feedback.f, o), feedback.truth[t])
+        if feedback.hidden:
+            h[..., :H] = own
+        h[..., h.shape[-1] - y.shape[-1] :] = y
+    elif W_hr is not None:
         h[...] = own @ W_hr.T
     elif zone_h is not None:
         h[...] = zone_h * h_prev + (1 - zone_h) * own
@@ -266,13 +317,15 @@ def step_forward(cell, W_hh, q, xa, b_ih, b_hh, h_prev, c_prev, h, c, saved, *, 
 
 def step_backward(cell, W_hh, q, h_prev, c_prev, h, c, saved, dh, dc, da, da_h, dq, *,
                   W_hr=None, keep=None, zone_h=None, zone_c=None, own=None, own_c=None,
-                  d_hr=None) -> None:  # fmt: skip
+                  d_hr=None, feedback=None, t=0, d_out=None) -> None:  # fmt: skip
     """One step of BPTT on NumPy for a batch block: the cell's backward stages, last first,
     each followed by its product transposed. dh (and dc) go from ∂L/∂h_t to ∂L/∂h_{t-1} in
     place; da, da_h get the pre-activation gradients; dq (B, n_extra·H) accumulates. A cell
     whose steps run in place finds its tape's first blocks in da and da_h (Cell.in_place).
     The keywords are step_forward's; `d_hr` receives ∂L/∂h_t for the projection's gradient
-    (Σ_t ∂L/∂h_tᵀ h̃_t)."""
+    (Σ_t ∂L/∂h_tᵀ h̃_t); with `feedback`, ∂L/∂o_t, which takes `d_out` (∂L/∂o_t from outside:
+    the layer's output gradient) and, through f where the carry was the prediction, the
+    carry's."""
     h_cell = h if own is None else own
     c_cell = c if own_c is None else own_c
     H = h_cell.shape[-1]
@@ -282,7 +335,18 @@ def step_backward(cell, W_hh, q, h_prev, c_prev, h, c, saved, dh, dc, da, da_h, 
         if n_own:
             da_h[...] = saved[..., GH : GH + n_own]
     carried = None  # the part of ∂L/∂h_{t-1} that bypasses the cell
-    if W_hr is not None:
+    if feedback is not None:
+        K = W_hr.shape[0]
+        s = h[..., h.shape[-1] - K :]  # f(o_t) where the carry took the prediction
+        do = _fed_back(feedback.f, s, dh[..., dh.shape[-1] - K :]) * feedback.use[t][:, None]
+        if d_out is not None:
+            do += d_out
+        d_hr[...] = do
+        dh_cell = do @ W_hr
+        if feedback.hidden:
+            dh_cell += dh[..., :H]
+        carried = np.zeros_like(dh)
+    elif W_hr is not None:
         d_hr[...] = dh
         dh_cell = dh @ W_hr
         carried = np.zeros_like(dh)  # the cell reads h_{t-1} through its products only
@@ -392,6 +456,7 @@ def forward(
     keep_tape: bool = True,
     hs_out: np.ndarray | None = None,
     noise: Noise | None = None,
+    feedback: Feedback | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, Tape | None]:
     """Run `cell` over X (T, B, I) from the initial state h0 (B, H) [and c0].
 
@@ -415,10 +480,18 @@ def forward(
 
     With a projection (p.W_hr, (P, H)) the states h are P wide and c H wide; `noise` holds
     recurrent dropout's and zoneout's masks (Noise).
+
+    With `feedback` (Feedback; p.W_hr (K, H) and p.b_hr (K,) the output map) ys are the
+    outputs o_t (T, B, K), and the states the fed-back carry ([h̃_t;] y_t).
     """
     T, B, _ = X.shape
     H, P = cell_width(cell, p), p.W_hh.shape[1]
+    if feedback is not None and (reverse or noise is not None or p.b_hr is None):
+        raise ValueError("output feedback runs forward, without noise, with W_hr and b_hr")
+    if feedback is not None:
+        checkpoint_every = 0
     fused = not keep_tape and infers_without_projection(cell, X.shape[2], H, X.dtype)
+    fused = fused and feedback is None
     if not fused:  # the fused loop reads the rows of x_t where they are (a batch-first view)
         X = np.ascontiguousarray(X)
     if checkpoint_every and checkpoint_every < T and keep_tape:
@@ -438,10 +511,12 @@ def forward(
                            own_c=own_c)  # fmt: skip
     else:
         W_hh = _step_weights(cell, p.W_hh, B, inference=not keep_tape)
-        _loop_forward(cell, X, p, W_hh, hs, cs, saved, mask, reverse, noise, own, own_c)
+        _loop_forward(cell, X, p, W_hh, hs, cs, saved, mask, reverse, noise, own, own_c,
+                      feedback)  # fmt: skip
 
-    tape = Tape(X, hs, cs, saved, mask, reverse, noise=noise, own=own, own_c=own_c)
-    ys = hs[tape.slices()[1]]
+    tape = Tape(X, hs, cs, saved, mask, reverse, noise=noise, own=own, own_c=own_c,
+                feedback=feedback)  # fmt: skip
+    ys = hs[tape.slices()[1]] if feedback is None else feedback.outputs
     if not keep_tape:
         tape = None
     if mask is not None:
@@ -534,12 +609,12 @@ def backward(
         saved = parallel.scratch("saved", saved.shape, saved.dtype)
         np.copyto(saved, tape.saved)
     return _bptt(cell, p, X, tape.hs, tape.cs, saved, mask, tape.reverse, dys, dh_T, dc_T,
-                 need_dX, dh_trace, noise=tape.noise, own=tape.own,
-                 own_c=tape.own_c)  # fmt: skip
+                 need_dX, dh_trace, noise=tape.noise, own=tape.own, own_c=tape.own_c,
+                 feedback=tape.feedback)  # fmt: skip
 
 
 def _bptt(cell, p, X, hs, cs, saved, mask, reverse, dys, dh, dc, need_dX, dh_trace, W_hh=None,
-          noise=None, own=None, own_c=None):  # fmt: skip
+          noise=None, own=None, own_c=None, feedback=None):  # fmt: skip
     """The backward loop, then the weight gradients and ∂L/∂X of one direction (or one
     checkpointed segment; W_hh: the weights as _step_weights prepared them, if it did)."""
     T, B, I = X.shape
@@ -547,11 +622,13 @@ def _bptt(cell, p, X, hs, cs, saved, mask, reverse, dys, dh, dc, need_dX, dh_tra
     H = cell_width(cell, p)
     dXA, dHA = _preact_grads(cell, saved, T, B, H, X.dtype)
     dq = None if p.q is None else np.zeros((B, p.q.size), X.dtype)
-    dHR = None if p.W_hr is None else parallel.scratch("proj", (T, B, P), X.dtype)
+    K = None if p.W_hr is None else p.W_hr.shape[0]  # P, or the outputs' K with feedback
+    dHR = None if p.W_hr is None else parallel.scratch("proj", (T, B, K), X.dtype)
     if W_hh is None:
         W_hh = _step_weights(cell, p.W_hh, B, backward=True)
     dh, dc = _loop_backward(cell, W_hh, p.q, hs, cs, saved, mask, reverse, dys, dh, dc, dXA,
-                            dHA, dq, dh_trace, p.W_hr, noise, own, own_c, dHR)  # fmt: skip
+                            dHA, dq, dh_trace, p.W_hr, noise, own, own_c, dHR,
+                            feedback)  # fmt: skip
     prev = hs[1:] if reverse else hs[:-1]
     if noise is not None and noise.keep is not None:
         prev = prev * noise.keep  # what the products took
@@ -559,7 +636,9 @@ def _bptt(cell, p, X, hs, cs, saved, mask, reverse, dys, dh, dc, need_dX, dh_tra
     if dq is not None:
         grads.q = dq.sum(axis=0).reshape(p.q.shape)
     if dHR is not None:
-        grads.W_hr = parallel.matmul(dHR.reshape(T * B, P).T, own.reshape(T * B, H))
+        grads.W_hr = parallel.matmul(dHR.reshape(T * B, K).T, own.reshape(T * B, H))
+    if feedback is not None:
+        grads.b_hr = dHR.reshape(T * B, K).sum(axis=0)
     dX = parallel.matmul(dXA.reshape(T * B, GH), p.W_ih).reshape(T, B, I) if need_dX else None
     return dX, grads, dh, dc
 

@@ -385,13 +385,17 @@ def _carry(cs: np.ndarray | None, rows: int, B: int, dt) -> np.ndarray:
 
 
 def _around(W_hr, noise, own, own_c, B: int, dt, backward: bool, np_blas: bool,
-            inference: bool = False):  # fmt: skip
+            inference: bool = False, feedback=None):  # fmt: skip
     """The loops' key for the options around the cell's step, and their arguments:
     (W_r, keep, zh, zc, own, ownc) with empty stand-ins for what is off."""
+    from rnnlab.fast.loops import FED
+
     keep = None if noise is None else noise.keep
     zh = None if noise is None else noise.zone_h
     zc = None if noise is None else noise.zone_c
-    key = (W_hr is not None, keep is not None, zh is not None, zc is not None)
+    key = (W_hr is not None, keep is not None, zh is not None, zc is not None,
+           0 if feedback is None else FED[feedback.f],
+           feedback is not None and feedback.hidden)  # fmt: skip
     if W_hr is None:
         W_r = _no_weight(dt)
     else:
@@ -406,6 +410,14 @@ def _around(W_hr, noise, own, own_c, B: int, dt, backward: bool, np_blas: bool,
         none3 if own_c is None else own_c,
     )
     return key, args
+
+
+def _feedback_args(feedback, b_hr, dt) -> tuple:
+    """(fb_b, outs, use, truth) for the forward loops: output feedback's arrays, or empty."""
+    if feedback is None:
+        none3 = np.empty((0, 0, 0), dt)
+        return np.empty(0, dt), none3, np.empty((0, 0), dt), none3
+    return (_c(b_hr, dt), feedback.outputs, _c(feedback.use, dt), _rows(feedback.truth, dt))
 
 
 def forward_loop(
@@ -427,13 +439,17 @@ def forward_loop(
     noise=None,
     own: np.ndarray | None = None,
     own_c: np.ndarray | None = None,
+    b_hr: np.ndarray | None = None,
+    feedback=None,
 ) -> None:
     """Run the forward time loop of `cell`, writing hs[, cs] and the tape in place. `xa_at`:
     where XA lies if not apart, "tape" (its first G·H columns) or "output" (where the step
     writes h), for cells whose steps run in place: the loop reads it there (see loops).
     Around the cell (rnnlab.recurrence.step_forward): W_hr (P, H) a projection of the
     carry, noise (recurrence.Noise) the dropout and zoneout masks, own (own_c) (T, B, H)
-    where the cell writes h̃_t (c̃_t) when the library makes the carry from them."""
+    where the cell writes h̃_t (c̃_t) when the library makes the carry from them; with output
+    feedback (recurrence.Feedback) W_hr is the output map (K, H) and b_hr its bias, and the
+    loop writes feedback.outputs."""
     from rnnlab.fast import blas, loops
 
     np_blas = blas.NUMPY_CBLAS and numpy_blas is not False
@@ -447,18 +463,23 @@ def forward_loop(
         XA = _c(XA, dt)
     ha0, ha1 = _product_buffers(cell, B, H, dt)
     m, has_mask = _mask_arg(mask)
-    key, around = _around(W_hr, noise, own, own_c, B, dt, False, np_blas)
+    key, around = _around(W_hr, noise, own, own_c, B, dt, False, np_blas, feedback=feedback)
     loop = loops.forward_for(cell, xa_at or "apart", key)
+    width = P if W_hr is None else W_hr.shape[0]
     args = (XA, _no_weight(dt), _c(b_ih, dt), *W.factors, _c(b_hh, dt), _extra(q, H, dt),
             hs, _carry(cs, T + 1, B, dt), tape, m, has_mask, bool(reverse), np_blas, H, P,
-            np.empty((0, 0), dt), ha0, ha1, *around, *_around_buffers(key, B, P, dt))  # fmt: skip
+            np.empty((0, 0), dt), ha0, ha1, *around, *_around_buffers(key, B, P, dt, width),
+            *_feedback_args(feedback, b_hr, dt))  # fmt: skip
     _run_parts(loop, args, (T, B, GH, H), np_blas)
 
 
-def _around_buffers(key: tuple, B: int, P: int, dt) -> tuple[np.ndarray, np.ndarray]:
-    """(h_{t-1} ⊙ keep, the projection's result): (B, P) each where used."""
+def _around_buffers(key: tuple, B: int, P: int, dt, width: int | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(h_{t-1} ⊙ keep, the projection's result): (B, P) and (B, width) where used (width:
+    W_hr's rows, P or output feedback's K)."""
     proj, drop = key[0], key[1]
-    return (np.empty((B, P if drop else 0), dt), np.empty((B, P if proj else 0), dt))
+    width = P if width is None else width
+    return (np.empty((B, P if drop else 0), dt), np.empty((B, width if proj else 0), dt))
 
 
 @functools.cache
@@ -518,7 +539,8 @@ def infer_loop(
     rows = 2 if cs is None else cs.shape[0]
     args = (X, W_x, _c(b_ih, dt), *W.factors, _c(b_hh, dt), _extra(q, H, dt), hs,
             _carry(cs, rows, B, dt), tape, m, has_mask, bool(reverse), np_blas, H, P,
-            np.empty((B, GH), dt), ha0, ha1, *around, *_around_buffers(key, B, P, dt))  # fmt: skip
+            np.empty((B, GH), dt), ha0, ha1, *around, *_around_buffers(key, B, P, dt),
+            *_feedback_args(None, None, dt))  # fmt: skip
     _run_parts(loop, args, (T, B, GH, I + H), np_blas)
 
 
@@ -545,6 +567,7 @@ def backward_loop(
     own: np.ndarray | None = None,
     own_c: np.ndarray | None = None,
     dHR: np.ndarray | None = None,
+    feedback=None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """BPTT through the time loop of `cell`: fills dXA and dHA (or the tape, for cells with
     grads_over_tape), dq and, with a projection W_hr, dHR (T, B, P) (∂L/∂h_t, zero at
@@ -581,7 +604,7 @@ def backward_loop(
         dq = np.empty((B, 0), dt)
     hh = [np.empty((B, (hi - lo) * H if own_width else 0), dt) for (lo, hi), _ in cell.products]
     hh += [np.empty((B, 0), dt)] * (2 - len(hh))
-    key, around = _around(W_hr, noise, own, own_c, B, dt, True, np_blas)
+    key, around = _around(W_hr, noise, own, own_c, B, dt, True, np_blas, feedback=feedback)
     loop = loops.backward_for(cell, key)
     proj, zone_h, zone_c = key[0], key[2], key[3]
     dHR = dHR if proj else np.empty((0, 0, 0), dt)
@@ -590,6 +613,6 @@ def backward_loop(
     args = (*W.factors, _extra(q, H, dt), hs, _carry(cs, T + 1, B, dt), tape, dXA, dHA, m,
             has_mask, bool(reverse), dys, has_dys, dh, dc, trace, has_trace, np_blas, H, dq,
             np.empty((B, H), dt), hh[0], hh[1], np.empty((B, P), dt), *around, dHR, dcell,
-            dccell)  # fmt: skip
+            dccell, np.empty((0, 0), dt) if feedback is None else _c(feedback.use, dt))  # fmt: skip
     _run_parts(loop, args, (T, B, GH, H), np_blas)
     return dh, (dc if cell.has_c else None)

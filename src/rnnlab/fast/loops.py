@@ -26,8 +26,9 @@ Around the cell, by the layer's options (`Around`, part of the loops' key, so ea
 combination compiles its own loops and the others pay nothing): a projection of the carry
 (the cell writes h̃_t into `own`, h_t = h̃_t W_hrᵀ), recurrent dropout (the products take
 h_{t-1} ⊙ keep), zoneout (h_t, c_t mixed from h̃_t, c̃_t in `own`, `own_c` and the previous
-carry by the step's masks); rnnlab.recurrence.step_forward/step_backward are the same
-arithmetic on NumPy.
+carry by the step's masks), output feedback (the Jordan network: o_t = h̃_t W_hrᵀ + b_hr is
+the layer's output and the carry is [h̃_t;] f(o_t), or the truth where scheduled sampling
+feeds it); rnnlab.recurrence.step_forward/step_backward are the same arithmetic on NumPy.
 
 Every loop touches the batch rows b0 ≤ b < b1 only (the rows of a batch never interact),
 so rnnlab.fast can run parts of one batch on several threads. Masked rows (mask[t, b]
@@ -42,6 +43,7 @@ import hashlib
 import pathlib
 import types
 
+import numpy as np
 from numba import njit
 from numba.core.caching import FunctionCache, IndexDataCacheFile
 
@@ -149,12 +151,18 @@ def _inline(fn):
     return njit(inline="always", **kernels.SCALAR)(fn)
 
 
+NOTHING_AROUND = (False, False, False, False, 0, False)
+FED = {"identity": 1, "softmax": 2, "sigmoid": 3}
+"""Output feedback's f, as the loops' key names it (0: no feedback)."""
+
+
 @functools.cache
-def _loops(key, around=(False, False, False, False)):
+def _loops(key, around=NOTHING_AROUND):
     """The compiled loops for a cell's key (Cell.key) and the options around its step:
-    (projection, recurrent dropout, zoneout of h, zoneout of c)."""
+    (projection, recurrent dropout, zoneout of h, zoneout of c, output feedback's f (FED),
+    whether the fed-back carry keeps h̃_t before the output)."""
     stages, backward_stages, products, G, hh_own, over_tape, _ = key
-    proj, drop, zone_h, zone_c = around
+    proj, drop, zone_h, zone_c, fb, fb_hidden = around
     has_own = proj or zone_h
     f0 = _inline(stages[0])
     f1 = _inline(stages[1]) if len(stages) > 1 else f0
@@ -201,10 +209,39 @@ def _loops(key, around=(False, False, False, False)):
 
         stage = njit(inline="always", **JIT)(_stage)
 
-        def _carry(W_r, keep, zh, zc, hs, cs, own, ownc, pbuf, t, ti, prev, out, cp, co, P,
-                   numpy_blas, b0, b1):  # fmt: skip
-            """The carry from what the cell wrote (`own`, `ownc`): projected, or zoned out."""
-            if proj:
+        def _carry(W_r, keep, zh, zc, hs, cs, own, ownc, pbuf, fb_b, outs, use, truth, t, ti,
+                   prev, out, cp, co, P, numpy_blas, b0, b1):  # fmt: skip
+            """The carry from what the cell wrote (`own`, `ownc`): projected, zoned out, or
+            the output fed back (o_t = h̃_t W_rᵀ... + fb_b into outs; [h̃_t;] f(o_t), or the
+            truth where use is 0)."""
+            if fb:
+                kernels.gemm(own[ti, b0:b1], W_r, pbuf[b0:b1], numpy_blas)
+                K = pbuf.shape[1]
+                off = P - K
+                for b in range(b0, b1):
+                    o, y, ob = outs[t, b], hs[out, b, off:P], pbuf[b]
+                    for j in range(K):
+                        o[j] = ob[j] + fb_b[j]
+                    if use[t, b] == 0:
+                        kernels.copy_into(truth[t, b], y)
+                    elif fb == 1:
+                        kernels.copy_into(o, y)
+                    elif fb == 3:
+                        for j in range(K):
+                            y[j] = kernels.sigmoid_scalar(o[j])
+                    else:  # softmax, from the largest logit
+                        top = o[0]
+                        for j in range(K):
+                            top = max(top, o[j])
+                        total = o[0] - o[0]
+                        for j in range(K):
+                            y[j] = np.exp(o[j] - top)
+                            total += y[j]
+                        for j in range(K):
+                            y[j] /= total
+                    if fb_hidden:
+                        kernels.copy_into(own[ti, b], hs[out, b, :off])
+            elif proj:
                 kernels.gemm(own[ti, b0:b1], W_r, pbuf[b0:b1], numpy_blas)
                 for b in range(b0, b1):
                     kernels.copy_into(pbuf[b], hs[out, b, :P])
@@ -223,14 +260,15 @@ def _loops(key, around=(False, False, False, False)):
 
         def forward(XA, W_x, b_ih, W0, W1, b_hh, q, hs, cs, tape, mask, has_mask, reverse,
                     numpy_blas, H, P, xa_buf, ha0, ha1, W_r, keep, zh, zc, own, ownc, hk, pbuf,
-                    b0, b1):  # fmt: skip
+                    fb_b, outs, use, truth, b0, b1):  # fmt: skip
             """One direction's forward pass over the rows b0:b1. XA: x_t W_ihᵀ for every
             step (T, B, G·H), or X itself (T, B, I) when the loop projects each step
             (`project`, inference: x_t W_x into xa_buf). tape (and own, ownc) may have one
             step (no backward follows) and cs two rows (c_t in row t mod 2). H: the cell's
             units; P: the carry's (hs may be wider: a block of columns). Around the cell:
             W_r the projection (H, P), keep (B, P), zh, zc (T, B, H) the masks, hk (B, P)
-            and pbuf (B, P) buffers."""
+            and pbuf (B, P) buffers; with output feedback fb_b the output's bias, outs
+            (T, B, K) the outputs, use (T, B) and truth (T, B, K) what the carry takes."""
             T = XA.shape[0]
             keep_all = tape.shape[0] == T
             c_rows = cs.shape[0]
@@ -252,8 +290,8 @@ def _loops(key, around=(False, False, False, False)):
                     stage(f1, src1, W1, ha1, XA, b_ih, b_hh, q, hs, cs, tape, xa_buf, own, ownc,
                           hk, t, ti, prev, out, cp, co, H, P, numpy_blas, b0, b1)  # fmt: skip
                 if has_own or zone_c:
-                    carry(W_r, keep, zh, zc, hs, cs, own, ownc, pbuf, t, ti, prev, out, cp, co,
-                          P, numpy_blas, b0, b1)  # fmt: skip
+                    carry(W_r, keep, zh, zc, hs, cs, own, ownc, pbuf, fb_b, outs, use, truth, t,
+                          ti, prev, out, cp, co, P, numpy_blas, b0, b1)  # fmt: skip
                 if has_mask:
                     for b in range(b0, b1):
                         if not mask[t, b]:
@@ -314,7 +352,7 @@ def _loops(key, around=(False, False, False, False)):
 
     def backward(W0, W1, q, hs, cs, tape, dXA, dHA, mask, has_mask, reverse, dys, has_dys, dh,
                  dc, trace, has_trace, numpy_blas, H, dq, dsrc, hh0, hh1, tmp, W_r, keep, zh, zc,
-                 own, ownc, dHR, dcell, dccell, b0, b1):  # fmt: skip
+                 own, ownc, dHR, dcell, dccell, use, b0, b1):  # fmt: skip
         """BPTT over the rows b0:b1: dXA (dHA) get ∂L/∂pre-activations, dh (dc) go from
         ∂L/∂h_T (∂L/∂c_T) to ∂L/∂h_0 (∂L/∂c_0). With grads_over_tape dXA and dHA are
         unused: the gradients go over the tape. dsrc: (B, H) buffer for the gradient of a
@@ -322,7 +360,8 @@ def _loops(key, around=(False, False, False, False)):
         tmp: (B, P) buffer for numba's np.dot and the dropout mask. Around the cell: W_r
         the projection (P, H), keep, zh, zc the forward's masks, own, ownc what the cell
         wrote, dHR (T, B, P) out: ∂L/∂h_t for the projection's gradient, dcell, dccell
-        (B, H) the cell's ∂L/∂h̃_t, ∂L/∂c̃_t."""
+        (B, H) the cell's ∂L/∂h̃_t, ∂L/∂c̃_t. With output feedback dys are ∂L/∂o_t, dHR gets
+        the whole ∂L/∂o_t and `use` is the forward's."""
         T = dXA.shape[0] if not over_tape else tape.shape[0]
         P = dh.shape[1]
         GH = G * H
@@ -340,14 +379,43 @@ def _loops(key, around=(False, False, False, False)):
                 dah = dHA[t]
             for b in range(b0, b1):
                 valid = not has_mask or mask[t, b]
-                if has_dys and valid:
+                if has_dys and valid and not fb:
                     kernels.add_into(dh[b], dys[t, b])
                 if has_trace:
                     kernels.copy_into(dh[b], trace[t, b])
                 if not valid:
                     kernels.fill(da[b, :GH], da.dtype.type(0.0))
                     kernels.fill(dah[b], da.dtype.type(0.0))
-            if proj:  # ∂L/∂h̃_t = ∂L/∂h_t W_hr; h_{t-1} reaches h_t through W_hh only
+            if fb:  # ∂L/∂o_t: from outside, and from the carry through f where it was fed
+                K = dHR.shape[2]
+                off = P - K
+                for b in range(b0, b1):
+                    d = dHR[t, b]
+                    if has_mask and not mask[t, b]:
+                        kernels.fill(d, dh.dtype.type(0.0))
+                        continue
+                    dy, y, u = dh[b, off:P], hs[out, b, off:P], use[t, b]
+                    if fb == 1:
+                        for j in range(K):
+                            d[j] = u * dy[j]
+                    elif fb == 3:
+                        for j in range(K):
+                            d[j] = u * dy[j] * y[j] * (1 - y[j])
+                    else:
+                        sd = y[0] - y[0]
+                        for j in range(K):
+                            sd += y[j] * dy[j]
+                        for j in range(K):
+                            d[j] = u * y[j] * (dy[j] - sd)
+                    if has_dys:
+                        kernels.add_into(d, dys[t, b])
+                kernels.gemm(dHR[t, b0:b1], W_r, dcell[b0:b1], numpy_blas)
+                for b in range(b0, b1):
+                    if not has_mask or mask[t, b]:
+                        if fb_hidden:
+                            kernels.add_into(dcell[b], dh[b, :off])
+                        kernels.fill(dh[b], dh.dtype.type(0.0))
+            elif proj:  # ∂L/∂h̃_t = ∂L/∂h_t W_hr; h_{t-1} reaches h_t through W_hh only
                 kernels.gemm(dh[b0:b1], W_r, dcell[b0:b1], numpy_blas)
                 for b in range(b0, b1):
                     if not has_mask or mask[t, b]:
@@ -397,14 +465,13 @@ def _forward(key, xa_at: str, around: tuple):
     return _loops(key, around)[0](xa_at)
 
 
-def forward_for(cell, xa_at: str, around=(False, False, False, False)):
+def forward_for(cell, xa_at: str, around=NOTHING_AROUND):
     """The compiled forward loop of a cell, by where it reads x_t W_ihᵀ: "apart" (XA),
     "tape" (the tape's first G·H columns), "output" (where the step writes h), or "project"
-    (computed at every step from X: inference); `around`: (projection, recurrent dropout,
-    zoneout of h, of c)."""
+    (computed at every step from X: inference); `around`: _loops's."""
     return _forward(cell.key, xa_at, tuple(around))
 
 
-def backward_for(cell, around=(False, False, False, False)):
+def backward_for(cell, around=NOTHING_AROUND):
     """The compiled BPTT loop of a cell (`around` as forward_for's)."""
     return _loops(cell.key, tuple(around))[1]

@@ -1,0 +1,158 @@
+"""The output-feedback (Jordan) network on the library's loop: the notes' equations written
+out, the compiled loop equal to the NumPy one, finite differences on the NumPy path (the
+compiled path's are in test_gradients), inference without a tape."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rnnlab import fast, gradcheck
+from rnnlab.feedback import OutputFeedback
+
+B, T, I, H, K = 4, 6, 3, 5, 4
+LENGTHS = np.array([6, 4, 1, 5])
+
+
+def _layer(feedback, hidden, nonlinearity="tanh", dtype=np.float64):
+    rng = np.random.default_rng(2)
+    layer = OutputFeedback(I, H, K, feedback=feedback, hidden_recurrence=hidden,
+                           nonlinearity=nonlinearity, dtype=dtype, rng=rng)  # fmt: skip
+    for v in layer.params.values():
+        v[...] = rng.uniform(-0.7, 0.7, v.shape)
+    return layer
+
+
+def _data(feedback, dtype=np.float64):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((B, T, I)).astype(dtype)
+    if feedback == "softmax":
+        ids = rng.integers(0, K, (B, T))
+        return x, ids, np.eye(K, dtype=dtype)[ids]
+    y = rng.uniform(0, 1, (B, T, K)).astype(dtype)
+    return x, y, y
+
+
+def _notes(layer, x, truth, use, h0, y0, lengths):
+    """The notes' Jordan network, one step at a time:
+    h_t = φ(U x_t + R y_{t-1} + b [+ W h_{t-1}]),  o_t = V h_t + c,  y_t = f(o_t) (or the
+    truth y*_t where the step fed the truth); a finished sequence keeps its state."""
+    P = layer.params
+    phi = np.tanh if layer.nonlinearity == "tanh" else (lambda a: np.maximum(a, 0.0))
+    f = {
+        "identity": lambda o: o,
+        "sigmoid": lambda o: 1 / (1 + np.exp(-o)),
+        "softmax": lambda o: np.exp(o) / np.exp(o).sum(axis=-1, keepdims=True),
+    }[layer.feedback]
+    h, y = h0.copy(), y0.copy()
+    O = np.zeros((B, T, K))
+    for t in range(T):
+        a = x[:, t] @ P["weight_ih"].T + y @ P["weight_fh"].T + P["bias"]
+        if layer.hidden_recurrence:
+            a += h @ P["weight_hh"].T
+        h_new = phi(a)
+        o = h_new @ P["weight_out"].T + P["bias_out"]
+        y_new = np.where(use[t][:, None], f(o), truth[:, t])
+        valid = (t < lengths)[:, None]
+        O[:, t] = np.where(valid, o, 0.0)
+        h, y = np.where(valid, h_new, h), np.where(valid, y_new, y)
+    return O, h, y
+
+
+@pytest.fixture(params=["compiled", "numpy"])
+def path(request, monkeypatch):
+    if request.param == "compiled":
+        if not fast.available():
+            pytest.skip("needs the compiled loops")
+    else:
+        monkeypatch.setattr(fast, "available", lambda: False)
+    return request.param
+
+
+@pytest.mark.parametrize("feedback", ["identity", "softmax", "sigmoid"])
+@pytest.mark.parametrize("hidden", [False, True], ids=["jordan", "jordan+elman"])
+@pytest.mark.parametrize("mode", ["free", "scheduled"])
+def test_the_notes_equations(path, feedback, hidden, mode):
+    layer = _layer(feedback, hidden, "relu" if feedback == "identity" else "tanh")
+    x, targets, truth = _data(feedback)
+    rng = np.random.default_rng(4)
+    h0 = rng.standard_normal((B, H)) if hidden else np.zeros((B, H))
+    y0 = rng.standard_normal((B, K))
+    f = layer.forward(x, targets=targets, mode=mode, p=0.5, lengths=LENGTHS,
+                      state=h0 if hidden else None, y0=y0,
+                      rng=np.random.default_rng(7))  # fmt: skip
+    # scheduled sampling draws, step t = 1..T-1, whether step t is fed its own prediction
+    use = np.ones((T, B), bool)
+    if mode == "scheduled":
+        use[:-1] = np.random.default_rng(7).random((T - 1, B)) >= 0.5
+        use[LENGTHS - 1, np.arange(B)] = True  # a next call continues from the prediction
+    O, h_T, y_T = _notes(layer, x, truth, use, h0, y0, LENGTHS)
+    np.testing.assert_allclose(f.output, O, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(f.cache["y_last"], y_T, rtol=0, atol=1e-12)
+    if hidden:
+        np.testing.assert_allclose(f.state, h_T, rtol=0, atol=1e-12)
+    if mode == "scheduled":
+        assert 0 < (~use[:-1]).sum() < use[:-1].size  # the draws fed both kinds
+
+
+def _run(layer, x, targets, mode):
+    rng = np.random.default_rng(3)
+    state = rng.standard_normal((B, H)) if layer.hidden_recurrence else None
+    f = layer.forward(x, targets=targets, mode=mode, p=0.4, lengths=LENGTHS, state=state,
+                      rng=np.random.default_rng(8))  # fmt: skip
+    d_state = rng.standard_normal((B, H)) if layer.hidden_recurrence else None
+    b = layer.backward(f, rng.standard_normal(f.output.shape), d_state,
+                       d_y_last=rng.standard_normal((B, K)))  # fmt: skip
+    return f, b
+
+
+@pytest.mark.skipif(not fast.available(), reason="needs the compiled loops")
+@pytest.mark.parametrize("feedback", ["identity", "softmax", "sigmoid"])
+@pytest.mark.parametrize("hidden", [False, True], ids=["jordan", "jordan+elman"])
+def test_compiled_equals_numpy(feedback, hidden):
+    layer = _layer(feedback, hidden)
+    x, targets, _ = _data(feedback)
+    f1, b1 = _run(layer, x, targets, "scheduled")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fast, "available", lambda: False)
+        f2, b2 = _run(layer, x, targets, "scheduled")
+    np.testing.assert_allclose(f1.output, f2.output, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(f1.cache["y_last"], f2.cache["y_last"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(b1.input, b2.input, rtol=0, atol=1e-12)
+    if hidden:
+        np.testing.assert_allclose(b1.state, b2.state, rtol=0, atol=1e-12)
+    for k in layer.params:
+        np.testing.assert_allclose(b1.params[k], b2.params[k], rtol=0, atol=1e-12, err_msg=k)
+
+
+@pytest.mark.parametrize("feedback", ["softmax", "sigmoid"])
+@pytest.mark.parametrize("mode", ["free", "scheduled"])
+def test_finite_differences_on_numpy(monkeypatch, feedback, mode):
+    monkeypatch.setattr(fast, "available", lambda: False)
+    layer = _layer(feedback, True)
+    x, targets, _ = _data(feedback)
+    gradcheck(layer, x, rng_seed=1, targets=targets, mode=mode, p=0.5, lengths=LENGTHS,
+              state=np.random.default_rng(1).standard_normal((B, H))).assert_ok()  # fmt: skip
+
+
+def test_float32_runs_the_compiled_loop_near_float64():
+    x64, targets, _ = _data("softmax")
+    a = _layer("softmax", True, dtype=np.float64)
+    b = _layer("softmax", True, dtype=np.float32)
+    fa = a.forward(x64, targets=targets, mode="free", lengths=LENGTHS)
+    fb = b.forward(x64.astype(np.float32), targets=targets, mode="free", lengths=LENGTHS)
+    assert fb.output.dtype == np.float32
+    np.testing.assert_allclose(fb.output, fa.output, rtol=0, atol=1e-5)
+    bb = b.backward(fb, np.ones_like(fb.output))
+    assert all(g.dtype == np.float32 and np.isfinite(g).all() for g in bb.params.values())
+
+
+def test_inference_keeps_no_tape_and_computes_the_same():
+    layer = _layer("softmax", True)
+    x, targets, _ = _data("softmax")
+    with_tape = layer.forward(x, mode="free", lengths=LENGTHS)
+    without = layer.forward(x, mode="free", lengths=LENGTHS, grad=False)
+    np.testing.assert_allclose(without.output, with_tape.output, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(without.cache["y_last"], with_tape.cache["y_last"], atol=1e-12)
+    with pytest.raises(ValueError, match="grad=True"):
+        layer.backward(without, np.ones_like(without.output))
