@@ -21,7 +21,10 @@ def test_readme_examples_run(capsys):
     assert "(4, 10, 32)" in out and "True" in out
 
 
-@pytest.mark.parametrize("command", ["pip install -e '.[test]' && .venv/bin/python -m pytest -q -n 2 --dist loadfile"])
+TEST_COMMAND = "pip install -e '.[test]' && .venv/bin/python -m pytest -q -n 2 --dist loadfile"
+
+
+@pytest.mark.parametrize("command", [TEST_COMMAND])
 def test_ci_runs_the_readme_test_command(command):
     ci = (README.parent / ".ci" / "run").read_text()
     assert command in README.read_text() and command in ci
