@@ -35,8 +35,8 @@ def _data(feedback, dtype=np.float64):
 
 def _notes(layer, x, truth, use, h0, y0, lengths):
     """The notes' Jordan network, one step at a time:
-    h_t = φ(U x_t + R y_{t-1} + b [+ W h_{t-1}]),  o_t = V h_t + c,  y_t = f(o_t) (or the
-    truth y*_t where the step fed the truth); a finished sequence keeps its state."""
+    h_t = φ(U x_t + R y_{t-1} + b [+ W h_{t-1}]),  o_t = V h_t + c,  y_t = f(o_t), or the
+    truth y*_t where the next step is teacher-forced; a finished sequence keeps its state."""
     P = layer.params
     phi = np.tanh if layer.nonlinearity == "tanh" else (lambda a: np.maximum(a, 0.0))
     f = {
@@ -71,7 +71,7 @@ def path(request, monkeypatch):
 
 @pytest.mark.parametrize("feedback", ["identity", "softmax", "sigmoid"])
 @pytest.mark.parametrize("hidden", [False, True], ids=["jordan", "jordan+elman"])
-@pytest.mark.parametrize("mode", ["free", "scheduled"])
+@pytest.mark.parametrize("mode", ["teacher", "free", "scheduled"])
 def test_the_notes_equations(path, feedback, hidden, mode):
     layer = _layer(feedback, hidden, "relu" if feedback == "identity" else "tanh")
     x, targets, truth = _data(feedback)
@@ -82,7 +82,7 @@ def test_the_notes_equations(path, feedback, hidden, mode):
                       state=h0 if hidden else None, y0=y0,
                       rng=np.random.default_rng(7))  # fmt: skip
     # scheduled sampling draws, step t = 1..T-1, whether step t is fed its own prediction
-    use = np.ones((T, B), bool)
+    use = np.full((T, B), mode != "teacher")
     if mode == "scheduled":
         use[:-1] = np.random.default_rng(7).random((T - 1, B)) >= 0.5
         use[LENGTHS - 1, np.arange(B)] = True  # a next call continues from the prediction
@@ -126,7 +126,7 @@ def test_compiled_equals_numpy(feedback, hidden):
 
 
 @pytest.mark.parametrize("feedback", ["softmax", "sigmoid"])
-@pytest.mark.parametrize("mode", ["free", "scheduled"])
+@pytest.mark.parametrize("mode", ["teacher", "free", "scheduled"])
 def test_finite_differences_on_numpy(monkeypatch, feedback, mode):
     monkeypatch.setattr(fast, "available", lambda: False)
     layer = _layer(feedback, True)

@@ -7,7 +7,9 @@ Recurrence flows from the output of one step to the hidden units of the next:
 
 What is fed back as y_{t-1} depends on the mode:
 - "teacher": the true target y_{t-1} (teacher forcing). Without the hidden-to-hidden term the
-  steps decouple, and the whole sequence is computed with two matrix products and no time loop;
+  steps decouple (each could be computed on its own), but they run on the same loop as the
+  other modes: at one thread it was as fast as the two large products of the decoupled form
+  (bench/README, "Output feedback");
 - "free": the network's own prediction f(o_{t-1}), with gradients flowing through it
   (f = identity, softmax or sigmoid, chosen by `feedback`), as at inference;
 - "scheduled": scheduled sampling (Bengio et al. 2015): at each step each sequence is fed
@@ -15,9 +17,9 @@ What is fed back as y_{t-1} depends on the mode:
 y_0 is zero. Targets are float vectors (B, T, K), or class ids (B, T) for `feedback="softmax"`
 which are fed as one-hot vectors.
 
-Free running and scheduled sampling run on the library's loop (rnnlab.recurrence, compiled
-by rnnlab.fast): the Elman cell with the output map and f around its step
-(recurrence.Feedback). This module only lays the parameters out for it.
+Every mode runs on the library's loop (rnnlab.recurrence, compiled by rnnlab.fast): the Elman
+cell with the output map and f around its step (recurrence.Feedback), the truth fed where a
+step is teacher-forced. This module only checks the arguments and lays the parameters out.
 """
 
 from __future__ import annotations
@@ -88,12 +90,6 @@ class OutputFeedback:
             W_rec = np.concatenate([P["weight_hh"], W_rec], axis=1)
         return recurrence.Params(P["weight_ih"], W_rec, P["bias"], np.zeros(H, self.dtype),
                                  W_hr=P["weight_out"], b_hr=P["bias_out"])  # fmt: skip
-
-    def _phi(self, a):
-        return np.tanh(a) if self.nonlinearity == "tanh" else np.maximum(a, 0.0)
-
-    def _dphi(self, h):
-        return 1.0 - h * h if self.nonlinearity == "tanh" else (h > 0.0).astype(h.dtype)
 
     def _targets(self, targets, B, T):
         K = self.output_size
@@ -180,53 +176,26 @@ class OutputFeedback:
             h0 = _checks.float_array(state, "state", shape=(B, H), dtype=self.dtype)
         else:
             h0 = np.zeros((B, H), self.dtype)
-        P = self.params
         X = np.ascontiguousarray(np.swapaxes(x, 0, 1))  # (T, B, I)
-
-        if mode == "teacher":
-            Ytm = np.swapaxes(Y, 0, 1)
-            fed = np.zeros((T, B, K), self.dtype)
-            fed[1:] = Ytm[:-1]
-            if y0 is not None:
-                fed[0] = y0
-            XF = np.concatenate([X, fed], axis=2)  # [x_t ; y_{t-1}] meets [U R]
-            W_in = np.concatenate([P["weight_ih"], P["weight_fh"]], axis=1)
-            if self.hidden_recurrence:
-                rp = recurrence.Params(W_in, P["weight_hh"], P["bias"], np.zeros(H, self.dtype))
-                hs_out, h_T, _, tape = recurrence.forward(self._cell, rp, XF, h0, None, m)
-                hs = hs_out if m is None else tape.hs[1:]
-            else:  # the steps decouple: no time loop
-                hs = self._phi(XF.reshape(T * B, -1) @ W_in.T + P["bias"]).reshape(T, B, H)
-                tape = XF
-                h_T = hs[-1] if m is None else hs[m.sum(axis=0) - 1, np.arange(B)]
-            O = hs @ P["weight_out"].T + P["bias_out"]
-            cache = {"mode": mode, "X": X, "tape": tape, "hs": hs, "mask": m}
-        else:  # the loop of rnnlab.recurrence, with the output fed back around the cell
+        # what the carry is after step t, fed to step t + 1: the truth y*_t where `use` is 0
+        # (teacher forcing: everywhere), else the prediction f(o_t)
+        use = np.full((T, B), 0.0 if mode == "teacher" else 1.0, self.dtype)
+        truth = np.zeros((T, B, K), self.dtype) if Y is None else np.swapaxes(Y, 0, 1).copy()
+        if mode == "scheduled" and T > 1:  # the truth with probability p, per sequence and step
             last = np.full(B, T - 1) if m is None else m.sum(axis=0) - 1
-            use = np.ones((T, B), self.dtype)
-            truth = np.zeros((T, B, K), self.dtype)
-            if mode == "scheduled" and T > 1:
-                # the carry after step t is what step t + 1 is fed: the truth y_t with
-                # probability p, drawn per sequence and step
-                use[:-1] = rng.random((T - 1, B)) >= p
-                truth[:-1] = np.swapaxes(Y, 0, 1)[:-1]
-                use[last, np.arange(B)] = 1.0  # what a next call is fed: the prediction
-            fb = recurrence.Feedback(self.feedback, self.hidden_recurrence,
-                                     np.empty((T, B, K), self.dtype), use, truth)  # fmt: skip
-            y_0 = np.zeros((B, K), self.dtype) if y0 is None else y0
-            carry0 = np.concatenate([h0, y_0], axis=1) if self.hidden_recurrence else y_0
-            rp = self._loop_params()
-            O, carry_T, _, tape = recurrence.forward(self._cell, rp, X, carry0, None, m,
-                                                     keep_tape=grad, feedback=fb)  # fmt: skip
-            h_T = carry_T[:, :H] if self.hidden_recurrence else None
-            cache = {"mode": mode, "X": X, "tape": tape, "params": rp, "mask": m,
-                     "y_last": carry_T[:, H:] if self.hidden_recurrence else carry_T}  # fmt: skip
-        last = np.full(B, T - 1) if m is None else m.sum(axis=0) - 1
-        if mode == "teacher":
-            cache["y_last"] = Y[np.arange(B), last]
-            if m is not None:
-                O = np.where(m[:, :, None], O, 0.0).astype(self.dtype, copy=False)
-        return Forward(np.swapaxes(O, 0, 1), h_T if self.hidden_recurrence else None, cache)
+            use[:-1] = rng.random((T - 1, B)) >= p
+            use[last, np.arange(B)] = 1.0  # what a next call is fed: the prediction
+        fb = recurrence.Feedback(self.feedback, self.hidden_recurrence,
+                                 np.empty((T, B, K), self.dtype), use, truth)  # fmt: skip
+        y_0 = np.zeros((B, K), self.dtype) if y0 is None else y0
+        carry0 = np.concatenate([h0, y_0], axis=1) if self.hidden_recurrence else y_0
+        rp = self._loop_params()
+        O, carry_T, _, tape = recurrence.forward(self._cell, rp, X, carry0, None, m,
+                                                 keep_tape=grad, feedback=fb)  # fmt: skip
+        h_T = carry_T[:, :H] if self.hidden_recurrence else None
+        cache = {"tape": tape, "params": rp, "X": X, "mask": m,
+                 "y_last": carry_T[:, H:] if self.hidden_recurrence else carry_T}  # fmt: skip
+        return Forward(np.swapaxes(O, 0, 1), h_T, cache)
 
     # ------------------------------------------------------------------ backward
     def backward(
@@ -243,46 +212,27 @@ class OutputFeedback:
         if m is not None:
             dO = np.where(m[:, :, None], dO, 0.0)
         if d_state is not None:
+            if not self.hidden_recurrence:
+                _checks.fail("d_state", "None (this layer has no hidden state)", "an array")
             d_state = _checks.float_array(d_state, "d_state", shape=(B, H), dtype=self.dtype)
-        grads: dict[str, np.ndarray] = {}
-
-        if c["mode"] == "teacher":
-            hs = c["hs"]  # (T, B, H) outputs of the hidden layer, time order
-            grads["weight_out"] = dO.reshape(T * B, K).T @ hs.reshape(T * B, H)
-            grads["bias_out"] = dO.reshape(T * B, K).sum(axis=0)
-            dHs = dO @ P["weight_out"]
-            W_in = np.concatenate([P["weight_ih"], P["weight_fh"]], axis=1)
-            if self.hidden_recurrence:
-                rp = recurrence.Params(W_in, P["weight_hh"], P["bias"], np.zeros(H, self.dtype))
-                dXF, g, dh0, _ = recurrence.backward(self._cell, rp, c["tape"], dHs, d_state)
-                dW_in, db, grads["weight_hh"] = g.W_ih, g.b_ih, g.W_hh
-            else:
-                XF = c["tape"]
-                if d_state is not None:
-                    _checks.fail("d_state", "None (this layer has no hidden state)", "an array")
-                dA = (dHs * self._dphi(hs)).reshape(T * B, H)
-                dW_in = dA.T @ XF.reshape(T * B, -1)
-                db = dA.sum(axis=0)
-                dXF = (dA @ W_in).reshape(T, B, -1)
-                dh0 = None
-            grads["weight_ih"], grads["weight_fh"], grads["bias"] = dW_in[:, :I], dW_in[:, I:], db
-            dX = dXF[:, :, :I]
-        else:
-            if c["tape"] is None:
-                _checks.fail("f", "the result of a forward pass with grad=True", "grad=False")
-            rp = c["params"]
-            d_carry = np.zeros((B, rp.W_hh.shape[1]), self.dtype)
-            if d_state is not None:
-                d_carry[:, :H] = d_state
-            if d_y_last is not None:
-                d_carry[:, d_carry.shape[1] - K :] = _checks.float_array(
-                    d_y_last, "d_y_last", shape=(B, K), dtype=self.dtype
-                )
-            dX, g, dh0, _ = recurrence.backward(self._cell, rp, c["tape"], dO, d_carry)
-            grads["weight_ih"], grads["bias"] = g.W_ih, g.b_ih
-            grads["weight_fh"] = g.W_hh[:, g.W_hh.shape[1] - K :]
-            if self.hidden_recurrence:
-                grads["weight_hh"] = g.W_hh[:, :H]
-            grads["weight_out"], grads["bias_out"] = g.W_hr, g.b_hr
-            dh0 = dh0[:, :H] if self.hidden_recurrence else None
-        return Backward(np.swapaxes(dX, 0, 1), dh0, {k: grads[k] for k in P})
+        if c["tape"] is None:
+            _checks.fail("f", "the result of a forward pass with grad=True", "grad=False")
+        rp = c["params"]
+        d_carry = np.zeros((B, rp.W_hh.shape[1]), self.dtype)
+        if d_state is not None:
+            d_carry[:, :H] = d_state
+        if d_y_last is not None:
+            d_carry[:, d_carry.shape[1] - K :] = _checks.float_array(
+                d_y_last, "d_y_last", shape=(B, K), dtype=self.dtype
+            )
+        dX, g, dh0, _ = recurrence.backward(self._cell, rp, c["tape"], dO, d_carry,
+                                            need_dX=input_grad)  # fmt: skip
+        R = slice(H if self.hidden_recurrence else 0, None)  # R's columns of [W R]
+        grads = {"weight_ih": g.W_ih, "bias": g.b_ih, "weight_fh": g.W_hh[:, R],
+                 "weight_out": g.W_hr, "bias_out": g.b_hr}  # fmt: skip
+        if self.hidden_recurrence:
+            grads["weight_hh"] = g.W_hh[:, :H]
+        dh0 = dh0[:, :H] if self.hidden_recurrence else None
+        if dX is not None:
+            dX = np.swapaxes(dX, 0, 1)
+        return Backward(dX, dh0, {k: grads[k] for k in P})
