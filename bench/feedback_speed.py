@@ -11,7 +11,9 @@ its own the layer had before it ran on the library's (commit cb336b3) against to
       python bench/feedback_speed.py --out new$i.json
     done
 
-and RNNLAB_NO_NUMBA=1 times today's NumPy path. Figures: median of --rounds calls, ms.
+and RNNLAB_NO_NUMBA=1 times today's NumPy path. Figures: median of --rounds calls, ms. On a
+busy machine run `OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 ... --clock cpu`: with one thread
+the process's CPU time is its compute time whatever the neighbours do.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def _cases(layer, x, y, dO) -> dict:
         layer.backward(f, dO)
 
     return {
+        "train teacher": lambda: train("teacher"),
         "train free": lambda: train("free"),
         "train scheduled": lambda: train("scheduled"),
         "infer": lambda: layer.forward(x, mode="free", grad=False),
@@ -54,8 +57,10 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--out", help="write the figures as JSON here")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     args = ap.parse_args(argv)
-    res = {"host": _cpu(), "ms": {}}
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
+    res = {"host": _cpu(), "clock": args.clock, "ms": {}}
     for hidden in (False, True):
         for name, (B, T, I, H, K) in SHAPES.items():
             rng = np.random.default_rng(0)
@@ -71,9 +76,9 @@ def main(argv=None) -> None:
                 fn()
                 times = []
                 for _ in range(args.rounds):
-                    t0 = time.perf_counter()
+                    t0 = clock()
                     fn()
-                    times.append(time.perf_counter() - t0)
+                    times.append(clock() - t0)
                 key = f"{label} {'jordan-elman' if hidden else 'jordan'} {name}"
                 res["ms"][key] = round(float(np.median(times)) * 1e3, 3)
                 print(f"{key:40s} {res['ms'][key]:9.2f} ms")
