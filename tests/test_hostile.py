@@ -355,6 +355,17 @@ API_CASES = [
      r"`peephole` must be unset for cell 'gru'"),
     ("spec output_size 0", lambda: models.build(_spec(output_size=0)),
      r"`out_features` must be a positive integer"),
+    ("spec unknown key", lambda: models.build(_spec(outptu_size=3)),
+     r"`spec` must be a dict of the keys input, rnn, readout, output_size, output_dropout; got "
+     r"the unknown key 'outptu_size'"),
+    ("spec rnn unknown key", lambda: models.build(_spec(rnn__hiden_size=8)),
+     r"`spec\['rnn'\]` must be a dict of the keys cell, hidden_size, .*zoneout; got the "
+     r"unknown key 'hiden_size'"),
+    ("spec input key of the other type", lambda: models.build(_spec(input__vocab_size=5)),
+     r"`spec\['input'\]` must be a dict of the keys type, size; got the unknown key "
+     r"'vocab_size'"),
+    ("spec feedback on an lstm", lambda: models.build(_spec(feedback="softmax")),
+     r"`spec` must be a dict of the keys .*; got the unknown key 'feedback'"),
 ]
 
 
@@ -440,6 +451,9 @@ RUN_DAMAGE = [
         "output_dropout", "x")), r"`spec\['output_dropout'\]` must be a number"),
     ("config hidden str", _edit_config(lambda c: c["model"]["rnn"].__setitem__(
         "hidden_size", "8")), r"`hidden_size` must be a positive integer"),
+    ("config model unknown key", _edit_config(lambda c: c["model"]["rnn"].__setitem__(
+        "hiden_size", 8)), r"config.json' \(its \"model\"\): `spec\['rnn'\]` must be a dict "
+     r"of the keys cell, hidden_size, .*; got the unknown key 'hiden_size'"),
     ("config bidirectional 'false'", _edit_config(lambda c: c["train"].__setitem__(
         "bidirectional", "false")), r"`bidirectional` must be True or False"),
     ("config clip_at '1'", _edit_config(lambda c: c["train"].__setitem__("clip_at", "1")),

@@ -352,7 +352,8 @@ def cmd_train(args) -> int:
             setattr(cfg, k, v)
         cfg.validate()
         task = recipes.make_task(cfg, config.get("data"))
-        model = recipes.build_model(config["model"], seed=cfg.seed)
+        where = (ckpt.path if ckpt is not None else run_dir) / "config.json"
+        model = _build_run_model(config["model"], where, cfg.seed)
         trainer = Trainer(model, task, cfg, run_dir, spec=config["model"], quiet=args.quiet)
         if ckpt is not None:
             _load_weights(model, ckpt, run_dir)
@@ -402,16 +403,25 @@ def _run_config(config, run_dir) -> dict:
 
 
 def _load_run(path):
-    from rnnlab import recipes
     from rnnlab.train import TrainConfig
 
     run_dir = io.open_run_dir(path)
     ckpt = io.load_checkpoint(run_dir)
     _run_config(ckpt.config, ckpt.path)
     cfg = TrainConfig.from_dict(ckpt.config["train"], source=str(run_dir / "config.json"))
-    model = recipes.build_model(ckpt.config["model"])
+    model = _build_run_model(ckpt.config["model"], ckpt.path / "config.json")
     _load_weights(model, ckpt, run_dir)
     return run_dir, cfg, model, ckpt.config.get("data")
+
+
+def _build_run_model(spec, where: Path, seed: int = 0):
+    """The model a run's config.json describes; a bad description is said with the file."""
+    from rnnlab import recipes
+
+    try:
+        return recipes.build_model(spec, seed=seed)
+    except ValueError as e:
+        raise io.RunDirError(f"'{where}' (its \"model\"): {e}") from None
 
 
 def _load_weights(model, ckpt, run_dir) -> None:
