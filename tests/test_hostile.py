@@ -490,6 +490,14 @@ RUN_DAMAGE = [
      r"model.safetensors' is not a valid safetensors file"),
     ("weights missing", _each_checkpoint(lambda c: (c / "optimizer.safetensors").unlink()),
      r"optimizer.safetensors' is missing"),
+    ("optimizer empty", _each_checkpoint(lambda c: (c / "optimizer.safetensors").write_bytes(
+        b"")), r"optimizer.safetensors' is not a valid safetensors file: it is empty \(0 bytes\)"
+     r"\. The run has no other checkpoint: remove '.*checkpoints' and `rnnlab train --resume "
+     r".*run` starts it again from step 0\.$"),
+    ("optimizer truncated", _each_checkpoint(lambda c: (c / "optimizer.safetensors").write_bytes(
+        (c / "optimizer.safetensors").read_bytes()[:100])),
+     r"optimizer.safetensors' is not a valid safetensors file: the header length says \d+ bytes "
+     r"but only 92 follow \(truncated file\?\)\. The run has no other checkpoint"),
     ("weights of another shape", _edit_config(lambda c: c["model"]["rnn"].__setitem__(
         "hidden_size", 5)), r"does not fit the model described in .*config.json"),
     ("latest names nothing", lambda r: (r / "checkpoints" / "latest").write_text("step-00000999"),
@@ -521,6 +529,69 @@ def test_damaged_run_directories(good, tmp_path, capsys, command, label, damage,
     argv = ["evaluate", run] if command == "evaluate" else ["train", "--resume", run, "--quiet",
                                                             "--steps", "4"]
     cli_error(capsys, argv, match)
+
+
+def test_a_damaged_latest_checkpoint_names_the_way_back(tmp_path, capsys):
+    """An empty optimizer.safetensors in the latest checkpoint: the error names the file and
+    the earlier checkpoint to go back to, and doing what it says resumes the run."""
+    run = tmp_path / "run"
+    assert main(["train", "adding", "--T", "5", "--steps", "4", "--checkpoint-every", "2",
+                 "--run-dir", str(run), *TINY]) == 0  # fmt: skip
+    (run / "checkpoints" / "step-00000004" / "optimizer.safetensors").write_bytes(b"")
+    capsys.readouterr()
+    err = cli_error(capsys, ["train", "--resume", run, "--steps", "6", "--quiet"],
+                    r"step-00000004/optimizer.safetensors' is not a valid safetensors file: it "
+                    r"is empty \(0 bytes\)\. To go back to the checkpoint step-00000002, write "
+                    r"step-00000002 into '.*checkpoints/latest' and resume")  # fmt: skip
+    assert len(err.strip().splitlines()) == 1
+    (run / "checkpoints" / "latest").write_text("step-00000002\n")
+    assert main(["train", "--resume", str(run), "--steps", "6", "--quiet"]) == 0
+    assert io.load_checkpoint(run).step == 6
+
+
+def _flip(path: Path, at: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_best_weights_carry_their_sha256(tmp_path):
+    """best.safetensors (written by io.save_weights) holds the SHA-256 of its content: a
+    flipped bit in a weight or in a tensor's name is refused by io.load_weights in one line
+    naming the file; a file without the hash (an older run's) loads unchecked."""
+    tensors = {"w": np.arange(6, dtype=F32).reshape(2, 3), "b": np.ones(3, F32)}
+    path = tmp_path / "best.safetensors"
+    io.save_weights(path, tensors)
+    _, metadata = io.load_safetensors(path)
+    assert set(metadata) == {"sha256"}
+    loaded = io.load_weights(path)
+    assert all(np.array_equal(loaded[k], tensors[k]) for k in tensors)
+    header = int.from_bytes(path.read_bytes()[:8], "little")
+    for at in (8 + header + 13, path.read_bytes().index(b'"w"') + 1):  # a weight, a name
+        io.save_weights(path, tensors)
+        _flip(path, at)
+        text = refused(lambda: io.load_weights(path),
+                       r"best.safetensors' does not match the SHA-256 recorded in its metadata")
+        assert "\n" not in text
+    io.save_safetensors(path, tensors)  # no hash: as an older run wrote it
+    assert set(io.load_weights(path)) == {"w", "b"}
+
+
+def test_a_flipped_byte_in_the_best_weights_stops_early_stopping(tmp_path, capsys):
+    """Early stopping restores best.safetensors: a changed byte there is said in one line
+    naming the file, and the run's last weights stay in its checkpoint."""
+    run = tmp_path / "run"
+    argv = ["--T", "6", "--eval-every", "2", "--patience", "2", "--lr", "0.5", "--optimizer",
+            "sgd", "--clip", "none", "--checkpoint-every", "2", *TINY]  # fmt: skip
+    assert main(["train", "adding", "--steps", "6", "--run-dir", str(run), *argv]) == 0
+    best = run / "best.safetensors"
+    _flip(best, best.stat().st_size - 3)
+    capsys.readouterr()
+    cli_error(capsys, ["train", "--resume", run, "--steps", "200", "--quiet"],
+              r"early stopping cannot restore the best weights \(step 4\): '.*best.safetensors' "
+              r"does not match the SHA-256 recorded in its metadata .* The last weights \(step "
+              r"8\) are saved in its checkpoint\.$")  # fmt: skip
+    assert io.load_checkpoint(run).step == 8
 
 
 def _planted_link(run: Path, victim: Path):
