@@ -680,6 +680,73 @@ def test_commands_on_a_run(good, tmp_path, capsys, run_name, argv, match):
     cli_error(capsys, [run if a == "RUN" else a for a in argv], match)
 
 
+def _old_charlm(good: Path, run: Path, train_data: str | None = None) -> Path:
+    """A copy of the charlm run doctored to look like one from before runs stored their
+    vocabulary: no "data" in its config.json files (and, given, another training text)."""
+    shutil.copytree(good / "charlm", run, symlinks=True)
+
+    def edit(config):
+        del config["data"]
+        if train_data is not None:
+            config["train"]["data"] = train_data
+
+    _edit_config(edit)(run)
+    return run
+
+
+OTHER_TEXT = "The Quick Brown Fox! " * 60 + "ünïcödé"
+
+
+def test_an_old_charlm_run_evaluates_other_text(good, tmp_path, capsys):
+    """`evaluate RUN --data FILE` on a charlm run from before runs stored their vocabulary:
+    the vocabulary is rebuilt from the run's training text (said on stderr), and the result is
+    the one a run that stored it gives."""
+    other = tmp_path / "other.txt"
+    other.write_text(OTHER_TEXT)
+    new, old = tmp_path / "new", _old_charlm(good, tmp_path / "old")
+    shutil.copytree(good / "charlm", new, symlinks=True)
+    results = []
+    for run in (new, old):
+        assert main(["evaluate", str(run), "--data", str(other), "--json"]) == 0
+        out, err = capsys.readouterr()
+        results.append(json.loads(out))
+        assert ("is from before runs stored their vocabulary" in err) == (run == old), err
+    assert results[0] == results[1]
+    assert results[1]["unknown_chars"] > 0  # capitals, '!' and the accents are not in it
+
+
+OLD_CHARLM_CASES = [
+    ("moved", lambda tmp: str(tmp / "gone.txt"),
+     r"'.*old' is from before runs stored their vocabulary, which is rebuilt from its training "
+     r"text '.*gone.txt': `path` must be a readable UTF-8 text file; got '.*gone.txt', which "
+     r"does not exist instead\. Run rnnlab from the directory the run was trained in, or put "
+     r"the text back where it was\.$"),
+    ("relative", lambda tmp: "corpus.txt",
+     r"training text 'corpus.txt': .* Run rnnlab from the directory the run was trained in "
+     r"\(the path is relative\)"),
+    ("changed", lambda tmp: (tmp / "edited.txt").write_text(OTHER_TEXT) and str(tmp / "edited.txt"),
+     r"which is rebuilt from its training text '.*edited.txt': that text gives \d+ symbols but "
+     r"the model was trained with \d+: it has changed since training"),
+]
+
+
+@pytest.mark.parametrize("label,train_data,match", OLD_CHARLM_CASES,
+                         ids=[c[0] for c in OLD_CHARLM_CASES])  # fmt: skip
+@pytest.mark.parametrize("command", ["evaluate --data", "evaluate", "sample", "resume"])
+def test_an_old_charlm_run_without_its_text(good, tmp_path, capsys, monkeypatch, command, label,
+                                             train_data, match):  # fmt: skip
+    """The training text of an old charlm run cannot be found or has changed: one line with
+    the remedy, for every command that needs the vocabulary."""
+    run = _old_charlm(good, tmp_path / "old", train_data(tmp_path))
+    other = tmp_path / "other.txt"
+    other.write_text(OTHER_TEXT)
+    monkeypatch.chdir(tmp_path)  # no corpus.txt here
+    argv = {"evaluate --data": ["evaluate", run, "--data", other], "evaluate": ["evaluate", run],
+            "sample": ["sample", run, "--length", "5"],
+            "resume": ["train", "--resume", run, "--steps", "3", "--quiet"]}[command]  # fmt: skip
+    cli_error(capsys, argv, match)
+
+
 def test_the_corpus_is_large():
     """The issue asks for 150 hostile cases at least."""
     n = (len(CONFIG_CASES) + len(NO_EFFECT) + 1 + len(API_CASES) + len(DAMAGE_CASES)

@@ -351,7 +351,7 @@ def cmd_train(args) -> int:
         for k, v in overrides.items():
             setattr(cfg, k, v)
         cfg.validate()
-        task = recipes.make_task(cfg, config.get("data"))
+        task = recipes.make_task(cfg, _data_record(run_dir, cfg, config))
         where = (ckpt.path if ckpt is not None else run_dir) / "config.json"
         model = _build_run_model(config["model"], where, cfg.seed)
         trainer = Trainer(model, task, cfg, run_dir, spec=config["model"], quiet=args.quiet)
@@ -411,7 +411,41 @@ def _load_run(path):
     cfg = TrainConfig.from_dict(ckpt.config["train"], source=str(run_dir / "config.json"))
     model = _build_run_model(ckpt.config["model"], ckpt.path / "config.json")
     _load_weights(model, ckpt, run_dir)
-    return run_dir, cfg, model, ckpt.config.get("data")
+    return run_dir, cfg, model, _data_record(run_dir, cfg, ckpt.config)
+
+
+def _data_record(run_dir: Path, cfg, config: dict):
+    """config.json's "data" (a charlm run's vocabulary). A charlm run from before runs stored
+    it gets it rebuilt from its training text, as training built it, and checked against the
+    model's number of symbols; said on stderr, since a text edited since training (with as
+    many distinct characters) would map differently."""
+    data = config.get("data")
+    if cfg.task != "charlm" or data:
+        return data
+    from rnnlab.tasks import text
+
+    where = f"its training text '{cfg.data}'" if cfg.data else "the built-in corpus"
+    old = f"'{run_dir}' is from before runs stored their vocabulary, which is rebuilt from {where}"
+    try:
+        corpus = text.read_text(cfg.data) if cfg.data else text.default_corpus()
+    except ValueError as e:
+        relative = cfg.data and not Path(cfg.data).is_absolute()
+        raise UsageError(
+            f"{old}: {_one_line(e)} Run rnnlab from the directory the run was trained in"
+            + (" (the path is relative)" if relative else "")
+            + ", or put the text back where it was."
+        ) from None
+    vocab = text.CharVocab(text.split_text(corpus)[0])
+    spec = config.get("model") or {}
+    want = spec.get("output_size") if isinstance(spec, dict) else None
+    if vocab.size != want:
+        raise UsageError(
+            f"{old}: that text gives {vocab.size} symbols but the model was trained with "
+            f"{want}: it has changed since training. Put the training text back where it was."
+        )
+    print(f"rnnlab: warning: {old} ({vocab.size} symbols, as many as the model's); if that "
+          "text changed since training, the mapping may differ", file=sys.stderr)  # fmt: skip
+    return {"vocab": vocab.chars}
 
 
 def _build_run_model(spec, where: Path, seed: int = 0):
@@ -439,12 +473,11 @@ def cmd_evaluate(args) -> int:
 
     run_dir, cfg, model, data = _load_run(args.run)
     if args.data is not None:
-        if cfg.task != "charlm" or not data:
-            raise UsageError(
-                f"`--data` is for charlm runs that stored their vocabulary; '{run_dir}' is "
-                + (f"a {cfg.task} run" if cfg.task != "charlm" else "from an older rnnlab")
-            )
-        cfg.data, data = args.data, {"vocab": data["vocab"]}
+        if cfg.task != "charlm":
+            raise UsageError(f"`--data` is for charlm runs; '{run_dir}' is a {cfg.task} run")
+        # the run's vocabulary, without its corpus's path and hash (checked by make_task)
+        cfg.data, data = args.data, ({"vocab": data.get("vocab")} if isinstance(data, dict)
+                                     else data)  # fmt: skip
     task = recipes.make_task(cfg, data)
     with np.errstate(all="ignore"):  # a diverged model's overflow is reported below
         result = task.evaluate(model, args.split)
