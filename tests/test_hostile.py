@@ -747,6 +747,16 @@ def test_an_old_charlm_run_without_its_text(good, tmp_path, capsys, monkeypatch,
     cli_error(capsys, argv, match)
 
 
+def test_an_old_charlm_run_exports_without_its_text(good, tmp_path, capsys):
+    """Exporting needs no vocabulary: an old charlm run whose training text is gone exports
+    without a word about it."""
+    run = _old_charlm(good, tmp_path / "old", str(tmp_path / "gone.txt"))
+    out = tmp_path / "torch.safetensors"
+    assert main(["export", str(run), "--format", "safetensors-torch", "--out", str(out)]) == 0
+    assert out.is_file()
+    assert "vocabulary" not in capsys.readouterr().err
+
+
 def test_the_corpus_is_large():
     """The issue asks for 150 hostile cases at least."""
     n = (len(CONFIG_CASES) + len(NO_EFFECT) + 1 + len(API_CASES) + len(DAMAGE_CASES)

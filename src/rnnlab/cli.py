@@ -402,7 +402,10 @@ def _run_config(config, run_dir) -> dict:
     return config
 
 
-def _load_run(path):
+def _load_run(path, *, vocabulary: bool = False):
+    """(run directory, settings, model with the latest weights, config.json's "data"); with
+    `vocabulary`, a charlm run's data has its vocabulary even when the run is from before runs
+    stored it (`_data_record`)."""
     from rnnlab.train import TrainConfig
 
     run_dir = io.open_run_dir(path)
@@ -411,7 +414,9 @@ def _load_run(path):
     cfg = TrainConfig.from_dict(ckpt.config["train"], source=str(run_dir / "config.json"))
     model = _build_run_model(ckpt.config["model"], ckpt.path / "config.json")
     _load_weights(model, ckpt, run_dir)
-    return run_dir, cfg, model, _data_record(run_dir, cfg, ckpt.config)
+    if vocabulary:
+        return run_dir, cfg, model, _data_record(run_dir, cfg, ckpt.config)
+    return run_dir, cfg, model, ckpt.config.get("data")
 
 
 def _data_record(run_dir: Path, cfg, config: dict):
@@ -471,7 +476,7 @@ def _load_weights(model, ckpt, run_dir) -> None:
 def cmd_evaluate(args) -> int:
     from rnnlab import recipes
 
-    run_dir, cfg, model, data = _load_run(args.run)
+    run_dir, cfg, model, data = _load_run(args.run, vocabulary=True)
     if args.data is not None:
         if cfg.task != "charlm":
             raise UsageError(f"`--data` is for charlm runs; '{run_dir}' is a {cfg.task} run")
@@ -515,7 +520,7 @@ def _finite_or_null(value, where: str = "") -> tuple:
 def cmd_sample(args) -> int:
     from rnnlab import recipes
 
-    run_dir, cfg, model, data = _load_run(args.run)
+    run_dir, cfg, model, data = _load_run(args.run, vocabulary=True)
     if cfg.task != "charlm":
         raise UsageError(
             f"`run` must be a charlm run to sample text; '{run_dir}' is a {cfg.task} run"
