@@ -732,7 +732,8 @@ OLD_CHARLM_CASES = [
 
 @pytest.mark.parametrize("label,train_data,match", OLD_CHARLM_CASES,
                          ids=[c[0] for c in OLD_CHARLM_CASES])  # fmt: skip
-@pytest.mark.parametrize("command", ["evaluate --data", "evaluate", "sample", "resume"])
+@pytest.mark.parametrize("command", ["evaluate --data", "evaluate", "sample", "resume",
+                                     "gradflow"])
 def test_an_old_charlm_run_without_its_text(good, tmp_path, capsys, monkeypatch, command, label,
                                              train_data, match):  # fmt: skip
     """The training text of an old charlm run cannot be found or has changed: one line with
@@ -743,8 +744,18 @@ def test_an_old_charlm_run_without_its_text(good, tmp_path, capsys, monkeypatch,
     monkeypatch.chdir(tmp_path)  # no corpus.txt here
     argv = {"evaluate --data": ["evaluate", run, "--data", other], "evaluate": ["evaluate", run],
             "sample": ["sample", run, "--length", "5"],
-            "resume": ["train", "--resume", run, "--steps", "3", "--quiet"]}[command]  # fmt: skip
+            "resume": ["train", "--resume", run, "--steps", "3", "--quiet"],
+            "gradflow": ["gradflow", run, "--out", tmp_path / "g"]}[command]  # fmt: skip
     cli_error(capsys, argv, match)
+
+
+def test_gradflow_names_the_config_of_a_bad_model_description(good, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(good / "adding", run, symlinks=True)
+    _edit_config(lambda c: c["model"]["rnn"].__setitem__("hiden_size", 8))(run)
+    cli_error(capsys, ["gradflow", run, "--out", tmp_path / "g"],
+              r"step-\d+/config.json' \(its \"model\"\): `spec\['rnn'\]` must be a dict of the "
+              r"keys .*; got the unknown key 'hiden_size'")  # fmt: skip
 
 
 def test_an_old_charlm_run_exports_without_its_text(good, tmp_path, capsys):
