@@ -547,6 +547,12 @@ def test_a_damaged_latest_checkpoint_names_the_way_back(tmp_path, capsys):
     (run / "checkpoints" / "latest").write_text("step-00000002\n")
     assert main(["train", "--resume", str(run), "--steps", "6", "--quiet"]) == 0
     assert io.load_checkpoint(run).step == 6
+    # what only a resume reads (its progress) is damaged: the same way back
+    (run / "checkpoints" / "step-00000006" / "state.json").write_text("{}")
+    capsys.readouterr()
+    way_back = (r"step-00000006/state.json' must hold 'step' \(int\).* To go back to the "
+                r"checkpoint step-00000004, write step-00000004 into '.*latest' and resume")
+    cli_error(capsys, ["train", "--resume", run, "--steps", "8", "--quiet"], way_back)
 
 
 def _flip(path: Path, at: int) -> None:

@@ -357,7 +357,10 @@ def cmd_train(args) -> int:
         trainer = Trainer(model, task, cfg, run_dir, spec=config["model"], quiet=args.quiet)
         if ckpt is not None:
             _load_weights(model, ckpt, run_dir)
-            trainer.restore(ckpt)
+            try:
+                trainer.restore(ckpt)
+            except io.CheckpointError as e:  # its progress or optimizer state is damaged
+                raise io.CheckpointError(f"{e} {io.way_back(run_dir, ckpt.step)}") from None
             print(f"resuming {run_dir} at step {trainer.step}", file=sys.stderr)
         else:
             print(f"{run_dir} has no checkpoint yet: starting it again from step 0",

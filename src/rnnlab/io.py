@@ -1049,7 +1049,7 @@ def load_checkpoint(run_dir: PathLike, step: int | None = None) -> Checkpoint:
     try:
         tensors, state, config = _read_checkpoint(directory)
     except CheckpointError as e:
-        raise CheckpointError(f"{e} {_other_checkpoint(checkpoints, step, steps)}") from None
+        raise CheckpointError(f"{e} {way_back(run, step)}") from None
     return Checkpoint(
         path=directory,
         step=step,
@@ -1083,11 +1083,12 @@ def _read_checkpoint(directory: Path) -> tuple[dict[str, dict[str, np.ndarray]],
     return tensors, state, _read_checkpoint_json(directory / "config.json")
 
 
-def _other_checkpoint(checkpoints: Path, step: int, steps: list[int]) -> str:
-    """What to do when the checkpoint `step` cannot be read: go back to another one (the
-    run then continues from there, drawing what it drew the first time), or, with none
-    left, start again."""
-    others = [s for s in steps if s != step]
+def way_back(run_dir: PathLike, step: int) -> str:
+    """What to do when the checkpoint `step` of `run_dir` cannot be used: go back to another
+    one (the run then continues from there, drawing what it drew the first time), or, with
+    none left, start again. One sentence, for the end of an error message."""
+    checkpoints = _path(run_dir, "run_dir") / "checkpoints"
+    others = [s for s in checkpoint_steps(run_dir) if s != step]
     if not others:
         return (f"The run has no other checkpoint: remove '{checkpoints}' and `rnnlab train "
                 f"--resume {checkpoints.parent}` starts it again from step 0.")  # fmt: skip
