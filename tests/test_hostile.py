@@ -355,6 +355,17 @@ API_CASES = [
      r"`peephole` must be unset for cell 'gru'"),
     ("spec output_size 0", lambda: models.build(_spec(output_size=0)),
      r"`out_features` must be a positive integer"),
+    ("spec unknown key", lambda: models.build(_spec(outptu_size=3)),
+     r"`spec` must be a dict of the keys input, rnn, readout, output_size, output_dropout; got "
+     r"the unknown key 'outptu_size'"),
+    ("spec rnn unknown key", lambda: models.build(_spec(rnn__hiden_size=8)),
+     r"`spec\['rnn'\]` must be a dict of the keys cell, hidden_size, .*zoneout; got the "
+     r"unknown key 'hiden_size'"),
+    ("spec input key of the other type", lambda: models.build(_spec(input__vocab_size=5)),
+     r"`spec\['input'\]` must be a dict of the keys type, size; got the unknown key "
+     r"'vocab_size'"),
+    ("spec feedback on an lstm", lambda: models.build(_spec(feedback="softmax")),
+     r"`spec` must be a dict of the keys .*; got the unknown key 'feedback'"),
 ]
 
 
@@ -440,6 +451,9 @@ RUN_DAMAGE = [
         "output_dropout", "x")), r"`spec\['output_dropout'\]` must be a number"),
     ("config hidden str", _edit_config(lambda c: c["model"]["rnn"].__setitem__(
         "hidden_size", "8")), r"`hidden_size` must be a positive integer"),
+    ("config model unknown key", _edit_config(lambda c: c["model"]["rnn"].__setitem__(
+        "hiden_size", 8)), r"config.json' \(its \"model\"\): `spec\['rnn'\]` must be a dict "
+     r"of the keys cell, hidden_size, .*; got the unknown key 'hiden_size'"),
     ("config bidirectional 'false'", _edit_config(lambda c: c["train"].__setitem__(
         "bidirectional", "false")), r"`bidirectional` must be True or False"),
     ("config clip_at '1'", _edit_config(lambda c: c["train"].__setitem__("clip_at", "1")),
@@ -476,6 +490,14 @@ RUN_DAMAGE = [
      r"model.safetensors' is not a valid safetensors file"),
     ("weights missing", _each_checkpoint(lambda c: (c / "optimizer.safetensors").unlink()),
      r"optimizer.safetensors' is missing"),
+    ("optimizer empty", _each_checkpoint(lambda c: (c / "optimizer.safetensors").write_bytes(
+        b"")), r"optimizer.safetensors' is not a valid safetensors file: it is empty \(0 bytes\)"
+     r"\. The run has no other checkpoint: remove '.*checkpoints' and `rnnlab train --resume "
+     r".*run` starts it again from step 0\.$"),
+    ("optimizer truncated", _each_checkpoint(lambda c: (c / "optimizer.safetensors").write_bytes(
+        (c / "optimizer.safetensors").read_bytes()[:100])),
+     r"optimizer.safetensors' is not a valid safetensors file: the header length says \d+ bytes "
+     r"but only 92 follow \(truncated file\?\)\. The run has no other checkpoint"),
     ("weights of another shape", _edit_config(lambda c: c["model"]["rnn"].__setitem__(
         "hidden_size", 5)), r"does not fit the model described in .*config.json"),
     ("latest names nothing", lambda r: (r / "checkpoints" / "latest").write_text("step-00000999"),
@@ -507,6 +529,75 @@ def test_damaged_run_directories(good, tmp_path, capsys, command, label, damage,
     argv = ["evaluate", run] if command == "evaluate" else ["train", "--resume", run, "--quiet",
                                                             "--steps", "4"]
     cli_error(capsys, argv, match)
+
+
+def test_a_damaged_latest_checkpoint_names_the_way_back(tmp_path, capsys):
+    """An empty optimizer.safetensors in the latest checkpoint: the error names the file and
+    the earlier checkpoint to go back to, and doing what it says resumes the run."""
+    run = tmp_path / "run"
+    assert main(["train", "adding", "--T", "5", "--steps", "4", "--checkpoint-every", "2",
+                 "--run-dir", str(run), *TINY]) == 0  # fmt: skip
+    (run / "checkpoints" / "step-00000004" / "optimizer.safetensors").write_bytes(b"")
+    capsys.readouterr()
+    err = cli_error(capsys, ["train", "--resume", run, "--steps", "6", "--quiet"],
+                    r"step-00000004/optimizer.safetensors' is not a valid safetensors file: it "
+                    r"is empty \(0 bytes\)\. To go back to the checkpoint step-00000002, write "
+                    r"step-00000002 into '.*checkpoints/latest' and resume")  # fmt: skip
+    assert len(err.strip().splitlines()) == 1
+    (run / "checkpoints" / "latest").write_text("step-00000002\n")
+    assert main(["train", "--resume", str(run), "--steps", "6", "--quiet"]) == 0
+    assert io.load_checkpoint(run).step == 6
+    # what only a resume reads (its progress) is damaged: the same way back
+    (run / "checkpoints" / "step-00000006" / "state.json").write_text("{}")
+    capsys.readouterr()
+    way_back = (r"step-00000006/state.json' must hold 'step' \(int\).* To go back to the "
+                r"checkpoint step-00000004, write step-00000004 into '.*latest' and resume")
+    cli_error(capsys, ["train", "--resume", run, "--steps", "8", "--quiet"], way_back)
+
+
+def _flip(path: Path, at: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_best_weights_carry_their_sha256(tmp_path):
+    """best.safetensors (written by io.save_weights) holds the SHA-256 of its content: a
+    flipped bit in a weight or in a tensor's name is refused by io.load_weights in one line
+    naming the file; a file without the hash (an older run's) loads unchecked."""
+    tensors = {"w": np.arange(6, dtype=F32).reshape(2, 3), "b": np.ones(3, F32)}
+    path = tmp_path / "best.safetensors"
+    io.save_weights(path, tensors)
+    _, metadata = io.load_safetensors(path)
+    assert set(metadata) == {"sha256"}
+    loaded = io.load_weights(path)
+    assert all(np.array_equal(loaded[k], tensors[k]) for k in tensors)
+    header = int.from_bytes(path.read_bytes()[:8], "little")
+    for at in (8 + header + 13, path.read_bytes().index(b'"w"') + 1):  # a weight, a name
+        io.save_weights(path, tensors)
+        _flip(path, at)
+        text = refused(lambda: io.load_weights(path),
+                       r"best.safetensors' does not match the SHA-256 recorded in its metadata")
+        assert "\n" not in text
+    io.save_safetensors(path, tensors)  # no hash: as an older run wrote it
+    assert set(io.load_weights(path)) == {"w", "b"}
+
+
+def test_a_flipped_byte_in_the_best_weights_stops_early_stopping(tmp_path, capsys):
+    """Early stopping restores best.safetensors: a changed byte there is said in one line
+    naming the file, and the run's last weights stay in its checkpoint."""
+    run = tmp_path / "run"
+    argv = ["--T", "6", "--eval-every", "2", "--patience", "2", "--lr", "0.5", "--optimizer",
+            "sgd", "--clip", "none", "--checkpoint-every", "2", *TINY]  # fmt: skip
+    assert main(["train", "adding", "--steps", "6", "--run-dir", str(run), *argv]) == 0
+    best = run / "best.safetensors"
+    _flip(best, best.stat().st_size - 3)
+    capsys.readouterr()
+    cli_error(capsys, ["train", "--resume", run, "--steps", "200", "--quiet"],
+              r"early stopping cannot restore the best weights \(step 4\): '.*best.safetensors' "
+              r"does not match the SHA-256 recorded in its metadata .* The last weights \(step "
+              r"8\) are saved in its checkpoint\.$")  # fmt: skip
+    assert io.load_checkpoint(run).step == 8
 
 
 def _planted_link(run: Path, victim: Path):
@@ -593,6 +684,94 @@ def test_commands_on_a_run(good, tmp_path, capsys, run_name, argv, match):
     run = tmp_path / "run"
     shutil.copytree(good / run_name, run, symlinks=True)
     cli_error(capsys, [run if a == "RUN" else a for a in argv], match)
+
+
+def _old_charlm(good: Path, run: Path, train_data: str | None = None) -> Path:
+    """A copy of the charlm run doctored to look like one from before runs stored their
+    vocabulary: no "data" in its config.json files (and, given, another training text)."""
+    shutil.copytree(good / "charlm", run, symlinks=True)
+
+    def edit(config):
+        del config["data"]
+        if train_data is not None:
+            config["train"]["data"] = train_data
+
+    _edit_config(edit)(run)
+    return run
+
+
+OTHER_TEXT = "The Quick Brown Fox! " * 60 + "ünïcödé"
+
+
+def test_an_old_charlm_run_evaluates_other_text(good, tmp_path, capsys):
+    """`evaluate RUN --data FILE` on a charlm run from before runs stored their vocabulary:
+    the vocabulary is rebuilt from the run's training text (said on stderr), and the result is
+    the one a run that stored it gives."""
+    other = tmp_path / "other.txt"
+    other.write_text(OTHER_TEXT)
+    new, old = tmp_path / "new", _old_charlm(good, tmp_path / "old")
+    shutil.copytree(good / "charlm", new, symlinks=True)
+    results = []
+    for run in (new, old):
+        assert main(["evaluate", str(run), "--data", str(other), "--json"]) == 0
+        out, err = capsys.readouterr()
+        results.append(json.loads(out))
+        assert ("is from before runs stored their vocabulary" in err) == (run == old), err
+    assert results[0] == results[1]
+    assert results[1]["unknown_chars"] > 0  # capitals, '!' and the accents are not in it
+
+
+OLD_CHARLM_CASES = [
+    ("moved", lambda tmp: str(tmp / "gone.txt"),
+     r"'.*old' is from before runs stored their vocabulary, which is rebuilt from its training "
+     r"text '.*gone.txt': `path` must be a readable UTF-8 text file; got '.*gone.txt', which "
+     r"does not exist instead\. Run rnnlab from the directory the run was trained in, or put "
+     r"the text back where it was\.$"),
+    ("relative", lambda tmp: "corpus.txt",
+     r"training text 'corpus.txt': .* Run rnnlab from the directory the run was trained in "
+     r"\(the path is relative\)"),
+    ("changed", lambda tmp: (tmp / "edited.txt").write_text(OTHER_TEXT) and str(tmp / "edited.txt"),
+     r"which is rebuilt from its training text '.*edited.txt': that text gives \d+ symbols but "
+     r"the model was trained with \d+: it has changed since training"),
+]
+
+
+@pytest.mark.parametrize("label,train_data,match", OLD_CHARLM_CASES,
+                         ids=[c[0] for c in OLD_CHARLM_CASES])  # fmt: skip
+@pytest.mark.parametrize("command", ["evaluate --data", "evaluate", "sample", "resume",
+                                     "gradflow"])
+def test_an_old_charlm_run_without_its_text(good, tmp_path, capsys, monkeypatch, command, label,
+                                             train_data, match):  # fmt: skip
+    """The training text of an old charlm run cannot be found or has changed: one line with
+    the remedy, for every command that needs the vocabulary."""
+    run = _old_charlm(good, tmp_path / "old", train_data(tmp_path))
+    other = tmp_path / "other.txt"
+    other.write_text(OTHER_TEXT)
+    monkeypatch.chdir(tmp_path)  # no corpus.txt here
+    argv = {"evaluate --data": ["evaluate", run, "--data", other], "evaluate": ["evaluate", run],
+            "sample": ["sample", run, "--length", "5"],
+            "resume": ["train", "--resume", run, "--steps", "3", "--quiet"],
+            "gradflow": ["gradflow", run, "--out", tmp_path / "g"]}[command]  # fmt: skip
+    cli_error(capsys, argv, match)
+
+
+def test_gradflow_names_the_config_of_a_bad_model_description(good, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(good / "adding", run, symlinks=True)
+    _edit_config(lambda c: c["model"]["rnn"].__setitem__("hiden_size", 8))(run)
+    cli_error(capsys, ["gradflow", run, "--out", tmp_path / "g"],
+              r"step-\d+/config.json' \(its \"model\"\): `spec\['rnn'\]` must be a dict of the "
+              r"keys .*; got the unknown key 'hiden_size'")  # fmt: skip
+
+
+def test_an_old_charlm_run_exports_without_its_text(good, tmp_path, capsys):
+    """Exporting needs no vocabulary: an old charlm run whose training text is gone exports
+    without a word about it."""
+    run = _old_charlm(good, tmp_path / "old", str(tmp_path / "gone.txt"))
+    out = tmp_path / "torch.safetensors"
+    assert main(["export", str(run), "--format", "safetensors-torch", "--out", str(out)]) == 0
+    assert out.is_file()
+    assert "vocabulary" not in capsys.readouterr().err
 
 
 def test_the_corpus_is_large():

@@ -351,12 +351,16 @@ def cmd_train(args) -> int:
         for k, v in overrides.items():
             setattr(cfg, k, v)
         cfg.validate()
-        task = recipes.make_task(cfg, config.get("data"))
-        model = recipes.build_model(config["model"], seed=cfg.seed)
+        task = recipes.make_task(cfg, _data_record(run_dir, cfg, config))
+        where = (ckpt.path if ckpt is not None else run_dir) / "config.json"
+        model = _build_run_model(config["model"], where, cfg.seed)
         trainer = Trainer(model, task, cfg, run_dir, spec=config["model"], quiet=args.quiet)
         if ckpt is not None:
             _load_weights(model, ckpt, run_dir)
-            trainer.restore(ckpt)
+            try:
+                trainer.restore(ckpt)
+            except io.CheckpointError as e:  # its progress or optimizer state is damaged
+                raise io.CheckpointError(f"{e} {io.way_back(run_dir, ckpt.step)}") from None
             print(f"resuming {run_dir} at step {trainer.step}", file=sys.stderr)
         else:
             print(f"{run_dir} has no checkpoint yet: starting it again from step 0",
@@ -401,17 +405,65 @@ def _run_config(config, run_dir) -> dict:
     return config
 
 
-def _load_run(path):
-    from rnnlab import recipes
+def _load_run(path, *, vocabulary: bool = False):
+    """(run directory, settings, model with the latest weights, config.json's "data"); with
+    `vocabulary`, a charlm run's data has its vocabulary even when the run is from before runs
+    stored it (`_data_record`)."""
     from rnnlab.train import TrainConfig
 
     run_dir = io.open_run_dir(path)
     ckpt = io.load_checkpoint(run_dir)
     _run_config(ckpt.config, ckpt.path)
     cfg = TrainConfig.from_dict(ckpt.config["train"], source=str(run_dir / "config.json"))
-    model = recipes.build_model(ckpt.config["model"])
+    model = _build_run_model(ckpt.config["model"], ckpt.path / "config.json")
     _load_weights(model, ckpt, run_dir)
+    if vocabulary:
+        return run_dir, cfg, model, _data_record(run_dir, cfg, ckpt.config)
     return run_dir, cfg, model, ckpt.config.get("data")
+
+
+def _data_record(run_dir: Path, cfg, config: dict):
+    """config.json's "data" (a charlm run's vocabulary). A charlm run from before runs stored
+    it gets it rebuilt from its training text, as training built it, and checked against the
+    model's number of symbols; said on stderr, since a text edited since training (with as
+    many distinct characters) would map differently."""
+    data = config.get("data")
+    if cfg.task != "charlm" or data:
+        return data
+    from rnnlab.tasks import text
+
+    where = f"its training text '{cfg.data}'" if cfg.data else "the built-in corpus"
+    old = f"'{run_dir}' is from before runs stored their vocabulary, which is rebuilt from {where}"
+    try:
+        corpus = text.read_text(cfg.data) if cfg.data else text.default_corpus()
+    except ValueError as e:
+        relative = cfg.data and not Path(cfg.data).is_absolute()
+        raise UsageError(
+            f"{old}: {_one_line(e)} Run rnnlab from the directory the run was trained in"
+            + (" (the path is relative)" if relative else "")
+            + ", or put the text back where it was."
+        ) from None
+    vocab = text.CharVocab(text.split_text(corpus)[0])
+    spec = config.get("model") or {}
+    want = spec.get("output_size") if isinstance(spec, dict) else None
+    if vocab.size != want:
+        raise UsageError(
+            f"{old}: that text gives {vocab.size} symbols but the model was trained with "
+            f"{want}: it has changed since training. Put the training text back where it was."
+        )
+    print(f"rnnlab: warning: {old} ({vocab.size} symbols, as many as the model's); if that "
+          "text changed since training, the mapping may differ", file=sys.stderr)  # fmt: skip
+    return {"vocab": vocab.chars}
+
+
+def _build_run_model(spec, where: Path, seed: int = 0):
+    """The model a run's config.json describes; a bad description is said with the file."""
+    from rnnlab import recipes
+
+    try:
+        return recipes.build_model(spec, seed=seed)
+    except ValueError as e:
+        raise io.RunDirError(f"'{where}' (its \"model\"): {e}") from None
 
 
 def _load_weights(model, ckpt, run_dir) -> None:
@@ -427,14 +479,13 @@ def _load_weights(model, ckpt, run_dir) -> None:
 def cmd_evaluate(args) -> int:
     from rnnlab import recipes
 
-    run_dir, cfg, model, data = _load_run(args.run)
+    run_dir, cfg, model, data = _load_run(args.run, vocabulary=True)
     if args.data is not None:
-        if cfg.task != "charlm" or not data:
-            raise UsageError(
-                f"`--data` is for charlm runs that stored their vocabulary; '{run_dir}' is "
-                + (f"a {cfg.task} run" if cfg.task != "charlm" else "from an older rnnlab")
-            )
-        cfg.data, data = args.data, {"vocab": data["vocab"]}
+        if cfg.task != "charlm":
+            raise UsageError(f"`--data` is for charlm runs; '{run_dir}' is a {cfg.task} run")
+        # the run's vocabulary, without its corpus's path and hash (checked by make_task)
+        cfg.data, data = args.data, ({"vocab": data.get("vocab")} if isinstance(data, dict)
+                                     else data)  # fmt: skip
     task = recipes.make_task(cfg, data)
     with np.errstate(all="ignore"):  # a diverged model's overflow is reported below
         result = task.evaluate(model, args.split)
@@ -472,7 +523,7 @@ def _finite_or_null(value, where: str = "") -> tuple:
 def cmd_sample(args) -> int:
     from rnnlab import recipes
 
-    run_dir, cfg, model, data = _load_run(args.run)
+    run_dir, cfg, model, data = _load_run(args.run, vocabulary=True)
     if cfg.task != "charlm":
         raise UsageError(
             f"`run` must be a charlm run to sample text; '{run_dir}' is a {cfg.task} run"

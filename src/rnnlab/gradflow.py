@@ -185,12 +185,12 @@ def task_subject(
 
 
 def _load_model(run: Path, step: int | None):
-    from rnnlab import recipes
+    from rnnlab.cli import _build_run_model
     from rnnlab.train import TrainConfig
 
     ckpt = io.load_checkpoint(run, step=step)
     cfg = TrainConfig.from_dict(ckpt.config["train"], source=str(run / "config.json"))
-    model = recipes.build_model(ckpt.config["model"], seed=cfg.seed)
+    model = _build_run_model(ckpt.config["model"], ckpt.path / "config.json", cfg.seed)
     try:
         model.load_state_dict(ckpt.model)
     except ValueError as e:
@@ -204,6 +204,7 @@ def run_subject(path, *, step: int | None = None, T=None, batch: int = 32) -> Su
     """A run directory's model (the latest checkpoint, or `step`) and the first `batch`
     sequences of its task's validation set (with `T`, at another sequence length)."""
     from rnnlab import recipes
+    from rnnlab.cli import _data_record
 
     run = io.open_run_dir(path)
     ckpt, cfg, model = _load_model(run, step)
@@ -215,7 +216,8 @@ def run_subject(path, *, step: int | None = None, T=None, batch: int = 32) -> Su
                 f"--T {T} for a {cfg.task} run",
             )
         cfg.T = _checks.positive_int(T, "--T")
-    task = recipes.make_task(cfg, ckpt.config.get("data"))
+    # an old charlm run's vocabulary is rebuilt and checked, as for evaluate
+    task = recipes.make_task(cfg, _data_record(run, cfg, ckpt.config))
     x, y, lengths = _validation_batch(task, batch)
     spec = ckpt.config["model"]
     source = {

@@ -444,6 +444,43 @@ def save_safetensors(
         _write_tensors(f, header, arrays)
 
 
+HASH_KEY = "sha256"  # save_weights' entry in a safetensors file's __metadata__
+
+
+def save_weights(path: PathLike, tensors: Mapping[str, np.ndarray]) -> None:
+    """`save_safetensors` with the SHA-256 of the file's content in its own metadata
+    (`__metadata__["sha256"]`: the hash of the file as written without that entry), which
+    `load_weights` checks. One file carries its hash, so one atomic rename writes both: a crash
+    leaves the old file with its hash or the new one with its own (a hashes.json beside it
+    would be a second write, and a crash between the two would make a sound file look
+    corrupt). For weights outside a checkpoint (a run's best.safetensors)."""
+    path = _path(path, "path")
+    digest = _sha256(*_prepare(tensors, None, "tensors"))
+    header, arrays = _prepare(tensors, {HASH_KEY: digest}, "tensors")
+    with _atomic_file(path) as f:
+        _write_tensors(f, header, arrays)
+
+
+def load_weights(path: PathLike) -> dict[str, np.ndarray]:
+    """The tensors of a file `save_weights` wrote, checked against the SHA-256 in its
+    metadata (CheckpointError naming the file when they differ: a flipped byte in a weight is
+    valid safetensors and would load without a word). A file without the hash (written before
+    rnnlab recorded one, or by another program) loads unchecked."""
+    path = _path(path, "path")
+    tensors, metadata = load_safetensors(path)
+    want = metadata.pop(HASH_KEY, None)
+    if want is None:
+        return tensors
+    got = _sha256(*_prepare(tensors, metadata or None, "tensors"))
+    if want != got:
+        raise CheckpointError(
+            f"'{path}' does not match the SHA-256 recorded in its metadata (recorded "
+            f"{want[:16]}..., the content has {got[:16]}...): the file changed or is corrupt "
+            "since it was saved."
+        )
+    return tensors
+
+
 def _write_tensors(f: IO[bytes], header: bytes, arrays: list[np.ndarray]) -> None:
     f.write(header)
     for array in arrays:
@@ -563,6 +600,8 @@ def _parse_header(
 
 def _split_header(source: str, prefix: bytes, size: int) -> int:
     """Header length N from the first 8 bytes of a file of `size` bytes, checked."""
+    if size == 0:
+        raise CheckpointError(f"{source} is not a valid safetensors file: it is empty (0 bytes).")
     if size < 8:
         raise CheckpointError(
             f"{source} is not a valid safetensors file: it has {size} bytes, "
@@ -1007,6 +1046,22 @@ def load_checkpoint(run_dir: PathLike, step: int | None = None) -> Checkpoint:
         fail("step", f"None or a saved step of '{run}' (saved: {saved})", describe(step))
     step = int(step)
     directory = checkpoints / _step_name(step)
+    try:
+        tensors, state, config = _read_checkpoint(directory)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e} {way_back(run, step)}") from None
+    return Checkpoint(
+        path=directory,
+        step=step,
+        model=tensors["model"],
+        optimizer=tensors["optimizer"],
+        state=state,
+        config=config,
+    )
+
+
+def _read_checkpoint(directory: Path) -> tuple[dict[str, dict[str, np.ndarray]], dict, dict]:
+    """The weights (checked against hashes.json), state and config of one checkpoint."""
     tensors = {}
     hashes = None
     if (directory / "hashes.json").exists():
@@ -1024,11 +1079,19 @@ def load_checkpoint(run_dir: PathLike, step: int | None = None) -> Checkpoint:
             )
         tensors[part], _ = load_safetensors(file)  # its own errors first: they say more
         _check_hash(file, hashes)
-    return Checkpoint(
-        path=directory,
-        step=step,
-        model=tensors["model"],
-        optimizer=tensors["optimizer"],
-        state=_read_checkpoint_json(directory / "state.json"),
-        config=_read_checkpoint_json(directory / "config.json"),
-    )
+    state = _read_checkpoint_json(directory / "state.json")
+    return tensors, state, _read_checkpoint_json(directory / "config.json")
+
+
+def way_back(run_dir: PathLike, step: int) -> str:
+    """What to do when the checkpoint `step` of `run_dir` cannot be used: go back to another
+    one (the run then continues from there, drawing what it drew the first time), or, with
+    none left, start again. One sentence, for the end of an error message."""
+    checkpoints = _path(run_dir, "run_dir") / "checkpoints"
+    others = [s for s in checkpoint_steps(run_dir) if s != step]
+    if not others:
+        return (f"The run has no other checkpoint: remove '{checkpoints}' and `rnnlab train "
+                f"--resume {checkpoints.parent}` starts it again from step 0.")  # fmt: skip
+    back = max((s for s in others if s < step), default=max(others))
+    return (f"To go back to the checkpoint {_step_name(back)}, write {_step_name(back)} into "
+            f"'{checkpoints / 'latest'}' and resume: the run continues from there.")  # fmt: skip

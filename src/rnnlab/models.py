@@ -11,6 +11,8 @@ A spec is a plain dict, saved in a run's config.json beside the weights (never a
      "output_dropout": 0.0}
 
 and builds Sequential([Embedding], RNN/LSTM/GRU, [LastStep | MeanOverTime], [Dropout], Linear).
+A key the spec does not know (SPEC_KEYS, RNN_KEYS, the input type's own) is refused with its
+name and the keys it may have, as TrainConfig refuses an unknown setting.
 Cells: "rnn" (tanh), "relu", "irnn" (relu with the identity initialisation), "lstm" (with
 the variants "peephole", "coupled", "cell_clip", "layer_norm" in the spec), "gru"
 (reset-after, PyTorch's form), "gru-orig" (the original form); and the output-feedback
@@ -40,6 +42,21 @@ from rnnlab.modules import (
 CELLS = ("rnn", "relu", "irnn", "lstm", "gru", "gru-orig")
 FEEDBACK_CELLS = ("jordan", "jordan-elman")  # output-feedback models (rnnlab.feedback)
 READOUTS = ("steps", "last", "mean")
+# The keys a spec may hold (what `with_defaults` fills in, and "feedback" for the
+# output-feedback cells); any other is refused, as TrainConfig refuses unknown settings.
+SPEC_KEYS = ("input", "rnn", "readout", "output_size", "output_dropout")
+RNN_KEYS = ("cell", "hidden_size", "num_layers", "bidirectional", "dropout", "initial_state",
+            "forget_bias", "peephole", "coupled", "cell_clip", "layer_norm", "proj_size",
+            "recurrent_dropout", "zoneout")  # fmt: skip
+
+
+def _known_keys(table: dict, name: str, known: tuple[str, ...]) -> None:
+    """Refuse a key of `table` that is not in `known` (a typo such as 'hiden_size' would
+    otherwise be ignored and the default used without a word)."""
+    unknown = [k for k in table if k not in known]
+    if unknown:
+        _checks.fail(name, "a dict of the keys " + ", ".join(known),
+                     f"the unknown key {unknown[0]!r}")  # fmt: skip
 
 
 def make_recurrent(
@@ -109,7 +126,12 @@ def build(spec: dict, *, dtype=np.float32, rng=None) -> Sequential:
     for key, value in (("input", inp), ("rnn", r)):
         if not isinstance(value, dict):
             _checks.fail(f"spec[{key!r}]", "a dict (see rnnlab.models)", _checks.describe(value))
+    _known_keys(spec, "spec", SPEC_KEYS + (("feedback",) if r.get("cell") in FEEDBACK_CELLS
+                                           else ()))  # fmt: skip
+    _known_keys(r, "spec['rnn']", RNN_KEYS)
     need = {"tokens": ("vocab_size", "embed_dim"), "vectors": ("size",)}.get(inp.get("type"), ())
+    if need:  # (an unknown type is named below)
+        _known_keys(inp, "spec['input']", ("type", *need))
     for key in need:
         if key not in inp:
             _checks.fail("spec['input']", f"a dict with {' and '.join(map(repr, need))}",

@@ -652,7 +652,13 @@ class Trainer:
             self.save()
         if self.stopped_by == "early stopping":
             # early stopping hands back the best weights it saw, not the last ones
-            best, _ = io.load_safetensors(self.run_dir / "best.safetensors")
+            try:
+                best = io.load_weights(self.run_dir / "best.safetensors")
+            except io.CheckpointError as e:
+                raise io.CheckpointError(
+                    f"early stopping cannot restore the best weights (step {self.best_step}): "
+                    f"{e} The last weights (step {self.step}) are saved in its checkpoint."
+                ) from None
             self.model.load_state_dict(best)
             io.save_safetensors(self.run_dir / "model.safetensors", self.model.params)
             progress.message(
@@ -686,7 +692,7 @@ class Trainer:
         )
         if better:
             self.best, self.best_step, self.bad_evals = value, self.step, 0
-            io.save_safetensors(self.run_dir / "best.safetensors", self.model.params)
+            io.save_weights(self.run_dir / "best.safetensors", self.model.params)
         else:
             self.bad_evals += 1
         progress.message(

@@ -47,13 +47,22 @@ rnnlab.ops would cost a tanh; the exp form is 35 % cheaper and more accurate for
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 
 import llvmlite.binding as ll
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba.core.caching import FunctionCache
+from numba.core.compiler_lock import global_compiler_lock
+from numba.core.dispatcher import Dispatcher
 from numba.extending import intrinsic, overload
 
 from rnnlab.fast import blas
@@ -61,21 +70,125 @@ from rnnlab.fast import blas
 JIT = {"cache": True, "error_model": "numpy", "fastmath": False, "nogil": True, "_nrt": False}
 
 
-def _wide_vectors() -> bool:
-    """Have LLVM vectorise loops 16 float32 lanes wide (one AVX-512 register) where the CPU has
-    AVX-512; its cost model otherwise prefers 8 lanes there. Measured: σ 0.91 → 0.63 ns and
-    tanh 1.33 → 0.89 ns an element, results bit for bit the same (the lanes do the same
-    arithmetic). LLVM options are process-wide: numba code compiled after this module loads
-    gets the same width. RNNLAB_VECTOR_WIDTH=default leaves LLVM's choice."""
-    if os.environ.get("RNNLAB_VECTOR_WIDTH", "").strip().lower() == "default":
-        return False
-    if "+avx512f" not in ll.get_host_cpu_features().flatten():
-        return False
-    ll.set_option("rnnlab", "-force-vector-width=16")
-    return True
+def _vector_width() -> int:
+    """The width LLVM's loop vectoriser is forced to while rnnlab's kernels compile, 0 for its
+    own choice. 16 float32 lanes (one AVX-512 register) where the CPU has AVX-512, where its
+    cost model otherwise prefers 8 lanes. Measured: σ 0.91 → 0.63 ns and tanh 1.33 → 0.89 ns
+    an element, results bit for bit the same (the lanes do the same arithmetic).
+    RNNLAB_VECTOR_WIDTH=default leaves LLVM's choice; =N (a power of two up to 64) forces N
+    lanes on any CPU (for tests, and for trying a width on another machine)."""
+    text = os.environ.get("RNNLAB_VECTOR_WIDTH", "").strip().lower()
+    if text == "default":
+        return 0
+    if text not in ("", "auto"):
+        if text not in {str(1 << k) for k in range(7)}:
+            raise ValueError(f"`RNNLAB_VECTOR_WIDTH` must be 'default', 'auto' or a power of two "
+                             f"from 1 to 64; got {text!r} instead.")  # fmt: skip
+        return int(text)
+    return 16 if "+avx512f" in ll.get_host_cpu_features().flatten() else 0
 
 
-WIDE_VECTORS = _wide_vectors()
+VECTOR_WIDTH = _vector_width()
+WIDE_VECTORS = VECTOR_WIDTH > 1
+
+# LLVM's options are process-wide (`llvmlite.binding.set_option`), and LLVM reads
+# -force-vector-width each time its vectoriser runs; so rnnlab sets it only while one of its
+# own kernels compiles (every dispatcher of rnnlab.fast is `scoped`), under numba's compiler
+# lock, and puts back LLVM's default (0: not forced) afterwards. Numba functions of the user's
+# compile with LLVM's choice, before and after. Two things come with the forced width:
+# - LLVM reports every loop it then cannot vectorise (a reduction, a loop with a call...) as a
+#   remark printed straight to file descriptor 2 ("remark: <unknown>:0:0: loop not
+#   vectorized: ...", 47 for an LSTM's first forward and backward), and llvmlite offers no
+#   diagnostic handler to catch them. So while rnnlab's kernels compile with a forced width,
+#   fd 2 goes to a temporary file; afterwards the vectoriser's remarks are dropped and anything
+#   else written there in the meantime (by any thread) is copied to the real stderr, late by
+#   the compile's seconds.
+# - a width set by the user's own `ll.set_option(..., "-force-vector-width=N")` is reset to
+#   LLVM's default the first time rnnlab compiles a kernel (LLVM's options cannot be read).
+_scope_depth = 0
+_REMARK = re.compile(rb"remark: .*(vectoriz|interleav)")
+
+
+@contextmanager
+def llvm_options() -> Iterator[None]:
+    """rnnlab's LLVM options (VECTOR_WIDTH) for the compiles inside the block only."""
+    global _scope_depth
+    with global_compiler_lock, ExitStack() as stack:
+        if _scope_depth == 0 and VECTOR_WIDTH:
+            stack.enter_context(_vectoriser_remarks_dropped())
+            ll.set_option("rnnlab", f"-force-vector-width={VECTOR_WIDTH}")
+            stack.callback(ll.set_option, "rnnlab", "-force-vector-width=0")
+        _scope_depth += 1
+        try:
+            yield
+        finally:
+            _scope_depth -= 1
+
+
+@contextmanager
+def _vectoriser_remarks_dropped() -> Iterator[None]:
+    """File descriptor 2 into a temporary file for the block; then what was written there,
+    but for the loop vectoriser's remarks, to the real fd 2 (see above)."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 (a daemon): nothing is printed anyway
+        yield
+        return
+    try:
+        tmp = tempfile.TemporaryFile()
+    except OSError:
+        os.close(saved)
+        yield
+        return
+    with tmp:
+        _flush_stderr()
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            _flush_stderr()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            kept = b"".join(line for line in tmp.read().splitlines(keepends=True)
+                            if not _REMARK.match(line))  # fmt: skip
+            try:
+                while kept:
+                    kept = kept[os.write(2, kept) :]
+            except OSError:  # stderr closed meanwhile: there is nowhere to say it
+                pass
+
+
+def _flush_stderr() -> None:
+    try:
+        sys.stderr.flush()
+    except (AttributeError, OSError, ValueError):  # None, closed, or not a file
+        pass
+
+
+class _WidthKeyedCache(FunctionCache):
+    """numba's on-disk cache with the forced width in the key: machine code compiled at one
+    width is not loaded by a process that asked for another (RNNLAB_VECTOR_WIDTH=default)."""
+
+    def _index_key(self, sig, codegen):
+        return (*super()._index_key(sig, codegen), ("force-vector-width", VECTOR_WIDTH))
+
+
+def scoped(dispatcher: Dispatcher) -> Dispatcher:
+    """`dispatcher`, compiling (and loading from its cache) inside `llvm_options`."""
+    if type(dispatcher._cache) is FunctionCache:  # (cache=True; the loops have their own)
+        dispatcher._cache = _WidthKeyedCache(dispatcher.py_func)
+    compile_ = dispatcher.compile
+
+    @functools.wraps(compile_)
+    def compile_with_options(sig):
+        with llvm_options():
+            return compile_(sig)
+
+    dispatcher.compile = compile_with_options
+    return dispatcher
+
+
 # The scalar functions are inlined into the loops with their own fast-math flags: `contract`
 # lets LLVM turn each Horner step p·x + c (and the range reduction t − k·ln2) into one FMA.
 # Measured on 32·1024 float32 values: σ 0.46 → 0.31 ns, tanh 0.68 → 0.45 ns an element, the
@@ -417,3 +530,8 @@ def squared_error_rows(pred, targets, grad, mask, has_mask, count, sums, part, b
                     g[j] = (r * two) / count
                 total += acc
     sums[part] = total
+
+
+# Every kernel compiles with rnnlab's LLVM options and only with them (llvm_options).
+for _kernel in [v for v in globals().values() if isinstance(v, Dispatcher)]:
+    scoped(_kernel)

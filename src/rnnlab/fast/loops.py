@@ -70,7 +70,8 @@ class _StableCache(FunctionCache):
         )
 
     def _index_key(self, sig, codegen):
-        return (sig, codegen.magic_tuple(), (self._digest,))
+        # the forced vector width too: code compiled at one is not loaded for another
+        return (sig, codegen.magic_tuple(), (self._digest,), kernels.VECTOR_WIDTH)
 
 
 _SOURCES = ("kernels.py", "rows.py", "loops.py", "../cells/pointwise.py")
@@ -144,7 +145,7 @@ def _code_digest(code: types.CodeType, h) -> None:
 def _cached_jit(fn):
     dispatcher = njit(**JIT)(fn)
     dispatcher._cache = _StableCache(fn, _digest(fn))
-    return dispatcher
+    return kernels.scoped(dispatcher)  # compiled with rnnlab's LLVM options, and only it
 
 
 def _inline(fn):
