@@ -1,5 +1,14 @@
+import os
+
 import numpy as np
 import pytest
+
+# The suite runs the compiled loops on MKL wherever the `mkl` extra is installed, as it did
+# before rnnlab chose the loops' BLAS by measuring the host (rnnlab._blaschoice): MKL's
+# packing and threading then stay tested on every host, and NumPy's OpenBLAS is tested by
+# the cases that ask for it (RNNLAB_BLAS=numpy in a child process). tests/test_blaschoice.py
+# tests the choice itself.
+os.environ.setdefault("RNNLAB_BLAS", "mkl")
 
 
 @pytest.fixture(autouse=True)

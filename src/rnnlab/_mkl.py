@@ -19,8 +19,9 @@ call, for products of ≥ 4 MFLOP).
 On one core MKL was 1.2–1.9x faster than NumPy's OpenBLAS at the loops' per-step shapes and
 1.15–1.2x on the large ones (perf notes in docs/design.md).
 
-RNNLAB_BLAS=numpy leaves MKL unloaded; RNNLAB_BLAS=auto (the default) or mkl use it when the
-`mkl` package is installed.
+RNNLAB_BLAS=numpy leaves MKL unloaded and RNNLAB_BLAS=mkl uses it when the `mkl` package is
+installed; RNNLAB_BLAS=auto (the default) uses it where it measured faster than NumPy's
+OpenBLAS on this host (rnnlab._blaschoice).
 """
 
 from __future__ import annotations
@@ -50,7 +51,11 @@ def library_files() -> list[str]:
 
 
 def wanted() -> bool:
-    return os.environ.get("RNNLAB_BLAS", "auto").strip().lower() in ("auto", "mkl", "")
+    """Whether the loops use MKL: RNNLAB_BLAS=mkl, or (auto) MKL is installed and measured
+    faster than NumPy's OpenBLAS on this host (rnnlab._blaschoice)."""
+    from rnnlab import _blaschoice
+
+    return _blaschoice.choice().blas == "mkl"
 
 
 class MKL:

@@ -415,6 +415,34 @@ def measured_peaks(torch, n: int = GEMM_N, pause_s: float = PAUSE_S) -> dict[str
     return {"numpy": numpy_peak, "torch": torch_peak}
 
 
+def unforced_numpy_peak(n: int = GEMM_N) -> float | None:
+    """NumPy's float32 GEMM speed in a child process without the environment variables that
+    hold a BLAS to another kernel (rnnlab.info.FORCING), when any is set here; else None. The
+    machine's peak is its fastest kernel's, not the one this environment forces."""
+    from rnnlab.info import FORCING
+
+    if not any(k in os.environ for k in FORCING):
+        return None
+    env = {k: v for k, v in os.environ.items() if k not in FORCING}
+    code = (
+        "import numpy as np, time\n"
+        f"n = {n}\n"
+        "r = np.random.default_rng(0)\n"
+        "a = r.standard_normal((n, n), dtype=np.float32); b = a.copy(); c = np.empty_like(a)\n"
+        "np.matmul(a, b, out=c); best = 1e9\n"
+        "for _ in range(5):\n"
+        "    t = time.perf_counter(); np.matmul(a, b, out=c)\n"
+        "    best = min(best, time.perf_counter() - t)\n"
+        "print(2.0 * n**3 / best / 1e9)\n"
+    )
+    try:
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                              text=True, timeout=120)  # fmt: skip
+        return float(done.stdout.strip().splitlines()[-1])
+    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+        return None
+
+
 # ------------------------------------------------------------------------------ memory
 def _status_kb(field_name: str) -> int:
     with open("/proc/self/status") as f:
@@ -621,6 +649,10 @@ def machine_info(torch) -> dict[str, Any]:
             "OPENBLAS_NUM_THREADS",
             "MKL_NUM_THREADS",
             "OPENBLAS_CORETYPE",
+            "OPENBLAS_L2_SIZE",
+            "MKL_ENABLE_INSTRUCTIONS",
+            "MKL_CBWR",
+            "MKL_DEBUG_CPU_TYPE",
             "RNNLAB_NO_NUMBA",
             "RNNLAB_NUM_THREADS",
             "RNNLAB_BLAS",
@@ -628,8 +660,14 @@ def machine_info(torch) -> dict[str, Any]:
         )
         if k in os.environ
     }
+    from rnnlab import _blaschoice
+    from rnnlab.info import _cpu as cpu_of
+
+    choice = _blaschoice.choice()
     return {
+        "cpu_vendor": cpu_of()["vendor"],
         "cpu_model": cpu["model"],
+        "loops_blas_choice": {"blas": choice.blas, "why": choice.why},
         "cpu_mhz_nominal": cpu["mhz"],
         "cpu_flags": sorted(interesting & set(cpu["flags"])),
         "cores": cores,
@@ -785,6 +823,18 @@ def run(
         f"float32 GEMM {GEMM_N}^3: numpy {peaks['numpy']:.0f} GFLOP/s, "
         f"torch {peaks['torch']:.0f} GFLOP/s"
     )
+    from rnnlab.info import FORCING
+
+    forced = {k: os.environ[k] for k in FORCING if k in os.environ}
+    unforced = unforced_numpy_peak(GEMM_N) if forced else None
+    if forced:
+        said = ", ".join(f"{k}={v}" for k, v in forced.items())
+        log(f"warning: {said} holds a BLAS to another kernel than this machine's best; "
+            f"numpy's GEMM reads {peaks['numpy']:.0f} GFLOP/s with it and "
+            + (f"{unforced:.0f}" if unforced else "(not measured)") + " without it: "
+            "unset it for a benchmark")  # fmt: skip
+        if unforced:
+            peak = max(peak, unforced)
 
     todo = [c for c in configs(cells, shapes, directions) if not (quick and c.layers > 1)]
     rows: list[dict[str, Any]] = []
@@ -867,6 +917,8 @@ def run(
         "peak_gflops": peak,
         "numpy_gemm_gflops": peaks["numpy"],
         "torch_gemm_gflops": peaks["torch"],
+        "forced_kernels": forced,
+        "numpy_gemm_gflops_unforced": unforced,
         "method": {
             "rounds": timing.rounds,
             "block_s": timing.block_s,
@@ -1224,8 +1276,10 @@ def format_table(result: dict[str, Any]) -> str:
         f"{m['cpu_model']}, {m['cores']} cores; numpy {m['numpy']}, torch {m['torch']}; "
         f"float32 GEMM {result['numpy_gemm_gflops']:.0f} GFLOP/s (numpy), "
         f"{result['torch_gemm_gflops']:.0f} (torch), peak = the faster; {result['date']}",
-        "",
     ]
+    if result.get("forced_kernels"):
+        lines.append(_forced_text(result))
+    lines.append("")
     lines += _plain(*_table_rows(result), text_columns=4)
     if result["scaling"]:
         B, I, H = SCALING_DIMS
@@ -1239,6 +1293,15 @@ def format_table(result: dict[str, Any]) -> str:
         lines += ["", "LSTM variants against rnnlab's plain LSTM (same process, interleaved)"]
         lines += _plain(*_variant_table(result), text_columns=3)
     return "\n".join(lines + [""] + summary_lines(result))
+
+
+def _forced_text(result: dict[str, Any]) -> str:
+    """The header's warning where the environment forced a BLAS kernel during the run."""
+    said = ", ".join(f"{k}={v}" for k, v in result["forced_kernels"].items())
+    unforced = result.get("numpy_gemm_gflops_unforced")
+    without = f"{unforced:.0f} GFLOP/s without it" if unforced else "not measured without it"
+    with_it = f"{result['numpy_gemm_gflops']:.0f} GFLOP/s with it"
+    return f"warning: run with {said}, which forces a BLAS kernel: GEMM {with_it}, {without}"
 
 
 def _markdown(head: list[str], body: list[list[str]], text_columns: int) -> list[str]:
@@ -1258,7 +1321,8 @@ def format_markdown(result: dict[str, Any]) -> str:
     lines = [
         "# rnnlab vs PyTorch on CPU",
         "",
-        f"- machine: {m['cpu_model']}, {m['cores']} cores; {m['platform']}",
+        f"- machine: {m.get('cpu_vendor') or ''} {m['cpu_model']}, {m['cores']} cores; "
+        f"{m['platform']}",
         f"- versions: numpy {m['numpy']}, torch {m['torch']}, numba {m['numba']}, "
         f"rnnlab {m['rnnlab']} (compiled loop {'on' if m['rnnlab_fast_path'] else 'off'})",
         f"- rnnlab's loops: {_loops_text(m.get('rnnlab_loops', {}))}",
@@ -1267,8 +1331,10 @@ def format_markdown(result: dict[str, Any]) -> str:
         f"torch {result['torch_gemm_gflops']:.0f} GFLOP/s (the peak: the faster of the two)",
         f"- method: {meth['rounds']} rounds of interleaved {meth['block_s']} s blocks with "
         f"{meth['pause_s']} s pauses, median per call; float32, batch_first, same weights",
-        "",
     ]
+    if result.get("forced_kernels"):
+        lines.append(f"- {_forced_text(result)}")
+    lines.append("")
     lines += _markdown(*_table_rows(result), text_columns=4)
     if result["scaling"]:
         B, I, H = SCALING_DIMS

@@ -220,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     sub.add_parser("plot", help="plot a run's metrics (rnnlab plot -h)", add_help=False)
+    sub.add_parser(
+        "info", help="the CPU, BLAS, kernels and threads rnnlab runs on here, and why",
+        add_help=False,
+    )
 
     p = sub.add_parser(
         "demo", help="train a character LSTM for ~2 minutes and show what it learned"
@@ -235,6 +239,7 @@ _DELEGATED = {
     "bench": ("rnnlab.bench", "main"),
     "gradflow": ("rnnlab.gradflow", "main"),
     "plot": ("rnnlab.gradflow", "plot_main"),
+    "info": ("rnnlab.info", "main"),
 }
 
 

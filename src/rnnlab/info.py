@@ -1,0 +1,166 @@
+"""`rnnlab info`: what rnnlab runs on here, and why.
+
+The speed of the compiled loops depends on the host in ways a user cannot see: which BLAS
+their per-step products call (measured per host, rnnlab._blaschoice), the kernel that BLAS
+picked for this CPU (an environment variable can hold OpenBLAS to an older one), the
+threads, the vector width the kernels were compiled for, and whether numba's cache already
+holds them. This prints all of it, so that a slow run can be explained and a benchmark
+names its machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.metadata
+import json
+import os
+import platform
+import sys
+
+from rnnlab import _blaschoice
+
+FORCING = {
+    "OPENBLAS_CORETYPE": "holds OpenBLAS to the named core type's kernel",
+    "OPENBLAS_L2_SIZE": "changes OpenBLAS's blocking",
+    "MKL_ENABLE_INSTRUCTIONS": "caps the instruction set MKL may use",
+    "MKL_CBWR": "makes MKL pick reproducible, usually slower, code paths",
+    "MKL_DEBUG_CPU_TYPE": "tells MKL to take another CPU's code path",
+}
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu() -> dict:
+    info = {"vendor": None, "model": None, "family": None, "model_number": None}
+    names = {"vendor_id": "vendor", "model name": "model", "cpu family": "family",
+             "model": "model_number"}  # fmt: skip
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if not line.strip():
+                break  # the first processor is enough
+            key, _, value = line.partition(":")
+            if key.strip() in names:
+                info[names[key.strip()]] = value.strip()
+    info["model"] = info["model"] or platform.processor() or platform.machine()
+    info["flags"] = _blaschoice._cpu()["flags"]
+    try:
+        info["cores"] = len(os.sched_getaffinity(0))
+    except AttributeError:
+        info["cores"] = os.cpu_count()
+    info["logical_cpus"] = os.cpu_count()
+    return info
+
+
+def _libraries() -> list[dict] | dict:
+    """The BLAS and OpenMP libraries loaded in this process, with the kernel each runs
+    (threadpoolctl's `architecture`), or NumPy's build configuration without threadpoolctl."""
+    try:
+        import threadpoolctl
+    except ImportError:
+        import numpy as np
+
+        config = np.show_config(mode="dicts")
+        note = "install threadpoolctl to see the loaded libraries and their kernels"
+        return {"numpy_build": config.get("Build Dependencies", {}).get("blas"), "note": note}
+    keep = ("user_api", "internal_api", "version", "num_threads", "threading_layer",
+            "architecture", "filepath")  # fmt: skip
+    return [{k: lib.get(k) for k in keep if lib.get(k) is not None}
+            for lib in threadpoolctl.threadpool_info()]  # fmt: skip
+
+
+def gather() -> dict:
+    """Everything `rnnlab info` prints, as a dict (the --json output)."""
+    from rnnlab import fast, parallel
+
+    choice = _blaschoice.choice()
+    out: dict = {
+        "rnnlab": _version("rnnlab"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": {p: _version(p) for p in ("numpy", "numba", "scipy", "mkl")},
+        "cpu": _cpu(),
+        "threads": {"rnnlab": parallel.num_threads(), "split": parallel.enabled()},
+        "blas_choice": {
+            "blas": choice.blas,
+            "why": choice.why,
+            "cache": choice.cache,
+            "timings_us": choice.timings,
+        },
+        "forced_kernels": {
+            k: {"value": os.environ[k], "effect": FORCING[k]} for k in FORCING if k in os.environ
+        },
+        "compiled_loops": fast.available(),
+    }
+    if out["compiled_loops"]:
+        import numba
+
+        from rnnlab.fast import blas, kernels
+
+        out["kernels"] = {
+            "blas": blas.NAME,
+            "vector_width": kernels.VECTOR_WIDTH or "LLVM's choice",
+            "numba_cache": numba.config.CACHE_DIR
+            or os.path.join(os.path.dirname(kernels.__file__), "__pycache__"),
+        }
+    out["libraries"] = _libraries()
+    return out
+
+
+def _text(info: dict) -> list[str]:
+    cpu = info["cpu"]
+    lines = [
+        f"rnnlab {info['rnnlab']} on Python {info['python']} ({info['platform']})",
+        f"CPU: {cpu['vendor'] or '?'} {cpu['model']} (family {cpu['family']}, model "
+        f"{cpu['model_number']}), {cpu['cores']} cores, {' '.join(cpu['flags']) or 'no AVX2'}",
+        "versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items() if v),
+        f"threads: {info['threads']['rnnlab']} (batch split "
+        f"{'on' if info['threads']['split'] else 'off'})",
+    ]
+    b = info["blas_choice"]
+    lines.append(f"loops' BLAS: {b['blas']} ({b['why']})")
+    if b["timings_us"]:
+        shapes = ", ".join(f"{m}x{k}x{n}" for m, k, n in _blaschoice.SHAPES)
+        for lib, times in b["timings_us"].items():
+            lines.append(f"  {lib:6s} µs at {shapes}: " + " ".join(f"{t:.0f}" for t in times))
+    if b["cache"]:
+        lines.append(f"  cached in {b['cache']}")
+    if info["compiled_loops"]:
+        k = info["kernels"]
+        lines.append(f"compiled loops: on, products on {k['blas']}, vector width "
+                     f"{k['vector_width']}, numba cache {k['numba_cache']}")  # fmt: skip
+    else:
+        lines.append("compiled loops: off (the NumPy loop; install the `fast` extra)")
+    libs = info["libraries"]
+    if isinstance(libs, list):
+        for lib in libs:
+            lines.append(f"loaded: {lib.get('internal_api')} {lib.get('version') or ''} "
+                         f"({lib.get('user_api')}, {lib.get('num_threads')} threads"
+                         + (f", kernel {lib['architecture']}" if lib.get("architecture") else "")
+                         + f") {lib.get('filepath', '')}")  # fmt: skip
+    else:
+        lines.append(f"NumPy's BLAS: {libs.get('numpy_build')} ({libs['note']})")
+    for name, v in info["forced_kernels"].items():
+        lines.append(f"warning: {name}={v['value']} {v['effect']}: unset it for benchmarks")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="rnnlab info", description=__doc__.splitlines()[0])
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    args = ap.parse_args(argv)
+    info = gather()
+    if args.json:
+        print(json.dumps(info, indent=1, default=str))
+    else:
+        print("\n".join(_text(info)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

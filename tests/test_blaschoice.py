@@ -1,0 +1,136 @@
+"""The per-host choice of the loops' BLAS (rnnlab._blaschoice) and `rnnlab info`."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+import pytest
+
+from rnnlab import _blaschoice, _mkl
+from rnnlab.cli import main
+
+FAST_MKL = {"mkl": [10.0, 50.0, 300.0], "numpy": [20.0, 90.0, 600.0]}
+FAST_NUMPY = {"mkl": [20.0, 90.0, 600.0], "numpy": [10.0, 50.0, 300.0]}
+
+
+@pytest.fixture
+def auto(monkeypatch, tmp_path):
+    """RNNLAB_BLAS unset, a cache folder of the test's own, MKL 'installed', and a fake
+    measurement that counts its calls (the real one is timed in its own test)."""
+    monkeypatch.delenv("RNNLAB_BLAS", raising=False)
+    monkeypatch.setenv("RNNLAB_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_mkl, "library_files", lambda: ["/fake/libmkl_rt.so.2"])
+    calls = []
+    timings = {"value": FAST_MKL}
+
+    def fake():
+        calls.append(1)
+        return timings["value"]
+
+    monkeypatch.setattr(_blaschoice, "_measure_in_child", fake)
+    _blaschoice.choice.cache_clear()
+    yield calls, timings, tmp_path
+    _blaschoice.choice.cache_clear()
+
+
+def test_the_faster_library_is_chosen():
+    assert _blaschoice.decide(FAST_MKL).blas == "mkl"
+    assert _blaschoice.decide(FAST_NUMPY).blas == "numpy"
+    tie = {"mkl": [99.0, 99.0, 99.0], "numpy": [100.0, 100.0, 100.0]}  # within the margin
+    assert _blaschoice.decide(tie).blas == "numpy"
+    assert "1.93x" in _blaschoice.decide(FAST_MKL).why  # geometric mean of 2, 1.8, 2
+
+
+def test_a_measurement_is_cached_and_reused(auto):
+    calls, timings, folder = auto
+    first = _blaschoice.choice()
+    assert first.blas == "mkl" and len(calls) == 1 and first.cache is not None
+    record = json.loads(pathlib.Path(first.cache).read_text())
+    assert record["blas"] == "mkl" and record["key"] == _blaschoice.key()
+    _blaschoice.choice.cache_clear()
+    timings["value"] = FAST_NUMPY  # would change the choice, if it were measured again
+    again = _blaschoice.choice()
+    assert again.blas == "mkl" and len(calls) == 1 and again.cache == first.cache
+
+
+def test_a_new_key_measures_again(auto, monkeypatch):
+    calls, timings, folder = auto
+    assert _blaschoice.choice().blas == "mkl"
+    _blaschoice.choice.cache_clear()
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")  # an older kernel: another setup
+    timings["value"] = FAST_NUMPY
+    assert _blaschoice.choice().blas == "numpy" and len(calls) == 2
+    assert len(list(folder.glob("blas-choice-*.json"))) == 2  # each setup keeps its own
+
+
+@pytest.mark.parametrize("content,said", [("{not json", "corrupt"),
+                                          ('{"blas": "fortran"}', "corrupt"),
+                                          ("foreign", "another machine")])  # fmt: skip
+def test_a_bad_cache_is_not_trusted(auto, content, said):
+    calls, timings, folder = auto
+    path = _blaschoice.cache_path(_blaschoice.key())
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if content == "foreign":
+        other = {**_blaschoice.key(), "cpu": {"model": "elsewhere", "flags": []}}
+        content = json.dumps({"key": other, "blas": "numpy", "why": "measured"})
+    with open(path, "w") as f:
+        f.write(content)
+    with pytest.warns(UserWarning, match=said):
+        made = _blaschoice.choice()
+    assert made.blas == "mkl" and len(calls) == 1
+    assert json.loads(pathlib.Path(path).read_text())["key"] == _blaschoice.key()  # made again
+
+
+def test_the_environment_overrides_and_is_checked(auto, monkeypatch):
+    calls, _, _ = auto
+    monkeypatch.setenv("RNNLAB_BLAS", "numpy")
+    assert _blaschoice.choice().blas == "numpy" and not calls
+    _blaschoice.choice.cache_clear()
+    monkeypatch.setenv("RNNLAB_BLAS", "openblas")
+    with pytest.raises(ValueError, match="RNNLAB_BLAS.*'auto', 'mkl' or 'numpy'.*'openblas'"):
+        _blaschoice.choice()
+
+
+def test_without_mkl_nothing_is_measured(auto, monkeypatch):
+    calls, _, _ = auto
+    monkeypatch.setattr(_mkl, "library_files", lambda: [])
+    assert _blaschoice.choice().blas == "numpy" and not calls
+
+
+def test_a_failed_measurement_keeps_the_installed_mkl(auto, monkeypatch):
+    def broken():
+        raise RuntimeError("the child died")
+
+    monkeypatch.setattr(_blaschoice, "_measure_in_child", broken)
+    with pytest.warns(UserWarning, match="the child died"):
+        made = _blaschoice.choice()
+    assert made.blas == "mkl" and "failed" in made.why
+
+
+def test_the_real_measurement_times_both_libraries():
+    if not _mkl.library_files():
+        pytest.skip("the mkl extra is not installed")
+    timings = _blaschoice._measure_in_child()
+    for lib in ("mkl", "numpy"):
+        assert len(timings[lib]) == len(_blaschoice.SHAPES)
+        assert all(0 < t < 1e6 for t in timings[lib])
+    # the larger products take longer: the timings are of the shapes they name
+    assert timings["numpy"][0] < timings["numpy"][-1]
+
+
+def test_rnnlab_info(capsys, monkeypatch):
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    _blaschoice.choice.cache_clear()
+    try:
+        assert main(["info"]) == 0
+        text = capsys.readouterr().out
+        assert "CPU: " in text and "loops' BLAS: mkl (RNNLAB_BLAS=mkl)" in text
+        assert "warning: OPENBLAS_CORETYPE=Haswell holds OpenBLAS" in text
+        assert main(["info", "--json"]) == 0
+        info = json.loads(capsys.readouterr().out)
+        assert info["blas_choice"]["blas"] == "mkl" and info["cpu"]["cores"] >= 1
+        assert "OPENBLAS_CORETYPE" in info["forced_kernels"]
+    finally:
+        _blaschoice.choice.cache_clear()
