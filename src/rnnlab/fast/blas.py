@@ -1,11 +1,12 @@
 """Which BLAS the kernels' matrix products call: Intel's MKL when the optional `mkl` package is
-installed, else NumPy's own OpenBLAS when it can be found.
+installed and measured faster on this host (rnnlab._blaschoice), else NumPy's own OpenBLAS
+when it can be found.
 
-MKL (the `mkl` extra, ~220 MB) is 1.2–1.9× faster than NumPy's OpenBLAS on one core at the
-per-step shapes (B/2 × H)·(H × 4H) for H = 64…256 (e.g. (16×128)·(128×512): 14.4 against
-25.2 µs), which is what the time loops spend most of their time in. It runs on one thread
-per call: rnnlab's own threads split the batch (rnnlab.parallel, rnnlab._mkl). RNNLAB_BLAS=numpy
-keeps the kernels on NumPy's OpenBLAS although MKL is installed.
+MKL (the `mkl` extra, ~220 MB) was 1.2–1.9× faster than NumPy's OpenBLAS on one core of an
+Intel Xeon at the per-step shapes (B/2 × H)·(H × 4H) for H = 64…256 (e.g. (16×128)·(128×512):
+14.4 against 25.2 µs), which is what the time loops spend most of their time in; on AMD
+EPYCs it was slower. It runs on one thread per call: rnnlab's own threads split the batch
+(rnnlab.parallel, rnnlab._mkl). RNNLAB_BLAS=numpy or mkl overrides the measurement.
 
 numba's `np.dot` calls scipy's BLAS, and the NumPy and SciPy wheels each bundle a separate
 OpenBLAS with its own thread pool. The caller's products (the hoisted input projection, the
