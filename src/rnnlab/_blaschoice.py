@@ -83,7 +83,8 @@ def _cpu() -> dict:
     return info
 
 
-def _version(package: str) -> str | None:
+def version(package: str) -> str | None:
+    """The installed distribution's version, or None."""
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
@@ -97,8 +98,8 @@ def key() -> dict:
     return {
         "format": FORMAT,
         "cpu": _cpu(),
-        "numpy": _version("numpy"),
-        "mkl": _version("mkl"),
+        "numpy": version("numpy"),
+        "mkl": version("mkl"),
         "threads": parallel.num_threads(),
         "env": {k: os.environ[k] for k in KERNEL_VARIABLES if k in os.environ},
     }

@@ -30,7 +30,6 @@ import ctypes
 import ctypes.util
 import datetime
 import gc
-import importlib.metadata
 import inspect
 import json
 import math
@@ -591,10 +590,9 @@ def fma_peak(cpu: dict[str, Any], cores: int) -> dict[str, Any] | None:
 
 
 def _version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
+    from rnnlab._blaschoice import version
+
+    return version(package)
 
 
 def _blas_info() -> Any:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.metadata
 import json
 import os
 import platform
@@ -27,13 +26,6 @@ FORCING = {
     "MKL_CBWR": "makes MKL pick reproducible, usually slower, code paths",
     "MKL_DEBUG_CPU_TYPE": "tells MKL to take another CPU's code path",
 }
-
-
-def _version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def _cpu() -> dict:
@@ -80,10 +72,10 @@ def gather() -> dict:
 
     choice = _blaschoice.choice()
     out: dict = {
-        "rnnlab": _version("rnnlab"),
+        "rnnlab": _blaschoice.version("rnnlab"),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "versions": {p: _version(p) for p in ("numpy", "numba", "scipy", "mkl")},
+        "versions": {p: _blaschoice.version(p) for p in ("numpy", "numba", "scipy", "mkl")},
         "cpu": _cpu(),
         "threads": {"rnnlab": parallel.num_threads(), "split": parallel.enabled()},
         "blas_choice": {
