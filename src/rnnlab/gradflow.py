@@ -1314,6 +1314,9 @@ def plot_run(run, out=None) -> list[Path]:
         written.append(_plot_curves(out / "grad-layers.png", panels))
         if any(r.get("lags") for r in grads):
             written.append(_plot_lags(out / "lag-profile.png", grads))
+    from rnnlab.translation import plot_attention_of_run
+
+    written += plot_attention_of_run(run, out)
     return written
 
 
