@@ -395,3 +395,10 @@ def test_scheduled_sampling_mixes_truth_and_the_models_draws():
     f_tf = model.net.forward(src, mixed, tgt_lengths=np.full(64, 7))
     assert np.array_equal(f_mix.output, f_tf.output)
     assert not np.array_equal(model.forward(src, targets=y).output, f_mix.output)
+
+
+def test_commands_that_do_not_cover_encoder_decoders_say_so(dates_run, capsys):
+    assert "a dates run, an encoder-decoder" in error_of(capsys, "export", dates_run)
+    assert "a dates run, an encoder-decoder" in error_of(capsys, "gradflow", dates_run)
+    assert "'numbers', an encoder-decoder task" in error_of(capsys, "gradflow", "numbers")
+    assert "must be a charlm run" in error_of(capsys, "sample", dates_run)
