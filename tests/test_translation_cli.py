@@ -93,7 +93,18 @@ def test_tasks_lists_the_encoder_decoder_tasks(capsys):
 @pytest.mark.parametrize(
     "task,extra",
     [
-        ("numbers", ["--attention", "additive", "--reverse-input", "--teacher-forcing", "1.0:0.5"]),
+        (
+            "numbers",
+            [
+                "--attention",
+                "additive",
+                "--attention-size",
+                "3",
+                "--reverse-input",
+                "--teacher-forcing",
+                "1.0:0.5",
+            ],
+        ),
         (
             "dates",
             [
@@ -124,6 +135,8 @@ def test_resume_equals_uninterrupted(tmp_path, task, extra):
     assert io.load_checkpoint(tmp_path / "b").step == 8
     a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
     assert a.keys() == b.keys() and any(k.startswith("decoder.") for k in a)
+    if "--attention-size" in extra:
+        assert a["attention.v"].shape == (3,)
     for k in a:
         assert np.array_equal(a[k], b[k]), k
     ma, mb = ((tmp_path / r / "metrics.jsonl").read_text().splitlines() for r in "ab")

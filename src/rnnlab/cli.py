@@ -85,6 +85,11 @@ def _train_options(p: argparse.ArgumentParser) -> None:
         help="attention over the source: additive (Bahdanau) or multiplicative (Luong)",
     )  # fmt: skip
     g.add_argument(
+        "--attention-size", dest="attention_size", type=int, default=S,
+        help="additive attention: the size of its tanh layer (0: --hidden); its cost is "
+        "batch x target x source x this",
+    )  # fmt: skip
+    g.add_argument(
         "--beam", type=int, default=S, help="beam width of the final test evaluation (1: greedy)"
     )
     g = p.add_argument_group("optimisation")

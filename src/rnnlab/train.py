@@ -80,6 +80,7 @@ class TrainConfig:
     reverse_input: bool = False
     teacher_forcing: str = "1.0"  # output-feedback models: "p", or "a:b" linear from a to b
     attention: str = "none"  # encoder–decoder tasks: none | multiplicative | additive
+    attention_size: int = 0  # additive attention's inner size; 0 = hidden
     beam: int = 5  # encoder–decoder tasks: the beam width of the test evaluation
     steps: int = 1000
     time_limit: float = 0.0  # seconds; 0 = none. Stops early (not part of exact resume).
@@ -141,7 +142,7 @@ class TrainConfig:
             "beam",
         ):
             _checks.positive_int(getattr(self, name), name)
-        for name in ("bptt", "warmup", "patience", "train_size", "seed"):
+        for name in ("bptt", "warmup", "patience", "train_size", "seed", "attention_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 _checks.fail(name, "a non-negative integer", _checks.describe(v))
@@ -229,6 +230,9 @@ class TrainConfig:
         if "train_size" in g and self.task != "pytokens" and not seq2seq:
             out.append(f"`train_size` is read by the pytokens, numbers, dates and caption "
                        f"tasks; {self.task} ignores it")  # fmt: skip
+        if "attention_size" in g and self.attention != "additive":
+            out.append("`attention_size` is the additive attention's; attention "
+                       f"{self.attention!r} ignores it")  # fmt: skip
         for name in ("attention", "beam"):
             if name in g and not seq2seq:
                 out.append(f"`{name}` is for the encoder-decoder tasks (numbers, dates, "

@@ -99,6 +99,7 @@ def build(spec: dict, rng) -> Trainee:
             decoder_layers=spec["decoder_layers"],
             bidirectional=spec["bidirectional"],
             attention=spec["attention"],
+            attention_size=spec.get("attention_size"),
             recurrent=spec["recurrent"],
             rng=rng,
         )
@@ -425,6 +426,7 @@ def model_spec(cfg: TrainConfig, task: Transduction) -> dict:
         "decoder_layers": cfg.layers,
         "bidirectional": cfg.bidirectional,
         "attention": _checks.choice(cfg.attention, "attention", ATTENTIONS),
+        "attention_size": cfg.attention_size or cfg.hidden,
         "recurrent": {
             "dropout": cfg.dropout,
             "forget_bias": cfg.forget_bias if lstm else None,
