@@ -321,6 +321,13 @@ def test_bad_settings_for_the_encoder_decoder_tasks(tmp_path, capsys):
         == 0
     )
     assert "`attention` is for the encoder-decoder tasks" in capsys.readouterr().err
+    from rnnlab import recipes
+    from rnnlab.train import TrainConfig
+
+    cfg = TrainConfig.from_dict({**recipes.defaults("caption"), "dropout": 0.2})
+    assert "with one layer it does nothing" in " ".join(cfg.without_effect({"dropout"}))
+    cfg.layers = 2
+    assert not cfg.without_effect({"dropout"})
 
 
 def test_divergence_stops_with_the_step_and_a_remedy(tmp_path, capsys):

@@ -230,6 +230,10 @@ class TrainConfig:
         if "train_size" in g and self.task != "pytokens" and not seq2seq:
             out.append(f"`train_size` is read by the pytokens, numbers, dates and caption "
                        f"tasks; {self.task} ignores it")  # fmt: skip
+        if "dropout" in g and self.dropout and seq2seq and self.layers == 1:
+            out.append("`dropout` acts between the stacked layers of the encoder and the "
+                       "decoder; with one layer it does nothing (--recurrent-dropout or "
+                       "--zoneout act inside the layer)")  # fmt: skip
         if "attention_size" in g and self.attention != "additive":
             out.append("`attention_size` is the additive attention's; attention "
                        f"{self.attention!r} ignores it")  # fmt: skip
