@@ -1,4 +1,4 @@
-"""The `rnnlab` command: train, evaluate, sample, export, list tasks, and the demo.
+"""The `rnnlab` command: train, evaluate, sample, translate, export, list tasks, and the demo.
 
 Errors a user can cause (a bad option, a missing file, a corrupt checkpoint) print one line,
 `rnnlab: error: ...`, and exit with status 2; no traceback.
@@ -79,6 +79,19 @@ def _train_options(p: argparse.ArgumentParser) -> None:
         "--zoneout", type=_zoneout, default=S,
         help="zoneout probability p, or p_h,p_c (Krueger et al. 2016)",
     )  # fmt: skip
+    g = p.add_argument_group("encoder-decoder (numbers, dates, caption)")
+    g.add_argument(
+        "--attention", choices=("none", "additive", "multiplicative"), default=S,
+        help="attention over the source: additive (Bahdanau) or multiplicative (Luong)",
+    )  # fmt: skip
+    g.add_argument(
+        "--attention-size", dest="attention_size", type=int, default=S,
+        help="additive attention: the size of its tanh layer (0: --hidden); its cost is "
+        "batch x target x source x this",
+    )  # fmt: skip
+    g.add_argument(
+        "--beam", type=int, default=S, help="beam width of the final test evaluation (1: greedy)"
+    )
     g = p.add_argument_group("optimisation")
     g.add_argument(
         "--optimizer", choices=("sgd", "nesterov", "rmsprop", "adagrad", "adam", "adamw"), default=S
@@ -118,8 +131,8 @@ def _train_options(p: argparse.ArgumentParser) -> None:
         "--teacher-forcing",
         dest="teacher_forcing",
         default=S,
-        help="jordan cells: probability of feeding the truth, 'p' or a linear "
-        "schedule 'a:b' (e.g. 1.0:0.5; evaluation always runs free)",
+        help="jordan cells and encoder-decoders: probability of feeding the truth, 'p' or a "
+        "linear schedule 'a:b' (e.g. 1.0:0.5: scheduled sampling; evaluation always runs free)",
     )
     g.add_argument(
         "--reverse-input",
@@ -183,6 +196,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="charlm: evaluate on the held-out pieces of this text, read with the run's "
         "vocabulary (characters it does not know are counted in unknown_chars)",
     )
+
+    p.add_argument(
+        "--beam", type=int, default=None,
+        help="numbers, dates, caption: the beam width beside greedy (default: the run's, 5)",
+    )  # fmt: skip
+
+    p = sub.add_parser(
+        "translate",
+        help="translate text with a trained numbers or dates run",
+        description="Decode sources with a trained encoder-decoder: one argument, or --file "
+        "with one source a line.",
+    )
+    p.add_argument("run", help="a run directory of the numbers or dates task")
+    p.add_argument("text", nargs="?", help="the source text, e.g. 'twenty-three'")
+    p.add_argument("--file", help="a UTF-8 file of sources, one a line")
+    p.add_argument("--beam", type=int, default=None,
+                   help="beam width (1: greedy; default: the run's, 5)")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--unknown", choices=("error", "map"), default="error",
+        help="characters the model never saw: refuse them (default), or map them to the "
+        "unknown symbol",
+    )  # fmt: skip
 
     p = sub.add_parser("sample", help="generate text from a trained charlm run")
     p.add_argument("run", help="a run directory of the charlm task")
@@ -261,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_evaluate(args)
         if args.command == "sample":
             return cmd_sample(args)
+        if args.command == "translate":
+            return cmd_translate(args)
         if args.command == "export":
             return cmd_export(args)
         if args.command == "demo":
@@ -492,8 +530,16 @@ def cmd_evaluate(args) -> int:
         cfg.data, data = args.data, ({"vocab": data.get("vocab")} if isinstance(data, dict)
                                      else data)  # fmt: skip
     task = recipes.make_task(cfg, data)
+    extra = {}
+    if args.beam is not None and cfg.task not in recipes.SEQ2SEQ_TASKS:
+        raise UsageError(f"`--beam` is for numbers, dates and caption runs; '{run_dir}' is "
+                         f"a {cfg.task} run")  # fmt: skip
+    if cfg.task in recipes.SEQ2SEQ_TASKS:  # greedy and beam search, on either split
+        from rnnlab.translation import _beam
+
+        extra["beam"] = cfg.beam if args.beam is None else _beam(args.beam)
     with np.errstate(all="ignore"):  # a diverged model's overflow is reported below
-        result = task.evaluate(model, args.split)
+        result = task.evaluate(model, args.split, **extra)
     clean, bad = _finite_or_null(result)
     if bad:
         why = (f"{', '.join(bad)} not finite (NaN or inf): the model's outputs overflow; "
@@ -544,6 +590,41 @@ def cmd_sample(args) -> int:
             seed=args.seed,
         )
     )
+    return 0
+
+
+def cmd_translate(args) -> int:
+    from rnnlab import recipes
+    from rnnlab.translation import _beam
+
+    if (args.text is None) == (args.file is None):
+        raise UsageError("`translate` needs a source text or --file F (one source a line), "
+                         "not " + ("both" if args.file else "neither"))  # fmt: skip
+    beam = None if args.beam is None else _beam(args.beam)
+    if args.file is not None:
+        path = Path(args.file)
+        try:
+            texts = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise UsageError(f"`--file` must be UTF-8 text; '{path}' is not") from None
+        where = [f"line {i + 1} of {path}" for i in range(len(texts))]
+        if not texts:
+            raise UsageError(f"`--file` must hold one source a line; '{path}' is empty")
+    else:
+        texts, where = [args.text], ["source"]
+    run_dir, cfg, model, data = _load_run(args.run)
+    if cfg.task not in recipes.SEQ2SEQ_TASKS:
+        raise UsageError(f"`run` must be a numbers or dates run to translate; '{run_dir}' is "
+                         f"a {cfg.task} run")  # fmt: skip
+    task = recipes.make_task(cfg, data)
+    beam = cfg.beam if beam is None else beam
+    outputs = task.translate(model, texts, beam=beam, unknown=args.unknown, where=where)
+    if args.json:
+        pairs = [{"source": s, "output": o} for s, o in zip(texts, outputs, strict=True)]
+        print(json.dumps({"beam": beam, "translations": pairs}, ensure_ascii=False))
+    else:
+        for o in outputs:
+            print(o)
     return 0
 
 

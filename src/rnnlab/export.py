@@ -31,6 +31,10 @@ def export_run(run, fmt: str, out=None, *, lengths: bool = True, state: bool = F
 
     fmt = _checks.choice(fmt, "--format", FORMATS)
     run_dir, cfg, model, _ = _load_run(run)  # the stored data record: not needed here
+    if getattr(model, "net", None) is not None:  # rnnlab.translation.Trainee
+        _checks.fail("run", "a run of one recurrent network (the exporters' model)",
+                     f"a {cfg.task} run, an encoder-decoder",
+                     "Its export is not written yet.")  # fmt: skip
     path = Path(out) if out is not None else run_dir / ("model" + SUFFIXES[fmt])
     if fmt == "onnx":
         from rnnlab import onnx

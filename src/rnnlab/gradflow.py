@@ -142,6 +142,9 @@ def task_subject(
     from rnnlab.train import TrainConfig
 
     _checks.choice(task_name, "source", recipes.TASK_NAMES)
+    if task_name in recipes.SEQ2SEQ_TASKS:
+        _checks.fail("source", "a task of one recurrent network (what the diagnostics read)",
+                     f"{task_name!r}, an encoder-decoder task")  # fmt: skip
     over = {"cell": cell, "hidden": hidden, "layers": layers, "T": T, "seed": seed}
     over["forget_bias"] = forget_bias
     over = {k: v for k, v in over.items() if v is not None}
@@ -208,6 +211,9 @@ def run_subject(path, *, step: int | None = None, T=None, batch: int = 32) -> Su
 
     run = io.open_run_dir(path)
     ckpt, cfg, model = _load_model(run, step)
+    if getattr(model, "net", None) is not None:  # rnnlab.translation.Trainee
+        _checks.fail("run", "a run of one recurrent network (what the diagnostics read)",
+                     f"a {cfg.task} run, an encoder-decoder")  # fmt: skip
     if T is not None:
         if cfg.task not in ("adding", "copy", "temporal-order"):
             _checks.fail(
@@ -1316,6 +1322,9 @@ def plot_run(run, out=None) -> list[Path]:
         written.append(_plot_curves(out / "grad-layers.png", panels))
         if any(r.get("lags") for r in grads):
             written.append(_plot_lags(out / "lag-profile.png", grads))
+    from rnnlab.translation import plot_attention_of_run
+
+    written += plot_attention_of_run(run, out)
     return written
 
 

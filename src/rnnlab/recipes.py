@@ -20,7 +20,9 @@ from rnnlab import _checks, models
 from rnnlab.losses import mean_squared_error, softmax_cross_entropy
 from rnnlab.train import Batch, TrainConfig
 
-TASK_NAMES = ("charlm", "digits", "pytokens", "adding", "copy", "temporal-order")
+TASK_NAMES = ("charlm", "digits", "pytokens", "adding", "copy", "temporal-order", "numbers",
+              "dates", "caption")  # fmt: skip
+SEQ2SEQ_TASKS = ("numbers", "dates", "caption")  # encoder–decoder tasks (rnnlab.translation)
 
 _DESCRIPTIONS = {
     "charlm": "character language model on a text file (default: CPython's pydoc topics), "
@@ -35,6 +37,12 @@ _DESCRIPTIONS = {
     "baseline 10 ln 8 / (T + 20)",
     "temporal-order": "temporal order (Hochreiter & Schmidhuber 1997, exp. 6a): classify the "
     "order of two far-apart symbols; chance 1/4",
+    "numbers": "encoder-decoder: English number words -> German ones ('three hundred and "
+    "forty-seven' -> 'dreihundertsiebenundvierzig'), 0-999,999, held out by value",
+    "dates": "encoder-decoder: dates in 13 locales and styles -> ISO 8601 ('7. März 2023' -> "
+    "'2023-03-07'), held out by day",
+    "caption": "encoder-decoder: images of 1-3 handwritten digits read column by column -> the "
+    "number in English words ('forty-two'), test images never seen",
 }
 
 # What each task trains with unless the user says otherwise (TrainConfig fields).
@@ -112,6 +120,49 @@ _DEFAULTS = {
         checkpoint_every=1000,
         clip_at=1.0,
     ),
+    "numbers": dict(
+        cell="lstm",
+        hidden=128,
+        embed=32,
+        attention="additive",
+        attention_size=32,
+        batch_size=64,
+        lr=3e-3,
+        steps=1500,
+        eval_every=500,
+        checkpoint_every=500,
+        schedule="cosine",
+        clip_at=1.0,
+        time_limit=1140.0,
+    ),
+    "dates": dict(
+        cell="lstm",
+        hidden=96,
+        embed=32,
+        attention="additive",
+        batch_size=64,
+        lr=3e-3,
+        steps=2000,
+        eval_every=500,
+        checkpoint_every=500,
+        schedule="cosine",
+        clip_at=1.0,
+        time_limit=570.0,
+    ),
+    "caption": dict(
+        cell="lstm",
+        hidden=96,
+        embed=32,
+        attention="additive",
+        batch_size=64,
+        lr=3e-3,
+        steps=3000,
+        eval_every=500,
+        checkpoint_every=500,
+        schedule="cosine",
+        clip_at=1.0,
+        time_limit=570.0,
+    ),
 }
 
 # `rnnlab demo`: a character LSTM small enough to learn in about two minutes on two cores.
@@ -137,10 +188,19 @@ def defaults(name: str) -> dict:
 
 
 def build_model(spec: dict, seed: int = 0):
-    return models.build(spec, rng=np.random.default_rng([seed, 7919]))
+    rng = np.random.default_rng([seed, 7919])
+    if isinstance(spec, dict) and spec.get("type") == "seq2seq":
+        from rnnlab import translation
+
+        return translation.build(spec, rng)
+    return models.build(spec, rng=rng)
 
 
 def model_spec(cfg: TrainConfig, task) -> dict:
+    if task.readout == "seq2seq":
+        from rnnlab import translation
+
+        return translation.model_spec(cfg, task)
     if cfg.cell in models.FEEDBACK_CELLS:
         if task.readout != "steps":
             raise ValueError(
@@ -196,6 +256,10 @@ def make_task(cfg: TrainConfig, data: dict | None = None, *, text: bool = True):
         return Copy(cfg)
     if name == "temporal-order":
         return TemporalOrder(cfg)
+    if name in SEQ2SEQ_TASKS:
+        from rnnlab import translation
+
+        return translation.Transduction(cfg, data)
     _checks.fail("task", "one of " + ", ".join(TASK_NAMES), repr(name))
 
 

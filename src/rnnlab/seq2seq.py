@@ -17,6 +17,9 @@ steps in one call of its layer, and the attention is a few batched products afte
 Generation (`greedy`) feeds the model's own choice back one step at a time, through the same
 functions, so a teacher-forced pass over a greedy output reproduces its logits exactly.
 
+Inside the model nothing checks that values are finite (the source is checked at the door):
+a diverging run's inf reaches the output, where the Trainer's guard reports it with the step.
+
 Every backward pass is written by hand here or in the modules it composes (Embedding,
 Recurrent, Linear); rnnlab.gradcheck checks the whole in float64.
 """
@@ -39,7 +42,10 @@ class Seq2Seq(_Module):
     (`source_vocab`) or vectors (`source_vocab=None, source_features=F`: an image read column
     by column, for one-to-many "image to text"). Parameters are named by part:
     `src_embed.weight`, `encoder.weight_ih_l0`, …, `bridge_h.weight`, `decoder.…`,
-    `attention.…`, `combine.…`, `out.weight` (see the module's docstring for the equations)."""
+    `attention.…`, `combine.…`, `out.weight` (see the module's docstring for the equations).
+    `recurrent`: further keyword arguments of rnnlab.models.make_recurrent for both the
+    encoder and the decoder (dropout between layers, the LSTM's variants, recurrent dropout,
+    zoneout); not `proj_size` (the bridge and the attention read h at full size)."""
 
     def __init__(
         self,
@@ -55,6 +61,7 @@ class Seq2Seq(_Module):
         attention: str = "none",
         attention_size: int | None = None,
         source_features: int | None = None,
+        recurrent: dict | None = None,
         dtype=np.float32,
         rng=None,
     ):
@@ -69,12 +76,18 @@ class Seq2Seq(_Module):
         self.hidden = _checks.positive_int(hidden, "hidden")
         self.dtype = dt
         self.tokens = source_vocab is not None
+        recurrent = dict(recurrent or {})
+        if recurrent.get("proj_size"):
+            _checks.fail("recurrent", "no proj_size (the bridge and attention read h at full "
+                         "size)", f"proj_size={recurrent['proj_size']!r}")  # fmt: skip
         self.src_embed = Embedding(source_vocab, embed, dtype=dt, rng=rng) if self.tokens else None
         width = embed if self.tokens else _checks.positive_int(source_features, "source_features")
         self.encoder = make_recurrent(cell, width, hidden, encoder_layers,
-                                      bidirectional=bidirectional, dtype=dt, rng=rng)  # fmt: skip
+                                      bidirectional=bidirectional, dtype=dt, rng=rng,
+                                      **recurrent)  # fmt: skip
         self.tgt_embed = Embedding(target_vocab, embed, dtype=dt, rng=rng)
-        self.decoder = make_recurrent(cell, embed, hidden, decoder_layers, dtype=dt, rng=rng)
+        self.decoder = make_recurrent(cell, embed, hidden, decoder_layers, dtype=dt, rng=rng,
+                                      **recurrent)  # fmt: skip
         self.has_c = self.encoder.cell.has_c
         D = len(self.encoder.directions)
         self.enc_width = D * hidden
@@ -115,7 +128,8 @@ class Seq2Seq(_Module):
         """(encoder outputs (B, S, D·H), the decoder's initial state, what backward needs)."""
         fe = self.src_embed.forward(src) if self.tokens else None
         fenc = self.encoder.forward(src if fe is None else fe.output, lengths=src_lengths,
-                                    training=training, rng=rng, grad=grad)  # fmt: skip
+                                    training=training, rng=rng, grad=grad,
+                                    check=False)  # fmt: skip
         state, fb = self._bridge(fenc.state)
         return fenc.output, state, (fe, fenc, fb)
 
@@ -130,12 +144,12 @@ class Seq2Seq(_Module):
             return enc_state, None
         h_n, c_n = enc_state if self.has_c else (enc_state, None)
         L, H = self.decoder.num_layers, self.hidden
-        fh = self.bridge_h.forward(self._top(h_n))
+        fh = self.bridge_h.forward(self._top(h_n), check=False)
         h0 = np.tanh(fh.output)
         layers = lambda a: np.ascontiguousarray(a.reshape(-1, L, H).transpose(1, 0, 2))  # noqa: E731
         if not self.has_c:
             return layers(h0), (fh, h0, None)
-        fc = self.bridge_c.forward(self._top(c_n))
+        fc = self.bridge_c.forward(self._top(c_n), check=False)
         return (layers(h0), layers(fc.output)), (fh, h0, fc)
 
     def _bridge_back(self, fb, d_state, grads):
@@ -211,12 +225,12 @@ class Seq2Seq(_Module):
     def _head(self, Hd, enc, src_mask):
         """Logits from decoder outputs Hd (B, T, H), and what the backward needs."""
         if self.attention == "none":
-            fo = self.out.forward(Hd)
+            fo = self.out.forward(Hd, check=False)
             return fo.output, (fo,)
         ctx, fa = self._attend(Hd, enc, src_mask)
-        fcomb = self.combine.forward(np.concatenate([ctx, Hd], axis=-1))
+        fcomb = self.combine.forward(np.concatenate([ctx, Hd], axis=-1), check=False)
         z = np.tanh(fcomb.output)
-        fo = self.out.forward(z)
+        fo = self.out.forward(z, check=False)
         return fo.output, (fo, fa, fcomb, z)
 
     # ------------------------------------------------------------------ forward / backward
@@ -244,7 +258,8 @@ class Seq2Seq(_Module):
                                             grad=grad)  # fmt: skip
         fd = self.tgt_embed.forward(tgt_in)
         fdec = self.decoder.forward(fd.output, lengths=tgt_lengths, state=state,
-                                    training=training, rng=rng, grad=grad)  # fmt: skip
+                                    training=training, rng=rng, grad=grad,
+                                    check=False)  # fmt: skip
         logits, head = self._head(fdec.output, enc, src_mask)
         cache = {"enc": enc, "enc_cache": enc_cache, "fd": fd, "fdec": fdec, "head": head,
                  "src_mask": src_mask}  # fmt: skip
@@ -306,7 +321,7 @@ class Seq2Seq(_Module):
     def _step(self, prev, state, enc, src_mask):
         """One decoder step for tokens prev (N,): (logits (N, V), the next state)."""
         fdec = self.decoder.forward(self.tgt_embed.forward(prev[:, None]).output, state=state,
-                                    grad=False)  # fmt: skip
+                                    grad=False, check=False)  # fmt: skip
         logits, _ = self._head(fdec.output, enc, src_mask)
         return logits[:, 0], fdec.state
 

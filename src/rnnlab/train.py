@@ -79,6 +79,9 @@ class TrainConfig:
     bptt: int = 0  # truncated BPTT window; 0 = full BPTT over each sequence
     reverse_input: bool = False
     teacher_forcing: str = "1.0"  # output-feedback models: "p", or "a:b" linear from a to b
+    attention: str = "none"  # encoder–decoder tasks: none | multiplicative | additive
+    attention_size: int = 0  # additive attention's inner size; 0 = hidden
+    beam: int = 5  # encoder–decoder tasks: the beam width of the test evaluation
     steps: int = 1000
     time_limit: float = 0.0  # seconds; 0 = none. Stops early (not part of exact resume).
     eval_every: int = 200
@@ -136,9 +139,10 @@ class TrainConfig:
             "checkpoint_every",
             "T",
             "grad_log_every",
+            "beam",
         ):
             _checks.positive_int(getattr(self, name), name)
-        for name in ("bptt", "warmup", "patience", "train_size", "seed"):
+        for name in ("bptt", "warmup", "patience", "train_size", "seed", "attention_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 _checks.fail(name, "a non-negative integer", _checks.describe(v))
@@ -162,6 +166,7 @@ class TrainConfig:
         _checks.choice(self.task, "task", TASK_NAMES)
         _checks.choice(self.digits_mode, "digits_mode", ("rows", "pixels"))
         _checks.choice(self.initial_state, "initial_state", ("zeros", "learned"))
+        _checks.choice(self.attention, "attention", ("none", "multiplicative", "additive"))
         if not isinstance(self.extra, dict):
             _checks.fail("extra", "a table of settings", _checks.describe(self.extra))
         _checks.probability(self.dropout, "dropout")
@@ -221,8 +226,21 @@ class TrainConfig:
             out.append(f"`digits_mode` is for the digits task; {self.task} ignores it")
         if "seq_len" in g and self.task not in ("charlm", "pytokens"):
             out.append(f"`seq_len` cuts charlm and pytokens text; {self.task} ignores it")
-        if "train_size" in g and self.task != "pytokens":
-            out.append(f"`train_size` is read by the pytokens task only; {self.task} ignores it")
+        seq2seq = self.task in ("numbers", "dates", "caption")
+        if "train_size" in g and self.task != "pytokens" and not seq2seq:
+            out.append(f"`train_size` is read by the pytokens, numbers, dates and caption "
+                       f"tasks; {self.task} ignores it")  # fmt: skip
+        if "dropout" in g and self.dropout and seq2seq and self.layers == 1:
+            out.append("`dropout` acts between the stacked layers of the encoder and the "
+                       "decoder; with one layer it does nothing (--recurrent-dropout or "
+                       "--zoneout act inside the layer)")  # fmt: skip
+        if "attention_size" in g and self.attention != "additive":
+            out.append("`attention_size` is the additive attention's; attention "
+                       f"{self.attention!r} ignores it")  # fmt: skip
+        for name in ("attention", "beam"):
+            if name in g and not seq2seq:
+                out.append(f"`{name}` is for the encoder-decoder tasks (numbers, dates, "
+                           f"caption); {self.task} ignores it")  # fmt: skip
         if "momentum" in g and self.optimizer not in ("sgd", "nesterov"):
             out.append(f"`momentum` is for sgd and nesterov; optimizer {self.optimizer!r} "
                        "ignores it")  # fmt: skip
@@ -232,9 +250,9 @@ class TrainConfig:
             out.append(f"`forget_bias` is an LSTM's; cell {self.cell!r} ignores it")
         if "embed" in g and self.task in ("adding", "temporal-order", "digits"):
             out.append(f"`embed` sizes token embeddings; {self.task} reads vectors")
-        if "teacher_forcing" in g and self.cell not in ("jordan", "jordan-elman"):
-            out.append("`teacher_forcing` is for output-feedback cells (jordan, jordan-elman); "
-                       f"cell {self.cell!r} ignores it")  # fmt: skip
+        if "teacher_forcing" in g and self.cell not in ("jordan", "jordan-elman") and not seq2seq:
+            out.append("`teacher_forcing` is for output-feedback cells (jordan, jordan-elman) "
+                       f"and the encoder-decoder tasks; cell {self.cell!r} ignores it")  # fmt: skip
         if "warmup" in g and self.warmup >= self.steps:
             out.append(f"`warmup` ({self.warmup}) is not shorter than `steps` ({self.steps})")
         if self.extra:

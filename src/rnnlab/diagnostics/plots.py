@@ -314,3 +314,43 @@ def plot_iterated_map(result: IteratedMap, path) -> Path:
         fig.colorbar(im, ax=ax2, label=r"$\log_{10}\|\partial h_N/\partial h_0\|$")
         ax2.set_title("gain after N steps")
     return _save(fig, path)
+
+
+def plot_attention(examples: list, path) -> Path:
+    """The attention weights of an encoder–decoder, one panel per example: rows the output
+    characters, columns the source (characters, or an image's columns drawn above it).
+    `examples`: (source labels or image columns (S, 8), output labels, weights (T, S)), as
+    rnnlab.translation.Transduction.attention_examples gives them."""
+    if not isinstance(examples, list) or not examples:
+        _checks.fail("examples", "a non-empty list of (source, output, weights)",
+                     _checks.describe(examples))  # fmt: skip
+    if not isinstance(path, (str, Path)) or Path(path).suffix.lower() != ".png":
+        _checks.fail("path", "a file path ending in .png", _checks.describe(path))
+    images = not isinstance(examples[0][0], list)
+    n = len(examples)
+    T = max(len(a[1]) for a in examples)
+    height = 1.2 + 0.16 * T + (1.2 if images else 0.0)
+    fig = new_figure(min(4.5 * n, 20.0), height)
+    fig.set_layout_engine("none")  # constrained layout measures every tick label: seconds
+    rows = 2 if images else 1
+    margins = dict(left=0.05, right=0.99, bottom=0.6 / height, top=1 - 0.3 / height,
+                   wspace=0.2, hspace=0.15)  # fmt: skip
+    axes = fig.subplots(rows, n, squeeze=False, gridspec_kw=margins,
+                        height_ratios=[1, 4] if images else None)  # fmt: skip
+    for j, (src, out, w) in enumerate(examples):
+        ax = axes[-1][j]
+        ax.imshow(w, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
+        ax.set_yticks(range(len(out)), out, fontsize=6)
+        if images:
+            img = axes[0][j]
+            img.imshow(np.asarray(src).T, cmap="gray_r", aspect="auto", interpolation="nearest")
+            img.set_xticks([])
+            img.set_yticks([])
+            ax.set_xlabel("image column", fontsize=7)
+            ax.tick_params(axis="x", labelsize=6)
+        else:
+            ax.set_xticks(range(len(src)), ["␣" if c == " " else c for c in src], fontsize=6)
+            ax.set_xlabel("source", fontsize=7)
+        ax.set_ylabel("output", fontsize=7)
+        ax.set_title("".join(c for c in out if c != "</s>")[:40], fontsize=8)
+    return _save(fig, Path(path))
