@@ -122,6 +122,7 @@ class Communicator:
                 )
                 sys.stderr.flush()
                 self.comm.Abort(3)
+                os._exit(3)  # Abort ends every rank; should it return, this one still ends
             if waited > 2e-4:
                 nap = min(max(nap * 2, 2e-5), 1e-3)
                 time.sleep(nap)
@@ -328,7 +329,6 @@ class DistributedTrainer(Trainer):
                 f"{K} ranks"
             )
         self.shard = cfg.batch_size // K
-        share_cores(comm)
         self.lead = comm.rank == 0
         if not self.lead:
             self.stream, self.quiet = _Null(), True
@@ -479,7 +479,22 @@ class DistributedTrainer(Trainer):
         """Rank 0's weights and optimizer state everywhere first (a resumed run's too: each
         rank read the checkpoint, but only agreement is what makes the updates agree)."""
         self.comm.where = " at the start"
+        share_cores(self.comm)  # here, after every rank has started: it is a collective
         self.comm.broadcast_params(self.model.params)
         state = {k: v for k, v in self.opt_state.items() if v.dtype.kind == "f"}
         self.comm.broadcast_params(state)
-        return super().run()
+        try:
+            return super().run()
+        except NonFiniteError:
+            raise  # every rank raises it at the same step (the decision was collective)
+        except BaseException as e:
+            # Anything else happened on this rank alone (a full disk on rank 0, a bug): the
+            # others would wait for it in the next collective until the timeout. End them now.
+            text = " ".join((str(e) or type(e).__name__).split())
+            sys.stderr.write(
+                f"rnnlab: error: rank {self.comm.rank} of {self.comm.size} stopped at step "
+                f"{self.step + 1}: {text}; stopping every rank.\n"
+            )
+            sys.stderr.flush()
+            self.comm.comm.Abort(1)
+            os._exit(1)
