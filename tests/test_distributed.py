@@ -253,3 +253,16 @@ def test_bad_input_is_one_line(tmp_path):
     assert done.returncode == 2
     assert "`batch_size` 6 (the global batch) must split evenly over the 4 ranks" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_loop_of_ones_own_example_equals_one_process():
+    """examples/mpi_loop.py, the documented example: 2 ranks and 1 process (MPI's singleton
+    start, no mpiexec) end with the same weights, to float32 summation order."""
+    example = str(Path(__file__).resolve().parent.parent / "examples" / "mpi_loop.py")
+    two = subprocess.run([MPIEXEC, "-launcher", "fork", "-n", "2", sys.executable, example],
+                         env=_env(), capture_output=True, text=True, timeout=120)  # fmt: skip
+    one = subprocess.run([sys.executable, example], env=_env(), capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    norms = [float(ok(d).stdout.rsplit("weight norm ", 1)[1]) for d in (two, one)]
+    assert two.stdout.startswith("2 rank(s)") and one.stdout.startswith("1 rank(s)")
+    assert abs(norms[0] - norms[1]) < 1e-5 * norms[1]
