@@ -244,6 +244,9 @@ def test_bad_input_is_one_line(tmp_path):
     assert "rnnlab: error: RNNLAB_MPI_TIMEOUT must be a positive number of seconds; got 'soon'" \
         in done.stderr  # fmt: skip
     assert "Traceback" not in done.stderr
+    done = mpiexec(["demo", "--run-dir", "demo"], tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.count("`rnnlab demo` runs in one process; under mpiexec, use") == 2
     # a run of batch 6 resumed on 4 ranks: 6 rows do not split
     single([*ADDING, "--steps", "5", "--batch-size", "6", "--run-dir", tmp_path / "six"])
     cmd = [MPIEXEC, "-launcher", "fork", "-n", "4", sys.executable, "-c", MAIN, "train",

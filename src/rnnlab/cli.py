@@ -607,9 +607,11 @@ def cmd_export(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from rnnlab import recipes
+    from rnnlab import distributed, recipes
     from rnnlab.train import TrainConfig, Trainer
 
+    if distributed.launched():  # K copies of the demo would race for one run directory
+        raise UsageError("`rnnlab demo` runs in one process; under mpiexec, use `rnnlab train`")
     cfg = TrainConfig.from_dict(
         {**recipes.defaults("charlm"), **recipes.DEMO, "time_limit": args.time_limit}
     )
