@@ -122,9 +122,7 @@ class Communicator:
                     f"the other ranks in {what}{self.where}; one of them died or hangs. "
                     f"Stopping every rank (the wait is set by {TIMEOUT_VARIABLE}).\n"
                 )
-                sys.stderr.flush()
-                self.comm.Abort(3)
-                os._exit(3)  # Abort ends every rank; should it return, this one still ends
+                _abort(self.comm, 3)
             if waited > 5e-3:
                 nap = min(max(nap * 2, 2e-5), 1e-3)
                 time.sleep(nap)
@@ -196,6 +194,16 @@ class Communicator:
                 "to apply the same update; the MPI library's allreduce may not hand every "
                 "rank the same sum (report it with the MPI library's name and version)"
             )
+
+
+def _abort(comm, code: int) -> None:
+    """MPI_Abort after a pause: the launcher tears down the ranks' output pipes at once; the
+    line just written was lost in one of three runs of tests/test_distributed.py's hung rank
+    without the pause."""
+    sys.stderr.flush()
+    time.sleep(0.5)
+    comm.Abort(code)
+    os._exit(code)  # Abort ends every rank; should it return, this one still ends
 
 
 def _contiguous(a, name: str) -> None:
@@ -279,7 +287,11 @@ def share_cores(comm: Communicator) -> int:
 def _row_counts(task, batch: Batch) -> np.ndarray:
     """How much each row of `batch` weighs in the task's mean loss: 1 for a task with one
     target per sequence, its valid steps for one with a target per step and sequences of
-    different lengths; 0 for a row whose sequence ended before this window."""
+    different lengths; 0 for a row whose sequence ended before this window. A task whose
+    loss averages over something else (a decoder's target tokens) says it with a method
+    `row_weights(batch)` -> one number per row."""
+    if hasattr(task, "row_weights"):
+        return np.asarray(task.row_weights(batch), float)
     B = len(batch.x)
     per_step = getattr(task, "per_step", False) or getattr(task, "readout", "") == "steps"
     counts = np.ones(B)
@@ -497,6 +509,4 @@ class DistributedTrainer(Trainer):
                 f"rnnlab: error: rank {self.comm.rank} of {self.comm.size} stopped at step "
                 f"{self.step + 1}: {text}; stopping every rank.\n"
             )
-            sys.stderr.flush()
-            self.comm.comm.Abort(1)
-            os._exit(1)
+            _abort(self.comm.comm, 1)
