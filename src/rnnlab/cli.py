@@ -371,8 +371,52 @@ def _config_from_args(args) -> tuple:
 
 def cmd_train(args) -> int:
     from rnnlab import recipes
-    from rnnlab.train import TrainConfig, Trainer
 
+    comm = _communicator()
+    try:
+        trainer, task, model, run_dir = _prepare_train(args, comm)
+    except BaseException:
+        if comm is not None:  # the other ranks wait for every rank's word below
+            comm.any(True)
+        raise
+    if comm is not None and comm.any(False):
+        raise RuntimeError("another rank could not start the run (its error is above)")
+    result = trainer.run()
+    if comm is not None and comm.rank != 0:  # rank 0 alone evaluates and writes
+        return EXIT_INTERRUPTED if result["stopped_by"] == "interrupt" else 0
+    final = task.evaluate(model, "test")
+    io.atomic_write_json(run_dir / "result.json", {"train": result, "test": final})
+    for line in recipes.report(task, final):
+        print(line)
+    _plot(run_dir)
+    print(f"run directory: {run_dir}")
+    return EXIT_INTERRUPTED if result["stopped_by"] == "interrupt" else 0
+
+
+def _communicator():
+    """The MPI ranks when an MPI launcher started this process with others, else None."""
+    from rnnlab import distributed
+
+    return distributed.Communicator() if distributed.launched() else None
+
+
+def _make_trainer(comm, *args, **kw):
+    from rnnlab.train import Trainer
+
+    if comm is None:
+        return Trainer(*args, **kw)
+    from rnnlab.distributed import DistributedTrainer
+
+    return DistributedTrainer(*args, comm=comm, **kw)
+
+
+def _prepare_train(args, comm) -> tuple:
+    """(trainer, task, model, run directory) of `rnnlab train`, new or resumed. Under MPI
+    (comm), --batch-size is each rank's: the run's global batch is K times it."""
+    from rnnlab import recipes
+    from rnnlab.train import TrainConfig
+
+    say = comm is None or comm.rank == 0
     if args.resume:
         fixed = [k for k in vars(args) if k in TrainConfig.fields() and k not in
                  ("steps", "time_limit", "task")]  # fmt: skip
@@ -397,19 +441,23 @@ def cmd_train(args) -> int:
         task = recipes.make_task(cfg, _data_record(run_dir, cfg, config))
         where = (ckpt.path if ckpt is not None else run_dir) / "config.json"
         model = _build_run_model(config["model"], where, cfg.seed)
-        trainer = Trainer(model, task, cfg, run_dir, spec=config["model"], quiet=args.quiet)
+        trainer = _make_trainer(comm, model, task, cfg, run_dir, spec=config["model"],
+                                quiet=args.quiet)  # fmt: skip
         if ckpt is not None:
             _load_weights(model, ckpt, run_dir)
             try:
                 trainer.restore(ckpt)
             except io.CheckpointError as e:  # its progress or optimizer state is damaged
                 raise io.CheckpointError(f"{e} {io.way_back(run_dir, ckpt.step)}") from None
-            print(f"resuming {run_dir} at step {trainer.step}", file=sys.stderr)
-        else:
+            if say:
+                print(f"resuming {run_dir} at step {trainer.step}", file=sys.stderr)
+        elif say:
             print(f"{run_dir} has no checkpoint yet: starting it again from step 0",
                   file=sys.stderr)  # fmt: skip
     else:
         _, cfg = _config_from_args(args)
+        if comm is not None:
+            cfg.batch_size *= comm.size
         if args.run_dir and io.checkpoint_steps(args.run_dir):
             raise UsageError(
                 f"`--run-dir` must be a new or empty directory; '{args.run_dir}' already "
@@ -419,21 +467,22 @@ def cmd_train(args) -> int:
         spec = recipes.model_spec(cfg, task)
         model = recipes.build_model(spec, seed=cfg.seed)
         # created only now, so that a start that fails leaves no empty run directory
-        run_dir = Path(args.run_dir) if args.run_dir else io.make_run_dir("runs", cfg.task)
-        trainer = Trainer(model, task, cfg, run_dir, spec=spec, quiet=args.quiet)
-        print(
-            f"training {cfg.task} ({cfg.cell}, {sum(v.size for v in model.params.values()):,} "
-            f"parameters) into {run_dir}",
-            file=sys.stderr,
-        )
-    result = trainer.run()
-    final = task.evaluate(model, "test")
-    io.atomic_write_json(run_dir / "result.json", {"train": result, "test": final})
-    for line in recipes.report(task, final):
-        print(line)
-    _plot(run_dir)
-    print(f"run directory: {run_dir}")
-    return EXIT_INTERRUPTED if result["stopped_by"] == "interrupt" else 0
+        if args.run_dir:
+            run_dir = Path(args.run_dir)
+        elif comm is None:
+            run_dir = io.make_run_dir("runs", cfg.task)
+        else:  # one directory, named by rank 0
+            made = str(io.make_run_dir("runs", cfg.task)) if comm.rank == 0 else ""
+            run_dir = Path(comm.broadcast_text(made))
+        trainer = _make_trainer(comm, model, task, cfg, run_dir, spec=spec, quiet=args.quiet)
+        ranks = f" on {comm.size} ranks, batch {cfg.batch_size // comm.size} each" if comm else ""
+        if say:
+            print(
+                f"training {cfg.task} ({cfg.cell}, {sum(v.size for v in model.params.values()):,} "
+                f"parameters{ranks}) into {run_dir}",
+                file=sys.stderr,
+            )
+    return trainer, task, model, run_dir
 
 
 def _run_config(config, run_dir) -> dict:
@@ -644,9 +693,11 @@ def cmd_export(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from rnnlab import recipes
+    from rnnlab import distributed, recipes
     from rnnlab.train import TrainConfig, Trainer
 
+    if distributed.launched():  # K copies of the demo would race for one run directory
+        raise UsageError("`rnnlab demo` runs in one process; under mpiexec, use `rnnlab train`")
     cfg = TrainConfig.from_dict(
         {**recipes.defaults("charlm"), **recipes.DEMO, "time_limit": args.time_limit}
     )

@@ -441,6 +441,9 @@ class Trainer:
         self.quiet = quiet
         self.stopped_by = ""
         self.grad_record: dict | None = None
+        # The process that writes the run directory; False on the other ranks of a
+        # distributed run (rnnlab.distributed), which train in step but write nothing.
+        self.lead = True
 
     # ------------------------------------------------------------------ persistence
     def config_dict(self) -> dict:
@@ -517,7 +520,7 @@ class Trainer:
 
     def _train_step(self, step: int) -> tuple[float | None, float | None, int]:
         rng = np.random.default_rng([self.cfg.seed, step])
-        batch = self.task.batch(step, rng)
+        batch, rng = self._draw(step, rng)
         if batch.active is not None and not batch.active.any():
             return None, None, 0  # a window past the end of every sequence: nothing to learn
         state = self.carry if batch.carry else None
@@ -537,7 +540,7 @@ class Trainer:
         except _checks.NonFiniteError as e:  # a finite loss whose gradient overflows
             self._diverged(str(e).replace(" became NaN or inf in backward", ""), "NaN or inf",
                            step)  # fmt: skip
-        grads = b.params
+        grads, loss = self._reduce(b.params, loss, step)
         log = (step + 1) % self.cfg.grad_log_every == 0
         before = {k: v.copy() for k, v in grads.items()} if log else None
         norm = optim.clip_gradients(grads, self.cfg.clip, self.cfg.clip_at)
@@ -555,6 +558,23 @@ class Trainer:
             )
         self.carry = f.state
         return loss, norm, batch.items
+
+    # Hooks that rnnlab.distributed.DistributedTrainer overrides; alone, a process draws the
+    # whole batch, its gradients are its own and its decisions need no one's agreement.
+    def _draw(self, step: int, rng: np.random.Generator):
+        """Step `step`'s batch, and the generator its forward pass draws dropout from."""
+        return self.task.batch(step, rng), rng
+
+    def _reduce(self, grads: dict, loss: float, step: int) -> tuple[dict, float]:
+        """The gradients and loss the update uses (across ranks: their weighted sum)."""
+        return grads, loss
+
+    def _agree(self, local: bool, kind: str) -> bool:
+        """A stop decision ("interrupt", "time") every rank takes at the same step."""
+        return local
+
+    def _saved_any(self) -> bool:
+        return (self.run_dir / "checkpoints").exists()
 
     def _gradient_record(self, batch, state, before, after, step) -> dict | None:
         """Gradient norms before/after clipping per layer, and at evaluation steps the lag
@@ -592,15 +612,16 @@ class Trainer:
 
     def run(self) -> dict:
         cfg = self.cfg
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        io.remove_orphans(self.run_dir)  # temporary files of a write a crash interrupted
-        io.atomic_write_json(self.run_dir / "config.json", self.config_dict())
         metrics_path = self.run_dir / "metrics.jsonl"
-        # what a run stopped after its last checkpoint logged is logged again from there on
-        io.keep_jsonl_until(metrics_path, self.step)
+        if self.lead:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            io.remove_orphans(self.run_dir)  # temporary files of a write a crash interrupted
+            io.atomic_write_json(self.run_dir / "config.json", self.config_dict())
+            # what a run stopped after its last checkpoint logged is logged again from there on
+            io.keep_jsonl_until(metrics_path, self.step)
         progress = Progress(cfg.steps, self.step, self.stream, self.quiet)
-        t_start = time.perf_counter()
-        interrupted = {"flag": False}
+        t_start = self._t_start = time.perf_counter()
+        interrupted = self._interrupted = {"flag": False}
 
         def on_sigint(signum, frame):
             interrupted["flag"] = True
@@ -632,12 +653,16 @@ class Trainer:
                 if loss is not None:
                     last_loss = loss
                 progress.update(step, last_loss, items)
-                if self.grad_record is not None:
+                if self.grad_record is not None and self.lead:
                     io.append_jsonl(
                         metrics_path, {"step": self.step, "kind": "gradients", **self.grad_record}
                     )
                     self.grad_record = None
-                if loss is not None and (self.step % 10 == 0 or self.step == cfg.steps):
+                if (
+                    self.lead
+                    and loss is not None
+                    and (self.step % 10 == 0 or self.step == cfg.steps)
+                ):
                     io.append_jsonl(
                         metrics_path,
                         {
@@ -655,10 +680,12 @@ class Trainer:
                 if self.step % cfg.checkpoint_every == 0:
                     self.save()
                     last_saved = self.step
-                if interrupted["flag"]:
+                if self._agree(interrupted["flag"], "interrupt"):
                     self.stopped_by = "interrupt"
                     break
-                if cfg.time_limit and time.perf_counter() - t_start > cfg.time_limit:
+                if cfg.time_limit and self._agree(
+                    time.perf_counter() - t_start > cfg.time_limit, "time"
+                ):
                     self.stopped_by = "time limit"
                     self._validate(metrics_path, progress)
                     break
@@ -666,9 +693,9 @@ class Trainer:
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
             progress.close()
-        if self.step != last_saved or not (self.run_dir / "checkpoints").exists():
+        if self.step != last_saved or not self._saved_any():
             self.save()
-        if self.stopped_by == "early stopping":
+        if self.stopped_by == "early stopping" and self.lead:
             # early stopping hands back the best weights it saw, not the last ones
             try:
                 best = io.load_weights(self.run_dir / "best.safetensors")

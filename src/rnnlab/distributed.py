@@ -1,0 +1,512 @@
+"""Data-parallel training over MPI: K processes ("ranks"), one model each, one update.
+
+Synchronous data parallelism, the allreduce pattern of Horovod and PyTorch's DDP, on the
+engine CPU clusters already run: every rank holds the same weights, computes the gradient of
+its shard of the global batch, and the gradients are summed across ranks with one allreduce
+over one flat contiguous buffer, so every rank applies the same update and the weights stay
+identical without ever being sent again. Nothing is pickled: mpi4py's buffer interface
+(`Allreduce`, `Bcast`, `Gather` on NumPy arrays) moves raw bytes.
+
+Two layers:
+
+* `average_gradients(grads)` (and `Communicator`) for a training loop of one's own::
+
+      from rnnlab import distributed
+      comm = distributed.Communicator()          # MPI.COMM_WORLD
+      comm.broadcast_params(model.params)        # start from rank 0's weights
+      for step in range(steps):
+          x, y = my_shard(step, comm.rank, comm.size)
+          f = model.forward(x, training=True)
+          loss, d_out = losses.softmax_cross_entropy(f.output, y)
+          grads = distributed.average_gradients(model.backward(f, d_out).params, comm)
+          opt.update(model.params, grads, state)  # the same update on every rank
+
+  run as ``mpiexec -n 4 python my_loop.py``.
+
+* `DistributedTrainer`, what ``mpiexec -n K rnnlab train TASK ...`` runs: rnnlab.train's
+  Trainer with its batches sharded, its gradients reduced, its stop decisions taken together
+  and its files written by rank 0 alone.
+
+The extra ``rnnlab[mpi]`` installs mpi4py and the mpich wheel (whose ``mpiexec`` lands next
+to the Python that runs rnnlab); on a cluster, mpi4py built against the site's MPI is used
+the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import zlib
+
+import numpy as np
+
+from rnnlab.train import Batch, NonFiniteError, Trainer
+
+# Set by the launchers in every process they start: MPICH's and Intel MPI's Hydra (PMI_*),
+# Open MPI (OMPI_*), Slurm's srun with PMIx (PMIX_RANK; the size comes from MPI itself).
+_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
+_RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
+
+# How long a rank waits in a collective for the others before it declares one of them dead
+# or hung and aborts every rank. Rank 0 evaluates while the others wait for its decision, so
+# this must exceed the longest evaluation; the environment variable overrides it.
+TIMEOUT_VARIABLE = "RNNLAB_MPI_TIMEOUT"
+DEFAULT_TIMEOUT = 600.0
+
+
+def launched() -> bool:
+    """Whether an MPI launcher (mpiexec, mpirun, srun) started this process with others:
+    read from the environment, so a plain `rnnlab train` never imports MPI."""
+    for name in _SIZE_VARIABLES:
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value) > 1
+    return any(name in os.environ for name in _RANK_VARIABLES)
+
+
+def _mpi():
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise ImportError(
+            "rnnlab was started by an MPI launcher but mpi4py is not installed; "
+            "install it with: pip install 'rnnlab[mpi]'"
+        ) from None
+    return MPI
+
+
+def _timeout() -> float:
+    text = os.environ.get(TIMEOUT_VARIABLE, "")
+    if not text:
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise ValueError(f"{TIMEOUT_VARIABLE} must be a positive number of seconds; got {text!r}")
+    return value
+
+
+class Communicator:
+    """The ranks of an MPI communicator (default: every process mpiexec started), with the
+    few collectives data-parallel training needs, each waiting at most `timeout` seconds.
+
+    MPI's blocking collectives wait forever for a rank that hangs; here each one is started
+    non-blocking and polled, so a rank that stopped answering makes the others print one line
+    and abort the whole job (MPI_Abort) after `timeout` seconds instead. A rank that dies
+    outright is usually noticed sooner by the launcher itself, which then ends the others."""
+
+    def __init__(self, comm=None, timeout: float | None = None):
+        MPI = _mpi()
+        self.MPI = MPI
+        self.comm = MPI.COMM_WORLD if comm is None else comm
+        self.rank = self.comm.Get_rank()
+        self.size = self.comm.Get_size()
+        self.timeout = _timeout() if timeout is None else float(timeout)
+        self.where = ""  # said in the timeout message: what the ranks were doing
+
+    def _wait(self, request, what: str) -> None:
+        """Poll `request`: spin for 5 ms, then sleep in growing slices up to a millisecond.
+        MPI progresses a non-blocking collective only inside Test, and a large allreduce
+        takes several rounds: with naps from 0.2 ms on, 4 MB took 3.9 ms against 1.5 ms
+        blocking (bench/mpi_scaling.py); a rank that waits longer (rank 0 evaluating) sleeps."""
+        start = time.perf_counter()
+        nap = 0.0
+        while not request.Test():
+            waited = time.perf_counter() - start
+            if waited > self.timeout:
+                sys.stderr.write(
+                    f"rnnlab: error: rank {self.rank} of {self.size} waited {waited:.0f} s for "
+                    f"the other ranks in {what}{self.where}; one of them died or hangs. "
+                    f"Stopping every rank (the wait is set by {TIMEOUT_VARIABLE}).\n"
+                )
+                _abort(self.comm, 3)
+            if waited > 5e-3:
+                nap = min(max(nap * 2, 2e-5), 1e-3)
+                time.sleep(nap)
+
+    def allreduce(self, buffer: np.ndarray, op: str = "sum") -> np.ndarray:
+        """Reduce a contiguous array in place across the ranks ("sum", "max" or "min")."""
+        _contiguous(buffer, "buffer")
+        ops = {"sum": self.MPI.SUM, "max": self.MPI.MAX, "min": self.MPI.MIN}
+        request = self.comm.Iallreduce(self.MPI.IN_PLACE, buffer, ops[op])
+        self._wait(request, "an allreduce")
+        return buffer
+
+    def broadcast(self, buffer: np.ndarray, root: int = 0) -> np.ndarray:
+        """Overwrite a contiguous array with rank `root`'s, on every rank."""
+        _contiguous(buffer, "buffer")
+        self._wait(self.comm.Ibcast(buffer, root=root), "a broadcast")
+        return buffer
+
+    def gather(self, array: np.ndarray, root: int = 0) -> np.ndarray | None:
+        """Rank `root` gets every rank's array (of one shape) stacked on a new first axis."""
+        array = np.ascontiguousarray(array)
+        out = np.empty((self.size, *array.shape), array.dtype) if self.rank == root else None
+        self._wait(self.comm.Igather(array, out, root=root), "a gather")
+        return out
+
+    def node_ranks(self) -> int:
+        """How many ranks run on this rank's machine (a collective: every rank calls it)."""
+        local = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED)
+        try:
+            return local.Get_size()
+        finally:
+            local.Free()
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when it is True on any rank."""
+        return bool(self.allreduce(np.array([int(bool(flag))], np.int32), "max")[0])
+
+    def lead_says(self, flag: bool) -> bool:
+        """Rank 0's flag, on every rank."""
+        return bool(self.broadcast(np.array([int(bool(flag))], np.int32))[0])
+
+    def broadcast_text(self, text: str) -> str:
+        """Rank 0's string, on every rank (its length, then its UTF-8 bytes)."""
+        data = np.frombuffer(text.encode("utf-8"), np.uint8) if self.rank == 0 else None
+        n = self.broadcast(np.array([0 if data is None else data.size], np.int64))[0]
+        buf = data.copy() if data is not None else np.empty(int(n), np.uint8)
+        return bytes(self.broadcast(buf)).decode("utf-8")
+
+    def broadcast_params(self, params: dict[str, np.ndarray]) -> None:
+        """Make every rank's arrays rank 0's (in place), in one broadcast of one buffer."""
+        keys = list(params)
+        if not keys:
+            return
+        flat = _flatten([params[k] for k in keys], np.result_type(*params.values()))
+        self.broadcast(flat)
+        _unflatten(flat, [params[k] for k in keys])
+
+    def check_same(self, params: dict[str, np.ndarray], when: str) -> None:
+        """Raise on every rank unless all ranks hold bit-identical arrays: a CRC-32 of each
+        rank's bytes, compared through one allreduce (max and min of the same number)."""
+        crc = 0
+        for k in params:
+            crc = zlib.crc32(np.ascontiguousarray(params[k]).view(np.uint8), crc)
+        both = np.array([crc, -crc], np.int64)
+        self.allreduce(both, "max")
+        if both[0] != -both[1]:
+            raise RuntimeError(
+                f"the ranks' weights differ {when}: data-parallel training needs every rank "
+                "to apply the same update; the MPI library's allreduce may not hand every "
+                "rank the same sum (report it with the MPI library's name and version)"
+            )
+
+
+def _abort(comm, code: int) -> None:
+    """MPI_Abort after a pause: the launcher tears down the ranks' output pipes at once; the
+    line just written was lost in one of three runs of tests/test_distributed.py's hung rank
+    without the pause."""
+    sys.stderr.flush()
+    time.sleep(0.5)
+    comm.Abort(code)
+    os._exit(code)  # Abort ends every rank; should it return, this one still ends
+
+
+def _contiguous(a, name: str) -> None:
+    if not isinstance(a, np.ndarray) or not a.flags.c_contiguous:
+        raise TypeError(f"`{name}` must be a C-contiguous NumPy array; got {type(a).__name__}")
+
+
+def _flatten(arrays, dtype, extra: int = 0) -> np.ndarray:
+    flat = np.empty(sum(a.size for a in arrays) + extra, dtype)
+    at = 0
+    for a in arrays:
+        flat[at : at + a.size] = a.ravel()
+        at += a.size
+    return flat
+
+
+def _unflatten(flat: np.ndarray, arrays) -> None:
+    at = 0
+    for a in arrays:
+        a[...] = flat[at : at + a.size].reshape(a.shape)
+        at += a.size
+
+
+def reduce_gradients(
+    grads: dict[str, np.ndarray],
+    comm: Communicator,
+    weight: float,
+    extra: np.ndarray | None = None,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Σ over ranks of weight · grads, and of `extra` (a few numbers riding along: a loss,
+    flags), with one allreduce over one flat buffer in the gradients' dtype. Returns new
+    arrays (views into that buffer) and the reduced extra."""
+    if not isinstance(grads, dict) or not grads:
+        raise TypeError("`grads` must be a non-empty dict of NumPy arrays (name → gradient)")
+    keys = list(grads)
+    arrays = [np.asarray(grads[k]) for k in keys]
+    dtype = np.result_type(*arrays)
+    extra = np.zeros(0, dtype) if extra is None else np.asarray(extra, dtype)
+    flat = _flatten(arrays, dtype, extra.size)
+    n = flat.size - extra.size
+    if weight != 1:
+        flat[:n] *= dtype.type(weight)
+    flat[n:] = extra
+    comm.allreduce(flat)
+    out, at = {}, 0
+    for k, a in zip(keys, arrays, strict=True):
+        out[k] = flat[at : at + a.size].reshape(a.shape)
+        at += a.size
+    return out, flat[n:]
+
+
+def average_gradients(
+    grads: dict[str, np.ndarray], comm: Communicator | None = None, weight: float | None = None
+) -> dict[str, np.ndarray]:
+    """The gradient dict summed across ranks, each rank's scaled by `weight` (default 1/K:
+    the mean, right when every rank's loss is a mean over as many items). For shards of
+    unequal size, pass weight = this rank's items / all ranks' items. One allreduce."""
+    comm = comm or Communicator()
+    w = 1.0 / comm.size if weight is None else float(weight)
+    return reduce_gradients(grads, comm, w)[0]
+
+
+def share_cores(comm: Communicator) -> int:
+    """Give each rank its share of the machine's cores for rnnlab's threads
+    (RNNLAB_NUM_THREADS, unless set): K ranks on one machine each splitting their batch over
+    every core would run K times too many threads, and a thread that waits for its core
+    stalls the whole step (on this 2-core host, 2 ranks of an adding LSTM ran 20 times slower
+    per step so). A rank the launcher bound to some cores keeps those. Returns the count."""
+    n = comm.node_ranks()
+    if os.environ.get("RNNLAB_NUM_THREADS", "").strip():
+        return int(os.environ["RNNLAB_NUM_THREADS"])
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    threads = max(1, cores // n) if cores >= (os.cpu_count() or 1) else cores
+    os.environ["RNNLAB_NUM_THREADS"] = str(threads)
+    return threads
+
+
+def _row_counts(task, batch: Batch) -> np.ndarray:
+    """How much each row of `batch` weighs in the task's mean loss: 1 for a task with one
+    target per sequence, its valid steps for one with a target per step and sequences of
+    different lengths; 0 for a row whose sequence ended before this window. A task whose
+    loss averages over something else (a decoder's target tokens) says it with a method
+    `row_weights(batch)` -> one number per row."""
+    if hasattr(task, "row_weights"):
+        return np.asarray(task.row_weights(batch), float)
+    B = len(batch.x)
+    per_step = getattr(task, "per_step", False) or getattr(task, "readout", "") == "steps"
+    counts = np.ones(B)
+    if per_step and batch.lengths is not None:
+        counts = np.asarray(batch.lengths, float).copy()
+    if batch.active is not None:
+        counts = counts * batch.active
+    return counts
+
+
+class _Null:
+    """Where the other ranks' progress bar goes."""
+
+    def write(self, text):
+        return len(text)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+
+class DistributedTrainer(Trainer):
+    """The Trainer on K ranks: K·b rows per step, b per rank, one update for all.
+
+    The task is built with the global batch (cfg.batch_size = K·b); every rank draws the same
+    global batch from (seed, step) and keeps its rows [rank·b, (rank+1)·b), so a run on K
+    ranks sees exactly the batches one process with batch K·b sees. Each rank's mean loss is
+    weighted by its share of the items the global mean averages over, so the summed gradient
+    is the global batch's. The checkpoint holds the global carried state (gathered), hence a
+    run can be resumed on any number of ranks that divides the batch, or in one process.
+
+    Stop decisions are collective: a local NaN, a Ctrl-C or the time limit ride in the
+    gradient buffer's last slots; early stopping is rank 0's decision, broadcast; so every
+    rank stops at the same step and rank 0 writes one checkpoint.
+
+    Dropout draws its masks from (seed, step, rank): the run is then as good as one
+    process's but not equal to it (a single process draws one mask for all K·b rows).
+    """
+
+    def __init__(self, model, task, cfg, run_dir, *, comm: Communicator, **kw):
+        super().__init__(model, task, cfg, run_dir, **kw)
+        self.comm = comm
+        K = comm.size
+        if cfg.batch_size % K:
+            raise ValueError(
+                f"`batch_size` {cfg.batch_size} (the global batch) must split evenly over the "
+                f"{K} ranks"
+            )
+        self.shard = cfg.batch_size // K
+        self.lead = comm.rank == 0
+        if not self.lead:
+            self.stream, self.quiet = _Null(), True
+        self._agreed = {"interrupt": False, "time": False}
+        self._reduced = False
+        self._interrupted = {"flag": False}
+        self._t_start = time.perf_counter()
+
+    def _rows(self) -> slice:
+        return slice(self.comm.rank * self.shard, (self.comm.rank + 1) * self.shard)
+
+    # ------------------------------------------------------------------ the hooks
+    def _draw(self, step, rng):
+        batch = self.task.batch(step, rng)  # the global batch, the same on every rank
+        B = self.cfg.batch_size
+        if len(batch.x) != B:
+            raise ValueError(
+                f"the {self.task.name} task drew a batch of {len(batch.x)} rows at step "
+                f"{step + 1}; sharding over {self.comm.size} ranks needs batch_size = {B}"
+            )
+        rows = self._rows()
+        counts = _row_counts(self.task, batch)
+        total = counts.sum()
+        self._weight = float(counts[rows].sum() / total) if total > 0 else 0.0
+        active = None if batch.active is None else batch.active[rows].copy()
+        if active is not None and not active.any() and batch.active.any():
+            # the other ranks learn from this window and wait for this rank's gradient: give
+            # them one of its rows, weighted 0 (self._weight is 0)
+            active[0] = True
+        shard = Batch(
+            batch.x[rows],
+            batch.y[rows],
+            None if batch.lengths is None else batch.lengths[rows],
+            carry=batch.carry,
+            items=batch.items,
+            active=active,
+        )
+        return shard, np.random.default_rng([self.cfg.seed, step, 1 + self.comm.rank])
+
+    def _reduce(self, grads, loss, step):
+        K, r = self.comm.size, self.comm.rank
+        # extra slots: the weighted loss, interrupt, time limit, then one "diverged" per rank
+        extra = np.zeros(3 + K)
+        extra[0] = loss * self._weight
+        extra[1] = bool(self._interrupted["flag"])
+        limit = self.cfg.time_limit
+        extra[2] = bool(limit and time.perf_counter() - self._t_start > limit)
+        diverged = grads is None
+        if diverged:
+            grads = self._zero_grads()
+            extra[0] = 0.0
+            extra[3 + r] = 1
+        self.comm.where = f" at step {step + 1}"
+        out, extra = reduce_gradients(grads, self.comm, self._weight, extra)
+        self._reduced = True
+        self._agreed["interrupt"] = bool(extra[1])
+        self._agreed["time"] = bool(extra[2])
+        others = [i for i in range(K) if extra[3 + i] and i != r]
+        if others and not diverged:
+            raise NonFiniteError(
+                f"rank {others[0]} of {K} found NaN or inf at step {step + 1} (its message "
+                f"says where); the weights were not updated. {self._remedy()}"
+            )
+        return out, float(extra[0])
+
+    def _zero_grads(self) -> dict:
+        return {k: np.zeros_like(v) for k, v in self.model.params.items()}
+
+    def _train_step(self, step):
+        self._reduced = False
+        try:
+            return super()._train_step(step)
+        except NonFiniteError as e:
+            if self._reduced:  # after the reduce every rank sees the same numbers
+                raise
+            # This rank diverged before the reduce, where the others wait: tell them.
+            self._reduce(None, 0.0, step)
+            raise NonFiniteError(f"rank {self.comm.rank} of {self.comm.size}: {e}") from None
+
+    def _agree(self, local, kind):
+        return self._agreed[kind]
+
+    def _saved_any(self):
+        return self.comm.lead_says(super()._saved_any() if self.lead else False)
+
+    def _gradient_record(self, *args):
+        return super()._gradient_record(*args) if self.lead else None
+
+    def _validate(self, metrics_path, progress):
+        """Rank 0 evaluates and decides early stopping; the others wait for its word."""
+        self.comm.where = f" at the evaluation of step {self.step}"
+        stop = super()._validate(metrics_path, progress) if self.lead else False
+        return self.comm.lead_says(stop)
+
+    # ------------------------------------------------------------------ state
+    def _carry_arrays(self):
+        if self.carry is None:
+            return []
+        return [a for s in self.carry if s is not None for a in (s if isinstance(s, tuple)
+                                                                  else (s,))]  # fmt: skip
+
+    def _map_carry(self, fn):
+        out = []
+        for s in self.carry:
+            if s is None:
+                out.append(None)
+            elif isinstance(s, tuple):
+                out.append(tuple(fn(a) for a in s))
+            else:
+                out.append(fn(s))
+        return out
+
+    def save(self):
+        """Collective: the weights are checked to agree, the carried state of every rank's
+        rows is gathered, and rank 0 writes the checkpoint of the global batch."""
+        self.comm.where = f" at the checkpoint of step {self.step}"
+        self.comm.check_same(self.model.params, f"at step {self.step}")
+        if self.carry is None:
+            return super().save() if self.lead else self.run_dir
+
+        def gather(a):  # the batch is the second-last axis of a carried state (…, B, H)
+            g = self.comm.gather(np.moveaxis(a, -2, 0))
+            return None if g is None else np.moveaxis(g.reshape(-1, *g.shape[2:]), 0, -2)
+
+        full = self._map_carry(gather)
+        if not self.lead:
+            return self.run_dir
+        local, self.carry = self.carry, full
+        try:
+            return super().save()
+        finally:
+            self.carry = local
+
+    def restore(self, ckpt):
+        """The checkpoint's carried state is the global batch's; keep this rank's rows."""
+        super().restore(ckpt)
+        if self.carry is not None:
+            B, rows = self.cfg.batch_size, self._rows()
+            for a in self._carry_arrays():
+                if a.ndim < 2 or a.shape[-2] != B:
+                    raise ValueError(
+                        f"the checkpoint's carried state has shape {a.shape}; a run on "
+                        f"{self.comm.size} ranks needs its batch axis (second last) of size {B}"
+                    )
+            self.carry = self._map_carry(lambda a: np.ascontiguousarray(a[..., rows, :]))
+
+    def run(self):
+        """Rank 0's weights and optimizer state everywhere first (a resumed run's too: each
+        rank read the checkpoint, but only agreement is what makes the updates agree)."""
+        self.comm.where = " at the start"
+        share_cores(self.comm)  # here, after every rank has started: it is a collective
+        self.comm.broadcast_params(self.model.params)
+        state = {k: v for k, v in self.opt_state.items() if v.dtype.kind == "f"}
+        self.comm.broadcast_params(state)
+        try:
+            return super().run()
+        except NonFiniteError:
+            raise  # every rank raises it at the same step (the decision was collective)
+        except BaseException as e:
+            # Anything else happened on this rank alone (a full disk on rank 0, a bug): the
+            # others would wait for it in the next collective until the timeout. End them now.
+            text = " ".join((str(e) or type(e).__name__).split())
+            sys.stderr.write(
+                f"rnnlab: error: rank {self.comm.rank} of {self.comm.size} stopped at step "
+                f"{self.step + 1}: {text}; stopping every rank.\n"
+            )
+            _abort(self.comm.comm, 1)

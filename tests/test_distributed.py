@@ -1,0 +1,335 @@
+"""Data-parallel training over MPI: `mpiexec -n 2` on this machine (loopback), as subprocesses.
+
+mpi4py and mpich are in the test extra; locally the module is skipped without mpi4py, under CI
+(CI set in the environment) a missing mpi4py is an error, so these tests always run there.
+
+What is compared, and how closely:
+* 2 ranks with batch b against 1 process with batch 2b, after 20 steps: not bit-identical
+  (each rank sums its rows' gradients, then the allreduce adds the two partial sums; one
+  process sums all rows in one product), within float32 summation-order noise: 1e-6 of the
+  largest weight of each tensor (measured: 1.1e-7 adding LSTM, 1.0e-7 GRU, 1.7e-7 charlm,
+  0.8e-7 pytokens with --bptt).
+* a 2-rank run resumed from its checkpoint after a rank was killed, against the same 2-rank
+  run uninterrupted: bit-identical (the same shards, the same reduction order).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rnnlab import io
+
+if os.environ.get("CI"):
+    import mpi4py  # noqa: F401
+else:
+    pytest.importorskip("mpi4py")
+
+MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which(
+    "mpiexec"
+)
+MAIN = "import sys; from rnnlab.cli import main; sys.exit(main(sys.argv[1:]))"
+ADDING = ["train", "adding", "--hidden", "16", "--T", "20", "--eval-every", "10", "--quiet"]
+
+# Rank 1 of a test's job runs this instead of the plain command: at step AT (counted from 1)
+# it kills itself, stops itself, interrupts itself (Ctrl-C) or feeds the model NaN.
+SABOTEUR = """
+import os, signal, sys
+import numpy as np
+from rnnlab import distributed
+from rnnlab.cli import main
+
+action, at = sys.argv[1], int(sys.argv[2])
+draw = distributed.DistributedTrainer._draw
+
+def sabotaged(self, step, rng):
+    batch, rng = draw(self, step, rng)
+    if step + 1 == at:
+        if action == "nan":  # the loss of this step is NaN
+            loss = type(self.task).loss
+            self.task.loss = lambda out, b: (float("nan"), loss(self.task, out, b)[1])
+        elif action == "raise":
+            raise OSError("No space left on device (pretend)")
+        else:
+            sig = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP, "int": signal.SIGINT}
+            os.kill(os.getpid(), sig[action])
+    return batch, rng
+
+distributed.DistributedTrainer._draw = sabotaged
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def _env(**extra):
+    env = dict(os.environ, RNNLAB_NUM_THREADS="1", **extra)
+    src = str(Path(__file__).resolve().parent.parent / "src")
+    env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def launch(tail, cwd=None, timeout=240, **env):
+    """`mpiexec -launcher fork TAIL`, each rank's stdout and stderr in files of its own (MPI
+    forwards the ranks' output in pieces that can interleave mid-line), joined in rank order
+    after mpiexec's own: the CompletedProcess's stdout and stderr."""
+    assert MPIEXEC, "mpiexec (the mpich wheel, in the test extra) is not on the PATH"
+    with tempfile.TemporaryDirectory() as logs:
+        cmd = [MPIEXEC, "-launcher", "fork", "-outfile-pattern", f"{logs}/out.%r",
+               "-errfile-pattern", f"{logs}/err.%r", *map(str, tail)]  # fmt: skip
+        done = subprocess.run(
+            cmd, cwd=cwd, env=_env(**env), capture_output=True, text=True, timeout=timeout
+        )
+        for kind in ("out", "err"):
+            files = sorted(Path(logs).glob(f"{kind}.*"), key=lambda f: int(f.suffix[1:]))
+            text = "".join(f.read_text() for f in files)
+            setattr(done, f"std{kind}", getattr(done, f"std{kind}") + text)
+    return done
+
+
+def mpiexec(args, cwd, *, rank1=None, timeout=240, **env):
+    """`mpiexec -n 2 rnnlab ARGS` with rank 0 in `cwd` and rank 1 in cwd/rank1, an empty
+    directory: a relative --run-dir of rank 1 is there, so whatever rank 1 writes shows up
+    there (and the run needs no shared filesystem). rank1=(action, step): rank 1 runs the
+    saboteur."""
+    args = [str(a) for a in args]
+    (Path(cwd) / "rank1").mkdir(exist_ok=True)
+    second = [sys.executable, "-c", MAIN, *args]
+    if rank1 is not None:
+        saboteur = Path(cwd) / "saboteur.py"
+        saboteur.write_text(SABOTEUR)
+        second = [sys.executable, str(saboteur), *map(str, rank1), *args]
+    tail = ["-n", "1", sys.executable, "-c", MAIN, *args, ":",
+            "-n", "1", "-wdir", str(Path(cwd) / "rank1"), *second]  # fmt: skip
+    done = launch(tail, cwd, timeout, **env)
+    assert list((Path(cwd) / "rank1").iterdir()) == [], "rank 1 wrote files"
+    return done
+
+
+def single(args):
+    """One process, in this one (its compiled loops are warm)."""
+    from rnnlab.cli import main
+
+    assert main([str(a) for a in args]) == 0
+
+
+def weights(run):
+    return io.load_checkpoint(run).model
+
+
+def ok(done):
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def relative_gap(a, b):
+    assert a.keys() == b.keys()
+    return max(float(np.abs(a[k] - b[k]).max() / np.abs(a[k]).max()) for k in a)
+
+
+@pytest.fixture(scope="module")
+def text(tmp_path_factory):
+    """A small corpus for charlm: 8 streams of 2·16-character windows need little text."""
+    rng = np.random.default_rng(3)
+    words = ["state", "carry", "rank", "batch", "gradient", "window", "the", "of", "a"]
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text(" ".join(rng.choice(words, 6000)) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    "task,extra",
+    [
+        ("lstm", []),
+        ("gru", []),
+        # charlm carries its state across windows (its checkpoint gathers every rank's rows)
+        ("charlm", ["--seq-len", "16", "--embed", "8", "--dropout", "0"]),
+        # pytokens: a target per step, windows of 10 with carried state
+        ("pytokens", ["--seq-len", "20", "--train-size", "4000", "--bptt", "10", "--embed", "4"]),
+    ],
+)
+def test_two_ranks_equal_one_process_with_twice_the_batch(tmp_path, text, task, extra):
+    if task == "charlm":
+        args = ["train", "charlm", "--hidden", "16", "--data", text, "--eval-every", "10"]
+        args.append("--quiet")
+    elif task == "pytokens":
+        args = ["train", "pytokens", "--hidden", "8", "--eval-every", "10", "--quiet"]
+    else:
+        args = [*ADDING, "--cell", task]
+    args += [*extra, "--steps", "20", "--checkpoint-every", "10"]
+    done = ok(mpiexec([*args, "--batch-size", "4", "--run-dir", "two"], tmp_path))
+    single([*args, "--batch-size", "8", "--run-dir", tmp_path / "one"])
+    two, one = weights(tmp_path / "two"), weights(tmp_path / "one")
+    assert relative_gap(two, one) < 1e-6
+    # the run records the global batch, so one process can resume it (and the other way)
+    config = json.loads((tmp_path / "two" / "config.json").read_text())
+    assert config["train"]["batch_size"] == 8
+    assert io.checkpoint_steps(tmp_path / "two") == [10, 20]
+    logged = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().split("\n")
+              if x]  # fmt: skip
+    losses = [r["step"] for r in logged if "loss" in r and "split" not in r]
+    assert losses == [10, 20]  # each step logged once: by rank 0 alone
+    for name in ("config.json", "best.safetensors", "result.json", "model.safetensors"):
+        assert (tmp_path / "two" / name).is_file(), name
+    assert done.stdout.count("run directory:") == 1  # the report, by rank 0 alone
+    assert done.stderr.count(f"training {args[1]}") == 1
+
+
+@pytest.mark.parametrize("per_step", [True, False])
+def test_shard_weights_make_the_global_mean(per_step):
+    """The weights DistributedTrainer gives each rank's mean loss, for sequences of different
+    lengths and rows that sit out a window (no built-in task has both yet): the weighted sum
+    of the shards' mean-loss gradients is the global batch's, without MPI."""
+    from rnnlab import distributed
+    from rnnlab.losses import softmax_cross_entropy
+    from rnnlab.train import Batch
+
+    rng = np.random.default_rng(5)
+    lengths = np.array([7, 2, 5, 1, 6, 3, 7, 4])
+    active = np.array([1, 1, 0, 1, 1, 0, 0, 1], bool)  # 3 rows on rank 0, 2 on rank 1
+    logits = rng.standard_normal((8, 7, 5))
+    y = rng.integers(0, 5, (8, 7)) if per_step else rng.integers(0, 5, 8)
+    out = logits if per_step else logits[:, -1]
+
+    class Task:
+        readout = "steps" if per_step else "last"
+
+    batch = Batch(out, y, lengths, active=active)
+    counts = distributed._row_counts(Task(), batch)
+    keep = lambda a, rows: a[rows][active[rows]]  # noqa: E731
+    kw = (lambda rows: {"lengths": keep(lengths, rows), "reduction": "mean"}) if per_step else (
+        lambda rows: {"reduction": "mean"}
+    )
+    whole = slice(0, 8)
+    _, want = softmax_cross_entropy(keep(out, whole), keep(y, whole), **kw(whole))
+    got = []
+    for rows in (slice(0, 4), slice(4, 8)):
+        _, d = softmax_cross_entropy(keep(out, rows), keep(y, rows), **kw(rows))
+        got.append(d * (counts[rows].sum() / counts.sum()))
+    np.testing.assert_allclose(np.concatenate(got), want, rtol=1e-12, atol=1e-15)
+
+
+def test_a_task_may_say_what_each_row_weighs():
+    from rnnlab import distributed
+    from rnnlab.train import Batch
+
+    class Task:
+        def row_weights(self, batch):  # e.g. a decoder's target tokens per row
+            return np.array([3, 0, 2, 5])
+
+    batch = Batch(np.zeros((4, 2)), np.zeros(4), np.array([1, 2, 2, 1]))
+    assert distributed._row_counts(Task(), batch).tolist() == [3, 0, 2, 5]
+
+
+def test_a_killed_rank_ends_the_job_and_the_run_resumes_exactly(tmp_path):
+    args = [*ADDING, "--batch-size", "4", "--checkpoint-every", "10"]
+    start = time.perf_counter()
+    done = mpiexec([*args, "--steps", "40", "--run-dir", "cut"], tmp_path, rank1=("kill", 25))
+    took = time.perf_counter() - start
+    assert done.returncode != 0
+    assert "BAD TERMINATION" in done.stdout + done.stderr  # the launcher says which died
+    assert took < 120  # ended, not hung (the launcher kills the others at once: ~0.2 s)
+    assert io.checkpoint_steps(tmp_path / "cut") == [10, 20]
+    # every rank reads the checkpoint (a path both see)
+    ok(mpiexec(["train", "--resume", tmp_path / "cut", "--quiet"], tmp_path))
+    ok(mpiexec([*args, "--steps", "40", "--run-dir", "whole"], tmp_path))
+    cut, whole = weights(tmp_path / "cut"), weights(tmp_path / "whole")
+    assert io.load_checkpoint(tmp_path / "cut").step == 40
+    for k in whole:
+        assert np.array_equal(cut[k], whole[k]), k
+
+
+def test_a_hung_rank_stops_the_others_after_the_timeout(tmp_path):
+    args = [*ADDING, "--batch-size", "4", "--steps", "40", "--run-dir", "run"]
+    start = time.perf_counter()
+    done = mpiexec(args, tmp_path, rank1=("stop", 15), RNNLAB_MPI_TIMEOUT="2")
+    took = time.perf_counter() - start
+    assert done.returncode != 0
+    assert "rank 0 of 2 waited 2 s for the other ranks in an allreduce at step 15" in done.stderr
+    assert took < 120
+
+
+def test_ctrl_c_on_one_rank_stops_all_at_the_same_step(tmp_path):
+    args = [*ADDING, "--batch-size", "4", "--steps", "40", "--checkpoint-every", "100"]
+    done = mpiexec([*args, "--run-dir", "run"], tmp_path, rank1=("int", 15))
+    assert done.returncode == 130, done.stderr
+    assert "interrupted: checkpoint saved at step 15" in done.stderr
+    assert io.checkpoint_steps(tmp_path / "run") == [15]  # one checkpoint, of both ranks
+
+
+def test_nan_on_one_rank_stops_all_and_keeps_the_good_weights(tmp_path):
+    args = [*ADDING, "--batch-size", "4", "--steps", "40", "--checkpoint-every", "100"]
+    done = mpiexec([*args, "--run-dir", "run"], tmp_path, rank1=("nan", 12))
+    assert done.returncode == 1, done.stderr
+    assert "rank 1 of 2: the loss became nan at step 12" in done.stderr
+    assert "rank 1 of 2 found NaN or inf at step 12" in done.stderr  # rank 0's line
+    assert io.checkpoint_steps(tmp_path / "run") == [11]
+    assert all(np.isfinite(v).all() for v in weights(tmp_path / "run").values())
+
+
+def test_an_error_on_one_rank_ends_every_rank(tmp_path):
+    args = [*ADDING, "--batch-size", "4", "--steps", "40", "--run-dir", "run"]
+    start = time.perf_counter()
+    done = mpiexec(args, tmp_path, rank1=("raise", 15))
+    assert done.returncode != 0
+    assert ("rnnlab: error: rank 1 of 2 stopped at step 15: No space left on device (pretend); "
+            "stopping every rank.") in done.stderr  # fmt: skip
+    assert time.perf_counter() - start < 120  # not the 600 s timeout
+
+
+def test_average_gradients_in_a_loop_of_ones_own(tmp_path):
+    script = tmp_path / "loop.py"
+    script.write_text(
+        "import numpy as np\n"
+        "from rnnlab import distributed\n"
+        "comm = distributed.Communicator()\n"
+        "grads = {'w': np.full((2, 3), comm.rank + 1, np.float32), 'b': np.ones(3) * comm.rank}\n"
+        "out = distributed.average_gradients(grads, comm)\n"
+        "assert np.array_equal(out['w'], np.full((2, 3), 1.5)), out\n"
+        "assert np.array_equal(out['b'], np.full(3, 0.5)), out\n"
+        "assert grads['w'][0, 0] == comm.rank + 1  # the caller's arrays are left alone\n"
+        "params = {'w': np.full(4, float(comm.rank))}\n"
+        "comm.broadcast_params(params)\n"
+        "assert (params['w'] == 0).all()\n"
+        "comm.check_same(params, 'after the broadcast')\n"
+        "if comm.rank == 0:  # one writer: the ranks' outputs would interleave\n"
+        "    print('ok', comm.size)\n"
+    )
+    done = ok(launch(["-n", "2", sys.executable, script], timeout=120))
+    assert done.stdout == "ok 2\n"  # and rank 1's assertions held: its exit status was 0
+
+
+def test_bad_input_is_one_line(tmp_path):
+    args = [*ADDING, "--steps", "10", "--batch-size", "4", "--run-dir", "run"]
+    done = mpiexec(args, tmp_path, RNNLAB_MPI_TIMEOUT="soon")
+    assert done.returncode == 2
+    assert "rnnlab: error: RNNLAB_MPI_TIMEOUT must be a positive number of seconds; got 'soon'" \
+        in done.stderr  # fmt: skip
+    assert "Traceback" not in done.stderr
+    done = mpiexec(["demo", "--run-dir", "demo"], tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.count("`rnnlab demo` runs in one process; under mpiexec, use") == 2
+    # a run of batch 6 resumed on 4 ranks: 6 rows do not split
+    single([*ADDING, "--steps", "5", "--batch-size", "6", "--run-dir", tmp_path / "six"])
+    done = launch(["-n", "4", sys.executable, "-c", MAIN, "train", "--resume", tmp_path / "six",
+                   "--steps", "10", "--quiet"])  # fmt: skip
+    assert done.returncode == 2
+    assert "`batch_size` 6 (the global batch) must split evenly over the 4 ranks" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_loop_of_ones_own_example_equals_one_process():
+    """examples/mpi_loop.py, the documented example: 2 ranks and 1 process (MPI's singleton
+    start, no mpiexec) end with the same weights, to float32 summation order."""
+    example = str(Path(__file__).resolve().parent.parent / "examples" / "mpi_loop.py")
+    two = launch(["-n", "2", sys.executable, example], timeout=120)
+    one = subprocess.run([sys.executable, example], env=_env(), capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    norms = [float(ok(d).stdout.rsplit("weight norm ", 1)[1]) for d in (two, one)]
+    assert two.stdout.startswith("2 rank(s)") and one.stdout.startswith("1 rank(s)")
+    assert abs(norms[0] - norms[1]) < 1e-5 * norms[1]
