@@ -151,12 +151,16 @@ def text(tmp_path_factory):
         ("charlm", ["--seq-len", "16", "--embed", "8", "--dropout", "0"]),
         # pytokens: a target per step, windows of 10 with carried state
         ("pytokens", ["--seq-len", "20", "--train-size", "4000", "--bptt", "10", "--embed", "4"]),
+        # an encoder-decoder: its loss is the mean over target tokens (Transduction.row_weights)
+        ("numbers", ["--train-size", "500", "--embed", "4", "--attention-size", "4"]),
     ],
 )
 def test_two_ranks_equal_one_process_with_twice_the_batch(tmp_path, text, task, extra):
     if task == "charlm":
         args = ["train", "charlm", "--hidden", "16", "--data", text, "--eval-every", "10"]
         args.append("--quiet")
+    elif task == "numbers":
+        args = ["train", "numbers", "--hidden", "8", "--eval-every", "10", "--quiet", "--beam", "1"]
     elif task == "pytokens":
         args = ["train", "pytokens", "--hidden", "8", "--eval-every", "10", "--quiet"]
     else:
@@ -165,7 +169,9 @@ def test_two_ranks_equal_one_process_with_twice_the_batch(tmp_path, text, task, 
     done = ok(mpiexec([*args, "--batch-size", "4", "--run-dir", "two"], tmp_path))
     single([*args, "--batch-size", "8", "--run-dir", tmp_path / "one"])
     two, one = weights(tmp_path / "two"), weights(tmp_path / "one")
-    assert relative_gap(two, one) < 1e-6
+    # float32 summation order; the encoder-decoder's attention and Adam carry it further
+    # (1.4e-6 at 20 steps; 2e-2 when the ranks' means are not weighted by target tokens)
+    assert relative_gap(two, one) < (1e-5 if task == "numbers" else 1e-6)
     # the run records the global batch, so one process can resume it (and the other way)
     config = json.loads((tmp_path / "two" / "config.json").read_text())
     assert config["train"]["batch_size"] == 8

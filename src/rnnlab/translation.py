@@ -238,6 +238,12 @@ class Transduction:
         ty = target_lengths(yb)
         return Batch(xb, yb[:, : ty.max()], ls, items=int(ty.sum()))
 
+    def row_weights(self, batch: Batch) -> np.ndarray:
+        """What each row weighs in the batch's mean loss: its target tokens (the loss is the
+        mean over them). Data-parallel training weighs each rank's mean by its rows' share
+        (rnnlab.distributed), so K ranks equal one process with the whole batch."""
+        return target_lengths(batch.y)
+
     def loss(self, output, batch: Batch):
         """Cross entropy per target token (EOS included), averaged over the batch's tokens."""
         return softmax_cross_entropy(output, batch.y, lengths=target_lengths(batch.y),
