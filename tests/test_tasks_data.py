@@ -801,4 +801,5 @@ def test_a_window_past_every_sequence_makes_no_update():
     loss, d = task.loss(np.ones(batch.x.shape[:2] + (3,)), batch)
     assert loss == 0.0 and not d.any() and short
     fake = SimpleNamespace(cfg=task.cfg, task=task)  # no model: running it would fail
+    fake._draw = lambda step, rng: Trainer._draw(fake, step, rng)  # one process's batch
     assert Trainer._train_step(fake, 2) == (None, None, 0)
