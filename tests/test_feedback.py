@@ -156,3 +156,20 @@ def test_inference_keeps_no_tape_and_computes_the_same():
     np.testing.assert_allclose(without.cache["y_last"], with_tape.cache["y_last"], atol=1e-12)
     with pytest.raises(ValueError, match="grad=True"):
         layer.backward(without, np.ones_like(without.output))
+
+
+def test_the_loop_refuses_feedback_it_does_not_run():
+    """Output feedback runs forward only, without noise, with the output map and its bias."""
+    from rnnlab import recurrence
+    from rnnlab.cells import ElmanCell
+
+    layer = _layer("identity", False)
+    rp = layer._loop_params()
+    X = np.zeros((T, B, I))
+    fb = recurrence.Feedback("identity", False, np.empty((T, B, K)), np.ones((T, B)),
+                             np.zeros((T, B, K)))  # fmt: skip
+    with pytest.raises(ValueError, match="output feedback runs forward, without noise"):
+        recurrence.forward(ElmanCell(), rp, X, np.zeros((B, K)), reverse=True, feedback=fb)
+    rp.b_hr = None
+    with pytest.raises(ValueError, match="with W_hr and b_hr"):
+        recurrence.forward(ElmanCell(), rp, X, np.zeros((B, K)), feedback=fb)

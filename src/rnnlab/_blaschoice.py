@@ -65,16 +65,22 @@ def cache_path(want: dict | None = None) -> str:
     return os.path.join(folder, f"blas-choice-{digest}.json")
 
 
-def _cpu() -> dict:
-    info = {"model": None, "flags": []}
+def cpu() -> dict:
+    """The first processor's vendor, model name, family and model number (/proc/cpuinfo),
+    and the vector extensions that matter to the BLAS kernels."""
+    info = {"vendor": None, "model": None, "family": None, "model_number": None, "flags": []}
+    names = {"vendor_id": "vendor", "model name": "model", "cpu family": "family",
+             "model": "model_number"}  # fmt: skip
+    wanted = {"avx2", "fma", "avx512f", "avx512_bf16", "amx_tile"}
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
         for line in f:
+            if not line.strip():
+                break  # the first processor is enough
             key, _, value = line.partition(":")
             key = key.strip()
-            if key == "model name" and info["model"] is None:
-                info["model"] = value.strip()
-            elif key == "flags" and not info["flags"]:
-                wanted = {"avx2", "fma", "avx512f", "avx512_bf16", "amx_tile"}
+            if key in names:
+                info[names[key]] = value.strip()
+            elif key == "flags":
                 info["flags"] = sorted(wanted & set(value.split()))
     if info["model"] is None:
         import platform
@@ -97,7 +103,7 @@ def key() -> dict:
 
     return {
         "format": FORMAT,
-        "cpu": _cpu(),
+        "cpu": cpu(),
         "numpy": version("numpy"),
         "mkl": version("mkl"),
         "threads": parallel.num_threads(),

@@ -659,11 +659,10 @@ def machine_info(torch) -> dict[str, Any]:
         if k in os.environ
     }
     from rnnlab import _blaschoice
-    from rnnlab.info import _cpu as cpu_of
 
     choice = _blaschoice.choice()
     return {
-        "cpu_vendor": cpu_of()["vendor"],
+        "cpu_vendor": _blaschoice.cpu()["vendor"],
         "cpu_model": cpu["model"],
         "loops_blas_choice": {"blas": choice.blas, "why": choice.why},
         "cpu_mhz_nominal": cpu["mhz"],

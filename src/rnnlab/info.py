@@ -11,7 +11,6 @@ names its machine.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -29,18 +28,7 @@ FORCING = {
 
 
 def _cpu() -> dict:
-    info = {"vendor": None, "model": None, "family": None, "model_number": None}
-    names = {"vendor_id": "vendor", "model name": "model", "cpu family": "family",
-             "model": "model_number"}  # fmt: skip
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if not line.strip():
-                break  # the first processor is enough
-            key, _, value = line.partition(":")
-            if key.strip() in names:
-                info[names[key.strip()]] = value.strip()
-    info["model"] = info["model"] or platform.processor() or platform.machine()
-    info["flags"] = _blaschoice._cpu()["flags"]
+    info = _blaschoice.cpu()
     try:
         info["cores"] = len(os.sched_getaffinity(0))
     except AttributeError:
