@@ -3,12 +3,38 @@ import os
 import numpy as np
 import pytest
 
+from rnnlab import settings
+
 # The suite runs the compiled loops on MKL wherever the `mkl` extra is installed, as it did
 # before rnnlab chose the loops' BLAS by measuring the host (rnnlab._blaschoice): MKL's
 # packing and threading then stay tested on every host, and NumPy's OpenBLAS is tested by
 # the cases that ask for it (RNNLAB_BLAS=numpy in a child process). tests/test_blaschoice.py
 # tests the choice itself.
 os.environ.setdefault("RNNLAB_BLAS", "mkl")
+
+
+@pytest.fixture(autouse=True)
+def _settings_follow_the_environment():
+    """rnnlab reads its RNNLAB_* variables once (rnnlab.settings); set up before and torn
+    down after a test's monkeypatch, this reads them again once monkeypatch put them back."""
+    yield
+    settings.reload()
+
+
+@pytest.fixture
+def setenv(monkeypatch):
+    """setenv(RNNLAB_NUM_THREADS="2", RNNLAB_PACKED=None): set (a string) or unset (None)
+    environment variables for this test, and have rnnlab read its settings again."""
+
+    def set_(**variables):
+        for name, value in variables.items():
+            if value is None:
+                monkeypatch.delenv(name, raising=False)
+            else:
+                monkeypatch.setenv(name, value)
+        settings.reload()
+
+    return set_
 
 
 @pytest.fixture(autouse=True)
@@ -25,12 +51,14 @@ def rng():
 
 
 @pytest.fixture(params=["numpy", "fast"])
-def engine_path(request, monkeypatch):
+def engine_path(request):
     """Run a test through the per-step NumPy loop and through the compiled loop (if numba)."""
     from rnnlab import fast
 
     if request.param == "numpy":
-        monkeypatch.setattr(fast, "available", lambda: False)
-    elif not fast.available():
+        with settings.override(no_numba=True):
+            yield request.param
+        return
+    if not fast.available():
         pytest.skip("numba is not installed: no compiled loop to test")
-    return request.param
+    yield request.param

@@ -6,7 +6,7 @@ here, and the compiled loops against the NumPy loop."""
 import numpy as np
 import pytest
 
-from rnnlab import fast, gradcheck
+from rnnlab import fast, gradcheck, settings
 from rnnlab.cells import ElmanCell, GRUCell, LSTMCell
 from rnnlab.layers import LSTM, Recurrent
 
@@ -141,8 +141,7 @@ def test_compiled_equal_numpy(case, training, monkeypatch):
         return f, m.backward(f, d), infer
 
     f, b, infer = run()
-    with monkeypatch.context() as mp:
-        mp.setattr(fast, "available", lambda: False)
+    with settings.override(no_numba=True):
         f0, b0, infer0 = run()
     np.testing.assert_allclose(f.output, f0.output, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(infer.output, f0.output, rtol=1e-12, atol=1e-14)

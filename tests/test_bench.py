@@ -19,7 +19,7 @@ import sys
 import numpy as np
 import pytest
 
-from rnnlab import bench
+from rnnlab import bench, settings
 from rnnlab.layers import Recurrent
 
 if os.environ.get("CI"):
@@ -88,10 +88,12 @@ def report(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp, np.errstate(all="raise"):
         mp.setattr(bench, "GEMM_N", 256)  # the peak of a smaller product is enough here
         mp.setenv("RNNLAB_NO_NUMBA", "1")  # the NumPy loop: nothing to compile, here or in children
+        settings.reload()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             status = bench.main(
                 ARGS + ["--out", str(where / "r.json"), "--markdown", str(where / "r.md")]
             )
+    settings.reload()
     return status, out.getvalue(), err.getvalue(), where / "r.json", where / "r.md"
 
 
@@ -299,6 +301,7 @@ def test_lstm_variants_are_timed_against_the_plain_lstm(monkeypatch):
     """`--cells lstm-peephole,...`: rnnlab against itself (PyTorch has no such cells)."""
     monkeypatch.setattr(bench, "GEMM_N", 256)
     monkeypatch.setenv("RNNLAB_NO_NUMBA", "1")
+    settings.reload()
     with np.errstate(all="raise"):
         result = bench.run(cells=["lstm-peephole", "lstm-coupled"], shapes=["S1"],
                            modes=["train"], rounds=1, block_s=0.0, pause_s=0.0, memory=False,
@@ -323,6 +326,7 @@ def test_against_onnxruntime_adds_its_inference(monkeypatch):
         pytest.importorskip("onnxruntime")
     monkeypatch.setattr(bench, "GEMM_N", 256)
     monkeypatch.setenv("RNNLAB_NO_NUMBA", "1")
+    settings.reload()
     with np.errstate(all="raise"):
         result = bench.run(cells=["lstm", "gru"], shapes=["S1"], directions=["bi"], rounds=1,
                            block_s=0.0, pause_s=0.0, memory=False, scaling=False,

@@ -27,11 +27,11 @@ def _run(layer, x, d, **kw):
 @pytest.mark.parametrize("options", [{}, {"lengths": np.array([7, 3, 5])}, {"checkpoint_every": 3}],
                          ids=["plain", "masked", "checkpointed"])  # fmt: skip
 @pytest.mark.parametrize(("cell", "kw"), CELLS, ids=IDS)
-def test_the_shared_output_changes_no_bit(cell, kw, options, compiled, monkeypatch):
+def test_the_shared_output_changes_no_bit(cell, kw, options, compiled, monkeypatch, setenv):
     if compiled and not fast.available():
         pytest.skip("numba is not installed")
     if not compiled:
-        monkeypatch.setenv("RNNLAB_NO_NUMBA", "1")
+        setenv(RNNLAB_NO_NUMBA="1")
     T, B, I, H = 7, 3, 4, 6
     layer = Recurrent(cell(**kw), I, H, 2, bidirectional=True, dtype=np.float64,
                       rng=np.random.default_rng(0))  # fmt: skip
@@ -61,12 +61,12 @@ def test_the_shared_output_changes_no_bit(cell, kw, options, compiled, monkeypat
 
 @pytest.mark.skipif(not fast.available(), reason="the compiled loops write the states in place")
 @pytest.mark.parametrize("cell", [LSTMCell, GRUCell, ElmanCell])
-def test_a_bidirectional_forward_keeps_its_states_once(cell, monkeypatch):
+def test_a_bidirectional_forward_keeps_its_states_once(cell, monkeypatch, setenv):
     """The tape's states are the output: the forward result holds 2 units of (T, B, H) less
     than states and a copy, and the peak is lower by at least one (an Elman direction's
     projection then needs a scratch array while its loop runs: its output rows, where it
     went before, are no longer contiguous)."""
-    monkeypatch.setenv("RNNLAB_MALLOC", "system")  # no retained scratch buffers: all counted
+    setenv(RNNLAB_MALLOC="system")  # no retained scratch buffers: all counted
     T, B, I, H = 200, 8, 16, 32  # long enough that the weights' copies are small beside a unit
     layer = Recurrent(cell(), I, H, bidirectional=True, dtype=np.float64,
                       rng=np.random.default_rng(0))  # fmt: skip

@@ -8,7 +8,7 @@ import pathlib
 
 import pytest
 
-from rnnlab import _blaschoice, _mkl
+from rnnlab import _blaschoice, settings
 from rnnlab.cli import main
 
 FAST_MKL = {"mkl": [10.0, 50.0, 300.0], "numpy": [20.0, 90.0, 600.0]}
@@ -16,12 +16,12 @@ FAST_NUMPY = {"mkl": [20.0, 90.0, 600.0], "numpy": [10.0, 50.0, 300.0]}
 
 
 @pytest.fixture
-def auto(monkeypatch, tmp_path):
+def auto(monkeypatch, setenv, tmp_path):
     """RNNLAB_BLAS unset, a cache folder of the test's own, MKL 'installed', and a fake
     measurement that counts its calls (the real one is timed in its own test)."""
-    monkeypatch.delenv("RNNLAB_BLAS", raising=False)
-    monkeypatch.setenv("RNNLAB_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(_mkl, "library_files", lambda: ["/fake/libmkl_rt.so.2"])
+    setenv(RNNLAB_BLAS=None)
+    setenv(RNNLAB_CACHE_DIR=str(tmp_path))
+    monkeypatch.setattr(_blaschoice, "library_files", lambda: ["/fake/libmkl_rt.so.2"])
     calls = []
     timings = {"value": FAST_MKL}
 
@@ -83,19 +83,21 @@ def test_a_bad_cache_is_not_trusted(auto, content, said):
     assert json.loads(pathlib.Path(path).read_text())["key"] == _blaschoice.key()  # made again
 
 
-def test_the_environment_overrides_and_is_checked(auto, monkeypatch):
+def test_the_environment_overrides_and_is_checked(auto, setenv, monkeypatch):
     calls, _, _ = auto
-    monkeypatch.setenv("RNNLAB_BLAS", "numpy")
+    setenv(RNNLAB_BLAS="numpy")
     assert _blaschoice.choice().blas == "numpy" and not calls
     _blaschoice.choice.cache_clear()
     monkeypatch.setenv("RNNLAB_BLAS", "openblas")
     with pytest.raises(ValueError, match="RNNLAB_BLAS.*'auto', 'mkl' or 'numpy'.*'openblas'"):
+        settings.reload()
+    with pytest.raises(ValueError, match="RNNLAB_BLAS"):
         _blaschoice.choice()
 
 
 def test_without_mkl_nothing_is_measured(auto, monkeypatch):
     calls, _, _ = auto
-    monkeypatch.setattr(_mkl, "library_files", lambda: [])
+    monkeypatch.setattr(_blaschoice, "library_files", lambda: [])
     assert _blaschoice.choice().blas == "numpy" and not calls
 
 
@@ -110,7 +112,7 @@ def test_a_failed_measurement_keeps_the_installed_mkl(auto, monkeypatch):
 
 
 def test_the_real_measurement_times_both_libraries():
-    if not _mkl.library_files():
+    if not _blaschoice.library_files():
         pytest.skip("the mkl extra is not installed")
     timings = _blaschoice._measure_in_child()
     for lib in ("mkl", "numpy"):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import rnnlab
-from rnnlab import fast, gradcheck
+from rnnlab import fast, gradcheck, settings
 from rnnlab.cells import Cell, LSTMCell
 from rnnlab.layers import Recurrent
 
@@ -115,8 +115,7 @@ def test_variants_compiled_equal_numpy(name, monkeypatch):
     x, d = rng.standard_normal((B, T, I)), rng.standard_normal((B, T, 2 * H))
     f = m.forward(x, lengths=LENGTHS)
     b = m.backward(f, d)
-    with monkeypatch.context() as mp:
-        mp.setattr(fast, "available", lambda: False)
+    with settings.override(no_numba=True):
         f0 = m.forward(x, lengths=LENGTHS)
         b0 = m.backward(f0, d)
     np.testing.assert_allclose(f.output, f0.output, rtol=1e-12, atol=1e-14)

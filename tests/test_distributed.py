@@ -314,7 +314,7 @@ def test_bad_input_is_one_line(tmp_path):
     args = [*ADDING, "--steps", "10", "--batch-size", "4", "--run-dir", "run"]
     done = mpiexec(args, tmp_path, RNNLAB_MPI_TIMEOUT="soon")
     assert done.returncode == 2
-    assert "rnnlab: error: RNNLAB_MPI_TIMEOUT must be a positive number of seconds; got 'soon'" \
+    assert "rnnlab: error: `RNNLAB_MPI_TIMEOUT` must be a positive number of seconds; got 'soon'" \
         in done.stderr  # fmt: skip
     assert "Traceback" not in done.stderr
     done = mpiexec(["demo", "--run-dir", "demo"], tmp_path)

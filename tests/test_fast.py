@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("numba")
 pytest.importorskip("scipy")
 
-from rnnlab import fast, parallel, recurrence  # noqa: E402
+from rnnlab import _blaschoice, fast, recurrence, settings  # noqa: E402
 from rnnlab.cells import ElmanCell, GRUCell, LSTMCell  # noqa: E402
 from rnnlab.fast import blas, kernels  # noqa: E402
 
@@ -354,18 +354,18 @@ def test_tanh_kernel_at_the_edges(dtype):
 
 
 # ----------------------------------------------------------------------------- switches
-def test_available_follows_the_environment(monkeypatch):
-    monkeypatch.delenv("RNNLAB_NO_NUMBA", raising=False)
+def test_available_follows_the_environment(setenv):
+    setenv(RNNLAB_NO_NUMBA=None)
     assert fast.available()
-    monkeypatch.setenv("RNNLAB_NO_NUMBA", "1")
+    setenv(RNNLAB_NO_NUMBA="1")
     assert not fast.available()
-    monkeypatch.setenv("RNNLAB_NO_NUMBA", "0")
+    setenv(RNNLAB_NO_NUMBA="0")
     assert fast.available()
 
 
 def test_numpy_blas_is_found_for_numpy_wheels():
     """NumPy's PyPI wheels bundle an ILP64 OpenBLAS; the kernels must find it there."""
-    if not parallel.numpy_blas_files():
+    if not _blaschoice.numpy_blas_files():
         pytest.skip("this NumPy has no bundled OpenBLAS (conda, Accelerate, a distribution)")
     assert blas.NUMPY_CBLAS
 
@@ -396,9 +396,8 @@ def test_wide_vectors_on_avx512_change_no_bit(tmp_path):
     import llvmlite.binding as ll
 
     has_avx512 = "+avx512f" in ll.get_host_cpu_features().flatten()
-    asked = os.environ.get("RNNLAB_VECTOR_WIDTH", "").strip().lower()
-    want = {"default": 0, "": 16 if has_avx512 else 0, "auto": 16 if has_avx512 else 0}
-    assert kernels.VECTOR_WIDTH == want.get(asked, int(asked) if asked.isdigit() else -1)
+    asked = settings.current().vector_width
+    assert kernels.VECTOR_WIDTH == ((16 if has_avx512 else 0) if asked is None else asked)
     x = np.linspace(-30, 30, 20001)
     here = {}
     for dtype in (np.float32, np.float64):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rnnlab import fast, gradcheck
+from rnnlab import fast, gradcheck, settings
 from rnnlab.feedback import OutputFeedback
 
 B, T, I, H, K = 4, 6, 3, 5, 4
@@ -60,13 +60,14 @@ def _notes(layer, x, truth, use, h0, y0, lengths):
 
 
 @pytest.fixture(params=["compiled", "numpy"])
-def path(request, monkeypatch):
+def path(request):
     if request.param == "compiled":
         if not fast.available():
             pytest.skip("needs the compiled loops")
+        yield request.param
     else:
-        monkeypatch.setattr(fast, "available", lambda: False)
-    return request.param
+        with settings.override(no_numba=True):
+            yield request.param
 
 
 @pytest.mark.parametrize("feedback", ["identity", "softmax", "sigmoid"])
@@ -113,8 +114,7 @@ def test_compiled_equals_numpy(feedback, hidden):
     layer = _layer(feedback, hidden)
     x, targets, _ = _data(feedback)
     f1, b1 = _run(layer, x, targets, "scheduled")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(fast, "available", lambda: False)
+    with settings.override(no_numba=True):
         f2, b2 = _run(layer, x, targets, "scheduled")
     np.testing.assert_allclose(f1.output, f2.output, rtol=0, atol=1e-12)
     np.testing.assert_allclose(f1.cache["y_last"], f2.cache["y_last"], rtol=0, atol=1e-12)
@@ -127,12 +127,13 @@ def test_compiled_equals_numpy(feedback, hidden):
 
 @pytest.mark.parametrize("feedback", ["softmax", "sigmoid"])
 @pytest.mark.parametrize("mode", ["teacher", "free", "scheduled"])
-def test_finite_differences_on_numpy(monkeypatch, feedback, mode):
-    monkeypatch.setattr(fast, "available", lambda: False)
+def test_finite_differences_on_numpy(feedback, mode):
     layer = _layer(feedback, True)
     x, targets, _ = _data(feedback)
-    gradcheck(layer, x, rng_seed=1, targets=targets, mode=mode, p=0.5, lengths=LENGTHS,
-              state=np.random.default_rng(1).standard_normal((B, H))).assert_ok()  # fmt: skip
+    with settings.override(no_numba=True):
+        report = gradcheck(layer, x, rng_seed=1, targets=targets, mode=mode, p=0.5,
+                           lengths=LENGTHS, state=np.random.default_rng(1).standard_normal((B, H)))
+    report.assert_ok()
 
 
 def test_float32_runs_the_compiled_loop_near_float64():

@@ -394,12 +394,12 @@ def test_mse_compiled_pass_matches_the_numpy_passes(layout, dtype, reduction, ma
     np.testing.assert_allclose(got_loss, want_loss, rtol=1e-14)
 
 
-def test_mse_compiled_pass_splits_large_batches_over_threads(monkeypatch):
+def test_mse_compiled_pass_splits_large_batches_over_threads(monkeypatch, setenv):
     from rnnlab import fast, parallel
 
     if not fast.available():
         pytest.skip("needs the compiled kernels")
-    monkeypatch.setenv("RNNLAB_NUM_THREADS", "3")
+    setenv(RNNLAB_NUM_THREADS="3")
     monkeypatch.setattr(fast, "MIN_LOSS_ELEMENTS", 0)
     parts = []
     run_parts = parallel.run_parts

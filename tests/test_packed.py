@@ -26,15 +26,15 @@ from test_fast import (  # noqa: E402
 )
 from test_parallel import _loaded_mkl, split_problem  # noqa: E402
 
-from rnnlab import LSTM, _mkl, fast, parallel  # noqa: E402
+from rnnlab import LSTM, _mkl, fast, parallel, settings  # noqa: E402
 from rnnlab.fast import blas  # noqa: E402
 
 
 @pytest.fixture
-def packing(monkeypatch):
+def packing(monkeypatch, setenv):
     """Pack every weight (no size bound) and record the shape of each packed factor."""
     _loaded_mkl()
-    monkeypatch.delenv("RNNLAB_PACKED", raising=False)
+    setenv(RNNLAB_PACKED=None)
     monkeypatch.setattr(fast, "MIN_PACKED_VALUES", 1)
     monkeypatch.setattr(fast, "MIN_PACKED_VALUES_INFER", 1)
     seen: list[tuple[int, int]] = []
@@ -48,9 +48,8 @@ def packing(monkeypatch):
     return seen
 
 
-def unpacked(fn, monkeypatch):
-    with monkeypatch.context() as m:
-        m.setenv("RNNLAB_PACKED", "0")
+def unpacked(fn):
+    with settings.override(packed=False):
         return fn()
 
 
@@ -79,16 +78,16 @@ def test_packed_products_match_numpy(dtype):
     assert mkl.pack(np.empty((0, 4), dtype), 8) is None
 
 
-def test_packs_follows_size_dtype_and_environment(monkeypatch):
+def test_packs_follows_size_dtype_and_environment(setenv):
     _loaded_mkl()
-    monkeypatch.delenv("RNNLAB_PACKED", raising=False)
+    setenv(RNNLAB_PACKED=None)
     assert fast.packs((256, 1024), np.float32)
     assert fast.packs((256, 1024), np.float64)
     assert not fast.packs((128, 512), np.float32)  # below MIN_PACKED_VALUES: memory, no speed
     assert fast.packs((128, 512), np.float32, inference=True)
     assert not fast.packs((64, 256), np.float32, inference=True)  # a loss measured
     assert not fast.packs((256, 1024), np.float16)
-    monkeypatch.setenv("RNNLAB_PACKED", "0")
+    setenv(RNNLAB_PACKED="0")
     assert not fast.packs((256, 1024), np.float32)
 
 
@@ -99,8 +98,8 @@ def test_packs_follows_size_dtype_and_environment(monkeypatch):
 def test_packed_loops_match_the_unpacked_ones(kind, reverse, masked, dtype, packing, monkeypatch):
     p = cast(split_problem(kind, reverse, masked, seed=4, shape=(7, 13, 21)), dtype)
     tol = 1e-12 if dtype == np.float64 else 1e-5
-    want_tape = unpacked(lambda: run_forward(kind, p, "fast"), monkeypatch)
-    want = unpacked(lambda: run_backward(kind, p, want_tape, "fast"), monkeypatch)
+    want_tape = unpacked(lambda: run_forward(kind, p, "fast"))
+    want = unpacked(lambda: run_backward(kind, p, want_tape, "fast"))
     assert packing == []
     got_tape = run_forward(kind, p, "fast")
     H = 21
@@ -120,7 +119,7 @@ CELLS_GATES = {"tanh": 1, "relu": 1, "lstm": 4, "gru": 3, "gru_orig": 3}
 
 
 @pytest.mark.parametrize("name, ctor, kw", CELLS, ids=[c[0] for c in CELLS])
-def test_layers_with_packed_weights_match_unpacked(name, ctor, kw, packing, monkeypatch):
+def test_layers_with_packed_weights_match_unpacked(name, ctor, kw, packing):
     """Whole bidirectional 2-layer layers, masked, in training (outputs, states, every
     gradient), in inference (the one-product-per-step loop included) and with gradient
     checkpointing, whose segments share one packed weight per direction."""
@@ -139,7 +138,7 @@ def test_layers_with_packed_weights_match_unpacked(name, ctor, kw, packing, monk
         return layer.forward(x, lengths=lengths, grad=False)
 
     for what, kw_ in (("full BPTT", {}), ("checkpointed", {"checkpoint_every": 3})):
-        want_f, want_b = unpacked(lambda kw_=kw_: step(**kw_), monkeypatch)
+        want_f, want_b = unpacked(lambda kw_=kw_: step(**kw_))
         before = len(packing)
         got_f, got_b = step(**kw_)
         # each direction of each layer packs once forward and once for BPTT (a checkpointed
@@ -154,7 +153,7 @@ def test_layers_with_packed_weights_match_unpacked(name, ctor, kw, packing, monk
         assert got_b.params.keys() == want_b.params.keys()
         for k in want_b.params:
             assert_close(got_b.params[k], want_b.params[k], 1e-12, f"{what} {k}")
-    want = unpacked(infer, monkeypatch)
+    want = unpacked(infer)
     before = len(packing)
     got = infer()
     assert len(packing) > before
@@ -186,12 +185,12 @@ def test_without_mkl_nothing_is_packed(monkeypatch):
     assert none.size == 0  # the LSTM has one product
 
 
-def test_inference_packs_smaller_weights_than_training(monkeypatch):
+def test_inference_packs_smaller_weights_than_training(monkeypatch, setenv):
     """At H = 128 an LSTM's weights are packed without a tape only (W_ihᵀ and W_hhᵀ apiece,
     where the stacked [W_ih | W_hh]ᵀ passes the bound): in training the packed buffers cost
     more memory than they saved time (see fast.packs)."""
     _loaded_mkl()
-    monkeypatch.delenv("RNNLAB_PACKED", raising=False)
+    setenv(RNNLAB_PACKED=None)
     seen = []
     pack = _mkl.MKL.pack
     monkeypatch.setattr(
@@ -207,10 +206,10 @@ def test_inference_packs_smaller_weights_than_training(monkeypatch):
     assert seen == [(300, 512), (128, 512)]
 
 
-def test_directions_run_at_once_whatever_their_step_bytes_when_packed(packing, monkeypatch):
+def test_directions_run_at_once_whatever_their_step_bytes_when_packed(packing, monkeypatch, setenv):
     """The bound on one step's gates (parallel.MAX_CONCURRENT_STEP_BYTES) is for plain
     weights only: packed, the two directions of a large layer ran faster at once."""
-    monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
+    setenv(RNNLAB_NUM_THREADS="2")
     monkeypatch.setattr(parallel, "MIN_CONCURRENT_FLOPS", 0)
     monkeypatch.setattr(parallel, "MAX_CONCURRENT_STEP_BYTES", 1)
     at_once: list[bool] = []
@@ -228,7 +227,7 @@ def test_directions_run_at_once_whatever_their_step_bytes_when_packed(packing, m
     layer = make(LSTM, {}, 3, 6, bi=True, rng=rng)
     x = rng.standard_normal((8, 5, 3))
     for env, want in (("1", True), ("0", False)):
-        monkeypatch.setenv("RNNLAB_PACKED", env)
+        setenv(RNNLAB_PACKED=env)
         at_once.clear()
         f = layer.forward(x)
         layer.backward(f, np.ones_like(f.output))

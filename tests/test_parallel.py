@@ -28,7 +28,7 @@ from test_fast import (  # noqa: E402
     tape_arrays,
 )
 
-from rnnlab import _mkl, fast, parallel  # noqa: E402
+from rnnlab import _blaschoice, _mkl, fast, parallel, settings  # noqa: E402
 
 SPLIT_SHAPE = (7, 13, 21)  # 13 rows: parts of 6 and 7 on two threads, 4, 4 and 5 on three
 
@@ -65,21 +65,20 @@ def split_calls(monkeypatch):
     return seen
 
 
-def in_session(threads, fn, monkeypatch):
-    monkeypatch.setenv("RNNLAB_NUM_THREADS", str(threads))
-    with parallel.session():
+def in_session(threads, fn):
+    with settings.override(num_threads=threads), parallel.session():
         assert parallel.in_session() == (threads > 1)
         return fn()
 
 
-def test_a_session_splits_and_outside_nothing_is_split(monkeypatch):
-    monkeypatch.setenv("RNNLAB_NUM_THREADS", "3")
+def test_a_session_splits_and_outside_nothing_is_split(setenv):
+    setenv(RNNLAB_NUM_THREADS="3")
     assert parallel.row_parts(13, 4) == [(0, 13)]  # not in a session
     with parallel.session():
         assert parallel.row_parts(13, 4) == [(0, 4), (4, 8), (8, 13)]
         assert parallel.row_parts(13, 5) == [(0, 6), (6, 13)]  # at least 5 rows a part
         assert parallel.row_parts(7, 4) == [(0, 7)]
-    monkeypatch.setenv("RNNLAB_NUM_THREADS", "1")
+    setenv(RNNLAB_NUM_THREADS="1")
     with parallel.session():
         assert parallel.row_parts(13, 4) == [(0, 13)]
 
@@ -89,23 +88,23 @@ def test_a_session_splits_and_outside_nothing_is_split(monkeypatch):
 @pytest.mark.parametrize("kind", KIND_IDS)
 def test_split_loops_match_one_thread(kind, reverse, masked, monkeypatch, split_calls):
     p = split_problem(kind, reverse, masked, seed=3, shape=SPLIT_SHAPE)
-    want_tape = in_session(1, lambda: run_forward(kind, p, "fast"), monkeypatch)
-    want = in_session(1, lambda: run_backward(kind, p, want_tape, "fast"), monkeypatch)
+    want_tape = in_session(1, lambda: run_forward(kind, p, "fast"))
+    want = in_session(1, lambda: run_backward(kind, p, want_tape, "fast"))
     for threads in (2, 3):
-        tape = in_session(threads, lambda: run_forward(kind, p, "fast"), monkeypatch)
+        tape = in_session(threads, lambda: run_forward(kind, p, "fast"))
         for name, w in tape_arrays(want_tape).items():
             assert_close(tape_arrays(tape)[name], w, 1e-12, f"{threads} threads: {name}")
-        got = in_session(threads, lambda t=tape: run_backward(kind, p, t, "fast"), monkeypatch)
+        got = in_session(threads, lambda t=tape: run_backward(kind, p, t, "fast"))
         for name in want:
             assert_close(got[name], want[name], 1e-12, f"{threads} threads: {name}")
     assert max(split_calls) == 3  # the loops did run split
 
 
-def test_session_restores_the_blas_thread_count(monkeypatch):
+def test_session_restores_the_blas_thread_count(setenv):
     if parallel._CONTROL is None:
         pytest.skip("this NumPy has no bundled OpenBLAS whose thread count rnnlab can set")
     get, set_ = parallel._CONTROL
-    monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
+    setenv(RNNLAB_NUM_THREADS="2")
     before = get()
     try:
         set_(2)
@@ -115,7 +114,7 @@ def test_session_restores_the_blas_thread_count(monkeypatch):
                 assert get() == 1
             assert get() == 1
         assert get() == 2
-        monkeypatch.setenv("RNNLAB_NUM_THREADS", "1")
+        setenv(RNNLAB_NUM_THREADS="1")
         with parallel.session():  # not enabled: NumPy keeps its threads
             assert get() == 2 and not parallel.in_session()
     finally:
@@ -123,18 +122,18 @@ def test_session_restores_the_blas_thread_count(monkeypatch):
 
 
 def test_blas_thread_control_is_found_for_numpy_wheels():
-    if not parallel.numpy_blas_files():
+    if not _blaschoice.numpy_blas_files():
         pytest.skip("this NumPy has no bundled OpenBLAS (conda, Accelerate, a distribution)")
     assert parallel._CONTROL is not None
 
 
 @pytest.mark.parametrize("threads", [2, 3])
-def test_split_products_match_numpy(threads, monkeypatch):
+def test_split_products_match_numpy(threads, setenv):
     rng = np.random.default_rng(0)
     a = rng.standard_normal((3000, 200))
     b = rng.standard_normal((200, 90))
     c = rng.standard_normal((3000, 150))
-    monkeypatch.setenv("RNNLAB_NUM_THREADS", str(threads))
+    setenv(RNNLAB_NUM_THREADS=str(threads))
     with parallel.session():
         assert len(parallel._product_parts(3000, 90, 200)) == threads  # big enough to split
         assert len(parallel._product_parts(200, 150, 3000)) == threads
@@ -150,7 +149,8 @@ def test_split_products_match_numpy(threads, monkeypatch):
 @pytest.mark.parametrize("split", ["summed rows", "result rows"])
 @pytest.mark.parametrize("threads", [2, 3])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_inner_products_and_sums_in_one_hand_over(threads, dtype, split, split_calls, monkeypatch):
+def test_inner_products_and_sums_in_one_hand_over(threads, dtype, split, split_calls, monkeypatch,
+                                                  setenv):
     """parallel.inner_products: dW_ih, dW_hh and the bias gradients of a direction in one call
     to the threads; small results split the T·B rows they sum over into contiguous blocks
     (the blocks' results added), large ones split their own rows."""
@@ -161,7 +161,7 @@ def test_inner_products_and_sums_in_one_hand_over(threads, dtype, split, split_c
     X, Hs = rng.standard_normal((500, 7)).astype(dtype), rng.standard_normal((500, 9)).astype(dtype)
     monkeypatch.setattr(parallel, "_MIN_ROWS_MATMUL", 1)
     monkeypatch.setattr(parallel, "MIN_FLOPS", 1)
-    monkeypatch.setenv("RNNLAB_NUM_THREADS", str(threads))
+    setenv(RNNLAB_NUM_THREADS=str(threads))
     with parallel.session():
         (dW_x, dW_h, dW_n), (db, db_n) = parallel.inner_products(
             [(dA, X), (dA, Hs), (dA[:, 10:20], Hs)], [dA, dA[:, 30:]]
@@ -184,7 +184,8 @@ def test_inner_products_and_sums_in_one_hand_over(threads, dtype, split, split_c
 @pytest.mark.parametrize("chunk", [64, 125], ids=["chunks of 64 rows", "of 125"])
 @pytest.mark.parametrize("threads", [2, 3])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_products_sharing_their_left_factor_side_by_side(threads, dtype, chunk, monkeypatch):
+def test_products_sharing_their_left_factor_side_by_side(threads, dtype, chunk, monkeypatch,
+                                                         setenv):
     """Narrow right factors of one left factor (an LSTM's X and h_{t-1} for dA) multiplied
     side by side, chunk by chunk of the summed rows (the last chunk shorter), rows of the
     results split over the threads: the products of each pair alone; wide ones, or pairs
@@ -195,7 +196,7 @@ def test_products_sharing_their_left_factor_side_by_side(threads, dtype, chunk, 
     monkeypatch.setattr(parallel, "MIN_FLOPS", 1)
     monkeypatch.setattr(parallel, "SIDE_BY_SIDE_ROWS", chunk)
     monkeypatch.setattr(parallel, "NARROW", 8)
-    monkeypatch.setenv("RNNLAB_NUM_THREADS", str(threads))
+    setenv(RNNLAB_NUM_THREADS=str(threads))
     together = []
     side_by_side = parallel._side_by_side
     monkeypatch.setattr(
@@ -231,7 +232,7 @@ def test_products_sharing_their_left_factor_side_by_side(threads, dtype, chunk, 
 
 @pytest.mark.parametrize("how", ["rows", "directions"])
 @pytest.mark.parametrize("name, ctor, kw", CELLS, ids=[c[0] for c in CELLS])
-def test_layers_split_or_not_agree(name, ctor, kw, how, monkeypatch, split_calls):
+def test_layers_split_or_not_agree(name, ctor, kw, how, monkeypatch, split_calls, setenv):
     """A whole bidirectional two-layer step: outputs, final states and every gradient, 1 vs 2
     threads, with each direction split by rows or the two directions at once."""
     at_once: list[bool] = []
@@ -249,7 +250,7 @@ def test_layers_split_or_not_agree(name, ctor, kw, how, monkeypatch, split_calls
         monkeypatch.setattr(parallel, "MIN_CONCURRENT_FLOPS", 0)
     results = {}
     for threads in ("1", "2"):
-        monkeypatch.setenv("RNNLAB_NUM_THREADS", threads)
+        setenv(RNNLAB_NUM_THREADS=threads)
         at_once.clear()
         rng = np.random.default_rng(7)
         layer = make(ctor, kw, 5, 9, L=2, bi=True, rng=rng)
@@ -265,8 +266,8 @@ def test_layers_split_or_not_agree(name, ctor, kw, how, monkeypatch, split_calls
     assert max(split_calls) == 2  # loops and products, or the directions, did run split
 
 
-def test_concurrent_jobs_pass_their_results_and_errors_back(monkeypatch):
-    monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
+def test_concurrent_jobs_pass_their_results_and_errors_back(setenv):
+    setenv(RNNLAB_NUM_THREADS="2")
     with parallel.session():
         assert parallel.concurrently([lambda: 1, lambda: 2], flops=1e12) == [1, 2]
 
@@ -295,16 +296,18 @@ def test_input_grad_false_skips_only_the_input_gradient():
 def test_bad_thread_count_is_refused(monkeypatch):
     monkeypatch.setenv("RNNLAB_NUM_THREADS", "two")
     with pytest.raises(ValueError, match=r"`RNNLAB_NUM_THREADS` must be a positive integer"):
+        settings.reload()
+    with pytest.raises(ValueError, match=r"`RNNLAB_NUM_THREADS` must be a positive integer"):
         parallel.num_threads()
     monkeypatch.setenv("RNNLAB_NUM_THREADS", "0")
     with pytest.raises(ValueError, match=r"got '0'"):
-        parallel.num_threads()
+        settings.reload()
 
 
 def test_freed_memory_is_kept_on_glibc():
     import platform
 
-    if platform.libc_ver()[0] != "glibc" or os.environ.get("RNNLAB_MALLOC") == "system":
+    if platform.libc_ver()[0] != "glibc" or settings.current().malloc == "system":
         pytest.skip("glibc only")
     assert fast.available() and fast.keep_freed_memory()
 
@@ -350,7 +353,7 @@ def test_either_blas_gives_the_step_loops_results(choice):
     assert run.returncode == 0, run.stderr[-3000:]
     name, ok = run.stdout.split("\n")[:2]
     assert ok == "ok"
-    has_mkl = bool(_mkl.library_files())
+    has_mkl = bool(_blaschoice.library_files())
     if choice == "numpy" or not has_mkl:
         assert name == "NumPy's OpenBLAS"
     else:
@@ -384,17 +387,17 @@ def test_mkl_gemm_handles_views_and_refuses_what_it_cannot(dtype):
 def _loaded_mkl():
     mkl = _mkl.load()
     if mkl is None:
-        if _mkl.library_files() and _mkl.wanted():
+        if _blaschoice.library_files() and _mkl.wanted():
             pytest.fail("the mkl package is installed but rnnlab did not load it")
         pytest.skip("the mkl extra is not installed")
     return mkl
 
 
-def test_every_part_calls_mkl_on_one_thread_and_the_caller_gets_its_setting_back(monkeypatch):
+def test_every_part_calls_mkl_on_one_thread_and_the_caller_gets_its_setting_back(setenv):
     mkl = _loaded_mkl()
     outside = mkl.max_threads()
     seen: list[int] = []
-    monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
+    setenv(RNNLAB_NUM_THREADS="2")
     with parallel.session():
         parallel.run_parts(lambda a, b: seen.append(mkl.max_threads()), [(0, 1), (1, 2)])
     assert seen == [1, 1]
@@ -512,10 +515,10 @@ def test_sequential_passes_grad_false_to_its_recurrent_layers():
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_a_forked_child_gets_its_own_worker_threads(monkeypatch, split_calls):
+def test_a_forked_child_gets_its_own_worker_threads(setenv, split_calls):
     """multiprocessing's default start method on Linux forks: the child must not hand work to
     the parent's worker threads, which it does not have."""
-    monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
+    setenv(RNNLAB_NUM_THREADS="2")
     _, ctor, kw = CELLS[2]
     layer = make(ctor, kw, 3, 5)
     x = np.random.default_rng(0).standard_normal((8, 4, 3))
@@ -599,8 +602,7 @@ def test_inference_projecting_each_step_matches_the_numpy_loop(kind, dtype, reve
             parts.append(len(ps))
             return run_parts(fn, ps)
 
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("RNNLAB_NUM_THREADS", str(threads))
+        with pytest.MonkeyPatch.context() as mp, settings.override(num_threads=threads):
             mp.setattr(fast, "MIN_LOOP_FLOPS", 0)
             mp.setattr(parallel, "run_parts", recording)
             with parallel.session():
@@ -613,10 +615,10 @@ def test_inference_projecting_each_step_matches_the_numpy_loop(kind, dtype, reve
             np.testing.assert_allclose(cs, want_cs, rtol=tol, atol=tol)
 
 
-def test_every_part_runs_under_the_callers_numpy_error_handling(monkeypatch):
+def test_every_part_runs_under_the_callers_numpy_error_handling(setenv):
     """np.errstate is per thread: an overflow on a worker is ignored or raised as the caller
     asked, not warned about by the worker's default handling."""
-    monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
+    setenv(RNNLAB_NUM_THREADS="2")
     big = np.float32(3e38)
 
     def overflow(a, b):
@@ -639,11 +641,11 @@ def test_every_part_runs_under_the_callers_numpy_error_handling(monkeypatch):
         assert sorted(seen) == [0, 1]
 
 
-def test_large_arrays_reuse_the_memory_of_freed_ones(monkeypatch):
+def test_large_arrays_reuse_the_memory_of_freed_ones(monkeypatch, setenv):
     """parallel.empty: an array above POOL_MIN_BYTES takes the block of one that was freed
     (the same memory, not freshly mapped) once it and every view of it are gone; smaller
     ones, and everything under RNNLAB_MALLOC=system, are plain np.empty."""
-    monkeypatch.delenv("RNNLAB_MALLOC", raising=False)
+    setenv(RNNLAB_MALLOC=None)
     monkeypatch.setattr(parallel, "POOL_MIN_BYTES", 4096)
     monkeypatch.setattr(parallel, "_free_blocks", [])
     monkeypatch.setattr(parallel, "_free_bytes", 0)
@@ -674,7 +676,7 @@ def test_large_arrays_reuse_the_memory_of_freed_ones(monkeypatch):
     monkeypatch.setattr(parallel, "POOL_MAX_FREE_BYTES", 0)
     del d
     assert [blk.size for blk in parallel._free_blocks] == [9600, 9600]  # the cap: d not kept
-    monkeypatch.setenv("RNNLAB_MALLOC", "system")
+    setenv(RNNLAB_MALLOC="system")
     assert parallel.empty((10, 30, 8), np.float32).base is None
 
 

@@ -44,10 +44,10 @@ def test_a_second_backward_pass_is_refused_with_a_clear_message(name):
     ("name", "how"),
     [("rnn", "compiled"), ("lstm", "numpy"), ("gru", "numpy"), ("lstm", "checkpointed")],
 )
-def test_a_tape_nothing_overwrites_serves_any_number_of_backward_passes(name, how, monkeypatch):
+def test_a_tape_nothing_overwrites_serves_any_number_of_backward_passes(name, how, setenv):
     """An Elman cell's tape, the NumPy loop's and a checkpointed one keep their values."""
     if how == "numpy":
-        monkeypatch.setenv("RNNLAB_NO_NUMBA", "1")
+        setenv(RNNLAB_NO_NUMBA="1")
     layer = _layer(name)
     x = np.random.default_rng(1).standard_normal((2, 6, 3))
     kw = {"checkpoint_every": 2} if how == "checkpointed" else {}
@@ -89,8 +89,8 @@ def _peak_bytes(fn) -> tuple[object, int]:
 
 @pytest.mark.skipif(not fast.available(), reason="the in-place loops are the compiled ones")
 @pytest.mark.parametrize("name", ["lstm", "gru", "rnn"])
-def test_the_projection_and_the_gradients_take_no_array_of_their_own(name, monkeypatch):
-    monkeypatch.setenv("RNNLAB_MALLOC", "system")  # no retained scratch buffers: all counted
+def test_the_projection_and_the_gradients_take_no_array_of_their_own(name, setenv):
+    setenv(RNNLAB_MALLOC="system")  # no retained scratch buffers: all counted
     T, B, I, H = 40, 8, 16, 32
     G = {"lstm": 4, "gru": 3, "rnn": 1}[name]
     layer = LAYERS[name](I, H, dtype=np.float64, rng=np.random.default_rng(0))
@@ -113,11 +113,11 @@ def test_the_projection_and_the_gradients_take_no_array_of_their_own(name, monke
 
 
 @pytest.mark.skipif(not fast.available(), reason="the in-place loops are the compiled ones")
-def test_the_gru_w_hh_side_gradient_takes_the_place_of_w_hn_h(monkeypatch):
+def test_the_gru_w_hh_side_gradient_takes_the_place_of_w_hn_h(setenv):
     """Reset-after GRU: the n block of the W_hh side's gradient (da_n ⊙ r, one (T, B, H) unit)
     is written over W_hn h + b_hn, which each BPTT step reads just before; so backward needs
     less than one unit of its own (it needed a second one before)."""
-    monkeypatch.setenv("RNNLAB_MALLOC", "system")
+    setenv(RNNLAB_MALLOC="system")
     T, B, I, H = 80, 8, 16, 32
     layer = GRU(I, H, dtype=np.float64, rng=np.random.default_rng(0))
     x = np.random.default_rng(1).standard_normal((B, T, I))

@@ -1,11 +1,13 @@
-"""Which BLAS the compiled loops' per-step products call, chosen on this host by measurement.
+"""The BLAS libraries found here (MKL's, NumPy's OpenBLAS) and which of them the compiled
+loops' per-step products call, chosen on this host by measurement.
 
 MKL (the `mkl` extra) was 1.2–1.9x faster than NumPy's OpenBLAS at the loops' per-step
 shapes on the Intel host it was first measured on; on an AMD EPYC with AVX-512, MKL runs its
 AVX2 code and NumPy's OpenBLAS its AVX-512 kernel, and the same products ran at about half
 the speed on MKL (issue #21). A vendor rule would be a guess, so the choice is a measurement:
 at first use, a child process times both libraries on the products the loops make (one
-thread per call, as rnnlab's threads call them) and the faster one is kept. The child keeps
+thread per call, as rnnlab's threads call them: rnnlab._mkl.measure) and the faster one is
+kept. The child keeps
 MKL out of this process when MKL loses (MKL loaded into the global symbol scope changes
 which BLAS a PyTorch imported later binds to; rnnlab._mkl).
 
@@ -21,7 +23,9 @@ choice and why.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
+import glob
 import importlib.metadata
 import json
 import os
@@ -31,6 +35,10 @@ import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from rnnlab import settings
 
 FORMAT = 1
 SHAPES = ((16, 128, 512), (32, 256, 1024), (64, 512, 2048))
@@ -51,15 +59,45 @@ class Choice:
     cache: str | None = None  # the cache file read or written
 
 
+def library_files() -> list[str]:
+    """Where the `mkl` wheel puts Intel's single dynamic library (the environment's lib/)."""
+    found: list[str] = []
+    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
+        found += sorted(glob.glob(os.path.join(prefix, "lib", "libmkl_rt.so*")))
+        found += sorted(glob.glob(os.path.join(prefix, "Library", "bin", "mkl_rt*.dll")))
+    return found
+
+
+def numpy_blas_files() -> list[str]:
+    """The OpenBLAS libraries bundled with NumPy's wheels (numpy.libs/ or .dylibs/)."""
+    root = os.path.dirname(np.__file__)
+    found: list[str] = []
+    for folder in (os.path.join(root, os.pardir, "numpy.libs"), os.path.join(root, ".dylibs")):
+        found += sorted(glob.glob(os.path.join(folder, "*openblas*")))
+    return found
+
+
+def numpy_blas_symbols(candidates: tuple[tuple[str, str], ...]) -> tuple[object, object] | None:
+    """The first pair of `candidates` whose two symbols NumPy's OpenBLAS exports, as ctypes
+    functions of the library NumPy already loaded (the same handle, the same thread pool)."""
+    for path in numpy_blas_files():
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for first, second in candidates:
+            if hasattr(lib, first) and hasattr(lib, second):
+                return getattr(lib, first), getattr(lib, second)
+    return None
+
+
 def cache_path(want: dict | None = None) -> str:
-    """RNNLAB_CACHE_DIR, else $XDG_CACHE_HOME/rnnlab, else ~/.cache/rnnlab; in it one file per
-    key (a machine with two setups, e.g. with and without OPENBLAS_CORETYPE, keeps both)."""
+    """In settings.current().cache_dir (RNNLAB_CACHE_DIR, else $XDG_CACHE_HOME/rnnlab, else
+    ~/.cache/rnnlab), one file per key (a machine with two setups, e.g. with and without
+    OPENBLAS_CORETYPE, keeps both)."""
     import hashlib
 
-    folder = os.environ.get("RNNLAB_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
-        "rnnlab",
-    )
+    folder = settings.current().cache_dir
     want = key() if want is None else want
     digest = hashlib.sha256(json.dumps(want, sort_keys=True).encode()).hexdigest()[:16]
     return os.path.join(folder, f"blas-choice-{digest}.json")
@@ -99,14 +137,12 @@ def version(package: str) -> str | None:
 
 def key() -> dict:
     """What the measurement depends on."""
-    from rnnlab import parallel
-
     return {
         "format": FORMAT,
         "cpu": cpu(),
         "numpy": version("numpy"),
         "mkl": version("mkl"),
-        "threads": parallel.num_threads(),
+        "threads": settings.current().threads,
         "env": {k: os.environ[k] for k in KERNEL_VARIABLES if k in os.environ},
     }
 
@@ -174,11 +210,12 @@ def decide(timings: dict) -> Choice:
 
 
 def _measure_in_child(timeout: float = 60.0) -> dict:
-    """Run `measure` in a fresh process (one thread for each library) and return its
-    timings; raises RuntimeError with the child's last words if it fails."""
+    """Run rnnlab._mkl.measure in a fresh process (one thread for each library) and return
+    its timings; raises RuntimeError with the child's last words if it fails."""
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", RNNLAB_BLAS="mkl")
+    code = "import json; from rnnlab import _mkl; print(json.dumps(_mkl.measure()))"
     try:
-        done = subprocess.run([sys.executable, "-m", "rnnlab._blaschoice"], env=env,
+        done = subprocess.run([sys.executable, "-c", code], env=env,
                               capture_output=True, text=True, timeout=timeout)  # fmt: skip
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise RuntimeError(str(exc)) from None
@@ -188,56 +225,14 @@ def _measure_in_child(timeout: float = 60.0) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def measure(repeats: int = 15) -> dict:
-    """µs per product (best of `repeats` after a warm-up) for each of SHAPES, float32, with
-    MKL on one thread (the faster of its plain and its packed product: the loops pack the
-    weights where that pays, rnnlab.fast.packs) and NumPy's matmul (run this with
-    OPENBLAS_NUM_THREADS=1)."""
-    import numpy as np
-
-    from rnnlab import _mkl
-
-    mkl = _mkl.load()
-    if mkl is None:
-        raise RuntimeError("MKL does not load")
-    rng = np.random.default_rng(0)
-    out: dict[str, list[float]] = {"mkl": [], "numpy": []}
-    for m, k, n in SHAPES:
-        a = rng.standard_normal((m, k)).astype(np.float32)
-        b = rng.standard_normal((k, n)).astype(np.float32)
-        c = np.empty((m, n), np.float32)
-        packed = mkl.pack(b, rows=m)
-        runs = {"mkl": functools.partial(mkl.gemm, a, b, c),
-                "mkl-packed": functools.partial(mkl.gemm_packed, a, packed, c),
-                "numpy": functools.partial(np.matmul, a, b, out=c)}  # fmt: skip
-        best = {name: float("inf") for name in runs}
-        with _mkl.one_thread():
-            for fn in runs.values():
-                fn()
-            for _ in range(repeats):  # alternating, so a neighbour's burst hits both alike
-                for name, fn in runs.items():
-                    t0 = time.perf_counter()
-                    fn()
-                    best[name] = min(best[name], time.perf_counter() - t0)
-        out["mkl"].append(min(best["mkl"], best["mkl-packed"]) * 1e6)
-        out["numpy"].append(best["numpy"] * 1e6)
-    return out
-
-
 @functools.cache
 def choice() -> Choice:
     """The BLAS for this process: RNNLAB_BLAS if it names one, NumPy's where MKL is not
     installed, else the cached or a fresh measurement."""
-    from rnnlab import _mkl
-
-    asked = os.environ.get("RNNLAB_BLAS", "auto").strip().lower()
-    if asked in ("mkl", "numpy"):
+    asked = settings.current().blas
+    if asked != "auto":
         return Choice(asked, f"RNNLAB_BLAS={asked}")
-    if asked not in ("", "auto"):
-        from rnnlab import _checks
-
-        _checks.fail("RNNLAB_BLAS", "'auto', 'mkl' or 'numpy'", repr(asked))
-    if not _mkl.library_files():
+    if not library_files():
         return Choice("numpy", "the `mkl` package is not installed")
     want = key()
     path = cache_path(want)
@@ -254,6 +249,3 @@ def choice() -> Choice:
         made.cache = path
     return made
 
-
-if __name__ == "__main__":  # the child of _measure_in_child
-    print(json.dumps(measure()))

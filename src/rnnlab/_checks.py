@@ -10,6 +10,7 @@ import os
 import stat
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -38,7 +39,7 @@ def all_finite(value: np.ndarray) -> bool:
     return _sum_is_finite(value) or bool(np.all(np.isfinite(value)))
 
 
-def fail(name: str, expected: str, got: str, hint: str = "") -> None:
+def fail(name: str, expected: str, got: str, hint: str = "") -> NoReturn:
     message = f"`{name}` must be {expected}; got {got} instead."
     if hint:
         message += " " + hint

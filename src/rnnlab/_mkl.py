@@ -21,7 +21,7 @@ On one core MKL was 1.2–1.9x faster than NumPy's OpenBLAS at the loops' per-st
 
 RNNLAB_BLAS=numpy leaves MKL unloaded and RNNLAB_BLAS=mkl uses it when the `mkl` package is
 installed; RNNLAB_BLAS=auto (the default) uses it where it measured faster than NumPy's
-OpenBLAS on this host (rnnlab._blaschoice).
+OpenBLAS on this host (rnnlab._blaschoice, which finds the library; `measure` below times it).
 """
 
 from __future__ import annotations
@@ -33,28 +33,20 @@ import glob
 import importlib.util
 import os
 import sys
+import time
 
 import numpy as np
+
+from rnnlab import _blaschoice
 
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 PACKED, B_MATRIX = 151, 162  # CblasPacked (gemm_compute's flag), CblasBMatrix (gemm_pack's)
 SEQUENTIAL, GNU = 1, 3  # MKL_THREADING_SEQUENTIAL, MKL_THREADING_GNU
 
 
-def library_files() -> list[str]:
-    """Where the `mkl` wheel puts Intel's single dynamic library (the environment's lib/)."""
-    found: list[str] = []
-    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
-        found += sorted(glob.glob(os.path.join(prefix, "lib", "libmkl_rt.so*")))
-        found += sorted(glob.glob(os.path.join(prefix, "Library", "bin", "mkl_rt*.dll")))
-    return found
-
-
 def wanted() -> bool:
     """Whether the loops use MKL: RNNLAB_BLAS=mkl, or (auto) MKL is installed and measured
     faster than NumPy's OpenBLAS on this host (rnnlab._blaschoice)."""
-    from rnnlab import _blaschoice
-
     return _blaschoice.choice().blas == "mkl"
 
 
@@ -219,7 +211,7 @@ def load() -> MKL | None:
     """The MKL of the `mkl` package, or None (not installed, or RNNLAB_BLAS says otherwise)."""
     if not wanted():
         return None
-    for path in library_files():
+    for path in _blaschoice.library_files():
         try:
             lib = ctypes.CDLL(path)
         except OSError:
@@ -229,3 +221,35 @@ def load() -> MKL | None:
         if all(hasattr(lib, name) for name in needed):
             return MKL(lib)
     return None
+
+
+def measure(repeats: int = 15) -> dict:
+    """µs per product (best of `repeats` after a warm-up) for each of _blaschoice.SHAPES,
+    float32, with MKL on one thread (the faster of its plain and its packed product: the loops
+    pack the weights where that pays, rnnlab.fast.packs) and NumPy's matmul: what
+    _blaschoice.choice compares, in a child process run with OPENBLAS_NUM_THREADS=1."""
+    mkl = load()
+    if mkl is None:
+        raise RuntimeError("MKL does not load")
+    rng = np.random.default_rng(0)
+    out: dict[str, list[float]] = {"mkl": [], "numpy": []}
+    for m, k, n in _blaschoice.SHAPES:
+        a = rng.standard_normal((m, k)).astype(np.float32)
+        b = rng.standard_normal((k, n)).astype(np.float32)
+        c = np.empty((m, n), np.float32)
+        packed = mkl.pack(b, rows=m)
+        runs = {"mkl": functools.partial(mkl.gemm, a, b, c),
+                "mkl-packed": functools.partial(mkl.gemm_packed, a, packed, c),
+                "numpy": functools.partial(np.matmul, a, b, out=c)}  # fmt: skip
+        best = {name: float("inf") for name in runs}
+        with one_thread():
+            for fn in runs.values():
+                fn()
+            for _ in range(repeats):  # alternating, so a neighbour's burst hits both alike
+                for name, fn in runs.items():
+                    t0 = time.perf_counter()
+                    fn()
+                    best[name] = min(best[name], time.perf_counter() - t0)
+        out["mkl"].append(min(best["mkl"], best["mkl-packed"]) * 1e6)
+        out["numpy"].append(best["numpy"] * 1e6)
+    return out

@@ -41,6 +41,7 @@ import zlib
 
 import numpy as np
 
+from rnnlab import settings
 from rnnlab.train import Batch, NonFiniteError, Trainer
 
 # Set by the launchers in every process they start: MPICH's and Intel MPI's Hydra (PMI_*),
@@ -49,10 +50,10 @@ _SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
 _RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
 
 # How long a rank waits in a collective for the others before it declares one of them dead
-# or hung and aborts every rank. Rank 0 evaluates while the others wait for its decision, so
-# this must exceed the longest evaluation; the environment variable overrides it.
+# or hung and aborts every rank (settings.current().mpi_timeout, 600 s unless the variable
+# says otherwise). Rank 0 evaluates while the others wait for its decision, so this must
+# exceed the longest evaluation.
 TIMEOUT_VARIABLE = "RNNLAB_MPI_TIMEOUT"
-DEFAULT_TIMEOUT = 600.0
 
 
 def launched() -> bool:
@@ -76,19 +77,6 @@ def _mpi():
     return MPI
 
 
-def _timeout() -> float:
-    text = os.environ.get(TIMEOUT_VARIABLE, "")
-    if not text:
-        return DEFAULT_TIMEOUT
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < float("inf"):
-        raise ValueError(f"{TIMEOUT_VARIABLE} must be a positive number of seconds; got {text!r}")
-    return value
-
-
 class Communicator:
     """The ranks of an MPI communicator (default: every process mpiexec started), with the
     few collectives data-parallel training needs, each waiting at most `timeout` seconds.
@@ -104,7 +92,7 @@ class Communicator:
         self.comm = MPI.COMM_WORLD if comm is None else comm
         self.rank = self.comm.Get_rank()
         self.size = self.comm.Get_size()
-        self.timeout = _timeout() if timeout is None else float(timeout)
+        self.timeout = settings.current().mpi_timeout if timeout is None else float(timeout)
         self.where = ""  # said in the timeout message: what the ranks were doing
 
     def _wait(self, request, what: str) -> None:
@@ -273,14 +261,13 @@ def share_cores(comm: Communicator) -> int:
     stalls the whole step (on this 2-core host, 2 ranks of an adding LSTM ran 20 times slower
     per step so). A rank the launcher bound to some cores keeps those. Returns the count."""
     n = comm.node_ranks()
-    if os.environ.get("RNNLAB_NUM_THREADS", "").strip():
-        return int(os.environ["RNNLAB_NUM_THREADS"])
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
+    asked = settings.current().num_threads
+    if asked is not None:
+        return asked
+    cores = settings.cores()
     threads = max(1, cores // n) if cores >= (os.cpu_count() or 1) else cores
-    os.environ["RNNLAB_NUM_THREADS"] = str(threads)
+    os.environ["RNNLAB_NUM_THREADS"] = str(threads)  # for this process and its children
+    settings.reload()
     return threads
 
 

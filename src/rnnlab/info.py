@@ -16,7 +16,7 @@ import os
 import platform
 import sys
 
-from rnnlab import _blaschoice
+from rnnlab import _blaschoice, settings
 
 FORCING = {
     "OPENBLAS_CORETYPE": "holds OpenBLAS to the named core type's kernel",
@@ -29,10 +29,7 @@ FORCING = {
 
 def _cpu() -> dict:
     info = _blaschoice.cpu()
-    try:
-        info["cores"] = len(os.sched_getaffinity(0))
-    except AttributeError:
-        info["cores"] = os.cpu_count()
+    info["cores"] = settings.cores()
     info["logical_cpus"] = os.cpu_count()
     return info
 

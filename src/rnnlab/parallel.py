@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
-import glob
 import os
 import threading
 import weakref
@@ -46,7 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from rnnlab import _checks, _mkl
+from rnnlab import _blaschoice, _mkl, settings
 
 MIN_FLOPS = 30_000_000  # a product smaller than this (≈ 0.2 ms on one core) is not split
 _MIN_ROWS_MATMUL = 64
@@ -58,32 +57,9 @@ _THREAD_NAMES = (
 )
 
 
-def numpy_blas_files() -> list[str]:
-    """The OpenBLAS libraries bundled with NumPy's wheels (numpy.libs/ or .dylibs/)."""
-    root = os.path.dirname(np.__file__)
-    found: list[str] = []
-    for folder in (os.path.join(root, os.pardir, "numpy.libs"), os.path.join(root, ".dylibs")):
-        found += sorted(glob.glob(os.path.join(folder, "*openblas*")))
-    return found
-
-
-def numpy_blas_symbols(candidates: tuple[tuple[str, str], ...]) -> tuple[object, object] | None:
-    """The first pair of `candidates` whose two symbols NumPy's OpenBLAS exports, as ctypes
-    functions of the library NumPy already loaded (the same handle, the same thread pool)."""
-    for path in numpy_blas_files():
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for first, second in candidates:
-            if hasattr(lib, first) and hasattr(lib, second):
-                return getattr(lib, first), getattr(lib, second)
-    return None
-
-
 def _find_thread_control():
     """(get_num_threads, set_num_threads) of the OpenBLAS bundled with NumPy, or None."""
-    found = numpy_blas_symbols(_THREAD_NAMES)
+    found = _blaschoice.numpy_blas_symbols(_THREAD_NAMES)
     if found is None:
         return None
     get, set_ = found
@@ -97,26 +73,17 @@ _CONTROL = _find_thread_control()
 
 def num_threads() -> int:
     """The threads rnnlab may use: the environment variable RNNLAB_NUM_THREADS if set (1 turns
-    every split off), else the cores this process may run on."""
-    value = os.environ.get("RNNLAB_NUM_THREADS", "").strip()
-    if value:
-        n = int(value) if value.isdigit() else 0
-        if n < 1:
-            _checks.fail("RNNLAB_NUM_THREADS", "a positive integer", repr(value))
-        return n
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    every split off), else the cores this process may run on (rnnlab.settings)."""
+    return settings.current().threads
 
 
 def enabled() -> bool:
     """True when rnnlab splits work over its own threads (see the module's docstring)."""
     if _CONTROL is None or num_threads() < 2:
         return False
-    from rnnlab import fast
+    from rnnlab.fast import probe
 
-    return fast.available()
+    return probe.available()
 
 
 # ----------------------------------------------------------------------- the BLAS session
@@ -445,7 +412,7 @@ def _side_by_side(g: np.ndarray, xs: list[np.ndarray], outs: list[np.ndarray]) -
 
 def retain_buffers() -> bool:
     """False under RNNLAB_MALLOC=system: no memory kept between calls (see scratch)."""
-    return os.environ.get("RNNLAB_MALLOC", "").strip().lower() != "system"
+    return settings.current().malloc == "retain"
 
 
 def scratch(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:

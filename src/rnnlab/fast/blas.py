@@ -40,7 +40,7 @@ import ctypes
 
 import llvmlite.binding as ll
 
-from rnnlab import _mkl, parallel
+from rnnlab import _blaschoice, _mkl
 
 SGEMM = "rnnlab_cblas_sgemm"
 DGEMM = "rnnlab_cblas_dgemm"
@@ -65,7 +65,7 @@ def _cblas_type(real):
 
 def find_numpy_cblas() -> tuple[int, int] | None:
     """Addresses of NumPy's bundled (ILP64) cblas_sgemm and cblas_dgemm, or None."""
-    found = parallel.numpy_blas_symbols(_NAMES)
+    found = _blaschoice.numpy_blas_symbols(_NAMES)
     if found is None:
         return None
     s, d = (ctypes.cast(f, ctypes.c_void_p).value for f in found)

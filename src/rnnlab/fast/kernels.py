@@ -65,6 +65,7 @@ from numba.core.compiler_lock import global_compiler_lock
 from numba.core.dispatcher import Dispatcher
 from numba.extending import intrinsic, overload
 
+from rnnlab import settings
 from rnnlab.fast import blas
 
 JIT = {"cache": True, "error_model": "numpy", "fastmath": False, "nogil": True, "_nrt": False}
@@ -77,14 +78,9 @@ def _vector_width() -> int:
     an element, results bit for bit the same (the lanes do the same arithmetic).
     RNNLAB_VECTOR_WIDTH=default leaves LLVM's choice; =N (a power of two up to 64) forces N
     lanes on any CPU (for tests, and for trying a width on another machine)."""
-    text = os.environ.get("RNNLAB_VECTOR_WIDTH", "").strip().lower()
-    if text == "default":
-        return 0
-    if text not in ("", "auto"):
-        if text not in {str(1 << k) for k in range(7)}:
-            raise ValueError(f"`RNNLAB_VECTOR_WIDTH` must be 'default', 'auto' or a power of two "
-                             f"from 1 to 64; got {text!r} instead.")  # fmt: skip
-        return int(text)
+    asked = settings.current().vector_width
+    if asked is not None:
+        return asked
     return 16 if "+avx512f" in ll.get_host_cpu_features().flatten() else 0
 
 

@@ -1,0 +1,70 @@
+"""rnnlab.settings: one parser per kind of variable, one error shape, read once."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from rnnlab import settings
+
+
+def test_an_empty_environment_gives_the_defaults():
+    got = settings.read({})
+    home_cache = os.path.join(os.path.expanduser("~"), ".cache", "rnnlab")
+    assert got == settings.Settings(cache_dir=home_cache)
+    assert got.threads == settings.cores() >= 1
+
+
+def test_each_kind_parses_by_its_one_rule():
+    got = settings.read({
+        "RNNLAB_BLAS": " MKL ", "RNNLAB_NUM_THREADS": "3", "RNNLAB_MALLOC": "System",
+        "RNNLAB_VECTOR_WIDTH": "default", "RNNLAB_NO_NUMBA": "yes", "RNNLAB_PACKED": "Off",
+        "RNNLAB_CACHE_DIR": "/tmp/c", "RNNLAB_MPI_TIMEOUT": "2.5",
+    })  # fmt: skip
+    assert got == settings.Settings(blas="mkl", num_threads=3, malloc="system", vector_width=0,
+                                    no_numba=True, packed=False, cache_dir="/tmp/c",
+                                    mpi_timeout=2.5)  # fmt: skip
+    assert got.threads == 3
+    assert settings.read({"RNNLAB_VECTOR_WIDTH": "auto"}).vector_width is None
+    assert settings.read({"RNNLAB_VECTOR_WIDTH": "16"}).vector_width == 16
+    assert settings.read({"XDG_CACHE_HOME": "/x"}).cache_dir == "/x/rnnlab"
+    for text, value in (("1", True), ("TRUE", True), ("on", True), ("0", False), ("no", False)):
+        assert settings.read({"RNNLAB_NO_NUMBA": text}).no_numba is value
+
+
+@pytest.mark.parametrize(("name", "value", "expected"), [
+    ("RNNLAB_BLAS", "openblas", "'auto', 'mkl' or 'numpy'"),
+    ("RNNLAB_NUM_THREADS", "two", "a positive integer"),
+    ("RNNLAB_NUM_THREADS", "0", "a positive integer"),
+    ("RNNLAB_MALLOC", "glibc", "'retain' or 'system'"),
+    ("RNNLAB_VECTOR_WIDTH", "12", "'default', 'auto' or a power of two from 1 to 64"),
+    ("RNNLAB_NO_NUMBA", "2", "1, 0, true, false, yes, no, on or off"),
+    ("RNNLAB_PACKED", "never", "1, 0, true, false, yes, no, on or off"),
+    ("RNNLAB_MPI_TIMEOUT", "-1", "a positive number of seconds"),
+    ("RNNLAB_MPI_TIMEOUT", "inf", "a positive number of seconds"),
+])  # fmt: skip
+def test_a_bad_value_is_named_in_one_line(name, value, expected):
+    with pytest.raises(ValueError) as caught:
+        settings.read({name: value})
+    assert str(caught.value) == f"`{name}` must be {expected}; got {value!r} instead."
+
+
+def test_read_once_until_reloaded(monkeypatch):
+    first = settings.current()
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", "5")
+    assert settings.current() is first  # not read again
+    assert settings.reload().num_threads == 5
+    assert settings.current().num_threads == 5
+
+
+def test_an_override_holds_inside_its_block_only():
+    before = settings.current()
+    with settings.override(packed=False, num_threads=7) as inside:
+        assert settings.current() is inside and not inside.packed and inside.threads == 7
+    assert settings.current() is before
+
+
+def test_settings_are_frozen():
+    with pytest.raises(AttributeError):
+        settings.current().blas = "numpy"  # type: ignore[misc]
