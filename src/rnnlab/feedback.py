@@ -28,7 +28,8 @@ import numpy as np
 
 from rnnlab import _checks, recurrence
 from rnnlab.cells import ElmanCell
-from rnnlab.layers import Backward, Forward, _dtype, _rng, load_params, valid_mask
+from rnnlab.layers import Backward, Forward, _dtype, _rng, load_params
+from rnnlab.recurrence import valid_mask
 
 
 class OutputFeedback:

@@ -15,18 +15,11 @@ from __future__ import annotations
 import numpy as np
 
 from rnnlab import _checks
-from rnnlab.layers import valid_mask
 from rnnlab.ops import sigmoid
+from rnnlab.ops import softmax as softmax  # public here too, beside log_softmax
+from rnnlab.recurrence import valid_mask
 
 REDUCTIONS = ("sum", "mean")
-
-
-def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """softmax(x)_k = e^{x_k − max x} / Σ_j e^{x_j − max x}, stable for any finite x."""
-    with np.errstate(under="ignore"):  # e^{-800} → 0 is the right answer, not an error
-        e = np.exp(x - x.max(axis=axis, keepdims=True))
-        e /= e.sum(axis=axis, keepdims=True)
-    return e
 
 
 def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:

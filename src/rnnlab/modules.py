@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from rnnlab import _checks, parallel
-from rnnlab.layers import Backward, Forward, Recurrent, _dtype, _rng, load_params, valid_mask
+from rnnlab.layers import Backward, Forward, Recurrent, _dtype, _rng, load_params
+from rnnlab.recurrence import valid_mask
 
 
 def _d_output(f: Forward, d_output) -> np.ndarray:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rnnlab import _checks, parallel
+from rnnlab.ops import sigmoid, softmax
 
 
 @dataclass
@@ -87,9 +88,6 @@ class Feedback:
 
 def _fed(f: str, o: np.ndarray) -> np.ndarray:
     """f(o) over the last axis, as the carry takes it."""
-    from rnnlab.losses import softmax
-    from rnnlab.ops import sigmoid
-
     if f == "identity":
         return o
     return sigmoid(o) if f == "sigmoid" else softmax(o, axis=-1)
@@ -751,6 +749,51 @@ def _backward_checkpointed(cell, p, tape, dys, dh, dc, need_dX, dh_trace):
         if dX is not None:
             dX[a:b] = dXs
     return dX, total, dh, dc
+
+
+def valid_mask(lengths, mask, B: int, T: int) -> np.ndarray | None:
+    """Validate `lengths` (B,) or `mask` (B, T) and return a time-major (T, B) bool mask.
+
+    Returns None when every step of every sequence is valid, so callers skip masking work.
+    """
+    if lengths is not None and mask is not None:
+        _checks.fail("lengths", "None when `mask` is given (pass one of them)", "both")
+    if lengths is not None:
+        lengths = _checks.int_array(lengths, "lengths", ndim=1)
+        if lengths.shape[0] != B:
+            _checks.fail(
+                "lengths",
+                f"an array of shape ({B},) (one length per sequence)",
+                f"shape {lengths.shape}",
+            )
+        if lengths.min() < 1 or lengths.max() > T:
+            bad = int(lengths[(lengths < 1) | (lengths > T)][0])
+            _checks.fail(
+                "lengths",
+                f"between 1 and the padded length {T}",
+                f"a length of {bad}",
+                "Zero-length sequences have no steps to run; drop them from the batch.",
+            )
+        if lengths.min() == T:
+            return None
+        return lengths_to_mask(lengths, T)
+    if mask is not None:
+        if not isinstance(mask, np.ndarray) or mask.dtype != bool:
+            _checks.fail("mask", "a boolean array (True at valid steps)", _checks.describe(mask))
+        if mask.shape != (B, T):
+            _checks.fail("mask", f"an array of shape ({B}, {T})", f"shape {mask.shape}")
+        empty = ~mask.any(axis=1)
+        if empty.any():
+            _checks.fail(
+                "mask",
+                "True at one step at least in every sequence",
+                f"an all-False row at batch index {int(np.argmax(empty))}",
+                "Zero-length sequences have no steps to run; drop them from the batch.",
+            )
+        if mask.all():
+            return None
+        return np.ascontiguousarray(mask.T)
+    return None
 
 
 def lengths_to_mask(lengths: np.ndarray, T: int) -> np.ndarray:

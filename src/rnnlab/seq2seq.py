@@ -29,10 +29,11 @@ from __future__ import annotations
 import numpy as np
 
 from rnnlab import _checks
-from rnnlab.layers import Backward, Forward, _dtype, _rng, valid_mask
-from rnnlab.losses import softmax
+from rnnlab.layers import Backward, Forward, _dtype, _rng
 from rnnlab.models import make_recurrent
 from rnnlab.modules import Embedding, Linear, _Module
+from rnnlab.ops import softmax
+from rnnlab.recurrence import valid_mask
 
 ATTENTIONS = ("none", "multiplicative", "additive")
 

@@ -30,7 +30,8 @@ from rnnlab.diagnostics._common import (
     labels,
     layer_params,
 )
-from rnnlab.layers import Recurrent, valid_mask
+from rnnlab.layers import Recurrent
+from rnnlab.recurrence import valid_mask
 
 ELMAN_NAMES = ("rnn", "relu", "irnn")  # ElmanCell.name
 
