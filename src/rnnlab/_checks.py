@@ -49,8 +49,8 @@ def fail(name: str, expected: str, got: str, hint: str = "") -> NoReturn:
 def _sum_is_finite(value: np.ndarray) -> bool:
     """Whether the sum of `value` is finite (a NaN or ±inf anywhere makes it NaN or ±inf).
     Summed as a matrix-vector product with a vector of ones where the rows suit: BLAS reads
-    the array faster than NumPy's pairwise sum (a cold (64, 100, 128) float32 input: 342
-    against 523 µs)."""
+    the array faster than NumPy's pairwise sum (docs/design.md, "Measurements behind small
+    choices")."""
     with np.errstate(over="ignore", invalid="ignore"):
         n = value.shape[-1] if value.ndim >= 2 else 0
         if n >= 16 and value.dtype in (np.float32, np.float64) and value.flags.c_contiguous:

@@ -6,18 +6,17 @@ own part of a product (`one_thread`: MKL's thread-local setting, which rnnlab.pa
 in its workers and around every split call). MKL as a whole stays in the GNU OpenMP threading
 layer with its default thread count, not the sequential one: `libmkl_rt` loads its parts into
 the process's global symbol scope, so a PyTorch imported afterwards binds its own MKL calls
-to this MKL (4,771 symbols, seen with LD_DEBUG=bindings) and sizes its thread pool by
-`mkl_get_max_threads()`. In the sequential layer that made PyTorch run on one thread (a
-2048² float32 product 117 ms against 79 ms in a process without rnnlab; in the GNU layer
-62 ms, on PyTorch's threads). The GNU runtime (libgomp) is PyTorch's own copy when PyTorch
-is installed, so that both share one. Where no libgomp can be loaded, MKL runs sequential,
-and PyTorch should be imported before rnnlab's first forward pass.
+to this MKL (seen with LD_DEBUG=bindings) and sizes its thread pool by
+`mkl_get_max_threads()`. In the sequential layer that made PyTorch run on one thread
+(docs/design.md, "Using the cores", has the measurement). The GNU runtime (libgomp) is
+PyTorch's own copy when PyTorch is installed, so that both share one. Where no libgomp can
+be loaded, MKL runs sequential, and PyTorch should be imported before rnnlab's first
+forward pass.
 
 The compiled loops call MKL's `cblas_?gemm_64` from machine code (rnnlab.fast.blas); the
-large products before and after the loops call `gemm` below through ctypes (a few µs per
-call, for products of ≥ 4 MFLOP).
-On one core MKL was 1.2–1.9x faster than NumPy's OpenBLAS at the loops' per-step shapes and
-1.15–1.2x on the large ones (perf notes in docs/design.md).
+large products before and after the loops call `gemm` below through ctypes (whose call
+overhead only products of ≥ 4 MFLOP repay). Whether MKL is faster than NumPy's OpenBLAS
+depends on the host (docs/design.md, "Using the cores").
 
 RNNLAB_BLAS=numpy leaves MKL unloaded and RNNLAB_BLAS=mkl uses it when the `mkl` package is
 installed; RNNLAB_BLAS=auto (the default) uses it where it measured faster than NumPy's
@@ -127,9 +126,9 @@ class MKL:
         where b does not suit (dtype, layout). b may be a transposed view. The packing runs
         on one thread, as the products that use it will (MKL asks for the same count).
 
-        MKL asks for the buffer's size beforehand (13 MB for a 4 MB W_hhᵀ at H = 512, at
-        least ~8 MB however small b is), but writes about b's own size of it: untouched
-        pages cost no memory. The buffer must not move (MKL's data inside it depends on its
+        MKL asks for the buffer's size beforehand (several times b's size, and megabytes
+        however small b is), but writes about b's own size of it: untouched pages cost no
+        memory. The buffer must not move (MKL's data inside it depends on its
         address); a NumPy array never does."""
         fns = self._pack_fns.get(b.dtype)
         op = _operand(b) if b.ndim == 2 else None

@@ -7,11 +7,10 @@ readout) are split the same way, by rows of their result.
 
 OpenBLAS's own threads get in the way of that. Each multi-threaded product leaves OpenBLAS's
 workers busy-waiting for about 0.1 s, and a worker spinning on a core halves the speed of the
-loop thread that runs there: on 2 cores an LSTM loop at (B, T, H) = (32, 100, 128) took
-18 ms split over two threads after a two-thread OpenBLAS product, 15 ms on one thread, and
-8.6 ms split with OpenBLAS kept at one thread throughout. Two threads of ours each running a
-one-thread product matched a two-thread OpenBLAS product on the large shapes (e.g.
-(6400×256)·(256×2048): 24.2 against 24.0 ms).
+loop thread that runs there: a split loop after a two-thread OpenBLAS product was slower than
+one thread, and twice as fast with OpenBLAS kept at one thread throughout. Two threads of ours
+each running a one-thread product matched a two-thread OpenBLAS product on the large shapes
+(docs/design.md, "Using the cores", has the measurements).
 
 So, while rnnlab computes (inside `session()`: every forward and backward of its layers and
 modules), NumPy's OpenBLAS runs at one thread and rnnlab's threads do the parallel work;
@@ -42,12 +41,16 @@ import threading
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import ParamSpec, TypeVar
 
 import numpy as np
 
 from rnnlab import _blaschoice, _mkl, settings
 
-MIN_FLOPS = 30_000_000  # a product smaller than this (≈ 0.2 ms on one core) is not split
+P = ParamSpec("P")
+R = TypeVar("R")
+
+MIN_FLOPS = 30_000_000  # a product smaller than this does not repay a hand-over: not split
 _MIN_ROWS_MATMUL = 64
 
 _THREAD_NAMES = (
@@ -195,17 +198,11 @@ def concurrently(
 
     For the two directions of a bidirectional layer: one hand-over instead of one for each
     direction's projection, loop and weight gradients, and each thread's per-step product
-    takes the whole batch. A training step, against splitting each direction by rows:
-    LSTM (B, T, I, H) = (16, 200, 32, 64) 9.7 -> 7.3 ms, (32, 100, 64, 128) 22.4 -> 18.8,
-    (64, 100, 128, 256) 134 -> 124; GRU 9.7-11.8 -> 6.2-7.1 and 106-110 -> 99-100 ms. At
-    (128, 50, 256, 512) nothing was gained: the LSTM, whose gates for the whole batch take 1 MB
-    a step (half of this machine's L2), lost (428-443 -> 459-480 ms), the GRU's (768 KB) and
-    the Elman's (256 KB) came out level over 8-10 interleaved runs (364 vs 362, 127 vs 128 ms;
-    one full benchmark run, on a slow afternoon, had the GRU at 550 against 407). With the
+    takes the whole batch; faster up to H = 256. Where one step's gates outgrow half of a
+    core's L2 (an LSTM at H = 512) running both at once lost, hence the bound; with the
     weights packed for MKL (rnnlab.fast.packs) the per-step products no longer suffer from
-    that, and the layers pass step_bytes=0: A/B in one process at (128, 50, 256, 512),
-    directions at once against split by rows, LSTM inference 172 -> 153 ms, training
-    471 -> 455; GRU 126 -> 120 and 374 -> 354 ms; peak memory unchanged."""
+    that, and the layers pass step_bytes=0 (docs/design.md, "Using the cores", has the
+    measurements)."""
     if (
         len(fns) < 2
         or flops < MIN_CONCURRENT_FLOPS
@@ -266,16 +263,15 @@ def inner_products(
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """([gᵀ x for g, x in pairs], [g.sum(axis=0) for g in sums]) for 2-D arrays that share
     their first axis: the deferred weight and bias gradients of a direction, summed over its
-    T·B rows, all in one hand-over to the threads (each costs ~50-110 µs here).
+    T·B rows, all in one hand-over to the threads.
 
     Small results (≤ MAX_PARTIAL_ELEMENTS values in all) split the summed rows: each thread
-    sums its own contiguous block and the blocks' results are added after. Against splitting
-    the results' rows, where both threads stream every row of each g, a training step's dW_ih
-    and dW_hh at (T, B, I, H) = (200, 16, 32, 64), LSTM: 1.08 -> 0.80 ms; (100, 32, 64, 128):
-    2.87 -> 2.37 ms (GRU 2.24 -> 1.97, Elman 0.94 -> 0.73). The sums are then added in
-    another order (results differ by rounding). At H = 256 and 512 both ways took the same
-    time, and each extra thread's partial results would cost memory (6 MB for an LSTM at
-    H = 512): there each thread takes a block of the results' rows, as one thread would."""
+    sums its own contiguous block and the blocks' results are added after, faster than
+    splitting the results' rows, where both threads stream every row of each g
+    (docs/design.md, "Using the cores"). The sums are then added in another order (results
+    differ by rounding). For large results both ways took the same time, and each extra
+    thread's partial results would cost memory: there each thread takes a block of the
+    results' rows, as one thread would."""
     K = pairs[0][0].shape[0] if pairs else sums[0].shape[0]
     flops = sum(2 * K * g.shape[1] * x.shape[1] for g, x in pairs)
     products = [np.empty((g.shape[1], x.shape[1]), np.result_type(g, x)) for g, x in pairs]
@@ -326,9 +322,8 @@ def inner_products(
 
 def _column_sums(g: np.ndarray, out: np.ndarray) -> None:
     """out = g.sum(axis=0) on this thread (a bias gradient): as the product of a row of ones
-    and g on MKL where it is installed, else NumPy's sum. MKL's took 1.23 ms for a
-    (6400 × 1024) block of a (6400 × 2048) float32 array where NumPy's took 2.22, and came
-    nearer the float64 sum (relative error 8.5e-7 against 2.6e-6 over 6400 rows)."""
+    and g on MKL where it is installed, else NumPy's sum. MKL's was faster and nearer the
+    float64 sum (docs/design.md, "Measurements behind small choices")."""
     if _mkl.load() is None or g.dtype not in (np.float32, np.float64) or out.dtype != g.dtype:
         np.sum(g, axis=0, out=out)
         return
@@ -383,11 +378,8 @@ def _side_by_side(g: np.ndarray, xs: list[np.ndarray], outs: list[np.ndarray]) -
     """outs[i] = gᵀ xs[i] on this thread, for right factors that share g (K × m): chunk by
     chunk of SIDE_BY_SIDE_ROWS summed rows, the chunk's rows of every x copied side by side
     into one scratch block, so that g's chunk is read once, by one wider product that MKL
-    runs faster than the narrow ones. MKL's products gᵀx with long K and a narrow x run at
-    50-100 GFLOP/s on one core here (x 32-128 columns wide), 125-135 from 256 columns on.
-    An LSTM's dW_ih and dW_hh at (T·B, 4H, I, H) = (6400, 1024, 128, 256), rows split over
-    both cores: 26.3 ms apart, 21.3 side by side (the copies included); at (6400, 2048,
-    256, 512), no narrow factor, 72 ms apart against 74."""
+    runs faster than the narrow ones: MKL's products gᵀx with long K run well below their
+    peak for an x under 256 columns (docs/design.md, "Measurements behind small choices")."""
     K = g.shape[0]
     widths = [x.shape[1] for x in xs]
     block = scratch("side_by_side", (min(K, SIDE_BY_SIDE_ROWS), sum(widths)), g.dtype)
@@ -446,16 +438,13 @@ def empty(shape: tuple[int, ...], dtype) -> np.ndarray:
     freed, where NumPy's would come fresh from the kernel.
 
     glibc maps every block above 32 MB (its largest threshold) fresh and unmaps it when it
-    is freed, so each training step page-faulted its big tapes anew: an LSTM's gates at
-    (B, T, H) = (128, 50, 512) are 52 MB, 13,300 faults at ~0.6 µs each. On this
-    benchmark's VMs it is worse: memory the guest has freed for about a second goes back to
-    the host, and touching it again costs ~6.3 µs a page (100 MB: 16 ms after 0.6 s
-    of idling, 162 ms after 1.5 s), so a bidirectional LSTM step at that shape took 585 ms
-    after a pause of a second and 442 without one. The pool keeps freed blocks (up to 1 GB in
-    all) for the next array of their size; the process keeps its peak memory mapped, as with
-    glibc's retained heap (rnnlab.fast.keep_freed_memory). Under RNNLAB_MALLOC=system this
-    is np.empty. Returned arrays are C-contiguous; they go back to the pool when they and
-    every view of them are gone."""
+    is freed, so each training step page-faulted its big tapes anew, and on virtual machines
+    that hand freed memory back to their host each fault can cost ten times more
+    (docs/design.md, "Using the cores", has the measurements). The pool keeps freed blocks
+    (up to 1 GB in all) for the next array of their size; the process keeps its peak memory
+    mapped, as with glibc's retained heap (rnnlab.fast.keep_freed_memory). Under
+    RNNLAB_MALLOC=system this is np.empty. Returned arrays are C-contiguous; they go back to
+    the pool when they and every view of them are gone."""
     dtype = np.dtype(dtype)
     count = int(np.prod(shape))
     nbytes = count * dtype.itemsize
@@ -490,11 +479,11 @@ def _give_back(block: np.ndarray) -> None:
         _free_bytes += block.size
 
 
-def sessioned(method):
+def sessioned(method: Callable[P, R]) -> Callable[P, R]:
     """Decorator: run a module's forward or backward inside session()."""
 
     @functools.wraps(method)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         with session():
             return method(*args, **kwargs)
 

@@ -88,8 +88,8 @@ def _run_parts(kernel, args: tuple, dims: tuple[int, int, int, int], numpy_blas:
     """kernel(*args, b0, b1) over row ranges of the batch, split over rnnlab's threads inside
     a session (rnnlab.parallel); only on a CBLAS whose threads rnnlab controls (numba's np.dot
     would start threads of its own BLAS in every part), and only for loops big enough to
-    repay the hand-over to another thread (~110 µs here): with k ≈ √T checkpointing, splitting the
-    ~32-step segments of an LSTM at (B, H) = (16, 64) made a training step 1.6x slower.
+    repay the hand-over to another thread (docs/design.md, "Using the cores": split, the short
+    segments of √T checkpointing made a small LSTM's training step slower).
     dims = (T, B, G·H, H)."""
     from rnnlab import parallel
 
@@ -148,8 +148,7 @@ def _rows3(a: np.ndarray) -> np.ndarray | None:
 
 def transposed(a: np.ndarray) -> np.ndarray:
     """aᵀ of a 2-D array as a new C-contiguous array (the recurrent weight for the per-step
-    products), copied block by block (kernels.transpose_into: 0.9 instead of NumPy's 4.4 ms
-    for an LSTM's W_hh at H = 512)."""
+    products), copied block by block (kernels.transpose_into, faster than NumPy's copy)."""
     from rnnlab.fast import kernels
 
     a = np.ascontiguousarray(a)
@@ -219,17 +218,10 @@ def packs(shape: tuple[int, int], dtype, inference: bool = False) -> bool:
     RNNLAB_PACKED=0.
 
     A product A·W on a plain W makes MKL repack W's panels at every call; packed once per
-    loop, W goes to the products as it is. Measured on one core of each of the two, both
-    running (the batch split), per-step shapes (rows × K)·(K × N), plain → packed:
-    (32×256)·(256×1024) 164 → 128 µs, (32×1024)·(1024×256) 157 → 140, (64×512)·(512×2048)
-    1021 → 881, (64×2048)·(2048×512) 989 → 910, (64×512)·(512×1536) 795 → 659; at
-    (16×64)·(64×256) 9.4 → 10.0 µs on one core, a loss. Packing a 4 MB weight takes ~0.5 ms.
-    Whole layers, A/B in one process: LSTM inference (B, T, I, H) = (32, 100, 64, 128)
-    4.12 → 3.86 ms, (64, 100, 128, 256) 29.9 → 26.0, (128, 50, 256, 512) 115 → 85; training
-    at (64, 100, 128, 256) 79.4 → 77.1 ms, at (128, 50, 256, 512) 253 → 236, but level at
-    (32, 100, 64, 128), where the packed buffers (MKL writes ~1.4 MB of them for a 256 KB
-    W_hh) made a training step's peak memory 12.5 → 13.9 MB: hence the larger bound in
-    training."""
+    loop, W goes to the products as it is. Packing paid from these sizes on and lost on small
+    weights; in training the packed buffers' memory cost as much as the step gained at
+    H = 128, hence the larger bound there (docs/design.md, "Using the cores", has the
+    measurements)."""
     from rnnlab.fast import blas
 
     if not blas.PACKS or not settings.current().packed:

@@ -2,21 +2,19 @@
 installed and measured faster on this host (rnnlab._blaschoice), else NumPy's own OpenBLAS
 when it can be found.
 
-MKL (the `mkl` extra, ~220 MB) was 1.2–1.9× faster than NumPy's OpenBLAS on one core of an
-Intel Xeon at the per-step shapes (B/2 × H)·(H × 4H) for H = 64…256 (e.g. (16×128)·(128×512):
-14.4 against 25.2 µs), which is what the time loops spend most of their time in; on AMD
-EPYCs it was slower. It runs on one thread per call: rnnlab's own threads split the batch
-(rnnlab.parallel, rnnlab._mkl). RNNLAB_BLAS=numpy or mkl overrides the measurement.
+Whether MKL (the `mkl` extra) beats NumPy's OpenBLAS at the per-step shapes the time loops
+spend most of their time in depends on the host (docs/design.md, "Using the cores"). It runs
+on one thread per call: rnnlab's own threads split the batch (rnnlab.parallel, rnnlab._mkl).
+RNNLAB_BLAS=numpy or mkl overrides the measurement.
 
 numba's `np.dot` calls scipy's BLAS, and the NumPy and SciPy wheels each bundle a separate
 OpenBLAS with its own thread pool. The caller's products (the hoisted input projection, the
 deferred weight gradients, a readout, the loss) run on NumPy's; an idle OpenBLAS pool
-busy-waits ~0.1 s after each call, so the two pools took turns stealing the second core:
-a float32 LSTM training step at (B, T, I, H) = (32, 100, 64, 128) took 221 ms with the time
-loop on scipy's BLAS and the rest on NumPy's, against 37 ms with everything on scipy's and
-65 ms for the NumPy loop. Calling NumPy's own `cblas_?gemm` from the kernels keeps one pool
-in the process, whatever else the training step computes with NumPy (NumPy's build was also
-the faster of the two on a per-step product, 40 against 53 µs at (32, 128)·(128, 512)).
+busy-waits after each call, so the two pools took turns stealing the second core and a
+training step with the time loop on scipy's BLAS and the rest on NumPy's was several times
+slower than with one of them (docs/design.md, "Measurements behind small choices"). Calling
+NumPy's own `cblas_?gemm` from the kernels keeps one pool in the process, whatever else the
+training step computes with NumPy.
 
 The wheels of NumPy ≥ 1.22 (Linux, Windows, macOS x86-64) bundle a 64-bit-integer OpenBLAS
 whose CBLAS symbols carry a `64_` suffix (`scipy_cblas_sgemm64_` since NumPy 2.0). Where none
@@ -24,8 +22,7 @@ is found (conda, Accelerate, a distribution's NumPy) the kernels use numba's `np
 
 With MKL the per-step products can also take their weight in MKL's packed format
 (`cblas_?gemm_pack` once per loop, `cblas_?gemm_compute` at every step; see rnnlab.fast.packs):
-a plain product repacks the weight's panels at every call, which at (64×512)·(512×2048) cost
-as much as 14 % of the step.
+a plain product repacks the weight's panels at every call.
 
 The kernels reach the functions through the link-time symbols `rnnlab_cblas_sgemm`,
 `rnnlab_cblas_dgemm` and the two `..._compute`, registered here at import, so their cached

@@ -3,13 +3,14 @@ steps compile to, the per-step products on MKL or NumPy's BLAS, row helpers, a b
 transpose and the mean squared error's pass. No cell's equations live here: the loops are
 made per cell from the cell's own steps (rnnlab.fast.loops).
 
-At small H a NumPy time step is ~28 calls of 1–2 µs each, which is slower than the arithmetic
+At small H a NumPy time step is some 28 NumPy calls, whose overhead outweighs the arithmetic
 they do; the compiled loops run the loop over time in one `@njit` function per cell and
 direction of travel (forward pass or BPTT), so a step costs one or two BLAS products into
 preallocated buffers plus a few short pointwise loops.
 
-Rules that measurements impose on compiled code (see shared/research/perf-anchors.md); the
-steps of the cells keep them too (rnnlab.cells.pointwise):
+Rules that measurements impose on compiled code (docs/design.md, "Two paths for the time
+loop" and "Using the cores", has the measurements); the steps of the cells keep them too
+(rnnlab.cells.pointwise):
 - pointwise loops are `for j in range(n)` over 1-D row views and touch few arrays each (LLVM
   vectorises them; a nonzero range start or more than ~8 alias checks keeps them scalar);
   slices are assigned by explicit loops (`x[:] = y` may allocate a temporary copy);
@@ -17,8 +18,8 @@ steps of the cells keep them too (rnnlab.cells.pointwise):
   that tanh, σ and exp below may fuse a product and a sum into one FMA (`contract` alone: one
   rounding instead of two, nothing reordered or approximated);
 - `_nrt=False`: no reference counting. Each row view made in a loop otherwise costs two
-  atomic calls, 13 % of an LSTM forward and 30 % of its backward at (B, H) = (16, 64); the
-  price is that kernels allocate nothing, so rnnlab.fast passes every buffer in;
+  atomic calls, a large share of a small LSTM's step; the price is that kernels allocate
+  nothing, so rnnlab.fast passes every buffer in;
 - every array given to a product has contiguous rows; all but the states are C-contiguous.
   The states hs may be the first H columns of wider rows (rnnlab.fast passes the kernels a
   C-contiguous (T+1, B, W) view, W ≥ H, and they read and write hs[t, b, :H] only): in a
@@ -26,9 +27,8 @@ steps of the cells keep them too (rnnlab.cells.pointwise):
   layer's output.
 
 tanh and σ: numba has no vectorised tanh or exp (without Intel's SVML each is a scalar libm
-call of 6–15 ns, more than the matrix products at H = 64). The functions below are Cephes'
-exp and tanh, evaluated in the array's own precision, which vectorise to 0.3–0.5 ns a float32
-element with AVX-512 and FMA:
+call, which at H = 64 costs more than the matrix products). The functions below are Cephes'
+exp and tanh, evaluated in the array's own precision, which vectorise:
 
     e^t  = 2^k · e^r,  k = round(t / ln2),  |r| ≤ ln2/2   (Padé in float64, degree 7 in float32)
     tanh(x) = sign(x) · (|x| + |x|·x²·P(x²)/Q(x²))       for |x| < 0.625 (float32: polynomial)
@@ -37,12 +37,12 @@ element with AVX-512 and FMA:
 
 with |x| clamped where the result has rounded to its limit (tanh: 20 in float64, 10 in float32;
 σ: 40, where σ(−x) < 5e-18), which keeps 2^k an exact power of two, built from its bits
-(exponent field k + bias, a bitcast that vectorises; the int64 shift and int-to-float convert
-it replaced cost 0.1 ns more per σ at 16 lanes, same results). Against a long-double
+(exponent field k + bias, a bitcast that vectorises, where an int64 shift and int-to-float
+convert was slower for the same results). Against a long-double
 oracle tanh is within 1.4 ulp in both precisions and σ within 2.5 ulp; NumPy's own tanh is
 within 1.2 (float64) and 1.3 ulp (float32). This is not the 4e-7 rational approximation of
 Eigen or XLA, which would break the float64 gradient checks. (σ = 0.5·tanh(x/2) + 0.5 as in
-rnnlab.ops would cost a tanh; the exp form is 35 % cheaper and more accurate for x ≪ 0.)
+rnnlab.ops would cost a tanh; the exp form is cheaper and more accurate for x ≪ 0.)
 """
 
 from __future__ import annotations
@@ -74,8 +74,8 @@ JIT = {"cache": True, "error_model": "numpy", "fastmath": False, "nogil": True, 
 def _vector_width() -> int:
     """The width LLVM's loop vectoriser is forced to while rnnlab's kernels compile, 0 for its
     own choice. 16 float32 lanes (one AVX-512 register) where the CPU has AVX-512, where its
-    cost model otherwise prefers 8 lanes. Measured: σ 0.91 → 0.63 ns and tanh 1.33 → 0.89 ns
-    an element, results bit for bit the same (the lanes do the same arithmetic).
+    cost model otherwise prefers 8 lanes, slower there (docs/design.md has the measurement);
+    results are bit for bit the same (the lanes do the same arithmetic).
     RNNLAB_VECTOR_WIDTH=default leaves LLVM's choice; =N (a power of two up to 64) forces N
     lanes on any CPU (for tests, and for trying a width on another machine)."""
     asked = settings.current().vector_width
@@ -187,11 +187,8 @@ def scoped(dispatcher: Dispatcher) -> Dispatcher:
 
 # The scalar functions are inlined into the loops with their own fast-math flags: `contract`
 # lets LLVM turn each Horner step p·x + c (and the range reduction t − k·ln2) into one FMA.
-# Measured on 32·1024 float32 values: σ 0.46 → 0.31 ns, tanh 0.68 → 0.45 ns an element, the
-# largest errors unchanged (6 million random points against a long double: the same 1.32 ulp
-# for tanh in float32, 1.40 in float64, σ 2.47 and 2.37 ulp);
-# LSTM inference at (B, T, I, H) = (64, 100, 128, 256) 24.4 → 23.2 ms, (128, 50, 256, 512)
-# 80.1 → 77.5 (A/B in one process). `contract` on the whole loops gained nothing more.
+# Faster, with the largest errors unchanged (docs/design.md has the measurement); `contract`
+# on the whole loops gained nothing more.
 SCALAR = {"error_model": "numpy", "fastmath": {"contract"}, "_nrt": False}
 
 
@@ -388,8 +385,8 @@ TILE = 32  # transpose_into's block: 32 x 32 float32 rows of 128 bytes, two cach
 @njit(**JIT)
 def transpose_into(a, out):
     """out = aᵀ for C-contiguous 2-D arrays, block by block: NumPy's copy of a.T walks one of
-    the two arrays down its columns, one cache line per element; a (2048, 512) float32 W_hh
-    took 4.4 ms that way and 0.9 ms here (bit for bit the same, it only moves values)."""
+    the two arrays down its columns, one cache line per element (several times slower for a
+    large W_hh; bit for bit the same, it only moves values)."""
     n, m = a.shape
     for i0 in range(0, n, TILE):
         i1 = min(i0 + TILE, n)
@@ -505,7 +502,7 @@ def squared_error_rows(pred, targets, grad, mask, has_mask, count, sums, part, b
     multiplication does (the caller then names it). One pass over the data where NumPy's
     takes five. Rows go LOSS_BLOCK batch rows at a time, step by step: a prediction that is
     a batch-first view of a time-major output then reads LOSS_BLOCK neighbouring rows per
-    step instead of one row every B·C values (S4's (128, 50, 512): 4.45 → 3.41 ms)."""
+    step instead of one row every B·C values."""
     _, T, C = pred.shape
     two, zero = pred.dtype.type(2.0), pred.dtype.type(0.0)
     total = 0.0

@@ -48,13 +48,12 @@ def keep_freed_memory() -> bool:
     them to the system (mallopt M_MMAP_THRESHOLD, M_TRIM_THRESHOLD: up to 1 GB of free heap
     is kept; the heap never grows past the process's peak use).
 
-    Every forward pass allocates its tape anew (several MB) and every backward pass its
-    gradient buffers. By default glibc maps blocks that large fresh from the kernel and
-    unmaps them when freed, so each step touched its arrays' pages for the first time again:
-    ~2,000 page faults per LSTM training step at (B, T, I, H) = (32, 100, 64, 128), which took
-    20 ms with them and 14 ms without. The process then keeps its peak memory mapped after a
-    step instead of handing it back. Done once, when the compiled loops are first used;
-    RNNLAB_MALLOC=system leaves glibc's settings alone. Returns True when applied."""
+    Every forward pass allocates its tape anew and every backward pass its gradient buffers.
+    By default glibc maps blocks that large fresh from the kernel and unmaps them when freed,
+    so each step page-faulted its arrays in again (docs/design.md has the cost). The process
+    then keeps its peak memory mapped after a step instead of handing it back. Done once,
+    when the compiled loops are first used; RNNLAB_MALLOC=system leaves glibc's settings
+    alone. Returns True when applied."""
     if settings.current().malloc == "system":
         return False
     import ctypes
