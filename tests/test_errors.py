@@ -184,6 +184,20 @@ def test_cell_specific_options():
         RNN(I, H, nonlinearity="sigmoid")
 
 
+@pytest.mark.parametrize("module", [LSTM(I, H, rng=0), Linear(I, 2, rng=0), Dropout(0.5),
+                                    LastStep(), Sequential(LSTM(I, H, rng=0))],
+                         ids=lambda m: type(m).__name__)  # fmt: skip
+def test_an_unknown_pass_option_is_refused(module, x):
+    """The pass options are written once (rnnlab.layers.PassOptions); a misspelt one is named,
+    not ignored, by forward and by calling the module."""
+    name = type(module).__name__
+    for run in (module.forward, module):
+        with pytest.raises(TypeError, match=rf"^{name}.forward\(\) got an unexpected keyword "
+                                            r"argument 'lenghts'; the options of a pass are "
+                                            r"lengths, mask, state, training, rng, check, grad$"):
+            run(x, lenghts=np.array([4, 4]))
+
+
 def test_dropout_needs_an_rng(x):
     m = LSTM(I, H, 2, dropout=0.5, rng=0)
     with pytest.raises(

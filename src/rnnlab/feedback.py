@@ -24,11 +24,23 @@ step is teacher-forced. This module only checks the arguments and lays the param
 
 from __future__ import annotations
 
+from typing import Any, Unpack
+
 import numpy as np
+from numpy.typing import DTypeLike
 
 from rnnlab import _checks, recurrence
 from rnnlab.cells import ElmanCell
-from rnnlab.layers import Backward, Forward, _dtype, _rng, load_params
+from rnnlab.layers import (
+    Backward,
+    Forward,
+    PassOptions,
+    RngLike,
+    _dtype,
+    _rng,
+    load_params,
+    pass_options,
+)
 from rnnlab.recurrence import valid_mask
 
 
@@ -49,9 +61,9 @@ class OutputFeedback:
         nonlinearity: str = "tanh",
         feedback: str = "identity",
         hidden_recurrence: bool = False,
-        dtype=np.float32,
-        rng=None,
-    ):
+        dtype: DTypeLike = np.float32,
+        rng: RngLike = None,
+    ) -> None:
         self.input_size = _checks.positive_int(input_size, "input_size")
         self.hidden_size = _checks.positive_int(hidden_size, "hidden_size")
         self.output_size = _checks.positive_int(output_size, "output_size")
@@ -62,7 +74,7 @@ class OutputFeedback:
         rng = _rng(rng)
         H, I, K = hidden_size, input_size, output_size
 
-        def u(shape, fan):
+        def u(shape: tuple[int, ...], fan: int) -> np.ndarray:
             return rng.uniform(-1 / np.sqrt(fan), 1 / np.sqrt(fan), shape).astype(dt)
 
         self.params = {"weight_ih": u((H, I), H), "weight_fh": u((H, K), H), "bias": u((H,), H)}
@@ -72,13 +84,13 @@ class OutputFeedback:
         self.params["bias_out"] = np.zeros(K, dt)
         self._cell = ElmanCell(self.nonlinearity)
 
-    def __call__(self, x, **kwargs) -> Forward:
-        return self.forward(x, **kwargs)
+    def __call__(self, x: Any, **options: Any) -> Forward:
+        return self.forward(x, **options)
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, np.ndarray]:
         return {k: v.copy() for k, v in self.params.items()}
 
-    def load_state_dict(self, state, strict=True):
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
         load_params(self.params, state, strict)
 
     # ------------------------------------------------------------------ helpers
@@ -92,7 +104,7 @@ class OutputFeedback:
         return recurrence.Params(P["weight_ih"], W_rec, P["bias"], np.zeros(H, self.dtype),
                                  W_hr=P["weight_out"], b_hr=P["bias_out"])  # fmt: skip
 
-    def _targets(self, targets, B, T):
+    def _targets(self, targets: object, B: int, T: int) -> np.ndarray:
         K = self.output_size
         if isinstance(targets, np.ndarray) and targets.dtype.kind in "iu":
             if self.feedback != "softmax":
@@ -115,25 +127,22 @@ class OutputFeedback:
     # ------------------------------------------------------------------ forward
     def forward(
         self,
-        x,
+        x: Any,
         *,
-        targets=None,
-        mode="teacher",
+        targets: Any = None,
+        mode: str = "teacher",
         p: float = 0.5,
-        lengths=None,
-        mask=None,
-        state=None,
-        training=False,
-        rng=None,
-        check=True,
-        y0=None,
-        grad=True,
+        y0: Any = None,
+        **options: Unpack[PassOptions],
     ) -> Forward:
         """Run the layer. `targets` is needed for "teacher" and "scheduled" modes; `state` is an
         initial hidden state (B, H) when `hidden_recurrence` (zeros otherwise); `y0` (B, K) is
         the value fed back at the first step (zeros by default; a constant for the gradient),
         which lets a sequence continue across calls. `cache["y_last"]` is what the next
         step would be fed."""
+        o = pass_options(options, "OutputFeedback.forward")
+        lengths, mask, state, rng, check, grad = (o["lengths"], o["mask"], o["state"], o["rng"],
+                                                  o["check"], o["grad"])  # fmt: skip
         mode = _checks.choice(mode, "mode", ("teacher", "free", "scheduled"))
         x = _checks.float_array(x, "x", ndim=3, finite=check)
         if x.shape[2] != self.input_size:
@@ -200,7 +209,8 @@ class OutputFeedback:
 
     # ------------------------------------------------------------------ backward
     def backward(
-        self, f: Forward, d_output, d_state=None, d_y_last=None, *, input_grad=True
+        self, f: Forward, d_output: Any, d_state: Any = None, d_y_last: Any = None, *,
+        input_grad: bool = True,
     ) -> Backward:
         """`d_y_last`: ∂L/∂cache["y_last"], when the value fed to a next call carries loss
         (free running and scheduled sampling; in teacher forcing it is the truth)."""
@@ -229,11 +239,12 @@ class OutputFeedback:
         dX, g, dh0, _ = recurrence.backward(self._cell, rp, c["tape"], dO, d_carry,
                                             need_dX=input_grad)  # fmt: skip
         R = slice(H if self.hidden_recurrence else 0, None)  # R's columns of [W R]
+        assert g.W_hr is not None and g.b_hr is not None  # the output map is this layer's own
         grads = {"weight_ih": g.W_ih, "bias": g.b_ih, "weight_fh": g.W_hh[:, R],
                  "weight_out": g.W_hr, "bias_out": g.b_hr}  # fmt: skip
         if self.hidden_recurrence:
             grads["weight_hh"] = g.W_hh[:, :H]
-        dh0 = dh0[:, :H] if self.hidden_recurrence else None
+        d_h0 = dh0[:, :H] if self.hidden_recurrence else None
         if dX is not None:
             dX = np.swapaxes(dX, 0, 1)
-        return Backward(dX, dh0, {k: grads[k] for k in P})
+        return Backward(dX, d_h0, {k: grads[k] for k in P})

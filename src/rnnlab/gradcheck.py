@@ -12,11 +12,16 @@ It needs a float64 module: in float32 the differences are dominated by rounding.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from rnnlab import _checks
+
+State = np.ndarray | list["State"] | tuple["State", ...] | None
+"""A module's state: an array, None, or a list or tuple of states (an LSTM's (h, c))."""
 
 
 @dataclass
@@ -35,7 +40,7 @@ class GradcheckReport:
 
     def assert_ok(self) -> None:
         if not self.ok:
-            worst = max(self.errors, key=self.errors.get)
+            worst = max(self.errors, key=lambda k: self.errors[k])
             raise AssertionError(
                 f"gradient check failed: {worst} has relative error {self.errors[worst]:.3e} "
                 f"(tolerance {self.tolerance:.0e})\n{self}"
@@ -50,7 +55,7 @@ class GradcheckReport:
         return "\n".join(lines)
 
 
-def _leaves(tree):
+def _leaves(tree: State) -> list[np.ndarray]:
     """The arrays of a (possibly nested) state, in a fixed order."""
     if tree is None:
         return []
@@ -61,7 +66,7 @@ def _leaves(tree):
     raise TypeError(f"unexpected state element {type(tree).__name__}")
 
 
-def _paired(given, grad):
+def _paired(given: State, grad: Any) -> list[tuple[np.ndarray, Any]]:
     """(given array, its gradient) for every array in the structure `given`."""
     if given is None:
         return []
@@ -70,7 +75,7 @@ def _paired(given, grad):
     return [pair for g, d in zip(given, grad, strict=True) for pair in _paired(g, d)]
 
 
-def _like(tree, leaves):
+def _like(tree: State, leaves: Iterator[np.ndarray]) -> State:
     """Rebuild the structure of `tree` from an iterator of arrays."""
     if tree is None:
         return None
@@ -80,8 +85,8 @@ def _like(tree, leaves):
 
 
 def gradcheck(
-    module,
-    x,
+    module: Any,
+    x: Any,
     *,
     eps: float = 1e-6,
     tolerance: float = 1e-7,
@@ -89,11 +94,13 @@ def gradcheck(
     max_entries: int | None = None,
     rng_seed: int | None = None,
     check_input: bool = True,
-    **forward_kwargs,
+    **forward_kwargs: Any,
 ) -> GradcheckReport:
     """Check every parameter gradient, the input gradient and the initial-state gradient.
 
-    `forward_kwargs` go to `module.forward` (lengths, mask, state, targets, mode, training...);
+    `module` is any rnnlab module (forward, backward, params; checked below), `x` what its
+    forward takes. `forward_kwargs` go to `module.forward` (lengths, mask, state, targets,
+    mode, training...);
     a float `state` among them is checked too. `rng_seed`: forward passes that draw random
     numbers (dropout, scheduled sampling) get a fresh Generator with this seed each time, so
     every pass draws the same. `max_entries` checks a random subset of large arrays.
@@ -119,7 +126,7 @@ def gradcheck(
         _checks.fail("x", "float64", f"dtype {x.dtype}")
     pick = np.random.default_rng(seed)
 
-    def run(x_, kwargs):
+    def run(x_: Any, kwargs: dict[str, Any]) -> Any:
         if rng_seed is not None:
             kwargs = dict(kwargs, rng=np.random.default_rng(rng_seed))
         return module.forward(x_, **kwargs)
@@ -131,14 +138,14 @@ def gradcheck(
     d_state = _like(f.state, iter(R_state)) if state_leaves else None
     b = module.backward(f, R, d_state)
 
-    def loss(x_, kwargs) -> float:
+    def loss(x_: Any, kwargs: dict[str, Any]) -> float:
         g = run(x_, kwargs)
         total = float(np.sum(R * g.output))
         for r, s in zip(R_state, _leaves(g.state), strict=True):
             total += float(np.sum(r * s))
         return total
 
-    def numeric(array: np.ndarray, evaluate) -> tuple[np.ndarray, np.ndarray]:
+    def numeric(array: np.ndarray, evaluate: Callable[[], float]) -> tuple[np.ndarray, np.ndarray]:
         flat = array.reshape(-1)
         idx = np.arange(flat.size)
         if max_entries is not None and flat.size > max_entries:
@@ -154,9 +161,10 @@ def gradcheck(
             g[j] = (up - down) / (2 * eps)
         return idx, g
 
-    errors, norms = {}, {}
+    errors: dict[str, float] = {}
+    norms: dict[str, float] = {}
 
-    def record(name, analytic, idx, g_num):
+    def record(name: str, analytic: Any, idx: np.ndarray, g_num: np.ndarray) -> None:
         a = np.asarray(analytic, dtype=np.float64).reshape(-1)[idx]
         scale = max(np.linalg.norm(a), np.linalg.norm(g_num))
         errors[name] = 0.0 if scale == 0 else float(np.linalg.norm(a - g_num) / scale)

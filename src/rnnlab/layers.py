@@ -1,10 +1,11 @@
-"""What users compose: recurrent layers (RNN, LSTM, GRU), Embedding, Linear, Dropout, readouts
-and a Sequential container.
+"""The module protocol and the recurrent layers.
 
-Every module has the same two methods and holds its parameters in `params` (a dict of arrays,
-PyTorch's names and layouts):
+The protocol every module keeps (the layers here, rnnlab.modules' Embedding, Linear, Dropout,
+readouts and Sequential, the models built on them): two methods, and its parameters in
+`params` (a dict of arrays, PyTorch's names and layouts):
 
-    f = module.forward(x, lengths=None, state=None, training=False, rng=None, grad=True)
+    f = module.forward(x, **options)     options: PassOptions (lengths, mask, state, training,
+                                          rng, check, grad), plus the module's own keywords
         f.output, f.state (recurrent layers: the final state), and what the backward needs;
         grad=False promises no backward (recurrent layers then keep no tape)
     b = module.backward(f, d_output, d_state=None, input_grad=True)
@@ -14,14 +15,19 @@ PyTorch's names and layouts):
 A forward pass returns its tape instead of hiding it in the object, so a module can run several
 forward passes before their backward passes (truncated BPTT windows, diagnostics) and the
 objects hold nothing but parameters.
+
+Here: Forward, Backward, PassOptions and pass_options (the protocol); Recurrent, any cell over
+time with layers, directions, masks, initial states and checkpointing, and RNN, LSTM, GRU, its
+PyTorch-compatible constructors; load_params (a state_dict into `params`, all or nothing).
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypedDict, Unpack
 
 import numpy as np
 
@@ -46,6 +52,51 @@ class Backward:
     input: np.ndarray | None
     state: Any
     params: dict[str, np.ndarray]
+
+
+class PassOptions(TypedDict, total=False):
+    """The keywords every module's `forward` takes, besides its own (Recurrent's
+    `checkpoint_every`, a model's `targets`): what one pass over a batch is asked to do.
+    A module declares them as `**options: Unpack[PassOptions]` and reads them through
+    `pass_options`, so the seven are written once."""
+
+    lengths: Any  # (B,) valid steps of each sequence, or None
+    mask: Any  # (B, T) bool, True at valid steps, or None (one of lengths and mask)
+    state: Any  # the initial state in the module's own form, or None (its default)
+    training: bool  # dropout and the other training-only randomness on
+    rng: Any  # np.random.Generator (or a seed) for that randomness
+    check: bool  # check that x is finite (inside a model only its first module does)
+    grad: bool  # False: no backward follows, so no tape is kept
+
+
+class Module(Protocol):
+    """What a module is to those that run it (Sequential, the trainer, gradcheck)."""
+
+    params: dict[str, np.ndarray]
+
+    def forward(self, x: Any, **options: Unpack[PassOptions]) -> Forward: ...
+
+    def backward(
+        self, f: Forward, d_output: Any, d_state: Any = None, *, input_grad: bool = True
+    ) -> Backward: ...
+
+
+RngLike = np.random.Generator | int | None
+"""What `rng=` takes: a Generator, a seed, or None (a fresh Generator)."""
+
+
+PASS_DEFAULTS: PassOptions = {"lengths": None, "mask": None, "state": None, "training": False,
+                              "rng": None, "check": True, "grad": True}  # fmt: skip
+
+
+def pass_options(options: Mapping[str, Any], where: str) -> PassOptions:
+    """`options` with the defaults of those not given; TypeError for a keyword that is none of
+    them (as Python refuses an unknown keyword argument)."""
+    for key in options:
+        if key not in PASS_DEFAULTS:
+            raise TypeError(f"{where}() got an unexpected keyword argument {key!r}; the options "
+                            f"of a pass are {', '.join(PASS_DEFAULTS)}")  # fmt: skip
+    return {**PASS_DEFAULTS, **options}  # type: ignore[typeddict-item]
 
 
 def _dtype(dtype) -> np.dtype:
@@ -345,29 +396,20 @@ class Recurrent:
         return out
 
     # ----------------------------------------------------------------- forward / backward
-    def __call__(self, x, **kwargs) -> Forward:
-        return self.forward(x, **kwargs)
+    def __call__(self, x, *, checkpoint_every: int = 0, **options: Unpack[PassOptions]) -> Forward:
+        return self.forward(x, checkpoint_every=checkpoint_every, **options)
 
     @parallel.sessioned
-    def forward(
-        self,
-        x,
-        *,
-        lengths=None,
-        mask=None,
-        state=None,
-        training=False,
-        rng=None,
-        check=True,
-        checkpoint_every: int = 0,
-        grad: bool = True,
-    ) -> Forward:
+    def forward(self, x, *, checkpoint_every: int = 0, **options: Unpack[PassOptions]) -> Forward:
         """`checkpoint_every=k` keeps every k-th state only and recomputes the rest during
         backward (gradient checkpointing; k ≈ √T makes BPTT's memory O(√T)).
 
         `grad=False` (inference, like PyTorch's inference_mode): no backward will follow, so
         the layer keeps no tape; the cells' saved values take one step of memory instead of
         T, and `backward` refuses the result."""
+        o = pass_options(options, "Recurrent.forward")
+        lengths, mask, state, training = o["lengths"], o["mask"], o["state"], o["training"]
+        rng, check, grad = o["rng"], o["check"], o["grad"]
         x = _checks.float_array(x, "x", ndim=3, finite=check)
         _checks.batch_of_steps(x if self.batch_first else np.swapaxes(x, 0, 1))
         if (

@@ -24,7 +24,7 @@ REDUCTIONS = ("sum", "mean")
 
 def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """log softmax(x)_k = (x_k − max x) − log Σ_j e^{x_j − max x}, stable for any finite x."""
-    shifted = x - x.max(axis=axis, keepdims=True)
+    shifted: np.ndarray = x - x.max(axis=axis, keepdims=True)
     with np.errstate(under="ignore"):
         shifted -= np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
     return shifted
@@ -160,7 +160,9 @@ def mean_squared_error(
     return loss, d_pred
 
 
-def _compiled_squared_error(pred, targets, m, divisor: int):
+def _compiled_squared_error(
+    pred: np.ndarray, targets: np.ndarray, m: np.ndarray | None, divisor: int
+) -> tuple[float, np.ndarray] | None:
     """(Σ squares, gradient / divisor) from the one-pass kernel of rnnlab.fast, or None
     without numba, for an empty selection, or for layouts it does not take."""
     from rnnlab import fast
@@ -170,7 +172,9 @@ def _compiled_squared_error(pred, targets, m, divisor: int):
     return fast.squared_error(pred, targets, m, divisor)
 
 
-def _numpy_squared_error(pred, targets, m, reduction: str) -> tuple[float, np.ndarray]:
+def _numpy_squared_error(
+    pred: np.ndarray, targets: np.ndarray, m: np.ndarray | None, reduction: str
+) -> tuple[float, np.ndarray]:
     r = np.empty_like(pred)
     with np.errstate(invalid="ignore", over="ignore"):  # non-finite inputs: diagnosed below
         np.subtract(pred, targets, out=r)
@@ -185,7 +189,7 @@ def _nonempty(x: np.ndarray, name: str) -> None:
         _checks.fail(name, "a non-empty array", f"shape {x.shape}")
 
 
-def _mask(x: np.ndarray, mask, lengths, min_ndim: int) -> np.ndarray | None:
+def _mask(x: np.ndarray, mask: object, lengths: object, min_ndim: int) -> np.ndarray | None:
     """The (B, T) validity mask of an output x (B, T, ...), or None when every step is valid.
 
     `min_ndim` is the rank from which x has a time axis: 3 for logits (the class axis comes
@@ -206,7 +210,7 @@ def _mask(x: np.ndarray, mask, lengths, min_ndim: int) -> np.ndarray | None:
     return None if m is None else m.T
 
 
-def _float_targets(targets, like: np.ndarray, finite: bool = True) -> np.ndarray:
+def _float_targets(targets: object, like: np.ndarray, finite: bool = True) -> np.ndarray:
     """Float targets of the output's shape, converted to its dtype so the gradient keeps it."""
     if isinstance(targets, np.ndarray) and targets.dtype.kind in "biu":
         _checks.fail(
@@ -223,7 +227,9 @@ def _float_targets(targets, like: np.ndarray, finite: bool = True) -> np.ndarray
     return targets
 
 
-def _masked_elementwise(ell, d_input, m, reduction: str) -> tuple[float, np.ndarray]:
+def _masked_elementwise(
+    ell: np.ndarray, d_input: np.ndarray, m: np.ndarray | None, reduction: str
+) -> tuple[float, np.ndarray]:
     """Zero the masked steps of an element-wise loss and its gradient, then reduce."""
     if m is None:
         return _reduce(ell, d_input, ell.size, reduction)
@@ -233,7 +239,9 @@ def _masked_elementwise(ell, d_input, m, reduction: str) -> tuple[float, np.ndar
     return _reduce(ell, d_input, int(m.sum()) * (ell.size // m.size), reduction)
 
 
-def _reduce(ell: np.ndarray, d_input: np.ndarray, count: int, reduction: str):
+def _reduce(
+    ell: np.ndarray, d_input: np.ndarray, count: int, reduction: str
+) -> tuple[float, np.ndarray]:
     # The sum is accumulated in float64 so a float32 loss over many steps keeps its digits.
     loss = float(ell.sum(dtype=np.float64))
     if reduction == "mean":

@@ -22,13 +22,25 @@ the variants "peephole", "coupled", "cell_clip", "layer_norm" in the spec), "gru
 from __future__ import annotations
 
 import copy
+from typing import Any, Unpack
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from rnnlab import _checks
 from rnnlab.cells import LSTMCell
 from rnnlab.feedback import OutputFeedback
-from rnnlab.layers import GRU, RNN, Backward, Forward, Recurrent
+from rnnlab.layers import (
+    GRU,
+    RNN,
+    Backward,
+    Forward,
+    Module,
+    PassOptions,
+    Recurrent,
+    RngLike,
+    pass_options,
+)
 from rnnlab.modules import (
     Dropout,
     Embedding,
@@ -50,7 +62,7 @@ RNN_KEYS = ("cell", "hidden_size", "num_layers", "bidirectional", "dropout", "in
             "recurrent_dropout", "zoneout")  # fmt: skip
 
 
-def _known_keys(table: dict, name: str, known: tuple[str, ...]) -> None:
+def _known_keys(table: dict[str, Any], name: str, known: tuple[str, ...]) -> None:
     """Refuse a key of `table` that is not in `known` (a typo such as 'hiden_size' would
     otherwise be ignored and the default used without a word)."""
     unknown = [k for k in table if k not in known]
@@ -67,24 +79,24 @@ def make_recurrent(
     *,
     bidirectional: bool = False,
     dropout: float = 0.0,
-    initial_state="zeros",
-    forget_bias=None,
-    peephole=False,
-    coupled=False,
-    cell_clip=None,
-    layer_norm=False,
-    proj_size=0,
-    recurrent_dropout=0.0,
-    zoneout=0.0,
-    dtype=np.float32,
-    rng=None,
+    initial_state: str | float = "zeros",
+    forget_bias: float | None = None,
+    peephole: bool = False,
+    coupled: bool = False,
+    cell_clip: float | None = None,
+    layer_norm: bool = False,
+    proj_size: int = 0,
+    recurrent_dropout: float = 0.0,
+    zoneout: float | tuple[float, float] = 0.0,
+    dtype: DTypeLike = np.float32,
+    rng: RngLike = None,
 ) -> Recurrent:
     """The recurrent layer for a cell name (see the module docstring); `peephole`, `coupled`,
     `cell_clip` and `layer_norm` are the LSTM's variants (rnnlab.cells.lstm), refused for
     other cells; `proj_size`, `recurrent_dropout` and `zoneout` are Recurrent's, for the
     cells that take them."""
     cell = _checks.choice(cell, "cell", CELLS)  # output-feedback cells are built by `build`
-    common = dict(
+    common: dict[str, Any] = dict(
         bidirectional=bidirectional,
         dropout=dropout,
         initial_state=initial_state,
@@ -94,8 +106,8 @@ def make_recurrent(
         dtype=dtype,
         rng=rng,
     )
-    variants = {"peephole": peephole, "coupled": coupled, "cell_clip": cell_clip,
-                "layer_norm": layer_norm}  # fmt: skip
+    variants: dict[str, Any] = {"peephole": peephole, "coupled": coupled,
+                                "cell_clip": cell_clip, "layer_norm": layer_norm}  # fmt: skip
     if cell == "lstm":
         lstm = LSTMCell(forget_bias=forget_bias, **variants)
         return Recurrent(lstm, input_size, hidden_size, num_layers, **common)
@@ -111,7 +123,9 @@ def make_recurrent(
     return GRU(input_size, hidden_size, num_layers, reset_after=cell == "gru", **common)
 
 
-def build(spec: dict, *, dtype=np.float32, rng=None) -> Sequential:
+def build(
+    spec: dict[str, Any], *, dtype: DTypeLike = np.float32, rng: RngLike = None
+) -> Sequential | FeedbackModel:
     """Build the model a spec describes, with freshly initialised weights."""
     if not isinstance(spec, dict):
         _checks.fail("spec", "a dict (see rnnlab.models)", _checks.describe(spec))
@@ -141,7 +155,7 @@ def build(spec: dict, *, dtype=np.float32, rng=None) -> Sequential:
     _checks.probability(spec.get("output_dropout", 0.0), "spec['output_dropout']")
     if r.get("cell") in FEEDBACK_CELLS:
         return _build_feedback(spec, dtype, rng)
-    modules = []
+    modules: list[Module] = []
     if inp["type"] == "tokens":
         modules.append(Embedding(inp["vocab_size"], inp["embed_dim"], dtype=dtype, rng=rng))
         features = inp["embed_dim"]
@@ -180,7 +194,7 @@ def build(spec: dict, *, dtype=np.float32, rng=None) -> Sequential:
     return Sequential(modules)
 
 
-def _build_feedback(spec: dict, dtype, rng) -> FeedbackModel:
+def _build_feedback(spec: dict[str, Any], dtype: DTypeLike, rng: RngLike) -> FeedbackModel:
     inp, r = spec["input"], spec["rnn"]
     if spec.get("readout", "steps") != "steps":
         _checks.fail(
@@ -231,19 +245,13 @@ class FeedbackModel(_Module):
         }
 
     def forward(
-        self,
-        x,
-        *,
-        lengths=None,
-        mask=None,
-        state=None,
-        training=False,
-        rng=None,
-        check=True,
-        targets=None,
-        teacher: float = 1.0,
-        grad=True,
+        self, x: Any, *, targets: Any = None, teacher: float = 1.0,
+        **options: Unpack[PassOptions],
     ) -> Forward:
+        """`targets` and `teacher` choose the mode (the class's docstring); `training` and
+        `grad` change nothing here (no dropout, and the layer keeps its tape)."""
+        o = pass_options(options, "FeedbackModel.forward")
+        lengths, mask, state, rng, check = o["lengths"], o["mask"], o["state"], o["rng"], o["check"]
         fe = None
         inp = x
         if self.embedding is not None:
@@ -270,13 +278,15 @@ class FeedbackModel(_Module):
         )
         return Forward(f.output, [f.state, f.cache["y_last"]], (fe, f))
 
-    def backward(self, fwd: Forward, d_output, d_state=None, *, input_grad=True) -> Backward:
+    def backward(
+        self, fwd: Forward, d_output: Any, d_state: Any = None, *, input_grad: bool = True
+    ) -> Backward:
         fe, f = fwd.cache
         d_h, d_y = (None, None) if d_state is None else d_state
         b = self.layer.backward(f, d_output, d_h, d_y_last=d_y)
         grads = {f"{len(self.modules) - 1}.{k}": v for k, v in b.params.items()}
         d_input = b.input
-        if fe is not None:
+        if fe is not None and self.embedding is not None:
             be = self.embedding.backward(fe, b.input)
             grads.update({f"0.{k}": v for k, v in be.params.items()})
             d_input = None
@@ -291,7 +301,7 @@ def recurrent_layer(model: Sequential) -> Recurrent:
     raise ValueError("`model` must contain a recurrent layer; got none")
 
 
-def with_defaults(spec: dict) -> dict:
+def with_defaults(spec: dict[str, Any]) -> dict[str, Any]:
     """A complete copy of `spec` with every optional field filled in (what config.json stores)."""
     s = copy.deepcopy(spec)
     r = s["rnn"]

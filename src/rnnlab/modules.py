@@ -1,42 +1,67 @@
-"""The non-recurrent pieces: Embedding, Linear (applied at every step), Dropout, the
+"""The non-recurrent modules: Embedding, Linear (applied at every step), Dropout, the
 many-to-one readouts LastStep and MeanOverTime, and the Sequential container.
 
-They keep the module protocol of rnnlab.layers: `forward(x, ...) -> Forward`,
-`backward(f, d_output, d_state=None) -> Backward`, parameters in `params`.
+They keep the module protocol of rnnlab.layers: `forward(x, **options) -> Forward` with the
+pass options of `rnnlab.layers.PassOptions`, `backward(f, d_output, d_state=None) ->
+Backward`, parameters in `params`.
 """
 
 from __future__ import annotations
 
+import abc
+from typing import Any, Unpack
+
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from rnnlab import _checks, parallel
-from rnnlab.layers import Backward, Forward, Recurrent, _dtype, _rng, load_params
+from rnnlab.layers import (
+    Backward,
+    Forward,
+    Module,
+    PassOptions,
+    Recurrent,
+    RngLike,
+    _dtype,
+    _rng,
+    load_params,
+    pass_options,
+)
 from rnnlab.recurrence import valid_mask
 
 
-def _d_output(f: Forward, d_output) -> np.ndarray:
+def _d_output(f: Forward, d_output: Any) -> np.ndarray:
     """∂L/∂output as given to a backward: the output's shape exactly (a transposed or
     broadcastable array of the same size would give wrong gradients without a word)."""
     return _checks.float_array(d_output, "d_output", shape=f.output.shape, finite=False)
 
 
-class _Module:
+class _Module(abc.ABC):
+    """What the modules below share: calling one runs its forward, and its parameters go in
+    and out as a state_dict."""
+
     params: dict[str, np.ndarray]
 
-    def __call__(self, x, **kwargs) -> Forward:
-        return self.forward(x, **kwargs)
+    @abc.abstractmethod
+    def forward(self, x: Any, **options: Unpack[PassOptions]) -> Forward: ...
+
+    def __call__(self, x: Any, **options: Unpack[PassOptions]) -> Forward:
+        return self.forward(x, **options)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return {k: v.copy() for k, v in self.params.items()}
 
-    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+    def load_state_dict(self, state: dict[str, ArrayLike], strict: bool = True) -> None:
         load_params(self.params, state, strict)
 
 
 class Embedding(_Module):
     """Token ids (B, T) → vectors (B, T, E): e_t = E[x_t]. Initialised N(0, 1) as in PyTorch."""
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, *, dtype=np.float32, rng=None):
+    def __init__(
+        self, num_embeddings: int, embedding_dim: int, *, dtype: DTypeLike = np.float32,
+        rng: RngLike = None,
+    ) -> None:
         self.num_embeddings = _checks.positive_int(num_embeddings, "num_embeddings")
         self.embedding_dim = _checks.positive_int(embedding_dim, "embedding_dim")
         dt = _dtype(dtype)
@@ -46,18 +71,8 @@ class Embedding(_Module):
             "weight": _rng(rng).standard_normal((num_embeddings, embedding_dim)).astype(dt)
         }
 
-    def forward(
-        self,
-        x,
-        *,
-        lengths=None,
-        mask=None,
-        state=None,
-        training=False,
-        rng=None,
-        check=True,
-        grad=True,
-    ) -> Forward:
+    def forward(self, x: Any, **options: Unpack[PassOptions]) -> Forward:
+        pass_options(options, "Embedding.forward")
         x = _checks.int_array(x, "x")
         _checks.batch_of_steps(x)
         if x.size and (x.min() < 0 or x.max() >= self.num_embeddings):
@@ -65,7 +80,9 @@ class Embedding(_Module):
             _checks.fail("x", f"token ids in [0, {self.num_embeddings})", f"the id {bad}")
         return Forward(self.params["weight"][x], None, x)
 
-    def backward(self, f: Forward, d_output, d_state=None, *, input_grad=True) -> Backward:
+    def backward(
+        self, f: Forward, d_output: Any, d_state: Any = None, *, input_grad: bool = True
+    ) -> Backward:
         d_output = _d_output(f, d_output)
         dW = np.zeros_like(self.params["weight"])
         np.add.at(dW, f.cache.reshape(-1), d_output.reshape(-1, self.embedding_dim))
@@ -76,8 +93,9 @@ class Linear(_Module):
     """y = x Wᵀ + b over the last axis, so (B, T, F) inputs get the same map at every step."""
 
     def __init__(
-        self, in_features: int, out_features: int, *, bias: bool = True, dtype=np.float32, rng=None
-    ):
+        self, in_features: int, out_features: int, *, bias: bool = True,
+        dtype: DTypeLike = np.float32, rng: RngLike = None,
+    ) -> None:
         self.in_features = _checks.positive_int(in_features, "in_features")
         self.out_features = _checks.positive_int(out_features, "out_features")
         dt, rng = _dtype(dtype), _rng(rng)
@@ -89,18 +107,8 @@ class Linear(_Module):
             self.params["bias"] = rng.uniform(-bound, bound, out_features).astype(dt)
 
     @parallel.sessioned
-    def forward(
-        self,
-        x,
-        *,
-        lengths=None,
-        mask=None,
-        state=None,
-        training=False,
-        rng=None,
-        check=True,
-        grad=True,
-    ) -> Forward:
+    def forward(self, x: Any, **options: Unpack[PassOptions]) -> Forward:
+        check = pass_options(options, "Linear.forward")["check"]
         x = _checks.float_array(x, "x", ndim=(2, 3), finite=check)
         _checks.batch_of_steps(x)
         if x.shape[-1] != self.in_features:
@@ -116,7 +124,9 @@ class Linear(_Module):
         return Forward(y, None, x)
 
     @parallel.sessioned
-    def backward(self, f: Forward, d_output, d_state=None, *, input_grad=True) -> Backward:
+    def backward(
+        self, f: Forward, d_output: Any, d_state: Any = None, *, input_grad: bool = True
+    ) -> Backward:
         x = f.cache
         dy2 = _d_output(f, d_output).reshape(-1, self.out_features)
         grads = {"weight": parallel.matmul(dy2.T, x.reshape(-1, self.in_features))}
@@ -135,18 +145,9 @@ class Dropout(_Module):
         self.p = _checks.probability(p, "p")
         self.params = {}
 
-    def forward(
-        self,
-        x,
-        *,
-        lengths=None,
-        mask=None,
-        state=None,
-        training=False,
-        rng=None,
-        check=True,
-        grad=True,
-    ) -> Forward:
+    def forward(self, x: Any, **options: Unpack[PassOptions]) -> Forward:
+        o = pass_options(options, "Dropout.forward")
+        training, rng = o["training"], o["rng"]
         if not training or self.p == 0.0:
             return Forward(x, None, None)
         if not isinstance(rng, np.random.Generator):
@@ -157,7 +158,9 @@ class Dropout(_Module):
         m = (rng.random(x.shape) < keep).astype(x.dtype) / x.dtype.type(keep)
         return Forward(x * m, None, m)
 
-    def backward(self, f: Forward, d_output, d_state=None, *, input_grad=True) -> Backward:
+    def backward(
+        self, f: Forward, d_output: Any, d_state: Any = None, *, input_grad: bool = True
+    ) -> Backward:
         d_output = _d_output(f, d_output)
         return Backward(d_output if f.cache is None else d_output * f.cache, None, {})
 
@@ -175,31 +178,24 @@ class LastStep(_Module):
     (Sequential.backward). The "readout" merge is refused: use "concat" and a Linear.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.params = {}
 
     def forward(
-        self,
-        x,
-        *,
-        lengths=None,
-        mask=None,
-        state=None,
-        training=False,
-        rng=None,
-        check=True,
-        grad=True,
-        source=None,
+        self, x: Any, *, source: tuple[Any, Forward] | None = None,
+        **options: Unpack[PassOptions],
     ) -> Forward:
         """`source`: (layer, its Forward) when x is a recurrent layer's output."""
+        o = pass_options(options, "LastStep.forward")
+        lengths, mask, check = o["lengths"], o["mask"], o["check"]
         x = _checks.float_array(x, "x", ndim=3, finite=check)
         _checks.batch_of_steps(x)
         B, T = x.shape[:2]
         m = valid_mask(lengths, mask, B, T)
         last = np.full(B, T - 1) if m is None else T - 1 - np.argmax(m[::-1], axis=0)
-        layer = None if source is None else source[0]
-        if layer is None or not getattr(layer, "bidirectional", False):
+        if source is None or not getattr(source[0], "bidirectional", False):
             return Forward(x[np.arange(B), last], None, ("steps", x.shape, last))
+        layer, source_f = source
         if not layer.batch_first or layer.merge == "readout":
             _checks.fail(
                 "LastStep's source",
@@ -211,10 +207,12 @@ class LastStep(_Module):
             half = x.shape[2] // 2
             out = np.concatenate([x[np.arange(B), last, :half], x[:, 0, half:]], axis=1)
             return Forward(out, None, ("concat", x.shape, last))
-        h_n = source[1].state[0] if isinstance(source[1].state, tuple) else source[1].state
+        h_n = source_f.state[0] if isinstance(source_f.state, tuple) else source_f.state
         return Forward(h_n[-2] + h_n[-1], None, ("final", x.shape, layer))
 
-    def backward(self, f: Forward, d_output, d_state=None, *, input_grad=True) -> Backward:
+    def backward(
+        self, f: Forward, d_output: Any, d_state: Any = None, *, input_grad: bool = True
+    ) -> Backward:
         how, shape, last = f.cache
         d_output = _d_output(f, d_output)
         dx = np.zeros(shape, d_output.dtype)
@@ -234,7 +232,7 @@ class LastStep(_Module):
             )
         return Backward(dx, None, {})
 
-    def final_state_grad(self, f: Forward, d_output, d_state):
+    def final_state_grad(self, f: Forward, d_output: Any, d_state: Any) -> Any:
         """The layer's final-state gradient (its `d_state`) for a result read from its final
         states (merge 'sum'), added to the `d_state` the caller gave the layer."""
         _, shape, layer = f.cache
@@ -252,21 +250,12 @@ class LastStep(_Module):
 class MeanOverTime(_Module):
     """Many-to-one readout: (B, T, F) → (B, F), the mean over each sequence's valid steps."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.params = {}
 
-    def forward(
-        self,
-        x,
-        *,
-        lengths=None,
-        mask=None,
-        state=None,
-        training=False,
-        rng=None,
-        check=True,
-        grad=True,
-    ) -> Forward:
+    def forward(self, x: Any, **options: Unpack[PassOptions]) -> Forward:
+        o = pass_options(options, "MeanOverTime.forward")
+        lengths, mask, check = o["lengths"], o["mask"], o["check"]
         x = _checks.float_array(x, "x", ndim=3, finite=check)
         _checks.batch_of_steps(x)
         B, T = x.shape[:2]
@@ -275,7 +264,9 @@ class MeanOverTime(_Module):
         w /= w.sum(axis=1, keepdims=True)
         return Forward(np.einsum("bt,btf->bf", w, x), None, w)
 
-    def backward(self, f: Forward, d_output, d_state=None, *, input_grad=True) -> Backward:
+    def backward(
+        self, f: Forward, d_output: Any, d_state: Any = None, *, input_grad: bool = True
+    ) -> Backward:
         w = f.cache
         return Backward(w[:, :, None] * _d_output(f, d_output)[:, None, :], None, {})
 
@@ -287,7 +278,8 @@ class Sequential(_Module):
     the stateless ones) and the final state comes back in the same form.
     """
 
-    def __init__(self, *modules):
+    def __init__(self, *modules: Any) -> None:
+        """Sequential(a, b, c) or Sequential([a, b, c]); each must be an rnnlab Module."""
         if len(modules) == 1 and isinstance(modules[0], (list, tuple)):
             modules = tuple(modules[0])
         for i, mod in enumerate(modules):
@@ -299,25 +291,16 @@ class Sequential(_Module):
                     "an rnnlab module (forward, backward, params)",
                     _checks.describe(mod),
                 )
-        self.modules = list(modules)
+        self.modules: list[Module] = list(modules)
         self.params = {
             f"{i}.{k}": v for i, m in enumerate(self.modules) for k, v in m.params.items()
         }
 
     @parallel.sessioned
-    def forward(
-        self,
-        x,
-        *,
-        lengths=None,
-        mask=None,
-        state=None,
-        training=False,
-        rng=None,
-        check=True,
-        grad=True,
-    ) -> Forward:
+    def forward(self, x: Any, **options: Unpack[PassOptions]) -> Forward:
         """`grad=False`: inference only, the recurrent layers keep no tape (see Recurrent)."""
+        o = pass_options(options, "Sequential.forward")
+        state, check = o["state"], o["check"]
         n = len(self.modules)
         if state is not None and (not isinstance(state, (list, tuple)) or len(state) != n):
             _checks.fail(
@@ -325,35 +308,31 @@ class Sequential(_Module):
                 f"a list of {n} entries (one per module, None if stateless)",
                 _checks.describe(state),
             )
-        fs = []
+        fs: list[Forward] = []
         for i, mod in enumerate(self.modules):
             # Only the first module checks that its input is finite: inside the model a
             # non-finite value means divergence, which the loss reports with its step.
             # a readout after a recurrent layer sees the layer (its directions, see LastStep)
             after = isinstance(mod, LastStep) and i > 0
             after = after and isinstance(self.modules[i - 1], Recurrent)
-            source = {"source": (self.modules[i - 1], fs[-1])} if after else {}
-            f = mod.forward(
-                x,
-                lengths=lengths,
-                mask=mask,
-                state=None if state is None else state[i],
-                training=training,
-                rng=rng,
-                check=check and i == 0,
-                grad=grad,
-                **source,
-            )
+            own: PassOptions = {**o, "state": None if state is None else state[i],
+                                "check": check and i == 0}  # fmt: skip
+            if after and isinstance(mod, LastStep):
+                f = mod.forward(x, source=(self.modules[i - 1], fs[-1]), **own)
+            else:
+                f = mod.forward(x, **own)
             fs.append(f)
             x = f.output
         return Forward(x, [f.state for f in fs], fs)
 
     @parallel.sessioned
-    def backward(self, f: Forward, d_output, d_state=None, *, input_grad: bool = True) -> Backward:
+    def backward(
+        self, f: Forward, d_output: Any, d_state: Any = None, *, input_grad: bool = True
+    ) -> Backward:
         """`input_grad=False`: the first module may skip ∂L/∂x (see Recurrent.backward)."""
         grads: dict[str, np.ndarray] = {}
         d_states = [None] * len(self.modules)
-        d = _d_output(f, d_output)
+        d: np.ndarray | None = _d_output(f, d_output)
         through_state = None  # a LastStep read from a layer's final states (see LastStep)
         for i in range(len(self.modules) - 1, -1, -1):
             ds = None if d_state is None else d_state[i]

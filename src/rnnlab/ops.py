@@ -21,6 +21,6 @@ def sigmoid(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """softmax(x)_k = e^{x_k − max x} / Σ_j e^{x_j − max x}, stable for any finite x."""
     with np.errstate(under="ignore"):  # e^{-800} → 0 is the right answer, not an error
-        e = np.exp(x - x.max(axis=axis, keepdims=True))
+        e: np.ndarray = np.exp(x - x.max(axis=axis, keepdims=True))
         e /= e.sum(axis=axis, keepdims=True)
     return e

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -158,7 +158,7 @@ class SGD(Optimizer):
     def slots(self) -> tuple[str, ...]:
         return ("b",) if self.momentum > 0 else ()
 
-    def _step(self, p, g, S, lr, t):
+    def _step(self, p: np.ndarray, g: np.ndarray, S: Arrays, lr: float, t: int) -> None:
         if self.weight_decay:
             g = g + self.weight_decay * p
         if self.momentum > 0:
@@ -218,7 +218,7 @@ class RMSprop(Optimizer):
             ("v",) + (("g_avg",) if self.centered else ()) + (("b",) if self.momentum > 0 else ())
         )
 
-    def _step(self, p, g, S, lr, t):
+    def _step(self, p: np.ndarray, g: np.ndarray, S: Arrays, lr: float, t: int) -> None:
         a = self.alpha
         if self.weight_decay:
             g = g + self.weight_decay * p
@@ -285,7 +285,7 @@ class Adagrad(Optimizer):
     def _slot_init(self, slot: str) -> float:
         return self.initial_accumulator_value
 
-    def _step(self, p, g, S, lr, t):
+    def _step(self, p: np.ndarray, g: np.ndarray, S: Arrays, lr: float, t: int) -> None:
         if self.weight_decay:
             g = g + self.weight_decay * p
         s = S["s"]
@@ -330,7 +330,7 @@ class Adam(Optimizer):
     def slots(self) -> tuple[str, ...]:
         return ("m", "v")
 
-    def _step(self, p, g, S, lr, t):
+    def _step(self, p: np.ndarray, g: np.ndarray, S: Arrays, lr: float, t: int) -> None:
         if self.weight_decay:
             g = g + self.weight_decay * p
         _adam_step(p, g, S["m"], S["v"], lr, t, self.betas, self.eps)
@@ -371,7 +371,7 @@ class AdamW(Optimizer):
     def slots(self) -> tuple[str, ...]:
         return ("m", "v")
 
-    def _step(self, p, g, S, lr, t):
+    def _step(self, p: np.ndarray, g: np.ndarray, S: Arrays, lr: float, t: int) -> None:
         if self.weight_decay:
             p *= 1.0 - lr * self.weight_decay
         _adam_step(p, g, S["m"], S["v"], lr, t, self.betas, self.eps)
@@ -386,7 +386,10 @@ class AdamW(Optimizer):
         }
 
 
-def _adam_step(p, g, m, v, lr, t, betas, eps) -> None:
+def _adam_step(
+    p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, lr: float, t: int,
+    betas: tuple[float, float], eps: float,
+) -> None:
     """The moment updates and step of Adam(W), in the order of the docstring equations."""
     beta1, beta2 = betas
     m += (1.0 - beta1) * (g - m)  # torch's lerp form of β1 m + (1 − β1) g
@@ -537,7 +540,7 @@ def schedule_from_config(config: dict[str, Any]) -> Schedule:
     kwargs = _config_kwargs(config)
     name = config["name"]
     if name == "constant":
-        cls: type = Constant
+        cls: type[Schedule] = Constant
     elif name == "step_decay":
         cls = StepDecay
     elif name == "cosine":
@@ -619,20 +622,20 @@ def clip_gradients(grads: Arrays, mode: str, value: float) -> float:
 
 
 # ---------------------------------------------------------------------------- checks
-def _is_number(x: object) -> bool:
+def _is_number(x: object) -> TypeGuard[int | float | np.integer | np.floating]:
     return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
 
 
 def _positive(x: object, name: str) -> float:
-    if not (_is_number(x) and math.isfinite(x) and x > 0):  # type: ignore[arg-type]
+    if not (_is_number(x) and math.isfinite(x) and x > 0):
         _checks.fail(name, "a finite number > 0", _checks.describe(x))
-    return float(x)  # type: ignore[arg-type]
+    return float(x)
 
 
 def _nonnegative(x: object, name: str) -> float:
-    if not (_is_number(x) and math.isfinite(x) and x >= 0):  # type: ignore[arg-type]
+    if not (_is_number(x) and math.isfinite(x) and x >= 0):
         _checks.fail(name, "a finite number >= 0", _checks.describe(x))
-    return float(x)  # type: ignore[arg-type]
+    return float(x)
 
 
 def _flag(x: object, name: str) -> bool:
@@ -651,7 +654,7 @@ def _betas(x: object) -> tuple[float, float]:
 def _step_index(step: object) -> int:
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
         _checks.fail("step", "an integer >= 0 (steps count from 0)", _checks.describe(step))
-    return int(step)  # type: ignore[arg-type]
+    return int(step)
 
 
 def _check_arrays(d: object, name: str) -> Arrays:
