@@ -53,9 +53,7 @@ _DTYPES: dict[str, np.dtype] = {
 }
 _CODE = {(dt.kind, dt.itemsize): code for code, dt in _DTYPES.items()}
 _NO_NUMPY_TYPE = ("BF16", "F8_E5M2", "F8_E4M3", "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4", "C64")
-# The package's own bound; checked first so that a garbage length is refused before any
-# header of that size is read.
-_HEADER_LIMIT = 100_000_000
+_HEADER_LIMIT = 100_000_000  # the package's own bound on the header
 _HASH_KEY = "sha256"  # save_weights' entry in a file's __metadata__
 
 Arrays = dict[str, np.ndarray]
@@ -164,7 +162,9 @@ def load_weights(path: PathLike) -> dict[str, np.ndarray]:
 
 
 def _header_length(source: str, prefix: bytes, size: int) -> int:
-    """Header length N from the first 8 bytes of a file of `size` bytes, checked."""
+    """Header length N from the first 8 bytes of a file of `size` bytes, checked before
+    anything of that length is read (a garbage length would be an allocation of up to 2^64
+    bytes) and said as a truncated file, which is what a short one usually is."""
     if size == 0:
         raise CheckpointError(f"{source} is not a valid safetensors file: it is empty (0 bytes).")
     if size < 8:
