@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import safetensors
 import safetensors.numpy as st
 
 from rnnlab import io as rio
@@ -270,6 +271,12 @@ CORRUPT = [
     ),
     ("trailing bytes", craft({"a": F32x2}, bytes(11)), r"3 bytes after the last tensor"),
     (
+        "unknown key",  # the package would ignore it
+        craft({"a": {**F32x2, "offset": 0}}, bytes(8)),
+        r"tensor 'a' must have the keys dtype, shape, data_offsets; found dtype, shape, "
+        r"data_offsets, offset",
+    ),
+    (
         "bool not 0/1",
         craft({"m": {"dtype": "BOOL", "shape": [2], "data_offsets": [0, 2]}}, b"\x01\x02"),
         r"the BOOL tensor 'm' holds bytes other than 0 and 1",
@@ -289,6 +296,22 @@ def test_corrupt_files_raise_checkpoint_error_naming_the_file(tmp_path, data, ma
         CheckpointError, match=r"^the data is not a valid safetensors file: .*" + match
     ):
         rio.parse_safetensors(data)
+
+
+def test_what_the_package_refuses_after_our_checks_is_one_line_naming_the_file(
+    tmp_path, monkeypatch
+):
+    """A file that changes between rnnlab's check of its header and the package's read."""
+    path = tmp_path / "w.safetensors"
+    rio.save_safetensors(path, {"w": np.zeros(3)})
+
+    def changed(*args, **kwargs):
+        raise safetensors.SafetensorError("Error while deserializing: header too small")
+
+    monkeypatch.setattr(rtensors, "safe_open", changed)
+    with pytest.raises(CheckpointError, match=rf"^'{path}' is not a valid safetensors file: "
+                       r"Error while deserializing: header too small\.$"):  # fmt: skip
+        rio.load_safetensors(path)
 
 
 def test_checkpoint_error_is_a_value_error_and_missing_file(tmp_path):
