@@ -393,6 +393,20 @@ def test_atomic_writes_leave_only_the_target(tmp_path):
     plain = tmp_path / "plain"
     plain.write_bytes(b"")
     assert (tmp_path / "a.bin").stat().st_mode == plain.stat().st_mode
+    assert (tmp_path / "a.safetensors").stat().st_mode == plain.stat().st_mode
+
+
+def test_checkpoint_files_get_the_mode_of_an_ordinary_file(tmp_path):
+    old = os.umask(0o027)
+    try:
+        save(tmp_path / "run", 1)
+        rio.save_weights(tmp_path / "run" / "best.safetensors", weights(1)[0])
+        (tmp_path / "plain").write_bytes(b"")
+    finally:
+        os.umask(old)
+    want = (tmp_path / "plain").stat().st_mode
+    files = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    assert len(files) == 9 and all(p.stat().st_mode == want for p in files), files
 
 
 @pytest.mark.parametrize("fail_at", ["fsync", "replace", "write"])

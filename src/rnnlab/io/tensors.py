@@ -95,8 +95,15 @@ def checked(tensors: object, metadata: object, name: str) -> tuple[Arrays, dict[
 
 
 def write(path: Path, arrays: Arrays, metadata: dict[str, str] | None = None) -> None:
-    """Write checked `arrays` to `path` and put them on disk (durable, not atomic)."""
+    """Write checked `arrays` to `path` and put them on disk (durable, not atomic).
+
+    The package puts a file of its own, private to the user, in place of `path`; it gets the
+    mode an ordinary `open` gives (what the umask allows), as rnnlab's other files have.
+    """
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o666))
+    mode = os.stat(path).st_mode & 0o777
     safetensors.numpy.save_file(arrays, path, metadata=metadata)
+    os.chmod(path, mode)
     fsync_file(path)
 
 
