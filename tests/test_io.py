@@ -1025,7 +1025,8 @@ def test_symlinks_in_a_run_directory_are_not_written_through(tmp_path, name):
 def test_orphaned_temporary_files_are_removed_by_the_next_save(tmp_path):
     run = tmp_path / "run"
     save(run, 1)
-    orphans = [run / ".model.safetensors.0123abcd.tmp", run / "checkpoints/.latest.deadbeef.tmp"]
+    orphans = [run / ".model.safetensors.0123abcd.tmp", run / "checkpoints/.latest.deadbeef.tmp",
+               run / ".tmpY5FPVa"]  # fmt: skip
     for p in orphans:
         p.write_bytes(b"half a file")
     keep = run / ".notes.tmp"  # not ours: left alone

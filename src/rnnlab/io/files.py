@@ -285,12 +285,14 @@ def keep_jsonl_until(path: PathLike, step: int) -> int:
     return len(records) - len(keep)
 
 
-_ORPHAN = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
+# Ours (.NAME.XXXXXXXX.tmp), and the safetensors package's, which writes a file of its own
+# (.tmpXXXXXX) and renames it into place.
+_ORPHAN = re.compile(r"\..+\.[0-9a-f]{8}\.tmp|\.tmp[A-Za-z0-9]{6}")
 
 
 def remove_orphans(directory: PathLike) -> list[Path]:
-    """Remove the temporary files of atomic writes that a crash left in `directory`
-    (`.NAME.XXXXXXXX.tmp`, never renamed into place); returns their paths."""
+    """Remove the temporary files of atomic writes that a crash left in `directory`, never
+    renamed into place; returns their paths."""
     directory = as_path(directory, "directory")
     gone = []
     if directory.is_dir():
