@@ -7,9 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import safetensors
+import safetensors.numpy as st
 
 from rnnlab import io as rio
-from rnnlab.io import CheckpointError, ConfigError, RunDirError
+from rnnlab.io import CheckpointError, ConfigError, RunDirError, runs
+from rnnlab.io import tensors as rtensors
 
 DTYPES = [
     "float64",
@@ -74,7 +77,7 @@ def test_round_trip_every_dtype_through_a_file(tmp_path, rng):
     assert_same(loaded, tensors)
     assert metadata == {"format": "np", "note": "ü"}
     for array in loaded.values():
-        assert array.flags.writeable and array.flags.c_contiguous and array.flags.owndata
+        assert array.flags.writeable and array.flags.c_contiguous
     assert loaded["float32.scalar"].shape == ()
 
 
@@ -98,6 +101,8 @@ def test_loaded_arrays_are_independent_of_the_file(tmp_path):
     path = tmp_path / "t.safetensors"
     rio.save_safetensors(path, {"w": np.arange(4.0)})
     loaded, _ = rio.load_safetensors(path)
+    path.write_bytes(rio.safetensors_bytes({"w": np.full(4, 7.0)}))  # in place: not a map of it
+    np.testing.assert_array_equal(loaded["w"], [0, 1, 2, 3])
     rio.save_safetensors(path, {"w": np.zeros(4)})
     loaded["w"] += 1
     np.testing.assert_array_equal(loaded["w"], [1, 2, 3, 4])
@@ -128,6 +133,27 @@ def test_strided_and_big_endian_inputs_are_written_as_little_endian_c_order(rng)
     assert data.endswith(np.arange(3, dtype="<i4").tobytes())
 
 
+# A file as rnnlab's own writer wrote it before the safetensors package did (old runs).
+OLD_FILE = (
+    b'\xd8\x00\x00\x00\x00\x00\x00\x00{"__metadata__":{"format":"pt"},"step":{"dtype":"I64",'
+    b'"shape":[],"data_offsets":[0,8]},"weight_hh_l0":{"dtype":"F32","shape":[2,2],"data_offse'
+    b'ts":[8,24]},"mask":{"dtype":"BOOL","shape":[2],"data_offsets":[24,26]}}   \x03\x00\x00'
+    b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x80?\x00\x00\x00@\x00\x00@@\x01\x00"
+)
+
+
+def test_files_written_before_load_and_are_written_the_same(tmp_path):
+    tensors = {"step": np.array(3), "weight_hh_l0": np.arange(4, dtype=np.float32).reshape(2, 2),
+               "mask": np.array([True, False])}  # fmt: skip
+    path = tmp_path / "old.safetensors"
+    path.write_bytes(OLD_FILE)
+    loaded, metadata = rio.load_safetensors(path)
+    assert list(loaded) == ["step", "weight_hh_l0", "mask"]  # the header's order
+    assert_same(loaded, tensors)
+    assert metadata == {"format": "pt"}
+    assert rio.safetensors_bytes(tensors, {"format": "pt"}) == OLD_FILE
+
+
 def test_empty_file_round_trip():
     data = rio.safetensors_bytes({})
     assert data == b"\x08" + b"\x00" * 7 + b"{}      "
@@ -141,13 +167,11 @@ def test_empty_file_round_trip():
 
 @pytest.mark.parametrize("metadata", [None, {"format": "pt"}])
 def test_bytes_identical_to_the_safetensors_package(rng, metadata):
-    st = pytest.importorskip("safetensors.numpy")
     tensors = every_dtype(rng)
     assert rio.safetensors_bytes(tensors, metadata) == st.save(tensors, metadata=metadata)
 
 
 def test_files_readable_both_ways_with_the_safetensors_package(tmp_path, rng):
-    st = pytest.importorskip("safetensors.numpy")
     tensors = every_dtype(rng)
     metadata = {"b": "2", "a": "1", "c": "ü"}  # several keys: the reference orders them freely
     ours, theirs = tmp_path / "ours.safetensors", tmp_path / "theirs.safetensors"
@@ -247,6 +271,12 @@ CORRUPT = [
     ),
     ("trailing bytes", craft({"a": F32x2}, bytes(11)), r"3 bytes after the last tensor"),
     (
+        "unknown key",  # the package would ignore it
+        craft({"a": {**F32x2, "offset": 0}}, bytes(8)),
+        r"tensor 'a' must have the keys dtype, shape, data_offsets; found dtype, shape, "
+        r"data_offsets, offset",
+    ),
+    (
         "bool not 0/1",
         craft({"m": {"dtype": "BOOL", "shape": [2], "data_offsets": [0, 2]}}, b"\x01\x02"),
         r"the BOOL tensor 'm' holds bytes other than 0 and 1",
@@ -266,6 +296,22 @@ def test_corrupt_files_raise_checkpoint_error_naming_the_file(tmp_path, data, ma
         CheckpointError, match=r"^the data is not a valid safetensors file: .*" + match
     ):
         rio.parse_safetensors(data)
+
+
+def test_what_the_package_refuses_after_our_checks_is_one_line_naming_the_file(
+    tmp_path, monkeypatch
+):
+    """A file that changes between rnnlab's check of its header and the package's read."""
+    path = tmp_path / "w.safetensors"
+    rio.save_safetensors(path, {"w": np.zeros(3)})
+
+    def changed(*args, **kwargs):
+        raise safetensors.SafetensorError("Error while deserializing: header too small")
+
+    monkeypatch.setattr(rtensors, "safe_open", changed)
+    with pytest.raises(CheckpointError, match=rf"^'{path}' is not a valid safetensors file: "
+                       r"Error while deserializing: header too small\.$"):  # fmt: skip
+        rio.load_safetensors(path)
 
 
 def test_checkpoint_error_is_a_value_error_and_missing_file(tmp_path):
@@ -347,6 +393,20 @@ def test_atomic_writes_leave_only_the_target(tmp_path):
     plain = tmp_path / "plain"
     plain.write_bytes(b"")
     assert (tmp_path / "a.bin").stat().st_mode == plain.stat().st_mode
+    assert (tmp_path / "a.safetensors").stat().st_mode == plain.stat().st_mode
+
+
+def test_checkpoint_files_get_the_mode_of_an_ordinary_file(tmp_path):
+    old = os.umask(0o027)
+    try:
+        save(tmp_path / "run", 1)
+        rio.save_weights(tmp_path / "run" / "best.safetensors", weights(1)[0])
+        (tmp_path / "plain").write_bytes(b"")
+    finally:
+        os.umask(old)
+    want = (tmp_path / "plain").stat().st_mode
+    files = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    assert len(files) == 9 and all(p.stat().st_mode == want for p in files), files
 
 
 @pytest.mark.parametrize("fail_at", ["fsync", "replace", "write"])
@@ -360,13 +420,13 @@ def test_a_failed_atomic_write_keeps_the_old_file_and_no_temporary(tmp_path, mon
 
     if fail_at == "write":  # half of the data written, then the failure
 
-        def half(f, header, arrays):
-            f.write(header)
+        def half(path, arrays, metadata=None):
+            path.write_bytes(b"\x10\x00\x00")
             raise OSError("disk on fire")
 
-        monkeypatch.setattr(rio, "_write_tensors", half)
+        monkeypatch.setattr(rtensors, "write", half)
     else:
-        monkeypatch.setattr(rio.os, fail_at, boom)
+        monkeypatch.setattr(os, fail_at, boom)
     with pytest.raises(OSError, match="disk on fire"):
         rio.save_safetensors(target, {"w": np.zeros(1000)})
     if fail_at != "write":
@@ -761,9 +821,9 @@ def test_an_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch
     ckpt = tmp_path / "checkpoints"
     before = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     if where == "optimizer file":  # model.safetensors written, optimizer.safetensors not
-        monkeypatch.setattr(rio, "_write_tensors", _fail_on_call(2, rio._write_tensors))
+        monkeypatch.setattr(rtensors, "write", _fail_on_call(2, rtensors.write))
     elif where == "state.json":  # both safetensors files written, state.json not
-        monkeypatch.setattr(rio, "_write_durably", _fail_on_call(3, rio._write_durably))
+        monkeypatch.setattr(runs, "_write_durably", _fail_on_call(1, runs._write_durably))
     elif where == "rename":  # everything written, the directory not yet renamed into place
         real_rename = os.rename
 
@@ -772,13 +832,13 @@ def test_an_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch
                 raise RuntimeError("interrupted")
             real_rename(src, dst)
 
-        monkeypatch.setattr(rio.os, "rename", rename)
+        monkeypatch.setattr(os, "rename", rename)
     else:  # the new directory is in place, `latest` not yet rewritten
 
         def latest(path, text):
             raise RuntimeError("interrupted")
 
-        monkeypatch.setattr(rio, "atomic_write_text", latest)
+        monkeypatch.setattr(runs, "atomic_write_text", latest)
     with pytest.raises(RuntimeError, match="interrupted"):
         save(tmp_path, 200, keep=1)
     monkeypatch.undo()
@@ -965,7 +1025,8 @@ def test_symlinks_in_a_run_directory_are_not_written_through(tmp_path, name):
 def test_orphaned_temporary_files_are_removed_by_the_next_save(tmp_path):
     run = tmp_path / "run"
     save(run, 1)
-    orphans = [run / ".model.safetensors.0123abcd.tmp", run / "checkpoints/.latest.deadbeef.tmp"]
+    orphans = [run / ".model.safetensors.0123abcd.tmp", run / "checkpoints/.latest.deadbeef.tmp",
+               run / ".tmpY5FPVa"]  # fmt: skip
     for p in orphans:
         p.write_bytes(b"half a file")
     keep = run / ".notes.tmp"  # not ours: left alone

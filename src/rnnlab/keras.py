@@ -166,7 +166,7 @@ def save_weights(model, path) -> Path:
     """Write `model`'s weights as Keras 3's `.weights.h5` for the Keras model `snippet`
     builds (keras' `model.load_weights(path)` reads it); atomically. Returns the path."""
     h5py = _h5py()
-    path = io._path(path, "path")
+    path = io.as_path(path, "path")
     layers = _keras_layers(model)
     if not path.name.endswith(".weights.h5"):
         _checks.fail("path", "a file name ending in .weights.h5 (Keras insists)", f"'{path}'")

@@ -238,7 +238,7 @@ def export(
     onnx = _require("onnx")
     from rnnlab import io
 
-    path = io._path(path, "path")
+    path = io.as_path(path, "path")
     lengths = _checks.boolean(lengths, "lengths")
     state = _checks.boolean(state, "state")
     if path.is_dir():
@@ -585,7 +585,7 @@ class Runtime:
         ort = _require("onnxruntime", "onnxruntime", "to run ONNX files")
         from rnnlab import io
 
-        path = io._path(path, "path")
+        path = io.as_path(path, "path")
         if not path.is_file():
             _checks.fail("path", "an ONNX file", f"'{path}', which does not exist")
         opts = ort.SessionOptions()

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from rnnlab import _checks, io, optim
+from rnnlab.progress import Progress
 
 
 @dataclass
@@ -352,63 +353,6 @@ def _tensors_to_state(tensors: dict[str, np.ndarray], n: int, prefix="carry"):
         seq = tuple(parts[j] for j in range(sizes[i]))
         state[i] = seq if sizes[i] > 1 else seq[0]
     return state
-
-
-class Progress:
-    """A one-line progress bar on a terminal; plain lines every few seconds otherwise."""
-
-    def __init__(self, total: int, start: int, stream=None, quiet: bool = False):
-        self.total, self.start = total, start
-        self.stream = stream or sys.stderr
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.quiet = quiet
-        self.t0 = time.perf_counter()
-        self.last_print = 0.0
-        self.items = 0
-
-    def update(self, step: int, loss: float, items: int, extra: str = "") -> None:
-        self.items += items
-        if self.quiet:
-            return
-        now = time.perf_counter()
-        elapsed = now - self.t0
-        interval = 0.2 if self.tty else 10.0
-        if now - self.last_print < interval and step + 1 < self.total:
-            return
-        self.last_print = now
-        done = step + 1 - self.start
-        rate = self.items / elapsed if elapsed > 0 else 0.0
-        eta = elapsed / done * (self.total - step - 1) if done > 0 else 0.0
-        frac = (step + 1) / self.total
-        if self.tty:
-            bar = "#" * int(24 * frac) + "-" * (24 - int(24 * frac))
-            line = (
-                f"\r[{bar}] {step + 1}/{self.total} loss {loss:.4f} "
-                f"{rate:,.0f} items/s ETA {_fmt(eta)} {extra}"
-            )
-            self.stream.write(line[:160].ljust(100))
-        else:
-            self.stream.write(
-                f"step {step + 1}/{self.total} loss {loss:.4f} {rate:,.0f} items/s "
-                f"elapsed {_fmt(elapsed)} ETA {_fmt(eta)} {extra}\n"
-            )
-        self.stream.flush()
-
-    def message(self, text: str) -> None:
-        if self.tty and not self.quiet:
-            self.stream.write("\r" + " " * 110 + "\r")
-        self.stream.write(text + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.tty and not self.quiet:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-def _fmt(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 60}:{seconds % 60:02d}"
 
 
 class Trainer:

@@ -1,0 +1,351 @@
+"""Files written whole or a line at a time: atomic writes, JSON, JSON Lines and TOML.
+
+Every file is written atomically (a temporary sibling, fsync, rename, fsync of the
+directory), so that a crash leaves the old file or the new one, never half of each; what a
+crash leaves behind is a temporary that `remove_orphans` recognises. Metrics are appended to
+JSON Lines files, whose last line a crash may tear: the reader skips it and the next append
+cuts it off. Errors name the file and where in it the problem is (ConfigError), and a run
+directory's files are never written through a planted symbolic link (RunDirError).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import secrets
+import tomllib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, NoReturn
+
+import numpy as np
+
+from rnnlab._checks import describe, fail, read_bounded
+
+PathLike = str | os.PathLike[str]
+
+
+class ConfigError(ValueError):
+    """A JSON, JSON Lines or TOML file is missing or cannot be parsed."""
+
+
+class RunDirError(ValueError):
+    """A path that should be a run directory is not one."""
+
+
+def refuse(cls: type[ValueError], name: str, expected: str, got: str, hint: str = "") -> NoReturn:
+    """`_checks.fail` for any ValueError class, typed NoReturn so that type checkers narrow."""
+    message = f"`{name}` must be {expected}; got {got} instead."
+    raise cls(message + (" " + hint if hint else ""))
+
+
+def as_path(value: object, name: str) -> Path:
+    """The path argument `name` as a Path; a one-line ValueError for anything else."""
+    if not isinstance(value, (str, os.PathLike)):
+        fail(name, "a path (str or pathlib.Path)", describe(value))
+    return Path(value)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------
+# Atomic writes
+# --------------------------------------------------------------------------------------------
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename inside `directory` durable (POSIX only: Windows cannot open directories)."""
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    """Put on disk a file that another library wrote and closed (safetensors writes by name)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield an empty temporary sibling of `path` to fill and make durable; it replaces `path`
+    when the block ends, and is removed if the block fails.
+
+    The temporary file is created with O_EXCL and mode 0o666 so that the umask applies as for
+    an ordinary `open` (mkstemp would leave it private to the user).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(tmp, flags, 0o666))
+            break
+        except FileExistsError:
+            continue
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+@contextmanager
+def atomic_file(path: Path) -> Iterator[IO[bytes]]:
+    """Yield a binary file that replaces `path` only once it is completely on disk."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def atomic_write_bytes(path: PathLike, data: bytes | bytearray | memoryview) -> None:
+    """Write `data` to `path` so that readers see the old file or the new one, never a mix."""
+    path = as_path(path, "path")
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        fail("data", "bytes", describe(data))
+    with atomic_file(path) as f:
+        f.write(data)
+
+
+def atomic_write_text(path: PathLike, text: str) -> None:
+    """Write `text` as UTF-8 to `path` atomically (no newline translation)."""
+    path = as_path(path, "path")
+    if not isinstance(text, str):
+        fail("text", "a str", describe(text))
+    with atomic_file(path) as f:
+        f.write(text.encode("utf-8"))
+
+
+def _jsonable(value: object, where: str) -> Any:
+    """A copy of `value` holding only JSON types; NumPy scalars become Python numbers.
+
+    Refused: non-string keys, non-finite floats (JSON has neither NaN nor infinity) and
+    arrays (they belong in safetensors), each with the place where it was found.
+    """
+    if isinstance(value, (np.bool_, np.integer, np.floating)):
+        value = value.item()
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            hint = "JSON has no NaN or infinity; store None instead."
+            fail(where, "JSON data", repr(value), hint)
+        return value
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                fail(where, "JSON data (a dict with str keys)", f"the key {describe(key)}")
+            out[key] = _jsonable(item, f"{where}[{key!r}]")
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    hint = "Arrays belong in safetensors (or use .tolist() for a few numbers)."
+    refuse(
+        ValueError,
+        where,
+        "JSON data (dict with str keys, list, str, int, finite float, bool or None)",
+        describe(value),
+        hint if isinstance(value, np.ndarray) else "",
+    )
+
+
+def json_text(obj: object, name: str) -> str:
+    """`obj` as rnnlab writes JSON files (indented, UTF-8, strict); `name` is the argument
+    that errors name."""
+    return json.dumps(_jsonable(obj, name), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def atomic_write_json(path: PathLike, obj: object) -> None:
+    """Write `obj` as indented UTF-8 JSON atomically. Strict JSON: no NaN, no arrays."""
+    path = as_path(path, "path")
+    text = json_text(obj, "obj")
+    with atomic_file(path) as f:
+        f.write(text.encode("utf-8"))
+
+
+# --------------------------------------------------------------------------------------------
+# Reading configuration; metrics as JSON Lines
+# --------------------------------------------------------------------------------------------
+
+
+# Configuration, progress and metrics files are small: a larger one is not rnnlab's.
+_READ_LIMIT = 1 << 30
+
+
+def _read_bytes(path: Path, error: type[ValueError], what: str) -> bytes:
+    return read_bounded(path, _READ_LIMIT, what, error)
+
+
+def decode_utf8(data: bytes, path: Path, error: type[ValueError], what: str) -> str:
+    """The text of a file's `data`; `error` (naming the file and the first bad byte) if it is
+    not UTF-8."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise error(
+            f"'{path}' is not valid {what}: byte {e.start} ({data[e.start]:#04x}) is not UTF-8."
+        ) from None
+
+
+def parse_json(path: Path, error: type[ValueError]) -> Any:
+    """The JSON value in `path`, or `error` naming the file, the line and the column."""
+    text = decode_utf8(_read_bytes(path, error, "JSON file"), path, error, "JSON")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise error(
+            f"'{path}' is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}."
+        ) from None
+    except RecursionError:
+        raise error(f"'{path}' is not rnnlab's JSON: it is nested too deeply.") from None
+
+
+def read_json(path: PathLike) -> Any:
+    """Parse a JSON file; ConfigError (with line and column) when it is missing or invalid."""
+    return parse_json(as_path(path, "path"), ConfigError)
+
+
+def read_toml(path: PathLike) -> dict[str, Any]:
+    """Parse a TOML file with the standard library; ConfigError when missing or invalid."""
+    path = as_path(path, "path")
+    text = decode_utf8(_read_bytes(path, ConfigError, "TOML file"), path, ConfigError, "TOML")
+    try:
+        return tomllib.loads(text)
+    except RecursionError:
+        raise ConfigError(f"'{path}' is not rnnlab's TOML: it is nested too deeply.") from None
+    except tomllib.TOMLDecodeError as e:
+        # The message already ends with "(at line L, column C)".
+        raise ConfigError(f"'{path}' is not valid TOML: {e}.") from None
+
+
+def append_jsonl(path: PathLike, obj: Mapping[str, Any]) -> None:
+    """Append `obj` as one line of JSON to `path` (created if missing).
+
+    A line left incomplete by a crash (no final newline and not valid JSON) is cut off first,
+    so that the new record does not fuse with it and the file stays one record per line.
+    """
+    path = as_path(path, "path")
+    if not isinstance(obj, Mapping):
+        fail("obj", "a dict (one JSON object per line)", describe(obj))
+    line = json.dumps(_jsonable(obj, "obj"), ensure_ascii=False, allow_nan=False) + "\n"
+    with _open_no_follow(path) as f:
+        end = f.seek(0, os.SEEK_END)
+        if end > 0:
+            f.seek(end - 1)
+            if f.read(1) != b"\n":
+                _repair_tail(f, end)
+        f.write(line.encode("utf-8"))
+        f.flush()
+
+
+def _open_no_follow(path: Path) -> IO[bytes]:
+    """`open(path, "a+b")` that refuses a symbolic link: a link planted in a run directory
+    would make rnnlab append to (or overwrite) whatever file it points to."""
+    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    if path.is_symlink():
+        refuse(RunDirError, "path", "a regular file (rnnlab does not write through links)",
+               f"'{path}', a symbolic link to '{os.readlink(path)}'")  # fmt: skip
+    try:
+        fd = os.open(path, flags | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as e:
+        if path.is_symlink():  # planted between the check and the open
+            refuse(RunDirError, "path", "a regular file (rnnlab does not write through links)",
+                   f"'{path}', a symbolic link")  # fmt: skip
+        raise RunDirError(f"Cannot append to '{path}': {e.strerror or e}.") from None
+    return os.fdopen(fd, "a+b")
+
+
+def keep_jsonl_until(path: PathLike, step: int) -> int:
+    """Drop the records of `path` whose "step" is above `step` (what a run resumed at `step`
+    will write again, so that each step is logged once); returns how many were dropped.
+    Rewritten atomically; records without a step, and a missing file, are left alone."""
+    path = as_path(path, "path")
+    if path.is_symlink():
+        refuse(RunDirError, "path", "a regular file (rnnlab does not write through links)",
+               f"'{path}', a symbolic link to '{os.readlink(path)}'")  # fmt: skip
+    if not path.is_file():
+        return 0
+    records = read_jsonl(path)
+    keep = [r for r in records if not (isinstance(r, dict) and isinstance(r.get("step"), int)
+                                       and r["step"] > step)]  # fmt: skip
+    if len(keep) != len(records):
+        lines = (json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in keep)
+        atomic_write_text(path, "".join(lines))
+    return len(records) - len(keep)
+
+
+# Ours (.NAME.XXXXXXXX.tmp), and the safetensors package's, which writes a file of its own
+# (.tmpXXXXXX) and renames it into place.
+_ORPHAN = re.compile(r"\..+\.[0-9a-f]{8}\.tmp|\.tmp[A-Za-z0-9]{6}")
+
+
+def remove_orphans(directory: PathLike) -> list[Path]:
+    """Remove the temporary files of atomic writes that a crash left in `directory`, never
+    renamed into place; returns their paths."""
+    directory = as_path(directory, "directory")
+    gone = []
+    if directory.is_dir():
+        for p in directory.iterdir():
+            if _ORPHAN.fullmatch(p.name) and p.is_file() and not p.is_symlink():
+                p.unlink(missing_ok=True)
+                gone.append(p)
+    return gone
+
+
+def _repair_tail(f: IO[bytes], end: int) -> None:
+    """The file does not end in a newline: end a complete last record, cut off a torn one."""
+    start = end
+    while start > 0:
+        step = min(start, 1 << 16)
+        f.seek(start - step)
+        chunk = f.read(step)
+        cut = chunk.rfind(b"\n")
+        if cut >= 0:
+            start = start - step + cut + 1
+            break
+        start -= step
+    f.seek(start)
+    tail = f.read(end - start)
+    try:
+        json.loads(tail.decode("utf-8"))
+    except ValueError:  # torn by a crash (JSONDecodeError and UnicodeDecodeError are both)
+        f.truncate(start)
+    else:
+        f.write(b"\n")
+
+
+def read_jsonl(path: PathLike) -> list[Any]:
+    """Read a JSON Lines file; ConfigError naming the first line that is not JSON.
+
+    Blank lines are skipped, and so is an unparsable last line without a final newline: that is
+    a record torn by a crash while it was appended (the next append_jsonl cuts it off).
+    """
+    path = as_path(path, "path")
+    text = decode_utf8(_read_bytes(path, ConfigError, "JSON Lines file"), path, ConfigError, "JSON")
+    lines = text.split("\n")  # not splitlines(): JSON strings may hold U+2028 and friends
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except RecursionError:
+            raise ConfigError(f"'{path}' line {number} is nested too deeply.") from None
+        except json.JSONDecodeError as e:
+            if number == len(lines):
+                break
+            raise ConfigError(
+                f"'{path}' is not valid JSON Lines: {e.msg} at line {number}, column {e.colno}."
+            ) from None
+    return records

@@ -1,0 +1,341 @@
+"""Run directories and the checkpoints in them.
+
+A run directory holds `config.json`, `metrics.jsonl` and `checkpoints/step-XXXXXXXX/`, each
+checkpoint built in a temporary directory and renamed into place, with `checkpoints/latest`
+naming the newest; `model.safetensors` and `config.json` at the top level are always the latest
+weights. A checkpoint records the SHA-256 of its weights files (hashes.json), and an error
+about a damaged one ends with the way back to an earlier one (`way_back`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rnnlab._checks import describe, fail, read_bounded
+from rnnlab.io import tensors
+from rnnlab.io.files import (
+    PathLike,
+    RunDirError,
+    as_path,
+    atomic_write_bytes,
+    atomic_write_text,
+    decode_utf8,
+    fsync_dir,
+    json_text,
+    parse_json,
+    refuse,
+    remove_orphans,
+)
+from rnnlab.io.tensors import CheckpointError, load_safetensors
+
+_STEP_DIR = re.compile(r"step-(\d{8,})")
+_NAME_HINT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+
+
+def _step_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def is_run_dir(path: PathLike) -> bool:
+    """True when `path` is a directory holding a config.json."""
+    path = as_path(path, "path")
+    return path.is_dir() and (path / "config.json").is_file()
+
+
+def open_run_dir(path: PathLike) -> Path:
+    """`path` as a Path, after checking that it is a run directory (RunDirError otherwise)."""
+    path = as_path(path, "run")
+    if not path.exists():
+        why = "does not exist"
+    elif not path.is_dir():
+        why = "is not a directory"
+    elif not (path / "config.json").is_file():
+        why = "has no config.json"
+    else:
+        return path
+    refuse(RunDirError, "run", "a run directory (with config.json)", f"'{path}' which {why}")
+
+
+def make_run_dir(
+    base: PathLike | None,
+    name_hint: str,
+    *,
+    config: Mapping[str, Any] | None = None,
+    now: datetime | None = None,
+) -> Path:
+    """Create a fresh directory `base/<name_hint>-YYYYMMDD-HHMMSS` and return its path.
+
+    `base` defaults to ./runs and is created if needed. When the name is taken (two runs in the
+    same second) "-2", "-3", ... is appended; the directory is created exclusively, so two
+    processes never share one. With `config` its config.json is written, making it a run
+    directory at once.
+    """
+    base = Path("runs") if base is None else as_path(base, "base")
+    if not isinstance(name_hint, str) or not _NAME_HINT.fullmatch(name_hint):
+        fail(
+            "name_hint",
+            "a name of letters, digits, '.', '_' or '-' (not starting with '.')",
+            describe(name_hint),
+        )
+    if now is not None and not isinstance(now, datetime):
+        fail("now", "None or a datetime", describe(now))
+    text = None if config is None else json_text(config, "config")
+    if base.exists() and not base.is_dir():
+        refuse(RunDirError, "base", "a directory", f"'{base}' which is not a directory")
+    base.mkdir(parents=True, exist_ok=True)
+    stem = f"{name_hint}-{(now or datetime.now()):%Y%m%d-%H%M%S}"
+    suffix = 1
+    while True:
+        path = base / (stem if suffix == 1 else f"{stem}-{suffix}")
+        try:
+            path.mkdir()
+            break
+        except FileExistsError:
+            suffix += 1
+    if text is not None:
+        atomic_write_text(path / "config.json", text)
+    return path
+
+
+@dataclass
+class Checkpoint:
+    """What `load_checkpoint` returns: the directory it read and its contents."""
+
+    path: Path
+    step: int
+    model: dict[str, np.ndarray]
+    optimizer: dict[str, np.ndarray]
+    state: dict[str, Any]
+    config: dict[str, Any]
+
+
+def checkpoint_steps(run_dir: PathLike) -> list[int]:
+    """The steps of the complete checkpoints in `run_dir`, ascending (temporaries ignored)."""
+    directory = as_path(run_dir, "run_dir") / "checkpoints"
+    if not directory.is_dir():
+        return []
+    matches = (_STEP_DIR.fullmatch(p.name) for p in directory.iterdir() if p.is_dir())
+    return sorted(int(m.group(1)) for m in matches if m)
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    """Inside the temporary checkpoint directory no file needs its own rename (renaming the
+    directory is the atomic step); the bytes need only be on disk before it."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def save_checkpoint(
+    run_dir: PathLike,
+    step: int,
+    *,
+    model: Mapping[str, np.ndarray],
+    optimizer: Mapping[str, np.ndarray],
+    state: Mapping[str, Any],
+    config: Mapping[str, Any],
+    keep: int | None = 3,
+) -> Path:
+    """Save a checkpoint as `run_dir/checkpoints/step-XXXXXXXX/` and return its path.
+
+    The directory holds model.safetensors, optimizer.safetensors, hashes.json (the SHA-256 of
+    both, checked by load_checkpoint), state.json (progress: step,
+    epoch, RNG state from numpy_rng_state, best metric...) and config.json. It is built in a
+    temporary sibling and renamed into place; then `checkpoints/latest` is rewritten, then the
+    top-level model.safetensors and config.json, then old checkpoints are pruned, each step
+    atomic. So a crash at any point leaves the previous checkpoint and `latest` usable.
+
+    `keep` is how many checkpoints remain: the new one plus the `keep - 1` others with the
+    highest steps (None keeps all). Saving a step that exists replaces it.
+    """
+    run_dir = as_path(run_dir, "run_dir")
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+        fail("step", "a non-negative integer", describe(step))
+    step = int(step)
+    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
+        fail("keep", "None or a positive integer", describe(keep))
+    model_arrays, _ = tensors.checked(model, None, "model")
+    optimizer_arrays, _ = tensors.checked(optimizer, None, "optimizer")
+    for value, name in ((state, "state"), (config, "config")):
+        if not isinstance(value, Mapping):
+            fail(name, "a dict of JSON data", describe(value))
+    state_text = json_text(state, "state").encode("utf-8")
+    config_text = json_text(config, "config").encode("utf-8")
+
+    if run_dir.exists() and not run_dir.is_dir():
+        refuse(RunDirError, "run_dir", "a directory", f"'{run_dir}' which is not a directory")
+    checkpoints = run_dir / "checkpoints"
+    if checkpoints.is_symlink():
+        refuse(RunDirError, "run_dir", "a run directory whose checkpoints/ is a directory",
+               f"'{checkpoints}', a symbolic link",
+               "rnnlab does not write through links.")  # fmt: skip
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    name = _step_name(step)
+    final = checkpoints / name
+    tmp = checkpoints / f".tmp-{name}-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        tensors.write(tmp / "model.safetensors", model_arrays)
+        tensors.write(tmp / "optimizer.safetensors", optimizer_arrays)
+        _write_durably(tmp / "state.json", state_text)
+        _write_durably(tmp / "config.json", config_text)
+        hashes = {f: _sha256(tmp / f) for f in ("model.safetensors", "optimizer.safetensors")}
+        _write_durably(tmp / "hashes.json", json_text({"sha256": hashes}, "hashes").encode())
+        fsync_dir(tmp)
+        if final.exists():  # re-saving a step (a resumed run): move the old one aside first
+            os.rename(final, checkpoints / f".trash-{name}-{secrets.token_hex(4)}")
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_dir(checkpoints)
+    atomic_write_text(checkpoints / "latest", name + "\n")
+
+    atomic_write_bytes(run_dir / "config.json", config_text)
+    tensors.save(run_dir / "model.safetensors", model_arrays)
+
+    if keep is not None:
+        older = sorted((s for s in checkpoint_steps(run_dir) if s != step), reverse=True)
+        for old in older[keep - 1 :]:
+            # Renamed first, so that a crash mid-delete never leaves a partial "step-" dir.
+            os.rename(
+                checkpoints / _step_name(old),
+                checkpoints / f".trash-{_step_name(old)}-{secrets.token_hex(4)}",
+            )
+    for leftover in checkpoints.iterdir():  # this save's trash and earlier crashed saves'
+        if leftover.is_symlink():
+            continue
+        if leftover.is_dir() and leftover.name.startswith((".tmp-", ".trash-")):
+            shutil.rmtree(leftover, ignore_errors=True)
+    remove_orphans(checkpoints)
+    remove_orphans(run_dir)
+    return final
+
+
+def _sha256(file: Path) -> str:
+    h = hashlib.sha256()
+    with open(file, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_hash(file: Path, hashes: dict | None) -> None:
+    """A weights file must have the SHA-256 its checkpoint recorded (hashes.json): a flipped
+    byte in a weight is valid safetensors and would load without a word. Checkpoints saved
+    before hashes were recorded have no hashes.json and load unchecked."""
+    if hashes is None:
+        return
+    want, got = hashes.get(file.name), _sha256(file)
+    if want != got:
+        raise CheckpointError(
+            f"'{file}' does not match the SHA-256 its checkpoint recorded in hashes.json "
+            f"(recorded {str(want)[:16]}..., the file has {got[:16]}...): the file "
+            "changed or is corrupt since it was saved."
+        )
+
+
+def _read_checkpoint_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"The checkpoint file '{path}' is missing (incomplete checkpoint).")
+    value = parse_json(path, CheckpointError)
+    if not isinstance(value, dict):
+        raise CheckpointError(f"'{path}' must hold a JSON object, not {type(value).__name__}.")
+    return value
+
+
+def load_checkpoint(run_dir: PathLike, step: int | None = None) -> Checkpoint:
+    """Load the checkpoint `step` of a run directory, or the latest one by default.
+
+    The latest is the one `checkpoints/latest` names (or, if that file is missing, the highest
+    step). A missing, truncated or corrupt file raises CheckpointError naming it.
+    """
+    run = open_run_dir(run_dir)
+    checkpoints = run / "checkpoints"
+    steps = checkpoint_steps(run)
+    if step is None:
+        latest = checkpoints / "latest"
+        if latest.is_file():
+            data = read_bounded(latest, 4096, "the file", CheckpointError)
+            text = decode_utf8(data, latest, CheckpointError, "text").strip()
+            match = _STEP_DIR.fullmatch(text)
+            if match is None:
+                raise CheckpointError(
+                    f"'{latest}' must name a checkpoint like 'step-00000100'; "
+                    f"it holds {text[:40]!r}."
+                )
+            if not (checkpoints / text).is_dir():
+                raise CheckpointError(
+                    f"'{latest}' names {text} but '{checkpoints / text}' does not exist."
+                )
+            step = int(match.group(1))
+        elif steps:
+            step = steps[-1]
+        else:
+            raise CheckpointError(f"The run directory '{run}' has no checkpoints.")
+    elif isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step not in steps:
+        saved = ", ".join(map(str, steps)) if steps else "none"
+        fail("step", f"None or a saved step of '{run}' (saved: {saved})", describe(step))
+    step = int(step)
+    directory = checkpoints / _step_name(step)
+    try:
+        weights, state, config = _read_checkpoint(directory)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e} {way_back(run, step)}") from None
+    return Checkpoint(
+        path=directory,
+        step=step,
+        model=weights["model"],
+        optimizer=weights["optimizer"],
+        state=state,
+        config=config,
+    )
+
+
+def _read_checkpoint(directory: Path) -> tuple[dict[str, dict[str, np.ndarray]], dict, dict]:
+    """The weights (checked against hashes.json), state and config of one checkpoint."""
+    weights = {}
+    hashes = None
+    if (directory / "hashes.json").exists():
+        record = _read_checkpoint_json(directory / "hashes.json").get("sha256")
+        if not isinstance(record, dict):
+            raise CheckpointError(
+                f"'{directory / 'hashes.json'}' must hold {{\"sha256\": {{FILE: HASH}}}}."
+            )
+        hashes = record
+    for part in ("model", "optimizer"):
+        file = directory / f"{part}.safetensors"
+        if not file.is_file():
+            raise CheckpointError(
+                f"The checkpoint file '{file}' is missing (incomplete checkpoint)."
+            )
+        weights[part], _ = load_safetensors(file)  # its own errors first: they say more
+        _check_hash(file, hashes)
+    state = _read_checkpoint_json(directory / "state.json")
+    return weights, state, _read_checkpoint_json(directory / "config.json")
+
+
+def way_back(run_dir: PathLike, step: int) -> str:
+    """What to do when the checkpoint `step` of `run_dir` cannot be used: go back to another
+    one (the run then continues from there, drawing what it drew the first time), or, with
+    none left, start again. One sentence, for the end of an error message."""
+    checkpoints = as_path(run_dir, "run_dir") / "checkpoints"
+    others = [s for s in checkpoint_steps(run_dir) if s != step]
+    if not others:
+        return (f"The run has no other checkpoint: remove '{checkpoints}' and `rnnlab train "
+                f"--resume {checkpoints.parent}` starts it again from step 0.")  # fmt: skip
+    back = max((s for s in others if s < step), default=max(others))
+    return (f"To go back to the checkpoint {_step_name(back)}, write {_step_name(back)} into "
+            f"'{checkpoints / 'latest'}' and resume: the run continues from there.")  # fmt: skip

@@ -1,0 +1,342 @@
+"""safetensors files: the `safetensors` package reads and writes them, rnnlab checks around it.
+
+The package does the format (so our files stay byte for byte what PyTorch's loader reads).
+What this module adds, and why:
+
+- Before the package sees a file, its header is checked here (`_check_header`), so that a
+  damaged or hostile file is refused in one line naming the file and what exactly is wrong:
+  the package's own errors say "invalid offset for tensor" at best, and it accepts some of
+  what rnnlab refuses (BOOL bytes other than 0 and 1, keys beside dtype/shape/data_offsets).
+- Arguments are checked before anything is written, and arrays reach the package
+  C-contiguous and little-endian: it copies raw memory from the pointer it is given.
+- Files are written atomically (`files.atomic_path`) and made durable.
+- `save_weights` puts the SHA-256 of the file's content in its own metadata, which
+  `load_weights` checks: a flipped byte in a weight is still valid safetensors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors.numpy
+from safetensors import SafetensorError, safe_open
+
+from rnnlab._checks import describe, fail
+from rnnlab.io.files import PathLike, as_path, atomic_path, fsync_file, refuse
+
+
+class CheckpointError(ValueError):
+    """A safetensors file or a checkpoint is missing, truncated or corrupt."""
+
+
+# The format's dtype codes that NumPy has a type for, in the order of the format's enum.
+_DTYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype("|b1"),
+    "U8": np.dtype("|u1"),
+    "I8": np.dtype("|i1"),
+    "I16": np.dtype("<i2"),
+    "U16": np.dtype("<u2"),
+    "F16": np.dtype("<f2"),
+    "I32": np.dtype("<i4"),
+    "U32": np.dtype("<u4"),
+    "F32": np.dtype("<f4"),
+    "F64": np.dtype("<f8"),
+    "I64": np.dtype("<i8"),
+    "U64": np.dtype("<u8"),
+}
+_CODE = {(dt.kind, dt.itemsize): code for code, dt in _DTYPES.items()}
+_NO_NUMPY_TYPE = ("BF16", "F8_E5M2", "F8_E4M3", "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4", "C64")
+_HEADER_LIMIT = 100_000_000  # the package's own bound on the header
+_HASH_KEY = "sha256"  # save_weights' entry in a file's __metadata__
+
+Arrays = dict[str, np.ndarray]
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+
+
+def checked(tensors: object, metadata: object, name: str) -> tuple[Arrays, dict[str, str] | None]:
+    """`tensors` as the package needs them (C-contiguous, little-endian, a supported dtype)
+    and `metadata`, after checking both; `name` is the argument errors name."""
+    if not isinstance(tensors, Mapping):
+        fail(name, "a dict of str -> NumPy array", describe(tensors))
+    assert isinstance(tensors, Mapping)
+    arrays = {}
+    for key, value in tensors.items():
+        if not isinstance(key, str) or key == "__metadata__":
+            fail(name, "a dict with str keys other than '__metadata__'", f"the key {key!r}")
+        if isinstance(value, np.generic):  # a NumPy scalar is a 0-d tensor
+            value = np.asarray(value)
+        if not isinstance(value, np.ndarray):
+            fail(f"{name}[{key!r}]", "a NumPy array", describe(value))
+        code = _CODE.get((value.dtype.kind, value.dtype.itemsize))
+        if code is None:
+            supported = ", ".join(str(dt.newbyteorder("=")) for dt in _DTYPES.values())
+            refuse(ValueError, f"{name}[{key!r}]", f"an array of dtype {supported}",
+                   f"dtype {value.dtype}")  # fmt: skip
+        # Not ascontiguousarray: it turns a 0-d array into shape (1,).
+        arrays[key] = np.asarray(value, dtype=_DTYPES[code], order="C")
+    if metadata is not None:
+        if not isinstance(metadata, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+        ):
+            fail("metadata", "None or a dict of str -> str", describe(metadata))
+    assert metadata is None or isinstance(metadata, Mapping)
+    return arrays, None if metadata is None else dict(metadata)
+
+
+def write(path: Path, arrays: Arrays, metadata: dict[str, str] | None = None) -> None:
+    """Write checked `arrays` to `path` and put them on disk (durable, not atomic).
+
+    The package puts a file of its own, private to the user, in place of `path`; it gets the
+    mode an ordinary `open` gives (what the umask allows), as rnnlab's other files have.
+    """
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o666))
+    mode = os.stat(path).st_mode & 0o777
+    safetensors.numpy.save_file(arrays, path, metadata=metadata)
+    os.chmod(path, mode)
+    fsync_file(path)
+
+
+def save(path: Path, arrays: Arrays, metadata: dict[str, str] | None = None) -> None:
+    """Write checked `arrays` to `path` atomically."""
+    with atomic_path(path) as tmp:
+        write(tmp, arrays, metadata)
+
+
+def safetensors_bytes(
+    tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None
+) -> bytes:
+    """The safetensors encoding of `tensors` (and string `metadata`), as bytes."""
+    arrays, meta = checked(tensors, metadata, "tensors")
+    return safetensors.numpy.save(arrays, metadata=meta)
+
+
+def save_safetensors(
+    path: PathLike,
+    tensors: Mapping[str, np.ndarray],
+    metadata: Mapping[str, str] | None = None,
+) -> None:
+    """Write `tensors` to a safetensors file atomically."""
+    path = as_path(path, "path")
+    save(path, *checked(tensors, metadata, "tensors"))
+
+
+def save_weights(path: PathLike, tensors: Mapping[str, np.ndarray]) -> None:
+    """`save_safetensors` with the SHA-256 of the file's content in its own metadata
+    (`__metadata__["sha256"]`: the hash of the file as written without that entry), which
+    `load_weights` checks. One file carries its hash, so one atomic rename writes both: a crash
+    leaves the old file with its hash or the new one with its own (a hashes.json beside it
+    would be a second write, and a crash between the two would make a sound file look
+    corrupt). For weights outside a checkpoint (a run's best.safetensors)."""
+    path = as_path(path, "path")
+    arrays, _ = checked(tensors, None, "tensors")
+    digest = hashlib.sha256(safetensors.numpy.save(arrays)).hexdigest()
+    save(path, arrays, {_HASH_KEY: digest})
+
+
+def load_weights(path: PathLike) -> dict[str, np.ndarray]:
+    """The tensors of a file `save_weights` wrote, checked against the SHA-256 in its
+    metadata (CheckpointError naming the file when they differ). A file without the hash
+    (written before rnnlab recorded one, or by another program) loads unchecked."""
+    path = as_path(path, "path")
+    tensors, metadata = load_safetensors(path)
+    want = metadata.pop(_HASH_KEY, None)
+    if want is None:
+        return tensors
+    got = hashlib.sha256(safetensors_bytes(tensors, metadata or None)).hexdigest()
+    if want != got:
+        raise CheckpointError(
+            f"'{path}' does not match the SHA-256 recorded in its metadata (recorded "
+            f"{want[:16]}..., the content has {got[:16]}...): the file changed or is corrupt "
+            "since it was saved."
+        )
+    return tensors
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+
+
+def _header_length(source: str, prefix: bytes, size: int) -> int:
+    """Header length N from the first 8 bytes of a file of `size` bytes, checked before
+    anything of that length is read (a garbage length would be an allocation of up to 2^64
+    bytes) and said as a truncated file, which is what a short one usually is."""
+    if size == 0:
+        raise CheckpointError(f"{source} is not a valid safetensors file: it is empty (0 bytes).")
+    if size < 8:
+        raise CheckpointError(
+            f"{source} is not a valid safetensors file: it has {size} bytes, "
+            "fewer than the 8-byte header length (truncated file?)."
+        )
+    n = int.from_bytes(prefix[:8], "little")
+    if n > size - 8 or n > _HEADER_LIMIT:
+        raise CheckpointError(
+            f"{source} is not a valid safetensors file: the header length "
+            f"says {n} bytes but only {size - 8} follow (truncated file?)."
+        )
+    return n
+
+
+def _check_header(source: str, header: bytes, data_size: int) -> tuple[list[str], dict[str, str]]:
+    """The tensor names in header order and the metadata, after checking the header against
+    a data section of `data_size` bytes: every tensor inside it, no overlap, no hole, nothing
+    after the last. All that the package checks too, said so that the file can be mended."""
+
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{source} is not a valid safetensors file: {what}.")
+
+    try:
+        text = header.decode("utf-8")
+    except UnicodeDecodeError:
+        raise bad("the header is not UTF-8 text") from None
+
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in seen:
+                raise bad(f"the key {key!r} appears twice in the header")
+            seen[key] = value
+        return seen
+
+    try:
+        parsed = json.loads(text, object_pairs_hook=no_duplicates)
+    except json.JSONDecodeError as e:
+        raise bad(f"the header is not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(parsed, dict):
+        raise bad(f"the header must be a JSON object, not {type(parsed).__name__}")
+
+    metadata = parsed.pop("__metadata__", None)
+    metadata = {} if metadata is None else metadata
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise bad("__metadata__ must map strings to strings")
+
+    def is_count(v: object) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    spans = []
+    for name, info in parsed.items():
+        keys = {"dtype", "shape", "data_offsets"}
+        if not isinstance(info, dict) or set(info) != keys:
+            found = ", ".join(info) if isinstance(info, dict) else type(info).__name__
+            raise bad(
+                f"tensor {name!r} must have the keys dtype, shape, data_offsets; found {found}"
+            )
+        code = info["dtype"]
+        if code not in _DTYPES:
+            why = " (NumPy has no such type)" if code in _NO_NUMPY_TYPE else ""
+            raise bad(
+                f"tensor {name!r} has the unknown dtype {code!r}{why}; "
+                f"supported: {', '.join(_DTYPES)}"
+            )
+        shape, offsets = info["shape"], info["data_offsets"]
+        if not isinstance(shape, list) or not all(is_count(n) for n in shape):
+            raise bad(f"tensor {name!r} has shape {shape!r}, not a list of non-negative integers")
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(is_count(n) for n in offsets)
+            or offsets[0] > offsets[1]
+        ):
+            raise bad(
+                f"tensor {name!r} has data_offsets {offsets!r}, "
+                "expected [begin, end] with 0 <= begin <= end"
+            )
+        size = math.prod(shape) * _DTYPES[code].itemsize
+        begin, end = offsets
+        if end - begin != size:
+            raise bad(
+                f"tensor {name!r} of shape {shape} and dtype {code} needs {size} bytes "
+                f"but its data_offsets {offsets} span {end - begin}"
+            )
+        if end > data_size:
+            raise bad(
+                f"tensor {name!r} ends at byte {end} of the data but the data has only "
+                f"{data_size} bytes (truncated file?)"
+            )
+        spans.append((begin, end, name))
+
+    position, previous = 0, None
+    for begin, end, name in sorted(spans):
+        if begin < position:
+            assert previous is not None
+            raise bad(
+                f"tensors {previous[2]!r} and {name!r} overlap (bytes "
+                f"[{previous[0]}, {previous[1]}) and [{begin}, {end}))"
+            )
+        if begin > position:
+            raise bad(
+                f"{begin - position} bytes before tensor {name!r} belong to "
+                "no tensor (the data must be contiguous)"
+            )
+        position, previous = end, (begin, end, name)
+    if position != data_size:
+        raise bad(f"{data_size - position} bytes after the last tensor belong to no tensor")
+    return list(parsed), metadata
+
+
+def _check_bools(source: str, tensors: Arrays) -> None:
+    """The format allows only 0 and 1 in a BOOL tensor; NumPy (and the package) would accept
+    any byte as a bool, which then misbehaves."""
+    for name, array in tensors.items():
+        if array.dtype.kind == "b" and array.size and array.view(np.uint8).max() > 1:
+            raise CheckpointError(
+                f"{source} is not a valid safetensors file: the BOOL tensor "
+                f"{name!r} holds bytes other than 0 and 1."
+            )
+
+
+def parse_safetensors(
+    data: bytes | bytearray | memoryview,
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Decode safetensors bytes into (tensors, metadata); the arrays are fresh, writable copies."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        fail("data", "bytes", describe(data))
+    source = "the data"
+    view = memoryview(data).cast("B")
+    n = _header_length(source, bytes(view[:8]), len(view))
+    names, metadata = _check_header(source, bytes(view[8 : 8 + n]), len(view) - 8 - n)
+    try:
+        loaded = safetensors.numpy.load(bytes(view))
+    except SafetensorError as e:
+        raise CheckpointError(f"{source} is not a valid safetensors file: {e}.") from None
+    tensors = {name: loaded[name] for name in names}
+    _check_bools(source, tensors)
+    return tensors, metadata
+
+
+def load_safetensors(path: PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Read a safetensors file into (tensors, metadata), in the order of the header.
+
+    Each array is a fresh copy: writable, C-contiguous, native byte order and independent of
+    the file. Anything inconsistent raises CheckpointError naming the file and the problem.
+    """
+    path = as_path(path, "path")
+    source = f"'{path}'"
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise CheckpointError(f"Cannot read {source}: the file does not exist.") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"Cannot read {source}: it is a directory.") from None
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        n = _header_length(source, f.read(8), size)
+        names, metadata = _check_header(source, f.read(n), size - 8 - n)
+    try:
+        with safe_open(path, framework="numpy") as file:
+            tensors = {name: file.get_tensor(name) for name in names}
+    except SafetensorError as e:  # changed since it was checked
+        raise CheckpointError(f"{source} is not a valid safetensors file: {e}.") from None
+    _check_bools(source, tensors)
+    return tensors, metadata

@@ -1,0 +1,50 @@
+"""The progress display: a bar redrawn in place on a terminal, plain lines into a log."""
+
+import io
+
+from rnnlab import progress
+from rnnlab.progress import Progress
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_into_a_log_the_last_step_is_a_plain_line(monkeypatch):
+    clock = iter([100.0, 101.0, 102.0, 104.0])
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock, 104.0))
+    stream = io.StringIO()
+    bar = Progress(3, 0, stream)
+    bar.update(0, 2.0, 10)  # shown: the first call is always more than 10 s after nothing
+    bar.update(1, 1.5, 10)  # not shown: 1 s later
+    bar.update(2, 1.25, 10, "lr 0.1")  # the last step is always shown
+    bar.message("eval loss 1.0")
+    bar.close()
+    assert stream.getvalue() == (
+        "step 1/3 loss 2.0000 10 items/s elapsed 0:01 ETA 0:02 \n"
+        "step 3/3 loss 1.2500 8 items/s elapsed 0:04 ETA 0:00 lr 0.1\n"
+        "eval loss 1.0\n"
+    )
+
+
+def test_on_a_terminal_one_line_is_redrawn():
+    stream = Terminal()
+    bar = Progress(4, 2, stream)  # resumed at step 2
+    bar.update(3, 0.5, 64)
+    bar.message("done")
+    bar.close()
+    text = stream.getvalue()
+    assert text.startswith("\r[" + "#" * 24 + "] 4/4 loss 0.5000 ")
+    assert "\r" + " " * 110 + "\rdone\n" in text and text.endswith("\n")
+    assert text.count("\n") == 2
+
+
+def test_quiet_shows_messages_only():
+    for stream in (io.StringIO(), Terminal()):
+        bar = Progress(2, 0, stream, quiet=True)
+        bar.update(0, 1.0, 1)
+        bar.update(1, 1.0, 1)
+        bar.message("best")
+        bar.close()
+        assert stream.getvalue() == "best\n"
