@@ -271,9 +271,9 @@ def test_attention_examples_follow_the_source_order(dates_run):
     """With reversed input the weights come back in the source's own order: each row of a
     panel is a distribution over the source's characters."""
     from rnnlab import recipes
-    from rnnlab.cli import _load_run
+    from rnnlab.runs import load_run
 
-    _, cfg, model, data = _load_run(dates_run)
+    _, cfg, model, data = load_run(dates_run)
     task = recipes.make_task(cfg, data)
     examples = task.attention_examples(model, 3)
     x, _, lengths, sources, _ = task._split("test")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab import io
+from rnnlab import io, runs
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -430,21 +430,21 @@ def _prepare_train(args, comm) -> tuple:
         run_dir = io.open_run_dir(args.resume)
         if io.checkpoint_steps(run_dir):
             ckpt = io.load_checkpoint(run_dir)
-            config = _run_config(ckpt.config, ckpt.path)
+            config = runs.run_config(ckpt.config, ckpt.path)
         else:  # stopped before its first checkpoint (or by a full disk): start it again
-            ckpt, config = None, _run_config(io.read_json(run_dir / "config.json"), run_dir)
+            ckpt, config = None, runs.run_config(io.read_json(run_dir / "config.json"), run_dir)
         cfg = TrainConfig.from_dict(config["train"], source=str(run_dir / "config.json"))
         overrides = {k: v for k, v in vars(args).items() if k in ("steps", "time_limit")}
         for k, v in overrides.items():
             setattr(cfg, k, v)
         cfg.validate()
-        task = recipes.make_task(cfg, _data_record(run_dir, cfg, config))
+        task = recipes.make_task(cfg, runs.data_record(run_dir, cfg, config))
         where = (ckpt.path if ckpt is not None else run_dir) / "config.json"
-        model = _build_run_model(config["model"], where, cfg.seed)
+        model = runs.build_run_model(config["model"], where, cfg.seed)
         trainer = _make_trainer(comm, model, task, cfg, run_dir, spec=config["model"],
                                 quiet=args.quiet)  # fmt: skip
         if ckpt is not None:
-            _load_weights(model, ckpt, run_dir)
+            runs.load_weights(model, ckpt, run_dir)
             try:
                 trainer.restore(ckpt)
             except io.CheckpointError as e:  # its progress or optimizer state is damaged
@@ -485,93 +485,10 @@ def _prepare_train(args, comm) -> tuple:
     return trainer, task, model, run_dir
 
 
-def _run_config(config, run_dir) -> dict:
-    """A run's config.json as rnnlab wrote it: {"train": {...}, "model": {...}, ...}."""
-    if not isinstance(config, dict) or not all(
-        isinstance(config.get(k), dict) for k in ("train", "model")
-    ):
-        raise io.RunDirError(
-            f"'{run_dir}/config.json' must hold an rnnlab run's config (tables 'train' and "
-            f"'model'); got {io.describe(config)}"
-        )
-    return config
-
-
-def _load_run(path, *, vocabulary: bool = False):
-    """(run directory, settings, model with the latest weights, config.json's "data"); with
-    `vocabulary`, a charlm run's data has its vocabulary even when the run is from before runs
-    stored it (`_data_record`)."""
-    from rnnlab.train import TrainConfig
-
-    run_dir = io.open_run_dir(path)
-    ckpt = io.load_checkpoint(run_dir)
-    _run_config(ckpt.config, ckpt.path)
-    cfg = TrainConfig.from_dict(ckpt.config["train"], source=str(run_dir / "config.json"))
-    model = _build_run_model(ckpt.config["model"], ckpt.path / "config.json")
-    _load_weights(model, ckpt, run_dir)
-    if vocabulary:
-        return run_dir, cfg, model, _data_record(run_dir, cfg, ckpt.config)
-    return run_dir, cfg, model, ckpt.config.get("data")
-
-
-def _data_record(run_dir: Path, cfg, config: dict):
-    """config.json's "data" (a charlm run's vocabulary). A charlm run from before runs stored
-    it gets it rebuilt from its training text, as training built it, and checked against the
-    model's number of symbols; said on stderr, since a text edited since training (with as
-    many distinct characters) would map differently."""
-    data = config.get("data")
-    if cfg.task != "charlm" or data:
-        return data
-    from rnnlab.tasks import text
-
-    where = f"its training text '{cfg.data}'" if cfg.data else "the built-in corpus"
-    old = f"'{run_dir}' is from before runs stored their vocabulary, which is rebuilt from {where}"
-    try:
-        corpus = text.read_text(cfg.data) if cfg.data else text.default_corpus()
-    except ValueError as e:
-        relative = cfg.data and not Path(cfg.data).is_absolute()
-        raise UsageError(
-            f"{old}: {_one_line(e)} Run rnnlab from the directory the run was trained in"
-            + (" (the path is relative)" if relative else "")
-            + ", or put the text back where it was."
-        ) from None
-    vocab = text.CharVocab(text.split_text(corpus)[0])
-    spec = config.get("model") or {}
-    want = spec.get("output_size") if isinstance(spec, dict) else None
-    if vocab.size != want:
-        raise UsageError(
-            f"{old}: that text gives {vocab.size} symbols but the model was trained with "
-            f"{want}: it has changed since training. Put the training text back where it was."
-        )
-    print(f"rnnlab: warning: {old} ({vocab.size} symbols, as many as the model's); if that "
-          "text changed since training, the mapping may differ", file=sys.stderr)  # fmt: skip
-    return {"vocab": vocab.chars}
-
-
-def _build_run_model(spec, where: Path, seed: int = 0):
-    """The model a run's config.json describes; a bad description is said with the file."""
-    from rnnlab import recipes
-
-    try:
-        return recipes.build_model(spec, seed=seed)
-    except ValueError as e:
-        raise io.RunDirError(f"'{where}' (its \"model\"): {e}") from None
-
-
-def _load_weights(model, ckpt, run_dir) -> None:
-    try:
-        model.load_state_dict(ckpt.model)
-    except ValueError as e:
-        raise io.CheckpointError(
-            f"the checkpoint {ckpt.path} does not fit the model described "
-            f"in {run_dir}/config.json (is it from another model?): {e}"
-        ) from None
-
-
 def cmd_evaluate(args) -> int:
     from rnnlab import recipes
 
-    run_dir, cfg, model, data = _load_run(args.run, vocabulary=True)
+    run_dir, cfg, model, data = runs.load_run(args.run, vocabulary=True)
     if args.data is not None:
         if cfg.task != "charlm":
             raise UsageError(f"`--data` is for charlm runs; '{run_dir}' is a {cfg.task} run")
@@ -623,7 +540,7 @@ def _finite_or_null(value, where: str = "") -> tuple:
 def cmd_sample(args) -> int:
     from rnnlab import recipes
 
-    run_dir, cfg, model, data = _load_run(args.run, vocabulary=True)
+    run_dir, cfg, model, data = runs.load_run(args.run, vocabulary=True)
     if cfg.task != "charlm":
         raise UsageError(
             f"`run` must be a charlm run to sample text; '{run_dir}' is a {cfg.task} run"
@@ -661,7 +578,7 @@ def cmd_translate(args) -> int:
             raise UsageError(f"`--file` must hold one source a line; '{path}' is empty")
     else:
         texts, where = [args.text], ["source"]
-    run_dir, cfg, model, data = _load_run(args.run)
+    run_dir, cfg, model, data = runs.load_run(args.run)
     if cfg.task not in recipes.SEQ2SEQ_TASKS:
         raise UsageError(f"`run` must be a numbers or dates run to translate; '{run_dir}' is "
                          f"a {cfg.task} run")  # fmt: skip

@@ -187,30 +187,13 @@ def task_subject(
     return Subject(model, task, cfg, x, y, lengths, source, spec)
 
 
-def _load_model(run: Path, step: int | None):
-    from rnnlab.cli import _build_run_model
-    from rnnlab.train import TrainConfig
-
-    ckpt = io.load_checkpoint(run, step=step)
-    cfg = TrainConfig.from_dict(ckpt.config["train"], source=str(run / "config.json"))
-    model = _build_run_model(ckpt.config["model"], ckpt.path / "config.json", cfg.seed)
-    try:
-        model.load_state_dict(ckpt.model)
-    except ValueError as e:
-        raise io.CheckpointError(
-            f"the checkpoint {ckpt.path} does not fit the model described in {run}/config.json: {e}"
-        ) from None
-    return ckpt, cfg, model
-
-
 def run_subject(path, *, step: int | None = None, T=None, batch: int = 32) -> Subject:
     """A run directory's model (the latest checkpoint, or `step`) and the first `batch`
     sequences of its task's validation set (with `T`, at another sequence length)."""
-    from rnnlab import recipes
-    from rnnlab.cli import _data_record
+    from rnnlab import recipes, runs
 
     run = io.open_run_dir(path)
-    ckpt, cfg, model = _load_model(run, step)
+    ckpt, cfg, model = runs.load_checkpoint_model(run, step)
     if getattr(model, "net", None) is not None:  # rnnlab.translation.Trainee
         _checks.fail("run", "a run of one recurrent network (what the diagnostics read)",
                      f"a {cfg.task} run, an encoder-decoder")  # fmt: skip
@@ -223,7 +206,7 @@ def run_subject(path, *, step: int | None = None, T=None, batch: int = 32) -> Su
             )
         cfg.T = _checks.positive_int(T, "--T")
     # an old charlm run's vocabulary is rebuilt and checked, as for evaluate
-    task = recipes.make_task(cfg, _data_record(run, cfg, ckpt.config))
+    task = recipes.make_task(cfg, runs.data_record(run, cfg, ckpt.config))
     x, y, lengths = _validation_batch(task, batch)
     spec = ckpt.config["model"]
     source = {

@@ -388,10 +388,9 @@ def plot_attention_of_run(run_dir, out) -> list:
         return []
     if train.get("attention", "none") == "none" or not io.checkpoint_steps(run_dir):
         return []
-    from rnnlab import recipes
-    from rnnlab.cli import _load_run
+    from rnnlab import recipes, runs
 
-    _, cfg, model, data = _load_run(run_dir)
+    _, cfg, model, data = runs.load_run(run_dir)
     task = recipes.make_task(cfg, data)
     return [plot_attention(task.attention_examples(model), Path(out) / "attention.png")]
 
