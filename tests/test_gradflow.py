@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from rnnlab import cli, gradflow, models, recipes
+from rnnlab.diagnostics import model as dg_model
+from rnnlab.diagnostics import training
 from rnnlab.train import TrainConfig
 
 TINY = ["--hidden", "3", "--T", "6", "--batch", "3"]
@@ -211,7 +213,7 @@ def test_training_record():
     before = {k: rng.standard_normal(v.shape) for k, v in model.params.items()}
     after = {k: v * 0.5 for k, v in before.items()}
     before["0.bias_hh_l1"][0] = np.nan  # a NaN goes into JSON as null
-    rec = gradflow.training_record(model, x[:20], None, before, after, False)
+    rec = training.training_record(model, x[:20], None, before, after, False)
     assert set(rec) == {
         "grad_norm_before",
         "grad_norm_after",
@@ -231,7 +233,7 @@ def test_training_record():
     expected = math.sqrt(sum(float(np.sum(v**2)) for v in after.values()))
     assert rec["grad_norm_after"] == pytest.approx(expected)
     json.dumps(rec, allow_nan=False)
-    rec = gradflow.training_record(model, x[:20], None, after, after, True)
+    rec = training.training_record(model, x[:20], None, after, after, True)
     assert list(rec["lags"]) == ["l0", "l0_reverse", "l1", "l1_reverse"]
     assert len(rec["lags"]["l0"]["norms"]) == 5 and rec["lags"]["l0"]["factor_per_step"] > 0
     json.dumps(rec, allow_nan=False)
@@ -242,7 +244,7 @@ def test_training_record():
     task = recipes.make_task(cfg)
     model = models.build(recipes.model_spec(cfg, task), rng=np.random.default_rng(0))
     g = {k: np.ones_like(v) for k, v in model.params.items()}
-    rec = gradflow.training_record(model, task.split("valid")[0][:2], None, g, g, True)
+    rec = training.training_record(model, task.split("valid")[0][:2], None, g, g, True)
     assert rec["lags"] is None and list(rec["layer_norms_before"]) == [
         "0.embedding",
         "1.outputfeedback",
@@ -254,7 +256,7 @@ def test_task_gradient_at_the_recurrent_output_matches_finite_differences():
     model, task = small_model("rnn", dtype=np.float64)
     x, y, _ = task.split("valid")
     x, y = x[:4].astype(np.float64), y[:4].astype(np.float64)
-    x_rec, d_out, loss = gradflow.output_gradient(model, task, x, y, None)
+    x_rec, d_out, loss = dg_model.output_gradient(model, task, x, y, None)
     f = model.forward(x)
     o = f.cache[0].output
 
@@ -394,11 +396,11 @@ def test_bad_training_record_input():
     x, _, _ = task.split("valid")
     g = {k: np.zeros_like(v) for k, v in model.params.items()}
     with pytest.raises(ValueError, match=r"`grads_before_clip` must be a dict of gradients keyed"):
-        gradflow.training_record(model, x, None, {"w": np.zeros(1)}, g, False)
+        training.training_record(model, x, None, {"w": np.zeros(1)}, g, False)
     with pytest.raises(ValueError, match=r"`grads_after_clip` must be a dict of gradients keyed"):
-        gradflow.training_record(model, x, None, g, None, False)
+        training.training_record(model, x, None, g, None, False)
     with pytest.raises(ValueError, match=r"`model` must be a Sequential with one recurrent"):
-        gradflow.split_model(object())
+        dg_model.split_model(object())
 
 
 def test_loss_of_a_diverging_model_is_nan_without_warnings():

@@ -429,6 +429,39 @@ def test_a_finite_loss_whose_gradient_overflows_inside_the_model(tmp_path):
     assert io.checkpoint_steps(tmp_path / "r")[-1] == 2
 
 
+def test_the_trainer_logs_what_its_gradient_callbacks_return(tmp_path):
+    """The Trainer knows no diagnostics: the gradient records of metrics.jsonl are the merged
+    dicts of the callbacks it is given, every grad_log_every steps, with the lag flag at the
+    evaluation steps; without callbacks it logs none."""
+    from rnnlab import recipes
+    from rnnlab.train import TrainConfig, Trainer
+
+    cfg = TrainConfig.from_dict({**recipes.defaults("adding"), "T": 4, "hidden": 3,
+                                 "batch_size": 2, "steps": 6, "grad_log_every": 2,
+                                 "eval_every": 4, "checkpoint_every": 6})  # fmt: skip
+    calls = []
+
+    def norms(model, batch, before, after, with_lags):
+        calls.append(with_lags)
+        assert set(before) == set(after) == set(model.params) and batch.x.shape[0] == 2
+        return {"n": len(calls)}
+
+    def lags(model, batch, before, after, with_lags):
+        return {"lags": with_lags} if with_lags else None
+
+    for run, logs in (("a", [norms, lags]), ("b", ())):
+        task = recipes.make_task(cfg)
+        spec = recipes.model_spec(cfg, task)
+        model = recipes.build_model(spec, seed=cfg.seed)
+        Trainer(model, task, cfg, tmp_path / run, spec=spec, quiet=True, gradient_log=logs).run()
+    records = [r for r in io.read_jsonl(tmp_path / "a" / "metrics.jsonl") if "kind" in r]
+    assert calls == [False, True, False]
+    assert records == [{"step": 2, "kind": "gradients", "n": 1},
+                       {"step": 4, "kind": "gradients", "n": 2, "lags": True},
+                       {"step": 6, "kind": "gradients", "n": 3}]  # fmt: skip
+    assert not [r for r in io.read_jsonl(tmp_path / "b" / "metrics.jsonl") if "kind" in r]
+
+
 def _lose_every_checkpoint(run: Path) -> None:
     """What a run killed before its first checkpoint (or stopped by a full disk while
     writing it) leaves: config.json, metrics.jsonl, a half-built checkpoint, a temp file."""

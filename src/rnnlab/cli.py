@@ -363,7 +363,8 @@ def _config_from_args(args) -> tuple:
         raise UsageError(f"`task` must be one of {', '.join(recipes.TASK_NAMES)}; got {task!r}")
     overrides = {k: v for k, v in vars(args).items() if k in TrainConfig.fields() and k != "task"}
     merged = {**recipes.defaults(task), **settings, **overrides, "task": task}
-    cfg = TrainConfig.from_dict(merged, source=args.config or "options")
+    cfg = TrainConfig.from_dict(merged, source=args.config or "options",
+                                tasks=recipes.TASK_NAMES)  # fmt: skip
     for text in cfg.without_effect({*settings, *overrides}):
         print(f"rnnlab: warning: {text}", file=sys.stderr)
     return task, cfg
@@ -401,8 +402,10 @@ def _communicator():
 
 
 def _make_trainer(comm, *args, **kw):
+    from rnnlab.diagnostics.training import gradient_log
     from rnnlab.train import Trainer
 
+    kw["gradient_log"] = gradient_log
     if comm is None:
         return Trainer(*args, **kw)
     from rnnlab.distributed import DistributedTrainer
@@ -433,7 +436,8 @@ def _prepare_train(args, comm) -> tuple:
             config = runs.run_config(ckpt.config, ckpt.path)
         else:  # stopped before its first checkpoint (or by a full disk): start it again
             ckpt, config = None, runs.run_config(io.read_json(run_dir / "config.json"), run_dir)
-        cfg = TrainConfig.from_dict(config["train"], source=str(run_dir / "config.json"))
+        cfg = TrainConfig.from_dict(config["train"], source=str(run_dir / "config.json"),
+                                    tasks=recipes.TASK_NAMES)  # fmt: skip
         overrides = {k: v for k, v in vars(args).items() if k in ("steps", "time_limit")}
         for k, v in overrides.items():
             setattr(cfg, k, v)
@@ -611,6 +615,7 @@ def cmd_export(args) -> int:
 
 def cmd_demo(args) -> int:
     from rnnlab import distributed, recipes
+    from rnnlab.diagnostics.training import gradient_log
     from rnnlab.train import TrainConfig, Trainer
 
     if distributed.launched():  # K copies of the demo would race for one run directory
@@ -639,7 +644,8 @@ def cmd_demo(args) -> int:
         f"{args.time_limit:.0f} s ...",
         flush=True,
     )
-    trainer = Trainer(model, task, cfg, run_dir, spec=spec, quiet=args.quiet)
+    trainer = Trainer(model, task, cfg, run_dir, spec=spec, quiet=args.quiet,
+                      gradient_log=gradient_log)  # fmt: skip
     trainer.run()
     final = task.evaluate(model, "test")
     io.atomic_write_json(run_dir / "result.json", {"test": final})

@@ -6,9 +6,7 @@ its task's validation sequences, a fresh model built from a task's defaults (wit
 size and a W_hh scale overridden), or, for the dynamics view, a bare 1- or 2-unit map
 h ← φ(W h + b). Each analysis (lag, map, jacobian, spectrum, gates, cliff, dynamics) writes a
 PNG and a JSON file, adds a compact entry to summary.json and prints one verdict line.
-`training_record` is what the Trainer logs into metrics.jsonl every few steps (gradient norms
-before and after clipping, per layer, and at evaluations the lag profile), and `plot_main`
-draws those records.
+`plot_main` draws the gradient records of the training log (rnnlab.diagnostics.training).
 """
 
 from __future__ import annotations
@@ -27,13 +25,11 @@ from rnnlab import _checks, io
 from rnnlab import diagnostics as dg
 from rnnlab.cells import ElmanCell
 from rnnlab.diagnostics._common import json_value
+from rnnlab.diagnostics.model import fit_summary, output_gradient, recurrent_io, split_model
 from rnnlab.layers import Recurrent
 
 ANALYSES = ("lag", "map", "jacobian", "spectrum", "gates", "cliff", "dynamics")
 LOSSES = ("auto", "task", "last", "all")
-# At most this many sequences enter the lag profile logged during training: it is a float64
-# forward and backward pass, and the log should cost a small fraction of a training step.
-RECORD_SEQUENCES = 16
 CLIFF_POINTS = 81
 
 
@@ -55,45 +51,6 @@ class Subject:
     spec: dict | None = None
     run_dir: Path | None = None
     map_args: dict = field(default_factory=dict)  # dynamics source: w, b, phi, range, iters
-
-
-def split_model(model) -> tuple[int, Recurrent]:
-    """(index, layer) of the one Recurrent module of a built model (Sequential)."""
-    modules = getattr(model, "modules", None)
-    found = [(i, m) for i, m in enumerate(modules or []) if isinstance(m, Recurrent)]
-    if len(found) != 1 or not hasattr(model, "forward"):
-        _checks.fail(
-            "model",
-            "a Sequential with one recurrent layer (rnnlab.models.build); output-feedback "
-            "(jordan) models are not covered by the gradient diagnostics",
-            _checks.describe(model),
-        )
-    return found[0]
-
-
-def recurrent_io(model, x: np.ndarray, lengths: np.ndarray | None):
-    """The forward pass of every module (evaluation mode), the index and layer of the
-    recurrent module, and the layer's input."""
-    r, layer = split_model(model)
-    f = model.forward(x, lengths=lengths)
-    x_rec = x if r == 0 else f.cache[r - 1].output
-    return f, r, layer, x_rec
-
-
-def output_gradient(model, task, x, y, lengths) -> tuple[np.ndarray, np.ndarray, float]:
-    """The task's loss on the batch and its gradient at the recurrent layer's output.
-
-    L = task.loss(model(x), y); the modules above the recurrent layer (LastStep, Dropout in
-    evaluation mode, Linear) are run backwards from ∂L/∂ŷ, so the result is ∂L/∂o_t with o the
-    recurrent layer's output (batch, time, features). Returns (x_rec, ∂L/∂o, L).
-    """
-    from rnnlab.train import Batch
-
-    f, r, layer, x_rec = recurrent_io(model, x, lengths)
-    loss, d = task.loss(f.output, Batch(x, y, lengths))
-    for i in range(len(model.modules) - 1, r, -1):
-        d = model.modules[i].backward(f.cache[i], d).input
-    return x_rec, d, float(loss)
 
 
 def _validation_batch(task, n: int):
@@ -311,15 +268,6 @@ def _reference_ratio(norms: np.ndarray) -> tuple[int | None, float | None]:
     return (int(lags[far[0]]) if far.size else None), float(10.0 ** (logs.max() - logs.min()))
 
 
-def _fit_summary(fit) -> dict:
-    return {
-        "factor_per_step": fit.factor_per_step,
-        "steps_per_decade": fit.steps_per_decade,
-        "trend": fit.trend,
-        "r2": fit.r2,
-    }
-
-
 def lag_summary(profile: dg.LagProfile) -> dict:
     """Per (layer, direction): the mean norm by lag, the fitted factor per step, the first lag
     at which the norm is 10x off its lag-0 value, and max/min over all lags."""
@@ -328,7 +276,7 @@ def lag_summary(profile: dg.LagProfile) -> dict:
         lag10, spread = _reference_ratio(profile.mean[j])
         out[name] = {
             "norms": profile.mean[j],
-            **_fit_summary(profile.fits[j]),
+            **fit_summary(profile.fits[j]),
             "lag_to_10x": lag10,
             "max_over_min": spread,
         }
@@ -400,7 +348,7 @@ def analyse_lag(subject: Subject, loss: str) -> Outcome:
 def analyse_map(subject: Subject) -> Outcome:
     _, _, layer, x_rec = recurrent_io(subject.model, subject.x, subject.lengths)
     gm = dg.gradient_map(layer, x_rec, subject.lengths)
-    layers = {name: _fit_summary(fit) for name, fit in zip(gm.names, gm.fits, strict=True)}
+    layers = {name: fit_summary(fit) for name, fit in zip(gm.names, gm.fits, strict=True)}
     return Outcome(
         {"layers": json_value(layers)},
         _one_line(gm.verdict()),
@@ -418,7 +366,7 @@ def analyse_jacobian(subject: Subject, sample: int) -> Outcome:
                 layer, x_rec, subject.lengths, sample=sample, layer_index=k, direction=d
             )
             layers[jp.name] = {
-                **_fit_summary(jp.fit),
+                **fit_summary(jp.fit),
                 "bound": jp.bound_name,
                 "bound_factor_per_step": jp.bound_fit.factor_per_step,
                 "W_hh_norm": jp.alpha,
@@ -1066,90 +1014,6 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"output: {out} (summary.json, one PNG and JSON per analysis)")
     return 0
-
-
-# ----------------------------------------------------------------------------- training log
-
-
-def _norm(arrays) -> float:
-    total = 0.0
-    for a in arrays:
-        a = np.asarray(a, dtype=np.float64)
-        total += float(np.sum(a * a))
-    return math.sqrt(total)
-
-
-_LAYER_SUFFIX = re.compile(r"_(l\d+(?:_reverse)?)$")
-
-
-def layer_groups(model) -> dict[str, list[str]]:
-    """Parameter names grouped by layer: a recurrent module's (layer, direction) as
-    "<i>.l0", "<i>.l0_reverse", …; any other module as "<i>.<class name>"."""
-    groups: dict[str, list[str]] = {}
-    modules = getattr(model, "modules", None)
-    if modules is None:
-        for name in model.params:
-            groups.setdefault(name.split(".")[0], []).append(name)
-        return groups
-    for i, m in enumerate(modules):
-        for key in m.params:
-            if isinstance(m, Recurrent):
-                match = _LAYER_SUFFIX.search(key)
-                group = f"{i}.{match.group(1)}" if match else f"{i}.recurrent"
-            else:
-                group = f"{i}.{type(m).__name__.lower()}"
-            groups.setdefault(group, []).append(f"{i}.{key}")
-    return groups
-
-
-def training_record(
-    model,
-    batch_x: np.ndarray,
-    lengths: np.ndarray | None,
-    grads_before_clip: dict[str, np.ndarray],
-    grads_after_clip: dict[str, np.ndarray],
-    with_lags: bool,
-) -> dict:
-    """What the Trainer logs into metrics.jsonl (with "kind": "gradients") every few steps.
-
-    grad_norm_before / grad_norm_after: the global norm ‖g‖ before and after clipping;
-    layer_norms_before / layer_norms_after: ‖g‖ of each layer's parameters (see
-    `layer_groups`); lags (when `with_lags` and the model has a Recurrent layer, else None):
-    per (layer, direction), the batch mean of ‖∂L/∂h_k‖ by lag for L a random projection of
-    the top layer's final state, over at most 16 sequences, with the fitted factor per step.
-    NaN and inf become None.
-    """
-    for name, g in (
-        ("grads_before_clip", grads_before_clip),
-        ("grads_after_clip", grads_after_clip),
-    ):
-        if not isinstance(g, dict) or set(g) != set(model.params):
-            _checks.fail(name, "a dict of gradients keyed like model.params", _checks.describe(g))
-    groups = layer_groups(model)
-    with np.errstate(over="ignore", invalid="ignore"):
-        record = {
-            "grad_norm_before": _norm(grads_before_clip.values()),
-            "grad_norm_after": _norm(grads_after_clip.values()),
-            "layer_norms_before": {
-                k: _norm(grads_before_clip[n] for n in names) for k, names in groups.items()
-            },
-            "layer_norms_after": {
-                k: _norm(grads_after_clip[n] for n in names) for k, names in groups.items()
-            },
-            "lags": None,
-        }
-    covered = sum(isinstance(m, Recurrent) for m in getattr(model, "modules", [])) == 1
-    if with_lags and covered:  # output-feedback (jordan) models get the norms only
-        n = RECORD_SEQUENCES
-        x = batch_x[:n]
-        lens = None if lengths is None else np.asarray(lengths)[:n]
-        _, _, layer, x_rec = recurrent_io(model, x, lens)
-        prof = dg.gradient_by_lag(layer, x_rec, lens, loss="last")
-        record["lags"] = {
-            name: {"norms": prof.mean[j], **_fit_summary(prof.fits[j])}
-            for j, name in enumerate(prof.names)
-        }
-    return json_value(record)
 
 
 # ----------------------------------------------------------------------------- rnnlab plot

@@ -42,7 +42,9 @@ def load_checkpoint_model(run_dir: Path, step: int | None = None):
     run directory (default: the latest)."""
     ckpt = io.load_checkpoint(run_dir, step=step)
     run_config(ckpt.config, ckpt.path)
-    cfg = TrainConfig.from_dict(ckpt.config["train"], source=str(run_dir / "config.json"))
+    cfg = TrainConfig.from_dict(
+        ckpt.config["train"], source=str(run_dir / "config.json"), tasks=recipes.TASK_NAMES
+    )
     model = build_run_model(ckpt.config["model"], ckpt.path / "config.json", cfg.seed)
     load_weights(model, ckpt, run_dir)
     return ckpt, cfg, model
