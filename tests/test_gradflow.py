@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnlab import cli, gradflow, models, recipes
+from rnnlab import cli, models, recipes
+from rnnlab.cli import gradflow
+from rnnlab.cli import plot as plot_command
+from rnnlab.diagnostics import analyses, subjects, training
 from rnnlab.diagnostics import model as dg_model
-from rnnlab.diagnostics import training
 from rnnlab.train import TrainConfig
 
 TINY = ["--hidden", "3", "--T", "6", "--batch", "3"]
@@ -113,7 +115,7 @@ def test_init_scale_multiplies_W_hh(tmp_path, capsys):
 
 
 def test_forget_bias_of_a_fresh_lstm():
-    sub = gradflow.task_subject("adding", cell="lstm", hidden=3, T=4, batch=2, forget_bias=3.0)
+    sub = subjects.task_subject("adding", cell="lstm", hidden=3, T=4, batch=2, forget_bias=3.0)
     p = sub.model.params
     assert np.all(p["0.bias_ih_l0"][3:6] == 3.0) and np.all(p["0.bias_hh_l0"][3:6] == 0.0)
     assert sub.source["forget_bias"] == 3.0 and sub.x.shape == (2, 4, 2)
@@ -182,7 +184,7 @@ def test_metrics_log_and_plot(tiny_run, tmp_path, capsys):
     assert [r["step"] for r in grads] == [2, 4]
     assert all(r["grad_norm_after"] <= r["grad_norm_before"] + 1e-6 for r in grads)
     assert grads[-1]["lags"]["l0"]["factor_per_step"] > 0  # evaluation steps carry the lags
-    assert gradflow.plot_main([str(tiny_run), "--out", str(tmp_path)]) == 0
+    assert plot_command.main([str(tiny_run), "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out.split()
     names = ["loss.png", "valid.png", "grad-norm.png", "grad-layers.png", "lag-profile.png"]
     assert [Path(p).name for p in printed] == names
@@ -407,22 +409,22 @@ def test_loss_of_a_diverging_model_is_nan_without_warnings():
     """Far along a direction an IRNN overflows: the slice gets NaN, not a warning or inf."""
     from rnnlab import diagnostics as dg
 
-    sub = gradflow.task_subject("adding", cell="irnn", hidden=3, T=50, batch=2)
+    sub = subjects.task_subject("adding", cell="irnn", hidden=3, T=50, batch=2)
     theta = {k: v.copy() for k, v in sub.model.params.items()}
-    loss_fn = gradflow._task_loss_fn(sub)
+    loss_fn = analyses._task_loss_fn(sub)
     s = dg.loss_slice(loss_fn, theta, "0.bias_hh_l0", np.array([0.0, 1e3, 1e18, 1e36, 1e37]))
     assert np.isfinite(s.losses[0]) and np.isnan(s.losses[-1])
 
 
 def test_cliff_when_the_gradient_overflows(tmp_path, capsys, monkeypatch):
-    real = gradflow._task_gradient
+    real = analyses._task_gradient
 
     def overflowing(subject):
         g = real(subject)
         g["0.weight_hh_l0"][0, 0] = np.inf
         return g
 
-    monkeypatch.setattr(gradflow, "_task_gradient", overflowing)
+    monkeypatch.setattr(analyses, "_task_gradient", overflowing)
     s, _ = run_json(
         capsys, "adding", "--cell", "rnn", *TINY, "--analyses", "cliff", "--out", tmp_path
     )

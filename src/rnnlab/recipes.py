@@ -350,7 +350,7 @@ class _SequenceTask:
 
     def prepare(self, x, y, lengths):
         """Arrange a batch as the model sees it (the task's reverse_input applied), also for
-        batches drawn outside training (rnnlab.gradflow)."""
+        batches drawn outside training (rnnlab.diagnostics.subjects)."""
         if self.cfg.reverse_input:
             x = _reverse_within(x, lengths)
             if self.per_step:

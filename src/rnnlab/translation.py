@@ -370,31 +370,6 @@ class Transduction:
         return out
 
 
-def plot_attention_of_run(run_dir, out) -> list:
-    """[out/attention.png] for an encoder–decoder run with attention that has a checkpoint:
-    the weights of the first four test items, decoded greedily by the latest weights; []
-    for any other run."""
-    from pathlib import Path
-
-    from rnnlab import io
-    from rnnlab.diagnostics.plots import plot_attention
-
-    try:
-        config = io.read_json(Path(run_dir) / "config.json")
-    except (OSError, ValueError):
-        return []
-    train = config.get("train") if isinstance(config, dict) else None
-    if not isinstance(train, dict) or train.get("task") not in TASKS:
-        return []
-    if train.get("attention", "none") == "none" or not io.checkpoint_steps(run_dir):
-        return []
-    from rnnlab import recipes, runs
-
-    _, cfg, model, data = runs.load_run(run_dir)
-    task = recipes.make_task(cfg, data)
-    return [plot_attention(task.attention_examples(model), Path(out) / "attention.png")]
-
-
 def _beam(beam) -> int:
     if isinstance(beam, bool) or not isinstance(beam, int) or beam < 1:
         _checks.fail("--beam", "a positive integer (1: greedy)", repr(beam))

@@ -273,8 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
 # Commands with options of their own: their modules parse the rest of the command line.
 _DELEGATED = {
     "bench": ("rnnlab.bench", "main"),
-    "gradflow": ("rnnlab.gradflow", "main"),
-    "plot": ("rnnlab.gradflow", "plot_main"),
+    "gradflow": ("rnnlab.cli.gradflow", "main"),
+    "plot": ("rnnlab.cli.plot", "main"),
     "info": ("rnnlab.info", "main"),
 }
 
@@ -666,7 +666,7 @@ def _indent(text: str) -> str:
 
 def _plot(run_dir: Path) -> list[Path]:
     """The run's curves in RUN/plots, the place `rnnlab plot RUN` writes them too."""
-    from rnnlab.gradflow import plot_run
+    from rnnlab.diagnostics.report import plot_run
 
     try:
         paths = plot_run(run_dir)
@@ -682,7 +682,3 @@ def _plot(run_dir: Path) -> list[Path]:
     if paths:
         print(f"plots: {paths[0].parent} ({', '.join(p.name for p in paths)})")
     return paths
-
-
-if __name__ == "__main__":
-    sys.exit(main())
