@@ -12,7 +12,15 @@ from pathlib import Path
 
 from rnnlab import _checks, io
 from rnnlab import diagnostics as dg
-from rnnlab.cli.options import Parser, count, number, positive_float
+from rnnlab.cli.options import (
+    Parser,
+    add_data_options,
+    add_model_options,
+    add_optimisation_options,
+    count,
+    number,
+    positive_float,
+)
 from rnnlab.diagnostics import analyses, subjects
 from rnnlab.diagnostics._common import json_value
 
@@ -49,12 +57,9 @@ def build_parser() -> Parser:
         action="store_true",
         help="print the summary as one JSON object on stdout (verdicts on stderr)",
     )
+    add_model_options(p, None, only=("cell", "hidden", "layers", "bidirectional"), checked=True,
+                      cells=models.CELLS)  # fmt: skip
     g = p.add_argument_group("fresh model (task source)")
-    g.add_argument("--cell", choices=models.CELLS, default=None)
-    g.add_argument("--hidden", type=count("--hidden"), default=None)
-    g.add_argument("--layers", type=count("--layers"), default=None)
-    g.add_argument("--bidirectional", action="store_true")
-    g.add_argument("--seed", type=int, default=None, help="initialisation and data seed")
     g.add_argument(
         "--init-scale",
         dest="init_scale",
@@ -69,14 +74,8 @@ def build_parser() -> Parser:
         default=None,
         help="LSTM: the forget gate's bias (default: the task's, 1)",
     )
-    g = p.add_argument_group("data")
-    g.add_argument(
-        "--T",
-        dest="T",
-        type=count("--T"),
-        default=None,
-        help="sequence length (adding, copy, temporal-order)",
-    )
+    add_data_options(p, None, only=("T", "seed"), checked=True)
+    g = p.add_argument_group("the analysed batch")
     g.add_argument(
         "--batch",
         type=count("--batch"),
@@ -108,18 +107,14 @@ def build_parser() -> Parser:
         "direction by up to ±(R/2)·‖θ‖ (default 2)",
     )
     g.add_argument(
-        "--lr",
-        type=positive_float("--lr"),
-        default=None,
-        help="cliff: SGD learning rate of the compared steps (default: the task's)",
-    )
-    g.add_argument(
         "--max-norm",
         dest="max_norm",
         type=positive_float("--max-norm"),
         default=1.0,
         help="cliff: clipping threshold η (default 1)",
     )
+    add_optimisation_options(p, None, only=("lr",), checked=True,
+                             title="cliff: the compared SGD steps")  # fmt: skip
     g = p.add_argument_group("dynamics source")
     g.add_argument("--w", type=number("--w"), default=None, help="1 unit: h ← φ(w h + b)")
     g.add_argument("--b", type=number("--b"), default=None)
