@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnlab import cli, models, recipes
+from rnnlab import cli, models, tasks
 from rnnlab.cli import gradflow
 from rnnlab.cli import plot as plot_command
 from rnnlab.diagnostics import analyses, subjects, training
@@ -195,7 +195,7 @@ def test_metrics_log_and_plot(tiny_run, tmp_path, capsys):
 def small_model(cell="lstm", dtype=np.float32, T=5, layers=1, bidirectional=False):
     cfg = TrainConfig.from_dict(
         {
-            **recipes.defaults("adding"),
+            **tasks.defaults("adding"),
             "cell": cell,
             "hidden": 3,
             "T": T,
@@ -203,8 +203,8 @@ def small_model(cell="lstm", dtype=np.float32, T=5, layers=1, bidirectional=Fals
             "bidirectional": bidirectional,
         }
     )
-    task = recipes.make_task(cfg)
-    spec = recipes.model_spec(cfg, task)
+    task = tasks.make_task(cfg)
+    spec = tasks.model_spec(cfg, task)
     return models.build(spec, dtype=dtype, rng=np.random.default_rng(0)), task
 
 
@@ -241,10 +241,10 @@ def test_training_record():
     json.dumps(rec, allow_nan=False)
     # an output-feedback (jordan) model: norms per module, no lag profile
     cfg = TrainConfig.from_dict(
-        {**recipes.defaults("copy"), "cell": "jordan", "hidden": 3, "embed": 2, "T": 2}
+        {**tasks.defaults("copy"), "cell": "jordan", "hidden": 3, "embed": 2, "T": 2}
     )
-    task = recipes.make_task(cfg)
-    model = models.build(recipes.model_spec(cfg, task), rng=np.random.default_rng(0))
+    task = tasks.make_task(cfg)
+    model = models.build(tasks.model_spec(cfg, task), rng=np.random.default_rng(0))
     g = {k: np.ones_like(v) for k, v in model.params.items()}
     rec = training.training_record(model, task.split("valid")[0][:2], None, g, g, True)
     assert rec["lags"] is None and list(rec["layer_norms_before"]) == [

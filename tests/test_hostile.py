@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnlab import GRU, LSTM, RNN, Embedding, Linear, Sequential, gradcheck, io, models, recipes
+from rnnlab import GRU, LSTM, RNN, Embedding, Linear, Sequential, gradcheck, io, models, tasks
 from rnnlab.cli import main
 from rnnlab.modules import Dropout, LastStep, MeanOverTime
 from rnnlab.train import TrainConfig
@@ -116,7 +116,7 @@ CONFIG_CASES = [
 
 @pytest.mark.parametrize("settings,match", CONFIG_CASES, ids=[str(c[0])[:40] for c in CONFIG_CASES])
 def test_config_values(settings, match):
-    refused(lambda: TrainConfig.from_dict(settings, tasks=recipes.TASK_NAMES), match)
+    refused(lambda: TrainConfig.from_dict(settings, tasks=tasks.TASK_NAMES), match)
 
 
 NO_EFFECT = [

@@ -29,7 +29,7 @@ def export_run(run, fmt: str, out=None, *, lengths: bool = True, state: bool = F
     print). `lengths` and `state` are rnnlab.onnx.export's (ONNX only)."""
     fmt = _checks.choice(fmt, "--format", FORMATS)
     run_dir, cfg, model, _ = runs.load_run(run)  # the stored data record: not needed here
-    if getattr(model, "net", None) is not None:  # rnnlab.translation.Trainee
+    if getattr(model, "net", None) is not None:  # rnnlab.tasks.transduction.Trainee
         _checks.fail("run", "a run of one recurrent network (the exporters' model)",
                      f"a {cfg.task} run, an encoder-decoder",
                      "Its export is not written yet.")  # fmt: skip

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from rnnlab import io, recipes
+from rnnlab import io, tasks
 from rnnlab.train import TrainConfig
 
 
@@ -43,7 +43,7 @@ def load_checkpoint_model(run_dir: Path, step: int | None = None):
     ckpt = io.load_checkpoint(run_dir, step=step)
     run_config(ckpt.config, ckpt.path)
     cfg = TrainConfig.from_dict(
-        ckpt.config["train"], source=str(run_dir / "config.json"), tasks=recipes.TASK_NAMES
+        ckpt.config["train"], source=str(run_dir / "config.json"), tasks=tasks.TASK_NAMES
     )
     model = build_run_model(ckpt.config["model"], ckpt.path / "config.json", cfg.seed)
     load_weights(model, ckpt, run_dir)
@@ -87,7 +87,7 @@ def data_record(run_dir: Path, cfg, config: dict):
 def build_run_model(spec, where: Path, seed: int = 0):
     """The model a run's config.json describes; a bad description is said with the file."""
     try:
-        return recipes.build_model(spec, seed=seed)
+        return tasks.build_model(spec, seed=seed)
     except ValueError as e:
         raise io.RunDirError(f"'{where}' (its \"model\"): {e}") from None
 

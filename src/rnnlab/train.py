@@ -7,7 +7,7 @@ draws exactly what the uninterrupted run drew, and the weights come out bit for 
 The only state carried from one step to the next besides weights and optimizer moments is
 the recurrent state of truncated BPTT, and the checkpoint stores it too.
 
-A task (rnnlab.recipes) supplies the data and the loss; the Trainer knows nothing of text or
+A task (rnnlab.tasks) supplies the data and the loss; the Trainer knows nothing of text or
 digits. What a task must provide is the `Task` protocol below.
 """
 

@@ -26,7 +26,7 @@ from rnnlab.diagnostics._common import json_value
 
 
 def build_parser() -> Parser:
-    from rnnlab import models, recipes
+    from rnnlab import models, tasks
 
     p = Parser(
         prog="rnnlab gradflow",
@@ -39,7 +39,7 @@ def build_parser() -> Parser:
     p.add_argument(
         "source",
         help="a run directory, a task name ("
-        + ", ".join(recipes.TASK_NAMES)
+        + ", ".join(tasks.TASK_NAMES)
         + ": a fresh model from its defaults) or 'dynamics' (a bare map, see --w)",
     )
     p.add_argument(
@@ -133,7 +133,7 @@ _MAP_OPTIONS = ("w", "b", "W", "bias")
 
 
 def subject_from_args(args) -> subjects.Subject:
-    from rnnlab import recipes
+    from rnnlab import tasks
 
     src = args.source
     given = [o for o in _MODEL_OPTIONS if getattr(args, o) is not None]
@@ -164,7 +164,7 @@ def subject_from_args(args) -> subjects.Subject:
             f"source {src!r}",
         )
     path = Path(src)
-    if io.is_run_dir(path) or (path.exists() and src not in recipes.TASK_NAMES):
+    if io.is_run_dir(path) or (path.exists() and src not in tasks.TASK_NAMES):
         if given:
             _checks.fail(
                 f"--{given[0].replace('_', '-')}",
@@ -172,7 +172,7 @@ def subject_from_args(args) -> subjects.Subject:
                 f"the run directory '{src}'",
             )
         return subjects.run_subject(path, step=args.step, T=args.T, batch=args.batch)
-    if src in recipes.TASK_NAMES:
+    if src in tasks.TASK_NAMES:
         if args.step is not None:
             _checks.fail("--step", "given only for a run directory", f"the task {src!r}")
         return subjects.task_subject(
@@ -189,7 +189,7 @@ def subject_from_args(args) -> subjects.Subject:
         )
     _checks.fail(
         "source",
-        "a run directory, a task name (" + ", ".join(recipes.TASK_NAMES) + ") or 'dynamics'",
+        "a run directory, a task name (" + ", ".join(tasks.TASK_NAMES) + ") or 'dynamics'",
         f"{src!r}, which is none of these (no such directory)",
     )
 

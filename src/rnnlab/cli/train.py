@@ -47,15 +47,15 @@ def add_parsers(sub) -> None:
 
 
 def cmd_tasks(args=None) -> int:
-    from rnnlab import recipes
+    from rnnlab import tasks
 
-    for name in recipes.TASK_NAMES:
-        print(f"{name:<15} {recipes.describe(name)}")
+    for name in tasks.TASK_NAMES:
+        print(f"{name:<15} {tasks.describe(name)}")
     return 0
 
 
 def _config_from_args(args) -> tuple:
-    from rnnlab import recipes
+    from rnnlab import tasks
     from rnnlab.train import TrainConfig
 
     settings: dict = {}
@@ -66,19 +66,19 @@ def _config_from_args(args) -> tuple:
         raise UsageError(
             "`task` must be given (a positional argument or `task` in --config); see `rnnlab tasks`"
         )
-    if task not in recipes.TASK_NAMES:
-        raise UsageError(f"`task` must be one of {', '.join(recipes.TASK_NAMES)}; got {task!r}")
+    if task not in tasks.TASK_NAMES:
+        raise UsageError(f"`task` must be one of {', '.join(tasks.TASK_NAMES)}; got {task!r}")
     overrides = {k: v for k, v in vars(args).items() if k in TrainConfig.fields() and k != "task"}
-    merged = {**recipes.defaults(task), **settings, **overrides, "task": task}
+    merged = {**tasks.defaults(task), **settings, **overrides, "task": task}
     cfg = TrainConfig.from_dict(merged, source=args.config or "options",
-                                tasks=recipes.TASK_NAMES)  # fmt: skip
+                                tasks=tasks.TASK_NAMES)  # fmt: skip
     for text in cfg.without_effect({*settings, *overrides}):
         print(f"rnnlab: warning: {text}", file=sys.stderr)
     return task, cfg
 
 
 def cmd_train(args) -> int:
-    from rnnlab import recipes
+    from rnnlab import tasks
 
     comm = _communicator()
     try:
@@ -94,7 +94,7 @@ def cmd_train(args) -> int:
         return EXIT_INTERRUPTED if result["stopped_by"] == "interrupt" else 0
     final = task.evaluate(model, "test")
     io.atomic_write_json(run_dir / "result.json", {"train": result, "test": final})
-    for line in recipes.report(task, final):
+    for line in tasks.report(task, final):
         print(line)
     _plot(run_dir)
     print(f"run directory: {run_dir}")
@@ -123,7 +123,7 @@ def _make_trainer(comm, *args, **kw):
 def _prepare_train(args, comm) -> tuple:
     """(trainer, task, model, run directory) of `rnnlab train`, new or resumed. Under MPI
     (comm), --batch-size is each rank's: the run's global batch is K times it."""
-    from rnnlab import recipes
+    from rnnlab import tasks
     from rnnlab.train import TrainConfig
 
     say = comm is None or comm.rank == 0
@@ -144,12 +144,12 @@ def _prepare_train(args, comm) -> tuple:
         else:  # stopped before its first checkpoint (or by a full disk): start it again
             ckpt, config = None, runs.run_config(io.read_json(run_dir / "config.json"), run_dir)
         cfg = TrainConfig.from_dict(config["train"], source=str(run_dir / "config.json"),
-                                    tasks=recipes.TASK_NAMES)  # fmt: skip
+                                    tasks=tasks.TASK_NAMES)  # fmt: skip
         overrides = {k: v for k, v in vars(args).items() if k in ("steps", "time_limit")}
         for k, v in overrides.items():
             setattr(cfg, k, v)
         cfg.validate()
-        task = recipes.make_task(cfg, runs.data_record(run_dir, cfg, config))
+        task = tasks.make_task(cfg, runs.data_record(run_dir, cfg, config))
         where = (ckpt.path if ckpt is not None else run_dir) / "config.json"
         model = runs.build_run_model(config["model"], where, cfg.seed)
         trainer = _make_trainer(comm, model, task, cfg, run_dir, spec=config["model"],
@@ -174,9 +174,9 @@ def _prepare_train(args, comm) -> tuple:
                 f"`--run-dir` must be a new or empty directory; '{args.run_dir}' already "
                 f"holds a run (continue it with --resume {args.run_dir})"
             )
-        task = recipes.make_task(cfg)
-        spec = recipes.model_spec(cfg, task)
-        model = recipes.build_model(spec, seed=cfg.seed)
+        task = tasks.make_task(cfg)
+        spec = tasks.model_spec(cfg, task)
+        model = tasks.build_model(spec, seed=cfg.seed)
         # created only now, so that a start that fails leaves no empty run directory
         if args.run_dir:
             run_dir = Path(args.run_dir)
@@ -197,14 +197,14 @@ def _prepare_train(args, comm) -> tuple:
 
 
 def cmd_demo(args) -> int:
-    from rnnlab import distributed, recipes
+    from rnnlab import distributed, tasks
     from rnnlab.diagnostics.training import gradient_log
     from rnnlab.train import TrainConfig, Trainer
 
     if distributed.launched():  # K copies of the demo would race for one run directory
         raise UsageError("`rnnlab demo` runs in one process; under mpiexec, use `rnnlab train`")
     cfg = TrainConfig.from_dict(
-        {**recipes.defaults("charlm"), **recipes.DEMO, "time_limit": args.time_limit}
+        {**tasks.defaults("charlm"), **tasks.DEMO, "time_limit": args.time_limit}
     )
     run_dir = Path(args.run_dir) if args.run_dir else io.make_run_dir("runs", "demo")
     t0 = time.perf_counter()
@@ -213,9 +213,9 @@ def cmd_demo(args) -> int:
         "ships with CPython.",
         flush=True,
     )
-    task = recipes.make_task(cfg)
-    spec = recipes.model_spec(cfg, task)
-    model = recipes.build_model(spec, seed=cfg.seed)
+    task = tasks.make_task(cfg)
+    spec = tasks.model_spec(cfg, task)
+    model = tasks.build_model(spec, seed=cfg.seed)
     print(f"corpus: {task.describe_data()}")
     print("n-gram baselines on the same held-out text (nats / bits per character):")
     for name, b in task.baselines().items():
@@ -233,7 +233,7 @@ def cmd_demo(args) -> int:
     final = task.evaluate(model, "test")
     io.atomic_write_json(run_dir / "result.json", {"test": final})
     print()
-    for line in recipes.report(task, final):
+    for line in tasks.report(task, final):
         print(line)
     print("\nsample after training:")
     print(_indent(task.sample(model, "def ", 300, temperature=0.8, seed=1)))

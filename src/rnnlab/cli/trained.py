@@ -73,7 +73,7 @@ def add_parsers(sub) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from rnnlab import recipes
+    from rnnlab import tasks
 
     run_dir, cfg, model, data = runs.load_run(args.run, vocabulary=True)
     if args.data is not None:
@@ -82,13 +82,13 @@ def cmd_evaluate(args) -> int:
         # the run's vocabulary, without its corpus's path and hash (checked by make_task)
         cfg.data, data = args.data, ({"vocab": data.get("vocab")} if isinstance(data, dict)
                                      else data)  # fmt: skip
-    task = recipes.make_task(cfg, data)
+    task = tasks.make_task(cfg, data)
     extra = {}
-    if args.beam is not None and cfg.task not in recipes.SEQ2SEQ_TASKS:
+    if args.beam is not None and cfg.task not in tasks.SEQ2SEQ_TASKS:
         raise UsageError(f"`--beam` is for numbers, dates and caption runs; '{run_dir}' is "
                          f"a {cfg.task} run")  # fmt: skip
-    if cfg.task in recipes.SEQ2SEQ_TASKS:  # greedy and beam search, on either split
-        from rnnlab.translation import _beam
+    if cfg.task in tasks.SEQ2SEQ_TASKS:  # greedy and beam search, on either split
+        from rnnlab.tasks.transduction import _beam
 
         extra["beam"] = cfg.beam if args.beam is None else _beam(args.beam)
     with np.errstate(all="ignore"):  # a diverged model's overflow is reported below
@@ -102,7 +102,7 @@ def cmd_evaluate(args) -> int:
     if args.json:
         print(json.dumps(clean, sort_keys=True, allow_nan=False))
     else:
-        for line in recipes.report(task, result):
+        for line in tasks.report(task, result):
             print(line)
     return 0
 
@@ -125,14 +125,14 @@ def _finite_or_null(value, where: str = "") -> tuple:
 
 
 def cmd_sample(args) -> int:
-    from rnnlab import recipes
+    from rnnlab import tasks
 
     run_dir, cfg, model, data = runs.load_run(args.run, vocabulary=True)
     if cfg.task != "charlm":
         raise UsageError(
             f"`run` must be a charlm run to sample text; '{run_dir}' is a {cfg.task} run"
         )
-    task = recipes.make_task(cfg, data, text=False)  # the run's vocabulary, no corpus
+    task = tasks.make_task(cfg, data, text=False)  # the run's vocabulary, no corpus
     print(
         task.sample(
             model,
@@ -147,8 +147,8 @@ def cmd_sample(args) -> int:
 
 
 def cmd_translate(args) -> int:
-    from rnnlab import recipes
-    from rnnlab.translation import _beam
+    from rnnlab import tasks
+    from rnnlab.tasks.transduction import _beam
 
     if (args.text is None) == (args.file is None):
         raise UsageError("`translate` needs a source text or --file F (one source a line), "
@@ -166,10 +166,10 @@ def cmd_translate(args) -> int:
     else:
         texts, where = [args.text], ["source"]
     run_dir, cfg, model, data = runs.load_run(args.run)
-    if cfg.task not in recipes.SEQ2SEQ_TASKS:
+    if cfg.task not in tasks.SEQ2SEQ_TASKS:
         raise UsageError(f"`run` must be a numbers or dates run to translate; '{run_dir}' is "
                          f"a {cfg.task} run")  # fmt: skip
-    task = recipes.make_task(cfg, data)
+    task = tasks.make_task(cfg, data)
     beam = cfg.beam if beam is None else beam
     outputs = task.translate(model, texts, beam=beam, unknown=args.unknown, where=where)
     if args.json:

@@ -180,12 +180,12 @@ def analyse_jacobian(subject: Subject, sample: int) -> Outcome:
 def _checkpoint_history(subject: Subject) -> dg.SpectrumHistory | None:
     """The spectra at every kept checkpoint, after the initialisation (step 0) rebuilt from
     the run's seed when no checkpoint of step 0 was kept."""
-    from rnnlab import recipes
+    from rnnlab import tasks
 
     steps = io.checkpoint_steps(subject.run_dir)
     pairs = []
     if 0 not in steps:
-        init = recipes.build_model(subject.spec, seed=subject.cfg.seed)
+        init = tasks.build_model(subject.spec, seed=subject.cfg.seed)
         pairs.append((0, init.params))
     for s in steps:
         pairs.append((s, io.load_checkpoint(subject.run_dir, step=s).model))

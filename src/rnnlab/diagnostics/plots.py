@@ -321,7 +321,7 @@ def plot_attention(examples: list, path) -> Path:
     """The attention weights of an encoder–decoder, one panel per example: rows the output
     characters, columns the source (characters, or an image's columns drawn above it).
     `examples`: (source labels or image columns (S, 8), output labels, weights (T, S)), as
-    rnnlab.translation.Transduction.attention_examples gives them."""
+    rnnlab.tasks.transduction.Transduction.attention_examples gives them."""
     if not isinstance(examples, list) or not examples:
         _checks.fail("examples", "a non-empty list of (source, output, weights)",
                      _checks.describe(examples))  # fmt: skip

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab import _checks, io, recipes, runs
+from rnnlab import _checks, io, runs, tasks
 from rnnlab.diagnostics.plots import plot_attention, plot_curves, plot_lag_history
-from rnnlab.recipes import SEQ2SEQ_TASKS
+from rnnlab.tasks import SEQ2SEQ_TASKS
 
 
 def _series(records: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -114,5 +114,5 @@ def plot_attention_of_run(run_dir, out) -> list:
     if train.get("attention", "none") == "none" or not io.checkpoint_steps(run_dir):
         return []
     _, cfg, model, data = runs.load_run(run_dir)
-    task = recipes.make_task(cfg, data)
+    task = tasks.make_task(cfg, data)
     return [plot_attention(task.attention_examples(model), Path(out) / "attention.png")]

@@ -78,11 +78,11 @@ def task_subject(
 ) -> Subject:
     """A freshly initialised model from a task's defaults (with the options overriding them)
     and the first `batch` sequences of the task's validation set."""
-    from rnnlab import models, recipes
+    from rnnlab import models, tasks
     from rnnlab.train import TrainConfig
 
-    _checks.choice(task_name, "source", recipes.TASK_NAMES)
-    if task_name in recipes.SEQ2SEQ_TASKS:
+    _checks.choice(task_name, "source", tasks.TASK_NAMES)
+    if task_name in tasks.SEQ2SEQ_TASKS:
         _checks.fail("source", "a task of one recurrent network (what the diagnostics read)",
                      f"{task_name!r}, an encoder-decoder task")  # fmt: skip
     over = {"cell": cell, "hidden": hidden, "layers": layers, "T": T, "seed": seed}
@@ -99,7 +99,7 @@ def task_subject(
             f"--T {T} for the {task_name} task",
         )
     cfg = TrainConfig.from_dict(
-        {**recipes.defaults(task_name), **over, "task": task_name}, source="options"
+        {**tasks.defaults(task_name), **over, "task": task_name}, source="options"
     )
     if cfg.cell not in models.CELLS:
         _checks.fail("--cell", "one of " + ", ".join(models.CELLS), repr(cfg.cell))
@@ -109,9 +109,9 @@ def task_subject(
             "given only for an LSTM (it sets the forget gate's bias)",
             f"--cell {cfg.cell}",
         )
-    task = recipes.make_task(cfg)
-    spec = recipes.model_spec(cfg, task)
-    model = recipes.build_model(spec, seed=cfg.seed)
+    task = tasks.make_task(cfg)
+    spec = tasks.model_spec(cfg, task)
+    model = tasks.build_model(spec, seed=cfg.seed)
     if init_scale is not None:
         _scale_recurrent(split_model(model)[1], init_scale)
     x, y, lengths = _validation_batch(task, batch)
@@ -130,11 +130,11 @@ def task_subject(
 def run_subject(path, *, step: int | None = None, T=None, batch: int = 32) -> Subject:
     """A run directory's model (the latest checkpoint, or `step`) and the first `batch`
     sequences of its task's validation set (with `T`, at another sequence length)."""
-    from rnnlab import recipes, runs
+    from rnnlab import runs, tasks
 
     run = io.open_run_dir(path)
     ckpt, cfg, model = runs.load_checkpoint_model(run, step)
-    if getattr(model, "net", None) is not None:  # rnnlab.translation.Trainee
+    if getattr(model, "net", None) is not None:  # rnnlab.tasks.transduction.Trainee
         _checks.fail("run", "a run of one recurrent network (what the diagnostics read)",
                      f"a {cfg.task} run, an encoder-decoder")  # fmt: skip
     if T is not None:
@@ -146,7 +146,7 @@ def run_subject(path, *, step: int | None = None, T=None, batch: int = 32) -> Su
             )
         cfg.T = _checks.positive_int(T, "--T")
     # an old charlm run's vocabulary is rebuilt and checked, as for evaluate
-    task = recipes.make_task(cfg, runs.data_record(run, cfg, ckpt.config))
+    task = tasks.make_task(cfg, runs.data_record(run, cfg, ckpt.config))
     x, y, lengths = _validation_batch(task, batch)
     spec = ckpt.config["model"]
     source = {
