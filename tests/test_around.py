@@ -314,12 +314,12 @@ def test_the_spectrum_and_gate_saturation_of_a_projected_layer():
 
 
 def test_gradflow_skips_the_one_step_analyses_of_a_projected_layer():
-    from rnnlab import gradflow
+    from rnnlab.diagnostics import analyses, subjects
     from rnnlab.modules import Linear, Sequential
 
     model = Sequential(LSTM(I, H, proj_size=2, rng=0), Linear(2, 3, rng=0))
-    subject = gradflow.Subject(model, None, None, None, None, None, {})
-    why = gradflow.applicable(subject)
+    subject = subjects.Subject(model, None, None, None, None, None, {})
+    why = analyses.applicable(subject)
     assert "proj_size=2" in why["jacobian"] and why["lag"] == ""
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnlab import recipes
-from rnnlab.cli import _load_run, main
+from rnnlab import tasks
+from rnnlab.cli import main
 from rnnlab.layers import Forward
+from rnnlab.runs import load_run
 
 if os.environ.get("CI"):
     import onnxruntime  # noqa: F401
@@ -82,8 +83,8 @@ def test_onnx_export_gives_the_metric_of_evaluate(task, runs, capsys, tmp_path):
     assert run_cli("export", run, "--format", "onnx", "--out", out, *state) == 0
     assert "inputs: x, lengths" in capsys.readouterr().out
     ours = evaluate_cli(run, capsys)
-    _, cfg, _, data = _load_run(run)
-    t = recipes.make_task(cfg, data)
+    _, cfg, _, data = load_run(run)
+    t = tasks.make_task(cfg, data)
     theirs = t.evaluate(rx.Runtime(out), "valid")
     assert set(theirs) == set(ours)
     same_metrics(ours, theirs, held_out_items(t))
@@ -132,8 +133,8 @@ def test_safetensors_torch_export_loads_strictly_and_gives_the_metric(task, runs
 
     assert set(load_file(str(out))) == set(namespace["model"].state_dict())
     ours = evaluate_cli(run, capsys)
-    _, cfg, _, data = _load_run(run)
-    t = recipes.make_task(cfg, data)
+    _, cfg, _, data = load_run(run)
+    t = tasks.make_task(cfg, data)
     same_metrics(ours, t.evaluate(TorchModel(namespace), "valid"), held_out_items(t))
 
 
@@ -207,8 +208,8 @@ def test_keras_export_gives_the_metric(task, runs, capsys, tmp_path):
             return Forward(keras.ops.convert_to_numpy(y), None)
 
     ours = evaluate_cli(run, capsys)
-    _, cfg, _, data = _load_run(run)
-    t = recipes.make_task(cfg, data)
+    _, cfg, _, data = load_run(run)
+    t = tasks.make_task(cfg, data)
     same_metrics(ours, t.evaluate(KerasModel(), "valid"), held_out_items(t))
 
 

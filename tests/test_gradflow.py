@@ -10,7 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnlab import cli, gradflow, models, recipes
+from rnnlab import cli, models, tasks
+from rnnlab.cli import gradflow
+from rnnlab.cli import plot as plot_command
+from rnnlab.diagnostics import analyses, subjects, training
+from rnnlab.diagnostics import model as dg_model
 from rnnlab.train import TrainConfig
 
 TINY = ["--hidden", "3", "--T", "6", "--batch", "3"]
@@ -111,7 +115,7 @@ def test_init_scale_multiplies_W_hh(tmp_path, capsys):
 
 
 def test_forget_bias_of_a_fresh_lstm():
-    sub = gradflow.task_subject("adding", cell="lstm", hidden=3, T=4, batch=2, forget_bias=3.0)
+    sub = subjects.task_subject("adding", cell="lstm", hidden=3, T=4, batch=2, forget_bias=3.0)
     p = sub.model.params
     assert np.all(p["0.bias_ih_l0"][3:6] == 3.0) and np.all(p["0.bias_hh_l0"][3:6] == 0.0)
     assert sub.source["forget_bias"] == 3.0 and sub.x.shape == (2, 4, 2)
@@ -180,7 +184,7 @@ def test_metrics_log_and_plot(tiny_run, tmp_path, capsys):
     assert [r["step"] for r in grads] == [2, 4]
     assert all(r["grad_norm_after"] <= r["grad_norm_before"] + 1e-6 for r in grads)
     assert grads[-1]["lags"]["l0"]["factor_per_step"] > 0  # evaluation steps carry the lags
-    assert gradflow.plot_main([str(tiny_run), "--out", str(tmp_path)]) == 0
+    assert plot_command.main([str(tiny_run), "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out.split()
     names = ["loss.png", "valid.png", "grad-norm.png", "grad-layers.png", "lag-profile.png"]
     assert [Path(p).name for p in printed] == names
@@ -191,7 +195,7 @@ def test_metrics_log_and_plot(tiny_run, tmp_path, capsys):
 def small_model(cell="lstm", dtype=np.float32, T=5, layers=1, bidirectional=False):
     cfg = TrainConfig.from_dict(
         {
-            **recipes.defaults("adding"),
+            **tasks.defaults("adding"),
             "cell": cell,
             "hidden": 3,
             "T": T,
@@ -199,8 +203,8 @@ def small_model(cell="lstm", dtype=np.float32, T=5, layers=1, bidirectional=Fals
             "bidirectional": bidirectional,
         }
     )
-    task = recipes.make_task(cfg)
-    spec = recipes.model_spec(cfg, task)
+    task = tasks.make_task(cfg)
+    spec = tasks.model_spec(cfg, task)
     return models.build(spec, dtype=dtype, rng=np.random.default_rng(0)), task
 
 
@@ -211,7 +215,7 @@ def test_training_record():
     before = {k: rng.standard_normal(v.shape) for k, v in model.params.items()}
     after = {k: v * 0.5 for k, v in before.items()}
     before["0.bias_hh_l1"][0] = np.nan  # a NaN goes into JSON as null
-    rec = gradflow.training_record(model, x[:20], None, before, after, False)
+    rec = training.training_record(model, x[:20], None, before, after, False)
     assert set(rec) == {
         "grad_norm_before",
         "grad_norm_after",
@@ -231,18 +235,18 @@ def test_training_record():
     expected = math.sqrt(sum(float(np.sum(v**2)) for v in after.values()))
     assert rec["grad_norm_after"] == pytest.approx(expected)
     json.dumps(rec, allow_nan=False)
-    rec = gradflow.training_record(model, x[:20], None, after, after, True)
+    rec = training.training_record(model, x[:20], None, after, after, True)
     assert list(rec["lags"]) == ["l0", "l0_reverse", "l1", "l1_reverse"]
     assert len(rec["lags"]["l0"]["norms"]) == 5 and rec["lags"]["l0"]["factor_per_step"] > 0
     json.dumps(rec, allow_nan=False)
     # an output-feedback (jordan) model: norms per module, no lag profile
     cfg = TrainConfig.from_dict(
-        {**recipes.defaults("copy"), "cell": "jordan", "hidden": 3, "embed": 2, "T": 2}
+        {**tasks.defaults("copy"), "cell": "jordan", "hidden": 3, "embed": 2, "T": 2}
     )
-    task = recipes.make_task(cfg)
-    model = models.build(recipes.model_spec(cfg, task), rng=np.random.default_rng(0))
+    task = tasks.make_task(cfg)
+    model = models.build(tasks.model_spec(cfg, task), rng=np.random.default_rng(0))
     g = {k: np.ones_like(v) for k, v in model.params.items()}
-    rec = gradflow.training_record(model, task.split("valid")[0][:2], None, g, g, True)
+    rec = training.training_record(model, task.split("valid")[0][:2], None, g, g, True)
     assert rec["lags"] is None and list(rec["layer_norms_before"]) == [
         "0.embedding",
         "1.outputfeedback",
@@ -254,7 +258,7 @@ def test_task_gradient_at_the_recurrent_output_matches_finite_differences():
     model, task = small_model("rnn", dtype=np.float64)
     x, y, _ = task.split("valid")
     x, y = x[:4].astype(np.float64), y[:4].astype(np.float64)
-    x_rec, d_out, loss = gradflow.output_gradient(model, task, x, y, None)
+    x_rec, d_out, loss = dg_model.output_gradient(model, task, x, y, None)
     f = model.forward(x)
     o = f.cache[0].output
 
@@ -394,33 +398,33 @@ def test_bad_training_record_input():
     x, _, _ = task.split("valid")
     g = {k: np.zeros_like(v) for k, v in model.params.items()}
     with pytest.raises(ValueError, match=r"`grads_before_clip` must be a dict of gradients keyed"):
-        gradflow.training_record(model, x, None, {"w": np.zeros(1)}, g, False)
+        training.training_record(model, x, None, {"w": np.zeros(1)}, g, False)
     with pytest.raises(ValueError, match=r"`grads_after_clip` must be a dict of gradients keyed"):
-        gradflow.training_record(model, x, None, g, None, False)
+        training.training_record(model, x, None, g, None, False)
     with pytest.raises(ValueError, match=r"`model` must be a Sequential with one recurrent"):
-        gradflow.split_model(object())
+        dg_model.split_model(object())
 
 
 def test_loss_of_a_diverging_model_is_nan_without_warnings():
     """Far along a direction an IRNN overflows: the slice gets NaN, not a warning or inf."""
     from rnnlab import diagnostics as dg
 
-    sub = gradflow.task_subject("adding", cell="irnn", hidden=3, T=50, batch=2)
+    sub = subjects.task_subject("adding", cell="irnn", hidden=3, T=50, batch=2)
     theta = {k: v.copy() for k, v in sub.model.params.items()}
-    loss_fn = gradflow._task_loss_fn(sub)
+    loss_fn = analyses._task_loss_fn(sub)
     s = dg.loss_slice(loss_fn, theta, "0.bias_hh_l0", np.array([0.0, 1e3, 1e18, 1e36, 1e37]))
     assert np.isfinite(s.losses[0]) and np.isnan(s.losses[-1])
 
 
 def test_cliff_when_the_gradient_overflows(tmp_path, capsys, monkeypatch):
-    real = gradflow._task_gradient
+    real = analyses._task_gradient
 
     def overflowing(subject):
         g = real(subject)
         g["0.weight_hh_l0"][0, 0] = np.inf
         return g
 
-    monkeypatch.setattr(gradflow, "_task_gradient", overflowing)
+    monkeypatch.setattr(analyses, "_task_gradient", overflowing)
     s, _ = run_json(
         capsys, "adding", "--cell", "rnn", *TINY, "--analyses", "cliff", "--out", tmp_path
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnlab import GRU, LSTM, RNN, Embedding, Linear, Sequential, gradcheck, io, models
+from rnnlab import GRU, LSTM, RNN, Embedding, Linear, Sequential, gradcheck, io, models, tasks
 from rnnlab.cli import main
 from rnnlab.modules import Dropout, LastStep, MeanOverTime
 from rnnlab.train import TrainConfig
@@ -116,7 +116,7 @@ CONFIG_CASES = [
 
 @pytest.mark.parametrize("settings,match", CONFIG_CASES, ids=[str(c[0])[:40] for c in CONFIG_CASES])
 def test_config_values(settings, match):
-    refused(lambda: TrainConfig.from_dict(settings), match)
+    refused(lambda: TrainConfig.from_dict(settings, tasks=tasks.TASK_NAMES), match)
 
 
 NO_EFFECT = [
@@ -130,7 +130,8 @@ NO_EFFECT = [
 @pytest.mark.parametrize("task,argv,warning", NO_EFFECT)
 def test_settings_without_effect_are_said(capsys, task, argv, warning):
     """A setting the run ignores is said on stderr before training starts."""
-    from rnnlab.cli import _config_from_args, build_parser
+    from rnnlab.cli import build_parser
+    from rnnlab.cli.train import _config_from_args
 
     _config_from_args(build_parser().parse_args(["train", task, *argv]))
     assert f"rnnlab: warning: {warning}" in capsys.readouterr().err
@@ -144,7 +145,8 @@ def test_a_warned_run_still_trains(tmp_path, capsys):
 
 
 def test_momentum_with_adam_is_said(tmp_path, capsys):
-    from rnnlab.cli import _config_from_args, build_parser
+    from rnnlab.cli import build_parser
+    from rnnlab.cli.train import _config_from_args
 
     toml = tmp_path / "c.toml"
     toml.write_text('task = "adding"\noptimizer = "adam"\nmomentum = 0.5\n')

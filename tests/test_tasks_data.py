@@ -744,10 +744,10 @@ def test_chunk():
 # ----------------------------------------------------------------------------- truncated BPTT
 def _labelling_task(lengths, bptt):
     """A per-step labelling task over fixed sequences of the given lengths (padding: -1)."""
-    from rnnlab import recipes
+    from rnnlab.tasks._sequence import _SequenceTask
     from rnnlab.train import TrainConfig
 
-    class Labelling(recipes._SequenceTask):
+    class Labelling(_SequenceTask):
         name, metric, higher_is_better, per_step = "labelling", "loss", False, True
 
         def split(self, name):

@@ -250,10 +250,10 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
 
 
 def test_bucketing_groups_similar_lengths_and_covers_the_epoch():
-    from rnnlab import recipes
+    from rnnlab.tasks._sequence import _SequenceTask
     from rnnlab.train import TrainConfig
 
-    class Varied(recipes._SequenceTask):
+    class Varied(_SequenceTask):
         readout = "last"
 
         def __init__(self, cfg):
@@ -406,14 +406,14 @@ def test_a_gradient_that_overflows_in_backward_stops_the_run(tmp_path, capsys, o
 
 
 def test_a_finite_loss_whose_gradient_overflows_inside_the_model(tmp_path):
-    from rnnlab import recipes
+    from rnnlab import tasks
     from rnnlab.train import NonFiniteError, TrainConfig, Trainer
 
-    cfg = TrainConfig.from_dict({**recipes.defaults("adding"), "T": 6, "hidden": 4,
+    cfg = TrainConfig.from_dict({**tasks.defaults("adding"), "T": 6, "hidden": 4,
                                  "batch_size": 2, "steps": 5, "checkpoint_every": 1})  # fmt: skip
-    task = recipes.make_task(cfg)
-    spec = recipes.model_spec(cfg, task)
-    model = recipes.build_model(spec)
+    task = tasks.make_task(cfg)
+    spec = tasks.model_spec(cfg, task)
+    model = tasks.build_model(spec)
     real, calls = task.loss, []
 
     def loss(output, batch):  # at the third step ∂L/∂ŷ is finite but ∂L/∂h overflows
@@ -427,6 +427,39 @@ def test_a_finite_loss_whose_gradient_overflows_inside_the_model(tmp_path):
                        r"at step 3.*Good weights of step 2 saved"):  # fmt: skip
         Trainer(model, task, cfg, tmp_path / "r", spec=spec, quiet=True).run()
     assert io.checkpoint_steps(tmp_path / "r")[-1] == 2
+
+
+def test_the_trainer_logs_what_its_gradient_callbacks_return(tmp_path):
+    """The Trainer knows no diagnostics: the gradient records of metrics.jsonl are the merged
+    dicts of the callbacks it is given, every grad_log_every steps, with the lag flag at the
+    evaluation steps; without callbacks it logs none."""
+    from rnnlab import tasks
+    from rnnlab.train import TrainConfig, Trainer
+
+    cfg = TrainConfig.from_dict({**tasks.defaults("adding"), "T": 4, "hidden": 3,
+                                 "batch_size": 2, "steps": 6, "grad_log_every": 2,
+                                 "eval_every": 4, "checkpoint_every": 6})  # fmt: skip
+    calls = []
+
+    def norms(model, batch, before, after, with_lags):
+        calls.append(with_lags)
+        assert set(before) == set(after) == set(model.params) and batch.x.shape[0] == 2
+        return {"n": len(calls)}
+
+    def lags(model, batch, before, after, with_lags):
+        return {"lags": with_lags} if with_lags else None
+
+    for run, logs in (("a", [norms, lags]), ("b", ())):
+        task = tasks.make_task(cfg)
+        spec = tasks.model_spec(cfg, task)
+        model = tasks.build_model(spec, seed=cfg.seed)
+        Trainer(model, task, cfg, tmp_path / run, spec=spec, quiet=True, gradient_log=logs).run()
+    records = [r for r in io.read_jsonl(tmp_path / "a" / "metrics.jsonl") if "kind" in r]
+    assert calls == [False, True, False]
+    assert records == [{"step": 2, "kind": "gradients", "n": 1},
+                       {"step": 4, "kind": "gradients", "n": 2, "lags": True},
+                       {"step": 6, "kind": "gradients", "n": 3}]  # fmt: skip
+    assert not [r for r in io.read_jsonl(tmp_path / "b" / "metrics.jsonl") if "kind" in r]
 
 
 def _lose_every_checkpoint(run: Path) -> None:

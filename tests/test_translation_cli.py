@@ -47,11 +47,11 @@ def error_of(capsys, *args):
 def small_held_out():
     """Held-out splits of 40 and 60 items instead of 500 and 1000: decoding an untrained
     model runs to its length limit, which would make these tests slow."""
-    from rnnlab import translation
+    from rnnlab.tasks import transduction
 
     with pytest.MonkeyPatch.context() as m:
-        m.setitem(translation.HELD_OUT_SIZE, "valid", 40)
-        m.setitem(translation.HELD_OUT_SIZE, "test", 60)
+        m.setitem(transduction.HELD_OUT_SIZE, "valid", 40)
+        m.setitem(transduction.HELD_OUT_SIZE, "test", 60)
         yield
 
 
@@ -270,11 +270,11 @@ def test_attention_plot_by_train_and_by_plot(dates_run, capsys):
 def test_attention_examples_follow_the_source_order(dates_run):
     """With reversed input the weights come back in the source's own order: each row of a
     panel is a distribution over the source's characters."""
-    from rnnlab import recipes
-    from rnnlab.cli import _load_run
+    from rnnlab import tasks
+    from rnnlab.runs import load_run
 
-    _, cfg, model, data = _load_run(dates_run)
-    task = recipes.make_task(cfg, data)
+    _, cfg, model, data = load_run(dates_run)
+    task = tasks.make_task(cfg, data)
     examples = task.attention_examples(model, 3)
     x, _, lengths, sources, _ = task._split("test")
     for (src, out, w), s in zip(examples, sources, strict=False):
@@ -321,10 +321,10 @@ def test_bad_settings_for_the_encoder_decoder_tasks(tmp_path, capsys):
         == 0
     )
     assert "`attention` is for the encoder-decoder tasks" in capsys.readouterr().err
-    from rnnlab import recipes
+    from rnnlab import tasks
     from rnnlab.train import TrainConfig
 
-    cfg = TrainConfig.from_dict({**recipes.defaults("caption"), "dropout": 0.2})
+    cfg = TrainConfig.from_dict({**tasks.defaults("caption"), "dropout": 0.2})
     assert "with one layer it does nothing" in " ".join(cfg.without_effect({"dropout"}))
     cfg.layers = 2
     assert not cfg.without_effect({"dropout"})
@@ -395,7 +395,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resumes(tmp_path):
 def test_scheduled_sampling_mixes_truth_and_the_models_draws():
     from rnnlab.seq2seq import Seq2Seq
     from rnnlab.tasks import transduction as td
-    from rnnlab.translation import Trainee
+    from rnnlab.tasks.transduction import Trainee
 
     rng = np.random.default_rng(0)
     model = Trainee(Seq2Seq(9, 12, embed=4, hidden=6, attention="multiplicative", rng=0))

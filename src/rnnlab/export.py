@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab import _checks, io
+from rnnlab import _checks, io, runs
 from rnnlab.cells import ElmanCell, GRUCell, LSTMCell
 from rnnlab.layers import Recurrent
 from rnnlab.modules import Dropout, Embedding, LastStep, Linear, MeanOverTime, Sequential
@@ -27,11 +27,9 @@ SUFFIXES = {"onnx": ".onnx", "safetensors-torch": ".torch.safetensors", "keras":
 def export_run(run, fmt: str, out=None, *, lengths: bool = True, state: bool = False):
     """Export the latest weights of the run directory `run`; returns (path written, text to
     print). `lengths` and `state` are rnnlab.onnx.export's (ONNX only)."""
-    from rnnlab.cli import _load_run
-
     fmt = _checks.choice(fmt, "--format", FORMATS)
-    run_dir, cfg, model, _ = _load_run(run)  # the stored data record: not needed here
-    if getattr(model, "net", None) is not None:  # rnnlab.translation.Trainee
+    run_dir, cfg, model, _ = runs.load_run(run)  # the stored data record: not needed here
+    if getattr(model, "net", None) is not None:  # rnnlab.tasks.transduction.Trainee
         _checks.fail("run", "a run of one recurrent network (the exporters' model)",
                      f"a {cfg.task} run, an encoder-decoder",
                      "Its export is not written yet.")  # fmt: skip

@@ -7,6 +7,7 @@ state: not the backend, not the current figure.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +26,8 @@ class PlotDependencyError(ImportError):
 
 
 def new_figure(width: float, height: float):
-    """A matplotlib Figure of width x height inches on the Agg canvas, touching no global state
-    (also used by rnnlab.gradflow's plots); PlotDependencyError without matplotlib."""
+    """A matplotlib Figure of width x height inches on the Agg canvas, touching no global state;
+    PlotDependencyError without matplotlib."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -320,7 +321,7 @@ def plot_attention(examples: list, path) -> Path:
     """The attention weights of an encoder–decoder, one panel per example: rows the output
     characters, columns the source (characters, or an image's columns drawn above it).
     `examples`: (source labels or image columns (S, 8), output labels, weights (T, S)), as
-    rnnlab.translation.Transduction.attention_examples gives them."""
+    rnnlab.tasks.transduction.Transduction.attention_examples gives them."""
     if not isinstance(examples, list) or not examples:
         _checks.fail("examples", "a non-empty list of (source, output, weights)",
                      _checks.describe(examples))  # fmt: skip
@@ -354,3 +355,134 @@ def plot_attention(examples: list, path) -> Path:
         ax.set_ylabel("output", fontsize=7)
         ax.set_title("".join(c for c in out if c != "</s>")[:40], fontsize=8)
     return _save(fig, Path(path))
+
+
+def _log_if_wide(ax, losses: np.ndarray) -> None:
+    """A log y axis when the positive losses span more than a factor of 100."""
+    v = losses[np.isfinite(losses) & (losses > 0)]
+    if v.size == np.isfinite(losses).sum() and v.size and v.max() > 100 * v.min():
+        ax.set_yscale("log")
+
+
+def plot_cliff(data, path) -> Path:
+    """Three panels: the loss along the hidden bias, along a random direction, and along −g
+    with the clipped and unclipped SGD steps marked."""
+    bias_slice, random_slice, step_slice, clip, per_bias, norm_theta = data
+    fig = new_figure(14, 4.0)
+    axes = fig.subplots(1, 3)
+    for ax, s, scale, label in (
+        (axes[0], bias_slice, per_bias, "shift of every hidden bias"),
+        (axes[1], random_slice, 1.0 / norm_theta, r"$\alpha/\|\theta\|$"),
+    ):
+        a = s.alphas * scale
+        ax.plot(a, np.where(np.isfinite(s.losses), s.losses, np.nan), marker=".", ms=3)
+        if s.cliff:
+            lo, hi = s.jump_between
+            ax.axvspan(lo * scale, hi * scale, color="red", alpha=0.3, label="cliff")
+            ax.legend(fontsize=8)
+        ax.axvline(0.0, color="gray", lw=0.8)
+        _log_if_wide(ax, s.losses)
+        ax.set_xlabel(label)
+        ax.set_ylabel("loss")
+        ax.set_title(f"along {s.direction}")
+    ax = axes[2]
+    if step_slice is not None:
+        a = step_slice.alphas[1:]
+        ax.plot(a, np.where(np.isfinite(step_slice.losses[1:]), step_slice.losses[1:], np.nan))
+        ax.axhline(step_slice.base_loss, color="gray", lw=0.8, label="loss at θ")
+        ax.axvline(
+            clip.clipped_step_norm,
+            color="tab:green",
+            ls="--",
+            label=f"clipped step {clip.clipped_step_norm:.3g}",
+        )
+        ax.axvline(
+            clip.unclipped_step_norm,
+            color="tab:red",
+            ls="--",
+            label=f"unclipped step {clip.unclipped_step_norm:.3g}",
+        )
+        for at, value, color in (
+            (clip.clipped_step_norm, clip.loss_clipped, "tab:green"),
+            (clip.unclipped_step_norm, clip.loss_unclipped, "tab:red"),
+        ):
+            if value is not None and math.isfinite(value):
+                ax.plot([at], [value], "o", color=color)
+        ax.set_xscale("log")
+        _log_if_wide(ax, step_slice.losses)
+        ax.legend(fontsize=8)
+    ax.set_xlabel("distance along −∇L")
+    ax.set_ylabel("loss")
+    ax.set_title(
+        "SGD step: the gradient overflowed"
+        if clip is None
+        else f"SGD step, lr {clip.lr:g}, ‖g‖ = {clip.grad_norm:.3g}, max_norm {clip.max_norm:g}"
+    )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_png(fig, path)
+
+
+def plot_curves(
+    path: Path, panels: list[tuple[str, list[tuple[str, np.ndarray, np.ndarray]], bool]]
+) -> Path:
+    """One row of panels (title, [(label, steps, values)], log y axis)."""
+    fig = new_figure(4.6 * len(panels), 3.6)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (title, lines, log) in zip(axes, panels, strict=True):
+        for label, s, v in lines:
+            if log:
+                zeros = int(np.sum(v == 0))
+                if zeros:  # a log axis cannot show them: say so in the legend
+                    label += " (0 at every step)" if zeros == v.size else f" ({zeros} zeros)"
+                v = np.where(np.isfinite(v) & (v > 0), v, np.nan)
+            ax.plot(s, v, lw=1, marker="o" if len(s) < 30 else None, ms=3, label=label)
+        if log:
+            ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_title(title, fontsize=10)
+        if len(lines) > 1 or any("(0 at" in ln[0] or "zeros)" in ln[0] for ln in lines):
+            ax.legend(fontsize=7)
+    return save_png(fig, path)
+
+
+def plot_lag_history(path: Path, grads: list[dict]) -> Path:
+    """Per (layer, direction): log10 ‖∂L/∂h_k‖ by lag (x) and training step (y), and the
+    fitted factor per step against the step."""
+    with_lags = [r for r in grads if r.get("lags")]
+    names = list(with_lags[0]["lags"])
+    steps = np.array([r["step"] for r in with_lags], float)
+    fig = new_figure(4.4 * (len(names) + 1), 3.8)
+    axes = fig.subplots(1, len(names) + 1, squeeze=False)[0]
+    for ax, name in zip(axes, names, strict=False):
+        rows = [r["lags"].get(name, {}).get("norms") or [] for r in with_lags]
+        T = max(len(row) for row in rows)
+        grid = np.full((len(rows), T), np.nan)
+        for i, row in enumerate(rows):
+            v = np.array([np.nan if a is None else a for a in row], float)
+            grid[i, : len(v)] = v
+        logs = np.log10(grid, out=np.full(grid.shape, np.nan), where=np.isfinite(grid) & (grid > 0))
+        if len(steps) > 1:
+            edges = np.concatenate(
+                [
+                    [steps[0] - (steps[1] - steps[0]) / 2],
+                    (steps[1:] + steps[:-1]) / 2,
+                    [steps[-1] + (steps[-1] - steps[-2]) / 2],
+                ]
+            )
+        else:
+            edges = np.array([steps[0] - 0.5, steps[0] + 0.5])
+        im = ax.pcolormesh(np.arange(T + 1) - 0.5, edges, logs, cmap="viridis", shading="flat")
+        fig.colorbar(im, ax=ax, label=r"$\log_{10}\|\partial L/\partial h_k\|$")
+        ax.set_xlabel("lag")
+        ax.set_ylabel("training step")
+        ax.set_title(name)
+    ax = axes[-1]
+    for name in names:
+        f = [r["lags"].get(name, {}).get("factor_per_step") for r in with_lags]
+        ax.plot(steps, [np.nan if v is None else v for v in f], marker="o", ms=3, label=name)
+    ax.axhline(1.0, color="gray", lw=0.8)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("fitted factor per step of lag (1: flat)")
+    ax.legend(fontsize=7)
+    return save_png(fig, path)

@@ -1,4 +1,6 @@
-"""Built-in tasks, data side only: every data set here is made or read offline.
+"""The built-in tasks: each family's data (every data set here is made or read offline) and,
+beside it, its recipe as the Trainer drives it; the registry (names, defaults, make_task,
+model_spec, build_model) is rnnlab.tasks.registry, its names exported here.
 
 - `text`: corpora (CPython's pydoc topics by default), CharVocab, train/valid/test pieces, and
   (inputs, targets) windows or stateful stream blocks for character language models;
@@ -12,5 +14,32 @@
 """
 
 from rnnlab.tasks import digits, ngram, pytokens, synthetic, text, transduction
+from rnnlab.tasks.registry import (
+    DEMO,
+    SEQ2SEQ_TASKS,
+    TASK_NAMES,
+    build_model,
+    defaults,
+    describe,
+    make_task,
+    model_spec,
+    report,
+)
 
-__all__ = ["digits", "ngram", "pytokens", "synthetic", "text", "transduction"]
+__all__ = [
+    "DEMO",
+    "SEQ2SEQ_TASKS",
+    "TASK_NAMES",
+    "build_model",
+    "defaults",
+    "describe",
+    "digits",
+    "make_task",
+    "model_spec",
+    "ngram",
+    "pytokens",
+    "report",
+    "synthetic",
+    "text",
+    "transduction",
+]

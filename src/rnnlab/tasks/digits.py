@@ -11,6 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 from rnnlab._checks import choice, describe, fail, probability
+from rnnlab.losses import softmax_cross_entropy
+from rnnlab.tasks._sequence import _SequenceTask
+from rnnlab.train import TrainConfig
 
 MODES = ("rows", "pixels")
 INSTALL_HINT = "the digits task needs scikit-learn: pip install 'rnnlab[digits]'"
@@ -60,3 +63,49 @@ def load_digits_sequences(
     x = x.reshape(len(x), 8, 8) if mode == "rows" else x.reshape(len(x), 64, 1)
     y = target.astype(np.int64)
     return x[train], y[train], x[test], y[test]
+
+
+# -------------------- the task, as the Trainer drives it (rnnlab.train.Task)
+
+
+class Digits(_SequenceTask):
+    name = "digits"
+    metric = "accuracy"
+    higher_is_better = True
+    output_size = 10
+
+    def __init__(self, cfg: TrainConfig):
+        super().__init__(cfg)
+        x_tr, y_tr, x_te, y_te = load_digits_sequences(mode=cfg.digits_mode, seed=cfg.seed)
+        n_valid = len(x_tr) // 10  # the last 10 % of the (shuffled) training split validates
+        self._splits = {
+            "train": (x_tr[:-n_valid], y_tr[:-n_valid], None),
+            "valid": (x_tr[-n_valid:], y_tr[-n_valid:], None),
+            "test": (x_te, y_te, None),
+        }
+
+    def input_spec(self, cfg):
+        return {"type": "vectors", "size": self._splits["train"][0].shape[2]}
+
+    def split(self, name):
+        return self._splits[name]
+
+    def evaluate(self, model, split):
+        out, y, _ = self._eval_outputs(model, split)
+        loss, _ = softmax_cross_entropy(out, y, reduction="mean")
+        pred = out.argmax(axis=1)
+        result = {"accuracy": float((pred == y).mean()), "loss": loss}
+        if split == "test":
+            cm = np.zeros((10, 10), np.int64)
+            np.add.at(cm, (y, pred), 1)
+            result["confusion"] = cm.tolist()
+        return result
+
+    def report(self, result):
+        lines = [f"test accuracy {100 * result['accuracy']:.2f} % (chance 10 %)"]
+        if "confusion" in result:
+            lines.append("confusion matrix (rows: true digit, columns: predicted):")
+            lines.append("     " + " ".join(f"{j:4d}" for j in range(10)))
+            for i, row in enumerate(result["confusion"]):
+                lines.append(f"  {i}  " + " ".join(f"{v:4d}" for v in row))
+        return lines

@@ -37,6 +37,10 @@ from pathlib import Path
 import numpy as np
 
 from rnnlab._checks import describe, fail, positive_int
+from rnnlab.losses import softmax_cross_entropy
+from rnnlab.tasks._sequence import _SequenceTask
+from rnnlab.tasks.text import CharVocab
+from rnnlab.train import TrainConfig
 
 CLASSES = ("OTHER", "NAME", "CALLDEF", "KEYWORD", "OPERATOR", "NUMBER", "STRING", "COMMENT")
 OTHER, NAME, CALLDEF, KEYWORD, OPERATOR, NUMBER, STRING, COMMENT = range(len(CLASSES))
@@ -257,3 +261,55 @@ def chunk(ids: object, labels: object, length: int) -> tuple[np.ndarray, np.ndar
         fail("ids", f"at least length = {L} ids (one window)", f"{len(x)}")
     n = len(x) // L
     return x[: n * L].reshape(n, L), y[: n * L].reshape(n, L)
+
+
+# -------------------- the task, as the Trainer drives it (rnnlab.train.Task)
+
+
+class PyTokens(_SequenceTask):
+    name = "pytokens"
+    metric = "accuracy"
+    higher_is_better = True
+    per_step = True
+    readout = "steps"
+
+    def __init__(self, cfg: TrainConfig):
+        super().__init__(cfg)
+        max_chars = cfg.train_size or 400_000
+        chars, labels = load_pytokens(max_chars=max_chars, seed=cfg.seed)
+        n = len(chars)
+        a, b = int(n * 0.9), int(n * 0.95)
+        self.vocab = CharVocab(chars[:a])
+        self.classes = CLASSES
+        self.output_size = len(self.classes)
+        ids = self.vocab.encode(chars)
+        L = cfg.seq_len
+        self._splits = {}
+        for name, sl in (("train", slice(0, a)), ("valid", slice(a, b)), ("test", slice(b, n))):
+            x, y = chunk(ids[sl], labels[sl], L)
+            self._splits[name] = (x.astype(np.int64), y.astype(np.int64), None)
+
+    def input_spec(self, cfg):
+        return {"type": "tokens", "vocab_size": self.vocab.size, "embed_dim": cfg.embed}
+
+    def split(self, name):
+        return self._splits[name]
+
+    def evaluate(self, model, split):
+        out, y, _ = self._eval_outputs(model, split)
+        loss, _ = softmax_cross_entropy(out, y, reduction="mean")
+        pred = out.argmax(axis=-1)
+        result = {"accuracy": float((pred == y).mean()), "loss": loss}
+        per_class = {}
+        for c, name in enumerate(self.classes):
+            m = y == c
+            if m.any():
+                per_class[name] = float((pred[m] == c).mean())
+        result["per_class_accuracy"] = per_class
+        return result
+
+    def report(self, result):
+        lines = [f"per-character accuracy {100 * result['accuracy']:.2f} %"]
+        for name, acc in result.get("per_class_accuracy", {}).items():
+            lines.append(f"  {name:<12} {100 * acc:6.2f} %")
+        return lines

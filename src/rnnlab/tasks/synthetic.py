@@ -18,6 +18,8 @@ import math
 import numpy as np
 
 from rnnlab._checks import describe, fail, positive_int
+from rnnlab.losses import mean_squared_error, softmax_cross_entropy
+from rnnlab.tasks._sequence import _accuracy, _SequenceTask
 
 
 def _check_rng(rng: object) -> np.random.Generator:
@@ -178,3 +180,111 @@ def temporal_order(
 def temporal_order_baseline() -> float:
     """Accuracy of any answer that ignores the input: the 4 classes are equally likely."""
     return 1.0 / len(TEMPORAL_CLASSES)
+
+
+# -------------------- the task, as the Trainer drives it (rnnlab.train.Task)
+
+
+class _SyntheticTask(_SequenceTask):
+    """Fresh training sequences at every step; fixed validation and test sets."""
+
+    fresh = True
+    held_out = 1000  # sequences in each of the validation and test sets
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self._fixed = {
+            s: self.sample(self.held_out, np.random.default_rng([cfg.seed, 10**6, k]))
+            for k, s in enumerate(("valid", "test"))
+        }
+
+    def split(self, name):
+        return self._fixed[name]
+
+
+class Adding(_SyntheticTask):
+    name = "adding"
+    metric = "mse"
+    higher_is_better = False
+    output_size = 1
+
+    def sample(self, n, rng):
+        x, y = adding(n, self.cfg.T, rng)
+        return x, y.astype(np.float32), None
+
+    def input_spec(self, cfg):
+        return {"type": "vectors", "size": 2}
+
+    def loss(self, output, batch):
+        return mean_squared_error(output, batch.y, reduction="mean")
+
+    def evaluate(self, model, split):
+        out, y, _ = self._eval_outputs(model, split)
+        mse = float(np.mean((out.astype(np.float64) - y) ** 2))
+        return {"mse": mse, "baseline_mse": adding_baseline()}
+
+    def report(self, result):
+        return [
+            f"test MSE {result['mse']:.5f} (baseline of always answering 1: "
+            f"{result['baseline_mse']:.4f}; solved below 0.01)"
+        ]
+
+
+class Copy(_SyntheticTask):
+    name = "copy"
+    metric = "loss"
+    higher_is_better = False
+    per_step = True
+    readout = "steps"
+    output_size = 9
+
+    held_out = 500
+
+    def sample(self, n, rng):
+        x, y = copy_memory(n, self.cfg.T, rng)
+        return x.astype(np.int64), y.astype(np.int64), None
+
+    def seq_len_hint(self):
+        return self.cfg.T + 20
+
+    def input_spec(self, cfg):
+        return {"type": "tokens", "vocab_size": 10, "embed_dim": cfg.embed}
+
+    def evaluate(self, model, split):
+        out, y, _ = self._eval_outputs(model, split)
+        loss, _ = softmax_cross_entropy(out, y, reduction="mean")
+        recall = _accuracy(out[:, -10:], y[:, -10:])
+        return {
+            "loss": loss,
+            "recall_accuracy": recall,
+            "baseline_loss": copy_baseline(self.cfg.T),
+        }
+
+    def report(self, result):
+        return [
+            f"test cross-entropy {result['loss']:.4f} nats/step (baseline "
+            f"{result['baseline_loss']:.4f}); recalled symbols correct "
+            f"{100 * result['recall_accuracy']:.1f} % (chance 12.5 %)"
+        ]
+
+
+class TemporalOrder(_SyntheticTask):
+    name = "temporal-order"
+    metric = "accuracy"
+    higher_is_better = True
+    output_size = 4
+
+    def sample(self, n, rng):
+        x, lengths, y = temporal_order(n, self.cfg.T, rng)
+        return x, y.astype(np.int64), lengths
+
+    def input_spec(self, cfg):
+        return {"type": "vectors", "size": 8}
+
+    def evaluate(self, model, split):
+        out, y, _ = self._eval_outputs(model, split)
+        loss, _ = softmax_cross_entropy(out, y, reduction="mean")
+        return {"accuracy": _accuracy(out, y), "loss": loss, "chance": 0.25}
+
+    def report(self, result):
+        return [f"test accuracy {100 * result['accuracy']:.2f} % (chance 25 %)"]

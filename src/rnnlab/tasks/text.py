@@ -11,16 +11,22 @@ characters of English prose with code examples, available offline in every insta
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import stat
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import NoReturn
 
 import numpy as np
 
+from rnnlab import _checks
 from rnnlab._checks import describe, fail, positive_int, probability
+from rnnlab.losses import softmax_cross_entropy
+from rnnlab.train import Batch, TrainConfig
 
 # A file shorter than this cannot give three useful pieces (5 % of 1000 is 50 characters).
 MIN_CHARS = 1000
@@ -276,3 +282,173 @@ def stream_batches(
     for w in range(K // k):
         cols = slice(w * k, (w + 1) * k)
         yield xs[:, cols], ys[:, cols]
+
+
+# -------------------- the task, as the Trainer drives it (rnnlab.train.Task)
+
+
+def _stored_vocab(data):
+    """The CharVocab a run stored, or None for a run from before runs stored it."""
+    if not data:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("vocab"), str):
+        _checks.fail("config.json's 'data'", "a record with the vocabulary ('vocab': a string)",
+                     _checks.describe(data))  # fmt: skip
+    return CharVocab.from_json({"type": "CharVocab", "chars": data["vocab"]})
+
+
+class CharLM:
+    """Character language model with a stateful stream of windows (classic truncated BPTT)."""
+
+    name = "charlm"
+    metric = "nats_per_char"
+    higher_is_better = False
+    readout = "steps"
+
+    def __init__(self, cfg: TrainConfig, data: dict | None = None, *, text: bool = True):
+        """`data`: a trained run's record (data_record): its vocabulary is used, whatever the
+        text holds now, and its corpus is read from the absolute path it stored; a text that
+        changed since is said on stderr. `text=False`: the vocabulary only (for sampling)."""
+        if cfg.reverse_input:
+            raise ValueError(
+                "`reverse_input` must be off for charlm: a language model reads "
+                "its stream in order (use it for tasks that read whole sequences)"
+            )
+        if cfg.bidirectional:
+            raise ValueError(
+                "`bidirectional` must be off for charlm: a language model cannot "
+                "read the characters it has to predict"
+            )
+        self.cfg = cfg
+        stored = _stored_vocab(data)
+        if stored is not None and not text:
+            self.vocab, self.output_size, self._record = stored, stored.size, dict(data)
+            return
+        path = cfg.data
+        if data and data.get("path") and Path(data["path"]).is_file():
+            path = data["path"]  # absolute, so the run works from any directory
+        try:
+            raw = read_text(path) if path else default_corpus()
+        except ValueError as e:
+            raise ValueError(f"--data: {e}") from None
+        self.source = path or "the pydoc topics of CPython"
+        digest = hashlib.sha256(raw.encode("utf-8")).hexdigest()
+        train, valid, test = split_text(raw)
+        self.vocab = stored or CharVocab(train)
+        if data and data.get("corpus_sha256") not in (None, digest):
+            print(
+                f"rnnlab: warning: the text of {self.source} has changed since the run was "
+                "trained (its SHA-256 differs); its pieces are read with the run's vocabulary, "
+                "characters it does not know as the unknown symbol (counted in 'unknown_chars')",
+                file=sys.stderr,
+            )
+        self._record = {
+            "path": str(Path(path).resolve()) if path else "",
+            "corpus_sha256": digest,
+            "vocab": self.vocab.chars,
+        }
+        self.ids = {
+            "train": self.vocab.encode(train),
+            "valid": self.vocab.encode(valid),
+            "test": self.vocab.encode(test),
+        }
+        self.chars = len(raw)
+        self.window = cfg.bptt or cfg.seq_len
+        B = cfg.batch_size
+        usable = (len(self.ids["train"]) - 1) // B
+        if usable < self.window + 1:
+            raise ValueError(
+                f"`data` must hold enough text for {B} tracks of {self.window} "
+                f"characters; got {len(raw)} characters"
+            )
+        flat = self.ids["train"][: usable * B + 1]
+        self.tracks_x = flat[:-1].reshape(B, usable)
+        self.tracks_y = flat[1:].reshape(B, usable)
+        self.per_epoch = usable // self.window
+        self._baselines: dict = {}
+        self.output_size = self.vocab.size
+
+    def input_spec(self, cfg):
+        return {"type": "tokens", "vocab_size": self.vocab.size, "embed_dim": cfg.embed}
+
+    def data_record(self) -> dict:
+        """What a run stores of its data (config.json's "data"): the vocabulary, the SHA-256
+        of the corpus and its absolute path, so that evaluate and sample never rebuild the
+        mapping from a file that may have moved or changed."""
+        return dict(self._record)
+
+    def describe_data(self) -> str:
+        return (
+            f"{self.source}: {self.chars:,} characters, {self.vocab.size} symbols; "
+            f"train/valid/test {len(self.ids['train']):,}/{len(self.ids['valid']):,}/"
+            f"{len(self.ids['test']):,}"
+        )
+
+    def batch(self, step: int, rng) -> Batch:
+        w = step % self.per_epoch
+        k = self.window
+        x = self.tracks_x[:, w * k : (w + 1) * k]
+        y = self.tracks_y[:, w * k : (w + 1) * k]
+        return Batch(x, y, None, carry=w > 0, items=int(x.size))
+
+    def loss(self, output, batch: Batch):
+        return softmax_cross_entropy(output, batch.y, reduction="mean")
+
+    def evaluate(self, model, split: str) -> dict:
+        ids = self.ids[split]
+        tracks = 8
+        n = (len(ids) - 1) // tracks
+        xs = ids[: n * tracks].reshape(tracks, n)
+        ys = ids[1 : n * tracks + 1].reshape(tracks, n)
+        total, state = 0.0, None
+        for i in range(0, n, 256):
+            f = model.forward(xs[:, i : i + 256], state=state)
+            loss, _ = softmax_cross_entropy(f.output, ys[:, i : i + 256], reduction="sum")
+            total += loss
+            state = f.state
+        nats = total / (n * tracks)
+        result = {"nats_per_char": nats, "bits_per_char": nats / math.log(2), "chars": n * tracks,
+                  "unknown_chars": int((ids == self.vocab.unknown).sum())}  # fmt: skip
+        if split == "test":
+            result["baselines"] = self.baselines(split)
+        return result
+
+    def baselines(self, split: str = "test") -> dict:
+        from rnnlab.tasks import ngram
+
+        if split not in self._baselines:
+            self._baselines[split] = ngram.ngram_baselines(
+                self.ids["train"], self.ids[split], self.vocab.size, max_order=5
+            )
+        return self._baselines[split]
+
+    def sample(self, model, prime: str, length: int, *, temperature=0.8, top_k=None, seed=0) -> str:
+        from rnnlab.generate import sample_ids
+
+        ids = self.vocab.encode(prime or "\n")
+        out = sample_ids(
+            model,
+            ids,
+            length,
+            temperature=temperature,
+            top_k=top_k,
+            rng=np.random.default_rng(seed),
+        )
+        return (prime or "") + self.vocab.decode(out)
+
+    def report(self, result: dict) -> list[str]:
+        lines = [
+            f"held-out: {result['nats_per_char']:.3f} nats/char = "
+            f"{result['bits_per_char']:.3f} bits/char"
+        ]
+        base = result.get("baselines") or self.baselines("test")
+        best = min(base.values(), key=lambda b: b["nats_per_char"])
+        for name, b in base.items():
+            mark = "  <- best n-gram" if b is best else ""
+            lines.append(
+                f"  {name:<8} {b['nats_per_char']:.3f} nats/char = "
+                f"{b['bits_per_char']:.3f} bits/char{mark}"
+            )
+        beaten = [n for n, b in base.items() if result["nats_per_char"] < b["nats_per_char"]]
+        lines.append("beats: " + (", ".join(beaten) if beaten else "no n-gram baseline yet"))
+        return lines

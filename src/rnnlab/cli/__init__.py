@@ -1,0 +1,101 @@
+"""The `rnnlab` command: train, evaluate, sample, translate, export, list tasks, the demo,
+and the commands with options of their own (bench, gradflow, plot, info).
+
+Errors a user can cause (a bad option, a missing file, a corrupt checkpoint) print one line,
+`rnnlab: error: ...`, and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rnnlab.cli import train, trained
+from rnnlab.cli._base import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, one_line
+
+__all__ = ["EXIT_INTERRUPTED", "EXIT_USAGE", "UsageError", "build_parser", "main"]
+
+COMMANDS = {
+    "train": train.cmd_train,
+    "demo": train.cmd_demo,
+    "tasks": train.cmd_tasks,
+    "evaluate": trained.cmd_evaluate,
+    "sample": trained.cmd_sample,
+    "translate": trained.cmd_translate,
+    "export": trained.cmd_export,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rnnlab",
+        description="Recurrent neural networks in NumPy with exact, hand-written BPTT.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    train.add_parsers(sub)
+    trained.add_parsers(sub)
+    sub.add_parser(
+        "bench",
+        help="time training and inference against PyTorch (rnnlab bench -h)",
+        add_help=False,
+    )
+    sub.add_parser(
+        "gradflow",
+        help="see the gradients: lag profiles, Jacobians, spectra, cliffs (rnnlab gradflow -h)",
+        add_help=False,
+    )
+    sub.add_parser("plot", help="plot a run's metrics (rnnlab plot -h)", add_help=False)
+    sub.add_parser(
+        "info", help="the CPU, BLAS, kernels and threads rnnlab runs on here, and why",
+        add_help=False,
+    )
+    return parser
+
+
+# Commands with options of their own: their modules parse the rest of the command line.
+_DELEGATED = {
+    "bench": ("rnnlab.bench", "main"),
+    "gradflow": ("rnnlab.cli.gradflow", "main"),
+    "plot": ("rnnlab.cli.plot", "main"),
+    "info": ("rnnlab.info", "main"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in _DELEGATED:
+        return _delegate(argv[0], argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("rnnlab: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ValueError, OSError, ImportError) as e:
+        print(f"rnnlab: error: {one_line(e)}", file=sys.stderr)
+        return EXIT_USAGE
+    except MemoryError:
+        print("rnnlab: error: out of memory; try a smaller --hidden, --batch-size or --seq-len",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    except RuntimeError as e:  # e.g. NonFiniteError: the run stopped, its checkpoint is kept
+        print(f"rnnlab: error: {one_line(e)}", file=sys.stderr)
+        return 1
+
+
+def _delegate(command: str, argv: list[str]) -> int:
+    import importlib
+
+    module, function = _DELEGATED[command]
+    try:
+        return getattr(importlib.import_module(module), function)(argv)
+    except KeyboardInterrupt:
+        print("rnnlab: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ValueError, OSError, ImportError) as e:
+        print(f"rnnlab: error: {one_line(e)}", file=sys.stderr)
+        return EXIT_USAGE

@@ -1,0 +1,261 @@
+"""`rnnlab gradflow SOURCE`: the analyses of rnnlab.diagnostics.analyses on a run, a fresh
+model of a task or a bare map; each writes a PNG and a JSON file into --out, adds a compact
+entry to summary.json and prints one verdict line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+from rnnlab import _checks, io
+from rnnlab import diagnostics as dg
+from rnnlab.cli.options import (
+    Parser,
+    add_data_options,
+    add_model_options,
+    add_optimisation_options,
+    count,
+    number,
+    positive_float,
+)
+from rnnlab.diagnostics import analyses, subjects
+from rnnlab.diagnostics._common import json_value
+
+
+def build_parser() -> Parser:
+    from rnnlab import models, tasks
+
+    p = Parser(
+        prog="rnnlab gradflow",
+        description="See the gradients of a recurrent model on a batch of its task's data: "
+        "‖∂L/∂h_k‖ by lag, the t×k map, Jacobian products against the bound, the recurrent "
+        "spectrum (and its path through training), gate saturation, loss cliffs and "
+        "clipping, and the iterated map of a 1- or 2-unit RNN. Each analysis writes a PNG "
+        "and JSON into --out and prints one verdict line.",
+    )
+    p.add_argument(
+        "source",
+        help="a run directory, a task name ("
+        + ", ".join(tasks.TASK_NAMES)
+        + ": a fresh model from its defaults) or 'dynamics' (a bare map, see --w)",
+    )
+    p.add_argument(
+        "--analyses",
+        default=None,
+        help="comma-separated, from "
+        + ",".join(analyses.ANALYSES)
+        + " (default: every one that applies)",
+    )
+    p.add_argument(
+        "--out", default=None, help="output directory (default: runs/gradflow-<source>-<time>)"
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the summary as one JSON object on stdout (verdicts on stderr)",
+    )
+    add_model_options(p, None, only=("cell", "hidden", "layers", "bidirectional"), checked=True,
+                      cells=models.CELLS)  # fmt: skip
+    g = p.add_argument_group("fresh model (task source)")
+    g.add_argument(
+        "--init-scale",
+        dest="init_scale",
+        type=positive_float("--init-scale"),
+        default=None,
+        help="multiply every W_hh by this after initialisation",
+    )
+    g.add_argument(
+        "--forget-bias",
+        dest="forget_bias",
+        type=number("--forget-bias"),
+        default=None,
+        help="LSTM: the forget gate's bias (default: the task's, 1)",
+    )
+    add_data_options(p, None, only=("T", "seed"), checked=True)
+    g = p.add_argument_group("the analysed batch")
+    g.add_argument(
+        "--batch",
+        type=count("--batch"),
+        default=32,
+        help="validation sequences to analyse (default 32)",
+    )
+    g.add_argument(
+        "--step",
+        type=int,
+        default=None,
+        help="run source: the checkpoint to analyse (default: the latest)",
+    )
+    g = p.add_argument_group("analyses")
+    g.add_argument(
+        "--loss",
+        choices=analyses.LOSSES,
+        default="auto",
+        help="lag profile: 'task' (the task's loss on the batch), 'last' (a random "
+        "projection of the final state), 'all' (of every step's output); auto: task "
+        "for many-to-one models, last otherwise",
+    )
+    g.add_argument("--sample", type=int, default=0, help="jacobian: the sequence (default 0)")
+    g.add_argument(
+        "--cliff-range",
+        dest="cliff_range",
+        type=positive_float("--cliff-range"),
+        default=2.0,
+        help="cliff: every hidden bias moves by up to ±R; the random "
+        "direction by up to ±(R/2)·‖θ‖ (default 2)",
+    )
+    g.add_argument(
+        "--max-norm",
+        dest="max_norm",
+        type=positive_float("--max-norm"),
+        default=1.0,
+        help="cliff: clipping threshold η (default 1)",
+    )
+    add_optimisation_options(p, None, only=("lr",), checked=True,
+                             title="cliff: the compared SGD steps")  # fmt: skip
+    g = p.add_argument_group("dynamics source")
+    g.add_argument("--w", type=number("--w"), default=None, help="1 unit: h ← φ(w h + b)")
+    g.add_argument("--b", type=number("--b"), default=None)
+    g.add_argument("--W", dest="W", default=None, help="2 units: 'a,b;c,d'")
+    g.add_argument("--bias", default=None, help="2 units: 'e,f'")
+    g.add_argument("--phi", choices=dg.dynamics.PHIS, default="tanh")
+    g.add_argument(
+        "--range", dest="h_range", default="-2,2", help="starting states 'lo,hi' (default -2,2)"
+    )
+    g.add_argument("--iters", type=count("--iters"), default=200)
+    return p
+
+
+_MODEL_OPTIONS = ("cell", "hidden", "layers", "seed", "init_scale", "forget_bias")
+_MAP_OPTIONS = ("w", "b", "W", "bias")
+
+
+def subject_from_args(args) -> subjects.Subject:
+    from rnnlab import tasks
+
+    src = args.source
+    given = [o for o in _MODEL_OPTIONS if getattr(args, o) is not None]
+    if args.bidirectional:
+        given.append("bidirectional")
+    maps = [o for o in _MAP_OPTIONS if getattr(args, o) is not None]
+    if src == "dynamics":
+        if given or args.T is not None or args.step is not None:
+            what = given[0] if given else ("T" if args.T is not None else "step")
+            _checks.fail(
+                f"--{what.replace('_', '-')}",
+                "left out for the dynamics source (it describes a model or its data)",
+                "it was given",
+            )
+        return subjects.dynamics_subject(
+            w=args.w,
+            b=args.b,
+            W=args.W,
+            bias=args.bias,
+            phi=args.phi,
+            h_range=args.h_range,
+            iters=args.iters,
+        )
+    if maps:
+        _checks.fail(
+            f"--{maps[0]}",
+            "given only with the dynamics source (`rnnlab gradflow dynamics --w 2 --b 0`)",
+            f"source {src!r}",
+        )
+    path = Path(src)
+    if io.is_run_dir(path) or (path.exists() and src not in tasks.TASK_NAMES):
+        if given:
+            _checks.fail(
+                f"--{given[0].replace('_', '-')}",
+                "given only for a task source (a run directory's model is fixed)",
+                f"the run directory '{src}'",
+            )
+        return subjects.run_subject(path, step=args.step, T=args.T, batch=args.batch)
+    if src in tasks.TASK_NAMES:
+        if args.step is not None:
+            _checks.fail("--step", "given only for a run directory", f"the task {src!r}")
+        return subjects.task_subject(
+            src,
+            cell=args.cell,
+            hidden=args.hidden,
+            layers=args.layers,
+            bidirectional=args.bidirectional,
+            T=args.T,
+            seed=args.seed,
+            init_scale=args.init_scale,
+            forget_bias=args.forget_bias,
+            batch=args.batch,
+        )
+    _checks.fail(
+        "source",
+        "a run directory, a task name (" + ", ".join(tasks.TASK_NAMES) + ") or 'dynamics'",
+        f"{src!r}, which is none of these (no such directory)",
+    )
+
+
+def _name_hint(subject: subjects.Subject) -> str:
+    s = subject.source
+    if s["type"] == "run":
+        stem = Path(s["run"]).resolve().name
+    elif s["type"] == "task":
+        stem = f"{s['task']}-{s['cell']}"
+    else:
+        stem = "dynamics"
+    return "gradflow-" + (re.sub(r"[^A-Za-z0-9._-]", "-", stem).lstrip(".") or "run")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`rnnlab gradflow SOURCE [options]`; returns the exit status."""
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    subject = subject_from_args(args)
+    names, skipped = analyses.chosen_analyses(args.analyses, subject)
+    if subject.x is not None and not 0 <= args.sample < len(subject.x):
+        _checks.fail("--sample", f"a sequence index in [0, {len(subject.x)})", str(args.sample))
+    out = Path(args.out) if args.out else io.make_run_dir("runs", _name_hint(subject))
+    out.mkdir(parents=True, exist_ok=True)
+    summary: dict = {
+        "kind": "gradflow",
+        "source": subject.source,
+        "model": analyses.describe_model(subject),
+        "batch": None
+        if subject.x is None
+        else {"split": "valid", "sequences": int(subject.x.shape[0]), "T": int(subject.x.shape[1])},
+        "out": str(out),
+        "analyses": {},
+        "skipped": skipped,
+        "verdicts": {},
+    }
+    no_plots = ""
+    options = {k: getattr(args, k) for k in ("loss", "sample", "cliff_range", "lr", "max_norm")}
+    for name in names:
+        print(f"gradflow: {name} ...", file=sys.stderr, flush=True)
+        result = analyses.run_analysis(name, subject, **options)
+        pngs = []
+        for draw, data, file in result.figures:
+            if no_plots:
+                break
+            try:
+                pngs.append(draw(data, out / file).name)
+            except ImportError as e:  # matplotlib is an optional extra: keep the JSON
+                no_plots = str(e)
+        io.atomic_write_json(out / f"{name}.json", json_value(result.details))
+        summary["analyses"][name] = {
+            **result.summary,
+            "verdict": result.verdict,
+            "png": pngs,
+            "json": f"{name}.json",
+        }
+        summary["verdicts"][name] = result.verdict
+        line = f"{name}: {result.verdict}"
+        print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
+    if no_plots:
+        summary["plots"] = f"no PNGs: {no_plots}"
+        print(f"gradflow: no PNGs written: {no_plots}", file=sys.stderr)
+    summary = json_value(summary)
+    io.atomic_write_json(out / "summary.json", summary)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"output: {out} (summary.json, one PNG and JSON per analysis)")
+    return 0

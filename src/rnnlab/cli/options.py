@@ -1,0 +1,182 @@
+"""The options of the rnnlab commands: the argparse pieces they share.
+
+A bad value is said as one line naming the option ("`--hidden` must be a positive integer;
+got '0' instead."), as every rnnlab error is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from rnnlab import _checks
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises ValueError (printed as one line by the rnnlab command) instead of
+    printing the usage and exiting."""
+
+    def error(self, message):
+        raise ValueError(f"{self.prog}: {message} (see {self.prog} -h)")
+
+
+def option_type(name: str, expected: str, convert, ok):
+    """An argparse type: `convert(text)` accepted when `ok(value)`; otherwise the message
+    "`--name` must be …; got … instead." (ArgumentTypeError: argparse keeps its text)."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            try:
+                _checks.fail(name, expected, repr(text))
+            except ValueError as e:
+                raise argparse.ArgumentTypeError(str(e)) from None
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
+def positive_float(name: str):
+    return option_type(name, "a positive number", float, lambda v: math.isfinite(v) and v > 0)
+
+
+def count(name: str):
+    return option_type(name, "a positive integer", int, lambda v: v >= 1)
+
+
+def number(name: str):
+    return option_type(name, "a finite number", float, math.isfinite)
+
+
+# ---------------------------------------------------------------------- shared option groups
+# Each concept's options are defined once, here, and every command that takes them adds them
+# with the functions below. `defaults`: argparse.SUPPRESS (the default) leaves an option out
+# of the parsed namespace unless it was typed, so that only what the user typed overrides a
+# task's defaults and --config; None (or any value) gives every option that default.
+# `only`: the destinations of the options a command takes (default: all of the group).
+# `checked`: each value is checked as it is parsed and said with the option's name, for
+# commands that build no TrainConfig; otherwise TrainConfig checks it under the setting's name.
+
+CELLS = ("rnn", "relu", "irnn", "lstm", "gru", "gru-orig", "jordan", "jordan-elman")
+SUPPRESS = argparse.SUPPRESS
+
+
+class _Group:
+    """An argument group that adds only the options a command takes, with its defaults."""
+
+    def __init__(self, parser, title: str, defaults, only):
+        self.group = parser.add_argument_group(title)
+        self.defaults, self.only = defaults, only
+
+    def add(self, flag: str, **kw) -> None:
+        dest = kw.get("dest") or flag.lstrip("-").replace("-", "_")
+        if self.only is None or dest in self.only:
+            kw.setdefault("default", self.defaults)
+            self.group.add_argument(flag, **kw)
+
+
+def _zoneout(text: str) -> float | list[float]:
+    """--zoneout P or P_H,P_C (checked against [0, 1) by the run's settings)."""
+    try:
+        parts = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a probability or two (p_h,p_c), got {text!r}"
+        ) from None
+    if len(parts) > 2:
+        raise argparse.ArgumentTypeError(f"expected one or two probabilities, got {text!r}")
+    return parts[0] if len(parts) == 1 else parts
+
+
+def add_model_options(
+    parser, defaults=SUPPRESS, *, only=None, checked: bool = False, cells=CELLS
+) -> None:
+    """--cell, --hidden, --layers, --bidirectional, --embed, --dropout, --initial-state, the
+    LSTM's variants, and what goes around any cell (--proj-size, --recurrent-dropout,
+    --zoneout). `cells`: the cells the command takes."""
+    g = _Group(parser, "model", defaults, only)
+    size = count if checked else (lambda flag: int)
+    jordan = "; jordan = output feedback" if "jordan" in cells else ""
+    g.add("--cell", choices=cells, help="recurrent cell (default: the task's)" + jordan)
+    g.add("--hidden", type=size("--hidden"), help="hidden units per layer")
+    g.add("--layers", type=size("--layers"), help="stacked recurrent layers")
+    g.add("--bidirectional", action="store_true", help="read both directions")
+    g.add("--embed", type=int, help="embedding size for token inputs")
+    g.add("--dropout", type=float, help="dropout between and after layers")
+    g.add("--initial-state", dest="initial_state", choices=("zeros", "learned"))
+    g.add("--peephole", action="store_true", help="LSTM: peephole weights")
+    g.add("--coupled", action="store_true", help="LSTM: input gate = 1 - forget gate")
+    g.add("--cell-clip", dest="cell_clip", type=float, help="LSTM: clip |c_t| to this")
+    g.add("--layer-norm", dest="layer_norm", action="store_true",
+          help="LSTM: layer-normalised (Ba et al. 2016)")  # fmt: skip
+    g.add("--proj-size", dest="proj_size", type=int,
+          help="LSTM/RNN: project h to this many units, below --hidden (Sak et al. 2014; "
+          "PyTorch's proj_size; the GRU reads h itself and takes none)")  # fmt: skip
+    g.add("--recurrent-dropout", dest="recurrent_dropout", type=float,
+          help="dropout on h_{t-1} in the recurrent products, one mask per sequence "
+          "(Gal 2016)")  # fmt: skip
+    g.add("--zoneout", type=_zoneout,
+          help="zoneout probability p, or p_h,p_c (Krueger et al. 2016)")  # fmt: skip
+
+
+def add_seq2seq_options(parser, defaults=SUPPRESS, *, only=None) -> None:
+    """The encoder-decoder's --attention, --attention-size and --beam."""
+    g = _Group(parser, "encoder-decoder (numbers, dates, caption)", defaults, only)
+    g.add("--attention", choices=("none", "additive", "multiplicative"),
+          help="attention over the source: additive (Bahdanau) or multiplicative "
+          "(Luong)")  # fmt: skip
+    g.add("--attention-size", dest="attention_size", type=int,
+          help="additive attention: the size of its tanh layer (0: --hidden); its cost is "
+          "batch x target x source x this")  # fmt: skip
+    g.add("--beam", type=int, help="beam width of the final test evaluation (1: greedy)")
+
+
+def add_optimisation_options(
+    parser, defaults=SUPPRESS, *, only=None, checked: bool = False, title="optimisation"
+) -> None:
+    """--optimizer, --lr, --weight-decay, --schedule, --warmup, --clip, --clip-at, the batch
+    and window sizes, teacher forcing, and how long and how often (--steps, --time-limit,
+    --eval-every, --checkpoint-every, --patience)."""
+    g = _Group(parser, title, defaults, only)
+    g.add("--optimizer", choices=("sgd", "nesterov", "rmsprop", "adagrad", "adam", "adamw"))
+    g.add("--lr", type=positive_float("--lr") if checked else float,
+          help="learning rate" + (" (default: the task's)" if checked else ""))  # fmt: skip
+    g.add("--weight-decay", dest="weight_decay", type=float)
+    g.add("--schedule", choices=("constant", "cosine", "step"))
+    g.add("--warmup", type=int, help="linear warm-up steps")
+    g.add("--clip", choices=("global_norm", "value", "none"),
+          help="gradient clipping: by global norm, by value, or none")  # fmt: skip
+    g.add("--clip-at", dest="clip_at", type=float,
+          help="the clipping threshold (a norm or a value, per --clip)")  # fmt: skip
+    g.add("--batch-size", dest="batch_size", type=int)
+    g.add("--seq-len", dest="seq_len", type=int,
+          help="window length for tasks that cut sequences")  # fmt: skip
+    g.add("--bptt", type=int,
+          help="truncated BPTT window (state carried, gradient cut); 0 = full")  # fmt: skip
+    g.add("--teacher-forcing", dest="teacher_forcing",
+          help="jordan cells and encoder-decoders: probability of feeding the truth, 'p' or a "
+          "linear schedule 'a:b' (e.g. 1.0:0.5: scheduled sampling; evaluation always runs "
+          "free)")  # fmt: skip
+    g.add("--reverse-input", dest="reverse_input", action="store_true",
+          help="feed each input sequence reversed (Sutskever et al. 2014)")  # fmt: skip
+    g.add("--steps", type=int, help="optimizer steps")
+    g.add("--time-limit", dest="time_limit", type=float, help="stop after this many seconds")
+    g.add("--eval-every", dest="eval_every", type=int)
+    g.add("--checkpoint-every", dest="checkpoint_every", type=int)
+    g.add("--patience", type=int,
+          help="stop after this many evaluations without improvement (0: never)")  # fmt: skip
+
+
+def add_data_options(parser, defaults=SUPPRESS, *, only=None, checked: bool = False) -> None:
+    """--data, --T, --digits-mode, --train-size and --seed (of the data and the weights)."""
+    g = _Group(parser, "data", defaults, only)
+    g.add("--data", help="charlm: a UTF-8 text file (default: built-in corpus)")
+    g.add("--T", dest="T", type=count("--T") if checked else int,
+          help="memory tasks (adding, copy, temporal-order): sequence length")  # fmt: skip
+    g.add("--digits-mode", dest="digits_mode", choices=("rows", "pixels"))
+    g.add("--train-size", dest="train_size", type=int)
+    g.add("--seed", type=int, help="the seed of the initialisation and the data")

@@ -1,0 +1,34 @@
+"""`rnnlab plot RUN`: PNGs of a run's metrics (rnnlab.diagnostics.report)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from rnnlab import io
+from rnnlab.cli.options import Parser
+from rnnlab.diagnostics import report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`rnnlab plot RUN [--out DIR]`; returns the exit status."""
+    p = Parser(
+        prog="rnnlab plot",
+        description="Plot a run's metrics.jsonl: training loss, validation metrics, "
+        "gradient norms before/after clipping, per-layer gradient norms and the lag "
+        "profile over training (PNGs; needs matplotlib).",
+    )
+    p.add_argument("run", help="a run directory")
+    p.add_argument("--out", default=None, help="where to write the PNGs (default: RUN/plots)")
+    args = p.parse_args(sys.argv[1:] if argv is None else list(argv))
+    paths = report.plot_run(args.run, args.out)
+    records = io.read_jsonl(Path(args.run) / "metrics.jsonl")
+    if not any(isinstance(r, dict) and r.get("kind") == "gradients" for r in records):
+        print(
+            'rnnlab plot: no gradient records ("kind": "gradients") in metrics.jsonl, so '
+            "no per-layer norms or lag profile",
+            file=sys.stderr,
+        )
+    for path in paths:
+        print(path)
+    return 0

@@ -1,0 +1,267 @@
+"""`rnnlab train`, `rnnlab demo` and `rnnlab tasks`: training a model on a built-in task,
+new or resumed, alone or on the ranks of an MPI job."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from rnnlab import io, runs
+from rnnlab.cli._base import EXIT_INTERRUPTED, UsageError, one_line
+from rnnlab.cli.options import (
+    add_data_options,
+    add_model_options,
+    add_optimisation_options,
+    add_seq2seq_options,
+)
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a model on a built-in task",
+        description="Train a recurrent network on a built-in task. Options "
+        "override the task's defaults and --config.",
+    )
+    p.add_argument("task", nargs="?", help="the task (see `rnnlab tasks`)")
+    p.add_argument("--config", help="a TOML file of settings (the names of the options below)")
+    p.add_argument(
+        "--run-dir", dest="run_dir", help="where to write the run (default: runs/TASK-TIME)"
+    )
+    p.add_argument("--resume", metavar="RUN", help="continue the run in this directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_options(p)
+    add_seq2seq_options(p)
+    add_optimisation_options(p)
+    add_data_options(p)
+
+    sub.add_parser("tasks", help="list the built-in tasks")
+
+    p = sub.add_parser(
+        "demo", help="train a character LSTM for ~2 minutes and show what it learned"
+    )
+    p.add_argument("--run-dir", dest="run_dir", default=None)
+    add_optimisation_options(p, 120.0, only=("time_limit",))
+    p.add_argument("--quiet", action="store_true")
+
+
+def cmd_tasks(args=None) -> int:
+    from rnnlab import tasks
+
+    for name in tasks.TASK_NAMES:
+        print(f"{name:<15} {tasks.describe(name)}")
+    return 0
+
+
+def _config_from_args(args) -> tuple:
+    from rnnlab import tasks
+    from rnnlab.train import TrainConfig
+
+    settings: dict = {}
+    if args.config:
+        settings.update(io.read_toml(args.config))
+    task = args.task or settings.get("task")
+    if not task:
+        raise UsageError(
+            "`task` must be given (a positional argument or `task` in --config); see `rnnlab tasks`"
+        )
+    if task not in tasks.TASK_NAMES:
+        raise UsageError(f"`task` must be one of {', '.join(tasks.TASK_NAMES)}; got {task!r}")
+    overrides = {k: v for k, v in vars(args).items() if k in TrainConfig.fields() and k != "task"}
+    merged = {**tasks.defaults(task), **settings, **overrides, "task": task}
+    cfg = TrainConfig.from_dict(merged, source=args.config or "options",
+                                tasks=tasks.TASK_NAMES)  # fmt: skip
+    for text in cfg.without_effect({*settings, *overrides}):
+        print(f"rnnlab: warning: {text}", file=sys.stderr)
+    return task, cfg
+
+
+def cmd_train(args) -> int:
+    from rnnlab import tasks
+
+    comm = _communicator()
+    try:
+        trainer, task, model, run_dir = _prepare_train(args, comm)
+    except BaseException:
+        if comm is not None:  # the other ranks wait for every rank's word below
+            comm.any(True)
+        raise
+    if comm is not None and comm.any(False):
+        raise RuntimeError("another rank could not start the run (its error is above)")
+    result = trainer.run()
+    if comm is not None and comm.rank != 0:  # rank 0 alone evaluates and writes
+        return EXIT_INTERRUPTED if result["stopped_by"] == "interrupt" else 0
+    final = task.evaluate(model, "test")
+    io.atomic_write_json(run_dir / "result.json", {"train": result, "test": final})
+    for line in tasks.report(task, final):
+        print(line)
+    _plot(run_dir)
+    print(f"run directory: {run_dir}")
+    return EXIT_INTERRUPTED if result["stopped_by"] == "interrupt" else 0
+
+
+def _communicator():
+    """The MPI ranks when an MPI launcher started this process with others, else None."""
+    from rnnlab import distributed
+
+    return distributed.Communicator() if distributed.launched() else None
+
+
+def _make_trainer(comm, *args, **kw):
+    from rnnlab.diagnostics.training import gradient_log
+    from rnnlab.train import Trainer
+
+    kw["gradient_log"] = gradient_log
+    if comm is None:
+        return Trainer(*args, **kw)
+    from rnnlab.distributed import DistributedTrainer
+
+    return DistributedTrainer(*args, comm=comm, **kw)
+
+
+def _prepare_train(args, comm) -> tuple:
+    """(trainer, task, model, run directory) of `rnnlab train`, new or resumed. Under MPI
+    (comm), --batch-size is each rank's: the run's global batch is K times it."""
+    from rnnlab import tasks
+    from rnnlab.train import TrainConfig
+
+    say = comm is None or comm.rank == 0
+    if args.resume:
+        fixed = [k for k in vars(args) if k in TrainConfig.fields() and k not in
+                 ("steps", "time_limit", "task")]  # fmt: skip
+        if args.config or args.run_dir or args.task or fixed:
+            given = args.config and "--config" or args.run_dir and "--run-dir" or (
+                args.task and "a task") or "--" + fixed[0].replace("_", "-")  # fmt: skip
+            raise UsageError(
+                f"`--resume` continues a run with the settings in its config.json; got {given} "
+                "as well (only --steps and --time-limit may change; start a new run otherwise)"
+            )
+        run_dir = io.open_run_dir(args.resume)
+        if io.checkpoint_steps(run_dir):
+            ckpt = io.load_checkpoint(run_dir)
+            config = runs.run_config(ckpt.config, ckpt.path)
+        else:  # stopped before its first checkpoint (or by a full disk): start it again
+            ckpt, config = None, runs.run_config(io.read_json(run_dir / "config.json"), run_dir)
+        cfg = TrainConfig.from_dict(config["train"], source=str(run_dir / "config.json"),
+                                    tasks=tasks.TASK_NAMES)  # fmt: skip
+        overrides = {k: v for k, v in vars(args).items() if k in ("steps", "time_limit")}
+        for k, v in overrides.items():
+            setattr(cfg, k, v)
+        cfg.validate()
+        task = tasks.make_task(cfg, runs.data_record(run_dir, cfg, config))
+        where = (ckpt.path if ckpt is not None else run_dir) / "config.json"
+        model = runs.build_run_model(config["model"], where, cfg.seed)
+        trainer = _make_trainer(comm, model, task, cfg, run_dir, spec=config["model"],
+                                quiet=args.quiet)  # fmt: skip
+        if ckpt is not None:
+            runs.load_weights(model, ckpt, run_dir)
+            try:
+                trainer.restore(ckpt)
+            except io.CheckpointError as e:  # its progress or optimizer state is damaged
+                raise io.CheckpointError(f"{e} {io.way_back(run_dir, ckpt.step)}") from None
+            if say:
+                print(f"resuming {run_dir} at step {trainer.step}", file=sys.stderr)
+        elif say:
+            print(f"{run_dir} has no checkpoint yet: starting it again from step 0",
+                  file=sys.stderr)  # fmt: skip
+    else:
+        _, cfg = _config_from_args(args)
+        if comm is not None:
+            cfg.batch_size *= comm.size
+        if args.run_dir and io.checkpoint_steps(args.run_dir):
+            raise UsageError(
+                f"`--run-dir` must be a new or empty directory; '{args.run_dir}' already "
+                f"holds a run (continue it with --resume {args.run_dir})"
+            )
+        task = tasks.make_task(cfg)
+        spec = tasks.model_spec(cfg, task)
+        model = tasks.build_model(spec, seed=cfg.seed)
+        # created only now, so that a start that fails leaves no empty run directory
+        if args.run_dir:
+            run_dir = Path(args.run_dir)
+        elif comm is None:
+            run_dir = io.make_run_dir("runs", cfg.task)
+        else:  # one directory, named by rank 0
+            made = str(io.make_run_dir("runs", cfg.task)) if comm.rank == 0 else ""
+            run_dir = Path(comm.broadcast_text(made))
+        trainer = _make_trainer(comm, model, task, cfg, run_dir, spec=spec, quiet=args.quiet)
+        ranks = f" on {comm.size} ranks, batch {cfg.batch_size // comm.size} each" if comm else ""
+        if say:
+            print(
+                f"training {cfg.task} ({cfg.cell}, {sum(v.size for v in model.params.values()):,} "
+                f"parameters{ranks}) into {run_dir}",
+                file=sys.stderr,
+            )
+    return trainer, task, model, run_dir
+
+
+def cmd_demo(args) -> int:
+    from rnnlab import distributed, tasks
+    from rnnlab.diagnostics.training import gradient_log
+    from rnnlab.train import TrainConfig, Trainer
+
+    if distributed.launched():  # K copies of the demo would race for one run directory
+        raise UsageError("`rnnlab demo` runs in one process; under mpiexec, use `rnnlab train`")
+    cfg = TrainConfig.from_dict(
+        {**tasks.defaults("charlm"), **tasks.DEMO, "time_limit": args.time_limit}
+    )
+    run_dir = Path(args.run_dir) if args.run_dir else io.make_run_dir("runs", "demo")
+    t0 = time.perf_counter()
+    print(
+        "rnnlab demo: a character-level LSTM language model on the Python documentation that "
+        "ships with CPython.",
+        flush=True,
+    )
+    task = tasks.make_task(cfg)
+    spec = tasks.model_spec(cfg, task)
+    model = tasks.build_model(spec, seed=cfg.seed)
+    print(f"corpus: {task.describe_data()}")
+    print("n-gram baselines on the same held-out text (nats / bits per character):")
+    for name, b in task.baselines().items():
+        print(f"  {name:<8} {b['nats_per_char']:.3f} / {b['bits_per_char']:.3f}")
+    print("\nsample before training:")
+    print(_indent(task.sample(model, "def ", 160, temperature=0.8, seed=1)))
+    print(
+        f"\ntraining {sum(v.size for v in model.params.values()):,} parameters for up to "
+        f"{args.time_limit:.0f} s ...",
+        flush=True,
+    )
+    trainer = Trainer(model, task, cfg, run_dir, spec=spec, quiet=args.quiet,
+                      gradient_log=gradient_log)  # fmt: skip
+    trainer.run()
+    final = task.evaluate(model, "test")
+    io.atomic_write_json(run_dir / "result.json", {"test": final})
+    print()
+    for line in tasks.report(task, final):
+        print(line)
+    print("\nsample after training:")
+    print(_indent(task.sample(model, "def ", 300, temperature=0.8, seed=1)))
+    _plot(run_dir)
+    print(f"\nrun directory: {run_dir} ({time.perf_counter() - t0:.0f} s in all)")
+    print(f"more samples: rnnlab sample {run_dir} --prime 'class '")
+    return 0
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  | " + line for line in text.split("\n"))
+
+
+def _plot(run_dir: Path) -> list[Path]:
+    """The run's curves in RUN/plots, the place `rnnlab plot RUN` writes them too."""
+    from rnnlab.diagnostics.report import plot_run
+
+    try:
+        paths = plot_run(run_dir)
+    except ImportError:
+        print(
+            "plots: matplotlib is not installed; pip install 'rnnlab[plot]' to get loss curves",
+            file=sys.stderr,
+        )
+        return []
+    except ValueError as e:  # the run is trained and saved; only its plots are missing
+        print(f"rnnlab: warning: no plots: {one_line(e)}", file=sys.stderr)
+        return []
+    if paths:
+        print(f"plots: {paths[0].parent} ({', '.join(p.name for p in paths)})")
+    return paths

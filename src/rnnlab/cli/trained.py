@@ -1,0 +1,196 @@
+"""The commands on a trained run: `rnnlab evaluate`, `sample`, `translate` and `export`."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from rnnlab import runs
+from rnnlab.cli._base import UsageError
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("evaluate", help="held-out metrics of a trained run")
+    p.add_argument("run", help="a run directory")
+    p.add_argument("--split", choices=("valid", "test"), default="test")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--data",
+        help="charlm: evaluate on the held-out pieces of this text, read with the run's "
+        "vocabulary (characters it does not know are counted in unknown_chars)",
+    )
+
+    p.add_argument(
+        "--beam", type=int, default=None,
+        help="numbers, dates, caption: the beam width beside greedy (default: the run's, 5)",
+    )  # fmt: skip
+
+    p = sub.add_parser(
+        "translate",
+        help="translate text with a trained numbers or dates run",
+        description="Decode sources with a trained encoder-decoder: one argument, or --file "
+        "with one source a line.",
+    )
+    p.add_argument("run", help="a run directory of the numbers or dates task")
+    p.add_argument("text", nargs="?", help="the source text, e.g. 'twenty-three'")
+    p.add_argument("--file", help="a UTF-8 file of sources, one a line")
+    p.add_argument("--beam", type=int, default=None,
+                   help="beam width (1: greedy; default: the run's, 5)")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--unknown", choices=("error", "map"), default="error",
+        help="characters the model never saw: refuse them (default), or map them to the "
+        "unknown symbol",
+    )  # fmt: skip
+
+    p = sub.add_parser("sample", help="generate text from a trained charlm run")
+    p.add_argument("run", help="a run directory of the charlm task")
+    p.add_argument("--prime", default="\n", help="text to start from")
+    p.add_argument("--length", type=int, default=400)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", dest="top_k", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser(
+        "export",
+        help="a run's model as ONNX, a PyTorch state_dict or Keras weights",
+        description="Export the latest weights of a run: --format onnx (the standard "
+        "RNN/LSTM/GRU operators), safetensors-torch (a state_dict PyTorch's modules load "
+        "with strict=True; the code building them is printed) or keras (Keras 3 weights).",
+    )
+    p.add_argument("run", help="a run directory")
+    p.add_argument("--format", dest="fmt", default="onnx", help="onnx, safetensors-torch, keras")
+    p.add_argument("--out", default=None, help="the file to write (default: in the run directory)")
+    p.add_argument(
+        "--state", action="store_true", help="onnx: initial-state inputs h0 (c0), to carry state"
+    )
+    p.add_argument("--no-lengths", dest="lengths", action="store_false",
+                   help="onnx: no lengths input (every sequence full length)")  # fmt: skip
+
+
+def cmd_evaluate(args) -> int:
+    from rnnlab import tasks
+
+    run_dir, cfg, model, data = runs.load_run(args.run, vocabulary=True)
+    if args.data is not None:
+        if cfg.task != "charlm":
+            raise UsageError(f"`--data` is for charlm runs; '{run_dir}' is a {cfg.task} run")
+        # the run's vocabulary, without its corpus's path and hash (checked by make_task)
+        cfg.data, data = args.data, ({"vocab": data.get("vocab")} if isinstance(data, dict)
+                                     else data)  # fmt: skip
+    task = tasks.make_task(cfg, data)
+    extra = {}
+    if args.beam is not None and cfg.task not in tasks.SEQ2SEQ_TASKS:
+        raise UsageError(f"`--beam` is for numbers, dates and caption runs; '{run_dir}' is "
+                         f"a {cfg.task} run")  # fmt: skip
+    if cfg.task in tasks.SEQ2SEQ_TASKS:  # greedy and beam search, on either split
+        from rnnlab.tasks.transduction import _beam
+
+        extra["beam"] = cfg.beam if args.beam is None else _beam(args.beam)
+    with np.errstate(all="ignore"):  # a diverged model's overflow is reported below
+        result = task.evaluate(model, args.split, **extra)
+    clean, bad = _finite_or_null(result)
+    if bad:
+        why = (f"{', '.join(bad)} not finite (NaN or inf): the model's outputs overflow; "
+               "its weights have diverged")  # fmt: skip
+        clean["non_finite"] = why
+        print(f"rnnlab: warning: {why}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(clean, sort_keys=True, allow_nan=False))
+    else:
+        for line in tasks.report(task, result):
+            print(line)
+    return 0
+
+
+def _finite_or_null(value, where: str = "") -> tuple:
+    """`value` with every NaN or inf replaced by None (JSON has no NaN: `json.dumps` would
+    print one that no JSON reader takes), and the names of the replaced entries."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None, [where or "the value"]
+    if isinstance(value, dict):
+        out, bad = {}, []
+        for k, v in value.items():
+            out[k], b = _finite_or_null(v, f"{where}.{k}" if where else str(k))
+            bad += b
+        return out, bad
+    if isinstance(value, list):
+        pairs = [_finite_or_null(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [v for v, _ in pairs], [n for _, b in pairs for n in b]
+    return value, []
+
+
+def cmd_sample(args) -> int:
+    from rnnlab import tasks
+
+    run_dir, cfg, model, data = runs.load_run(args.run, vocabulary=True)
+    if cfg.task != "charlm":
+        raise UsageError(
+            f"`run` must be a charlm run to sample text; '{run_dir}' is a {cfg.task} run"
+        )
+    task = tasks.make_task(cfg, data, text=False)  # the run's vocabulary, no corpus
+    print(
+        task.sample(
+            model,
+            args.prime,
+            args.length,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            seed=args.seed,
+        )
+    )
+    return 0
+
+
+def cmd_translate(args) -> int:
+    from rnnlab import tasks
+    from rnnlab.tasks.transduction import _beam
+
+    if (args.text is None) == (args.file is None):
+        raise UsageError("`translate` needs a source text or --file F (one source a line), "
+                         "not " + ("both" if args.file else "neither"))  # fmt: skip
+    beam = None if args.beam is None else _beam(args.beam)
+    if args.file is not None:
+        path = Path(args.file)
+        try:
+            texts = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise UsageError(f"`--file` must be UTF-8 text; '{path}' is not") from None
+        where = [f"line {i + 1} of {path}" for i in range(len(texts))]
+        if not texts:
+            raise UsageError(f"`--file` must hold one source a line; '{path}' is empty")
+    else:
+        texts, where = [args.text], ["source"]
+    run_dir, cfg, model, data = runs.load_run(args.run)
+    if cfg.task not in tasks.SEQ2SEQ_TASKS:
+        raise UsageError(f"`run` must be a numbers or dates run to translate; '{run_dir}' is "
+                         f"a {cfg.task} run")  # fmt: skip
+    task = tasks.make_task(cfg, data)
+    beam = cfg.beam if beam is None else beam
+    outputs = task.translate(model, texts, beam=beam, unknown=args.unknown, where=where)
+    if args.json:
+        pairs = [{"source": s, "output": o} for s, o in zip(texts, outputs, strict=True)]
+        print(json.dumps({"beam": beam, "translations": pairs}, ensure_ascii=False))
+    else:
+        for o in outputs:
+            print(o)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from rnnlab import export
+
+    if args.fmt not in export.FORMATS:  # not argparse's choices: its error is two lines
+        raise UsageError(
+            f"`--format` must be one of {', '.join(export.FORMATS)}; got {args.fmt!r} instead."
+        )
+    path, text = export.export_run(
+        args.run, args.fmt, args.out, lengths=args.lengths, state=args.state
+    )
+    print(text, end="")
+    print(f"wrote {path}", file=sys.stderr)
+    return 0

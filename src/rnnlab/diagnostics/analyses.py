@@ -1,0 +1,463 @@
+"""The analyses of `rnnlab gradflow`, each run on a whole subject (rnnlab.diagnostics.subjects):
+lag, map, jacobian, spectrum, gates, cliff and dynamics. Each gives an `Outcome`: a compact
+summary for summary.json, one verdict line, the full results and the figures to draw.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rnnlab import _checks, io
+from rnnlab import diagnostics as dg
+from rnnlab.cells import ElmanCell
+from rnnlab.diagnostics._common import json_value
+from rnnlab.diagnostics.model import fit_summary, output_gradient, recurrent_io, split_model
+from rnnlab.diagnostics.plots import plot_cliff
+from rnnlab.diagnostics.subjects import Subject, cell_name
+
+ANALYSES = ("lag", "map", "jacobian", "spectrum", "gates", "cliff", "dynamics")
+LOSSES = ("auto", "task", "last", "all")
+CLIFF_POINTS = 81
+
+
+def applicable(subject: Subject) -> dict[str, str]:
+    """{analysis: ""} for those that apply to the subject, {analysis: why not} otherwise."""
+    if subject.model is None:
+        return {
+            a: ("" if a == "dynamics" else "the dynamics source is a bare map, not a model")
+            for a in ANALYSES
+        }
+    _, layer = split_model(subject.model)
+    why = dict.fromkeys(ANALYSES, "")
+    elman = isinstance(layer.cell, ElmanCell)
+    if elman and layer.cell.nonlinearity == "relu":
+        why["gates"] = "relu units have no upper end to saturate at (gates: LSTM, GRU, tanh RNN)"
+    if not (elman and layer.cell.nonlinearity == "tanh" and layer.hidden_size <= 2):
+        why["dynamics"] = (
+            f"the iterated map needs a tanh RNN with 1 or 2 units; this is a "
+            f"{layer.cell.name} layer with {layer.hidden_size} units"
+        )
+    around = [f"proj_size={layer.proj_size}"] if layer.proj_size else []
+    around += [f"zoneout={layer.zoneout}"] if any(layer.zoneout) else []
+    if around:  # the one-step analyses differentiate the cell's step alone
+        for name in ("dynamics", "jacobian"):
+            why[name] = why[name] or (
+                f"the one-step map of a layer with {', '.join(around)} is not built yet"
+            )
+    return why
+
+
+def _reference_ratio(norms: np.ndarray) -> tuple[int | None, float | None]:
+    """(the first lag whose norm differs from the lag-0 norm by 10x or more, max/min)."""
+    ok = np.isfinite(norms) & (norms > 0)
+    if ok.sum() < 2:
+        return None, None
+    logs = np.log10(norms[ok])
+    lags = np.nonzero(ok)[0]
+    far = np.nonzero(np.abs(logs - logs[0]) >= 1.0)[0]
+    return (int(lags[far[0]]) if far.size else None), float(10.0 ** (logs.max() - logs.min()))
+
+
+def lag_summary(profile: dg.LagProfile) -> dict:
+    """Per (layer, direction): the mean norm by lag, the fitted factor per step, the first lag
+    at which the norm is 10x off its lag-0 value, and max/min over all lags."""
+    out = {}
+    for j, name in enumerate(profile.names):
+        lag10, spread = _reference_ratio(profile.mean[j])
+        out[name] = {
+            "norms": profile.mean[j],
+            **fit_summary(profile.fits[j]),
+            "lag_to_10x": lag10,
+            "max_over_min": spread,
+        }
+    return json_value(out)
+
+
+def _lag_verdict(profile: dg.LagProfile, summary: dict) -> str:
+    T = len(profile.lags)
+    parts = []
+    for name, fit in zip(profile.names, profile.fits, strict=True):
+        s = summary[name]
+        text = f"{name}: " + fit.words("‖∂L/∂h_k‖")
+        if s["max_over_min"] is not None:
+            where = (
+                f"10x off its lag-0 value by lag {s['lag_to_10x']}"
+                if s["lag_to_10x"] is not None
+                else "never 10x off its lag-0 value"
+            )
+            text += f"; {where}, max/min over lags 0–{T - 1} = {s['max_over_min']:.3g}"
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def one_line(text: str) -> str:
+    """A verdict of several lines as one, its lines joined by "; "."""
+    return "; ".join(line for line in text.splitlines() if line)
+
+
+def _loss_for(subject: Subject, loss: str) -> str:
+    if loss != "auto":
+        return loss
+    from rnnlab.modules import LastStep
+
+    return "task" if any(isinstance(m, LastStep) for m in subject.model.modules) else "last"
+
+
+@dataclass
+class Outcome:
+    """What one analysis produced: its compact summary, the verdict line, the full results
+    (written to <name>.json) and the figures to draw as (draw function, result, file name)."""
+
+    summary: dict
+    verdict: str
+    details: dict
+    figures: list = field(default_factory=list)
+
+
+def analyse_lag(subject: Subject, loss: str) -> Outcome:
+    loss = _loss_for(subject, loss)
+    m = subject.model
+    if loss == "task":
+        x_rec, d_out, value = output_gradient(
+            m, subject.task, subject.x, subject.y, subject.lengths
+        )
+        _, layer = split_model(m)
+        prof = dg.gradient_by_lag(layer, x_rec, subject.lengths, d_output=d_out)
+        prof.loss = "task"
+    else:
+        _, _, layer, x_rec = recurrent_io(m, subject.x, subject.lengths)
+        prof = dg.gradient_by_lag(layer, x_rec, subject.lengths, loss=loss)
+    summary = {"loss": loss, "layers": lag_summary(prof)}
+    return Outcome(
+        summary,
+        _lag_verdict(prof, summary["layers"]),
+        prof.to_json(),
+        [(dg.plot_lag_profile, prof, "lag.png")],
+    )
+
+
+def analyse_map(subject: Subject) -> Outcome:
+    _, _, layer, x_rec = recurrent_io(subject.model, subject.x, subject.lengths)
+    gm = dg.gradient_map(layer, x_rec, subject.lengths)
+    layers = {name: fit_summary(fit) for name, fit in zip(gm.names, gm.fits, strict=True)}
+    return Outcome(
+        {"layers": json_value(layers)},
+        one_line(gm.verdict()),
+        gm.to_json(),
+        [(dg.plot_gradient_map, gm, "map.png")],
+    )
+
+
+def analyse_jacobian(subject: Subject, sample: int) -> Outcome:
+    _, _, layer, x_rec = recurrent_io(subject.model, subject.x, subject.lengths)
+    layers, details, verdicts, figures = {}, {}, [], []
+    for k in range(layer.num_layers):
+        for d, sfx in enumerate(layer.directions):
+            jp = dg.jacobian_products(
+                layer, x_rec, subject.lengths, sample=sample, layer_index=k, direction=d
+            )
+            layers[jp.name] = {
+                **fit_summary(jp.fit),
+                "bound": jp.bound_name,
+                "bound_factor_per_step": jp.bound_fit.factor_per_step,
+                "W_hh_norm": jp.alpha,
+                "max_dphi": jp.beta,
+                "lags": int(jp.lags[-1]),
+                "log10_measured_at_last_lag": jp.log10_measured[-1],
+                "log10_bound_at_last_lag": jp.log10_bound[-1],
+            }
+            details[jp.name] = jp.to_json()
+            verdicts.append(f"{jp.name}: " + one_line(jp.verdict()))
+            figures.append((dg.plot_jacobian_bound, jp, f"jacobian-l{k}{sfx}.png"))
+    return Outcome(
+        {"sample": sample, "layers": json_value(layers)}, "; ".join(verdicts), details, figures
+    )
+
+
+def _checkpoint_history(subject: Subject) -> dg.SpectrumHistory | None:
+    """The spectra at every kept checkpoint, after the initialisation (step 0) rebuilt from
+    the run's seed when no checkpoint of step 0 was kept."""
+    from rnnlab import tasks
+
+    steps = io.checkpoint_steps(subject.run_dir)
+    pairs = []
+    if 0 not in steps:
+        init = tasks.build_model(subject.spec, seed=subject.cfg.seed)
+        pairs.append((0, init.params))
+    for s in steps:
+        pairs.append((s, io.load_checkpoint(subject.run_dir, step=s).model))
+    return dg.spectrum_over_checkpoints(pairs) if len(pairs) > 1 else None
+
+
+def analyse_spectrum(subject: Subject) -> Outcome:
+    _, layer = split_model(subject.model)
+    sp = dg.recurrent_spectrum(layer)
+    blocks = {
+        b.name: {
+            "spectral_norm": b.spectral_norm,
+            "spectral_radius": b.spectral_radius,
+            "singular_values_top": b.singular_values[:5],
+        }
+        for b in sp.blocks
+    }
+    summary: dict = {"blocks": json_value(blocks), "history": None}
+    details = {"spectrum": sp.to_json()}
+    figures = [(dg.plot_spectrum, sp, "spectrum.png")]
+    verdict = one_line(sp.verdict())
+    if subject.run_dir is not None:
+        hist = _checkpoint_history(subject)
+        if hist is not None:
+            summary["history"] = json_value(
+                {
+                    "steps": hist.steps,
+                    "names": hist.names,
+                    "spectral_norms": hist.spectral_norms.T,
+                    "spectral_radii": hist.spectral_radii.T,
+                }
+            )
+            details["history"] = hist.to_json()
+            figures.append((dg.plot_spectrum, hist, "spectrum-history.png"))
+            verdict += "; during training: " + one_line(hist.verdict())
+    return Outcome(summary, verdict, details, figures)
+
+
+def analyse_gates(subject: Subject) -> Outcome:
+    _, _, layer, x_rec = recurrent_io(subject.model, subject.x, subject.lengths)
+    gs = dg.gate_saturation(layer, x_rec, subject.lengths)
+    layers = {
+        name: {
+            gate: {"low": gs.overall_low[j, g], "high": gs.overall_high[j, g]}
+            for g, gate in enumerate(gs.gate_names)
+        }
+        for j, name in enumerate(gs.names)
+    }
+    return Outcome(
+        {"layers": json_value(layers)},
+        one_line(gs.verdict()),
+        gs.to_json(),
+        [(dg.plot_gate_saturation, gs, "gates.png")],
+    )
+
+
+def _task_loss_fn(subject: Subject):
+    """θ ↦ the task's loss on the batch with the model's parameters set to θ (NaN when the
+    model's output overflows: far along a direction the network can diverge)."""
+    model, task = subject.model, subject.task
+    from rnnlab.train import Batch
+
+    batch = Batch(subject.x, subject.y, subject.lengths)
+
+    def loss_fn(params: dict[str, np.ndarray]) -> float:
+        model.load_state_dict(params)
+        with np.errstate(all="ignore"):
+            out = model.forward(subject.x, lengths=subject.lengths).output
+            if not np.all(np.isfinite(out)):
+                return float("nan")
+            value = float(task.loss(out, batch)[0])
+        # An overflowed loss is NaN too: inf − inf between neighbours would be a warning.
+        return value if math.isfinite(value) else float("nan")
+
+    return loss_fn
+
+
+def _task_gradient(subject: Subject) -> dict[str, np.ndarray]:
+    from rnnlab.train import Batch
+
+    model = subject.model
+    with np.errstate(under="ignore"):
+        f = model.forward(subject.x, lengths=subject.lengths)
+        _, d = subject.task.loss(f.output, Batch(subject.x, subject.y, subject.lengths))
+        return {k: v.astype(np.float64) for k, v in model.backward(f, d).params.items()}
+
+
+def analyse_cliff(subject: Subject, span: float, lr: float | None, max_norm: float) -> Outcome:
+    """Loss slices along the hidden bias and a random direction, and the loss along −g from θ
+    to θ − lr·g with the clipped step lr·clip(g) marked."""
+    model = subject.model
+    r, _ = split_model(model)
+    theta = {k: v.copy() for k, v in model.params.items()}
+    loss_fn = _task_loss_fn(subject)
+    clip = step_slice = None
+    lr = subject.cfg.lr if lr is None else lr
+    try:
+        bias = f"{r}.bias_hh_l0"
+        n_bias = theta[bias].size
+        # d = 1/√n on every entry of b_hh, so α = s·√n moves each entry by s ∈ [−span, span].
+        alphas = np.linspace(-span, span, CLIFF_POINTS) * math.sqrt(n_bias)
+        bias_slice = dg.loss_slice(loss_fn, theta, bias, alphas)
+        # ‖d‖ = 1 over every parameter: α up to ±(span/2)·‖θ‖, i.e. ±‖θ‖ for span = 2.
+        norm_theta = math.sqrt(
+            sum(float(np.sum(v.astype(np.float64) ** 2)) for v in theta.values())
+        )
+        alphas = np.linspace(-0.5 * span, 0.5 * span, CLIFF_POINTS) * norm_theta
+        random_slice = dg.loss_slice(loss_fn, theta, "random", alphas)
+        model.load_state_dict(theta)
+        grads = _task_gradient(subject)
+        if all(np.all(np.isfinite(v)) for v in grads.values()):
+            clip = dg.clipped_vs_unclipped_step(grads, lr, max_norm, loss_fn=loss_fn, params=theta)
+        g = 0.0 if clip is None else clip.grad_norm
+        if g > 0 and math.isfinite(g):
+            # The loss along −g/‖g‖ out to 1.5× the unclipped step, on a log scale of α so the
+            # clipped step (lr·η) and the unclipped one (lr·‖g‖) both show.
+            far = 1.5 * clip.unclipped_step_norm
+            near = min(clip.clipped_step_norm, far / 1.5) / 20.0
+            alphas = np.concatenate([[0.0], np.geomspace(near, far, CLIFF_POINTS - 1)])
+            direction = {k: -v / g for k, v in grads.items()}
+            step_slice = dg.loss_slice(loss_fn, theta, direction, alphas)
+            step_slice.direction = "−∇L"
+    finally:
+        model.load_state_dict(theta)
+    summary = {
+        "bias": _slice_summary(bias_slice, "per-entry shift", 1.0 / math.sqrt(n_bias)),
+        "random": _slice_summary(random_slice, "α / ‖θ‖", 1.0 / norm_theta),
+        "clip": None
+        if clip is None
+        else json_value({k: v for k, v in clip.to_json().items() if k != "kind"}),
+        "lr": lr,
+        "max_norm": max_norm,
+    }
+    verdict = (
+        f"{_slice_words(bias_slice, 1.0 / math.sqrt(n_bias), 'every hidden bias')}; "
+        f"{_slice_words(random_slice, 1.0 / norm_theta, 'a random direction (α/‖θ‖)')}; "
+        + (
+            f"SGD step (lr {lr:g}): {clip.verdict()}"
+            if clip is not None
+            else "SGD step: the gradient overflows the model's float type, no step to compare"
+        )
+    )
+    details = {
+        "bias": bias_slice.to_json(),
+        "random": random_slice.to_json(),
+        "clip": None if clip is None else clip.to_json(),
+        "gradient_direction": None if step_slice is None else step_slice.to_json(),
+    }
+    fig = (bias_slice, random_slice, step_slice, clip, 1.0 / math.sqrt(n_bias), norm_theta)
+    return Outcome(summary, verdict, details, [(plot_cliff, fig, "cliff.png")])
+
+
+def _slice_words(s: dg.LossSlice, per_alpha: float, what: str) -> str:
+    """LossSlice.verdict with α in the plotted units (a bias shift, a fraction of ‖θ‖)."""
+    finite = s.losses[np.isfinite(s.losses)]
+    if not finite.size:
+        return f"loss along {what}: no finite values"
+    a, b = (v * per_alpha for v in s.jump_between)
+    text = (
+        f"loss along {what} from {finite.min():.4g} to {finite.max():.4g}, largest jump "
+        f"{s.jump:.3g} between {a:.3g} and {b:.3g} ({s.steepness:.3g}x the median slope)"
+    )
+    if finite.size < s.losses.size:
+        text += f", {s.losses.size - finite.size} non-finite values"
+    return text + (": a cliff" if s.cliff else ": smooth")
+
+
+def _slice_summary(s: dg.LossSlice, unit: str, per_alpha: float) -> dict:
+    a, b = s.jump_between
+    return json_value(
+        {
+            "direction": s.direction,
+            "unit": unit,
+            "base_loss": s.base_loss,
+            "min_loss": np.nanmin(s.losses) if np.isfinite(s.losses).any() else None,
+            "max_loss": np.nanmax(s.losses) if np.isfinite(s.losses).any() else None,
+            "jump": s.jump,
+            "jump_between": [a * per_alpha, b * per_alpha],
+            "steepness": s.steepness,
+            "cliff": s.cliff,
+        }
+    )
+
+
+def analyse_dynamics(subject: Subject) -> Outcome:
+    if subject.model is None:
+        im = dg.iterated_map(**subject.map_args)
+    else:
+        _, layer = split_model(subject.model)
+        p = {k: v.astype(np.float64) for k, v in layer.params.items()}
+        W, b = p["weight_hh_l0"], p["bias_ih_l0"] + p["bias_hh_l0"]  # input x = 0
+        if W.shape == (1, 1):
+            im = dg.iterated_map(float(W[0, 0]), float(b[0]))
+        else:
+            im = dg.iterated_map(W, b)
+    stable = [i for i, k in enumerate(im.kinds) if k == "stable"]
+    summary = json_value(
+        {
+            "units": im.units,
+            "phi": im.phi,
+            "W": im.W,
+            "b": im.b,
+            "fixed_points": im.fixed_points,
+            "kinds": im.kinds,
+            "multipliers": im.multipliers,
+            "basin_shares": {str(i): float(np.mean(im.basin == i)) for i in stable},
+            "unsettled": float(np.mean(im.basin < 0)),
+        }
+    )
+    return Outcome(
+        summary, one_line(im.verdict()), im.to_json(), [(dg.plot_iterated_map, im, "dynamics.png")]
+    )
+
+
+def run_analysis(
+    name: str,
+    subject: Subject,
+    *,
+    loss: str = "auto",
+    sample: int = 0,
+    cliff_range: float = 2.0,
+    lr: float | None = None,
+    max_norm: float = 1.0,
+) -> Outcome:
+    """One analysis of `subject`, with the options of the analyses that take them."""
+    if name == "lag":
+        return analyse_lag(subject, loss)
+    if name == "map":
+        return analyse_map(subject)
+    if name == "jacobian":
+        return analyse_jacobian(subject, sample)
+    if name == "spectrum":
+        return analyse_spectrum(subject)
+    if name == "gates":
+        return analyse_gates(subject)
+    if name == "cliff":
+        return analyse_cliff(subject, cliff_range, lr, max_norm)
+    return analyse_dynamics(subject)
+
+
+def chosen_analyses(text: str | None, subject: Subject) -> tuple[list[str], dict[str, str]]:
+    """The analyses to run, in ANALYSES order, and those skipped with the reason."""
+    why = applicable(subject)
+    if text is None:
+        return [a for a in ANALYSES if not why[a]], {a: r for a, r in why.items() if r}
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    for n in names:
+        if n not in ANALYSES:
+            _checks.fail(
+                "--analyses",
+                "a comma-separated list from " + ",".join(ANALYSES),
+                repr(text),
+                f"Unknown analysis: {n!r}.",
+            )
+        if why[n]:
+            _checks.fail("--analyses", "analyses that apply to this source", f"{n!r} ({why[n]})")
+    if not names:
+        _checks.fail("--analyses", "at least one of " + ",".join(ANALYSES), repr(text))
+    return [a for a in ANALYSES if a in names], {}
+
+
+def describe_model(subject: Subject) -> dict | None:
+    if subject.model is None:
+        return None
+    _, layer = split_model(subject.model)
+    return {
+        "cell": cell_name(subject.spec),
+        "hidden": layer.hidden_size,
+        "layers": layer.num_layers,
+        "bidirectional": layer.bidirectional,
+        "proj_size": layer.proj_size,
+        "recurrent_dropout": layer.recurrent_dropout,
+        "zoneout": list(layer.zoneout),
+        "parameters": int(sum(v.size for v in subject.model.params.values())),
+    }

@@ -1,0 +1,118 @@
+"""The plots of a run directory: its metrics.jsonl (training loss, validation metrics,
+gradient norms before and after clipping, per layer, the lag profile over training) and, for
+an encoder–decoder with attention, the attention of its latest weights (`rnnlab plot`, and
+the end of `rnnlab train`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from rnnlab import _checks, io, runs, tasks
+from rnnlab.diagnostics.plots import plot_attention, plot_curves, plot_lag_history
+from rnnlab.tasks import SEQ2SEQ_TASKS
+
+
+def _series(records: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
+    pts = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
+    if not pts:
+        return np.empty(0), np.empty(0)
+    s, v = zip(*pts, strict=True)
+    return np.array(s, float), np.array(v, float)
+
+
+def plot_run(run, out=None) -> list[Path]:
+    """PNGs of a run's metrics.jsonl: training loss, validation metrics, gradient norms before
+    and after clipping, per-layer gradient norms, the lag profile over training."""
+    run = io.open_run_dir(run)
+    metrics = run / "metrics.jsonl"
+    if not metrics.is_file():
+        _checks.fail(
+            "run",
+            "a run directory with a metrics.jsonl (a run that has trained)",
+            f"'{run}', which has none",
+        )
+    records = [r for r in io.read_jsonl(metrics) if isinstance(r, dict) and "step" in r]
+    train = [r for r in records if "loss" in r and "split" not in r and "kind" not in r]
+    valid = [r for r in records if r.get("split") == "valid"]
+    grads = [r for r in records if r.get("kind") == "gradients"]
+    out = run / "plots" if out is None else Path(out)
+    if out.is_symlink():
+        _checks.fail("--out", "a directory (rnnlab does not write through links)",
+                     f"'{out}', a symbolic link")  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    if train:
+        written.append(
+            plot_curves(
+                out / "loss.png",
+                [
+                    ("training loss", [("loss", *_series(train, "loss"))], False),
+                    ("learning rate", [("lr", *_series(train, "lr"))], False),
+                ],
+            )
+        )
+    keys = sorted(
+        {
+            k
+            for r in valid
+            for k, v in r.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"
+        }
+    )
+    if keys:
+        written.append(
+            plot_curves(
+                out / "valid.png", [(f"valid {k}", [(k, *_series(valid, k))], False) for k in keys]
+            )
+        )
+    norm_lines = [("every 10 steps, before clipping", *_series(train, "grad_norm"))]
+    if grads:
+        norm_lines += [
+            ("before clipping", *_series(grads, "grad_norm_before")),
+            ("after clipping", *_series(grads, "grad_norm_after")),
+        ]
+    if train or grads:
+        written.append(
+            plot_curves(out / "grad-norm.png", [("global gradient norm", norm_lines, True)])
+        )
+    if grads:
+        names = list(grads[-1].get("layer_norms_before") or {})
+        panels = []
+        for key, title in (
+            ("layer_norms_before", "per-layer ‖g‖ before clipping"),
+            ("layer_norms_after", "per-layer ‖g‖ after clipping"),
+        ):
+            lines = []
+            for n in names:
+                pts = [(r["step"], (r.get(key) or {}).get(n)) for r in grads]
+                pts = [(s, v) for s, v in pts if isinstance(v, (int, float))]
+                if pts:
+                    s, v = zip(*pts, strict=True)
+                    lines.append((n, np.array(s, float), np.array(v, float)))
+            panels.append((title, lines, True))
+        written.append(plot_curves(out / "grad-layers.png", panels))
+        if any(r.get("lags") for r in grads):
+            written.append(plot_lag_history(out / "lag-profile.png", grads))
+    written += plot_attention_of_run(run, out)
+    return written
+
+
+def plot_attention_of_run(run_dir, out) -> list:
+    """[out/attention.png] for an encoder–decoder run with attention that has a checkpoint:
+    the weights of the first four test items, decoded greedily by the latest weights; []
+    for any other run."""
+    try:
+        config = io.read_json(Path(run_dir) / "config.json")
+    except (OSError, ValueError):
+        return []
+    train = config.get("train") if isinstance(config, dict) else None
+    if not isinstance(train, dict) or train.get("task") not in SEQ2SEQ_TASKS:
+        return []
+    if train.get("attention", "none") == "none" or not io.checkpoint_steps(run_dir):
+        return []
+    _, cfg, model, data = runs.load_run(run_dir)
+    task = tasks.make_task(cfg, data)
+    return [plot_attention(task.attention_examples(model), Path(out) / "attention.png")]

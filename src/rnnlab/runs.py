@@ -1,0 +1,102 @@
+"""A trained run read back from its directory: its settings, its model with the weights of a
+checkpoint, and the record of its data (config.json's "data").
+
+`rnnlab evaluate`, `sample`, `translate`, `export`, `gradflow` and the attention plot all start
+from a run directory; each bad file is said with its path, as one line.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from rnnlab import io, tasks
+from rnnlab.train import TrainConfig
+
+
+def run_config(config, run_dir) -> dict:
+    """A run's config.json as rnnlab wrote it: {"train": {...}, "model": {...}, ...}."""
+    if not isinstance(config, dict) or not all(
+        isinstance(config.get(k), dict) for k in ("train", "model")
+    ):
+        raise io.RunDirError(
+            f"'{run_dir}/config.json' must hold an rnnlab run's config (tables 'train' and "
+            f"'model'); got {io.describe(config)}"
+        )
+    return config
+
+
+def load_run(path, *, vocabulary: bool = False):
+    """(run directory, settings, model with the latest weights, config.json's "data"); with
+    `vocabulary`, a charlm run's data has its vocabulary even when the run is from before runs
+    stored it (`data_record`)."""
+    run_dir = io.open_run_dir(path)
+    ckpt, cfg, model = load_checkpoint_model(run_dir)
+    if vocabulary:
+        return run_dir, cfg, model, data_record(run_dir, cfg, ckpt.config)
+    return run_dir, cfg, model, ckpt.config.get("data")
+
+
+def load_checkpoint_model(run_dir: Path, step: int | None = None):
+    """(checkpoint, settings, model with its weights) of the checkpoint at `step` of an open
+    run directory (default: the latest)."""
+    ckpt = io.load_checkpoint(run_dir, step=step)
+    run_config(ckpt.config, ckpt.path)
+    cfg = TrainConfig.from_dict(
+        ckpt.config["train"], source=str(run_dir / "config.json"), tasks=tasks.TASK_NAMES
+    )
+    model = build_run_model(ckpt.config["model"], ckpt.path / "config.json", cfg.seed)
+    load_weights(model, ckpt, run_dir)
+    return ckpt, cfg, model
+
+
+def data_record(run_dir: Path, cfg, config: dict):
+    """config.json's "data" (a charlm run's vocabulary). A charlm run from before runs stored
+    it gets it rebuilt from its training text, as training built it, and checked against the
+    model's number of symbols; said on stderr, since a text edited since training (with as
+    many distinct characters) would map differently."""
+    data = config.get("data")
+    if cfg.task != "charlm" or data:
+        return data
+    from rnnlab.tasks import text
+
+    where = f"its training text '{cfg.data}'" if cfg.data else "the built-in corpus"
+    old = f"'{run_dir}' is from before runs stored their vocabulary, which is rebuilt from {where}"
+    try:
+        corpus = text.read_text(cfg.data) if cfg.data else text.default_corpus()
+    except ValueError as e:
+        relative = cfg.data and not Path(cfg.data).is_absolute()
+        raise ValueError(
+            f"{old}: {' '.join(str(e).split())} Run rnnlab from the directory the run was "
+            "trained in" + (" (the path is relative)" if relative else "")
+            + ", or put the text back where it was."
+        ) from None
+    vocab = text.CharVocab(text.split_text(corpus)[0])
+    spec = config.get("model") or {}
+    want = spec.get("output_size") if isinstance(spec, dict) else None
+    if vocab.size != want:
+        raise ValueError(
+            f"{old}: that text gives {vocab.size} symbols but the model was trained with "
+            f"{want}: it has changed since training. Put the training text back where it was."
+        )
+    print(f"rnnlab: warning: {old} ({vocab.size} symbols, as many as the model's); if that "
+          "text changed since training, the mapping may differ", file=sys.stderr)  # fmt: skip
+    return {"vocab": vocab.chars}
+
+
+def build_run_model(spec, where: Path, seed: int = 0):
+    """The model a run's config.json describes; a bad description is said with the file."""
+    try:
+        return tasks.build_model(spec, seed=seed)
+    except ValueError as e:
+        raise io.RunDirError(f"'{where}' (its \"model\"): {e}") from None
+
+
+def load_weights(model, ckpt, run_dir) -> None:
+    try:
+        model.load_state_dict(ckpt.model)
+    except ValueError as e:
+        raise io.CheckpointError(
+            f"the checkpoint {ckpt.path} does not fit the model described "
+            f"in {run_dir}/config.json (is it from another model?): {e}"
+        ) from None

@@ -1,0 +1,151 @@
+"""The machinery the sequence tasks share (rnnlab.tasks.digits, pytokens, synthetic): epochs
+over a fixed training set or fresh samples per step, truncated-BPTT windows, reversed input,
+batched evaluation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from rnnlab.losses import softmax_cross_entropy
+from rnnlab.train import Batch, TrainConfig
+
+
+def _reverse_within(x: np.ndarray, lengths: np.ndarray | None) -> np.ndarray:
+    """Reverse each sequence (axis 1) within its valid length; padding stays at the end."""
+    if lengths is None:
+        return x[:, ::-1].copy()
+    T = x.shape[1]
+    t = np.arange(T)[None, :]
+    idx = np.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
+    return np.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=1)
+
+
+def _trim(x, y, lengths, per_step: bool):
+    """Drop the time steps past the longest sequence of a batch (all padding)."""
+    if lengths is None:
+        return x, y, None
+    T = int(lengths.max())
+    return x[:, :T], (y[:, :T] if per_step else y), lengths
+
+
+def _accuracy(logits: np.ndarray, y: np.ndarray, mask: np.ndarray | None = None) -> float:
+    hit = logits.argmax(axis=-1) == y
+    if mask is not None:
+        return float(hit[mask].mean())
+    return float(hit.mean())
+
+
+class _SequenceTask:
+    """Shared machinery: epochs over a fixed training set (or fresh samples per step),
+    truncated-BPTT windows, reversed input, batched evaluation."""
+
+    per_step = False  # one target per step (labelling) or one per sequence
+    readout = "last"
+    fresh = False  # draw new training sequences at every step (synthetic tasks)
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        if cfg.bptt and not self.per_step:
+            raise ValueError(
+                f"`bptt` must be 0 for the {cfg.task} task: it has one target per "
+                f"sequence, which truncated BPTT would cut off from the inputs"
+            )
+        if cfg.bptt and cfg.bidirectional:
+            raise ValueError(
+                "`bptt` must be 0 for a bidirectional model: the reverse direction's "
+                "state flows from the future and cannot be carried across windows"
+            )
+
+    # --- the data a subclass provides
+    def sample(self, n: int, rng: np.random.Generator):  # fresh tasks
+        raise NotImplementedError
+
+    def split(self, name: str):  # fixed sets: (x, y, lengths)
+        raise NotImplementedError
+
+    # --- batches
+    def _windows(self, T: int) -> int:
+        return 1 if not self.cfg.bptt else math.ceil(T / self.cfg.bptt)
+
+    def _full_batch(self, index: int, rng: np.random.Generator, trim: bool = True):
+        B = self.cfg.batch_size
+        if self.fresh:
+            x, y, lengths = self.sample(B, np.random.default_rng([self.cfg.seed, index, 17]))
+            return _trim(x, y, lengths, self.per_step) if trim else (x, y, lengths)
+        x, y, lengths = self.split("train")
+        n = len(x)
+        per_epoch = max(n // B, 1)
+        epoch, i = divmod(index, per_epoch)
+        order = np.random.default_rng([self.cfg.seed, epoch, 23]).permutation(n)
+        if lengths is not None:
+            # Bucketing: within pools of 16 batches, sequences of similar length go together,
+            # so little of each batch is padding; the pools themselves stay shuffled.
+            pool = 16 * B
+            for a in range(0, n, pool):
+                chunk = order[a : a + pool]
+                order[a : a + pool] = chunk[np.argsort(lengths[chunk], kind="stable")]
+        idx = order[i * B : (i + 1) * B]
+        if lengths is None:
+            return x[idx], y[idx], None
+        if not trim:
+            return x[idx], y[idx], lengths[idx]
+        return _trim(x[idx], y[idx], lengths[idx], self.per_step)
+
+    def prepare(self, x, y, lengths):
+        """Arrange a batch as the model sees it (the task's reverse_input applied), also for
+        batches drawn outside training (rnnlab.diagnostics.subjects)."""
+        if self.cfg.reverse_input:
+            x = _reverse_within(x, lengths)
+            if self.per_step:
+                y = _reverse_within(y, lengths)
+        return x, y, lengths
+
+    def batch(self, step: int, rng: np.random.Generator) -> Batch:
+        T = self.seq_len_hint()
+        W = self._windows(T)
+        index, w = divmod(step, W)
+        x, y, lengths = self.prepare(*self._full_batch(index, rng, trim=W == 1))
+        active = None
+        if W > 1:  # untrimmed, so every one of the W windows has steps (maybe all padding)
+            k = self.cfg.bptt
+            x, y = x[:, w * k : (w + 1) * k], y[:, w * k : (w + 1) * k]
+            if lengths is not None:
+                left = lengths - w * k  # ≤ 0: the sequence ended in an earlier window
+                active = None if left.min() > 0 else left > 0
+                lengths = np.clip(left, 1, x.shape[1])
+        items = int(x.shape[0] * x.shape[1])
+        return Batch(x, y, lengths, carry=w > 0, items=items, active=active)
+
+    def seq_len_hint(self) -> int:
+        return self.split("train")[0].shape[1] if not self.fresh else self.cfg.T
+
+    def loss(self, output, batch: Batch):
+        if not self.per_step:
+            return softmax_cross_entropy(output, batch.y, reduction="mean")
+        a = batch.active
+        if a is None or a.all():
+            return softmax_cross_entropy(output, batch.y, lengths=batch.lengths, reduction="mean")
+        # Rows whose sequence ended before this window count neither in the loss nor in
+        # its mean; their padding step gets no gradient.
+        if not a.any():
+            return 0.0, np.zeros_like(output)  # the Trainer makes no update for this window
+        loss, d_active = softmax_cross_entropy(
+            output[a], batch.y[a], lengths=batch.lengths[a], reduction="mean"
+        )
+        d_output = np.zeros_like(output)
+        d_output[a] = d_active
+        return loss, d_output
+
+    # --- evaluation
+    def _eval_outputs(self, model, split: str, batch_size: int = 256):
+        x, y, lengths = self.split(split)
+        x, y, lengths = self.prepare(x, y, lengths)
+        outs = []
+        for i in range(0, len(x), batch_size):
+            sl = slice(i, i + batch_size)
+            outs.append(
+                model.forward(x[sl], lengths=None if lengths is None else lengths[sl]).output
+            )
+        return np.concatenate(outs), y, lengths
