@@ -9,6 +9,7 @@ import json
 import sys
 
 from rnnlab import io
+from rnnlab.bench import end_to_end
 from rnnlab.bench.configs import (
     CELLS,
     DIRECTIONS,
@@ -108,7 +109,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="pause after every block, so that the other library's threads stop spinning "
         "(default: %(default)s)",
     )
+    p.add_argument(
+        "--end-to-end",
+        action="store_true",
+        help="instead of the layers: train a character LM (embedding 64, 2-layer LSTM 256, "
+        "batch 32 x 128, Adam, clip 1) with rnnlab's Trainer and with plain PyTorch from the "
+        "same weights on the same batches; seconds per step and both loss curves",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"--end-to-end: timed training steps (default: {end_to_end.STEPS})",
+    )
+    p.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"--end-to-end: untimed steps first (default: {end_to_end.WARMUP_STEPS})",
+    )
     return p
+
+
+# The options only the layer benchmark reads, and only --end-to-end reads (argparse dests).
+LAYER_ONLY = ("quick", "cells", "shapes", "modes", "directions", "against", "rounds", "markdown",
+              "memory", "scaling", "scaling_lengths", "block")  # fmt: skip
+END_TO_END_ONLY = ("steps", "warmup_steps")
 
 
 def _split(text: str) -> list[str]:
@@ -122,6 +150,37 @@ def _lengths(text: str) -> list[int] | str:
         return text  # run() names the argument and what came
 
 
+def _ignored(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """The options given that this kind of run does not read, as typed (--no-memory, ...)."""
+    dests = LAYER_ONLY if args.end_to_end else END_TO_END_ONLY
+    flags = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
+    return [flags[d] for d in dests if getattr(args, d) != parser.get_default(d)]
+
+
+def _run(args: argparse.Namespace) -> dict:
+    if args.end_to_end:
+        return end_to_end.run(
+            steps=end_to_end.STEPS if args.steps is None else args.steps,
+            warmup=end_to_end.WARMUP_STEPS if args.warmup_steps is None else args.warmup_steps,
+            model=end_to_end.Model(),
+            pause_s=args.pause,
+        )
+    return run(
+        cells=_split(args.cells),
+        shapes=None if args.shapes is None else _split(args.shapes),
+        modes=_split(args.modes),
+        directions=_split(args.directions),
+        rounds=args.rounds,
+        quick=args.quick,
+        memory=args.memory,
+        scaling=args.scaling,
+        scaling_lengths=None if args.scaling_lengths is None else _lengths(args.scaling_lengths),
+        block_s=args.block,
+        pause_s=args.pause,
+        against=_split(args.against),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """`rnnlab bench [options]`: run, print the table (or JSON), return the exit status."""
     parser = build_parser()
@@ -129,23 +188,11 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, or a malformed option (argparse printed why)
         return int(e.code or 0)
+    kind = "--end-to-end" if args.end_to_end else "the layer benchmark (it needs --end-to-end)"
+    for flag in _ignored(parser, args):
+        stderr(f"rnnlab bench: warning: {flag} does not apply to {kind}; ignored")
     try:
-        result = run(
-            cells=_split(args.cells),
-            shapes=None if args.shapes is None else _split(args.shapes),
-            modes=_split(args.modes),
-            directions=_split(args.directions),
-            rounds=args.rounds,
-            quick=args.quick,
-            memory=args.memory,
-            scaling=args.scaling,
-            scaling_lengths=None
-            if args.scaling_lengths is None
-            else _lengths(args.scaling_lengths),
-            block_s=args.block,
-            pause_s=args.pause,
-            against=_split(args.against),
-        )
+        result = _run(args)
     except (ValueError, ImportError) as e:
         print(f"rnnlab bench: error: {e}", file=sys.stderr)
         return 2
@@ -155,11 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(result, indent=1)
     if args.out:
         io.atomic_write_text(args.out, text + "\n")
-    if args.markdown:
+    if args.markdown and not args.end_to_end:
         io.atomic_write_text(args.markdown, format_markdown(result))
+    report = end_to_end.format_report if args.end_to_end else format_table
     if args.json:
-        stderr(format_table(result))
+        stderr(report(result))
         print(text)
     else:
-        print(format_table(result))
+        print(report(result))
     return 0

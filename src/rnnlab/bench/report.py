@@ -168,7 +168,7 @@ def _variant_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return head, body
 
 
-def _plain(head: list[str], body: list[list[str]], text_columns: int) -> list[str]:
+def aligned(head: list[str], body: list[list[str]], text_columns: int) -> list[str]:
     """Aligned columns: the first `text_columns` to the left, numbers to the right."""
     widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
 
@@ -192,7 +192,7 @@ def format_table(result: dict[str, Any]) -> str:
     if result.get("forced_kernels"):
         lines.append(forced_text(result))
     lines.append("")
-    lines += _plain(*_table_rows(result), text_columns=4)
+    lines += aligned(*_table_rows(result), text_columns=4)
     if result["scaling"]:
         B, I, H = SCALING_DIMS
         lines += [
@@ -200,10 +200,10 @@ def format_table(result: dict[str, Any]) -> str:
             f"LSTM training step against T (B={B}, I={I}, H={H}; "
             "checkpointed: checkpoint_every = round(√T))",
         ]
-        lines += _plain(*_scaling_table(result), text_columns=0)
+        lines += aligned(*_scaling_table(result), text_columns=0)
     if result.get("variants"):
         lines += ["", "LSTM variants against rnnlab's plain LSTM (same process, interleaved)"]
-        lines += _plain(*_variant_table(result), text_columns=3)
+        lines += aligned(*_variant_table(result), text_columns=3)
     return "\n".join(lines + [""] + summary_lines(result))
 
 
