@@ -164,24 +164,7 @@ def run(
         f"rnnlab bench: load average {load_start[0]:.2f}; rnnlab's compiled loop "
         f"{'on' if host.fast_path_active() else 'off (NumPy loop)'}; measuring the GEMM peak ..."
     )
-    peaks = host.measured_peaks(torch, host.GEMM_N, timing.pause_s)
-    # the machine's measured peak: the faster of the two libraries' GEMMs (rnnlab's products
-    # may run on MKL, faster than NumPy's OpenBLAS, so NumPy's alone would flatter rnnlab)
-    peak = max(peaks["numpy"], peaks["torch"])
-    log(
-        f"float32 GEMM {host.GEMM_N}^3: numpy {peaks['numpy']:.0f} GFLOP/s, "
-        f"torch {peaks['torch']:.0f} GFLOP/s"
-    )
-    forced = environment.forced_kernels()
-    unforced = host.unforced_numpy_peak(host.GEMM_N) if forced else None
-    if forced:
-        said = ", ".join(f"{k}={v}" for k, v in forced.items())
-        log(f"warning: {said} holds a BLAS to another kernel than this machine's best; "
-            f"numpy's GEMM reads {peaks['numpy']:.0f} GFLOP/s with it and "
-            + (f"{unforced:.0f}" if unforced else "(not measured)") + " without it: "
-            "unset it for a benchmark")  # fmt: skip
-        if unforced:
-            peak = max(peak, unforced)
+    peaks, peak, forced, unforced = _machine_peak(torch, timing.pause_s, log)
 
     todo = [c for c in configs(cells, shapes, directions) if not (quick and c.layers > 1)]
     rows: list[dict[str, Any]] = []
@@ -198,27 +181,8 @@ def run(
             if ort is not None and mode == "infer":
                 fns["onnxruntime"] = ort
             times = interleaved(fns, timing)
-            ours, theirs = ms_stats(times["rnnlab"]), ms_stats(times["torch"])
-            flops = step_flops(config, mode)
-            gflops = flops / (ours["median"] / 1e3) / 1e9
-            row = {
-                "cell": config.cell,
-                "shape": config.shape,
-                "bidirectional": config.bidirectional,
-                "layers": config.layers,
-                "mode": mode,
-                "torch_ms": theirs["median"],
-                "rnnlab_ms": ours["median"],
-                "ratio": theirs["median"] / ours["median"],
-                "gflops": gflops,
-                "peak_fraction": gflops / peak,
-                "torch_gflops": flops / (theirs["median"] / 1e3) / 1e9,
-                "torch_mem_mb": None,
-                "rnnlab_mem_mb": None,
-                "max_rel_err": max_err,
-                "rnnlab_stats_ms": ours,
-                "torch_stats_ms": theirs,
-            }
+            row = _row(config, mode, times, peak, max_err)
+            ours = row["rnnlab_stats_ms"]
             if "onnxruntime" in fns:
                 o = ms_stats(times["onnxruntime"])
                 row.update(ort_ms=o["median"], ort_ratio=o["median"] / ours["median"],
@@ -237,19 +201,7 @@ def run(
         scratch.cleanup()
 
     if memory and "train" in modes:
-        wanted = todo
-        if quick:
-            first = Config(*QUICK_MEMORY)
-            wanted = [first] if first in todo else todo[:1]
-        for config in wanted:
-            mb = {impl: measure_memory(impl, config)[0]["delta_mb"] for impl in ("rnnlab", "torch")}
-            for row in rows:
-                if row_config(row) == config and row["mode"] == "train":
-                    row["torch_mem_mb"], row["rnnlab_mem_mb"] = mb["torch"], mb["rnnlab"]
-            log(
-                f"memory {config.label:<18} torch {mb['torch']:7.1f} MB  "
-                f"rnnlab {mb['rnnlab']:7.1f} MB"
-            )
+        _fill_memory(rows, todo, quick, log)
 
     scaling_rows = scaling_study(torch, scaling_lengths, timing, memory, log) if scaling else []
     variant_shapes = shapes if shapes_given else [VARIANT_SHAPE]
@@ -286,3 +238,68 @@ def run(
         "elapsed_s": time.time() - started,
     }
     return result
+
+
+def _machine_peak(torch, pause_s: float, log: Callable[[str], None]):
+    """(both GEMM speeds, the machine's peak, the forcing variables set, numpy's GEMM speed
+    without them or None), with the warning when a variable forces a BLAS kernel."""
+    peaks = host.measured_peaks(torch, host.GEMM_N, pause_s)
+    # the machine's measured peak: the faster of the two libraries' GEMMs (rnnlab's products
+    # may run on MKL, faster than NumPy's OpenBLAS, so NumPy's alone would flatter rnnlab)
+    peak = max(peaks["numpy"], peaks["torch"])
+    log(
+        f"float32 GEMM {host.GEMM_N}^3: numpy {peaks['numpy']:.0f} GFLOP/s, "
+        f"torch {peaks['torch']:.0f} GFLOP/s"
+    )
+    forced = environment.forced_kernels()
+    unforced = host.unforced_numpy_peak(host.GEMM_N) if forced else None
+    if forced:
+        said = ", ".join(f"{k}={v}" for k, v in forced.items())
+        log(f"warning: {said} holds a BLAS to another kernel than this machine's best; "
+            f"numpy's GEMM reads {peaks['numpy']:.0f} GFLOP/s with it and "
+            + (f"{unforced:.0f}" if unforced else "(not measured)") + " without it: "
+            "unset it for a benchmark")  # fmt: skip
+        if unforced:
+            peak = max(peak, unforced)
+    return peaks, peak, forced, unforced
+
+
+def _row(config: Config, mode: str, times: dict, peak: float, max_err: float) -> dict[str, Any]:
+    """One configuration and mode's row of the report from the timed calls of both sides."""
+    ours, theirs = ms_stats(times["rnnlab"]), ms_stats(times["torch"])
+    flops = step_flops(config, mode)
+    gflops = flops / (ours["median"] / 1e3) / 1e9
+    return {
+        "cell": config.cell,
+        "shape": config.shape,
+        "bidirectional": config.bidirectional,
+        "layers": config.layers,
+        "mode": mode,
+        "torch_ms": theirs["median"],
+        "rnnlab_ms": ours["median"],
+        "ratio": theirs["median"] / ours["median"],
+        "gflops": gflops,
+        "peak_fraction": gflops / peak,
+        "torch_gflops": flops / (theirs["median"] / 1e3) / 1e9,
+        "torch_mem_mb": None,
+        "rnnlab_mem_mb": None,
+        "max_rel_err": max_err,
+        "rnnlab_stats_ms": ours,
+        "torch_stats_ms": theirs,
+    }
+
+
+def _fill_memory(
+    rows: list[dict[str, Any]], todo: list[Config], quick: bool, log: Callable[[str], None]
+) -> None:
+    """Each training row's peak extra memory of both sides (--quick: one configuration)."""
+    wanted = todo
+    if quick:
+        first = Config(*QUICK_MEMORY)
+        wanted = [first] if first in todo else todo[:1]
+    for config in wanted:
+        mb = {impl: measure_memory(impl, config)[0]["delta_mb"] for impl in ("rnnlab", "torch")}
+        for row in rows:
+            if row_config(row) == config and row["mode"] == "train":
+                row["torch_mem_mb"], row["rnnlab_mem_mb"] = mb["torch"], mb["rnnlab"]
+        log(f"memory {config.label:<18} torch {mb['torch']:7.1f} MB  rnnlab {mb['rnnlab']:7.1f} MB")
