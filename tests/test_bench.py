@@ -20,6 +20,8 @@ import numpy as np
 import pytest
 
 from rnnlab import bench, settings
+from rnnlab.bench import configs, environment, host, memory, runners, timing
+from rnnlab.bench import report as tables
 from rnnlab.layers import Recurrent
 
 if os.environ.get("CI"):
@@ -86,7 +88,7 @@ def report(tmp_path_factory):
     where = tmp_path_factory.mktemp("bench")
     out, err = io.StringIO(), io.StringIO()
     with pytest.MonkeyPatch.context() as mp, np.errstate(all="raise"):
-        mp.setattr(bench, "GEMM_N", 256)  # the peak of a smaller product is enough here
+        mp.setattr(host, "GEMM_N", 256)  # the peak of a smaller product is enough here
         mp.setenv("RNNLAB_NO_NUMBA", "1")  # the NumPy loop: nothing to compile, here or in children
         settings.reload()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -119,10 +121,10 @@ def test_json_on_stdout_has_the_documented_keys(report):
         assert CONFIG_KEYS <= set(c)
         assert c["torch_ms"] > 0 and c["rnnlab_ms"] > 0
         assert math.isclose(c["ratio"], c["torch_ms"] / c["rnnlab_ms"])
-        flops = bench.step_flops(bench.Config("rnn", "S1", False), c["mode"])
+        flops = configs.step_flops(configs.Config("rnn", "S1", False), c["mode"])
         assert math.isclose(c["gflops"], flops / c["rnnlab_ms"] * 1e-6)
         assert math.isclose(c["peak_fraction"], c["gflops"] / result["peak_gflops"])
-        assert c["max_rel_err"] <= bench.TOLERANCE
+        assert c["max_rel_err"] <= runners.TOLERANCE
     train, infer = result["configs"]
     assert isinstance(train["torch_mem_mb"], float) and isinstance(train["rnnlab_mem_mb"], float)
     assert infer["torch_mem_mb"] is None and infer["rnnlab_mem_mb"] is None  # training only
@@ -157,34 +159,34 @@ def test_files_and_tables(report):
 
 
 def test_flop_count():
-    B, T, I, H = bench.SHAPES["S1"]
+    B, T, I, H = configs.SHAPES["S1"]
     one = 2 * T * B * (I + H) * 4 * H
-    assert bench.forward_flops("lstm", B, T, I, H) == one
-    assert bench.forward_flops("lstm", B, T, I, H, bidirectional=True) == 2 * one
+    assert configs.forward_flops("lstm", B, T, I, H) == one
+    assert configs.forward_flops("lstm", B, T, I, H, bidirectional=True) == 2 * one
     # the second layer of a bidirectional stack reads 2H features
     second = 2 * T * B * (2 * H + H) * 3 * H
-    assert bench.forward_flops("gru", B, T, I, H, 2, True) == 2 * (one // 4 * 3) + 2 * second
-    config = bench.Config("rnn", "S1", False)
-    assert bench.step_flops(config, "train") == 3 * bench.step_flops(config, "infer")
+    assert configs.forward_flops("gru", B, T, I, H, 2, True) == 2 * (one // 4 * 3) + 2 * second
+    config = configs.Config("rnn", "S1", False)
+    assert configs.step_flops(config, "train") == 3 * configs.step_flops(config, "infer")
 
 
 def test_the_27_configurations():
-    all_configs = bench.configs()
+    all_configs = configs.configs()
     assert len(all_configs) == 27 and len(set(all_configs)) == 27
     assert [c for c in all_configs if c.layers == 2] == [
-        bench.Config(cell, "S2", False, 2) for cell in bench.CELLS
+        configs.Config(cell, "S2", False, 2) for cell in configs.CELLS
     ]
-    assert all(c.layers == 1 for c in bench.configs(shapes=["S1", "S3"]))
-    assert all(c.layers == 1 for c in bench.configs(directions=["bi"]))
+    assert all(c.layers == 1 for c in configs.configs(shapes=["S1", "S3"]))
+    assert all(c.layers == 1 for c in configs.configs(directions=["bi"]))
 
 
 def test_a_disagreement_is_never_timed():
-    pair = bench.make_pair(torch, bench.Config("gru", "scaling", True, 1, 6))
-    assert bench.check_agreement(torch, pair, "gru") < 1e-5
+    pair = runners.make_pair(torch, configs.Config("gru", "scaling", True, 1, 6))
+    assert runners.check_agreement(torch, pair, "gru") < 1e-5
     with torch.no_grad():
         pair.theirs.weight_hh_l0_reverse[0, 0] += 0.5
     with pytest.raises(RuntimeError, match=r"gru: rnnlab and PyTorch disagree on the gradient"):
-        bench.check_agreement(torch, pair, "gru")
+        runners.check_agreement(torch, pair, "gru")
 
 
 def test_interleaved_times_every_call():
@@ -196,7 +198,7 @@ def test_interleaved_times_every_call():
 
         return fn
 
-    times = bench.interleaved({"a": count("a"), "b": count("b")}, bench.Timing(3, 1e-4, 0.0))
+    times = timing.interleaved({"a": count("a"), "b": count("b")}, timing.Timing(3, 1e-4, 0.0))
     for name in ("a", "b"):
         assert len(times[name]) >= 3 and len(times[name]) % 3 == 0
         assert calls[name] == len(times[name]) + 3  # plus 2 warm-up calls and 1 calibration
@@ -265,7 +267,7 @@ def test_bad_options_exit_2(capsys):
 
 HEAP_STEP = """
 import numpy as np
-from rnnlab import bench
+from rnnlab.bench import memory
 keep = []
 
 def step():  # 32 MB in 16 KB arrays, each below the mmap threshold: they live in the heap,
@@ -276,11 +278,11 @@ def step():  # 32 MB in 16 KB arrays, each below the mmap threshold: they live i
             keep.append(np.ones(1000))
     return len(arrays)
 
-print(bench.peak_extra_mb(step)["delta_mb"])
+print(memory.peak_extra_mb(step)["delta_mb"])
 """
 
 
-@pytest.mark.skipif(not bench.memory_supported(), reason="peak RSS cannot be reset here")
+@pytest.mark.skipif(not memory.memory_supported(), reason="peak RSS cannot be reset here")
 def test_memory_counts_what_a_step_reuses_from_the_heap():
     """A step of many small arrays reuses the heap its warm-up step freed; the measurement
     counts it all the same (it saw 0.5 of these 32 MB before the heap was released)."""
@@ -290,7 +292,7 @@ def test_memory_counts_what_a_step_reuses_from_the_heap():
         [sys.executable, "-c", HEAP_STEP],
         capture_output=True,
         text=True,
-        env={**os.environ, **bench.CHILD_ENV},
+        env={**os.environ, **environment.CHILD_ENV},
         timeout=120,
         check=True,
     )
@@ -299,7 +301,7 @@ def test_memory_counts_what_a_step_reuses_from_the_heap():
 
 def test_lstm_variants_are_timed_against_the_plain_lstm(monkeypatch):
     """`--cells lstm-peephole,...`: rnnlab against itself (PyTorch has no such cells)."""
-    monkeypatch.setattr(bench, "GEMM_N", 256)
+    monkeypatch.setattr(host, "GEMM_N", 256)
     monkeypatch.setenv("RNNLAB_NO_NUMBA", "1")
     settings.reload()
     with np.errstate(all="raise"):
@@ -315,8 +317,8 @@ def test_lstm_variants_are_timed_against_the_plain_lstm(monkeypatch):
     for r in rows:
         assert r["lstm_ms"] > 0 and r["variant_ms"] > 0
         assert math.isclose(r["ratio_to_lstm"], r["variant_ms"] / r["lstm_ms"])
-    assert re.search(r"lstm-coupled +S1 +train", bench.format_table(result))
-    assert "| lstm-peephole | S1 | train |" in bench.format_markdown(result)
+    assert re.search(r"lstm-coupled +S1 +train", tables.format_table(result))
+    assert "| lstm-peephole | S1 | train |" in tables.format_markdown(result)
 
 
 def test_against_onnxruntime_adds_its_inference(monkeypatch):
@@ -324,7 +326,7 @@ def test_against_onnxruntime_adds_its_inference(monkeypatch):
     weights (checked against rnnlab's output first); training rows get none."""
     if not os.environ.get("CI"):
         pytest.importorskip("onnxruntime")
-    monkeypatch.setattr(bench, "GEMM_N", 256)
+    monkeypatch.setattr(host, "GEMM_N", 256)
     monkeypatch.setenv("RNNLAB_NO_NUMBA", "1")
     settings.reload()
     with np.errstate(all="raise"):
@@ -340,12 +342,12 @@ def test_against_onnxruntime_adds_its_inference(monkeypatch):
             assert r["ort_ms"] is None and r["ort_ratio"] is None
             continue
         assert r["ort_ms"] > 0 and math.isclose(r["ort_ratio"], r["ort_ms"] / r["rnnlab_ms"])
-        assert r["ort_max_rel_err"] <= bench.TOLERANCE
+        assert r["ort_max_rel_err"] <= runners.TOLERANCE
     assert result["method"]["against"] == ["torch", "onnxruntime"]
     assert result["summary"]["infer_ort_configs"] == 2
-    table = bench.format_table(result)
+    table = tables.format_table(result)
     assert "onnxruntime ms" in table and "inference against onnxruntime" in table
-    assert "| onnxruntime ms | ort ratio |" in bench.format_markdown(result)
+    assert "| onnxruntime ms | ort ratio |" in tables.format_markdown(result)
 
 
 def test_against_needs_torch_and_known_names(monkeypatch, capsys):
@@ -362,9 +364,9 @@ def test_a_forced_kernel_is_said(monkeypatch):
     """The header names a variable that forces a BLAS kernel, with the GEMM speed without it
     (measured in a child process the variable does not reach)."""
     monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")
-    assert bench.unforced_numpy_peak(128) > 0
+    assert host.unforced_numpy_peak(128) > 0
     result = {"forced_kernels": {"MKL_ENABLE_INSTRUCTIONS": "AVX2"}, "numpy_gemm_gflops": 10.0,
               "numpy_gemm_gflops_unforced": 40.0}  # fmt: skip
-    text = bench._forced_text(result)
+    text = tables.forced_text(result)
     assert "MKL_ENABLE_INSTRUCTIONS=AVX2" in text
     assert "10 GFLOP/s with it, 40 GFLOP/s without" in text

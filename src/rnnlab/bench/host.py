@@ -1,0 +1,188 @@
+"""The machine under the benchmark: its CPU, the BLAS libraries and rnnlab's loops in use, the
+float32 GEMM peak measured at start-up, and whether the environment forces a BLAS kernel.
+
+Ratios carry over between machines, milliseconds do not: every report says which machine,
+libraries and kernels produced it, and what fraction of this machine's own GEMM speed the
+products reached.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from rnnlab.bench import environment
+from rnnlab.bench.timing import PAUSE_S, call_seconds
+
+GEMM_N = 2048
+
+
+def gemm_gflops(matmul: Callable[[], Any], n: int, repeats: int = 5) -> float:
+    """GFLOP/s of the best of `repeats` (n×n)·(n×n) products after one warm-up: 2n³ / t."""
+    matmul()
+    best = min(call_seconds(matmul) for _ in range(repeats))
+    return 2.0 * n**3 / best / 1e9
+
+
+def measured_peaks(torch, n: int = GEMM_N, pause_s: float = PAUSE_S) -> dict[str, float]:
+    """float32 GEMM speed of numpy's BLAS (what rnnlab's products run on) and of torch's."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    c = np.empty((n, n), np.float32)
+    numpy_peak = gemm_gflops(lambda: np.matmul(a, b, out=c), n)
+    time.sleep(pause_s)
+    at, bt, ct = torch.from_numpy(a), torch.from_numpy(b), torch.empty(n, n)
+    torch_peak = gemm_gflops(lambda: torch.mm(at, bt, out=ct), n)
+    time.sleep(pause_s)
+    return {"numpy": numpy_peak, "torch": torch_peak}
+
+
+def unforced_numpy_peak(n: int = GEMM_N) -> float | None:
+    """NumPy's float32 GEMM speed in a child process without the environment variables that
+    hold a BLAS to another kernel (rnnlab.info.FORCING), when any is set here; else None. The
+    machine's peak is its fastest kernel's, not the one this environment forces."""
+    if not environment.forced_kernels():
+        return None
+    env = environment.without_forcing()
+    code = (
+        "import numpy as np, time\n"
+        f"n = {n}\n"
+        "r = np.random.default_rng(0)\n"
+        "a = r.standard_normal((n, n), dtype=np.float32); b = a.copy(); c = np.empty_like(a)\n"
+        "np.matmul(a, b, out=c); best = 1e9\n"
+        "for _ in range(5):\n"
+        "    t = time.perf_counter(); np.matmul(a, b, out=c)\n"
+        "    best = min(best, time.perf_counter() - t)\n"
+        "print(2.0 * n**3 / best / 1e9)\n"
+    )
+    try:
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                              text=True, timeout=120)  # fmt: skip
+        return float(done.stdout.strip().splitlines()[-1])
+    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+        return None
+
+
+def _cpuinfo() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "model": platform.processor() or platform.machine(),
+        "mhz": None,
+        "flags": [],
+    }
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            key, value = key.strip(), value.strip()
+            if key == "model name":
+                info["model"] = value
+            elif key == "cpu MHz" and info["mhz"] is None:
+                info["mhz"] = float(value)
+            elif key == "flags" and not info["flags"]:
+                info["flags"] = value.split()
+    return info
+
+
+def fma_peak(cpu: dict[str, Any], cores: int) -> dict[str, Any] | None:
+    """The FMA-throughput notion of peak, for context only: it assumes 2 FMA ports per core
+    and the nominal clock of /proc/cpuinfo (turbo clocks run higher, AVX-512 ones lower)."""
+    flags = set(cpu["flags"])
+    lanes = 16 if "avx512f" in flags else 8 if {"avx2", "fma"} <= flags else None
+    if lanes is None or not cpu["mhz"]:
+        return None
+    gflops = cores * 2 * lanes * 2 * cpu["mhz"] / 1e3
+    return {
+        "gflops": gflops,
+        "assumes": f"{cores} cores x 2 FMA ports x {lanes} float32 lanes "
+        f"x 2 flop x {cpu['mhz']:.0f} MHz (nominal)",
+    }
+
+
+def _version(package: str) -> str | None:
+    from rnnlab._blaschoice import version
+
+    return version(package)
+
+
+def _blas_info() -> Any:
+    """The BLAS libraries loaded in this process (threadpoolctl), or numpy's build config."""
+    try:
+        import threadpoolctl
+    except ImportError:
+        config = np.show_config(mode="dicts")
+        return {"numpy_build": config.get("Build Dependencies", {}).get("blas")}
+    keep = (
+        "user_api",
+        "internal_api",
+        "prefix",
+        "version",
+        "num_threads",
+        "threading_layer",
+        "architecture",
+        "filepath",
+    )
+    return [{k: lib.get(k) for k in keep} for lib in threadpoolctl.threadpool_info()]
+
+
+def fast_path_active() -> bool:
+    """Whether rnnlab's compiled time loop (the `fast` extra) runs, else the NumPy loop."""
+    try:
+        from rnnlab import fast
+    except ImportError:
+        return False
+    return bool(fast.available())
+
+
+def loop_setup() -> dict[str, Any]:
+    """How rnnlab's loops run here: the BLAS of their per-step products and the threads."""
+    from rnnlab import parallel
+
+    setup: dict[str, Any] = {"threads": parallel.num_threads(), "split": parallel.enabled()}
+    if fast_path_active():
+        from rnnlab.fast import blas
+
+        setup["kernel_blas"] = blas.NAME
+    return setup
+
+
+def machine_info(torch) -> dict[str, Any]:
+    cpu = _cpuinfo()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    interesting = {"avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile"}
+    env = environment.recorded()
+    from rnnlab import _blaschoice
+
+    choice = _blaschoice.choice()
+    return {
+        "cpu_vendor": _blaschoice.cpu()["vendor"],
+        "cpu_model": cpu["model"],
+        "loops_blas_choice": {"blas": choice.blas, "why": choice.why},
+        "cpu_mhz_nominal": cpu["mhz"],
+        "cpu_flags": sorted(interesting & set(cpu["flags"])),
+        "cores": cores,
+        "logical_cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "numba": _version("numba"),
+        "onnxruntime": _version("onnxruntime"),
+        "scipy": _version("scipy"),
+        "rnnlab": _version("rnnlab"),
+        "rnnlab_fast_path": fast_path_active(),
+        "rnnlab_loops": loop_setup(),
+        "mkl": _version("mkl"),
+        "torch_threads": torch.get_num_threads(),
+        "torch_mkldnn": bool(torch.backends.mkldnn.is_available()),
+        "blas": _blas_info(),
+        "env": env,
+        "fma_peak": fma_peak(cpu, cores or 1),
+    }

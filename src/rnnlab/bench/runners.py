@@ -1,0 +1,147 @@
+"""The two sides of a comparison: rnnlab's layer and torch's module holding the same weights,
+the step each runs, and the check that they compute the same thing before either is timed.
+
+PyTorch is imported only here, lazily: it is the reference, never a dependency of the library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rnnlab import losses
+from rnnlab.bench.configs import CELL_TYPES, Config
+from rnnlab.layers import Recurrent
+
+TORCH_MISSING = "the benchmark needs PyTorch 2.13 as its reference: pip install 'rnnlab[bench]'"
+# Largest relative difference |ours - torch| / max|torch| accepted over the outputs and every
+# gradient: well above float32 rounding, which grows like √T over long sums (bench/README.md
+# has the measured differences), and far below a wrong computation's, which is of order 1.
+TOLERANCE = 1e-4
+
+
+def import_torch():
+    """PyTorch, or ImportError(TORCH_MISSING)."""
+    try:
+        import torch
+    except ImportError as e:
+        raise ImportError(TORCH_MISSING) from e
+    return torch
+
+
+@dataclass
+class Pair:
+    """rnnlab's layer and torch's module with the same weights, and one batch of data."""
+
+    ours: Recurrent
+    theirs: Any  # torch.nn.RNN | LSTM | GRU
+    x: np.ndarray  # (B, T, I) float32
+    y: np.ndarray  # (B, T, D·H) float32, the MSE target
+    xt: Any  # torch views of x and y (shared memory)
+    yt: Any
+
+
+def make_pair(torch, config: Config, seed: int = 0) -> Pair:
+    """Build both layers from one seed: rnnlab draws the weights, torch gets a copy.
+
+    With torch None, only rnnlab's side (the memory child of rnnlab never imports torch).
+    """
+    B, T, I, H = config.dims
+    D = 2 if config.bidirectional else 1
+    rng = np.random.default_rng(seed)
+    ours = Recurrent(
+        CELL_TYPES[config.cell](),
+        I,
+        H,
+        config.layers,
+        bidirectional=config.bidirectional,
+        dtype=np.float32,
+        rng=rng,
+    )
+    x = rng.standard_normal((B, T, I), dtype=np.float32)
+    y = rng.standard_normal((B, T, D * H), dtype=np.float32)
+    if torch is None:
+        return Pair(ours, None, x, y, None, None)
+    torch_class = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[config.cell]
+    theirs = torch_class(
+        I,
+        H,
+        config.layers,
+        batch_first=True,
+        bidirectional=config.bidirectional,
+        dtype=torch.float32,
+    )
+    theirs.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in ours.params.items()})
+    return Pair(ours, theirs, x, y, torch.from_numpy(x), torch.from_numpy(y))
+
+
+def rnnlab_step(pair: Pair, mode: str, checkpoint_every: int = 0) -> Callable[[], Any]:
+    """What a user runs: forward; for training also the loss and the full backward."""
+    layer, x, y = pair.ours, pair.x, pair.y
+    if mode == "infer":  # as torch's inference_mode: no tape for a backward pass
+        return lambda: layer.forward(x, grad=False)
+    options = {"checkpoint_every": checkpoint_every} if checkpoint_every else {}
+    if getattr(layer, "recurrent_dropout", 0) or any(getattr(layer, "zoneout", ())):
+        options["rng"] = np.random.default_rng(0)  # the masks' draws
+
+    def train():
+        f = layer.forward(x, training=True, **options)
+        _, d_output = losses.mean_squared_error(f.output, y)
+        return f.output, layer.backward(f, d_output, input_grad=False).params
+
+    return train
+
+
+def torch_step(torch, pair: Pair, mode: str) -> Callable[[], Any]:
+    """The same step in torch. The input needs no gradient (both skip it)."""
+    module, xt, yt = pair.theirs, pair.xt, pair.yt
+    params = list(module.parameters())
+    if mode == "infer":
+
+        def infer():
+            with torch.inference_mode():
+                return module(xt)[0]
+
+        return infer
+    mse = torch.nn.functional.mse_loss
+
+    def train():
+        for p in params:
+            p.grad = None  # fresh gradients each step, as rnnlab's backward returns
+        out = module(xt)[0]
+        mse(out, yt).backward()
+        return out
+
+    return train
+
+
+def relative_error(a: np.ndarray, b: np.ndarray) -> float:
+    """max |a − b| / max |b| (0 when both are all zeros)."""
+    scale = float(np.abs(b).max())
+    diff = float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max())
+    return diff / scale if scale > 0 else diff
+
+
+def check_agreement(torch, pair: Pair, label: str, checkpoint_every: int = 0) -> float:
+    """Compare one training step's outputs and every gradient with torch's.
+
+    Returns the largest relative error; raises RuntimeError above TOLERANCE so that a wrong
+    computation is never timed.
+    """
+    output, grads = rnnlab_step(pair, "train", checkpoint_every)()
+    torch_step(torch, pair, "train")()
+    out_t = pair.theirs(pair.xt)[0].detach().numpy()
+    worst, where = relative_error(output, out_t), "the outputs"
+    for name, p in pair.theirs.named_parameters():
+        err = relative_error(grads[name], p.grad.numpy())
+        if err > worst:
+            worst, where = err, f"the gradient of {name}"
+    if not worst <= TOLERANCE:  # also catches NaN
+        raise RuntimeError(
+            f"{label}: rnnlab and PyTorch disagree on {where} (relative error {worst:.2e} > "
+            f"{TOLERANCE:g}); not timing a wrong computation."
+        )
+    return worst

@@ -1,0 +1,305 @@
+"""One benchmark run: check the arguments, measure the machine, then time, check and measure
+every configuration, and return everything as one JSON-ready dict.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rnnlab import _checks
+from rnnlab.bench import environment, host
+from rnnlab.bench.configs import (
+    AGAINST,
+    CELLS,
+    DIRECTIONS,
+    MODES,
+    QUICK_MEMORY,
+    QUICK_SCALING_LENGTHS,
+    QUICK_SHAPES,
+    SCALING_LENGTHS,
+    SHAPES,
+    VARIANT_SHAPE,
+    VARIANTS,
+    Config,
+    configs,
+    row_config,
+    step_flops,
+)
+from rnnlab.bench.memory import measure_memory, memory_supported
+from rnnlab.bench.ort import ORT_MISSING, check_ort_agreement, ort_step
+from rnnlab.bench.report import stderr
+from rnnlab.bench.runners import (
+    TOLERANCE,
+    check_agreement,
+    import_torch,
+    make_pair,
+    rnnlab_step,
+    torch_step,
+)
+from rnnlab.bench.scaling import scaling_study
+from rnnlab.bench.summary import summarize
+from rnnlab.bench.timing import (
+    BLOCK_S,
+    PAUSE_S,
+    QUICK_BLOCK_S,
+    QUICK_ROUNDS,
+    ROUNDS,
+    Timing,
+    interleaved,
+    ms_stats,
+)
+from rnnlab.bench.variants import variant_study
+
+BUSY_LOAD = 0.5  # a 1-minute load average above this at start-up gets a warning
+
+
+def _subset(values: Sequence[str], name: str, allowed: Sequence[str]) -> list[str]:
+    """`values` as a list in the canonical order of `allowed`, refusing anything else."""
+    expected = "a non-empty list drawn from " + ", ".join(map(repr, allowed))
+    if isinstance(values, str) or not isinstance(values, Sequence):
+        _checks.fail(name, expected, _checks.describe(values))
+    if not values:
+        _checks.fail(name, expected, "an empty list")
+    unknown = [v for v in values if v not in allowed]
+    if unknown:
+        _checks.fail(name, expected, repr(unknown[0]))
+    return [a for a in allowed if a in values]
+
+
+def _lengths_ok(lengths: object) -> list[int]:
+    expected = "a non-empty list of positive integers"
+    if isinstance(lengths, (str, bytes)) or not isinstance(lengths, Sequence):
+        _checks.fail("scaling_lengths", expected, _checks.describe(lengths))
+    if not lengths:
+        _checks.fail("scaling_lengths", expected, "an empty list")
+    for T in lengths:
+        if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+            _checks.fail("scaling_lengths", expected, f"the entry {T!r}")
+    return list(lengths)
+
+
+def run(
+    *,
+    cells: Sequence[str] = CELLS,
+    shapes: Sequence[str] | None = None,
+    modes: Sequence[str] = MODES,
+    directions: Sequence[str] = DIRECTIONS,
+    rounds: int | None = None,
+    quick: bool = False,
+    memory: bool = True,
+    scaling: bool = True,
+    scaling_lengths: Sequence[int] | None = None,
+    block_s: float | None = None,
+    pause_s: float = PAUSE_S,
+    against: Sequence[str] = ("torch",),
+    log: Callable[[str], None] = stderr,
+) -> dict[str, Any]:
+    """Run the benchmark and return its results as one JSON-ready dict (see bench/README.md).
+
+    `against=("torch", "onnxruntime")` adds onnxruntime's inference on the same weights (the
+    layer exported with rnnlab.onnx, torch's number of threads) to every inference row.
+
+    `quick` shortens everything (fewer rounds of shorter blocks, S1 and S2 without the
+    2-layer stack, memory for one configuration, shorter scaling lengths) wherever the
+    corresponding argument is left None. Progress goes to `log`.
+    """
+    cells = _subset(cells, "cells", CELLS + tuple(VARIANTS))
+    variants = [c for c in cells if c in VARIANTS]
+    cells = [c for c in cells if c in CELLS]
+    shapes_given = shapes is not None
+    shapes = _subset(
+        shapes if shapes is not None else (QUICK_SHAPES if quick else tuple(SHAPES)),
+        "shapes",
+        tuple(SHAPES),
+    )
+    modes = _subset(modes, "modes", MODES)
+    directions = _subset(directions, "directions", DIRECTIONS)
+    against = _subset(against, "against", AGAINST)
+    if "torch" not in against:
+        _checks.fail("against", "a list with 'torch' (the reference) in it", repr(against))
+    with_ort = "onnxruntime" in against
+    if with_ort:
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+        except ImportError as e:
+            raise ImportError(ORT_MISSING) from e
+    rounds = _checks.positive_int(
+        rounds if rounds is not None else (QUICK_ROUNDS if quick else ROUNDS), "rounds"
+    )
+    if scaling_lengths is None:
+        scaling_lengths = QUICK_SCALING_LENGTHS if quick else SCALING_LENGTHS
+    scaling_lengths = _lengths_ok(scaling_lengths)
+    if block_s is None:
+        block_s = QUICK_BLOCK_S if quick else BLOCK_S
+    for value, name in ((block_s, "block_s"), (pause_s, "pause_s")):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not (math.isfinite(value) and value >= 0)
+        ):
+            _checks.fail(name, "a finite number of seconds ≥ 0", _checks.describe(value))
+    timing = Timing(rounds, float(block_s), float(pause_s))
+    torch = import_torch()
+    if not torch.__version__.startswith("2.13"):
+        log(f"warning: PyTorch {torch.__version__} is not the reference version 2.13")
+    if memory and not memory_supported():
+        log("warning: no /proc/self/clear_refs here; memory is not measured")
+        memory = False
+    started = time.time()
+    load_start = os.getloadavg()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if load_start[0] > BUSY_LOAD:
+        log(
+            f"warning: load average {load_start[0]:.2f} on {cores} cores: other programs are "
+            "running, and both libraries use every core, so these timings will be noisy"
+        )
+    log(
+        f"rnnlab bench: load average {load_start[0]:.2f}; rnnlab's compiled loop "
+        f"{'on' if host.fast_path_active() else 'off (NumPy loop)'}; measuring the GEMM peak ..."
+    )
+    peaks, peak, forced, unforced = _machine_peak(torch, timing.pause_s, log)
+
+    todo = [c for c in configs(cells, shapes, directions) if not (quick and c.layers > 1)]
+    rows: list[dict[str, Any]] = []
+    scratch = tempfile.TemporaryDirectory(prefix="rnnlab-bench-") if with_ort else None
+    for i, config in enumerate(todo):
+        pair = make_pair(torch, config)
+        max_err = check_agreement(torch, pair, config.label)
+        ort = None
+        if with_ort and "infer" in modes:
+            ort = ort_step(pair, torch.get_num_threads(), scratch.name)
+            ort_err = check_ort_agreement(pair, ort, config.label)
+        for mode in modes:
+            fns = {"rnnlab": rnnlab_step(pair, mode), "torch": torch_step(torch, pair, mode)}
+            if ort is not None and mode == "infer":
+                fns["onnxruntime"] = ort
+            times = interleaved(fns, timing)
+            row = _row(config, mode, times, peak, max_err)
+            ours = row["rnnlab_stats_ms"]
+            if "onnxruntime" in fns:
+                o = ms_stats(times["onnxruntime"])
+                row.update(ort_ms=o["median"], ort_ratio=o["median"] / ours["median"],
+                           ort_max_rel_err=ort_err, ort_stats_ms=o)  # fmt: skip
+            elif with_ort:
+                row.update(ort_ms=None, ort_ratio=None, ort_max_rel_err=None, ort_stats_ms=None)
+            rows.append(row)
+            log(
+                f"[{i + 1}/{len(todo)}] {config.label:<18} {mode:<5}  "
+                f"torch {row['torch_ms']:9.2f} ms  rnnlab {row['rnnlab_ms']:9.2f} ms  "
+                f"{row['ratio']:5.2f}x"
+                + (f"  onnxruntime {row['ort_ms']:9.2f} ms" if row.get("ort_ms") else "")
+            )
+        del pair, ort
+    if scratch is not None:
+        scratch.cleanup()
+
+    if memory and "train" in modes:
+        _fill_memory(rows, todo, quick, log)
+
+    scaling_rows = scaling_study(torch, scaling_lengths, timing, memory, log) if scaling else []
+    variant_shapes = shapes if shapes_given else [VARIANT_SHAPE]
+    variant_rows = variant_study(variants, variant_shapes, modes, timing, log) if variants else []
+    result = {
+        "machine": {
+            **host.machine_info(torch),
+            "load_average_start": list(load_start),
+            "load_average_end": list(os.getloadavg()),
+        },
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "peak_gflops": peak,
+        "numpy_gemm_gflops": peaks["numpy"],
+        "torch_gemm_gflops": peaks["torch"],
+        "forced_kernels": forced,
+        "numpy_gemm_gflops_unforced": unforced,
+        "method": {
+            "rounds": timing.rounds,
+            "block_s": timing.block_s,
+            "pause_s": timing.pause_s,
+            "quick": quick,
+            "tolerance": TOLERANCE,
+            "gemm_n": host.GEMM_N,
+            "dtype": "float32",
+            "loss": "mean squared error on all outputs",
+            "ratio": "torch_ms / rnnlab_ms",
+            "against": list(against),
+            "ort_ratio": "ort_ms / rnnlab_ms (inference)",
+        },
+        "configs": rows,
+        "summary": summarize(rows, scaling_rows),
+        "scaling": scaling_rows,
+        "variants": variant_rows,
+        "elapsed_s": time.time() - started,
+    }
+    return result
+
+
+def _machine_peak(torch, pause_s: float, log: Callable[[str], None]):
+    """(both GEMM speeds, the machine's peak, the forcing variables set, numpy's GEMM speed
+    without them or None), with the warning when a variable forces a BLAS kernel."""
+    peaks = host.measured_peaks(torch, host.GEMM_N, pause_s)
+    # the machine's measured peak: the faster of the two libraries' GEMMs (rnnlab's products
+    # may run on MKL, faster than NumPy's OpenBLAS, so NumPy's alone would flatter rnnlab)
+    peak = max(peaks["numpy"], peaks["torch"])
+    log(
+        f"float32 GEMM {host.GEMM_N}^3: numpy {peaks['numpy']:.0f} GFLOP/s, "
+        f"torch {peaks['torch']:.0f} GFLOP/s"
+    )
+    forced = environment.forced_kernels()
+    unforced = host.unforced_numpy_peak(host.GEMM_N) if forced else None
+    if forced:
+        said = ", ".join(f"{k}={v}" for k, v in forced.items())
+        log(f"warning: {said} holds a BLAS to another kernel than this machine's best; "
+            f"numpy's GEMM reads {peaks['numpy']:.0f} GFLOP/s with it and "
+            + (f"{unforced:.0f}" if unforced else "(not measured)") + " without it: "
+            "unset it for a benchmark")  # fmt: skip
+        if unforced:
+            peak = max(peak, unforced)
+    return peaks, peak, forced, unforced
+
+
+def _row(config: Config, mode: str, times: dict, peak: float, max_err: float) -> dict[str, Any]:
+    """One configuration and mode's row of the report from the timed calls of both sides."""
+    ours, theirs = ms_stats(times["rnnlab"]), ms_stats(times["torch"])
+    flops = step_flops(config, mode)
+    gflops = flops / (ours["median"] / 1e3) / 1e9
+    return {
+        "cell": config.cell,
+        "shape": config.shape,
+        "bidirectional": config.bidirectional,
+        "layers": config.layers,
+        "mode": mode,
+        "torch_ms": theirs["median"],
+        "rnnlab_ms": ours["median"],
+        "ratio": theirs["median"] / ours["median"],
+        "gflops": gflops,
+        "peak_fraction": gflops / peak,
+        "torch_gflops": flops / (theirs["median"] / 1e3) / 1e9,
+        "torch_mem_mb": None,
+        "rnnlab_mem_mb": None,
+        "max_rel_err": max_err,
+        "rnnlab_stats_ms": ours,
+        "torch_stats_ms": theirs,
+    }
+
+
+def _fill_memory(
+    rows: list[dict[str, Any]], todo: list[Config], quick: bool, log: Callable[[str], None]
+) -> None:
+    """Each training row's peak extra memory of both sides (--quick: one configuration)."""
+    wanted = todo
+    if quick:
+        first = Config(*QUICK_MEMORY)
+        wanted = [first] if first in todo else todo[:1]
+    for config in wanted:
+        mb = {impl: measure_memory(impl, config)[0]["delta_mb"] for impl in ("rnnlab", "torch")}
+        for row in rows:
+            if row_config(row) == config and row["mode"] == "train":
+                row["torch_mem_mb"], row["rnnlab_mem_mb"] = mb["torch"], mb["rnnlab"]
+        log(f"memory {config.label:<18} torch {mb['torch']:7.1f} MB  rnnlab {mb['rnnlab']:7.1f} MB")
