@@ -6,7 +6,7 @@ The layer benchmark times one layer's forward and backward; a user pays for a wh
 the embedding, two LSTM layers, the linear readout, softmax cross-entropy over every token,
 clipping by global norm and Adam's update. Both loss curves are kept and compared step by
 step, so the two times are of two runs that compute the same training, not merely the same
-shapes. The rnnlab side is what `rnnlab train charlm` runs (recipes.make_task, model_spec,
+shapes. The rnnlab side is what `rnnlab train charlm` runs (tasks.make_task, model_spec,
 build_model, Trainer.train_step, carried state between windows included); the torch side is
 nn.Embedding, nn.LSTM, nn.Linear, F.cross_entropy, clip_grad_norm_ and torch.optim.Adam,
 with the recurrent state carried (detached) exactly where the Trainer carries it.
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnlab import _checks, recipes
+from rnnlab import _checks, tasks
 from rnnlab.bench import host
 from rnnlab.bench.report import aligned, stderr
 from rnnlab.bench.runners import import_torch
@@ -69,9 +69,9 @@ def rnnlab_trainer(model: Model, run_dir: Path, steps: int) -> Trainer:
                       optimizer="adam", lr=model.lr, clip="global_norm", clip_at=model.clip_at,
                       steps=steps, seed=model.seed, grad_log_every=steps + 1)  # fmt: skip
     cfg.validate()
-    task = recipes.make_task(cfg)
-    spec = recipes.model_spec(cfg, task)
-    return Trainer(recipes.build_model(spec, seed=cfg.seed), task, cfg, run_dir, spec=spec,
+    task = tasks.make_task(cfg)
+    spec = tasks.model_spec(cfg, task)
+    return Trainer(tasks.build_model(spec, seed=cfg.seed), task, cfg, run_dir, spec=spec,
                    quiet=True)  # fmt: skip
 
 

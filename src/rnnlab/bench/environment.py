@@ -2,8 +2,10 @@
 
 The bench records the variables that change how either library runs, hands its memory
 children an environment of their own, and measures the GEMM once more without the variables
-that hold a BLAS to another kernel. These stay plain os.environ reads here until the lead
-moves the RNNLAB_* ones to rnnlab's settings object: then this file is the one edit.
+that hold a BLAS to another kernel. These are the raw strings of the process environment,
+deliberately: the report records what the user set (the BLAS libraries read theirs, not
+rnnlab's), and a child inherits variables, not objects. What rnnlab itself makes of its
+RNNLAB_* switches is `rnnlab.settings.current()`, which the engine reads and this file does not.
 """
 
 from __future__ import annotations
