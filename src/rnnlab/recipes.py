@@ -187,6 +187,16 @@ def defaults(name: str) -> dict:
     return dict(_DEFAULTS[name], task=name)
 
 
+def defaults_for(name: str, cell: str | None = None, T: int | None = None) -> dict:
+    """What `rnnlab train` trains with: the task's defaults with, for the memory tasks, those
+    of the cell and length asked for (rnnlab.tuned: learning rate, forget-gate bias, a step
+    budget that grows with T). None: the task's default cell or length."""
+    from rnnlab import tuned
+
+    base = defaults(name)
+    return dict(base, **tuned.overrides(name, cell or base["cell"], T or base.get("T")))
+
+
 def build_model(spec: dict, seed: int = 0):
     rng = np.random.default_rng([seed, 7919])
     if isinstance(spec, dict) and spec.get("type") == "seq2seq":
@@ -585,8 +595,9 @@ class Digits(_SequenceTask):
 
     def __init__(self, cfg: TrainConfig):
         super().__init__(cfg)
-        from rnnlab.tasks import digits
+        from rnnlab.tasks import digits, synthetic
 
+        self._synthetic_baselines = synthetic
         x_tr, y_tr, x_te, y_te = digits.load_digits_sequences(mode=cfg.digits_mode, seed=cfg.seed)
         n_valid = len(x_tr) // 10  # the last 10 % of the (shuffled) training split validates
         self._splits = {
@@ -605,7 +616,8 @@ class Digits(_SequenceTask):
         out, y, _ = self._eval_outputs(model, split)
         loss, _ = softmax_cross_entropy(out, y, reduction="mean")
         pred = out.argmax(axis=1)
-        result = {"accuracy": float((pred == y).mean()), "loss": loss}
+        result = {"accuracy": float((pred == y).mean()), "loss": loss, "chance": 0.1,
+                  "majority": self._synthetic_baselines.majority_accuracy(y)}  # fmt: skip
         if split == "test":
             cm = np.zeros((10, 10), np.int64)
             np.add.at(cm, (y, pred), 1)
@@ -613,7 +625,7 @@ class Digits(_SequenceTask):
         return result
 
     def report(self, result):
-        lines = [f"test accuracy {100 * result['accuracy']:.2f} % (chance 10 %)"]
+        lines = [_chance_line(result)]
         if "confusion" in result:
             lines.append("confusion matrix (rows: true digit, columns: predicted):")
             lines.append("     " + " ".join(f"{j:4d}" for j in range(10)))
@@ -712,12 +724,21 @@ class Adding(_SyntheticTask):
     def evaluate(self, model, split):
         out, y, _ = self._eval_outputs(model, split)
         mse = float(np.mean((out.astype(np.float64) - y) ** 2))
-        return {"mse": mse, "baseline_mse": self._synthetic.adding_baseline()}
+        one, mean = self._synthetic.adding_baseline_on(y)
+        return {"mse": mse, "baseline_mse": self._synthetic.adding_baseline(),
+                "baseline_mse_one": one, "baseline_mse_empirical": mean}  # fmt: skip
+
+    def solved(self, result) -> bool:
+        return result["mse"] < 0.01
 
     def report(self, result):
+        below = result["mse"] < result["baseline_mse_empirical"]
         return [
-            f"test MSE {result['mse']:.5f} (baseline of always answering 1: "
-            f"{result['baseline_mse']:.4f}; solved below 0.01)"
+            f"test MSE {result['mse']:.5f}; baseline of answering 1: {result['baseline_mse']:.4f}"
+            f" (1/6); on this test set {result['baseline_mse_one']:.4f}, and "
+            f"{result['baseline_mse_empirical']:.4f} answering its mean: "
+            f"{'below' if below else 'not below'} that; "
+            f"{'solved' if self.solved(result) else 'not solved'} (MSE < 0.01)"
         ]
 
 
@@ -745,17 +766,28 @@ class Copy(_SyntheticTask):
         out, y, _ = self._eval_outputs(model, split)
         loss, _ = softmax_cross_entropy(out, y, reduction="mean")
         recall = _accuracy(out[:, -10:], y[:, -10:])
+        base_loss, base_recall = self._synthetic.copy_baseline_on(y)
         return {
             "loss": loss,
             "recall_accuracy": recall,
             "baseline_loss": self._synthetic.copy_baseline(self.cfg.T),
+            "baseline_loss_empirical": base_loss,
+            "baseline_recall_empirical": base_recall,
         }
 
+    def solved(self, result) -> bool:
+        return result["recall_accuracy"] >= 0.99
+
     def report(self, result):
+        below = result["loss"] < result["baseline_loss_empirical"]
         return [
-            f"test cross-entropy {result['loss']:.4f} nats/step (baseline "
-            f"{result['baseline_loss']:.4f}); recalled symbols correct "
-            f"{100 * result['recall_accuracy']:.1f} % (chance 12.5 %)"
+            f"test cross-entropy {result['loss']:.4f} nats/step; memoryless baseline "
+            f"{result['baseline_loss']:.4f} (10 ln 8 / (T + 20)), "
+            f"{result['baseline_loss_empirical']:.4f} on this test set: "
+            f"{'below' if below else 'not below'} it",
+            f"recalled symbols correct {100 * result['recall_accuracy']:.1f} % (chance 12.5 %, "
+            f"{100 * result['baseline_recall_empirical']:.1f} % on this test set); "
+            f"{'solved' if self.solved(result) else 'not solved'} (recall >= 99 %)",
         ]
 
 
@@ -775,7 +807,24 @@ class TemporalOrder(_SyntheticTask):
     def evaluate(self, model, split):
         out, y, _ = self._eval_outputs(model, split)
         loss, _ = softmax_cross_entropy(out, y, reduction="mean")
-        return {"accuracy": _accuracy(out, y), "loss": loss, "chance": 0.25}
+        return {"accuracy": _accuracy(out, y), "loss": loss,
+                "chance": self._synthetic.temporal_order_baseline(),
+                "majority": self._synthetic.majority_accuracy(y)}  # fmt: skip
+
+    def solved(self, result) -> bool:
+        return result["accuracy"] >= 0.98
 
     def report(self, result):
-        return [f"test accuracy {100 * result['accuracy']:.2f} % (chance 25 %)"]
+        return [_chance_line(result) + "; " + ("solved" if self.solved(result) else "not solved")
+                + " (accuracy >= 98 %)"]  # fmt: skip
+
+
+def _chance_line(result: dict) -> str:
+    """A classifier's accuracy beside chance (analytic) and its held-out set's commonest class
+    (empirical), judged against the latter."""
+    above = result["accuracy"] > result["majority"]
+    return (
+        f"test accuracy {100 * result['accuracy']:.2f} % (chance {100 * result['chance']:g} %, "
+        f"commonest class of this test set {100 * result['majority']:.1f} %: "
+        f"{'above' if above else 'not above'} it)"
+    )
