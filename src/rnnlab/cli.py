@@ -362,7 +362,9 @@ def _config_from_args(args) -> tuple:
     if task not in recipes.TASK_NAMES:
         raise UsageError(f"`task` must be one of {', '.join(recipes.TASK_NAMES)}; got {task!r}")
     overrides = {k: v for k, v in vars(args).items() if k in TrainConfig.fields() and k != "task"}
-    merged = {**recipes.defaults(task), **settings, **overrides, "task": task}
+    given = {**settings, **overrides}
+    base = recipes.defaults_for(task, given.get("cell"), given.get("T"))  # per cell and length
+    merged = {**base, **given, "task": task}
     cfg = TrainConfig.from_dict(merged, source=args.config or "options")
     for text in cfg.without_effect({*settings, *overrides}):
         print(f"rnnlab: warning: {text}", file=sys.stderr)
