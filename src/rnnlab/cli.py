@@ -261,6 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
 
+    from rnnlab import reproduce
+
+    p = sub.add_parser("reproduce", help="the papers' long-lag results, cells x lengths")
+    reproduce.add_arguments(p)
+
     p = sub.add_parser(
         "demo", help="train a character LSTM for ~2 minutes and show what it learned"
     )
@@ -303,6 +308,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_export(args)
         if args.command == "demo":
             return cmd_demo(args)
+        if args.command == "reproduce":
+            from rnnlab import reproduce
+
+            return reproduce.run(args)
     except KeyboardInterrupt:
         print("rnnlab: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
