@@ -51,7 +51,8 @@ def overrides(task: str, cell: str, T: int | None) -> dict:
     """The settings that `task` trains `cell` with at length T, over the task's own defaults
     (empty for tasks without such a table)."""
     out = {**_BY_TASK.get(task, {}), **_BY_CELL.get((task, cell), {})}
-    if task in MEMORY_TASKS and T:
+    if task in MEMORY_TASKS and isinstance(T, int) and not isinstance(T, bool) and T > 0:
+        # a bad T is left to TrainConfig.validate, which names it
         steps = budget(task, T)
         out.update(steps=steps, eval_every=max(250, steps // 40), checkpoint_every=steps)
     return out
