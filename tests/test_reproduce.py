@@ -104,5 +104,8 @@ def test_reduced_run_shows_the_ordering(tmp_path, capsys):
     ratio = {c: r["test"]["mse"] / r["test"]["baseline_mse_empirical"] for c, r in records.items()}
     assert ratio["gru"] < 0.5 and ratio["lstm"] < 0.5
     assert ratio["rnn"] > 0.9
+    # a solved run stops at that validation; an unsolved one trains its whole budget
+    assert records["gru"]["stopped_by"] == "solved" and records["gru"]["steps"] < 1500
+    assert records["rnn"]["stopped_by"] == "steps" and records["rnn"]["steps"] == 1500
     assert (out / "results.md").read_text().count("| adding | 30 |") == 3
     assert (out / "adding.png").stat().st_size > 0
