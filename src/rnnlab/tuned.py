@@ -54,5 +54,5 @@ def overrides(task: str, cell: str, T: int | None) -> dict:
     if task in MEMORY_TASKS and isinstance(T, int) and not isinstance(T, bool) and T > 0:
         # a bad T is left to TrainConfig.validate, which names it
         steps = budget(task, T)
-        out.update(steps=steps, eval_every=max(250, steps // 40), checkpoint_every=steps)
+        out.update(steps=steps, eval_every=max(250, steps // 40))
     return out
