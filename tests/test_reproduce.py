@@ -70,7 +70,8 @@ def _record(task, T, cell, **test):
 
 def test_verdicts_and_the_markdown_table():
     base = {"baseline_mse": 1 / 6, "baseline_mse_one": 0.17, "baseline_mse_empirical": 0.16}
-    assert reproduce.judge(_record("adding", 50, "gru", mse=0.004, **base))["verdict"] == "solved"
+    solved = dict(_record("adding", 50, "gru", mse=0.004, **base), solved=True)
+    assert reproduce.judge(solved)["verdict"] == "solved"
     assert reproduce.judge(_record("adding", 50, "rnn", mse=0.158, **base))["verdict"].startswith(
         "at the baseline")
     assert reproduce.judge(_record("adding", 50, "irnn", mse=0.5, **base))["verdict"].startswith(
@@ -106,6 +107,7 @@ def test_reduced_run_shows_the_ordering(tmp_path, capsys):
     assert ratio["rnn"] > 0.9
     # a solved run stops at that validation; an unsolved one trains its whole budget
     assert records["gru"]["stopped_by"] == "solved" and records["gru"]["steps"] < 1500
+    assert records["gru"]["solved"] and not records["rnn"]["solved"]
     assert records["rnn"]["stopped_by"] == "steps" and records["rnn"]["steps"] == 1500
     assert (out / "results.md").read_text().count("| adding | 30 |") == 3
     assert (out / "adding.png").stat().st_size > 0
