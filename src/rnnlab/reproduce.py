@@ -209,6 +209,9 @@ _CURVE = {
 }
 
 
+_COLOURS = {"lstm": "C0", "gru": "C1", "rnn": "C2", "irnn": "C3"}  # the same in every PNG
+
+
 def plot(task: str, records: list[dict], path: Path) -> Path:
     """One PNG: a panel per length, the validation curve of every cell on it, the memoryless
     baseline of the validation set dashed."""
@@ -223,7 +226,8 @@ def plot(task: str, records: list[dict], path: Path) -> Path:
         for r in (r for r in records if r["T"] == T):
             valid = [m for m in io.read_jsonl(Path(r["run_dir"]) / "metrics.jsonl")
                      if isinstance(m, dict) and m.get("split") == "valid"]  # fmt: skip
-            ax.plot([m["step"] for m in valid], [m[key] for m in valid], lw=1.2, label=r["cell"])
+            ax.plot([m["step"] for m in valid], [m[key] for m in valid], lw=1.2, label=r["cell"],
+                    color=_COLOURS.get(r["cell"]))  # fmt: skip
             baseline = valid[-1][base_key] if valid else baseline
         if baseline is not None:
             ax.axhline(baseline, ls="--", color="grey", lw=1, label="memoryless baseline")
