@@ -623,7 +623,7 @@ class Trainer:
                     )
                 if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
                     if self._validate(metrics_path, progress):
-                        self.stopped_by = "early stopping"
+                        self.stopped_by = self.stopped_by or "early stopping"
                         break
                 if self.step % cfg.checkpoint_every == 0:
                     self.save()
@@ -692,4 +692,11 @@ class Trainer:
             f"step {self.step}: valid {self.task.metric} {value:.4f}"
             + (" (best)" if better else "")
         )
+        # A task that knows when it is solved (the memory tasks) ends the run there: more
+        # steps would only spend the budget that grows with the length.
+        solved = getattr(self.task, "solved", None)
+        if solved is not None and solved(result):
+            self.stopped_by = "solved"
+            progress.message(f"step {self.step}: solved; stopping")
+            return True
         return self.cfg.patience > 0 and self.bad_evals >= self.cfg.patience

@@ -1,5 +1,6 @@
 """The `rnnlab` command: train, evaluate, sample, translate, export, list tasks, the demo,
-and the commands with options of their own (bench, gradflow, plot, info).
+reproduce (the papers' memory-task results), and the commands with options of their own
+(bench, gradflow, plot, info).
 
 Errors a user can cause (a bad option, a missing file, a corrupt checkpoint) print one line,
 `rnnlab: error: ...`, and exit with status 2; no traceback.
@@ -10,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rnnlab.cli import train, trained
+from rnnlab.cli import reproduce, train, trained
 from rnnlab.cli._base import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, one_line
 
 __all__ = ["EXIT_INTERRUPTED", "EXIT_USAGE", "UsageError", "build_parser", "main"]
@@ -23,6 +24,7 @@ COMMANDS = {
     "sample": trained.cmd_sample,
     "translate": trained.cmd_translate,
     "export": trained.cmd_export,
+    "reproduce": reproduce.cmd_reproduce,
 }
 
 
@@ -34,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     train.add_parsers(sub)
     trained.add_parsers(sub)
+    reproduce.add_parsers(sub)
     sub.add_parser(
         "bench",
         help="time training and inference against PyTorch (rnnlab bench -h)",

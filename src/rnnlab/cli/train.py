@@ -69,7 +69,9 @@ def _config_from_args(args) -> tuple:
     if task not in tasks.TASK_NAMES:
         raise UsageError(f"`task` must be one of {', '.join(tasks.TASK_NAMES)}; got {task!r}")
     overrides = {k: v for k, v in vars(args).items() if k in TrainConfig.fields() and k != "task"}
-    merged = {**tasks.defaults(task), **settings, **overrides, "task": task}
+    given = {**settings, **overrides}
+    base = tasks.defaults_for(task, given.get("cell"), given.get("T"))  # per cell and length
+    merged = {**base, **given, "task": task}
     cfg = TrainConfig.from_dict(merged, source=args.config or "options",
                                 tasks=tasks.TASK_NAMES)  # fmt: skip
     for text in cfg.without_effect({*settings, *overrides}):

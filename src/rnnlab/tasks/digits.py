@@ -13,6 +13,7 @@ import numpy as np
 from rnnlab._checks import choice, describe, fail, probability
 from rnnlab.losses import softmax_cross_entropy
 from rnnlab.tasks._sequence import _SequenceTask
+from rnnlab.tasks.synthetic import chance_line, majority_accuracy
 from rnnlab.train import TrainConfig
 
 MODES = ("rows", "pixels")
@@ -94,7 +95,8 @@ class Digits(_SequenceTask):
         out, y, _ = self._eval_outputs(model, split)
         loss, _ = softmax_cross_entropy(out, y, reduction="mean")
         pred = out.argmax(axis=1)
-        result = {"accuracy": float((pred == y).mean()), "loss": loss}
+        result = {"accuracy": float((pred == y).mean()), "loss": loss, "chance": 0.1,
+                  "majority": majority_accuracy(y)}  # fmt: skip
         if split == "test":
             cm = np.zeros((10, 10), np.int64)
             np.add.at(cm, (y, pred), 1)
@@ -102,7 +104,7 @@ class Digits(_SequenceTask):
         return result
 
     def report(self, result):
-        lines = [f"test accuracy {100 * result['accuracy']:.2f} % (chance 10 %)"]
+        lines = [chance_line(result)]
         if "confusion" in result:
             lines.append("confusion matrix (rows: true digit, columns: predicted):")
             lines.append("     " + " ".join(f"{j:4d}" for j in range(10)))

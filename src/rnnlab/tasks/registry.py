@@ -188,6 +188,16 @@ def defaults(name: str) -> dict:
     return dict(_DEFAULTS[name], task=name)
 
 
+def defaults_for(name: str, cell: str | None = None, T: int | None = None) -> dict:
+    """What `rnnlab train` trains with: the task's defaults with, for the memory tasks, those
+    of the cell and length asked for (rnnlab.tuned: learning rate, forget-gate bias, a step
+    budget that grows with T). None: the task's default cell or length."""
+    from rnnlab.tasks import tuned
+
+    base = defaults(name)
+    return dict(base, **tuned.overrides(name, cell or base["cell"], T or base.get("T")))
+
+
 def build_model(spec: dict, seed: int = 0):
     rng = np.random.default_rng([seed, 7919])
     if isinstance(spec, dict) and spec.get("type") == "seq2seq":

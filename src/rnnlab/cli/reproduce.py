@@ -1,0 +1,19 @@
+"""`rnnlab reproduce [TASK|all] [--quick]`: the papers' long-lag contrasts, cells × lengths.
+
+The command line only; the table, the runs and the plots are rnnlab.reproduce's.
+"""
+
+from __future__ import annotations
+
+
+def add_parsers(sub) -> None:
+    from rnnlab import reproduce
+
+    p = sub.add_parser("reproduce", help="the papers' long-lag results, cells x lengths")
+    reproduce.add_arguments(p)
+
+
+def cmd_reproduce(args) -> int:
+    from rnnlab import reproduce
+
+    return reproduce.run(args)

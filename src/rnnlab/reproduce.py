@@ -1,0 +1,334 @@
+"""`rnnlab reproduce [TASK|all] [--quick]`: the long-lag contrasts of the papers behind the
+memory tasks, cell by cell and length by length, from the same defaults `rnnlab train` uses.
+
+- temporal order (Hochreiter & Schmidhuber 1997, exp. 6a) at T = 100: the LSTM learns it,
+  the tanh RNN stays at chance;
+- adding (Le, Jaitly & Hinton 2015) at T = 100, 200, 400: LSTM and GRU solve it (MSE < 0.01),
+  the tanh RNN stays at the baseline, the IRNN as far as its recipe gets in the budget;
+- copy memory (Arjovsky, Shah & Bengio 2016) at T = 100, 200: the gated cells below the
+  memoryless baseline, with the share of symbols recalled;
+- digits read pixel by pixel (T = 64, the small cousin of Le et al.'s pixel MNIST): IRNN and
+  LSTM far above chance, the tanh RNN behind.
+
+Every row is one `rnnlab train` run (rnnlab.tasks.defaults_for: the cell's and length's
+defaults, a step budget that grows with T, early stop once solved) in OUT/runs, judged against
+the best memoryless answer on its own test set. The table goes to OUT/results.md and the
+terminal, the validation curves of every cell of a task, with that baseline, to OUT/TASK.png.
+Rows run in --jobs processes of one thread each: the CPU seconds of a row do not depend on how
+many run beside it, its wall time does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from rnnlab import _checks, io
+
+TASKS = ("temporal-order", "adding", "copy", "digits")
+
+
+@dataclass(frozen=True)
+class Row:
+    task: str
+    cell: str
+    T: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.task}-T{self.T}-{self.cell}"
+
+
+# The full table: cells × lengths per task. --quick keeps each task's shortest length.
+LENGTHS = {"temporal-order": (100,), "adding": (100, 200, 400), "copy": (100, 200), "digits": (64,)}
+CELLS = {
+    "temporal-order": ("lstm", "gru", "rnn"),
+    "adding": ("lstm", "gru", "rnn", "irnn"),
+    "copy": ("gru", "lstm", "rnn"),
+    "digits": ("irnn", "lstm", "rnn"),
+}
+GATED = ("lstm", "gru")
+
+# CPU milliseconds of one training step per unit of sequence length (one thread, batch 32,
+# 64 hidden units; more scale linearly), from the runs of docs/results.md: for the time stated
+# up front.
+_MS_PER_STEP_AND_T = {"lstm": 0.25, "gru": 0.25, "rnn": 0.09, "irnn": 0.09}
+
+
+def rows(task: str, quick: bool = False) -> list[Row]:
+    """The rows of one task ("all": every task), shortest lengths only with quick; shorter
+    lengths first, so that a run cut short has the quick table."""
+    tasks = TASKS if task == "all" else (_checks.choice(task, "TASK", TASKS + ("all",)),)
+    out = []
+    for t in tasks:
+        lengths = LENGTHS[t][:1] if quick else LENGTHS[t]
+        out += [Row(t, cell, T) for T in lengths for cell in CELLS[t]]
+    return sorted(out, key=lambda r: LENGTHS[r.task].index(r.T))
+
+
+def config(row: Row, settings: dict | None = None):
+    """The TrainConfig of a row: `rnnlab train TASK --cell C --T N` (digits: pixel by pixel),
+    with `settings` over it (the test's reduced budgets)."""
+    from rnnlab import tasks
+    from rnnlab.train import TrainConfig
+
+    given = {"cell": row.cell, "seed": 0}
+    if row.task == "digits":
+        given["digits_mode"] = "pixels"
+    else:
+        given["T"] = row.T
+    given.update(settings or {})
+    base = tasks.defaults_for(row.task, row.cell, given.get("T"))
+    return TrainConfig.from_dict({**base, **given, "task": row.task}, source="reproduce")
+
+
+def expected_seconds(table: list[Row], settings: dict | None = None) -> float:
+    """CPU seconds of the table if no row stopped early (solved rows stop sooner)."""
+    total = 0.0
+    for row in table:
+        cfg = config(row, settings)
+        scale = cfg.batch_size / 32 * cfg.hidden / 64
+        per_step = _MS_PER_STEP_AND_T.get(row.cell, 0.25) * row.T * scale / 1000
+        total += cfg.steps * per_step
+    return total
+
+
+def _cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def run_row(row: Row, out: Path, settings: dict | None = None) -> dict:
+    """Train one row into OUT/runs/NAME and return its record (the table's row)."""
+    from rnnlab import tasks
+    from rnnlab.train import Trainer
+
+    cfg = config(row, settings)
+    run_dir = Path(out) / "runs" / row.name
+    if io.checkpoint_steps(run_dir):
+        _checks.fail("--out", "a directory without the runs of an earlier reproduce",
+                     f"'{out}', which has {run_dir}")  # fmt: skip
+    task = tasks.make_task(cfg)
+    spec = tasks.model_spec(cfg, task)
+    model = tasks.build_model(spec, seed=cfg.seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cpu0, wall0 = _cpu_seconds(), time.perf_counter()
+    with open(run_dir / "train.log", "w", encoding="utf-8") as log:
+        trained = Trainer(model, task, cfg, run_dir, spec=spec, stream=log, quiet=True).run()
+    test = task.evaluate(model, "test")
+    record = {
+        "task": row.task,
+        "cell": row.cell,
+        "T": row.T,
+        "steps": trained["step"],
+        "budget": cfg.steps,
+        "stopped_by": trained["stopped_by"],
+        "solved": bool(getattr(task, "solved", lambda result: False)(test)),
+        "wall_seconds": time.perf_counter() - wall0,
+        "cpu_seconds": _cpu_seconds() - cpu0,
+        "test": {k: v for k, v in test.items() if k != "confusion"},
+        "report": tasks.report(task, test),
+        "run_dir": str(run_dir),
+    }
+    io.atomic_write_json(run_dir / "result.json", {"train": trained, "test": test})
+    return record
+
+
+def judge(record: dict) -> dict:
+    """The row's result, its baselines (analytic, this test set's) and verdict, as text:
+    "solved" by the task's own test (its `solved`), else where it stands to the baseline."""
+    t, task, solved = record["test"], record["task"], record.get("solved", False)
+    if task == "adding":
+        return {
+            "result": f"MSE {t['mse']:.4f}",
+            "baseline": f"{t['baseline_mse']:.4f} / {t['baseline_mse_empirical']:.4f}",
+            "verdict": "solved" if solved else _vs(t["mse"], t["baseline_mse_empirical"]),
+        }
+    if task == "copy":
+        return {
+            "result": f"CE {t['loss']:.4f}, recall {100 * t['recall_accuracy']:.1f} %",
+            "baseline": f"{t['baseline_loss']:.4f} / {t['baseline_loss_empirical']:.4f}",
+            "verdict": "solved" if solved else _vs(t["loss"], t["baseline_loss_empirical"]),
+        }
+    acc, chance, majority = t["accuracy"], t["chance"], t["majority"]
+    if solved:
+        verdict = "solved"
+    elif acc <= majority + 0.03:
+        verdict = "at chance"
+    else:
+        verdict = f"above chance ({(acc - chance) / (1 - chance):.0%} of the way to 100 %)"
+    return {
+        "result": f"accuracy {100 * acc:.1f} %",
+        "baseline": f"{100 * chance:g} % / {100 * majority:.1f} %",
+        "verdict": verdict,
+    }
+
+
+def _vs(value: float, baseline: float) -> str:
+    """A loss against the memoryless baseline: at it (within 5 %), above it, or below."""
+    ratio = value / baseline
+    where = "above" if ratio > 1.05 else "at" if ratio > 0.95 else "below"
+    return f"{where} the baseline ({ratio:.2f}×)"
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def markdown(records: list[dict]) -> str:
+    """The table: one line per row, baselines as analytic / empirical (this test set)."""
+    lines = [
+        "| task | T | cell | steps (budget) | test result | baseline: analytic / this test set "
+        "| verdict | wall | CPU |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in records:
+        j = judge(r)
+        stop = " solved" if r["stopped_by"] == "solved" else ""
+        lines.append(
+            f"| {r['task']} | {r['T']} | {r['cell']} | {r['steps']:,} ({r['budget']:,}){stop} "
+            f"| {j['result']} | {j['baseline']} | {j['verdict']} | {_clock(r['wall_seconds'])} "
+            f"| {_clock(r['cpu_seconds'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+# the validation curve of each task, and its baseline on the validation set
+_CURVE = {
+    "adding": ("mse", "baseline_mse_empirical", "valid MSE", True),
+    "copy": ("loss", "baseline_loss_empirical", "valid cross-entropy (nats/step)", True),
+    "temporal-order": ("accuracy", "majority", "valid accuracy", False),
+    "digits": ("accuracy", "majority", "valid accuracy", False),
+}
+
+
+_COLOURS = {"lstm": "C0", "gru": "C1", "rnn": "C2", "irnn": "C3"}  # the same in every PNG
+
+
+def plot(task: str, records: list[dict], path: Path) -> Path:
+    """One PNG: a panel per length, the validation curve of every cell on it, the memoryless
+    baseline of the validation set dashed."""
+    from rnnlab.diagnostics.plots import new_figure, save_png
+
+    key, base_key, label, log = _CURVE[task]
+    lengths = sorted({r["T"] for r in records})
+    fig = new_figure(4.6 * len(lengths), 3.6)
+    axes = fig.subplots(1, len(lengths), squeeze=False)[0]
+    for ax, T in zip(axes, lengths, strict=True):
+        baseline = None
+        for r in (r for r in records if r["T"] == T):
+            valid = [m for m in io.read_jsonl(Path(r["run_dir"]) / "metrics.jsonl")
+                     if isinstance(m, dict) and m.get("split") == "valid"]  # fmt: skip
+            ax.plot([m["step"] for m in valid], [m[key] for m in valid], lw=1.2, label=r["cell"],
+                    color=_COLOURS.get(r["cell"]))  # fmt: skip
+            baseline = valid[-1][base_key] if valid else baseline
+        if baseline is not None:
+            ax.axhline(baseline, ls="--", color="grey", lw=1, label="memoryless baseline")
+        if log:
+            ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_title(f"{task}, T = {T}: {label}", fontsize=10)
+        ax.legend(fontsize=7)
+    return save_png(fig, path)
+
+
+def run_table(table: list[Row], out: Path, *, jobs: int = 2, settings: dict | None = None,
+              stream=None) -> list[dict]:  # fmt: skip
+    """Run the rows (in `jobs` processes), write OUT/results.md, OUT/results.json and a PNG
+    per task, and return the records in the table's order."""
+    stream = stream or sys.stdout
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    done: dict[Row, dict] = {}
+    t0 = time.perf_counter()
+
+    def finished(row: Row, record: dict) -> None:
+        done[row] = record
+        so_far = [done[r] for r in table if r in done]  # a table that grows row by row
+        (out / "results.md").write_text(markdown(so_far), encoding="utf-8")
+        stream.write(f"[{len(done)}/{len(table)}] {row.name}: {record['report'][0]} "
+                     f"({record['steps']:,} steps, {_clock(record['wall_seconds'])}, CPU "
+                     f"{_clock(record['cpu_seconds'])}; {_clock(time.perf_counter() - t0)} "
+                     "so far)\n")  # fmt: skip
+        stream.flush()
+
+    if jobs <= 1:
+        for row in table:
+            finished(row, run_row(row, out, settings))
+    else:
+        # one thread per process: the rows share the cores instead of fighting over them
+        for var in ("RNNLAB_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ.setdefault(var, "1")
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            futures = {pool.submit(run_row, row, out, settings): row for row in table}
+            for f in as_completed(futures):
+                finished(futures[f], f.result())
+    records = [done[row] for row in table]
+    io.atomic_write_json(out / "results.json", records)
+    text = markdown(records)
+    (out / "results.md").write_text(text, encoding="utf-8")
+    for task in dict.fromkeys(r.task for r in table):
+        try:
+            plot(task, [r for r in records if r["task"] == task], out / f"{task}.png")
+        except ImportError:
+            stream.write("plots: matplotlib is not installed; pip install 'rnnlab[plot]'\n")
+            break
+    return records
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("task", nargs="?", default="all", help="one of " + ", ".join(TASKS) +
+                   " or all (default)")  # fmt: skip
+    p.add_argument("--quick", action="store_true",
+                   help="each task at its shortest length only (about 10 minutes on 2 cores)")
+    p.add_argument("--jobs", type=int, default=2,
+                   help="rows trained at once, one process and one thread each (default 2)")
+    p.add_argument("--out", default="reproduce", help="output directory (default: reproduce)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="cap every row's step budget (a reduced run; the table says so)")
+    p.add_argument("--T", dest="T", type=int, default=None,
+                   help="one length for the memory tasks instead of the table's")
+    p.add_argument("--cells", default=None,
+                   help="comma-separated cells to keep of the table's (e.g. lstm,rnn)")
+
+
+def run(args) -> int:
+    table = rows(args.task, args.quick)
+    jobs = _checks.positive_int(args.jobs, "--jobs")
+    settings: dict = {}
+    if args.T is not None:
+        T = _checks.positive_int(args.T, "--T")
+        table = list(dict.fromkeys(Row(r.task, r.cell, T if r.task != "digits" else r.T)
+                                   for r in table))  # fmt: skip
+    if args.cells is not None:
+        keep = [_checks.choice(c, "--cells", sorted({c for cs in CELLS.values() for c in cs}))
+                for c in args.cells.split(",")]  # fmt: skip
+        table = [r for r in table if r.cell in keep]
+        if not table:
+            _checks.fail("--cells", f"cells the table runs for {args.task}", args.cells)
+    if args.steps is not None:
+        settings["steps"] = _checks.positive_int(args.steps, "--steps")
+        settings["eval_every"] = max(1, min(250, settings["steps"] // 10))
+    cpu = expected_seconds(table, settings)
+    names = ", ".join(dict.fromkeys(r.task for r in table))
+    wall = cpu / min(jobs, len(table))
+    print(f"reproducing {len(table)} runs ({names}) into {args.out}: at most {_clock(cpu)} of "
+          f"CPU if no run stops early, about {_clock(wall)} on {jobs} idle cores; solved runs "
+          "stop sooner", flush=True)  # fmt: skip
+    t0 = time.perf_counter()
+    records = run_table(table, Path(args.out), jobs=jobs, settings=settings)
+    print()
+    print(markdown(records), end="")
+    print(f"\n{len(records)} runs in {_clock(time.perf_counter() - t0)}; table: "
+          f"{Path(args.out) / 'results.md'}, curves: {Path(args.out)}/TASK.png")  # fmt: skip
+    return 0

@@ -1,0 +1,113 @@
+"""`rnnlab reproduce`: the table of runs, the per-cell-and-length defaults behind it, the
+baselines it judges by, and a reduced run that shows the papers' ordering (gated cells below
+the memoryless baseline, the tanh RNN at it)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from rnnlab import reproduce, tasks
+from rnnlab.cli import main as cli_main
+from rnnlab.tasks import synthetic, tuned
+
+
+def test_the_table_and_its_quick_form():
+    full = reproduce.rows("all")
+    assert {(r.task, r.T) for r in full} == {
+        ("temporal-order", 100), ("adding", 100), ("adding", 200), ("adding", 400),
+        ("copy", 100), ("copy", 200), ("digits", 64),
+    }  # fmt: skip
+    assert len(full) == 3 + 4 * 3 + 3 * 2 + 3
+    quick = reproduce.rows("all", quick=True)
+    assert {(r.task, r.T) for r in quick} == {
+        ("temporal-order", 100), ("adding", 100), ("copy", 100), ("digits", 64)}  # fmt: skip
+    assert [r.cell for r in reproduce.rows("adding", quick=True)] == ["lstm", "gru", "rnn", "irnn"]
+    with pytest.raises(ValueError, match="`TASK` must be one of"):
+        reproduce.rows("charlm")
+
+
+def test_budgets_grow_with_the_length_and_train_uses_them():
+    steps = [tasks.defaults_for("adding", "gru", T)["steps"] for T in (100, 200, 400)]
+    assert steps == [tuned.budget("adding", T) for T in (100, 200, 400)]
+    assert steps[0] < steps[1] < steps[2]
+    irnn = reproduce.config(reproduce.Row("adding", "irnn", 100))
+    assert (irnn.optimizer, irnn.momentum, irnn.clip) == ("sgd", 0.0, "global_norm")
+    digits = reproduce.config(reproduce.Row("digits", "lstm", 64))
+    assert digits.digits_mode == "pixels" and digits.steps == tasks.defaults("digits")["steps"]
+    # the tasks without a table keep their defaults exactly
+    assert tasks.defaults_for("charlm", "lstm") == tasks.defaults("charlm")
+
+
+def test_train_picks_the_defaults_of_the_cell_and_length(tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["train", "temporal-order", "--cell", "gru", "--T", "10", "--hidden", "4",
+            "--batch-size", "4", "--steps", "2", "--run-dir", str(run), "--quiet"]  # fmt: skip
+    assert cli_main(argv) == 0
+    cfg = json.loads((run / "config.json").read_text())["train"]
+    assert cfg["lr"] == tuned.overrides("temporal-order", "gru", 10)["lr"] != 3e-3
+    assert cfg["steps"] == 2  # what the user typed wins
+    out = capsys.readouterr().out
+    assert "commonest class of this test set" in out and "chance 25 %" in out
+
+
+def test_empirical_baselines_on_a_held_out_set():
+    rng = np.random.default_rng(0)
+    _, y = synthetic.adding(1000, 10, rng)
+    one, mean = synthetic.adding_baseline_on(y)
+    assert one == pytest.approx(np.mean((y - 1.0) ** 2)) and mean == pytest.approx(np.var(y))
+    assert mean <= one and abs(one - 1 / 6) < 0.02
+    _, yc = synthetic.copy_memory(500, 20, rng)
+    loss, recall = synthetic.copy_baseline_on(yc)
+    assert loss <= synthetic.copy_baseline(20) + 1e-12 and 0.125 <= recall < 0.2
+    assert synthetic.majority_accuracy(np.array([0, 1, 1, 3])) == 0.5
+
+
+def _record(task, T, cell, **test):
+    return {"task": task, "T": T, "cell": cell, "steps": 10, "budget": 10,
+            "stopped_by": "steps", "wall_seconds": 75, "cpu_seconds": 61, "test": test}  # fmt: skip
+
+
+def test_verdicts_and_the_markdown_table():
+    base = {"baseline_mse": 1 / 6, "baseline_mse_one": 0.17, "baseline_mse_empirical": 0.16}
+    solved = dict(_record("adding", 50, "gru", mse=0.004, **base), solved=True)
+    assert reproduce.judge(solved)["verdict"] == "solved"
+    assert reproduce.judge(_record("adding", 50, "rnn", mse=0.158, **base))["verdict"].startswith(
+        "at the baseline")
+    assert reproduce.judge(_record("adding", 50, "irnn", mse=0.5, **base))["verdict"].startswith(
+        "above the baseline")
+    order = _record("temporal-order", 100, "rnn", accuracy=0.27, chance=0.25, majority=0.263)
+    assert reproduce.judge(order)["verdict"] == "at chance"
+    table = reproduce.markdown([_record("adding", 50, "lstm", mse=0.05, **base), order])
+    lines = table.splitlines()
+    assert len(lines) == 4 and "below the baseline (0.31×)" in lines[2]
+    assert "| 1m15s | 1m01s |" in lines[2] and "0.1667 / 0.1600" in lines[2]
+
+
+def test_bad_options_say_what_was_expected(capsys):
+    assert cli_main(["reproduce", "adding", "--cells", "lstm,transformer"]) == 2
+    assert "`--cells` must be one of" in capsys.readouterr().err
+    assert cli_main(["reproduce", "adding", "--jobs", "0"]) == 2
+    assert "`--jobs`" in capsys.readouterr().err
+
+
+def test_reduced_run_shows_the_ordering(tmp_path, capsys):
+    """`rnnlab reproduce --quick`, reduced to the adding problem at T = 30 and 1,500 steps (about
+    a minute of CPU): the gated cells end below the memoryless baseline of the test set, the
+    tanh RNN at it. Seeds are fixed, so this is the same run every time."""
+    out = tmp_path / "repro"
+    argv = ["reproduce", "adding", "--quick", "--T", "30", "--steps", "1500",
+            "--cells", "lstm,gru,rnn", "--jobs", "1", "--out", str(out)]  # fmt: skip
+    assert cli_main(argv) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("reproducing 3 runs (adding)") and "| adding | 30 | gru |" in printed
+    records = {r["cell"]: r for r in json.loads((out / "results.json").read_text())}
+    ratio = {c: r["test"]["mse"] / r["test"]["baseline_mse_empirical"] for c, r in records.items()}
+    assert ratio["gru"] < 0.5 and ratio["lstm"] < 0.5
+    assert ratio["rnn"] > 0.9
+    # a solved run stops at that validation; an unsolved one trains its whole budget
+    assert records["gru"]["stopped_by"] == "solved" and records["gru"]["steps"] < 1500
+    assert records["gru"]["solved"] and not records["rnn"]["solved"]
+    assert records["rnn"]["stopped_by"] == "steps" and records["rnn"]["steps"] == 1500
+    assert (out / "results.md").read_text().count("| adding | 30 |") == 3
+    assert (out / "adding.png").stat().st_size > 0
