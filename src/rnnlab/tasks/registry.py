@@ -190,7 +190,7 @@ def defaults(name: str) -> dict:
 
 def defaults_for(name: str, cell: str | None = None, T: int | None = None) -> dict:
     """What `rnnlab train` trains with: the task's defaults with, for the memory tasks, those
-    of the cell and length asked for (rnnlab.tuned: learning rate, forget-gate bias, a step
+    of the cell and length asked for (rnnlab.tasks.tuned: learning rate, forget-gate bias, a step
     budget that grows with T). None: the task's default cell or length."""
     from rnnlab.tasks import tuned
 
