@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TextIO
 
 
 class Progress:
     """A one-line progress bar on a terminal; plain lines every few seconds otherwise."""
 
-    def __init__(self, total: int, start: int, stream=None, quiet: bool = False):
+    def __init__(self, total: int, start: int, stream: TextIO | None = None,
+                 quiet: bool = False) -> None:
         self.total, self.start = total, start
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()

@@ -5,15 +5,17 @@ The command line only; the table, the runs and the plots are rnnlab.reproduce's.
 
 from __future__ import annotations
 
+import argparse
 
-def add_parsers(sub) -> None:
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from rnnlab import reproduce
 
     p = sub.add_parser("reproduce", help="the papers' long-lag results, cells x lengths")
     reproduce.add_arguments(p)
 
 
-def cmd_reproduce(args) -> int:
+def cmd_reproduce(args: argparse.Namespace) -> int:
     from rnnlab import reproduce
 
     return reproduce.run(args)

@@ -46,7 +46,7 @@ def as_path(value: object, name: str) -> Path:
     """The path argument `name` as a Path; a one-line ValueError for anything else."""
     if not isinstance(value, (str, os.PathLike)):
         fail(name, "a path (str or pathlib.Path)", describe(value))
-    return Path(value)  # type: ignore[arg-type]
+    return Path(value)
 
 
 # --------------------------------------------------------------------------------------------

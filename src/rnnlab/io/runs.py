@@ -232,7 +232,7 @@ def _sha256(file: Path) -> str:
     return h.hexdigest()
 
 
-def _check_hash(file: Path, hashes: dict | None) -> None:
+def _check_hash(file: Path, hashes: dict[str, str] | None) -> None:
     """A weights file must have the SHA-256 its checkpoint recorded (hashes.json): a flipped
     byte in a weight is valid safetensors and would load without a word. Checkpoints saved
     before hashes were recorded have no hashes.json and load unchecked."""
@@ -304,7 +304,9 @@ def load_checkpoint(run_dir: PathLike, step: int | None = None) -> Checkpoint:
     )
 
 
-def _read_checkpoint(directory: Path) -> tuple[dict[str, dict[str, np.ndarray]], dict, dict]:
+def _read_checkpoint(
+    directory: Path,
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any], dict[str, Any]]:
     """The weights (checked against hashes.json), state and config of one checkpoint."""
     weights = {}
     hashes = None

@@ -27,13 +27,13 @@ MEMORY_TASKS = ("adding", "copy", "temporal-order")
 STEPS_PER_T = {"adding": 60, "copy": 40, "temporal-order": 40}
 
 # Settings by task, for every cell and length.
-_BY_TASK = {
+_BY_TASK: dict[str, dict[str, object]] = {
     # 3e-3 and 1e-3 (Adam) learn part of the order, then fall back to chance and stay there
     "temporal-order": dict(lr=3e-4),
 }
 
 # Settings by task and cell, whatever the length (over the task's).
-_BY_CELL = {
+_BY_CELL: dict[tuple[str, str], dict[str, object]] = {
     ("adding", "irnn"): dict(optimizer="sgd", momentum=0.0, lr=1e-2, clip_at=1.0),
     ("adding", "relu"): dict(optimizer="sgd", momentum=0.0, lr=1e-2, clip_at=1.0),
     ("copy", "lstm"): dict(forget_bias=3.0),
@@ -47,7 +47,7 @@ def budget(task: str, T: int) -> int:
     return STEPS_PER_T[task] * T
 
 
-def overrides(task: str, cell: str, T: int | None) -> dict:
+def overrides(task: str, cell: str, T: int | None) -> dict[str, object]:
     """The settings that `task` trains `cell` with at length T, over the task's own defaults
     (empty for tasks without such a table)."""
     out = {**_BY_TASK.get(task, {}), **_BY_CELL.get((task, cell), {})}
