@@ -54,7 +54,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "checkpoint_steps",
-    "describe",  # cli.py reaches _checks.describe through io
+    "describe",  # rnnlab.runs reaches _checks.describe through io
     "is_run_dir",
     "keep_jsonl_until",
     "load_checkpoint",

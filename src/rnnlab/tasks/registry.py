@@ -23,7 +23,7 @@ from rnnlab.train import TrainConfig
 
 TASK_NAMES = ("charlm", "digits", "pytokens", "adding", "copy", "temporal-order", "numbers",
               "dates", "caption")  # fmt: skip
-SEQ2SEQ_TASKS = ("numbers", "dates", "caption")  # encoder–decoder tasks (rnnlab.translation)
+SEQ2SEQ_TASKS = ("numbers", "dates", "caption")  # encoder–decoder tasks (rnnlab.tasks.transduction)
 
 _DESCRIPTIONS = {
     "charlm": "character language model on a text file (default: CPython's pydoc topics), "

@@ -327,8 +327,9 @@ def build(spec: dict, rng) -> Trainee:
             rng=rng,
         )
     except (KeyError, TypeError) as e:
-        raise ValueError(f"`spec` must describe a seq2seq model (see rnnlab.translation.model_spec)"
-                         f"; missing or malformed {e}") from None  # fmt: skip
+        raise ValueError("`spec` must describe a seq2seq model (see "
+                         f"rnnlab.tasks.transduction.model_spec); missing or malformed {e}"
+                         ) from None  # fmt: skip
     return Trainee(net)
 
 
