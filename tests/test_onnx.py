@@ -360,3 +360,18 @@ def test_two_recurrent_modules_get_their_own_state_names(tmp_path):
     assert_close(ours.output, theirs.output, "output")
     assert_close(ours.state[0][1], theirs.state[0][1], "c_n of the LSTM")
     assert_close(ours.state[1], theirs.state[1], "h_n of the GRU")
+
+
+def test_runtime_refuses_a_misspelt_option(tmp_path):
+    """Runtime.forward takes the pass options of every module's forward and refuses any other
+    keyword, as a module does (it once swallowed them: `lenghts=` ran without padding)."""
+    pytest.importorskip("onnxruntime")
+    layer = LSTM(3, 4, rng=np.random.default_rng(0))
+    path = rx.export(layer, tmp_path / "m.onnx")
+    x = np.random.default_rng(1).standard_normal((5, 2, 3)).astype(np.float32)
+    runtime = rx.Runtime(path)
+    with pytest.raises(TypeError, match="lenghts"):
+        runtime.forward(x, lenghts=np.array([5, 3]))
+    ours = layer.forward(x, training=False, grad=False).output
+    np.testing.assert_allclose(runtime.forward(x, training=False, grad=False).output, ours,
+                               rtol=1e-5, atol=1e-6)  # fmt: skip

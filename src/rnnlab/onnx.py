@@ -44,13 +44,13 @@ import importlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 
 from rnnlab import _checks
 from rnnlab.cells import ElmanCell, GRUCell, LSTMCell
-from rnnlab.layers import Forward, Recurrent
+from rnnlab.layers import Forward, PassOptions, Recurrent, pass_options
 from rnnlab.modules import Dropout, Embedding, LastStep, Linear, MeanOverTime, Sequential
 
 OPSET = 17
@@ -611,11 +611,15 @@ class Runtime:
     def __call__(self, x, **kwargs) -> Forward:
         return self.forward(x, **kwargs)
 
-    def forward(self, x, *, lengths=None, mask=None, state=None, **_ignored) -> Forward:
+    def forward(self, x, **options: Unpack[PassOptions]) -> Forward:
         """The graph's output and final states, with `state` (and the final state returned)
         in rnnlab's form: a list with an entry per module for a Sequential, h or (h, c) for a
         recurrent layer. Without `state`, a graph with state inputs gets the model's own
-        initial state. Padding comes as `lengths` (a `mask` is refused)."""
+        initial state. Padding comes as `lengths` (a `mask` is refused). The other pass
+        options (training, rng, check, grad) change nothing in an inference graph; a keyword
+        that is no pass option is refused, as by every module's forward."""
+        o = pass_options(options, "Runtime.forward")
+        lengths, mask, state = o["lengths"], o["mask"], o["state"]
         if mask is not None:
             _checks.fail("mask", "None for an ONNX model (pass lengths)", _checks.describe(mask))
         x = np.asarray(x)
