@@ -107,3 +107,23 @@ def test_scores():
     assert td.scores(same, same)["bleu"] == pytest.approx(100)
     with pytest.raises(ValueError, match=r"`hypotheses` must be 2 strings"):
         td.scores(["a"], ["a", "b"])
+
+
+def test_trainee_takes_the_pass_options_and_refuses_the_rest():
+    """Trainee.forward has the module protocol's options: a misspelt keyword is a TypeError,
+    a state or a mask (which an encoder-decoder cannot honour) a clear ValueError."""
+    from rnnlab.seq2seq import Seq2Seq
+    from rnnlab.tasks.transduction import Trainee
+
+    rng = np.random.default_rng(0)
+    net = Trainee(Seq2Seq(7, 6, embed=4, hidden=5, rng=rng))
+    x = rng.integers(3, 7, (2, 4))
+    y = np.array([[3, 4, 2], [5, 2, 0]])
+    out = net.forward(x, targets=y, lengths=np.array([4, 3]), training=False, grad=False)
+    assert out.output.shape[:2] == (2, 3)
+    with pytest.raises(TypeError, match="lenghts"):
+        net.forward(x, targets=y, lenghts=np.array([4, 3]))
+    with pytest.raises(ValueError, match="`state`"):
+        net.forward(x, targets=y, state=np.zeros((2, 5)))
+    with pytest.raises(ValueError, match="`mask`"):
+        net.forward(x, targets=y, mask=np.ones((2, 4), bool))

@@ -27,12 +27,13 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Unpack
 
 import numpy as np
 
 from rnnlab import _checks
 from rnnlab._checks import choice, fail
-from rnnlab.layers import Backward, Forward
+from rnnlab.layers import Backward, Forward, PassOptions, pass_options
 from rnnlab.losses import softmax, softmax_cross_entropy
 from rnnlab.modules import _Module
 from rnnlab.seq2seq import ATTENTIONS, Seq2Seq
@@ -272,8 +273,17 @@ class Trainee(_Module):
         self.net = net
         self.params = net.params
 
-    def forward(self, x, *, lengths=None, state=None, training=False, rng=None,
-                targets=None, teacher: float = 1.0, grad=True) -> Forward:  # fmt: skip
+    def forward(self, x, *, targets=None, teacher: float = 1.0,
+                **options: Unpack[PassOptions]) -> Forward:  # fmt: skip
+        """The pass options of every module (PassOptions) beside the targets and the teacher
+        schedule; `lengths` are the source's. The encoder starts from the Seq2Seq's own
+        state, so a `state` or a `mask` (pass lengths) is refused, not ignored."""
+        o = pass_options(options, "Trainee.forward")
+        lengths, training, rng, grad = o["lengths"], o["training"], o["rng"], o["grad"]
+        for name in ("state", "mask"):
+            if o[name] is not None:
+                _checks.fail(name, "None for an encoder-decoder (it starts from its own state;"
+                             " padding comes as lengths)", _checks.describe(o[name]))  # fmt: skip
         if targets is None:
             _checks.fail("targets", "the target ids (the decoder reads them shifted by one)",
                          "None")  # fmt: skip
