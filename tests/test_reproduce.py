@@ -3,6 +3,7 @@ baselines it judges by, and a reduced run that shows the papers' ordering (gated
 the memoryless baseline, the tanh RNN at it)."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -111,3 +112,32 @@ def test_reduced_run_shows_the_ordering(tmp_path, capsys):
     assert records["rnn"]["stopped_by"] == "steps" and records["rnn"]["steps"] == 1500
     assert (out / "results.md").read_text().count("| adding | 30 |") == 3
     assert (out / "adding.png").stat().st_size > 0
+
+
+def test_a_stopped_reproduce_continues_where_it_stopped(tmp_path):
+    """The same command continues a stopped reproduce: a finished row is read back, a row
+    stopped after a checkpoint resumes there and ends with the same weights as the run that
+    was not stopped, and a run directory with other settings is refused."""
+    row = reproduce.Row("adding", "rnn", 10)
+    settings = {"steps": 60, "eval_every": 20, "checkpoint_every": 20}
+    out = tmp_path / "repro"
+    first = reproduce.run_row(row, out, settings)
+    run_dir = out / "runs" / row.name
+    weights = (run_dir / "model.safetensors").read_bytes()
+    assert first["steps"] == 60 and first["resumed_at"] is None
+
+    again = reproduce.run_row(row, out, settings)
+    assert again["reused"] and again["test"] == first["test"]
+
+    (run_dir / "result.json").unlink()  # stopped after its checkpoint at step 20
+    for step in (40, 60):
+        shutil.rmtree(run_dir / "checkpoints" / f"step-{step:08d}")
+    (run_dir / "checkpoints" / "latest").unlink()
+    resumed = reproduce.run_row(row, out, settings)
+    assert resumed["resumed_at"] == 20 and resumed["steps"] == 60
+    assert resumed["test"] == first["test"]
+    assert (run_dir / "model.safetensors").read_bytes() == weights
+    assert "resumed at 20" in reproduce.markdown([resumed])
+
+    with pytest.raises(ValueError, match="`--out`.*trained with others"):
+        reproduce.run_row(row, out, {**settings, "steps": 80})

@@ -21,6 +21,7 @@ many run beside it, its wall time does.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import sys
@@ -105,22 +106,40 @@ def _cpu_seconds() -> float:
 
 
 def run_row(row: Row, out: Path, settings: dict | None = None) -> dict:
-    """Train one row into OUT/runs/NAME and return its record (the table's row)."""
-    from rnnlab import tasks
+    """Train one row into OUT/runs/NAME and return its record (the table's row).
+
+    A reproduce that was stopped (Ctrl-C, a closed session, a crash) is continued by the same
+    command: a row whose run finished with the same settings is read back from its
+    result.json, a row stopped after a checkpoint resumes there (bit for bit the run it would
+    have been), and a row that never reached one starts again. A run directory trained with
+    other settings (another --steps, say) is refused, never mixed into the table."""
+    from rnnlab import runs, tasks
     from rnnlab.train import Trainer
 
     cfg = config(row, settings)
     run_dir = Path(out) / "runs" / row.name
-    if io.checkpoint_steps(run_dir):
-        _checks.fail("--out", "a directory without the runs of an earlier reproduce",
-                     f"'{out}', which has {run_dir}")  # fmt: skip
+    wanted = json.loads(json.dumps(cfg.to_dict()))  # as config.json holds it
+    finished = run_dir / "result.json"
+    if finished.exists():
+        record = io.read_json(finished).get("record")
+        if isinstance(record, dict) and record.get("config") == wanted:
+            return dict(record, reused=True)
+        _other_settings(out, run_dir)
+    ckpt = io.load_checkpoint(run_dir) if io.checkpoint_steps(run_dir) else None
+    if ckpt is not None and ckpt.config.get("train") != wanted:
+        _other_settings(out, run_dir)
     task = tasks.make_task(cfg)
     spec = tasks.model_spec(cfg, task)
     model = tasks.build_model(spec, seed=cfg.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     cpu0, wall0 = _cpu_seconds(), time.perf_counter()
-    with open(run_dir / "train.log", "w", encoding="utf-8") as log:
-        trained = Trainer(model, task, cfg, run_dir, spec=spec, stream=log, quiet=True).run()
+    with open(run_dir / "train.log", "a" if ckpt else "w", encoding="utf-8") as log:
+        trainer = Trainer(model, task, cfg, run_dir, spec=spec, stream=log, quiet=True)
+        if ckpt is not None:
+            runs.load_weights(model, ckpt, run_dir)
+            trainer.restore(ckpt)
+            log.write(f"resumed at step {trainer.step}\n")
+        trained = trainer.run()
     test = task.evaluate(model, "test")
     record = {
         "task": row.task,
@@ -132,12 +151,20 @@ def run_row(row: Row, out: Path, settings: dict | None = None) -> dict:
         "solved": bool(getattr(task, "solved", lambda result: False)(test)),
         "wall_seconds": time.perf_counter() - wall0,
         "cpu_seconds": _cpu_seconds() - cpu0,
+        "resumed_at": ckpt.step if ckpt is not None else None,  # times: of this part only
         "test": {k: v for k, v in test.items() if k != "confusion"},
         "report": tasks.report(task, test),
         "run_dir": str(run_dir),
+        "config": wanted,
     }
-    io.atomic_write_json(run_dir / "result.json", {"train": trained, "test": test})
+    io.atomic_write_json(finished, {"train": trained, "test": test, "record": record})
     return record
+
+
+def _other_settings(out: Path, run_dir: Path) -> None:
+    _checks.fail("--out", "a new directory, or one whose runs have this table's settings",
+                 f"'{out}', whose {run_dir} was trained with others",
+                 "Give another --out, or remove that run to train it again.")  # fmt: skip
 
 
 def judge(record: dict) -> dict:
@@ -192,6 +219,8 @@ def markdown(records: list[dict]) -> str:
     for r in records:
         j = judge(r)
         stop = " solved" if r["stopped_by"] == "solved" else ""
+        if r.get("resumed_at"):
+            stop += f", resumed at {r['resumed_at']:,}"
         lines.append(
             f"| {r['task']} | {r['T']} | {r['cell']} | {r['steps']:,} ({r['budget']:,}){stop} "
             f"| {j['result']} | {j['baseline']} | {j['verdict']} | {_clock(r['wall_seconds'])} "
@@ -253,7 +282,8 @@ def run_table(table: list[Row], out: Path, *, jobs: int = 2, settings: dict | No
         done[row] = record
         so_far = [done[r] for r in table if r in done]  # a table that grows row by row
         (out / "results.md").write_text(markdown(so_far), encoding="utf-8")
-        stream.write(f"[{len(done)}/{len(table)}] {row.name}: {record['report'][0]} "
+        earlier = " (finished by an earlier reproduce)" if record.get("reused") else ""
+        stream.write(f"[{len(done)}/{len(table)}] {row.name}{earlier}: {record['report'][0]} "
                      f"({record['steps']:,} steps, {_clock(record['wall_seconds'])}, CPU "
                      f"{_clock(record['cpu_seconds'])}; {_clock(time.perf_counter() - t0)} "
                      "so far)\n")  # fmt: skip
