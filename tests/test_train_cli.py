@@ -106,6 +106,14 @@ def test_tasks_lists_every_task(capsys):
         assert name in out
 
 
+def test_python_dash_m_runs_the_command():
+    """`python -m rnnlab` is the `rnnlab` command (for an environment without its script)."""
+    done = subprocess.run([sys.executable, "-m", "rnnlab", "tasks"], capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "temporal-order" in done.stdout
+
+
 def test_config_file(tmp_path, capsys):
     cfg = tmp_path / "run.toml"
     cfg.write_text('task = "adding"\nT = 8\nsteps = 4\nhidden = 6\nbatch_size = 4\ncell = "gru"\n')
