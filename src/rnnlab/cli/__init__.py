@@ -73,8 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    return _guarded(COMMANDS[args.command], args)
+
+
+def _guarded(command, *args) -> int:
+    """Run a command; what a user can cause ends in one line and an exit status, the same for
+    every command (its own or delegated): 2 for bad input, 1 for a run that stopped."""
     try:
-        return COMMANDS[args.command](args)
+        return command(*args)
     except KeyboardInterrupt:
         print("rnnlab: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -94,11 +100,4 @@ def _delegate(command: str, argv: list[str]) -> int:
     import importlib
 
     module, function = _DELEGATED[command]
-    try:
-        return getattr(importlib.import_module(module), function)(argv)
-    except KeyboardInterrupt:
-        print("rnnlab: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except (ValueError, OSError, ImportError) as e:
-        print(f"rnnlab: error: {one_line(e)}", file=sys.stderr)
-        return EXIT_USAGE
+    return _guarded(lambda: getattr(importlib.import_module(module), function)(argv))
