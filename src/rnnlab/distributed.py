@@ -98,8 +98,9 @@ class Communicator:
     def _wait(self, request, what: str) -> None:
         """Poll `request`: spin for 5 ms, then sleep in growing slices up to a millisecond.
         MPI progresses a non-blocking collective only inside Test, and a large allreduce
-        takes several rounds: with naps from 0.2 ms on, 4 MB took 3.9 ms against 1.5 ms
-        blocking (bench/mpi_scaling.py); a rank that waits longer (rank 0 evaluating) sleeps."""
+        takes several rounds, so napping from the start more than doubled its time (the
+        measurement: docs/distributed.md, bench/mpi_scaling.py); a rank that waits longer
+        (rank 0 evaluating) sleeps instead of taking a core from the others."""
         start = time.perf_counter()
         nap = 0.0
         while not request.Test():
