@@ -198,7 +198,6 @@ def caption(split: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, 
     images, labels = (x_te, y_te) if split == "test" else (x_tr, y_tr)
     by_digit = [np.flatnonzero(labels == d) for d in range(10)]
     rng = np.random.default_rng([seed, SPLITS.index(split), 2])
-    shifts = np.random.default_rng([seed, SPLITS.index(split), 3])  # apart: the same numbers
     x = np.zeros((n, 24, 8), np.float32)
     lengths = np.zeros(n, np.int64)
     texts = []
@@ -209,21 +208,10 @@ def caption(split: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, 
         ]
         for j, d in enumerate(digits):
             img = images[rng.choice(by_digit[d])]  # (8 rows, 8 columns)
-            if split == "train":
-                img = _shifted(img, *shifts.integers(-1, 2, size=2))
             x[i, 8 * j : 8 * (j + 1)] = img.T  # step = one column, its 8 pixels
         lengths[i] = 8 * k
         texts.append(words(int("".join(map(str, digits))), lang="en"))
     return x, lengths, texts
-
-
-def _shifted(img: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """The 8×8 image moved by (dy, dx) pixels, zeros shifted in."""
-    out = np.zeros_like(img)
-    h, w = img.shape
-    out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = \
-        img[max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)]  # fmt: skip
-    return out
 
 
 def scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
