@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypedDict, Unpack
+from typing import Any, Protocol, TypedDict, TypeVar, Unpack
 
 import numpy as np
+import numpy.typing as npt
 
 from rnnlab import _checks, parallel, recurrence
 from rnnlab.cells import Cell, ElmanCell, GRUCell, LSTMCell
@@ -84,6 +85,8 @@ class Module(Protocol):
 RngLike = np.random.Generator | int | None
 """What `rng=` takes: a Generator, a seed, or None (a fresh Generator)."""
 
+R = TypeVar("R")
+
 
 PASS_DEFAULTS: PassOptions = {"lengths": None, "mask": None, "state": None, "training": False,
                               "rng": None, "check": True, "grad": True}  # fmt: skip
@@ -99,14 +102,14 @@ def pass_options(options: Mapping[str, Any], where: str) -> PassOptions:
     return {**PASS_DEFAULTS, **options}  # type: ignore[typeddict-item]
 
 
-def _dtype(dtype) -> np.dtype:
-    dt = np.dtype(dtype)
+def _dtype(dtype: npt.DTypeLike) -> np.dtype:
+    dt: np.dtype = np.dtype(dtype)
     if dt not in (np.float32, np.float64):
         _checks.fail("dtype", "float32 or float64", str(dt))
     return dt
 
 
-def _rng(rng) -> np.random.Generator:
+def _rng(rng: RngLike) -> np.random.Generator:
     if rng is None:
         return np.random.default_rng()
     if isinstance(rng, (int, np.integer)):
@@ -116,7 +119,9 @@ def _rng(rng) -> np.random.Generator:
     return rng
 
 
-def _uniform(rng, shape, bound, dtype):
+def _uniform(
+    rng: np.random.Generator, shape: tuple[int, ...], bound: float, dtype: np.dtype
+) -> np.ndarray:
     return rng.uniform(-bound, bound, size=shape).astype(dtype)
 
 
@@ -177,8 +182,8 @@ class Recurrent:
         proj_size: int = 0,
         recurrent_dropout: float = 0.0,
         zoneout: float | tuple[float, float] = 0.0,
-        dtype=np.float32,
-        rng=None,
+        dtype: npt.DTypeLike = np.float32,
+        rng: RngLike = None,
     ):
         if not isinstance(cell, Cell):
             _checks.fail(
@@ -226,7 +231,9 @@ class Recurrent:
         self.params: dict[str, np.ndarray] = {}
         self.reset_parameters(_rng(rng))
 
-    def _around(self, proj_size, recurrent_dropout, zoneout) -> None:
+    def _around(
+        self, proj_size: int, recurrent_dropout: float, zoneout: float | tuple[float, float]
+    ) -> None:
         """Check and keep the options applied around the cell's step (see the class)."""
         cell = self.cell
         if isinstance(proj_size, bool) or not isinstance(proj_size, (int, np.integer)):
@@ -259,9 +266,10 @@ class Recurrent:
             )
         single = not isinstance(zoneout, (tuple, list))
         pair = (zoneout, zoneout if cell.has_c else 0.0) if single else zoneout
-        if len(pair) != 2:
+        # mypy does not narrow zoneout through `single`: pair is a tuple or list here
+        if len(pair) != 2:  # type: ignore[arg-type]
             _checks.fail("zoneout", "a probability or a pair (p_h, p_c)", _checks.describe(zoneout))
-        self.zoneout = tuple(_checks.probability(z, "zoneout") for z in pair)
+        self.zoneout = tuple(_checks.probability(z, "zoneout") for z in pair)  # type: ignore[union-attr]
         if self.zoneout[0] and self.proj_size:
             _checks.fail(
                 "zoneout",
@@ -344,7 +352,8 @@ class Recurrent:
             p[f"weight_hr_l{k}{sfx}"] if self.proj_size else None,
         )
 
-    def _noise(self, training: bool, rng, T: int, B: int) -> recurrence.Noise | None:
+    # rng: a Generator when training (forward checks it); not used otherwise
+    def _noise(self, training: bool, rng: Any, T: int, B: int) -> recurrence.Noise | None:
         """One direction's masks for recurrent dropout and zoneout (recurrence.Noise)."""
         p_drop, (z_h, z_c) = self.recurrent_dropout, self.zoneout
         if not (p_drop and training) and not (z_h or z_c):
@@ -362,7 +371,7 @@ class Recurrent:
         return noise
 
     # ----------------------------------------------------------------- state
-    def _initial_states(self, state, B: int):
+    def _initial_states(self, state: Any, B: int) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """Per (layer, direction): (h0, c0) arrays of shape (B, P) and (B, H)."""
         L, D, H, dt = self.num_layers, len(self.directions), self.hidden_size, self.dtype
         P = self.carry_size
@@ -396,11 +405,15 @@ class Recurrent:
         return out
 
     # ----------------------------------------------------------------- forward / backward
-    def __call__(self, x, *, checkpoint_every: int = 0, **options: Unpack[PassOptions]) -> Forward:
+    def __call__(
+        self, x: Any, *, checkpoint_every: int = 0, **options: Unpack[PassOptions]
+    ) -> Forward:
         return self.forward(x, checkpoint_every=checkpoint_every, **options)
 
     @parallel.sessioned
-    def forward(self, x, *, checkpoint_every: int = 0, **options: Unpack[PassOptions]) -> Forward:
+    def forward(
+        self, x: Any, *, checkpoint_every: int = 0, **options: Unpack[PassOptions]
+    ) -> Forward:
         """`checkpoint_every=k` keeps every k-th state only and recomputes the rest during
         backward (gradient checkpointing; k ≈ √T makes BPTT's memory O(√T)).
 
@@ -498,11 +511,12 @@ class Recurrent:
             else:
                 inp = np.concatenate(ys_dirs, axis=2)
 
-        out = self._merge(ys_last, inp)
+        out = self._merge(ys_last, inp)  # type: ignore[arg-type]  # num_layers ≥ 1 set it
         if m is not None and self.merge == "readout":
             out = np.where(m[:, :, None], out, 0.0).astype(self.dtype, copy=False)
         h_n = np.stack([h for h, _ in finals])
-        final = (h_n, np.stack([c for _, c in finals])) if self.cell.has_c else h_n
+        # c_T is an array when the cell has a cell state (mypy cannot tie the two)
+        final = (h_n, np.stack([c for _, c in finals])) if self.cell.has_c else h_n  # type: ignore[misc]
         output = np.swapaxes(out, 0, 1) if self.batch_first else out
         cache = {
             "layer": self._signature(),
@@ -538,7 +552,9 @@ class Recurrent:
         out = flat[row : (T + 1) * row].reshape(T, B, 2 * H)
         return wide_fwd[:, :, :H], wide_rev[:, :, :H], out
 
-    def _directions_at_once(self, jobs: list, X: np.ndarray, inference: bool = False) -> list:
+    def _directions_at_once(
+        self, jobs: Sequence[Callable[[], R]], X: np.ndarray, inference: bool = False
+    ) -> list[R]:
         """Run the jobs of this layer's directions over X (T, B, I), at once on two threads
         where that pays (rnnlab.parallel.concurrently: by the products' FLOPs and, unless the
         per-step products take their weight packed, the bytes of the gates of one step)."""
@@ -549,11 +565,12 @@ class Recurrent:
         packed = recurrence.packs_step_weights(self.cell, (P, GH), X.dtype, inference)
         return parallel.concurrently(jobs, flops, 0 if packed else B * GH * X.itemsize)
 
-    def _merge(self, ys_dirs, concat):
+    def _merge(self, ys_dirs: list[np.ndarray], concat: np.ndarray) -> np.ndarray:
         if len(ys_dirs) == 1 or self.merge == "concat":
             return concat
         if self.merge == "sum":
-            return ys_dirs[0] + ys_dirs[1]
+            summed: np.ndarray = ys_dirs[0] + ys_dirs[1]
+            return summed
         p = self.params  # readout: o_t = V h_t + V' h'_t + c
         T, B, H = ys_dirs[0].shape
         out = parallel.matmul(ys_dirs[0].reshape(T * B, H), p["readout_weight"].T)
@@ -565,8 +582,8 @@ class Recurrent:
     def backward(
         self,
         f: Forward,
-        d_output,
-        d_state=None,
+        d_output: Any,
+        d_state: Any = None,
         *,
         input_grad: bool = True,
         retain_tape: bool = False,
@@ -656,10 +673,12 @@ class Recurrent:
                 grads[f"weight_hh_l{k}{sfx}"] = g.W_hh
                 grads[f"bias_ih_l{k}{sfx}"] = g.b_ih
                 grads[f"bias_hh_l{k}{sfx}"] = g.b_hh
+                # g.q, g.W_hr, dc0: arrays when the cell has extra parameters, a projection, a
+                # cell state (the Optional fields' invariants, which mypy cannot see)
                 for name, row, rows in self.cell.extra_rows:
-                    grads[f"{name}_l{k}{sfx}"] = g.q[row : row + rows].reshape(-1)
+                    grads[f"{name}_l{k}{sfx}"] = g.q[row : row + rows].reshape(-1)  # type: ignore[index]
                 if self.proj_size:
-                    grads[f"weight_hr_l{k}{sfx}"] = g.W_hr
+                    grads[f"weight_hr_l{k}{sfx}"] = g.W_hr  # type: ignore[assignment]
                 d_h0[j] = dh0
                 if d_c0 is not None:
                     d_c0[j] = dc0
@@ -668,18 +687,20 @@ class Recurrent:
                     used = not cache["given_state"]
                     grads[f"h0_l{k}{sfx}"] = dh0.sum(axis=0) if used else np.zeros(H, dt)
                     if d_c0 is not None:
-                        grads[f"c0_l{k}{sfx}"] = dc0.sum(axis=0) if used else np.zeros(Hc, dt)
+                        grads[f"c0_l{k}{sfx}"] = dc0.sum(axis=0) if used else np.zeros(Hc, dt)  # type: ignore[union-attr]
             if cache["drops"][k] is not None and dX is not None:
                 dX = dX * cache["drops"][k]
-            if k > 0:
-                dys_dirs = [dX] if D == 1 else [dX[:, :, :H], dX[:, :, H:]]
+            if k > 0:  # dX is an array: need_dX holds below the first layer
+                dys_dirs = [dX] if D == 1 else [dX[:, :, :H], dX[:, :, H:]]  # type: ignore[index]
 
         dx = np.swapaxes(dX, 0, 1) if self.batch_first and dX is not None else dX
         d_init = (d_h0, d_c0) if self.cell.has_c else d_h0
         ordered = {name: grads[name] for name in self.params}
         return Backward(dx, d_init, ordered)
 
-    def _final_state_grads(self, d_state, n: int, B: int):
+    def _final_state_grads(
+        self, d_state: Any, n: int, B: int
+    ) -> tuple[list[None] | np.ndarray, list[None] | np.ndarray | None]:
         H, dt = self.carry_size, self.dtype
         if d_state is None:
             return [None] * n, None if not self.cell.has_c else [None] * n
@@ -710,11 +731,13 @@ class Recurrent:
     def state_dict(self) -> dict[str, np.ndarray]:
         return {k: v.copy() for k, v in self.params.items()}
 
-    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+    def load_state_dict(self, state: dict[str, npt.ArrayLike], strict: bool = True) -> None:
         load_params(self.params, state, strict)
 
 
-def load_params(params: dict[str, np.ndarray], state: dict, strict: bool = True) -> None:
+def load_params(
+    params: dict[str, np.ndarray], state: dict[str, npt.ArrayLike], strict: bool = True
+) -> None:
     """Copy arrays from `state` (e.g. a PyTorch state_dict converted with .numpy()) by name."""
     if not isinstance(state, dict):
         _checks.fail("state", "a dict of arrays keyed by parameter name", _checks.describe(state))
@@ -728,7 +751,7 @@ def load_params(params: dict[str, np.ndarray], state: dict, strict: bool = True)
         )
     # All or nothing: every array is checked before the first is copied, so a refused state
     # leaves the module as it was.
-    checked = {}
+    checked: dict[str, np.ndarray] = {}
     for name, value in state.items():
         if name not in params:
             continue
@@ -752,7 +775,7 @@ def RNN(
     *,
     nonlinearity: str = "tanh",
     init: str = "uniform",
-    **kwargs,
+    **kwargs: Any,
 ) -> Recurrent:
     """Elman RNN, as PyTorch's nn.RNN: h_t = φ(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh),
     φ = tanh or relu. `init="irnn"` with `nonlinearity="relu"` gives the IRNN of Le, Jaitly &
@@ -774,7 +797,7 @@ def LSTM(
     coupled: bool = False,
     cell_clip: float | None = None,
     layer_norm: bool = False,
-    **kwargs,
+    **kwargs: Any,
 ) -> Recurrent:
     """LSTM, as PyTorch's nn.LSTM (gate order i, f, g, o; `proj_size` as PyTorch's, with
     `weight_hr_l{k}`). `forget_bias=1.0` sets the forget gate's bias; `peephole`, `coupled`,
@@ -793,7 +816,7 @@ def GRU(
     *,
     reset_after: bool = True,
     init: str = "uniform",
-    **kwargs,
+    **kwargs: Any,
 ) -> Recurrent:
     """GRU; `reset_after=True` is PyTorch's nn.GRU, `reset_after=False` the original paper's
     form. The other keywords are Recurrent's."""
@@ -813,7 +836,7 @@ _CELL_OPTIONS = {
 }
 
 
-def _layer_keywords(kwargs: dict, ctor: str) -> None:
+def _layer_keywords(kwargs: dict[str, Any], ctor: str) -> None:
     """Refuse a keyword neither the constructor nor Recurrent takes, naming who does."""
     positional = ("self", "cell", "input_size", "hidden_size", "num_layers")
     known = [k for k in inspect.signature(Recurrent.__init__).parameters if k not in positional]

@@ -39,9 +39,9 @@ import functools
 import os
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 
@@ -186,9 +186,7 @@ MIN_CONCURRENT_FLOPS = 8_000_000  # jobs smaller than this run one after the oth
 MAX_CONCURRENT_STEP_BYTES = 1 << 19  # jobs whose steps touch more are split by rows instead
 
 
-def concurrently(
-    fns: list[Callable[[], object]], flops: float, step_bytes: float = 0
-) -> list[object]:
+def concurrently(fns: Sequence[Callable[[], R]], flops: float, step_bytes: float = 0) -> list[R]:
     """[fn() for fn in fns], each job on a thread of its own (the first on this one) when
     there are threads for all of them, each job comes to `flops` ≥ MIN_CONCURRENT_FLOPS and
     the data one of its time steps works on, `step_bytes` (a recurrent layer's gates for the
@@ -212,7 +210,7 @@ def concurrently(
         or num_threads() < len(fns)
     ):
         return [fn() for fn in fns]
-    results: list[object] = [None] * len(fns)
+    results: list[Any] = [None] * len(fns)  # each None replaced by its job's result
 
     def job(i: int, _: int) -> None:
         before = getattr(_local, "unsplit", False)

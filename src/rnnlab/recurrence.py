@@ -24,11 +24,16 @@ reverse, step t reads hs[t+1] and writes hs[t] (hs[T] is h_0). Either way the ou
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rnnlab import _checks, parallel
 from rnnlab.ops import sigmoid, softmax
+
+if TYPE_CHECKING:
+    from rnnlab.cells.base import Cell
 
 
 @dataclass
@@ -98,11 +103,15 @@ def _fed_back(f: str, s: np.ndarray, ds: np.ndarray) -> np.ndarray:
     if f == "identity":
         return ds
     if f == "sigmoid":
-        return ds * s * (1.0 - s)
-    return s * (ds - (s * ds).sum(axis=-1, keepdims=True))
+        d_sigmoid: np.ndarray = ds * s * (1.0 - s)
+        return d_sigmoid
+    d_softmax: np.ndarray = s * (ds - (s * ds).sum(axis=-1, keepdims=True))
+    return d_softmax
 
 
-def _own(cell, p: Params, noise: Noise | None, rows: int, B: int, H: int, dtype):
+def _own(
+    cell: Cell, p: Params, noise: Noise | None, rows: int, B: int, H: int, dtype: np.dtype
+) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(own, own_c): where the cell writes its step's h̃_t (and c̃_t) when the library makes
     the carry from them (a projection, zoneout), (rows, B, H) each; else None."""
     noise = Noise() if noise is None else noise
@@ -110,6 +119,10 @@ def _own(cell, p: Params, noise: Noise | None, rows: int, B: int, H: int, dtype)
     own = parallel.empty((rows, B, H), dtype) if projected else None
     own_c = parallel.empty((rows, B, H), dtype) if noise.zone_c is not None else None
     return own, own_c
+
+
+Segments = tuple[int, list[tuple[np.ndarray, np.ndarray | None]]]
+"""A checkpointed tape's (k, [(h, c) entering each segment, in processing order])."""
 
 
 @dataclass
@@ -122,7 +135,7 @@ class Tape:
     saved: np.ndarray | None  # (T, B, cell.tape·H): the cell's own saved values
     mask: np.ndarray | None  # (T, B) bool, True where a step is valid
     reverse: bool
-    segments: tuple | None = None  # checkpointed: (k, the state entering each segment)
+    segments: Segments | None = None  # checkpointed: (k, the state entering each segment)
     consumed: bool = False  # set by backward: BPTT may have overwritten `saved` (see backward)
     noise: Noise | None = None  # the masks the forward pass applied
     own: np.ndarray | None = None  # (T, B, H): the cell's h̃_t before projection or zoneout
@@ -134,19 +147,20 @@ class Tape:
         return (slice(1, None), slice(0, -1)) if self.reverse else (slice(0, -1), slice(1, None))
 
 
-def _fast():
+def _fast() -> ModuleType | None:
     """rnnlab.fast when the compiled loops run, else None (the NumPy loop)."""
     from rnnlab import fast
 
     return fast if fast.available() else None
 
 
-def cell_width(cell, p: Params) -> int:
+def cell_width(cell: Cell, p: Params) -> int:
     """H, the cell's units (W_hh has G·H rows; its columns are the carry's P)."""
-    return p.W_hh.shape[0] // cell.gates
+    H: int = p.W_hh.shape[0] // cell.gates
+    return H
 
 
-def _new_tape(cell, T: int, B: int, H: int, dtype) -> np.ndarray:
+def _new_tape(cell: Cell, T: int, B: int, H: int, dtype: np.dtype) -> np.ndarray:
     return parallel.empty((T, B, cell.tape * H), dtype)
 
 
@@ -155,8 +169,9 @@ def _no_c(hs: np.ndarray) -> np.ndarray:
     return np.empty((hs.shape[0], hs.shape[1], 0), hs.dtype)
 
 
-def _projection_place(cell, T: int, hs: np.ndarray, saved: np.ndarray, reverse: bool,
-                      own: np.ndarray | None = None):  # fmt: skip
+def _projection_place(cell: Cell, T: int, hs: np.ndarray, saved: np.ndarray, reverse: bool,
+                      own: np.ndarray | None = None
+                      ) -> tuple[str, np.ndarray] | tuple[None, None]:  # fmt: skip
     """Where the compiled loop can take the input projection, in place of a (T, B, G·H)
     scratch array: ("tape", its first G·H columns) for a cell whose steps run in place and
     whose tape starts with G blocks; ("output", where the step writes h: the output rows of
@@ -175,15 +190,18 @@ def _projection_place(cell, T: int, hs: np.ndarray, saved: np.ndarray, reverse: 
     return None, None
 
 
-def _loop_forward(cell, X, p: Params, W_hh, hs, cs, saved, mask, reverse, noise=None,
-                  own=None, own_c=None, feedback=None) -> None:  # fmt: skip
+def _loop_forward(cell: Cell, X: np.ndarray, p: Params, W_hh: Any, hs: np.ndarray,
+                  cs: np.ndarray | None, saved: np.ndarray, mask: np.ndarray | None,
+                  reverse: bool, noise: Noise | None = None, own: np.ndarray | None = None,
+                  own_c: np.ndarray | None = None,
+                  feedback: Feedback | None = None) -> None:  # fmt: skip
     """Project X and run the steps of one direction in place: hs (and cs, saved, own,
     own_c) get every state. The projection is X W_ihᵀ without b_ih (the steps add it)."""
     fast = _fast()
     T = X.shape[0]
     if fast is not None:
-        place, out = _projection_place(cell, T, hs, saved, reverse, own)
-        XA = _project(X, p, out=out)
+        place, into = _projection_place(cell, T, hs, saved, reverse, own)
+        XA = _project(X, p, out=into)
         fast.forward_loop(cell, XA, W_hh, p.b_ih, p.b_hh, p.q, hs, cs, saved, mask, reverse,
                           xa_at=place, W_hr=p.W_hr, noise=noise, own=own,
                           own_c=own_c, b_hr=p.b_hr, feedback=feedback)  # fmt: skip
@@ -209,7 +227,9 @@ def _loop_forward(cell, X, p: Params, W_hh, hs, cs, saved, mask, reverse, noise=
             np.copyto(cs[out], cs[prev], where=skip)
 
 
-def _left_factor(cell, da: np.ndarray, da_h: np.ndarray, lo: int, hi: int, H: int):
+def _left_factor(
+    cell: Cell, da: np.ndarray, da_h: np.ndarray, lo: int, hi: int, H: int
+) -> np.ndarray:
     """What W_hh's rows lo·H:hi·H see as the pre-activation gradients: da's blocks, or
     da_h's where W_hh has its own (hh_own); a view of da where it is all da's."""
     if not any(lo <= k < hi for k in cell.hh_own):
@@ -225,19 +245,24 @@ def _left_factor(cell, da: np.ndarray, da_h: np.ndarray, lo: int, hi: int, H: in
 
 
 def _loop_backward(
-    cell, W_hh, q, hs, cs, saved, mask, reverse, dys, dh, dc, dXA, dHA, dq, dh_trace=None,
-    W_hr=None, noise=None, own=None, own_c=None, dHR=None, feedback=None,
-):  # fmt: skip
+    cell: Cell, W_hh: Any, q: np.ndarray | None, hs: np.ndarray, cs: np.ndarray | None,
+    saved: np.ndarray, mask: np.ndarray | None, reverse: bool, dys: np.ndarray | None,
+    dh: np.ndarray | None, dc: np.ndarray | None, dXA: np.ndarray, dHA: np.ndarray | None,
+    dq: np.ndarray | None, dh_trace: np.ndarray | None = None, W_hr: np.ndarray | None = None,
+    noise: Noise | None = None, own: np.ndarray | None = None, own_c: np.ndarray | None = None,
+    dHR: np.ndarray | None = None, feedback: Feedback | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
     """BPTT over the steps of one direction: fills dXA/dHA (or, compiled, the tape for cells
     with grads_over_tape), dq and dHR (∂L/∂h_t at each step, for the projection's gradient;
     zero at masked steps), returns (dh_0, dc_0). `dys` must already be zero at masked
     steps. With `feedback`, dys is ∂L/∂o_t, the outputs' gradient (Feedback)."""
     fast = _fast()
     if fast is not None:
-        return fast.backward_loop(
+        dh0_dc0: tuple[np.ndarray, np.ndarray | None] = fast.backward_loop(
             cell, W_hh, q, hs, cs, saved, mask, reverse, dys, dh, dc, dXA, dHA, dq, dh_trace,
             W_hr=W_hr, noise=noise, own=own, own_c=own_c, dHR=dHR, feedback=feedback,
         )  # fmt: skip
+        return dh0_dc0
     T, B, P = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
     dt = hs.dtype
     noise = Noise() if noise is None else noise
@@ -259,7 +284,8 @@ def _loop_backward(
         valid = None if mask is None or mask[t].all() else mask[t][:, None]
         dh_in = dh.copy() if valid is None else np.where(valid, dh, 0.0).astype(dt)
         dc_in = dc.copy() if valid is None else np.where(valid, dc, 0.0).astype(dt)
-        step_backward(cell, W_hh, q, hs[prev], cs[prev], hs[out], cs[out], saved[t], dh_in,
+        # cs is an array here: the caller's for a cell with a cell state, else _no_c's
+        step_backward(cell, W_hh, q, hs[prev], cs[prev], hs[out], cs[out], saved[t], dh_in,  # type: ignore[index]
                       dc_in, dXA[t], dHA[t], dq, W_hr=W_hr, keep=noise.keep,
                       zone_h=None if noise.zone_h is None else noise.zone_h[t],
                       zone_c=None if noise.zone_c is None else noise.zone_c[t],
@@ -277,9 +303,14 @@ def _loop_backward(
     return dh, (dc if cell.has_c else None)
 
 
-def step_forward(cell, W_hh, q, xa, b_ih, b_hh, h_prev, c_prev, h, c, saved, *, W_hr=None,
-                 keep=None, zone_h=None, zone_c=None, own=None, own_c=None, b_hr=None,
-                 feedback=None, t=0) -> None:  # fmt: skip
+def step_forward(cell: Cell, W_hh: np.ndarray, q: np.ndarray, xa: np.ndarray,
+                 b_ih: np.ndarray, b_hh: np.ndarray, h_prev: np.ndarray, c_prev: np.ndarray,
+                 h: np.ndarray, c: np.ndarray, saved: np.ndarray, *,
+                 W_hr: np.ndarray | None = None, keep: np.ndarray | None = None,
+                 zone_h: np.ndarray | None = None, zone_c: np.ndarray | None = None,
+                 own: np.ndarray | None = None, own_c: np.ndarray | None = None,
+                 b_hr: np.ndarray | None = None, feedback: Feedback | None = None,
+                 t: int = 0) -> None:  # fmt: skip
     """One step on NumPy for a batch block: each of the cell's products, then its stage.
     xa = x_t W_ihᵀ without b_ih; writes h (and c) and the step's tape `saved`.
 
@@ -299,7 +330,8 @@ def step_forward(cell, W_hh, q, xa, b_ih, b_hh, h_prev, c_prev, h, c, saved, *, 
         stage(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h_cell, c_cell, saved)
     if feedback is not None:
         o = feedback.outputs[t]
-        np.matmul(own, W_hr.T, out=o)
+        # feedback comes with its output map W_hr and the cell's h̃_t in `own` (Feedback)
+        np.matmul(own, W_hr.T, out=o)  # type: ignore[arg-type, union-attr]
         o += b_hr
         y = np.where(feedback.use[t][:, None] > 0, _fed(feedback.f, o), feedback.truth[t])
         if feedback.hidden:
@@ -313,9 +345,15 @@ def step_forward(cell, W_hh, q, xa, b_ih, b_hh, h_prev, c_prev, h, c, saved, *, 
         c[...] = zone_c * c_prev + (1 - zone_c) * own_c
 
 
-def step_backward(cell, W_hh, q, h_prev, c_prev, h, c, saved, dh, dc, da, da_h, dq, *,
-                  W_hr=None, keep=None, zone_h=None, zone_c=None, own=None, own_c=None,
-                  d_hr=None, feedback=None, t=0, d_out=None) -> None:  # fmt: skip
+def step_backward(cell: Cell, W_hh: np.ndarray, q: np.ndarray, h_prev: np.ndarray,
+                  c_prev: np.ndarray, h: np.ndarray, c: np.ndarray, saved: np.ndarray,
+                  dh: np.ndarray, dc: np.ndarray, da: np.ndarray, da_h: np.ndarray,
+                  dq: np.ndarray, *, W_hr: np.ndarray | None = None,
+                  keep: np.ndarray | None = None, zone_h: np.ndarray | None = None,
+                  zone_c: np.ndarray | None = None, own: np.ndarray | None = None,
+                  own_c: np.ndarray | None = None, d_hr: np.ndarray | None = None,
+                  feedback: Feedback | None = None, t: int = 0,
+                  d_out: np.ndarray | None = None) -> None:  # fmt: skip
     """One step of BPTT on NumPy for a batch block: the cell's backward stages, last first,
     each followed by its product transposed. dh (and dc) go from ∂L/∂h_t to ∂L/∂h_{t-1} in
     place; da, da_h get the pre-activation gradients; dq (B, n_extra·H) accumulates. A cell
@@ -334,18 +372,19 @@ def step_backward(cell, W_hh, q, h_prev, c_prev, h, c, saved, dh, dc, da, da_h, 
             da_h[...] = saved[..., GH : GH + n_own]
     carried = None  # the part of ∂L/∂h_{t-1} that bypasses the cell
     if feedback is not None:
-        K = W_hr.shape[0]
+        # feedback and a projection come with W_hr and d_hr (step_forward, _loop_backward)
+        K = W_hr.shape[0]  # type: ignore[union-attr]
         s = h[..., h.shape[-1] - K :]  # f(o_t) where the carry took the prediction
         do = _fed_back(feedback.f, s, dh[..., dh.shape[-1] - K :]) * feedback.use[t][:, None]
         if d_out is not None:
             do += d_out
-        d_hr[...] = do
+        d_hr[...] = do  # type: ignore[index]
         dh_cell = do @ W_hr
         if feedback.hidden:
             dh_cell += dh[..., :H]
         carried = np.zeros_like(dh)
     elif W_hr is not None:
-        d_hr[...] = dh
+        d_hr[...] = dh  # type: ignore[index]
         dh_cell = dh @ W_hr
         carried = np.zeros_like(dh)  # the cell reads h_{t-1} through its products only
     elif zone_h is not None:
@@ -377,7 +416,9 @@ def step_backward(cell, W_hh, q, h_prev, c_prev, h, c, saved, dh, dc, da, da_h, 
         dc[...] = dc_cell + zone_c * dc
 
 
-def _step_weights(cell, W_hh: np.ndarray, B: int, backward: bool = False, inference=False):
+def _step_weights(
+    cell: Cell, W_hh: np.ndarray, B: int, backward: bool = False, inference: bool = False
+) -> Any:
     """W_hh as the loop over time takes it: prepared once for the compiled loops
     (rnnlab.fast.step_weights: each product's rows, transposed for the forward pass, packed
     for MKL where that pays, else a C-contiguous copy, on which products run faster than on
@@ -388,14 +429,16 @@ def _step_weights(cell, W_hh: np.ndarray, B: int, backward: bool = False, infere
     return W_hh
 
 
-def packs_step_weights(cell, shape: tuple[int, int], dtype, inference: bool = False) -> bool:
+def packs_step_weights(
+    cell: Cell, shape: tuple[int, int], dtype: np.dtype, inference: bool = False
+) -> bool:
     """Whether the compiled loops take a recurrent weight of this shape packed
     (rnnlab.fast.packs); False for the NumPy loop."""
     fast = _fast()
     return fast is not None and fast.packs(shape, dtype, inference)
 
 
-def _project(X: np.ndarray, p: Params, out=None) -> np.ndarray:
+def _project(X: np.ndarray, p: Params, out: np.ndarray | None = None) -> np.ndarray:
     """XA = X W_ihᵀ for all steps at once, without b_ih (the steps add it): (T, B, I) →
     (T, B, G·H), into `out` (rows of G·H contiguous values) or a scratch buffer (it lives
     only until the loop has read it, and BPTT's scratch takes the same memory later)."""
@@ -410,9 +453,9 @@ def _project(X: np.ndarray, p: Params, out=None) -> np.ndarray:
 
 
 def _states(
-    T: int, B: int, H: int, dtype, has_c: bool, reverse: bool, h0, c0, hs=None, c_rows=0,
-    P: int | None = None,
-):  # fmt: skip
+    T: int, B: int, H: int, dtype: np.dtype, has_c: bool, reverse: bool, h0: np.ndarray,
+    c0: np.ndarray | None, hs: np.ndarray | None = None, c_rows: int = 0, P: int | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
     """(hs, cs) of T + 1 rows with the initial state in place; hs is `hs` if given; hs has
     P columns (a projected carry) or H. With c_rows = 2 (inference's loop, which keeps c_t
     in row t mod 2) cs has two rows only."""
@@ -433,7 +476,7 @@ def _states(
     return hs, cs
 
 
-def infers_without_projection(cell, I: int, H: int, dtype) -> bool:
+def infers_without_projection(cell: Cell, I: int, H: int, dtype: np.dtype) -> bool:
     """Whether inference (keep_tape=False) runs rnnlab.fast.infer_loop for this layer, which
     multiplies x_t at every step without a projection array and reads x_t's rows where they
     lie: no time-major copy of a batch-first input."""
@@ -442,7 +485,7 @@ def infers_without_projection(cell, I: int, H: int, dtype) -> bool:
 
 
 def forward(
-    cell,
+    cell: Cell,
     p: Params,
     X: np.ndarray,
     h0: np.ndarray,
@@ -503,7 +546,8 @@ def forward(
     saved = _new_tape(cell, T if keep_tape else 1, B, H, X.dtype)
     own, own_c = _own(cell, p, noise, T if keep_tape else 1, B, H, X.dtype)
     if fused:
-        _fast().infer_loop(cell, X, p.W_ih, p.W_hh, p.b_ih, p.b_hh, p.q, hs, cs, saved, mask,
+        # fused: the compiled loops run, so _fast() is the module
+        _fast().infer_loop(cell, X, p.W_ih, p.W_hh, p.b_ih, p.b_hh, p.q, hs, cs, saved, mask,  # type: ignore[union-attr]
                            reverse, W_hr=p.W_hr, noise=noise, own=own,
                            own_c=own_c)  # fmt: skip
     else:
@@ -511,6 +555,7 @@ def forward(
         _loop_forward(cell, X, p, W_hh, hs, cs, saved, mask, reverse, noise, own, own_c,
                       feedback)  # fmt: skip
 
+    tape: Tape | None
     tape = Tape(X, hs, cs, saved, mask, reverse, noise=noise, own=own, own_c=own_c,
                 feedback=feedback)  # fmt: skip
     ys = hs[tape.slices()[1]] if feedback is None else feedback.outputs
@@ -528,8 +573,10 @@ def _segments(T: int, k: int, reverse: bool) -> list[tuple[int, int]]:
     return spans[::-1] if reverse else spans
 
 
-def _forward_checkpointed(cell, p, X, W_hh, h0, c0, mask, reverse, k, hs_out=None,
-                          noise=None):  # fmt: skip
+def _forward_checkpointed(cell: Cell, p: Params, X: np.ndarray, W_hh: Any, h0: np.ndarray,
+                          c0: np.ndarray | None, mask: np.ndarray | None, reverse: bool,
+                          k: int, hs_out: np.ndarray | None = None, noise: Noise | None = None
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, Tape]:  # fmt: skip
     T, B, _ = X.shape
     H, P = cell_width(cell, p), p.W_hh.shape[1]
     if hs_out is None:
@@ -560,7 +607,7 @@ def _forward_checkpointed(cell, p, X, W_hh, h0, c0, mask, reverse, k, hs_out=Non
 
 
 def backward(
-    cell,
+    cell: Cell,
     p: Params,
     tape: Tape,
     dys: np.ndarray | None,
@@ -601,17 +648,22 @@ def backward(
     if tape.hs is None:
         return _backward_checkpointed(cell, p, tape, dys, dh_T, dc_T, need_dX, dh_trace)
     T, B, I = X.shape
-    saved = tape.saved
+    saved: np.ndarray = tape.saved  # type: ignore[assignment]  # with hs (not checkpointed)
     if compiled and retain_tape:  # BPTT works on a copy of the tape
         saved = parallel.scratch("saved", saved.shape, saved.dtype)
-        np.copyto(saved, tape.saved)
+        np.copyto(saved, tape.saved)  # type: ignore[arg-type]
     return _bptt(cell, p, X, tape.hs, tape.cs, saved, mask, tape.reverse, dys, dh_T, dc_T,
                  need_dX, dh_trace, noise=tape.noise, own=tape.own, own_c=tape.own_c,
                  feedback=tape.feedback)  # fmt: skip
 
 
-def _bptt(cell, p, X, hs, cs, saved, mask, reverse, dys, dh, dc, need_dX, dh_trace, W_hh=None,
-          noise=None, own=None, own_c=None, feedback=None):  # fmt: skip
+def _bptt(cell: Cell, p: Params, X: np.ndarray, hs: np.ndarray, cs: np.ndarray | None,
+          saved: np.ndarray, mask: np.ndarray | None, reverse: bool, dys: np.ndarray | None,
+          dh: np.ndarray | None, dc: np.ndarray | None, need_dX: bool,
+          dh_trace: np.ndarray | None, W_hh: Any = None, noise: Noise | None = None,
+          own: np.ndarray | None = None, own_c: np.ndarray | None = None,
+          feedback: Feedback | None = None
+          ) -> tuple[np.ndarray | None, Params, np.ndarray, np.ndarray | None]:  # fmt: skip
     """The backward loop, then the weight gradients and ∂L/∂X of one direction (or one
     checkpointed segment; W_hh: the weights as _step_weights prepared them, if it did)."""
     T, B, I = X.shape
@@ -620,7 +672,8 @@ def _bptt(cell, p, X, hs, cs, saved, mask, reverse, dys, dh, dc, need_dX, dh_tra
     dXA, dHA = _preact_grads(cell, saved, T, B, H, X.dtype)
     dq = None if p.q is None else np.zeros((B, p.q.size), X.dtype)
     K = None if p.W_hr is None else p.W_hr.shape[0]  # P, or the outputs' K with feedback
-    dHR = None if p.W_hr is None else parallel.scratch("proj", (T, B, K), X.dtype)
+    # K, own (and dq, p.q) are set together with W_hr (and q): Params', Tape's invariants
+    dHR = None if p.W_hr is None else parallel.scratch("proj", (T, B, K), X.dtype)  # type: ignore[arg-type]
     if W_hh is None:
         W_hh = _step_weights(cell, p.W_hh, B, backward=True)
     dh, dc = _loop_backward(cell, W_hh, p.q, hs, cs, saved, mask, reverse, dys, dh, dc, dXA,
@@ -631,16 +684,18 @@ def _bptt(cell, p, X, hs, cs, saved, mask, reverse, dys, dh, dc, need_dX, dh_tra
         prev = prev * noise.keep  # what the products took
     grads = _weight_grads(cell, p, X, prev, saved, dXA, dHA)
     if dq is not None:
-        grads.q = dq.sum(axis=0).reshape(p.q.shape)
+        grads.q = dq.sum(axis=0).reshape(p.q.shape)  # type: ignore[union-attr]
     if dHR is not None:
-        grads.W_hr = parallel.matmul(dHR.reshape(T * B, K).T, own.reshape(T * B, H))
+        grads.W_hr = parallel.matmul(dHR.reshape(T * B, K).T, own.reshape(T * B, H))  # type: ignore[arg-type, union-attr]
     if feedback is not None:
-        grads.b_hr = dHR.reshape(T * B, K).sum(axis=0)
+        grads.b_hr = dHR.reshape(T * B, K).sum(axis=0)  # type: ignore[arg-type, union-attr]
     dX = parallel.matmul(dXA.reshape(T * B, GH), p.W_ih).reshape(T, B, I) if need_dX else None
     return dX, grads, dh, dc
 
 
-def _preact_grads(cell, saved, T, B, H, dtype) -> tuple[np.ndarray, np.ndarray | None]:
+def _preact_grads(
+    cell: Cell, saved: np.ndarray, T: int, B: int, H: int, dtype: np.dtype
+) -> tuple[np.ndarray, np.ndarray | None]:
     """(dXA, dHA): where BPTT leaves the pre-activation gradients, as W_ih sees them and in
     W_hh's own blocks (hh_own; None without). The compiled loops of a cell with
     grads_over_tape write them over the tape it is given (the caller gave it a copy where the
@@ -653,7 +708,15 @@ def _preact_grads(cell, saved, T, B, H, dtype) -> tuple[np.ndarray, np.ndarray |
     return dXA, (parallel.scratch("preact_hh", (T, B, own), dtype) if own else None)
 
 
-def _weight_grads(cell, p: Params, X, hs_prev, saved, dXA, dHA) -> Params:
+def _weight_grads(
+    cell: Cell,
+    p: Params,
+    X: np.ndarray,
+    hs_prev: np.ndarray,
+    saved: np.ndarray,
+    dXA: np.ndarray,
+    dHA: np.ndarray | None,
+) -> Params:
     """The deferred weight gradients: products over all T·B rows at once, in one hand-over
     to the threads, one product for each run of W_hh's rows that shares its gradients and
     inputs (the products' sources, own blocks apart)."""
@@ -677,7 +740,8 @@ def _weight_grads(cell, p: Params, X, hs_prev, saved, dXA, dHA) -> Params:
                 blocks.append((slice(a * H, k * H), dA_x[:, a * H : k * H], inputs))
             if k < hi:
                 m = cell.hh_own.index(k)
-                blocks.append((slice(k * H, (k + 1) * H), dA_h[:, m * H : (m + 1) * H], inputs))
+                # dHA is an array when the cell has own blocks (_preact_grads)
+                blocks.append((slice(k * H, (k + 1) * H), dA_h[:, m * H : (m + 1) * H], inputs))  # type: ignore[index]
             a = k + 1
     pairs = [(dA_x, X2)] + [(grads, inputs) for _, grads, inputs in blocks]
     # a block whose gradients are columns of dA_x has its bias sum in b_ih's: not again
@@ -715,11 +779,20 @@ def _columns_of(view: np.ndarray, whole: np.ndarray) -> slice | None:
     return slice(a, a + view.shape[1])
 
 
-def _backward_checkpointed(cell, p, tape, dys, dh, dc, need_dX, dh_trace):
+def _backward_checkpointed(
+    cell: Cell,
+    p: Params,
+    tape: Tape,
+    dys: np.ndarray | None,
+    dh: np.ndarray | None,
+    dc: np.ndarray | None,
+    need_dX: bool,
+    dh_trace: np.ndarray | None,
+) -> tuple[np.ndarray | None, Params, np.ndarray, np.ndarray | None]:
     X, mask, reverse, noise = tape.X, tape.mask, tape.reverse, tape.noise
     T, B, I = X.shape
     H, P = cell_width(cell, p), p.W_hh.shape[1]
-    k, starts = tape.segments
+    k, starts = tape.segments  # type: ignore[misc]  # a checkpointed tape has them
     W_fwd = _step_weights(cell, p.W_hh, B)
     W_back = _step_weights(cell, p.W_hh, B, backward=True)
     total = Params(
@@ -747,10 +820,10 @@ def _backward_checkpointed(cell, p, tape, dys, dh, dc, need_dX, dh_trace):
                 getattr(total, name)[...] += getattr(g, name)
         if dX is not None:
             dX[a:b] = dXs
-    return dX, total, dh, dc
+    return dX, total, dh, dc  # type: ignore[return-value]  # T ≥ 1: _bptt set dh
 
 
-def valid_mask(lengths, mask, B: int, T: int) -> np.ndarray | None:
+def valid_mask(lengths: object, mask: object, B: int, T: int) -> np.ndarray | None:
     """Validate `lengths` (B,) or `mask` (B, T) and return a time-major (T, B) bool mask.
 
     Returns None when every step of every sequence is valid, so callers skip masking work.

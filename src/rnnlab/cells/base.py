@@ -57,6 +57,29 @@ Product = tuple[tuple[int, int], int | None]
 """((first block, end block) of W_hh's rows, source): the source is h_{t-1} (None) or the
 tape block that many H columns in."""
 
+Row = np.ndarray
+"""An argument of a step function: (B, n) on NumPy, (n,) in the compiled loops."""
+
+ForwardStage = Callable[[Row, Row, Row, Row, Row, Row, Row, Row, Row, Row], None]
+"""f(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape): one forward stage (see above)."""
+
+BackwardStage = Callable[[Row, Row, Row, Row, Row, Row, Row, Row, Row, Row, Row, Row], None]
+"""f(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq): one backward stage."""
+
+Steps = tuple[tuple[ForwardStage, ...], tuple[BackwardStage, ...]]
+"""A cell's (stages, backward_stages)."""
+
+CellKey = tuple[
+    tuple[ForwardStage, ...],
+    tuple[BackwardStage, ...],
+    tuple[Product, ...],
+    int,
+    tuple[int, ...],
+    bool,
+    bool,
+]
+"""Cell.key: (stages, backward_stages, products, gates, hh_own, grads_over_tape, in_place)."""
+
 
 class Cell:
     """Base of the cells; a subclass sets the attributes below and its step functions.
@@ -87,8 +110,8 @@ class Cell:
     """False when the steps read h_{t-1} only through the products (`h_prev` unused): then
     the carry may be a projection of the cell's output (Recurrent's proj_size), whose width
     the steps never see."""
-    stages: tuple[Callable, ...] = ()
-    backward_stages: tuple[Callable, ...] = ()
+    stages: tuple[ForwardStage, ...] = ()
+    backward_stages: tuple[BackwardStage, ...] = ()
 
     def __init__(self) -> None:
         """Check the declarations against each other (a cell's author meets these errors)."""
@@ -138,7 +161,7 @@ class Cell:
         return self.in_place and self.tape >= self.gates + len(self.hh_own)
 
     @property
-    def key(self) -> tuple:
+    def key(self) -> CellKey:
         """What makes two cells compute alike: the compiled loops are made once per key."""
         return (self.stages, self.backward_stages, self.products, self.gates, self.hh_own,
                 self.grads_over_tape, self.in_place)  # fmt: skip

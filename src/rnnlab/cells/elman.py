@@ -21,13 +21,24 @@ import functools
 import numpy as np
 
 from rnnlab import _checks
-from rnnlab.cells.base import Cell
+from rnnlab.cells.base import Cell, Row, Steps
 from rnnlab.cells.pointwise import one, positive, relu, tanh, units, zero
 
 
 @functools.cache
-def _steps(use_relu: bool):
-    def forward(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
+def _steps(use_relu: bool) -> Steps:
+    def forward(
+        xa: Row,
+        b_ih: Row,
+        ha: Row,
+        b_hh: Row,
+        q: Row,
+        h_prev: Row,
+        c_prev: Row,
+        h: Row,
+        c: Row,
+        tape: Row,
+    ) -> None:
         for j in units(ha):  # a, through ha: xa may lie where h goes
             ha[j] = xa[j] + b_ih[j] + ha[j] + b_hh[j]
         if use_relu:
@@ -37,7 +48,20 @@ def _steps(use_relu: bool):
             for j in units(h):
                 h[j] = tanh(ha[j])
 
-    def backward(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
+    def backward(
+        dh: Row,
+        dc: Row,
+        dsrc: Row,
+        q: Row,
+        h_prev: Row,
+        c_prev: Row,
+        h: Row,
+        c: Row,
+        tape: Row,
+        da: Row,
+        da_h: Row,
+        dq: Row,
+    ) -> None:
         if use_relu:
             for j in units(h):
                 da[j] = dh[j] * positive(h[j])
@@ -73,13 +97,14 @@ class ElmanCell(Cell):
         self.stages, self.backward_stages = _steps(self.nonlinearity == "relu")
         super().__init__()
 
+    # a read-only property over Cell's ClassVar `name` (which custom cells set): mypy objects
     @property
-    def name(self) -> str:
+    def name(self) -> str:  # type: ignore[override]
         if self.init_name == "irnn":
             return "irnn"
         return "rnn" if self.nonlinearity == "tanh" else "relu"
 
-    def init(self, params, H, rng):
+    def init(self, params: dict[str, np.ndarray], H: int, rng: np.random.Generator) -> None:
         if self.init_name == "irnn":  # Le, Jaitly & Hinton 2015
             W_ih = params["weight_ih"]
             W_ih[...] = rng.standard_normal(W_ih.shape) * 0.001

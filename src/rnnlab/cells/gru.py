@@ -32,14 +32,27 @@ from __future__ import annotations
 
 import functools
 
-from rnnlab.cells.base import Cell, check_init
+import numpy as np
+
+from rnnlab.cells.base import Cell, Row, Steps, check_init
 from rnnlab.cells.elman import orthogonal_blocks
 from rnnlab.cells.pointwise import blocks, one, sigmoid, tanh, units
 
 
 @functools.cache
-def _reset_after_steps():
-    def forward(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
+def _reset_after_steps() -> Steps:
+    def forward(
+        xa: Row,
+        b_ih: Row,
+        ha: Row,
+        b_hh: Row,
+        q: Row,
+        h_prev: Row,
+        c_prev: Row,
+        h: Row,
+        c: Row,
+        tape: Row,
+    ) -> None:
         # The sums go through ha (the product's own buffer): xa may lie where r, z, n go,
         # and a loop that read xa and wrote the gates would run scalar (see pointwise).
         H = h.shape[-1]
@@ -65,7 +78,20 @@ def _reset_after_steps():
         for j in units(h):
             h[j] = (h_prev[j] - n[j]) * z[j] + n[j]
 
-    def backward(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
+    def backward(
+        dh: Row,
+        dc: Row,
+        dsrc: Row,
+        q: Row,
+        h_prev: Row,
+        c_prev: Row,
+        h: Row,
+        c: Row,
+        tape: Row,
+        da: Row,
+        da_h: Row,
+        dq: Row,
+    ) -> None:
         # da holds r, z, n and da_h holds hn on entry (Cell.in_place)
         H = h.shape[-1]
         r, z, n = blocks(da, 3, H)
@@ -87,8 +113,19 @@ def _reset_after_steps():
 
 
 @functools.cache
-def _original_steps():
-    def gates(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
+def _original_steps() -> Steps:
+    def gates(
+        xa: Row,
+        b_ih: Row,
+        ha: Row,
+        b_hh: Row,
+        q: Row,
+        h_prev: Row,
+        c_prev: Row,
+        h: Row,
+        c: Row,
+        tape: Row,
+    ) -> None:
         H = h.shape[-1]
         r, z, n, u = blocks(tape, 4, H)
         xa_rz, b_irz, b_hrz = xa[..., : 2 * H], b_ih[..., : 2 * H], b_hh[..., : 2 * H]
@@ -100,7 +137,18 @@ def _original_steps():
         for j in units(u):
             u[j] = r[j] * h_prev[j]
 
-    def candidate(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
+    def candidate(
+        xa: Row,
+        b_ih: Row,
+        ha: Row,
+        b_hh: Row,
+        q: Row,
+        h_prev: Row,
+        c_prev: Row,
+        h: Row,
+        c: Row,
+        tape: Row,
+    ) -> None:
         H = h.shape[-1]
         r, z, n, u = blocks(tape, 4, H)
         xa_n, b_in, b_hn = (
@@ -115,7 +163,20 @@ def _original_steps():
         for j in units(h):
             h[j] = (h_prev[j] - n[j]) * z[j] + n[j]
 
-    def candidate_back(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
+    def candidate_back(
+        dh: Row,
+        dc: Row,
+        dsrc: Row,
+        q: Row,
+        h_prev: Row,
+        c_prev: Row,
+        h: Row,
+        c: Row,
+        tape: Row,
+        da: Row,
+        da_h: Row,
+        dq: Row,
+    ) -> None:
         H = h.shape[-1]
         _, z, n = blocks(da, 3, H)  # the gates on entry (Cell.in_place)
         da_z, da_n = z, n
@@ -128,7 +189,20 @@ def _original_steps():
             da_n[j] = dn
             dh[j] = dh_prev
 
-    def gates_back(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
+    def gates_back(
+        dh: Row,
+        dc: Row,
+        dsrc: Row,
+        q: Row,
+        h_prev: Row,
+        c_prev: Row,
+        h: Row,
+        c: Row,
+        tape: Row,
+        da: Row,
+        da_h: Row,
+        dq: Row,
+    ) -> None:
         H = h.shape[-1]
         r = da[..., :H]  # r on entry (Cell.in_place), then da_r
         da_r = r
@@ -164,10 +238,11 @@ class GRUCell(Cell):
             self.stages, self.backward_stages = _original_steps()
         super().__init__()
 
+    # a read-only property over Cell's ClassVar `name` (which custom cells set): mypy objects
     @property
-    def name(self) -> str:
+    def name(self) -> str:  # type: ignore[override]
         return "gru" if self.reset_after else "gru-orig"
 
-    def init(self, params, H, rng):
+    def init(self, params: dict[str, np.ndarray], H: int, rng: np.random.Generator) -> None:
         if self.init_name == "orthogonal":
             orthogonal_blocks(params["weight_hh"], H, rng)

@@ -42,8 +42,10 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
+
 from rnnlab import _checks
-from rnnlab.cells.base import Cell, check_init
+from rnnlab.cells.base import Cell, Row, Steps, check_init
 from rnnlab.cells.elman import orthogonal_blocks
 from rnnlab.cells.pointwise import (
     blocks,
@@ -63,11 +65,22 @@ LN_EPS = 1e-5  # layer normalisation's ε, as PyTorch's LayerNorm
 
 
 @functools.cache
-def _steps(peephole: bool, coupled: bool, bound: float | None):
+def _steps(peephole: bool, coupled: bool, bound: float | None) -> Steps:
     clipping = bound is not None
     G = 3 if coupled else 4
 
-    def forward(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
+    def forward(
+        xa: Row,
+        b_ih: Row,
+        ha: Row,
+        b_hh: Row,
+        q: Row,
+        h_prev: Row,
+        c_prev: Row,
+        h: Row,
+        c: Row,
+        tape: Row,
+    ) -> None:
         # z goes through ha (the product's own buffer): xa may lie where the gates go, and a
         # loop that read xa and wrote the gates would run scalar (see pointwise)
         H = h.shape[-1]
@@ -104,9 +117,9 @@ def _steps(peephole: bool, coupled: bool, bound: float | None):
         else:
             for j in units(c):
                 c[j] = f[j] * c_prev[j] + i[j] * g[j]
-        if clipping:
+        if clipping:  # bound: a float (mypy doesn't narrow via `clipping`)
             for j in units(c):
-                c[j] = clip(c[j], bound)
+                c[j] = clip(c[j], bound)  # type: ignore[arg-type]
         if peephole:
             w_co = q[..., (G - 2) * H : (G - 1) * H]
             for j in units(o):
@@ -114,7 +127,20 @@ def _steps(peephole: bool, coupled: bool, bound: float | None):
         for j in units(h):
             h[j] = o[j] * tanh(c[j])
 
-    def backward(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
+    def backward(
+        dh: Row,
+        dc: Row,
+        dsrc: Row,
+        q: Row,
+        h_prev: Row,
+        c_prev: Row,
+        h: Row,
+        c: Row,
+        tape: Row,
+        da: Row,
+        da_h: Row,
+        dq: Row,
+    ) -> None:
         # da holds the gates on entry (Cell.in_place) and their pre-activations' gradients
         # on return: each loop reads and writes the same places
         H = h.shape[-1]
@@ -128,8 +154,8 @@ def _steps(peephole: bool, coupled: bool, bound: float | None):
                 d_c = dc[j] + dh[j] * o_ * (one(tc) - tc * tc)
                 if peephole:
                     d_c = d_c + d_o * q[..., H : 2 * H][j]
-                if clipping:
-                    d_c = select(abs(c[j]) < bound, d_c, zero(tc))
+                if clipping:  # bound: a float (mypy doesn't narrow via `clipping`)
+                    d_c = select(abs(c[j]) < bound, d_c, zero(tc))  # type: ignore[operator]
                 d_f = (d_c * (c_prev[j] - g_)) * (f_ * (one(tc) - f_))
                 d_g = (d_c * (one(tc) - f_)) * (one(tc) - g_ * g_)
                 dc_prev = d_c * f_
@@ -152,8 +178,8 @@ def _steps(peephole: bool, coupled: bool, bound: float | None):
                 d_c = dc[j] + dh[j] * o_ * (one(tc) - tc * tc)
                 if peephole:
                     d_c = d_c + d_o * q[..., 2 * H : 3 * H][j]
-                if clipping:
-                    d_c = select(abs(c[j]) < bound, d_c, zero(tc))
+                if clipping:  # bound: a float (mypy doesn't narrow via `clipping`)
+                    d_c = select(abs(c[j]) < bound, d_c, zero(tc))  # type: ignore[operator]
                 d_i = (d_c * g_) * (i_ * (one(tc) - i_))
                 d_f = (d_c * c_prev[j]) * (f_ * (one(tc) - f_))
                 d_g = (d_c * i_) * (one(tc) - g_ * g_)
@@ -174,7 +200,7 @@ def _steps(peephole: bool, coupled: bool, bound: float | None):
 
 
 @functools.cache
-def _layer_norm_steps(peephole: bool, coupled: bool, bound: float | None):
+def _layer_norm_steps(peephole: bool, coupled: bool, bound: float | None) -> Steps:
     """The layer-normalised LSTM (Ba, Kiros & Hinton 2016), per step:
 
         x̂ = LN(x_t W_ihᵀ + b_ih),  ĥ = LN(h_{t-1} W_hhᵀ + b_hh)        (over all G·H)
@@ -189,7 +215,18 @@ def _layer_norm_steps(peephole: bool, coupled: bool, bound: float | None):
     clipping = bound is not None
     NG = 3 if coupled else 4
 
-    def forward(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
+    def forward(
+        xa: Row,
+        b_ih: Row,
+        ha: Row,
+        b_hh: Row,
+        q: Row,
+        h_prev: Row,
+        c_prev: Row,
+        h: Row,
+        c: Row,
+        tape: Row,
+    ) -> None:
         H = h.shape[-1]
         G = NG * H
         x_hat, h_hat = tape[..., G : 2 * G], tape[..., 2 * G : 3 * G]
@@ -232,9 +269,9 @@ def _layer_norm_steps(peephole: bool, coupled: bool, bound: float | None):
         else:
             for j in units(c):
                 c[j] = f[j] * c_prev[j] + i[j] * g[j]
-        if clipping:
+        if clipping:  # bound: a float (mypy doesn't narrow via `clipping`)
             for j in units(c):
-                c[j] = clip(c[j], bound)
+                c[j] = clip(c[j], bound)  # type: ignore[arg-type]
         if peephole:
             w_co = q[..., peep + (NG - 2) * H : peep + (NG - 1) * H]
             for j in units(o):
@@ -249,7 +286,20 @@ def _layer_norm_steps(peephole: bool, coupled: bool, bound: float | None):
         stats[..., 1:2] = r_h
         stats[..., 2:3] = r_c
 
-    def backward(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
+    def backward(
+        dh: Row,
+        dc: Row,
+        dsrc: Row,
+        q: Row,
+        h_prev: Row,
+        c_prev: Row,
+        h: Row,
+        c: Row,
+        tape: Row,
+        da: Row,
+        da_h: Row,
+        dq: Row,
+    ) -> None:
         H = h.shape[-1]
         G = NG * H
         x_hat, h_hat = tape[..., G : 2 * G], tape[..., 2 * G : 3 * G]
@@ -279,8 +329,8 @@ def _layer_norm_steps(peephole: bool, coupled: bool, bound: float | None):
                 if peephole:
                     d_c = d_c + dz_o[j] * q[..., peep + H : peep + 2 * H][j]
                     dq[..., peep + H : peep + 2 * H][j] += dz_o[j] * c[j]
-                if clipping:
-                    d_c = select(abs(c[j]) < bound, d_c, zero(d_c))
+                if clipping:  # bound: a float (mypy doesn't narrow via `clipping`)
+                    d_c = select(abs(c[j]) < bound, d_c, zero(d_c))  # type: ignore[operator]
                 d_f = (d_c * (c_prev[j] - g_)) * (f_ * (one(d_c) - f_))
                 dz_g[j] = (d_c * (one(d_c) - f_)) * (one(d_c) - g_ * g_)
                 dc_prev = d_c * f_
@@ -299,8 +349,8 @@ def _layer_norm_steps(peephole: bool, coupled: bool, bound: float | None):
                 if peephole:
                     d_c = d_c + dz_o[j] * q[..., peep + 2 * H : peep + 3 * H][j]
                     dq[..., peep + 2 * H : peep + 3 * H][j] += dz_o[j] * c[j]
-                if clipping:
-                    d_c = select(abs(c[j]) < bound, d_c, zero(d_c))
+                if clipping:  # bound: a float (mypy doesn't narrow via `clipping`)
+                    d_c = select(abs(c[j]) < bound, d_c, zero(d_c))  # type: ignore[operator]
                 d_i = (d_c * g_) * (i_ * (one(d_c) - i_))
                 d_f = (d_c * c_prev[j]) * (f_ * (one(d_c) - f_))
                 dz_g[j] = (d_c * i_) * (one(d_c) - g_ * g_)
@@ -375,8 +425,9 @@ class LSTMCell(Cell):
         self.stages, self.backward_stages = steps
         super().__init__()
 
+    # a read-only property over Cell's ClassVar `name` (which custom cells set): mypy objects
     @property
-    def name(self) -> str:
+    def name(self) -> str:  # type: ignore[override]
         return "lstm"
 
     def describe(self) -> str:
@@ -386,7 +437,7 @@ class LSTMCell(Cell):
             options.append(f"cell_clip={self.cell_clip:g}")
         return "lstm" + (f" ({', '.join(options)})" if options else "")
 
-    def init(self, params, H, rng):
+    def init(self, params: dict[str, np.ndarray], H: int, rng: np.random.Generator) -> None:
         if self.layer_norm:  # gains 1, biases 0 (zeros already), as PyTorch's LayerNorm
             for name in ("ln_gain_ih", "ln_gain_hh", "ln_gain_c"):
                 params[name][...] = 1.0

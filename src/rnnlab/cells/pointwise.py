@@ -29,12 +29,14 @@ Rules a step keeps:
 
 from __future__ import annotations
 
+from types import EllipsisType
+
 import numpy as np
 
 from rnnlab import ops
 
 
-def units(a: np.ndarray) -> tuple:
+def units(a: np.ndarray) -> tuple[EllipsisType]:
     """The unit indices of a row: `range(a.shape[-1])` in the compiled loops; here one index,
     `...`, that takes the whole block at once (a view: see the module's rules)."""
     return (Ellipsis,)
@@ -48,67 +50,75 @@ def blocks(a: np.ndarray, n: int, H: int) -> tuple[np.ndarray, ...]:
     return tuple(a[..., i * H : (i + 1) * H] for i in range(n))
 
 
-def one(x) -> np.generic:
+def one(x: np.ndarray) -> np.generic:
     """1 in the dtype of x."""
-    return np.asarray(x).dtype.type(1.0)
+    value: np.generic = np.asarray(x).dtype.type(1.0)
+    return value
 
 
-def zero(x) -> np.generic:
+def zero(x: np.ndarray) -> np.generic:
     """0 in the dtype of x."""
-    return np.asarray(x).dtype.type(0.0)
+    value: np.generic = np.asarray(x).dtype.type(0.0)
+    return value
 
 
-def tanh(x):
-    return np.tanh(x)
+def tanh(x: np.ndarray) -> np.ndarray:
+    out: np.ndarray = np.tanh(x)
+    return out
 
 
-def sigmoid(x):
+def sigmoid(x: np.ndarray) -> np.ndarray:
     """σ(x) = 1 / (1 + e^{−x}), as rnnlab.ops computes it for the losses too (0.5·tanh(x/2)
     + 0.5: never overflows, one transcendental)."""
     return ops.sigmoid(np.asarray(x))
 
 
-def relu(x):
+def relu(x: np.ndarray) -> np.ndarray:
     """max(x, 0)."""
-    return np.maximum(x, zero(x))
+    out: np.ndarray = np.maximum(x, zero(x))
+    return out
 
 
-def positive(x):
+def positive(x: np.ndarray) -> np.ndarray:
     """1 where x > 0, else 0, in the dtype of x (the derivative of relu, read off its output)."""
     return (np.asarray(x) > 0).astype(np.asarray(x).dtype)
 
 
-def clip(x, bound):
+def clip(x: np.ndarray, bound: float) -> np.ndarray:
     """x limited to [−bound, bound]."""
-    return np.clip(x, -bound, bound)
+    out: np.ndarray = np.clip(x, -bound, bound)
+    return out
 
 
-def select(condition, a, b):
+def select(condition: np.ndarray, a: np.ndarray, b: np.ndarray | np.generic) -> np.ndarray:
     """a where condition holds, else b (element-wise)."""
     return np.where(condition, a, b)
 
 
-def total(x):
+def total(x: np.ndarray) -> np.ndarray:
     """Σ_j x[j] over a row's units: a scalar in the compiled loops, one value per batch row
     here (shape (B, 1), so that it broadcasts back over the units)."""
-    return np.sum(x, axis=-1, keepdims=True)
+    out: np.ndarray = np.sum(x, axis=-1, keepdims=True)
+    return out
 
 
-def dot(x, y):
+def dot(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Σ_j x[j]·y[j] over a row's units (as `total`)."""
-    return np.sum(np.asarray(x) * np.asarray(y), axis=-1, keepdims=True)
+    out: np.ndarray = np.sum(np.asarray(x) * np.asarray(y), axis=-1, keepdims=True)
+    return out
 
 
-def sqrt(x):
-    return np.sqrt(x)
+def sqrt(x: np.ndarray) -> np.ndarray:
+    out: np.ndarray = np.sqrt(x)
+    return out
 
 
-def column(a: np.ndarray, k: int):
+def column(a: np.ndarray, k: int) -> np.ndarray:
     """Entry k of a row: a scalar in the compiled loops, one value per batch row here."""
     return a[..., k : k + 1]
 
 
-def normalise(v, out, eps):
+def normalise(v: np.ndarray, out: np.ndarray, eps: float) -> np.ndarray:
     """out = (v − mean v) / √(var v + ε) over a row's units (layer normalisation; v and out
     may be one array); returns 1/√(var v + ε), a scalar in the compiled loops and one value
     per batch row here."""
@@ -119,7 +129,7 @@ def normalise(v, out, eps):
     return r
 
 
-def normalise_back(dv, v_hat, r):
+def normalise_back(dv: np.ndarray, v_hat: np.ndarray, r: np.ndarray) -> None:
     """dv ← r ⊙ (dv − mean dv − v̂ ⊙ mean(dv ⊙ v̂)) in place: layer normalisation's gradient,
     from ∂L/∂v̂ to ∂L/∂v, with r what `normalise` returned."""
     n = dv.shape[-1]
