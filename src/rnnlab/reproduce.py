@@ -57,9 +57,9 @@ CELLS = {
 GATED = ("lstm", "gru")
 
 # CPU milliseconds of one training step per unit of sequence length (one thread, batch 32,
-# 64 hidden units; more scale linearly), from the runs of docs/results.md: for the time stated
-# up front.
-_MS_PER_STEP_AND_T = {"lstm": 0.25, "gru": 0.25, "rnn": 0.09, "irnn": 0.09}
+# 64 hidden units; more scale linearly): the slowest row of each cell in the one-run table of
+# docs/results.md, so that the time stated up front is a bound on a host like that one.
+_MS_PER_STEP_AND_T = {"lstm": 0.17, "gru": 0.14, "rnn": 0.06, "irnn": 0.06}
 
 
 def rows(task: str, quick: bool = False) -> list[Row]:
