@@ -395,7 +395,8 @@ def test_mse_compiled_pass_matches_the_numpy_passes(layout, dtype, reduction, ma
 
 
 def test_mse_compiled_pass_splits_large_batches_over_threads(monkeypatch, setenv):
-    from rnnlab import fast, parallel
+    from rnnlab import fast
+    from rnnlab.fast import parallel
 
     if not fast.available():
         pytest.skip("needs the compiled kernels")

@@ -26,8 +26,8 @@ from test_fast import (  # noqa: E402
 )
 from test_parallel import _loaded_mkl, split_problem  # noqa: E402
 
-from rnnlab import LSTM, _mkl, fast, parallel, settings  # noqa: E402
-from rnnlab.fast import blas  # noqa: E402
+from rnnlab import LSTM, _mkl, fast, settings  # noqa: E402
+from rnnlab.fast import blas, parallel  # noqa: E402
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""rnnlab.parallel: batches split over threads give the results of one thread.
+"""rnnlab.fast.parallel: batches split over threads give the results of one thread.
 
 The compiled loops split a batch by rows only inside a session (every layer's forward and
 backward opens one); the large products split the rows of their result. Rows never interact,
@@ -28,7 +28,8 @@ from test_fast import (  # noqa: E402
     tape_arrays,
 )
 
-from rnnlab import _blaschoice, _mkl, fast, parallel, settings  # noqa: E402
+from rnnlab import _blaschoice, _mkl, fast, settings  # noqa: E402
+from rnnlab.fast import parallel  # noqa: E402
 
 SPLIT_SHAPE = (7, 13, 21)  # 13 rows: parts of 6 and 7 on two threads, 4, 4 and 5 on three
 
@@ -314,7 +315,8 @@ def test_freed_memory_is_kept_on_glibc():
 
 CHILD = """
 import numpy as np
-from rnnlab import fast, parallel
+from rnnlab import fast
+from rnnlab.fast import parallel
 fast.MIN_LOOP_FLOPS = 0  # split these tiny loops too
 seen = []
 run_parts = parallel.run_parts

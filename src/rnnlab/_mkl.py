@@ -1,8 +1,8 @@
 """Intel's MKL from the optional `mkl` package: found, held at one thread in rnnlab's threads,
 and called.
 
-rnnlab runs its own threads (rnnlab.parallel), so each of them calls MKL on one thread for its
-own part of a product (`one_thread`: MKL's thread-local setting, which rnnlab.parallel sets
+rnnlab runs its own threads (rnnlab.fast.parallel), so each of them calls MKL on one thread for its
+own part of a product (`one_thread`: MKL's thread-local setting, which rnnlab.fast.parallel sets
 in its workers and around every split call). MKL as a whole stays in the GNU OpenMP threading
 layer with its default thread count, not the sequential one: `libmkl_rt` loads its parts into
 the process's global symbol scope, so a PyTorch imported afterwards binds its own MKL calls

@@ -53,7 +53,8 @@ def _libraries() -> list[dict] | dict:
 
 def gather() -> dict:
     """Everything `rnnlab info` prints, as a dict (the --json output)."""
-    from rnnlab import fast, parallel
+    from rnnlab import fast
+    from rnnlab.fast import parallel
 
     choice = _blaschoice.choice()
     out: dict = {

@@ -32,8 +32,9 @@ from typing import Any, Protocol, TypedDict, TypeVar, Unpack
 import numpy as np
 import numpy.typing as npt
 
-from rnnlab import _checks, parallel, recurrence
+from rnnlab import _checks, recurrence
 from rnnlab.cells import Cell, ElmanCell, GRUCell, LSTMCell
+from rnnlab.fast import parallel
 from rnnlab.recurrence import Params, valid_mask
 
 
@@ -556,7 +557,7 @@ class Recurrent:
         self, jobs: Sequence[Callable[[], R]], X: np.ndarray, inference: bool = False
     ) -> list[R]:
         """Run the jobs of this layer's directions over X (T, B, I), at once on two threads
-        where that pays (rnnlab.parallel.concurrently: by the products' FLOPs and, unless the
+        where that pays (rnnlab.fast.parallel.concurrently: by the products' FLOPs and, unless the
         per-step products take their weight packed, the bytes of the gates of one step)."""
         T, B, I = X.shape
         H, P = self.hidden_size, self.carry_size

@@ -14,7 +14,8 @@ from typing import Any, Unpack
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
-from rnnlab import _checks, parallel
+from rnnlab import _checks
+from rnnlab.fast import parallel
 from rnnlab.layers import (
     Backward,
     Forward,

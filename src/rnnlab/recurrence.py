@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rnnlab import _checks, parallel
+from rnnlab import _checks
+from rnnlab.fast import parallel
 from rnnlab.ops import sigmoid, softmax
 
 if TYPE_CHECKING:

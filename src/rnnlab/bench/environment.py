@@ -33,7 +33,7 @@ RECORDED = (
 # glibc returns freed blocks above this size to the OS at once. Without it the threshold grows
 # to 32 MB after the first large free, a step's arrays then come from the retained heap, and
 # the peak of a step after warm-up is invisible to the process's peak RSS. (rnnlab.fast asks
-# glibc to retain freed blocks for speed, and rnnlab.parallel pools large tapes and keeps
+# glibc to retain freed blocks for speed, and rnnlab.fast.parallel pools large tapes and keeps
 # scratch buffers; RNNLAB_MALLOC=system stops all three here for the same reason: the child
 # measures what a step needs, not what a process keeps.)
 CHILD_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "RNNLAB_MALLOC": "system"}

@@ -143,7 +143,7 @@ def fast_path_active() -> bool:
 
 def loop_setup() -> dict[str, Any]:
     """How rnnlab's loops run here: the BLAS of their per-step products and the threads."""
-    from rnnlab import parallel
+    from rnnlab.fast import parallel
 
     setup: dict[str, Any] = {"threads": parallel.num_threads(), "split": parallel.enabled()}
     if fast_path_active():

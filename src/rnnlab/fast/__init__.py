@@ -7,7 +7,7 @@ one compiled call per layer and direction, on exactly the arrays the NumPy loop 
 loops are generic (rnnlab.fast.loops): numba makes one per cell from the cell's own step
 functions, so the same written step runs on both paths. The matrix products go to MKL (the
 `mkl` extra) or else NumPy's own OpenBLAS (rnnlab.fast.blas). Inside a session of
-rnnlab.parallel a batch is split by rows over rnnlab's threads, every part one kernel call
+rnnlab.fast.parallel a batch is split by rows over rnnlab's threads, every part one kernel call
 on its own rows. Without numba, or with the environment variable RNNLAB_NO_NUMBA=1,
 `available()` is False and the NumPy loop runs.
 
@@ -86,12 +86,12 @@ MIN_LOOP_FLOPS = 8_000_000  # a loop with fewer recurrent-product FLOPs runs on 
 
 def _run_parts(kernel, args: tuple, dims: tuple[int, int, int, int], numpy_blas: bool) -> None:
     """kernel(*args, b0, b1) over row ranges of the batch, split over rnnlab's threads inside
-    a session (rnnlab.parallel); only on a CBLAS whose threads rnnlab controls (numba's np.dot
+    a session (rnnlab.fast.parallel); only on a CBLAS whose threads rnnlab controls (numba's np.dot
     would start threads of its own BLAS in every part), and only for loops big enough to
     repay the hand-over to another thread (docs/design.md, "Using the cores": split, the short
     segments of √T checkpointing made a small LSTM's training step slower).
     dims = (T, B, G·H, H)."""
-    from rnnlab import parallel
+    from rnnlab.fast import parallel
 
     T, B, GH, H = dims
     big = 2 * T * B * GH * H >= MIN_LOOP_FLOPS
@@ -111,8 +111,7 @@ def squared_error(
     mask (B, T) or None. None when a layout does not suit the kernel (the last axis not
     contiguous), for the caller's NumPy path. The gradient is laid out like pred in memory;
     large arrays are split by batch rows over rnnlab's threads."""
-    from rnnlab import parallel
-    from rnnlab.fast import kernels
+    from rnnlab.fast import kernels, parallel
 
     if pred.ndim > 3 or targets.shape != pred.shape or targets.dtype != pred.dtype:
         return None

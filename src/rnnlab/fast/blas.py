@@ -4,7 +4,7 @@ when it can be found.
 
 Whether MKL (the `mkl` extra) beats NumPy's OpenBLAS at the per-step shapes the time loops
 spend most of their time in depends on the host (docs/design.md, "Using the cores"). It runs
-on one thread per call: rnnlab's own threads split the batch (rnnlab.parallel, rnnlab._mkl).
+on one thread per call: rnnlab's own threads split the batch (rnnlab.fast.parallel, rnnlab._mkl).
 RNNLAB_BLAS=numpy or mkl overrides the measurement.
 
 numba's `np.dot` calls scipy's BLAS, and the NumPy and SciPy wheels each bundle a separate

@@ -1,9 +1,9 @@
 """Whether the compiled loops run in this process, and the process setting they ask for.
 
-`available()` is what rnnlab.parallel and rnnlab.fast both ask before they use the compiled
-path; it lives apart from rnnlab.fast's loops so that rnnlab.parallel, which those loops use
-to split a batch, can ask it without importing them. `keep_freed_memory()` tunes glibc's
-malloc for the tapes the compiled path allocates at every step.
+`available()` is what rnnlab.fast and its parallel module both ask before they use the
+compiled path; it lives apart from rnnlab.fast's loops so that rnnlab.fast.parallel, which
+those loops use to split a batch, can ask it without importing them. `keep_freed_memory()`
+tunes glibc's malloc for the tapes the compiled path allocates at every step.
 """
 
 from __future__ import annotations

@@ -46,6 +46,7 @@ from typing import Any, ParamSpec, TypeVar
 import numpy as np
 
 from rnnlab import _blaschoice, _mkl, settings
+from rnnlab.fast import probe
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -84,8 +85,6 @@ def enabled() -> bool:
     """True when rnnlab splits work over its own threads (see the module's docstring)."""
     if _CONTROL is None or num_threads() < 2:
         return False
-    from rnnlab.fast import probe
-
     return probe.available()
 
 
