@@ -49,7 +49,6 @@ For cells without a cell state, c_prev, c and dc are empty rows. Constants are `
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
 
 import numpy as np
 
@@ -88,7 +87,9 @@ class Cell:
     what rnnlab.layers.Recurrent takes: `Recurrent(LSTMCell(coupled=True), 32, 64)`.
     """
 
-    name: ClassVar[str] = "cell"
+    # a class attribute for most cells (a custom cell sets `name = "mgu"`); a cell whose name
+    # depends on its options sets it in __init__ (ElmanCell: "rnn", "relu" or "irnn")
+    name: str = "cell"
     gates: int = 1
     has_c: bool = False
     tape: int = 0

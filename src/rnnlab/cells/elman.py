@@ -94,15 +94,12 @@ class ElmanCell(Cell):
                 "'irnn'",
                 "The IRNN initialisation is for nonlinearity='relu'.",
             )
+        if self.init_name == "irnn":
+            self.name = "irnn"
+        else:
+            self.name = "rnn" if self.nonlinearity == "tanh" else "relu"
         self.stages, self.backward_stages = _steps(self.nonlinearity == "relu")
         super().__init__()
-
-    # a read-only property over Cell's ClassVar `name` (which custom cells set): mypy objects
-    @property
-    def name(self) -> str:  # type: ignore[override]
-        if self.init_name == "irnn":
-            return "irnn"
-        return "rnn" if self.nonlinearity == "tanh" else "relu"
 
     def init(self, params: dict[str, np.ndarray], H: int, rng: np.random.Generator) -> None:
         if self.init_name == "irnn":  # Le, Jaitly & Hinton 2015

@@ -227,6 +227,7 @@ class GRUCell(Cell):
         from rnnlab import _checks
 
         self.reset_after = _checks.boolean(reset_after, "reset_after")
+        self.name = "gru" if self.reset_after else "gru-orig"
         self.init_name = check_init(init, ("uniform", "orthogonal"), "an LSTM or GRU")
         if self.reset_after:
             self.products = (((0, 3), None),)
@@ -237,11 +238,6 @@ class GRUCell(Cell):
             self.hh_own = ()
             self.stages, self.backward_stages = _original_steps()
         super().__init__()
-
-    # a read-only property over Cell's ClassVar `name` (which custom cells set): mypy objects
-    @property
-    def name(self) -> str:  # type: ignore[override]
-        return "gru" if self.reset_after else "gru-orig"
 
     def init(self, params: dict[str, np.ndarray], H: int, rng: np.random.Generator) -> None:
         if self.init_name == "orthogonal":

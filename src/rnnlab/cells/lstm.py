@@ -384,6 +384,7 @@ class LSTMCell(Cell):
     Jozefowicz et al. (2015) recommend (b = 1). `init="orthogonal"` draws each H × H block
     of W_hh orthogonal."""
 
+    name = "lstm"
     has_c = True
     in_place = True
     reads_h_prev = False  # h_{t-1} enters through W_hh only: a projected carry may be narrower
@@ -424,11 +425,6 @@ class LSTMCell(Cell):
             steps = _steps(self.peephole, self.coupled, cell_clip)
         self.stages, self.backward_stages = steps
         super().__init__()
-
-    # a read-only property over Cell's ClassVar `name` (which custom cells set): mypy objects
-    @property
-    def name(self) -> str:  # type: ignore[override]
-        return "lstm"
 
     def describe(self) -> str:
         flags = (("peephole", self.peephole), ("coupled", self.coupled))
