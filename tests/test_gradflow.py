@@ -186,7 +186,7 @@ def test_metrics_log_and_plot(tiny_run, tmp_path, capsys):
     assert grads[-1]["lags"]["l0"]["factor_per_step"] > 0  # evaluation steps carry the lags
     assert plot_command.main([str(tiny_run), "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out.split()
-    names = ["loss.png", "valid.png", "grad-norm.png", "grad-layers.png", "lag-profile.png"]
+    names = ["loss.png", "valid.png", "grad-norm.png", "grad-layers.png", "lag-history.png"]
     assert [Path(p).name for p in printed] == names
     for n in names:
         assert (tmp_path / n).read_bytes()[:4] == b"\x89PNG"

@@ -123,6 +123,28 @@ def test_config_file(tmp_path, capsys):
     assert saved["model"]["rnn"]["cell"] == "gru"
 
 
+def test_every_setting_of_a_run_is_an_option_of_train_under_its_own_name(tmp_path):
+    """One name per thing: each TrainConfig field (what config.json and --config hold) is an
+    option of `rnnlab train` whose destination is that field's name, and a typed value lands
+    in the run's config.json under it."""
+    import dataclasses
+
+    from rnnlab.cli import build_parser
+    from rnnlab.train import TrainConfig
+
+    parser = build_parser()
+    train = parser._subparsers._group_actions[0].choices["train"]
+    dests = {a.dest for a in train._actions}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"task", "extra"}
+    assert fields <= dests, sorted(fields - dests)
+    assert run_cli("train", "adding", "--T", 8, "--steps", 2, "--hidden", 4, "--batch-size", 4,
+                   "--cell", "lstm", "--forget-bias", 2.5, "--optimizer", "sgd",
+                   "--momentum", 0.5, "--grad-log-every", 7,
+                   "--run-dir", tmp_path / "r", "--quiet") == 0  # fmt: skip
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())["train"]
+    assert (saved["forget_bias"], saved["momentum"], saved["grad_log_every"]) == (2.5, 0.5, 7)
+
+
 def error_of(capsys, *args):
     code = run_cli(*args)
     err = capsys.readouterr().err

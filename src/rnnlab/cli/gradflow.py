@@ -57,8 +57,8 @@ def build_parser() -> Parser:
         action="store_true",
         help="print the summary as one JSON object on stdout (verdicts on stderr)",
     )
-    add_model_options(p, None, only=("cell", "hidden", "layers", "bidirectional"), checked=True,
-                      cells=models.CELLS)  # fmt: skip
+    add_model_options(p, None, only=("cell", "hidden", "layers", "bidirectional", "forget_bias"),
+                      checked=True, cells=models.CELLS)  # fmt: skip
     g = p.add_argument_group("fresh model (task source)")
     g.add_argument(
         "--init-scale",
@@ -66,13 +66,6 @@ def build_parser() -> Parser:
         type=positive_float("--init-scale"),
         default=None,
         help="multiply every W_hh by this after initialisation",
-    )
-    g.add_argument(
-        "--forget-bias",
-        dest="forget_bias",
-        type=number("--forget-bias"),
-        default=None,
-        help="LSTM: the forget gate's bias (default: the task's, 1)",
     )
     add_data_options(p, None, only=("T", "seed"), checked=True)
     g = p.add_argument_group("the analysed batch")

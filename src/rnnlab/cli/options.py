@@ -96,8 +96,8 @@ def add_model_options(
     parser, defaults=SUPPRESS, *, only=None, checked: bool = False, cells=CELLS
 ) -> None:
     """--cell, --hidden, --layers, --bidirectional, --embed, --dropout, --initial-state, the
-    LSTM's variants, and what goes around any cell (--proj-size, --recurrent-dropout,
-    --zoneout). `cells`: the cells the command takes."""
+    LSTM's variants and forget-gate bias, and what goes around any cell (--proj-size,
+    --recurrent-dropout, --zoneout). `cells`: the cells the command takes."""
     g = _Group(parser, "model", defaults, only)
     size = count if checked else (lambda flag: int)
     jordan = "; jordan = output feedback" if "jordan" in cells else ""
@@ -111,6 +111,9 @@ def add_model_options(
     g.add("--peephole", action="store_true", help="LSTM: peephole weights")
     g.add("--coupled", action="store_true", help="LSTM: input gate = 1 - forget gate")
     g.add("--cell-clip", dest="cell_clip", type=float, help="LSTM: clip |c_t| to this")
+    g.add("--forget-bias", dest="forget_bias", type=number("--forget-bias") if checked else float,
+          help="LSTM: the forget gate's initial bias (Jozefowicz et al. 2015; default: the "
+          "task's, 1)")  # fmt: skip
     g.add("--layer-norm", dest="layer_norm", action="store_true",
           help="LSTM: layer-normalised (Ba et al. 2016)")  # fmt: skip
     g.add("--proj-size", dest="proj_size", type=int,
@@ -138,13 +141,14 @@ def add_seq2seq_options(parser, defaults=SUPPRESS, *, only=None) -> None:
 def add_optimisation_options(
     parser, defaults=SUPPRESS, *, only=None, checked: bool = False, title="optimisation"
 ) -> None:
-    """--optimizer, --lr, --weight-decay, --schedule, --warmup, --clip, --clip-at, the batch
-    and window sizes, teacher forcing, and how long and how often (--steps, --time-limit,
-    --eval-every, --checkpoint-every, --patience)."""
+    """--optimizer, --lr, --momentum, --weight-decay, --schedule, --warmup, --clip, --clip-at,
+    the batch and window sizes, teacher forcing, and how long and how often (--steps,
+    --time-limit, --eval-every, --grad-log-every, --checkpoint-every, --patience)."""
     g = _Group(parser, title, defaults, only)
     g.add("--optimizer", choices=("sgd", "nesterov", "rmsprop", "adagrad", "adam", "adamw"))
     g.add("--lr", type=positive_float("--lr") if checked else float,
           help="learning rate" + (" (default: the task's)" if checked else ""))  # fmt: skip
+    g.add("--momentum", type=float, help="sgd and nesterov: the momentum (default 0.9)")
     g.add("--weight-decay", dest="weight_decay", type=float)
     g.add("--schedule", choices=("constant", "cosine", "step"))
     g.add("--warmup", type=int, help="linear warm-up steps")
@@ -166,6 +170,8 @@ def add_optimisation_options(
     g.add("--steps", type=int, help="optimizer steps")
     g.add("--time-limit", dest="time_limit", type=float, help="stop after this many seconds")
     g.add("--eval-every", dest="eval_every", type=int)
+    g.add("--grad-log-every", dest="grad_log_every", type=int,
+          help="record gradient norms into metrics.jsonl every this many steps")  # fmt: skip
     g.add("--checkpoint-every", dest="checkpoint_every", type=int)
     g.add("--patience", type=int,
           help="stop after this many evaluations without improvement (0: never)")  # fmt: skip

@@ -4,7 +4,7 @@
     rnn = RNN(4, 32, dtype=np.float64, rng=0)
     prof = dg.gradient_by_lag(rnn, x)            # ‖∂L/∂h_k‖ against the lag, exact
     print(prof.verdict())   # l0: ‖∂L/∂h_k‖ falls by a factor of 10 every 6.8 steps (…): vanishing
-    dg.plot_lag_profile(prof, "lags.png")        # needs rnnlab[plot]
+    dg.plot_lag_profile(prof, "lag.png")         # needs rnnlab[plot]
 
 Every analysis returns a plain dataclass with `to_json()` (a JSON-able dict) and `verdict()`
 (the finding in words). Analyses on a layer: `gradient_by_lag`, `gradient_map`,

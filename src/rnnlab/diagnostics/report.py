@@ -95,7 +95,7 @@ def plot_run(run, out=None) -> list[Path]:
             panels.append((title, lines, True))
         written.append(plot_curves(out / "grad-layers.png", panels))
         if any(r.get("lags") for r in grads):
-            written.append(plot_lag_history(out / "lag-profile.png", grads))
+            written.append(plot_lag_history(out / "lag-history.png", grads))
     written += plot_attention_of_run(run, out)
     return written
 
