@@ -58,3 +58,23 @@ def test_the_contracts_catch_a_cycle(tmp_path):
     assert "No import cycles among the siblings of any rnnlab package BROKEN" in done.stdout, (
         done.stdout[-3000:]
     )
+
+
+def test_the_floors_catch_an_import_that_goes_up(tmp_path):
+    """The layers contract is not vacuous either: a cell that imports the layer which stacks
+    it (rnnlab.cells.base importing rnnlab.layers) breaks the floors."""
+    copy = tmp_path / "src"
+    skip = shutil.ignore_patterns("__pycache__", "*.so", "*.nbi", "*.nbc")
+    shutil.copytree(ROOT / "src" / "rnnlab", copy / "rnnlab", ignore=skip)
+    base = copy / "rnnlab" / "cells" / "base.py"
+    base.write_text(base.read_text(encoding="utf-8") + "\n\ndef _up():\n"
+                    "    from rnnlab import layers  # noqa: F401\n", encoding="utf-8")  # fmt: skip
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    env = {**os.environ, "PYTHONPATH": str(copy)}
+    done = subprocess.run([_tool("lint-imports"), "--no-cache"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode != 0
+    assert "The floors of the house" in done.stdout and "BROKEN" in done.stdout, (
+        done.stdout[-3000:]
+    )
+    assert "rnnlab.cells.base -> rnnlab.layers" in done.stdout, done.stdout[-3000:]
