@@ -9,6 +9,7 @@ every step of every (layer, direction), which is what the lag profiles plot.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,7 +35,7 @@ def check_layer(layer: object, one_step: bool = False) -> Recurrent:
             f"proj_size={layer.proj_size}, zoneout={layer.zoneout}",
             "The lag profiles (rnnlab.diagnostics.gradient_by_lag) take such layers.",
         )
-    return layer  # type: ignore[return-value]
+    return layer
 
 
 def float64_copy(layer: Recurrent, x: object) -> tuple[Recurrent, np.ndarray]:
@@ -55,18 +56,25 @@ def float64_copy(layer: Recurrent, x: object) -> tuple[Recurrent, np.ndarray]:
 
 def check_int(value: object, name: str, low: int, high: int) -> int:
     """An integer in [low, high)."""
-    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-    if not ok or not low <= value < high:  # type: ignore[operator]
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or not low <= value < high
+    ):
         _checks.fail(name, f"an integer in [{low}, {high})", _checks.describe(value))
-    return int(value)  # type: ignore[arg-type]
+    return int(value)
 
 
 def check_number(value: object, name: str, *, positive: bool = False) -> float:
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    if not ok or not np.isfinite(value) or (positive and value <= 0):  # type: ignore[arg-type]
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not np.isfinite(value)
+        or (positive and value <= 0)
+    ):
         what = "a positive finite number" if positive else "a finite number"
         _checks.fail(name, what, _checks.describe(value))
-    return float(value)  # type: ignore[arg-type]
+    return float(value)
 
 
 def labels(layer: Recurrent) -> list[str]:
@@ -112,8 +120,8 @@ def output_grad_to_directions(layer: Recurrent, f: Forward, dO: np.ndarray) -> l
 def traced_backward(
     layer: Recurrent,
     f: Forward,
-    dys_top: list[np.ndarray | None],
-    dh_n: list[np.ndarray | None],
+    dys_top: Sequence[np.ndarray | None],
+    dh_n: Sequence[np.ndarray | None],
 ) -> list[np.ndarray]:
     """BPTT through the whole stack, returning ∂L/∂h_t (T, B, H) for every (layer, direction).
 
@@ -124,7 +132,7 @@ def traced_backward(
     tapes = f.cache["tapes"]
     T, B = tapes[0].X.shape[:2]
     traces: list[np.ndarray] = [np.empty(0)] * (L * D)
-    dys_dirs = list(dys_top)
+    dys_dirs: list[np.ndarray | None] = list(dys_top)
     # A vanished gradient is an answer here, not an error: let it underflow to zero.
     with np.errstate(under="ignore"):
         for k in range(L - 1, -1, -1):

@@ -19,14 +19,19 @@ from rnnlab.diagnostics._common import check_layer, check_number, json_value, la
 from rnnlab.layers import Recurrent
 
 # (gate, long name, activation): PyTorch's row order in the tapes.
-_LSTM_GATES = (
+_Gate = tuple[str, str, str]  # (symbol, name, activation)
+_LSTM_GATES: tuple[_Gate, ...] = (
     ("i", "input", "sigmoid"),
     ("f", "forget", "sigmoid"),
     ("g", "candidate", "tanh"),
     ("o", "output", "sigmoid"),
 )
-_GRU_GATES = (("r", "reset", "sigmoid"), ("z", "update", "sigmoid"), ("n", "candidate", "tanh"))
-_ELMAN_UNITS = (("h", "hidden", "tanh"),)
+_GRU_GATES: tuple[_Gate, ...] = (
+    ("r", "reset", "sigmoid"),
+    ("z", "update", "sigmoid"),
+    ("n", "candidate", "tanh"),
+)
+_ELMAN_UNITS: tuple[_Gate, ...] = (("h", "hidden", "tanh"),)
 
 
 @dataclass

@@ -13,6 +13,7 @@ running forward (T_b the sequence's length), k running in reverse, whose pass en
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -135,6 +136,7 @@ def gradient_by_lag(
     J = L * D
     rng = np.random.default_rng(seed)
     dh_n: list[np.ndarray | None] = [None] * J
+    dys: Sequence[np.ndarray | None]
     if d_output is not None:
         d_output = _checks.float_array(
             d_output, "d_output", shape=f.output.shape, dtype=layer.dtype

@@ -103,9 +103,9 @@ class ClipComparison:
 def _check_params(params: object, name: str) -> dict[str, np.ndarray]:
     if not isinstance(params, dict) or not params:
         _checks.fail(name, "a non-empty dict of parameter arrays", _checks.describe(params))
-    for k, v in params.items():  # type: ignore[union-attr]
+    for k, v in params.items():
         _checks.float_array(v, f"{name}[{k!r}]")
-    return params  # type: ignore[return-value]
+    return params
 
 
 def _call(loss_fn: Callable, params: dict) -> float:
