@@ -83,7 +83,8 @@ def gather() -> dict:
         out["kernels"] = {
             "blas": blas.NAME,
             "vector_width": kernels.VECTOR_WIDTH or "LLVM's choice",
-            "numba_cache": numba.config.CACHE_DIR
+            # (type: ignore: numba sets its config's attributes at import, from the environment)
+            "numba_cache": numba.config.CACHE_DIR  # type: ignore[attr-defined]
             or os.path.join(os.path.dirname(kernels.__file__), "__pycache__"),
         }
     out["libraries"] = _libraries()

@@ -92,14 +92,17 @@ def _check_order(order: object, name: str, vocab_size: int) -> int:
     return n
 
 
-def _count(ids: np.ndarray, V: int, max_order: int):
+_Counts = list[tuple[np.ndarray, np.ndarray]]  # per order k, (sorted codes, counts)
+
+
+def _count(ids: np.ndarray, V: int, max_order: int) -> tuple[_Counts, _Counts]:
     """Raw counts c(x_1..x_k) for k = 1..max_order, and continuation counts
     N1+(• x_1..x_k) = #{v : c(v x_1..x_k) > 0} for k = 1..max_order − 1.
 
     Each is a pair (sorted codes, counts). A continuation count only needs the *distinct*
     (k+1)-grams: drop their first symbol (code mod V^k) and count what remains.
     """
-    raw = []
+    raw: _Counts = []
     codes = ids
     for k in range(1, max_order + 1):
         if k > 1:
@@ -120,7 +123,7 @@ def _level(keys: np.ndarray, counts: np.ndarray, V: int) -> _Level:
     return _Level(keys, counts, contexts, totals, types, discount)
 
 
-def _model(raw, cont, V: int, order: int) -> NGramModel:
+def _model(raw: _Counts, cont: _Counts, V: int, order: int) -> NGramModel:
     """Order `order` from shared counts: raw counts at the top, continuation counts below."""
     keys, counts = raw[0] if order == 1 else cont[0]
     c = np.bincount(keys, weights=counts.astype(np.float64), minlength=V)
