@@ -127,11 +127,15 @@ def positive_int(value: object, name: str) -> int:
 
 
 def probability(value: object, name: str, *, allow_one: bool = False) -> float:
-    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
     upper = "1]" if allow_one else "1)"
-    if not ok or not (0.0 <= float(value) <= 1.0) or (not allow_one and float(value) == 1.0):  # type: ignore[arg-type]
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.floating))
+        or not (0.0 <= float(value) <= 1.0)
+        or (not allow_one and float(value) == 1.0)
+    ):
         fail(name, f"a number in [0, {upper}", describe(value))
-    return float(value)  # type: ignore[arg-type]
+    return float(value)
 
 
 def choice(value: object, name: str, options: Sequence[str]) -> str:

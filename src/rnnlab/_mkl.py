@@ -33,7 +33,7 @@ import importlib.util
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -176,7 +176,7 @@ def _gnu_openmp() -> bool:
 
 
 @contextlib.contextmanager
-def one_thread():
+def one_thread() -> Iterator[None]:
     """MKL on one thread for the calls this thread makes inside the block (the setting before
     is restored after it); nothing without MKL."""
     mkl = load()
@@ -226,7 +226,7 @@ def load() -> MKL | None:
     return None
 
 
-def measure(repeats: int = 15) -> dict:
+def measure(repeats: int = 15) -> dict[str, list[float]]:
     """µs per product (best of `repeats` after a warm-up) for each of _blaschoice.SHAPES,
     float32, with MKL on one thread (the faster of its plain and its packed product: the loops
     pack the weights where that pays, rnnlab.fast.packs) and NumPy's matmul: what

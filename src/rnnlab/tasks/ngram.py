@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -173,7 +174,7 @@ def _probabilities(model: NGramModel, grams: np.ndarray, history: np.ndarray) ->
     """
     V = model.vocab_size
     w = grams[:, -1]
-    p = model.unigram[w]
+    p: np.ndarray = model.unigram[w]
     code = w.copy()
     for k, level in enumerate(model.levels, start=2):
         code += grams[:, -k] * V ** (k - 1)  # the k-gram ending at w
@@ -197,7 +198,8 @@ def log_probs(model: NGramModel, ids: object) -> np.ndarray:
     padded = np.concatenate([np.zeros(n - 1, np.int64), ids])
     grams = sliding_window_view(padded, n)  # row i = ids[i−n+1 .. i], zeros before the start
     history = np.minimum(np.arange(len(ids)), n - 1)
-    return np.log(_probabilities(model, grams, history))
+    logs: np.ndarray = np.log(_probabilities(model, grams, history))
+    return logs
 
 
 def next_probs(model: NGramModel, context: object) -> np.ndarray:
@@ -222,7 +224,7 @@ def name_of(order: int) -> str:
 
 def ngram_baselines(
     train_ids: object, eval_ids: object, vocab_size: int, max_order: int = 5
-) -> dict[str, dict]:
+) -> dict[str, dict[str, Any]]:
     """Held-out cross-entropy of interpolated Kneser–Ney models of orders 1..max_order.
 
     Returns {"unigram": {"order": 1, "nats_per_char": ..., "bits_per_char": ...},
