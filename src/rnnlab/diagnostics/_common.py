@@ -11,8 +11,10 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from rnnlab import _checks, recurrence
 from rnnlab.layers import Forward, Recurrent
@@ -193,11 +195,11 @@ class RateFit:
             f"(×{self.factor_per_step:.3g} per step, {span}): {self.trend}"
         )
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {k: json_value(v) for k, v in self.__dict__.items()}
 
 
-def fit_rate(lags, values, horizon: int = STABLE_HORIZON) -> RateFit:
+def fit_rate(lags: ArrayLike, values: ArrayLike, horizon: int = STABLE_HORIZON) -> RateFit:
     """Fit log10(values) = a + slope · lags by least squares over the positive finite values.
 
     A gradient that falls by 10x every n steps has slope −1/n. Zeros (an exactly vanished
@@ -209,7 +211,9 @@ def fit_rate(lags, values, horizon: int = STABLE_HORIZON) -> RateFit:
     return fit_log10(lags, logs, horizon)
 
 
-def fit_log10(lags, log10_values, horizon: int = STABLE_HORIZON) -> RateFit:
+def fit_log10(
+    lags: ArrayLike, log10_values: ArrayLike, horizon: int = STABLE_HORIZON
+) -> RateFit:
     """`fit_rate` for values given by their log10 (non-finite ones are left out)."""
     lags = np.asarray(lags, dtype=np.float64).reshape(-1)
     y = np.asarray(log10_values, dtype=np.float64).reshape(-1)
@@ -237,7 +241,7 @@ def fit_log10(lags, log10_values, horizon: int = STABLE_HORIZON) -> RateFit:
 # ----------------------------------------------------------------------------- JSON
 
 
-def json_value(v):
+def json_value(v: Any) -> Any:
     """Arrays → nested lists, NaN/inf → None (JSON has neither), NumPy scalars → Python."""
     if isinstance(v, np.ndarray):
         if v.dtype.kind in "iub":
@@ -267,11 +271,13 @@ def norms(a: np.ndarray, axis: int = -1) -> np.ndarray:
     a = np.asarray(a, dtype=np.float64)
     top = np.abs(a).max(axis=axis, keepdims=True)
     scaled = np.divide(a, top, out=np.zeros_like(a), where=top > 0)
-    return np.squeeze(top, axis=axis) * np.sqrt(np.sum(scaled * scaled, axis=axis))
+    out: np.ndarray = np.squeeze(top, axis=axis) * np.sqrt(np.sum(scaled * scaled, axis=axis))
+    return out
 
 
 def masked_mean(values: np.ndarray, valid: np.ndarray, axis: int) -> np.ndarray:
     """Mean of `values` over `axis` where `valid`; NaN where nothing is valid (no warning)."""
     total = np.where(valid, values, 0.0).sum(axis=axis)
     count = valid.sum(axis=axis)
-    return np.divide(total, count, out=np.full(total.shape, np.nan), where=count > 0)
+    mean: np.ndarray = np.divide(total, count, out=np.full(total.shape, np.nan), where=count > 0)
+    return mean

@@ -10,6 +10,7 @@ valid steps only: padded steps are computed but never used, so they are left out
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -64,7 +65,7 @@ class GateSaturation:
             lines.append("saturated gates pass little gradient to their pre-activations")
         return "\n".join(lines)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "kind": "gate_saturation",
             **{k: json_value(v) for k, v in self.__dict__.items()},

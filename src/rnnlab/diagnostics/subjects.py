@@ -17,9 +17,9 @@ import numpy as np
 from rnnlab import _checks, io
 from rnnlab.diagnostics.model import split_model
 from rnnlab.layers import Recurrent
+from rnnlab.modules import Sequential, _Module
 
 if TYPE_CHECKING:
-    from rnnlab.modules import Sequential
     from rnnlab.train import Task, TrainConfig
 
 
@@ -39,7 +39,7 @@ class Subject:
     """A model, the task it belongs to and one batch of that task's data, plus where they
     came from (for the summary). `task` and `cfg` are None for a bare dynamics map."""
 
-    model: Sequential | None  # one recurrent layer in a Sequential (split_model)
+    model: _Module | None  # the analyses read one recurrent layer in a Sequential
     task: Task | None
     cfg: TrainConfig | None
     x: np.ndarray | None
@@ -56,6 +56,8 @@ class Subject:
         m, task, cfg, spec, x, y = self.model, self.task, self.cfg, self.spec, self.x, self.y
         if m is None or task is None or cfg is None or spec is None or x is None or y is None:
             raise ValueError("a bare dynamics map has no model, task or data to analyse")
+        if not isinstance(m, Sequential):  # (split_model refuses it in `applicable` first)
+            _checks.fail("model", "a Sequential with one recurrent layer", _checks.describe(m))
         return Trained(m, task, cfg, spec, x, y)
 
 
