@@ -159,10 +159,12 @@ def sequential(which, rng):
     if which == "mean":
         return Sequential(GRU(3, 4, bidirectional=True, reset_after=False, rng=rng),
                           MeanOverTime(), Linear(8, 2, bias=False, rng=rng))  # fmt: skip
+    if which == "dense_first":  # the snippet's Input takes its features from the Linear
+        return Sequential(Linear(3, 5, rng=rng), GRU(5, 4, rng=rng), Linear(4, 2, rng=rng))
     return Sequential(Embedding(12, 4, rng=rng), RNN(4, 6, rng=rng), Linear(6, 12, rng=rng))
 
 
-@pytest.mark.parametrize("which", ["tokens_last", "bi_last", "mean", "tagger"])
+@pytest.mark.parametrize("which", ["tokens_last", "bi_last", "mean", "dense_first", "tagger"])
 def test_whole_models_export(which, tmp_path):
     rng = np.random.default_rng(4)
     model = sequential(which, rng)

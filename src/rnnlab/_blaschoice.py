@@ -35,10 +35,14 @@ import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rnnlab import settings
+
+if TYPE_CHECKING:
+    from _ctypes import CFuncPtr
 
 FORMAT = 1
 SHAPES = ((16, 128, 512), (32, 256, 1024), (64, 512, 2048))
@@ -77,7 +81,9 @@ def numpy_blas_files() -> list[str]:
     return found
 
 
-def numpy_blas_symbols(candidates: tuple[tuple[str, str], ...]) -> tuple[object, object] | None:
+def numpy_blas_symbols(
+    candidates: tuple[tuple[str, str], ...],
+) -> tuple[CFuncPtr, CFuncPtr] | None:
     """The first pair of `candidates` whose two symbols NumPy's OpenBLAS exports, as ctypes
     functions of the library NumPy already loaded (the same handle, the same thread pool)."""
     for path in numpy_blas_files():
@@ -106,7 +112,8 @@ def cache_path(want: dict | None = None) -> str:
 def cpu() -> dict:
     """The first processor's vendor, model name, family and model number (/proc/cpuinfo),
     and the vector extensions that matter to the BLAS kernels."""
-    info = {"vendor": None, "model": None, "family": None, "model_number": None, "flags": []}
+    info: dict[str, object] = {"vendor": None, "model": None, "family": None,
+                               "model_number": None, "flags": []}  # fmt: skip
     names = {"vendor_id": "vendor", "model name": "model", "cpu family": "family",
              "model": "model_number"}  # fmt: skip
     wanted = {"avx2", "fma", "avx512f", "avx512_bf16", "amx_tile"}

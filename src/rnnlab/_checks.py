@@ -123,29 +123,33 @@ def int_array(value: object, name: str, *, ndim: int | None = None) -> np.ndarra
 def positive_int(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         fail(name, "a positive integer", describe(value))
-    return int(value)  # type: ignore[arg-type]
+    return int(value)
 
 
 def probability(value: object, name: str, *, allow_one: bool = False) -> float:
-    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
     upper = "1]" if allow_one else "1)"
-    if not ok or not (0.0 <= float(value) <= 1.0) or (not allow_one and float(value) == 1.0):  # type: ignore[arg-type]
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.floating))
+        or not (0.0 <= float(value) <= 1.0)
+        or (not allow_one and float(value) == 1.0)
+    ):
         fail(name, f"a number in [0, {upper}", describe(value))
-    return float(value)  # type: ignore[arg-type]
+    return float(value)
 
 
 def choice(value: object, name: str, options: Sequence[str]) -> str:
     if not isinstance(value, str) or value not in options:
         fail(name, "one of " + ", ".join(repr(o) for o in options), describe(value))
-    return value  # type: ignore[return-value]
+    return value
 
 
 def finite_float(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         fail(name, "a finite number", describe(value))
-    if not np.isfinite(float(value)):  # type: ignore[arg-type]
+    if not np.isfinite(float(value)):
         fail(name, "a finite number", describe(value))
-    return float(value)  # type: ignore[arg-type]
+    return float(value)
 
 
 def boolean(value: object, name: str) -> bool:

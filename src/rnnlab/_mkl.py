@@ -33,6 +33,7 @@ import importlib.util
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -76,7 +77,10 @@ class MKL:
         self.sgemm = ctypes.cast(self._fns[np.dtype(np.float32)], ctypes.c_void_p).value
         self.dgemm = ctypes.cast(self._fns[np.dtype(np.float64)], ctypes.c_void_p).value
         self._pack_fns = {}
-        reals = ((np.float32, "s", ctypes.c_float), (np.float64, "d", ctypes.c_double))
+        reals = (
+            (np.dtype(np.float32), "s", ctypes.c_float),
+            (np.dtype(np.float64), "d", ctypes.c_double),
+        )
         for dtype, p, real in reals:
             size = getattr(lib, f"cblas_{p}gemm_pack_get_size_64")
             size.restype, size.argtypes = ctypes.c_size_t, [i32, i64, i64, i64]
@@ -86,7 +90,7 @@ class MKL:
             compute = getattr(lib, f"cblas_{p}gemm_compute_64")
             compute.restype = None
             compute.argtypes = [i32, i64, i64, i64, i64, i64, ptr, i64, ptr, i64, real, ptr, i64]
-            self._pack_fns[np.dtype(dtype)] = (size, pack, compute)
+            self._pack_fns[dtype] = (size, pack, compute)
         self.sgemm_compute = ctypes.cast(self._pack_fns[np.dtype(np.float32)][2], ptr).value
         self.dgemm_compute = ctypes.cast(self._pack_fns[np.dtype(np.float64)][2], ptr).value
 
@@ -172,7 +176,7 @@ def _gnu_openmp() -> bool:
 
 
 @contextlib.contextmanager
-def one_thread():
+def one_thread() -> Iterator[None]:
     """MKL on one thread for the calls this thread makes inside the block (the setting before
     is restored after it); nothing without MKL."""
     mkl = load()
@@ -222,7 +226,7 @@ def load() -> MKL | None:
     return None
 
 
-def measure(repeats: int = 15) -> dict:
+def measure(repeats: int = 15) -> dict[str, list[float]]:
     """µs per product (best of `repeats` after a warm-up) for each of _blaschoice.SHAPES,
     float32, with MKL on one thread (the faster of its plain and its packed product: the loops
     pack the weights where that pays, rnnlab.fast.packs) and NumPy's matmul: what
@@ -237,7 +241,9 @@ def measure(repeats: int = 15) -> dict:
         b = rng.standard_normal((k, n)).astype(np.float32)
         c = np.empty((m, n), np.float32)
         packed = mkl.pack(b, rows=m)
-        runs = {"mkl": functools.partial(mkl.gemm, a, b, c),
+        if packed is None:
+            raise RuntimeError("MKL does not pack a float32 factor")
+        runs: dict[str, Callable[[], object]] = {"mkl": functools.partial(mkl.gemm, a, b, c),
                 "mkl-packed": functools.partial(mkl.gemm_packed, a, packed, c),
                 "numpy": functools.partial(np.matmul, a, b, out=c)}  # fmt: skip
         best = {name: float("inf") for name in runs}

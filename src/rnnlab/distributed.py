@@ -174,7 +174,7 @@ class Communicator:
         rank's bytes, compared through one allreduce (max and min of the same number)."""
         crc = 0
         for k in params:
-            crc = zlib.crc32(np.ascontiguousarray(params[k]).view(np.uint8), crc)
+            crc = zlib.crc32(np.ascontiguousarray(params[k]).data, crc)  # (.data: its bytes)
         both = np.array([crc, -crc], np.int64)
         self.allreduce(both, "max")
         if both[0] != -both[1]:
@@ -356,7 +356,9 @@ class DistributedTrainer(Trainer):
         total = counts.sum()
         self._weight = float(counts[rows].sum() / total) if total > 0 else 0.0
         active = None if batch.active is None else batch.active[rows].copy()
-        if active is not None and not active.any() and batch.active.any():
+        if active is not None and not active.any() and (
+            batch.active is not None and batch.active.any()
+        ):
             # the other ranks learn from this window and wait for this rank's gradient: give
             # them one of its rows, weighted 0 (self._weight is 0)
             active[0] = True
@@ -432,8 +434,9 @@ class DistributedTrainer(Trainer):
         return [a for s in self.carry if s is not None for a in (s if isinstance(s, tuple)
                                                                   else (s,))]  # fmt: skip
 
-    def _map_carry(self, fn):
-        out = []
+    def _map_carry(self, fn) -> list:
+        assert self.carry is not None  # (the callers check)
+        out: list = []
         for s in self.carry:
             if s is None:
                 out.append(None)

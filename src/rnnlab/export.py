@@ -85,8 +85,11 @@ def _torch_check(model) -> list:
                 what = "an Elman layer with proj_size (PyTorch projects LSTMs only)"
             elif any(getattr(m, "zoneout", ())):
                 what = f"a layer with zoneout={m.zoneout} (PyTorch has no zoneout)"
-        elif isinstance(m, LastStep) and i and isinstance(mods[i - 1], Recurrent) and (
-            mods[i - 1].bidirectional and mods[i - 1].merge == "sum"
+        elif (
+            isinstance(m, LastStep)
+            and isinstance(prev := mods[i - 1] if i else None, Recurrent)
+            and prev.bidirectional
+            and prev.merge == "sum"
         ):
             what = "a LastStep after merge='sum' (it reads the layer's final states)"
         elif not isinstance(m, (Embedding, Linear, Dropout, LastStep, MeanOverTime)):

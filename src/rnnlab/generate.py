@@ -11,10 +11,11 @@ from __future__ import annotations
 import numpy as np
 
 from rnnlab import _checks
+from rnnlab.layers import Module
 
 
 def sample_ids(
-    model,
+    model: Module,
     prime: np.ndarray,
     length: int,
     *,

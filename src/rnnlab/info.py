@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import sys
+from typing import Any
 
 from rnnlab import _blaschoice, settings
 
@@ -27,14 +28,14 @@ FORCING = {
 }
 
 
-def _cpu() -> dict:
+def _cpu() -> dict[str, Any]:
     info = _blaschoice.cpu()
     info["cores"] = settings.cores()
     info["logical_cpus"] = os.cpu_count()
     return info
 
 
-def _libraries() -> list[dict] | dict:
+def _libraries() -> list[dict[str, Any]] | dict[str, Any]:
     """The BLAS and OpenMP libraries loaded in this process, with the kernel each runs
     (threadpoolctl's `architecture`), or NumPy's build configuration without threadpoolctl."""
     try:
@@ -51,13 +52,13 @@ def _libraries() -> list[dict] | dict:
             for lib in threadpoolctl.threadpool_info()]  # fmt: skip
 
 
-def gather() -> dict:
+def gather() -> dict[str, Any]:
     """Everything `rnnlab info` prints, as a dict (the --json output)."""
     from rnnlab import fast
     from rnnlab.fast import parallel
 
     choice = _blaschoice.choice()
-    out: dict = {
+    out: dict[str, Any] = {
         "rnnlab": _blaschoice.version("rnnlab"),
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -83,14 +84,15 @@ def gather() -> dict:
         out["kernels"] = {
             "blas": blas.NAME,
             "vector_width": kernels.VECTOR_WIDTH or "LLVM's choice",
-            "numba_cache": numba.config.CACHE_DIR
+            # (type: ignore: numba sets its config's attributes at import, from the environment)
+            "numba_cache": numba.config.CACHE_DIR  # type: ignore[attr-defined]
             or os.path.join(os.path.dirname(kernels.__file__), "__pycache__"),
         }
     out["libraries"] = _libraries()
     return out
 
 
-def _text(info: dict) -> list[str]:
+def _text(info: dict[str, Any]) -> list[str]:
     cpu = info["cpu"]
     lines = [
         f"rnnlab {info['rnnlab']} on Python {info['python']} ({info['platform']})",

@@ -106,9 +106,9 @@ def _layer_spec(layer: Recurrent, k: int, last: bool, return_sequences: bool) ->
     """The Keras constructor of layer k of `layer`, as Python."""
     kind, cell = _check_layer(layer), layer.cell
     args = [str(layer.hidden_size)]
-    if kind == "SimpleRNN" and cell.nonlinearity == "relu":
+    if isinstance(cell, ElmanCell) and cell.nonlinearity == "relu":  # (kind "SimpleRNN")
         args.append('activation="relu"')
-    if kind == "GRU":
+    if isinstance(cell, GRUCell):  # (kind "GRU")
         args.append(f"reset_after={cell.reset_after}")
     args.append(f"return_sequences={return_sequences or not last}")
     inner = f"keras.layers.{kind}({', '.join(args)})"
@@ -160,6 +160,18 @@ def _last_step_check(layer: Recurrent, i: int) -> None:
     """LastStep after a recurrent layer is Keras' return_sequences=False: each direction's
     final state, which is what rnnlab's LastStep reads (a bidirectional layer's reverse
     direction at step 0), for the concat and sum merges alike: nothing to refuse."""
+
+
+def _input_features(mods: list) -> int | None:
+    """The features of the input of a model whose first module is not an Embedding: the
+    input size of its first recurrent or linear module (the modules Keras holds before one,
+    Dropout, MeanOverTime, keep the feature axis), None if it has neither."""
+    for m in mods:
+        if isinstance(m, Recurrent):
+            return m.input_size
+        if isinstance(m, Linear):
+            return m.in_features
+    return None
 
 
 def save_weights(model, path) -> Path:
@@ -217,11 +229,10 @@ def snippet(model, path) -> str:
     """Python that builds the Keras 3 model matching `model` and loads `path` into it."""
     layers = _keras_layers(model)
     mods = model.modules if isinstance(model, Sequential) else [model]
-    first = mods[0]
-    if isinstance(first, Embedding):
+    if isinstance(mods[0], Embedding):
         inp = 'keras.Input((None,), dtype="int32")'
     else:
-        inp = f"keras.Input((None, {first.input_size}))"
+        inp = f"keras.Input((None, {_input_features(mods)}))"
     lines = [
         "import os",
         'os.environ.setdefault("KERAS_BACKEND", "torch")',

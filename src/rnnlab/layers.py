@@ -732,14 +732,16 @@ class Recurrent:
     def state_dict(self) -> dict[str, np.ndarray]:
         return {k: v.copy() for k, v in self.params.items()}
 
-    def load_state_dict(self, state: dict[str, npt.ArrayLike], strict: bool = True) -> None:
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
         load_params(self.params, state, strict)
 
 
 def load_params(
-    params: dict[str, np.ndarray], state: dict[str, npt.ArrayLike], strict: bool = True
+    params: dict[str, np.ndarray], state: dict[str, Any], strict: bool = True
 ) -> None:
-    """Copy arrays from `state` (e.g. a PyTorch state_dict converted with .numpy()) by name."""
+    """Copy arrays from `state` (e.g. a PyTorch state_dict converted with .numpy()) by name.
+    `state` is a dict of array-likes: typed dict[str, Any], as a dict[str, ArrayLike] would
+    refuse a dict[str, np.ndarray] (a dict's value type is invariant), state_dict()'s own."""
     if not isinstance(state, dict):
         _checks.fail("state", "a dict of arrays keyed by parameter name", _checks.describe(state))
     missing = [k for k in params if k not in state]

@@ -12,7 +12,7 @@ import abc
 from typing import Any, Unpack
 
 import numpy as np
-from numpy.typing import ArrayLike, DTypeLike
+from numpy.typing import DTypeLike
 
 from rnnlab import _checks
 from rnnlab.fast import parallel
@@ -52,7 +52,7 @@ class _Module(abc.ABC):
     def state_dict(self) -> dict[str, np.ndarray]:
         return {k: v.copy() for k, v in self.params.items()}
 
-    def load_state_dict(self, state: dict[str, ArrayLike], strict: bool = True) -> None:
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
         load_params(self.params, state, strict)
 
 

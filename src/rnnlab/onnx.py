@@ -153,7 +153,7 @@ def _check_module(module, where: str) -> None:
 
 
 def _expected_params(layer: Recurrent) -> set[str]:
-    names = set()
+    names: set[str] = set()
     for k in range(layer.num_layers):
         for sfx in layer.directions:
             own = ["weight_ih", "weight_hh", "bias_ih", "bias_hh"]
@@ -379,6 +379,7 @@ def _last_valid(g: _Graph, x: str) -> str:
 
 def _mask(g: _Graph, x: str, time_axis: int) -> str:
     """A float32 mask, 1 at valid steps: (B, T) for time_axis 1, (T, B) for time_axis 0."""
+    assert g.lengths is not None  # (asked only of a graph with lengths)
     T = g.op("Shape", [x], "time", start=time_axis, end=time_axis + 1)
     T = g.op("Squeeze", [T, g.ints("axes_0", 0)], "time")
     zero, one = g.const("zero_i", np.array(0, np.int32)), g.const("one_i", np.array(1, np.int32))
@@ -424,19 +425,22 @@ def _recurrent(g: _Graph, layer: Recurrent, flow: _Flow, *, index, suffix, state
             g.inputs.append(
                 g.helper.make_tensor_value_info(n, g.TensorProto.FLOAT, [L * D, "batch", H])
             )
+    order: tuple[int, ...]
+    attrs: dict[str, object]
     if isinstance(cell, LSTMCell):
         op_type, order, attrs = "LSTM", _LSTM_ORDER, {}
     elif isinstance(cell, GRUCell):
         op_type, order = "GRU", _GRU_ORDER
         attrs = {"linear_before_reset": 1 if cell.reset_after else 0}
     else:
+        assert isinstance(cell, ElmanCell)  # (_check_module let these three cells through only)
         op_type, order = "RNN", (0,)
         act = "Tanh" if cell.nonlinearity == "tanh" else "Relu"
         attrs = {"activations": [act] * D}
     direction = "bidirectional" if D == 2 else "forward"
     seq = g.lengths or ""
     finals_h, finals_c = [], []
-    Y = None
+    Y = ""  # the last layer's output (L ≥ 1)
     inp = x
     coupled = isinstance(cell, LSTMCell) and cell.coupled
     if coupled:
@@ -459,7 +463,7 @@ def _recurrent(g: _Graph, layer: Recurrent, flow: _Flow, *, index, suffix, state
         ins.append(h0)
         if op_type == "LSTM":
             ins.append(c0)
-            if cell.peephole:  # ONNX's P: i, o, f
+            if isinstance(cell, LSTMCell) and cell.peephole:  # ONNX's P: i, o, f
                 P = np.stack([_peepholes(p, k, s, coupled) for s in layer.directions])
                 ins.append(g.const(f"P_l{k}", P))
         while ins and ins[-1] == "":
@@ -512,6 +516,7 @@ def _readout(g: _Graph, layer: Recurrent, Y: str) -> str:
         v = g.const(f"readout_weight{sfx}_t", p[f"readout_weight{sfx}"].T)
         o = g.op("MatMul", [y, v], "readout")
         out = o if out is None else g.op("Add", [out, o], "readout")
+    assert out is not None
     out = g.op("Add", [out, g.const("readout_bias", p["readout_bias"])], "readout")
     if g.lengths is None:
         return out

@@ -29,8 +29,12 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rnnlab import _checks, io
+
+if TYPE_CHECKING:
+    from rnnlab.train import TrainConfig
 
 TASKS = ("temporal-order", "adding", "copy", "digits")
 
@@ -73,13 +77,13 @@ def rows(task: str, quick: bool = False) -> list[Row]:
     return sorted(out, key=lambda r: LENGTHS[r.task].index(r.T))
 
 
-def config(row: Row, settings: dict | None = None):
+def config(row: Row, settings: dict[str, Any] | None = None) -> TrainConfig:
     """The TrainConfig of a row: `rnnlab train TASK --cell C --T N` (digits: pixel by pixel),
     with `settings` over it (the test's reduced budgets)."""
     from rnnlab import tasks
     from rnnlab.train import TrainConfig
 
-    given = {"cell": row.cell, "seed": 0}
+    given: dict[str, Any] = {"cell": row.cell, "seed": 0}
     if row.task == "digits":
         given["digits_mode"] = "pixels"
     else:
@@ -89,7 +93,7 @@ def config(row: Row, settings: dict | None = None):
     return TrainConfig.from_dict({**base, **given, "task": row.task}, source="reproduce")
 
 
-def expected_seconds(table: list[Row], settings: dict | None = None) -> float:
+def expected_seconds(table: list[Row], settings: dict[str, Any] | None = None) -> float:
     """CPU seconds of the table if no row stopped early (solved rows stop sooner)."""
     total = 0.0
     for row in table:
@@ -105,7 +109,7 @@ def _cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def run_row(row: Row, out: Path, settings: dict | None = None) -> dict:
+def run_row(row: Row, out: Path, settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train one row into OUT/runs/NAME and return its record (the table's row).
 
     A reproduce that was stopped (Ctrl-C, a closed session, a crash) is continued by the same
@@ -167,7 +171,7 @@ def _other_settings(out: Path, run_dir: Path) -> None:
                  "Give another --out, or remove that run to train it again.")  # fmt: skip
 
 
-def judge(record: dict) -> dict:
+def judge(record: dict[str, Any]) -> dict[str, Any]:
     """The row's result, its baselines (analytic, this test set's) and verdict, as text:
     "solved" by the task's own test (its `solved`), else where it stands to the baseline."""
     t, task, solved = record["test"], record["task"], record.get("solved", False)
@@ -209,7 +213,7 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def markdown(records: list[dict]) -> str:
+def markdown(records: list[dict[str, Any]]) -> str:
     """The table: one line per row, baselines as analytic / empirical (this test set)."""
     lines = [
         "| task | T | cell | steps (budget) | test result | baseline: analytic / this test set "
@@ -241,7 +245,7 @@ _CURVE = {
 _COLOURS = {"lstm": "C0", "gru": "C1", "rnn": "C2", "irnn": "C3"}  # the same in every PNG
 
 
-def plot(task: str, records: list[dict], path: Path) -> Path:
+def plot(task: str, records: list[dict[str, Any]], path: Path) -> Path:
     """One PNG: a panel per length, the validation curve of every cell on it, the memoryless
     baseline of the validation set dashed."""
     from rnnlab.diagnostics.plots import new_figure, save_png
@@ -268,17 +272,17 @@ def plot(task: str, records: list[dict], path: Path) -> Path:
     return save_png(fig, path)
 
 
-def run_table(table: list[Row], out: Path, *, jobs: int = 2, settings: dict | None = None,
-              stream=None) -> list[dict]:  # fmt: skip
+def run_table(table: list[Row], out: Path, *, jobs: int = 2, settings: dict[str, Any] | None = None,
+              stream: TextIO | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Run the rows (in `jobs` processes), write OUT/results.md, OUT/results.json and a PNG
     per task, and return the records in the table's order."""
     stream = stream or sys.stdout
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    done: dict[Row, dict] = {}
+    done: dict[Row, dict[str, Any]] = {}
     t0 = time.perf_counter()
 
-    def finished(row: Row, record: dict) -> None:
+    def finished(row: Row, record: dict[str, Any]) -> None:
         done[row] = record
         so_far = [done[r] for r in table if r in done]  # a table that grows row by row
         (out / "results.md").write_text(markdown(so_far), encoding="utf-8")
@@ -332,10 +336,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated cells to keep of the table's (e.g. lstm,rnn)")
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     table = rows(args.task, args.quick)
     jobs = _checks.positive_int(args.jobs, "--jobs")
-    settings: dict = {}
+    settings: dict[str, Any] = {}
     if args.T is not None:
         T = _checks.positive_int(args.T, "--T")
         table = list(dict.fromkeys(Row(r.task, r.cell, T if r.task != "digits" else r.T)

@@ -8,13 +8,16 @@ from a run directory; each bad file is said with its path, as one line.
 from __future__ import annotations
 
 import sys
+from os import PathLike
 from pathlib import Path
+from typing import Any
 
 from rnnlab import io, tasks
+from rnnlab.modules import _Module
 from rnnlab.train import TrainConfig
 
 
-def run_config(config, run_dir) -> dict:
+def run_config(config: object, run_dir: object) -> dict[str, Any]:
     """A run's config.json as rnnlab wrote it: {"train": {...}, "model": {...}, ...}."""
     if not isinstance(config, dict) or not all(
         isinstance(config.get(k), dict) for k in ("train", "model")
@@ -26,7 +29,9 @@ def run_config(config, run_dir) -> dict:
     return config
 
 
-def load_run(path, *, vocabulary: bool = False):
+def load_run(
+    path: str | PathLike[str], *, vocabulary: bool = False
+) -> tuple[Path, TrainConfig, _Module, dict[str, Any] | None]:
     """(run directory, settings, model with the latest weights, config.json's "data"); with
     `vocabulary`, a charlm run's data has its vocabulary even when the run is from before runs
     stored it (`data_record`)."""
@@ -37,7 +42,9 @@ def load_run(path, *, vocabulary: bool = False):
     return run_dir, cfg, model, ckpt.config.get("data")
 
 
-def load_checkpoint_model(run_dir: Path, step: int | None = None):
+def load_checkpoint_model(
+    run_dir: Path, step: int | None = None
+) -> tuple[io.Checkpoint, TrainConfig, _Module]:
     """(checkpoint, settings, model with its weights) of the checkpoint at `step` of an open
     run directory (default: the latest)."""
     ckpt = io.load_checkpoint(run_dir, step=step)
@@ -50,7 +57,7 @@ def load_checkpoint_model(run_dir: Path, step: int | None = None):
     return ckpt, cfg, model
 
 
-def data_record(run_dir: Path, cfg, config: dict):
+def data_record(run_dir: Path, cfg: TrainConfig, config: dict[str, Any]) -> dict[str, Any] | None:
     """config.json's "data" (a charlm run's vocabulary). A charlm run from before runs stored
     it gets it rebuilt from its training text, as training built it, and checked against the
     model's number of symbols; said on stderr, since a text edited since training (with as
@@ -84,15 +91,16 @@ def data_record(run_dir: Path, cfg, config: dict):
     return {"vocab": vocab.chars}
 
 
-def build_run_model(spec, where: Path, seed: int = 0):
+def build_run_model(spec: dict[str, Any], where: Path, seed: int = 0) -> _Module:
     """The model a run's config.json describes; a bad description is said with the file."""
     try:
-        return tasks.build_model(spec, seed=seed)
+        model: _Module = tasks.build_model(spec, seed=seed)
+        return model
     except ValueError as e:
         raise io.RunDirError(f"'{where}' (its \"model\"): {e}") from None
 
 
-def load_weights(model, ckpt, run_dir) -> None:
+def load_weights(model: _Module, ckpt: io.Checkpoint, run_dir: Path) -> None:
     try:
         model.load_state_dict(ckpt.model)
     except ValueError as e:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from rnnlab import _checks
-from rnnlab.layers import Backward, Forward, _dtype, _rng
+from rnnlab.layers import Backward, Forward, Module, _dtype, _rng
 from rnnlab.models import make_recurrent
 from rnnlab.modules import Embedding, Linear, _Module
 from rnnlab.ops import softmax
@@ -81,7 +81,9 @@ class Seq2Seq(_Module):
         if recurrent.get("proj_size"):
             _checks.fail("recurrent", "no proj_size (the bridge and attention read h at full "
                          "size)", f"proj_size={recurrent['proj_size']!r}")  # fmt: skip
-        self.src_embed = Embedding(source_vocab, embed, dtype=dt, rng=rng) if self.tokens else None
+        self.src_embed = (
+            Embedding(source_vocab, embed, dtype=dt, rng=rng) if source_vocab is not None else None
+        )  # (None: not self.tokens)
         width = embed if self.tokens else _checks.positive_int(source_features, "source_features")
         self.encoder = make_recurrent(cell, width, hidden, encoder_layers,
                                       bidirectional=bidirectional, dtype=dt, rng=rng,
@@ -94,7 +96,9 @@ class Seq2Seq(_Module):
         self.enc_width = D * hidden
         # a learned bridge where the final states do not map layer for layer
         self.bridged = D > 1 or encoder_layers != decoder_layers
-        parts: dict[str, _Module] = {"src_embed": self.src_embed} if self.tokens else {}
+        parts: dict[str, Module] = {}
+        if self.src_embed is not None:
+            parts["src_embed"] = self.src_embed
         parts["encoder"] = self.encoder
         if self.bridged:
             self.bridge_h = Linear(self.enc_width, decoder_layers * hidden, dtype=dt, rng=rng)
@@ -127,7 +131,7 @@ class Seq2Seq(_Module):
     # ------------------------------------------------------------------ pieces
     def encode(self, src, src_lengths=None, *, training=False, rng=None, grad=True):
         """(encoder outputs (B, S, D·H), the decoder's initial state, what backward needs)."""
-        fe = self.src_embed.forward(src) if self.tokens else None
+        fe = self.src_embed.forward(src) if self.src_embed is not None else None
         fenc = self.encoder.forward(src if fe is None else fe.output, lengths=src_lengths,
                                     training=training, rng=rng, grad=grad,
                                     check=False)  # fmt: skip
@@ -235,7 +239,9 @@ class Seq2Seq(_Module):
         return fo.output, (fo, fa, fcomb, z)
 
     # ------------------------------------------------------------------ forward / backward
-    def forward(
+    # (type: ignore: a two-input model, forward(src, tgt_in), unlike the one-input modules
+    # whose __call__ and state_dict it shares; it is not called as a module)
+    def forward(  # type: ignore[override]
         self,
         src,
         tgt_in,
@@ -281,6 +287,7 @@ class Seq2Seq(_Module):
         else:
             _, fa, fcomb, z = head
             bc = self.combine.backward(fcomb, bo.input * (1 - z * z))
+            assert bc.input is not None  # (input_grad: the default)
             grads.update({f"combine.{k}": v for k, v in bc.params.items()})
             d_ctx, dHd = bc.input[..., : self.enc_width], bc.input[..., self.enc_width :]
             dHd_a, d_enc_a = self._attend_back(d_ctx, Hd, enc, fa, grads)
@@ -294,7 +301,7 @@ class Seq2Seq(_Module):
         d_enc_state = self._bridge_back(fb, bdec.state, grads)
         benc = self.encoder.backward(fenc, d_enc, d_enc_state, input_grad=self.tokens)
         grads.update({f"encoder.{k}": v for k, v in benc.params.items()})
-        if self.tokens:
+        if self.src_embed is not None:
             be = self.src_embed.backward(fe, benc.input)
             grads.update({f"src_embed.{k}": v for k, v in be.params.items()})
         return Backward(None, None, {k: grads[k] for k in self.params})

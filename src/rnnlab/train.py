@@ -298,7 +298,8 @@ def make_optimizer(cfg: TrainConfig):
     return optim.AdamW(lr=lr, weight_decay=wd if wd else 1e-2)
 
 
-def make_schedule(cfg: TrainConfig):
+def make_schedule(cfg: TrainConfig) -> optim.Schedule:
+    s: optim.Schedule
     if cfg.schedule == "cosine":
         s = optim.Cosine(cfg.lr, max(cfg.steps - cfg.warmup, 1), min_lr=cfg.lr * 0.05)
     elif cfg.schedule == "step":
@@ -320,7 +321,7 @@ class NonFiniteError(RuntimeError):
 
 def _state_to_tensors(state, prefix="carry") -> dict[str, np.ndarray]:
     """Flatten a Sequential's list-of-states into named arrays for the checkpoint."""
-    out = {}
+    out: dict[str, np.ndarray] = {}
     if state is None:
         return out
     for i, s in enumerate(state):
@@ -332,7 +333,7 @@ def _state_to_tensors(state, prefix="carry") -> dict[str, np.ndarray]:
     return out
 
 
-def _tensors_to_state(tensors: dict[str, np.ndarray], n: int, prefix="carry"):
+def _tensors_to_state(tensors: dict[str, np.ndarray], n: int, prefix="carry") -> list | None:
     found = {k: v for k, v in tensors.items() if k.startswith(prefix + "/")}
     if not found:
         return None
@@ -345,13 +346,13 @@ def _tensors_to_state(tensors: dict[str, np.ndarray], n: int, prefix="carry"):
         if not ok or not (int(parts[1]) < n and int(parts[2]) < int(parts[3])):
             raise ValueError(f"the tensor {k!r} is not a carried state of this model's "
                              f"{n} modules ({prefix}/MODULE/PART/PARTS)")  # fmt: skip
-        _, i, j, m = parts
-        grouped.setdefault(int(i), {})[int(j)] = v
-        sizes[int(i)] = int(m)
-    for i, parts in grouped.items():
-        if sorted(parts) != list(range(sizes[i])):
+        _, module, part, count = parts
+        grouped.setdefault(int(module), {})[int(part)] = v
+        sizes[int(module)] = int(count)
+    for i, by_part in grouped.items():
+        if sorted(by_part) != list(range(sizes[i])):
             raise ValueError(f"the carried state of module {i} misses some of its parts")
-        seq = tuple(parts[j] for j in range(sizes[i]))
+        seq = tuple(by_part[j] for j in range(sizes[i]))
         state[i] = seq if sizes[i] > 1 else seq[0]
     return state
 
@@ -383,7 +384,7 @@ class Trainer:
         self.schedule = make_schedule(cfg)
         self.opt_state = self.opt.init(model.params)
         self.step = 0
-        self.carry = None
+        self.carry: list | None = None  # a Sequential's final states, carried to the next batch
         self.best: float | None = None
         self.best_step = -1
         self.bad_evals = 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from rnnlab import io
 from rnnlab.bench import end_to_end
@@ -157,7 +158,7 @@ def _ignored(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[
     return [flags[d] for d in dests if getattr(args, d) != parser.get_default(d)]
 
 
-def _run(args: argparse.Namespace) -> dict:
+def _run(args: argparse.Namespace) -> dict[str, Any]:
     if args.end_to_end:
         return end_to_end.run(
             steps=end_to_end.STEPS if args.steps is None else args.steps,
@@ -174,7 +175,9 @@ def _run(args: argparse.Namespace) -> dict:
         quick=args.quick,
         memory=args.memory,
         scaling=args.scaling,
-        scaling_lengths=None if args.scaling_lengths is None else _lengths(args.scaling_lengths),
+        # (type: ignore: text that is not a list of integers goes to run() as it came, for
+        # run()'s own message, after its checks of the options before it)
+        scaling_lengths=None if args.scaling_lengths is None else _lengths(args.scaling_lengths),  # type: ignore[arg-type]
         block_s=args.block,
         pause_s=args.pause,
         against=_split(args.against),

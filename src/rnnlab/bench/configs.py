@@ -24,7 +24,7 @@ CELLS = ("rnn", "lstm", "gru")
 CELL_TYPES = {"rnn": ElmanCell, "lstm": LSTMCell, "gru": GRUCell}  # PyTorch's three
 # The LSTM's variants (rnnlab.cells.lstm): PyTorch has none, so each is timed against
 # rnnlab's own plain LSTM of the same shape, interleaved in the same process.
-VARIANTS = {
+VARIANTS: dict[str, dict[str, Any]] = {  # name: the options of LSTMCell or Recurrent
     "lstm-peephole": {"peephole": True},
     "lstm-coupled": {"coupled": True},
     "lstm-cell-clip": {"cell_clip": 3.0},

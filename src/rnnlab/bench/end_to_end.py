@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,7 @@ from rnnlab.bench.report import aligned, stderr
 from rnnlab.bench.runners import import_torch
 from rnnlab.bench.timing import PAUSE_S
 from rnnlab.export import torch_state_dict
+from rnnlab.tasks.text import CharLM
 from rnnlab.train import TrainConfig, Trainer
 
 STEPS = 20
@@ -75,7 +77,25 @@ def rnnlab_trainer(model: Model, run_dir: Path, steps: int) -> Trainer:
                    quiet=True)  # fmt: skip
 
 
-def torch_loop(torch, trainer: Trainer) -> Callable[[int], float]:
+def _loss_step(trainer: Trainer) -> Callable[[int], float]:
+    """`step(s)`: the trainer's training step s, returning its loss."""
+
+    def step(s: int) -> float:
+        loss = trainer.train_step(s)[0]
+        assert loss is not None  # (None for a window past every sequence's end: not charlm's)
+        return loss
+
+    return step
+
+
+def _corpus(trainer: Trainer) -> str:
+    """The charlm task's description of its corpus."""
+    task = trainer.task
+    assert isinstance(task, CharLM)  # (rnnlab_trainer's task)
+    return task.describe_data()
+
+
+def torch_loop(torch: ModuleType, trainer: Trainer) -> Callable[[int], float]:
     """The plain PyTorch training step on the trainer's weights (copied by name) and batches:
     `step(s)` trains on batch s and returns its loss."""
     nn, F = torch.nn, torch.nn.functional
@@ -91,7 +111,8 @@ def torch_loop(torch, trainer: Trainer) -> Callable[[int], float]:
     params = list(modules.parameters())
     cfg = trainer.cfg
     opt = torch.optim.Adam(params, lr=cfg.lr)
-    task, carried = trainer.task, [None]
+    task = trainer.task
+    carried: list[Any] = [None]  # the LSTM's (h, c) after the last step
 
     def step(s: int) -> float:
         batch = task.batch(s, np.random.default_rng([cfg.seed, s]))
@@ -149,10 +170,10 @@ def run(
     load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="rnnlab-bench-") as where:
         trainer = rnnlab_trainer(model, Path(where), warmup + steps)
-        sides = {"rnnlab": lambda s: trainer.train_step(s)[0], "torch": torch_loop(torch, trainer)}
+        sides = {"rnnlab": _loss_step(trainer), "torch": torch_loop(torch, trainer)}
         log(
             f"rnnlab bench --end-to-end: load average {load_start[0]:.2f}; {warmup} warm-up and "
-            f"{steps} timed steps of {trainer.task.describe_data()}"
+            f"{steps} timed steps of {_corpus(trainer)}"
         )
         losses: dict[str, list[float]] = {name: [] for name in sides}
         wall: dict[str, list[float]] = {name: [] for name in sides}
@@ -176,7 +197,7 @@ def run(
             log(f"steps {block.start + 1}-{block.stop}: rnnlab loss {losses['rnnlab'][-1]:.4f}, "
                 f"torch {losses['torch'][-1]:.4f}")  # fmt: skip
         machine = host.machine_info(torch)
-    per_side = {
+    per_side: dict[str, dict[str, Any]] = {
         name: {"wall_s": _stats(wall[name]), "cpu_s": _stats(cpu[name]), "losses": losses[name]}
         for name in sides
     }
@@ -190,7 +211,7 @@ def run(
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "end_to_end": {
             "model": asdict(model),
-            "data": trainer.task.describe_data(),
+            "data": _corpus(trainer),
             "steps": steps,
             "warmup_steps": warmup,
             "block_steps": BLOCK_STEPS,

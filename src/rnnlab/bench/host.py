@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,9 @@ def gemm_gflops(matmul: Callable[[], Any], n: int, repeats: int = 5) -> float:
     return 2.0 * n**3 / best / 1e9
 
 
-def measured_peaks(torch, n: int = GEMM_N, pause_s: float = PAUSE_S) -> dict[str, float]:
+def measured_peaks(
+    torch: ModuleType, n: int = GEMM_N, pause_s: float = PAUSE_S
+) -> dict[str, float]:
     """float32 GEMM speed of numpy's BLAS (what rnnlab's products run on) and of torch's."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)
@@ -153,7 +156,7 @@ def loop_setup() -> dict[str, Any]:
     return setup
 
 
-def machine_info(torch) -> dict[str, Any]:
+def machine_info(torch: ModuleType) -> dict[str, Any]:
     cpu = _cpuinfo()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     interesting = {"avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile"}

@@ -64,10 +64,10 @@ def peak_extra_mb(step: Callable[[], Any], repeats: int = 3) -> dict[str, float]
     return {"baseline_mb": base / 1024, "peak_mb": peak / 1024, "delta_mb": (peak - base) / 1024}
 
 
-def _dropping_grads(step: Callable[[], Any], module) -> Callable[[], Any]:
+def _dropping_grads(step: Callable[[], Any], module: Any) -> Callable[[], Any]:
     """`step`, then the module's gradients dropped, so that none outlives its step."""
 
-    def run():
+    def run() -> Any:
         out = step()
         module.zero_grad(set_to_none=True)
         return out
@@ -128,7 +128,8 @@ def measure_memory(
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"the memory measurement of {impl} {config.label} failed: {last}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    rows: list[dict[str, float]] = json.loads(done.stdout.strip().splitlines()[-1])
+    return rows
 
 
 def memory_supported() -> bool:

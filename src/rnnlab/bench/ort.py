@@ -13,7 +13,7 @@ from rnnlab.bench.runners import TOLERANCE, Pair, relative_error
 ORT_MISSING = "--against onnxruntime needs onnx and onnxruntime: pip install 'rnnlab[onnxruntime]'"
 
 
-def ort_step(pair: Pair, threads: int, where) -> Callable[[], Any]:
+def ort_step(pair: Pair, threads: int, where: str) -> Callable[[], Any]:
     """Inference by onnxruntime on the same weights: rnnlab's layer exported with
     rnnlab.onnx (the standard RNN/LSTM/GRU operators; no lengths input, as the batch has no
     padding) into the directory `where`, run with `threads` intra-op threads (torch's), the

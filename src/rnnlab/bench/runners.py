@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ TORCH_MISSING = "the benchmark needs PyTorch 2.13 as its reference: pip install 
 TOLERANCE = 1e-4
 
 
-def import_torch():
+def import_torch() -> ModuleType:
     """PyTorch, or ImportError(TORCH_MISSING)."""
     try:
         import torch
@@ -83,12 +84,11 @@ def rnnlab_step(pair: Pair, mode: str, checkpoint_every: int = 0) -> Callable[[]
     layer, x, y = pair.ours, pair.x, pair.y
     if mode == "infer":  # as torch's inference_mode: no tape for a backward pass
         return lambda: layer.forward(x, grad=False)
-    options = {"checkpoint_every": checkpoint_every} if checkpoint_every else {}
-    if getattr(layer, "recurrent_dropout", 0) or any(getattr(layer, "zoneout", ())):
-        options["rng"] = np.random.default_rng(0)  # the masks' draws
+    draws = getattr(layer, "recurrent_dropout", 0) or any(getattr(layer, "zoneout", ()))
+    rng = np.random.default_rng(0) if draws else None  # the masks' draws
 
     def train():
-        f = layer.forward(x, training=True, **options)
+        f = layer.forward(x, training=True, checkpoint_every=checkpoint_every, rng=rng)
         _, d_output = losses.mean_squared_error(f.output, y)
         return f.output, layer.backward(f, d_output, input_grad=False).params
 

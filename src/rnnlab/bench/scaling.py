@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ from rnnlab.layers import Recurrent
 
 
 def scaling_study(
-    torch,
+    torch: ModuleType,
     lengths: Sequence[int],
     timing: Timing,
     memory: bool,

@@ -10,6 +10,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Any
 
 from rnnlab import _checks
@@ -173,7 +174,7 @@ def run(
         pair = make_pair(torch, config)
         max_err = check_agreement(torch, pair, config.label)
         ort = None
-        if with_ort and "infer" in modes:
+        if scratch is not None and "infer" in modes:  # (scratch: with_ort)
             ort = ort_step(pair, torch.get_num_threads(), scratch.name)
             ort_err = check_ort_agreement(pair, ort, config.label)
         for mode in modes:
@@ -240,7 +241,9 @@ def run(
     return result
 
 
-def _machine_peak(torch, pause_s: float, log: Callable[[str], None]):
+def _machine_peak(
+    torch: ModuleType, pause_s: float, log: Callable[[str], None]
+) -> tuple[dict[str, float], float, dict[str, str], float | None]:
     """(both GEMM speeds, the machine's peak, the forcing variables set, numpy's GEMM speed
     without them or None), with the warning when a variable forces a BLAS kernel."""
     peaks = host.measured_peaks(torch, host.GEMM_N, pause_s)
@@ -264,7 +267,9 @@ def _machine_peak(torch, pause_s: float, log: Callable[[str], None]):
     return peaks, peak, forced, unforced
 
 
-def _row(config: Config, mode: str, times: dict, peak: float, max_err: float) -> dict[str, Any]:
+def _row(
+    config: Config, mode: str, times: dict[str, Any], peak: float, max_err: float
+) -> dict[str, Any]:
     """One configuration and mode's row of the report from the timed calls of both sides."""
     ours, theirs = ms_stats(times["rnnlab"]), ms_stats(times["torch"])
     flops = step_flops(config, mode)

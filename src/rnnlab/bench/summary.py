@@ -33,7 +33,7 @@ def summarize(rows: list[dict[str, Any]], scaling_rows: list[dict[str, Any]]) ->
     single = [r for r in train if r["layers"] == 1]
     infer = [r for r in rows if r["mode"] == "infer"]
 
-    def lowest(rs):
+    def lowest(rs: list[dict[str, Any]]) -> tuple[float | None, str | None]:
         if not rs:
             return None, None
         r = min(rs, key=lambda r: r["ratio"])

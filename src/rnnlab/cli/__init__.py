@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from rnnlab.cli import reproduce, train, trained
 from rnnlab.cli._base import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, one_line
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     return _guarded(COMMANDS[args.command], args)
 
 
-def _guarded(command, *args) -> int:
+def _guarded(command: Callable[..., int], *args: object) -> int:
     """Run a command; what a user can cause ends in one line and an exit status, the same for
     every command (its own or delegated): 2 for bad input, 1 for a run that stopped."""
     try:

@@ -5,10 +5,12 @@ entry to summary.json and prints one verdict line.
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 from rnnlab import _checks, io
 from rnnlab import diagnostics as dg
@@ -125,7 +127,7 @@ _MODEL_OPTIONS = ("cell", "hidden", "layers", "seed", "init_scale", "forget_bias
 _MAP_OPTIONS = ("w", "b", "W", "bias")
 
 
-def subject_from_args(args) -> subjects.Subject:
+def subject_from_args(args: argparse.Namespace) -> subjects.Subject:
     from rnnlab import tasks
 
     src = args.source
@@ -207,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         _checks.fail("--sample", f"a sequence index in [0, {len(subject.x)})", str(args.sample))
     out = Path(args.out) if args.out else io.make_run_dir("runs", _name_hint(subject))
     out.mkdir(parents=True, exist_ok=True)
-    summary: dict = {
+    summary: dict[str, Any] = {
         "kind": "gradflow",
         "source": subject.source,
         "model": analyses.describe_model(subject),

@@ -9,9 +9,12 @@ every step of every (layer, direction), which is what the lag profiles plot.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from rnnlab import _checks, recurrence
 from rnnlab.layers import Forward, Recurrent
@@ -34,7 +37,7 @@ def check_layer(layer: object, one_step: bool = False) -> Recurrent:
             f"proj_size={layer.proj_size}, zoneout={layer.zoneout}",
             "The lag profiles (rnnlab.diagnostics.gradient_by_lag) take such layers.",
         )
-    return layer  # type: ignore[return-value]
+    return layer
 
 
 def float64_copy(layer: Recurrent, x: object) -> tuple[Recurrent, np.ndarray]:
@@ -55,18 +58,25 @@ def float64_copy(layer: Recurrent, x: object) -> tuple[Recurrent, np.ndarray]:
 
 def check_int(value: object, name: str, low: int, high: int) -> int:
     """An integer in [low, high)."""
-    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-    if not ok or not low <= value < high:  # type: ignore[operator]
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or not low <= value < high
+    ):
         _checks.fail(name, f"an integer in [{low}, {high})", _checks.describe(value))
-    return int(value)  # type: ignore[arg-type]
+    return int(value)
 
 
 def check_number(value: object, name: str, *, positive: bool = False) -> float:
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    if not ok or not np.isfinite(value) or (positive and value <= 0):  # type: ignore[arg-type]
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not np.isfinite(value)
+        or (positive and value <= 0)
+    ):
         what = "a positive finite number" if positive else "a finite number"
         _checks.fail(name, what, _checks.describe(value))
-    return float(value)  # type: ignore[arg-type]
+    return float(value)
 
 
 def labels(layer: Recurrent) -> list[str]:
@@ -112,8 +122,8 @@ def output_grad_to_directions(layer: Recurrent, f: Forward, dO: np.ndarray) -> l
 def traced_backward(
     layer: Recurrent,
     f: Forward,
-    dys_top: list[np.ndarray | None],
-    dh_n: list[np.ndarray | None],
+    dys_top: Sequence[np.ndarray | None],
+    dh_n: Sequence[np.ndarray | None],
 ) -> list[np.ndarray]:
     """BPTT through the whole stack, returning ∂L/∂h_t (T, B, H) for every (layer, direction).
 
@@ -124,7 +134,7 @@ def traced_backward(
     tapes = f.cache["tapes"]
     T, B = tapes[0].X.shape[:2]
     traces: list[np.ndarray] = [np.empty(0)] * (L * D)
-    dys_dirs = list(dys_top)
+    dys_dirs: list[np.ndarray | None] = list(dys_top)
     # A vanished gradient is an answer here, not an error: let it underflow to zero.
     with np.errstate(under="ignore"):
         for k in range(L - 1, -1, -1):
@@ -185,11 +195,11 @@ class RateFit:
             f"(×{self.factor_per_step:.3g} per step, {span}): {self.trend}"
         )
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {k: json_value(v) for k, v in self.__dict__.items()}
 
 
-def fit_rate(lags, values, horizon: int = STABLE_HORIZON) -> RateFit:
+def fit_rate(lags: ArrayLike, values: ArrayLike, horizon: int = STABLE_HORIZON) -> RateFit:
     """Fit log10(values) = a + slope · lags by least squares over the positive finite values.
 
     A gradient that falls by 10x every n steps has slope −1/n. Zeros (an exactly vanished
@@ -201,7 +211,9 @@ def fit_rate(lags, values, horizon: int = STABLE_HORIZON) -> RateFit:
     return fit_log10(lags, logs, horizon)
 
 
-def fit_log10(lags, log10_values, horizon: int = STABLE_HORIZON) -> RateFit:
+def fit_log10(
+    lags: ArrayLike, log10_values: ArrayLike, horizon: int = STABLE_HORIZON
+) -> RateFit:
     """`fit_rate` for values given by their log10 (non-finite ones are left out)."""
     lags = np.asarray(lags, dtype=np.float64).reshape(-1)
     y = np.asarray(log10_values, dtype=np.float64).reshape(-1)
@@ -229,7 +241,7 @@ def fit_log10(lags, log10_values, horizon: int = STABLE_HORIZON) -> RateFit:
 # ----------------------------------------------------------------------------- JSON
 
 
-def json_value(v):
+def json_value(v: Any) -> Any:
     """Arrays → nested lists, NaN/inf → None (JSON has neither), NumPy scalars → Python."""
     if isinstance(v, np.ndarray):
         if v.dtype.kind in "iub":
@@ -259,11 +271,13 @@ def norms(a: np.ndarray, axis: int = -1) -> np.ndarray:
     a = np.asarray(a, dtype=np.float64)
     top = np.abs(a).max(axis=axis, keepdims=True)
     scaled = np.divide(a, top, out=np.zeros_like(a), where=top > 0)
-    return np.squeeze(top, axis=axis) * np.sqrt(np.sum(scaled * scaled, axis=axis))
+    out: np.ndarray = np.squeeze(top, axis=axis) * np.sqrt(np.sum(scaled * scaled, axis=axis))
+    return out
 
 
 def masked_mean(values: np.ndarray, valid: np.ndarray, axis: int) -> np.ndarray:
     """Mean of `values` over `axis` where `valid`; NaN where nothing is valid (no warning)."""
     total = np.where(valid, values, 0.0).sum(axis=axis)
     count = valid.sum(axis=axis)
-    return np.divide(total, count, out=np.full(total.shape, np.nan), where=count > 0)
+    mean: np.ndarray = np.divide(total, count, out=np.full(total.shape, np.nan), where=count > 0)
+    return mean

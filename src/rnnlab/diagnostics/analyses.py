@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -32,10 +33,10 @@ def applicable(subject: Subject) -> dict[str, str]:
         }
     _, layer = split_model(subject.model)
     why = dict.fromkeys(ANALYSES, "")
-    elman = isinstance(layer.cell, ElmanCell)
-    if elman and layer.cell.nonlinearity == "relu":
+    cell = layer.cell
+    if isinstance(cell, ElmanCell) and cell.nonlinearity == "relu":
         why["gates"] = "relu units have no upper end to saturate at (gates: LSTM, GRU, tanh RNN)"
-    if not (elman and layer.cell.nonlinearity == "tanh" and layer.hidden_size <= 2):
+    if not (isinstance(cell, ElmanCell) and cell.nonlinearity == "tanh" and layer.hidden_size <= 2):
         why["dynamics"] = (
             f"the iterated map needs a tanh RNN with 1 or 2 units; this is a "
             f"{layer.cell.name} layer with {layer.hidden_size} units"
@@ -103,7 +104,8 @@ def _loss_for(subject: Subject, loss: str) -> str:
         return loss
     from rnnlab.modules import LastStep
 
-    return "task" if any(isinstance(m, LastStep) for m in subject.model.modules) else "last"
+    modules = subject.trained().model.modules
+    return "task" if any(isinstance(m, LastStep) for m in modules) else "last"
 
 
 @dataclass
@@ -119,28 +121,28 @@ class Outcome:
 
 def analyse_lag(subject: Subject, loss: str) -> Outcome:
     loss = _loss_for(subject, loss)
-    m = subject.model
+    t = subject.trained()
     if loss == "task":
-        x_rec, d_out, value = output_gradient(
-            m, subject.task, subject.x, subject.y, subject.lengths
-        )
-        _, layer = split_model(m)
+        x_rec, d_out, value = output_gradient(t.model, t.task, t.x, t.y, subject.lengths)
+        _, layer = split_model(t.model)
         prof = dg.gradient_by_lag(layer, x_rec, subject.lengths, d_output=d_out)
         prof.loss = "task"
     else:
-        _, _, layer, x_rec = recurrent_io(m, subject.x, subject.lengths)
+        _, _, layer, x_rec = recurrent_io(t.model, t.x, subject.lengths)
         prof = dg.gradient_by_lag(layer, x_rec, subject.lengths, loss=loss)
-    summary = {"loss": loss, "layers": lag_summary(prof)}
+    layers = lag_summary(prof)
+    summary = {"loss": loss, "layers": layers}
     return Outcome(
         summary,
-        _lag_verdict(prof, summary["layers"]),
+        _lag_verdict(prof, layers),
         prof.to_json(),
         [(dg.plot_lag_profile, prof, "lag.png")],
     )
 
 
 def analyse_map(subject: Subject) -> Outcome:
-    _, _, layer, x_rec = recurrent_io(subject.model, subject.x, subject.lengths)
+    t = subject.trained()
+    _, _, layer, x_rec = recurrent_io(t.model, t.x, subject.lengths)
     gm = dg.gradient_map(layer, x_rec, subject.lengths)
     layers = {name: fit_summary(fit) for name, fit in zip(gm.names, gm.fits, strict=True)}
     return Outcome(
@@ -152,7 +154,8 @@ def analyse_map(subject: Subject) -> Outcome:
 
 
 def analyse_jacobian(subject: Subject, sample: int) -> Outcome:
-    _, _, layer, x_rec = recurrent_io(subject.model, subject.x, subject.lengths)
+    t = subject.trained()
+    _, _, layer, x_rec = recurrent_io(t.model, t.x, subject.lengths)
     layers, details, verdicts, figures = {}, {}, [], []
     for k in range(layer.num_layers):
         for d, sfx in enumerate(layer.directions):
@@ -177,18 +180,19 @@ def analyse_jacobian(subject: Subject, sample: int) -> Outcome:
     )
 
 
-def _checkpoint_history(subject: Subject) -> dg.SpectrumHistory | None:
-    """The spectra at every kept checkpoint, after the initialisation (step 0) rebuilt from
-    the run's seed when no checkpoint of step 0 was kept."""
+def _checkpoint_history(subject: Subject, run_dir: Path) -> dg.SpectrumHistory | None:
+    """The spectra at every kept checkpoint of the subject's run, after the initialisation
+    (step 0) rebuilt from the run's seed when no checkpoint of step 0 was kept."""
     from rnnlab import tasks
 
-    steps = io.checkpoint_steps(subject.run_dir)
+    t = subject.trained()
+    steps = io.checkpoint_steps(run_dir)
     pairs = []
     if 0 not in steps:
-        init = tasks.build_model(subject.spec, seed=subject.cfg.seed)
+        init = tasks.build_model(t.spec, seed=t.cfg.seed)
         pairs.append((0, init.params))
     for s in steps:
-        pairs.append((s, io.load_checkpoint(subject.run_dir, step=s).model))
+        pairs.append((s, io.load_checkpoint(run_dir, step=s).model))
     return dg.spectrum_over_checkpoints(pairs) if len(pairs) > 1 else None
 
 
@@ -205,10 +209,10 @@ def analyse_spectrum(subject: Subject) -> Outcome:
     }
     summary: dict = {"blocks": json_value(blocks), "history": None}
     details = {"spectrum": sp.to_json()}
-    figures = [(dg.plot_spectrum, sp, "spectrum.png")]
+    figures: list[tuple[object, object, str]] = [(dg.plot_spectrum, sp, "spectrum.png")]
     verdict = one_line(sp.verdict())
     if subject.run_dir is not None:
-        hist = _checkpoint_history(subject)
+        hist = _checkpoint_history(subject, subject.run_dir)
         if hist is not None:
             summary["history"] = json_value(
                 {
@@ -225,7 +229,8 @@ def analyse_spectrum(subject: Subject) -> Outcome:
 
 
 def analyse_gates(subject: Subject) -> Outcome:
-    _, _, layer, x_rec = recurrent_io(subject.model, subject.x, subject.lengths)
+    t = subject.trained()
+    _, _, layer, x_rec = recurrent_io(t.model, t.x, subject.lengths)
     gs = dg.gate_saturation(layer, x_rec, subject.lengths)
     layers = {
         name: {
@@ -245,15 +250,15 @@ def analyse_gates(subject: Subject) -> Outcome:
 def _task_loss_fn(subject: Subject):
     """θ ↦ the task's loss on the batch with the model's parameters set to θ (NaN when the
     model's output overflows: far along a direction the network can diverge)."""
-    model, task = subject.model, subject.task
+    model, task, _, _, x, y = subject.trained()
     from rnnlab.train import Batch
 
-    batch = Batch(subject.x, subject.y, subject.lengths)
+    batch = Batch(x, y, subject.lengths)
 
     def loss_fn(params: dict[str, np.ndarray]) -> float:
         model.load_state_dict(params)
         with np.errstate(all="ignore"):
-            out = model.forward(subject.x, lengths=subject.lengths).output
+            out = model.forward(x, lengths=subject.lengths).output
             if not np.all(np.isfinite(out)):
                 return float("nan")
             value = float(task.loss(out, batch)[0])
@@ -266,22 +271,22 @@ def _task_loss_fn(subject: Subject):
 def _task_gradient(subject: Subject) -> dict[str, np.ndarray]:
     from rnnlab.train import Batch
 
-    model = subject.model
+    model, task, _, _, x, y = subject.trained()
     with np.errstate(under="ignore"):
-        f = model.forward(subject.x, lengths=subject.lengths)
-        _, d = subject.task.loss(f.output, Batch(subject.x, subject.y, subject.lengths))
+        f = model.forward(x, lengths=subject.lengths)
+        _, d = task.loss(f.output, Batch(x, y, subject.lengths))
         return {k: v.astype(np.float64) for k, v in model.backward(f, d).params.items()}
 
 
 def analyse_cliff(subject: Subject, span: float, lr: float | None, max_norm: float) -> Outcome:
     """Loss slices along the hidden bias and a random direction, and the loss along −g from θ
     to θ − lr·g with the clipped step lr·clip(g) marked."""
-    model = subject.model
+    model, _, cfg, _, _, _ = subject.trained()
     r, _ = split_model(model)
     theta = {k: v.copy() for k, v in model.params.items()}
     loss_fn = _task_loss_fn(subject)
     clip = step_slice = None
-    lr = subject.cfg.lr if lr is None else lr
+    lr = cfg.lr if lr is None else lr
     try:
         bias = f"{r}.bias_hh_l0"
         n_bias = theta[bias].size
@@ -299,7 +304,7 @@ def analyse_cliff(subject: Subject, span: float, lr: float | None, max_norm: flo
         if all(np.all(np.isfinite(v)) for v in grads.values()):
             clip = dg.clipped_vs_unclipped_step(grads, lr, max_norm, loss_fn=loss_fn, params=theta)
         g = 0.0 if clip is None else clip.grad_norm
-        if g > 0 and math.isfinite(g):
+        if clip is not None and g > 0 and math.isfinite(g):
             # The loss along −g/‖g‖ out to 1.5× the unclipped step, on a log scale of α so the
             # clipped step (lr·η) and the unclipped one (lr·‖g‖) both show.
             far = 1.5 * clip.unclipped_step_norm
@@ -452,7 +457,7 @@ def describe_model(subject: Subject) -> dict | None:
         return None
     _, layer = split_model(subject.model)
     return {
-        "cell": cell_name(subject.spec),
+        "cell": cell_name(subject.trained().spec),
         "hidden": layer.hidden_size,
         "layers": layer.num_layers,
         "bidirectional": layer.bidirectional,

@@ -13,6 +13,7 @@ each with the attractor it reaches, and records log10 ‖∂h_N/∂h_0‖ along 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +23,7 @@ from rnnlab.diagnostics._common import check_int, check_number, json_value
 PHIS = ("tanh", "sigmoid")
 
 
-def _phi(kind: str, a):
+def _phi(kind: str, a: Any) -> Any:  # (an array or a scalar, as it came)
     """tanh, or σ(a) = ½ tanh(a/2) + ½ (ops.sigmoid's overflow-free form, scalars too)."""
     return np.tanh(a) if kind == "tanh" else 0.5 * np.tanh(0.5 * a) + 0.5
 
@@ -106,7 +107,7 @@ class IteratedMap:
             lines.append(text)
         return "\n".join(lines)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "kind": "iterated_map",
             **{k: json_value(v) for k, v in self.__dict__.items()},
@@ -191,8 +192,8 @@ def _label(final: np.ndarray, fixed: np.ndarray, kinds: list[str], tol: float) -
 
 
 def iterated_map(
-    w,
-    b,
+    w: object,
+    b: object,
     phi: str = "tanh",
     h_range: tuple[float, float] = (-2.0, 2.0),
     *,

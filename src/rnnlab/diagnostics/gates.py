@@ -10,6 +10,7 @@ valid steps only: padded steps are computed but never used, so they are left out
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -19,14 +20,19 @@ from rnnlab.diagnostics._common import check_layer, check_number, json_value, la
 from rnnlab.layers import Recurrent
 
 # (gate, long name, activation): PyTorch's row order in the tapes.
-_LSTM_GATES = (
+_Gate = tuple[str, str, str]  # (symbol, name, activation)
+_LSTM_GATES: tuple[_Gate, ...] = (
     ("i", "input", "sigmoid"),
     ("f", "forget", "sigmoid"),
     ("g", "candidate", "tanh"),
     ("o", "output", "sigmoid"),
 )
-_GRU_GATES = (("r", "reset", "sigmoid"), ("z", "update", "sigmoid"), ("n", "candidate", "tanh"))
-_ELMAN_UNITS = (("h", "hidden", "tanh"),)
+_GRU_GATES: tuple[_Gate, ...] = (
+    ("r", "reset", "sigmoid"),
+    ("z", "update", "sigmoid"),
+    ("n", "candidate", "tanh"),
+)
+_ELMAN_UNITS: tuple[_Gate, ...] = (("h", "hidden", "tanh"),)
 
 
 @dataclass
@@ -59,7 +65,7 @@ class GateSaturation:
             lines.append("saturated gates pass little gradient to their pre-activations")
         return "\n".join(lines)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "kind": "gate_saturation",
             **{k: json_value(v) for k, v in self.__dict__.items()},

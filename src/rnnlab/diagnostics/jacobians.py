@@ -117,13 +117,18 @@ def _step_jacobian(cell, p: recurrence.Params, tape: recurrence.Tape, t: int) ->
     H = p.W_hh.shape[1]
     S = 2 * H if cell.has_c else H
     prev, out = (t + 1, t) if tape.reverse else (t, t + 1)
+    hs, cs, saved = tape.hs, tape.cs, tape.saved
+    assert hs is not None and saved is not None  # (a whole tape: _sample_tape's forward)
 
     def rows(a):  # the sequence's row repeated S times, as a batch
         return np.repeat(a[0:1], S, axis=0)
 
     no_c = np.empty((S, 0))
-    c_prev = rows(tape.cs[prev]) if cell.has_c else no_c
-    c = rows(tape.cs[out]) if cell.has_c else no_c
+    if cell.has_c:
+        assert cs is not None  # (a cell with a cell state keeps it on the tape)
+        c_prev, c = rows(cs[prev]), rows(cs[out])
+    else:
+        c_prev = c = no_c
     E = np.eye(S)
     dh = E[:, :H].copy()
     dc = E[:, H:].copy() if cell.has_c else no_c
@@ -133,11 +138,11 @@ def _step_jacobian(cell, p: recurrence.Params, tape: recurrence.Tape, t: int) ->
         cell,
         p.W_hh,
         q,
-        rows(tape.hs[prev]),
+        rows(hs[prev]),
         c_prev,
-        rows(tape.hs[out]),
+        rows(hs[out]),
         c,
-        rows(tape.saved[t]),
+        rows(saved[t]),
         dh,
         dc,
         np.empty((S, G * H)),
@@ -148,7 +153,9 @@ def _step_jacobian(cell, p: recurrence.Params, tape: recurrence.Tape, t: int) ->
     return np.asarray(J, dtype=np.float64)
 
 
-def _spectral_norm(M: np.ndarray, method: str, u: np.ndarray | None) -> tuple[float, np.ndarray]:
+def _spectral_norm(
+    M: np.ndarray, method: str, u: np.ndarray | None
+) -> tuple[float, np.ndarray | None]:
     """(‖M‖₂, a left singular vector estimate) by SVD, or by power iteration on M Mᵀ from `u`
     (the vector is only carried along by SVD).
 
@@ -161,8 +168,9 @@ def _spectral_norm(M: np.ndarray, method: str, u: np.ndarray | None) -> tuple[fl
             return float(np.linalg.svd(M, compute_uv=False)[0]), u
         except np.linalg.LinAlgError:  # LAPACK's SVD, rarely, does not converge: fall back
             pass
-    if u is None or u.shape[0] != M.shape[0]:
-        u = np.random.default_rng(0).standard_normal(M.shape[0])
+    n: int = M.shape[0]
+    if u is None or u.shape[0] != n:
+        u = np.random.default_rng(0).standard_normal(n)
         u /= np.linalg.norm(u)
     sigma = 0.0
     for _ in range(1000):
@@ -278,7 +286,7 @@ def jacobian_products(
             else:
                 beta = float(max_dphi)
             rate = alpha * beta
-            bound = rate ** lags.astype(np.float64)
+            bound: np.ndarray = rate ** lags.astype(np.float64)
             log_bound = lags * np.log10(rate)
             bound_name = "(‖W_hh‖₂·max|φ'|)^(t−k)"
         else:

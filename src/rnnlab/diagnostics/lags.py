@@ -13,7 +13,9 @@ running forward (T_b the sequence's length), k running in reverse, whose pass en
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +36,7 @@ from rnnlab.diagnostics._common import (
     unit_vector,
     valid_steps,
 )
-from rnnlab.layers import Recurrent
+from rnnlab.layers import Forward, Recurrent
 
 LOSSES = ("last", "all")
 
@@ -59,7 +61,7 @@ class LagProfile:
             for name, fit in zip(self.names, self.fits, strict=True)
         )
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "kind": "lag_profile",
             **{k: json_value(v) for k, v in self.__dict__.items()},
@@ -83,7 +85,7 @@ class GradientMap:
             for name, fit in zip(self.names, self.fits, strict=True)
         )
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "kind": "gradient_map",
             **{k: json_value(v) for k, v in self.__dict__.items()},
@@ -91,7 +93,9 @@ class GradientMap:
         }
 
 
-def _forward(layer: Recurrent, x, lengths):
+def _forward(
+    layer: Recurrent, x: np.ndarray, lengths: np.ndarray | None
+) -> tuple[Forward, int, int]:
     """An evaluation-mode forward pass (no dropout: the profile is of the model, not a mask)."""
     f = layer.forward(x, lengths=lengths)  # rnnlab.layers checks x and lengths
     T, B = f.cache["tapes"][0].X.shape[:2]
@@ -135,6 +139,7 @@ def gradient_by_lag(
     J = L * D
     rng = np.random.default_rng(seed)
     dh_n: list[np.ndarray | None] = [None] * J
+    dys: Sequence[np.ndarray | None]
     if d_output is not None:
         d_output = _checks.float_array(
             d_output, "d_output", shape=f.output.shape, dtype=layer.dtype

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from rnnlab import _checks
 from rnnlab.diagnostics._common import check_int, check_number, json_value
@@ -53,7 +55,7 @@ class LossSlice:
         )
         return head + jump + (": a cliff" if self.cliff else ": smooth")
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "kind": "loss_slice",
             **{k: json_value(v) for k, v in self.__dict__.items()},
@@ -92,7 +94,7 @@ class ClipComparison:
             )
         return text
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "kind": "clip_comparison",
             **{k: json_value(v) for k, v in self.__dict__.items()},
@@ -103,12 +105,14 @@ class ClipComparison:
 def _check_params(params: object, name: str) -> dict[str, np.ndarray]:
     if not isinstance(params, dict) or not params:
         _checks.fail(name, "a non-empty dict of parameter arrays", _checks.describe(params))
-    for k, v in params.items():  # type: ignore[union-attr]
+    for k, v in params.items():
         _checks.float_array(v, f"{name}[{k!r}]")
-    return params  # type: ignore[return-value]
+    return params
 
 
-def _call(loss_fn: Callable, params: dict) -> float:
+def _call(
+    loss_fn: Callable[[dict[str, np.ndarray]], float], params: dict[str, np.ndarray]
+) -> float:
     value = loss_fn(params)
     ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
     if not ok and not (isinstance(value, np.ndarray) and value.shape == ()):
@@ -120,7 +124,9 @@ def _call(loss_fn: Callable, params: dict) -> float:
     return float(value)
 
 
-def _shifted(params: dict, direction: dict, alpha: float) -> dict[str, np.ndarray]:
+def _shifted(
+    params: dict[str, np.ndarray], direction: dict[str, np.ndarray], alpha: float
+) -> dict[str, np.ndarray]:
     """A fresh dict θ + α d (arrays not in d are copied unchanged)."""
     return {
         k: (v + alpha * direction[k]).astype(v.dtype) if k in direction else v.copy()
@@ -132,7 +138,7 @@ def loss_slice(
     loss_fn: Callable[[dict[str, np.ndarray]], float],
     params: dict[str, np.ndarray],
     direction: str | dict[str, np.ndarray],
-    alphas,
+    alphas: ArrayLike,
     *,
     seed: int = 0,
     cliff_ratio: float = 20.0,

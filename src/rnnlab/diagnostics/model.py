@@ -4,13 +4,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from rnnlab import _checks
-from rnnlab.layers import Recurrent
+from rnnlab.layers import Forward, Recurrent
+from rnnlab.modules import Sequential, _Module
+
+if TYPE_CHECKING:
+    from rnnlab.diagnostics._common import RateFit
+    from rnnlab.train import Task
 
 
-def split_model(model) -> tuple[int, Recurrent]:
+def split_model(model: object) -> tuple[int, Recurrent]:
     """(index, layer) of the one Recurrent module of a built model (Sequential)."""
     modules = getattr(model, "modules", None)
     found = [(i, m) for i, m in enumerate(modules or []) if isinstance(m, Recurrent)]
@@ -24,7 +31,9 @@ def split_model(model) -> tuple[int, Recurrent]:
     return found[0]
 
 
-def recurrent_io(model, x: np.ndarray, lengths: np.ndarray | None):
+def recurrent_io(
+    model: _Module, x: np.ndarray, lengths: np.ndarray | None
+) -> tuple[Forward, int, Recurrent, np.ndarray]:
     """The forward pass of every module (evaluation mode), the index and layer of the
     recurrent module, and the layer's input."""
     r, layer = split_model(model)
@@ -33,7 +42,9 @@ def recurrent_io(model, x: np.ndarray, lengths: np.ndarray | None):
     return f, r, layer, x_rec
 
 
-def output_gradient(model, task, x, y, lengths) -> tuple[np.ndarray, np.ndarray, float]:
+def output_gradient(
+    model: Sequential, task: Task, x: np.ndarray, y: np.ndarray, lengths: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, float]:
     """The task's loss on the batch and its gradient at the recurrent layer's output.
 
     L = task.loss(model(x), y); the modules above the recurrent layer (LastStep, Dropout in
@@ -45,11 +56,13 @@ def output_gradient(model, task, x, y, lengths) -> tuple[np.ndarray, np.ndarray,
     f, r, layer, x_rec = recurrent_io(model, x, lengths)
     loss, d = task.loss(f.output, Batch(x, y, lengths))
     for i in range(len(model.modules) - 1, r, -1):
-        d = model.modules[i].backward(f.cache[i], d).input
+        d_in = model.modules[i].backward(f.cache[i], d).input
+        assert d_in is not None  # (input_grad, the default)
+        d = d_in
     return x_rec, d, float(loss)
 
 
-def fit_summary(fit) -> dict:
+def fit_summary(fit: RateFit) -> dict[str, Any]:
     """A fitted rate (rnnlab.diagnostics.RateFit) as the summaries and the training log keep it."""
     return {
         "factor_per_step": fit.factor_per_step,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +45,7 @@ class SpectrumBlock:
     spectral_norm: float  # ‖W‖₂ = σ_max
     spectral_radius: float  # ρ = max |λ|
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {k: json_value(v) for k, v in self.__dict__.items()}
 
 
@@ -83,7 +84,7 @@ class Spectrum:
             )
         return "\n".join(lines)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "kind": "spectrum",
             "blocks": [b.to_json() for b in self.blocks],
@@ -111,7 +112,7 @@ class SpectrumHistory:
             )
         return "\n".join(lines)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "kind": "spectrum_history",
             **{k: json_value(v) for k, v in self.__dict__.items()},
@@ -119,7 +120,9 @@ class SpectrumHistory:
         }
 
 
-def _blocks(name: str, W: np.ndarray, gates: tuple[str, ...], W_hr=None) -> list[SpectrumBlock]:
+def _blocks(
+    name: str, W: np.ndarray, gates: tuple[str, ...], W_hr: np.ndarray | None = None
+) -> list[SpectrumBlock]:
     """One block per gate; with a projection W_hr (P, H) of the carry, the H × H map from one
     step's h̃ to the next step's pre-activations, W_g W_hr (W_g alone is H × P)."""
     H = W.shape[0] // len(gates)
@@ -172,7 +175,7 @@ def recurrent_spectrum(source: Recurrent | np.ndarray) -> Spectrum:
     return Spectrum(_blocks("W_hh", W, _gate_names(W.shape[0] // W.shape[1])))
 
 
-def spectrum_over_checkpoints(checkpoints) -> SpectrumHistory:
+def spectrum_over_checkpoints(checkpoints: object) -> SpectrumHistory:
     """The spectra of every `weight_hh_l{k}[_reverse]` (any prefix, e.g. "1.weight_hh_l0" in a
     Sequential) in a list of (step, params) pairs, in the order given."""
     if not isinstance(checkpoints, (list, tuple)) or not checkpoints:

@@ -10,12 +10,28 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from rnnlab import _checks, io
 from rnnlab.diagnostics.model import split_model
 from rnnlab.layers import Recurrent
+from rnnlab.modules import Sequential, _Module
+
+if TYPE_CHECKING:
+    from rnnlab.train import Task, TrainConfig
+
+
+class Trained(NamedTuple):
+    """What the analyses of a model read from its subject (all given, unlike a bare map's)."""
+
+    model: Sequential
+    task: Task
+    cfg: TrainConfig
+    spec: dict
+    x: np.ndarray
+    y: np.ndarray
 
 
 @dataclass
@@ -23,9 +39,9 @@ class Subject:
     """A model, the task it belongs to and one batch of that task's data, plus where they
     came from (for the summary). `task` and `cfg` are None for a bare dynamics map."""
 
-    model: object | None
-    task: object | None
-    cfg: object | None
+    model: _Module | None  # the analyses read one recurrent layer in a Sequential
+    task: Task | None
+    cfg: TrainConfig | None
     x: np.ndarray | None
     y: np.ndarray | None
     lengths: np.ndarray | None
@@ -33,6 +49,16 @@ class Subject:
     spec: dict | None = None
     run_dir: Path | None = None
     map_args: dict = field(default_factory=dict)  # dynamics source: w, b, phi, range, iters
+
+    def trained(self) -> Trained:
+        """The model, task, settings, description and batch of a subject with a model (the
+        analyses of a model are not run on a bare map: rnnlab.diagnostics.analyses.applicable)."""
+        m, task, cfg, spec, x, y = self.model, self.task, self.cfg, self.spec, self.x, self.y
+        if m is None or task is None or cfg is None or spec is None or x is None or y is None:
+            raise ValueError("a bare dynamics map has no model, task or data to analyse")
+        if not isinstance(m, Sequential):  # (split_model refuses it in `applicable` first)
+            _checks.fail("model", "a Sequential with one recurrent layer", _checks.describe(m))
+        return Trained(m, task, cfg, spec, x, y)
 
 
 def _validation_batch(task, n: int):
@@ -186,6 +212,7 @@ def dynamics_subject(
             "given with --b (one unit), or --W with --bias (two units), for the dynamics source",
             "both forms" if one else "neither",
         )
+    args: dict[str, object]
     if one:
         if w is None or b is None:
             _checks.fail(

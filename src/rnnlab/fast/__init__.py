@@ -118,10 +118,9 @@ def squared_error(
     if pred.dtype not in (np.float32, np.float64):  # the kernels' dtypes (float16 is not)
         return None
     grad = np.empty_like(pred)
-    views = [_rows3(a) for a in (pred, targets, grad)]
-    if any(v is None for v in views):
+    p3, y3, g3 = (_rows3(a) for a in (pred, targets, grad))
+    if p3 is None or y3 is None or g3 is None:
         return None
-    p3, y3, g3 = views
     m, has_mask = _mask_arg(mask)
     B = p3.shape[0]
     with parallel.session():
@@ -238,7 +237,8 @@ def _weight(b: np.ndarray, dt: np.dtype, rows: int, np_blas: bool, inference: bo
     if np_blas and b.dtype == dt and packs(b.shape, dt, inference):
         from rnnlab import _mkl
 
-        packed = _mkl.load().pack(b, rows)
+        mkl = _mkl.load()  # (not None: packs() found it)
+        packed = mkl.pack(b, rows) if mkl is not None else None
         if packed is not None:
             return np.empty((0, 0), dt), packed
     if b.dtype == dt and b.T.flags.c_contiguous and not b.flags.c_contiguous:
@@ -509,13 +509,23 @@ def backward_loop(
     dt = hs.dtype
     B, P = hs.shape[1], hs.shape[2]
     H = P if own is None else own.shape[2]
-    T = tape.shape[0] if cell.grads_over_tape else dXA.shape[0]
     GH = cell.gates * H
+    if cell.grads_over_tape:
+        T = tape.shape[0]
+        dXA = dHA = np.empty((0, 0, 0), dt)
+    else:
+        assert dXA is not None  # the gradients go to dXA where they do not go over the tape
+        T = dXA.shape[0]
+        if dHA is None:
+            dHA = np.empty((T, B, 0), dt)
+        if cell.in_place and cell.tape >= cell.gates:  # the steps find the gates in da
+            np.copyto(dXA, tape[:, :, :GH])
+            np.copyto(dHA, tape[:, :, GH : GH + dHA.shape[2]])
     hs = _wide(hs)
     W = _prepared(cell, W_hh, dt, B, np_blas, backward=True)
     m, has_mask = _mask_arg(mask)
     has_dys, has_trace = dys is not None, dh_trace is not None
-    dys = _rows(dys, dt) if has_dys else np.empty((0, 0, 0), dt)
+    dys = _rows(dys, dt) if dys is not None else np.empty((0, 0, 0), dt)
     trace = dh_trace if has_trace else np.empty((0, 0, 0), dt)
     dh = np.zeros((B, P), dt) if dh is None else np.array(dh, dtype=dt, order="C")
     if cell.has_c:
@@ -523,14 +533,6 @@ def backward_loop(
     else:
         dc = np.empty((B, 0), dt)
     own_width = len(cell.hh_own) * H
-    if cell.grads_over_tape:
-        dXA = dHA = np.empty((0, 0, 0), dt)
-    else:
-        if dHA is None:
-            dHA = np.empty((T, B, 0), dt)
-        if cell.in_place and cell.tape >= cell.gates:  # the steps find the gates in da
-            np.copyto(dXA, tape[:, :, :GH])
-            np.copyto(dHA, tape[:, :, GH : GH + dHA.shape[2]])
     if dq is None:
         dq = np.empty((B, 0), dt)
     hh = [np.empty((B, (hi - lo) * H if own_width else 0), dt) for (lo, hi), _ in cell.products]

@@ -34,10 +34,14 @@ False and they take another branch).
 from __future__ import annotations
 
 import ctypes
+from typing import TYPE_CHECKING
 
 import llvmlite.binding as ll
 
 from rnnlab import _blaschoice, _mkl
+
+if TYPE_CHECKING:
+    from _ctypes import CFuncPtr
 
 SGEMM = "rnnlab_cblas_sgemm"
 DGEMM = "rnnlab_cblas_dgemm"
@@ -89,7 +93,7 @@ NAME: str = (
 """Which BLAS the kernels' per-step products run on."""
 if _FOUND is not None:
     _s_addr, _d_addr = _FOUND
-    _standins = ()
+    _standins: tuple[CFuncPtr, ...] = ()
 else:
     _standins = (
         _cblas_type(ctypes.c_float)(_never_called),

@@ -55,6 +55,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from typing import Any
 
 import llvmlite.binding as ll
 import numpy as np
@@ -63,12 +64,21 @@ from numba import njit, types
 from numba.core.caching import FunctionCache
 from numba.core.compiler_lock import global_compiler_lock
 from numba.core.dispatcher import Dispatcher
+from numba.core.typing.templates import Signature
 from numba.extending import intrinsic, overload
 
 from rnnlab import settings
 from rnnlab.fast import blas
 
-JIT = {"cache": True, "error_model": "numpy", "fastmath": False, "nogil": True, "_nrt": False}
+# The options every kernel compiles with. Typed as a plain dict: numba's stubs type its options
+# (numba.core.decorators._JITOptions) without the private `_nrt`, which the kernels need.
+JIT: dict[str, Any] = {
+    "cache": True,
+    "error_model": "numpy",
+    "fastmath": False,
+    "nogil": True,
+    "_nrt": False,
+}
 
 
 def _vector_width() -> int:
@@ -172,8 +182,10 @@ class _WidthKeyedCache(FunctionCache):
 
 def scoped(dispatcher: Dispatcher) -> Dispatcher:
     """`dispatcher`, compiling (and loading from its cache) inside `llvm_options`."""
-    if type(dispatcher._cache) is FunctionCache:  # (cache=True; the loops have their own)
-        dispatcher._cache = _WidthKeyedCache(dispatcher.py_func)
+    # The type: ignores: numba's stubs leave out the dispatcher's private cache, and type
+    # `compile` as a method, which is replaced here on the instance.
+    if type(dispatcher._cache) is FunctionCache:  # type: ignore[attr-defined]  # (cache=True; the loops have their own)
+        dispatcher._cache = _WidthKeyedCache(dispatcher.py_func)  # type: ignore[attr-defined]
     compile_ = dispatcher.compile
 
     @functools.wraps(compile_)
@@ -181,7 +193,7 @@ def scoped(dispatcher: Dispatcher) -> Dispatcher:
         with llvm_options():
             return compile_(sig)
 
-    dispatcher.compile = compile_with_options
+    dispatcher.compile = compile_with_options  # type: ignore[method-assign]
     return dispatcher
 
 
@@ -189,7 +201,9 @@ def scoped(dispatcher: Dispatcher) -> Dispatcher:
 # lets LLVM turn each Horner step p·x + c (and the range reduction t − k·ln2) into one FMA.
 # Faster, with the largest errors unchanged (docs/design.md has the measurement); `contract`
 # on the whole loops gained nothing more.
-SCALAR = {"error_model": "numpy", "fastmath": {"contract"}, "_nrt": False}
+# Typed Any: it is also overload()'s `jit_options`, which numba's stubs type as their
+# _JITOptions, without `_nrt`.
+SCALAR: Any = {"error_model": "numpy", "fastmath": {"contract"}, "_nrt": False}
 
 
 # --------------------------------------------------------------------------- exp, tanh, σ
@@ -248,7 +262,9 @@ def _exp_f32(t):
     r = t - k * _LN2_32[0]
     r = r - k * _LN2_32[1]
     er = _horner(r, _EXP32) * (r * r) + r + np.float32(1.0)
-    return er * _f32_bits((np.int32(k) + np.int32(127)) << np.int32(23))
+    # (type: ignore: numba's stubs type an intrinsic's call with the typing context that
+    # numba passes it when it compiles the call, and which compiled code does not pass)
+    return er * _f32_bits((np.int32(k) + np.int32(127)) << np.int32(23))  # type: ignore[call-arg]
 
 
 @njit(**SCALAR)
@@ -260,7 +276,7 @@ def _exp_f64(t):
     rr = r * r
     px = r * _horner(rr, _EXP64_P)
     er = 1.0 + 2.0 * (px / (_horner(rr, _EXP64_Q) - px))
-    return er * _f64_bits((np.int64(k) + np.int64(1023)) << np.int64(52))
+    return er * _f64_bits((np.int64(k) + np.int64(1023)) << np.int64(52))  # type: ignore[call-arg]  # as above
 
 
 def _tanh_f32(v):
@@ -400,22 +416,31 @@ def transpose_into(a, out):
 # --------------------------------------------------------------------------- products
 _CBLAS_HEAD = (types.int32, types.int32, types.int32, types.int64, types.int64, types.int64)
 _CBLAS_TAIL = (types.intp, types.int64, types.intp, types.int64)
-_sgemm = types.ExternalFunction(
+
+
+def _external(name: str, signature: Signature) -> Any:
+    """The C function `name` (added to LLVM's symbols by rnnlab.fast.blas) for compiled code to
+    call. Typed Any: numba's stubs know a types.ExternalFunction as a numba type, not as the
+    function it is in compiled code."""
+    return types.ExternalFunction(name, signature)
+
+
+_sgemm = _external(
     blas.SGEMM,
     types.void(*_CBLAS_HEAD, types.float32, *_CBLAS_TAIL, types.float32, types.intp, types.int64),
 )
-_dgemm = types.ExternalFunction(
+_dgemm = _external(
     blas.DGEMM,
     types.void(*_CBLAS_HEAD, types.float64, *_CBLAS_TAIL, types.float64, types.intp, types.int64),
 )
 
 
 _COMPUTE_HEAD = (types.int32, types.int64, types.int64, types.int64, types.int64, types.int64)
-_sgemm_compute = types.ExternalFunction(
+_sgemm_compute = _external(
     blas.SGEMM_COMPUTE,
     types.void(*_COMPUTE_HEAD, *_CBLAS_TAIL, types.float32, types.intp, types.int64),
 )
-_dgemm_compute = types.ExternalFunction(
+_dgemm_compute = _external(
     blas.DGEMM_COMPUTE,
     types.void(*_COMPUTE_HEAD, *_CBLAS_TAIL, types.float64, types.intp, types.int64),
 )

@@ -42,6 +42,7 @@ import functools
 import hashlib
 import pathlib
 import types
+from typing import Any
 
 import numpy as np
 from numba import njit
@@ -49,7 +50,7 @@ from numba.core.caching import FunctionCache, IndexDataCacheFile
 
 from rnnlab.fast import kernels, rows  # noqa: F401  (rows registers the vocabulary)
 
-JIT = {**kernels.JIT, "cache": False}  # cached by _StableCache instead (below)
+JIT: dict[str, Any] = {**kernels.JIT, "cache": False}  # cached by _StableCache instead (below)
 
 
 class _StableCache(FunctionCache):

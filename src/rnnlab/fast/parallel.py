@@ -382,6 +382,7 @@ def _side_by_side(g: np.ndarray, xs: list[np.ndarray], outs: list[np.ndarray]) -
     block = scratch("side_by_side", (min(K, SIDE_BY_SIDE_ROWS), sum(widths)), g.dtype)
     acc = scratch("side_by_side_out", (g.shape[1], sum(widths)), g.dtype)
     mkl = _mkl.load()
+    assert mkl is not None  # (products go side by side only with MKL: _shared_left_factors)
     for a in range(0, K, SIDE_BY_SIDE_ROWS):
         b = min(a + SIDE_BY_SIDE_ROWS, K)
         col = 0
@@ -448,7 +449,7 @@ def empty(shape: tuple[int, ...], dtype) -> np.ndarray:
     if nbytes < POOL_MIN_BYTES or not retain_buffers():
         return np.empty(shape, dtype)
     block = _take_block(nbytes)
-    flat = np.frombuffer(memoryview(block), dtype, count)
+    flat = np.frombuffer(block.data, dtype, count)  # block.data: a memoryview of block
     # With a memoryview between block and flat, `flat` is the base of every view of it
     # (NumPy collapses bases through arrays only), so its finalizer runs after the last view.
     weakref.finalize(flat, _give_back, block).atexit = False

@@ -11,14 +11,17 @@ float32).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
-from numba import literally, types
+from numba import types
 from numba.extending import overload
+from numba.misc.special import literally  # (numba's __all__ leaves it out)
 
 from rnnlab.cells import pointwise
 from rnnlab.fast import kernels
 
-_INLINE = {"inline": "always", "jit_options": kernels.SCALAR}
+_INLINE: dict[str, Any] = {"inline": "always", "jit_options": kernels.SCALAR}
 
 
 def _dtype_of(x) -> np.dtype:

@@ -131,6 +131,7 @@ class _SequenceTask:
         # its mean; their padding step gets no gradient.
         if not a.any():
             return 0.0, np.zeros_like(output)  # the Trainer makes no update for this window
+        assert batch.lengths is not None  # (`batch` sets active only for a batch with lengths)
         loss, d_active = softmax_cross_entropy(
             output[a], batch.y[a], lengths=batch.lengths[a], reduction="mean"
         )

@@ -8,6 +8,8 @@ deterministic stratified train/test split.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from rnnlab._checks import choice, describe, fail, probability
@@ -95,8 +97,8 @@ class Digits(_SequenceTask):
         out, y, _ = self._eval_outputs(model, split)
         loss, _ = softmax_cross_entropy(out, y, reduction="mean")
         pred = out.argmax(axis=1)
-        result = {"accuracy": float((pred == y).mean()), "loss": loss, "chance": 0.1,
-                  "majority": majority_accuracy(y)}  # fmt: skip
+        result: dict[str, Any] = {"accuracy": float((pred == y).mean()), "loss": loss,
+                                  "chance": 0.1, "majority": majority_accuracy(y)}  # fmt: skip
         if split == "test":
             cm = np.zeros((10, 10), np.int64)
             np.add.at(cm, (y, pred), 1)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -92,14 +93,17 @@ def _check_order(order: object, name: str, vocab_size: int) -> int:
     return n
 
 
-def _count(ids: np.ndarray, V: int, max_order: int):
+_Counts = list[tuple[np.ndarray, np.ndarray]]  # per order k, (sorted codes, counts)
+
+
+def _count(ids: np.ndarray, V: int, max_order: int) -> tuple[_Counts, _Counts]:
     """Raw counts c(x_1..x_k) for k = 1..max_order, and continuation counts
     N1+(• x_1..x_k) = #{v : c(v x_1..x_k) > 0} for k = 1..max_order − 1.
 
     Each is a pair (sorted codes, counts). A continuation count only needs the *distinct*
     (k+1)-grams: drop their first symbol (code mod V^k) and count what remains.
     """
-    raw = []
+    raw: _Counts = []
     codes = ids
     for k in range(1, max_order + 1):
         if k > 1:
@@ -120,7 +124,7 @@ def _level(keys: np.ndarray, counts: np.ndarray, V: int) -> _Level:
     return _Level(keys, counts, contexts, totals, types, discount)
 
 
-def _model(raw, cont, V: int, order: int) -> NGramModel:
+def _model(raw: _Counts, cont: _Counts, V: int, order: int) -> NGramModel:
     """Order `order` from shared counts: raw counts at the top, continuation counts below."""
     keys, counts = raw[0] if order == 1 else cont[0]
     c = np.bincount(keys, weights=counts.astype(np.float64), minlength=V)
@@ -170,7 +174,7 @@ def _probabilities(model: NGramModel, grams: np.ndarray, history: np.ndarray) ->
     """
     V = model.vocab_size
     w = grams[:, -1]
-    p = model.unigram[w]
+    p: np.ndarray = model.unigram[w]
     code = w.copy()
     for k, level in enumerate(model.levels, start=2):
         code += grams[:, -k] * V ** (k - 1)  # the k-gram ending at w
@@ -194,7 +198,8 @@ def log_probs(model: NGramModel, ids: object) -> np.ndarray:
     padded = np.concatenate([np.zeros(n - 1, np.int64), ids])
     grams = sliding_window_view(padded, n)  # row i = ids[i−n+1 .. i], zeros before the start
     history = np.minimum(np.arange(len(ids)), n - 1)
-    return np.log(_probabilities(model, grams, history))
+    logs: np.ndarray = np.log(_probabilities(model, grams, history))
+    return logs
 
 
 def next_probs(model: NGramModel, context: object) -> np.ndarray:
@@ -219,7 +224,7 @@ def name_of(order: int) -> str:
 
 def ngram_baselines(
     train_ids: object, eval_ids: object, vocab_size: int, max_order: int = 5
-) -> dict[str, dict]:
+) -> dict[str, dict[str, Any]]:
     """Held-out cross-entropy of interpolated Kneser–Ney models of orders 1..max_order.
 
     Returns {"unigram": {"order": 1, "nats_per_char": ..., "bits_per_char": ...},

@@ -33,6 +33,7 @@ import os
 import sysconfig
 import tokenize
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -299,7 +300,7 @@ class PyTokens(_SequenceTask):
         out, y, _ = self._eval_outputs(model, split)
         loss, _ = softmax_cross_entropy(out, y, reduction="mean")
         pred = out.argmax(axis=-1)
-        result = {"accuracy": float((pred == y).mean()), "loss": loss}
+        result: dict[str, Any] = {"accuracy": float((pred == y).mean()), "loss": loss}
         per_class = {}
         for c, name in enumerate(self.classes):
             m = y == c

@@ -30,7 +30,7 @@ def _check_rng(rng: object) -> np.random.Generator:
             describe(rng),
             "Randomness is always passed explicitly.",
         )
-    return rng  # type: ignore[return-value]
+    return rng
 
 
 def _check_T(T: object, least: int, why: str) -> int:

@@ -19,7 +19,7 @@ import stat
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -239,7 +239,7 @@ def _ids(value: object, name: str) -> np.ndarray:
         value = np.asarray(value)
     if not isinstance(value, np.ndarray) or value.dtype.kind not in "iu" or value.ndim != 1:
         fail(name, "a 1-D array of integer ids", describe(value))
-    return value  # type: ignore[return-value]
+    return value
 
 
 def windows(ids: object, length: int, stride: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -321,7 +321,7 @@ class CharLM:
             )
         self.cfg = cfg
         stored = _stored_vocab(data)
-        if stored is not None and not text:
+        if stored is not None and data is not None and not text:  # (stored: data is not None)
             self.vocab, self.output_size, self._record = stored, stored.size, dict(data)
             return
         path = cfg.data
@@ -407,8 +407,10 @@ class CharLM:
             total += loss
             state = f.state
         nats = total / (n * tracks)
-        result = {"nats_per_char": nats, "bits_per_char": nats / math.log(2), "chars": n * tracks,
-                  "unknown_chars": int((ids == self.vocab.unknown).sum())}  # fmt: skip
+        result: dict[str, Any] = {
+            "nats_per_char": nats, "bits_per_char": nats / math.log(2), "chars": n * tracks,
+            "unknown_chars": int((ids == self.vocab.unknown).sum()),
+        }  # fmt: skip
         if split == "test":
             result["baselines"] = self.baselines(split)
         return result

@@ -27,7 +27,7 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Unpack
+from typing import Any, Unpack
 
 import numpy as np
 
@@ -373,8 +373,10 @@ class Transduction:
                          "starts from the encoder's state)", repr(cfg.initial_state))  # fmt: skip
         self.tokens = cfg.task != "caption"
         self._splits: dict = {}
-        self._record = _checked_record(data) if data else None
-        if self._record is None:
+        self._record: dict = {}
+        if data:
+            self._record = _checked_record(data)
+        else:
             self._fit_record()
         r = self._record
         self.source_codec = CharCodec(tuple(r["source_chars"])) if self.tokens else None
@@ -514,7 +516,9 @@ class Transduction:
                                             reduction="sum")  # fmt: skip
             total += loss
             count += target_lengths(y[sl]).sum()
-        result = {**scores(self.decode(model, xp, lengths), refs), "loss": total / count}
+        result: dict[str, Any] = {
+            **scores(self.decode(model, xp, lengths), refs), "loss": total / count
+        }
         if beam is None and split == "test":
             beam = self.cfg.beam
         if beam is not None:
@@ -549,7 +553,7 @@ class Transduction:
         in an error ("line 3 of F"). Characters the model never saw are refused, naming
         them, unless `unknown="map"` (the unknown symbol); a source longer than any of
         training is decoded with a warning on stderr."""
-        if not self.tokens:
+        if self.source_codec is None:  # (not self.tokens)
             _checks.fail("run", "a numbers or dates run (text sources)",
                          "a caption run, whose sources are images")  # fmt: skip
         beam = _beam(beam)
@@ -626,7 +630,8 @@ def _checked_record(data) -> dict:
 def model_spec(cfg: TrainConfig, task: Transduction) -> dict:
     """config.json's "model" for an encoder–decoder run: the training options mapped onto the
     encoder (cell, hidden, layers, bidirectional) and the decoder (cell, hidden, layers)."""
-    source = ({"type": "tokens", "vocab_size": task.source_codec.size} if task.tokens else
+    codec = task.source_codec  # (None: not task.tokens)
+    source = ({"type": "tokens", "vocab_size": codec.size} if codec is not None else
               {"type": "vectors", "size": 8})  # fmt: skip
     lstm = cfg.cell == "lstm"
     return {
