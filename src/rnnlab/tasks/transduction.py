@@ -217,9 +217,9 @@ def caption(split: str, n: int, seed: int = 0,
     """n images of 1–3 digit numbers (uniform number of digits, then uniform digits; no
     leading zero) as column sequences: (x (n, 8·d_max, 8) float32, lengths (n,) = 8·digits,
     English words). Each split draws its digits from its own images (`caption_images`, with
-    the validation tenth `fold`):
-    scikit-learn's test images for test, disjoint parts of its training images for train
-    and valid, so neither a validation nor a test image is ever trained on."""
+    the validation tenth `fold`): scikit-learn's test images for test, disjoint parts of its
+    training images for train and valid, so neither a validation nor a test image is ever
+    trained on."""
     num2words = _num2words()
     spelt: dict[int, str] = {}  # num2words is the slow part: once per number
     images, labels = caption_images(split, fold)
