@@ -143,3 +143,53 @@ def test_a_source_is_tokens_or_vectors():
         Seq2Seq(None, W)
     with pytest.raises(ValueError, match=match):
         Seq2Seq(V, W, source_features=3)
+
+
+@pytest.mark.parametrize("tokens", [True, False], ids=["tokens", "vectors"])
+def test_input_dropout_gradients_are_exact_and_it_acts_in_training_only(tokens):
+    """Dropout on what the encoder reads (the embeddings, or the source's vectors): the same
+    mask for the same generator, so the gradient check holds; nothing changes in evaluation,
+    and a bad probability is refused with its name."""
+    kw = dict(embed=3, hidden=4, attention="additive", attention_size=3, dtype=np.float64,
+              rng=6, input_dropout=0.5)  # fmt: skip
+    m = Seq2Seq(V, W, **kw) if tokens else Seq2Seq(None, W, source_features=3, **kw)
+    g = np.random.default_rng(7)  # (seeds whose gradients are none of them tiny, see above)
+    for v in m.params.values():
+        v[...] = g.uniform(-0.8, 0.8, v.shape)
+    src = g.integers(0, V, (B, S)) if tokens else g.standard_normal((B, S, 3))
+    tgt = g.integers(0, W, (B, T))
+    kw = dict(tgt_in=tgt, src_lengths=SRC_LENGTHS, tgt_lengths=TGT_LENGTHS)
+    report = gradcheck(m, src, check_input=False, eps=1e-4, training=True, rng_seed=4, **kw)
+    assert report.max_error < 1e-7, str(report)
+    plain = m.forward(src, **kw).output
+    dropped = m.forward(src, training=True, rng=np.random.default_rng(4), **kw).output
+    assert not np.allclose(plain, dropped)  # the mask acts in training
+    again = m.forward(src, training=False, rng=np.random.default_rng(4), **kw).output
+    np.testing.assert_array_equal(plain, again)
+    with pytest.raises(ValueError, match=r"`input_dropout` must be a number in \[0, 1\)"):
+        Seq2Seq(V, W, input_dropout=1.0)
+
+
+def test_source_convolution_gradients_are_exact_and_padding_reads_nothing():
+    """The 3×3 convolution over an image source (with input dropout before it): every
+    gradient against central differences, its features zero past each source's length, and
+    the channels refused for token sources or when negative, with the argument's name."""
+    m = Seq2Seq(None, W, source_features=3, embed=3, hidden=4, attention="additive",
+                attention_size=3, input_dropout=0.3, source_conv=2, dtype=np.float64,
+                rng=3)  # fmt: skip
+    g = np.random.default_rng(4)
+    for v in m.params.values():
+        v[...] = g.uniform(-0.8, 0.8, v.shape)
+    assert m.params["conv.weight"].shape == (2, 9) and m.encoder.input_size == 6
+    x, tgt = g.standard_normal((B, S, 3)), g.integers(0, W, (B, T))
+    kw = dict(tgt_in=tgt, src_lengths=SRC_LENGTHS, tgt_lengths=TGT_LENGTHS)
+    report = gradcheck(m, x, check_input=False, eps=1e-4, training=True, rng_seed=4, **kw)
+    assert report.max_error < 1e-7, str(report)
+    features, _ = m._conv(x, SRC_LENGTHS)
+    assert not features[1, 2:].any() and features[1, :2].any()
+    noisy = x.copy()
+    noisy[1, 2:] = 99.0  # what lies past a source's length changes nothing
+    np.testing.assert_array_equal(m.forward(x, **kw).output[1], m.forward(noisy, **kw).output[1])
+    for bad, args in ((-1, (None, W)), (2, (V, W)), (True, (None, W))):
+        with pytest.raises(ValueError, match=r"`source_conv` must be a non-negative number"):
+            Seq2Seq(*args, source_features=3 if args[0] is None else None, source_conv=bad)

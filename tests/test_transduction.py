@@ -98,6 +98,47 @@ def test_caption_images_and_words():
     assert ids.shape[0] == 4
 
 
+def test_caption_splits_read_disjoint_images():
+    """Validation, like the test, reads handwriting never trained on: the three splits' digit
+    images are pairwise disjoint (compared by their pixels), the valid images are a stratified
+    tenth of scikit-learn's training images, and every caption of a split is made of its own
+    split's images."""
+    pytest.importorskip("sklearn")
+    images = {s: td.caption_images(s) for s in td.SPLITS}
+    pixels = {s: {im.tobytes() for im in x} for s, (x, _) in images.items()}
+    assert len(pixels["train"]) == len(images["train"][0])  # no image twice
+    assert not pixels["train"] & pixels["valid"]
+    assert not pixels["train"] & pixels["test"]
+    assert not pixels["valid"] & pixels["test"]
+    n_train, n_valid = len(images["train"][1]), len(images["valid"][1])
+    assert n_train + n_valid + len(images["test"][1]) == 1797
+    counts = np.bincount(images["valid"][1], minlength=10)
+    assert counts.min() >= 14 and counts.sum() == n_valid  # every digit, about a tenth
+    assert 0.09 < n_valid / (n_train + n_valid) < 0.11
+    for split in ("train", "valid"):
+        x, lengths, _ = td.caption(split, 40, seed=5)
+        for xi, n in zip(x, lengths, strict=True):
+            for j in range(0, n, 8):
+                assert xi[j : j + 8].T.tobytes() in pixels[split]
+    # the valid images do not depend on the run's seed
+    a, b = td.caption("valid", 10, seed=1), td.caption("valid", 10, seed=2)
+    used = {xi[j : j + 8].T.tobytes() for x, ls, _ in (a, b)
+            for xi, n in zip(x, ls, strict=True) for j in range(0, n, 8)}  # fmt: skip
+    assert used <= pixels["valid"]
+    # the ten validation tenths (--valid-fold) cut the training images into disjoint parts,
+    # each held out from its own run's training images
+    train_all = pixels["train"] | pixels["valid"]
+    seen: set = set()
+    for fold in range(td.CAPTION_FOLDS):
+        valid = {im.tobytes() for im in td.caption_images("valid", fold)[0]}
+        train = {im.tobytes() for im in td.caption_images("train", fold)[0]}
+        assert not valid & train and valid | train == train_all and not valid & seen
+        seen |= valid
+    assert seen == train_all
+    with pytest.raises(ValueError, match=r"`fold` must be an integer from 0 to 9"):
+        td.caption_images("valid", 10)
+
+
 def test_scores():
     s = td.scores(["forty-two", "sieben"], ["forty-two", "siebzehn"])
     assert s["exact_match"] == 0.5

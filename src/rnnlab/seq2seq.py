@@ -31,7 +31,7 @@ import numpy as np
 from rnnlab import _checks
 from rnnlab.layers import Backward, Forward, Module, _dtype, _rng
 from rnnlab.models import make_recurrent
-from rnnlab.modules import Embedding, Linear, _Module
+from rnnlab.modules import Dropout, Embedding, Linear, _Module
 from rnnlab.ops import softmax
 from rnnlab.recurrence import valid_mask
 
@@ -42,11 +42,19 @@ class Seq2Seq(_Module):
     """An encoder–decoder whose target is token ids and whose source is token ids
     (`source_vocab`) or vectors (`source_vocab=None, source_features=F`: an image read column
     by column, for one-to-many "image to text"). Parameters are named by part:
-    `src_embed.weight`, `encoder.weight_ih_l0`, …, `bridge_h.weight`, `decoder.…`,
-    `attention.…`, `combine.…`, `out.weight` (see the module's docstring for the equations).
+    `src_embed.weight` (or `conv.weight`), `encoder.weight_ih_l0`, …, `bridge_h.weight`,
+    `decoder.…`, `attention.…`, `combine.…`, `out.weight` (see the module's docstring for the
+    equations).
     `recurrent`: further keyword arguments of rnnlab.models.make_recurrent for both the
     encoder and the decoder (dropout between layers, the LSTM's variants, recurrent dropout,
-    zoneout); not `proj_size` (the bridge and the attention read h at full size)."""
+    zoneout); not `proj_size` (the bridge and the attention read h at full size).
+    `input_dropout`: inverted dropout on what the encoder reads (the source's vectors, or
+    its embeddings), in training only: for an image, each pixel is zeroed with this
+    probability, a regulariser against memorising the training images. `source_conv` C
+    (vector sources only; 0: none): the source read as an image, one column of
+    `source_features` pixels a step, goes through a 3×3 convolution with C channels (zero
+    padding) and a ReLU before the encoder, which then reads C·source_features values a step:
+    local stroke detectors shared over the whole image (`conv.weight` (C, 9), `conv.bias`)."""
 
     def __init__(
         self,
@@ -62,6 +70,8 @@ class Seq2Seq(_Module):
         attention: str = "none",
         attention_size: int | None = None,
         source_features: int | None = None,
+        input_dropout: float = 0.0,
+        source_conv: int = 0,
         recurrent: dict | None = None,
         dtype=np.float32,
         rng=None,
@@ -84,7 +94,21 @@ class Seq2Seq(_Module):
         self.src_embed = (
             Embedding(source_vocab, embed, dtype=dt, rng=rng) if source_vocab is not None else None
         )  # (None: not self.tokens)
+        self.input_dropout = Dropout(_checks.probability(input_dropout, "input_dropout"))
         width = embed if self.tokens else _checks.positive_int(source_features, "source_features")
+        if (
+            isinstance(source_conv, bool)
+            or not isinstance(source_conv, (int, np.integer))
+            or (source_conv < 0 or (source_conv and self.tokens))
+        ):
+            _checks.fail("source_conv", "a non-negative number of channels (0: none), for "
+                         "vector sources only", repr(source_conv))  # fmt: skip
+        self.conv_channels = int(source_conv)
+        if self.conv_channels:
+            C = self.conv_channels
+            self.conv = {"weight": rng.normal(0.0, np.sqrt(2.0 / 9.0), (C, 9)).astype(dt),
+                         "bias": np.zeros(C, dt)}  # fmt: skip
+            width *= C
         self.encoder = make_recurrent(cell, width, hidden, encoder_layers,
                                       bidirectional=bidirectional, dtype=dt, rng=rng,
                                       **recurrent)  # fmt: skip
@@ -125,6 +149,8 @@ class Seq2Seq(_Module):
         parts["out"] = self.out
         self._parts = parts
         self.params = {f"{name}.{k}": v for name, m in parts.items() for k, v in m.params.items()}
+        if self.conv_channels:
+            self.params.update({f"conv.{k}": v for k, v in self.conv.items()})
         if self.attention != "none":
             self.params.update({f"attention.{k}": v for k, v in self.attn.items()})
 
@@ -132,11 +158,35 @@ class Seq2Seq(_Module):
     def encode(self, src, src_lengths=None, *, training=False, rng=None, grad=True):
         """(encoder outputs (B, S, D·H), the decoder's initial state, what backward needs)."""
         fe = self.src_embed.forward(src) if self.src_embed is not None else None
-        fenc = self.encoder.forward(src if fe is None else fe.output, lengths=src_lengths,
-                                    training=training, rng=rng, grad=grad,
-                                    check=False)  # fmt: skip
+        fi = self.input_dropout.forward(src if fe is None else fe.output, training=training,
+                                        rng=rng)  # fmt: skip
+        inp, fconv = fi.output, None
+        if self.conv_channels:
+            inp, fconv = self._conv(inp, src_lengths)
+        fenc = self.encoder.forward(inp, lengths=src_lengths, training=training, rng=rng,
+                                    grad=grad, check=False)  # fmt: skip
         state, fb = self._bridge(fenc.state)
-        return fenc.output, state, (fe, fenc, fb)
+        return fenc.output, state, (fe, fi, fconv, fenc, fb)
+
+    def _conv(self, x, lengths):
+        """The 3×3 convolution and ReLU over an image (B, S columns, F pixels): (B, S, F·C),
+        zero at columns past each source's length, and what the backward needs."""
+        B, S, F = x.shape
+        m = valid_mask(lengths, None, B, S)
+        padded = np.zeros((B, S + 2, F + 2), x.dtype)
+        padded[:, 1:-1, 1:-1] = x if m is None else np.where(m.T[:, :, None], x, 0)  # image edge
+        patches = np.stack([padded[:, i : i + S, j : j + F] for i in range(3) for j in range(3)],
+                           axis=-1)  # (B, S, F, 9): step t's column and its neighbours  # fmt: skip
+        z = patches @ self.conv["weight"].T + self.conv["bias"]  # (B, S, F, C)
+        keep = (z > 0) if m is None else (z > 0) & m.T[:, :, None, None]
+        out = np.where(keep, z, 0).astype(self.dtype, copy=False)
+        return out.reshape(B, S, F * self.conv_channels), (patches, keep)
+
+    def _conv_back(self, fconv, d_out, grads):
+        patches, keep = fconv
+        dz = np.where(keep, d_out.reshape(keep.shape), 0)
+        grads["conv.weight"] = dz.reshape(-1, dz.shape[-1]).T @ patches.reshape(-1, 9)
+        grads["conv.bias"] = dz.reshape(-1, dz.shape[-1]).sum(axis=0)
 
     def _top(self, final):
         """The encoder's top layer's final state, its directions side by side: (B, D·H)."""
@@ -297,12 +347,15 @@ class Seq2Seq(_Module):
         grads.update({f"decoder.{k}": v for k, v in bdec.params.items()})
         bd = self.tgt_embed.backward(c["fd"], bdec.input)
         grads.update({f"tgt_embed.{k}": v for k, v in bd.params.items()})
-        fe, fenc, fb = c["enc_cache"]
+        fe, fi, fconv, fenc, fb = c["enc_cache"]
         d_enc_state = self._bridge_back(fb, bdec.state, grads)
-        benc = self.encoder.backward(fenc, d_enc, d_enc_state, input_grad=self.tokens)
+        benc = self.encoder.backward(fenc, d_enc, d_enc_state,
+                                     input_grad=self.tokens or fconv is not None)  # fmt: skip
+        if fconv is not None:
+            self._conv_back(fconv, benc.input, grads)
         grads.update({f"encoder.{k}": v for k, v in benc.params.items()})
         if self.src_embed is not None:
-            be = self.src_embed.backward(fe, benc.input)
+            be = self.src_embed.backward(fe, self.input_dropout.backward(fi, benc.input).input)
             grads.update({f"src_embed.{k}": v for k, v in be.params.items()})
         return Backward(None, None, {k: grads[k] for k in self.params})
 

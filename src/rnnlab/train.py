@@ -83,6 +83,8 @@ class TrainConfig:
     attention: str = "none"  # encoder–decoder tasks: none | multiplicative | additive
     attention_size: int = 0  # additive attention's inner size; 0 = hidden
     beam: int = 5  # encoder–decoder tasks: the beam width of the test evaluation
+    input_dropout: float = 0.0  # encoder–decoder tasks: dropout on what the encoder reads
+    source_conv: int = 0  # caption: channels of a 3x3 convolution over the image; 0 = none
     steps: int = 1000
     time_limit: float = 0.0  # seconds; 0 = none. Stops early (not part of exact resume).
     eval_every: int = 200
@@ -103,6 +105,7 @@ class TrainConfig:
     data: str = ""  # a text file for charlm ("" = the built-in corpus)
     T: int = 100  # sequence length of the synthetic memory tasks
     digits_mode: str = "rows"
+    valid_fold: int = 0  # caption: the tenth of the training images that validates
     train_size: int = 0  # 0 = the task's default
     extra: dict = field(default_factory=dict)
 
@@ -145,7 +148,8 @@ class TrainConfig:
             "beam",
         ):
             _checks.positive_int(getattr(self, name), name)
-        for name in ("bptt", "warmup", "patience", "train_size", "seed", "attention_size"):
+        for name in ("bptt", "warmup", "patience", "train_size", "seed", "attention_size",
+                     "source_conv", "valid_fold"):  # fmt: skip
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 _checks.fail(name, "a non-negative integer", _checks.describe(v))
@@ -185,6 +189,7 @@ class TrainConfig:
             _checks.fail("proj_size", f"an integer from 0 (none) to hidden - 1 = {self.hidden - 1}",
                          _checks.describe(v))  # fmt: skip
         _checks.probability(self.recurrent_dropout, "recurrent_dropout")
+        _checks.probability(self.input_dropout, "input_dropout")
         zones = self.zoneout if isinstance(self.zoneout, list) else [self.zoneout]
         if len(zones) not in (1, 2):
             _checks.fail("zoneout", "a probability or a pair [p_h, p_c]", repr(self.zoneout))
@@ -226,6 +231,14 @@ class TrainConfig:
             out.append(f"`T` is the length of the synthetic tasks; {self.task} ignores it")
         if "digits_mode" in g and self.task != "digits":
             out.append(f"`digits_mode` is for the digits task; {self.task} ignores it")
+        if (
+            "source_conv" in g
+            and self.source_conv
+            and self.task not in ("numbers", "dates", "caption")
+        ):
+            out.append(f"`source_conv` is for the caption task; {self.task} ignores it")
+        if "valid_fold" in g and self.task != "caption":
+            out.append(f"`valid_fold` is for the caption task; {self.task} ignores it")
         if "seq_len" in g and self.task not in ("charlm", "pytokens"):
             out.append(f"`seq_len` cuts charlm and pytokens text; {self.task} ignores it")
         seq2seq = self.task in ("numbers", "dates", "caption")
@@ -239,7 +252,7 @@ class TrainConfig:
         if "attention_size" in g and self.attention != "additive":
             out.append("`attention_size` is the additive attention's; attention "
                        f"{self.attention!r} ignores it")  # fmt: skip
-        for name in ("attention", "beam"):
+        for name in ("attention", "beam", "input_dropout"):
             if name in g and not seq2seq:
                 out.append(f"`{name}` is for the encoder-decoder tasks (numbers, dates, "
                            f"caption); {self.task} ignores it")  # fmt: skip

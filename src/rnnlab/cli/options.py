@@ -127,7 +127,8 @@ def add_model_options(
 
 
 def add_seq2seq_options(parser, defaults=SUPPRESS, *, only=None) -> None:
-    """The encoder-decoder's --attention, --attention-size and --beam."""
+    """The encoder-decoder's --attention, --attention-size, --source-conv, --input-dropout and
+    --beam."""
     g = _Group(parser, "encoder-decoder (numbers, dates, caption)", defaults, only)
     g.add("--attention", choices=("none", "additive", "multiplicative"),
           help="attention over the source: additive (Bahdanau) or multiplicative "
@@ -135,6 +136,11 @@ def add_seq2seq_options(parser, defaults=SUPPRESS, *, only=None) -> None:
     g.add("--attention-size", dest="attention_size", type=int,
           help="additive attention: the size of its tanh layer (0: --hidden); its cost is "
           "batch x target x source x this")  # fmt: skip
+    g.add("--source-conv", dest="source_conv", type=int,
+          help="caption: a 3x3 convolution with this many channels and a ReLU over the image "
+          "before the encoder (0: none)")  # fmt: skip
+    g.add("--input-dropout", dest="input_dropout", type=float,
+          help="dropout on what the encoder reads (caption: each pixel), in training")  # fmt: skip
     g.add("--beam", type=int, help="beam width of the final test evaluation (1: greedy)")
 
 
@@ -178,11 +184,18 @@ def add_optimisation_options(
 
 
 def add_data_options(parser, defaults=SUPPRESS, *, only=None, checked: bool = False) -> None:
-    """--data, --T, --digits-mode, --train-size and --seed (of the data and the weights)."""
+    """--data, --T, --digits-mode, --valid-fold, --train-size and --seed (of the data and the
+    weights)."""
     g = _Group(parser, "data", defaults, only)
     g.add("--data", help="charlm: a UTF-8 text file (default: built-in corpus)")
     g.add("--T", dest="T", type=count("--T") if checked else int,
           help="memory tasks (adding, copy, temporal-order): sequence length")  # fmt: skip
     g.add("--digits-mode", dest="digits_mode", choices=("rows", "pixels"))
+    g.add(
+        "--valid-fold",
+        dest="valid_fold",
+        type=int,
+        help="caption: which tenth (0-9) of the training images validates (never trained on)",
+    )
     g.add("--train-size", dest="train_size", type=int)
     g.add("--seed", type=int, help="the seed of the initialisation and the data")

@@ -185,17 +185,44 @@ def teacher_inputs(targets: np.ndarray) -> np.ndarray:
     return np.concatenate([np.full((targets.shape[0], 1), BOS), targets[:, :-1]], axis=1)
 
 
-def caption(split: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """n images of 1–3 digit numbers (uniform number of digits, then uniform digits; no
-    leading zero) as column sequences: (x (n, 8·d_max, 8) float32, lengths (n,) = 8·digits,
-    English words). Train and valid take scikit-learn's training images, test its test
-    images (rnnlab.tasks.digits's stratified split), so a test image is never seen."""
+CAPTION_FOLDS = 10  # each digit's training images in tenths; one of them validates
+
+
+def caption_images(split: str, fold: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The digit images (n, 8 rows, 8 columns) and their labels that `split`'s captions are
+    made of. scikit-learn's test images (rnnlab.tasks.digits's stratified split, seed 0) are
+    the test split's; each digit's training images are cut into CAPTION_FOLDS tenths (a fixed
+    shuffle), tenth `fold` is the valid split's and the rest the train split's, so that
+    validation, like the test, reads handwriting the model never trained on."""
     from rnnlab.tasks.digits import load_digits_sequences
 
-    words = _num2words()
     choice(split, "split", SPLITS)
+    if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < CAPTION_FOLDS:
+        fail("fold", f"an integer from 0 to {CAPTION_FOLDS - 1}", repr(fold))
     x_tr, y_tr, x_te, y_te = load_digits_sequences("rows", seed=0)
-    images, labels = (x_te, y_te) if split == "test" else (x_tr, y_tr)
+    if split == "test":
+        return x_te, y_te
+    rng = np.random.default_rng([0, 29])  # the same tenths whatever the run's seed
+    held = np.zeros(len(y_tr), bool)
+    for d in range(10):
+        members = rng.permutation(np.flatnonzero(y_tr == d))
+        bounds = np.linspace(0, len(members), CAPTION_FOLDS + 1).round().astype(int)
+        held[members[bounds[fold] : bounds[fold + 1]]] = True
+    keep = held if split == "valid" else ~held
+    return x_tr[keep], y_tr[keep]
+
+
+def caption(split: str, n: int, seed: int = 0,
+            fold: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:  # fmt: skip
+    """n images of 1–3 digit numbers (uniform number of digits, then uniform digits; no
+    leading zero) as column sequences: (x (n, 8·d_max, 8) float32, lengths (n,) = 8·digits,
+    English words). Each split draws its digits from its own images (`caption_images`, with
+    the validation tenth `fold`): scikit-learn's test images for test, disjoint parts of its
+    training images for train and valid, so neither a validation nor a test image is ever
+    trained on."""
+    num2words = _num2words()
+    spelt: dict[int, str] = {}  # num2words is the slow part: once per number
+    images, labels = caption_images(split, fold)
     by_digit = [np.flatnonzero(labels == d) for d in range(10)]
     rng = np.random.default_rng([seed, SPLITS.index(split), 2])
     x = np.zeros((n, 24, 8), np.float32)
@@ -210,7 +237,10 @@ def caption(split: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, 
             img = images[rng.choice(by_digit[d])]  # (8 rows, 8 columns)
             x[i, 8 * j : 8 * (j + 1)] = img.T  # step = one column, its 8 pixels
         lengths[i] = 8 * k
-        texts.append(words(int("".join(map(str, digits))), lang="en"))
+        v = int("".join(map(str, digits)))
+        if v not in spelt:
+            spelt[v] = num2words(v, lang="en")
+        texts.append(spelt[v])
     return x, lengths, texts
 
 
@@ -333,6 +363,8 @@ def build(spec: dict, rng) -> Trainee:
             bidirectional=spec["bidirectional"],
             attention=spec["attention"],
             attention_size=spec.get("attention_size"),
+            input_dropout=spec.get("input_dropout", 0.0),
+            source_conv=spec.get("source_conv", 0),
             recurrent=spec["recurrent"],
             rng=rng,
         )
@@ -368,6 +400,13 @@ class Transduction:
         if cfg.cell not in CELLS:
             _checks.fail("cell", f"one of {', '.join(CELLS)} for the {cfg.task} task (encoder "
                          "and decoder)", repr(cfg.cell))  # fmt: skip
+        if cfg.source_conv and cfg.task != "caption":
+            _checks.fail("source_conv", f"0 for the {cfg.task} task (its source is characters, "
+                         "not an image)", repr(cfg.source_conv))  # fmt: skip
+        if cfg.task == "caption" and cfg.valid_fold >= CAPTION_FOLDS:
+            _checks.fail("valid_fold", f"an integer from 0 to {CAPTION_FOLDS - 1} (the tenth "
+                         "of the training images that validates)",
+                         repr(cfg.valid_fold))  # fmt: skip
         if cfg.initial_state != "zeros":
             _checks.fail("initial_state", f"'zeros' for the {cfg.task} task (the decoder "
                          "starts from the encoder's state)", repr(cfg.initial_state))  # fmt: skip
@@ -389,7 +428,7 @@ class Transduction:
         n = (self.cfg.train_size or TRAIN_SIZE[self.name]) if split == "train" else \
             HELD_OUT_SIZE[split]  # fmt: skip
         if self.name == "caption":
-            x, lengths, words = caption(split, n, seed=self.cfg.seed)
+            x, lengths, words = caption(split, n, seed=self.cfg.seed, fold=self.cfg.valid_fold)
             return (x, lengths), words
         pairs = (numbers if self.name == "numbers" else dates)(split, n, seed=self.cfg.seed)
         return [s for s, _ in pairs], [t for _, t in pairs]
@@ -646,6 +685,8 @@ def model_spec(cfg: TrainConfig, task: Transduction) -> dict:
         "bidirectional": cfg.bidirectional,
         "attention": _checks.choice(cfg.attention, "attention", ATTENTIONS),
         "attention_size": cfg.attention_size or cfg.hidden,
+        "input_dropout": cfg.input_dropout,
+        "source_conv": cfg.source_conv,
         "recurrent": {
             "dropout": cfg.dropout,
             "forget_bias": cfg.forget_bias if lstm else None,
