@@ -26,16 +26,28 @@ Recurrent, Linear); rnnlab.gradcheck checks the whole in float64.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
 
 from rnnlab import _checks
-from rnnlab.layers import Backward, Forward, Module, _dtype, _rng
+from rnnlab.layers import Backward, Forward, Module, RngLike, _dtype, _rng
 from rnnlab.models import make_recurrent
 from rnnlab.modules import Dropout, Embedding, Linear, _Module
 from rnnlab.ops import softmax
 from rnnlab.recurrence import valid_mask
 
 ATTENTIONS = ("none", "multiplicative", "additive")
+
+State = np.ndarray | tuple[np.ndarray, ...]
+"""A recurrent layer's state: h (L·D, B, H), or (h, c) for a cell with a cell state."""
+ConvTape = tuple[np.ndarray, np.ndarray]  # (patches, where the ReLU passed)
+BridgeTape = tuple[Forward, np.ndarray, Forward | None]  # (bridge_h's pass, h_0, bridge_c's)
+AttentionTape = tuple[np.ndarray, np.ndarray]  # (α, K or U: the score's intermediate)
+HeadTape = tuple[Forward] | tuple[Forward, AttentionTape, Forward, np.ndarray]
+EncoderTape = tuple[Forward | None, Forward, ConvTape | None, Forward, BridgeTape | None]
 
 
 class Seq2Seq(_Module):
@@ -72,10 +84,10 @@ class Seq2Seq(_Module):
         source_features: int | None = None,
         input_dropout: float = 0.0,
         source_conv: int = 0,
-        recurrent: dict | None = None,
-        dtype=np.float32,
-        rng=None,
-    ):
+        recurrent: dict[str, Any] | None = None,
+        dtype: npt.DTypeLike = np.float32,
+        rng: RngLike = None,
+    ) -> None:
         dt, rng = _dtype(dtype), _rng(rng)
         if (source_vocab is None) == (source_features is None):
             _checks.fail(
@@ -155,7 +167,15 @@ class Seq2Seq(_Module):
             self.params.update({f"attention.{k}": v for k, v in self.attn.items()})
 
     # ------------------------------------------------------------------ pieces
-    def encode(self, src, src_lengths=None, *, training=False, rng=None, grad=True):
+    def encode(
+        self,
+        src: np.ndarray,
+        src_lengths: npt.ArrayLike | None = None,
+        *,
+        training: bool = False,
+        rng: RngLike = None,
+        grad: bool = True,
+    ) -> tuple[np.ndarray, State, EncoderTape]:
         """(encoder outputs (B, S, D·H), the decoder's initial state, what backward needs)."""
         fe = self.src_embed.forward(src) if self.src_embed is not None else None
         fi = self.input_dropout.forward(src if fe is None else fe.output, training=training,
@@ -168,7 +188,7 @@ class Seq2Seq(_Module):
         state, fb = self._bridge(fenc.state)
         return fenc.output, state, (fe, fi, fconv, fenc, fb)
 
-    def _conv(self, x, lengths):
+    def _conv(self, x: np.ndarray, lengths: npt.ArrayLike | None) -> tuple[np.ndarray, ConvTape]:
         """The 3×3 convolution and ReLU over an image (B, S columns, F pixels): (B, S, F·C),
         zero at columns past each source's length, and what the backward needs."""
         B, S, F = x.shape
@@ -182,56 +202,69 @@ class Seq2Seq(_Module):
         out = np.where(keep, z, 0).astype(self.dtype, copy=False)
         return out.reshape(B, S, F * self.conv_channels), (patches, keep)
 
-    def _conv_back(self, fconv, d_out, grads):
+    def _conv_back(self, fconv: ConvTape, d_out: np.ndarray, grads: dict[str, np.ndarray]) -> None:
         patches, keep = fconv
         dz = np.where(keep, d_out.reshape(keep.shape), 0)
         grads["conv.weight"] = dz.reshape(-1, dz.shape[-1]).T @ patches.reshape(-1, 9)
         grads["conv.bias"] = dz.reshape(-1, dz.shape[-1]).sum(axis=0)
 
-    def _top(self, final):
+    def _top(self, final: np.ndarray) -> np.ndarray:
         """The encoder's top layer's final state, its directions side by side: (B, D·H)."""
         D = len(self.encoder.directions)
         top = final[-D:]
         return np.concatenate(list(top), axis=1)
 
-    def _bridge(self, enc_state):
+    def _bridge(self, enc_state: State) -> tuple[State, BridgeTape | None]:
         if not self.bridged:
             return enc_state, None
-        h_n, c_n = enc_state if self.has_c else (enc_state, None)
+        h_n, c_n = enc_state if isinstance(enc_state, tuple) else (enc_state, None)
         L, H = self.decoder.num_layers, self.hidden
         fh = self.bridge_h.forward(self._top(h_n), check=False)
         h0 = np.tanh(fh.output)
-        layers = lambda a: np.ascontiguousarray(a.reshape(-1, L, H).transpose(1, 0, 2))  # noqa: E731
-        if not self.has_c:
+
+        def layers(a: np.ndarray) -> np.ndarray:
+            return np.ascontiguousarray(a.reshape(-1, L, H).transpose(1, 0, 2))
+
+        if c_n is None:  # (not self.has_c)
             return layers(h0), (fh, h0, None)
         fc = self.bridge_c.forward(self._top(c_n), check=False)
         return (layers(h0), layers(fc.output)), (fh, h0, fc)
 
-    def _bridge_back(self, fb, d_state, grads):
+    def _bridge_back(
+        self, fb: BridgeTape | None, d_state: State, grads: dict[str, np.ndarray]
+    ) -> State:
         """∂L/∂(decoder's initial state) → ∂L/∂(encoder's final state)."""
-        if not self.bridged:
+        if fb is None:  # (not self.bridged)
             return d_state
         fh, h0, fc = fb
         L, H, D = self.decoder.num_layers, self.hidden, len(self.encoder.directions)
-        dh0, dc0 = d_state if self.has_c else (d_state, None)
-        flat = lambda a: a.transpose(1, 0, 2).reshape(a.shape[1], L * H)  # noqa: E731
+        dh0, dc0 = d_state if isinstance(d_state, tuple) else (d_state, None)
+
+        def flat(a: np.ndarray) -> np.ndarray:
+            return a.transpose(1, 0, 2).reshape(a.shape[1], L * H)
+
         bh = self.bridge_h.backward(fh, flat(dh0) * (1 - h0 * h0))
+        assert bh.input is not None  # (input_grad: the default)
         grads.update({f"bridge_h.{k}": v for k, v in bh.params.items()})
         n = self.encoder.num_layers * D
 
-        def spread(d_top):  # (B, D·H) back onto the top layer's rows of (L·D, B, H)
+        def spread(d_top: np.ndarray) -> np.ndarray:
+            """(B, D·H) back onto the top layer's rows of (L·D, B, H)."""
             out = np.zeros((n, d_top.shape[0], H), self.dtype)
             for d in range(D):
                 out[n - D + d] = d_top[:, d * H : (d + 1) * H]
             return out
 
-        if not self.has_c:
+        if fc is None or dc0 is None:  # (not self.has_c)
             return spread(bh.input)
         bc = self.bridge_c.backward(fc, flat(dc0))
+        assert bc.input is not None
         grads.update({f"bridge_c.{k}": v for k, v in bc.params.items()})
         return spread(bh.input), spread(bc.input)
 
-    def _attend(self, Hd, enc, src_mask):
+    def _attend(
+        self, Hd: np.ndarray, enc: np.ndarray, src_mask: np.ndarray | None
+    ) -> tuple[np.ndarray, AttentionTape]:
         """ctx (B, T, D·H) and what the backward needs, for decoder outputs Hd (B, T, H)."""
         p = self.attn
         if self.attention == "multiplicative":
@@ -249,7 +282,14 @@ class Seq2Seq(_Module):
         alpha = softmax(scores, axis=-1).astype(self.dtype, copy=False)
         return alpha @ enc, (alpha, extra)
 
-    def _attend_back(self, d_ctx, Hd, enc, cache, grads):
+    def _attend_back(
+        self,
+        d_ctx: np.ndarray,
+        Hd: np.ndarray,
+        enc: np.ndarray,
+        cache: AttentionTape,
+        grads: dict[str, np.ndarray],
+    ) -> tuple[np.ndarray, np.ndarray]:
         """∂L/∂ctx → (∂L/∂Hd, ∂L/∂enc), the attention's own gradients into grads."""
         p, (alpha, extra) = self.attn, cache
         d_enc = np.swapaxes(alpha, 1, 2) @ d_ctx
@@ -277,7 +317,9 @@ class Seq2Seq(_Module):
         d_enc += dE1 @ p["weight_source"]
         return dH2 @ p["weight_target"], d_enc
 
-    def _head(self, Hd, enc, src_mask):
+    def _head(
+        self, Hd: np.ndarray, enc: np.ndarray, src_mask: np.ndarray | None
+    ) -> tuple[np.ndarray, HeadTape]:
         """Logits from decoder outputs Hd (B, T, H), and what the backward needs."""
         if self.attention == "none":
             fo = self.out.forward(Hd, check=False)
@@ -293,14 +335,14 @@ class Seq2Seq(_Module):
     # whose __call__ and state_dict it shares; it is not called as a module)
     def forward(  # type: ignore[override]
         self,
-        src,
-        tgt_in,
+        src: npt.ArrayLike,
+        tgt_in: npt.ArrayLike,
         *,
-        src_lengths=None,
-        tgt_lengths=None,
-        training=False,
-        rng=None,
-        grad=True,
+        src_lengths: npt.ArrayLike | None = None,
+        tgt_lengths: npt.ArrayLike | None = None,
+        training: bool = False,
+        rng: RngLike = None,
+        grad: bool = True,
     ) -> Forward:
         """Teacher forcing: logits (B, T, target_vocab) for the target read shifted by one,
         `tgt_in` = (BOS, y_1, …, y_{T-1}) as ids (B, T)."""
@@ -322,7 +364,9 @@ class Seq2Seq(_Module):
                  "src_mask": src_mask}  # fmt: skip
         return Forward(logits, None, cache)
 
-    def backward(self, f: Forward, d_output, d_state=None, *, input_grad=True) -> Backward:
+    def backward(
+        self, f: Forward, d_output: npt.ArrayLike, d_state: None = None, *, input_grad: bool = True
+    ) -> Backward:
         c = f.cache
         d_output = _checks.float_array(d_output, "d_output", shape=f.output.shape,
                                        dtype=self.dtype)  # fmt: skip
@@ -352,6 +396,7 @@ class Seq2Seq(_Module):
         benc = self.encoder.backward(fenc, d_enc, d_enc_state,
                                      input_grad=self.tokens or fconv is not None)  # fmt: skip
         if fconv is not None:
+            assert benc.input is not None  # (input_grad=True for it)
             self._conv_back(fconv, benc.input, grads)
         grads.update({f"encoder.{k}": v for k, v in benc.params.items()})
         if self.src_embed is not None:
@@ -359,13 +404,15 @@ class Seq2Seq(_Module):
             grads.update({f"src_embed.{k}": v for k, v in be.params.items()})
         return Backward(None, None, {k: grads[k] for k in self.params})
 
-    def _source(self, src):
+    def _source(self, src: npt.ArrayLike) -> np.ndarray:
         if self.tokens:
             return _checks.int_array(src, "src", ndim=2)
         return _checks.float_array(src, "src", ndim=3, dtype=self.dtype)
 
     # ------------------------------------------------------------------ generation
-    def _start(self, src, src_lengths, max_len, width=1):
+    def _start(
+        self, src: npt.ArrayLike, src_lengths: npt.ArrayLike | None, max_len: int, width: int = 1
+    ) -> tuple[np.ndarray, State, np.ndarray | None, int]:
         """Encode once, repeat each source `width` times: (enc, state, src_mask, B)."""
         src = self._source(src)
         _checks.positive_int(max_len, "max_len")
@@ -379,17 +426,28 @@ class Seq2Seq(_Module):
             state = _take(state, np.repeat(np.arange(B), width))
         return enc, state, src_mask, B
 
-    def _step(self, prev, state, enc, src_mask):
+    def _step(
+        self, prev: np.ndarray, state: State, enc: np.ndarray, src_mask: np.ndarray | None
+    ) -> tuple[np.ndarray, State]:
         """One decoder step for tokens prev (N,): (logits (N, V), the next state)."""
         fdec = self.decoder.forward(self.tgt_embed.forward(prev[:, None]).output, state=state,
                                     grad=False, check=False)  # fmt: skip
         logits, _ = self._head(fdec.output, enc, src_mask)
         return logits[:, 0], fdec.state
 
-    def _run(self, src, src_lengths, bos, eos, max_len, choose):
+    def _run(
+        self,
+        src: npt.ArrayLike,
+        src_lengths: npt.ArrayLike | None,
+        bos: int,
+        eos: int,
+        max_len: int,
+        choose: Callable[[np.ndarray], np.ndarray],
+    ) -> tuple[np.ndarray, np.ndarray]:
         enc, state, src_mask, B = self._start(src, src_lengths, max_len)
         prev, done = np.full(B, bos), np.zeros(B, bool)
-        ids, logits = [], []
+        ids: list[np.ndarray] = []
+        logits: list[np.ndarray] = []
         for _ in range(max_len):
             step, state = self._step(prev, state, enc, src_mask)
             tok = np.where(done, eos, choose(step))
@@ -401,14 +459,24 @@ class Seq2Seq(_Module):
                 break
         return np.stack(ids, axis=1), np.stack(logits, axis=1)
 
-    def greedy(self, src, *, src_lengths=None, bos: int, eos: int, max_len: int):
+    def greedy(
+        self,
+        src: npt.ArrayLike,
+        *,
+        src_lengths: npt.ArrayLike | None = None,
+        bos: int,
+        eos: int,
+        max_len: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The most likely token at every step, fed back: (ids (B, n), logits (B, n, V)),
         n ≤ max_len. A sequence's ids after its first EOS are EOS; decoding stops when every
         sequence has produced one."""
         return self._run(src, src_lengths, bos, eos, max_len, lambda z: z.argmax(axis=-1))
 
-    def sample(self, src, *, src_lengths=None, bos: int, eos: int, max_len: int,
-               temperature: float = 1.0, top_k: int | None = None, rng=None):  # fmt: skip
+    def sample(self, src: npt.ArrayLike, *, src_lengths: npt.ArrayLike | None = None,
+               bos: int, eos: int, max_len: int, temperature: float = 1.0,
+               top_k: int | None = None, rng: RngLike = None,
+               ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         """Tokens drawn from softmax(logits / temperature), among the `top_k` most likely if
         given; otherwise as `greedy`."""
         temperature = _checks.finite_float(temperature, "temperature")
@@ -418,19 +486,21 @@ class Seq2Seq(_Module):
             top_k = _checks.positive_int(top_k, "top_k")
         gen = _rng(rng)
 
-        def draw(z):
+        def draw(z: np.ndarray) -> np.ndarray:
             z = z / temperature
             if top_k is not None and top_k < z.shape[-1]:
                 kth = np.partition(z, -top_k, axis=-1)[:, -top_k][:, None]
                 z = np.where(z >= kth, z, -np.inf)
             p = softmax(z, axis=-1)
             u = gen.random((z.shape[0], 1))
-            return np.minimum((p.cumsum(axis=-1) < u).sum(axis=-1), z.shape[-1] - 1)
+            tok: np.ndarray = np.minimum((p.cumsum(axis=-1) < u).sum(axis=-1), z.shape[-1] - 1)
+            return tok
 
         return self._run(src, src_lengths, bos, eos, max_len, draw)
 
-    def beam_search(self, src, *, src_lengths=None, bos: int, eos: int, max_len: int,
-                    width: int = 5, alpha: float = 0.6):  # fmt: skip
+    def beam_search(self, src: npt.ArrayLike, *, src_lengths: npt.ArrayLike | None = None,
+                    bos: int, eos: int, max_len: int, width: int = 5, alpha: float = 0.6,
+                    ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         """The `width` best partial outputs kept at every step, batched over the sources; the
         winner by log-probability over the length penalty ((5 + |y|) / 6)^α of Wu et al.
         (2016) (α = 0: the raw sum). A finished hypothesis (it produced EOS) stays in the beam
@@ -473,7 +543,7 @@ class Seq2Seq(_Module):
         return ids[np.arange(B), pick], score[np.arange(B), pick]
 
 
-def _take(state, index):
+def _take(state: State, index: np.ndarray) -> State:
     """A decoder state (L, N, H), or a pair of them, at batch rows `index`."""
     if isinstance(state, tuple):
         return tuple(np.ascontiguousarray(a[:, index]) for a in state)
