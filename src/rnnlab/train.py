@@ -18,13 +18,16 @@ import math
 import signal
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from types import FrameType
+from typing import Any, NoReturn, Protocol, TextIO, TypedDict
 
 import numpy as np
 
 from rnnlab import _checks, io, optim
+from rnnlab.layers import Backward, Forward
 from rnnlab.progress import Progress
 
 
@@ -44,6 +47,24 @@ class Batch:
     active: np.ndarray | None = None
 
 
+class Trainee(Protocol):
+    """What the Trainer trains: a module (rnnlab.layers.Module) whose weights it also loads
+    (early stopping's best, a checkpoint's). A model with `wants_targets` set is passed the
+    batch's targets and the teacher-forcing probability as `targets=` and `teacher=`."""
+
+    params: dict[str, np.ndarray]
+
+    def forward(
+        self, x: Any, *, lengths: Any = ..., state: Any = ..., training: bool = ..., rng: Any = ...
+    ) -> Forward: ...
+
+    def backward(
+        self, f: Forward, d_output: Any, d_state: Any = ..., *, input_grad: bool = ...
+    ) -> Backward: ...
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = ...) -> None: ...
+
+
 class Task(Protocol):
     name: str
     metric: str  # the validation metric that early stopping and "best" follow
@@ -53,7 +74,28 @@ class Task(Protocol):
 
     def loss(self, output: np.ndarray, batch: Batch) -> tuple[float, np.ndarray]: ...
 
-    def evaluate(self, model, split: str) -> dict[str, Any]: ...
+    def evaluate(self, model: Trainee, split: str) -> dict[str, Any]: ...
+
+
+GradientLog = Callable[
+    [Trainee, Batch, dict[str, np.ndarray] | None, dict[str, np.ndarray], bool],
+    dict[str, Any] | None,
+]
+"""A `gradient_log` callback: (model, batch, grads before clipping, after, with_lags) → a
+record for metrics.jsonl, or None."""
+
+Carry = list[np.ndarray | tuple[np.ndarray, ...] | None]
+"""A Sequential's final states, one per module (None: a module without one)."""
+
+
+class RunSummary(TypedDict):
+    """What `Trainer.run` returns (result.json's "train")."""
+
+    step: int
+    best: float | None
+    best_step: int
+    stopped_by: str
+    seconds: float
 
 
 @dataclass
@@ -100,24 +142,26 @@ class TrainConfig:
     layer_norm: bool = False
     proj_size: int = 0  # around any cell that takes them (rnnlab.layers.Recurrent); 0 = none
     recurrent_dropout: float = 0.0
-    zoneout: float | list = 0.0  # p, or [p_h, p_c]
+    zoneout: float | list[float] = 0.0  # p, or [p_h, p_c]
     # task parameters
     data: str = ""  # a text file for charlm ("" = the built-in corpus)
     T: int = 100  # sequence length of the synthetic memory tasks
     digits_mode: str = "rows"
     valid_fold: int = 0  # caption: the tenth of the training images that validates
     train_size: int = 0  # 0 = the task's default
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def fields(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict, source: str = "config", *, tasks=None) -> TrainConfig:
+    def from_dict(
+        cls, d: dict[str, Any], source: str = "config", *, tasks: Sequence[str] | None = None
+    ) -> TrainConfig:
         """The settings of `d`, validated; `tasks`: the task names to accept (the registry
         that builds the tasks knows them; without it any name passes here)."""
         if not isinstance(d, dict):
@@ -133,7 +177,7 @@ class TrainConfig:
         cfg.validate(tasks)
         return cfg
 
-    def validate(self, tasks=None) -> None:
+    def validate(self, tasks: Sequence[str] | None = None) -> None:
         for name in (
             "hidden",
             "layers",
@@ -219,10 +263,10 @@ class TrainConfig:
         if not self.clip_at > 0:
             _checks.fail("clip_at", "a positive number", _checks.describe(self.clip_at))
 
-    def without_effect(self, given) -> list[str]:
+    def without_effect(self, given: Iterable[str]) -> list[str]:
         """Why each of the settings in `given` (those the user set) changes nothing in this
         run: said as a warning, so a typo'd intention is not silently ignored."""
-        out = []
+        out: list[str] = []
         g = set(given)
         synthetic = self.task in ("adding", "copy", "temporal-order")
         if "data" in g and self.data and self.task != "charlm":
@@ -275,7 +319,7 @@ class TrainConfig:
         return out
 
 
-def _number(v) -> bool:
+def _number(v: object) -> bool:
     """A finite real number, not a bool (TOML's `true` is not 1) nor a string ("1")."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -295,7 +339,7 @@ def teacher_schedule(text: str) -> tuple[float, float]:
     return parts[0], parts[-1]
 
 
-def make_optimizer(cfg: TrainConfig):
+def make_optimizer(cfg: TrainConfig) -> optim.Optimizer:
     """The optimizer a config names (a plain if/elif: the names are the CLI's vocabulary)."""
     o, lr, wd = cfg.optimizer, cfg.lr, cfg.weight_decay
     if o == "sgd":
@@ -327,12 +371,12 @@ class NonFiniteError(RuntimeError):
     `weights_good`: the model's weights are still those of the last good step (a NaN in the
     forward or backward pass), so they are saved; False when the update itself overflowed."""
 
-    def __init__(self, message: str, weights_good: bool = True):
+    def __init__(self, message: str, weights_good: bool = True) -> None:
         super().__init__(message)
         self.weights_good = weights_good
 
 
-def _state_to_tensors(state, prefix="carry") -> dict[str, np.ndarray]:
+def _state_to_tensors(state: Carry | None, prefix: str = "carry") -> dict[str, np.ndarray]:
     """Flatten a Sequential's list-of-states into named arrays for the checkpoint."""
     out: dict[str, np.ndarray] = {}
     if state is None:
@@ -346,11 +390,13 @@ def _state_to_tensors(state, prefix="carry") -> dict[str, np.ndarray]:
     return out
 
 
-def _tensors_to_state(tensors: dict[str, np.ndarray], n: int, prefix="carry") -> list | None:
+def _tensors_to_state(
+    tensors: dict[str, np.ndarray], n: int, prefix: str = "carry"
+) -> Carry | None:
     found = {k: v for k, v in tensors.items() if k.startswith(prefix + "/")}
     if not found:
         return None
-    state: list = [None] * n
+    state: Carry = [None] * n
     grouped: dict[int, dict[int, np.ndarray]] = {}
     sizes: dict[int, int] = {}
     for k, v in found.items():
@@ -375,16 +421,16 @@ class Trainer:
 
     def __init__(
         self,
-        model,
+        model: Trainee,
         task: Task,
         cfg: TrainConfig,
         run_dir: Path,
         *,
-        spec: dict | None = None,
-        stream=None,
+        spec: dict[str, Any] | None = None,
+        stream: TextIO | None = None,
         quiet: bool = False,
-        gradient_log=(),
-    ):
+        gradient_log: GradientLog | Iterable[GradientLog] = (),
+    ) -> None:
         """`gradient_log`: a callback, or a list of them, called every `cfg.grad_log_every`
         steps as `log(model, batch, grads_before_clip, grads_after_clip, with_lags)`; the
         dicts they return go into metrics.jsonl as one record with "kind": "gradients"
@@ -397,21 +443,21 @@ class Trainer:
         self.schedule = make_schedule(cfg)
         self.opt_state = self.opt.init(model.params)
         self.step = 0
-        self.carry: list | None = None  # a Sequential's final states, carried to the next batch
+        self.carry: Carry | None = None  # a Sequential's final states, carried to the next batch
         self.best: float | None = None
         self.best_step = -1
         self.bad_evals = 0
-        self.history: list[dict] = []
+        self.history: list[dict[str, float]] = []
         self.stream = stream or sys.stderr
         self.quiet = quiet
         self.stopped_by = ""
-        self.grad_record: dict | None = None
+        self.grad_record: dict[str, Any] | None = None
         # The process that writes the run directory; False on the other ranks of a
         # distributed run (rnnlab.distributed), which train in step but write nothing.
         self.lead = True
 
     # ------------------------------------------------------------------ persistence
-    def config_dict(self) -> dict:
+    def config_dict(self) -> dict[str, Any]:
         """config.json: the settings, the model spec and, for a task that has one, the
         record of its data (charlm: the vocabulary and the corpus's hash)."""
         out = {"train": self.cfg.to_dict(), "model": self.spec}
@@ -439,7 +485,7 @@ class Trainer:
             config=self.config_dict(),
         )
 
-    def restore(self, ckpt) -> None:
+    def restore(self, ckpt: io.Checkpoint) -> None:
         s = ckpt.state
         kinds = {"step": int, "best_step": int, "bad_evals": int, "history": list,
                  "carry_entries": int}  # fmt: skip
@@ -489,7 +535,7 @@ class Trainer:
         if batch.active is not None and not batch.active.any():
             return None, None, 0  # a window past the end of every sequence: nothing to learn
         state = self.carry if batch.carry else None
-        extra = {}
+        extra: dict[str, Any] = {}
         if getattr(self.model, "wants_targets", False):
             extra = {"targets": batch.y, "teacher": self.teacher(step)}
         f = self.model.forward(
@@ -526,11 +572,13 @@ class Trainer:
 
     # Hooks that rnnlab.distributed.DistributedTrainer overrides; alone, a process draws the
     # whole batch, its gradients are its own and its decisions need no one's agreement.
-    def _draw(self, step: int, rng: np.random.Generator):
+    def _draw(self, step: int, rng: np.random.Generator) -> tuple[Batch, np.random.Generator]:
         """Step `step`'s batch, and the generator its forward pass draws dropout from."""
         return self.task.batch(step, rng), rng
 
-    def _reduce(self, grads: dict, loss: float, step: int) -> tuple[dict, float]:
+    def _reduce(
+        self, grads: dict[str, np.ndarray], loss: float, step: int
+    ) -> tuple[dict[str, np.ndarray], float]:
         """The gradients and loss the update uses (across ranks: their weighted sum)."""
         return grads, loss
 
@@ -541,12 +589,19 @@ class Trainer:
     def _saved_any(self) -> bool:
         return (self.run_dir / "checkpoints").exists()
 
-    def _gradient_record(self, batch, state, before, after, step) -> dict | None:
+    def _gradient_record(
+        self,
+        batch: Batch,
+        state: Carry | None,
+        before: dict[str, np.ndarray] | None,
+        after: dict[str, np.ndarray],
+        step: int,
+    ) -> dict[str, Any] | None:
         """What the `gradient_log` callbacks make of this step's gradients before and after
         clipping, merged into one record; `with_lags` is True at evaluation steps that start
         from a zero state (where a lag profile means what it says)."""
         with_lags = (step + 1) % self.cfg.eval_every == 0 and state is None
-        record: dict = {}
+        record: dict[str, Any] = {}
         for log in self.gradient_log:
             record.update(log(self.model, batch, before, after, with_lags) or {})
         return record or None
@@ -556,7 +611,7 @@ class Trainer:
         a, b = teacher_schedule(self.cfg.teacher_forcing)
         return a + (b - a) * min(step / max(self.cfg.steps - 1, 1), 1.0)
 
-    def _diverged(self, what: str, value, step: int):
+    def _diverged(self, what: str, value: object, step: int) -> NoReturn:
         raise NonFiniteError(
             f"{what} became {value} at step {step + 1}; the weights were not updated and the "
             f"last good checkpoint is kept. {self._remedy()}"
@@ -569,10 +624,10 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------ the loop
-    def evaluate(self, split: str = "valid") -> dict:
+    def evaluate(self, split: str = "valid") -> dict[str, Any]:
         return self.task.evaluate(self.model, split)
 
-    def run(self) -> dict:
+    def run(self) -> RunSummary:
         cfg = self.cfg
         metrics_path = self.run_dir / "metrics.jsonl"
         if self.lead:
@@ -585,7 +640,7 @@ class Trainer:
         t_start = self._t_start = time.perf_counter()
         interrupted = self._interrupted = {"flag": False}
 
-        def on_sigint(signum, frame):
+        def on_sigint(signum: int, frame: FrameType | None) -> None:
             interrupted["flag"] = True
 
         old_handler = None

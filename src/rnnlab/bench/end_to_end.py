@@ -32,6 +32,8 @@ from rnnlab.bench.report import aligned, stderr
 from rnnlab.bench.runners import import_torch
 from rnnlab.bench.timing import PAUSE_S
 from rnnlab.export import torch_state_dict
+from rnnlab.layers import Recurrent
+from rnnlab.modules import Embedding, Linear, Sequential
 from rnnlab.tasks.text import CharLM
 from rnnlab.train import TrainConfig, Trainer
 
@@ -100,7 +102,10 @@ def torch_loop(torch: ModuleType, trainer: Trainer) -> Callable[[int], float]:
     `step(s)` trains on batch s and returns its loss."""
     nn, F = torch.nn, torch.nn.functional
     model = trainer.model
+    assert isinstance(model, Sequential)  # (rnnlab_trainer's: charlm's Embedding, LSTM, Linear)
     embedding, lstm, linear = model.modules
+    assert isinstance(embedding, Embedding) and isinstance(lstm, Recurrent)
+    assert isinstance(linear, Linear)
     modules = nn.ModuleDict({
         "0": nn.Embedding(embedding.num_embeddings, embedding.embedding_dim),
         "1": nn.LSTM(lstm.input_size, lstm.hidden_size, lstm.num_layers, batch_first=True),
