@@ -11,20 +11,32 @@ Every file is written atomically (rnnlab.io): an error leaves no file behind.
 
 from __future__ import annotations
 
+from os import PathLike
 from pathlib import Path
 
 import numpy as np
 
 from rnnlab import _checks, io, runs
 from rnnlab.cells import ElmanCell, GRUCell, LSTMCell
-from rnnlab.layers import Recurrent
-from rnnlab.modules import Dropout, Embedding, LastStep, Linear, MeanOverTime, Sequential
+from rnnlab.layers import Module, Recurrent
+from rnnlab.modules import Dropout, Embedding, LastStep, Linear, MeanOverTime, Sequential, _Module
 
 FORMATS = ("onnx", "safetensors-torch", "keras")
 SUFFIXES = {"onnx": ".onnx", "safetensors-torch": ".torch.safetensors", "keras": ".weights.h5"}
 
+Model = Module | _Module
+"""What is exported: a built model (a Sequential, as rnnlab.runs loads a run's) or one
+module; each exporter checks at the door that its format holds every module."""
 
-def export_run(run, fmt: str, out=None, *, lengths: bool = True, state: bool = False):
+
+def export_run(
+    run: str | PathLike[str],
+    fmt: str,
+    out: str | PathLike[str] | None = None,
+    *,
+    lengths: bool = True,
+    state: bool = False,
+) -> tuple[Path, str]:
     """Export the latest weights of the run directory `run`; returns (path written, text to
     print). `lengths` and `state` are rnnlab.onnx.export's (ONNX only)."""
     fmt = _checks.choice(fmt, "--format", FORMATS)
@@ -50,18 +62,18 @@ def export_run(run, fmt: str, out=None, *, lengths: bool = True, state: bool = F
     return path, keras.snippet(model, path)
 
 
-def _onnx_note(model, path: Path, state: bool) -> str:
+def _onnx_note(model: Model, path: Path, state: bool) -> str:
     ins = "x, lengths" + (", h0" + (", c0" if _has_c(model) else "") if state else "")
     return f"# inputs: {ins}; outputs: y, h_n{', c_n' if _has_c(model) else ''}\n"
 
 
-def _has_c(model) -> bool:
+def _has_c(model: Model) -> bool:
     mods = model.modules if isinstance(model, Sequential) else [model]
     return any(isinstance(m, Recurrent) and m.cell.has_c for m in mods)
 
 
 # ---------------------------------------------------------------------- PyTorch
-def _torch_check(model) -> list:
+def _torch_check(model: Model) -> list[Module | _Module]:
     """The modules of `model`, after checking that PyTorch's modules hold each of them."""
     if hasattr(model, "wants_targets"):
         _checks.fail("model", "a model PyTorch's modules hold",
@@ -99,7 +111,7 @@ def _torch_check(model) -> list:
     return list(mods)
 
 
-def torch_state_dict(model) -> dict[str, np.ndarray]:
+def torch_state_dict(model: Model) -> dict[str, np.ndarray]:
     """The state_dict of `torch_snippet`'s modules: rnnlab's own names (they are PyTorch's,
     a Sequential's modules numbered as in torch.nn.Sequential), float32."""
     _torch_check(model)
@@ -154,7 +166,7 @@ def _mean_over_time(x, lengths):
 '''
 
 
-def torch_snippet(model, path) -> str:
+def torch_snippet(model: Model, path: str | PathLike[str]) -> str:
     """Python that builds PyTorch modules holding `model` and loads the exported file into
     them with strict=True; `model(x, lengths=None, state=None)` then returns (output,
     states) as rnnlab's forward does."""
@@ -182,9 +194,10 @@ def torch_snippet(model, path) -> str:
             init.append("torch.nn.Identity()")  # MeanOverTime is in forward
             body.append("x = _mean_over_time(x, lengths)")
         else:
+            assert isinstance(m, Recurrent)  # (_torch_check let no other module through)
             cell = m.cell
             cls = {LSTMCell: "LSTM", GRUCell: "GRU", ElmanCell: "RNN"}[type(cell)]
-            extra = f', nonlinearity="{cell.nonlinearity}"' if cls == "RNN" else ""
+            extra = f', nonlinearity="{cell.nonlinearity}"' if isinstance(cell, ElmanCell) else ""
             init.append(
                 f"torch.nn.{cls}({m.input_size}, {m.hidden_size}, {m.num_layers}{extra}"
                 + (f", proj_size={m.proj_size}" if getattr(m, "proj_size", 0) else "") + ", "
