@@ -43,21 +43,35 @@ from __future__ import annotations
 import importlib
 import json
 from dataclasses import dataclass, field
+from os import PathLike
 from pathlib import Path
-from typing import Any, Unpack
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack, overload
 
 import numpy as np
+import numpy.typing as npt
 
 from rnnlab import _checks
 from rnnlab.cells import ElmanCell, GRUCell, LSTMCell
-from rnnlab.layers import Forward, PassOptions, Recurrent, pass_options
+from rnnlab.layers import Forward, Module, PassOptions, Recurrent, pass_options
 from rnnlab.modules import Dropout, Embedding, LastStep, Linear, MeanOverTime, Sequential
+
+if TYPE_CHECKING:  # (onnx is optional: imported where it is used)
+    from onnx import ModelProto, NodeProto, TensorProto, ValueInfoProto
 
 OPSET = 17
 F32 = np.float32
 
 
-def _require(module: str, extra: str = "onnx", purpose: str = "to export to ONNX"):
+class _RecurrentInfo(TypedDict):
+    """What Runtime needs of a recurrent module, stored in the file's "rnnlab.structure"."""
+
+    suffix: str  # of its state inputs and outputs (h0_1, h_n_1, ...)
+    has_c: bool
+    initial: list[list[list[float]]] | None  # its own initial states, for state inputs
+
+
+def _require(module: str, extra: str = "onnx", purpose: str = "to export to ONNX") -> ModuleType:
     """Import an optional dependency, or say in one line how to install it."""
     try:
         return importlib.import_module(module)
@@ -82,13 +96,13 @@ def _reorder(a: np.ndarray, order: tuple[int, ...], H: int) -> np.ndarray:
     return np.concatenate([a[g * H : (g + 1) * H] for g in order], axis=0)
 
 
-def check_exportable(model) -> None:
+def check_exportable(model: object) -> None:
     """Raise a one-line ValueError naming the first part of `model` ONNX cannot express."""
     for i, module in enumerate(_modules(model)):
         _check_module(module, f"module {i}")
 
 
-def _modules(model) -> list:
+def _modules(model: object) -> list[Module]:
     if isinstance(model, Sequential):
         return list(model.modules)
     if type(model).__name__ == "FeedbackModel" or hasattr(model, "wants_targets"):
@@ -110,7 +124,7 @@ def _modules(model) -> list:
     raise AssertionError  # unreachable: fail raises
 
 
-def _check_module(module, where: str) -> None:
+def _check_module(module: Module, where: str) -> None:
     if isinstance(module, (Embedding, Linear, Dropout, LastStep, MeanOverTime)):
         return
     if not isinstance(module, Recurrent):
@@ -174,13 +188,13 @@ class _Graph:
     helper: Any
     numpy_helper: Any
     TensorProto: Any
-    nodes: list = field(default_factory=list)
-    initializers: list = field(default_factory=list)
-    inputs: list = field(default_factory=list)
-    outputs: list = field(default_factory=list)
-    used: set = field(default_factory=set)
+    nodes: list[NodeProto] = field(default_factory=list)
+    initializers: list[TensorProto] = field(default_factory=list)
+    inputs: list[ValueInfoProto] = field(default_factory=list)
+    outputs: list[ValueInfoProto] = field(default_factory=list)
+    used: set[str] = field(default_factory=set)
     lengths: str | None = None
-    recurrent: dict = field(default_factory=dict)  # module index → what Runtime needs
+    recurrent: dict[str, _RecurrentInfo] = field(default_factory=dict)  # by module index
 
     def name(self, base: str) -> str:
         n, k = base, 1
@@ -190,7 +204,7 @@ class _Graph:
         self.used.add(n)
         return n
 
-    def const(self, base: str, value) -> str:
+    def const(self, base: str, value: npt.ArrayLike) -> str:
         arr = np.asarray(value)
         if arr.dtype.kind == "f":
             arr = arr.astype(F32)
@@ -203,7 +217,20 @@ class _Graph:
         """A 1-D int64 constant (axes, shapes, slice bounds)."""
         return self.const(base, np.array(values, np.int64))
 
-    def op(self, op_type: str, inputs: list[str], base: str, n_out: int = 1, **attrs):
+    @overload
+    def op(
+        self, op_type: str, inputs: list[str], base: str, n_out: Literal[1] = ..., **attrs: object
+    ) -> str: ...
+
+    @overload
+    def op(
+        self, op_type: str, inputs: list[str], base: str, n_out: Literal[2, 3], **attrs: object
+    ) -> list[str]: ...
+
+    def op(
+        self, op_type: str, inputs: list[str], base: str, n_out: int = 1, **attrs: object
+    ) -> str | list[str]:
+        """A node's output name, or the list of its names for an operator with n_out > 1."""
         outs = [self.name(base if i == 0 else f"{base}_{i}") for i in range(n_out)]
         node_name = self.name(f"{op_type}_{base}")
         self.nodes.append(self.helper.make_node(op_type, inputs, outs, name=node_name, **attrs))
@@ -220,8 +247,8 @@ class _Flow:
 
 
 def export(
-    model,
-    path,
+    model: object,
+    path: str | PathLike[str],
     *,
     lengths: bool = True,
     state: bool = False,
@@ -250,8 +277,8 @@ def export(
     return path
 
 
-def build_model(model, *, lengths: bool = True, state: bool = False, opset: int = OPSET,
-                doc: str = ""):  # fmt: skip
+def build_model(model: object, *, lengths: bool = True, state: bool = False,
+                opset: int = OPSET, doc: str = "") -> ModelProto:  # fmt: skip
     """The onnx.ModelProto of `model` (see `export`), shapes inferred, not yet written."""
     onnx = _require("onnx")
     from onnx import TensorProto, helper, numpy_helper
@@ -262,7 +289,7 @@ def build_model(model, *, lengths: bool = True, state: bool = False, opset: int 
     modules = _modules(model)
     g = _Graph(helper, numpy_helper, TensorProto)
     recurrent = [i for i, m in enumerate(modules) if isinstance(m, Recurrent)]
-    batch_first = modules[recurrent[0]].batch_first if recurrent else True
+    batch_first = next((m.batch_first for m in modules if isinstance(m, Recurrent)), True)
     tokens = isinstance(modules[0], Embedding)
     axes = ["batch", "time"] if batch_first else ["time", "batch"]
     g.used.add("x")
@@ -301,8 +328,9 @@ def build_model(model, *, lengths: bool = True, state: bool = False, opset: int 
     }
     helper.set_model_props(proto, {"rnnlab.structure": json.dumps(structure)})
     # Shape inference fills in every output's type and shape (and checks the graph).
-    proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
-    return proto
+    inferred: ModelProto = onnx.shape_inference.infer_shapes(proto, check_type=True,
+                                                             strict_mode=True)  # fmt: skip
+    return inferred
 
 
 def _version() -> str:
@@ -311,7 +339,7 @@ def _version() -> str:
     return __version__
 
 
-def _in_features(module) -> int | str:
+def _in_features(module: Module) -> int | str:
     if isinstance(module, Recurrent):
         return module.input_size
     if isinstance(module, Linear):
@@ -319,7 +347,16 @@ def _in_features(module) -> int | str:
     return "features"
 
 
-def _module(g: _Graph, module, flow: _Flow, *, index, suffix, state, previous) -> _Flow:
+def _module(
+    g: _Graph,
+    module: Module,
+    flow: _Flow,
+    *,
+    index: int,
+    suffix: str,
+    state: bool,
+    previous: Module | None,
+) -> _Flow:
     if isinstance(module, Embedding):
         w = g.const("embedding_weight", module.params["weight"])
         return _Flow(g.op("Gather", [w, flow.name], "embedded"), flow.batch_first)
@@ -335,10 +372,11 @@ def _module(g: _Graph, module, flow: _Flow, *, index, suffix, state, previous) -
         return _Flow(_last_step(g, flow.name, previous), flow.batch_first)
     if isinstance(module, MeanOverTime):
         return _Flow(_mean_over_time(g, flow.name), flow.batch_first)
+    assert isinstance(module, Recurrent)  # (check_exportable let no other module through)
     return _recurrent(g, module, flow, index=index, suffix=suffix, state=state)
 
 
-def _last_step(g: _Graph, x: str, previous) -> str:
+def _last_step(g: _Graph, x: str, previous: Module | None) -> str:
     """LastStep: (B, T, F) → (B, F), as rnnlab.modules.LastStep: the features at each
     sequence's last valid step; after a bidirectional layer (`previous`) with the "concat"
     merge, the reverse direction's half at step 0, where it has read the whole sequence.
@@ -405,7 +443,9 @@ def _mean_over_time(g: _Graph, x: str) -> str:
     return g.op("Div", [total, n], "mean")
 
 
-def _recurrent(g: _Graph, layer: Recurrent, flow: _Flow, *, index, suffix, state) -> _Flow:
+def _recurrent(
+    g: _Graph, layer: Recurrent, flow: _Flow, *, index: int, suffix: str, state: bool
+) -> _Flow:
     H, L, D = layer.hidden_size, layer.num_layers, len(layer.directions)
     cell = layer.cell
     has_c = cell.has_c
@@ -439,7 +479,8 @@ def _recurrent(g: _Graph, layer: Recurrent, flow: _Flow, *, index, suffix, state
         attrs = {"activations": [act] * D}
     direction = "bidirectional" if D == 2 else "forward"
     seq = g.lengths or ""
-    finals_h, finals_c = [], []
+    finals_h: list[str] = []
+    finals_c: list[str] = []
     Y = ""  # the last layer's output (L ≥ 1)
     inp = x
     coupled = isinstance(cell, LSTMCell) and cell.coupled
@@ -524,7 +565,7 @@ def _readout(g: _Graph, layer: Recurrent, Y: str) -> str:
     return g.op("Mul", [out, m], "readout")
 
 
-def _peepholes(p: dict, k: int, s: str, coupled: bool) -> np.ndarray:
+def _peepholes(p: dict[str, np.ndarray], k: int, s: str, coupled: bool) -> np.ndarray:
     """ONNX's P for layer k, direction s: the peephole weights in the order i, o, f (a
     coupled LSTM's input gate sees c_{t-1} through −w_cf, as its pre-activation is −z_f)."""
     w_cf, w_co = p[f"weight_cf_l{k}{s}"], p[f"weight_co_l{k}{s}"]
@@ -538,7 +579,9 @@ def _concat_directions(g: _Graph, Y: str) -> str:
     return g.op("Reshape", [t, g.ints("shape_0_0_m1", 0, 0, -1)], "concat")
 
 
-def _initial(g: _Graph, layer: Recurrent, k: int, batch: str, state: bool, suffix: str):
+def _initial(
+    g: _Graph, layer: Recurrent, k: int, batch: str, state: bool, suffix: str
+) -> tuple[str, str]:
     """The names of layer k's initial_h and initial_c (D, B, H); "" for ONNX's zeros."""
     H, D, has_c = layer.hidden_size, len(layer.directions), layer.cell.has_c
     if state:
@@ -560,11 +603,11 @@ def _initial(g: _Graph, layer: Recurrent, k: int, batch: str, state: bool, suffi
     return out[0], out[1] if has_c else ""
 
 
-def _default_states(layer: Recurrent) -> list:
+def _default_states(layer: Recurrent) -> list[list[list[float]]]:
     """The layer's own initial states, (L·D, H) as nested lists, for Runtime to feed when a
     graph with state inputs is called without a state (JSON holds float32 exactly)."""
     H, has_c = layer.hidden_size, layer.cell.has_c
-    out = []
+    out: list[list[list[float]]] = []
     for which in ("h0", "c0") if has_c else ("h0",):
         rows = []
         for k in range(layer.num_layers):
@@ -586,7 +629,7 @@ class Runtime:
     the model itself. `threads` sets onnxruntime's intra-op threads (its default: all cores).
     """
 
-    def __init__(self, path, *, threads: int | None = None):
+    def __init__(self, path: str | PathLike[str], *, threads: int | None = None) -> None:
         ort = _require("onnxruntime", "onnxruntime", "to run ONNX files")
         from rnnlab import io
 
@@ -610,13 +653,13 @@ class Runtime:
         s = json.loads(meta["rnnlab.structure"])
         self.batch_first, self.tokens = s["batch_first"], s["tokens"]
         self.sequential, self.n_modules = s["sequential"], s["modules"]
-        self.recurrent = {int(i): r for i, r in s["recurrent"].items()}
+        self.recurrent: dict[int, _RecurrentInfo] = {int(i): r for i, r in s["recurrent"].items()}
         self.input_names = [i.name for i in self.session.get_inputs()]
 
-    def __call__(self, x, **kwargs) -> Forward:
-        return self.forward(x, **kwargs)
+    def __call__(self, x: npt.ArrayLike, **options: Unpack[PassOptions]) -> Forward:
+        return self.forward(x, **options)
 
-    def forward(self, x, **options: Unpack[PassOptions]) -> Forward:
+    def forward(self, x: npt.ArrayLike, **options: Unpack[PassOptions]) -> Forward:
         """The graph's output and final states, with `state` (and the final state returned)
         in rnnlab's form: a list with an entry per module for a Sequential, h or (h, c) for a
         recurrent layer. Without `state`, a graph with state inputs gets the model's own
@@ -657,6 +700,7 @@ class Runtime:
                 continue
             given = None if state is None else (state[i] if self.sequential else state)
             if given is None:
+                assert r["initial"] is not None  # (stored for every graph with state inputs)
                 given = tuple(
                     np.broadcast_to(np.asarray(v, F32)[:, None, :], (len(v), B, len(v[0])))
                     for v in r["initial"]
@@ -667,7 +711,7 @@ class Runtime:
                 feeds[which + r["suffix"]] = np.ascontiguousarray(v, dtype=F32)
         names = [o.name for o in self.session.get_outputs()]
         outs = dict(zip(names, self.session.run(None, feeds), strict=True))
-        finals: list = [None] * self.n_modules
+        finals: list[np.ndarray | tuple[np.ndarray, np.ndarray] | None] = [None] * self.n_modules
         for i, r in self.recurrent.items():
             h = outs["h_n" + r["suffix"]]
             finals[i] = (h, outs["c_n" + r["suffix"]]) if r["has_c"] else h
