@@ -31,7 +31,11 @@ import io as _io
 import json
 import re
 import zipfile
+from collections.abc import Sequence
+from os import PathLike
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -44,8 +48,20 @@ F32 = np.float32
 _KINDS = {ElmanCell: "SimpleRNN", LSTMCell: "LSTM", GRUCell: "GRU"}
 _GRU_ORDER = (1, 0, 2)  # r, z, n ↔ z, r, h (its own inverse)
 
+# h5py and Keras ship no type information: their objects are Any to mypy, named here for
+# what they are.
+H5Group = Any  # an h5py.Group (or File)
+KerasLayer = Any  # a keras.layers.SimpleRNN, LSTM, GRU or Bidirectional
 
-def _h5py():
+_Holder = Embedding | Linear | tuple[Recurrent, int] | None
+"""What holds a Keras layer's weights: the module, layer k of a Recurrent, or nothing."""
+
+_Found = tuple[str, bool, list[list[np.ndarray]], dict[str, Any]]
+"""A Keras recurrent layer as read: (kind, bidirectional, its weights per direction, the
+options of its configuration that rnnlab checks)."""
+
+
+def _h5py() -> ModuleType:
     try:
         return importlib.import_module("h5py")
     except ImportError:
@@ -60,13 +76,13 @@ def _snake(name: str) -> str:
     return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
-def _reorder(a: np.ndarray, order, H: int, axis: int) -> np.ndarray:
+def _reorder(a: np.ndarray, order: tuple[int, ...], H: int, axis: int) -> np.ndarray:
     return np.concatenate(
         [np.take(a, range(g * H, (g + 1) * H), axis=axis) for g in order], axis=axis
     )
 
 
-def _check_layer(layer, where: str = "layer") -> str:
+def _check_layer(layer: object, where: str = "layer") -> str:
     """The Keras class name for rnnlab's Recurrent `layer`, or a one-line error."""
     if not isinstance(layer, Recurrent):
         _checks.fail(where, "an rnnlab recurrent layer (RNN, LSTM, GRU)", _checks.describe(layer))
@@ -118,13 +134,13 @@ def _layer_spec(layer: Recurrent, k: int, last: bool, return_sequences: bool) ->
     return f'keras.layers.Bidirectional({inner}, merge_mode="{merge}")'
 
 
-def _keras_layers(model) -> list[tuple[str, str, object]]:
+def _keras_layers(model: object) -> list[tuple[str, str, _Holder]]:
     """(Keras class, constructor as Python, what holds the weights) for every Keras layer of
     the model, in order."""
-    mods = model.modules if isinstance(model, Sequential) else [model]
+    mods: Sequence[object] = model.modules if isinstance(model, Sequential) else [model]
     if hasattr(model, "wants_targets"):
         _checks.fail("model", "a model Keras' layers hold", "an output-feedback (Jordan) model")
-    out: list[tuple[str, str, object]] = []
+    out: list[tuple[str, str, _Holder]] = []
     for i, m in enumerate(mods):
         nxt = mods[i + 1] if i + 1 < len(mods) else None
         if isinstance(m, Embedding):
@@ -162,7 +178,7 @@ def _last_step_check(layer: Recurrent, i: int) -> None:
     direction at step 0), for the concat and sum merges alike: nothing to refuse."""
 
 
-def _input_features(mods: list) -> int | None:
+def _input_features(mods: Sequence[object]) -> int | None:
     """The features of the input of a model whose first module is not an Embedding: the
     input size of its first recurrent or linear module (the modules Keras holds before one,
     Dropout, MeanOverTime, keep the feature axis), None if it has neither."""
@@ -174,7 +190,7 @@ def _input_features(mods: list) -> int | None:
     return None
 
 
-def save_weights(model, path) -> Path:
+def save_weights(model: object, path: str | PathLike[str]) -> Path:
     """Write `model`'s weights as Keras 3's `.weights.h5` for the Keras model `snippet`
     builds (keras' `model.load_weights(path)` reads it); atomically. Returns the path."""
     h5py = _h5py()
@@ -216,7 +232,7 @@ def save_weights(model, path) -> Path:
     return path
 
 
-def _write_rnn(g, layer: Recurrent, k: int, sfx: str) -> None:
+def _write_rnn(g: H5Group, layer: Recurrent, k: int, sfx: str) -> None:
     kind = _KINDS[type(layer.cell)]
     g.create_group("vars").attrs["name"] = _snake(kind)
     v = g.create_group("cell").create_group("vars")
@@ -225,10 +241,10 @@ def _write_rnn(g, layer: Recurrent, k: int, sfx: str) -> None:
         v[str(j)] = a
 
 
-def snippet(model, path) -> str:
+def snippet(model: object, path: str | PathLike[str]) -> str:
     """Python that builds the Keras 3 model matching `model` and loads `path` into it."""
     layers = _keras_layers(model)
-    mods = model.modules if isinstance(model, Sequential) else [model]
+    mods: Sequence[object] = model.modules if isinstance(model, Sequential) else [model]
     if isinstance(mods[0], Embedding):
         inp = 'keras.Input((None,), dtype="int32")'
     else:
@@ -250,7 +266,12 @@ def snippet(model, path) -> str:
 
 
 # ---------------------------------------------------------------------- Keras → rnnlab
-def load_weights(layer: Recurrent, source, *, keys=None) -> None:
+def load_weights(
+    layer: Recurrent,
+    source: str | Path | KerasLayer | list[KerasLayer],
+    *,
+    keys: Sequence[str] | None = None,
+) -> None:
     """Load Keras weights into rnnlab's recurrent `layer`. `source`: a Keras layer (SimpleRNN,
     LSTM, GRU or Bidirectional), a list of them (one per stacked layer), or a `.keras` /
     `.weights.h5` file, whose recurrent layers are taken in the model's order (for a
@@ -284,7 +305,7 @@ def load_weights(layer: Recurrent, source, *, keys=None) -> None:
         layer.params[name][...] = value
 
 
-def _check_options(layer: Recurrent, k: int, options: dict, where: str) -> None:
+def _check_options(layer: Recurrent, k: int, options: dict[str, Any], where: str) -> None:
     """What a Keras layer's configuration (when known) must say for rnnlab to compute it."""
     cell = layer.cell
     want = {"recurrent_activation": "sigmoid", "go_backwards": False}
@@ -305,7 +326,9 @@ def _check_options(layer: Recurrent, k: int, options: dict, where: str) -> None:
             _checks.fail(where, f"a Keras layer with {name}={value!r}", f"{name}={got!r}")
 
 
-def _to_rnnlab(layer: Recurrent, k: int, sfx: str, w: list, where: str) -> dict:
+def _to_rnnlab(
+    layer: Recurrent, k: int, sfx: str, w: list[np.ndarray], where: str
+) -> dict[str, np.ndarray]:
     H, I = layer.hidden_size, layer.params[f"weight_ih_l{k}"].shape[1]
     G = layer.cell.gates
     cell = layer.cell
@@ -336,7 +359,7 @@ def _to_rnnlab(layer: Recurrent, k: int, sfx: str, w: list, where: str) -> dict:
     }
 
 
-def _from_keras_layer(x):
+def _from_keras_layer(x: KerasLayer) -> _Found:
     """(kind, bidirectional, [weights per direction], options) of a Keras layer object."""
     name = type(x).__name__
     if name == "Bidirectional":
@@ -356,13 +379,13 @@ def _from_keras_layer(x):
     return name, False, [x.get_weights()], _options(x)
 
 
-def _options(x) -> dict:
+def _options(x: KerasLayer) -> dict[str, Any]:
     config = x.get_config()
     return {k: config[k] for k in ("activation", "recurrent_activation", "reset_after",
                                    "go_backwards") if k in config}  # fmt: skip
 
 
-def _read_file(path: Path, keys) -> list:
+def _read_file(path: Path, keys: Sequence[str] | None) -> list[_Found]:
     h5py = _h5py()
     if not path.is_file():
         _checks.fail("source", "a .keras or .weights.h5 file", f"'{path}', which does not exist")
@@ -395,7 +418,7 @@ def _read_file(path: Path, keys) -> list:
 _RECURRENT = ("simple_rnn", "lstm", "gru", "bidirectional")
 
 
-def _recurrent_keys(layers, config, path: Path) -> list[str]:
+def _recurrent_keys(layers: H5Group, config: dict[str, Any] | None, path: Path) -> list[str]:
     if config is not None:  # a .keras file: the model's own order
         return [k for k in _layer_configs(config) if _base(k) in _RECURRENT]
     keys = [k for k in layers if _base(k) in _RECURRENT]
@@ -414,12 +437,12 @@ def _base(key: str) -> str:
     return head if tail.isdigit() and head else key
 
 
-def _layer_configs(config: dict) -> dict[str, dict]:
+def _layer_configs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The h5 key of every layer of a .keras file's model, in order, with its config (the
     keys as Keras' saving makes them: snake_case class names, numbered by order)."""
     layers = config.get("config", {}).get("layers", [])
     used: dict[str, int] = {}
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for entry in layers:
         key = _snake(entry.get("class_name", ""))
         if key in used:
@@ -435,8 +458,8 @@ def _layer_configs(config: dict) -> dict[str, dict]:
     return out
 
 
-def _read_group(g, config: dict):
-    def arrays(cell_group):
+def _read_group(g: H5Group, config: dict[str, Any]) -> _Found:
+    def arrays(cell_group: H5Group) -> tuple[list[np.ndarray], object]:
         v = cell_group["cell"]["vars"]
         return [np.asarray(v[str(j)]) for j in range(len(v))], v.attrs.get("name", "")
 
@@ -448,7 +471,7 @@ def _read_group(g, config: dict):
     return _kind_of(name), False, [w], _subset(config)
 
 
-def _kind_of(cell_name) -> str:
+def _kind_of(cell_name: object) -> str:
     name = cell_name.decode() if isinstance(cell_name, bytes) else str(cell_name)
     for kind in ("SimpleRNN", "LSTM", "GRU"):
         if name.startswith(_snake(kind) + "_cell"):
@@ -456,6 +479,6 @@ def _kind_of(cell_name) -> str:
     return name
 
 
-def _subset(config: dict) -> dict:
+def _subset(config: dict[str, Any]) -> dict[str, Any]:
     keep = ("activation", "recurrent_activation", "reset_after", "go_backwards", "merge_mode")
     return {k: config[k] for k in keep if k in config}
