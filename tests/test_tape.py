@@ -100,8 +100,9 @@ def test_the_projection_and_the_gradients_take_no_array_of_their_own(name, seten
     layer.backward(warm, np.ones_like(warm.output), input_grad=False)
     f, forward_peak = _peak_bytes(lambda: layer.forward(x))
     # the tape: states (T+1 rows; the LSTM's cell state too), the gates (G units), the GRU's
-    # W_hn h + b_hn, and the time-major copy of x (I = H/2); the output is a view of the
-    # states. A separate projection would add G units: the bound is half-way.
+    # W_hn h + b_hn, and while the projection runs the copies of x's steps it reads (I = H/2;
+    # at this size all of them); the output is a view of the states. A separate projection
+    # would add G units: the bound is half-way.
     tape = {"lstm": 2 + G, "gru": 1 + G + 1, "rnn": 1}[name] + 0.5
     assert forward_peak < (tape + G / 2) * unit, forward_peak / unit
     d = np.ones_like(f.output)
@@ -143,3 +144,24 @@ def test_an_output_feedback_layer_serves_two_backward_passes():
     first, second = layer.backward(f, d), layer.backward(f, d)
     for key, want in first.params.items():
         np.testing.assert_array_equal(second.params[key], want)
+
+
+@pytest.mark.skipif(not fast.available(), reason="only the compiled loops consume a tape")
+@pytest.mark.parametrize("retain", [False, True])
+def test_a_consumed_tape_gives_up_its_cell_states_before_the_weight_gradients(retain):
+    """BPTT's loop is the last reader of an LSTM's cell states: a tape that backward consumes
+    drops them (they are not alive at the weight gradients, the peak of a training step); a
+    retained tape keeps them for the next pass, and both passes give the same gradients."""
+    layer = _layer("lstm")
+    x = np.random.default_rng(1).standard_normal((2, 6, 3))
+    f = layer.forward(x)
+    tape = f.cache["tapes"][0]
+    assert tape.cs is not None
+    d = np.ones_like(f.output)
+    first = layer.backward(f, d, retain_tape=retain)
+    assert (tape.cs is not None) == retain
+    if retain:
+        second = layer.backward(f, d)
+        assert tape.cs is None
+        for name in first.params:
+            np.testing.assert_array_equal(first.params[name], second.params[name])

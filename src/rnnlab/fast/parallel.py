@@ -252,6 +252,103 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     return out
 
 
+@functools.cache
+def _numpy_gemms() -> dict[np.dtype[Any], Callable[..., None]]:
+    """NumPy's own cblas_sgemm and cblas_dgemm (ILP64) as ctypes functions by dtype, or {}
+    where NumPy's BLAS does not export them."""
+    found = _blaschoice.numpy_blas_symbols(_blaschoice.CBLAS_GEMM_NAMES)
+    if found is None:
+        return {}
+    gemms: dict[np.dtype[Any], Callable[..., None]] = {}
+    for fn, real, dt in zip(found, (ctypes.c_float, ctypes.c_double), (np.float32, np.float64),
+                            strict=True):  # fmt: skip
+        address = ctypes.cast(fn, ctypes.c_void_p).value
+        gemms[np.dtype(dt)] = _blaschoice.cblas_gemm_type(real)(address)
+    return gemms
+
+
+def _gemm_acc(a: np.ndarray, b: np.ndarray, out: np.ndarray, beta: float) -> None:
+    """out = a @ b + beta·out on this thread, by MKL's or NumPy's own CBLAS, which add into
+    `out` where it lies (a and b may be transposed or strided views); NumPy's matmul and a
+    sum where neither can."""
+    mkl = _mkl.load()
+    if mkl is not None and mkl.gemm(a, b, out, beta=beta):
+        return
+    gemm = _numpy_gemms().get(out.dtype) if a.dtype == b.dtype == out.dtype else None
+    ops = (_mkl.operand(a), _mkl.operand(b), _mkl.operand(out))
+    m, k = a.shape
+    n = b.shape[1]
+    if gemm is None or None in ops or ops[2][0] != _mkl.NO_TRANS or 0 in (m, n, k):  # type: ignore[index]
+        if beta:
+            out += a @ b
+        else:
+            np.matmul(a, b, out=out)
+        return
+    (ta, lda), (tb, ldb), (_, ldc) = ops  # type: ignore[misc]
+    gemm(_mkl.ROW_MAJOR, ta, tb, m, n, k, 1.0, a.ctypes.data, lda, b.ctypes.data, ldb, beta,
+         out.ctypes.data, ldc)  # fmt: skip
+
+
+# ------------------------------------------------- inputs read where they lie (time-major views)
+STEPS_COPIED_VALUES = 1 << 16  # values of a strided input one thread copies at a time...
+STEPS_COPIED_SHARE = 8  # ...and at most an eighth of its steps...
+ROWS_COPIED_MIN = 256  # ...but rows enough for a product near the GEMM's speed
+
+
+def _steps_at_a_time(X: np.ndarray) -> int:
+    T, B, I = X.shape
+    step = min(STEPS_COPIED_VALUES // max(B * I, 1), -(-T // STEPS_COPIED_SHARE))
+    return max(1, step, -(-ROWS_COPIED_MIN // max(B, 1)))
+
+
+def _copy_steps(X: np.ndarray, a: int, b: int, buf: np.ndarray) -> np.ndarray:
+    """Steps a..b of X (T, B, I) as one ((b − a)·B, I) array, in buf."""
+    B, I = X.shape[1], X.shape[2]
+    rows = buf[: (b - a) * B]
+    np.copyto(rows.reshape(b - a, B, I), X[a:b])
+    return rows
+
+
+def time_major_matmul(X: np.ndarray, W: np.ndarray, out: np.ndarray) -> None:
+    """out = X W over X's T·B rows in time order, for X (T, B, I) whose rows are not one array
+    in that order (the time-major view of a batch-first input); out (T·B, N) C-contiguous.
+    Each thread takes a range of steps and copies a few of them at a time into a buffer of
+    its own: the product runs as fast as on a time-major copy of X, and no such copy (T·B·I
+    values, alive from the forward pass to the weight gradients) is made."""
+    T, B, I = X.shape
+    step = _steps_at_a_time(X)
+
+    def part(t0: int, t1: int) -> None:
+        buf = scratch("steps", (min(step, t1 - t0) * B, I), X.dtype)
+        for a in range(t0, t1, step):
+            b = min(a + step, t1)
+            _gemm_into(_copy_steps(X, a, b, buf), W, out[a * B : b * B])
+
+    flops = 2 * T * B * I * W.shape[1]
+    min_steps = -(-_MIN_ROWS_MATMUL // max(B, 1))
+    run_parts(part, row_parts(T, min_steps) if flops >= MIN_FLOPS else [(0, T)])
+
+
+def time_major_inner(g: np.ndarray, X: np.ndarray, out: np.ndarray) -> None:
+    """out = gᵀ X for g (T·B, N) with rows in time order and X (T, B, I) read as
+    time_major_matmul reads it; out (N, I) C-contiguous: the weight gradient of an input
+    kept where it lies. Each thread takes a block of out's rows and adds the products of a
+    few steps at a time into it (both threads copy the same steps: X is narrow beside g)."""
+    T, B, I = X.shape
+    N = g.shape[1]
+    step = _steps_at_a_time(X)
+
+    def part(r0: int, r1: int) -> None:
+        buf = scratch("steps", (min(step, T) * B, I), X.dtype)
+        for a in range(0, T, step):
+            b = min(a + step, T)
+            rows = _copy_steps(X, a, b, buf)
+            _gemm_acc(g[a * B : b * B, r0:r1].T, rows, out[r0:r1], 0.0 if a == 0 else 1.0)
+
+    flops = 2 * T * B * N * I
+    run_parts(part, row_parts(N, _MIN_ROWS_MATMUL) if flops >= MIN_FLOPS else [(0, N)])
+
+
 MAX_PARTIAL_ELEMENTS = 1 << 18  # inner_products splits the summed rows up to this output size
 
 
