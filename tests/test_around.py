@@ -113,11 +113,7 @@ def test_gradients_are_exact(case, checkpoint, entries, engine_path):
     (10 entries of each array, drawn at random; every entry for one case)."""
     m = layer(case, initial_state="learned")
     x = np.random.default_rng(2).standard_normal((B, T, I))
-    # eps 1e-5: at gradcheck's 1e-6 the rounding of the loss (its ~1e-16 relative, over
-    # 2·eps) is ~1e-7 of the smallest gradients here (a peephole's, norm 0.015): measured
-    # 0.84-1.1e-7 at 1e-6 and 0.7-1.2e-8 at 1e-5 for ln-peephole-proj, as the rounding of
-    # its products changed; the truncation error at 1e-5 stays far below
-    report = gradcheck(m, x, lengths=LENGTHS, training=True, rng_seed=7, eps=1e-5,
+    report = gradcheck(m, x, lengths=LENGTHS, training=True, rng_seed=7,
                        checkpoint_every=checkpoint, max_entries=entries)  # fmt: skip
     report.assert_ok()
     assert report.max_error < 1e-7, str(report)

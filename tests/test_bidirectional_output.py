@@ -88,7 +88,4 @@ def test_a_bidirectional_forward_keeps_its_states_once(cell, monkeypatch, setenv
         m.setattr(Recurrent, "_shared_states", lambda self, T, B: None)
         separate = held_and_peak()
     assert separate[0] - shared[0] > 1.95, (shared, separate)
-    # (less the steps of x the two directions' projections copy while they read them, at
-    # once: 2 × 32 of 200 steps at I = H/2, 0.08 unit; measured 0.89 lower, 0.97 before x
-    # was read where it lies)
-    assert separate[1] - shared[1] > 0.8, (shared, separate)
+    assert separate[1] - shared[1] > 0.9, (shared, separate)

@@ -100,9 +100,8 @@ def test_the_projection_and_the_gradients_take_no_array_of_their_own(name, seten
     layer.backward(warm, np.ones_like(warm.output), input_grad=False)
     f, forward_peak = _peak_bytes(lambda: layer.forward(x))
     # the tape: states (T+1 rows; the LSTM's cell state too), the gates (G units), the GRU's
-    # W_hn h + b_hn, and while the projection runs the copies of x's steps it reads (I = H/2;
-    # at this size all of them); the output is a view of the states. A separate projection
-    # would add G units: the bound is half-way.
+    # W_hn h + b_hn, and the time-major copy of x (I = H/2); the output is a view of the
+    # states. A separate projection would add G units: the bound is half-way.
     tape = {"lstm": 2 + G, "gru": 1 + G + 1, "rnn": 1}[name] + 0.5
     assert forward_peak < (tape + G / 2) * unit, forward_peak / unit
     d = np.ones_like(f.output)

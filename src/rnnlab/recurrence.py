@@ -451,25 +451,32 @@ def _project(X: np.ndarray, p: Params, out: np.ndarray | None = None) -> np.ndar
         XA = out.reshape(T * B, GH)
     if X.flags.c_contiguous:
         parallel.matmul(X.reshape(T * B, I), p.W_ih.T, out=XA)
-    else:  # a batch-first input where it lies (reads_in_place)
-        parallel.time_major_matmul(X, p.W_ih.T, XA)
+    else:  # a batch-first input where it lies (reads_in_place); copied whole for one
+        # product where that copy is narrower than the product it feeds, and gone after it
+        parallel.time_major_matmul(X, p.W_ih.T, XA, whole=I <= GH)
     return XA.reshape(T, B, GH)
+
+
+IN_PLACE_MIN_VALUES = 1 << 18
+"""Below this many values a batch-first input is copied time-major as before: the copy is
+small, and its products a few steps at a time cost more than it (bench/README.md, "An input
+read where it lies": RNN (16, 200, 32, 64) 8-20 % slower a training step)."""
 
 
 def reads_in_place(X: np.ndarray) -> bool:
     """Whether a training pass keeps X (T, B, I) where it lies although it is not
     C-contiguous: the time-major view of a batch-first array (each sequence's steps one
     run of rows, the sequences apart), whose rows the input projection and dW_ih read a few
-    steps at a time (parallel.time_major_matmul, time_major_inner). A time-major copy of the
+    steps at a time (parallel.time_major_matmul, StepRows). A time-major copy of the
     input would otherwise live from the forward pass to the weight gradients, at the peak
-    of a training step (T·B·I values: 12 % of an Elman layer's step at (64, 100, 128, 256),
-    docs/design.md "Memory"). Like PyTorch's saved tensors, the input must not change
-    between forward and backward."""
+    of a training step (T·B·I values: 11 % of an Elman layer's step at (64, 100, 128, 256),
+    bench/README.md "An input read where it lies"). Like PyTorch's saved tensors, the input
+    must not change between forward and backward."""
     T, B, I = X.shape
     s = X.itemsize
     st, sb, si = X.strides
-    return (T > 1 and B > 1 and I > 0 and si == s and st == I * s and sb % s == 0
-            and sb >= T * I * s)  # fmt: skip
+    return (T * B * I >= IN_PLACE_MIN_VALUES and T > 1 and B > 1 and si == s and st == I * s
+            and sb % s == 0 and sb >= T * I * s)  # fmt: skip
 
 
 def _states(
@@ -773,16 +780,12 @@ def _weight_grads(
                 # dHA is an array when the cell has own blocks (_preact_grads)
                 blocks.append((slice(k * H, (k + 1) * H), dA_h[:, m * H : (m + 1) * H], inputs))  # type: ignore[index]
             a = k + 1
-    in_place = not X.flags.c_contiguous  # (reads_in_place): dW_ih by time_major_inner
-    pairs = [] if in_place else [(dA_x, X.reshape(T * B, I))]
-    pairs += [(grads, inputs) for _, grads, inputs in blocks]
+    rows = X.reshape(T * B, I) if X.flags.c_contiguous else parallel.StepRows(X)  # (in place)
+    pairs = [(dA_x, rows)] + [(grads, inputs) for _, grads, inputs in blocks]
     # a block whose gradients are columns of dA_x has its bias sum in b_ih's: not again
     shared = [_columns_of(grads, dA_x) for _, grads, _ in blocks]
     sums = [dA_x] + [grads for (_, grads, _), same in zip(blocks, shared, strict=True) if not same]
     products, totals = parallel.inner_products(pairs, sums)
-    if in_place:
-        products.insert(0, np.empty(p.W_ih.shape, np.result_type(dA_x, X)))
-        parallel.time_major_inner(dA_x, X, products[0])
     dW_ih, db_ih = products[0], totals[0]
     if len(blocks) == 1 and blocks[0][0] == slice(0, GH):
         db_hh = db_ih[shared[0]].copy() if shared[0] is not None else totals[1]

@@ -291,8 +291,8 @@ def _gemm_acc(a: np.ndarray, b: np.ndarray, out: np.ndarray, beta: float) -> Non
 
 # ------------------------------------------------- inputs read where they lie (time-major views)
 STEPS_COPIED_VALUES = 1 << 16  # values of a strided input one thread copies at a time...
-STEPS_COPIED_SHARE = 8  # ...and at most an eighth of its steps...
-ROWS_COPIED_MIN = 256  # ...but rows enough for a product near the GEMM's speed
+STEPS_COPIED_SHARE = 4  # ...and at most a quarter of its steps...
+ROWS_COPIED_MIN = 1024  # ...but rows enough for a product near the GEMM's speed
 
 
 def _steps_at_a_time(X: np.ndarray) -> int:
@@ -309,14 +309,15 @@ def _copy_steps(X: np.ndarray, a: int, b: int, buf: np.ndarray) -> np.ndarray:
     return rows
 
 
-def time_major_matmul(X: np.ndarray, W: np.ndarray, out: np.ndarray) -> None:
+def time_major_matmul(X: np.ndarray, W: np.ndarray, out: np.ndarray, whole: bool = False) -> None:
     """out = X W over X's T·B rows in time order, for X (T, B, I) whose rows are not one array
     in that order (the time-major view of a batch-first input); out (T·B, N) C-contiguous.
     Each thread takes a range of steps and copies a few of them at a time into a buffer of
-    its own: the product runs as fast as on a time-major copy of X, and no such copy (T·B·I
-    values, alive from the forward pass to the weight gradients) is made."""
+    its own (all of its range at once if `whole`), so no time-major copy of X outlives the
+    product (T·B·I values, that would be alive from the forward pass to the weight
+    gradients)."""
     T, B, I = X.shape
-    step = _steps_at_a_time(X)
+    step = T if whole else _steps_at_a_time(X)
 
     def part(t0: int, t1: int) -> None:
         buf = scratch("steps", (min(step, t1 - t0) * B, I), X.dtype)
@@ -329,31 +330,37 @@ def time_major_matmul(X: np.ndarray, W: np.ndarray, out: np.ndarray) -> None:
     run_parts(part, row_parts(T, min_steps) if flops >= MIN_FLOPS else [(0, T)])
 
 
-def time_major_inner(g: np.ndarray, X: np.ndarray, out: np.ndarray) -> None:
-    """out = gᵀ X for g (T·B, N) with rows in time order and X (T, B, I) read as
-    time_major_matmul reads it; out (N, I) C-contiguous: the weight gradient of an input
-    kept where it lies. Each thread takes a block of out's rows and adds the products of a
-    few steps at a time into it (both threads copy the same steps: X is narrow beside g)."""
-    T, B, I = X.shape
-    N = g.shape[1]
-    step = _steps_at_a_time(X)
+class StepRows:
+    """The T·B rows of X (T, B, I) in time order, for X whose rows are not one array in that
+    order (the time-major view of a batch-first input, kept where it lies): a right factor
+    of inner_products, which multiplies it a few steps at a time, copied into a buffer of
+    the calling thread (as time_major_matmul reads it)."""
 
-    def part(r0: int, r1: int) -> None:
-        buf = scratch("steps", (min(step, T) * B, I), X.dtype)
-        for a in range(0, T, step):
-            b = min(a + step, T)
-            rows = _copy_steps(X, a, b, buf)
-            _gemm_acc(g[a * B : b * B, r0:r1].T, rows, out[r0:r1], 0.0 if a == 0 else 1.0)
+    def __init__(self, X: np.ndarray) -> None:
+        T, B, I = X.shape
+        self.X, self.B = X, B
+        self.shape = (T * B, I)
+        self.dtype = X.dtype
 
-    flops = 2 * T * B * N * I
-    run_parts(part, row_parts(N, _MIN_ROWS_MATMUL) if flops >= MIN_FLOPS else [(0, N)])
+    def inner(self, g: np.ndarray, out: np.ndarray, start: int = 0) -> None:
+        """out = gᵀ (rows start .. start + len(g)), on this thread; start and len(g) are
+        multiples of B (whole steps)."""
+        B, I = self.B, self.shape[1]
+        a0 = start // B
+        a1 = a0 + g.shape[0] // B
+        step = _steps_at_a_time(self.X)
+        buf = scratch("steps", (min(step, max(a1 - a0, 1)) * B, I), self.dtype)
+        for a in range(a0, a1, step):
+            b = min(a + step, a1)
+            rows = _copy_steps(self.X, a, b, buf)
+            _gemm_acc(g[(a - a0) * B : (b - a0) * B].T, rows, out, 0.0 if a == a0 else 1.0)
 
 
 MAX_PARTIAL_ELEMENTS = 1 << 18  # inner_products splits the summed rows up to this output size
 
 
 def inner_products(
-    pairs: list[tuple[np.ndarray, np.ndarray]], sums: list[np.ndarray]
+    pairs: Sequence[tuple[np.ndarray, np.ndarray | StepRows]], sums: list[np.ndarray]
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """([gᵀ x for g, x in pairs], [g.sum(axis=0) for g in sums]) for 2-D arrays that share
     their first axis: the deferred weight and bias gradients of a direction, summed over its
@@ -365,14 +372,16 @@ def inner_products(
     (docs/design.md, "Using the cores"). The sums are then added in another order (results
     differ by rounding). For large results both ways took the same time, and each extra
     thread's partial results would cost memory: there each thread takes a block of the
-    results' rows, as one thread would."""
+    results' rows, as one thread would. A right factor may be StepRows (a batch-first
+    input where it lies): the summed rows are then split at whole steps."""
     K = pairs[0][0].shape[0] if pairs else sums[0].shape[0]
     flops = sum(2 * K * g.shape[1] * x.shape[1] for g, x in pairs)
-    products = [np.empty((g.shape[1], x.shape[1]), np.result_type(g, x)) for g, x in pairs]
+    products = [np.empty((g.shape[1], x.shape[1]), np.result_type(g.dtype, x.dtype))
+                for g, x in pairs]  # fmt: skip
     totals = [np.empty(g.shape[1], g.dtype) for g in sums]
     if not in_session():
         for (g, x), out in zip(pairs, products, strict=True):
-            np.matmul(g.T, x, out=out)
+            _inner_into(g, x, out)
         return products, [g.sum(axis=0) for g in sums]
     P = len(row_parts(K, _MIN_ROWS_MATMUL)) if flops >= MIN_FLOPS else 1
     if P == 1 or sum(out.size for out in products) > MAX_PARTIAL_ELEMENTS:
@@ -385,7 +394,7 @@ def inner_products(
                 if len(xs) > 1:
                     _side_by_side(g[:, r0:r1], xs, [out[r0:r1] for out in outs])
                 else:  # MKL, also inside `concurrently`
-                    _gemm_into(g[:, r0:r1].T, xs[0], outs[0][r0:r1])
+                    _inner_into(g[:, r0:r1], xs[0], outs[0][r0:r1])
             for g, out in zip(sums, totals, strict=True):
                 m = out.shape[0]
                 r0, r1 = m * p // P, m * (p + 1) // P
@@ -393,7 +402,8 @@ def inner_products(
 
         run_parts(block, [(p, p + 1) for p in range(P)])
         return products, totals
-    parts = row_parts(K, _MIN_ROWS_MATMUL)
+    B = max((x.B for _, x in pairs if isinstance(x, StepRows)), default=1)  # whole steps
+    parts = [(a * B, b * B) for a, b in row_parts(K // B, -(-_MIN_ROWS_MATMUL // B))]
     results = [(products, totals)] + [
         ([np.empty_like(out) for out in products], [np.empty_like(out) for out in totals])
         for _ in parts[1:]
@@ -403,7 +413,7 @@ def inner_products(
     def part(i: int, j: int) -> None:
         outs, sums_out = results[which[i]]
         for (g, x), out in zip(pairs, outs, strict=True):
-            _gemm_into(g[i:j].T, x[i:j], out)
+            _inner_into(g[i:j], x, out, i)
         for g, out in zip(sums, sums_out, strict=True):
             _column_sums(g[i:j], out)
 
@@ -412,6 +422,14 @@ def inner_products(
         for out, more in zip(products + totals, more_products + more_totals, strict=True):
             out += more
     return products, totals
+
+
+def _inner_into(g: np.ndarray, x: np.ndarray | StepRows, out: np.ndarray, start: int = 0) -> None:
+    """out = gᵀ x[start : start + len(g)] on this thread."""
+    if isinstance(x, StepRows):
+        x.inner(g, out, start)
+    else:
+        _gemm_into(g.T, x[start : start + g.shape[0]], out)
 
 
 def _column_sums(g: np.ndarray, out: np.ndarray) -> None:
@@ -455,6 +473,7 @@ def _shared_left_factors(pairs, products) -> list[tuple[np.ndarray, list, list]]
     for g, xs, outs in groups:
         together = (
             len(xs) > 1
+            and not any(isinstance(x, StepRows) for x in xs)
             and mkl is not None
             and g.dtype in (np.float32, np.float64)
             and all(x.dtype == g.dtype for x in xs)
