@@ -713,3 +713,90 @@ def test_bias_sums_as_a_product_with_a_row_of_ones(dtype):
     got = np.empty(3, np.int64)
     parallel._column_sums(ints, got)  # not a BLAS dtype: NumPy's sum
     assert got.tolist() == [4, 4, 4]
+
+
+@pytest.mark.parametrize("split", ["summed rows", "result rows"])
+@pytest.mark.parametrize("cblas", ["found", "none"])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_products_of_a_batch_first_input_read_where_it_lies(dtype, threads, cblas, split,
+                                                            monkeypatch, split_calls, setenv):
+    """time_major_matmul and inner_products (on StepRows) give X W and gᵀ X over the rows of
+    a batch-first array's time-major view in time order, as on a time-major copy, a few steps
+    at a time (here 2 steps of 5 rows: T = 11 is no multiple; the summed rows split at whole
+    steps), with NumPy's own CBLAS adding into the result, or without it (MKL's or NumPy's
+    matmul and a sum)."""
+    if split == "result rows":
+        monkeypatch.setattr(parallel, "MAX_PARTIAL_ELEMENTS", 0)
+    if cblas == "none":
+        monkeypatch.setattr(parallel, "_numpy_gemms", lambda: {})
+        monkeypatch.setattr(_mkl, "load", lambda: None)
+    monkeypatch.setattr(parallel, "STEPS_COPIED_VALUES", 3 * 5 * 7)
+    monkeypatch.setattr(parallel, "ROWS_COPIED_MIN", 1)
+    rng = np.random.default_rng(4)
+    T, B, I, N = 11, 5, 7, 9
+    x = rng.standard_normal((B, T, I)).astype(dtype)
+    X = x.transpose(1, 0, 2)  # time-major view: not C-contiguous
+    W = rng.standard_normal((I, N)).astype(dtype)
+    g = rng.standard_normal((T * B, N)).astype(dtype)
+    out = np.full((T * B, N), np.nan, dtype)
+    inner = np.full((N, I), np.nan, dtype)
+    with settings.override(num_threads=threads), parallel.session():
+        parallel.time_major_matmul(X, W, out)
+        (inner,), _ = parallel.inner_products([(g, parallel.StepRows(X))], [])
+    copy = np.ascontiguousarray(X).reshape(T * B, I).astype(np.float64)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out, copy @ W, rtol=tol, atol=tol)
+    np.testing.assert_allclose(inner, g.T.astype(np.float64) @ copy, rtol=tol, atol=tol)
+    if threads == 2:
+        assert 2 in split_calls  # the steps, then the summed (or result) rows, on both threads
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_training_keeps_a_batch_first_input_where_it_lies(cell, monkeypatch):
+    """A training pass reads a batch-first input where it lies (at any size here): the tape
+    holds a view of it, not a time-major copy, forward and backward give what a time-major
+    copy of the same input gives (float64, to rounding: dW_ih sums its rows in other groups),
+    and every gradient passes the float64 finite-difference check."""
+    from rnnlab import gradcheck, recurrence
+    from rnnlab.layers import GRU, LSTM, RNN
+
+    monkeypatch.setattr(recurrence, "IN_PLACE_MIN_VALUES", 0)
+    monkeypatch.setattr(parallel, "ROWS_COPIED_MIN", 1)  # several groups of steps
+
+    ctor = {"rnn": RNN, "lstm": LSTM, "gru": GRU}[cell]
+    rng = np.random.default_rng(5)
+    first = ctor(4, 6, num_layers=2, bidirectional=True, dtype=np.float64, rng=rng)
+    second = ctor(4, 6, num_layers=2, bidirectional=True, dtype=np.float64, batch_first=False)
+    for name, v in first.params.items():
+        second.params[name][...] = v
+    x = rng.standard_normal((3, 8, 4))
+    lengths = np.array([8, 5, 2])
+    f = first.forward(x, lengths=lengths)
+    assert np.shares_memory(f.cache["tapes"][0].X, x)
+    assert not f.cache["tapes"][0].X.flags.c_contiguous
+    xt = np.ascontiguousarray(x.transpose(1, 0, 2))
+    w = second.forward(xt, lengths=lengths)
+    np.testing.assert_allclose(f.output, w.output.transpose(1, 0, 2), rtol=1e-12, atol=1e-14)
+    d = rng.standard_normal(f.output.shape)
+    got = first.backward(f, d)
+    want = second.backward(w, np.ascontiguousarray(d.transpose(1, 0, 2)))
+    np.testing.assert_allclose(got.input, want.input.transpose(1, 0, 2), rtol=1e-12, atol=1e-14)
+    for name in first.params:
+        np.testing.assert_allclose(got.params[name], want.params[name], rtol=1e-10,
+                                   atol=1e-12, err_msg=name)  # fmt: skip
+    gradcheck(first, x, lengths=lengths).assert_ok()
+
+
+def test_only_large_batch_first_inputs_are_read_where_they_lie():
+    """Below IN_PLACE_MIN_VALUES the time-major copy stays (cheap; reading a few steps at a
+    time costs more than it); a C-contiguous time-major input needs no copy either way."""
+    from rnnlab import recurrence
+
+    def view(B, T, I):
+        return np.zeros((B, T, I), np.float32).transpose(1, 0, 2)
+
+    assert recurrence.reads_in_place(view(64, 100, 128))  # the bench's S3: 819,200 values
+    assert not recurrence.reads_in_place(view(16, 200, 32))  # S1: 102,400
+    assert not recurrence.reads_in_place(np.zeros((100, 64, 128), np.float32))
+    assert not recurrence.reads_in_place(view(64, 100, 128)[::-1])  # reversed: copied

@@ -143,3 +143,24 @@ def test_an_output_feedback_layer_serves_two_backward_passes():
     first, second = layer.backward(f, d), layer.backward(f, d)
     for key, want in first.params.items():
         np.testing.assert_array_equal(second.params[key], want)
+
+
+@pytest.mark.skipif(not fast.available(), reason="only the compiled loops consume a tape")
+@pytest.mark.parametrize("retain", [False, True])
+def test_a_consumed_tape_gives_up_its_cell_states_before_the_weight_gradients(retain):
+    """BPTT's loop is the last reader of an LSTM's cell states: a tape that backward consumes
+    drops them (they are not alive at the weight gradients, the peak of a training step); a
+    retained tape keeps them for the next pass, and both passes give the same gradients."""
+    layer = _layer("lstm")
+    x = np.random.default_rng(1).standard_normal((2, 6, 3))
+    f = layer.forward(x)
+    tape = f.cache["tapes"][0]
+    assert tape.cs is not None
+    d = np.ones_like(f.output)
+    first = layer.backward(f, d, retain_tape=retain)
+    assert (tape.cs is not None) == retain
+    if retain:
+        second = layer.backward(f, d)
+        assert tape.cs is None
+        for name in first.params:
+            np.testing.assert_array_equal(first.params[name], second.params[name])

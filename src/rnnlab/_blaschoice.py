@@ -81,6 +81,24 @@ def numpy_blas_files() -> list[str]:
     return found
 
 
+CBLAS_GEMM_NAMES = (
+    ("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_"),
+    ("cblas_sgemm64_", "cblas_dgemm64_"),
+)
+"""NumPy's bundled (ILP64) cblas_sgemm and cblas_dgemm, by the names NumPy ≥ 2.0 and the
+wheels before it give them."""
+
+
+def cblas_gemm_type(real: type) -> type:
+    """The ctypes prototype of an ILP64 cblas_?gemm: (layout, transA, transB, M, N, K, alpha,
+    A, lda, B, ldb, beta, C, ldc)."""
+    i32, i64, ptr = ctypes.c_int, ctypes.c_int64, ctypes.c_void_p
+    proto: type = ctypes.CFUNCTYPE(
+        None, i32, i32, i32, i64, i64, i64, real, ptr, i64, ptr, i64, real, ptr, i64
+    )
+    return proto
+
+
 def numpy_blas_symbols(
     candidates: tuple[tuple[str, str], ...],
 ) -> tuple[CFuncPtr, CFuncPtr] | None:

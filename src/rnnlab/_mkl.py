@@ -110,7 +110,7 @@ class MKL:
         fn = self._fns.get(out.dtype)
         if fn is None or a.dtype != out.dtype or b.dtype != out.dtype:
             return False
-        op_a, op_b, op_out = _operand(a), _operand(b), _operand(out)
+        op_a, op_b, op_out = operand(a), operand(b), operand(out)
         if op_a is None or op_b is None or op_out is None or op_out[0] != NO_TRANS:
             return False
         m, k = a.shape
@@ -135,7 +135,7 @@ class MKL:
         memory. The buffer must not move (MKL's data inside it depends on its
         address); a NumPy array never does."""
         fns = self._pack_fns.get(b.dtype)
-        op = _operand(b) if b.ndim == 2 else None
+        op = operand(b) if b.ndim == 2 else None
         if fns is None or op is None or 0 in b.shape:
             return None
         size, pack, _ = fns
@@ -197,7 +197,7 @@ def one_thread_here() -> None:
         mkl.set_local_threads(1)
 
 
-def _operand(x: np.ndarray) -> tuple[int, int] | None:
+def operand(x: np.ndarray) -> tuple[int, int] | None:
     """(transpose flag, leading dimension) of a 2-D array for a row-major CBLAS call."""
     item = x.itemsize
     rows, cols = x.shape

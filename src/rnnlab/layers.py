@@ -471,7 +471,9 @@ class Recurrent:
         strided = not grad and recurrence.infers_without_projection(
             self.cell, self.input_size, self.hidden_size, self.dtype
         )
-        inp = X if strided else np.ascontiguousarray(X)  # time-major for input projections
+        if not (strided or recurrence.reads_in_place(X)):
+            X = np.ascontiguousarray(X)  # time-major rows for the input projections
+        inp = X
         ys_last = None
         for k in range(self.num_layers):
             drop = None

@@ -130,7 +130,7 @@ Segments = tuple[int, list[tuple[np.ndarray, np.ndarray | None]]]
 class Tape:
     """What the forward pass of one direction keeps for its backward pass."""
 
-    X: np.ndarray  # (T, B, I), C-contiguous
+    X: np.ndarray  # (T, B, I), C-contiguous or a batch-first input's view (reads_in_place)
     hs: np.ndarray | None  # (T + 1, B, H); None when checkpointed (see forward)
     cs: np.ndarray | None  # (T + 1, B, H) for cells with a cell state
     saved: np.ndarray | None  # (T, B, cell.tape·H): the cell's own saved values
@@ -449,8 +449,34 @@ def _project(X: np.ndarray, p: Params, out: np.ndarray | None = None) -> np.ndar
         XA = parallel.scratch("preact", (T * B, GH), X.dtype)
     else:
         XA = out.reshape(T * B, GH)
-    parallel.matmul(X.reshape(T * B, I), p.W_ih.T, out=XA)
+    if X.flags.c_contiguous:
+        parallel.matmul(X.reshape(T * B, I), p.W_ih.T, out=XA)
+    else:  # a batch-first input where it lies (reads_in_place); copied whole for one
+        # product where that copy is narrower than the product it feeds, and gone after it
+        parallel.time_major_matmul(X, p.W_ih.T, XA, whole=I <= GH)
     return XA.reshape(T, B, GH)
+
+
+IN_PLACE_MIN_VALUES = 1 << 18
+"""Below this many values a batch-first input is copied time-major as before: the copy is
+small, and its products a few steps at a time cost more than it (bench/README.md, "An input
+read where it lies": RNN (16, 200, 32, 64) 8-20 % slower a training step)."""
+
+
+def reads_in_place(X: np.ndarray) -> bool:
+    """Whether a training pass keeps X (T, B, I) where it lies although it is not
+    C-contiguous: the time-major view of a batch-first array (each sequence's steps one
+    run of rows, the sequences apart), whose rows the input projection and dW_ih read a few
+    steps at a time (parallel.time_major_matmul, StepRows). A time-major copy of the
+    input would otherwise live from the forward pass to the weight gradients, at the peak
+    of a training step (T·B·I values: 11 % of an Elman layer's step at (64, 100, 128, 256),
+    bench/README.md "An input read where it lies"). Like PyTorch's saved tensors, the input
+    must not change between forward and backward."""
+    T, B, I = X.shape
+    s = X.itemsize
+    st, sb, si = X.strides
+    return (T * B * I >= IN_PLACE_MIN_VALUES and T > 1 and B > 1 and si == s and st == I * s
+            and sb % s == 0 and sb >= T * I * s)  # fmt: skip
 
 
 def _states(
@@ -533,7 +559,7 @@ def forward(
         checkpoint_every = 0
     fused = not keep_tape and infers_without_projection(cell, X.shape[2], H, X.dtype)
     fused = fused and feedback is None
-    if not fused:  # the fused loop reads the rows of x_t where they are (a batch-first view)
+    if not fused and not reads_in_place(X):  # the fused loop reads x_t's rows where they are
         X = np.ascontiguousarray(X)
     if checkpoint_every and checkpoint_every < T and keep_tape:
         W_hh = _step_weights(cell, p.W_hh, B)
@@ -653,9 +679,19 @@ def backward(
     if compiled and retain_tape:  # BPTT works on a copy of the tape
         saved = parallel.scratch("saved", saved.shape, saved.dtype)
         np.copyto(saved, tape.saved)  # type: ignore[arg-type]
-    return _bptt(cell, p, X, tape.hs, tape.cs, saved, mask, tape.reverse, dys, dh_T, dc_T,
-                 need_dX, dh_trace, noise=tape.noise, own=tape.own, own_c=tape.own_c,
-                 feedback=tape.feedback)  # fmt: skip
+    return _bptt(cell, p, X, tape.hs, _cell_states(tape), saved, mask, tape.reverse, dys,
+                 dh_T, dc_T, need_dX, dh_trace, noise=tape.noise, own=tape.own,
+                 own_c=tape.own_c, feedback=tape.feedback)  # fmt: skip
+
+
+def _cell_states(tape: Tape) -> np.ndarray | None:
+    """The tape's cell states, which a consumed tape then gives up: BPTT's loop is their last
+    reader, and _bptt drops them after it, before the weight gradients, the peak of a
+    training step (an LSTM's c_t, T·B·H values)."""
+    cs = tape.cs
+    if tape.consumed:
+        tape.cs = None
+    return cs
 
 
 def _bptt(cell: Cell, p: Params, X: np.ndarray, hs: np.ndarray, cs: np.ndarray | None,
@@ -680,6 +716,7 @@ def _bptt(cell: Cell, p: Params, X: np.ndarray, hs: np.ndarray, cs: np.ndarray |
     dh, dc = _loop_backward(cell, W_hh, p.q, hs, cs, saved, mask, reverse, dys, dh, dc, dXA,
                             dHA, dq, dh_trace, p.W_hr, noise, own, own_c, dHR,
                             feedback)  # fmt: skip
+    cs = None  # (not read again: the caller's tape may have given it up, _cell_states)
     prev = hs[1:] if reverse else hs[:-1]
     if noise is not None and noise.keep is not None:
         prev = prev * noise.keep  # what the products took
@@ -726,7 +763,6 @@ def _weight_grads(
     H = GH // cell.gates
     dA_x = dXA.reshape(T * B, GH)
     dA_h = None if dHA is None else dHA.reshape(T * B, -1)
-    X2 = X.reshape(T * B, I)
     blocks = []
     for (lo, hi), src in cell.products:
         if src is None:
@@ -744,7 +780,8 @@ def _weight_grads(
                 # dHA is an array when the cell has own blocks (_preact_grads)
                 blocks.append((slice(k * H, (k + 1) * H), dA_h[:, m * H : (m + 1) * H], inputs))  # type: ignore[index]
             a = k + 1
-    pairs = [(dA_x, X2)] + [(grads, inputs) for _, grads, inputs in blocks]
+    rows = X.reshape(T * B, I) if X.flags.c_contiguous else parallel.StepRows(X)  # (in place)
+    pairs = [(dA_x, rows)] + [(grads, inputs) for _, grads, inputs in blocks]
     # a block whose gradients are columns of dA_x has its bias sum in b_ih's: not again
     shared = [_columns_of(grads, dA_x) for _, grads, _ in blocks]
     sums = [dA_x] + [grads for (_, grads, _), same in zip(blocks, shared, strict=True) if not same]

@@ -53,15 +53,8 @@ ROW_MAJOR = 101
 NO_TRANS = 111
 PACKED = _mkl.PACKED
 
-_NAMES = (("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_"), ("cblas_sgemm64_", "cblas_dgemm64_"))
-
-
-def _cblas_type(real):
-    # cblas_?gemm(layout, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc), ILP64
-    i32, i64, ptr = ctypes.c_int, ctypes.c_int64, ctypes.c_void_p
-    return ctypes.CFUNCTYPE(
-        None, i32, i32, i32, i64, i64, i64, real, ptr, i64, ptr, i64, real, ptr, i64
-    )
+_NAMES = _blaschoice.CBLAS_GEMM_NAMES
+_cblas_type = _blaschoice.cblas_gemm_type
 
 
 def find_numpy_cblas() -> tuple[int, int] | None:

@@ -252,11 +252,115 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     return out
 
 
+@functools.cache
+def _numpy_gemms() -> dict[np.dtype[Any], Callable[..., None]]:
+    """NumPy's own cblas_sgemm and cblas_dgemm (ILP64) as ctypes functions by dtype, or {}
+    where NumPy's BLAS does not export them."""
+    found = _blaschoice.numpy_blas_symbols(_blaschoice.CBLAS_GEMM_NAMES)
+    if found is None:
+        return {}
+    gemms: dict[np.dtype[Any], Callable[..., None]] = {}
+    for fn, real, dt in zip(found, (ctypes.c_float, ctypes.c_double), (np.float32, np.float64),
+                            strict=True):  # fmt: skip
+        address = ctypes.cast(fn, ctypes.c_void_p).value
+        gemms[np.dtype(dt)] = _blaschoice.cblas_gemm_type(real)(address)
+    return gemms
+
+
+def _gemm_acc(a: np.ndarray, b: np.ndarray, out: np.ndarray, beta: float) -> None:
+    """out = a @ b + beta·out on this thread, by MKL's or NumPy's own CBLAS, which add into
+    `out` where it lies (a and b may be transposed or strided views); NumPy's matmul and a
+    sum where neither can."""
+    mkl = _mkl.load()
+    if mkl is not None and mkl.gemm(a, b, out, beta=beta):
+        return
+    gemm = _numpy_gemms().get(out.dtype) if a.dtype == b.dtype == out.dtype else None
+    ops = (_mkl.operand(a), _mkl.operand(b), _mkl.operand(out))
+    m, k = a.shape
+    n = b.shape[1]
+    if gemm is None or None in ops or ops[2][0] != _mkl.NO_TRANS or 0 in (m, n, k):  # type: ignore[index]
+        if beta:
+            out += a @ b
+        else:
+            np.matmul(a, b, out=out)
+        return
+    (ta, lda), (tb, ldb), (_, ldc) = ops  # type: ignore[misc]
+    gemm(_mkl.ROW_MAJOR, ta, tb, m, n, k, 1.0, a.ctypes.data, lda, b.ctypes.data, ldb, beta,
+         out.ctypes.data, ldc)  # fmt: skip
+
+
+# ------------------------------------------------- inputs read where they lie (time-major views)
+STEPS_COPIED_VALUES = 1 << 16  # values of a strided input one thread copies at a time...
+STEPS_COPIED_SHARE = 4  # ...and at most a quarter of its steps...
+ROWS_COPIED_MIN = 1024  # ...but rows enough for a product near the GEMM's speed
+
+
+def _steps_at_a_time(X: np.ndarray) -> int:
+    T, B, I = X.shape
+    step = min(STEPS_COPIED_VALUES // max(B * I, 1), -(-T // STEPS_COPIED_SHARE))
+    return max(1, step, -(-ROWS_COPIED_MIN // max(B, 1)))
+
+
+def _copy_steps(X: np.ndarray, a: int, b: int, buf: np.ndarray) -> np.ndarray:
+    """Steps a..b of X (T, B, I) as one ((b − a)·B, I) array, in buf."""
+    B, I = X.shape[1], X.shape[2]
+    rows = buf[: (b - a) * B]
+    np.copyto(rows.reshape(b - a, B, I), X[a:b])
+    return rows
+
+
+def time_major_matmul(X: np.ndarray, W: np.ndarray, out: np.ndarray, whole: bool = False) -> None:
+    """out = X W over X's T·B rows in time order, for X (T, B, I) whose rows are not one array
+    in that order (the time-major view of a batch-first input); out (T·B, N) C-contiguous.
+    Each thread takes a range of steps and copies a few of them at a time into a buffer of
+    its own (all of its range at once if `whole`), so no time-major copy of X outlives the
+    product (T·B·I values, that would be alive from the forward pass to the weight
+    gradients)."""
+    T, B, I = X.shape
+    step = T if whole else _steps_at_a_time(X)
+
+    def part(t0: int, t1: int) -> None:
+        buf = scratch("steps", (min(step, t1 - t0) * B, I), X.dtype)
+        for a in range(t0, t1, step):
+            b = min(a + step, t1)
+            _gemm_into(_copy_steps(X, a, b, buf), W, out[a * B : b * B])
+
+    flops = 2 * T * B * I * W.shape[1]
+    min_steps = -(-_MIN_ROWS_MATMUL // max(B, 1))
+    run_parts(part, row_parts(T, min_steps) if flops >= MIN_FLOPS else [(0, T)])
+
+
+class StepRows:
+    """The T·B rows of X (T, B, I) in time order, for X whose rows are not one array in that
+    order (the time-major view of a batch-first input, kept where it lies): a right factor
+    of inner_products, which multiplies it a few steps at a time, copied into a buffer of
+    the calling thread (as time_major_matmul reads it)."""
+
+    def __init__(self, X: np.ndarray) -> None:
+        T, B, I = X.shape
+        self.X, self.B = X, B
+        self.shape = (T * B, I)
+        self.dtype = X.dtype
+
+    def inner(self, g: np.ndarray, out: np.ndarray, start: int = 0) -> None:
+        """out = gᵀ (rows start .. start + len(g)), on this thread; start and len(g) are
+        multiples of B (whole steps)."""
+        B, I = self.B, self.shape[1]
+        a0 = start // B
+        a1 = a0 + g.shape[0] // B
+        step = _steps_at_a_time(self.X)
+        buf = scratch("steps", (min(step, max(a1 - a0, 1)) * B, I), self.dtype)
+        for a in range(a0, a1, step):
+            b = min(a + step, a1)
+            rows = _copy_steps(self.X, a, b, buf)
+            _gemm_acc(g[(a - a0) * B : (b - a0) * B].T, rows, out, 0.0 if a == a0 else 1.0)
+
+
 MAX_PARTIAL_ELEMENTS = 1 << 18  # inner_products splits the summed rows up to this output size
 
 
 def inner_products(
-    pairs: list[tuple[np.ndarray, np.ndarray]], sums: list[np.ndarray]
+    pairs: Sequence[tuple[np.ndarray, np.ndarray | StepRows]], sums: list[np.ndarray]
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """([gᵀ x for g, x in pairs], [g.sum(axis=0) for g in sums]) for 2-D arrays that share
     their first axis: the deferred weight and bias gradients of a direction, summed over its
@@ -268,14 +372,16 @@ def inner_products(
     (docs/design.md, "Using the cores"). The sums are then added in another order (results
     differ by rounding). For large results both ways took the same time, and each extra
     thread's partial results would cost memory: there each thread takes a block of the
-    results' rows, as one thread would."""
+    results' rows, as one thread would. A right factor may be StepRows (a batch-first
+    input where it lies): the summed rows are then split at whole steps."""
     K = pairs[0][0].shape[0] if pairs else sums[0].shape[0]
     flops = sum(2 * K * g.shape[1] * x.shape[1] for g, x in pairs)
-    products = [np.empty((g.shape[1], x.shape[1]), np.result_type(g, x)) for g, x in pairs]
+    products = [np.empty((g.shape[1], x.shape[1]), np.result_type(g.dtype, x.dtype))
+                for g, x in pairs]  # fmt: skip
     totals = [np.empty(g.shape[1], g.dtype) for g in sums]
     if not in_session():
         for (g, x), out in zip(pairs, products, strict=True):
-            np.matmul(g.T, x, out=out)
+            _inner_into(g, x, out)
         return products, [g.sum(axis=0) for g in sums]
     P = len(row_parts(K, _MIN_ROWS_MATMUL)) if flops >= MIN_FLOPS else 1
     if P == 1 or sum(out.size for out in products) > MAX_PARTIAL_ELEMENTS:
@@ -288,7 +394,7 @@ def inner_products(
                 if len(xs) > 1:
                     _side_by_side(g[:, r0:r1], xs, [out[r0:r1] for out in outs])
                 else:  # MKL, also inside `concurrently`
-                    _gemm_into(g[:, r0:r1].T, xs[0], outs[0][r0:r1])
+                    _inner_into(g[:, r0:r1], xs[0], outs[0][r0:r1])
             for g, out in zip(sums, totals, strict=True):
                 m = out.shape[0]
                 r0, r1 = m * p // P, m * (p + 1) // P
@@ -296,7 +402,8 @@ def inner_products(
 
         run_parts(block, [(p, p + 1) for p in range(P)])
         return products, totals
-    parts = row_parts(K, _MIN_ROWS_MATMUL)
+    B = max((x.B for _, x in pairs if isinstance(x, StepRows)), default=1)  # whole steps
+    parts = [(a * B, b * B) for a, b in row_parts(K // B, -(-_MIN_ROWS_MATMUL // B))]
     results = [(products, totals)] + [
         ([np.empty_like(out) for out in products], [np.empty_like(out) for out in totals])
         for _ in parts[1:]
@@ -306,7 +413,7 @@ def inner_products(
     def part(i: int, j: int) -> None:
         outs, sums_out = results[which[i]]
         for (g, x), out in zip(pairs, outs, strict=True):
-            _gemm_into(g[i:j].T, x[i:j], out)
+            _inner_into(g[i:j], x, out, i)
         for g, out in zip(sums, sums_out, strict=True):
             _column_sums(g[i:j], out)
 
@@ -315,6 +422,14 @@ def inner_products(
         for out, more in zip(products + totals, more_products + more_totals, strict=True):
             out += more
     return products, totals
+
+
+def _inner_into(g: np.ndarray, x: np.ndarray | StepRows, out: np.ndarray, start: int = 0) -> None:
+    """out = gᵀ x[start : start + len(g)] on this thread."""
+    if isinstance(x, StepRows):
+        x.inner(g, out, start)
+    else:
+        _gemm_into(g.T, x[start : start + g.shape[0]], out)
 
 
 def _column_sums(g: np.ndarray, out: np.ndarray) -> None:
@@ -358,6 +473,7 @@ def _shared_left_factors(pairs, products) -> list[tuple[np.ndarray, list, list]]
     for g, xs, outs in groups:
         together = (
             len(xs) > 1
+            and not any(isinstance(x, StepRows) for x in xs)
             and mkl is not None
             and g.dtype in (np.float32, np.float64)
             and all(x.dtype == g.dtype for x in xs)
