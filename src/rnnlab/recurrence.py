@@ -780,8 +780,10 @@ def _weight_grads(
                 # dHA is an array when the cell has own blocks (_preact_grads)
                 blocks.append((slice(k * H, (k + 1) * H), dA_h[:, m * H : (m + 1) * H], inputs))  # type: ignore[index]
             a = k + 1
-    rows = X.reshape(T * B, I) if X.flags.c_contiguous else parallel.StepRows(X)  # (in place)
-    pairs = [(dA_x, rows)] + [(grads, inputs) for _, grads, inputs in blocks]
+    x_rows: np.ndarray | parallel.StepRows = (
+        X.reshape(T * B, I) if X.flags.c_contiguous else parallel.StepRows(X)  # (in place)
+    )
+    pairs = [(dA_x, x_rows)] + [(grads, inputs) for _, grads, inputs in blocks]
     # a block whose gradients are columns of dA_x has its bias sum in b_ih's: not again
     shared = [_columns_of(grads, dA_x) for _, grads, _ in blocks]
     sums = [dA_x] + [grads for (_, grads, _), same in zip(blocks, shared, strict=True) if not same]
