@@ -67,10 +67,7 @@ def test_the_type_check_catches_errors(tmp_path):
     assert "rnnlab.ops" not in relaxed, relaxed
     one = relaxed[0].removeprefix("rnnlab.").replace(".", "/")
     one += "/__init__.py" if (ROOT / "src" / "rnnlab" / one).is_dir() else ".py"
-    copy = tmp_path / "src"
-    skip = shutil.ignore_patterns("__pycache__", "*.so", "*.nbi", "*.nbc")
-    shutil.copytree(ROOT / "src" / "rnnlab", copy / "rnnlab", ignore=skip)
-    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    copy = _copy_of_the_package(tmp_path)
     # (file, the text appended, the line of it the error is on, the error's code)
     injected = [
         (one, "def _injected_body(a):\n    return len(a) + 'one'\n", 2, "[operator]"),
@@ -91,19 +88,32 @@ def test_the_type_check_catches_errors(tmp_path):
         )
 
 
-def test_the_contracts_catch_a_cycle(tmp_path):
-    """The acyclic contract is not vacuous: the same configuration fails on a copy of the
-    package with one more import, rnnlab.ops importing rnnlab.train (which imports ops)."""
+def _copy_of_the_package(tmp_path: Path) -> Path:
+    """src/rnnlab and pyproject.toml copied under tmp_path (compiled caches left out): the
+    source root of the copy."""
     copy = tmp_path / "src"
     skip = shutil.ignore_patterns("__pycache__", "*.so", "*.nbi", "*.nbc")
     shutil.copytree(ROOT / "src" / "rnnlab", copy / "rnnlab", ignore=skip)
-    ops = copy / "rnnlab" / "ops.py"
-    ops.write_text(ops.read_text(encoding="utf-8") + "\n\ndef _cycle():\n"
-                   "    from rnnlab import train  # noqa: F401\n", encoding="utf-8")  # fmt: skip
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    return copy
+
+
+def _lint_a_copy_with(tmp_path: Path, module: str, statement: str) -> subprocess.CompletedProcess:
+    """import-linter, as configured, over a copy of the package whose `module` (a path under
+    rnnlab/) ends with a function holding the import `statement`."""
+    copy = _copy_of_the_package(tmp_path)
+    path = copy / "rnnlab" / module
+    path.write_text(path.read_text(encoding="utf-8") + "\n\ndef _injected():\n"
+                    f"    {statement}  # noqa: F401\n", encoding="utf-8")  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(copy)}
-    done = subprocess.run([_tool("lint-imports"), "--no-cache"], cwd=tmp_path, env=env,
+    return subprocess.run([_tool("lint-imports"), "--no-cache"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
+
+
+def test_the_contracts_catch_a_cycle(tmp_path):
+    """The acyclic contract is not vacuous: the same configuration fails on a copy of the
+    package with one more import, rnnlab.ops importing rnnlab.train (which imports ops)."""
+    done = _lint_a_copy_with(tmp_path, "ops.py", "from rnnlab import train")
     assert done.returncode != 0
     assert "No import cycles among the siblings of any rnnlab package BROKEN" in done.stdout, (
         done.stdout[-3000:]
@@ -113,16 +123,7 @@ def test_the_contracts_catch_a_cycle(tmp_path):
 def test_the_floors_catch_an_import_that_goes_up(tmp_path):
     """The layers contract is not vacuous either: a cell that imports the layer which stacks
     it (rnnlab.cells.base importing rnnlab.layers) breaks the floors."""
-    copy = tmp_path / "src"
-    skip = shutil.ignore_patterns("__pycache__", "*.so", "*.nbi", "*.nbc")
-    shutil.copytree(ROOT / "src" / "rnnlab", copy / "rnnlab", ignore=skip)
-    base = copy / "rnnlab" / "cells" / "base.py"
-    base.write_text(base.read_text(encoding="utf-8") + "\n\ndef _up():\n"
-                    "    from rnnlab import layers  # noqa: F401\n", encoding="utf-8")  # fmt: skip
-    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    env = {**os.environ, "PYTHONPATH": str(copy)}
-    done = subprocess.run([_tool("lint-imports"), "--no-cache"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    done = _lint_a_copy_with(tmp_path, "cells/base.py", "from rnnlab import layers")
     assert done.returncode != 0
     assert "The floors of the house" in done.stdout and "BROKEN" in done.stdout, (
         done.stdout[-3000:]
