@@ -834,3 +834,19 @@ def test_bad_input_is_named(case):
     call, message = _bad_calls()[case]
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_a_subject_without_a_trained_sequential_is_refused_by_name():
+    """Subject.trained(): a bare dynamics map has nothing to analyse as a model, and a model
+    that is not a Sequential is named as the wrong `model`."""
+    from rnnlab.diagnostics import subjects
+    from rnnlab.train import TrainConfig
+
+    bare = subjects.Subject(None, None, None, None, None, None, {})
+    with pytest.raises(ValueError, match="a bare dynamics map has no model, task or data"):
+        bare.trained()
+    layer = LSTM(2, 3, dtype=np.float64, rng=np.random.default_rng(0))
+    x = np.zeros((1, 2, 2))
+    odd = subjects.Subject(layer, object(), TrainConfig(), x, x, None, {}, spec={})
+    with pytest.raises(ValueError, match=r"`model` must be a Sequential with one recurrent"):
+        odd.trained()
