@@ -800,3 +800,55 @@ def test_only_large_batch_first_inputs_are_read_where_they_lie():
     assert not recurrence.reads_in_place(view(16, 200, 32))  # S1: 102,400
     assert not recurrence.reads_in_place(np.zeros((100, 64, 128), np.float32))
     assert not recurrence.reads_in_place(view(64, 100, 128)[::-1])  # reversed: copied
+
+
+def test_a_training_step_and_the_gradient_norm_keep_openblas_at_one_thread(setenv, monkeypatch,
+                                                                             tmp_path):  # fmt: skip
+    """Between two sessions NumPy's OpenBLAS gets its threads back, and a threaded call there
+    leaves them spinning into the next forward pass (bench/README, "Between two sessions"):
+    so the Trainer runs its whole step in one session (the loss and the update see OpenBLAS
+    at one thread), and optim.global_norm, which users call in loops of their own, takes
+    its dot products in one."""
+    if parallel._CONTROL is None or not parallel.probe.available():
+        pytest.skip("needs NumPy's bundled OpenBLAS and the compiled loops")
+    from rnnlab import optim, tasks
+    from rnnlab.train import TrainConfig, Trainer
+
+    get, set_ = parallel._CONTROL
+    setenv(RNNLAB_NUM_THREADS="2")
+    before = get()
+    seen = []
+    try:
+        set_(2)
+        real_dot = np.dot
+
+        def dot(a, b, *args):
+            seen.append(("dot", get()))
+            return real_dot(a, b, *args)
+
+        monkeypatch.setattr(optim.np, "dot", dot)  # global_norm's products
+        optim.global_norm({"w": np.ones((3, 4), np.float32)})
+        assert seen == [("dot", 1)] and get() == 2  # one thread inside, restored after
+
+        small = {"T": 4, "hidden": 3, "batch_size": 2, "steps": 2, "checkpoint_every": 2}
+        cfg = TrainConfig.from_dict({**tasks.defaults("adding"), **small})
+        task = tasks.make_task(cfg)
+        spec = tasks.model_spec(cfg, task)
+        trainer = Trainer(tasks.build_model(spec), task, cfg, tmp_path / "r", spec=spec, quiet=True)
+        real_loss, real_update = task.loss, trainer.opt.update
+
+        def loss(output, batch):
+            seen.append(("loss", get()))
+            return real_loss(output, batch)
+
+        def update(*args, **kwargs):
+            seen.append(("update", get()))
+            return real_update(*args, **kwargs)
+
+        task.loss, trainer.opt.update = loss, update
+        seen.clear()
+        trainer.train_step(0)
+        assert [s for s in seen if s[0] != "dot"] == [("loss", 1), ("update", 1)]
+        assert seen and all(threads == 1 for _, threads in seen) and get() == 2
+    finally:
+        set_(before)

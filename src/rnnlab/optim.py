@@ -24,6 +24,7 @@ from typing import Any, TypeGuard
 import numpy as np
 
 from rnnlab import _checks
+from rnnlab.fast import parallel
 
 Arrays = dict[str, np.ndarray]
 
@@ -575,7 +576,9 @@ def global_norm(grads: Arrays) -> float:
     """
     grads = _check_arrays(grads, "grads")
     total = 0.0
-    with np.errstate(over="ignore", invalid="ignore"):
+    # In a session: a dot product on OpenBLAS's own threads leaves them spinning into the
+    # next forward pass (rnnlab.fast.parallel, "between sessions").
+    with np.errstate(over="ignore", invalid="ignore"), parallel.session():
         for g in grads.values():
             f = g.ravel().astype(np.float64, copy=False)
             total += float(np.dot(f, f))

@@ -17,6 +17,14 @@ modules), NumPy's OpenBLAS runs at one thread and rnnlab's threads do the parall
 the previous thread count is restored when the outermost session ends. Sessions nest and
 may overlap across threads of a program (the count is restored when the last one ends).
 
+The same spinning reaches across sessions: NumPy work between two of them runs on OpenBLAS's
+threads again (a dot product over the gradients for their norm is enough), and the next
+session's split loops then share a core with a spinning worker. Between the forward passes of
+two training steps that made the end-to-end step 0.25 s instead of 0.20 (bench/README,
+"Between two sessions"). So a training step runs in one session from its batch to its update
+(Trainer.train_step), and rnnlab's own NumPy work outside the layers, the gradients' global
+norm, opens one too.
+
     num_threads() -> int        RNNLAB_NUM_THREADS, else the cores this process may run on
     enabled() -> bool           splitting is on: more than one thread, the compiled loops
                                 available, and NumPy's OpenBLAS thread count under control
