@@ -1,6 +1,7 @@
 """Where the time of rnnlab's end-to-end training step goes (the character LM of `rnnlab bench
---end-to-end`): cProfile of 12 steps after 3 warm-up steps, on the main thread (the worker
-thread's share of a split shows as the main thread's wait for it, `acquire`).
+--end-to-end`): 12 steps after 3 warm-up steps, timed part by part (each module's forward and
+backward, the loss, the clipping, the update: wall time on the main thread) and under cProfile
+(the worker thread's share of a split shows as the main thread's wait for it, `acquire`).
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/end_to_end_profile.py
     RNNLAB_BLAS=mkl ... (the loops' products on MKL), RNNLAB_NUM_THREADS=1 ... (one thread)
@@ -8,15 +9,35 @@ thread's share of a split shows as the main thread's wait for it, `acquire`).
 
 from __future__ import annotations
 
+import collections
 import cProfile
 import io
 import pstats
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from rnnlab import optim
 from rnnlab.bench.end_to_end import Model, rnnlab_trainer
 from rnnlab.fast import parallel
+
+STEPS = 12
+
+
+def _timed(owner: Any, name: str, label: str, spent: dict[str, float]) -> None:
+    """Replace owner.name by a wrapper that adds its wall time to spent[label]."""
+    inner: Callable[..., Any] = getattr(owner, name)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            spent[label] += time.perf_counter() - t0
+
+    setattr(owner, name, wrapper)
 
 
 def main() -> None:
@@ -24,9 +45,17 @@ def main() -> None:
         trainer = rnnlab_trainer(Model(), Path(d) / "run", 40)
         for s in range(3):
             trainer.train_step(s)
+        spent: dict[str, float] = collections.defaultdict(float)
+        for i, module in enumerate(trainer.model.modules):
+            kind = type(module).__name__
+            _timed(module, "forward", f"forward {i} {kind}", spent)
+            _timed(module, "backward", f"backward {i} {kind}", spent)
+        _timed(trainer.task, "loss", "loss", spent)
+        _timed(optim, "clip_gradients", "clipping", spent)
+        _timed(trainer.opt, "update", "update", spent)
         times = []
         profile = cProfile.Profile()
-        for s in range(3, 15):
+        for s in range(3, 3 + STEPS):
             t0 = time.perf_counter()
             profile.enable()
             trainer.train_step(s)
@@ -34,6 +63,8 @@ def main() -> None:
             times.append(time.perf_counter() - t0)
         print("threads", parallel.num_threads(), "seconds a step:",
               " ".join(f"{t:.3f}" for t in times))  # fmt: skip
+        parts = ", ".join(f"{k} {v / STEPS * 1e3:.1f}" for k, v in spent.items())
+        print("ms a step, by part:", parts)
         out = io.StringIO()
         pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(15)
         print(out.getvalue())
