@@ -54,6 +54,58 @@ def test_codec_round_trip_and_unknown_characters():
     assert (td.teacher_inputs(ids)[:, 0] == td.BOS).all()
 
 
+def test_word_codec_round_trip_hyphens_and_unknown_words():
+    """caption's decoder writes words: a hyphen stays with the word before it, words are
+    otherwise joined by one space, and every number word of 0–999 comes back as it was."""
+    from num2words import num2words
+
+    texts = [num2words(v, lang="en") for v in range(1000)]
+    codec = td.WordCodec.fit(texts)
+    assert td.WordCodec.split("three hundred and forty-two") == [
+        "three", "hundred", "and", "forty-", "two"]  # fmt: skip
+    assert len(codec.words) == 38  # 0–19, the tens alone and hyphenated, hundred, and
+    ids, lengths = codec.encode(texts)
+    assert codec.decode(ids) == texts and lengths.max() == 6  # 5 words and EOS
+    assert codec.pieces(ids[:1]) == [["zero"]]
+    from rnnlab.diagnostics.plots import _output_text  # the attention plot's titles
+
+    assert [_output_text(words) for words in codec.pieces(ids)] == texts
+    assert _output_text(list("2023-03-07")) == "2023-03-07"  # characters (numbers, dates)
+    with pytest.raises(ValueError, match=r"unknown words \['thousand'\]"):
+        codec.encode(["one thousand"])
+    mapped, _ = codec.encode(["one thousand"], unknown="map")
+    assert codec.decode(mapped) == ["one \N{REPLACEMENT CHARACTER}"]
+    with pytest.raises(ValueError, match="words joined by single spaces"):
+        td.WordCodec.fit(["forty  two"])  # two spaces would not come back
+
+
+def test_caption_runs_record_words_and_old_runs_keep_their_characters():
+    """A caption run records its output words (`target_words`); a run recorded before, with
+    `target_chars`, still decodes by characters, and a record with neither is refused."""
+    pytest.importorskip("sklearn")
+    from rnnlab import tasks
+    from rnnlab.train import TrainConfig
+
+    cfg = TrainConfig.from_dict({**tasks.defaults("caption"), "train_size": 64})
+    task = td.Transduction(cfg)
+    record = task.data_record()
+    assert "target_chars" not in record and "hundred" in record["target_words"]
+    assert record["max_target_len"] <= 5 and isinstance(task.target_codec, td.WordCodec)
+    x, y, lengths, _, refs = task._split("test")
+    known = set(record["target_words"])  # 64 training captions miss some words
+    for text, ref in zip(task.target_codec.decode(y), refs, strict=True):
+        seen = set(td.WordCodec.split(ref)) <= known
+        assert text == ref if seen else "\N{REPLACEMENT CHARACTER}" in text
+    old = {**{k: v for k, v in record.items() if k != "target_words"},
+           "target_chars": " -abcdefghilnorstuvwxyz"}  # fmt: skip
+    old_task = td.Transduction(cfg, old)
+    assert isinstance(old_task.target_codec, td.CharCodec) and old_task.output_size == 27
+    for bad in ({k: v for k, v in old.items() if k != "target_chars"},
+                {**old, "target_chars": None, "target_words": ["one", ""]}):  # fmt: skip
+        with pytest.raises(ValueError, match="target_chars or target_words"):
+            td.Transduction(cfg, bad)
+
+
 def test_an_encoder_decoder_learns_dates():
     """A few hundred Adam steps on a small model: the teacher-forced loss falls well below
     its start, and greedy decoding gets the year's first characters right."""

@@ -319,7 +319,7 @@ def plot_iterated_map(result: IteratedMap, path) -> Path:
 
 def plot_attention(examples: list, path) -> Path:
     """The attention weights of an encoder–decoder, one panel per example: rows the output
-    characters, columns the source (characters, or an image's columns drawn above it).
+    characters (or words), columns the source (characters, or an image's columns drawn above it).
     `examples`: (source labels or image columns (S, 8), output labels, weights (T, S)), as
     rnnlab.tasks.transduction.Transduction.attention_examples gives them."""
     if not isinstance(examples, list) or not examples:
@@ -353,8 +353,16 @@ def plot_attention(examples: list, path) -> Path:
             ax.set_xticks(range(len(src)), ["␣" if c == " " else c for c in src], fontsize=6)
             ax.set_xlabel("source", fontsize=7)
         ax.set_ylabel("output", fontsize=7)
-        ax.set_title("".join(c for c in out if c != "</s>")[:40], fontsize=8)
+        ax.set_title(_output_text([c for c in out if c != "</s>"])[:40], fontsize=8)
     return _save(fig, Path(path))
+
+
+def _output_text(labels: list[str]) -> str:
+    """The output as text from its labels: characters joined, or words (caption's decoder)
+    joined by spaces except after a hyphen, as rnnlab.tasks.transduction.WordCodec does."""
+    if all(len(c) <= 1 for c in labels):
+        return "".join(labels)
+    return "".join(w + ("" if w.endswith("-") else " ") for w in labels).rstrip()
 
 
 def _log_if_wide(ax, losses: np.ndarray) -> None:

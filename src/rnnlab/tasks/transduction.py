@@ -15,14 +15,17 @@ strings whose output has its own length and order.
 
 Splits are held out by value: a number or a day belongs to train, valid or test by a hash of
 the value, so no test item (in any of its spellings) is ever trained on. Strings become ids
-through a `CharCodec` built from the training side. `scores` gives exact match, the
-character error rate (`editdistance`) and BLEU and chrF (`sacrebleu`).
+through a codec built from the training side: characters (`CharCodec`) for the sources and
+for numbers' and dates' outputs, words (`WordCodec`, 38 of them) for caption's, whose decoder
+writes a number word at a time (docs/seq2seq.md has the runs behind that choice). `scores`
+gives exact match, the character error rate (`editdistance`) and BLEU and chrF (`sacrebleu`).
 """
 
 from __future__ import annotations
 
 import datetime
 import hashlib
+import re
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -138,6 +141,10 @@ class CharCodec:
 
     chars: tuple[str, ...]
 
+    @staticmethod
+    def split(text: str) -> list[str]:
+        return list(text)
+
     @classmethod
     def fit(cls, texts: Sequence[str]) -> CharCodec:
         return cls(tuple(sorted(set("".join(texts)))))
@@ -177,6 +184,77 @@ class CharCodec:
                 elif i >= len(SPECIALS):
                     text.append(self.chars[i - len(SPECIALS)])
             out.append("".join(text))
+        return out
+
+    def pieces(self, ids: np.ndarray) -> list[list[str]]:
+        """Rows of ids → their characters, each up to its first EOS (the attention plot's)."""
+        return [list(text) for text in self.decode(ids)]
+
+
+@dataclass
+class WordCodec:
+    """Words ↔ ids, with the same specials as CharCodec: for outputs made of a small set of
+    words (caption's number words), where a decoder that writes a word at a time makes one
+    decision per word instead of one per letter. A word carries the hyphen that follows it
+    ("forty-two" is "forty-", "two"); words are otherwise joined by single spaces, so a text
+    is its words joined back (`fit` refuses texts that are not)."""
+
+    words: tuple[str, ...]
+
+    @staticmethod
+    def split(text: str) -> list[str]:
+        return re.findall(r"[^ -]+-?|-", text)
+
+    @staticmethod
+    def join(words: Sequence[str]) -> str:
+        return "".join(w + ("" if w.endswith("-") or i == len(words) - 1 else " ")
+                       for i, w in enumerate(words))  # fmt: skip
+
+    @classmethod
+    def fit(cls, texts: Sequence[str]) -> WordCodec:
+        for t in texts:
+            if cls.join(cls.split(t)) != t:
+                fail("texts", "words joined by single spaces or after a hyphen", repr(t))
+        return cls(tuple(sorted({w for t in texts for w in cls.split(t)})))
+
+    @property
+    def size(self) -> int:
+        return len(SPECIALS) + len(self.words)
+
+    def encode(self, texts: Sequence[str], *, eos: bool = True, unknown: str = "error"):
+        """(ids (N, L) padded with PAD, lengths (N,)), as CharCodec.encode, by words."""
+        choice(unknown, "unknown", ("error", "map"))
+        index = {w: i + len(SPECIALS) for i, w in enumerate(self.words)}
+        pieces = [self.split(t) for t in texts]
+        missing = sorted({w for p in pieces for w in p} - set(index))
+        if missing and unknown == "error":
+            fail("texts", "words the codec knows", f"unknown words {missing[:10]}")
+        rows = [[index.get(w, UNK) for w in p] + ([EOS] if eos else []) for p in pieces]
+        lengths = np.array([len(r) for r in rows], dtype=np.int64)
+        if len(rows) and lengths.min() == 0:
+            fail("texts", "non-empty texts (or eos=True)", "an empty text")
+        ids = np.full((len(rows), max(lengths, default=0)), PAD, dtype=np.int64)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = r
+        return ids, lengths
+
+    def decode(self, ids: np.ndarray) -> list[str]:
+        """Rows of ids → texts, each up to its first EOS (UNK as '�')."""
+        return [self.join(words) for words in self.pieces(ids)]
+
+    def pieces(self, ids: np.ndarray) -> list[list[str]]:
+        """Rows of ids → their words, each up to its first EOS (the attention plot's labels)."""
+        out = []
+        for row in np.asarray(ids):
+            words = []
+            for i in row:
+                if i == EOS:
+                    break
+                if i == UNK:
+                    words.append("\N{REPLACEMENT CHARACTER}")
+                elif i >= len(SPECIALS):
+                    words.append(self.words[i - len(SPECIALS)])
+            out.append(words)
         return out
 
 
@@ -419,7 +497,7 @@ class Transduction:
             self._fit_record()
         r = self._record
         self.source_codec = CharCodec(tuple(r["source_chars"])) if self.tokens else None
-        self.target_codec = CharCodec(tuple(r["target_chars"]))
+        self.target_codec = _target_codec(r)
         self.output_size = self.target_codec.size
 
     # ------------------------------------------------------------------ data
@@ -437,13 +515,16 @@ class Transduction:
         """The alphabets from the training split, and what evaluation needs to know of it."""
         sources, targets = self._raw("train")
         test = self._raw("test")
+        # caption's decoder writes words (WordCodec), the others' characters
+        words = {"target_words": list(WordCodec.fit(targets).words)} if not self.tokens else \
+            {"target_chars": "".join(CharCodec.fit(targets).chars)}  # fmt: skip
         self._record = {
             "source_chars": "".join(CharCodec.fit(sources).chars) if self.tokens else None,
-            "target_chars": "".join(CharCodec.fit(targets).chars),
+            **words,
             "max_source_len": max(len(s) for s in sources)
             if self.tokens
             else int(sources[1].max()),  # fmt: skip
-            "max_target_len": max(len(t) for t in targets),
+            "max_target_len": max(len(_target_codec(words).split(t)) for t in targets),
             "most_frequent_target": Counter(targets).most_common(1)[0][0],
             "test_sha256": self._digest(*test),
         }
@@ -467,7 +548,7 @@ class Transduction:
             x, lengths = codec.encode(sources, eos=False, unknown=unknown)
         else:
             x, lengths = sources
-        y, _ = CharCodec(tuple(self._record["target_chars"])).encode(targets, unknown=unknown)
+        y, _ = _target_codec(self._record).encode(targets, unknown=unknown)
         self._splits[split] = (x, y, lengths, sources if self.tokens else None, targets)
 
     def _split(self, split: str):
@@ -640,8 +721,8 @@ class Transduction:
             a = alpha[b, :n_out, :L]
             if self.cfg.reverse_input:
                 a = a[:, ::-1]  # read order → the source's own order
-            ys = self.target_codec.decode(ids[b : b + 1, :n_out])[0]
-            ylab = list(ys) + (["</s>"] if n_out > len(ys) else [])
+            ys = self.target_codec.pieces(ids[b : b + 1, :n_out])[0]
+            ylab = ys + (["</s>"] if n_out > len(ys) else [])
             xlab = list(sources[b]) if self.tokens else x[b, :L]
             out.append((xlab, ylab, a))
         return out
@@ -654,16 +735,25 @@ def _beam(beam) -> int:
 
 
 def _checked_record(data) -> dict:
-    keys = ("source_chars", "target_chars", "max_source_len", "max_target_len",
+    keys = ("source_chars", "target_chars or target_words", "max_source_len", "max_target_len",
             "most_frequent_target", "test_sha256")  # fmt: skip
-    if (
-        not isinstance(data, dict)
-        or any(k not in data for k in keys)
-        or not isinstance(data["target_chars"], str)
-    ):
+    targets_ok = isinstance(data, dict) and (
+        isinstance(data.get("target_chars"), str)
+        or (isinstance(data.get("target_words"), list)
+            and all(isinstance(w, str) and w for w in data["target_words"]))
+    )  # fmt: skip
+    if not targets_ok or any(k not in data for k in keys if " " not in k):
         _checks.fail("config.json's 'data'", "a record of the alphabets (" + ", ".join(keys) +
                      ")", _checks.describe(data))  # fmt: skip
     return dict(data)
+
+
+def _target_codec(record: dict) -> CharCodec | WordCodec:
+    """The outputs' codec of a data record: words (caption runs since 2026-12-03), else
+    characters (every numbers and dates run, and earlier caption runs)."""
+    if record.get("target_words") is not None:
+        return WordCodec(tuple(record["target_words"]))
+    return CharCodec(tuple(record["target_chars"]))
 
 
 def model_spec(cfg: TrainConfig, task: Transduction) -> dict:
