@@ -154,7 +154,8 @@ def test_inner_products_and_sums_in_one_hand_over(threads, dtype, split, split_c
                                                   setenv):
     """parallel.inner_products: dW_ih, dW_hh and the bias gradients of a direction in one call
     to the threads; small results split the T·B rows they sum over into contiguous blocks
-    (the blocks' results added), large ones split their own rows."""
+    (the blocks' results added), large ones split their own rows. Products may be written
+    into arrays given for them (the GRU's blocks of dW_hh)."""
     if split == "result rows":
         monkeypatch.setattr(parallel, "MAX_PARTIAL_ELEMENTS", 0)
     rng = np.random.default_rng(1)
@@ -163,11 +164,14 @@ def test_inner_products_and_sums_in_one_hand_over(threads, dtype, split, split_c
     monkeypatch.setattr(parallel, "_MIN_ROWS_MATMUL", 1)
     monkeypatch.setattr(parallel, "MIN_FLOPS", 1)
     setenv(RNNLAB_NUM_THREADS=str(threads))
+    whole = np.full((50, 9), np.nan, dtype)  # dW_h and dW_n written into its row blocks
     with parallel.session():
         (dW_x, dW_h, dW_n), (db, db_n) = parallel.inner_products(
-            [(dA, X), (dA, Hs), (dA[:, 10:20], Hs)], [dA, dA[:, 30:]]
+            [(dA, X), (dA, Hs), (dA[:, 10:20], Hs)], [dA, dA[:, 30:]],
+            [None, whole[:40], whole[40:]],
         )
     assert split_calls == [threads]
+    assert dW_h.base is whole and dW_n.base is whole and not np.isnan(whole).any()
     tol = 1e-12 if dtype == np.float64 else 1e-4  # float32 sums of 500 terms of order 1
     np.testing.assert_allclose(dW_x, dA.T @ X, rtol=tol, atol=tol)
     np.testing.assert_allclose(dW_h, dA.T @ Hs, rtol=tol, atol=tol)

@@ -787,15 +787,18 @@ def _weight_grads(
     # a block whose gradients are columns of dA_x has its bias sum in b_ih's: not again
     shared = [_columns_of(grads, dA_x) for _, grads, _ in blocks]
     sums = [dA_x] + [grads for (_, grads, _), same in zip(blocks, shared, strict=True) if not same]
-    products, totals = parallel.inner_products(pairs, sums)
+    whole = len(blocks) == 1 and blocks[0][0] == slice(0, GH)
+    dtype = np.result_type(dA_x.dtype, hs_prev.dtype)
+    dW_hh = None if whole else np.empty((GH, P), dtype)  # its blocks are written in place
+    outs = [None] + [None if dW_hh is None else dW_hh[rows] for rows, _, _ in blocks]
+    products, totals = parallel.inner_products(pairs, sums, outs)
     dW_ih, db_ih = products[0], totals[0]
-    if len(blocks) == 1 and blocks[0][0] == slice(0, GH):
+    if dW_hh is None:
         db_hh = db_ih[shared[0]].copy() if shared[0] is not None else totals[1]
         return Params(dW_ih, products[1], db_ih, db_hh)
-    dW_hh, db_hh = np.empty_like(p.W_hh), np.empty_like(p.b_hh)
+    db_hh = np.empty_like(p.b_hh)
     rest = iter(totals[1:])
-    for (rows, _, _), product, same in zip(blocks, products[1:], shared, strict=True):
-        dW_hh[rows] = product
+    for (rows, _, _), same in zip(blocks, shared, strict=True):
         db_hh[rows] = db_ih[same] if same is not None else next(rest)
     return Params(dW_ih, dW_hh, db_ih, db_hh)
 

@@ -368,11 +368,15 @@ MAX_PARTIAL_ELEMENTS = 1 << 18  # inner_products splits the summed rows up to th
 
 
 def inner_products(
-    pairs: Sequence[tuple[np.ndarray, np.ndarray | StepRows]], sums: list[np.ndarray]
+    pairs: Sequence[tuple[np.ndarray, np.ndarray | StepRows]],
+    sums: list[np.ndarray],
+    outs: Sequence[np.ndarray | None] = (),
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """([gᵀ x for g, x in pairs], [g.sum(axis=0) for g in sums]) for 2-D arrays that share
     their first axis: the deferred weight and bias gradients of a direction, summed over its
-    T·B rows, all in one hand-over to the threads.
+    T·B rows, all in one hand-over to the threads. outs[i], where given and not None, is
+    where the i-th product goes (C-contiguous, of its shape and dtype: a block of rows of a
+    weight gradient, written where it lies instead of made apart and copied in).
 
     Small results (≤ MAX_PARTIAL_ELEMENTS values in all) split the summed rows: each thread
     sums its own contiguous block and the blocks' results are added after, faster than
@@ -384,8 +388,12 @@ def inner_products(
     input where it lies): the summed rows are then split at whole steps."""
     K = pairs[0][0].shape[0] if pairs else sums[0].shape[0]
     flops = sum(2 * K * g.shape[1] * x.shape[1] for g, x in pairs)
-    products = [np.empty((g.shape[1], x.shape[1]), np.result_type(g.dtype, x.dtype))
-                for g, x in pairs]  # fmt: skip
+    given = list(outs) + [None] * (len(pairs) - len(outs))
+    products = [
+        np.empty((g.shape[1], x.shape[1]), np.result_type(g.dtype, x.dtype)) if out is None
+        else out
+        for (g, x), out in zip(pairs, given, strict=True)
+    ]  # fmt: skip
     totals = [np.empty(g.shape[1], g.dtype) for g in sums]
     if not in_session():
         for (g, x), out in zip(pairs, products, strict=True):
