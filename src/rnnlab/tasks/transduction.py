@@ -135,33 +135,38 @@ PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
 
 
-@dataclass
-class CharCodec:
-    """Characters ↔ ids, with PAD 0, BOS 1, EOS 2 and UNK 3 before the characters."""
+class _Codec:
+    """Texts ↔ ids by their pieces (a subclass's `split` and `join`, its `tokens`), with PAD 0,
+    BOS 1, EOS 2 and UNK 3 before the pieces."""
 
-    chars: tuple[str, ...]
+    unit = "pieces"  # the name of a piece in errors ("unknown characters [...]")
+
+    @property
+    def tokens(self) -> tuple[str, ...]:
+        raise NotImplementedError
 
     @staticmethod
     def split(text: str) -> list[str]:
-        return list(text)
+        raise NotImplementedError
 
-    @classmethod
-    def fit(cls, texts: Sequence[str]) -> CharCodec:
-        return cls(tuple(sorted(set("".join(texts)))))
+    @staticmethod
+    def join(pieces: Sequence[str]) -> str:
+        raise NotImplementedError
 
     @property
     def size(self) -> int:
-        return len(SPECIALS) + len(self.chars)
+        return len(SPECIALS) + len(self.tokens)
 
     def encode(self, texts: Sequence[str], *, eos: bool = True, unknown: str = "error"):
         """(ids (N, L) padded with PAD, lengths (N,)); EOS closes each text if `eos`.
-        `unknown`: "error" (say which characters) or "map" (to UNK)."""
+        `unknown`: "error" (say which pieces) or "map" (to UNK)."""
         choice(unknown, "unknown", ("error", "map"))
-        index = {c: i + len(SPECIALS) for i, c in enumerate(self.chars)}
-        missing = sorted({c for t in texts for c in t} - set(index))
+        index = {c: i + len(SPECIALS) for i, c in enumerate(self.tokens)}
+        pieces = [self.split(t) for t in texts]
+        missing = sorted({c for p in pieces for c in p} - set(index))
         if missing and unknown == "error":
-            fail("texts", "characters the codec knows", f"unknown characters {missing[:10]}")
-        rows = [[index.get(c, UNK) for c in t] + ([EOS] if eos else []) for t in texts]
+            fail("texts", f"{self.unit} the codec knows", f"unknown {self.unit} {missing[:10]}")
+        rows = [[index.get(c, UNK) for c in p] + ([EOS] if eos else []) for p in pieces]
         lengths = np.array([len(r) for r in rows], dtype=np.int64)
         if len(rows) and lengths.min() == 0:
             fail("texts", "non-empty texts (or eos=True)", "an empty text")
@@ -173,42 +178,71 @@ class CharCodec:
     def decode(self, ids: np.ndarray) -> list[str]:
         """Rows of ids → texts, each up to its first EOS (specials other than UNK dropped,
         UNK as '�')."""
+        return [self.join(p) for p in self.pieces(ids)]
+
+    def pieces(self, ids: np.ndarray) -> list[list[str]]:
+        """Rows of ids → their pieces, each up to its first EOS (the attention plot's labels)."""
         out = []
         for row in np.asarray(ids):
-            text = []
+            pieces = []
             for i in row:
                 if i == EOS:
                     break
                 if i == UNK:
-                    text.append("\N{REPLACEMENT CHARACTER}")
+                    pieces.append("\N{REPLACEMENT CHARACTER}")
                 elif i >= len(SPECIALS):
-                    text.append(self.chars[i - len(SPECIALS)])
-            out.append("".join(text))
+                    pieces.append(self.tokens[i - len(SPECIALS)])
+            out.append(pieces)
         return out
-
-    def pieces(self, ids: np.ndarray) -> list[list[str]]:
-        """Rows of ids → their characters, each up to its first EOS (the attention plot's)."""
-        return [list(text) for text in self.decode(ids)]
 
 
 @dataclass
-class WordCodec:
-    """Words ↔ ids, with the same specials as CharCodec: for outputs made of a small set of
-    words (caption's number words), where a decoder that writes a word at a time makes one
-    decision per word instead of one per letter. A word carries the hyphen that follows it
-    ("forty-two" is "forty-", "two"); words are otherwise joined by single spaces, so a text
-    is its words joined back (`fit` refuses texts that are not)."""
+class CharCodec(_Codec):
+    """Characters ↔ ids (every source, and numbers' and dates' outputs)."""
+
+    chars: tuple[str, ...]
+    unit = "characters"
+
+    @property
+    def tokens(self) -> tuple[str, ...]:
+        return self.chars
+
+    @staticmethod
+    def split(text: str) -> list[str]:
+        return list(text)
+
+    @staticmethod
+    def join(pieces: Sequence[str]) -> str:
+        return "".join(pieces)
+
+    @classmethod
+    def fit(cls, texts: Sequence[str]) -> CharCodec:
+        return cls(tuple(sorted(set("".join(texts)))))
+
+
+@dataclass
+class WordCodec(_Codec):
+    """Words ↔ ids, for outputs made of a small set of words (caption's number words), where
+    a decoder that writes a word at a time makes one decision per word instead of one per
+    letter. A word carries the hyphen that follows it ("forty-two" is "forty-", "two");
+    words are otherwise joined by single spaces, so a text is its words joined back (`fit`
+    refuses texts that are not)."""
 
     words: tuple[str, ...]
+    unit = "words"
+
+    @property
+    def tokens(self) -> tuple[str, ...]:
+        return self.words
 
     @staticmethod
     def split(text: str) -> list[str]:
         return re.findall(r"[^ -]+-?|-", text)
 
     @staticmethod
-    def join(words: Sequence[str]) -> str:
-        return "".join(w + ("" if w.endswith("-") or i == len(words) - 1 else " ")
-                       for i, w in enumerate(words))  # fmt: skip
+    def join(pieces: Sequence[str]) -> str:
+        return "".join(w + ("" if w.endswith("-") or i == len(pieces) - 1 else " ")
+                       for i, w in enumerate(pieces))  # fmt: skip
 
     @classmethod
     def fit(cls, texts: Sequence[str]) -> WordCodec:
@@ -216,46 +250,6 @@ class WordCodec:
             if cls.join(cls.split(t)) != t:
                 fail("texts", "words joined by single spaces or after a hyphen", repr(t))
         return cls(tuple(sorted({w for t in texts for w in cls.split(t)})))
-
-    @property
-    def size(self) -> int:
-        return len(SPECIALS) + len(self.words)
-
-    def encode(self, texts: Sequence[str], *, eos: bool = True, unknown: str = "error"):
-        """(ids (N, L) padded with PAD, lengths (N,)), as CharCodec.encode, by words."""
-        choice(unknown, "unknown", ("error", "map"))
-        index = {w: i + len(SPECIALS) for i, w in enumerate(self.words)}
-        pieces = [self.split(t) for t in texts]
-        missing = sorted({w for p in pieces for w in p} - set(index))
-        if missing and unknown == "error":
-            fail("texts", "words the codec knows", f"unknown words {missing[:10]}")
-        rows = [[index.get(w, UNK) for w in p] + ([EOS] if eos else []) for p in pieces]
-        lengths = np.array([len(r) for r in rows], dtype=np.int64)
-        if len(rows) and lengths.min() == 0:
-            fail("texts", "non-empty texts (or eos=True)", "an empty text")
-        ids = np.full((len(rows), max(lengths, default=0)), PAD, dtype=np.int64)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = r
-        return ids, lengths
-
-    def decode(self, ids: np.ndarray) -> list[str]:
-        """Rows of ids → texts, each up to its first EOS (UNK as '�')."""
-        return [self.join(words) for words in self.pieces(ids)]
-
-    def pieces(self, ids: np.ndarray) -> list[list[str]]:
-        """Rows of ids → their words, each up to its first EOS (the attention plot's labels)."""
-        out = []
-        for row in np.asarray(ids):
-            words = []
-            for i in row:
-                if i == EOS:
-                    break
-                if i == UNK:
-                    words.append("\N{REPLACEMENT CHARACTER}")
-                elif i >= len(SPECIALS):
-                    words.append(self.words[i - len(SPECIALS)])
-            out.append(words)
-        return out
 
 
 def teacher_inputs(targets: np.ndarray) -> np.ndarray:
