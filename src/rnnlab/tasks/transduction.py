@@ -388,15 +388,15 @@ class Transduction:
         sources, targets = self._raw("train")
         test = self._raw("test")
         # caption's decoder writes words (WordCodec), the others' characters
-        words = {"target_words": list(WordCodec.fit(targets).words)} if not self.tokens else \
+        outputs = {"target_words": list(WordCodec.fit(targets).words)} if not self.tokens else \
             {"target_chars": "".join(CharCodec.fit(targets).chars)}  # fmt: skip
         self._record = {
             "source_chars": "".join(CharCodec.fit(sources).chars) if self.tokens else None,
-            **words,
+            **outputs,
             "max_source_len": max(len(s) for s in sources)
             if self.tokens
             else int(sources[1].max()),  # fmt: skip
-            "max_target_len": max(len(_target_codec(words).split(t)) for t in targets),
+            "max_target_len": max(len(_target_codec(outputs).split(t)) for t in targets),
             "most_frequent_target": Counter(targets).most_common(1)[0][0],
             "test_sha256": self._digest(*test),
         }
