@@ -358,11 +358,12 @@ def plot_attention(examples: list, path) -> Path:
 
 
 def _output_text(labels: list[str]) -> str:
-    """The output as text from its labels: characters joined, or words (caption's decoder)
-    joined by spaces except after a hyphen, as rnnlab.tasks.transduction.WordCodec does."""
-    if all(len(c) <= 1 for c in labels):
-        return "".join(labels)
-    return "".join(w + ("" if w.endswith("-") else " ") for w in labels).rstrip()
+    """The output as text from its labels, joined by their codec: characters, or words
+    (caption's decoder)."""
+    from rnnlab.tasks.codecs import CharCodec, WordCodec
+
+    codec = CharCodec if all(len(c) <= 1 for c in labels) else WordCodec
+    return codec.join(labels)
 
 
 def _log_if_wide(ax, losses: np.ndarray) -> None:
