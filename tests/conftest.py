@@ -11,6 +11,9 @@ from rnnlab import settings
 # the cases that ask for it (RNNLAB_BLAS=numpy in a child process). tests/test_blaschoice.py
 # tests the choice itself.
 os.environ.setdefault("RNNLAB_BLAS", "mkl")
+# For the same reason the per-step products stay on that BLAS unless a test asks for rnnlab's
+# own kernel (RNNLAB_TILES=on: tests/test_tiles.py runs the cells' checks on it).
+os.environ.setdefault("RNNLAB_TILES", "off")
 
 
 @pytest.fixture(autouse=True)

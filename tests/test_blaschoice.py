@@ -74,7 +74,8 @@ def test_a_bad_cache_is_not_trusted(auto, content, said):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     if content == "foreign":
         other = {**_blaschoice.key(), "cpu": {"model": "elsewhere", "flags": []}}
-        content = json.dumps({"key": other, "blas": "numpy", "why": "measured"})
+        content = json.dumps({"key": other, "blas": "numpy", "why": "measured",
+                              "timings": FAST_NUMPY})  # fmt: skip
     with open(path, "w") as f:
         f.write(content)
     with pytest.warns(UserWarning, match=said):
@@ -95,10 +96,66 @@ def test_the_environment_overrides_and_is_checked(auto, setenv, monkeypatch):
         _blaschoice.choice()
 
 
-def test_without_mkl_nothing_is_measured(auto, monkeypatch):
-    calls, _, _ = auto
+def test_without_mkl_and_with_the_tiles_set_nothing_is_measured(auto, monkeypatch):
+    calls, _, _ = auto  # (RNNLAB_TILES=off: tests/conftest.py)
     monkeypatch.setattr(_blaschoice, "library_files", lambda: [])
-    assert _blaschoice.choice().blas == "numpy" and not calls
+    made = _blaschoice.choice()
+    assert made.blas == "numpy" and not made.tiles and not calls
+    assert made.tiles_why == "RNNLAB_TILES=off"
+
+
+FAST_TILES = {**FAST_MKL, "tiles": [6.0, 40.0, 250.0]}
+
+
+def test_the_tiles_are_chosen_where_faster_than_the_chosen_library():
+    made = _blaschoice.decide(FAST_TILES)
+    # (5/3 · 5/4 · 6/5)^(1/3) = 1.36
+    assert made.blas == "mkl" and made.tiles and "1.36x as fast as MKL" in made.tiles_why
+    slow = {**FAST_MKL, "tiles": [12.0, 60.0, 350.0]}
+    assert not _blaschoice.decide(slow).tiles
+    tie = {**FAST_MKL, "tiles": [9.9, 49.5, 297.0]}  # 1.01x: within the margin
+    made = _blaschoice.decide(tie)
+    assert not made.tiles and "chosen only above 1.03x" in made.tiles_why
+    # against the library chosen, not the slower one: faster than OpenBLAS is not enough
+    assert not _blaschoice.decide({**FAST_MKL, "tiles": [15.0, 70.0, 400.0]}).tiles
+    assert _blaschoice.decide({"numpy": [20.0, 90.0, 600.0], "tiles": [15.0, 70.0, 400.0]}).tiles
+    assert not _blaschoice.decide(FAST_MKL).tiles  # not measured
+    assert _blaschoice.decide(FAST_MKL, tiles="on").tiles  # the setting wins
+    assert not _blaschoice.decide(FAST_TILES, tiles="off").tiles
+
+
+def test_without_mkl_the_tiles_are_measured_and_cached(auto, setenv, monkeypatch):
+    calls, timings, _ = auto
+    setenv(RNNLAB_TILES=None)
+    monkeypatch.setattr(_blaschoice, "library_files", lambda: [])
+    timings["value"] = {"numpy": [20.0, 90.0, 600.0], "tiles": [15.0, 70.0, 400.0]}
+    made = _blaschoice.choice()
+    assert made.blas == "numpy" and made.tiles and len(calls) == 1
+    assert made.why == "the `mkl` package is not installed"
+    _blaschoice.choice.cache_clear()
+    timings["value"] = {"numpy": [20.0, 90.0, 600.0], "tiles": [25.0, 99.0, 700.0]}
+    assert _blaschoice.choice().tiles and len(calls) == 1  # from the cache
+    # a setting over a cached measurement: applied without measuring again
+    _blaschoice.choice.cache_clear()
+    setenv(RNNLAB_TILES="off")
+    assert not _blaschoice.choice().tiles and len(calls) == 1
+    # RNNLAB_BLAS=numpy alone still measures the tiles against NumPy's OpenBLAS
+    _blaschoice.choice.cache_clear()
+    setenv(RNNLAB_TILES=None, RNNLAB_BLAS="numpy")
+    made = _blaschoice.choice()
+    assert made.blas == "numpy" and made.tiles and made.why == "RNNLAB_BLAS=numpy"
+
+
+def test_a_cache_with_bad_timings_is_not_trusted(auto):
+    calls, _, _ = auto
+    path = _blaschoice.cache_path(_blaschoice.key())
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    bad = {"numpy": [1.0, 2.0], "tiles": [1.0, 2.0, 3.0]}  # a shape short
+    with open(path, "w") as f:
+        json.dump({"key": _blaschoice.key(), "timings": bad}, f)
+    with pytest.warns(UserWarning, match="corrupt"):
+        assert _blaschoice.choice().blas == "mkl"
+    assert len(calls) == 1
 
 
 def test_a_failed_measurement_keeps_the_installed_mkl(auto, monkeypatch):
@@ -115,7 +172,7 @@ def test_the_real_measurement_times_both_libraries():
     if not _blaschoice.library_files():
         pytest.skip("the mkl extra is not installed")
     timings = _blaschoice._measure_in_child()
-    for lib in ("mkl", "numpy"):
+    for lib in ("mkl", "numpy", "tiles"):
         assert len(timings[lib]) == len(_blaschoice.SHAPES)
         assert all(0 < t < 1e6 for t in timings[lib])
     # the larger products take longer: the timings are of the shapes they name
@@ -129,10 +186,12 @@ def test_rnnlab_info(capsys, monkeypatch):
         assert main(["info"]) == 0
         text = capsys.readouterr().out
         assert "CPU: " in text and "loops' BLAS: mkl (RNNLAB_BLAS=mkl)" in text
+        assert "loops' own product kernel (tiles): off (RNNLAB_TILES=off)" in text
         assert "warning: OPENBLAS_CORETYPE=Haswell holds OpenBLAS" in text
         assert main(["info", "--json"]) == 0
         info = json.loads(capsys.readouterr().out)
         assert info["blas_choice"]["blas"] == "mkl" and info["cpu"]["cores"] >= 1
+        assert info["blas_choice"]["tiles"] is False
         assert "OPENBLAS_CORETYPE" in info["forced_kernels"]
     finally:
         _blaschoice.choice.cache_clear()

@@ -6,18 +6,22 @@ shapes on the Intel host it was first measured on; on an AMD EPYC with AVX-512, 
 AVX2 code and NumPy's OpenBLAS its AVX-512 kernel, and the same products ran at about half
 the speed on MKL (issue #21). A vendor rule would be a guess, so the choice is a measurement:
 at first use, a child process times both libraries on the products the loops make (one
-thread per call, as rnnlab's threads call them: rnnlab._mkl.measure) and the faster one is
-kept. The child keeps
-MKL out of this process when MKL loses (MKL loaded into the global symbol scope changes
-which BLAS a PyTorch imported later binds to; rnnlab._mkl).
+thread per call, as rnnlab's threads call them: rnnlab.fast.calibration) and the faster one
+is kept. The child keeps MKL out of this process when MKL loses (MKL loaded into the global
+symbol scope changes which BLAS a PyTorch imported later binds to; rnnlab._mkl).
+
+The same child times rnnlab's own kernel for those products (rnnlab.fast.tiles: the weight
+laid out once, each step's product as register tiles), and the loops use it where it is
+faster than the chosen library by the same margin (`Choice.tiles`). It needs numba only, so
+it is measured where MKL is not installed too.
 
 The result is cached on disk (`cache_path()`, a file per key), keyed by what could change
-it: the CPU model and its vector extensions, the versions of NumPy and MKL, the thread
-count, and the environment variables that hold either library to another kernel
+it: the CPU model and its vector extensions, the versions of NumPy, numba and MKL, the
+thread count, and the environment variables that hold either library to another kernel
 (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE, MKL_ENABLE_INSTRUCTIONS, MKL_CBWR, MKL_DEBUG_CPU_TYPE).
 A cache that does not parse or holds another key is ignored with a warning and made again,
-never trusted. RNNLAB_BLAS=mkl or numpy overrides the measurement; `rnnlab info` shows the
-choice and why.
+never trusted. RNNLAB_BLAS=mkl or numpy and RNNLAB_TILES=on or off override the measurement
+(with both set, nothing is measured); `rnnlab info` shows the choice and why.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from rnnlab import settings
 if TYPE_CHECKING:
     from _ctypes import CFuncPtr
 
-FORMAT = 1
+FORMAT = 2  # 2: the tiles' timings and choice
 SHAPES = ((16, 128, 512), (32, 256, 1024), (64, 512, 2048))
 """(rows, K, N) of the timed products: half a batch of 32, 64 or 128 rows against W_hhᵀ of
 an LSTM with H = 128, 256, 512 — the per-step products of the bench's shapes."""
@@ -52,15 +56,18 @@ KERNEL_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "MKL_ENABLE_INSTRUC
                     "MKL_CBWR", "MKL_DEBUG_CPU_TYPE")  # fmt: skip
 MARGIN = 0.97
 """MKL is chosen when its time is below MARGIN × OpenBLAS's (geometric mean over SHAPES):
-a tie keeps one library in the process (NumPy's is loaded anyway)."""
+a tie keeps one library in the process (NumPy's is loaded anyway). The same margin holds
+for rnnlab's tiles against the chosen library: a tie keeps the BLAS."""
 
 
 @dataclass
 class Choice:
     blas: str  # "mkl" or "numpy"
     why: str
-    timings: dict | None = None  # {"mkl": [µs per shape], "numpy": [...]}, when measured
+    timings: dict | None = None  # {"mkl": [µs per shape], "numpy": [...], "tiles": [...]}
     cache: str | None = None  # the cache file read or written
+    tiles: bool = False  # the per-step products on rnnlab.fast.tiles where a weight fits
+    tiles_why: str = ""
 
 
 def library_files() -> list[str]:
@@ -166,6 +173,7 @@ def key() -> dict:
         "format": FORMAT,
         "cpu": cpu(),
         "numpy": version("numpy"),
+        "numba": version("numba"),
         "mkl": version("mkl"),
         "threads": settings.current().threads,
         "env": {k: os.environ[k] for k in KERNEL_VARIABLES if k in os.environ},
@@ -186,10 +194,10 @@ def _read_cache(path: str, want: dict) -> Choice | None:
         return None
     try:
         data = json.loads(raw)
-        if not isinstance(data, dict) or data.get("blas") not in ("mkl", "numpy"):
-            raise ValueError("no choice in it")
+        if not isinstance(data, dict) or not _timings_ok(data.get("timings")):
+            raise ValueError("no timings in it")
         found_key = data.get("key")
-        timings = data.get("timings")
+        timings = data["timings"]
     except ValueError as exc:
         warnings.warn(f"rnnlab: the BLAS choice cache {path!r} is corrupt ({exc}); "
                       "measuring again", stacklevel=3)  # fmt: skip
@@ -198,7 +206,22 @@ def _read_cache(path: str, want: dict) -> Choice | None:
         warnings.warn(f"rnnlab: the BLAS choice cache {path!r} holds the measurement of another "
                       "machine or setup; measuring again", stacklevel=3)  # fmt: skip
         return None
-    return Choice(data["blas"], str(data.get("why", "measured")), timings, path)
+    made = decide(timings)
+    made.cache = path
+    return made
+
+
+def _timings_ok(timings: object) -> bool:
+    """Timings as `measure` makes them: NumPy's, and MKL's and the tiles' where measured,
+    each a positive number of µs for every shape."""
+    return (
+        isinstance(timings, dict)
+        and "numpy" in timings
+        and set(timings) <= {"mkl", "numpy", "tiles"}
+        and all(isinstance(ts, list) and len(ts) == len(SHAPES)
+                and all(isinstance(t, (int, float)) and t > 0 for t in ts)
+                for ts in timings.values())
+    )  # fmt: skip
 
 
 def _write_cache(path: str, want: dict, choice: Choice) -> bool:
@@ -219,26 +242,61 @@ def _write_cache(path: str, want: dict, choice: Choice) -> bool:
         return False
 
 
-def decide(timings: dict) -> Choice:
-    """The faster library by the geometric mean of its times over SHAPES (MKL by MARGIN)."""
+def _geomean(xs: list[float]) -> float:
     import math
 
-    def geomean(xs):
-        return math.exp(sum(math.log(x) for x in xs) / len(xs))
+    return math.exp(sum(math.log(x) for x in xs) / len(xs))
 
-    mkl, numpy = geomean(timings["mkl"]), geomean(timings["numpy"])
-    ratio = numpy / mkl
-    if mkl < MARGIN * numpy:
-        return Choice("mkl", f"measured: MKL {ratio:.2f}x as fast as NumPy's OpenBLAS", timings)
-    return Choice("numpy", f"measured: MKL {ratio:.2f}x as fast as NumPy's OpenBLAS "
-                  f"(chosen only above {1 / MARGIN:.2f}x)", timings)  # fmt: skip
+
+def decide(timings: dict, blas: str = "auto", tiles: str = "auto") -> Choice:
+    """The choice from a measurement (`timings`, possibly empty) and the settings: the faster
+    library by the geometric mean of its times over SHAPES (MKL by MARGIN; NumPy's where MKL
+    was not measured), then the tiles where they beat that library by MARGIN."""
+    if blas != "auto":
+        made = Choice(blas, f"RNNLAB_BLAS={blas}", timings or None)
+    elif "mkl" not in timings:
+        made = Choice("numpy", "the `mkl` package is not installed", timings or None)
+    else:
+        mkl, numpy = _geomean(timings["mkl"]), _geomean(timings["numpy"])
+        ratio = numpy / mkl
+        if mkl < MARGIN * numpy:
+            made = Choice("mkl", f"measured: MKL {ratio:.2f}x as fast as NumPy's OpenBLAS",
+                          timings)  # fmt: skip
+        else:
+            made = Choice("numpy", f"measured: MKL {ratio:.2f}x as fast as NumPy's OpenBLAS "
+                          f"(chosen only above {1 / MARGIN:.2f}x)", timings)  # fmt: skip
+    if tiles != "auto":
+        made.tiles, made.tiles_why = tiles == "on", f"RNNLAB_TILES={tiles}"
+    elif "tiles" not in timings or made.blas not in timings:
+        made.tiles, made.tiles_why = False, "not measured (the compiled loops are off)"
+    else:
+        ratio = _geomean(timings[made.blas]) / _geomean(timings["tiles"])
+        made.tiles = ratio > 1 / MARGIN
+        library = "MKL" if made.blas == "mkl" else "NumPy's OpenBLAS"
+        made.tiles_why = f"measured: {ratio:.2f}x as fast as {library}" + (
+            "" if made.tiles else f" (chosen only above {1 / MARGIN:.2f}x)")
+    return made
+
+
+def tiles_measurable() -> bool:
+    """Whether the tiles can be timed here: numba is installed and not turned off
+    (RNNLAB_NO_NUMBA). Not rnnlab.fast's own probe: that imports the kernels, which ask for
+    this choice while they load."""
+    import importlib.util
+
+    return not settings.current().no_numba and importlib.util.find_spec("numba") is not None
 
 
 def _measure_in_child(timeout: float = 60.0) -> dict:
-    """Run rnnlab._mkl.measure in a fresh process (one thread for each library) and return
-    its timings; raises RuntimeError with the child's last words if it fails."""
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", RNNLAB_BLAS="mkl")
-    code = "import json; from rnnlab import _mkl; print(json.dumps(_mkl.measure()))"
+    """Run rnnlab.fast.calibration.measure in a fresh process (one thread for each library;
+    MKL loaded there only where it is installed) and return its timings; raises RuntimeError
+    with the child's last words if it fails."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1",
+               RNNLAB_BLAS="mkl" if library_files() else "numpy",
+               RNNLAB_TILES="off")  # the child decides nothing: no measurement of its own
+    # (by name in a child: rnnlab.fast, above this module, imports it)
+    code = ("import json; from rnnlab.fast import calibration; "
+            "print(json.dumps(calibration.measure()))")
     try:
         done = subprocess.run([sys.executable, "-c", code], env=env,
                               capture_output=True, text=True, timeout=timeout)  # fmt: skip
@@ -252,25 +310,46 @@ def _measure_in_child(timeout: float = 60.0) -> dict:
 
 @functools.cache
 def choice() -> Choice:
-    """The BLAS for this process: RNNLAB_BLAS if it names one, NumPy's where MKL is not
-    installed, else the cached or a fresh measurement."""
-    asked = settings.current().blas
-    if asked != "auto":
-        return Choice(asked, f"RNNLAB_BLAS={asked}")
-    if not library_files():
-        return Choice("numpy", "the `mkl` package is not installed")
+    """The BLAS for this process and whether the loops use rnnlab's tiles: RNNLAB_BLAS and
+    RNNLAB_TILES where they name a choice, else the cached or a fresh measurement (nothing
+    is measured that could not change the outcome: MKL not installed and the tiles set or
+    unavailable)."""
+    s = settings.current()
+    blas_open = s.blas == "auto" and bool(library_files())
+    tiles_open = s.tiles == "auto" and tiles_measurable()
+    if not blas_open and not tiles_open:
+        made = decide({}, s.blas, "off" if s.tiles == "auto" else s.tiles)
+        if s.tiles == "auto":
+            made.tiles_why = "the compiled loops are off"
+        return made
     want = key()
     path = cache_path(want)
     cached = _read_cache(path, want)
     if cached is not None:
-        return cached
+        return _overridden(cached, s.blas, s.tiles)
     try:
-        made = decide(_measure_in_child())
+        timings = _measure_in_child()
+        if not _timings_ok(timings):
+            raise ValueError(f"the measurement came back as {timings!r}")
     except (RuntimeError, ValueError, KeyError) as exc:
-        warnings.warn(f"rnnlab: could not time MKL against NumPy's OpenBLAS ({exc}); using "
-                      "MKL, as installed", stacklevel=2)  # fmt: skip
-        return Choice("mkl", f"installed; the measurement failed: {exc}")
+        library = "MKL, as installed" if blas_open else "NumPy's OpenBLAS"
+        warnings.warn(f"rnnlab: could not time the per-step products ({exc}); using "
+                      f"{library}, without the tiles", stacklevel=2)  # fmt: skip
+        made = decide({}, "mkl" if blas_open else s.blas, "off" if s.tiles == "auto" else s.tiles)
+        made.why = f"installed; the measurement failed: {exc}" if blas_open else made.why
+        if s.tiles == "auto":
+            made.tiles_why = f"the measurement failed: {exc}"
+        return made
+    made = decide(timings)
     if _write_cache(path, want, made):
         made.cache = path
-    return made
+    return _overridden(made, s.blas, s.tiles)
 
+
+def _overridden(made: Choice, blas: str, tiles: str) -> Choice:
+    """The measured choice with what RNNLAB_BLAS and RNNLAB_TILES set put over it."""
+    if blas == "auto" and tiles == "auto":
+        return made
+    again = decide(made.timings or {}, blas, tiles)
+    again.cache = made.cache
+    return again

@@ -32,8 +32,7 @@ import glob
 import importlib.util
 import os
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -224,37 +223,3 @@ def load() -> MKL | None:
         if all(hasattr(lib, name) for name in needed):
             return MKL(lib)
     return None
-
-
-def measure(repeats: int = 15) -> dict[str, list[float]]:
-    """µs per product (best of `repeats` after a warm-up) for each of _blaschoice.SHAPES,
-    float32, with MKL on one thread (the faster of its plain and its packed product: the loops
-    pack the weights where that pays, rnnlab.fast.packs) and NumPy's matmul: what
-    _blaschoice.choice compares, in a child process run with OPENBLAS_NUM_THREADS=1."""
-    mkl = load()
-    if mkl is None:
-        raise RuntimeError("MKL does not load")
-    rng = np.random.default_rng(0)
-    out: dict[str, list[float]] = {"mkl": [], "numpy": []}
-    for m, k, n in _blaschoice.SHAPES:
-        a = rng.standard_normal((m, k)).astype(np.float32)
-        b = rng.standard_normal((k, n)).astype(np.float32)
-        c = np.empty((m, n), np.float32)
-        packed = mkl.pack(b, rows=m)
-        if packed is None:
-            raise RuntimeError("MKL does not pack a float32 factor")
-        runs: dict[str, Callable[[], object]] = {"mkl": functools.partial(mkl.gemm, a, b, c),
-                "mkl-packed": functools.partial(mkl.gemm_packed, a, packed, c),
-                "numpy": functools.partial(np.matmul, a, b, out=c)}  # fmt: skip
-        best = {name: float("inf") for name in runs}
-        with one_thread():
-            for fn in runs.values():
-                fn()
-            for _ in range(repeats):  # alternating, so a neighbour's burst hits both alike
-                for name, fn in runs.items():
-                    t0 = time.perf_counter()
-                    fn()
-                    best[name] = min(best[name], time.perf_counter() - t0)
-        out["mkl"].append(min(best["mkl"], best["mkl-packed"]) * 1e6)
-        out["numpy"].append(best["numpy"] * 1e6)
-    return out

@@ -70,6 +70,8 @@ def gather() -> dict[str, Any]:
             "why": choice.why,
             "cache": choice.cache,
             "timings_us": choice.timings,
+            "tiles": choice.tiles,
+            "tiles_why": choice.tiles_why,
         },
         "forced_kernels": {
             k: {"value": os.environ[k], "effect": FORCING[k]} for k in FORCING if k in os.environ
@@ -110,9 +112,12 @@ def _text(info: dict[str, Any]) -> list[str]:
             lines.append(f"  {lib:6s} µs at {shapes}: " + " ".join(f"{t:.0f}" for t in times))
     if b["cache"]:
         lines.append(f"  cached in {b['cache']}")
+    lines.append(f"loops' own product kernel (tiles): {'on' if b['tiles'] else 'off'} "
+                 f"({b['tiles_why']})")  # fmt: skip
     if info["compiled_loops"]:
         k = info["kernels"]
-        lines.append(f"compiled loops: on, products on {k['blas']}, vector width "
+        lines.append(f"compiled loops: on, products on {'tiles, else ' if b['tiles'] else ''}"
+                     f"{k['blas']}, vector width "
                      f"{k['vector_width']}, numba cache {k['numba_cache']}")  # fmt: skip
     else:
         lines.append("compiled loops: off (the NumPy loop; install the `fast` extra)")

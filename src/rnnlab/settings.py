@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from rnnlab import _checks
 
 BLAS_CHOICES = ("auto", "mkl", "numpy")
+TILES_CHOICES = ("auto", "on", "off")
 MALLOC_CHOICES = ("retain", "system")
 VECTOR_WIDTHS = tuple(1 << k for k in range(7))
 DEFAULT_MPI_TIMEOUT = 600.0
@@ -50,6 +51,9 @@ class Settings:
     """RNNLAB_NO_NUMBA: run the NumPy loop even where numba is installed."""
     packed: bool = True
     """RNNLAB_PACKED: let the per-step products take MKL's packed weights."""
+    tiles: str = "auto"
+    """RNNLAB_TILES: the per-step products on rnnlab's own kernel (rnnlab.fast.tiles), "on",
+    "off" or "auto" (measured against the BLAS, with the BLAS choice)."""
     cache_dir: str = ""
     """RNNLAB_CACHE_DIR, else $XDG_CACHE_HOME/rnnlab, else ~/.cache/rnnlab."""
     mpi_timeout: float = DEFAULT_MPI_TIMEOUT
@@ -86,6 +90,7 @@ def read(environ: Mapping[str, str]) -> Settings:
         vector_width=_vector_width(text("RNNLAB_VECTOR_WIDTH")),
         no_numba=_flag("RNNLAB_NO_NUMBA", text("RNNLAB_NO_NUMBA"), False),
         packed=_flag("RNNLAB_PACKED", text("RNNLAB_PACKED"), True),
+        tiles=_choice("RNNLAB_TILES", text("RNNLAB_TILES"), TILES_CHOICES, "auto"),
         cache_dir=cache_dir,
         mpi_timeout=_seconds("RNNLAB_MPI_TIMEOUT", text("RNNLAB_MPI_TIMEOUT"), DEFAULT_MPI_TIMEOUT),
     )

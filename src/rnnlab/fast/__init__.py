@@ -231,9 +231,27 @@ def packs(shape: tuple[int, int], dtype, inference: bool = False) -> bool:
 _NOT_PACKED = np.empty(0, np.uint8)
 
 
+def tiled(shape: tuple[int, int], dtype) -> bool:
+    """Whether the loops' per-step products take a weight of this (K, N) shape on rnnlab's own
+    kernel (rnnlab.fast.tiles): where the BLAS choice measured it faster than the BLAS on
+    this host, or RNNLAB_TILES=on, and the weight fits its panels (float32 or float64, N a
+    multiple of the panel width)."""
+    from rnnlab import _blaschoice
+    from rnnlab.fast import tiles
+
+    asked = settings.current().tiles
+    wanted = asked == "on" or (asked == "auto" and _blaschoice.choice().tiles)
+    return wanted and tiles.takes(shape, dtype)
+
+
 def _weight(b: np.ndarray, dt: np.dtype, rows: int, np_blas: bool, inference: bool) -> tuple:
     """A right factor b (K, N) of the per-step products (any strides: W_hhᵀ may be W_hh.T) as
-    kernels.gemm takes it: (empty, b packed) where `packs`, else (b C-contiguous, empty)."""
+    kernels.gemm takes it: (b in panels, empty) where `tiled`, (empty, b packed) where
+    `packs`, else (b C-contiguous, empty)."""
+    if tiled(b.shape, dt):
+        from rnnlab.fast import tiles
+
+        return tiles.panels(b.astype(dt, copy=False)), _NOT_PACKED
     if np_blas and b.dtype == dt and packs(b.shape, dt, inference):
         from rnnlab import _mkl
 
@@ -420,11 +438,14 @@ def _no_weight(dt) -> tuple:
 
 def infers_without_projection(cell, I: int, H: int, dtype=np.float32) -> bool:
     """Whether inference runs `infer_loop` (no projection array, x_t multiplied where it
-    lies) for a layer of this cell and size: where the input weight would be packed
-    (`packs`), so that each step's product on x_t runs as fast as its share of the hoisted
-    projection. Without MKL's packing the one large projection before the loop runs nearer
-    the GEMM peak than the per-step products gain."""
-    return packs((I, cell.gates * H), dtype, inference=True)
+    lies) for a layer of this cell and size: where the input weight runs on the tiles
+    (`tiled`) or would be packed (`packs`), so that each step's product on x_t runs as fast
+    as its share of the hoisted projection (with the tiles faster: an LSTM's inference
+    1.08-1.16x at the bench's shapes, bench/README.md "The loops' own product kernel").
+    On a plain BLAS the one large projection before the loop runs nearer the GEMM peak than
+    the per-step products gain."""
+    shape = (I, cell.gates * H)
+    return tiled(shape, dtype) or packs(shape, dtype, inference=True)
 
 
 def infer_loop(

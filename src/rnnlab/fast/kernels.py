@@ -68,7 +68,7 @@ from numba.core.typing.templates import Signature
 from numba.extending import intrinsic, overload
 
 from rnnlab import settings
-from rnnlab.fast import blas
+from rnnlab.fast import blas, tiles
 
 # The options every kernel compiles with. Typed as a plain dict: numba's stubs type its options
 # (numba.core.decorators._JITOptions) without the private `_nrt`, which the kernels need.
@@ -446,40 +446,66 @@ _dgemm_compute = _external(
 )
 
 
-@njit(**{**JIT, "_nrt": True})  # numba's np.dot(a, b, out) returns `out`, which needs NRT
 def gemm(A, W, C, numpy_blas):
-    """C = A Wm for a weight W = (Wm, packed) as rnnlab.fast passes the loops' weights: Wm
-    C-contiguous with `packed` empty, or `packed` holding the factor in MKL's packed format
-    (and Wm empty), which MKL's gemm_compute multiplies without repacking it at every step.
+    """C = A·Wm for a weight W = (Wm, packed) as rnnlab.fast passes the loops' weights:
+    - Wm (N/NR, K, NR), laid out in panels (rnnlab.fast.tiles), with `packed` empty: the
+      loops' own kernel;
+    - Wm C-contiguous (K, N) with `packed` empty: NumPy's BLAS (or MKL) when `numpy_blas`
+      (see .blas), else numba's np.dot;
+    - `packed` holding the factor in MKL's packed format (and Wm empty), which MKL's
+      gemm_compute multiplies without repacking it at every step.
     A has contiguous rows that may lie further apart (the first H columns of wider rows: a
     direction's states inside a bidirectional layer's output; x_t in a batch-first input),
     evenly spaced at least a row apart (a leading dimension ≥ K: M = 1 aside, a reversed,
-    broadcast or overlapping view must be copied first); C is C-contiguous. On
-    NumPy's BLAS (or MKL) when `numpy_blas` (see .blas), else numba's np.dot."""
-    Bm, packed = W
-    if packed.shape[0] > 0:
-        _packed_product(A, packed, C, 0.0)
-        return
-    if not numpy_blas:
-        np.dot(np.ascontiguousarray(A), Bm, C)
-        return
-    _dense_product(A, Bm, C, 0.0)
+    broadcast or overlapping view must be copied first); C is C-contiguous. Compiled code
+    only (the overload below picks the kernel by Wm's type)."""
+    raise NotImplementedError("kernels.gemm runs in compiled code only")
 
 
-@njit(**{**JIT, "_nrt": True})
 def gemm_acc(A, W, C, numpy_blas, tmp):
-    """C += A Wm for a weight W as gemm takes it; A and C as in gemm. `tmp`, C's shape, is
-    used only by numba's np.dot (no CBLAS: no beta = 1)."""
-    Bm, packed = W
-    if packed.shape[0] > 0:
-        _packed_product(A, packed, C, 1.0)
-        return
-    if not numpy_blas:
-        np.dot(np.ascontiguousarray(A), Bm, tmp)
-        for i in range(A.shape[0]):
-            add_into(C[i], tmp[i])
-        return
-    _dense_product(A, Bm, C, 1.0)
+    """C += A·Wm for a weight W as gemm takes it; A and C as in gemm. `tmp`, C's shape, is
+    used only by numba's np.dot (no CBLAS: no beta = 1). Compiled code only."""
+    raise NotImplementedError("kernels.gemm_acc runs in compiled code only")
+
+
+# numba's np.dot(a, b, out) returns `out`, which needs NRT (typed Any as SCALAR below is)
+_WITH_NRT: Any = {**JIT, "_nrt": True}
+
+
+@overload(gemm, jit_options=_WITH_NRT)
+def _gemm_overload(A, W, C, numpy_blas):
+    if W.types[0].ndim == 3:
+        return lambda A, W, C, numpy_blas: tiles.product(A, W[0], C, False)
+
+    def dense(A, W, C, numpy_blas):
+        Bm, packed = W
+        if packed.shape[0] > 0:
+            _packed_product(A, packed, C, 0.0)
+        elif not numpy_blas:
+            np.dot(np.ascontiguousarray(A), Bm, C)
+        else:
+            _dense_product(A, Bm, C, 0.0)
+
+    return dense
+
+
+@overload(gemm_acc, jit_options=_WITH_NRT)
+def _gemm_acc_overload(A, W, C, numpy_blas, tmp):
+    if W.types[0].ndim == 3:
+        return lambda A, W, C, numpy_blas, tmp: tiles.product(A, W[0], C, True)
+
+    def dense(A, W, C, numpy_blas, tmp):
+        Bm, packed = W
+        if packed.shape[0] > 0:
+            _packed_product(A, packed, C, 1.0)
+        elif not numpy_blas:
+            np.dot(np.ascontiguousarray(A), Bm, tmp)
+            for i in range(A.shape[0]):
+                add_into(C[i], tmp[i])
+        else:
+            _dense_product(A, Bm, C, 1.0)
+
+    return dense
 
 
 @njit(**JIT)

@@ -75,7 +75,7 @@ class _StableCache(FunctionCache):
         return (sig, codegen.magic_tuple(), (self._digest,), kernels.VECTOR_WIDTH)
 
 
-_SOURCES = ("kernels.py", "rows.py", "loops.py", "../cells/pointwise.py")
+_SOURCES = ("kernels.py", "rows.py", "loops.py", "tiles.py", "../cells/pointwise.py")
 
 
 @functools.cache

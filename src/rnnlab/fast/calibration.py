@@ -1,0 +1,69 @@
+"""The measurement behind the per-host choice of the loops' per-step products
+(rnnlab._blaschoice): NumPy's OpenBLAS, MKL and rnnlab's tiles timed on the products the
+loops make, one thread each, in a child process that _blaschoice starts and reads.
+
+It lives above _blaschoice because it runs the tiles (rnnlab.fast.tiles); _blaschoice names
+it only in the child's command line.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from rnnlab import _blaschoice, _mkl
+
+
+def measure(repeats: int = 15) -> dict[str, list[float]]:
+    """µs per product (best of `repeats` after a warm-up) for each of _blaschoice.SHAPES,
+    float32, one thread: NumPy's matmul; MKL where it loads (the faster of its plain and its packed
+    product: the loops pack weights where that pays, rnnlab.fast.packs); rnnlab's tiles
+    where the compiled loops run (the weight laid out once, as the loops do). Run by
+    _blaschoice._measure_in_child in a process of its own with OPENBLAS_NUM_THREADS=1."""
+    mkl = _mkl.load()
+    tiles: Any = None
+    if _blaschoice.tiles_measurable():
+        try:
+            from rnnlab.fast import tiles
+        except Exception:  # noqa: BLE001  (any failure to load: the tiles are not timed)
+            tiles = None
+    rng = np.random.default_rng(0)
+    out: dict[str, list[float]] = {"numpy": []}
+    if mkl is not None:
+        out["mkl"] = []
+    if tiles is not None:
+        out["tiles"] = []
+    for m, k, n in _blaschoice.SHAPES:
+        a = rng.standard_normal((m, k)).astype(np.float32)
+        b = rng.standard_normal((k, n)).astype(np.float32)
+        c = np.empty((m, n), np.float32)
+        runs: dict[str, Callable[[], object]] = {
+            "numpy": functools.partial(np.matmul, a, b, out=c)
+        }
+        if mkl is not None:
+            packed = mkl.pack(b, rows=m)
+            if packed is None:
+                raise RuntimeError("MKL does not pack a float32 factor")
+            runs["mkl"] = functools.partial(mkl.gemm, a, b, c)
+            runs["mkl-packed"] = functools.partial(mkl.gemm_packed, a, packed, c)
+        if tiles is not None:
+            runs["tiles"] = functools.partial(tiles.product, a, tiles.panels(b), c, False)
+        best = {name: float("inf") for name in runs}
+        with _mkl.one_thread():
+            for fn in runs.values():
+                fn()
+            for _ in range(repeats):  # alternating, so a neighbour's burst hits all alike
+                for name, fn in runs.items():
+                    t0 = time.perf_counter()
+                    fn()
+                    best[name] = min(best[name], time.perf_counter() - t0)
+        out["numpy"].append(best["numpy"] * 1e6)
+        if mkl is not None:
+            out["mkl"].append(min(best["mkl"], best["mkl-packed"]) * 1e6)
+        if tiles is not None:
+            out["tiles"].append(best["tiles"] * 1e6)
+    return out

@@ -1,0 +1,212 @@
+"""rnnlab's own kernel for the per-step products (rnnlab.fast.tiles).
+
+The kernel is checked against float64 NumPy products on every row tail, stride and dtype;
+then every cell's loops, layers (bidirectional, stacked, masked, checkpointed, inference)
+and gradients run on it (RNNLAB_TILES=on) and are held to the same loops on the BLAS to
+1e-12 in float64, to finite differences, and to PyTorch in float32. The widths are the
+panel width of the host (16 or 32 float32 lanes a panel), so that the products fit panels.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+
+from helpers import CELLS, make, random_state  # noqa: E402
+from test_fast import KIND_IDS, assert_close, cast, run_backward, run_forward, tape_arrays  # noqa: E402
+from test_parallel import split_problem  # noqa: E402
+
+from rnnlab import fast, gradcheck, settings  # noqa: E402
+from rnnlab.fast import tiles  # noqa: E402
+
+NR32, NR64 = tiles.panel_width(np.float32), tiles.panel_width(np.float64)
+
+
+@pytest.fixture
+def on_tiles(monkeypatch, setenv):
+    """RNNLAB_TILES=on, recording the (K, N) shape of every weight laid out in panels."""
+    setenv(RNNLAB_TILES="on")
+    seen: list[tuple[int, int]] = []
+    lay_out = tiles.panels
+
+    def recording(W):
+        seen.append(W.shape)
+        return lay_out(W)
+
+    monkeypatch.setattr(tiles, "panels", recording)
+    return seen
+
+
+def on_blas(fn):
+    with settings.override(tiles="off"):
+        return fn()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tile_products_match_numpy(dtype):
+    rng = np.random.default_rng(0)
+    nr = tiles.panel_width(dtype)
+    tol = 2e-6 if dtype == np.float32 else 1e-14
+    for M in (1, 2, 3, 4, 5, 7, 8, 9, 17):  # every tail of the 4-row tiles
+        for K, N in ((1, nr), (3, 2 * nr), (64, 4 * nr)):
+            W = rng.standard_normal((N, K)).astype(dtype).T  # W_hh.T: a transposed view
+            A = rng.standard_normal((M, K + 3)).astype(dtype)[:, :K]  # rows spaced wider
+            C = rng.standard_normal((M, N + 5)).astype(dtype)[:, :N]
+            want = A.astype(np.float64) @ W.astype(np.float64)
+            P = tiles.panels(W)
+            assert P.shape == (N // nr, K, nr) and P.flags.c_contiguous
+            before, beyond = C.copy(), C.base[:, N:].copy()
+            tiles.product(A, P, C, True)
+            scale = np.abs(want).max() + np.abs(before).max()
+            assert np.abs(C - (before + want)).max() <= tol * scale * K, (M, K, N, "add")
+            tiles.product(A, P, C, False)
+            assert np.abs(C - want).max() <= tol * scale * K, (M, K, N)
+            assert np.array_equal(C.base[:, N:], beyond), "wrote past C's columns"
+
+
+def test_float64_tiles_sum_in_order():
+    """Each value is one sum over k in order, FMA-rounded: a product whose exact value is
+    representable comes out exact, and an FMA-free sum in order gives the same bits up to
+    the one rounding each FMA saves."""
+    rng = np.random.default_rng(1)
+    A = rng.integers(-8, 8, (6, 40)).astype(np.float64)
+    W = rng.integers(-8, 8, (40, 2 * NR64)).astype(np.float64)
+    C = np.empty((6, 2 * NR64))
+    tiles.product(A, tiles.panels(W), C, False)
+    assert np.array_equal(C, A @ W)
+
+
+def test_takes_what_fits_panels():
+    assert tiles.takes((7, NR32), np.float32) and tiles.takes((7, 3 * NR64), np.float64)
+    assert not tiles.takes((7, NR32 + 4), np.float32)
+    assert not tiles.takes((7, NR32), np.float16)
+    assert not tiles.takes((0, NR32), np.float32)
+    assert NR64 * 2 == NR32
+
+
+def test_tiled_follows_the_setting(setenv):
+    setenv(RNNLAB_TILES="on")
+    assert fast.tiled((64, 4 * NR32), np.float32)
+    assert not fast.tiled((64, 4 * NR32 + 4), np.float32)  # does not fit: the BLAS
+    setenv(RNNLAB_TILES="off")
+    assert not fast.tiled((64, 4 * NR32), np.float32)
+    setenv(RNNLAB_TILES="on")
+    W = fast.step_weights(fast_cell("lstm"), np.ones((4 * NR32, NR32), np.float32), 8)
+    (panels, empty), _ = W.factors
+    assert panels.shape == (4, NR32, NR32) and empty.size == 0
+
+
+def fast_cell(kind):
+    from test_fast import CELLS as FAST_CELLS
+
+    return FAST_CELLS[kind]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("masked", [False, True], ids=["full", "masked"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("kind", KIND_IDS)
+def test_tiled_loops_match_the_blas_ones(kind, reverse, masked, dtype, on_tiles):
+    H = tiles.panel_width(dtype)
+    p = cast(split_problem(kind, reverse, masked, seed=4, shape=(7, 13, H)), dtype)
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    want_tape = on_blas(lambda: run_forward(kind, p, "fast"))
+    want = on_blas(lambda: run_backward(kind, p, want_tape, "fast"))
+    assert on_tiles == []
+    got_tape = run_forward(kind, p, "fast")
+    assert on_tiles, "the forward loop did not run on the tiles"
+    for name, w in tape_arrays(want_tape).items():
+        assert_close(tape_arrays(got_tape)[name], w, tol, f"forward {name}")
+    laid_out = len(on_tiles)
+    got = run_backward(kind, p, got_tape, "fast")
+    assert len(on_tiles) > laid_out, "BPTT did not run on the tiles"
+    for name in want:
+        assert_close(got[name], want[name], tol, f"backward {name}")
+
+
+def _states(state):
+    return state if isinstance(state, tuple) else (state,)
+
+
+@pytest.mark.parametrize("name, ctor, kw", CELLS, ids=[c[0] for c in CELLS])
+def test_layers_on_tiles_match_the_blas(name, ctor, kw, on_tiles):
+    """Whole bidirectional 2-layer layers, masked, in training (outputs, states, every
+    gradient), with gradient checkpointing, and in inference, where x_t is multiplied at
+    every step on the tiles too (fast.infers_without_projection)."""
+    H = NR64
+    rng = np.random.default_rng(7)
+    layer = make(ctor, kw, 5, H, L=2, bi=True, rng=rng)
+    x = rng.standard_normal((6, 11, 5))
+    lengths = np.array([11, 4, 9, 1, 11, 7])
+    d_out = rng.standard_normal((6, 11, 2 * H))
+
+    def step(**forward_kw):
+        f = layer.forward(x, lengths=lengths, **forward_kw)
+        return f, layer.backward(f, d_out)
+
+    for what, kw_ in (("full BPTT", {}), ("checkpointed", {"checkpoint_every": 3})):
+        want_f, want_b = on_blas(lambda kw_=kw_: step(**kw_))
+        before = len(on_tiles)
+        got_f, got_b = step(**kw_)
+        assert len(on_tiles) > before, what
+        assert_close(got_f.output, want_f.output, 1e-12, f"{what} output")
+        for g, w in zip(_states(got_f.state), _states(want_f.state), strict=True):
+            assert_close(g, w, 1e-12, f"{what} state")
+        assert_close(got_b.input, want_b.input, 1e-12, f"{what} input gradient")
+        for k in want_b.params:
+            assert_close(got_b.params[k], want_b.params[k], 1e-12, f"{what} {k}")
+    want = on_blas(lambda: layer.forward(x, lengths=lengths, grad=False))
+    before = len(on_tiles)
+    got = layer.forward(x, lengths=lengths, grad=False)
+    assert (5, layer.cell.gates * H) in on_tiles[before:], "x_t's product not on the tiles"
+    assert_close(got.output, want.output, 1e-12, "inference output")
+
+
+@pytest.mark.parametrize("bi", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("name, ctor, kw", CELLS, ids=[c[0] for c in CELLS])
+def test_gradients_on_tiles_match_finite_differences(name, ctor, kw, bi, on_tiles):
+    rng = np.random.default_rng(5)
+    H = NR64
+    m = make(ctor, kw, 3, H, 1, bi, rng, initial_state="learned")
+    x = rng.standard_normal((3, 4, 3))
+    gradcheck(m, x, lengths=np.array([4, 2, 3])).assert_ok()
+    report = gradcheck(m, x, state=random_state(name, 1, 2 if bi else 1, 3, H, rng))
+    report.assert_ok()
+    assert on_tiles
+
+
+@pytest.mark.parametrize("name", ["rnn", "lstm", "gru"])
+def test_float32_layers_on_tiles_match_torch(name, on_tiles):
+    """The float32 layers as users run them (2 layers, bidirectional, batch-first) on the
+    tiles, against PyTorch on copied weights: outputs and every gradient within float32's
+    noise (the tiles' sums round in another order than oneDNN's)."""
+    if os.environ.get("CI"):
+        import torch
+    else:
+        torch = pytest.importorskip("torch")
+    from rnnlab.layers import GRU, LSTM, RNN
+
+    ours_class, theirs_class = {"rnn": (RNN, torch.nn.RNN), "lstm": (LSTM, torch.nn.LSTM),
+                                "gru": (GRU, torch.nn.GRU)}[name]  # fmt: skip
+    rng = np.random.default_rng(2)
+    B, T, I, H = 8, 12, 10, NR32
+    ours = ours_class(I, H, 2, bidirectional=True, dtype=np.float32, rng=rng)
+    theirs = theirs_class(I, H, 2, bidirectional=True, batch_first=True)
+    theirs.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in ours.params.items()})
+    x = rng.standard_normal((B, T, I)).astype(np.float32)
+    d_out = rng.standard_normal((B, T, 2 * H)).astype(np.float32)
+    f = ours.forward(x)
+    b = ours.backward(f, d_out)
+    assert on_tiles
+    xt = torch.from_numpy(x).requires_grad_()
+    out = theirs(xt)[0]
+    out.backward(torch.from_numpy(d_out))
+    assert_close(f.output, out.detach().numpy(), 1e-5, "output")
+    assert_close(b.input, xt.grad.numpy(), 1e-5, "input gradient")
+    for k, p in theirs.named_parameters():
+        assert_close(b.params[k], p.grad.numpy(), 1e-5, k)
+    with torch.inference_mode():
+        want = theirs(torch.from_numpy(x))[0].numpy()
+    assert_close(ours.forward(x, grad=False).output, want, 1e-5, "inference output")
