@@ -253,6 +253,7 @@ def format_report(result: dict[str, Any]) -> str:
     lines = [
         f"{m.get('cpu_vendor') or ''} {m['cpu_model']}, {m['cores']} cores; numpy {m['numpy']}, "
         f"torch {m['torch']} ({m['torch_threads']} threads); rnnlab's loops on "
+        f"{'tiles, else ' if m['rnnlab_loops'].get('tiles') else ''}"
         f"{choice['blas']} ({choice['why']}), {m['rnnlab_loops'].get('threads', '?')} threads; "
         f"{result['date']}",
         f"character LM: embedding {mo['embed']}, {mo['layers']}-layer LSTM {mo['hidden']}, "

@@ -145,14 +145,19 @@ def fast_path_active() -> bool:
 
 
 def loop_setup() -> dict[str, Any]:
-    """How rnnlab's loops run here: the BLAS of their per-step products and the threads."""
+    """How rnnlab's loops run here: the BLAS of their per-step products, whether rnnlab's own
+    kernel (the tiles) takes them where a weight fits, and the threads."""
+    from rnnlab import settings
     from rnnlab.fast import parallel
 
     setup: dict[str, Any] = {"threads": parallel.num_threads(), "split": parallel.enabled()}
     if fast_path_active():
+        from rnnlab import _blaschoice
         from rnnlab.fast import blas
 
         setup["kernel_blas"] = blas.NAME
+        asked = settings.current().tiles
+        setup["tiles"] = asked == "on" or (asked == "auto" and _blaschoice.choice().tiles)
     return setup
 
 
@@ -167,7 +172,8 @@ def machine_info(torch: ModuleType) -> dict[str, Any]:
     return {
         "cpu_vendor": _blaschoice.cpu()["vendor"],
         "cpu_model": cpu["model"],
-        "loops_blas_choice": {"blas": choice.blas, "why": choice.why},
+        "loops_blas_choice": {"blas": choice.blas, "why": choice.why, "tiles": choice.tiles,
+                              "tiles_why": choice.tiles_why},
         "cpu_mhz_nominal": cpu["mhz"],
         "cpu_flags": sorted(interesting & set(cpu["flags"])),
         "cores": cores,

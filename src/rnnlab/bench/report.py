@@ -223,6 +223,8 @@ def _markdown(head: list[str], body: list[list[str]], text_columns: int) -> list
 
 def _loops_text(setup: dict[str, Any]) -> str:
     blas_name = setup.get("kernel_blas", "NumPy (no compiled loop)")
+    if setup.get("tiles"):
+        blas_name = f"rnnlab's tiles where a weight fits them, else {blas_name}"
     split = "batch split over" if setup.get("split") else "no split;"
     return f"per-step products on {blas_name}; {split} {setup.get('threads', '?')} threads"
 
