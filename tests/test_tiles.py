@@ -210,3 +210,38 @@ def test_float32_layers_on_tiles_match_torch(name, on_tiles):
     with torch.inference_mode():
         want = theirs(torch.from_numpy(x))[0].numpy()
     assert_close(ours.forward(x, grad=False).output, want, 1e-5, "inference output")
+
+
+AROUND = [
+    ("lstm-proj-peephole", {"proj_size": NR64, "peephole": True}),
+    ("lstm-recurrent-dropout", {"recurrent_dropout": 0.3}),
+    ("lstm-zoneout", {"zoneout": (0.2, 0.1)}),
+    ("lstm-layer-norm-clip", {"layer_norm": True, "cell_clip": 0.8}),
+]
+
+
+@pytest.mark.parametrize("name, kw", AROUND, ids=[a[0] for a in AROUND])
+def test_options_around_the_cell_on_tiles_match_the_blas(name, kw, on_tiles):
+    """A projected carry (W_hr's product on the tiles too), recurrent dropout, zoneout and
+    the LSTM's variants, in training with the same masks drawn, and in inference."""
+    from rnnlab.layers import LSTM
+
+    rng = np.random.default_rng(11)
+    layer = make(LSTM, kw, 4, 2 * NR64, L=1, bi=True, rng=rng)
+    x = rng.standard_normal((5, 9, 4))
+    width = 2 * (kw.get("proj_size") or 2 * NR64)
+    d_out = rng.standard_normal((5, 9, width))
+
+    def step():
+        f = layer.forward(x, training=True, rng=np.random.default_rng(3))
+        return f, layer.backward(f, d_out)
+
+    want_f, want_b = on_blas(step)
+    got_f, got_b = step()
+    assert on_tiles
+    assert_close(got_f.output, want_f.output, 1e-12, "output")
+    assert_close(got_b.input, want_b.input, 1e-12, "input gradient")
+    for k in want_b.params:
+        assert_close(got_b.params[k], want_b.params[k], 1e-12, k)
+    want = on_blas(lambda: layer.forward(x, grad=False))
+    assert_close(layer.forward(x, grad=False).output, want.output, 1e-12, "inference output")
