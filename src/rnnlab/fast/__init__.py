@@ -5,8 +5,10 @@ costs more than the arithmetic. With the optional `fast` extra (numba, and scipy
 `np.dot`) recurrence.forward/backward hand the loop to the functions below, which run it in
 one compiled call per layer and direction, on exactly the arrays the NumPy loop uses. The
 loops are generic (rnnlab.fast.loops): numba makes one per cell from the cell's own step
-functions, so the same written step runs on both paths. The matrix products go to MKL (the
-`mkl` extra) or else NumPy's own OpenBLAS (rnnlab.fast.blas). Inside a session of
+functions, so the same written step runs on both paths. The per-step matrix products go to
+rnnlab's own kernel (rnnlab.fast.tiles) where the host measured it faster and a weight fits
+its panels, else to MKL (the `mkl` extra) or NumPy's own OpenBLAS (rnnlab.fast.blas), as
+rnnlab._blaschoice chose. Inside a session of
 rnnlab.fast.parallel a batch is split by rows over rnnlab's threads, every part one kernel call
 on its own rows. Without numba, or with the environment variable RNNLAB_NO_NUMBA=1,
 `available()` is False and the NumPy loop runs.
@@ -40,6 +42,10 @@ on its own rows. Without numba, or with the environment variable RNNLAB_NO_NUMBA
     step_weights(cell, W_hh, rows, backward=False, inference=False) -> StepWeights
         W_hh prepared once for several loops of one direction (gradient checkpointing's
         segments), or for a loop without a tape; each loop call otherwise prepares its own
+
+    tiled((K, N), dtype) -> bool
+        whether the per-step products take such a weight on the tiles (laid out in panels
+        once per loop): RNNLAB_TILES=on, or auto and measured faster; N a multiple of NR
 
     packs((K, N), dtype, inference=False) -> bool
         whether the per-step products take such a weight in MKL's packed format: with the
@@ -269,7 +275,7 @@ class StepWeights:
     """A direction's recurrent weight prepared for the per-step products of one compiled loop
     (`step_weights`): one (dense, packed) pair per product of the cell, the rows of W_hh the
     product takes, transposed for the forward loop (h_{t-1} W_hhᵀ) and as they are for BPTT
-    (da W_hh)."""
+    (da W_hh); "dense" is the factor laid out in the tiles' panels where `tiled`."""
 
     cell_key: tuple
     backward: bool

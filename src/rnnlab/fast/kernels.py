@@ -1,7 +1,7 @@
 """numba building blocks of the compiled loops: the scalar tanh, σ and exp that the cells'
-steps compile to, the per-step products on MKL or NumPy's BLAS, row helpers, a blocked
-transpose and the mean squared error's pass. No cell's equations live here: the loops are
-made per cell from the cell's own steps (rnnlab.fast.loops).
+steps compile to, the per-step products (on rnnlab.fast.tiles, MKL or NumPy's BLAS), row
+helpers, a blocked transpose and the mean squared error's pass. No cell's equations live
+here: the loops are made per cell from the cell's own steps (rnnlab.fast.loops).
 
 At small H a NumPy time step is some 28 NumPy calls, whose overhead outweighs the arithmetic
 they do; the compiled loops run the loop over time in one `@njit` function per cell and

@@ -2,7 +2,8 @@
 
 `loops_for(cell)` returns numba functions that run a whole direction of a layer, forward or
 BPTT, in one call: the loop over time, the recurrent products (rnnlab.fast.kernels.gemm on
-MKL or NumPy's OpenBLAS, packed weights where rnnlab.fast.packs says so), masks, and a call
+rnnlab.fast.tiles, MKL or NumPy's OpenBLAS, packed weights where rnnlab.fast.packs says so;
+the weight's type picks the kernel when the loop compiles), masks, and a call
 of the cell's step for every batch row. The steps are the cell's own functions
 (rnnlab.cells.base), compiled with the vocabulary of rnnlab.fast.rows and inlined into the
 loop by numba, so LLVM sees one function and vectorises the steps' unit loops as if they
