@@ -245,3 +245,21 @@ def test_options_around_the_cell_on_tiles_match_the_blas(name, kw, on_tiles):
         assert_close(got_b.params[k], want_b.params[k], 1e-12, k)
     want = on_blas(lambda: layer.forward(x, grad=False))
     assert_close(layer.forward(x, grad=False).output, want.output, 1e-12, "inference output")
+
+
+def test_bptt_keeps_a_large_weight_where_it_lies(setenv, monkeypatch):
+    """BPTT's W_hh block is C-contiguous: the BLAS multiplies it in place, while the tiles
+    would copy it into panels. From MIN_TILED_IN_PLACE values on (measured level in speed)
+    BPTT stays on the BLAS and makes no copy; the forward weight, a transposed view that the
+    BLAS path copies too, goes to the tiles at any size."""
+    setenv(RNNLAB_TILES="on")
+    monkeypatch.setattr(fast, "MIN_TILED_IN_PLACE", 4 * NR32 * NR32)
+    cell = fast_cell("lstm")
+    W = np.ones((4 * NR32, NR32), np.float32)  # exactly MIN_TILED_IN_PLACE values
+    (dense, _), _ = fast.step_weights(cell, W, 8, backward=True).factors
+    assert dense.ndim == 2 and np.shares_memory(dense, W)  # no copy: the BLAS
+    (panels, _), _ = fast.step_weights(cell, W, 8).factors
+    assert panels.ndim == 3  # forward: the tiles
+    monkeypatch.setattr(fast, "MIN_TILED_IN_PLACE", 4 * NR32 * NR32 + 1)
+    (panels, _), _ = fast.step_weights(cell, W, 8, backward=True).factors
+    assert panels.ndim == 3

@@ -237,6 +237,15 @@ def packs(shape: tuple[int, int], dtype, inference: bool = False) -> bool:
 _NOT_PACKED = np.empty(0, np.uint8)
 
 
+MIN_TILED_IN_PLACE = 1 << 18
+"""A weight the BLAS would take where it lies (BPTT's W_hh blocks, C-contiguous) goes to the
+tiles only below this many values: their panels are a copy, 4 MB of a 94 MB LSTM training
+step at H = 512, for BPTT products level with OpenBLAS's within noise from H = 256 on (training
+steps of LSTM, GRU and Elman layers at S3 and S4, bench/README.md "The loops' own product
+kernel"); below it the copy is small and the products 1.5-1.8x faster. A forward weight is
+copied for the BLAS too (transposed), so it always goes to the tiles."""
+
+
 def tiled(shape: tuple[int, int], dtype) -> bool:
     """Whether the loops' per-step products take a weight of this (K, N) shape on rnnlab's own
     kernel (rnnlab.fast.tiles): where the BLAS choice measured it faster than the BLAS on
@@ -252,9 +261,11 @@ def tiled(shape: tuple[int, int], dtype) -> bool:
 
 def _weight(b: np.ndarray, dt: np.dtype, rows: int, np_blas: bool, inference: bool) -> tuple:
     """A right factor b (K, N) of the per-step products (any strides: W_hhᵀ may be W_hh.T) as
-    kernels.gemm takes it: (b in panels, empty) where `tiled`, (empty, b packed) where
-    `packs`, else (b C-contiguous, empty)."""
-    if tiled(b.shape, dt):
+    kernels.gemm takes it: (b in panels, empty) where `tiled` (and, for a b the BLAS takes
+    as it is, under MIN_TILED_IN_PLACE values), (empty, b packed) where `packs`, else
+    (b C-contiguous, empty)."""
+    in_place = b.dtype == dt and b.flags.c_contiguous  # what the BLAS takes without a copy
+    if tiled(b.shape, dt) and not (in_place and b.size >= MIN_TILED_IN_PLACE):
         from rnnlab.fast import tiles
 
         return tiles.panels(b.astype(dt, copy=False)), _NOT_PACKED
