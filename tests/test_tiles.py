@@ -263,3 +263,34 @@ def test_bptt_keeps_a_large_weight_where_it_lies(setenv, monkeypatch):
     monkeypatch.setattr(fast, "MIN_TILED_IN_PLACE", 4 * NR32 * NR32 + 1)
     (panels, _), _ = fast.step_weights(cell, W, 8, backward=True).factors
     assert panels.ndim == 3
+
+
+def test_the_wide_tiles_of_avx512_hosts_compute_the_same(tmp_path):
+    """The tiles are 32 float32 lanes wide where the CPU has AVX-512 (16 float64); LLVM splits
+    such vectors on a narrower CPU, so the wide kernel's arithmetic and layout are checked on
+    any host: in a child with its own numba cache (nothing compiled at the host's width is
+    loaded), the lanes set to 16 before anything compiles."""
+    import subprocess
+    import sys
+
+    code = """
+import numpy as np
+from rnnlab.fast import tiles
+tiles._LANES32 = 16
+rng = np.random.default_rng(0)
+for dtype, nr in ((np.float32, 32), (np.float64, 16)):
+    assert tiles.panel_width(dtype) == nr
+    for M in (1, 3, 4, 6, 9):
+        A = rng.standard_normal((M, 21)).astype(dtype)
+        W = rng.standard_normal((21, 2 * nr)).astype(dtype)
+        C = np.full((M, 2 * nr), 5.0, dtype)
+        tiles.product(A, tiles.panels(W), C, True)
+        want = 5.0 + A.astype(np.float64) @ W.astype(np.float64)
+        tol = 1e-5 if dtype == np.float32 else 1e-13
+        assert np.abs(C - want).max() <= tol * np.abs(want).max(), (dtype, M)
+print("ok")
+"""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
