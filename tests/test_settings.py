@@ -20,11 +20,11 @@ def test_each_kind_parses_by_its_one_rule():
     got = settings.read({
         "RNNLAB_BLAS": " MKL ", "RNNLAB_NUM_THREADS": "3", "RNNLAB_MALLOC": "System",
         "RNNLAB_VECTOR_WIDTH": "default", "RNNLAB_NO_NUMBA": "yes", "RNNLAB_PACKED": "Off",
-        "RNNLAB_CACHE_DIR": "/tmp/c", "RNNLAB_MPI_TIMEOUT": "2.5",
+        "RNNLAB_CACHE_DIR": "/tmp/c", "RNNLAB_MPI_TIMEOUT": "2.5", "RNNLAB_TILES": " On ",
     })  # fmt: skip
     assert got == settings.Settings(blas="mkl", num_threads=3, malloc="system", vector_width=0,
                                     no_numba=True, packed=False, cache_dir="/tmp/c",
-                                    mpi_timeout=2.5)  # fmt: skip
+                                    mpi_timeout=2.5, tiles="on")  # fmt: skip
     assert got.threads == 3
     assert settings.read({"RNNLAB_VECTOR_WIDTH": "auto"}).vector_width is None
     assert settings.read({"RNNLAB_VECTOR_WIDTH": "16"}).vector_width == 16
@@ -41,6 +41,7 @@ def test_each_kind_parses_by_its_one_rule():
     ("RNNLAB_VECTOR_WIDTH", "12", "'default', 'auto' or a power of two from 1 to 64"),
     ("RNNLAB_NO_NUMBA", "2", "1, 0, true, false, yes, no, on or off"),
     ("RNNLAB_PACKED", "never", "1, 0, true, false, yes, no, on or off"),
+    ("RNNLAB_TILES", "maybe", "'auto', 'on' or 'off'"),
     ("RNNLAB_MPI_TIMEOUT", "-1", "a positive number of seconds"),
     ("RNNLAB_MPI_TIMEOUT", "inf", "a positive number of seconds"),
 ])  # fmt: skip

@@ -147,17 +147,15 @@ def fast_path_active() -> bool:
 def loop_setup() -> dict[str, Any]:
     """How rnnlab's loops run here: the BLAS of their per-step products, whether rnnlab's own
     kernel (the tiles) takes them where a weight fits, and the threads."""
-    from rnnlab import settings
     from rnnlab.fast import parallel
 
     setup: dict[str, Any] = {"threads": parallel.num_threads(), "split": parallel.enabled()}
     if fast_path_active():
-        from rnnlab import _blaschoice
+        from rnnlab import fast
         from rnnlab.fast import blas
 
         setup["kernel_blas"] = blas.NAME
-        asked = settings.current().tiles
-        setup["tiles"] = asked == "on" or (asked == "auto" and _blaschoice.choice().tiles)
+        setup["tiles"] = fast.tiles_on()
     return setup
 
 

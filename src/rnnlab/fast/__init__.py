@@ -43,9 +43,10 @@ on its own rows. Without numba, or with the environment variable RNNLAB_NO_NUMBA
         W_hh prepared once for several loops of one direction (gradient checkpointing's
         segments), or for a loop without a tape; each loop call otherwise prepares its own
 
-    tiled((K, N), dtype) -> bool
-        whether the per-step products take such a weight on the tiles (laid out in panels
-        once per loop): RNNLAB_TILES=on, or auto and measured faster; N a multiple of NR
+    tiles_on() -> bool, tiled((K, N), dtype) -> bool
+        whether the loops use the tiles (RNNLAB_TILES=on, or auto and measured faster), and
+        whether such a weight goes to them (laid out in panels once per loop; N a multiple
+        of NR)
 
     packs((K, N), dtype, inference=False) -> bool
         whether the per-step products take such a weight in MKL's packed format: with the
@@ -246,17 +247,23 @@ kernel"); below it the copy is small and the products 1.5-1.8x faster. A forward
 copied for the BLAS too (transposed), so it always goes to the tiles."""
 
 
-def tiled(shape: tuple[int, int], dtype) -> bool:
-    """Whether the loops' per-step products take a weight of this (K, N) shape on rnnlab's own
-    kernel (rnnlab.fast.tiles): where the BLAS choice measured it faster than the BLAS on
-    this host, or RNNLAB_TILES=on, and the weight fits its panels (float32 or float64, N a
-    multiple of the panel width)."""
+def tiles_on() -> bool:
+    """Whether the loops use rnnlab's own kernel (rnnlab.fast.tiles) where a weight fits it:
+    RNNLAB_TILES=on, or auto and the BLAS choice measured it faster on this host. The
+    setting is read here, not only through the choice, which is made once per process."""
     from rnnlab import _blaschoice
-    from rnnlab.fast import tiles
 
     asked = settings.current().tiles
-    wanted = asked == "on" or (asked == "auto" and _blaschoice.choice().tiles)
-    return wanted and tiles.takes(shape, dtype)
+    return asked == "on" or (asked == "auto" and _blaschoice.choice().tiles)
+
+
+def tiled(shape: tuple[int, int], dtype) -> bool:
+    """Whether the loops' per-step products take a weight of this (K, N) shape on the tiles:
+    `tiles_on`, and the weight fits their panels (float32 or float64, N a multiple of the
+    panel width)."""
+    from rnnlab.fast import tiles
+
+    return tiles_on() and tiles.takes(shape, dtype)
 
 
 def _weight(b: np.ndarray, dt: np.dtype, rows: int, np_blas: bool, inference: bool) -> tuple:
