@@ -124,6 +124,46 @@ def test_the_tiles_are_chosen_where_faster_than_the_chosen_library():
     assert not _blaschoice.decide(FAST_TILES, tiles="off").tiles
 
 
+def test_bptt_takes_large_weights_on_the_tiles_only_where_well_ahead():
+    # FAST_TILES: 300 / 250 = 1.2x at the largest shape, above IN_PLACE_MARGIN (1.15)
+    made = _blaschoice.decide(FAST_TILES)
+    assert made.tiles and made.tiles_in_place and "1.20x at 64x512x2048" in made.tiles_why
+    near = {**FAST_MKL, "tiles": [6.0, 40.0, 270.0]}  # 1.11x there, 1.33x over all three
+    made = _blaschoice.decide(near)
+    assert made.tiles and not made.tiles_in_place and "only from 1.15x" in made.tiles_why
+    assert not _blaschoice.decide(FAST_TILES, tiles="off").tiles_in_place
+    assert not _blaschoice.decide({}, tiles="on").tiles_in_place  # forced on, nothing measured
+
+
+def test_the_large_products_have_a_library_of_their_own():
+    # MKL faster per step, slower at the large products (2x): each where it is faster
+    large = {"mkl large": [2000.0, 4000.0], "numpy large": [1000.0, 2000.0]}
+    made = _blaschoice.decide({**FAST_MKL, **large})
+    assert made.blas == "mkl" and made.large == "numpy" and "0.50x" in made.large_why
+    swapped = {"mkl large": [1000.0, 2000.0], "numpy large": [2000.0, 4000.0]}
+    made = _blaschoice.decide({**FAST_NUMPY, **swapped})
+    assert made.blas == "numpy" and made.large == "mkl"
+    assert _blaschoice.decide({**FAST_MKL, **large}, blas="mkl").large == "mkl"  # the setting
+    assert _blaschoice.decide(FAST_MKL).large == "mkl"  # not measured: as the loops' products
+    assert _blaschoice._timings_ok({**FAST_MKL, **large})
+    assert not _blaschoice._timings_ok({**FAST_MKL, "mkl large": [1.0, 2.0, 3.0]})  # a shape more
+
+
+def test_the_large_library_is_the_one_the_products_call(auto, monkeypatch):
+    """With MKL chosen for the per-step products and NumPy's OpenBLAS for the large ones, the
+    large products (rnnlab.fast.parallel asks for load(large=True)) get no MKL."""
+    _, timings, _ = auto
+    timings["value"] = {**FAST_MKL, "mkl large": [2.0, 4.0], "numpy large": [1.0, 2.0]}
+    from rnnlab import _mkl
+
+    _mkl.load.cache_clear()
+    try:
+        assert _mkl.wanted() and not _mkl.wanted(large=True)
+        assert _mkl.load(large=True) is None
+    finally:
+        _mkl.load.cache_clear()
+
+
 def test_without_mkl_the_tiles_are_measured_and_cached(auto, setenv, monkeypatch):
     calls, timings, _ = auto
     setenv(RNNLAB_TILES=None)
@@ -175,6 +215,9 @@ def test_the_real_measurement_times_both_libraries():
     for lib in ("mkl", "numpy", "tiles"):
         assert len(timings[lib]) == len(_blaschoice.SHAPES)
         assert all(0 < t < 1e6 for t in timings[lib])
+    for lib in ("mkl large", "numpy large"):
+        assert len(timings[lib]) == len(_blaschoice.LARGE_SHAPES)
+        assert all(0 < t < 1e6 for t in timings[lib])
     # the larger products take longer: the timings are of the shapes they name
     assert timings["numpy"][0] < timings["numpy"][-1]
 
@@ -186,12 +229,56 @@ def test_rnnlab_info(capsys, monkeypatch):
         assert main(["info"]) == 0
         text = capsys.readouterr().out
         assert "CPU: " in text and "loops' BLAS: mkl (RNNLAB_BLAS=mkl)" in text
+        assert "large products' BLAS (input projection, weight gradients): mkl" in text
         assert "loops' own product kernel (tiles): off (RNNLAB_TILES=off)" in text
         assert "warning: OPENBLAS_CORETYPE=Haswell holds OpenBLAS" in text
         assert main(["info", "--json"]) == 0
         info = json.loads(capsys.readouterr().out)
         assert info["blas_choice"]["blas"] == "mkl" and info["cpu"]["cores"] >= 1
-        assert info["blas_choice"]["tiles"] is False
+        assert info["blas_choice"]["tiles"] is False and info["blas_choice"]["large"] == "mkl"
         assert "OPENBLAS_CORETYPE" in info["forced_kernels"]
     finally:
         _blaschoice.choice.cache_clear()
+
+
+MIXED_CHILD = """
+import json, sys
+import numpy as np
+from rnnlab import _blaschoice
+want = _blaschoice.key()
+timings = json.loads(sys.argv[1])
+assert _blaschoice._write_cache(_blaschoice.cache_path(want), want, _blaschoice.decide(timings))
+import rnnlab
+from rnnlab import _mkl, fast
+from rnnlab.fast import tiles
+made = _blaschoice.choice()
+assert made.cache and made.blas == "mkl" and made.large == "numpy" and made.tiles_in_place
+assert _mkl.wanted() and not _mkl.wanted(large=True) and fast.tiles_on()
+fast.MIN_TILED_IN_PLACE = 1  # every BPTT weight is "large": on the tiles, as measured
+rng = np.random.default_rng(0)
+H = tiles.panel_width(np.float64)  # so that W_hh (4H, H) fits the panels in BPTT
+laid_out, lay_out = [], tiles.panels
+tiles.panels = lambda W: laid_out.append(W.shape) or lay_out(W)
+layer = rnnlab.LSTM(3, H, num_layers=2, bidirectional=True, dtype=np.float64, rng=rng)
+report = rnnlab.gradcheck(layer, rng.standard_normal((4, 6, 3)), lengths=np.array([6, 5, 3, 6]))
+assert (4 * H, H) in laid_out, laid_out  # BPTT's weight went to the tiles
+print(json.dumps({"max_error": report.max_error}))
+"""
+
+
+def test_a_mixed_choice_computes_exact_gradients(tmp_path):
+    """A cached choice of MKL for the per-step products, NumPy's OpenBLAS for the large
+    products and BPTT's large weights on the tiles, read by a fresh process as a user's would
+    be: the gradients of a 2-layer bidirectional LSTM pass the float64 finite-difference check."""
+    import subprocess
+    import sys
+
+    if not _blaschoice.library_files():
+        pytest.skip("the mkl extra is not installed")
+    timings = {**FAST_TILES, "mkl large": [2.0, 4.0], "numpy large": [1.0, 2.0]}
+    env = {k: v for k, v in os.environ.items() if k not in ("RNNLAB_BLAS", "RNNLAB_TILES")}
+    env["RNNLAB_CACHE_DIR"] = str(tmp_path)
+    done = subprocess.run([sys.executable, "-c", MIXED_CHILD, json.dumps(timings)], env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["max_error"] < 1e-7

@@ -734,7 +734,7 @@ def test_products_of_a_batch_first_input_read_where_it_lies(dtype, threads, cbla
         monkeypatch.setattr(parallel, "MAX_PARTIAL_ELEMENTS", 0)
     if cblas == "none":
         monkeypatch.setattr(parallel, "_numpy_gemms", lambda: {})
-        monkeypatch.setattr(_mkl, "load", lambda: None)
+        monkeypatch.setattr(_mkl, "load", lambda large=False: None)
     monkeypatch.setattr(parallel, "STEPS_COPIED_VALUES", 3 * 5 * 7)
     monkeypatch.setattr(parallel, "ROWS_COPIED_MIN", 1)
     rng = np.random.default_rng(4)

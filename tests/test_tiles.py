@@ -249,10 +249,12 @@ def test_options_around_the_cell_on_tiles_match_the_blas(name, kw, on_tiles):
 
 def test_bptt_keeps_a_large_weight_where_it_lies(setenv, monkeypatch):
     """BPTT's W_hh block is C-contiguous: the BLAS multiplies it in place, while the tiles
-    would copy it into panels. From MIN_TILED_IN_PLACE values on (measured level in speed)
-    BPTT stays on the BLAS and makes no copy; the forward weight, a transposed view that the
-    BLAS path copies too, goes to the tiles at any size."""
+    would copy it into panels. From MIN_TILED_IN_PLACE values on BPTT stays on the BLAS and
+    makes no copy, unless the host measured the tiles well ahead there (Choice.tiles_in_place);
+    the forward weight, a transposed view that the BLAS path copies too, goes to the tiles at
+    any size."""
     setenv(RNNLAB_TILES="on")
+    monkeypatch.setattr(fast, "_tiles_in_place", lambda: False)
     monkeypatch.setattr(fast, "MIN_TILED_IN_PLACE", 4 * NR32 * NR32)
     cell = fast_cell("lstm")
     W = np.ones((4 * NR32, NR32), np.float32)  # exactly MIN_TILED_IN_PLACE values
@@ -263,6 +265,10 @@ def test_bptt_keeps_a_large_weight_where_it_lies(setenv, monkeypatch):
     monkeypatch.setattr(fast, "MIN_TILED_IN_PLACE", 4 * NR32 * NR32 + 1)
     (panels, _), _ = fast.step_weights(cell, W, 8, backward=True).factors
     assert panels.ndim == 3
+    monkeypatch.setattr(fast, "MIN_TILED_IN_PLACE", 4 * NR32 * NR32)
+    monkeypatch.setattr(fast, "_tiles_in_place", lambda: True)  # measured well ahead
+    (panels, _), _ = fast.step_weights(cell, W, 8, backward=True).factors
+    assert panels.ndim == 3 and np.array_equal(panels.reshape(NR32 * 4, NR32), W)
 
 
 def test_the_wide_tiles_of_avx512_hosts_compute_the_same(tmp_path):

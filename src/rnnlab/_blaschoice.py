@@ -10,6 +10,11 @@ thread per call, as rnnlab's threads call them: rnnlab.fast.calibration) and the
 is kept. The child keeps MKL out of this process when MKL loses (MKL loaded into the global
 symbol scope changes which BLAS a PyTorch imported later binds to; rnnlab._mkl).
 
+The products outside the loops (the hoisted input projection, the weight gradients, dX: many
+rows, one call each) have a library of their own, measured on such products (`Choice.large`):
+on that AMD host MKL was level with OpenBLAS at the loops' shapes and 5-20 % slower at
+these.
+
 The same child times rnnlab's own kernel for those products (rnnlab.fast.tiles: the weight
 laid out once, each step's product as register tiles), and the loops use it where it is
 faster than the chosen library by the same margin (`Choice.tiles`). It needs numba only, so
@@ -48,10 +53,20 @@ from rnnlab import settings
 if TYPE_CHECKING:
     from _ctypes import CFuncPtr
 
-FORMAT = 2  # 2: the tiles' timings and choice
+FORMAT = 3  # 2: the tiles' timings and choice; 3: the large products' timings
 SHAPES = ((16, 128, 512), (32, 256, 1024), (64, 512, 2048))
 """(rows, K, N) of the timed products: half a batch of 32, 64 or 128 rows against W_hhᵀ of
 an LSTM with H = 128, 256, 512 — the per-step products of the bench's shapes."""
+LARGE_SHAPES = ((1600, 64, 512, False), (512, 1600, 128, True))
+"""(rows, K, N, A transposed) of the timed large products, made outside the time loop on one
+thread's share of the rows: half the hoisted input projection X·W_ihᵀ of an LSTM (B·T = 3200,
+I = 64, H = 128), and half of its weight gradient dAᵀ·H_prev (A = dAᵀ, a transposed view)."""
+IN_PLACE_MARGIN = 1.15
+"""BPTT takes its large W_hh (fast.MIN_TILED_IN_PLACE values and up) on the tiles, at the cost
+of a copy into their panels, only where they beat the chosen library by this factor at the
+largest of SHAPES (`Choice.tiles_in_place`): on an AMD EPYC with AVX-512 (1.35x against MKL)
+a training step of an LSTM at H = 256 and 512 took 8-10 % less time; on one with AVX2 the
+kernel's lead there was small and the steps level, so the weight stays where it lies."""
 KERNEL_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "MKL_ENABLE_INSTRUCTIONS",
                     "MKL_CBWR", "MKL_DEBUG_CPU_TYPE")  # fmt: skip
 MARGIN = 0.97
@@ -68,6 +83,9 @@ class Choice:
     cache: str | None = None  # the cache file read or written
     tiles: bool = False  # the per-step products on rnnlab.fast.tiles where a weight fits
     tiles_why: str = ""
+    large: str = ""  # the library of the products outside the loops: "mkl" or "numpy"
+    large_why: str = ""
+    tiles_in_place: bool = False  # also BPTT's large W_hh (fast.MIN_TILED_IN_PLACE)
 
 
 def library_files() -> list[str]:
@@ -217,10 +235,11 @@ def _timings_ok(timings: object) -> bool:
     return (
         isinstance(timings, dict)
         and "numpy" in timings
-        and set(timings) <= {"mkl", "numpy", "tiles"}
-        and all(isinstance(ts, list) and len(ts) == len(SHAPES)
+        and set(timings) <= {"mkl", "numpy", "tiles", "mkl large", "numpy large"}
+        and all(isinstance(ts, list)
+                and len(ts) == len(LARGE_SHAPES if name.endswith(" large") else SHAPES)
                 and all(isinstance(t, (int, float)) and t > 0 for t in ts)
-                for ts in timings.values())
+                for name, ts in timings.items())
     )  # fmt: skip
 
 
@@ -251,7 +270,10 @@ def _geomean(xs: list[float]) -> float:
 def decide(timings: dict, blas: str = "auto", tiles: str = "auto") -> Choice:
     """The choice from a measurement (`timings`, possibly empty) and the settings: the faster
     library by the geometric mean of its times over SHAPES (MKL by MARGIN; NumPy's where MKL
-    was not measured), then the tiles where they beat that library by MARGIN."""
+    was not measured), the same over LARGE_SHAPES for the products outside the loops, then
+    the tiles where they beat the loops' library by MARGIN (and BPTT's large weights on them
+    where they beat it by IN_PLACE_MARGIN at the largest shape). RNNLAB_BLAS sets both
+    libraries."""
     if blas != "auto":
         made = Choice(blas, f"RNNLAB_BLAS={blas}", timings or None)
     elif "mkl" not in timings:
@@ -265,6 +287,13 @@ def decide(timings: dict, blas: str = "auto", tiles: str = "auto") -> Choice:
         else:
             made = Choice("numpy", f"measured: MKL {ratio:.2f}x as fast as NumPy's OpenBLAS "
                           f"(chosen only above {1 / MARGIN:.2f}x)", timings)  # fmt: skip
+    if blas != "auto" or "mkl large" not in timings or "numpy large" not in timings:
+        made.large, made.large_why = made.blas, made.why
+    else:
+        mkl, numpy = _geomean(timings["mkl large"]), _geomean(timings["numpy large"])
+        made.large = "mkl" if mkl < MARGIN * numpy else "numpy"
+        made.large_why = f"measured: MKL {numpy / mkl:.2f}x as fast as NumPy's OpenBLAS" + (
+            "" if made.large == "mkl" else f" (chosen only above {1 / MARGIN:.2f}x)")
     if tiles != "auto":
         made.tiles, made.tiles_why = tiles == "on", f"RNNLAB_TILES={tiles}"
     elif "tiles" not in timings or made.blas not in timings:
@@ -275,6 +304,12 @@ def decide(timings: dict, blas: str = "auto", tiles: str = "auto") -> Choice:
         library = "MKL" if made.blas == "mkl" else "NumPy's OpenBLAS"
         made.tiles_why = f"measured: {ratio:.2f}x as fast as {library}" + (
             "" if made.tiles else f" (chosen only above {1 / MARGIN:.2f}x)")
+    if made.tiles and "tiles" in timings and made.blas in timings:
+        largest = timings[made.blas][-1] / timings["tiles"][-1]
+        made.tiles_in_place = largest >= IN_PLACE_MARGIN
+        made.tiles_why += f"; {largest:.2f}x at {'x'.join(map(str, SHAPES[-1]))}" + (
+            ", so also for BPTT's large weights" if made.tiles_in_place
+            else f" (BPTT's large weights on them only from {IN_PLACE_MARGIN:.2f}x)")
     return made
 
 

@@ -43,10 +43,12 @@ PACKED, B_MATRIX = 151, 162  # CblasPacked (gemm_compute's flag), CblasBMatrix (
 SEQUENTIAL, GNU = 1, 3  # MKL_THREADING_SEQUENTIAL, MKL_THREADING_GNU
 
 
-def wanted() -> bool:
-    """Whether the loops use MKL: RNNLAB_BLAS=mkl, or (auto) MKL is installed and measured
-    faster than NumPy's OpenBLAS on this host (rnnlab._blaschoice)."""
-    return _blaschoice.choice().blas == "mkl"
+def wanted(large: bool = False) -> bool:
+    """Whether the loops' per-step products (or, if `large`, the large products made outside
+    the loops) use MKL: RNNLAB_BLAS=mkl, or (auto) MKL is installed and measured faster than
+    NumPy's OpenBLAS at such products on this host (rnnlab._blaschoice)."""
+    made = _blaschoice.choice()
+    return (made.large if large else made.blas) == "mkl"
 
 
 class MKL:
@@ -178,7 +180,7 @@ def _gnu_openmp() -> bool:
 def one_thread() -> Iterator[None]:
     """MKL on one thread for the calls this thread makes inside the block (the setting before
     is restored after it); nothing without MKL."""
-    mkl = load()
+    mkl = load() or load(large=True)
     if mkl is None:
         yield
         return
@@ -191,7 +193,7 @@ def one_thread() -> Iterator[None]:
 
 def one_thread_here() -> None:
     """MKL on one thread for every call of this thread from now on (rnnlab's workers)."""
-    mkl = load()
+    mkl = load() or load(large=True)
     if mkl is not None:
         mkl.set_local_threads(1)
 
@@ -209,9 +211,10 @@ def operand(x: np.ndarray) -> tuple[int, int] | None:
 
 
 @functools.cache
-def load() -> MKL | None:
-    """The MKL of the `mkl` package, or None (not installed, or RNNLAB_BLAS says otherwise)."""
-    if not wanted():
+def load(large: bool = False) -> MKL | None:
+    """The MKL of the `mkl` package for the loops' per-step products (or, if `large`, for the
+    large products outside them), or None: not installed, or not chosen (`wanted`)."""
+    if not wanted(large):
         return None
     for path in _blaschoice.library_files():
         try:

@@ -72,6 +72,9 @@ def gather() -> dict[str, Any]:
             "timings_us": choice.timings,
             "tiles": choice.tiles,
             "tiles_why": choice.tiles_why,
+            "tiles_in_place": choice.tiles_in_place,
+            "large": choice.large,
+            "large_why": choice.large_why,
         },
         "forced_kernels": {
             k: {"value": os.environ[k], "effect": FORCING[k]} for k in FORCING if k in os.environ
@@ -106,10 +109,18 @@ def _text(info: dict[str, Any]) -> list[str]:
     ]
     b = info["blas_choice"]
     lines.append(f"loops' BLAS: {b['blas']} ({b['why']})")
-    if b["timings_us"]:
-        shapes = ", ".join(f"{m}x{k}x{n}" for m, k, n in _blaschoice.SHAPES)
-        for lib, times in b["timings_us"].items():
+    timings = b["timings_us"] or {}
+    shapes = ", ".join(f"{m}x{k}x{n}" for m, k, n in _blaschoice.SHAPES)
+    for lib, times in timings.items():
+        if not lib.endswith(" large"):
             lines.append(f"  {lib:6s} µs at {shapes}: " + " ".join(f"{t:.0f}" for t in times))
+    lines.append(f"large products' BLAS (input projection, weight gradients): {b['large']} "
+                 f"({b['large_why']})")  # fmt: skip
+    large = ", ".join(f"{m}x{k}x{n}{'(Aᵀ)' if transposed else ''}"
+                      for m, k, n, transposed in _blaschoice.LARGE_SHAPES)  # fmt: skip
+    for lib, times in timings.items():
+        if lib.endswith(" large"):
+            lines.append(f"  {lib[:-6]:6s} µs at {large}: " + " ".join(f"{t:.0f}" for t in times))
     if b["cache"]:
         lines.append(f"  cached in {b['cache']}")
     lines.append(f"loops' own product kernel (tiles): {'on' if b['tiles'] else 'off'} "

@@ -146,16 +146,19 @@ def fast_path_active() -> bool:
 
 def loop_setup() -> dict[str, Any]:
     """How rnnlab's loops run here: the BLAS of their per-step products, whether rnnlab's own
-    kernel (the tiles) takes them where a weight fits, and the threads."""
+    kernel (the tiles) takes them where a weight fits, the BLAS of the large products outside
+    the loops, and the threads."""
     from rnnlab.fast import parallel
 
     setup: dict[str, Any] = {"threads": parallel.num_threads(), "split": parallel.enabled()}
     if fast_path_active():
-        from rnnlab import fast
+        from rnnlab import _blaschoice, fast
         from rnnlab.fast import blas
 
         setup["kernel_blas"] = blas.NAME
         setup["tiles"] = fast.tiles_on()
+        setup["large_blas"] = {"mkl": "MKL", "numpy": "NumPy's OpenBLAS"}.get(
+            _blaschoice.choice().large, "NumPy's OpenBLAS")
     return setup
 
 
@@ -171,7 +174,8 @@ def machine_info(torch: ModuleType) -> dict[str, Any]:
         "cpu_vendor": _blaschoice.cpu()["vendor"],
         "cpu_model": cpu["model"],
         "loops_blas_choice": {"blas": choice.blas, "why": choice.why, "tiles": choice.tiles,
-                              "tiles_why": choice.tiles_why},
+                              "tiles_why": choice.tiles_why, "large": choice.large,
+                              "large_why": choice.large_why},
         "cpu_mhz_nominal": cpu["mhz"],
         "cpu_flags": sorted(interesting & set(cpu["flags"])),
         "cores": cores,

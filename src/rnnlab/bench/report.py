@@ -226,7 +226,9 @@ def _loops_text(setup: dict[str, Any]) -> str:
     if setup.get("tiles"):
         blas_name = f"rnnlab's tiles where a weight fits them, else {blas_name}"
     split = "batch split over" if setup.get("split") else "no split;"
-    return f"per-step products on {blas_name}; {split} {setup.get('threads', '?')} threads"
+    large = f"large products on {setup['large_blas']}; " if setup.get("large_blas") else ""
+    return (f"per-step products on {blas_name}; {large}{split} "
+            f"{setup.get('threads', '?')} threads")  # fmt: skip
 
 
 def format_markdown(result: dict[str, Any]) -> str:

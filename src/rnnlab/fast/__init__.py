@@ -240,11 +240,14 @@ _NOT_PACKED = np.empty(0, np.uint8)
 
 MIN_TILED_IN_PLACE = 1 << 18
 """A weight the BLAS would take where it lies (BPTT's W_hh blocks, C-contiguous) goes to the
-tiles only below this many values: their panels are a copy, 4 MB of a 94 MB LSTM training
-step at H = 512, for BPTT products level with OpenBLAS's within noise from H = 256 on (training
-steps of LSTM, GRU and Elman layers at S3 and S4, bench/README.md "The loops' own product
-kernel"); below it the copy is small and the products 1.5-1.8x faster. A forward weight is
-copied for the BLAS too (transposed), so it always goes to the tiles."""
+tiles from this many values on only where the host measured them well ahead of the BLAS at
+such sizes (_blaschoice.IN_PLACE_MARGIN, `Choice.tiles_in_place`): their panels are a copy,
+4 MB of a 94 MB LSTM training step at H = 512. On an AMD EPYC with AVX2 the BPTT products were
+level with OpenBLAS's within noise from H = 256 on (training steps of LSTM, GRU and Elman
+layers at S3 and S4), on one with AVX-512 1.35x faster than MKL's and the LSTM's step 8-10 %
+shorter (bench/README.md, "The loops' own product kernel"). Below it the copy is small and
+the products 1.5-1.8x faster. A forward weight is copied for the BLAS too (transposed), so it
+always goes to the tiles."""
 
 
 def tiles_on() -> bool:
@@ -255,6 +258,12 @@ def tiles_on() -> bool:
 
     asked = settings.current().tiles
     return asked == "on" or (asked == "auto" and _blaschoice.choice().tiles)
+
+
+def _tiles_in_place() -> bool:
+    from rnnlab import _blaschoice
+
+    return _blaschoice.choice().tiles_in_place
 
 
 def tiled(shape: tuple[int, int], dtype) -> bool:
@@ -272,7 +281,8 @@ def _weight(b: np.ndarray, dt: np.dtype, rows: int, np_blas: bool, inference: bo
     as it is, under MIN_TILED_IN_PLACE values), (empty, b packed) where `packs`, else
     (b C-contiguous, empty)."""
     in_place = b.dtype == dt and b.flags.c_contiguous  # what the BLAS takes without a copy
-    if tiled(b.shape, dt) and not (in_place and b.size >= MIN_TILED_IN_PLACE):
+    large = in_place and b.size >= MIN_TILED_IN_PLACE
+    if tiled(b.shape, dt) and not (large and not _tiles_in_place()):
         from rnnlab.fast import tiles
 
         return tiles.panels(b.astype(dt, copy=False)), _NOT_PACKED

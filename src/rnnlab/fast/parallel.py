@@ -240,7 +240,7 @@ def _product_parts(m: int, n: int, k: int) -> list[tuple[int, int]]:
 def _gemm_into(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     """out = a @ b on this thread: MKL's gemm (one thread) when the `mkl` extra is installed
     (and the operands suit it), else NumPy's matmul (held at one thread in a session)."""
-    mkl = _mkl.load()
+    mkl = _mkl.load(large=True)
     if mkl is None or not mkl.gemm(a, b, out):
         np.matmul(a, b, out=out)
 
@@ -279,7 +279,7 @@ def _gemm_acc(a: np.ndarray, b: np.ndarray, out: np.ndarray, beta: float) -> Non
     """out = a @ b + beta·out on this thread, by MKL's or NumPy's own CBLAS, which add into
     `out` where it lies (a and b may be transposed or strided views); NumPy's matmul and a
     sum where neither can."""
-    mkl = _mkl.load()
+    mkl = _mkl.load(large=True)
     if mkl is not None and mkl.gemm(a, b, out, beta=beta):
         return
     gemm = _numpy_gemms().get(out.dtype) if a.dtype == b.dtype == out.dtype else None
@@ -452,7 +452,8 @@ def _column_sums(g: np.ndarray, out: np.ndarray) -> None:
     """out = g.sum(axis=0) on this thread (a bias gradient): as the product of a row of ones
     and g on MKL where it is installed, else NumPy's sum. MKL's was faster and nearer the
     float64 sum (docs/design.md, "Measurements behind small choices")."""
-    if _mkl.load() is None or g.dtype not in (np.float32, np.float64) or out.dtype != g.dtype:
+    reals = (np.float32, np.float64)
+    if _mkl.load(large=True) is None or g.dtype not in reals or out.dtype != g.dtype:
         np.sum(g, axis=0, out=out)
         return
     _gemm_into(_ones_row(g.shape[0], g.dtype), g, out.reshape(1, -1))
@@ -484,7 +485,7 @@ def _shared_left_factors(pairs, products) -> list[tuple[np.ndarray, list, list]]
                 break
         else:
             groups.append((g, [x], [out]))
-    mkl = _mkl.load()
+    mkl = _mkl.load(large=True)
     result = []
     for g, xs, outs in groups:
         together = (
@@ -513,7 +514,7 @@ def _side_by_side(g: np.ndarray, xs: list[np.ndarray], outs: list[np.ndarray]) -
     widths = [x.shape[1] for x in xs]
     block = scratch("side_by_side", (min(K, SIDE_BY_SIDE_ROWS), sum(widths)), g.dtype)
     acc = scratch("side_by_side_out", (g.shape[1], sum(widths)), g.dtype)
-    mkl = _mkl.load()
+    mkl = _mkl.load(large=True)
     assert mkl is not None  # (products go side by side only with MKL: _shared_left_factors)
     for a in range(0, K, SIDE_BY_SIDE_ROWS):
         b = min(a + SIDE_BY_SIDE_ROWS, K)
