@@ -370,3 +370,16 @@ def test_a_forced_kernel_is_said(monkeypatch):
     text = tables.forced_text(result)
     assert "MKL_ENABLE_INSTRUCTIONS=AVX2" in text
     assert "10 GFLOP/s with it, 40 GFLOP/s without" in text
+
+
+def test_the_report_names_the_library_of_each_kind_of_product():
+    from rnnlab.bench import report
+
+    setup = {"kernel_blas": "MKL", "tiles": True, "large_blas": "NumPy's OpenBLAS",
+             "split": True, "threads": 2}  # fmt: skip
+    assert report._loops_text(setup) == (
+        "per-step products on rnnlab's tiles where a weight fits them, else MKL; large products "
+        "on NumPy's OpenBLAS; batch split over 2 threads")
+    live = host.loop_setup()
+    if "kernel_blas" in live:  # the compiled loops run: the choice names the large library too
+        assert live["large_blas"] in ("MKL", "NumPy's OpenBLAS")

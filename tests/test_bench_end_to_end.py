@@ -66,7 +66,9 @@ def test_json_and_report(report):
     result = json.loads(stdout)
     assert json.loads(out_file.read_text()) == result
     machine = result["machine"]
-    assert machine["cpu_model"] and machine["loops_blas_choice"]["blas"] in ("mkl", "numpy")
+    choice = machine["loops_blas_choice"]
+    assert machine["cpu_model"] and choice["blas"] in ("mkl", "numpy")
+    assert choice["large"] in ("mkl", "numpy") and choice["large_why"]
     e = result["end_to_end"]
     assert e["model"] == {"embed": 8, "hidden": 16, "layers": 2, "batch": 4, "window": 16,
                           "lr": 2e-3, "clip_at": 1.0, "seed": 0}  # fmt: skip
@@ -80,6 +82,7 @@ def test_json_and_report(report):
     # with --json the human report goes to stderr, after the progress lines
     assert "rnnlab bench: warning: --quick does not apply to --end-to-end; ignored" in stderr
     assert machine["cpu_model"] in stderr and "ratio torch / rnnlab per step:" in stderr
+    assert f"large products on {choice['large']}," in stderr
     assert "loss curves: max relative difference" in stderr and "step  rnnlab loss" in stderr
 
 

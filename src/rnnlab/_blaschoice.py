@@ -65,7 +65,7 @@ IN_PLACE_MARGIN = 1.15
 """BPTT takes its large W_hh (fast.MIN_TILED_IN_PLACE values and up) on the tiles, at the cost
 of a copy into their panels, only where they beat the chosen library by this factor at the
 largest of SHAPES (`Choice.tiles_in_place`): on an AMD EPYC with AVX-512 (1.35x against MKL)
-a training step of an LSTM at H = 256 and 512 took 8-10 % less time; on one with AVX2 the
+a training step of an LSTM at H = 256 and 512 took 7-14 % less time; on one with AVX2 the
 kernel's lead there was small and the steps level, so the weight stays where it lies."""
 KERNEL_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "MKL_ENABLE_INSTRUCTIONS",
                     "MKL_CBWR", "MKL_DEBUG_CPU_TYPE")  # fmt: skip

@@ -254,7 +254,9 @@ def format_report(result: dict[str, Any]) -> str:
         f"{m.get('cpu_vendor') or ''} {m['cpu_model']}, {m['cores']} cores; numpy {m['numpy']}, "
         f"torch {m['torch']} ({m['torch_threads']} threads); rnnlab's loops on "
         f"{'tiles, else ' if m['rnnlab_loops'].get('tiles') else ''}"
-        f"{choice['blas']} ({choice['why']}), {m['rnnlab_loops'].get('threads', '?')} threads; "
+        f"{choice['blas']} ({choice['why']}), "
+        + (f"large products on {choice['large']}, " if choice.get("large") else "")
+        + f"{m['rnnlab_loops'].get('threads', '?')} threads; "
         f"{result['date']}",
         f"character LM: embedding {mo['embed']}, {mo['layers']}-layer LSTM {mo['hidden']}, "
         f"linear, softmax cross-entropy (mean), Adam lr {mo['lr']:g}, clip by global norm "

@@ -244,8 +244,8 @@ tiles from this many values on only where the host measured them well ahead of t
 such sizes (_blaschoice.IN_PLACE_MARGIN, `Choice.tiles_in_place`): their panels are a copy,
 4 MB of a 94 MB LSTM training step at H = 512. On an AMD EPYC with AVX2 the BPTT products were
 level with OpenBLAS's within noise from H = 256 on (training steps of LSTM, GRU and Elman
-layers at S3 and S4), on one with AVX-512 1.35x faster than MKL's and the LSTM's step 8-10 %
-shorter (bench/README.md, "The loops' own product kernel"). Below it the copy is small and
+layers at S3 and S4), on one with AVX-512 1.35x faster than MKL's and the LSTM's step 7-14 %
+shorter (bench/README.md, "An AMD EPYC with AVX-512"). Below it the copy is small and
 the products 1.5-1.8x faster. A forward weight is copied for the BLAS too (transposed), so it
 always goes to the tiles."""
 
