@@ -282,3 +282,13 @@ def test_a_mixed_choice_computes_exact_gradients(tmp_path):
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.strip().splitlines()[-1])["max_error"] < 1e-7
+
+
+def test_both_uses_of_mkl_share_one_loaded_library():
+    """RNNLAB_BLAS=mkl (the suite's setting) chooses MKL for the loops and the large products:
+    one library, set up once, serves both."""
+    from rnnlab import _mkl
+
+    if _mkl.load() is None:
+        pytest.skip("the mkl extra is not installed")
+    assert _mkl.load(large=True) is _mkl.load()

@@ -213,9 +213,14 @@ def operand(x: np.ndarray) -> tuple[int, int] | None:
 @functools.cache
 def load(large: bool = False) -> MKL | None:
     """The MKL of the `mkl` package for the loops' per-step products (or, if `large`, for the
-    large products outside them), or None: not installed, or not chosen (`wanted`)."""
-    if not wanted(large):
-        return None
+    large products outside them), or None: not installed, or not chosen (`wanted`). Both
+    uses share one loaded library."""
+    return _library() if wanted(large) else None
+
+
+@functools.cache
+def _library() -> MKL | None:
+    """The library, loaded and set up once (its threading layer is process-wide)."""
     for path in _blaschoice.library_files():
         try:
             lib = ctypes.CDLL(path)

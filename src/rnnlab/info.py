@@ -97,6 +97,15 @@ def gather() -> dict[str, Any]:
     return out
 
 
+def _timing_lines(timings: dict[str, list[float]], suffix: str, shapes: list[str]) -> list[str]:
+    """One line per library whose timings key ends in `suffix` ("" for the per-step shapes:
+    keys without a suffix)."""
+    return [f"  {lib.removesuffix(suffix):6s} µs at {', '.join(shapes)}: "
+            + " ".join(f"{t:.0f}" for t in times)
+            for lib, times in timings.items()
+            if (lib.endswith(suffix) if suffix else " " not in lib)]  # fmt: skip
+
+
 def _text(info: dict[str, Any]) -> list[str]:
     cpu = info["cpu"]
     lines = [
@@ -110,17 +119,11 @@ def _text(info: dict[str, Any]) -> list[str]:
     b = info["blas_choice"]
     lines.append(f"loops' BLAS: {b['blas']} ({b['why']})")
     timings = b["timings_us"] or {}
-    shapes = ", ".join(f"{m}x{k}x{n}" for m, k, n in _blaschoice.SHAPES)
-    for lib, times in timings.items():
-        if not lib.endswith(" large"):
-            lines.append(f"  {lib:6s} µs at {shapes}: " + " ".join(f"{t:.0f}" for t in times))
+    lines += _timing_lines(timings, "", [f"{m}x{k}x{n}" for m, k, n in _blaschoice.SHAPES])
     lines.append(f"large products' BLAS (input projection, weight gradients): {b['large']} "
                  f"({b['large_why']})")  # fmt: skip
-    large = ", ".join(f"{m}x{k}x{n}{'(Aᵀ)' if transposed else ''}"
-                      for m, k, n, transposed in _blaschoice.LARGE_SHAPES)  # fmt: skip
-    for lib, times in timings.items():
-        if lib.endswith(" large"):
-            lines.append(f"  {lib[:-6]:6s} µs at {large}: " + " ".join(f"{t:.0f}" for t in times))
+    lines += _timing_lines(timings, " large", [f"{m}x{k}x{n}{'(Aᵀ)' if transposed else ''}"
+                                               for m, k, n, transposed in _blaschoice.LARGE_SHAPES])
     if b["cache"]:
         lines.append(f"  cached in {b['cache']}")
     lines.append(f"loops' own product kernel (tiles): {'on' if b['tiles'] else 'off'} "

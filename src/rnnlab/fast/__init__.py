@@ -282,7 +282,7 @@ def _weight(b: np.ndarray, dt: np.dtype, rows: int, np_blas: bool, inference: bo
     (b C-contiguous, empty)."""
     in_place = b.dtype == dt and b.flags.c_contiguous  # what the BLAS takes without a copy
     large = in_place and b.size >= MIN_TILED_IN_PLACE
-    if tiled(b.shape, dt) and not (large and not _tiles_in_place()):
+    if tiled(b.shape, dt) and (not large or _tiles_in_place()):
         from rnnlab.fast import tiles
 
         return tiles.panels(b.astype(dt, copy=False)), _NOT_PACKED
