@@ -13,7 +13,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from rnnlab import fast
+from rnnlab import fast, losses
 from rnnlab.layers import GRU, LSTM, RNN
 
 LAYERS = {
@@ -164,3 +164,93 @@ def test_a_consumed_tape_gives_up_its_cell_states_before_the_weight_gradients(re
         assert tape.cs is None
         for name in first.params:
             np.testing.assert_array_equal(first.params[name], second.params[name])
+
+
+LAYOUTS = {
+    "uni": {},
+    "bi": {"bidirectional": True},
+    "bi-sum": {"bidirectional": True, "merge": "sum"},
+    "bi-readout": {"bidirectional": True, "merge": "readout", "output_size": 4},
+    "2-layer": {"num_layers": 2},
+    "2-layer-bi": {"num_layers": 2, "bidirectional": True},
+}
+
+
+@pytest.mark.parametrize("how", ["compiled", "numpy"])
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_overwrite_d_output_changes_no_gradient_and_only_its_own_array(name, layout, how, setenv):
+    """Giving d_output up (what the trainer does with a loss's gradient) gives the same
+    gradients to the bit, masked, checkpointed or not; without the flag the caller's array
+    is never written, even where BPTT writes over the gradients it made itself (the layers
+    below the top)."""
+    if how == "numpy":
+        setenv(RNNLAB_NO_NUMBA="1")
+    layer = _layer(name, batch_first=True, **LAYOUTS[layout])
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 7, 3))
+    for kw in ({}, {"lengths": np.array([7, 4, 1])}, {"checkpoint_every": 3}):
+        f = layer.forward(x, **kw)
+        d = rng.standard_normal(f.output.shape)
+        d = np.swapaxes(np.ascontiguousarray(np.swapaxes(d, 0, 1)), 0, 1)  # as a loss gives it
+        kept = d.copy()
+        want = layer.backward(f, d)
+        np.testing.assert_array_equal(d, kept)
+        got = layer.backward(layer.forward(x, **kw), d, overwrite_d_output=True)
+        for key, value in want.params.items():
+            np.testing.assert_array_equal(got.params[key], value, err_msg=f"{key} {kw}")
+        np.testing.assert_array_equal(got.input, want.input)
+
+
+@pytest.mark.parametrize("how", ["compiled", "numpy"])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_an_elman_layer_writes_its_pre_activation_gradients_over_a_given_up_d_output(
+    how, batch_first, setenv
+):
+    """The (T, B, H) array BPTT fills is d_output itself: afterwards it holds ∂L/∂a_t, whose
+    sum over the steps and the batch is the bias gradient."""
+    if how == "numpy":
+        setenv(RNNLAB_NO_NUMBA="1")
+    layer = _layer("rnn", batch_first=batch_first)
+    x = np.random.default_rng(1).standard_normal((4, 6, 3) if batch_first else (6, 4, 3))
+    f = layer.forward(x)
+    target = np.random.default_rng(2).standard_normal(f.output.shape)
+    _, d = losses.mean_squared_error(f.output, target)  # in the output's memory order
+    b = layer.backward(f, d, overwrite_d_output=True)
+    np.testing.assert_allclose(d.sum(axis=(0, 1)), b.params["bias_ih_l0"], rtol=1e-12)
+    assert not np.allclose(d.sum(axis=(0, 1)), 0)
+
+
+@pytest.mark.skipif(not fast.available(), reason="the in-place loops are the compiled ones")
+def test_overwrite_d_output_takes_one_array_off_an_elman_backward_pass(setenv):
+    setenv(RNNLAB_MALLOC="system")  # no retained scratch buffers: all counted
+    T, B, I, H = 40, 8, 16, 32
+    layer = RNN(I, H, dtype=np.float64, rng=np.random.default_rng(0), batch_first=True)
+    x = np.random.default_rng(1).standard_normal((B, T, I))
+    unit = T * B * H * 8
+    warm = layer.forward(x)
+    layer.backward(warm, np.ones_like(warm.output), input_grad=False, overwrite_d_output=True)
+    peaks = {}
+    for over in (False, True):
+        f = layer.forward(x)
+        d = np.ones_like(f.output)
+        _, peaks[over] = _peak_bytes(
+            lambda f=f, d=d, over=over: layer.backward(f, d, input_grad=False,
+                                                       overwrite_d_output=over)
+        )  # fmt: skip
+    assert peaks[True] < peaks[False] - 0.9 * unit, (peaks[False] / unit, peaks[True] / unit)
+
+
+def test_a_sequential_writes_over_the_callers_d_output_only_when_given_it():
+    """A Dropout at inference hands d_output on unchanged: the recurrent layer below it then
+    holds the caller's array, which it may write over only with overwrite_d_output=True."""
+    from rnnlab.modules import Dropout, Sequential
+
+    model = Sequential([_layer("rnn", batch_first=True), Dropout(0.5)])
+    x = np.random.default_rng(1).standard_normal((2, 5, 3))
+    f = model.forward(x)
+    d = f.output * 0 + 1.0
+    model.backward(f, d)
+    np.testing.assert_array_equal(d, 1.0)
+    model.backward(model.forward(x), d, overwrite_d_output=True)
+    assert not np.array_equal(d, np.ones_like(d))

@@ -210,10 +210,12 @@ class OutputFeedback:
     # ------------------------------------------------------------------ backward
     def backward(
         self, f: Forward, d_output: Any, d_state: Any = None, d_y_last: Any = None, *,
-        input_grad: bool = True,
+        input_grad: bool = True, overwrite_d_output: bool = False,
     ) -> Backward:
         """`d_y_last`: ∂L/∂cache["y_last"], when the value fed to a next call carries loss
-        (free running and scheduled sampling; in teacher forcing it is the truth)."""
+        (free running and scheduled sampling; in teacher forcing it is the truth). The
+        outputs' gradients enter the loop beside the carry's, so d_output is never written
+        over (`overwrite_d_output` is the protocol's, and changes nothing here)."""
         c, P = f.cache, self.params
         m, X = c["mask"], c["X"]
         T, B, I = X.shape

@@ -8,9 +8,12 @@ readouts and Sequential, the models built on them): two methods, and its paramet
                                           rng, check, grad), plus the module's own keywords
         f.output, f.state (recurrent layers: the final state), and what the backward needs;
         grad=False promises no backward (recurrent layers then keep no tape)
-    b = module.backward(f, d_output, d_state=None, input_grad=True)
+    b = module.backward(f, d_output, d_state=None, input_grad=True, overwrite_d_output=False)
         b.input (∂L/∂x), b.state (∂L/∂initial state), b.params (∂L/∂ each parameter, same names);
-        input_grad=False lets a module skip ∂L/∂x (b.input may then be None) when x is data
+        input_grad=False lets a module skip ∂L/∂x (b.input may then be None) when x is data;
+        overwrite_d_output=True gives d_output up: the module may write over it (a recurrent
+        layer's BPTT does where it can), as a loss's gradient or the module above's ∂L/∂x
+        is given up
 
 A forward pass returns its tape instead of hiding it in the object, so a module can run several
 forward passes before their backward passes (truncated BPTT windows, diagnostics) and the
@@ -79,7 +82,8 @@ class Module(Protocol):
     def forward(self, x: Any, **options: Unpack[PassOptions]) -> Forward: ...
 
     def backward(
-        self, f: Forward, d_output: Any, d_state: Any = None, *, input_grad: bool = True
+        self, f: Forward, d_output: Any, d_state: Any = None, *, input_grad: bool = True,
+        overwrite_d_output: bool = False,
     ) -> Backward: ...
 
 
@@ -590,6 +594,7 @@ class Recurrent:
         *,
         input_grad: bool = True,
         retain_tape: bool = False,
+        overwrite_d_output: bool = False,
     ) -> Backward:
         """BPTT from ∂L/∂output (and ∂L/∂final state). `input_grad=False` skips ∂L/∂x (one
         GEMM over all steps; Backward.input is then None) when x is data, not a parameter's
@@ -598,7 +603,15 @@ class Recurrent:
         A forward result serves one backward pass, as PyTorch's graph does: BPTT turns the
         saved gates of an LSTM or GRU into their gradients in place, so one (T, B, G·H) array
         holds both. `retain_tape=True` keeps the tape for another backward pass (it then
-        works on a copy of the gates)."""
+        works on a copy of the gates).
+
+        `overwrite_d_output=True` gives d_output up (after the call it holds garbage): an
+        Elman layer then writes its pre-activation gradients over it, one (T, B, H) array
+        less at the peak of a training step, when d_output is a temporary such as a loss's
+        gradient (the trainer passes it so). It takes effect where d_output, read
+        time-major, is C-contiguous: as a loss computed from `output` returns it (NumPy
+        keeps `output`'s memory order). The layers below the top, which read ∂L/∂input of
+        the layer above (this method's own array), are always written over."""
         cache = f.cache
         if not isinstance(cache, dict) or cache.get("layer") != self._signature():
             _checks.fail("f", f"the result of this layer's forward ({self._signature()})",
@@ -622,18 +635,23 @@ class Recurrent:
                 "backward pass of the same forward result.",
             )
         T, B = tapes[0].X.shape[:2]
+        given = d_output
         d_output = _checks.float_array(d_output, "d_output", shape=f.output.shape, dtype=dt)
+        ours = overwrite_d_output or d_output is not given  # (a converted copy is ours)
         dO = np.swapaxes(d_output, 0, 1) if self.batch_first else d_output  # (T, B, F)
         dh_n, dc_n = self._final_state_grads(d_state, L * D, B)
         grads: dict[str, np.ndarray] = {}
 
-        # Undo the merge: gradients of the last layer's per-direction outputs.
+        # Undo the merge: gradients of the last layer's per-direction outputs, and whether
+        # BPTT may write over them (never over one array both directions read)
+        free = ours
         if D == 1:
             dys_dirs = [dO]
         elif self.merge == "concat":
             dys_dirs = [dO[:, :, :H], dO[:, :, H:]]
         elif self.merge == "sum":
             dys_dirs = [dO, dO]
+            free = False
         else:
             if m is not None:
                 dO = np.where(m[:, :, None], dO, 0.0)
@@ -646,6 +664,7 @@ class Recurrent:
                 parallel.matmul(dO2, p[name]).reshape(T, B, H)
                 for name in ("readout_weight", "readout_weight_reverse")
             ]
+            free = True
 
         d_h0 = np.zeros((L * D, B, H), dt)
         d_c0 = np.zeros((L * D, B, Hc), dt) if self.cell.has_c else None
@@ -663,6 +682,7 @@ class Recurrent:
                     None if dc_n is None else dc_n[k * D + d],
                     need_dX=k > 0 or input_grad,
                     retain_tape=retain_tape,
+                    overwrite_dys=free,
                 )
                 for d, sfx in enumerate(self.directions)
             ]
@@ -695,6 +715,7 @@ class Recurrent:
                 dX = dX * cache["drops"][k]
             if k > 0:  # dX is an array: need_dX holds below the first layer
                 dys_dirs = [dX] if D == 1 else [dX[:, :, :H], dX[:, :, H:]]  # type: ignore[index]
+                free = True  # made here, read by nothing else
 
         dx = np.swapaxes(dX, 0, 1) if self.batch_first and dX is not None else dX
         d_init = (d_h0, d_c0) if self.cell.has_c else d_h0

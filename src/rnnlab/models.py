@@ -279,7 +279,8 @@ class FeedbackModel(_Module):
         return Forward(f.output, [f.state, f.cache["y_last"]], (fe, f))
 
     def backward(
-        self, fwd: Forward, d_output: Any, d_state: Any = None, *, input_grad: bool = True
+        self, fwd: Forward, d_output: Any, d_state: Any = None, *, input_grad: bool = True,
+        overwrite_d_output: bool = False,
     ) -> Backward:
         fe, f = fwd.cache
         d_h, d_y = (None, None) if d_state is None else d_state

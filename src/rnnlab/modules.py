@@ -82,7 +82,8 @@ class Embedding(_Module):
         return Forward(self.params["weight"][x], None, x)
 
     def backward(
-        self, f: Forward, d_output: Any, d_state: Any = None, *, input_grad: bool = True
+        self, f: Forward, d_output: Any, d_state: Any = None, *, input_grad: bool = True,
+        overwrite_d_output: bool = False,
     ) -> Backward:
         d_output = _d_output(f, d_output)
         dW = np.zeros_like(self.params["weight"])
@@ -126,7 +127,8 @@ class Linear(_Module):
 
     @parallel.sessioned
     def backward(
-        self, f: Forward, d_output: Any, d_state: Any = None, *, input_grad: bool = True
+        self, f: Forward, d_output: Any, d_state: Any = None, *, input_grad: bool = True,
+        overwrite_d_output: bool = False,
     ) -> Backward:
         x = f.cache
         dy2 = _d_output(f, d_output).reshape(-1, self.out_features)
@@ -160,7 +162,8 @@ class Dropout(_Module):
         return Forward(x * m, None, m)
 
     def backward(
-        self, f: Forward, d_output: Any, d_state: Any = None, *, input_grad: bool = True
+        self, f: Forward, d_output: Any, d_state: Any = None, *, input_grad: bool = True,
+        overwrite_d_output: bool = False,
     ) -> Backward:
         d_output = _d_output(f, d_output)
         return Backward(d_output if f.cache is None else d_output * f.cache, None, {})
@@ -212,7 +215,8 @@ class LastStep(_Module):
         return Forward(h_n[-2] + h_n[-1], None, ("final", x.shape, layer))
 
     def backward(
-        self, f: Forward, d_output: Any, d_state: Any = None, *, input_grad: bool = True
+        self, f: Forward, d_output: Any, d_state: Any = None, *, input_grad: bool = True,
+        overwrite_d_output: bool = False,
     ) -> Backward:
         how, shape, last = f.cache
         d_output = _d_output(f, d_output)
@@ -266,7 +270,8 @@ class MeanOverTime(_Module):
         return Forward(np.einsum("bt,btf->bf", w, x), None, w)
 
     def backward(
-        self, f: Forward, d_output: Any, d_state: Any = None, *, input_grad: bool = True
+        self, f: Forward, d_output: Any, d_state: Any = None, *, input_grad: bool = True,
+        overwrite_d_output: bool = False,
     ) -> Backward:
         w = f.cache
         return Backward(w[:, :, None] * _d_output(f, d_output)[:, None, :], None, {})
@@ -328,12 +333,18 @@ class Sequential(_Module):
 
     @parallel.sessioned
     def backward(
-        self, f: Forward, d_output: Any, d_state: Any = None, *, input_grad: bool = True
+        self, f: Forward, d_output: Any, d_state: Any = None, *, input_grad: bool = True,
+        overwrite_d_output: bool = False,
     ) -> Backward:
-        """`input_grad=False`: the first module may skip ∂L/∂x (see Recurrent.backward)."""
+        """`input_grad=False`: the first module may skip ∂L/∂x (see Recurrent.backward).
+        Each module below the top may write over the gradient it is given (the module
+        above made it) unless that gradient is the caller's d_output passed through (a
+        Dropout at inference): that one only with `overwrite_d_output=True`."""
         grads: dict[str, np.ndarray] = {}
         d_states = [None] * len(self.modules)
+        given = d_output
         d: np.ndarray | None = _d_output(f, d_output)
+        ours = overwrite_d_output or d is not given  # may a module write over d?
         through_state = None  # a LastStep read from a layer's final states (see LastStep)
         for i in range(len(self.modules) - 1, -1, -1):
             ds = None if d_state is None else d_state[i]
@@ -341,13 +352,15 @@ class Sequential(_Module):
             if isinstance(mod, LastStep) and fi.cache[0] == "final":
                 through_state = mod.final_state_grad(fi, d, None if d_state is None
                                                      else d_state[i - 1])  # fmt: skip
-                d = np.zeros(fi.cache[1], fi.output.dtype)
+                d, ours = np.zeros(fi.cache[1], fi.output.dtype), True
                 continue
             if through_state is not None:
                 ds, through_state = through_state, None
-            b = mod.backward(fi, d, ds, input_grad=input_grad or i > 0)
+            b = mod.backward(fi, d, ds, input_grad=input_grad or i > 0, overwrite_d_output=ours)
             d_states[i] = b.state
             grads.update({f"{i}.{k}": v for k, v in b.params.items()})
+            passed = b.input is not None and d is not None and np.may_share_memory(b.input, d)
+            ours = ours if passed else True
             d = b.input
             if i > 0 and d is not None and d.dtype.kind == "f" and not _checks.all_finite(d):
                 # inside the model a NaN or inf means divergence, not a caller's mistake

@@ -643,6 +643,7 @@ def backward(
     need_dX: bool = True,
     dh_trace: np.ndarray | None = None,
     retain_tape: bool = False,
+    overwrite_dys: bool = False,
 ) -> tuple[np.ndarray | None, Params, np.ndarray, np.ndarray | None]:
     """BPTT for one direction: from ∂L/∂ys (T, B, H) and ∂L/∂h_T [∂L/∂c_T] to every gradient.
 
@@ -657,6 +658,11 @@ def backward(
     its graph after backward). `retain_tape=True` keeps it for another pass, at the price of
     a scratch copy of the tape. Tapes nothing overwrites (Elman cells, the NumPy loop,
     checkpointed tapes) serve any number.
+
+    `overwrite_dys=True` says the caller no longer needs dys (a loss's gradient, the layer
+    above's ∂L/∂input): a cell whose pre-activation gradients are as wide as its outputs (an
+    Elman cell) then writes them over dys, which each step reads just before (one (T, B, H)
+    array less at the peak of its training step). dys is then garbage after the call.
     """
     if tape.consumed:
         _checks.fail(
@@ -672,8 +678,10 @@ def backward(
     X, mask = tape.X, tape.mask
     if dys is not None and mask is not None:
         dys = np.where(mask[:, :, None], dys, 0.0)  # padded outputs are constants
+        overwrite_dys = True  # (our own copy)
+    free = dys if overwrite_dys and tape.feedback is None else None
     if tape.hs is None:
-        return _backward_checkpointed(cell, p, tape, dys, dh_T, dc_T, need_dX, dh_trace)
+        return _backward_checkpointed(cell, p, tape, dys, dh_T, dc_T, need_dX, dh_trace, free)
     T, B, I = X.shape
     saved: np.ndarray = tape.saved  # type: ignore[assignment]  # with hs (not checkpointed)
     if compiled and retain_tape:  # BPTT works on a copy of the tape
@@ -681,7 +689,7 @@ def backward(
         np.copyto(saved, tape.saved)  # type: ignore[arg-type]
     return _bptt(cell, p, X, tape.hs, _cell_states(tape), saved, mask, tape.reverse, dys,
                  dh_T, dc_T, need_dX, dh_trace, noise=tape.noise, own=tape.own,
-                 own_c=tape.own_c, feedback=tape.feedback)  # fmt: skip
+                 own_c=tape.own_c, feedback=tape.feedback, free=free)  # fmt: skip
 
 
 def _cell_states(tape: Tape) -> np.ndarray | None:
@@ -699,14 +707,15 @@ def _bptt(cell: Cell, p: Params, X: np.ndarray, hs: np.ndarray, cs: np.ndarray |
           dh: np.ndarray | None, dc: np.ndarray | None, need_dX: bool,
           dh_trace: np.ndarray | None, W_hh: Any = None, noise: Noise | None = None,
           own: np.ndarray | None = None, own_c: np.ndarray | None = None,
-          feedback: Feedback | None = None
+          feedback: Feedback | None = None, free: np.ndarray | None = None
           ) -> tuple[np.ndarray | None, Params, np.ndarray, np.ndarray | None]:  # fmt: skip
     """The backward loop, then the weight gradients and ∂L/∂X of one direction (or one
-    checkpointed segment; W_hh: the weights as _step_weights prepared them, if it did)."""
+    checkpointed segment; W_hh: the weights as _step_weights prepared them, if it did;
+    free: dys, when the caller lets BPTT write over it)."""
     T, B, I = X.shape
     GH, P = p.W_hh.shape
     H = cell_width(cell, p)
-    dXA, dHA = _preact_grads(cell, saved, T, B, H, X.dtype)
+    dXA, dHA = _preact_grads(cell, saved, T, B, H, X.dtype, free)
     dq = None if p.q is None else np.zeros((B, p.q.size), X.dtype)
     K = None if p.W_hr is None else p.W_hr.shape[0]  # P, or the outputs' K with feedback
     # K, own (and dq, p.q) are set together with W_hr (and q): Params', Tape's invariants
@@ -732,17 +741,32 @@ def _bptt(cell: Cell, p: Params, X: np.ndarray, hs: np.ndarray, cs: np.ndarray |
 
 
 def _preact_grads(
-    cell: Cell, saved: np.ndarray, T: int, B: int, H: int, dtype: np.dtype
-) -> tuple[np.ndarray, np.ndarray | None]:
+    cell: Cell, saved: np.ndarray, T: int, B: int, H: int, dtype: np.dtype,
+    free: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
     """(dXA, dHA): where BPTT leaves the pre-activation gradients, as W_ih sees them and in
     W_hh's own blocks (hh_own; None without). The compiled loops of a cell with
     grads_over_tape write them over the tape it is given (the caller gave it a copy where the
-    tape must survive), so these are views of it; else scratch buffers, dead when backward
-    returns (the input projection's memory: never both alive at once)."""
+    tape must survive), so these are views of it. Else dXA is `free` (dys, which the caller
+    gave up) where it has dXA's shape, dtype and C-contiguous layout (each step reads its
+    dys rows before it writes the same rows of dXA, in both loops) and no step finds its
+    gates in dXA on entry (an in-place cell with a tape); else a scratch buffer, dead when
+    backward returns (the input projection's memory: never both alive at once)."""
     GH, own = cell.gates * H, len(cell.hh_own) * H
     if _fast() is not None and cell.grads_over_tape:
         return saved[:, :, :GH], (saved[:, :, GH : GH + own] if own else None)
-    dXA = parallel.scratch("preact", (T, B, GH), dtype)
+    if (
+        free is not None
+        and free.shape == (T, B, GH)
+        and free.dtype == dtype
+        and free.strides[2] == free.itemsize
+        and free.strides[0] == B * free.strides[1] >= B * GH * free.itemsize
+        and free.flags.writeable
+        and not (cell.in_place and cell.tape >= cell.gates)
+    ):
+        dXA = free
+    else:
+        dXA = parallel.scratch("preact", (T, B, GH), dtype)
     return dXA, (parallel.scratch("preact_hh", (T, B, own), dtype) if own else None)
 
 
@@ -831,6 +855,7 @@ def _backward_checkpointed(
     dc: np.ndarray | None,
     need_dX: bool,
     dh_trace: np.ndarray | None,
+    free: np.ndarray | None = None,
 ) -> tuple[np.ndarray | None, Params, np.ndarray, np.ndarray | None]:
     X, mask, reverse, noise = tape.X, tape.mask, tape.reverse, tape.noise
     T, B, I = X.shape
@@ -857,7 +882,7 @@ def _backward_checkpointed(
         dXs, g, dh, dc = _bptt(cell, p, X[a:b], hs, cs, saved, seg_mask, reverse,
                                None if dys is None else dys[a:b], dh, dc, need_dX,
                                None if dh_trace is None else dh_trace[a:b], W_back, seg_noise,
-                               own, own_c)  # fmt: skip
+                               own, own_c, free=None if free is None else free[a:b])  # fmt: skip
         for name in ("W_ih", "W_hh", "b_ih", "b_hh", "q", "W_hr"):
             if getattr(g, name) is not None:
                 getattr(total, name)[...] += getattr(g, name)

@@ -365,7 +365,8 @@ class Seq2Seq(_Module):
         return Forward(logits, None, cache)
 
     def backward(
-        self, f: Forward, d_output: npt.ArrayLike, d_state: None = None, *, input_grad: bool = True
+        self, f: Forward, d_output: npt.ArrayLike, d_state: None = None, *,
+        input_grad: bool = True, overwrite_d_output: bool = False,
     ) -> Backward:
         c = f.cache
         d_output = _checks.float_array(d_output, "d_output", shape=f.output.shape,
@@ -387,14 +388,15 @@ class Seq2Seq(_Module):
             dHd_a, d_enc_a = self._attend_back(d_ctx, Hd, enc, fa, grads)
             dHd = dHd + dHd_a
             d_enc += d_enc_a
-        bdec = self.decoder.backward(c["fdec"], dHd)
+        bdec = self.decoder.backward(c["fdec"], dHd, overwrite_d_output=True)  # (made here)
         grads.update({f"decoder.{k}": v for k, v in bdec.params.items()})
         bd = self.tgt_embed.backward(c["fd"], bdec.input)
         grads.update({f"tgt_embed.{k}": v for k, v in bd.params.items()})
         fe, fi, fconv, fenc, fb = c["enc_cache"]
         d_enc_state = self._bridge_back(fb, bdec.state, grads)
         benc = self.encoder.backward(fenc, d_enc, d_enc_state,
-                                     input_grad=self.tokens or fconv is not None)  # fmt: skip
+                                     input_grad=self.tokens or fconv is not None,
+                                     overwrite_d_output=True)  # fmt: skip
         if fconv is not None:
             assert benc.input is not None  # (input_grad=True for it)
             self._conv_back(fconv, benc.input, grads)

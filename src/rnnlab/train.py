@@ -60,7 +60,8 @@ class Trainee(Protocol):
     ) -> Forward: ...
 
     def backward(
-        self, f: Forward, d_output: Any, d_state: Any = ..., *, input_grad: bool = ...
+        self, f: Forward, d_output: Any, d_state: Any = ..., *, input_grad: bool = ...,
+        overwrite_d_output: bool = ...,
     ) -> Backward: ...
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = ...) -> None: ...
@@ -552,7 +553,8 @@ class Trainer:
         if not math.isfinite(loss):
             self._diverged("the loss", loss, step)
         try:
-            b = self.model.backward(f, d_out, input_grad=False)  # the inputs are data
+            # the inputs are data; the loss's gradient is ours, and dead after this call
+            b = self.model.backward(f, d_out, input_grad=False, overwrite_d_output=True)
         except _checks.NonFiniteError as e:  # a finite loss whose gradient overflows
             self._diverged(str(e).replace(" became NaN or inf in backward", ""), "NaN or inf",
                            step)  # fmt: skip

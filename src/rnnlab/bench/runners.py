@@ -90,7 +90,9 @@ def rnnlab_step(pair: Pair, mode: str, checkpoint_every: int = 0) -> Callable[[]
     def train():
         f = layer.forward(x, training=True, checkpoint_every=checkpoint_every, rng=rng)
         _, d_output = losses.mean_squared_error(f.output, y)
-        return f.output, layer.backward(f, d_output, input_grad=False).params
+        # the loss's gradient is a temporary the step gives up, as the trainer does
+        b = layer.backward(f, d_output, input_grad=False, overwrite_d_output=True)
+        return f.output, b.params
 
     return train
 

@@ -275,8 +275,9 @@ class Trainee(_Module):
                                 tgt_lengths=target_lengths(targets), training=training,
                                 rng=rng, grad=grad)  # fmt: skip
 
-    def backward(self, f: Forward, d_output, d_state=None, *, input_grad=True) -> Backward:
-        return self.net.backward(f, d_output)
+    def backward(self, f: Forward, d_output, d_state=None, *, input_grad=True,
+                 overwrite_d_output=False) -> Backward:
+        return self.net.backward(f, d_output, overwrite_d_output=overwrite_d_output)
 
     def scheduled_inputs(self, src, src_lengths, tgt_in, p: float, rng) -> np.ndarray:
         """Scheduled sampling (Bengio et al. 2015): after BOS, each decoder input is the true
