@@ -425,3 +425,28 @@ def test_mse_in_float16_takes_the_numpy_path():
     loss, d = mean_squared_error(pred, np.zeros_like(pred))
     assert loss == pytest.approx(1.0) and d.dtype == np.float16
     np.testing.assert_array_equal(d, np.full_like(pred, 2 / pred.size))
+
+
+@pytest.mark.parametrize("layout", ["time-major", "strided"])
+@pytest.mark.parametrize("name", ["softmax", "binary", "mse"])
+def test_every_loss_gives_the_same_gradient_whatever_the_memory_order(name, layout):
+    """A recurrent layer's batch-first output, and a Linear's over it, lie time-major in
+    memory. softmax_cross_entropy's − 1 at the targets once went into a copy of such
+    logits' gradient (a reshape of a non-contiguous array), so the gradient came out wrong."""
+    rng = np.random.default_rng(7)
+    held = rng.standard_normal((T, B, K) if layout == "time-major" else (B, T, 2 * K))
+    x = np.swapaxes(held, 0, 1) if layout == "time-major" else held[:, :, ::2]
+    assert not x.flags.c_contiguous
+    if name == "softmax":
+        targets = rng.integers(0, K, (B, T))
+        loss = lambda o: softmax_cross_entropy(o, targets, mask=MASK)  # noqa: E731
+    elif name == "binary":
+        targets = rng.uniform(0, 1, (B, T, K))
+        loss = lambda o: binary_cross_entropy(o, targets, mask=MASK)  # noqa: E731
+    else:
+        targets = rng.standard_normal((B, T, K))
+        loss = lambda o: mean_squared_error(o, targets, mask=MASK)  # noqa: E731
+    want_loss, want = loss(np.ascontiguousarray(x))
+    got_loss, got = loss(x)
+    assert got_loss == pytest.approx(want_loss, rel=1e-12)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)

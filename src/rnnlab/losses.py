@@ -80,8 +80,11 @@ def softmax_cross_entropy(
         d_logits /= s
     o_y = np.take_along_axis(shifted, targets[..., None], axis=-1)
     nll = (np.log(s) - o_y)[..., 0]  # (B, T) or (B,)
-    rows = d_logits.reshape(-1, K)  # a view: e is freshly allocated and contiguous
-    rows[np.arange(rows.shape[0]), targets.ravel()] -= 1.0
+    # − 1 at each target, written where d_logits lies: e keeps the logits' memory order, so
+    # a reshape of it is a copy for logits that are not C-contiguous (a recurrent layer's
+    # batch-first output, a Linear's output over one), and the − 1 went into that copy
+    at = targets[..., None]
+    np.put_along_axis(d_logits, at, np.take_along_axis(d_logits, at, axis=-1) - 1.0, axis=-1)
     if m is not None:
         nll *= m
         d_logits *= m[..., None]
