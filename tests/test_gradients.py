@@ -135,3 +135,36 @@ def test_feedback_model(cell, teacher):
     tokens = rng.integers(0, 6, (B, T))
     targets = rng.integers(0, 4, (B, T))
     gradcheck(model, tokens, targets=targets, teacher=teacher, rng_seed=3).assert_ok()
+
+
+def test_a_linear_over_a_time_major_input_keeps_its_memory_order_and_its_gradients():
+    """A recurrent layer's batch-first output lies time-major in memory; Linear takes its rows
+    in that order (no copy in either pass). The output then lies time-major too, and every
+    value agrees with the same Linear over a C-contiguous copy of x."""
+    rng = np.random.default_rng(5)
+    lin = Linear(4, 3, dtype=np.float64, rng=rng)
+    x = np.swapaxes(rng.standard_normal((T, B, 4)), 0, 1)  # (B, T, 4), time-major in memory
+    f, g = lin.forward(x), lin.forward(np.ascontiguousarray(x))
+    assert np.swapaxes(f.output, 0, 1).flags.c_contiguous
+    np.testing.assert_allclose(f.output, g.output, rtol=1e-14)
+    d = rng.standard_normal(f.output.shape)
+    got, want = lin.backward(f, d), lin.backward(g, d)
+    for key in want.params:
+        np.testing.assert_allclose(got.params[key], want.params[key], rtol=1e-12)
+    np.testing.assert_allclose(got.input, want.input, rtol=1e-12)
+    rnn = make(CELLS[0][1], CELLS[0][2], I, H, 1, False, rng)
+    gradcheck(Sequential(rnn, Linear(H, 3, dtype=np.float64, rng=rng)),
+              rng.standard_normal((B, T, I)), lengths=LENGTHS).assert_ok()  # fmt: skip
+
+
+def test_the_embedding_gradient_sums_each_ids_rows():
+    rng = np.random.default_rng(6)
+    emb = Embedding(9, 3, dtype=np.float64, rng=rng)
+    ids = rng.integers(0, 5, (4, 7))  # ids 5..8 never seen: their rows get 0
+    f = emb.forward(ids)
+    d = rng.standard_normal(f.output.shape)
+    want = np.zeros((9, 3))
+    np.add.at(want, ids.reshape(-1), d.reshape(-1, 3))
+    got = emb.backward(f, d).params["weight"]
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-15)
+    assert not got[5:].any()
