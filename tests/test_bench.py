@@ -383,3 +383,42 @@ def test_the_report_names_the_library_of_each_kind_of_product():
     live = host.loop_setup()
     if "kernel_blas" in live:  # the compiled loops run: the choice names the large library too
         assert live["large_blas"] in ("MKL", "NumPy's OpenBLAS")
+
+
+def test_noisy_rows_are_timed_again_and_the_calmer_attempt_kept(monkeypatch):
+    """A row whose calls spread wide is timed a second time; the attempt whose wider side
+    spreads less is kept (here the second for training, the first for inference, whatever
+    the ratios), both attempts are in the row, and the summary says so."""
+    from rnnlab.bench import suite
+
+    ms = lambda *v: np.array(v) * 1e-3  # noqa: E731
+    attempts = {  # (rnnlab, torch) calls of each attempt, by mode
+        "train": [(ms(1, 1, 1, 9, 9), ms(4, 4, 4, 4)), (ms(2, 2, 2, 2), ms(3, 3, 3, 3))],
+        "infer": [(ms(1, 1, 1, 1), ms(1, 4, 5, 9)), (ms(1, 1, 1, 1), ms(1, 20, 30, 40))],
+    }
+    seen = {"train": 0, "infer": 0}
+
+    def fake(fns, _timing):
+        mode = "infer" if fns["rnnlab"].__name__ == "<lambda>" else "train"
+        ours, theirs = attempts[mode][seen[mode]]
+        seen[mode] += 1
+        return {"rnnlab": ours, "torch": theirs}
+
+    monkeypatch.setattr(suite, "interleaved", fake)
+    monkeypatch.setattr(host, "GEMM_N", 128)
+    monkeypatch.setenv("RNNLAB_NO_NUMBA", "1")
+    settings.reload()
+    try:
+        result = suite.run(cells=["rnn"], shapes=["S1"], directions=["uni"], rounds=1,
+                           memory=False, scaling=False, log=lambda _: None)  # fmt: skip
+    finally:
+        monkeypatch.delenv("RNNLAB_NO_NUMBA")
+        settings.reload()
+    train, infer = result["configs"]
+    assert seen == {"train": 2, "infer": 2}
+    assert train["rnnlab_ms"] == 2.0 and train["ratio"] == 1.5  # the calm second attempt
+    assert [a["kept"] for a in train["attempts"]] == [False, True]
+    assert infer["torch_ms"] == 4.5 and [a["kept"] for a in infer["attempts"]] == [True, False]
+    assert train["attempts"][0]["rnnlab_ms"] == 1.0 and train["attempts"][0]["spread"] > 2
+    assert "2 noisy rows were timed twice" in "\n".join(tables.summary_lines(result))
+    assert suite.run.__kwdefaults__["rerun_noisy"] is True

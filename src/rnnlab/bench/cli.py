@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-scaling", dest="scaling", action="store_false", help="skip the scaling study in T"
     )
     p.add_argument(
+        "--no-rerun",
+        dest="rerun_noisy",
+        action="store_false",
+        help="do not time the noisy rows a second time",
+    )
+    p.add_argument(
         "--scaling-lengths",
         default=None,
         help="comma-separated sequence lengths of the scaling study (default: "
@@ -136,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # The options only the layer benchmark reads, and only --end-to-end reads (argparse dests).
 LAYER_ONLY = ("quick", "cells", "shapes", "modes", "directions", "against", "rounds", "markdown",
-              "memory", "scaling", "scaling_lengths", "block")  # fmt: skip
+              "memory", "scaling", "scaling_lengths", "block", "rerun_noisy")  # fmt: skip
 END_TO_END_ONLY = ("steps", "warmup_steps")
 
 
@@ -181,6 +187,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         block_s=args.block,
         pause_s=args.pause,
         against=_split(args.against),
+        rerun_noisy=args.rerun_noisy,
     )
 
 

@@ -66,8 +66,13 @@ def _table_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 def noisy(row: dict[str, Any]) -> bool:
     """Whether the calls of either side spread widely (p90 > NOISY_SPREAD · p10): a sign that
     something else used the cores during the measurement."""
+    return spread(row) > NOISY_SPREAD
+
+
+def spread(row: dict[str, Any]) -> float:
+    """The wider of the two sides' spread of calls, p90 / p10."""
     stats = (row["rnnlab_stats_ms"], row["torch_stats_ms"])
-    return any(st["p90"] > NOISY_SPREAD * st["p10"] for st in stats)
+    return max(float(st["p90"]) / float(st["p10"]) for st in stats)
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
@@ -115,6 +120,12 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         "GFLOP/s / measured GEMM peak"
     )
     flagged = sum(noisy(r) for r in result["configs"])
+    again = sum("attempts" in r for r in result["configs"])
+    if again:
+        lines.append(
+            f"{again} noisy rows were timed twice, the attempt whose calls spread less kept "
+            "(the JSON has both)"
+        )
     if flagged:
         lines.append(
             f"* {flagged} of {len(result['configs'])} rows were noisy (p90 > "
