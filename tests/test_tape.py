@@ -254,3 +254,37 @@ def test_a_sequential_writes_over_the_callers_d_output_only_when_given_it():
     np.testing.assert_array_equal(d, 1.0)
     model.backward(model.forward(x), d, overwrite_d_output=True)
     assert not np.array_equal(d, np.ones_like(d))
+
+
+def test_a_module_of_ones_own_without_the_keyword_runs_and_keeps_its_gradient():
+    """A module written to the protocol before `overwrite_d_output` is called without it by
+    Sequential and the trainer, and the ∂L/∂x it returns (here an array it keeps) is not
+    written over by the Elman layer below it."""
+    from rnnlab.layers import Backward, Forward
+    from rnnlab.modules import Sequential
+
+    class Keeps:
+        params: dict = {}
+
+        def __init__(self):
+            self.kept = None
+
+        def forward(self, x, **options):
+            return Forward(x, None, None)
+
+        def backward(self, f, d_output, d_state=None, *, input_grad=True):
+            if self.kept is None:
+                self.kept = np.array(d_output, copy=True)
+            return Backward(self.kept, None, {})
+
+    top = Keeps()
+    model = Sequential([_layer("rnn", batch_first=True), top])
+    x = np.random.default_rng(1).standard_normal((2, 5, 3))
+    f = model.forward(x)
+    d = f.output * 0 + 1.0
+    want = model.backward(f, d, overwrite_d_output=True)
+    saved = top.kept.copy()
+    got = model.backward(model.forward(x), d, overwrite_d_output=True)
+    np.testing.assert_array_equal(top.kept, saved)
+    for key, value in want.params.items():
+        np.testing.assert_array_equal(got.params[key], value)

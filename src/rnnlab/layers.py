@@ -13,7 +13,9 @@ readouts and Sequential, the models built on them): two methods, and its paramet
         input_grad=False lets a module skip ∂L/∂x (b.input may then be None) when x is data;
         overwrite_d_output=True gives d_output up: the module may write over it (a recurrent
         layer's BPTT does where it can), as a loss's gradient or the module above's ∂L/∂x
-        is given up
+        is given up; a module that takes the keyword gives its b.input up to its caller
+        (a fresh array, or d_output itself handed on). A module of one's own may leave
+        the keyword out: Sequential and the trainer then call it without it
 
 A forward pass returns its tape instead of hiding it in the object, so a module can run several
 forward passes before their backward passes (truncated BPTT windows, diagnostics) and the
@@ -85,6 +87,23 @@ class Module(Protocol):
         self, f: Forward, d_output: Any, d_state: Any = None, *, input_grad: bool = True,
         overwrite_d_output: bool = False,
     ) -> Backward: ...
+
+
+def takes_overwrite(module: object) -> bool:
+    """Whether `module.backward` takes `overwrite_d_output` (every rnnlab module does). A
+    module written to the protocol before the keyword (a user's own) is called without it,
+    and its ∂L/∂x is not taken as given up: it may be an array the module keeps."""
+    return _has_overwrite(getattr(module, "backward", None))
+
+
+def _has_overwrite(fn: object) -> bool:
+    try:
+        params = inspect.signature(fn).parameters  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return "overwrite_d_output" in params or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
+    )
 
 
 RngLike = np.random.Generator | int | None

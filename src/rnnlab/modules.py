@@ -27,6 +27,7 @@ from rnnlab.layers import (
     _rng,
     load_params,
     pass_options,
+    takes_overwrite,
 )
 from rnnlab.recurrence import valid_mask
 
@@ -389,11 +390,13 @@ class Sequential(_Module):
                 continue
             if through_state is not None:
                 ds, through_state = through_state, None
-            b = mod.backward(fi, d, ds, input_grad=input_grad or i > 0, overwrite_d_output=ours)
+            takes = takes_overwrite(mod)
+            b = mod.backward(fi, d, ds, input_grad=input_grad or i > 0,
+                             **({"overwrite_d_output": ours} if takes else {}))  # fmt: skip
             d_states[i] = b.state
             grads.update({f"{i}.{k}": v for k, v in b.params.items()})
             passed = b.input is not None and d is not None and np.may_share_memory(b.input, d)
-            ours = ours if passed else True
+            ours = ours if passed else takes  # (a module of one's own may keep its b.input)
             d = b.input
             if i > 0 and d is not None and d.dtype.kind == "f" and not _checks.all_finite(d):
                 # inside the model a NaN or inf means divergence, not a caller's mistake

@@ -28,7 +28,7 @@ import numpy as np
 
 from rnnlab import _checks, io, optim
 from rnnlab.fast import parallel
-from rnnlab.layers import Backward, Forward
+from rnnlab.layers import Backward, Forward, takes_overwrite
 from rnnlab.progress import Progress
 
 
@@ -554,7 +554,8 @@ class Trainer:
             self._diverged("the loss", loss, step)
         try:
             # the inputs are data; the loss's gradient is ours, and dead after this call
-            b = self.model.backward(f, d_out, input_grad=False, overwrite_d_output=True)
+            given_up = {"overwrite_d_output": True} if takes_overwrite(self.model) else {}
+            b = self.model.backward(f, d_out, input_grad=False, **given_up)
         except _checks.NonFiniteError as e:  # a finite loss whose gradient overflows
             self._diverged(str(e).replace(" became NaN or inf in backward", ""), "NaN or inf",
                            step)  # fmt: skip

@@ -4,6 +4,7 @@ summary lines both end with.
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any
 
@@ -70,9 +71,10 @@ def noisy(row: dict[str, Any]) -> bool:
 
 
 def spread(row: dict[str, Any]) -> float:
-    """The wider of the two sides' spread of calls, p90 / p10."""
+    """The wider of the two sides' spread of calls, p90 / p10 (infinite for a p10 of 0)."""
     stats = (row["rnnlab_stats_ms"], row["torch_stats_ms"])
-    return max(float(st["p90"]) / float(st["p10"]) for st in stats)
+    return max(float(st["p90"]) / float(st["p10"]) if st["p10"] > 0 else math.inf
+               for st in stats)  # fmt: skip
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
@@ -123,8 +125,8 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     again = sum("attempts" in r for r in result["configs"])
     if again:
         lines.append(
-            f"{again} noisy rows were timed twice, the attempt whose calls spread less kept "
-            "(the JSON has both)"
+            f"{again} noisy rows were timed twice, each library's smaller median kept (the "
+            "JSON has both attempts)"
         )
     if flagged:
         lines.append(

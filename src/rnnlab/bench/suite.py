@@ -34,7 +34,7 @@ from rnnlab.bench.configs import (
 )
 from rnnlab.bench.memory import measure_memory, memory_supported
 from rnnlab.bench.ort import ORT_MISSING, check_ort_agreement, ort_step
-from rnnlab.bench.report import noisy, spread, stderr
+from rnnlab.bench.report import noisy, stderr
 from rnnlab.bench.runners import (
     TOLERANCE,
     check_agreement,
@@ -112,9 +112,9 @@ def run(
     corresponding argument is left None. Progress goes to `log`.
 
     `rerun_noisy`: each row whose calls spread widely (report.noisy) is timed once more at
-    the end, and the attempt whose calls spread less (on the wider of the two sides) is
-    kept; the row records both (`attempts`). The choice reads the spread of both libraries'
-    calls, never the ratio.
+    the end, and each library keeps the smaller of its two medians; the row records both
+    attempts (`attempts`, `kept_attempt`). The rule reads each library's own calls alike,
+    never the ratio.
     """
     cells = _subset(cells, "cells", CELLS + tuple(VARIANTS))
     variants = [c for c in cells if c in VARIANTS]
@@ -320,34 +320,53 @@ def _row_line(row: dict[str, Any]) -> str:
 
 
 ATTEMPT_KEYS = ("torch_ms", "rnnlab_ms", "ratio", "rnnlab_stats_ms", "torch_stats_ms")
+SIDES = ("rnnlab", "torch", "ort")  # the sides a row may time ("ort": onnxruntime)
 
 
 def _rerun_noisy(
     rows: list[dict[str, Any]], torch: ModuleType, timing: Timing, peak: float,
     ort_dir: str | None, log: Callable[[str], None],
 ) -> None:  # fmt: skip
-    """Time each noisy row once more and keep the attempt whose calls spread less (the
-    wider of the two libraries' p90 / p10), in place; both attempts go in `attempts`.
-    A noisy row is one that something else disturbed, often for a few seconds only: a second
-    attempt a few minutes later measures the libraries rather than the disturbance, and the
-    rule that picks between the attempts reads both libraries' spread alike."""
+    """Time each noisy row once more, in place: each library keeps the smaller of its two
+    medians, and the row keeps both attempts in `attempts`. Something else on the cores only
+    ever slows calls, often for a few seconds: of two attempts minutes apart, the one with
+    the smaller median is the less disturbed, for each library on its own, and the rule
+    reads every library alike (neither the ratio nor the other library's calls)."""
     again = [i for i, row in enumerate(rows) if noisy(row)]
     if not again:
         return
-    log(f"timing the {len(again)} noisy rows once more (the less noisy attempt is kept)")
+    log(f"timing the {len(again)} noisy rows once more (each library keeps its smaller median)")
     for i in again:
         first = rows[i]
         second = _time_config(torch, row_config(first), [first["mode"]], timing, peak,
                               ort_dir)[0]  # fmt: skip
-        use_second = spread(second) < spread(first)
-        kept = dict(second if use_second else first)
-        kept["attempts"] = [
-            {**{k: r[k] for k in ATTEMPT_KEYS}, "spread": spread(r), "kept": chosen}
-            for r, chosen in ((first, not use_second), (second, use_second))
-        ]
-        rows[i] = kept
-        log("again " + _row_line(second)
-            + ("  (kept)" if use_second else "  (the first attempt kept)"))  # fmt: skip
+        rows[i] = _less_disturbed(first, second, peak)
+        log("again " + _row_line(second) + f"  → kept {rows[i]['ratio']:5.2f}x")
+
+
+def _less_disturbed(first: dict[str, Any], second: dict[str, Any], peak: float) -> dict[str, Any]:
+    """The row of two attempts at one configuration and mode: each side's smaller median, and
+    what follows from them (ratios, GFLOP/s); `attempts` holds both, `kept_attempt` which one
+    each side's figures came from (1 or 2)."""
+    row, kept = dict(first), {}
+    for side in SIDES:
+        a, b = first.get(f"{side}_stats_ms"), second.get(f"{side}_stats_ms")
+        if a is None or b is None:
+            continue
+        use_second = b["median"] < a["median"]
+        row[f"{side}_stats_ms"] = b if use_second else a
+        row[f"{side}_ms"] = row[f"{side}_stats_ms"]["median"]
+        kept[side] = 2 if use_second else 1
+    flops = step_flops(row_config(row), row["mode"])
+    row["ratio"] = row["torch_ms"] / row["rnnlab_ms"]
+    row["gflops"] = flops / (row["rnnlab_ms"] / 1e3) / 1e9
+    row["peak_fraction"] = row["gflops"] / peak
+    row["torch_gflops"] = flops / (row["torch_ms"] / 1e3) / 1e9
+    if row.get("ort_ms") is not None:
+        row["ort_ratio"] = row["ort_ms"] / row["rnnlab_ms"]
+    row["attempts"] = [{k: r[k] for k in ATTEMPT_KEYS} for r in (first, second)]
+    row["kept_attempt"] = kept
+    return row
 
 
 def _fill_memory(
