@@ -628,9 +628,10 @@ class Recurrent:
         Elman layer then writes its pre-activation gradients over it, one (T, B, H) array
         less at the peak of a training step, when d_output is a temporary such as a loss's
         gradient (the trainer passes it so). It takes effect where d_output, read
-        time-major, is C-contiguous: as a loss computed from `output` returns it (NumPy
-        keeps `output`'s memory order). The layers below the top, which read ∂L/∂input of
-        the layer above (this method's own array), are always written over."""
+        time-major, has evenly spaced rows with a contiguous last axis: as a loss computed
+        from `output` returns it (NumPy keeps `output`'s memory order), either half of a
+        bidirectional one too. The layers below the top, which read ∂L/∂input of the layer
+        above (this method's own array), are always written over."""
         cache = f.cache
         if not isinstance(cache, dict) or cache.get("layer") != self._signature():
             _checks.fail("f", f"the result of this layer's forward ({self._signature()})",

@@ -748,7 +748,9 @@ def _preact_grads(
     W_hh's own blocks (hh_own; None without). The compiled loops of a cell with
     grads_over_tape write them over the tape it is given (the caller gave it a copy where the
     tape must survive), so these are views of it. Else dXA is `free` (dys, which the caller
-    gave up) where it has dXA's shape, dtype and C-contiguous layout (each step reads its
+    gave up) where it has dXA's shape and dtype, a contiguous last axis and evenly spaced
+    rows that a reshape to (T·B, G·H) keeps a view (either half of a bidirectional
+    gradient qualifies), is writeable (each step reads its
     dys rows before it writes the same rows of dXA, in both loops) and no step finds its
     gates in dXA on entry (an in-place cell with a tape); else a scratch buffer, dead when
     backward returns (the input projection's memory: never both alive at once)."""

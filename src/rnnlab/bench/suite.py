@@ -252,31 +252,44 @@ def _machine_peak(
     return peaks, peak, forced, unforced
 
 
+ATTEMPT_KEYS = ("torch_ms", "rnnlab_ms", "ratio", "rnnlab_stats_ms", "torch_stats_ms")
+SIDES = ("rnnlab", "torch", "ort")  # the sides a row may time ("ort": onnxruntime)
+
+
 def _row(
     config: Config, mode: str, times: dict[str, Any], peak: float, max_err: float
 ) -> dict[str, Any]:
     """One configuration and mode's row of the report from the timed calls of both sides."""
-    ours, theirs = ms_stats(times["rnnlab"]), ms_stats(times["torch"])
-    flops = step_flops(config, mode)
-    gflops = flops / (ours["median"] / 1e3) / 1e9
-    return {
+    row = {
         "cell": config.cell,
         "shape": config.shape,
         "bidirectional": config.bidirectional,
         "layers": config.layers,
         "mode": mode,
-        "torch_ms": theirs["median"],
-        "rnnlab_ms": ours["median"],
-        "ratio": theirs["median"] / ours["median"],
-        "gflops": gflops,
-        "peak_fraction": gflops / peak,
-        "torch_gflops": flops / (theirs["median"] / 1e3) / 1e9,
         "torch_mem_mb": None,
         "rnnlab_mem_mb": None,
         "max_rel_err": max_err,
-        "rnnlab_stats_ms": ours,
-        "torch_stats_ms": theirs,
+        "rnnlab_stats_ms": ms_stats(times["rnnlab"]),
+        "torch_stats_ms": ms_stats(times["torch"]),
     }
+    return _with_speeds(row, peak)
+
+
+def _with_speeds(row: dict[str, Any], peak: float) -> dict[str, Any]:
+    """`row` with what follows from its sides' median call times (each side's ms, the
+    ratios, rnnlab's GFLOP/s and share of the peak, torch's GFLOP/s), in place."""
+    for side in SIDES:
+        stats = row.get(f"{side}_stats_ms")
+        if stats is not None:
+            row[f"{side}_ms"] = stats["median"]
+    flops = step_flops(row_config(row), row["mode"])
+    row["ratio"] = row["torch_ms"] / row["rnnlab_ms"]
+    row["gflops"] = flops / (row["rnnlab_ms"] / 1e3) / 1e9
+    row["peak_fraction"] = row["gflops"] / peak
+    row["torch_gflops"] = flops / (row["torch_ms"] / 1e3) / 1e9
+    if row.get("ort_stats_ms") is not None:
+        row["ort_ratio"] = row["ort_ms"] / row["rnnlab_ms"]
+    return row
 
 
 def _time_config(
@@ -299,11 +312,9 @@ def _time_config(
             fns["onnxruntime"] = ort
         times = interleaved(fns, timing)
         row = _row(config, mode, times, peak, max_err)
-        ours = row["rnnlab_stats_ms"]
         if "onnxruntime" in fns:
-            o = ms_stats(times["onnxruntime"])
-            row.update(ort_ms=o["median"], ort_ratio=o["median"] / ours["median"],
-                       ort_max_rel_err=ort_err, ort_stats_ms=o)  # fmt: skip
+            row.update(ort_max_rel_err=ort_err, ort_stats_ms=ms_stats(times["onnxruntime"]))
+            _with_speeds(row, peak)
         elif ort_dir is not None:
             row.update(ort_ms=None, ort_ratio=None, ort_max_rel_err=None, ort_stats_ms=None)
         rows.append(row)
@@ -317,10 +328,6 @@ def _row_line(row: dict[str, Any]) -> str:
         f"rnnlab {row['rnnlab_ms']:9.2f} ms  {row['ratio']:5.2f}x"
         + (f"  onnxruntime {row['ort_ms']:9.2f} ms" if row.get("ort_ms") else "")
     )
-
-
-ATTEMPT_KEYS = ("torch_ms", "rnnlab_ms", "ratio", "rnnlab_stats_ms", "torch_stats_ms")
-SIDES = ("rnnlab", "torch", "ort")  # the sides a row may time ("ort": onnxruntime)
 
 
 def _rerun_noisy(
@@ -355,15 +362,8 @@ def _less_disturbed(first: dict[str, Any], second: dict[str, Any], peak: float) 
             continue
         use_second = b["median"] < a["median"]
         row[f"{side}_stats_ms"] = b if use_second else a
-        row[f"{side}_ms"] = row[f"{side}_stats_ms"]["median"]
         kept[side] = 2 if use_second else 1
-    flops = step_flops(row_config(row), row["mode"])
-    row["ratio"] = row["torch_ms"] / row["rnnlab_ms"]
-    row["gflops"] = flops / (row["rnnlab_ms"] / 1e3) / 1e9
-    row["peak_fraction"] = row["gflops"] / peak
-    row["torch_gflops"] = flops / (row["torch_ms"] / 1e3) / 1e9
-    if row.get("ort_ms") is not None:
-        row["ort_ratio"] = row["ort_ms"] / row["rnnlab_ms"]
+    _with_speeds(row, peak)
     row["attempts"] = [{k: r[k] for k in ATTEMPT_KEYS} for r in (first, second)]
     row["kept_attempt"] = kept
     return row
