@@ -449,7 +449,7 @@ def test_pytorch_imported_after_rnnlab_keeps_its_threads():
 def test_inference_without_a_tape_gives_the_same_outputs(name, ctor, kw, engine_path):
     """grad=False overwrites a one-step tape: outputs and final states are unchanged through
     both loops, with padding and in both directions (bit for bit, but for the Elman and LSTM
-    layers that rnnlab.fast.infer_loop serves with one product per step: float rounding);
+    layers that rnnlab.fast.projecting_loop serves with one product per step: float rounding);
     backward refuses it."""
     rng = np.random.default_rng(5)
     layer = make(ctor, kw, 4, 7, L=2, bi=True, rng=rng)
@@ -457,7 +457,7 @@ def test_inference_without_a_tape_gives_the_same_outputs(name, ctor, kw, engine_
     lengths = np.array([6, 2, 5, 6, 1, 3, 6, 6, 4])
     full = layer.forward(x, lengths=lengths)
     lean = layer.forward(x, lengths=lengths, grad=False)
-    fused = fast.available() and fast.infers_without_projection(layer.cell, 14, 7)
+    fused = fast.available() and fast.projects_each_step(layer.cell, 14, 7)
     same = np.testing.assert_array_equal
     if fused:
         same = functools.partial(np.testing.assert_allclose, rtol=1e-13, atol=1e-15)
@@ -481,11 +481,11 @@ def test_inference_reads_a_batch_first_input_where_it_lies(cell, monkeypatch):
     def loop(cell, X, W_ih, W_hh, b_ih, b_hh, q, hs, cs, *rest, **around):
         seen.append(X)
         cell_states.append(None if cs is None else cs.shape)
-        return infer_loop(cell, X, W_ih, W_hh, b_ih, b_hh, q, hs, cs, *rest, **around)
+        return projecting_loop(cell, X, W_ih, W_hh, b_ih, b_hh, q, hs, cs, *rest, **around)
 
-    infer_loop = fast.infer_loop
-    monkeypatch.setattr(fast, "infer_loop", loop)
-    monkeypatch.setattr(fast, "infers_without_projection", lambda *args: True)  # any size
+    projecting_loop = fast.projecting_loop
+    monkeypatch.setattr(fast, "projecting_loop", loop)
+    monkeypatch.setattr(fast, "projects_each_step", lambda *args: True)  # any size
     rng = np.random.default_rng(8)
     make = {"lstm": LSTMCell, "rnn": ElmanCell}[cell]
     first = Recurrent(make(), 5, 6, 2, bidirectional=True, dtype=np.float32, rng=rng)
@@ -569,7 +569,7 @@ def test_linear_first_in_a_sequential_skips_only_the_input_gradient():
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("masked", [False, True], ids=["full", "masked"])
 def test_inference_projecting_each_step_matches_the_numpy_loop(kind, dtype, reverse, masked):
-    """fast.infer_loop (x_t W_ihᵀ, then the cell's products, at every step) against the NumPy
+    """fast.projecting_loop (x_t W_ihᵀ, then the cell's products, at every step) against the NumPy
     step loop with its hoisted projection: the same states up to float rounding, split or
     not."""
     from rnnlab import recurrence
@@ -612,8 +612,8 @@ def test_inference_projecting_each_step_matches_the_numpy_loop(kind, dtype, reve
             mp.setattr(fast, "MIN_LOOP_FLOPS", 0)
             mp.setattr(parallel, "run_parts", recording)
             with parallel.session():
-                fast.infer_loop(cell, X, p.W_ih, p.W_hh, p.b_ih, p.b_hh, None, hs, cs, tape,
-                                mask, reverse)  # fmt: skip
+                fast.projecting_loop(cell, X, p.W_ih, p.W_hh, p.b_ih, p.b_hh, None, hs, cs,
+                                     tape, mask, reverse)  # fmt: skip
         assert parts == [threads if threads > 1 else 1]
         tol = 1e-12 if dtype == np.float64 else 2e-6
         np.testing.assert_allclose(hs, want_hs, rtol=tol, atol=tol)

@@ -134,7 +134,7 @@ def _states(state):
 def test_layers_on_tiles_match_the_blas(name, ctor, kw, on_tiles):
     """Whole bidirectional 2-layer layers, masked, in training (outputs, states, every
     gradient), with gradient checkpointing, and in inference, where x_t is multiplied at
-    every step on the tiles too (fast.infers_without_projection)."""
+    every step on the tiles too (fast.projects_each_step), as in training."""
     H = NR64
     rng = np.random.default_rng(7)
     layer = make(ctor, kw, 5, H, L=2, bi=True, rng=rng)

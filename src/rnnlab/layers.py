@@ -491,7 +491,7 @@ class Recurrent:
                            "saved values of every step")  # fmt: skip
 
         tapes, drops, finals = [], [], []
-        strided = not grad and recurrence.infers_without_projection(
+        strided = not grad and recurrence.projects_each_step(
             self.cell, self.input_size, self.hidden_size, self.dtype
         )
         if not (strided or recurrence.reads_in_place(X)):

@@ -503,12 +503,13 @@ def _states(
     return hs, cs
 
 
-def infers_without_projection(cell: Cell, I: int, H: int, dtype: np.dtype) -> bool:
-    """Whether inference (keep_tape=False) runs rnnlab.fast.infer_loop for this layer, which
-    multiplies x_t at every step without a projection array and reads x_t's rows where they
-    lie: no time-major copy of a batch-first input."""
+def projects_each_step(cell: Cell, I: int, H: int, dtype: np.dtype, training: bool = False
+                       ) -> bool:  # fmt: skip
+    """Whether a forward pass of this layer runs rnnlab.fast.projecting_loop, which multiplies
+    x_t at every step without a projection array; in inference (keep_tape=False) it reads
+    x_t's rows where they lie: no time-major copy of a batch-first input."""
     fast = _fast()
-    return fast is not None and fast.infers_without_projection(cell, I, H, dtype)
+    return fast is not None and fast.projects_each_step(cell, I, H, dtype, training)
 
 
 def forward(
@@ -537,8 +538,8 @@ def forward(
 
     `keep_tape=False` (inference): the cell's saved values are one step long and overwritten
     at every step, and the returned tape is None (no backward can follow). Where
-    infers_without_projection says so, rnnlab.fast.infer_loop runs, whose outputs differ by
-    float rounding only.
+    projects_each_step says so, rnnlab.fast.projecting_loop runs, whose outputs differ by
+    float rounding only (in training too, where it says so).
 
     `hs_out` (T + 1, B, P), if given, receives the states (h_0 included, as the tape's `hs`)
     instead of a new array: rows of P contiguous values, evenly spaced, e.g. one direction's
@@ -557,9 +558,11 @@ def forward(
         raise ValueError("output feedback runs forward, without noise, with W_hr and b_hr")
     if feedback is not None:
         checkpoint_every = 0
-    fused = not keep_tape and infers_without_projection(cell, X.shape[2], H, X.dtype)
-    fused = fused and feedback is None
-    if not fused and not reads_in_place(X):  # the fused loop reads x_t's rows where they are
+    projecting = feedback is None and projects_each_step(cell, X.shape[2], H, X.dtype,
+                                                         training=keep_tape)  # fmt: skip
+    # inference's projecting loop reads x_t's rows where they are; a tape keeps X time-major
+    # for the weight gradients
+    if not (projecting and not keep_tape) and not reads_in_place(X):
         X = np.ascontiguousarray(X)
     if checkpoint_every and checkpoint_every < T and keep_tape:
         W_hh = _step_weights(cell, p.W_hh, B)
@@ -572,11 +575,11 @@ def forward(
                      P)  # fmt: skip
     saved = _new_tape(cell, T if keep_tape else 1, B, H, X.dtype)
     own, own_c = _own(cell, p, noise, T if keep_tape else 1, B, H, X.dtype)
-    if fused:
-        # fused: the compiled loops run, so _fast() is the module
-        _fast().infer_loop(cell, X, p.W_ih, p.W_hh, p.b_ih, p.b_hh, p.q, hs, cs, saved, mask,  # type: ignore[union-attr]
-                           reverse, W_hr=p.W_hr, noise=noise, own=own,
-                           own_c=own_c)  # fmt: skip
+    if projecting:
+        # projecting: the compiled loops run, so _fast() is the module
+        _fast().projecting_loop(cell, X, p.W_ih, p.W_hh, p.b_ih, p.b_hh, p.q, hs, cs, saved,  # type: ignore[union-attr]
+                                mask, reverse, W_hr=p.W_hr, noise=noise, own=own,
+                                own_c=own_c, training=keep_tape)  # fmt: skip
     else:
         W_hh = _step_weights(cell, p.W_hh, B, inference=not keep_tape)
         _loop_forward(cell, X, p, W_hh, hs, cs, saved, mask, reverse, noise, own, own_c,

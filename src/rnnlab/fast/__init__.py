@@ -55,10 +55,12 @@ on its own rows. Without numba, or with the environment variable RNNLAB_NO_NUMBA
 
     transposed(a) -> aᵀ, C-contiguous (a blocked copy, ~5x NumPy's for a large W_hh)
 
-    infer_loop(cell, X, W_ih, W_hh, b_ih, b_hh, q, hs, cs, tape, mask, reverse) -> None
-        forward without a tape and without a projection array: each step multiplies x_t
-        where it lies (X may be a batch-first view) and then runs the cell's steps; cs may
-        have two rows (c_t in row t mod 2). Used where infers_without_projection says
+    projecting_loop(cell, X, W_ih, W_hh, b_ih, b_hh, q, hs, cs, tape, mask, reverse,
+                    training=False) -> None
+        forward without a projection array: each step multiplies x_t where it lies (X may
+        be a batch-first view) and then runs the cell's steps, as forward_loop does; in
+        inference tape has one step and cs may have two rows (c_t in row t mod 2). Used
+        where projects_each_step says
 
     squared_error(pred, targets, mask, count) -> (Σ squares, 2 (pred − targets) / count)
         the mean squared error's one compiled pass (rnnlab.losses), or None for a layout
@@ -470,19 +472,25 @@ def _no_weight(dt) -> tuple:
     return (np.empty((0, 0), dt), _NOT_PACKED)
 
 
-def infers_without_projection(cell, I: int, H: int, dtype=np.float32) -> bool:
-    """Whether inference runs `infer_loop` (no projection array, x_t multiplied where it
-    lies) for a layer of this cell and size: where the input weight runs on the tiles
-    (`tiled`) or would be packed (`packs`), so that each step's product on x_t runs as fast
-    as its share of the hoisted projection (with the tiles faster: an LSTM's inference
-    1.08-1.16x at the bench's shapes, bench/README.md "The loops' own product kernel").
+def projects_each_step(cell, I: int, H: int, dtype=np.float32, training: bool = False) -> bool:
+    """Whether a forward pass runs `projecting_loop` (no projection array, x_t multiplied
+    where it lies at every step) for a layer of this cell and size, so that each step's
+    product on x_t runs as fast as its share of the hoisted projection:
+    - in inference, where the input weight runs on the tiles (`tiled`) or would be packed
+      (`packs`): an LSTM's inference 1.08-1.16x at the bench's shapes (bench/README.md,
+      "The loops' own product kernel");
+    - in training, where it runs on the tiles: the projection's (T, B, G·H) result is then
+      never written to memory and read back by the loop; an LSTM's training step 2-12 %
+      shorter at S1-S4 (bench/README.md, "The input's product inside the training loop").
     On a plain BLAS the one large projection before the loop runs nearer the GEMM peak than
     the per-step products gain."""
     shape = (I, cell.gates * H)
+    if training:
+        return tiled(shape, dtype)
     return tiled(shape, dtype) or packs(shape, dtype, inference=True)
 
 
-def infer_loop(
+def projecting_loop(
     cell,
     X: np.ndarray,
     W_ih: np.ndarray,
@@ -500,27 +508,31 @@ def infer_loop(
     noise=None,
     own: np.ndarray | None = None,
     own_c: np.ndarray | None = None,
+    training: bool = False,
 ) -> None:
-    """Forward without a tape (inference): each step computes x_t W_ihᵀ from x_t where it
-    lies (a time-major view X (T, B, I) of a batch-first input is read in place; X is
-    copied only where its rows are not evenly spaced at least a row apart, _spaced_rows),
-    then the cell's products and steps as forward_loop does. `tape` (own, own_c) has one
-    step."""
+    """A forward pass whose steps each compute x_t W_ihᵀ from x_t where it lies (a time-major
+    view X (T, B, I) of a batch-first input is read in place; X is copied only where its rows
+    are not evenly spaced at least a row apart, _spaced_rows), then the cell's products and
+    steps as forward_loop does, into the same tape: the step reads x_t's product from a
+    (B, G·H) buffer instead of from a projection array. In inference `tape` (own, own_c) has
+    one step; in training (`training=True`, a full tape) the weights are prepared as for the
+    training loops (see packs)."""
     from rnnlab.fast import blas, loops
 
     np_blas = blas.NUMPY_CBLAS
+    inference = not training
     dt = hs.dtype
     T, B, I = X.shape
     P = hs.shape[2]
     H = P if own is None else own.shape[2]
     GH = cell.gates * H
     hs = _wide(hs)
-    W_x = _weight(_c(W_ih, dt).T, dt, B, np_blas, inference=True)
-    W = _prepared(cell, W_hh, dt, B, np_blas, backward=False, inference=True)
+    W_x = _weight(_c(W_ih, dt).T, dt, B, np_blas, inference)
+    W = _prepared(cell, W_hh, dt, B, np_blas, backward=False, inference=inference)
     X = _spaced_rows(_rows(X, dt))
     ha0, ha1 = _product_buffers(cell, B, H, dt)
     m, has_mask = _mask_arg(mask)
-    key, around = _around(W_hr, noise, own, own_c, B, dt, False, np_blas, inference=True)
+    key, around = _around(W_hr, noise, own, own_c, B, dt, False, np_blas, inference=inference)
     loop = loops.forward_for(cell, "project", key)
     rows = 2 if cs is None else cs.shape[0]
     args = (X, W_x, _c(b_ih, dt), *W.factors, _c(b_hh, dt), _extra(q, H, dt), hs,
