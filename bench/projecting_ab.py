@@ -4,8 +4,12 @@ with a full tape), interleaved with PyTorch's step so that both variants see the
 
 The switch is fast.projects_each_step for training only (inference is left as it is). Each
 round times 3 steps of each variant and of PyTorch; the medians over the rounds are printed
-with PyTorch's median over each (above 1: rnnlab is faster), after a check that both
-variants give the same outputs and gradients up to float32 rounding.
+with PyTorch's median over each (above 1: rnnlab is faster). Before timing, each variant's
+step is run once with fast.projecting_loop counted: the script stops where the "projecting"
+variant does not take that path (the tiles off on this host, or G·H not a multiple of their
+panel width: both variants would be the same code) or the "hoisted" one does, and where the
+two variants' outputs or gradients differ by more than float32 rounding (relative 1e-4 of
+the largest value).
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/projecting_ab.py \\
         --cell lstm --shapes S1,S2,S3,S4 [--bidirectional] [--layers 2] [--rounds 10]
@@ -23,6 +27,13 @@ import rnnlab.fast as fast
 from rnnlab.bench import configs, runners
 
 _DECIDE = fast.projects_each_step
+_LOOP = fast.projecting_loop
+_taken: list[bool] = []
+
+
+def _counting(*args, training=False, **kw):
+    _taken.append(training)
+    return _LOOP(*args, training=training, **kw)
 
 
 def _switch(projecting: bool) -> None:
@@ -43,6 +54,7 @@ def main() -> None:
     torch = runners.import_torch()
     torch.set_num_threads(2)
     variants = {"hoisted": False, "projecting": True}
+    fast.projecting_loop = _counting
     for shape in a.shapes.split(","):
         pair = runners.make_pair(torch, configs.Config(a.cell, shape, a.bidirectional, a.layers))
         ours, theirs = runners.rnnlab_step(pair, "train"), runners.torch_step(torch, pair, "train")
@@ -50,11 +62,20 @@ def main() -> None:
         for name, on in variants.items():
             _switch(on)
             ours()
+            _taken.clear()
             out, grads = ours()
+            if any(_taken) != on:
+                raise SystemExit(
+                    f"{a.cell} {shape}: the {name} variant "
+                    f"{'did not take' if on else 'took'} the projecting loop in training "
+                    "(is rnnlab info's tiles line 'on', and G·H a multiple of their panels?)"
+                )
             results[name] = (out.copy(), {k: v.copy() for k, v in grads.items()})
         (o1, g1), (o2, g2) = results.values()
         pairs = [(o1, o2), *((g1[k], g2[k]) for k in g1)]
-        differ = max(float(np.abs(a - b).max()) for a, b in pairs)
+        differ = max(float(np.abs(x - y).max() / max(np.abs(x).max(), 1e-30)) for x, y in pairs)
+        if differ > 1e-4:
+            raise SystemExit(f"{a.cell} {shape}: the variants differ by {differ:.1e} (relative)")
         theirs()
         times: dict[str, list[float]] = {name: [] for name in [*variants, "torch"]}
         for _ in range(a.rounds):
@@ -75,7 +96,7 @@ def main() -> None:
             for name, v in times.items()
         )
         layout = f"{a.layers}-layer" if a.layers > 1 else ("bi" if a.bidirectional else "uni")
-        print(f"{a.cell} {shape} {layout}: {cells}; max |difference| {differ:.1e}", flush=True)
+        print(f"{a.cell} {shape} {layout}: {cells}; relative difference {differ:.1e}", flush=True)
 
 
 if __name__ == "__main__":

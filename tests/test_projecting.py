@@ -46,6 +46,8 @@ LAYERS = [(name, ctor, kw) for name, ctor, kw in CELLS] + [
     ("rnn-zoneout", Recurrent, dict(zoneout=0.3)),
     ("rnn-proj", Recurrent, dict(proj_size=3)),
     ("ln-peephole", Recurrent, dict(zoneout=(0.0, 0.4))),
+    ("lstm-coupled-clip", Recurrent, {}),
+    ("ln-lstm", Recurrent, {}),
 ]
 _OWN_CELLS = {
     "lstm-all": LSTMCell,
@@ -53,6 +55,8 @@ _OWN_CELLS = {
     "rnn-zoneout": ElmanCell,
     "rnn-proj": ElmanCell,
     "ln-peephole": lambda: LSTMCell(layer_norm=True, peephole=True),
+    "lstm-coupled-clip": lambda: LSTMCell(coupled=True, cell_clip=0.7),
+    "ln-lstm": lambda: LSTMCell(layer_norm=True),
 }
 
 
@@ -172,3 +176,79 @@ def test_training_projects_each_step_only_on_the_tiles():
             assert not fast.projects_each_step(cell, 16, nr + 1, np.float32, training=True)
             if mode == "on":
                 assert fast.projects_each_step(cell, 16, nr, np.float32)
+
+
+def test_checkpointing_keeps_the_hoisted_projection_in_both_passes(projecting):
+    """Gradient checkpointing recomputes each segment's tape in backward with the loop its
+    forward ran (_loop_forward, the projection hoisted per segment), so the two cannot
+    disagree; a segment as long as the sequence is no checkpointing and projects each step."""
+    _, calls = projecting
+    rng = np.random.default_rng(2)
+    m = make(CELLS[2][1], {}, 3, 4, 1, False, rng)
+    x = rng.standard_normal((2, 8, 3))
+    d = rng.standard_normal((2, 8, 4))
+    want = m.backward(m.forward(x), d)
+    calls.clear()
+    got = m.backward(m.forward(x, checkpoint_every=3), d)
+    assert not calls
+    for k, v in want.params.items():
+        np.testing.assert_allclose(got.params[k], v, rtol=1e-12, atol=1e-14, err_msg=k)
+    m.backward(m.forward(x, checkpoint_every=8), d)
+    assert calls == [(8, 8)]
+
+
+def test_a_retained_tape_serves_two_backward_passes(projecting):
+    rng = np.random.default_rng(4)
+    m = make(CELLS[3][1], {}, 3, 5, 2, True, rng)
+    x = rng.standard_normal((3, 6, 3))
+    d = rng.standard_normal((3, 6, 10))
+    f = m.forward(x)
+    first = m.backward(f, d, retain_tape=True)
+    second = m.backward(f, d)
+    for k, v in first.params.items():
+        np.testing.assert_array_equal(second.params[k], v, err_msg=k)
+
+
+def test_a_large_batch_first_float32_layer_split_over_two_threads(projecting, monkeypatch):
+    """float32, a batch-first input large enough to be read where it lies (no time-major
+    copy), the loop split over two threads: the same as with the hoisted projection, to
+    float32 rounding; the loop got the caller's array itself."""
+    on, calls = projecting
+    seen = []
+    loop = fast.projecting_loop
+
+    def spying(cell, X, *args, **kw):
+        seen.append(X)
+        return loop(cell, X, *args, **kw)
+
+    monkeypatch.setattr(fast, "projecting_loop", spying)
+    monkeypatch.setattr(fast, "MIN_LOOP_FLOPS", 0)
+    parts: list[int] = []
+    run_parts = parallel.run_parts
+
+    def recording(fn, ps):
+        parts.append(len(ps))
+        return run_parts(fn, ps)
+
+    monkeypatch.setattr(parallel, "run_parts", recording)
+    rng = np.random.default_rng(6)
+    B, T, I, H = 64, 64, 64, 8
+    assert B * T * I >= recurrence.IN_PLACE_MIN_VALUES
+    m = Recurrent(LSTMCell(), I, H, 1, dtype=np.float32, rng=rng)
+    x = rng.standard_normal((B, T, I), dtype=np.float32)
+    d = rng.standard_normal((B, T, H), dtype=np.float32)
+    with settings.override(num_threads=2):
+        on["value"] = False
+        want_f = m.forward(x)
+        want_b = m.backward(want_f, d)
+        on["value"] = True
+        parts.clear()
+        got_f = m.forward(x)
+        assert 2 in parts, parts
+        got_b = m.backward(got_f, d)
+    assert len(seen) == 1 and np.shares_memory(seen[0], x), "x was copied"
+    np.testing.assert_allclose(got_f.output, want_f.output, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got_b.input, want_b.input, rtol=1e-4, atol=1e-5)
+    for k, v in want_b.params.items():
+        scale = np.abs(v).max()
+        np.testing.assert_allclose(got_b.params[k], v, rtol=1e-4, atol=1e-5 * scale, err_msg=k)

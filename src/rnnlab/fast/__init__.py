@@ -99,11 +99,12 @@ def _run_parts(kernel, args: tuple, dims: tuple[int, int, int, int], numpy_blas:
     would start threads of its own BLAS in every part), and only for loops big enough to
     repay the hand-over to another thread (docs/design.md, "Using the cores": split, the short
     segments of √T checkpointing made a small LSTM's training step slower).
-    dims = (T, B, G·H, H)."""
+    dims = (T, B, G·H, K), K the inner size of a step's products: H, or I + H where the loop
+    multiplies x_t too (projecting_loop)."""
     from rnnlab.fast import parallel
 
-    T, B, GH, H = dims
-    big = 2 * T * B * GH * H >= MIN_LOOP_FLOPS
+    T, B, GH, K = dims
+    big = 2 * T * B * GH * K >= MIN_LOOP_FLOPS
     parts = parallel.row_parts(B, MIN_ROWS) if numpy_blas and big else [(0, B)]
     parallel.run_parts(lambda b0, b1: kernel(*args, b0, b1), parts)
 
@@ -480,7 +481,7 @@ def projects_each_step(cell, I: int, H: int, dtype=np.float32, training: bool = 
       (`packs`): an LSTM's inference 1.08-1.16x at the bench's shapes (bench/README.md,
       "The loops' own product kernel");
     - in training, where it runs on the tiles: the projection's (T, B, G·H) result is then
-      never written to memory and read back by the loop; an LSTM's training step 2-12 %
+      never written to memory and read back by the loop; an LSTM's training step 1-14 %
       shorter at S1-S4 (bench/README.md, "The input's product inside the training loop").
     On a plain BLAS the one large projection before the loop runs nearer the GEMM peak than
     the per-step products gain."""

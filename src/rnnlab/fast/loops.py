@@ -266,7 +266,7 @@ def _loops(key, around=NOTHING_AROUND):
                     fb_b, outs, use, truth, b0, b1):  # fmt: skip
             """One direction's forward pass over the rows b0:b1. XA: x_t W_ihᵀ for every
             step (T, B, G·H), or X itself (T, B, I) when the loop projects each step
-            (`project`, inference: x_t W_x into xa_buf). tape (and own, ownc) may have one
+            (`project`: x_t W_x into xa_buf at every step). tape (and own, ownc) may have one
             step (no backward follows) and cs two rows (c_t in row t mod 2). H: the cell's
             units; P: the carry's (hs may be wider: a block of columns). Around the cell:
             W_r the projection (H, P), keep (B, P), zh, zc (T, B, H) the masks, hk (B, P)
@@ -471,7 +471,8 @@ def _forward(key, xa_at: str, around: tuple):
 def forward_for(cell, xa_at: str, around=NOTHING_AROUND):
     """The compiled forward loop of a cell, by where it reads x_t W_ihᵀ: "apart" (XA),
     "tape" (the tape's first G·H columns), "output" (where the step writes h), or "project"
-    (computed at every step from X: inference); `around`: _loops's."""
+    (computed at every step from X: inference, and training where projects_each_step says);
+    `around`: _loops's."""
     return _forward(cell.key, xa_at, tuple(around))
 
 
