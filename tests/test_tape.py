@@ -203,6 +203,33 @@ def test_overwrite_d_output_changes_no_gradient_and_only_its_own_array(name, lay
 
 
 @pytest.mark.parametrize("how", ["compiled", "numpy"])
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_the_input_gradient_goes_over_a_given_up_d_output_of_its_shape(name, how, setenv):
+    """A layer whose input is as wide as its output (the layers above the first of a stack)
+    writes ∂L/∂x over the d_output it was given to keep, the same to the bit as into a new
+    array; never over a d_output it was not given, and never for an Elman layer, whose
+    BPTT has already written its pre-activation gradients there (∂L/∂x is their product)."""
+    if how == "numpy":
+        setenv(RNNLAB_NO_NUMBA="1")
+    layer = _layer(name, I=5, H=5)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((6, 3, 5))
+    for kw in ({}, {"lengths": np.array([6, 2, 5])}, {"checkpoint_every": 4}):
+        d = rng.standard_normal((3, 6, 5))
+        d = np.swapaxes(np.ascontiguousarray(np.swapaxes(d, 0, 1)), 0, 1)  # as a loss gives it
+        want = layer.backward(layer.forward(x.transpose(1, 0, 2), **kw), d)
+        assert not np.shares_memory(want.input, d)
+        got = layer.backward(layer.forward(x.transpose(1, 0, 2), **kw), d, overwrite_d_output=True)
+        np.testing.assert_array_equal(got.input, want.input, err_msg=str(kw))
+        for key, value in want.params.items():
+            np.testing.assert_array_equal(got.params[key], value, err_msg=f"{key} {kw}")
+        over = np.shares_memory(got.input, d)
+        # a mask makes BPTT work on its own copy of d; checkpointed segments copy theirs out
+        if not kw:
+            assert over == (name != "rnn"), (name, how)
+
+
+@pytest.mark.parametrize("how", ["compiled", "numpy"])
 @pytest.mark.parametrize("batch_first", [False, True])
 def test_an_elman_layer_writes_its_pre_activation_gradients_over_a_given_up_d_output(
     how, batch_first, setenv

@@ -630,8 +630,12 @@ class Recurrent:
         gradient (the trainer passes it so). It takes effect where d_output, read
         time-major, has evenly spaced rows with a contiguous last axis: as a loss computed
         from `output` returns it (NumPy keeps `output`'s memory order), either half of a
-        bidirectional one too. The layers below the top, which read ∂L/∂input of the layer
-        above (this method's own array), are always written over."""
+        bidirectional one too. Where the top layer of a unidirectional stack takes inputs as
+        wide as d_output's (every layer above the first; a one-layer module with I = H), its
+        ∂L/∂x goes over a C-contiguous time-major d_output once BPTT has read it (for the
+        one-layer module Backward.input is then d_output's memory). The layers below the
+        top, which read ∂L/∂input of the layer above (this method's own array), are always
+        written over."""
         cache = f.cache
         if not isinstance(cache, dict) or cache.get("layer") != self._signature():
             _checks.fail("f", f"the result of this layer's forward ({self._signature()})",

@@ -665,7 +665,9 @@ def backward(
     `overwrite_dys=True` says the caller no longer needs dys (a loss's gradient, the layer
     above's ∂L/∂input): a cell whose pre-activation gradients are as wide as its outputs (an
     Elman cell) then writes them over dys, which each step reads just before (one (T, B, H)
-    array less at the peak of its training step). dys is then garbage after the call.
+    array less at the peak of its training step), and dX goes over dys where it has dys's
+    shape and the cell has not (_dX_over: dX is then dys's memory). Else dys is garbage
+    after the call.
     """
     if tape.consumed:
         _checks.fail(
@@ -739,8 +741,32 @@ def _bptt(cell: Cell, p: Params, X: np.ndarray, hs: np.ndarray, cs: np.ndarray |
         grads.W_hr = parallel.matmul(dHR.reshape(T * B, K).T, own.reshape(T * B, H))  # type: ignore[arg-type, union-attr]
     if feedback is not None:
         grads.b_hr = dHR.reshape(T * B, K).sum(axis=0)  # type: ignore[arg-type, union-attr]
-    dX = parallel.matmul(dXA.reshape(T * B, GH), p.W_ih).reshape(T, B, I) if need_dX else None
+    dX = None
+    if need_dX:
+        into = _dX_over(free, dXA, dHA, (T, B, I), X.dtype)
+        dX = parallel.matmul(dXA.reshape(T * B, GH), p.W_ih, out=into).reshape(T, B, I)
     return dX, grads, dh, dc
+
+
+def _dX_over(free: np.ndarray | None, dXA: np.ndarray, dHA: np.ndarray | None,
+             shape: tuple[int, int, int], dtype: np.dtype) -> np.ndarray | None:  # fmt: skip
+    """Where ∂L/∂X may go instead of a new array: over `free` (the dys the caller gave up,
+    which the loop has read for the last time by now) where it has ∂L/∂X's shape and dtype,
+    is C-contiguous (the product writes (T·B, I) rows) and writeable, and is none of the
+    arrays the product reads (an Elman layer's dXA may be `free` itself). In a stack of
+    layers whose input is as wide as their output, the layer above's ∂L/∂X then takes no
+    memory of its own: one (T, B, H) array less at that layer's peak."""
+    if (
+        free is None
+        or free.shape != shape
+        or free.dtype != dtype
+        or not free.flags.c_contiguous
+        or not free.flags.writeable
+        or np.may_share_memory(free, dXA)
+        or (dHA is not None and np.may_share_memory(free, dHA))
+    ):
+        return None
+    return free.reshape(shape[0] * shape[1], shape[2])
 
 
 def _preact_grads(
