@@ -65,3 +65,24 @@ def engine_path(request):
     if not fast.available():
         pytest.skip("numba is not installed: no compiled loop to test")
     yield request.param
+
+
+@pytest.fixture
+def split_calls(monkeypatch):
+    """Split even the tiny problems of a test (no FLOP thresholds) and record the number of
+    parts of every split call, so a test can check that it really ran split."""
+    from rnnlab import fast
+    from rnnlab.fast import parallel
+
+    monkeypatch.setattr(fast, "MIN_LOOP_FLOPS", 0)
+    monkeypatch.setattr(parallel, "MIN_FLOPS", 0)
+    monkeypatch.setattr(parallel, "_MIN_ROWS_MATMUL", 4)
+    seen: list[int] = []
+    run_parts = parallel.run_parts
+
+    def recording(fn, parts):
+        seen.append(len(parts))
+        return run_parts(fn, parts)
+
+    monkeypatch.setattr(parallel, "run_parts", recording)
+    return seen

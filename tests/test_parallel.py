@@ -48,24 +48,6 @@ def split_problem(kind, reverse, masked, seed, shape):
     return p
 
 
-@pytest.fixture
-def split_calls(monkeypatch):
-    """Split even the tiny problems of these tests (no FLOP thresholds) and record the number
-    of parts of every split call, so a test can check that it really ran split."""
-    monkeypatch.setattr(fast, "MIN_LOOP_FLOPS", 0)
-    monkeypatch.setattr(parallel, "MIN_FLOPS", 0)
-    monkeypatch.setattr(parallel, "_MIN_ROWS_MATMUL", 4)
-    seen: list[int] = []
-    run_parts = parallel.run_parts
-
-    def recording(fn, parts):
-        seen.append(len(parts))
-        return run_parts(fn, parts)
-
-    monkeypatch.setattr(parallel, "run_parts", recording)
-    return seen
-
-
 def in_session(threads, fn):
     with settings.override(num_threads=threads), parallel.session():
         assert parallel.in_session() == (threads > 1)

@@ -209,7 +209,8 @@ def test_a_retained_tape_serves_two_backward_passes(projecting):
         np.testing.assert_array_equal(second.params[k], v, err_msg=k)
 
 
-def test_a_large_batch_first_float32_layer_split_over_two_threads(projecting, monkeypatch):
+def test_a_large_batch_first_float32_layer_split_over_two_threads(projecting, monkeypatch,
+                                                                  split_calls):  # fmt: skip
     """float32, a batch-first input large enough to be read where it lies (no time-major
     copy), the loop split over two threads: the same as with the hoisted projection, to
     float32 rounding; the loop got the caller's array itself."""
@@ -222,15 +223,7 @@ def test_a_large_batch_first_float32_layer_split_over_two_threads(projecting, mo
         return loop(cell, X, *args, **kw)
 
     monkeypatch.setattr(fast, "projecting_loop", spying)
-    monkeypatch.setattr(fast, "MIN_LOOP_FLOPS", 0)
-    parts: list[int] = []
-    run_parts = parallel.run_parts
-
-    def recording(fn, ps):
-        parts.append(len(ps))
-        return run_parts(fn, ps)
-
-    monkeypatch.setattr(parallel, "run_parts", recording)
+    parts = split_calls
     rng = np.random.default_rng(6)
     B, T, I, H = 64, 64, 64, 8
     assert B * T * I >= recurrence.IN_PLACE_MIN_VALUES
