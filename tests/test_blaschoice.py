@@ -10,6 +10,7 @@ import pytest
 
 from rnnlab import _blaschoice, settings
 from rnnlab.cli import main
+from rnnlab.fast import parallel
 
 FAST_MKL = {"mkl": [10.0, 50.0, 300.0], "numpy": [20.0, 90.0, 600.0]}
 FAST_NUMPY = {"mkl": [20.0, 90.0, 600.0], "numpy": [10.0, 50.0, 300.0]}
@@ -232,11 +233,14 @@ def test_rnnlab_info(capsys, monkeypatch):
         assert "large products' BLAS (input projection, weight gradients): mkl" in text
         assert "loops' own product kernel (tiles): off (RNNLAB_TILES=off)" in text
         assert "warning: OPENBLAS_CORETYPE=Haswell holds OpenBLAS" in text
+        spin = parallel.spin_seconds()
+        assert (f"waits busily {spin * 1e3:g} ms" in text) == (spin > 0)
         assert main(["info", "--json"]) == 0
         info = json.loads(capsys.readouterr().out)
         assert info["blas_choice"]["blas"] == "mkl" and info["cpu"]["cores"] >= 1
         assert info["blas_choice"]["tiles"] is False and info["blas_choice"]["large"] == "mkl"
         assert "OPENBLAS_CORETYPE" in info["forced_kernels"]
+        assert info["threads"]["spin_seconds"] == spin
     finally:
         _blaschoice.choice.cache_clear()
 

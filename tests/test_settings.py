@@ -21,14 +21,16 @@ def test_each_kind_parses_by_its_one_rule():
         "RNNLAB_BLAS": " MKL ", "RNNLAB_NUM_THREADS": "3", "RNNLAB_MALLOC": "System",
         "RNNLAB_VECTOR_WIDTH": "default", "RNNLAB_NO_NUMBA": "yes", "RNNLAB_PACKED": "Off",
         "RNNLAB_CACHE_DIR": "/tmp/c", "RNNLAB_MPI_TIMEOUT": "2.5", "RNNLAB_TILES": " On ",
+        "RNNLAB_SPIN": " 0.01 ",
     })  # fmt: skip
     assert got == settings.Settings(blas="mkl", num_threads=3, malloc="system", vector_width=0,
                                     no_numba=True, packed=False, cache_dir="/tmp/c",
-                                    mpi_timeout=2.5, tiles="on")  # fmt: skip
+                                    mpi_timeout=2.5, tiles="on", spin=0.01)  # fmt: skip
     assert got.threads == 3
     assert settings.read({"RNNLAB_VECTOR_WIDTH": "auto"}).vector_width is None
     assert settings.read({"RNNLAB_VECTOR_WIDTH": "16"}).vector_width == 16
     assert settings.read({"XDG_CACHE_HOME": "/x"}).cache_dir == "/x/rnnlab"
+    assert settings.read({"RNNLAB_SPIN": "0"}).spin == 0.0  # a duration that may be 0
     for text, value in (("1", True), ("TRUE", True), ("on", True), ("0", False), ("no", False)):
         assert settings.read({"RNNLAB_NO_NUMBA": text}).no_numba is value
 
@@ -44,6 +46,9 @@ def test_each_kind_parses_by_its_one_rule():
     ("RNNLAB_TILES", "maybe", "'auto', 'on' or 'off'"),
     ("RNNLAB_MPI_TIMEOUT", "-1", "a positive number of seconds"),
     ("RNNLAB_MPI_TIMEOUT", "inf", "a positive number of seconds"),
+    ("RNNLAB_SPIN", "-1", "a number of seconds, 0 or more"),
+    ("RNNLAB_SPIN", "nan", "a number of seconds, 0 or more"),
+    ("RNNLAB_SPIN", "soon", "a number of seconds, 0 or more"),
 ])  # fmt: skip
 def test_a_bad_value_is_named_in_one_line(name, value, expected):
     with pytest.raises(ValueError) as caught:

@@ -64,7 +64,11 @@ def gather() -> dict[str, Any]:
         "platform": platform.platform(),
         "versions": {p: _blaschoice.version(p) for p in ("numpy", "numba", "scipy", "mkl")},
         "cpu": _cpu(),
-        "threads": {"rnnlab": parallel.num_threads(), "split": parallel.enabled()},
+        "threads": {
+            "rnnlab": parallel.num_threads(),
+            "split": parallel.enabled(),
+            "spin_seconds": parallel.spin_seconds(),
+        },
         "blas_choice": {
             "blas": choice.blas,
             "why": choice.why,
@@ -114,7 +118,10 @@ def _text(info: dict[str, Any]) -> list[str]:
         f"{cpu['model_number']}), {cpu['cores']} cores, {' '.join(cpu['flags']) or 'no AVX2'}",
         "versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items() if v),
         f"threads: {info['threads']['rnnlab']} (batch split "
-        f"{'on' if info['threads']['split'] else 'off'})",
+        f"{'on' if info['threads']['split'] else 'off'}"
+        + (f"; a worker waits busily {info['threads']['spin_seconds'] * 1e3:g} ms for its next "
+           "part, then sleeps (RNNLAB_SPIN)" if info["threads"]["spin_seconds"] else "")
+        + ")",
     ]
     b = info["blas_choice"]
     lines.append(f"loops' BLAS: {b['blas']} ({b['why']})")

@@ -7,8 +7,9 @@ The table of the variables is in docs/design.md, section "Environment".
 Parsing follows one rule per kind: surrounding spaces are ignored and an empty value is the
 default; a boolean is one of 1/0, true/false, yes/no, on/off (any case); a count is a
 positive integer; a choice is one of its words (any case); a duration is a positive number of
-seconds. A value that parses as none of these raises ValueError naming the variable, what it
-must be and what came, at the first `current()` (every variable is checked, used or not).
+seconds (RNNLAB_SPIN's may be 0). A value that parses as none of these raises ValueError
+naming the variable, what it must be and what came, at the first `current()` (every
+variable is checked, used or not).
 
 `current()` reads the environment at its first call and keeps the result. Code that changes
 the process's own environment afterwards (tests, `rnnlab.distributed.share_cores`) calls
@@ -31,6 +32,7 @@ TILES_CHOICES = ("auto", "on", "off")
 MALLOC_CHOICES = ("retain", "system")
 VECTOR_WIDTHS = tuple(1 << k for k in range(7))
 DEFAULT_MPI_TIMEOUT = 600.0
+DEFAULT_SPIN = 0.005
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
@@ -58,6 +60,9 @@ class Settings:
     """RNNLAB_CACHE_DIR, else $XDG_CACHE_HOME/rnnlab, else ~/.cache/rnnlab."""
     mpi_timeout: float = DEFAULT_MPI_TIMEOUT
     """RNNLAB_MPI_TIMEOUT: seconds a rank waits in a collective before it aborts every rank."""
+    spin: float = DEFAULT_SPIN
+    """RNNLAB_SPIN: seconds a worker thread waits busily for its next part before it sleeps
+    (rnnlab.fast.team); 0 sleeps at once."""
 
     @property
     def threads(self) -> int:
@@ -93,6 +98,7 @@ def read(environ: Mapping[str, str]) -> Settings:
         tiles=_choice("RNNLAB_TILES", text("RNNLAB_TILES"), TILES_CHOICES, "auto"),
         cache_dir=cache_dir,
         mpi_timeout=_seconds("RNNLAB_MPI_TIMEOUT", text("RNNLAB_MPI_TIMEOUT"), DEFAULT_MPI_TIMEOUT),
+        spin=_seconds("RNNLAB_SPIN", text("RNNLAB_SPIN"), DEFAULT_SPIN, zero=True),
     )
 
 
@@ -161,13 +167,14 @@ def _vector_width(value: str) -> int | None:
     return int(value)
 
 
-def _seconds(name: str, value: str, default: float) -> float:
+def _seconds(name: str, value: str, default: float, zero: bool = False) -> float:
     if not value:
         return default
     try:
         seconds = float(value)
     except ValueError:
         seconds = float("nan")
-    if not 0 < seconds < float("inf"):
-        _checks.fail(name, "a positive number of seconds", repr(value))
+    if not (0 <= seconds if zero else 0 < seconds) or seconds == float("inf"):
+        expected = "a number of seconds, 0 or more" if zero else "a positive number of seconds"
+        _checks.fail(name, expected, repr(value))
     return seconds

@@ -30,7 +30,10 @@ norm, opens one too.
                                 available, and NumPy's OpenBLAS thread count under control
     session()                   context manager, see above (a no-op when not enabled)
     row_parts(n, min_rows)      [start, stop) ranges splitting n rows over the threads
-    run_parts(fn, parts)        fn(start, stop) for every part, in parallel
+    run_parts(fn, parts)        fn(start, stop) for every part, in parallel (on the worker
+                                threads of rnnlab.fast.team, which wait busily for their
+                                next part inside a session)
+    spin_seconds() -> float     how long they wait so (RNNLAB_SPIN; 0: they sleep at once)
     concurrently(fns, flops)    independent jobs (the two directions of a layer) each on a
                                 thread of its own, with no splits inside
     matmul(a, b)                a @ b for 2-D arrays, rows of the result split over threads
@@ -48,7 +51,6 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
@@ -105,16 +107,20 @@ _depth_lock = threading.Lock()
 @contextlib.contextmanager
 def session():
     """NumPy's OpenBLAS at one thread inside the block (if enabled()), restored after the
-    outermost block ends."""
+    outermost block ends; inside it rnnlab's worker threads wait busily for their next part
+    (rnnlab.fast.team), outside it they sleep."""
     global _depth, _saved
     if not enabled():
         yield
         return
+    from rnnlab.fast import team  # enabled(): numba is there
+
     get, set_ = _CONTROL
     with _depth_lock:
         if _depth == 0:
             _saved = get()
             set_(1)
+            team.set_spinning(True)
         _depth += 1
     try:
         yield
@@ -122,7 +128,19 @@ def session():
         with _depth_lock:
             _depth -= 1
             if _depth == 0:
+                team.set_spinning(False)
                 set_(_saved)
+
+
+def spin_seconds() -> float:
+    """How long a worker thread waits busily for its next part before it sleeps, inside a
+    session (rnnlab.fast.team): RNNLAB_SPIN where the threads split work and the CPU has a
+    clock to spin by (x86), else 0."""
+    if not enabled():
+        return 0.0
+    from rnnlab.fast import team
+
+    return settings.current().spin if team.ticks_per_second() > 0 else 0.0
 
 
 def in_session() -> bool:
@@ -132,26 +150,21 @@ def in_session() -> bool:
 
 # ----------------------------------------------------------------------- splitting work
 _local = threading.local()  # per thread: "unsplit" inside a job of concurrently; scratch
-_pool: ThreadPoolExecutor | None = None
-_pool_size = 0
-_pool_pid = 0
-_pool_lock = threading.Lock()
+_team: Any = None  # rnnlab.fast.team.Team, made at the first split (it imports numba)
+_team_pid = 0
+_team_lock = threading.Lock()
 
 
-def _workers(n: int) -> ThreadPoolExecutor:
-    """The worker threads, made anew in a process forked from one that had them (a fork
-    copies the pool but not its threads: work handed to it would wait forever)."""
-    global _pool, _pool_size, _pool_pid
-    with _pool_lock:
-        forked = _pool is not None and _pool_pid != os.getpid()
-        if _pool is None or _pool_size < n or forked:
-            if _pool is not None and not forked:
-                _pool.shutdown(wait=False)
-            _pool = ThreadPoolExecutor(
-                n, thread_name_prefix="rnnlab", initializer=_mkl.one_thread_here
-            )
-            _pool_size, _pool_pid = n, os.getpid()
-        return _pool
+def _workers(n: int) -> Any:
+    """A team of at least n worker threads, made anew in a process forked from one that had
+    them (a fork copies the team but not its threads: work handed to it would wait forever)."""
+    global _team, _team_pid
+    from rnnlab.fast import team
+
+    with _team_lock:
+        if _team is None or _team.size < n or _team_pid != os.getpid():
+            _team, _team_pid = team.Team(n), os.getpid()
+        return _team
 
 
 def row_parts(n: int, min_rows: int) -> list[tuple[int, int]]:
@@ -166,27 +179,17 @@ def row_parts(n: int, min_rows: int) -> list[tuple[int, int]]:
 
 def run_parts(fn: Callable[[int, int], object], parts: list[tuple[int, int]]) -> None:
     """fn(start, stop) for every part: the first in this thread, the rest on rnnlab's worker
-    threads (fn must release the GIL for this to gain anything: compiled kernels, BLAS).
+    threads (rnnlab.fast.team: they wait busily for their next part inside a session; fn
+    must release the GIL for this to gain anything: compiled kernels, BLAS).
     Every part calls MKL on one thread (rnnlab._mkl.one_thread) and runs under the caller's
     NumPy error handling (np.errstate is per thread: a worker would otherwise warn where the
     caller asked to ignore or raise)."""
     with _mkl.one_thread():
-        if len(parts) == 1:
-            fn(*parts[0])
-            return
-        pool = _workers(len(parts) - 1)
-        handling = np.geterr()
-
-        def on_worker(a: int, b: int) -> None:
-            with np.errstate(**handling):
+        if len(parts) == 1 or not probe.available():
+            for a, b in parts:
                 fn(a, b)
-
-        futures = [pool.submit(on_worker, a, b) for a, b in parts[1:]]
-        try:
-            fn(*parts[0])
-        finally:
-            for future in futures:
-                future.result()
+            return
+        _workers(len(parts) - 1).run(fn, parts)
 
 
 MIN_CONCURRENT_FLOPS = 8_000_000  # jobs smaller than this run one after the other

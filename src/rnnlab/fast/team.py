@@ -1,0 +1,264 @@
+"""rnnlab's worker threads: each waits for its next part busily for a moment, then sleeps.
+
+`rnnlab.fast.parallel.run_parts` hands parts of a batch to these threads. A thread that
+sleeps between two parts (blocked on a lock, as a ThreadPoolExecutor's workers are) has to
+be woken for the next one, and on the virtual machines rnnlab is measured on a sleeping
+core is slow to wake: a part handed to a worker that had slept started 40-80 µs later when
+the worker had been idle for 0.1-1 ms, and 200-330 µs later after 5-20 ms (docs/design.md,
+"Using the cores", has the measurements). A training step hands over about 11 times, an
+LSTM's inference once per call, and the thread handing over then waits for the other parts
+the same way. OpenMP's threads (PyTorch's) and OpenBLAS's wait busily instead.
+
+So a worker that finishes a part watches a flag for the next one for `spin` seconds
+(RNNLAB_SPIN, 0.005 s unless set; 0 sleeps at once) before it sleeps on a condition
+variable, and the thread that handed the parts out watches each worker's done-flag the same
+way. The watching runs in compiled code that holds no GIL: a pause instruction per turn, the
+time-stamp counter read against the budget every YIELD_EVERY turns, and sched_yield then
+too, so that a thread ready to run on the same core (more busy threads than cores) is not
+kept off it for a scheduler tick. It stops at once when no rnnlab session is open
+(`set_spinning`, which rnnlab.fast.parallel calls at the edges of its outermost session):
+outside a session NumPy's OpenBLAS has its own threads back, and a spinning core would halve
+the speed of the one of theirs that shares it. Where there is no time-stamp counter to spin
+by (not x86) the threads sleep at once, as before.
+
+    Team(size).run(fn, parts)    fn(*parts[0]) here, fn(*parts[i]) on worker i; errors
+                                 raised after every part has ended
+    set_spinning(on)             let the workers watch (inside a session) or not
+    ticks_per_second() -> float  the rate of the clock the watching reads (measured once)
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import ctypes.util
+import functools
+import platform
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import llvmlite.binding as ll
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from rnnlab import _mkl, settings
+
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
+YIELD_EVERY = 64  # turns of the watching loop between two looks at the clock and yields
+
+
+def _sched_yield_known() -> bool:
+    """Give LLVM the address of the C library's sched_yield (POSIX), for `_watch` to call;
+    False where there is none (Windows), and the watching loop then never yields."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else ctypes.CDLL(None)
+        address = ctypes.cast(libc.sched_yield, ctypes.c_void_p).value
+    except (OSError, AttributeError, TypeError):
+        return False
+    if not address:
+        return False
+    ll.add_symbol("sched_yield", address)
+    return True
+
+
+_YIELDS = _sched_yield_known()
+_sched_yield = types.ExternalFunction("sched_yield", types.int32())
+
+
+@intrinsic
+def _load_acquire(typingctx: Any, flags: Any, i: Any) -> Any:
+    """flags[i] read with acquire ordering: a read LLVM may not hoist out of a loop."""
+    sig = types.int64(flags, i)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        return builder.load_atomic(builder.gep(data, [args[1]]), "acquire", 8)
+
+    return sig, codegen
+
+
+@intrinsic
+def _relax(typingctx: Any) -> Any:
+    """The CPU's pause instruction (x86; nothing elsewhere): a spinning core yields its
+    pipeline to the other hardware thread and draws less power."""
+    sig = types.void()
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        if _X86:
+            pause = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]
+                builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause"
+            )
+            builder.call(pause, [])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _ticks(typingctx: Any) -> Any:
+    """The CPU's time-stamp counter (x86 rdtsc: a constant rate on every x86-64 CPU of the
+    last fifteen years), a clock that costs no system call."""
+    sig = types.int64()
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        if not _X86:  # never read: no thread spins there (ticks_per_second is 0)
+            return ir.Constant(ir.IntType(64), 0)
+        read = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]
+            builder.module, ir.FunctionType(ir.IntType(64), []), "llvm.readcyclecounter"
+        )
+        return builder.call(read, [])
+
+    return sig, codegen
+
+
+@njit(cache=True, nogil=True)
+def _now() -> int:
+    # (type: ignore: numba's stubs type an intrinsic's call with the typing context that
+    # numba passes it when it compiles the call, and which compiled code does not pass)
+    return _ticks()  # type: ignore[call-arg]
+
+
+@njit(cache=True, nogil=True)
+def _watch(flags: Any, i: int, old: int, ticks: int, allowed: Any) -> bool:
+    """Wait while flags[i] == old, for at most `ticks` ticks of the time-stamp counter and
+    while allowed[0] is nonzero; True if flags[i] changed. Every YIELD_EVERY turns the
+    thread offers its core to any other thread ready to run there (sched_yield returns at
+    once when there is none): where a program has more busy threads than cores, the thread
+    being waited for may be the one waiting for this core."""
+    if ticks > 0:
+        start: int = _ticks()  # type: ignore[call-arg]  # (as in _now)
+        turn = 0
+        while _load_acquire(flags, i) == old and _load_acquire(allowed, 0) != 0:
+            turn += 1
+            if turn % YIELD_EVERY == 0:
+                if _ticks() - start > ticks:
+                    break
+                if _YIELDS:
+                    _sched_yield()
+            else:
+                _relax()
+    return bool(_load_acquire(flags, i) != old)  # type: ignore[call-arg]
+
+
+_allowed = np.zeros(1, np.int64)  # 1 while a session is open: the workers may spin
+
+
+def set_spinning(on: bool) -> None:
+    """Let the workers (and the thread waiting for them) watch their flags busily, or stop
+    them watching at once."""
+    _allowed[0] = 1 if on else 0
+
+
+atexit.register(set_spinning, False)  # no daemon thread spins while the interpreter ends
+
+
+@functools.cache
+def ticks_per_second() -> float:
+    """The time-stamp counter's rate, measured once against time.perf_counter over 2 ms; 0
+    where there is no such counter (not x86), and the threads then never spin."""
+    if not _X86:
+        return 0.0
+    _watch(np.ones(1, np.int64), 0, 0, 0, np.ones(1, np.int64))  # compiled or loaded first
+    _now()
+    start, t0 = _now(), time.perf_counter()
+    while time.perf_counter() - t0 < 0.002:
+        pass
+    return float(_now() - start) / (time.perf_counter() - t0)
+
+
+def _ticks_to_spin() -> int:
+    return int(settings.current().spin * ticks_per_second())
+
+
+_POSTED, _DONE = 0, 1
+
+
+class _Worker:
+    """One thread and its two flags: the number of parts handed to it, and of parts done."""
+
+    def __init__(self, index: int) -> None:
+        self.flags = np.zeros(2, np.int64)
+        self.woken = threading.Condition()
+        self.job: tuple[Callable[[int, int], object], int, int, Any, int] | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._serve, name=f"rnnlab_{index}", daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        _mkl.one_thread_here()
+        seen = ticks = 0
+        while True:
+            if not _watch(self.flags, _POSTED, seen, ticks, _allowed):
+                with self.woken:
+                    while self.flags[_POSTED] == seen:
+                        self.woken.wait()
+            seen = int(self.flags[_POSTED])
+            job, self.job = self.job, None
+            assert job is not None
+            fn, a, b, handling, ticks = job
+            try:
+                with np.errstate(**handling):  # the caller's (np.errstate is per thread)
+                    fn(a, b)
+            except BaseException as exc:  # re-raised in the caller's thread
+                self.error = exc
+            self.flags[_DONE] = seen
+            with self.woken:
+                self.woken.notify_all()
+
+    def post(self, fn: Callable[[int, int], object], a: int, b: int,
+             handling: Any, ticks: int) -> int:  # fmt: skip
+        self.job = (fn, a, b, handling, ticks)
+        posted = int(self.flags[_POSTED]) + 1
+        self.flags[_POSTED] = posted  # after the job: the worker reads it once this changes
+        with self.woken:
+            self.woken.notify_all()
+        return posted
+
+    def wait(self, posted: int, ticks: int) -> BaseException | None:
+        if not _watch(self.flags, _DONE, posted - 1, ticks, _allowed):
+            with self.woken:
+                while self.flags[_DONE] != posted:
+                    self.woken.wait()
+        error, self.error = self.error, None
+        return error
+
+
+class Team:
+    """`size` worker threads, used by one caller at a time."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._workers = [_Worker(i) for i in range(size)]
+        self._busy = threading.Lock()
+
+    def run(self, fn: Callable[[int, int], object], parts: list[tuple[int, int]]) -> None:
+        """fn(a, b) for every (a, b) in parts: the first here, the others on the workers
+        (at most `size` of them). While another thread's parts are on the workers (two
+        threads of a program computing at once) the parts run here, one after the other:
+        they are independent, so the results are the same, and a worker's own part never
+        waits for a worker."""
+        if len(parts) - 1 > self.size:
+            raise ValueError(f"{len(parts)} parts for a team of {self.size} workers and the caller")
+        if not self._busy.acquire(blocking=False):
+            for a, b in parts:
+                fn(a, b)
+            return
+        try:
+            handling, ticks = np.geterr(), _ticks_to_spin()
+            posted = [(w, w.post(fn, a, b, handling, ticks))
+                      for w, (a, b) in zip(self._workers, parts[1:], strict=False)]  # fmt: skip
+            try:
+                fn(*parts[0])
+            finally:
+                errors = [w.wait(n, ticks) for w, n in posted]
+            for error in errors:
+                if error is not None:
+                    raise error
+        finally:
+            self._busy.release()
