@@ -110,44 +110,64 @@ def test_two_callers_at_once_and_a_part_that_splits_again_both_finish():
     assert sorted(done) == sorted([(f"nested{a}", p) for a in (0, 1) for p in (0, 1)] * 3)
 
 
-def test_watching_sees_a_change_gives_up_after_its_turns_and_stops_when_not_allowed():
+def test_watching_waits_for_a_change_or_a_value_gives_up_and_stops_when_not_allowed():
     flags, allowed = np.zeros(1, np.int64), np.ones(1, np.int64)
     ms = int(team.ticks_per_second() / 1000)
     start = time.perf_counter()
-    assert not team._watch(flags, 0, 0, 20 * ms, allowed)  # nothing changed: gives up
+    assert not team._watch(flags, 0, 0, False, 20 * ms, allowed)  # nothing changed: gives up
     if team._X86:
         assert 0.015 < time.perf_counter() - start < 5  # after about its 20 ms
-    assert not team._watch(flags, 0, 0, 0, allowed)  # no ticks: looks once
+    assert not team._watch(flags, 0, 0, False, 0, allowed)  # no ticks: looks once
+    assert not team._watch(flags, 0, 3, True, 0, allowed)  # not 3 yet
     flags[0] = 1
-    assert team._watch(flags, 0, 0, 0, allowed)  # changed before it looked
-    later = threading.Timer(0.02, lambda: flags.__setitem__(0, 2))
-    later.start()
-    start = time.perf_counter()
-    assert team._watch(flags, 0, 1, 10**15, allowed)  # changed by another thread meanwhile
-    assert time.perf_counter() - start < 5
+    assert team._watch(flags, 0, 0, False, 0, allowed)  # changed before it looked
+    assert team._watch(flags, 0, 1, True, 0, allowed)  # the value it waits for
+    if team._X86:
+        later = threading.Timer(0.02, lambda: flags.__setitem__(0, 2))
+        later.start()
+        start = time.perf_counter()
+        assert team._watch(flags, 0, 2, True, 10**15, allowed)  # set by another thread
+        assert time.perf_counter() - start < 5
+        later.join()
     allowed[0] = 0
     start = time.perf_counter()
-    assert not team._watch(flags, 0, 2, 10**15, allowed)  # not allowed: stops at once
+    assert not team._watch(flags, 0, 7, True, 10**15, allowed)  # not allowed: stops at once
     assert time.perf_counter() - start < 1
-    later.join()
 
 
-def _state(thread: threading.Thread) -> str:
-    """R (running) or S (sleeping): the thread's state as Linux reports it."""
+def _cpu_seconds(thread: threading.Thread) -> float:
+    """The CPU time a thread has used (user + system), as Linux reports it."""
     with open(f"/proc/self/task/{thread.native_id}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0]
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _settles(thread: threading.Thread, want: str) -> bool:
-    for _ in range(200):  # a state read at one instant may catch a passing moment
-        if _state(thread) == want:
-            return True
-        time.sleep(0.005)
-    return False
+def _busy_share(thread: threading.Thread, seconds: float = 0.2) -> float:
+    """The share of `seconds` of wall time the thread spent on a core."""
+    before = _cpu_seconds(thread)
+    time.sleep(seconds)
+    return (_cpu_seconds(thread) - before) / seconds
 
 
-@pytest.mark.skipif(not team._X86 or not os.path.exists("/proc/self/task"),
-                    reason="spinning is x86-only; thread states are read from Linux's /proc")
+def _spins(thread: threading.Thread) -> bool:
+    """Whether the thread is on a core for a good share of a 0.3 s window, in one of three
+    (other busy threads of the machine may share its core: a spinning thread yields to them)."""
+    return any(_busy_share(thread, 0.3) > 0.15 for _ in range(3))
+
+
+def _sleeps(thread: threading.Thread) -> bool:
+    """Whether the thread took (next to) no CPU time in a 0.3 s window: a sleeping thread
+    takes none however busy the machine is (the clock's ticks are 10 ms)."""
+    return _busy_share(thread, 0.3) < 0.1
+
+
+ON_LINUX_X86 = pytest.mark.skipif(
+    not team._X86 or not os.path.exists("/proc/self/task"),
+    reason="spinning is x86-only; threads' CPU time is read from Linux's /proc",
+)
+
+
+@ON_LINUX_X86
 def test_a_worker_spins_after_its_part_only_while_allowed_and_for_its_spin():
     t = team.Team(1)
     worker = t._workers[0].thread
@@ -155,31 +175,142 @@ def test_a_worker_spins_after_its_part_only_while_allowed_and_for_its_spin():
         team.set_spinning(True)
         with settings.override(spin=30.0):
             t.run(lambda a, b: None, [(0, 1), (1, 2)])
-            assert _settles(worker, "R")  # watching for its next part, not asleep
-            team.set_spinning(False)  # the session ended
-            assert _settles(worker, "S")
+            assert _spins(worker)  # watching for its next part, not asleep
+            team.set_spinning(False)  # the session ended: it sleeps at once
+            time.sleep(0.02)
+            assert _sleeps(worker)
         team.set_spinning(True)
         with settings.override(spin=0.0):
             t.run(lambda a, b: None, [(0, 1), (1, 2)])
-            assert _settles(worker, "S")  # asleep at once
-        with settings.override(spin=0.05):
+            assert _sleeps(worker)  # asleep at once
+        with settings.override(spin=2.0):
+            start = time.perf_counter()
             t.run(lambda a, b: None, [(0, 1), (1, 2)])
-            assert _settles(worker, "S")  # asleep after its 50 ms
+            assert _spins(worker)  # within its 2 s
+            time.sleep(max(0.0, start + 2.3 - time.perf_counter()))
+            assert _sleeps(worker)  # asleep after them
+        with settings.override(spin=1e30):  # however large: the ticks are capped, no error
+            t.run(lambda a, b: None, [(0, 1), (1, 2)])
+            assert team._ticks_to_spin() == team.MAX_TICKS
     finally:
         team.set_spinning(False)
+        t.close()
 
 
+@ON_LINUX_X86
 def test_the_workers_spin_only_inside_a_session(setenv):
     setenv(RNNLAB_NUM_THREADS="2")
     if not parallel.enabled():
         pytest.skip("splitting is off here (NumPy's OpenBLAS thread count not under control)")
     assert team._allowed[0] == 0
-    with parallel.session():
-        assert team._allowed[0] == 1
+    with settings.override(spin=30.0):
         with parallel.session():
             assert team._allowed[0] == 1
-        assert team._allowed[0] == 1
-    assert team._allowed[0] == 0
+            with parallel.session():
+                parallel.run_parts(lambda a, b: None, [(0, 1), (1, 2)])
+            assert team._allowed[0] == 1
+            worker = parallel._workers(1)._workers[0].thread
+            assert _spins(worker)
+        assert team._allowed[0] == 0
+        time.sleep(0.02)
+        assert _sleeps(worker)
+
+
+def test_a_worker_keeps_nothing_of_a_part_after_it():
+    import gc
+    import weakref
+
+    class Operand:
+        pass
+
+    t = team.Team(1)
+    try:
+        operand = Operand()
+        seen = weakref.ref(operand)
+        t.run(lambda a, b, x=operand: None, [(0, 1), (1, 2)])
+        del operand
+        gc.collect()
+        assert seen() is None
+    finally:
+        t.close()
+
+
+def test_a_part_left_behind_by_an_interrupted_wait_does_not_end_the_next_run_early():
+    """An interrupted caller returns while its worker still runs; the next run waits for
+    its own part (not for any part to end)."""
+    t = team.Team(1)
+    w = t._workers[0]
+    ended: list[str] = []
+    started = threading.Event()
+
+    def left(a: int, b: int) -> None:
+        started.set()
+        time.sleep(0.2)
+        ended.append("left")
+
+    try:
+        w.post((left, 1, 2, np.geterr(), 0))  # handed out, never waited for
+        assert started.wait(timeout=30)
+        t.run(lambda a, b: ended.append(f"part {a}"), [(0, 1), (1, 2)])
+        assert sorted(ended) == ["left", "part 0", "part 1"]  # its own part 1 too
+    finally:
+        t.close()
+
+
+INTERRUPTED = """
+import signal, threading, time
+import numpy as np
+from rnnlab import settings
+from rnnlab.fast import team
+t = team.Team(1)
+team.ticks_per_second()  # compiled or loaded from numba's cache before the signal
+t.run(lambda a, b: None, [(0, 1), (1, 2)])
+ended = []
+def part(a, b):
+    if a == 1:
+        time.sleep(0.6)
+        ended.append(a)
+main = threading.main_thread().ident
+threading.Timer(0.2, lambda: signal.pthread_kill(main, signal.SIGINT)).start()
+with settings.override(spin=0.0):  # the caller sleeps in its wait
+    try:
+        t.run(part, [(0, 1), (1, 2)])
+    except KeyboardInterrupt:
+        print("interrupted after the worker's part:", ended == [1])
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "pthread_kill"), reason="POSIX signals")
+def test_a_keyboard_interrupt_is_raised_once_the_workers_part_has_ended():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", INTERRUPTED], capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    assert out.stdout.strip() == "interrupted after the worker's part: True", out.stderr
+
+
+def test_a_closed_team_raises_instead_of_waiting_for_ever():
+    t = team.Team(1)
+    t.close()
+    t._workers[0].thread.join(timeout=30)
+    assert not t._workers[0].thread.is_alive()
+    with settings.override(spin=0.0), pytest.raises(RuntimeError, match="rnnlab_0 ended"):
+        t.run(lambda a, b: None, [(0, 1), (1, 2)])
+
+
+def test_a_larger_team_ends_the_threads_of_the_one_it_replaces(setenv, monkeypatch):
+    setenv(RNNLAB_NUM_THREADS="2")
+    monkeypatch.setattr(parallel, "_team", None)
+    small = parallel._workers(1)
+    assert small.size == 1 and parallel._workers(1) is small
+    setenv(RNNLAB_NUM_THREADS="4")
+    large = parallel._workers(3)
+    assert large.size == 3
+    for w in small._workers:
+        w.thread.join(timeout=30)
+        assert not w.thread.is_alive()
+    large.close()
 
 
 def test_ticks_per_second_is_measured_and_the_spin_converts_to_ticks():

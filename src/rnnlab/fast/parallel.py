@@ -156,14 +156,19 @@ _team_lock = threading.Lock()
 
 
 def _workers(n: int) -> Any:
-    """A team of at least n worker threads, made anew in a process forked from one that had
-    them (a fork copies the team but not its threads: work handed to it would wait forever)."""
+    """A team of at least n worker threads (as many as rnnlab's threads allow, so that it is
+    made once), made anew in a process forked from one that had them (a fork copies the team
+    but not its threads: work handed to it would wait forever); a team replaced by a larger
+    one (RNNLAB_NUM_THREADS raised) ends its threads."""
     global _team, _team_pid
     from rnnlab.fast import team
 
     with _team_lock:
-        if _team is None or _team.size < n or _team_pid != os.getpid():
-            _team, _team_pid = team.Team(n), os.getpid()
+        forked = _team is not None and _team_pid != os.getpid()
+        if _team is None or _team.size < n or forked:
+            if _team is not None and not forked:
+                _team.close()
+            _team, _team_pid = team.Team(max(n, num_threads() - 1)), os.getpid()
         return _team
 
 

@@ -21,8 +21,9 @@ outside a session NumPy's OpenBLAS has its own threads back, and a spinning core
 the speed of the one of theirs that shares it. Where there is no time-stamp counter to spin
 by (not x86) the threads sleep at once, as before.
 
-    Team(size).run(fn, parts)    fn(*parts[0]) here, fn(*parts[i]) on worker i; errors
-                                 raised after every part has ended
+    Team(size).run(fn, parts)    fn(*parts[0]) here, fn(*parts[i]) on worker i; returns
+                                 or raises once every part has ended
+    Team.close()                 ends the workers' threads
     set_spinning(on)             let the workers watch (inside a session) or not
     ticks_per_second() -> float  the rate of the clock the watching reads (measured once)
 """
@@ -125,25 +126,26 @@ def _now() -> int:
 
 
 @njit(cache=True, nogil=True)
-def _watch(flags: Any, i: int, old: int, ticks: int, allowed: Any) -> bool:
-    """Wait while flags[i] == old, for at most `ticks` ticks of the time-stamp counter and
-    while allowed[0] is nonzero; True if flags[i] changed. Every YIELD_EVERY turns the
-    thread offers its core to any other thread ready to run there (sched_yield returns at
-    once when there is none): where a program has more busy threads than cores, the thread
-    being waited for may be the one waiting for this core."""
-    if ticks > 0:
+def _watch(flags: Any, i: int, value: int, equal: bool, ticks: int, allowed: Any) -> bool:
+    """Wait until (flags[i] == value) is `equal`, for at most `ticks` ticks of the time-stamp
+    counter (and as many turns: a turn takes more than a tick) and while allowed[0] is
+    nonzero; True if it came. Every YIELD_EVERY turns the thread offers its core to another
+    thread ready to run on it (sched_yield, which returns at once when there is none): where
+    a program has more busy threads than cores, the thread being waited for may be the one
+    waiting for this core. Without a time-stamp counter (not x86) it looks once."""
+    if ticks > 0 and _X86:
         start: int = _ticks()  # type: ignore[call-arg]  # (as in _now)
         turn = 0
-        while _load_acquire(flags, i) == old and _load_acquire(allowed, 0) != 0:
+        while (_load_acquire(flags, i) == value) != equal and _load_acquire(allowed, 0) != 0:
             turn += 1
             if turn % YIELD_EVERY == 0:
-                if _ticks() - start > ticks:
+                if _ticks() - start > ticks or turn > ticks:
                     break
                 if _YIELDS:
                     _sched_yield()
             else:
                 _relax()
-    return bool(_load_acquire(flags, i) != old)  # type: ignore[call-arg]
+    return (_load_acquire(flags, i) == value) == equal  # type: ignore[call-arg]
 
 
 _allowed = np.zeros(1, np.int64)  # 1 while a session is open: the workers may spin
@@ -164,7 +166,7 @@ def ticks_per_second() -> float:
     where there is no such counter (not x86), and the threads then never spin."""
     if not _X86:
         return 0.0
-    _watch(np.ones(1, np.int64), 0, 0, 0, np.ones(1, np.int64))  # compiled or loaded first
+    _watch(np.ones(1, np.int64), 0, 0, False, 0, np.ones(1, np.int64))  # compiled or loaded
     _now()
     start, t0 = _now(), time.perf_counter()
     while time.perf_counter() - t0 < 0.002:
@@ -172,18 +174,24 @@ def ticks_per_second() -> float:
     return float(_now() - start) / (time.perf_counter() - t0)
 
 
+MAX_TICKS = 1 << 62  # any RNNLAB_SPIN, however large, fits an int64 of ticks
+
+
 def _ticks_to_spin() -> int:
-    return int(settings.current().spin * ticks_per_second())
+    return min(int(settings.current().spin * ticks_per_second()), MAX_TICKS)
 
 
-_POSTED, _DONE = 0, 1
+# Each flag on a cache line of its own (int64s 8 apart): the handing thread writes one, the
+# worker the other, and each watches the one the other writes.
+_POSTED, _DONE = 0, 8
+_CLOSE = None  # the job that ends a worker's thread (Team.close)
 
 
 class _Worker:
     """One thread and its two flags: the number of parts handed to it, and of parts done."""
 
     def __init__(self, index: int) -> None:
-        self.flags = np.zeros(2, np.int64)
+        self.flags = np.zeros(16, np.int64)
         self.woken = threading.Condition()
         self.job: tuple[Callable[[int, int], object], int, int, Any, int] | None = None
         self.error: BaseException | None = None
@@ -191,42 +199,60 @@ class _Worker:
         self.thread.start()
 
     def _serve(self) -> None:
-        _mkl.one_thread_here()
+        try:
+            _mkl.one_thread_here()
+        except Exception:  # noqa: BLE001  (a speed setting: the parts run right without it)
+            pass
         seen = ticks = 0
         while True:
-            if not _watch(self.flags, _POSTED, seen, ticks, _allowed):
+            if not _watch(self.flags, _POSTED, seen, False, ticks, _allowed):
                 with self.woken:
                     while self.flags[_POSTED] == seen:
                         self.woken.wait()
             seen = int(self.flags[_POSTED])
             job, self.job = self.job, None
-            assert job is not None
-            fn, a, b, handling, ticks = job
-            try:
-                with np.errstate(**handling):  # the caller's (np.errstate is per thread)
-                    fn(a, b)
-            except BaseException as exc:  # re-raised in the caller's thread
-                self.error = exc
+            if job is _CLOSE:
+                return
+            ticks = job[4]
+            self.error = _do(job)
+            job = None  # nothing of the part's (its closure's arrays) kept alive after it
             self.flags[_DONE] = seen
             with self.woken:
                 self.woken.notify_all()
 
-    def post(self, fn: Callable[[int, int], object], a: int, b: int,
-             handling: Any, ticks: int) -> int:  # fmt: skip
-        self.job = (fn, a, b, handling, ticks)
+    def post(self, job: tuple[Callable[[int, int], object], int, int, Any, int] | None) -> int:
+        """Hand the worker a job (None: end its thread); the number to wait for."""
         posted = int(self.flags[_POSTED]) + 1
+        self.job = job
         self.flags[_POSTED] = posted  # after the job: the worker reads it once this changes
         with self.woken:
             self.woken.notify_all()
         return posted
 
     def wait(self, posted: int, ticks: int) -> BaseException | None:
-        if not _watch(self.flags, _DONE, posted - 1, ticks, _allowed):
+        """Wait until the worker has done part number `posted`; the error it raised, if any.
+        Sleeping, it looks at its thread every second: a thread that ended raises here
+        instead of leaving the caller waiting for ever."""
+        if not _watch(self.flags, _DONE, posted, True, ticks, _allowed):
             with self.woken:
                 while self.flags[_DONE] != posted:
-                    self.woken.wait()
+                    if not self.woken.wait(timeout=1.0) and not self.thread.is_alive():
+                        raise RuntimeError(f"rnnlab's worker thread {self.thread.name} ended "
+                                           "with a part still to do")  # fmt: skip
         error, self.error = self.error, None
         return error
+
+
+def _do(job: tuple[Callable[[int, int], object], int, int, Any, int]) -> BaseException | None:
+    """Run one part under the caller's NumPy error handling (np.errstate is per thread); the
+    error it raised, for the caller's thread to raise."""
+    fn, a, b, handling, _ = job
+    try:
+        with np.errstate(**handling):
+            fn(a, b)
+    except BaseException as exc:
+        return exc
+    return None
 
 
 class Team:
@@ -239,10 +265,12 @@ class Team:
 
     def run(self, fn: Callable[[int, int], object], parts: list[tuple[int, int]]) -> None:
         """fn(a, b) for every (a, b) in parts: the first here, the others on the workers
-        (at most `size` of them). While another thread's parts are on the workers (two
-        threads of a program computing at once) the parts run here, one after the other:
-        they are independent, so the results are the same, and a worker's own part never
-        waits for a worker."""
+        (at most `size` of them). It returns, or raises (the caller's error first, else the
+        first worker's), only once every part handed out has ended: they write into the
+        caller's arrays. A KeyboardInterrupt while it waits is raised after the wait. While
+        another thread's parts are on the workers (two threads of a program computing at
+        once) the parts run here, one after the other: they are independent, so the results
+        are the same, and a worker's own part never waits for a worker."""
         if len(parts) - 1 > self.size:
             raise ValueError(f"{len(parts)} parts for a team of {self.size} workers and the caller")
         if not self._busy.acquire(blocking=False):
@@ -251,14 +279,39 @@ class Team:
             return
         try:
             handling, ticks = np.geterr(), _ticks_to_spin()
-            posted = [(w, w.post(fn, a, b, handling, ticks))
-                      for w, (a, b) in zip(self._workers, parts[1:], strict=False)]  # fmt: skip
+            posted: list[tuple[_Worker, int]] = []
             try:
+                for w, (a, b) in zip(self._workers, parts[1:], strict=False):
+                    posted.append((w, w.post((fn, a, b, handling, ticks))))
                 fn(*parts[0])
             finally:
-                errors = [w.wait(n, ticks) for w, n in posted]
+                errors = _wait_all(posted, ticks)
             for error in errors:
                 if error is not None:
                     raise error
         finally:
             self._busy.release()
+
+    def close(self) -> None:
+        """End the workers' threads (a team replaced by a larger one); the team is unusable
+        afterwards."""
+        with self._busy:
+            for w in self._workers:
+                w.post(_CLOSE)
+
+
+def _wait_all(posted: list[tuple[_Worker, int]], ticks: int) -> list[BaseException | None]:
+    """Every worker's error (or None) once each has done its part, even where the wait is
+    interrupted (then the interruption is raised after it)."""
+    errors: list[BaseException | None] = []
+    interrupted: BaseException | None = None
+    for w, n in posted:
+        while True:
+            try:
+                errors.append(w.wait(n, ticks))
+                break
+            except KeyboardInterrupt as exc:
+                interrupted = interrupted or exc
+    if interrupted is not None:
+        raise interrupted
+    return errors
