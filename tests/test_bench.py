@@ -379,8 +379,15 @@ def test_the_report_names_the_library_of_each_kind_of_product():
              "split": True, "threads": 2}  # fmt: skip
     assert report._loops_text(setup) == (
         "per-step products on rnnlab's tiles where a weight fits them, else MKL; large products "
-        "on NumPy's OpenBLAS; batch split over 2 threads")
+        "on NumPy's OpenBLAS; batch split over 2 threads")  # a report from before RNNLAB_SPIN
+    assert report._loops_text({**setup, "spin_seconds": 0.005}).endswith(
+        "batch split over 2 threads, each waiting busily 5 ms for its next part")
+    assert report._loops_text({**setup, "spin_seconds": 0.0}).endswith(
+        "batch split over 2 threads, asleep between parts")
     live = host.loop_setup()
+    from rnnlab.fast import parallel
+
+    assert live["spin_seconds"] == parallel.spin_seconds()  # recorded in every run's JSON
     if "kernel_blas" in live:  # the compiled loops run: the choice names the large library too
         assert live["large_blas"] in ("MKL", "NumPy's OpenBLAS")
 

@@ -28,6 +28,10 @@ RECORDED = (
     "RNNLAB_NUM_THREADS",
     "RNNLAB_BLAS",
     "RNNLAB_MALLOC",
+    "RNNLAB_TILES",
+    "RNNLAB_PACKED",
+    "RNNLAB_VECTOR_WIDTH",
+    "RNNLAB_SPIN",
 )
 
 # glibc returns freed blocks above this size to the OS at once. Without it the threshold grows

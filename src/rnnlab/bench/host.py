@@ -147,10 +147,11 @@ def fast_path_active() -> bool:
 def loop_setup() -> dict[str, Any]:
     """How rnnlab's loops run here: the BLAS of their per-step products, whether rnnlab's own
     kernel (the tiles) takes them where a weight fits, the BLAS of the large products outside
-    the loops, and the threads."""
+    the loops, and the threads (and how long a worker waits busily for its next part)."""
     from rnnlab.fast import parallel
 
-    setup: dict[str, Any] = {"threads": parallel.num_threads(), "split": parallel.enabled()}
+    setup: dict[str, Any] = {"threads": parallel.num_threads(), "split": parallel.enabled(),
+                             "spin_seconds": parallel.spin_seconds()}  # fmt: skip
     if fast_path_active():
         from rnnlab import _blaschoice, fast
         from rnnlab.fast import blas

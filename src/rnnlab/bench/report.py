@@ -240,8 +240,11 @@ def _loops_text(setup: dict[str, Any]) -> str:
         blas_name = f"rnnlab's tiles where a weight fits them, else {blas_name}"
     split = "batch split over" if setup.get("split") else "no split;"
     large = f"large products on {setup['large_blas']}; " if setup.get("large_blas") else ""
+    spin = setup.get("spin_seconds")
+    waiting = (f", each waiting busily {spin * 1e3:g} ms for its next part" if spin
+               else ", asleep between parts" if setup.get("split") and spin == 0 else "")
     return (f"per-step products on {blas_name}; {large}{split} "
-            f"{setup.get('threads', '?')} threads")  # fmt: skip
+            f"{setup.get('threads', '?')} threads{waiting}")  # fmt: skip
 
 
 def format_markdown(result: dict[str, Any]) -> str:
