@@ -163,13 +163,27 @@ def _workers(n: int) -> Any:
     global _team, _team_pid
     from rnnlab.fast import team
 
+    replaced = None
     with _team_lock:
         forked = _team is not None and _team_pid != os.getpid()
         if _team is None or _team.size < n or forked:
-            if _team is not None and not forked:
-                _team.close()
+            replaced = None if forked else _team
             _team, _team_pid = team.Team(max(n, num_threads() - 1)), os.getpid()
-        return _team
+        made = _team
+    if replaced is not None:  # outside the lock: it waits for a run of the old team to end
+        replaced.close()
+    return made
+
+
+def _locks_after_fork() -> None:
+    """A fork copies a lock held by another thread, which the child does not have: fresh
+    locks in the child (its team is made anew at its first split, its sessions go on)."""
+    global _team_lock, _depth_lock
+    _team_lock, _depth_lock = threading.Lock(), threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_locks_after_fork)
 
 
 def row_parts(n: int, min_rows: int) -> list[tuple[int, int]]:

@@ -21,6 +21,14 @@ outside a session NumPy's OpenBLAS has its own threads back, and a spinning core
 the speed of the one of theirs that shares it. Where there is no time-stamp counter to spin
 by (not x86) the threads sleep at once, as before.
 
+A worker's part writes into the caller's arrays, so `Team.run` returns, or raises, only once
+every part it handed out has ended, whatever interrupts it: the caller waits for each
+worker's done-number to reach the number last published to that worker (read when it waits:
+only the thread holding the team publishes), a KeyboardInterrupt meanwhile is raised after
+the wait, and a worker whose thread has ended raises a RuntimeError after the others' waits.
+A part's number travels with the part in the worker's slot, so a hand-over interrupted
+halfway never leaves the worker without its slot or its number.
+
     Team(size).run(fn, parts)    fn(*parts[0]) here, fn(*parts[i]) on worker i; returns
                                  or raises once every part has ended
     Team.close()                 ends the workers' threads
@@ -184,16 +192,19 @@ def _ticks_to_spin() -> int:
 # Each flag on a cache line of its own (int64s 8 apart): the handing thread writes one, the
 # worker the other, and each watches the one the other writes.
 _POSTED, _DONE = 0, 8
-_CLOSE = None  # the job that ends a worker's thread (Team.close)
+_CLOSE = object()  # the job that ends a worker's thread (Team.close)
+
+_Job = tuple[Callable[[int, int], object], int, int, Any, int]  # fn, a, b, errstate, ticks
 
 
 class _Worker:
-    """One thread and its two flags: the number of parts handed to it, and of parts done."""
+    """One thread, its two flags (the number of the last part handed to it, and of the last
+    part it did) and its slot: the last part handed to it, with its number."""
 
     def __init__(self, index: int) -> None:
         self.flags = np.zeros(16, np.int64)
         self.woken = threading.Condition()
-        self.job: tuple[Callable[[int, int], object], int, int, Any, int] | None = None
+        self.slot: tuple[int, _Job | object] | None = None
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._serve, name=f"rnnlab_{index}", daemon=True)
         self.thread.start()
@@ -210,29 +221,36 @@ class _Worker:
                     while self.flags[_POSTED] == seen:
                         self.woken.wait()
             seen = int(self.flags[_POSTED])
-            job, self.job = self.job, None
-            if job is _CLOSE:
-                return
-            ticks = job[4]
-            self.error = _do(job)
-            job = None  # nothing of the part's (its closure's arrays) kept alive after it
-            self.flags[_DONE] = seen
+            slot, self.slot = self.slot, None
+            if slot is None:  # taken at the last turn (a hand-over that was interrupted)
+                number = seen
+            else:
+                number, job = slot
+                if job is _CLOSE:
+                    return
+                assert isinstance(job, tuple)
+                ticks = job[4]
+                self.error = _do(job)
+                slot = job = None  # nothing of the part's (its closure's arrays) kept alive
+            self.flags[_DONE] = number
             with self.woken:
                 self.woken.notify_all()
 
-    def post(self, job: tuple[Callable[[int, int], object], int, int, Any, int] | None) -> int:
-        """Hand the worker a job (None: end its thread); the number to wait for."""
+    def post(self, job: _Job | object) -> None:
+        """Hand the worker a job (_CLOSE: end its thread). The slot is filled before the
+        number is published: the worker reads the slot once the number changes."""
         posted = int(self.flags[_POSTED]) + 1
-        self.job = job
-        self.flags[_POSTED] = posted  # after the job: the worker reads it once this changes
+        self.slot = (posted, job)
+        self.flags[_POSTED] = posted
         with self.woken:
             self.woken.notify_all()
-        return posted
 
-    def wait(self, posted: int, ticks: int) -> BaseException | None:
-        """Wait until the worker has done part number `posted`; the error it raised, if any.
-        Sleeping, it looks at its thread every second: a thread that ended raises here
-        instead of leaving the caller waiting for ever."""
+    def wait(self, ticks: int) -> BaseException | None:
+        """Wait until the worker has done the last part handed to it (the number published
+        then: only the thread that holds the team posts, so it does not move meanwhile); the
+        error that part raised, if any. Sleeping, it looks at its thread every second: a
+        thread that ended raises here instead of leaving the caller waiting for ever."""
+        posted = int(self.flags[_POSTED])
         if not _watch(self.flags, _DONE, posted, True, ticks, _allowed):
             with self.woken:
                 while self.flags[_DONE] != posted:
@@ -243,7 +261,7 @@ class _Worker:
         return error
 
 
-def _do(job: tuple[Callable[[int, int], object], int, int, Any, int]) -> BaseException | None:
+def _do(job: _Job) -> BaseException | None:
     """Run one part under the caller's NumPy error handling (np.errstate is per thread); the
     error it raised, for the caller's thread to raise."""
     fn, a, b, handling, _ = job
@@ -262,15 +280,17 @@ class Team:
         self.size = size
         self._workers = [_Worker(i) for i in range(size)]
         self._busy = threading.Lock()
+        self._closed = False
 
     def run(self, fn: Callable[[int, int], object], parts: list[tuple[int, int]]) -> None:
         """fn(a, b) for every (a, b) in parts: the first here, the others on the workers
         (at most `size` of them). It returns, or raises (the caller's error first, else the
-        first worker's), only once every part handed out has ended: they write into the
-        caller's arrays. A KeyboardInterrupt while it waits is raised after the wait. While
-        another thread's parts are on the workers (two threads of a program computing at
-        once) the parts run here, one after the other: they are independent, so the results
-        are the same, and a worker's own part never waits for a worker."""
+        first worker's), only once every part handed out has ended, however it was
+        interrupted: they write into the caller's arrays; a KeyboardInterrupt meanwhile is
+        raised after the wait. While another thread's parts are on the workers (two threads
+        of a program computing at once), or the team was closed, the parts run here, one
+        after the other: they are independent, so the results are the same, and a worker's
+        own part never waits for a worker."""
         if len(parts) - 1 > self.size:
             raise ValueError(f"{len(parts)} parts for a team of {self.size} workers and the caller")
         if not self._busy.acquire(blocking=False):
@@ -278,14 +298,18 @@ class Team:
                 fn(a, b)
             return
         try:
+            if self._closed:
+                for a, b in parts:
+                    fn(a, b)
+                return
             handling, ticks = np.geterr(), _ticks_to_spin()
-            posted: list[tuple[_Worker, int]] = []
+            used = self._workers[: len(parts) - 1]
             try:
-                for w, (a, b) in zip(self._workers, parts[1:], strict=False):
-                    posted.append((w, w.post((fn, a, b, handling, ticks))))
+                for w, (a, b) in zip(used, parts[1:], strict=True):
+                    w.post((fn, a, b, handling, ticks))
                 fn(*parts[0])
             finally:
-                errors = _wait_all(posted, ticks)
+                errors = _wait_all(used, ticks)
             for error in errors:
                 if error is not None:
                     raise error
@@ -293,25 +317,30 @@ class Team:
             self._busy.release()
 
     def close(self) -> None:
-        """End the workers' threads (a team replaced by a larger one); the team is unusable
-        afterwards."""
+        """End the workers' threads (a team replaced by a larger one); its later runs run
+        their parts on the caller's thread."""
         with self._busy:
+            self._closed = True
             for w in self._workers:
                 w.post(_CLOSE)
 
 
-def _wait_all(posted: list[tuple[_Worker, int]], ticks: int) -> list[BaseException | None]:
-    """Every worker's error (or None) once each has done its part, even where the wait is
-    interrupted (then the interruption is raised after it)."""
+def _wait_all(workers: list[_Worker], ticks: int) -> list[BaseException | None]:
+    """Every worker's error (or None) once each has done the last part handed to it, even
+    where a wait is interrupted or one worker's thread has ended: the first such error is
+    raised after every wait."""
     errors: list[BaseException | None] = []
-    interrupted: BaseException | None = None
-    for w, n in posted:
+    failed: BaseException | None = None
+    for w in workers:
         while True:
             try:
-                errors.append(w.wait(n, ticks))
+                errors.append(w.wait(ticks))
                 break
-            except KeyboardInterrupt as exc:
-                interrupted = interrupted or exc
-    if interrupted is not None:
-        raise interrupted
+            except KeyboardInterrupt as exc:  # wait on: the part still writes
+                failed = failed or exc
+            except RuntimeError as exc:  # its thread ended: nothing more to wait for
+                failed = failed or exc
+                break
+    if failed is not None:
+        raise failed
     return errors
