@@ -39,7 +39,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from rnnlab import _mkl
-from rnnlab.bench import configs, end_to_end, runners
+from rnnlab.bench import configs, end_to_end, runners, timing
 from rnnlab.fast import parallel
 
 GEMM_SHAPES = (  # (M, K, N): the S2 weight gradients, the end-to-end model's, square ones
@@ -80,11 +80,7 @@ def _cblas_on(gemm: Callable[..., int], omp_threads: Callable[[int], None]) -> C
 
 def _best_and_median(fn: Callable[[], object], calls: int) -> tuple[float, float]:
     fn()
-    times = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
+    times = [timing.call_seconds(fn) for _ in range(calls)]
     return min(times), statistics.median(times)
 
 
