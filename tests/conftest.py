@@ -3,14 +3,15 @@ import os
 import numpy as np
 import pytest
 
-from rnnlab import settings
+from rnnlab import _blaschoice, settings
 
 # The suite runs the compiled loops on MKL wherever the `mkl` extra is installed, as it did
 # before rnnlab chose the loops' BLAS by measuring the host (rnnlab._blaschoice): MKL's
 # packing and threading then stay tested on every host, and NumPy's OpenBLAS is tested by
 # the cases that ask for it (RNNLAB_BLAS=numpy in a child process). tests/test_blaschoice.py
 # tests the choice itself.
-os.environ.setdefault("RNNLAB_BLAS", "mkl")
+if _blaschoice.library_files():  # (RNNLAB_BLAS=mkl without MKL is an error)
+    os.environ.setdefault("RNNLAB_BLAS", "mkl")
 # For the same reason the per-step products stay on that BLAS unless a test asks for rnnlab's
 # own kernel (RNNLAB_TILES=on: tests/test_tiles.py runs the cells' checks on it).
 os.environ.setdefault("RNNLAB_TILES", "off")

@@ -110,9 +110,10 @@ def test_json_on_stdout_has_the_documented_keys(report):
     assert machine["rnnlab_fast_path"] is False  # RNNLAB_NO_NUMBA was set
     assert result["peak_gflops"] > 0
     peaks = (result["numpy_gemm_gflops"], result["torch_gemm_gflops"],
-             result["numpy_gemm_gflops_unforced"] or 0.0)  # fmt: skip
+             *(result["gemm_gflops_unforced"] or {}).values())  # fmt: skip
     assert result["peak_gflops"] == max(peaks)
     assert machine["cpu_vendor"] and machine["loops_blas_choice"]["blas"] in ("mkl", "numpy")
+    assert "cpu_family" in machine and "cpu_model_number" in machine  # which generation
     assert [
         (c["mode"], c["cell"], c["shape"], c["layers"], c["bidirectional"])
         for c in result["configs"]
@@ -361,15 +362,28 @@ def test_against_needs_torch_and_known_names(monkeypatch, capsys):
 
 
 def test_a_forced_kernel_is_said(monkeypatch):
-    """The header names a variable that forces a BLAS kernel, with the GEMM speed without it
-    (measured in a child process the variable does not reach)."""
+    """The header names a variable that forces a BLAS kernel, with each library's GEMM speed
+    without it (measured in a child process the variable does not reach): an MKL variable
+    slows PyTorch's MKL and leaves NumPy's OpenBLAS as it is, so both are said."""
     monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")
-    assert host.unforced_numpy_peak(128) > 0
-    result = {"forced_kernels": {"MKL_ENABLE_INSTRUCTIONS": "AVX2"}, "numpy_gemm_gflops": 10.0,
-              "numpy_gemm_gflops_unforced": 40.0}  # fmt: skip
+    unforced = host.unforced_peaks(128)
+    assert unforced is not None and unforced["numpy"] > 0 and unforced["torch"] > 0
+    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", " ")  # empty: forces nothing
+    assert host.unforced_peaks(128) is None and not environment.forced_kernels()
+    result = {"forced_kernels": {"MKL_ENABLE_INSTRUCTIONS": "AVX2"}, "numpy_gemm_gflops": 203.0,
+              "torch_gemm_gflops": 77.0,
+              "gemm_gflops_unforced": {"numpy": 201.0, "torch": 190.0}}  # fmt: skip
     text = tables.forced_text(result)
     assert "MKL_ENABLE_INSTRUCTIONS=AVX2" in text
-    assert "10 GFLOP/s with it, 40 GFLOP/s without" in text
+    assert ("GEMM numpy 203 GFLOP/s with it, 201 without; "
+            "torch 77 GFLOP/s with it, 190 without") in text  # fmt: skip
+    old = {"forced_kernels": {"OPENBLAS_CORETYPE": "Haswell"}, "numpy_gemm_gflops": 10.0,
+           "numpy_gemm_gflops_unforced": 40.0}  # a result from before torch's was measured too
+    assert "GEMM numpy 10 GFLOP/s with it, 40 without" in tables.forced_text(old)
+    machine = {"cpu_vendor": "AuthenticAMD", "cpu_model": "AMD EPYC", "cpu_family": "25",
+               "cpu_model_number": "17"}  # fmt: skip
+    assert tables._cpu_text(machine) == "AuthenticAMD AMD EPYC (family 25, model 17)"
+    assert tables._cpu_text({"cpu_model": "Intel Xeon"}) == "Intel Xeon"  # an older result
 
 
 def test_the_report_names_the_library_of_each_kind_of_product():

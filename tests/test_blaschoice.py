@@ -251,7 +251,7 @@ import numpy as np
 from rnnlab import _blaschoice
 want = _blaschoice.key()
 timings = json.loads(sys.argv[1])
-assert _blaschoice._write_cache(_blaschoice.cache_path(want), want, _blaschoice.decide(timings))
+assert not _blaschoice._write_cache(_blaschoice.cache_path(want), want, _blaschoice.decide(timings))
 import rnnlab
 from rnnlab import _mkl, fast
 from rnnlab.fast import tiles
@@ -296,3 +296,176 @@ def test_both_uses_of_mkl_share_one_loaded_library():
     if _mkl.load() is None:
         pytest.skip("the mkl extra is not installed")
     assert _mkl.load(large=True) is _mkl.load()
+
+
+# ------------------------------------------------------------------ the cache, hardened
+def test_each_part_of_the_key_makes_a_cache_of_its_own(auto, monkeypatch):
+    """Whatever could change the measurement changes the cache file: a measurement made where
+    numba was missing (no tiles timed) is never read where it is present, nor one with MKL's
+    packed weights allowed where RNNLAB_PACKED=0."""
+    here = _blaschoice.cache_path(_blaschoice.key())
+    real_cpu, real_version = _blaschoice.cpu, _blaschoice.version
+    threads = str(settings.current().threads + 1)
+    changes = {
+        "cpu": lambda m: m.setattr(_blaschoice, "cpu", lambda: {**real_cpu(), "model": "other"}),
+        **{f"{p} version": (lambda m, p=p: m.setattr(
+            _blaschoice, "version", lambda q: "0.0" if q == p else real_version(q)))
+           for p in ("numpy", "numba", "mkl")},
+        "threads": lambda m: m.setenv("RNNLAB_NUM_THREADS", threads),
+        "tiles measurable": lambda m: m.setenv("RNNLAB_NO_NUMBA", "1"),
+        "packed": lambda m: m.setenv("RNNLAB_PACKED", "0"),
+        "a forcing variable": lambda m: m.setenv("MKL_CBWR", "COMPATIBLE"),
+    }  # fmt: skip
+    for what, change in changes.items():
+        with monkeypatch.context() as m:
+            change(m)
+            settings.reload()
+            assert _blaschoice.cache_path(_blaschoice.key()) != here, what
+        settings.reload()
+        assert _blaschoice.cache_path(_blaschoice.key()) == here, f"{what}, undone"
+    monkeypatch.setenv("OPENBLAS_CORETYPE", " ")  # set but empty: forces nothing
+    assert _blaschoice.cache_path(_blaschoice.key()) == here
+
+
+def test_an_unwritable_cache_is_said_and_the_choice_still_made(auto, setenv, capsys):
+    calls, _, folder = auto
+    blocker = folder / "a-file"
+    blocker.write_text("")
+    setenv(RNNLAB_CACHE_DIR=str(blocker / "cache"))  # under a file: cannot be made
+    with pytest.warns(UserWarning, match="cannot be cached.*measured again in every process"):
+        made = _blaschoice.choice()
+    assert made.blas == "mkl" and made.cache is None and str(blocker) in made.cache_error
+    from rnnlab import info
+
+    text = "\n".join(info._text(info.gather()))
+    assert "not cached, so measured in every process" in text
+
+
+def test_the_cache_file_is_replaced_whole_and_readable(auto, monkeypatch):
+    calls, _, folder = auto
+    path = _blaschoice.choice().cache
+    before = pathlib.Path(path).read_text()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
+
+    def refused(src, dst):
+        raise OSError("refused")
+
+    monkeypatch.setattr(os, "replace", refused)
+    made = _blaschoice.decide(FAST_NUMPY)
+    assert _blaschoice._write_cache(path, _blaschoice.key(), made) == "refused"
+    assert pathlib.Path(path).read_text() == before  # never written in place
+    assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []  # no leftovers
+
+
+def test_an_unreadable_cache_is_said(auto):
+    calls, _, _ = auto
+    os.makedirs(_blaschoice.cache_path(_blaschoice.key()))  # a folder where the file should be
+    with pytest.warns(UserWarning) as said:
+        assert _blaschoice.choice().blas == "mkl"
+    messages = " ".join(str(w.message) for w in said)
+    assert "cannot be read" in messages and "cannot be cached" in messages  # nor written
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("timing", ["0", "true", "Infinity", "NaN", "1e308", "-5"])
+def test_a_cached_timing_that_is_no_measurement_is_not_trusted(auto, timing):
+    calls, _, _ = auto
+    path = _blaschoice.cache_path(_blaschoice.key())
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:  # (JSON as Python writes and reads it: Infinity, NaN)
+        key = json.dumps(_blaschoice.key())
+        f.write(f'{{"key": {key}, "timings": {{"numpy": [{timing}, 2.0, 3.0]}}}}')
+    with pytest.warns(UserWarning, match="corrupt"):
+        assert _blaschoice.choice().blas == "mkl"
+    assert len(calls) == 1
+
+
+def test_a_deeply_nested_cache_is_corrupt_not_fatal(auto):
+    calls, _, _ = auto
+    path = _blaschoice.cache_path(_blaschoice.key())
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    pathlib.Path(path).write_text("[" * 60000)  # under the 64 KB read: a RecursionError
+    with pytest.warns(UserWarning, match="corrupt"):
+        assert _blaschoice.choice().blas == "mkl"
+
+
+def test_mkl_asked_for_where_it_is_not_installed_is_an_error(auto, monkeypatch, setenv):
+    monkeypatch.setattr(_blaschoice, "library_files", lambda: [])
+    setenv(RNNLAB_BLAS="mkl")
+    with pytest.raises(ValueError, match="`RNNLAB_BLAS` must be .*'mkl', and the mkl package "
+                                         "is not installed here"):  # fmt: skip
+        _blaschoice.choice()
+
+
+def test_mkl_is_credited_its_packed_product_only_where_the_loops_pack(monkeypatch, setenv):
+    """The child's MKL time per shape: its packed product counts only where a training loop
+    packs such a weight (rnnlab.fast.MIN_PACKED_VALUES) and RNNLAB_PACKED allows it."""
+    from rnnlab import _mkl
+    from rnnlab.fast import MIN_PACKED_VALUES, calibration
+
+    if _mkl.load() is None:
+        pytest.skip("the mkl extra is not installed")
+    fake = {"numpy": 3.0, "mkl": 2.0, "mkl-packed": 1.0, "tiles": 3.0}
+    monkeypatch.setattr(calibration, "_best", lambda runs, repeats: {k: fake[k] for k in runs})
+    monkeypatch.setattr(calibration, "_large", lambda mkl, rng, repeats: {})
+    packs = [k * n >= MIN_PACKED_VALUES for _, k, n in _blaschoice.SHAPES]
+    assert packs == [False, True, True]
+    assert calibration.measure()["mkl"] == [2e6, 1e6, 1e6]  # plain where not packed
+    setenv(RNNLAB_PACKED="0")
+    assert calibration.measure()["mkl"] == [2e6, 2e6, 2e6]
+
+
+ARM_CPUINFO = """processor\t: 0
+BogoMIPS\t: 2100.00
+Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics sve i8mm bf16 rng
+CPU implementer\t: 0x41
+CPU architecture: 8
+CPU variant\t: 0x1
+CPU part\t: 0xd40
+CPU revision\t: 1
+
+processor\t: 1
+CPU part\t: 0xd4f
+"""
+
+
+def test_an_arm_host_is_named_by_its_implementer_and_part(monkeypatch, tmp_path):
+    """ARM's /proc/cpuinfo has no model name: without the implementer and part every aarch64
+    host would share one cache key and one name in the benchmark's report."""
+    from rnnlab.bench import host
+
+    path = tmp_path / "cpuinfo"
+    path.write_text(ARM_CPUINFO)
+    monkeypatch.setattr(_blaschoice, "CPUINFO", str(path))
+    got = _blaschoice.cpu()
+    assert got == {"vendor": "Arm", "model": "Arm CPU part 0xd40", "family": "8",
+                   "model_number": "0xd40", "flags": ["asimd", "bf16", "i8mm", "sve"]}
+    assert host._cpuinfo()["model"] == "Arm CPU part 0xd40"
+    path.write_text(ARM_CPUINFO.replace("0xd40", "0xd4f", 1))  # another core: another key
+    assert _blaschoice.cpu()["model_number"] == "0xd4f"
+
+
+def test_info_says_why_and_where(monkeypatch, setenv):
+    """The numba cache `rnnlab info` names is the one the kernels' cache uses; the reasons for
+    loops that are off and for workers that sleep, and an empty list of loaded libraries, are
+    said rather than left out."""
+    from rnnlab import fast, info
+
+    if fast.available():
+        from rnnlab.fast import kernels
+
+        got = info.gather()["kernels"]["numba_cache"]
+        assert got == str(kernels.tanh_into._cache._cache_path)
+    with settings.override(no_numba=True):
+        assert info._loops_off_why() == "RNNLAB_NO_NUMBA is set"
+    gathered = info.gather()
+    gathered.update(compiled_loops=False, compiled_loops_why="RNNLAB_NO_NUMBA is set",
+                    libraries=[])  # fmt: skip
+    gathered["threads"].update(split=True, spin_seconds=0.0)
+    with settings.override(spin=0.0):
+        text = "\n".join(info._text(gathered))
+    assert "compiled loops: off, the NumPy loop (RNNLAB_NO_NUMBA is set)" in text
+    assert "loaded: no BLAS or OpenMP library found by threadpoolctl" in text
+    assert "a worker sleeps at once between parts (RNNLAB_SPIN=0)" in text

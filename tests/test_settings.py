@@ -11,7 +11,7 @@ from rnnlab import settings
 
 def test_an_empty_environment_gives_the_defaults():
     got = settings.read({})
-    home_cache = os.path.join(os.path.expanduser("~"), ".cache", "rnnlab")
+    home_cache = os.path.join(settings._account_home(), ".cache", "rnnlab")
     assert got == settings.Settings(cache_dir=home_cache)
     assert got.threads == settings.cores() >= 1
 
@@ -35,10 +35,32 @@ def test_each_kind_parses_by_its_one_rule():
         assert settings.read({"RNNLAB_NO_NUMBA": text}).no_numba is value
 
 
+def test_the_cache_folder_is_never_a_relative_guess(monkeypatch):
+    """RNNLAB_CACHE_DIR with ~ expanded; XDG_CACHE_HOME only where absolute (the XDG spec);
+    HOME, else the account's home; with neither, a folder of the user's in the temporary
+    folder, never "~/.cache" relative to wherever the process started."""
+    import tempfile
+
+    monkeypatch.setenv("HOME", "/home/u")
+    assert settings.read({"RNNLAB_CACHE_DIR": "~/rc"}).cache_dir == "/home/u/rc"
+    assert settings.read({"RNNLAB_CACHE_DIR": " /c ", "XDG_CACHE_HOME": "/x"}).cache_dir == "/c"
+    assert settings.read({"XDG_CACHE_HOME": "/x", "HOME": "/h"}).cache_dir == "/x/rnnlab"
+    for xdg in ("relative/dir", " ", ""):
+        got = settings.read({"XDG_CACHE_HOME": xdg, "HOME": "/h"}).cache_dir
+        assert got == "/h/.cache/rnnlab", xdg
+    monkeypatch.setattr(settings, "_account_home", lambda: "/acct")
+    assert settings.read({"HOME": ""}).cache_dir == "/acct/.cache/rnnlab"
+    monkeypatch.setattr(settings, "_account_home", lambda: "")
+    got = settings.read({}).cache_dir
+    assert os.path.dirname(got) == tempfile.gettempdir() and "rnnlab-cache-" in got
+
+
 @pytest.mark.parametrize(("name", "value", "expected"), [
     ("RNNLAB_BLAS", "openblas", "'auto', 'mkl' or 'numpy'"),
-    ("RNNLAB_NUM_THREADS", "two", "a positive integer"),
-    ("RNNLAB_NUM_THREADS", "0", "a positive integer"),
+    ("RNNLAB_NUM_THREADS", "two", "a positive integer up to 1024"),
+    ("RNNLAB_NUM_THREADS", "0", "a positive integer up to 1024"),
+    ("RNNLAB_NUM_THREADS", "2000", "a positive integer up to 1024"),  # a typo, not a machine
+    ("RNNLAB_NUM_THREADS", "\u00b2", "a positive integer up to 1024"),  # a digit int() refuses
     ("RNNLAB_MALLOC", "glibc", "'retain' or 'system'"),
     ("RNNLAB_VECTOR_WIDTH", "12", "'default', 'auto' or a power of two from 1 to 64"),
     ("RNNLAB_NO_NUMBA", "2", "1, 0, true, false, yes, no, on or off"),

@@ -21,12 +21,16 @@ faster than the chosen library by the same margin (`Choice.tiles`). It needs num
 it is measured where MKL is not installed too.
 
 The result is cached on disk (`cache_path()`, a file per key), keyed by what could change
-it: the CPU model and its vector extensions, the versions of NumPy, numba and MKL, the
-thread count, and the environment variables that hold either library to another kernel
-(OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE, MKL_ENABLE_INSTRUCTIONS, MKL_CBWR, MKL_DEBUG_CPU_TYPE).
-A cache that does not parse or holds another key is ignored with a warning and made again,
-never trusted. RNNLAB_BLAS=mkl or numpy and RNNLAB_TILES=on or off override the measurement
-(with both set, nothing is measured); `rnnlab info` shows the choice and why.
+it: the CPU model (on ARM its implementer and part) and its vector extensions, the versions
+of NumPy, numba and MKL, the thread count, whether the tiles could be timed (numba there and
+not turned off), RNNLAB_PACKED, and the environment variables that hold either library to
+another kernel (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE, MKL_ENABLE_INSTRUCTIONS, MKL_CBWR,
+MKL_DEBUG_CPU_TYPE; set to a value). A cache that does not parse or holds another key is
+ignored with a warning and made again, never trusted; one that cannot be written is warned
+about (the choice is then measured in every process). RNNLAB_BLAS=mkl or numpy and
+RNNLAB_TILES=on or off override the measurement (with both set, nothing is measured;
+RNNLAB_BLAS=mkl without the mkl package is an error); `rnnlab info` shows the choice and
+why.
 """
 
 from __future__ import annotations
@@ -48,12 +52,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rnnlab import settings
+from rnnlab import _checks, settings
 
 if TYPE_CHECKING:
     from _ctypes import CFuncPtr
 
-FORMAT = 3  # 2: the tiles' timings and choice; 3: the large products' timings
+FORMAT = 4  # 2: the tiles' timings and choice; 3: the large products' timings; 4: the key
+# holds whether the tiles could be timed and RNNLAB_PACKED, and MKL's time is packed only
+# where the loops pack
 SHAPES = ((16, 128, 512), (32, 256, 1024), (64, 512, 2048))
 """(rows, K, N) of the timed products: half a batch of 32, 64 or 128 rows against W_hhᵀ of
 an LSTM with H = 128, 256, 512 — the per-step products of the bench's shapes."""
@@ -69,6 +75,9 @@ a training step of an LSTM at H = 256 and 512 took 7-14 % less time; on one with
 kernel's lead there was small and the steps level, so the weight stays where it lies."""
 KERNEL_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "MKL_ENABLE_INSTRUCTIONS",
                     "MKL_CBWR", "MKL_DEBUG_CPU_TYPE")  # fmt: skip
+MAX_TIMING_US = 1e7
+"""No product of SHAPES or LARGE_SHAPES takes 10 s: a cached timing from there up (or NaN, or
+infinity) is not a measurement."""
 MARGIN = 0.97
 """MKL is chosen when its time is below MARGIN × OpenBLAS's (geometric mean over SHAPES):
 a tie keeps one library in the process (NumPy's is loaded anyway). The same margin holds
@@ -81,6 +90,7 @@ class Choice:
     why: str
     timings: dict | None = None  # {"mkl": [µs per shape], "numpy": [...], "tiles": [...]}
     cache: str | None = None  # the cache file read or written
+    cache_error: str = ""  # why a measurement could not be cached (then made in every process)
     tiles: bool = False  # the per-step products on rnnlab.fast.tiles where a weight fits
     tiles_why: str = ""
     large: str = ""  # the library of the products outside the loops: "mkl" or "numpy"
@@ -152,24 +162,41 @@ def cache_path(want: dict | None = None) -> str:
     return os.path.join(folder, f"blas-choice-{digest}.json")
 
 
+CPUINFO = "/proc/cpuinfo"
+ARM_IMPLEMENTERS = {"0x41": "Arm", "0x42": "Broadcom", "0x43": "Cavium", "0x46": "Fujitsu",
+                    "0x48": "HiSilicon", "0x4e": "NVIDIA", "0x51": "Qualcomm", "0x61": "Apple",
+                    "0xc0": "Ampere"}  # fmt: skip
+"""The `CPU implementer` codes of /proc/cpuinfo on ARM (Arm's Architecture Reference Manual)."""
+
+
 def cpu() -> dict:
     """The first processor's vendor, model name, family and model number (/proc/cpuinfo),
-    and the vector extensions that matter to the BLAS kernels."""
+    and the vector extensions that matter to the BLAS kernels. On ARM, where cpuinfo has no
+    model name, the implementer and part codes stand for them (an aarch64 host is otherwise
+    indistinguishable from any other, and its cache and its benchmark would not name it)."""
     info: dict[str, object] = {"vendor": None, "model": None, "family": None,
                                "model_number": None, "flags": []}  # fmt: skip
     names = {"vendor_id": "vendor", "model name": "model", "cpu family": "family",
-             "model": "model_number"}  # fmt: skip
-    wanted = {"avx2", "fma", "avx512f", "avx512_bf16", "amx_tile"}
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+             "model": "model_number", "CPU implementer": "vendor", "CPU architecture": "family",
+             "CPU part": "model_number"}  # fmt: skip
+    wanted = {"avx2", "fma", "avx512f", "avx512_bf16", "amx_tile",  # x86
+              "asimd", "sve", "sve2", "bf16", "i8mm"}  # ARM  # fmt: skip
+    with contextlib.suppress(OSError), open(CPUINFO) as f:
         for line in f:
             if not line.strip():
+                if info["vendor"] is None and info["model"] is None:
+                    continue  # (a header block before the first processor's)
                 break  # the first processor is enough
             key, _, value = line.partition(":")
             key = key.strip()
             if key in names:
                 info[names[key]] = value.strip()
-            elif key == "flags":
+            elif key in ("flags", "Features"):
                 info["flags"] = sorted(wanted & set(value.split()))
+    if info["model"] is None and info["model_number"] is not None:  # ARM
+        vendor = str(info["vendor"])
+        info["vendor"] = ARM_IMPLEMENTERS.get(vendor.lower(), vendor)
+        info["model"] = f"{info['vendor']} CPU part {info['model_number']}"
     if info["model"] is None:
         import platform
 
@@ -194,8 +221,17 @@ def key() -> dict:
         "numba": version("numba"),
         "mkl": version("mkl"),
         "threads": settings.current().threads,
-        "env": {k: os.environ[k] for k in KERNEL_VARIABLES if k in os.environ},
+        "env": forcing(),
+        # a measurement made where the tiles could not run (numba missing or turned off)
+        # says nothing about them; MKL's time counts its packed product only where allowed
+        "tiles_measurable": tiles_measurable(),
+        "packed": settings.current().packed,
     }
+
+
+def forcing() -> dict[str, str]:
+    """The variables of KERNEL_VARIABLES set here to a value (an empty one forces nothing)."""
+    return {k: os.environ[k] for k in KERNEL_VARIABLES if os.environ.get(k, "").strip()}
 
 
 def _read_cache(path: str, want: dict) -> Choice | None:
@@ -204,7 +240,7 @@ def _read_cache(path: str, want: dict) -> Choice | None:
     try:
         with open(path, "rb") as f:
             raw = f.read(1 << 16)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # not there (the write says if it can't be)
         return None
     except OSError as exc:
         warnings.warn(f"rnnlab: the BLAS choice cache {path!r} cannot be read ({exc}); "
@@ -216,7 +252,7 @@ def _read_cache(path: str, want: dict) -> Choice | None:
             raise ValueError("no timings in it")
         found_key = data.get("key")
         timings = data["timings"]
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # (a deeply nested file: RecursionError)
         warnings.warn(f"rnnlab: the BLAS choice cache {path!r} is corrupt ({exc}); "
                       "measuring again", stacklevel=3)  # fmt: skip
         return None
@@ -231,34 +267,45 @@ def _read_cache(path: str, want: dict) -> Choice | None:
 
 def _timings_ok(timings: object) -> bool:
     """Timings as `measure` makes them: NumPy's, and MKL's and the tiles' where measured,
-    each a positive number of µs for every shape."""
+    each a finite number of µs above 0 and under MAX_TIMING_US for every shape (not a JSON
+    true, which Python reads as the number 1)."""
     return (
         isinstance(timings, dict)
         and "numpy" in timings
         and set(timings) <= {"mkl", "numpy", "tiles", "mkl large", "numpy large"}
         and all(isinstance(ts, list)
                 and len(ts) == len(LARGE_SHAPES if name.endswith(" large") else SHAPES)
-                and all(isinstance(t, (int, float)) and t > 0 for t in ts)
+                and all(type(t) in (int, float) and 0 < t < MAX_TIMING_US for t in ts)
                 for name, ts in timings.items())
     )  # fmt: skip
 
 
-def _write_cache(path: str, want: dict, choice: Choice) -> bool:
-    """Atomically; False when the folder is not writable (the choice then holds for this
-    process only)."""
+def _write_cache(path: str, want: dict, choice: Choice) -> str:
+    """Atomically (a reader sees the old file or the new one, never half of one), readable by
+    whoever may read the folder (the umask's mode, as open() would make it, not mkstemp's
+    0600: a cache folder shared by users or made while building an image); "" once written,
+    else why not (the choice then holds for this process only)."""
     record = {"key": want, **asdict(choice), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     record.pop("cache", None)
+    record.pop("cache_error", None)
+    tmp = None
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".blas-choice-")
         with os.fdopen(fd, "w") as f:
             json.dump(record, f, indent=1)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-        return True
-    except OSError:
-        with contextlib.suppress(OSError, UnboundLocalError):
-            os.unlink(tmp)
-        return False
+        tmp = None
+        return ""
+    except OSError as exc:
+        return str(exc)
+    finally:  # also when interrupted: no temporary file left behind
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 def _geomean(xs: list[float]) -> float:
@@ -340,7 +387,10 @@ def _measure_in_child(timeout: float = 60.0) -> dict:
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no message"])[-1]
         raise RuntimeError(last)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    lines = done.stdout.strip().splitlines()
+    if not lines:
+        raise RuntimeError("the measuring process printed nothing")
+    return json.loads(lines[-1])
 
 
 @functools.cache
@@ -350,6 +400,10 @@ def choice() -> Choice:
     is measured that could not change the outcome: MKL not installed and the tiles set or
     unavailable)."""
     s = settings.current()
+    if s.blas == "mkl" and not library_files():
+        _checks.fail("RNNLAB_BLAS", "'auto', 'numpy', or 'mkl' where the mkl package is "
+                     "installed", "'mkl', and the mkl package is not installed here",
+                     "Install rnnlab[mkl], or unset RNNLAB_BLAS.")  # fmt: skip
     blas_open = s.blas == "auto" and bool(library_files())
     tiles_open = s.tiles == "auto" and tiles_measurable()
     if not blas_open and not tiles_open:
@@ -376,7 +430,13 @@ def choice() -> Choice:
             made.tiles_why = f"the measurement failed: {exc}"
         return made
     made = decide(timings)
-    if _write_cache(path, want, made):
+    error = _write_cache(path, want, made)
+    if error:
+        made.cache_error = f"{path}: {error}"
+        warnings.warn(f"rnnlab: the BLAS choice cannot be cached in {path!r} ({error}); it "
+                      "is measured again in every process (set RNNLAB_CACHE_DIR to a "
+                      "writable folder)", stacklevel=2)  # fmt: skip
+    else:
         made.cache = path
     return _overridden(made, s.blas, s.tiles)
 
@@ -386,5 +446,5 @@ def _overridden(made: Choice, blas: str, tiles: str) -> Choice:
     if blas == "auto" and tiles == "auto":
         return made
     again = decide(made.timings or {}, blas, tiles)
-    again.cache = made.cache
+    again.cache, again.cache_error = made.cache, made.cache_error
     return again

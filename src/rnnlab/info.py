@@ -52,6 +52,35 @@ def _libraries() -> list[dict[str, Any]] | dict[str, Any]:
             for lib in threadpoolctl.threadpool_info()]  # fmt: skip
 
 
+def _numba_cache(kernels: Any) -> str:
+    """Where numba keeps the compiled kernels: the folder a cached kernel's cache uses
+    (beside the package, or numba's fallback under ~/.cache/numba where the package's folder
+    is read-only), else numba's setting or the package's __pycache__."""
+    import numba
+
+    try:
+        return str(kernels.tanh_into._cache._cache_path)
+    except AttributeError:  # (numba's internals moved)
+        # (type: ignore: numba sets its config's attributes at import, from the environment)
+        return numba.config.CACHE_DIR or os.path.join(  # type: ignore[attr-defined]
+            os.path.dirname(kernels.__file__), "__pycache__")
+
+
+def _loops_off_why() -> str:
+    """Why the compiled loops are off: the setting, numba missing, or numba failing to load."""
+    if settings.current().no_numba:
+        return "RNNLAB_NO_NUMBA is set"
+    try:
+        import numba  # noqa: F401
+    except ImportError as exc:
+        if getattr(exc, "name", None) == "numba":
+            return "numba is not installed; install the `fast` extra"
+        return f"numba does not load: {exc}"
+    except Exception as exc:  # noqa: BLE001  (a broken installation raises anything)
+        return f"numba does not load: {exc}"
+    return "the kernels did not load (rnnlab.fast.probe)"
+
+
 def gather() -> dict[str, Any]:
     """Everything `rnnlab info` prints, as a dict (the --json output)."""
     from rnnlab import fast
@@ -73,6 +102,7 @@ def gather() -> dict[str, Any]:
             "blas": choice.blas,
             "why": choice.why,
             "cache": choice.cache,
+            "cache_error": choice.cache_error,
             "timings_us": choice.timings,
             "tiles": choice.tiles,
             "tiles_why": choice.tiles_why,
@@ -81,9 +111,10 @@ def gather() -> dict[str, Any]:
             "large_why": choice.large_why,
         },
         "forced_kernels": {
-            k: {"value": os.environ[k], "effect": FORCING[k]} for k in FORCING if k in os.environ
+            k: {"value": v, "effect": FORCING[k]} for k, v in _blaschoice.forcing().items()
         },
         "compiled_loops": fast.available(),
+        "compiled_loops_why": _loops_off_why() if not fast.available() else "",
     }
     if out["compiled_loops"]:
         import numba
@@ -94,8 +125,8 @@ def gather() -> dict[str, Any]:
             "blas": blas.NAME,
             "vector_width": kernels.VECTOR_WIDTH or "LLVM's choice",
             # (type: ignore: numba sets its config's attributes at import, from the environment)
-            "numba_cache": numba.config.CACHE_DIR  # type: ignore[attr-defined]
-            or os.path.join(os.path.dirname(kernels.__file__), "__pycache__"),
+            "numba_cache": _numba_cache(kernels),
+            "numba": numba.__version__,
         }
     out["libraries"] = _libraries()
     return out
@@ -120,7 +151,9 @@ def _text(info: dict[str, Any]) -> list[str]:
         f"threads: {info['threads']['rnnlab']} (batch split "
         f"{'on' if info['threads']['split'] else 'off'}"
         + (f"; a worker waits busily {info['threads']['spin_seconds'] * 1e3:g} ms for its next "
-           "part, then sleeps (RNNLAB_SPIN)" if info["threads"]["spin_seconds"] else "")
+           "part, then sleeps (RNNLAB_SPIN)" if info["threads"]["spin_seconds"] else
+           "; a worker sleeps at once between parts" + _spin_off_why()
+           if info["threads"]["split"] else "")
         + ")",
     ]
     b = info["blas_choice"]
@@ -133,6 +166,8 @@ def _text(info: dict[str, Any]) -> list[str]:
                                                for m, k, n, transposed in _blaschoice.LARGE_SHAPES])
     if b["cache"]:
         lines.append(f"  cached in {b['cache']}")
+    elif b["cache_error"]:
+        lines.append(f"  not cached, so measured in every process: {b['cache_error']}")
     lines.append(f"loops' own product kernel (tiles): {'on' if b['tiles'] else 'off'} "
                  f"({b['tiles_why']})")  # fmt: skip
     if info["compiled_loops"]:
@@ -141,9 +176,11 @@ def _text(info: dict[str, Any]) -> list[str]:
                      f"{k['blas']}, vector width "
                      f"{k['vector_width']}, numba cache {k['numba_cache']}")  # fmt: skip
     else:
-        lines.append("compiled loops: off (the NumPy loop; install the `fast` extra)")
+        lines.append(f"compiled loops: off, the NumPy loop ({info['compiled_loops_why']})")
     libs = info["libraries"]
     if isinstance(libs, list):
+        if not libs:
+            lines.append("loaded: no BLAS or OpenMP library found by threadpoolctl")
         for lib in libs:
             lines.append(f"loaded: {lib.get('internal_api')} {lib.get('version') or ''} "
                          f"({lib.get('user_api')}, {lib.get('num_threads')} threads"
@@ -154,6 +191,12 @@ def _text(info: dict[str, Any]) -> list[str]:
     for name, v in info["forced_kernels"].items():
         lines.append(f"warning: {name}={v['value']} {v['effect']}: unset it for benchmarks")
     return lines
+
+
+def _spin_off_why() -> str:
+    if settings.current().spin == 0:
+        return " (RNNLAB_SPIN=0)"
+    return " (no time-stamp counter to spin by on this CPU)"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,10 +6,10 @@ The table of the variables is in docs/design.md, section "Environment".
 
 Parsing follows one rule per kind: surrounding spaces are ignored and an empty value is the
 default; a boolean is one of 1/0, true/false, yes/no, on/off (any case); a count is a
-positive integer; a choice is one of its words (any case); a duration is a positive number of
-seconds (RNNLAB_SPIN's may be 0). A value that parses as none of these raises ValueError
-naming the variable, what it must be and what came, at the first `current()` (every
-variable is checked, used or not).
+positive integer (up to MAX_THREADS); a choice is one of its words (any case); a duration is
+a positive number of seconds (RNNLAB_SPIN's may be 0). A value that parses as none of these
+raises ValueError naming the variable, what it must be and what came, at the first
+`current()` (every variable is checked, used or not).
 
 `current()` reads the environment at its first call and keeps the result. Code that changes
 the process's own environment afterwards (tests, `rnnlab.distributed.share_cores`) calls
@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ MALLOC_CHOICES = ("retain", "system")
 VECTOR_WIDTHS = tuple(1 << k for k in range(7))
 DEFAULT_MPI_TIMEOUT = 600.0
 DEFAULT_SPIN = 0.005
+MAX_THREADS = 1024  # RNNLAB_NUM_THREADS above this is a typo, not a machine
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
@@ -57,7 +59,9 @@ class Settings:
     """RNNLAB_TILES: the per-step products on rnnlab's own kernel (rnnlab.fast.tiles), "on",
     "off" or "auto" (measured against the BLAS, with the BLAS choice)."""
     cache_dir: str = ""
-    """RNNLAB_CACHE_DIR, else $XDG_CACHE_HOME/rnnlab, else ~/.cache/rnnlab."""
+    """RNNLAB_CACHE_DIR (~ expanded), else $XDG_CACHE_HOME/rnnlab where that is an absolute
+    path, else ~/.cache/rnnlab, else (no home directory) rnnlab-cache-<uid> in the temporary
+    folder."""
     mpi_timeout: float = DEFAULT_MPI_TIMEOUT
     """RNNLAB_MPI_TIMEOUT: seconds a rank waits in a collective before it aborts every rank."""
     spin: float = DEFAULT_SPIN
@@ -84,10 +88,6 @@ def read(environ: Mapping[str, str]) -> Settings:
     def text(name: str) -> str:
         return environ.get(name, "").strip()
 
-    cache_dir = text("RNNLAB_CACHE_DIR") or os.path.join(
-        environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
-        "rnnlab",
-    )
     return Settings(
         blas=_choice("RNNLAB_BLAS", text("RNNLAB_BLAS"), BLAS_CHOICES, "auto"),
         num_threads=_count("RNNLAB_NUM_THREADS", text("RNNLAB_NUM_THREADS")),
@@ -96,7 +96,7 @@ def read(environ: Mapping[str, str]) -> Settings:
         no_numba=_flag("RNNLAB_NO_NUMBA", text("RNNLAB_NO_NUMBA"), False),
         packed=_flag("RNNLAB_PACKED", text("RNNLAB_PACKED"), True),
         tiles=_choice("RNNLAB_TILES", text("RNNLAB_TILES"), TILES_CHOICES, "auto"),
-        cache_dir=cache_dir,
+        cache_dir=_cache_dir(environ),
         mpi_timeout=_seconds("RNNLAB_MPI_TIMEOUT", text("RNNLAB_MPI_TIMEOUT"), DEFAULT_MPI_TIMEOUT),
         spin=_seconds("RNNLAB_SPIN", text("RNNLAB_SPIN"), DEFAULT_SPIN, zero=True),
     )
@@ -129,6 +129,36 @@ def override(**values: object) -> Iterator[Settings]:
         _held.pop()
 
 
+def _cache_dir(environ: Mapping[str, str]) -> str:
+    """Where rnnlab keeps what it measured (the BLAS choice). A relative XDG_CACHE_HOME is
+    ignored, as the XDG base directory specification says; with no home directory at all (a
+    container's user without a passwd entry, HOME unset) the folder goes to the temporary
+    folder under the user's id, not to a directory named "~" wherever the process started."""
+    given = environ.get("RNNLAB_CACHE_DIR", "").strip()
+    if given:
+        return os.path.expanduser(given)
+    xdg = environ.get("XDG_CACHE_HOME", "").strip()
+    if os.path.isabs(xdg):
+        return os.path.join(xdg, "rnnlab")
+    home = environ.get("HOME", "").strip() or _account_home()
+    if os.path.isabs(home):
+        return os.path.join(home, ".cache", "rnnlab")
+    return os.path.join(tempfile.gettempdir(), f"rnnlab-cache-{getattr(os, 'getuid', str)()}")
+
+
+def _account_home() -> str:
+    """The home directory of this process's user account, or "" without one."""
+    try:
+        import pwd
+    except ImportError:  # not on a POSIX system
+        home = os.path.expanduser("~")
+        return "" if home == "~" else home
+    try:
+        return pwd.getpwuid(os.getuid()).pw_dir
+    except KeyError:
+        return ""
+
+
 def _flag(name: str, value: str, default: bool) -> bool:
     if not value:
         return default
@@ -142,8 +172,8 @@ def _flag(name: str, value: str, default: bool) -> bool:
 def _count(name: str, value: str) -> int | None:
     if not value:
         return None
-    if not value.isdigit() or int(value) < 1:
-        _checks.fail(name, "a positive integer", repr(value))
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_THREADS:
+        _checks.fail(name, f"a positive integer up to {MAX_THREADS}", repr(value))
     return int(value)
 
 

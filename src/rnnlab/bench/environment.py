@@ -49,8 +49,9 @@ def recorded() -> dict[str, str]:
 
 
 def forced_kernels() -> dict[str, str]:
-    """The set variables that hold a BLAS to another kernel than the machine's best."""
-    return {k: os.environ[k] for k in FORCING if k in os.environ}
+    """The set variables that hold a BLAS to another kernel than the machine's best (set to
+    a value: an empty one forces nothing)."""
+    return {k: os.environ[k] for k in FORCING if os.environ.get(k, "").strip()}
 
 
 def without_forcing() -> dict[str, str]:

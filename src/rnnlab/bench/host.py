@@ -9,6 +9,7 @@ products reached.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import subprocess
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from rnnlab import _blaschoice
 from rnnlab.bench import environment
 from rnnlab.bench.timing import PAUSE_S, call_seconds
 
@@ -49,39 +51,58 @@ def measured_peaks(
     return {"numpy": numpy_peak, "torch": torch_peak}
 
 
-def unforced_numpy_peak(n: int = GEMM_N) -> float | None:
-    """NumPy's float32 GEMM speed in a child process without the environment variables that
-    hold a BLAS to another kernel (rnnlab.info.FORCING), when any is set here; else None. The
-    machine's peak is its fastest kernel's, not the one this environment forces."""
+UNFORCED_CHILD = """
+import json, sys, time
+import numpy as np
+n, threads = int(sys.argv[1]), int(sys.argv[2])
+def best(matmul):
+    matmul()
+    times = []
+    for _ in range(5):
+        t = time.perf_counter(); matmul(); times.append(time.perf_counter() - t)
+    return 2.0 * n**3 / min(times) / 1e9
+r = np.random.default_rng(0)
+a = r.standard_normal((n, n), dtype=np.float32); b = a.copy(); c = np.empty_like(a)
+out = {"numpy": best(lambda: np.matmul(a, b, out=c))}
+try:
+    import torch
+except ImportError:
+    pass
+else:
+    torch.set_num_threads(threads)
+    at, bt, ct = torch.from_numpy(a), torch.from_numpy(b), torch.empty(n, n)
+    out["torch"] = best(lambda: torch.mm(at, bt, out=ct))
+print(json.dumps(out))
+"""
+
+
+def unforced_peaks(n: int = GEMM_N, torch_threads: int = 1) -> dict[str, float] | None:
+    """NumPy's and PyTorch's float32 GEMM speeds (PyTorch's at `torch_threads`, as in the run)
+    in a child process without the environment variables that hold a BLAS to another kernel
+    (rnnlab.info.FORCING), when any is set here; else None, or {} if the child fails. The
+    machine's peak is its fastest kernel's, not the one this environment forces: an MKL_*
+    variable slows PyTorch's MKL, not NumPy's OpenBLAS, so both are measured."""
     if not environment.forced_kernels():
         return None
     env = environment.without_forcing()
-    code = (
-        "import numpy as np, time\n"
-        f"n = {n}\n"
-        "r = np.random.default_rng(0)\n"
-        "a = r.standard_normal((n, n), dtype=np.float32); b = a.copy(); c = np.empty_like(a)\n"
-        "np.matmul(a, b, out=c); best = 1e9\n"
-        "for _ in range(5):\n"
-        "    t = time.perf_counter(); np.matmul(a, b, out=c)\n"
-        "    best = min(best, time.perf_counter() - t)\n"
-        "print(2.0 * n**3 / best / 1e9)\n"
-    )
     try:
-        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                              text=True, timeout=120)  # fmt: skip
-        return float(done.stdout.strip().splitlines()[-1])
+        done = subprocess.run(
+            [sys.executable, "-c", UNFORCED_CHILD, str(n), str(torch_threads)],
+            env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        found = json.loads(done.stdout.strip().splitlines()[-1])
     except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
-        return None
+        return {}
+    return {k: float(v) for k, v in found.items() if k in ("numpy", "torch")}
 
 
 def _cpuinfo() -> dict[str, Any]:
     info: dict[str, Any] = {
-        "model": platform.processor() or platform.machine(),
+        "model": _blaschoice.cpu()["model"],  # (ARM's cpuinfo has no model name)
         "mhz": None,
         "flags": [],
     }
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+    with contextlib.suppress(OSError), open(_blaschoice.CPUINFO) as f:
         for line in f:
             key, _, value = line.partition(":")
             key, value = key.strip(), value.strip()
@@ -153,7 +174,7 @@ def loop_setup() -> dict[str, Any]:
     setup: dict[str, Any] = {"threads": parallel.num_threads(), "split": parallel.enabled(),
                              "spin_seconds": parallel.spin_seconds()}  # fmt: skip
     if fast_path_active():
-        from rnnlab import _blaschoice, fast
+        from rnnlab import fast
         from rnnlab.fast import blas
 
         setup["kernel_blas"] = blas.NAME
@@ -168,12 +189,13 @@ def machine_info(torch: ModuleType) -> dict[str, Any]:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     interesting = {"avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile"}
     env = environment.recorded()
-    from rnnlab import _blaschoice
-
     choice = _blaschoice.choice()
+    ids = _blaschoice.cpu()
     return {
-        "cpu_vendor": _blaschoice.cpu()["vendor"],
+        "cpu_vendor": ids["vendor"],
         "cpu_model": cpu["model"],
+        "cpu_family": ids["family"],  # with the model number: which generation ("AMD EPYC"
+        "cpu_model_number": ids["model_number"],  # alone is any of them under a hypervisor)
         "loops_blas_choice": {"blas": choice.blas, "why": choice.why, "tiles": choice.tiles,
                               "tiles_why": choice.tiles_why, "large": choice.large,
                               "large_why": choice.large_why},

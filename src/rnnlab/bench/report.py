@@ -194,11 +194,21 @@ def aligned(head: list[str], body: list[list[str]], text_columns: int) -> list[s
     return [line(head), "  ".join("-" * w for w in widths)] + [line(r) for r in body]
 
 
+def _cpu_text(m: dict[str, Any]) -> str:
+    """The CPU as the JSON names it: vendor, model, and the family and model number that tell
+    one generation from another where the model name is generic (results from before these
+    fields: vendor and model only)."""
+    text = f"{m.get('cpu_vendor') or ''} {m['cpu_model']}".strip()
+    if m.get("cpu_family") is not None or m.get("cpu_model_number") is not None:
+        text += f" (family {m.get('cpu_family')}, model {m.get('cpu_model_number')})"
+    return text
+
+
 def format_table(result: dict[str, Any]) -> str:
     """The terminal report: one row per configuration and mode, the scaling study, a summary."""
     m = result["machine"]
     lines = [
-        f"{m['cpu_model']}, {m['cores']} cores; numpy {m['numpy']}, torch {m['torch']}; "
+        f"{_cpu_text(m)}, {m['cores']} cores; numpy {m['numpy']}, torch {m['torch']}; "
         f"float32 GEMM {result['numpy_gemm_gflops']:.0f} GFLOP/s (numpy), "
         f"{result['torch_gemm_gflops']:.0f} (torch), peak = the faster; {result['date']}",
     ]
@@ -223,10 +233,26 @@ def format_table(result: dict[str, Any]) -> str:
 def forced_text(result: dict[str, Any]) -> str:
     """The header's warning where the environment forced a BLAS kernel during the run."""
     said = ", ".join(f"{k}={v}" for k, v in result["forced_kernels"].items())
-    unforced = result.get("numpy_gemm_gflops_unforced")
-    without = f"{unforced:.0f} GFLOP/s without it" if unforced else "not measured without it"
-    with_it = f"{result['numpy_gemm_gflops']:.0f} GFLOP/s with it"
-    return f"warning: run with {said}, which forces a BLAS kernel: GEMM {with_it}, {without}"
+    peaks = {"numpy": result["numpy_gemm_gflops"], "torch": result.get("torch_gemm_gflops")}
+    unforced = result.get("gemm_gflops_unforced")
+    if unforced is None and result.get("numpy_gemm_gflops_unforced"):  # a result before torch's
+        unforced = {"numpy": result["numpy_gemm_gflops_unforced"]}
+    return (f"warning: run with {said}, which forces a BLAS kernel: "
+            f"{gemm_with_and_without(peaks, unforced)}")
+
+
+def gemm_with_and_without(peaks: dict[str, Any], unforced: dict[str, float] | None) -> str:
+    """Each library's GEMM speed with the forcing variables and without them, e.g. "GEMM numpy
+    203 GFLOP/s with it, 201 without; torch 77 with it, 190 without": a variable may slow one
+    library and not the other (MKL_* PyTorch's MKL, OPENBLAS_* NumPy's OpenBLAS)."""
+    parts = []
+    for lib in ("numpy", "torch"):
+        if peaks.get(lib) is None:
+            continue
+        without = (unforced or {}).get(lib)
+        parts.append(f"{lib} {peaks[lib]:.0f} GFLOP/s with it, "
+                     + (f"{without:.0f} without" if without else "not measured without it"))
+    return "GEMM " + "; ".join(parts)
 
 
 def _markdown(head: list[str], body: list[list[str]], text_columns: int) -> list[str]:
@@ -253,7 +279,7 @@ def format_markdown(result: dict[str, Any]) -> str:
     lines = [
         "# rnnlab vs PyTorch on CPU",
         "",
-        f"- machine: {m.get('cpu_vendor') or ''} {m['cpu_model']}, {m['cores']} cores; "
+        f"- machine: {_cpu_text(m)}, {m['cores']} cores; "
         f"{m['platform']}",
         f"- versions: numpy {m['numpy']}, torch {m['torch']}, numba {m['numba']}, "
         f"rnnlab {m['rnnlab']} (compiled loop {'on' if m['rnnlab_fast_path'] else 'off'})",

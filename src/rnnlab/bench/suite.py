@@ -34,7 +34,7 @@ from rnnlab.bench.configs import (
 )
 from rnnlab.bench.memory import measure_memory, memory_supported
 from rnnlab.bench.ort import ORT_MISSING, check_ort_agreement, ort_step
-from rnnlab.bench.report import noisy, stderr
+from rnnlab.bench.report import gemm_with_and_without, noisy, stderr
 from rnnlab.bench.runners import (
     TOLERANCE,
     check_agreement,
@@ -203,7 +203,8 @@ def run(
         "numpy_gemm_gflops": peaks["numpy"],
         "torch_gemm_gflops": peaks["torch"],
         "forced_kernels": forced,
-        "numpy_gemm_gflops_unforced": unforced,
+        "gemm_gflops_unforced": unforced,  # {"numpy": …, "torch": …}, or None: nothing forced
+        "numpy_gemm_gflops_unforced": (unforced or {}).get("numpy"),  # (as before 2026-12-04)
         "method": {
             "rounds": timing.rounds,
             "block_s": timing.block_s,
@@ -228,8 +229,8 @@ def run(
 
 def _machine_peak(
     torch: ModuleType, pause_s: float, log: Callable[[str], None]
-) -> tuple[dict[str, float], float, dict[str, str], float | None]:
-    """(both GEMM speeds, the machine's peak, the forcing variables set, numpy's GEMM speed
+) -> tuple[dict[str, float], float, dict[str, str], dict[str, float] | None]:
+    """(both GEMM speeds, the machine's peak, the forcing variables set, both GEMM speeds
     without them or None), with the warning when a variable forces a BLAS kernel."""
     peaks = host.measured_peaks(torch, host.GEMM_N, pause_s)
     # the machine's measured peak: the faster of the two libraries' GEMMs (rnnlab's products
@@ -240,15 +241,12 @@ def _machine_peak(
         f"torch {peaks['torch']:.0f} GFLOP/s"
     )
     forced = environment.forced_kernels()
-    unforced = host.unforced_numpy_peak(host.GEMM_N) if forced else None
+    unforced = host.unforced_peaks(host.GEMM_N, torch.get_num_threads()) if forced else None
     if forced:
         said = ", ".join(f"{k}={v}" for k, v in forced.items())
         log(f"warning: {said} holds a BLAS to another kernel than this machine's best; "
-            f"numpy's GEMM reads {peaks['numpy']:.0f} GFLOP/s with it and "
-            + (f"{unforced:.0f}" if unforced else "(not measured)") + " without it: "
-            "unset it for a benchmark")  # fmt: skip
-        if unforced:
-            peak = max(peak, unforced)
+            f"{gemm_with_and_without(peaks, unforced)}: unset it for a benchmark")
+        peak = max(peak, *(unforced or {}).values())
     return peaks, peak, forced, unforced
 
 

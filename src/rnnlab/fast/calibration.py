@@ -16,13 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from rnnlab import _blaschoice, _mkl
+from rnnlab import _blaschoice, _mkl, settings
+from rnnlab.fast import MIN_PACKED_VALUES
 
 
 def measure(repeats: int = 15) -> dict[str, list[float]]:
     """µs per product (best of `repeats` after a warm-up) for each of _blaschoice.SHAPES,
-    float32, one thread: NumPy's matmul; MKL where it loads (the faster of its plain and its packed
-    product: the loops pack weights where that pays, rnnlab.fast.packs); rnnlab's tiles
+    float32, one thread: NumPy's matmul; MKL where it loads (its plain product, or the faster of
+    that and its packed one where a training loop packs such a weight: rnnlab.fast.packs,
+    RNNLAB_PACKED); rnnlab's tiles
     where the compiled loops run (the weight laid out once, as the loops do). Then NumPy's
     and MKL's at LARGE_SHAPES ("numpy large", "mkl large"). Run by
     _blaschoice._measure_in_child in a process of its own with OPENBLAS_NUM_THREADS=1."""
@@ -57,7 +59,9 @@ def measure(repeats: int = 15) -> dict[str, list[float]]:
         best = _best(runs, repeats)
         out["numpy"].append(best["numpy"] * 1e6)
         if mkl is not None:
-            out["mkl"].append(min(best["mkl"], best["mkl-packed"]) * 1e6)
+            packs = settings.current().packed and k * n >= MIN_PACKED_VALUES
+            mkl_s = min(best["mkl"], best["mkl-packed"]) if packs else best["mkl"]
+            out["mkl"].append(mkl_s * 1e6)
         if tiles is not None:
             out["tiles"].append(best["tiles"] * 1e6)
     out.update(_large(mkl, rng, max(3, repeats // 3)))
