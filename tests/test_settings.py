@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
@@ -53,6 +54,18 @@ def test_the_cache_folder_is_never_a_relative_guess(monkeypatch):
     monkeypatch.setattr(settings, "_account_home", lambda: "")
     got = settings.read({}).cache_dir
     assert os.path.dirname(got) == tempfile.gettempdir() and "rnnlab-cache-" in got
+
+
+def test_a_variable_that_is_not_rnnlabs_is_warned_about():
+    said = "RNNLAB_THREADS is not one of rnnlab's variables and is ignored .did you mean "
+    with pytest.warns(UserWarning, match=said + "RNNLAB_NUM_THREADS"):
+        got = settings.read({"RNNLAB_THREADS": "1"})
+    assert got.num_threads is None
+    with pytest.warns(UserWarning, match="they are RNNLAB_BLAS, "):
+        settings.read({"RNNLAB_ZZZZZZZZZZZZZZ": "1"})
+    assert set(settings.VARIABLES) == {
+        "RNNLAB_" + f.name.upper() for f in dataclasses.fields(settings.Settings)
+    }  # every setting has its variable, and no variable is listed that none reads
 
 
 @pytest.mark.parametrize(("name", "value", "expected"), [

@@ -88,6 +88,7 @@ def read(environ: Mapping[str, str]) -> Settings:
     def text(name: str) -> str:
         return environ.get(name, "").strip()
 
+    _warn_unknown(environ)
     return Settings(
         blas=_choice("RNNLAB_BLAS", text("RNNLAB_BLAS"), BLAS_CHOICES, "auto"),
         num_threads=_count("RNNLAB_NUM_THREADS", text("RNNLAB_NUM_THREADS")),
@@ -127,6 +128,25 @@ def override(**values: object) -> Iterator[Settings]:
         yield _held[-1]
     finally:
         _held.pop()
+
+
+VARIABLES = ("RNNLAB_BLAS", "RNNLAB_NUM_THREADS", "RNNLAB_MALLOC", "RNNLAB_VECTOR_WIDTH",
+             "RNNLAB_NO_NUMBA", "RNNLAB_PACKED", "RNNLAB_TILES", "RNNLAB_CACHE_DIR",
+             "RNNLAB_MPI_TIMEOUT", "RNNLAB_SPIN")  # fmt: skip
+
+
+def _warn_unknown(environ: Mapping[str, str]) -> None:
+    """A variable that looks like rnnlab's and is not (RNNLAB_THREADS=1) would be ignored
+    without a word, and the run would not do what its user set: say so, with the nearest name."""
+    import difflib
+    import warnings
+
+    for name in sorted(environ):
+        if name.startswith("RNNLAB_") and name not in VARIABLES:
+            near = difflib.get_close_matches(name, VARIABLES, n=1)
+            warnings.warn(f"rnnlab: {name} is not one of rnnlab's variables and is ignored"
+                          + (f" (did you mean {near[0]}?)" if near else
+                             f" (they are {', '.join(VARIABLES)})"), stacklevel=3)  # fmt: skip
 
 
 def _cache_dir(environ: Mapping[str, str]) -> str:
