@@ -203,6 +203,53 @@ def test_overwrite_d_output_changes_no_gradient_and_only_its_own_array(name, lay
 
 
 @pytest.mark.parametrize("how", ["compiled", "numpy"])
+@pytest.mark.parametrize("layout", ["uni", "bi", "2-layer", "2-layer-bi"])
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_a_given_up_d_output_that_is_the_layers_own_memory_is_not_written(name, layout, how,
+                                                                          setenv):  # fmt: skip
+    """d_output = f.output (the gradient of ½‖y‖²) is a view of the states BPTT reads, and
+    d_output = x (time-major, I = H) is the input dW_ih reads: given up or not, they are
+    never written over, and the gradients are those of a copy."""
+    if how == "numpy":
+        setenv(RNNLAB_NO_NUMBA="1")
+    layer = _layer(name, I=5, H=5, **LAYOUTS[layout])
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((6, 3, 5))  # time-major (batch_first=False)
+    for kw in ({}, {"checkpoint_every": 4}):
+        f = layer.forward(x, **kw)
+        want = layer.backward(f, f.output.copy())
+        f = layer.forward(x, **kw)
+        got = layer.backward(f, f.output, overwrite_d_output=True)
+        for key, value in want.params.items():
+            np.testing.assert_array_equal(got.params[key], value, err_msg=f"{key} {kw}")
+        if f.output.shape == x.shape:  # one direction: d_output may be x itself
+            kept = x.copy()
+            want = layer.backward(layer.forward(x, **kw), kept.copy())
+            got = layer.backward(layer.forward(x, **kw), x, overwrite_d_output=True)
+            for key, value in want.params.items():
+                np.testing.assert_array_equal(got.params[key], value, err_msg=f"{key} {kw}")
+
+
+@pytest.mark.parametrize("flag", ["overwrite_d_output", "input_grad", "retain_tape"])
+def test_a_backward_switch_that_is_not_a_boolean_is_refused(flag):
+    """"false" is truthy: taken as it is, it would write over the caller's gradient."""
+    from rnnlab.modules import Linear, Sequential
+
+    layer = _layer("rnn")
+    x = np.random.default_rng(1).standard_normal((2, 4, 3))
+    f = layer.forward(x)
+    d = np.ones(f.output.shape)
+    with pytest.raises(ValueError, match=f"`{flag}` must be True or False; got 'false'"):
+        layer.backward(f, d, **{flag: "false"})
+    assert (d == 1).all()
+    if flag != "retain_tape":
+        model = Sequential(layer, Linear(5, 2, dtype=np.float64, rng=np.random.default_rng(0)))
+        f = model.forward(x)
+        with pytest.raises(ValueError, match=f"`{flag}` must be True or False"):
+            model.backward(f, np.ones(f.output.shape), **{flag: "false"})
+
+
+@pytest.mark.parametrize("how", ["compiled", "numpy"])
 @pytest.mark.parametrize("name", list(LAYERS))
 def test_the_input_gradient_goes_over_a_given_up_d_output_of_its_shape(name, how, setenv):
     """A layer whose input is as wide as its output (the layers above the first of a stack)

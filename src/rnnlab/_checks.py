@@ -159,6 +159,13 @@ def boolean(value: object, name: str) -> bool:
     return bool(value)
 
 
+def booleans(**flags: object) -> None:
+    """Each keyword True or False (`boolean`): a backward pass's switches, where a truthy
+    string would silently write over the caller's gradient or skip ∂L/∂x."""
+    for name, value in flags.items():
+        boolean(value, name)
+
+
 def batch_of_steps(x: np.ndarray, name: str = "x") -> None:
     """A (batch, time, ...) array with one sequence and one step at least (NumPy's own errors
     for an empty batch name its internals)."""

@@ -216,6 +216,7 @@ class OutputFeedback:
         (free running and scheduled sampling; in teacher forcing it is the truth). The
         outputs' gradients enter the loop beside the carry's, so d_output is never written
         over (`overwrite_d_output` is the protocol's, and changes nothing here)."""
+        _checks.booleans(input_grad=input_grad, overwrite_d_output=overwrite_d_output)
         c, P = f.cache, self.params
         m, X = c["mask"], c["X"]
         T, B, I = X.shape

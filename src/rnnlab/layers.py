@@ -635,7 +635,11 @@ class Recurrent:
         ∂L/∂x goes over a C-contiguous time-major d_output once BPTT has read it (for the
         one-layer module Backward.input is then d_output's memory). The layers below the
         top, which read ∂L/∂input of the layer above (this method's own array), are always
-        written over."""
+        written over. A d_output that shares memory with what BPTT reads (`f.output`, a view
+        of the states, as the gradient of ½‖y‖²; the input itself) is never written over,
+        given up or not."""
+        _checks.booleans(input_grad=input_grad, retain_tape=retain_tape,
+                         overwrite_d_output=overwrite_d_output)
         cache = f.cache
         if not isinstance(cache, dict) or cache.get("layer") != self._signature():
             _checks.fail("f", f"the result of this layer's forward ({self._signature()})",

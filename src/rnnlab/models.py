@@ -282,6 +282,7 @@ class FeedbackModel(_Module):
         self, fwd: Forward, d_output: Any, d_state: Any = None, *, input_grad: bool = True,
         overwrite_d_output: bool = False,
     ) -> Backward:
+        _checks.booleans(input_grad=input_grad, overwrite_d_output=overwrite_d_output)
         fe, f = fwd.cache
         d_h, d_y = (None, None) if d_state is None else d_state
         b = self.layer.backward(f, d_output, d_h, d_y_last=d_y)

@@ -86,6 +86,7 @@ class Embedding(_Module):
         self, f: Forward, d_output: Any, d_state: Any = None, *, input_grad: bool = True,
         overwrite_d_output: bool = False,
     ) -> Backward:
+        _checks.booleans(input_grad=input_grad, overwrite_d_output=overwrite_d_output)
         d_output = _d_output(f, d_output)
         return Backward(None, None, {"weight": _rows_summed_by_id(
             f.cache.reshape(-1), d_output.reshape(-1, self.embedding_dim),
@@ -150,6 +151,7 @@ class Linear(_Module):
         self, f: Forward, d_output: Any, d_state: Any = None, *, input_grad: bool = True,
         overwrite_d_output: bool = False,
     ) -> Backward:
+        _checks.booleans(input_grad=input_grad, overwrite_d_output=overwrite_d_output)
         x = f.cache
         dy = _d_output(f, d_output)
         swap = _time_major_in_memory(x)  # as forward: x's rows, and dy's, in x's memory order
@@ -199,6 +201,7 @@ class Dropout(_Module):
         self, f: Forward, d_output: Any, d_state: Any = None, *, input_grad: bool = True,
         overwrite_d_output: bool = False,
     ) -> Backward:
+        _checks.booleans(input_grad=input_grad, overwrite_d_output=overwrite_d_output)
         d_output = _d_output(f, d_output)
         return Backward(d_output if f.cache is None else d_output * f.cache, None, {})
 
@@ -252,6 +255,7 @@ class LastStep(_Module):
         self, f: Forward, d_output: Any, d_state: Any = None, *, input_grad: bool = True,
         overwrite_d_output: bool = False,
     ) -> Backward:
+        _checks.booleans(input_grad=input_grad, overwrite_d_output=overwrite_d_output)
         how, shape, last = f.cache
         d_output = _d_output(f, d_output)
         dx = np.zeros(shape, d_output.dtype)
@@ -307,6 +311,7 @@ class MeanOverTime(_Module):
         self, f: Forward, d_output: Any, d_state: Any = None, *, input_grad: bool = True,
         overwrite_d_output: bool = False,
     ) -> Backward:
+        _checks.booleans(input_grad=input_grad, overwrite_d_output=overwrite_d_output)
         w = f.cache
         return Backward(w[:, :, None] * _d_output(f, d_output)[:, None, :], None, {})
 
@@ -374,6 +379,7 @@ class Sequential(_Module):
         Each module below the top may write over the gradient it is given (the module
         above made it) unless that gradient is the caller's d_output passed through (a
         Dropout at inference): that one only with `overwrite_d_output=True`."""
+        _checks.booleans(input_grad=input_grad, overwrite_d_output=overwrite_d_output)
         grads: dict[str, np.ndarray] = {}
         d_states = [None] * len(self.modules)
         given = d_output

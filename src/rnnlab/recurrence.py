@@ -684,7 +684,7 @@ def backward(
     if dys is not None and mask is not None:
         dys = np.where(mask[:, :, None], dys, 0.0)  # padded outputs are constants
         overwrite_dys = True  # (our own copy)
-    free = dys if overwrite_dys and tape.feedback is None else None
+    free = dys if overwrite_dys and tape.feedback is None and not _kept(dys, tape) else None
     if tape.hs is None:
         return _backward_checkpointed(cell, p, tape, dys, dh_T, dc_T, need_dX, dh_trace, free)
     T, B, I = X.shape
@@ -695,6 +695,19 @@ def backward(
     return _bptt(cell, p, X, tape.hs, _cell_states(tape), saved, mask, tape.reverse, dys,
                  dh_T, dc_T, need_dX, dh_trace, noise=tape.noise, own=tape.own,
                  own_c=tape.own_c, feedback=tape.feedback, free=free)  # fmt: skip
+
+
+def _kept(a: np.ndarray | None, tape: Tape) -> bool:
+    """Whether `a` shares memory with what the tape keeps for BPTT to read: given up or not,
+    such an array is never written over. A layer's output is a view of its states (so
+    backward(f, f.output, overwrite_d_output=True), the gradient of ½‖y‖², hands BPTT the
+    states it reads), and a caller may give up the input itself."""
+    if a is None:
+        return False
+    kept = [tape.X, tape.hs, tape.cs, tape.saved, tape.own, tape.own_c]
+    if tape.segments is not None:
+        kept += [s for pair in tape.segments[1] for s in pair]
+    return any(k is not None and np.may_share_memory(a, k) for k in kept)
 
 
 def _cell_states(tape: Tape) -> np.ndarray | None:

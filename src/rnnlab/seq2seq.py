@@ -368,6 +368,7 @@ class Seq2Seq(_Module):
         self, f: Forward, d_output: npt.ArrayLike, d_state: None = None, *,
         input_grad: bool = True, overwrite_d_output: bool = False,
     ) -> Backward:
+        _checks.booleans(input_grad=input_grad, overwrite_d_output=overwrite_d_output)
         c = f.cache
         d_output = _checks.float_array(d_output, "d_output", shape=f.output.shape,
                                        dtype=self.dtype)  # fmt: skip
