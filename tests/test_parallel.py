@@ -206,6 +206,11 @@ def test_products_sharing_their_left_factor_side_by_side(threads, dtype, chunk, 
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
         assert got.flags.c_contiguous and got.dtype == dtype
     together.clear()
+    with parallel.session():  # another view of the same block is the same left factor
+        (dW_x, dW_h), _ = parallel.inner_products([(dA, X), (dA[:, 0:40], Hs)], [dA])
+    assert together == [[7, 9]] * threads  # (as an LSTM's BPTT passes dA_x and its columns)
+    np.testing.assert_allclose(dW_h, dA.T @ Hs, rtol=tol, atol=tol)
+    together.clear()
     monkeypatch.setattr(parallel, "NARROW", 7)  # none narrower: each product alone
     with parallel.session():
         parallel.inner_products([(dA, X), (dA, Hs)], [dA])

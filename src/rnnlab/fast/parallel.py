@@ -492,6 +492,17 @@ NARROW = 256  # right factors narrower than this are multiplied side by side (se
 SIDE_BY_SIDE_ROWS = 800  # summed rows per chunk of a side-by-side product
 
 
+def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether a and b are the same values in the same memory (two views of one block, such
+    as dA_x and dA_x[:, 0:GH], are: identity alone would miss them)."""
+    return a is b or (
+        a.shape == b.shape
+        and a.strides == b.strides
+        and a.dtype == b.dtype
+        and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+    )
+
+
 def _shared_left_factors(pairs, products) -> list[tuple[np.ndarray, list, list]]:
     """[(g, [x, ...], [out, ...])]: the pairs grouped by their left factor where MKL can
     multiply a group side by side (`_side_by_side`), one of its right factors is narrow and
@@ -501,7 +512,7 @@ def _shared_left_factors(pairs, products) -> list[tuple[np.ndarray, list, list]]
     groups: list[tuple[np.ndarray, list, list]] = []
     for (g, x), out in zip(pairs, products, strict=True):
         for group in groups:
-            if group[0] is g:
+            if _same_array(group[0], g):
                 group[1].append(x)
                 group[2].append(out)
                 break
