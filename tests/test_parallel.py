@@ -210,6 +210,10 @@ def test_products_sharing_their_left_factor_side_by_side(threads, dtype, chunk, 
         (dW_x, dW_h), _ = parallel.inner_products([(dA, X), (dA[:, 0:40], Hs)], [dA])
     assert together == [[7, 9]] * threads  # (as an LSTM's BPTT passes dA_x and its columns)
     np.testing.assert_allclose(dW_h, dA.T @ Hs, rtol=tol, atol=tol)
+    backwards = dA[::-1]  # a layout MKL's gemm refuses: NumPy's product instead
+    outs = [np.empty((40, 7), dtype), np.empty((40, 9), dtype)]
+    side_by_side(backwards, [X, Hs], outs)
+    np.testing.assert_allclose(outs[1], backwards.T @ Hs, rtol=tol, atol=tol)
     together.clear()
     monkeypatch.setattr(parallel, "NARROW", 7)  # none narrower: each product alone
     with parallel.session():

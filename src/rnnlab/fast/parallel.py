@@ -555,8 +555,9 @@ def _side_by_side(g: np.ndarray, xs: list[np.ndarray], outs: list[np.ndarray]) -
         for x, w in zip(xs, widths, strict=True):
             block[: b - a, col : col + w] = x[a:b]
             col += w
-        if not mkl.gemm(g[a:b].T, block[: b - a], acc, beta=0.0 if a == 0 else 1.0):
-            raise AssertionError("MKL refused a side-by-side product")  # dtypes were checked
+        beta = 0.0 if a == 0 else 1.0
+        if not mkl.gemm(g[a:b].T, block[: b - a], acc, beta=beta):  # a layout MKL cannot take
+            _gemm_acc(g[a:b].T, block[: b - a], acc, beta)  # (a reversed g: NumPy's matmul)
     col = 0
     for out, w in zip(outs, widths, strict=True):
         out[...] = acc[:, col : col + w]
