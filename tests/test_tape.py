@@ -351,14 +351,18 @@ def test_a_module_of_ones_own_without_the_keyword_runs_and_keeps_its_gradient():
                 self.kept = np.array(d_output, copy=True)
             return Backward(self.kept, None, {})
 
-    top = Keeps()
-    model = Sequential([_layer("rnn", batch_first=True), top])
-    x = np.random.default_rng(1).standard_normal((2, 5, 3))
-    f = model.forward(x)
-    d = f.output * 0 + 1.0
-    want = model.backward(f, d, overwrite_d_output=True)
-    saved = top.kept.copy()
-    got = model.backward(model.forward(x), d, overwrite_d_output=True)
-    np.testing.assert_array_equal(top.kept, saved)
-    for key, value in want.params.items():
-        np.testing.assert_array_equal(got.params[key], value)
+    class Wraps(Keeps):  # a wrapper that passes keywords on: it does not name the keyword
+        def backward(self, f, d_output, d_state=None, **kwargs):
+            return super().backward(f, d_output, d_state)
+
+    for top in (Keeps(), Wraps()):
+        model = Sequential([_layer("rnn", batch_first=True), top])
+        x = np.random.default_rng(1).standard_normal((2, 5, 3))
+        f = model.forward(x)
+        d = f.output * 0 + 1.0
+        want = model.backward(f, d, overwrite_d_output=True)
+        saved = top.kept.copy()
+        got = model.backward(model.forward(x), d, overwrite_d_output=True)
+        np.testing.assert_array_equal(top.kept, saved)
+        for key, value in want.params.items():
+            np.testing.assert_array_equal(got.params[key], value)

@@ -90,9 +90,11 @@ class Module(Protocol):
 
 
 def takes_overwrite(module: object) -> bool:
-    """Whether `module.backward` takes `overwrite_d_output` (every rnnlab module does). A
+    """Whether `module.backward` names `overwrite_d_output` (every rnnlab module does). A
     module written to the protocol before the keyword (a user's own) is called without it,
-    and its ∂L/∂x is not taken as given up: it may be an array the module keeps."""
+    and its ∂L/∂x is not taken as given up: it may be an array the module keeps. A backward
+    that only takes **kwargs (a wrapper passing them on) does not say so either way, and is
+    treated as one that does not know the keyword."""
     return _has_overwrite(getattr(module, "backward", None))
 
 
@@ -101,9 +103,7 @@ def _has_overwrite(fn: object) -> bool:
         params = inspect.signature(fn).parameters  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return False
-    return "overwrite_d_output" in params or any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
-    )
+    return "overwrite_d_output" in params
 
 
 RngLike = np.random.Generator | int | None
