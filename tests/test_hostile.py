@@ -294,6 +294,14 @@ API_CASES = [
      r"`d_output` must be an array"),
     ("mean backward flat", lambda: (lambda m: m.backward(m.forward(_x(2, 3, 4)), _x(8)))(
         MeanOverTime()), r"`d_output` must be an array"),
+    ("embedding backward on a larger vocabulary's ids", lambda: Embedding(5, 2).backward(
+        Embedding(9, 2).forward(np.array([[8]])), _x(1, 1, 2)),
+     r"`f` must be the result of this Embedding\(5, 2\)'s forward; got the result of another"),
+    ("linear backward on another linear's result", lambda: Linear(3, 2).backward(
+        Linear(4, 2).forward(_x(1, 2, 4)), _x(1, 2, 2)),
+     r"`f` must be the result of this Linear\(3, 2\)'s forward; got the result of another"),
+    ("linear backward on a string", lambda: Linear(3, 2).backward("f", _x(1, 2, 2)),
+     r"`f` must be the result of this Linear\(3, 2\)'s forward; got 'f' \(str\)"),
     # other modules
     ("embedding float ids", lambda: Embedding(5, 2).forward(_x(1, 3)), r"`x` must be an array of"),
     ("embedding id 5", lambda: Embedding(5, 2).forward(np.array([[5]])),

@@ -38,6 +38,14 @@ def _d_output(f: Forward, d_output: Any) -> np.ndarray:
     return _checks.float_array(d_output, "d_output", shape=f.output.shape, finite=False)
 
 
+def _own_forward(f: Any, fits: bool, module: str) -> None:
+    """A clear error for a backward given what its own forward could not have made (another
+    module's result): NumPy's own error, or a gradient of the wrong input, otherwise."""
+    if not isinstance(f, Forward) or not fits:
+        _checks.fail("f", f"the result of this {module}'s forward", "the result of another "
+                     "module's forward" if isinstance(f, Forward) else _checks.describe(f))
+
+
 class _Module(abc.ABC):
     """What the modules below share: calling one runs its forward, and its parameters go in
     and out as a state_dict."""
@@ -87,6 +95,11 @@ class Embedding(_Module):
         overwrite_d_output: bool = False,
     ) -> Backward:
         _checks.booleans(input_grad=input_grad, overwrite_d_output=overwrite_d_output)
+        ids = getattr(f, "cache", None)
+        _own_forward(f, isinstance(ids, np.ndarray) and ids.dtype.kind in "iu"
+                     and f.output.shape == (*ids.shape, self.embedding_dim)
+                     and (not ids.size or int(ids.max()) < self.num_embeddings),
+                     f"Embedding({self.num_embeddings}, {self.embedding_dim})")  # fmt: skip
         d_output = _d_output(f, d_output)
         return Backward(None, None, {"weight": _rows_summed_by_id(
             f.cache.reshape(-1), d_output.reshape(-1, self.embedding_dim),
@@ -152,7 +165,12 @@ class Linear(_Module):
         overwrite_d_output: bool = False,
     ) -> Backward:
         _checks.booleans(input_grad=input_grad, overwrite_d_output=overwrite_d_output)
-        x = f.cache
+        x = getattr(f, "cache", None)
+        _own_forward(f, isinstance(x, np.ndarray) and x.ndim in (2, 3)
+                     and x.shape[-1] == self.in_features
+                     and f.output.shape == (*x.shape[:-1], self.out_features),
+                     f"Linear({self.in_features}, {self.out_features})")  # fmt: skip
+        assert isinstance(x, np.ndarray)  # (for the type checker: _own_forward checked it)
         dy = _d_output(f, d_output)
         swap = _time_major_in_memory(x)  # as forward: x's rows, and dy's, in x's memory order
         xm, dym = (np.swapaxes(x, 0, 1), np.swapaxes(dy, 0, 1)) if swap else (x, dy)
