@@ -27,10 +27,11 @@ not turned off), RNNLAB_PACKED, and the environment variables that hold either l
 another kernel (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE, MKL_ENABLE_INSTRUCTIONS, MKL_CBWR,
 MKL_DEBUG_CPU_TYPE; set to a value). A cache that does not parse or holds another key is
 ignored with a warning and made again, never trusted; one that cannot be written is warned
-about (the choice is then measured in every process). RNNLAB_BLAS=mkl or numpy and
-RNNLAB_TILES=on or off override the measurement (with both set, nothing is measured;
-RNNLAB_BLAS=mkl without the mkl package is an error); `rnnlab info` shows the choice and
-why.
+about (the choice is then measured in every process). Processes that start at once on a fresh
+machine measure one at a time (a lock beside the cache): one measures, the others read.
+RNNLAB_BLAS=mkl or numpy and RNNLAB_TILES=on or off override the measurement (with both set,
+nothing is measured; RNNLAB_BLAS=mkl without the mkl package is an error); `rnnlab info`
+shows the choice and why.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -414,8 +416,41 @@ def choice() -> Choice:
     want = key()
     path = cache_path(want)
     cached = _read_cache(path, want)
-    if cached is not None:
-        return _overridden(cached, s.blas, s.tiles)
+    if cached is None:
+        with _one_at_a_time(path):
+            cached = _read_cache(path, want)  # another process may have measured meanwhile
+            if cached is None:
+                return _measured(path, want, s, blas_open)
+    return _overridden(cached, s.blas, s.tiles)
+
+
+@contextlib.contextmanager
+def _one_at_a_time(path: str) -> Iterator[None]:
+    """Processes that start at once on a fresh machine (MPI ranks, pytest's workers) measure
+    one after the other: the first measures and writes the cache while the others wait on a
+    lock beside it, then read what it wrote. Measuring side by side would time a shared
+    machine, and the processes could choose differently. The wait is bounded by the
+    measurement's own timeout; where no lock can be had (no fcntl, a folder that cannot be
+    made or written), each process measures on its own."""
+    try:
+        import fcntl
+
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        lock = open(os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".lock"),
+                    "a")  # fmt: skip
+    except (ImportError, OSError):
+        yield
+        return
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except OSError:  # (a file system without locks)
+            pass
+        yield  # (closing the file releases the lock)
+
+
+def _measured(path: str, want: dict, s: settings.Settings, blas_open: bool) -> Choice:
+    """A fresh measurement's choice, written to the cache at `path` where it can be."""
     try:
         timings = _measure_in_child()
         if not _timings_ok(timings):
@@ -423,7 +458,7 @@ def choice() -> Choice:
     except (RuntimeError, ValueError, KeyError) as exc:
         library = "MKL, as installed" if blas_open else "NumPy's OpenBLAS"
         warnings.warn(f"rnnlab: could not time the per-step products ({exc}); using "
-                      f"{library}, without the tiles", stacklevel=2)  # fmt: skip
+                      f"{library}, without the tiles", stacklevel=3)  # fmt: skip
         made = decide({}, "mkl" if blas_open else s.blas, "off" if s.tiles == "auto" else s.tiles)
         made.why = f"installed; the measurement failed: {exc}" if blas_open else made.why
         if s.tiles == "auto":
@@ -435,7 +470,7 @@ def choice() -> Choice:
         made.cache_error = f"{path}: {error}"
         warnings.warn(f"rnnlab: the BLAS choice cannot be cached in {path!r} ({error}); it "
                       "is measured again in every process (set RNNLAB_CACHE_DIR to a "
-                      "writable folder)", stacklevel=2)  # fmt: skip
+                      "writable folder)", stacklevel=3)  # fmt: skip
     else:
         made.cache = path
     return _overridden(made, s.blas, s.tiles)
