@@ -8,9 +8,13 @@ and for every cell; and the session must hand NumPy's BLAS back as it found it.
 
 import functools
 import os
+import queue
+import signal
 import subprocess
 import sys
+import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -675,6 +679,85 @@ def test_large_arrays_reuse_the_memory_of_freed_ones(monkeypatch, setenv):
     assert [blk.size for blk in parallel._free_blocks] == [9600, 9600]  # the cap: d not kept
     setenv(RNNLAB_MALLOC="system")
     assert parallel.empty((10, 30, 8), np.float32).base is None
+
+
+def _fresh_pool(monkeypatch, setenv):
+    setenv(RNNLAB_MALLOC=None)
+    monkeypatch.setattr(parallel, "POOL_MIN_BYTES", 4096)
+    monkeypatch.setattr(parallel, "_free_blocks", [])
+    monkeypatch.setattr(parallel, "_free_bytes", 0)
+    monkeypatch.setattr(parallel, "_returned", queue.SimpleQueue())
+    monkeypatch.setattr(parallel, "_blocks_lock", threading.Lock())  # (a failed test's own)
+
+
+def test_a_block_freed_while_the_pool_is_locked_waits_instead_of_deadlocking(monkeypatch,
+                                                                            setenv):  # fmt: skip
+    """A garbage collection that an allocation inside the pool's lock starts may free a
+    pooled array on the same thread: its finalizer must not wait for that lock (it hung a
+    training loop that kept an exception in a local). The block joins the pool at the next
+    take."""
+    _fresh_pool(monkeypatch, setenv)
+    block = np.empty(8192, np.uint8)
+    done = threading.Event()
+
+    def reentrant():
+        with parallel._blocks_lock:  # as _take_block holds it when the collector runs
+            parallel._give_back(block)
+        done.set()
+
+    worker = threading.Thread(target=reentrant, daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    assert done.is_set(), "the finalizer waited for a lock its own thread holds"
+    assert parallel._free_blocks == []  # not yet: it waits beside the pool
+    assert parallel._take_block(8000) is block
+
+
+def test_a_full_pool_makes_room_and_can_be_emptied(monkeypatch, setenv):
+    """One larger batch must not leave the pool full of blocks no later array fits: the
+    blocks that waited longest make room for the newly freed; release_pool empties it."""
+    _fresh_pool(monkeypatch, setenv)
+    monkeypatch.setattr(parallel, "POOL_MAX_FREE_BYTES", 3 * 20000)
+    big = [parallel.empty((5000,), np.float32) for _ in range(3)]  # 20000 bytes each
+    del big
+    assert [b.size for b in parallel._free_blocks] == [20000] * 3 and parallel._free_bytes == 60000
+    small = parallel.empty((2000,), np.float32)  # 8000 bytes: no kept block fits
+    where = small.__array_interface__["data"][0]
+    del small
+    assert [b.size for b in parallel._free_blocks] == [20000, 20000, 8000]  # the oldest made room
+    again = parallel.empty((2000,), np.float32)
+    assert again.__array_interface__["data"][0] == where  # the small batch's memory, reused
+    del again
+    assert parallel.release_pool() == 48000
+    assert parallel._free_blocks == [] and parallel._free_bytes == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_child_forked_while_another_thread_holds_the_pool_can_allocate(monkeypatch, setenv):
+    _fresh_pool(monkeypatch, setenv)
+    held, release = threading.Event(), threading.Event()
+
+    def holder():
+        with parallel._blocks_lock:
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=holder, daemon=True)
+    thread.start()
+    held.wait(10)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # (fork with threads)
+            pid = os.fork()
+        if pid == 0:  # the child: a lock copied while held would hang here
+            signal.alarm(10)
+            ok = parallel.empty((3000,), np.float32).shape == (3000,)
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        release.set()
+        thread.join(10)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
 
 
 def test_a_blocks_bias_sum_is_taken_from_b_ihs_where_it_is_the_same_columns():

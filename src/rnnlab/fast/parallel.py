@@ -37,6 +37,9 @@ norm, opens one too.
     concurrently(fns, flops)    independent jobs (the two directions of a layer) each on a
                                 thread of its own, with no splits inside
     matmul(a, b)                a @ b for 2-D arrays, rows of the result split over threads
+    empty(shape, dtype)         np.empty for arrays of 32 MB and more that outlive their call,
+                                from a pool of freed blocks (the tapes; see its docstring)
+    release_pool() -> int       hand the pool's blocks back to the system
 
 Without numba (rnnlab.fast unavailable) or with RNNLAB_NUM_THREADS=1 nothing is split and
 NumPy's BLAS keeps its own threads, as in any NumPy program.
@@ -48,6 +51,7 @@ import contextlib
 import ctypes
 import functools
 import os
+import queue
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -177,9 +181,11 @@ def _workers(n: int) -> Any:
 
 def _locks_after_fork() -> None:
     """A fork copies a lock held by another thread, which the child does not have: fresh
-    locks in the child (its team is made anew at its first split, its sessions go on)."""
-    global _team_lock, _depth_lock
-    _team_lock, _depth_lock = threading.Lock(), threading.Lock()
+    locks in the child (its team is made anew at its first split, its sessions go on), and
+    an empty pool of freed blocks (one copied in the middle of a change would not add up)."""
+    global _team_lock, _depth_lock, _blocks_lock, _free_blocks, _free_bytes, _returned
+    _team_lock, _depth_lock, _blocks_lock = threading.Lock(), threading.Lock(), threading.Lock()
+    _free_blocks, _free_bytes, _returned = [], 0, queue.SimpleQueue()
 
 
 if hasattr(os, "register_at_fork"):
@@ -592,9 +598,10 @@ def scratch(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
 
 POOL_MIN_BYTES = 32 * 1024 * 1024  # glibc's largest mmap threshold: bigger blocks are mapped
 POOL_MAX_FREE_BYTES = 1024 * 1024 * 1024  # freed memory the pool keeps at most
-_free_blocks: list[np.ndarray] = []  # freed blocks, uint8, smallest first
+_free_blocks: list[np.ndarray] = []  # freed blocks, uint8, in the order they came back
 _free_bytes = 0
 _blocks_lock = threading.Lock()
+_returned: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()  # came back while locked
 
 
 def empty(shape: tuple[int, ...], dtype) -> np.ndarray:
@@ -624,24 +631,70 @@ def empty(shape: tuple[int, ...], dtype) -> np.ndarray:
 
 
 def _take_block(nbytes: int) -> np.ndarray:
+    """The smallest kept block of nbytes up to a quarter more, or a new one."""
     global _free_bytes
     with _blocks_lock:
+        _sort_in_returned()
+        best = None
         for i, block in enumerate(_free_blocks):
             if nbytes <= block.size <= nbytes + nbytes // 4:  # at most a quarter unused
-                del _free_blocks[i]
-                _free_bytes -= block.size
-                return block
+                if best is None or block.size < _free_blocks[best].size:
+                    best = i
+        if best is not None:
+            block = _free_blocks.pop(best)
+            _free_bytes -= block.size
+            return block
     return np.empty(nbytes, np.uint8)
 
 
 def _give_back(block: np.ndarray) -> None:
+    """The finalizer of a pooled array. It may run on a thread that holds _blocks_lock
+    already (a garbage collection started by an allocation inside the lock frees a pooled
+    array), so it never waits for the lock: where the lock is taken the block waits in
+    _returned (a SimpleQueue, safe to put to from a finalizer) for the next holder."""
+    if not _blocks_lock.acquire(blocking=False):
+        _returned.put(block)
+        return
+    try:
+        _keep(block)
+        _sort_in_returned()
+    finally:
+        _blocks_lock.release()
+
+
+def _sort_in_returned() -> None:
+    """The blocks that came back while the lock was taken, into the pool (lock held)."""
+    while True:
+        try:
+            block = _returned.get_nowait()
+        except queue.Empty:
+            return
+        _keep(block)
+
+
+def _keep(block: np.ndarray) -> None:
+    """Keep a freed block (lock held). Where the pool is full, the blocks that have waited
+    longest make room: one larger batch (an evaluation, a long bucket) would otherwise
+    leave the pool full of blocks no later array fits, and every later block would go."""
+    global _free_bytes
+    if block.size > POOL_MAX_FREE_BYTES:
+        return  # NumPy frees it
+    while _free_blocks and _free_bytes + block.size > POOL_MAX_FREE_BYTES:
+        _free_bytes -= _free_blocks.pop(0).size
+    _free_blocks.append(block)
+    _free_bytes += block.size
+
+
+def release_pool() -> int:
+    """Hand every block the pool keeps back to the system (after a large evaluation batch,
+    before a long pause); returns the bytes released. Arrays in use are not affected."""
     global _free_bytes
     with _blocks_lock:
-        if _free_bytes + block.size > POOL_MAX_FREE_BYTES:
-            return  # NumPy frees it
-        _free_blocks.append(block)
-        _free_blocks.sort(key=lambda b: b.size)
-        _free_bytes += block.size
+        _sort_in_returned()
+        released = _free_bytes
+        _free_blocks.clear()
+        _free_bytes = 0
+    return released
 
 
 def sessioned(method: Callable[P, R]) -> Callable[P, R]:
