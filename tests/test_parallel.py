@@ -717,6 +717,7 @@ def test_a_full_pool_makes_room_and_can_be_emptied(monkeypatch, setenv):
     """One larger batch must not leave the pool full of blocks no later array fits: the
     blocks that waited longest make room for the newly freed; release_pool empties it."""
     _fresh_pool(monkeypatch, setenv)
+    parallel.release_pool()  # (every thread's scratch buffers from earlier tests)
     monkeypatch.setattr(parallel, "POOL_MAX_FREE_BYTES", 3 * 20000)
     big = [parallel.empty((5000,), np.float32) for _ in range(3)]  # 20000 bytes each
     del big
@@ -728,8 +729,10 @@ def test_a_full_pool_makes_room_and_can_be_emptied(monkeypatch, setenv):
     again = parallel.empty((2000,), np.float32)
     assert again.__array_interface__["data"][0] == where  # the small batch's memory, reused
     del again
-    assert parallel.release_pool() == 48000
+    parallel.scratch("test", (100,), np.float64)  # 800 bytes kept by this thread
+    assert parallel.release_pool() == 48000 + 800
     assert parallel._free_blocks == [] and parallel._free_bytes == 0
+    assert "buffers" not in parallel._local.__dict__
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")

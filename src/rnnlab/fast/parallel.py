@@ -39,7 +39,7 @@ norm, opens one too.
     matmul(a, b)                a @ b for 2-D arrays, rows of the result split over threads
     empty(shape, dtype)         np.empty for arrays of 32 MB and more that outlive their call,
                                 from a pool of freed blocks (the tapes; see its docstring)
-    release_pool() -> int       hand the pool's blocks back to the system
+    release_pool() -> int       hand the pool's blocks and the threads' scratch back
 
 Without numba (rnnlab.fast unavailable) or with RNNLAB_NUM_THREADS=1 nothing is split and
 NumPy's BLAS keeps its own threads, as in any NumPy program.
@@ -686,15 +686,24 @@ def _keep(block: np.ndarray) -> None:
 
 
 def release_pool() -> int:
-    """Hand every block the pool keeps back to the system (after a large evaluation batch,
-    before a long pause); returns the bytes released. Arrays in use are not affected."""
+    """Hand every block the pool keeps back to the system, and the scratch buffers of
+    rnnlab's threads (`scratch`: each keeps the largest size its thread asked for, a whole
+    tape's copy after a backward pass with retain_tape=True), after a large evaluation batch
+    or before a long pause; returns the bytes released. Arrays in use are not affected."""
     global _free_bytes
     with _blocks_lock:
         _sort_in_returned()
         released = _free_bytes
         _free_blocks.clear()
         _free_bytes = 0
-    return released
+    dropped = [0] * max(num_threads(), 1)
+
+    def drop(i: int, _: int) -> None:  # each part on a thread of its own: its own buffers
+        dropped[i] = sum(b.nbytes for b in _local.__dict__.pop("buffers", {}).values())
+
+    with session():
+        run_parts(drop, [(i, i + 1) for i in range(len(dropped) if enabled() else 1)])
+    return released + sum(dropped)
 
 
 def sessioned(method: Callable[P, R]) -> Callable[P, R]:
