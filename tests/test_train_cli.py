@@ -60,6 +60,29 @@ def test_resume_equals_uninterrupted(tmp_path, task, extra, corpus):
     assert [_untimed(r) for r in mb] == [_untimed(r) for r in ma]
 
 
+def test_a_time_limit_stop_resumes_as_if_it_never_stopped(tmp_path):
+    """The evaluation at a time-limit stop (off the --eval-every schedule) is shown and logged
+    but not counted: with early stopping on, the resumed run keeps the same history, best
+    step and weights as one that ran straight through."""
+    common = ["adding", "--T", "6", *TINY, "--eval-every", "4", "--checkpoint-every", "2",
+              "--patience", "2"]  # fmt: skip
+    assert run_cli("train", *common, "--steps", 12, "--run-dir", tmp_path / "a") == 0
+    # a time limit of a nanosecond stops after the first step, with an evaluation there
+    assert run_cli("train", *common, "--steps", 12, "--time-limit", "1e-9",
+                   "--run-dir", tmp_path / "b") == 0  # fmt: skip
+    stopped = io.load_checkpoint(tmp_path / "b")
+    assert stopped.step == 1 and stopped.state["history"] == [] and stopped.state["best"] is None
+    log = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r.get("at_stop")] == [1]
+    assert run_cli("train", "--resume", tmp_path / "b", "--time-limit", "0", "--quiet") == 0
+    a, b = io.load_checkpoint(tmp_path / "a"), io.load_checkpoint(tmp_path / "b")
+    assert a.step == b.step
+    for key in ("history", "best", "best_step", "bad_evals"):
+        assert a.state[key] == b.state[key], key
+    wa, wb = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert all(np.array_equal(wa[k], wb[k]) for k in wa)
+
+
 def _untimed(record: dict) -> dict:
     return {k: v for k, v in record.items() if k not in ("time", "seconds")}
 

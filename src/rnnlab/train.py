@@ -130,7 +130,7 @@ class TrainConfig:
     input_dropout: float = 0.0  # encoder–decoder tasks: dropout on what the encoder reads
     source_conv: int = 0  # caption: channels of a 3x3 convolution over the image; 0 = none
     steps: int = 1000
-    time_limit: float = 0.0  # seconds; 0 = none. Stops early (not part of exact resume).
+    time_limit: float = 0.0  # seconds; 0 = none. A run it stops resumes exactly (--resume).
     eval_every: int = 200
     grad_log_every: int = 50  # gradient norms into metrics.jsonl; with the lag profile at evals
     checkpoint_every: int = 500
@@ -712,7 +712,7 @@ class Trainer:
                     time.perf_counter() - t_start > cfg.time_limit, "time"
                 ):
                     self.stopped_by = "time limit"
-                    self._validate(metrics_path, progress)
+                    self._validate(metrics_path, progress, counted=False)
                     break
         finally:
             if old_handler is not None:
@@ -748,12 +748,22 @@ class Trainer:
             "seconds": time.perf_counter() - t_start,
         }
 
-    def _validate(self, metrics_path: Path, progress: Progress) -> bool:
-        """Evaluate on the validation split; return True when early stopping says stop."""
+    def _validate(self, metrics_path: Path, progress: Progress, counted: bool = True) -> bool:
+        """Evaluate on the validation split; return True when early stopping says stop.
+        `counted=False` (the evaluation at a time-limit stop, off the --eval-every schedule)
+        only shows and logs the result: it leaves the history, the best weights, early
+        stopping's count and the "solved" stop as they were, so that the run resumed from
+        there decides as one that never stopped (--resume is exact)."""
         if self.history and self.history[-1]["step"] == self.step:
             return False
         result = self.evaluate("valid")
         record = {"step": self.step, "split": "valid", **result}
+        if not counted:
+            io.append_jsonl(metrics_path, {**record, "at_stop": True})
+            progress.message(f"step {self.step}: valid {self.task.metric} "
+                             f"{result[self.task.metric]:.4f} (at the stop; early stopping "
+                             "counts the scheduled evaluations only)")  # fmt: skip
+            return False
         self.history.append({"step": self.step, self.task.metric: result[self.task.metric]})
         io.append_jsonl(metrics_path, record)
         value = result[self.task.metric]
