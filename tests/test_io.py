@@ -1044,3 +1044,22 @@ def test_keep_jsonl_until_drops_the_steps_a_resumed_run_writes_again(tmp_path):
     assert rio.read_jsonl(path) == [{"step": 10}, {"step": 20}, {"step": 30}, {"step": 30},
                                     {"note": "no step"}]  # fmt: skip
     assert rio.keep_jsonl_until(tmp_path / "missing.jsonl", 3) == 0
+
+
+def test_a_write_that_fails_names_the_file_it_was_for(tmp_path, monkeypatch):
+    """A full disk inside safetensors (its own exception type) and a folder that is not
+    there both come out as an OSError naming the file being written, not a temporary's
+    name or a traceback of another library's type."""
+    from rnnlab.io import tensors
+
+    def full(*args, **kwargs):
+        raise safetensors.SafetensorError("Error while serializing: I/O error: No space left")
+
+    monkeypatch.setattr(safetensors.numpy, "save_file", full)
+    target = tmp_path / "model.safetensors"
+    with pytest.raises(OSError, match="could not be written: .*No space left"):
+        tensors.save(target, {"w": np.zeros(3, np.float32)})
+    assert not target.exists() and list(tmp_path.iterdir()) == []  # no temporary left
+    missing = tmp_path / "gone" / "config.json"
+    with pytest.raises(OSError, match=f"cannot write '{missing}'"):
+        rio.atomic_write_json(missing, {"a": 1})

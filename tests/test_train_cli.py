@@ -83,6 +83,50 @@ def test_a_time_limit_stop_resumes_as_if_it_never_stopped(tmp_path):
     assert all(np.array_equal(wa[k], wb[k]) for k in wa)
 
 
+def test_a_new_run_goes_only_where_it_takes_nothing(tmp_path, capsys):
+    """--run-dir into a folder of other files (which a run would overwrite or remove) is
+    refused, and nothing in it changes; a run that stopped before its first checkpoint may
+    be started again there. --resume of a run whose checkpoints were removed refuses to
+    start it again from step 0 over its log."""
+    folder = tmp_path / "proj"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"my": "settings"}')
+    (folder / ".tmpabc123").write_text("precious")
+    before = {p.name: p.read_text() for p in folder.iterdir()}
+    assert run_cli("train", "adding", "--steps", 2, "--run-dir", folder, *TINY) == 2
+    err = capsys.readouterr().err
+    assert "`--run-dir` must be a new or empty directory" in err and ".tmpabc123" in err
+    assert {p.name: p.read_text() for p in folder.iterdir()} == before
+    run = tmp_path / "run"
+    assert run_cli("train", "adding", "--steps", 4, "--checkpoint-every", 2, "--run-dir", run,
+                   *TINY) == 0  # fmt: skip
+    for step in io.checkpoint_steps(run):
+        import shutil
+
+        shutil.rmtree(run / "checkpoints" / f"step-{step:08d}")
+    capsys.readouterr()
+    assert run_cli("train", "--resume", run, "--quiet") == 2
+    assert "names a checkpoint" in capsys.readouterr().err
+    (run / "checkpoints" / "latest").unlink()  # no checkpoint ever: a run of ours, started again
+    assert run_cli("train", "adding", "--steps", 2, "--run-dir", run, *TINY) == 0
+
+
+@pytest.mark.parametrize("edit,said", [
+    ({"history": [1, 2]}, "must hold 'history' as evaluations"),
+    ({"step": 30}, "says step 30, and its checkpoint directory is of step 4"),
+])  # fmt: skip
+def test_a_tampered_progress_is_refused_on_resume(tmp_path, capsys, edit, said):
+    run = tmp_path / "r"
+    assert run_cli("train", "adding", "--steps", 4, "--checkpoint-every", 4, "--eval-every", 2,
+                   "--run-dir", run, *TINY) == 0  # fmt: skip
+    state = io.load_checkpoint(run).path / "state.json"
+    state.write_text(json.dumps({**json.loads(state.read_text()), **edit}))
+    capsys.readouterr()
+    assert run_cli("train", "--resume", run, "--steps", 6, "--quiet") == 2
+    err = capsys.readouterr().err
+    assert said in err and str(state) in err and "Traceback" not in err
+
+
 def _untimed(record: dict) -> dict:
     return {k: v for k, v in record.items() if k not in ("time", "seconds")}
 

@@ -421,10 +421,10 @@ class DistributedTrainer(Trainer):
     def _gradient_record(self, *args):
         return super()._gradient_record(*args) if self.lead else None
 
-    def _validate(self, metrics_path, progress):
+    def _validate(self, metrics_path, progress, counted=True):
         """Rank 0 evaluates and decides early stopping; the others wait for its word."""
         self.comm.where = f" at the evaluation of step {self.step}"
-        stop = super()._validate(metrics_path, progress) if self.lead else False
+        stop = super()._validate(metrics_path, progress, counted) if self.lead else False
         return self.comm.lead_says(stop)
 
     # ------------------------------------------------------------------ state

@@ -501,6 +501,18 @@ class Trainer:
                 )
         if "best" not in s or (s["best"] is not None and not isinstance(s["best"], (int, float))):
             raise io.CheckpointError(f"'{ckpt.path / 'state.json'}' must hold 'best' (a number)")
+        metric = self.task.metric
+        for entry in s["history"]:  # each: {"step": int, <the task's metric>: a number}
+            if not (isinstance(entry, dict) and type(entry.get("step")) is int
+                    and type(entry.get(metric)) in (int, float)):  # fmt: skip
+                raise io.CheckpointError(
+                    f"'{ckpt.path / 'state.json'}' must hold 'history' as evaluations "
+                    f"({{'step': an integer, {metric!r}: a number}}); got "
+                    f"{_checks.describe(entry)} in it")
+        if s["step"] != ckpt.step:  # the directory's name is the step its files were saved at
+            raise io.CheckpointError(
+                f"'{ckpt.path / 'state.json'}' says step {s['step']}, and its checkpoint "
+                f"directory is of step {ckpt.step}: the files were moved or edited")
         where = ckpt.path / "optimizer.safetensors"
         for k, v in ckpt.optimizer.items():
             want_int = k == "step"

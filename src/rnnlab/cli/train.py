@@ -122,6 +122,27 @@ def _make_trainer(comm, *args, **kw):
     return DistributedTrainer(*args, comm=comm, **kw)
 
 
+def _not_someone_elses(run_dir: Path) -> None:
+    """A new run writes and removes files in its directory (config.json, model.safetensors,
+    temporaries): it may go into a directory that is absent, empty, or a run of rnnlab's
+    that stopped before its first checkpoint (its config.json names a model and training
+    settings), never into one holding other files."""
+    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+        return
+    try:
+        config = io.read_json(run_dir / "config.json")
+        ours = isinstance(config, dict) and {"train", "model"} <= set(config)
+    except (OSError, ValueError):
+        ours = False
+    if not ours:
+        found = sorted(p.name for p in run_dir.iterdir())
+        raise UsageError(
+            f"`--run-dir` must be a new or empty directory (or a run that stopped before its "
+            f"first checkpoint); '{run_dir}' holds other files ({', '.join(found[:5])}"
+            + (", ..." if len(found) > 5 else "") + "), which a run would overwrite or remove"
+        )
+
+
 def _prepare_train(args, comm) -> tuple:
     """(trainer, task, model, run directory) of `rnnlab train`, new or resumed. Under MPI
     (comm), --batch-size is each rank's: the run's global batch is K times it."""
@@ -140,6 +161,13 @@ def _prepare_train(args, comm) -> tuple:
                 "as well (only --steps and --time-limit may change; start a new run otherwise)"
             )
         run_dir = io.open_run_dir(args.resume)
+        latest = run_dir / "checkpoints" / "latest"
+        if not io.checkpoint_steps(run_dir) and latest.exists():
+            raise io.CheckpointError(
+                f"'{latest}' names a checkpoint, and '{run_dir / 'checkpoints'}' holds none: "
+                "the run's checkpoints were removed; rnnlab does not start it again from step 0 "
+                "over its log (start a new run with --run-dir elsewhere)"
+            )
         if io.checkpoint_steps(run_dir):
             ckpt = io.load_checkpoint(run_dir)
             config = runs.run_config(ckpt.config, ckpt.path)
@@ -176,6 +204,8 @@ def _prepare_train(args, comm) -> tuple:
                 f"`--run-dir` must be a new or empty directory; '{args.run_dir}' already "
                 f"holds a run (continue it with --resume {args.run_dir})"
             )
+        if args.run_dir:
+            _not_someone_elses(Path(args.run_dir))
         task = tasks.make_task(cfg)
         spec = tasks.model_spec(cfg, task)
         model = tasks.build_model(spec, seed=cfg.seed)
@@ -261,7 +291,7 @@ def _plot(run_dir: Path) -> list[Path]:
             file=sys.stderr,
         )
         return []
-    except ValueError as e:  # the run is trained and saved; only its plots are missing
+    except (ValueError, OSError) as e:  # the run is trained and saved; only plots are missing
         print(f"rnnlab: warning: no plots: {one_line(e)}", file=sys.stderr)
         return []
     if paths:

@@ -90,6 +90,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
             break
         except FileExistsError:
             continue
+        except OSError as e:  # named by the file it was for, not by the temporary's name
+            raise OSError(e.errno, f"cannot write '{path}' ({e.strerror})") from None
     try:
         yield tmp
         os.replace(tmp, path)

@@ -106,6 +106,6 @@ def rng_from_state(state: Mapping[str, Any]) -> np.random.Generator:
                 )
             )
         bit_generator.state = _decode_state(dict(inner))
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, IndexError, OverflowError) as e:
         fail("state", expected, f"a dict that {name} refuses ({type(e).__name__}: {e})")
     return np.random.Generator(bit_generator)

@@ -102,7 +102,10 @@ def write(path: Path, arrays: Arrays, metadata: dict[str, str] | None = None) ->
     """
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o666))
     mode = os.stat(path).st_mode & 0o777
-    safetensors.numpy.save_file(arrays, path, metadata=metadata)
+    try:
+        safetensors.numpy.save_file(arrays, path, metadata=metadata)
+    except safetensors.SafetensorError as e:  # (its I/O errors: a full disk, say)
+        raise OSError(f"'{path}' could not be written: {e}") from None
     os.chmod(path, mode)
     fsync_file(path)
 
