@@ -268,6 +268,14 @@ def test_ctrl_c_on_one_rank_stops_all_at_the_same_step(tmp_path):
     assert io.checkpoint_steps(tmp_path / "run") == [15]  # one checkpoint, of both ranks
 
 
+def test_a_time_limit_stops_every_rank_with_its_uncounted_evaluation(tmp_path):
+    args = [*ADDING, "--batch-size", "4", "--steps", "40", "--time-limit", "1e-9"]
+    done = ok(mpiexec([*args, "--run-dir", "run"], tmp_path))
+    assert "(at the stop; early stopping counts the scheduled evaluations only)" in done.stderr
+    assert io.checkpoint_steps(tmp_path / "run") == [1]
+    assert io.load_checkpoint(tmp_path / "run").state["history"] == []
+
+
 def test_nan_on_one_rank_stops_all_and_keeps_the_good_weights(tmp_path):
     args = [*ADDING, "--batch-size", "4", "--steps", "40", "--checkpoint-every", "100"]
     done = mpiexec([*args, "--run-dir", "run"], tmp_path, rank1=("nan", 12))
