@@ -111,6 +111,19 @@ def test_a_new_run_goes_only_where_it_takes_nothing(tmp_path, capsys):
     assert run_cli("train", "adding", "--steps", 2, "--run-dir", run, *TINY) == 0
 
 
+def test_a_bad_setting_in_a_checkpoints_config_names_that_file(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert run_cli("train", "adding", "--steps", 4, "--checkpoint-every", 4, "--run-dir", run,
+                   *TINY) == 0  # fmt: skip
+    path = io.load_checkpoint(run).path / "config.json"
+    config = json.loads(path.read_text())
+    config["train"]["lr"] = "0.1"
+    path.write_text(json.dumps(config))
+    capsys.readouterr()
+    assert run_cli("train", "--resume", run, "--steps", 6, "--quiet") == 2
+    assert f"{path}: `lr` must be a positive number" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("edit,said", [
     ({"history": [1, 2]}, "must hold 'history' as evaluations"),
     ({"step": 30}, "says step 30, and its checkpoint directory is of step 4"),
@@ -125,6 +138,23 @@ def test_a_tampered_progress_is_refused_on_resume(tmp_path, capsys, edit, said):
     assert run_cli("train", "--resume", run, "--steps", 6, "--quiet") == 2
     err = capsys.readouterr().err
     assert said in err and str(state) in err and "Traceback" not in err
+
+
+def test_a_checkpoint_of_another_run_is_refused_on_resume(tmp_path, capsys):
+    import shutil
+
+    common = ["--steps", 4, "--checkpoint-every", 4, *TINY]
+    assert run_cli("train", "adding", *common, "--run-dir", tmp_path / "a") == 0
+    assert run_cli("train", "copy", "--T", 5, *common, "--run-dir", tmp_path / "b") == 0
+    theirs = io.load_checkpoint(tmp_path / "b").path
+    ours = io.load_checkpoint(tmp_path / "a").path
+    shutil.rmtree(ours)
+    shutil.copytree(theirs, ours)  # the copy task's step-4 checkpoint, in the adding run
+    capsys.readouterr()
+    assert run_cli("train", "--resume", tmp_path / "a", "--steps", 6, "--quiet") == 2
+    err = capsys.readouterr().err
+    assert "is of another model or task than the run's" in err and "Traceback" not in err
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["train"]["task"] == "adding"
 
 
 def _untimed(record: dict) -> dict:

@@ -50,7 +50,7 @@ def load_checkpoint_model(
     ckpt = io.load_checkpoint(run_dir, step=step)
     run_config(ckpt.config, ckpt.path)
     cfg = TrainConfig.from_dict(
-        ckpt.config["train"], source=str(run_dir / "config.json"), tasks=tasks.TASK_NAMES
+        ckpt.config["train"], source=str(ckpt.path / "config.json"), tasks=tasks.TASK_NAMES
     )
     model = build_run_model(ckpt.config["model"], ckpt.path / "config.json", cfg.seed)
     load_weights(model, ckpt, run_dir)

@@ -176,7 +176,13 @@ class TrainConfig:
                 + ", ".join(sorted(known))
             )
         cfg = cls(**{k: v for k, v in d.items()})
-        cfg.validate(tasks)
+        if not source.endswith((".json", ".toml")):  # (options, code: the setting is named)
+            cfg.validate(tasks)
+            return cfg
+        try:
+            cfg.validate(tasks)
+        except ValueError as e:  # a setting of a file: the message names the file too
+            raise ValueError(f"{source}: {e}") from None
         return cfg
 
     def validate(self, tasks: Sequence[str] | None = None) -> None:
