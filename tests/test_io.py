@@ -911,7 +911,8 @@ def test_latest_missing_falls_back_to_the_highest_step(tmp_path):
         ),
         (
             lambda c: (c.parent / "latest").write_text("step-00000900\n"),
-            r"'.*checkpoints/latest' names step-00000900 but '.*step-00000900' does not exist",
+            r"'.*checkpoints/latest' names step-00000900 but '.*step-00000900' does not exist\. "
+            r"To go back to the checkpoint step-00000100, write step-00000100 into",
         ),
     ],
 )

@@ -276,9 +276,10 @@ def load_checkpoint(run_dir: PathLike, step: int | None = None) -> Checkpoint:
                     f"'{latest}' must name a checkpoint like 'step-00000100'; "
                     f"it holds {text[:40]!r}."
                 )
-            if not (checkpoints / text).is_dir():
+            if not (checkpoints / text).is_dir():  # (a crash while saving that step again)
                 raise CheckpointError(
-                    f"'{latest}' names {text} but '{checkpoints / text}' does not exist."
+                    f"'{latest}' names {text} but '{checkpoints / text}' does not exist. "
+                    + way_back(run_dir, int(match.group(1)))
                 )
             step = int(match.group(1))
         elif steps:
