@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 
+from rnnlab import _blaschoice
 from rnnlab.info import FORCING
 
 # What the report records of the environment: the threads, the BLAS kernels, rnnlab's switches.
@@ -50,8 +51,8 @@ def recorded() -> dict[str, str]:
 
 def forced_kernels() -> dict[str, str]:
     """The set variables that hold a BLAS to another kernel than the machine's best (set to
-    a value: an empty one forces nothing)."""
-    return {k: os.environ[k] for k in FORCING if os.environ.get(k, "").strip()}
+    a value: an empty one forces nothing), as the BLAS choice's cache key reads them."""
+    return _blaschoice.forcing()
 
 
 def without_forcing() -> dict[str, str]:

@@ -183,13 +183,14 @@ def _prepare_train(args, comm) -> tuple:
             )
         run_dir = io.open_run_dir(args.resume)
         latest = run_dir / "checkpoints" / "latest"
-        if not io.checkpoint_steps(run_dir) and latest.exists():
+        saved = io.checkpoint_steps(run_dir)
+        if not saved and latest.exists():
             raise io.CheckpointError(
                 f"'{latest}' names a checkpoint, and '{run_dir / 'checkpoints'}' holds none: "
                 "the run's checkpoints were removed; rnnlab does not start it again from step 0 "
                 "over its log (start a new run with --run-dir elsewhere)"
             )
-        if io.checkpoint_steps(run_dir):
+        if saved:
             ckpt = io.load_checkpoint(run_dir)
             config = runs.run_config(ckpt.config, ckpt.path)
             _same_run(run_dir, ckpt)
