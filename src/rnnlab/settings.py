@@ -130,9 +130,8 @@ def override(**values: object) -> Iterator[Settings]:
         _held.pop()
 
 
-VARIABLES = ("RNNLAB_BLAS", "RNNLAB_NUM_THREADS", "RNNLAB_MALLOC", "RNNLAB_VECTOR_WIDTH",
-             "RNNLAB_NO_NUMBA", "RNNLAB_PACKED", "RNNLAB_TILES", "RNNLAB_CACHE_DIR",
-             "RNNLAB_MPI_TIMEOUT", "RNNLAB_SPIN")  # fmt: skip
+VARIABLES = tuple(f"RNNLAB_{f.name.upper()}" for f in dataclasses.fields(Settings))
+"""The names of rnnlab's variables: one per setting."""
 
 
 def _warn_unknown(environ: Mapping[str, str]) -> None:

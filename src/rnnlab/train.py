@@ -176,12 +176,11 @@ class TrainConfig:
                 + ", ".join(sorted(known))
             )
         cfg = cls(**{k: v for k, v in d.items()})
-        if not source.endswith((".json", ".toml")):  # (options, code: the setting is named)
-            cfg.validate(tasks)
-            return cfg
         try:
             cfg.validate(tasks)
         except ValueError as e:  # a setting of a file: the message names the file too
+            if not source.endswith((".json", ".toml")):  # (options, code: the setting is named)
+                raise
             raise ValueError(f"{source}: {e}") from None
         return cfg
 
