@@ -508,3 +508,12 @@ def test_processes_that_start_at_once_measure_once(tmp_path):
         results.append(json.loads(out.strip().splitlines()[-1]))
     assert counter.read_text().splitlines() == ["measured"]  # once, not twice
     assert results[0] == results[1] and results[0]["blas"] == "mkl" and results[0]["cache"]
+
+
+def test_a_measuring_process_that_prints_nothing_is_a_clear_failure(monkeypatch):
+    import subprocess
+
+    silent = subprocess.CompletedProcess(args=[], returncode=0, stdout="", stderr="")
+    monkeypatch.setattr(_blaschoice.subprocess, "run", lambda *a, **k: silent)
+    with pytest.raises(RuntimeError, match="the measuring process printed nothing"):
+        _blaschoice._measure_in_child()

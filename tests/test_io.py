@@ -629,6 +629,14 @@ def test_rng_state_errors():
         ValueError, match=r"\(for one of PCG64, .*\); got the bit generator 'Mystery'"
     ):
         rio.rng_from_state(state)
+    for edit in ("short key", "negative count"):  # (IndexError, OverflowError inside NumPy)
+        state = rio.numpy_rng_state(np.random.Generator(np.random.MT19937(0)))
+        if edit == "short key":
+            state["bit_generator"]["state"]["key"]["values"] = [1, 2]
+        else:
+            state["seed_sequence"]["n_children_spawned"] = -5
+        with pytest.raises(ValueError, match=r"`state` must be a dict made by numpy_rng_state"):
+            rio.rng_from_state(state)
     state = rio.numpy_rng_state(np.random.default_rng(0))
     del state["bit_generator"]["state"]["inc"]
     with pytest.raises(
