@@ -124,7 +124,7 @@ def test_sampling_is_seeded_and_top_1_is_greedy():
 
 def test_vector_sources_gradients_are_exact():
     """A source of vectors (an image read column by column): no source embedding, and the
-    encoder's input gradient is not needed."""
+    gradient of the source itself (zero past each source's length) is exact too."""
     m = Seq2Seq(None, W, source_features=3, embed=3, hidden=4, bidirectional=True,
                 attention="additive", attention_size=3, dtype=np.float64, rng=2)  # fmt: skip
     g = np.random.default_rng(3)
@@ -133,8 +133,13 @@ def test_vector_sources_gradients_are_exact():
     assert not any(k.startswith("src_embed") for k in m.params)
     x, tgt = g.standard_normal((B, S, 3)), g.integers(0, W, (B, T))
     report = gradcheck(m, x, tgt_in=tgt, src_lengths=SRC_LENGTHS, tgt_lengths=TGT_LENGTHS,
-                       check_input=False, eps=1e-4)  # fmt: skip
+                       eps=1e-4)  # fmt: skip
     assert report.max_error < 1e-7, str(report)
+    assert "input" in report.errors and report.norms["input"] > 0
+    b = m.backward(m.forward(x, tgt, src_lengths=SRC_LENGTHS), np.ones((B, T, W)))
+    assert b.input.shape == x.shape and not b.input[1, 2:].any() and b.input[1, :2].any()
+    no_input = m.backward(m.forward(x, tgt), np.ones((B, T, W)), input_grad=False)
+    assert no_input.input is None
 
 
 def test_a_source_is_tokens_or_vectors():
@@ -159,8 +164,9 @@ def test_input_dropout_gradients_are_exact_and_it_acts_in_training_only(tokens):
     src = g.integers(0, V, (B, S)) if tokens else g.standard_normal((B, S, 3))
     tgt = g.integers(0, W, (B, T))
     kw = dict(tgt_in=tgt, src_lengths=SRC_LENGTHS, tgt_lengths=TGT_LENGTHS)
-    report = gradcheck(m, src, check_input=False, eps=1e-4, training=True, rng_seed=4, **kw)
+    report = gradcheck(m, src, eps=1e-4, training=True, rng_seed=4, **kw)
     assert report.max_error < 1e-7, str(report)
+    assert ("input" in report.errors) is not tokens  # (token ids have no gradient)
     plain = m.forward(src, **kw).output
     dropped = m.forward(src, training=True, rng=np.random.default_rng(4), **kw).output
     assert not np.allclose(plain, dropped)  # the mask acts in training
@@ -183,8 +189,9 @@ def test_source_convolution_gradients_are_exact_and_padding_reads_nothing():
     assert m.params["conv.weight"].shape == (2, 9) and m.encoder.input_size == 6
     x, tgt = g.standard_normal((B, S, 3)), g.integers(0, W, (B, T))
     kw = dict(tgt_in=tgt, src_lengths=SRC_LENGTHS, tgt_lengths=TGT_LENGTHS)
-    report = gradcheck(m, x, check_input=False, eps=1e-4, training=True, rng_seed=4, **kw)
+    report = gradcheck(m, x, eps=1e-4, training=True, rng_seed=4, **kw)
     assert report.max_error < 1e-7, str(report)
+    assert "input" in report.errors and report.norms["input"] > 0  # through the convolution
     features, _ = m._conv(x, SRC_LENGTHS)
     assert not features[1, 2:].any() and features[1, :2].any()
     noisy = x.copy()

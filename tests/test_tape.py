@@ -366,3 +366,28 @@ def test_a_module_of_ones_own_without_the_keyword_runs_and_keeps_its_gradient():
         np.testing.assert_array_equal(top.kept, saved)
         for key, value in want.params.items():
             np.testing.assert_array_equal(got.params[key], value)
+
+
+@pytest.mark.skipif(not fast.available(), reason="the in-place loops are the compiled ones")
+def test_a_model_passes_retain_tape_to_its_recurrent_layers():
+    """The error after a used tape says to call backward with retain_tape=True: a Sequential
+    and a Seq2Seq, which hold the layers, take the keyword and pass it on."""
+    from rnnlab.modules import Linear, Sequential
+    from rnnlab.seq2seq import Seq2Seq
+
+    rng = np.random.default_rng(5)
+    model = Sequential(LSTM(3, 4, dtype=np.float64, rng=rng), Linear(4, 2, dtype=np.float64))
+    x = rng.standard_normal((2, 5, 3))
+    s2s = Seq2Seq(None, 6, source_features=3, hidden=4, dtype=np.float64, rng=1)
+    tgt = rng.integers(0, 6, (2, 3))
+    for m, args in ((model, (x,)), (s2s, (x, tgt))):
+        f = m.forward(*args)
+        d = rng.standard_normal(f.output.shape)
+        first = m.backward(f, d, retain_tape=True)
+        second = m.backward(f, d)
+        fresh = m.backward(m.forward(*args), d)
+        for key, want in fresh.params.items():
+            np.testing.assert_array_equal(first.params[key], want)
+            np.testing.assert_array_equal(second.params[key], want)
+        with pytest.raises(ValueError, match="call backward with retain_tape=True"):
+            m.backward(f, d)

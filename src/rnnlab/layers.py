@@ -95,15 +95,22 @@ def takes_overwrite(module: object) -> bool:
     and its ∂L/∂x is not taken as given up: it may be an array the module keeps. A backward
     that only takes **kwargs (a wrapper passing them on) does not say so either way, and is
     treated as one that does not know the keyword."""
-    return _has_overwrite(getattr(module, "backward", None))
+    return _names(getattr(module, "backward", None), "overwrite_d_output")
 
 
-def _has_overwrite(fn: object) -> bool:
+def takes_retain_tape(module: object) -> bool:
+    """Whether `module.backward` names `retain_tape` (a module holding a recurrent layer, whose
+    compiled BPTT turns the tape into gradients unless told to keep it): a container passes
+    the keyword on to those that do."""
+    return _names(getattr(module, "backward", None), "retain_tape")
+
+
+def _names(fn: object, keyword: str) -> bool:
     try:
         params = inspect.signature(fn).parameters  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return False
-    return "overwrite_d_output" in params
+    return keyword in params
 
 
 RngLike = np.random.Generator | int | None

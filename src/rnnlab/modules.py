@@ -28,6 +28,7 @@ from rnnlab.layers import (
     load_params,
     pass_options,
     takes_overwrite,
+    takes_retain_tape,
 )
 from rnnlab.recurrence import valid_mask
 
@@ -391,13 +392,16 @@ class Sequential(_Module):
     @parallel.sessioned
     def backward(
         self, f: Forward, d_output: Any, d_state: Any = None, *, input_grad: bool = True,
-        overwrite_d_output: bool = False,
+        overwrite_d_output: bool = False, retain_tape: bool = False,
     ) -> Backward:
         """`input_grad=False`: the first module may skip ∂L/∂x (see Recurrent.backward).
         Each module below the top may write over the gradient it is given (the module
         above made it) unless that gradient is the caller's d_output passed through (a
-        Dropout at inference): that one only with `overwrite_d_output=True`."""
-        _checks.booleans(input_grad=input_grad, overwrite_d_output=overwrite_d_output)
+        Dropout at inference): that one only with `overwrite_d_output=True`.
+        `retain_tape=True` goes to every module that takes it, so `f` serves another
+        backward pass (Recurrent.backward)."""
+        _checks.booleans(input_grad=input_grad, overwrite_d_output=overwrite_d_output,
+                         retain_tape=retain_tape)  # fmt: skip
         grads: dict[str, np.ndarray] = {}
         d_states = [None] * len(self.modules)
         given = d_output
@@ -415,8 +419,10 @@ class Sequential(_Module):
             if through_state is not None:
                 ds, through_state = through_state, None
             takes = takes_overwrite(mod)
-            b = mod.backward(fi, d, ds, input_grad=input_grad or i > 0,
-                             **({"overwrite_d_output": ours} if takes else {}))  # fmt: skip
+            keywords = {"overwrite_d_output": ours} if takes else {}
+            if retain_tape and takes_retain_tape(mod):
+                keywords["retain_tape"] = True
+            b = mod.backward(fi, d, ds, input_grad=input_grad or i > 0, **keywords)
             d_states[i] = b.state
             grads.update({f"{i}.{k}": v for k, v in b.params.items()})
             passed = b.input is not None and d is not None and np.may_share_memory(b.input, d)

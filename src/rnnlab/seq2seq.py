@@ -43,7 +43,8 @@ ATTENTIONS = ("none", "multiplicative", "additive")
 
 State = np.ndarray | tuple[np.ndarray, ...]
 """A recurrent layer's state: h (L·D, B, H), or (h, c) for a cell with a cell state."""
-ConvTape = tuple[np.ndarray, np.ndarray]  # (patches, where the ReLU passed)
+# (patches, where the ReLU passed, the valid columns (B, S) or None)
+ConvTape = tuple[np.ndarray, np.ndarray, np.ndarray | None]
 BridgeTape = tuple[Forward, np.ndarray, Forward | None]  # (bridge_h's pass, h_0, bridge_c's)
 AttentionTape = tuple[np.ndarray, np.ndarray]  # (α, K or U: the score's intermediate)
 HeadTape = tuple[Forward] | tuple[Forward, AttentionTape, Forward, np.ndarray]
@@ -200,13 +201,29 @@ class Seq2Seq(_Module):
         z = patches @ self.conv["weight"].T + self.conv["bias"]  # (B, S, F, C)
         keep = (z > 0) if m is None else (z > 0) & m.T[:, :, None, None]
         out = np.where(keep, z, 0).astype(self.dtype, copy=False)
-        return out.reshape(B, S, F * self.conv_channels), (patches, keep)
+        valid = None if m is None else np.ascontiguousarray(m.T)
+        return out.reshape(B, S, F * self.conv_channels), (patches, keep, valid)
 
-    def _conv_back(self, fconv: ConvTape, d_out: np.ndarray, grads: dict[str, np.ndarray]) -> None:
-        patches, keep = fconv
+    def _conv_back(
+        self, fconv: ConvTape, d_out: np.ndarray, grads: dict[str, np.ndarray], d_image: bool
+    ) -> np.ndarray | None:
+        """The convolution's gradients into grads; ∂L/∂image (B, S, F) if `d_image`: each
+        pixel's share of the nine patches it sits in, zero past each source's length."""
+        patches, keep, valid = fconv
         dz = np.where(keep, d_out.reshape(keep.shape), 0)
         grads["conv.weight"] = dz.reshape(-1, dz.shape[-1]).T @ patches.reshape(-1, 9)
         grads["conv.bias"] = dz.reshape(-1, dz.shape[-1]).sum(axis=0)
+        if not d_image:
+            return None
+        B, S, F, _ = patches.shape
+        d_patches = dz @ self.conv["weight"]  # (B, S, F, 9)
+        d_padded = np.zeros((B, S + 2, F + 2), d_patches.dtype)
+        for k, (i, j) in enumerate((i, j) for i in range(3) for j in range(3)):
+            d_padded[:, i : i + S, j : j + F] += d_patches[..., k]
+        d_x = d_padded[:, 1:-1, 1:-1]
+        if valid is not None:  # columns past a source's length were read as zeros
+            d_x = np.where(valid[:, :, None], d_x, 0)
+        return d_x.astype(self.dtype, copy=False)
 
     def _top(self, final: np.ndarray) -> np.ndarray:
         """The encoder's top layer's final state, its directions side by side: (B, D·H)."""
@@ -366,9 +383,13 @@ class Seq2Seq(_Module):
 
     def backward(
         self, f: Forward, d_output: npt.ArrayLike, d_state: None = None, *,
-        input_grad: bool = True, overwrite_d_output: bool = False,
+        input_grad: bool = True, overwrite_d_output: bool = False, retain_tape: bool = False,
     ) -> Backward:
-        _checks.booleans(input_grad=input_grad, overwrite_d_output=overwrite_d_output)
+        """Gradients of the parameters, and of a vector source (B, S, F) (None for token ids,
+        or with `input_grad=False`). `retain_tape=True` keeps `f` for another backward pass
+        (Recurrent.backward)."""
+        _checks.booleans(input_grad=input_grad, overwrite_d_output=overwrite_d_output,
+                         retain_tape=retain_tape)  # fmt: skip
         c = f.cache
         d_output = _checks.float_array(d_output, "d_output", shape=f.output.shape,
                                        dtype=self.dtype)  # fmt: skip
@@ -389,23 +410,30 @@ class Seq2Seq(_Module):
             dHd_a, d_enc_a = self._attend_back(d_ctx, Hd, enc, fa, grads)
             dHd = dHd + dHd_a
             d_enc += d_enc_a
-        bdec = self.decoder.backward(c["fdec"], dHd, overwrite_d_output=True)  # (made here)
+        bdec = self.decoder.backward(c["fdec"], dHd, overwrite_d_output=True,  # (made here)
+                                     retain_tape=retain_tape)  # fmt: skip
         grads.update({f"decoder.{k}": v for k, v in bdec.params.items()})
         bd = self.tgt_embed.backward(c["fd"], bdec.input)
         grads.update({f"tgt_embed.{k}": v for k, v in bd.params.items()})
         fe, fi, fconv, fenc, fb = c["enc_cache"]
         d_enc_state = self._bridge_back(fb, bdec.state, grads)
+        d_source = input_grad and not self.tokens
         benc = self.encoder.backward(fenc, d_enc, d_enc_state,
-                                     input_grad=self.tokens or fconv is not None,
-                                     overwrite_d_output=True)  # fmt: skip
-        if fconv is not None:
-            assert benc.input is not None  # (input_grad=True for it)
-            self._conv_back(fconv, benc.input, grads)
+                                     input_grad=self.tokens or fconv is not None or d_source,
+                                     overwrite_d_output=True,
+                                     retain_tape=retain_tape)  # fmt: skip
         grads.update({f"encoder.{k}": v for k, v in benc.params.items()})
+        d_read = benc.input  # ∂L/∂(what the encoder read)
+        if fconv is not None:
+            assert d_read is not None  # (input_grad=True for it)
+            d_read = self._conv_back(fconv, d_read, grads, d_source)
+        d_src = None
         if self.src_embed is not None:
-            be = self.src_embed.backward(fe, self.input_dropout.backward(fi, benc.input).input)
+            be = self.src_embed.backward(fe, self.input_dropout.backward(fi, d_read).input)
             grads.update({f"src_embed.{k}": v for k, v in be.params.items()})
-        return Backward(None, None, {k: grads[k] for k in self.params})
+        elif d_source:
+            d_src = self.input_dropout.backward(fi, d_read).input
+        return Backward(d_src, None, {k: grads[k] for k in self.params})
 
     def _source(self, src: npt.ArrayLike) -> np.ndarray:
         if self.tokens:
