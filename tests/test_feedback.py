@@ -174,3 +174,52 @@ def test_the_loop_refuses_feedback_it_does_not_run():
     rp.b_hr = None
     with pytest.raises(ValueError, match="with W_hr and b_hr"):
         recurrence.forward(ElmanCell(), rp, X, np.zeros((B, K)), feedback=fb)
+
+
+@pytest.mark.parametrize("cell", ["jordan", "jordan-elman"])
+def test_the_model_gives_the_gradient_of_the_fed_back_start(path, cell):
+    """FeedbackModel's state is [h, y]: the gradient of y0 (what the first step is fed) comes
+    back beside h0's, exact against finite differences, and a sequence split over two calls
+    backpropagates through the seam (the second call's ∂L/∂y0 as the first's d_y_last) to
+    the gradients of one call over the whole."""
+    from rnnlab.models import build
+
+    spec = {"input": {"type": "vectors", "size": I}, "rnn": {"cell": cell, "hidden_size": H},
+            "output_size": K, "feedback": "sigmoid"}  # fmt: skip
+    model = build(spec, dtype=np.float64, rng=3)
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((B, T, I))
+    h0 = rng.standard_normal((B, H)) if cell == "jordan-elman" else None
+    y0 = rng.uniform(0.1, 0.9, (B, K))
+    report = gradcheck(model, x, teacher=0.0, state=[h0, y0])
+    assert "initial_state[1]" in report.errors or "initial_state" in report.errors
+    report.assert_ok()
+
+    d = rng.standard_normal((B, T, K))
+    whole = model.forward(x, teacher=0.0, state=[h0, y0])
+    b_whole = model.backward(whole, d)
+    cut = T // 2
+    first = model.forward(x[:, :cut], teacher=0.0, state=[h0, y0])
+    second = model.forward(x[:, cut:], teacher=0.0, state=first.state)
+    np.testing.assert_allclose(np.concatenate([first.output, second.output], axis=1),
+                               whole.output, rtol=0, atol=1e-12)  # fmt: skip
+    b2 = model.backward(second, d[:, cut:])
+    b1 = model.backward(first, d[:, :cut], b2.state)
+    for k in model.params:
+        np.testing.assert_allclose(b1.params[k] + b2.params[k], b_whole.params[k], rtol=0,
+                                   atol=1e-12, err_msg=k)  # fmt: skip
+    for got, want in zip(b1.state, b_whole.state, strict=True):
+        if want is not None:
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+def test_the_model_refuses_a_teacher_probability_outside_0_1():
+    from rnnlab.models import build
+
+    spec = {"input": {"type": "vectors", "size": I}, "rnn": {"cell": "jordan", "hidden_size": H},
+            "output_size": K, "feedback": "sigmoid"}  # fmt: skip
+    model = build(spec, dtype=np.float64, rng=3)
+    x = np.zeros((B, T, I))
+    for bad in (2.0, -1.0, float("nan"), None, "0.5"):
+        with pytest.raises(ValueError, match=r"`teacher` must be a number in \[0, 1\]"):
+            model.forward(x, targets=np.zeros((B, T, K)), teacher=bad)

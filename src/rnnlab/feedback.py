@@ -24,6 +24,7 @@ step is teacher-forced. This module only checks the arguments and lays the param
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Unpack
 
 import numpy as np
@@ -137,7 +138,7 @@ class OutputFeedback:
     ) -> Forward:
         """Run the layer. `targets` is needed for "teacher" and "scheduled" modes; `state` is an
         initial hidden state (B, H) when `hidden_recurrence` (zeros otherwise); `y0` (B, K) is
-        the value fed back at the first step (zeros by default; a constant for the gradient),
+        the value fed back at the first step (zeros by default; its gradient is backward's `y0`),
         which lets a sequence continue across calls. `cache["y_last"]` is what the next
         step would be fed."""
         o = pass_options(options, "OutputFeedback.forward")
@@ -211,7 +212,7 @@ class OutputFeedback:
     def backward(
         self, f: Forward, d_output: Any, d_state: Any = None, d_y_last: Any = None, *,
         input_grad: bool = True, overwrite_d_output: bool = False,
-    ) -> Backward:
+    ) -> FeedbackBackward:
         """`d_y_last`: ∂L/∂cache["y_last"], when the value fed to a next call carries loss
         (free running and scheduled sampling; in teacher forcing it is the truth). The
         outputs' gradients enter the loop beside the carry's, so d_output is never written
@@ -250,4 +251,14 @@ class OutputFeedback:
         d_h0 = dh0[:, :H] if self.hidden_recurrence else None
         if dX is not None:
             dX = np.swapaxes(dX, 0, 1)
-        return Backward(dX, d_h0, {k: grads[k] for k in P})
+        return FeedbackBackward(dX, d_h0, {k: grads[k] for k in P}, y0=dh0[:, H:] if
+                                self.hidden_recurrence else dh0)  # fmt: skip
+
+
+@dataclass
+class FeedbackBackward(Backward):
+    """Backward's result, and `y0`: ∂L/∂y0, the value fed back at the first step (the carry's
+    last K columns), so that a sequence split over calls backpropagates through the seam
+    (pass it as the earlier call's `d_y_last`)."""
+
+    y0: np.ndarray | None = None

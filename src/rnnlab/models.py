@@ -257,6 +257,7 @@ class FeedbackModel(_Module):
         if self.embedding is not None:
             fe = self.embedding.forward(x, check=check)
             inp = fe.output
+        teacher = _checks.probability(teacher, "teacher", allow_one=True)
         if targets is None or teacher <= 0.0:
             mode = "free"
         elif teacher >= 1.0:
@@ -268,7 +269,7 @@ class FeedbackModel(_Module):
             inp,
             targets=targets,
             mode=mode,
-            p=min(max(teacher, 0.0), 1.0),
+            p=teacher,
             lengths=lengths,
             mask=mask,
             state=h0,
@@ -292,7 +293,7 @@ class FeedbackModel(_Module):
             be = self.embedding.backward(fe, b.input)
             grads.update({f"0.{k}": v for k, v in be.params.items()})
             d_input = None
-        return Backward(d_input, [b.state, None], {k: grads[k] for k in self.params})
+        return Backward(d_input, [b.state, b.y0], {k: grads[k] for k in self.params})
 
 
 def recurrent_layer(model: Sequential) -> Recurrent:
