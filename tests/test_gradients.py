@@ -168,3 +168,29 @@ def test_the_embedding_gradient_sums_each_ids_rows():
     got = emb.backward(f, d).params["weight"]
     np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-15)
     assert not got[5:].any()
+
+
+def test_gradcheck_names_a_gradient_the_module_does_not_return():
+    """A backward that returns None for the input or an initial state is named, where the
+    check indexed into None (an IndexError)."""
+    from rnnlab.layers import RNN, Backward
+
+    class NoInputGrad:
+        def __init__(self):
+            self.inner = RNN(2, 3, dtype=np.float64, rng=0)
+            self.params = self.inner.params
+
+        def forward(self, x, **kw):
+            return self.inner.forward(x, **kw)
+
+        def backward(self, f, d, d_state=None, **kw):
+            b = self.inner.backward(f, d, d_state, **kw)
+            return Backward(None, None, b.params)
+
+    m, x = NoInputGrad(), np.random.default_rng(0).standard_normal((2, 3, 2))
+    with pytest.raises(ValueError, match=r"`module` must be a backward pass that returns the "
+                       r"gradient of the input; got None instead. check_input=False skips"):
+        gradcheck(m, x)
+    assert gradcheck(m, x, check_input=False).ok
+    with pytest.raises(ValueError, match=r"gradient of the initial_state; got None"):
+        gradcheck(m, x, check_input=False, state=np.zeros((1, 2, 3)))

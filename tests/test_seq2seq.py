@@ -13,7 +13,7 @@ SRC_LENGTHS, TGT_LENGTHS = np.array([5, 2, 4]), np.array([4, 3, 1])
 
 def model(cell="lstm", bi=False, attention="none", seed=1, **kw):
     m = Seq2Seq(V, W, embed=3, hidden=4, cell=cell, bidirectional=bi, attention=attention,
-                attention_size=3, dtype=np.float64, rng=seed,
+                attention_size=3 if attention == "additive" else None, dtype=np.float64, rng=seed,
                 encoder_layers=2 if bi else 1, **kw)  # fmt: skip
     g = np.random.default_rng(seed + 1)
     for v in m.params.values():  # weights large enough that no gradient is tiny
@@ -68,11 +68,38 @@ def test_bridge_and_names():
         (dict(attention="dot"), r"`attention` must be one of 'none', 'multiplicative'"),
         (dict(cell="jordan"), r"`cell` must be"),
         (dict(hidden=0), r"`hidden` must be a positive integer"),
+        (dict(target_vocab=0), r"`target_vocab` must be a positive integer"),
+        (dict(attention="additive", attention_size=0), r"`attention_size` must be a positive"),
+        (dict(attention="multiplicative", attention_size=8),
+         r"`attention_size` must be None \(only additive attention has a size\)"),
+        (dict(recurrent={"foo": 1}), r"`recurrent` must be layer options among .*'foo'"),
+        (dict(recurrent={"bidirectional": True}), r"`recurrent` must be layer options among"),
+        (dict(recurrent={"proj_size": 2}), r"`recurrent` must be no proj_size"),
+        (dict(recurrent=[("dropout", 0.1)]), r"`recurrent` must be a dict of layer options"),
     ],
 )
 def test_bad_settings(kwargs, match):
+    kwargs = {"target_vocab": W, **kwargs}
     with pytest.raises(ValueError, match=match):
-        Seq2Seq(V, W, **kwargs)
+        Seq2Seq(V, **kwargs)
+
+
+def test_token_ids_and_the_special_tokens_are_checked_by_their_names():
+    """An EOS outside the vocabulary would never end a sequence (greedy ran to max_len, the
+    beam raised an IndexError) and a negative one would end it at another token."""
+    m = model("gru", False, "none", seed=2)
+    src = np.random.default_rng(3).integers(0, V, (B, S))
+    tgt = np.zeros((B, T), int)
+    with pytest.raises(ValueError, match=rf"`tgt_in` must be token ids in \[0, {W}\); got the id"):
+        m.forward(src, tgt + W)
+    with pytest.raises(ValueError, match=rf"`src` must be token ids in \[0, {V}\); got the id -1"):
+        m.forward(src - 1, tgt)
+    kw = dict(max_len=4)
+    for method in (m.greedy, m.sample, m.beam_search):
+        for bos, eos, bad in ((0, W, "eos"), (0, -1, "eos"), (W + 2, 1, "bos"), (0, 1.0, "eos"),
+                              (True, 1, "bos")):  # fmt: skip
+            with pytest.raises(ValueError, match=rf"`{bad}` must be a target token id in"):
+                method(src, bos=bos, eos=eos, **kw)
 
 
 @pytest.mark.parametrize("attention", ["none", "multiplicative"])
@@ -120,6 +147,29 @@ def test_sampling_is_seeded_and_top_1_is_greedy():
     np.testing.assert_array_equal(top1, m.greedy(src, **kw)[0])
     with pytest.raises(ValueError, match=r"`temperature` must be a positive number"):
         m.sample(src, temperature=0, **kw)
+
+
+def test_a_tiny_temperature_is_greedy_and_top_k_keeps_exactly_k():
+    """logits / temperature overflowed to inf − inf = NaN and sampled token 0; a threshold at
+    the k-th logit kept every tie with it."""
+    from rnnlab.generate import next_token_probabilities
+
+    m = model("lstm", False, "none", seed=8)
+    m.params["out.bias"][:] = np.arange(W) * 0.5  # the last token the clear favourite
+    src = np.random.default_rng(9).integers(0, V, (B, S))
+    kw = dict(src_lengths=SRC_LENGTHS, bos=0, eos=0, max_len=5)
+    greedy = m.greedy(src, **kw)[0]
+    for t in (1e-300, 5e-324):
+        np.testing.assert_array_equal(m.sample(src, rng=1, temperature=t, **kw)[0], greedy)
+    m32 = Seq2Seq(V, W, embed=3, hidden=4, dtype=np.float32, rng=8)
+    m32.params["out.bias"][:] = np.arange(W) * 5.0
+    ids, _ = m32.sample(src, rng=1, temperature=1e-38, **kw)
+    np.testing.assert_array_equal(ids, m32.greedy(src, **kw)[0])
+    p = next_token_probabilities(np.array([[1.0, 1.0, 0.0, -5.0], [0.0, 2.0, 2.0, 2.0]]), 1.0, 2)
+    assert ((p > 0).sum(axis=1) == 2).all()
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)
+    p1 = next_token_probabilities(np.array([[1.0, 1.0, 0.0]]), 1.0, 1)
+    assert (p1 > 0).sum() == 1
 
 
 def test_vector_sources_gradients_are_exact():

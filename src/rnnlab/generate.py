@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from rnnlab import _checks
-from rnnlab.layers import Module
+from rnnlab.layers import Module, RngLike, _rng
 
 
 def sample_ids(
@@ -21,32 +21,50 @@ def sample_ids(
     *,
     temperature: float = 1.0,
     top_k: int | None = None,
-    rng: np.random.Generator,
+    rng: RngLike,
 ) -> np.ndarray:
-    """Sample `length` ids after the 1-d array `prime` (at least one id) from a token model."""
-    length = int(length)
-    if length < 0:
-        _checks.fail("length", "a non-negative integer", str(length))
-    if not (isinstance(temperature, (int, float)) and temperature > 0):
-        _checks.fail("temperature", "a positive number", _checks.describe(temperature))
+    """Sample `length` ids after the 1-d array `prime` (at least one id) from a token model.
+    `rng`: a Generator or a seed, so that a sample can be drawn again."""
+    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 0:
+        _checks.fail("length", "a non-negative integer", _checks.describe(length))
+    temperature = _checks.finite_float(temperature, "temperature")
+    if temperature <= 0:
+        _checks.fail("temperature", "a positive number", repr(temperature))
     if top_k is not None:
         top_k = _checks.positive_int(top_k, "top_k")
-    prime = np.asarray(prime, dtype=np.int64).reshape(1, -1)
-    if prime.shape[1] == 0:
+    gen = _rng(rng)
+    ids = _checks.int_array(prime, "prime", ndim=1)
+    if ids.shape[0] == 0:
         _checks.fail("prime", "at least one token", "an empty prime")
-    f = model.forward(prime)
+    f = model.forward(ids.astype(np.int64).reshape(1, -1))
     state = f.state
     logits = f.output[0, -1]
-    out = np.empty(length, np.int64)
-    for i in range(length):
-        z = logits.astype(np.float64) / temperature
-        if top_k is not None and top_k < z.size:
-            cut = np.partition(z, -top_k)[-top_k]
-            z = np.where(z >= cut, z, -np.inf)
-        p = np.exp(z - z.max())
-        p /= p.sum()
-        out[i] = rng.choice(p.size, p=p)
+    out = np.empty(int(length), np.int64)
+    for i in range(int(length)):
+        p = next_token_probabilities(logits, temperature, top_k)
+        out[i] = gen.choice(p.size, p=p)
         f = model.forward(out[i : i + 1].reshape(1, 1), state=state)
         state = f.state
         logits = f.output[0, -1]
     return out
+
+
+def next_token_probabilities(
+    logits: np.ndarray, temperature: float, top_k: int | None = None
+) -> np.ndarray:
+    """softmax(logits / temperature) over the last axis, in float64, among the `top_k` most
+    likely ids: exactly k of them, ties at the k-th broken by position (a threshold at the
+    k-th value would keep every tie). The logits are shifted by their maximum before the
+    division, so a tiny temperature gives the argmax (the others → −inf) where
+    logits / temperature would overflow to inf − inf = NaN."""
+    z = logits.astype(np.float64)
+    with np.errstate(over="ignore", under="ignore"):  # (−inf and 0 are the answers there)
+        z = (z - z.max(axis=-1, keepdims=True)) / temperature  # ≤ 0, the maximum 0
+        if top_k is not None and top_k < z.shape[-1]:
+            keep = np.argpartition(-z, top_k - 1, axis=-1)[..., :top_k]
+            kept = np.full_like(z, -np.inf)
+            np.put_along_axis(kept, keep, np.take_along_axis(z, keep, axis=-1), axis=-1)
+            z = kept
+        p = np.exp(z)
+    p /= p.sum(axis=-1, keepdims=True)
+    return np.asarray(p)

@@ -165,6 +165,11 @@ def gradcheck(
     norms: dict[str, float] = {}
 
     def record(name: str, analytic: Any, idx: np.ndarray, g_num: np.ndarray) -> None:
+        if analytic is None:  # (a gradient that does not exist cannot be compared)
+            _checks.fail("module", f"a backward pass that returns the gradient of the {name}",
+                         "None", "check_input=False skips the input; an initial state that "
+                         "carries no gradient cannot be checked." if name == "input" else
+                         "An initial state the loss depends on needs its gradient.")  # fmt: skip
         a = np.asarray(analytic, dtype=np.float64).reshape(-1)[idx]
         scale = max(np.linalg.norm(a), np.linalg.norm(g_num))
         errors[name] = 0.0 if scale == 0 else float(np.linalg.norm(a - g_num) / scale)

@@ -26,6 +26,7 @@ Recurrent, Linear); rnnlab.gradcheck checks the whole in float64.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rnnlab import _checks
+from rnnlab.generate import next_token_probabilities
 from rnnlab.layers import Backward, Forward, Module, RngLike, _dtype, _rng
 from rnnlab.models import make_recurrent
 from rnnlab.modules import Dropout, Embedding, Linear, _Module
@@ -98,12 +100,17 @@ class Seq2Seq(_Module):
             )
         self.attention = _checks.choice(attention, "attention", ATTENTIONS)
         self.hidden = _checks.positive_int(hidden, "hidden")
+        self.target_vocab = _checks.positive_int(target_vocab, "target_vocab")
+        if source_vocab is not None:
+            _checks.positive_int(source_vocab, "source_vocab")
+        if attention_size is not None:
+            if self.attention != "additive":
+                _checks.fail("attention_size", "None (only additive attention has a size)",
+                             f"{attention_size!r} with attention={attention!r}")  # fmt: skip
+            _checks.positive_int(attention_size, "attention_size")
         self.dtype = dt
         self.tokens = source_vocab is not None
-        recurrent = dict(recurrent or {})
-        if recurrent.get("proj_size"):
-            _checks.fail("recurrent", "no proj_size (the bridge and attention read h at full "
-                         "size)", f"proj_size={recurrent['proj_size']!r}")  # fmt: skip
+        recurrent = _recurrent_options(recurrent)
         self.src_embed = (
             Embedding(source_vocab, embed, dtype=dt, rng=rng) if source_vocab is not None else None
         )  # (None: not self.tokens)
@@ -146,7 +153,7 @@ class Seq2Seq(_Module):
         parts["tgt_embed"] = self.tgt_embed
         parts["decoder"] = self.decoder
         if self.attention != "none":
-            A = _checks.positive_int(attention_size or hidden, "attention_size")
+            A = hidden if attention_size is None else int(attention_size)
             b = 1.0 / np.sqrt(hidden)
             if self.attention == "multiplicative":
                 self.attn = {"weight": rng.uniform(-b, b, (hidden, self.enc_width)).astype(dt)}
@@ -364,7 +371,7 @@ class Seq2Seq(_Module):
         """Teacher forcing: logits (B, T, target_vocab) for the target read shifted by one,
         `tgt_in` = (BOS, y_1, …, y_{T-1}) as ids (B, T)."""
         src = self._source(src)
-        tgt_in = _checks.int_array(tgt_in, "tgt_in", ndim=2)
+        tgt_in = _ids(tgt_in, "tgt_in", self.target_vocab, ndim=2)
         if src.shape[0] != tgt_in.shape[0]:
             _checks.fail("tgt_in", f"{src.shape[0]} rows, one per source", f"shape {tgt_in.shape}")
         B, S = src.shape[:2]
@@ -436,8 +443,8 @@ class Seq2Seq(_Module):
         return Backward(d_src, None, {k: grads[k] for k in self.params})
 
     def _source(self, src: npt.ArrayLike) -> np.ndarray:
-        if self.tokens:
-            return _checks.int_array(src, "src", ndim=2)
+        if self.src_embed is not None:
+            return _ids(src, "src", self.src_embed.num_embeddings, ndim=2)
         return _checks.float_array(src, "src", ndim=3, dtype=self.dtype)
 
     # ------------------------------------------------------------------ generation
@@ -457,6 +464,18 @@ class Seq2Seq(_Module):
             state = _take(state, np.repeat(np.arange(B), width))
         return enc, state, src_mask, B
 
+    def _special(self, bos: object, eos: object) -> None:
+        """BOS and EOS ids of the target vocabulary: an EOS past it never ended a sequence,
+        and a negative one ended it at another token."""
+        for name, token in (("bos", bos), ("eos", eos)):
+            if (
+                isinstance(token, bool)
+                or not isinstance(token, (int, np.integer))
+                or not 0 <= token < self.target_vocab
+            ):
+                _checks.fail(name, f"a target token id in [0, {self.target_vocab})",
+                             _checks.describe(token))  # fmt: skip
+
     def _step(
         self, prev: np.ndarray, state: State, enc: np.ndarray, src_mask: np.ndarray | None
     ) -> tuple[np.ndarray, State]:
@@ -475,6 +494,7 @@ class Seq2Seq(_Module):
         max_len: int,
         choose: Callable[[np.ndarray], np.ndarray],
     ) -> tuple[np.ndarray, np.ndarray]:
+        self._special(bos, eos)
         enc, state, src_mask, B = self._start(src, src_lengths, max_len)
         prev, done = np.full(B, bos), np.zeros(B, bool)
         ids: list[np.ndarray] = []
@@ -518,11 +538,7 @@ class Seq2Seq(_Module):
         gen = _rng(rng)
 
         def draw(z: np.ndarray) -> np.ndarray:
-            z = z / temperature
-            if top_k is not None and top_k < z.shape[-1]:
-                kth = np.partition(z, -top_k, axis=-1)[:, -top_k][:, None]
-                z = np.where(z >= kth, z, -np.inf)
-            p = softmax(z, axis=-1)
+            p = next_token_probabilities(z, temperature, top_k)
             u = gen.random((z.shape[0], 1))
             tok: np.ndarray = np.minimum((p.cumsum(axis=-1) < u).sum(axis=-1), z.shape[-1] - 1)
             return tok
@@ -539,6 +555,7 @@ class Seq2Seq(_Module):
         padding as `greedy`, to which width 1 is equal."""
         width = _checks.positive_int(width, "width")
         alpha = _checks.finite_float(alpha, "alpha")
+        self._special(bos, eos)
         enc, state, src_mask, B = self._start(src, src_lengths, max_len, width)
         k = width
         score = np.full((B, k), -np.inf)
@@ -572,6 +589,37 @@ class Seq2Seq(_Module):
         penalty = ((5.0 + length) / 6.0) ** alpha
         pick = np.argmax(np.where(np.isfinite(score), score / penalty, -np.inf), axis=1)
         return ids[np.arange(B), pick], score[np.arange(B), pick]
+
+
+def _recurrent_options(recurrent: object) -> dict[str, Any]:
+    """Seq2Seq's `recurrent`: a dict of make_recurrent's layer options. The sizes, the
+    direction, the dtype and the generator are the model's own, and proj_size is refused
+    (the bridge and attention read h at full size)."""
+    if recurrent is None:
+        return {}
+    if not isinstance(recurrent, dict):
+        _checks.fail("recurrent", "a dict of layer options", _checks.describe(recurrent))
+    own = {"cell", "input_size", "hidden_size", "num_layers", "bidirectional", "dtype", "rng"}
+    allowed = sorted(set(inspect.signature(make_recurrent).parameters) - own)
+    for key, value in recurrent.items():
+        if key == "proj_size" and value:
+            _checks.fail("recurrent", "no proj_size (the bridge and attention read h at full "
+                         "size)", f"proj_size={value!r}")  # fmt: skip
+        if key not in allowed:
+            _checks.fail("recurrent", f"layer options among {', '.join(allowed)}", repr(key),
+                         "The cell, sizes, direction, dtype and rng are Seq2Seq's own "
+                         "arguments.")  # fmt: skip
+    return dict(recurrent)
+
+
+def _ids(value: npt.ArrayLike, name: str, vocab: int, *, ndim: int) -> np.ndarray:
+    """Token ids in [0, vocab), refused by the argument's own name (the embedding would
+    name its `x`)."""
+    ids = _checks.int_array(value, name, ndim=ndim)
+    if ids.size and (ids.min() < 0 or ids.max() >= vocab):
+        bad = int(ids[(ids < 0) | (ids >= vocab)][0])
+        _checks.fail(name, f"token ids in [0, {vocab})", f"the id {bad}")
+    return ids
 
 
 def _take(state: State, index: np.ndarray) -> State:

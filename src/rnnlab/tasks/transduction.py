@@ -313,7 +313,8 @@ def build(spec: dict, rng) -> Trainee:
             decoder_layers=spec["decoder_layers"],
             bidirectional=spec["bidirectional"],
             attention=spec["attention"],
-            attention_size=spec.get("attention_size"),
+            # (specs record a size for every attention; only the additive one has one)
+            attention_size=spec.get("attention_size") if spec["attention"] == "additive" else None,
             input_dropout=spec.get("input_dropout", 0.0),
             source_conv=spec.get("source_conv", 0),
             recurrent=spec["recurrent"],

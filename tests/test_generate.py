@@ -1,0 +1,60 @@
+"""Sampling from a token model (rnnlab.generate): its arguments refused by name, seeded
+draws, tiny temperatures and ties at the top-k cut."""
+
+import numpy as np
+import pytest
+
+from rnnlab.generate import next_token_probabilities, sample_ids
+from rnnlab.models import build
+
+V = 6
+
+
+def _model():
+    spec = {"input": {"type": "tokens", "vocab_size": V, "embed_dim": 3},
+            "rnn": {"cell": "lstm", "hidden_size": 4}, "output_size": V}  # fmt: skip
+    m = build(spec, dtype=np.float64, rng=0)
+    bias = next(v for k, v in m.params.items() if k.endswith("bias") and v.shape == (V,))
+    bias[:] = np.arange(V) * 0.5  # the last id the clear favourite
+    return m
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(length=2.9), r"`length` must be a non-negative integer; got 2.9"),
+        (dict(length=None), r"`length` must be a non-negative integer"),
+        (dict(length=-1), r"`length` must be a non-negative integer"),
+        (dict(temperature=float("inf")), r"`temperature` must be a finite number"),
+        (dict(temperature=-0.5), r"`temperature` must be a positive number"),
+        (dict(top_k=0), r"`top_k` must be a positive integer"),
+        (dict(prime=[1.7, 2.2]), r"`prime` must be an array of integers"),
+        (dict(prime=[[1, 2]]), r"`prime` must be an array with 1 dimensions"),
+        (dict(prime=[]), r"`prime` must be"),
+        (dict(rng="x"), r"`rng` must be a numpy Generator, an integer seed or None"),
+    ],
+)
+def test_bad_arguments_are_refused_by_name(kwargs, match):
+    args = {"prime": [1, 2], "length": 3, "rng": 0, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        sample_ids(_model(), args.pop("prime"), args.pop("length"), **args)
+
+
+def test_a_seed_draws_the_same_and_a_tiny_temperature_is_greedy():
+    m = _model()
+    a = sample_ids(m, [1, 2], 8, rng=3)
+    np.testing.assert_array_equal(a, sample_ids(m, np.array([1, 2]), 8, rng=3))
+    assert sample_ids(m, [1], 0, rng=0).shape == (0,)
+    top1 = sample_ids(m, [1, 2], 8, top_k=1, rng=5)
+    for t in (np.float32(1e-30), 1e-320):  # (logits / t overflowed: NaN probabilities)
+        np.testing.assert_array_equal(sample_ids(m, [1, 2], 8, temperature=t, rng=4), top1)
+
+
+def test_top_k_keeps_exactly_k_ids_when_logits_tie():
+    p = next_token_probabilities(np.array([1.0, 1.0, 0.0, -5.0]), 1.0, 1)
+    assert (p > 0).sum() == 1 and p.sum() == 1.0
+    p = next_token_probabilities(np.array([[2.0, 2.0, 2.0, 0.0]]), 0.5, 2)
+    assert (p > 0).sum() == 2
+    np.testing.assert_allclose(p[p > 0], 0.5)
+    full = next_token_probabilities(np.array([0.0, np.log(3.0)]), 1.0)
+    np.testing.assert_allclose(full, [0.25, 0.75])
