@@ -233,3 +233,50 @@ def keras_lstm(I, H):
     layer = keras.layers.LSTM(H)
     layer.build((None, None, I))
     return layer
+
+
+def _keras_model(*layers_, I=4):
+    model = keras.Sequential([keras.Input((None, I)), *layers_])
+    rng = np.random.default_rng(7)
+    model.set_weights([rng.standard_normal(w.shape).astype(np.float32)
+                       for w in model.get_weights()])  # fmt: skip
+    return model
+
+
+@pytest.mark.parametrize("as_file", [False, True], ids=["layer", "keras_file"])
+def test_bidirectional_backward_layer_options_checked(as_file, tmp_path):
+    """A Bidirectional given a backward layer of its own computes what that layer says; one
+    whose options are not rnnlab's (relu here) is refused, by layer and from a .keras file."""
+    backward = keras.layers.LSTM(6, return_sequences=True, go_backwards=True, activation="relu")
+    bi = keras.layers.Bidirectional(keras.layers.LSTM(6, return_sequences=True),
+                                    backward_layer=backward)  # fmt: skip
+    model = _keras_model(bi)
+    source: object = bi
+    if as_file:
+        model.save(tmp_path / "m.keras")
+        source = str(tmp_path / "m.keras")
+    layer = LSTM(4, 6, bidirectional=True)
+    before = {k: v.copy() for k, v in layer.params.items()}
+    with pytest.raises(ValueError, match=r"`source \(layer 0\) backward layer` must be a Keras "
+                       r"layer with activation='tanh'; got activation='relu'"):  # fmt: skip
+        rk.load_weights(layer, source)
+    for k, v in layer.params.items():
+        assert np.array_equal(v, before[k]), k
+
+
+@pytest.mark.parametrize("as_file", [False, True], ids=["layer", "keras_file"])
+def test_bidirectional_own_backward_layer_loads(as_file, tmp_path):
+    """A backward layer of its own with rnnlab's options loads, and computes as Keras."""
+    backward = keras.layers.GRU(5, return_sequences=True, go_backwards=True)
+    bi = keras.layers.Bidirectional(keras.layers.GRU(5, return_sequences=True),
+                                    backward_layer=backward)  # fmt: skip
+    model = _keras_model(bi)
+    source: object = bi
+    if as_file:
+        model.save(tmp_path / "m.keras")
+        source = str(tmp_path / "m.keras")
+    layer = GRU(4, 5, bidirectional=True, dtype=np.float64)
+    rk.load_weights(layer, source)
+    x = np.random.default_rng(1).standard_normal((2, 3, 4)).astype(np.float32)
+    want = keras.ops.convert_to_numpy(model(x))
+    np.testing.assert_allclose(layer.forward(x.astype(np.float64)).output, want, atol=ATOL)

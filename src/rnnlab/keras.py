@@ -316,6 +316,17 @@ def _check_options(layer: Recurrent, k: int, options: dict[str, Any], where: str
         want["merge_mode"] = layer.merge
     elif layer.bidirectional:
         want["merge_mode"] = "concat"
+    _check_values(cell, want, options, where)
+    if layer.bidirectional:
+        # A Bidirectional's backward layer is a layer of its own (Keras' `backward_layer=`),
+        # with options that need not be the forward one's: it must compute rnnlab's reverse
+        # direction, the same cell reading the sequence from its end.
+        del want["merge_mode"]
+        want["go_backwards"] = True
+        _check_values(cell, want, options.get("backward", {}), f"{where} backward layer")
+
+
+def _check_values(cell: object, want: dict[str, Any], options: dict[str, Any], where: str) -> None:
     for name, value in want.items():
         got = options.get(name, value)
         if isinstance(got, dict):  # a serialized activation
@@ -369,6 +380,7 @@ def _from_keras_layer(x: KerasLayer) -> _Found:
         weights = x.get_weights()
         options = _options(fwd)
         options["merge_mode"] = x.merge_mode
+        options["backward"] = _options(x.backward_layer)
         return kind, True, [weights[:n], weights[n:]], options
     if name not in ("SimpleRNN", "LSTM", "GRU"):
         _checks.fail(
@@ -453,7 +465,12 @@ def _layer_configs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
         cfg = dict(entry.get("config", {}))
         if entry.get("class_name") == "Bidirectional":
             inner = cfg.get("layer", {}).get("config", {})
-            cfg = {**inner, "merge_mode": cfg.get("merge_mode")}
+            # without a `backward_layer` of its own, Keras builds the forward layer's copy
+            # reading backwards
+            given = cfg.get("backward_layer")
+            backward = (given.get("config", {}) if isinstance(given, dict)
+                        else {**inner, "go_backwards": not inner.get("go_backwards", False)})
+            cfg = {**inner, "merge_mode": cfg.get("merge_mode"), "backward": _subset(backward)}
         out[key] = cfg
     return out
 
@@ -480,5 +497,6 @@ def _kind_of(cell_name: object) -> str:
 
 
 def _subset(config: dict[str, Any]) -> dict[str, Any]:
-    keep = ("activation", "recurrent_activation", "reset_after", "go_backwards", "merge_mode")
+    keep = ("activation", "recurrent_activation", "reset_after", "go_backwards", "merge_mode",
+            "backward")
     return {k: config[k] for k in keep if k in config}
