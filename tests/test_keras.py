@@ -280,3 +280,40 @@ def test_bidirectional_own_backward_layer_loads(as_file, tmp_path):
     x = np.random.default_rng(1).standard_normal((2, 3, 4)).astype(np.float32)
     want = keras.ops.convert_to_numpy(model(x))
     np.testing.assert_allclose(layer.forward(x.astype(np.float64)).output, want, atol=ATOL)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_load_refuses_non_finite_weights(bad):
+    k = keras.layers.GRU(4, return_sequences=True)
+    _keras_model(k, I=3)
+    w = k.get_weights()
+    w[1][2, 3] = bad
+    k.set_weights(w)
+    layer = GRU(3, 4)
+    before = {n: v.copy() for n, v in layer.params.items()}
+    with pytest.raises(ValueError, match=r"`source \(layer 0\) recurrent_kernel` must be finite "
+                       r"\(no NaN or inf\); got (nan|inf) at index \(2, 3\)"):  # fmt: skip
+        rk.load_weights(layer, k)
+    for n, v in layer.params.items():
+        assert np.array_equal(v, before[n]), n
+
+
+def test_load_errors_of_keys_and_unbuilt_layers(tmp_path):
+    model = keras.Sequential([keras.Input((None, 3)), keras.layers.LSTM(4, return_sequences=True),
+                              keras.layers.Dense(2)])  # fmt: skip
+    path = str(tmp_path / "m.weights.h5")
+    model.save_weights(path)
+    layer = LSTM(3, 4)
+    with pytest.raises(ValueError, match=r"`keys` must be names of built Keras recurrent layers "
+                       r"in '.*m\.weights\.h5'; got 'dense', which is not one"):  # fmt: skip
+        rk.load_weights(layer, path, keys=["dense"])
+    with pytest.raises(ValueError, match=r"`keys` must be None or a list of layer names.*; got "
+                       r"'lstm' \(str\)"):  # fmt: skip
+        rk.load_weights(layer, path, keys="lstm")
+    rk.load_weights(layer, path, keys=["lstm"])
+    for unbuilt in (keras.layers.LSTM(4), keras.layers.Bidirectional(keras.layers.LSTM(4))):
+        with pytest.raises(ValueError, match="`source` must be a built Keras recurrent layer"):
+            rk.load_weights(LSTM(3, 4, bidirectional=type(unbuilt).__name__ != "LSTM"), unbuilt)
+    with pytest.raises(ValueError, match=r"`source` must be a \.keras or \.weights\.h5 file; got "
+                       r"'.*', a directory"):  # fmt: skip
+        rk.load_weights(layer, str(tmp_path))

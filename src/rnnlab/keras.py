@@ -279,6 +279,13 @@ def load_weights(
     ["lstm", "lstm_1"])."""
     kind = _check_layer(layer)
     L = layer.num_layers
+    if keys is not None and (
+        isinstance(keys, str)
+        or not isinstance(keys, Sequence)
+        or not all(isinstance(k, str) for k in keys)
+    ):  # a str is a sequence too, of letters
+        _checks.fail("keys", 'None or a list of layer names, e.g. ["lstm", "lstm_1"]',
+                     _checks.describe(keys))  # fmt: skip
     if isinstance(source, (str, Path)):
         found = _read_file(Path(source), keys)
     else:
@@ -345,7 +352,12 @@ def _to_rnnlab(
     cell = layer.cell
     if len(w) == 2:  # use_bias=False
         w = [*w, np.zeros((2, G * H) if getattr(cell, "reset_after", False) else G * H)]
-    kernel, recurrent, bias = (np.asarray(a) for a in w)
+    # NaN or inf in a weight would only show up later as NaN outputs (load_state_dict refuses
+    # them too); checked here, before load_weights assigns anything
+    kernel, recurrent, bias = (
+        _checks.float_array(np.asarray(a), f"{where} {name}")
+        for a, name in zip(w, ("kernel", "recurrent_kernel", "bias"), strict=True)
+    )
     for name, a, shape in (("kernel", kernel, (I, G * H)), ("recurrent_kernel", recurrent,
                                                             (H, G * H))):  # fmt: skip
         if a.shape != shape:
@@ -378,6 +390,7 @@ def _from_keras_layer(x: KerasLayer) -> _Found:
         kind = type(fwd).__name__
         n = len(fwd.get_weights())
         weights = x.get_weights()
+        _built(x, [weights[:n], weights[n:]])
         options = _options(fwd)
         options["merge_mode"] = x.merge_mode
         options["backward"] = _options(x.backward_layer)
@@ -388,7 +401,18 @@ def _from_keras_layer(x: KerasLayer) -> _Found:
             "Keras SimpleRNN, LSTM, GRU or Bidirectional layers, or a .keras/.weights.h5 file",
             _checks.describe(x),
         )
-    return name, False, [x.get_weights()], _options(x)
+    weights = x.get_weights()
+    _built(x, [weights])
+    return name, False, [weights], _options(x)
+
+
+def _built(x: KerasLayer, directions: list[list[np.ndarray]]) -> None:
+    """A recurrent layer Keras has not built yet holds no weights (Keras creates them on the
+    first call): there is nothing to load."""
+    if not all(2 <= len(w) <= 3 for w in directions):
+        _checks.fail("source", "a built Keras recurrent layer (kernel, recurrent_kernel and "
+                     "bias: call it, or build it, once)",
+                     f"{x.name!r} with {sum(len(w) for w in directions)} arrays")  # fmt: skip
 
 
 def _options(x: KerasLayer) -> dict[str, Any]:
@@ -399,6 +423,8 @@ def _options(x: KerasLayer) -> dict[str, Any]:
 
 def _read_file(path: Path, keys: Sequence[str] | None) -> list[_Found]:
     h5py = _h5py()
+    if path.is_dir():
+        _checks.fail("source", "a .keras or .weights.h5 file", f"'{path}', a directory")
     if not path.is_file():
         _checks.fail("source", "a .keras or .weights.h5 file", f"'{path}', which does not exist")
     config = None
@@ -416,6 +442,7 @@ def _read_file(path: Path, keys: Sequence[str] | None) -> list[_Found]:
         layers = f.get("layers")
         if layers is None:
             raise ValueError(f"'{path}' is not a Keras 3 weights file (no 'layers' group)")
+        arg = "source" if keys is None else "keys"
         if keys is None:
             keys = _recurrent_keys(layers, config, path)
         configs = _layer_configs(config) if config is not None else {}
@@ -423,7 +450,7 @@ def _read_file(path: Path, keys: Sequence[str] | None) -> list[_Found]:
         for key in keys:
             if key not in layers:
                 _checks.fail("keys", f"names of layers in '{path}'", repr(key))
-            out.append(_read_group(layers[key], configs.get(key, {})))
+            out.append(_read_group(layers[key], configs.get(key, {}), arg, key, path))
         return out
 
 
@@ -475,10 +502,22 @@ def _layer_configs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _read_group(g: H5Group, config: dict[str, Any]) -> _Found:
+def _read_group(g: H5Group, config: dict[str, Any], arg: str, key: str, path: Path) -> _Found:
+    h5py = _h5py()
+
     def arrays(cell_group: H5Group) -> tuple[list[np.ndarray], object]:
-        v = cell_group["cell"]["vars"]
-        return [np.asarray(v[str(j)]) for j in range(len(v))], v.attrs.get("name", "")
+        # a recurrent layer's weights are its cell's: kernel, recurrent_kernel and bias (no
+        # bias with use_bias=False); any other layer (a Dense, say) has no `cell` group
+        v = cell_group.get("cell/vars") if isinstance(cell_group, h5py.Group) else None
+        names = [str(j) for j in range(3)]
+        if (
+            not isinstance(v, h5py.Group)
+            or not 2 <= len(v) <= 3
+            or not all(isinstance(v.get(n), h5py.Dataset) for n in names[: len(v)])
+        ):
+            _checks.fail(arg, f"names of built Keras recurrent layers in '{path}'",
+                         f"{key!r}, which is not one")  # fmt: skip
+        return [np.asarray(v[n]) for n in names[: len(v)]], v.attrs.get("name", "")
 
     if "forward_layer" in g:
         fwd, name = arrays(g["forward_layer"])
