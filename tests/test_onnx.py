@@ -375,3 +375,66 @@ def test_runtime_refuses_a_misspelt_option(tmp_path):
     ours = layer.forward(x, training=False, grad=False).output
     np.testing.assert_allclose(runtime.forward(x, training=False, grad=False).output, ours,
                                rtol=1e-5, atol=1e-6)  # fmt: skip
+
+
+def test_runtime_checks_its_inputs_as_the_model_does(tmp_path):
+    """Runtime.forward refuses what rnnlab's modules refuse, in their words, before
+    onnxruntime sees it: an empty batch aborts the process there, a negative id wraps, a
+    float id is truncated, NaN runs."""
+    tokens = Sequential(Embedding(5, 3), GRU(3, 4), LastStep())
+    runtime = rx.Runtime(rx.export(tokens, tmp_path / "t.onnx"))
+    for ids in (np.array([[1, 2, -1]]), np.array([[5]])):
+        message = str(pytest.raises(ValueError, tokens.forward, ids).value)
+        assert message.startswith("`x` must be token ids in [0, 5)")
+        with pytest.raises(ValueError) as e:
+            runtime.forward(ids)
+        assert str(e.value) == message
+    with pytest.raises(ValueError, match="`x` must be an array of integers"):
+        runtime.forward(np.array([[1.7, 2.2]]))
+    layer = LSTM(3, 4)
+    runtime = rx.Runtime(rx.export(layer, tmp_path / "l.onnx", state=True))
+    x = np.random.default_rng(0).standard_normal((2, 4, 3)).astype(np.float32)
+    zeros = np.zeros((1, 2, 4), np.float32)
+    bad = [
+        (np.zeros((0, 4, 3), np.float32), {}, "`x` must be an array of one sequence and one step"),
+        (np.zeros((2, 0, 3), np.float32), {}, "`x` must be an array of one sequence and one step"),
+        (np.zeros((2, 4, 5), np.float32), {}, "`x` must be an array with 3 features"),
+        (np.full((2, 4, 3), np.nan, np.float32), {}, r"`x` must be finite"),
+        (x, {"state": zeros}, r"`state` must be a pair \(h0, c0\) for an LSTM"),
+        (x, {"state": (zeros, zeros[:, :1])}, r"`state\[1\] \(c0\)` must be an array of shape "
+         r"\(1, 2, 4\); got shape \(1, 1, 4\)"),
+        (x, {"state": (np.full((1, 2, 4), np.inf), zeros)}, r"`state\[0\] \(h0\)` must be finite"),
+    ]
+    for value, options, message in bad:
+        with pytest.raises(ValueError, match=message) as e:
+            runtime.forward(value, **options)
+        assert "\n" not in str(e.value)
+    sequential = Sequential(GRU(3, 4), Linear(4, 2))
+    runtime = rx.Runtime(rx.export(sequential, tmp_path / "s.onnx", state=True))
+    with pytest.raises(ValueError, match="`state` must be a list of 2 entries"):
+        runtime.forward(x, state=[zeros])
+    with pytest.raises(ValueError, match=r"`state\[0\]` must be a NumPy array of floats"):
+        runtime.forward(x, state=["a", None])
+    assert np.array_equal(runtime.forward(x, state=[zeros, None]).output,
+                          runtime.forward(x).output)  # fmt: skip
+
+
+def test_runtime_on_an_empty_batch_does_not_abort(tmp_path):
+    """onnxruntime ends the process on a batch of none (its "terminate called"): run in a
+    child, so that the old behaviour fails this test instead of killing the session."""
+    import subprocess
+    import sys
+
+    path = rx.export(LSTM(3, 4), tmp_path / "m.onnx")
+    code = (
+        "import numpy as np, rnnlab.onnx as rx\n"
+        f"r = rx.Runtime({str(path)!r})\n"
+        "try:\n"
+        "    r.forward(np.zeros((0, 4, 3), np.float32))\n"
+        "except ValueError as e:\n"
+        "    print(e)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env={**os.environ})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-500:]
+    assert "`x` must be an array of one sequence and one step at least" in done.stdout

@@ -322,6 +322,8 @@ def build_model(model: object, *, lengths: bool = True, state: bool = False,
     structure = {
         "batch_first": batch_first,
         "tokens": tokens,
+        # Runtime refuses ids out of range: ONNX's Gather wraps a negative one silently
+        "num_embeddings": modules[0].num_embeddings if isinstance(modules[0], Embedding) else 0,
         "sequential": isinstance(model, Sequential),
         "modules": len(modules),
         "recurrent": g.recurrent,
@@ -654,7 +656,13 @@ class Runtime:
         self.batch_first, self.tokens = s["batch_first"], s["tokens"]
         self.sequential, self.n_modules = s["sequential"], s["modules"]
         self.recurrent: dict[int, _RecurrentInfo] = {int(i): r for i, r in s["recurrent"].items()}
+        self.num_embeddings: int = s.get("num_embeddings", 0)  # (0: unknown, older files)
         self.input_names = [i.name for i in self.session.get_inputs()]
+        # the inputs' fixed dimensions (features, layers·directions, hidden), None where free
+        self._dims = {
+            i.name: [d if isinstance(d, int) else None for d in i.shape]
+            for i in self.session.get_inputs()
+        }
 
     def __call__(self, x: npt.ArrayLike, **options: Unpack[PassOptions]) -> Forward:
         return self.forward(x, **options)
@@ -670,8 +678,7 @@ class Runtime:
         lengths, mask, state = o["lengths"], o["mask"], o["state"]
         if mask is not None:
             _checks.fail("mask", "None for an ONNX model (pass lengths)", _checks.describe(mask))
-        x = np.asarray(x)
-        x = x.astype(np.int64) if self.tokens else x.astype(F32)
+        x = self._input(x, o["check"])
         B, T = (x.shape[0], x.shape[1]) if self.batch_first else (x.shape[1], x.shape[0])
         feeds: dict[str, np.ndarray] = {"x": x}
         if lengths is not None:
@@ -695,6 +702,11 @@ class Runtime:
                 "None or full lengths for a graph exported with lengths=False",
                 "shorter sequences",
             )
+        if state is not None and self.sequential and (
+            not isinstance(state, (list, tuple)) or len(state) != self.n_modules
+        ):
+            _checks.fail("state", f"a list of {self.n_modules} entries (one per module, None if "
+                         "stateless)", _checks.describe(state))  # fmt: skip
         for i, r in self.recurrent.items():
             if "h0" + r["suffix"] not in self.input_names:
                 continue
@@ -705,14 +717,54 @@ class Runtime:
                     np.broadcast_to(np.asarray(v, F32)[:, None, :], (len(v), B, len(v[0])))
                     for v in r["initial"]
                 )
-            elif not r["has_c"]:
-                given = (given,)
+            else:
+                where = f"state[{i}]" if self.sequential else "state"
+                given = self._state(given, r, B, where, o["check"])
             for which, v in zip(("h0", "c0"), given, strict=False):
                 feeds[which + r["suffix"]] = np.ascontiguousarray(v, dtype=F32)
         names = [o.name for o in self.session.get_outputs()]
-        outs = dict(zip(names, self.session.run(None, feeds), strict=True))
+        try:
+            results = self.session.run(None, feeds)
+        except Exception as e:  # what the checks above did not foresee: onnxruntime's words
+            raise ValueError(f"onnxruntime could not run the graph on these inputs: {e}") from None
+        outs = dict(zip(names, results, strict=True))
         finals: list[np.ndarray | tuple[np.ndarray, np.ndarray] | None] = [None] * self.n_modules
         for i, r in self.recurrent.items():
             h = outs["h_n" + r["suffix"]]
             finals[i] = (h, outs["c_n" + r["suffix"]]) if r["has_c"] else h
         return Forward(outs["y"], finals if self.sequential else finals[0], None)
+
+    def _input(self, x: object, check: bool) -> np.ndarray:
+        """`x` checked as the model's first module checks it, as the graph's input type:
+        onnxruntime aborts the process on an empty batch, wraps negative token ids and
+        truncates float ones, and names its own internals for a wrong feature count."""
+        if self.tokens:
+            ids = _checks.int_array(x, "x", ndim=2)
+            _checks.batch_of_steps(ids if self.batch_first else ids.T)
+            n = self.num_embeddings
+            if ids.min() < 0 or (n and ids.max() >= n):
+                bad = int(ids[(ids < 0) | (ids >= n)][0]) if n else int(ids.min())
+                _checks.fail("x", f"token ids in [0, {n or 'the vocabulary size'})",
+                             f"the id {bad}")  # fmt: skip
+            return ids.astype(np.int64)
+        value = _checks.float_array(x, "x", ndim=3, finite=check)
+        _checks.batch_of_steps(value if self.batch_first else np.swapaxes(value, 0, 1))
+        features = self._dims["x"][2]
+        if features is not None and value.shape[2] != features:
+            _checks.fail("x", f"an array with {features} features in its last axis",
+                         f"shape {value.shape}")  # fmt: skip
+        return value.astype(F32)
+
+    def _state(
+        self, given: object, r: _RecurrentInfo, B: int, where: str, check: bool
+    ) -> tuple[np.ndarray, ...]:
+        """A recurrent module's given state, h0 or (h0, c0), checked against its inputs."""
+        if r["has_c"] and (not isinstance(given, (tuple, list)) or len(given) != 2):
+            _checks.fail(where, "a pair (h0, c0) for an LSTM", _checks.describe(given))
+        parts = list(given) if r["has_c"] else [given]  # type: ignore[call-overload]
+        out = []
+        for which, v in zip(("h0", "c0"), parts, strict=False):
+            n, _, H = self._dims[which + r["suffix"]]
+            name = f"{where}[{0 if which == 'h0' else 1}] ({which})" if r["has_c"] else where
+            out.append(_checks.float_array(v, name, shape=(n, B, H), finite=check))
+        return tuple(out)
