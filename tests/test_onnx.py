@@ -438,3 +438,16 @@ def test_runtime_on_an_empty_batch_does_not_abort(tmp_path):
                           timeout=120, env={**os.environ})  # fmt: skip
     assert done.returncode == 0, done.stderr[-500:]
     assert "`x` must be an array of one sequence and one step at least" in done.stdout
+
+
+@pytest.mark.parametrize("opset", sorted({17, 18, onnx.defs.onnx_opset_version()}))
+@pytest.mark.parametrize("lengths", [False, True], ids=["no_lengths", "lengths"])
+def test_mean_over_time_at_every_opset(opset, lengths, tmp_path):
+    """ReduceMean took its axes as an attribute until opset 18, as an input since: the
+    graph holds the form of the opset it is exported for."""
+    model = Sequential(GRU(3, 4), MeanOverTime(), Linear(4, 2))
+    path = rx.export(model, tmp_path / "m.onnx", lengths=lengths, opset=opset)
+    assert onnx.load(path).opset_import[0].version == opset
+    x = np.random.default_rng(0).standard_normal((2, 5, 3)).astype(np.float32)
+    np.testing.assert_allclose(rx.Runtime(path).forward(x).output, model.forward(x).output,
+                               atol=ATOL)  # fmt: skip

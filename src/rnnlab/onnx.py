@@ -194,6 +194,7 @@ class _Graph:
     outputs: list[ValueInfoProto] = field(default_factory=list)
     used: set[str] = field(default_factory=set)
     lengths: str | None = None
+    opset: int = OPSET
     recurrent: dict[str, _RecurrentInfo] = field(default_factory=dict)  # by module index
 
     def name(self, base: str) -> str:
@@ -287,7 +288,7 @@ def build_model(model: object, *, lengths: bool = True, state: bool = False,
         _checks.fail("opset", f"an integer ≥ {OPSET}", _checks.describe(opset))
     check_exportable(model)
     modules = _modules(model)
-    g = _Graph(helper, numpy_helper, TensorProto)
+    g = _Graph(helper, numpy_helper, TensorProto, opset=opset)
     recurrent = [i for i, m in enumerate(modules) if isinstance(m, Recurrent)]
     batch_first = next((m.batch_first for m in modules if isinstance(m, Recurrent)), True)
     tokens = isinstance(modules[0], Embedding)
@@ -436,9 +437,11 @@ def _mask(g: _Graph, x: str, time_axis: int) -> str:
 
 def _mean_over_time(g: _Graph, x: str) -> str:
     """MeanOverTime: (B, T, F) → (B, F), the mean over each sequence's valid steps."""
+    if g.lengths is None:  # ReduceMean takes its axes as an attribute before opset 18
+        if g.opset < 18:
+            return g.op("ReduceMean", [x], "mean", axes=[1], keepdims=0)
+        return g.op("ReduceMean", [x, g.ints("axes_1", 1)], "mean", keepdims=0)
     axes = g.ints("axes_1", 1)
-    if g.lengths is None:
-        return g.op("ReduceMean", [x, axes], "mean", keepdims=0)
     m = g.op("Unsqueeze", [_mask(g, x, 1), g.ints("axes_2", 2)], "mask")
     total = g.op("ReduceSum", [g.op("Mul", [x, m], "masked"), axes], "sum", keepdims=0)
     n = g.op("Cast", [g.op("Unsqueeze", [g.lengths, axes], "len")], "len", to=g.TensorProto.FLOAT)
