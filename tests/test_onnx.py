@@ -285,8 +285,16 @@ def test_unknown_parameter_is_refused(tmp_path):
 
 def test_bad_arguments(tmp_path):
     layer = GRU(3, 4)
-    with pytest.raises(ValueError, match="`opset` must be an integer ≥ 17"):
-        rx.export(layer, tmp_path / "m.onnx", opset=13)
+    newest = onnx.defs.onnx_opset_version()
+    for opset in (13, newest + 1, 17.0):
+        with pytest.raises(ValueError, match=f"`opset` must be an integer from 17 to {newest}"):
+            rx.export(layer, tmp_path / "m.onnx", opset=opset)
+    with pytest.raises(ValueError, match=r"`doc` must be a str; got 3 \(int\)"):
+        rx.export(layer, tmp_path / "m.onnx", doc=3)
+    with pytest.raises(ValueError, match="`model` must be a Sequential of one module at least"):
+        rx.export(Sequential(), tmp_path / "m.onnx")
+    with pytest.raises(ValueError, match="`path` must be an ONNX file; got '.*', a directory"):
+        rx.Runtime(tmp_path)
     with pytest.raises(ValueError, match="`lengths` must be True or False"):
         rx.export(layer, tmp_path / "m.onnx", lengths="yes")
     with pytest.raises(ValueError, match="a file path"):

@@ -284,10 +284,16 @@ def build_model(model: object, *, lengths: bool = True, state: bool = False,
     onnx = _require("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
-    if isinstance(opset, bool) or not isinstance(opset, int) or opset < OPSET:
-        _checks.fail("opset", f"an integer ≥ {OPSET}", _checks.describe(opset))
+    newest = onnx.defs.onnx_opset_version()  # onnx's checker knows no later one
+    if isinstance(opset, bool) or not isinstance(opset, int) or not OPSET <= opset <= newest:
+        _checks.fail("opset", f"an integer from {OPSET} to {newest} (the newest onnx "
+                     f"{onnx.__version__} knows)", _checks.describe(opset))  # fmt: skip
+    if not isinstance(doc, str):  # (protobuf's own error names no argument)
+        _checks.fail("doc", "a str", _checks.describe(doc))
     check_exportable(model)
     modules = _modules(model)
+    if not modules:
+        _checks.fail("model", "a Sequential of one module at least", "an empty Sequential")
     g = _Graph(helper, numpy_helper, TensorProto, opset=opset)
     recurrent = [i for i, m in enumerate(modules) if isinstance(m, Recurrent)]
     batch_first = next((m.batch_first for m in modules if isinstance(m, Recurrent)), True)
@@ -639,6 +645,8 @@ class Runtime:
         from rnnlab import io
 
         path = io.as_path(path, "path")
+        if path.is_dir():
+            _checks.fail("path", "an ONNX file", f"'{path}', a directory")
         if not path.is_file():
             _checks.fail("path", "an ONNX file", f"'{path}', which does not exist")
         opts = ort.SessionOptions()
