@@ -132,8 +132,9 @@ def _recurrent(rnn, x, lengths, state, merge, initial):
             if initial == "learned":
                 v = torch.stack([getattr(rnn, f"{w}_l{k}{s}") for k in range(rnn.num_layers)
                                  for s in sfx])
-            else:
-                v = torch.full((rnn.num_layers * D, rnn.hidden_size), float(initial))
+            else:  # h has proj_size features in a projecting LSTM, c hidden_size
+                size = (rnn.proj_size or rnn.hidden_size) if w == "h0" else rnn.hidden_size
+                v = torch.full((rnn.num_layers * D, size), float(initial), dtype=x.dtype)
             return v[:, None].expand(-1, B, -1).contiguous()
         state = (make("h0"), make("c0")) if lstm else make("h0")
     if lengths is not None:
@@ -143,7 +144,8 @@ def _recurrent(rnn, x, lengths, state, merge, initial):
     if lengths is not None:
         y, _ = torch.nn.utils.rnn.pad_packed_sequence(y, batch_first=bf, total_length=T)
     if merge == "sum" and D == 2:
-        y = y[..., : rnn.hidden_size] + y[..., rnn.hidden_size :]
+        half = y.shape[-1] // 2  # each direction's features: proj_size when it projects
+        y = y[..., :half] + y[..., half:]
     return y, state
 
 
@@ -225,10 +227,11 @@ def torch_snippet(model: Model, path: str | PathLike[str]) -> str:
         if isinstance(m, Recurrent) and m.initial_state == "learned":
             names = [f"{w}_l{k}{s}" for k in range(m.num_layers) for s in m.directions
                      for w in (("h0", "c0") if m.cell.has_c else ("h0",))]  # fmt: skip
+            P = getattr(m, "proj_size", 0) or m.hidden_size  # h0's size; c0's is hidden_size
             lines.append(f"        for name in {names!r}:")
             lines.append(
-                f'            self._modules["{i}"].register_parameter(name, '
-                f"torch.nn.Parameter(torch.zeros({m.hidden_size})))"
+                f'            self._modules["{i}"].register_parameter(name, torch.nn.Parameter('
+                f'torch.zeros({P} if name.startswith("h0") else {m.hidden_size})))'
             )
     lines += [
         "",

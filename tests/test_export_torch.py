@@ -1,0 +1,94 @@
+"""rnnlab.export's PyTorch form (safetensors-torch): the printed code builds torch's modules,
+loads the exported file with strict=True, and computes rnnlab's outputs and final states,
+projecting LSTMs (proj_size) included, whose h is smaller than c.
+
+Compared in float64: the snippet's modules are turned to double and given rnnlab's float64
+parameters under the exported names, so that a difference is an error, not rounding.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+from rnnlab import export, io
+from rnnlab.layers import LSTM
+from rnnlab.modules import LastStep, Linear, MeanOverTime, Sequential
+
+if os.environ.get("CI"):
+    import torch
+else:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("safetensors")
+
+pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections:UserWarning")
+
+
+def _randomise(model, seed):
+    rng = np.random.default_rng(seed)
+    for v in model.params.values():
+        v[...] = 0.5 * rng.standard_normal(v.shape)
+
+
+def _torch_model(model, tmp_path):
+    """The snippet's module after loading the exported (float32) file strictly, then turned
+    to float64 with rnnlab's float64 parameters."""
+    path = tmp_path / "m.torch.safetensors"
+    io.save_safetensors(path, export.torch_state_dict(model), {"format": "pt"})
+    namespace: dict = {}
+    exec(compile(export.torch_snippet(model, path), "snippet", "exec"), namespace)
+    tm = namespace["model"].double()
+    prefix = "" if isinstance(model, Sequential) else "0."
+    tm.load_state_dict({prefix + k: torch.from_numpy(v) for k, v in model.params.items()},
+                       strict=True)  # fmt: skip
+    return tm
+
+
+def _flat(state):
+    if state is None:
+        return []
+    if isinstance(state, (tuple, list)):
+        return [a for s in state for a in _flat(s)]
+    return [np.asarray(state)]
+
+
+# (bidirectional, num_layers, batch_first, merge, initial_state)
+PROJECTING = [
+    (True, 2, True, "concat", "learned"),
+    (True, 2, False, "sum", 0.3),
+    (False, 2, False, "concat", "learned"),
+    (True, 1, True, "sum", "zeros"),
+    (False, 1, True, "concat", -0.2),
+]
+
+
+@pytest.mark.parametrize("bi, L, bf, merge, initial", PROJECTING)
+@pytest.mark.parametrize("lengths", [None, np.array([5, 2, 3])], ids=["full", "padded"])
+def test_projecting_lstm_runs_in_torch_as_in_rnnlab(bi, L, bf, merge, initial, lengths,
+                                                    tmp_path):  # fmt: skip
+    layer = LSTM(4, 6, L, proj_size=3, bidirectional=bi, batch_first=bf, dtype=np.float64,
+                 initial_state=initial, **({"merge": merge} if bi else {}))  # fmt: skip
+    _randomise(layer, 1)
+    x = np.random.default_rng(2).standard_normal((3, 5, 4) if bf else (5, 3, 4))
+    mine = layer.forward(x, **({} if lengths is None else {"lengths": lengths}))
+    tm = _torch_model(layer, tmp_path)
+    with torch.no_grad():
+        y, states = tm(torch.from_numpy(x), None if lengths is None else torch.from_numpy(lengths))
+    theirs = [s if not isinstance(s, tuple) else tuple(t.numpy() for t in s) for s in states]
+    np.testing.assert_allclose(y.numpy(), mine.output, atol=1e-12)
+    for a, b in zip(_flat(mine.state), _flat(theirs[0]), strict=True):
+        np.testing.assert_allclose(b, a, atol=1e-12)
+
+
+@pytest.mark.parametrize("readout", [LastStep, MeanOverTime])
+def test_projecting_lstm_in_a_sequential(readout, tmp_path):
+    layer = LSTM(4, 6, 2, proj_size=3, bidirectional=True, initial_state="learned",
+                 dtype=np.float64)  # fmt: skip
+    model = Sequential(layer, readout(), Linear(layer.output_features, 2, dtype=np.float64))
+    _randomise(model, 3)
+    x = np.random.default_rng(4).standard_normal((3, 5, 4))
+    lengths = np.array([5, 2, 3])
+    tm = _torch_model(model, tmp_path)
+    with torch.no_grad():
+        y, _ = tm(torch.from_numpy(x), torch.from_numpy(lengths))
+    np.testing.assert_allclose(y.numpy(), model.forward(x, lengths=lengths).output, atol=1e-12)
