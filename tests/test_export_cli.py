@@ -153,6 +153,20 @@ def test_bad_input_is_one_line_and_leaves_no_file(runs, capsys, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("fmt", ["onnx", "safetensors-torch", "keras"])
+def test_out_a_directory_is_refused_by_name(fmt, runs, capsys, tmp_path):
+    """--out naming a directory: one line naming --out, not the rename's error about
+    rnnlab's temporary file."""
+    (tmp_path / "outdir").mkdir()
+    capsys.readouterr()
+    assert run_cli("export", runs["adding"], "--format", fmt, "--out", tmp_path / "outdir") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "`--out` must be a file path; got '" in err, err
+    assert "a directory" in err and ".tmp" not in err
+    assert [p.name for p in tmp_path.iterdir()] == ["outdir"]
+    assert not any((tmp_path / "outdir").iterdir())
+
+
 def test_unexportable_run_is_refused(tmp_path, capsys):
     run = tmp_path / "run"
     assert run_cli("train", "adding", "--T", "6", *TINY, "--cell-clip", "3", "--run-dir", run) == 0

@@ -396,6 +396,26 @@ def test_atomic_writes_leave_only_the_target(tmp_path):
     assert (tmp_path / "a.safetensors").stat().st_mode == plain.stat().st_mode
 
 
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda p: rio.atomic_write_bytes(p, b"x"),
+        lambda p: rio.atomic_write_text(p, "x"),
+        lambda p: rio.atomic_write_json(p, {"x": 1}),
+        lambda p: rio.save_safetensors(p, {"w": np.zeros(3)}),
+        lambda p: rio.save_weights(p, {"w": np.zeros(3)}),
+    ],
+    ids=["bytes", "text", "json", "safetensors", "weights"],
+)
+def test_atomic_writes_refuse_a_directory_by_the_argument_name(write, tmp_path):
+    """A directory where the file should go: the rename would fail naming rnnlab's temporary
+    file ("Is a directory: '.d.2a851544.tmp' -> 'd'"); the argument is named instead."""
+    (tmp_path / "d").mkdir()
+    with pytest.raises(ValueError, match=r"^`path` must be a file path; got '.*d', a directory"):
+        write(tmp_path / "d")
+    assert [p.name for p in tmp_path.iterdir()] == ["d"] and not any((tmp_path / "d").iterdir())
+
+
 def test_checkpoint_files_get_the_mode_of_an_ordinary_file(tmp_path):
     old = os.umask(0o027)
     try:

@@ -317,3 +317,11 @@ def test_load_errors_of_keys_and_unbuilt_layers(tmp_path):
     with pytest.raises(ValueError, match=r"`source` must be a \.keras or \.weights\.h5 file; got "
                        r"'.*', a directory"):  # fmt: skip
         rk.load_weights(layer, str(tmp_path))
+
+
+def test_save_weights_refuses_a_directory(tmp_path):
+    (tmp_path / "m.weights.h5").mkdir()
+    with pytest.raises(ValueError, match=r"^`path` must be a file path; got '.*m\.weights\.h5', "
+                       r"a directory"):  # fmt: skip
+        rk.save_weights(LSTM(3, 4), tmp_path / "m.weights.h5")
+    assert [p.name for p in tmp_path.iterdir()] == ["m.weights.h5"]

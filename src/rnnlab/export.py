@@ -45,7 +45,9 @@ def export_run(
         _checks.fail("run", "a run of one recurrent network (the exporters' model)",
                      f"a {cfg.task} run, an encoder-decoder",
                      "Its export is not written yet.")  # fmt: skip
-    path = Path(out) if out is not None else run_dir / ("model" + SUFFIXES[fmt])
+    path = io.as_path(out, "--out") if out is not None else run_dir / ("model" + SUFFIXES[fmt])
+    if path.is_dir():  # (each writer refuses it too, under its own argument's name)
+        _checks.fail("--out", "a file path", f"'{path}', a directory")
     if fmt == "onnx":
         from rnnlab import onnx
 

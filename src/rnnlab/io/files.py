@@ -75,13 +75,17 @@ def fsync_file(path: Path) -> None:
 
 
 @contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
+def atomic_path(path: Path, name: str = "path") -> Iterator[Path]:
     """Yield an empty temporary sibling of `path` to fill and make durable; it replaces `path`
     when the block ends, and is removed if the block fails.
 
     The temporary file is created with O_EXCL and mode 0o666 so that the umask applies as for
-    an ordinary `open` (mkstemp would leave it private to the user).
+    an ordinary `open` (mkstemp would leave it private to the user). A directory at `path` is
+    refused first, naming the argument `name`: the rename would fail on it with an error that
+    names the temporary file, which the caller never heard of.
     """
+    if path.is_dir():
+        fail(name, "a file path", f"'{path}', a directory")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     while True:
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
@@ -102,9 +106,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 
 @contextmanager
-def atomic_file(path: Path) -> Iterator[IO[bytes]]:
+def atomic_file(path: Path, name: str = "path") -> Iterator[IO[bytes]]:
     """Yield a binary file that replaces `path` only once it is completely on disk."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    with atomic_path(path, name) as tmp, open(tmp, "wb") as f:
         yield f
         f.flush()
         os.fsync(f.fileno())
