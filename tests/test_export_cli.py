@@ -167,6 +167,35 @@ def test_out_a_directory_is_refused_by_name(fmt, runs, capsys, tmp_path):
     assert not any((tmp_path / "outdir").iterdir())
 
 
+@pytest.mark.parametrize(
+    "options, note",
+    [
+        ([], "# inputs: x, lengths; outputs: y, h_n\n"),
+        (["--no-lengths"], "# inputs: x; outputs: y, h_n\n"),
+        (["--no-lengths", "--state"], "# inputs: x, h0; outputs: y, h_n\n"),
+    ],
+    ids=["default", "no_lengths", "state"],
+)
+def test_onnx_note_names_the_graphs_inputs(options, note, runs, capsys, tmp_path):
+    """The printed note lists the inputs the written graph has (it said "x, lengths" after
+    --no-lengths)."""
+    capsys.readouterr()
+    assert run_cli("export", runs["adding"], "--out", tmp_path / "m.onnx", *options) == 0
+    assert capsys.readouterr().out == note
+
+
+def test_onnx_note_of_several_recurrent_modules(tmp_path):
+    from rnnlab import export
+    from rnnlab.layers import GRU, LSTM
+    from rnnlab.modules import Linear, Sequential
+
+    model = Sequential(LSTM(3, 4), GRU(4, 5), Linear(5, 2))
+    path = rx.export(model, tmp_path / "m.onnx", state=True)
+    assert export._onnx_note(path) == (
+        "# inputs: x, lengths, h0_0, c0_0, h0_1; outputs: y, h_n_0, c_n_0, h_n_1\n"
+    )
+
+
 def test_unexportable_run_is_refused(tmp_path, capsys):
     run = tmp_path / "run"
     assert run_cli("train", "adding", "--T", "6", *TINY, "--cell-clip", "3", "--run-dir", run) == 0

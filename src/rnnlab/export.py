@@ -52,7 +52,7 @@ def export_run(
         from rnnlab import onnx
 
         onnx.export(model, path, lengths=lengths, state=state, doc=f"rnnlab run {run_dir.name}")
-        return path, _onnx_note(model, path, state)
+        return path, _onnx_note(path)
     if fmt == "safetensors-torch":
         tensors = torch_state_dict(model)
         snippet = torch_snippet(model, path)
@@ -64,14 +64,16 @@ def export_run(
     return path, keras.snippet(model, path)
 
 
-def _onnx_note(model: Model, path: Path, state: bool) -> str:
-    ins = "x, lengths" + (", h0" + (", c0" if _has_c(model) else "") if state else "")
-    return f"# inputs: {ins}; outputs: y, h_n{', c_n' if _has_c(model) else ''}\n"
+def _onnx_note(path: Path) -> str:
+    """The written graph's inputs and outputs, as it names them: read from the file, since
+    they depend on the options (lengths, state) and on the modules (a suffix _i each with
+    several recurrent modules)."""
+    import onnx
 
-
-def _has_c(model: Model) -> bool:
-    mods = model.modules if isinstance(model, Sequential) else [model]
-    return any(isinstance(m, Recurrent) and m.cell.has_c for m in mods)
+    graph = onnx.load(str(path)).graph
+    ins = ", ".join(i.name for i in graph.input)
+    outs = ", ".join(o.name for o in graph.output)
+    return f"# inputs: {ins}; outputs: {outs}\n"
 
 
 # ---------------------------------------------------------------------- PyTorch
