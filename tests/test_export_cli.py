@@ -196,6 +196,18 @@ def test_onnx_note_of_several_recurrent_modules(tmp_path):
     )
 
 
+@pytest.mark.parametrize("fmt", ["safetensors-torch", "keras"])
+@pytest.mark.parametrize("flag", ["--state", "--no-lengths"])
+def test_onnx_only_options_are_refused_with_other_formats(fmt, flag, runs, capsys, tmp_path):
+    """--state and --no-lengths shape an ONNX graph's inputs; a weights file has none to
+    shape, and ignoring them silently would hide a mistake."""
+    capsys.readouterr()
+    assert run_cli("export", runs["adding"], "--format", fmt, "--out", tmp_path / "m", flag) == 2
+    err = capsys.readouterr().err
+    assert f"`{flag}` must be left out with --format {fmt}" in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_unexportable_run_is_refused(tmp_path, capsys):
     run = tmp_path / "run"
     assert run_cli("train", "adding", "--T", "6", *TINY, "--cell-clip", "3", "--run-dir", run) == 0

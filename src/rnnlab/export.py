@@ -40,6 +40,12 @@ def export_run(
     """Export the latest weights of the run directory `run`; returns (path written, text to
     print). `lengths` and `state` are rnnlab.onnx.export's (ONNX only)."""
     fmt = _checks.choice(fmt, "--format", FORMATS)
+    lengths = _checks.boolean(lengths, "lengths")
+    state = _checks.boolean(state, "state")
+    if fmt != "onnx" and (state or not lengths):  # the other formats hold weights only
+        flag = "--state" if state else "--no-lengths"
+        _checks.fail(flag, "left out with --format " + fmt,
+                     f"{flag}, which only an ONNX graph's inputs have")  # fmt: skip
     run_dir, cfg, model, _ = runs.load_run(run)  # the stored data record: not needed here
     if getattr(model, "net", None) is not None:  # rnnlab.tasks.transduction.Trainee
         _checks.fail("run", "a run of one recurrent network (the exporters' model)",
