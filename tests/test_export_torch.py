@@ -1,6 +1,7 @@
-"""rnnlab.export's PyTorch form (safetensors-torch): the printed code builds torch's modules,
-loads the exported file with strict=True, and computes rnnlab's outputs and final states,
-projecting LSTMs (proj_size) included, whose h is smaller than c.
+"""PyTorch both ways. rnnlab.export's PyTorch form (safetensors-torch): the printed code
+builds torch's modules, loads the exported file with strict=True, and computes rnnlab's
+outputs and final states, projecting LSTMs (proj_size) included, whose h is smaller than c.
+And load_state_dict takes torch's own tensors (bfloat16, requiring grad) as they come.
 
 Compared in float64: the snippet's modules are turned to double and given rnnlab's float64
 parameters under the exported names, so that a difference is an error, not rounding.
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from rnnlab import export, io
-from rnnlab.layers import LSTM
+from rnnlab.layers import GRU, LSTM
 from rnnlab.modules import LastStep, Linear, MeanOverTime, Sequential
 
 if os.environ.get("CI"):
@@ -92,3 +93,28 @@ def test_projecting_lstm_in_a_sequential(readout, tmp_path):
     with torch.no_grad():
         y, _ = tm(torch.from_numpy(x), torch.from_numpy(lengths))
     np.testing.assert_allclose(y.numpy(), model.forward(x, lengths=lengths).output, atol=1e-12)
+
+
+def test_load_state_dict_takes_torch_tensors_as_they_come():
+    """A state_dict of bfloat16 tensors (NumPy has no such type: via float32, exactly) and
+    named_parameters() (tensors requiring grad, which NumPy cannot take) load."""
+    t = torch.nn.GRU(3, 4, batch_first=True)
+    layer = GRU(3, 4)
+    layer.load_state_dict(dict(t.named_parameters()))
+    for k, v in t.state_dict().items():
+        assert np.array_equal(layer.params[k], v.numpy()), k
+    half = {k: v.to(torch.bfloat16) for k, v in t.state_dict().items()}
+    layer.load_state_dict(half)
+    for k, v in half.items():
+        assert np.array_equal(layer.params[k], v.float().numpy()), k
+
+
+def test_load_state_dict_names_the_key_of_a_ragged_list():
+    layer = GRU(2, 2)
+    before = {k: v.copy() for k, v in layer.params.items()}
+    state = {**layer.params, "weight_ih_l0": [[1.0, 2.0], [3.0]]}
+    with pytest.raises(ValueError, match=r"^`state\['weight_ih_l0'\]` must be an array of real "
+                       r"numbers .*; got a list of length 2 instead"):  # fmt: skip
+        layer.load_state_dict(state)
+    for k, v in layer.params.items():
+        assert np.array_equal(v, before[k]), k

@@ -816,7 +816,7 @@ def load_params(
     for name, value in state.items():
         if name not in params:
             continue
-        arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+        arr = _as_array(value, f"state[{name!r}]")
         if arr.dtype.kind not in "fiu":  # complex, bool, object, str: not a weight
             _checks.fail(f"state[{name!r}]", "an array of real numbers", f"dtype {arr.dtype}")
         if arr.shape != params[name].shape:
@@ -827,6 +827,24 @@ def load_params(
                                              f"state[{name!r}]")  # fmt: skip
     for name, arr in checked.items():
         params[name][...] = arr
+
+
+def _as_array(value: Any, name: str) -> np.ndarray:
+    """`value` as a NumPy array. A torch tensor goes through torch itself, detached and on the
+    CPU: NumPy cannot take one that requires grad, nor bfloat16, which has no NumPy type and
+    becomes float32 first (exactly: its values are float32's with fewer mantissa bits)."""
+    if isinstance(value, np.ndarray):
+        return value
+    if type(value).__module__.startswith("torch") and hasattr(value, "detach"):
+        t = value.detach().cpu()
+        if str(t.dtype) == "torch.bfloat16":
+            t = t.float()
+        value = t
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError, RuntimeError):  # a ragged list, a tensor of another dtype
+        _checks.fail(name, "an array of real numbers (a NumPy array, a torch tensor or nested "
+                     "lists of equal lengths)", _checks.describe(value))  # fmt: skip
 
 
 def RNN(
