@@ -469,3 +469,39 @@ def test_bad_update_arguments():
     with pytest.raises(ValueError, match=r"`params` must be a dict of NumPy arrays; got a list"):
         opt.update([params["w"]], good, state)
     assert int(state["step"]) == 0 and np.all(params["w"] == 0)  # nothing moved on bad input
+
+
+@pytest.mark.parametrize("bad", ["read-only", "int"])
+def test_update_checks_every_parameter_before_it_moves_any(bad):
+    """A parameter it cannot write (read-only, or integers) was found half way: the ones
+    before it and their moments had moved, the step count had not, and NumPy's error named
+    none of them."""
+    params = {"a": np.ones(2), "b": np.ones(2)}
+    opt = Adam(0.1)
+    state = opt.init(params)
+    if bad == "read-only":
+        params["b"].flags.writeable = False
+        match = r"`params\['b'\]` must be a writeable array of floats .*; got dtype float64, read-only"
+    else:
+        params["b"] = np.ones(2, np.int64)
+        match = r"`params\['b'\]` must be a writeable array of floats .*; got dtype int64"
+    with pytest.raises(ValueError, match=match):
+        opt.update(params, {"a": np.ones(2), "b": np.ones(2)}, state)
+    np.testing.assert_array_equal(params["a"], 1.0)
+    assert not state["m/a"].any() and int(state["step"]) == 0
+    with pytest.raises(ValueError, match=r"`grads\['a'\]` must be an array of real numbers"):
+        Adam().update({"a": np.ones(2)}, {"a": np.ones(2, bool)}, Adam().init({"a": np.ones(2)}))
+
+
+@pytest.mark.parametrize(
+    "load,config,key",
+    [
+        (schedule_from_config, {"name": "warmup", "warmup_steps": 3}, "schedule"),
+        (schedule_from_config, {"name": "cosine", "lr": 1.0}, "total_steps"),
+        (schedule_from_config, {"name": "constant"}, "lr"),
+        (optimizer_from_config, {"name": "sgd"}, "lr"),
+    ],
+)
+def test_a_config_missing_a_required_entry_names_it(load, config, key):
+    with pytest.raises(ValueError, match=rf"`config\['{key}'\]` must be an entry"):
+        load(config)

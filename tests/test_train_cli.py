@@ -437,6 +437,37 @@ def test_early_stopping_restores_the_best_weights(tmp_path, capsys):
     assert any(not np.array_equal(best[k], last[k]) for k in best)  # training moved on
     for k in best:
         assert np.array_equal(best[k], final[k])
+    # the run ended by its rule: resumed, it trains no further and keeps the best weights
+    steps = io.checkpoint_steps(run)
+    assert run_cli("train", "--resume", run) == 0
+    err = capsys.readouterr().err
+    assert "ended at step" in err and "(early stopping; best step 4)" in err
+    assert io.checkpoint_steps(run) == steps and "step 6:" not in err
+    again, _ = io.load_safetensors(run / "model.safetensors")
+    assert all(np.array_equal(best[k], again[k]) for k in best)
+
+
+def test_a_solved_run_resumed_trains_no_further(tmp_path, capsys, monkeypatch):
+    """A "solved" stop was not saved, so --resume trained on past it (20 more steps of copy,
+    and the reported model moved). The task here is solved at its first evaluation."""
+    from rnnlab.tasks import synthetic
+
+    monkeypatch.setattr(synthetic.Copy, "solved", lambda self, result: True)
+    run = tmp_path / "r"
+    args = ("train", "copy", "--T", 3, "--steps", 40, "--eval-every", 4, "--checkpoint-every",
+            1000, "--run-dir", run, *TINY)  # fmt: skip
+    assert run_cli(*args) == 0
+    err = capsys.readouterr().err
+    assert "step 4: solved; stopping" in err
+    state = json.loads((run / "checkpoints" / "step-00000004" / "state.json").read_text())
+    assert state["stopped_by"] == "solved"
+    before = weights(run)
+    steps = io.checkpoint_steps(run)
+    assert run_cli("train", "--resume", run, "--quiet") == 0
+    assert "(solved; best step" in capsys.readouterr().err
+    assert io.checkpoint_steps(run) == steps
+    after = weights(run)
+    assert all(np.array_equal(before[k], after[k]) for k in before)
 
 
 def test_late_added_messages(tmp_path, capsys):

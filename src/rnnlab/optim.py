@@ -110,6 +110,15 @@ class Optimizer:
                     f"an array of shape {p.shape} like its parameter",
                     _checks.describe(g),
                 )
+            # every parameter written in place, so each is checked before any moves: a
+            # failure half way would leave the earlier ones and their slots a step ahead
+            if not isinstance(p, np.ndarray) or p.dtype.kind != "f" or not p.flags.writeable:
+                got = (f"dtype {p.dtype}" + ("" if p.flags.writeable else ", read-only")
+                       if isinstance(p, np.ndarray) else _checks.describe(p))  # fmt: skip
+                _checks.fail(f"params[{k!r}]", "a writeable array of floats (updated in place)",
+                             got)  # fmt: skip
+            if g.dtype.kind not in "fiu":
+                _checks.fail(f"grads[{k!r}]", "an array of real numbers", f"dtype {g.dtype}")
             for slot in self.slots():
                 key = f"{slot}/{k}"
                 a = state.get(key)
@@ -680,7 +689,8 @@ def _config_kwargs(config: object) -> dict[str, Any]:
 
 
 def _check_keys(kwargs: dict[str, Any], cls: type) -> None:
-    known = set(inspect.signature(cls).parameters)
+    params = inspect.signature(cls).parameters
+    known = set(params)
     unknown = sorted(set(kwargs) - known)
     if unknown:
         _checks.fail(
@@ -688,3 +698,7 @@ def _check_keys(kwargs: dict[str, Any], cls: type) -> None:
             f"keys among {sorted(known)} for {cls.__name__}",
             f"the unknown key {unknown[0]!r}",
         )
+    missing = [k for k, p in params.items() if p.default is p.empty and k not in kwargs]
+    if missing:  # (the constructor would raise a TypeError, or the Warmup a KeyError)
+        _checks.fail(f"config[{missing[0]!r}]", f"an entry (every {cls.__name__} has one)",
+                     "none")  # fmt: skip

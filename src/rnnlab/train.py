@@ -373,6 +373,11 @@ def make_schedule(cfg: TrainConfig) -> optim.Schedule:
     return optim.Warmup(s, cfg.warmup) if cfg.warmup > 0 else s
 
 
+FINAL_STOPS = ("early stopping", "solved")
+"""The stops a run decides by its own rule, after which it is finished: its checkpoint says
+so, and a --resume of it trains no further (a time limit or an interrupt resumes)."""
+
+
 class NonFiniteError(RuntimeError):
     """Training produced a NaN or inf; the message says at which step and what to try.
     `weights_good`: the model's weights are still those of the last good step (a NaN in the
@@ -482,6 +487,8 @@ class Trainer:
             "bad_evals": self.bad_evals,
             "history": self.history,
             "carry_entries": len(self.carry) if self.carry is not None else 0,
+            # a run that ended by its own rule stays ended: its --resume trains no further
+            "stopped_by": self.stopped_by if self.stopped_by in FINAL_STOPS else "",
         }
         return io.save_checkpoint(
             self.run_dir,
@@ -506,6 +513,10 @@ class Trainer:
                 )
         if "best" not in s or (s["best"] is not None and not isinstance(s["best"], (int, float))):
             raise io.CheckpointError(f"'{ckpt.path / 'state.json'}' must hold 'best' (a number)")
+        if s.get("stopped_by", "") not in ("", *FINAL_STOPS):  # (absent before runs saved it)
+            raise io.CheckpointError(
+                f"'{ckpt.path / 'state.json'}' must hold 'stopped_by' as '' or one of "
+                f"{', '.join(map(repr, FINAL_STOPS))}; got {_checks.describe(s['stopped_by'])}")
         metric = self.task.metric
         for entry in s["history"]:  # each: {"step": int, <the task's metric>: a number}
             if not (isinstance(entry, dict) and type(entry.get("step")) is int
@@ -538,6 +549,7 @@ class Trainer:
         s = ckpt.state
         self.step, self.best, self.best_step = s["step"], s["best"], s["best_step"]
         self.bad_evals, self.history = s["bad_evals"], s["history"]
+        self.stopped_by = s.get("stopped_by", "")
 
     # ------------------------------------------------------------------ one step
     def train_step(self, step: int) -> tuple[float | None, float | None, int]:
@@ -675,8 +687,14 @@ class Trainer:
             old_handler = None
         last_saved = self.step
         last_loss = math.nan  # shown until a step has a loss (see train_step)
+        ended = self.stopped_by in FINAL_STOPS  # (restored: the run ended before this call)
+        if ended:
+            progress.message(
+                f"{self.run_dir} ended at step {self.step} ({self.stopped_by}; best step "
+                f"{self.best_step}): nothing more to train. Start a new run to train further."
+            )
         try:
-            while self.step < cfg.steps:
+            while self.step < cfg.steps and not ended:
                 step = self.step
                 try:
                     loss, norm, items = self.train_step(step)
