@@ -329,7 +329,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="rows trained at once, one process and one thread each (default 2)")
     p.add_argument("--out", default="reproduce", help="output directory (default: reproduce)")
     p.add_argument("--steps", type=int, default=None,
-                   help="cap every row's step budget (a reduced run; the table says so)")
+                   help="every row's step budget instead of the table's (a reduced run when it "
+                   "is smaller; the table says so)")
     p.add_argument("--T", dest="T", type=int, default=None,
                    help="one length for the memory tasks instead of the table's")
     p.add_argument("--cells", default=None,
