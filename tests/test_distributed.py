@@ -347,3 +347,28 @@ def test_the_loop_of_ones_own_example_equals_one_process():
     norms = [float(ok(d).stdout.rsplit("weight norm ", 1)[1]) for d in (two, one)]
     assert two.stdout.startswith("2 rank(s)") and one.stdout.startswith("1 rank(s)")
     assert abs(norms[0] - norms[1]) < 1e-5 * norms[1]
+
+
+def test_a_start_that_fails_on_one_rank_ends_every_rank_with_its_error(tmp_path):
+    """An error only one rank sees before training (rank 0 cannot make runs/TASK-TIME; rank 1
+    cannot read its --config) ends every rank at once, with that error, and leaves no empty run
+    directory behind: a short timeout makes a regression fail, not hang."""
+    args = [*ADDING, "--steps", "4", "--batch-size", "4"]
+    (tmp_path / "runs").write_text("")  # a file where the runs would go
+    start = time.perf_counter()
+    done = mpiexec(args, tmp_path, RNNLAB_MPI_TIMEOUT="20", timeout=60)
+    assert done.returncode != 0
+    assert "`base` must be a directory; got 'runs' which is not a directory" in done.stderr
+    assert "rank 0 could not create the run directory (its error is above)" in done.stderr
+    assert "waited" not in done.stderr and "Traceback" not in done.stderr
+    (tmp_path / "runs").unlink()
+    bad = [str(a) for a in (*args, "--config", tmp_path / "nonexistent.toml")]
+    tail = ["-n", "1", sys.executable, "-c", MAIN, *map(str, args), ":", "-n", "1",
+            "-wdir", str(tmp_path / "rank1"), sys.executable, "-c", MAIN, *bad]  # fmt: skip
+    done = launch(tail, tmp_path, timeout=60, RNNLAB_MPI_TIMEOUT="20")
+    assert done.returncode != 0
+    assert "Cannot read TOML file" in done.stderr and "does not exist" in done.stderr
+    assert "another rank could not start the run (its error is above)" in done.stderr
+    assert "waited" not in done.stderr
+    assert not (tmp_path / "runs").exists()  # rank 0 made no run directory
+    assert time.perf_counter() - start < 20

@@ -89,8 +89,20 @@ def cmd_train(args) -> int:
         if comm is not None:  # the other ranks wait for every rank's word below
             comm.any(True)
         raise
+    # Every step above is rank-local: a rank that failed said so in this one collective, and
+    # no rank entered another collective (rank 0 would wait in it for the failed rank).
     if comm is not None and comm.any(False):
         raise RuntimeError("another rank could not start the run (its error is above)")
+    if run_dir is None:  # made only now, so that a start that fails leaves no empty directory
+        run_dir = trainer.run_dir = _new_run_dir(comm, trainer.cfg.task)
+    if not args.resume and (comm is None or comm.rank == 0):
+        cfg = trainer.cfg
+        ranks = f" on {comm.size} ranks, batch {cfg.batch_size // comm.size} each" if comm else ""
+        print(
+            f"training {cfg.task} ({cfg.cell}, {sum(v.size for v in model.params.values()):,} "
+            f"parameters{ranks}) into {run_dir}",
+            file=sys.stderr,
+        )
     result = trainer.run()
     if comm is not None and comm.rank != 0:  # rank 0 alone evaluates and writes
         return EXIT_INTERRUPTED if result["stopped_by"] == "interrupt" else 0
@@ -165,8 +177,10 @@ def _same_run(run_dir: Path, ckpt: io.Checkpoint) -> None:
 
 
 def _prepare_train(args, comm) -> tuple:
-    """(trainer, task, model, run directory) of `rnnlab train`, new or resumed. Under MPI
-    (comm), --batch-size is each rank's: the run's global batch is K times it."""
+    """(trainer, task, model, run directory) of `rnnlab train`, new or resumed: the run
+    directory None for a new run without --run-dir (cmd_train makes it). Under MPI (comm),
+    --batch-size is each rank's: the run's global batch is K times it. Nothing here is a
+    collective, so a rank that fails here cannot leave the others waiting."""
     from rnnlab import tasks
     from rnnlab.train import TrainConfig
 
@@ -233,23 +247,30 @@ def _prepare_train(args, comm) -> tuple:
         task = tasks.make_task(cfg)
         spec = tasks.model_spec(cfg, task)
         model = tasks.build_model(spec, seed=cfg.seed)
-        # created only now, so that a start that fails leaves no empty run directory
-        if args.run_dir:
-            run_dir = Path(args.run_dir)
-        elif comm is None:
-            run_dir = io.make_run_dir("runs", cfg.task)
-        else:  # one directory, named by rank 0
-            made = str(io.make_run_dir("runs", cfg.task)) if comm.rank == 0 else ""
-            run_dir = Path(comm.broadcast_text(made))
-        trainer = _make_trainer(comm, model, task, cfg, run_dir, spec=spec, quiet=args.quiet)
-        ranks = f" on {comm.size} ranks, batch {cfg.batch_size // comm.size} each" if comm else ""
-        if say:
-            print(
-                f"training {cfg.task} ({cfg.cell}, {sum(v.size for v in model.params.values()):,} "
-                f"parameters{ranks}) into {run_dir}",
-                file=sys.stderr,
-            )
+        # None: cmd_train makes the directory once every rank has started
+        run_dir = Path(args.run_dir) if args.run_dir else None
+        trainer = _make_trainer(comm, model, task, cfg, run_dir or Path("runs"), spec=spec,
+                                quiet=args.quiet)  # fmt: skip
     return trainer, task, model, run_dir
+
+
+def _new_run_dir(comm, task: str) -> Path:
+    """runs/TASK-TIME, made by rank 0 under MPI and its name broadcast; should rank 0 fail to
+    make it, the others get an empty name in the same broadcast (no rank waits for it)."""
+    if comm is None:
+        return io.make_run_dir("runs", task)
+    made, error = "", None
+    if comm.rank == 0:
+        try:
+            made = str(io.make_run_dir("runs", task))
+        except (ValueError, OSError) as e:
+            error = e
+    name = comm.broadcast_text(made)
+    if error is not None:
+        raise error
+    if not name:
+        raise RuntimeError("rank 0 could not create the run directory (its error is above)")
+    return Path(name)
 
 
 def cmd_demo(args) -> int:
