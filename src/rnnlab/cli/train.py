@@ -248,9 +248,10 @@ def _prepare_train(args, comm) -> tuple:
         spec = tasks.model_spec(cfg, task)
         model = tasks.build_model(spec, seed=cfg.seed)
         # None: cmd_train makes the directory once every rank has started
-        run_dir = Path(args.run_dir) if args.run_dir else None
-        trainer = _make_trainer(comm, model, task, cfg, run_dir or Path("runs"), spec=spec,
+        new_dir = Path(args.run_dir) if args.run_dir else None
+        trainer = _make_trainer(comm, model, task, cfg, new_dir or Path("runs"), spec=spec,
                                 quiet=args.quiet)  # fmt: skip
+        return trainer, task, model, new_dir
     return trainer, task, model, run_dir
 
 
