@@ -258,7 +258,7 @@ def test_task_gradient_at_the_recurrent_output_matches_finite_differences():
     model, task = small_model("rnn", dtype=np.float64)
     x, y, _ = task.split("valid")
     x, y = x[:4].astype(np.float64), y[:4].astype(np.float64)
-    x_rec, d_out, loss = dg_model.output_gradient(model, task, x, y, None)
+    x_rec, d_out, loss, _ = dg_model.output_gradient(model, task, x, y, None)
     f = model.forward(x)
     o = f.cache[0].output
 
@@ -347,6 +347,8 @@ def error_of(capsys, *args) -> str:
         ),
         (["adding", "--init-scale", "-1"], r"`--init-scale` must be a positive number; got '-1'"),
         (["adding", "--batch", "0"], r"`--batch` must be a positive integer; got '0'"),
+        (["adding", "--init-scale", "1e300"], r"`--init-scale` must be a scale that keeps W_hh "
+         r"within float32 \(below .*; got 1e\+300"),
         (["adding", "--cell", "gru", "--forget-bias", "2"], r"`--forget-bias` must be given only"),
         (["adding", "--cell", "jordan"], r"argument --cell: invalid choice"),
         (["adding", "--bogus"], r"unrecognized arguments: --bogus"),
@@ -410,19 +412,19 @@ def test_loss_of_a_diverging_model_is_nan_without_warnings():
     from rnnlab import diagnostics as dg
 
     sub = subjects.task_subject("adding", cell="irnn", hidden=3, T=50, batch=2)
-    theta = {k: v.copy() for k, v in sub.model.params.items()}
-    loss_fn = analyses._task_loss_fn(sub)
-    s = dg.loss_slice(loss_fn, theta, "0.bias_hh_l0", np.array([0.0, 1e3, 1e18, 1e36, 1e37]))
-    assert np.isfinite(s.losses[0]) and np.isnan(s.losses[-1])
+    model = dg_model.float64_model(sub.model)
+    theta = {k: v.copy() for k, v in model.params.items()}
+    loss_fn = analyses._task_loss_fn(sub, model)
+    s = dg.loss_slice(loss_fn, theta, "0.bias_hh_l0", np.array([0.0, 1e3, 1e36, 1e200, 1e300]))
+    assert np.isfinite(s.losses[:3]).all() and np.isnan(s.losses[-1])  # float64 goes far
 
 
 def test_cliff_when_the_gradient_overflows(tmp_path, capsys, monkeypatch):
     real = analyses._task_gradient
 
-    def overflowing(subject):
-        g = real(subject)
-        g["0.weight_hh_l0"][0, 0] = np.inf
-        return g
+    def overflowing(subject, model):
+        assert real(subject, model) is not None
+        return None  # what _task_gradient says of a gradient that overflows
 
     monkeypatch.setattr(analyses, "_task_gradient", overflowing)
     s, _ = run_json(
@@ -430,4 +432,25 @@ def test_cliff_when_the_gradient_overflows(tmp_path, capsys, monkeypatch):
     )
     check_outputs(s, tmp_path, ["cliff"])
     assert s["analyses"]["cliff"]["clip"] is None
-    assert "the gradient overflows" in s["verdicts"]["cliff"]
+    assert "the output or the gradient overflows even in float64" in s["verdicts"]["cliff"]
+
+
+def test_an_output_that_overflows_float32_is_analysed_in_float64(tmp_path, capsys):
+    """The exploding regime gradflow exists to show: an IRNN with W_hh = 100·I overflows
+    float32 within 30 steps, not float64; its lag profile grows ×100 a step."""
+    args = ["adding", "--cell", "irnn", "--init-scale", "100", "--T", "30", "--hidden", "8",
+            "--batch", "4", "--analyses", "lag,cliff"]  # fmt: skip
+    s, _ = run_json(capsys, *args, "--out", tmp_path / "a")
+    l0 = s["analyses"]["lag"]["layers"]["l0"]
+    assert all(math.isfinite(v) and v > 0 for v in l0["norms"])
+    assert 50 < l0["factor_per_step"] < 200 and l0["trend"] == "exploding"
+    assert s["analyses"]["cliff"]["clip"]["grad_norm"] > 1e50
+    # where even float64 overflows, the verdict says so and the other analyses go on
+    args = ["adding", "--cell", "relu", "--init-scale", "1e6", "--T", "30", "--hidden", "8",
+            "--batch", "4", "--analyses", "lag,map,cliff"]  # fmt: skip
+    s, err = run_json(capsys, *args, "--out", tmp_path / "b")
+    assert s["verdicts"]["lag"].startswith("the task's loss overflows even in float64")
+    assert s["analyses"]["lag"]["layers"] is None
+    assert s["analyses"]["map"]["layers"]["l0"]["trend"] == "exploding"
+    assert "the output or the gradient overflows" in s["verdicts"]["cliff"]
+    assert "Warning" not in err

@@ -15,7 +15,15 @@ from rnnlab import _checks, io
 from rnnlab import diagnostics as dg
 from rnnlab.cells import ElmanCell
 from rnnlab.diagnostics._common import json_value
-from rnnlab.diagnostics.model import fit_summary, output_gradient, recurrent_io, split_model
+from rnnlab.diagnostics.model import (
+    OutputOverflow,
+    fit_summary,
+    float64_model,
+    output_gradient,
+    recurrent_io,
+    split_model,
+    task_loss,
+)
 from rnnlab.diagnostics.plots import plot_cliff
 from rnnlab.diagnostics.subjects import Subject, cell_name
 
@@ -123,8 +131,15 @@ def analyse_lag(subject: Subject, loss: str) -> Outcome:
     loss = _loss_for(subject, loss)
     t = subject.trained()
     if loss == "task":
-        x_rec, d_out, value = output_gradient(t.model, t.task, t.x, t.y, subject.lengths)
-        _, layer = split_model(t.model)
+        try:
+            x_rec, d_out, _, layer = output_gradient(t.model, t.task, t.x, t.y, subject.lengths)
+        except OutputOverflow as e:
+            verdict = (
+                f"{e} even in float64, so the task's loss has no gradient to follow back "
+                "(exploding: a smaller W_hh, or --loss last to see the recurrent layer alone)"
+            )
+            summary: dict = {"loss": loss, "layers": None, "overflow": str(e)}
+            return Outcome(summary, verdict, {"kind": "lag_profile", **summary, "verdict": verdict})
         prof = dg.gradient_by_lag(layer, x_rec, subject.lengths, d_output=d_out)
         prof.loss = "task"
     else:
@@ -247,35 +262,38 @@ def analyse_gates(subject: Subject) -> Outcome:
     )
 
 
-def _task_loss_fn(subject: Subject):
-    """θ ↦ the task's loss on the batch with the model's parameters set to θ (NaN when the
-    model's output overflows: far along a direction the network can diverge)."""
-    model, task, _, _, x, y = subject.trained()
-    from rnnlab.train import Batch
-
-    batch = Batch(x, y, subject.lengths)
+def _task_loss_fn(subject: Subject, model):
+    """θ ↦ the task's loss on the batch with `model`'s parameters (a float64 copy of the
+    subject's) set to θ; NaN when the output overflows: far along a direction the network
+    can diverge."""
+    _, task, _, _, x, y = subject.trained()
+    x64 = x.astype(np.float64) if x.dtype.kind == "f" else x
 
     def loss_fn(params: dict[str, np.ndarray]) -> float:
         model.load_state_dict(params)
         with np.errstate(all="ignore"):
-            out = model.forward(x, lengths=subject.lengths).output
-            if not np.all(np.isfinite(out)):
-                return float("nan")
-            value = float(task.loss(out, batch)[0])
-        # An overflowed loss is NaN too: inf − inf between neighbours would be a warning.
-        return value if math.isfinite(value) else float("nan")
+            out = model.forward(x64, lengths=subject.lengths).output
+        try:
+            return task_loss(out, task, x, y, subject.lengths)[0]
+        except OutputOverflow:  # inf − inf between neighbours would be a warning: NaN
+            return float("nan")
 
     return loss_fn
 
 
-def _task_gradient(subject: Subject) -> dict[str, np.ndarray]:
-    from rnnlab.train import Batch
-
-    model, task, _, _, x, y = subject.trained()
-    with np.errstate(under="ignore"):
-        f = model.forward(x, lengths=subject.lengths)
-        _, d = task.loss(f.output, Batch(x, y, subject.lengths))
-        return {k: v.astype(np.float64) for k, v in model.backward(f, d).params.items()}
+def _task_gradient(subject: Subject, model) -> dict[str, np.ndarray] | None:
+    """The task loss's gradient by every parameter of `model` (float64), None when the output,
+    the loss or the gradient overflows."""
+    _, task, _, _, x, y = subject.trained()
+    with np.errstate(all="ignore"):
+        f = model.forward(x.astype(np.float64) if x.dtype.kind == "f" else x,
+                          lengths=subject.lengths)  # fmt: skip
+        try:
+            _, d = task_loss(f.output, task, x, y, subject.lengths)
+            grads = model.backward(f, d).params
+        except (OutputOverflow, _checks.NonFiniteError):
+            return None
+    return grads if all(np.all(np.isfinite(v)) for v in grads.values()) else None
 
 
 def analyse_cliff(subject: Subject, span: float, lr: float | None, max_norm: float) -> Outcome:
@@ -283,8 +301,9 @@ def analyse_cliff(subject: Subject, span: float, lr: float | None, max_norm: flo
     to θ − lr·g with the clipped step lr·clip(g) marked."""
     model, _, cfg, _, _, _ = subject.trained()
     r, _ = split_model(model)
+    model = float64_model(model)  # the subject's own model is left alone
     theta = {k: v.copy() for k, v in model.params.items()}
-    loss_fn = _task_loss_fn(subject)
+    loss_fn = _task_loss_fn(subject, model)
     clip = step_slice = None
     lr = cfg.lr if lr is None else lr
     try:
@@ -300,11 +319,11 @@ def analyse_cliff(subject: Subject, span: float, lr: float | None, max_norm: flo
         alphas = np.linspace(-0.5 * span, 0.5 * span, CLIFF_POINTS) * norm_theta
         random_slice = dg.loss_slice(loss_fn, theta, "random", alphas)
         model.load_state_dict(theta)
-        grads = _task_gradient(subject)
-        if all(np.all(np.isfinite(v)) for v in grads.values()):
+        grads = _task_gradient(subject, model)
+        if grads is not None:
             clip = dg.clipped_vs_unclipped_step(grads, lr, max_norm, loss_fn=loss_fn, params=theta)
         g = 0.0 if clip is None else clip.grad_norm
-        if clip is not None and g > 0 and math.isfinite(g):
+        if clip is not None and grads is not None and g > 0 and math.isfinite(g):
             # The loss along −g/‖g‖ out to 1.5× the unclipped step, on a log scale of α so the
             # clipped step (lr·η) and the unclipped one (lr·‖g‖) both show.
             far = 1.5 * clip.unclipped_step_norm
@@ -330,7 +349,8 @@ def analyse_cliff(subject: Subject, span: float, lr: float | None, max_norm: flo
         + (
             f"SGD step (lr {lr:g}): {clip.verdict()}"
             if clip is not None
-            else "SGD step: the gradient overflows the model's float type, no step to compare"
+            else "SGD step: the output or the gradient overflows even in float64, no step to "
+            "compare"
         )
     )
     details = {

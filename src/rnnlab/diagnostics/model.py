@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,35 +32,86 @@ def split_model(model: object) -> tuple[int, Recurrent]:
     return found[0]
 
 
+class OutputOverflow(ArithmeticError):
+    """The model's output or the task's loss is not finite even in float64: the exploding
+    regime the diagnostics exist to show, an answer to report rather than an error."""
+
+
+def float64_model(model: Sequential) -> Sequential:
+    """A copy of `model` with float64 copies of its parameters (the modules' configuration
+    shared). The diagnostics read models where float32 overflows (a W_hh scaled up to show
+    exploding gradients: ~1e38) long before float64 does (~1e308)."""
+    modules = []
+    for m in model.modules:
+        shadow = copy.copy(m)
+        shadow.params = {k: v.astype(np.float64) for k, v in m.params.items()}
+        if isinstance(shadow, Recurrent):  # its dtype is checked against its input's
+            shadow.dtype = np.dtype(np.float64)
+        modules.append(shadow)
+    return Sequential(modules)
+
+
+def _float64_input(x: np.ndarray) -> np.ndarray:
+    return x.astype(np.float64) if x.dtype.kind == "f" else x  # token ids stay ids
+
+
+def _forward64(
+    model: _Module, x: np.ndarray, lengths: np.ndarray | None
+) -> tuple[Sequential, Forward, int, Recurrent, np.ndarray]:
+    split_model(model)  # (a Sequential with one recurrent layer, or a clear error)
+    model = float64_model(model)  # type: ignore[arg-type]
+    r, layer = split_model(model)
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        f = model.forward(_float64_input(x), lengths=lengths)
+    x_rec = x if r == 0 else f.cache[r - 1].output
+    return model, f, r, layer, _float64_input(x_rec)
+
+
 def recurrent_io(
     model: _Module, x: np.ndarray, lengths: np.ndarray | None
 ) -> tuple[Forward, int, Recurrent, np.ndarray]:
-    """The forward pass of every module (evaluation mode), the index and layer of the
-    recurrent module, and the layer's input."""
-    r, layer = split_model(model)
-    f = model.forward(x, lengths=lengths)
-    x_rec = x if r == 0 else f.cache[r - 1].output
-    return f, r, layer, x_rec
+    """The forward pass of every module (evaluation mode) of a float64 copy of the model, the
+    index and (float64) layer of the recurrent module, and the layer's input."""
+    return _forward64(model, x, lengths)[1:]
 
 
 def output_gradient(
     model: Sequential, task: Task, x: np.ndarray, y: np.ndarray, lengths: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """The task's loss on the batch and its gradient at the recurrent layer's output.
+) -> tuple[np.ndarray, np.ndarray, float, Recurrent]:
+    """The task's loss on the batch and its gradient at the recurrent layer's output, in
+    float64.
 
     L = task.loss(model(x), y); the modules above the recurrent layer (LastStep, Dropout in
     evaluation mode, Linear) are run backwards from ∂L/∂ŷ, so the result is ∂L/∂o_t with o the
-    recurrent layer's output (batch, time, features). Returns (x_rec, ∂L/∂o, L).
+    recurrent layer's output (batch, time, features). Returns (x_rec, ∂L/∂o, L, the float64
+    layer); raises OutputOverflow when the output, the loss or that gradient is not finite.
     """
+    model64, f, r, layer, x_rec = _forward64(model, x, lengths)
+    loss, d = task_loss(f.output, task, x, y, lengths)
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        for i in range(len(model64.modules) - 1, r, -1):
+            d_in = model64.modules[i].backward(f.cache[i], d).input
+            assert d_in is not None  # (input_grad, the default)
+            d = d_in
+    if not np.all(np.isfinite(d)):
+        raise OutputOverflow("the gradient at the recurrent layer's output overflows")
+    return x_rec, d, loss, layer
+
+
+def task_loss(
+    output: np.ndarray, task: Task, x: np.ndarray, y: np.ndarray, lengths: np.ndarray | None
+) -> tuple[float, np.ndarray]:
+    """(the task's loss, its gradient at the output), or OutputOverflow: the losses check
+    that their input is finite, which an output overflowing float64 is not."""
     from rnnlab.train import Batch
 
-    f, r, layer, x_rec = recurrent_io(model, x, lengths)
-    loss, d = task.loss(f.output, Batch(x, y, lengths))
-    for i in range(len(model.modules) - 1, r, -1):
-        d_in = model.modules[i].backward(f.cache[i], d).input
-        assert d_in is not None  # (input_grad, the default)
-        d = d_in
-    return x_rec, d, float(loss)
+    if not np.all(np.isfinite(output)):
+        raise OutputOverflow("the model's output overflows")
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        loss, d = task.loss(output, Batch(x, y, lengths))
+    if not (np.isfinite(loss) and np.all(np.isfinite(d))):
+        raise OutputOverflow("the task's loss overflows")
+    return float(loss), d
 
 
 def fit_summary(fit: RateFit) -> dict[str, Any]:

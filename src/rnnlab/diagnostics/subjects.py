@@ -79,9 +79,22 @@ def _validation_batch(task, n: int):
 
 
 def _scale_recurrent(layer: Recurrent, scale: float) -> None:
+    """W_hh ← scale·W_hh. A W_hh that no longer fits the model's float type is no model to
+    analyse (every number computed from it is inf or NaN): refused, naming the option."""
     for name, v in layer.params.items():
         if name.startswith("weight_hh_"):
-            v *= v.dtype.type(scale)
+            with np.errstate(over="ignore"):  # (the cast to float32 overflows to inf)
+                scaled = (v * np.float64(scale)).astype(v.dtype)
+            if not np.all(np.isfinite(scaled)):
+                top = float(np.abs(v).max())
+                _checks.fail(
+                    "--init-scale",
+                    f"a scale that keeps W_hh within {v.dtype} (below "
+                    f"{float(np.finfo(v.dtype).max) / top:.3g} for this W_hh, whose largest "
+                    f"entry is {top:.3g})",
+                    f"{scale:g}",
+                )
+            v[...] = scaled
 
 
 def cell_name(spec: dict) -> str:
