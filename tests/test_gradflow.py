@@ -454,3 +454,28 @@ def test_an_output_that_overflows_float32_is_analysed_in_float64(tmp_path, capsy
     assert s["analyses"]["map"]["layers"]["l0"]["trend"] == "exploding"
     assert "the output or the gradient overflows" in s["verdicts"]["cliff"]
     assert "Warning" not in err
+
+
+def test_spectrum_names_a_coupled_lstms_blocks_f_g_o(tmp_path, capsys):
+    """Three blocks are a GRU's r, z, n or a coupled LSTM's f, g, o: the cell says which."""
+    import rnnlab
+    from rnnlab import diagnostics as dg
+
+    spec = dg.recurrent_spectrum(rnnlab.LSTM(3, 4, coupled=True))
+    assert [b.gate for b in spec.blocks] == ["f", "g", "o"]
+    assert spec.blocks[0].name == "weight_hh_l0[f]"
+    assert [b.gate for b in dg.recurrent_spectrum(rnnlab.GRU(3, 4)).blocks] == ["r", "z", "n"]
+    W = rnnlab.LSTM(3, 4, coupled=True).params["weight_hh_l0"]
+    assert [b.gate for b in dg.recurrent_spectrum(W, gates=("f", "g", "o")).blocks] == [
+        "f", "g", "o"]  # fmt: skip
+    with pytest.raises(ValueError, match=r"`gates` must be 3 gate names"):
+        dg.recurrent_spectrum(W, gates=("i", "f"))
+    run = tmp_path / "run"
+    assert cli.main(["train", "adding", "--cell", "lstm", "--coupled", "--T", "6", "--hidden", "3",
+                     "--steps", "2", "--batch-size", "2", "--checkpoint-every", "1",
+                     "--eval-every", "2", "--run-dir", str(run), "--quiet"]) == 0  # fmt: skip
+    capsys.readouterr()
+    s, _ = run_json(capsys, run, "--analyses", "spectrum", "--out", tmp_path / "g")
+    names = ["weight_hh_l0[f]", "weight_hh_l0[g]", "weight_hh_l0[o]"]
+    assert list(s["analyses"]["spectrum"]["blocks"]) == names
+    assert s["analyses"]["spectrum"]["history"]["names"] == ["0." + n for n in names]

@@ -25,6 +25,7 @@ from rnnlab.diagnostics.model import (
     task_loss,
 )
 from rnnlab.diagnostics.plots import plot_cliff
+from rnnlab.diagnostics.spectrum import cell_gate_names
 from rnnlab.diagnostics.subjects import Subject, cell_name
 
 ANALYSES = ("lag", "map", "jacobian", "spectrum", "gates", "cliff", "dynamics")
@@ -208,7 +209,8 @@ def _checkpoint_history(subject: Subject, run_dir: Path) -> dg.SpectrumHistory |
         pairs.append((0, init.params))
     for s in steps:
         pairs.append((s, io.load_checkpoint(run_dir, step=s).model))
-    return dg.spectrum_over_checkpoints(pairs) if len(pairs) > 1 else None
+    gates = cell_gate_names(split_model(subject.model)[1].cell)
+    return dg.spectrum_over_checkpoints(pairs, gates) if len(pairs) > 1 else None
 
 
 def analyse_spectrum(subject: Subject) -> Outcome:

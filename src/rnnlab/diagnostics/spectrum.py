@@ -5,7 +5,8 @@ decisive (Pascanu, Mikolov & Bengio 2013): with tanh or relu (max|φ'| ≤ 1), �
 sufficient for gradients to vanish and ‖W_hh‖₂ > 1 necessary for them to explode; the
 spectral radius ρ = max|λ| says whether the map linearised around h = 0 expands (ρ > 1) or
 contracts. For LSTM and GRU each gate's H × H block is reported separately (PyTorch's order:
-i, f, g, o and r, z, n); there the cell path, not W_hh alone, carries the gradient.
+i, f, g, o and r, z, n; a coupled LSTM's f, g, o); there the cell path, not W_hh alone,
+carries the gradient.
 """
 
 from __future__ import annotations
@@ -23,8 +24,26 @@ from rnnlab.layers import Recurrent
 _HH_NAME = re.compile(r"(?:^|\.)weight_hh_l(\d+)(_reverse)?$")
 
 
+def cell_gate_names(cell: object) -> tuple[str, ...]:
+    """A cell's gate blocks in its row order, from the cell itself: three blocks are a GRU's
+    r, z, n or a coupled LSTM's f, g, o (i = 1 − f), which the count alone cannot tell."""
+    from rnnlab.cells import LSTMCell
+
+    if isinstance(cell, LSTMCell):
+        return ("f", "g", "o") if cell.coupled else ("i", "f", "g", "o")
+    return _gate_names(int(getattr(cell, "gates", 1)))
+
+
+def _check_gates(gates: object, G: int, name: str) -> tuple[str, ...]:
+    if not (isinstance(gates, (list, tuple)) and len(gates) == G
+            and all(isinstance(g, str) and g for g in gates)):  # fmt: skip
+        _checks.fail(name, f"{G} gate names (one per H × H block)", _checks.describe(gates))
+    return tuple(gates)
+
+
 def _gate_names(G: int) -> tuple[str, ...]:
-    """Gate blocks in PyTorch's row order, recognised by their count."""
+    """Gate blocks in PyTorch's row order, guessed from their count (3: a GRU's, as PyTorch
+    has no coupled LSTM) where no cell says which they are."""
     if G == 1:
         return ("hh",)
     if G == 3:
@@ -149,21 +168,27 @@ def _check_matrix(W: object, name: str) -> np.ndarray:
     return W
 
 
-def recurrent_spectrum(source: Recurrent | np.ndarray) -> Spectrum:
+def recurrent_spectrum(
+    source: Recurrent | np.ndarray, gates: tuple[str, ...] | list[str] | None = None
+) -> Spectrum:
     """Singular values, eigenvalues, ‖W‖₂ and ρ of every recurrent H × H block.
 
-    `source`: a Recurrent layer (every `weight_hh_l{k}[_reverse]`, split by gate), or one
-    matrix of shape (G·H, H) in PyTorch's layout (G = 1, 3 or 4 blocks are named hh, r/z/n,
-    i/f/g/o).
+    `source`: a Recurrent layer (every `weight_hh_l{k}[_reverse]`, split by gate and named by
+    its cell: a coupled LSTM's three blocks are f, g, o), or one matrix of shape (G·H, H) in
+    PyTorch's layout (G = 1, 3 or 4 blocks are named hh, r/z/n, i/f/g/o unless `gates` names
+    them, e.g. ("f", "g", "o") for a coupled LSTM's).
     """
     if isinstance(source, Recurrent):
-        G = source.cell.gates
+        names = cell_gate_names(source.cell)
+        if gates is not None:
+            _checks.fail("gates", "None for a layer (its cell names its gates)",
+                         _checks.describe(gates))  # fmt: skip
         blocks = []
         for k in range(source.num_layers):
             for sfx in source.directions:
                 name = f"weight_hh_l{k}{sfx}"
                 W_hr = source.params.get(f"weight_hr_l{k}{sfx}")
-                blocks += _blocks(name, source.params[name], _gate_names(G), W_hr)
+                blocks += _blocks(name, source.params[name], names, W_hr)
         return Spectrum(blocks)
     if not isinstance(source, np.ndarray):
         _checks.fail(
@@ -172,12 +197,21 @@ def recurrent_spectrum(source: Recurrent | np.ndarray) -> Spectrum:
             _checks.describe(source),
         )
     W = _check_matrix(source, "source")
-    return Spectrum(_blocks("W_hh", W, _gate_names(W.shape[0] // W.shape[1])))
+    G = W.shape[0] // W.shape[1]
+    names = _gate_names(G) if gates is None else _check_gates(gates, G, "gates")
+    return Spectrum(_blocks("W_hh", W, names))
 
 
-def spectrum_over_checkpoints(checkpoints: object) -> SpectrumHistory:
+def spectrum_over_checkpoints(
+    checkpoints: object, gates: tuple[str, ...] | list[str] | None = None
+) -> SpectrumHistory:
     """The spectra of every `weight_hh_l{k}[_reverse]` (any prefix, e.g. "1.weight_hh_l0" in a
-    Sequential) in a list of (step, params) pairs, in the order given."""
+    Sequential) in a list of (step, params) pairs, in the order given; `gates` names the
+    blocks (see recurrent_spectrum; rnnlab gradflow passes the run's cell's)."""
+
+    def gate_names(G: int) -> tuple[str, ...]:
+        return _gate_names(G) if gates is None else _check_gates(gates, G, "gates")
+
     if not isinstance(checkpoints, (list, tuple)) or not checkpoints:
         _checks.fail(
             "checkpoints",
@@ -216,10 +250,10 @@ def spectrum_over_checkpoints(checkpoints: object) -> SpectrumHistory:
                     _checks.fail(f"checkpoints[{i}][{hr!r}]",
                                  f"a projection of shape ({W.shape[1]}, H) with H dividing "
                                  f"{W.shape[0]}", f"shape {W_hr.shape}")  # fmt: skip
-                blocks += _blocks(key, W, _gate_names(W.shape[0] // H), W_hr)
+                blocks += _blocks(key, W, gate_names(W.shape[0] // H), W_hr)
                 continue
             W = _check_matrix(params[key], f"checkpoints[{i}][{key!r}]")
-            blocks += _blocks(key, W, _gate_names(W.shape[0] // W.shape[1]))
+            blocks += _blocks(key, W, gate_names(W.shape[0] // W.shape[1]))
         these = [b.name for b in blocks]
         if names is None:
             names = these
