@@ -342,6 +342,16 @@ def error_of(capsys, *args) -> str:
         (["adding", "--cell", "irnn", "--analyses", "gates"], r"'gates' \(relu units have no"),
         (["adding", "--analyses", "dynamics"], r"'dynamics' \(the iterated map needs a tanh RNN"),
         (
+            ["adding", "--cell", "rnn", "--hidden", "2", "--layers", "2", "--analyses", "dynamics"],
+            r"'dynamics' \(the iterated map \(input at zero\) is of one layer in one direction; "
+            r"this RNN has 2 layers\)",
+        ),
+        (
+            ["adding", "--cell", "rnn", "--hidden", "1", "--bidirectional", "--analyses",
+             "dynamics"],
+            r"in one direction; this RNN is bidirectional\)",
+        ),
+        (
             ["dynamics", "--w", "1", "--b", "0", "--analyses", "lag"],
             r"'lag' \(the dynamics source is a bare map",
         ),

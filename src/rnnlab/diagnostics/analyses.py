@@ -50,6 +50,15 @@ def applicable(subject: Subject) -> dict[str, str]:
             f"the iterated map needs a tanh RNN with 1 or 2 units; this is a "
             f"{layer.cell.name} layer with {layer.hidden_size} units"
         )
+    elif layer.num_layers > 1 or layer.bidirectional:
+        # The map h ← tanh(W_hh h + b) with the input at zero is one layer's in one direction;
+        # a layer above the first gets the one below's states as input, which are not zero.
+        shape = [f"has {layer.num_layers} layers"] if layer.num_layers > 1 else []
+        shape += ["is bidirectional"] if layer.bidirectional else []
+        why["dynamics"] = (
+            "the iterated map (input at zero) is of one layer in one direction; this RNN "
+            + " and ".join(shape)
+        )
     around = [f"proj_size={layer.proj_size}"] if layer.proj_size else []
     around += [f"zoneout={layer.zoneout}"] if any(layer.zoneout) else []
     if around:  # the one-step analyses differentiate the cell's step alone
