@@ -372,3 +372,25 @@ def test_a_start_that_fails_on_one_rank_ends_every_rank_with_its_error(tmp_path)
     assert "waited" not in done.stderr
     assert not (tmp_path / "runs").exists()  # rank 0 made no run directory
     assert time.perf_counter() - start < 20
+
+
+def test_two_ranks_log_the_lag_profile_one_process_logs(tmp_path):
+    """The lag profile in metrics.jsonl reads the first 16 sequences of the global batch: 2
+    ranks of batch 4 log what 1 process of batch 8 logs (not rank 0's 4 rows), to float32
+    summation order in the weights."""
+    args = [*ADDING, "--steps", "10", "--eval-every", "5", "--grad-log-every", "5"]
+    ok(mpiexec([*args, "--batch-size", "4", "--run-dir", "two"], tmp_path, RNNLAB_MPI_TIMEOUT="60",
+               timeout=120))  # fmt: skip
+    single([*args, "--batch-size", "8", "--run-dir", tmp_path / "one"])
+
+    def lags(run):
+        rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x]
+        return [(r["step"], r["lags"]) for r in rows if r.get("kind") == "gradients"]
+
+    two, one = lags(tmp_path / "two"), lags(tmp_path / "one")
+    assert [s for s, _ in two] == [s for s, _ in one] == [5, 10]
+    for (_, a), (_, b) in zip(two, one, strict=True):
+        assert a is not None and a.keys() == b.keys()
+        for name in a:
+            np.testing.assert_allclose(a[name]["norms"], b[name]["norms"], rtol=1e-4)
+            assert a[name]["factor_per_step"] == pytest.approx(b[name]["factor_per_step"], 1e-4)

@@ -335,6 +335,7 @@ class DistributedTrainer(Trainer):
         if not self.lead:
             self.stream, self.quiet = _Null(), True
         self._agreed = {"interrupt": False, "time": False}
+        self._global_batch: Batch | None = None
         self._reduced = False
         self._interrupted = {"flag": False}
         self._t_start = time.perf_counter()
@@ -352,6 +353,9 @@ class DistributedTrainer(Trainer):
                 f"{step + 1}; sharding over {self.comm.size} ranks needs batch_size = {B}"
             )
         rows = self._rows()
+        # rank 0 logs the gradient record of the global batch's first rows, as one process
+        # with the global batch does (its own shard holds only B/K of them)
+        self._global_batch = batch if self.lead else None
         counts = _row_counts(self.task, batch)
         total = counts.sum()
         self._weight = float(counts[rows].sum() / total) if total > 0 else 0.0
@@ -418,8 +422,12 @@ class DistributedTrainer(Trainer):
     def _saved_any(self):
         return self.comm.lead_says(super()._saved_any() if self.lead else False)
 
-    def _gradient_record(self, *args):
-        return super()._gradient_record(*args) if self.lead else None
+    def _gradient_record(self, batch, *args):
+        """Rank 0's record, of the global batch (the lag profile reads its first sequences)."""
+        if not self.lead:
+            return None
+        whole = batch if self._global_batch is None else self._global_batch
+        return super()._gradient_record(whole, *args)
 
     def _validate(self, metrics_path, progress, counted=True):
         """Rank 0 evaluates and decides early stopping; the others wait for its word."""
