@@ -489,3 +489,21 @@ def test_spectrum_names_a_coupled_lstms_blocks_f_g_o(tmp_path, capsys):
     names = ["weight_hh_l0[f]", "weight_hh_l0[g]", "weight_hh_l0[o]"]
     assert list(s["analyses"]["spectrum"]["blocks"]) == names
     assert s["analyses"]["spectrum"]["history"]["names"] == ["0." + n for n in names]
+
+
+def test_a_slice_with_fewer_than_two_finite_slopes_is_undetermined(tmp_path, capsys):
+    """Not "smooth": with the loss not finite along the slice there is no slope to judge."""
+    from rnnlab import diagnostics as dg
+
+    theta = {"w": np.zeros(2)}
+    nan_but_near_zero = lambda p: 1.0 if 0 <= p["w"][0] < 0.6 else float("nan")  # noqa: E731
+    s = dg.loss_slice(nan_but_near_zero, theta, "w", np.linspace(-2, 2, 9))  # 1 finite slope
+    assert s.undetermined and not s.cliff
+    assert s.verdict().endswith(": undetermined: the loss is not finite along the slice")
+    assert not dg.loss_slice(lambda p: float(p["w"][0]), theta, "w", [0, 1, 2]).undetermined
+    args = ["adding", "--cell", "rnn", "--hidden", "8", "--T", "10", "--batch", "4",
+            "--analyses", "cliff", "--cliff-range", "1e300"]  # fmt: skip
+    s, _ = run_json(capsys, *args, "--out", tmp_path)
+    assert s["analyses"]["cliff"]["random"]["cliff"] is None
+    assert ("a random direction (α/‖θ‖): 1 finite value(s) of 81: undetermined: the loss is not "
+            "finite along the slice") in s["verdicts"]["cliff"]  # fmt: skip

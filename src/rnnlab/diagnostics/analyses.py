@@ -15,6 +15,7 @@ from rnnlab import _checks, io
 from rnnlab import diagnostics as dg
 from rnnlab.cells import ElmanCell
 from rnnlab.diagnostics._common import json_value
+from rnnlab.diagnostics.landscape import UNDETERMINED
 from rnnlab.diagnostics.model import (
     OutputOverflow,
     fit_summary,
@@ -378,7 +379,10 @@ def _slice_words(s: dg.LossSlice, per_alpha: float, what: str) -> str:
     """LossSlice.verdict with α in the plotted units (a bias shift, a fraction of ‖θ‖)."""
     finite = s.losses[np.isfinite(s.losses)]
     if not finite.size:
-        return f"loss along {what}: no finite values"
+        return f"loss along {what}: no finite values: {UNDETERMINED}"
+    if s.undetermined:
+        return (f"loss along {what}: {finite.size} finite value(s) of {s.losses.size}: "
+                f"{UNDETERMINED}")  # fmt: skip
     a, b = (v * per_alpha for v in s.jump_between)
     text = (
         f"loss along {what} from {finite.min():.4g} to {finite.max():.4g}, largest jump "
@@ -401,7 +405,7 @@ def _slice_summary(s: dg.LossSlice, unit: str, per_alpha: float) -> dict:
             "jump": s.jump,
             "jump_between": [a * per_alpha, b * per_alpha],
             "steepness": s.steepness,
-            "cliff": s.cliff,
+            "cliff": None if s.undetermined else s.cliff,
         }
     )
 

@@ -23,6 +23,8 @@ from numpy.typing import ArrayLike
 from rnnlab import _checks
 from rnnlab.diagnostics._common import check_int, check_number, json_value
 
+UNDETERMINED = "undetermined: the loss is not finite along the slice"
+
 
 @dataclass
 class LossSlice:
@@ -37,7 +39,13 @@ class LossSlice:
     jump_between: tuple[float, float]  # where it is
     steepness: float  # largest |ΔL/Δα| over the median |ΔL/Δα|
     cliff_ratio: float
-    cliff: bool
+    cliff: bool  # False too when undetermined
+
+    @property
+    def undetermined(self) -> bool:
+        """Fewer than 2 finite slopes: the loss is not finite along the slice (it overflows),
+        and there is no telling a cliff from a smooth slope."""
+        return bool(np.isnan(self.steepness))
 
     def verdict(self) -> str:
         finite = self.losses[np.isfinite(self.losses)]
@@ -48,6 +56,8 @@ class LossSlice:
         )
         if finite.size < self.losses.size:
             head += f" ({self.losses.size - finite.size} non-finite values)"
+        if self.undetermined:
+            return head + f": {UNDETERMINED}"
         a, b = self.jump_between
         jump = (
             f"; largest jump {self.jump:.4g} between α = {a:.4g} and {b:.4g}, "
@@ -199,7 +209,7 @@ def loss_slice(
     dL = np.diff(losses)
     slopes = np.abs(dL / np.diff(alphas))
     finite = np.isfinite(slopes)
-    if finite.any():
+    if finite.sum() >= 2:  # one slope has no median to compare with
         i = int(np.argmax(np.where(finite, slopes, -1.0)))
         median = float(np.median(slopes[finite]))
         top = float(slopes[i])
