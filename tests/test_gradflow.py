@@ -357,6 +357,11 @@ def error_of(capsys, *args) -> str:
         ),
         (["adding", "--init-scale", "-1"], r"`--init-scale` must be a positive number; got '-1'"),
         (["adding", "--batch", "0"], r"`--batch` must be a positive integer; got '0'"),
+        (["adding", "--T", "1"], r"`--T` must be at least 2 \(one marker in each half\); got 1"),
+        (
+            ["dynamics", "--w", "1", "--b", "0", "--range", "5,1e400"],
+            r"`--range` must be 'lo,hi' of finite numbers; got '5,1e400'",
+        ),
         (["adding", "--init-scale", "1e300"], r"`--init-scale` must be a scale that keeps W_hh "
          r"within float32 \(below .*; got 1e\+300"),
         (["adding", "--cell", "gru", "--forget-bias", "2"], r"`--forget-bias` must be given only"),
@@ -395,7 +400,9 @@ def test_bad_run_directories(tiny_run, tmp_path, capsys):
     err = error_of(capsys, "gradflow", tiny_run, "--cell", "rnn")
     assert re.search(r"`--cell` must be given only for a task source", err)
     err = error_of(capsys, "gradflow", tiny_run, "--step", "3")
-    assert re.search(r"`step` must be None or a saved step of .*\(saved: 2, 4\)", err)
+    assert re.search(r"`--step` must be a saved step of .*\(saved: 2, 4\); got 3 instead", err)
+    err = error_of(capsys, "gradflow", tiny_run, "--T", "1", "--out", tmp_path / "o")
+    assert "`--T` must be at least 2 (one marker in each half); got 1 instead." in err
     err = error_of(capsys, "gradflow", tmp_path)
     assert re.search(r"`run` must be a run directory \(with config.json\)", err)
     err = error_of(capsys, "plot", tmp_path)
@@ -403,6 +410,22 @@ def test_bad_run_directories(tiny_run, tmp_path, capsys):
     (tmp_path / "config.json").write_text("{}")
     err = error_of(capsys, "plot", tmp_path)
     assert re.search(r"`run` must be a run directory with a metrics.jsonl", err)
+
+
+def test_out_that_is_a_file_and_a_bad_metrics_record_name_the_option_or_file(tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    err = error_of(capsys, "gradflow", "adding", "--out", tmp_path / "afile")
+    assert "`--out` must be a directory (new or existing) for the PNGs and JSON files; got " \
+        f"'{tmp_path / 'afile'}', which is a file instead." in err  # fmt: skip
+    err = error_of(capsys, "gradflow", "adding", "--out", tmp_path / "afile" / "sub")
+    assert "`--out` must be a directory rnnlab can create; got" in err
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text('{"train": {}, "model": {}}')
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 0.5}\n{"step": "x", "loss": 1}\n')
+    err = error_of(capsys, "plot", run)
+    assert f"'{run / 'metrics.jsonl'}' record 2 (of those with a \"step\"): \"step\" must be a " \
+        "number (the training step); got 'x' (str) instead." in err  # fmt: skip
 
 
 def test_bad_training_record_input():

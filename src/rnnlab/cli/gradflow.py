@@ -207,8 +207,14 @@ def main(argv: list[str] | None = None) -> int:
     names, skipped = analyses.chosen_analyses(args.analyses, subject)
     if subject.x is not None and not 0 <= args.sample < len(subject.x):
         _checks.fail("--sample", f"a sequence index in [0, {len(subject.x)})", str(args.sample))
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        _checks.fail("--out", "a directory (new or existing) for the PNGs and JSON files",
+                     f"'{args.out}', which is a file")  # fmt: skip
     out = Path(args.out) if args.out else io.make_run_dir("runs", _name_hint(subject))
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a parent that is a file, no permission: say which option
+        _checks.fail("--out", "a directory rnnlab can create", f"'{out}' ({e.strerror})")
     summary: dict[str, Any] = {
         "kind": "gradflow",
         "source": subject.source,

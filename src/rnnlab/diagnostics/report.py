@@ -35,6 +35,14 @@ def plot_run(run, out=None) -> list[Path]:
             f"'{run}', which has none",
         )
     records = [r for r in io.read_jsonl(metrics) if isinstance(r, dict) and "step" in r]
+    for i, r in enumerate(records, start=1):
+        step = r["step"]
+        if isinstance(step, bool) or not isinstance(step, (int, float)) or step != step:
+            # every curve is drawn against the step: name the file, not numpy's conversion
+            raise io.ConfigError(
+                f"'{metrics}' record {i} (of those with a \"step\"): \"step\" must be a number "
+                f"(the training step); got {_checks.describe(step)} instead."
+            )
     train = [r for r in records if "loss" in r and "split" not in r and "kind" not in r]
     valid = [r for r in records if r.get("split") == "valid"]
     grads = [r for r in records if r.get("kind") == "gradients"]

@@ -7,7 +7,9 @@ overridden), or, for the dynamics view, a bare 1- or 2-unit map h ← φ(W h + b
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -78,6 +80,26 @@ def _validation_batch(task, n: int):
     return xs, ys, None
 
 
+# The settings gradflow takes as options: a task's or a model's check names the setting
+# (`T`), the user typed the option (--T).
+_OPTION_SETTINGS = ("T", "hidden", "layers", "seed", "cell", "forget_bias")
+
+
+@contextlib.contextmanager
+def _as_options() -> Iterator[None]:
+    """A ValueError of a task's or model's check naming one of gradflow's options by its
+    setting (`T` must be ...) names it as the option (`--T` must be ...)."""
+    try:
+        yield
+    except ValueError as e:
+        text = str(e)
+        for name in _OPTION_SETTINGS:
+            if text.startswith(f"`{name}` "):
+                option = "--" + name.replace("_", "-")
+                raise type(e)(f"`{option}`" + text[len(name) + 2 :]) from None
+        raise
+
+
 def _scale_recurrent(layer: Recurrent, scale: float) -> None:
     """W_hh ← scale·W_hh. A W_hh that no longer fits the model's float type is no model to
     analyse (every number computed from it is inf or NaN): refused, naming the option."""
@@ -137,9 +159,10 @@ def task_subject(
             "given only for the adding, copy and temporal-order tasks",
             f"--T {T} for the {task_name} task",
         )
-    cfg = TrainConfig.from_dict(
-        {**tasks.defaults(task_name), **over, "task": task_name}, source="options"
-    )
+    with _as_options():
+        cfg = TrainConfig.from_dict(
+            {**tasks.defaults(task_name), **over, "task": task_name}, source="options"
+        )
     if cfg.cell not in models.CELLS:
         _checks.fail("--cell", "one of " + ", ".join(models.CELLS), repr(cfg.cell))
     if forget_bias is not None and cfg.cell != "lstm":
@@ -148,9 +171,10 @@ def task_subject(
             "given only for an LSTM (it sets the forget gate's bias)",
             f"--cell {cfg.cell}",
         )
-    task = tasks.make_task(cfg)
-    spec = tasks.model_spec(cfg, task)
-    model = tasks.build_model(spec, seed=cfg.seed)
+    with _as_options():
+        task = tasks.make_task(cfg)
+        spec = tasks.model_spec(cfg, task)
+        model = tasks.build_model(spec, seed=cfg.seed)
     if init_scale is not None:
         _scale_recurrent(split_model(model)[1], init_scale)
     x, y, lengths = _validation_batch(task, batch)
@@ -172,6 +196,10 @@ def run_subject(path, *, step: int | None = None, T=None, batch: int = 32) -> Su
     from rnnlab import runs, tasks
 
     run = io.open_run_dir(path)
+    saved = io.checkpoint_steps(run)
+    if step is not None and step not in saved:
+        _checks.fail("--step", f"a saved step of '{run}' (saved: "
+                     f"{', '.join(map(str, saved)) or 'none'})", str(step))  # fmt: skip
     ckpt, cfg, model = runs.load_checkpoint_model(run, step)
     if getattr(model, "net", None) is not None:  # rnnlab.tasks.transduction.Trainee
         _checks.fail("run", "a run of one recurrent network (what the diagnostics read)",
@@ -185,7 +213,8 @@ def run_subject(path, *, step: int | None = None, T=None, batch: int = 32) -> Su
             )
         cfg.T = _checks.positive_int(T, "--T")
     # an old charlm run's vocabulary is rebuilt and checked, as for evaluate
-    task = tasks.make_task(cfg, runs.data_record(run, cfg, ckpt.config))
+    with _as_options():
+        task = tasks.make_task(cfg, runs.data_record(run, cfg, ckpt.config))
     x, y, lengths = _validation_batch(task, batch)
     spec = ckpt.config["model"]
     source = {
@@ -200,14 +229,17 @@ def run_subject(path, *, step: int | None = None, T=None, batch: int = 32) -> Su
     return Subject(model, task, cfg, x, y, lengths, source, spec, run)
 
 
-def _parse_matrix(text: str, name: str, shape: tuple[int, ...]) -> np.ndarray:
+def _parse_matrix(text: str, name: str, shape: tuple[int, ...], form: str = "") -> np.ndarray:
+    """`text` as an array of `shape`; `form` is what the message calls the expected text (the
+    option's own letters: 'e,f' for --bias, 'lo,hi' for --range)."""
     rows = [r.split(",") for r in str(text).split(";")]
     try:
         a = np.array([[float(v) for v in r] for r in rows])
     except ValueError:
         a = None
     if a is None or a.size != math.prod(shape) or not np.all(np.isfinite(a)):
-        want = "'a,b;c,d' (a 2 × 2 matrix, rows split by ';')" if len(shape) == 2 else "'e,f'"
+        want = form or ("'a,b;c,d' (a 2 × 2 matrix, rows split by ';')" if len(shape) == 2
+                        else "'e,f'")  # fmt: skip
         _checks.fail(name, f"{want} of finite numbers", repr(text))
     return a.reshape(shape)
 
@@ -242,7 +274,7 @@ def dynamics_subject(
                 "nothing",
             )
         args = {"w": _parse_matrix(W, "--W", (2, 2)), "b": _parse_matrix(bias, "--bias", (2,))}
-    lo_hi = _parse_matrix(h_range, "--range", (2,))
+    lo_hi = _parse_matrix(h_range, "--range", (2,), "'lo,hi'")
     if not lo_hi[0] < lo_hi[1]:
         _checks.fail("--range", "'lo,hi' with lo < hi", repr(h_range))
     args.update(phi=phi, h_range=(float(lo_hi[0]), float(lo_hi[1])), n_iter=iters)
