@@ -282,6 +282,8 @@ def test_nan_on_one_rank_stops_all_and_keeps_the_good_weights(tmp_path):
     assert done.returncode == 1, done.stderr
     assert "rank 1 of 2: the loss became nan at step 12" in done.stderr
     assert "rank 1 of 2 found NaN or inf at step 12" in done.stderr  # rank 0's line
+    assert "Good weights of step 11 saved by rank 0 in run." in done.stderr  # rank 1 saved none
+    assert done.stderr.count("Good weights of step 11 saved in") == 1  # rank 0's
     assert io.checkpoint_steps(tmp_path / "run") == [11]
     assert all(np.isfinite(v).all() for v in weights(tmp_path / "run").values())
 

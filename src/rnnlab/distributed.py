@@ -498,8 +498,14 @@ class DistributedTrainer(Trainer):
         self.comm.broadcast_params(state)
         try:
             return super().run()
-        except NonFiniteError:
-            raise  # every rank raises it at the same step (the decision was collective)
+        except NonFiniteError as e:
+            # every rank raises it at the same step (the decision was collective); rank 0
+            # alone wrote the checkpoint its message names
+            said = f" saved in {self.run_dir}."
+            if self.lead or not str(e).endswith(said):
+                raise
+            text = str(e)[: -len(said)] + f" saved by rank 0 in {self.run_dir}."
+            raise NonFiniteError(text, e.weights_good) from None
         except BaseException as e:
             # Anything else happened on this rank alone (a full disk on rank 0, a bug): the
             # others would wait for it in the next collective until the timeout. End them now.
