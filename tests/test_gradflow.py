@@ -530,3 +530,22 @@ def test_a_slice_with_fewer_than_two_finite_slopes_is_undetermined(tmp_path, cap
     assert s["analyses"]["cliff"]["random"]["cliff"] is None
     assert ("a random direction (α/‖θ‖): 1 finite value(s) of 81: undetermined: the loss is not "
             "finite along the slice") in s["verdicts"]["cliff"]  # fmt: skip
+
+
+def test_a_zero_W_hh_says_what_it_means_without_warnings(tmp_path, capsys):
+    """W_hh = 0 (a relu RNN scaled by 1e-300): the gradient reaches back one step, the map's
+    points all sit at lag 0 and the Jacobian and its bound are both exactly 0."""
+    import warnings
+
+    args = ["adding", "--cell", "relu", "--init-scale", "1e-300", "--T", "30", "--hidden", "8",
+            "--batch", "4", "--analyses", "map,jacobian"]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a RuntimeWarning would end the run here
+        s, _ = run_json(capsys, *args, "--out", tmp_path)
+    assert s["verdicts"]["map"] == (
+        "l0: ‖∂L_t/∂h_k‖: all 30 non-zero values at one lag (0), no rate to fit: undetermined"
+    )
+    assert s["verdicts"]["jacobian"].endswith(
+        "at lag 30 the measured norm and the bound are both exactly 0 (a zero W_hh or "
+        "saturated units pass no gradient back)"
+    )

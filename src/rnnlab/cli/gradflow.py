@@ -98,7 +98,7 @@ def build_parser() -> Parser:
         dest="cliff_range",
         type=positive_float("--cliff-range"),
         default=2.0,
-        help="cliff: every hidden bias moves by up to ±R; the random "
+        help="cliff: every entry of the first layer's bias_hh_l0 moves by up to ±R; the random "
         "direction by up to ±(R/2)·‖θ‖ (default 2)",
     )
     g.add_argument(

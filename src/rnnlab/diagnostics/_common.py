@@ -184,6 +184,11 @@ class RateFit:
     horizon: int
 
     def words(self, what: str = "the gradient") -> str:
+        if self.trend == "undetermined" and self.points >= 2:  # a rate needs two lags
+            return (
+                f"{what}: all {self.points} non-zero values at one lag ({self.first_lag}), no "
+                "rate to fit: undetermined"
+            )
         if self.trend == "undetermined":
             return f"{what}: too few non-zero values to fit a rate ({self.points}): undetermined"
         span = f"fitted over lags {self.first_lag}–{self.last_lag}"
@@ -222,7 +227,8 @@ def fit_log10(
     x, y, n = lags[keep], y[keep], int(keep.sum())
     if n < 2 or np.ptp(x) == 0:
         nan = float("nan")
-        return RateFit(nan, nan, nan, nan, 0, 0, n, "undetermined", horizon)
+        at = int(x[0]) if n else 0  # (the one lag of them all)
+        return RateFit(nan, nan, nan, nan, at, at, n, "undetermined", horizon)
     xc, yc = x - x.mean(), y - y.mean()
     slope = float(xc @ yc / (xc @ xc))
     resid = yc - slope * xc

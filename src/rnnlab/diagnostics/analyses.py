@@ -356,7 +356,7 @@ def analyse_cliff(subject: Subject, span: float, lr: float | None, max_norm: flo
         "max_norm": max_norm,
     }
     verdict = (
-        f"{_slice_words(bias_slice, 1.0 / math.sqrt(n_bias), 'every hidden bias')}; "
+        f"{_slice_words(bias_slice, 1.0 / math.sqrt(n_bias), 'every entry of bias_hh_l0')}; "
         f"{_slice_words(random_slice, 1.0 / norm_theta, 'a random direction (α/‖θ‖)')}; "
         + (
             f"SGD step (lr {lr:g}): {clip.verdict()}"

@@ -81,10 +81,17 @@ class JacobianProfile:
             )
         else:
             lines.append(f"the bound {self.bound_name}: " + self.bound_fit.words("it"))
-        gap = self.log10_measured[-1] - self.log10_bound[-1]
+        measured, bound = self.log10_measured[-1], self.log10_bound[-1]
+        with np.errstate(invalid="ignore"):  # −inf − (−inf): both exactly zero
+            gap = measured - bound
         if np.isfinite(gap):
             lines.append(
                 f"at lag {int(self.lags[-1])} the measured norm is {10.0**gap:.3g} of the bound"
+            )
+        elif measured == bound == -np.inf:
+            lines.append(
+                f"at lag {int(self.lags[-1])} the measured norm and the bound are both exactly 0 "
+                "(a zero W_hh or saturated units pass no gradient back)"
             )
         return "\n".join(lines)
 

@@ -380,7 +380,7 @@ def plot_cliff(data, path) -> Path:
     fig = new_figure(14, 4.0)
     axes = fig.subplots(1, 3)
     for ax, s, scale, label in (
-        (axes[0], bias_slice, per_bias, "shift of every hidden bias"),
+        (axes[0], bias_slice, per_bias, "shift of every entry of bias_hh_l0"),
         (axes[1], random_slice, 1.0 / norm_theta, r"$\alpha/\|\theta\|$"),
     ):
         a = s.alphas * scale

@@ -105,7 +105,8 @@ def _scale_recurrent(layer: Recurrent, scale: float) -> None:
     analyse (every number computed from it is inf or NaN): refused, naming the option."""
     for name, v in layer.params.items():
         if name.startswith("weight_hh_"):
-            with np.errstate(over="ignore"):  # (the cast to float32 overflows to inf)
+            # the cast to float32 may over- or underflow (an inf is refused, a 0 is an answer)
+            with np.errstate(over="ignore", under="ignore"):
                 scaled = (v * np.float64(scale)).astype(v.dtype)
             if not np.all(np.isfinite(scaled)):
                 top = float(np.abs(v).max())
