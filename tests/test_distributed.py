@@ -396,3 +396,20 @@ def test_two_ranks_log_the_lag_profile_one_process_logs(tmp_path):
         for name in a:
             np.testing.assert_allclose(a[name]["norms"], b[name]["norms"], rtol=1e-4)
             assert a[name]["factor_per_step"] == pytest.approx(b[name]["factor_per_step"], 1e-4)
+
+
+def test_a_rank_that_fails_before_starting_mpi_can_end_the_others(tmp_path):
+    """What a rank whose options argparse refused must do (cli.main, before cmd_train): answer
+    the startup agreement as failed. Rank 0, a good `rnnlab train`, then stops at once."""
+    failed = "import sys; from rnnlab import distributed; distributed.join_failed_start(); " \
+        "sys.exit(2)"  # fmt: skip
+    args = [*ADDING, "--steps", "4", "--batch-size", "4", "--run-dir", "run"]
+    tail = ["-n", "1", sys.executable, "-c", MAIN, *map(str, args), ":", "-n", "1",
+            "-wdir", str(tmp_path / "rank1"), sys.executable, "-c", failed]  # fmt: skip
+    (tmp_path / "rank1").mkdir()
+    start = time.perf_counter()
+    done = launch(tail, tmp_path, timeout=60, RNNLAB_MPI_TIMEOUT="20")
+    assert done.returncode != 0
+    assert "another rank could not start the run (its error is above)" in done.stderr
+    assert "waited" not in done.stderr and not (tmp_path / "run").exists()
+    assert time.perf_counter() - start < 20

@@ -185,6 +185,16 @@ class Communicator:
             )
 
 
+def join_failed_start() -> None:
+    """For a rank of `mpiexec ... rnnlab train` that failed before it started MPI (a bad
+    option, which argparse reports before cmd_train runs): start MPI and answer the startup
+    agreement as failed, so the other ranks, waiting for it there (or in MPI's own start,
+    which needs every rank), stop with "another rank could not start the run" instead of
+    spinning until killed. Nothing when no MPI launcher started this process."""
+    if launched():
+        Communicator().any(True)
+
+
 def _abort(comm, code: int) -> None:
     """MPI_Abort after a pause: the launcher tears down the ranks' output pipes at once; the
     line just written was lost in one of three runs of tests/test_distributed.py's hung rank

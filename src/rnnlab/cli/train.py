@@ -90,7 +90,8 @@ def cmd_train(args) -> int:
             comm.any(True)
         raise
     # Every step above is rank-local: a rank that failed said so in this one collective, and
-    # no rank entered another collective (rank 0 would wait in it for the failed rank).
+    # no rank entered another collective (rank 0 would wait in it for the failed rank). A
+    # rank whose options were refused answers it too (distributed.join_failed_start).
     if comm is not None and comm.any(False):
         raise RuntimeError("another rank could not start the run (its error is above)")
     if run_dir is None:  # made only now, so that a start that fails leaves no empty directory
