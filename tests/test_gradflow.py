@@ -546,6 +546,6 @@ def test_a_zero_W_hh_says_what_it_means_without_warnings(tmp_path, capsys):
         "l0: ‖∂L_t/∂h_k‖: all 30 non-zero values at one lag (0), no rate to fit: undetermined"
     )
     assert s["verdicts"]["jacobian"].endswith(
-        "at lag 30 the measured norm and the bound are both exactly 0 (a zero W_hh or "
-        "saturated units pass no gradient back)"
+        "at lag 30 the measured norm and the bound are both exactly 0 (a zero W_hh, or units "
+        "with φ′ = 0, pass no gradient back)"
     )

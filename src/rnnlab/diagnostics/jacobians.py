@@ -91,7 +91,7 @@ class JacobianProfile:
         elif measured == bound == -np.inf:
             lines.append(
                 f"at lag {int(self.lags[-1])} the measured norm and the bound are both exactly 0 "
-                "(a zero W_hh or saturated units pass no gradient back)"
+                "(a zero W_hh, or units with φ′ = 0, pass no gradient back)"
             )
         return "\n".join(lines)
 
