@@ -489,6 +489,20 @@ def test_an_output_that_overflows_float32_is_analysed_in_float64(tmp_path, capsy
     assert "Warning" not in err
 
 
+def test_gradients_near_float64s_limit_are_plotted_without_them(tmp_path, capsys):
+    """Lag values up to ~1e300 made matplotlib's log-axis ticks overflow (an OverflowError
+    traceback while drawing lag.png); values beyond 1e±150 are now left out and counted in
+    the title, and NumPy's warnings about the infs the verdicts report are not printed."""
+    pytest.importorskip("matplotlib")
+    args = ["adding", "--cell", "relu", "--init-scale", "1e9", "--T", "30", "--hidden", "8",
+            "--batch", "4", "--analyses", "lag,map,jacobian", "--loss", "last"]  # fmt: skip
+    s, err = run_json(capsys, *args, "--out", tmp_path / "c")
+    assert s["analyses"]["lag"]["png"] == ["lag.png"] and (tmp_path / "c" / "lag.png").exists()
+    assert s["analyses"]["jacobian"]["png"] and s["analyses"]["map"]["png"]
+    assert 1e200 < max(s["analyses"]["lag"]["layers"]["l0"]["norms"]) < 1e300  # (left out)
+    assert "Warning" not in err
+
+
 def test_spectrum_names_a_coupled_lstms_blocks_f_g_o(tmp_path, capsys):
     """Three blocks are a GRU's r, z, n or a coupled LSTM's f, g, o: the cell says which."""
     import rnnlab

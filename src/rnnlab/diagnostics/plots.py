@@ -66,10 +66,27 @@ def save_png(fig, path: Path, dpi: int = 110) -> Path:
     return Path(path)
 
 
+LOG_RANGE = (1e-150, 1e150)
+"""What a log axis draws: over hundreds of decades matplotlib's ticks step by tens of
+decades past the data, and a tick at 10^309 is inf (an OverflowError in its tick code:
+a 1..1e280 axis fails, one within 1e±150 draws), so values beyond, such as an exploding
+gradient's, are left out like the non-finite ones; the title says how many."""
+
+
 def _positive(a: np.ndarray) -> np.ndarray:
-    """Values for a log axis: non-positive and non-finite ones become NaN (not drawn)."""
+    """Values for a log axis: those outside LOG_RANGE (non-positive, non-finite, or within a
+    few decades of float64's limits) become NaN, not drawn."""
     a = np.asarray(a, dtype=np.float64)
-    return np.where(np.isfinite(a) & (a > 0), a, np.nan)
+    lo, hi = LOG_RANGE
+    return np.where(np.isfinite(a) & (a >= lo) & (a <= hi), a, np.nan)
+
+
+def _left_out(*arrays: np.ndarray) -> str:
+    """A title's note of the finite values beyond LOG_RANGE that a log axis leaves out."""
+    lo, hi = LOG_RANGE
+    n = sum(int(np.sum(np.isfinite(a) & ((a > hi) | ((a > 0) & (a < lo))))) for a in
+            (np.asarray(x, dtype=np.float64) for x in arrays))  # fmt: skip
+    return f"\n({n} values beyond {lo:.0e}..{hi:.0e} not drawn)" if n else ""
 
 
 def _log10(a: np.ndarray) -> np.ndarray:
@@ -83,7 +100,8 @@ def _fitted(fit, lags: np.ndarray, values: np.ndarray) -> np.ndarray | None:
         return None
     keep = np.isfinite(values) & (values > 0)
     a = np.mean(np.log10(values[keep])) - fit.slope * np.mean(lags[keep])
-    return 10.0 ** (a + fit.slope * lags)
+    with np.errstate(over="ignore", under="ignore"):  # (out of LOG_RANGE: not drawn)
+        return _positive(10.0 ** (a + fit.slope * lags))
 
 
 def plot_lag_profile(result: LagProfile, path) -> Path:
@@ -109,7 +127,8 @@ def plot_lag_profile(result: LagProfile, path) -> Path:
     ax.set_yscale("log")
     ax.set_xlabel("lag (steps before the end of the pass)")
     ax.set_ylabel(r"$\|\partial L / \partial h_k\|$")
-    ax.set_title(f"gradient against the lag (loss: {result.loss})")
+    ax.set_title(f"gradient against the lag (loss: {result.loss})"
+                 + _left_out(result.mean, *[s[:16] for s in result.per_sequence]))  # fmt: skip
     ax.legend(fontsize=8)
     return _save(fig, path)
 
@@ -156,7 +175,8 @@ def plot_jacobian_bound(result: JacobianProfile, path) -> Path:
     ax.set_yscale("log")
     ax.set_xlabel("lag t − k")
     ax.set_ylabel("spectral norm")
-    ax.set_title(f"{result.name}, sequence {result.sample}, t = {result.t}")
+    ax.set_title(f"{result.name}, sequence {result.sample}, t = {result.t}"
+                 + _left_out(result.measured, result.product_bound))  # fmt: skip
     ax.legend(fontsize=8)
     return _save(fig, path)
 
