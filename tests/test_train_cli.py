@@ -447,6 +447,44 @@ def test_early_stopping_restores_the_best_weights(tmp_path, capsys):
     assert all(np.array_equal(best[k], again[k]) for k in best)
 
 
+def test_adamw_weight_decay_is_what_was_asked_and_old_runs_keep_theirs():
+    """`--weight-decay 0` with AdamW trained with 0.01 (`wd if wd else 1e-2`), and config.json
+    said 0. Now none given is AdamW's own 0.01 (PyTorch's), 0 is 0; a run written before
+    config.json had a format, whose 0 with AdamW trained with 0.01, is read as it trained."""
+    from rnnlab.train import CONFIG_FORMAT, TrainConfig, make_optimizer
+
+    def decay(**kw):
+        return make_optimizer(TrainConfig.from_dict({"optimizer": "adamw", **kw})).weight_decay
+
+    assert decay() == 0.01 and decay(weight_decay=0.0) == 0.0 and decay(weight_decay=0.1) == 0.1
+    assert make_optimizer(TrainConfig.from_dict({"optimizer": "adam"})).weight_decay == 0.0
+    old = {"train": {"optimizer": "adamw", "weight_decay": 0.0}, "model": {}}
+    assert make_optimizer(TrainConfig.from_run(old, "config.json")).weight_decay == 0.01
+    new = {**old, "format": CONFIG_FORMAT}
+    assert make_optimizer(TrainConfig.from_run(new, "config.json")).weight_decay == 0.0
+    with pytest.raises(ValueError, match=r"`weight_decay` must be a non-negative number"):
+        TrainConfig.from_dict({"weight_decay": -1.0})
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_resume_with_other_steps_says_what_it_changes(tmp_path, capsys, schedule):
+    """A cosine schedule is spread over --steps: resumed with more, the run's learning rate
+    jumps to the new curve's, which neither an uninterrupted run of the old nor of the new
+    length had. --resume says so; a constant schedule changes nothing and says nothing."""
+    run = tmp_path / "r"
+    assert run_cli("train", "adding", "--T", 4, "--steps", 4, "--checkpoint-every", 2,
+                   "--schedule", schedule, "--run-dir", run, *TINY) == 0  # fmt: skip
+    capsys.readouterr()
+    config = json.loads((run / "config.json").read_text())
+    assert config["format"] == 2 and config["train"]["weight_decay"] is None
+    assert run_cli("train", "--resume", run, "--steps", 8, "--quiet") == 0
+    err = capsys.readouterr().err
+    if schedule == "cosine":
+        assert "warning: --steps 8 (the run had 4) changes the cosine learning rate" in err
+    else:
+        assert "warning" not in err
+
+
 def test_a_solved_run_resumed_trains_no_further(tmp_path, capsys, monkeypatch):
     """A "solved" stop was not saved, so --resume trained on past it (20 more steps of copy,
     and the reported model moved). The task here is solved at its first evaluation."""

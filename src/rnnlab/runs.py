@@ -49,8 +49,8 @@ def load_checkpoint_model(
     run directory (default: the latest)."""
     ckpt = io.load_checkpoint(run_dir, step=step)
     run_config(ckpt.config, ckpt.path)
-    cfg = TrainConfig.from_dict(
-        ckpt.config["train"], source=str(ckpt.path / "config.json"), tasks=tasks.TASK_NAMES
+    cfg = TrainConfig.from_run(
+        ckpt.config, source=str(ckpt.path / "config.json"), tasks=tasks.TASK_NAMES
     )
     model = build_run_model(ckpt.config["model"], ckpt.path / "config.json", cfg.seed)
     load_weights(model, ckpt, run_dir)

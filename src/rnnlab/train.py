@@ -113,7 +113,7 @@ class TrainConfig:
     dropout: float = 0.0
     optimizer: str = "adam"
     lr: float = 2e-3
-    weight_decay: float = 0.0
+    weight_decay: float | None = None  # None: the optimizer's own (AdamW 0.01, as PyTorch's)
     momentum: float = 0.9
     schedule: str = "constant"  # constant | cosine | step
     warmup: int = 0
@@ -184,6 +184,20 @@ class TrainConfig:
             raise ValueError(f"{source}: {e}") from None
         return cfg
 
+    @classmethod
+    def from_run(
+        cls, config: dict[str, Any], source: str, *, tasks: Sequence[str] | None = None
+    ) -> TrainConfig:
+        """The settings of a run's config.json (`config`, its "train" table validated by
+        `from_dict`), read as the rnnlab that wrote it meant them: before CONFIG_FORMAT 2 a
+        weight_decay of 0 with AdamW trained with AdamW's 0.01 (no setting could turn it
+        off), so such a run resumes with 0.01, the decay it trained with."""
+        train = config["train"]
+        legacy = config.get("format", 1) == 1 and isinstance(train, dict)
+        if legacy and train.get("optimizer") == "adamw" and train.get("weight_decay") == 0:
+            train = {**train, "weight_decay": None}
+        return cls.from_dict(train, source=source, tasks=tasks)
+
     def validate(self, tasks: Sequence[str] | None = None) -> None:
         for name in (
             "hidden",
@@ -208,7 +222,6 @@ class TrainConfig:
             _checks.fail("lr", "a positive number", _checks.describe(self.lr))
         for name, lo, hi, what in (
             ("momentum", 0.0, 1.0, "a number in [0, 1)"),
-            ("weight_decay", 0.0, math.inf, "a non-negative number"),
             ("time_limit", 0.0, math.inf, "a non-negative number of seconds (0: none)"),
             ("clip_at", 0.0, math.inf, "a positive number"),
             ("forget_bias", -math.inf, math.inf, "a finite number"),
@@ -216,6 +229,11 @@ class TrainConfig:
             v = getattr(self, name)
             if not (_number(v) and lo <= v < hi):
                 _checks.fail(name, what, _checks.describe(v))
+        if self.weight_decay is not None and not (
+            _number(self.weight_decay) and 0.0 <= self.weight_decay < math.inf
+        ):
+            _checks.fail("weight_decay", "a non-negative number (or none: the optimizer's own)",
+                         _checks.describe(self.weight_decay))  # fmt: skip
         for name in ("task", "data", "digits_mode"):
             if not isinstance(getattr(self, name), str):
                 _checks.fail(name, "a string", _checks.describe(getattr(self, name)))
@@ -349,6 +367,8 @@ def teacher_schedule(text: str) -> tuple[float, float]:
 def make_optimizer(cfg: TrainConfig) -> optim.Optimizer:
     """The optimizer a config names (a plain if/elif: the names are the CLI's vocabulary)."""
     o, lr, wd = cfg.optimizer, cfg.lr, cfg.weight_decay
+    if wd is None:  # each optimizer's default: PyTorch's
+        wd = 1e-2 if o == "adamw" else 0.0
     if o == "sgd":
         return optim.SGD(lr=lr, momentum=cfg.momentum, weight_decay=wd)
     if o == "nesterov":
@@ -359,7 +379,7 @@ def make_optimizer(cfg: TrainConfig) -> optim.Optimizer:
         return optim.Adagrad(lr=lr, weight_decay=wd)
     if o == "adam":
         return optim.Adam(lr=lr, weight_decay=wd)
-    return optim.AdamW(lr=lr, weight_decay=wd if wd else 1e-2)
+    return optim.AdamW(lr=lr, weight_decay=wd)
 
 
 def make_schedule(cfg: TrainConfig) -> optim.Schedule:
@@ -373,9 +393,36 @@ def make_schedule(cfg: TrainConfig) -> optim.Schedule:
     return optim.Warmup(s, cfg.warmup) if cfg.warmup > 0 else s
 
 
+CONFIG_FORMAT = 2
+"""config.json's "format": 2 since weight_decay may be none, the optimizer's own (before,
+0 with AdamW meant AdamW's 0.01: TrainConfig.from_run reads such runs as they trained)."""
+
 FINAL_STOPS = ("early stopping", "solved")
 """The stops a run decides by its own rule, after which it is finished: its checkpoint says
 so, and a --resume of it trains no further (a time limit or an interrupt resumes)."""
+
+
+def steps_change(cfg: TrainConfig, old_steps: int, at: int) -> str:
+    """What a --resume at step `at` with `cfg.steps` in place of the run's `old_steps`
+    changes in the schedules laid over the whole run ('' where nothing): a cosine or step
+    learning rate and an "a:b" teacher-forcing schedule are spread over `steps`, so the
+    resumed run follows neither the schedule it began nor one of the new length from the
+    start (--resume's exactness is for a constant one)."""
+    old = dataclasses.replace(cfg, steps=old_steps)
+    end = max(min(old_steps, cfg.steps), at + 1)
+    probe = sorted({at, *np.linspace(at, end - 1, 64).round().astype(int).tolist()})
+    out = []
+    before, after = make_schedule(old), make_schedule(cfg)
+    moved = [k for k in probe if before(k) != after(k)]
+    if moved:
+        k = moved[0]
+        out.append(f"the {cfg.schedule} learning rate (at step {k}: {before(k):.4g} in the "
+                   f"run's schedule, {after(k):.4g} in the new one)")  # fmt: skip
+    a, b = teacher_schedule(cfg.teacher_forcing)
+    if a != b:
+        out.append(f"the teacher-forcing schedule {cfg.teacher_forcing}, now over "
+                   f"{cfg.steps} steps")  # fmt: skip
+    return " and ".join(out)
 
 
 class NonFiniteError(RuntimeError):
@@ -472,7 +519,7 @@ class Trainer:
     def config_dict(self) -> dict[str, Any]:
         """config.json: the settings, the model spec and, for a task that has one, the
         record of its data (charlm: the vocabulary and the corpus's hash)."""
-        out = {"train": self.cfg.to_dict(), "model": self.spec}
+        out = {"format": CONFIG_FORMAT, "train": self.cfg.to_dict(), "model": self.spec}
         if hasattr(self.task, "data_record"):
             out["data"] = self.task.data_record()
         return out

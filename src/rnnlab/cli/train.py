@@ -183,7 +183,7 @@ def _prepare_train(args, comm) -> tuple:
     --batch-size is each rank's: the run's global batch is K times it. Nothing here is a
     collective, so a rank that fails here cannot leave the others waiting."""
     from rnnlab import tasks
-    from rnnlab.train import TrainConfig
+    from rnnlab.train import TrainConfig, steps_change
 
     say = comm is None or comm.rank == 0
     if args.resume:
@@ -212,12 +212,16 @@ def _prepare_train(args, comm) -> tuple:
         else:  # stopped before its first checkpoint (or by a full disk): start it again
             ckpt, config = None, runs.run_config(io.read_json(run_dir / "config.json"), run_dir)
         source = (ckpt.path if ckpt is not None else run_dir) / "config.json"  # (what was read)
-        cfg = TrainConfig.from_dict(config["train"], source=str(source),
-                                    tasks=tasks.TASK_NAMES)  # fmt: skip
+        cfg = TrainConfig.from_run(config, source=str(source), tasks=tasks.TASK_NAMES)
+        run_steps = cfg.steps
         overrides = {k: v for k, v in vars(args).items() if k in ("steps", "time_limit")}
         for k, v in overrides.items():
             setattr(cfg, k, v)
         cfg.validate()
+        changed = steps_change(cfg, run_steps, ckpt.step if ckpt is not None else 0)
+        if changed and say:
+            print(f"rnnlab: warning: --steps {cfg.steps} (the run had {run_steps}) changes "
+                  f"{changed}; resume without --steps to keep the run's", file=sys.stderr)
         task = tasks.make_task(cfg, runs.data_record(run_dir, cfg, config))
         where = (ckpt.path if ckpt is not None else run_dir) / "config.json"
         model = runs.build_run_model(config["model"], where, cfg.seed)
