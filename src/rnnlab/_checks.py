@@ -10,7 +10,7 @@ import os
 import stat
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import BinaryIO, NoReturn
 
 import numpy as np
 
@@ -207,24 +207,49 @@ def _bytes(n: float) -> str:
     return f"{n:.1f} PiB"
 
 
-def read_bounded(path: Path, limit: int, what: str, error: type[ValueError] = ValueError) -> bytes:
-    """The bytes of a regular file of at most `limit` bytes: a device, a FIFO or a huge file
-    (`--data /dev/zero`) is refused instead of read until memory runs out."""
+def open_regular(path: Path, what: str, error: type[ValueError] = ValueError) -> BinaryIO:
+    """`path` opened for reading in binary, refused unless it is a regular file. Opened
+    without blocking and checked before any read: opening a FIFO for reading otherwise waits
+    for a writer forever, and a device (`/dev/zero`) never ends."""
     try:
-        with open(path, "rb") as f:
-            info = os.fstat(f.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise error(f"Cannot read {what} '{path}': it is not a regular file.")
-            if info.st_size > limit:
-                raise error(f"Cannot read {what} '{path}': it has {_bytes(info.st_size)}, "
-                            f"more than the {_bytes(limit)} rnnlab reads.")  # fmt: skip
-            data = f.read(limit + 1)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise error(f"Cannot read {what} '{path}': the file does not exist.") from None
     except IsADirectoryError:
         raise error(f"Cannot read {what} '{path}': it is a directory.") from None
     except PermissionError:
         raise error(f"Cannot read {what} '{path}': permission denied.") from None
+    except OSError as e:
+        raise error(f"Cannot read {what} '{path}': {e.strerror or e}.") from None
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        os.close(fd)
+        raise
+    if stat.S_ISDIR(mode):  # (Windows opens a directory)
+        os.close(fd)
+        raise error(f"Cannot read {what} '{path}': it is a directory.")
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise error(f"Cannot read {what} '{path}': it is {kind}, not a regular file.")
+    if hasattr(os, "set_blocking"):  # a regular file never blocks; plain reads from here
+        os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def read_bounded(path: Path, limit: int, what: str, error: type[ValueError] = ValueError) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes: a device, a FIFO or a huge file
+    (`--data /dev/zero`) is refused instead of read until memory runs out, or waited on."""
+    with open_regular(path, what, error) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > limit:
+            raise error(f"Cannot read {what} '{path}': it has {_bytes(size)}, "
+                        f"more than the {_bytes(limit)} rnnlab reads.")  # fmt: skip
+        try:
+            data = f.read(limit + 1)
+        except OSError as e:
+            raise error(f"Cannot read {what} '{path}': {e.strerror or e}.") from None
     if len(data) > limit:  # it grew while read
         raise error(f"Cannot read {what} '{path}': it holds more than {_bytes(limit)}.")
     return data

@@ -156,10 +156,7 @@ def cmd_translate(args) -> int:
     beam = None if args.beam is None else _beam(args.beam)
     if args.file is not None:
         path = Path(args.file)
-        try:
-            texts = path.read_text(encoding="utf-8").splitlines()
-        except UnicodeDecodeError:
-            raise UsageError(f"`--file` must be UTF-8 text; '{path}' is not") from None
+        texts = _source_lines(path)
         where = [f"line {i + 1} of {path}" for i in range(len(texts))]
         if not texts:
             raise UsageError(f"`--file` must hold one source a line; '{path}' is empty")
@@ -179,6 +176,28 @@ def cmd_translate(args) -> int:
         for o in outputs:
             print(o)
     return 0
+
+
+# Sources are short lines: a --file larger than this is not one of translate's.
+MAX_SOURCE_BYTES = 1 << 26
+
+
+def _source_lines(path: Path) -> list[str]:
+    """The lines of translate's --file, read as charlm reads a corpus: a regular file of
+    bounded size (a FIFO or /dev/zero is refused, not waited on or read until memory runs
+    out), UTF-8 without its byte-order mark, CRLF and CR line ends as "\\n". Lines end at
+    "\\n" only: a U+2028 or U+0085 inside a source is a character of it."""
+    from rnnlab._checks import read_bounded
+
+    data = read_bounded(path, MAX_SOURCE_BYTES, "`--file`", UsageError)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"`--file` must be UTF-8 text; '{path}' is not (byte {e.start}, "
+                         f"{data[e.start]:#04x})") from None  # fmt: skip
+    text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.split("\n")
+    return lines[:-1] if lines[-1] == "" else lines
 
 
 def cmd_export(args) -> int:

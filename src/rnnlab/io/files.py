@@ -194,10 +194,11 @@ def _read_bytes(path: Path, error: type[ValueError], what: str) -> bytes:
 
 
 def decode_utf8(data: bytes, path: Path, error: type[ValueError], what: str) -> str:
-    """The text of a file's `data`; `error` (naming the file and the first bad byte) if it is
-    not UTF-8."""
+    """The text of a file's `data`, without a leading byte-order mark (Windows editors write
+    one, and TOML and JSON parsers refuse it as a character at line 1, column 1); `error`
+    (naming the file and the first bad byte) if it is not UTF-8."""
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as e:
         raise error(
             f"'{path}' is not valid {what}: byte {e.start} ({data[e.start]:#04x}) is not UTF-8."

@@ -75,10 +75,15 @@ def read_text(path: str | os.PathLike[str]) -> str:
     if p.is_dir():
         _raise("path", expected, f"'{p}', which is a directory")
     try:
-        with open(p, "rb") as f:
+        # Opened without blocking: opening a FIFO for reading otherwise waits for a writer
+        # forever, before the check below could refuse it.
+        with open(os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as f:
             info = os.fstat(f.fileno())
             if not stat.S_ISREG(info.st_mode):  # /dev/zero, a FIFO: never-ending reads
-                _raise("path", expected, f"'{p}', which is not a regular file")
+                kind = "a FIFO (named pipe)" if stat.S_ISFIFO(info.st_mode) else "a device"
+                _raise("path", expected, f"'{p}', which is {kind}, not a regular file")
+            if hasattr(os, "set_blocking"):
+                os.set_blocking(f.fileno(), True)
             if info.st_size > MAX_BYTES:
                 _raise("path", f"{expected} of at most {MAX_BYTES:,} bytes",
                        f"'{p}', which has {info.st_size:,}")  # fmt: skip

@@ -1,0 +1,102 @@
+"""What the tasks read and what the commands on a trained run take: FIFOs, byte-order marks,
+empty options, vocabularies a run must keep, primes, and the n-gram baselines beside a
+charlm score. Every case ends in a result or one `rnnlab: error:` line naming the option or
+file, never a hang (each case is stopped after a minute) or a silently wrong result."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+
+import pytest
+
+from rnnlab.cli import main
+
+TINY = ["--hidden", "8", "--embed", "4", "--batch-size", "4", "--quiet"]
+INTERNAL = ("Traceback", "KeyError", "IndexError", "TypeError", "AttributeError",
+            "UnicodeEncodeError", "MemoryError", "codec")  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def no_hang():
+    """Opening a FIFO for reading blocks until a writer comes: a case that waits a minute
+    has hung (the alarm interrupts the blocked open and fails the case)."""
+
+    def stop(signum, frame):
+        raise TimeoutError("the case hung")
+
+    old = signal.signal(signal.SIGALRM, stop)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+def run_cli(*args) -> int:
+    return main([str(a) for a in args])
+
+
+def error_of(capsys, *args) -> str:
+    """The one line `rnnlab ARGS` fails with (warnings before it aside)."""
+    try:
+        code = run_cli(*args)
+    except SystemExit as e:  # argparse's usage and its many lines
+        code = e.code
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if not line.startswith("rnnlab: warning:")]
+    assert code not in (0, None), err
+    assert len(lines) == 1 and lines[0].startswith("rnnlab: error: "), err
+    assert not any(word in err for word in INTERNAL), err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text("the quick brown fox jumps over the lazy dog.\n" * 400, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory, corpus):
+    """A tiny charlm run."""
+    run = tmp_path_factory.mktemp("lm") / "run"
+    argv = ["train", "charlm", "--data", corpus, "--steps", 2, "--seq-len", 16]
+    assert run_cli(*argv, "--run-dir", run, *TINY) == 0
+    return run
+
+
+@pytest.fixture
+def fifo(tmp_path):
+    path = tmp_path / "fifo"
+    os.mkfifo(path)
+    return path
+
+
+# ------------------------------------------------------------------ files that are not files
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_as_an_input_file_is_refused_not_waited_on(capsys, fifo, lm):
+    for argv in (["train", "--config", fifo], ["train", "charlm", "--data", fifo, *TINY],
+                 ["evaluate", lm, "--data", fifo], ["translate", lm, "--file", fifo]):  # fmt: skip
+        line = error_of(capsys, *argv)
+        assert str(fifo) in line and re.search("FIFO|not a regular file", line), line
+
+
+def test_translate_file_is_bounded_names_the_option_and_drops_a_bom(capsys, tmp_path, lm):
+    assert "--file" in error_of(capsys, "translate", lm, "--file", tmp_path / "missing.txt")
+    assert "--file" in error_of(capsys, "translate", lm, "--file", "/dev/zero")
+    from rnnlab.cli.trained import _source_lines
+
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes(b"\xef\xbb\xbfone\r\ntwo\rthree\xc2\x85four\n")
+    assert _source_lines(bom) == ["one", "two", "three\x85four"]
+
+
+def test_a_toml_config_with_a_byte_order_mark_is_read(capsys, tmp_path):
+    from rnnlab import io
+
+    config = tmp_path / "bom.toml"
+    config.write_bytes(b'\xef\xbb\xbftask = "adding"\nsteps = 3\n')
+    assert io.read_toml(config) == {"task": "adding", "steps": 3}
