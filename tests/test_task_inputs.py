@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 
@@ -55,7 +56,9 @@ def error_of(capsys, *args) -> str:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-    path.write_text("the quick brown fox jumps over the lazy dog.\n" * 400, encoding="utf-8")
+    words = "the quick brown fox jumps over lazy dog.\n".split(" ")
+    rng = random.Random(0)  # not periodic: valid and test differ
+    path.write_text(" ".join(rng.choice(words) for _ in range(3000)), encoding="utf-8")
     return path
 
 
@@ -100,3 +103,37 @@ def test_a_toml_config_with_a_byte_order_mark_is_read(capsys, tmp_path):
     config = tmp_path / "bom.toml"
     config.write_bytes(b'\xef\xbb\xbftask = "adding"\nsteps = 3\n')
     assert io.read_toml(config) == {"task": "adding", "steps": 3}
+
+
+# ------------------------------------------------------------------ options
+
+
+def test_a_bad_option_value_is_one_line_not_the_usage(capsys):
+    assert "argument --T: invalid int value: '1.5'" in error_of(capsys, "train", "adding",
+                                                                "--T", "1.5")  # fmt: skip
+    assert "invalid choice: 'nosuch'" in error_of(capsys, "nosuch")
+
+
+def test_a_huge_T_is_refused_by_name_and_out_of_memory_names_the_commands_options(
+    capsys, monkeypatch
+):
+    line = error_of(capsys, "train", "adding", "--T", 10**9, "--quiet")
+    assert "`T` must be a size whose validation and test sequences" in line, line
+    from rnnlab.cli import gradflow
+
+    def out_of_memory(argv):
+        raise MemoryError
+
+    monkeypatch.setattr(gradflow, "main", out_of_memory)
+    line = error_of(capsys, "gradflow", "--T", 5)
+    assert "out of memory" in line and "--batch " in line, line
+    assert "--batch-size" not in line and "--seq-len" not in line, line
+
+
+# ------------------------------------------------------------------ charlm: baselines
+
+
+# ------------------------------------------------------------------ sample
+
+
+# ------------------------------------------------------------------ pytokens

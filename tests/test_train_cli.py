@@ -253,9 +253,11 @@ def error_of(capsys, *args):
 
 def test_bad_input_one_line_errors(tmp_path, capsys, corpus):
     assert "`task` must be one of" in error_of(capsys, "train", "nosuchtask")
-    with pytest.raises(SystemExit):  # argparse: unknown cell / option
-        run_cli("train", "adding", "--cell", "transformer")
-    capsys.readouterr()
+    assert "invalid choice: 'transformer'" in error_of(  # argparse's, on one line
+        capsys, "train", "adding", "--cell", "transformer"
+    )
+    assert "argument --T: invalid int value: '1.5'" in error_of(capsys, "train", "adding",
+                                                                "--T", "1.5")  # fmt: skip
     assert "does not exist" in error_of(
         capsys, "train", "charlm", "--data", tmp_path / "missing.txt"
     )

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from rnnlab.cli import reproduce, train, trained
 from rnnlab.cli._base import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, one_line
+from rnnlab.cli.options import Parser
 
 __all__ = ["EXIT_INTERRUPTED", "EXIT_USAGE", "UsageError", "build_parser", "main"]
 
@@ -30,7 +31,10 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    # options.Parser, whose error is an exception, for the commands' parsers too (argparse
+    # makes subparsers of the parser's own class): a bad option value is one line, not the
+    # command's whole usage before it.
+    parser: argparse.ArgumentParser = Parser(
         prog="rnnlab",
         description="Recurrent neural networks in NumPy with exact, hand-written BPTT.",
     )
@@ -70,16 +74,30 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in _DELEGATED:
         return _delegate(argv[0], argv[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except ValueError as e:  # Parser.error: an unknown option, a value of the wrong type
+        print(f"rnnlab: error: {one_line(e)}", file=sys.stderr)
+        return EXIT_USAGE
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    return _guarded(COMMANDS[args.command], args)
+    return _guarded(COMMANDS[args.command], args, memory=_MEMORY_HINTS.get(args.command, ""))
 
 
-def _guarded(command: Callable[..., int], *args: object) -> int:
+# What makes each command's memory grow, said when it runs out (only options it has).
+_MEMORY_HINTS = {
+    "train": "try a smaller --hidden, --batch-size, --seq-len or --T",
+    "evaluate": "the run's model or its held-out data is too large for the memory available",
+    "gradflow": "try a smaller --hidden, --batch or --T",
+    "bench": "try smaller sizes",
+}
+
+
+def _guarded(command: Callable[..., int], *args: object, memory: str = "") -> int:
     """Run a command; what a user can cause ends in one line and an exit status, the same for
-    every command (its own or delegated): 2 for bad input, 1 for a run that stopped."""
+    every command (its own or delegated): 2 for bad input, 1 for a run that stopped. `memory`:
+    what to try when memory runs out, in the command's own options."""
     try:
         return command(*args)
     except KeyboardInterrupt:
@@ -89,8 +107,7 @@ def _guarded(command: Callable[..., int], *args: object) -> int:
         print(f"rnnlab: error: {one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     except MemoryError:
-        print("rnnlab: error: out of memory; try a smaller --hidden, --batch-size or --seq-len",
-              file=sys.stderr)  # fmt: skip
+        print("rnnlab: error: out of memory" + (f"; {memory}" if memory else ""), file=sys.stderr)
         return 1
     except RuntimeError as e:  # e.g. NonFiniteError: the run stopped, its checkpoint is kept
         print(f"rnnlab: error: {one_line(e)}", file=sys.stderr)
@@ -101,4 +118,5 @@ def _delegate(command: str, argv: list[str]) -> int:
     import importlib
 
     module, function = _DELEGATED[command]
-    return _guarded(lambda: getattr(importlib.import_module(module), function)(argv))
+    return _guarded(lambda: getattr(importlib.import_module(module), function)(argv),
+                    memory=_MEMORY_HINTS.get(command, ""))  # fmt: skip

@@ -17,6 +17,7 @@ import math
 
 import numpy as np
 
+from rnnlab import _checks
 from rnnlab._checks import describe, fail, positive_int
 from rnnlab.losses import mean_squared_error, softmax_cross_entropy
 from rnnlab.tasks._sequence import _accuracy, _SequenceTask
@@ -223,9 +224,15 @@ class _SyntheticTask(_SequenceTask):
 
     fresh = True
     held_out = 1000  # sequences in each of the validation and test sets
+    step_bytes = 32  # bytes a step of a held-out sequence takes, with the draw's temporaries
 
     def __init__(self, cfg):
         super().__init__(cfg)
+        # Both held-out sets are made here, before the first step: a huge T is refused by
+        # name, not met as an out-of-memory error that blames --hidden or --batch-size.
+        _checks.affordable(2 * self.held_out * self.seq_len_hint() * self.step_bytes, "T",
+                           f"validation and test sequences (2 x {self.held_out} of about "
+                           f"{self.seq_len_hint():,} steps)")  # fmt: skip
         self._fixed = {
             s: self.sample(self.held_out, np.random.default_rng([cfg.seed, 10**6, k]))
             for k, s in enumerate(("valid", "test"))
@@ -326,6 +333,7 @@ class TemporalOrder(_SyntheticTask):
     metric = "accuracy"
     higher_is_better = True
     output_size = 4
+    step_bytes = 48  # 8 float32 a step, on up to 1.1 T steps
 
     def sample(self, n, rng):
         x, lengths, y = temporal_order(n, self.cfg.T, rng)
