@@ -130,6 +130,15 @@ def test_a_huge_T_is_refused_by_name_and_out_of_memory_names_the_commands_option
     assert "--batch-size" not in line and "--seq-len" not in line, line
 
 
+def test_seq_len_is_said_to_have_no_effect_on_charlm_with_bptt():
+    from rnnlab.train import TrainConfig
+
+    cfg = TrainConfig.from_dict({"task": "charlm", "bptt": 8, "seq_len": 16})
+    said = cfg.without_effect({"bptt", "seq_len"})
+    assert any("`seq_len` has no effect on charlm when `bptt` is set" in s for s in said), said
+    assert not TrainConfig.from_dict({"task": "charlm", "seq_len": 16}).without_effect({"seq_len"})
+
+
 # ------------------------------------------------------------------ charlm: baselines
 
 

@@ -310,6 +310,9 @@ class TrainConfig:
             out.append(f"`valid_fold` is for the caption task; {self.task} ignores it")
         if "seq_len" in g and self.task not in ("charlm", "pytokens"):
             out.append(f"`seq_len` cuts charlm and pytokens text; {self.task} ignores it")
+        if "seq_len" in g and self.task == "charlm" and self.bptt:
+            out.append(f"`seq_len` has no effect on charlm when `bptt` is set: its stream is "
+                       f"read {self.bptt} characters at a time (bptt)")  # fmt: skip
         seq2seq = self.task in ("numbers", "dates", "caption")
         if "train_size" in g and self.task != "pytokens" and not seq2seq:
             out.append(f"`train_size` is read by the pytokens, numbers, dates and caption "

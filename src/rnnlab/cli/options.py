@@ -52,6 +52,12 @@ def number(name: str):
     return option_type(name, "a finite number", float, math.isfinite)
 
 
+def path(name: str):
+    """A file's path: an empty one is refused (as `--data ""` it silently meant the built-in
+    corpus, the setting's default)."""
+    return option_type(name, "the path of a file (not empty)", str, bool)
+
+
 # ---------------------------------------------------------------------- shared option groups
 # Each concept's options are defined once, here, and every command that takes them adds them
 # with the functions below. `defaults`: argparse.SUPPRESS (the default) leaves an option out
@@ -187,7 +193,8 @@ def add_data_options(parser, defaults=SUPPRESS, *, only=None, checked: bool = Fa
     """--data, --T, --digits-mode, --valid-fold, --train-size and --seed (of the data and the
     weights)."""
     g = _Group(parser, "data", defaults, only)
-    g.add("--data", help="charlm: a UTF-8 text file (default: built-in corpus)")
+    g.add("--data", type=path("--data"),
+          help="charlm: a UTF-8 text file (default: built-in corpus)")  # fmt: skip
     g.add("--T", dest="T", type=count("--T") if checked else int,
           help="memory tasks (adding, copy, temporal-order): sequence length")  # fmt: skip
     g.add("--digits-mode", dest="digits_mode", choices=("rows", "pixels"))
