@@ -58,3 +58,16 @@ def test_top_k_keeps_exactly_k_ids_when_logits_tie():
     np.testing.assert_allclose(p[p > 0], 0.5)
     full = next_token_probabilities(np.array([0.0, np.log(3.0)]), 1.0)
     np.testing.assert_allclose(full, [0.25, 0.75])
+
+
+def test_excluded_ids_are_never_sampled():
+    """A vocabulary's unknown id stands for no character: excluded, it never comes, even as
+    the model's favourite and at a temperature where every id is about as likely."""
+    for temperature in (1.0, 1000.0):
+        out = sample_ids(_model(), [1, 2], 200, temperature=temperature, rng=0, exclude=[V - 1])
+        assert (V - 1) not in out.tolist() and len(set(out.tolist())) > 1
+    assert set(sample_ids(_model(), [1], 20, rng=0, top_k=1, exclude=[V - 1])) == {V - 2}
+    with pytest.raises(ValueError, match=r"`exclude` must be ids in \[0, 6\)"):
+        sample_ids(_model(), [1], 5, rng=0, exclude=[V])
+    with pytest.raises(ValueError, match=r"`exclude` must be some of the model's ids"):
+        sample_ids(_model(), [1], 5, rng=0, exclude=list(range(V)))

@@ -106,6 +106,9 @@ def test_a_toml_config_with_a_byte_order_mark_is_read(capsys, tmp_path):
 
 
 # ------------------------------------------------------------------ options
+def test_an_empty_data_option_is_refused_not_read_as_the_built_in_corpus(capsys, lm):
+    for argv in (["train", "charlm", "--data", "", *TINY], ["evaluate", lm, "--data", ""]):
+        assert "`--data` must be the path of a file (not empty); got ''" in error_of(capsys, *argv)
 
 
 def test_a_bad_option_value_is_one_line_not_the_usage(capsys):
@@ -140,9 +143,77 @@ def test_seq_len_is_said_to_have_no_effect_on_charlm_with_bptt():
 
 
 # ------------------------------------------------------------------ charlm: baselines
+def test_evaluate_on_the_valid_split_is_beside_the_valid_splits_baselines(capsys, lm):
+    from rnnlab import runs, tasks
+
+    assert run_cli("evaluate", lm, "--split", "valid", "--json") == 0
+    valid = json.loads(capsys.readouterr().out)
+    _, cfg, _, data = runs.load_run(lm, vocabulary=True)
+    task = tasks.make_task(cfg, data)
+
+    def nats(baselines):
+        return [baselines[name]["nats_per_char"] for name in sorted(baselines)]
+
+    assert nats(valid["baselines"]) == pytest.approx(nats(task.baselines("valid")))
+    assert nats(valid["baselines"]) != pytest.approx(nats(task.baselines("test")))
+    assert run_cli("evaluate", lm, "--split", "valid") == 0
+    unigram = task.baselines("valid")["unigram"]["nats_per_char"]
+    assert f"unigram  {unigram:.3f} nats/char" in capsys.readouterr().out
+
+
+def test_a_charlm_vocabulary_too_large_for_5_grams_gets_the_orders_it_allows(capsys, tmp_path):
+    chars = "".join(chr(0x4E00 + i) for i in range(7000))  # 7,000 CJK characters
+    corpus = tmp_path / "cjk.txt"
+    corpus.write_text(chars + chars[::-1] + chars, encoding="utf-8")
+    run = tmp_path / "run"
+    argv = ["train", "charlm", "--data", corpus, "--steps", 1, "--seq-len", 8, "--embed", 2]
+    assert run_cli(*argv, "--run-dir", run, "--hidden", 2, "--batch-size", 2, "--quiet") == 0
+    assert (run / "result.json").exists()
+    capsys.readouterr()
+    assert run_cli("evaluate", run, "--json") == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["baselines"]) == {"unigram", "bigram", "trigram", "4-gram"}
+    assert run_cli("evaluate", run) == 0
+    assert "no n-gram above order 4" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------ sample
+def test_sample_refuses_unknown_prime_characters_and_never_samples_unknown(capsys, lm):
+    line = error_of(capsys, "sample", lm, "--prime", "the QUICK fox")
+    assert "`--prime` must be text of characters the run was trained on" in line, line
+    assert "5 it never saw ('QUICK', first at character 4)" in line, line
+    assert "--unknown map" in line, line
+    assert run_cli("sample", lm, "--prime", "the QUICK", "--unknown", "map", "--length", 5) == 0
+    assert capsys.readouterr().out.startswith("the QUICK")
+    assert run_cli("sample", lm, "--prime", "the\r\nfox", "--length", 5) == 0
+    assert capsys.readouterr().out.startswith("the\nfox")
+    # near-uniform: the unknown id (1 of 29) would come about 14 times in 400
+    assert run_cli("sample", lm, "--temperature", 1000, "--length", 400) == 0
+    out = capsys.readouterr().out
+    assert len(out) > 400 and "\ufffd" not in out
+
+
+def test_sample_options_are_named(capsys, lm):
+    assert "`--seed` must be a non-negative integer" in error_of(capsys, "sample", lm,
+                                                                  "--seed", -1)  # fmt: skip
+    line = error_of(capsys, "sample", lm, "--length", 10**12)
+    assert "`--length` must be an integer from 0 to 1,000,000" in line, line
+    line = error_of(capsys, "sample", lm, "--prime", "ab\udcff")  # argv's b"ab\xff"
+    assert "`--prime` must be valid Unicode text; got the byte 0xff" in line, line
+    assert "`--top-k` must be a positive integer" in error_of(capsys, "sample", lm,
+                                                               "--top-k", 0)  # fmt: skip
+
+
+def test_sample_starts_from_a_character_the_run_knows_without_a_prime(capsys, tmp_path):
+    corpus = tmp_path / "one-line.txt"
+    corpus.write_text("abcab cabba " * 200, encoding="utf-8")  # no line end
+    run = tmp_path / "run"
+    argv = ["train", "charlm", "--data", corpus, "--steps", 1, "--seq-len", 8]
+    assert run_cli(*argv, "--run-dir", run, *TINY) == 0
+    capsys.readouterr()
+    assert run_cli("sample", run, "--length", 20) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(" ") and "\ufffd" not in out, out
 
 
 # ------------------------------------------------------------------ pytokens

@@ -22,11 +22,15 @@ def sample_ids(
     temperature: float = 1.0,
     top_k: int | None = None,
     rng: RngLike,
+    exclude: object = None,
 ) -> np.ndarray:
     """Sample `length` ids after the 1-d array `prime` (at least one id) from a token model.
-    `rng`: a Generator or a seed, so that a sample can be drawn again."""
+    `rng`: a Generator or a seed, so that a sample can be drawn again. `exclude`: ids never
+    sampled (their probability is 0, the others renormalised): a vocabulary's unknown id
+    stands for no character, and printed it would be a U+FFFD in the text."""
     if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 0:
         _checks.fail("length", "a non-negative integer", _checks.describe(length))
+    _checks.affordable(int(length) * 8, "length", "sampled ids")
     temperature = _checks.finite_float(temperature, "temperature")
     if temperature <= 0:
         _checks.fail("temperature", "a positive number", repr(temperature))
@@ -36,11 +40,23 @@ def sample_ids(
     ids = _checks.int_array(prime, "prime", ndim=1)
     if ids.shape[0] == 0:
         _checks.fail("prime", "at least one token", "an empty prime")
+    never = None if exclude is None else _checks.int_array(exclude, "exclude", ndim=1)
     f = model.forward(ids.astype(np.int64).reshape(1, -1))
     state = f.state
     logits = f.output[0, -1]
+    if never is not None and never.size:
+        size = logits.shape[-1]
+        if never.min() < 0 or never.max() >= size:
+            _checks.fail("exclude", f"ids in [0, {size}) (the model's outputs)",
+                         _checks.describe(never.tolist()))  # fmt: skip
+        if np.unique(never).size == size:
+            _checks.fail("exclude", "some of the model's ids, not all of them",
+                         f"all {size}")  # fmt: skip
     out = np.empty(int(length), np.int64)
     for i in range(int(length)):
+        if never is not None and never.size:
+            logits = logits.astype(np.float64)  # (a copy: the model's output is left alone)
+            logits[never] = -np.inf
         p = next_token_probabilities(logits, temperature, top_k)
         out[i] = gen.choice(p.size, p=p)
         f = model.forward(out[i : i + 1].reshape(1, 1), state=state)

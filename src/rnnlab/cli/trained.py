@@ -11,6 +11,11 @@ import numpy as np
 
 from rnnlab import runs
 from rnnlab.cli._base import UsageError
+from rnnlab.cli.options import count, option_type, positive_float
+from rnnlab.cli.options import path as path_option
+
+# One forward step a character: a million take minutes; more is not a sample to read.
+MAX_SAMPLE_LENGTH = 1_000_000
 
 
 def add_parsers(sub) -> None:
@@ -19,10 +24,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--split", choices=("valid", "test"), default="test")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(
-        "--data",
+        "--data", type=path_option("--data"),
         help="charlm: evaluate on the held-out pieces of this text, read with the run's "
         "vocabulary (characters it does not know are counted in unknown_chars)",
-    )
+    )  # fmt: skip
 
     p.add_argument(
         "--beam", type=int, default=None,
@@ -49,11 +54,22 @@ def add_parsers(sub) -> None:
 
     p = sub.add_parser("sample", help="generate text from a trained charlm run")
     p.add_argument("run", help="a run directory of the charlm task")
-    p.add_argument("--prime", default="\n", help="text to start from")
-    p.add_argument("--length", type=int, default=400)
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-k", dest="top_k", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--prime", default=None,
+                   help="text to start from (default: a line end, or a space or the first "
+                   "character of the run's vocabulary if it has none)")  # fmt: skip
+    length = option_type("--length", f"an integer from 0 to {MAX_SAMPLE_LENGTH:,}", int,
+                         lambda v: 0 <= v <= MAX_SAMPLE_LENGTH)  # fmt: skip
+    p.add_argument("--length", type=length, default=400,
+                   help=f"characters to sample (at most {MAX_SAMPLE_LENGTH:,})")  # fmt: skip
+    p.add_argument("--temperature", type=positive_float("--temperature"), default=0.8)
+    p.add_argument("--top-k", dest="top_k", type=count("--top-k"), default=None)
+    p.add_argument("--seed", default=0, type=option_type("--seed", "a non-negative integer",
+                                                          int, lambda v: v >= 0))  # fmt: skip
+    p.add_argument(
+        "--unknown", choices=("error", "map"), default="error",
+        help="characters of --prime the run never saw: refuse them (default), or read them "
+        "as the unknown symbol",
+    )  # fmt: skip
 
     p = sub.add_parser(
         "export",
@@ -91,6 +107,8 @@ def cmd_evaluate(args) -> int:
         from rnnlab.tasks.transduction import _beam
 
         extra["beam"] = cfg.beam if args.beam is None else _beam(args.beam)
+    if cfg.task == "charlm":  # the n-gram baselines of the split evaluated, said beside it
+        extra["baselines"] = True
     with np.errstate(all="ignore"):  # a diverged model's overflow is reported below
         result = task.evaluate(model, args.split, **extra)
     clean, bad = _finite_or_null(result)
@@ -141,6 +159,8 @@ def cmd_sample(args) -> int:
             temperature=args.temperature,
             top_k=args.top_k,
             seed=args.seed,
+            unknown=args.unknown,
+            name="--prime",
         )
     )
     return 0

@@ -302,6 +302,19 @@ def _stored_vocab(data):
     return CharVocab.from_json({"type": "CharVocab", "chars": data["vocab"]})
 
 
+# The n-gram baselines beside a charlm score: orders 1 to this,
+MAX_BASELINE_ORDER = 5
+
+
+def baseline_order(vocab_size: int) -> int:
+    """The highest baseline order a vocabulary allows, at most MAX_BASELINE_ORDER: an n-gram
+    is coded as an int64 (rnnlab.tasks.ngram), so vocab_size ** order stays below 2 ** 63.
+    Five for up to 6,208 symbols, four for up to 55,108, three for any Unicode text."""
+    from rnnlab.tasks import ngram
+
+    return max(k for k in range(1, MAX_BASELINE_ORDER + 1) if vocab_size**k < ngram._INT64_LIMIT)
+
+
 class CharLM:
     """Character language model with a stateful stream of windows (classic truncated BPTT)."""
 
@@ -372,6 +385,7 @@ class CharLM:
         self.per_epoch = usable // self.window
         self._baselines: dict = {}
         self.output_size = self.vocab.size
+        self.max_order = baseline_order(self.vocab.size)
 
     def input_spec(self, cfg):
         return {"type": "tokens", "vocab_size": self.vocab.size, "embed_dim": cfg.embed}
@@ -387,7 +401,8 @@ class CharLM:
             f"{self.source}: {self.chars:,} characters, {self.vocab.size} symbols; "
             f"train/valid/test {len(self.ids['train']):,}/{len(self.ids['valid']):,}/"
             f"{len(self.ids['test']):,}"
-        )
+        ) + (f"; n-gram baselines up to order {self.max_order} (the vocabulary is too large "
+             "for more)" if self.max_order < MAX_BASELINE_ORDER else "")  # fmt: skip
 
     def batch(self, step: int, rng) -> Batch:
         w = step % self.per_epoch
@@ -399,7 +414,9 @@ class CharLM:
     def loss(self, output, batch: Batch):
         return softmax_cross_entropy(output, batch.y, reduction="mean")
 
-    def evaluate(self, model, split: str) -> dict:
+    def evaluate(self, model, split: str, *, baselines: bool | None = None) -> dict:
+        """nats and bits per character on a split; with `baselines` (default: on the test
+        split) the n-gram baselines of that same split beside them."""
         ids = self.ids[split]
         tracks = 8
         n = (len(ids) - 1) // tracks
@@ -416,7 +433,7 @@ class CharLM:
             "nats_per_char": nats, "bits_per_char": nats / math.log(2), "chars": n * tracks,
             "unknown_chars": int((ids == self.vocab.unknown).sum()),
         }  # fmt: skip
-        if split == "test":
+        if split == "test" if baselines is None else baselines:
             result["baselines"] = self.baselines(split)
         return result
 
@@ -425,14 +442,52 @@ class CharLM:
 
         if split not in self._baselines:
             self._baselines[split] = ngram.ngram_baselines(
-                self.ids["train"], self.ids[split], self.vocab.size, max_order=5
+                self.ids["train"], self.ids[split], self.vocab.size, max_order=self.max_order
             )
         return self._baselines[split]
 
-    def sample(self, model, prime: str, length: int, *, temperature=0.8, top_k=None, seed=0) -> str:
+    def default_prime(self) -> str:
+        """What sampling starts from when given no prime: a line end, as a text starts after
+        one; for a vocabulary without one, a space, else its first character (never the
+        unknown symbol, which would start the model from a character it was not trained on)."""
+        for start in ("\n", " "):
+            if start in self.vocab.chars:
+                return start
+        return self.vocab.chars[0]
+
+    def sample(
+        self, model, prime: str | None, length: int, *, temperature=0.8, top_k=None, seed=0,
+        unknown: str = "error", name: str = "prime",
+    ) -> str:  # fmt: skip
+        """`prime` followed by `length` sampled characters. A prime's line ends are read as the
+        corpus's are (CRLF and CR become "\\n"); a character the run's vocabulary lacks is
+        refused (`unknown="error"`) or read as the unknown symbol (`"map"`). The unknown
+        symbol is never sampled. `name`: the prime's name in errors (the CLI's --prime)."""
         from rnnlab.generate import sample_ids
 
-        ids = self.vocab.encode(prime or "\n")
+        _checks.choice(unknown, "unknown", ("error", "map"))
+        if prime is None or prime == "":
+            prime = self.default_prime()
+        elif not isinstance(prime, str):
+            fail(name, "a str", describe(prime))
+        try:
+            prime.encode("utf-8")
+        except UnicodeEncodeError as e:
+            # a lone surrogate: from the command line, a byte that is not UTF-8 (Python's
+            # surrogateescape gives byte b as U+DC00 + b)
+            bad = ord(prime[e.start])
+            what = (f"the byte {bad - 0xDC00:#04x}, which is not UTF-8," if 0xDC80 <= bad <= 0xDCFF
+                    else f"the lone surrogate U+{bad:04X}")  # fmt: skip
+            fail(name, "valid Unicode text", f"{what} at character {e.start}")
+        prime = prime.replace("\r\n", "\n").replace("\r", "\n")
+        ids = self.vocab.encode(prime)
+        unseen = np.flatnonzero(ids == self.vocab.unknown)
+        if unseen.size and unknown == "error":
+            chars = "".join(dict.fromkeys(prime[i] for i in unseen.tolist()))
+            fail(name, "text of characters the run was trained on",
+                 f"{len(chars)} it never saw ({chars[:20]!r}, first at character "
+                 f"{int(unseen[0])})",
+                 "Leave them out, or read them as the unknown symbol (--unknown map).")  # fmt: skip
         out = sample_ids(
             model,
             ids,
@@ -440,8 +495,9 @@ class CharLM:
             temperature=temperature,
             top_k=top_k,
             rng=np.random.default_rng(seed),
+            exclude=[self.vocab.unknown],
         )
-        return (prime or "") + self.vocab.decode(out)
+        return prime + self.vocab.decode(out)
 
     def report(self, result: dict) -> list[str]:
         lines = [
@@ -456,6 +512,10 @@ class CharLM:
                 f"  {name:<8} {b['nats_per_char']:.3f} nats/char = "
                 f"{b['bits_per_char']:.3f} bits/char{mark}"
             )
+        top = max(b["order"] for b in base.values())
+        if top < MAX_BASELINE_ORDER:
+            lines.append(f"  (no n-gram above order {top}: with {self.vocab.size:,} symbols "
+                         "its counts would not fit rnnlab's int64 n-gram codes)")  # fmt: skip
         beaten = [n for n, b in base.items() if result["nats_per_char"] < b["nats_per_char"]]
         lines.append("beats: " + (", ".join(beaten) if beaten else "no n-gram baseline yet"))
         return lines
