@@ -217,3 +217,37 @@ def test_sample_starts_from_a_character_the_run_knows_without_a_prime(capsys, tm
 
 
 # ------------------------------------------------------------------ pytokens
+def test_pytokens_too_small_a_train_size_names_train_size_and_seq_len(capsys):
+    line = error_of(capsys, "train", "pytokens", "--train-size", 500, *TINY)
+    assert "`train_size` must be at least 2,0" in line and "seq_len = 100" in line, line
+
+
+def test_a_pytokens_run_keeps_its_vocabulary_where_the_standard_library_differs(
+    capsys, tmp_path, monkeypatch
+):
+    from rnnlab.tasks import pytokens
+
+    run = tmp_path / "py"
+    argv = ["train", "pytokens", "--train-size", 4000, "--seq-len", 20, "--steps", 1]
+    assert run_cli(*argv, "--run-dir", run, *TINY) == 0
+    stored = json.loads((run / "config.json").read_text())["data"]
+    assert stored["vocab"] and len(stored["test_sha256"]) == 64
+    capsys.readouterr()
+    assert run_cli("evaluate", run, "--json") == 0
+    before = json.loads(capsys.readouterr().out)
+    # another Python: one more module, first in the shuffled order, of characters never seen
+    extra = tmp_path / "extra.py"
+    extra.write_text('x = "\u00e9\u00e8\u00ea\u4e00"\n' * 400, encoding="utf-8")
+    listed = pytokens.stdlib_files
+    monkeypatch.setattr(pytokens, "stdlib_files", lambda: [extra, *listed()])
+    assert run_cli("evaluate", run, "--json") == 0
+    out, err = capsys.readouterr()
+    assert "test split made now differs" in err
+    assert json.loads(out)["accuracy"] != before["accuracy"]
+    # a run from before pytokens runs stored their record evaluates as it did
+    monkeypatch.setattr(pytokens, "stdlib_files", listed)
+    config = json.loads((run / "config.json").read_text())
+    del config["data"]
+    (run / "config.json").write_text(json.dumps(config))
+    assert run_cli("evaluate", run, "--json") == 0
+    assert json.loads(capsys.readouterr().out) == before

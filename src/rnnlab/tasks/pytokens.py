@@ -27,9 +27,11 @@ Classes (CLASSES, in label order):
 
 from __future__ import annotations
 
+import hashlib
 import io
 import keyword
 import os
+import sys
 import sysconfig
 import tokenize
 from pathlib import Path
@@ -267,6 +269,29 @@ def chunk(ids: object, labels: object, length: int) -> tuple[np.ndarray, np.ndar
 # -------------------- the task, as the Trainer drives it (rnnlab.train.Task)
 
 
+def _split_bounds(n: int) -> dict[str, tuple[int, int]]:
+    """Contiguous pieces of n characters: 90 % train, 5 % valid, 5 % test."""
+    a, b = int(n * 0.9), int(n * 0.95)
+    return {"train": (0, a), "valid": (a, b), "test": (b, n)}
+
+
+def _digest(text: str, labels: np.ndarray) -> str:
+    h = hashlib.sha256(text.encode("utf-8"))
+    h.update(np.ascontiguousarray(labels, np.int8).tobytes())
+    return h.hexdigest()
+
+
+def _stored_record(data) -> dict | None:
+    """A run's record, checked; None for a run from before pytokens runs stored one."""
+    if not data:
+        return None
+    if (not isinstance(data, dict) or not isinstance(data.get("vocab"), str)
+            or not data["vocab"] or not isinstance(data.get("test_sha256"), str)):  # fmt: skip
+        fail("config.json's 'data'", "a record of the vocabulary and the test split's digest "
+             "('vocab', 'test_sha256')", describe(data))  # fmt: skip
+    return data
+
+
 class PyTokens(_SequenceTask):
     name = "pytokens"
     metric = "accuracy"
@@ -274,21 +299,49 @@ class PyTokens(_SequenceTask):
     per_step = True
     readout = "steps"
 
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, data: dict | None = None):
+        """`data`: a trained run's record (data_record): its vocabulary is used, so the ids
+        fit the model whatever standard library this Python has; a test split that differs
+        from the run's is said on stderr. None (a new run, or one from before runs stored
+        it): the vocabulary of the training split."""
         super().__init__(cfg)
         max_chars = cfg.train_size or 400_000
         chars, labels = load_pytokens(max_chars=max_chars, seed=cfg.seed)
         n = len(chars)
-        a, b = int(n * 0.9), int(n * 0.95)
-        self.vocab = CharVocab(chars[:a])
+        L = cfg.seq_len
+        bounds = _split_bounds(n)
+        if min(hi - lo for lo, hi in bounds.values()) < L:
+            need = next(m for m in range(20 * L, 20 * L + 100) if min(
+                hi - lo for lo, hi in _split_bounds(m).values()) >= L)  # fmt: skip
+            fail("train_size", f"at least {need:,} characters with seq_len = {L}, so that "
+                 "valid and test (5 % each) hold one window of seq_len characters",
+                 f"{n:,}" + (" (all the standard library gave)" if n < max_chars else ""),
+                 "Raise --train-size or lower --seq-len.")  # fmt: skip
+        a, b = bounds["valid"]
+        stored = _stored_record(data)
+        self.vocab = (CharVocab.from_json({"type": "CharVocab", "chars": stored["vocab"]})
+                      if stored else CharVocab(chars[:a]))  # fmt: skip
         self.classes = CLASSES
         self.output_size = len(self.classes)
         ids = self.vocab.encode(chars)
-        L = cfg.seq_len
+        digest = _digest(chars[b:], labels[b:])
+        self._record = {"vocab": self.vocab.chars, "test_sha256": digest}
+        if stored and stored["test_sha256"] != digest:
+            print("rnnlab: warning: the pytokens test split made now differs from the one of "
+                  "the run's training (another Python, whose standard library differs?); it "
+                  "is read with the run's vocabulary, characters the run never saw as its "
+                  "unknown symbol, and the scores are on the new split",
+                  file=sys.stderr)  # fmt: skip
         self._splits = {}
-        for name, sl in (("train", slice(0, a)), ("valid", slice(a, b)), ("test", slice(b, n))):
-            x, y = chunk(ids[sl], labels[sl], L)
+        for name, (lo, hi) in bounds.items():
+            x, y = chunk(ids[lo:hi], labels[lo:hi], L)
             self._splits[name] = (x.astype(np.int64), y.astype(np.int64), None)
+
+    def data_record(self) -> dict:
+        """What a run stores of its data (config.json's "data"): the vocabulary and the
+        SHA-256 of the test split, so that evaluate reads the text with the run's ids even
+        where the standard library differs (another Python has other characters)."""
+        return dict(self._record)
 
     def input_spec(self, cfg):
         return {"type": "tokens", "vocab_size": self.vocab.size, "embed_dim": cfg.embed}

@@ -261,7 +261,7 @@ def make_task(cfg: TrainConfig, data: dict | None = None, *, text: bool = True):
     if name == "digits":
         return Digits(cfg)
     if name == "pytokens":
-        return PyTokens(cfg)
+        return PyTokens(cfg, data)
     if name == "adding":
         return Adding(cfg)
     if name == "copy":
