@@ -682,10 +682,10 @@ RUN_COMMAND_CASES = [
     ("adding", ["train", "--resume", "RUN", "--lr", "0.1"], r"`--resume` continues a run"),
     ("adding", ["train", "--resume", "RUN", "--steps", "0"], r"`steps` must be a positive"),
     ("adding", ["train", "adding", "--run-dir", "RUN"], r"`--run-dir` must be a new or empty"),
-    ("charlm", ["sample", "RUN", "--length", "-5"], r"`length` must be"),
-    ("charlm", ["sample", "RUN", "--temperature", "0"], r"`temperature` must be"),
-    ("charlm", ["sample", "RUN", "--temperature", "nan"], r"`temperature` must be"),
-    ("charlm", ["sample", "RUN", "--top-k", "0"], r"`top_k` must be"),
+    ("charlm", ["sample", "RUN", "--length", "-5"], r"`--length` must be"),
+    ("charlm", ["sample", "RUN", "--temperature", "0"], r"`--temperature` must be"),
+    ("charlm", ["sample", "RUN", "--temperature", "nan"], r"`--temperature` must be"),
+    ("charlm", ["sample", "RUN", "--top-k", "0"], r"`--top-k` must be"),
     ("charlm", ["evaluate", "RUN", "--data", "/dev/zero"], r"which is not a regular file"),
 ]
 

@@ -231,8 +231,8 @@ def open_regular(path: Path, what: str, error: type[ValueError] = ValueError) ->
         raise error(f"Cannot read {what} '{path}': it is a directory.")
     if not stat.S_ISREG(mode):
         os.close(fd)
-        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device or socket"
-        raise error(f"Cannot read {what} '{path}': it is {kind}, not a regular file.")
+        kind = "a FIFO, a named pipe" if stat.S_ISFIFO(mode) else "a device or a socket"
+        raise error(f"Cannot read {what} '{path}': it is not a regular file ({kind}).")
     if hasattr(os, "set_blocking"):  # a regular file never blocks; plain reads from here
         os.set_blocking(fd, True)
     return os.fdopen(fd, "rb")

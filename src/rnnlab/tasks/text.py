@@ -80,7 +80,7 @@ def read_text(path: str | os.PathLike[str]) -> str:
         with open(os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as f:
             info = os.fstat(f.fileno())
             if not stat.S_ISREG(info.st_mode):  # /dev/zero, a FIFO: never-ending reads
-                kind = "a FIFO (named pipe)" if stat.S_ISFIFO(info.st_mode) else "a device"
+                kind = "a FIFO, a named pipe" if stat.S_ISFIFO(info.st_mode) else "a device"
                 _raise("path", expected, f"'{p}', which is not a regular file ({kind})")
             if hasattr(os, "set_blocking"):
                 os.set_blocking(f.fileno(), True)
