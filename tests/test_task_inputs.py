@@ -251,3 +251,21 @@ def test_a_pytokens_run_keeps_its_vocabulary_where_the_standard_library_differs(
     (run / "config.json").write_text(json.dumps(config))
     assert run_cli("evaluate", run, "--json") == 0
     assert json.loads(capsys.readouterr().out) == before
+
+
+# ------------------------------------------------------------------ encoder-decoder beams
+def test_a_beam_wider_than_the_target_vocabulary_is_refused(capsys, tmp_path, monkeypatch):
+    """--beam 100000 decoded one word for over a minute (hypotheses grow to the width)."""
+    from rnnlab.tasks import transduction
+
+    monkeypatch.setitem(transduction.HELD_OUT_SIZE, "valid", 20)
+    monkeypatch.setitem(transduction.HELD_OUT_SIZE, "test", 20)
+    run = tmp_path / "numbers"
+    argv = ["train", "numbers", "--steps", 1, "--train-size", 200, "--beam", 1]
+    assert run_cli(*argv, "--run-dir", run, *TINY) == 0
+    vocab = json.loads((run / "config.json").read_text())["model"]["target_vocab"]
+    capsys.readouterr()
+    for command in (["translate", run, "one"], ["evaluate", run]):
+        line = error_of(capsys, *command, "--beam", 100_000)
+        assert f"`--beam` must be a width from 1 to {vocab} for this run" in line, line
+    assert run_cli("translate", run, "one", "--beam", vocab) == 0

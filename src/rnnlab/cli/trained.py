@@ -104,9 +104,7 @@ def cmd_evaluate(args) -> int:
         raise UsageError(f"`--beam` is for numbers, dates and caption runs; '{run_dir}' is "
                          f"a {cfg.task} run")  # fmt: skip
     if cfg.task in tasks.SEQ2SEQ_TASKS:  # greedy and beam search, on either split
-        from rnnlab.tasks.transduction import _beam
-
-        extra["beam"] = cfg.beam if args.beam is None else _beam(args.beam)
+        extra["beam"] = cfg.beam if args.beam is None else _checked_beam(args.beam, task)
     if cfg.task == "charlm":  # the n-gram baselines of the split evaluated, said beside it
         extra["baselines"] = True
     with np.errstate(all="ignore"):  # a diverged model's overflow is reported below
@@ -187,7 +185,7 @@ def cmd_translate(args) -> int:
         raise UsageError(f"`run` must be a numbers or dates run to translate; '{run_dir}' is "
                          f"a {cfg.task} run")  # fmt: skip
     task = tasks.make_task(cfg, data)
-    beam = cfg.beam if beam is None else beam
+    beam = cfg.beam if beam is None else _checked_beam(beam, task)
     outputs = task.translate(model, texts, beam=beam, unknown=args.unknown, where=where)
     if args.json:
         pairs = [{"source": s, "output": o} for s, o in zip(texts, outputs, strict=True)]
@@ -196,6 +194,23 @@ def cmd_translate(args) -> int:
         for o in outputs:
             print(o)
     return 0
+
+
+def _checked_beam(beam: int, task) -> int:
+    """--beam, refused above the run's target vocabulary: the hypotheses grow to the beam's
+    width at every step, so --beam 100000 decoded for minutes (a width no larger than the
+    symbols the decoder chooses among already keeps every continuation of its first step).
+    Only the option typed is checked: a run trained with a wider beam still loads."""
+    from rnnlab.tasks.transduction import _beam
+
+    beam = _beam(beam)
+    if beam > task.output_size:
+        raise UsageError(
+            f"`--beam` must be a width from 1 to {task.output_size} for this run (the symbols "
+            f"its decoder chooses among; a wider beam multiplies the work for next to "
+            f"nothing); got {beam} instead."
+        )
+    return beam
 
 
 # Sources are short lines: a --file larger than this is not one of translate's.
