@@ -269,3 +269,8 @@ def test_a_beam_wider_than_the_target_vocabulary_is_refused(capsys, tmp_path, mo
         line = error_of(capsys, *command, "--beam", 100_000)
         assert f"`--beam` must be a width from 1 to {vocab} for this run" in line, line
     assert run_cli("translate", run, "one", "--beam", vocab) == 0
+
+
+def test_a_train_size_too_large_to_make_is_refused(capsys):
+    line = error_of(capsys, "train", "dates", "--train-size", 2_000_000, "--steps", 1, *TINY)
+    assert "`train_size` must be at most 1,000,000 pairs for the dates task" in line, line

@@ -233,6 +233,9 @@ def scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, fl
 
 TASKS = ("numbers", "dates", "caption")
 TRAIN_SIZE = {"numbers": 50_000, "dates": 50_000, "caption": 20_000}  # pairs (--train-size)
+# The most training pairs a new run makes: a million numbers take about four minutes to
+# spell (num2words), and more is no new data (values are drawn from at most a million).
+MAX_TRAIN_SIZE = 1_000_000
 HELD_OUT_SIZE = {"valid": 500, "test": 1000}
 DECODE_BATCH = 250  # sources per greedy call; a beam of k decodes DECODE_BATCH // k at once
 
@@ -365,9 +368,13 @@ class Transduction:
         self.tokens = cfg.task != "caption"
         self._splits: dict = {}
         self._record: dict = {}
-        if data:
+        if data:  # a trained run: its pairs are made again only to resume, never checked
             self._record = _checked_record(data)
         else:
+            if cfg.train_size > MAX_TRAIN_SIZE:
+                _checks.fail("train_size", f"at most {MAX_TRAIN_SIZE:,} pairs for the {cfg.task} "
+                             "task (each is made before the first step)",
+                             f"{cfg.train_size:,}")  # fmt: skip
             self._fit_record()
         r = self._record
         self.source_codec = CharCodec(tuple(r["source_chars"])) if self.tokens else None
