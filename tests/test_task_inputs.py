@@ -9,7 +9,10 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -40,12 +43,20 @@ def run_cli(*args) -> int:
 
 
 def error_of(capsys, *args) -> str:
-    """The one line `rnnlab ARGS` fails with (warnings before it aside)."""
+    """The one line `rnnlab ARGS` fails with (warnings before it aside). A train command
+    gets a run directory of its own, so that a start wrongly accepted (by an older rnnlab)
+    trains there rather than in ./runs, and a refused one must leave none behind."""
+    scratch = Path(tempfile.mkdtemp())
+    run = scratch / "run"
     try:
-        code = run_cli(*args)
+        code = run_cli(*args, *(["--run-dir", run] if args[0] == "train" else []))
     except SystemExit as e:  # argparse's usage and its many lines
         code = e.code
+    finally:
+        left = run.exists()
+        shutil.rmtree(scratch)
     err = capsys.readouterr().err
+    assert not left, err
     lines = [line for line in err.splitlines() if not line.startswith("rnnlab: warning:")]
     assert code not in (0, None), err
     assert len(lines) == 1 and lines[0].startswith("rnnlab: error: "), err
