@@ -399,13 +399,14 @@ def test_two_ranks_log_the_lag_profile_one_process_logs(tmp_path):
 
 
 def test_a_rank_that_fails_before_starting_mpi_can_end_the_others(tmp_path):
-    """What a rank whose options argparse refused must do (cli.main, before cmd_train): answer
-    the startup agreement as failed. Rank 0, a good `rnnlab train`, then stops at once."""
-    failed = "import sys; from rnnlab import distributed; distributed.join_failed_start(); " \
-        "sys.exit(2)"  # fmt: skip
+    """A rank whose options the parser refused (an MPMD launch, `--bogus` on rank 1 only)
+    exited before MPI started, and rank 0 spun in MPI's own start until killed: cli.main now
+    answers the startup agreement as failed (distributed.join_failed_start), and rank 0, a
+    good `rnnlab train`, stops at once."""
     args = [*ADDING, "--steps", "4", "--batch-size", "4", "--run-dir", "run"]
     tail = ["-n", "1", sys.executable, "-c", MAIN, *map(str, args), ":", "-n", "1",
-            "-wdir", str(tmp_path / "rank1"), sys.executable, "-c", failed]  # fmt: skip
+            "-wdir", str(tmp_path / "rank1"), sys.executable, "-c", MAIN, *map(str, args),
+            "--bogus"]  # fmt: skip
     (tmp_path / "rank1").mkdir()
     start = time.perf_counter()
     done = launch(tail, tmp_path, timeout=60, RNNLAB_MPI_TIMEOUT="20")

@@ -78,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except ValueError as e:  # Parser.error: an unknown option, a value of the wrong type
         print(f"rnnlab: error: {one_line(e)}", file=sys.stderr)
+        if argv[:1] == ["train"]:  # under mpiexec the other ranks wait for this one's start
+            from rnnlab import distributed
+
+            distributed.join_failed_start()
         return EXIT_USAGE
     if args.command is None:
         parser.print_help()
