@@ -647,6 +647,10 @@ COMMAND_CASES = [
     (["train", "adding", "--bptt", "5"], r"`bptt` must be 0 for the adding task"),
     (["train", "charlm", "--bidirectional"], r"`bidirectional` must be off for charlm"),
     (["train", "charlm", "--reverse-input"], r"`reverse_input` must be off for charlm"),
+    # (copy reversed asked for its symbols before showing them, and reported "solved")
+    (["train", "copy", "--reverse-input"], r"`reverse_input` must be off for the copy task: "
+     r"its target at step t follows from the inputs up to t"),
+    (["train", "pytokens", "--reverse-input"], r"`reverse_input` must be off for the pytokens"),
     (["train", "charlm", "--data", "/dev/zero"],
      r"--data: `path` must be a readable UTF-8 text file; got '/dev/zero', which is not a "
      r"regular file"),

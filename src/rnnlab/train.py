@@ -121,7 +121,8 @@ class TrainConfig:
     clip_at: float = 1.0
     batch_size: int = 32
     seq_len: int = 100  # for tasks that cut sequences (charlm windows, pytokens chunks)
-    bptt: int = 0  # truncated BPTT window; 0 = full BPTT over each sequence
+    bptt: int = 0  # truncated BPTT window; 0 = full BPTT over each sequence (charlm's
+    # stream is always cut into windows, of seq_len with 0, its state carried across them)
     reverse_input: bool = False
     teacher_forcing: str = "1.0"  # output-feedback models: "p", or "a:b" linear from a to b
     attention: str = "none"  # encoder–decoder tasks: none | multiplicative | additive
