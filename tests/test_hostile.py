@@ -9,11 +9,11 @@ import json
 import math
 import re
 import shutil
-import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import hang_guard
 
 from rnnlab import GRU, LSTM, RNN, Embedding, Linear, Sequential, gradcheck, io, models, tasks
 from rnnlab.cli import main
@@ -32,15 +32,8 @@ def no_hang():
     """A case that takes 3 minutes is a hang. (Not less: in a fresh checkout the first case
     of a kind compiles numba loops, and with two test processes on a 2-core machine a case
     that trained a model took over 30 s.)"""
-
-    def stop(signum, frame):
-        raise TimeoutError("the case hung")
-
-    old = signal.signal(signal.SIGALRM, stop)
-    signal.alarm(180)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
+    with hang_guard(180):
+        yield
 
 
 def refused(fn, match: str) -> str:

@@ -243,6 +243,15 @@ def _keras_model(*layers_, I=4):
     return model
 
 
+def _bidirectional_source(bi, as_file: bool, tmp_path):
+    """(the Keras model around `bi`, what load_weights reads: the layer or a .keras file)."""
+    model = _keras_model(bi)
+    if not as_file:
+        return model, bi
+    model.save(tmp_path / "m.keras")
+    return model, str(tmp_path / "m.keras")
+
+
 @pytest.mark.parametrize("as_file", [False, True], ids=["layer", "keras_file"])
 def test_bidirectional_backward_layer_options_checked(as_file, tmp_path):
     """A Bidirectional given a backward layer of its own computes what that layer says; one
@@ -250,11 +259,7 @@ def test_bidirectional_backward_layer_options_checked(as_file, tmp_path):
     backward = keras.layers.LSTM(6, return_sequences=True, go_backwards=True, activation="relu")
     bi = keras.layers.Bidirectional(keras.layers.LSTM(6, return_sequences=True),
                                     backward_layer=backward)  # fmt: skip
-    model = _keras_model(bi)
-    source: object = bi
-    if as_file:
-        model.save(tmp_path / "m.keras")
-        source = str(tmp_path / "m.keras")
+    model, source = _bidirectional_source(bi, as_file, tmp_path)
     layer = LSTM(4, 6, bidirectional=True)
     before = {k: v.copy() for k, v in layer.params.items()}
     with pytest.raises(ValueError, match=r"`source \(layer 0\) backward layer` must be a Keras "
@@ -270,11 +275,7 @@ def test_bidirectional_own_backward_layer_loads(as_file, tmp_path):
     backward = keras.layers.GRU(5, return_sequences=True, go_backwards=True)
     bi = keras.layers.Bidirectional(keras.layers.GRU(5, return_sequences=True),
                                     backward_layer=backward)  # fmt: skip
-    model = _keras_model(bi)
-    source: object = bi
-    if as_file:
-        model.save(tmp_path / "m.keras")
-        source = str(tmp_path / "m.keras")
+    model, source = _bidirectional_source(bi, as_file, tmp_path)
     layer = GRU(4, 5, bidirectional=True, dtype=np.float64)
     rk.load_weights(layer, source)
     x = np.random.default_rng(1).standard_normal((2, 3, 4)).astype(np.float32)

@@ -10,11 +10,11 @@ import os
 import random
 import re
 import shutil
-import signal
 import tempfile
 from pathlib import Path
 
 import pytest
+from helpers import hang_guard
 
 from rnnlab.cli import main
 
@@ -27,15 +27,8 @@ INTERNAL = ("Traceback", "KeyError", "IndexError", "TypeError", "AttributeError"
 def no_hang():
     """Opening a FIFO for reading blocks until a writer comes: a case that waits a minute
     has hung (the alarm interrupts the blocked open and fails the case)."""
-
-    def stop(signum, frame):
-        raise TimeoutError("the case hung")
-
-    old = signal.signal(signal.SIGALRM, stop)
-    signal.alarm(60)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
+    with hang_guard(60):
+        yield
 
 
 def run_cli(*args) -> int:
