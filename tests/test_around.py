@@ -250,7 +250,7 @@ def test_bad_options(cell, options, match):
 
 def test_training_with_masks_needs_a_generator():
     m = Recurrent(LSTMCell(), I, H, zoneout=0.2)
-    with pytest.raises(ValueError, match=r"`rng` must be a numpy Generator when training"):
+    with pytest.raises(ValueError, match=r"`rng` must be a numpy Generator or a seed when"):
         m.forward(np.zeros((B, T, I), np.float32), training=True)
 
 

@@ -68,3 +68,31 @@ def test_memory_grows_like_sqrt_T():
     assert full_growth > 3.0  # linear in T
     assert ckpt_growth < 2.6  # about √4 = 2, plus the input gradient's share
     assert peaks[1024, 32] < 0.5 * peaks[1024, 0]
+
+
+def test_the_memory_check_counts_what_a_checkpointed_tape_keeps(monkeypatch):
+    """The check before a forward pass counted T steps of tape whatever checkpoint_every
+    was: it refused the very long sequences checkpointing is for (T = 100,000 asked for
+    684 MiB, and the pass peaked at 127 MiB). It now counts the outputs, the states every k
+    steps and one segment's tape."""
+    from rnnlab import _checks
+
+    asked = {}
+
+    class Seen(Exception):
+        pass
+
+    def affordable(nbytes, name, what):
+        asked["bytes"] = nbytes
+        raise Seen
+
+    layer = LSTM(1, 256)
+    monkeypatch.setattr(_checks, "affordable", affordable)
+    x = np.zeros((1, 100_000, 1), np.float32)
+    sizes = {}
+    for k in (0, 316):
+        with pytest.raises(Seen):
+            layer.forward(x, checkpoint_every=k)
+        sizes[k] = asked["bytes"]
+    assert sizes[0] == 100_000 * 7 * 256 * 4  # gates, c, h and output of every step
+    assert sizes[316] == (100_000 + 2 * 317 + 316 * 7) * 256 * 4 < sizes[0] / 6

@@ -195,3 +195,60 @@ def test_lengths_to_mask():
         recurrence.lengths_to_mask(np.array([2, 1]), 3),
         [[True, True], [True, False], [False, False]],
     )
+
+
+def test_a_mask_is_batch_by_time_for_time_major_input_too():
+    """The documented (B, T) mask was transposed for batch_first=False: refused when B ≠ T,
+    with a message showing the shape the user did not pass, and silently wrong when B = T."""
+    rng = np.random.default_rng(0)
+    layer = make(CELLS[2][1], {}, 2, 3, 1, False, rng, batch_first=False)
+    lengths = np.array([3, 1, 2])
+    mask = np.arange(3)[None, :] < lengths[:, None]  # (B, T)
+    x = rng.standard_normal((3, 3, 2))  # (T, B, I) with T = B
+    by_lengths = layer.forward(x, lengths=lengths)
+    by_mask = layer.forward(x, mask=mask)
+    np.testing.assert_array_equal(by_mask.state, by_lengths.state)
+    np.testing.assert_array_equal(by_mask.output, by_lengths.output)
+    x4 = rng.standard_normal((4, 3, 2))  # T = 4, B = 3
+    mask4 = np.arange(4)[None, :] < lengths[:, None]
+    np.testing.assert_array_equal(layer.forward(x4, mask=mask4).state,
+                                  layer.forward(x4, lengths=lengths).state)  # fmt: skip
+
+
+def test_forget_bias_acts_in_a_layer_normalised_lstm():
+    """In the layer-normalised cell b_ih sits inside LN(x W_ihᵀ + b_ih), which normalised the
+    forget bias away (f 0.85 whether it was 1 or 10): it now goes into β, added after."""
+    for coupled in (False, True):
+        f = slice(0, 8) if coupled else slice(8, 16)
+        plain = LSTM(3, 8, layer_norm=True, coupled=coupled, rng=0)
+        biased = LSTM(3, 8, layer_norm=True, coupled=coupled, forget_bias=3.0, rng=0)
+        np.testing.assert_array_equal(biased.params["ln_bias_l0"][f], 3.0)
+        np.testing.assert_array_equal(biased.params["bias_ih_l0"], plain.params["bias_ih_l0"])
+        gates = []
+        for layer in (plain, biased):
+            tape = layer.forward(np.zeros((4, 1, 3), np.float32)).cache["tapes"][0]
+            gates.append(float(np.asarray(tape.saved)[0, :, f].mean()))
+        assert gates[1] > gates[0] + 0.2  # σ(z + 3) against σ(z)
+
+
+def test_orthogonal_init_with_a_projection_and_irnn_without():
+    """init="orthogonal" with proj_size drew H × H blocks into H × P ones (NumPy's broadcast
+    error): each block now has orthonormal columns. The IRNN's identity needs P = H."""
+    w = LSTM(3, 6, init="orthogonal", proj_size=2, dtype=np.float64, rng=0).params
+    for g in range(4):
+        block = w["weight_hh_l0"][g * 6 : (g + 1) * 6]
+        np.testing.assert_allclose(block.T @ block, np.eye(2), atol=1e-12)
+    square = LSTM(3, 6, init="orthogonal", rng=0).params["weight_hh_l0"][:6]
+    np.testing.assert_allclose(square @ square.T, np.eye(6), atol=1e-6)  # as before
+    RNN(3, 6, init="orthogonal", proj_size=2)
+    with pytest.raises(ValueError, match=r"`proj_size` must be 0 with init='irnn'; got 2"):
+        RNN(3, 6, nonlinearity="relu", init="irnn", proj_size=2)
+
+
+def test_numpy_scalars_and_seeds_are_taken_where_numbers_are():
+    x = np.random.default_rng(1).standard_normal((2, 5, 3)).astype(np.float32)
+    layer = LSTM(3, 4, initial_state=np.float32(0.5), zoneout=0.2, rng=0)
+    assert layer.initial_state == 0.5 and type(layer.initial_state) is float
+    a = layer.forward(x, training=True, rng=3, checkpoint_every=np.int64(2)).output
+    b = layer.forward(x, training=True, rng=np.random.default_rng(3)).output
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)

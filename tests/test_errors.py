@@ -201,11 +201,11 @@ def test_an_unknown_pass_option_is_refused(module, x):
 def test_dropout_needs_an_rng(x):
     m = LSTM(I, H, 2, dropout=0.5, rng=0)
     with pytest.raises(
-        ValueError, match=r"`rng` must be a numpy Generator when training with dropout"
+        ValueError, match=r"`rng` must be a numpy Generator or a seed when training with dropout"
     ):
         m.forward(x, training=True)
     with pytest.raises(
-        ValueError, match=r"`rng` must be a numpy Generator when training with dropout"
+        ValueError, match=r"`rng` must be a numpy Generator or a seed when training with dropout"
     ):
         Dropout(0.5).forward(x, training=True)
 

@@ -264,7 +264,7 @@ API_CASES = [
     ("checkpoint_every True", lambda: LSTM(2, 3).forward(_x(1, 4, 2), checkpoint_every=True),
      r"`checkpoint_every` must be a non-negative integer"),
     ("dropout without rng", lambda: LSTM(2, 3, 2, dropout=0.5).forward(_x(1, 4, 2), training=True),
-     r"`rng` must be a numpy Generator when training with dropout"),
+     r"`rng` must be a numpy Generator or a seed when training with dropout"),
     # backward
     ("lstm backward on a gru tape", _lstm_backward_on_gru_tape,
      r"`f` must be the result of this layer's forward"),

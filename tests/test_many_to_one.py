@@ -77,3 +77,54 @@ def test_a_readout_merge_is_refused():
     rnn = make(CELLS[0][1], {}, I, H, 1, True, rng, merge="readout", output_size=2)
     with pytest.raises(ValueError, match=r"`LastStep's source` must be .*merge 'concat' or"):
         Sequential(rnn, LastStep()).forward(rng.standard_normal((B, T, I)))
+
+
+@pytest.mark.parametrize("merge", ["concat", "sum"])
+def test_a_left_padded_mask_reads_the_backward_direction_at_its_first_valid_step(merge):
+    """Read at step 0, a left-padded sequence's backward half was a masked step's zero: the
+    readout equals the unpadded sequence's (the sum merge reads the final states, which
+    were right already), and its gradients are exact."""
+    rng = np.random.default_rng(3)
+    rnn = make(CELLS[2][1], {}, I, H, 1, True, rng, merge=merge)
+    model = Sequential(rnn, LastStep())
+    x = rng.standard_normal((B, T, I))
+    mask = np.ones((B, T), bool)
+    mask[0, :2] = False  # sequence 0 starts at step 2
+    out = model.forward(x, mask=mask).output
+    alone = model.forward(x[:1, 2:]).output
+    np.testing.assert_allclose(out[0], alone[0], rtol=0, atol=1e-14)
+    F = 2 * H if merge == "concat" else H
+    head = Sequential(rnn, LastStep(), Linear(F, 3, dtype=np.float64, rng=rng))
+    gradcheck(head, x, mask=mask).assert_ok()
+
+
+def test_dropout_between_the_layer_and_laststep_keeps_the_directions():
+    """A Dropout (the identity in evaluation) between a bidirectional layer and LastStep
+    turned the per-direction read off: the backward half was read where it had seen one
+    input. It is read by direction through the Dropout; a 'sum' layer, read from its final
+    states past the Dropout, is refused."""
+    from rnnlab.modules import Dropout
+
+    rng = np.random.default_rng(4)
+    rnn = make(CELLS[2][1], {}, I, H, 1, True, rng)
+    x = rng.standard_normal((B, T, I))
+    direct = Sequential(rnn, LastStep()).forward(x, lengths=LENGTHS).output
+    through = Sequential(rnn, Dropout(0.5), LastStep()).forward(x, lengths=LENGTHS).output
+    np.testing.assert_array_equal(through, direct)
+    summed = make(CELLS[2][1], {}, I, H, 1, True, rng, merge="sum")
+    with pytest.raises(ValueError, match=r"`modules\[2\]` must be LastStep right after a "
+                       r"bidirectional layer with merge 'sum'.*Put the Dropout after"):
+        Sequential(summed, Dropout(0.5), LastStep()).forward(x)
+
+
+@pytest.mark.parametrize("readout", ["LastStep", "MeanOverTime"])
+def test_a_readout_after_a_time_major_layer_is_refused(readout):
+    """(T, B, F) read as (B, T, F): LastStep returned T rows of batch item B-1's values."""
+    from rnnlab import modules
+
+    rng = np.random.default_rng(5)
+    rnn = make(CELLS[2][1], {}, I, H, 1, False, rng, batch_first=False)
+    model = Sequential(rnn, getattr(modules, readout)())
+    with pytest.raises(ValueError, match=rf"`modules\[1\]` must be a {readout} after "
+                       r"batch-first outputs \(B, T, F\)"):  # fmt: skip
+        model.forward(rng.standard_normal((T, B, I)))

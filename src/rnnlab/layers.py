@@ -113,7 +113,7 @@ def _names(fn: object, keyword: str) -> bool:
     return keyword in params
 
 
-RngLike = np.random.Generator | int | None
+RngLike = np.random.Generator | int | np.integer | None
 """What `rng=` takes: a Generator, a seed, or None (a fresh Generator)."""
 
 R = TypeVar("R")
@@ -248,8 +248,8 @@ class Recurrent:
         if isinstance(initial_state, str):
             _checks.choice(initial_state, "initial_state", ("zeros", "learned"))
         elif (
-            isinstance(initial_state, bool)
-            or not isinstance(initial_state, (int, float))
+            isinstance(initial_state, (bool, np.bool_))
+            or not isinstance(initial_state, (int, float, np.integer, np.floating))
             or not np.isfinite(initial_state)
         ):
             _checks.fail(
@@ -257,6 +257,8 @@ class Recurrent:
                 "'zeros', 'learned' or a finite number",
                 _checks.describe(initial_state),
             )
+        elif isinstance(initial_state, np.generic):  # (the Python number a spec writes)
+            initial_state = initial_state.item()
         self.initial_state = initial_state
         self._around(proj_size, recurrent_dropout, zoneout)
         self.params: dict[str, np.ndarray] = {}
@@ -286,6 +288,10 @@ class Recurrent:
                     "Its step reads h_{t-1} itself, so its carry cannot be narrower than its "
                     "units; the LSTM and Elman cells take a projection.",
                 )
+        if self.proj_size and getattr(cell, "init_name", None) == "irnn":
+            _checks.fail("proj_size", "0 with init='irnn'", repr(self.proj_size),
+                         "The IRNN's W_hh is the identity on h, which a projection narrows "
+                         "(W_hh is hidden_size x proj_size).")  # fmt: skip
         self.recurrent_dropout = _checks.probability(recurrent_dropout, "recurrent_dropout")
         if self.recurrent_dropout and any(src is not None for _, src in cell.products):
             _checks.fail(
@@ -458,7 +464,7 @@ class Recurrent:
         _checks.batch_of_steps(x if self.batch_first else np.swapaxes(x, 0, 1))
         if (
             isinstance(checkpoint_every, bool)
-            or not isinstance(checkpoint_every, int)
+            or not isinstance(checkpoint_every, (int, np.integer))
             or checkpoint_every < 0
         ):
             _checks.fail(
@@ -466,6 +472,7 @@ class Recurrent:
                 "a non-negative integer (0: keep every state)",
                 _checks.describe(checkpoint_every),
             )
+        checkpoint_every = int(checkpoint_every)
         if x.shape[2] != self.input_size:
             _checks.fail(
                 "x",
@@ -481,19 +488,26 @@ class Recurrent:
             )
         X = np.swapaxes(x, 0, 1) if self.batch_first else x  # time-major (T, B, I)
         T, B = X.shape[0], X.shape[1]
-        if mask is not None and not self.batch_first:
-            mask = np.asarray(mask).T if isinstance(mask, np.ndarray) else mask
-        m = valid_mask(lengths, mask, B, T)
+        m = valid_mask(lengths, mask, B, T)  # (the mask is (B, T) for either layout)
         random = (self.dropout > 0 and self.num_layers > 1) or self.recurrent_dropout
         if training and (random or any(self.zoneout)):
-            if not isinstance(rng, np.random.Generator):
-                _checks.fail(
-                    "rng", "a numpy Generator when training with dropout", _checks.describe(rng)
-                )
+            if isinstance(rng, bool) or not isinstance(rng, (np.random.Generator, int, np.integer)):
+                _checks.fail("rng", "a numpy Generator or a seed when training with dropout "
+                             "or zoneout", _checks.describe(rng))  # fmt: skip
+            rng = _rng(rng)
         h0s = self._initial_states(state, B)
-        # the tape: per layer and direction the gates, states and outputs of every step
-        steps = T if grad else 1
-        tape = self.num_layers * len(self.directions) * steps * B * (self.cell.gates + 3)
+        # the tape: per layer and direction the gates, states and outputs of every step; a
+        # checkpointed one the outputs, the states every k steps and one segment's tape,
+        # recomputed in backward (counting T steps of tape refused what checkpoints fit)
+        per_step = self.cell.gates + 3
+        k = checkpoint_every
+        if not grad:
+            steps = per_step
+        elif 0 < k < T:
+            steps = T + 2 * -(-T // k) + k * per_step
+        else:
+            steps = T * per_step
+        tape = self.num_layers * len(self.directions) * steps * B
         _checks.affordable(tape * self.hidden_size * self.dtype.itemsize, "x",
                            "saved values of every step")  # fmt: skip
 

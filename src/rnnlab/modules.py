@@ -208,10 +208,10 @@ class Dropout(_Module):
         training, rng = o["training"], o["rng"]
         if not training or self.p == 0.0:
             return Forward(x, None, None)
-        if not isinstance(rng, np.random.Generator):
-            _checks.fail(
-                "rng", "a numpy Generator when training with dropout", _checks.describe(rng)
-            )
+        if isinstance(rng, bool) or not isinstance(rng, (np.random.Generator, int, np.integer)):
+            _checks.fail("rng", "a numpy Generator or a seed when training with dropout",
+                         _checks.describe(rng))  # fmt: skip
+        rng = _rng(rng)
         keep = 1.0 - self.p
         m = (rng.random(x.shape) < keep).astype(x.dtype) / x.dtype.type(keep)
         return Forward(x * m, None, m)
@@ -264,9 +264,13 @@ class LastStep(_Module):
                 "Use merge='concat' and a Linear layer after LastStep.",
             )
         if layer.merge == "concat":
+            # the backward direction has read a whole sequence at its first valid step: step
+            # 0, unless the mask pads it on the left (a masked step's output is 0)
+            first = np.zeros(B, np.intp) if m is None else np.argmax(m, axis=0)
             half = x.shape[2] // 2
-            out = np.concatenate([x[np.arange(B), last, :half], x[:, 0, half:]], axis=1)
-            return Forward(out, None, ("concat", x.shape, last))
+            rows = np.arange(B)
+            out = np.concatenate([x[rows, last, :half], x[rows, first, half:]], axis=1)
+            return Forward(out, None, ("concat", x.shape, (last, first)))
         h_n = source_f.state[0] if isinstance(source_f.state, tuple) else source_f.state
         return Forward(h_n[-2] + h_n[-1], None, ("final", x.shape, layer))
 
@@ -282,9 +286,9 @@ class LastStep(_Module):
         if how == "steps":
             dx[np.arange(B), last] = d_output
         elif how == "concat":
-            half = shape[2] // 2
+            (last, first), half = last, shape[2] // 2
             dx[np.arange(B), last, :half] = d_output[:, :half]
-            dx[:, 0, half:] = d_output[:, half:]
+            dx[np.arange(B), first, half:] = d_output[:, half:]
         else:
             _checks.fail(
                 "f",
@@ -365,6 +369,8 @@ class Sequential(_Module):
         """`grad=False`: inference only, the recurrent layers keep no tape (see Recurrent)."""
         o = pass_options(options, "Sequential.forward")
         state, check = o["state"], o["check"]
+        if isinstance(o["rng"], (int, np.integer)) and not isinstance(o["rng"], bool):
+            o["rng"] = _rng(o["rng"])  # one generator for all: a seed each would repeat masks
         n = len(self.modules)
         if state is not None and (not isinstance(state, (list, tuple)) or len(state) != n):
             _checks.fail(
@@ -376,18 +382,44 @@ class Sequential(_Module):
         for i, mod in enumerate(self.modules):
             # Only the first module checks that its input is finite: inside the model a
             # non-finite value means divergence, which the loss reports with its step.
-            # a readout after a recurrent layer sees the layer (its directions, see LastStep)
-            after = isinstance(mod, LastStep) and i > 0
-            after = after and isinstance(self.modules[i - 1], Recurrent)
             own: PassOptions = {**o, "state": None if state is None else state[i],
                                 "check": check and i == 0}  # fmt: skip
-            if after and isinstance(mod, LastStep):
-                f = mod.forward(x, source=(self.modules[i - 1], fs[-1]), **own)
+            source = self._read_from(i) if isinstance(mod, (LastStep, MeanOverTime)) else None
+            if source is not None and isinstance(mod, LastStep):  # (its directions)
+                f = mod.forward(x, source=(self.modules[source], fs[source]), **own)
             else:
                 f = mod.forward(x, **own)
             fs.append(f)
             x = f.output
         return Forward(x, [f.state for f in fs], fs)
+
+    def _read_from(self, i: int) -> int | None:
+        """The recurrent layer whose outputs readout i (LastStep, MeanOverTime) reads: the
+        nearest before it, through Dropouts (elementwise: each step's directions stay where
+        they were), or None. The readouts read (B, T, F): a time-major layer's (T, B, F)
+        would be read as T sequences of B steps, so it is refused; and a module that mixes
+        the features (Linear) in between leaves LastStep nothing to read by direction."""
+        j = i - 1
+        while j >= 0 and isinstance(self.modules[j], (Dropout, Linear)):
+            j -= 1
+        if j < 0 or not isinstance(self.modules[j], Recurrent):
+            return None
+        layer = self.modules[j]
+        assert isinstance(layer, Recurrent)  # (for mypy: the loop stopped at one)
+        readout = type(self.modules[i]).__name__
+        if not layer.batch_first:
+            _checks.fail(f"modules[{i}]", f"a {readout} after batch-first outputs (B, T, F)",
+                         f"one after module {j}, a layer with batch_first=False",
+                         f"{readout} reads (B, T, F); use batch_first=True.")  # fmt: skip
+        between = self.modules[j + 1 : i]
+        if any(isinstance(m, Linear) for m in between):
+            return None
+        if between and layer.bidirectional and layer.merge == "sum":
+            _checks.fail(f"modules[{i}]", "LastStep right after a bidirectional layer with "
+                         "merge 'sum' (it reads the layer's final states)",
+                         f"{len(between)} module(s) between them",
+                         "Put the Dropout after LastStep.")  # fmt: skip
+        return j
 
     @parallel.sessioned
     def backward(

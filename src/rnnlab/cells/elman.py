@@ -113,7 +113,9 @@ class ElmanCell(Cell):
 
 
 def orthogonal_blocks(W_hh: np.ndarray, H: int, rng: np.random.Generator) -> None:
-    """Each H × H block of W_hh's rows a random orthogonal matrix (Saxe et al. 2014)."""
+    """Each H × P block of W_hh's rows a random orthogonal matrix (Saxe et al. 2014): P = H,
+    or a projection's P < H, whose blocks then have orthonormal columns."""
+    P = W_hh.shape[1]
     for g in range(W_hh.shape[0] // H):
-        q, r = np.linalg.qr(rng.standard_normal((H, H)))
+        q, r = np.linalg.qr(rng.standard_normal((H, P)))
         W_hh[g * H : (g + 1) * H] = q * np.sign(np.diag(r))

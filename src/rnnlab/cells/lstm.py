@@ -444,6 +444,9 @@ class LSTMCell(Cell):
         if self.init_name == "orthogonal":
             orthogonal_blocks(params["weight_hh"], H, rng)
         if self.forget_bias is not None:
-            f = 0 if self.coupled else 1
-            params["bias_ih"][f * H : (f + 1) * H] = self.forget_bias
-            params["bias_hh"][f * H : (f + 1) * H] = 0.0
+            f = slice(0, H) if self.coupled else slice(H, 2 * H)
+            if self.layer_norm:  # b_ih sits inside x̂ = LN(x W_ihᵀ + b_ih), which normalises
+                params["ln_bias"][f] = self.forget_bias  # it away: β is added after
+            else:
+                params["bias_ih"][f] = self.forget_bias
+                params["bias_hh"][f] = 0.0
