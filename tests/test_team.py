@@ -176,6 +176,15 @@ def _spins(thread: threading.Thread) -> bool:
 
 
 def _sleeps(thread: threading.Thread) -> bool:
+    """Asleep, and staying so: on a loaded machine a thread that has just finished its part
+    may wait a moment to be scheduled onto the futex it sleeps on (an R sample right after
+    `run` returned failed a CI run under load), so it gets 0.5 s to get there first. One
+    that spins is R all along and never passes."""
+    deadline = time.perf_counter() + 0.5
+    while _states(thread, samples=1, every=0.0) != ["S"]:
+        if time.perf_counter() > deadline:
+            return False
+        time.sleep(0.005)
     return set(_states(thread)) == {"S"}
 
 
