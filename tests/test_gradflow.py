@@ -563,3 +563,15 @@ def test_a_zero_W_hh_says_what_it_means_without_warnings(tmp_path, capsys):
         "at lag 30 the measured norm and the bound are both exactly 0 (a zero W_hh, or units "
         "with φ′ = 0, pass no gradient back)"
     )
+
+
+def test_a_task_source_starts_from_what_rnnlab_train_starts_from(tmp_path, capsys):
+    """A fresh model from a task name was built from the task's defaults alone, not the
+    cell's (rnnlab.tasks.tuned): copy's LSTM got forget bias 1 where `rnnlab train copy`
+    starts from 3, and the IRNN's cliff stepped at lr 0.002 where its runs train at 0.01."""
+    s, _ = run_json(capsys, "copy", "--T", "5", "--hidden", "8", "--batch", "4",
+                    "--analyses", "spectrum", "--out", tmp_path / "a")  # fmt: skip
+    assert s["source"]["forget_bias"] == 3.0
+    s, _ = run_json(capsys, "adding", "--cell", "irnn", "--T", "10", "--hidden", "8",
+                    "--batch", "4", "--analyses", "cliff", "--out", tmp_path / "b")  # fmt: skip
+    assert "SGD step (lr 0.01)" in s["verdicts"]["cliff"]

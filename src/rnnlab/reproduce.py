@@ -324,7 +324,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("task", nargs="?", default="all", help="one of " + ", ".join(TASKS) +
                    " or all (default)")  # fmt: skip
     p.add_argument("--quick", action="store_true",
-                   help="each task at its shortest length only (about 10 minutes on 2 cores)")
+                   help="each task at its shortest length only (about 7 minutes on 2 idle cores)")
     p.add_argument("--jobs", type=int, default=2,
                    help="rows trained at once, one process and one thread each (default 2)")
     p.add_argument("--out", default="reproduce", help="output directory (default: reproduce)")

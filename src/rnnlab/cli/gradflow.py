@@ -42,9 +42,10 @@ def build_parser() -> Parser:
     )
     p.add_argument(
         "source",
-        help="a run directory, a task name ("
-        + ", ".join(tasks.TASK_NAMES)
-        + ": a fresh model from its defaults) or 'dynamics' (a bare map, see --w)",
+        help="a run directory of one recurrent network, a task name ("
+        + ", ".join(t for t in tasks.TASK_NAMES if t not in tasks.SEQ2SEQ_TASKS)
+        + ": a fresh model from what `rnnlab train` starts from) or 'dynamics' (a bare "
+        "map, see --w); not the encoder-decoder's or output feedback's",
     )
     p.add_argument(
         "--analyses",
@@ -54,7 +55,8 @@ def build_parser() -> Parser:
         + " (default: every one that applies)",
     )
     p.add_argument(
-        "--out", default=None, help="output directory (default: runs/gradflow-<source>-<time>)"
+        "--out", default=None, help="output directory (default: runs/gradflow-<run>-<time>, or "
+        "runs/gradflow-<task>-<cell>-<time> for a task)"
     )
     p.add_argument(
         "--json",

@@ -119,7 +119,7 @@ def add_model_options(
     g.add("--cell-clip", dest="cell_clip", type=float, help="LSTM: clip |c_t| to this")
     g.add("--forget-bias", dest="forget_bias", type=number("--forget-bias") if checked else float,
           help="LSTM: the forget gate's initial bias (Jozefowicz et al. 2015; default: the "
-          "task's, 1)")  # fmt: skip
+          "task's and cell's: 1, copy's LSTM 3, rnnlab.tasks.tuned)")  # fmt: skip
     g.add("--layer-norm", dest="layer_norm", action="store_true",
           help="LSTM: layer-normalised (Ba et al. 2016)")  # fmt: skip
     g.add("--proj-size", dest="proj_size", type=int,
@@ -159,9 +159,12 @@ def add_optimisation_options(
     g = _Group(parser, title, defaults, only)
     g.add("--optimizer", choices=("sgd", "nesterov", "rmsprop", "adagrad", "adam", "adamw"))
     g.add("--lr", type=positive_float("--lr") if checked else float,
-          help="learning rate" + (" (default: the task's)" if checked else ""))  # fmt: skip
-    g.add("--momentum", type=float, help="sgd and nesterov: the momentum (default 0.9)")
-    g.add("--weight-decay", dest="weight_decay", type=float)
+          help="learning rate" + (" (default: the task's and cell's)" if checked else ""))
+    g.add("--momentum", type=float, help="sgd and nesterov: the momentum (default 0.9; the IRNN "
+          "and ReLU on adding 0, rnnlab.tasks.tuned)")  # fmt: skip
+    g.add("--weight-decay", dest="weight_decay", type=float,
+          help="L2 (AdamW: decoupled) weight decay (default: the optimizer's, AdamW 0.01, "
+          "else 0)")  # fmt: skip
     g.add("--schedule", choices=("constant", "cosine", "step"))
     g.add("--warmup", type=int, help="linear warm-up steps")
     g.add("--clip", choices=("global_norm", "value", "none"),
@@ -172,13 +175,15 @@ def add_optimisation_options(
     g.add("--seq-len", dest="seq_len", type=int,
           help="window length for tasks that cut sequences")  # fmt: skip
     g.add("--bptt", type=int,
-          help="truncated BPTT window (state carried, gradient cut); 0 = full")  # fmt: skip
+          help="truncated BPTT window (state carried, gradient cut); 0 = full BPTT over "
+          "each sequence (charlm: windows of --seq-len, state carried)")  # fmt: skip
     g.add("--teacher-forcing", dest="teacher_forcing",
           help="jordan cells and encoder-decoders: probability of feeding the truth, 'p' or a "
           "linear schedule 'a:b' (e.g. 1.0:0.5: scheduled sampling; evaluation always runs "
           "free)")  # fmt: skip
     g.add("--reverse-input", dest="reverse_input", action="store_true",
-          help="feed each input sequence reversed (Sutskever et al. 2014)")  # fmt: skip
+          help="feed each input sequence reversed (Sutskever et al. 2014); for tasks that "
+          "read a whole sequence, then answer (per-step tasks refuse it)")  # fmt: skip
     g.add("--steps", type=int, help="optimizer steps")
     g.add("--time-limit", dest="time_limit", type=float, help="stop after this many seconds")
     g.add("--eval-every", dest="eval_every", type=int)

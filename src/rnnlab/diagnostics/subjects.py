@@ -160,10 +160,11 @@ def task_subject(
             "given only for the adding, copy and temporal-order tasks",
             f"--T {T} for the {task_name} task",
         )
+    # what `rnnlab train` starts from: the task's defaults with its cell's and length's
+    # (rnnlab.tasks.tuned: copy's LSTM forget bias 3, the IRNN's SGD learning rate)
+    base = tasks.defaults_for(task_name, over.get("cell"), over.get("T"))
     with _as_options():
-        cfg = TrainConfig.from_dict(
-            {**tasks.defaults(task_name), **over, "task": task_name}, source="options"
-        )
+        cfg = TrainConfig.from_dict({**base, **over, "task": task_name}, source="options")
     if cfg.cell not in models.CELLS:
         _checks.fail("--cell", "one of " + ", ".join(models.CELLS), repr(cfg.cell))
     if forget_bias is not None and cfg.cell != "lstm":
