@@ -14,7 +14,7 @@ import pytest
 
 from rnnlab import export, io
 from rnnlab.layers import GRU, LSTM
-from rnnlab.modules import LastStep, Linear, MeanOverTime, Sequential
+from rnnlab.modules import Dropout, LastStep, Linear, MeanOverTime, Sequential
 
 if os.environ.get("CI"):
     import torch
@@ -90,6 +90,20 @@ def test_projecting_lstm_in_a_sequential(readout, tmp_path):
     x = np.random.default_rng(4).standard_normal((3, 5, 4))
     lengths = np.array([5, 2, 3])
     tm = _torch_model(model, tmp_path)
+    with torch.no_grad():
+        y, _ = tm(torch.from_numpy(x), torch.from_numpy(lengths))
+    np.testing.assert_allclose(y.numpy(), model.forward(x, lengths=lengths).output, atol=1e-12)
+
+
+def test_laststep_through_a_dropout_reads_by_direction_in_torch_too(tmp_path):
+    """As Sequential reads through a Dropout, so does the snippet: the backward half where it
+    has read the whole sequence."""
+    layer = LSTM(4, 6, bidirectional=True, dtype=np.float64)
+    model = Sequential(layer, Dropout(0.2), LastStep(), Linear(12, 2, dtype=np.float64))
+    _randomise(model, 5)
+    x = np.random.default_rng(6).standard_normal((3, 5, 4))
+    lengths = np.array([5, 2, 3])
+    tm = _torch_model(model, tmp_path).eval()
     with torch.no_grad():
         y, _ = tm(torch.from_numpy(x), torch.from_numpy(lengths))
     np.testing.assert_allclose(y.numpy(), model.forward(x, lengths=lengths).output, atol=1e-12)

@@ -459,3 +459,16 @@ def test_mean_over_time_at_every_opset(opset, lengths, tmp_path):
     x = np.random.default_rng(0).standard_normal((2, 5, 3)).astype(np.float32)
     np.testing.assert_allclose(rx.Runtime(path).forward(x).output, model.forward(x).output,
                                atol=ATOL)  # fmt: skip
+
+
+@pytest.mark.parametrize("lengths", [None, np.array([5, 2])], ids=["full", "padded"])
+def test_laststep_through_a_dropout_reads_by_direction_as_rnnlab_does(lengths, tmp_path):
+    """Sequential reads a bidirectional layer's directions through a Dropout (the backward
+    half where it has read the whole sequence); the graph read the module right before
+    LastStep only, and took the last step for both halves (0.07 off)."""
+    model = Sequential(LSTM(3, 4, bidirectional=True), Dropout(0.1), LastStep(), Linear(8, 2))
+    path = rx.export(model, tmp_path / "m.onnx")
+    x = np.random.default_rng(1).standard_normal((2, 5, 3)).astype(np.float32)
+    kw = {} if lengths is None else {"lengths": lengths}
+    np.testing.assert_allclose(rx.Runtime(path).forward(x, **kw).output,
+                               model.forward(x, **kw).output, atol=ATOL)  # fmt: skip

@@ -141,3 +141,27 @@ def test_a_stopped_reproduce_continues_where_it_stopped(tmp_path):
 
     with pytest.raises(ValueError, match="`--out`.*trained with others"):
         reproduce.run_row(row, out, {**settings, "steps": 80})
+
+
+def test_a_reproduce_written_before_weight_decay_could_be_none_continues(tmp_path):
+    """Rows written when weight_decay was 0 by default (config.json without "format") are the
+    same settings as today's none: the same command reuses the finished row and resumes a
+    stopped one, where the exact comparison refused both as "trained with others"."""
+    row = reproduce.Row("adding", "rnn", 10)
+    settings = {"steps": 40, "eval_every": 20, "checkpoint_every": 20}
+    out = tmp_path / "repro"
+    reproduce.run_row(row, out, settings)
+    run_dir = out / "runs" / row.name
+    result = json.loads((run_dir / "result.json").read_text())
+    result["record"]["config"]["weight_decay"] = 0.0
+    (run_dir / "result.json").write_text(json.dumps(result))
+    assert reproduce.run_row(row, out, settings)["reused"]
+    (run_dir / "result.json").unlink()
+    shutil.rmtree(run_dir / "checkpoints" / "step-00000040")
+    (run_dir / "checkpoints" / "latest").unlink()
+    for path in (run_dir / "config.json", run_dir / "checkpoints/step-00000020/config.json"):
+        config = json.loads(path.read_text())
+        config["train"]["weight_decay"] = 0.0
+        del config["format"]
+        path.write_text(json.dumps(config))
+    assert reproduce.run_row(row, out, settings)["resumed_at"] == 20

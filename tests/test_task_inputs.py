@@ -278,3 +278,22 @@ def test_a_beam_wider_than_the_target_vocabulary_is_refused(capsys, tmp_path, mo
 def test_a_train_size_too_large_to_make_is_refused(capsys):
     line = error_of(capsys, "train", "dates", "--train-size", 2_000_000, "--steps", 1, *TINY)
     assert "`train_size` must be at most 1,000,000 pairs for the dates task" in line, line
+
+
+def test_files_read_where_there_is_no_o_nonblock(tmp_path, monkeypatch):
+    """Windows has no O_NONBLOCK, and its os.set_blocking (3.12+) fails on a regular file:
+    set only where the file was opened non-blocking, every read (a config, a corpus) works."""
+    import os
+
+    from rnnlab import _checks
+    from rnnlab.tasks import text
+
+    def refuse(fd, blocking):
+        raise OSError(22, "Incorrect function")
+
+    monkeypatch.delattr(os, "O_NONBLOCK", raising=False)
+    monkeypatch.setattr(os, "set_blocking", refuse)
+    path = tmp_path / "a.txt"
+    path.write_text("hello world\n" * 100)
+    assert _checks.read_bounded(path, 1 << 20, "the text") == path.read_bytes()
+    assert text.read_text(path).startswith("hello world")

@@ -487,6 +487,18 @@ def test_resume_with_other_steps_says_what_it_changes(tmp_path, capsys, schedule
         assert "warning" not in err
 
 
+def test_steps_change_says_nothing_when_the_steps_are_the_run_s():
+    """An a:b teacher forcing was reported as changed by every --resume, --steps given or
+    not (found by review)."""
+    from rnnlab.train import TrainConfig, steps_change
+
+    cfg = TrainConfig.from_dict({"task": "copy", "cell": "jordan", "steps": 6,
+                                 "teacher_forcing": "1.0:0.5", "schedule": "cosine"})  # fmt: skip
+    assert steps_change(cfg, 6, 3) == ""
+    told = steps_change(cfg, 4, 3)
+    assert "the cosine learning rate" in told and "teacher-forcing schedule 1.0:0.5" in told
+
+
 def test_a_solved_run_resumed_trains_no_further(tmp_path, capsys, monkeypatch):
     """A "solved" stop was not saved, so --resume trained on past it (20 more steps of copy,
     and the reported model moved). The task here is solved at its first evaluation."""
@@ -508,6 +520,22 @@ def test_a_solved_run_resumed_trains_no_further(tmp_path, capsys, monkeypatch):
     assert io.checkpoint_steps(run) == steps
     after = weights(run)
     assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_a_saved_per_step_run_with_reversed_input_still_loads(tmp_path, capsys):
+    """New runs of per-step tasks refuse --reverse-input; one saved before (its x and y
+    reversed together) still evaluates and resumes as it trained."""
+    run = tmp_path / "r"
+    assert run_cli("train", "copy", "--T", 3, "--steps", 4, "--checkpoint-every", 2,
+                   "--run-dir", run, *TINY) == 0  # fmt: skip
+    for path in [run / "config.json", *run.glob("checkpoints/step-*/config.json")]:
+        config = json.loads(path.read_text())
+        config["train"]["reverse_input"] = True  # what a run of the old code recorded
+        path.write_text(json.dumps(config))
+    capsys.readouterr()
+    assert run_cli("evaluate", run) == 0
+    assert run_cli("train", "--resume", run, "--steps", 6, "--quiet") == 0
+    assert "reverse_input" not in capsys.readouterr().err
 
 
 def test_late_added_messages(tmp_path, capsys):

@@ -233,8 +233,15 @@ def open_regular(path: Path, what: str, error: type[ValueError] = ValueError) ->
         os.close(fd)
         kind = "a FIFO, a named pipe" if stat.S_ISFIFO(mode) else "a device or a socket"
         raise error(f"Cannot read {what} '{path}': it is not a regular file ({kind}).")
-    if hasattr(os, "set_blocking"):  # a regular file never blocks; plain reads from here
-        os.set_blocking(fd, True)
+    # Blocking again for plain reads from here (a regular file never blocks). Only where it
+    # was made non-blocking: Windows has no O_NONBLOCK, and its set_blocking (3.12+) is for
+    # pipes and fails on a file.
+    if getattr(os, "O_NONBLOCK", 0) and hasattr(os, "set_blocking"):
+        try:
+            os.set_blocking(fd, True)
+        except OSError as e:
+            os.close(fd)
+            raise error(f"Cannot read {what} '{path}': {e.strerror or e}.") from None
     return os.fdopen(fd, "rb")
 
 

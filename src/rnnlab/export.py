@@ -19,7 +19,16 @@ import numpy as np
 from rnnlab import _checks, io, runs
 from rnnlab.cells import ElmanCell, GRUCell, LSTMCell
 from rnnlab.layers import Module, Recurrent
-from rnnlab.modules import Dropout, Embedding, LastStep, Linear, MeanOverTime, Sequential, _Module
+from rnnlab.modules import (
+    Dropout,
+    Embedding,
+    LastStep,
+    Linear,
+    MeanOverTime,
+    Sequential,
+    _Module,
+    readout_source,
+)
 
 FORMATS = ("onnx", "safetensors-torch", "keras")
 SUFFIXES = {"onnx": ".onnx", "safetensors-torch": ".torch.safetensors", "keras": ".weights.h5"}
@@ -109,7 +118,8 @@ def _torch_check(model: Model) -> list[Module | _Module]:
                 what = f"a layer with zoneout={m.zoneout} (PyTorch has no zoneout)"
         elif (
             isinstance(m, LastStep)
-            and isinstance(prev := mods[i - 1] if i else None, Recurrent)
+            and (j := readout_source(mods, i)) is not None
+            and isinstance(prev := mods[j], Recurrent)
             and prev.bidirectional
             and prev.merge == "sum"
         ):
@@ -198,7 +208,8 @@ def torch_snippet(model: Model, path: str | PathLike[str]) -> str:
             body.append(f"x = {key}(x)")
         elif isinstance(m, LastStep):
             init.append("torch.nn.Identity()")  # LastStep is in forward
-            before = mods[i - 1] if i else None
+            j = readout_source(mods, i)  # (through Dropouts, as Sequential reads)
+            before = mods[j] if j is not None else None
             split = (before.output_features // 2 if isinstance(before, Recurrent)
                      and before.bidirectional else None)  # fmt: skip
             body.append(f"x = _last_step(x, lengths, {split})")

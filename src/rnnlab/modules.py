@@ -9,6 +9,7 @@ Backward`, parameters in `params`.
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from typing import Any, Unpack
 
 import numpy as np
@@ -339,6 +340,36 @@ class MeanOverTime(_Module):
         return Backward(w[:, :, None] * _d_output(f, d_output)[:, None, :], None, {})
 
 
+def readout_source(modules: Sequence[object], i: int) -> int | None:
+    """The index of the recurrent layer whose outputs readout i (LastStep, MeanOverTime) of
+    `modules` reads: the nearest before it, through Dropouts (elementwise: each step's
+    directions stay where they were), or None. The readouts read (B, T, F): a time-major
+    layer's (T, B, F) would be read as T sequences of B steps, so it is refused; and a
+    module that mixes the features (Linear) in between leaves LastStep nothing to read by
+    direction. Sequential and the exporters (ONNX, PyTorch) read by it alike."""
+    j = i - 1
+    while j >= 0 and isinstance(modules[j], (Dropout, Linear)):
+        j -= 1
+    if j < 0 or not isinstance(modules[j], Recurrent):
+        return None
+    layer = modules[j]
+    assert isinstance(layer, Recurrent)  # (for mypy: the loop stopped at one)
+    readout = type(modules[i]).__name__
+    if not layer.batch_first:
+        _checks.fail(f"modules[{i}]", f"a {readout} after batch-first outputs (B, T, F)",
+                     f"one after module {j}, a layer with batch_first=False",
+                     f"{readout} reads (B, T, F); use batch_first=True.")  # fmt: skip
+    between = modules[j + 1 : i]
+    if any(isinstance(m, Linear) for m in between):
+        return None
+    if between and layer.bidirectional and layer.merge == "sum":
+        _checks.fail(f"modules[{i}]", "LastStep right after a bidirectional layer with "
+                     "merge 'sum' (it reads the layer's final states)",
+                     f"{len(between)} module(s) between them",
+                     "Put the Dropout after LastStep.")  # fmt: skip
+    return j
+
+
 class Sequential(_Module):
     """Modules applied in order. Parameters are named `<index>.<name>` (PyTorch's convention).
 
@@ -384,7 +415,8 @@ class Sequential(_Module):
             # non-finite value means divergence, which the loss reports with its step.
             own: PassOptions = {**o, "state": None if state is None else state[i],
                                 "check": check and i == 0}  # fmt: skip
-            source = self._read_from(i) if isinstance(mod, (LastStep, MeanOverTime)) else None
+            readout = isinstance(mod, (LastStep, MeanOverTime))
+            source = readout_source(self.modules, i) if readout else None
             if source is not None and isinstance(mod, LastStep):  # (its directions)
                 f = mod.forward(x, source=(self.modules[source], fs[source]), **own)
             else:
@@ -392,34 +424,6 @@ class Sequential(_Module):
             fs.append(f)
             x = f.output
         return Forward(x, [f.state for f in fs], fs)
-
-    def _read_from(self, i: int) -> int | None:
-        """The recurrent layer whose outputs readout i (LastStep, MeanOverTime) reads: the
-        nearest before it, through Dropouts (elementwise: each step's directions stay where
-        they were), or None. The readouts read (B, T, F): a time-major layer's (T, B, F)
-        would be read as T sequences of B steps, so it is refused; and a module that mixes
-        the features (Linear) in between leaves LastStep nothing to read by direction."""
-        j = i - 1
-        while j >= 0 and isinstance(self.modules[j], (Dropout, Linear)):
-            j -= 1
-        if j < 0 or not isinstance(self.modules[j], Recurrent):
-            return None
-        layer = self.modules[j]
-        assert isinstance(layer, Recurrent)  # (for mypy: the loop stopped at one)
-        readout = type(self.modules[i]).__name__
-        if not layer.batch_first:
-            _checks.fail(f"modules[{i}]", f"a {readout} after batch-first outputs (B, T, F)",
-                         f"one after module {j}, a layer with batch_first=False",
-                         f"{readout} reads (B, T, F); use batch_first=True.")  # fmt: skip
-        between = self.modules[j + 1 : i]
-        if any(isinstance(m, Linear) for m in between):
-            return None
-        if between and layer.bidirectional and layer.merge == "sum":
-            _checks.fail(f"modules[{i}]", "LastStep right after a bidirectional layer with "
-                         "merge 'sum' (it reads the layer's final states)",
-                         f"{len(between)} module(s) between them",
-                         "Put the Dropout after LastStep.")  # fmt: skip
-        return j
 
     @parallel.sessioned
     def backward(

@@ -54,7 +54,15 @@ import numpy.typing as npt
 from rnnlab import _checks
 from rnnlab.cells import ElmanCell, GRUCell, LSTMCell
 from rnnlab.layers import Forward, Module, PassOptions, Recurrent, pass_options
-from rnnlab.modules import Dropout, Embedding, LastStep, Linear, MeanOverTime, Sequential
+from rnnlab.modules import (
+    Dropout,
+    Embedding,
+    LastStep,
+    Linear,
+    MeanOverTime,
+    Sequential,
+    readout_source,
+)
 
 if TYPE_CHECKING:  # (onnx is optional: imported where it is used)
     from onnx import ModelProto, NodeProto, TensorProto, ValueInfoProto
@@ -312,7 +320,9 @@ def build_model(model: object, *, lengths: bool = True, state: bool = False,
     flow = _Flow("x", batch_first, tokens)
     for i, module in enumerate(modules):
         suffix = "" if len(recurrent) <= 1 else f"_{i}"
-        previous = modules[i - 1] if i > 0 else None
+        # what a readout reads: the layer before it, through Dropouts (as Sequential reads)
+        j = readout_source(modules, i) if isinstance(module, LastStep) else i - 1
+        previous = modules[j] if j is not None and j >= 0 else None
         flow = _module(g, module, flow, index=i, suffix=suffix, state=state, previous=previous)
     out = g.op("Identity", [flow.name], "y")
     g.outputs.insert(0, helper.make_tensor_value_info(out, TensorProto.FLOAT, None))

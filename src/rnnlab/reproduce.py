@@ -21,7 +21,6 @@ many run beside it, its wall time does.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import sys
@@ -109,6 +108,18 @@ def _cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def _settled(config: dict[str, Any]) -> dict[str, Any] | None:
+    """A stored config's settings as TrainConfig.settled writes them (None if unreadable):
+    rows written before weight_decay could be none (the optimizer's own) compare equal to
+    the same rows now."""
+    from rnnlab.train import TrainConfig
+
+    try:
+        return TrainConfig.from_run(config, source="stored").settled()
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
 def run_row(row: Row, out: Path, settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train one row into OUT/runs/NAME and return its record (the table's row).
 
@@ -122,15 +133,15 @@ def run_row(row: Row, out: Path, settings: dict[str, Any] | None = None) -> dict
 
     cfg = config(row, settings)
     run_dir = Path(out) / "runs" / row.name
-    wanted = json.loads(json.dumps(cfg.to_dict()))  # as config.json holds it
+    wanted = cfg.settled()
     finished = run_dir / "result.json"
     if finished.exists():
         record = io.read_json(finished).get("record")
-        if isinstance(record, dict) and record.get("config") == wanted:
+        if isinstance(record, dict) and _settled({"train": record.get("config")}) == wanted:
             return dict(record, reused=True)
         _other_settings(out, run_dir)
     ckpt = io.load_checkpoint(run_dir) if io.checkpoint_steps(run_dir) else None
-    if ckpt is not None and ckpt.config.get("train") != wanted:
+    if ckpt is not None and _settled(ckpt.config) != wanted:
         _other_settings(out, run_dir)
     task = tasks.make_task(cfg)
     spec = tasks.model_spec(cfg, task)

@@ -14,6 +14,7 @@ digits. What a task must provide is the `Task` protocol below.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import signal
 import sys
@@ -198,6 +199,15 @@ class TrainConfig:
         if legacy and train.get("optimizer") == "adamw" and train.get("weight_decay") == 0:
             train = {**train, "weight_decay": None}
         return cls.from_dict(train, source=source, tasks=tasks)
+
+    def settled(self) -> dict[str, Any]:
+        """`to_dict` with what a default stands for written out (weight_decay none: the
+        optimizer's own), as JSON holds it: two configs that train alike compare equal,
+        whichever rnnlab wrote them (rnnlab reproduce's rows)."""
+        d: dict[str, Any] = json.loads(json.dumps(self.to_dict()))
+        if d["weight_decay"] is None:
+            d["weight_decay"] = 1e-2 if self.optimizer == "adamw" else 0.0
+        return d
 
     def validate(self, tasks: Sequence[str] | None = None) -> None:
         for name in (
@@ -412,6 +422,8 @@ def steps_change(cfg: TrainConfig, old_steps: int, at: int) -> str:
     learning rate and an "a:b" teacher-forcing schedule are spread over `steps`, so the
     resumed run follows neither the schedule it began nor one of the new length from the
     start (--resume's exactness is for a constant one)."""
+    if old_steps == cfg.steps:
+        return ""
     old = dataclasses.replace(cfg, steps=old_steps)
     end = max(min(old_steps, cfg.steps), at + 1)
     probe = sorted({at, *np.linspace(at, end - 1, 64).round().astype(int).tolist()})

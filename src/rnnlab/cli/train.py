@@ -183,7 +183,7 @@ def _prepare_train(args, comm) -> tuple:
     --batch-size is each rank's: the run's global batch is K times it. Nothing here is a
     collective, so a rank that fails here cannot leave the others waiting."""
     from rnnlab import tasks
-    from rnnlab.train import TrainConfig, steps_change
+    from rnnlab.train import FINAL_STOPS, TrainConfig, steps_change
 
     say = comm is None or comm.rank == 0
     if args.resume:
@@ -218,7 +218,8 @@ def _prepare_train(args, comm) -> tuple:
         for k, v in overrides.items():
             setattr(cfg, k, v)
         cfg.validate()
-        changed = steps_change(cfg, run_steps, ckpt.step if ckpt is not None else 0)
+        ended = ckpt is not None and ckpt.state.get("stopped_by") in FINAL_STOPS
+        changed = "" if ended else steps_change(cfg, run_steps, ckpt.step if ckpt else 0)
         if changed and say:
             print(f"rnnlab: warning: --steps {cfg.steps} (the run had {run_steps}) changes "
                   f"{changed}; resume without --steps to keep the run's", file=sys.stderr)
@@ -250,6 +251,8 @@ def _prepare_train(args, comm) -> tuple:
         if args.run_dir:
             _not_someone_elses(Path(args.run_dir))
         task = tasks.make_task(cfg)
+        if hasattr(task, "check_new_run"):
+            task.check_new_run()
         spec = tasks.model_spec(cfg, task)
         model = tasks.build_model(spec, seed=cfg.seed)
         # None: cmd_train makes the directory once every rank has started

@@ -52,18 +52,22 @@ class _SequenceTask:
                 f"`bptt` must be 0 for the {cfg.task} task: it has one target per "
                 f"sequence, which truncated BPTT would cut off from the inputs"
             )
-        if cfg.reverse_input and self.per_step:
-            raise ValueError(
-                f"`reverse_input` must be off for the {cfg.task} task: its target at step t "
-                "follows from the inputs up to t, and read backwards they come after it (the "
-                "copy task's symbols to recall would be asked for before they are shown, a "
-                "token model's next token would already have been read); reversed input is "
-                "for tasks that read a whole sequence, then answer"
-            )
         if cfg.bptt and cfg.bidirectional:
             raise ValueError(
                 "`bptt` must be 0 for a bidirectional model: the reverse direction's "
                 "state flows from the future and cannot be carried across windows"
+            )
+
+    def check_new_run(self) -> None:
+        """What a new run of this task may not ask for, though a saved run that did still
+        loads (it evaluates, resumes and is analysed as it trained)."""
+        if self.cfg.reverse_input and self.per_step:
+            raise ValueError(
+                f"`reverse_input` must be off for the {self.cfg.task} task: its target at "
+                "step t follows from the inputs up to t, and read backwards they come after "
+                "it (the copy task's symbols to recall would be asked for before they are "
+                "shown, a token model's next token would already have been read); reversed "
+                "input is for tasks that read a whole sequence, then answer"
             )
 
     # --- the data a subclass provides
@@ -104,8 +108,10 @@ class _SequenceTask:
     def prepare(self, x, y, lengths):
         """Arrange a batch as the model sees it (the task's reverse_input applied), also for
         batches drawn outside training (rnnlab.diagnostics.subjects)."""
-        if self.cfg.reverse_input:  # (tasks with one target per sequence: see __init__)
+        if self.cfg.reverse_input:
             x = _reverse_within(x, lengths)
+            if self.per_step:  # a run saved before new runs were refused it (check_new_run)
+                y = _reverse_within(y, lengths)
         return x, y, lengths
 
     def batch(self, step: int, rng: np.random.Generator) -> Batch:

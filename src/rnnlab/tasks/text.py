@@ -82,8 +82,8 @@ def read_text(path: str | os.PathLike[str]) -> str:
             if not stat.S_ISREG(info.st_mode):  # /dev/zero, a FIFO: never-ending reads
                 kind = "a FIFO, a named pipe" if stat.S_ISFIFO(info.st_mode) else "a device"
                 _raise("path", expected, f"'{p}', which is not a regular file ({kind})")
-            if hasattr(os, "set_blocking"):
-                os.set_blocking(f.fileno(), True)
+            if getattr(os, "O_NONBLOCK", 0) and hasattr(os, "set_blocking"):  # (not Windows':
+                os.set_blocking(f.fileno(), True)  # it has no O_NONBLOCK, and fails on files)
             if info.st_size > MAX_BYTES:
                 _raise("path", f"{expected} of at most {MAX_BYTES:,} bytes",
                        f"'{p}', which has {info.st_size:,}")  # fmt: skip

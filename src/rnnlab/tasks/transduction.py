@@ -280,7 +280,8 @@ class Trainee(_Module):
 
     def backward(self, f: Forward, d_output, d_state=None, *, input_grad=True,
                  overwrite_d_output=False) -> Backward:
-        return self.net.backward(f, d_output, overwrite_d_output=overwrite_d_output)
+        return self.net.backward(f, d_output, input_grad=input_grad,
+                                 overwrite_d_output=overwrite_d_output)  # fmt: skip
 
     def scheduled_inputs(self, src, src_lengths, tgt_in, p: float, rng) -> np.ndarray:
         """Scheduled sampling (Bengio et al. 2015): after BOS, each decoder input is the true
