@@ -168,7 +168,14 @@ def test_flop_count():
     second = 2 * T * B * (2 * H + H) * 3 * H
     assert configs.forward_flops("gru", B, T, I, H, 2, True) == 2 * (one // 4 * 3) + 2 * second
     config = configs.Config("rnn", "S1", False)
-    assert configs.step_flops(config, "train") == 3 * configs.step_flops(config, "infer")
+    f, recurrent = configs.step_flops(config, "infer"), 2 * T * B * H * 1 * H
+    # layer 0's backward: the weights' products and h_{t-1}'s, not x's (input_grad=False)
+    assert configs.step_flops(config, "train") == 2 * f + recurrent
+    stack = configs.Config("gru", "S2", True, 2)
+    B2, T2, I2, H2 = configs.SHAPES["S2"]
+    first = configs.forward_flops("gru", B2, T2, I2, H2, 1, True)
+    total = configs.forward_flops("gru", B2, T2, I2, H2, 2, True)
+    assert configs.step_flops(stack, "train") == 3 * total - first + first * H2 / (I2 + H2)
 
 
 def test_the_27_configurations():
@@ -452,3 +459,60 @@ def test_noisy_rows_are_timed_again_and_each_library_keeps_its_smaller_median(mo
 def test_a_row_whose_calls_all_took_no_time_counts_as_noisy():
     stats = {"median": 1.0, "p10": 0.0, "p90": 1.0}
     assert tables.noisy({"rnnlab_stats_ms": stats, "torch_stats_ms": stats})
+
+
+def test_unequal_thread_counts_are_warned_about(monkeypatch):
+    """OMP_NUM_THREADS=1 held PyTorch to one thread while rnnlab split over two, and nothing
+    said so: the ratios compared unequal shares of the machine (a row read 'peak 113%')."""
+    from rnnlab.bench import host
+    from rnnlab.fast import parallel
+
+    class Torch:
+        def __init__(self, n):
+            self.n = n
+
+        def get_num_threads(self):
+            return self.n
+
+    said = []
+    monkeypatch.setattr(parallel, "num_threads", lambda: 2)
+    assert host.warn_unequal_threads(Torch(1), said.append)
+    assert "PyTorch runs on 1 thread(s) and rnnlab on 2" in said[0]
+    said.clear()
+    assert not host.warn_unequal_threads(Torch(2), said.append) and not said
+
+
+def test_a_failed_unforced_measurement_keeps_the_forced_peak(monkeypatch):
+    """The child that measures the GEMM without a forcing variable returns {} when it fails:
+    max(peak, *{}.values()) was max(float), a TypeError traceback."""
+    from rnnlab.bench import environment, host, suite
+
+    monkeypatch.setattr(host, "measured_peaks", lambda *a: {"numpy": 100.0, "torch": 90.0})
+    monkeypatch.setattr(environment, "forced_kernels", lambda: {"OPENBLAS_CORETYPE": "Haswell"})
+    monkeypatch.setattr(host, "unforced_peaks", lambda *a: {})
+
+    class Torch:
+        def get_num_threads(self):
+            return 2
+
+    said = []
+    _, peak, forced, _ = suite._machine_peak(Torch(), 0.0, said.append)
+    assert peak == 100.0 and forced
+
+
+def test_an_output_file_in_a_missing_folder_is_refused_before_the_run(tmp_path, capsys):
+    """--out in a missing folder failed only after the whole run, and its results were lost."""
+    from rnnlab.bench import cli
+
+    code = cli.main(["--cells", "rnn", "--shapes", "S1", "--out", str(tmp_path / "no" / "x.json")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--out:" in err and "not a folder rnnlab can write in" in err and "load" not in err
+
+
+def test_end_to_end_refuses_a_bad_pause():
+    from rnnlab.bench import end_to_end
+
+    for bad in (-1.0, float("inf"), "1"):
+        with pytest.raises(ValueError, match=r"`pause_s` must be a finite number of seconds"):
+            end_to_end.run(steps=1, warmup=0, pause_s=bad)

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from rnnlab import io
@@ -201,6 +203,13 @@ def main(argv: list[str] | None = None) -> int:
     kind = "--end-to-end" if args.end_to_end else "the layer benchmark (it needs --end-to-end)"
     for flag in _ignored(parser, args):
         stderr(f"rnnlab bench: warning: {flag} does not apply to {kind}; ignored")
+    for flag, path in (("--out", args.out), ("--markdown", args.markdown)):
+        folder = Path(path).expanduser().resolve().parent if path else None
+        if folder is not None and not (folder.is_dir() and os.access(folder, os.W_OK)):
+            # checked before the run: writing fails only after it, and its results were lost
+            print(f"rnnlab bench: error: {flag}: '{path}' is in '{folder}', which is not a "
+                  "folder rnnlab can write in", file=sys.stderr)  # fmt: skip
+            return 2
     try:
         result = _run(args)
     except (ValueError, ImportError) as e:
@@ -220,4 +229,6 @@ def main(argv: list[str] | None = None) -> int:
         print(text)
     else:
         print(report(result))
+    if args.end_to_end and not result["end_to_end"]["losses_agree"]:
+        return 1  # (timed, but not the same computation: the report says ABOVE the tolerance)
     return 0

@@ -107,8 +107,11 @@ def forward_flops(
 
         F_k = 2 · T · B · (I_k + H) · G · H
 
-    A training step counts 3 F (forward, then the two products of backward: into the
-    pre-activations' inputs and into the weights).
+    A training step (`step_flops`) counts 3 F for each layer above the first (forward, then
+    the two products of backward: into the layer's inputs and into its weights), and for
+    the first 2 F plus its recurrent products again: the gradient into the data x is
+    computed by neither library (the bench passes input_grad=False, as PyTorch's x needs
+    none), only the one into h_{t-1}.
     """
     D = 2 if bidirectional else 1
     G = GATES[cell]
@@ -122,4 +125,8 @@ def forward_flops(
 def step_flops(config: Config, mode: str) -> float:
     B, T, I, H = config.dims
     f = forward_flops(config.cell, B, T, I, H, config.layers, config.bidirectional)
-    return 3.0 * f if mode == "train" else f
+    if mode != "train":
+        return f
+    first = forward_flops(config.cell, B, T, I, H, 1, config.bidirectional)
+    recurrent = first * H / (I + H)  # layer 0's h_{t-1} products: its backward's only dX part
+    return 3.0 * f - first + recurrent  # (counted as 3 F before 2026-12-04: 9/8 of it at H = 2I)

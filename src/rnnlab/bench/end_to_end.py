@@ -15,6 +15,7 @@ with the recurrent state carried (detached) exactly where the Trainer carries it
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import tempfile
 import time
@@ -170,7 +171,14 @@ def run(
     steps = _checks.positive_int(steps, "steps")
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         _checks.fail("warmup_steps", "an integer ≥ 0", _checks.describe(warmup))
+    if (
+        isinstance(pause_s, bool)
+        or not isinstance(pause_s, (int, float))
+        or not (math.isfinite(pause_s) and pause_s >= 0)
+    ):
+        _checks.fail("pause_s", "a finite number of seconds ≥ 0", _checks.describe(pause_s))
     torch = import_torch()
+    host.warn_unequal_threads(torch, log)
     started = time.time()
     load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="rnnlab-bench-") as where:

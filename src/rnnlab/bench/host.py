@@ -61,6 +61,22 @@ print(json.dumps(host.measured_peaks(torch, int(sys.argv[1]), 0.0)))
 """The child of `unforced_peaks`: both GEMM speeds, as measured_peaks takes them here."""
 
 
+def warn_unequal_threads(torch: ModuleType, log: Callable[[str], None]) -> bool:
+    """Say when PyTorch and rnnlab would run on different numbers of threads (OMP_NUM_THREADS
+    or MKL_NUM_THREADS hold PyTorch to 1, RNNLAB_NUM_THREADS rnnlab): the ratios then compare
+    a library on one core with one on two, and the GEMM peak is measured at PyTorch's
+    count. True when they differ."""
+    from rnnlab.fast import parallel
+
+    mine, theirs = parallel.num_threads(), torch.get_num_threads()
+    if mine == theirs:
+        return False
+    log(f"warning: PyTorch runs on {theirs} thread(s) and rnnlab on {mine}: the ratios compare "
+        "unequal shares of the machine (OMP_NUM_THREADS, MKL_NUM_THREADS and "
+        "RNNLAB_NUM_THREADS set them); unset them or set them alike for a benchmark")
+    return True
+
+
 def unforced_peaks(n: int = GEMM_N, torch_threads: int = 1) -> dict[str, float] | None:
     """NumPy's and PyTorch's float32 GEMM speeds (PyTorch's at `torch_threads`, as in the run)
     in a child process without the environment variables that hold a BLAS to another kernel

@@ -171,6 +171,7 @@ def run(
         f"rnnlab bench: load average {load_start[0]:.2f}; rnnlab's compiled loop "
         f"{'on' if host.fast_path_active() else 'off (NumPy loop)'}; measuring the GEMM peak ..."
     )
+    host.warn_unequal_threads(torch, log)
     peaks, peak, forced, unforced = _machine_peak(torch, timing.pause_s, log)
 
     todo = [c for c in configs(cells, shapes, directions) if not (quick and c.layers > 1)]
@@ -246,7 +247,7 @@ def _machine_peak(
         said = ", ".join(f"{k}={v}" for k, v in forced.items())
         log(f"warning: {said} holds a BLAS to another kernel than this machine's best; "
             f"{gemm_with_and_without(peaks, unforced)}: unset it for a benchmark")
-        peak = max(peak, *(unforced or {}).values())
+        peak = max([peak, *(unforced or {}).values()])  # ({}: the measuring child failed)
     return peaks, peak, forced, unforced
 
 
