@@ -516,3 +516,23 @@ def test_end_to_end_refuses_a_bad_pause():
     for bad in (-1.0, float("inf"), "1"):
         with pytest.raises(ValueError, match=r"`pause_s` must be a finite number of seconds"):
             end_to_end.run(steps=1, warmup=0, pause_s=bad)
+
+
+def test_inference_rows_are_checked_against_pytorch_on_their_own_path(monkeypatch):
+    """The infer rows carried the training step's agreement, though inference runs other
+    code (no tape, the per-step projection): it is compared on its own, and a wrong
+    inference output is never timed."""
+    pair = runners.make_pair(torch, configs.Config("gru", "S1", True))
+    assert runners.check_inference_agreement(torch, pair, "gru S1 bi") < 1e-5
+    real = pair.ours.forward
+
+    def wrong(x, **kw):
+        f = real(x, **kw)
+        if kw.get("grad") is False:
+            f.output[0, 0, 0] += 1.0
+        return f
+
+    monkeypatch.setattr(pair.ours, "forward", wrong)
+    assert runners.check_agreement(torch, pair, "gru S1 bi") < 1e-5  # training is right
+    with pytest.raises(RuntimeError, match=r"disagree on the inference outputs"):
+        runners.check_inference_agreement(torch, pair, "gru S1 bi")

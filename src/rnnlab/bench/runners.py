@@ -127,6 +127,21 @@ def relative_error(a: np.ndarray, b: np.ndarray) -> float:
     return diff / scale if scale > 0 else diff
 
 
+def check_inference_agreement(torch, pair: Pair, label: str) -> float:
+    """Compare the inference pass's outputs with torch's: it runs other code than a training
+    step's forward (no tape, the per-step projection where it wins), so the training
+    step's agreement does not vouch for it. RuntimeError above TOLERANCE."""
+    mine = rnnlab_step(pair, "infer")().output
+    theirs = torch_step(torch, pair, "infer")().detach().numpy()
+    err = relative_error(mine, theirs)
+    if not err <= TOLERANCE:  # also catches NaN
+        raise RuntimeError(
+            f"{label}: rnnlab and PyTorch disagree on the inference outputs (relative error "
+            f"{err:.2e} > {TOLERANCE:g}); not timing a wrong computation."
+        )
+    return err
+
+
 def check_agreement(torch, pair: Pair, label: str, checkpoint_every: int = 0) -> float:
     """Compare one training step's outputs and every gradient with torch's.
 

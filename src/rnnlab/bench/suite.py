@@ -38,6 +38,7 @@ from rnnlab.bench.report import gemm_with_and_without, noisy, stderr
 from rnnlab.bench.runners import (
     TOLERANCE,
     check_agreement,
+    check_inference_agreement,
     import_torch,
     make_pair,
     rnnlab_step,
@@ -299,7 +300,9 @@ def _time_config(
     other first, then timed in interleaved blocks (onnxruntime's inference beside them
     when `ort_dir`, a scratch directory for its model, is given)."""
     pair = make_pair(torch, config)
-    max_err = check_agreement(torch, pair, config.label)
+    errors = {"train": check_agreement(torch, pair, config.label)}
+    if "infer" in modes:
+        errors["infer"] = check_inference_agreement(torch, pair, config.label)
     ort = None
     if ort_dir is not None and "infer" in modes:
         ort = ort_step(pair, torch.get_num_threads(), ort_dir)
@@ -310,7 +313,7 @@ def _time_config(
         if ort is not None and mode == "infer":
             fns["onnxruntime"] = ort
         times = interleaved(fns, timing)
-        row = _row(config, mode, times, peak, max_err)
+        row = _row(config, mode, times, peak, errors[mode])
         if "onnxruntime" in fns:
             row.update(ort_max_rel_err=ort_err, ort_stats_ms=ms_stats(times["onnxruntime"]))
             _with_speeds(row, peak)
