@@ -120,6 +120,20 @@ def int_array(value: object, name: str, *, ndim: int | None = None) -> np.ndarra
     return value
 
 
+def token_ids(
+    value: object, name: str, vocab: int | None, *, ndim: int | None = None
+) -> np.ndarray:
+    """Integer ids in [0, vocab): an embedding's lookup would raise NumPy's IndexError past
+    the end, and silently read from the end for a negative id. `vocab` None: not known
+    (an ONNX file exported before it was recorded), so only negative ids are refused."""
+    ids = int_array(value, name, ndim=ndim)
+    if ids.size and (ids.min() < 0 or (vocab is not None and ids.max() >= vocab)):
+        bad = (ids < 0) if vocab is None else (ids < 0) | (ids >= vocab)
+        fail(name, f"token ids in [0, {vocab if vocab is not None else 'the vocabulary size'})",
+             f"the id {int(ids[bad][0])}")  # fmt: skip
+    return ids
+
+
 def positive_int(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         fail(name, "a positive integer", describe(value))

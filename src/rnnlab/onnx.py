@@ -762,11 +762,7 @@ class Runtime:
         if self.tokens:
             ids = _checks.int_array(x, "x", ndim=2)
             _checks.batch_of_steps(ids if self.batch_first else ids.T)
-            n = self.num_embeddings
-            if ids.min() < 0 or (n and ids.max() >= n):
-                bad = int(ids[(ids < 0) | (ids >= n)][0]) if n else int(ids.min())
-                _checks.fail("x", f"token ids in [0, {n or 'the vocabulary size'})",
-                             f"the id {bad}")  # fmt: skip
+            _checks.token_ids(ids, "x", self.num_embeddings or None)
             return ids.astype(np.int64)
         value = _checks.float_array(x, "x", ndim=3, finite=check)
         _checks.batch_of_steps(value if self.batch_first else np.swapaxes(value, 0, 1))

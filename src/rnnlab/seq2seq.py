@@ -371,7 +371,7 @@ class Seq2Seq(_Module):
         """Teacher forcing: logits (B, T, target_vocab) for the target read shifted by one,
         `tgt_in` = (BOS, y_1, …, y_{T-1}) as ids (B, T)."""
         src = self._source(src)
-        tgt_in = _ids(tgt_in, "tgt_in", self.target_vocab, ndim=2)
+        tgt_in = _checks.token_ids(tgt_in, "tgt_in", self.target_vocab, ndim=2)
         if src.shape[0] != tgt_in.shape[0]:
             _checks.fail("tgt_in", f"{src.shape[0]} rows, one per source", f"shape {tgt_in.shape}")
         B, S = src.shape[:2]
@@ -444,7 +444,7 @@ class Seq2Seq(_Module):
 
     def _source(self, src: npt.ArrayLike) -> np.ndarray:
         if self.src_embed is not None:
-            return _ids(src, "src", self.src_embed.num_embeddings, ndim=2)
+            return _checks.token_ids(src, "src", self.src_embed.num_embeddings, ndim=2)
         return _checks.float_array(src, "src", ndim=3, dtype=self.dtype)
 
     # ------------------------------------------------------------------ generation
@@ -610,16 +610,6 @@ def _recurrent_options(recurrent: object) -> dict[str, Any]:
                          "The cell, sizes, direction, dtype and rng are Seq2Seq's own "
                          "arguments.")  # fmt: skip
     return dict(recurrent)
-
-
-def _ids(value: npt.ArrayLike, name: str, vocab: int, *, ndim: int) -> np.ndarray:
-    """Token ids in [0, vocab), refused by the argument's own name (the embedding would
-    name its `x`)."""
-    ids = _checks.int_array(value, name, ndim=ndim)
-    if ids.size and (ids.min() < 0 or ids.max() >= vocab):
-        bad = int(ids[(ids < 0) | (ids >= vocab)][0])
-        _checks.fail(name, f"token ids in [0, {vocab})", f"the id {bad}")
-    return ids
 
 
 def _take(state: State, index: np.ndarray) -> State:
