@@ -81,7 +81,7 @@ def test_read_text_errors(tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied")
 
     (tmp_path / "locked.txt").write_text("x" * 2000)
-    monkeypatch.setattr(text, "open", denied, raising=False)  # root reads any mode
+    monkeypatch.setattr(text._checks, "open_file", denied)  # root reads any mode
     with pytest.raises(
         ValueError,
         match=r"got '.*locked.txt', which cannot be read "

@@ -221,12 +221,44 @@ def _bytes(n: float) -> str:
     return f"{n:.1f} PiB"
 
 
-def open_regular(path: Path, what: str, error: type[ValueError] = ValueError) -> BinaryIO:
-    """`path` opened for reading in binary, refused unless it is a regular file. Opened
-    without blocking and checked before any read: opening a FIFO for reading otherwise waits
-    for a writer forever, and a device (`/dev/zero`) never ends."""
+class NotRegularFile(OSError):
+    """A path that opens but holds no file to read to its end: `kind` says what it is."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
+
+
+def open_file(path: Path | str) -> BinaryIO:
+    """`path` opened for reading in binary if it is a regular file; else OSError (as `open`
+    raises it) or NotRegularFile. Opened without blocking and checked before any read:
+    opening a FIFO for reading otherwise waits for a writer forever, and a device
+    (`/dev/zero`) never ends. The callers word the errors (open_regular, text.read_text)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):  # (Windows opens a directory)
+            raise IsADirectoryError(21, "Is a directory", str(path))
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile("a FIFO, a named pipe" if stat.S_ISFIFO(mode) else
+                                 "a device or a socket")  # fmt: skip
+        # Blocking again for plain reads (a regular file never blocks). Only where it was
+        # made non-blocking: Windows has no O_NONBLOCK, and its set_blocking (3.12+) is for
+        # pipes and fails on a file.
+        if getattr(os, "O_NONBLOCK", 0) and hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+    except OSError:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def open_regular(path: Path, what: str, error: type[ValueError] = ValueError) -> BinaryIO:
+    """`open_file`, its refusals as `error`s naming `what` and the path."""
+    try:
+        return open_file(path)
+    except NotRegularFile as e:
+        raise error(f"Cannot read {what} '{path}': it is not a regular file ({e.kind}).") from None
     except FileNotFoundError:
         raise error(f"Cannot read {what} '{path}': the file does not exist.") from None
     except IsADirectoryError:
@@ -235,28 +267,6 @@ def open_regular(path: Path, what: str, error: type[ValueError] = ValueError) ->
         raise error(f"Cannot read {what} '{path}': permission denied.") from None
     except OSError as e:
         raise error(f"Cannot read {what} '{path}': {e.strerror or e}.") from None
-    try:
-        mode = os.fstat(fd).st_mode
-    except OSError:
-        os.close(fd)
-        raise
-    if stat.S_ISDIR(mode):  # (Windows opens a directory)
-        os.close(fd)
-        raise error(f"Cannot read {what} '{path}': it is a directory.")
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        kind = "a FIFO, a named pipe" if stat.S_ISFIFO(mode) else "a device or a socket"
-        raise error(f"Cannot read {what} '{path}': it is not a regular file ({kind}).")
-    # Blocking again for plain reads from here (a regular file never blocks). Only where it
-    # was made non-blocking: Windows has no O_NONBLOCK, and its set_blocking (3.12+) is for
-    # pipes and fails on a file.
-    if getattr(os, "O_NONBLOCK", 0) and hasattr(os, "set_blocking"):
-        try:
-            os.set_blocking(fd, True)
-        except OSError as e:
-            os.close(fd)
-            raise error(f"Cannot read {what} '{path}': {e.strerror or e}.") from None
-    return os.fdopen(fd, "rb")
 
 
 def read_bounded(path: Path, limit: int, what: str, error: type[ValueError] = ValueError) -> bytes:

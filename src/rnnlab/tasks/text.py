@@ -15,7 +15,6 @@ import hashlib
 import json
 import math
 import os
-import stat
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -75,19 +74,16 @@ def read_text(path: str | os.PathLike[str]) -> str:
     if p.is_dir():
         _raise("path", expected, f"'{p}', which is a directory")
     try:
-        # Opened without blocking: opening a FIFO for reading otherwise waits for a writer
-        # forever, before the check below could refuse it.
-        with open(os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as f:
-            info = os.fstat(f.fileno())
-            if not stat.S_ISREG(info.st_mode):  # /dev/zero, a FIFO: never-ending reads
-                kind = "a FIFO, a named pipe" if stat.S_ISFIFO(info.st_mode) else "a device"
-                _raise("path", expected, f"'{p}', which is not a regular file ({kind})")
-            if getattr(os, "O_NONBLOCK", 0) and hasattr(os, "set_blocking"):  # (not Windows':
-                os.set_blocking(f.fileno(), True)  # it has no O_NONBLOCK, and fails on files)
-            if info.st_size > MAX_BYTES:
+        with _checks.open_file(p) as f:  # (a FIFO or /dev/zero: refused, never waited on)
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_BYTES:
                 _raise("path", f"{expected} of at most {MAX_BYTES:,} bytes",
-                       f"'{p}', which has {info.st_size:,}")  # fmt: skip
+                       f"'{p}', which has {size:,}")  # fmt: skip
             data = f.read(MAX_BYTES + 1)
+    except _checks.NotRegularFile as e:
+        _raise("path", expected, f"'{p}', which is not a regular file ({e.kind})")
+    except IsADirectoryError:
+        _raise("path", expected, f"'{p}', which is a directory")
     except FileNotFoundError:
         _raise("path", expected, f"'{p}', which does not exist")
     except OSError as e:
