@@ -205,9 +205,15 @@ class TrainConfig:
         optimizer's own), as JSON holds it: two configs that train alike compare equal,
         whichever rnnlab wrote them (rnnlab reproduce's rows)."""
         d: dict[str, Any] = json.loads(json.dumps(self.to_dict()))
-        if d["weight_decay"] is None:
-            d["weight_decay"] = 1e-2 if self.optimizer == "adamw" else 0.0
+        d["weight_decay"] = self.decay()
         return d
+
+    def decay(self) -> float:
+        """The weight decay the optimizer applies: weight_decay, or none given, the
+        optimizer's own (PyTorch's: AdamW 0.01, the others 0)."""
+        if self.weight_decay is not None:
+            return float(self.weight_decay)
+        return 1e-2 if self.optimizer == "adamw" else 0.0
 
     def validate(self, tasks: Sequence[str] | None = None) -> None:
         for name in (
@@ -380,9 +386,7 @@ def teacher_schedule(text: str) -> tuple[float, float]:
 
 def make_optimizer(cfg: TrainConfig) -> optim.Optimizer:
     """The optimizer a config names (a plain if/elif: the names are the CLI's vocabulary)."""
-    o, lr, wd = cfg.optimizer, cfg.lr, cfg.weight_decay
-    if wd is None:  # each optimizer's default: PyTorch's
-        wd = 1e-2 if o == "adamw" else 0.0
+    o, lr, wd = cfg.optimizer, cfg.lr, cfg.decay()
     if o == "sgd":
         return optim.SGD(lr=lr, momentum=cfg.momentum, weight_decay=wd)
     if o == "nesterov":
