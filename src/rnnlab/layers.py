@@ -150,6 +150,15 @@ def _rng(rng: RngLike) -> np.random.Generator:
     return rng
 
 
+def _training_rng(rng: object, what: str) -> np.random.Generator:
+    """The generator training's random masks (`what`) draw from: a Generator, or a seed made
+    into one (PassOptions' rng); None is refused, a fresh draw each call being no run."""
+    if isinstance(rng, bool) or not isinstance(rng, (np.random.Generator, int, np.integer)):
+        _checks.fail("rng", f"a numpy Generator or a seed when training with {what}",
+                     _checks.describe(rng))  # fmt: skip
+    return _rng(rng)
+
+
 def _uniform(
     rng: np.random.Generator, shape: tuple[int, ...], bound: float, dtype: np.dtype
 ) -> np.ndarray:
@@ -491,10 +500,7 @@ class Recurrent:
         m = valid_mask(lengths, mask, B, T)  # (the mask is (B, T) for either layout)
         random = (self.dropout > 0 and self.num_layers > 1) or self.recurrent_dropout
         if training and (random or any(self.zoneout)):
-            if isinstance(rng, bool) or not isinstance(rng, (np.random.Generator, int, np.integer)):
-                _checks.fail("rng", "a numpy Generator or a seed when training with dropout "
-                             "or zoneout", _checks.describe(rng))  # fmt: skip
-            rng = _rng(rng)
+            rng = _training_rng(rng, "dropout or zoneout")
         h0s = self._initial_states(state, B)
         # the tape: per layer and direction the gates, states and outputs of every step; a
         # checkpointed one the outputs, the states every k steps and one segment's tape,

@@ -26,6 +26,7 @@ from rnnlab.layers import (
     RngLike,
     _dtype,
     _rng,
+    _training_rng,
     load_params,
     pass_options,
     takes_overwrite,
@@ -207,10 +208,7 @@ class Dropout(_Module):
         training, rng = o["training"], o["rng"]
         if not training or self.p == 0.0:
             return Forward(x, None, None)
-        if isinstance(rng, bool) or not isinstance(rng, (np.random.Generator, int, np.integer)):
-            _checks.fail("rng", "a numpy Generator or a seed when training with dropout",
-                         _checks.describe(rng))  # fmt: skip
-        rng = _rng(rng)
+        rng = _training_rng(rng, "dropout")
         keep = 1.0 - self.p
         m = (rng.random(x.shape) < keep).astype(x.dtype) / x.dtype.type(keep)
         return Forward(x * m, None, m)
