@@ -479,6 +479,11 @@ RUN_DAMAGE = [
     ("state without best", _each_checkpoint(lambda c: (c / "state.json").write_text(
         '{"step": 2, "best_step": -1, "bad_evals": 0, "history": []}')),
      r"state.json' must hold 'best' \(a number\)"),
+    ("state stopped_by unknown", _each_checkpoint(lambda c: (c / "state.json").write_text(
+        '{"step": 2, "best": null, "best_step": -1, "bad_evals": 0, "history": [], '
+        '"stopped_by": "tired"}')),
+     r"state.json' must hold 'stopped_by' as '' or one of 'early stopping', 'solved'; "
+     r"got 'tired'"),
     ("optimizer carry name", _edit_optimizer(lambda t: {**t, "carry/x": np.zeros(2, F32)}),
      r"optimizer.safetensors': the tensor 'carry/x' is not a carried state of this model"),
     ("optimizer carry index", _edit_optimizer(lambda t: {**t, "carry/9/0/1": np.zeros(2, F32)}),
@@ -519,6 +524,7 @@ RUN_DAMAGE = [
 
 # what only a resumed run reads: its progress and its metrics
 _RESUME_ONLY = ("state without step", "state history a string", "state without best",
+                "state stopped_by unknown",
                 "metrics.jsonl a directory", "optimizer carry name", "optimizer carry index",
                 "optimizer NaN", "optimizer integers")
 DAMAGE_CASES = [(cmd, *case) for case in RUN_DAMAGE for cmd in ("evaluate", "resume")
