@@ -60,6 +60,22 @@ def test_top_k_keeps_exactly_k_ids_when_logits_tie():
     np.testing.assert_allclose(full, [0.25, 0.75])
 
 
+def test_infinite_logits_are_certainties_and_nan_logits_are_refused():
+    """A +inf logit (a model pushed to overflow) made inf − inf = NaN probabilities, and
+    NumPy's choice then failed with its own words; now the +inf ids share the mass, and a
+    NaN logit or a row with nothing to draw is refused by name."""
+    p = next_token_probabilities(np.array([np.inf, 1.0, np.inf, -np.inf]), 0.7)
+    np.testing.assert_array_equal(p, [0.5, 0.0, 0.5, 0.0])
+    p = next_token_probabilities(np.array([[0.0, np.inf, 3.0], [0.0, np.log(3.0), -np.inf]]),
+                                 1.0, top_k=2)  # fmt: skip
+    np.testing.assert_allclose(p, [[0.0, 1.0, 0.0], [0.25, 0.75, 0.0]])
+    with pytest.raises(ValueError, match=r"`logits` must be numbers to sample from; got NaN "
+                                         r"\(first at index \(1, 2\)\)"):  # fmt: skip
+        next_token_probabilities(np.array([[0.0, 1.0, 2.0], [0.0, 1.0, np.nan]]), 1.0)
+    with pytest.raises(ValueError, match=r"`logits` must be at least one id"):
+        next_token_probabilities(np.array([-np.inf, -np.inf]), 1.0)
+
+
 def test_excluded_ids_are_never_sampled():
     """A vocabulary's unknown id stands for no character: excluded, it never comes, even as
     the model's favourite and at a temperature where every id is about as likely."""

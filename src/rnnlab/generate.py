@@ -72,8 +72,21 @@ def next_token_probabilities(
     likely ids: exactly k of them, ties at the k-th broken by position (a threshold at the
     k-th value would keep every tie). The logits are shifted by their maximum before the
     division, so a tiny temperature gives the argmax (the others → −inf) where
-    logits / temperature would overflow to inf − inf = NaN."""
+    logits / temperature would overflow to inf − inf = NaN. A +inf logit is a certainty:
+    the +inf ids share the probability equally. A NaN logit, or a row of −inf only, has no
+    distribution to draw from: refused by name rather than sampled from NaN probabilities."""
     z = logits.astype(np.float64)
+    if np.isnan(z).any():
+        at = np.argwhere(np.isnan(z))[0].tolist()
+        _checks.fail("logits", "numbers to sample from",
+                     f"NaN (first at index {at[0] if len(at) == 1 else tuple(at)})",
+                     "The model's weights or state are not finite.")  # fmt: skip
+    certain = np.isposinf(z)
+    if certain.any():
+        z = np.where(certain.any(axis=-1, keepdims=True), np.where(certain, 0.0, -np.inf), z)
+    if np.isneginf(z).all(axis=-1).any():
+        _checks.fail("logits", "at least one id with a finite or +inf logit",
+                     "only −inf (every id ruled out)")  # fmt: skip
     with np.errstate(over="ignore", under="ignore"):  # (−inf and 0 are the answers there)
         z = (z - z.max(axis=-1, keepdims=True)) / temperature  # ≤ 0, the maximum 0
         if top_k is not None and top_k < z.shape[-1]:
