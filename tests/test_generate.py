@@ -87,3 +87,30 @@ def test_excluded_ids_are_never_sampled():
         sample_ids(_model(), [1], 5, rng=0, exclude=[V])
     with pytest.raises(ValueError, match=r"`exclude` must be some of the model's ids"):
         sample_ids(_model(), [1], 5, rng=0, exclude=list(range(V)))
+
+
+@pytest.mark.parametrize("cell", ["jordan", "jordan-elman"])
+def test_an_output_feedback_model_is_fed_back_the_ids_it_read_and_sampled(cell):
+    """A Jordan character model is trained with teacher forcing: the one-hot of the true
+    previous class fed back. Sampling feeds back the same: within the prime the next id, then
+    each id sampled, so a greedy sample is the argmax of one teacher-forced pass over the
+    prime and the sample together (free running fed back the softmax: other ids)."""
+    spec = {"input": {"type": "tokens", "vocab_size": V, "embed_dim": 3},
+            "rnn": {"cell": cell, "hidden_size": 5}, "output_size": V}  # fmt: skip
+    m = build(spec, dtype=np.float64, rng=1)
+    for k, v in m.params.items():  # feedback strong enough that what is fed back matters
+        if k.endswith(("weight_fh", "weight_out")):
+            v *= 4.0
+    prime = np.array([1, 4, 2])
+    out = sample_ids(m, prime, 12, top_k=1, rng=0)
+    seq = np.concatenate([prime, out])
+    f = m.forward(seq[None], targets=np.append(seq[1:], 0)[None], teacher=1.0)
+    np.testing.assert_array_equal(f.output[0, len(prime) - 1 : -1].argmax(-1), out)
+    free = m.forward(seq[None]).output[0, len(prime) - 1 : -1].argmax(-1)
+    assert (free != out).any()  # the test can tell the two apart
+    with pytest.raises(ValueError, match=r"`ids` must be class ids in \[0, 6\)"):
+        m.fed_back(f.state, [6])
+    spec["feedback"] = "sigmoid"
+    with pytest.raises(ValueError, match=r"`model` must be an output-feedback model with "
+                                         r"feedback='softmax'"):  # fmt: skip
+        build(spec, dtype=np.float64, rng=1).fed_back(None, [1])

@@ -1,7 +1,9 @@
 """Generating sequences from a trained language model: one-to-many, run free.
 
 The model reads the priming ids in one pass, then feeds each sampled id back as the next
-input, carrying its recurrent state, one step at a time:
+input, carrying its recurrent state, one step at a time; an output-feedback (Jordan) model is
+also fed back, as its previous output, the one-hot of the id that followed (the truth within
+the prime, then the id sampled), as teacher forcing trained it:
 
     p(x_{t+1} | x_≤t) = softmax(o_t / temperature), restricted to the top-k ids if asked.
 """
@@ -41,7 +43,15 @@ def sample_ids(
     if ids.shape[0] == 0:
         _checks.fail("prime", "at least one token", "an empty prime")
     never = None if exclude is None else _checks.int_array(exclude, "exclude", ndim=1)
-    f = model.forward(ids.astype(np.int64).reshape(1, -1))
+    # An output-feedback model (models.FeedbackModel) is fed back the truth: within the prime
+    # each step's true class is the next id; after it, the id just sampled.
+    fed_back = getattr(model, "fed_back", None)
+    ids = ids.astype(np.int64)
+    if fed_back is None:
+        f = model.forward(ids.reshape(1, -1))
+    else:  # (the prime's last target is a placeholder: what follows it is sampled below)
+        f = model.forward(ids.reshape(1, -1), targets=np.append(ids[1:], 0).reshape(1, -1),
+                          teacher=1.0)  # fmt: skip
     state = f.state
     logits = f.output[0, -1]
     if never is not None and never.size:
@@ -59,7 +69,11 @@ def sample_ids(
             logits[never] = -np.inf
         p = next_token_probabilities(logits, temperature, top_k)
         out[i] = gen.choice(p.size, p=p)
-        f = model.forward(out[i : i + 1].reshape(1, 1), state=state)
+        if fed_back is None:
+            f = model.forward(out[i : i + 1].reshape(1, 1), state=state)
+        else:
+            f = model.forward(out[i : i + 1].reshape(1, 1), state=fed_back(state, out[i : i + 1]),
+                              targets=np.zeros((1, 1), np.int64), teacher=1.0)  # fmt: skip
         state = f.state
         logits = f.output[0, -1]
     return out

@@ -230,9 +230,10 @@ class FeedbackModel(_Module):
     """[Embedding] + OutputFeedback: the notes' output-to-hidden (Jordan) pattern as a model.
 
     Trained with teacher forcing (`teacher=1`), scheduled sampling (`0 < teacher < 1`: the
-    truth is fed with that probability) or free running (`teacher=0`, or no targets, as at
-    inference). Its state is [h_T or None, the value to feed at the next step], so windows
-    of a stream and sampling continue where the previous call stopped.
+    truth is fed with that probability) or free running (`teacher=0`, or no targets: the
+    prediction f(o_{t-1}) fed back). Its state is [h_T or None, the value to feed at the next
+    step], so windows of a stream and sampling continue where the previous call stopped;
+    `fed_back` sets that value to a known class (rnnlab.generate feeds back what it sampled).
     """
 
     wants_targets = True
@@ -278,6 +279,24 @@ class FeedbackModel(_Module):
             check=check,
         )
         return Forward(f.output, [f.state, f.cache["y_last"]], (fe, f))
+
+    def fed_back(self, state: Any, ids: Any) -> list[Any]:
+        """`state` with the value fed at the next step replaced by the one-hot vectors of
+        `ids` (B,): what teacher forcing feeds once the last step's true class is known. In
+        generation that is the class just sampled, as the notes run the model free on its own
+        outputs; feeding the prediction f(o) there instead (free mode) would show a model
+        trained with teacher forcing a soft vector it never saw."""
+        if self.layer.feedback != "softmax":
+            _checks.fail("model", "an output-feedback model with feedback='softmax' (classes)",
+                         f"feedback={self.layer.feedback!r}")  # fmt: skip
+        K = self.layer.output_size
+        ids = _checks.int_array(ids, "ids", ndim=1)
+        if ids.size and (ids.min() < 0 or ids.max() >= K):
+            _checks.fail("ids", f"class ids in [0, {K})", _checks.describe(ids.tolist()))
+        h, _ = (None, None) if state is None else state
+        y = np.zeros((ids.shape[0], K), self.layer.dtype)
+        y[np.arange(ids.shape[0]), ids] = 1.0
+        return [h, y]
 
     def backward(
         self, fwd: Forward, d_output: Any, d_state: Any = None, *, input_grad: bool = True,
