@@ -10,6 +10,8 @@ the prime, then the id sampled), as teacher forcing trained it:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from rnnlab import _checks
@@ -46,11 +48,12 @@ def sample_ids(
     # An output-feedback model (models.FeedbackModel) is fed back the truth: within the prime
     # each step's true class is the next id; after it, the id just sampled.
     fed_back = getattr(model, "fed_back", None)
+    teach: Any = model  # (its forward takes targets and teacher)
     ids = ids.astype(np.int64)
     if fed_back is None:
         f = model.forward(ids.reshape(1, -1))
     else:  # (the prime's last target is a placeholder: what follows it is sampled below)
-        f = model.forward(ids.reshape(1, -1), targets=np.append(ids[1:], 0).reshape(1, -1),
+        f = teach.forward(ids.reshape(1, -1), targets=np.append(ids[1:], 0).reshape(1, -1),
                           teacher=1.0)  # fmt: skip
     state = f.state
     logits = f.output[0, -1]
@@ -72,7 +75,7 @@ def sample_ids(
         if fed_back is None:
             f = model.forward(out[i : i + 1].reshape(1, 1), state=state)
         else:
-            f = model.forward(out[i : i + 1].reshape(1, 1), state=fed_back(state, out[i : i + 1]),
+            f = teach.forward(out[i : i + 1].reshape(1, 1), state=fed_back(state, out[i : i + 1]),
                               targets=np.zeros((1, 1), np.int64), teacher=1.0)  # fmt: skip
         state = f.state
         logits = f.output[0, -1]
