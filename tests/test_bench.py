@@ -456,6 +456,27 @@ def test_noisy_rows_are_timed_again_and_each_library_keeps_its_smaller_median(mo
     assert suite.run.__kwdefaults__["rerun_noisy"] is True
 
 
+def test_onnxruntimes_spread_makes_a_row_noisy_and_its_attempts_are_kept():
+    """onnxruntime's ratio is reported beside PyTorch's, so a disturbed onnxruntime makes the
+    row noisy too, and a row timed twice keeps onnxruntime's two attempts and its smaller
+    median (they were dropped, and its spread never asked for a second attempt)."""
+    from rnnlab.bench import suite
+
+    calm = {"median": 2.0, "p10": 2.0, "p90": 2.1}
+    row = {"cell": "lstm", "shape": "S1", "bidirectional": False, "layers": 1, "mode": "infer",
+           "rnnlab_stats_ms": calm, "torch_stats_ms": calm,
+           "ort_stats_ms": {"median": 3.0, "p10": 1.5, "p90": 9.0}}  # fmt: skip
+    assert tables.noisy(row) and not tables.noisy({**row, "ort_stats_ms": None})
+    first = suite._with_speeds(dict(row), 100.0)
+    second = suite._with_speeds({**row, "ort_stats_ms": {"median": 1.8, "p10": 1.7,
+                                                         "p90": 1.9}}, 100.0)  # fmt: skip
+    kept = suite._less_disturbed(first, second, 100.0)
+    assert kept["kept_attempt"] == {"rnnlab": 1, "torch": 1, "ort": 2}
+    assert (kept["ort_ms"], kept["ort_ratio"]) == (1.8, 0.9)
+    assert [a["ort_ms"] for a in kept["attempts"]] == [3.0, 1.8]
+    assert [a["ort_stats_ms"]["p90"] for a in kept["attempts"]] == [9.0, 1.9]
+
+
 def test_a_row_whose_calls_all_took_no_time_counts_as_noisy():
     stats = {"median": 1.0, "p10": 0.0, "p90": 1.0}
     assert tables.noisy({"rnnlab_stats_ms": stats, "torch_stats_ms": stats})

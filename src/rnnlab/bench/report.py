@@ -71,8 +71,11 @@ def noisy(row: dict[str, Any]) -> bool:
 
 
 def spread(row: dict[str, Any]) -> float:
-    """The wider of the two sides' spread of calls, p90 / p10 (infinite for a p10 of 0)."""
-    stats = (row["rnnlab_stats_ms"], row["torch_stats_ms"])
+    """The widest of the sides' spread of calls, p90 / p10 (infinite for a p10 of 0):
+    rnnlab's, PyTorch's and onnxruntime's where the row timed it (its ratio is reported too)."""
+    stats = [row["rnnlab_stats_ms"], row["torch_stats_ms"]]
+    if row.get("ort_stats_ms") is not None:
+        stats.append(row["ort_stats_ms"])
     return max(float(st["p90"]) / float(st["p10"]) if st["p10"] > 0 else math.inf
                for st in stats)  # fmt: skip
 

@@ -252,7 +252,8 @@ def _machine_peak(
     return peaks, peak, forced, unforced
 
 
-ATTEMPT_KEYS = ("torch_ms", "rnnlab_ms", "ratio", "rnnlab_stats_ms", "torch_stats_ms")
+ATTEMPT_KEYS = ("torch_ms", "rnnlab_ms", "ratio", "rnnlab_stats_ms", "torch_stats_ms",
+                "ort_ms", "ort_ratio", "ort_stats_ms")  # (onnxruntime's where the row has them)
 SIDES = ("rnnlab", "torch", "ort")  # the sides a row may time ("ort": onnxruntime)
 
 
@@ -366,7 +367,7 @@ def _less_disturbed(first: dict[str, Any], second: dict[str, Any], peak: float) 
         row[f"{side}_stats_ms"] = b if use_second else a
         kept[side] = 2 if use_second else 1
     _with_speeds(row, peak)
-    row["attempts"] = [{k: r[k] for k in ATTEMPT_KEYS} for r in (first, second)]
+    row["attempts"] = [{k: r[k] for k in ATTEMPT_KEYS if k in r} for r in (first, second)]
     row["kept_attempt"] = kept
     return row
 
