@@ -119,6 +119,33 @@ def test_gradcheck_catches_a_wrong_gradient():
         report.assert_ok()
 
 
+@pytest.mark.parametrize("which", ["weight_ih_l0", "bias_hh_l0", "weight_hh_l0", "input"])
+def test_gradcheck_fails_on_a_nan_gradient_wherever_it_is(which):
+    """Python's max keeps a NaN only where it comes first: a NaN gradient of any array but
+    the first checked passed the check (and its table said FAIL)."""
+    from rnnlab.gradcheck import GradcheckReport
+
+    rng = np.random.default_rng(11)
+    m = make(CELLS[0][1], {}, I, H, 1, False, rng)
+    original = m.backward
+
+    def broken(f, d_output, d_state=None):
+        b = original(f, d_output, d_state)
+        if which == "input":
+            b.input[...] = np.nan
+        else:
+            b.params[which] = np.full_like(b.params[which], np.nan)
+        return b
+
+    m.backward = broken
+    report = gradcheck(m, rng.standard_normal((B, T, I)))
+    assert np.isnan(report.errors[which]) and np.isnan(report.max_error) and not report.ok
+    with pytest.raises(AssertionError, match=f"gradient check failed: {which} has relative "
+                                             "error nan"):  # fmt: skip
+        report.assert_ok()
+    assert GradcheckReport({"a": 1e-9, "b": 1e-3}, {"a": 1, "b": 1}, 1e-6).max_error == 1e-3
+
+
 @pytest.mark.parametrize("teacher", [1.0, 0.5, 0.0])
 @pytest.mark.parametrize("cell", ["jordan", "jordan-elman"])
 def test_feedback_model(cell, teacher):

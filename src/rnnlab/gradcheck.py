@@ -12,6 +12,7 @@ It needs a float64 module: in float32 the differences are dominated by rounding.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -32,15 +33,19 @@ class GradcheckReport:
 
     @property
     def max_error(self) -> float:
-        return max(self.errors.values(), default=0.0)
+        """The largest error, NaN if any is NaN (Python's max keeps a NaN only where it
+        comes first, so a NaN gradient passed unless it was the first array checked)."""
+        values = list(self.errors.values())
+        return float(np.max(values)) if values else 0.0
 
     @property
     def ok(self) -> bool:
-        return self.max_error < self.tolerance
+        return all(e < self.tolerance for e in self.errors.values())
 
     def assert_ok(self) -> None:
         if not self.ok:
-            worst = max(self.errors, key=lambda k: self.errors[k])
+            e = self.errors  # the worst: a NaN before any number
+            worst = max(e, key=lambda k: math.inf if math.isnan(e[k]) else e[k])
             raise AssertionError(
                 f"gradient check failed: {worst} has relative error {self.errors[worst]:.3e} "
                 f"(tolerance {self.tolerance:.0e})\n{self}"
