@@ -342,6 +342,45 @@ def test_mse_names_a_non_finite_prediction_even_in_padding():
         mean_squared_error(np.zeros((2, 2)), np.array([[np.nan, 0.0], [0.0, 0.0]]))
 
 
+@pytest.mark.parametrize("path", ["compiled", "numpy"])
+def test_a_padded_target_is_ignored_whatever_it_holds(path, monkeypatch):
+    """Padding was masked by multiplying: a padded target whose square overflowed (1e200, or
+    −3e38 in float32) gave inf · 0 = NaN with nothing to name, and a NaN padded target was
+    refused. Now a padded step adds nothing whatever its target holds, on both paths; the
+    model's outputs must still be finite everywhere."""
+    from rnnlab import fast, losses
+
+    if path == "numpy":
+        monkeypatch.setattr(losses, "_compiled_squared_error", lambda *a: None)
+    elif not fast.available():
+        pytest.skip("needs the compiled kernels")
+    lengths = np.array([1, 2])
+    for dtype, big in ((np.float64, 1e200), (np.float32, -3e38)):
+        pred = np.full((2, 2, 3), 0.5, dtype)
+        pred[0, 1] = -big  # a large but finite output at a padded step
+        clean = np.zeros((2, 2, 3), dtype)
+        for pad in (big, np.inf, -np.inf, np.nan):
+            t = clean.copy()
+            t[0, 1] = pad
+            for fn in (mean_squared_error, binary_cross_entropy):
+                x = pred if fn is mean_squared_error else np.full_like(pred, 0.5)
+                want = fn(x, clean, lengths=lengths)
+                got = fn(x, t, lengths=lengths)
+                assert got[0] == want[0] and np.isfinite(got[0]), (fn.__name__, dtype, pad)
+                np.testing.assert_array_equal(got[1], want[1])
+                assert np.all(got[1][0, 1] == 0)
+    t = np.zeros((2, 2, 3))
+    t[1, 1, 2] = np.nan  # at a valid step: refused, by its index in the targets
+    for fn in (mean_squared_error, binary_cross_entropy):
+        with pytest.raises(ValueError, match=r"`targets` must be finite \(no NaN or inf\) at "
+                                             r"the valid steps; got nan at index \(1, 1, 2\)"):
+            fn(np.zeros((2, 2, 3)), t, lengths=lengths)
+    pred = np.zeros((2, 2, 3))
+    pred[0, 1, 1] = np.inf  # the model's output: refused even at a padded step
+    with pytest.raises(ValueError, match=r"`pred` must be finite .*got inf at index \(0, 1, 1\)"):
+        mean_squared_error(pred, np.zeros((2, 2, 3)), lengths=lengths)
+
+
 def test_mse_gradient_is_laid_out_like_the_prediction():
     """A batch-first view of a time-major output gets a gradient whose time-major view is
     contiguous: the layer's backward then reads it without a copy."""

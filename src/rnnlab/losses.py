@@ -4,10 +4,11 @@ Every loss returns `(loss, d_input)`: the loss as a Python float and ∂loss/∂
 with the same shape and dtype, ready to hand to a model's `backward`. Sequence outputs may
 carry a `mask` (B, T) (True at valid steps) or `lengths` (B,) (a valid prefix per sequence);
 padded steps add nothing to the loss and get exactly zero gradient, and whatever targets they
-hold is ignored, so padding may use any value. `reduction="sum"` adds the loss of every valid
-position; `"mean"` divides by the number of valid positions (class axis excluded) for cross
-entropy and by the number of valid elements (feature axes included, as torch does) for the
-element-wise losses.
+hold is ignored (NaN, inf, out of range), so padding may use any value; the outputs must be
+finite everywhere (they are the model's: a NaN among them, padded or not, is divergence).
+`reduction="sum"` adds the loss of every valid position; `"mean"` divides by the number of
+valid positions (class axis excluded) for cross entropy and by the number of valid elements
+(feature axes included, as torch does) for the element-wise losses.
 """
 
 from __future__ import annotations
@@ -110,9 +111,10 @@ def binary_cross_entropy(
     """
     logits = _checks.float_array(logits, "logits")
     reduction = _checks.choice(reduction, "reduction", REDUCTIONS)
-    targets = _float_targets(targets, logits)
+    targets = _float_targets(targets, logits, finite=False)  # (padding may hold anything)
     _nonempty(logits, "logits")
     m = _mask(logits, mask, lengths, 2)
+    _finite_where_valid(targets, m, "targets")
     valid = targets if m is None else targets[m]
     if valid.size and (valid.min() < 0.0 or valid.max() > 1.0):
         _checks.fail(
@@ -120,7 +122,9 @@ def binary_cross_entropy(
             "probabilities in [0, 1]",
             f"values from {valid.min():g} to {valid.max():g}",
         )
-    with np.errstate(under="ignore"):  # e^{-|z|} → 0 for large |z| is exact enough
+    # e^{-|z|} → 0 for large |z| is exact enough; a padded target's NaN or overflow is
+    # dropped by the masking below
+    with np.errstate(under="ignore", over="ignore", invalid="ignore"):
         ell = np.maximum(logits, 0.0) - logits * targets + np.log1p(np.exp(-np.abs(logits)))
         d_logits = sigmoid(logits)
         d_logits -= targets
@@ -157,9 +161,9 @@ def mean_squared_error(
         loss = total / count if mean else total
     else:
         loss, d_pred = _numpy_squared_error(pred, targets, m, reduction)
-    if not np.isfinite(loss):  # name the first NaN or inf, if an input holds one
-        _checks.float_array(pred, "pred")
-        _checks.float_array(targets, "targets")
+    if not np.isfinite(loss):  # name the first NaN or inf, if an input holds one: anywhere in
+        _checks.float_array(pred, "pred")  # the model's output, at a valid step in the targets
+        _finite_where_valid(targets, m, "targets")
     return loss, d_pred
 
 
@@ -178,6 +182,7 @@ def _compiled_squared_error(
 def _numpy_squared_error(
     pred: np.ndarray, targets: np.ndarray, m: np.ndarray | None, reduction: str
 ) -> tuple[float, np.ndarray]:
+    _checks.float_array(pred, "pred")  # (the compiled pass finds a NaN or inf in it on its way)
     r = np.empty_like(pred)
     with np.errstate(invalid="ignore", over="ignore"):  # non-finite inputs: diagnosed below
         np.subtract(pred, targets, out=r)
@@ -230,15 +235,30 @@ def _float_targets(targets: object, like: np.ndarray, finite: bool = True) -> np
     return targets
 
 
+def _finite_where_valid(x: np.ndarray, m: np.ndarray | None, name: str) -> None:
+    """Refuse a NaN or inf of `x` at a valid entry (mask m (B, T), or every entry), named by
+    its index in x; what padding holds is the caller's own."""
+    if m is None:
+        _checks.float_array(x, name)
+        return
+    bad = ~np.isfinite(x)
+    bad &= m.reshape(m.shape + (1,) * (x.ndim - 2))
+    if bad.any():
+        at = tuple(int(i) for i in np.argwhere(bad)[0])
+        _checks.fail(name, "finite (no NaN or inf) at the valid steps", f"{x[at]} at index {at}")
+
+
 def _masked_elementwise(
     ell: np.ndarray, d_input: np.ndarray, m: np.ndarray | None, reduction: str
 ) -> tuple[float, np.ndarray]:
-    """Zero the masked steps of an element-wise loss and its gradient, then reduce."""
+    """Zero the masked steps of an element-wise loss and its gradient, then reduce. Set to
+    zero, not multiplied by the mask: a padded step's inf or NaN (an overflowing or NaN
+    target there) times 0 was NaN."""
     if m is None:
         return _reduce(ell, d_input, ell.size, reduction)
-    mb = m.reshape(m.shape + (1,) * (ell.ndim - 2))  # broadcast over the feature axes
-    ell *= mb
-    d_input *= mb
+    padded = ~m.reshape(m.shape + (1,) * (ell.ndim - 2))  # broadcast over the feature axes
+    np.copyto(ell, 0.0, where=padded)
+    np.copyto(d_input, 0.0, where=padded)
     return _reduce(ell, d_input, int(m.sum()) * (ell.size // m.size), reduction)
 
 

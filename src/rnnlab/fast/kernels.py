@@ -549,8 +549,9 @@ def squared_error_rows(pred, targets, grad, mask, has_mask, count, sums, part, b
     grad = 2 (pred − targets) / count, zero where mask[b, t] is False, and
     sums[part] = Σ (pred − targets)² over the valid entries, each square rounded to the
     arrays' dtype and accumulated in float64 (the arithmetic of rnnlab.losses' NumPy path).
-    A NaN or inf at a masked entry still makes the sum NaN, as the NumPy path's masking by
-    multiplication does (the caller then names it). One pass over the data where NumPy's
+    A masked entry adds nothing whatever its target holds (NaN, inf, a square that would
+    overflow), as in the NumPy path; a NaN or inf prediction there makes the sum NaN, for the
+    caller to name (p · 0 is 0 for any finite p). One pass over the data where NumPy's
     takes five. Rows go LOSS_BLOCK batch rows at a time, step by step: a prediction that is
     a batch-first view of a time-major output then reads LOSS_BLOCK neighbouring rows per
     step instead of one row every B·C values."""
@@ -565,7 +566,7 @@ def squared_error_rows(pred, targets, grad, mask, has_mask, count, sums, part, b
                 if has_mask and not mask[b, t]:
                     for j in range(C):
                         g[j] = zero
-                        acc += np.float64((p[j] - y[j]) * zero)  # 0, or NaN from NaN or inf
+                        acc += np.float64(p[j] * zero)  # 0, or NaN from a NaN or inf
                     total += acc
                     continue
                 for j in range(C):
