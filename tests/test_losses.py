@@ -489,3 +489,33 @@ def test_every_loss_gives_the_same_gradient_whatever_the_memory_order(name, layo
     got_loss, got = loss(x)
     assert got_loss == pytest.approx(want_loss, rel=1e-12)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+
+
+def test_softmax_and_log_softmax_check_their_arguments_and_0d_losses_work():
+    """log_softmax and softmax are public here: a list of ints failed inside NumPy with
+    AttributeError or UFuncTypeError; a 0-d binary cross entropy failed in sigmoid (NumPy's
+    multiply returns a scalar for 0-d input); a loss's integer targets or logits were told
+    that token ids go through an Embedding."""
+    from rnnlab.losses import log_softmax, softmax
+
+    for fn in (log_softmax, softmax):
+        with pytest.raises(ValueError, match=r"`x` must be a floating-point array .*got dtype "
+                                             r"int64 instead\.$"):  # fmt: skip
+            fn([1, 2])
+        with pytest.raises(ValueError, match=r"`x` must be a NumPy array of floats; got 'a'"):
+            fn("a")
+        with pytest.raises(ValueError, match=r"`axis` must be an axis of x, from -2 to 1; got 2"):
+            fn(np.zeros((2, 3)), axis=2)
+        with pytest.raises(ValueError, match=r"`axis` must be an axis of x \(x has none"):
+            fn(np.array(1.0))
+    np.testing.assert_allclose(softmax([0.0, np.log(3.0)]), [0.25, 0.75])
+    np.testing.assert_allclose(log_softmax([[0.0], [np.log(3.0)]], axis=0),
+                               np.log([[0.25], [0.75]]))  # fmt: skip
+    loss, d = binary_cross_entropy(np.array(0.0), np.array(1.0))
+    assert loss == pytest.approx(np.log(2.0)) and d.shape == () and float(d) == -0.5
+    for fn in (mean_squared_error, binary_cross_entropy):
+        with pytest.raises(ValueError, match=r"`targets` must be a floating-point array .*got "
+                                             r"dtype int64 instead\.$"):  # fmt: skip
+            fn(np.zeros(2), [0, 1])
+    with pytest.raises(ValueError, match=r"`logits` must be a floating-point array .*instead\.$"):
+        softmax_cross_entropy(np.zeros((2, 3), np.int64), np.zeros(2, np.int64))

@@ -68,12 +68,14 @@ def float_array(
     shape: Sequence[int | None] | None = None,
     finite: bool = True,
     dtype: np.dtype | type | None = None,
+    ids_hint: bool = True,
 ) -> np.ndarray:
     """Check that `value` is a floating-point array of the expected rank/shape, and finite.
 
     `shape` may hold None for free axes. If `dtype` is given the array is converted to it
     (a copy only when needed). Integer and boolean arrays are refused: a float layer fed
-    token ids is almost always a mistake (use an Embedding).
+    token ids is almost always a mistake (use an Embedding), which the error says unless
+    `ids_hint` is False (a loss's targets or logits are no layer's input).
     """
     if not isinstance(value, np.ndarray):
         if isinstance(value, (list, tuple)):
@@ -82,7 +84,8 @@ def float_array(
             fail(name, "a NumPy array of floats", describe(value))
     assert isinstance(value, np.ndarray)
     if value.dtype.kind != "f":
-        hint = "Token ids go through an Embedding first." if value.dtype.kind in "iu" else ""
+        hint = ("Token ids go through an Embedding first."
+                if ids_hint and value.dtype.kind in "iu" else "")  # fmt: skip
         fail(name, "a floating-point array (float32 or float64)", f"dtype {value.dtype}", hint)
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)

@@ -15,16 +15,33 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnlab import _checks
+from rnnlab import _checks, ops
 from rnnlab.ops import sigmoid
-from rnnlab.ops import softmax as softmax  # public here too, beside log_softmax
 from rnnlab.recurrence import valid_mask
 
 REDUCTIONS = ("sum", "mean")
 
 
+def _axis(x: np.ndarray, axis: object) -> int:
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or x.ndim == 0 or not (
+        -x.ndim <= axis < x.ndim
+    ):
+        _checks.fail("axis", f"an axis of x, from {-x.ndim} to {x.ndim - 1}" if x.ndim else
+                     "an axis of x (x has none: a 0-d array)", repr(axis))  # fmt: skip
+    return int(axis)
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """softmax(x)_k = e^{x_k − max x} / Σ_j e^{x_j − max x}, stable for any finite x (the
+    library's own, rnnlab.ops.softmax, behind a check of its arguments)."""
+    x = _checks.float_array(x, "x", finite=False, ids_hint=False)
+    return ops.softmax(x, _axis(x, axis))
+
+
 def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """log softmax(x)_k = (x_k − max x) − log Σ_j e^{x_j − max x}, stable for any finite x."""
+    x = _checks.float_array(x, "x", finite=False, ids_hint=False)
+    axis = _axis(x, axis)
     shifted: np.ndarray = x - x.max(axis=axis, keepdims=True)
     with np.errstate(under="ignore"):
         shifted -= np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
@@ -49,7 +66,7 @@ def softmax_cross_entropy(
 
     Targets at masked steps are ignored (any value, e.g. -1, is fine there).
     """
-    logits = _checks.float_array(logits, "logits", ndim=(2, 3))
+    logits = _checks.float_array(logits, "logits", ndim=(2, 3), ids_hint=False)
     reduction = _checks.choice(reduction, "reduction", REDUCTIONS)
     targets = _checks.int_array(targets, "targets")
     if targets.shape != logits.shape[:-1]:
@@ -109,7 +126,7 @@ def binary_cross_entropy(
         L = Σ m ⊙ ℓ                                      ("mean": divided by the valid elements)
         ∂L/∂z = m ⊙ (σ(z) − y)                           ("mean": divided likewise)
     """
-    logits = _checks.float_array(logits, "logits")
+    logits = _checks.float_array(logits, "logits", ids_hint=False)
     reduction = _checks.choice(reduction, "reduction", REDUCTIONS)
     targets = _float_targets(targets, logits, finite=False)  # (padding may hold anything)
     _nonempty(logits, "logits")
@@ -146,7 +163,7 @@ def mean_squared_error(
         L = Σ m ⊙ (p − y)²                 ("mean": divided by the valid elements, as torch)
         ∂L/∂p = 2 m ⊙ (p − y)              ("mean": divided likewise)
     """
-    pred = _checks.float_array(pred, "pred", finite=False)
+    pred = _checks.float_array(pred, "pred", finite=False, ids_hint=False)
     reduction = _checks.choice(reduction, "reduction", REDUCTIONS)
     targets = _float_targets(targets, pred, finite=False)
     _nonempty(pred, "pred")
@@ -227,7 +244,8 @@ def _float_targets(targets: object, like: np.ndarray, finite: bool = True) -> np
             f"dtype {targets.dtype}",
             "Convert labels with targets.astype(np.float32) (or the dtype of the output).",
         )
-    targets = _checks.float_array(targets, "targets", dtype=like.dtype, finite=finite)
+    targets = _checks.float_array(targets, "targets", dtype=like.dtype, finite=finite,
+                                  ids_hint=False)  # fmt: skip
     if targets.shape != like.shape:
         _checks.fail(
             "targets", f"an array of the output's shape {like.shape}", f"shape {targets.shape}"

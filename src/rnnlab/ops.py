@@ -11,7 +11,9 @@ def sigmoid(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     The tanh form never overflows (e^{-x} does for x < -709 in float64, -88 in float32) and is
     one transcendental call instead of exp plus a division.
     """
-    out = np.multiply(x, 0.5, out=out)
+    if out is None:  # (np.multiply's own result is a NumPy scalar for a 0-d x, no `out`)
+        out = np.empty(np.shape(x), np.result_type(x, 0.5))
+    np.multiply(x, 0.5, out=out)
     np.tanh(out, out=out)
     out *= 0.5
     out += 0.5
