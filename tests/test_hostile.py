@@ -371,6 +371,28 @@ API_CASES = [
      r"'vocab_size'"),
     ("spec feedback on an lstm", lambda: models.build(_spec(feedback="softmax")),
      r"`spec` must be a dict of the keys .*; got the unknown key 'feedback'"),
+    # options a cell does not have were built without them, silently
+    ("spec no input type", lambda: models.build(_spec(input={"size": 3})),
+     r"`spec\['input'\]\['type'\]` must be 'tokens' or 'vectors'; got no 'type'"),
+    ("spec jordan input type", lambda: models.build(_spec(rnn__cell="jordan",
+                                                          input__type="image")),
+     r"`spec\['input'\]\['type'\]` must be 'tokens' or 'vectors'; got 'image'"),
+    ("spec forget_bias on gru", lambda: models.build(_spec(rnn__cell="gru", rnn__forget_bias=5.0)),
+     r"`forget_bias` must be unset for cell 'gru' \(an option of the LSTM\); got 5.0"),
+    ("spec jordan dropout", lambda: models.build(_spec(rnn__cell="jordan", rnn__dropout=0.5,
+                                                       readout="steps")),
+     r"`spec\['rnn'\]\['dropout'\]` must be left out for cell 'jordan' \(an output-feedback "
+     r"model has no dropout\); got 0.5"),
+    ("spec jordan zoneout", lambda: models.build(_spec(rnn__cell="jordan-elman",
+                                                       rnn__zoneout=0.3, readout="steps")),
+     r"`spec\['rnn'\]\['zoneout'\]` must be left out for cell 'jordan-elman'"),
+    ("spec jordan learned h0", lambda: models.build(_spec(rnn__cell="jordan",
+                                                          rnn__initial_state="learned",
+                                                          readout="steps")),
+     r"`spec\['rnn'\]\['initial_state'\]` must be left out"),
+    ("spec jordan output_dropout", lambda: models.build(_spec(rnn__cell="jordan",
+                                                              output_dropout=0.2, readout="steps")),
+     r"`spec\['output_dropout'\]` must be left out for cell 'jordan'"),
 ]
 
 

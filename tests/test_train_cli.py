@@ -538,6 +538,32 @@ def test_a_saved_per_step_run_with_reversed_input_still_loads(tmp_path, capsys):
     assert "reverse_input" not in capsys.readouterr().err
 
 
+def test_a_saved_jordan_run_with_dropout_still_loads(tmp_path, capsys):
+    """An output-feedback model has no dropout and no learned initial state: models.build
+    and new runs refuse them (they were accepted and had no effect); a run saved with them
+    evaluates and resumes as it trained."""
+    assert "`dropout` must be 0.0 for an output-feedback (Jordan) model" in error_of(
+        capsys, "train", "copy", "--cell", "jordan", "--dropout", "0.3", "--steps", "1"
+    )
+    run = tmp_path / "r"
+    assert run_cli("train", "copy", "--T", 3, "--cell", "jordan", "--steps", 4,
+                   "--checkpoint-every", 2, "--run-dir", run, *TINY) == 0  # fmt: skip
+    for path in [run / "config.json", *run.glob("checkpoints/step-*/config.json")]:
+        config = json.loads(path.read_text())  # what a run of the old code recorded
+        config["train"].update(dropout=0.3, initial_state="learned")
+        config["model"]["rnn"].update(dropout=0.3, initial_state="learned")
+        config["model"]["output_dropout"] = 0.3
+        path.write_text(json.dumps(config))
+    before = weights(run)
+    capsys.readouterr()
+    assert run_cli("evaluate", run) == 0
+    assert run_cli("train", "--resume", run, "--steps", 6, "--quiet") == 0
+    after = weights(run)
+    assert before.keys() == after.keys() and any(
+        not np.array_equal(before[k], after[k]) for k in before
+    )
+
+
 def test_late_added_messages(tmp_path, capsys):
     assert "`teacher_forcing` must be a probability" in error_of(
         capsys, "train", "copy", "--teacher-forcing", "1.5"

@@ -111,7 +111,7 @@ def make_recurrent(
     if cell == "lstm":
         lstm = LSTMCell(forget_bias=forget_bias, **variants)
         return Recurrent(lstm, input_size, hidden_size, num_layers, **common)
-    for name, value in variants.items():
+    for name, value in {"forget_bias": forget_bias, **variants}.items():
         if value not in (False, None):
             _checks.fail(name, f"unset for cell {cell!r} (an option of the LSTM)", repr(value))
     if cell == "rnn":
@@ -143,9 +143,11 @@ def build(
     _known_keys(spec, "spec", SPEC_KEYS + (("feedback",) if r.get("cell") in FEEDBACK_CELLS
                                            else ()))  # fmt: skip
     _known_keys(r, "spec['rnn']", RNN_KEYS)
-    need = {"tokens": ("vocab_size", "embed_dim"), "vectors": ("size",)}.get(inp.get("type"), ())
-    if need:  # (an unknown type is named below)
-        _known_keys(inp, "spec['input']", ("type", *need))
+    if inp.get("type") not in ("tokens", "vectors"):
+        _checks.fail("spec['input']['type']", "'tokens' or 'vectors'",
+                     repr(inp["type"]) if "type" in inp else "no 'type'")  # fmt: skip
+    need = {"tokens": ("vocab_size", "embed_dim"), "vectors": ("size",)}[inp["type"]]
+    _known_keys(inp, "spec['input']", ("type", *need))
     for key in need:
         if key not in inp:
             _checks.fail("spec['input']", f"a dict with {' and '.join(map(repr, need))}",
@@ -159,10 +161,8 @@ def build(
     if inp["type"] == "tokens":
         modules.append(Embedding(inp["vocab_size"], inp["embed_dim"], dtype=dtype, rng=rng))
         features = inp["embed_dim"]
-    elif inp["type"] == "vectors":
-        features = inp["size"]
     else:
-        _checks.fail("spec['input']['type']", "'tokens' or 'vectors'", repr(inp["type"]))
+        features = inp["size"]
     rnn = make_recurrent(
         r["cell"],
         features,
@@ -209,6 +209,19 @@ def _build_feedback(spec: dict[str, Any], dtype: DTypeLike, rng: RngLike) -> Fee
             "one unidirectional layer for an output-feedback model",
             f"num_layers={r.get('num_layers', 1)}, bidirectional={r.get('bidirectional')}",
         )
+    # the options of Recurrent and the LSTM, which this layer does not have: refused unless
+    # at their defaults (what with_defaults writes into a run's config.json)
+    defaults = with_defaults({"rnn": {}})
+    unused = [k for k in RNN_KEYS if k in r and k not in ("cell", "hidden_size", "num_layers",
+              "bidirectional") and r[k] != defaults["rnn"][k]]  # fmt: skip
+    if spec.get("output_dropout", 0.0):
+        unused.append("output_dropout")
+    if unused:
+        key = unused[0]
+        where = "spec" if key == "output_dropout" else "spec['rnn']"
+        _checks.fail(f"{where}[{key!r}]",
+                     f"left out for cell {r['cell']!r} (an output-feedback model has no {key})",
+                     repr(spec[key] if key == "output_dropout" else r[key]))  # fmt: skip
     emb = None
     features = inp.get("size", 0)
     if inp["type"] == "tokens":

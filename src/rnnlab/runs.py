@@ -12,7 +12,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-from rnnlab import io, tasks
+from rnnlab import io, models, tasks
 from rnnlab.modules import _Module
 from rnnlab.train import TrainConfig
 
@@ -92,7 +92,15 @@ def data_record(run_dir: Path, cfg: TrainConfig, config: dict[str, Any]) -> dict
 
 
 def build_run_model(spec: dict[str, Any], where: Path, seed: int = 0) -> _Module:
-    """The model a run's config.json describes; a bad description is said with the file."""
+    """The model a run's config.json describes; a bad description is said with the file.
+    An output-feedback run saved before 2026-12-04 may hold a dropout or a learned initial
+    state that its model never had (models.build refuses them now): it is built as it
+    trained, without them."""
+    r = spec.get("rnn") if isinstance(spec, dict) else None
+    if isinstance(r, dict) and r.get("cell") in models.FEEDBACK_CELLS:
+        spec = {**spec, "rnn": {**r, "dropout": 0.0, "initial_state": "zeros"}}
+        if "output_dropout" in spec:
+            spec["output_dropout"] = 0.0
     try:
         model: _Module = tasks.build_model(spec, seed=seed)
         return model

@@ -224,6 +224,12 @@ def model_spec(cfg: TrainConfig, task) -> dict:
                 f"`cell` {cfg.cell!r} is one unidirectional layer; drop "
                 f"--bidirectional and --layers"
             )
+    if cfg.cell in models.FEEDBACK_CELLS:  # (a saved run that asked for them still loads:
+        for key, default in (("dropout", 0.0), ("initial_state", "zeros")):  # runs.py)
+            if getattr(cfg, key) != default:
+                _checks.fail(key, f"{default!r} for an output-feedback (Jordan) model, which "
+                             f"has no {key.replace('_', ' ')}",
+                             f"{getattr(cfg, key)!r} with cell {cfg.cell!r}")  # fmt: skip
     spec = {
         "input": task.input_spec(cfg),
         "rnn": {
