@@ -10,7 +10,6 @@ names its machine.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -18,6 +17,7 @@ import sys
 from typing import Any
 
 from rnnlab import _blaschoice, settings
+from rnnlab._argparse import Parser
 
 FORCING = {
     "OPENBLAS_CORETYPE": "holds OpenBLAS to the named core type's kernel",
@@ -200,9 +200,13 @@ def _spin_off_why() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="rnnlab info", description=__doc__.splitlines()[0])
+    ap = Parser(prog="rnnlab info", description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="print one JSON object")
-    args = ap.parse_args(argv)
+    try:
+        args = ap.parse_args(argv)
+    except ValueError as e:  # said in one line, as by the rnnlab command
+        print(f"rnnlab: error: {e}", file=sys.stderr)
+        return 2
     info = gather()
     if args.json:
         print(json.dumps(info, indent=1, default=str))

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnlab import io
+from rnnlab._argparse import Parser
 from rnnlab.bench import end_to_end
 from rnnlab.bench.configs import (
     CELLS,
@@ -29,7 +30,7 @@ from rnnlab.bench.timing import BLOCK_S, PAUSE_S, QUICK_BLOCK_S, QUICK_ROUNDS, R
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="rnnlab bench",
         description="Time rnnlab's RNN/LSTM/GRU against PyTorch 2.13 on this CPU (same weights, "
         "float32): a training step and inference, GFLOP/s, memory and scaling in T.",
@@ -198,8 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as e:  # --help, or a malformed option (argparse printed why)
+    except SystemExit as e:  # --help
         return int(e.code or 0)
+    except ValueError as e:  # a malformed option, said in one line as by the rnnlab command
+        print(f"rnnlab: error: {e}", file=sys.stderr)
+        return 2
     kind = "--end-to-end" if args.end_to_end else "the layer benchmark (it needs --end-to-end)"
     for flag in _ignored(parser, args):
         stderr(f"rnnlab bench: warning: {flag} does not apply to {kind}; ignored")

@@ -10,14 +10,7 @@ import argparse
 import math
 
 from rnnlab import _checks
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse that raises ValueError (printed as one line by the rnnlab command) instead of
-    printing the usage and exiting."""
-
-    def error(self, message):
-        raise ValueError(f"{self.prog}: {message} (see {self.prog} -h)")
+from rnnlab._argparse import Parser as Parser  # (the commands import it from here)
 
 
 def option_type(name: str, expected: str, convert, ok):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from rnnlab import io
+from rnnlab import _checks, io
 from rnnlab.cli.options import Parser
 from rnnlab.diagnostics import report
 
@@ -21,6 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run", help="a run directory")
     p.add_argument("--out", default=None, help="where to write the PNGs (default: RUN/plots)")
     args = p.parse_args(sys.argv[1:] if argv is None else list(argv))
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        _checks.fail("--out", "a directory (new or existing) for the PNGs",
+                     f"'{args.out}', which is a file")  # fmt: skip
     paths = report.plot_run(args.run, args.out)
     records = io.read_jsonl(Path(args.run) / "metrics.jsonl")
     if not any(isinstance(r, dict) and r.get("kind") == "gradients" for r in records):
