@@ -381,6 +381,11 @@ def error_of(capsys, *args) -> str:
         ),
         (["dynamics", "--w", "nan", "--b", "0"], r"`--w` must be a finite number"),
         (["dynamics", "--w", "1", "--b", "0", "--cell", "rnn"], r"`--cell` must be left out"),
+        # (these three were ignored silently)
+        (["dynamics", "--w", "1", "--b", "0", "--batch", "8"], r"`--batch` must be left out "
+         r"for the dynamics source"),
+        (["dynamics", "--w", "1", "--b", "0", "--sample", "0"], r"`--sample` must be left out"),
+        (["dynamics", "--w", "1", "--b", "0", "--loss", "task"], r"`--loss` must be left out"),
         (
             ["adding", "--T", "4", "--batch", "2", "--sample", "5", "--analyses", "jacobian"],
             r"`--sample` must be a sequence index in \[0, 2\)",

@@ -78,7 +78,7 @@ def build_parser() -> Parser:
     g.add_argument(
         "--batch",
         type=count("--batch"),
-        default=32,
+        default=None,  # (32: subject_from_args, which refuses it for the dynamics source)
         help="validation sequences to analyse (default 32)",
     )
     g.add_argument(
@@ -91,12 +91,12 @@ def build_parser() -> Parser:
     g.add_argument(
         "--loss",
         choices=analyses.LOSSES,
-        default="auto",
+        default=None,  # ("auto")
         help="lag profile: 'task' (the task's loss on the batch), 'last' (a random "
         "projection of the final state), 'all' (of every step's output); auto: task "
         "for many-to-one models, last otherwise",
     )
-    g.add_argument("--sample", type=int, default=0, help="jacobian: the sequence (default 0)")
+    g.add_argument("--sample", type=int, default=None, help="jacobian: the sequence (default 0)")
     g.add_argument(
         "--cliff-range",
         dest="cliff_range",
@@ -139,9 +139,13 @@ def subject_from_args(args: argparse.Namespace) -> subjects.Subject:
     if args.bidirectional:
         given.append("bidirectional")
     maps = [o for o in _MAP_OPTIONS if getattr(args, o) is not None]
+    data = [o for o in ("T", "step", "batch", "sample", "loss") if getattr(args, o) is not None]
+    for option, default in (("batch", 32), ("sample", 0), ("loss", "auto")):
+        if getattr(args, option) is None:
+            setattr(args, option, default)
     if src == "dynamics":
-        if given or args.T is not None or args.step is not None:
-            what = given[0] if given else ("T" if args.T is not None else "step")
+        if given or data:  # (--batch, --sample and --loss were ignored silently)
+            what = (given or data)[0]
             _checks.fail(
                 f"--{what.replace('_', '-')}",
                 "left out for the dynamics source (it describes a model or its data)",
