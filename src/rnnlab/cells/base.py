@@ -48,7 +48,11 @@ For cells without a cell state, c_prev, c and dc are empty rows. Constants are `
 
 from __future__ import annotations
 
+import functools
+import inspect
+import types
 from collections.abc import Callable
+from typing import NoReturn
 
 import numpy as np
 
@@ -115,7 +119,18 @@ class Cell:
     backward_stages: tuple[BackwardStage, ...] = ()
 
     def __init__(self) -> None:
-        """Check the declarations against each other (a cell's author meets these errors)."""
+        """Check the declarations against each other (a cell's author meets these errors).
+        A subclass with an __init__ of its own sets its attributes, then calls this one:
+        rnnlab.layers.Recurrent refuses a cell that was never checked."""
+        self.check()
+        self._checked = True
+
+    _checked = False
+    """Set by Cell.__init__: False on a cell whose subclass's __init__ skipped it."""
+
+    def check(self) -> None:
+        """Check the declarations against each other and the step functions' signatures
+        (TypeError naming the cell's class); Cell.__init__ and Recurrent call it."""
         name = type(self).__name__
         if not self.stages:
             raise TypeError(f"{name} has no forward step (stages)")
@@ -145,6 +160,21 @@ class Cell:
                 f"{name}: a cell that runs in place keeps its gates and own blocks on its tape "
                 f"(tape ≥ {self.gates + len(self.hh_own)}) or no gates there at all"
             )
+        for attr, fns, arity in (
+            ("stages", self.stages, FORWARD_ARITY),
+            ("backward_stages", self.backward_stages, BACKWARD_ARITY),
+        ):
+            if not isinstance(fns, tuple):
+                _refuse(f"{name}.{attr}", "a tuple of functions", _describe(fns))
+            for k, fn in enumerate(fns):
+                _check_stage(f"{name}.{attr}[{k}]", fn, arity)
+        _check_extra(name, self.extra)
+        try:
+            hash(self.key)
+        except TypeError:
+            _refuse(f"{name}.products", "a tuple of ((first, end), source) tuples",
+                    _describe(self.products), "Cell.key, which the compiled loops are made "
+                    "for, must be hashable.")  # fmt: skip
 
     @property
     def extra_rows(self) -> list[tuple[str, int, int]]:
@@ -179,6 +209,81 @@ class Cell:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.describe()})"
+
+
+FORWARD_ARITY = 10
+"""The positional parameters of a forward stage (ForwardStage)."""
+BACKWARD_ARITY = 12
+"""The positional parameters of a backward stage (BackwardStage)."""
+_PARAMETERS = {
+    FORWARD_ARITY: "(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape)",
+    BACKWARD_ARITY: "(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq)",
+}
+RESERVED = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr", "bias_hr", "h0", "c0")
+"""Names rnnlab.layers.Recurrent gives its own parameters (`{name}_l{k}`): not for `extra`."""
+
+
+def _refuse(name: str, expected: str, got: str, hint: str = "") -> NoReturn:
+    """A declaration refused, in the shape of rnnlab._checks.fail (a TypeError, as the
+    other declaration errors of Cell.check)."""
+    message = f"`{name}` must be {expected}; got {got} instead."
+    raise TypeError(message + (" " + hint if hint else ""))
+
+
+def _describe(value: object) -> str:
+    from rnnlab import _checks
+
+    return _checks.describe(value)
+
+
+def _check_stage(name: str, fn: object, arity: int) -> None:
+    """A step function: a plain Python function of exactly `arity` positional parameters
+    (numba compiles and inlines it into the loops; the NumPy loop calls it with them)."""
+    expected = f"a Python function of {arity} positional parameters"
+    if not isinstance(fn, types.FunctionType):
+        _refuse(name, expected, _describe(fn),
+                "A step is a function written with def in the vocabulary of "
+                "rnnlab.cells.pointwise (rnnlab.cells.base has the protocol).")  # fmt: skip
+    if not _takes(fn, arity):
+        _refuse(name, expected, f"{fn.__qualname__}{inspect.signature(fn)}",
+                f"A {'forward' if arity == FORWARD_ARITY else 'backward'} stage takes "
+                f"{_PARAMETERS[arity]}.")  # fmt: skip
+
+
+@functools.lru_cache(maxsize=256)
+def _takes(fn: types.FunctionType, arity: int) -> bool:
+    """Whether fn takes exactly `arity` positional parameters and nothing else (cached: a
+    signature costs ~25 µs, and every cell and layer made checks its steps)."""
+    params = inspect.signature(fn).parameters.values()
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return len(params) == arity and all(p.kind in positional for p in params)
+
+
+def _check_extra(cell: str, extra: object) -> None:
+    """`extra`: names (or (name, n) with n ≥ 1), distinct identifiers none of which is a
+    name of the layer's own parameters."""
+    expected = "a tuple of names, or (name, n) pairs, of the cell's own parameters"
+    if not isinstance(extra, tuple):
+        _refuse(f"{cell}.extra", expected, _describe(extra))
+    seen: set[str] = set()
+    for entry in extra:
+        if isinstance(entry, tuple) and len(entry) == 2:
+            label, n = entry
+            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+                _refuse(f"{cell}.extra", "(name, n) with n a positive number of H-blocks",
+                        _describe(entry))  # fmt: skip
+        else:
+            label = entry
+        if not isinstance(label, str) or not label.isidentifier():
+            _refuse(f"{cell}.extra", expected + " (each name a Python identifier)",
+                    f"{_describe(entry)} in {extra!r}")  # fmt: skip
+        if label in seen:
+            _refuse(f"{cell}.extra", "distinct names (each names one parameter)",
+                    f"{label!r} twice in {extra!r}")  # fmt: skip
+        if label in RESERVED:
+            _refuse(f"{cell}.extra", "names other than the layer's own parameters' ("
+                    + ", ".join(RESERVED) + ")", f"{label!r} in {extra!r}")  # fmt: skip
+        seen.add(label)
 
 
 def check_init(init: object, options: tuple[str, ...], what: str) -> str:
