@@ -7,8 +7,8 @@ import functools
 import numpy as np
 import pytest
 
-from rnnlab import gradcheck, settings
-from rnnlab.cells import Cell
+from rnnlab import gradcheck, layers, recurrence, settings
+from rnnlab.cells import Cell, ElmanCell, GRUCell, LSTMCell
 from rnnlab.cells.pointwise import one, tanh, units
 from rnnlab.layers import Recurrent
 
@@ -47,6 +47,134 @@ def test_a_valid_custom_cell_still_works():
         x = rng.standard_normal((3, 5, 3))
         report = gradcheck(m, x, lengths=np.array([5, 2, 4]))
     assert report.max_error < 1e-7, str(report)
+
+
+# ------------------------------------------------ 1. steps that reach past the declared rows
+def write_c(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
+    for j in units(h):
+        c[j] = tanh(xa[j] + ha[j])
+        h[j] = c[j]
+        tape[j] = c[j]
+
+
+def read_h_prev(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
+    for j in units(h):
+        h[j] = tanh(xa[j] + ha[j]) + h_prev[j]
+        tape[j] = h[j]
+
+
+def wide_da(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
+    H = h.shape[-1]
+    for j in units(h):
+        da[..., H:][j] = dh[j]  # a second gate's block, on a one-gate cell
+        da[..., :H][j] = dh[j]
+
+
+class NoTape(Scaled):  # writes tape[j] but declares none
+    tape = 0
+
+
+class NoExtra(Scaled):  # reads q[j] but declares no parameter of its own
+    extra = ()
+
+    def init(self, params, H, rng):
+        pass
+
+
+class NoCellState(Scaled):  # writes c without has_c
+    stages = (write_c,)
+
+
+class ReadsHPrev(Scaled):  # reads h_{t-1} though it says it does not
+    reads_h_prev = False
+    extra = ()
+    stages = (read_h_prev,)
+
+    def init(self, params, H, rng):
+        pass
+
+
+class WideBackward(Scaled):  # its backward writes a gate block it does not have
+    backward_stages = (wide_da,)
+
+
+@pytest.mark.parametrize(
+    "cell,step,declared",
+    [
+        (NoTape, r"forward stage 0 \(scaled\)", r"tape=0 \(tape rows of 0 values at H = 3\)"),
+        (NoExtra, r"forward stage 0 \(scaled\)", r"extra=\(\) \(q of 0 values\)"),
+        (NoCellState, r"forward stage 0 \(write_c\)", r"has_c=False"),
+        (ReadsHPrev, r"forward stage 0 \(read_h_prev\)", r"reads_h_prev=False \(h_prev of 2"),
+        (WideBackward, r"backward stage 0 \(wide_da\)", r"gates=1"),
+    ],
+    ids=["tape", "extra", "has_c", "reads_h_prev", "da"],
+)
+def test_a_step_past_its_declared_rows_is_refused(cell, step, declared):
+    """Compiled, such a step wrote over other memory (garbage, or "free(): invalid next
+    size" under gradcheck); on NumPy it was a broadcast error from inside the step."""
+    with pytest.raises(ValueError) as caught:
+        Recurrent(cell(), 3, 5, rng=0)
+    text = str(caught.value)
+    assert text.startswith(
+        "`cell` must be a cell whose steps read and write only the rows it declares; "
+        f"got {cell.__name__}, whose "
+    ), text
+    assert caught.match(step) and caught.match(declared)
+    assert caught.match(r"raised ValueError \(.*broadcast.*\) when run once on NumPy")
+
+
+def test_steps_are_run_once_per_cell_key(monkeypatch):
+    calls = []
+    step_forward = recurrence.step_forward
+    monkeypatch.setattr(layers, "_STEPS_RUN", set())
+    monkeypatch.setattr(recurrence, "step_forward",
+                        lambda *a, **k: calls.append(1) or step_forward(*a, **k))  # fmt: skip
+    Recurrent(Scaled(), 3, 5, rng=0)
+    Recurrent(Scaled(), 4, 7, 2, bidirectional=True, rng=0)
+    assert len(calls) == 1
+    Recurrent(LSTMCell(peephole=True), 3, 5, rng=0)
+    assert len(calls) == 2
+
+
+BUILT_IN = {
+    "lstm": LSTMCell,
+    "peephole": functools.partial(LSTMCell, peephole=True),
+    "coupled": functools.partial(LSTMCell, coupled=True),
+    "clip": functools.partial(LSTMCell, cell_clip=0.5, forget_bias=1.0),
+    "all": functools.partial(LSTMCell, peephole=True, coupled=True, cell_clip=0.6),
+    "layer_norm": functools.partial(LSTMCell, layer_norm=True),
+    "layer_norm+all": functools.partial(
+        LSTMCell, layer_norm=True, peephole=True, coupled=True, cell_clip=0.6
+    ),  # fmt: skip
+    "gru": GRUCell,
+    "gru-orig": functools.partial(GRUCell, reset_after=False),
+    "elman": ElmanCell,
+    "relu": functools.partial(ElmanCell, "relu"),
+    "irnn": functools.partial(ElmanCell, "relu", init="irnn"),
+}
+
+
+@pytest.mark.parametrize("make", BUILT_IN.values(), ids=BUILT_IN.keys())
+def test_the_built_in_cells_pass(make, monkeypatch):
+    monkeypatch.setattr(layers, "_STEPS_RUN", set(), raising=False)  # run them here
+    cell = make()
+    m = Recurrent(cell, 3, 5, rng=0)
+    if not cell.reads_h_prev and getattr(cell, "init_name", None) != "irnn":
+        Recurrent(cell, 3, 5, proj_size=2, zoneout=(0.0, 0.1) if cell.has_c else 0.0, rng=0)
+    elif all(src is None for _, src in cell.products):
+        Recurrent(cell, 3, 5, recurrent_dropout=0.2, zoneout=0.1, rng=0)
+    x = np.random.default_rng(1).standard_normal((2, 3, 3)).astype(np.float32)
+    assert np.isfinite(m.forward(x).output).all()
+
+
+def test_the_feedback_model_passes():
+    """The output-feedback (Jordan) model runs an Elman cell with the carry fed back."""
+    from rnnlab.feedback import OutputFeedback
+
+    model = OutputFeedback(3, 4, 3, hidden_recurrence=True, rng=0)
+    x = np.random.default_rng(1).standard_normal((2, 3, 3)).astype(np.float32)
+    y = np.random.default_rng(2).standard_normal((2, 3, 3)).astype(np.float32)
+    assert np.isfinite(model.forward(x, targets=y).output).all()
 
 
 # ------------------------------------------------------------ 2. declarations, checked by name
@@ -149,3 +277,31 @@ def test_stages_as_a_list_are_refused():
 
     with pytest.raises(TypeError, match=r"`Listed.stages` must be a tuple of functions"):
         Listed()
+
+
+def test_a_cell_whose_init_skipped_the_protocols_is_refused():
+    """Its declarations were never checked; Recurrent failed with an IndexError in
+    fast/loops.py (no stages) or ran whatever the class said."""
+
+    class Skipped(Cell):
+        stages = ()
+
+        def __init__(self, width=2):
+            self.width = width
+
+    class SkippedButComplete(Scaled):
+        def __init__(self):
+            pass
+
+    for cell in (Skipped, SkippedButComplete):
+        with pytest.raises(ValueError, match=rf"`cell` must be an initialised Cell \(its class's "
+                           rf"__init__ calls super\(\).__init__\(\).*; got a {cell.__name__} "
+                           r"whose Cell.__init__ never ran instead"):  # fmt: skip
+            Recurrent(cell(), 3, 4, rng=0)
+
+
+def test_declarations_changed_after_init_are_checked_again():
+    cell = Scaled()
+    cell.extra = ("s", "s")
+    with pytest.raises(TypeError, match=r"`Scaled.extra` must be distinct names"):
+        Recurrent(cell, 3, 4, rng=0)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypedDict, TypeVar, Unpack
@@ -165,6 +166,98 @@ def _uniform(
     return rng.uniform(-bound, bound, size=shape).astype(dtype)
 
 
+_STEPS_RUN: set[tuple[Any, ...]] = set()
+"""The cells (by what their steps compute and the rows they declare) _run_steps has run."""
+
+
+def _accept_cell(cell: object) -> Cell:
+    """The cell Recurrent takes: a Cell whose __init__ ran (Cell.check), whose declarations
+    still hold, and whose steps stay inside the rows it declares (_run_steps)."""
+    if not isinstance(cell, Cell):
+        _checks.fail(
+            "cell",
+            "a cell (rnnlab.cells: ElmanCell, LSTMCell, GRUCell or your own Cell)",
+            _checks.describe(cell),
+            "RNN(...), LSTM(...) and GRU(...) build the layer for you.",
+        )
+    if not cell._checked:
+        _checks.fail(
+            "cell",
+            "an initialised Cell (its class's __init__ calls super().__init__(), which checks "
+            "the declarations)",
+            f"a {type(cell).__name__} whose Cell.__init__ never ran",
+        )
+    cell.check()  # again: a declaration may have changed after __init__
+    _run_steps(cell)
+    return cell
+
+
+def _run_steps(cell: Cell) -> None:
+    """Run a cell's steps once on NumPy, forward and backward, on a batch of 2 with H = 3 in
+    float64, every row exactly as wide as the cell declares (h_{t-1} narrower than H when
+    it declares reads_h_prev False, as a projected carry is): a step that reaches past its
+    rows (a tape block it did not declare, a c without has_c, q without `extra`) raises
+    there, where the compiled loops, which do not check bounds, would write over other
+    memory. Once per cell key and declared rows (about a millisecond); any error becomes a
+    ValueError naming the cell, its declarations and the step that failed."""
+    extra = tuple(cell.extra_rows)
+    seen = (type(cell), cell.key, cell.gates, cell.tape, cell.has_c, extra, cell.hh_own,
+            cell.reads_h_prev, cell.in_place)  # fmt: skip
+    if seen in _STEPS_RUN:
+        return
+    B, H, G = 2, 3, cell.gates
+    P = H if cell.reads_h_prev else H - 1
+    Hc, n_q, n_own = (H if cell.has_c else 0), sum(n for _, _, n in extra), len(cell.hh_own)
+    rng = np.random.default_rng(0)
+
+    def rows(*shape: int) -> np.ndarray:
+        return rng.uniform(-0.5, 0.5, shape)
+
+    W_hh, W_hr = rows(G * H, P), (None if P == H else rows(P, H))
+    own = None if W_hr is None else np.zeros((B, H))
+    q, h_prev, c_prev = rows(n_q * H), rows(B, P), rows(B, Hc)
+    h, c, tape = np.zeros((B, P)), np.zeros((B, Hc)), np.zeros((B, cell.tape * H))
+    try:
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            recurrence.step_forward(cell, W_hh, q, rows(B, G * H), rows(G * H), rows(G * H),
+                                    h_prev, c_prev, h, c, tape, W_hr=W_hr, own=own)  # fmt: skip
+            recurrence.step_backward(cell, W_hh, q, h_prev, c_prev, h, c, tape, rows(B, P),
+                                     rows(B, Hc), np.zeros((B, G * H)),
+                                     np.zeros((B, n_own * H)), np.zeros((B, n_q * H)),
+                                     W_hr=W_hr, own=own,
+                                     d_hr=None if W_hr is None else np.zeros((B, P)))  # fmt: skip
+    except Exception as error:
+        _checks.fail(
+            "cell",
+            "a cell whose steps read and write only the rows it declares",
+            f"{type(cell).__name__}, whose {_failed_step(cell, error)} raised "
+            f"{type(error).__name__} ({error}) when run once on NumPy at H = {H}",
+            f"It declares gates={G}, tape={cell.tape} (tape rows of {cell.tape * H} values at "
+            f"H = {H}), has_c={cell.has_c}, extra={cell.extra!r} (q of {n_q * H} values), "
+            f"hh_own={cell.hh_own}"
+            + ("" if P == H else f", reads_h_prev=False (h_prev of {P} values)")
+            + ("; compiled, a step that reaches past its rows writes over other memory"
+               if isinstance(error, (ValueError, IndexError)) else "")
+            + ". Declare what the steps use (rnnlab.cells.base has the protocol).",
+        )
+    _STEPS_RUN.add(seen)
+
+
+def _failed_step(cell: Cell, error: BaseException) -> str:
+    """Which of the cell's step functions the error came from (the innermost one)."""
+    named = {}
+    for attr, fns in (("forward stage", cell.stages), ("backward stage", cell.backward_stages)):
+        for k, fn in enumerate(fns):
+            named[fn.__code__] = f"{attr} {k} ({fn.__qualname__})"
+    found = "step"
+    tb = error.__traceback__
+    while tb is not None:
+        found = named.get(tb.tb_frame.f_code, found)
+        tb = tb.tb_next
+    return found
+
+
 class Recurrent:
     """A stack of recurrent layers of one cell, optionally bidirectional: what gives a cell
     (rnnlab.cells) depth, directions, masks, initial states, checkpointing and speed.
@@ -225,14 +318,7 @@ class Recurrent:
         dtype: npt.DTypeLike = np.float32,
         rng: RngLike = None,
     ):
-        if not isinstance(cell, Cell):
-            _checks.fail(
-                "cell",
-                "a cell (rnnlab.cells: ElmanCell, LSTMCell, GRUCell or your own Cell)",
-                _checks.describe(cell),
-                "RNN(...), LSTM(...) and GRU(...) build the layer for you.",
-            )
-        self.cell = cell
+        self.cell = _accept_cell(cell)
         self.input_size = _checks.positive_int(input_size, "input_size")
         self.hidden_size = _checks.positive_int(hidden_size, "hidden_size")
         self.num_layers = _checks.positive_int(num_layers, "num_layers")
