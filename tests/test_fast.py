@@ -353,6 +353,29 @@ def test_tanh_kernel_at_the_edges(dtype):
     assert np.isnan(got[5]), "NaN must come out as NaN, not as ±1"
 
 
+@pytest.mark.parametrize("nonlinearity", ["relu", "tanh"])
+def test_a_nan_goes_through_the_compiled_elman_loop_as_through_numpy(nonlinearity, setenv):
+    """The compiled ReLU was `x if x > 0 else 0`, which made a NaN 0: a NaN input or an inf
+    weight (inf · h_0 = NaN) came out of an Elman ReLU layer (and the IRNN) as finite values,
+    and training went on. np.maximum, the reference's, keeps it."""
+    from rnnlab import RNN
+
+    outs = {}
+    for no_numba in ("1", None):
+        setenv(RNNLAB_NO_NUMBA=no_numba)
+        m = RNN(2, 3, nonlinearity=nonlinearity, dtype=np.float64, rng=0)
+        x = np.ones((1, 2, 2))
+        x[0, 0, 0] = np.nan
+        with np.errstate(invalid="ignore", over="ignore"):
+            a = m.forward(x, check=False).output
+            m.params["weight_hh_l0"][0, 0] = np.inf
+            b = m.forward(np.ones((1, 2, 2)), check=False).output
+        outs[no_numba] = (a, b)
+    for want, got in zip(outs["1"], outs[None], strict=True):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        assert np.isnan(got).any()
+
+
 # ----------------------------------------------------------------------------- switches
 def test_available_follows_the_environment(setenv):
     setenv(RNNLAB_NO_NUMBA=None)

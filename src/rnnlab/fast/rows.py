@@ -83,7 +83,7 @@ def _sigmoid(x):
 def _relu(x):
     if isinstance(x, types.Float):
         z = _dtype_of(x).type(0.0)
-        return lambda x: x if x > z else z
+        return lambda x: z if x <= z else x  # NaN in, NaN out, as np.maximum (x > z made it 0)
 
 
 @overload(pointwise.positive, **_INLINE)
