@@ -305,3 +305,31 @@ def test_declarations_changed_after_init_are_checked_again():
     cell.extra = ("s", "s")
     with pytest.raises(TypeError, match=r"`Scaled.extra` must be distinct names"):
         Recurrent(cell, 3, 4, rng=0)
+
+
+def test_a_hidden_size_below_the_cells_minimum_is_refused(monkeypatch):
+    """A layer-normalised LSTM keeps three statistics in one H-wide tape block: at H = 1 or 2
+    the compiled loops read past the row (silently wrong gradients) and NumPy's failed to
+    broadcast. Recurrent refuses a hidden size below the cell's `min_hidden`, and the trial
+    run of a cell's steps runs at its minimum."""
+    from rnnlab import LSTM
+
+    for H in (1, 2):
+        with pytest.raises(ValueError, match=r"`hidden_size` must be at least 3 for LSTMCell.*"
+                                             rf"got {H} instead"):  # fmt: skip
+            LSTM(2, H, layer_norm=True)
+    LSTM(2, 3, layer_norm=True)
+    LSTM(2, 1)  # the plain LSTM has no such minimum
+
+    class Wide(Scaled):  # keeps five values in its tape row
+        min_hidden = 5
+
+    seen = []
+    original = recurrence.step_forward
+    monkeypatch.setattr(recurrence, "step_forward",
+                        lambda cell, *a, **k: seen.append(a[5].shape) or original(cell, *a, **k))
+    monkeypatch.setattr(layers, "_STEPS_RUN", set())
+    with pytest.raises(ValueError, match=r"`hidden_size` must be at least 5"):
+        Recurrent(Wide(), 2, 4)
+    Recurrent(Wide(), 2, 5)
+    assert seen == [(2, 5)]  # h_prev of the trial run: B = 2, H = 5

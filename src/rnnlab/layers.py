@@ -193,8 +193,9 @@ def _accept_cell(cell: object) -> Cell:
 
 
 def _run_steps(cell: Cell) -> None:
-    """Run a cell's steps once on NumPy, forward and backward, on a batch of 2 with H = 3 in
-    float64, every row exactly as wide as the cell declares (h_{t-1} narrower than H when
+    """Run a cell's steps once on NumPy, forward and backward, on a batch of 2 with H = 3 (or
+    the cell's min_hidden) in float64, every row exactly as wide as the cell declares
+    (h_{t-1} narrower than H when
     it declares reads_h_prev False, as a projected carry is): a step that reaches past its
     rows (a tape block it did not declare, a c without has_c, q without `extra`) raises
     there, where the compiled loops, which do not check bounds, would write over other
@@ -202,10 +203,10 @@ def _run_steps(cell: Cell) -> None:
     ValueError naming the cell, its declarations and the step that failed."""
     extra = tuple(cell.extra_rows)
     seen = (type(cell), cell.key, cell.gates, cell.tape, cell.has_c, extra, cell.hh_own,
-            cell.reads_h_prev, cell.in_place)  # fmt: skip
+            cell.reads_h_prev, cell.in_place, cell.min_hidden)  # fmt: skip
     if seen in _STEPS_RUN:
         return
-    B, H, G = 2, 3, cell.gates
+    B, H, G = 2, max(3, cell.min_hidden), cell.gates
     P = H if cell.reads_h_prev else H - 1
     Hc, n_q, n_own = (H if cell.has_c else 0), sum(n for _, _, n in extra), len(cell.hh_own)
     rng = np.random.default_rng(0)
@@ -321,6 +322,10 @@ class Recurrent:
         self.cell = _accept_cell(cell)
         self.input_size = _checks.positive_int(input_size, "input_size")
         self.hidden_size = _checks.positive_int(hidden_size, "hidden_size")
+        if self.hidden_size < cell.min_hidden:
+            _checks.fail("hidden_size", f"at least {cell.min_hidden} for {cell!r} (its steps "
+                         f"keep {cell.min_hidden} values in a row of H)",
+                         str(self.hidden_size))  # fmt: skip
         self.num_layers = _checks.positive_int(num_layers, "num_layers")
         self.bidirectional = _checks.boolean(bidirectional, "bidirectional")
         self.batch_first = _checks.boolean(batch_first, "batch_first")

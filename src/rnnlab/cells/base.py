@@ -117,6 +117,9 @@ class Cell:
     the steps never see."""
     stages: tuple[ForwardStage, ...] = ()
     backward_stages: tuple[BackwardStage, ...] = ()
+    min_hidden: int = 1
+    """The smallest hidden size the steps work at (Recurrent refuses a smaller one): a step
+    that keeps k > 1 values per row in one H-wide tape block needs H ≥ k."""
 
     def __init__(self) -> None:
         """Check the declarations against each other (a cell's author meets these errors).

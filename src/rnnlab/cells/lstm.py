@@ -417,6 +417,9 @@ class LSTMCell(Cell):
         peepholes = names if self.peephole else ()
         if self.layer_norm:  # the tape: gates, x̂, ĥ (G blocks each), ĉ, statistics
             self.tape, self.in_place, self.hh_own = 3 * G + 2, False, tuple(range(G))
+            # the statistics block holds three values (r_x, r_h, r_c); normalising over one
+            # or two units leaves 0 or ±1 anyway
+            self.min_hidden = 3
             self.extra = (("ln_gain_ih", G), ("ln_gain_hh", G), ("ln_bias", G), "ln_gain_c",
                           "ln_bias_c") + peepholes  # fmt: skip
             steps = _layer_norm_steps(self.peephole, self.coupled, cell_clip)
