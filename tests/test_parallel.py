@@ -6,6 +6,7 @@ so every split must reproduce the unsplit float64 result to 1e-12, with masks, i
 and for every cell; and the session must hand NumPy's BLAS back as it found it.
 """
 
+import contextlib
 import functools
 import os
 import queue
@@ -933,3 +934,48 @@ def test_a_training_step_and_the_gradient_norm_keep_openblas_at_one_thread(seten
         assert seen and all(threads == 1 for _, threads in seen) and get() == 2
     finally:
         set_(before)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+@pytest.mark.parametrize("forker_in_session", [False, True])
+def test_a_child_keeps_only_the_forking_threads_sessions(forker_in_session):
+    """A session open in another thread at the fork stayed open in the child for good (that
+    thread is not there to close it): the child's BLAS at one thread, its work split and its
+    workers allowed to spin for its whole life. The forking thread's own session goes on and
+    closes as usual."""
+    if not parallel.enabled():
+        pytest.skip("needs rnnlab's split (numba and 2 threads)")
+    from rnnlab.fast import team
+
+    get = parallel._CONTROL[0]
+    before = get()
+    opened, release = threading.Event(), threading.Event()
+
+    def other():
+        with parallel.session():
+            opened.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=other, daemon=True)
+    thread.start()
+    opened.wait(10)
+    try:
+        with contextlib.ExitStack() as stack:
+            if forker_in_session:
+                stack.enter_context(parallel.session())
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # (fork with threads)
+                pid = os.fork()
+            if pid == 0:
+                signal.alarm(10)
+                inside = (parallel.in_session(), get(), int(team._allowed[0]))
+                stack.close()  # the forking thread's session, if open, closes here
+                after = (parallel.in_session(), get(), int(team._allowed[0]))
+                want_inside = (True, 1, 1) if forker_in_session else (False, before, 0)
+                os._exit(0 if (inside, after) == (want_inside, (False, before, 0)) else 1)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        release.set()
+        thread.join(10)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    assert not parallel.in_session() and get() == before

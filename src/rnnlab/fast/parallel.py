@@ -106,6 +106,7 @@ def enabled() -> bool:
 _depth = 0  # open sessions, in all threads
 _saved = 1
 _depth_lock = threading.Lock()
+_own = threading.local()  # .depth: the sessions this thread has open (what a fork keeps)
 
 
 @contextlib.contextmanager
@@ -126,11 +127,13 @@ def session():
             set_(1)
             team.set_spinning(True)
         _depth += 1
+        _own.depth = getattr(_own, "depth", 0) + 1
     try:
         yield
     finally:
         with _depth_lock:
             _depth -= 1
+            _own.depth -= 1
             if _depth == 0:
                 team.set_spinning(False)
                 set_(_saved)
@@ -181,11 +184,20 @@ def _workers(n: int) -> Any:
 
 def _locks_after_fork() -> None:
     """A fork copies a lock held by another thread, which the child does not have: fresh
-    locks in the child (its team is made anew at its first split, its sessions go on), and
-    an empty pool of freed blocks (one copied in the middle of a change would not add up)."""
-    global _team_lock, _depth_lock, _blocks_lock, _free_blocks, _free_bytes, _returned
+    locks in the child (its team is made anew at its first split), and an empty pool of
+    freed blocks (one copied in the middle of a change would not add up). Of the open
+    sessions the child keeps the forking thread's: another thread's would never close,
+    leaving the child's BLAS at one thread and its work split for good."""
+    global _team_lock, _depth_lock, _blocks_lock, _free_blocks, _free_bytes, _returned, _depth
     _team_lock, _depth_lock, _blocks_lock = threading.Lock(), threading.Lock(), threading.Lock()
     _free_blocks, _free_bytes, _returned = [], 0, queue.SimpleQueue()
+    kept = getattr(_own, "depth", 0)
+    if _depth > 0 and kept == 0 and _CONTROL is not None:
+        from rnnlab.fast import team  # (a session was open: numba is there)
+
+        team.set_spinning(False)
+        _CONTROL[1](_saved)
+    _depth = kept
 
 
 if hasattr(os, "register_at_fork"):
