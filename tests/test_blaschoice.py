@@ -371,6 +371,46 @@ def test_an_unreadable_cache_is_said(auto):
     assert len(calls) == 1
 
 
+FIFO_CHILD = """
+import json, os, sys, warnings
+from rnnlab import _blaschoice
+_blaschoice.library_files = lambda: ["/fake/libmkl_rt.so.2"]
+_blaschoice._measure_in_child = lambda: json.loads(sys.argv[2])
+path = _blaschoice.cache_path(_blaschoice.key())
+os.makedirs(os.path.dirname(path), exist_ok=True)
+lock = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".lock")
+os.mkfifo(path if sys.argv[1] == "cache" else lock)
+with warnings.catch_warnings(record=True) as said:
+    warnings.simplefilter("always")
+    made = _blaschoice.choice()
+print(json.dumps({"blas": made.blas, "said": " ".join(str(w.message) for w in said)}))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs")
+@pytest.mark.parametrize("where", ["cache", "lock"])
+def test_a_fifo_at_the_cache_or_its_lock_does_not_hang(tmp_path, where):
+    """Opening a FIFO waits for the other end: the first forward pass of a process whose
+    cache path (or the lock beside it) was a FIFO hung for good. Now the cache is read
+    without blocking and refused as no regular file, and a lock that cannot be had is done
+    without. (In a child process: a regression hangs it, not the suite.)"""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "RNNLAB_BLAS"}
+    env["RNNLAB_CACHE_DIR"] = str(tmp_path)
+    try:
+        done = subprocess.run([sys.executable, "-c", FIFO_CHILD, where, json.dumps(FAST_MKL)],
+                              env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"hung on a FIFO at the {where}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["blas"] == "mkl"
+    if where == "cache":
+        assert "is not a regular file (a FIFO, a named pipe); measuring again" in got["said"]
+
+
 @pytest.mark.parametrize("timing", ["0", "true", "Infinity", "NaN", "1e308", "-5"])
 def test_a_cached_timing_that_is_no_measurement_is_not_trusted(auto, timing):
     calls, _, _ = auto

@@ -43,6 +43,7 @@ import glob
 import importlib.metadata
 import json
 import os
+import stat
 import subprocess
 import sys
 import tempfile
@@ -239,10 +240,14 @@ def forcing() -> dict[str, str]:
 def _read_cache(path: str, want: dict) -> Choice | None:
     """The cached choice for this key, or None (missing: silently; unreadable or for another
     key: with a warning)."""
-    try:
-        with open(path, "rb") as f:
+    try:  # (without blocking: a FIFO there waited for a writer, and the first forward with it)
+        with _checks.open_file(path) as f:
             raw = f.read(1 << 16)
     except (FileNotFoundError, NotADirectoryError):  # not there (the write says if it can't be)
+        return None
+    except _checks.NotRegularFile as exc:
+        warnings.warn(f"rnnlab: the BLAS choice cache {path!r} is not a regular file "
+                      f"({exc.kind}); measuring again", stacklevel=3)  # fmt: skip
         return None
     except OSError as exc:
         warnings.warn(f"rnnlab: the BLAS choice cache {path!r} cannot be read ({exc}); "
@@ -436,8 +441,15 @@ def _one_at_a_time(path: str) -> Iterator[None]:
         import fcntl
 
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        lock = open(os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".lock"),
-                    "a")  # fmt: skip
+        # without blocking, and only a regular file: opening a FIFO to write waits for a
+        # reader (O_NONBLOCK makes that ENXIO), and a device is no lock
+        fd = os.open(os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".lock"),
+                     os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NONBLOCK", 0),
+                     0o644)  # fmt: skip
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OSError("the lock is not a regular file")
+        lock = os.fdopen(fd, "ab")
     except (ImportError, OSError):
         yield
         return
