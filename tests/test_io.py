@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -649,21 +651,176 @@ def test_rng_state_errors():
         ValueError, match=r"\(for one of PCG64, .*\); got the bit generator 'Mystery'"
     ):
         rio.rng_from_state(state)
-    for edit in ("short key", "negative count"):  # (IndexError, OverflowError inside NumPy)
-        state = rio.numpy_rng_state(np.random.Generator(np.random.MT19937(0)))
-        if edit == "short key":
-            state["bit_generator"]["state"]["key"]["values"] = [1, 2]
-        else:
-            state["seed_sequence"]["n_children_spawned"] = -5
-        with pytest.raises(ValueError, match=r"`state` must be a dict made by numpy_rng_state"):
-            rio.rng_from_state(state)
+    state = rio.numpy_rng_state(np.random.Generator(np.random.MT19937(0)))
+    state["bit_generator"]["state"]["key"]["values"] = [1, 2]
+    with pytest.raises(
+        ValueError,
+        match=r"`state\['bit_generator'\]\['state'\]\['key'\]\['values'\]` must be a list of "
+        r"624 ints in \[0, 2\*\*32\); got a list of length 2 instead\.",
+    ):
+        rio.rng_from_state(state)
+    state["bit_generator"]["state"]["key"]["values"] = [1] * 624
+    state["seed_sequence"]["n_children_spawned"] = -5
+    with pytest.raises(
+        ValueError,
+        match=r"`state\['seed_sequence'\]\['n_children_spawned'\]` must be an int in "
+        r"\[0, 4294967295\]; got -5 \(int\) instead\.",
+    ):
+        rio.rng_from_state(state)
     state = rio.numpy_rng_state(np.random.default_rng(0))
     del state["bit_generator"]["state"]["inc"]
     with pytest.raises(
         ValueError,
-        match=r"`state` must be a dict made by numpy_rng_state; got a dict that PCG64 refuses",
+        match=r"`state\['bit_generator'\]\['state'\] \(a PCG64 state\)` must be a dict with "
+        r"the keys state, inc; got the keys 'state' instead\.",
     ):
         rio.rng_from_state(state)
+
+
+def _edit(path, value):
+    """An edit of a numpy_rng_state dict: `value` at the keys `path` (None: delete the key)."""
+
+    def apply(state):
+        *parents, last = path
+        for key in parents:
+            state = state[key]
+        if value is None:
+            del state[last]
+        else:
+            state[last] = value
+
+    return apply
+
+
+BG, SS = "bit_generator", "seed_sequence"
+MT_ZEROS = {"__ndarray__": "uint32", "values": [0] * 624}
+
+
+# What NumPy's state setters took unchecked, and what it did then: MT19937's pos past its
+# key crashed the first draw (SIGSEGV), a key of zeros drew only zeros (integers() never
+# returned), a huge pool_size hashed for minutes, the rest drew silently wrong numbers.
+@pytest.mark.parametrize(
+    ("make", "edit", "match"),
+    [
+        (np.random.MT19937, _edit([BG, "state", "pos"], 10**6),
+         r"`state\['bit_generator'\]\['state'\]\['pos'\]` must be an int in \[0, 624\]; "
+         r"got 1000000 \(int\)"),
+        (np.random.MT19937, _edit([BG, "state", "pos"], -1), r"\['pos'\]` must be an int in"),
+        (np.random.MT19937, _edit([BG, "state", "key"], MT_ZEROS),
+         r"\['key'\]` must be an MT19937 key with a non-zero bit .*; got a key of zeros"),
+        (np.random.MT19937, _edit([BG, "state", "key", "values", 3], 2**32),
+         r"\['key'\]\['values'\]\[3\]` must be an int in \[0, 4294967295\]"),
+        (np.random.MT19937, _edit([BG, "state", "key", "values", 3], 1.5),
+         r"\['values'\]\[3\]` must be an int .*; got 1.5 \(float\)"),
+        (np.random.MT19937, _edit([BG, "state", "key", "__ndarray__"], "object"),
+         r"\['key'\]\['__ndarray__'\]` must be 'uint32'; got 'object' \(str\)"),
+        (np.random.PCG64, _edit([BG, "state", "inc"], 2**100),
+         r"\['inc'\]` must be an odd int \(PCG's increment\)"),
+        (np.random.PCG64DXSM, _edit([BG, "state", "state"], 2**128),
+         r"\['state'\]\['state'\]` must be an int in \[0, 3402\d+\]"),
+        (np.random.PCG64, _edit([BG, "has_uint32"], 2),
+         r"\['has_uint32'\]` must be an int in \[0, 1\]"),
+        (np.random.PCG64, _edit([BG, "uinteger"], 2**32), r"\['uinteger'\]` must be an int in"),
+        (np.random.PCG64, _edit([BG, "uinteger"], True), r"got True \(bool\)"),
+        (np.random.PCG64, _edit([BG, "extra"], 1),
+         r"`state\['bit_generator'\] \(a PCG64 state\)` must be a dict with the keys "
+         r"bit_generator, state, has_uint32, uinteger; got the keys .*'extra'"),
+        (np.random.Philox, _edit([BG, "buffer_pos"], 5),
+         r"\['buffer_pos'\]` must be an int in \[0, 4\]"),
+        (np.random.Philox, _edit([BG, "buffer_pos"], -1), r"\['buffer_pos'\]` must be an int in"),
+        (np.random.Philox, _edit([BG, "state", "counter", "values"], [1, 2, 3]),
+         r"\['counter'\]\['values'\]` must be a list of 4 ints in \[0, 2\*\*64\)"),
+        (np.random.Philox, _edit([BG, "state", "key", "__ndarray__"], "uint32"),
+         r"\['key'\]\['__ndarray__'\]` must be 'uint64'"),
+        (np.random.Philox, _edit([BG, "buffer", "extra"], 0),
+         r"\['buffer'\]` must be a dict with the keys __ndarray__, values"),
+        (np.random.SFC64, _edit([BG, "state", "state"], [1, 2, 3, 4]),
+         r"\['state'\]\['state'\]` must be a dict with the keys __ndarray__, values; "
+         r"got a list of length 4"),
+        (np.random.SFC64, _edit([BG, "state", "state", "__ndarray__"], "object"),
+         r"must be 'uint64'; got 'object' \(str\)"),
+        (np.random.PCG64, _edit([SS, "pool_size"], 10_000),
+         r"`state\['seed_sequence'\]\['pool_size'\]` must be an int in \[4, 256\] "
+         r"\(NumPy's default is 4\); got 10000 \(int\)"),
+        (np.random.PCG64, _edit([SS, "pool_size"], 3), r"\['pool_size'\]` must be an int in"),
+        (np.random.PCG64, _edit([SS, "n_children_spawned"], 2**32),
+         r"\['n_children_spawned'\]` must be an int in \[0, 4294967295\]"),
+        (np.random.PCG64, _edit([SS, "spawn_key"], [1, -1]), r"\['spawn_key'\]\[1\]` must be"),
+        (np.random.PCG64, _edit([SS, "entropy"], 2 ** (32 * 5000)),
+         r"\['entropy'\]` must be an int >= 0 or a list .*; got 5001 words"),
+        (np.random.PCG64, _edit([SS, "entropy"], ["1"]), r"\['entropy'\]` must be an int >= 0"),
+        (np.random.PCG64, _edit([SS, "extra"], 0),
+         r"`state\['seed_sequence'\]` must be a dict with the keys entropy, spawn_key, "
+         r"pool_size, n_children_spawned; got the keys .*'extra'"),
+    ],
+    ids=[
+        "mt-pos-huge", "mt-pos-negative", "mt-key-zeros", "mt-key-word", "mt-key-float",
+        "mt-dtype-object", "pcg-even-inc", "pcg-state-129-bits", "has-uint32-2",
+        "uinteger-33-bits", "uinteger-bool", "extra-key", "philox-buffer-pos-5",
+        "philox-buffer-pos-negative", "philox-counter-short", "philox-key-dtype",
+        "tagged-extra-key", "sfc64-untagged", "sfc64-dtype-object", "pool-size-huge",
+        "pool-size-small", "children-33-bits", "spawn-key-negative", "entropy-huge",
+        "entropy-str", "seed-sequence-extra-key",
+    ],
+)  # fmt: skip
+def test_rng_from_state_checks_every_field(make, edit, match):
+    state = json.loads(json.dumps(rio.numpy_rng_state(np.random.Generator(make(11)))))
+    edit(state)
+    with pytest.raises(ValueError, match=match):
+        rio.rng_from_state(state)
+
+
+def test_rng_from_state_refuses_zero_mt_key_before_a_draw_hangs():
+    # Only the low 31 bits of key[0] are outside MT19937's recurrence: they alone draw zeros.
+    state = rio.numpy_rng_state(np.random.Generator(np.random.MT19937(0)))
+    state["bit_generator"]["state"]["key"]["values"] = [0x7FFFFFFF] + [0] * 623
+    with pytest.raises(ValueError, match=r"got a key of zeros"):
+        rio.rng_from_state(state)
+    state["bit_generator"]["state"]["key"]["values"] = [0x80000000] + [0] * 623  # NumPy's seed
+    rio.rng_from_state(state).integers(0, 10, 5)
+
+
+def test_rng_from_state_mt_pos_past_key_is_refused_not_a_crash():
+    # In a child process: NumPy read past the key on the first draw and the process died.
+    code = (
+        "import json, numpy as np\n"
+        "from rnnlab import io as rio\n"
+        "state = rio.numpy_rng_state(np.random.Generator(np.random.MT19937(0)))\n"
+        "state['bit_generator']['state']['pos'] = 10**6\n"
+        "try:\n"
+        "    rng = rio.rng_from_state(json.loads(json.dumps(state)))\n"
+        "except ValueError as e:\n"
+        "    print(e)\n"
+        "else:\n"
+        "    print('drew', rng.random(3))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert "['pos']` must be an int in [0, 624]" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: np.random.Generator(np.random.PCG64(np.random.SeedSequence(9, pool_size=8))),
+        lambda: np.random.default_rng(5).spawn(3)[2].spawn(2)[1].spawn(1)[0],
+        lambda: np.random.Generator(np.random.Philox(key=2**100 + 3)),  # no SeedSequence
+        lambda: np.random.Generator(np.random.MT19937(np.random.SeedSequence([]))),
+        lambda: np.random.Generator(np.random.SFC64(2**4000)),
+    ],
+    ids=["pool-size-8", "spawned-thrice", "philox-key", "empty-entropy", "big-entropy"],
+)
+def test_rng_state_round_trips_at_the_edges(make):
+    rng = make()
+    draws(rng)
+    restored = rio.rng_from_state(json.loads(json.dumps(rio.numpy_rng_state(rng))))
+    for a, b in zip(draws(rng), draws(restored), strict=True):
+        np.testing.assert_array_equal(a, b)
+    if rng.bit_generator.seed_seq is not None:
+        for a, b in zip(rng.spawn(2), restored.spawn(2), strict=True):
+            np.testing.assert_array_equal(a.random(4), b.random(4))
 
 
 # --------------------------------------------------------------------------------------------
