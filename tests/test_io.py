@@ -283,6 +283,45 @@ CORRUPT = [
         craft({"m": {"dtype": "BOOL", "shape": [2], "data_offsets": [0, 2]}}, b"\x01\x02"),
         r"the BOOL tensor 'm' holds bytes other than 0 and 1",
     ),
+    # json's RecursionError escaped, not naming the file
+    (
+        "nested too deeply",
+        craft(b"[" * 100_000 + b"]" * 100_000),
+        r"the header is nested too deeply\.$",
+    ),
+    # the package takes an empty tensor whatever its other dimensions; NumPy then failed in
+    # get_tensor ("array is too big", no file named)
+    (
+        "empty tensor too big",
+        craft({"a": {"dtype": "F32", "shape": [0, 2**62, 2**62], "data_offsets": [0, 0]}}),
+        r"tensor 'a' of shape \[0, 4611686018427387904, 4611686018427387904\] and dtype F32 is "
+        r"too big for an array: its non-zero dimensions take more than 2\*\*63-1 bytes\.$",
+    ),
+    (
+        "dimension of 65 bits",
+        craft({"a": {"dtype": "U8", "shape": [2**64, 0], "data_offsets": [0, 0]}}),
+        r"tensor 'a' of shape \[18446744073709551616, 0\] and dtype U8 is too big for an array",
+    ),
+    (
+        "65 dimensions",
+        craft({"a": {"dtype": "U8", "shape": [1] * 65, "data_offsets": [0, 1]}}, bytes(1)),
+        r"tensor 'a' has 65 dimensions; NumPy arrays have at most 64\.$",
+    ),
+    (
+        "dtype a list",  # (was a TypeError: unhashable)
+        craft({"a": {**F32x2, "dtype": []}}, bytes(8)),
+        r"tensor 'a' has the unknown dtype \[\]; supported",
+    ),
+    (
+        "integer of 5000 digits",  # (was Python's ValueError on int conversion)
+        craft(b'{"a": {"dtype": "F32", "shape": [' + b"9" * 5000 + b'], "data_offsets": [0, 0]}}'),
+        r"the header holds an integer of more than 4300 digits\.$",
+    ),
+    (
+        "shape shown short",
+        craft({"a": {**F32x2, "shape": ["x" * 10_000]}}, bytes(8)),
+        r"tensor 'a' has shape \['xxxx*\.\.\., not a list of non-negative integers\.$",
+    ),
 ]
 
 
@@ -298,6 +337,14 @@ def test_corrupt_files_raise_checkpoint_error_naming_the_file(tmp_path, data, ma
         CheckpointError, match=r"^the data is not a valid safetensors file: .*" + match
     ):
         rio.parse_safetensors(data)
+
+
+def test_an_empty_tensor_as_large_as_numpy_allows_loads(tmp_path):
+    data = craft({"a": {"dtype": "F32", "shape": [0, 2**61 - 1], "data_offsets": [0, 0]}})
+    path = tmp_path / "empty.safetensors"
+    path.write_bytes(data)
+    for tensors, _ in (rio.parse_safetensors(data), rio.load_safetensors(path)):
+        assert tensors["a"].shape == (0, 2**61 - 1)
 
 
 def test_what_the_package_refuses_after_our_checks_is_one_line_naming_the_file(

@@ -54,6 +54,8 @@ _DTYPES: dict[str, np.dtype] = {
 _CODE = {(dt.kind, dt.itemsize): code for code, dt in _DTYPES.items()}
 _NO_NUMPY_TYPE = ("BF16", "F8_E5M2", "F8_E4M3", "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4", "C64")
 _HEADER_LIMIT = 100_000_000  # the package's own bound on the header
+_MAX_NDIM = 64  # NumPy's NPY_MAXDIMS
+_MAX_BYTES = 2**63 - 1  # NumPy's bound on an array's size in bytes (npy_intp), zero dims aside
 _HASH_KEY = "sha256"  # save_weights' entry in a file's __metadata__
 
 Arrays = dict[str, np.ndarray]
@@ -216,6 +218,12 @@ def _check_header(source: str, header: bytes, data_size: int) -> tuple[list[str]
         parsed = json.loads(text, object_pairs_hook=no_duplicates)
     except json.JSONDecodeError as e:
         raise bad(f"the header is not valid JSON ({e.msg} at column {e.colno})") from None
+    except RecursionError:
+        raise bad("the header is nested too deeply") from None
+    except ValueError as e:  # (an integer of more digits than Python converts)
+        if "integer string conversion" in str(e):
+            raise bad("the header holds an integer of more than 4300 digits") from None
+        raise bad(f"the header is not valid JSON ({e})") from None
     if not isinstance(parsed, dict):
         raise bad(f"the header must be a JSON object, not {type(parsed).__name__}")
 
@@ -236,15 +244,30 @@ def _check_header(source: str, header: bytes, data_size: int) -> tuple[list[str]
                 f"tensor {name!r} must have the keys dtype, shape, data_offsets; found {found}"
             )
         code = info["dtype"]
-        if code not in _DTYPES:
+        if not isinstance(code, str) or code not in _DTYPES:
             why = " (NumPy has no such type)" if code in _NO_NUMPY_TYPE else ""
             raise bad(
-                f"tensor {name!r} has the unknown dtype {code!r}{why}; "
+                f"tensor {name!r} has the unknown dtype {_short(code)}{why}; "
                 f"supported: {', '.join(_DTYPES)}"
             )
         shape, offsets = info["shape"], info["data_offsets"]
         if not isinstance(shape, list) or not all(is_count(n) for n in shape):
-            raise bad(f"tensor {name!r} has shape {shape!r}, not a list of non-negative integers")
+            raise bad(
+                f"tensor {name!r} has shape {_short(shape)}, not a list of non-negative integers"
+            )
+        if len(shape) > _MAX_NDIM:
+            raise bad(
+                f"tensor {name!r} has {len(shape)} dimensions; NumPy arrays have at most "
+                f"{_MAX_NDIM}"
+            )
+        itemsize = _DTYPES[code].itemsize
+        if any(n > _MAX_BYTES for n in shape) or (
+            math.prod(n for n in shape if n) * itemsize > _MAX_BYTES
+        ):  # (each dimension bounded first, the product stays small enough to compute)
+            raise bad(
+                f"tensor {name!r} of shape {_short(shape)} and dtype {code} is too big for "
+                f"an array: its non-zero dimensions take more than 2**63-1 bytes"
+            )
         if (
             not isinstance(offsets, list)
             or len(offsets) != 2
@@ -252,19 +275,19 @@ def _check_header(source: str, header: bytes, data_size: int) -> tuple[list[str]
             or offsets[0] > offsets[1]
         ):
             raise bad(
-                f"tensor {name!r} has data_offsets {offsets!r}, "
+                f"tensor {name!r} has data_offsets {_short(offsets)}, "
                 "expected [begin, end] with 0 <= begin <= end"
             )
-        size = math.prod(shape) * _DTYPES[code].itemsize
+        size = math.prod(shape) * itemsize
         begin, end = offsets
         if end - begin != size:
             raise bad(
                 f"tensor {name!r} of shape {shape} and dtype {code} needs {size} bytes "
-                f"but its data_offsets {offsets} span {end - begin}"
+                f"but its data_offsets {_short(offsets)} span {_short(end - begin)}"
             )
         if end > data_size:
             raise bad(
-                f"tensor {name!r} ends at byte {end} of the data but the data has only "
+                f"tensor {name!r} ends at byte {_short(end)} of the data but the data has only "
                 f"{data_size} bytes (truncated file?)"
             )
         spans.append((begin, end, name))
@@ -286,6 +309,16 @@ def _check_header(source: str, header: bytes, data_size: int) -> tuple[list[str]
     if position != data_size:
         raise bad(f"{data_size - position} bytes after the last tensor belong to no tensor")
     return list(parsed), metadata
+
+
+def _short(value: object) -> str:
+    """repr(value) cut to a line: a hostile header's values can be megabytes long, and an int
+    of more than 4300 digits has no repr at all."""
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):
+        text = f"a {type(value).__name__} too large to show"
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _check_bools(source: str, tensors: Arrays) -> None:
@@ -311,7 +344,7 @@ def parse_safetensors(
     names, metadata = _check_header(source, bytes(view[8 : 8 + n]), len(view) - 8 - n)
     try:
         loaded = safetensors.numpy.load(bytes(view))
-    except SafetensorError as e:
+    except (SafetensorError, ValueError) as e:  # (ValueError: NumPy's, after the package)
         raise CheckpointError(f"{source} is not a valid safetensors file: {e}.") from None
     tensors = {name: loaded[name] for name in names}
     _check_bools(source, tensors)
@@ -339,7 +372,7 @@ def load_safetensors(path: PathLike) -> tuple[dict[str, np.ndarray], dict[str, s
     try:
         with safe_open(path, framework="numpy") as file:
             tensors = {name: file.get_tensor(name) for name in names}
-    except SafetensorError as e:  # changed since it was checked
+    except (SafetensorError, ValueError) as e:  # changed since it was checked, or NumPy's
         raise CheckpointError(f"{source} is not a valid safetensors file: {e}.") from None
     _check_bools(source, tensors)
     return tensors, metadata
