@@ -506,6 +506,15 @@ RUN_DAMAGE = [
         '"stopped_by": "tired"}')),
      r"state.json' must hold 'stopped_by' as '' or one of 'early stopping', 'solved'; "
      r"got 'tired'"),
+    # JSON has no NaN or infinity: Python's json reads them, rnnlab refuses them where they are
+    ("state best NaN", _each_checkpoint(lambda c: (c / "state.json").write_text(
+        '{"step": 2, "best": NaN, "best_step": 2, "bad_evals": 0, "history": []}')),
+     r"state.json' is not valid JSON: NaN is not a JSON number \(JSON has no NaN or infinity\) "
+     r"at line 1, column 21\. The run has no other checkpoint"),
+    ("state history -Infinity", _each_checkpoint(lambda c: (c / "state.json").write_text(
+        '{"step": 2, "best": 0.5, "best_step": 2, "bad_evals": 0,\n'
+        ' "history": [{"step": 2, "mse": -Infinity}]}')),
+     r"state.json' is not valid JSON: -Infinity is not a JSON number .* at line 2, column 33"),
     ("optimizer carry name", _edit_optimizer(lambda t: {**t, "carry/x": np.zeros(2, F32)}),
      r"optimizer.safetensors': the tensor 'carry/x' is not a carried state of this model"),
     ("optimizer carry index", _edit_optimizer(lambda t: {**t, "carry/9/0/1": np.zeros(2, F32)}),
@@ -586,6 +595,22 @@ def test_a_damaged_latest_checkpoint_names_the_way_back(tmp_path, capsys):
     way_back = (r"step-00000006/state.json' must hold 'step' \(int\).* To go back to the "
                 r"checkpoint step-00000004, write step-00000004 into '.*latest' and resume")
     cli_error(capsys, ["train", "--resume", run, "--steps", "8", "--quiet"], way_back)
+
+
+def test_json_files_refuse_nan_and_infinity(tmp_path):
+    """Python's json reads NaN, Infinity and -Infinity, which are not JSON and which rnnlab
+    never writes: a file holding one is refused at the constant, a string holding the word
+    is not one."""
+    path = tmp_path / "x.json"
+    path.write_text('{"NaN": "Infinity",\n "best": [1, NaN]}')
+    refused(lambda: io.read_json(path), r"x.json' is not valid JSON: NaN is not a JSON number "
+            r"\(JSON has no NaN or infinity\) at line 2, column 14\.$")  # fmt: skip
+    path.write_text('{"NaN": "-Infinity"}')
+    assert io.read_json(path) == {"NaN": "-Infinity"}
+    lines = tmp_path / "m.jsonl"
+    lines.write_text('{"step": 1, "loss": 0.5}\n{"step": 2, "loss": -Infinity}\n')
+    refused(lambda: io.read_jsonl(lines), r"m.jsonl' is not valid JSON Lines: -Infinity is not "
+            r"a JSON number \(JSON has no NaN or infinity\) at line 2, column 21\.$")  # fmt: skip
 
 
 def _flip(path: Path, at: int) -> None:

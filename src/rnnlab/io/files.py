@@ -205,11 +205,30 @@ def decode_utf8(data: bytes, path: Path, error: type[ValueError], what: str) -> 
         ) from None
 
 
+# A string, or one of the constants Python's json reads and JSON has not (outside strings
+# they are the only places "NaN" and "Infinity" can be: no number or keyword holds them).
+_STRING_OR_CONSTANT = re.compile(r'"(?:[^"\\]|\\.)*"|(-?Infinity|NaN)')
+
+
+def _loads(text: str) -> Any:
+    """`json.loads(text)` of strict JSON: NaN, Infinity and -Infinity (which json.loads takes
+    and rnnlab never writes: its writers refuse non-finite numbers) are a JSONDecodeError at
+    the constant, like any other token that is not JSON."""
+
+    def refuse_constant(name: str) -> NoReturn:
+        pos = next((m.start(1) for m in _STRING_OR_CONSTANT.finditer(text)
+                    if m.group(1) is not None), 0)  # fmt: skip
+        raise json.JSONDecodeError(f"{name} is not a JSON number (JSON has no NaN or infinity)",
+                                   text, pos)  # fmt: skip
+
+    return json.loads(text, parse_constant=refuse_constant)
+
+
 def parse_json(path: Path, error: type[ValueError]) -> Any:
     """The JSON value in `path`, or `error` naming the file, the line and the column."""
     text = decode_utf8(_read_bytes(path, error, "JSON file"), path, error, "JSON")
     try:
-        return json.loads(text)
+        return _loads(text)
     except json.JSONDecodeError as e:
         raise error(
             f"'{path}' is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}."
@@ -346,7 +365,7 @@ def read_jsonl(path: PathLike) -> list[Any]:
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            records.append(_loads(line))
         except RecursionError:
             raise ConfigError(f"'{path}' line {number} is nested too deeply.") from None
         except json.JSONDecodeError as e:
