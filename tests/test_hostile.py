@@ -465,6 +465,16 @@ def _edit_optimizer(edit):
     return _each_checkpoint(damage)
 
 
+def _edit_state(**edit):
+    """Rewrite state.json with `edit` over what the run saved."""
+
+    def damage(ckpt: Path):
+        state = json.loads((ckpt / "state.json").read_text())
+        (ckpt / "state.json").write_text(json.dumps({**state, **edit}))
+
+    return damage
+
+
 RUN_DAMAGE = [
     ("config without train", _edit_config(lambda c: c.pop("train")),
      r"config.json' must hold an rnnlab run's config \(tables 'train' and 'model'\)"),
@@ -500,7 +510,8 @@ RUN_DAMAGE = [
      r"state.json' must hold 'history' \(list\)"),
     ("state without best", _each_checkpoint(lambda c: (c / "state.json").write_text(
         '{"step": 2, "best_step": -1, "bad_evals": 0, "history": []}')),
-     r"state.json' must hold 'best' \(a number\)"),
+     r"state.json' must hold 'best' \(the best validation mse so far, a finite number; null "
+     r"before the first evaluation\); got none\."),
     ("state stopped_by unknown", _each_checkpoint(lambda c: (c / "state.json").write_text(
         '{"step": 2, "best": null, "best_step": -1, "bad_evals": 0, "history": [], '
         '"stopped_by": "tired"}')),
@@ -515,6 +526,22 @@ RUN_DAMAGE = [
         '{"step": 2, "best": 0.5, "best_step": 2, "bad_evals": 0,\n'
         ' "history": [{"step": 2, "mse": -Infinity}]}')),
      r"state.json' is not valid JSON: -Infinity is not a JSON number .* at line 2, column 33"),
+    ("state best true", _each_checkpoint(_edit_state(best=True)),
+     r"state.json' must hold 'best' \(the best validation mse so far, a finite number; null "
+     r"before the first evaluation\); got True \(bool\)\. The run has no other checkpoint"),
+    ("state best without its step", _each_checkpoint(_edit_state(best_step=-1)),
+     r"must hold 'best' null exactly when 'best_step' is -1 \(no evaluation yet\); got 'best' "
+     r"0\.\d+ \(float\) and 'best_step' -1\."),
+    ("state bad_evals -1000", _each_checkpoint(_edit_state(bad_evals=-1000)),
+     r"state.json' must hold 'bad_evals' as an integer >= 0; got -1000"),
+    ("state best_step past step", _each_checkpoint(_edit_state(best_step=99)),
+     r"state.json' must hold 'best_step' as the step of the best evaluation, from 0 to step 2 "
+     r"\(-1 before the first evaluation\); got 99"),
+    ("state best_step -2", _each_checkpoint(_edit_state(best_step=-2)),
+     r"must hold 'best_step' as the step of the best evaluation.*; got -2"),
+    ("state history past step", _each_checkpoint(_edit_state(history=[{"step": 9, "mse": 1.0}])),
+     r"must hold 'history' as evaluations \(\{'step': an integer from 0 to 2, 'mse': a finite "
+     r"number\}\); got \{'step': 9, 'mse': 1.0\}"),
     ("optimizer carry name", _edit_optimizer(lambda t: {**t, "carry/x": np.zeros(2, F32)}),
      r"optimizer.safetensors': the tensor 'carry/x' is not a carried state of this model"),
     ("optimizer carry index", _edit_optimizer(lambda t: {**t, "carry/9/0/1": np.zeros(2, F32)}),
@@ -555,7 +582,9 @@ RUN_DAMAGE = [
 
 # what only a resumed run reads: its progress and its metrics
 _RESUME_ONLY = ("state without step", "state history a string", "state without best",
-                "state stopped_by unknown",
+                "state stopped_by unknown", "state best true", "state best without its step",
+                "state bad_evals -1000", "state best_step past step", "state best_step -2",
+                "state history past step",
                 "metrics.jsonl a directory", "optimizer carry name", "optimizer carry index",
                 "optimizer NaN", "optimizer integers")
 DAMAGE_CASES = [(cmd, *case) for case in RUN_DAMAGE for cmd in ("evaluate", "resume")

@@ -495,6 +495,15 @@ def _tensors_to_state(
     return state
 
 
+class _Said(str):
+    """What came, already said in words (not to be described again)."""
+
+
+def _finite_number(x: object) -> bool:
+    """An int or float (not a bool) that is finite: what a metric is in JSON."""
+    return type(x) in (int, float) and math.isfinite(x)  # type: ignore[arg-type]
+
+
 class Trainer:
     """Trains `model` on `task` under `cfg`, writing into `run_dir`."""
 
@@ -567,43 +576,12 @@ class Trainer:
         )
 
     def restore(self, ckpt: io.Checkpoint) -> None:
-        s = ckpt.state
-        kinds = {"step": int, "best_step": int, "bad_evals": int, "history": list,
-                 "carry_entries": int}  # fmt: skip
-        for key, kind in kinds.items():
-            if key == "carry_entries" and key not in s:
-                continue
-            if not isinstance(s.get(key), kind) or isinstance(s.get(key), bool):
-                raise io.CheckpointError(
-                    f"'{ckpt.path / 'state.json'}' must hold {key!r} ({kind.__name__}); "
-                    f"got {_checks.describe(s.get(key))}"
-                )
-        if "best" not in s or (s["best"] is not None and not isinstance(s["best"], (int, float))):
-            raise io.CheckpointError(f"'{ckpt.path / 'state.json'}' must hold 'best' (a number)")
-        if s.get("stopped_by", "") not in ("", *FINAL_STOPS):  # (absent before runs saved it)
-            raise io.CheckpointError(
-                f"'{ckpt.path / 'state.json'}' must hold 'stopped_by' as '' or one of "
-                f"{', '.join(map(repr, FINAL_STOPS))}; got {_checks.describe(s['stopped_by'])}")
-        metric = self.task.metric
-        for entry in s["history"]:  # each: {"step": int, <the task's metric>: a number}
-            if not (isinstance(entry, dict) and type(entry.get("step")) is int
-                    and type(entry.get(metric)) in (int, float)):  # fmt: skip
-                raise io.CheckpointError(
-                    f"'{ckpt.path / 'state.json'}' must hold 'history' as evaluations "
-                    f"({{'step': an integer, {metric!r}: a number}}); got "
-                    f"{_checks.describe(entry)} in it")
-        if s["step"] != ckpt.step:  # the directory's name is the step its files were saved at
-            raise io.CheckpointError(
-                f"'{ckpt.path / 'state.json'}' says step {s['step']}, and its checkpoint "
-                f"directory is of step {ckpt.step}: the files were moved or edited")
-        where = ckpt.path / "optimizer.safetensors"
-        for k, v in ckpt.optimizer.items():
-            want_int = k == "step"
-            if (v.dtype.kind in "iu") != want_int or (not want_int and v.dtype.kind != "f"):
-                raise io.CheckpointError(f"'{where}' holds {k!r} of dtype {v.dtype}; expected "
-                                         + ("an integer" if want_int else "floats"))  # fmt: skip
-            if not want_int and not _checks.all_finite(v):
-                raise io.CheckpointError(f"'{where}' holds NaN or inf in {k!r}")
+        """Take up the run where the checkpoint `ckpt` left it: its weights, its optimizer
+        state, its carried states and its progress, each checked against what `save` writes
+        (io.CheckpointError naming the file otherwise: the CLI adds the way back)."""
+        self._check_progress(ckpt)
+        self._check_optimizer_state(ckpt)
+        s, where = ckpt.state, ckpt.path / "optimizer.safetensors"
         self.model.load_state_dict(ckpt.model)
         carry_keys = [k for k in ckpt.optimizer if k.startswith("carry/")]
         self.opt_state = {k: v for k, v in ckpt.optimizer.items() if k not in carry_keys}
@@ -612,11 +590,66 @@ class Trainer:
                 {k: ckpt.optimizer[k] for k in carry_keys}, s.get("carry_entries", 0)
             )
         except ValueError as e:
-            raise io.CheckpointError(f"'{where}': {e}") from None
-        s = ckpt.state
+            raise io.CheckpointError(f"'{where}': {e}.") from None
         self.step, self.best, self.best_step = s["step"], s["best"], s["best_step"]
         self.bad_evals, self.history = s["bad_evals"], s["history"]
         self.stopped_by = s.get("stopped_by", "")
+
+    def _check_progress(self, ckpt: io.Checkpoint) -> None:
+        """state.json as `save` writes it: numbers of the right kind in their ranges, the
+        evaluations' metrics and the best finite (a NaN best would never be beaten, then
+        stop the next save; a best of true would be read as 1)."""
+        s, path = ckpt.state, ckpt.path / "state.json"
+
+        def refuse(what: str, value: object) -> NoReturn:
+            got = value if isinstance(value, _Said) else _checks.describe(value)
+            raise io.CheckpointError(f"'{path}' must hold {what}; got {got}.")
+
+        kinds = {"step": int, "best_step": int, "bad_evals": int, "history": list,
+                 "carry_entries": int}  # fmt: skip
+        for key, kind in kinds.items():
+            if key == "carry_entries" and key not in s:
+                continue
+            if not isinstance(s.get(key), kind) or isinstance(s.get(key), bool):
+                refuse(f"{key!r} ({kind.__name__})", s.get(key))
+        if s["step"] != ckpt.step:  # the directory's name is the step its files were saved at
+            raise io.CheckpointError(
+                f"'{path}' says step {s['step']}, and its checkpoint directory is of step "
+                f"{ckpt.step}: the files were moved or edited.")
+        metric = self.task.metric
+        best = s.get("best", _Said("none"))
+        if best is not None and not _finite_number(best):
+            refuse(f"'best' (the best validation {metric} so far, a finite number; null before "
+                   "the first evaluation)", best)  # fmt: skip
+        for key in ("bad_evals", "carry_entries"):
+            if s.get(key, 0) < 0:
+                refuse(f"{key!r} as an integer >= 0", s[key])
+        if not -1 <= s["best_step"] <= s["step"]:
+            refuse(f"'best_step' as the step of the best evaluation, from 0 to step {s['step']} "
+                   "(-1 before the first evaluation)", s["best_step"])  # fmt: skip
+        if (best is None) != (s["best_step"] == -1):
+            refuse("'best' null exactly when 'best_step' is -1 (no evaluation yet)",
+                   _Said(f"'best' {_checks.describe(best)} and 'best_step' {s['best_step']}"))
+        for entry in s["history"]:  # each: {"step": int, <the task's metric>: a number}
+            if not (isinstance(entry, dict) and type(entry.get("step")) is int
+                    and 0 <= entry["step"] <= s["step"]
+                    and _finite_number(entry.get(metric))):  # fmt: skip
+                refuse(f"'history' as evaluations ({{'step': an integer from 0 to {s['step']}, "
+                       f"{metric!r}: a finite number}})", entry)
+        if s.get("stopped_by", "") not in ("", *FINAL_STOPS):  # (absent before runs saved it)
+            refuse(f"'stopped_by' as '' or one of {', '.join(map(repr, FINAL_STOPS))}",
+                   s["stopped_by"])
+
+    def _check_optimizer_state(self, ckpt: io.Checkpoint) -> None:
+        """optimizer.safetensors: a step of integers, finite floats otherwise."""
+        where = ckpt.path / "optimizer.safetensors"
+        for k, v in ckpt.optimizer.items():
+            want_int = k == "step"
+            if (v.dtype.kind in "iu") != want_int or (not want_int and v.dtype.kind != "f"):
+                raise io.CheckpointError(f"'{where}' holds {k!r} of dtype {v.dtype}; expected "
+                                         + ("an integer." if want_int else "floats."))  # fmt: skip
+            if not want_int and not _checks.all_finite(v):
+                raise io.CheckpointError(f"'{where}' holds NaN or inf in {k!r}.")
 
     # ------------------------------------------------------------------ one step
     def train_step(self, step: int) -> tuple[float | None, float | None, int]:
