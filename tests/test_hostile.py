@@ -542,6 +542,33 @@ RUN_DAMAGE = [
     ("state history past step", _each_checkpoint(_edit_state(history=[{"step": 9, "mse": 1.0}])),
      r"must hold 'history' as evaluations \(\{'step': an integer from 0 to 2, 'mse': a finite "
      r"number\}\); got \{'step': 9, 'mse': 1.0\}"),
+    ("optimizer step a vector", _edit_optimizer(lambda t: {**t, "step": np.array([1, 2, 3])}),
+     r"optimizer.safetensors' holds 'step' of shape \(3,\); expected \(\) \(a single integer\)\. "
+     r"The run has no other checkpoint"),
+    ("optimizer step -1", _edit_optimizer(lambda t: {**t, "step": np.array(-1)}),
+     r"optimizer.safetensors' holds 'step' -1; expected the number of updates so far, from 0 "
+     r"to the checkpoint's step 2\. The run has no other checkpoint"),
+    ("optimizer step -5", _edit_optimizer(lambda t: {**t, "step": np.array(-5)}),
+     r"optimizer.safetensors' holds 'step' -5; expected the number of updates"),
+    ("optimizer step 2**64-1", _edit_optimizer(lambda t: {**t, "step": np.array(
+        2**64 - 1, dtype=np.uint64)}), r"holds 'step' 18446744073709551615; expected"),
+    ("optimizer step past the checkpoint's", _edit_optimizer(lambda t: {**t, "step": np.array(3)}),
+     r"holds 'step' 3; expected the number of updates so far, from 0 to the checkpoint's step 2"),
+    ("optimizer m missing", _edit_optimizer(lambda t: {k: v for k, v in t.items()
+                                                       if k != "m/2.bias"}),
+     r"optimizer.safetensors' misses 'm/2.bias', which the adam optimizer of this model keeps\. "
+     r"The run has no other checkpoint"),
+    ("optimizer m wrongly shaped", _edit_optimizer(lambda t: {**t, "m/2.bias": np.zeros(3, F32)}),
+     r"optimizer.safetensors' holds 'm/2.bias' of shape \(3,\); expected \(1,\) \(its "
+     r"parameter's\)\. The run has no other checkpoint"),
+    ("optimizer m float64", _edit_optimizer(lambda t: {**t, "m/2.bias": t["m/2.bias"].astype(
+        np.float64)}), r"holds 'm/2.bias' of dtype float64; expected floats of float32"),
+    ("optimizer v negative", _edit_optimizer(lambda t: {**t, "v/2.bias": np.full(1, -1, F32)}),
+     r"optimizer.safetensors' holds negative values in 'v/2.bias', a running sum of squared "
+     r"gradients \(never below 0\)\. The run has no other checkpoint"),
+    ("optimizer extra tensor", _edit_optimizer(lambda t: {**t, "zzz": np.zeros(1, F32)}),
+     r"optimizer.safetensors' holds 'zzz', which the adam optimizer of this model does not "
+     r"keep \(its state is 'step', .*\)\. The run has no other checkpoint"),
     ("optimizer carry name", _edit_optimizer(lambda t: {**t, "carry/x": np.zeros(2, F32)}),
      r"optimizer.safetensors': the tensor 'carry/x' is not a carried state of this model"),
     ("optimizer carry index", _edit_optimizer(lambda t: {**t, "carry/9/0/1": np.zeros(2, F32)}),
@@ -584,7 +611,11 @@ RUN_DAMAGE = [
 _RESUME_ONLY = ("state without step", "state history a string", "state without best",
                 "state stopped_by unknown", "state best true", "state best without its step",
                 "state bad_evals -1000", "state best_step past step", "state best_step -2",
-                "state history past step",
+                "state history past step", "optimizer step a vector", "optimizer step -1",
+                "optimizer step -5", "optimizer step 2**64-1",
+                "optimizer step past the checkpoint's", "optimizer m missing",
+                "optimizer m wrongly shaped", "optimizer m float64", "optimizer v negative",
+                "optimizer extra tensor",
                 "metrics.jsonl a directory", "optimizer carry name", "optimizer carry index",
                 "optimizer NaN", "optimizer integers")
 DAMAGE_CASES = [(cmd, *case) for case in RUN_DAMAGE for cmd in ("evaluate", "resume")

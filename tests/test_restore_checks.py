@@ -1,12 +1,15 @@
-"""Trainer.restore takes only what Trainer.save writes: a progress (state.json) whose numbers
-are finite and in their ranges. Anything else is an io.CheckpointError naming the file, never
-a run that trains on wrongly or dies at its next save."""
+"""Trainer.restore takes only what Trainer.save writes: the optimizer state of the run's own
+optimizer for this model (its names, shapes and dtypes; its step from 0 to the checkpoint's;
+its sums of squares never below 0), and a progress (state.json) whose numbers are finite and
+in their ranges. Anything else is an io.CheckpointError naming the file, never a traceback
+at the first update, a divergence that is not one, or a run that trains on wrongly."""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from rnnlab import io, tasks
@@ -51,6 +54,62 @@ def _restore(run: Path, optimizer: str, **edit) -> Trainer:
     trainer = _trainer(run, optimizer)
     trainer.restore(dataclasses.replace(ckpt, optimizer=tensors))
     return trainer
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_each_optimizer_takes_its_own_state_back(saved, optimizer):
+    trainer = _restore(saved[optimizer], optimizer)
+    assert trainer.step == 2 and int(trainer.opt_state["step"]) == 2
+    assert set(trainer.opt_state) == set(trainer.opt.init(trainer.model.params))
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_a_step_from_0_to_the_checkpoint_s_is_taken_and_others_are_refused(saved, optimizer):
+    # fewer updates than steps: a window past the end of every sequence updates nothing
+    assert int(_restore(saved[optimizer], optimizer, step=np.array(0)).opt_state["step"]) == 0
+    for bad in (np.array(-1), np.array(3), np.array(2**64 - 1, dtype=np.uint64)):
+        with pytest.raises(io.CheckpointError, match=r"optimizer.safetensors' holds 'step' "
+                           rf"{int(bad)}; expected the number of updates so far, from 0 to "
+                           r"the checkpoint's step 2\.$"):  # fmt: skip
+            _restore(saved[optimizer], optimizer, step=bad)
+    with pytest.raises(io.CheckpointError, match=r"holds 'step' of shape \(2,\); expected \(\)"):
+        _restore(saved[optimizer], optimizer, step=np.array([1, 2]))
+    with pytest.raises(io.CheckpointError, match=r"holds 'step' of dtype float64; expected an "
+                       r"integer"):  # fmt: skip
+        _restore(saved[optimizer], optimizer, step=np.array(2.0))
+
+
+SUMS_OF_SQUARES = {"rmsprop": "v", "adagrad": "s", "adam": "v", "adamw": "v"}
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_the_slots_are_the_optimizer_s_own(saved, optimizer):
+    run = saved[optimizer]
+    layout = _trainer(run, optimizer).opt.init(_trainer(run, optimizer).model.params)
+    slots = [k for k in layout if k != "step"]
+    # plain SGD keeps a step only; SGD with momentum (the default 0.9) and Nesterov a buffer b
+    assert bool(slots) == (optimizer != "sgd" or TrainConfig().momentum > 0)
+    with pytest.raises(io.CheckpointError, match=r"optimizer.safetensors' holds 'zzz', which "
+                       rf"the {optimizer} optimizer of this model does not keep"):  # fmt: skip
+        _restore(run, optimizer, zzz=np.zeros(1, np.float32))
+    for k in slots:
+        name = k.replace("/", "__")
+        with pytest.raises(io.CheckpointError, match=rf"misses '{k}', which the {optimizer} "
+                           "optimizer of this model keeps"):  # fmt: skip
+            _restore(run, optimizer, **{name: None})
+        shape = layout[k].shape
+        with pytest.raises(io.CheckpointError, match=rf"holds '{k}' of shape"):
+            _restore(run, optimizer, **{name: np.zeros((*shape, 2), np.float32)})
+        with pytest.raises(io.CheckpointError, match=rf"holds '{k}' of dtype float64; expected "
+                           "floats of float32"):  # fmt: skip
+            _restore(run, optimizer, **{name: np.zeros(shape, np.float64)})
+        negative = np.full(shape, -1.0, np.float32)
+        if k.split("/")[0] == SUMS_OF_SQUARES.get(optimizer):
+            said = rf"holds negative values in '{k}', a running sum of squared gradients"
+            with pytest.raises(io.CheckpointError, match=said + r" \(never below 0\)\.$"):
+                _restore(run, optimizer, **{name: negative})
+        else:  # a first moment, a momentum buffer, a mean gradient: any sign
+            _restore(run, optimizer, **{name: negative})
 
 
 def _restore_state(run: Path, **edit) -> Trainer:

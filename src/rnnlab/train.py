@@ -495,6 +495,12 @@ def _tensors_to_state(
     return state
 
 
+# The optimizer slots that sum squared gradients: never below 0 (a root is taken of them).
+_SUMS_OF_SQUARES: dict[type[optim.Optimizer], tuple[str, ...]] = {
+    optim.Adam: ("v",), optim.AdamW: ("v",), optim.RMSprop: ("v",), optim.Adagrad: ("s",),
+}
+
+
 class _Said(str):
     """What came, already said in words (not to be described again)."""
 
@@ -641,8 +647,22 @@ class Trainer:
                    s["stopped_by"])
 
     def _check_optimizer_state(self, ckpt: io.Checkpoint) -> None:
-        """optimizer.safetensors: a step of integers, finite floats otherwise."""
+        """optimizer.safetensors as `save` writes it: the tensors `self.opt.init` makes for
+        this model (the same names, shapes and dtypes), finite; its step a 0-d integer from 0
+        to the checkpoint's step (an update per step at most: none in a window past the end
+        of every sequence); the running sums of squares (Adam's v, RMSprop's v, Adagrad's s)
+        never below 0. The carried states ("carry/...") are checked by `_tensors_to_state`."""
         where = ckpt.path / "optimizer.safetensors"
+        name = f"the {self.cfg.optimizer} optimizer of this model"
+        fresh = self.opt.init(self.model.params)
+        for k in ckpt.optimizer:
+            if k not in fresh and not k.startswith("carry/"):
+                raise io.CheckpointError(
+                    f"'{where}' holds {k!r}, which {name} does not keep (its state is "
+                    f"{', '.join(map(repr, list(fresh)[:4]))}{', ...' if len(fresh) > 4 else ''}).")
+        for k in fresh:
+            if k not in ckpt.optimizer:
+                raise io.CheckpointError(f"'{where}' misses {k!r}, which {name} keeps.")
         for k, v in ckpt.optimizer.items():
             want_int = k == "step"
             if (v.dtype.kind in "iu") != want_int or (not want_int and v.dtype.kind != "f"):
@@ -650,6 +670,27 @@ class Trainer:
                                          + ("an integer." if want_int else "floats."))  # fmt: skip
             if not want_int and not _checks.all_finite(v):
                 raise io.CheckpointError(f"'{where}' holds NaN or inf in {k!r}.")
+            want = fresh.get(k)
+            if want is None:  # a carried state
+                continue
+            if v.shape != want.shape:
+                raise io.CheckpointError(
+                    f"'{where}' holds {k!r} of shape {v.shape}; expected {want.shape}"
+                    + (" (a single integer)." if want_int else " (its parameter's)."))
+            if not want_int and v.dtype != want.dtype:
+                raise io.CheckpointError(f"'{where}' holds {k!r} of dtype {v.dtype}; expected "
+                                         f"floats of {want.dtype} (its parameter's).")  # fmt: skip
+        step = int(ckpt.optimizer["step"])
+        if not 0 <= step <= ckpt.step:
+            raise io.CheckpointError(
+                f"'{where}' holds 'step' {step}; expected the number of updates so far, "
+                f"from 0 to the checkpoint's step {ckpt.step}.")
+        for slot in _SUMS_OF_SQUARES.get(type(self.opt), ()):
+            for k in (k for k in fresh if k.startswith(slot + "/")):
+                if (ckpt.optimizer[k] < 0).any():
+                    raise io.CheckpointError(
+                        f"'{where}' holds negative values in {k!r}, a running sum of squared "
+                        "gradients (never below 0).")
 
     # ------------------------------------------------------------------ one step
     def train_step(self, step: int) -> tuple[float | None, float | None, int]:
