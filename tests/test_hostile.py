@@ -5,6 +5,7 @@ accepted silently. Cases run in-process and small, so the corpus takes seconds."
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -465,6 +466,21 @@ def _edit_optimizer(edit):
     return _each_checkpoint(damage)
 
 
+def _edit_weights(edit):
+    """Rewrite the weights as a valid safetensors file and record its hash, as another program
+    writing the checkpoint would."""
+
+    def damage(ckpt: Path):
+        tensors, _ = io.load_safetensors(ckpt / "model.safetensors")
+        io.save_safetensors(ckpt / "model.safetensors", edit(tensors))
+        hashes = json.loads((ckpt / "hashes.json").read_text())
+        hashes["sha256"]["model.safetensors"] = hashlib.sha256(
+            (ckpt / "model.safetensors").read_bytes()).hexdigest()
+        (ckpt / "hashes.json").write_text(json.dumps(hashes))
+
+    return _each_checkpoint(damage)
+
+
 def _edit_state(**edit):
     """Rewrite state.json with `edit` over what the run saved."""
 
@@ -594,7 +610,14 @@ RUN_DAMAGE = [
      r"optimizer.safetensors' is not a valid safetensors file: the header length says \d+ bytes "
      r"but only 92 follow \(truncated file\?\)\. The run has no other checkpoint"),
     ("weights of another shape", _edit_config(lambda c: c["model"]["rnn"].__setitem__(
-        "hidden_size", 5)), r"does not fit the model described in .*config.json"),
+        "hidden_size", 5)), r"checkpoints/step-00000002 does not fit the model described in "
+     r".*/checkpoints/step-00000002/config.json \(is it from another model\?\)"),
+    ("weights of integers", _edit_weights(lambda t: {**t, "2.bias": t["2.bias"].astype(
+        np.int32)}), r"model.safetensors' holds '2.bias' of dtype int32; expected float32, the "
+     r"model's \(training saves its weights so\)\. The run has no other checkpoint"),
+    ("weights of float64", _edit_weights(lambda t: {k: v.astype(np.float64) for k, v in
+                                                    t.items()}),
+     r"model.safetensors' holds '.*' of dtype float64; expected float32"),
     ("latest names nothing", lambda r: (r / "checkpoints" / "latest").write_text("step-00000999"),
      r"latest' names step-00000999 but"),
     ("latest garbage", lambda r: (r / "checkpoints" / "latest").write_bytes(b"\xff\xfe" * 10),

@@ -109,10 +109,21 @@ def build_run_model(spec: dict[str, Any], where: Path, seed: int = 0) -> _Module
 
 
 def load_weights(model: _Module, ckpt: io.Checkpoint, run_dir: Path) -> None:
+    """The checkpoint's weights into `model`, built from the checkpoint's config.json: each of
+    the dtype training saved, the model's own (load_state_dict would cast integers or other
+    floats silently), and of its shape."""
+    weights = ckpt.path / "model.safetensors"
+    for name, p in model.params.items():
+        got = ckpt.model.get(name)
+        if got is not None and got.dtype != p.dtype:
+            raise io.CheckpointError(
+                f"'{weights}' holds {name!r} of dtype {got.dtype}; expected {p.dtype}, the "
+                f"model's (training saves its weights so). {io.way_back(run_dir, ckpt.step)}"
+            )
     try:
         model.load_state_dict(ckpt.model)
     except ValueError as e:
         raise io.CheckpointError(
             f"the checkpoint {ckpt.path} does not fit the model described "
-            f"in {run_dir}/config.json (is it from another model?): {e}"
+            f"in {ckpt.path / 'config.json'} (is it from another model?): {e}"
         ) from None
