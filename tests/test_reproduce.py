@@ -165,3 +165,53 @@ def test_a_reproduce_written_before_weight_decay_could_be_none_continues(tmp_pat
         del config["format"]
         path.write_text(json.dumps(config))
     assert reproduce.run_row(row, out, settings)["resumed_at"] == 20
+
+
+@pytest.mark.parametrize("damage,said", [
+    (lambda r: [1, 2], r"it holds a list of length 2, not a JSON object"),
+    (lambda r: {**r, "record": [r["record"]]}, 'its "record" is a list of length 1'),
+    *[(lambda r, k=k: {**r, "record": {a: b for a, b in r["record"].items() if a != k}}, said)
+      for k, said in (("report", "has no 'report'"), ("steps", "has no number 'steps'"),
+                      ("wall_seconds", "has no number 'wall_seconds'"))],
+    (lambda r: {**r, "record": {**r["record"], "test": {}}}, "lacks what the table shows"),
+])  # fmt: skip
+def test_a_result_that_is_not_a_finished_row_s_record_is_trained_again(tmp_path, capsys, damage,
+                                                                        said):  # fmt: skip
+    """A result.json that reproduce did not write as it is (a list, a record without what the
+    table shows) is not reused, nor a traceback: the row is taken up again from its run's last
+    checkpoint, which gives the same result, said with the file on stderr."""
+    import io as text_io
+
+    row = reproduce.Row("adding", "rnn", 10)
+    settings = {"steps": 20, "eval_every": 10, "checkpoint_every": 10}
+    out = tmp_path / "repro"
+    first = reproduce.run_row(row, out, settings)
+    result = out / "runs" / row.name / "result.json"
+    result.write_text(json.dumps(damage(json.loads(result.read_text()))))
+    capsys.readouterr()
+    records = reproduce.run_table([row], out, jobs=1, settings=settings,
+                                  stream=text_io.StringIO())  # fmt: skip
+    err = capsys.readouterr().err
+    assert f"rnnlab: warning: '{result}' is not the record of a finished {row.name}" in err
+    assert said in err and "trained again from its run's last checkpoint" in err
+    assert records[0]["test"] == first["test"] and records[0]["resumed_at"] == 20
+    assert json.loads(result.read_text())["record"]["report"] == first["report"]
+    assert reproduce.run_row(row, out, settings)["reused"]  # written anew: reused from now on
+
+
+def test_an_out_that_is_a_file_is_refused_by_name(tmp_path, capsys):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    argv = ["reproduce", "adding", "--quick", "--cells", "rnn", "--jobs", "1", "--steps", "1"]
+    sub = a_file / "sub"
+    for out, said in ((a_file, f"'{a_file}', a file"),
+                      (sub, f"'{sub}', under the file '{a_file}'")):  # fmt: skip
+        assert cli_main([*argv, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err == (f"rnnlab: error: `--out` must be a directory (new, or a reproduce's "
+                       f"output); got {said} instead.\n")  # fmt: skip
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "runs").write_text("")
+    with pytest.raises(ValueError, match=r"`--out` must be a directory .*; got '.*out', whose "
+                       r"'.*out/runs' is a file"):  # fmt: skip
+        reproduce.run_row(reproduce.Row("adding", "rnn", 10), tmp_path / "out", {"steps": 1})

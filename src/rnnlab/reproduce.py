@@ -133,12 +133,13 @@ def run_row(row: Row, out: Path, settings: dict[str, Any] | None = None) -> dict
 
     cfg = config(row, settings)
     run_dir = Path(out) / "runs" / row.name
+    _directory(run_dir, out)
     wanted = cfg.settled()
     finished = run_dir / "result.json"
-    if finished.exists():
-        record = io.read_json(finished).get("record")
-        if isinstance(record, dict) and _settled({"train": record.get("config")}) == wanted:
-            return dict(record, reused=True)
+    record = _finished_record(finished, row) if finished.exists() else None
+    if record is not None:
+        if _settled({"train": record.get("config")}) == wanted:
+            return dict(record, reused=True, run_dir=str(run_dir))  # (where it is now)
         _other_settings(out, run_dir)
     ckpt = io.load_checkpoint(run_dir) if io.checkpoint_steps(run_dir) else None
     if ckpt is not None and _settled(ckpt.config) != wanted:
@@ -174,6 +175,70 @@ def run_row(row: Row, out: Path, settings: dict[str, Any] | None = None) -> dict
     }
     io.atomic_write_json(finished, {"train": trained, "test": test, "record": record})
     return record
+
+
+def _directory(path: Path, out: Path) -> None:
+    """`path` (OUT or a directory in it) is a directory or can be made one: nothing on the
+    way is a file."""
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                out = Path(out)
+                where = ("a file" if p == out else f"under the file '{p}'" if p in out.parents
+                         else f"whose '{p}' is a file")  # fmt: skip
+                _checks.fail("--out", "a directory (new, or a reproduce's output)",
+                             f"'{out}', {where}")  # fmt: skip
+            return
+
+
+def _finished_record(finished: Path, row: Row) -> dict[str, Any] | None:
+    """The record of a row's result.json, or None when the file is not one that
+    `run_row` wrote (not JSON, not an object, a record without what the table shows): said
+    on stderr, and the row is taken up again from its run, whose checkpoints give the same
+    result (a run resumes bit for bit), and the file written anew."""
+    if not finished.is_file():
+        _checks.fail("--out", "a reproduce's output (its runs' result.json are files)",
+                     f"'{finished}', which is not a file")  # fmt: skip
+    try:
+        data = io.read_json(finished)
+    except io.ConfigError as e:
+        why = str(e).removeprefix(f"'{finished}' ").rstrip(".")
+    else:
+        record = data.get("record") if isinstance(data, dict) else None
+        why = (_not_a_record(record, row) if isinstance(data, dict)
+               else f"it holds {_checks.describe(data)}, not a JSON object")  # fmt: skip
+        if not why:
+            assert isinstance(record, dict)
+            return record
+    print(f"rnnlab: warning: '{finished}' is not the record of a finished {row.name} ({why}): "
+          "that row is trained again from its run's last checkpoint (from the start without "
+          "one) and the file written anew", file=sys.stderr, flush=True)  # fmt: skip
+    return None
+
+
+def _not_a_record(record: object, row: Row) -> str:
+    """What is wrong with a result.json's "record" ('' when nothing): it is shown in the
+    table, so it holds what the table shows, of this row."""
+    if not isinstance(record, dict):
+        return f"its \"record\" is {_checks.describe(record)}, not an object"
+    if (record.get("task"), record.get("cell"), record.get("T")) != (row.task, row.cell, row.T):
+        return "its \"record\" is of another row"
+    numbers: dict[str, type | tuple[type, ...]] = {
+        "steps": int, "budget": int, "wall_seconds": (int, float), "cpu_seconds": (int, float)
+    }  # fmt: skip
+    for key, kind in numbers.items():
+        if not isinstance(record.get(key), kind) or isinstance(record.get(key), bool):
+            return f"its \"record\" has no number {key!r}"
+    report = record.get("report")
+    if not (isinstance(report, list) and report and isinstance(report[0], str)):
+        return "its \"record\" has no 'report' (lines of text)"
+    if not isinstance(record.get("stopped_by"), str) or not isinstance(record.get("test"), dict):
+        return "its \"record\" has no 'stopped_by' or no 'test'"
+    try:
+        markdown([record])  # the table's line, with its verdict from the test's results
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return "its \"record\" lacks what the table shows of its test"
+    return ""
 
 
 def _other_settings(out: Path, run_dir: Path) -> None:
@@ -289,6 +354,7 @@ def run_table(table: list[Row], out: Path, *, jobs: int = 2, settings: dict[str,
     per task, and return the records in the table's order."""
     stream = stream or sys.stdout
     out = Path(out)
+    _directory(out, out)
     out.mkdir(parents=True, exist_ok=True)
     done: dict[Row, dict[str, Any]] = {}
     t0 = time.perf_counter()
@@ -365,6 +431,7 @@ def run(args: argparse.Namespace) -> int:
     if args.steps is not None:
         settings["steps"] = _checks.positive_int(args.steps, "--steps")
         settings["eval_every"] = max(1, min(250, settings["steps"] // 10))
+    _directory(Path(args.out), Path(args.out))
     cpu = expected_seconds(table, settings)
     names = ", ".join(dict.fromkeys(r.task for r in table))
     wall = cpu / min(jobs, len(table))
