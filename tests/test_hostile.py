@@ -382,18 +382,23 @@ API_CASES = [
      r"`forget_bias` must be unset for cell 'gru' \(an option of the LSTM\); got 5.0"),
     ("spec jordan dropout", lambda: models.build(_spec(rnn__cell="jordan", rnn__dropout=0.5,
                                                        readout="steps")),
-     r"`spec\['rnn'\]\['dropout'\]` must be left out for cell 'jordan' \(an output-feedback "
-     r"model has no dropout\); got 0.5"),
+     r"`spec\['rnn'\]\['dropout'\]` must be left out or at its default for cell 'jordan' "
+     r"\(an output-feedback model has no dropout\); got 0.5"),
     ("spec jordan zoneout", lambda: models.build(_spec(rnn__cell="jordan-elman",
                                                        rnn__zoneout=0.3, readout="steps")),
-     r"`spec\['rnn'\]\['zoneout'\]` must be left out for cell 'jordan-elman'"),
+     r"`spec\['rnn'\]\['zoneout'\]` must be left out or at its default for cell "
+     r"'jordan-elman'"),
+    ("spec jordan zoneout pair", lambda: models.build(_spec(rnn__cell="jordan",
+                                                            rnn__zoneout=[0.0, 0.1],
+                                                            readout="steps")),
+     r"`spec\['rnn'\]\['zoneout'\]` must be left out or at its default .*got \[0.0, 0.1\]"),
     ("spec jordan learned h0", lambda: models.build(_spec(rnn__cell="jordan",
                                                           rnn__initial_state="learned",
                                                           readout="steps")),
-     r"`spec\['rnn'\]\['initial_state'\]` must be left out"),
+     r"`spec\['rnn'\]\['initial_state'\]` must be left out or at its default"),
     ("spec jordan output_dropout", lambda: models.build(_spec(rnn__cell="jordan",
                                                               output_dropout=0.2, readout="steps")),
-     r"`spec\['output_dropout'\]` must be left out for cell 'jordan'"),
+     r"`spec\['output_dropout'\]` must be left out or at its default for cell 'jordan'"),
 ]
 
 
@@ -797,21 +802,23 @@ COMMAND_CASES = [
     (["plot", "/nonexistent"], r"`run` must be a run directory"),
     (["gradflow", "adding", "--T", "0"], r"`--T` must be a positive integer"),
     (["bench", "--bogus"], r"unrecognized arguments: --bogus"),
-    (["info", "--bogus"], r"rnnlab info: unrecognized arguments: --bogus \(see rnnlab info -h\)"),
+    (["info", "--bogus"], r"rnnlab info: error: unrecognized arguments: --bogus \(see rnnlab "
+                          r"info -h\)"),
 ]
 
 
 @pytest.mark.parametrize("argv", [["info", "--bogus"], ["bench", "--rounds", "x"]])
 def test_the_commands_that_parse_their_own_arguments_say_a_bad_one_in_one_line(capsys, argv):
     """`rnnlab info` and `rnnlab bench` used plain argparse: its usage lines before the
-    error, which named no `rnnlab: error:`; run as modules they do the same."""
+    error; now one `rnnlab bench: error:` line, as the bench's other errors, through the
+    rnnlab command and run as modules alike."""
     from rnnlab.bench.cli import main as bench_main
     from rnnlab.info import main as info_main
 
     for run in (main, info_main if argv[0] == "info" else bench_main):
         assert run(argv if run is main else argv[1:]) == 2
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and err.startswith(f"rnnlab: error: rnnlab {argv[0]}: "), err
+        assert err.count("\n") == 1 and err.startswith(f"rnnlab {argv[0]}: error: "), err
 
 
 @pytest.mark.parametrize("argv,match", COMMAND_CASES, ids=[" ".join(c[0])[:50] for c in

@@ -211,16 +211,24 @@ def _build_feedback(spec: dict[str, Any], dtype: DTypeLike, rng: RngLike) -> Fee
         )
     # the options of Recurrent and the LSTM, which this layer does not have: refused unless
     # at their defaults (what with_defaults writes into a run's config.json)
-    defaults = with_defaults({"rnn": {}})
+    defaults = with_defaults({"rnn": {}})["rnn"]
+
+    def at_default(key: str) -> bool:
+        value = r[key]
+        if key == "zoneout" and isinstance(value, (list, tuple)):  # [p_h, p_c]
+            return all(v == 0 for v in value)
+        return bool(value == defaults[key])
+
     unused = [k for k in RNN_KEYS if k in r and k not in ("cell", "hidden_size", "num_layers",
-              "bidirectional") and r[k] != defaults["rnn"][k]]  # fmt: skip
+              "bidirectional") and not at_default(k)]  # fmt: skip
     if spec.get("output_dropout", 0.0):
         unused.append("output_dropout")
     if unused:
         key = unused[0]
         where = "spec" if key == "output_dropout" else "spec['rnn']"
         _checks.fail(f"{where}[{key!r}]",
-                     f"left out for cell {r['cell']!r} (an output-feedback model has no {key})",
+                     f"left out or at its default for cell {r['cell']!r} (an output-feedback "
+                     f"model has no {key})",
                      repr(spec[key] if key == "output_dropout" else r[key]))  # fmt: skip
     emb = None
     features = inp.get("size", 0)
@@ -292,6 +300,11 @@ class FeedbackModel(_Module):
             check=check,
         )
         return Forward(f.output, [f.state, f.cache["y_last"]], (fe, f))
+
+    @property
+    def feeds_back_classes(self) -> bool:
+        """Whether what is fed back is a class (feedback='softmax'), which `fed_back` sets."""
+        return self.layer.feedback == "softmax"
 
     def fed_back(self, state: Any, ids: Any) -> list[Any]:
         """`state` with the value fed at the next step replaced by the one-hot vectors of

@@ -297,6 +297,9 @@ class TrainConfig:
                 "unset unless cell = 'lstm' (an option of the LSTM cell)",
                 f"{variants[0]} with cell {self.cell!r}",
             )
+        if self.layer_norm and isinstance(self.hidden, int) and self.hidden < 3:
+            _checks.fail("hidden", "at least 3 with layer_norm (its statistics keep three "
+                         "values in a row of H)", str(self.hidden))  # fmt: skip
         _checks.choice(self.schedule, "schedule", ("constant", "cosine", "step"))
         _checks.choice(
             self.optimizer, "optimizer", ("sgd", "nesterov", "rmsprop", "adagrad", "adam", "adamw")
@@ -352,6 +355,10 @@ class TrainConfig:
             out.append("`clip_at` has no effect with clip = 'none'")
         if "forget_bias" in g and self.cell != "lstm":
             out.append(f"`forget_bias` is an LSTM's; cell {self.cell!r} ignores it")
+        for name in ("dropout", "initial_state"):
+            if name in g and self.cell in ("jordan", "jordan-elman"):
+                out.append(f"`{name}` has no effect on an output-feedback model (cell "
+                           f"{self.cell!r} has no {name.replace('_', ' ')})")  # fmt: skip
         if "embed" in g and self.task in ("adding", "temporal-order", "digits"):
             out.append(f"`embed` sizes token embeddings; {self.task} reads vectors")
         if "teacher_forcing" in g and self.cell not in ("jordan", "jordan-elman") and not seq2seq:
