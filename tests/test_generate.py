@@ -114,3 +114,17 @@ def test_an_output_feedback_model_is_fed_back_the_ids_it_read_and_sampled(cell):
     with pytest.raises(ValueError, match=r"`model` must be an output-feedback model with "
                                          r"feedback='softmax'"):  # fmt: skip
         build(spec, dtype=np.float64, rng=1).fed_back(None, [1])
+
+
+def test_an_output_feedback_model_of_vectors_runs_free_as_before():
+    """Only a model that feeds back classes is fed the sampled id; one that feeds back
+    vectors (identity, sigmoid) ran free before and still does (it was refused, about
+    targets the caller never passed)."""
+    spec = {"input": {"type": "tokens", "vocab_size": V, "embed_dim": 3},
+            "rnn": {"cell": "jordan", "hidden_size": 5}, "output_size": V,
+            "feedback": "identity"}  # fmt: skip
+    m = build(spec, dtype=np.float64, rng=1)
+    out = sample_ids(m, [1, 2], 6, top_k=1, rng=0)
+    seq = np.concatenate([[1, 2], out])
+    free = m.forward(seq[None]).output[0, 1:-1].argmax(-1)
+    np.testing.assert_array_equal(free, out)

@@ -2,6 +2,7 @@
 dtypes, numerical stability and the error messages."""
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -499,14 +500,20 @@ def test_softmax_and_log_softmax_check_their_arguments_and_0d_losses_work():
     from rnnlab.losses import log_softmax, softmax
 
     for fn in (log_softmax, softmax):
-        with pytest.raises(ValueError, match=r"`x` must be a floating-point array .*got dtype "
-                                             r"int64 instead\.$"):  # fmt: skip
-            fn([1, 2])
+        np.testing.assert_array_equal(fn([1, 2]), fn([1.0, 2.0]))  # integers, as NumPy reads them
+        np.testing.assert_allclose(fn(np.zeros((2, 2)), axis=None), fn(np.zeros(4)).reshape(2, 2))
+        np.testing.assert_array_equal(fn(np.zeros((2, 2)), axis=(0, 1)),
+                                      fn(np.zeros((2, 2)), axis=None))  # fmt: skip
         with pytest.raises(ValueError, match=r"`x` must be a NumPy array of floats; got 'a'"):
             fn("a")
-        with pytest.raises(ValueError, match=r"`axis` must be an axis of x, from -2 to 1; got 2"):
-            fn(np.zeros((2, 3)), axis=2)
-        with pytest.raises(ValueError, match=r"`axis` must be an axis of x \(x has none"):
+        for axis in (2, (0, 0)):
+            with pytest.raises(ValueError, match=r"`axis` must be axes of x, from -2 to 1, each "
+                                                 rf"once; got {re.escape(str(axis))} instead"):
+                fn(np.zeros((2, 3)), axis=axis)
+        with pytest.raises(ValueError, match=r"`axis` must be an int, a tuple of ints or None; "
+                                             r"got 1.0"):  # fmt: skip
+            fn(np.zeros(2), axis=1.0)
+        with pytest.raises(ValueError, match=r"`axis` must be None or \(\) \(x is a 0-d array"):
             fn(np.array(1.0))
     np.testing.assert_allclose(softmax([0.0, np.log(3.0)]), [0.25, 0.75])
     np.testing.assert_allclose(log_softmax([[0.0], [np.log(3.0)]], axis=0),

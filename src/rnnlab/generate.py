@@ -45,9 +45,11 @@ def sample_ids(
     if ids.shape[0] == 0:
         _checks.fail("prime", "at least one token", "an empty prime")
     never = None if exclude is None else _checks.int_array(exclude, "exclude", ndim=1)
-    # An output-feedback model (models.FeedbackModel) is fed back the truth: within the prime
-    # each step's true class is the next id; after it, the id just sampled.
-    fed_back = getattr(model, "fed_back", None)
+    # An output-feedback model of classes (models.FeedbackModel, feedback='softmax') is fed
+    # back the truth: within the prime each step's true class is the next id; after it, the
+    # id just sampled. One that feeds back vectors (identity, sigmoid) runs free, as before.
+    fed_back = getattr(model, "fed_back", None) if getattr(model, "feeds_back_classes",
+                                                           False) else None  # fmt: skip
     teach: Any = model  # (its forward takes targets and teacher)
     ids = ids.astype(np.int64)
     if fed_back is None:

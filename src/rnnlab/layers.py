@@ -171,8 +171,8 @@ _STEPS_RUN: set[tuple[Any, ...]] = set()
 
 
 def _accept_cell(cell: object) -> Cell:
-    """The cell Recurrent takes: a Cell whose __init__ ran (Cell.check), whose declarations
-    still hold, and whose steps stay inside the rows it declares (_run_steps)."""
+    """The cell Recurrent takes: a Cell whose declarations hold (Cell.check) and whose steps
+    stay inside the rows it declares (_run_steps)."""
     if not isinstance(cell, Cell):
         _checks.fail(
             "cell",
@@ -180,14 +180,7 @@ def _accept_cell(cell: object) -> Cell:
             _checks.describe(cell),
             "RNN(...), LSTM(...) and GRU(...) build the layer for you.",
         )
-    if not cell._checked:
-        _checks.fail(
-            "cell",
-            "an initialised Cell (its class's __init__ calls super().__init__(), which checks "
-            "the declarations)",
-            f"a {type(cell).__name__} whose Cell.__init__ never ran",
-        )
-    cell.check()  # again: a declaration may have changed after __init__
+    cell.check()  # again: a subclass may skip Cell.__init__, or change a declaration after it
     _run_steps(cell)
     return cell
 

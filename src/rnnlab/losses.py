@@ -13,6 +13,8 @@ valid positions (class axis excluded) for cross entropy and by the number of val
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from rnnlab import _checks, ops
@@ -22,25 +24,42 @@ from rnnlab.recurrence import valid_mask
 REDUCTIONS = ("sum", "mean")
 
 
-def _axis(x: np.ndarray, axis: object) -> int:
-    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or x.ndim == 0 or not (
-        -x.ndim <= axis < x.ndim
-    ):
-        _checks.fail("axis", f"an axis of x, from {-x.ndim} to {x.ndim - 1}" if x.ndim else
-                     "an axis of x (x has none: a 0-d array)", repr(axis))  # fmt: skip
-    return int(axis)
+def _axis(x: np.ndarray, axis: object) -> int | tuple[int, ...] | None:
+    """`axis` as NumPy takes it (an int, a tuple of ints, or None for all), checked by name."""
+    from numpy.lib.array_utils import normalize_axis_tuple
+
+    if axis is None:
+        return None
+    axes: tuple[Any, ...] = axis if isinstance(axis, tuple) else (axis,)
+    if not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in axes):
+        _checks.fail("axis", "an int, a tuple of ints or None", repr(axis))
+    try:
+        normalize_axis_tuple(axes, x.ndim)
+    except (ValueError, IndexError):  # (out of range, or repeated)
+        _checks.fail("axis", f"axes of x, from {-x.ndim} to {x.ndim - 1}, each once"
+                     if x.ndim else "None or () (x is a 0-d array)", repr(axis))  # fmt: skip
+    return tuple(int(a) for a in axes) if isinstance(axis, tuple) else int(axes[0])
 
 
-def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+def _floats(x: object) -> np.ndarray:
+    """x as a float array: integers (and booleans) become float64, as NumPy computes them."""
+    if isinstance(x, (list, tuple)):
+        x = np.asarray(x)
+    if isinstance(x, np.ndarray) and x.dtype.kind in "biu":
+        x = x.astype(np.float64)
+    return _checks.float_array(x, "x", finite=False, ids_hint=False)
+
+
+def softmax(x: np.ndarray, axis: int | tuple[int, ...] | None = -1) -> np.ndarray:
     """softmax(x)_k = e^{x_k − max x} / Σ_j e^{x_j − max x}, stable for any finite x (the
     library's own, rnnlab.ops.softmax, behind a check of its arguments)."""
-    x = _checks.float_array(x, "x", finite=False, ids_hint=False)
+    x = _floats(x)
     return ops.softmax(x, _axis(x, axis))
 
 
-def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+def log_softmax(x: np.ndarray, axis: int | tuple[int, ...] | None = -1) -> np.ndarray:
     """log softmax(x)_k = (x_k − max x) − log Σ_j e^{x_j − max x}, stable for any finite x."""
-    x = _checks.float_array(x, "x", finite=False, ids_hint=False)
+    x = _floats(x)
     axis = _axis(x, axis)
     shifted: np.ndarray = x - x.max(axis=axis, keepdims=True)
     with np.errstate(under="ignore"):

@@ -12,7 +12,8 @@ def sigmoid(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     one transcendental call instead of exp plus a division.
     """
     if out is None:  # (np.multiply's own result is a NumPy scalar for a 0-d x, no `out`)
-        out = np.empty(np.shape(x), np.result_type(x, 0.5))
+        x = np.asarray(x)
+        out = np.empty(x.shape, np.result_type(x, 0.5))
     np.multiply(x, 0.5, out=out)
     np.tanh(out, out=out)
     out *= 0.5
@@ -20,7 +21,7 @@ def sigmoid(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
-def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+def softmax(x: np.ndarray, axis: int | tuple[int, ...] | None = -1) -> np.ndarray:
     """softmax(x)_k = e^{x_k − max x} / Σ_j e^{x_j − max x}, stable for any finite x."""
     with np.errstate(under="ignore"):  # e^{-800} → 0 is the right answer, not an error
         e: np.ndarray = np.exp(x - x.max(axis=axis, keepdims=True))

@@ -123,13 +123,9 @@ class Cell:
 
     def __init__(self) -> None:
         """Check the declarations against each other (a cell's author meets these errors).
-        A subclass with an __init__ of its own sets its attributes, then calls this one:
-        rnnlab.layers.Recurrent refuses a cell that was never checked."""
+        A subclass with an __init__ of its own sets its attributes, then calls this one;
+        rnnlab.layers.Recurrent checks them again (a subclass may skip this)."""
         self.check()
-        self._checked = True
-
-    _checked = False
-    """Set by Cell.__init__: False on a cell whose subclass's __init__ skipped it."""
 
     def check(self) -> None:
         """Check the declarations against each other and the step functions' signatures
@@ -163,6 +159,9 @@ class Cell:
                 f"{name}: a cell that runs in place keeps its gates and own blocks on its tape "
                 f"(tape ≥ {self.gates + len(self.hh_own)}) or no gates there at all"
             )
+        for attr in ("stages", "backward_stages", "extra"):  # a list reads as its tuple
+            if isinstance(getattr(self, attr), list):
+                setattr(self, attr, tuple(getattr(self, attr)))
         for attr, fns, arity in (
             ("stages", self.stages, FORWARD_ARITY),
             ("backward_stages", self.backward_stages, BACKWARD_ARITY),
@@ -242,7 +241,8 @@ def _describe(value: object) -> str:
 def _check_stage(name: str, fn: object, arity: int) -> None:
     """A step function: a plain Python function of exactly `arity` positional parameters
     (numba compiles and inlines it into the loops; the NumPy loop calls it with them)."""
-    expected = f"a Python function of {arity} positional parameters"
+    expected = (f"a Python function of {arity} positional parameters (any more with a "
+                "default)")
     if not isinstance(fn, types.FunctionType):
         _refuse(name, expected, _describe(fn),
                 "A step is a function written with def in the vocabulary of "
@@ -255,11 +255,13 @@ def _check_stage(name: str, fn: object, arity: int) -> None:
 
 @functools.lru_cache(maxsize=256)
 def _takes(fn: types.FunctionType, arity: int) -> bool:
-    """Whether fn takes exactly `arity` positional parameters and nothing else (cached: a
-    signature costs ~25 µs, and every cell and layer made checks its steps)."""
-    params = inspect.signature(fn).parameters.values()
+    """Whether fn takes `arity` positional parameters, any more of them with a default (a
+    constant of the step's own), and nothing else: no *args, **kwargs or keyword-only ones
+    (cached: a signature costs ~25 µs, and every cell and layer made checks its steps)."""
+    params = list(inspect.signature(fn).parameters.values())
     positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return len(params) == arity and all(p.kind in positional for p in params)
+    return (len(params) >= arity and all(p.kind in positional for p in params)
+            and all(p.default is not inspect.Parameter.empty for p in params[arity:]))
 
 
 def _check_extra(cell: str, extra: object) -> None:
