@@ -194,6 +194,24 @@ def build(
     return Sequential(modules)
 
 
+FEEDBACK_HAS_NOT = {"dropout": 0.0, "initial_state": "zeros"}
+"""The options of Recurrent a spec may carry that an output-feedback model has not, and
+their values without effect (with output_dropout 0): what `build` accepts for it."""
+
+
+def without_feedback_extras(spec: dict[str, Any]) -> dict[str, Any]:
+    """An output-feedback spec with FEEDBACK_HAS_NOT (and output_dropout) at their values
+    without effect: a new run's task default (charlm's dropout 0.2) and a run saved before
+    `build` refused them are built as they train; other specs are returned as they are."""
+    r = spec.get("rnn") if isinstance(spec, dict) else None
+    if not isinstance(r, dict) or r.get("cell") not in FEEDBACK_CELLS:
+        return spec
+    out = {**spec, "rnn": {**r, **FEEDBACK_HAS_NOT}}
+    if "output_dropout" in out:
+        out["output_dropout"] = 0.0
+    return out
+
+
 def _build_feedback(spec: dict[str, Any], dtype: DTypeLike, rng: RngLike) -> FeedbackModel:
     inp, r = spec["input"], spec["rnn"]
     if spec.get("readout", "steps") != "steps":
@@ -320,9 +338,7 @@ class FeedbackModel(_Module):
         if ids.size and (ids.min() < 0 or ids.max() >= K):
             _checks.fail("ids", f"class ids in [0, {K})", _checks.describe(ids.tolist()))
         h, _ = (None, None) if state is None else state
-        y = np.zeros((ids.shape[0], K), self.layer.dtype)
-        y[np.arange(ids.shape[0]), ids] = 1.0
-        return [h, y]
+        return [h, self.layer._targets(ids[:, None], ids.shape[0], 1)[:, 0]]  # (one-hot)
 
     def backward(
         self, fwd: Forward, d_output: Any, d_state: Any = None, *, input_grad: bool = True,

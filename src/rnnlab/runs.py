@@ -96,13 +96,8 @@ def build_run_model(spec: dict[str, Any], where: Path, seed: int = 0) -> _Module
     An output-feedback run saved before 2026-12-04 may hold a dropout or a learned initial
     state that its model never had (models.build refuses them now): it is built as it
     trained, without them."""
-    r = spec.get("rnn") if isinstance(spec, dict) else None
-    if isinstance(r, dict) and r.get("cell") in models.FEEDBACK_CELLS:
-        spec = {**spec, "rnn": {**r, "dropout": 0.0, "initial_state": "zeros"}}
-        if "output_dropout" in spec:
-            spec["output_dropout"] = 0.0
     try:
-        model: _Module = tasks.build_model(spec, seed=seed)
+        model: _Module = tasks.build_model(models.without_feedback_extras(spec), seed=seed)
         return model
     except ValueError as e:
         raise io.RunDirError(f"'{where}' (its \"model\"): {e}") from None

@@ -224,11 +224,6 @@ def model_spec(cfg: TrainConfig, task) -> dict:
                 f"`cell` {cfg.cell!r} is one unidirectional layer; drop "
                 f"--bidirectional and --layers"
             )
-    # An output-feedback model has no dropout and no learned initial state (models.build
-    # refuses them): a task's default dropout (charlm's 0.2) is not asked for, and one given
-    # is said by TrainConfig.without_effect
-    feedback = cfg.cell in models.FEEDBACK_CELLS
-    dropout = 0.0 if feedback else cfg.dropout
     spec = {
         "input": task.input_spec(cfg),
         "rnn": {
@@ -236,8 +231,8 @@ def model_spec(cfg: TrainConfig, task) -> dict:
             "hidden_size": cfg.hidden,
             "num_layers": cfg.layers,
             "bidirectional": cfg.bidirectional,
-            "dropout": dropout,
-            "initial_state": "zeros" if feedback else cfg.initial_state,
+            "dropout": cfg.dropout,
+            "initial_state": cfg.initial_state,
             "forget_bias": cfg.forget_bias if cfg.cell == "lstm" else None,
             "peephole": cfg.peephole,
             "coupled": cfg.coupled,
@@ -249,11 +244,13 @@ def model_spec(cfg: TrainConfig, task) -> dict:
         },
         "readout": task.readout,
         "output_size": task.output_size,
-        "output_dropout": dropout,
+        "output_dropout": cfg.dropout,
     }
-    if feedback:
+    if cfg.cell in models.FEEDBACK_CELLS:
         spec["feedback"] = "softmax"  # every per-step task here is a classification
-    return models.with_defaults(spec)
+    # An output-feedback model has no dropout and no learned initial state: a task's default
+    # (charlm's dropout 0.2) is not asked for, and one given TrainConfig.without_effect says
+    return models.with_defaults(models.without_feedback_extras(spec))
 
 
 def make_task(cfg: TrainConfig, data: dict | None = None, *, text: bool = True):
