@@ -68,6 +68,8 @@ CONFIG_CASES = [
     ({"bidirectional": "false"}, r"`bidirectional` must be True or False; got 'false'"),
     ({"reverse_input": 1}, r"`reverse_input` must be True or False"),
     ({"layer_norm": "yes"}, r"`layer_norm` must be True or False"),
+    ({"layer_norm": True, "hidden": 2}, r"`hidden` must be at least 3 with layer_norm \(its "
+     r"statistics keep three values in a row of H\); got 2 instead"),
     ({"clip_at": "1"}, r"`clip_at` must be a positive number; got '1'"),
     ({"clip_at": -1.0}, r"`clip_at` must be a positive number"),
     ({"clip_at": math.inf}, r"`clip_at` must be a positive number"),

@@ -551,6 +551,10 @@ def test_a_saved_jordan_run_with_dropout_still_loads(tmp_path, capsys):
                    1, "--run-dir", tmp_path / "d", *TINY) == 0  # fmt: skip
     assert ("warning: `dropout` has no effect on an output-feedback model (cell 'jordan' has "
             "no dropout)") in capsys.readouterr().err  # fmt: skip
+    assert run_cli("train", "copy", "--T", 3, "--cell", "jordan-elman", "--initial-state",
+                   "learned", "--steps", 1, "--run-dir", tmp_path / "e", *TINY) == 0  # fmt: skip
+    assert ("warning: `initial_state` has no effect on an output-feedback model (cell "
+            "'jordan-elman' has no initial state)") in capsys.readouterr().err  # fmt: skip
     run = tmp_path / "r"
     assert run_cli("train", "copy", "--T", 3, "--cell", "jordan", "--steps", 4,
                    "--checkpoint-every", 2, "--run-dir", run, *TINY) == 0  # fmt: skip
