@@ -39,6 +39,9 @@ class Optimizer:
 
     name = ""
     lr: float
+    squares: tuple[str, ...] = ()
+    """The slots that sum squared gradients: never below 0 (a root is taken of them), which
+    a resumed state is checked for (train.Trainer.restore)."""
 
     def slots(self) -> tuple[str, ...]:
         return ()
@@ -206,6 +209,7 @@ class RMSprop(Optimizer):
     """
 
     name = "rmsprop"
+    squares = ("v",)
 
     def __init__(
         self,
@@ -274,6 +278,7 @@ class Adagrad(Optimizer):
     """
 
     name = "adagrad"
+    squares = ("s",)
 
     def __init__(
         self,
@@ -324,6 +329,7 @@ class Adam(Optimizer):
     """
 
     name = "adam"
+    squares = ("v",)
 
     def __init__(
         self,
@@ -365,6 +371,7 @@ class AdamW(Optimizer):
     """
 
     name = "adamw"
+    squares = ("v",)
 
     def __init__(
         self,

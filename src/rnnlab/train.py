@@ -502,12 +502,6 @@ def _tensors_to_state(
     return state
 
 
-# The optimizer slots that sum squared gradients: never below 0 (a root is taken of them).
-_SUMS_OF_SQUARES: dict[type[optim.Optimizer], tuple[str, ...]] = {
-    optim.Adam: ("v",), optim.AdamW: ("v",), optim.RMSprop: ("v",), optim.Adagrad: ("s",),
-}
-
-
 class _Said(str):
     """What came, already said in words (not to be described again)."""
 
@@ -692,7 +686,7 @@ class Trainer:
             raise io.CheckpointError(
                 f"'{where}' holds 'step' {step}; expected the number of updates so far, "
                 f"from 0 to the checkpoint's step {ckpt.step}.")
-        for slot in _SUMS_OF_SQUARES.get(type(self.opt), ()):
+        for slot in self.opt.squares:
             for k in (k for k in fresh if k.startswith(slot + "/")):
                 if (ckpt.optimizer[k] < 0).any():
                     raise io.CheckpointError(
