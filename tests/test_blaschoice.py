@@ -125,15 +125,38 @@ def test_the_tiles_are_chosen_where_faster_than_the_chosen_library():
     assert not _blaschoice.decide(FAST_TILES, tiles="off").tiles
 
 
-def test_bptt_takes_large_weights_on_the_tiles_only_where_well_ahead():
-    # FAST_TILES: 300 / 250 = 1.2x at the largest shape, above IN_PLACE_MARGIN (1.15)
-    made = _blaschoice.decide(FAST_TILES)
-    assert made.tiles and made.tiles_in_place and "1.20x at 64x512x2048" in made.tiles_why
-    near = {**FAST_MKL, "tiles": [6.0, 40.0, 270.0]}  # 1.11x there, 1.33x over all three
-    made = _blaschoice.decide(near)
-    assert made.tiles and not made.tiles_in_place and "only from 1.15x" in made.tiles_why
-    assert not _blaschoice.decide(FAST_TILES, tiles="off").tiles_in_place
-    assert not _blaschoice.decide({}, tiles="on").tiles_in_place  # forced on, nothing measured
+IN_PLACE = {"mkl in place": [10.0, 60.0, 300.0], "numpy in place": [20.0, 90.0, 600.0]}
+
+
+def test_bptt_takes_large_weights_on_the_tiles_up_to_the_rows_where_well_ahead():
+    """Choice.tiles_in_place_rows: the most rows a thread up to which the tiles beat the
+    chosen library by IN_PLACE_MARGIN (1.15) at every timed BPTT shape, in order of rows."""
+    ahead = {**FAST_TILES, **IN_PLACE, "tiles in place": [5.0, 50.0, 290.0]}  # 2, 1.2, 1.03x
+    made = _blaschoice.decide(ahead)
+    assert made.tiles and made.tiles_in_place_rows == 32
+    assert "2.00x / 1.20x / 1.03x at 16 / 32 / 64 rows" in made.tiles_why
+    assert "on the tiles up to 32 rows" in made.tiles_why
+    everywhere = {**ahead, "tiles in place": [5.0, 50.0, 250.0]}  # 1.2x at 64 rows too
+    assert _blaschoice.decide(everywhere).tiles_in_place_rows == 64
+    # a shape below the margin ends it, whatever the rows beyond (the lead shrinks with them)
+    gap = {**ahead, "tiles in place": [5.0, 55.0, 250.0]}  # 1.09x at 32 rows
+    assert _blaschoice.decide(gap).tiles_in_place_rows == 16
+    behind = {**ahead, "tiles in place": [9.0, 55.0, 290.0]}
+    made = _blaschoice.decide(behind)
+    assert made.tiles and made.tiles_in_place_rows == 0 and "so on the BLAS" in made.tiles_why
+    # against the chosen library's in-place times: OpenBLAS's where it was chosen
+    numpy_chosen = {"numpy": [20.0, 90.0, 600.0], "tiles": [15.0, 70.0, 400.0], **IN_PLACE,
+                    "tiles in place": [15.0, 70.0, 450.0]}  # fmt: skip
+    assert _blaschoice.decide(numpy_chosen).tiles_in_place_rows == 64
+    assert _blaschoice.decide({**numpy_chosen, "tiles in place": [15.0, 80.0, 450.0]}
+                              ).tiles_in_place_rows == 16  # fmt: skip
+    assert _blaschoice.decide(FAST_TILES).tiles_in_place_rows == 0  # not measured in place
+    assert _blaschoice.decide(ahead, tiles="off").tiles_in_place_rows == 0
+    assert _blaschoice.decide({}, tiles="on").tiles_in_place_rows == 0  # forced, not measured
+    # a cache with in-place timings of the wrong length is not a measurement
+    assert _blaschoice._timings_ok(ahead)
+    assert not _blaschoice._timings_ok({**ahead, "tiles in place": [5.0, 50.0]})
+    assert not _blaschoice._timings_ok({**ahead, "tiles large": [5.0, 50.0]})
 
 
 def test_the_large_products_have_a_library_of_their_own():
@@ -216,11 +239,15 @@ def test_the_real_measurement_times_both_libraries():
     for lib in ("mkl", "numpy", "tiles"):
         assert len(timings[lib]) == len(_blaschoice.SHAPES)
         assert all(0 < t < 1e6 for t in timings[lib])
+        assert len(timings[f"{lib} in place"]) == len(_blaschoice.IN_PLACE_SHAPES)
+        assert all(0 < t < 1e6 for t in timings[f"{lib} in place"])
     for lib in ("mkl large", "numpy large"):
         assert len(timings[lib]) == len(_blaschoice.LARGE_SHAPES)
         assert all(0 < t < 1e6 for t in timings[lib])
     # the larger products take longer: the timings are of the shapes they name
     assert timings["numpy"][0] < timings["numpy"][-1]
+    assert timings["tiles in place"][0] < timings["tiles in place"][-1]
+    assert _blaschoice._timings_ok(timings)
 
 
 def test_rnnlab_info(capsys, monkeypatch):
@@ -256,7 +283,8 @@ import rnnlab
 from rnnlab import _mkl, fast
 from rnnlab.fast import tiles
 made = _blaschoice.choice()
-assert made.cache and made.blas == "mkl" and made.large == "numpy" and made.tiles_in_place
+assert made.cache and made.blas == "mkl" and made.large == "numpy"
+assert made.tiles_in_place_rows == 64
 assert _mkl.wanted() and not _mkl.wanted(large=True) and fast.tiles_on()
 fast.MIN_TILED_IN_PLACE = 1  # every BPTT weight is "large": on the tiles, as measured
 rng = np.random.default_rng(0)
@@ -279,7 +307,8 @@ def test_a_mixed_choice_computes_exact_gradients(tmp_path):
 
     if not _blaschoice.library_files():
         pytest.skip("the mkl extra is not installed")
-    timings = {**FAST_TILES, "mkl large": [2.0, 4.0], "numpy large": [1.0, 2.0]}
+    timings = {**FAST_TILES, "mkl large": [2.0, 4.0], "numpy large": [1.0, 2.0], **IN_PLACE,
+               "tiles in place": [5.0, 30.0, 150.0]}
     env = {k: v for k, v in os.environ.items() if k not in ("RNNLAB_BLAS", "RNNLAB_TILES")}
     env["RNNLAB_CACHE_DIR"] = str(tmp_path)
     done = subprocess.run([sys.executable, "-c", MIXED_CHILD, json.dumps(timings)], env=env,
@@ -455,8 +484,12 @@ def test_mkl_is_credited_its_packed_product_only_where_the_loops_pack(monkeypatc
     packs = [k * n >= MIN_PACKED_VALUES for _, k, n in _blaschoice.SHAPES]
     assert packs == [False, True, True]
     assert calibration.measure()["mkl"] == [2e6, 1e6, 1e6]  # plain where not packed
+    in_place = [1e6 if k * n >= MIN_PACKED_VALUES else 2e6
+                for _, k, n in _blaschoice.IN_PLACE_SHAPES]  # fmt: skip
+    assert calibration.measure()["mkl in place"] == in_place
     setenv(RNNLAB_PACKED="0")
     assert calibration.measure()["mkl"] == [2e6, 2e6, 2e6]
+    assert calibration.measure()["mkl in place"] == [2e6, 2e6, 2e6]
 
 
 ARM_CPUINFO = """processor\t: 0

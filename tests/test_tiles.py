@@ -250,11 +250,11 @@ def test_options_around_the_cell_on_tiles_match_the_blas(name, kw, on_tiles):
 def test_bptt_keeps_a_large_weight_where_it_lies(setenv, monkeypatch):
     """BPTT's W_hh block is C-contiguous: the BLAS multiplies it in place, while the tiles
     would copy it into panels. From MIN_TILED_IN_PLACE values on BPTT stays on the BLAS and
-    makes no copy, unless the host measured the tiles well ahead there (Choice.tiles_in_place);
-    the forward weight, a transposed view that the BLAS path copies too, goes to the tiles at
-    any size."""
+    makes no copy, unless the host measured the tiles well ahead at the loop's rows a thread
+    (Choice.tiles_in_place_rows); the forward weight, a transposed view that the BLAS path
+    copies too, goes to the tiles at any size."""
     setenv(RNNLAB_TILES="on")
-    monkeypatch.setattr(fast, "_tiles_in_place", lambda: False)
+    monkeypatch.setattr(fast, "_tiles_in_place", lambda rows: False)
     monkeypatch.setattr(fast, "MIN_TILED_IN_PLACE", 4 * NR32 * NR32)
     cell = fast_cell("lstm")
     W = np.ones((4 * NR32, NR32), np.float32)  # exactly MIN_TILED_IN_PLACE values
@@ -266,9 +266,34 @@ def test_bptt_keeps_a_large_weight_where_it_lies(setenv, monkeypatch):
     (panels, _), _ = fast.step_weights(cell, W, 8, backward=True).factors
     assert panels.ndim == 3
     monkeypatch.setattr(fast, "MIN_TILED_IN_PLACE", 4 * NR32 * NR32)
-    monkeypatch.setattr(fast, "_tiles_in_place", lambda: True)  # measured well ahead
+    monkeypatch.setattr(fast, "_tiles_in_place", lambda rows: True)  # measured well ahead
     (panels, _), _ = fast.step_weights(cell, W, 8, backward=True).factors
     assert panels.ndim == 3 and np.array_equal(panels.reshape(NR32 * 4, NR32), W)
+
+
+def test_bptt_takes_a_large_weight_on_the_tiles_by_the_rows_a_thread(setenv, monkeypatch):
+    """Choice.tiles_in_place_rows is compared with the rows each thread's part of the loop will
+    have: the whole batch outside a session, half of it (rounded up) in a session of two
+    threads."""
+    from rnnlab import _blaschoice
+    from rnnlab.fast import parallel
+
+    setenv(RNNLAB_TILES="on")
+    monkeypatch.setattr(fast, "MIN_TILED_IN_PLACE", 1)
+    made = _blaschoice.Choice("numpy", "test", tiles=True, tiles_in_place_rows=16)
+    monkeypatch.setattr(_blaschoice, "choice", lambda: made)
+    W = np.ones((4 * NR32, NR32), np.float32)
+    cell = fast_cell("lstm")
+
+    def on_tiles(B: int) -> bool:
+        (factor, _), _ = fast.step_weights(cell, W, B, backward=True).factors
+        return factor.ndim == 3
+
+    assert on_tiles(16) and not on_tiles(17) and not on_tiles(32)
+    monkeypatch.setattr(parallel, "num_threads", lambda: 2)
+    with parallel.session():
+        assert parallel.in_session()
+        assert on_tiles(32) and on_tiles(31) and not on_tiles(33) and not on_tiles(64)
 
 
 def test_the_wide_tiles_of_avx512_hosts_compute_the_same(tmp_path):

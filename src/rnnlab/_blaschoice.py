@@ -60,9 +60,9 @@ from rnnlab import _checks, settings
 if TYPE_CHECKING:
     from _ctypes import CFuncPtr
 
-FORMAT = 4  # 2: the tiles' timings and choice; 3: the large products' timings; 4: the key
+FORMAT = 5  # 2: the tiles' timings and choice; 3: the large products' timings; 4: the key
 # holds whether the tiles could be timed and RNNLAB_PACKED, and MKL's time is packed only
-# where the loops pack
+# where the loops pack; 5: BPTT's products on W_hh where it lies (IN_PLACE_SHAPES)
 SHAPES = ((16, 128, 512), (32, 256, 1024), (64, 512, 2048))
 """(rows, K, N) of the timed products: half a batch of 32, 64 or 128 rows against W_hhᵀ of
 an LSTM with H = 128, 256, 512 — the per-step products of the bench's shapes."""
@@ -70,12 +70,18 @@ LARGE_SHAPES = ((1600, 64, 512, False), (512, 1600, 128, True))
 """(rows, K, N, A transposed) of the timed large products, made outside the time loop on one
 thread's share of the rows: half the hoisted input projection X·W_ihᵀ of an LSTM (B·T = 3200,
 I = 64, H = 128), and half of its weight gradient dAᵀ·H_prev (A = dAᵀ, a transposed view)."""
+IN_PLACE_SHAPES = ((16, 512, 128), (32, 1024, 256), (64, 2048, 512))
+"""(rows, K, N) of BPTT's per-step products on W_hh as it lies (C-contiguous, K = 4H, N = H):
+half a batch of 32, 64 or 128 rows against an LSTM's W_hh with H = 128, 256, 512."""
 IN_PLACE_MARGIN = 1.15
-"""BPTT takes its large W_hh (fast.MIN_TILED_IN_PLACE values and up) on the tiles, at the cost
-of a copy into their panels, only where they beat the chosen library by this factor at the
-largest of SHAPES (`Choice.tiles_in_place`): on an AMD EPYC with AVX-512 (1.35x against MKL)
-a training step of an LSTM at H = 256 and 512 took 7-14 % less time; on one with AVX2 the
-kernel's lead there was small and the steps level, so the weight stays where it lies."""
+"""BPTT takes a large W_hh (fast.MIN_TILED_IN_PLACE values and up) on the tiles, at the cost of
+a copy into their panels, for loops of as many rows a thread as the tiles beat the chosen
+library by this factor at IN_PLACE_SHAPES (`Choice.tiles_in_place_rows`: the most rows up to
+which every timed shape did). Their lead shrinks with the rows, where the BLAS's per-call work
+is spread over more of them: on an AMD EPYC with AVX2, against OpenBLAS, 1.61x at 16 rows,
+1.24x at 32, 1.04x at 64, and the character LM's training step (16 rows a thread) 7 % shorter
+on them; on one with AVX-512 1.35x against MKL at 64 rows, and an LSTM's training step at H =
+256 and 512 7-14 % shorter (bench/README.md, "BPTT's weights by the rows a thread")."""
 KERNEL_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "MKL_ENABLE_INSTRUCTIONS",
                     "MKL_CBWR", "MKL_DEBUG_CPU_TYPE")  # fmt: skip
 MAX_TIMING_US = 1e7
@@ -98,7 +104,7 @@ class Choice:
     tiles_why: str = ""
     large: str = ""  # the library of the products outside the loops: "mkl" or "numpy"
     large_why: str = ""
-    tiles_in_place: bool = False  # also BPTT's large W_hh (fast.MIN_TILED_IN_PLACE)
+    tiles_in_place_rows: int = 0  # BPTT's large W_hh on the tiles up to this many rows a thread
 
 
 def library_files() -> list[str]:
@@ -279,12 +285,19 @@ def _timings_ok(timings: object) -> bool:
     return (
         isinstance(timings, dict)
         and "numpy" in timings
-        and set(timings) <= {"mkl", "numpy", "tiles", "mkl large", "numpy large"}
-        and all(isinstance(ts, list)
-                and len(ts) == len(LARGE_SHAPES if name.endswith(" large") else SHAPES)
+        and set(timings) <= {lib + suffix for lib in ("mkl", "numpy", "tiles")
+                             for suffix in ("", " large", " in place")} - {"tiles large"}
+        and all(isinstance(ts, list) and len(ts) == len(_shapes_of(name))
                 and all(type(t) in (int, float) and 0 < t < MAX_TIMING_US for t in ts)
                 for name, ts in timings.items())
     )  # fmt: skip
+
+
+def _shapes_of(timings_name: str) -> tuple[tuple[int, ...], ...]:
+    """The shapes a list of timings was measured at, by its name's suffix."""
+    if timings_name.endswith(" large"):
+        return LARGE_SHAPES
+    return IN_PLACE_SHAPES if timings_name.endswith(" in place") else SHAPES
 
 
 def _write_cache(path: str, want: dict, choice: Choice) -> str:
@@ -326,7 +339,7 @@ def decide(timings: dict, blas: str = "auto", tiles: str = "auto") -> Choice:
     library by the geometric mean of its times over SHAPES (MKL by MARGIN; NumPy's where MKL
     was not measured), the same over LARGE_SHAPES for the products outside the loops, then
     the tiles where they beat the loops' library by MARGIN (and BPTT's large weights on them
-    where they beat it by IN_PLACE_MARGIN at the largest shape). RNNLAB_BLAS sets both
+    for as many rows a thread as they beat it by IN_PLACE_MARGIN). RNNLAB_BLAS sets both
     libraries."""
     if blas != "auto":
         made = Choice(blas, f"RNNLAB_BLAS={blas}", timings or None)
@@ -358,12 +371,22 @@ def decide(timings: dict, blas: str = "auto", tiles: str = "auto") -> Choice:
         library = "MKL" if made.blas == "mkl" else "NumPy's OpenBLAS"
         made.tiles_why = f"measured: {ratio:.2f}x as fast as {library}" + (
             "" if made.tiles else f" (chosen only above {1 / MARGIN:.2f}x)")
-    if made.tiles and "tiles" in timings and made.blas in timings:
-        largest = timings[made.blas][-1] / timings["tiles"][-1]
-        made.tiles_in_place = largest >= IN_PLACE_MARGIN
-        made.tiles_why += f"; {largest:.2f}x at {'x'.join(map(str, SHAPES[-1]))}" + (
-            ", so also for BPTT's large weights" if made.tiles_in_place
-            else f" (BPTT's large weights on them only from {IN_PLACE_MARGIN:.2f}x)")
+    theirs = f"{made.blas} in place"
+    if made.tiles and "tiles in place" in timings and theirs in timings:
+        leads = [lib / ours for lib, ours in zip(timings[theirs], timings["tiles in place"],
+                                                 strict=True)]  # fmt: skip
+        for (rows, _, _), lead in zip(IN_PLACE_SHAPES, leads, strict=True):
+            if lead < IN_PLACE_MARGIN:
+                break
+            made.tiles_in_place_rows = rows
+        made.tiles_why += (
+            "; BPTT's weights where they lie: "
+            + " / ".join(f"{lead:.2f}x" for lead in leads) + " at "
+            + " / ".join(str(rows) for rows, _, _ in IN_PLACE_SHAPES) + " rows a thread, so "
+            + (f"on the tiles up to {made.tiles_in_place_rows} rows"
+               if made.tiles_in_place_rows else "on the BLAS")
+            + f" (the tiles from {IN_PLACE_MARGIN:.2f}x)"
+        )  # fmt: skip
     return made
 
 

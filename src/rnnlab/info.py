@@ -106,7 +106,7 @@ def gather() -> dict[str, Any]:
             "timings_us": choice.timings,
             "tiles": choice.tiles,
             "tiles_why": choice.tiles_why,
-            "tiles_in_place": choice.tiles_in_place,
+            "tiles_in_place_rows": choice.tiles_in_place_rows,
             "large": choice.large,
             "large_why": choice.large_why,
         },
@@ -160,6 +160,8 @@ def _text(info: dict[str, Any]) -> list[str]:
     lines.append(f"loops' BLAS: {b['blas']} ({b['why']})")
     timings = b["timings_us"] or {}
     lines += _timing_lines(timings, "", [f"{m}x{k}x{n}" for m, k, n in _blaschoice.SHAPES])
+    lines += _timing_lines(timings, " in place", [f"{m}x{k}x{n}(BPTT)"
+                                                  for m, k, n in _blaschoice.IN_PLACE_SHAPES])
     lines.append(f"large products' BLAS (input projection, weight gradients): {b['large']} "
                  f"({b['large_why']})")  # fmt: skip
     lines += _timing_lines(timings, " large", [f"{m}x{k}x{n}{'(Aᵀ)' if transposed else ''}"

@@ -243,12 +243,12 @@ _NOT_PACKED = np.empty(0, np.uint8)
 
 MIN_TILED_IN_PLACE = 1 << 18
 """A weight the BLAS would take where it lies (BPTT's W_hh blocks, C-contiguous) goes to the
-tiles from this many values on only where the host measured them well ahead of the BLAS at
-such sizes (_blaschoice.IN_PLACE_MARGIN, `Choice.tiles_in_place`): their panels are a copy,
-4 MB of a 94 MB LSTM training step at H = 512. On an AMD EPYC with AVX2 the BPTT products were
-level with OpenBLAS's within noise from H = 256 on (training steps of LSTM, GRU and Elman
-layers at S3 and S4), on one with AVX-512 1.35x faster than MKL's and the LSTM's step 7-14 %
-shorter (bench/README.md, "An AMD EPYC with AVX-512"). Below it the copy is small and
+tiles from this many values on only in loops of as few rows a thread as the host measured
+them well ahead of the BLAS with (_blaschoice.IN_PLACE_MARGIN, `Choice.tiles_in_place_rows`):
+their panels are a copy, 4 MB of a 94 MB LSTM training step at H = 512. The tiles' lead
+shrinks with the rows: on an AMD EPYC with AVX2 1.61x OpenBLAS's speed at 16 rows, 1.24x at
+32 and 1.04x at 64 (the steps level there), on one with AVX-512 1.35x MKL's at 64 rows
+(bench/README.md, "BPTT's weights by the rows a thread"). Below this size the copy is small and
 the products 1.5-1.8x faster. A forward weight is copied for the BLAS too (transposed), so it
 always goes to the tiles."""
 
@@ -263,10 +263,14 @@ def tiles_on() -> bool:
     return asked == "on" or (asked == "auto" and _blaschoice.choice().tiles)
 
 
-def _tiles_in_place() -> bool:
+def _tiles_in_place(rows: int) -> bool:
+    """Whether BPTT takes a large weight where it lies on the tiles, in a loop over `rows`
+    batch rows: by the rows each thread's part will have (parallel.row_parts)."""
     from rnnlab import _blaschoice
+    from rnnlab.fast import parallel
 
-    return _blaschoice.choice().tiles_in_place
+    most = max(b - a for a, b in parallel.row_parts(rows, MIN_ROWS))
+    return most <= _blaschoice.choice().tiles_in_place_rows
 
 
 def tiled(shape: tuple[int, int], dtype) -> bool:
@@ -281,11 +285,12 @@ def tiled(shape: tuple[int, int], dtype) -> bool:
 def _weight(b: np.ndarray, dt: np.dtype, rows: int, np_blas: bool, inference: bool) -> tuple:
     """A right factor b (K, N) of the per-step products (any strides: W_hhᵀ may be W_hh.T) as
     kernels.gemm takes it: (b in panels, empty) where `tiled` (and, for a b the BLAS takes
-    as it is, under MIN_TILED_IN_PLACE values), (empty, b packed) where `packs`, else
+    as it is, under MIN_TILED_IN_PLACE values or in a loop of few rows a thread:
+    _tiles_in_place), (empty, b packed) where `packs`, else
     (b C-contiguous, empty)."""
     in_place = b.dtype == dt and b.flags.c_contiguous  # what the BLAS takes without a copy
     large = in_place and b.size >= MIN_TILED_IN_PLACE
-    if tiled(b.shape, dt) and (not large or _tiles_in_place()):
+    if tiled(b.shape, dt) and (not large or _tiles_in_place(rows)):
         from rnnlab.fast import tiles
 
         return tiles.panels(b.astype(dt, copy=False)), _NOT_PACKED

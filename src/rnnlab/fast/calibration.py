@@ -24,9 +24,9 @@ def measure(repeats: int = 15) -> dict[str, list[float]]:
     """µs per product (best of `repeats` after a warm-up) for each of _blaschoice.SHAPES,
     float32, one thread: NumPy's matmul; MKL where it loads (its plain product, or the faster of
     that and its packed one where a training loop packs such a weight: rnnlab.fast.packs,
-    RNNLAB_PACKED); rnnlab's tiles
-    where the compiled loops run (the weight laid out once, as the loops do). Then NumPy's
-    and MKL's at LARGE_SHAPES ("numpy large", "mkl large"). Run by
+    RNNLAB_PACKED); rnnlab's tiles where the compiled loops run (the weight laid out once, as
+    the loops do). The same at IN_PLACE_SHAPES, BPTT's products on W_hh as it lies ("numpy in
+    place", ...). Then NumPy's and MKL's at LARGE_SHAPES ("numpy large", "mkl large"). Run by
     _blaschoice._measure_in_child in a process of its own with OPENBLAS_NUM_THREADS=1."""
     mkl = _mkl.load()
     tiles: Any = None
@@ -36,12 +36,23 @@ def measure(repeats: int = 15) -> dict[str, list[float]]:
         except Exception:  # noqa: BLE001  (any failure to load: the tiles are not timed)
             tiles = None
     rng = np.random.default_rng(0)
+    out: dict[str, list[float]] = {}
+    for suffix, shapes in (("", _blaschoice.SHAPES), (" in place", _blaschoice.IN_PLACE_SHAPES)):
+        for name, times in _per_step(mkl, tiles, rng, shapes, repeats).items():
+            out[name + suffix] = times
+    out.update(_large(mkl, rng, max(3, repeats // 3)))
+    return out
+
+
+def _per_step(mkl: Any, tiles: Any, rng: np.random.Generator,
+              shapes: tuple[tuple[int, int, int], ...], repeats: int) -> dict[str, list[float]]:
+    """µs per product at each (rows, K, N) of `shapes` for NumPy, MKL and the tiles (measure)."""
     out: dict[str, list[float]] = {"numpy": []}
     if mkl is not None:
         out["mkl"] = []
     if tiles is not None:
         out["tiles"] = []
-    for m, k, n in _blaschoice.SHAPES:
+    for m, k, n in shapes:
         a = rng.standard_normal((m, k)).astype(np.float32)
         b = rng.standard_normal((k, n)).astype(np.float32)
         c = np.empty((m, n), np.float32)
@@ -64,7 +75,6 @@ def measure(repeats: int = 15) -> dict[str, list[float]]:
             out["mkl"].append(mkl_s * 1e6)
         if tiles is not None:
             out["tiles"].append(best["tiles"] * 1e6)
-    out.update(_large(mkl, rng, max(3, repeats // 3)))
     return out
 
 
