@@ -215,3 +215,21 @@ def test_an_out_that_is_a_file_is_refused_by_name(tmp_path, capsys):
     with pytest.raises(ValueError, match=r"`--out` must be a directory .*; got '.*out', whose "
                        r"'.*out/runs' is a file"):  # fmt: skip
         reproduce.run_row(reproduce.Row("adding", "rnn", 10), tmp_path / "out", {"steps": 1})
+
+
+def test_a_row_whose_test_is_not_finite_is_a_diverged_row(tmp_path, monkeypatch):
+    """A row whose model overflows on the test set: its result.json holds null (JSON has no
+    NaN), its record says which values, the table's verdict is "diverged", and the record is
+    read back as a finished row by the next reproduce."""
+    adding_eval = synthetic.Adding.evaluate
+    monkeypatch.setattr(synthetic.Adding, "evaluate", lambda self, model, split: {
+        **adding_eval(self, model, split), **({"mse": np.nan} if split == "test" else {})})
+    row = reproduce.Row("adding", "rnn", 10)
+    settings = {"steps": 4, "eval_every": 2, "checkpoint_every": 2}
+    record = reproduce.run_row(row, tmp_path / "repro", settings)
+    assert record["test"]["mse"] is None and record["non_finite"] == "mse"
+    assert reproduce.judge(record)["verdict"] == "diverged"
+    assert "| diverged |" in reproduce.markdown([record])
+    written = (tmp_path / "repro" / "runs" / row.name / "result.json").read_text()
+    json.loads(written, parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert reproduce.run_row(row, tmp_path / "repro", settings)["reused"]

@@ -1,6 +1,7 @@
 """Training and the `rnnlab` command: exact resume, interruption, divergence, bad input."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -812,3 +813,55 @@ def test_a_run_directory_from_before_hashes_and_stored_vocabularies_still_works(
     assert run_cli("sample", run, "--prime", "the ", "--length", 5) == 0
     assert run_cli("train", "--resume", run, "--steps", 4, "--quiet") == 0
     assert io.load_checkpoint(run).step == 4
+
+
+def test_a_validation_that_is_not_finite_stops_the_run_with_its_weights_kept(
+    tmp_path, capsys, monkeypatch
+):
+    """A validation metric of NaN or inf (outputs that overflow on the validation data) is
+    neither better nor worse than another: the run stops as for a diverged step, naming the
+    metric and the step, with the (finite) weights saved in a checkpoint that resumes; no
+    NaN reaches metrics.jsonl or state.json."""
+    from rnnlab.tasks import synthetic
+
+    adding_eval = synthetic.Adding.evaluate
+
+    validations: list[int] = []
+
+    def overflowing(self, model, split):  # the second validation (step 4) overflows
+        result = adding_eval(self, model, split)
+        if split == "valid":
+            validations.append(1)
+            if len(validations) == 2:
+                return {**result, "mse": math.inf}
+        return result
+
+    monkeypatch.setattr(synthetic.Adding, "evaluate", overflowing)
+    run = tmp_path / "r"
+    argv = ["train", "adding", "--T", 6, "--steps", 8, "--eval-every", 2, "--run-dir", run]
+    assert run_cli(*argv, *TINY) == 1
+    err = capsys.readouterr().err
+    assert "the validation mse became inf at step 4" in err and "learning rate" in err
+    assert "The weights of step 4 are saved in" in err
+    assert io.checkpoint_steps(run)[-1] == 4
+    assert "Infinity" not in (run / "metrics.jsonl").read_text()
+    monkeypatch.setattr(synthetic.Adding, "evaluate", adding_eval)
+    assert run_cli("train", "--resume", run, "--quiet") == 0  # the checkpoint is whole
+    assert json.loads((run / "result.json").read_text())["train"]["step"] == 8
+
+
+def test_a_test_result_that_is_not_finite_is_null_in_result_json(tmp_path, capsys, monkeypatch):
+    """JSON has no NaN: result.json holds null for a test metric that overflowed, says which
+    in "non_finite", and the run's end warns of it (as `rnnlab evaluate --json`)."""
+    from rnnlab.tasks import synthetic
+
+    adding_eval = synthetic.Adding.evaluate
+    monkeypatch.setattr(synthetic.Adding, "evaluate", lambda self, model, split: {
+        **adding_eval(self, model, split), **({"mse": math.nan} if split == "test" else {})})
+    run = tmp_path / "r"
+    assert run_cli("train", "adding", "--T", 6, "--steps", 2, "--run-dir", run, *TINY) == 0
+    assert "mse not finite" in capsys.readouterr().err
+    result = json.loads((run / "result.json").read_text(),
+                        parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))  # fmt: skip
+    assert result["test"]["mse"] is None and "mse not finite" in result["test"]["non_finite"]
+    assert result["test"]["baseline_mse"] > 0  # the finite entries as they were

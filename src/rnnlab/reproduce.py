@@ -156,7 +156,8 @@ def run_row(row: Row, out: Path, settings: dict[str, Any] | None = None) -> dict
             trainer.restore(ckpt)
             log.write(f"resumed at step {trainer.step}\n")
         trained = trainer.run()
-    test = task.evaluate(model, "test")
+    raw = task.evaluate(model, "test")
+    test, not_finite = io.finite_or_null(raw)
     record = {
         "task": row.task,
         "cell": row.cell,
@@ -164,15 +165,17 @@ def run_row(row: Row, out: Path, settings: dict[str, Any] | None = None) -> dict
         "steps": trained["step"],
         "budget": cfg.steps,
         "stopped_by": trained["stopped_by"],
-        "solved": bool(getattr(task, "solved", lambda result: False)(test)),
+        "solved": bool(getattr(task, "solved", lambda result: False)(raw)),
         "wall_seconds": time.perf_counter() - wall0,
         "cpu_seconds": _cpu_seconds() - cpu0,
         "resumed_at": ckpt.step if ckpt is not None else None,  # times: of this part only
         "test": {k: v for k, v in test.items() if k != "confusion"},
-        "report": tasks.report(task, test),
+        "report": tasks.report(task, raw),
         "run_dir": str(run_dir),
         "config": wanted,
     }
+    if not_finite:  # (JSON has no NaN: written as null, and the row's verdict says it)
+        record["non_finite"] = ", ".join(not_finite)
     io.atomic_write_json(finished, {"train": trained, "test": test, "record": record})
     return record
 
@@ -251,6 +254,9 @@ def judge(record: dict[str, Any]) -> dict[str, Any]:
     """The row's result, its baselines (analytic, this test set's) and verdict, as text:
     "solved" by the task's own test (its `solved`), else where it stands to the baseline."""
     t, task, solved = record["test"], record["task"], record.get("solved", False)
+    if isinstance(record.get("non_finite"), str):
+        return {"result": f"{record['non_finite']} not finite (NaN or inf)", "baseline": "—",
+                "verdict": "diverged"}  # fmt: skip
     if task == "adding":
         return {
             "result": f"MSE {t['mse']:.4f}",

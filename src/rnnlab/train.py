@@ -876,7 +876,7 @@ class Trainer:
                         },
                     )
                 if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
-                    if self._validate(metrics_path, progress):
+                    if self._validate_or_keep(metrics_path, progress):
                         self.stopped_by = self.stopped_by or "early stopping"
                         break
                 if self.step % cfg.checkpoint_every == 0:
@@ -889,7 +889,7 @@ class Trainer:
                     time.perf_counter() - t_start > cfg.time_limit, "time"
                 ):
                     self.stopped_by = "time limit"
-                    self._validate(metrics_path, progress, counted=False)
+                    self._validate_or_keep(metrics_path, progress, counted=False)
                     break
         finally:
             if old_handler is not None:
@@ -925,6 +925,17 @@ class Trainer:
             "seconds": time.perf_counter() - t_start,
         }
 
+    def _validate_or_keep(self, metrics_path: Path, progress: Progress, counted: bool = True
+                          ) -> bool:  # fmt: skip
+        """`_validate`; where the evaluation is not finite, the weights (finite: the training
+        step's checks passed) are saved before the error goes up, as for a diverged step."""
+        try:
+            return self._validate(metrics_path, progress, counted)
+        except NonFiniteError as e:
+            path = self.save()
+            raise NonFiniteError(f"{e} The weights of step {self.step} are saved in {path}."
+                                 ) from None  # fmt: skip
+
     def _validate(self, metrics_path: Path, progress: Progress, counted: bool = True) -> bool:
         """Evaluate on the validation split; return True when early stopping says stop.
         `counted=False` (the evaluation at a time-limit stop, off the --eval-every schedule)
@@ -934,6 +945,12 @@ class Trainer:
         if self.history and self.history[-1]["step"] == self.step:
             return False
         result = self.evaluate("valid")
+        bad = [k for k, v in result.items() if isinstance(v, float) and not math.isfinite(v)]
+        if bad:  # no better or worse than another evaluation: the run has diverged
+            raise NonFiniteError(
+                f"the validation {bad[0]} became {result[bad[0]]} at step {self.step}: the "
+                f"model's outputs overflow on the validation data. {self._remedy()}"
+            )
         record = {"step": self.step, "split": "valid", **result}
         if not counted:
             io.append_jsonl(metrics_path, {**record, "at_stop": True})

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from rnnlab import runs
+from rnnlab import io, runs
 from rnnlab.cli._base import UsageError
 from rnnlab.cli.options import count, option_type, positive_float
 from rnnlab.cli.options import path as path_option
@@ -109,7 +108,7 @@ def cmd_evaluate(args) -> int:
         extra["baselines"] = True
     with np.errstate(all="ignore"):  # a diverged model's overflow is reported below
         result = task.evaluate(model, args.split, **extra)
-    clean, bad = _finite_or_null(result)
+    clean, bad = io.finite_or_null(result)
     if bad:
         why = (f"{', '.join(bad)} not finite (NaN or inf): the model's outputs overflow; "
                "its weights have diverged")  # fmt: skip
@@ -121,23 +120,6 @@ def cmd_evaluate(args) -> int:
         for line in tasks.report(task, result):
             print(line)
     return 0
-
-
-def _finite_or_null(value, where: str = "") -> tuple:
-    """`value` with every NaN or inf replaced by None (JSON has no NaN: `json.dumps` would
-    print one that no JSON reader takes), and the names of the replaced entries."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None, [where or "the value"]
-    if isinstance(value, dict):
-        out, bad = {}, []
-        for k, v in value.items():
-            out[k], b = _finite_or_null(v, f"{where}.{k}" if where else str(k))
-            bad += b
-        return out, bad
-    if isinstance(value, list):
-        pairs = [_finite_or_null(v, f"{where}[{i}]") for i, v in enumerate(value)]
-        return [v for v, _ in pairs], [n for _, b in pairs for n in b]
-    return value, []
 
 
 def cmd_sample(args) -> int:

@@ -16,6 +16,7 @@ from rnnlab.io.files import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    finite_or_null,
     keep_jsonl_until,
     read_json,
     read_jsonl,
@@ -55,6 +56,7 @@ __all__ = [
     "atomic_write_text",
     "checkpoint_steps",
     "describe",  # rnnlab.runs reaches _checks.describe through io
+    "finite_or_null",
     "is_run_dir",
     "keep_jsonl_until",
     "load_checkpoint",

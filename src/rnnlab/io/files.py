@@ -255,6 +255,24 @@ def read_toml(path: PathLike) -> dict[str, Any]:
         raise ConfigError(f"'{path}' is not valid TOML: {e}.") from None
 
 
+def finite_or_null(value: Any, where: str = "") -> tuple[Any, list[str]]:
+    """`value` (JSON data: dicts, lists, numbers, ...) with every NaN or inf replaced by None,
+    and the names of the replaced entries ("loss", "test.mse", "curve[3]"): what a result is
+    written as, since JSON has no NaN and `json.dumps` would print one no JSON reader takes."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None, [where or "the value"]
+    if isinstance(value, dict):
+        out, bad = {}, []
+        for k, v in value.items():
+            out[k], b = finite_or_null(v, f"{where}.{k}" if where else str(k))
+            bad += b
+        return out, bad
+    if isinstance(value, list):
+        pairs = [finite_or_null(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [v for v, _ in pairs], [n for _, b in pairs for n in b]
+    return value, []
+
+
 def append_jsonl(path: PathLike, obj: Mapping[str, Any]) -> None:
     """Append `obj` as one line of JSON to `path` (created if missing).
 
