@@ -233,3 +233,28 @@ def test_a_row_whose_test_is_not_finite_is_a_diverged_row(tmp_path, monkeypatch)
     written = (tmp_path / "repro" / "runs" / row.name / "result.json").read_text()
     json.loads(written, parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
     assert reproduce.run_row(row, tmp_path / "repro", settings)["reused"]
+
+
+def test_a_row_that_diverges_is_a_result_not_the_end_of_the_table(tmp_path):
+    """A row whose training diverges (NaN or inf in a step) is recorded as such, with the test
+    of its last finite weights, its steps and the verdict "diverged at step N", and written
+    as finished: the table goes on, and the next reproduce reads the row back instead of
+    resuming it into the same divergence for ever."""
+    row = reproduce.Row("adding", "relu", 20)
+    settings = {"steps": 40, "eval_every": 10, "checkpoint_every": 10, "lr": 1e6,
+                "clip": "none", "optimizer": "sgd"}  # fmt: skip
+    out = tmp_path / "repro"
+    record = reproduce.run_row(row, out, settings)
+    assert record["stopped_by"] == "diverged" and record["steps"] < 40
+    # (its weights of step 1 are finite, and already overflow on the test set)
+    assert record["non_finite"] == "mse" and reproduce.judge(record)["verdict"] == "diverged"
+    assert "| diverged |" in reproduce.markdown([record])
+    # a row whose last finite weights test finite: their result, and where it diverged
+    base = {"baseline_mse": 1 / 6, "baseline_mse_one": 0.17, "baseline_mse_empirical": 0.16}
+    stopped = dict(_record("adding", 50, "relu", mse=0.158, **base), stopped_by="diverged",
+                   steps=1234, solved=True)  # fmt: skip
+    judged = reproduce.judge(stopped)
+    assert judged["verdict"] == "diverged at step 1,234" and judged["result"] == "MSE 0.1580"
+    log = (out / "runs" / row.name / "train.log").read_text()
+    assert "diverged: " in log and "at step" in log
+    assert reproduce.run_row(row, out, settings)["reused"]

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+import numpy as np
+
 from rnnlab import _checks, io
 
 if TYPE_CHECKING:
@@ -129,7 +131,7 @@ def run_row(row: Row, out: Path, settings: dict[str, Any] | None = None) -> dict
     have been), and a row that never reached one starts again. A run directory trained with
     other settings (another --steps, say) is refused, never mixed into the table."""
     from rnnlab import runs, tasks
-    from rnnlab.train import Trainer
+    from rnnlab.train import NonFiniteError, Trainer
 
     cfg = config(row, settings)
     run_dir = Path(out) / "runs" / row.name
@@ -155,8 +157,14 @@ def run_row(row: Row, out: Path, settings: dict[str, Any] | None = None) -> dict
             runs.load_weights(model, ckpt, run_dir)
             trainer.restore(ckpt)
             log.write(f"resumed at step {trainer.step}\n")
-        trained = trainer.run()
-    raw = task.evaluate(model, "test")
+        try:
+            trained = trainer.run()
+        except NonFiniteError as e:  # a result of the row, not the end of the table
+            log.write(f"diverged: {e}\n")
+            trained = {"step": trainer.step, "best": trainer.best, "best_step": trainer.best_step,
+                       "stopped_by": "diverged", "seconds": time.perf_counter() - wall0}  # fmt: skip
+    with np.errstate(all="ignore"):  # (a diverged model's overflow is said in its record)
+        raw = task.evaluate(model, "test")
     test, not_finite = io.finite_or_null(raw)
     record = {
         "task": row.task,
@@ -257,6 +265,9 @@ def judge(record: dict[str, Any]) -> dict[str, Any]:
     if isinstance(record.get("non_finite"), str):
         return {"result": f"{record['non_finite']} not finite (NaN or inf)", "baseline": "—",
                 "verdict": "diverged"}  # fmt: skip
+    if record.get("stopped_by") == "diverged":  # the test of its last finite weights
+        return {**judge({**record, "stopped_by": "", "solved": False}),
+                "verdict": f"diverged at step {record['steps']:,}"}
     if task == "adding":
         return {
             "result": f"MSE {t['mse']:.4f}",
