@@ -161,8 +161,9 @@ def run_row(row: Row, out: Path, settings: dict[str, Any] | None = None) -> dict
             trained = trainer.run()
         except NonFiniteError as e:  # a result of the row, not the end of the table
             log.write(f"diverged: {e}\n")
-            trained = {"step": trainer.step, "best": trainer.best, "best_step": trainer.best_step,
-                       "stopped_by": "diverged", "seconds": time.perf_counter() - wall0}  # fmt: skip
+            trained = {"step": trainer.step, "best": trainer.best,
+                       "best_step": trainer.best_step, "stopped_by": "diverged",
+                       "seconds": time.perf_counter() - wall0}  # fmt: skip
     with np.errstate(all="ignore"):  # (a diverged model's overflow is said in its record)
         raw = task.evaluate(model, "test")
     test, not_finite = io.finite_or_null(raw)
