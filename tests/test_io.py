@@ -322,6 +322,16 @@ CORRUPT = [
         craft({"a": {**F32x2, "shape": ["x" * 10_000]}}, bytes(8)),
         r"tensor 'a' has shape \['xxxx*\.\.\., not a list of non-negative integers\.$",
     ),
+    (
+        "name shown short",  # (a megabyte-long name was printed whole)
+        craft({"n" * 100_000: {**F32x2, "dtype": "F99"}}, bytes(8)),
+        r"tensor 'n{76}\.\.\. has the unknown dtype 'F99'",
+    ),
+    (
+        "keys shown short",
+        craft({"a": {**F32x2, "k" * 100_000: 0}}, bytes(8)),
+        r"found dtype, shape, data_offsets, k{49}\.\.\.\.$",
+    ),
 ]
 
 

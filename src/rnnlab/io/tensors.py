@@ -240,24 +240,27 @@ def _check_header(source: str, header: bytes, data_size: int) -> tuple[list[str]
         keys = {"dtype", "shape", "data_offsets"}
         if not isinstance(info, dict) or set(info) != keys:
             found = ", ".join(info) if isinstance(info, dict) else type(info).__name__
+            found = found if len(found) <= 80 else found[:77] + "..."
             raise bad(
-                f"tensor {name!r} must have the keys dtype, shape, data_offsets; found {found}"
+                f"tensor {_short(name)} must have the keys dtype, shape, data_offsets; "
+                f"found {found}"
             )
         code = info["dtype"]
         if not isinstance(code, str) or code not in _DTYPES:
             why = " (NumPy has no such type)" if code in _NO_NUMPY_TYPE else ""
             raise bad(
-                f"tensor {name!r} has the unknown dtype {_short(code)}{why}; "
+                f"tensor {_short(name)} has the unknown dtype {_short(code)}{why}; "
                 f"supported: {', '.join(_DTYPES)}"
             )
         shape, offsets = info["shape"], info["data_offsets"]
         if not isinstance(shape, list) or not all(is_count(n) for n in shape):
             raise bad(
-                f"tensor {name!r} has shape {_short(shape)}, not a list of non-negative integers"
+                f"tensor {_short(name)} has shape {_short(shape)}, not a list of non-negative "
+                "integers"
             )
         if len(shape) > _MAX_NDIM:
             raise bad(
-                f"tensor {name!r} has {len(shape)} dimensions; NumPy arrays have at most "
+                f"tensor {_short(name)} has {len(shape)} dimensions; NumPy arrays have at most "
                 f"{_MAX_NDIM}"
             )
         itemsize = _DTYPES[code].itemsize
@@ -265,7 +268,7 @@ def _check_header(source: str, header: bytes, data_size: int) -> tuple[list[str]
             math.prod(n for n in shape if n) * itemsize > _MAX_BYTES
         ):  # (each dimension bounded first, the product stays small enough to compute)
             raise bad(
-                f"tensor {name!r} of shape {_short(shape)} and dtype {code} is too big for "
+                f"tensor {_short(name)} of shape {_short(shape)} and dtype {code} is too big for "
                 f"an array: its non-zero dimensions take more than 2**63-1 bytes"
             )
         if (
@@ -275,19 +278,20 @@ def _check_header(source: str, header: bytes, data_size: int) -> tuple[list[str]
             or offsets[0] > offsets[1]
         ):
             raise bad(
-                f"tensor {name!r} has data_offsets {_short(offsets)}, "
+                f"tensor {_short(name)} has data_offsets {_short(offsets)}, "
                 "expected [begin, end] with 0 <= begin <= end"
             )
         size = math.prod(shape) * itemsize
         begin, end = offsets
         if end - begin != size:
             raise bad(
-                f"tensor {name!r} of shape {shape} and dtype {code} needs {size} bytes "
+                f"tensor {_short(name)} of shape {shape} and dtype {code} needs {size} bytes "
                 f"but its data_offsets {_short(offsets)} span {_short(end - begin)}"
             )
         if end > data_size:
             raise bad(
-                f"tensor {name!r} ends at byte {_short(end)} of the data but the data has only "
+                f"tensor {_short(name)} ends at byte {_short(end)} of the data but the data has "
+                "only "
                 f"{data_size} bytes (truncated file?)"
             )
         spans.append((begin, end, name))
@@ -297,12 +301,12 @@ def _check_header(source: str, header: bytes, data_size: int) -> tuple[list[str]
         if begin < position:
             assert previous is not None
             raise bad(
-                f"tensors {previous[2]!r} and {name!r} overlap (bytes "
+                f"tensors {_short(previous[2])} and {_short(name)} overlap (bytes "
                 f"[{previous[0]}, {previous[1]}) and [{begin}, {end}))"
             )
         if begin > position:
             raise bad(
-                f"{begin - position} bytes before tensor {name!r} belong to "
+                f"{begin - position} bytes before tensor {_short(name)} belong to "
                 "no tensor (the data must be contiguous)"
             )
         position, previous = end, (begin, end, name)
