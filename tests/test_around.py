@@ -343,7 +343,8 @@ def test_a_projected_lstm_exports_to_pytorch(tmp_path):
     pytest.importorskip("onnx")
     import rnnlab.onnx
 
-    with pytest.raises(ValueError, match=r"proj_size=2 \(ONNX's LSTM has no projection\)"):
+    with pytest.raises(ValueError, match=r"proj_size=2 \(ONNX's RNN, LSTM and GRU operators "
+                       r"have no projection\)"):  # fmt: skip
         rnnlab.onnx.export(model, tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
 

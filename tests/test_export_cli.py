@@ -154,6 +154,42 @@ def test_bad_input_is_one_line_and_leaves_no_file(runs, capsys, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("name", ["m.json", "m.textproto", "m.onnxtxt"])
+def test_an_onnx_out_that_onnx_reads_as_text_is_refused_by_name(name, runs, capsys, tmp_path):
+    """onnx.load picks the format by the suffix: a binary graph written as m.json was read
+    back as JSON, and the export failed after writing the file (a UTF-8 error naming nothing)."""
+    capsys.readouterr()
+    assert run_cli("export", runs["adding"], "--out", tmp_path / name) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "`--out` must be a file name for a binary ONNX graph" in err
+    assert "which onnx.load reads as" in err and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "safetensors-torch", "keras"])
+@pytest.mark.parametrize("own", ["config.json", "model.safetensors", "checkpoints/latest/x.h5"])
+def test_an_out_over_the_run_s_own_files_is_refused(fmt, own, tmp_path, capsys):
+    """An export does not write over what training wrote (its configuration, weights, logs,
+    checkpoints): `--out R/config.json` replaced the run's config with the graph."""
+    run = tmp_path / "r"
+    assert run_cli("train", "adding", "--T", 6, "--run-dir", run, *TINY) == 0
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert run_cli("export", run, "--format", fmt, "--out", run / own) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "`--out` must be a file path that is not one of the run" in err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    assert run_cli("export", run, "--format", fmt, "--out", run / ("mine" + {
+        "onnx": ".onnx", "safetensors-torch": ".torch.safetensors", "keras": ".weights.h5"}[fmt]
+    )) == 0  # beside them: written
+
+
+def test_a_keras_out_without_its_suffix_names_out(runs, capsys, tmp_path):
+    capsys.readouterr()
+    assert run_cli("export", runs["adding"], "--format", "keras", "--out", tmp_path / "x.h5") == 2
+    err = capsys.readouterr().err
+    assert "`--out` must be a file name ending in .weights.h5" in err and err.count("\n") == 1
+
+
 @pytest.mark.parametrize("fmt", ["onnx", "safetensors-torch", "keras"])
 def test_out_a_directory_is_refused_by_name(fmt, runs, capsys, tmp_path):
     """--out naming a directory: one line naming --out, not the rename's error about

@@ -326,3 +326,55 @@ def test_save_weights_refuses_a_directory(tmp_path):
                        r"a directory"):  # fmt: skip
         rk.save_weights(LSTM(3, 4), tmp_path / "m.weights.h5")
     assert [p.name for p in tmp_path.iterdir()] == ["m.weights.h5"]
+
+
+def test_foreign_files_are_refused_in_one_line(tmp_path):
+    """A .keras file whose config.json is not a Keras model's, a .weights.h5 whose `layers`
+    is not a group, and a cell group without its name: each refused naming the file or the
+    layer (they met an AttributeError, or said "got a  instead")."""
+    import json
+    import zipfile
+
+    import h5py
+
+    layer = LSTM(4, 4, rng=0)
+    model = _keras_model(keras.layers.LSTM(4, return_sequences=True))
+    model.save(tmp_path / "m.keras")
+    with zipfile.ZipFile(tmp_path / "m.keras") as z:
+        weights = z.read("model.weights.h5")
+    for config in ([1, 2], {"config": {"layers": ["lstm"]}}, {"config": []}):
+        with zipfile.ZipFile(tmp_path / "bad.keras", "w") as z:
+            z.writestr("config.json", json.dumps(config))
+            z.writestr("model.weights.h5", weights)
+        with pytest.raises(ValueError, match=r"bad\.keras' is not a Keras 3 \.keras file: its "
+                           r"config\.json does not describe a Keras model"):  # fmt: skip
+            rk.load_weights(layer, tmp_path / "bad.keras")
+    with h5py.File(tmp_path / "bad.weights.h5", "w") as f:
+        f.create_dataset("layers", data=np.arange(3))
+    with pytest.raises(ValueError, match="no 'layers' group"):
+        rk.load_weights(layer, tmp_path / "bad.weights.h5")
+    model.save_weights(tmp_path / "m.weights.h5")
+    with h5py.File(tmp_path / "m.weights.h5", "r+") as f:
+        del f["layers/lstm/cell/vars"].attrs["name"]
+    with pytest.raises(ValueError, match="a Keras LSTM for rnnlab's lstm; got a layer whose "
+                       "cell has no name instead"):  # fmt: skip
+        rk.load_weights(layer, tmp_path / "m.weights.h5")
+
+
+def test_any_path_like_source_is_a_file(tmp_path):
+    """A source that is an os.PathLike other than pathlib's (a file name object of one's
+    own) is read as a file, not refused as "not a Keras layer"."""
+
+    class Where:
+        def __init__(self, path):
+            self.path = str(path)
+
+        def __fspath__(self):
+            return self.path
+
+    model = _keras_model(keras.layers.LSTM(4, return_sequences=True))
+    model.save_weights(tmp_path / "m.weights.h5")
+    layer = LSTM(4, 4, rng=0)
+    rk.load_weights(layer, Where(tmp_path / "m.weights.h5"))
+    kernel = model.layers[0].get_weights()[0]
+    assert np.allclose(layer.params["weight_ih_l0"], kernel.T)

@@ -472,3 +472,49 @@ def test_laststep_through_a_dropout_reads_by_direction_as_rnnlab_does(lengths, t
     kw = {} if lengths is None else {"lengths": lengths}
     np.testing.assert_allclose(rx.Runtime(path).forward(x, **kw).output,
                                model.forward(x, **kw).output, atol=ATOL)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["m.json", "m.textproto", "m.onnxtxt"])
+def test_a_path_onnx_reads_as_text_is_refused(name, tmp_path):
+    """onnx.load picks the format by the suffix: the binary graph under m.json was then read
+    as JSON by onnx.load (and onnxruntime reads binary graphs only)."""
+    with pytest.raises(ValueError, match=r"`path` must be a file name for a binary ONNX graph.*"
+                       r"which onnx.load reads as"):  # fmt: skip
+        rx.export(GRU(3, 4, rng=0), tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
+    rx.export(GRU(3, 4, rng=0), tmp_path / "m.pb")  # protobuf by its suffix: written
+    assert onnx.load(str(tmp_path / "m.pb")).graph.node
+
+
+def test_mean_over_time_after_a_time_major_layer_is_refused(tmp_path):
+    """Sequential refuses MeanOverTime after (T, B, F) outputs (it would average over the
+    batch); the ONNX and PyTorch exports wrote that model, wrong, instead of refusing it."""
+    from rnnlab import export
+
+    m = Sequential(GRU(3, 4, batch_first=False, rng=0), MeanOverTime(), Linear(4, 2, rng=0))
+    refused = r"`modules\[1\]` must be a MeanOverTime after batch-first outputs"
+    with pytest.raises(ValueError, match=refused):
+        m.forward(np.zeros((5, 2, 3), np.float32))
+    with pytest.raises(ValueError, match=refused):
+        rx.export(m, tmp_path / "m.onnx", lengths=False)
+    with pytest.raises(ValueError, match=refused):
+        export.torch_snippet(m, "p")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_runtime_refuses_damaged_structure_metadata(tmp_path):
+    """The file's "rnnlab.structure" metadata, damaged or foreign: one line naming the file,
+    not a JSONDecodeError or KeyError from inside Runtime."""
+    path = tmp_path / "m.onnx"
+    rx.export(GRU(3, 4, rng=0), path)
+    good = onnx.load(str(path))
+    for value in ("{not json", "{}", "[1, 2]", '{"batch_first": 1, "tokens": false}'):
+        proto = onnx.load(str(path))
+        del proto.metadata_props[:]
+        onnx.helper.set_model_props(proto, {"rnnlab.structure": value})
+        onnx.save(proto, str(path))
+        with pytest.raises(ValueError, match=r"`path` must be an ONNX file exported by rnnlab; "
+                           r"got '.*m\.onnx', whose rnnlab.structure metadata is damaged"):
+            rx.Runtime(path)
+    onnx.save(good, str(path))
+    assert rx.Runtime(path).forward(np.zeros((1, 2, 3), np.float32)).output.shape == (1, 2, 4)

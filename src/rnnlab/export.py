@@ -6,7 +6,8 @@
     keras              RUN/model.weights.h5, the weights of the matching Keras 3 layers
                        (rnnlab.keras)
 
-Every file is written atomically (rnnlab.io): an error leaves no file behind.
+Every file is written atomically (rnnlab.io): an error leaves no file behind. `--out` never
+writes over the run's own files (its configuration, weights, logs, checkpoints, plots).
 """
 
 from __future__ import annotations
@@ -61,10 +62,17 @@ def export_run(
                      f"a {cfg.task} run, an encoder-decoder",
                      "Its export is not written yet.")  # fmt: skip
     path = io.as_path(out, "--out") if out is not None else run_dir / ("model" + SUFFIXES[fmt])
-    if path.is_dir():  # (each writer refuses it too, under its own argument's name)
+    # (each writer refuses these too, under its own argument's name)
+    if path.is_dir():
         _checks.fail("--out", "a file path", f"'{path}', a directory")
+    if _run_own(path, run_dir):
+        _checks.fail("--out", "a file path that is not one of the run's own files",
+                     f"'{path}'", f"Write the export beside them, e.g. {run_dir / 'model'}"
+                     f"{SUFFIXES[fmt]}.")  # fmt: skip
     if fmt == "onnx":
         from rnnlab import onnx
+
+        onnx.check_path(path, "--out")
 
         onnx.export(model, path, lengths=lengths, state=state, doc=f"rnnlab run {run_dir.name}")
         return path, _onnx_note(path)
@@ -75,8 +83,28 @@ def export_run(
         return path, snippet
     from rnnlab import keras
 
+    snippet = keras.snippet(model, path)  # (it checks first that Keras holds every module)
+    if not path.name.endswith(".weights.h5"):
+        _checks.fail("--out", "a file name ending in .weights.h5 (Keras insists)", f"'{path}'")
     keras.save_weights(model, path)
-    return path, keras.snippet(model, path)
+    return path, snippet
+
+
+RUN_OWN_FILES = ("config.json", "result.json", "metrics.jsonl", "model.safetensors",
+                 "best.safetensors")  # fmt: skip
+RUN_OWN_FOLDERS = ("checkpoints", "plots")
+
+
+def _run_own(path: Path, run_dir: Path) -> bool:
+    """Whether `path` is one of the run's own files (what training wrote: its configuration,
+    weights, logs, checkpoints, plots), which an export must not write over."""
+    try:
+        inside = path.resolve().relative_to(run_dir.resolve())
+    except ValueError:
+        return False
+    parts = inside.parts
+    return bool(parts) and (parts[0] in RUN_OWN_FOLDERS
+                            or (len(parts) == 1 and parts[0] in RUN_OWN_FILES))  # fmt: skip
 
 
 def _onnx_note(path: Path) -> str:
@@ -124,7 +152,9 @@ def _torch_check(model: Model) -> list[Module | _Module]:
             and prev.merge == "sum"
         ):
             what = "a LastStep after merge='sum' (it reads the layer's final states)"
-        elif not isinstance(m, (Embedding, Linear, Dropout, LastStep, MeanOverTime)):
+        elif isinstance(m, MeanOverTime):
+            readout_source(mods, i)  # (it refuses a time-major layer before it, as Sequential)
+        elif not isinstance(m, (Embedding, Linear, Dropout, LastStep)):
             what = _checks.describe(m)
         if what is not None:
             _checks.fail(f"model (module {i})", "a module PyTorch's modules hold", what)

@@ -21,7 +21,8 @@ transposed):
 
 Loading a Keras bias puts it in b_ih and zeros in b_hh (the sum is what both compute).
 What Keras cannot hold is refused in one line: LSTM variants, initial states other than
-zeros, the readout merge, and (on this branch) LastStep after a bidirectional layer.
+zeros, the readout merge, time-major layers. LastStep after a recurrent layer is Keras'
+return_sequences=False, bidirectional layers included (each direction's final state).
 """
 
 from __future__ import annotations
@@ -268,7 +269,7 @@ def snippet(model: object, path: str | PathLike[str]) -> str:
 # ---------------------------------------------------------------------- Keras → rnnlab
 def load_weights(
     layer: Recurrent,
-    source: str | Path | KerasLayer | list[KerasLayer],
+    source: str | PathLike[str] | KerasLayer | list[KerasLayer],
     *,
     keys: Sequence[str] | None = None,
 ) -> None:
@@ -286,8 +287,8 @@ def load_weights(
     ):  # a str is a sequence too, of letters
         _checks.fail("keys", 'None or a list of layer names, e.g. ["lstm", "lstm_1"]',
                      _checks.describe(keys))  # fmt: skip
-    if isinstance(source, (str, Path)):
-        found = _read_file(Path(source), keys)
+    if isinstance(source, (str, PathLike)):
+        found = _read_file(io.as_path(source, "source"), keys)
     else:
         found = [_from_keras_layer(x) for x in (source if isinstance(source, list) else [source])]
     if len(found) != L:
@@ -440,12 +441,16 @@ def _read_file(path: Path, keys: Sequence[str] | None) -> list[_Found]:
         raise ValueError(f"'{path}' is not a Keras 3 .keras or .weights.h5 file: {e}") from None
     with f:
         layers = f.get("layers")
-        if layers is None:
+        if not isinstance(layers, h5py.Group):
             raise ValueError(f"'{path}' is not a Keras 3 weights file (no 'layers' group)")
         arg = "source" if keys is None else "keys"
-        if keys is None:
-            keys = _recurrent_keys(layers, config, path)
-        configs = _layer_configs(config) if config is not None else {}
+        try:  # (written by Keras, or not: a foreign config.json must not meet an AttributeError)
+            if keys is None:
+                keys = _recurrent_keys(layers, config, path)
+            configs = _layer_configs(config) if config is not None else {}
+        except (AttributeError, TypeError):
+            raise ValueError(f"'{path}' is not a Keras 3 .keras file: its config.json does not "
+                             "describe a Keras model") from None  # fmt: skip
         out = []
         for key in keys:
             if key not in layers:
@@ -532,7 +537,7 @@ def _kind_of(cell_name: object) -> str:
     for kind in ("SimpleRNN", "LSTM", "GRU"):
         if name.startswith(_snake(kind) + "_cell"):
             return kind
-    return name
+    return f"layer whose cell is named {name!r}" if name else "layer whose cell has no name"
 
 
 def _subset(config: dict[str, Any]) -> dict[str, Any]:

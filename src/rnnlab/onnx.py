@@ -157,7 +157,8 @@ def _check_module(module: Module, where: str) -> None:
             what = "a layer-normalised LSTM"
     # options around the cell that change inference (recurrent dropout does not: it is off)
     if getattr(module, "proj_size", 0):
-        what = f"a layer with proj_size={module.proj_size} (ONNX's LSTM has no projection)"
+        what = (f"a layer with proj_size={module.proj_size} (ONNX's RNN, LSTM and GRU "
+                "operators have no projection)")  # fmt: skip
     elif any(getattr(module, "zoneout", ())):
         what = f"a layer with zoneout={module.zoneout} (its expectation mixes in h_{{t-1}})"
     if what is None:
@@ -279,11 +280,23 @@ def export(
     state = _checks.boolean(state, "state")
     if path.is_dir():
         _checks.fail("path", "a file path", f"'{path}', a directory")
+    check_path(path, "path")
 
     proto = build_model(model, lengths=lengths, state=state, opset=opset, doc=doc)
     onnx.checker.check_model(proto, full_check=True)
     io.atomic_write_bytes(path, proto.SerializeToString())
     return path
+
+
+def check_path(path: Path, name: str) -> None:
+    """Refuse a file name that onnx.load would read as another format than the binary graph
+    `export` writes: it picks the format by the suffix (a '.json' file is read as JSON), and
+    onnxruntime reads binary graphs only."""
+    onnx = _require("onnx")
+    read_as = onnx.serialization.registry.get_format_from_file_extension(path.suffix)
+    if read_as not in (None, "protobuf"):
+        _checks.fail(name, "a file name for a binary ONNX graph (such as model.onnx)",
+                     f"'{path}', which onnx.load reads as {read_as} by its suffix")  # fmt: skip
 
 
 def build_model(model: object, *, lengths: bool = True, state: bool = False,
@@ -322,6 +335,8 @@ def build_model(model: object, *, lengths: bool = True, state: bool = False,
         suffix = "" if len(recurrent) <= 1 else f"_{i}"
         # what a readout reads: the layer before it, through Dropouts (as Sequential reads)
         j = readout_source(modules, i) if isinstance(module, LastStep) else i - 1
+        if isinstance(module, MeanOverTime):
+            readout_source(modules, i)  # (it refuses a time-major layer before it, as Sequential)
         previous = modules[j] if j is not None and j >= 0 else None
         flow = _module(g, module, flow, index=i, suffix=suffix, state=state, previous=previous)
     out = g.op("Identity", [flow.name], "y")
@@ -407,7 +422,8 @@ def _last_step(g: _Graph, x: str, previous: Module | None) -> str:
         _checks.fail(
             "model",
             "a LastStep after a bidirectional layer with merge='concat' for ONNX",
-            f"one after merge={previous.merge!r} (it reads the layer's final states)",
+            f"one after merge={previous.merge!r} (LastStep reads each direction's final "
+            "state, which that merge does not keep apart in the output)",
         )
     half = previous.output_features // 2
     forward = g.op("Slice", [picked, g.ints("zero_1d", 0), g.ints("half", half),
@@ -643,6 +659,36 @@ def _default_states(layer: Recurrent) -> list[list[list[float]]]:
 
 
 # ---------------------------------------------------------------------- running
+def _structure(text: str, path: object) -> dict[str, Any]:
+    """The "rnnlab.structure" metadata `build_model` writes, checked: a damaged or foreign
+    value is refused naming the file, not met later as a KeyError."""
+
+    def is_int(v: object, least: int) -> bool:
+        return type(v) is int and v >= least
+
+    try:
+        s = json.loads(text)
+    except (ValueError, RecursionError):
+        s = None
+    recurrent = s.get("recurrent") if isinstance(s, dict) else None
+    ok = (
+        isinstance(s, dict)
+        and all(type(s.get(k)) is bool for k in ("batch_first", "tokens", "sequential"))
+        and is_int(s.get("modules"), 1)
+        and is_int(s.get("num_embeddings", 0), 0)
+        and isinstance(recurrent, dict)
+        and all(k.isdigit() and int(k) < s["modules"] and isinstance(r, dict)
+                and isinstance(r.get("suffix"), str) and type(r.get("has_c")) is bool
+                and (r.get("initial") is None or isinstance(r.get("initial"), list))
+                for k, r in recurrent.items())
+    )  # fmt: skip
+    if not ok:
+        _checks.fail("path", "an ONNX file exported by rnnlab",
+                     f"'{path}', whose rnnlab.structure metadata is damaged or not rnnlab's")
+    assert isinstance(s, dict)
+    return s
+
+
 class Runtime:
     """An exported file run by onnxruntime, behind rnnlab's module API: `forward(x, lengths=,
     state=)` returns a Forward with the output and the final state in rnnlab's form (for a
@@ -673,7 +719,7 @@ class Runtime:
         meta = self.session.get_modelmeta().custom_metadata_map
         if "rnnlab.structure" not in meta:
             _checks.fail("path", "an ONNX file exported by rnnlab", f"'{path}'")
-        s = json.loads(meta["rnnlab.structure"])
+        s = _structure(meta["rnnlab.structure"], path)
         self.batch_first, self.tokens = s["batch_first"], s["tokens"]
         self.sequential, self.n_modules = s["sequential"], s["modules"]
         self.recurrent: dict[int, _RecurrentInfo] = {int(i): r for i, r in s["recurrent"].items()}
