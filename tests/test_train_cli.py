@@ -865,3 +865,30 @@ def test_a_test_result_that_is_not_finite_is_null_in_result_json(tmp_path, capsy
                         parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))  # fmt: skip
     assert result["test"]["mse"] is None and "mse not finite" in result["test"]["non_finite"]
     assert result["test"]["baseline_mse"] > 0  # the finite entries as they were
+
+
+def test_a_run_early_stopping_ended_is_read_back_with_its_best_weights(tmp_path, capsys):
+    """Early stopping hands back the best weights it validated, and the run's result.json
+    tests them: evaluate, export and the other commands that read the run use them too, not
+    the last checkpoint's (evaluate printed another test result than training's, and the
+    exported model was not the one reported)."""
+    from rnnlab import runs
+
+    run = tmp_path / "es"
+    argv = ["train", "adding", "--T", 20, "--hidden", 16, "--steps", 200, "--eval-every", 5,
+            "--checkpoint-every", 5, "--patience", 2, "--lr", 0.05, "--batch-size", 8]  # fmt: skip
+    assert run_cli(*argv, "--run-dir", run, "--quiet") == 0
+    result = json.loads((run / "result.json").read_text())
+    assert result["train"]["stopped_by"] == "early stopping", result["train"]
+    last = io.load_checkpoint(run)
+    assert last.step > result["train"]["best_step"]  # the last checkpoint is past the best
+    best = io.load_weights(run / "best.safetensors")
+    assert any(not np.array_equal(best[k], last.model[k]) for k in best)
+    _, _, model, _ = runs.load_run(run)
+    assert all(np.array_equal(model.params[k], best[k]) for k in best)
+    capsys.readouterr()
+    assert run_cli("evaluate", run, "--json") == 0
+    assert json.loads(capsys.readouterr().out)["mse"] == result["test"]["mse"]
+    # an explicit checkpoint is that checkpoint's weights
+    at_last = runs.load_checkpoint_model(run, last.step)[2]
+    assert all(np.array_equal(at_last.params[k], last.model[k]) for k in best)

@@ -46,7 +46,9 @@ def load_checkpoint_model(
     run_dir: Path, step: int | None = None
 ) -> tuple[io.Checkpoint, TrainConfig, _Module]:
     """(checkpoint, settings, model with its weights) of the checkpoint at `step` of an open
-    run directory (default: the latest)."""
+    run directory (default: the latest). A run that early stopping ended handed back the
+    best weights it validated (best.safetensors), which its result.json's test used: without
+    a `step`, those are its model's, not its last checkpoint's."""
     ckpt = io.load_checkpoint(run_dir, step=step)
     run_config(ckpt.config, ckpt.path)
     cfg = TrainConfig.from_run(
@@ -54,6 +56,9 @@ def load_checkpoint_model(
     )
     model = build_run_model(ckpt.config["model"], ckpt.path / "config.json", cfg.seed)
     load_weights(model, ckpt, run_dir)
+    if step is None and ckpt.state.get("stopped_by") == "early stopping":
+        best = run_dir / "best.safetensors"
+        _load_into(model, io.load_weights(best), best, ckpt, run_dir)
     return ckpt, cfg, model
 
 
@@ -107,18 +112,25 @@ def load_weights(model: _Module, ckpt: io.Checkpoint, run_dir: Path) -> None:
     """The checkpoint's weights into `model`, built from the checkpoint's config.json: each of
     the dtype training saved, the model's own (load_state_dict would cast integers or other
     floats silently), and of its shape."""
-    weights = ckpt.path / "model.safetensors"
+    _load_into(model, ckpt.model, ckpt.path / "model.safetensors", ckpt, run_dir)
+
+
+def _load_into(model: _Module, weights: dict[str, Any], file: Path, ckpt: io.Checkpoint,
+               run_dir: Path) -> None:  # fmt: skip
+    """`weights`, read from `file`, into `model`, built from `ckpt`'s config.json (load_weights)."""
     for name, p in model.params.items():
-        got = ckpt.model.get(name)
+        got = weights.get(name)
         if got is not None and got.dtype != p.dtype:
             raise io.CheckpointError(
-                f"'{weights}' holds {name!r} of dtype {got.dtype}; expected {p.dtype}, the "
+                f"'{file}' holds {name!r} of dtype {got.dtype}; expected {p.dtype}, the "
                 f"model's (training saves its weights so). {io.way_back(run_dir, ckpt.step)}"
             )
     try:
-        model.load_state_dict(ckpt.model)
+        model.load_state_dict(weights)
     except ValueError as e:
+        what = (f"the checkpoint {ckpt.path} does" if file.parent == ckpt.path
+                else f"the best weights '{file}' do")  # fmt: skip
         raise io.CheckpointError(
-            f"the checkpoint {ckpt.path} does not fit the model described "
-            f"in {ckpt.path / 'config.json'} (is it from another model?): {e}"
+            f"{what} not fit the model described in {ckpt.path / 'config.json'} (is it from "
+            f"another model?): {e}"
         ) from None
