@@ -951,3 +951,17 @@ def test_the_corpus_is_large():
     n = (len(CONFIG_CASES) + len(NO_EFFECT) + 1 + len(API_CASES) + len(DAMAGE_CASES)
          + len(COMMAND_CASES) + len(RUN_COMMAND_CASES) + 1)  # fmt: skip
     assert n >= 150, n
+
+
+def test_a_command_s_unknown_option_is_said_once_with_the_command_s_help(capsys):
+    """argparse says a command's unknown option through the top parser: the message named
+    "rnnlab: " twice and sent to `rnnlab -h` ("rnnlab: error: rnnlab: unrecognized ...")."""
+    from rnnlab.cli import main
+
+    for argv, help_ in ((["train", "adding", "--hiden", "3"], "rnnlab train -h"),
+                        (["train", "adding", "--hidden", "x"], "rnnlab train -h"),
+                        (["--bogus"], "rnnlab -h")):  # fmt: skip
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("rnnlab: error: ") and err.count("rnnlab:") == 1, err
+        assert err.rstrip().endswith(f"(see {help_})") and err.count("\n") == 1, err

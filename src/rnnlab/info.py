@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = ap.parse_args(argv)
     except ValueError as e:  # said in one line, as by the rnnlab command
-        print(f"rnnlab info: error: {str(e).removeprefix('rnnlab info: ')}", file=sys.stderr)
+        print(f"rnnlab info: error: {e}", file=sys.stderr)
         return 2
     info = gather()
     if args.json:

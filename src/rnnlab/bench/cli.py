@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help
         return int(e.code or 0)
     except ValueError as e:  # a malformed option, said in one line as by the rnnlab command
-        print(f"rnnlab bench: error: {str(e).removeprefix('rnnlab bench: ')}", file=sys.stderr)
+        print(f"rnnlab bench: error: {e}", file=sys.stderr)
         return 2
     kind = "--end-to-end" if args.end_to_end else "the layer benchmark (it needs --end-to-end)"
     for flag in _ignored(parser, args):

@@ -4,8 +4,9 @@ A run directory holds `config.json`, `metrics.jsonl` and `checkpoints/step-XXXXX
 checkpoint built in a temporary directory and renamed into place, with `checkpoints/latest`
 naming the newest; `model.safetensors` and `config.json` at the top level are the latest
 weights and settings (after early stopping `model.safetensors` holds the best validated
-weights, as `best.safetensors` does, which rnnlab.runs then reads for the run's model). A checkpoint records the SHA-256 of its weights files (hashes.json), and an error
-about a damaged one ends with the way back to an earlier one (`way_back`).
+weights, as `best.safetensors` does, which rnnlab.runs then reads for the run's model). A
+checkpoint records the SHA-256 of its weights files (hashes.json), and an error about a
+damaged one ends with the way back to an earlier one (`way_back`).
 """
 
 from __future__ import annotations
