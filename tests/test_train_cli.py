@@ -892,3 +892,30 @@ def test_a_run_early_stopping_ended_is_read_back_with_its_best_weights(tmp_path,
     # an explicit checkpoint is that checkpoint's weights
     at_last = runs.load_checkpoint_model(run, last.step)[2]
     assert all(np.array_equal(at_last.params[k], last.model[k]) for k in best)
+
+
+def test_resume_refuses_steps_it_cannot_train_to(tmp_path, capsys):
+    """--resume --steps N below the run's step, or any other --steps for a run that ended by
+    its own rule, trains nothing: refused in one line, config.json unchanged (it was rewritten
+    to say steps the run never trained to)."""
+    run = tmp_path / "r"
+    assert run_cli("train", "adding", "--T", 6, "--steps", 6, "--run-dir", run, *TINY) == 0
+    config = (run / "config.json").read_bytes()
+    capsys.readouterr()
+    assert run_cli("train", "--resume", run, "--steps", 4, "--quiet") == 2
+    err = capsys.readouterr().err
+    assert "`--steps` must be at least 6, the step" in err and err.count("\n") == 1
+    assert (run / "config.json").read_bytes() == config
+    assert run_cli("train", "--resume", run, "--steps", 6, "--quiet") == 0  # its own: fine
+    solved = tmp_path / "s"
+    argv = ["train", "adding", "--T", 20, "--hidden", 16, "--steps", 200, "--eval-every", 5,
+            "--patience", 2, "--lr", 0.05, "--batch-size", 8]  # (it stops at step 40)
+    assert run_cli(*argv, "--run-dir", solved, "--quiet") == 0
+    stop = json.loads((solved / "result.json").read_text())["train"]["stopped_by"]
+    assert stop == "early stopping"
+    config = (solved / "config.json").read_bytes()
+    capsys.readouterr()
+    assert run_cli("train", "--resume", solved, "--steps", 5000, "--quiet") == 2
+    err = capsys.readouterr().err
+    assert "`--steps` cannot train" in err and "(early stopping)" in err
+    assert (solved / "config.json").read_bytes() == config

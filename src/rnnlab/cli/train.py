@@ -232,6 +232,16 @@ def _prepare_train(args, comm) -> tuple:
             setattr(cfg, k, v)
         cfg.validate()
         ended = ckpt is not None and ckpt.state.get("stopped_by") in FINAL_STOPS
+        at = ckpt.step if ckpt is not None else 0
+        # (config.json would then say steps the run never trained to, and nothing trains)
+        if "steps" in overrides and cfg.steps != run_steps and ended:
+            assert ckpt is not None  # (for mypy: an ended run has its checkpoint)
+            raise UsageError(f"`--steps` cannot train '{run_dir}' further: it ended at step "
+                             f"{at} ({ckpt.state['stopped_by']}); got --steps {cfg.steps}. Start "
+                             "a new run to train longer.")  # fmt: skip
+        if "steps" in overrides and cfg.steps < at:
+            raise UsageError(f"`--steps` must be at least {at}, the step '{run_dir}' is at; got "
+                             f"{cfg.steps}")  # fmt: skip
         changed = "" if ended else steps_change(cfg, run_steps, ckpt.step if ckpt else 0)
         if changed and say:
             print(f"rnnlab: warning: --steps {cfg.steps} (the run had {run_steps}) changes "
