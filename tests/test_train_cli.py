@@ -919,3 +919,39 @@ def test_resume_refuses_steps_it_cannot_train_to(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "`--steps` cannot train" in err and "(early stopping)" in err
     assert (solved / "config.json").read_bytes() == config
+
+
+def test_a_run_dir_for_a_new_run_is_checked_by_train_and_demo(tmp_path, capsys, monkeypatch):
+    """`rnnlab demo --run-dir` makes the checks `train` makes (it wrote into a folder of other
+    files, and over a finished run); a file or a link to nothing is refused by name (it was
+    "[Errno 17] File exists" after "training ... into"); a bad RNNLAB_* variable is said
+    before any run directory is made."""
+    from rnnlab import settings
+
+    SMALL = ["--hidden", 8, "--batch-size", 4, "--quiet"]
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("x")
+    run = tmp_path / "r"
+    assert run_cli("train", "adding", "--T", 6, "--steps", 2, "--run-dir", run, *TINY) == 0
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    cases = [(other, "holds other files"), (run, "already holds a run"),
+             (tmp_path / "file", "is a file"), (tmp_path / "dangling", "is a link to nothing")]
+    for where, message in cases:
+        for command in (["train", "adding", "--T", 6, "--steps", 2, *SMALL], ["demo"]):
+            before = sorted(tmp_path.rglob("*"))
+            capsys.readouterr()
+            assert run_cli(*command, "--run-dir", where) == 2, (command, where)
+            out, err = capsys.readouterr()
+            assert "`--run-dir` must be" in err and message in err and err.count("\n") == 1
+            assert "training" not in err + out and sorted(tmp_path.rglob("*")) == before
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", "two")
+    settings._held.clear()  # read at the next use, as in a new process
+    for command in (["train", "adding", "--T", 6, "--steps", 2, *SMALL], ["demo"]):
+        capsys.readouterr()
+        assert run_cli(*command, "--run-dir", tmp_path / "new") == 2
+        assert "RNNLAB_NUM_THREADS" in capsys.readouterr().err
+        assert not (tmp_path / "new").exists() and not (tmp_path / "runs").exists()
+    monkeypatch.delenv("RNNLAB_NUM_THREADS")

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from rnnlab import io, runs
+from rnnlab import io, runs, settings
 from rnnlab.cli._base import EXIT_INTERRUPTED, UsageError, one_line
 from rnnlab.cli.options import (
     add_data_options,
@@ -148,6 +148,23 @@ def _make_trainer(comm, *args, **kw):
     return DistributedTrainer(*args, comm=comm, **kw)
 
 
+def _new_run_dir_ok(run_dir: Path, command: str) -> None:
+    """A --run-dir for a new run (`rnnlab train`, `rnnlab demo`): a directory, or a path where
+    one can be made (not a file, nor a link to nothing), holding no run's checkpoints and no
+    one else's files (_not_someone_elses)."""
+    if run_dir.is_symlink() and not run_dir.exists():
+        raise UsageError(f"`--run-dir` must be a directory path; '{run_dir}' is a link to "
+                         "nothing")  # fmt: skip
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"`--run-dir` must be a directory path; '{run_dir}' is a file")
+    if io.checkpoint_steps(run_dir):
+        again = (f"continue it with rnnlab train --resume {run_dir}" if command == "train"
+                 else "give another --run-dir")  # fmt: skip
+        raise UsageError(f"`--run-dir` must be a new or empty directory; '{run_dir}' already "
+                         f"holds a run ({again})")  # fmt: skip
+    _not_someone_elses(run_dir)
+
+
 def _not_someone_elses(run_dir: Path) -> None:
     """A new run writes and removes files in its directory (config.json, model.safetensors,
     temporaries): it may go into a directory that is absent, empty, or a run of rnnlab's
@@ -199,6 +216,7 @@ def _prepare_train(args, comm) -> tuple:
     from rnnlab.train import FINAL_STOPS, TrainConfig, steps_change
 
     say = comm is None or comm.rank == 0
+    settings.current()  # a bad RNNLAB_* variable is said before any directory is made
     if args.resume:
         fixed = [k for k in vars(args) if k in TrainConfig.fields() and k not in
                  ("steps", "time_limit", "task")]  # fmt: skip
@@ -266,13 +284,8 @@ def _prepare_train(args, comm) -> tuple:
         _, cfg = _config_from_args(args)
         if comm is not None:
             cfg.batch_size *= comm.size
-        if args.run_dir and io.checkpoint_steps(args.run_dir):
-            raise UsageError(
-                f"`--run-dir` must be a new or empty directory; '{args.run_dir}' already "
-                f"holds a run (continue it with --resume {args.run_dir})"
-            )
         if args.run_dir:
-            _not_someone_elses(Path(args.run_dir))
+            _new_run_dir_ok(Path(args.run_dir), "train")
         task = tasks.make_task(cfg)
         if hasattr(task, "check_new_run"):
             task.check_new_run()
@@ -315,6 +328,9 @@ def cmd_demo(args) -> int:
     cfg = TrainConfig.from_dict(
         {**tasks.defaults("charlm"), **tasks.DEMO, "time_limit": args.time_limit}
     )
+    settings.current()  # a bad RNNLAB_* variable is said before any directory is made
+    if args.run_dir:
+        _new_run_dir_ok(Path(args.run_dir), "demo")
     run_dir = Path(args.run_dir) if args.run_dir else io.make_run_dir("runs", "demo")
     t0 = time.perf_counter()
     print(
