@@ -955,3 +955,23 @@ def test_a_run_dir_for_a_new_run_is_checked_by_train_and_demo(tmp_path, capsys, 
         assert "RNNLAB_NUM_THREADS" in capsys.readouterr().err
         assert not (tmp_path / "new").exists() and not (tmp_path / "runs").exists()
     monkeypatch.delenv("RNNLAB_NUM_THREADS")
+
+
+def test_a_checkpoint_from_another_run_is_refused_by_every_command(tmp_path, capsys):
+    """A checkpoint copied in from another run (another task and model): --resume refused it,
+    and evaluate read it as if it were the run's (a charlm report for an adding run)."""
+    import shutil
+
+    adding, other = tmp_path / "a", tmp_path / "b"
+    assert run_cli("train", "adding", "--T", 6, "--steps", 2, "--run-dir", adding,
+                   "--hidden", 8, "--batch-size", 4, "--quiet") == 0  # fmt: skip
+    assert run_cli("train", "copy", "--T", 5, "--steps", 2, "--run-dir", other,
+                   "--hidden", 8, "--batch-size", 4, "--quiet") == 0  # fmt: skip
+    target = adding / "checkpoints" / "step-00000002"
+    shutil.rmtree(target)
+    shutil.copytree(other / "checkpoints" / "step-00000002", target)
+    for command in (["evaluate", adding], ["train", "--resume", adding], ["export", adding]):
+        capsys.readouterr()
+        assert run_cli(*command) == 2, command
+        err = capsys.readouterr().err
+        assert "the checkpoint comes from another run" in err and err.count("\n") == 1, err

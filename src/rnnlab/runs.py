@@ -51,6 +51,7 @@ def load_checkpoint_model(
     a `step`, those are its model's, not its last checkpoint's."""
     ckpt = io.load_checkpoint(run_dir, step=step)
     run_config(ckpt.config, ckpt.path)
+    same_run(run_dir, ckpt)
     cfg = TrainConfig.from_run(
         ckpt.config, source=str(ckpt.path / "config.json"), tasks=tasks.TASK_NAMES
     )
@@ -60,6 +61,27 @@ def load_checkpoint_model(
         best = run_dir / "best.safetensors"
         _load_into(model, io.load_weights(best), best, ckpt, run_dir)
     return ckpt, cfg, model
+
+
+def same_run(run_dir: Path, ckpt: io.Checkpoint) -> None:
+    """Each checkpoint's config.json is written with the run's own (the same text): a
+    checkpoint whose model or task differs from the run's was copied in from another run."""
+    top_path = run_dir / "config.json"
+    if not top_path.is_file():
+        return
+    top = io.read_json(top_path)
+
+    def task(config: object) -> object:
+        train = config.get("train") if isinstance(config, dict) else None
+        return train.get("task") if isinstance(train, dict) else None
+
+    if isinstance(top, dict) and (top.get("model") != ckpt.config.get("model")
+                                  or task(top) != task(ckpt.config)):  # fmt: skip
+        raise io.CheckpointError(
+            f"'{ckpt.path / 'config.json'}' is of another model or task than the run's "
+            f"'{top_path}': the checkpoint comes from another run. "
+            + io.way_back(run_dir, ckpt.step)
+        )
 
 
 def data_record(run_dir: Path, cfg: TrainConfig, config: dict[str, Any]) -> dict[str, Any] | None:

@@ -186,27 +186,6 @@ def _not_someone_elses(run_dir: Path) -> None:
         )
 
 
-def _same_run(run_dir: Path, ckpt: io.Checkpoint) -> None:
-    """Each checkpoint's config.json is written with the run's own (the same text): a
-    checkpoint whose model or task differs from the run's was copied in from another run."""
-    top_path = run_dir / "config.json"
-    if not top_path.is_file():
-        return
-    top = io.read_json(top_path)
-
-    def task(config: object) -> object:
-        train = config.get("train") if isinstance(config, dict) else None
-        return train.get("task") if isinstance(train, dict) else None
-
-    if isinstance(top, dict) and (top.get("model") != ckpt.config.get("model")
-                                  or task(top) != task(ckpt.config)):  # fmt: skip
-        raise io.CheckpointError(
-            f"'{ckpt.path / 'config.json'}' is of another model or task than the run's "
-            f"'{top_path}': the checkpoint comes from another run. "
-            + io.way_back(run_dir, ckpt.step)
-        )
-
-
 def _prepare_train(args, comm) -> tuple:
     """(trainer, task, model, run directory) of `rnnlab train`, new or resumed: the run
     directory None for a new run without --run-dir (cmd_train makes it). Under MPI (comm),
@@ -239,7 +218,7 @@ def _prepare_train(args, comm) -> tuple:
         if saved:
             ckpt = io.load_checkpoint(run_dir)
             config = runs.run_config(ckpt.config, ckpt.path)
-            _same_run(run_dir, ckpt)
+            runs.same_run(run_dir, ckpt)
         else:  # stopped before its first checkpoint (or by a full disk): start it again
             ckpt, config = None, runs.run_config(io.read_json(run_dir / "config.json"), run_dir)
         source = (ckpt.path if ckpt is not None else run_dir) / "config.json"  # (what was read)
