@@ -414,3 +414,36 @@ def test_a_rank_that_fails_before_starting_mpi_can_end_the_others(tmp_path):
     assert "another rank could not start the run (its error is above)" in done.stderr
     assert "waited" not in done.stderr and not (tmp_path / "run").exists()
     assert time.perf_counter() - start < 20
+
+
+# Rank 0 runs this: every validation of the adding task overflows (its MSE is inf).
+VALID_INF = """
+import math, sys
+from rnnlab.cli import main
+from rnnlab.tasks import synthetic
+
+evaluate = synthetic.Adding.evaluate
+synthetic.Adding.evaluate = lambda self, model, split: {
+    **evaluate(self, model, split), **({"mse": math.inf} if split == "valid" else {})}
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_validation_not_finite_stops_every_rank_with_the_weights_saved(tmp_path):
+    """Rank 0's validation of inf stops every rank at once, each saving collectively (rank 0
+    had gone to save alone while the others waited for its word: two collectives, a hang
+    until the timeout, no checkpoint)."""
+    script = tmp_path / "valid_inf.py"
+    script.write_text(VALID_INF)
+    (tmp_path / "rank1").mkdir()
+    args = [*ADDING, "--batch-size", "4", "--steps", "40", "--run-dir", "run"]
+    tail = ["-n", "1", sys.executable, str(script), *args, ":",
+            "-n", "1", "-wdir", str(tmp_path / "rank1"), sys.executable, "-c", MAIN, *args]
+    start = time.perf_counter()
+    done = launch(tail, tmp_path)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "the validation mse became inf at step 10" in done.stderr
+    assert "rank 1 of 2: rank 0's validation at step 10 was not finite" in done.stderr
+    assert io.checkpoint_steps(tmp_path / "run") == [10]
+    assert list((tmp_path / "rank1").iterdir()) == [], "rank 1 wrote files"
+    assert time.perf_counter() - start < 120  # not the 600 s timeout

@@ -328,6 +328,18 @@ CORRUPT = [
         r"tensor 'n{76}\.\.\. has the unknown dtype 'F99'",
     ),
     (
+        "duplicate name shown short",
+        b"".join([len(h := (b'{"' + b"d" * 100_000 + b'": 1, "' + b"d" * 100_000 + b'": 2}'))
+                  .to_bytes(8, "little"), h]),
+        r"the key 'd{76}\.\.\. appears twice in the header",
+    ),
+    (
+        "bool name shown short",
+        craft({"b" * 100_000: {"dtype": "BOOL", "shape": [2], "data_offsets": [0, 2]}},
+              b"\x01\x02"),
+        r"the BOOL tensor 'b{76}\.\.\. holds bytes other than 0 and 1",
+    ),
+    (
         "keys shown short",
         craft({"a": {**F32x2, "k" * 100_000: 0}}, bytes(8)),
         r"found dtype, shape, data_offsets, k{49}\.\.\.\.$",

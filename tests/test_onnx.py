@@ -508,7 +508,9 @@ def test_runtime_refuses_damaged_structure_metadata(tmp_path):
     path = tmp_path / "m.onnx"
     rx.export(GRU(3, 4, rng=0), path)
     good = onnx.load(str(path))
-    for value in ("{not json", "{}", "[1, 2]", '{"batch_first": 1, "tokens": false}'):
+    superscript = ('{"batch_first": true, "tokens": false, "sequential": false, "modules": 1, '
+                   '"recurrent": {"\u00b2": {"suffix": "", "has_c": false, "initial": null}}}')
+    for value in ("{not json", "{}", "[1, 2]", '{"batch_first": 1, "tokens": false}', superscript):
         proto = onnx.load(str(path))
         del proto.metadata_props[:]
         onnx.helper.set_model_props(proto, {"rnnlab.structure": value})

@@ -258,3 +258,27 @@ def test_a_row_that_diverges_is_a_result_not_the_end_of_the_table(tmp_path):
     log = (out / "runs" / row.name / "train.log").read_text()
     assert "diverged: " in log and "at step" in log
     assert reproduce.run_row(row, out, settings)["reused"]
+
+
+def test_a_row_whose_update_overflowed_is_tested_on_its_last_checkpoint(tmp_path, monkeypatch):
+    """Where the update itself overflowed (the weights in memory are lost), the diverged row
+    is tested on its last checkpoint's weights, the last finite ones, not on the lost ones."""
+    from rnnlab import io, optim
+
+    update, calls = optim.Adam.update, []
+
+    def overflowing(self, params, grads, state, lr=None):
+        update(self, params, grads, state, lr=lr)
+        calls.append(1)
+        if len(calls) == 3:  # step 3's update: after the checkpoints of steps 1 and 2
+            next(iter(params.values()))[...] = np.inf
+
+    monkeypatch.setattr(optim.Adam, "update", overflowing)
+    row = reproduce.Row("adding", "lstm", 10)
+    settings = {"steps": 6, "eval_every": 2, "checkpoint_every": 1, "optimizer": "adam"}
+    out = tmp_path / "repro"
+    record = reproduce.run_row(row, out, settings)
+    assert record["stopped_by"] == "diverged" and record["steps"] == 2
+    assert "non_finite" not in record and np.isfinite(record["test"]["mse"])
+    assert reproduce.judge(record)["verdict"] == "diverged at step 2"
+    assert io.checkpoint_steps(out / "runs" / row.name)[-1] == 2

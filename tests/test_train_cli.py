@@ -975,3 +975,32 @@ def test_a_checkpoint_from_another_run_is_refused_by_every_command(tmp_path, cap
         assert run_cli(*command) == 2, command
         err = capsys.readouterr().err
         assert "the checkpoint comes from another run" in err and err.count("\n") == 1, err
+
+
+def test_a_run_being_trained_is_not_trained_by_a_second_process(tmp_path, capsys):
+    """Two processes training one run directory (a --resume while it still trains) wrote
+    over each other's checkpoints and log (duplicated, out-of-order steps in metrics.jsonl):
+    the second is refused, naming the process holding the run; once it lets go, the resume
+    trains."""
+    run = tmp_path / "r"
+    argv = ["train", "adding", "--T", 6, "--steps", 4, "--checkpoint-every", 2, "--run-dir", run]
+    assert run_cli(*argv, "--hidden", 8, "--batch-size", 4, "--quiet") == 0
+    log = (run / "metrics.jsonl").read_bytes()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from rnnlab import io\n"
+        "with io.training_lock(Path(sys.argv[1])):\n"
+        "    print('held', flush=True); time.sleep(60)\n"), str(run)],
+        stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        capsys.readouterr()
+        assert run_cli("train", "--resume", run, "--steps", 8, "--quiet") == 2
+        err = capsys.readouterr().err
+        assert f"is being trained by another process (pid {holder.pid})" in err
+        assert (run / "metrics.jsonl").read_bytes() == log and io.checkpoint_steps(run)[-1] == 4
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    assert run_cli("train", "--resume", run, "--steps", 8, "--quiet") == 0  # (let go: it died)
+    assert io.checkpoint_steps(run)[-1] == 8

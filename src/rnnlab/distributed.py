@@ -429,6 +429,9 @@ class DistributedTrainer(Trainer):
     def _agree(self, local, kind):
         return self._agreed[kind]
 
+    def _lead_says(self, value):
+        return self.comm.lead_says(value if self.lead else False)
+
     def _saved_any(self):
         return self.comm.lead_says(super()._saved_any() if self.lead else False)
 
@@ -440,9 +443,20 @@ class DistributedTrainer(Trainer):
         return super()._gradient_record(whole, *args)
 
     def _validate(self, metrics_path, progress, counted=True):
-        """Rank 0 evaluates and decides early stopping; the others wait for its word."""
+        """Rank 0 evaluates and decides early stopping; the others wait for its word. An
+        evaluation that is not finite stops every rank (each then saves, collectively, as
+        after a diverged step), not rank 0 alone in another collective than theirs."""
         self.comm.where = f" at the evaluation of step {self.step}"
-        stop = super()._validate(metrics_path, progress, counted) if self.lead else False
+        stop, diverged = False, None
+        if self.lead:
+            try:
+                stop = super()._validate(metrics_path, progress, counted)
+            except NonFiniteError as e:
+                diverged = e
+        if self.comm.lead_says(diverged is not None):
+            raise diverged or NonFiniteError(
+                f"rank {self.comm.rank} of {self.comm.size}: rank 0's validation at step "
+                f"{self.step} was not finite (its error is above)")
         return self.comm.lead_says(stop)
 
     # ------------------------------------------------------------------ state

@@ -677,7 +677,7 @@ def _structure(text: str, path: object) -> dict[str, Any]:
         and is_int(s.get("modules"), 1)
         and is_int(s.get("num_embeddings", 0), 0)
         and isinstance(recurrent, dict)
-        and all(k.isdigit() and int(k) < s["modules"] and isinstance(r, dict)
+        and all(k.isascii() and k.isdigit() and int(k) < s["modules"] and isinstance(r, dict)
                 and isinstance(r.get("suffix"), str) and type(r.get("has_c")) is bool
                 and (r.get("initial") is None or isinstance(r.get("initial"), list))
                 for k, r in recurrent.items())

@@ -161,6 +161,8 @@ def run_row(row: Row, out: Path, settings: dict[str, Any] | None = None) -> dict
             trained = trainer.run()
         except NonFiniteError as e:  # a result of the row, not the end of the table
             log.write(f"diverged: {e}\n")
+            if not e.weights_good and io.checkpoint_steps(run_dir):  # (the update overflowed)
+                runs.load_weights(model, io.load_checkpoint(run_dir), run_dir)
             trained = {"step": trainer.step, "best": trainer.best,
                        "best_step": trainer.best_step, "stopped_by": "diverged",
                        "seconds": time.perf_counter() - wall0}  # fmt: skip

@@ -13,6 +13,7 @@ digits. What a task must provide is the `Task` protocol below.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -807,6 +808,26 @@ class Trainer:
         return self.task.evaluate(self.model, split)
 
     def run(self) -> RunSummary:
+        """Train to cfg.steps (or a stop) and save; the run directory is held for this
+        process meanwhile (io.training_lock: a second process training it is refused)."""
+        with contextlib.ExitStack() as held:
+            refused = None
+            if self.lead:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                try:
+                    held.enter_context(io.training_lock(self.run_dir))
+                except io.RunDirError as e:
+                    refused = e
+            if self._lead_says(refused is not None):  # (every rank stops, not rank 0 alone)
+                raise refused or io.RunDirError(
+                    f"'{self.run_dir}' is being trained by another process (said by rank 0)")
+            return self._run()
+
+    def _lead_says(self, value: bool) -> bool:
+        """The lead's value, on every rank (alone: this process's own)."""
+        return value
+
+    def _run(self) -> RunSummary:
         cfg = self.cfg
         metrics_path = self.run_dir / "metrics.jsonl"
         if self.lead:

@@ -32,6 +32,7 @@ from rnnlab.io.runs import (
     make_run_dir,
     open_run_dir,
     save_checkpoint,
+    training_lock,
     way_back,
 )
 from rnnlab.io.tensors import (
@@ -75,5 +76,6 @@ __all__ = [
     "save_checkpoint",
     "save_safetensors",
     "save_weights",
+    "training_lock",
     "way_back",
 ]

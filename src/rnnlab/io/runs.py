@@ -11,12 +11,13 @@ damaged one ends with the way back to an earlier one (`way_back`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import secrets
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -108,6 +109,48 @@ def make_run_dir(
     if text is not None:
         atomic_write_text(path / "config.json", text)
     return path
+
+
+LOCK_NAME = ".rnnlab-lock"
+"""The file a training process holds locked in its run directory (flock) while it trains."""
+
+
+@contextlib.contextmanager
+def training_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run directory for one training process: a second process training the same
+    run (a `--resume` while it still trains) would write over its checkpoints and log, so it
+    is refused, naming the process that holds it. The lock goes with the process (flock):
+    a crashed run leaves nothing to clear. Where the file system has no locks (fcntl missing,
+    or a mount that refuses them) training goes on without one."""
+    try:
+        import fcntl
+    except ImportError:  # (not POSIX)
+        yield
+        return
+    path = run_dir / LOCK_NAME
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as e:
+        raise RunDirError(f"'{path}' cannot be opened to hold the run ({e.strerror})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+            raise RunDirError(
+                f"'{run_dir}' is being trained by another process (pid {holder}); two "
+                "processes training one run would write over each other's checkpoints and "
+                "log. Wait for it to end (or stop it), then resume."
+            ) from None
+        except OSError:  # no locks on this file system
+            pass
+        else:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 @dataclass

@@ -210,7 +210,7 @@ def _check_header(source: str, header: bytes, data_size: int) -> tuple[list[str]
         seen: dict[str, Any] = {}
         for key, value in pairs:
             if key in seen:
-                raise bad(f"the key {key!r} appears twice in the header")
+                raise bad(f"the key {_short(key)} appears twice in the header")
             seen[key] = value
         return seen
 
@@ -332,7 +332,7 @@ def _check_bools(source: str, tensors: Arrays) -> None:
         if array.dtype.kind == "b" and array.size and array.view(np.uint8).max() > 1:
             raise CheckpointError(
                 f"{source} is not a valid safetensors file: the BOOL tensor "
-                f"{name!r} holds bytes other than 0 and 1."
+                f"{_short(name)} holds bytes other than 0 and 1."
             )
 
 
