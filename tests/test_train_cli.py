@@ -1004,3 +1004,21 @@ def test_a_run_being_trained_is_not_trained_by_a_second_process(tmp_path, capsys
         holder.stdout.close()
     assert run_cli("train", "--resume", run, "--steps", 8, "--quiet") == 0  # (let go: it died)
     assert io.checkpoint_steps(run)[-1] == 8
+
+
+def test_a_charlm_run_whose_text_moved_says_so_with_the_remedy(tmp_path, capsys, monkeypatch):
+    """The run's training text moved away: evaluate said "--data: `path` must be ... got
+    'c.txt'" (an option never given, the relative path); now it names the stored text and
+    what to do. Scoring other text with --data still works."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.txt").write_text("the quick brown fox jumps over the lazy dog. " * 400)
+    argv = ["train", "charlm", "--data", "c.txt", "--steps", 2, "--seq-len", 16]
+    assert run_cli(*argv, "--run-dir", tmp_path / "lm", *TINY) == 0
+    (tmp_path / "c.txt").rename(tmp_path / "elsewhere.txt")
+    for command in (["evaluate", tmp_path / "lm"], ["train", "--resume", tmp_path / "lm"]):
+        capsys.readouterr()
+        assert run_cli(*command) == 2
+        err = capsys.readouterr().err
+        assert f"the run's training text '{tmp_path / 'c.txt'}'" in err, err
+        assert "is not there any more" in err and "--data FILE" in err and err.count("\n") == 1
+    assert run_cli("evaluate", tmp_path / "lm", "--data", tmp_path / "elsewhere.txt") == 0

@@ -339,8 +339,15 @@ class CharLM:
             self.vocab, self.output_size, self._record = stored, stored.size, dict(data)
             return
         path = cfg.data
-        if data and data.get("path") and Path(data["path"]).is_file():
-            path = data["path"]  # absolute, so the run works from any directory
+        stored_path = data.get("path") if data else None
+        if stored_path and Path(stored_path).is_file():
+            path = stored_path  # absolute, so the run works from any directory
+        elif stored_path and not (path and Path(path).is_file()):
+            raise ValueError(
+                f"the run's training text '{stored_path}' (config.json's \"data\") is not there "
+                "any more; put it back to train or evaluate the run on it, or score other text "
+                "with the run's vocabulary: rnnlab evaluate RUN --data FILE"
+            )
         try:
             raw = read_text(path) if path else default_corpus()
         except ValueError as e:
