@@ -144,7 +144,8 @@ def test_bad_input_is_one_line_and_leaves_no_file(runs, capsys, tmp_path):
     cases = [
         (["export", run, "--format", "tflite"], "`--format` must be one of onnx"),
         (["export", tmp_path / "nowhere"], "must be a run directory"),
-        (["export", run, "--out", tmp_path / "no" / "dir" / "m.onnx"], "No such file"),
+        (["export", run, "--out", tmp_path / "no" / "dir" / "m.onnx"],
+         "`--out` must be a file path in an existing folder; got"),
     ]
     for args, message in cases:
         capsys.readouterr()

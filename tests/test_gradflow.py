@@ -580,3 +580,16 @@ def test_a_task_source_starts_from_what_rnnlab_train_starts_from(tmp_path, capsy
     s, _ = run_json(capsys, "adding", "--cell", "irnn", "--T", "10", "--hidden", "8",
                     "--batch", "4", "--analyses", "cliff", "--out", tmp_path / "b")  # fmt: skip
     assert "SGD step (lr 0.01)" in s["verdicts"]["cliff"]
+
+
+def test_an_output_feedback_run_is_refused_in_words(tmp_path, capsys):
+    """gradflow on a jordan run: one sentence, not the model object's repr and an internal
+    function's name."""
+    run = tmp_path / "j"
+    assert cli.main(["train", "copy", "--T", "5", "--cell", "jordan", "--hidden", "8", "--steps",
+                 "2", "--batch-size", "4", "--quiet", "--run-dir", str(run)]) == 0  # fmt: skip
+    capsys.readouterr()
+    err = error_of(capsys, "gradflow", run, "--out", tmp_path / "o")
+    assert "`model` must be a model of one recurrent layer; got an output-feedback (jordan) " \
+        "model instead. The gradient diagnostics do not cover output feedback yet." in err, err
+    assert "object at 0x" not in err and "models.build" not in err
