@@ -65,13 +65,13 @@ def export_run(
     # (each writer refuses these too, under its own argument's name)
     if path.is_dir():
         _checks.fail("--out", "a file path", f"'{path}', a directory")
-    if not path.parent.is_dir():
-        _checks.fail("--out", "a file path in an existing folder",
-                     f"'{path}', whose folder '{path.parent}' does not exist")  # fmt: skip
     if _run_own(path, run_dir):
         _checks.fail("--out", "a file path that is not one of the run's own files",
                      f"'{path}'", f"Write the export beside them, e.g. {run_dir / 'model'}"
                      f"{SUFFIXES[fmt]}.")  # fmt: skip
+    if not path.parent.is_dir():
+        _checks.fail("--out", "a file path in an existing folder",
+                     f"'{path}', whose folder '{path.parent}' does not exist")  # fmt: skip
     if fmt == "onnx":
         from rnnlab import onnx
 
