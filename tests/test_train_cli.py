@@ -61,7 +61,7 @@ def test_resume_equals_uninterrupted(tmp_path, task, extra, corpus):
     assert [_untimed(r) for r in mb] == [_untimed(r) for r in ma]
 
 
-def test_a_time_limit_stop_resumes_as_if_it_never_stopped(tmp_path):
+def test_a_time_limit_stop_resumes_as_if_it_never_stopped(tmp_path, capsys):
     """The evaluation at a time-limit stop (off the --eval-every schedule) is shown and logged
     but not counted: with early stopping on, the resumed run keeps the same history, best
     step and weights as one that ran straight through."""
@@ -69,8 +69,12 @@ def test_a_time_limit_stop_resumes_as_if_it_never_stopped(tmp_path):
               "--patience", "2"]  # fmt: skip
     assert run_cli("train", *common, "--steps", 12, "--run-dir", tmp_path / "a") == 0
     # a time limit of a nanosecond stops after the first step, with an evaluation there
+    capsys.readouterr()
     assert run_cli("train", *common, "--steps", 12, "--time-limit", "1e-9",
                    "--run-dir", tmp_path / "b") == 0  # fmt: skip
+    said = capsys.readouterr().err  # how to go on, as after Ctrl-C
+    assert f"time limit of 1e-09 s reached: checkpoint saved at step 1 in {tmp_path / 'b'}; " \
+        f"continue with: rnnlab train --resume {tmp_path / 'b'} (--time-limit S" in said, said
     stopped = io.load_checkpoint(tmp_path / "b")
     assert stopped.step == 1 and stopped.state["history"] == [] and stopped.state["best"] is None
     log = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
@@ -1022,3 +1026,12 @@ def test_a_charlm_run_whose_text_moved_says_so_with_the_remedy(tmp_path, capsys,
         assert f"the run's training text '{tmp_path / 'c.txt'}'" in err, err
         assert "is not there any more" in err and "--data FILE" in err and err.count("\n") == 1
     assert run_cli("evaluate", tmp_path / "lm", "--data", tmp_path / "elsewhere.txt") == 0
+
+
+def test_messages_name_an_adding_run_with_its_article(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert run_cli("train", "adding", "--T", 6, "--steps", 1, "--run-dir", run, "--hidden", 8,
+                   "--batch-size", 4, "--quiet") == 0  # fmt: skip
+    capsys.readouterr()
+    assert run_cli("sample", run) == 2
+    assert f"'{run}' is an adding run" in capsys.readouterr().err

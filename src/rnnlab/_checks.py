@@ -15,6 +15,11 @@ from typing import BinaryIO, NoReturn
 import numpy as np
 
 
+def a(noun: str) -> str:
+    """The noun with its indefinite article: "an adding run", "a copy run"."""
+    return ("an " if noun[:1].lower() in "aeiou" else "a ") + noun
+
+
 def describe(value: object) -> str:
     """A short description of what came, for error messages."""
     if isinstance(value, np.ndarray):

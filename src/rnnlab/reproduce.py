@@ -455,13 +455,19 @@ def run(args: argparse.Namespace) -> int:
     cpu = expected_seconds(table, settings)
     names = ", ".join(dict.fromkeys(r.task for r in table))
     wall = cpu / min(jobs, len(table))
-    print(f"reproducing {len(table)} runs ({names}) into {args.out}: at most {_clock(cpu)} of "
+    print(f"reproducing {_runs(len(table))} ({names}) into {args.out}: at most {_clock(cpu)} of "
           f"CPU if no run stops early, about {_clock(wall)} on {jobs} idle cores; solved runs "
           "stop sooner", flush=True)  # fmt: skip
     t0 = time.perf_counter()
     records = run_table(table, Path(args.out), jobs=jobs, settings=settings)
     print()
     print(markdown(records), end="")
-    print(f"\n{len(records)} runs in {_clock(time.perf_counter() - t0)}; table: "
-          f"{Path(args.out) / 'results.md'}, curves: {Path(args.out)}/TASK.png")  # fmt: skip
+    curves = [Path(args.out) / f"{t}.png" for t in dict.fromkeys(r["task"] for r in records)]
+    drawn = ", ".join(str(c) for c in curves if c.is_file())
+    print(f"\n{_runs(len(records))} in {_clock(time.perf_counter() - t0)}; table: "
+          f"{Path(args.out) / 'results.md'}" + (f", curves: {drawn}" if drawn else ""))
     return 0
+
+
+def _runs(n: int) -> str:
+    return f"{n} run" if n == 1 else f"{n} runs"

@@ -799,8 +799,8 @@ class Trainer:
 
     def _remedy(self) -> str:
         return (
-            f"Try gradient clipping (--clip global_norm --clip-at 1) or a lower learning rate "
-            f"(--lr {self.cfg.lr / 10:g})."
+            f"Start a new run with gradient clipping (--clip global_norm --clip-at 1) or a lower "
+            f"learning rate (--lr {self.cfg.lr / 10:g}): --resume keeps this run's settings."
         )
 
     # ------------------------------------------------------------------ the loop
@@ -937,6 +937,12 @@ class Trainer:
             progress.message(
                 f"interrupted: checkpoint saved at step {self.step} in {self.run_dir}; "
                 f"continue with: rnnlab train --resume {self.run_dir}"
+            )
+        if self.stopped_by == "time limit":
+            progress.message(
+                f"time limit of {cfg.time_limit:g} s reached: checkpoint saved at step "
+                f"{self.step} in {self.run_dir}; continue with: rnnlab train --resume "
+                f"{self.run_dir} (--time-limit S for S seconds more, 0 for no limit)"
             )
         return {
             "step": self.step,

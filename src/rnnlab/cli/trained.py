@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab import io, runs
+from rnnlab import _checks, io, runs
 from rnnlab.cli._base import UsageError
 from rnnlab.cli.options import count, option_type, positive_float
 from rnnlab.cli.options import path as path_option
@@ -93,7 +93,8 @@ def cmd_evaluate(args) -> int:
     run_dir, cfg, model, data = runs.load_run(args.run, vocabulary=True)
     if args.data is not None:
         if cfg.task != "charlm":
-            raise UsageError(f"`--data` is for charlm runs; '{run_dir}' is a {cfg.task} run")
+            raise UsageError(f"`--data` is for charlm runs; '{run_dir}' is "
+                             f"{_checks.a(cfg.task)} run")  # fmt: skip
         # the run's vocabulary, without its corpus's path and hash (checked by make_task)
         cfg.data, data = args.data, ({"vocab": data.get("vocab")} if isinstance(data, dict)
                                      else data)  # fmt: skip
@@ -101,7 +102,7 @@ def cmd_evaluate(args) -> int:
     extra = {}
     if args.beam is not None and cfg.task not in tasks.SEQ2SEQ_TASKS:
         raise UsageError(f"`--beam` is for numbers, dates and caption runs; '{run_dir}' is "
-                         f"a {cfg.task} run")  # fmt: skip
+                         f"{_checks.a(cfg.task)} run")  # fmt: skip
     if cfg.task in tasks.SEQ2SEQ_TASKS:  # greedy and beam search, on either split
         extra["beam"] = cfg.beam if args.beam is None else _checked_beam(args.beam, task)
     if cfg.task == "charlm":  # the n-gram baselines of the split evaluated, said beside it
@@ -128,7 +129,7 @@ def cmd_sample(args) -> int:
     run_dir, cfg, model, data = runs.load_run(args.run, vocabulary=True)
     if cfg.task != "charlm":
         raise UsageError(
-            f"`run` must be a charlm run to sample text; '{run_dir}' is a {cfg.task} run"
+            f"`run` must be a charlm run to sample text; '{run_dir}' is {_checks.a(cfg.task)} run"
         )
     task = tasks.make_task(cfg, data, text=False)  # the run's vocabulary, no corpus
     print(
@@ -165,7 +166,7 @@ def cmd_translate(args) -> int:
     run_dir, cfg, model, data = runs.load_run(args.run)
     if cfg.task not in tasks.SEQ2SEQ_TASKS:
         raise UsageError(f"`run` must be a numbers or dates run to translate; '{run_dir}' is "
-                         f"a {cfg.task} run")  # fmt: skip
+                         f"{_checks.a(cfg.task)} run")  # fmt: skip
     task = tasks.make_task(cfg, data)
     beam = cfg.beam if beam is None else _checked_beam(beam, task)
     outputs = task.translate(model, texts, beam=beam, unknown=args.unknown, where=where)

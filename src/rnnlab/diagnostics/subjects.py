@@ -211,7 +211,7 @@ def run_subject(path, *, step: int | None = None, T=None, batch: int = 32) -> Su
             _checks.fail(
                 "--T",
                 "given only for the adding, copy and temporal-order tasks",
-                f"--T {T} for a {cfg.task} run",
+                f"--T {T} for {_checks.a(cfg.task)} run",
             )
         cfg.T = _checks.positive_int(T, "--T")
     # an old charlm run's vocabulary is rebuilt and checked, as for evaluate
