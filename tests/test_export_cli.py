@@ -315,3 +315,15 @@ def test_output_feedback_run_is_refused_by_every_format(tmp_path, capsys):
         err = capsys.readouterr().err
         assert "output-feedback (Jordan) model" in err and err.count("\n") == 1, err
     assert not (tmp_path / "m.out").exists()
+
+
+@pytest.mark.parametrize("fmt", ["safetensors-torch", "keras"])
+def test_the_printed_code_loads_from_any_directory(fmt, runs, capsys, tmp_path, monkeypatch):
+    """An --out given relative to where the export ran: the printed code names the file by its
+    absolute path, so it loads from another directory too (it named 'runs/...' as given)."""
+    monkeypatch.chdir(tmp_path)
+    name = "m.torch.safetensors" if fmt == "safetensors-torch" else "m.weights.h5"
+    capsys.readouterr()
+    assert run_cli("export", runs["adding"], "--format", fmt, "--out", name) == 0
+    code = capsys.readouterr().out
+    assert repr(str(tmp_path / name)) in code or f'"{tmp_path / name}"' in code, code

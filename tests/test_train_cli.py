@@ -1035,3 +1035,18 @@ def test_messages_name_an_adding_run_with_its_article(tmp_path, capsys):
     capsys.readouterr()
     assert run_cli("sample", run) == 2
     assert f"'{run}' is an adding run" in capsys.readouterr().err
+
+
+def test_a_charlm_text_too_short_for_the_batch_names_the_options(tmp_path, capsys):
+    """It said "`data` must hold enough text for 32 tracks of 100 characters": the option is
+    --data, and the way out is more text or a smaller --batch-size or --seq-len."""
+    short = tmp_path / "s.txt"
+    short.write_text("hello world, a short text. " * 60)
+    capsys.readouterr()
+    assert run_cli("train", "charlm", "--data", short, "--steps", 1, "--quiet",
+                   "--run-dir", tmp_path / "r") == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "`--data` must hold enough text for --batch-size 32 tracks of --seq-len 100 " in err
+    assert "(about 3,593 characters in all); got " in err
+    assert "or a smaller --batch-size or --seq-len." in err and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()

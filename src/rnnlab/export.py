@@ -81,12 +81,13 @@ def export_run(
         return path, _onnx_note(path)
     if fmt == "safetensors-torch":
         tensors = torch_state_dict(model)
-        snippet = torch_snippet(model, path)
+        snippet = torch_snippet(model, path.resolve())  # (it loads from any directory)
         io.save_safetensors(path, tensors, {"format": "pt"})
         return path, snippet
     from rnnlab import keras
 
-    snippet = keras.snippet(model, path)  # (it checks first that Keras holds every module)
+    # (it checks first that Keras holds every module; the absolute path loads from anywhere)
+    snippet = keras.snippet(model, path.resolve())
     if not path.name.endswith(".weights.h5"):
         _checks.fail("--out", "a file name ending in .weights.h5 (Keras insists)", f"'{path}'")
     keras.save_weights(model, path)

@@ -378,9 +378,13 @@ class CharLM:
         B = cfg.batch_size
         usable = (len(self.ids["train"]) - 1) // B
         if usable < self.window + 1:
+            window = "--bptt" if cfg.bptt else "--seq-len"
+            need = -(-(B * (self.window + 1) + 1) * 10 // 9)  # the training piece is 90 %
             raise ValueError(
-                f"`data` must hold enough text for {B} tracks of {self.window} "
-                f"characters; got {len(raw)} characters"
+                f"`--data` must hold enough text for --batch-size {B} tracks of {window} "
+                f"{self.window} characters in its training piece (about {need:,} characters in "
+                f"all); got {self.source!r} with {len(raw):,} characters instead. Give more "
+                f"text, or a smaller --batch-size or {window}."
             )
         flat = self.ids["train"][: usable * B + 1]
         self.tracks_x = flat[:-1].reshape(B, usable)
