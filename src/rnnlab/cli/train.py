@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from rnnlab import io, runs, settings
-from rnnlab.cli._base import EXIT_INTERRUPTED, UsageError, one_line
+from rnnlab.cli._base import EXIT_INTERRUPTED, UsageError, finite_result, one_line
 from rnnlab.cli.options import (
     add_data_options,
     add_model_options,
@@ -108,7 +108,8 @@ def cmd_train(args) -> int:
     if comm is not None and comm.rank != 0:  # rank 0 alone evaluates and writes
         return EXIT_INTERRUPTED if result["stopped_by"] == "interrupt" else 0
     final = task.evaluate(model, "test")
-    io.atomic_write_json(run_dir / "result.json", {"train": result, "test": _reported(final)})
+    io.atomic_write_json(run_dir / "result.json",
+                         {"train": result, "test": finite_result(final, _OVERFLOW)})
     for line in tasks.report(task, final):
         print(line)
     _plot(run_dir)
@@ -116,17 +117,7 @@ def cmd_train(args) -> int:
     return EXIT_INTERRUPTED if result["stopped_by"] == "interrupt" else 0
 
 
-def _reported(final: dict) -> dict:
-    """The test evaluation as result.json holds it: a value that is not finite (a model that
-    overflows on the test split) as null, said in "non_finite" and warned about (JSON has no
-    NaN), as `rnnlab evaluate --json` does."""
-    clean, bad = io.finite_or_null(final)
-    if bad:
-        why = (f"{', '.join(bad)} not finite (NaN or inf): the model's outputs overflow on the "
-               "test split")  # fmt: skip
-        clean["non_finite"] = why
-        print(f"rnnlab: warning: {why}", file=sys.stderr)
-    return clean
+_OVERFLOW = "the model's outputs overflow on the test split"
 
 
 def _communicator():
@@ -335,7 +326,7 @@ def cmd_demo(args) -> int:
                       gradient_log=gradient_log)  # fmt: skip
     trainer.run()
     final = task.evaluate(model, "test")
-    io.atomic_write_json(run_dir / "result.json", {"test": _reported(final)})
+    io.atomic_write_json(run_dir / "result.json", {"test": finite_result(final, _OVERFLOW)})
     print()
     for line in tasks.report(task, final):
         print(line)

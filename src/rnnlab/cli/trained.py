@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab import _checks, io, runs
-from rnnlab.cli._base import UsageError
+from rnnlab import _checks, runs
+from rnnlab.cli._base import UsageError, finite_result
 from rnnlab.cli.options import count, option_type, positive_float
 from rnnlab.cli.options import path as path_option
 
@@ -109,12 +109,7 @@ def cmd_evaluate(args) -> int:
         extra["baselines"] = True
     with np.errstate(all="ignore"):  # a diverged model's overflow is reported below
         result = task.evaluate(model, args.split, **extra)
-    clean, bad = io.finite_or_null(result)
-    if bad:
-        why = (f"{', '.join(bad)} not finite (NaN or inf): the model's outputs overflow; "
-               "its weights have diverged")  # fmt: skip
-        clean["non_finite"] = why
-        print(f"rnnlab: warning: {why}", file=sys.stderr)
+    clean = finite_result(result, "the model's outputs overflow; its weights have diverged")
     if args.json:
         print(json.dumps(clean, sort_keys=True, allow_nan=False))
     else:
