@@ -1050,3 +1050,29 @@ def test_a_charlm_text_too_short_for_the_batch_names_the_options(tmp_path, capsy
     assert "(about 3,593 characters in all); got " in err
     assert "or a smaller --batch-size or --seq-len." in err and err.count("\n") == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_a_zoneout_string_in_toml_is_refused_naming_the_list_form(tmp_path, capsys):
+    config = tmp_path / "z.toml"
+    config.write_text('zoneout = "0,0.5"\n')
+    capsys.readouterr()
+    assert run_cli("train", "adding", "--config", config, "--run-dir", tmp_path / "r") == 2
+    err = capsys.readouterr().err
+    assert "`zoneout` must be a number in [0, 1), or a pair [p_h, p_c] of them (in TOML: " \
+        "zoneout = [0.0, 0.5]); got '0,0.5' (str) instead." in err, err  # fmt: skip
+    config.write_text("zoneout = [0.0, 0.5]\n")
+    assert run_cli("train", "adding", "--config", config, "--T", 5, "--steps", 1, "--hidden", 4,
+                   "--batch-size", 2, "--quiet", "--run-dir", tmp_path / "r") == 0  # fmt: skip
+
+
+def test_a_run_without_checkpoints_says_how_to_go_on(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert run_cli("train", "adding", "--T", 5, "--steps", 1, "--hidden", 4, "--batch-size", 2,
+                   "--quiet", "--run-dir", run) == 0  # fmt: skip
+    import shutil
+
+    shutil.rmtree(run / "checkpoints")
+    capsys.readouterr()
+    assert run_cli("evaluate", run) == 2
+    assert f"has no checkpoints: it stopped before its first (train it with rnnlab train " \
+        f"--resume {run})." in capsys.readouterr().err  # fmt: skip

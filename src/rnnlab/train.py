@@ -281,7 +281,10 @@ class TrainConfig:
         if len(zones) not in (1, 2):
             _checks.fail("zoneout", "a probability or a pair [p_h, p_c]", repr(self.zoneout))
         for z in zones:
-            _checks.probability(z, "zoneout")
+            if not _number(z) or not 0 <= z < 1:  # (a TOML string "0,0.5" is not the pair)
+                _checks.fail("zoneout", "a number in [0, 1), or a pair [p_h, p_c] of them "
+                             "(in TOML: zoneout = [0.0, 0.5])", _checks.describe(self.zoneout))
+
         around = [n for n in ("proj_size", "recurrent_dropout") if getattr(self, n)]
         around += ["zoneout"] if any(zones) else []
         if around and self.cell in FEEDBACK_CELLS:

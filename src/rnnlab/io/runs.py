@@ -330,7 +330,10 @@ def load_checkpoint(run_dir: PathLike, step: int | None = None) -> Checkpoint:
         elif steps:
             step = steps[-1]
         else:
-            raise CheckpointError(f"The run directory '{run}' has no checkpoints.")
+            raise CheckpointError(
+                f"The run directory '{run}' has no checkpoints: it stopped before its first "
+                f"(train it with rnnlab train --resume {run})."
+            )
     elif isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step not in steps:
         saved = ", ".join(map(str, steps)) if steps else "none"
         fail("step", f"None or a saved step of '{run}' (saved: {saved})", describe(step))
