@@ -167,7 +167,8 @@ def test_an_onnx_out_that_onnx_reads_as_text_is_refused_by_name(name, runs, caps
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "safetensors-torch", "keras"])
-@pytest.mark.parametrize("own", ["config.json", "model.safetensors", "checkpoints/latest/x.h5"])
+@pytest.mark.parametrize("own", ["config.json", "model.safetensors", "checkpoints/latest/x.h5",
+                                 ".rnnlab-lock"])
 def test_an_out_over_the_run_s_own_files_is_refused(fmt, own, tmp_path, capsys):
     """An export does not write over what training wrote (its configuration, weights, logs,
     checkpoints): `--out R/config.json` replaced the run's config with the graph."""

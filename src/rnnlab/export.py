@@ -95,7 +95,7 @@ def export_run(
 
 
 RUN_OWN_FILES = ("config.json", "result.json", "metrics.jsonl", "model.safetensors",
-                 "best.safetensors")  # fmt: skip
+                 "best.safetensors", io.LOCK_NAME)  # fmt: skip
 RUN_OWN_FOLDERS = ("checkpoints", "plots")
 
 

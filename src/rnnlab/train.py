@@ -833,8 +833,7 @@ class Trainer:
     def _run(self) -> RunSummary:
         cfg = self.cfg
         metrics_path = self.run_dir / "metrics.jsonl"
-        if self.lead:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.lead:  # (run made the directory)
             io.remove_orphans(self.run_dir)  # temporary files of a write a crash interrupted
             io.atomic_write_json(self.run_dir / "config.json", self.config_dict())
             # what a run stopped after its last checkpoint logged is logged again from there on
@@ -975,11 +974,12 @@ class Trainer:
         if self.history and self.history[-1]["step"] == self.step:
             return False
         result = self.evaluate("valid")
-        bad = [k for k, v in result.items() if isinstance(v, float) and not math.isfinite(v)]
+        _, bad = io.finite_or_null(result)
         if bad:  # no better or worse than another evaluation: the run has diverged
             raise NonFiniteError(
-                f"the validation {bad[0]} became {result[bad[0]]} at step {self.step}: the "
-                f"model's outputs overflow on the validation data. {self._remedy()}"
+                f"the validation {bad[0]} became {result.get(bad[0], 'NaN or inf')} at step "
+                f"{self.step}: the model's outputs overflow on the validation data. "
+                f"{self._remedy()}"
             )
         record = {"step": self.step, "split": "valid", **result}
         if not counted:

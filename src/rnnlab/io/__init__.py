@@ -25,6 +25,7 @@ from rnnlab.io.files import (
 )
 from rnnlab.io.rng import numpy_rng_state, rng_from_state
 from rnnlab.io.runs import (
+    LOCK_NAME,
     Checkpoint,
     checkpoint_steps,
     is_run_dir,
@@ -46,6 +47,7 @@ from rnnlab.io.tensors import (
 )
 
 __all__ = [
+    "LOCK_NAME",
     "Checkpoint",
     "CheckpointError",
     "ConfigError",
