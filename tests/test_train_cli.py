@@ -1076,3 +1076,19 @@ def test_a_run_without_checkpoints_says_how_to_go_on(tmp_path, capsys):
     assert run_cli("evaluate", run) == 2
     assert f"has no checkpoints: it stopped before its first (train it with rnnlab train " \
         f"--resume {run})." in capsys.readouterr().err  # fmt: skip
+
+
+def test_best_weights_that_do_not_fit_the_run_are_refused_by_name(tmp_path, capsys):
+    """The best weights an early-stopped run is read back with (best.safetensors), replaced
+    by another model's: one line naming that file, as for a checkpoint's weights."""
+    run = tmp_path / "es"
+    argv = ["train", "adding", "--T", 20, "--hidden", 16, "--steps", 200, "--eval-every", 5,
+            "--patience", 2, "--lr", 0.05, "--batch-size", 8]  # (it stops at step 40)
+    assert run_cli(*argv, "--run-dir", run, "--quiet") == 0
+    best = io.load_weights(run / "best.safetensors")
+    io.save_weights(run / "best.safetensors", {k: v[:1] for k, v in best.items()})
+    capsys.readouterr()
+    assert run_cli("evaluate", run) == 2
+    err = capsys.readouterr().err
+    assert f"the best weights '{run / 'best.safetensors'}' do not fit the model described in" \
+        in err and "(is it from another model?)" in err and err.count("\n") == 1, err
