@@ -216,6 +216,19 @@ def test_python_dash_m_runs_the_command():
     assert "temporal-order" in done.stdout
 
 
+def test_version_is_the_packages(capsys):
+    """`rnnlab --version` prints the version pyproject.toml gives the package (one number,
+    not two that drift apart)."""
+    import tomllib
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    version = tomllib.loads(pyproject.read_text())["project"]["version"]
+    assert capsys.readouterr().out == f"rnnlab {version}\n"
+
+
 def test_config_file(tmp_path, capsys):
     cfg = tmp_path / "run.toml"
     cfg.write_text('task = "adding"\nT = 8\nsteps = 4\nhidden = 6\nbatch_size = 4\ncell = "gru"\n')

@@ -12,6 +12,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from rnnlab import __version__
 from rnnlab._argparse import ArgumentError
 from rnnlab.cli import reproduce, train, trained
 from rnnlab.cli._base import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, one_line
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rnnlab",
         description="Recurrent neural networks in NumPy with exact, hand-written BPTT.",
     )
+    parser.add_argument("--version", action="version", version=f"rnnlab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     train.add_parsers(sub)
     trained.add_parsers(sub)
