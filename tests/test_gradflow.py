@@ -5,6 +5,7 @@ map, the training record, the gradient the task's loss sends into the recurrent 
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -176,6 +177,23 @@ def test_plain_output_has_one_verdict_line_per_analysis(tiny_run, tmp_path, caps
     lines = capsys.readouterr().out.splitlines()
     assert [ln.split(":")[0] for ln in lines] == ["lag", "spectrum", "output"]
     assert "factor of 10 every" in lines[0]
+
+
+def test_without_matplotlib_the_json_is_written_and_no_png_promised(tmp_path, capsys,
+                                                                   monkeypatch):
+    """matplotlib is an optional extra: without it gradflow writes its JSON and says the
+    PNGs are missing, in summary.json and in its last line (which named PNGs before)."""
+    for name in ("matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg"):
+        monkeypatch.setitem(sys.modules, name, None)  # `import` of it raises ImportError
+    args = ["adding", *TINY, "--analyses", "lag,spectrum", "--out", str(tmp_path)]
+    assert gradflow.main(args) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[-1] == f"output: {tmp_path} (summary.json, a JSON per analysis)"
+    assert "gradflow: no PNGs written:" in err
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["plots"].startswith("no PNGs")
+    assert [entry["png"] for entry in summary["analyses"].values()] == [[], []]
+    assert not list(tmp_path.glob("*.png")) and (tmp_path / "lag.json").is_file()
 
 
 def test_metrics_log_and_plot(tiny_run, tmp_path, capsys):

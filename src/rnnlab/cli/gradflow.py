@@ -269,5 +269,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"output: {out} (summary.json, one PNG and JSON per analysis)")
+        files = "a JSON per analysis" if no_plots else "one PNG and JSON per analysis"
+        print(f"output: {out} (summary.json, {files})")
     return 0
