@@ -216,6 +216,19 @@ def test_python_dash_m_runs_the_command():
     assert "temporal-order" in done.stdout
 
 
+def test_the_programs_warnings_are_one_line_each():
+    """Run as a program, rnnlab's warnings read as its errors do, `rnnlab: warning: ...`,
+    not as Python's `path.py:112: UserWarning: ...` and the source line under it."""
+    env = {**os.environ, "RNNLAB_THREADZ": "2"}
+    done = subprocess.run([sys.executable, "-m", "rnnlab", "info"], capture_output=True,
+                          text=True, timeout=120, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [
+        "rnnlab: warning: RNNLAB_THREADZ is not one of rnnlab's variables and is ignored "
+        "(did you mean RNNLAB_NUM_THREADS?)"
+    ]
+
+
 def test_version_is_the_packages(capsys):
     """`rnnlab --version` prints the version pyproject.toml gives the package (one number,
     not two that drift apart)."""

@@ -3,13 +3,17 @@ reproduce (the papers' memory-task results), and the commands with options of th
 (bench, gradflow, plot, info).
 
 Errors a user can cause (a bad option, a missing file, a corrupt checkpoint) print one line,
-`rnnlab: error: ...`, and exit with status 2; no traceback.
+`rnnlab: error: ...`, and exit with status 2; no traceback. Run as a program (`run`: the
+`rnnlab` script, `python -m rnnlab`), rnnlab's own warnings print as one line too,
+`rnnlab: warning: ...`, not as Python's source line and category.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
 from collections.abc import Callable
 
 from rnnlab import __version__
@@ -18,7 +22,7 @@ from rnnlab.cli import reproduce, train, trained
 from rnnlab.cli._base import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, one_line
 from rnnlab.cli.options import Parser
 
-__all__ = ["EXIT_INTERRUPTED", "EXIT_USAGE", "UsageError", "build_parser", "main"]
+__all__ = ["EXIT_INTERRUPTED", "EXIT_USAGE", "UsageError", "build_parser", "main", "run"]
 
 COMMANDS = {
     "train": train.cmd_train,
@@ -70,6 +74,28 @@ _DELEGATED = {
     "plot": ("rnnlab.cli.plot", "main"),
     "info": ("rnnlab.info", "main"),
 }
+
+
+def run() -> int:
+    """The program: main() with rnnlab's warnings as `rnnlab: warning:` lines. main() itself
+    leaves warnings.showwarning alone, so that a program (or a test) that calls it in its own
+    process keeps its own way of showing or catching them."""
+    warnings.showwarning = _show_warning
+    return main()
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """rnnlab's warnings (raised in its package, or saying "rnnlab" first) as one line, as
+    its errors are; any other library's the way Python shows them."""
+    text = str(message)
+    if not (text.startswith("rnnlab") or filename.startswith(_PACKAGE)):
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+        return
+    text = text.removeprefix("rnnlab: ")
+    print(f"rnnlab: warning: {' '.join(text.split())}", file=sys.stderr if file is None else file)
+
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # rnnlab's own code
 
 
 def main(argv: list[str] | None = None) -> int:
