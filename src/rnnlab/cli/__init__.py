@@ -15,6 +15,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable
+from typing import TextIO
 
 from rnnlab import __version__
 from rnnlab._argparse import ArgumentError
@@ -84,7 +85,8 @@ def run() -> int:
     return main()
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: TextIO | None = None, line: str | None = None) -> None:  # fmt: skip
     """rnnlab's warnings (raised in its package, or saying "rnnlab" first) as one line, as
     its errors are; any other library's the way Python shows them."""
     text = str(message)
