@@ -261,7 +261,8 @@ def snippet(model: object, path: str | PathLike[str]) -> str:
         "])",
         f"model.load_weights({str(path)!r})",
         "# padding: valid = (batch, time) booleans; call the layers in turn, the recurrent",
-        "# and pooling ones with mask=valid (an Embedding drops a mask given to the model)",
+        "# and pooling ones with mask=valid (an Embedding drops a mask given to the model);",
+        "# at padded steps Keras repeats the last valid step's output where rnnlab has zeros",
     ]
     return "\n".join(lines) + "\n"
 
