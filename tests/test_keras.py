@@ -192,14 +192,17 @@ def test_whole_models_export(which, tmp_path):
         (lambda: GRU(3, 4, initial_state="learned"), "initial_state='learned'"),
         (lambda: GRU(3, 4, bidirectional=True, merge="readout", output_size=2), "readout"),
         (lambda: GRU(3, 4, batch_first=False), "time-major"),
+        (lambda: Sequential([]), "one module at least; got an empty Sequential"),
     ],
-    ids=["peephole", "learned", "readout", "time_major"],
+    ids=["peephole", "learned", "readout", "time_major", "empty"],
 )
 def test_export_refusals_leave_no_file(make, message, tmp_path):
     with pytest.raises(ValueError, match=message) as e:
         rk.save_weights(make(), tmp_path / "m.weights.h5")
     assert "\n" not in str(e.value)
     assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match=message):  # the snippet says what save_weights says
+        rk.snippet(make(), tmp_path / "m.weights.h5")
 
 
 def test_load_errors(tmp_path):

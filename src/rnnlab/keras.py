@@ -141,6 +141,8 @@ def _keras_layers(model: object) -> list[tuple[str, str, _Holder]]:
     mods: Sequence[object] = model.modules if isinstance(model, Sequential) else [model]
     if hasattr(model, "wants_targets"):
         _checks.fail("model", "a model Keras' layers hold", "an output-feedback (Jordan) model")
+    if not mods:  # (as ONNX's export says it: Keras' model would have no input size)
+        _checks.fail("model", "a Sequential of one module at least", "an empty Sequential")
     out: list[tuple[str, str, _Holder]] = []
     for i, m in enumerate(mods):
         nxt = mods[i + 1] if i + 1 < len(mods) else None
