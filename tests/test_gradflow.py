@@ -14,7 +14,7 @@ import pytest
 from rnnlab import cli, models, tasks
 from rnnlab.cli import gradflow
 from rnnlab.cli import plot as plot_command
-from rnnlab.diagnostics import analyses, subjects, training
+from rnnlab.diagnostics import analyses, report, subjects, training
 from rnnlab.diagnostics import model as dg_model
 from rnnlab.train import TrainConfig
 
@@ -208,6 +208,40 @@ def test_metrics_log_and_plot(tiny_run, tmp_path, capsys):
     assert [Path(p).name for p in printed] == names
     for n in names:
         assert (tmp_path / n).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_valid_png_draws_references_in_their_metrics_panel_and_no_counts():
+    """A baseline or chance level is a dashed line beside the metric it is the reference
+    for, not a flat panel of its own; counts (charlm's chars) are not drawn; a reference
+    whose metric is missing keeps its own panel."""
+    def records(**keys):
+        return [{"step": s, "split": "valid", **{k: v + s for k, v in keys.items()}}
+                for s in (1, 2)]  # fmt: skip
+
+    def shape(panels):
+        return [(title, [(line[0], line[3:]) for line in lines]) for title, lines, _ in panels]
+
+    copy = records(loss=1.0, recall_accuracy=0.1, baseline_loss=0.3, baseline_loss_empirical=0.3,
+                   baseline_recall_empirical=0.15)  # fmt: skip
+    assert shape(report.valid_panels(copy)) == [
+        ("valid loss", [("loss", ()), ("baseline_loss", ("--",)),
+                        ("baseline_loss_empirical", ("--",))]),
+        ("valid recall_accuracy", [("recall_accuracy", ()),
+                                   ("baseline_recall_empirical", ("--",))]),
+    ]  # fmt: skip
+    digits = records(accuracy=0.5, loss=2.0, chance=0.1, majority=0.12)
+    assert shape(report.valid_panels(digits)) == [
+        ("valid accuracy", [("accuracy", ()), ("chance", ("--",)), ("majority", ("--",))]),
+        ("valid loss", [("loss", ())]),
+    ]
+    charlm = records(bits_per_char=6.0, chars=23248, unknown_chars=0)
+    assert shape(report.valid_panels(charlm)) == [("valid bits_per_char", [("bits_per_char", ())])]
+    alone = records(baseline_mse=0.17, chance=0.1)
+    assert shape(report.valid_panels(alone)) == [
+        ("valid baseline_mse", [("baseline_mse", ())]), ("valid chance", [("chance", ())])
+    ]
+    steps, values = report.valid_panels(digits)[0][1][1][1:3]  # chance's own series
+    assert steps.tolist() == [1.0, 2.0] and values.tolist() == [1.1, 2.1]
 
 
 def small_model(cell="lstm", dtype=np.float32, T=5, layers=1, bidirectional=False):

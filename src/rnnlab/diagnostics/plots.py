@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -453,19 +454,23 @@ def plot_cliff(data, path) -> Path:
 
 
 def plot_curves(
-    path: Path, panels: list[tuple[str, list[tuple[str, np.ndarray, np.ndarray]], bool]]
+    path: Path, panels: list[tuple[str, list[tuple[Any, ...]], bool]]
 ) -> Path:
-    """One row of panels (title, [(label, steps, values)], log y axis)."""
+    """One row of panels (title, [(label, steps, values[, line style])], log y axis); a line
+    with a style of its own ("--": a reference, such as a baseline) is drawn without markers."""
     fig = new_figure(4.6 * len(panels), 3.6)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (title, lines, log) in zip(axes, panels, strict=True):
-        for label, s, v in lines:
+        for label, s, v, *style in lines:
             if log:
                 zeros = int(np.sum(v == 0))
                 if zeros:  # a log axis cannot show them: say so in the legend
                     label += " (0 at every step)" if zeros == v.size else f" ({zeros} zeros)"
                 v = np.where(np.isfinite(v) & (v > 0), v, np.nan)
-            ax.plot(s, v, lw=1, marker="o" if len(s) < 30 else None, ms=3, label=label)
+            if style:
+                ax.plot(s, v, style[0], lw=1, label=label)
+            else:
+                ax.plot(s, v, lw=1, marker="o" if len(s) < 30 else None, ms=3, label=label)
         if log:
             ax.set_yscale("log")
         ax.set_xlabel("step")

@@ -23,6 +23,54 @@ def _series(records: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
     return np.array(s, float), np.array(v, float)
 
 
+# What a validation record holds beside its metrics: counts, not drawn, and references that
+# do not move with training (a baseline, chance), drawn dashed in the panel of the metric
+# they are the reference for, not as panels of their own.
+_COUNTS = {"chars", "unknown_chars"}
+_REFERENCE_OF = {"chance": "accuracy", "majority": "accuracy"}
+_VARIANTS = ("_one", "_empirical")  # baseline_mse_one: a variant of baseline_mse
+
+
+def _reference_of(key: str, metrics: list[str]) -> str | None:
+    """The metric `key` is a reference line for (baseline_<metric>[_variant], chance and
+    majority for accuracy), if the record has it."""
+    if key in _REFERENCE_OF:
+        return _REFERENCE_OF[key] if _REFERENCE_OF[key] in metrics else None
+    if not key.startswith("baseline_"):
+        return None
+    stem = key.removeprefix("baseline_")
+    for variant in _VARIANTS:
+        stem = stem.removesuffix(variant)
+    # baseline_recall_empirical is the reference for recall_accuracy
+    return next((m for m in metrics if m == stem or m.startswith(stem + "_")), None)
+
+
+def valid_panels(valid: list[dict]) -> list[tuple[str, list, bool]]:
+    """valid.png's panels: one per metric of the validation records, with its references
+    (dashed) in it; a reference whose metric the records lack keeps a panel of its own."""
+    keys = sorted(
+        {
+            k
+            for r in valid
+            for k, v in r.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"
+        }
+        - _COUNTS
+    )
+    plain = [k for k in keys if k not in _REFERENCE_OF and not k.startswith("baseline_")]
+    refs: dict[str, list[str]] = {k: [] for k in keys}
+    for k in keys:
+        of = _reference_of(k, plain)
+        if of is not None:
+            refs[of].append(k)
+            refs.pop(k)
+    return [
+        (f"valid {k}", [(k, *_series(valid, k))] + [(r, *_series(valid, r), "--") for r in rs],
+         False)
+        for k, rs in refs.items()
+    ]  # fmt: skip
+
+
 def plot_run(run, out=None) -> list[Path]:
     """PNGs of a run's metrics.jsonl: training loss, validation metrics, gradient norms before
     and after clipping, per-layer gradient norms, the lag profile over training."""
@@ -62,20 +110,9 @@ def plot_run(run, out=None) -> list[Path]:
                 ],
             )
         )
-    keys = sorted(
-        {
-            k
-            for r in valid
-            for k, v in r.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"
-        }
-    )
-    if keys:
-        written.append(
-            plot_curves(
-                out / "valid.png", [(f"valid {k}", [(k, *_series(valid, k))], False) for k in keys]
-            )
-        )
+    panels = valid_panels(valid)
+    if panels:
+        written.append(plot_curves(out / "valid.png", panels))
     norm_lines = [("every 10 steps, before clipping", *_series(train, "grad_norm"))]
     if grads:
         norm_lines += [
