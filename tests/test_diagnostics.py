@@ -486,8 +486,11 @@ def test_forget_gate_with_a_large_bias_is_saturated_open():
     f = sat.gates.index("f")
     assert sat.overall_high[0, f] == 1.0 and sat.overall_low[0, f] == 0.0
     assert "forget (f) near 0 in 0%, near 1 in 100%: saturated" in sat.verdict()
+    # a tanh's bottom is −1: its fractions are read on (a + 1)/2, the verdict says so
+    assert "candidate (g) near −1 in " in sat.verdict()
+    assert sat.activations == ["sigmoid", "sigmoid", "tanh", "sigmoid"]
     rnn = dg.gate_saturation(RNN(3, 4, dtype=np.float64, rng=0), x)
-    assert rnn.gates == ["h"]
+    assert rnn.gates == ["h"] and "hidden (h) near −1 in " in rnn.verdict()
 
 
 # ----------------------------------------------------------------------------- loss slices

@@ -44,6 +44,7 @@ class GateSaturation:
     names: list[str]  # (layer, direction) labels
     gates: list[str]  # e.g. ["i", "f", "g", "o"]
     gate_names: list[str]  # e.g. ["input", "forget", "candidate", "output"]
+    activations: list[str]  # "sigmoid" or "tanh", per gate: what "near the bottom" means
     low: float
     high: float
     low_fraction: np.ndarray  # (J, G, T)
@@ -56,10 +57,12 @@ class GateSaturation:
         lines = []
         for j, name in enumerate(self.names):
             parts = []
-            for g, (gate, long) in enumerate(zip(self.gates, self.gate_names, strict=True)):
+            names = zip(self.gates, self.gate_names, self.activations, strict=True)
+            for g, (gate, long, kind) in enumerate(names):
                 lo, hi = self.overall_low[j, g], self.overall_high[j, g]
                 tag = ": saturated" if lo + hi > 0.5 else ""
-                parts.append(f"{long} ({gate}) near 0 in {lo:.0%}, near 1 in {hi:.0%}{tag}")
+                bottom = "−1" if kind == "tanh" else "0"  # (a tanh's range is [−1, 1])
+                parts.append(f"{long} ({gate}) near {bottom} in {lo:.0%}, near 1 in {hi:.0%}{tag}")
             lines.append(f"{name}: " + "; ".join(parts))
         if np.any(self.overall_low + self.overall_high > 0.5):
             lines.append("saturated gates pass little gradient to their pre-activations")
@@ -137,6 +140,7 @@ def gate_saturation(
         labels(layer),
         [s[0] for s in spec],
         [s[1] for s in spec],
+        [s[2] for s in spec],
         float(low),
         float(high),
         lo_frac,

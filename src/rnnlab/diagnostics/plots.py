@@ -231,21 +231,26 @@ def plot_spectrum(result: Spectrum | SpectrumHistory, path) -> Path:
 
 
 def plot_gate_saturation(result: GateSaturation, path) -> Path:
-    """Per (layer, direction): the fraction of each gate near 1 (solid) and near 0 (dashed)."""
+    """Per (layer, direction): the fraction of each gate near the top of its range (solid)
+    and near the bottom (dashed), the thresholds in the gate's own values (a tanh's
+    a > 2·high − 1 and a < 2·low − 1)."""
     path = _check(result, (GateSaturation,), "a GateSaturation (from gate_saturation)", path)
     J = len(result.names)
     fig = new_figure(6.4, 3.0 * J)
     axes = fig.subplots(J, 1, squeeze=False)[:, 0]
     t = np.arange(result.low_fraction.shape[2])
     for j, ax in enumerate(axes):
-        for g, gate in enumerate(result.gate_names):
-            (line,) = ax.plot(t, result.high_fraction[j, g], label=f"{gate} > {result.high}")
+        for g, (gate, kind) in enumerate(zip(result.gate_names, result.activations,
+                                             strict=True)):  # fmt: skip
+            low, high = (2 * result.low - 1, 2 * result.high - 1) if kind == "tanh" else (
+                result.low, result.high)  # fmt: skip
+            (line,) = ax.plot(t, result.high_fraction[j, g], label=f"{gate} > {high:.3g}")
             ax.plot(
                 t,
                 result.low_fraction[j, g],
                 ls="--",
                 color=line.get_color(),
-                label=f"{gate} < {result.low}",
+                label=f"{gate} < {low:.3g}",
             )
         ax.set_ylim(-0.02, 1.02)
         ax.set_ylabel("fraction")
