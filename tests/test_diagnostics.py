@@ -525,6 +525,28 @@ def test_loss_along_the_bias_has_a_cliff_when_the_recurrent_weight_is_large():
     assert not smooth.cliff and "smooth" in smooth.verdict()
 
 
+def test_a_loss_that_turns_non_finite_along_the_slice_is_a_cliff_there():
+    """Flat, then overflowing float64 between two neighbours: a wall too high to measure,
+    a cliff where it overflows (it was "smooth": the non-finite slopes were dropped before
+    the steepest one was looked for)."""
+    params = {"w": np.array([0.0])}
+    alphas = np.linspace(-1, 1, 21)
+
+    def loss_fn(p):
+        return 1.25 if p["w"][0] < 0.25 else float("inf")
+
+    sl = dg.loss_slice(loss_fn, params, "w", alphas)
+    assert sl.cliff and sl.overflows and not sl.undetermined
+    a, b = sl.jump_between
+    assert a == pytest.approx(0.2) and b == pytest.approx(0.3)
+    assert sl.verdict().endswith("it overflows between α = 0.2 and 0.3: a cliff")
+    assert "(8 non-finite values)" in sl.verdict()  # α = 0.3 .. 1
+    nowhere = dg.loss_slice(lambda p: float("nan"), params, "w", alphas)
+    assert nowhere.undetermined and not nowhere.cliff
+    everywhere = dg.loss_slice(lambda p: float(p["w"][0]) ** 2, params, "w", alphas)
+    assert not everywhere.cliff and not everywhere.overflows
+
+
 def test_loss_slice_directions_and_params_untouched():
     params = {"a": np.array([1.0, 2.0]), "b": np.array([[0.5]])}
     seen = []

@@ -384,6 +384,10 @@ def _slice_words(s: dg.LossSlice, per_alpha: float, what: str) -> str:
         return (f"loss along {what}: {finite.size} finite value(s) of {s.losses.size}: "
                 f"{UNDETERMINED}")  # fmt: skip
     a, b = (v * per_alpha for v in s.jump_between)
+    if s.overflows:
+        return (f"loss along {what} from {finite.min():.4g} to {finite.max():.4g}, then it "
+                f"overflows float64 between {a:.3g} and {b:.3g} ({s.losses.size - finite.size} "
+                "non-finite values): a cliff")  # fmt: skip
     text = (
         f"loss along {what} from {finite.min():.4g} to {finite.max():.4g}, largest jump "
         f"{s.jump:.3g} between {a:.3g} and {b:.3g} ({s.steepness:.3g}x the median slope)"

@@ -13,6 +13,7 @@ cliffs; `clipped_vs_unclipped_step` compares the two steps (and their losses).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,10 @@ UNDETERMINED = "undetermined: the loss is not finite along the slice"
 @dataclass
 class LossSlice:
     """L(θ + α d) for each α. A cliff: the steepest slope between neighbouring α is at least
-    `cliff_ratio` times the median slope (the wall of the notes' figure)."""
+    `cliff_ratio` times the median slope (the wall of the notes' figure), or the loss turns
+    from finite to overflowing float64 between neighbouring α where it is finite at three
+    points at least (`overflows`: a wall too high to measure; jump and steepness are then
+    inf). Fewer than two finite slopes: undetermined."""
 
     direction: str  # a parameter name, "random" or "custom"
     alphas: np.ndarray  # (A,)
@@ -40,6 +44,11 @@ class LossSlice:
     steepness: float  # largest |ΔL/Δα| over the median |ΔL/Δα|
     cliff_ratio: float
     cliff: bool  # False too when undetermined
+
+    @property
+    def overflows(self) -> bool:
+        """The loss is finite at one end of `jump_between` and not at the other."""
+        return self.cliff and math.isinf(self.jump)
 
     @property
     def undetermined(self) -> bool:
@@ -59,6 +68,8 @@ class LossSlice:
         if self.undetermined:
             return head + f": {UNDETERMINED}"
         a, b = self.jump_between
+        if self.overflows:
+            return head + f"; it overflows between α = {a:.4g} and {b:.4g}: a cliff"
         jump = (
             f"; largest jump {self.jump:.4g} between α = {a:.4g} and {b:.4g}, "
             f"{self.steepness:.3g}x the median slope"
@@ -206,8 +217,9 @@ def loss_slice(
     losses = np.array([_call(loss_fn, _shifted(params, d, float(a))) for a in alphas])
     base = _call(loss_fn, _shifted(params, d, 0.0))
 
-    dL = np.diff(losses)
-    slopes = np.abs(dL / np.diff(alphas))
+    with np.errstate(invalid="ignore", over="ignore"):  # inf − inf where the loss overflows
+        dL = np.diff(losses)
+        slopes = np.abs(dL / np.diff(alphas))
     finite = np.isfinite(slopes)
     if finite.sum() >= 2:  # one slope has no median to compare with
         i = int(np.argmax(np.where(finite, slopes, -1.0)))
@@ -218,6 +230,10 @@ def loss_slice(
     else:
         i, steep, jump = 0, float("nan"), float("nan")
     cliff = bool(np.isfinite(steep) and steep >= cliff_ratio) or bool(np.isinf(steep))
+    finite_loss = np.isfinite(losses)
+    edges = np.nonzero(finite_loss[:-1] != finite_loss[1:])[0]
+    if edges.size and finite.sum() >= 2:  # finite on one side, overflowing on the other
+        i, steep, jump, cliff = int(edges[0]), float("inf"), float("inf"), True
     return LossSlice(
         label,
         alphas,
