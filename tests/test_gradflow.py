@@ -188,7 +188,7 @@ def test_without_matplotlib_the_json_is_written_and_no_png_promised(tmp_path, ca
     args = ["adding", *TINY, "--analyses", "lag,spectrum", "--out", str(tmp_path)]
     assert gradflow.main(args) == 0
     out, err = capsys.readouterr()
-    assert out.splitlines()[-1] == f"output: {tmp_path} (summary.json, a JSON per analysis)"
+    assert out.splitlines()[-1] == f"output: {tmp_path} (summary.json, a JSON per analysis, 0 PNGs)"
     assert "gradflow: no PNGs written:" in err
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["plots"].startswith("no PNGs")
@@ -523,6 +523,52 @@ def test_cliff_when_the_gradient_overflows(tmp_path, capsys, monkeypatch):
     check_outputs(s, tmp_path, ["cliff"])
     assert s["analyses"]["cliff"]["clip"] is None
     assert "the output or the gradient overflows even in float64" in s["verdicts"]["cliff"]
+
+
+@pytest.mark.parametrize("loss", ["task", "last"])
+def test_states_that_overflow_float64_are_exploding_not_vanished(tmp_path, capsys, loss):
+    """W_hh = 1e10·I: the IRNN's states overflow float64 after 33 steps, and a gradient
+    through NaN states reads as 0 (φ'(NaN) = 0): the lag profile, the map and the Jacobian
+    said "too few non-zero values" of an exploding network. They say it overflows."""
+    args = ["adding", "--cell", "irnn", "--init-scale", "1e10", "--T", "40", "--hidden", "4",
+            "--batch", "4", "--analyses", "lag,map,jacobian,spectrum", "--loss", loss]  # fmt: skip
+    s, _ = run_json(capsys, *args, "--out", tmp_path)
+    said = "the recurrent layer's states overflow float64 after 33 of its 40 steps: exploding"
+    for name in ("lag", "map", "jacobian"):
+        assert s["verdicts"][name].startswith(said), name
+        assert s["analyses"][name]["layers"] is None and s["analyses"][name]["png"] == []
+        assert json.loads((tmp_path / f"{name}.json").read_text())["overflow"]
+    assert s["analyses"]["spectrum"]["png"]  # the weights' own analysis goes on
+
+
+def test_where_the_states_overflow_is_counted_in_each_directions_order():
+    """A bidirectional layer: the reverse direction's states overflow after as many steps
+    of its own (from the sequence's end), and the earliest of the directions is said."""
+    from rnnlab.layers import RNN
+
+    layer = RNN(1, 1, nonlinearity="relu", bidirectional=True, dtype=np.float64, rng=0)
+    for name in ("weight_hh_l0", "weight_hh_l0_reverse"):
+        layer.params[name][...] = 1e200
+    for name in ("weight_ih_l0", "weight_ih_l0_reverse"):
+        layer.params[name][...] = 1.0
+    for name in [k for k in layer.params if k.startswith("bias")]:
+        layer.params[name][...] = 0.0
+
+    def said(*ones):
+        x = np.zeros((1, 6, 1))
+        x[0, list(ones)] = 1.0
+        with np.errstate(all="ignore"):
+            return dg_model.state_overflow(layer.forward(x))
+
+    # forward: h = 1 at step 1, 1e200 at 2, inf at 3: after 4 steps; reverse: finite
+    assert said(1) == "the recurrent layer's states overflow float64 after 4 of its 6 steps"
+    # reverse (5, 4, 3, 2, ...): 1 at step 4, 1e200 at 3, inf at 2: after 4 of its steps;
+    # forward: 1 at 4, 1e200 at 5: finite
+    assert said(4).endswith("after 4 of its 6 steps")
+    assert said(0, 4).endswith("after 3 of its 6 steps")  # forward's 3 before reverse's 4
+    assert said(1, 5).endswith("after 3 of its 6 steps")  # reverse's 3 (5, 4, 3 = inf)
+    with np.errstate(all="ignore"):
+        assert dg_model.state_overflow(layer.forward(np.zeros((1, 6, 1)))) is None
 
 
 def test_an_output_that_overflows_float32_is_analysed_in_float64(tmp_path, capsys):

@@ -269,6 +269,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        files = "a JSON per analysis" if no_plots else "one PNG and JSON per analysis"
-        print(f"output: {out} (summary.json, {files})")
+        drawn = sum(len(a["png"]) for a in summary["analyses"].values())
+        print(f"output: {out} (summary.json, a JSON per analysis, {drawn} PNGs)")
     return 0

@@ -18,6 +18,7 @@ from rnnlab.diagnostics._common import json_value
 from rnnlab.diagnostics.landscape import UNDETERMINED
 from rnnlab.diagnostics.model import (
     OutputOverflow,
+    StateOverflow,
     fit_summary,
     float64_model,
     output_gradient,
@@ -144,6 +145,8 @@ def analyse_lag(subject: Subject, loss: str) -> Outcome:
     if loss == "task":
         try:
             x_rec, d_out, _, layer = output_gradient(t.model, t.task, t.x, t.y, subject.lengths)
+        except StateOverflow as e:
+            return _overflowed("lag_profile", {"loss": loss, "layers": None}, e)
         except OutputOverflow as e:
             verdict = (
                 f"{e} even in float64, so the task's loss has no gradient to follow back "
@@ -154,7 +157,10 @@ def analyse_lag(subject: Subject, loss: str) -> Outcome:
         prof = dg.gradient_by_lag(layer, x_rec, subject.lengths, d_output=d_out)
         prof.loss = "task"
     else:
-        _, _, layer, x_rec = recurrent_io(t.model, t.x, subject.lengths)
+        try:
+            _, _, layer, x_rec = recurrent_io(t.model, t.x, subject.lengths, finite_states=True)
+        except StateOverflow as e:
+            return _overflowed("lag_profile", {"loss": loss, "layers": None}, e)
         prof = dg.gradient_by_lag(layer, x_rec, subject.lengths, loss=loss)
     layers = lag_summary(prof)
     summary = {"loss": loss, "layers": layers}
@@ -166,9 +172,21 @@ def analyse_lag(subject: Subject, loss: str) -> Outcome:
     )
 
 
+def _overflowed(kind: str, summary: dict, e: StateOverflow) -> Outcome:
+    """The outcome of an analysis whose states overflow float64: exploding, said as such,
+    with nothing measured (a gradient through NaN states reads as 0, i.e. "vanished")."""
+    verdict = (f"{e}: exploding; no gradient through them can be measured (a smaller W_hh "
+               "or --init-scale)")  # fmt: skip
+    summary = {**summary, "overflow": str(e)}
+    return Outcome(summary, verdict, {"kind": kind, **summary, "verdict": verdict})
+
+
 def analyse_map(subject: Subject) -> Outcome:
     t = subject.trained()
-    _, _, layer, x_rec = recurrent_io(t.model, t.x, subject.lengths)
+    try:
+        _, _, layer, x_rec = recurrent_io(t.model, t.x, subject.lengths, finite_states=True)
+    except StateOverflow as e:
+        return _overflowed("gradient_map", {"layers": None}, e)
     gm = dg.gradient_map(layer, x_rec, subject.lengths)
     layers = {name: fit_summary(fit) for name, fit in zip(gm.names, gm.fits, strict=True)}
     return Outcome(
@@ -181,7 +199,10 @@ def analyse_map(subject: Subject) -> Outcome:
 
 def analyse_jacobian(subject: Subject, sample: int) -> Outcome:
     t = subject.trained()
-    _, _, layer, x_rec = recurrent_io(t.model, t.x, subject.lengths)
+    try:
+        _, _, layer, x_rec = recurrent_io(t.model, t.x, subject.lengths, finite_states=True)
+    except StateOverflow as e:
+        return _overflowed("jacobian_products", {"sample": sample, "layers": None}, e)
     layers, details, verdicts, figures = {}, {}, [], []
     for k in range(layer.num_layers):
         for d, sfx in enumerate(layer.directions):

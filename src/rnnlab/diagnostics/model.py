@@ -38,6 +38,34 @@ class OutputOverflow(ArithmeticError):
     regime the diagnostics exist to show, an answer to report rather than an error."""
 
 
+class StateOverflow(OutputOverflow):
+    """The recurrent layer's states themselves are not finite even in float64: every
+    gradient through them is NaN or 0 (a ReLU's φ'(NaN)), which no analysis may report as
+    a vanishing gradient, and no other loss (--loss last) avoids."""
+
+
+def state_overflow(f: Forward) -> str | None:
+    """Words for where the recurrent layer's states (h, and an LSTM's c) stop being finite
+    in the forward pass `f` of that layer ("after N of its T steps", N counted in each
+    direction's own order, the earliest), or None when they are finite throughout."""
+    first = None
+    tapes = f.cache.get("tapes") or []
+    for tape in tapes:
+        for states in (tape.hs, tape.cs):
+            if states is None:
+                continue
+            with np.errstate(invalid="ignore"):
+                bad = np.nonzero(~np.isfinite(states).all(axis=(1, 2)))[0]
+            if bad.size:  # row i: after i steps forward, after T − i steps in reverse
+                n = len(states) - 1 - int(bad[-1]) if tape.reverse else int(bad[0])
+                first = n if first is None else min(first, n)
+    if first is None:
+        return None
+    T = len(tapes[0].hs) - 1 if tapes[0].hs is not None else None
+    return "the recurrent layer's states overflow float64" + (
+        f" after {first} of its {T} steps" if T is not None else "")  # fmt: skip
+
+
 def float64_model(model: Sequential) -> Sequential:
     """A copy of `model` with float64 copies of its parameters (the modules' configuration
     shared). The diagnostics read models where float32 overflows (a W_hh scaled up to show
@@ -69,11 +97,16 @@ def _forward64(
 
 
 def recurrent_io(
-    model: _Module, x: np.ndarray, lengths: np.ndarray | None
+    model: _Module, x: np.ndarray, lengths: np.ndarray | None, *, finite_states: bool = False
 ) -> tuple[Forward, int, Recurrent, np.ndarray]:
     """The forward pass of every module (evaluation mode) of a float64 copy of the model, the
-    index and (float64) layer of the recurrent module, and the layer's input."""
-    return _forward64(model, x, lengths)[1:]
+    index and (float64) layer of the recurrent module, and the layer's input; with
+    `finite_states`, StateOverflow where the layer's states overflow float64."""
+    _, f, r, layer, x_rec = _forward64(model, x, lengths)
+    said = state_overflow(f.cache[r]) if finite_states else None
+    if said is not None:
+        raise StateOverflow(said)
+    return f, r, layer, x_rec
 
 
 def output_gradient(
@@ -85,9 +118,13 @@ def output_gradient(
     L = task.loss(model(x), y); the modules above the recurrent layer (LastStep, Dropout in
     evaluation mode, Linear) are run backwards from ∂L/∂ŷ, so the result is ∂L/∂o_t with o the
     recurrent layer's output (batch, time, features). Returns (x_rec, ∂L/∂o, L, the float64
-    layer); raises OutputOverflow when the output, the loss or that gradient is not finite.
+    layer); raises OutputOverflow when the output, the loss or that gradient is not finite
+    (StateOverflow when the layer's states are not).
     """
     model64, f, r, layer, x_rec = _forward64(model, x, lengths)
+    said = state_overflow(f.cache[r])
+    if said is not None:
+        raise StateOverflow(said)
     loss, d = task_loss(f.output, task, x, y, lengths)
     with np.errstate(over="ignore", invalid="ignore", under="ignore"):
         for i in range(len(model64.modules) - 1, r, -1):
