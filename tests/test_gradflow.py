@@ -668,6 +668,33 @@ def test_a_zero_W_hh_says_what_it_means_without_warnings(tmp_path, capsys):
     )
 
 
+def test_lags_the_gradient_does_not_reach_are_said_not_dropped(tmp_path, capsys):
+    """A relu RNN with W_hh = 0: ‖∂L/∂h_k‖ is exactly 0 beyond lag 1. The verdict said
+    "max/min over lags 0–29" of the two non-zero lags (the zeros were dropped unsaid)."""
+    args = ["adding", "--cell", "relu", "--init-scale", "1e-300", "--T", "30", "--hidden", "8",
+            "--batch", "4", "--analyses", "lag", "--loss", "last"]  # fmt: skip
+    s, _ = run_json(capsys, *args, "--out", tmp_path)
+    l0 = s["analyses"]["lag"]["layers"]["l0"]
+    norms = np.array(l0["norms"])
+    assert norms[0] > 0 and np.all(norms[1:] == 0)  # h_0 alone reaches the loss of the last
+    assert l0["zero_lags"] == list(range(1, 30)) and l0["lag_to_10x"] == 1
+    said = s["verdicts"]["lag"]
+    assert said.endswith("exactly 0 at 29 of the 30 lags, from lag 1 (no gradient reaches back "
+                         "that far)")  # fmt: skip
+    # two non-zero lags, then zeros (the review's case): max/min over those two, said so
+    args = ["adding", "--cell", "relu", "--T", "30", "--hidden", "2", "--batch", "2",
+            "--seed", "0", "--init-scale", "0.5", "--analyses", "lag"]  # fmt: skip
+    s, _ = run_json(capsys, *args, "--out", tmp_path / "b")
+    l0 = s["analyses"]["lag"]["layers"]["l0"]
+    norms = np.array(l0["norms"])
+    k = l0["zero_lags"][0]
+    assert k >= 2 and np.all(norms[:k] > 0) and np.all(norms[k:] == 0)
+    said = s["verdicts"]["lag"]
+    assert f"exactly 0 at {30 - k} of the 30 lags, from lag {k}" in said
+    assert "over lags 0–29" not in said and "max/min over the lags where it is not 0" in said
+    assert l0["max_over_min"] == pytest.approx(norms[:k].max() / norms[:k].min())
+
+
 def test_a_task_source_starts_from_what_rnnlab_train_starts_from(tmp_path, capsys):
     """A fresh model from a task name was built from the task's defaults alone, not the
     cell's (rnnlab.tasks.tuned): copy's LSTM got forget bias 1 where `rnnlab train copy`

@@ -72,27 +72,34 @@ def applicable(subject: Subject) -> dict[str, str]:
 
 
 def _reference_ratio(norms: np.ndarray) -> tuple[int | None, float | None]:
-    """(the first lag whose norm differs from the lag-0 norm by 10x or more, max/min)."""
+    """(the first lag whose norm differs from the lag-0 norm by 10x or more, max/min over
+    the lags where it is not 0). A norm of exactly 0 (no gradient reaches that far back: a
+    dead ReLU, a W_hh of zeros) is further off than any factor."""
     ok = np.isfinite(norms) & (norms > 0)
-    if ok.sum() < 2:
+    if not ok[:1].all():  # (no lag-0 value to be off from)
         return None, None
     logs = np.log10(norms[ok])
     lags = np.nonzero(ok)[0]
-    far = np.nonzero(np.abs(logs - logs[0]) >= 1.0)[0]
-    return (int(lags[far[0]]) if far.size else None), float(10.0 ** (logs.max() - logs.min()))
+    far = [int(lags[i]) for i in np.nonzero(np.abs(logs - logs[0]) >= 1.0)[0][:1]]
+    far += [int(k) for k in np.nonzero(np.isfinite(norms) & (norms == 0))[0][:1]]
+    spread = float(10.0 ** (logs.max() - logs.min())) if ok.sum() >= 2 else None
+    return (min(far) if far else None), spread
 
 
 def lag_summary(profile: dg.LagProfile) -> dict:
     """Per (layer, direction): the mean norm by lag, the fitted factor per step, the first lag
-    at which the norm is 10x off its lag-0 value, and max/min over all lags."""
+    at which the norm is 10x off its lag-0 value (or 0), max/min over the lags where it is
+    not 0, and the lags where it is exactly 0."""
     out = {}
     for j, name in enumerate(profile.names):
-        lag10, spread = _reference_ratio(profile.mean[j])
+        norms = profile.mean[j]
+        lag10, spread = _reference_ratio(norms)
         out[name] = {
-            "norms": profile.mean[j],
+            "norms": norms,
             **fit_summary(profile.fits[j]),
             "lag_to_10x": lag10,
             "max_over_min": spread,
+            "zero_lags": [int(k) for k in np.nonzero(np.isfinite(norms) & (norms == 0))[0]],
         }
     return json_value(out)
 
@@ -103,13 +110,18 @@ def _lag_verdict(profile: dg.LagProfile, summary: dict) -> str:
     for name, fit in zip(profile.names, profile.fits, strict=True):
         s = summary[name]
         text = f"{name}: " + fit.words("‖∂L/∂h_k‖")
+        zeros = s["zero_lags"]
+        if zeros:
+            text += (f"; exactly 0 at {len(zeros)} of the {T} lags, from lag {zeros[0]} "
+                     "(no gradient reaches back that far)")  # fmt: skip
         if s["max_over_min"] is not None:
             where = (
                 f"10x off its lag-0 value by lag {s['lag_to_10x']}"
                 if s["lag_to_10x"] is not None
                 else "never 10x off its lag-0 value"
             )
-            text += f"; {where}, max/min over lags 0–{T - 1} = {s['max_over_min']:.3g}"
+            over = "over the lags where it is not 0" if zeros else f"over lags 0–{T - 1}"
+            text += f"; {where}, max/min {over} = {s['max_over_min']:.3g}"
         parts.append(text)
     return "; ".join(parts)
 
