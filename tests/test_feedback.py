@@ -82,11 +82,11 @@ def test_the_notes_equations(path, feedback, hidden, mode):
     f = layer.forward(x, targets=targets, mode=mode, p=0.5, lengths=LENGTHS,
                       state=h0 if hidden else None, y0=y0,
                       rng=np.random.default_rng(7))  # fmt: skip
-    # scheduled sampling draws, step t = 1..T-1, whether step t is fed its own prediction
+    # scheduled sampling draws, for every step t, whether step t + 1 (a next call's first
+    # step after the last) is fed step t's prediction rather than the truth
     use = np.full((T, B), mode != "teacher")
     if mode == "scheduled":
-        use[:-1] = np.random.default_rng(7).random((T - 1, B)) >= 0.5
-        use[LENGTHS - 1, np.arange(B)] = True  # a next call continues from the prediction
+        use[:] = np.random.default_rng(7).random((T, B)) >= 0.5
     O, h_T, y_T = _notes(layer, x, truth, use, h0, y0, LENGTHS)
     np.testing.assert_allclose(f.output, O, rtol=0, atol=1e-12)
     np.testing.assert_allclose(f.cache["y_last"], y_T, rtol=0, atol=1e-12)
@@ -94,6 +94,25 @@ def test_the_notes_equations(path, feedback, hidden, mode):
         np.testing.assert_allclose(f.state, h_T, rtol=0, atol=1e-12)
     if mode == "scheduled":
         assert 0 < (~use[:-1]).sum() < use[:-1].size  # the draws fed both kinds
+        last = LENGTHS - 1
+        assert 0 < use[last, np.arange(B)].sum() < B  # y_last: the truth or the prediction
+
+
+def test_scheduled_sampling_feeds_a_next_window_the_truth_with_probability_p():
+    """Truncated BPTT's windows are calls in a row: the value a window hands the next
+    (y_last) is the truth with probability p, as at every other step. It was always the
+    prediction, so one step in `bptt` never saw the truth (the training review's case)."""
+    layer = _layer("softmax", False)
+    rng = np.random.default_rng(0)
+    n = 4000
+    x = rng.standard_normal((n, 3, I))
+    ids = rng.integers(0, K, (n, 3))
+    truth = np.eye(K)[ids[:, -1]]
+    for p, near in ((1.0, 1.0), (0.9, 0.9), (0.5, 0.5), (0.0, 0.0)):
+        mode = "teacher" if p == 1.0 else "scheduled"
+        f = layer.forward(x, targets=ids, mode=mode, p=p, rng=np.random.default_rng(1))
+        fed_truth = np.all(np.isclose(f.cache["y_last"], truth), axis=1).mean()
+        assert abs(fed_truth - near) < 0.03, (p, fed_truth)
 
 
 def _run(layer, x, targets, mode):

@@ -192,10 +192,9 @@ class OutputFeedback:
         # (teacher forcing: everywhere), else the prediction f(o_t)
         use = np.full((T, B), 0.0 if mode == "teacher" else 1.0, self.dtype)
         truth = np.zeros((T, B, K), self.dtype) if Y is None else np.swapaxes(Y, 0, 1).copy()
-        if mode == "scheduled" and T > 1:  # the truth with probability p, per sequence and step
-            last = np.full(B, T - 1) if m is None else m.sum(axis=0) - 1
-            use[:-1] = rng.random((T - 1, B)) >= p
-            use[last, np.arange(B)] = 1.0  # what a next call is fed: the prediction
+        if mode == "scheduled":  # the truth with probability p, per sequence and step; the
+            # last step's too: what a next call (truncated BPTT's next window) is fed first
+            use[:] = rng.random((T, B)) >= p
         fb = recurrence.Feedback(self.feedback, self.hidden_recurrence,
                                  np.empty((T, B, K), self.dtype), use, truth)  # fmt: skip
         y_0 = np.zeros((B, K), self.dtype) if y0 is None else y0
