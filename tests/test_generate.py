@@ -128,3 +128,64 @@ def test_an_output_feedback_model_of_vectors_runs_free_as_before():
     seq = np.concatenate([[1, 2], out])
     free = m.forward(seq[None]).output[0, 1:-1].argmax(-1)
     np.testing.assert_array_equal(free, out)
+
+
+@pytest.mark.parametrize("cell", ["jordan", "jordan-elman"])
+def test_an_output_feedback_model_is_evaluated_as_it_is_trained_and_sampled(cell, tmp_path):
+    """Evaluation fed a Jordan model its own soft predictions, which it never saw: charlm's
+    likelihood is now P(x_t | the true x_<t) (the true previous character fed back, one
+    teacher-forced pass over the stream's windows), and a per-step task (copy) runs it free
+    on the one-hot of the class each step ranked first, as greedy sampling does."""
+    from rnnlab import tasks
+    from rnnlab.losses import softmax_cross_entropy
+    from rnnlab.tasks import _sequence
+    from rnnlab.train import TrainConfig
+
+    corpus = tmp_path / "cat.txt"
+    corpus.write_text("the cat sat on the mat. " * 400)
+    cfg = TrainConfig.from_dict({**tasks.defaults("charlm"), "cell": cell, "hidden": 5,
+                                 "embed": 3, "data": str(corpus)})  # fmt: skip
+    task = tasks.make_task(cfg)
+    m = tasks.build_model(tasks.model_spec(cfg, task), seed=1)
+    for k, v in m.params.items():  # feedback strong enough that what is fed back matters
+        if k.endswith(("weight_fh", "weight_out")):
+            v *= 4.0
+    got = task.evaluate(m, "valid")["nats_per_char"]
+    ids = task.ids["valid"]
+    n = (len(ids) - 1) // 8
+    xs, ys = ids[: n * 8].reshape(8, n), ids[1 : n * 8 + 1].reshape(8, n)
+    f = m.forward(xs, targets=ys, teacher=1.0)  # the whole stream at once, the truth fed back
+    want = softmax_cross_entropy(f.output, ys, reduction="mean")[0]
+    assert got == pytest.approx(want, rel=1e-5)
+    free = softmax_cross_entropy(m.forward(xs).output, ys, reduction="mean")[0]
+    assert abs(free - want) > 1e-3  # the test tells the soft feedback apart
+
+    x = np.random.default_rng(0).integers(0, V, (7, 9))
+    spec = {"input": {"type": "tokens", "vocab_size": V, "embed_dim": 3},
+            "rnn": {"cell": cell, "hidden_size": 5}, "output_size": V}  # fmt: skip
+    m = build(spec, dtype=np.float64, rng=1)
+    for k, v in m.params.items():
+        if k.endswith(("weight_fh", "weight_out")):
+            v *= 4.0
+    out = _sequence._fed_own_classes(m, x)
+    ranked_first = out.argmax(-1)
+    fed = m.forward(x, targets=ranked_first, teacher=1.0).output  # step t fed step t-1's
+    np.testing.assert_allclose(out, fed, rtol=0, atol=1e-12)
+    assert (m.forward(x).output.argmax(-1) != ranked_first).any()
+
+
+def test_a_per_step_tasks_evaluation_runs_a_jordan_model_on_its_own_classes():
+    """copy's evaluation reads the outputs of _fed_own_classes, batch by batch."""
+    from rnnlab import tasks
+    from rnnlab.tasks import _sequence
+    from rnnlab.train import TrainConfig
+
+    cfg = TrainConfig.from_dict({**tasks.defaults("copy"), "cell": "jordan", "hidden": 5,
+                                 "T": 4})  # fmt: skip
+    task = tasks.make_task(cfg)
+    m = tasks.build_model(tasks.model_spec(cfg, task), seed=1)
+    out, _, _ = task._eval_outputs(m, "valid", batch_size=100)
+    x, y, lengths = task.prepare(*task.split("valid"))
+    np.testing.assert_array_equal(out, np.concatenate(
+        [_sequence._fed_own_classes(m, x[i : i + 100]) for i in range(0, len(x), 100)]))
+    assert not np.array_equal(out, m.forward(x).output)

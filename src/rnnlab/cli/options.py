@@ -172,8 +172,9 @@ def add_optimisation_options(
           "each sequence (charlm: windows of --seq-len, state carried)")  # fmt: skip
     g.add("--teacher-forcing", dest="teacher_forcing",
           help="jordan cells and encoder-decoders: probability of feeding the truth, 'p' or a "
-          "linear schedule 'a:b' (e.g. 1.0:0.5: scheduled sampling; evaluation always runs "
-          "free)")  # fmt: skip
+          "linear schedule 'a:b' (e.g. 1.0:0.5: scheduled sampling). Evaluation runs free, "
+          "each step fed the class the previous one ranked first (charlm: the true previous "
+          "character, its likelihood)")  # fmt: skip
     g.add("--reverse-input", dest="reverse_input", action="store_true",
           help="feed each input sequence reversed (Sutskever et al. 2014); for tasks that "
           "read a whole sequence, then answer (per-step tasks refuse it)")  # fmt: skip

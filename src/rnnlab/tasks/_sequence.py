@@ -156,9 +156,26 @@ class _SequenceTask:
         x, y, lengths = self.split(split)
         x, y, lengths = self.prepare(x, y, lengths)
         outs = []
+        greedy = getattr(model, "wants_targets", False) and model.feeds_back_classes
         for i in range(0, len(x), batch_size):
             sl = slice(i, i + batch_size)
+            if greedy:
+                outs.append(_fed_own_classes(model, x[sl]))
+                continue
             outs.append(
                 model.forward(x[sl], lengths=None if lengths is None else lengths[sl]).output
             )
         return np.concatenate(outs), y, lengths
+
+
+def _fed_own_classes(model, x: np.ndarray) -> np.ndarray:
+    """The outputs of an output-feedback model of classes run free as it is sampled
+    (rnnlab.generate) and as it was trained: each step fed the one-hot class the previous
+    step ranked first, not its soft prediction, a vector it never saw in training. One call
+    a step: steps past a sequence's end are computed and never read (right padding)."""
+    outs, state = [], None
+    for t in range(x.shape[1]):
+        f = model.forward(x[:, t : t + 1], state=state)
+        outs.append(f.output)
+        state = model.fed_back(f.state, f.output[:, 0].argmax(axis=-1))
+    return np.concatenate(outs, axis=1)

@@ -430,8 +430,13 @@ class CharLM:
         xs = ids[: n * tracks].reshape(tracks, n)
         ys = ids[1 : n * tracks + 1].reshape(tracks, n)
         total, state = 0.0, None
+        # An output-feedback (Jordan) model is fed the true previous character, as in
+        # training and in sampling: the likelihood of the text is P(x_t | the true x_<t); run
+        # free it would be fed its own soft predictions, which it never saw.
+        feedback = getattr(model, "wants_targets", False)
         for i in range(0, n, 256):
-            f = model.forward(xs[:, i : i + 256], state=state)
+            teacher = {"targets": ys[:, i : i + 256], "teacher": 1.0} if feedback else {}
+            f = model.forward(xs[:, i : i + 256], state=state, **teacher)
             loss, _ = softmax_cross_entropy(f.output, ys[:, i : i + 256], reduction="sum")
             total += loss
             state = f.state
