@@ -58,6 +58,17 @@ def test_source_conv_and_valid_fold_are_checked_with_their_names(tmp_path, capsy
         assert len(lines) == 1 and message in lines[0], err
 
 
+def test_a_new_run_refuses_a_beam_wider_than_its_target_symbols(tmp_path, capsys):
+    """`train --beam 100000` stalled at the run's last evaluation, and again on every
+    resume (which may not change --beam); evaluate and translate refuse such a width."""
+    code = run_cli("train", "dates", *TINY, "--steps", 1, "--beam", 100000,
+                   "--run-dir", tmp_path / "x")  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and not (tmp_path / "x").exists(), err
+    assert err.startswith("rnnlab: error: `beam` must be a width from 1 to ")
+    assert "for the dates task" in err and "got 100000 instead" in err
+
+
 def test_a_caption_run_with_input_dropout_stores_it_and_resumes_bit_for_bit(tmp_path):
     common = [*TINY, "--input-dropout", "0.3", "--source-conv", "2", "--eval-every", 4,
               "--checkpoint-every", 4]  # fmt: skip

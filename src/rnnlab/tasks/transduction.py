@@ -382,6 +382,17 @@ class Transduction:
         self.target_codec = _target_codec(r)
         self.output_size = self.target_codec.size
 
+    def check_new_run(self) -> None:
+        """What a new run may not ask for, though a saved run that did still loads: a test
+        beam wider than the symbols the decoder chooses among (evaluate and translate refuse
+        it as --beam: the hypotheses grow to the beam's width at every step, so --beam
+        100000 decoded for minutes, and a run stored with it stalled at its last evaluation
+        on every resume)."""
+        if self.cfg.beam > self.output_size:
+            _checks.fail("beam", f"a width from 1 to {self.output_size} for the {self.name} task "
+                         "(the symbols its decoder chooses among; a wider beam multiplies the "
+                         "work for next to nothing)", str(self.cfg.beam))  # fmt: skip
+
     # ------------------------------------------------------------------ data
     def _raw(self, split: str):
         """(sources: strings or (images, lengths), targets: strings) of a split."""
