@@ -185,6 +185,12 @@ def test_translate_and_its_errors(dates_run, tmp_path, capsys, monkeypatch):
     assert run_cli("translate", dates_run, "7. März 2023") == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 1
+    # the source after an option too (it was "unrecognized arguments: 7. März 2023")
+    assert run_cli("translate", dates_run, "--unknown", "map", "7. März 2023") == 0
+    assert capsys.readouterr().out.splitlines() == out
+    assert "unrecognized arguments: b (see rnnlab translate -h)" in error_of(
+        capsys, "translate", dates_run, "--beam", 5, "a", "b"
+    )
     lines = tmp_path / "in.txt"
     lines.write_text("7 March 2023\n07.03.2023\n", encoding="utf-8")
     assert run_cli("translate", dates_run, "--file", lines, "--json", "--beam", 3) == 0

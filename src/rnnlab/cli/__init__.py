@@ -68,6 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_parser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The parser of the command `name` among build_parser()'s subcommands."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found: argparse.ArgumentParser = action.choices[name]
+            return found
+    raise KeyError(name)
+
+
 # Commands with options of their own: their modules parse the rest of the command line.
 _DELEGATED = {
     "bench": ("rnnlab.bench", "main"),
@@ -106,7 +115,14 @@ def main(argv: list[str] | None = None) -> int:
         return _delegate(argv[0], argv[1:])
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        if argv[:1] == ["translate"]:
+            # `translate RUN --beam 5 TEXT`: a positional after an option, which argparse
+            # leaves unrecognized unless the command's arguments are parsed intermixed (a
+            # parser with subcommands cannot be)
+            args = _command_parser(parser, "translate").parse_intermixed_args(argv[1:])
+            args.command = "translate"
+        else:
+            args = parser.parse_args(argv)
     except ValueError as e:  # Parser.error: an unknown option, a value of the wrong type
         if isinstance(e, ArgumentError) and e.prog == "rnnlab" and argv[:1] and argv[0] in COMMANDS:
             # argparse says a command's unknown option at the top: its help is the command's
