@@ -625,6 +625,14 @@ def test_fixed_points_of_tanh_w_h():
     assert res.basin[res.axis == 0] == -1  # h = 0 stays on the unstable fixed point
     assert np.argmax(res.log10_gain) == np.argmin(np.abs(res.axis))  # explodes at the boundary
     assert "basins meet at h ≈" in res.verdict()
+    assert res.verdict().endswith("where the gradient explodes")  # 2^200 at h = 0
+    # off the grid's 0 no start sits on the unstable point: every gain is far below 1, and
+    # the verdict said "explodes" all the same (diagnostics review)
+    off = dg.iterated_map(2.0, 0.0, h_range=(-2.0, 2.003))
+    assert off.log10_gain.max() < 0 and "explodes" not in off.verdict()
+    assert "below 1 from every start, so it vanishes everywhere" in off.verdict()
+    assert "starting points in [-2, 2.003]" in off.verdict()
+    assert dg.iterated_map(2.0, -0.5).verdict().startswith("h ← tanh(2·h − 0.5)")
 
     cycle = dg.iterated_map(-2.0, 0.0)  # a period-2 orbit takes every start but 0
     assert cycle.kinds == ["unstable"] and np.all(cycle.basin == -1)

@@ -58,7 +58,8 @@ class IteratedMap:
 
     def _map_text(self) -> str:
         if self.units == 1:
-            return f"h ← {self.phi}({self.W[0, 0]:.4g}·h + {self.b[0]:.4g})"
+            b = float(self.b[0])
+            return f"h ← {self.phi}({self.W[0, 0]:.4g}·h {'−' if b < 0 else '+'} {abs(b):.4g})"
         return f"h ← {self.phi}(W h + b) with 2 units"
 
     def verdict(self) -> str:
@@ -75,7 +76,7 @@ class IteratedMap:
             if self.kinds[i] == "stable" and np.any(self.basin == i)
         ]
         lo, hi = float(self.axis[0]), float(self.axis[-1])
-        where = f"[{lo:.3g}, {hi:.3g}]" + ("²" if self.units == 2 else "")
+        where = f"[{lo:.6g}, {hi:.6g}]" + ("²" if self.units == 2 else "")
         line = f"of {total} starting points in {where}: " + ("; ".join(shares) or "none settle")
         lost = int(np.sum(self.basin < 0))
         if lost:
@@ -97,11 +98,14 @@ class IteratedMap:
                 f"1e{gain.max():.0f}"
             )
             basins = np.unique(self.basin[self.basin >= 0]).size
-            if basins > 1:
+            if basins > 1 and gain.max() > 0:
                 text += (
                     ": it vanishes inside a basin and is largest near the boundaries "
                     "between basins, where the gradient explodes"
                 )
+            elif basins > 1:  # (said "explodes" at gains of 1e-146 too)
+                text += (": below 1 from every start, so it vanishes everywhere, near the "
+                         "boundaries between basins too")  # fmt: skip
             elif basins == 1 and lost == 0:
                 text += ": one attractor takes every start, so the gradient vanishes"
             lines.append(text)
