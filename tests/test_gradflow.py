@@ -378,6 +378,43 @@ def test_dynamics_source(tmp_path, capsys):
     assert s["analyses"]["dynamics"]["units"] == 1
 
 
+def test_map_options_for_a_model_and_values_with_a_minus_sign(tmp_path, capsys):
+    """A 1-unit tanh RNN's map runs over --range for --iters steps (both were dropped, the
+    map drawn over [-2, 2] for 200 steps); --phi is the bare map's (a model's φ is its
+    cell's); `--range -3,3` and `--b -1e-3` are values, not options (argparse said "expected
+    one argument")."""
+    args = ["adding", "--cell", "rnn", "--hidden", "1", "--T", "4", "--batch", "2",
+            "--analyses", "dynamics", "--iters", "5", "--range", "-0.5,0.5"]  # fmt: skip
+    s, _ = run_json(capsys, *args, "--out", tmp_path / "a")
+    details = json.loads((tmp_path / "a" / "dynamics.json").read_text())
+    assert details["n_iter"] == 5 and details["axis"][0] == -0.5 and details["axis"][-1] == 0.5
+    assert "--phi` must be given only with the dynamics source" in error_of(
+        capsys, "gradflow", *args[:-4], "--phi", "sigmoid", "--out", tmp_path / "b"
+    )
+    for more in (["--w", "2", "--b", "-1e-3"], ["--W", "-1,0;0,-1", "--bias", "-0.5,0"],
+                 ["--w", "2", "--b", "-.5", "--range", "-3,3"]):  # fmt: skip
+        s, _ = run_json(capsys, "dynamics", *more, "--out", tmp_path / "c")
+        assert s["analyses"]["dynamics"]["b"][0] < 0, more
+    assert json.loads((tmp_path / "c" / "dynamics.json").read_text())["axis"][0] == -3.0
+
+
+def test_an_option_of_an_analysis_not_made_is_said_ignored(tmp_path, capsys):
+    model = ["adding", "--cell", "rnn", "--hidden", "4", "--T", "5", "--batch", "2"]
+    args = [*model, "--analyses", "spectrum", "--loss", "all", "--sample", "1", "--max-norm",
+            "2", "--iters", "7"]  # fmt: skip
+    _, err = run_json(capsys, *args, "--out", tmp_path)
+    said = [ln for ln in err.splitlines() if "warning" in ln]
+    assert said == [
+        f"rnnlab gradflow: warning: {flag} is for the {analysis} analysis, which this run "
+        "does not make; ignored"
+        for flag, analysis in (("--loss", "lag"), ("--sample", "jacobian"),
+                               ("--max-norm", "cliff"), ("--iters", "dynamics"))
+    ]  # fmt: skip
+    _, err = run_json(capsys, *model, "--analyses", "lag,spectrum", "--loss", "all",
+                      "--out", tmp_path)  # fmt: skip
+    assert "warning" not in err
+
+
 def error_of(capsys, *args) -> str:
     assert cli.main([str(a) for a in args]) == 2
     err = capsys.readouterr().err

@@ -101,7 +101,7 @@ def build_parser() -> Parser:
         "--cliff-range",
         dest="cliff_range",
         type=positive_float("--cliff-range"),
-        default=2.0,
+        default=None,
         help="cliff: every entry of the first layer's bias_hh_l0 moves by up to ±R; the random "
         "direction by up to ±(R/2)·‖θ‖ (default 2)",
     )
@@ -109,7 +109,7 @@ def build_parser() -> Parser:
         "--max-norm",
         dest="max_norm",
         type=positive_float("--max-norm"),
-        default=1.0,
+        default=None,
         help="cliff: clipping threshold η (default 1)",
     )
     add_optimisation_options(p, None, only=("lr",), checked=True,
@@ -119,16 +119,24 @@ def build_parser() -> Parser:
     g.add_argument("--b", type=number("--b"), default=None)
     g.add_argument("--W", dest="W", default=None, help="2 units: 'a,b;c,d'")
     g.add_argument("--bias", default=None, help="2 units: 'e,f'")
-    g.add_argument("--phi", choices=dg.dynamics.PHIS, default="tanh")
+    g.add_argument("--phi", choices=dg.dynamics.PHIS, default=None, help="(default tanh)")
     g.add_argument(
-        "--range", dest="h_range", default="-2,2", help="starting states 'lo,hi' (default -2,2)"
-    )
-    g.add_argument("--iters", type=count("--iters"), default=200)
+        "--range", dest="h_range", default=None,
+        help="starting states 'lo,hi' (default -2,2); also for a 1- or 2-unit tanh RNN's "
+        "dynamics analysis",
+    )  # fmt: skip
+    g.add_argument("--iters", type=count("--iters"), default=None,
+                   help="steps from each start (default 200); also for a model's")  # fmt: skip
     return p
 
 
 _MODEL_OPTIONS = ("cell", "hidden", "layers", "seed", "init_scale", "forget_bias")
-_MAP_OPTIONS = ("w", "b", "W", "bias")
+_MAP_OPTIONS = ("w", "b", "W", "bias", "phi")  # a bare map's: a model's are its weights
+# The options of one analysis each (and their defaults): said when it is not run.
+_ANALYSIS_OPTIONS: dict[str, tuple[str, Any]] = {"loss": ("lag", "auto"), "sample": ("jacobian", 0),
+                     "cliff_range": ("cliff", 2.0), "max_norm": ("cliff", 1.0),
+                     "lr": ("cliff", None), "h_range": ("dynamics", "-2,2"),
+                     "iters": ("dynamics", 200)}  # fmt: skip
 
 
 def subject_from_args(args: argparse.Namespace) -> subjects.Subject:
@@ -140,9 +148,8 @@ def subject_from_args(args: argparse.Namespace) -> subjects.Subject:
         given.append("bidirectional")
     maps = [o for o in _MAP_OPTIONS if getattr(args, o) is not None]
     data = [o for o in ("T", "step", "batch", "sample", "loss") if getattr(args, o) is not None]
-    for option, default in (("batch", 32), ("sample", 0), ("loss", "auto")):
-        if getattr(args, option) is None:
-            setattr(args, option, default)
+    if args.batch is None:
+        args.batch = 32
     if src == "dynamics":
         if given or data:  # (--batch, --sample and --loss were ignored silently)
             what = (given or data)[0]
@@ -156,9 +163,9 @@ def subject_from_args(args: argparse.Namespace) -> subjects.Subject:
             b=args.b,
             W=args.W,
             bias=args.bias,
-            phi=args.phi,
-            h_range=args.h_range,
-            iters=args.iters,
+            phi=args.phi or "tanh",
+            h_range=args.h_range or "-2,2",
+            iters=args.iters or 200,
         )
     if maps:
         _checks.fail(
@@ -208,13 +215,44 @@ def _name_hint(subject: subjects.Subject) -> str:
     return "gradflow-" + (re.sub(r"[^A-Za-z0-9._-]", "-", stem).lstrip(".") or "run")
 
 
+# Options whose values may start with a minus sign that argparse does not read as a number
+# ("-3,3", "-1,0;0,1", "-1e-3"): it took them for options ("expected one argument").
+_SIGNED = ("--w", "--b", "--W", "--bias", "--range")
+_NEGATIVE = re.compile(r"-\.?\d")
+
+
+def _signed_values(argv: list[str]) -> list[str]:
+    """argv with `--range -3,3` written as `--range=-3,3` (the form argparse reads)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in _SIGNED and i + 1 < len(argv) and _NEGATIVE.match(argv[i + 1]):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """`rnnlab gradflow SOURCE [options]`; returns the exit status."""
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    argv = _signed_values(sys.argv[1:] if argv is None else list(argv))
+    args = build_parser().parse_args(argv)
     subject = subject_from_args(args)
     names, skipped = analyses.chosen_analyses(args.analyses, subject)
-    if subject.x is not None and not 0 <= args.sample < len(subject.x):
+    if args.sample is not None and subject.x is not None and not 0 <= args.sample < len(
+        subject.x
+    ):
         _checks.fail("--sample", f"a sequence index in [0, {len(subject.x)})", str(args.sample))
+    for option, (analysis, _) in _ANALYSIS_OPTIONS.items():
+        if getattr(args, option) is not None and analysis not in names:
+            flag = "--range" if option == "h_range" else f"--{option.replace('_', '-')}"
+            print(f"rnnlab gradflow: warning: {flag} is for the {analysis} analysis, which "
+                  "this run does not make; ignored", file=sys.stderr)  # fmt: skip
+    options: dict[str, Any] = {k: default if getattr(args, k) is None else getattr(args, k)
+                               for k, (_, default) in _ANALYSIS_OPTIONS.items()}  # fmt: skip
+    options["h_range"] = subjects.parse_range(options["h_range"])
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         _checks.fail("--out", "a directory (new or existing) for the PNGs and JSON files",
                      f"'{args.out}', which is a file")  # fmt: skip
@@ -236,7 +274,6 @@ def main(argv: list[str] | None = None) -> int:
         "verdicts": {},
     }
     no_plots = ""
-    options = {k: getattr(args, k) for k in ("loss", "sample", "cliff_range", "lr", "max_norm")}
     for name in names:
         print(f"gradflow: {name} ...", file=sys.stderr, flush=True)
         # (an exploding network's inf and NaN are what the verdicts report; NumPy's

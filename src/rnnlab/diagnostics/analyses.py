@@ -447,7 +447,10 @@ def _slice_summary(s: dg.LossSlice, unit: str, per_alpha: float) -> dict:
     )
 
 
-def analyse_dynamics(subject: Subject) -> Outcome:
+def analyse_dynamics(subject: Subject, h_range: tuple[float, float] = (-2.0, 2.0),
+                     iters: int = 200) -> Outcome:  # fmt: skip
+    """The iterated map of a bare map (its own range and steps) or of a 1- or 2-unit tanh
+    RNN's layer at input 0, from starts over `h_range`, `iters` steps each."""
     if subject.model is None:
         im = dg.iterated_map(**subject.map_args)
     else:
@@ -455,9 +458,9 @@ def analyse_dynamics(subject: Subject) -> Outcome:
         p = {k: v.astype(np.float64) for k, v in layer.params.items()}
         W, b = p["weight_hh_l0"], p["bias_ih_l0"] + p["bias_hh_l0"]  # input x = 0
         if W.shape == (1, 1):
-            im = dg.iterated_map(float(W[0, 0]), float(b[0]))
+            im = dg.iterated_map(float(W[0, 0]), float(b[0]), h_range=h_range, n_iter=iters)
         else:
-            im = dg.iterated_map(W, b)
+            im = dg.iterated_map(W, b, h_range=h_range, n_iter=iters)
     stable = [i for i, k in enumerate(im.kinds) if k == "stable"]
     summary = json_value(
         {
@@ -486,6 +489,8 @@ def run_analysis(
     cliff_range: float = 2.0,
     lr: float | None = None,
     max_norm: float = 1.0,
+    h_range: tuple[float, float] = (-2.0, 2.0),
+    iters: int = 200,
 ) -> Outcome:
     """One analysis of `subject`, with the options of the analyses that take them."""
     if name == "lag":
@@ -500,7 +505,7 @@ def run_analysis(
         return analyse_gates(subject)
     if name == "cliff":
         return analyse_cliff(subject, cliff_range, lr, max_norm)
-    return analyse_dynamics(subject)
+    return analyse_dynamics(subject, h_range, iters)
 
 
 def chosen_analyses(text: str | None, subject: Subject) -> tuple[list[str], dict[str, str]]:

@@ -246,6 +246,14 @@ def _parse_matrix(text: str, name: str, shape: tuple[int, ...], form: str = "") 
     return a.reshape(shape)
 
 
+def parse_range(h_range: str) -> tuple[float, float]:
+    """--range 'lo,hi' as (lo, hi), lo < hi."""
+    lo_hi = _parse_matrix(h_range, "--range", (2,), "'lo,hi'")
+    if not lo_hi[0] < lo_hi[1]:
+        _checks.fail("--range", "'lo,hi' with lo < hi", repr(h_range))
+    return float(lo_hi[0]), float(lo_hi[1])
+
+
 def dynamics_subject(
     *, w=None, b=None, W=None, bias=None, phi="tanh", h_range="-2,2", iters: int = 200
 ) -> Subject:
@@ -276,9 +284,6 @@ def dynamics_subject(
                 "nothing",
             )
         args = {"w": _parse_matrix(W, "--W", (2, 2)), "b": _parse_matrix(bias, "--bias", (2,))}
-    lo_hi = _parse_matrix(h_range, "--range", (2,), "'lo,hi'")
-    if not lo_hi[0] < lo_hi[1]:
-        _checks.fail("--range", "'lo,hi' with lo < hi", repr(h_range))
-    args.update(phi=phi, h_range=(float(lo_hi[0]), float(lo_hi[1])), n_iter=iters)
+    args.update(phi=phi, h_range=parse_range(h_range), n_iter=iters)
     source = {"type": "dynamics", "units": 1 if one else 2, "phi": phi}
     return Subject(None, None, None, None, None, None, source, map_args=args)
