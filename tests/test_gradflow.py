@@ -156,6 +156,28 @@ def tiny_run(tmp_path_factory):
     return run
 
 
+def test_an_unreadable_older_checkpoint_is_a_gap_in_the_spectrum_history(tiny_run, tmp_path,
+                                                                         capsys):
+    """The analysed weights are the latest checkpoint's; one older checkpoint cut short
+    ended the whole command (with training's advice) and wrote no summary.json."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    steps = sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.startswith("step"))
+    assert len(steps) >= 2
+    for f in (run / "checkpoints" / steps[0]).glob("*.safetensors"):
+        f.write_bytes(f.read_bytes()[:10])
+    s, _ = run_json(capsys, run, "--analyses", "lag,spectrum,gates", "--out", tmp_path / "o")
+    assert list(s["analyses"]) == ["lag", "spectrum", "gates"]
+    step = int(steps[0].removeprefix("step-"))
+    unread = s["analyses"]["spectrum"]["unread_checkpoints"]
+    assert len(unread) == 1 and unread[0].startswith(f"step {step} (")
+    assert "left out of the history, 1 checkpoint(s) that cannot be read: step" in (
+        s["verdicts"]["spectrum"])  # fmt: skip
+    assert step not in s["analyses"]["spectrum"]["history"]["steps"]
+
+
 def test_run_directory(tiny_run, tmp_path, capsys):
     summary, _ = run_json(capsys, tiny_run, "--out", tmp_path / "a")
     check_outputs(summary, tmp_path / "a", ["lag", "map", "jacobian", "spectrum", "gates", "cliff"])

@@ -296,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
             "json": f"{name}.json",
         }
         summary["verdicts"][name] = result.verdict
+        # what has run is kept should a later analysis fail (a run's damaged file)
+        io.atomic_write_json(out / "summary.json", json_value(summary))
         line = f"{name}: {result.verdict}"
         print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
     if no_plots:

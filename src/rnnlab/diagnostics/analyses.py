@@ -239,21 +239,28 @@ def analyse_jacobian(subject: Subject, sample: int) -> Outcome:
     )
 
 
-def _checkpoint_history(subject: Subject, run_dir: Path) -> dg.SpectrumHistory | None:
+def _checkpoint_history(subject: Subject, run_dir: Path
+                        ) -> tuple[dg.SpectrumHistory | None, list[str]]:  # fmt: skip
     """The spectra at every kept checkpoint of the subject's run, after the initialisation
-    (step 0) rebuilt from the run's seed when no checkpoint of step 0 was kept."""
+    (step 0) rebuilt from the run's seed when no checkpoint of step 0 was kept; and what was
+    left out: an older checkpoint that cannot be read is a gap in the history, not the end
+    of the command (the analysed weights are the subject's own, read already)."""
     from rnnlab import tasks
 
     t = subject.trained()
     steps = io.checkpoint_steps(run_dir)
-    pairs = []
+    pairs, unread = [], []
     if 0 not in steps:
         init = tasks.build_model(t.spec, seed=t.cfg.seed)
         pairs.append((0, init.params))
     for s in steps:
-        pairs.append((s, io.load_checkpoint(run_dir, step=s).model))
+        try:
+            pairs.append((s, io.load_checkpoint(run_dir, step=s).model))
+        except (ValueError, OSError) as e:  # (io.CheckpointError is a ValueError)
+            unread.append(f"step {s} ({' '.join(str(e).split())})")
     gates = cell_gate_names(split_model(subject.model)[1].cell)
-    return dg.spectrum_over_checkpoints(pairs, gates) if len(pairs) > 1 else None
+    history = dg.spectrum_over_checkpoints(pairs, gates) if len(pairs) > 1 else None
+    return history, unread
 
 
 def analyse_spectrum(subject: Subject) -> Outcome:
@@ -272,7 +279,7 @@ def analyse_spectrum(subject: Subject) -> Outcome:
     figures: list[tuple[object, object, str]] = [(dg.plot_spectrum, sp, "spectrum.png")]
     verdict = one_line(sp.verdict())
     if subject.run_dir is not None:
-        hist = _checkpoint_history(subject, subject.run_dir)
+        hist, unread = _checkpoint_history(subject, subject.run_dir)
         if hist is not None:
             summary["history"] = json_value(
                 {
@@ -285,6 +292,10 @@ def analyse_spectrum(subject: Subject) -> Outcome:
             details["history"] = hist.to_json()
             figures.append((dg.plot_spectrum, hist, "spectrum-history.png"))
             verdict += "; during training: " + one_line(hist.verdict())
+        if unread:
+            summary["unread_checkpoints"] = unread
+            verdict += (f"; left out of the history, {len(unread)} checkpoint(s) that cannot be "
+                        f"read: {'; '.join(unread)}")  # fmt: skip
     return Outcome(summary, verdict, details, figures)
 
 
