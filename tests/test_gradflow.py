@@ -54,6 +54,7 @@ def test_every_analysis_on_a_fresh_model(tmp_path, capsys, cell):
     )
     jac = summary["analyses"]["jacobian"]["layers"]["l0"]
     assert jac["log10_measured_at_last_lag"] <= jac["log10_bound_at_last_lag"] + 1e-9
+    assert summary["verdicts"]["jacobian"].startswith("l0, sequence 0, ")  # named once
     gates = summary["analyses"]["gates"]["layers"]["l0"]
     assert (
         set(gates)

@@ -232,7 +232,7 @@ def analyse_jacobian(subject: Subject, sample: int) -> Outcome:
                 "log10_bound_at_last_lag": jp.log10_bound[-1],
             }
             details[jp.name] = jp.to_json()
-            verdicts.append(f"{jp.name}: " + one_line(jp.verdict()))
+            verdicts.append(one_line(jp.verdict()))  # ("l0, sequence 0, ...": named once)
             figures.append((dg.plot_jacobian_bound, jp, f"jacobian-l{k}{sfx}.png"))
     return Outcome(
         {"sample": sample, "layers": json_value(layers)}, "; ".join(verdicts), details, figures

@@ -161,9 +161,10 @@ def plot_jacobian_bound(result: JacobianProfile, path) -> Path:
     fig = new_figure(6.4, 4.2)
     ax = fig.add_subplot()
     lags = result.lags.astype(np.float64)
-    ax.plot(
-        lags, _positive(result.measured), lw=2, label=r"measured $\|\partial h_t/\partial h_k\|_2$"
-    )
+    full = result.block == "state" and result.cell == "lstm"  # (h, c), as the verdict says
+    s = "(h,c)" if full else "h"
+    label = rf"measured $\|\partial {s}_t/\partial {s}_k\|_2$"
+    ax.plot(lags, _positive(result.measured), lw=2, label=label)
     ax.plot(lags, _positive(result.product_bound), ls=":", label=r"$\prod_i \|J_i\|_2$")
     if result.cell in ("rnn", "relu", "irnn"):  # an Elman cell
         ax.plot(
@@ -205,6 +206,7 @@ def plot_spectrum(result: Spectrum | SpectrumHistory, path) -> Path:
             )
         ax.axhline(1.0, color="gray", lw=0.8)
         ax.set_xlabel("training step")
+        ax.set_ylabel(r"$\|W\|_2$ (solid), spectral radius $\rho$ (dashed)")
         ax.legend(fontsize=7)
         return _save(fig, path)
     fig = new_figure(10, 4.2)
