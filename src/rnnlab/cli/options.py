@@ -158,7 +158,11 @@ def add_optimisation_options(
     g.add("--weight-decay", dest="weight_decay", type=float,
           help="L2 (AdamW: decoupled) weight decay (default: the optimizer's, AdamW 0.01, "
           "else 0)")  # fmt: skip
-    g.add("--schedule", choices=("constant", "cosine", "step"))
+    g.add("--schedule", choices=("constant", "cosine", "step"),
+          help="learning rate after --warmup: constant; cosine, half a cosine down to 5%% of "
+          "--lr over the steps after the warm-up; step, ×0.3 every --steps/3 steps (counted "
+          "from the warm-up's end: with a long warm-up fewer than two decays fall in the "
+          "run)")  # fmt: skip
     g.add("--warmup", type=int, help="linear warm-up steps")
     g.add("--clip", choices=("global_norm", "value", "none"),
           help="gradient clipping: by global norm, by value, or none")  # fmt: skip
