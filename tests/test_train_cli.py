@@ -229,6 +229,18 @@ def test_the_programs_warnings_are_one_line_each():
     ]
 
 
+def test_a_bptt_window_as_long_as_the_sequences_is_said_to_change_nothing(tmp_path, capsys):
+    """`--bptt` at least as long as the task's sequences cut nothing, silently."""
+    assert run_cli("train", "copy", "--T", 5, "--bptt", 100, "--steps", 1, "--hidden", 4,
+                   "--run-dir", tmp_path / "a") == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert ("rnnlab: warning: `bptt` (100) is not shorter than the copy task's sequences (25 "
+            "steps): each is one window, trained with full BPTT") in err  # fmt: skip
+    assert run_cli("train", "copy", "--T", 5, "--bptt", 10, "--steps", 1, "--hidden", 4,
+                   "--run-dir", tmp_path / "b") == 0  # fmt: skip
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_version_is_the_packages(capsys):
     """`rnnlab --version` prints the version pyproject.toml gives the package (one number,
     not two that drift apart)."""

@@ -5,6 +5,7 @@ batched evaluation."""
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 
@@ -69,6 +70,12 @@ class _SequenceTask:
                 "shown, a token model's next token would already have been read); reversed "
                 "input is for tasks that read a whole sequence, then answer"
             )
+        if self.cfg.bptt and self.per_step:
+            x, _, _ = self._full_batch(0, np.random.default_rng(0))
+            if self.cfg.bptt >= x.shape[1]:  # one window: the setting changes nothing
+                print(f"rnnlab: warning: `bptt` ({self.cfg.bptt}) is not shorter than the "
+                      f"{self.cfg.task} task's sequences ({x.shape[1]} steps): each is one "
+                      "window, trained with full BPTT", file=sys.stderr)  # fmt: skip
 
     # --- the data a subclass provides
     def sample(self, n: int, rng: np.random.Generator):  # fresh tasks
