@@ -242,3 +242,20 @@ def test_the_model_refuses_a_teacher_probability_outside_0_1():
     for bad in (2.0, -1.0, float("nan"), None, "0.5"):
         with pytest.raises(ValueError, match=r"`teacher` must be a number in \[0, 1\]"):
             model.forward(x, targets=np.zeros((B, T, K)), teacher=bad)
+
+
+def test_padded_targets_may_hold_any_value_as_the_losses_allow():
+    """The padded steps are never fed back: their target ids are not checked (the loss
+    takes -1 there; the layer refused it). An id out of range at a valid step is refused."""
+    layer = _layer("softmax", True)
+    x, ids, _ = _data("softmax")
+    lengths = np.array([T, 2, T, T])
+    padded = ids.copy()
+    padded[1, 2:] = -1
+    f = layer.forward(x, targets=padded, mode="teacher", lengths=lengths)
+    g = layer.forward(x, targets=ids, mode="teacher", lengths=lengths)
+    np.testing.assert_array_equal(f.output, g.output)
+    padded[0, 1] = K
+    with pytest.raises(ValueError, match=r"`targets` must be class ids in \[0, 4\) at the "
+                                         r"valid steps; got values from 0 to 4"):  # fmt: skip
+        layer.forward(x, targets=padded, mode="teacher", lengths=lengths)

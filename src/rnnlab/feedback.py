@@ -105,7 +105,10 @@ class OutputFeedback:
         return recurrence.Params(P["weight_ih"], W_rec, P["bias"], np.zeros(H, self.dtype),
                                  W_hr=P["weight_out"], b_hr=P["bias_out"])  # fmt: skip
 
-    def _targets(self, targets: object, B: int, T: int) -> np.ndarray:
+    def _targets(self, targets: object, B: int, T: int,
+                 mask: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+        """The true outputs as vectors (B, T, K); class ids are checked at the valid steps
+        only (`mask`, time-major): padding may hold any value, as the losses allow."""
         K = self.output_size
         if isinstance(targets, np.ndarray) and targets.dtype.kind in "iu":
             if self.feedback != "softmax":
@@ -116,12 +119,15 @@ class OutputFeedback:
                 )
             if targets.shape != (B, T):
                 _checks.fail("targets", f"class ids of shape ({B}, {T})", f"shape {targets.shape}")
-            if targets.min() < 0 or targets.max() >= K:
+            seen = targets if mask is None else targets[mask.T]  # (padding: never fed back)
+            if seen.size and (seen.min() < 0 or seen.max() >= K):
                 _checks.fail(
                     "targets",
-                    f"class ids in [0, {K})",
-                    f"values from {targets.min()} to {targets.max()}",
+                    f"class ids in [0, {K}) at the valid steps",
+                    f"values from {seen.min()} to {seen.max()}",
                 )
+            if mask is not None:
+                targets = np.where(mask.T, targets, 0)
             return np.eye(K, dtype=self.dtype)[targets]
         return _checks.float_array(targets, "targets", shape=(B, T, K), dtype=self.dtype)
 
@@ -170,7 +176,7 @@ class OutputFeedback:
         if mode != "free":
             if targets is None:
                 _checks.fail("targets", f"the true outputs for mode={mode!r}", "None")
-            Y = self._targets(targets, B, T)
+            Y = self._targets(targets, B, T, m)
         if mode == "scheduled":
             p = _checks.probability(p, "p", allow_one=True)
             if not isinstance(rng, np.random.Generator):
