@@ -250,3 +250,24 @@ def test_source_convolution_gradients_are_exact_and_padding_reads_nothing():
     for bad, args in ((-1, (None, W)), (2, (V, W)), (True, (None, W))):
         with pytest.raises(ValueError, match=r"`source_conv` must be a non-negative number"):
             Seq2Seq(*args, source_features=3 if args[0] is None else None, source_conv=bad)
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (dict(tgt_lengths=[5, 4, 4]), r"`tgt_lengths` must be between 1 and the padded length 4"),
+        (dict(src_lengths=[0, 6, 6]), r"`src_lengths` must be between 1 and the padded length 6"),
+        (dict(tgt_lengths=[4, 4]), r"`tgt_lengths` must be an array of shape \(3,\)"),
+        (dict(tgt=0), r"`tgt_in` must be one step at least \(BOS, then the target\); got shape "
+                      r"\(3, 0\)"),
+        (dict(src=0), r"`src` must be one step at least; got shape \(3, 0\)"),
+    ],
+)
+def test_a_two_input_models_errors_name_the_argument(change, match):
+    """With two inputs, "`lengths` must be ..." and "`x` must be ..." left the caller
+    guessing which (the seq2seq review)."""
+    m = Seq2Seq(9, 8, hidden=4, rng=0)
+    src = np.zeros((3, 6), int)[:, : change.pop("src", 6)]
+    tgt = np.ones((3, 4), int)[:, : change.pop("tgt", 4)]
+    with pytest.raises(ValueError, match=match):
+        m.forward(src, tgt, **change)

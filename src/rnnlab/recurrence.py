@@ -935,25 +935,28 @@ def _backward_checkpointed(
     return dX, total, dh, dc  # type: ignore[return-value]  # T ≥ 1: _bptt set dh
 
 
-def valid_mask(lengths: object, mask: object, B: int, T: int) -> np.ndarray | None:
+def valid_mask(lengths: object, mask: object, B: int, T: int, name: str = "lengths"
+               ) -> np.ndarray | None:  # fmt: skip
     """Validate `lengths` (B,) or `mask` (B, T) and return a time-major (T, B) bool mask.
 
     Returns None when every step of every sequence is valid, so callers skip masking work.
+    `name`: the lengths' argument, as the caller's users know it (a model with two inputs
+    has `src_lengths` and `tgt_lengths`).
     """
     if lengths is not None and mask is not None:
-        _checks.fail("lengths", "None when `mask` is given (pass one of them)", "both")
+        _checks.fail(name, "None when `mask` is given (pass one of them)", "both")
     if lengths is not None:
-        lengths = _checks.int_array(lengths, "lengths", ndim=1)
+        lengths = _checks.int_array(lengths, name, ndim=1)
         if lengths.shape[0] != B:
             _checks.fail(
-                "lengths",
+                name,
                 f"an array of shape ({B},) (one length per sequence)",
                 f"shape {lengths.shape}",
             )
         if lengths.min() < 1 or lengths.max() > T:
             bad = int(lengths[(lengths < 1) | (lengths > T)][0])
             _checks.fail(
-                "lengths",
+                name,
                 f"between 1 and the padded length {T}",
                 f"a length of {bad}",
                 "Zero-length sequences have no steps to run; drop them from the batch.",

@@ -374,8 +374,12 @@ class Seq2Seq(_Module):
         tgt_in = _checks.token_ids(tgt_in, "tgt_in", self.target_vocab, ndim=2)
         if src.shape[0] != tgt_in.shape[0]:
             _checks.fail("tgt_in", f"{src.shape[0]} rows, one per source", f"shape {tgt_in.shape}")
+        if tgt_in.shape[1] == 0:
+            _checks.fail("tgt_in", "one step at least (BOS, then the target)",
+                         f"shape {tgt_in.shape}")  # fmt: skip
         B, S = src.shape[:2]
-        m = valid_mask(src_lengths, None, B, S)
+        m = valid_mask(src_lengths, None, B, S, name="src_lengths")
+        valid_mask(tgt_lengths, None, B, tgt_in.shape[1], name="tgt_lengths")  # (checked here)
         src_mask = None if m is None else np.ascontiguousarray(m.T)  # (B, S)
         enc, state, enc_cache = self.encode(src, src_lengths, training=training, rng=rng,
                                             grad=grad)  # fmt: skip
@@ -444,8 +448,12 @@ class Seq2Seq(_Module):
 
     def _source(self, src: npt.ArrayLike) -> np.ndarray:
         if self.src_embed is not None:
-            return _checks.token_ids(src, "src", self.src_embed.num_embeddings, ndim=2)
-        return _checks.float_array(src, "src", ndim=3, dtype=self.dtype)
+            out = _checks.token_ids(src, "src", self.src_embed.num_embeddings, ndim=2)
+        else:
+            out = _checks.float_array(src, "src", ndim=3, dtype=self.dtype)
+        if out.shape[1] == 0:
+            _checks.fail("src", "one step at least", f"shape {out.shape}")
+        return out
 
     # ------------------------------------------------------------------ generation
     def _start(
@@ -455,7 +463,7 @@ class Seq2Seq(_Module):
         src = self._source(src)
         _checks.positive_int(max_len, "max_len")
         B, S = src.shape[:2]
-        m = valid_mask(src_lengths, None, B, S)
+        m = valid_mask(src_lengths, None, B, S, name="src_lengths")
         src_mask = None if m is None else np.ascontiguousarray(m.T)
         enc, state, _ = self.encode(src, src_lengths, grad=False)
         if width > 1:
