@@ -520,8 +520,10 @@ def test_bad_run_directories(tiny_run, tmp_path, capsys):
     assert re.search(r"`--step` must be a saved step of .*\(saved: 2, 4\); got 3 instead", err)
     err = error_of(capsys, "gradflow", tiny_run, "--T", "1", "--out", tmp_path / "o")
     assert "`--T` must be at least 2 (one marker in each half); got 1 instead." in err
-    err = error_of(capsys, "gradflow", tmp_path)
-    assert re.search(r"`run` must be a run directory \(with config.json\)", err)
+    err = error_of(capsys, "gradflow", tmp_path)  # gradflow's argument is its SOURCE
+    assert re.search(r"`source` must be a run directory, a task name \(charlm, digits, "
+                     r"pytokens, adding, copy, temporal-order\) or 'dynamics'; got '.*', a "
+                     r"directory without config.json", err)  # fmt: skip
     err = error_of(capsys, "plot", tmp_path)
     assert re.search(r"`run` must be a run directory", err)
     (tmp_path / "config.json").write_text("{}")

@@ -174,6 +174,11 @@ def subject_from_args(args: argparse.Namespace) -> subjects.Subject:
             f"source {src!r}",
         )
     path = Path(src)
+    own = [t for t in tasks.TASK_NAMES if t not in tasks.SEQ2SEQ_TASKS]  # (one network each)
+    expected = "a run directory, a task name (" + ", ".join(own) + ") or 'dynamics'"
+    if path.exists() and not io.is_run_dir(path) and src not in tasks.TASK_NAMES:
+        what = "a directory without config.json" if path.is_dir() else "a file"
+        _checks.fail("source", expected, f"'{src}', {what}")
     if io.is_run_dir(path) or (path.exists() and src not in tasks.TASK_NAMES):
         if given:
             _checks.fail(
@@ -197,11 +202,7 @@ def subject_from_args(args: argparse.Namespace) -> subjects.Subject:
             forget_bias=args.forget_bias,
             batch=args.batch,
         )
-    _checks.fail(
-        "source",
-        "a run directory, a task name (" + ", ".join(tasks.TASK_NAMES) + ") or 'dynamics'",
-        f"{src!r}, which is none of these (no such directory)",
-    )
+    _checks.fail("source", expected, f"{src!r}, which is none of these (no such directory)")
 
 
 def _name_hint(subject: subjects.Subject) -> str:
