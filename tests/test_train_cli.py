@@ -542,6 +542,29 @@ def test_steps_change_says_nothing_when_the_steps_are_the_run_s():
     assert "the cosine learning rate" in told and "teacher-forcing schedule 1.0:0.5" in told
 
 
+def test_extending_a_finished_run_says_its_end_evaluation_counts_in_early_stopping(
+        tmp_path, capsys):  # fmt: skip
+    """A run of 30 steps evaluated at its end (off --eval-every 20); extended to 60 that
+    evaluation counted toward --patience, and the run stopped where one of 60 steps from the
+    start would not have (the training review). Said, where it applies."""
+    run = tmp_path / "r"
+    args = ("train", "adding", "--T", 4, "--steps", 6, "--eval-every", 4, "--patience", 2,
+            "--run-dir", run, *TINY)  # fmt: skip
+    assert run_cli(*args) == 0
+    capsys.readouterr()
+    assert run_cli("train", "--resume", run, "--steps", 12, "--quiet") == 0
+    err = capsys.readouterr().err
+    assert ("rnnlab: warning: --steps 12 (the run had 6) changes early stopping, which counts "
+            "the evaluation at the run's old end (step 6, off --eval-every 4) that a run of 12 "
+            "steps from the start would not have made; a new run of --steps 12 would not") in err
+    from rnnlab.train import TrainConfig, steps_change
+
+    cfg = TrainConfig.from_dict({"task": "adding", "steps": 12, "eval_every": 3, "patience": 2})
+    assert steps_change(cfg, 6, 6) == ""  # step 6 was a scheduled evaluation
+    cfg = TrainConfig.from_dict({"task": "adding", "steps": 12, "eval_every": 4})
+    assert steps_change(cfg, 6, 6) == ""  # no early stopping
+
+
 def test_a_solved_run_resumed_trains_no_further(tmp_path, capsys, monkeypatch):
     """A "solved" stop was not saved, so --resume trained on past it (20 more steps of copy,
     and the reported model moved). The task here is solved at its first evaluation."""

@@ -436,7 +436,8 @@ def steps_change(cfg: TrainConfig, old_steps: int, at: int) -> str:
     changes in the schedules laid over the whole run ('' where nothing): a cosine or step
     learning rate and an "a:b" teacher-forcing schedule are spread over `steps`, so the
     resumed run follows neither the schedule it began nor one of the new length from the
-    start (--resume's exactness is for a constant one)."""
+    start (--resume's exactness is for a constant one); and a finished run's evaluation at
+    its end, off the --eval-every schedule, stays in early stopping's count."""
     if old_steps == cfg.steps:
         return ""
     old = dataclasses.replace(cfg, steps=old_steps)
@@ -453,6 +454,11 @@ def steps_change(cfg: TrainConfig, old_steps: int, at: int) -> str:
     if a != b:
         out.append(f"the teacher-forcing schedule {cfg.teacher_forcing}, now over "
                    f"{cfg.steps} steps")  # fmt: skip
+    if at == old_steps < cfg.steps and old_steps % cfg.eval_every and cfg.patience:
+        # the end's evaluation, off --eval-every, is in the run's history as a counted one
+        out.append(f"early stopping, which counts the evaluation at the run's old end (step "
+                   f"{old_steps}, off --eval-every {cfg.eval_every}) that a run of "
+                   f"{cfg.steps} steps from the start would not have made")  # fmt: skip
     return " and ".join(out)
 
 

@@ -230,10 +230,12 @@ def _prepare_train(args, comm) -> tuple:
         if "steps" in overrides and cfg.steps < at:
             raise UsageError(f"`--steps` must be at least {at}, the step '{run_dir}' is at; got "
                              f"{cfg.steps}")  # fmt: skip
-        changed = "" if ended else steps_change(cfg, run_steps, ckpt.step if ckpt else 0)
+        changed = "" if ended else steps_change(cfg, run_steps, at)
         if changed and say:
+            way = ("resume without --steps to keep the run's" if at < run_steps else
+                   f"a new run of --steps {cfg.steps} would not")  # fmt: skip
             print(f"rnnlab: warning: --steps {cfg.steps} (the run had {run_steps}) changes "
-                  f"{changed}; resume without --steps to keep the run's", file=sys.stderr)
+                  f"{changed}; {way}", file=sys.stderr)  # fmt: skip
         task = tasks.make_task(cfg, runs.data_record(run_dir, cfg, config))
         where = (ckpt.path if ckpt is not None else run_dir) / "config.json"
         model = runs.build_run_model(config["model"], where, cfg.seed)
