@@ -111,10 +111,12 @@ def test_beam_of_width_one_is_greedy(attention):
     np.testing.assert_array_equal(b, g)
 
 
-def _log_prob(m, src, ids, eos):
-    """Σ log p(y_t | y_<t, x) of each row's ids up to and including its first EOS."""
+def _log_prob(m, src, ids, eos, never=()):
+    """Σ log p(y_t | y_<t, x) of each row's ids up to and including its first EOS (with
+    `never`: of the distribution over the other ids)."""
     tgt_in = np.concatenate([np.zeros((ids.shape[0], 1), int), ids[:, :-1]], axis=1)
     z = m.forward(src, tgt_in, src_lengths=SRC_LENGTHS).output
+    z[..., list(never)] = -np.inf
     logp = z - np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1, keepdims=True)) - z.max(
         -1, keepdims=True
     )
@@ -271,3 +273,33 @@ def test_a_two_input_models_errors_name_the_argument(change, match):
     tgt = np.ones((3, 4), int)[:, : change.pop("tgt", 4)]
     with pytest.raises(ValueError, match=match):
         m.forward(src, tgt, **change)
+
+
+def test_decoding_never_chooses_the_ids_it_is_told_not_to():
+    """A task's padding and BOS are never targets; a decoder that ranked one first wrote it
+    into the output (the text then dropped it unsaid). With `never` greedy and beam choose
+    among the rest: greedy's logits stay the model's own, beam's scores are of the model's
+    distribution over the other ids."""
+    m = model("gru", False, "additive", seed=6)
+    m.params["out.bias"][1] += 50.0  # id 1 ranked first everywhere
+    src = np.random.default_rng(7).integers(0, V, (B, S))
+    eos = W - 1
+    kw = dict(src_lengths=SRC_LENGTHS, bos=0, eos=eos, max_len=6)
+    g, _ = m.greedy(src, **kw)
+    assert (g[:, 0] == 1).all()
+    g, logits = m.greedy(src, never=(0, 1), **kw)
+    assert not np.isin(g, (0, 1)).any()
+    tgt_in = np.concatenate([np.zeros((B, 1), int), g[:, :-1]], axis=1)
+    live = ~(np.cumsum(g == eos, axis=1) - (g == eos) > 0)
+    np.testing.assert_allclose(np.where(live[..., None], logits, 0),
+                               np.where(live[..., None], m.forward(src, tgt_in, src_lengths=
+                               SRC_LENGTHS).output, 0), atol=1e-12)  # fmt: skip
+    b, score = m.beam_search(src, width=3, alpha=0.0, never=(0, 1), **kw)
+    assert not np.isin(b, (0, 1)).any()
+    np.testing.assert_allclose(score, _log_prob(m, src, b, eos, never=(0, 1)), atol=1e-9)
+    assert (score >= _log_prob(m, src, g, eos, never=(0, 1)) - 1e-9).all()
+    one, _ = m.beam_search(src, width=1, never=(0, 1), **kw)
+    np.testing.assert_array_equal(one, g)
+    for bad in ((eos,), (W,), tuple(range(W - 1))):
+        with pytest.raises(ValueError, match="`never` must be"):
+            m.greedy(src, never=bad, **kw)

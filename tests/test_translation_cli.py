@@ -298,6 +298,32 @@ def test_attention_examples_follow_the_source_order(dates_run):
     assert np.allclose(w, alpha[:, ::-1], rtol=1e-5, atol=1e-7)
 
 
+def test_a_decoder_that_ranks_padding_or_bos_first_still_writes_symbols(dates_run):
+    """PAD and BOS are never targets: decoding chooses among the others. A decoder pushed
+    to rank BOS first wrote it everywhere: the text was empty (BOS dropped unsaid) and the
+    attention plot's labels were one '</s>' against 11 rows (the seq2seq review)."""
+    from rnnlab import tasks
+    from rnnlab.runs import load_run
+    from rnnlab.tasks import transduction as td
+
+    _, cfg, model, data = load_run(dates_run)
+    task = tasks.make_task(cfg, data)
+    model.net.params["out.bias"][td.BOS] += 50.0
+    model.net.params["out.bias"][td.PAD] += 40.0
+    x, _, lengths, _, _ = task._split("test")
+    xp = task.prepare(x[:4], lengths[:4])
+    assert all(task.decode(model, xp, lengths[:4]))  # greedy: the best of the other ids
+    kw = dict(src_lengths=lengths[:4], bos=td.BOS, eos=td.EOS, width=3,
+              max_len=2 * task._record["max_target_len"] + 10)  # (as decode)
+    ids, _ = model.net.beam_search(xp, never=td.NEVER, **kw)
+    assert not np.isin(ids, td.NEVER).any()
+    assert np.isin(model.net.beam_search(xp, **kw)[0], td.NEVER).any()  # (without: BOS)
+    want = task.target_codec.decode(ids)
+    assert task.decode(model, xp, lengths[:4], beam=3) == want
+    for _, out, w in task.attention_examples(model, 3):
+        assert w.shape[0] == len(out) and "</s>" not in out[:-1]
+
+
 def test_bad_settings_for_the_encoder_decoder_tasks(tmp_path, capsys):
     assert "`cell` must be one of rnn" in error_of(capsys, "train", "dates", "--cell", "jordan")
     assert "`bptt` must be 0 (full BPTT" in error_of(capsys, "train", "dates", "--bptt", 5)

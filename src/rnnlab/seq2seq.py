@@ -29,7 +29,7 @@ Recurrent, Linear); rnnlab.gradcheck checks the whole in float64.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -503,15 +503,21 @@ class Seq2Seq(_Module):
         eos: int,
         max_len: int,
         choose: Callable[[np.ndarray], np.ndarray],
+        never: Sequence[int] = (),
     ) -> tuple[np.ndarray, np.ndarray]:
         self._special(bos, eos)
+        never = self._never(never, eos)
         enc, state, src_mask, B = self._start(src, src_lengths, max_len)
         prev, done = np.full(B, bos), np.zeros(B, bool)
         ids: list[np.ndarray] = []
         logits: list[np.ndarray] = []
         for _ in range(max_len):
             step, state = self._step(prev, state, enc, src_mask)
-            tok = np.where(done, eos, choose(step))
+            allowed = step
+            if never:  # (the logits returned stay the model's own)
+                allowed = step.copy()
+                allowed[:, never] = -np.inf
+            tok = np.where(done, eos, choose(allowed))
             ids.append(tok)
             logits.append(step)
             done |= tok == eos
@@ -519,6 +525,22 @@ class Seq2Seq(_Module):
             if done.all():
                 break
         return np.stack(ids, axis=1), np.stack(logits, axis=1)
+
+    def _never(self, never: Sequence[int], eos: int) -> list[int]:
+        """Token ids decoding may not choose (a task's padding and BOS, never a target: a
+        decoder that ranked one first wrote it into the output, and the task's text dropped
+        it unsaid); EOS may not be among them (decoding ends on it)."""
+        out = []
+        for token in never:
+            if (isinstance(token, bool) or not isinstance(token, (int, np.integer))
+                    or not 0 <= token < self.target_vocab or token == eos):  # fmt: skip
+                _checks.fail("never", f"target token ids in [0, {self.target_vocab}) other than "
+                             "eos", _checks.describe(list(never)))  # fmt: skip
+            out.append(int(token))
+        if len(set(out)) >= self.target_vocab - 1:
+            _checks.fail("never", "ids that leave a token besides eos to choose",
+                         _checks.describe(list(never)))  # fmt: skip
+        return out
 
     def greedy(
         self,
@@ -528,11 +550,13 @@ class Seq2Seq(_Module):
         bos: int,
         eos: int,
         max_len: int,
+        never: Sequence[int] = (),
     ) -> tuple[np.ndarray, np.ndarray]:
         """The most likely token at every step, fed back: (ids (B, n), logits (B, n, V)),
         n ≤ max_len. A sequence's ids after its first EOS are EOS; decoding stops when every
-        sequence has produced one."""
-        return self._run(src, src_lengths, bos, eos, max_len, lambda z: z.argmax(axis=-1))
+        sequence has produced one. `never`: ids never chosen (the logits are the model's)."""
+        return self._run(src, src_lengths, bos, eos, max_len, lambda z: z.argmax(axis=-1),
+                         never)  # fmt: skip
 
     def sample(self, src: npt.ArrayLike, *, src_lengths: npt.ArrayLike | None = None,
                bos: int, eos: int, max_len: int, temperature: float = 1.0,
@@ -557,15 +581,20 @@ class Seq2Seq(_Module):
 
     def beam_search(self, src: npt.ArrayLike, *, src_lengths: npt.ArrayLike | None = None,
                     bos: int, eos: int, max_len: int, width: int = 5, alpha: float = 0.6,
+                    never: Sequence[int] = (),
                     ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         """The `width` best partial outputs kept at every step, batched over the sources; the
         winner by log-probability over the length penalty ((5 + |y|) / 6)^α of Wu et al.
         (2016) (α = 0: the raw sum). A finished hypothesis (it produced EOS) stays in the beam
         with its score, extended by EOS. Returns (ids (B, n), scores (B,)): n and the EOS
-        padding as `greedy`, to which width 1 is equal."""
+        padding as `greedy`, to which width 1 is equal. `never`: ids no hypothesis is
+        extended by; the scores are then log-probabilities of the model's distribution over
+        the other ids (renormalized: a decoder that puts its mass on a `never` id would
+        otherwise find its shortest output, EOS at once, the most likely)."""
         width = _checks.positive_int(width, "width")
         alpha = _checks.finite_float(alpha, "alpha")
         self._special(bos, eos)
+        never = self._never(never, eos)
         enc, state, src_mask, B = self._start(src, src_lengths, max_len, width)
         k = width
         score = np.full((B, k), -np.inf)
@@ -577,6 +606,9 @@ class Seq2Seq(_Module):
         for _ in range(max_len):
             logits, state = self._step(prev, state, enc, src_mask)
             V = logits.shape[-1]
+            if never:  # the distribution over the ids that may be chosen
+                logits = logits.copy()
+                logits[:, never] = -np.inf
             z = logits - logits.max(axis=-1, keepdims=True)
             logp = (z - np.log(np.exp(z).sum(axis=-1, keepdims=True))).reshape(B, k, V)
             cand = score[:, :, None] + logp

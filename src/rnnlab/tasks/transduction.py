@@ -506,7 +506,7 @@ class Transduction:
         step = max(DECODE_BATCH // beam, 1)
         for a in range(0, len(x), step):
             sl = slice(a, a + step)
-            kw = dict(src_lengths=lengths[sl], bos=BOS, eos=EOS, max_len=max_len)
+            kw = dict(src_lengths=lengths[sl], bos=BOS, eos=EOS, max_len=max_len, never=NEVER)
             if beam == 1:
                 ids, _ = net.greedy(x[sl], **kw)
             else:
@@ -603,7 +603,8 @@ class Transduction:
         net = model.net
         # an output longer than any target of training is cut there (an untrained model's)
         max_len = self._record["max_target_len"] + 1
-        ids, _ = net.greedy(xp, src_lengths=lengths, bos=BOS, eos=EOS, max_len=max_len)
+        ids, _ = net.greedy(xp, src_lengths=lengths, bos=BOS, eos=EOS, max_len=max_len,
+                            never=NEVER)  # fmt: skip
         f = net.forward(xp, teacher_inputs(ids), src_lengths=lengths, grad=False)
         alpha = f.cache["head"][1][0]  # (B, T, S): the softmax over the source
         out = []
@@ -619,6 +620,11 @@ class Transduction:
             xlab = list(sources[b]) if self.tokens else x[b, :L]
             out.append((xlab, ylab, a))
         return out
+
+
+# Never a target, so never an output: a decoder that ranked one first wrote a symbol the
+# text then dropped unsaid (and the attention plot's labels slid off its rows).
+NEVER = (PAD, BOS)
 
 
 def _beam(beam) -> int:
