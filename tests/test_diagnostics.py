@@ -479,6 +479,14 @@ def test_gate_saturation_respects_masks():
         assert (sat.high_fraction[:, :, :4] + sat.low_fraction[:, :, :4]).max() > 0
 
 
+def test_gate_saturation_takes_float64_input_for_a_float32_layer():
+    """As every analysis does (it was refused: the layer's dtype against the input's)."""
+    layer = LSTM(3, 4, rng=0)  # float32
+    x = np.random.default_rng(0).standard_normal((2, 5, 3))
+    a, b = dg.gate_saturation(layer, x), dg.gate_saturation(layer, x.astype(np.float32))
+    np.testing.assert_array_equal(a.high_fraction, b.high_fraction)
+
+
 def test_forget_gate_with_a_large_bias_is_saturated_open():
     layer = LSTM(3, 6, forget_bias=20.0, dtype=np.float64, rng=0)
     x = np.random.default_rng(0).standard_normal((2, 5, 3))

@@ -16,7 +16,14 @@ import numpy as np
 
 from rnnlab import _checks
 from rnnlab.cells import ElmanCell, GRUCell, LSTMCell
-from rnnlab.diagnostics._common import check_layer, check_number, json_value, labels, valid_steps
+from rnnlab.diagnostics._common import (
+    check_layer,
+    check_number,
+    float64_copy,
+    json_value,
+    labels,
+    valid_steps,
+)
 from rnnlab.layers import Recurrent
 
 # (gate, long name, activation): PyTorch's row order in the tapes.
@@ -102,6 +109,7 @@ def gate_saturation(
         _checks.fail("low", "a number in (0, 1)", _checks.describe(low))
     if not low < high < 1.0:
         _checks.fail("high", f"a number in (low, 1) = ({low}, 1)", _checks.describe(high))
+    layer, x = float64_copy(layer, x)  # (as every analysis: float32 or float64 input alike)
     f = layer.forward(x, lengths=lengths)
     tapes = f.cache["tapes"]
     T, B = tapes[0].X.shape[:2]
