@@ -549,6 +549,13 @@ def test_a_loss_that_turns_non_finite_along_the_slice_is_a_cliff_there():
     assert a == pytest.approx(0.2) and b == pytest.approx(0.3)
     assert sl.verdict().endswith("it overflows between α = 0.2 and 0.3: a cliff")
     assert "(8 non-finite values)" in sl.verdict()  # α = 0.3 .. 1
+    # overflowing at both ends: the wall named is the one beside the largest finite loss
+    def both_ends(p):
+        w = p["w"][0]
+        return float("inf") if abs(w) > 0.65 else (1.0 if w < 0 else 1e300 * w)
+
+    two = dg.loss_slice(both_ends, params, "w", alphas)
+    assert two.overflows and two.jump_between == pytest.approx((0.6, 0.7))
     nowhere = dg.loss_slice(lambda p: float("nan"), params, "w", alphas)
     assert nowhere.undetermined and not nowhere.cliff
     everywhere = dg.loss_slice(lambda p: float(p["w"][0]) ** 2, params, "w", alphas)

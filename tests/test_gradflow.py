@@ -436,6 +436,8 @@ def test_an_option_of_an_analysis_not_made_is_said_ignored(tmp_path, capsys):
     _, err = run_json(capsys, *model, "--analyses", "lag,spectrum", "--loss", "all",
                       "--out", tmp_path)  # fmt: skip
     assert "warning" not in err
+    _, err = run_json(capsys, *model, "--analyses", "lag", "--range", "3,-3", "--out", tmp_path)
+    assert "--range is for the dynamics analysis" in err  # said ignored, and not read
 
 
 def error_of(capsys, *args) -> str:

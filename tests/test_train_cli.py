@@ -241,6 +241,25 @@ def test_a_bptt_window_as_long_as_the_sequences_is_said_to_change_nothing(tmp_pa
     assert "warning" not in capsys.readouterr().err
 
 
+def test_a_jordan_run_from_before_its_evaluation_changed_says_so_on_resume(tmp_path, capsys):
+    """Its validations were made feeding back the softmax (config.json format 2); resumed,
+    early stopping compares them with the new ones: said once."""
+    run = tmp_path / "j"
+    assert run_cli("train", "copy", "--cell", "jordan", "--T", 3, "--steps", 4, "--eval-every",
+                   2, "--run-dir", run, *TINY) == 0  # fmt: skip
+    capsys.readouterr()
+    for config in run.rglob("config.json"):
+        data = json.loads(config.read_text())
+        assert data["format"] == 3
+        config.write_text(json.dumps({**data, "format": 2}))
+    assert run_cli("train", "--resume", run, "--steps", 6, "--quiet") == 0
+    err = capsys.readouterr().err
+    assert "rnnlab: warning: this Jordan run's validations up to step 4 fed the model its own " \
+           "softmax" in err  # fmt: skip
+    assert run_cli("train", "--resume", run, "--steps", 8, "--quiet") == 0  # format 3 now
+    assert "Jordan run's validations" not in capsys.readouterr().err
+
+
 def test_version_is_the_packages(capsys):
     """`rnnlab --version` prints the version pyproject.toml gives the package (one number,
     not two that drift apart)."""
@@ -521,7 +540,7 @@ def test_resume_with_other_steps_says_what_it_changes(tmp_path, capsys, schedule
                    "--schedule", schedule, "--run-dir", run, *TINY) == 0  # fmt: skip
     capsys.readouterr()
     config = json.loads((run / "config.json").read_text())
-    assert config["format"] == 2 and config["train"]["weight_decay"] is None
+    assert config["format"] == 3 and config["train"]["weight_decay"] is None
     assert run_cli("train", "--resume", run, "--steps", 8, "--quiet") == 0
     err = capsys.readouterr().err
     if schedule == "cosine":

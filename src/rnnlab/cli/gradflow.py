@@ -253,7 +253,9 @@ def main(argv: list[str] | None = None) -> int:
                   "this run does not make; ignored", file=sys.stderr)  # fmt: skip
     options: dict[str, Any] = {k: default if getattr(args, k) is None else getattr(args, k)
                                for k, (_, default) in _ANALYSIS_OPTIONS.items()}  # fmt: skip
-    options["h_range"] = subjects.parse_range(options["h_range"])
+    # (an ignored --range is not read: said ignored above, it does not stop the run)
+    options["h_range"] = subjects.parse_range(options["h_range"] if "dynamics" in names
+                                              else "-2,2")  # fmt: skip
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         _checks.fail("--out", "a directory (new or existing) for the PNGs and JSON files",
                      f"'{args.out}', which is a file")  # fmt: skip
@@ -310,5 +312,6 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(summary))
     else:
         drawn = sum(len(a["png"]) for a in summary["analyses"].values())
-        print(f"output: {out} (summary.json, a JSON per analysis, {drawn} PNGs)")
+        print(f"output: {out} (summary.json, a JSON per analysis, {drawn} "
+              f"PNG{'' if drawn == 1 else 's'})")  # fmt: skip
     return 0

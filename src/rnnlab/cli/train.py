@@ -249,6 +249,14 @@ def _prepare_train(args, comm) -> tuple:
                 raise io.CheckpointError(f"{e} {io.way_back(run_dir, ckpt.step)}") from None
             if say:
                 print(f"resuming {run_dir} at step {trainer.step}", file=sys.stderr)
+            if (say and config.get("format", 1) < 3 and trainer.history
+                    and getattr(model, "wants_targets", False)):  # fmt: skip
+                print("rnnlab: warning: this Jordan run's validations up to step "
+                      f"{trainer.history[-1]['step']} fed the model its own softmax, which "
+                      "rnnlab no longer does (it feeds the true previous character, or the "
+                      "class each step ranked first, as training and sampling do); its early "
+                      "stopping and best weights now compare the two measures (start a new "
+                      "run to compare like with like)", file=sys.stderr)  # fmt: skip
         elif say:
             print(f"{run_dir} has no checkpoint yet: starting it again from step 0",
                   file=sys.stderr)  # fmt: skip
@@ -259,8 +267,9 @@ def _prepare_train(args, comm) -> tuple:
         if args.run_dir:
             _new_run_dir_ok(Path(args.run_dir), "train")
         task = tasks.make_task(cfg)
-        if hasattr(task, "check_new_run"):
-            task.check_new_run()
+        for said in task.check_new_run() if hasattr(task, "check_new_run") else []:
+            if say:  # (once under MPI, not once a rank)
+                print(f"rnnlab: warning: {said}", file=sys.stderr)
         spec = tasks.model_spec(cfg, task)
         model = tasks.build_model(spec, seed=cfg.seed)
         # None: cmd_train makes the directory once every rank has started

@@ -429,9 +429,9 @@ def _slice_words(s: dg.LossSlice, per_alpha: float, what: str) -> str:
                 f"{UNDETERMINED}")  # fmt: skip
     a, b = (v * per_alpha for v in s.jump_between)
     if s.overflows:
-        return (f"loss along {what} from {finite.min():.4g} to {finite.max():.4g}, then it "
-                f"overflows float64 between {a:.3g} and {b:.3g} ({s.losses.size - finite.size} "
-                "non-finite values): a cliff")  # fmt: skip
+        return (f"loss along {what} from {finite.min():.4g} to {finite.max():.4g}, and it "
+                f"overflows float64 between {a:.3g} and {b:.3g}, beside its largest finite "
+                f"value ({s.losses.size - finite.size} non-finite values): a cliff")  # fmt: skip
     text = (
         f"loss along {what} from {finite.min():.4g} to {finite.max():.4g}, largest jump "
         f"{s.jump:.3g} between {a:.3g} and {b:.3g} ({s.steepness:.3g}x the median slope)"

@@ -9,7 +9,7 @@ valid steps only: padded steps are computed but never used, so they are left out
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -51,7 +51,6 @@ class GateSaturation:
     names: list[str]  # (layer, direction) labels
     gates: list[str]  # e.g. ["i", "f", "g", "o"]
     gate_names: list[str]  # e.g. ["input", "forget", "candidate", "output"]
-    activations: list[str]  # "sigmoid" or "tanh", per gate: what "near the bottom" means
     low: float
     high: float
     low_fraction: np.ndarray  # (J, G, T)
@@ -59,12 +58,16 @@ class GateSaturation:
     overall_low: np.ndarray  # (J, G) over every valid step
     overall_high: np.ndarray  # (J, G)
     counts: np.ndarray  # (T,) activations per gate and step that were counted (valid B × H)
+    # "sigmoid" or "tanh" per gate: what "near the bottom" means (last, with a default, so
+    # that the fields before keep their places; none given: every gate read as a sigmoid)
+    activations: list[str] = field(default_factory=list)
 
     def verdict(self) -> str:
         lines = []
         for j, name in enumerate(self.names):
             parts = []
-            names = zip(self.gates, self.gate_names, self.activations, strict=True)
+            kinds = self.activations or ["sigmoid"] * len(self.gates)
+            names = zip(self.gates, self.gate_names, kinds, strict=True)
             for g, (gate, long, kind) in enumerate(names):
                 lo, hi = self.overall_low[j, g], self.overall_high[j, g]
                 tag = ": saturated" if lo + hi > 0.5 else ""
@@ -148,7 +151,6 @@ def gate_saturation(
         labels(layer),
         [s[0] for s in spec],
         [s[1] for s in spec],
-        [s[2] for s in spec],
         float(low),
         float(high),
         lo_frac,
@@ -156,4 +158,5 @@ def gate_saturation(
         lo_all,
         hi_all,
         per_step,
+        [s[2] for s in spec],
     )

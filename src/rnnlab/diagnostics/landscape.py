@@ -233,7 +233,10 @@ def loss_slice(
     finite_loss = np.isfinite(losses)
     edges = np.nonzero(finite_loss[:-1] != finite_loss[1:])[0]
     if edges.size and finite.sum() >= 2:  # finite on one side, overflowing on the other
-        i, steep, jump, cliff = int(edges[0]), float("inf"), float("inf"), True
+        # of several such walls, the one beside the largest finite loss (where the rise ends)
+        side = [losses[e] if finite_loss[e] else losses[e + 1] for e in edges]
+        i = int(edges[int(np.argmax(side))])
+        steep, jump, cliff = float("inf"), float("inf"), True
     return LossSlice(
         label,
         alphas,

@@ -5,7 +5,6 @@ batched evaluation."""
 from __future__ import annotations
 
 import math
-import sys
 
 import numpy as np
 
@@ -59,9 +58,10 @@ class _SequenceTask:
                 "state flows from the future and cannot be carried across windows"
             )
 
-    def check_new_run(self) -> None:
+    def check_new_run(self) -> list[str]:
         """What a new run of this task may not ask for, though a saved run that did still
-        loads (it evaluates, resumes and is analysed as it trained)."""
+        loads (it evaluates, resumes and is analysed as it trained); returns what it asks
+        for that changes nothing (warnings, for the caller to say once)."""
         if self.cfg.reverse_input and self.per_step:
             raise ValueError(
                 f"`reverse_input` must be off for the {self.cfg.task} task: its target at "
@@ -73,9 +73,10 @@ class _SequenceTask:
         if self.cfg.bptt and self.per_step:
             x, _, _ = self._full_batch(0, np.random.default_rng(0))
             if self.cfg.bptt >= x.shape[1]:  # one window: the setting changes nothing
-                print(f"rnnlab: warning: `bptt` ({self.cfg.bptt}) is not shorter than the "
-                      f"{self.cfg.task} task's sequences ({x.shape[1]} steps): each is one "
-                      "window, trained with full BPTT", file=sys.stderr)  # fmt: skip
+                return [f"`bptt` ({self.cfg.bptt}) is not shorter than the {self.cfg.task} "
+                        f"task's sequences ({x.shape[1]} steps): each is one window, trained "
+                        "with full BPTT"]  # fmt: skip
+        return []
 
     # --- the data a subclass provides
     def sample(self, n: int, rng: np.random.Generator):  # fresh tasks

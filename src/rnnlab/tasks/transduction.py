@@ -382,7 +382,7 @@ class Transduction:
         self.target_codec = _target_codec(r)
         self.output_size = self.target_codec.size
 
-    def check_new_run(self) -> None:
+    def check_new_run(self) -> list[str]:
         """What a new run may not ask for, though a saved run that did still loads: a test
         beam wider than the symbols the decoder chooses among (evaluate and translate refuse
         it as --beam: the hypotheses grow to the beam's width at every step, so --beam
@@ -392,6 +392,7 @@ class Transduction:
             _checks.fail("beam", f"a width from 1 to {self.output_size} for the {self.name} task "
                          "(the symbols its decoder chooses among; a wider beam multiplies the "
                          "work for next to nothing)", str(self.cfg.beam))  # fmt: skip
+        return []
 
     # ------------------------------------------------------------------ data
     def _raw(self, split: str):
