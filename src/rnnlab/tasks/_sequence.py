@@ -71,7 +71,8 @@ class _SequenceTask:
                 "input is for tasks that read a whole sequence, then answer"
             )
         if self.cfg.bptt and self.per_step:
-            x, _, _ = self._full_batch(0, np.random.default_rng(0))
+            # (untrimmed: the split's padded length, the longest of its sequences)
+            x, _, _ = self._full_batch(0, np.random.default_rng(0), trim=False)
             if self.cfg.bptt >= x.shape[1]:  # one window: the setting changes nothing
                 return [f"`bptt` ({self.cfg.bptt}) is not shorter than the {self.cfg.task} "
                         f"task's sequences ({x.shape[1]} steps): each is one window, trained "
