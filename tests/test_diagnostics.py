@@ -658,6 +658,14 @@ def test_fixed_points_of_tanh_w_h():
     np.testing.assert_allclose(1 / (1 + np.exp(-(10 * h - 5))), h, atol=1e-12)
 
 
+def test_a_marginal_fixed_point_of_two_units_is_listed_once():
+    """h2 ← tanh(h2) has one fixed point, 0, with multiplier 1: Newton's starts end ~1e-7
+    around it and were listed as two fixed points (the diagnostics review)."""
+    res = dg.iterated_map(np.array([[-1.0, 0.0], [0.0, 1.0]]), np.zeros(2))
+    assert res.kinds == ["marginal"]
+    np.testing.assert_allclose(res.fixed_points, [[0.0, 0.0]], atol=1e-6)
+
+
 def test_two_unit_fixed_points_and_basins():
     res = dg.iterated_map(2.0 * np.eye(2), np.zeros(2), n_points=41)
     assert len(res.kinds) == 9

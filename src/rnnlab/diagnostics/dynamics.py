@@ -148,6 +148,9 @@ def _roots_1d(w: float, b: float, phi: str) -> np.ndarray:
     return np.sort(np.array(roots))
 
 
+_SAME = 1e-5  # fixed points of a 2-unit map closer than this are one
+
+
 def _roots_2d(W: np.ndarray, b: np.ndarray, phi: str, extra: np.ndarray) -> np.ndarray:
     """Newton's method on F(h) = φ(W h + b) − h from a grid over φ's range (and `extra`)."""
     lo, hi = (-1.0, 1.0) if phi == "tanh" else (0.0, 1.0)
@@ -168,10 +171,13 @@ def _roots_2d(W: np.ndarray, b: np.ndarray, phi: str, extra: np.ndarray) -> np.n
             h = np.clip(h - step, lo - 1.0, hi + 1.0)
         res = np.linalg.norm(_phi(phi, h @ W.T + b) - h, axis=1)
     found = h[res < 1e-12]
+    # Newton closes in on a marginal fixed point (multiplier 1, as h ← tanh(h) at 0) only
+    # slowly: its starts end ~1e-7 around it, residuals below 1e-12 all, and were listed as
+    # several fixed points. Points within 1e-5 of one another are one.
     unique: list[np.ndarray] = []
     for p in found[np.lexsort(found.T[::-1])]:
-        if not unique or np.linalg.norm(p - unique[-1]) > 1e-7:
-            if all(np.linalg.norm(p - q) > 1e-7 for q in unique):
+        if not unique or np.linalg.norm(p - unique[-1]) > _SAME:
+            if all(np.linalg.norm(p - q) > _SAME for q in unique):
                 unique.append(p)
     return np.array(unique).reshape(-1, 2)
 
