@@ -164,8 +164,8 @@ def subject_from_args(args: argparse.Namespace) -> subjects.Subject:
             W=args.W,
             bias=args.bias,
             phi=args.phi or "tanh",
-            h_range=args.h_range or "-2,2",
-            iters=args.iters or 200,
+            h_range=args.h_range or _ANALYSIS_OPTIONS["h_range"][1],
+            iters=args.iters or _ANALYSIS_OPTIONS["iters"][1],
         )
     if maps:
         _checks.fail(
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                                for k, (_, default) in _ANALYSIS_OPTIONS.items()}  # fmt: skip
     # (an ignored --range is not read: said ignored above, it does not stop the run)
     options["h_range"] = subjects.parse_range(options["h_range"] if "dynamics" in names
-                                              else "-2,2")  # fmt: skip
+                                              else _ANALYSIS_OPTIONS["h_range"][1])  # fmt: skip
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         _checks.fail("--out", "a directory (new or existing) for the PNGs and JSON files",
                      f"'{args.out}', which is a file")  # fmt: skip

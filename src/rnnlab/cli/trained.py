@@ -175,20 +175,10 @@ def cmd_translate(args) -> int:
 
 
 def _checked_beam(beam: int, task) -> int:
-    """--beam, refused above the run's target vocabulary: the hypotheses grow to the beam's
-    width at every step, so --beam 100000 decoded for minutes (a width no larger than the
-    symbols the decoder chooses among already keeps every continuation of its first step).
-    Only the option typed is checked: a run trained with a wider beam still loads."""
-    from rnnlab.tasks.transduction import _beam
-
-    beam = _beam(beam)
-    if beam > task.output_size:
-        raise UsageError(
-            f"`--beam` must be a width from 1 to {task.output_size} for this run (the symbols "
-            f"its decoder chooses among; a wider beam multiplies the work for next to "
-            f"nothing); got {beam} instead."
-        )
-    return beam
+    """--beam, refused above the run's target vocabulary (Transduction.checked_beam: --beam
+    100000 decoded for minutes). Only the option typed is checked: a run trained with a
+    wider beam still loads."""
+    return int(task.checked_beam(beam, "--beam", "this run"))
 
 
 # Sources are short lines: a --file larger than this is not one of translate's.

@@ -159,13 +159,11 @@ def analyse_lag(subject: Subject, loss: str) -> Outcome:
             x_rec, d_out, _, layer = output_gradient(t.model, t.task, t.x, t.y, subject.lengths)
         except StateOverflow as e:
             return _overflowed("lag_profile", {"loss": loss, "layers": None}, e)
-        except OutputOverflow as e:
-            verdict = (
+        except OutputOverflow as e:  # (the states are finite: the layer alone can be read)
+            return _overflowed("lag_profile", {"loss": loss, "layers": None}, e, (
                 f"{e} even in float64, so the task's loss has no gradient to follow back "
                 "(exploding: a smaller W_hh, or --loss last to see the recurrent layer alone)"
-            )
-            summary: dict = {"loss": loss, "layers": None, "overflow": str(e)}
-            return Outcome(summary, verdict, {"kind": "lag_profile", **summary, "verdict": verdict})
+            ))  # fmt: skip
         prof = dg.gradient_by_lag(layer, x_rec, subject.lengths, d_output=d_out)
         prof.loss = "task"
     else:
@@ -184,11 +182,12 @@ def analyse_lag(subject: Subject, loss: str) -> Outcome:
     )
 
 
-def _overflowed(kind: str, summary: dict, e: StateOverflow) -> Outcome:
-    """The outcome of an analysis whose states overflow float64: exploding, said as such,
-    with nothing measured (a gradient through NaN states reads as 0, i.e. "vanished")."""
-    verdict = (f"{e}: exploding; no gradient through them can be measured (a smaller W_hh "
-               "or --init-scale)")  # fmt: skip
+def _overflowed(kind: str, summary: dict, e: OutputOverflow, verdict: str = "") -> Outcome:
+    """The outcome of an analysis where float64 overflows: exploding, said as such, with
+    nothing measured (a gradient through NaN states reads as 0, i.e. "vanished"); `verdict`
+    in place of the states' own words."""
+    verdict = verdict or (f"{e}: exploding; no gradient through them can be measured (a "
+                          "smaller W_hh or --init-scale)")  # fmt: skip
     summary = {**summary, "overflow": str(e)}
     return Outcome(summary, verdict, {"kind": kind, **summary, "verdict": verdict})
 

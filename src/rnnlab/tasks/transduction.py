@@ -388,11 +388,20 @@ class Transduction:
         it as --beam: the hypotheses grow to the beam's width at every step, so --beam
         100000 decoded for minutes, and a run stored with it stalled at its last evaluation
         on every resume)."""
-        if self.cfg.beam > self.output_size:
-            _checks.fail("beam", f"a width from 1 to {self.output_size} for the {self.name} task "
-                         "(the symbols its decoder chooses among; a wider beam multiplies the "
-                         "work for next to nothing)", str(self.cfg.beam))  # fmt: skip
+        self.checked_beam(self.cfg.beam, "beam", f"the {self.name} task")
         return []
+
+    def checked_beam(self, beam: object, name: str, whose: str) -> int:
+        """A beam width no wider than the symbols the decoder chooses among: the hypotheses
+        grow to the beam's width at every step, and a width of the target vocabulary already
+        keeps every continuation of the first step (`name` and `whose` say where it came
+        from: evaluate's and translate's --beam for a run, a new run's setting)."""
+        beam = _beam(beam)
+        if beam > self.output_size:
+            _checks.fail(name, f"a width from 1 to {self.output_size} for {whose} (the symbols "
+                         "its decoder chooses among; a wider beam multiplies the work for next "
+                         "to nothing)", str(beam))  # fmt: skip
+        return beam
 
     # ------------------------------------------------------------------ data
     def _raw(self, split: str):
