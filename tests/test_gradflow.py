@@ -526,6 +526,9 @@ def test_bad_run_directories(tiny_run, tmp_path, capsys):
     assert re.search(r"`source` must be a run directory, a task name \(charlm, digits, "
                      r"pytokens, adding, copy, temporal-order\) or 'dynamics'; got '.*', a "
                      r"directory without config.json", err)  # fmt: skip
+    (tmp_path / "notes.txt").write_text("not a run")
+    err = error_of(capsys, "gradflow", tmp_path / "notes.txt")
+    assert re.search(r"`source` must be a run directory, .*; got '.*notes.txt', a file", err)
     err = error_of(capsys, "plot", tmp_path)
     assert re.search(r"`run` must be a run directory", err)
     (tmp_path / "config.json").write_text("{}")
