@@ -493,6 +493,45 @@ def test_update_checks_every_parameter_before_it_moves_any(bad):
         Adam().update({"a": np.ones(2)}, {"a": np.ones(2, bool)}, Adam().init({"a": np.ones(2)}))
 
 
+def test_update_checks_the_state_and_the_parameters_before_anything_moves():
+    """A slot of integers, a negative or fractional step count, a parameter that is a list:
+    each named before any parameter moves (they were NumPy's casting error or a division by
+    zero after the first parameter and its moments had stepped, or an AttributeError)."""
+    params = {"a": np.ones(2), "b": np.ones(2)}
+    good = {"a": np.ones(2), "b": np.ones(2)}
+    opt = Adam(0.1)
+    state = opt.init(params)
+    with pytest.raises(ValueError, match=r"`state\['v/b'\]` must be an array of float64 like "
+                       r"its parameter; got dtype int64"):  # fmt: skip
+        opt.update(params, good, {**state, "v/b": np.zeros(2, np.int64)})
+    for step, shown in ((np.array(-1), r"-1 \(int64\)"), (np.array(1.5), r"1.5 \(float64\)"),
+                        (True, "True")):  # fmt: skip
+        with pytest.raises(ValueError, match=r"`state\['step'\]` must be the number of updates "
+                           r"so far \(an integer >= 0\); got " + shown):  # fmt: skip
+            opt.update(params, good, {**state, "step": step})
+    np.testing.assert_array_equal(params["a"], 1.0)
+    assert not state["m/a"].any() and int(state["step"]) == 0
+    with pytest.raises(ValueError, match=r"`params\['w'\]` must be a writeable array of floats"):
+        opt.update({"w": [1.0, 2.0]}, {"w": np.ones(2)}, {"step": np.array(0)})
+
+
+@pytest.mark.parametrize("name", ["adam", "rmsprop"])
+def test_running_squares_do_not_overflow_before_torchs(name):
+    """A float32 gradient of 1e20 squares to inf, but (1 − β₂)·g·g in torch's order is 1e37:
+    the running square stays finite and equal to torch's (v = inf froze the weight for good)."""
+    cls, tname, kw = {"adam": (Adam, "Adam", {"lr": 1e-3}),
+                      "rmsprop": (RMSprop, "RMSprop", {"lr": 1e-3})}[name]  # fmt: skip
+    params = {"w": np.ones(3, np.float32)}
+    grads = [{"w": np.array([1e20, -1.5e20, 1.0], np.float32)}, {"w": np.ones(3, np.float32)}]
+    ref = run_torch(tname, kw, {k: v.copy() for k, v in params.items()}, grads)
+    opt = cls(**kw)
+    state = opt.init(params)
+    for t, g in enumerate(grads):
+        opt.update(params, g, state)
+        np.testing.assert_allclose(params["w"], ref[t]["w"], rtol=1e-6)
+    assert np.isfinite(state["v/w"]).all()
+
+
 @pytest.mark.parametrize(
     "load,config,key",
     [

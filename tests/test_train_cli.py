@@ -126,7 +126,7 @@ def test_a_bad_setting_in_a_checkpoints_config_names_that_file(tmp_path, capsys)
     path.write_text(json.dumps(config))
     capsys.readouterr()
     assert run_cli("train", "--resume", run, "--steps", 6, "--quiet") == 2
-    assert f"{path}: `lr` must be a positive number" in capsys.readouterr().err
+    assert f"{path}: `lr` must be a finite number > 0" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("edit,said", [
@@ -336,7 +336,7 @@ def test_bad_input_one_line_errors(tmp_path, capsys, corpus):
     unknown.write_text('task = "adding"\nhiddne = 3\n')
     assert "unknown setting 'hiddne'" in error_of(capsys, "train", "--config", unknown)
     assert "run directory" in error_of(capsys, "evaluate", tmp_path)
-    assert "`lr` must be a positive number" in error_of(capsys, "train", "adding", "--lr", "-1")
+    assert "`lr` must be a finite number > 0" in error_of(capsys, "train", "adding", "--lr", "-1")
     assert "`bptt` must be 0 for the adding task" in error_of(
         capsys, "train", "adding", "--bptt", "5"
     )
@@ -526,7 +526,7 @@ def test_adamw_weight_decay_is_what_was_asked_and_old_runs_keep_theirs():
     assert make_optimizer(TrainConfig.from_run(old, "config.json")).weight_decay == 0.01
     new = {**old, "format": CONFIG_FORMAT}
     assert make_optimizer(TrainConfig.from_run(new, "config.json")).weight_decay == 0.0
-    with pytest.raises(ValueError, match=r"`weight_decay` must be a non-negative number"):
+    with pytest.raises(ValueError, match=r"`weight_decay` must be a finite number >= 0"):
         TrainConfig.from_dict({"weight_decay": -1.0})
 
 
@@ -774,6 +774,36 @@ def test_a_finite_loss_whose_gradient_overflows_inside_the_model(tmp_path):
                        r"at step 3.*Good weights of step 2 saved"):  # fmt: skip
         Trainer(model, task, cfg, tmp_path / "r", spec=spec, quiet=True).run()
     assert io.checkpoint_steps(tmp_path / "r")[-1] == 2
+
+
+def test_an_optimizer_state_that_overflows_stops_the_run(tmp_path):
+    """Adam's running square overflowing float32 (|g| ~ 1e22, no clipping) leaves the
+    weights finite but frozen for good (their steps m/√v are 0) and a checkpoint that
+    --resume refuses: the run stops there as for an overflowing weight, the last good
+    checkpoint kept and resumable."""
+    from rnnlab import tasks
+    from rnnlab.train import NonFiniteError, TrainConfig, Trainer
+
+    cfg = TrainConfig.from_dict({**tasks.defaults("adding"), "T": 6, "hidden": 8,
+                                 "batch_size": 4, "steps": 6, "clip": "none",
+                                 "optimizer": "adam", "checkpoint_every": 1})  # fmt: skip
+    task = tasks.make_task(cfg)
+    spec = tasks.model_spec(cfg, task)
+    model = tasks.build_model(spec)
+    real, calls = task.loss, []
+
+    def loss(output, batch):  # one step with an exploding (but float32-finite) gradient
+        value, d = real(output, batch)
+        calls.append(1)
+        return value, d * np.float32(1e22) if len(calls) == 3 else d
+
+    task.loss = loss
+    with pytest.raises(NonFiniteError, match=r"the adam optimizer's running squares \(v/.*"
+                       r"became NaN or inf in the update of step 3"):  # fmt: skip
+        Trainer(model, task, cfg, tmp_path / "r", spec=spec, quiet=True).run()
+    assert io.checkpoint_steps(tmp_path / "r")[-1] == 2
+    ckpt = io.load_checkpoint(tmp_path / "r", 2)
+    assert all(np.isfinite(v).all() for v in ckpt.optimizer.values())
 
 
 def test_the_trainer_logs_what_its_gradient_callbacks_return(tmp_path):

@@ -103,7 +103,21 @@ class Optimizer:
             )
         if "step" not in state:
             _checks.fail("state", "the dict `init(params)` returned", "no 'step' entry")
+        step = state["step"]
+        if not (isinstance(step, (int, np.integer, np.ndarray)) and not isinstance(step, bool)
+                and np.ndim(step) == 0 and np.asarray(step).dtype.kind in "iu" and step >= 0):
+            got = (f"{np.asarray(step).item()!r} ({np.asarray(step).dtype})"
+                   if isinstance(step, (np.ndarray, np.generic)) and np.ndim(step) == 0
+                   else _checks.describe(step))  # fmt: skip
+            _checks.fail("state['step']", "the number of updates so far (an integer >= 0)", got)
         for k, p in params.items():
+            # every parameter written in place, so each is checked before any moves: a
+            # failure half way would leave the earlier ones and their slots a step ahead
+            if not isinstance(p, np.ndarray) or p.dtype.kind != "f" or not p.flags.writeable:
+                got = (f"dtype {p.dtype}" + ("" if p.flags.writeable else ", read-only")
+                       if isinstance(p, np.ndarray) else _checks.describe(p))  # fmt: skip
+                _checks.fail(f"params[{k!r}]", "a writeable array of floats (updated in place)",
+                             got)  # fmt: skip
             g = grads.get(k)
             if g is None:
                 _checks.fail("grads", "a gradient for every parameter", f"none for {k!r}")
@@ -113,13 +127,6 @@ class Optimizer:
                     f"an array of shape {p.shape} like its parameter",
                     _checks.describe(g),
                 )
-            # every parameter written in place, so each is checked before any moves: a
-            # failure half way would leave the earlier ones and their slots a step ahead
-            if not isinstance(p, np.ndarray) or p.dtype.kind != "f" or not p.flags.writeable:
-                got = (f"dtype {p.dtype}" + ("" if p.flags.writeable else ", read-only")
-                       if isinstance(p, np.ndarray) else _checks.describe(p))  # fmt: skip
-                _checks.fail(f"params[{k!r}]", "a writeable array of floats (updated in place)",
-                             got)  # fmt: skip
             if g.dtype.kind not in "fiu":
                 _checks.fail(f"grads[{k!r}]", "an array of real numbers", f"dtype {g.dtype}")
             for slot in self.slots():
@@ -132,6 +139,9 @@ class Optimizer:
                         f"{'no' if a is None else 'a wrongly shaped'} {key!r} entry",
                         "Was it made by another optimizer or for other parameters?",
                     )
+                if a.dtype != p.dtype:  # the step writes into it in the parameter's dtype
+                    _checks.fail(f"state[{key!r}]", f"an array of {p.dtype} like its parameter",
+                                 f"dtype {a.dtype}")  # fmt: skip
 
 
 class SGD(Optimizer):
@@ -238,7 +248,7 @@ class RMSprop(Optimizer):
             g = g + self.weight_decay * p
         v = S["v"]
         v *= a
-        v += (1.0 - a) * (g * g)
+        v += ((1.0 - a) * g) * g  # torch's order: g·g alone overflows float32 above 1.8e19
         if self.centered:
             g_avg = S["g_avg"]
             g_avg += (1.0 - a) * (g - g_avg)
@@ -411,7 +421,7 @@ def _adam_step(
     beta1, beta2 = betas
     m += (1.0 - beta1) * (g - m)  # torch's lerp form of β1 m + (1 − β1) g
     v *= beta2
-    v += (1.0 - beta2) * (g * g)
+    v += ((1.0 - beta2) * g) * g  # torch's order: g·g alone overflows float32 above 1.8e19
     denom = np.sqrt(v)
     denom /= math.sqrt(1.0 - beta2**t)
     denom += eps

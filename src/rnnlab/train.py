@@ -237,11 +237,11 @@ class TrainConfig:
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 _checks.fail(name, "a non-negative integer", _checks.describe(v))
         if not (_number(self.lr) and self.lr > 0):
-            _checks.fail("lr", "a positive number", _checks.describe(self.lr))
+            _checks.fail("lr", "a finite number > 0", _checks.describe(self.lr))
         for name, lo, hi, what in (
             ("momentum", 0.0, 1.0, "a number in [0, 1)"),
-            ("time_limit", 0.0, math.inf, "a non-negative number of seconds (0: none)"),
-            ("clip_at", 0.0, math.inf, "a positive number"),
+            ("time_limit", 0.0, math.inf, "a finite number of seconds >= 0 (0: none)"),
+            ("clip_at", 0.0, math.inf, "a finite number > 0"),
             ("forget_bias", -math.inf, math.inf, "a finite number"),
         ):
             v = getattr(self, name)
@@ -250,7 +250,7 @@ class TrainConfig:
         if self.weight_decay is not None and not (
             _number(self.weight_decay) and 0.0 <= self.weight_decay < math.inf
         ):
-            _checks.fail("weight_decay", "a non-negative number (or none: the optimizer's own)",
+            _checks.fail("weight_decay", "a finite number >= 0 (or none: the optimizer's own)",
                          _checks.describe(self.weight_decay))  # fmt: skip
         for name in ("task", "data", "digits_mode"):
             if not isinstance(getattr(self, name), str):
@@ -310,7 +310,7 @@ class TrainConfig:
         )
         teacher_schedule(self.teacher_forcing)
         if not self.clip_at > 0:
-            _checks.fail("clip_at", "a positive number", _checks.describe(self.clip_at))
+            _checks.fail("clip_at", "a finite number > 0", _checks.describe(self.clip_at))
 
     def without_effect(self, given: Iterable[str]) -> list[str]:
         """Why each of the settings in `given` (those the user set) changes nothing in this
@@ -753,9 +753,16 @@ class Trainer:
             self.grad_record = self._gradient_record(batch, state, before, grads, step)
         self.opt.update(self.model.params, grads, self.opt_state, lr=self.schedule(step))
         bad = [k for k, v in self.model.params.items() if not _checks.all_finite(v)]
+        # A running square that overflows (Adam's v at |g| past ~6e20 in float32) leaves its
+        # weights finite but frozen for good (their steps m/√v are 0), and a checkpoint that
+        # --resume refuses: it is as lost as an overflowing weight.
+        bad += [f"{slot}/{k}" for slot in self.opt.squares for k in self.model.params
+                if not _checks.all_finite(self.opt_state[f"{slot}/{k}"])]  # fmt: skip
         if bad:  # the update itself overflowed: these weights are lost, the checkpoint is not
+            what = ("the weights" if bad[0] in self.model.params else
+                    f"the {self.cfg.optimizer} optimizer's running squares")  # fmt: skip
             raise NonFiniteError(
-                f"the weights ({bad[0]}) became NaN or inf in the update of step {step + 1}; "
+                f"{what} ({bad[0]}) became NaN or inf in the update of step {step + 1}; "
                 f"they are not saved. {self._remedy()}",
                 weights_good=False,
             )
