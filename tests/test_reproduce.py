@@ -111,6 +111,8 @@ def test_reduced_run_shows_the_ordering(tmp_path, capsys):
     assert records["gru"]["solved"] and not records["rnn"]["solved"]
     assert records["rnn"]["stopped_by"] == "steps" and records["rnn"]["steps"] == 1500
     assert (out / "results.md").read_text().count("| adding | 30 |") == 3
+    # --jobs 1 runs its rows on one thread too: the same numbers as --jobs 2
+    assert all(r["kernels"]["threads"] == 1 for r in records.values())
     assert (out / "adding.png").stat().st_size > 0
 
 
@@ -174,6 +176,8 @@ def test_a_reproduce_written_before_weight_decay_could_be_none_continues(tmp_pat
       for k, said in (("report", "has no 'report'"), ("steps", "has no number 'steps'"),
                       ("wall_seconds", "has no number 'wall_seconds'"))],
     (lambda r: {**r, "record": {**r["record"], "test": {}}}, "lacks what the table shows"),
+    (lambda r: {**r, "record": {**r["record"], "stopped_by": "interrupt", "steps": 12}},
+     "its run was stopped by interrupt at step 12"),
 ])  # fmt: skip
 def test_a_result_that_is_not_a_finished_row_s_record_is_trained_again(tmp_path, capsys, damage,
                                                                         said):  # fmt: skip
@@ -258,6 +262,13 @@ def test_a_row_that_diverges_is_a_result_not_the_end_of_the_table(tmp_path):
     log = (out / "runs" / row.name / "train.log").read_text()
     assert "diverged: " in log and "at step" in log
     assert reproduce.run_row(row, out, settings)["reused"]
+    # it stopped before its first logged step: the table and its PNG are made without its curve
+    assert not (out / "runs" / row.name / "metrics.jsonl").exists()
+    import io as text_io
+
+    records = reproduce.run_table([row], out, jobs=1, settings=settings,
+                                  stream=text_io.StringIO())  # fmt: skip
+    assert records[0]["reused"] and (out / "adding.png").stat().st_size > 0
 
 
 def test_a_row_whose_update_overflowed_is_tested_on_its_last_checkpoint(tmp_path, monkeypatch):
@@ -282,3 +293,56 @@ def test_a_row_whose_update_overflowed_is_tested_on_its_last_checkpoint(tmp_path
     assert "non_finite" not in record and np.isfinite(record["test"]["mse"])
     assert reproduce.judge(record)["verdict"] == "diverged at step 2"
     assert io.checkpoint_steps(out / "runs" / row.name)[-1] == 2
+
+
+def test_every_row_is_checked_before_any_trains(tmp_path):
+    """A row whose run directory holds other settings is refused before the other rows train
+    (it was said after every other row of the table had trained, hours on a full table)."""
+    out = tmp_path / "repro"
+    later = reproduce.Row("adding", "gru", 10)
+    reproduce.run_row(later, out, {"steps": 2, "eval_every": 1})
+    first = reproduce.Row("adding", "rnn", 10)
+    with pytest.raises(ValueError, match=r"`--out`.*adding-T10-gru was trained with others"):
+        reproduce.run_table([first, later], out, jobs=1, settings={"steps": 3, "eval_every": 1})
+    assert not (out / "runs" / first.name).exists()
+
+
+def test_ctrl_c_stops_the_rows_in_progress_and_they_resume(tmp_path):
+    """SIGINT to reproduce (here to it alone, as `kill -INT` does; the terminal's Ctrl-C
+    reaches its workers too) stops the rows in progress at their next step: each saves its
+    checkpoint and writes no result (an interrupted row was stored as finished, and reused
+    by every later reproduce), the rows not started do not start, the command ends at once
+    with the way to go on, and the same command resumes the rows."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "repro"
+    argv = [sys.executable, "-m", "rnnlab", "reproduce", "adding", "--quick", "--T", "10",
+            "--cells", "rnn,irnn,lstm", "--steps", "1000000", "--jobs", "2", "--out", str(out)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runs = [out / "runs" / f"adding-T10-{c}" for c in ("lstm", "rnn", "irnn")]  # table order
+    deadline = time.monotonic() + 240
+    while not all((r / "metrics.jsonl").exists() for r in runs[:2]):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    t0 = time.monotonic()
+    stdout, stderr = proc.communicate(timeout=120)
+    assert time.monotonic() - t0 < 60
+    assert proc.returncode == 130, stderr
+    assert "rnnlab: interrupted" in stderr
+    assert "interrupted: the rows in progress saved their checkpoints" in stdout
+    from rnnlab import io
+
+    steps = {}
+    for r in runs[:2]:
+        assert not (r / "result.json").exists()
+        steps[r.name] = io.checkpoint_steps(r)[-1]
+        assert steps[r.name] > 0
+    assert not runs[2].exists()  # queued, never started
+    # the next reproduce takes them up from their checkpoints (no record to reuse)
+    settings = {"steps": 1000000, "eval_every": 250}
+    for cell in ("lstm", "rnn"):
+        assert reproduce.finished_before(reproduce.Row("adding", cell, 10), out, settings) is None

@@ -248,7 +248,7 @@ class RMSprop(Optimizer):
             g = g + self.weight_decay * p
         v = S["v"]
         v *= a
-        v += ((1.0 - a) * g) * g  # torch's order: g·g alone overflows float32 above 1.8e19
+        v += _scaled_square(g, 1.0 - a)
         if self.centered:
             g_avg = S["g_avg"]
             g_avg += (1.0 - a) * (g - g_avg)
@@ -413,6 +413,20 @@ class AdamW(Optimizer):
         }
 
 
+def _scaled_square(g: np.ndarray, scale: float) -> np.ndarray:
+    """scale · g², as (g · g) · scale, except where g · g overflows (|g| past 1.8e19 in
+    float32): there (scale · g) · g, torch's order, finite up to |g| ≈ 5.8e20 for Adam's
+    scale of 1e-3. An infinite running square would freeze its weight for good (its steps
+    m/√v are 0 from then on). Not torch's order everywhere: it rounds differently, and every
+    float32 run would then differ from the ones the docs report."""
+    with np.errstate(over="ignore"):
+        sq = scale * (g * g)
+        if not _checks.all_finite(sq):
+            big = np.isinf(sq) & np.isfinite(g)
+            sq[big] = (scale * g[big]) * g[big]
+    return np.asarray(sq)
+
+
 def _adam_step(
     p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, lr: float, t: int,
     betas: tuple[float, float], eps: float,
@@ -421,7 +435,7 @@ def _adam_step(
     beta1, beta2 = betas
     m += (1.0 - beta1) * (g - m)  # torch's lerp form of β1 m + (1 − β1) g
     v *= beta2
-    v += ((1.0 - beta2) * g) * g  # torch's order: g·g alone overflows float32 above 1.8e19
+    v += _scaled_square(g, 1.0 - beta2)
     denom = np.sqrt(v)
     denom /= math.sqrt(1.0 - beta2**t)
     denom += eps

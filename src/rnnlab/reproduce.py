@@ -7,15 +7,19 @@ memory tasks, cell by cell and length by length, from the same defaults `rnnlab 
   the tanh RNN stays at the baseline, the IRNN as far as its recipe gets in the budget;
 - copy memory (Arjovsky, Shah & Bengio 2016) at T = 100, 200: the gated cells below the
   memoryless baseline, with the share of symbols recalled;
-- digits read pixel by pixel (T = 64, the small cousin of Le et al.'s pixel MNIST): IRNN and
-  LSTM far above chance, the tanh RNN behind.
+- digits read pixel by pixel (T = 64, the small cousin of Le et al.'s pixel MNIST): every
+  cell far above chance; the paper's order (IRNN and LSTM ahead of the tanh RNN) is not met
+  at 64 steps (docs/results.md, "Pixel digits: a miss").
 
 Every row is one `rnnlab train` run (rnnlab.tasks.defaults_for: the cell's and length's
 defaults, a step budget that grows with T, early stop once solved) in OUT/runs, judged against
 the best memoryless answer on its own test set. The table goes to OUT/results.md and the
 terminal, the validation curves of every cell of a task, with that baseline, to OUT/TASK.png.
-Rows run in --jobs processes of one thread each: the CPU seconds of a row do not depend on how
-many run beside it, its wall time does.
+Rows run in --jobs processes of one thread each, on the same kernels everywhere (the BLAS's
+products, not rnnlab's measured choice of its own kernel, which may differ from host to
+host): a row's steps and results do not depend on --jobs or on what ran beside it, its wall
+time does. Ctrl-C stops the rows in progress at their next step, each saving its checkpoint,
+and the same command continues them.
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import signal
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -63,7 +68,8 @@ GATED = ("lstm", "gru")
 
 # CPU milliseconds of one training step per unit of sequence length (one thread, batch 32,
 # 64 hidden units; more scale linearly): the slowest row of each cell in the one-run table of
-# docs/results.md, so that the time stated up front is a bound on a host like that one.
+# docs/results.md: the time stated up front, on a host like that one (start-up and
+# evaluations are not in it: a short run takes longer).
 _MS_PER_STEP_AND_T = {"lstm": 0.17, "gru": 0.14, "rnn": 0.06, "irnn": 0.06}
 
 
@@ -110,6 +116,15 @@ def _cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
+# What every row runs on: one thread, and the BLAS's products rather than the kernel rnnlab
+# measures per host (`rnnlab info`), so that a row's numbers are those of any other --jobs and
+# of the table in docs/results.md on a host of the same kind. A variable the user set wins.
+ROW_ENVIRONMENT = {
+    "RNNLAB_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1", "RNNLAB_TILES": "off", "RNNLAB_BLAS": "numpy",
+}  # fmt: skip
+
+
 def _settled(config: dict[str, Any]) -> dict[str, Any] | None:
     """A stored config's settings as TrainConfig.settled writes them (None if unreadable):
     rows written before weight_decay could be none (the optimizer's own) compare equal to
@@ -122,17 +137,12 @@ def _settled(config: dict[str, Any]) -> dict[str, Any] | None:
         return None
 
 
-def run_row(row: Row, out: Path, settings: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train one row into OUT/runs/NAME and return its record (the table's row).
-
-    A reproduce that was stopped (Ctrl-C, a closed session, a crash) is continued by the same
-    command: a row whose run finished with the same settings is read back from its
-    result.json, a row stopped after a checkpoint resumes there (bit for bit the run it would
-    have been), and a row that never reached one starts again. A run directory trained with
-    other settings (another --steps, say) is refused, never mixed into the table."""
-    from rnnlab import runs, tasks
-    from rnnlab.train import NonFiniteError, Trainer
-
+def finished_before(row: Row, out: Path, settings: dict[str, Any] | None = None
+                    ) -> dict[str, Any] | None:  # fmt: skip
+    """The record of a row an earlier reproduce finished with these settings, else None (the
+    row is to be trained, from its last checkpoint if it has one). A run directory trained
+    with other settings (another --steps, say) is refused, never mixed into the table; a
+    result.json that is not a finished row's record is said and not used."""
     cfg = config(row, settings)
     run_dir = Path(out) / "runs" / row.name
     _directory(run_dir, out)
@@ -143,9 +153,36 @@ def run_row(row: Row, out: Path, settings: dict[str, Any] | None = None) -> dict
         if _settled({"train": record.get("config")}) == wanted:
             return dict(record, reused=True, run_dir=str(run_dir))  # (where it is now)
         _other_settings(out, run_dir)
-    ckpt = io.load_checkpoint(run_dir) if io.checkpoint_steps(run_dir) else None
-    if ckpt is not None and _settled(ckpt.config) != wanted:
+    if io.checkpoint_steps(run_dir) and _settled(io.load_checkpoint(run_dir).config) != wanted:
         _other_settings(out, run_dir)
+    return None
+
+
+def run_row(row: Row, out: Path, settings: dict[str, Any] | None = None, *,
+            checked: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Train one row into OUT/runs/NAME and return its record (the table's row).
+
+    A reproduce that was stopped (Ctrl-C, a closed session, a crash) is continued by the same
+    command: a row whose run finished with the same settings is read back from its
+    result.json (`finished_before`; `checked`: the caller did that already), a row stopped
+    after a checkpoint resumes there (bit for bit the run it would have been), and a row that
+    never reached one starts again. A row interrupted here (Ctrl-C) saves its checkpoint and
+    raises KeyboardInterrupt: it has no record, and the next reproduce resumes it."""
+    from rnnlab import runs, tasks
+    from rnnlab import settings as env
+    from rnnlab.train import NonFiniteError, Trainer
+
+    cfg = config(row, settings)
+    run_dir = Path(out) / "runs" / row.name
+    if not checked:
+        record = finished_before(row, out, settings)
+        if record is not None:
+            return record
+    ckpt = io.load_checkpoint(run_dir) if io.checkpoint_steps(run_dir) else None
+    if ckpt is not None and _settled(ckpt.config) != cfg.settled():
+        _other_settings(out, run_dir)
+    wanted = cfg.settled()
+    finished = run_dir / "result.json"
     task = tasks.make_task(cfg)
     spec = tasks.model_spec(cfg, task)
     model = tasks.build_model(spec, seed=cfg.seed)
@@ -157,6 +194,8 @@ def run_row(row: Row, out: Path, settings: dict[str, Any] | None = None) -> dict
             runs.load_weights(model, ckpt, run_dir)
             trainer.restore(ckpt)
             log.write(f"resumed at step {trainer.step}\n")
+        if _stop_asked:  # a Ctrl-C while the row was set up (a worker's, see _worker_start)
+            raise KeyboardInterrupt
         try:
             trained = trainer.run()
         except NonFiniteError as e:  # a result of the row, not the end of the table
@@ -166,6 +205,8 @@ def run_row(row: Row, out: Path, settings: dict[str, Any] | None = None) -> dict
             trained = {"step": trainer.step, "best": trainer.best,
                        "best_step": trainer.best_step, "stopped_by": "diverged",
                        "seconds": time.perf_counter() - wall0}  # fmt: skip
+    if trained["stopped_by"] == "interrupt":  # its checkpoint is saved; not a finished row
+        raise KeyboardInterrupt
     with np.errstate(all="ignore"):  # (a diverged model's overflow is said in its record)
         raw = task.evaluate(model, "test")
     test, not_finite = io.finite_or_null(raw)
@@ -184,6 +225,8 @@ def run_row(row: Row, out: Path, settings: dict[str, Any] | None = None) -> dict
         "report": tasks.report(task, raw),
         "run_dir": str(run_dir),
         "config": wanted,
+        "kernels": {"threads": env.current().threads, "blas": env.current().blas,
+                    "tiles": env.current().tiles},  # fmt: skip
     }
     if not_finite:  # (JSON has no NaN: written as null, and the row's verdict says it)
         record["non_finite"] = ", ".join(not_finite)
@@ -248,6 +291,8 @@ def _not_a_record(record: object, row: Row) -> str:
         return "its \"record\" has no 'report' (lines of text)"
     if not isinstance(record.get("stopped_by"), str) or not isinstance(record.get("test"), dict):
         return "its \"record\" has no 'stopped_by' or no 'test'"
+    if record["stopped_by"] in ("interrupt", "time limit"):  # (written so before 2026-12-04)
+        return f"its run was stopped by {record['stopped_by']} at step {record['steps']}"
     try:
         markdown([record])  # the table's line, with its verdict from the test's results
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
@@ -353,7 +398,10 @@ def plot(task: str, records: list[dict[str, Any]], path: Path) -> Path:
     for ax, T in zip(axes, lengths, strict=True):
         baseline = None
         for r in (r for r in records if r["T"] == T):
-            valid = [m for m in io.read_jsonl(Path(r["run_dir"]) / "metrics.jsonl")
+            metrics = Path(r["run_dir"]) / "metrics.jsonl"
+            if not metrics.exists():  # a row that stopped before its first record: no curve
+                continue
+            valid = [m for m in io.read_jsonl(metrics)
                      if isinstance(m, dict) and m.get("split") == "valid"]  # fmt: skip
             ax.plot([m["step"] for m in valid], [m[key] for m in valid], lw=1.2, label=r["cell"],
                     color=_COLOURS.get(r["cell"]))  # fmt: skip
@@ -364,14 +412,17 @@ def plot(task: str, records: list[dict[str, Any]], path: Path) -> Path:
             ax.set_yscale("log")
         ax.set_xlabel("step")
         ax.set_title(f"{task}, T = {T}: {label}", fontsize=10)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # (no row of this length logged a step)
+            ax.legend(fontsize=7)
     return save_png(fig, path)
 
 
 def run_table(table: list[Row], out: Path, *, jobs: int = 2, settings: dict[str, Any] | None = None,
               stream: TextIO | None = None) -> list[dict[str, Any]]:  # fmt: skip
-    """Run the rows (in `jobs` processes), write OUT/results.md, OUT/results.json and a PNG
-    per task, and return the records in the table's order."""
+    """Run the rows (in `jobs` processes of one thread each, ROW_ENVIRONMENT), write
+    OUT/results.md, OUT/results.json and a PNG per task, and return the records in the
+    table's order. Every row is checked against what OUT holds before any trains, so that a
+    run directory of other settings is said at once, not after hours of the other rows."""
     stream = stream or sys.stdout
     out = Path(out)
     _directory(out, out)
@@ -384,26 +435,19 @@ def run_table(table: list[Row], out: Path, *, jobs: int = 2, settings: dict[str,
         so_far = [done[r] for r in table if r in done]  # a table that grows row by row
         (out / "results.md").write_text(markdown(so_far), encoding="utf-8")
         earlier = " (finished by an earlier reproduce)" if record.get("reused") else ""
-        stream.write(f"[{len(done)}/{len(table)}] {row.name}{earlier}: {record['report'][0]} "
-                     f"({record['steps']:,} steps, {_clock(record['wall_seconds'])}, CPU "
-                     f"{_clock(record['cpu_seconds'])}; {_clock(time.perf_counter() - t0)} "
-                     "so far)\n")  # fmt: skip
+        j = judge(record)
+        stream.write(f"[{len(done)}/{len(table)}] {row.name}{earlier}: {j['result']}, "
+                     f"{j['verdict']} ({_plural(record['steps'], 'step')}, "
+                     f"{_clock(record['wall_seconds'])}, CPU {_clock(record['cpu_seconds'])}; "
+                     f"{_clock(time.perf_counter() - t0)} so far)\n")  # fmt: skip
         stream.flush()
 
-    if jobs <= 1:
-        for row in table:
-            finished(row, run_row(row, out, settings))
-    else:
-        # one thread per process: the rows share the cores instead of fighting over them
-        for var in ("RNNLAB_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            os.environ.setdefault(var, "1")
-        import multiprocessing
-
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futures = {pool.submit(run_row, row, out, settings): row for row in table}
-            for f in as_completed(futures):
-                finished(futures[f], f.result())
+    pending = []
+    for row in table:
+        record = finished_before(row, out, settings)
+        pending.append(row) if record is None else finished(row, record)
+    if pending:
+        _train_rows(pending, out, jobs, settings, finished, stream)
     records = [done[row] for row in table]
     io.atomic_write_json(out / "results.json", records)
     text = markdown(records)
@@ -414,7 +458,68 @@ def run_table(table: list[Row], out: Path, *, jobs: int = 2, settings: dict[str,
         except ImportError:
             stream.write("plots: matplotlib is not installed; pip install 'rnnlab[plot]'\n")
             break
+        except (ValueError, OSError) as e:  # the table is written: a curve is not worth it
+            print(f"rnnlab: warning: {out / f'{task}.png'} not drawn: {' '.join(str(e).split())}",
+                  file=sys.stderr, flush=True)  # fmt: skip
     return records
+
+
+def _train_rows(rows: list[Row], out: Path, jobs: int, settings: dict[str, Any] | None,
+                finished: Any, stream: TextIO) -> None:  # fmt: skip
+    """Train `rows` in `jobs` worker processes, at most `jobs` submitted at a time (a row
+    queued ahead would start after a Ctrl-C). On Ctrl-C or a row's error, the rows in progress
+    are interrupted: each saves its checkpoint at its next step, and the same command
+    continues them."""
+    import multiprocessing
+
+    saved = dict(os.environ)
+    for var, value in ROW_ENVIRONMENT.items():  # the workers are spawned with it
+        os.environ.setdefault(var, value)
+    ctx = multiprocessing.get_context("spawn")
+    try:
+        with ProcessPoolExecutor(max_workers=min(jobs, len(rows)), mp_context=ctx,
+                                 initializer=_worker_start) as pool:  # fmt: skip
+            running: dict[Future[dict[str, Any]], Row] = {}
+            queue = list(rows)
+            try:
+                while queue or running:
+                    while queue and len(running) < jobs:
+                        row = queue.pop(0)
+                        running[pool.submit(run_row, row, out, settings, checked=True)] = row
+                    for f in wait(running, return_when=FIRST_COMPLETED)[0]:
+                        finished(running.pop(f), f.result())
+            except BaseException:
+                for pid in list(getattr(pool, "_processes", None) or {}):
+                    try:  # (a Ctrl-C at the terminal reached them already; `kill` did not)
+                        os.kill(pid, signal.SIGINT)
+                    except OSError:
+                        pass
+                wait(running)
+                for f, row in running.items():
+                    if not f.cancelled() and f.exception() is None:
+                        finished(row, f.result())
+                stream.write("interrupted: the rows in progress saved their checkpoints; the "
+                             "same command continues the table\n")  # fmt: skip
+                stream.flush()
+                raise
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+_stop_asked = False  # a worker's: a Ctrl-C came while it was not training
+
+
+def _worker_start() -> None:
+    """A worker process takes Ctrl-C as a request to stop: while a row trains, the Trainer's
+    own handler stops it at its next step (it saves a checkpoint); between rows, or while one
+    is set up, the flag keeps the next row from starting (run_row raises KeyboardInterrupt)."""
+
+    def ask(signum: int, frame: object) -> None:
+        global _stop_asked
+        _stop_asked = True
+
+    signal.signal(signal.SIGINT, ask)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -440,14 +545,19 @@ def run(args: argparse.Namespace) -> int:
     settings: dict[str, Any] = {}
     if args.T is not None:
         T = _checks.positive_int(args.T, "--T")
+        if any(r.task == "digits" for r in table):
+            print("rnnlab: warning: --T is not digits': its images are read as they are, 64 "
+                  "pixels long", file=sys.stderr, flush=True)  # fmt: skip
         table = list(dict.fromkeys(Row(r.task, r.cell, T if r.task != "digits" else r.T)
                                    for r in table))  # fmt: skip
     if args.cells is not None:
         keep = [_checks.choice(c, "--cells", sorted({c for cs in CELLS.values() for c in cs}))
                 for c in args.cells.split(",")]  # fmt: skip
+        ran = list(dict.fromkeys(r.cell for r in table))
         table = [r for r in table if r.cell in keep]
         if not table:
-            _checks.fail("--cells", f"cells the table runs for {args.task}", args.cells)
+            _checks.fail("--cells", f"cells the table runs for {args.task} ({', '.join(ran)})",
+                         repr(args.cells))  # fmt: skip
     if args.steps is not None:
         settings["steps"] = _checks.positive_int(args.steps, "--steps")
         settings["eval_every"] = max(1, min(250, settings["steps"] // 10))
@@ -455,9 +565,9 @@ def run(args: argparse.Namespace) -> int:
     cpu = expected_seconds(table, settings)
     names = ", ".join(dict.fromkeys(r.task for r in table))
     wall = cpu / min(jobs, len(table))
-    print(f"reproducing {_runs(len(table))} ({names}) into {args.out}: at most {_clock(cpu)} of "
-          f"CPU if no run stops early, about {_clock(wall)} on {jobs} idle cores; solved runs "
-          "stop sooner", flush=True)  # fmt: skip
+    print(f"reproducing {_runs(len(table))} ({names}) into {args.out}: about {_clock(cpu)} of "
+          f"CPU if no run stops early, {_clock(wall)} on {_plural(jobs, 'idle core')}; solved "
+          "runs stop sooner", flush=True)  # fmt: skip
     t0 = time.perf_counter()
     records = run_table(table, Path(args.out), jobs=jobs, settings=settings)
     print()
@@ -470,4 +580,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _runs(n: int) -> str:
-    return f"{n} run" if n == 1 else f"{n} runs"
+    return _plural(n, "run")
+
+
+def _plural(n: int, thing: str) -> str:
+    return f"{n:,} {thing}" if n == 1 else f"{n:,} {thing}s"
