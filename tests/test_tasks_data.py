@@ -803,3 +803,62 @@ def test_a_window_past_every_sequence_makes_no_update():
     fake = SimpleNamespace(cfg=task.cfg, task=task)  # no model: running it would fail
     fake._draw = lambda step, rng: Trainer._draw(fake, step, rng)  # one process's batch
     assert Trainer._train_step(fake, 2) == (None, None, 0)
+
+
+def test_charlm_s_baselines_score_the_characters_its_evaluation_scores(tmp_path):
+    """evaluate scores the split's 2nd to (8n+1)-th characters (8 tracks of n); the n-gram
+    baselines scored every character, the first (never predicted) and the tail among them,
+    so "beats the 5-gram" compared two different sets of characters."""
+    from rnnlab import tasks
+    from rnnlab.tasks import ngram, text
+    from rnnlab.train import TrainConfig
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("".join(chr(97 + (i * i + i // 7) % 23) for i in range(4003)))
+    cfg = TrainConfig.from_dict({**tasks.defaults("charlm"), "data": str(corpus),
+                                 "batch_size": 4, "seq_len": 10})  # fmt: skip
+    task = tasks.make_task(cfg)
+    ids = task.ids["test"]
+    n = (len(ids) - 1) // text.EVAL_TRACKS
+    assert (len(ids) - 1) % text.EVAL_TRACKS  # (a tail is left out: the case in question)
+    got = task.baselines("test")["trigram"]["nats_per_char"]
+    raw = ngram.ngram_baselines(task.ids["train"], ids[: n * text.EVAL_TRACKS + 1],
+                                task.vocab.size, max_order=3)["trigram"]["nats_per_char"]
+    every = ngram.ngram_baselines(task.ids["train"], ids, task.vocab.size,
+                                  max_order=3)["trigram"]["nats_per_char"]  # fmt: skip
+    assert got != every and got != raw
+    trigram = ngram.fit(task.ids["train"], task.vocab.size, 3)
+    logs = ngram.log_probs(trigram, ids[: n * text.EVAL_TRACKS + 1])[1:]
+    assert len(logs) == n * text.EVAL_TRACKS == task.evaluate(_Uniform(task), "test")["chars"]
+    assert got == pytest.approx(-np.mean(logs), rel=1e-12)
+
+
+class _Uniform:
+    """A model that predicts every character alike (what evaluate runs, at no cost)."""
+
+    def __init__(self, task):
+        self.size = task.vocab.size
+
+    def forward(self, x, state=None, **_):
+        from rnnlab.layers import Forward
+
+        return Forward(np.zeros((*x.shape, self.size)), None)
+
+
+def test_a_text_that_would_not_fit_in_memory_is_refused_by_name(tmp_path, monkeypatch):
+    """A file under the 1 GiB cap still takes ~32 bytes a byte while it is read and encoded:
+    one larger than the memory available is refused naming it, not left to end in "out of
+    memory; try a smaller --hidden" (which changes nothing) or the OOM killer."""
+    from rnnlab import _checks
+    from rnnlab.tasks import text
+
+    big = tmp_path / "big.txt"
+    big.write_text("abcdefghi\n" * 600_000)  # 6 MB
+    monkeypatch.setattr(_checks, "available_memory", lambda: 100 << 20)
+    with pytest.raises(ValueError, match=r"`path` must be a readable UTF-8 text file that fits "
+                       r"in the memory available \(100.0 MiB; reading it takes about 32 bytes "
+                       r"a byte of text\); got '.*big.txt', of 6,000,000 bytes \(about "
+                       r"183.1 MiB\) instead"):  # fmt: skip
+        text.read_text(big)
+    monkeypatch.setattr(_checks, "available_memory", lambda: 1 << 30)
+    assert len(text.read_text(big)) == 6_000_000

@@ -1160,6 +1160,15 @@ def test_a_charlm_text_too_short_for_the_batch_names_the_options(tmp_path, capsy
     assert "(about 3,593 characters in all); got " in err
     assert "or a smaller --batch-size or --seq-len." in err and err.count("\n") == 1
     assert not (tmp_path / "r").exists()
+    # the same text is scored by a run that trained elsewhere: evaluation cuts no tracks of
+    # --batch-size (it refused it by the training rule, with advice evaluate has no option for)
+    long = tmp_path / "l.txt"
+    long.write_text("hello world, a longer text. " * 200)
+    assert run_cli("train", "charlm", "--data", long, "--steps", 1, "--quiet", "--hidden", 8,
+                   "--embed", 4, "--run-dir", tmp_path / "r") == 0  # fmt: skip
+    capsys.readouterr()
+    assert run_cli("evaluate", tmp_path / "r", "--data", short, "--json") == 0
+    assert json.loads(capsys.readouterr().out)["chars"] > 0
 
 
 def test_a_zoneout_string_in_toml_is_refused_naming_the_list_form(tmp_path, capsys):
@@ -1202,3 +1211,18 @@ def test_best_weights_that_do_not_fit_the_run_are_refused_by_name(tmp_path, caps
     err = capsys.readouterr().err
     assert f"the best weights '{run / 'best.safetensors'}' do not fit the model described in" \
         in err and "(is it from another model?)" in err and err.count("\n") == 1, err
+
+
+def test_a_toml_data_path_that_does_not_exist_names_the_config(tmp_path, capsys, monkeypatch):
+    """It said "--data: `path` must be ...", an option and a name the user typed neither of,
+    and not where a relative path is read from."""
+    config = tmp_path / "c.toml"
+    config.write_text('task = "charlm"\ndata = "missing.txt"\nsteps = 1\n')
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert run_cli("train", "--config", config, "--run-dir", tmp_path / "r") == 2
+    err = capsys.readouterr().err
+    assert err == (f"rnnlab: error: {config}: `data` must be a readable text file; got "
+                   f"'missing.txt', which does not exist (a relative path is read from the "
+                   f"current directory, {tmp_path})\n")  # fmt: skip
+    assert not (tmp_path / "r").exists()

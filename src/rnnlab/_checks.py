@@ -217,11 +217,12 @@ def affordable(nbytes: int, name: str, what: str) -> None:
         return
     have = available_memory()
     if have is not None and nbytes > have:
-        fail(name, f"a size whose {what} fit in the memory available ({_bytes(have)})",
-             f"a request of about {_bytes(nbytes)}")  # fmt: skip
+        fail(name, f"a size whose {what} fit in the memory available ({describe_bytes(have)})",
+             f"a request of about {describe_bytes(nbytes)}")  # fmt: skip
 
 
-def _bytes(n: float) -> str:
+def describe_bytes(n: float) -> str:
+    """A size in bytes as people read it: "1.5 GiB"."""
     for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
         if n < 1024 or unit == "PiB":
             return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
@@ -283,12 +284,12 @@ def read_bounded(path: Path, limit: int, what: str, error: type[ValueError] = Va
     with open_regular(path, what, error) as f:
         size = os.fstat(f.fileno()).st_size
         if size > limit:
-            raise error(f"Cannot read {what} '{path}': it has {_bytes(size)}, "
-                        f"more than the {_bytes(limit)} rnnlab reads.")  # fmt: skip
+            raise error(f"Cannot read {what} '{path}': it has {describe_bytes(size)}, "
+                        f"more than the {describe_bytes(limit)} rnnlab reads.")  # fmt: skip
         try:
             data = f.read(limit + 1)
         except OSError as e:
             raise error(f"Cannot read {what} '{path}': {e.strerror or e}.") from None
     if len(data) > limit:  # it grew while read
-        raise error(f"Cannot read {what} '{path}': it holds more than {_bytes(limit)}.")
+        raise error(f"Cannot read {what} '{path}': it holds more than {describe_bytes(limit)}.")
     return data

@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
 
 # What makes each command's memory grow, said when it runs out (only options it has).
 _MEMORY_HINTS = {
-    "train": "try a smaller --hidden, --batch-size, --seq-len or --T",
+    "train": "try a smaller --hidden, --batch-size, --seq-len or --T (or a shorter --data text)",
     "evaluate": "the run's model or its held-out data is too large for the memory available",
     "gradflow": "try a smaller --hidden, --batch or --T",
     "bench": "try smaller sizes",

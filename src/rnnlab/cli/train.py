@@ -74,6 +74,12 @@ def _config_from_args(args) -> tuple:
     merged = {**base, **given, "task": task}
     cfg = TrainConfig.from_dict(merged, source=args.config or "options",
                                 tasks=tasks.TASK_NAMES)  # fmt: skip
+    data = settings.get("data")
+    if data and "data" not in overrides and not Path(data).exists():
+        # (the task would say "--data", an option not typed, and not where the path is read)
+        raise UsageError(f"{args.config}: `data` must be a readable text file; got {data!r}, "
+                         "which does not exist (a relative path is read from the current "
+                         f"directory, {Path.cwd()})")  # fmt: skip
     for text in cfg.without_effect({*settings, *overrides}):
         print(f"rnnlab: warning: {text}", file=sys.stderr)
     return task, cfg

@@ -223,23 +223,27 @@ def name_of(order: int) -> str:
 
 
 def ngram_baselines(
-    train_ids: object, eval_ids: object, vocab_size: int, max_order: int = 5
+    train_ids: object, eval_ids: object, vocab_size: int, max_order: int = 5, *, start: int = 0
 ) -> dict[str, dict[str, Any]]:
     """Held-out cross-entropy of interpolated Kneser–Ney models of orders 1..max_order.
 
     Returns {"unigram": {"order": 1, "nats_per_char": ..., "bits_per_char": ...},
     "bigram": ..., "trigram": ..., "4-gram": ..., "5-gram": ...}, with
-    nats_per_char = −(1/M) Σ_i ln P(eval_ids[i] | history) over all M held-out ids and
-    bits_per_char = nats_per_char / ln 2. Counts are shared between orders.
+    nats_per_char = −(1/M) Σ_i ln P(eval_ids[i] | history) over the M held-out ids from
+    `start` on (the ids before it are history only: a model that predicts from the second
+    id on is compared on the ids it predicts) and bits_per_char = nats_per_char / ln 2.
+    Counts are shared between orders.
     """
     V = positive_int(vocab_size, "vocab_size")
     top = _check_order(max_order, "max_order", V)
     train = _check_ids(train_ids, "train_ids", V)
     held_out = _check_ids(eval_ids, "eval_ids", V)
+    if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start < len(held_out):
+        fail("start", f"an id's position in eval_ids (0 to {len(held_out) - 1})", repr(start))
     raw, cont = _count(train, V, top)
     results = {}
     for n in range(1, top + 1):
-        nats = -float(np.mean(log_probs(_model(raw, cont, V, n), held_out)))
+        nats = -float(np.mean(log_probs(_model(raw, cont, V, n), held_out)[start:]))
         results[name_of(n)] = {
             "order": n,
             "nats_per_char": nats,

@@ -31,6 +31,9 @@ from rnnlab.train import Batch, TrainConfig
 MIN_CHARS = 1000
 # and one larger than this is not read: its ids alone would take 4 bytes a character.
 MAX_BYTES = 1 << 30
+# Peak memory of a charlm task over its file's size: the text, its UTF-32 copies, the int64
+# ids of the vocabulary's lookup, the pieces (a 50 MB ASCII file: 1,554 MB, 31 a byte).
+PEAK_PER_BYTE = 32
 
 # What `decode` prints for the unknown id: U+FFFD REPLACEMENT CHARACTER, Unicode's own
 # symbol for "a character that could not be represented".
@@ -79,6 +82,13 @@ def read_text(path: str | os.PathLike[str]) -> str:
             if size > MAX_BYTES:
                 _raise("path", f"{expected} of at most {MAX_BYTES:,} bytes",
                        f"'{p}', which has {size:,}")  # fmt: skip
+            have = _checks.available_memory() if size > 1 << 22 else None
+            if have is not None and PEAK_PER_BYTE * size > have:  # (the OOM killer says none)
+                _raise("path", f"{expected} that fits in the memory available "
+                       f"({_checks.describe_bytes(have)}; reading it takes about "
+                       f"{PEAK_PER_BYTE} bytes a byte of text)",
+                       f"'{p}', of {size:,} bytes (about "
+                       f"{_checks.describe_bytes(PEAK_PER_BYTE * size)})")  # fmt: skip
             data = f.read(MAX_BYTES + 1)
     except _checks.NotRegularFile as e:
         _raise("path", expected, f"'{p}', which is not a regular file ({e.kind})")
@@ -311,6 +321,10 @@ def baseline_order(vocab_size: int) -> int:
     return max(k for k in range(1, MAX_BASELINE_ORDER + 1) if vocab_size**k < ngram._INT64_LIMIT)
 
 
+EVAL_TRACKS = 8
+"""`CharLM.evaluate` reads a split as 8 tracks side by side, each from a zero state."""
+
+
 class CharLM:
     """Character language model with a stateful stream of windows (classic truncated BPTT)."""
 
@@ -375,21 +389,8 @@ class CharLM:
         }
         self.chars = len(raw)
         self.window = cfg.bptt or cfg.seq_len
-        B = cfg.batch_size
-        usable = (len(self.ids["train"]) - 1) // B
-        if usable < self.window + 1:
-            window = "--bptt" if cfg.bptt else "--seq-len"
-            need = -(-(B * (self.window + 1) + 1) * 10 // 9)  # the training piece is 90 %
-            raise ValueError(
-                f"`--data` must hold enough text for --batch-size {B} tracks of {window} "
-                f"{self.window} characters in its training piece (about {need:,} characters in "
-                f"all); got {self.source!r} with {len(raw):,} characters instead. Give more "
-                f"text, or a smaller --batch-size or {window}."
-            )
-        flat = self.ids["train"][: usable * B + 1]
-        self.tracks_x = flat[:-1].reshape(B, usable)
-        self.tracks_y = flat[1:].reshape(B, usable)
-        self.per_epoch = usable // self.window
+        self._tracks: tuple[np.ndarray, np.ndarray, int] | None = None  # (training's, made at
+        # its first batch: scoring other text with `evaluate --data` needs no tracks)
         self._baselines: dict = {}
         self.output_size = self.vocab.size
         self.max_order = baseline_order(self.vocab.size)
@@ -411,11 +412,37 @@ class CharLM:
         ) + (f"; n-gram baselines up to order {self.max_order} (the vocabulary is too large "
              "for more)" if self.max_order < MAX_BASELINE_ORDER else "")  # fmt: skip
 
+    def check_new_run(self) -> list[str]:
+        """A new run's text holds its batches (said before the run directory is made)."""
+        self._training_tracks()
+        return []
+
+    def _training_tracks(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """(inputs, targets, windows an epoch): the training piece cut into --batch-size
+        tracks, read --seq-len (or --bptt) characters a step, the state carried along."""
+        if self._tracks is None:
+            B = self.cfg.batch_size
+            usable = (len(self.ids["train"]) - 1) // B
+            if usable < self.window + 1:
+                window = "--bptt" if self.cfg.bptt else "--seq-len"
+                need = -(-(B * (self.window + 1) + 1) * 10 // 9)  # the training piece is 90 %
+                raise ValueError(
+                    f"`--data` must hold enough text for --batch-size {B} tracks of {window} "
+                    f"{self.window} characters in its training piece (about {need:,} "
+                    f"characters in all); got {self.source!r} with {self.chars:,} characters "
+                    f"instead. Give more text, or a smaller --batch-size or {window}."
+                )
+            flat = self.ids["train"][: usable * B + 1]
+            self._tracks = (flat[:-1].reshape(B, usable), flat[1:].reshape(B, usable),
+                            usable // self.window)  # fmt: skip
+        return self._tracks
+
     def batch(self, step: int, rng) -> Batch:
-        w = step % self.per_epoch
+        tracks_x, tracks_y, per_epoch = self._training_tracks()
+        w = step % per_epoch
         k = self.window
-        x = self.tracks_x[:, w * k : (w + 1) * k]
-        y = self.tracks_y[:, w * k : (w + 1) * k]
+        x = tracks_x[:, w * k : (w + 1) * k]
+        y = tracks_y[:, w * k : (w + 1) * k]
         return Batch(x, y, None, carry=w > 0, items=int(x.size))
 
     def loss(self, output, batch: Batch):
@@ -425,7 +452,7 @@ class CharLM:
         """nats and bits per character on a split; with `baselines` (default: on the test
         split) the n-gram baselines of that same split beside them."""
         ids = self.ids[split]
-        tracks = 8
+        tracks = EVAL_TRACKS
         n = (len(ids) - 1) // tracks
         xs = ids[: n * tracks].reshape(tracks, n)
         ys = ids[1 : n * tracks + 1].reshape(tracks, n)
@@ -453,8 +480,13 @@ class CharLM:
         from rnnlab.tasks import ngram
 
         if split not in self._baselines:
+            # the characters `evaluate` scores: the split's 2nd to (8n+1)-th (its first is
+            # read, never predicted; the tail short of a track's full length is left out)
+            ids = self.ids[split]
+            scored = (len(ids) - 1) // EVAL_TRACKS * EVAL_TRACKS
             self._baselines[split] = ngram.ngram_baselines(
-                self.ids["train"], self.ids[split], self.vocab.size, max_order=self.max_order
+                self.ids["train"], ids[: scored + 1], self.vocab.size,
+                max_order=self.max_order, start=1,
             )
         return self._baselines[split]
 
