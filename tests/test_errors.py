@@ -304,3 +304,17 @@ def test_load_state_dict_is_all_or_nothing(bad):
         m.load_state_dict(state)
     for k, v in m.params.items():
         np.testing.assert_array_equal(v, before[k])
+
+
+def test_a_given_state_is_checked_finite_as_the_input_is():
+    """check=False (a model handing on what it computed: Seq2Seq's encoder state to its
+    decoder) skips the finiteness of the state too: a diverging encoder-decoder run said
+    "`state` must be finite" (exit 2, a usage error) instead of its divergence."""
+    import rnnlab
+
+    lstm = rnnlab.LSTM(2, 3, rng=np.random.default_rng(0))
+    x = np.zeros((1, 2, 2), np.float32)
+    state = (np.full((1, 1, 3), np.inf, np.float32), np.zeros((1, 1, 3), np.float32))
+    with pytest.raises(ValueError, match=r"`state\[0\] \(h0\)` must be finite"):
+        lstm.forward(x, state=state)
+    assert not np.isfinite(lstm.forward(x, state=state, check=False).output).all()

@@ -250,14 +250,32 @@ def test_a_jordan_run_from_before_its_evaluation_changed_says_so_on_resume(tmp_p
     capsys.readouterr()
     for config in run.rglob("config.json"):
         data = json.loads(config.read_text())
-        assert data["format"] == 3
+        assert data["format"] == 4
         config.write_text(json.dumps({**data, "format": 2}))
     assert run_cli("train", "--resume", run, "--steps", 6, "--quiet") == 0
     err = capsys.readouterr().err
     assert "rnnlab: warning: this Jordan run's validations up to step 4 fed the model its own " \
            "softmax" in err  # fmt: skip
-    assert run_cli("train", "--resume", run, "--steps", 8, "--quiet") == 0  # format 3 now
+    assert run_cli("train", "--resume", run, "--steps", 8, "--quiet") == 0  # format 4 now
     assert "Jordan run's validations" not in capsys.readouterr().err
+
+
+def test_an_encoder_decoder_run_from_before_its_batch_order_changed_says_so(tmp_path, capsys):
+    """Its batches came in the old order (config.json format 3); resumed, they come in the new
+    one, so the run does not end as it would have: said once."""
+    pytest.importorskip("babel")
+    run = tmp_path / "d"
+    assert run_cli("train", "dates", "--train-size", 64, "--steps", 2, "--eval-every", 2,
+                   "--run-dir", run, *TINY) == 0  # fmt: skip
+    capsys.readouterr()
+    for config in run.rglob("config.json"):
+        config.write_text(json.dumps({**json.loads(config.read_text()), "format": 3}))
+    assert run_cli("train", "--resume", run, "--steps", 3, "--quiet") == 0
+    err = capsys.readouterr().err
+    assert "rnnlab: warning: this run drew its batches up to step 2 in the order of rnnlab " \
+           "before 2026-12-04" in err  # fmt: skip
+    assert run_cli("train", "--resume", run, "--steps", 4, "--quiet") == 0  # format 4 now
+    assert "drew its batches" not in capsys.readouterr().err
 
 
 def test_version_is_the_packages(capsys):

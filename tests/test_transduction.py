@@ -220,3 +220,34 @@ def test_trainee_takes_the_pass_options_and_refuses_the_rest():
         net.forward(x, targets=y, state=np.zeros((2, 5)))
     with pytest.raises(ValueError, match="`mask`"):
         net.forward(x, targets=y, mask=np.ones((2, 4), bool))
+
+
+def test_every_training_pair_takes_part_and_the_batches_come_in_random_order():
+    """With one pool of 16 batches (1,000 pairs of 64), the remainder left out of an epoch
+    was always the longest pairs (31 of them never trained in 50 epochs) and every epoch ran
+    shortest to longest. Now a random remainder sits an epoch out, and the bucketed batches
+    (similar lengths together, little padding) come in random order."""
+    from rnnlab import tasks
+    from rnnlab.train import TrainConfig
+
+    cfg = TrainConfig.from_dict({**tasks.defaults("numbers"), "train_size": 1000,
+                                 "batch_size": 64})  # fmt: skip
+    task = td.Transduction(cfg)
+    lengths = task._split("train")[2]
+    per_epoch = 1000 // 64
+    seen, rising = set(), 0
+    for epoch in range(20):
+        batches = td.epoch_batches(1000, 64, lengths, cfg.seed, epoch)
+        assert batches.shape == (per_epoch, 64) and len(set(batches.ravel())) == per_epoch * 64
+        seen |= set(batches.ravel().tolist())
+        means = lengths[batches].mean(axis=1)
+        rising += bool(np.all(np.diff(means) >= 0))
+        spread = np.ptp(lengths[batches], axis=1)  # bucketed: a batch's lengths lie close
+        assert np.median(spread) < np.ptp(lengths) / 2
+    assert seen == set(range(1000)) and rising == 0
+    # the task's batches are those rows, step by step
+    b = task.batch(per_epoch + 3, None)
+    row = td.epoch_batches(1000, 64, lengths, cfg.seed, 1)[3]
+    np.testing.assert_array_equal(b.lengths, lengths[row])
+    # fewer items than a batch: one batch of them all
+    assert td.epoch_batches(5, 64, lengths[:5], 0, 0).shape == (1, 5)

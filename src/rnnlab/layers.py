@@ -501,8 +501,11 @@ class Recurrent:
         return noise
 
     # ----------------------------------------------------------------- state
-    def _initial_states(self, state: Any, B: int) -> list[tuple[np.ndarray, np.ndarray | None]]:
-        """Per (layer, direction): (h0, c0) arrays of shape (B, P) and (B, H)."""
+    def _initial_states(self, state: Any, B: int, check: bool = True
+                        ) -> list[tuple[np.ndarray, np.ndarray | None]]:  # fmt: skip
+        """Per (layer, direction): (h0, c0) arrays of shape (B, P) and (B, H); a given state
+        checked finite with `check` as the input is (an encoder's state that overflowed,
+        handed on by its model, is the model's to report, not "`state` must be finite")."""
         L, D, H, dt = self.num_layers, len(self.directions), self.hidden_size, self.dtype
         P = self.carry_size
         shape = (L * D, B, P)
@@ -510,11 +513,12 @@ class Recurrent:
             if self.cell.has_c:
                 if not isinstance(state, (tuple, list)) or len(state) != 2:
                     _checks.fail("state", "a pair (h0, c0) for an LSTM", _checks.describe(state))
-                h0 = _checks.float_array(state[0], "state[0] (h0)", shape=shape, dtype=dt)
+                h0 = _checks.float_array(state[0], "state[0] (h0)", shape=shape, dtype=dt,
+                                         finite=check)  # fmt: skip
                 c0 = _checks.float_array(state[1], "state[1] (c0)", shape=(L * D, B, H),
-                                         dtype=dt)  # fmt: skip
+                                         dtype=dt, finite=check)  # fmt: skip
             else:
-                h0 = _checks.float_array(state, "state", shape=shape, dtype=dt)
+                h0 = _checks.float_array(state, "state", shape=shape, dtype=dt, finite=check)
                 c0 = None
             return [(h0[j], None if c0 is None else c0[j]) for j in range(L * D)]
         out = []
@@ -585,7 +589,7 @@ class Recurrent:
         random = (self.dropout > 0 and self.num_layers > 1) or self.recurrent_dropout
         if training and (random or any(self.zoneout)):
             rng = _training_rng(rng, "dropout or zoneout")
-        h0s = self._initial_states(state, B)
+        h0s = self._initial_states(state, B, check)
         # the tape: per layer and direction the gates, states and outputs of every step; a
         # checkpointed one the outputs, the states every k steps and one segment's tape,
         # recomputed in backward (counting T steps of tape refused what checkpoints fit)

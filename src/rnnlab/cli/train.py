@@ -263,6 +263,12 @@ def _prepare_train(args, comm) -> tuple:
                       "class each step ranked first, as training and sampling do); its early "
                       "stopping and best weights now compare the two measures (start a new "
                       "run to compare like with like)", file=sys.stderr)  # fmt: skip
+            if say and config.get("format", 1) < 4 and cfg.task in tasks.SEQ2SEQ_TASKS:
+                print(f"rnnlab: warning: this run drew its batches up to step {trainer.step} "
+                      "in the order of rnnlab before 2026-12-04 (each pool of 16 batches "
+                      "shortest first, the longest pairs left over); it goes on in today's "
+                      "(batches in random order, a random remainder left over), so it does "
+                      "not end bit for bit as it would have", file=sys.stderr)  # fmt: skip
         elif say:
             print(f"{run_dir} has no checkpoint yet: starting it again from step 0",
                   file=sys.stderr)  # fmt: skip

@@ -30,6 +30,32 @@ def _trim(x, y, lengths, per_step: bool):
     return x[:, :T], (y[:, :T] if per_step else y), lengths
 
 
+def epoch_batches(n: int, B: int, lengths: np.ndarray | None, seed: int, epoch: int
+                  ) -> np.ndarray:  # fmt: skip
+    """The batches of one epoch over n training items, as rows of B indices (one row of all
+    n when n < B), drawn from (seed, epoch).
+
+    A random n mod B items sit the epoch out. With `lengths`, bucketing: within pools of 16
+    batches the items are sorted by length, so that little of a batch is padding, and the
+    batches then come in random order. (Until 2026-12-04 the remainder dropped was the
+    longest items of the last pool and each pool's batches came shortest first: with one
+    pool, n ≤ 16 B, the same longest items never trained, and every epoch ran short to long.)
+    """
+    rng = np.random.default_rng([seed, epoch, 23])
+    order = rng.permutation(n)
+    if n < B:
+        return order[None]
+    per_epoch = n // B
+    order = order[: per_epoch * B]
+    if lengths is None:
+        return order.reshape(per_epoch, B)
+    pool = 16 * B
+    for a in range(0, len(order), pool):
+        chunk = order[a : a + pool]
+        order[a : a + pool] = chunk[np.argsort(lengths[chunk], kind="stable")]
+    return order.reshape(per_epoch, B)[rng.permutation(per_epoch)]
+
+
 def _accuracy(logits: np.ndarray, y: np.ndarray, mask: np.ndarray | None = None) -> float:
     hit = logits.argmax(axis=-1) == y
     if mask is not None:
@@ -97,17 +123,8 @@ class _SequenceTask:
             return _trim(x, y, lengths, self.per_step) if trim else (x, y, lengths)
         x, y, lengths = self.split("train")
         n = len(x)
-        per_epoch = max(n // B, 1)
-        epoch, i = divmod(index, per_epoch)
-        order = np.random.default_rng([self.cfg.seed, epoch, 23]).permutation(n)
-        if lengths is not None:
-            # Bucketing: within pools of 16 batches, sequences of similar length go together,
-            # so little of each batch is padding; the pools themselves stay shuffled.
-            pool = 16 * B
-            for a in range(0, n, pool):
-                chunk = order[a : a + pool]
-                order[a : a + pool] = chunk[np.argsort(lengths[chunk], kind="stable")]
-        idx = order[i * B : (i + 1) * B]
+        epoch, i = divmod(index, max(n // B, 1))
+        idx = epoch_batches(n, B, lengths, self.cfg.seed, epoch)[i]
         if lengths is None:
             return x[idx], y[idx], None
         if not trim:

@@ -38,6 +38,7 @@ from rnnlab.layers import Backward, Forward, PassOptions, pass_options
 from rnnlab.losses import softmax, softmax_cross_entropy
 from rnnlab.modules import _Module
 from rnnlab.seq2seq import ATTENTIONS, Seq2Seq
+from rnnlab.tasks._sequence import epoch_batches
 from rnnlab.tasks.codecs import BOS, EOS, PAD, CharCodec, Codec, WordCodec
 from rnnlab.tasks.digits import MissingDependencyError
 from rnnlab.train import Batch, TrainConfig
@@ -481,16 +482,12 @@ class Transduction:
     # ------------------------------------------------------------------ training
     def batch(self, step: int, rng) -> Batch:
         """The step's batch: epochs over the training pairs, shuffled by (seed, epoch), with
-        pools of 16 batches sorted by source length so that little of a batch is padding."""
+        pools of 16 batches sorted by source length so that little of a batch is padding
+        (`epoch_batches`)."""
         x, y, lengths = self._split("train")[:3]
         B, n = self.cfg.batch_size, len(y)
         epoch, i = divmod(step, max(n // B, 1))
-        order = np.random.default_rng([self.cfg.seed, epoch, 23]).permutation(n)
-        pool = 16 * B
-        for a in range(0, n, pool):
-            chunk = order[a : a + pool]
-            order[a : a + pool] = chunk[np.argsort(lengths[chunk], kind="stable")]
-        idx = order[i * B : (i + 1) * B]
+        idx = epoch_batches(n, B, lengths, self.cfg.seed, epoch)[i]
         ls = lengths[idx]
         xb = self.prepare(x[idx][:, : ls.max()], ls)
         yb = y[idx]
