@@ -906,3 +906,17 @@ def test_a_subject_without_a_trained_sequential_is_refused_by_name():
     odd = subjects.Subject(layer, object(), TrainConfig(), x, x, None, {}, spec={})
     with pytest.raises(ValueError, match=r"`model` must be a Sequential with one recurrent"):
         odd.trained()
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-200, 1e200])
+def test_the_one_step_norms_of_wide_states_are_exact(scale):
+    """Above 128 columns the one-step norms of the bound come from the largest eigenvalue of
+    the scaled Gram matrix (a third of the SVD's time at S = 1024): the same norm to rounding,
+    an exact bound, at any scale inside float range."""
+    from rnnlab.diagnostics import jacobians
+
+    rng = np.random.default_rng(0)
+    M = rng.standard_normal((200, 200)) * np.r_[np.ones(100), np.full(100, 1e-3)] * scale
+    want = np.linalg.svd(M, compute_uv=False)[0]
+    assert jacobians._exact_norm(M) == pytest.approx(want, rel=1e-12)
+    assert jacobians._exact_norm(np.zeros((200, 200))) == 0.0

@@ -461,3 +461,30 @@ def test_transposed_is_a_contiguous_copy_of_the_transpose(shape, dtype):
         out = fast.transposed(source)
         assert out.flags.c_contiguous and out.dtype == dtype and out.shape == shape[::-1]
         np.testing.assert_array_equal(out, a.T)
+
+
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_a_float32_cell_clip_not_exact_in_float32_stops_the_gradient_as_numpy_does(layer_norm):
+    """A unit clipped to float32(0.7) = 0.699999988 compared in float64 with 0.7 was inside
+    the bound on the compiled path: its gradient flowed, where NumPy's float32 comparison
+    (and the docstring) stop it; dW_hh was off by 28 % of its largest entry."""
+    from rnnlab.layers import LSTM
+
+    m = LSTM(4, 8, cell_clip=0.7, layer_norm=layer_norm, dtype=np.float32, rng=0)
+    for k in m.params:
+        m.params[k] = m.params[k] * 4  # |c| past the bound at many units
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 6, 4)).astype(np.float32)
+    dy = rng.standard_normal((3, 6, 8)).astype(np.float32)
+    out = {}
+    for no_numba in (True, False):
+        with settings.override(no_numba=no_numba):
+            f = m.forward(x)
+            out[no_numba] = (f, m.backward(f, dy))
+    c = out[False][0].state[1]
+    assert (np.abs(c) == np.float32(0.7)).any()  # (the case in question: units at the bound)
+    (_, numpy_b), (_, fast_b) = out[True], out[False]
+    for name, g in numpy_b.params.items():
+        scale = np.abs(g).max()
+        assert np.abs(fast_b.params[name] - g).max() <= 2e-5 * scale, name
+    assert np.abs(fast_b.input - numpy_b.input).max() <= 2e-5 * np.abs(numpy_b.input).max()

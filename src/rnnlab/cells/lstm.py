@@ -51,6 +51,7 @@ from rnnlab.cells.pointwise import (
     blocks,
     clip,
     column,
+    inside,
     normalise,
     normalise_back,
     one,
@@ -155,7 +156,7 @@ def _steps(peephole: bool, coupled: bool, bound: float | None) -> Steps:
                 if peephole:
                     d_c = d_c + d_o * q[..., H : 2 * H][j]
                 if clipping:  # bound: a float (mypy doesn't narrow via `clipping`)
-                    d_c = select(abs(c[j]) < bound, d_c, zero(tc))  # type: ignore[operator]
+                    d_c = select(inside(c[j], bound), d_c, zero(tc))  # type: ignore[arg-type]
                 d_f = (d_c * (c_prev[j] - g_)) * (f_ * (one(tc) - f_))
                 d_g = (d_c * (one(tc) - f_)) * (one(tc) - g_ * g_)
                 dc_prev = d_c * f_
@@ -179,7 +180,7 @@ def _steps(peephole: bool, coupled: bool, bound: float | None) -> Steps:
                 if peephole:
                     d_c = d_c + d_o * q[..., 2 * H : 3 * H][j]
                 if clipping:  # bound: a float (mypy doesn't narrow via `clipping`)
-                    d_c = select(abs(c[j]) < bound, d_c, zero(tc))  # type: ignore[operator]
+                    d_c = select(inside(c[j], bound), d_c, zero(tc))  # type: ignore[arg-type]
                 d_i = (d_c * g_) * (i_ * (one(tc) - i_))
                 d_f = (d_c * c_prev[j]) * (f_ * (one(tc) - f_))
                 d_g = (d_c * i_) * (one(tc) - g_ * g_)
@@ -330,7 +331,7 @@ def _layer_norm_steps(peephole: bool, coupled: bool, bound: float | None) -> Ste
                     d_c = d_c + dz_o[j] * q[..., peep + H : peep + 2 * H][j]
                     dq[..., peep + H : peep + 2 * H][j] += dz_o[j] * c[j]
                 if clipping:  # bound: a float (mypy doesn't narrow via `clipping`)
-                    d_c = select(abs(c[j]) < bound, d_c, zero(d_c))  # type: ignore[operator]
+                    d_c = select(inside(c[j], bound), d_c, zero(d_c))  # type: ignore[arg-type]
                 d_f = (d_c * (c_prev[j] - g_)) * (f_ * (one(d_c) - f_))
                 dz_g[j] = (d_c * (one(d_c) - f_)) * (one(d_c) - g_ * g_)
                 dc_prev = d_c * f_
@@ -350,7 +351,7 @@ def _layer_norm_steps(peephole: bool, coupled: bool, bound: float | None) -> Ste
                     d_c = d_c + dz_o[j] * q[..., peep + 2 * H : peep + 3 * H][j]
                     dq[..., peep + 2 * H : peep + 3 * H][j] += dz_o[j] * c[j]
                 if clipping:  # bound: a float (mypy doesn't narrow via `clipping`)
-                    d_c = select(abs(c[j]) < bound, d_c, zero(d_c))  # type: ignore[operator]
+                    d_c = select(inside(c[j], bound), d_c, zero(d_c))  # type: ignore[arg-type]
                 d_i = (d_c * g_) * (i_ * (one(d_c) - i_))
                 d_f = (d_c * c_prev[j]) * (f_ * (one(d_c) - f_))
                 dz_g[j] = (d_c * i_) * (one(d_c) - g_ * g_)

@@ -90,6 +90,13 @@ def clip(x: np.ndarray, bound: float) -> np.ndarray:
     return out
 
 
+def inside(x: np.ndarray, bound: float) -> np.ndarray:
+    """|x| < bound, the bound rounded to x's dtype as `clip` rounds it: a unit clip held at
+    float32(0.7) is not inside 0.7 (compared in float64 it was, and its gradient flowed)."""
+    out: np.ndarray = np.abs(x) < np.asarray(x).dtype.type(bound)
+    return out
+
+
 def select(condition: np.ndarray, a: np.ndarray, b: np.ndarray | np.generic) -> np.ndarray:
     """a where condition holds, else b (element-wise)."""
     return np.where(condition, a, b)

@@ -105,6 +105,18 @@ def _clip(x, bound):
         return impl
 
 
+@overload(pointwise.inside, **_INLINE)
+def _inside(x, bound):
+    if isinstance(x, types.Float):
+        cast = _dtype_of(x).type
+
+        def impl(x, bound):
+            b = cast(bound)
+            return abs(x) < b
+
+        return impl
+
+
 @overload(pointwise.select, **_INLINE)
 def _select(condition, a, b):
     return lambda condition, a, b: a if condition else b
