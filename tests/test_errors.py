@@ -306,15 +306,23 @@ def test_load_state_dict_is_all_or_nothing(bad):
         np.testing.assert_array_equal(v, before[k])
 
 
-def test_a_given_state_is_checked_finite_as_the_input_is():
-    """check=False (a model handing on what it computed: Seq2Seq's encoder state to its
-    decoder) skips the finiteness of the state too: a diverging encoder-decoder run said
-    "`state` must be finite" (exit 2, a usage error) instead of its divergence."""
+def test_a_given_state_is_checked_finite_unless_its_model_hands_it_on():
+    """check_state=False (a model handing on a state it computed: Seq2Seq's encoder's to its
+    decoder) skips the state's finiteness check: a diverging encoder-decoder run said
+    "`state` must be finite" (exit 2, a usage error) instead of its divergence. check=False
+    alone does not: in a Sequential only module 0 checks its input, and a NaN state given to
+    a later layer must still be refused."""
     import rnnlab
 
     lstm = rnnlab.LSTM(2, 3, rng=np.random.default_rng(0))
     x = np.zeros((1, 2, 2), np.float32)
     state = (np.full((1, 1, 3), np.inf, np.float32), np.zeros((1, 1, 3), np.float32))
+    for check in (True, False):
+        with pytest.raises(ValueError, match=r"`state\[0\] \(h0\)` must be finite"):
+            lstm.forward(x, state=state, check=check)
+    assert not np.isfinite(lstm.forward(x, state=state, check_state=False).output).all()
+    with pytest.raises(ValueError, match=r"`check_state` must be True or False"):
+        lstm.forward(x, check_state="no")
+    model = Sequential([Embedding(5, 2), lstm, Linear(3, 2)])
     with pytest.raises(ValueError, match=r"`state\[0\] \(h0\)` must be finite"):
-        lstm.forward(x, state=state)
-    assert not np.isfinite(lstm.forward(x, state=state, check=False).output).all()
+        model.forward(np.zeros((1, 2), np.int64), state=[None, state, None])

@@ -552,3 +552,14 @@ def test_running_squares_do_not_overflow_before_torchs(name):
 def test_a_config_missing_a_required_entry_names_it(load, config, key):
     with pytest.raises(ValueError, match=rf"`config\['{key}'\]` must be an entry"):
         load(config)
+
+
+@pytest.mark.parametrize("cls", [Adam, RMSprop])
+def test_a_scalar_parameter_s_square_past_float32_is_summed_in_torch_s_order(cls):
+    """A 0-d parameter's square is a NumPy scalar: its overflowing element was written in
+    place, a TypeError half way through the update (the parameters before it had moved)."""
+    params = {"a": np.ones(1, np.float32), "w": np.array(1.0, np.float32)}
+    opt = cls(1e-3)
+    state = opt.init(params)
+    opt.update(params, {"a": np.ones(1, np.float32), "w": np.array(3e19, np.float32)}, state)
+    assert np.isfinite(state["v/w"]) and state["v/w"] > 1e35 and int(state["step"]) == 1

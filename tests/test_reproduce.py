@@ -346,3 +346,13 @@ def test_ctrl_c_stops_the_rows_in_progress_and_they_resume(tmp_path):
     settings = {"steps": 1000000, "eval_every": 250}
     for cell in ("lstm", "rnn"):
         assert reproduce.finished_before(reproduce.Row("adding", cell, 10), out, settings) is None
+
+
+def test_jobs_is_checked_and_an_ignored_t_is_said(tmp_path, capsys):
+    with pytest.raises(ValueError, match=r"`jobs` must be a positive integer"):
+        reproduce.run_table([reproduce.Row("adding", "rnn", 10)], tmp_path / "o", jobs=0)
+    argv = ["reproduce", "digits", "--T", "5", "--cells", "rnn", "--steps", "1", "--jobs", "1",
+            "--out", str(tmp_path / "d")]  # fmt: skip
+    assert cli_main(argv) == 0
+    assert ("rnnlab: warning: --T does not apply to the digits rows: they read the 64-pixel "
+            "images as they are") in capsys.readouterr().err  # fmt: skip

@@ -553,12 +553,14 @@ def test_resume_with_other_steps_says_what_it_changes(tmp_path, capsys, schedule
     """A cosine schedule is spread over --steps: resumed with more, the run's learning rate
     jumps to the new curve's, which neither an uninterrupted run of the old nor of the new
     length had. --resume says so; a constant schedule changes nothing and says nothing."""
+    from rnnlab.train import CONFIG_FORMAT
+
     run = tmp_path / "r"
     assert run_cli("train", "adding", "--T", 4, "--steps", 4, "--checkpoint-every", 2,
                    "--schedule", schedule, "--run-dir", run, *TINY) == 0  # fmt: skip
     capsys.readouterr()
     config = json.loads((run / "config.json").read_text())
-    assert config["format"] == 3 and config["train"]["weight_decay"] is None
+    assert config["format"] == CONFIG_FORMAT and config["train"]["weight_decay"] is None
     assert run_cli("train", "--resume", run, "--steps", 8, "--quiet") == 0
     err = capsys.readouterr().err
     if schedule == "cosine":
@@ -1244,3 +1246,7 @@ def test_a_toml_data_path_that_does_not_exist_names_the_config(tmp_path, capsys,
                    f"'missing.txt', which does not exist (a relative path is read from the "
                    f"current directory, {tmp_path})\n")  # fmt: skip
     assert not (tmp_path / "r").exists()
+    # a task that reads no data says it ignores the setting, and trains (as before the check)
+    config.write_text('task = "adding"\ndata = "missing.txt"\nsteps = 1\nT = 4\nhidden = 4\n')
+    assert run_cli("train", "--config", config, "--run-dir", tmp_path / "a", "--quiet") == 0
+    assert "the adding task ignores it" in capsys.readouterr().err

@@ -504,8 +504,7 @@ class Recurrent:
     def _initial_states(self, state: Any, B: int, check: bool = True
                         ) -> list[tuple[np.ndarray, np.ndarray | None]]:  # fmt: skip
         """Per (layer, direction): (h0, c0) arrays of shape (B, P) and (B, H); a given state
-        checked finite with `check` as the input is (an encoder's state that overflowed,
-        handed on by its model, is the model's to report, not "`state` must be finite")."""
+        checked finite unless `check` is off (forward's `check_state`)."""
         L, D, H, dt = self.num_layers, len(self.directions), self.hidden_size, self.dtype
         P = self.carry_size
         shape = (L * D, B, P)
@@ -540,16 +539,24 @@ class Recurrent:
 
     # ----------------------------------------------------------------- forward / backward
     def __call__(
-        self, x: Any, *, checkpoint_every: int = 0, **options: Unpack[PassOptions]
+        self, x: Any, *, checkpoint_every: int = 0, check_state: bool = True,
+        **options: Unpack[PassOptions],
     ) -> Forward:
-        return self.forward(x, checkpoint_every=checkpoint_every, **options)
+        return self.forward(x, checkpoint_every=checkpoint_every, check_state=check_state,
+                            **options)  # fmt: skip
 
     @parallel.sessioned
     def forward(
-        self, x: Any, *, checkpoint_every: int = 0, **options: Unpack[PassOptions]
+        self, x: Any, *, checkpoint_every: int = 0, check_state: bool = True,
+        **options: Unpack[PassOptions],
     ) -> Forward:
         """`checkpoint_every=k` keeps every k-th state only and recomputes the rest during
         backward (gradient checkpointing; k ≈ √T makes BPTT's memory O(√T)).
+
+        `check_state=False`: a given state is not checked finite (a model handing on a state
+        it computed, Seq2Seq's encoder's to its decoder: one that overflowed is the model's
+        output to report, not "`state` must be finite"). `check` is about x alone: in a
+        Sequential only the first module checks its input, and every layer its given state.
 
         `grad=False` (inference, like PyTorch's inference_mode): no backward will follow, so
         the layer keeps no tape; the cells' saved values take one step of memory instead of
@@ -559,6 +566,7 @@ class Recurrent:
         rng, check, grad = o["rng"], o["check"], o["grad"]
         x = _checks.float_array(x, "x", ndim=3, finite=check)
         _checks.batch_of_steps(x if self.batch_first else np.swapaxes(x, 0, 1))
+        _checks.boolean(check_state, "check_state")
         if (
             isinstance(checkpoint_every, bool)
             or not isinstance(checkpoint_every, (int, np.integer))
@@ -589,7 +597,7 @@ class Recurrent:
         random = (self.dropout > 0 and self.num_layers > 1) or self.recurrent_dropout
         if training and (random or any(self.zoneout)):
             rng = _training_rng(rng, "dropout or zoneout")
-        h0s = self._initial_states(state, B, check)
+        h0s = self._initial_states(state, B, check_state)
         # the tape: per layer and direction the gates, states and outputs of every step; a
         # checkpointed one the outputs, the states every k steps and one segment's tape,
         # recomputed in backward (counting T steps of tape refused what checkpoints fit)

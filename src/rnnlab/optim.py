@@ -420,7 +420,7 @@ def _scaled_square(g: np.ndarray, scale: float) -> np.ndarray:
     m/√v are 0 from then on). Not torch's order everywhere: it rounds differently, and every
     float32 run would then differ from the ones the docs report."""
     with np.errstate(over="ignore"):
-        sq = scale * (g * g)
+        sq = np.asarray(scale * (g * g))  # (an array also for a 0-d g: written below)
         if not _checks.all_finite(sq):
             big = np.isinf(sq) & np.isfinite(g)
             sq[big] = (scale * g[big]) * g[big]

@@ -422,7 +422,12 @@ def run_table(table: list[Row], out: Path, *, jobs: int = 2, settings: dict[str,
     """Run the rows (in `jobs` processes of one thread each, ROW_ENVIRONMENT), write
     OUT/results.md, OUT/results.json and a PNG per task, and return the records in the
     table's order. Every row is checked against what OUT holds before any trains, so that a
-    run directory of other settings is said at once, not after hours of the other rows."""
+    run directory of other settings is said at once, not after hours of the other rows.
+
+    The rows train in spawned worker processes, also with jobs=1 (the same numbers for any
+    --jobs): a script that calls this does so under `if __name__ == "__main__":`, as
+    multiprocessing asks (`run_row` trains one row in this process)."""
+    jobs = _checks.positive_int(jobs, "jobs")
     stream = stream or sys.stdout
     out = Path(out)
     _directory(out, out)
@@ -546,8 +551,8 @@ def run(args: argparse.Namespace) -> int:
     if args.T is not None:
         T = _checks.positive_int(args.T, "--T")
         if any(r.task == "digits" for r in table):
-            print("rnnlab: warning: --T is not digits': its images are read as they are, 64 "
-                  "pixels long", file=sys.stderr, flush=True)  # fmt: skip
+            print("rnnlab: warning: --T does not apply to the digits rows: they read the "
+                  "64-pixel images as they are", file=sys.stderr, flush=True)  # fmt: skip
         table = list(dict.fromkeys(Row(r.task, r.cell, T if r.task != "digits" else r.T)
                                    for r in table))  # fmt: skip
     if args.cells is not None:

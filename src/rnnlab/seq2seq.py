@@ -387,8 +387,8 @@ class Seq2Seq(_Module):
                                             grad=grad)  # fmt: skip
         fd = self.tgt_embed.forward(tgt_in)
         fdec = self.decoder.forward(fd.output, lengths=tgt_lengths, state=state,
-                                    training=training, rng=rng, grad=grad,
-                                    check=False)  # fmt: skip
+                                    training=training, rng=rng, grad=grad, check=False,
+                                    check_state=False)  # fmt: skip
         logits, head = self._head(fdec.output, enc, src_mask)
         cache = {"enc": enc, "enc_cache": enc_cache, "fd": fd, "fdec": fdec, "head": head,
                  "src_mask": src_mask}  # fmt: skip
@@ -491,7 +491,7 @@ class Seq2Seq(_Module):
     ) -> tuple[np.ndarray, State]:
         """One decoder step for tokens prev (N,): (logits (N, V), the next state)."""
         fdec = self.decoder.forward(self.tgt_embed.forward(prev[:, None]).output, state=state,
-                                    grad=False, check=False)  # fmt: skip
+                                    grad=False, check=False, check_state=False)  # fmt: skip
         logits, _ = self._head(fdec.output, enc, src_mask)
         return logits[:, 0], fdec.state
 

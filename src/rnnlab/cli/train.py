@@ -75,7 +75,7 @@ def _config_from_args(args) -> tuple:
     cfg = TrainConfig.from_dict(merged, source=args.config or "options",
                                 tasks=tasks.TASK_NAMES)  # fmt: skip
     data = settings.get("data")
-    if data and "data" not in overrides and not Path(data).exists():
+    if task == "charlm" and data and "data" not in overrides and not Path(data).exists():
         # (the task would say "--data", an option not typed, and not where the path is read)
         raise UsageError(f"{args.config}: `data` must be a readable text file; got {data!r}, "
                          "which does not exist (a relative path is read from the current "
