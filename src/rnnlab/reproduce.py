@@ -493,7 +493,7 @@ def _train_rows(rows: list[Row], out: Path, jobs: int, settings: dict[str, Any] 
                         running[pool.submit(run_row, row, out, settings, checked=True)] = row
                     for f in wait(running, return_when=FIRST_COMPLETED)[0]:
                         finished(running.pop(f), f.result())
-            except BaseException:
+            except BaseException as e:
                 for pid in list(getattr(pool, "_processes", None) or {}):
                     try:  # (a Ctrl-C at the terminal reached them already; `kill` did not)
                         os.kill(pid, signal.SIGINT)
@@ -503,8 +503,9 @@ def _train_rows(rows: list[Row], out: Path, jobs: int, settings: dict[str, Any] 
                 for f, row in running.items():
                     if not f.cancelled() and f.exception() is None:
                         finished(row, f.result())
-                stream.write("interrupted: the rows in progress saved their checkpoints; the "
-                             "same command continues the table\n")  # fmt: skip
+                why = "interrupted" if isinstance(e, KeyboardInterrupt) else "a row failed"
+                stream.write(f"{why}: the rows in progress saved their checkpoints; the same "
+                             "command continues the table\n")  # fmt: skip
                 stream.flush()
                 raise
     finally:
