@@ -199,8 +199,9 @@ def _exact_norm(M: np.ndarray) -> float:
     """‖M‖₂ to rounding, never a lower estimate (it enters the bound). Up to SVD_MAX_STATE
     columns LAPACK's SVD; wider, the root of the largest eigenvalue of AᵀA for A = M/max|M|
     (scaled so that neither leaves float range): as exact for the largest singular value
-    (relative error of order n·ε) and a third to a quarter of the SVD's time at S = 1024,
-    where the one-step norms of a 100-step charlm LSTM took minutes."""
+    (relative error of order n·ε; charlm's step norms agree with the SVD's to 2e-15) and
+    faster at S = 1024 (0.48 against 1.7 s a norm on a loaded 2-core Zen 3; a whole
+    `rnnlab gradflow charlm --analyses jacobian` on the idle host: 38.4 → 34.4 s)."""
     if M.shape[1] <= SVD_MAX_STATE:
         return _spectral_norm(M, "svd", None)[0]
     top = float(np.abs(M).max())
