@@ -90,6 +90,9 @@ def test_bad_options_say_what_was_expected(capsys):
     assert "`--cells` must be one of" in capsys.readouterr().err
     assert cli_main(["reproduce", "adding", "--jobs", "0"]) == 2
     assert "`--jobs`" in capsys.readouterr().err
+    assert cli_main(["reproduce", "temporal-order", "--cells", "irnn"]) == 2
+    assert capsys.readouterr().err == ("rnnlab: error: `--cells` must be cells the table runs for "
+                                       "temporal-order (lstm, gru, rnn); got 'irnn' instead.\n")
 
 
 def test_reduced_run_shows_the_ordering(tmp_path, capsys):

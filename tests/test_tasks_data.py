@@ -367,6 +367,10 @@ def test_ngram_errors(small_stream):
         ngram.ngram_baselines(small_stream, small_stream, 10**6, max_order=4)
     with pytest.raises(ValueError, match=r"`max_order` must be a positive integer; got 0"):
         ngram.ngram_baselines(small_stream, small_stream, 5, max_order=0)
+    for start in (-1, 10**6, True):
+        with pytest.raises(ValueError, match=r"`start` must be an id's position in eval_ids "
+                           r"\(0 to \d+\); got "):  # fmt: skip
+            ngram.ngram_baselines(small_stream, small_stream, 5, start=start)
     with pytest.raises(ValueError, match=r"`vocab_size` must be a positive integer; got 2.5"):
         ngram.fit(small_stream, 2.5, 2)
     model = ngram.fit(small_stream, 5, 2)
