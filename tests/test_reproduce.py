@@ -359,3 +359,49 @@ def test_jobs_is_checked_and_an_ignored_t_is_said(tmp_path, capsys):
     assert cli_main(argv) == 0
     assert ("rnnlab: warning: --T does not apply to the digits rows: they read the 64-pixel "
             "images as they are") in capsys.readouterr().err  # fmt: skip
+
+
+def test_a_row_that_fails_ends_the_table_in_words_without_a_worker_traceback(tmp_path):
+    """A row that fails in its worker (here its train.log is a directory) ends the command
+    with the way to go on and the error naming the file; the other worker, stopped while
+    Python still started up, holds the SIGINT reproduce forwards until it can take it as
+    "stop" (it printed a KeyboardInterrupt traceback from multiprocessing's bootstrap in
+    three of four runs from a shell; the next test checks that hold alone)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "repro"
+    bad = out / "runs" / "adding-T10-lstm"
+    (bad / "train.log").mkdir(parents=True)
+    (bad / "metrics.jsonl").touch()
+    argv = [sys.executable, "-m", "rnnlab", "reproduce", "adding", "--quick", "--T", "10",
+            "--cells", "rnn,lstm", "--steps", "1000000", "--jobs", "2", "--out", str(out)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 2, done.stderr
+    assert "a row failed: the rows in progress saved their checkpoints" in done.stdout
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"rnnlab: error: [Errno 21] Is a directory: '{bad / 'train.log'}'")
+
+
+def _stop_asked_in_worker() -> bool:
+    return reproduce._stop_asked
+
+
+def test_a_sigint_while_a_worker_starts_up_waits_to_be_taken_as_stop():
+    """A SIGINT sent the moment a worker is spawned reaches it while Python still starts up:
+    spawned under `_sigint_held`, the worker holds it until `_worker_start` takes it as
+    "stop" (without the hold it died of a KeyboardInterrupt in multiprocessing's bootstrap,
+    the pool broken, its traceback on the terminal)."""
+    import multiprocessing
+    import os
+    import signal
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=ctx, initializer=reproduce._worker_start) as pool:
+        with reproduce._sigint_held():
+            future = pool.submit(_stop_asked_in_worker)
+        for pid in pool._processes:
+            os.kill(pid, signal.SIGINT)
+        assert future.result(timeout=120) is True

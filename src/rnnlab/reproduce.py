@@ -25,11 +25,13 @@ and the same command continues them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -490,7 +492,9 @@ def _train_rows(rows: list[Row], out: Path, jobs: int, settings: dict[str, Any] 
                 while queue or running:
                     while queue and len(running) < jobs:
                         row = queue.pop(0)
-                        running[pool.submit(run_row, row, out, settings, checked=True)] = row
+                        with _sigint_held():  # (a worker it spawns starts holding SIGINT)
+                            future = pool.submit(run_row, row, out, settings, checked=True)
+                        running[future] = row
                     for f in wait(running, return_when=FIRST_COMPLETED)[0]:
                         finished(running.pop(f), f.result())
             except BaseException as e:
@@ -516,16 +520,36 @@ def _train_rows(rows: list[Row], out: Path, jobs: int, settings: dict[str, Any] 
 _stop_asked = False  # a worker's: a Ctrl-C came while it was not training
 
 
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """SIGINT blocked in this thread while it spawns a worker: the worker inherits the mask
+    across exec, so a Ctrl-C (or the SIGINT `_train_rows` forwards) that reaches it while
+    Python starts up waits for `_worker_start` instead of printing a KeyboardInterrupt
+    traceback from multiprocessing's bootstrap. The parent loses nothing: the signal is
+    delivered when the mask is restored (or to another of its threads)."""
+    if not hasattr(signal, "pthread_sigmask"):  # (Windows: no signal masks)
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def _worker_start() -> None:
     """A worker process takes Ctrl-C as a request to stop: while a row trains, the Trainer's
     own handler stops it at its next step (it saves a checkpoint); between rows, or while one
-    is set up, the flag keeps the next row from starting (run_row raises KeyboardInterrupt)."""
+    is set up, the flag keeps the next row from starting (run_row raises KeyboardInterrupt).
+    A SIGINT that came while the worker started (held, `_sigint_held`) arrives here."""
 
     def ask(signum: int, frame: object) -> None:
         global _stop_asked
         _stop_asked = True
 
     signal.signal(signal.SIGINT, ask)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
