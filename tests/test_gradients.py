@@ -221,3 +221,63 @@ def test_gradcheck_names_a_gradient_the_module_does_not_return():
     assert gradcheck(m, x, check_input=False).ok
     with pytest.raises(ValueError, match=r"gradient of the initial_state; got None"):
         gradcheck(m, x, check_input=False, state=np.zeros((1, 2, 3)))
+
+
+@pytest.mark.parametrize("damage", ["padded", "reshaped", "swapped", "missing"])
+def test_gradcheck_refuses_a_gradient_not_of_its_array_s_shape(damage):
+    """A gradient is compared entry by entry with its array's: one padded with extra entries,
+    given an extra axis, or a time-major input gradient for a batch-first input of one
+    sequence (the same entries in another order) passed the check; a gradient left out was
+    a KeyError."""
+    from rnnlab.layers import RNN
+
+    rng = np.random.default_rng(12)
+    m = RNN(3, 4, dtype=np.float64, rng=rng)
+    original = m.backward
+
+    def broken(f, d_output, d_state=None):
+        b = original(f, d_output, d_state)
+        if damage == "padded":
+            b.params["bias_hh_l0"] = np.concatenate([b.params["bias_hh_l0"], np.zeros(5)])
+        elif damage == "reshaped":
+            b.params["weight_ih_l0"] = b.params["weight_ih_l0"][None]
+        elif damage == "swapped":
+            b = type(b)(np.swapaxes(b.input, 0, 1), b.state, b.params)
+        else:
+            del b.params["bias_ih_l0"]
+        return b
+
+    m.backward = broken
+    x = rng.standard_normal((1, T, 3))
+    want = {"padded": r"gradient of the bias_hh_l0 has its shape \(4,\); got shape \(9,\)",
+            "reshaped": r"gradient of the weight_ih_l0 has its shape \(4, 3\); got shape "
+                        r"\(1, 4, 3\)",
+            "swapped": r"gradient of the input has its shape \(1, 5, 3\); got shape \(5, 1, 3\)",
+            "missing": r"returns the gradient of the bias_ih_l0; got None"}[damage]
+    with pytest.raises(ValueError, match=r"`module` must be a backward pass .*" + want):
+        gradcheck(m, x)
+
+
+def test_gradcheck_checks_an_output_feedback_s_y0_and_a_list_input():
+    """y0, the value an OutputFeedback feeds back at its first step, is checked as the
+    initial state is (a wrong backward `y0` passed); an input given as a nested list, which
+    forward reads, is checked as the array it is (its row was left out)."""
+    rng = np.random.default_rng(13)
+    layer = OutputFeedback(2, 4, 3, feedback="sigmoid", hidden_recurrence=True,
+                           dtype=np.float64, rng=rng)  # fmt: skip
+    x, y0, h0 = (rng.standard_normal(s) for s in ((2, 5, 2), (2, 3), (2, 4)))
+    report = gradcheck(layer, x, mode="free", y0=y0, state=h0)
+    report.assert_ok()
+    assert {"input", "initial_state", "y0"} <= set(report.errors)
+    original = layer.backward
+
+    def broken(*args, **kwargs):
+        b = original(*args, **kwargs)
+        b.y0 = np.full_like(b.y0, 123.0)
+        return b
+
+    layer.backward = broken
+    assert not gradcheck(layer, x, mode="free", y0=y0, state=h0).ok
+    layer.backward = original
+    report = gradcheck(layer, x.tolist(), mode="free", y0=y0, state=h0)
+    assert "input" in report.errors and report.ok

@@ -148,6 +148,14 @@ def positive_int(value: object, name: str) -> int:
     return int(value)
 
 
+def seed(value: object, name: str) -> int:
+    """A seed for np.random.default_rng: an integer ≥ 0 (NumPy's own refusals of -1 or 1.5
+    name its SeedSequence)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        fail(name, "a non-negative integer (a seed)", describe(value))
+    return int(value)
+
+
 def probability(value: object, name: str, *, allow_one: bool = False) -> float:
     upper = "1]" if allow_one else "1)"
     if (

@@ -35,11 +35,7 @@ def sample_ids(
     if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 0:
         _checks.fail("length", "a non-negative integer", _checks.describe(length))
     _checks.affordable(int(length) * 8, "length", "sampled ids")
-    temperature = _checks.finite_float(temperature, "temperature")
-    if temperature <= 0:
-        _checks.fail("temperature", "a positive number", repr(temperature))
-    if top_k is not None:
-        top_k = _checks.positive_int(top_k, "top_k")
+    temperature, top_k = sampling_settings(temperature, top_k)
     gen = _rng(rng)
     ids = _checks.int_array(prime, "prime", ndim=1)
     if ids.shape[0] == 0:
@@ -58,12 +54,18 @@ def sample_ids(
         f = teach.forward(ids.reshape(1, -1), targets=np.append(ids[1:], 0).reshape(1, -1),
                           teacher=1.0)  # fmt: skip
     state = f.state
+    if np.ndim(f.output) != 3:
+        _checks.fail("model", "a token model with an output at every step (batch, time, "
+                     "scores of the next id)", f"an output of shape {np.shape(f.output)}",
+                     "A model that reads a sequence, then answers once, has no next "
+                     "token to feed back.")  # fmt: skip
     logits = f.output[0, -1]
     if never is not None and never.size:
         size = logits.shape[-1]
         if never.min() < 0 or never.max() >= size:
+            bad = int(never[(never < 0) | (never >= size)][0])
             _checks.fail("exclude", f"ids in [0, {size}) (the model's outputs)",
-                         _checks.describe(never.tolist()))  # fmt: skip
+                         f"the id {bad}")  # fmt: skip
         if np.unique(never).size == size:
             _checks.fail("exclude", "some of the model's ids, not all of them",
                          f"all {size}")  # fmt: skip
@@ -84,17 +86,27 @@ def sample_ids(
     return out
 
 
+def sampling_settings(temperature: object, top_k: object) -> tuple[float, int | None]:
+    """(temperature, top_k) checked: a finite temperature > 0 and a top_k ≥ 1 or None (0 or
+    NaN gave NaN probabilities; a negative temperature inverts the distribution)."""
+    t = _checks.finite_float(temperature, "temperature")
+    if t <= 0:
+        _checks.fail("temperature", "a positive number", repr(temperature))
+    return t, None if top_k is None else _checks.positive_int(top_k, "top_k")
+
+
 def next_token_probabilities(
     logits: np.ndarray, temperature: float, top_k: int | None = None
 ) -> np.ndarray:
     """softmax(logits / temperature) over the last axis, in float64, among the `top_k` most
-    likely ids: exactly k of them, ties at the k-th broken by position (a threshold at the
-    k-th value would keep every tie). The logits are shifted by their maximum before the
-    division, so a tiny temperature gives the argmax (the others → −inf) where
+    likely ids: exactly k of them, ties at the k-th broken by position, the lower ids kept
+    (a threshold at the k-th value would keep every tie). The logits are shifted by their
+    maximum before the division, so a tiny temperature gives the argmax (the others → −inf) where
     logits / temperature would overflow to inf − inf = NaN. A +inf logit is a certainty:
     the +inf ids share the probability equally. A NaN logit, or a row of −inf only, has no
     distribution to draw from: refused by name rather than sampled from NaN probabilities."""
-    z = logits.astype(np.float64)
+    temperature, top_k = sampling_settings(temperature, top_k)
+    z = np.asarray(logits).astype(np.float64)
     if np.isnan(z).any():
         at = np.argwhere(np.isnan(z))[0].tolist()
         _checks.fail("logits", "numbers to sample from",
@@ -109,7 +121,7 @@ def next_token_probabilities(
     with np.errstate(over="ignore", under="ignore"):  # (−inf and 0 are the answers there)
         z = (z - z.max(axis=-1, keepdims=True)) / temperature  # ≤ 0, the maximum 0
         if top_k is not None and top_k < z.shape[-1]:
-            keep = np.argpartition(-z, top_k - 1, axis=-1)[..., :top_k]
+            keep = np.argsort(-z, axis=-1, kind="stable")[..., :top_k]  # (ties: by position)
             kept = np.full_like(z, -np.inf)
             np.put_along_axis(kept, keep, np.take_along_axis(z, keep, axis=-1), axis=-1)
             z = kept

@@ -12,6 +12,7 @@ It needs a float64 module: in float32 the differences are dominated by rounding.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -60,24 +61,28 @@ class GradcheckReport:
         return "\n".join(lines)
 
 
-def _leaves(tree: State) -> list[np.ndarray]:
+def _leaves(tree: State, name: str = "state") -> list[np.ndarray]:
     """The arrays of a (possibly nested) state, in a fixed order."""
     if tree is None:
         return []
     if isinstance(tree, np.ndarray):
         return [tree]
     if isinstance(tree, (list, tuple)):
-        return [leaf for item in tree for leaf in _leaves(item)]
-    raise TypeError(f"unexpected state element {type(tree).__name__}")
+        return [leaf for item in tree for leaf in _leaves(item, name)]
+    _checks.fail(name, "NumPy arrays, None, or lists or tuples of them (the values to perturb)",
+                 f"{_checks.describe(tree)} inside")  # fmt: skip
 
 
-def _paired(given: State, grad: Any) -> list[tuple[np.ndarray, Any]]:
-    """(given array, its gradient) for every array in the structure `given`."""
+def _paired(given: State, grad: Any, name: str) -> list[tuple[np.ndarray, Any]]:
+    """(given array, its gradient) for every array in the structure `given`; a gradient
+    missing or of another structure is paired with None (refused by `record`)."""
     if given is None:
         return []
     if isinstance(given, np.ndarray):
         return [(given, grad)]
-    return [pair for g, d in zip(given, grad, strict=True) for pair in _paired(g, d)]
+    if not isinstance(grad, (list, tuple)) or len(grad) != len(given):
+        return [(leaf, None) for leaf in _leaves(given, name)]
+    return [pair for g, d in zip(given, grad, strict=True) for pair in _paired(g, d, name)]
 
 
 def _like(tree: State, leaves: Iterator[np.ndarray]) -> State:
@@ -87,6 +92,11 @@ def _like(tree: State, leaves: Iterator[np.ndarray]) -> State:
     if isinstance(tree, np.ndarray):
         return next(leaves)
     return type(tree)(_like(item, leaves) for item in tree)
+
+
+_STATES = ("state", "y0")
+"""The forward keywords gradcheck perturbs besides the parameters and the input: each
+module's backward returns their gradients under the same names."""
 
 
 def gradcheck(
@@ -105,20 +115,28 @@ def gradcheck(
 
     `module` is any rnnlab module (forward, backward, params; checked below), `x` what its
     forward takes. `forward_kwargs` go to `module.forward` (lengths, mask, state, targets,
-    mode, training...);
-    a float `state` among them is checked too. `rng_seed`: forward passes that draw random
-    numbers (dropout, scheduled sampling) get a fresh Generator with this seed each time, so
-    every pass draws the same. `max_entries` checks a random subset of large arrays.
+    mode, training...); a `state` among them is checked too (backward's `state`), and so is
+    an OutputFeedback's `y0` (backward's `y0`): each array float64, as the module. `rng_seed`:
+    forward passes that draw random numbers (dropout, scheduled sampling) get a fresh
+    Generator with this seed each time, so every pass draws the same. `max_entries` checks a
+    random subset of large arrays. Each gradient must have the shape of what it is the
+    gradient of: a reshaped or padded one would be compared entry by entry as if it did.
+    The tolerance is below 1 (the error is at most 2, so a larger one passes anything).
     """
     if not hasattr(module, "params") or not hasattr(module, "backward"):
         _checks.fail("module", "an rnnlab module (forward, backward, params)",
                      _checks.describe(module))  # fmt: skip
     if not (_checks.finite_float(eps, "eps") > 0):
         _checks.fail("eps", "a positive step for the finite differences", repr(eps))
-    if not (_checks.finite_float(tolerance, "tolerance") > 0):
-        _checks.fail("tolerance", "a positive number", repr(tolerance))
+    if not (0 < _checks.finite_float(tolerance, "tolerance") < 1):
+        _checks.fail("tolerance", "a number in (0, 1) (the normwise relative error allowed)",
+                     repr(tolerance))  # fmt: skip
     if max_entries is not None:
         _checks.positive_int(max_entries, "max_entries")
+    _checks.seed(seed, "seed")
+    if rng_seed is not None:
+        _checks.seed(rng_seed, "rng_seed")
+    _checks.boolean(check_input, "check_input")
     for name, value in module.params.items():
         if value.dtype != np.float64:
             _checks.fail(
@@ -127,8 +145,16 @@ def gradcheck(
                 f"parameter {name!r} of dtype {value.dtype}",
                 "Finite differences in float32 are dominated by rounding.",
             )
+    if isinstance(x, (list, tuple)):  # (as forward reads it; then checked as an array)
+        x = np.asarray(x)
     if isinstance(x, np.ndarray) and x.dtype.kind == "f" and x.dtype != np.float64:
         _checks.fail("x", "float64", f"dtype {x.dtype}")
+    given_states = {k: forward_kwargs[k] for k in _STATES if forward_kwargs.get(k) is not None}
+    for key, tree in given_states.items():
+        for leaf in _leaves(tree, key):
+            if leaf.dtype != np.float64:  # (differences on a float32 copy measure rounding)
+                _checks.fail(key, "float64 arrays, as the module", f"an array of dtype "
+                             f"{leaf.dtype}")  # fmt: skip
     pick = np.random.default_rng(seed)
 
     def run(x_: Any, kwargs: dict[str, Any]) -> Any:
@@ -169,32 +195,37 @@ def gradcheck(
     errors: dict[str, float] = {}
     norms: dict[str, float] = {}
 
-    def record(name: str, analytic: Any, idx: np.ndarray, g_num: np.ndarray) -> None:
+    def record(name: str, analytic: Any, of: np.ndarray, idx: np.ndarray,
+               g_num: np.ndarray) -> None:  # fmt: skip
         if analytic is None:  # (a gradient that does not exist cannot be compared)
             _checks.fail("module", f"a backward pass that returns the gradient of the {name}",
                          "None", "check_input=False skips the input; an initial state that "
                          "carries no gradient cannot be checked." if name == "input" else
                          "An initial state the loss depends on needs its gradient.")  # fmt: skip
-        a = np.asarray(analytic, dtype=np.float64).reshape(-1)[idx]
+        a = np.asarray(analytic, dtype=np.float64)
+        if a.shape != of.shape:
+            _checks.fail("module", f"a backward pass whose gradient of the {name} has its "
+                         f"shape {of.shape}", f"shape {a.shape}")  # fmt: skip
+        a = a.reshape(-1)[idx]
         scale = max(np.linalg.norm(a), np.linalg.norm(g_num))
         errors[name] = 0.0 if scale == 0 else float(np.linalg.norm(a - g_num) / scale)
         norms[name] = float(np.linalg.norm(a))
 
     for name, value in module.params.items():
         idx, g = numeric(value, lambda: loss(x, forward_kwargs))
-        record(name, b.params[name], idx, g)
+        record(name, b.params.get(name), value, idx, g)
 
     if check_input and isinstance(x, np.ndarray) and x.dtype.kind == "f":
         xc = x.copy()
         idx, g = numeric(xc, lambda: loss(xc, forward_kwargs))
-        record("input", b.input, idx, g)
+        record("input", b.input, xc, idx, g)
 
-    state = forward_kwargs.get("state")
-    if state is not None:
-        given = [s.copy() for s in _leaves(state)]
-        kwargs = dict(forward_kwargs, state=_like(state, iter(given)))
-        grads = [d for _, d in _paired(state, b.state)]
+    for key, tree in given_states.items():
+        given = [s.copy() for s in _leaves(tree, key)]
+        kwargs = dict(forward_kwargs, **{key: _like(tree, iter(given))})
+        grads = [d for _, d in _paired(tree, getattr(b, key, None), key)]
+        label = "initial_state" if key == "state" else key
         for k, (arr, d) in enumerate(zip(given, grads, strict=True)):
-            idx, g = numeric(arr, lambda: loss(x, kwargs))
-            record(f"initial_state[{k}]" if len(given) > 1 else "initial_state", d, idx, g)
+            idx, g = numeric(arr, functools.partial(loss, x, kwargs))
+            record(f"{label}[{k}]" if len(given) > 1 else label, d, arr, idx, g)
     return GradcheckReport(errors, norms, tolerance)

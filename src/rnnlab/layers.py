@@ -144,8 +144,8 @@ def _dtype(dtype: npt.DTypeLike) -> np.dtype:
 def _rng(rng: RngLike) -> np.random.Generator:
     if rng is None:
         return np.random.default_rng()
-    if isinstance(rng, (int, np.integer)):
-        return np.random.default_rng(int(rng))
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+        return np.random.default_rng(_checks.seed(rng, "rng"))
     if not isinstance(rng, np.random.Generator):
         _checks.fail("rng", "a numpy Generator, an integer seed or None", _checks.describe(rng))
     return rng

@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rnnlab import _checks
-from rnnlab.generate import next_token_probabilities
+from rnnlab.generate import next_token_probabilities, sampling_settings
 from rnnlab.layers import Backward, Forward, Module, RngLike, _dtype, _rng
 from rnnlab.models import make_recurrent
 from rnnlab.modules import Dropout, Embedding, Linear, _Module
@@ -564,11 +564,7 @@ class Seq2Seq(_Module):
                ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         """Tokens drawn from softmax(logits / temperature), among the `top_k` most likely if
         given; otherwise as `greedy`."""
-        temperature = _checks.finite_float(temperature, "temperature")
-        if temperature <= 0:
-            _checks.fail("temperature", "a positive number", repr(temperature))
-        if top_k is not None:
-            top_k = _checks.positive_int(top_k, "top_k")
+        temperature, top_k = sampling_settings(temperature, top_k)
         gen = _rng(rng)
 
         def draw(z: np.ndarray) -> np.ndarray:
