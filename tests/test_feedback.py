@@ -259,3 +259,29 @@ def test_padded_targets_may_hold_any_value_as_the_losses_allow():
     with pytest.raises(ValueError, match=r"`targets` must be class ids in \[0, 4\) at the "
                                          r"valid steps; got values from 0 to 4"):  # fmt: skip
         layer.forward(x, targets=padded, mode="teacher", lengths=lengths)
+
+
+def test_a_feedback_model_s_state_is_a_pair_and_scheduled_sampling_takes_a_seed():
+    """FeedbackModel's state is [h, y]: [None], three items or a bare array (unpacked row by
+    row, then said to be y0 of the wrong shape) are refused as what they are; scheduled
+    sampling takes an integer seed as every module's rng does (it asked for a Generator
+    "for mode='scheduled'", a mode the caller never named)."""
+    from rnnlab.models import build
+
+    spec = {"input": {"type": "tokens", "vocab_size": 5, "embed_dim": 3},
+            "rnn": {"cell": "jordan-elman", "hidden_size": 4}, "output_size": 5,
+            "feedback": "softmax"}  # fmt: skip
+    model = build(spec, dtype=np.float64, rng=0)
+    ids = np.random.default_rng(1).integers(0, 5, (2, 6))
+    for state in ([None], [None, None, None], np.zeros((2, 4))):
+        with pytest.raises(ValueError, match=r"`state` must be None or a pair \[h, y\]"):
+            model.forward(ids, state=state)
+    f = model.forward(ids)
+    with pytest.raises(ValueError, match=r"`d_state` must be None or a pair \[h, y\]"):
+        model.backward(f, np.zeros_like(f.output), d_state=np.zeros((2, 4)))
+    a = model.forward(ids, targets=ids, teacher=0.5, rng=2).output
+    b = model.forward(ids, targets=ids, teacher=0.5, rng=np.random.default_rng(2)).output
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=r"`rng` must be a numpy Generator or a seed when "
+                       r"training with scheduled sampling"):
+        model.forward(ids, targets=ids, teacher=0.5)

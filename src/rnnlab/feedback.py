@@ -39,6 +39,7 @@ from rnnlab.layers import (
     RngLike,
     _dtype,
     _rng,
+    _training_rng,
     load_params,
     pass_options,
 )
@@ -179,8 +180,7 @@ class OutputFeedback:
             Y = self._targets(targets, B, T, m)
         if mode == "scheduled":
             p = _checks.probability(p, "p", allow_one=True)
-            if not isinstance(rng, np.random.Generator):
-                _checks.fail("rng", "a numpy Generator for mode='scheduled'", _checks.describe(rng))
+            rng = _training_rng(rng, "scheduled sampling")
         if y0 is not None:
             y0 = _checks.float_array(y0, "y0", shape=(B, K), dtype=self.dtype)
         if state is not None:

@@ -39,6 +39,7 @@ from rnnlab.layers import (
     PassOptions,
     Recurrent,
     RngLike,
+    _rng,
     pass_options,
 )
 from rnnlab.modules import (
@@ -129,7 +130,7 @@ def build(
     """Build the model a spec describes, with freshly initialised weights."""
     if not isinstance(spec, dict):
         _checks.fail("spec", "a dict (see rnnlab.models)", _checks.describe(spec))
-    rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
+    rng = _rng(rng)
     try:
         inp, r = spec["input"], spec["rnn"]
         readout, K = spec.get("readout", "steps"), spec["output_size"]
@@ -154,6 +155,7 @@ def build(
                          f"one without {key!r}")  # fmt: skip
     if "cell" not in r or "hidden_size" not in r:
         _checks.fail("spec['rnn']", "a dict with 'cell' and 'hidden_size'", _checks.describe(r))
+    _checks.choice(r["cell"], "spec['rnn']['cell']", CELLS + FEEDBACK_CELLS)
     _checks.probability(spec.get("output_dropout", 0.0), "spec['output_dropout']")
     if r.get("cell") in FEEDBACK_CELLS:
         return _build_feedback(spec, dtype, rng)
@@ -225,7 +227,8 @@ def _build_feedback(spec: dict[str, Any], dtype: DTypeLike, rng: RngLike) -> Fee
         _checks.fail(
             "spec['rnn']",
             "one unidirectional layer for an output-feedback model",
-            f"num_layers={r.get('num_layers', 1)}, bidirectional={r.get('bidirectional')}",
+            f"num_layers={r.get('num_layers', 1)}, "
+            f"bidirectional={r.get('bidirectional', False)}",
         )
     # the options of Recurrent and the LSTM, which this layer does not have: refused unless
     # at their defaults (what with_defaults writes into a run's config.json)
@@ -304,7 +307,7 @@ class FeedbackModel(_Module):
             mode = "teacher"
         else:
             mode = "scheduled"
-        h0, y0 = (None, None) if state is None else state
+        h0, y0 = _state_pair(state, "state")
         f = self.layer.forward(
             inp,
             targets=targets,
@@ -337,7 +340,7 @@ class FeedbackModel(_Module):
         ids = _checks.int_array(ids, "ids", ndim=1)
         if ids.size and (ids.min() < 0 or ids.max() >= K):
             _checks.fail("ids", f"class ids in [0, {K})", _checks.describe(ids.tolist()))
-        h, _ = (None, None) if state is None else state
+        h, _ = _state_pair(state, "state")
         return [h, self.layer._targets(ids[:, None], ids.shape[0], 1)[:, 0]]  # (one-hot)
 
     def backward(
@@ -346,7 +349,7 @@ class FeedbackModel(_Module):
     ) -> Backward:
         _checks.booleans(input_grad=input_grad, overwrite_d_output=overwrite_d_output)
         fe, f = fwd.cache
-        d_h, d_y = (None, None) if d_state is None else d_state
+        d_h, d_y = _state_pair(d_state, "d_state")
         b = self.layer.backward(f, d_output, d_h, d_y_last=d_y)
         grads = {f"{len(self.modules) - 1}.{k}": v for k, v in b.params.items()}
         d_input = b.input
@@ -355,6 +358,18 @@ class FeedbackModel(_Module):
             grads.update({f"0.{k}": v for k, v in be.params.items()})
             d_input = None
         return Backward(d_input, [b.state, b.y0], {k: grads[k] for k in self.params})
+
+
+def _state_pair(state: Any, name: str) -> tuple[Any, Any]:
+    """An output-feedback model's state, [h, y]: the hidden state (None without hidden
+    recurrence) and the value fed back (a bare array was unpacked row by row, and the error
+    then spoke of y0's shape)."""
+    if state is None:
+        return None, None
+    if not isinstance(state, (list, tuple)) or len(state) != 2:
+        _checks.fail(name, "None or a pair [h, y] (the hidden state, None without hidden "
+                     "recurrence, and the value fed back)", _checks.describe(state))  # fmt: skip
+    return state[0], state[1]
 
 
 def recurrent_layer(model: Sequential) -> Recurrent:
