@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import rnnlab
 from rnnlab import GRU, LSTM, RNN, Embedding, Linear, Sequential, gradcheck
 from rnnlab.modules import Dropout, LastStep
 
@@ -326,3 +327,70 @@ def test_a_given_state_is_checked_finite_unless_its_model_hands_it_on():
     model = Sequential([Embedding(5, 2), lstm, Linear(3, 2)])
     with pytest.raises(ValueError, match=r"`state\[0\] \(h0\)` must be finite"):
         model.forward(np.zeros((1, 2), np.int64), state=[None, state, None])
+
+
+_LAYERS = {
+    "lstm": lambda: rnnlab.LSTM(4, 5),
+    "lstm-proj": lambda: rnnlab.LSTM(4, 5, proj_size=2),
+    "lstm-layer-norm": lambda: rnnlab.Recurrent(rnnlab.cells.LSTMCell(layer_norm=True), 4, 5),
+    "lstm-peephole": lambda: rnnlab.Recurrent(rnnlab.cells.LSTMCell(peephole=True), 4, 5),
+    "rnn": lambda: rnnlab.RNN(4, 5),
+    "relu": lambda: rnnlab.RNN(4, 5, nonlinearity="relu"),
+    "gru": lambda: rnnlab.GRU(4, 5),
+    "gru-orig": lambda: rnnlab.GRU(4, 5, reset_after=False),
+    "rnn-time-major": lambda: rnnlab.RNN(4, 5, batch_first=False),
+    "rnn-zoneout": lambda: rnnlab.RNN(4, 5, zoneout=0.2),
+    "rnn-float64": lambda: rnnlab.RNN(4, 5, dtype=np.float64),
+}
+
+
+@pytest.mark.parametrize("before,after", [
+    ("lstm-proj", "lstm"), ("lstm", "lstm-proj"), ("lstm", "lstm-layer-norm"),
+    ("lstm", "lstm-peephole"), ("rnn", "relu"), ("gru", "gru-orig"), ("rnn", "rnn-time-major"),
+    ("rnn", "rnn-zoneout"), ("rnn", "rnn-float64")])  # fmt: skip
+def test_backward_refuses_the_forward_of_a_layer_of_another_kind(before, after):
+    """The check named only the cell class, layers, width and directions: a plain LSTM's
+    backward on a projecting LSTM's tape wrote outside the compiled loops' arrays (free():
+    invalid pointer, the process aborted), on a layer-normalised one's gave NaN, and a relu
+    RNN's on a tanh one's, a reset-before GRU's on a reset-after one's, gave wrong gradients
+    without a word. A layer of the same settings (other weights) still reads it."""
+    layer = _LAYERS[before]()
+    x = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(layer.dtype)
+    f = layer.forward(x)
+    with pytest.raises(ValueError, match=r"`f` must be the result of this layer's forward \("):
+        _LAYERS[after]().backward(f, np.ones_like(f.output))
+    _LAYERS[before]().backward(f, np.ones_like(f.output))
+
+
+def test_the_switches_of_a_pass_and_dropout_s_input_are_checked():
+    """training="False" trained (zoneout's and dropout's masks drawn: truthy), grad="False"
+    kept the tape; Dropout made NaN and inf of integers (1/(1 − p) rounded to int 0) and
+    failed on a list with AttributeError."""
+    x = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
+    g = GRU(4, 5, zoneout=0.3)
+    for key, value in (("training", "False"), ("grad", "False"), ("check", "no"),
+                       ("training", None)):  # fmt: skip
+        with pytest.raises(ValueError, match=rf"`{key}` must be True or False; got "):
+            g.forward(x, rng=0, **{key: value})
+    with pytest.raises(ValueError, match=r"`training` must be True or False"):
+        Dropout(0.5).forward(x, training="no", rng=0)
+    with pytest.raises(ValueError, match=r"`x` must be a float32 or float64 array; got dtype "
+                       r"int64 instead"):
+        Dropout(0.5).forward(np.ones((2, 3), np.int64), training=True, rng=0)
+    with pytest.raises(ValueError, match=r"`x` must be a float32 or float64 array; got a list"):
+        Dropout(0.5).forward([[1.0, 2.0]])
+    assert g.forward(x, training=np.bool_(False)).output.shape == (2, 3, 5)
+
+
+def test_a_sequential_of_recurrent_layers_of_two_layouts_is_refused():
+    """A time-major GRU after a batch-first one ran its recurrence over the batch (changing
+    sequence 0 changed sequence 1's output) and with lengths said "lengths must be an array
+    of shape (5,)"; through a Linear as well."""
+    with pytest.raises(ValueError, match=r"`modules\[1\]` must be a layer of the layout of "
+                       r"module 0, batch-first \(B, T, F\), whose output it reads; got one with "
+                       r"batch_first=False instead"):
+        Sequential(GRU(3, 4), GRU(4, 4, batch_first=False))
+    with pytest.raises(ValueError, match=r"`modules\[2\]` must be a layer of the layout of "
+                       r"module 0, time-major"):
+        Sequential(GRU(3, 4, batch_first=False), Linear(4, 4), GRU(4, 4))
+    Sequential(GRU(3, 4, batch_first=False), Linear(4, 4), GRU(4, 4, batch_first=False))

@@ -126,11 +126,14 @@ PASS_DEFAULTS: PassOptions = {"lengths": None, "mask": None, "state": None, "tra
 
 def pass_options(options: Mapping[str, Any], where: str) -> PassOptions:
     """`options` with the defaults of those not given; TypeError for a keyword that is none of
-    them (as Python refuses an unknown keyword argument)."""
+    them (as Python refuses an unknown keyword argument). The switches training, check and
+    grad are True or False (a string "False" is truthy: it trained with zoneout's masks)."""
     for key in options:
         if key not in PASS_DEFAULTS:
             raise TypeError(f"{where}() got an unexpected keyword argument {key!r}; the options "
                             f"of a pass are {', '.join(PASS_DEFAULTS)}")  # fmt: skip
+        if key in ("training", "check", "grad"):
+            _checks.boolean(options[key], key)
     return {**PASS_DEFAULTS, **options}  # type: ignore[typeddict-item]
 
 
@@ -668,7 +671,7 @@ class Recurrent:
         final = (h_n, np.stack([c for _, c in finals])) if self.cell.has_c else h_n  # type: ignore[misc]
         output = np.swapaxes(out, 0, 1) if self.batch_first else out
         cache = {
-            "layer": self._signature(),
+            "layer": (self._signature(), self.cell.key),  # (key: a custom cell's math)
             "tapes": tapes if grad else None,
             "drops": drops,
             "ys_last": ys_last,
@@ -678,10 +681,19 @@ class Recurrent:
         return Forward(output, final, cache)
 
     def _signature(self) -> str:
-        """What a forward result must come from for this layer's backward to read its tape
-        (an LSTM's backward on a GRU's tape stopped with KeyError: 'ifgo')."""
-        return (f"{type(self.cell).__name__}, {self.num_layers} layer(s) of "
-                f"{self.hidden_size}, {len(self.directions)} direction(s)")  # fmt: skip
+        """What a forward result must come from for this layer's backward to read its tape:
+        everything that sets the tape's layout or meaning (an LSTM's backward on a GRU's tape
+        stopped with KeyError: 'ifgo'; one on a projecting LSTM's, or a plain LSTM's on a
+        layer-normalised one's, wrote outside the compiled loops' arrays: heap corruption)."""
+        initial = self.initial_state if isinstance(self.initial_state, str) else "constant"
+        extras = [f"{k}={v}" for k, v in (("proj_size", self.proj_size),
+                  ("zoneout", self.zoneout), ("recurrent_dropout", self.recurrent_dropout),
+                  ("merge", self.merge)) if v not in (0, 0.0, (0.0, 0.0), "concat")]  # fmt: skip
+        return (f"{self.cell!r}, {self.num_layers} layer(s) of "
+                f"{self.input_size} → {self.hidden_size}, {len(self.directions)} direction(s), "
+                f"{'batch-first' if self.batch_first else 'time-major'}, "
+                f"{np.dtype(self.dtype).name}, initial state {initial}"
+                + "".join(", " + e for e in extras))  # fmt: skip
 
     def _shared_states(self, T: int, B: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(forward states, reverse states, output) of a bidirectional layer in one array, so
@@ -764,7 +776,8 @@ class Recurrent:
         _checks.booleans(input_grad=input_grad, retain_tape=retain_tape,
                          overwrite_d_output=overwrite_d_output)
         cache = f.cache
-        if not isinstance(cache, dict) or cache.get("layer") != self._signature():
+        if not isinstance(cache, dict) or cache.get("layer") != (self._signature(),
+                                                                 self.cell.key):
             _checks.fail("f", f"the result of this layer's forward ({self._signature()})",
                          "the result of another module's forward")  # fmt: skip
         L, D, H, dt = self.num_layers, len(self.directions), self.carry_size, self.dtype

@@ -196,6 +196,15 @@ def _time_major_in_memory(x: np.ndarray) -> bool:
     return x.ndim == 3 and not x.flags.c_contiguous and np.swapaxes(x, 0, 1).flags.c_contiguous
 
 
+def _float_input(x: object) -> None:
+    """Dropout's input: a float array (ints gave NaN and inf, the scale 1/(1 − p) rounded to
+    int 0; a list had no shape)."""
+    if not isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.float64):
+        _checks.fail("x", "a float32 or float64 array",
+                     f"dtype {x.dtype}" if isinstance(x, np.ndarray) else
+                     _checks.describe(x))  # fmt: skip
+
+
 class Dropout(_Module):
     """Inverted dropout: in training, y = x ⊙ m / (1 − p) with m ~ Bernoulli(1 − p); else y = x."""
 
@@ -206,6 +215,7 @@ class Dropout(_Module):
     def forward(self, x: Any, **options: Unpack[PassOptions]) -> Forward:
         o = pass_options(options, "Dropout.forward")
         training, rng = o["training"], o["rng"]
+        _float_input(x)
         if not training or self.p == 0.0:
             return Forward(x, None, None)
         rng = _training_rng(rng, "dropout")
@@ -366,6 +376,25 @@ def readout_source(modules: Sequence[object], i: int) -> int | None:
     return j
 
 
+def _one_layout(modules: list[Any]) -> None:
+    """Recurrent layers one after another (through modules that keep the layout: Linear,
+    Dropout) read what the one before wrote, so they share batch_first: a time-major layer
+    after a batch-first one ran its recurrence over the batch, silently."""
+    before: tuple[int, bool] | None = None
+    for i, mod in enumerate(modules):
+        layout = getattr(mod, "batch_first", None)
+        if isinstance(layout, bool):
+            if before is not None and before[1] != layout:
+                def name(first: bool) -> str:
+                    return "batch-first (B, T, F)" if first else "time-major (T, B, F)"
+                _checks.fail(f"modules[{i}]", f"a layer of the layout of module {before[0]}, "
+                             f"{name(before[1])}, whose output it reads",
+                             f"one with batch_first={layout}")  # fmt: skip
+            before = (i, layout)
+        elif not isinstance(mod, (Linear, Dropout)):  # (another module may change it)
+            before = None
+
+
 class Sequential(_Module):
     """Modules applied in order. Parameters are named `<index>.<name>` (PyTorch's convention).
 
@@ -387,6 +416,7 @@ class Sequential(_Module):
                     _checks.describe(mod),
                 )
         self.modules: list[Module] = list(modules)
+        _one_layout(self.modules)
         self.params = {
             f"{i}.{k}": v for i, m in enumerate(self.modules) for k, v in m.params.items()
         }
