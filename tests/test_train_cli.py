@@ -129,6 +129,26 @@ def test_a_bad_setting_in_a_checkpoints_config_names_that_file(tmp_path, capsys)
     assert f"{path}: `lr` must be a finite number > 0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("form,said", [
+    ("4", "must say its \"format\" as an integer ≥ 1; got '4' (str)"),
+    (None, "must say its \"format\" as an integer ≥ 1; got None"),
+    (99, "is of format 99, written by a newer rnnlab than this one (which reads up to "),
+])  # fmt: skip
+def test_a_config_format_that_is_not_one_rnnlab_wrote_is_refused(tmp_path, capsys, form, said):
+    """A "format" of a string or null was a TypeError traceback on --resume (and read as
+    nothing by evaluate); a newer format was read as if it were today's."""
+    run = tmp_path / "r"
+    assert run_cli("train", "adding", "--steps", 4, "--checkpoint-every", 4, "--run-dir", run,
+                   *TINY) == 0  # fmt: skip
+    path = io.load_checkpoint(run).path / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "format": form}))
+    capsys.readouterr()
+    for argv in (("train", "--resume", run, "--steps", 6, "--quiet"), ("evaluate", run)):
+        assert run_cli(*argv) == 2
+        err = capsys.readouterr().err
+        assert f"'{path}' {said}" in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize("edit,said", [
     ({"history": [1, 2]}, "must hold 'history' as evaluations"),
     ({"step": 30}, "says step 30, and its checkpoint directory is of step 4"),
@@ -1250,3 +1270,31 @@ def test_a_toml_data_path_that_does_not_exist_names_the_config(tmp_path, capsys,
     config.write_text('task = "adding"\ndata = "missing.txt"\nsteps = 1\nT = 4\nhidden = 4\n')
     assert run_cli("train", "--config", config, "--run-dir", tmp_path / "a", "--quiet") == 0
     assert "the adding task ignores it" in capsys.readouterr().err
+
+
+def test_a_start_that_failed_at_its_config_starts_again_in_the_same_directory(tmp_path, capsys,
+                                                                              monkeypatch):
+    """A full disk at the new run's config.json left the directory holding the training lock
+    alone: the same command said it "holds other files (.rnnlab-lock)" and --resume found no
+    config.json. rnnlab's own lock and temporaries are not someone else's files."""
+    import errno
+
+    run = tmp_path / "r"
+    real = io.atomic_write_json
+
+    def full(path, obj):
+        raise OSError(errno.ENOSPC, f"cannot write '{path}' (No space left on device)")
+
+    monkeypatch.setattr(io, "atomic_write_json", full)
+    argv = ("train", "adding", "--steps", 2, "--run-dir", run, *TINY)
+    assert run_cli(*argv) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    (run / ".config.json.0123abcd.tmp").write_text("")  # (as a crash in the write leaves it)
+    assert sorted(p.name for p in run.iterdir()) == [".config.json.0123abcd.tmp", io.LOCK_NAME]
+    monkeypatch.setattr(io, "atomic_write_json", real)
+    assert run_cli(*argv) == 0
+    assert io.checkpoint_steps(run) == [2]
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / ".notes.0123abcd.tmp.bak").write_text("")  # not ours
+    assert run_cli("train", "adding", "--steps", 2, "--run-dir", tmp_path / "other", *TINY) == 2
+    assert "holds other files (.notes.0123abcd.tmp.bak)" in capsys.readouterr().err

@@ -14,7 +14,7 @@ from typing import Any
 
 from rnnlab import io, models, tasks
 from rnnlab.modules import _Module
-from rnnlab.train import TrainConfig
+from rnnlab.train import CONFIG_FORMAT, TrainConfig
 
 
 def run_config(config: object, run_dir: object) -> dict[str, Any]:
@@ -26,6 +26,14 @@ def run_config(config: object, run_dir: object) -> dict[str, Any]:
             f"'{run_dir}/config.json' must hold an rnnlab run's config (tables 'train' and "
             f"'model'); got {io.describe(config)}"
         )
+    form = config.get("format", 1)  # (runs before "format" are of format 1)
+    if isinstance(form, bool) or not isinstance(form, int) or form < 1:
+        raise io.RunDirError(f"'{run_dir}/config.json' must say its \"format\" as an integer "
+                             f"≥ 1; got {io.describe(form)}")  # fmt: skip
+    if form > CONFIG_FORMAT:
+        raise io.RunDirError(f"'{run_dir}/config.json' is of format {form}, written by a newer "
+                             f"rnnlab than this one (which reads up to {CONFIG_FORMAT}): upgrade "
+                             "rnnlab to read it")  # fmt: skip
     return config
 
 

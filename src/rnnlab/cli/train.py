@@ -3,6 +3,7 @@ new or resumed, alone or on the ranks of an MPI job."""
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -162,12 +163,20 @@ def _new_run_dir_ok(run_dir: Path, command: str) -> None:
     _not_someone_elses(run_dir)
 
 
+def _leftover(path: Path) -> bool:
+    """A file rnnlab leaves in a run directory whose start failed before its config.json:
+    the training lock, an atomic write's temporary (`.NAME.HEX.tmp`, io.atomic_path)."""
+    name = path.name
+    return path.is_file() and (name == io.LOCK_NAME or re.fullmatch(r"\..+\.[0-9a-f]{8}\.tmp",
+                                                                  name) is not None)  # fmt: skip
+
+
 def _not_someone_elses(run_dir: Path) -> None:
     """A new run writes and removes files in its directory (config.json, model.safetensors,
     temporaries): it may go into a directory that is absent, empty, or a run of rnnlab's
     that stopped before its first checkpoint (its config.json names a model and training
     settings), never into one holding other files."""
-    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+    if not run_dir.is_dir() or all(_leftover(p) for p in run_dir.iterdir()):
         return
     try:
         config = io.read_json(run_dir / "config.json")
