@@ -1298,3 +1298,26 @@ def test_a_start_that_failed_at_its_config_starts_again_in_the_same_directory(tm
     (tmp_path / "other" / ".notes.0123abcd.tmp.bak").write_text("")  # not ours
     assert run_cli("train", "adding", "--steps", 2, "--run-dir", tmp_path / "other", *TINY) == 2
     assert "holds other files (.notes.0123abcd.tmp.bak)" in capsys.readouterr().err
+
+
+def test_a_charlm_vocabulary_edited_to_another_size_is_refused_naming_the_file(tmp_path,
+                                                                               capsys):
+    """Two characters cut from a charlm run's stored vocabulary (27 symbols for the model's
+    29 outputs) were read as other characters: evaluate scored other text, --resume trained
+    on. Every command reading the run says which file and why."""
+    text = tmp_path / "t.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 200)
+    run = tmp_path / "r"
+    assert run_cli("train", "charlm", "--data", text, "--steps", 2, "--seq-len", 8,
+                   "--run-dir", run, *TINY) == 0  # fmt: skip
+    path = io.load_checkpoint(run).path / "config.json"
+    config = json.loads(path.read_text())
+    config["data"]["vocab"] = config["data"]["vocab"][2:]
+    path.write_text(json.dumps(config))
+    capsys.readouterr()
+    for argv in (("evaluate", run), ("sample", run, "--length", 5), ("train", "--resume", run,
+                 "--steps", 3), ("export", run, "--format", "onnx", "--out", tmp_path / "m")):
+        assert run_cli(*argv) == 2, argv
+        err = capsys.readouterr().err
+        assert (f"'{path}' holds a vocabulary of {len(config['data']['vocab']) + 1} symbols "
+                f"(\"data\") for a model of {config['model']['output_size']} outputs") in err

@@ -216,7 +216,7 @@ def run_subject(path, *, step: int | None = None, T=None, batch: int = 32) -> Su
         cfg.T = _checks.positive_int(T, "--T")
     # an old charlm run's vocabulary is rebuilt and checked, as for evaluate
     with _as_options():
-        task = tasks.make_task(cfg, runs.data_record(run, cfg, ckpt.config))
+        task = tasks.make_task(cfg, runs.data_record(run, cfg, ckpt.config, ckpt.path))
     x, y, lengths = _validation_batch(task, batch)
     spec = ckpt.config["model"]
     source = {

@@ -298,7 +298,7 @@ def stream_batches(
 # -------------------- the task, as the Trainer drives it (rnnlab.train.Task)
 
 
-def _stored_vocab(data):
+def _stored_vocab(data: object) -> CharVocab | None:
     """The CharVocab a run stored, or None for a run from before runs stored it."""
     if not data:
         return None
