@@ -761,12 +761,13 @@ def test_best_weights_carry_their_sha256(tmp_path):
 
 def test_a_flipped_byte_in_the_best_weights_stops_early_stopping(tmp_path, capsys):
     """Early stopping restores best.safetensors: a changed byte there is said in one line
-    naming the file, and the run's last weights stay in its checkpoint."""
+    naming the file, and the run's last weights stay in its checkpoint. (A resume puts back
+    the checkpoint's copy of the best weights: the byte is changed in that copy.)"""
     run = tmp_path / "run"
     argv = ["--T", "6", "--eval-every", "2", "--patience", "2", "--lr", "0.5", "--optimizer",
             "sgd", "--clip", "none", "--checkpoint-every", "2", *TINY]  # fmt: skip
     assert main(["train", "adding", "--steps", "6", "--run-dir", str(run), *argv]) == 0
-    best = run / "best.safetensors"
+    best = io.load_checkpoint(run).path / "best.safetensors"
     _flip(best, best.stat().st_size - 3)
     capsys.readouterr()
     cli_error(capsys, ["train", "--resume", run, "--steps", "200", "--quiet"],
@@ -774,6 +775,29 @@ def test_a_flipped_byte_in_the_best_weights_stops_early_stopping(tmp_path, capsy
               r"does not match the SHA-256 recorded in its metadata .* The last weights \(step "
               r"8\) are saved in its checkpoint\.$")  # fmt: skip
     assert io.load_checkpoint(run).step == 8
+
+
+def test_a_resume_takes_back_the_best_weights_its_checkpoint_knew(tmp_path):
+    """best.safetensors is rewritten at each better evaluation, between checkpoints: a run
+    killed after its step-4 checkpoint and a better evaluation at step 6, then resumed to end
+    another way (early stopping at step 5), handed back step 6's weights from the dropped
+    continuation as "the weights of step 4". Each checkpoint now keeps a copy of the best
+    weights as it knew them, put back when the run resumes, and the file records its step,
+    so a best of another step is refused rather than restored."""
+    run = tmp_path / "run"
+    argv = ["--T", "6", "--eval-every", "2", "--checkpoint-every", "4", *TINY]
+    assert main(["train", "adding", "--steps", "4", "--run-dir", str(run), *argv]) == 0
+    ckpt = io.load_checkpoint(run)
+    kept = ckpt.path / "best.safetensors"
+    assert kept.read_bytes() == (run / "best.safetensors").read_bytes()
+    best_step = ckpt.state["best_step"]
+    assert best_step in (2, 4) and io.load_safetensors(kept)[1]["step"] == str(best_step)
+    later = {k: v + 1 for k, v in io.load_weights(kept).items()}  # a continuation's best
+    io.save_weights(run / "best.safetensors", later, step=6)
+    refused(lambda: io.load_weights(run / "best.safetensors", step=best_step),
+            rf"best.safetensors' holds the weights of step 6, not of step {best_step}\.$")
+    assert main(["train", "--resume", str(run), "--steps", "4", "--quiet"]) == 0
+    assert (run / "best.safetensors").read_bytes() == kept.read_bytes()
 
 
 def _planted_link(run: Path, victim: Path):

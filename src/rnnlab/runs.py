@@ -68,7 +68,8 @@ def load_checkpoint_model(
     load_weights(model, ckpt, run_dir)
     if step is None and ckpt.state.get("stopped_by") == "early stopping":
         best = run_dir / "best.safetensors"
-        _load_into(model, io.load_weights(best), best, ckpt, run_dir)
+        weights = io.load_weights(best, step=ckpt.state.get("best_step"))
+        _load_into(model, weights, best, ckpt, run_dir)
     return ckpt, cfg, model
 
 

@@ -560,6 +560,7 @@ class Trainer:
         self.stream = stream or sys.stderr
         self.quiet = quiet
         self.stopped_by = ""
+        self._best_kept: Path | None = None  # (restore: the checkpoint's best weights)
         self.grad_record: dict[str, Any] | None = None
         # The process that writes the run directory; False on the other ranks of a
         # distributed run (rnnlab.distributed), which train in step but write nothing.
@@ -587,6 +588,7 @@ class Trainer:
             # a run that ended by its own rule stays ended: its --resume trains no further
             "stopped_by": self.stopped_by if self.stopped_by in FINAL_STOPS else "",
         }
+        best = self.run_dir / "best.safetensors"
         return io.save_checkpoint(
             self.run_dir,
             self.step,
@@ -594,6 +596,7 @@ class Trainer:
             optimizer=opt_tensors,
             state=state,
             config=self.config_dict(),
+            beside={"best.safetensors": best} if self.best_step >= 0 and best.is_file() else None,
         )
 
     def restore(self, ckpt: io.Checkpoint) -> None:
@@ -613,6 +616,10 @@ class Trainer:
         except ValueError as e:
             raise io.CheckpointError(f"'{where}': {e}.") from None
         self.step, self.best, self.best_step = s["step"], s["best"], s["best_step"]
+        # the best weights as of the checkpoint (the run's best.safetensors may be of a later
+        # step that the resume drops): put back when the run starts (under its lock)
+        kept = ckpt.path / "best.safetensors"
+        self._best_kept = kept if kept.is_file() else None
         self.bad_evals, self.history = s["bad_evals"], s["history"]
         self.stopped_by = s.get("stopped_by", "")
 
@@ -852,6 +859,10 @@ class Trainer:
         metrics_path = self.run_dir / "metrics.jsonl"
         if self.lead:  # (run made the directory)
             io.remove_orphans(self.run_dir)  # temporary files of a write a crash interrupted
+            if self._best_kept is not None:
+                io.atomic_write_bytes(self.run_dir / "best.safetensors",
+                                      self._best_kept.read_bytes())  # fmt: skip
+                self._best_kept = None
             io.atomic_write_json(self.run_dir / "config.json", self.config_dict())
             # what a run stopped after its last checkpoint logged is logged again from there on
             io.keep_jsonl_until(metrics_path, self.step)
@@ -940,7 +951,7 @@ class Trainer:
         if self.stopped_by == "early stopping" and self.lead:
             # early stopping hands back the best weights it saw, not the last ones
             try:
-                best = io.load_weights(self.run_dir / "best.safetensors")
+                best = io.load_weights(self.run_dir / "best.safetensors", step=self.best_step)
             except io.CheckpointError as e:
                 raise io.CheckpointError(
                     f"early stopping cannot restore the best weights (step {self.best_step}): "
@@ -1013,7 +1024,8 @@ class Trainer:
         )
         if better:
             self.best, self.best_step, self.bad_evals = value, self.step, 0
-            io.save_weights(self.run_dir / "best.safetensors", self.model.params)
+            io.save_weights(self.run_dir / "best.safetensors", self.model.params,
+                            step=self.step)  # fmt: skip
         else:
             self.bad_evals += 1
         progress.message(

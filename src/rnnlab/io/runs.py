@@ -192,6 +192,7 @@ def save_checkpoint(
     state: Mapping[str, Any],
     config: Mapping[str, Any],
     keep: int | None = 3,
+    beside: Mapping[str, Path] | None = None,
 ) -> Path:
     """Save a checkpoint as `run_dir/checkpoints/step-XXXXXXXX/` and return its path.
 
@@ -203,7 +204,10 @@ def save_checkpoint(
     atomic. So a crash at any point leaves the previous checkpoint and `latest` usable.
 
     `keep` is how many checkpoints remain: the new one plus the `keep - 1` others with the
-    highest steps (None keeps all). Saving a step that exists replaces it.
+    highest steps (None keeps all). Saving a step that exists replaces it. `beside`: files
+    copied into the checkpoint as they are now, {name in the checkpoint: path}: the run's
+    best weights, which it goes on rewriting, so that a resume from this checkpoint finds
+    the best it knew.
     """
     run_dir = as_path(run_dir, "run_dir")
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
@@ -236,6 +240,8 @@ def save_checkpoint(
         tensors.write(tmp / "optimizer.safetensors", optimizer_arrays)
         _write_durably(tmp / "state.json", state_text)
         _write_durably(tmp / "config.json", config_text)
+        for kept, source in (beside or {}).items():  # (copies: a hard link would share an
+            _write_durably(tmp / kept, Path(source).read_bytes())  # edit made in place)
         hashes = {f: _sha256(tmp / f) for f in ("model.safetensors", "optimizer.safetensors")}
         _write_durably(tmp / "hashes.json", json_text({"sha256": hashes}, "hashes").encode())
         fsync_dir(tmp)

@@ -57,6 +57,7 @@ _HEADER_LIMIT = 100_000_000  # the package's own bound on the header
 _MAX_NDIM = 64  # NumPy's NPY_MAXDIMS
 _MAX_BYTES = 2**63 - 1  # NumPy's bound on an array's size in bytes (npy_intp), zero dims aside
 _HASH_KEY = "sha256"  # save_weights' entry in a file's __metadata__
+_STEP_KEY = "step"  # and the training step of its weights, where given
 
 Arrays = dict[str, np.ndarray]
 
@@ -136,35 +137,42 @@ def save_safetensors(
     save(path, *checked(tensors, metadata, "tensors"))
 
 
-def save_weights(path: PathLike, tensors: Mapping[str, np.ndarray]) -> None:
+def save_weights(path: PathLike, tensors: Mapping[str, np.ndarray], *,
+                 step: int | None = None) -> None:  # fmt: skip
     """`save_safetensors` with the SHA-256 of the file's content in its own metadata
     (`__metadata__["sha256"]`: the hash of the file as written without that entry), which
     `load_weights` checks. One file carries its hash, so one atomic rename writes both: a crash
     leaves the old file with its hash or the new one with its own (a hashes.json beside it
     would be a second write, and a crash between the two would make a sound file look
-    corrupt). For weights outside a checkpoint (a run's best.safetensors)."""
+    corrupt). For weights outside a checkpoint (a run's best.safetensors); `step`, the
+    training step the weights are of, is recorded too (`__metadata__["step"]`)."""
     path = as_path(path, "path")
     arrays, _ = checked(tensors, None, "tensors")
-    digest = hashlib.sha256(safetensors.numpy.save(arrays)).hexdigest()
-    save(path, arrays, {_HASH_KEY: digest})
+    extra = None if step is None else {_STEP_KEY: str(int(step))}
+    digest = hashlib.sha256(safetensors.numpy.save(arrays, metadata=extra)).hexdigest()
+    save(path, arrays, {**(extra or {}), _HASH_KEY: digest})
 
 
-def load_weights(path: PathLike) -> dict[str, np.ndarray]:
+def load_weights(path: PathLike, *, step: int | None = None) -> dict[str, np.ndarray]:
     """The tensors of a file `save_weights` wrote, checked against the SHA-256 in its
     metadata (CheckpointError naming the file when they differ). A file without the hash
-    (written before rnnlab recorded one, or by another program) loads unchecked."""
+    (written before rnnlab recorded one, or by another program) loads unchecked. `step`: the
+    step the weights must be of, where the file records one (a best.safetensors written
+    after the checkpoint a run resumed from holds weights of a continuation since dropped)."""
     path = as_path(path, "path")
     tensors, metadata = load_safetensors(path)
     want = metadata.pop(_HASH_KEY, None)
-    if want is None:
-        return tensors
-    got = hashlib.sha256(safetensors_bytes(tensors, metadata or None)).hexdigest()
-    if want != got:
-        raise CheckpointError(
-            f"'{path}' does not match the SHA-256 recorded in its metadata (recorded "
-            f"{want[:16]}..., the content has {got[:16]}...): the file changed or is corrupt "
-            "since it was saved."
-        )
+    if want is not None:
+        got = hashlib.sha256(safetensors_bytes(tensors, metadata or None)).hexdigest()
+        if want != got:
+            raise CheckpointError(
+                f"'{path}' does not match the SHA-256 recorded in its metadata (recorded "
+                f"{want[:16]}..., the content has {got[:16]}...): the file changed or is "
+                "corrupt since it was saved."
+            )
+    if step is not None and metadata.get(_STEP_KEY, str(step)) != str(step):
+        raise CheckpointError(f"'{path}' holds the weights of step {metadata[_STEP_KEY]}, not "
+                              f"of step {step}.")  # fmt: skip
     return tensors
 
 
