@@ -165,6 +165,11 @@ def _lstm_backward_on_gru_tape():
     LSTM(2, 3, rng=0).backward(f, _x(1, 2, 3))
 
 
+def _seq_and_f():
+    m = Sequential(GRU(2, 3), LastStep(), Linear(3, 2))
+    return m, m.forward(_x(1, 4, 2))
+
+
 def _spec(**over):
     spec = {"input": {"type": "vectors", "size": 2}, "rnn": {"cell": "lstm", "hidden_size": 3},
             "output_size": 1, "readout": "last"}  # fmt: skip
@@ -271,6 +276,22 @@ API_CASES = [
     # backward
     ("lstm backward on a gru tape", _lstm_backward_on_gru_tape,
      r"`f` must be the result of this layer's forward"),
+    ("backward of None", lambda: GRU(2, 3).backward(None, _x(1, 2, 3)),
+     r"`f` must be the result of this layer's forward \(GRUCell\(gru\), .*; got None"),
+    ("sequential d_state array", lambda: (lambda m, f: m.backward(f, f.output, d_state=_x(3)))(
+        *_seq_and_f()), r"`d_state` must be None or a list of 3 entries"),
+    ("sequential d_state short", lambda: (lambda m, f: m.backward(f, f.output, d_state=[None]))(
+        *_seq_and_f()), r"`d_state` must be None or a list of 3 entries .*; got a list of "
+                        r"length 1"),
+    ("sequential of a linear's f", lambda: (lambda lin: _seq_and_f()[0].backward(
+        lin.forward(_x(1, 2, 2)), _x(1, 2, 3)))(Linear(2, 3)),
+     r"`f` must be the result of this Sequential's forward; got the result of another"),
+    ("mean over time of a linear's f", lambda: (lambda f: MeanOverTime().backward(f, f.output))(
+        Linear(2, 3).forward(_x(1, 2, 2))), r"`f` must be the result of this MeanOverTime's"),
+    ("last step of a linear's f", lambda: (lambda f: LastStep().backward(f, f.output))(
+        Linear(2, 3).forward(_x(1, 2, 2))), r"`f` must be the result of this LastStep's"),
+    ("dropout of a last step's f", lambda: (lambda f: Dropout(0.5).backward(f, f.output))(
+        LastStep().forward(_x(1, 2, 2))), r"`f` must be the result of this Dropout's"),
     ("backward on grad=False", lambda: (lambda m: m.backward(m.forward(_x(1, 2, 2), grad=False),
                                                              _x(1, 2, 3)))(LSTM(2, 3)),
      r"`f` must be the result of a forward pass that kept its tape"),
@@ -798,6 +819,40 @@ def test_a_resume_takes_back_the_best_weights_its_checkpoint_knew(tmp_path):
             rf"best.safetensors' holds the weights of step 6, not of step {best_step}\.$")
     assert main(["train", "--resume", str(run), "--steps", "4", "--quiet"]) == 0
     assert (run / "best.safetensors").read_bytes() == kept.read_bytes()
+
+
+@pytest.mark.parametrize("damage,said", [
+    ("shape", r"holds a carried state that does not fit the model: `state\[0\] \(h0\)` must "
+              r"be an array of shape \(1, 2, 4\); got shape \(3, 5\)"),
+    ("float16", r"holds a carried state of dtype float16; the model's is float32\."),
+    ("dropped", r"holds no carried state \('carry/\.\.\.'\), and '.*state.json' counts 4 "
+                r"entries of it\."),
+])  # fmt: skip
+def test_a_damaged_carried_state_is_refused_at_resume_naming_the_file(good, tmp_path, capsys,
+                                                                      damage, said):
+    """The state charlm carries from batch to batch, saved in optimizer.safetensors (its
+    hash recomputed, as a deliberate edit would): dropped, the run resumed from zeros and
+    ended elsewhere without a word; float16, it was taken; of another shape, it was said at
+    the first step without the file or the way back."""
+    run = tmp_path / "run"
+    shutil.copytree(good / "charlm", run)
+    ckpt = io.load_checkpoint(run)
+    path = ckpt.path / "optimizer.safetensors"
+    tensors, _ = io.load_safetensors(path)
+    keys = [k for k in tensors if k.startswith("carry/")]
+    if damage == "shape":
+        tensors[keys[0]] = np.zeros((3, 5), F32)
+    elif damage == "float16":
+        tensors = {k: v.astype(np.float16) if k in keys else v for k, v in tensors.items()}
+    else:
+        tensors = {k: v for k, v in tensors.items() if k not in keys}
+    io.save_safetensors(path, tensors)
+    hashes = json.loads((ckpt.path / "hashes.json").read_text())
+    hashes["sha256"]["optimizer.safetensors"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (ckpt.path / "hashes.json").write_text(json.dumps(hashes))
+    capsys.readouterr()
+    cli_error(capsys, ["train", "--resume", run, "--steps", "4", "--quiet"],
+              rf"'{re.escape(str(path))}' {said}")
 
 
 def _planted_link(run: Path, victim: Path):

@@ -775,11 +775,12 @@ class Recurrent:
         given up or not."""
         _checks.booleans(input_grad=input_grad, retain_tape=retain_tape,
                          overwrite_d_output=overwrite_d_output)
-        cache = f.cache
+        cache = getattr(f, "cache", None)
         if not isinstance(cache, dict) or cache.get("layer") != (self._signature(),
                                                                  self.cell.key):
             _checks.fail("f", f"the result of this layer's forward ({self._signature()})",
-                         "the result of another module's forward")  # fmt: skip
+                         "the result of another module's forward" if isinstance(f, Forward)
+                         else _checks.describe(f))  # fmt: skip
         L, D, H, dt = self.num_layers, len(self.directions), self.carry_size, self.dtype
         Hc = self.hidden_size  # c's width (H is h's: P with a projection)
         tapes, m = cache["tapes"], cache["mask"]

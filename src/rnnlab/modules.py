@@ -228,6 +228,9 @@ class Dropout(_Module):
         overwrite_d_output: bool = False,
     ) -> Backward:
         _checks.booleans(input_grad=input_grad, overwrite_d_output=overwrite_d_output)
+        mask = getattr(f, "cache", None)
+        _own_forward(f, isinstance(f.output, np.ndarray) and (mask is None or (
+            isinstance(mask, np.ndarray) and mask.shape == f.output.shape)), "Dropout")  # fmt: skip
         d_output = _d_output(f, d_output)
         return Backward(d_output if f.cache is None else d_output * f.cache, None, {})
 
@@ -286,6 +289,9 @@ class LastStep(_Module):
         overwrite_d_output: bool = False,
     ) -> Backward:
         _checks.booleans(input_grad=input_grad, overwrite_d_output=overwrite_d_output)
+        cache = getattr(f, "cache", None)
+        _own_forward(f, isinstance(cache, tuple) and len(cache) == 3
+                     and cache[0] in ("steps", "concat", "final"), "LastStep")  # fmt: skip
         how, shape, last = f.cache
         d_output = _d_output(f, d_output)
         dx = np.zeros(shape, d_output.dtype)
@@ -342,7 +348,11 @@ class MeanOverTime(_Module):
         overwrite_d_output: bool = False,
     ) -> Backward:
         _checks.booleans(input_grad=input_grad, overwrite_d_output=overwrite_d_output)
-        w = f.cache
+        w = getattr(f, "cache", None)
+        _own_forward(f, isinstance(w, np.ndarray) and w.ndim == 2
+                     and np.shape(f.output) == (w.shape[0], np.shape(f.output)[-1]),
+                     "MeanOverTime")  # fmt: skip
+        assert isinstance(w, np.ndarray)  # (for the type checker: _own_forward checked it)
         return Backward(w[:, :, None] * _d_output(f, d_output)[:, None, :], None, {})
 
 
@@ -464,8 +474,14 @@ class Sequential(_Module):
         backward pass (Recurrent.backward)."""
         _checks.booleans(input_grad=input_grad, overwrite_d_output=overwrite_d_output,
                          retain_tape=retain_tape)  # fmt: skip
+        n = len(self.modules)
+        _own_forward(f, isinstance(f.cache, list) and len(f.cache) == n
+                     and all(isinstance(c, Forward) for c in f.cache), "Sequential")  # fmt: skip
+        if d_state is not None and (not isinstance(d_state, (list, tuple)) or len(d_state) != n):
+            _checks.fail("d_state", f"None or a list of {n} entries (one per module, None if "
+                         "stateless)", _checks.describe(d_state))  # fmt: skip
         grads: dict[str, np.ndarray] = {}
-        d_states = [None] * len(self.modules)
+        d_states = [None] * n
         given = d_output
         d: np.ndarray | None = _d_output(f, d_output)
         ours = overwrite_d_output or d is not given  # may a module write over d?

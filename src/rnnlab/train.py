@@ -615,6 +615,12 @@ class Trainer:
             )
         except ValueError as e:
             raise io.CheckpointError(f"'{where}': {e}.") from None
+        if s.get("carry_entries", 0) and self.carry is None:
+            raise io.CheckpointError(f"'{where}' holds no carried state ('carry/...'), and "
+                                     f"'{ckpt.path / 'state.json'}' counts "
+                                     f"{s['carry_entries']} entries of it.")  # fmt: skip
+        if self.carry is not None:
+            self._check_carry(where, s["step"])
         self.step, self.best, self.best_step = s["step"], s["best"], s["best_step"]
         # the best weights as of the checkpoint (the run's best.safetensors may be of a later
         # step that the resume drops): put back when the run starts (under its lock)
@@ -622,6 +628,23 @@ class Trainer:
         self._best_kept = kept if kept.is_file() else None
         self.bad_evals, self.history = s["bad_evals"], s["history"]
         self.stopped_by = s.get("stopped_by", "")
+
+    def _check_carry(self, where: Path, step: int) -> None:
+        """The carried state, the model's final state at the checkpoint, fits the model: of
+        its dtype, and read by its forward on the next batch (a state of another shape was
+        said only at the first step, without the file; a float16 one was taken as it came)."""
+        dtype = next(iter(self.model.params.values())).dtype
+        for a in _state_to_tensors(self.carry).values():
+            if a.dtype != dtype:
+                raise io.CheckpointError(f"'{where}' holds a carried state of dtype {a.dtype}; "
+                                         f"the model's is {dtype}.")  # fmt: skip
+        batch = self.task.batch(step, np.random.default_rng([self.cfg.seed, step]))
+        try:
+            with np.errstate(all="ignore"), parallel.session():
+                self.model.forward(batch.x, lengths=batch.lengths, state=self.carry)
+        except ValueError as e:
+            raise io.CheckpointError(f"'{where}' holds a carried state that does not fit the "
+                                     f"model: {' '.join(str(e).split())}") from None
 
     def _check_progress(self, ckpt: io.Checkpoint) -> None:
         """state.json as `save` writes it: numbers of the right kind in their ranges, the
