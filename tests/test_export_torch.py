@@ -132,3 +132,13 @@ def test_load_state_dict_names_the_key_of_a_ragged_list():
         layer.load_state_dict(state)
     for k, v in layer.params.items():
         assert np.array_equal(v, before[k]), k
+
+
+def test_the_snippet_gives_dropout_only_to_a_stack_where_it_acts(tmp_path):
+    """rnnlab's recurrent dropout= acts between layers, as PyTorch's: the snippet wrote it for
+    one layer too, and PyTorch warned at every import of the exported model (an error here)."""
+    one = Sequential(LSTM(4, 6, dropout=0.2, dtype=np.float64), Linear(6, 2, dtype=np.float64))
+    _torch_model(one, tmp_path)
+    assert "dropout=" not in export.torch_snippet(one, tmp_path / "m.torch.safetensors")
+    two = Sequential(LSTM(4, 6, 2, dropout=0.2, dtype=np.float64))
+    assert "dropout=0.2)" in export.torch_snippet(two, tmp_path / "m.torch.safetensors")

@@ -258,8 +258,9 @@ def torch_snippet(model: Model, path: str | PathLike[str]) -> str:
             init.append(
                 f"torch.nn.{cls}({m.input_size}, {m.hidden_size}, {m.num_layers}{extra}"
                 + (f", proj_size={m.proj_size}" if getattr(m, "proj_size", 0) else "") + ", "
-                f"batch_first={m.batch_first}, bidirectional={m.bidirectional}, "
-                f"dropout={m.dropout})"
+                f"batch_first={m.batch_first}, bidirectional={m.bidirectional}"
+                # (between layers only: PyTorch warns at every import of a one-layer model)
+                + (f", dropout={m.dropout}" if m.num_layers > 1 and m.dropout else "") + ")"
             )
             initial = repr(m.initial_state)
             body.append(
