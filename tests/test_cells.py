@@ -330,6 +330,15 @@ def test_gate_saturation_reads_a_coupled_lstms_three_gates():
         (dict(products=(((0, 1), None), ((1, 2), 3)), tape=1), r"product source 3 is not one"),
         (dict(hh_own=(5,)), r"hh_own \(5,\) outside the 2 gates"),
         (dict(stages=()), r"has no forward step"),
+        # (raw TypeErrors of a comparison, "float cannot be interpreted as an integer",
+        # NumPy's "negative dimensions", or blame put on products for an unhashable hh_own)
+        (dict(gates="1"), r"`Bad.gates` must be an integer ≥ 1 \(blocks of H values\); got "
+                          r"'1'"),
+        (dict(gates=1.0), r"`Bad.gates` must be an integer ≥ 1"),
+        (dict(tape=-1), r"`Bad.tape` must be an integer ≥ 0"),
+        (dict(hh_own=[[0]]), r"`Bad.hh_own` must be a tuple of gate indices; got"),
+        (dict(products=((0, 2),)), r"`Bad.products` must be a tuple of \(\(first, end\), "
+                                   r"source\) tuples"),
     ],
 )
 def test_cell_declarations_are_checked(attrs, match):

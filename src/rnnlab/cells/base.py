@@ -131,6 +131,23 @@ class Cell:
         """Check the declarations against each other and the step functions' signatures
         (TypeError naming the cell's class); Cell.__init__ and Recurrent call it."""
         name = type(self).__name__
+        for attr, least in (("gates", 1), ("tape", 0)):  # (sizes: a float or a string failed
+            value = getattr(self, attr)  # in a comparison or in NumPy)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                _refuse(f"{name}.{attr}", f"an integer ≥ {least} (blocks of H values)",
+                        _describe(value))  # fmt: skip
+        for attr in ("hh_own", "products"):  # a list reads as its tuple
+            if isinstance(getattr(self, attr), list):
+                setattr(self, attr, tuple(getattr(self, attr)))
+        if not isinstance(self.hh_own, tuple) or not all(
+                isinstance(k, int) and not isinstance(k, bool) for k in self.hh_own):
+            _refuse(f"{name}.hh_own", "a tuple of gate indices", _describe(self.hh_own))
+        if not isinstance(self.products, tuple) or not all(
+                isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], tuple)
+                and len(p[0]) == 2 and all(isinstance(k, int) for k in p[0])
+                and (p[1] is None or isinstance(p[1], int)) for p in self.products):
+            _refuse(f"{name}.products", "a tuple of ((first, end), source) tuples (source None "
+                    "or a tape block)", _describe(self.products))  # fmt: skip
         if not self.stages:
             raise TypeError(f"{name} has no forward step (stages)")
         if len(self.stages) != len(self.products) or len(self.backward_stages) != len(
