@@ -1151,6 +1151,7 @@ def test_a_run_being_trained_is_not_trained_by_a_second_process(tmp_path, capsys
         assert run_cli("train", "--resume", run, "--steps", 8, "--quiet") == 2
         err = capsys.readouterr().err
         assert f"is being trained by another process (pid {holder.pid})" in err
+        assert "resuming" not in err  # (said before the refusal, as if it went on)
         assert (run / "metrics.jsonl").read_bytes() == log and io.checkpoint_steps(run)[-1] == 4
     finally:
         holder.kill()

@@ -213,6 +213,9 @@ def _prepare_train(args, comm) -> tuple:
                 "as well (only --steps and --time-limit may change; start a new run otherwise)"
             )
         run_dir = io.open_run_dir(args.resume)
+        if comm is None:  # a run another process trains is said before "resuming ... at step"
+            with io.training_lock(run_dir):  # (Trainer.run holds it; ranks would race here)
+                pass
         latest = run_dir / "checkpoints" / "latest"
         saved = io.checkpoint_steps(run_dir)
         if not saved and latest.exists():
