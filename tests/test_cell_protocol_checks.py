@@ -130,10 +130,12 @@ def test_steps_are_run_once_per_cell_key(monkeypatch):
     monkeypatch.setattr(recurrence, "step_forward",
                         lambda *a, **k: calls.append(1) or step_forward(*a, **k))  # fmt: skip
     Recurrent(Scaled(), 3, 5, rng=0)
+    once = len(calls)  # (block by block, then unit by unit as compiled)
+    assert once == 2
     Recurrent(Scaled(), 4, 7, 2, bidirectional=True, rng=0)
-    assert len(calls) == 1
+    assert len(calls) == once
     Recurrent(LSTMCell(peephole=True), 3, 5, rng=0)
-    assert len(calls) == 2
+    assert len(calls) == once + 3  # (and in place, da over the tape, as compiled)
 
 
 BUILT_IN = {
@@ -339,4 +341,58 @@ def test_a_hidden_size_below_the_cells_minimum_is_refused(monkeypatch):
     with pytest.raises(ValueError, match=r"`hidden_size` must be at least 5"):
         Recurrent(Wide(), 2, 4)
     Recurrent(Wide(), 2, 5)
-    assert seen == [(2, 5)]  # h_prev of the trial run: B = 2, H = 5
+    assert set(seen) == {(2, 5)}  # h_prev of the trial runs: B = 2, H = 5
+
+
+# ------------------------------- in place: a tape value read after its gradient went over it
+def scaled_back_late(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
+    for j in units(h):
+        a, d = tape[j], dh[j]
+        da[j] = d * q[j] * (one(a) - a * a)
+        dq[j] = dq[j] + d * tape[j]  # compiled, in place, tape[j] is da[j] by now
+        dh[j] = d - d
+
+
+def test_an_in_place_cell_that_reads_its_tape_after_writing_over_it_is_refused():
+    """The compiled loops give an in-place cell's backward its tape's first blocks as da; the
+    NumPy loop gave it a copy, so a stage that read the tape after writing da ran right on
+    NumPy and wrong compiled (relative error 0.97), and no check saw it. The cell check now
+    runs the backward both ways. The same steps declared not in place are fine."""
+    late = type("Late", (Scaled,), {"backward_stages": (scaled_back_late,)})
+    Recurrent(late(), 3, 4, dtype=np.float64, rng=0)
+    in_place = type("LateInPlace", (late,), {"in_place": True})
+    with pytest.raises(ValueError, match=r"`cell` must be an in-place cell whose backward "
+                       r"stages read each tape value before they write the gradient stored over "
+                       r"it; got LateInPlace, whose dq change when da .*declare in_place = False"):
+        Recurrent(in_place(), 3, 4, dtype=np.float64, rng=0)
+
+
+def scaled_back_aliased(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
+    for j in units(h):
+        a, d, g = tape[j], dh[j], dq[j]  # g: a view of dq on NumPy, a value compiled
+        dq[j] = g + d * a
+        da[j] = d * q[j] * (one(a) - a * a) + g  # (NumPy: the new dq[j])
+        dh[j] = d - d
+
+
+def test_a_step_whose_values_change_with_numpy_s_views_is_refused():
+    """On NumPy x[j] is a view of the whole block: a value bound before a write to the same
+    place changes with it, where the compiled loops keep the value. Such a step passed the
+    rule "read everything before the first write" to the letter and gave the NumPy path
+    wrong gradients (0.42 relative error) while the compiled path was right."""
+    aliased = type("Aliased", (Scaled,), {"backward_stages": (scaled_back_aliased,)})
+    with pytest.raises(ValueError, match=r"`cell` must be a cell whose steps give unit by unit "
+                       r"\(compiled\) what they give on whole blocks \(NumPy\); got Aliased, "
+                       r"whose da, dh differ instead. On NumPy x\[j\] is a view"):
+        Recurrent(aliased(), 3, 4, dtype=np.float64, rng=0)
+
+
+def test_a_gate_gradient_a_backward_never_writes_is_refused():
+    """W_hh's own block declared (hh_own) and never written: the compiled loops' da_h held
+    whatever the memory held (gradients of ~1e-309, or worse); gradcheck saw it, the cell
+    check did not (it filled the outputs with zeros)."""
+    unwritten = type("Unwritten", (Scaled,), {"hh_own": (0,)})
+    with pytest.raises(ValueError, match=r"`cell` must be a cell whose backward stages write "
+                       r"every gate gradient it declares; got Unwritten, whose backward stages "
+                       r"leave part of da_h unwritten"):
+        Recurrent(unwritten(), 3, 4, dtype=np.float64, rng=0)

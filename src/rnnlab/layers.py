@@ -39,7 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rnnlab import _checks, recurrence
-from rnnlab.cells import Cell, ElmanCell, GRUCell, LSTMCell
+from rnnlab.cells import Cell, ElmanCell, GRUCell, LSTMCell, pointwise
 from rnnlab.fast import parallel
 from rnnlab.recurrence import Params, valid_mask
 
@@ -191,12 +191,15 @@ def _accept_cell(cell: object) -> Cell:
 def _run_steps(cell: Cell) -> None:
     """Run a cell's steps once on NumPy, forward and backward, on a batch of 2 with H = 3 (or
     the cell's min_hidden) in float64, every row exactly as wide as the cell declares
-    (h_{t-1} narrower than H when
-    it declares reads_h_prev False, as a projected carry is): a step that reaches past its
-    rows (a tape block it did not declare, a c without has_c, q without `extra`) raises
-    there, where the compiled loops, which do not check bounds, would write over other
-    memory. Once per cell key and declared rows (about a millisecond); any error becomes a
-    ValueError naming the cell, its declarations and the step that failed."""
+    (h_{t-1} narrower than H when it declares reads_h_prev False, as a projected carry is):
+    a step that reaches past its rows (a tape block it did not declare, a c without has_c,
+    q without `extra`) raises there, where the compiled loops, which do not check bounds,
+    would write over other memory. Then twice more as the compiled loops run them, unit by
+    unit (x[j] a value, not a view of the block) and, in place, with da and da_h the tape's
+    own blocks: a step whose results differ would give the two paths different gradients.
+    The gradients the stages must write start as NaN (compiled, as whatever the memory
+    held): one left unwritten shows. Once per cell key and declared rows (a few
+    milliseconds); any error becomes a ValueError naming the cell and what it did."""
     extra = tuple(cell.extra_rows)
     seen = (type(cell), cell.key, cell.gates, cell.tape, cell.has_c, extra, cell.hh_own,
             cell.reads_h_prev, cell.in_place, cell.min_hidden)  # fmt: skip
@@ -211,19 +214,35 @@ def _run_steps(cell: Cell) -> None:
         return rng.uniform(-0.5, 0.5, shape)
 
     W_hh, W_hr = rows(G * H, P), (None if P == H else rows(P, H))
-    own = None if W_hr is None else np.zeros((B, H))
     q, h_prev, c_prev = rows(n_q * H), rows(B, P), rows(B, Hc)
-    h, c, tape = np.zeros((B, P)), np.zeros((B, Hc)), np.zeros((B, cell.tape * H))
-    try:
+    xa, b_ih, b_hh, dh0, dc0 = rows(B, G * H), rows(G * H), rows(G * H), rows(B, P), rows(B, Hc)
+
+    def once(aliased: bool) -> dict[str, np.ndarray]:
+        own = None if W_hr is None else np.zeros((B, H))
+        h, c, tape = np.zeros((B, P)), np.zeros((B, Hc)), np.zeros((B, cell.tape * H))
+        dh, dc, dq = dh0.copy(), dc0.copy(), np.zeros((B, n_q * H))
+        da, da_h = np.full((B, G * H), np.nan), np.full((B, n_own * H), np.nan)
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            recurrence.step_forward(cell, W_hh, q, rows(B, G * H), rows(G * H), rows(G * H),
-                                    h_prev, c_prev, h, c, tape, W_hr=W_hr, own=own)  # fmt: skip
-            recurrence.step_backward(cell, W_hh, q, h_prev, c_prev, h, c, tape, rows(B, P),
-                                     rows(B, Hc), np.zeros((B, G * H)),
-                                     np.zeros((B, n_own * H)), np.zeros((B, n_q * H)),
-                                     W_hr=W_hr, own=own,
+            recurrence.step_forward(cell, W_hh, q, xa.copy(), b_ih, b_hh, h_prev, c_prev, h, c,
+                                    tape, W_hr=W_hr, own=own)  # fmt: skip
+            out = {"h": h.copy(), "c": c.copy(), "tape": tape.copy()}
+            if aliased:  # as compiled: da and da_h are the tape's own first blocks
+                da, da_h = tape[:, : G * H], tape[:, G * H : (G + n_own) * H]
+            recurrence.step_backward(cell, W_hh, q, h_prev, c_prev, h, c, tape, dh, dc, da,
+                                     da_h, dq, W_hr=W_hr, own=own,
                                      d_hr=None if W_hr is None else np.zeros((B, P)))  # fmt: skip
+        return {**out, "da": da.copy(), "da_h": da_h.copy(), "dq": dq, "dh": dh, "dc": dc}
+
+    def differ(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> list[str]:
+        return [k for k in a if not np.allclose(a[k], b[k], rtol=1e-12, atol=1e-12,
+                                                equal_nan=True)]  # fmt: skip
+
+    try:
+        blockwise = once(aliased=False)
+        with pointwise.unit_by_unit():
+            by_unit = once(aliased=False)
+            compiled = once(aliased=True) if cell.grads_over_tape else by_unit
     except Exception as error:
         _checks.fail(
             "cell",
@@ -232,12 +251,35 @@ def _run_steps(cell: Cell) -> None:
             f"{type(error).__name__} ({error}) when run once on NumPy at H = {H}",
             f"It declares gates={G}, tape={cell.tape} (tape rows of {cell.tape * H} values at "
             f"H = {H}), has_c={cell.has_c}, extra={cell.extra!r} (q of {n_q * H} values), "
-            f"hh_own={cell.hh_own}"
+            f"hh_own={cell.hh_own}, products={cell.products}"
             + ("" if P == H else f", reads_h_prev=False (h_prev of {P} values)")
             + ("; compiled, a step that reaches past its rows writes over other memory"
                if isinstance(error, (ValueError, IndexError)) else "")
             + ". Declare what the steps use (rnnlab.cells.base has the protocol).",
         )
+    name = type(cell).__name__
+    unwritten = [k for k in ("da", "da_h") if not np.isfinite(blockwise[k]).all()]
+    if unwritten:
+        _checks.fail("cell", "a cell whose backward stages write every gate gradient it "
+                     "declares", f"{name}, whose backward stages leave part of {unwritten[0]} "
+                     "unwritten", f"It declares gates={G} (da of {G * H} values at H = {H}) "
+                     f"and hh_own={cell.hh_own} (da_h of {n_own * H}); what a stage does not "
+                     "write is whatever the memory held.")  # fmt: skip
+    changed = differ(blockwise, by_unit)
+    if changed:
+        _checks.fail("cell", "a cell whose steps give unit by unit (compiled) what they give on "
+                     "whole blocks (NumPy)", f"{name}, whose {', '.join(changed)} differ",
+                     "On NumPy x[j] is a view of the whole block: a value bound from a place "
+                     "the same loop writes later changes with it. Compute every value a loop "
+                     "writes before its first write (rnnlab.cells.pointwise's rules).")
+    changed = differ(by_unit, compiled)
+    if changed:
+        _checks.fail("cell", "an in-place cell whose backward stages read each tape value "
+                     "before they write the gradient stored over it",
+                     f"{name}, whose {', '.join(changed)} change when da and da_h are the "
+                     "tape's first blocks, as the compiled loops give them (in_place = True)",
+                     "Read what a stage needs from the tape before its first write into da or "
+                     "da_h, or declare in_place = False.")  # fmt: skip
     _STEPS_RUN.add(seen)
 
 

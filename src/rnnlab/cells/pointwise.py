@@ -19,9 +19,11 @@ parameters (an (n,) vector) index the same way and broadcast over the batch.
 Rules a step keeps:
 - every array a loop indexes has the width of the one `units` takes: cut wider rows to
   the block (`xa[..., :2 * H]`); on NumPy `x[j]` is the whole block;
-- in each loop, read everything before the first write: on NumPy `x[j]` is a view, so a
-  value read from a place that is written later in the same loop would change with it (an
-  in-place cell's backward writes its gradients where it read its gates: Cell.in_place);
+- in each loop, compute every value the loop writes before its first write: on NumPy
+  `x[j]` is a view, so `f = da[j]`, then `da[j] = ...`, then a use of `f` reads the new
+  value (compiled, `f` keeps the old); an in-place cell's backward finds its gates in da
+  and da_h, which are its tape's first blocks when compiled (Cell.in_place). The cell
+  check (rnnlab.layers) runs the steps both ways and refuses a cell whose results differ;
 - allocate nothing (no `np.empty`, no array expressions outside `[j]` indexing): the
   compiled loops run without numba's reference counting;
 - write constants as `one(x)`, `zero(x)`: a float32 row then computes in float32.
@@ -29,17 +31,34 @@ Rules a step keeps:
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from types import EllipsisType
 
 import numpy as np
 
 from rnnlab import ops
 
+_UNIT_BY_UNIT = [False]  # (rnnlab.layers' cell check: the compiled loops' semantics)
 
-def units(a: np.ndarray) -> tuple[EllipsisType]:
+
+def units(a: np.ndarray) -> tuple[EllipsisType] | tuple[tuple[EllipsisType, list[int]], ...]:
     """The unit indices of a row: `range(a.shape[-1])` in the compiled loops; here one index,
-    `...`, that takes the whole block at once (a view: see the module's rules)."""
+    `...`, that takes the whole block at once (a view: see the module's rules). Under
+    `unit_by_unit`, one index per unit that reads a copy, as the compiled loops read values."""
+    if _UNIT_BY_UNIT[0]:
+        return tuple((Ellipsis, [k]) for k in range(a.shape[-1]))
     return (Ellipsis,)
+
+
+@contextlib.contextmanager
+def unit_by_unit() -> Iterator[None]:
+    """Steps run on NumPy one unit at a time, each x[j] a copy (rnnlab.layers' cell check)."""
+    _UNIT_BY_UNIT[0] = True
+    try:
+        yield
+    finally:
+        _UNIT_BY_UNIT[0] = False
 
 
 def blocks(a: np.ndarray, n: int, H: int) -> tuple[np.ndarray, ...]:
