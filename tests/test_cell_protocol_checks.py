@@ -396,3 +396,14 @@ def test_a_gate_gradient_a_backward_never_writes_is_refused():
                        r"every gate gradient it declares; got Unwritten, whose backward stages "
                        r"leave part of da_h unwritten"):
         Recurrent(unwritten(), 3, 4, dtype=np.float64, rng=0)
+
+
+def test_numpy_integers_declare_a_cell_as_python_integers_do():
+    """gates, tape, hh_own and the products' blocks may be NumPy integers (the kind checks
+    added for strings and floats refused them at first)."""
+    i = np.int64
+    cell = type("NumpyInts", (Scaled,), {"gates": i(1), "tape": i(1), "hh_own": (i(0),),
+                                         "products": (((i(0), i(1)), None),)})  # fmt: skip
+    with pytest.raises(ValueError, match=r"leave part of da_h unwritten"):  # (hh_own unused)
+        Recurrent(cell(), 3, 4, dtype=np.float64, rng=0)
+    Recurrent(type("NumpyInts2", (Scaled,), {"gates": i(1), "tape": i(1)})(), 3, 4, rng=0)

@@ -428,6 +428,44 @@ def test_recurrent_spectrum_splits_gate_blocks():
     assert [b.gate for b in gru.blocks] == ["r", "z", "n"]
 
 
+def test_a_cell_of_one_s_own_is_not_read_as_an_elman_unit_or_an_lstm():
+    """A custom cell of one gate was judged as a tanh RNN ("must vanish") and one of four
+    got an LSTM's gate names; its blocks are now block0, ... with a verdict that says so."""
+    from rnnlab.cells import ElmanCell
+    from rnnlab.layers import Recurrent
+
+    layer = Recurrent(type("Mine", (ElmanCell,), {})(), 2, 4, dtype=np.float64, rng=0)
+    layer.params["weight_hh_l0"] *= 0.1
+    spec = dg.recurrent_spectrum(layer)
+    assert [b.gate for b in spec.blocks] == ["hh"]  # (a subclass of ElmanCell is one)
+    custom = Recurrent(_custom_cell(), 2, 4, dtype=np.float64, rng=0)
+    custom.params["weight_hh_l0"] *= 0.1
+    spec = dg.recurrent_spectrum(custom)
+    assert [b.gate for b in spec.blocks] == ["block0"]
+    verdict = spec.verdict()
+    assert "must vanish" not in verdict and "a cell of its own" in verdict
+
+
+def _custom_cell():
+    from rnnlab.cells import Cell
+    from rnnlab.cells.pointwise import one, tanh, units
+
+    def step(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
+        for j in units(h):
+            a = tanh(xa[j] + b_ih[j] + ha[j] + b_hh[j])
+            tape[j] = a
+            h[j] = a
+
+    def back(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
+        for j in units(h):
+            a, d = tape[j], dh[j]
+            da[j] = d * (one(a) - a * a)
+            dh[j] = d - d
+
+    return type("Plain", (Cell,), {"name": "plain", "tape": 1, "stages": (step,),
+                                   "backward_stages": (back,)})()
+
+
 def test_spectrum_over_checkpoints_tracks_the_scale():
     rng = np.random.default_rng(12)
     q, _ = np.linalg.qr(rng.standard_normal((4, 4)))

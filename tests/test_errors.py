@@ -374,11 +374,14 @@ def test_the_switches_of_a_pass_and_dropout_s_input_are_checked():
             g.forward(x, rng=0, **{key: value})
     with pytest.raises(ValueError, match=r"`training` must be True or False"):
         Dropout(0.5).forward(x, training="no", rng=0)
-    with pytest.raises(ValueError, match=r"`x` must be a float32 or float64 array; got dtype "
-                       r"int64 instead"):
+    with pytest.raises(ValueError, match=r"`x` must be an array of floats; got dtype int64 "
+                       r"instead"):
         Dropout(0.5).forward(np.ones((2, 3), np.int64), training=True, rng=0)
-    with pytest.raises(ValueError, match=r"`x` must be a float32 or float64 array; got a list"):
-        Dropout(0.5).forward([[1.0, 2.0]])
+    with pytest.raises(ValueError, match=r"`x` must be an array of floats; got a list"):
+        Dropout(0.5).forward([[1.0, 2.0]], training=True, rng=0)
+    assert Dropout(0.5).forward([[1, 2]]).output == [[1, 2]]  # (at inference x passes through)
+    assert Dropout(0.5).forward(np.ones(3, np.float16), training=True, rng=0).output.dtype == (
+        np.float16)
     assert g.forward(x, training=np.bool_(False)).output.shape == (2, 3, 5)
 
 

@@ -168,7 +168,7 @@ def test_an_onnx_out_that_onnx_reads_as_text_is_refused_by_name(name, runs, caps
 
 @pytest.mark.parametrize("fmt", ["onnx", "safetensors-torch", "keras"])
 @pytest.mark.parametrize("own", ["config.json", "model.safetensors", "checkpoints/latest/x.h5",
-                                 ".rnnlab-lock"])
+                                 ".rnnlab-lock", "train.log"])  # (train.log: reproduce's rows)
 def test_an_out_over_the_run_s_own_files_is_refused(fmt, own, tmp_path, capsys):
     """An export does not write over what training wrote (its configuration, weights, logs,
     checkpoints): `--out R/config.json` replaced the run's config with the graph."""
@@ -183,6 +183,20 @@ def test_an_out_over_the_run_s_own_files_is_refused(fmt, own, tmp_path, capsys):
     assert run_cli("export", run, "--format", fmt, "--out", run / ("mine" + {
         "onnx": ".onnx", "safetensors-torch": ".torch.safetensors", "keras": ".weights.h5"}[fmt]
     )) == 0  # beside them: written
+
+
+def test_a_default_out_that_is_a_link_into_the_run_says_so(tmp_path, capsys):
+    """RUN/model.onnx a link to the run's metrics.jsonl: refused, and the message said to
+    write "beside them, e.g. RUN/model.onnx", the very path refused."""
+    run = tmp_path / "r"
+    assert run_cli("train", "adding", "--T", 6, "--run-dir", run, *TINY) == 0
+    (run / "model.onnx").symlink_to(run / "metrics.jsonl")
+    capsys.readouterr()
+    assert run_cli("export", run) == 2
+    err = capsys.readouterr().err
+    assert (f"`--out` must be a file path that is not one of the run's own files; got "
+            f"'{run / 'model.onnx'}', a link to '{(run / 'metrics.jsonl').resolve()}' instead. "
+            "Remove the link, or give --out elsewhere.") in err
 
 
 def test_a_keras_out_without_its_suffix_names_out(runs, capsys, tmp_path):

@@ -281,3 +281,25 @@ def test_gradcheck_checks_an_output_feedback_s_y0_and_a_list_input():
     layer.backward = original
     report = gradcheck(layer, x.tolist(), mode="free", y0=y0, state=h0)
     assert "input" in report.errors and report.ok
+
+
+def test_gradcheck_leaves_a_list_of_arrays_of_other_shapes_to_the_module():
+    """A custom module may take x as a list of arrays of different shapes: gradcheck turns
+    a list into an array only where it is one of numbers."""
+    from rnnlab.layers import RNN
+
+    class Pair:
+        def __init__(self):
+            self.inner = RNN(2, 3, dtype=np.float64, rng=0)
+            self.params = self.inner.params
+
+        def forward(self, x, **kw):
+            return self.inner.forward(x[0] * x[1].sum(), **kw)
+
+        def backward(self, f, d, d_state=None, **kw):
+            return self.inner.backward(f, d, d_state, **kw)
+
+    rng = np.random.default_rng(14)
+    pair = [rng.standard_normal((2, 3, 2)), rng.standard_normal(5)]
+    report = gradcheck(Pair(), pair)
+    assert report.ok and "input" not in report.errors

@@ -276,6 +276,10 @@ API_CASES = [
     # backward
     ("lstm backward on a gru tape", _lstm_backward_on_gru_tape,
      r"`f` must be the result of this layer's forward"),
+    ("dropout backward of None", lambda: Dropout(0.5).backward(None, _x(2)),
+     r"`f` must be the result of this Dropout's forward; got None"),
+    ("sequential backward of None", lambda: _seq_and_f()[0].backward(None, _x(1, 2)),
+     r"`f` must be the result of this Sequential's forward; got None"),
     ("backward of None", lambda: GRU(2, 3).backward(None, _x(1, 2, 3)),
      r"`f` must be the result of this layer's forward \(GRUCell\(gru\), .*; got None"),
     ("sequential d_state array", lambda: (lambda m, f: m.backward(f, f.output, d_state=_x(3)))(
@@ -825,8 +829,8 @@ def test_a_resume_takes_back_the_best_weights_its_checkpoint_knew(tmp_path):
     ("shape", r"holds a carried state that does not fit the model: `state\[0\] \(h0\)` must "
               r"be an array of shape \(1, 2, 4\); got shape \(3, 5\)"),
     ("float16", r"holds a carried state of dtype float16; the model's is float32\."),
-    ("dropped", r"holds no carried state \('carry/\.\.\.'\), and '.*state.json' counts 4 "
-                r"entries of it\."),
+    ("dropped", r"holds no carried state \('carry/\.\.\.'\) for a model that keeps one "
+                r"\(state.json counts 4 entries\)\."),
 ])  # fmt: skip
 def test_a_damaged_carried_state_is_refused_at_resume_naming_the_file(good, tmp_path, capsys,
                                                                       damage, said):
@@ -853,6 +857,43 @@ def test_a_damaged_carried_state_is_refused_at_resume_naming_the_file(good, tmp_
     capsys.readouterr()
     cli_error(capsys, ["train", "--resume", run, "--steps", "4", "--quiet"],
               rf"'{re.escape(str(path))}' {said}")
+
+
+def test_a_model_that_keeps_no_state_resumes(tmp_path):
+    """A model without a recurrent layer saves its carried entries as None, which leaves no
+    tensor: the check for a removed carried state must not take that for one (it refused
+    such a run's resume, found by review of the day's diff)."""
+    from rnnlab.train import Trainer
+
+    def trainer(steps):
+        cfg = TrainConfig.from_dict({"task": "adding", "T": 4, "hidden": 3, "batch_size": 2,
+                                     "steps": steps, "eval_every": 2, "checkpoint_every": 2},
+                                    tasks=tasks.TASK_NAMES)  # fmt: skip
+        task = tasks.make_task(cfg)
+        model = Sequential(MeanOverTime(), Linear(2, 1, rng=0))
+        return Trainer(model, task, cfg, tmp_path, spec=tasks.model_spec(cfg, task), quiet=True)
+
+    trainer(2).run()
+    ckpt = io.load_checkpoint(tmp_path)
+    assert ckpt.state["carry_entries"] == 2 and not any(k.startswith("carry/")
+                                                        for k in ckpt.optimizer)  # fmt: skip
+    again = trainer(4)
+    again.restore(ckpt)
+    assert again.step == 2 and again.carry is None
+
+
+def test_a_run_of_a_model_without_a_spec_is_said_as_such(tmp_path, capsys):
+    """A Trainer given a model of one's own and no spec= writes "model": {}: evaluate said
+    "`spec` must have 'input', 'rnn' and 'output_size'; missing 'input'"."""
+    from rnnlab.train import Trainer
+
+    cfg = TrainConfig.from_dict({"task": "adding", "T": 4, "batch_size": 2, "steps": 2},
+                                tasks=tasks.TASK_NAMES)  # fmt: skip
+    model = Sequential(MeanOverTime(), Linear(2, 1, rng=0))
+    Trainer(model, tasks.make_task(cfg), cfg, tmp_path / "r", quiet=True).run()
+    cli_error(capsys, ["evaluate", tmp_path / "r"], r"config.json' has no model spec "
+              r"\(\"model\": \{\}\): the run trained a model built in Python and given to "
+              r"Trainer without spec=")
 
 
 def _planted_link(run: Path, victim: Path):

@@ -124,6 +124,9 @@ def test_without_lengths_input(name, ctor, kw, tmp_path):
         rx.Runtime(path).forward(x, lengths=np.array([6, 2, 6]))
     with pytest.raises(ValueError, match="`lengths` must be 3 lengths between 1 and 6"):
         rx.Runtime(path).forward(x, lengths=np.array([7, 2, 6]))
+    with pytest.raises(ValueError, match=r"`lengths` must be 3 lengths between 1 and 6; got "
+                       r"the length 0 instead"):  # (it said "an array of shape (3,)")
+        rx.Runtime(path).forward(x, lengths=np.array([5, 0, 3]))
     with pytest.raises(ValueError, match="`state` must be None for a graph exported without"):
         rx.Runtime(path).forward(x, state=layer.forward(x).state)
 

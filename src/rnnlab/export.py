@@ -66,6 +66,10 @@ def export_run(
     if path.is_dir():
         _checks.fail("--out", "a file path", f"'{path}', a directory")
     if _run_own(path, run_dir):
+        if path.is_symlink():  # (the default path itself may be such a link)
+            _checks.fail("--out", "a file path that is not one of the run's own files",
+                         f"'{path}', a link to '{path.resolve()}'",
+                         "Remove the link, or give --out elsewhere.")  # fmt: skip
         _checks.fail("--out", "a file path that is not one of the run's own files",
                      f"'{path}'", f"Write the export beside them, e.g. {run_dir / 'model'}"
                      f"{SUFFIXES[fmt]}.")  # fmt: skip
@@ -95,7 +99,8 @@ def export_run(
 
 
 RUN_OWN_FILES = ("config.json", "result.json", "metrics.jsonl", "model.safetensors",
-                 "best.safetensors", io.LOCK_NAME)  # fmt: skip
+                 "best.safetensors", "train.log", io.LOCK_NAME)  # fmt: skip (train.log: a
+# reproduce row's)
 RUN_OWN_FOLDERS = ("checkpoints", "plots")
 
 

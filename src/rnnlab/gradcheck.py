@@ -145,8 +145,13 @@ def gradcheck(
                 f"parameter {name!r} of dtype {value.dtype}",
                 "Finite differences in float32 are dominated by rounding.",
             )
-    if isinstance(x, (list, tuple)):  # (as forward reads it; then checked as an array)
-        x = np.asarray(x)
+    if isinstance(x, list):  # nested numbers, as forward reads them: checked as the array
+        try:  # (a custom module's x may be a list of arrays of other shapes: left as it is)
+            as_array = np.asarray(x)
+        except ValueError:
+            as_array = None
+        if as_array is not None and as_array.dtype.kind in "fiu":
+            x = as_array
     if isinstance(x, np.ndarray) and x.dtype.kind == "f" and x.dtype != np.float64:
         _checks.fail("x", "float64", f"dtype {x.dtype}")
     given_states = {k: forward_kwargs[k] for k in _STATES if forward_kwargs.get(k) is not None}

@@ -424,7 +424,9 @@ class Recurrent:
                     f"0 for {cell.describe()}",
                     repr(self.proj_size),
                     "Its step reads h_{t-1} itself, so its carry cannot be narrower than its "
-                    "units; the LSTM and Elman cells take a projection.",
+                    "units; the LSTM and Elman cells take a projection (a cell of one's own, "
+                    "when its steps read h_{t-1} only through its products: reads_h_prev = "
+                    "False).",
                 )
         if self.proj_size and getattr(cell, "init_name", None) == "irnn":
             _checks.fail("proj_size", "0 with init='irnn'", repr(self.proj_size),
@@ -436,8 +438,9 @@ class Recurrent:
                 "recurrent_dropout",
                 f"0 for {cell.describe()}",
                 repr(recurrent_dropout),
-                "One of its recurrent products takes a block of its tape (the original GRU's "
-                "r ⊙ h_{t-1}), not h_{t-1}; use GRU(reset_after=True).",
+                "One of its recurrent products takes a block of its tape (as the original "
+                "GRU's r ⊙ h_{t-1}), not h_{t-1}, which the mask would drop"
+                + ("; use GRU(reset_after=True)." if isinstance(cell, GRUCell) else "."),
             )
         single = not isinstance(zoneout, (tuple, list))
         pair = (zoneout, zoneout if cell.has_c else 0.0) if single else zoneout

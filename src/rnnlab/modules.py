@@ -199,8 +199,8 @@ def _time_major_in_memory(x: np.ndarray) -> bool:
 def _float_input(x: object) -> None:
     """Dropout's input: a float array (ints gave NaN and inf, the scale 1/(1 − p) rounded to
     int 0; a list had no shape)."""
-    if not isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.float64):
-        _checks.fail("x", "a float32 or float64 array",
+    if not isinstance(x, np.ndarray) or x.dtype.kind != "f":
+        _checks.fail("x", "an array of floats",
                      f"dtype {x.dtype}" if isinstance(x, np.ndarray) else
                      _checks.describe(x))  # fmt: skip
 
@@ -215,9 +215,9 @@ class Dropout(_Module):
     def forward(self, x: Any, **options: Unpack[PassOptions]) -> Forward:
         o = pass_options(options, "Dropout.forward")
         training, rng = o["training"], o["rng"]
-        _float_input(x)
-        if not training or self.p == 0.0:
+        if not training or self.p == 0.0:  # (x passes through as it came, as before)
             return Forward(x, None, None)
+        _float_input(x)
         rng = _training_rng(rng, "dropout")
         keep = 1.0 - self.p
         m = (rng.random(x.shape) < keep).astype(x.dtype) / x.dtype.type(keep)
@@ -229,8 +229,9 @@ class Dropout(_Module):
     ) -> Backward:
         _checks.booleans(input_grad=input_grad, overwrite_d_output=overwrite_d_output)
         mask = getattr(f, "cache", None)
-        _own_forward(f, isinstance(f.output, np.ndarray) and (mask is None or (
-            isinstance(mask, np.ndarray) and mask.shape == f.output.shape)), "Dropout")  # fmt: skip
+        output = getattr(f, "output", None)
+        _own_forward(f, mask is None or (isinstance(mask, np.ndarray) and isinstance(
+            output, np.ndarray) and mask.shape == output.shape), "Dropout")  # fmt: skip
         d_output = _d_output(f, d_output)
         return Backward(d_output if f.cache is None else d_output * f.cache, None, {})
 
@@ -475,7 +476,7 @@ class Sequential(_Module):
         _checks.booleans(input_grad=input_grad, overwrite_d_output=overwrite_d_output,
                          retain_tape=retain_tape)  # fmt: skip
         n = len(self.modules)
-        _own_forward(f, isinstance(f.cache, list) and len(f.cache) == n
+        _own_forward(f, isinstance(getattr(f, "cache", None), list) and len(f.cache) == n
                      and all(isinstance(c, Forward) for c in f.cache), "Sequential")  # fmt: skip
         if d_state is not None and (not isinstance(d_state, (list, tuple)) or len(d_state) != n):
             _checks.fail("d_state", f"None or a list of {n} entries (one per module, None if "

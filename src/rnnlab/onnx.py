@@ -750,9 +750,12 @@ class Runtime:
         feeds: dict[str, np.ndarray] = {"x": x}
         if lengths is not None:
             lengths = _checks.int_array(lengths, "lengths", ndim=1)
-            if lengths.shape != (B,) or lengths.min() < 1 or lengths.max() > T:
+            if lengths.shape != (B,):
                 _checks.fail("lengths", f"{B} lengths between 1 and {T}",
                              _checks.describe(lengths))  # fmt: skip
+            if lengths.min() < 1 or lengths.max() > T:
+                bad = int(lengths[(lengths < 1) | (lengths > T)][0])
+                _checks.fail("lengths", f"{B} lengths between 1 and {T}", f"the length {bad}")
         has_state = any("h0" + r["suffix"] in self.input_names for r in self.recurrent.values())
         if state is not None and not has_state:
             # without state inputs the graph starts from the model's own state: refuse to

@@ -157,7 +157,13 @@ def build_run_model(spec: dict[str, Any], where: Path, seed: int = 0) -> _Module
     """The model a run's config.json describes; a bad description is said with the file.
     An output-feedback run saved before 2026-12-04 may hold a dropout or a learned initial
     state that its model never had (models.build refuses them now): it is built as it
-    trained, without them."""
+    trained, without them. A Trainer given a model of one's own without a `spec` writes
+    an empty one: said as such (rnnlab cannot rebuild that model)."""
+    if spec == {}:
+        raise io.RunDirError(f"'{where}' has no model spec (\"model\": {{}}): the run trained "
+                             "a model built in Python and given to Trainer without spec=, which "
+                             "rnnlab's commands cannot rebuild; build it again and load its "
+                             "weights (model.safetensors) with io.load_safetensors")  # fmt: skip
     try:
         model: _Module = tasks.build_model(models.without_feedback_extras(spec), seed=seed)
         return model

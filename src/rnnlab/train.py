@@ -615,12 +615,8 @@ class Trainer:
             )
         except ValueError as e:
             raise io.CheckpointError(f"'{where}': {e}.") from None
-        if s.get("carry_entries", 0) and self.carry is None:
-            raise io.CheckpointError(f"'{where}' holds no carried state ('carry/...'), and "
-                                     f"'{ckpt.path / 'state.json'}' counts "
-                                     f"{s['carry_entries']} entries of it.")  # fmt: skip
-        if self.carry is not None:
-            self._check_carry(where, s["step"])
+        if self.carry is not None or s.get("carry_entries", 0):
+            self._check_carry(where, s["step"], s.get("carry_entries", 0))
         self.step, self.best, self.best_step = s["step"], s["best"], s["best_step"]
         # the best weights as of the checkpoint (the run's best.safetensors may be of a later
         # step that the resume drops): put back when the run starts (under its lock)
@@ -629,10 +625,12 @@ class Trainer:
         self.bad_evals, self.history = s["bad_evals"], s["history"]
         self.stopped_by = s.get("stopped_by", "")
 
-    def _check_carry(self, where: Path, step: int) -> None:
+    def _check_carry(self, where: Path, step: int, entries: int) -> None:
         """The carried state, the model's final state at the checkpoint, fits the model: of
         its dtype, and read by its forward on the next batch (a state of another shape was
-        said only at the first step, without the file; a float16 one was taken as it came)."""
+        said only at the first step, without the file; a float16 one was taken as it came;
+        one removed resumed from zeros). A model that keeps no state saves its entries as
+        None, which leaves no tensor."""
         dtype = next(iter(self.model.params.values())).dtype
         for a in _state_to_tensors(self.carry).values():
             if a.dtype != dtype:
@@ -641,10 +639,14 @@ class Trainer:
         batch = self.task.batch(step, np.random.default_rng([self.cfg.seed, step]))
         try:
             with np.errstate(all="ignore"), parallel.session():
-                self.model.forward(batch.x, lengths=batch.lengths, state=self.carry)
+                f = self.model.forward(batch.x, lengths=batch.lengths, state=self.carry)
         except ValueError as e:
             raise io.CheckpointError(f"'{where}' holds a carried state that does not fit the "
                                      f"model: {' '.join(str(e).split())}") from None
+        if self.carry is None and _state_to_tensors(f.state):
+            raise io.CheckpointError(f"'{where}' holds no carried state ('carry/...') for a "
+                                     f"model that keeps one (state.json counts {entries} "
+                                     "entries).")  # fmt: skip
 
     def _check_progress(self, ckpt: io.Checkpoint) -> None:
         """state.json as `save` writes it: numbers of the right kind in their ranges, the

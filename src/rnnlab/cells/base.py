@@ -10,7 +10,8 @@ A cell is its equations. It declares
   ((0, G), None) is the one product h_{t-1} W_hhᵀ; the original GRU has two, the second on a
   block of its own tape (r ⊙ h_{t-1});
 - its step, row by row, in the vocabulary of rnnlab.cells.pointwise: `forward` (one
-  function per product, in `stages`) and `backward` (`backward_stages`, in reverse order);
+  function per product, in `stages`) and `backward` (`backward_stages`: one per product,
+  listed in the same order as `stages`; BPTT runs them last first);
 - whether its steps may run in place (`in_place`), and where W_hh sees another gradient
   than W_ih (`hh_own`).
 
@@ -133,19 +134,20 @@ class Cell:
         name = type(self).__name__
         for attr, least in (("gates", 1), ("tape", 0)):  # (sizes: a float or a string failed
             value = getattr(self, attr)  # in a comparison or in NumPy)
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (
+                    value < least):
                 _refuse(f"{name}.{attr}", f"an integer ≥ {least} (blocks of H values)",
                         _describe(value))  # fmt: skip
         for attr in ("hh_own", "products"):  # a list reads as its tuple
             if isinstance(getattr(self, attr), list):
                 setattr(self, attr, tuple(getattr(self, attr)))
         if not isinstance(self.hh_own, tuple) or not all(
-                isinstance(k, int) and not isinstance(k, bool) for k in self.hh_own):
+                isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in self.hh_own):
             _refuse(f"{name}.hh_own", "a tuple of gate indices", _describe(self.hh_own))
         if not isinstance(self.products, tuple) or not all(
                 isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], tuple)
-                and len(p[0]) == 2 and all(isinstance(k, int) for k in p[0])
-                and (p[1] is None or isinstance(p[1], int)) for p in self.products):
+                and len(p[0]) == 2 and all(isinstance(k, (int, np.integer)) for k in p[0])
+                and (p[1] is None or isinstance(p[1], (int, np.integer))) for p in self.products):
             _refuse(f"{name}.products", "a tuple of ((first, end), source) tuples (source None "
                     "or a tape block)", _describe(self.products))  # fmt: skip
         if not self.stages:
