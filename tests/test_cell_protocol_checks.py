@@ -407,3 +407,36 @@ def test_numpy_integers_declare_a_cell_as_python_integers_do():
     with pytest.raises(ValueError, match=r"leave part of da_h unwritten"):  # (hh_own unused)
         Recurrent(cell(), 3, 4, dtype=np.float64, rng=0)
     Recurrent(type("NumpyInts2", (Scaled,), {"gates": i(1), "tape": i(1)})(), 3, 4, rng=0)
+
+
+def _softsign(z):  # a plain Python helper: the compiled loops cannot call it
+    return z / (one(z) + abs(z))
+
+
+def softsign_step(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
+    for j in units(h):
+        h[j] = _softsign(xa[j] + b_ih[j] + ha[j] + b_hh[j])
+
+
+def softsign_back(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
+    for j in units(h):
+        s = one(h[j]) - abs(h[j])
+        da[j] = dh[j] * s * s
+        dh[j] = dh[j] - dh[j]
+
+
+def test_a_step_numba_cannot_compile_is_said_with_the_cell():
+    """A step calling a plain Python helper runs on NumPy; compiled it met numba's
+    TypingError (colour codes, "name '_softsign' is not defined", no word of the cell)."""
+    cell = type("Softsign", (Cell,), {"name": "softsign", "stages": (softsign_step,),
+                                      "backward_stages": (softsign_back,)})  # fmt: skip
+    x = np.random.default_rng(0).standard_normal((2, 5, 3))
+    with settings.override(no_numba=True):
+        Recurrent(cell(), 3, 4, dtype=np.float64, rng=0).forward(x)
+    with settings.override(no_numba=False):
+        layer = Recurrent(cell(), 3, 4, dtype=np.float64, rng=0)
+        with pytest.raises(ValueError, match=r"`cell` must be a cell whose steps the compiled "
+                           r"loops can compile: .*; got Softsign, whose steps numba refused "
+                           r"\(NameError: name '_softsign' is not defined\) instead\. A helper "
+                           r"of plain Python runs on NumPy only \(RNNLAB_NO_NUMBA=1\)\.$"):
+            layer.forward(x)

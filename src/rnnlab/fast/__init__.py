@@ -81,7 +81,9 @@ later processes load it in well under a second.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -411,6 +413,32 @@ def _feedback_args(feedback, b_hr, dt) -> tuple:
     return (_c(b_hr, dt), feedback.outputs, _c(feedback.use, dt), _rows(feedback.truth, dt))
 
 
+def _said_by_cell(loop: Any) -> Any:
+    """A loop whose compilation numba refuses (a step calling a plain Python helper, or
+    allocating) raises a ValueError naming the cell and numba's reason, where numba's
+    TypingError came with its colour codes and no word of the cell or of the rule."""
+
+    @functools.wraps(loop)
+    def run(cell: Any, *args: Any, **kwargs: Any) -> Any:
+        from numba.core.errors import TypingError
+
+        try:
+            return loop(cell, *args, **kwargs)
+        except TypingError as e:
+            plain = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+            said = [line.strip() for line in plain.splitlines() if line.strip()]
+            reason = next((line for line in said[1:] if not line.startswith("During:")),
+                          said[0] if said else "")  # fmt: skip
+            _checks.fail("cell", "a cell whose steps the compiled loops can compile: "
+                         "rnnlab.cells.pointwise's functions, arithmetic and helpers compiled "
+                         "with @numba.njit", f"{type(cell).__name__}, whose steps numba "
+                         f"refused ({reason})", "A helper of plain Python runs on NumPy only "
+                         "(RNNLAB_NO_NUMBA=1).")  # fmt: skip
+
+    return run
+
+
+@_said_by_cell
 def forward_loop(
     cell,
     XA: np.ndarray,
@@ -496,6 +524,7 @@ def projects_each_step(cell, I: int, H: int, dtype=np.float32, training: bool = 
     return tiled(shape, dtype) or packs(shape, dtype, inference=True)
 
 
+@_said_by_cell
 def projecting_loop(
     cell,
     X: np.ndarray,
@@ -548,6 +577,7 @@ def projecting_loop(
     _run_parts(loop, args, (T, B, GH, I + H), np_blas)
 
 
+@_said_by_cell
 def backward_loop(
     cell,
     W_hh,
