@@ -361,10 +361,29 @@ def test_an_in_place_cell_that_reads_its_tape_after_writing_over_it_is_refused()
     late = type("Late", (Scaled,), {"backward_stages": (scaled_back_late,)})
     Recurrent(late(), 3, 4, dtype=np.float64, rng=0)
     in_place = type("LateInPlace", (late,), {"in_place": True})
-    with pytest.raises(ValueError, match=r"`cell` must be an in-place cell whose backward "
-                       r"stages read each tape value before they write the gradient stored over "
-                       r"it; got LateInPlace, whose dq change when da .*declare in_place = False"):
+    with pytest.raises(ValueError, match=r"`cell` must be an in-place cell whose steps read "
+                       r"each value before they write over it; got LateInPlace, whose dq change "
+                       r"when .*declare in_place = False"):
         Recurrent(in_place(), 3, 4, dtype=np.float64, rng=0)
+
+
+def scaled_tape_first(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
+    for j in units(h):
+        tape[j] = h[j] - h[j]  # compiled, in place, the projection xa lies here
+        a = tanh(xa[j] + b_ih[j] + ha[j] + b_hh[j])
+        tape[j] = a
+        h[j] = q[j] * a
+
+
+def test_an_in_place_forward_that_writes_its_tape_before_reading_xa_is_refused():
+    """Compiled, an in-place cell's input projection lies in its tape's first blocks: a
+    forward stage that wrote the tape before it read xa gave other outputs than on NumPy
+    (gradcheck 1.0 compiled, 3e-10 on NumPy); the check ran only the backward that way
+    (found by review of the day's diff)."""
+    early = type("Early", (Scaled,), {"stages": (scaled_tape_first,), "in_place": True})
+    with pytest.raises(ValueError, match=r"got Early, whose h, tape, .* change when the input "
+                       r"projection lies in the tape's first blocks"):
+        Recurrent(early(), 3, 4, dtype=np.float64, rng=0)
 
 
 def scaled_back_aliased(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):

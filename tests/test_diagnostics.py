@@ -430,7 +430,8 @@ def test_recurrent_spectrum_splits_gate_blocks():
 
 def test_a_cell_of_one_s_own_is_not_read_as_an_elman_unit_or_an_lstm():
     """A custom cell of one gate was judged as a tanh RNN ("must vanish") and one of four
-    got an LSTM's gate names; its blocks are now block0, ... with a verdict that says so."""
+    got an LSTM's gate names; its blocks are now own0, ... with a verdict that says so (a
+    bare matrix's blocks keep their names and the gated verdict)."""
     from rnnlab.cells import ElmanCell
     from rnnlab.layers import Recurrent
 
@@ -441,9 +442,12 @@ def test_a_cell_of_one_s_own_is_not_read_as_an_elman_unit_or_an_lstm():
     custom = Recurrent(_custom_cell(), 2, 4, dtype=np.float64, rng=0)
     custom.params["weight_hh_l0"] *= 0.1
     spec = dg.recurrent_spectrum(custom)
-    assert [b.gate for b in spec.blocks] == ["block0"]
+    assert [b.gate for b in spec.blocks] == ["own0"]
     verdict = spec.verdict()
     assert "must vanish" not in verdict and "a cell of its own" in verdict
+    bare = dg.recurrent_spectrum(np.random.default_rng(1).standard_normal((10, 5)))
+    assert [b.gate for b in bare.blocks] == ["block0", "block1"]
+    assert "gated cell" in bare.verdict() and "a cell of its own" not in bare.verdict()
 
 
 def _custom_cell():

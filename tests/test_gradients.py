@@ -279,8 +279,9 @@ def test_gradcheck_checks_an_output_feedback_s_y0_and_a_list_input():
     layer.backward = broken
     assert not gradcheck(layer, x, mode="free", y0=y0, state=h0).ok
     layer.backward = original
-    report = gradcheck(layer, x.tolist(), mode="free", y0=y0, state=h0)
-    assert "input" in report.errors and report.ok
+    for given in (x.tolist(), tuple(x.tolist())):  # (a tuple was left out: review of the diff)
+        report = gradcheck(layer, given, mode="free", y0=y0, state=h0)
+        assert "input" in report.errors and report.ok
 
 
 def test_gradcheck_leaves_a_list_of_arrays_of_other_shapes_to_the_module():

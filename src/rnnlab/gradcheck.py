@@ -145,7 +145,7 @@ def gradcheck(
                 f"parameter {name!r} of dtype {value.dtype}",
                 "Finite differences in float32 are dominated by rounding.",
             )
-    if isinstance(x, list):  # nested numbers, as forward reads them: checked as the array
+    if isinstance(x, (list, tuple)):  # nested numbers, as forward reads them: the array
         try:  # (a custom module's x may be a list of arrays of other shapes: left as it is)
             as_array = np.asarray(x)
         except ValueError:

@@ -198,8 +198,10 @@ def _run_steps(cell: Cell) -> None:
     unit (x[j] a value, not a view of the block) and, in place, with da and da_h the tape's
     own blocks: a step whose results differ would give the two paths different gradients.
     The gradients the stages must write start as NaN (compiled, as whatever the memory
-    held): one left unwritten shows. Once per cell key and declared rows (a few
-    milliseconds); any error becomes a ValueError naming the cell and what it did."""
+    held): one left unwritten shows (not for a cell that runs in place with its gates on its
+    tape: its da starts as the gates, and gradcheck is the test there). Once per cell key
+    and declared rows (a few milliseconds); any error becomes a ValueError naming the cell
+    and what it did."""
     extra = tuple(cell.extra_rows)
     seen = (type(cell), cell.key, cell.gates, cell.tape, cell.has_c, extra, cell.hh_own,
             cell.reads_h_prev, cell.in_place, cell.min_hidden)  # fmt: skip
@@ -222,12 +224,19 @@ def _run_steps(cell: Cell) -> None:
         h, c, tape = np.zeros((B, P)), np.zeros((B, Hc)), np.zeros((B, cell.tape * H))
         dh, dc, dq = dh0.copy(), dc0.copy(), np.zeros((B, n_q * H))
         da, da_h = np.full((B, G * H), np.nan), np.full((B, n_own * H), np.nan)
+        xa_in = xa.copy()
+        if aliased and cell.tape >= G:  # as compiled (recurrence._projection_place): the
+            tape[:, : G * H] = xa  # projection lies in the tape's first blocks, or where a
+            xa_in = tape[:, : G * H]  # one-gate cell writes h
+        elif aliased and G == 1:
+            xa_in = own if own is not None else h
+            xa_in[...] = xa
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            recurrence.step_forward(cell, W_hh, q, xa.copy(), b_ih, b_hh, h_prev, c_prev, h, c,
+            recurrence.step_forward(cell, W_hh, q, xa_in, b_ih, b_hh, h_prev, c_prev, h, c,
                                     tape, W_hr=W_hr, own=own)  # fmt: skip
             out = {"h": h.copy(), "c": c.copy(), "tape": tape.copy()}
-            if aliased:  # as compiled: da and da_h are the tape's own first blocks
+            if aliased and cell.grads_over_tape:  # da and da_h: the tape's own first blocks
                 da, da_h = tape[:, : G * H], tape[:, G * H : (G + n_own) * H]
             recurrence.step_backward(cell, W_hh, q, h_prev, c_prev, h, c, tape, dh, dc, da,
                                      da_h, dq, W_hr=W_hr, own=own,
@@ -242,7 +251,7 @@ def _run_steps(cell: Cell) -> None:
         blockwise = once(aliased=False)
         with pointwise.unit_by_unit():
             by_unit = once(aliased=False)
-            compiled = once(aliased=True) if cell.grads_over_tape else by_unit
+            compiled = once(aliased=True) if cell.in_place else by_unit
     except Exception as error:
         _checks.fail(
             "cell",
@@ -262,7 +271,8 @@ def _run_steps(cell: Cell) -> None:
     if unwritten:
         _checks.fail("cell", "a cell whose backward stages write every gate gradient it "
                      "declares", f"{name}, whose backward stages leave part of {unwritten[0]} "
-                     "unwritten", f"It declares gates={G} (da of {G * H} values at H = {H}) "
+                     "unwritten (or write NaN or inf there)", f"It declares gates={G} (da of "
+                     f"{G * H} values at H = {H}) "
                      f"and hh_own={cell.hh_own} (da_h of {n_own * H}); what a stage does not "
                      "write is whatever the memory held.")  # fmt: skip
     changed = differ(blockwise, by_unit)
@@ -274,12 +284,12 @@ def _run_steps(cell: Cell) -> None:
                      "writes before its first write (rnnlab.cells.pointwise's rules).")
     changed = differ(by_unit, compiled)
     if changed:
-        _checks.fail("cell", "an in-place cell whose backward stages read each tape value "
-                     "before they write the gradient stored over it",
-                     f"{name}, whose {', '.join(changed)} change when da and da_h are the "
-                     "tape's first blocks, as the compiled loops give them (in_place = True)",
-                     "Read what a stage needs from the tape before its first write into da or "
-                     "da_h, or declare in_place = False.")  # fmt: skip
+        _checks.fail("cell", "an in-place cell whose steps read each value before they "
+                     "write over it", f"{name}, whose {', '.join(changed)} change when the "
+                     "input projection lies in the tape's first blocks (or in h) and da and "
+                     "da_h are those blocks, as the compiled loops place them (in_place = "
+                     "True)", "Read xa, and a backward stage what it needs of the tape, before "
+                     "the first write over them, or declare in_place = False.")  # fmt: skip
     _STEPS_RUN.add(seen)
 
 

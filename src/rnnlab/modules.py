@@ -215,8 +215,8 @@ class Dropout(_Module):
     def forward(self, x: Any, **options: Unpack[PassOptions]) -> Forward:
         o = pass_options(options, "Dropout.forward")
         training, rng = o["training"], o["rng"]
-        if not training or self.p == 0.0:  # (x passes through as it came, as before)
-            return Forward(x, None, None)
+        if not training or self.p == 0.0:  # (x passes through: a list as its array)
+            return Forward(x if isinstance(x, np.ndarray) else np.asarray(x), None, None)
         _float_input(x)
         rng = _training_rng(rng, "dropout")
         keep = 1.0 - self.p

@@ -32,6 +32,7 @@ Rules a step keeps:
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from types import EllipsisType
 
@@ -39,14 +40,14 @@ import numpy as np
 
 from rnnlab import ops
 
-_UNIT_BY_UNIT = [False]  # (rnnlab.layers' cell check: the compiled loops' semantics)
+_MODE = threading.local()  # unit_by_unit, this thread's (rnnlab.layers' cell check)
 
 
 def units(a: np.ndarray) -> tuple[EllipsisType] | tuple[tuple[EllipsisType, list[int]], ...]:
     """The unit indices of a row: `range(a.shape[-1])` in the compiled loops; here one index,
     `...`, that takes the whole block at once (a view: see the module's rules). Under
     `unit_by_unit`, one index per unit that reads a copy, as the compiled loops read values."""
-    if _UNIT_BY_UNIT[0]:
+    if getattr(_MODE, "unit_by_unit", False):
         return tuple((Ellipsis, [k]) for k in range(a.shape[-1]))
     return (Ellipsis,)
 
@@ -54,11 +55,11 @@ def units(a: np.ndarray) -> tuple[EllipsisType] | tuple[tuple[EllipsisType, list
 @contextlib.contextmanager
 def unit_by_unit() -> Iterator[None]:
     """Steps run on NumPy one unit at a time, each x[j] a copy (rnnlab.layers' cell check)."""
-    _UNIT_BY_UNIT[0] = True
-    try:
+    _MODE.unit_by_unit = True  # (this thread's steps only: the batch-split threads and
+    try:  # another thread's NumPy loop keep their blocks)
         yield
     finally:
-        _UNIT_BY_UNIT[0] = False
+        _MODE.unit_by_unit = False
 
 
 def blocks(a: np.ndarray, n: int, H: int) -> tuple[np.ndarray, ...]:

@@ -27,7 +27,7 @@ _HH_NAME = re.compile(r"(?:^|\.)weight_hh_l(\d+)(_reverse)?$")
 def cell_gate_names(cell: object) -> tuple[str, ...]:
     """A cell's gate blocks in its row order, from the cell itself: three blocks are a GRU's
     r, z, n or a coupled LSTM's f, g, o (i = 1 − f), which the count alone cannot tell. A
-    cell of one's own gets block0, block1, ...: its one block is no Elman unit's W_hh (a
+    cell of one's own gets own0, own1, ...: its one block is no Elman unit's W_hh (a
     leaky unit's gradient need not vanish with ‖W‖₂ < 1), nor its four an LSTM's gates."""
     from rnnlab.cells import ElmanCell, GRUCell, LSTMCell
 
@@ -35,7 +35,7 @@ def cell_gate_names(cell: object) -> tuple[str, ...]:
         return ("f", "g", "o") if cell.coupled else ("i", "f", "g", "o")
     if isinstance(cell, (ElmanCell, GRUCell)):
         return _gate_names(int(cell.gates))
-    return tuple(f"block{g}" for g in range(int(getattr(cell, "gates", 1))))
+    return tuple(f"own{g}" for g in range(int(getattr(cell, "gates", 1))))
 
 
 def _check_gates(gates: object, G: int, name: str) -> tuple[str, ...]:
@@ -100,7 +100,7 @@ class Spectrum:
                         "guaranteed by W_hh alone (see gradient_by_lag)"
                     )
             lines.append(line)
-        if any(b.gate.startswith("block") for b in self.blocks):
+        if any(b.gate.startswith("own") for b in self.blocks):
             lines.append(
                 "a cell of its own: these blocks feed its units as its steps say; the "
                 "gradient's lag profile depends on them (see gradient_by_lag, "
