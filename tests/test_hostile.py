@@ -1114,3 +1114,28 @@ def test_a_command_s_unknown_option_is_said_once_with_the_command_s_help(capsys)
         err = capsys.readouterr().err
         assert err.startswith("rnnlab: error: ") and err.count("rnnlab:") == 1, err
         assert err.rstrip().endswith(f"(see {help_})") and err.count("\n") == 1, err
+
+
+def test_the_exporters_name_a_model_they_cannot_take(tmp_path):
+    """A Seq2Seq or an OutputFeedback given to an exporter through the Python API was said
+    as "<rnnlab.seq2seq.Seq2Seq object at 0x7f...>"; Keras's refusal said "proj_size or
+    zoneout" without which."""
+    pytest.importorskip("onnx")
+    from rnnlab import export, keras
+    from rnnlab import onnx as rx
+    from rnnlab.feedback import OutputFeedback
+    from rnnlab.seq2seq import Seq2Seq
+
+    s2s, jordan = Seq2Seq(5, 5, embed=4, hidden=8), OutputFeedback(2, 4, 3)
+    refused(lambda: rx.export(s2s, tmp_path / "m.onnx"),
+            r"got an encoder-decoder \(Seq2Seq\), whose export is not written yet instead")
+    refused(lambda: rx.export(jordan, tmp_path / "m.onnx"),
+            r"got an output-feedback \(Jordan\) layer, whose outputs feed back")
+    refused(lambda: export.torch_snippet(jordan, tmp_path / "m.torch.safetensors"),
+            r"must be a module PyTorch's modules hold; got an OutputFeedback \(rnnlab.feedback\)")
+    refused(lambda: keras.snippet(s2s, tmp_path / "m.weights.h5"),
+            r"must be a module Keras holds; got a Seq2Seq \(rnnlab.seq2seq\) instead")
+    refused(lambda: keras.snippet(LSTM(3, 4, proj_size=2), tmp_path / "m.weights.h5"),
+            r"got a layer with proj_size=2 \(Keras' layers have no projection\)")
+    refused(lambda: keras.snippet(LSTM(3, 4, zoneout=0.1), tmp_path / "m.weights.h5"),
+            r"got a layer with zoneout=\(0.1, 0.1\) \(Keras' layers have no zoneout\)")

@@ -28,6 +28,8 @@ def describe(value: object) -> str:
         return f"a {type(value).__name__} of length {len(value)}"
     if value is None:
         return "None"
+    if type(value).__repr__ is object.__repr__:  # (<... object at 0x7f...>: an address)
+        return f"{a(type(value).__name__)} ({type(value).__module__})"
     text = repr(value)
     if len(text) > 60:
         text = text[:57] + "..."

@@ -97,8 +97,10 @@ def _check_layer(layer: object, where: str = "layer") -> str:
         what = f"initial_state={layer.initial_state!r} (Keras layers start from zeros)"
     elif layer.merge == "readout":
         what = "the bidirectional readout merge"
-    elif getattr(layer, "proj_size", 0) or any(getattr(layer, "zoneout", ())):
-        what = "a layer with proj_size or zoneout (Keras' layers have neither)"
+    elif getattr(layer, "proj_size", 0):
+        what = f"a layer with proj_size={layer.proj_size} (Keras' layers have no projection)"
+    elif any(getattr(layer, "zoneout", ())):
+        what = f"a layer with zoneout={layer.zoneout} (Keras' layers have no zoneout)"
     if what is not None:
         _checks.fail(where, "a layer Keras' SimpleRNN, LSTM and GRU hold", what)
     return _KINDS[type(cell)]

@@ -123,12 +123,15 @@ def _modules(model: object) -> list[Module]:
         )
     if isinstance(model, (Recurrent, Embedding, Linear, Dropout, LastStep, MeanOverTime)):
         return [model]
+    kind = type(model).__name__
     _checks.fail(
         "model",
         "a Sequential or one of rnnlab's modules (Recurrent, Embedding, Linear, Dropout, "
         "LastStep, MeanOverTime)",
-        _checks.describe(model),
-    )
+        {"Seq2Seq": "an encoder-decoder (Seq2Seq), whose export is not written yet",
+         "OutputFeedback": "an output-feedback (Jordan) layer, whose outputs feed back into "
+                           "its recurrence"}.get(kind, _checks.describe(model)),
+    )  # fmt: skip
     raise AssertionError  # unreachable: fail raises
 
 
