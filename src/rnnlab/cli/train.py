@@ -3,7 +3,6 @@ new or resumed, alone or on the ranks of an MPI job."""
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from pathlib import Path
@@ -165,10 +164,8 @@ def _new_run_dir_ok(run_dir: Path, command: str) -> None:
 
 def _leftover(path: Path) -> bool:
     """A file rnnlab leaves in a run directory whose start failed before its config.json:
-    the training lock, an atomic write's temporary (`.NAME.HEX.tmp`, io.atomic_path)."""
-    name = path.name
-    return path.is_file() and (name == io.LOCK_NAME or re.fullmatch(r"\..+\.[0-9a-f]{8}\.tmp",
-                                                                  name) is not None)  # fmt: skip
+    the training lock, an atomic write's temporary."""
+    return (path.is_file() and path.name == io.LOCK_NAME) or io.is_our_temporary(path)
 
 
 def _not_someone_elses(run_dir: Path) -> None:

@@ -329,9 +329,16 @@ def keep_jsonl_until(path: PathLike, step: int) -> int:
     return len(records) - len(keep)
 
 
-# Ours (.NAME.XXXXXXXX.tmp), and the safetensors package's, which writes a file of its own
-# (.tmpXXXXXX) and renames it into place.
-_ORPHAN = re.compile(r"\..+\.[0-9a-f]{8}\.tmp|\.tmp[A-Za-z0-9]{6}")
+# Ours (.NAME.XXXXXXXX.tmp, atomic_path), and the safetensors package's, which writes a file
+# of its own (.tmpXXXXXX) and renames it into place.
+_OURS = r"\..+\.[0-9a-f]{8}\.tmp"
+_ORPHAN = re.compile(_OURS + r"|\.tmp[A-Za-z0-9]{6}")
+
+
+def is_our_temporary(path: Path) -> bool:
+    """Whether `path` is a file named as atomic_path names its temporaries (a crash may leave
+    one; a name of the safetensors package's pattern may be anyone's)."""
+    return path.is_file() and re.fullmatch(_OURS, path.name) is not None
 
 
 def remove_orphans(directory: PathLike) -> list[Path]:
