@@ -459,3 +459,21 @@ def test_a_step_numba_cannot_compile_is_said_with_the_cell():
                            r"\(NameError: name '_softsign' is not defined\) instead\. A helper "
                            r"of plain Python runs on NumPy only \(RNNLAB_NO_NUMBA=1\)\.$"):
             layer.forward(x)
+
+
+def test_recurrent_dropout_on_a_product_of_a_tape_block_is_refused_with_advice_that_fits():
+    """The refusal told every cell to "use GRU(reset_after=True)": advice for the original
+    GRU only; a cell of one's own with a product on its tape hears why alone. A projection
+    refused for a cell that reads h_{t-1} names reads_h_prev, the way in for one's own."""
+    original = GRUCell(reset_after=False)
+    with pytest.raises(ValueError, match=r"`recurrent_dropout` must be 0 for gru-orig; got 0.2 "
+                       r"instead\. .*which the mask would drop; use GRU\(reset_after=True\)\.$"):
+        Recurrent(original, 3, 4, recurrent_dropout=0.2, rng=0)
+    names = ("name", "gates", "tape", "products", "stages", "backward_stages", "hh_own",
+             "in_place", "has_c", "extra", "reads_h_prev")  # fmt: skip
+    mine = type("MyGRU", (Cell,), {k: getattr(original, k) for k in names})
+    with pytest.raises(ValueError, match=r"`recurrent_dropout` must be 0 for .*; got 0.2 instead"
+                       r"\. .*which the mask would drop\.$"):
+        Recurrent(mine(), 3, 4, recurrent_dropout=0.2, rng=0)
+    with pytest.raises(ValueError, match=r"`proj_size` must be 0 for .*reads_h_prev = False\)\."):
+        Recurrent(mine(), 3, 4, proj_size=2, rng=0)

@@ -1322,3 +1322,7 @@ def test_a_charlm_vocabulary_edited_to_another_size_is_refused_naming_the_file(t
         err = capsys.readouterr().err
         assert (f"'{path}' holds a vocabulary of {len(config['data']['vocab']) + 1} symbols "
                 f"(\"data\") for a model of {config['model']['output_size']} outputs") in err
+    path.write_text(json.dumps({**config, "data": {"vocab": 7}}))  # damaged: named too
+    assert run_cli("evaluate", run) == 2
+    assert (f"'{path}': `config.json's 'data'` must be a record with the vocabulary ('vocab': "
+            "a string)") in capsys.readouterr().err
