@@ -896,6 +896,39 @@ def test_a_run_of_a_model_without_a_spec_is_said_as_such(tmp_path, capsys):
               r"Trainer without spec=")
 
 
+def test_a_model_without_a_spec_is_not_recorded_as_the_default_cell(tmp_path):
+    """config.json of a run of a model of one's own (here a GRU; no spec=) said "cell":
+    "lstm", "hidden": 128, "layers": 1, the settings' defaults, which built nothing; the
+    settings that build a model are left out, the training's are kept, and the run's
+    --resume through the Python API still takes its settings back."""
+    import json
+
+    from rnnlab.layers import GRU
+    from rnnlab.modules import LastStep
+    from rnnlab.train import MODEL_SETTINGS, Trainer
+
+    cfg = TrainConfig.from_dict({"task": "adding", "T": 4, "batch_size": 2, "steps": 2,
+                                 "checkpoint_every": 1, "lr": 0.01},
+                                tasks=tasks.TASK_NAMES)  # fmt: skip
+    model = Sequential(GRU(2, 3, batch_first=True, rng=0), LastStep(), Linear(3, 1, rng=0))
+    Trainer(model, tasks.make_task(cfg), cfg, tmp_path / "r", quiet=True).run()
+    written = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert written["model"] == {}
+    assert not set(MODEL_SETTINGS) & set(written["train"])
+    assert written["train"]["lr"] == 0.01 and written["train"]["task"] == "adding"
+    back = TrainConfig.from_run(written, "config.json", tasks=tasks.TASK_NAMES)
+    assert back.lr == 0.01 and back.steps == 2
+    # with a spec, every setting is kept (the model was built from them)
+    spec_cfg = TrainConfig.from_dict({"task": "adding", "T": 4, "batch_size": 2, "steps": 1,
+                                      "cell": "gru", "hidden": 3}, tasks=tasks.TASK_NAMES)
+    task = tasks.make_task(spec_cfg)
+    spec = tasks.model_spec(spec_cfg, task)
+    Trainer(tasks.build_model(spec, seed=0), task, spec_cfg, tmp_path / "s", spec=spec,
+            quiet=True).run()  # fmt: skip
+    kept = json.loads((tmp_path / "s" / "config.json").read_text())["train"]
+    assert kept["cell"] == "gru" and kept["hidden"] == 3
+
+
 def _planted_link(run: Path, victim: Path):
     (run / "metrics.jsonl").unlink()
     (run / "metrics.jsonl").symlink_to(victim)

@@ -525,6 +525,16 @@ def _finite_number(x: object) -> bool:
     return type(x) in (int, float) and math.isfinite(x)  # type: ignore[arg-type]
 
 
+MODEL_SETTINGS = (
+    "cell", "hidden", "layers", "bidirectional", "embed", "dropout", "initial_state",
+    "forget_bias", "peephole", "coupled", "cell_clip", "layer_norm", "proj_size",
+    "recurrent_dropout", "zoneout", "attention", "attention_size", "input_dropout",
+    "source_conv",
+)
+"""The settings that describe the model `rnnlab train` builds (tasks.model_spec), not the
+training: config.json leaves them out for a model built in Python (Trainer without spec)."""
+
+
 class Trainer:
     """Trains `model` on `task` under `cfg`, writing into `run_dir`."""
 
@@ -569,8 +579,14 @@ class Trainer:
     # ------------------------------------------------------------------ persistence
     def config_dict(self) -> dict[str, Any]:
         """config.json: the settings, the model spec and, for a task that has one, the
-        record of its data (charlm: the vocabulary and the corpus's hash)."""
-        out = {"format": CONFIG_FORMAT, "train": self.cfg.to_dict(), "model": self.spec}
+        record of its data (charlm: the vocabulary and the corpus's hash). A model built in
+        Python and given without a spec was not made from the settings that build one
+        (MODEL_SETTINGS): they are left out, so the record does not call a GRU of one's own
+        "cell": "lstm" (the defaults)."""
+        train = self.cfg.to_dict()
+        if not self.spec:
+            train = {k: v for k, v in train.items() if k not in MODEL_SETTINGS}
+        out = {"format": CONFIG_FORMAT, "train": train, "model": self.spec}
         if hasattr(self.task, "data_record"):
             out["data"] = self.task.data_record()
         return out
