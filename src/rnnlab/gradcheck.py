@@ -5,14 +5,16 @@
     report.assert_ok()     # raises AssertionError naming the worst offender
 
 The scalar checked is a random projection of everything the forward pass returns,
-L = Σ R ⊙ output + Σ R' ⊙ final state, so every output element and every state element
-carries gradient. The error for each array is normwise: ‖g_bptt − g_fd‖ / max(‖g_bptt‖, ‖g_fd‖).
-It needs a float64 module: in float32 the differences are dominated by rounding.
+L = Σ R ⊙ output + Σ R' ⊙ final state (+ Σ R'' ⊙ the value an output-feedback layer feeds
+its next call), so every output element and every state element carries gradient. The
+error for each array is normwise: ‖g_bptt − g_fd‖ / max(‖g_bptt‖, ‖g_fd‖). It needs a float64
+module: in float32 the differences are dominated by rounding.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -95,6 +97,22 @@ def _like(tree: State, leaves: Iterator[np.ndarray]) -> State:
 
 
 _STATES = ("state", "y0")
+
+
+def _fed_next(module: Any, f: Any) -> np.ndarray | None:
+    """What an OutputFeedback layer would feed a next call (`cache["y_last"]`), when its
+    backward takes that value's gradient (`d_y_last`): the loss then weighs it too, so the
+    path from the last prediction back into the weights (free running, scheduled sampling;
+    truncated BPTT's seam) is checked, not only the outputs and the state."""
+    cache = getattr(f, "cache", None)
+    fed = cache.get("y_last") if isinstance(cache, dict) else None
+    if not isinstance(fed, np.ndarray):
+        return None
+    try:
+        takes = "d_y_last" in inspect.signature(module.backward).parameters
+    except (TypeError, ValueError):  # (a backward without a signature Python can read)
+        return None
+    return fed if takes else None
 """The forward keywords gradcheck perturbs besides the parameters and the input: each
 module's backward returns their gradients under the same names."""
 
@@ -116,7 +134,9 @@ def gradcheck(
     `module` is any rnnlab module (forward, backward, params; checked below), `x` what its
     forward takes. `forward_kwargs` go to `module.forward` (lengths, mask, state, targets,
     mode, training...); a `state` among them is checked too (backward's `state`), and so is
-    an OutputFeedback's `y0` (backward's `y0`): each array float64, as the module. `rng_seed`:
+    an OutputFeedback's `y0` (backward's `y0`): each array float64, as the module; the loss
+    weighs an OutputFeedback's last fed-back value too (`cache["y_last"]`, backward's
+    `d_y_last`). `rng_seed`:
     forward passes that draw random numbers (dropout, scheduled sampling) get a fresh
     Generator with this seed each time, so every pass draws the same. `max_entries` checks a
     random subset of large arrays. Each gradient must have the shape of what it is the
@@ -172,13 +192,20 @@ def gradcheck(
     state_leaves = _leaves(f.state)
     R_state = [pick.standard_normal(s.shape) for s in state_leaves]
     d_state = _like(f.state, iter(R_state)) if state_leaves else None
-    b = module.backward(f, R, d_state)
+    fed = _fed_next(module, f)
+    R_fed = None if fed is None else pick.standard_normal(fed.shape)
+    if R_fed is None:
+        b = module.backward(f, R, d_state)
+    else:
+        b = module.backward(f, R, d_state, d_y_last=R_fed)
 
     def loss(x_: Any, kwargs: dict[str, Any]) -> float:
         g = run(x_, kwargs)
         total = float(np.sum(R * g.output))
         for r, s in zip(R_state, _leaves(g.state), strict=True):
             total += float(np.sum(r * s))
+        if R_fed is not None:
+            total += float(np.sum(R_fed * g.cache["y_last"]))
         return total
 
     def numeric(array: np.ndarray, evaluate: Callable[[], float]) -> tuple[np.ndarray, np.ndarray]:
