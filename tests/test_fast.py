@@ -18,6 +18,7 @@ pytest.importorskip("scipy")
 
 from rnnlab import _blaschoice, fast, recurrence, settings  # noqa: E402
 from rnnlab.cells import ElmanCell, GRUCell, LSTMCell  # noqa: E402
+from rnnlab.cells.pointwise import blocks, one, tanh, units  # noqa: E402
 from rnnlab.fast import blas, kernels  # noqa: E402
 
 CELLS = {
@@ -488,3 +489,86 @@ def test_a_float32_cell_clip_not_exact_in_float32_stops_the_gradient_as_numpy_do
         scale = np.abs(g).max()
         assert np.abs(fast_b.params[name] - g).max() <= 2e-5 * scale, name
     assert np.abs(fast_b.input - numpy_b.input).max() <= 2e-5 * np.abs(numpy_b.input).max()
+
+
+# ------------------------------------------------------- blocks of any count, compiled too
+def _five_forward(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
+    H = h.shape[-1]
+    a0, a1, a2, a3, a4 = blocks(tape, 5, H)
+    for j in units(h):
+        h[j] = tanh(xa[j] + b_ih[j] + ha[j] + b_hh[j])
+        a0[j] = h[j]
+        a1[j] = h[j] * h[j]
+        a2[j] = xa[j]
+        a3[j] = ha[j]
+        a4[j] = h[j] - h_prev[j]
+
+
+def _five_backward(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
+    H = h.shape[-1]
+    a0, a1, _, _, _ = blocks(tape, 5, H)
+    for j in units(h):
+        da[j] = dh[j] * (one(a1[j]) - a1[j])  # 1 − h², from the tape's second block
+        dh[j] = dh[j] - dh[j]
+
+
+def test_a_cell_of_five_tape_blocks_runs_compiled():
+    """pointwise.blocks(a, n, H) was written out for the compiled loops for n = 1 to 4: a cell
+    taking five tape blocks ran on NumPy (and passed the cell check) and, compiled, raised
+    "TypeError: blocks(a, 5, H): the compiled loops take 1 to 4 blocks" with numba's
+    traceback at its first forward pass."""
+    from rnnlab import gradcheck
+    from rnnlab.cells import Cell
+    from rnnlab.layers import Recurrent
+
+    class Five(Cell):
+        name = "five"
+        tape = 5
+        stages = (_five_forward,)
+        backward_stages = (_five_backward,)
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 4, 3))
+    layer = Recurrent(Five(), 3, 5, dtype=np.float64, rng=0)
+    f = layer.forward(x)
+    b = layer.backward(f, np.ones_like(f.output))
+    with settings.override(no_numba=True):
+        f_np = layer.forward(x)
+        b_np = layer.backward(f_np, np.ones_like(f_np.output))
+        gradcheck(layer, x).assert_ok()
+    np.testing.assert_allclose(f.output, f_np.output, rtol=0, atol=1e-12)
+    for k, v in b_np.params.items():
+        np.testing.assert_allclose(b.params[k], v, rtol=0, atol=1e-12, err_msg=k)
+    gradcheck(layer, x).assert_ok()
+
+
+def _importing_step(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
+    import math  # noqa: F401  (numba reads no import in a compiled function)
+
+    for j in units(h):
+        h[j] = tanh(xa[j] + b_ih[j] + ha[j] + b_hh[j])
+
+
+def _tanh_back(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
+    for j in units(h):
+        da[j] = dh[j] * (one(h[j]) - h[j] * h[j])
+        dh[j] = dh[j] - dh[j]
+
+
+def test_a_step_with_an_import_is_said_with_the_cell():
+    """numba's UnsupportedBytecodeError (an import inside a step) is no NumbaError: it passed
+    the loops' wrapper as a traceback that named neither the cell nor the way out."""
+    from rnnlab.cells import Cell
+    from rnnlab.layers import Recurrent
+
+    class Importing(Cell):
+        name = "importing"
+        stages = (_importing_step,)
+        backward_stages = (_tanh_back,)
+
+    x = np.random.default_rng(0).standard_normal((2, 3, 3))
+    layer = Recurrent(Importing(), 3, 4, dtype=np.float64, rng=0)
+    with settings.override(no_numba=False), pytest.raises(
+        ValueError, match=r"got Importing, whose steps numba refused \(Use of unsupported "
+                          r"opcode \(IMPORT_NAME\).*RNNLAB_NO_NUMBA=1"):
+        layer.forward(x)

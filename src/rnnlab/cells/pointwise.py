@@ -66,7 +66,8 @@ def blocks(a: np.ndarray, n: int, H: int) -> tuple[np.ndarray, ...]:
     """The first n blocks of H units of a row (the gates of a stacked weight's rows). Take H
     from the step's own h (`h.shape[-1]`) for every array: blocks of the tape and of xa or da
     that share memory then start at the same address as far as the compiler can see, and
-    their loops vectorise. The compiled loops take n = 1 to 4."""
+    their loops vectorise. n must be a constant in the step (the compiled loops make a tuple
+    of n blocks when they compile it)."""
     return tuple(a[..., i * H : (i + 1) * H] for i in range(n))
 
 

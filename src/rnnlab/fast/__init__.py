@@ -414,17 +414,18 @@ def _feedback_args(feedback, b_hr, dt) -> tuple:
 
 
 def _said_by_cell(loop: Any) -> Any:
-    """A loop whose compilation numba refuses (a step calling a plain Python helper, or
-    allocating) raises a ValueError naming the cell and numba's reason, where numba's
-    TypingError came with its colour codes and no word of the cell or of the rule."""
+    """A loop whose compilation numba refuses (a step calling a plain Python helper,
+    allocating, importing) raises a ValueError naming the cell and numba's reason, where
+    numba's error came with its colour codes and no word of the cell or of the rule."""
 
     @functools.wraps(loop)
     def run(cell: Any, *args: Any, **kwargs: Any) -> Any:
-        from numba.core.errors import TypingError
+        from numba.core.errors import NumbaError, UnsupportedBytecodeError
 
         try:
             return loop(cell, *args, **kwargs)
-        except TypingError as e:
+        except (NumbaError, UnsupportedBytecodeError) as e:  # (the second is no NumbaError:
+            # a step with an import or another statement numba does not read)
             plain = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
             said = [line.strip() for line in plain.splitlines() if line.strip()]
             reason = next((line for line in said[1:] if not line.startswith("During:")),

@@ -11,6 +11,7 @@ float32).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -38,21 +39,21 @@ def _units(a):
 def _blocks(a, n, H):
     if not isinstance(n, types.IntegerLiteral):
         return lambda a, n, H: literally(n)
-    count = n.literal_value
-    if count == 1:
-        return lambda a, n, H: (a[..., :H],)
-    if count == 2:
-        return lambda a, n, H: (a[..., :H], a[..., H : 2 * H])
-    if count == 3:
-        return lambda a, n, H: (a[..., :H], a[..., H : 2 * H], a[..., 2 * H : 3 * H])
-    if count == 4:
-        return lambda a, n, H: (
-            a[..., :H],
-            a[..., H : 2 * H],
-            a[..., 2 * H : 3 * H],
-            a[..., 3 * H : 4 * H],
-        )
-    raise TypeError(f"blocks(a, {count}, H): the compiled loops take 1 to 4 blocks")
+    return _blocks_of(n.literal_value)
+
+
+@functools.cache
+def _blocks_of(count: int):
+    """blocks(a, count, H) for the compiled loops, as NumPy's: the tuple of `count` slices
+    written out (numba returns a tuple whose length it knows when it compiles). Made for
+    any count: it was written out for 1 to 4 alone (the same text as now: the loops'
+    vectorisation depends on it), and a cell of five blocks met a TypeError traceback
+    compiled that its NumPy run and the cell check had not."""
+    cuts = [":H", "H : 2 * H"] + [f"{i} * H : {i + 1} * H" for i in range(2, count)]
+    parts = "".join(f"a[..., {cut}], " for cut in cuts[: max(count, 0)])
+    namespace: dict[str, object] = {}
+    exec(f"def impl(a, n, H):\n    return ({parts})\n", namespace)  # noqa: S102
+    return namespace["impl"]
 
 
 @overload(pointwise.one, **_INLINE)
