@@ -160,13 +160,39 @@ def test_backward_shapes(lstm, x):
             {"initial_state": float("nan")},
             r"`initial_state` must be 'zeros', 'learned' or a finite number",
         ),
-        ({"rng": "seed"}, r"`rng` must be a numpy Generator, an integer seed or None"),
+        ({"rng": "seed"}, r"`rng` must be a numpy Generator, an integer seed, a SeedSequence, "
+                          r"a BitGenerator or None"),
     ],
 )
 def test_constructor_arguments(kwargs, match):
     args = {"input_size": I, "hidden_size": H, **kwargs}
     with pytest.raises(ValueError, match=match):
         LSTM(**args)
+
+
+def test_numpys_seed_objects_seed_a_model_as_numpy_does():
+    """models.build, the layers and training's masks refused a SeedSequence or a BitGenerator
+    (what NumPy's seeding guide hands out, and default_rng takes): they seed as default_rng
+    would; a list stays refused."""
+    from rnnlab import models
+    from rnnlab.modules import Dropout
+
+    spec = {"input": {"type": "vectors", "size": 3}, "rnn": {"cell": "gru", "hidden_size": 4},
+            "output_size": 2}
+    a = models.build(spec, rng=np.random.SeedSequence(7))
+    b = models.build(spec, rng=np.random.default_rng(np.random.SeedSequence(7)))
+    c = models.build(spec, rng=np.random.PCG64(7))
+    for k, v in a.params.items():
+        np.testing.assert_array_equal(v, b.params[k], err_msg=k)
+        np.testing.assert_array_equal(v, c.params[k], err_msg=k)
+    x = np.ones((2, 3, 5), np.float32)
+    d1 = Dropout(0.5).forward(x, training=True, rng=np.random.SeedSequence(1)).output
+    d2 = Dropout(0.5).forward(x, training=True, rng=np.random.default_rng(
+        np.random.SeedSequence(1))).output  # fmt: skip
+    np.testing.assert_array_equal(d1, d2)
+    with pytest.raises(ValueError, match=r"`rng` must be a numpy Generator, an integer seed, a "
+                       r"SeedSequence, a BitGenerator or None; got a list"):
+        LSTM(I, H, rng=[1, 2])
 
 
 def test_cell_specific_options():

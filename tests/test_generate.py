@@ -31,7 +31,8 @@ def _model():
         (dict(prime=[1.7, 2.2]), r"`prime` must be an array of integers"),
         (dict(prime=[[1, 2]]), r"`prime` must be an array with 1 dimensions"),
         (dict(prime=[]), r"`prime` must be"),
-        (dict(rng="x"), r"`rng` must be a numpy Generator, an integer seed or None"),
+        (dict(rng="x"), r"`rng` must be a numpy Generator, an integer seed, a SeedSequence, a "
+                        r"BitGenerator or None"),
     ],
 )
 def test_bad_arguments_are_refused_by_name(kwargs, match):

@@ -114,7 +114,8 @@ def _names(fn: object, keyword: str) -> bool:
     return keyword in params
 
 
-RngLike = np.random.Generator | int | np.integer | None
+RngLike = (np.random.Generator | int | np.integer | np.random.SeedSequence
+           | np.random.BitGenerator | None)
 """What `rng=` takes: a Generator, a seed, or None (a fresh Generator)."""
 
 R = TypeVar("R")
@@ -149,15 +150,20 @@ def _rng(rng: RngLike) -> np.random.Generator:
         return np.random.default_rng()
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
         return np.random.default_rng(_checks.seed(rng, "rng"))
+    if isinstance(rng, (np.random.SeedSequence, np.random.BitGenerator)):
+        return np.random.default_rng(rng)  # (what NumPy's own seeding advice hands out)
     if not isinstance(rng, np.random.Generator):
-        _checks.fail("rng", "a numpy Generator, an integer seed or None", _checks.describe(rng))
+        _checks.fail("rng", "a numpy Generator, an integer seed, a SeedSequence, a "
+                     "BitGenerator or None", _checks.describe(rng))  # fmt: skip
     return rng
 
 
 def _training_rng(rng: object, what: str) -> np.random.Generator:
     """The generator training's random masks (`what`) draw from: a Generator, or a seed made
     into one (PassOptions' rng); None is refused, a fresh draw each call being no run."""
-    if isinstance(rng, bool) or not isinstance(rng, (np.random.Generator, int, np.integer)):
+    seeds = (np.random.Generator, int, np.integer, np.random.SeedSequence,
+             np.random.BitGenerator)
+    if isinstance(rng, bool) or not isinstance(rng, seeds):
         _checks.fail("rng", f"a numpy Generator or a seed when training with {what}",
                      _checks.describe(rng))  # fmt: skip
     return _rng(rng)
