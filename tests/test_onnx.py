@@ -5,6 +5,7 @@ onnx and onnxruntime are in the test extra; locally the module is skipped withou
 under CI (CI set in the environment) a missing one is an error, as for the PyTorch oracle.
 """
 
+import json
 import os
 
 import numpy as np
@@ -513,7 +514,14 @@ def test_runtime_refuses_damaged_structure_metadata(tmp_path):
     good = onnx.load(str(path))
     superscript = ('{"batch_first": true, "tokens": false, "sequential": false, "modules": 1, '
                    '"recurrent": {"\u00b2": {"suffix": "", "has_c": false, "initial": null}}}')
-    for value in ("{not json", "{}", "[1, 2]", '{"batch_first": 1, "tokens": false}', superscript):
+    rules = ('{"batch_first": true, "tokens": false, "sequential": false, "modules": 1, '
+             '"recurrent": {"0": {"suffix": "", "has_c": false, "initial": null}}, "input": ')
+    damaged_rules = [rules + r + "}" for r in ('[["recurrent", "int64"]]', '[["recurrent", null]]',
+                                               '[["recurrent", "nonsense"]]', '[["dropout", "f4"]]',
+                                               '[["recurrent", "float32"], ["readout", null]]',
+                                               '"float32"')]  # fmt: skip
+    for value in ("{not json", "{}", "[1, 2]", '{"batch_first": 1, "tokens": false}', superscript,
+                  *damaged_rules):  # fmt: skip
         proto = onnx.load(str(path))
         del proto.metadata_props[:]
         onnx.helper.set_model_props(proto, {"rnnlab.structure": value})
@@ -523,3 +531,367 @@ def test_runtime_refuses_damaged_structure_metadata(tmp_path):
             rx.Runtime(path)
     onnx.save(good, str(path))
     assert rx.Runtime(path).forward(np.zeros((1, 2, 3), np.float32)).output.shape == (1, 2, 4)
+
+
+# ---------------------------------------------------------------------- declared shapes
+# Every kind of model the exporter takes, with the shapes its graph must declare: x's, and
+# each output's (y, then the final states by name). "batch", "time" and "features" are the
+# dynamic axes by the names x declares; a number is a fixed size.
+def _shapes_catalogue():
+    bt, tb = ["batch", "time"], ["time", "batch"]
+    out = []
+    for cell, ctor in (("rnn", RNN), ("lstm", LSTM), ("gru", GRU)):
+        for batch_first in (True, False):
+            for merge in (None, "concat", "sum", "readout"):
+                kw = {"bidirectional": merge is not None, "batch_first": batch_first}
+                if merge is not None:
+                    kw["merge"] = merge
+                if merge == "readout":
+                    kw["output_size"] = 5
+                features = {None: 4, "concat": 8, "sum": 4, "readout": 5}[merge]
+                n = 2 * (2 if merge else 1)
+                axes = bt if batch_first else tb
+                states = {"h_n": [n, "batch", 4]}
+                if cell == "lstm":
+                    states["c_n"] = [n, "batch", 4]
+                name = f"{cell}-{'bf' if batch_first else 'tm'}-{merge or 'uni'}"
+                out.append((name, lambda c=ctor, k=kw: c(3, 4, 2, rng=0, **k),
+                            [*axes, 3], {"y": [*axes, features], **states}))  # fmt: skip
+
+    def seq(*modules):
+        return lambda: Sequential(*modules)
+
+    r = np.random.default_rng(0)
+    out += [
+        ("token_lstm", seq(Embedding(11, 4, rng=r), LSTM(4, 6, 2, initial_state="learned",
+                                                         rng=r),
+                           LastStep(), Dropout(0.3), Linear(6, 3, rng=r)),
+         bt, {"y": ["batch", 3], "h_n": [2, "batch", 6], "c_n": [2, "batch", 6]}),
+        ("gru_mean", seq(GRU(5, 4, bidirectional=True, reset_after=False, rng=r),
+                         MeanOverTime(), Linear(8, 2, rng=r)),
+         [*bt, 5], {"y": ["batch", 2], "h_n": [2, "batch", 4]}),
+        ("bi_last", seq(RNN(5, 4, 2, bidirectional=True, nonlinearity="relu", rng=r),
+                        Dropout(0.1), LastStep(), Linear(8, 1, rng=r)),
+         [*bt, 5], {"y": ["batch", 1], "h_n": [4, "batch", 4]}),
+        ("readout_mean", seq(LSTM(3, 4, bidirectional=True, merge="readout", output_size=5,
+                                  peephole=True, rng=r), MeanOverTime()),
+         [*bt, 3], {"y": ["batch", 5], "h_n": [2, "batch", 4], "c_n": [2, "batch", 4]}),
+        ("tagger", seq(Embedding(11, 3, rng=r), LSTM(3, 5, bidirectional=True, rng=r),
+                       Dropout(0.1), Linear(10, 7, rng=r)),
+         bt, {"y": [*bt, 7], "h_n": [2, "batch", 5], "c_n": [2, "batch", 5]}),
+        ("tagger_time_major", seq(Embedding(11, 3, rng=r), GRU(3, 5, bidirectional=True,
+                                  merge="sum", batch_first=False, initial_state=0.5, rng=r),
+                                  Linear(5, 2, rng=r)),
+         tb, {"y": [*tb, 2], "h_n": [2, "batch", 5]}),
+        ("linear_first_time_major", seq(Linear(3, 4, rng=r), LSTM(4, 2, batch_first=False,
+                                                                  coupled=True, rng=r)),
+         [*tb, 3], {"y": [*tb, 2], "h_n": [1, "batch", 2], "c_n": [1, "batch", 2]}),
+        ("no_bias", seq(GRU(5, 4, rng=r), Linear(4, 3, bias=False, rng=r)),
+         [*bt, 5], {"y": [*bt, 3], "h_n": [1, "batch", 4]}),
+        ("two_layers", seq(LSTM(3, 4, rng=r), GRU(4, 5, bidirectional=True, rng=r),
+                           Linear(10, 2, rng=r)),
+         [*bt, 3], {"y": [*bt, 2], "h_n_0": [1, "batch", 4], "c_n_0": [1, "batch", 4],
+                    "h_n_1": [2, "batch", 5]}),
+        ("two_layers_time_major", seq(GRU(3, 4, batch_first=False, rng=r), Dropout(0.2),
+                                      RNN(4, 2, 3, batch_first=False, rng=r)),
+         [*tb, 3], {"y": [*tb, 2], "h_n_0": [1, "batch", 4], "h_n_2": [3, "batch", 2]}),
+        ("dropout_embedding", seq(Dropout(0.1), Embedding(7, 3, rng=r), GRU(3, 2, rng=r)),
+         bt, {"y": [*bt, 2], "h_n": [1, "batch", 2]}),
+        ("dropout_first", seq(Dropout(0.1), GRU(3, 2, rng=r), LastStep()),
+         [*bt, 3], {"y": ["batch", 2], "h_n": [1, "batch", 2]}),
+        ("mean_linear", seq(MeanOverTime(), Linear(3, 2, rng=r)),
+         [*bt, 3], {"y": ["batch", 2]}),
+        ("last_linear_2d", seq(Linear(3, 4, rng=r), LastStep(), Linear(4, 2, rng=r)),
+         [*bt, 3], {"y": ["batch", 2]}),
+        ("embedding", lambda: Embedding(7, 3, rng=0), bt, {"y": [*bt, 3]}),
+        ("linear", lambda: Linear(3, 2, rng=0), [*bt, 3], {"y": [*bt, 2]}),
+        ("dropout", lambda: Dropout(0.5), [*bt, "features"], {"y": [*bt, "features"]}),
+        ("last_step", LastStep, [*bt, "features"], {"y": ["batch", "features"]}),
+        ("mean_over_time", MeanOverTime, [*bt, "features"], {"y": ["batch", "features"]}),
+    ]  # fmt: skip
+    return out
+
+
+SHAPES = _shapes_catalogue()
+AXES = {"batch": 3, "time": 5, "features": 2}  # distinct sizes: a swapped name shows
+
+
+def _dims(value_info):
+    t = value_info.type.tensor_type
+    assert t.HasField("shape"), f"{value_info.name} has no shape"
+    return [d.dim_param if d.HasField("dim_param") else
+            d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]  # fmt: skip
+
+
+@pytest.mark.parametrize("lengths,state", [(True, False), (False, False), (True, True)],
+                         ids=["lengths", "no_lengths", "state"])  # fmt: skip
+@pytest.mark.parametrize("name,make,x_dims,out_dims", SHAPES, ids=[s[0] for s in SHAPES])
+def test_every_output_declares_its_shape(name, make, x_dims, out_dims, lengths, state,
+                                         tmp_path):  # fmt: skip
+    """Every graph output's shape is declared in full: the dynamic axes by the input's names
+    (batch and time in the model's layout), the features as a number. Outputs behind a
+    readout or a Linear were declared without a shape, and shape inference named their
+    axes unk__0, unk__1 (so did onnxruntime, and Netron showed them). Checked against the
+    expected shapes, against what shape inference derives on its own, against what
+    onnxruntime reports, and against the arrays a run returns."""
+    model = make()
+    path = rx.export(model, tmp_path / "m.onnx", lengths=lengths, state=state)
+    proto = onnx.load(path)
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+    inputs = {i.name: _dims(i) for i in proto.graph.input}
+    assert inputs["x"] == x_dims
+    declared = {o.name: _dims(o) for o in proto.graph.output}
+    assert declared == out_dims
+    # shape inference on its own (the outputs' and intermediates' shapes cleared) derives
+    # nothing that contradicts the declared shapes: the same sizes, the same names where
+    # it can follow one through the graph
+    bare = onnx.load(path)
+    del bare.graph.value_info[:]
+    for o in bare.graph.output:
+        o.type.tensor_type.ClearField("shape")
+    inferred = onnx.shape_inference.infer_shapes(bare, check_type=True, strict_mode=True)
+    for o in inferred.graph.output:
+        got, want = _dims(o), declared[o.name]
+        assert len(got) == len(want), f"{o.name}: inferred {got}, declared {want}"
+        for g_, w in zip(got, want, strict=True):
+            known = g_ > 0 if isinstance(g_, int) else bool(g_) and not g_.startswith("unk__")
+            if known:
+                assert g_ == w, f"{o.name}: inferred {got}, declared {want}"
+    # onnxruntime reports every output axis known, as declared
+    runtime = rx.Runtime(path)
+    reported = {o.name: o.shape for o in runtime.session.get_outputs()}
+    assert reported == out_dims
+    # and a run's arrays have the declared shapes, the names bound to the input's sizes
+    feeds = {}
+    for i in runtime.session.get_inputs():
+        shape = [AXES[d] if isinstance(d, str) else d for d in i.shape]
+        if i.name == "x" and i.type == "tensor(int64)":
+            feeds["x"] = np.random.default_rng(0).integers(0, 7, shape)
+        elif i.name == "lengths":
+            feeds["lengths"] = np.array([5, 2, 4], np.int32)
+        else:
+            feeds[i.name] = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    results = runtime.session.run(None, feeds)
+    for o, r in zip(runtime.session.get_outputs(), results, strict=True):
+        assert list(r.shape) == [AXES[d] if isinstance(d, str) else d for d in out_dims[o.name]]
+
+
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda: Sequential(GRU(3, 2), LastStep(), LastStep()),
+         r"`model \(module 2\)` must be a LastStep reading \(batch, time, features\); got one "
+         r"after \(batch, features\) outputs"),
+        (lambda: Sequential(GRU(3, 2), MeanOverTime(), GRU(2, 2)),
+         r"`model \(module 2\)` must be a recurrent layer reading \(batch, time, features\)"),
+        (lambda: Sequential(Linear(3, 2), Embedding(5, 2)),
+         r"`model \(module 1\)` must be an Embedding at the start \(after Dropouts only\)"),
+        (lambda: Sequential(GRU(3, 4), Linear(5, 2)),
+         r"`model \(module 1\)` must be a Linear reading the 4 features of the module before "
+         r"it; got one of 5 input features"),
+        (lambda: Sequential(Embedding(5, 3), Dropout(0.1), LSTM(4, 2)),
+         r"`model \(module 2\)` must be a recurrent layer reading the 3 features"),
+    ],
+    ids=["laststep_of_2d", "recurrent_of_2d", "embedding_later", "linear_features",
+         "recurrent_features"],
+)  # fmt: skip
+def test_a_model_whose_modules_do_not_fit_is_refused_in_one_line(make, message, tmp_path):
+    """A model that rnnlab's forward refuses at every call (a module that cannot read what
+    the one before writes) is refused at export, naming the module: the graph was written
+    with unk__ shapes (LastStep after LastStep), or shape inference refused it in its own
+    words ("indices typestr: Tind, has unsupported type")."""
+    model = make()
+    with pytest.raises(ValueError):
+        x = (np.zeros((2, 4), np.int64) if isinstance(model.modules[0], Embedding)
+             else np.zeros((2, 4, 3), np.float32))  # fmt: skip
+        model.forward(x)
+    with pytest.raises(ValueError, match=message) as e:
+        rx.export(model, tmp_path / "m.onnx")
+    assert "\n" not in str(e.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------- Runtime's inputs
+# Runtime is rnnlab's module API over the file: it takes the x its model takes (converted to
+# the graph's float32 or int64, the results agreeing with the model's) and refuses, in the
+# model's words, the x its model refuses.
+DTYPE_MODELS = {
+    "gru": lambda: GRU(3, 4, rng=0),
+    "gru_float64": lambda: GRU(3, 4, dtype=np.float64, rng=0),
+    "lstm_time_major": lambda: LSTM(3, 4, batch_first=False, rng=0),
+    "linear_gru": lambda: Sequential(Linear(3, 4, rng=0), GRU(4, 2, rng=0)),
+    "linear64_gru64": lambda: Sequential(Linear(3, 4, dtype=np.float64, rng=0),
+                                         GRU(4, 2, dtype=np.float64, rng=0)),
+    "dropout_gru": lambda: Sequential(Dropout(0.2), GRU(3, 2, rng=0)),
+    "mean_linear": lambda: Sequential(MeanOverTime(), Linear(3, 2, rng=0)),
+    "linear": lambda: Linear(3, 2, rng=0),
+    "last_step": LastStep,
+}  # fmt: skip
+X_KINDS = {
+    "float16": np.float16, "float32": np.float32, "float64": np.float64,
+    "longdouble": np.longdouble, "int64": np.int64, "uint8": np.uint8, "bool": np.bool_,
+    "list": list,
+}  # fmt: skip
+
+
+def _outcome(run):
+    """("ok", output) or ("refused", message) of a forward."""
+    try:
+        return "ok", run().output
+    except ValueError as e:
+        return "refused", str(e)
+
+
+@pytest.mark.parametrize("kind", list(X_KINDS))
+@pytest.mark.parametrize("which", list(DTYPE_MODELS))
+def test_runtime_takes_the_dtypes_its_model_takes(which, kind, tmp_path):
+    """x of each dtype, given to the model and to Runtime over its file: both refuse it with
+    the same message, or both take it and agree. Runtime took any float for a graph whose
+    model refuses all but its own dtype (float16 or float64 for a float32 GRU, float32 for
+    a float64 one), and went on silently. One exception: the file of a float64 model whose
+    first layer is recurrent takes float32 too, its graph's own dtype (the model refuses
+    it): compared with the model given the same values in float64."""
+    model = DTYPE_MODELS[which]()
+    runtime = rx.Runtime(rx.export(model, tmp_path / "m.onnx"))
+    x = np.random.default_rng(2).standard_normal((2, 5, 3)) * 2
+    if which == "lstm_time_major":
+        x = x.swapaxes(0, 1)
+    x = x.tolist() if kind == "list" else x.astype(X_KINDS[kind])
+    lengths = np.array([5, 3])
+    graphs_own = which == "gru_float64" and kind == "float32"
+    ours = _outcome(lambda: model.forward(np.float64(x) if graphs_own else x, lengths=lengths))
+    theirs = _outcome(lambda: runtime.forward(x, lengths=lengths))
+    assert theirs[0] == ours[0], f"rnnlab: {ours}; Runtime: {theirs}"
+    if ours[0] == "refused":
+        assert theirs[1] == ours[1]
+        assert theirs[1].startswith("`x` must be")
+    else:  # the model computes in x's dtype where it keeps it (a float16 mean), the file
+        # in float32: they agree to the coarser of the two
+        assert theirs[1].shape == ours[1].shape
+        coarsest = np.float16 if kind == "float16" else np.float32
+        tol = max(ATOL, 10 * float(np.finfo(coarsest).eps))
+        np.testing.assert_allclose(theirs[1], np.asarray(ours[1], np.float64), atol=tol,
+                                   rtol=tol)  # fmt: skip
+
+
+def test_runtime_conversions_are_the_models():
+    """What the model takes, spelt out (the test above compares with rnnlab, whatever it
+    does): a recurrent layer its own dtype only, a Linear or a readout any float."""
+    taken = {}
+    for which, make in DTYPE_MODELS.items():
+        model = make()
+        taken[which] = [k for k in ("float16", "float32", "float64")
+                        if _outcome(lambda k=k, model=model: model.forward(
+                            np.zeros((1, 2, 3), X_KINDS[k])))[0] == "ok"]  # fmt: skip
+    assert taken == {
+        "gru": ["float32"], "gru_float64": ["float64"], "lstm_time_major": ["float32"],
+        "linear_gru": ["float16", "float32"],  # (float16 @ float32 weights is float32)
+        "linear64_gru64": ["float16", "float32", "float64"], "dropout_gru": ["float32"],
+        "mean_linear": ["float16", "float32", "float64"],
+        "linear": ["float16", "float32", "float64"],
+        "last_step": ["float16", "float32", "float64"],
+    }  # fmt: skip
+
+
+TOKEN_INPUTS = {
+    "int64": np.array([[1, 2, 4], [0, 3, 3]]),
+    "int32": np.array([[1, 2, 4], [0, 3, 3]], np.int32),
+    "uint8": np.array([[1, 2, 4], [0, 3, 3]], np.uint8),
+    "list": [[1, 2, 4], [0, 3, 3]],
+    "negative": np.array([[1, 2, -1], [0, 3, 3]]),
+    "out_of_range": np.array([[1, 2, 5], [0, 3, 3]]),
+    "far_out_of_range": np.array([[1, 2, 2**40], [0, 3, 3]]),
+    "uint64_huge": np.array([[1, 2, 2**63 + 1], [0, 3, 3]], np.uint64),
+    "float_whole": np.array([[1.0, 2.0, 4.0], [0.0, 3.0, 3.0]]),
+    "float_fraction": np.array([[1.7, 2.2, 4.0], [0.0, 3.0, 3.0]]),
+    "float32": np.array([[1, 2, 4], [0, 3, 3]], np.float32),
+    "bool": np.array([[True, False, True], [False, True, True]]),
+    "list_of_floats": [[1.0, 2.0, 4.0], [0.0, 3.0, 3.0]],
+}
+
+
+@pytest.mark.parametrize("kind", list(TOKEN_INPUTS))
+@pytest.mark.parametrize("lead", [False, True], ids=["embedding", "dropout_embedding"])
+def test_runtime_takes_the_token_ids_its_model_takes(kind, lead, tmp_path):
+    """Token ids of every dtype, in range and not, as the model and Runtime take them: ids in
+    [0, vocab) of any integer dtype run and agree; a negative or out-of-range id (which
+    onnxruntime's Gather wraps or reads past) and float or boolean ids (which it would
+    truncate) are refused in the model's words."""
+    first = [Dropout(0.1)] if lead else []
+    model = Sequential(*first, Embedding(5, 3, rng=0), GRU(3, 4, rng=0), LastStep())
+    runtime = rx.Runtime(rx.export(model, tmp_path / "m.onnx"))
+    x = TOKEN_INPUTS[kind]
+    ours = _outcome(lambda: model.forward(x, lengths=np.array([3, 2])))
+    theirs = _outcome(lambda: runtime.forward(x, lengths=np.array([3, 2])))
+    assert theirs[0] == ours[0], f"rnnlab: {ours}; Runtime: {theirs}"
+    assert ours[0] == ("ok" if kind in ("int64", "int32", "uint8", "list") else "refused")
+    if ours[0] == "refused":
+        assert theirs[1] == ours[1]
+        assert theirs[1].startswith("`x` must be")
+    else:
+        assert_close(ours[1], theirs[1], f"output for {kind} ids")
+
+
+@pytest.mark.parametrize(
+    "make,x",
+    [
+        (lambda: Sequential(Embedding(5, 3, dtype=np.float64, rng=0), GRU(3, 2, rng=0)),
+         np.array([[1, 2, 3]])),
+        (lambda: Sequential(GRU(3, 4, rng=0), Linear(4, 4, dtype=np.float64, rng=0),
+                            GRU(4, 2, rng=0)), np.zeros((1, 3, 3), np.float32)),
+    ],
+    ids=["float64_embedding", "float64_linear_between"],
+)  # fmt: skip
+def test_runtime_refuses_what_a_model_of_mixed_dtypes_refuses(make, x, tmp_path):
+    """A layer further in that is given another dtype than its own refuses every x in rnnlab;
+    Runtime, whose graph is float32 throughout, refused none."""
+    model = make()
+    runtime = rx.Runtime(rx.export(model, tmp_path / "m.onnx"))
+    message = str(pytest.raises(ValueError, model.forward, x).value)
+    assert message.startswith("`x` must be of dtype float32 like the layer's parameters")
+    assert str(pytest.raises(ValueError, runtime.forward, x).value) == message
+
+
+def test_runtime_refuses_non_finite_input_that_onnxruntime_would_hide(tmp_path):
+    """onnxruntime's GRU and LSTM operators turn a NaN in x into finite outputs (rnnlab's are
+    NaN), so Runtime cannot give the model's answer: it refuses a non-finite x (and state)
+    in the model's words whatever `check` says, and behind a Dropout, where rnnlab's first
+    module does not look. With check=False it went on, and gave numbers."""
+    x = np.ones((2, 4, 3), np.float32)
+    x[1, 2, 0] = np.nan
+    for model in (GRU(3, 2, rng=0), Sequential(Dropout(0.1), LSTM(3, 2, rng=0))):
+        path = rx.export(model, tmp_path / "m.onnx")
+        runtime = rx.Runtime(path)
+        assert np.isnan(model.forward(x, check=False).output).any()
+        hidden = runtime.session.run(None, {"x": x, "lengths": np.array([4, 4], np.int32)})[0]
+        assert np.isfinite(hidden).all()  # (what the test guards against)
+        message = str(pytest.raises(ValueError, GRU(3, 2).forward, x).value)
+        assert message.startswith("`x` must be finite")
+        for check in (True, False):
+            with pytest.raises(ValueError) as e:
+                runtime.forward(x, check=check)
+            assert str(e.value) == message
+    runtime = rx.Runtime(rx.export(GRU(3, 2, rng=0), tmp_path / "s.onnx", state=True))
+    h0 = np.full((1, 2, 2), np.nan, np.float32)
+    with pytest.raises(ValueError, match="`state` must be finite"):
+        runtime.forward(np.ones((2, 4, 3), np.float32), state=h0, check=False)
+
+
+def test_runtime_of_a_file_without_the_modules_dtypes_takes_any_float(tmp_path):
+    """A file exported before rnnlab recorded its modules' dtypes (no "input" in its
+    rnnlab.structure) does not say what its model took: every float x is converted, as
+    Runtime did then."""
+    path = rx.export(GRU(3, 4, rng=0), tmp_path / "m.onnx")
+    proto = onnx.load(str(path))
+    structure = json.loads(proto.metadata_props[0].value)
+    structure.pop("input", None)
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, {"rnnlab.structure": json.dumps(structure)})
+    onnx.save(proto, str(path))
+    x = np.random.default_rng(0).standard_normal((2, 3, 3))
+    runtime = rx.Runtime(path)
+    assert_close(runtime.forward(x.astype(np.float16)).output,
+                 runtime.forward(x.astype(np.float16).astype(np.float32)).output, "float16")
+    with pytest.raises(ValueError, match="`x` must be a floating-point array"):
+        runtime.forward(x.astype(np.int64))

@@ -13,13 +13,21 @@ a bidirectional layer in one operator. Weights are float32; batch and time are d
 Graph inputs and outputs (names fixed, so a deployment can rely on them):
 
     x          float32 (batch, time, features), or int64 token ids (batch, time) when the
-               model starts with an Embedding; (time, batch, ...) for a time-major layer
+               model starts with an Embedding (after Dropouts, if any); (time, batch, ...)
+               for a time-major layer
     lengths    int32 (batch,): each sequence's valid steps (`lengths=True`, the default);
                the recurrent operators' `sequence_lens`, and the readouts' masks
     h0, c0     float32 (layers·directions, batch, hidden), the initial state (`state=True`);
                without them the model's own (zeros, a constant, or learned) is built in
-    y          the model's output; zero at padded steps, as rnnlab's
-    h_n, c_n   the final states, as rnnlab's `Forward.state`
+    y          the model's output, float32: (batch, time, features) in x's layout, or
+               (batch, features) after LastStep or MeanOverTime; zero at padded steps, as
+               rnnlab's
+    h_n, c_n   float32 (layers·directions, batch, hidden), the final states, as rnnlab's
+               `Forward.state`
+
+Every input's and output's shape is declared in full: batch and time are dynamic axes named
+"batch" and "time" (the same names in every input and output), the feature sizes numbers
+("features" names x's last axis only where no module fixes it: a model of readouts alone).
 
 With several recurrent layers in one model, their state inputs and outputs get the module's
 index as a suffix (`h0_1`, `h_n_1`, ...).
@@ -250,12 +258,17 @@ class _Graph:
         return outs[0] if n_out == 1 else outs
 
 
+Dim = int | str  # an axis of a declared shape: its size, or the name of a dynamic axis
+
+
 @dataclass
 class _Flow:
-    """The tensor flowing between modules: its name, and which axes are batch and time."""
+    """The tensor flowing between modules: its name, its shape (the dynamic axes by the
+    names the input `x` declares: "batch", "time", and "features" where no module fixes
+    it), and whether it holds token ids."""
 
     name: str
-    batch_first: bool
+    dims: list[Dim]
     tokens: bool = False
 
 
@@ -321,19 +334,20 @@ def build_model(model: object, *, lengths: bool = True, state: bool = False,
     g = _Graph(helper, numpy_helper, TensorProto, opset=opset)
     recurrent = [i for i, m in enumerate(modules) if isinstance(m, Recurrent)]
     batch_first = next((m.batch_first for m in modules if isinstance(m, Recurrent)), True)
-    tokens = isinstance(modules[0], Embedding)
-    axes = ["batch", "time"] if batch_first else ["time", "batch"]
+    # token ids when the first module that reads them is an Embedding (a Dropout before it
+    # passes them through at inference, as in rnnlab)
+    first = next((m for m in modules if not isinstance(m, Dropout)), modules[0])
+    tokens = isinstance(first, Embedding)
+    axes: list[Dim] = ["batch", "time"] if batch_first else ["time", "batch"]
+    dims = axes if tokens else [*axes, _in_features(modules)]
     g.used.add("x")
-    if tokens:
-        g.inputs.append(helper.make_tensor_value_info("x", TensorProto.INT64, axes))
-    else:
-        features = _in_features(modules[0])
-        g.inputs.append(helper.make_tensor_value_info("x", TensorProto.FLOAT, [*axes, features]))
+    x_type = TensorProto.INT64 if tokens else TensorProto.FLOAT
+    g.inputs.append(helper.make_tensor_value_info("x", x_type, dims))
     if lengths:
         g.lengths = "lengths"
         g.used.add("lengths")
         g.inputs.append(helper.make_tensor_value_info("lengths", TensorProto.INT32, ["batch"]))
-    flow = _Flow("x", batch_first, tokens)
+    flow = _Flow("x", dims, tokens)
     for i, module in enumerate(modules):
         suffix = "" if len(recurrent) <= 1 else f"_{i}"
         # what a readout reads: the layer before it, through Dropouts (as Sequential reads)
@@ -343,7 +357,10 @@ def build_model(model: object, *, lengths: bool = True, state: bool = False,
         previous = modules[j] if j is not None and j >= 0 else None
         flow = _module(g, module, flow, index=i, suffix=suffix, state=state, previous=previous)
     out = g.op("Identity", [flow.name], "y")
-    g.outputs.insert(0, helper.make_tensor_value_info(out, TensorProto.FLOAT, None))
+    # every output's shape declared in full (shape inference leaves the axes it cannot
+    # follow through Shape, Reshape or Expand as unk__0, ...): the input's dynamic axes by
+    # their names, the features as a number
+    g.outputs.insert(0, helper.make_tensor_value_info(out, TensorProto.FLOAT, flow.dims))
     graph = helper.make_graph(g.nodes, "rnnlab", g.inputs, g.outputs, g.initializers)
     proto = helper.make_model(
         graph,
@@ -358,10 +375,12 @@ def build_model(model: object, *, lengths: bool = True, state: bool = False,
         "batch_first": batch_first,
         "tokens": tokens,
         # Runtime refuses ids out of range: ONNX's Gather wraps a negative one silently
-        "num_embeddings": modules[0].num_embeddings if isinstance(modules[0], Embedding) else 0,
+        "num_embeddings": first.num_embeddings if isinstance(first, Embedding) else 0,
         "sequential": isinstance(model, Sequential),
         "modules": len(modules),
         "recurrent": g.recurrent,
+        # each module's kind and dtype, for Runtime to take the x the model takes
+        "input": [_input_rule(m) for m in modules],
     }
     helper.set_model_props(proto, {"rnnlab.structure": json.dumps(structure)})
     # Shape inference fills in every output's type and shape (and checks the graph).
@@ -376,12 +395,55 @@ def _version() -> str:
     return __version__
 
 
-def _in_features(module: Module) -> int | str:
-    if isinstance(module, Recurrent):
-        return module.input_size
-    if isinstance(module, Linear):
-        return module.in_features
+def _in_features(modules: list[Module]) -> Dim:
+    """The features of x: those the first Recurrent or Linear reads, through the modules
+    that keep them (Dropout, LastStep, MeanOverTime); a name where none fixes them."""
+    for module in modules:
+        if isinstance(module, Recurrent):
+            return module.input_size
+        if isinstance(module, Linear):
+            return module.in_features
+        if not isinstance(module, (Dropout, LastStep, MeanOverTime)):
+            break
     return "features"
+
+
+def _input_rule(module: Module) -> list[str | None]:
+    """[kind, dtype] of a module, how it takes its input (Runtime._input_dtype): a recurrent
+    layer wants its own dtype, a Linear promotes, a readout keeps, a Dropout passes through."""
+    if isinstance(module, Recurrent):
+        return ["recurrent", module.dtype.name]
+    if isinstance(module, (Linear, Embedding)):
+        kind = "linear" if isinstance(module, Linear) else "embedding"
+        return [kind, module.params["weight"].dtype.name]
+    return ["dropout" if isinstance(module, Dropout) else "readout", None]
+
+
+def _reads(module: Module, flow: _Flow, where: str) -> None:
+    """Refuse, as rnnlab's forward would at every call, a module that cannot read what the
+    one before it writes (its rank or its features): the graph would be one that no input
+    runs, or one shape inference refuses in its own words."""
+    kind = "recurrent layer" if isinstance(module, Recurrent) else type(module).__name__
+    if isinstance(module, Embedding):
+        if not flow.tokens:
+            _checks.fail(where, "an Embedding at the start (after Dropouts only)",
+                         "one after a module with float outputs",
+                         "An Embedding reads token ids.")  # fmt: skip
+        return
+    if isinstance(module, Dropout):
+        return
+    ranks = (2, 3) if isinstance(module, Linear) else (3,)
+    if len(flow.dims) not in ranks:
+        shape = "(batch, features)" if len(flow.dims) == 2 else f"{len(flow.dims)}-d"
+        _checks.fail(where, f"a {kind} reading (batch, time, features)",
+                     f"one after {shape} outputs",
+                     "rnnlab's forward refuses them too.")  # fmt: skip
+    want = (module.input_size if isinstance(module, Recurrent)
+            else module.in_features if isinstance(module, Linear) else None)  # fmt: skip
+    have = flow.dims[-1]
+    if want is not None and isinstance(have, int) and have != want:
+        _checks.fail(where, f"a {kind} reading the {have} features of the module before it",
+                     f"one of {want} input features")  # fmt: skip
 
 
 def _module(
@@ -394,21 +456,24 @@ def _module(
     state: bool,
     previous: Module | None,
 ) -> _Flow:
+    _reads(module, flow, f"model (module {index})")
+    dims = flow.dims
     if isinstance(module, Embedding):
         w = g.const("embedding_weight", module.params["weight"])
-        return _Flow(g.op("Gather", [w, flow.name], "embedded"), flow.batch_first)
+        return _Flow(g.op("Gather", [w, flow.name], "embedded"), [*dims, module.embedding_dim])
     if isinstance(module, Linear):
         w = g.const("linear_weight_t", module.params["weight"].T)
         y = g.op("MatMul", [flow.name, w], "linear")
         if "bias" in module.params:
             y = g.op("Add", [y, g.const("linear_bias", module.params["bias"])], "linear")
-        return _Flow(y, flow.batch_first)
+        return _Flow(y, [*dims[:-1], module.out_features])
     if isinstance(module, Dropout):  # the identity at inference
         return flow
+    # the readouts read (batch, time, features): readout_source refuses a time-major layer
     if isinstance(module, LastStep):
-        return _Flow(_last_step(g, flow.name, previous), flow.batch_first)
+        return _Flow(_last_step(g, flow.name, previous), [dims[0], dims[2]])
     if isinstance(module, MeanOverTime):
-        return _Flow(_mean_over_time(g, flow.name), flow.batch_first)
+        return _Flow(_mean_over_time(g, flow.name), [dims[0], dims[2]])
     assert isinstance(module, Recurrent)  # (check_exportable let no other module through)
     return _recurrent(g, module, flow, index=index, suffix=suffix, state=state)
 
@@ -490,6 +555,7 @@ def _recurrent(
     cell = layer.cell
     has_c = cell.has_c
     x = flow.name
+    batch_dim = flow.dims[0] if layer.batch_first else flow.dims[1]
     if layer.batch_first:
         x = g.op("Transpose", [x], "time_major", perm=[1, 0, 2])
     batch = g.op("Shape", [x], "batch", start=1, end=2)
@@ -583,8 +649,10 @@ def _recurrent(
                 **({"axis": 0} if len(finals) > 1 else {}),
             )
         )
-        g.outputs.append(g.helper.make_tensor_value_info(n, g.TensorProto.FLOAT, None))
-    return _Flow(out, flow.batch_first)
+        g.outputs.append(
+            g.helper.make_tensor_value_info(n, g.TensorProto.FLOAT, [L * D, batch_dim, H])
+        )
+    return _Flow(out, [*flow.dims[:2], layer.output_features])
 
 
 def _readout(g: _Graph, layer: Recurrent, Y: str) -> str:
@@ -674,6 +742,7 @@ def _structure(text: str, path: object) -> dict[str, Any]:
     except (ValueError, RecursionError):
         s = None
     recurrent = s.get("recurrent") if isinstance(s, dict) else None
+    rules = s.get("input") if isinstance(s, dict) else None
     ok = (
         isinstance(s, dict)
         and all(type(s.get(k)) is bool for k in ("batch_first", "tokens", "sequential"))
@@ -684,6 +753,8 @@ def _structure(text: str, path: object) -> dict[str, Any]:
                 and isinstance(r.get("suffix"), str) and type(r.get("has_c")) is bool
                 and (r.get("initial") is None or isinstance(r.get("initial"), list))
                 for k, r in recurrent.items())
+        and (rules is None or (isinstance(rules, list) and len(rules) == s["modules"]
+                               and all(_is_input_rule(r) for r in rules)))
     )  # fmt: skip
     if not ok:
         _checks.fail("path", "an ONNX file exported by rnnlab",
@@ -692,11 +763,33 @@ def _structure(text: str, path: object) -> dict[str, Any]:
     return s
 
 
+def _is_input_rule(rule: object) -> bool:
+    """Whether `rule` is one of _input_rule's [kind, dtype] pairs."""
+    if not (isinstance(rule, list) and len(rule) == 2):
+        return False
+    kind, dtype = rule
+    if kind in ("dropout", "readout"):
+        return dtype is None
+    try:
+        return (kind in ("recurrent", "linear", "embedding") and isinstance(dtype, str)
+                and np.dtype(dtype).kind == "f")  # fmt: skip
+    except (TypeError, ValueError):  # (not a dtype's name)
+        return False
+
+
 class Runtime:
     """An exported file run by onnxruntime, behind rnnlab's module API: `forward(x, lengths=,
     state=)` returns a Forward with the output and the final state in rnnlab's form (for a
     Sequential, a list with one entry per module), so a task's `evaluate` runs it as it runs
     the model itself. `threads` sets onnxruntime's intra-op threads (its default: all cores).
+
+    It takes the x the model takes and refuses, in the model's words, the x it refuses: a
+    recurrent layer first takes its own dtype only (the file of a float64 model float64 x,
+    not float32), a Linear or a readout first any float dtype (then a recurrent layer the
+    dtypes the Linear's product gives it), an Embedding integer ids in range. What is taken
+    is converted to the graph's float32 (int64 ids); the outputs are float32. Unlike the
+    model it refuses a NaN or inf in x or the state whatever `check` says: onnxruntime's
+    LSTM and GRU turn a NaN into finite outputs.
     """
 
     def __init__(self, path: str | PathLike[str], *, threads: int | None = None) -> None:
@@ -727,6 +820,8 @@ class Runtime:
         self.sequential, self.n_modules = s["sequential"], s["modules"]
         self.recurrent: dict[int, _RecurrentInfo] = {int(i): r for i, r in s["recurrent"].items()}
         self.num_embeddings: int = s.get("num_embeddings", 0)  # (0: unknown, older files)
+        # each module's [kind, dtype] (None: a file from before rnnlab recorded them)
+        self.input_rules: list[list[str | None]] | None = s.get("input")
         self.input_names = [i.name for i in self.session.get_inputs()]
         # the inputs' fixed dimensions (features, layers·directions, hidden), None where free
         self._dims = {
@@ -748,7 +843,7 @@ class Runtime:
         lengths, mask, state = o["lengths"], o["mask"], o["state"]
         if mask is not None:
             _checks.fail("mask", "None for an ONNX model (pass lengths)", _checks.describe(mask))
-        x = self._input(x, o["check"])
+        x = self._input(x)
         B, T = (x.shape[0], x.shape[1]) if self.batch_first else (x.shape[1], x.shape[0])
         feeds: dict[str, np.ndarray] = {"x": x}
         if lengths is not None:
@@ -792,7 +887,7 @@ class Runtime:
                 )
             else:
                 where = f"state[{i}]" if self.sequential else "state"
-                given = self._state(given, r, B, where, o["check"])
+                given = self._state(given, r, B, where)
             for which, v in zip(("h0", "c0"), given, strict=False):
                 feeds[which + r["suffix"]] = np.ascontiguousarray(v, dtype=F32)
         names = [o.name for o in self.session.get_outputs()]
@@ -807,27 +902,56 @@ class Runtime:
             finals[i] = (h, outs["c_n" + r["suffix"]]) if r["has_c"] else h
         return Forward(outs["y"], finals if self.sequential else finals[0], None)
 
-    def _input(self, x: object, check: bool) -> np.ndarray:
-        """`x` checked as the model's first module checks it, as the graph's input type:
-        onnxruntime aborts the process on an empty batch, wraps negative token ids and
-        truncates float ones, and names its own internals for a wrong feature count."""
+    def _input(self, x: object) -> np.ndarray:
+        """`x` checked as the model checks it, in the model's words, then converted to the
+        graph's input type: onnxruntime aborts the process on an empty batch, wraps negative
+        token ids and truncates float ones, and names its own internals for a wrong feature
+        count. The dtype is taken where the model takes it (_input_dtype). A float x is
+        checked finite whatever `check` says, and behind a Dropout too (where rnnlab's first
+        module does not look): onnxruntime's LSTM and GRU operators turn a NaN into finite
+        outputs, where the model's are NaN."""
         if self.tokens:
             ids = _checks.int_array(x, "x", ndim=2)
             _checks.batch_of_steps(ids if self.batch_first else ids.T)
             _checks.token_ids(ids, "x", self.num_embeddings or None)
+            self._input_dtype(ids.dtype)
             return ids.astype(np.int64)
-        value = _checks.float_array(x, "x", ndim=3, finite=check)
+        value = _checks.float_array(x, "x", ndim=3)
         _checks.batch_of_steps(value if self.batch_first else np.swapaxes(value, 0, 1))
         features = self._dims["x"][2]
         if features is not None and value.shape[2] != features:
             _checks.fail("x", f"an array with {features} features in its last axis",
                          f"shape {value.shape}")  # fmt: skip
+        self._input_dtype(value.dtype)
         return value.astype(F32)
 
+    def _input_dtype(self, dtype: np.dtype) -> None:
+        """Refuse an x of a dtype the model refuses, in its words: the dtype followed through
+        the modules as rnnlab's forward computes it (an Embedding gives its own, a recurrent
+        layer takes only its own, a Linear promotes it with its weights', a readout or a
+        Dropout keeps it). Any other float dtype the model takes is converted to the graph's
+        float32, as the model converts it to its own. A file from before the modules'
+        dtypes were recorded takes every float dtype. float32, the graph's own dtype, is
+        taken first in line too: the file of a float64 model computes in float32 whatever
+        it is given, and refusing the one dtype its graph declares would only puzzle."""
+        first = True
+        for kind, own in self.input_rules or ():
+            if kind == "embedding":
+                dtype = np.dtype(own)
+            elif kind == "linear":
+                dtype = np.result_type(dtype, np.dtype(own))
+            elif kind == "recurrent":
+                if dtype != np.dtype(own) and not (first and dtype == np.float32):
+                    _checks.fail("x", f"of dtype {own} like the layer's parameters",  # (its
+                                 f"dtype {dtype}", f"Convert with x.astype(np.{own}).")  # words)
+                dtype = np.dtype(own)
+            first = first and kind == "dropout"
+
     def _state(
-        self, given: object, r: _RecurrentInfo, B: int, where: str, check: bool
+        self, given: object, r: _RecurrentInfo, B: int, where: str
     ) -> tuple[np.ndarray, ...]:
-        """A recurrent module's given state, h0 or (h0, c0), checked against its inputs."""
+        """A recurrent module's given state, h0 or (h0, c0), checked against its inputs, and
+        finite as a layer checks it (`check` is about x alone)."""
         if r["has_c"] and (not isinstance(given, (tuple, list)) or len(given) != 2):
             _checks.fail(where, "a pair (h0, c0) for an LSTM", _checks.describe(given))
         parts = list(given) if r["has_c"] else [given]  # type: ignore[call-overload]
@@ -835,5 +959,5 @@ class Runtime:
         for which, v in zip(("h0", "c0"), parts, strict=False):
             n, _, H = self._dims[which + r["suffix"]]
             name = f"{where}[{0 if which == 'h0' else 1}] ({which})" if r["has_c"] else where
-            out.append(_checks.float_array(v, name, shape=(n, B, H), finite=check))
+            out.append(_checks.float_array(v, name, shape=(n, B, H)))
         return tuple(out)
