@@ -23,7 +23,14 @@ else:
 
 import rnnlab.keras as rk  # noqa: E402
 from rnnlab.layers import GRU, LSTM, RNN  # noqa: E402
-from rnnlab.modules import Embedding, LastStep, Linear, MeanOverTime, Sequential  # noqa: E402
+from rnnlab.modules import (  # noqa: E402
+    Dropout,
+    Embedding,
+    LastStep,
+    Linear,
+    MeanOverTime,
+    Sequential,
+)
 
 ATOL = 1e-5
 
@@ -159,12 +166,21 @@ def sequential(which, rng):
     if which == "mean":
         return Sequential(GRU(3, 4, bidirectional=True, reset_after=False, rng=rng),
                           MeanOverTime(), Linear(8, 2, bias=False, rng=rng))  # fmt: skip
+    if which == "dropout_last":  # a classifier as often written: Dropout before LastStep
+        return Sequential(LSTM(3, 5, rng=rng), Dropout(0.3), LastStep(), Linear(5, 2, rng=rng))
+    if which == "bi_dropout_last":
+        return Sequential(GRU(3, 4, 2, bidirectional=True, rng=rng), Dropout(0.2), LastStep(),
+                          Linear(8, 2, rng=rng))  # fmt: skip
+    if which == "linear_last":  # per-step modules commute with picking the last step
+        return Sequential(Embedding(12, 4, rng=rng), RNN(4, 6, 2, rng=rng), Linear(6, 5, rng=rng),
+                          Dropout(0.1), LastStep(), Linear(5, 2, rng=rng))  # fmt: skip
     if which == "dense_first":  # the snippet's Input takes its features from the Linear
         return Sequential(Linear(3, 5, rng=rng), GRU(5, 4, rng=rng), Linear(4, 2, rng=rng))
     return Sequential(Embedding(12, 4, rng=rng), RNN(4, 6, rng=rng), Linear(6, 12, rng=rng))
 
 
-@pytest.mark.parametrize("which", ["tokens_last", "bi_last", "mean", "dense_first", "tagger"])
+@pytest.mark.parametrize("which", ["tokens_last", "bi_last", "dropout_last", "bi_dropout_last",
+                                   "linear_last", "mean", "dense_first", "tagger"])
 def test_whole_models_export(which, tmp_path):
     rng = np.random.default_rng(4)
     model = sequential(which, rng)
@@ -193,8 +209,19 @@ def test_whole_models_export(which, tmp_path):
         (lambda: GRU(3, 4, bidirectional=True, merge="readout", output_size=2), "readout"),
         (lambda: GRU(3, 4, batch_first=False), "time-major"),
         (lambda: Sequential([]), "one module at least; got an empty Sequential"),
+        (lambda: Sequential(GRU(3, 4, bidirectional=True), Linear(8, 8), LastStep()),
+         r"`model \(module 2\)` must be a LastStep after a bidirectional layer with no Linear "
+         r"between them for Keras; got one after module 1, a Linear instead. rnnlab's LastStep "
+         r"then reads the backward direction at the last step"),
+        (lambda: Sequential(Linear(3, 4), LastStep()),
+         r"must be a LastStep after a recurrent layer \(through Dropout and Linear modules\) for "
+         r"Keras; got one with no recurrent layer before it instead. Keras picks the last valid "
+         r"step only as a recurrent layer's return_sequences=False"),
+        (lambda: Sequential(Embedding(5, 3), LastStep(), Linear(3, 2)),
+         "got one after module 0, an Embedding instead"),
     ],
-    ids=["peephole", "learned", "readout", "time_major", "empty"],
+    ids=["peephole", "learned", "readout", "time_major", "empty", "bi_linear_last",
+         "last_without_recurrent", "last_after_embedding"],
 )
 def test_export_refusals_leave_no_file(make, message, tmp_path):
     with pytest.raises(ValueError, match=message) as e:

@@ -22,7 +22,10 @@ transposed):
 Loading a Keras bias puts it in b_ih and zeros in b_hh (the sum is what both compute).
 What Keras cannot hold is refused in one line: LSTM variants, initial states other than
 zeros, the readout merge, time-major layers. LastStep after a recurrent layer is Keras'
-return_sequences=False, bidirectional layers included (each direction's final state).
+return_sequences=False, bidirectional layers included (each direction's final state), with
+the Dropout and Linear modules between them after it in Keras (they act on each step alone;
+not a Linear after a bidirectional layer, where LastStep reads the backward direction at
+the last step).
 """
 
 from __future__ import annotations
@@ -43,7 +46,15 @@ import numpy as np
 from rnnlab import _checks, io
 from rnnlab.cells import ElmanCell, GRUCell, LSTMCell
 from rnnlab.layers import Recurrent
-from rnnlab.modules import Dropout, Embedding, LastStep, Linear, MeanOverTime, Sequential
+from rnnlab.modules import (
+    Dropout,
+    Embedding,
+    LastStep,
+    Linear,
+    MeanOverTime,
+    Sequential,
+    readout_source,
+)
 
 F32 = np.float32
 _KINDS = {ElmanCell: "SimpleRNN", LSTMCell: "LSTM", GRUCell: "GRU"}
@@ -147,24 +158,22 @@ def _keras_layers(model: object) -> list[tuple[str, str, _Holder]]:
         _checks.fail("model", "a Sequential of one module at least", "an empty Sequential")
     out: list[tuple[str, str, _Holder]] = []
     for i, m in enumerate(mods):
-        nxt = mods[i + 1] if i + 1 < len(mods) else None
         if isinstance(m, Embedding):
             out.append(("Embedding", f"keras.layers.Embedding({m.num_embeddings}, "
                         f"{m.embedding_dim})", m))  # fmt: skip
         elif isinstance(m, Recurrent):
             _check_layer(m, f"model (module {i})")
             if not m.batch_first:
-                _checks.fail(f"model (module {i})", "batch-first for Keras", "a time-major layer")
-            sequences = not isinstance(nxt, LastStep)
-            if not sequences:
-                _last_step_check(m, i)
+                _checks.fail(f"model (module {i})", "batch-first for Keras", "a time-major layer",
+                             "Keras' layers read (batch, time, features); the same weights "
+                             "export from a layer made with batch_first=True "
+                             "(new.load_state_dict(layer.params)).")  # fmt: skip
+            sequences = _last_step_after(mods, i) is None
             kind = "Bidirectional" if m.bidirectional else _KINDS[type(m.cell)]
             for k in range(m.num_layers):
                 out.append((kind, _layer_spec(m, k, k == m.num_layers - 1, sequences), (m, k)))
         elif isinstance(m, LastStep):
-            if not isinstance(mods[i - 1] if i else None, Recurrent):
-                _checks.fail(f"model (module {i})", "a LastStep right after a recurrent layer "
-                             "for Keras", "one elsewhere")  # fmt: skip
+            _last_step_source(mods, i)
         elif isinstance(m, MeanOverTime):
             out.append(("GlobalAveragePooling1D", "keras.layers.GlobalAveragePooling1D()", None))
         elif isinstance(m, Dropout):
@@ -177,10 +186,49 @@ def _keras_layers(model: object) -> list[tuple[str, str, _Holder]]:
     return out
 
 
-def _last_step_check(layer: Recurrent, i: int) -> None:
-    """LastStep after a recurrent layer is Keras' return_sequences=False: each direction's
-    final state, which is what rnnlab's LastStep reads (a bidirectional layer's reverse
-    direction at step 0), for the concat and sum merges alike: nothing to refuse."""
+# LastStep is Keras' return_sequences=False of the recurrent layer it reads: each direction's
+# final state, which is what rnnlab's LastStep reads (a bidirectional layer's reverse
+# direction at step 0), for the concat and sum merges alike. Dropout and Linear modules
+# between them act on each step alone, so they commute with picking a step and follow it in
+# Keras; but after a Linear, rnnlab's LastStep reads a bidirectional layer's features all at
+# the last step (rnnlab.modules.readout_source), which return_sequences=False does not give.
+_PER_STEP = (Dropout, Linear)
+
+
+def _last_step_after(mods: Sequence[object], i: int) -> int | None:
+    """The index of the LastStep that reads recurrent module i (through Dropout and Linear
+    modules), or None: that layer is Keras' return_sequences=False."""
+    j = i + 1
+    while j < len(mods) and isinstance(mods[j], _PER_STEP):
+        j += 1
+    return j if j < len(mods) and isinstance(mods[j], LastStep) else None
+
+
+def _last_step_source(mods: Sequence[object], i: int) -> int:
+    """The index of the recurrent module whose return_sequences=False is LastStep i, or a
+    one-line error saying why Keras has none."""
+    readout_source(mods, i)  # (what Sequential refuses: after merge 'sum' through a Dropout)
+    j = i - 1
+    while j >= 0 and isinstance(mods[j], _PER_STEP):
+        j -= 1
+    where = f"model (module {i})"
+    if j < 0 or not isinstance(mods[j], Recurrent):
+        what = ("one with no recurrent layer before it" if j < 0
+                else f"one after module {j}, {_checks.a(type(mods[j]).__name__)}")
+        _checks.fail(where, "a LastStep after a recurrent layer (through Dropout and Linear "
+                     "modules) for Keras", what,
+                     "Keras picks the last valid step only as a recurrent layer's "
+                     "return_sequences=False; the ONNX and PyTorch exports take it.")  # fmt: skip
+    layer = mods[j]
+    assert isinstance(layer, Recurrent)  # (for mypy: the loop stopped at one)
+    linear = next((k for k in range(j + 1, i) if isinstance(mods[k], Linear)), None)
+    if layer.bidirectional and linear is not None:
+        _checks.fail(where, "a LastStep after a bidirectional layer with no Linear between "
+                     "them for Keras", f"one after module {linear}, a Linear",
+                     "rnnlab's LastStep then reads the backward direction at the last step, "
+                     "Keras' return_sequences=False its state after the whole sequence; put the "
+                     "LastStep before the Linear, or use the ONNX or PyTorch export.")  # fmt: skip
+    return j
 
 
 def _input_features(mods: Sequence[object]) -> int | None:
