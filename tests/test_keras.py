@@ -201,6 +201,26 @@ def test_whole_models_export(which, tmp_path):
     assert_close(ours, theirs, mask, which)
 
 
+def test_a_stack_s_dropout_is_keras_dropout_between_its_layers(tmp_path):
+    """rnnlab's dropout= of a stack drops each element of a layer's input but the first's, in
+    training: a Keras Dropout between the layers, so that training in Keras drops as in
+    rnnlab (the export gave a stack without it)."""
+    rng = np.random.default_rng(8)
+    model = Sequential(LSTM(3, 5, 3, dropout=0.4, bidirectional=True, rng=rng),
+                       Linear(10, 2, rng=rng))  # fmt: skip
+    path = rk.save_weights(model, tmp_path / "m.weights.h5")
+    namespace: dict = {}
+    exec(rk.snippet(model, path), namespace)
+    kmodel = namespace["model"]
+    kinds = [(type(layer).__name__, getattr(layer, "rate", None)) for layer in kmodel.layers]
+    assert kinds == [("Bidirectional", None), ("Dropout", 0.4), ("Bidirectional", None),
+                     ("Dropout", 0.4), ("Bidirectional", None), ("Dense", None)]  # fmt: skip
+    x = rng.standard_normal((4, 6, 3)).astype(np.float32)
+    assert_close(model.forward(x).output, keras_out(kmodel, x, None), None, "inference")
+    trained = keras.ops.convert_to_numpy(kmodel(x, training=True))
+    assert np.abs(trained - keras_out(kmodel, x, None)).max() > 1e-3  # (it drops)
+
+
 @pytest.mark.parametrize(
     "make,message",
     [

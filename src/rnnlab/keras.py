@@ -7,7 +7,8 @@
 Files are read and written with h5py alone (Keras' own layout: `layers/<key>/cell/vars/0..2`
 for a recurrent layer, `forward_layer`/`backward_layer` inside a Bidirectional); Keras is
 not needed, and the tests use it only as an oracle. rnnlab's Recurrent with L layers is L
-Keras layers (each a Bidirectional when bidirectional).
+Keras layers (each a Bidirectional when bidirectional), with a Dropout between them when
+the stack has dropout= (rnnlab's drops each element of a layer's input, as Keras' Dropout).
 
 The mapping, per layer and direction (Keras stores x·K, rnnlab W·x, so every matrix is
 transposed):
@@ -171,6 +172,8 @@ def _keras_layers(model: object) -> list[tuple[str, str, _Holder]]:
             sequences = _last_step_after(mods, i) is None
             kind = "Bidirectional" if m.bidirectional else _KINDS[type(m.cell)]
             for k in range(m.num_layers):
+                if k and m.dropout:  # the stack's dropout=, elementwise between its layers
+                    out.append(("Dropout", f"keras.layers.Dropout({m.dropout})", None))
                 out.append((kind, _layer_spec(m, k, k == m.num_layers - 1, sequences), (m, k)))
         elif isinstance(m, LastStep):
             _last_step_source(mods, i)
