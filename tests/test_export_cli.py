@@ -280,16 +280,16 @@ def test_default_output_goes_in_the_run(runs, capsys):
     (run / "model.onnx").unlink()
 
 
-KERAS_RUNS = {"adding": None, "pytokens": None, "digits": "initial_state='learned'"}
 
 
 @pytest.mark.filterwarnings(  # Keras 3.15 on NumPy 2 (see test_keras.py)
     "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
 )
-@pytest.mark.parametrize("task", list(KERAS_RUNS))
+@pytest.mark.parametrize("task", ["adding", "pytokens", "digits"])
 def test_keras_export_gives_the_metric(task, runs, capsys, tmp_path):
     """--format keras: the printed code builds the Keras model, loads the file, and the
-    model gives evaluate's held-out metrics (Keras with the torch backend, as an oracle)."""
+    model gives evaluate's held-out metrics (Keras with the torch backend, as an oracle);
+    digits' bidirectional LSTM with a learned initial state too (it was refused)."""
     os.environ.setdefault("KERAS_BACKEND", "torch")
     keras = pytest.importorskip("keras") if not os.environ.get("CI") else __import__("keras")
     run = runs[task]
@@ -297,11 +297,7 @@ def test_keras_export_gives_the_metric(task, runs, capsys, tmp_path):
     capsys.readouterr()
     code = run_cli("export", run, "--format", "keras", "--out", out)
     captured = capsys.readouterr()
-    if KERAS_RUNS[task]:
-        assert code == 2 and not out.exists()
-        assert KERAS_RUNS[task] in captured.err and captured.err.count("\n") == 1
-        return
-    assert code == 0
+    assert code == 0, captured.err
     namespace: dict = {}
     exec(compile(captured.out, "snippet", "exec"), namespace)
     model = namespace["model"]

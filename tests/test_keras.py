@@ -221,11 +221,95 @@ def test_a_stack_s_dropout_is_keras_dropout_between_its_layers(tmp_path):
     assert np.abs(trained - keras_out(kmodel, x, None)).max() > 1e-3  # (it drops)
 
 
+# (rnnlab layer, whether the Keras model starts from a state of its own)
+STARTS = {
+    "lstm_learned_bi": (lambda: LSTM(3, 4, 2, bidirectional=True, initial_state="learned"), True),
+    "gru_orig_constant": (lambda: GRU(3, 5, reset_after=False, initial_state=0.5), True),
+    "relu_bi_sum_constant": (lambda: RNN(3, 4, nonlinearity="relu", bidirectional=True,
+                                         merge="sum", initial_state=-0.3), True),  # fmt: skip
+    "gru_bi_learned": (lambda: GRU(3, 4, bidirectional=True, initial_state="learned"), True),
+    "zero_number": (lambda: LSTM(3, 4, initial_state=0.0), False),
+    "zero_int": (lambda: GRU(3, 4, bidirectional=True, initial_state=0), False),
+}
+
+
+@pytest.mark.parametrize("which", list(STARTS))
+def test_initial_states_export_both_ways(which, tmp_path):
+    """A learned or constant initial state is the snippet's <Kind>WithStart (Keras' layers
+    start from zeros), whose start is a weight of the file, trainable when learned; a number
+    equal to 0 is Keras' own layer. Outputs equal rnnlab's on a padded batch, and Keras' own
+    files of the model (.weights.h5, .keras) load back into rnnlab unchanged."""
+    make, starts = STARTS[which]
+    rng = np.random.default_rng(9)
+    ours = make()
+    for v in ours.params.values():
+        v[...] = rng.uniform(-0.6, 0.6, v.shape)
+    path = rk.save_weights(ours, tmp_path / "m.weights.h5")
+    code = rk.snippet(ours, path)
+    assert ("WithStart(" in code) == starts
+    namespace: dict = {}
+    exec(code, namespace)
+    kmodel = namespace["model"]
+    c = {"B": 4, "T": 6, "I": 3}
+    x, lengths, mask = padded(c, rng)
+    want = ours.forward(x, lengths=lengths).output
+    assert_close(want, keras_out(kmodel, x, mask), mask, which)
+    for layer in kmodel.layers:  # Keras' fused (GPU) bidirectional path starts from zeros
+        for fused in ("_can_attempt_fused_lstm", "_can_attempt_fused_gru"):
+            if starts and hasattr(layer, fused):
+                assert not getattr(layer, fused)(None), fused
+    learned = ours.initial_state == "learned"  # (trained in Keras too; a constant is not)
+    starts_trained = [w.path for w in kmodel.trainable_weights if w.path.rsplit("/", 1)[1]
+                      in ("h0", "c0")]  # fmt: skip
+    learned_states = [k for k in ours.params if k.startswith(("h0_", "c0_"))]
+    assert len(starts_trained) == (len(learned_states) if learned else 0), starts_trained
+    kmodel.save_weights(tmp_path / "k.weights.h5")
+    kmodel.save(tmp_path / "k.keras")
+    for source in ("k.weights.h5", "k.keras"):
+        again = make()
+        rk.load_weights(again, str(tmp_path / source))
+        assert_close(again.forward(x, lengths=lengths).output, want, mask, source)
+    again = make()  # and from the Keras layer objects
+    rk.load_weights(again, [layer for layer in kmodel.layers])
+    assert_close(again.forward(x, lengths=lengths).output, want, mask, "layers")
+
+
+def test_starts_load_only_into_a_layer_that_computes_them(tmp_path):
+    """A Keras layer of its own (starting from zeros) loads into a learned initial state as
+    zeros; a start other than the rnnlab layer's constant is refused, naming both."""
+    rng = np.random.default_rng(10)
+    plain = _keras_model(keras.layers.GRU(4, return_sequences=True), I=3)
+    learned = GRU(3, 4, initial_state="learned")
+    learned.params["h0_l0"][...] = 1.0
+    rk.load_weights(learned, plain.layers[0])
+    assert np.array_equal(learned.params["h0_l0"], np.zeros(4))
+    x = rng.standard_normal((2, 5, 3)).astype(np.float32)
+    assert_close(learned.forward(x).output, keras_out(plain, x, None), None, "zeros")
+    constant = GRU(3, 4, initial_state=0.5)
+    with pytest.raises(ValueError, match=r"^`source \(layer 0\)` must be a Keras layer starting "
+                       r"from 0.5 for rnnlab's initial_state=0.5; got one starting from zeros "
+                       r"\(Keras' own layer\) instead. Build the rnnlab layer with "
+                       r"initial_state='learned'"):  # fmt: skip
+        rk.load_weights(constant, plain.layers[0])
+    own = GRU(3, 4, initial_state="learned", rng=rng)
+    own.params["h0_l0"][...] = rng.uniform(-1, 1, 4)
+    path = rk.save_weights(own, tmp_path / "m.weights.h5")
+    for target in (GRU(3, 4), GRU(3, 4, initial_state=0.5)):
+        before = {k: v.copy() for k, v in target.params.items()}
+        with pytest.raises(ValueError, match=r"got one starting from a state of its own "
+                           r"\(from -?[\d.]+ to -?[\d.]+\) instead"):  # fmt: skip
+            rk.load_weights(target, path)
+        for k, v in target.params.items():
+            assert np.array_equal(v, before[k]), k
+    rk.save_weights(GRU(3, 4, initial_state=0.25), path)
+    with pytest.raises(ValueError, match="got one starting from 0.25 instead"):
+        rk.load_weights(GRU(3, 4, initial_state=0.5), path)
+
+
 @pytest.mark.parametrize(
     "make,message",
     [
         (lambda: LSTM(3, 4, peephole=True), "LSTM variant"),
-        (lambda: GRU(3, 4, initial_state="learned"), "initial_state='learned'"),
         (lambda: GRU(3, 4, bidirectional=True, merge="readout", output_size=2), "readout"),
         (lambda: GRU(3, 4, batch_first=False), "time-major"),
         (lambda: Sequential([]), "one module at least; got an empty Sequential"),
@@ -240,7 +324,7 @@ def test_a_stack_s_dropout_is_keras_dropout_between_its_layers(tmp_path):
         (lambda: Sequential(Embedding(5, 3), LastStep(), Linear(3, 2)),
          "got one after module 0, an Embedding instead"),
     ],
-    ids=["peephole", "learned", "readout", "time_major", "empty", "bi_linear_last",
+    ids=["peephole", "readout", "time_major", "empty", "bi_linear_last",
          "last_without_recurrent", "last_after_embedding"],
 )
 def test_export_refusals_leave_no_file(make, message, tmp_path):

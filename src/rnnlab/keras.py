@@ -21,8 +21,12 @@ transposed):
                (the original form adds its two candidate biases too, so nothing is lost)
 
 Loading a Keras bias puts it in b_ih and zeros in b_hh (the sum is what both compute).
-What Keras cannot hold is refused in one line: LSTM variants, initial states other than
-zeros, the readout merge, time-major layers. LastStep after a recurrent layer is Keras'
+Keras' layers start from zeros and take another state only as an argument of each call: a
+learned or constant initial state is the snippet's <Kind>WithStart (LSTMWithStart, ...), a
+subclass of Keras' layer whose own weights h0 (and c0) are the start, trainable when
+learned; in a file they are the layer's `vars`, beside its `cell`. What Keras cannot hold is
+refused in one line: LSTM variants, projection, zoneout, the readout merge, time-major
+layers. LastStep after a recurrent layer is Keras'
 return_sequences=False, bidirectional layers included (each direction's final state), with
 the Dropout and Linear modules between them after it in Keras (they act on each step alone;
 not a Linear after a bidirectional layer, where LastStep reads the backward direction at
@@ -69,9 +73,13 @@ KerasLayer = Any  # a keras.layers.SimpleRNN, LSTM, GRU or Bidirectional
 _Holder = Embedding | Linear | tuple[Recurrent, int] | None
 """What holds a Keras layer's weights: the module, layer k of a Recurrent, or nothing."""
 
-_Found = tuple[str, bool, list[list[np.ndarray]], dict[str, Any]]
-"""A Keras recurrent layer as read: (kind, bidirectional, its weights per direction, the
-options of its configuration that rnnlab checks)."""
+_Direction = tuple[list[np.ndarray], list[np.ndarray]]
+"""One direction of a Keras recurrent layer as read: its cell's weights (kernel,
+recurrent_kernel, bias) and its start (h0, c0: a <Kind>WithStart's; none for Keras' own)."""
+
+_Found = tuple[str, bool, list[_Direction], dict[str, Any]]
+"""A Keras recurrent layer as read: (kind, bidirectional, its directions, the options of
+its configuration that rnnlab checks)."""
 
 
 def _h5py() -> ModuleType:
@@ -105,8 +113,6 @@ def _check_layer(layer: object, where: str = "layer") -> str:
         what = f"a cell of its own ({type(cell).__name__})"
     elif isinstance(cell, LSTMCell) and cell.describe() != "lstm":
         what = f"an LSTM variant ({cell.describe()}); Keras' LSTM has none"
-    elif layer.initial_state != "zeros":
-        what = f"initial_state={layer.initial_state!r} (Keras layers start from zeros)"
     elif layer.merge == "readout":
         what = "the bidirectional readout merge"
     elif getattr(layer, "proj_size", 0):
@@ -116,6 +122,17 @@ def _check_layer(layer: object, where: str = "layer") -> str:
     if what is not None:
         _checks.fail(where, "a layer Keras' SimpleRNN, LSTM and GRU hold", what)
     return _KINDS[type(cell)]
+
+
+def _starts(layer: Recurrent) -> bool:
+    """Whether `layer` starts from a state of its own (learned, or a constant other than 0),
+    which Keras' layers, starting from zeros, hold only as the snippet's <Kind>WithStart."""
+    return layer.initial_state != "zeros" and layer.initial_state != 0
+
+
+def _kind(layer: Recurrent) -> str:
+    """The Keras class of `layer`'s layers in one direction, as the snippet names it."""
+    return _KINDS[type(layer.cell)] + ("WithStart" if _starts(layer) else "")
 
 
 # ---------------------------------------------------------------------- rnnlab → Keras
@@ -133,16 +150,30 @@ def layer_weights(layer: Recurrent, k: int, sfx: str = "") -> list[np.ndarray]:
     return [np.ascontiguousarray(a, dtype=F32) for a in (W.T, R.T, bias)]
 
 
+def start_weights(layer: Recurrent, k: int, sfx: str = "") -> list[np.ndarray]:
+    """The <Kind>WithStart weights of layer k, direction sfx: [h0] ([h0, c0] for an LSTM),
+    the learned vectors or the constant; [] for a layer that starts from zeros."""
+    if not _starts(layer):
+        return []
+    names = ("h0", "c0") if layer.cell.has_c else ("h0",)
+    if layer.initial_state == "learned":
+        return [np.ascontiguousarray(layer.params[f"{n}_l{k}{sfx}"], dtype=F32) for n in names]
+    return [np.full(layer.hidden_size, layer.initial_state, F32) for _ in names]
+
+
 def _layer_spec(layer: Recurrent, k: int, last: bool, return_sequences: bool) -> str:
     """The Keras constructor of layer k of `layer`, as Python."""
-    kind, cell = _check_layer(layer), layer.cell
+    _check_layer(layer)
+    cell = layer.cell
     args = [str(layer.hidden_size)]
     if isinstance(cell, ElmanCell) and cell.nonlinearity == "relu":  # (kind "SimpleRNN")
         args.append('activation="relu"')
     if isinstance(cell, GRUCell):  # (kind "GRU")
         args.append(f"reset_after={cell.reset_after}")
+    if _starts(layer):
+        args.append(f"learned={layer.initial_state == 'learned'}")
     args.append(f"return_sequences={return_sequences or not last}")
-    inner = f"keras.layers.{kind}({', '.join(args)})"
+    inner = f"{'' if _starts(layer) else 'keras.layers.'}{_kind(layer)}({', '.join(args)})"
     if not layer.bidirectional:
         return inner
     merge = "concat" if (not last or layer.merge == "concat") else "sum"
@@ -170,7 +201,7 @@ def _keras_layers(model: object) -> list[tuple[str, str, _Holder]]:
                              "export from a layer made with batch_first=True "
                              "(new.load_state_dict(layer.params)).")  # fmt: skip
             sequences = _last_step_after(mods, i) is None
-            kind = "Bidirectional" if m.bidirectional else _KINDS[type(m.cell)]
+            kind = "Bidirectional" if m.bidirectional else _kind(m)
             for k in range(m.num_layers):
                 if k and m.dropout:  # the stack's dropout=, elementwise between its layers
                     out.append(("Dropout", f"keras.layers.Dropout({m.dropout})", None))
@@ -289,18 +320,67 @@ def save_weights(model: object, path: str | PathLike[str]) -> Path:
 
 
 def _write_rnn(g: H5Group, layer: Recurrent, k: int, sfx: str) -> None:
+    own = g.create_group("vars")  # (a <Kind>WithStart's start; a Keras layer's own: none)
+    own.attrs["name"] = _snake(_kind(layer))
+    for j, a in enumerate(start_weights(layer, k, sfx)):
+        own[str(j)] = a
     kind = _KINDS[type(layer.cell)]
-    g.create_group("vars").attrs["name"] = _snake(kind)
     v = g.create_group("cell").create_group("vars")
     v.attrs["name"] = _snake(kind) + "_cell"
     for j, a in enumerate(layer_weights(layer, k, sfx)):
         v[str(j)] = a
 
 
+_WITH_START = '''
+def with_start(base):
+    """`base` (keras.layers.SimpleRNN, LSTM or GRU) starting from rnnlab's initial state
+    instead of zeros: a vector per state (h; h and c for an LSTM), the same for every
+    sequence, learned or (learned=False) kept constant. A state given at call overrides it."""
+
+    class WithStart(base):
+        def __init__(self, *args, learned=True, **kwargs):
+            if base is not keras.layers.SimpleRNN:
+                # Keras' fused cuDNN path for a Bidirectional starts from zeros without
+                # calling `call` below: on a GPU the start would be skipped silently
+                kwargs.setdefault("use_cudnn", False)
+            super().__init__(*args, **kwargs)
+            self.learned = learned
+
+        def build(self, sequences_shape, initial_state_shape=None):
+            super().build(sequences_shape, initial_state_shape)
+            sizes = self.cell.state_size
+            sizes = sizes if isinstance(sizes, (list, tuple)) else [sizes]
+            self.starts = [self.add_weight(shape=(n,), initializer="zeros", name=name,
+                                           trainable=self.learned)
+                           for name, n in zip(("h0", "c0"), sizes)]
+
+        def call(self, sequences, initial_state=None, mask=None, training=False):
+            if initial_state is None:
+                batch = keras.ops.shape(sequences)[0]
+                initial_state = [keras.ops.broadcast_to(s, (batch, s.shape[0]))
+                                 for s in self.starts]
+            return super().call(sequences, initial_state=initial_state, mask=mask,
+                                training=training)
+
+        def get_config(self):
+            return {**super().get_config(), "learned": self.learned}
+
+    # (a weights file names a layer by its class: lstm_with_start, ...)
+    WithStart.__name__ = WithStart.__qualname__ = base.__name__ + "WithStart"
+    return keras.saving.register_keras_serializable("rnnlab")(WithStart)
+
+'''
+
+
 def snippet(model: object, path: str | PathLike[str]) -> str:
-    """Python that builds the Keras 3 model matching `model` and loads `path` into it."""
+    """Python that builds the Keras 3 model matching `model` and loads `path` into it. A
+    layer with an initial state of its own is a <Kind>WithStart, a subclass of Keras' layer
+    defined in the snippet: Keras' layers start from zeros, and take another state only as
+    an argument of each call."""
     layers = _keras_layers(model)
     mods: Sequence[object] = model.modules if isinstance(model, Sequential) else [model]
+    starting = dict.fromkeys(_KINDS[type(m.cell)] for m in mods
+                             if isinstance(m, Recurrent) and _starts(m))  # fmt: skip
     if isinstance(mods[0], Embedding):
         inp = 'keras.Input((None,), dtype="int32")'
     else:
@@ -309,6 +389,8 @@ def snippet(model: object, path: str | PathLike[str]) -> str:
         "import os",
         'os.environ.setdefault("KERAS_BACKEND", "torch")',
         "import keras",
+        *([_WITH_START] if starting else []),
+        *[f"{kind}WithStart = with_start(keras.layers.{kind})" for kind in starting],
         "",
         "model = keras.Sequential([",
         f"    {inp},",
@@ -333,7 +415,8 @@ def load_weights(
     LSTM, GRU or Bidirectional), a list of them (one per stacked layer), or a `.keras` /
     `.weights.h5` file, whose recurrent layers are taken in the model's order (for a
     `.weights.h5` holding several kinds, name them in order with `keys`, e.g.
-    ["lstm", "lstm_1"])."""
+    ["lstm", "lstm_1"]). A <Kind>WithStart's start loads into a learned initial state; a
+    layer that starts from zeros or a constant takes only a start equal to it."""
     kind = _check_layer(layer)
     L = layer.num_layers
     if keys is not None and (
@@ -355,7 +438,7 @@ def load_weights(
             "Pass keys=[...] to pick them from a file." if len(found) > L else "",
         )
     loaded: dict[str, np.ndarray] = {}
-    for k, (ckind, bi, weights, options) in enumerate(found):
+    for k, (ckind, bi, directions, options) in enumerate(found):
         where = f"source (layer {k})"
         if ckind != kind:
             _checks.fail(where, f"a Keras {kind} for rnnlab's {layer.cell.name}", f"a {ckind}")
@@ -363,8 +446,9 @@ def load_weights(
             want = "a Bidirectional" if layer.bidirectional else "a unidirectional layer"
             _checks.fail(where, want, "a Bidirectional" if bi else "a unidirectional layer")
         _check_options(layer, k, options, where)
-        for sfx, w in zip(layer.directions, weights, strict=True):
+        for sfx, (w, start) in zip(layer.directions, directions, strict=True):
             loaded.update(_to_rnnlab(layer, k, sfx, w, where))
+            loaded.update(_start_to_rnnlab(layer, k, sfx, start, where))
     for name, value in loaded.items():  # only once every layer was checked
         layer.params[name][...] = value
 
@@ -439,37 +523,77 @@ def _to_rnnlab(
     }
 
 
+def _start_to_rnnlab(
+    layer: Recurrent, k: int, sfx: str, start: list[np.ndarray], where: str
+) -> dict[str, np.ndarray]:
+    """The learned initial state of layer k, direction sfx, from a Keras layer's start (zeros
+    from a layer of Keras' own, which starts there); for a layer that starts from zeros or a
+    constant, the start must be that constant: loaded, it would compute something else."""
+    names = ("h0", "c0") if layer.cell.has_c else ("h0",)
+    if start and len(start) != len(names):
+        _checks.fail(f"{where} start", f"{len(names)} vectors ({', '.join(names)})",
+                     f"{len(start)} arrays")  # fmt: skip
+    H = layer.hidden_size
+    arrays = [_checks.float_array(np.asarray(a), f"{where} {n}", shape=(H,))
+              for a, n in zip(start, names, strict=False)]  # fmt: skip
+    if layer.initial_state == "learned":
+        if not arrays:
+            arrays = [np.zeros(H) for _ in names]
+        return {f"{n}_l{k}{sfx}": a for n, a in zip(names, arrays, strict=True)}
+    value = 0.0 if layer.initial_state == "zeros" else float(layer.initial_state)
+    if all(np.all(a.astype(F32) == F32(value)) for a in arrays) and (arrays or value == 0):
+        return {}
+    low = min((float(a.min()) for a in arrays), default=0.0)
+    high = max((float(a.max()) for a in arrays), default=0.0)
+    if not arrays:
+        got = "one starting from zeros (Keras' own layer)"
+    elif low == high:
+        got = f"one starting from {low:.7g}"
+    else:
+        got = f"one starting from a state of its own (from {low:.3g} to {high:.3g})"
+    also = f" (or initial_state={low:.7g})" if low == high else ""
+    _checks.fail(where, f"a Keras layer starting from {value!r} for rnnlab's initial_state="
+                 f"{layer.initial_state!r}", got, "Build the rnnlab layer with initial_state="
+                 f"'learned'{also} to load the Keras layer's start.")  # fmt: skip
+
+
+_KERAS_KINDS = ("SimpleRNN", "LSTM", "GRU")
+
+
 def _from_keras_layer(x: KerasLayer) -> _Found:
-    """(kind, bidirectional, [weights per direction], options) of a Keras layer object."""
-    name = type(x).__name__
-    if name == "Bidirectional":
-        fwd = x.forward_layer
-        kind = type(fwd).__name__
-        n = len(fwd.get_weights())
-        weights = x.get_weights()
-        _built(x, [weights[:n], weights[n:]])
-        options = _options(fwd)
+    """(kind, bidirectional, its directions, options) of a Keras layer object."""
+    if type(x).__name__ == "Bidirectional":
+        kind, forward = _direction(x.forward_layer)
+        back_kind, backward = _direction(x.backward_layer)
+        if back_kind != kind:
+            _checks.fail("source", f"a Bidirectional whose backward layer is a {kind} too",
+                         f"a {back_kind}")  # fmt: skip
+        options = _options(x.forward_layer)
         options["merge_mode"] = x.merge_mode
         options["backward"] = _options(x.backward_layer)
-        return kind, True, [weights[:n], weights[n:]], options
-    if name not in ("SimpleRNN", "LSTM", "GRU"):
-        _checks.fail(
-            "source",
-            "Keras SimpleRNN, LSTM, GRU or Bidirectional layers, or a .keras/.weights.h5 file",
-            _checks.describe(x),
-        )
+        return kind, True, [forward, backward], options
+    kind, direction = _direction(x)
+    return kind, False, [direction], _options(x)
+
+
+def _direction(x: KerasLayer) -> tuple[str, _Direction]:
+    """The kind of a Keras SimpleRNN, LSTM or GRU (or the snippet's <Kind>WithStart of one)
+    and its weights: its cell's, and its start (a <Kind>WithStart's own weights, which Keras
+    lists before its cell's)."""
+    name = type(x).__name__
+    kind = name.removesuffix("WithStart")
+    bases = [c.__name__ for c in type(x).__mro__]
+    if kind not in _KERAS_KINDS or kind not in bases:
+        _checks.fail("source", "Keras SimpleRNN, LSTM, GRU or Bidirectional layers (or the "
+                     "export's <Kind>WithStart), or a .keras/.weights.h5 file",
+                     _checks.describe(x))  # fmt: skip
     weights = x.get_weights()
-    _built(x, [weights])
-    return name, False, [weights], _options(x)
-
-
-def _built(x: KerasLayer, directions: list[list[np.ndarray]]) -> None:
-    """A recurrent layer Keras has not built yet holds no weights (Keras creates them on the
-    first call): there is nothing to load."""
-    if not all(2 <= len(w) <= 3 for w in directions):
+    n = len(x.cell.get_weights())
+    if not 2 <= n <= 3:  # (Keras creates them on the first call)
         _checks.fail("source", "a built Keras recurrent layer (kernel, recurrent_kernel and "
                      "bias: call it, or build it, once)",
-                     f"{x.name!r} with {sum(len(w) for w in directions)} arrays")  # fmt: skip
+                     f"{x.name!r} with {n} arrays")  # fmt: skip
+    return kind, (weights[len(weights) - n :], weights[: len(weights) - n])
 
 
 def _options(x: KerasLayer) -> dict[str, Any]:
@@ -515,7 +639,8 @@ def _read_file(path: Path, keys: Sequence[str] | None) -> list[_Found]:
         return out
 
 
-_RECURRENT = ("simple_rnn", "lstm", "gru", "bidirectional")
+_RECURRENT = ("simple_rnn", "lstm", "gru", "bidirectional", "simple_rnn_with_start",
+              "lstm_with_start", "gru_with_start")
 
 
 def _recurrent_keys(layers: H5Group, config: dict[str, Any] | None, path: Path) -> list[str]:
@@ -566,19 +691,30 @@ def _layer_configs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def _read_group(g: H5Group, config: dict[str, Any], arg: str, key: str, path: Path) -> _Found:
     h5py = _h5py()
 
-    def arrays(cell_group: H5Group) -> tuple[list[np.ndarray], object]:
-        # a recurrent layer's weights are its cell's: kernel, recurrent_kernel and bias (no
-        # bias with use_bias=False); any other layer (a Dense, say) has no `cell` group
-        v = cell_group.get("cell/vars") if isinstance(cell_group, h5py.Group) else None
-        names = [str(j) for j in range(3)]
+    def datasets(group: object, least: int, most: int) -> list[np.ndarray] | None:
+        names = [str(j) for j in range(most)]
         if (
-            not isinstance(v, h5py.Group)
-            or not 2 <= len(v) <= 3
-            or not all(isinstance(v.get(n), h5py.Dataset) for n in names[: len(v)])
+            not isinstance(group, h5py.Group)
+            or not least <= len(group) <= most
+            or not all(isinstance(group.get(n), h5py.Dataset) for n in names[: len(group)])
         ):
+            return None
+        return [np.asarray(group[n]) for n in names[: len(group)]]
+
+    def arrays(layer_group: H5Group) -> tuple[_Direction, object]:
+        # a recurrent layer's weights are its cell's: kernel, recurrent_kernel and bias (no
+        # bias with use_bias=False); any other layer (a Dense, say) has no `cell` group. Its
+        # own (`vars`) are a <Kind>WithStart's start, h0 (and c0): none in Keras' layers
+        is_group = isinstance(layer_group, h5py.Group)
+        v = layer_group.get("cell/vars") if is_group else None
+        cell = datasets(v, 2, 3)
+        own = layer_group.get("vars") if is_group else None
+        start = [] if own is None else datasets(own, 0, 2)
+        if cell is None or start is None:
             _checks.fail(arg, f"names of built Keras recurrent layers in '{path}'",
                          f"{key!r}, which is not one")  # fmt: skip
-        return [np.asarray(v[n]) for n in names[: len(v)]], v.attrs.get("name", "")
+        assert v is not None  # (for mypy: datasets found a group)
+        return (cell, start), v.attrs.get("name", "")
 
     if "forward_layer" in g:
         fwd, name = arrays(g["forward_layer"])
