@@ -109,6 +109,31 @@ def test_laststep_through_a_dropout_reads_by_direction_in_torch_too(tmp_path):
     np.testing.assert_allclose(y.numpy(), model.forward(x, lengths=lengths).output, atol=1e-12)
 
 
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: _beyond(LSTM(3, 4, dtype=np.float64), "weight_hh_l0"),
+         r"1e\+39 in weight_hh_l0 at index \(2, 1\)"),
+        (lambda: Sequential(GRU(3, 4, dtype=np.float64, initial_state=-1e39)),
+         r"-1e\+39 in initial_state of module 0"),
+    ],
+    ids=["weight", "initial_state"],
+)
+def test_a_float64_value_float32_cannot_hold_is_refused(make, message, tmp_path):
+    """The export is float32: a float64 weight beyond ±3.4e38 became inf in the file (and
+    the initial state in the printed code), the torch model giving inf or NaN."""
+    for export_part in (export.torch_state_dict, lambda m: export.torch_snippet(m, tmp_path)):
+        with pytest.raises(ValueError, match=r"^`model` must be a model whose weights float32 "
+                           r"holds \(\|w\| ≤ 3.4e\+38: the PyTorch export is float32\); got "
+                           + message + " instead.$"):  # fmt: skip
+            export_part(make())
+
+
+def _beyond(model, key):
+    model.params[key][2, 1] = 1e39
+    return model
+
+
 def test_load_state_dict_takes_torch_tensors_as_they_come():
     """A state_dict of bfloat16 tensors (NumPy has no such type: via float32, exactly) and
     named_parameters() (tensors requiring grad, which NumPy cannot take) load."""

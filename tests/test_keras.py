@@ -306,6 +306,36 @@ def test_starts_load_only_into_a_layer_that_computes_them(tmp_path):
         rk.load_weights(GRU(3, 4, initial_state=0.5), path)
 
 
+def beyond_float32(model, key):
+    """`model` with a float64 weight float32 cannot hold (it would be inf in the file)."""
+    model.params[key][2, 1] = 1e39
+    return model
+
+
+def test_a_float64_model_exports_as_float32(tmp_path):
+    """As the ONNX and PyTorch exports: the weights rounded to float32, the outputs equal to
+    float32's rounding."""
+    rng = np.random.default_rng(11)
+    f64 = np.float64
+    model = Sequential(Embedding(12, 4, dtype=f64), LSTM(4, 5, bidirectional=True, dtype=f64,
+                       initial_state="learned"), LastStep(), Linear(10, 3, dtype=f64))  # fmt: skip
+    for v in model.params.values():
+        v[...] = rng.uniform(-0.6, 0.6, v.shape)
+    path = rk.save_weights(model, tmp_path / "m.weights.h5")
+    namespace: dict = {}
+    exec(rk.snippet(model, path), namespace)
+    x = rng.integers(0, 12, (3, 6))
+    theirs = keras_out(namespace["model"], x, None)
+    assert theirs.dtype == np.float32
+    assert_close(model.forward(x).output, theirs, None, "float64")
+    import h5py
+
+    with h5py.File(path) as f:
+        kinds = set()
+        f.visititems(lambda _, o: kinds.add(o.dtype) if isinstance(o, h5py.Dataset) else None)
+    assert kinds == {np.dtype(np.float32)}
+
+
 @pytest.mark.parametrize(
     "make,message",
     [
@@ -323,9 +353,16 @@ def test_starts_load_only_into_a_layer_that_computes_them(tmp_path):
          r"step only as a recurrent layer's return_sequences=False"),
         (lambda: Sequential(Embedding(5, 3), LastStep(), Linear(3, 2)),
          "got one after module 0, an Embedding instead"),
+        (lambda: beyond_float32(Sequential(LSTM(3, 4, dtype=np.float64),
+                                           Linear(4, 3, dtype=np.float64)), "1.weight"),
+         r"`model` must be a model whose weights float32 holds \(\|w\| ≤ 3.4e\+38: the Keras "
+         r"export is float32\); got 1e\+39 in 1.weight at index \(2, 1\) instead"),
+        (lambda: Sequential(GRU(3, 4, dtype=np.float64, initial_state=6e38)),
+         r"got 6e\+38 in initial_state of module 0 instead"),
     ],
     ids=["peephole", "readout", "time_major", "empty", "bi_linear_last",
-         "last_without_recurrent", "last_after_embedding"],
+         "last_without_recurrent", "last_after_embedding", "beyond_float32",
+         "initial_state_beyond_float32"],
 )
 def test_export_refusals_leave_no_file(make, message, tmp_path):
     with pytest.raises(ValueError, match=message) as e:

@@ -238,6 +238,12 @@ def test_float64_model_exports_as_float32(tmp_path):
     assert_close(layer.forward(x).output, rx.Runtime(path).forward(x).output, "output")
 
 
+def beyond_float32(model, key, value=1e39):
+    """`model` with a float64 weight float32 cannot hold (it would be inf in the file)."""
+    model.params[key][2, 1] = value
+    return model
+
+
 class Own(ElmanCell):
     """A cell of one's own (here the Elman cell under another name)."""
 
@@ -260,8 +266,15 @@ class Own(ElmanCell):
             "output-feedback",
         ),  # fmt: skip
         (lambda: "not a model", "a Sequential or one of rnnlab's modules"),
+        (lambda: beyond_float32(Sequential(Embedding(5, 3, dtype=np.float64),
+                                           GRU(3, 4, dtype=np.float64)), "1.weight_hh_l0"),
+         r"`model` must be a model whose weights float32 holds \(\|w\| ≤ 3.4e\+38: the ONNX "
+         r"export is float32\); got 1e\+39 in 1.weight_hh_l0 at index \(2, 1\) instead"),
+        (lambda: GRU(3, 4, dtype=np.float64, initial_state=-1e39),
+         r"got -1e\+39 in initial_state instead"),
     ],
-    ids=["cell_clip", "layer_norm", "own_cell", "in_sequential", "jordan", "str"],
+    ids=["cell_clip", "layer_norm", "own_cell", "in_sequential", "jordan", "str",
+         "beyond_float32", "initial_state_beyond_float32"],
 )
 def test_unexportable_models_are_refused_in_one_line(make, message, tmp_path):
     path = tmp_path / "m.onnx"

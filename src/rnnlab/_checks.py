@@ -119,6 +119,31 @@ def float_array(
     return value
 
 
+F32_MAX = float(np.finfo(np.float32).max)
+
+
+def fits_float32(model: object, export: str) -> None:
+    """Refuse a float64 model with a weight (or a constant initial state) beyond float32's
+    range: the float32 exports (ONNX, PyTorch, Keras) would hold it as inf, and give inf or
+    NaN where the model does not. `model`: a Sequential (its `modules`) or one module."""
+    modules = getattr(model, "modules", None)
+    values: dict[str, object] = dict(getattr(model, "params", {}))
+    for i, m in enumerate(modules if isinstance(modules, list) else [model]):
+        start = getattr(m, "initial_state", None)
+        if isinstance(start, (int, float)) and not isinstance(start, bool):
+            values["initial_state" + (f" of module {i}" if modules is not None else "")] = start
+    for key, value in values.items():
+        a = np.asarray(value)
+        if a.dtype.kind != "f" or a.dtype == np.float32:
+            continue
+        over = np.abs(a) > F32_MAX
+        if over.any():
+            at = tuple(int(i) for i in np.argwhere(over)[0])
+            fail("model", f"a model whose weights float32 holds (|w| ≤ {F32_MAX:.3g}: the "
+                 f"{export} export is float32)",
+                 f"{float(a[at]):g} in {key}" + (f" at index {at}" if at else ""))  # fmt: skip
+
+
 def int_array(value: object, name: str, *, ndim: int | None = None) -> np.ndarray:
     if isinstance(value, (list, tuple)):
         value = np.asarray(value)

@@ -167,6 +167,7 @@ def _torch_check(model: Model) -> list[Module | _Module]:
             what = _checks.describe(m)
         if what is not None:
             _checks.fail(f"model (module {i})", "a module PyTorch's modules hold", what)
+    _checks.fits_float32(model, "PyTorch")
     return list(mods)
 
 

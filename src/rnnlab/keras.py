@@ -217,6 +217,7 @@ def _keras_layers(model: object) -> list[tuple[str, str, _Holder]]:
             out.append(("Dense", f"keras.layers.Dense({m.out_features}{bias})", m))
         else:
             _checks.fail(f"model (module {i})", "a module Keras holds", _checks.describe(m))
+    _checks.fits_float32(model, "Keras")
     return out
 
 

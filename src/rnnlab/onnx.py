@@ -116,6 +116,7 @@ def check_exportable(model: object) -> None:
     """Raise a one-line ValueError naming the first part of `model` ONNX cannot express."""
     for i, module in enumerate(_modules(model)):
         _check_module(module, f"module {i}")
+    _checks.fits_float32(model, "ONNX")
 
 
 def _modules(model: object) -> list[Module]:
