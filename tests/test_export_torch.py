@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from rnnlab import export, io
-from rnnlab.layers import GRU, LSTM
-from rnnlab.modules import Dropout, LastStep, Linear, MeanOverTime, Sequential
+from rnnlab.layers import GRU, LSTM, RNN
+from rnnlab.modules import Dropout, Embedding, LastStep, Linear, MeanOverTime, Sequential
 
 if os.environ.get("CI"):
     import torch
@@ -132,6 +132,66 @@ def test_a_float64_value_float32_cannot_hold_is_refused(make, message, tmp_path)
 def _beyond(model, key):
     model.params[key][2, 1] = 1e39
     return model
+
+
+def _documented_export(model, tmp_path):
+    """The README's path from Python: torch_state_dict to a file, and torch_snippet's code,
+    which loads it with strict=True (float32, as a user runs it)."""
+    path = tmp_path / "m.torch.safetensors"
+    io.save_safetensors(path, export.torch_state_dict(model), {"format": "pt"})
+    namespace: dict = {}
+    exec(compile(export.torch_snippet(model, path), "snippet", "exec"), namespace)
+    return namespace["model"]
+
+
+LONE = [("tanh", RNN, {}), ("relu", RNN, {"nonlinearity": "relu"}), ("lstm", LSTM, {}),
+        ("gru", GRU, {})]  # fmt: skip
+
+
+@pytest.mark.parametrize("bi", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("name, ctor, kw", LONE, ids=[c[0] for c in LONE])
+def test_a_lone_layer_exports_by_the_documented_path(name, ctor, kw, bi, tmp_path):
+    """A layer given alone (no Sequential): its state_dict's keys are 0.<name>, module 0 of
+    the printed Model, which loads them strictly and gives rnnlab's outputs and final states
+    on a padded batch."""
+    layer = ctor(3, 5, 2, bidirectional=bi, **kw)
+    _randomise(layer, 7)
+    tm = _documented_export(layer, tmp_path)
+    assert sorted(export.torch_state_dict(layer)) == sorted("0." + k for k in layer.params)
+    x = np.random.default_rng(8).standard_normal((3, 6, 3)).astype(np.float32)
+    lengths = np.array([6, 2, 4])
+    mine = layer.forward(x, lengths=lengths)
+    with torch.no_grad():
+        y, states = tm(torch.from_numpy(x), torch.from_numpy(lengths))
+    np.testing.assert_allclose(y.numpy(), mine.output, atol=1e-5)
+    theirs = states[0] if isinstance(states[0], tuple) else (states[0],)
+    for a, b in zip(_flat(mine.state), theirs, strict=True):
+        np.testing.assert_allclose(b.numpy(), a, atol=1e-5)
+    # and, as the README says, a plain torch module loads the layer's own params
+    cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}.get(name, torch.nn.RNN)
+    plain = cls(3, 5, 2, batch_first=True, bidirectional=bi, **kw)
+    plain.load_state_dict({k: torch.from_numpy(v) for k, v in layer.params.items()}, strict=True)
+    with torch.no_grad():
+        y, _ = plain(torch.from_numpy(x))
+    np.testing.assert_allclose(y.numpy(), layer.forward(x).output, atol=1e-5)
+
+
+@pytest.mark.parametrize("make", [lambda: Embedding(6, 3), lambda: Linear(3, 2),
+                                  lambda: Linear(3, 2, bias=False), lambda: Dropout(0.3),
+                                  lambda: LastStep(), lambda: MeanOverTime()],
+                         ids=["embedding", "linear", "linear_no_bias", "dropout", "last_step",
+                              "mean"])  # fmt: skip
+def test_every_lone_module_loads_its_keys(make, tmp_path):
+    module = make()
+    _randomise(module, 9)
+    tm = _documented_export(module, tmp_path).eval()
+    rng = np.random.default_rng(10)
+    x = (rng.integers(0, 6, (3, 4)) if isinstance(module, Embedding)
+         else rng.standard_normal((3, 4, 3)).astype(np.float32))  # fmt: skip
+    lengths = np.array([4, 1, 3])
+    with torch.no_grad():
+        y, _ = tm(torch.from_numpy(x), torch.from_numpy(lengths))
+    np.testing.assert_allclose(y.numpy(), module.forward(x, lengths=lengths).output, atol=1e-6)
 
 
 def test_load_state_dict_takes_torch_tensors_as_they_come():
