@@ -26,11 +26,10 @@ learned or constant initial state is the snippet's <Kind>WithStart (LSTMWithStar
 subclass of Keras' layer whose own weights h0 (and c0) are the start, trainable when
 learned; in a file they are the layer's `vars`, beside its `cell`. What Keras cannot hold is
 refused in one line: LSTM variants, projection, zoneout, the readout merge, time-major
-layers. LastStep after a recurrent layer is Keras'
-return_sequences=False, bidirectional layers included (each direction's final state), with
-the Dropout and Linear modules between them after it in Keras (they act on each step alone;
-not a Linear after a bidirectional layer, where LastStep reads the backward direction at
-the last step).
+layers. LastStep after a recurrent layer is Keras' return_sequences=False, bidirectional
+layers included (each direction's final state), with the Dropout and Linear modules between
+them after it in Keras (they act on each step alone; not a Linear after a bidirectional
+layer, where LastStep reads the backward direction at the last step).
 """
 
 from __future__ import annotations
