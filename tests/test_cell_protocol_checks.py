@@ -135,7 +135,8 @@ def test_steps_are_run_once_per_cell_key(monkeypatch):
     Recurrent(Scaled(), 4, 7, 2, bidirectional=True, rng=0)
     assert len(calls) == once
     Recurrent(LSTMCell(peephole=True), 3, 5, rng=0)
-    assert len(calls) == once + 3  # (and in place, da over the tape, as compiled)
+    # (and in place, da over the tape, as compiled; and once more for its gate_activations)
+    assert len(calls) == once + 4
 
 
 BUILT_IN = {
@@ -342,6 +343,111 @@ def test_a_hidden_size_below_the_cells_minimum_is_refused(monkeypatch):
         Recurrent(Wide(), 2, 4)
     Recurrent(Wide(), 2, 5)
     assert set(seen) == {(2, 5)}  # h_prev of the trial runs: B = 2, H = 5
+
+
+# ----------------------------------------------------- gate activations (gate_saturation's)
+SHAPE = r"None or a tuple of \(symbol, name, place, activation\) tuples, place a tape block or "
+PLACE = r"entries whose place is a tape block in \[0, 1\) or \"h\" \(the output h_t\); got "
+KIND = r"entries whose activation is one of 'sigmoid', 'tanh', 'relu'; got "
+NAMED = r" \(symbol and name non-empty strings\); got "
+
+
+@pytest.mark.parametrize(
+    "declared,match",
+    [
+        ({"a": 0}, SHAPE + r"\"h\"; got \{'a': 0\} \(dict\)"),
+        ((("a", "act", 0),), SHAPE + r"\"h\"" + NAMED + r"a tuple of length 3 in"),
+        ((("", "act", 0, "tanh"),), SHAPE + r"\"h\"" + NAMED + r"a tuple of length 4 in"),
+        (("a", "act", 0, "tanh"), SHAPE + r"\"h\"" + NAMED + r"'a' \(str\) in"),
+        ((("a", "act", 1, "tanh"),), PLACE + r"1 \(int\) for 'a' instead"),
+        ((("a", "act", -1, "tanh"),), PLACE + r"-1 \(int\) for 'a'"),
+        ((("a", "act", True, "tanh"),), PLACE + r"True \(bool\) for 'a'"),
+        ((("a", "act", 0.0, "tanh"),), PLACE + r"0.0 \(float\) for 'a'"),
+        ((("a", "act", "c", "tanh"),), PLACE + r"'c' \(str\) for 'a'"),
+        ((("a", "act", 0, "softsign"),), KIND + r"'softsign' \(str\) for 'a'"),
+        ((("a", "act", 0, ["tanh"]),), KIND + r"a list of length 1 for 'a'"),
+        ((("a", "act", 0, "tanh"), ("a", "out", "h", "tanh")),
+         r"entries of distinct symbols \(one gate each\); got 'a' twice in"),
+        ((("a", "act", 0, "tanh"), ("b", "act", "h", "tanh")),
+         r"entries of distinct names \(one gate each\); got 'act' twice in"),
+        ((("a", "act", 0, "tanh"), ("b", "out", 0, "sigmoid")),
+         r"entries of distinct places \(one gate each\); got 0 twice in"),
+    ],
+    ids=["dict", "three", "empty_symbol", "flat", "past_tape", "negative", "bool", "float",
+         "c", "unknown", "unhashable", "same_symbol", "same_name", "same_place"],
+)
+def test_malformed_gate_activations_are_refused(declared, match):
+    class Bad(Scaled):
+        pass
+
+    Bad.gate_activations = declared
+    with pytest.raises(TypeError, match=r"`Bad.gate_activations` must be " + match):
+        Bad()
+
+
+def test_gate_activations_of_a_cell_without_a_tape_can_only_be_h():
+    class Plain(Scaled):
+        tape = 0
+        gate_activations = (("a", "act", 0, "tanh"),)
+
+    with pytest.raises(TypeError, match=r"`Plain.gate_activations` must be entries whose place "
+                       r"is \"h\" \(the output h_t; it declares tape = 0, no tape blocks\); got "
+                       r"0 \(int\) for 'a'"):  # fmt: skip
+        Plain()
+
+
+def test_gate_activations_as_a_list_and_numpy_blocks_are_taken():
+    class Listed(Scaled):
+        gate_activations = [("a", "activation", np.int64(0), "tanh")]
+
+    assert Listed().gate_activations == (("a", "activation", 0, "tanh"),)
+    Recurrent(Listed(), 3, 4, rng=0)
+    cell = Scaled()
+    cell.gate_activations = (("a", "activation", 3, "tanh"),)  # changed after init
+    with pytest.raises(TypeError, match=r"`Scaled.gate_activations` must be entries whose "
+                                        r"place is a tape block in \[0, 1\)"):  # fmt: skip
+        Recurrent(cell, 3, 4, rng=0)
+
+
+def keeps_z(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
+    for j in units(h):
+        z = xa[j] + b_ih[j] + ha[j] + b_hh[j]
+        tape[j] = z
+        h[j] = tanh(z)
+
+
+def keeps_z_back(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
+    for j in units(h):
+        a, d = h[j], dh[j]
+        da[j] = d * (one(a) - a * a)
+        dh[j] = d - d
+
+
+class KeepsZ(Cell):
+    """h = tanh(z) with z on the tape: its activation is h, not tape block 0."""
+
+    name = "keeps-z"
+    tape = 1
+    stages = (keeps_z,)
+    backward_stages = (keeps_z_back,)
+    gate_activations = (("h", "hidden", 0, "tanh"),)
+
+
+def test_a_declared_activation_that_is_a_pre_activation_is_refused():
+    """Recurrent runs the step once with a spread input projection: the pre-activation the
+    declaration names leaves tanh's range. Declared at "h", the cell is taken."""
+    layers._STEPS_RUN.clear()
+    with pytest.raises(ValueError, match=(
+            r"`cell` must be a cell whose gate_activations name where its forward step writes "
+            r"the activations; got KeepsZ, whose gate 'h' \(tape block 0, tanh\) holds -?[\d.]+ "
+            r"after a step, outside tanh's range \[−1, 1\] instead. A block that keeps the "
+            r"pre-activation \(or a product's operand\) is no activation")):  # fmt: skip
+        Recurrent(KeepsZ(), 3, 4, rng=0)
+
+    class KeepsZAtH(KeepsZ):
+        gate_activations = (("h", "hidden", "h", "tanh"),)
+
+    Recurrent(KeepsZAtH(), 3, 4, rng=0)
 
 
 # ------------------------------- in place: a tape value read after its gradient went over it

@@ -40,6 +40,7 @@ import numpy.typing as npt
 
 from rnnlab import _checks, recurrence
 from rnnlab.cells import Cell, ElmanCell, GRUCell, LSTMCell, pointwise
+from rnnlab.cells.base import ACTIVATIONS, describe_range
 from rnnlab.fast import parallel
 from rnnlab.recurrence import Params, valid_mask
 
@@ -210,7 +211,7 @@ def _run_steps(cell: Cell) -> None:
     and what it did."""
     extra = tuple(cell.extra_rows)
     seen = (type(cell), cell.key, cell.gates, cell.tape, cell.has_c, extra, cell.hh_own,
-            cell.reads_h_prev, cell.in_place, cell.min_hidden)  # fmt: skip
+            cell.reads_h_prev, cell.in_place, cell.min_hidden, cell.gate_activations)  # fmt: skip
     if seen in _STEPS_RUN:
         return
     B, H, G = 2, max(3, cell.min_hidden), cell.gates
@@ -249,6 +250,21 @@ def _run_steps(cell: Cell) -> None:
                                      d_hr=None if W_hr is None else np.zeros((B, P)))  # fmt: skip
         return {**out, "da": da.copy(), "da_h": da_h.copy(), "dq": dq, "dh": dh, "dc": dc}
 
+    def activations() -> list[tuple[str, str, str, np.ndarray]]:
+        """(symbol, place, activation, values) of each declared gate after one forward step whose
+        input projection is 8 times the other runs': pre-activations that spread, so that
+        a block left holding one falls outside an activation's range."""
+        own = None if W_hr is None else np.zeros((B, H))
+        h, c, tape = np.zeros((B, P)), np.zeros((B, Hc)), np.zeros((B, cell.tape * H))
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            recurrence.step_forward(cell, W_hh, q, 8.0 * xa, b_ih, b_hh, h_prev, c_prev, h, c,
+                                    tape, W_hr=W_hr, own=own)  # fmt: skip
+        mine = h if own is None else own
+        return [(s, "h", a, mine) if k == "h" else
+                (s, f"tape block {k}", a, tape[:, int(k) * H : (int(k) + 1) * H])
+                for s, _, k, a in cell.gate_activations or ()]  # fmt: skip
+
     def differ(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> list[str]:
         return [k for k in a if not np.allclose(a[k], b[k], rtol=1e-12, atol=1e-12,
                                                 equal_nan=True)]  # fmt: skip
@@ -258,6 +274,7 @@ def _run_steps(cell: Cell) -> None:
         with pointwise.unit_by_unit():
             by_unit = once(aliased=False)
             compiled = once(aliased=True) if cell.in_place else by_unit
+        squashed = activations() if cell.gate_activations else []
     except Exception as error:
         _checks.fail(
             "cell",
@@ -296,6 +313,16 @@ def _run_steps(cell: Cell) -> None:
                      "da_h are those blocks, as the compiled loops place them (in_place = "
                      "True)", "Read xa, and a backward stage what it needs of the tape, before "
                      "the first write over them, or declare in_place = False.")  # fmt: skip
+    for symbol, place, activation, values in squashed:
+        lo, hi = ACTIVATIONS[activation]
+        outside = values[(values < lo) | (values > hi)]  # (NaN: no value to place)
+        if outside.size:
+            _checks.fail("cell", "a cell whose gate_activations name where its forward step "
+                         "writes the activations", f"{name}, whose gate {symbol!r} ({place}, "
+                         f"{activation}) holds {outside[0]:.4g} after a step, outside "
+                         f"{activation}'s range {describe_range(activation)}", "A block that "
+                         "keeps the pre-activation (or a product's operand) is no activation: "
+                         "name the block the step writes the squashed value to.")  # fmt: skip
     _STEPS_RUN.add(seen)
 
 

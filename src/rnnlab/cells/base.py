@@ -13,7 +13,10 @@ A cell is its equations. It declares
   function per product, in `stages`) and `backward` (`backward_stages`: one per product,
   listed in the same order as `stages`; BPTT runs them last first);
 - whether its steps may run in place (`in_place`), and where W_hh sees another gradient
-  than W_ih (`hh_own`).
+  than W_ih (`hh_own`);
+- optionally, for rnnlab.diagnostics.gate_saturation, where its gate activations lie after a
+  step and what squashed them (`gate_activations`): only the cell knows which tape blocks
+  hold σ(z) and which z, a product's source or anything else.
 
 The library gives it the rest (rnnlab.recurrence on NumPy, rnnlab.fast compiled, from the
 same functions): the input projection for all steps, XA = X W_ihᵀ, before the loop; the
@@ -84,6 +87,24 @@ CellKey = tuple[
 ]
 """Cell.key: (stages, backward_stages, products, gates, hh_own, grads_over_tape, in_place)."""
 
+GateActivation = tuple[str, str, int | str, str]
+"""(symbol, name, place, activation) of one gate: place is the tape block that holds the
+activation once the step is done, or "h" for the cell's output h_t itself."""
+
+ACTIVATIONS: dict[str, tuple[float, float]] = {
+    "sigmoid": (0.0, 1.0),
+    "tanh": (-1.0, 1.0),
+    "relu": (0.0, float("inf")),
+}
+"""The functions a gate activation may be declared with, and their ranges: what "near the
+bottom" and "near the top" mean (relu has no top, so nothing to saturate at)."""
+
+
+def describe_range(activation: str) -> str:
+    """An activation's range as messages write it: "[−1, 1]", "[0, ∞)"."""
+    lo, hi = ACTIVATIONS[activation]
+    return f"[{lo:g}, {hi:g}]".replace("-", "−").replace("inf]", "∞)")
+
 
 class Cell:
     """Base of the cells; a subclass sets the attributes below and its step functions.
@@ -121,6 +142,15 @@ class Cell:
     min_hidden: int = 1
     """The smallest hidden size the steps work at (Recurrent refuses a smaller one): a step
     that keeps k > 1 values per row in one H-wide tape block needs H ≥ k."""
+    gate_activations: tuple[GateActivation, ...] | None = None
+    """Where each gate's activation lies once a step is done, for
+    rnnlab.diagnostics.gate_saturation: (symbol, name, place, activation), e.g.
+    ("f", "forget", 0, "sigmoid"), place a tape block or "h" (the cell's output h_t: an
+    Elman unit's tanh; rnnlab reads the cell's own h̃_t under a projection or zoneout), and
+    activation one of ACTIVATIONS. Point at the squashed values, not the pre-activations:
+    a block a step leaves z in, or a product's source, is no gate activation (Recurrent
+    runs the step once and refuses a block outside its activation's range). None: not
+    declared, and gate_saturation refuses the cell saying so."""
 
     def __init__(self) -> None:
         """Check the declarations against each other (a cell's author meets these errors).
@@ -190,6 +220,9 @@ class Cell:
             for k, fn in enumerate(fns):
                 _check_stage(f"{name}.{attr}[{k}]", fn, arity)
         _check_extra(name, self.extra)
+        if isinstance(self.gate_activations, list):  # a list reads as its tuple
+            self.gate_activations = tuple(self.gate_activations)
+        _check_gate_activations(name, self.gate_activations, self.tape)
         try:
             hash(self.key)
         except TypeError:
@@ -308,6 +341,40 @@ def _check_extra(cell: str, extra: object) -> None:
             _refuse(f"{cell}.extra", "names other than the layer's own parameters' ("
                     + ", ".join(RESERVED) + ")", f"{label!r} in {extra!r}")  # fmt: skip
         seen.add(label)
+
+
+def _check_gate_activations(cell: str, declared: object, tape: int) -> None:
+    """`gate_activations`: None, or distinct (symbol, name, place, activation) tuples, each
+    place a tape block the cell declares or "h", each activation one of ACTIVATIONS."""
+    name = f"{cell}.gate_activations"
+    if declared is None:
+        return
+    expected = ("None or a tuple of (symbol, name, place, activation) tuples, place a tape "
+                'block or "h"')  # fmt: skip
+    if not isinstance(declared, tuple):
+        _refuse(name, expected, _describe(declared))
+    seen: dict[str, set[object]] = {"symbol": set(), "name": set(), "place": set()}
+    for entry in declared:
+        if not (isinstance(entry, tuple) and len(entry) == 4 and all(
+                isinstance(s, str) and s.strip() for s in entry[:2])):  # fmt: skip
+            _refuse(name, expected + " (symbol and name non-empty strings)",
+                    f"{_describe(entry)} in {declared!r}")  # fmt: skip
+        symbol, long, place, activation = entry
+        places = (f'a tape block in [0, {tape}) or "h" (the output h_t)' if tape else
+                  '"h" (the output h_t; it declares tape = 0, no tape blocks)')  # fmt: skip
+        if (place != "h") if isinstance(place, str) else (
+                isinstance(place, bool) or not isinstance(place, (int, np.integer))
+                or not 0 <= place < tape):  # fmt: skip
+            _refuse(name, f"entries whose place is {places}", f"{_describe(place)} for {symbol!r}")
+        if not isinstance(activation, str) or activation not in ACTIVATIONS:
+            _refuse(name, "entries whose activation is one of " + ", ".join(map(repr, ACTIVATIONS)),
+                    f"{_describe(activation)} for {symbol!r}")  # fmt: skip
+        for what, value in (("symbol", symbol), ("name", long),
+                            ("place", place if isinstance(place, str) else int(place))):
+            if value in seen[what]:
+                _refuse(name, f"entries of distinct {what}s (one gate each)",
+                        f"{value!r} twice in {declared!r}")  # fmt: skip
+            seen[what].add(value)
 
 
 def check_init(init: object, options: tuple[str, ...], what: str) -> str:

@@ -99,6 +99,8 @@ class ElmanCell(Cell):
         else:
             self.name = "rnn" if self.nonlinearity == "tanh" else "relu"
         self.stages, self.backward_stages = _steps(self.nonlinearity == "relu")
+        # no tape: the units' activation is h_t itself (relu's has no top to saturate at)
+        self.gate_activations = (("h", "hidden", "h", self.nonlinearity),)
         super().__init__()
 
     def init(self, params: dict[str, np.ndarray], H: int, rng: np.random.Generator) -> None:

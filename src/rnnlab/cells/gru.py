@@ -222,6 +222,9 @@ class GRUCell(Cell):
     gates = 3
     tape = 4  # r, z, n and hn = W_hn h_{t-1} + b_hn (reset-after) or u = r ⊙ h_{t-1}
     in_place = True
+    # both forms (block 3, hn or u, is a product's operand, no activation)
+    gate_activations = (("r", "reset", 0, "sigmoid"), ("z", "update", 1, "sigmoid"),
+                        ("n", "candidate", 2, "tanh"))  # fmt: skip
 
     def __init__(self, *, reset_after: bool = True, init: str = "uniform"):
         from rnnlab import _checks

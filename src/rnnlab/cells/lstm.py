@@ -413,6 +413,12 @@ class LSTMCell(Cell):
         self.cell_clip = cell_clip
         self.layer_norm = _checks.boolean(layer_norm, "layer_norm")
         self.gates = G = 3 if self.coupled else 4  # f, g, o or i, f, g, o
+        # the activations come first on the tape (the layer-normalised step squashes its
+        # blocks of z in place); coupled, i = 1 − f is kept nowhere: its saturation is f's,
+        # mirrored
+        gates = (("i", "input", "sigmoid"), ("f", "forget", "sigmoid"),
+                 ("g", "candidate", "tanh"), ("o", "output", "sigmoid"))[4 - G :]  # fmt: skip
+        self.gate_activations = tuple((s, n, k, a) for k, (s, n, a) in enumerate(gates))
         self.products = (((0, G), None),)
         names = ("weight_ci", "weight_cf", "weight_co")[1 if self.coupled else 0 :]
         peepholes = names if self.peephole else ()
