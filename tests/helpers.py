@@ -46,3 +46,60 @@ def hang_guard(seconds: int):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
+
+
+def mgu_cell(candidate="tanh", declare=True):
+    """The minimal gated unit (Zhou et al. 2016), a cell of one's own as a user writes one,
+    with its candidate squashed by tanh or relu and, when `declare`, its gates declared:
+
+        f = σ(W_f x + b_if + U_f h + b_hf);  n = φ(W_n x + b_in + U_n (f ⊙ h) + b_hn)
+        h' = h + f ⊙ (n − h);                tape: f, n, f ⊙ h
+    """
+    from rnnlab.cells import Cell
+    from rnnlab.cells.pointwise import one, positive, relu, sigmoid, tanh, units
+
+    use_relu = candidate == "relu"
+
+    def gate(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
+        H = h.shape[-1]
+        for j in units(h):
+            f = sigmoid(xa[..., :H][j] + b_ih[..., :H][j] + ha[j] + b_hh[..., :H][j])
+            tape[..., :H][j] = f
+            tape[..., 2 * H :][j] = f * h_prev[j]
+
+    def new(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
+        H = h.shape[-1]
+        f, n = tape[..., :H], tape[..., H : 2 * H]
+        if use_relu:
+            for j in units(h):
+                n[j] = relu(xa[..., H:][j] + b_ih[..., H:][j] + ha[j] + b_hh[..., H:][j])
+        else:
+            for j in units(h):
+                n[j] = tanh(xa[..., H:][j] + b_ih[..., H:][j] + ha[j] + b_hh[..., H:][j])
+        for j in units(h):
+            h[j] = h_prev[j] + f[j] * (n[j] - h_prev[j])
+
+    def new_back(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
+        H = h.shape[-1]
+        for j in units(h):
+            f, n, d = tape[..., :H][j], tape[..., H : 2 * H][j], dh[j]
+            if use_relu:
+                da[..., H:][j] = (d * f) * positive(n)
+            else:
+                da[..., H:][j] = (d * f) * (one(d) - n * n)
+            da[..., :H][j] = d * (n - h_prev[j])
+            dh[j] = d * (one(d) - f)
+
+    def gate_back(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
+        H = h.shape[-1]
+        for j in units(h):
+            f, du = tape[..., :H][j], dsrc[j]
+            da[..., :H][j] = (da[..., :H][j] + du * h_prev[j]) * (f * (one(f) - f))
+            dh[j] = dh[j] + du * f
+
+    attrs = {"name": "mgu", "gates": 2, "tape": 3, "products": (((0, 1), None), ((1, 2), 2)),
+             "stages": (gate, new), "backward_stages": (gate_back, new_back)}  # fmt: skip
+    if declare:
+        attrs["gate_activations"] = (("f", "forget", 0, "sigmoid"),
+                                     ("n", "candidate", 1, candidate))  # fmt: skip
+    return type("MGU", (Cell,), attrs)()

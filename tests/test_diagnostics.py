@@ -543,6 +543,248 @@ def test_forget_gate_with_a_large_bias_is_saturated_open():
     assert rnn.gates == ["h"] and "hidden (h) near −1 in " in rnn.verdict()
 
 
+# The gate activations from the cells' equations, written out here: what gate_saturation
+# reads off the tape where each cell's gate_activations point is checked against them.
+def sigma(v):
+    return 1.0 / (1.0 + np.exp(-v))
+
+
+def _ln(v):
+    mu = v.mean()
+    return (v - mu) / np.sqrt(((v - mu) ** 2).mean() + 1e-5)
+
+
+def built_in_gates(layer, x, lengths):
+    """{symbol: (T, B, H), NaN at padded steps} of a one-layer, one-direction layer of a
+    built-in cell, with what goes around it (projection, zoneout in evaluation)."""
+    from rnnlab.cells import GRUCell, LSTMCell
+
+    cell, p = layer.cell, {k[: -len("_l0")]: v for k, v in layer.params.items()}
+    B, T, _ = x.shape
+    H, (z_h, z_c) = layer.hidden_size, layer.zoneout
+    acts = {}
+    for b in range(B):
+        h, c = np.zeros(layer.carry_size), np.zeros(H)
+        for t in range(lengths[b]):
+            xa = p["weight_ih"] @ x[b, t] + p["bias_ih"]
+            hh = p["weight_hh"] @ h + p["bias_hh"]
+            c_new = c
+            if isinstance(cell, LSTMCell):
+                z = (p["ln_gain_ih"] * _ln(xa) + p["ln_gain_hh"] * _ln(hh) + p["ln_bias"]
+                     if cell.layer_norm else xa + hh)  # fmt: skip
+                blocks = "fgo" if cell.coupled else "ifgo"
+                zs = dict(zip(blocks, np.split(z, cell.gates), strict=True))
+
+                def peep(name, state):
+                    return p[name] * state if cell.peephole else 0.0
+
+                f = sigma(zs["f"] + peep("weight_cf", c))
+                i = 1.0 - f if cell.coupled else sigma(zs["i"] + peep("weight_ci", c))
+                g = np.tanh(zs["g"])
+                c_new = f * c + i * g
+                if cell.cell_clip is not None:
+                    c_new = np.clip(c_new, -cell.cell_clip, cell.cell_clip)
+                o = sigma(zs["o"] + peep("weight_co", c_new))
+                cc = p["ln_gain_c"] * _ln(c_new) + p["ln_bias_c"] if cell.layer_norm else c_new
+                h_new, gates = o * np.tanh(cc), {"i": i, "f": f, "g": g, "o": o}
+            elif isinstance(cell, GRUCell):
+                (x_r, x_z, x_n), (h_r, h_z, h_n) = np.split(xa, 3), np.split(hh, 3)
+                r, z = sigma(x_r + h_r), sigma(x_z + h_z)
+                if not cell.reset_after:  # W_hn (r ⊙ h) + b_hn
+                    h_n = p["weight_hh"][2 * H :] @ (r * h) + p["bias_hh"][2 * H :]
+                    r_n = h_n
+                else:
+                    r_n = r * h_n
+                n = np.tanh(x_n + r_n)
+                h_new, gates = (1 - z) * n + z * h, {"r": r, "z": z, "n": n}
+            else:  # the tanh Elman unit
+                h_new = np.tanh(xa + hh)
+                gates = {"h": h_new}
+            if layer.proj_size:
+                h = p["weight_hr"] @ h_new
+            else:
+                h = z_h * h + (1 - z_h) * h_new
+            c = z_c * c + (1 - z_c) * c_new
+            for s, v in gates.items():
+                acts.setdefault(s, np.full((T, B, H), np.nan))[t, b] = v
+    return acts
+
+
+def fractions_of(acts, kind, low, high):
+    """(low fraction, high fraction) per step, NaN where no sequence has the step, of
+    activations (..., T, B, H) NaN at padded steps, read on their range's [0, 1] scale."""
+    lo, hi = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}[kind]
+    valid = ~np.isnan(acts)
+    u = (np.where(valid, acts, lo) - lo) / (hi - lo)
+    n = valid.sum(axis=(-2, -1))
+    with np.errstate(invalid="ignore"):
+        return (((u < low) & valid).sum(axis=(-2, -1)) / n,
+                ((u > high) & valid).sum(axis=(-2, -1)) / n)  # fmt: skip
+
+
+BUILT_IN_GATES = {
+    "lstm": (LSTM, {}),
+    "lstm-peephole-clip": (LSTM, dict(peephole=True, cell_clip=0.6)),
+    "lstm-coupled": (LSTM, dict(coupled=True)),
+    "lstm-layer-norm": (LSTM, dict(layer_norm=True)),
+    "lstm-layer-norm-all": (LSTM, dict(layer_norm=True, peephole=True, coupled=True,
+                                       cell_clip=0.6)),  # fmt: skip
+    "lstm-proj": (LSTM, dict(proj_size=3)),
+    "lstm-zoneout": (LSTM, dict(zoneout=(0.3, 0.2))),
+    "gru": (GRU, {}),
+    "gru-orig": (GRU, dict(reset_after=False)),
+    "gru-zoneout": (GRU, dict(zoneout=0.3)),
+    "rnn": (RNN, {}),
+    "rnn-proj": (RNN, dict(proj_size=3)),
+    "rnn-zoneout": (RNN, dict(zoneout=0.4)),
+}
+
+
+@pytest.mark.parametrize("name", list(BUILT_IN_GATES))
+def test_gate_saturation_of_the_built_in_cells_is_their_equations(name):
+    """Each built-in cell declares its gates as a cell of one's own does (gate_saturation
+    knows no cell class): the fractions are those of the activations its equations give,
+    through a projection and zoneout, at padded steps too; the same as before the
+    declarations (compared once, on 610 results over these cells and both paths)."""
+    ctor, kw = BUILT_IN_GATES[name]
+    rng = np.random.default_rng(41)
+    layer = make(ctor, kw, 3, 5, rng=rng, scale=1.5)
+    x = rng.standard_normal((4, 7, 3)) * 1.5
+    lengths = np.array([7, 3, 5, 1])
+    sat = dg.gate_saturation(layer, x, lengths, low=0.1, high=0.9)
+    acts = built_in_gates(layer, x, lengths)
+    coupled = getattr(layer.cell, "coupled", False)  # (i = 1 − f: not a gate of its own)
+    assert sat.gates == [s for s in acts if not (coupled and s == "i")]
+    assert sat.counts.tolist() == [4 * 5, 3 * 5, 3 * 5, 2 * 5, 2 * 5, 1 * 5, 1 * 5]
+    for g, (gate, kind) in enumerate(zip(sat.gates, sat.activations, strict=True)):
+        want_lo, want_hi = fractions_of(acts[gate], kind, 0.1, 0.9)
+        np.testing.assert_allclose(sat.low_fraction[0, g], want_lo, rtol=1e-12, err_msg=gate)
+        np.testing.assert_allclose(sat.high_fraction[0, g], want_hi, rtol=1e-12, err_msg=gate)
+    assert 0 < np.nanmax(sat.low_fraction + sat.high_fraction)  # (something to count)
+    assert sat.left_out == []
+
+
+def mgu_gates(layer, x, lengths, candidate):
+    """{"f", "n": (J, T, B, H), NaN at padded steps} of a stack of helpers.mgu_cell layers,
+    from its equations: each sequence's valid steps, each direction, layer by layer."""
+    B, T, _ = x.shape
+    H, D, (z_h, _) = layer.hidden_size, len(layer.directions), layer.zoneout
+    phi = np.tanh if candidate == "tanh" else (lambda v: np.maximum(v, 0.0))
+    acts = {s: np.full((layer.num_layers * D, T, B, H), np.nan) for s in "fn"}
+    for b in range(B):
+        inp = x[b, : lengths[b]]
+        for k in range(layer.num_layers):
+            outs = []
+            for d, sfx in enumerate(layer.directions):
+                names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+                W_ih, W_hh, b_ih, b_hh = (layer.params[f"{n}_l{k}{sfx}"] for n in names)
+                h, out = np.zeros(H), np.zeros((len(inp), H))
+                for t in range(len(inp))[:: -1 if d else 1]:
+                    xa = W_ih @ inp[t] + b_ih
+                    f = sigma(xa[:H] + W_hh[:H] @ h + b_hh[:H])
+                    n = phi(xa[H:] + W_hh[H:] @ (f * h) + b_hh[H:])
+                    h = z_h * h + (1 - z_h) * (h + f * (n - h))
+                    out[t] = h
+                    acts["f"][k * D + d, t, b], acts["n"][k * D + d, t, b] = f, n
+                outs.append(out)
+            inp = np.concatenate(outs, axis=1)
+    return acts
+
+
+@pytest.mark.parametrize("zoneout", [0.0, 0.25], ids=["plain", "zoneout"])
+def test_gate_saturation_of_a_cell_of_one_s_own_is_its_equations(zoneout):
+    """A minimal gated unit written in the tests declares f (sigmoid, tape block 0) and n
+    (tanh, block 1); its fractions, two layers both ways on a padded batch, are those of
+    the activations its equations give (helpers.mgu_cell's block 2, f ⊙ h, is no gate)."""
+    from helpers import mgu_cell
+
+    from rnnlab.layers import Recurrent
+
+    rng = np.random.default_rng(42)
+    layer = Recurrent(mgu_cell(), 3, 4, 2, bidirectional=True, zoneout=zoneout,
+                      dtype=np.float64, rng=rng)  # fmt: skip
+    for v in layer.params.values():
+        v[...] = rng.uniform(-2.0, 2.0, v.shape)
+    x = rng.standard_normal((3, 6, 3)) * 1.5
+    lengths = np.array([6, 2, 4])
+    sat = dg.gate_saturation(layer, x, lengths)
+    assert (sat.gates, sat.gate_names, sat.activations) == (
+        ["f", "n"], ["forget", "candidate"], ["sigmoid", "tanh"])
+    assert sat.names == ["l0", "l0_reverse", "l1", "l1_reverse"]
+    acts = mgu_gates(layer, x, lengths, "tanh")
+    for g, (gate, kind) in enumerate((("f", "sigmoid"), ("n", "tanh"))):
+        want_lo, want_hi = fractions_of(acts[gate], kind, 0.05, 0.95)
+        np.testing.assert_allclose(sat.low_fraction[:, g], want_lo, rtol=1e-12, err_msg=gate)
+        np.testing.assert_allclose(sat.high_fraction[:, g], want_hi, rtol=1e-12, err_msg=gate)
+        valid = ~np.isnan(acts[gate])
+        u = acts[gate] if kind == "sigmoid" else (acts[gate] + 1) / 2
+        high = ((np.where(valid, u, 0.5) > 0.95) & valid).sum(axis=(1, 2, 3)) / valid[0].sum()
+        np.testing.assert_allclose(sat.overall_high[:, g], high, rtol=1e-12)
+    assert sat.overall_low.max() > 0 and sat.overall_high.max() > 0  # (something to count)
+    assert (sat.overall_low + sat.overall_high).max() < 1
+    assert "forget (f) near 0 in " in sat.verdict() and "candidate (n) near −1 in " in sat.verdict()
+
+
+def test_a_relu_candidate_is_left_out_and_said():
+    """Declared relu, a gate has no top to saturate at: the others are counted, and the
+    verdict and the JSON say which one was not."""
+    from helpers import mgu_cell
+
+    from rnnlab.layers import Recurrent
+
+    rng = np.random.default_rng(43)
+    layer = Recurrent(mgu_cell("relu"), 3, 4, dtype=np.float64, rng=rng)
+    for v in layer.params.values():
+        v[...] = rng.uniform(-2.0, 2.0, v.shape)
+    x = rng.standard_normal((3, 6, 3))
+    sat = dg.gate_saturation(layer, x)
+    assert sat.gates == ["f"] and sat.left_out == ["candidate (n, relu)"]
+    want_lo, want_hi = fractions_of(mgu_gates(layer, x, [6, 6, 6], "relu")["f"], "sigmoid",
+                                    0.05, 0.95)  # fmt: skip
+    np.testing.assert_allclose(sat.low_fraction[:, 0], want_lo, rtol=1e-12)
+    np.testing.assert_allclose(sat.high_fraction[:, 0], want_hi, rtol=1e-12)
+    assert "not counted: candidate (n, relu) (no upper end to saturate at)" in sat.verdict()
+    assert sat.to_json()["left_out"] == ["candidate (n, relu)"]
+
+
+def test_a_cell_that_does_not_declare_its_gates_is_told_how():
+    from helpers import mgu_cell
+
+    from rnnlab.layers import Recurrent
+
+    x = np.zeros((1, 3, 2))
+    with pytest.raises(ValueError, match=(
+            r"`layer` must be a layer whose cell declares gate activations with two ends "
+            r"\(sigmoid or tanh\); got a layer of MGU\(mgu\) \(the cell does not say where its "
+            r"gate activations lie \(Cell.gate_activations\)\) instead. A cell declares them as "
+            r"a class attribute, gate_activations = \(\('f', 'forget', 0, 'sigmoid'\), .*'h', the "
+            r"output h_t\).*'sigmoid', 'tanh', 'relu'")):  # fmt: skip
+        dg.gate_saturation(Recurrent(mgu_cell(declare=False), 2, 3, rng=0), x)
+    empty = mgu_cell()
+    empty.gate_activations = ()
+    with pytest.raises(ValueError, match=r"\(the cell declares no gate activations \(its "
+                                         r"gate_activations is empty\)\) instead\.$"):
+        dg.gate_saturation(Recurrent(empty, 2, 3, rng=0), x)
+    with pytest.raises(ValueError, match=r"got a layer of ElmanCell\(relu\) \(relu units have "
+                                         r"no upper end to saturate at\) instead\.$"):
+        dg.gate_saturation(RNN(2, 3, nonlinearity="relu", rng=0), x)
+
+
+def test_a_declaration_that_names_no_activation_is_refused_not_counted():
+    """A declaration Recurrent's one step let through (changed after the layer was made):
+    a value outside the activation's range is said with where it lies, not counted as
+    saturated. The layer-normalised LSTM's block 4 holds x̂ of its input gate."""
+    layer = LSTM(3, 4, layer_norm=True, dtype=np.float64, rng=0)
+    layer.cell.gate_activations = (("x", "normalised input", 4, "tanh"),)
+    x = np.random.default_rng(0).standard_normal((2, 5, 3))
+    with pytest.raises(ValueError, match=(
+            r"`layer` must be a layer whose cell's gate_activations name its activations; got a "
+            r"layer of LSTMCell\(lstm \(layer_norm\)\), whose normalised input \(x\) at tape "
+            r"block 4 holds -?\d.* at step \d of sequence \d \(l0\), outside tanh's range "
+            r"\[−1, 1\] instead. A block the forward step leaves a pre-activation")):  # fmt: skip
+        dg.gate_saturation(layer, x)
+
+
 # ----------------------------------------------------------------------------- loss slices
 
 
@@ -845,7 +1087,8 @@ def _bad_calls():
         ),
         (
             lambda: dg.gate_saturation(RNN(2, 3, nonlinearity="relu", dtype=np.float64, rng=0), x),
-            r"`layer` must be an LSTM, a GRU or a tanh RNN",
+            r"`layer` must be a layer whose cell declares gate activations with two ends .*relu "
+            r"units have no upper end",
         ),
         (lambda: dg.gate_saturation(rnn, x, low=0.0), r"`low` must be a number in \(0, 1\)"),
         (

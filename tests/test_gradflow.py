@@ -785,3 +785,50 @@ def test_an_output_feedback_run_is_refused_in_words(tmp_path, capsys):
     assert "`model` must be a model of one recurrent layer; got an output-feedback (jordan) " \
         "model instead. The gradient diagnostics do not cover output feedback yet." in err, err
     assert "object at 0x" not in err and "models.build" not in err
+
+
+def _own_cell_subject(cell):
+    """A fresh adding model whose recurrent layer is `cell`'s (what a researcher builds with
+    the Python API: the command line builds rnnlab's cells only)."""
+    from rnnlab.layers import Recurrent
+    from rnnlab.modules import Sequential
+
+    sub = subjects.task_subject("adding", cell="rnn", hidden=3, T=6, batch=3)
+    first, *rest = sub.model.modules
+    sub.model = Sequential(Recurrent(cell, first.input_size, 3, rng=0), *rest)
+    sub.spec["rnn"]["cell"] = sub.source["cell"] = cell.name
+    return sub
+
+
+def test_a_cell_of_one_s_own_through_gradflow(tmp_path, capsys, monkeypatch):
+    """Every analysis that applies, gates among them, on a model of a minimal gated unit
+    that declares its gates: summary, JSON and PNG name them; without the declaration the
+    gates analysis is skipped with the reason, and asked for, refused with it."""
+    from helpers import mgu_cell
+
+    from rnnlab import diagnostics as dg
+
+    sub = _own_cell_subject(mgu_cell())
+    monkeypatch.setattr(gradflow, "subject_from_args", lambda args: sub)
+    summary, _ = run_json(capsys, "adding", "--out", tmp_path / "a")
+    check_outputs(summary, tmp_path / "a", ["lag", "map", "jacobian", "spectrum", "gates",
+                                            "cliff"])  # fmt: skip
+    assert summary["model"]["cell"] == "mgu"
+    gates = summary["analyses"]["gates"]
+    assert list(gates["layers"]["l0"]) == ["forget", "candidate"]
+    detail = json.loads((tmp_path / "a" / "gates.json").read_text())
+    assert detail["gates"] == ["f", "n"] and detail["activations"] == ["sigmoid", "tanh"]
+    direct = dg.gate_saturation(sub.model.modules[0], sub.x, sub.lengths)
+    assert detail["overall_high"] == direct.overall_high.tolist()
+    assert gates["layers"]["l0"]["candidate"]["low"] == direct.overall_low[0, 1]
+    assert gates["verdict"].startswith("l0: forget (f) near 0 in ")
+    assert "candidate (n) near −1 in " in gates["verdict"]
+
+    sub = _own_cell_subject(mgu_cell(declare=False))
+    monkeypatch.setattr(gradflow, "subject_from_args", lambda args: sub)
+    summary, _ = run_json(capsys, "adding", "--out", tmp_path / "b")
+    assert "gates" not in summary["analyses"] and "lag" in summary["analyses"]
+    why = "the cell does not say where its gate activations lie (Cell.gate_activations)"
+    assert summary["skipped"]["gates"] == why
+    err = error_of(capsys, "gradflow", "adding", "--analyses", "gates", "--out", tmp_path / "c")
+    assert f"'gates' ({why})" in err

@@ -15,6 +15,7 @@ from rnnlab import _checks, io
 from rnnlab import diagnostics as dg
 from rnnlab.cells import ElmanCell
 from rnnlab.diagnostics._common import json_value
+from rnnlab.diagnostics.gates import unreadable
 from rnnlab.diagnostics.landscape import UNDETERMINED
 from rnnlab.diagnostics.model import (
     OutputOverflow,
@@ -45,8 +46,7 @@ def applicable(subject: Subject) -> dict[str, str]:
     _, layer = split_model(subject.model)
     why = dict.fromkeys(ANALYSES, "")
     cell = layer.cell
-    if isinstance(cell, ElmanCell) and cell.nonlinearity == "relu":
-        why["gates"] = "relu units have no upper end to saturate at (gates: LSTM, GRU, tanh RNN)"
+    why["gates"] = unreadable(cell)
     if not (isinstance(cell, ElmanCell) and cell.nonlinearity == "tanh" and layer.hidden_size <= 2):
         why["dynamics"] = (
             f"the iterated map needs a tanh RNN with 1 or 2 units; this is a "

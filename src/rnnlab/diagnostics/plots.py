@@ -242,10 +242,8 @@ def plot_gate_saturation(result: GateSaturation, path) -> Path:
     axes = fig.subplots(J, 1, squeeze=False)[:, 0]
     t = np.arange(result.low_fraction.shape[2])
     for j, ax in enumerate(axes):
-        kinds = result.activations or ["sigmoid"] * len(result.gate_names)
-        for g, (gate, kind) in enumerate(zip(result.gate_names, kinds, strict=True)):
-            low, high = (2 * result.low - 1, 2 * result.high - 1) if kind == "tanh" else (
-                result.low, result.high)  # fmt: skip
+        for g, gate in enumerate(result.gate_names):
+            low, high = result.thresholds(g)
             (line,) = ax.plot(t, result.high_fraction[j, g], label=f"{gate} > {high:.3g}")
             ax.plot(
                 t,
