@@ -5,7 +5,8 @@
     h_t = h_{t-1} + f_t ⊙ (n_t − h_{t-1})
 
 Two products per step (the second on f ⊙ h_{t-1}, kept on the tape), two stages each way.
-Recurrent gives it depth, directions, masks, checkpointing, gradcheck and the compiled loop:
+Recurrent gives it depth, directions, masks, checkpointing, gradcheck and the compiled loop;
+declaring where its gates lie on the tape gives it rnnlab.diagnostics.gate_saturation:
 
     python examples/custom_cell.py
 """
@@ -13,6 +14,7 @@ Recurrent gives it depth, directions, masks, checkpointing, gradcheck and the co
 import numpy as np
 
 import rnnlab
+import rnnlab.diagnostics
 import rnnlab.losses
 import rnnlab.optim
 from rnnlab.cells import Cell
@@ -59,6 +61,7 @@ class MGUCell(Cell):
     products = (((0, 1), None), ((1, 2), 2))  # U_f h_{t-1}, then U_n (tape block 2)
     stages = (gate, candidate)
     backward_stages = (gate_back, candidate_back)
+    gate_activations = (("f", "forget", 0, "sigmoid"), ("n", "candidate", 1, "tanh"))
 
 
 if __name__ == "__main__":
@@ -81,3 +84,4 @@ if __name__ == "__main__":
         opt.update(model.params, model.backward(f, d, input_grad=False).params, state)
         if step % 100 == 0:
             print(f"step {step:3d}  mean squared error {loss:.4f}")
+    print("gate saturation:", rnnlab.diagnostics.gate_saturation(model.modules[0], xs).verdict())

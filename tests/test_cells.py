@@ -222,8 +222,10 @@ def test_the_custom_cell_example_runs_compiled():
     lines = run.stdout.splitlines()
     assert lines[0].startswith("gradient check, float64: worst relative error")
     assert float(lines[0].split()[-1]) < 1e-7
-    mse = [float(line.split()[-1]) for line in lines[1:]]
+    mse = [float(line.split()[-1]) for line in lines[1:-1]]
     assert mse[-1] < 0.5 * mse[0], lines  # it learns
+    assert lines[-1].startswith("gate saturation: l0: forget (f) near 0 in "), lines
+    assert "candidate (n) near −1 in " in lines[-1]
 
 
 def test_variants_from_the_command_line(tmp_path):
