@@ -773,7 +773,8 @@ def test_a_cell_that_does_not_declare_its_gates_is_told_how():
 def test_a_declaration_that_names_no_activation_is_refused_not_counted():
     """A declaration Recurrent's one step let through (changed after the layer was made):
     a value outside the activation's range is said with where it lies, not counted as
-    saturated. The layer-normalised LSTM's block 4 holds x̂ of its input gate."""
+    saturated (the layer-normalised LSTM's block 4 holds x̂ of its input gate); a place past
+    the tape is refused as Cell.check refuses it, not read as an empty block."""
     layer = LSTM(3, 4, layer_norm=True, dtype=np.float64, rng=0)
     layer.cell.gate_activations = (("x", "normalised input", 4, "tanh"),)
     x = np.random.default_rng(0).standard_normal((2, 5, 3))
@@ -782,6 +783,10 @@ def test_a_declaration_that_names_no_activation_is_refused_not_counted():
             r"layer of LSTMCell\(lstm \(layer_norm\)\), whose normalised input \(x\) at tape "
             r"block 4 holds -?\d.* at step \d of sequence \d \(l0\), outside tanh's range "
             r"\[−1, 1\] instead. A block the forward step leaves a pre-activation")):  # fmt: skip
+        dg.gate_saturation(layer, x)
+    layer.cell.gate_activations = (("x", "normalised input", 14, "tanh"),)  # (14 blocks)
+    with pytest.raises(TypeError, match=r"`LSTMCell.gate_activations` must be entries whose "
+                                        r"place is a tape block in \[0, 14\)"):  # fmt: skip
         dg.gate_saturation(layer, x)
 
 

@@ -206,9 +206,12 @@ def _run_steps(cell: Cell) -> None:
     own blocks: a step whose results differ would give the two paths different gradients.
     The gradients the stages must write start as NaN (compiled, as whatever the memory
     held): one left unwritten shows (not for a cell that runs in place with its gates on its
-    tape: its da starts as the gates, and gradcheck is the test there). Once per cell key
-    and declared rows (a few milliseconds); any error becomes a ValueError naming the cell
-    and what it did."""
+    tape: its da starts as the gates, and gradcheck is the test there). A cell that declares
+    gate_activations runs its forward step once more, its input projection spread wide: a
+    place that keeps a pre-activation shows as a value outside its activation's range
+    (gate_saturation would have counted it as saturated). Once per cell key and declared
+    rows (a few milliseconds); any error becomes a ValueError naming the cell and what it
+    did."""
     extra = tuple(cell.extra_rows)
     seen = (type(cell), cell.key, cell.gates, cell.tape, cell.has_c, extra, cell.hh_own,
             cell.reads_h_prev, cell.in_place, cell.min_hidden, cell.gate_activations)  # fmt: skip

@@ -37,7 +37,9 @@ _HOW = ("A cell declares them as a class attribute, gate_activations = (('f', 'f
 
 def unreadable(cell: Cell) -> str:
     """Why gate_saturation cannot read `cell`'s gates ("" when it can): the words of its
-    refusal, and of `rnnlab gradflow`'s reason for skipping the analysis."""
+    refusal, and of `rnnlab gradflow`'s reason for skipping the analysis. The declarations
+    are checked again first: one changed after the layer was made would be read as it is."""
+    cell.check()
     declared = cell.gate_activations
     if declared is None:
         return "the cell does not say where its gate activations lie (Cell.gate_activations)"
