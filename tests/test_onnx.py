@@ -286,6 +286,19 @@ def test_unexportable_models_are_refused_in_one_line(make, message, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
 
 
+def test_an_infinite_weight_of_a_float64_model_is_exported_as_it_is(tmp_path):
+    """A bias of −inf masks a class off; float32 holds it exactly, and the float64 model
+    exported it until the range check (for finite weights past float32's largest) refused
+    it too, while the same model in float32 exported."""
+    model = Sequential(GRU(2, 3, dtype=np.float64, rng=0), LastStep(),
+                       Linear(3, 2, dtype=np.float64, rng=0))  # fmt: skip
+    model.modules[2].params["bias"][0] = -np.inf
+    x = np.random.default_rng(1).standard_normal((2, 4, 2))
+    out = rx.Runtime(rx.export(model, tmp_path / "m.onnx")).forward(x).output
+    assert np.all(out[:, 0] == -np.inf)
+    np.testing.assert_allclose(out[:, 1], model.forward(x).output[:, 1], atol=1e-5)
+
+
 def test_unknown_parameter_is_refused(tmp_path):
     """A layer with a parameter the exporter does not know (a future variant) is refused
     rather than exported without it."""

@@ -123,9 +123,10 @@ F32_MAX = float(np.finfo(np.float32).max)
 
 
 def fits_float32(model: object, export: str) -> None:
-    """Refuse a float64 model with a weight (or a constant initial state) beyond float32's
-    range: the float32 exports (ONNX, PyTorch, Keras) would hold it as inf, and give inf or
-    NaN where the model does not. `model`: a Sequential (its `modules`) or one module."""
+    """Refuse a float64 model with a finite weight (or a constant initial state) beyond
+    float32's range: the float32 exports (ONNX, PyTorch, Keras) would hold it as inf, and
+    give inf or NaN where the model does not. An infinite one (a class masked off by a bias
+    of −inf) is float32's as it is. `model`: a Sequential (its `modules`) or one module."""
     modules = getattr(model, "modules", None)
     values: dict[str, object] = dict(getattr(model, "params", {}))
     for i, m in enumerate(modules if isinstance(modules, list) else [model]):
@@ -136,7 +137,7 @@ def fits_float32(model: object, export: str) -> None:
         a = np.asarray(value)
         if a.dtype.kind != "f" or a.dtype == np.float32:
             continue
-        over = np.abs(a) > F32_MAX
+        over = np.isfinite(a) & (np.abs(a) > F32_MAX)  # (±inf is float32's too: exported)
         if over.any():
             at = tuple(int(i) for i in np.argwhere(over)[0])
             fail("model", f"a model whose weights float32 holds (|w| ≤ {F32_MAX:.3g}: the "

@@ -97,6 +97,8 @@ def _like(tree: State, leaves: Iterator[np.ndarray]) -> State:
 
 
 _STATES = ("state", "y0")
+"""The forward keywords gradcheck perturbs besides the parameters and the input: each
+module's backward returns their gradients under the same names."""
 
 
 def _fed_next(module: Any, f: Any) -> np.ndarray | None:
@@ -113,8 +115,6 @@ def _fed_next(module: Any, f: Any) -> np.ndarray | None:
     except (TypeError, ValueError):  # (a backward without a signature Python can read)
         return None
     return fed if takes else None
-"""The forward keywords gradcheck perturbs besides the parameters and the input: each
-module's backward returns their gradients under the same names."""
 
 
 def gradcheck(

@@ -159,6 +159,17 @@ def _rng(rng: RngLike) -> np.random.Generator:
     return rng
 
 
+def one_generator(rng: Any) -> Any:
+    """A seed (an int, a SeedSequence, a BitGenerator) made into one Generator, for a pass
+    that hands `rng` to several modules: each making its own from the same seed would draw
+    the same masks. A Generator, None and what is no seed pass as they are (each module
+    checks its own)."""
+    seeds = (int, np.integer, np.random.SeedSequence, np.random.BitGenerator)
+    if isinstance(rng, seeds) and not isinstance(rng, bool):
+        return _rng(rng)
+    return rng
+
+
 def _training_rng(rng: object, what: str) -> np.random.Generator:
     """The generator training's random masks (`what`) draw from: a Generator, or a seed made
     into one (PassOptions' rng); None is refused, a fresh draw each call being no run."""

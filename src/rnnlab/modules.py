@@ -28,6 +28,7 @@ from rnnlab.layers import (
     _rng,
     _training_rng,
     load_params,
+    one_generator,
     pass_options,
     takes_overwrite,
     takes_retain_tape,
@@ -437,8 +438,7 @@ class Sequential(_Module):
         """`grad=False`: inference only, the recurrent layers keep no tape (see Recurrent)."""
         o = pass_options(options, "Sequential.forward")
         state, check = o["state"], o["check"]
-        if isinstance(o["rng"], (int, np.integer)) and not isinstance(o["rng"], bool):
-            o["rng"] = _rng(o["rng"])  # one generator for all: a seed each would repeat masks
+        o["rng"] = one_generator(o["rng"])  # one for all: a seed each would repeat masks
         n = len(self.modules)
         if state is not None and (not isinstance(state, (list, tuple)) or len(state) != n):
             _checks.fail(
