@@ -303,3 +303,37 @@ def test_decoding_never_chooses_the_ids_it_is_told_not_to():
     for bad in ((eos,), (W,), tuple(range(W - 1))):
         with pytest.raises(ValueError, match="`never` must be"):
             m.greedy(src, never=bad, **kw)
+
+
+@pytest.mark.parametrize("method", ["forward", "greedy", "beam_search", "sample"])
+def test_the_source_is_checked_under_its_own_name_by_every_entry(method):
+    """A vector source of the wrong width said "`x` must be an array with 32 features ...
+    (input_size)": the encoder's name for its input, and C·F features where the caller gave F;
+    an empty batch named `x` too (the seq2seq review)."""
+    vectors = Seq2Seq(None, W, source_features=8, source_conv=4, hidden=4, rng=0)
+    tokens = Seq2Seq(V, W, hidden=4, rng=0)
+
+    def call(m, src):
+        if method == "forward":
+            return m.forward(src, np.ones((src.shape[0], 3), int))
+        return getattr(m, method)(src, bos=1, eos=2, max_len=3)
+
+    cases = [
+        (vectors, np.zeros((2, 5, 7), np.float32),
+         r"`src` must be an array of 8 features a step \(source_features=8\); got 7 features"),
+        (vectors, np.zeros((0, 5, 8), np.float32), r"`src` must be one source at least; got shape"),
+        (tokens, np.zeros((0, 5), int), r"`src` must be one source at least; got shape \(0, 5\)"),
+        (tokens, np.zeros((2, 0), int), r"`src` must be one step at least; got shape \(2, 0\)"),
+    ]  # fmt: skip
+    for m, src, match in cases:
+        with pytest.raises(ValueError, match=match):
+            call(m, src)
+
+
+@pytest.mark.parametrize("name", ["embed", "encoder_layers", "decoder_layers"])
+@pytest.mark.parametrize("bad", [0, 2.0, True])
+def test_sizes_are_refused_under_the_callers_names(name, bad):
+    """`embed=0` was refused as `embedding_dim`, `decoder_layers=0` as `num_layers`: the
+    Embedding's and make_recurrent's names, not Seq2Seq's."""
+    with pytest.raises(ValueError, match=rf"^`{name}` must be a positive integer; got"):
+        Seq2Seq(V, W, **{name: bad})

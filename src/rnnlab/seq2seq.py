@@ -110,6 +110,11 @@ class Seq2Seq(_Module):
                 _checks.fail("attention_size", "None (only additive attention has a size)",
                              f"{attention_size!r} with attention={attention!r}")  # fmt: skip
             _checks.positive_int(attention_size, "attention_size")
+        # (checked here under the caller's names: the layers below would name their own,
+        # `embedding_dim` or `num_layers`)
+        _checks.positive_int(embed, "embed")
+        _checks.positive_int(encoder_layers, "encoder_layers")
+        _checks.positive_int(decoder_layers, "decoder_layers")
         self.dtype = dt
         self.tokens = source_vocab is not None
         recurrent = _recurrent_options(recurrent)
@@ -117,7 +122,10 @@ class Seq2Seq(_Module):
             Embedding(source_vocab, embed, dtype=dt, rng=rng) if source_vocab is not None else None
         )  # (None: not self.tokens)
         self.input_dropout = Dropout(_checks.probability(input_dropout, "input_dropout"))
-        width = embed if self.tokens else _checks.positive_int(source_features, "source_features")
+        self.source_features = (
+            None if self.tokens else _checks.positive_int(source_features, "source_features")
+        )
+        width = embed if self.source_features is None else self.source_features
         if (
             isinstance(source_conv, bool)
             or not isinstance(source_conv, (int, np.integer))
@@ -449,10 +457,18 @@ class Seq2Seq(_Module):
         return Backward(d_src, None, {k: grads[k] for k in self.params})
 
     def _source(self, src: npt.ArrayLike) -> np.ndarray:
+        """The source checked under the caller's name for it, `src`: the encoder (or the
+        convolution before it) would name its own input, `x`, and count C·F features."""
         if self.src_embed is not None:
             out = _checks.token_ids(src, "src", self.src_embed.num_embeddings, ndim=2)
         else:
             out = _checks.float_array(src, "src", ndim=3, dtype=self.dtype)
+            F = self.source_features
+            if out.shape[2] != F:
+                _checks.fail("src", f"an array of {F} features a step (source_features={F})",
+                             f"{out.shape[2]} features (shape {out.shape})")  # fmt: skip
+        if out.shape[0] == 0:
+            _checks.fail("src", "one source at least", f"shape {out.shape}")
         if out.shape[1] == 0:
             _checks.fail("src", "one step at least", f"shape {out.shape}")
         return out
