@@ -337,3 +337,60 @@ def test_sizes_are_refused_under_the_callers_names(name, bad):
     Embedding's and make_recurrent's names, not Seq2Seq's."""
     with pytest.raises(ValueError, match=rf"^`{name}` must be a positive integer; got"):
         Seq2Seq(V, W, **{name: bad})
+
+
+def test_never_takes_one_id_and_names_the_offending_one():
+    """`never=0` raised "TypeError: 'int' object is not iterable"; `never=[0, eos]` said "got
+    a list of length 2" without saying which id was wrong."""
+    m = model("gru", False, "additive", seed=6)
+    src = np.random.default_rng(7).integers(0, V, (B, S))
+    kw = dict(src_lengths=SRC_LENGTHS, bos=0, eos=2, max_len=5)
+    for method, extra in ((m.greedy, {}), (m.beam_search, {"width": 2}), (m.sample, {"rng": 1})):
+        for one in (1, np.int64(1)):
+            a, b = method(src, never=one, **kw, **extra), method(src, never=[1], **kw, **extra)
+            np.testing.assert_array_equal(a[0], b[0])
+            np.testing.assert_array_equal(a[1], b[1])
+        cases = [
+            ([0, 2], r"`never` must be ids other than eos \(decoding ends on it\); got 2, the "
+                     r"eos id instead"),
+            ([0, W], rf"`never` must be target token ids in \[0, {W}\); got the id {W} instead"),
+            ([0, 1.0], r"got 1.0 \(float\) instead"),
+            ("0", r"`never` must be a target token id or a sequence of them; got '0' \(str\)"),
+            (None, r"`never` must be a target token id or a sequence of them"),
+        ]  # fmt: skip
+        for bad, match in cases:
+            with pytest.raises(ValueError, match=match):
+                method(src, never=bad, **kw, **extra)
+
+
+class _Fixed(np.random.Generator):
+    """A generator whose every uniform draw is u: the edges of sampling's [0, 1)."""
+
+    def __init__(self, u):
+        super().__init__(np.random.PCG64(0))
+        self.u = u
+
+    def random(self, size=None, dtype=np.float64, out=None):
+        return np.full(size, self.u)
+
+
+def test_sampling_takes_never_and_never_draws_an_id_of_probability_zero():
+    """`sample` had no `never`: a weak decoder drew BOS or padding as readily as any token
+    (31 % BOS in the review's test). And at the edges of [0, 1) it drew an id of probability
+    0: id 0 at u = 0, the last id where the cumulative sum rounded below u."""
+    m = model("gru", False, "additive", seed=6)
+    m.params["out.bias"][1] += 3.0  # id 1 (BOS here) likely everywhere
+    src = np.repeat(np.random.default_rng(7).integers(0, V, (1, S)), 400, axis=0)
+    kw = dict(bos=1, eos=W - 1, max_len=4)
+    assert (m.sample(src, rng=0, **kw)[0] == 1).any()
+    ids, _ = m.sample(src, rng=0, never=(0, 1), **kw)
+    assert not np.isin(ids, (0, 1)).any()
+    flat = Seq2Seq(V, W, embed=3, hidden=4, dtype=np.float64, rng=0)
+    flat.params["out.weight"][:] = 0.0  # logits = the bias: their probabilities sum to
+    flat.params["out.bias"][:] = [1.0, -0.4, -0.6, -1.2, -1.2, -5.0]  # 1 - 2 ulp without id 5
+    kw = dict(bos=1, eos=2, max_len=3)
+    for u in (0.0, np.nextafter(1.0, 0.0)):
+        for extra in ({"top_k": 5}, {"never": 5}, {"never": (0, 5)}):
+            banned = [5] + ([0] if extra.get("never") == (0, 5) else [])
+            ids, _ = flat.sample(src[:2], rng=_Fixed(u), **kw, **extra)
+            assert not np.isin(ids, banned).any(), (u, extra, ids)

@@ -519,10 +519,10 @@ class Seq2Seq(_Module):
         eos: int,
         max_len: int,
         choose: Callable[[np.ndarray], np.ndarray],
-        never: Sequence[int] = (),
+        never: int | Sequence[int] = (),
     ) -> tuple[np.ndarray, np.ndarray]:
         self._special(bos, eos)
-        never = self._never(never, eos)
+        banned = self._never(never, eos)
         enc, state, src_mask, B = self._start(src, src_lengths, max_len)
         prev, done = np.full(B, bos), np.zeros(B, bool)
         ids: list[np.ndarray] = []
@@ -530,9 +530,9 @@ class Seq2Seq(_Module):
         for _ in range(max_len):
             step, state = self._step(prev, state, enc, src_mask)
             allowed = step
-            if never:  # (the logits returned stay the model's own)
+            if banned:  # (the logits returned stay the model's own)
                 allowed = step.copy()
-                allowed[:, never] = -np.inf
+                allowed[:, banned] = -np.inf
             tok = np.where(done, eos, choose(allowed))
             ids.append(tok)
             logits.append(step)
@@ -542,20 +542,30 @@ class Seq2Seq(_Module):
                 break
         return np.stack(ids, axis=1), np.stack(logits, axis=1)
 
-    def _never(self, never: Sequence[int], eos: int) -> list[int]:
+    def _never(self, never: int | Sequence[int], eos: int) -> list[int]:
         """Token ids decoding may not choose (a task's padding and BOS, never a target: a
         decoder that ranked one first wrote it into the output, and the task's text dropped
-        it unsaid); EOS may not be among them (decoding ends on it)."""
+        it unsaid): one id, or a sequence of them. EOS may not be among them (decoding ends
+        on it); an offending id is named."""
+        V = self.target_vocab
+        if isinstance(never, (int, np.integer)) and not isinstance(never, bool):
+            never = [never]
+        if isinstance(never, (str, bytes)) or not isinstance(never, (Sequence, np.ndarray)):
+            _checks.fail("never", "a target token id or a sequence of them",
+                         _checks.describe(never))  # fmt: skip
         out = []
         for token in never:
-            if (isinstance(token, bool) or not isinstance(token, (int, np.integer))
-                    or not 0 <= token < self.target_vocab or token == eos):  # fmt: skip
-                _checks.fail("never", f"target token ids in [0, {self.target_vocab}) other than "
-                             "eos", _checks.describe(list(never)))  # fmt: skip
+            if isinstance(token, bool) or not isinstance(token, (int, np.integer)):
+                _checks.fail("never", f"target token ids in [0, {V})", _checks.describe(token))
+            if not 0 <= token < V:
+                _checks.fail("never", f"target token ids in [0, {V})", f"the id {int(token)}")
+            if token == eos:
+                _checks.fail("never", "ids other than eos (decoding ends on it)",
+                             f"{int(token)}, the eos id")  # fmt: skip
             out.append(int(token))
-        if len(set(out)) >= self.target_vocab - 1:
+        if len(set(out)) >= V - 1:
             _checks.fail("never", "ids that leave a token besides eos to choose",
-                         _checks.describe(list(never)))  # fmt: skip
+                         f"{len(set(out))} of the {V} ids")  # fmt: skip
         return out
 
     def greedy(
@@ -566,34 +576,41 @@ class Seq2Seq(_Module):
         bos: int,
         eos: int,
         max_len: int,
-        never: Sequence[int] = (),
+        never: int | Sequence[int] = (),
     ) -> tuple[np.ndarray, np.ndarray]:
         """The most likely token at every step, fed back: (ids (B, n), logits (B, n, V)),
         n ≤ max_len. A sequence's ids after its first EOS are EOS; decoding stops when every
-        sequence has produced one. `never`: ids never chosen (the logits are the model's)."""
+        sequence has produced one. `never`: an id or ids never chosen, none by default (the
+        logits are the model's)."""
         return self._run(src, src_lengths, bos, eos, max_len, lambda z: z.argmax(axis=-1),
                          never)  # fmt: skip
 
     def sample(self, src: npt.ArrayLike, *, src_lengths: npt.ArrayLike | None = None,
                bos: int, eos: int, max_len: int, temperature: float = 1.0,
                top_k: int | None = None, rng: RngLike = None,
+               never: int | Sequence[int] = (),
                ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         """Tokens drawn from softmax(logits / temperature), among the `top_k` most likely if
-        given; otherwise as `greedy`."""
+        given; otherwise as `greedy` (`never` too: an untrained or weak decoder draws a BOS or
+        a padding id as readily as any other)."""
         temperature, top_k = sampling_settings(temperature, top_k)
         gen = _rng(rng)
 
         def draw(z: np.ndarray) -> np.ndarray:
+            # the id j with c_{j-1} ≤ u < c_j: no id of probability 0 (a `never` id, one
+            # outside the top k) is drawn, not at u = 0 nor where the cumulative sum rounded
+            # below u (then the last id that may be drawn)
             p = next_token_probabilities(z, temperature, top_k)
             u = gen.random((z.shape[0], 1))
-            tok: np.ndarray = np.minimum((p.cumsum(axis=-1) < u).sum(axis=-1), z.shape[-1] - 1)
+            last = p.shape[-1] - 1 - np.argmax(p[:, ::-1] > 0, axis=-1)
+            tok: np.ndarray = np.minimum((p.cumsum(axis=-1) <= u).sum(axis=-1), last)
             return tok
 
-        return self._run(src, src_lengths, bos, eos, max_len, draw)
+        return self._run(src, src_lengths, bos, eos, max_len, draw, never)
 
     def beam_search(self, src: npt.ArrayLike, *, src_lengths: npt.ArrayLike | None = None,
                     bos: int, eos: int, max_len: int, width: int = 5, alpha: float = 0.6,
-                    never: Sequence[int] = (),
+                    never: int | Sequence[int] = (),
                     ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         """The `width` best partial outputs kept at every step, batched over the sources; the
         winner by log-probability over the length penalty ((5 + |y|) / 6)^α of Wu et al.
@@ -606,7 +623,7 @@ class Seq2Seq(_Module):
         width = _checks.positive_int(width, "width")
         alpha = _checks.finite_float(alpha, "alpha")
         self._special(bos, eos)
-        never = self._never(never, eos)
+        banned = self._never(never, eos)
         enc, state, src_mask, B = self._start(src, src_lengths, max_len, width)
         k = width
         score = np.full((B, k), -np.inf)
@@ -618,9 +635,9 @@ class Seq2Seq(_Module):
         for _ in range(max_len):
             logits, state = self._step(prev, state, enc, src_mask)
             V = logits.shape[-1]
-            if never:  # the distribution over the ids that may be chosen
+            if banned:  # the distribution over the ids that may be chosen
                 logits = logits.copy()
-                logits[:, never] = -np.inf
+                logits[:, banned] = -np.inf
             z = logits - logits.max(axis=-1, keepdims=True)
             logp = (z - np.log(np.exp(z).sum(axis=-1, keepdims=True))).reshape(B, k, V)
             cand = score[:, :, None] + logp
