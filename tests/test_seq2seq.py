@@ -394,3 +394,104 @@ def test_sampling_takes_never_and_never_draws_an_id_of_probability_zero():
             banned = [5] + ([0] if extra.get("never") == (0, 5) else [])
             ids, _ = flat.sample(src[:2], rng=_Fixed(u), **kw, **extra)
             assert not np.isin(ids, banned).any(), (u, extra, ids)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_beam_of_width_one_is_greedy_at_a_near_tie(dtype):
+    """Two logits an ulp apart: logp = z − logsumexp(z) rounded them to one value, and the
+    beam's stable sort kept the lower id where greedy's argmax keeps the higher."""
+    m = Seq2Seq(5, 6, embed=3, hidden=4, dtype=dtype, rng=0)
+    m.params["out.weight"][...] = 0
+    bias = m.params["out.bias"]
+    bias[...] = -5
+    bias[3], bias[4] = 0.01, np.nextafter(dtype(0.01), dtype(1))
+    src = np.ones((2, 3), int)
+    g, _ = m.greedy(src, bos=1, eos=2, max_len=3)
+    assert (g == 4).all()
+    for never in ((), (0,)):
+        b, _ = m.beam_search(src, bos=1, eos=2, max_len=3, width=1, never=never)
+        np.testing.assert_array_equal(b, g)
+    bias[3] = bias[4]  # an exact tie: the lower id, as argmax
+    g, _ = m.greedy(src, bos=1, eos=2, max_len=3)
+    assert (g == 3).all()
+    np.testing.assert_array_equal(m.beam_search(src, bos=1, eos=2, max_len=3, width=1)[0], g)
+
+
+def _wild(seed, attention):
+    """A small model with weights large enough that outputs differ in probability a lot."""
+    m = Seq2Seq(5, 4, embed=3, hidden=4, attention=attention, bidirectional=seed % 2 == 1,
+                dtype=np.float64, rng=seed)  # fmt: skip
+    g = np.random.default_rng(seed + 100)
+    for v in m.params.values():
+        v[...] = g.uniform(-1.5, 1.5, v.shape)
+    return m
+
+
+def _logp_of(m, src, lengths, seq, bos, never=()):
+    """log p(seq | src) under the model (over the ids not in `never`), one sequence."""
+    z = m.forward(src, np.array([[bos, *seq[:-1]]]), src_lengths=lengths).output[0].copy()
+    z[:, list(never)] = -np.inf
+    lp = z - z.max(-1, keepdims=True)
+    lp -= np.log(np.exp(lp).sum(-1, keepdims=True))
+    return sum(lp[t, s] for t, s in enumerate(seq))
+
+
+def _until_eos(row, eos):
+    row = list(row)
+    return tuple(row[: row.index(eos) + 1]) if eos in row else tuple(row)
+
+
+def test_a_beam_wider_than_the_outputs_is_exhaustive_search():
+    """Every output of up to 4 tokens scored by the teacher-forced model: a beam that keeps
+    them all returns the best under the length penalty (the review's check, smaller)."""
+    import itertools
+
+    bos, eos, W4, max_len = 0, 3, 4, 4
+    outputs = [seq for n in range(1, max_len + 1)
+               for seq in itertools.product(range(W4), repeat=n)
+               if eos not in seq[:-1] and (n == max_len or seq[-1] == eos)]  # fmt: skip
+    for seed, attention in enumerate(["none", "additive", "multiplicative"] * 2):
+        m = _wild(seed, attention)
+        src, lengths = np.random.default_rng(seed).integers(0, 5, (1, 4)), np.array([3])
+        lp = {s: _logp_of(m, src, lengths, s, bos) for s in outputs}
+        for alpha in (0.0, 0.6):
+            ids, score = m.beam_search(src, src_lengths=lengths, bos=bos, eos=eos, alpha=alpha,
+                                       max_len=max_len, width=len(outputs))  # fmt: skip
+            best = max(outputs, key=lambda s: lp[s] / ((5 + len(s)) / 6) ** alpha)
+            assert _until_eos(ids[0], eos) == best, (seed, alpha)
+            assert score[0] == pytest.approx(lp[best], abs=1e-9)
+
+
+def test_beam_search_equals_a_plain_reference_beam():
+    """A beam written plainly (one hypothesis at a time, the teacher-forced model's
+    distribution, sorted by score) keeps the same hypotheses: widths 2 and 3, with and
+    without a length penalty and `never`."""
+    bos, eos, W4 = 1, 2, 4
+
+    def reference(m, src, lengths, k, max_len, alpha, never):
+        beam = [((), 0.0, False)]
+        for _ in range(max_len):
+            cand = []
+            for seq, s, done in beam:
+                if done:
+                    cand.append(((*seq, eos), s, True))
+                    continue
+                z = m.forward(src, np.array([[bos, *seq]]), src_lengths=lengths).output[0, -1]
+                z = z.copy()
+                z[list(never)] = -np.inf
+                lp = z - z.max() - np.log(np.exp(z - z.max()).sum())
+                cand += [((*seq, t), s + lp[t], t == eos) for t in range(W4) if np.isfinite(lp[t])]
+            beam = sorted(cand, key=lambda c: -c[1])[:k]
+            if all(d for _, _, d in beam):
+                break
+        best = max(beam, key=lambda c: c[1] / ((5 + len(_until_eos(c[0], eos))) / 6) ** alpha)
+        return _until_eos(best[0], eos), best[1]
+
+    for seed, attention in enumerate(["none", "additive", "multiplicative"] * 2):
+        m = _wild(seed, attention)
+        src, lengths = np.random.default_rng(seed).integers(0, 5, (1, 4)), np.array([4])
+        for k, alpha, never in ((2, 0.0, ()), (3, 0.6, ()), (2, 0.6, (0,)), (3, 0.0, (0, 3))):
+            ids, score = m.beam_search(src, src_lengths=lengths, bos=bos, eos=eos, max_len=5,
+                                       width=k, alpha=alpha, never=never)  # fmt: skip
+            out, ref_score = reference(m, src, lengths, k, 5, alpha, never)
+            assert _until_eos(ids[0], eos) == out and score[0] == pytest.approx(ref_score, abs=1e-9)

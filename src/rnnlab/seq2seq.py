@@ -616,7 +616,8 @@ class Seq2Seq(_Module):
         winner by log-probability over the length penalty ((5 + |y|) / 6)^α of Wu et al.
         (2016) (α = 0: the raw sum). A finished hypothesis (it produced EOS) stays in the beam
         with its score, extended by EOS. Returns (ids (B, n), scores (B,)): n and the EOS
-        padding as `greedy`, to which width 1 is equal. `never`: ids no hypothesis is
+        padding as `greedy`, to which width 1 is equal (ties of the score go to the higher
+        logit, as greedy's argmax, then the lower id). `never`: ids no hypothesis is
         extended by; the scores are then log-probabilities of the model's distribution over
         the other ids (renormalized: a decoder that puts its mass on a `never` id would
         otherwise find its shortest output, EOS at once, the most likely)."""
@@ -645,7 +646,13 @@ class Seq2Seq(_Module):
             ended[eos] = 0.0
             cand = np.where(done[:, :, None], score[:, :, None] + ended, cand)
             flat = cand.reshape(B, k * V)
-            best = np.argsort(-flat, axis=1, kind="stable")[:, :k]
+            # Ties of the score go to the higher logit, then to the lower id: logp rounds two
+            # logits an ulp apart to one value, and width 1 then kept the lower id where
+            # greedy's argmax keeps the higher. (-inf scores, hypotheses that cannot live,
+            # keep their order by position.)
+            raw = np.where(done[:, :, None], ended, logits.reshape(B, k, V)).reshape(B, k * V)
+            tie = np.where(np.isfinite(flat), -raw, 0.0)
+            best = np.lexsort((tie, -flat), axis=1)[:, :k]
             parent, tok = best // V, best % V
             rows = np.arange(B)[:, None]
             score = flat[rows, best]
