@@ -495,3 +495,49 @@ def test_beam_search_equals_a_plain_reference_beam():
                                        width=k, alpha=alpha, never=never)  # fmt: skip
             out, ref_score = reference(m, src, lengths, k, 5, alpha, never)
             assert _until_eos(ids[0], eos) == out and score[0] == pytest.approx(ref_score, abs=1e-9)
+
+
+class _Counted(np.ndarray):
+    """A weight that counts how often its transpose is read: the source's projection."""
+
+    reads = 0
+
+    @property
+    def T(self):  # noqa: N802 (NumPy's name)
+        _Counted.reads += 1
+        return np.asarray(self).T
+
+
+@pytest.mark.parametrize("attention", ["multiplicative", "additive"])
+def test_decoding_projects_each_source_once_and_computes_what_it_did(attention):
+    """The attention's projection of the source (enc W_aᵀ, or W_1 e_j) was computed again at
+    every decoding step though it depends on the source alone: now once per call, for the
+    beam's repeated rows too, with the same numbers to the bit as the per-step path (its
+    `_head` without the keys) in float32."""
+    m = Seq2Seq(V, W, embed=5, hidden=8, attention=attention, bidirectional=True, rng=3)
+    m.params["out.bias"][W - 1] = -50.0  # EOS never first: every call runs max_len steps
+    src = np.random.default_rng(4).integers(0, V, (B, S))
+    kw = dict(src_lengths=SRC_LENGTHS, bos=0, eos=W - 1, max_len=6)
+    calls = {"greedy": lambda: m.greedy(src, **kw),
+             "beam": lambda: m.beam_search(src, width=3, **kw),
+             "sample": lambda: m.sample(src, rng=5, temperature=0.8, **kw)}  # fmt: skip
+    new = {name: call() for name, call in calls.items()}
+
+    def per_step(self, prev, state, memory):  # the old path: keys made again at each step
+        fdec = self.decoder.forward(self.tgt_embed.forward(prev[:, None]).output, state=state,
+                                    grad=False, check=False, check_state=False)  # fmt: skip
+        logits, _ = self._head(fdec.output, memory.enc, memory.mask)
+        return logits[:, 0], fdec.state
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Seq2Seq, "_step", per_step)
+        old = {name: call() for name, call in calls.items()}
+    for name in calls:
+        for a, b in zip(new[name], old[name], strict=True):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+    key = "weight" if attention == "multiplicative" else "weight_source"
+    m.attn[key] = m.attn[key].view(_Counted)
+    for name, call in calls.items():
+        _Counted.reads = 0
+        ids, _ = call()
+        assert ids.shape[1] == 6 and _Counted.reads == 1, (name, _Counted.reads)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -53,6 +53,16 @@ BridgeTape = tuple[Forward, np.ndarray, Forward | None]  # (bridge_h's pass, h_0
 AttentionTape = tuple[np.ndarray, np.ndarray]  # (α, K or U: the score's intermediate)
 HeadTape = tuple[Forward] | tuple[Forward, AttentionTape, Forward, np.ndarray]
 EncoderTape = tuple[Forward | None, Forward, ConvTape | None, Forward, BridgeTape | None]
+
+
+class Memory(NamedTuple):
+    """What every decoding step reads of the sources: the encoder's outputs (N, S, D·H), the
+    attention's projection of them (`Seq2Seq._keys`, None without attention) and the mask of
+    their valid steps (N, S) (None: all valid). Row n is the source of decoded row n."""
+
+    enc: np.ndarray
+    keys: np.ndarray | None
+    mask: np.ndarray | None
 
 
 class Seq2Seq(_Module):
@@ -296,17 +306,37 @@ class Seq2Seq(_Module):
         grads.update({f"bridge_c.{k}": v for k, v in bc.params.items()})
         return spread(bh.input), spread(bc.input)
 
+    def _keys(self, enc: np.ndarray) -> np.ndarray | None:
+        """The attention's projection of the source, which depends on the source alone:
+        K = enc W_aᵀ (B, S, H) (multiplicative) or W_1 e_j (B, S, A) (additive); None without
+        attention. Decoding computes it once per source, not at each of its steps (it was
+        about 30 % of greedy decoding's time; docs/seq2seq.md)."""
+        if self.attention == "none":
+            return None
+        w = self.attn["weight" if self.attention == "multiplicative" else "weight_source"]
+        out: np.ndarray = enc @ w.T
+        return out
+
     def _attend(
-        self, Hd: np.ndarray, enc: np.ndarray, src_mask: np.ndarray | None
+        self,
+        Hd: np.ndarray,
+        enc: np.ndarray,
+        src_mask: np.ndarray | None,
+        keys: np.ndarray | None = None,
     ) -> tuple[np.ndarray, AttentionTape]:
-        """ctx (B, T, D·H) and what the backward needs, for decoder outputs Hd (B, T, H)."""
+        """ctx (B, T, D·H) and what the backward needs, for decoder outputs Hd (B, T, H);
+        `keys`: `_keys(enc)` if already computed (training computes it here, once for all T
+        steps, so its gradient is summed once in `_attend_back`)."""
         p = self.attn
+        if keys is None:
+            keys = self._keys(enc)
+        assert keys is not None  # (attention is on here)
         if self.attention == "multiplicative":
-            K = enc @ p["weight"].T  # (B, S, H)
+            K = keys  # (B, S, H)
             scores = Hd @ np.swapaxes(K, 1, 2)  # (B, T, S)
             extra = K
         else:
-            E1 = enc @ p["weight_source"].T  # (B, S, A)
+            E1 = keys  # (B, S, A)
             H2 = Hd @ p["weight_target"].T  # (B, T, A)
             U = np.tanh(E1[:, None, :, :] + H2[:, :, None, :])  # (B, T, S, A)
             scores = U @ p["v"]
@@ -352,13 +382,18 @@ class Seq2Seq(_Module):
         return dH2 @ p["weight_target"], d_enc
 
     def _head(
-        self, Hd: np.ndarray, enc: np.ndarray, src_mask: np.ndarray | None
+        self,
+        Hd: np.ndarray,
+        enc: np.ndarray,
+        src_mask: np.ndarray | None,
+        keys: np.ndarray | None = None,
     ) -> tuple[np.ndarray, HeadTape]:
-        """Logits from decoder outputs Hd (B, T, H), and what the backward needs."""
+        """Logits from decoder outputs Hd (B, T, H), and what the backward needs (`keys`:
+        as `_attend`)."""
         if self.attention == "none":
             fo = self.out.forward(Hd, check=False)
             return fo.output, (fo,)
-        ctx, fa = self._attend(Hd, enc, src_mask)
+        ctx, fa = self._attend(Hd, enc, src_mask, keys)
         fcomb = self.combine.forward(np.concatenate([ctx, Hd], axis=-1), check=False)
         z = np.tanh(fcomb.output)
         fo = self.out.forward(z, check=False)
@@ -476,8 +511,10 @@ class Seq2Seq(_Module):
     # ------------------------------------------------------------------ generation
     def _start(
         self, src: npt.ArrayLike, src_lengths: npt.ArrayLike | None, max_len: int, width: int = 1
-    ) -> tuple[np.ndarray, State, np.ndarray | None, int]:
-        """Encode once, repeat each source `width` times: (enc, state, src_mask, B)."""
+    ) -> tuple[Memory, State, int]:
+        """Encode once, repeat each source `width` times: (what the steps read of the sources,
+        the decoder's state, B). The beam reorders the states of a source's `width` rows
+        among themselves, never across sources, so the memory's rows stay in place."""
         src = self._source(src)
         _checks.positive_int(max_len, "max_len")
         B, S = src.shape[:2]
@@ -488,7 +525,7 @@ class Seq2Seq(_Module):
             enc = np.repeat(enc, width, axis=0)
             src_mask = None if src_mask is None else np.repeat(src_mask, width, axis=0)
             state = _take(state, np.repeat(np.arange(B), width))
-        return enc, state, src_mask, B
+        return Memory(enc, self._keys(enc), src_mask), state, B
 
     def _special(self, bos: object, eos: object) -> None:
         """BOS and EOS ids of the target vocabulary: an EOS past it never ended a sequence,
@@ -502,13 +539,11 @@ class Seq2Seq(_Module):
                 _checks.fail(name, f"a target token id in [0, {self.target_vocab})",
                              _checks.describe(token))  # fmt: skip
 
-    def _step(
-        self, prev: np.ndarray, state: State, enc: np.ndarray, src_mask: np.ndarray | None
-    ) -> tuple[np.ndarray, State]:
+    def _step(self, prev: np.ndarray, state: State, memory: Memory) -> tuple[np.ndarray, State]:
         """One decoder step for tokens prev (N,): (logits (N, V), the next state)."""
         fdec = self.decoder.forward(self.tgt_embed.forward(prev[:, None]).output, state=state,
                                     grad=False, check=False, check_state=False)  # fmt: skip
-        logits, _ = self._head(fdec.output, enc, src_mask)
+        logits, _ = self._head(fdec.output, memory.enc, memory.mask, memory.keys)
         return logits[:, 0], fdec.state
 
     def _run(
@@ -523,12 +558,12 @@ class Seq2Seq(_Module):
     ) -> tuple[np.ndarray, np.ndarray]:
         self._special(bos, eos)
         banned = self._never(never, eos)
-        enc, state, src_mask, B = self._start(src, src_lengths, max_len)
+        memory, state, B = self._start(src, src_lengths, max_len)
         prev, done = np.full(B, bos), np.zeros(B, bool)
         ids: list[np.ndarray] = []
         logits: list[np.ndarray] = []
         for _ in range(max_len):
-            step, state = self._step(prev, state, enc, src_mask)
+            step, state = self._step(prev, state, memory)
             allowed = step
             if banned:  # (the logits returned stay the model's own)
                 allowed = step.copy()
@@ -625,7 +660,7 @@ class Seq2Seq(_Module):
         alpha = _checks.finite_float(alpha, "alpha")
         self._special(bos, eos)
         banned = self._never(never, eos)
-        enc, state, src_mask, B = self._start(src, src_lengths, max_len, width)
+        memory, state, B = self._start(src, src_lengths, max_len, width)
         k = width
         score = np.full((B, k), -np.inf)
         score[:, 0] = 0.0  # one live hypothesis at first: no copies of it
@@ -634,7 +669,7 @@ class Seq2Seq(_Module):
         ids = np.zeros((B, k, 0), int)
         prev = np.full(B * k, bos)
         for _ in range(max_len):
-            logits, state = self._step(prev, state, enc, src_mask)
+            logits, state = self._step(prev, state, memory)
             V = logits.shape[-1]
             if banned:  # the distribution over the ids that may be chosen
                 logits = logits.copy()

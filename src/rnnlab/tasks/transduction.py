@@ -293,9 +293,9 @@ class Trainee(_Module):
         forward and backward of the step."""
         net, out = self.net, tgt_in.copy()
         B, T = out.shape
-        enc, state, src_mask, _ = net._start(src, src_lengths, T)
+        memory, state, _ = net._start(src, src_lengths, T)
         for t in range(1, T):
-            logits, state = net._step(out[:, t - 1], state, enc, src_mask)
+            logits, state = net._step(out[:, t - 1], state, memory)
             u = rng.random((B, 1))
             own = np.minimum((softmax(logits, axis=-1).cumsum(axis=-1) < u).sum(axis=-1),
                              logits.shape[-1] - 1)  # fmt: skip
