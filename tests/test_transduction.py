@@ -202,6 +202,58 @@ def test_scores():
         td.scores(["a"], ["a", "b"])
 
 
+def test_scores_refuses_a_string_for_a_list_of_them():
+    """scores("ab", ["a", "b"]) read the string as two hypotheses and gave exact match 1.0."""
+    for args, match in (
+        (("ab", ["a", "b"]), r"`hypotheses` must be a sequence of strings, one per item; got "
+                             r"'ab' \(str\)"),
+        ((["a", "b"], "ab"), r"`references` must be a sequence of strings"),
+        ((["a", 2], ["a", "b"]), r"`hypotheses` must be .*; got 2 \(int\) at index 1"),
+        ((["a"], [["a"]]), r"`references` must be .*; got a list of length 1 at index 0"),
+        ((None, ["a"]), r"`hypotheses` must be a sequence of strings, one per item; got None"),
+        (([], []), r"`hypotheses` must be 0 strings, one per reference \(at least one\)"),
+    ):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            td.scores(*args)
+    assert td.scores(("a", "b"), np.array(["a", "c"]))["exact_match"] == 0.5
+
+
+@pytest.mark.parametrize("make", [td.numbers, td.dates, td.caption])
+def test_the_data_functions_check_n_and_seed(make):
+    """numbers("test", 2.5) gave 4 items, numbers("test", -1) none, caption("test", -1)
+    "negative dimensions are not allowed" and seed=-1 NumPy's message."""
+    if make is td.caption:
+        pytest.importorskip("sklearn")
+    for n in (2.5, -1, True, "3", None):
+        with pytest.raises(ValueError, match=r"^`n` must be a non-negative integer \(the number"):
+            make("test", n)
+    for seed in (-1, 1.5, "0", None):
+        with pytest.raises(ValueError, match=r"^`seed` must be a non-negative integer"):
+            make("test", 2, seed=seed)
+    with pytest.raises(ValueError, match=r"^`split` must be one of"):
+        make("tests", 2)
+    items = {n: make("test", n) for n in (0, np.int64(3))}  # (caption: x, lengths, words)
+    assert [len(v[-1] if make is td.caption else v) for v in items.values()] == [0, 3]
+
+
+def test_the_held_out_values_do_not_depend_on_the_seed_but_the_drawn_items_do():
+    """What docs/seq2seq.md says of seeds: a held-out value is never a training value whatever
+    the seed, and the items drawn from the held-out values follow the seed, so runs of two
+    seeds are scored on two samples of one held-out set (15 numbers of 1,000 in common)."""
+    a, b = td.numbers("test", 1000, seed=0), td.numbers("test", 1000, seed=1)
+    assert len(set(a) & set(b)) == 15
+    english = {}
+    from num2words import num2words
+
+    for v in range(0, 100_000, 7):
+        english[num2words(v, lang="en")] = v
+    for seed in (0, 1, 2):
+        for split in td.SPLITS:
+            for src, _ in td.numbers(split, 300, seed=seed):
+                if src in english:
+                    assert td.split_of(english[src], "numbers") == split
+
+
 def test_trainee_takes_the_pass_options_and_refuses_the_rest():
     """Trainee.forward has the module protocol's options: a misspelt keyword is a TypeError,
     a state or a mask (which an encoder-decoder cannot honour) a clear ValueError."""

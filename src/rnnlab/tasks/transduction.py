@@ -108,20 +108,33 @@ def _values(split: str, n: int, salt: str, high: int, rng: np.random.Generator) 
     return out
 
 
+def _draws(split: str, n: object, seed: object) -> tuple[int, int]:
+    """(n, seed) of a data function, checked: a float n was drawn as a count of another size
+    (2.5 gave 4 items), a negative one as none, and a negative seed raised NumPy's own
+    message, which names no argument."""
+    choice(split, "split", SPLITS)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        fail("n", "a non-negative integer (the number of items)", _checks.describe(n))
+    return int(n), _checks.seed(seed, "seed")
+
+
 def numbers(split: str, n: int, seed: int = 0) -> list[tuple[str, str]]:
     """n (English, German) pairs of number words of the split, values uniform on
-    0 – 999,999 (drawn with `seed`)."""
+    0 – 999,999 (drawn with `seed`: which values a split holds does not depend on it, which
+    of them are drawn does)."""
+    n, seed = _draws(split, n, seed)
     words = _num2words()
-    rng = np.random.default_rng([seed, SPLITS.index(choice(split, "split", SPLITS))])
+    rng = np.random.default_rng([seed, SPLITS.index(split)])
     return [(words(v, lang="en"), words(v, lang="de")) for v in
             _values(split, n, "numbers", MAX_NUMBER, rng)]  # fmt: skip
 
 
 def dates(split: str, n: int, seed: int = 0) -> list[tuple[str, str]]:
     """n (written date, ISO 8601) pairs of the split: days uniform on 1900 – 2099, each in a
-    style drawn from DATE_STYLES."""
+    style drawn from DATE_STYLES (drawn with `seed`, as `numbers`)."""
+    n, seed = _draws(split, n, seed)
     fmt = _format_date()
-    rng = np.random.default_rng([seed, SPLITS.index(choice(split, "split", SPLITS)), 1])
+    rng = np.random.default_rng([seed, SPLITS.index(split), 1])
     days = (LAST_DAY - FIRST_DAY).days
     out = []
     for k in _values(split, n, "dates", days, rng):
@@ -170,7 +183,9 @@ def caption(split: str, n: int, seed: int = 0,
     English words). Each split draws its digits from its own images (`caption_images`, with
     the validation tenth `fold`): scikit-learn's test images for test, disjoint parts of its
     training images for train and valid, so neither a validation nor a test image is ever
-    trained on."""
+    trained on. Which images a split reads does not depend on `seed`; the captions drawn
+    from them do."""
+    n, seed = _draws(split, n, seed)
     num2words = _num2words()
     spelt: dict[int, str] = {}  # num2words is the slow part: once per number
     images, labels = caption_images(split, fold)
@@ -197,8 +212,17 @@ def caption(split: str, n: int, seed: int = 0,
 
 def scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
     """exact_match and cer (character error rate: edit distance over the references'
-    length, `editdistance`), and corpus bleu and chrf (`sacrebleu`, its defaults)."""
-    if len(hypotheses) != len(references) or not references:
+    length, `editdistance`), and corpus bleu and chrf (`sacrebleu`, its defaults). Each
+    argument is a sequence of strings, one per item: a string alone would be scored as a
+    list of its characters."""
+    for name, texts in (("hypotheses", hypotheses), ("references", references)):
+        if isinstance(texts, (str, bytes)) or not isinstance(texts, (Sequence, np.ndarray)):
+            fail(name, "a sequence of strings, one per item", _checks.describe(texts))
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                fail(name, "a sequence of strings, one per item",
+                     f"{_checks.describe(text)} at index {i}")  # fmt: skip
+    if len(hypotheses) != len(references) or len(references) == 0:
         fail("hypotheses", f"{len(references)} strings, one per reference (at least one)",
              f"{len(hypotheses)}")  # fmt: skip
     try:
