@@ -14,7 +14,9 @@ strings whose output has its own length and order.
   English words ("forty-two"). Test numbers are drawn from the test images only.
 
 Splits are held out by value: a number or a day belongs to train, valid or test by a hash of
-the value, so no test item (in any of its spellings) is ever trained on. Strings become ids
+the value, so no test item (in any of its spellings) is ever trained on, whatever the seed.
+The seed chooses which of a split's values (caption: which captions of its images) are
+drawn, so runs of two seeds are scored on two samples of one held-out set. Strings become ids
 through a codec built from the training side: characters (`CharCodec`) for the sources and
 for numbers' and dates' outputs, words (`WordCodec`, 38 of them) for caption's, whose decoder
 writes a number word at a time (docs/seq2seq.md has the runs behind that choice). `scores`
