@@ -541,3 +541,21 @@ def test_decoding_projects_each_source_once_and_computes_what_it_did(attention):
         _Counted.reads = 0
         ids, _ = call()
         assert ids.shape[1] == 6 and _Counted.reads == 1, (name, _Counted.reads)
+
+
+def test_a_seed_gives_the_encoder_and_the_decoder_masks_of_their_own():
+    """An int seed (or a SeedSequence) made a Generator in each of the input dropout, the
+    encoder and the decoder: the same seed, so their masks were drawn alike. One Generator
+    serves the whole pass now, as Sequential's does (regression review, 2026-12-05)."""
+    from rnnlab.seq2seq import Seq2Seq
+
+    model = Seq2Seq(6, 5, embed=4, hidden=8, input_dropout=0.3, recurrent={"zoneout": 0.2},
+                    rng=0)  # fmt: skip
+    src = np.array([[1, 2, 3, 4], [2, 3, 4, 5]])
+    tgt = np.array([[1, 2, 3], [1, 3, 4]])
+    shared = model.forward(src, tgt, training=True, rng=np.random.default_rng(7)).output
+    for seed in (7, np.random.SeedSequence(7)):
+        out = model.forward(src, tgt, training=True, rng=seed).output
+        want = shared if isinstance(seed, int) else model.forward(
+            src, tgt, training=True, rng=np.random.default_rng(np.random.SeedSequence(7))).output
+        np.testing.assert_array_equal(out, want)

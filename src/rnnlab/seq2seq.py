@@ -37,7 +37,7 @@ import numpy.typing as npt
 
 from rnnlab import _checks
 from rnnlab.generate import next_token_probabilities, sampling_settings
-from rnnlab.layers import Backward, Forward, Module, RngLike, _dtype, _rng
+from rnnlab.layers import Backward, Forward, Module, RngLike, _dtype, _rng, one_generator
 from rnnlab.models import make_recurrent
 from rnnlab.modules import Dropout, Embedding, Linear, _Module
 from rnnlab.ops import softmax
@@ -205,6 +205,7 @@ class Seq2Seq(_Module):
         grad: bool = True,
     ) -> tuple[np.ndarray, State, EncoderTape]:
         """(encoder outputs (B, S, D·H), the decoder's initial state, what backward needs)."""
+        rng = one_generator(rng)  # (the input dropout and the encoder: masks of their own)
         fe = self.src_embed.forward(src) if self.src_embed is not None else None
         fi = self.input_dropout.forward(src if fe is None else fe.output, training=training,
                                         rng=rng)  # fmt: skip
@@ -416,6 +417,7 @@ class Seq2Seq(_Module):
         """Teacher forcing: logits (B, T, target_vocab) for the target read shifted by one,
         `tgt_in` = (BOS, y_1, …, y_{T-1}) as ids (B, T)."""
         src = self._source(src)
+        rng = one_generator(rng)  # (one Generator for the encoder's and the decoder's masks)
         tgt_in = _checks.token_ids(tgt_in, "tgt_in", self.target_vocab, ndim=2)
         if src.shape[0] != tgt_in.shape[0]:
             _checks.fail("tgt_in", f"{src.shape[0]} rows, one per source", f"shape {tgt_in.shape}")
