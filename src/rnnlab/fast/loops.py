@@ -42,6 +42,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import pathlib
+import re
 import types
 from typing import Any
 
@@ -121,9 +122,16 @@ def _digest(value, h=None, seen=None) -> str:
         h.update(b")")
     elif isinstance(value, dict):
         _digest(sorted(value.items(), key=repr), h, seen)
-    else:
-        h.update(f"{type(value).__name__}:{value!r};".encode())
+    elif isinstance(value, np.ndarray):  # (a large array's repr elides its middle)
+        h.update(f"ndarray:{value.dtype.str}{value.shape};".encode())
+        h.update(np.ascontiguousarray(value).tobytes())
+    else:  # an object's address is no part of what a loop computes, and differs by process
+        # (pointwise's thread-local _MODE: every process compiled every loop again, ~5 s)
+        h.update(_ADDRESS.sub("", f"{type(value).__name__}:{value!r};").encode())
     return h.hexdigest() if top else ""
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 def _all_names(code: types.CodeType) -> list[str]:
