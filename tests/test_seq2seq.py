@@ -346,7 +346,7 @@ def test_never_takes_one_id_and_names_the_offending_one():
     src = np.random.default_rng(7).integers(0, V, (B, S))
     kw = dict(src_lengths=SRC_LENGTHS, bos=0, eos=2, max_len=5)
     for method, extra in ((m.greedy, {}), (m.beam_search, {"width": 2}), (m.sample, {"rng": 1})):
-        for one in (1, np.int64(1)):
+        for one in (1, np.int64(1), {1}, frozenset([1]), (i for i in [1]), {1: "x"}.keys()):
             a, b = method(src, never=one, **kw, **extra), method(src, never=[1], **kw, **extra)
             np.testing.assert_array_equal(a[0], b[0])
             np.testing.assert_array_equal(a[1], b[1])
@@ -355,8 +355,8 @@ def test_never_takes_one_id_and_names_the_offending_one():
                      r"eos id instead"),
             ([0, W], rf"`never` must be target token ids in \[0, {W}\); got the id {W} instead"),
             ([0, 1.0], r"got 1.0 \(float\) instead"),
-            ("0", r"`never` must be a target token id or a sequence of them; got '0' \(str\)"),
-            (None, r"`never` must be a target token id or a sequence of them"),
+            ("0", r"`never` must be a target token id or a collection of them; got '0' \(str\)"),
+            (None, r"`never` must be a target token id or a collection of them"),
         ]  # fmt: skip
         for bad, match in cases:
             with pytest.raises(ValueError, match=match):
@@ -559,3 +559,25 @@ def test_a_seed_gives_the_encoder_and_the_decoder_masks_of_their_own():
         want = shared if isinstance(seed, int) else model.forward(
             src, tgt, training=True, rng=np.random.default_rng(np.random.SeedSequence(7))).output
         np.testing.assert_array_equal(out, want)
+
+
+def test_beams_top_k_equals_the_full_tie_broken_sort():
+    """Beam search sorts each row's k·V candidates by a stable argsort and sorts again, with
+    the tie-break, only the rows with a tie among their k + 1 best (a lexsort of every row
+    was 1.5-2x slower at V = 5,000-25,000): the same picks as the lexsort of every row, on
+    rows with exact ties, -inf scores and ended hypotheses."""
+    from rnnlab.seq2seq import _top_k
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        B, k, V = rng.integers(1, 5), rng.integers(1, 5), rng.integers(2, 9)
+        logits = np.round(rng.standard_normal((B, k, V)), 1)  # rounded: many exact ties
+        done = rng.random((B, k)) < 0.3
+        ended = np.full(V, -np.inf)
+        ended[0] = 0.0
+        score = np.round(rng.standard_normal((B, k, 1)), 1)
+        score[rng.random((B, k, 1)) < 0.2] = -np.inf
+        flat = np.where(done[:, :, None], score + ended, score + logits).reshape(B, k * V)
+        raw = np.where(done[:, :, None], ended, logits).reshape(B, k * V)
+        want = np.lexsort((np.where(np.isfinite(flat), -raw, 0.0), -flat), axis=1)[:, :k]
+        np.testing.assert_array_equal(_top_k(flat, k, done, ended, logits), want)
