@@ -346,7 +346,8 @@ def test_never_takes_one_id_and_names_the_offending_one():
     src = np.random.default_rng(7).integers(0, V, (B, S))
     kw = dict(src_lengths=SRC_LENGTHS, bos=0, eos=2, max_len=5)
     for method, extra in ((m.greedy, {}), (m.beam_search, {"width": 2}), (m.sample, {"rng": 1})):
-        for one in (1, np.int64(1), {1}, frozenset([1]), (i for i in [1]), {1: "x"}.keys()):
+        for one in (1, np.int64(1), np.array(1), {1}, frozenset([1]), (i for i in [1]),
+                    {1: "x"}.keys(), np.array([1])):
             a, b = method(src, never=one, **kw, **extra), method(src, never=[1], **kw, **extra)
             np.testing.assert_array_equal(a[0], b[0])
             np.testing.assert_array_equal(a[1], b[1])
@@ -357,6 +358,8 @@ def test_never_takes_one_id_and_names_the_offending_one():
             ([0, 1.0], r"got 1.0 \(float\) instead"),
             ("0", r"`never` must be a target token id or a collection of them; got '0' \(str\)"),
             (None, r"`never` must be a target token id or a collection of them"),
+            ({1: "x"}, r"`never` must be a target token id or a collection of them; got "),
+            (np.array(1.5), r"got 1.5 \(float\) instead"),
         ]  # fmt: skip
         for bad, match in cases:
             with pytest.raises(ValueError, match=match):

@@ -29,7 +29,7 @@ Recurrent, Linear); rnnlab.gradcheck checks the whole in float64.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -585,9 +585,11 @@ class Seq2Seq(_Module):
         it unsaid): one id, or a collection of them (a set too). EOS may not be among them
         (decoding ends on it); an offending id is named."""
         V = self.target_vocab
+        if isinstance(never, np.ndarray) and never.ndim == 0:  # (iterating one is a TypeError)
+            never = never.item()
         if isinstance(never, (int, np.integer)) and not isinstance(never, bool):
             never = [never]
-        if isinstance(never, (str, bytes)) or not isinstance(never, Iterable):
+        if isinstance(never, (str, bytes, Mapping)) or not isinstance(never, Iterable):
             _checks.fail("never", "a target token id or a collection of them",
                          _checks.describe(never))  # fmt: skip
         never = list(never)  # (a set or a generator too, as before ids were checked)
