@@ -584,3 +584,23 @@ def test_beams_top_k_equals_the_full_tie_broken_sort():
         raw = np.where(done[:, :, None], ended, logits).reshape(B, k * V)
         want = np.lexsort((np.where(np.isfinite(flat), -raw, 0.0), -flat), axis=1)[:, :k]
         np.testing.assert_array_equal(_top_k(flat, k, done, ended, logits), want)
+
+
+def test_encode_names_the_callers_arguments():
+    """encode, public, said the encoder's `x` (with 32 features for a source of 8 read by a
+    convolution of 4 channels) and `lengths`; forward and the decoders said `src`."""
+    from rnnlab.seq2seq import Seq2Seq
+
+    vec = Seq2Seq(None, 5, source_features=8, source_conv=4, embed=4, hidden=6, rng=0)
+    cases = [
+        (vec, (np.zeros((2, 5, 7)),), r"`src` must be an array of 8 features a step "
+                                      r"\(source_features=8\); got 7 features"),
+        (vec, (np.zeros((0, 5, 8)),), r"`src` must be one source at least"),
+        (vec, (np.zeros((2, 5, 8)), [5, 9]), r"`src_lengths` must be between 1 and the padded "
+                                             r"length 5; got a length of 9"),
+        (Seq2Seq(6, 5, embed=4, hidden=6, rng=0), (np.array([[1, 7]]),),
+         r"`src` must be token ids in \[0, 6\); got the id 7"),
+    ]  # fmt: skip
+    for model, args, match in cases:
+        with pytest.raises(ValueError, match=match):
+            model.encode(*args)

@@ -204,7 +204,11 @@ class Seq2Seq(_Module):
         rng: RngLike = None,
         grad: bool = True,
     ) -> tuple[np.ndarray, State, EncoderTape]:
-        """(encoder outputs (B, S, D·H), the decoder's initial state, what backward needs)."""
+        """(encoder outputs (B, S, D·H), the decoder's initial state, what backward needs).
+        The source and its lengths are checked under the caller's names (`src`,
+        `src_lengths`), as forward and the decoders check them, not as the encoder's `x`."""
+        src = self._source(src)
+        valid_mask(src_lengths, None, src.shape[0], src.shape[1], name="src_lengths")
         rng = one_generator(rng)  # (the input dropout and the encoder: masks of their own)
         fe = self.src_embed.forward(src) if self.src_embed is not None else None
         fi = self.input_dropout.forward(src if fe is None else fe.output, training=training,
