@@ -209,7 +209,13 @@ class Seq2Seq(_Module):
         `src_lengths`), as forward and the decoders check them, not as the encoder's `x`."""
         src = self._source(src)
         valid_mask(src_lengths, None, src.shape[0], src.shape[1], name="src_lengths")
-        rng = one_generator(rng)  # (the input dropout and the encoder: masks of their own)
+        return self._encode(src, src_lengths, training=training, rng=one_generator(rng),
+                            grad=grad)  # fmt: skip
+
+    def _encode(self, src: np.ndarray, src_lengths: npt.ArrayLike | None, *, training: bool,
+                rng: Any, grad: bool) -> tuple[np.ndarray, State, EncoderTape]:  # fmt: skip
+        """encode on a source and lengths already checked (forward and the decoders check
+        them first), with one Generator (or None) for the input dropout and the encoder."""
         fe = self.src_embed.forward(src) if self.src_embed is not None else None
         fi = self.input_dropout.forward(src if fe is None else fe.output, training=training,
                                         rng=rng)  # fmt: skip
@@ -432,8 +438,8 @@ class Seq2Seq(_Module):
         m = valid_mask(src_lengths, None, B, S, name="src_lengths")
         valid_mask(tgt_lengths, None, B, tgt_in.shape[1], name="tgt_lengths")  # (checked here)
         src_mask = None if m is None else np.ascontiguousarray(m.T)  # (B, S)
-        enc, state, enc_cache = self.encode(src, src_lengths, training=training, rng=rng,
-                                            grad=grad)  # fmt: skip
+        enc, state, enc_cache = self._encode(src, src_lengths, training=training, rng=rng,
+                                             grad=grad)  # fmt: skip
         fd = self.tgt_embed.forward(tgt_in)
         fdec = self.decoder.forward(fd.output, lengths=tgt_lengths, state=state,
                                     training=training, rng=rng, grad=grad, check=False,
@@ -526,7 +532,7 @@ class Seq2Seq(_Module):
         B, S = src.shape[:2]
         m = valid_mask(src_lengths, None, B, S, name="src_lengths")
         src_mask = None if m is None else np.ascontiguousarray(m.T)
-        enc, state, _ = self.encode(src, src_lengths, grad=False)
+        enc, state, _ = self._encode(src, src_lengths, training=False, rng=None, grad=False)
         if width > 1:
             enc = np.repeat(enc, width, axis=0)
             src_mask = None if src_mask is None else np.repeat(src_mask, width, axis=0)
