@@ -785,12 +785,12 @@ class Runtime:
     the model itself. `threads` sets onnxruntime's intra-op threads (its default: all cores).
 
     It takes the x the model takes and refuses, in the model's words, the x it refuses: a
-    recurrent layer first takes its own dtype only (the file of a float64 model float64 x,
-    not float32), a Linear or a readout first any float dtype (then a recurrent layer the
-    dtypes the Linear's product gives it), an Embedding integer ids in range. What is taken
-    is converted to the graph's float32 (int64 ids); the outputs are float32. Unlike the
-    model it refuses a NaN or inf in x or the state whatever `check` says: onnxruntime's
-    LSTM and GRU turn a NaN into finite outputs.
+    recurrent layer first takes its own dtype (and float32, the graph's own: the file of a
+    float64 model takes float64 and float32 x), a Linear or a readout first any float dtype
+    (then a recurrent layer the dtypes the Linear's product gives it), an Embedding integer
+    ids in range. What is taken is converted to the graph's float32 (int64 ids); the outputs
+    are float32. Unlike the model it refuses a NaN or inf in x or the state whatever `check`
+    says: onnxruntime's LSTM and GRU turn a NaN into finite outputs.
     """
 
     def __init__(self, path: str | PathLike[str], *, threads: int | None = None) -> None:
