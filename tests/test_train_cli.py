@@ -1212,6 +1212,43 @@ def test_a_charlm_text_too_short_for_the_batch_names_the_options(tmp_path, capsy
     assert json.loads(capsys.readouterr().out)["chars"] > 0
 
 
+def test_a_new_run_from_python_is_refused_before_its_directory_holds_anything(tmp_path):
+    """A Trainer built in Python met the too-short text at its first batch, after run() had
+    written config.json and the lock: run() now asks the task what a new run may not ask for
+    first (as `rnnlab train` does); a run taken up from its checkpoint is not asked again."""
+    from rnnlab import tasks
+    from rnnlab.train import TrainConfig, Trainer
+
+    short = tmp_path / "s.txt"
+    short.write_text("hello world, a short text. " * 60)
+    cfg = TrainConfig.from_dict({**tasks.defaults("charlm"), "data": str(short), "steps": 1})
+    task = tasks.make_task(cfg)
+    spec = tasks.model_spec(cfg, task)
+    trainer = Trainer(tasks.build_model(spec), task, cfg, tmp_path / "r", spec=spec, quiet=True)
+    with pytest.raises(ValueError, match=r"`--data` must hold enough text for --batch-size 32 "):
+        trainer.run()
+    assert not (tmp_path / "r").exists()
+    # a copy task asked to read its input reversed (per-step targets): refused for a new run
+    cfg = TrainConfig.from_dict({**tasks.defaults("copy"), "hidden": 8, "batch_size": 4,
+                                 "steps": 2, "checkpoint_every": 1})  # fmt: skip
+    task = tasks.make_task(cfg)
+    spec = tasks.model_spec(cfg, task)
+    Trainer(tasks.build_model(spec), task, cfg, tmp_path / "c", spec=spec, quiet=True).run()
+    cfg.reverse_input = True
+    task = tasks.make_task(cfg)
+    with pytest.raises(ValueError, match=r"`reverse_input` must be off for the copy task"):
+        Trainer(tasks.build_model(spec), task, cfg, tmp_path / "c2", spec=spec,
+                quiet=True).run()  # fmt: skip
+    assert not (tmp_path / "c2").exists()
+    # ... but a run taken up from a checkpoint is not a new run, not even from step 0 (a run
+    # whose first step overflowed keeps the weights of step 0): not asked again
+    first = Trainer(tasks.build_model(spec), task, cfg, tmp_path / "c0", spec=spec, quiet=True)
+    first.save()
+    resumed = Trainer(tasks.build_model(spec), task, cfg, tmp_path / "c0", spec=spec, quiet=True)
+    resumed.restore(io.load_checkpoint(tmp_path / "c0", 0))
+    assert resumed.run()["step"] == 2
+
+
 def test_a_zoneout_string_in_toml_is_refused_naming_the_list_form(tmp_path, capsys):
     config = tmp_path / "z.toml"
     config.write_text('zoneout = "0,0.5"\n')

@@ -571,6 +571,7 @@ class Trainer:
         self.quiet = quiet
         self.stopped_by = ""
         self._best_kept: Path | None = None  # (restore: the checkpoint's best weights)
+        self._restored = False  # (restore: a run taken up, not a new one)
         self.grad_record: dict[str, Any] | None = None
         # The process that writes the run directory; False on the other ranks of a
         # distributed run (rnnlab.distributed), which train in step but write nothing.
@@ -640,6 +641,7 @@ class Trainer:
         self._best_kept = kept if kept.is_file() else None
         self.bad_evals, self.history = s["bad_evals"], s["history"]
         self.stopped_by = s.get("stopped_by", "")
+        self._restored = True
 
     def _check_carry(self, where: Path, step: int, entries: int) -> None:
         """The carried state, the model's final state at the checkpoint, fits the model: of
@@ -878,6 +880,13 @@ class Trainer:
     def run(self) -> RunSummary:
         """Train to cfg.steps (or a stop) and save; the run directory is held for this
         process meanwhile (io.training_lock: a second process training it is refused)."""
+        if not self._restored and self.step == 0:
+            # What a new run of the task may not ask for (a text too short for its batches,
+            # say) is refused before the run directory holds anything; the warnings it
+            # returns are the caller's to say (`rnnlab train` says them before building).
+            check_new_run = getattr(self.task, "check_new_run", None)
+            if callable(check_new_run):
+                check_new_run()
         with contextlib.ExitStack() as held:
             refused = None
             if self.lead:
