@@ -174,13 +174,17 @@ def sequential(which, rng):
     if which == "linear_last":  # per-step modules commute with picking the last step
         return Sequential(Embedding(12, 4, rng=rng), RNN(4, 6, 2, rng=rng), Linear(6, 5, rng=rng),
                           Dropout(0.1), LastStep(), Linear(5, 2, rng=rng))  # fmt: skip
+    if which == "dropout_tokens":  # the input is ids through a Dropout (it said floats)
+        return Sequential(Dropout(0.2), Embedding(12, 4, rng=rng), LSTM(4, 5, rng=rng),
+                          Linear(5, 3, rng=rng))  # fmt: skip
     if which == "dense_first":  # the snippet's Input takes its features from the Linear
         return Sequential(Linear(3, 5, rng=rng), GRU(5, 4, rng=rng), Linear(4, 2, rng=rng))
     return Sequential(Embedding(12, 4, rng=rng), RNN(4, 6, rng=rng), Linear(6, 12, rng=rng))
 
 
 @pytest.mark.parametrize("which", ["tokens_last", "bi_last", "dropout_last", "bi_dropout_last",
-                                   "linear_last", "mean", "dense_first", "tagger"])
+                                   "linear_last", "mean", "dense_first", "tagger",
+                                   "dropout_tokens"])
 def test_whole_models_export(which, tmp_path):
     rng = np.random.default_rng(4)
     model = sequential(which, rng)
@@ -192,7 +196,7 @@ def test_whole_models_export(which, tmp_path):
     B, T = 4, 7
     lengths = np.array([7, 3, 5, 1])
     mask = np.arange(T)[None, :] < lengths[:, None]
-    if isinstance(model.modules[0], Embedding):
+    if any(isinstance(m, Embedding) for m in model.modules):
         x = rng.integers(0, 12, (B, T))
     else:
         x = rng.standard_normal((B, T, 3)).astype(np.float32)

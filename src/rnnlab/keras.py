@@ -57,7 +57,9 @@ from rnnlab.modules import (
     Linear,
     MeanOverTime,
     Sequential,
+    input_features,
     readout_source,
+    reads_tokens,
 )
 
 F32 = np.float32
@@ -265,18 +267,6 @@ def _last_step_source(mods: Sequence[object], i: int) -> int:
     return j
 
 
-def _input_features(mods: Sequence[object]) -> int | None:
-    """The features of the input of a model whose first module is not an Embedding: the
-    input size of its first recurrent or linear module (the modules Keras holds before one,
-    Dropout, MeanOverTime, keep the feature axis), None if it has neither."""
-    for m in mods:
-        if isinstance(m, Recurrent):
-            return m.input_size
-        if isinstance(m, Linear):
-            return m.in_features
-    return None
-
-
 def save_weights(model: object, path: str | PathLike[str]) -> Path:
     """Write `model`'s weights as Keras 3's `.weights.h5` for the Keras model `snippet`
     builds (keras' `model.load_weights(path)` reads it); atomically. Returns the path."""
@@ -381,10 +371,10 @@ def snippet(model: object, path: str | PathLike[str]) -> str:
     mods: Sequence[object] = model.modules if isinstance(model, Sequential) else [model]
     starting = dict.fromkeys(_KINDS[type(m.cell)] for m in mods
                              if isinstance(m, Recurrent) and _starts(m))  # fmt: skip
-    if isinstance(mods[0], Embedding):
+    if reads_tokens(mods):
         inp = 'keras.Input((None,), dtype="int32")'
     else:
-        inp = f"keras.Input((None, {_input_features(mods)}))"
+        inp = f"keras.Input((None, {input_features(mods)}))"
     lines = [
         "import os",
         'os.environ.setdefault("KERAS_BACKEND", "torch")',

@@ -388,6 +388,28 @@ def readout_source(modules: Sequence[object], i: int) -> int | None:
     return j
 
 
+def reads_tokens(modules: Sequence[object]) -> bool:
+    """Whether a model of these modules takes token ids: its first module past any Dropouts
+    (which pass ids through at inference) is an Embedding. The exporters declare their
+    input by it."""
+    first = next((m for m in modules if not isinstance(m, Dropout)), None)
+    return isinstance(first, Embedding)
+
+
+def input_features(modules: Sequence[object]) -> int | None:
+    """The features of the float input x of a model of these modules: those its first
+    Recurrent or Linear reads, through the modules that keep the feature axis (Dropout,
+    LastStep, MeanOverTime); None where no module fixes them (a model of those alone)."""
+    for module in modules:
+        if isinstance(module, Recurrent):
+            return module.input_size
+        if isinstance(module, Linear):
+            return module.in_features
+        if not isinstance(module, (Dropout, LastStep, MeanOverTime)):
+            break
+    return None
+
+
 def _one_layout(modules: list[Any]) -> None:
     """Recurrent layers one after another (through modules that keep the layout: Linear,
     Dropout) read what the one before wrote, so they share batch_first: a time-major layer

@@ -69,6 +69,7 @@ from rnnlab.modules import (
     Linear,
     MeanOverTime,
     Sequential,
+    input_features,
     readout_source,
 )
 
@@ -338,9 +339,10 @@ def build_model(model: object, *, lengths: bool = True, state: bool = False,
     # token ids when the first module that reads them is an Embedding (a Dropout before it
     # passes them through at inference, as in rnnlab)
     first = next((m for m in modules if not isinstance(m, Dropout)), modules[0])
-    tokens = isinstance(first, Embedding)
+    tokens = isinstance(first, Embedding)  # (modules.reads_tokens; the first module kept)
     axes: list[Dim] = ["batch", "time"] if batch_first else ["time", "batch"]
-    dims = axes if tokens else [*axes, _in_features(modules)]
+    features = input_features(modules)
+    dims = axes if tokens else [*axes, "features" if features is None else features]
     g.used.add("x")
     x_type = TensorProto.INT64 if tokens else TensorProto.FLOAT
     g.inputs.append(helper.make_tensor_value_info("x", x_type, dims))
@@ -394,19 +396,6 @@ def _version() -> str:
     from rnnlab import __version__
 
     return __version__
-
-
-def _in_features(modules: list[Module]) -> Dim:
-    """The features of x: those the first Recurrent or Linear reads, through the modules
-    that keep them (Dropout, LastStep, MeanOverTime); a name where none fixes them."""
-    for module in modules:
-        if isinstance(module, Recurrent):
-            return module.input_size
-        if isinstance(module, Linear):
-            return module.in_features
-        if not isinstance(module, (Dropout, LastStep, MeanOverTime)):
-            break
-    return "features"
 
 
 def _input_rule(module: Module) -> list[str | None]:
