@@ -225,6 +225,31 @@ def test_a_stack_s_dropout_is_keras_dropout_between_its_layers(tmp_path):
     assert np.abs(trained - keras_out(kmodel, x, None)).max() > 1e-3  # (it drops)
 
 
+@pytest.mark.parametrize("make", [
+    lambda: LSTM(3, 4, 2, bidirectional=True, recurrent_dropout=0.3),
+    lambda: GRU(3, 4, recurrent_dropout=0.25, initial_state="learned"),
+    lambda: RNN(3, 4, recurrent_dropout=0.5),
+], ids=["lstm_bi", "gru_learned", "rnn"])  # fmt: skip
+def test_recurrent_dropout_is_keras_recurrent_dropout(make, tmp_path):
+    """The export dropped recurrent_dropout: a Keras model trained further would have gone
+    without it. Keras' recurrent_dropout also drops h_{t-1} in the recurrent products with a
+    mask kept over the sequence's steps (one a gate where rnnlab's one is for all gates);
+    inference is the same."""
+    rng = np.random.default_rng(9)
+    layer = make()
+    model = Sequential(layer, Linear(layer.output_features, 2, rng=rng))
+    path = rk.save_weights(model, tmp_path / "m.weights.h5")
+    namespace: dict = {}
+    exec(rk.snippet(model, path), namespace)
+    kmodel = namespace["model"]
+    recurrent = [getattr(k, "forward_layer", k) for k in kmodel.layers[:-1]]
+    assert [k.recurrent_dropout for k in recurrent] == [layer.recurrent_dropout] * len(recurrent)
+    x = rng.standard_normal((4, 6, 3)).astype(np.float32)
+    assert_close(model.forward(x).output, keras_out(kmodel, x, None), None, "inference")
+    trained = keras.ops.convert_to_numpy(kmodel(x, training=True))
+    assert np.abs(trained - keras_out(kmodel, x, None)).max() > 1e-3  # (it drops)
+
+
 # (rnnlab layer, whether the Keras model starts from a state of its own)
 STARTS = {
     "lstm_learned_bi": (lambda: LSTM(3, 4, 2, bidirectional=True, initial_state="learned"), True),

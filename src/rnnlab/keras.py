@@ -171,6 +171,8 @@ def _layer_spec(layer: Recurrent, k: int, last: bool, return_sequences: bool) ->
         args.append('activation="relu"')
     if isinstance(cell, GRUCell):  # (kind "GRU")
         args.append(f"reset_after={cell.reset_after}")
+    if layer.recurrent_dropout:  # h_{t-1} ⊙ m, a mask a sequence (Keras: one for each gate)
+        args.append(f"recurrent_dropout={layer.recurrent_dropout}")
     if _starts(layer):
         args.append(f"learned={layer.initial_state == 'learned'}")
     args.append(f"return_sequences={return_sequences or not last}")
