@@ -25,7 +25,8 @@ def add_parsers(sub) -> None:
     p.add_argument(
         "--data", type=path_option("--data"),
         help="charlm: evaluate on the held-out pieces of this text, read with the run's "
-        "vocabulary (characters it does not know are counted in unknown_chars)",
+        "vocabulary (characters it does not know are counted in unknown_chars); the n-gram "
+        "baselines beside it are fitted on this text's own training piece",
     )  # fmt: skip
 
     p.add_argument(

@@ -9,8 +9,11 @@ model_spec, build_model) is rnnlab.tasks.registry, its names exported here.
 - `digits`: scikit-learn's 8×8 digits read row by row or pixel by pixel (needs the
   `digits` extra);
 - `pytokens`: characters of Python source labelled with their token class;
-- `transduction`: string pairs for the encoder–decoder (number words English → German, dates
-  → ISO 8601; needs the `seq2seq` extra), held out by value, and a character codec.
+- `transduction`: the encoder–decoder's pairs (number words English → German, dates → ISO
+  8601, images of handwritten digits → their words; needs the `seq2seq` extra), held out by
+  value;
+- `codecs`: the symbols ↔ ids of those pairs, a character at a time (CharCodec) or a word at
+  a time (WordCodec).
 """
 
 from rnnlab.tasks import digits, ngram, pytokens, synthetic, text, transduction

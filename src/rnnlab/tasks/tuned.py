@@ -1,6 +1,6 @@
-"""The memory tasks' defaults per cell and length: what `rnnlab train TASK --cell C --T N`
-trains with when nothing else is said (rnnlab.tasks.defaults_for merges them over the
-task's defaults).
+"""The memory tasks' defaults per cell and length, and the digits' for the ReLU cells: what
+`rnnlab train TASK --cell C --T N` trains with when nothing else is said
+(rnnlab.tasks.defaults_for merges them over the task's defaults).
 
 One set of defaults for every length fails: a budget that solves T = 100 stops an LSTM at
 T = 200 just before it would have solved the task, and a learning rate that suits one task
@@ -10,8 +10,9 @@ throws another back to chance. So:
   validation that solves the task (the task's `solved`), so easy settings stay cheap;
 - the temporal order trains at a learning rate of 3e-4: at 3e-3 (the issue's runs) and 1e-3
   the LSTM learns part of the order, then falls back to chance and stays there;
-- on copy the LSTM's forget gate starts nearly shut (bias 3: σ(3)^100 ≈ 0.008, where σ(1)
-  gives 1e-14), so the ten symbols survive the delay at initialisation;
+- on copy the LSTM's forget gate starts nearly open, keeping what the cell holds (bias 3:
+  σ(3) = 0.95, σ(3)^100 ≈ 0.008, where σ(1) gives 1e-14), so the ten symbols survive the
+  delay at initialisation;
 - the IRNN trains on adding as Le, Jaitly & Hinton (2015) trained it: plain SGD with the
   gradient clipped, which keeps a ReLU network with identity recurrence stable.
 
