@@ -66,6 +66,10 @@ on its own rows. Without numba, or with the environment variable RNNLAB_NO_NUMBA
         the mean squared error's one compiled pass (rnnlab.losses), or None for a layout
         it does not take
 
+    adam_step(p, g, m, v, lr, t, betas, eps, weight_decay, decoupled) -> bool
+        Adam's or AdamW's step for one parameter in one pass (rnnlab.optim), bit for bit
+        the NumPy path's; False for arrays it does not take, untouched
+
 The loops take a keyword `numpy_blas=False` to run the products on numba's np.dot (scipy's
 BLAS) even where NumPy's is found: for tests and benchmarks. All arrays share one dtype,
 float32 or float64. Outputs must be C-contiguous, except that hs may also be a block of
@@ -81,6 +85,7 @@ later processes load it in well under a second.
 from __future__ import annotations
 
 import functools
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -147,6 +152,54 @@ def squared_error(
             parts,
         )
     return float(sums.sum()), grad
+
+
+def adam_step(
+    p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, lr: float, t: int,
+    betas: tuple[float, float], eps: float, weight_decay: float, decoupled: bool,
+) -> bool:
+    """Adam's (AdamW's, `decoupled`) step t for one parameter p in one compiled pass
+    (kernels.adam_pass), bit for bit the NumPy path of rnnlab.optim; False, with nothing
+    written, where the kernel does not take the arrays: not all four of one dtype, float32 or
+    float64, and laid out alike in one contiguous block; overlapping in memory; or a scalar
+    that would round to ±inf in the arrays' dtype (NumPy's cast warns of it there).
+    The scalars are rounded to the arrays' dtype here, as NumPy rounds a Python float that
+    meets an array (NEP 50): numba would compute `0.1 * x` in float64."""
+    from rnnlab.fast import kernels
+
+    dt = p.dtype
+    if dt not in (np.float32, np.float64) or not (g.dtype == m.dtype == v.dtype == dt):
+        return False
+    flat = _flat((p, g, m, v))
+    if flat is None:
+        return False
+    beta1, beta2 = betas
+    if not weight_decay:
+        kind, decay = kernels.PLAIN, 0.0
+    elif decoupled:
+        kind, decay = kernels.DECOUPLED, 1.0 - lr * weight_decay
+    else:
+        kind, decay = kernels.L2, weight_decay
+    # the Python floats of optim._adam_step, each computed as there
+    scalars = (1.0 - beta1, beta2, 1.0 - beta2, math.sqrt(1.0 - beta2**t), eps,
+               lr / (1.0 - beta1**t), decay)  # fmt: skip
+    with np.errstate(over="ignore"):
+        c1, b2, c2, bias2, e, step, d = (dt.type(x) for x in scalars)
+    if any(math.isinf(x) for x in (c1, b2, c2, bias2, e, step, d)):
+        return False
+    fp, fg, fm, fv = flat
+    return bool(kernels.adam_pass(fp, fg, fm, fv, c1, b2, c2, bias2, e, step, d, kind))
+
+
+def _flat(arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...] | None:
+    """1-D views of arrays of one shape that are all C-contiguous or all F-contiguous with
+    the same strides (element i of every view then is the same index in every array), or None."""
+    if all(a.flags.c_contiguous for a in arrays):
+        return tuple(a.reshape(-1) for a in arrays)
+    strides = arrays[0].strides
+    if all(a.flags.f_contiguous and a.strides == strides for a in arrays):
+        return tuple(a.T.reshape(-1) for a in arrays)
+    return None
 
 
 def _rows3(a: np.ndarray) -> np.ndarray | None:

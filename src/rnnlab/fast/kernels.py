@@ -577,6 +577,74 @@ def squared_error_rows(pred, targets, grad, mask, has_mask, count, sums, part, b
     sums[part] = total
 
 
+# --------------------------------------------------------------------------- optimizers
+PLAIN, L2, DECOUPLED = 0, 1, 2  # adam_pass's weight decay: none, Adam's L2 term, AdamW's
+
+
+@njit(**JIT)
+def adam_pass(p, g, m, v, c1, beta2, c2, bias2, eps, step, decay, decay_kind):
+    """Adam's step on 1-D contiguous arrays of one dtype in one pass, with
+    the arithmetic and rounding of rnnlab.optim's NumPy path, operation by operation (the
+    scalars come already rounded to the arrays' dtype, as NumPy's weak Python floats are):
+
+        g' = g + decay·p (L2) | g;      p' = p·decay (DECOUPLED) | p
+        m = m + c1·(g' − m)
+        v = v·β2 + s,  s = c2·(g'·g'), or (c2·g')·g' where g'·g' overflows
+        p = p' − step·(m / (√v / bias2 + eps))
+
+    (c1 = 1 − β1, c2 = 1 − β2, bias2 = √(1 − β2^t), step = lr / (1 − β1^t)). Each operation
+    rounds once: no FMA (`fastmath=False`), and LLVM contracts nothing without its flag.
+    Where c2·(g'·g') is inf, g' is finite (then (c2·g')·g' is NumPy's fallback) or ±inf (then
+    that is inf as well): the one test `s == inf` is _scaled_square's rule.
+    Returns False, having written nothing, where two of the arrays overlap in memory: NumPy's
+    eight passes then read what an earlier pass wrote (a gradient that is v itself reads the
+    v of v·β2), which one pass per element would not."""
+    nbytes = p.size * p.itemsize
+    starts = (p.ctypes.data, g.ctypes.data, m.ctypes.data, v.ctypes.data)
+    for a in range(4):
+        for b in range(a + 1, 4):
+            if nbytes and max(starts[a], starts[b]) < min(starts[a], starts[b]) + nbytes:
+                return False
+    inf = p.dtype.type(np.inf)
+    n = p.size
+    if decay_kind == L2:
+        for i in range(n):
+            pi = p[i]
+            gi = g[i] + decay * pi
+            mi = m[i] + c1 * (gi - m[i])
+            s = c2 * (gi * gi)
+            if s == inf:
+                s = (c2 * gi) * gi
+            vi = v[i] * beta2 + s
+            m[i] = mi
+            v[i] = vi
+            p[i] = pi - step * (mi / (np.sqrt(vi) / bias2 + eps))
+    elif decay_kind == DECOUPLED:
+        for i in range(n):
+            pi = p[i] * decay
+            gi = g[i]
+            mi = m[i] + c1 * (gi - m[i])
+            s = c2 * (gi * gi)
+            if s == inf:
+                s = (c2 * gi) * gi
+            vi = v[i] * beta2 + s
+            m[i] = mi
+            v[i] = vi
+            p[i] = pi - step * (mi / (np.sqrt(vi) / bias2 + eps))
+    else:
+        for i in range(n):
+            gi = g[i]
+            mi = m[i] + c1 * (gi - m[i])
+            s = c2 * (gi * gi)
+            if s == inf:
+                s = (c2 * gi) * gi
+            vi = v[i] * beta2 + s
+            m[i] = mi
+            v[i] = vi
+            p[i] = p[i] - step * (mi / (np.sqrt(vi) / bias2 + eps))
+    return True
+
+
 # Every kernel compiles with rnnlab's LLVM options and only with them (llvm_options).
 for _kernel in [v for v in globals().values() if isinstance(v, Dispatcher)]:
     scoped(_kernel)
