@@ -162,17 +162,28 @@ def adam_step(
     (kernels.adam_pass), bit for bit the NumPy path of rnnlab.optim; False, with nothing
     written, where the kernel does not take the arrays: not all four of one dtype, float32 or
     float64, and laid out alike in one contiguous block; overlapping in memory; or a scalar
-    that would round to ±inf in the arrays' dtype (NumPy's cast warns of it there).
-    The scalars are rounded to the arrays' dtype here, as NumPy rounds a Python float that
-    meets an array (NEP 50): numba would compute `0.1 * x` in float64."""
+    that would round to ±inf in the arrays' dtype (NumPy's cast warns of it there)."""
     from rnnlab.fast import kernels
 
     dt = p.dtype
-    if dt not in (np.float32, np.float64) or not (g.dtype == m.dtype == v.dtype == dt):
+    if not (g.dtype == m.dtype == v.dtype == dt) or dt.char not in "fd":
         return False
-    flat = _flat((p, g, m, v))
+    flat = _flat(p, g, m, v)
     if flat is None:
         return False
+    scalars = _adam_scalars(dt, lr, t, betas, eps, weight_decay, decoupled)
+    if scalars is None:
+        return False
+    return bool(kernels.adam_pass(*flat, *scalars))
+
+
+def _adam_scalars(dt: np.dtype, lr: float, t: int, betas: tuple[float, float], eps: float,
+                  weight_decay: float, decoupled: bool) -> tuple | None:  # fmt: skip
+    """kernels.adam_pass's scalars, each the Python float of optim._adam_step computed as
+    there, and its decay kind; None where a scalar is past the dtype's largest finite value
+    (NumPy's path rounds it to ±inf, with a warning)."""
+    from rnnlab.fast import kernels
+
     beta1, beta2 = betas
     if not weight_decay:
         kind, decay = kernels.PLAIN, 0.0
@@ -180,18 +191,17 @@ def adam_step(
         kind, decay = kernels.DECOUPLED, 1.0 - lr * weight_decay
     else:
         kind, decay = kernels.L2, weight_decay
-    # the Python floats of optim._adam_step, each computed as there
-    scalars = (1.0 - beta1, beta2, 1.0 - beta2, math.sqrt(1.0 - beta2**t), eps,
-               lr / (1.0 - beta1**t), decay)  # fmt: skip
-    with np.errstate(over="ignore"):
-        c1, b2, c2, bias2, e, step, d = (dt.type(x) for x in scalars)
-    if any(math.isinf(x) for x in (c1, b2, c2, bias2, e, step, d)):
-        return False
-    fp, fg, fm, fv = flat
-    return bool(kernels.adam_pass(fp, fg, fm, fv, c1, b2, c2, bias2, e, step, d, kind))
+    values = (1.0 - beta1, beta2, 1.0 - beta2, math.sqrt(1.0 - beta2**t), eps,
+              lr / (1.0 - beta1**t), decay)  # fmt: skip
+    if not max(map(abs, values)) <= _LARGEST[dt.char]:  # (NaN too, though none comes)
+        return None
+    return (*values, kind)  # (the kernel rounds them)
 
 
-def _flat(arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...] | None:
+_LARGEST = {c: float(np.finfo(c).max) for c in "fd"}
+
+
+def _flat(*arrays: np.ndarray) -> tuple[np.ndarray, ...] | None:
     """1-D views of arrays of one shape that are all C-contiguous or all F-contiguous with
     the same strides (element i of every view then is the same index in every array), or None."""
     if all(a.flags.c_contiguous for a in arrays):

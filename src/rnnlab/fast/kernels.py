@@ -583,9 +583,10 @@ PLAIN, L2, DECOUPLED = 0, 1, 2  # adam_pass's weight decay: none, Adam's L2 term
 
 @njit(**JIT)
 def adam_pass(p, g, m, v, c1, beta2, c2, bias2, eps, step, decay, decay_kind):
-    """Adam's step on 1-D contiguous arrays of one dtype in one pass, with
-    the arithmetic and rounding of rnnlab.optim's NumPy path, operation by operation (the
-    scalars come already rounded to the arrays' dtype, as NumPy's weak Python floats are):
+    """Adam's step on 1-D contiguous arrays of one dtype in one pass, with the arithmetic and
+    rounding of rnnlab.optim's NumPy path, operation by operation. The scalars come as that
+    path's Python floats and are first rounded to the arrays' dtype, as NumPy rounds a Python
+    float that meets an array (NEP 50; numba would compute `c1 * x` in float64):
 
         g' = g + decay·p (L2) | g;      p' = p·decay (DECOUPLED) | p
         m = m + c1·(g' − m)
@@ -605,7 +606,10 @@ def adam_pass(p, g, m, v, c1, beta2, c2, bias2, eps, step, decay, decay_kind):
         for b in range(a + 1, 4):
             if nbytes and max(starts[a], starts[b]) < min(starts[a], starts[b]) + nbytes:
                 return False
-    inf = p.dtype.type(np.inf)
+    dt = p.dtype.type
+    c1, beta2, c2, bias2, eps, step, decay = (dt(c1), dt(beta2), dt(c2), dt(bias2), dt(eps),
+                                              dt(step), dt(decay))  # fmt: skip
+    inf = dt(np.inf)
     n = p.size
     if decay_kind == L2:
         for i in range(n):
