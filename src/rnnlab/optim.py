@@ -438,7 +438,7 @@ def _compiled_adam(
     """Adam's (AdamW's) step for one parameter in one compiled pass (rnnlab.fast.adam_step),
     bit for bit the NumPy path below: that makes eight passes over the parameter, with
     temporaries, the compiled one reads each array once (the update of the end-to-end
-    character LM 4x shorter: bench/README.md, "A fused Adam step"). False, having done
+    character LM 3.7-4.2x shorter: bench/README.md, "A fused Adam step"). False, having done
     nothing, without numba or with RNNLAB_NO_NUMBA=1, and for arrays the kernel does not take
     (float16, a gradient of another dtype, layouts that differ): the NumPy path then runs."""
     if not fast.available():
