@@ -320,6 +320,24 @@ def test_average_gradients_in_a_loop_of_ones_own(tmp_path):
     assert done.stdout == "ok 2\n"  # and rank 1's assertions held: its exit status was 0
 
 
+def test_resume_refuses_a_charlm_corpus_that_changed_on_every_rank(tmp_path):
+    """A distributed --resume takes the run up as one process does (cli.train._prepare_train):
+    a corpus edited since the checkpoint is refused on each rank, the record left as it was."""
+    data = tmp_path / "data.txt"
+    data.write_text("the quick brown fox jumps over the lazy dog.\n" * 80)
+    single(["train", "charlm", "--data", data, "--steps", "2", "--seq-len", "10", "--hidden", "8",
+            "--embed", "4", "--batch-size", "4", "--quiet", "--run-dir", tmp_path / "lm"])
+    before = (tmp_path / "lm" / "config.json").read_bytes()
+    data.write_text("THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG.\n" * 80)
+    done = mpiexec(["train", "--resume", tmp_path / "lm", "--steps", "4", "--quiet"], tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.count(f"rnnlab: error: `--resume` must train on the text the run was "
+                             f"trained on; '{data}' has changed since") == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert (tmp_path / "lm" / "config.json").read_bytes() == before
+    assert io.load_checkpoint(tmp_path / "lm").step == 2
+
+
 def test_bad_input_is_one_line(tmp_path):
     args = [*ADDING, "--steps", "10", "--batch-size", "4", "--run-dir", "run"]
     done = mpiexec(args, tmp_path, RNNLAB_MPI_TIMEOUT="soon")

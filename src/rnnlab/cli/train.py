@@ -251,7 +251,8 @@ def _prepare_train(args, comm) -> tuple:
                    f"a new run of --steps {cfg.steps} would not")  # fmt: skip
             print(f"rnnlab: warning: --steps {cfg.steps} (the run had {run_steps}) changes "
                   f"{changed}; {way}", file=sys.stderr)  # fmt: skip
-        task = tasks.make_task(cfg, runs.data_record(run_dir, cfg, config, source.parent))
+        task = tasks.make_task(cfg, runs.data_record(run_dir, cfg, config, source.parent),
+                               resume=True)  # fmt: skip
         where = (ckpt.path if ckpt is not None else run_dir) / "config.json"
         model = runs.build_run_model(config["model"], where, cfg.seed)
         trainer = _make_trainer(comm, model, task, cfg, run_dir, spec=config["model"],

@@ -253,13 +253,15 @@ def model_spec(cfg: TrainConfig, task) -> dict:
     return models.with_defaults(models.without_feedback_extras(spec))
 
 
-def make_task(cfg: TrainConfig, data: dict | None = None, *, text: bool = True):
+def make_task(cfg: TrainConfig, data: dict | None = None, *, text: bool = True,
+              resume: bool = False):  # fmt: skip
     """The task a config names. `data`: what a run stored of its data (`task.data_record()`,
     in config.json), so that a trained charlm run keeps its own vocabulary; `text=False`:
-    the vocabulary only (sampling needs no corpus)."""
+    the vocabulary only (sampling needs no corpus); `resume`: the run trains on (`rnnlab
+    train --resume`), so a charlm corpus that changed since is refused, not only said."""
     name = cfg.task
     if name == "charlm":
-        return CharLM(cfg, data, text=text)
+        return CharLM(cfg, data, text=text, resume=resume)
     if name == "digits":
         return Digits(cfg)
     if name == "pytokens":

@@ -333,10 +333,14 @@ class CharLM:
     higher_is_better = False
     readout = "steps"
 
-    def __init__(self, cfg: TrainConfig, data: dict | None = None, *, text: bool = True):
+    def __init__(self, cfg: TrainConfig, data: dict | None = None, *, text: bool = True,
+                 resume: bool = False):  # fmt: skip
         """`data`: a trained run's record (data_record): its vocabulary is used, whatever the
         text holds now, and its corpus is read from the absolute path it stored; a text that
-        changed since is said on stderr. `text=False`: the vocabulary only (for sampling)."""
+        changed since is said on stderr. `text=False`: the vocabulary only (for sampling).
+        `resume`: the run is to train on, which a text that changed since is refused for (it
+        would train on other text than the run's checkpoint promises, and the run's record
+        would take the new text's hash, so no later command could say it)."""
         if cfg.reverse_input:
             raise ValueError(
                 "`reverse_input` must be off for charlm: a language model reads "
@@ -370,7 +374,16 @@ class CharLM:
         digest = hashlib.sha256(raw.encode("utf-8")).hexdigest()
         train, valid, test = split_text(raw)
         self.vocab = stored or CharVocab(train)
-        if data and data.get("corpus_sha256") not in (None, digest):
+        recorded = data.get("corpus_sha256") if data else None
+        if recorded is not None and recorded != digest and resume:
+            what, back = ((f"'{path}'", "put the run's text back") if path else
+                          (self.source, "resume it under the Python it was trained with"))
+            raise ValueError(
+                f"`--resume` must train on the text the run was trained on; {what} has changed "
+                f"since (its SHA-256 is now {digest[:12]}..., the run's config.json records "
+                f"{str(recorded)[:12]}...): {back}, or start a new run on this text"
+            )
+        if recorded is not None and recorded != digest:
             print(
                 f"rnnlab: warning: the text of {self.source} has changed since the run was "
                 "trained (its SHA-256 differs); its pieces are read with the run's vocabulary, "
