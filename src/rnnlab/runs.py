@@ -14,6 +14,7 @@ from typing import Any
 
 from rnnlab import io, models, tasks
 from rnnlab.modules import _Module
+from rnnlab.tasks.codecs import SPECIALS
 from rnnlab.train import CONFIG_FORMAT, TrainConfig
 
 
@@ -47,7 +48,7 @@ def load_run(
     ckpt, cfg, model = load_checkpoint_model(run_dir)
     if vocabulary:
         return run_dir, cfg, model, data_record(run_dir, cfg, ckpt.config, ckpt.path)
-    _stored_vocab_fits(ckpt.path, cfg, ckpt.config)
+    _stored_data_fits(ckpt.path, cfg, ckpt.config)
     return run_dir, cfg, model, ckpt.config.get("data")
 
 
@@ -94,26 +95,58 @@ def same_run(run_dir: Path, ckpt: io.Checkpoint) -> None:
         )
 
 
-def _stored_vocab_fits(where: Path, cfg: TrainConfig, config: dict[str, Any]) -> None:
-    """A charlm run's stored vocabulary has as many symbols as its model has outputs (two
+def _stored_data_fits(where: Path, cfg: TrainConfig, config: dict[str, Any]) -> None:
+    """A run's stored data record (config.json's "data") is of the form training writes and
+    fits the model: a charlm vocabulary has as many symbols as the model has outputs (two
     characters cut from it were read as other characters: evaluate scored 3.453 nats for
-    3.395, --resume trained on); a damaged one is said with the file."""
+    3.395, --resume trained on), a pytokens one as many as its embedding reads (one cut:
+    accuracy 0.337 for 0.869), an encoder–decoder run's alphabets as many as its decoder
+    writes and its encoder reads (one target character cut: an IndexError in beam search).
+    A damaged one is said with the file, in one line."""
     data = config.get("data")
-    if cfg.task != "charlm" or not data:
+    if not data or not (cfg.task in ("charlm", "pytokens") or cfg.task in tasks.SEQ2SEQ_TASKS):
         return
-    from rnnlab.tasks import text
-
     path = Path(where) / "config.json"
+    spec = config.get("model")
+    spec = spec if isinstance(spec, dict) else {}
     try:
-        vocab = text._stored_vocab(data)
+        if cfg.task == "charlm":
+            from rnnlab.tasks import text
+
+            vocab = text._stored_vocab(data)
+            have = {"vocabulary": (vocab.size if vocab is not None else None,
+                                   spec.get("output_size"), "outputs")}  # fmt: skip
+        elif cfg.task == "pytokens":
+            from rnnlab.tasks import pytokens, text
+
+            record = pytokens._stored_record(data)
+            assert record is not None  # (data is not empty)
+            size = text.CharVocab.from_json({"type": "CharVocab", "chars": record["vocab"]}).size
+            have = {"vocabulary": (size, _get(spec, "input", "vocab_size"), "input symbols")}
+        else:
+            from rnnlab.tasks import transduction
+
+            record = transduction._checked_record(data)
+            target = transduction._target_codec(record).size
+            words = record.get("target_words") is not None  # (caption's outputs are words)
+            have = {"target word list" if words else "target alphabet":
+                    (target, spec.get("target_vocab"), "output symbols")}  # fmt: skip
+            if record["source_chars"] is not None:
+                have["source alphabet"] = (len(record["source_chars"]) + len(SPECIALS),
+                                           _get(spec, "source", "vocab_size"), "input symbols")
     except ValueError as e:
         raise ValueError(f"'{path}': {' '.join(str(e).split())}") from None
-    spec = config.get("model") or {}
-    want = spec.get("output_size") if isinstance(spec, dict) else None
-    if vocab is not None and vocab.size != want:
-        raise ValueError(f"'{path}' holds a vocabulary of {vocab.size} symbols (\"data\") for "
-                         f"a model of {want} outputs: the file was edited. Put the run's own "
-                         "config.json back.")  # fmt: skip
+    for what, (size, want, of) in have.items():
+        if size is not None and size != want:
+            raise ValueError(f"'{path}' holds a {what} of {size} symbols (\"data\") for a "
+                             f"model of {want} {of}: the file was edited. Put the run's own "
+                             "config.json back.")  # fmt: skip
+
+
+def _get(spec: dict[str, Any], table: str, key: str) -> object:
+    """spec[table][key], None where the description lacks it."""
+    inner = spec.get(table)
+    return inner.get(key) if isinstance(inner, dict) else None
 
 
 def data_record(run_dir: Path, cfg: TrainConfig, config: dict[str, Any],
@@ -125,7 +158,7 @@ def data_record(run_dir: Path, cfg: TrainConfig, config: dict[str, Any],
     many distinct characters) would map differently."""
     data = config.get("data")
     if cfg.task != "charlm" or data:
-        _stored_vocab_fits(where or run_dir, cfg, config)
+        _stored_data_fits(where or run_dir, cfg, config)
         return data
     from rnnlab.tasks import text
 

@@ -30,7 +30,7 @@ import hashlib
 import sys
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any, Unpack
+from typing import Any, NoReturn, Unpack
 
 import numpy as np
 
@@ -667,6 +667,11 @@ def _beam(beam) -> int:
 
 
 def _checked_record(data) -> dict:
+    """A run's data record (`Transduction._fit_record`), each field of the kind and form it
+    writes: an alphabet (a string) or word list sorted and distinct, as `fit` makes them (an
+    edited one would map ids to other pieces, or past its end), lengths as non-negative
+    integers, the most frequent target as a text. Whether the alphabets fit the model is
+    `runs`' to check (it has the model's description)."""
     keys = ("source_chars", "target_chars or target_words", "max_source_len", "max_target_len",
             "most_frequent_target", "test_sha256")  # fmt: skip
     targets_ok = isinstance(data, dict) and (
@@ -677,6 +682,25 @@ def _checked_record(data) -> dict:
     if not targets_ok or any(k not in data for k in keys if " " not in k):
         _checks.fail("config.json's 'data'", "a record of the alphabets (" + ", ".join(keys) +
                      ")", _checks.describe(data))  # fmt: skip
+
+    def refuse(key: str, expected: str) -> NoReturn:
+        _checks.fail(f"config.json's 'data' {key!r}", expected, _checks.describe(data[key]))
+
+    source = data["source_chars"]
+    if source is not None and not (isinstance(source, str) and source):
+        refuse("source_chars", "the source alphabet, a non-empty string (null for caption)")
+    for key in ("source_chars", "target_chars", "target_words"):
+        pieces = data.get(key)
+        if pieces is not None and list(pieces) != sorted(set(pieces)):
+            refuse(key, "sorted and distinct pieces, as training writes them")
+    for key in ("max_source_len", "max_target_len"):
+        n = data[key]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            refuse(key, "a non-negative integer")
+    if not isinstance(data["most_frequent_target"], str):
+        refuse("most_frequent_target", "a text (the baseline's constant output)")
+    if not isinstance(data["test_sha256"], str):
+        refuse("test_sha256", "the test split's SHA-256, a string of hex digits")
     return dict(data)
 
 
