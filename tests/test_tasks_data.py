@@ -94,6 +94,29 @@ def test_read_text_errors(tmp_path, monkeypatch):
         text.read_text("/dev/zero")
 
 
+@pytest.mark.parametrize("bom,codec,name", [
+    (b"\xff\xfe", "utf-16-le", "UTF-16"), (b"\xfe\xff", "utf-16-be", "UTF-16"),
+    (b"\xff\xfe\x00\x00", "utf-32-le", "UTF-32"), (b"\x00\x00\xfe\xff", "utf-32-be", "UTF-32"),
+])  # fmt: skip
+def test_a_utf16_or_utf32_corpus_is_named_as_such_not_sent_to_iconv_from_latin1(tmp_path, bom,
+                                                                                 codec, name):
+    """A UTF-16 file (BOM FF FE) was told "Convert it first, e.g. iconv -f latin1 -t utf-8",
+    which turns it into text with a NUL after every character that then trains silently.
+    Its byte-order mark names the encoding, and the advice converts from it."""
+    path = tmp_path / "wide.txt"
+    path.write_bytes(bom + ("hello world\n" * 200).encode(codec))
+    with pytest.raises(text.TextFileError) as e:
+        text.read_text(path)
+    said = str(e.value)
+    assert f"'{path}', which is {name} (it starts with the byte-order mark " \
+           f"{bom.hex(' ').upper()})" in said, said  # fmt: skip
+    assert f"iconv -f {name.lower()} -t utf-8" in said and "latin1" not in said, said
+    # what the advice does gives the text back
+    converted = tmp_path / "converted.txt"
+    converted.write_bytes(path.read_bytes().decode(name.lower()).encode("utf-8"))
+    assert text.read_text(converted) == "hello world\n" * 200
+
+
 def test_char_vocab_round_trip_and_unknown():
     vocab = text.CharVocab("hello world")
     assert vocab.chars == " dehlorw"  # sorted distinct characters

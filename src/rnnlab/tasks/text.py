@@ -61,6 +61,11 @@ def default_corpus() -> str:
     return "\n\n".join(topics[key] for key in sorted(topics))
 
 
+# The byte-order marks of UTF-32 and UTF-16 (UTF-32's first: FF FE 00 00 begins with FF FE).
+_BYTE_ORDER_MARKS = ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
+                     (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))  # fmt: skip
+
+
 def read_text(path: str | os.PathLike[str]) -> str:
     """Read a UTF-8 corpus file, with an error naming the path for every way it can fail.
 
@@ -105,6 +110,13 @@ def read_text(path: str | os.PathLike[str]) -> str:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
+        # (latin1 would turn UTF-16 or UTF-32 into text with NULs between the characters)
+        for bom, encoding in _BYTE_ORDER_MARKS:
+            if data.startswith(bom):
+                _raise("path", expected,
+                       f"'{p}', which is {encoding.upper()} (it starts with the byte-order mark "
+                       f"{bom.hex(' ').upper()})",
+                       f"Convert it first, e.g. `iconv -f {encoding} -t utf-8`.")  # fmt: skip
         _raise(
             "path",
             expected,
