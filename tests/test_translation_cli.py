@@ -447,6 +447,56 @@ def test_scheduled_sampling_mixes_truth_and_the_models_draws():
     assert not np.array_equal(model.forward(src, targets=y).output, f_mix.output)
 
 
+def test_scheduled_sampling_never_feeds_the_decoder_pad_or_bos():
+    """The decoders never emit PAD or BOS (transduction.NEVER); a scheduled-sampling draw fed
+    them as inputs (74 of 640 positions on an untrained dates model, p = 0)."""
+    from rnnlab.seq2seq import Seq2Seq
+    from rnnlab.tasks import transduction as td
+
+    rng = np.random.default_rng(0)
+    model = td.Trainee(Seq2Seq(9, 12, embed=4, hidden=6, attention="additive", rng=0))
+    src = rng.integers(4, 9, (64, 5))
+    y = rng.integers(4, 12, (64, 7))
+    y[:, -1] = td.EOS
+    for seed in range(3):
+        fed = model.scheduled_inputs(src, None, td.teacher_inputs(y), 0.0,
+                                     np.random.default_rng(seed))  # fmt: skip
+        assert (fed[:, 0] == td.BOS).all()
+        assert not np.isin(fed[:, 1:], td.NEVER).any(), seed
+
+
+def test_a_scheduled_sampling_draw_leaves_pad_and_bos_out_and_changes_no_other_draw():
+    """transduction._draw: where the inverse-CDF draw of the full distribution fell on
+    another token, the same token (the generator read as before); where it fell on PAD or
+    BOS, a token of the others in their proportions, so the draws follow the distribution
+    with PAD and BOS zeroed and the rest scaled to sum to 1."""
+    from rnnlab.tasks import transduction as td
+
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.full(7, 0.7), size=40)
+    probs[:, :2] *= 4  # PAD and BOS likely
+    probs /= probs.sum(axis=-1, keepdims=True)
+    u = rng.random((40, 1))
+    before = np.minimum((probs.cumsum(axis=-1) < u).sum(axis=-1), 6)  # (the draw of old)
+    drawn = td._draw(probs, u)
+    assert np.isin(before, td.NEVER).sum() >= 5  # (the case is tried)
+    assert not np.isin(drawn, td.NEVER).any()
+    kept = ~np.isin(before, td.NEVER)
+    assert np.array_equal(drawn[kept], before[kept])
+    # one row, u on a grid of [0, 1): each token's share is its probability without PAD and
+    # BOS, to the grid's resolution
+    n = 200_000
+    row = probs[:1].repeat(n, axis=0)
+    grid = ((np.arange(n) + 0.5) / n)[:, None]
+    shares = np.bincount(td._draw(row, grid), minlength=7) / n
+    want = np.concatenate([[0, 0], probs[0, 2:] / probs[0, 2:].sum()])
+    np.testing.assert_allclose(shares, want, atol=3 / n)
+    # a row whose PAD and BOS hold everything (or nothing), and u = 0 exactly: EOS or later
+    edge = np.array([[0.5, 0.5, 0, 0, 0, 0, 0], [0, 0, 0.2, 0.2, 0.2, 0.2, 0.2]])
+    assert (td._draw(edge, np.zeros((2, 1))) >= 2).all()
+    assert (td._draw(edge, np.full((2, 1), 0.4)) >= 2).all()
+
+
 def test_commands_that_do_not_cover_encoder_decoders_say_so(dates_run, capsys):
     assert "a dates run, an encoder-decoder" in error_of(capsys, "export", dates_run)
     assert "a dates run, an encoder-decoder" in error_of(capsys, "gradflow", dates_run)

@@ -316,17 +316,39 @@ class Trainee(_Module):
         distribution at the previous step given the inputs chosen so far (the encoder and
         decoder run without dropout for the draws). A draw is a constant for the gradient, as
         in the paper, so the teacher-forced pass over the inputs chosen here is the exact
-        forward and backward of the step."""
+        forward and backward of the step. PAD and BOS are never drawn (`_draw`), as decoding
+        never writes them (NEVER)."""
         net, out = self.net, tgt_in.copy()
         B, T = out.shape
         memory, state, _ = net._start(src, src_lengths, T)
         for t in range(1, T):
             logits, state = net._step(out[:, t - 1], state, memory)
-            u = rng.random((B, 1))
-            own = np.minimum((softmax(logits, axis=-1).cumsum(axis=-1) < u).sum(axis=-1),
-                             logits.shape[-1] - 1)  # fmt: skip
+            own = _draw(softmax(logits, axis=-1), rng.random((B, 1)))
             out[:, t] = np.where(rng.random(B) < p, out[:, t], own)
         return out
+
+
+def _draw(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """A token a row, drawn from each row of `probs` (B, V) with PAD and BOS left out (their
+    probability zeroed, the rest scaled to sum to 1), by the uniform numbers `u` (B, 1).
+
+    Inverse-CDF: the token where the cumulative sum first reaches u. PAD and BOS are ids 0
+    and 1, the first stretch [0, s) of the sum (s their probability): a u there is a uniform
+    number in it, so u / s is a fresh uniform one, and the token it falls on in the rest of
+    the sum, scaled to its total (1 - s), is a draw of the other tokens in their proportions. A row
+    whose u lands past s draws as before it was left out, with the same random numbers (the
+    generator is read as it was): only the draws of PAD or BOS change."""
+    assert (PAD, BOS) == (0, 1)  # (the stretch below is theirs)
+    V = probs.shape[-1]
+    own = np.minimum((probs.cumsum(axis=-1) < u).sum(axis=-1), V - 1)
+    hit = own <= BOS
+    if hit.any():
+        rows, u_hit = probs[hit], u[hit]
+        s = rows[:, : BOS + 1].sum(axis=-1, keepdims=True)
+        fresh = np.divide(u_hit, s, out=np.zeros_like(u_hit), where=s > 0)
+        rest = rows[:, BOS + 1 :].cumsum(axis=-1)
+        own[hit] = BOS + 1 + np.minimum((rest < fresh * rest[:, -1:]).sum(axis=-1), V - BOS - 2)
+    return own
 
 
 def build(spec: dict, rng) -> Trainee:
