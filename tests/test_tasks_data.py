@@ -892,3 +892,77 @@ def test_a_text_that_would_not_fit_in_memory_is_refused_by_name(tmp_path, monkey
         text.read_text(big)
     monkeypatch.setattr(_checks, "available_memory", lambda: 1 << 30)
     assert len(text.read_text(big)) == 6_000_000
+
+
+def test_a_text_whose_n_gram_baselines_would_not_fit_is_refused_before_training(tmp_path,
+                                                                                 monkeypatch,
+                                                                                 capsys):
+    """The baselines beside the test score, counted at the end of `rnnlab train`, take up to
+    ~255 bytes a character of random text (30 of prose) against the 32 a byte of reading
+    it: a text that read well was killed by memory after the whole training. A new run
+    refuses it up front, naming --data, with the estimate; prose of the same size, whose
+    distinct n-grams are few, is counted and goes on; a small text is not even looked at."""
+    from rnnlab import _checks
+    from rnnlab.cli import main
+    from rnnlab.train import TrainConfig
+
+    def task(path):
+        from rnnlab import tasks
+
+        cfg = TrainConfig.from_dict(tasks.defaults("charlm") | {"data": str(path)})
+        return tasks.make_task(cfg)
+
+    rng = np.random.default_rng(0)
+    noise = tmp_path / "noise.txt"
+    noise.write_text("".join(np.array([chr(33 + i) for i in range(90)])[rng.integers(0, 90,
+                                                                                   1_600_000)]))
+    prose = tmp_path / "prose.txt"
+    d = text.default_corpus()
+    prose.write_text((d * 4)[:1_600_000])
+    monkeypatch.setattr(_checks, "available_memory", lambda: 200 << 20)
+    lm = task(noise)
+    n = len(lm.ids["train"])
+    grams = ngram.distinct_grams(lm.ids["train"], lm.vocab.size, 5)
+    need = ngram.baseline_memory(n, lm.vocab.size, 5, grams)
+    assert need > 200 << 20 and ngram.baseline_memory(n, lm.vocab.size, 5) >= need
+    with pytest.raises(ValueError, match=(
+            rf"`--data` must be a text whose n-gram baselines \(counted from its training "
+            rf"piece at the end of training, beside the test score\) fit in the memory "
+            rf"available \(200.0 MiB\); got '.*noise.txt', whose {n:,} training characters "
+            rf"hold {sum(grams):,} distinct n-grams of orders 1 to 5 \(about "
+            rf"{_checks.describe_bytes(need)} to count\) instead")):  # fmt: skip
+        lm.check_new_run()
+    assert task(prose).check_new_run() == []  # counted: it fits
+    monkeypatch.setattr(_checks, "available_memory", lambda: 1 << 30)
+    assert lm.check_new_run() == []
+    # `rnnlab train` says it in one line and leaves no run directory
+    monkeypatch.setattr(_checks, "available_memory", lambda: 200 << 20)
+    run = tmp_path / "run"
+    assert main(["train", "charlm", "--data", str(noise), "--run-dir", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("rnnlab: error: `--data` must be a text "
+                                                   "whose n-gram baselines"), err  # fmt: skip
+    assert not run.exists()
+
+    # a small text: /proc/meminfo is not read
+    def unasked():
+        raise AssertionError("available_memory read for a small text")
+
+    monkeypatch.setattr(_checks, "available_memory", unasked)
+    small = tmp_path / "small.txt"
+    small.write_text(d[:200_000])
+    assert task(small).check_new_run() == []
+
+
+def test_distinct_grams_counts_what_the_baselines_count(corpus):
+    """ngram.distinct_grams: the number of distinct k-grams, as many as ngram's own counts
+    (np.unique of the k-gram codes) for every order, on text and on a tiny stream."""
+    vocab = text.CharVocab(corpus)
+    ids = vocab.encode(corpus[:50_000])
+    raw, _ = ngram._count(ids.astype(np.int64), vocab.size, 5)
+    assert ngram.distinct_grams(ids, vocab.size, 5) == [len(keys) for keys, _ in raw]
+    assert ngram.distinct_grams([0, 1, 0, 1, 0], 2, 3) == [2, 2, 2]
+    assert ngram.baseline_memory(5, 2, 3, [2, 2, 2]) == 5 * ngram.PEAK_PER_ID + \
+        6 * ngram.PEAK_PER_GRAM  # fmt: skip
+    assert ngram.baseline_memory(5, 2, 3) == 5 * ngram.PEAK_PER_ID + \
+        (2 + 4 + 3) * ngram.PEAK_PER_GRAM  # fmt: skip

@@ -217,6 +217,44 @@ def next_probs(model: NGramModel, context: object) -> np.ndarray:
     return _probabilities(model, grams, np.full(V, len(tail)))
 
 
+# The peak memory of `ngram_baselines` (tracemalloc and the resident set's rise,
+# bench/ngram_memory.py; bench/README.md, "The n-gram baselines' memory"): about 26.5 bytes
+# a training id, whatever the text, and about 58 bytes more a distinct k-gram of the orders
+# counted (each is kept as a code and a count, raw and as a continuation, then as a level).
+# A text whose longer n-grams are nearly all distinct (random or base64 text) needs 130 to
+# 255 bytes a character, prose or source code under 30. Rounded up:
+PEAK_PER_ID = 30
+PEAK_PER_GRAM = 64
+
+
+def distinct_grams(train_ids: object, vocab_size: int, max_order: int) -> list[int]:
+    """The number of distinct k-grams of the ids for k = 1..max_order, coded as `fit` codes
+    them; one order at a time, at a peak of about 25 bytes an id."""
+    V = positive_int(vocab_size, "vocab_size")
+    top = _check_order(max_order, "max_order", V)
+    ids = _check_ids(train_ids, "train_ids", V)
+    out, codes = [], ids
+    for k in range(1, top + 1):
+        if k > 1:
+            codes = codes[:-1] * V
+            codes += ids[k - 1 :]
+        ordered = np.sort(codes)
+        out.append(1 + int(np.count_nonzero(ordered[1:] != ordered[:-1])))
+        del ordered
+    return out
+
+
+def baseline_memory(n_ids: int, vocab_size: int, max_order: int,
+                    grams: list[int] | None = None) -> int:  # fmt: skip
+    """About how many bytes `ngram_baselines` takes at its peak on `n_ids` training ids (at
+    most: PEAK_PER_ID and PEAK_PER_GRAM bound every text measured). `grams`: the number of
+    distinct k-grams for k = 1..max_order (`distinct_grams`); None: a bound that counts
+    nothing, as if every k-gram were distinct as far as the vocabulary allows (V ** k)."""
+    if grams is None:
+        grams = [min(max(n_ids - k + 1, 0), vocab_size**k) for k in range(1, max_order + 1)]
+    return PEAK_PER_ID * n_ids + PEAK_PER_GRAM * sum(grams)
+
+
 def name_of(order: int) -> str:
     """'unigram', 'bigram', 'trigram', then '4-gram', '5-gram', ..."""
     return {1: "unigram", 2: "bigram", 3: "trigram"}.get(order, f"{order}-gram")

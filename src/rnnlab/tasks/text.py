@@ -438,9 +438,41 @@ class CharLM:
              "for more)" if self.max_order < MAX_BASELINE_ORDER else "")  # fmt: skip
 
     def check_new_run(self) -> list[str]:
-        """A new run's text holds its batches (said before the run directory is made)."""
+        """A new run's text holds its batches, and its n-gram baselines, counted at the end of
+        training, fit in the memory available (both said before the run directory is made)."""
         self._training_tracks()
+        self._baselines_fit()
         return []
+
+    def _baselines_fit(self) -> None:
+        """The test score's n-gram baselines, counted from the training piece at the end of
+        `rnnlab train`, need up to ngram.PEAK_PER_ID bytes a character and PEAK_PER_GRAM a
+        distinct n-gram: under 40 bytes a character of prose, up to 285 of random text
+        (reading the text takes PEAK_PER_BYTE = 32 a byte), so a text that read well could
+        be killed by the out-of-memory killer after the whole training. A bound that counts nothing
+        (as if every n-gram were distinct) settles most texts; past it, with too little
+        memory for it, the distinct n-grams are counted (a pass of about 25 bytes a
+        character, a tenth of the baselines' time) for the estimate."""
+        from rnnlab.tasks import ngram
+
+        n, V = len(self.ids["train"]), self.vocab.size
+        bound = ngram.baseline_memory(n, V, self.max_order)
+        if bound < 1 << 28:  # (not worth a look at /proc/meminfo, as _checks.affordable)
+            return
+        have = _checks.available_memory()
+        if have is None or bound <= have:
+            return
+        grams = ngram.distinct_grams(self.ids["train"], V, self.max_order)
+        need = ngram.baseline_memory(n, V, self.max_order, grams)
+        if need > have:
+            raise ValueError(
+                f"`--data` must be a text whose n-gram baselines (counted from its training "
+                f"piece at the end of training, beside the test score) fit in the memory "
+                f"available ({_checks.describe_bytes(have)}); got {self.source!r}, whose "
+                f"{n:,} training characters hold {sum(grams):,} distinct n-grams of orders 1 "
+                f"to {self.max_order} (about {_checks.describe_bytes(need)} to count) instead. "
+                "Give a shorter text, or free memory."
+            )
 
     def _training_tracks(self) -> tuple[np.ndarray, np.ndarray, int]:
         """(inputs, targets, windows an epoch): the training piece cut into --batch-size
