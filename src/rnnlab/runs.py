@@ -109,6 +109,7 @@ def _stored_data_fits(where: Path, cfg: TrainConfig, config: dict[str, Any]) -> 
     path = Path(where) / "config.json"
     spec = config.get("model")
     spec = spec if isinstance(spec, dict) else {}
+    have: dict[str, tuple[int | None, object, str]]  # what: (its size, the model's, of what)
     try:
         if cfg.task == "charlm":
             from rnnlab.tasks import text
@@ -121,8 +122,9 @@ def _stored_data_fits(where: Path, cfg: TrainConfig, config: dict[str, Any]) -> 
 
             record = pytokens._stored_record(data)
             assert record is not None  # (data is not empty)
-            size = text.CharVocab.from_json({"type": "CharVocab", "chars": record["vocab"]}).size
-            have = {"vocabulary": (size, _get(spec, "input", "vocab_size"), "input symbols")}
+            vocab = text.CharVocab.from_json({"type": "CharVocab", "chars": record["vocab"]})
+            have = {"vocabulary": (vocab.size, _get(spec, "input", "vocab_size"),
+                                   "input symbols")}  # fmt: skip
         else:
             from rnnlab.tasks import transduction
 
