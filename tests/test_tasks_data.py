@@ -966,3 +966,25 @@ def test_distinct_grams_counts_what_the_baselines_count(corpus):
         6 * ngram.PEAK_PER_GRAM  # fmt: skip
     assert ngram.baseline_memory(5, 2, 3) == 5 * ngram.PEAK_PER_ID + \
         (2 + 4 + 3) * ngram.PEAK_PER_GRAM  # fmt: skip
+
+
+def test_resuming_on_a_built_in_corpus_that_changed_is_refused_and_evaluating_warns(capsys):
+    """The pydoc topics follow the Python version: a run trained under another one resumes
+    on other text, refused (`resume=True`, as `train --resume` makes its task), while
+    evaluate and sample read it with the run's vocabulary after a warning, as before."""
+    from rnnlab import tasks
+    from rnnlab.train import TrainConfig
+
+    cfg = TrainConfig.from_dict(tasks.defaults("charlm"))
+    record = tasks.make_task(cfg).data_record()
+    other = dict(record, corpus_sha256="0123456789ab" + "0" * 52)
+    with pytest.raises(ValueError, match=(
+            r"`--resume` must train on the text the run was trained on; the pydoc topics of "
+            rf"CPython has changed since \(its SHA-256 is now {record['corpus_sha256'][:12]}"
+            r"\.\.\., the run's config.json records 0123456789ab\.\.\.\): resume it under the "
+            r"Python it was trained with, or start a new run on this text")):  # fmt: skip
+        tasks.make_task(cfg, other, resume=True)
+    assert "warning" not in capsys.readouterr().err
+    assert tasks.make_task(cfg, record, resume=True).data_record() == record
+    assert tasks.make_task(cfg, other).data_record()["vocab"] == record["vocab"]
+    assert "has changed since the run was trained" in capsys.readouterr().err
