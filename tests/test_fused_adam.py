@@ -142,3 +142,24 @@ def test_arrays_the_kernel_does_not_take_go_the_numpy_way(monkeypatch):
             results.append((w, m, v))
         for a, b in zip(*results, strict=True):
             assert _same_bits(a, b), name
+
+
+@pytest.mark.parametrize("cls", [Adam, AdamW])
+@pytest.mark.parametrize("order", [">f4", ">f8"])
+def test_big_endian_parameters_take_the_numpy_path(cls, order, monkeypatch):
+    """A parameter read big-endian from a file ('>f4', whose dtype char is 'f') reached the
+    kernel, which numba cannot type: a TypingError traceback from Adam.update (reviewer 76).
+    Its state (full_like) and a zeros_like gradient share its byte order."""
+    p0 = np.linspace(-1, 1, 12).reshape(3, 4).astype(order)
+    g = np.full_like(p0, 0.5)
+    out = []
+    for compiled in (True, False):
+        if not compiled:
+            monkeypatch.setattr(fast, "adam_step", lambda *a: False)
+        opt = cls(weight_decay=0.01)
+        P = {"w": p0.copy()}
+        S = opt.init(P)
+        opt.update(P, {"w": g}, S)
+        out.append((P["w"], S["m/w"], S["v/w"]))
+    for a, b in zip(*out):
+        assert a.dtype == np.dtype(order) and np.array_equal(a, b)

@@ -162,11 +162,16 @@ def adam_step(
     (kernels.adam_pass), bit for bit the NumPy path of rnnlab.optim; False, with nothing
     written, where the kernel does not take the arrays: not all four of one dtype, float32 or
     float64, and laid out alike in one contiguous block; overlapping in memory; or a scalar
-    that would round to ±inf in the arrays' dtype (NumPy's cast warns of it there)."""
+    that would round to ±inf in the arrays' dtype (NumPy's cast warns of it there).
+    Bit for bit in the values, not in floating-point signalling: a NaN or inf the step makes
+    raises no RuntimeWarning (nor an error under np.errstate(invalid="raise")), as NumPy's
+    passes do; the Trainer checks the weights and running squares itself."""
     from rnnlab.fast import kernels
 
     dt = p.dtype
-    if not (g.dtype == m.dtype == v.dtype == dt) or dt.char not in "fd":
+    # (dtype equality holds the byte order: numba types only native floats, and a parameter
+    # read big-endian from a file is a '>f4', whose char is 'f' all the same)
+    if not (g.dtype == m.dtype == v.dtype == dt) or dt not in _NATIVE_FLOATS:
         return False
     flat = _flat(p, g, m, v)
     if flat is None:
@@ -199,6 +204,7 @@ def _adam_scalars(dt: np.dtype, lr: float, t: int, betas: tuple[float, float], e
 
 
 _LARGEST = {c: float(np.finfo(c).max) for c in "fd"}
+_NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _flat(*arrays: np.ndarray) -> tuple[np.ndarray, ...] | None:
