@@ -1291,6 +1291,15 @@ def test_a_new_run_from_python_is_refused_before_its_directory_holds_anything(tm
     resumed = Trainer(tasks.build_model(spec), task, cfg, tmp_path / "c0", spec=spec, quiet=True)
     resumed.restore(io.load_checkpoint(tmp_path / "c0", 0))
     assert resumed.run()["step"] == 2
+    # ... nor a saved run that `train --resume` starts again for want of a checkpoint (its
+    # settings were taken when it started; it was refused, with advice --resume cannot follow)
+    run = tmp_path / "saved"
+    run.mkdir()
+    config = json.loads((tmp_path / "c" / "config.json").read_text())
+    config["train"]["reverse_input"] = True
+    (run / "config.json").write_text(json.dumps(config))
+    assert run_cli("train", "--resume", run, "--quiet") == 0
+    assert io.checkpoint_steps(run)[-1] == 2
 
 
 def test_a_zoneout_string_in_toml_is_refused_naming_the_list_form(tmp_path, capsys):

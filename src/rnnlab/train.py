@@ -571,7 +571,10 @@ class Trainer:
         self.quiet = quiet
         self.stopped_by = ""
         self._best_kept: Path | None = None  # (restore: the checkpoint's best weights)
-        self._restored = False  # (restore: a run taken up, not a new one)
+        # A run of its own (a new run: run() asks the task what a new run may not ask for);
+        # False for a saved run taken up (restore, or `train --resume` of a run that has no
+        # checkpoint yet: its settings were accepted when it started).
+        self.new_run = True
         self.grad_record: dict[str, Any] | None = None
         # The process that writes the run directory; False on the other ranks of a
         # distributed run (rnnlab.distributed), which train in step but write nothing.
@@ -641,7 +644,7 @@ class Trainer:
         self._best_kept = kept if kept.is_file() else None
         self.bad_evals, self.history = s["bad_evals"], s["history"]
         self.stopped_by = s.get("stopped_by", "")
-        self._restored = True
+        self.new_run = False
 
     def _check_carry(self, where: Path, step: int, entries: int) -> None:
         """The carried state, the model's final state at the checkpoint, fits the model: of
@@ -880,7 +883,7 @@ class Trainer:
     def run(self) -> RunSummary:
         """Train to cfg.steps (or a stop) and save; the run directory is held for this
         process meanwhile (io.training_lock: a second process training it is refused)."""
-        if not self._restored and self.step == 0:
+        if self.new_run and self.step == 0:
             # What a new run of the task may not ask for (a text too short for its batches,
             # say) is refused before the run directory holds anything; the warnings it
             # returns are the caller's to say (`rnnlab train` says them before building).

@@ -260,6 +260,7 @@ def _prepare_train(args, comm) -> tuple:
         model = runs.build_run_model(config["model"], where, cfg.seed)
         trainer = _make_trainer(comm, model, task, cfg, run_dir, spec=config["model"],
                                 quiet=args.quiet)  # fmt: skip
+        trainer.new_run = False  # (its settings were taken when it started)
         if ckpt is not None:
             runs.load_weights(model, ckpt, run_dir)
             try:
