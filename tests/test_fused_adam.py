@@ -161,5 +161,5 @@ def test_big_endian_parameters_take_the_numpy_path(cls, order, monkeypatch):
         S = opt.init(P)
         opt.update(P, {"w": g}, S)
         out.append((P["w"], S["m/w"], S["v/w"]))
-    for a, b in zip(*out):
+    for a, b in zip(*out, strict=True):
         assert a.dtype == np.dtype(order) and np.array_equal(a, b)
