@@ -56,11 +56,14 @@ class Forward:
 
 @dataclass
 class Backward:
-    """The result of a backward pass: gradients of the input, initial state and parameters."""
+    """The result of a backward pass: gradients of the input, initial state and parameters;
+    `table`: the gradient of the table whose rows the input was, where the backward was told
+    so instead of giving the input's (Recurrent.backward's rows_of)."""
 
     input: np.ndarray | None
     state: Any
     params: dict[str, np.ndarray]
+    table: np.ndarray | None = None
 
 
 class PassOptions(TypedDict, total=False):
@@ -851,10 +854,19 @@ class Recurrent:
         input_grad: bool = True,
         retain_tape: bool = False,
         overwrite_d_output: bool = False,
+        rows_of: tuple[Any, Any] | None = None,
     ) -> Backward:
         """BPTT from ∂L/∂output (and ∂L/∂final state). `input_grad=False` skips ∂L/∂x (one
         GEMM over all steps; Backward.input is then None) when x is data, not a parameter's
         output, as PyTorch skips it for an input that does not require a gradient.
+
+        `rows_of=(table, ids)` says the forward's x was table[ids], an Embedding's output
+        (table (V, input_size) its weight, ids its integer input, in x's layout): the result
+        then carries ∂L/∂table (V, input_size) in Backward.table (with input_grad) and no
+        ∂L/∂x, and where the compiled loops run the first layer's W_ih gradient and ∂L/∂table
+        come from its pre-activation gradients summed by id, two products of V rows instead
+        of two over every step and the embedding's own sum by id (recurrence.Lookup).
+        Sequential passes it for an Embedding followed by a recurrent layer.
 
         A forward result serves one backward pass, as PyTorch's graph does: BPTT turns the
         saved gates of an LSTM or GRU into their gradients in place, so one (T, B, G·H) array
@@ -902,6 +914,7 @@ class Recurrent:
                 "backward pass of the same forward result.",
             )
         T, B = tapes[0].X.shape[:2]
+        lookup = None if rows_of is None else self._lookup(rows_of, tapes[0].X)
         given = d_output
         d_output = _checks.float_array(d_output, "d_output", shape=f.output.shape, dtype=dt)
         ours = overwrite_d_output or d_output is not given  # (a converted copy is ours)
@@ -950,6 +963,7 @@ class Recurrent:
                     need_dX=k > 0 or input_grad,
                     retain_tape=retain_tape,
                     overwrite_dys=free,
+                    lookup=lookup if k == 0 else None,
                 )
                 for d, sfx in enumerate(self.directions)
             ]
@@ -984,10 +998,38 @@ class Recurrent:
                 dys_dirs = [dX] if D == 1 else [dX[:, :, :H], dX[:, :, H:]]  # type: ignore[index]
                 free = True  # made here, read by nothing else
 
-        dx = np.swapaxes(dX, 0, 1) if self.batch_first and dX is not None else dX
         d_init = (d_h0, d_c0) if self.cell.has_c else d_h0
         ordered = {name: grads[name] for name in self.params}
+        if lookup is not None:  # dX is ∂L/∂table (V, I), both directions' summed
+            return Backward(None, d_init, ordered, table=dX)
+        dx = np.swapaxes(dX, 0, 1) if self.batch_first and dX is not None else dX
         return Backward(dx, d_init, ordered)
+
+    def _lookup(self, rows_of: Any, X: np.ndarray) -> recurrence.Lookup:
+        """backward's rows_of as recurrence.Lookup, checked against the input the forward
+        pass read (X (T, B, I), time-major): a table and ids whose rows are not exactly
+        that input would give wrong gradients without a word."""
+        if not isinstance(rows_of, (tuple, list)) or len(rows_of) != 2:
+            _checks.fail("rows_of", "a pair (table, ids)", _checks.describe(rows_of))
+        table = _checks.float_array(rows_of[0], "rows_of[0] (table)", ndim=2, finite=False)
+        if table.dtype != self.dtype or table.shape[1] != self.input_size:
+            _checks.fail("rows_of[0] (table)", f"a {self.dtype} array of {self.input_size} "
+                         "columns (input_size)", f"{table.dtype} {table.shape}")  # fmt: skip
+        T, B = X.shape[:2]
+        layout = (B, T) if self.batch_first else (T, B)
+        ids = _checks.int_array(rows_of[1], "rows_of[1] (ids)", ndim=2)
+        if ids.shape != layout:
+            _checks.fail("rows_of[1] (ids)", f"an array of shape {layout}, the input's steps",
+                         f"shape {ids.shape}")  # fmt: skip
+        _checks.token_ids(ids, "rows_of[1] (ids)", table.shape[0])
+        ids = ids.T if self.batch_first else ids
+        rows = table[ids]
+        # (equal_nan only where the plain comparison fails: some 15x as long, bench/README.md
+        # "The embedding folded into layer 1")
+        if not np.array_equal(rows, X) and not np.array_equal(rows, X, equal_nan=True):
+            _checks.fail("rows_of", "the table and ids whose rows the forward pass read",
+                         "rows that differ from that input")  # fmt: skip
+        return recurrence.Lookup(table, ids)
 
     def _final_state_grads(
         self, d_state: Any, n: int, B: int

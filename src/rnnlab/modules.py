@@ -33,7 +33,7 @@ from rnnlab.layers import (
     takes_overwrite,
     takes_retain_tape,
 )
-from rnnlab.recurrence import valid_mask
+from rnnlab.recurrence import rows_summed_by_id, valid_mask
 
 
 def _d_output(f: Forward, d_output: Any) -> np.ndarray:
@@ -103,26 +103,9 @@ class Embedding(_Module):
                      and (not ids.size or int(ids.max()) < self.num_embeddings),
                      f"Embedding({self.num_embeddings}, {self.embedding_dim})")  # fmt: skip
         d_output = _d_output(f, d_output)
-        return Backward(None, None, {"weight": _rows_summed_by_id(
+        return Backward(None, None, {"weight": rows_summed_by_id(
             f.cache.reshape(-1), d_output.reshape(-1, self.embedding_dim),
             self.params["weight"])})  # fmt: skip
-
-
-def _rows_summed_by_id(ids: np.ndarray, rows: np.ndarray, like: np.ndarray) -> np.ndarray:
-    """dW with dW[v] = Σ rows[i] over the i with ids[i] = v (zero for an id not seen): the
-    rows sorted by id (stably: each id's rows keep their order) and each id's run summed at
-    once. np.add.at, which adds row by row, took 7x as long for a character model's batch
-    of 4096 rows of 64 (3.45 against 0.48 ms), and the float32 sums came no nearer the
-    float64 ones (bench/README.md, "A gradient given up")."""
-    dW = np.zeros_like(like)
-    if not ids.size:
-        return dW
-    order = np.argsort(ids, kind="stable")
-    ordered = ids[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    dW[ordered[starts]] = np.add.reduceat(rows[order].astype(dW.dtype, copy=False), starts,
-                                          axis=0)  # fmt: skip
-    return dW
 
 
 class Linear(_Module):
@@ -494,7 +477,12 @@ class Sequential(_Module):
         above made it) unless that gradient is the caller's d_output passed through (a
         Dropout at inference): that one only with `overwrite_d_output=True`.
         `retain_tape=True` goes to every module that takes it, so `f` serves another
-        backward pass (Recurrent.backward)."""
+        backward pass (Recurrent.backward).
+
+        An Embedding followed by a recurrent layer is folded: the layer is told that its
+        input was rows of the embedding's weight (Recurrent.backward's rows_of) and gives
+        the weight's gradient itself, from its first layer's pre-activation gradients summed
+        by token id, instead of ∂L/∂ its input for the embedding to sum by id."""
         _checks.booleans(input_grad=input_grad, overwrite_d_output=overwrite_d_output,
                          retain_tape=retain_tape)  # fmt: skip
         n = len(self.modules)
@@ -509,9 +497,13 @@ class Sequential(_Module):
         d: np.ndarray | None = _d_output(f, d_output)
         ours = overwrite_d_output or d is not given  # may a module write over d?
         through_state = None  # a LastStep read from a layer's final states (see LastStep)
+        table = None  # an Embedding's weight gradient, given by the layer after it (folded)
         for i in range(len(self.modules) - 1, -1, -1):
             ds = None if d_state is None else d_state[i]
             mod, fi = self.modules[i], f.cache[i]
+            if table is not None:  # this Embedding's gradient came from the layer after it
+                grads[f"{i}.weight"], d, table = table, None, None
+                continue
             if isinstance(mod, LastStep) and fi.cache[0] == "final":
                 through_state = mod.final_state_grad(fi, d, None if d_state is None
                                                      else d_state[i - 1])  # fmt: skip
@@ -520,15 +512,23 @@ class Sequential(_Module):
             if through_state is not None:
                 ds, through_state = through_state, None
             takes = takes_overwrite(mod)
-            keywords = {"overwrite_d_output": ours} if takes else {}
+            keywords: dict[str, Any] = {"overwrite_d_output": ours} if takes else {}
             if retain_tape and takes_retain_tape(mod):
                 keywords["retain_tape"] = True
+            below = self.modules[i - 1] if i > 0 else None
+            if type(below) is Embedding and isinstance(mod, Recurrent):
+                keywords["rows_of"] = (below.params["weight"], f.cache[i - 1].cache)
             b = mod.backward(fi, d, ds, input_grad=input_grad or i > 0, **keywords)
             d_states[i] = b.state
             grads.update({f"{i}.{k}": v for k, v in b.params.items()})
             passed = b.input is not None and d is not None and np.may_share_memory(b.input, d)
             ours = ours if passed else takes  # (a module of one's own may keep its b.input)
-            d = b.input
+            d, table = b.input, getattr(b, "table", None)
+            if table is not None and not _checks.all_finite(table):
+                raise _checks.NonFiniteError(
+                    f"the gradient of module {i - 1}'s weight (Embedding) became NaN or inf "
+                    "in backward"
+                )
             if i > 0 and d is not None and d.dtype.kind == "f" and not _checks.all_finite(d):
                 # inside the model a NaN or inf means divergence, not a caller's mistake
                 what = type(self.modules[i - 1]).__name__

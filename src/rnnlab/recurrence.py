@@ -110,6 +110,44 @@ def _fed_back(f: str, s: np.ndarray, ds: np.ndarray) -> np.ndarray:
     return d_softmax
 
 
+@dataclass
+class Lookup:
+    """An input whose rows are rows of a table, X[t, b] = table[ids[t, b]] (an Embedding's
+    output; rnnlab.modules.Sequential passes one to the layer after an Embedding). BPTT
+    then takes the input's side from the pre-activation gradients summed by id,
+    S[v] = Σ_{t,b: ids[t,b] = v} dA[t, b] (V × G·H): ∂L/∂W_ih = Sᵀ table and
+    ∂L/∂table = S W_ih, two products of V rows in place of dW_ih = dAᵀ X and ∂L/∂X = dA W_ih
+    over all T·B rows followed by the table's gradient, ∂L/∂X summed by id (the same sums in
+    another order). Only where the compiled loops run (rnnlab.fast: the sum is one compiled
+    pass); the NumPy path computes ∂L/∂X and sums it by id, as the Embedding did."""
+
+    table: np.ndarray  # (V, I)
+    ids: np.ndarray  # (T, B) integers in [0, V), time-major as X
+
+    def window(self, a: int, b: int) -> Lookup:
+        """The ids of steps a:b (a checkpointed segment)."""
+        return Lookup(self.table, self.ids[a:b])
+
+
+def rows_summed_by_id(ids: np.ndarray, rows: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """dW with dW[v] = Σ rows[i] over the i with ids[i] = v (zero for an id not seen): the
+    rows sorted by id (stably: each id's rows keep their order) and each id's run summed at
+    once. np.add.at, which adds row by row, took 7x as long for a character model's batch
+    of 4096 rows of 64 (3.45 against 0.48 ms), and the float32 sums came no nearer the
+    float64 ones (bench/README.md, "A gradient given up"). (For rows as wide as an LSTM's
+    gates, 4096 × 1024, this and np.add.at took ~40 ms: rnnlab.fast.rows_summed_by_id's
+    compiled pass ~1 ms, bench/README.md "The embedding folded into layer 1".)"""
+    dW = np.zeros_like(like)
+    if not ids.size:
+        return dW
+    order = np.argsort(ids, kind="stable")
+    ordered = ids[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    dW[ordered[starts]] = np.add.reduceat(rows[order].astype(dW.dtype, copy=False), starts,
+                                          axis=0)  # fmt: skip
+    return dW
+
+
 def _own(
     cell: Cell, p: Params, noise: Noise | None, rows: int, B: int, H: int, dtype: np.dtype
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -647,6 +685,7 @@ def backward(
     dh_trace: np.ndarray | None = None,
     retain_tape: bool = False,
     overwrite_dys: bool = False,
+    lookup: Lookup | None = None,
 ) -> tuple[np.ndarray | None, Params, np.ndarray, np.ndarray | None]:
     """BPTT for one direction: from ∂L/∂ys (T, B, H) and ∂L/∂h_T [∂L/∂c_T] to every gradient.
 
@@ -668,6 +707,11 @@ def backward(
     array less at the peak of its training step), and dX goes over dys where it has dys's
     shape and the cell has not (_dX_over: dX is then dys's memory). Else dys is garbage
     after the call.
+
+    `lookup` (Lookup): the forward's X was rows of a table, X[t, b] = table[ids[t, b]]; the
+    first result is then ∂L/∂table (V, I) instead of ∂L/∂X (with need_dX), and W_ih's
+    gradient comes from the pre-activation gradients summed by id where the compiled loops
+    run (Lookup). The caller vouches for X = table[ids].
     """
     if tape.consumed:
         _checks.fail(
@@ -686,7 +730,8 @@ def backward(
         overwrite_dys = True  # (our own copy)
     free = dys if overwrite_dys and tape.feedback is None and not _kept(dys, tape) else None
     if tape.hs is None:
-        return _backward_checkpointed(cell, p, tape, dys, dh_T, dc_T, need_dX, dh_trace, free)
+        return _backward_checkpointed(cell, p, tape, dys, dh_T, dc_T, need_dX, dh_trace, free,
+                                      lookup)  # fmt: skip
     T, B, I = X.shape
     saved: np.ndarray = tape.saved  # type: ignore[assignment]  # with hs (not checkpointed)
     if compiled and retain_tape:  # BPTT works on a copy of the tape
@@ -694,7 +739,8 @@ def backward(
         np.copyto(saved, tape.saved)  # type: ignore[arg-type]
     return _bptt(cell, p, X, tape.hs, _cell_states(tape), saved, mask, tape.reverse, dys,
                  dh_T, dc_T, need_dX, dh_trace, noise=tape.noise, own=tape.own,
-                 own_c=tape.own_c, feedback=tape.feedback, free=free)  # fmt: skip
+                 own_c=tape.own_c, feedback=tape.feedback, free=free,
+                 lookup=lookup)  # fmt: skip
 
 
 def _kept(a: np.ndarray | None, tape: Tape) -> bool:
@@ -725,11 +771,13 @@ def _bptt(cell: Cell, p: Params, X: np.ndarray, hs: np.ndarray, cs: np.ndarray |
           dh: np.ndarray | None, dc: np.ndarray | None, need_dX: bool,
           dh_trace: np.ndarray | None, W_hh: Any = None, noise: Noise | None = None,
           own: np.ndarray | None = None, own_c: np.ndarray | None = None,
-          feedback: Feedback | None = None, free: np.ndarray | None = None
+          feedback: Feedback | None = None, free: np.ndarray | None = None,
+          lookup: Lookup | None = None
           ) -> tuple[np.ndarray | None, Params, np.ndarray, np.ndarray | None]:  # fmt: skip
     """The backward loop, then the weight gradients and ∂L/∂X of one direction (or one
     checkpointed segment; W_hh: the weights as _step_weights prepared them, if it did;
-    free: dys, when the caller lets BPTT write over it)."""
+    free: dys, when the caller lets BPTT write over it; lookup: X's rows were a table's,
+    and ∂L/∂table (V, I) comes back in ∂L/∂X's place)."""
     T, B, I = X.shape
     GH, P = p.W_hh.shape
     H = cell_width(cell, p)
@@ -747,7 +795,13 @@ def _bptt(cell: Cell, p: Params, X: np.ndarray, hs: np.ndarray, cs: np.ndarray |
     prev = hs[1:] if reverse else hs[:-1]
     if noise is not None and noise.keep is not None:
         prev = prev * noise.keep  # what the products took
-    grads = _weight_grads(cell, p, X, prev, saved, dXA, dHA)
+    fast = _fast() if lookup is not None else None
+    by_id = None  # the pre-activation gradients summed by id, S (V, G·H) (Lookup)
+    if fast is not None:
+        V = lookup.table.shape[0]  # type: ignore[union-attr]  # (set with fast)
+        by_id = fast.rows_summed_by_id(dXA.reshape(T * B, GH), lookup.ids.reshape(-1), V)  # type: ignore[union-attr]
+    grads = _weight_grads(cell, p, X, prev, saved, dXA, dHA,
+                          None if by_id is None else (by_id, lookup.table))  # type: ignore[union-attr]  # fmt: skip
     if dq is not None:
         grads.q = dq.sum(axis=0).reshape(p.q.shape)  # type: ignore[union-attr]
     if dHR is not None:
@@ -755,9 +809,15 @@ def _bptt(cell: Cell, p: Params, X: np.ndarray, hs: np.ndarray, cs: np.ndarray |
     if feedback is not None:
         grads.b_hr = dHR.reshape(T * B, K).sum(axis=0)  # type: ignore[arg-type, union-attr]
     dX = None
+    if need_dX and by_id is not None:
+        return parallel.matmul(by_id, p.W_ih), grads, dh, dc  # ∂L/∂table = S W_ih
     if need_dX:
         into = _dX_over(free, dXA, dHA, (T, B, I), X.dtype)
         dX = parallel.matmul(dXA.reshape(T * B, GH), p.W_ih, out=into).reshape(T, B, I)
+    if dX is not None and lookup is not None:  # the NumPy path: ∂L/∂X summed by id, each
+        # id's rows in batch-major order, as Embedding.backward sums a batch-first gradient
+        dX = rows_summed_by_id(lookup.ids.T.reshape(-1), dX.transpose(1, 0, 2).reshape(-1, I),
+                               lookup.table)  # fmt: skip
     return dX, grads, dh, dc
 
 
@@ -822,10 +882,12 @@ def _weight_grads(
     saved: np.ndarray,
     dXA: np.ndarray,
     dHA: np.ndarray | None,
+    by_id: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Params:
     """The deferred weight gradients: products over all T·B rows at once, in one hand-over
     to the threads, one product for each run of W_hh's rows that shares its gradients and
-    inputs (the products' sources, own blocks apart)."""
+    inputs (the products' sources, own blocks apart). by_id = (S, table) where X's rows were
+    a table's (Lookup): W_ih's gradient is then Sᵀ table, a product of V rows."""
     T, B, I = X.shape
     GH, P = p.W_hh.shape
     H = GH // cell.gates
@@ -848,22 +910,28 @@ def _weight_grads(
                 # dHA is an array when the cell has own blocks (_preact_grads)
                 blocks.append((slice(k * H, (k + 1) * H), dA_h[:, m * H : (m + 1) * H], inputs))  # type: ignore[index]
             a = k + 1
-    x_rows: np.ndarray | parallel.StepRows = (
-        X.reshape(T * B, I) if X.flags.c_contiguous else parallel.StepRows(X)  # (in place)
-    )
-    pairs = [(dA_x, x_rows)] + [(grads, inputs) for _, grads, inputs in blocks]
+    ours: list[tuple[np.ndarray, np.ndarray | parallel.StepRows]] = []  # W_ih's, over the rows
+    if by_id is None:
+        ours.append((dA_x, X.reshape(T * B, I) if X.flags.c_contiguous
+                     else parallel.StepRows(X)))  # (in place)  # fmt: skip
+    pairs = ours + [(grads, inputs) for _, grads, inputs in blocks]
     # a block whose gradients are columns of dA_x has its bias sum in b_ih's: not again
     shared = [_columns_of(grads, dA_x) for _, grads, _ in blocks]
     sums = [dA_x] + [grads for (_, grads, _), same in zip(blocks, shared, strict=True) if not same]
     whole = len(blocks) == 1 and blocks[0][0] == slice(0, GH)
     dtype = np.result_type(dA_x.dtype, hs_prev.dtype)
     dW_hh = None if whole else np.empty((GH, P), dtype)  # its blocks are written in place
-    outs = [None] + [None if dW_hh is None else dW_hh[rows] for rows, _, _ in blocks]
+    outs = [None] * len(ours) + [None if dW_hh is None else dW_hh[rows] for rows, _, _ in blocks]
     products, totals = parallel.inner_products(pairs, sums, outs)
-    dW_ih, db_ih = products[0], totals[0]
+    db_ih = totals[0]
+    if by_id is None:
+        dW_ih = products.pop(0)
+    else:
+        S, table = by_id
+        dW_ih = parallel.matmul(S.T, table)
     if dW_hh is None:
         db_hh = db_ih[shared[0]].copy() if shared[0] is not None else totals[1]
-        return Params(dW_ih, products[1], db_ih, db_hh)
+        return Params(dW_ih, products[0], db_ih, db_hh)
     db_hh = np.empty_like(p.b_hh)
     rest = iter(totals[1:])
     for (rows, _, _), same in zip(blocks, shared, strict=True):
@@ -900,6 +968,7 @@ def _backward_checkpointed(
     need_dX: bool,
     dh_trace: np.ndarray | None,
     free: np.ndarray | None = None,
+    lookup: Lookup | None = None,
 ) -> tuple[np.ndarray | None, Params, np.ndarray, np.ndarray | None]:
     X, mask, reverse, noise = tape.X, tape.mask, tape.reverse, tape.noise
     T, B, I = X.shape
@@ -912,7 +981,9 @@ def _backward_checkpointed(
         None if p.q is None else np.zeros_like(p.q),
         None if p.W_hr is None else np.zeros_like(p.W_hr),
     )  # fmt: skip
-    dX = np.empty((T, B, I), X.dtype) if need_dX else None
+    dX = None
+    if need_dX:  # ∂L/∂X, or ∂L/∂table summed over the segments
+        dX = np.empty((T, B, I), X.dtype) if lookup is None else np.zeros_like(lookup.table)
     spans = _segments(T, k, reverse)
     for (a, b), (h, c) in zip(spans[::-1], starts[::-1], strict=True):
         L = b - a
@@ -926,11 +997,14 @@ def _backward_checkpointed(
         dXs, g, dh, dc = _bptt(cell, p, X[a:b], hs, cs, saved, seg_mask, reverse,
                                None if dys is None else dys[a:b], dh, dc, need_dX,
                                None if dh_trace is None else dh_trace[a:b], W_back, seg_noise,
-                               own, own_c, free=None if free is None else free[a:b])  # fmt: skip
+                               own, own_c, free=None if free is None else free[a:b],
+                               lookup=None if lookup is None else lookup.window(a, b))  # fmt: skip
         for name in ("W_ih", "W_hh", "b_ih", "b_hh", "q", "W_hr"):
             if getattr(g, name) is not None:
                 getattr(total, name)[...] += getattr(g, name)
-        if dX is not None:
+        if dX is not None and lookup is not None:
+            dX += dXs
+        elif dX is not None:
             dX[a:b] = dXs
     return dX, total, dh, dc  # type: ignore[return-value]  # T ≥ 1: _bptt set dh
 

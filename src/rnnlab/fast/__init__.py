@@ -236,6 +236,37 @@ def transposed(a: np.ndarray) -> np.ndarray:
     return out
 
 
+MIN_SUM_COLUMNS = 256  # the fewest columns of a sum by id worth a thread of their own
+
+
+def rows_summed_by_id(rows: np.ndarray, ids: np.ndarray, n: int) -> np.ndarray:
+    """S (n, C) with S[v] = Σ rows[i] over the i with ids[i] = v (zero for an id not seen),
+    in rows' dtype, for rows (N, C) float32 or float64 and ids (N,) integers in [0, n): one
+    compiled pass over the rows (kernels.rows_summed_by_id), each id's row of S accumulated
+    in the rows' order, split by columns over rnnlab's threads inside a session. rows may be
+    a view whose rows are evenly spaced with contiguous values (a block of a wider tape's
+    columns); it is copied otherwise."""
+    from rnnlab.fast import kernels, parallel
+
+    N, C = rows.shape
+    if rows.strides[1] != rows.itemsize or rows.strides[0] % rows.itemsize or (
+        rows.strides[0] < C * rows.itemsize and N > 1
+    ):
+        rows = np.ascontiguousarray(rows)
+    stride = rows.strides[0] // rows.itemsize if N > 1 else C
+    # the memory the rows span, as one 1-D array of contiguous values (no more: the last
+    # row ends the view)
+    flat = np.lib.stride_tricks.as_strided(rows, shape=((N - 1) * stride + C if N else 0,),
+                                           strides=(rows.itemsize,), writeable=False)  # fmt: skip
+    out = np.zeros((n, C), rows.dtype)
+    ids = np.ascontiguousarray(ids, dtype=np.intp)
+    parts = parallel.row_parts(C, MIN_SUM_COLUMNS)
+    parallel.run_parts(
+        lambda c0, c1: kernels.rows_summed_by_id(flat, stride, ids, out, c0, c1), parts
+    )
+    return out
+
+
 def _wide(hs: np.ndarray) -> np.ndarray:
     """The states as the kernels take them: hs (n, B, H) itself when C-contiguous; a block of
     H columns of a wider C-contiguous array as a C-contiguous (n, B, W) view from hs's first
