@@ -87,65 +87,6 @@ def test_folded_float32_within_float32_rounding(name, ctor, kw, engine_path):
         assert _relative(got[k], want[k]) < 1e-5, k
 
 
-@pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-12), (np.float32, 1e-5)])
-@pytest.mark.parametrize("layers,bi", [(1, False), (2, True)], ids=["uni", "bi_2layers"])
-@pytest.mark.parametrize("name,ctor,kw", CELLS, ids=[c[0] for c in CELLS])
-def test_the_gathered_projection_gives_the_outputs_of_the_unfolded_chain(
-    name, ctor, kw, layers, bi, dtype, rtol, engine_path
-):
-    """The forward pass of a folded layer (its input projection gathered from the table's
-    own, table W_ihᵀ) gives the outputs and final states of the layer run on the
-    embedding's output, float rounding apart."""
-    rng = np.random.default_rng(14)
-    model = _model(ctor, kw, layers, bi, dtype, rng)
-    emb, rec, lin = model.modules
-    x = rng.integers(0, V, (B, T))
-    with parallel.session():
-        folded = model.forward(x, lengths=LENGTHS)
-        plain = rec.forward(emb.forward(x).output, lengths=LENGTHS)
-    assert _relative(folded.cache[1].output, plain.output) < rtol
-    for got, want in zip(np.atleast_1d(folded.cache[1].state),
-                         np.atleast_1d(plain.state), strict=True):  # fmt: skip
-        assert _relative(got, want) < rtol
-
-
-@pytest.mark.skipif(not fast.available(), reason="numba is not installed")
-def test_sequential_gathers_the_first_layers_projection(monkeypatch):
-    """In training, the layer after an Embedding gets the table and ids for its forward pass
-    too, and its first layer's projection is gathered (not multiplied over every step)."""
-    from rnnlab import recurrence
-
-    rng = np.random.default_rng(15)
-    model = _model(*CELLS[2][1:], 2, True, np.float32, rng)
-    seen = []
-    gathered = recurrence._gathered
-
-    def spy(lookup, p, out):
-        seen.append(lookup.ids.shape)
-        return gathered(lookup, p, out)
-
-    monkeypatch.setattr(recurrence, "_gathered", spy)
-    x = rng.integers(0, V, (B, T))
-    with parallel.session():
-        model.forward(x, training=True)
-        assert seen == [(T, B), (T, B)]  # layer 0's two directions, not layer 1
-        model.forward(x, grad=False)  # inference: the loops read x_t where it lies
-        model.modules[1].forward(model.modules[0].forward(x).output, checkpoint_every=3,
-                                 rows_of=(model.modules[0].params["weight"], x))  # fmt: skip
-    assert seen == [(T, B), (T, B)]
-
-
-def test_forward_rows_of_that_do_not_fit_are_named():
-    rng = np.random.default_rng(16)
-    table = rng.standard_normal((V, E))
-    layer = make(*CELLS[2][1:], E, H, 1, False, rng)
-    ids = rng.integers(0, V, (B, T))
-    with pytest.raises(ValueError, match=r"`rows_of` must be the table and ids whose rows"):
-        layer.forward(table[ids], rows_of=(table, (ids + 1) % V))
-    with pytest.raises(ValueError, match=r"`rows_of\[1\] \(ids\)` must be an array of shape"):
-        layer.forward(table[ids], rows_of=(table, ids[:, :3]))
-
-
 def test_sequential_folds_the_embedding_into_the_layer(monkeypatch):
     """The embedding's own backward does not run: the layer after it gave its gradient."""
     rng = np.random.default_rng(5)
@@ -206,8 +147,7 @@ def test_rows_of_with_checkpointing(name, ctor, kw, k, engine_path):
     with parallel.session():
         plain = layer.backward(layer.forward(table[ids], lengths=LENGTHS, checkpoint_every=k),
                                d)  # fmt: skip
-        folded = layer.backward(layer.forward(table[ids], lengths=LENGTHS, checkpoint_every=k,
-                                              rows_of=(table, ids)),
+        folded = layer.backward(layer.forward(table[ids], lengths=LENGTHS, checkpoint_every=k),
                                 d, rows_of=(table, ids))  # fmt: skip
     want = np.zeros_like(table)
     np.add.at(want, ids.reshape(-1), plain.input.reshape(-1, E))

@@ -648,15 +648,15 @@ class Recurrent:
     # ----------------------------------------------------------------- forward / backward
     def __call__(
         self, x: Any, *, checkpoint_every: int = 0, check_state: bool = True,
-        rows_of: tuple[Any, Any] | None = None, **options: Unpack[PassOptions],
+        **options: Unpack[PassOptions],
     ) -> Forward:
         return self.forward(x, checkpoint_every=checkpoint_every, check_state=check_state,
-                            rows_of=rows_of, **options)  # fmt: skip
+                            **options)  # fmt: skip
 
     @parallel.sessioned
     def forward(
         self, x: Any, *, checkpoint_every: int = 0, check_state: bool = True,
-        rows_of: tuple[Any, Any] | None = None, **options: Unpack[PassOptions],
+        **options: Unpack[PassOptions],
     ) -> Forward:
         """`checkpoint_every=k` keeps every k-th state only and recomputes the rest during
         backward (gradient checkpointing; k ≈ √T makes BPTT's memory O(√T)).
@@ -668,12 +668,7 @@ class Recurrent:
 
         `grad=False` (inference, like PyTorch's inference_mode): no backward will follow, so
         the layer keeps no tape; the cells' saved values take one step of memory instead of
-        T, and `backward` refuses the result.
-
-        `rows_of=(table, ids)` says x is table[ids], an Embedding's output (as backward's
-        rows_of; checked): a training pass on the compiled loops then gathers the first
-        layer's input projection from the table's own, table W_ihᵀ, a product of V rows
-        instead of one over every step (recurrence.Lookup). Sequential passes it."""
+        T, and `backward` refuses the result."""
         o = pass_options(options, "Recurrent.forward")
         lengths, mask, state, training = o["lengths"], o["mask"], o["state"], o["training"]
         rng, check, grad = o["rng"], o["check"], o["grad"]
@@ -732,7 +727,6 @@ class Recurrent:
         )
         if not (strided or recurrence.reads_in_place(X)):
             X = np.ascontiguousarray(X)  # time-major rows for the input projections
-        lookup = None if rows_of is None or not grad else self._lookup(rows_of, X)
         inp = X
         ys_last = None
         for k in range(self.num_layers):
@@ -759,7 +753,6 @@ class Recurrent:
                     keep_tape=grad,
                     hs_out=None if shared is None else shared[d],
                     noise=noises[d],
-                    lookup=lookup if k == 0 else None,
                 )
                 for d, sfx in enumerate(self.directions)
             ]
@@ -1013,9 +1006,9 @@ class Recurrent:
         return Backward(dx, d_init, ordered)
 
     def _lookup(self, rows_of: Any, X: np.ndarray) -> recurrence.Lookup:
-        """rows_of as recurrence.Lookup, checked against the input the forward pass reads
-        (X (T, B, I), time-major): a table and ids whose rows are not exactly that input
-        would give wrong outputs and gradients without a word."""
+        """backward's rows_of as recurrence.Lookup, checked against the input the forward
+        pass read (X (T, B, I), time-major): a table and ids whose rows are not exactly
+        that input would give wrong gradients without a word."""
         if not isinstance(rows_of, (tuple, list)) or len(rows_of) != 2:
             _checks.fail("rows_of", "a pair (table, ids)", _checks.describe(rows_of))
         table = _checks.float_array(rows_of[0], "rows_of[0] (table)", ndim=2, finite=False)

@@ -459,12 +459,8 @@ class Sequential(_Module):
                                 "check": check and i == 0}  # fmt: skip
             readout = isinstance(mod, (LastStep, MeanOverTime))
             source = readout_source(self.modules, i) if readout else None
-            below = self.modules[i - 1] if i > 0 else None
             if source is not None and isinstance(mod, LastStep):  # (its directions)
                 f = mod.forward(x, source=(self.modules[source], fs[source]), **own)
-            elif type(below) is Embedding and isinstance(mod, Recurrent) and o["grad"]:
-                # folded (see backward): the layer gathers its input projection by id
-                f = mod.forward(x, rows_of=(below.params["weight"], fs[i - 1].cache), **own)
             else:
                 f = mod.forward(x, **own)
             fs.append(f)

@@ -119,9 +119,7 @@ class Lookup:
     ∂L/∂table = S W_ih, two products of V rows in place of dW_ih = dAᵀ X and ∂L/∂X = dA W_ih
     over all T·B rows followed by the table's gradient, ∂L/∂X summed by id (the same sums in
     another order). Only where the compiled loops run (rnnlab.fast: the sum is one compiled
-    pass); the NumPy path computes ∂L/∂X and sums it by id, as the Embedding did. A training
-    forward pass on the compiled loops gathers its input projection from the table's own,
-    table W_ihᵀ (V × G·H), instead of multiplying every x_t."""
+    pass); the NumPy path computes ∂L/∂X and sums it by id, as the Embedding did."""
 
     table: np.ndarray  # (V, I)
     ids: np.ndarray  # (T, B) integers in [0, V), time-major as X
@@ -235,16 +233,14 @@ def _loop_forward(cell: Cell, X: np.ndarray, p: Params, W_hh: Any, hs: np.ndarra
                   cs: np.ndarray | None, saved: np.ndarray, mask: np.ndarray | None,
                   reverse: bool, noise: Noise | None = None, own: np.ndarray | None = None,
                   own_c: np.ndarray | None = None,
-                  feedback: Feedback | None = None,
-                  lookup: Lookup | None = None) -> None:  # fmt: skip
+                  feedback: Feedback | None = None) -> None:  # fmt: skip
     """Project X and run the steps of one direction in place: hs (and cs, saved, own,
-    own_c) get every state. The projection is X W_ihᵀ without b_ih (the steps add it);
-    with `lookup` (compiled loops only) the rows of the table's own projection, gathered."""
+    own_c) get every state. The projection is X W_ihᵀ without b_ih (the steps add it)."""
     fast = _fast()
     T = X.shape[0]
     if fast is not None:
         place, into = _projection_place(cell, T, hs, saved, reverse, own)
-        XA = _project(X, p, out=into) if lookup is None else _gathered(lookup, p, into)
+        XA = _project(X, p, out=into)
         fast.forward_loop(cell, XA, W_hh, p.b_ih, p.b_hh, p.q, hs, cs, saved, mask, reverse,
                           xa_at=place, W_hr=p.W_hr, noise=noise, own=own,
                           own_c=own_c, b_hr=p.b_hr, feedback=feedback)  # fmt: skip
@@ -499,22 +495,6 @@ def _project(X: np.ndarray, p: Params, out: np.ndarray | None = None) -> np.ndar
     return XA.reshape(T, B, GH)
 
 
-def _gathered(lookup: Lookup, p: Params, out: np.ndarray | None) -> np.ndarray:
-    """XA = X W_ihᵀ for an X of a table's rows: the table's projection (V × G·H, one small
-    product) gathered by id (rnnlab.fast.kernels.gather_rows), into `out` or a scratch
-    buffer, as _project. Each row is the same dot products as X's, summed in the order of
-    a product of V rows (float rounding apart)."""
-    from rnnlab.fast import kernels
-
-    T, B = lookup.ids.shape
-    GH = p.W_ih.shape[0]
-    XA = parallel.scratch("preact", (T * B, GH), p.W_ih.dtype) if out is None else out
-    XA = XA.reshape(T, B, GH)
-    table = np.ascontiguousarray(lookup.table @ p.W_ih.T)
-    kernels.gather_rows(table, np.ascontiguousarray(lookup.ids, dtype=np.intp), XA)
-    return XA
-
-
 IN_PLACE_MIN_VALUES = 1 << 18
 """Below this many values a batch-first input is copied time-major as before: the copy is
 small, and its products a few steps at a time cost more than it (bench/README.md, "An input
@@ -583,7 +563,6 @@ def forward(
     hs_out: np.ndarray | None = None,
     noise: Noise | None = None,
     feedback: Feedback | None = None,
-    lookup: Lookup | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, Tape | None]:
     """Run `cell` over X (T, B, I) from the initial state h0 (B, H) [and c0].
 
@@ -610,10 +589,6 @@ def forward(
 
     With `feedback` (Feedback; p.W_hr (K, H) and p.b_hr (K,) the output map) ys are the
     outputs o_t (T, B, K), and the states the fed-back carry ([h̃_t;] y_t).
-
-    `lookup` (Lookup): X is table[ids]; a training pass on the compiled loops (with a tape,
-    not checkpointed, without feedback) then gathers the input projection from the table's
-    own, V rows of products instead of T·B (the caller vouches for X = table[ids]).
     """
     T, B, _ = X.shape
     H, P = cell_width(cell, p), p.W_hh.shape[1]
@@ -621,10 +596,8 @@ def forward(
         raise ValueError("output feedback runs forward, without noise, with W_hr and b_hr")
     if feedback is not None:
         checkpoint_every = 0
-    gather = (lookup is not None and keep_tape and feedback is None and _fast() is not None
-              and not 0 < checkpoint_every < T)  # fmt: skip
-    projecting = feedback is None and not gather and projects_each_step(
-        cell, X.shape[2], H, X.dtype, training=keep_tape)  # fmt: skip
+    projecting = feedback is None and projects_each_step(cell, X.shape[2], H, X.dtype,
+                                                         training=keep_tape)  # fmt: skip
     # inference's projecting loop reads x_t's rows where they are; a tape keeps X time-major
     # for the weight gradients
     if not (projecting and not keep_tape) and not reads_in_place(X):
@@ -648,7 +621,7 @@ def forward(
     else:
         W_hh = _step_weights(cell, p.W_hh, B, inference=not keep_tape)
         _loop_forward(cell, X, p, W_hh, hs, cs, saved, mask, reverse, noise, own, own_c,
-                      feedback, lookup if gather else None)  # fmt: skip
+                      feedback)  # fmt: skip
 
     tape: Tape | None
     tape = Tape(X, hs, cs, saved, mask, reverse, noise=noise, own=own, own_c=own_c,

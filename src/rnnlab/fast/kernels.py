@@ -429,20 +429,6 @@ def rows_summed_by_id(flat, stride, ids, out, c0, c1):
             o[j] += r[j]
 
 
-@njit(**JIT)
-def gather_rows(table, ids, out):
-    """out[t, b] = table[ids[t, b]] for a (T, B, C) out whose rows have contiguous values (the
-    tape's first G·H columns): the input projection of a layer whose inputs are rows of a
-    table, gathered from the table's own projection (rnnlab.recurrence.Lookup)."""
-    T, B = ids.shape
-    n = out.shape[2]
-    for t in range(T):
-        for b in range(B):
-            r, o = table[ids[t, b]], out[t, b]
-            for j in range(n):
-                o[j] = r[j]
-
-
 # --------------------------------------------------------------------------- products
 _CBLAS_HEAD = (types.int32, types.int32, types.int32, types.int64, types.int64, types.int64)
 _CBLAS_TAIL = (types.intp, types.int64, types.intp, types.int64)
