@@ -597,6 +597,19 @@ def squared_error_rows(pred, targets, grad, mask, has_mask, count, sums, part, b
 PLAIN, L2, DECOUPLED = 0, 1, 2  # adam_pass's weight decay: none, Adam's L2 term, AdamW's
 
 
+@njit(inline="always", error_model="numpy", fastmath=False, _nrt=False)
+def _adam_one(p, g, m, v, c1, beta2, c2, bias2, eps, step, inf):
+    """(p, m, v) after Adam's step on one element whose gradient g already holds any L2 term
+    and p any decoupled decay (adam_pass's three loops differ only there), every operation
+    rounded once, in the NumPy path's order."""
+    m = m + c1 * (g - m)
+    s = c2 * (g * g)
+    if s == inf:
+        s = (c2 * g) * g
+    v = v * beta2 + s
+    return p - step * (m / (np.sqrt(v) / bias2 + eps)), m, v
+
+
 @njit(**JIT)
 def adam_pass(p, g, m, v, c1, beta2, c2, bias2, eps, step, decay, decay_kind):
     """Adam's step on 1-D contiguous arrays of one dtype in one pass, with the arithmetic and
@@ -630,38 +643,16 @@ def adam_pass(p, g, m, v, c1, beta2, c2, bias2, eps, step, decay, decay_kind):
     if decay_kind == L2:
         for i in range(n):
             pi = p[i]
-            gi = g[i] + decay * pi
-            mi = m[i] + c1 * (gi - m[i])
-            s = c2 * (gi * gi)
-            if s == inf:
-                s = (c2 * gi) * gi
-            vi = v[i] * beta2 + s
-            m[i] = mi
-            v[i] = vi
-            p[i] = pi - step * (mi / (np.sqrt(vi) / bias2 + eps))
+            p[i], m[i], v[i] = _adam_one(pi, g[i] + decay * pi, m[i], v[i], c1, beta2, c2,
+                                         bias2, eps, step, inf)  # fmt: skip
     elif decay_kind == DECOUPLED:
         for i in range(n):
-            pi = p[i] * decay
-            gi = g[i]
-            mi = m[i] + c1 * (gi - m[i])
-            s = c2 * (gi * gi)
-            if s == inf:
-                s = (c2 * gi) * gi
-            vi = v[i] * beta2 + s
-            m[i] = mi
-            v[i] = vi
-            p[i] = pi - step * (mi / (np.sqrt(vi) / bias2 + eps))
+            p[i], m[i], v[i] = _adam_one(p[i] * decay, g[i], m[i], v[i], c1, beta2, c2, bias2,
+                                         eps, step, inf)  # fmt: skip
     else:
         for i in range(n):
-            gi = g[i]
-            mi = m[i] + c1 * (gi - m[i])
-            s = c2 * (gi * gi)
-            if s == inf:
-                s = (c2 * gi) * gi
-            vi = v[i] * beta2 + s
-            m[i] = mi
-            v[i] = vi
-            p[i] = p[i] - step * (mi / (np.sqrt(vi) / bias2 + eps))
+            p[i], m[i], v[i] = _adam_one(p[i], g[i], m[i], v[i], c1, beta2, c2, bias2, eps,
+                                         step, inf)  # fmt: skip
     return True
 
 
