@@ -597,7 +597,11 @@ def squared_error_rows(pred, targets, grad, mask, has_mask, count, sums, part, b
 PLAIN, L2, DECOUPLED = 0, 1, 2  # adam_pass's weight decay: none, Adam's L2 term, AdamW's
 
 
-@njit(inline="always", error_model="numpy", fastmath=False, _nrt=False)
+# (JIT's rules, inlined into its caller: no FMA, as in adam_pass itself)
+_ELEMENT: Any = {"inline": "always", "error_model": "numpy", "fastmath": False, "_nrt": False}
+
+
+@njit(**_ELEMENT)
 def _adam_one(p, g, m, v, c1, beta2, c2, bias2, eps, step, inf):
     """(p, m, v) after Adam's step on one element whose gradient g already holds any L2 term
     and p any decoupled decay (adam_pass's three loops differ only there), every operation
