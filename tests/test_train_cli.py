@@ -1485,9 +1485,13 @@ def dates_run(tmp_path_factory):
     (lambda d: d.update(max_target_len=True), "'max_target_len'` must be a non-negative integer"),
     (lambda d: d.update(most_frequent_target=7), "'most_frequent_target'` must be a text"),
     (lambda d: d.update(target_chars=d["target_chars"][::-1]), "sorted and distinct"),
+    # a TypeError in Transduction.__init__ (null is caption's: review 78)
+    (lambda d: d.update(source_chars=None), "holds no source alphabet (\"data\" "
+     "\"source_chars\") for the dates task, whose encoder reads characters: the file was "
+     "edited"),
 ], ids=["target_chars_short", "source_chars_int", "source_chars_short", "max_target_len_str",
         "max_source_len_negative", "max_target_len_bool", "most_frequent_target_int",
-        "target_chars_unsorted"])  # fmt: skip
+        "target_chars_unsorted", "source_chars_null"])  # fmt: skip
 def test_an_edited_encoder_decoder_data_record_is_one_line_naming_the_file(tmp_path, capsys,
                                                                           dates_run, edit, said):
     """The record of numbers, dates and caption runs was checked for its keys only: an edited
@@ -1505,3 +1509,21 @@ def test_an_edited_encoder_decoder_data_record_is_one_line_naming_the_file(tmp_p
                  ("train", "--resume", run, "--steps", 2)):  # fmt: skip
         line = _one_error(capsys, *argv)
         assert f"'{path}'" in line and said in line, line
+
+
+def test_a_model_description_without_its_vocabulary_size_is_said_as_such_on_resume(
+        tmp_path, capsys, dates_run):  # fmt: skip
+    """--resume checked the data record against the model first and said "a source alphabet
+    of 25 symbols ("data") for a model of None input symbols" for a model description that
+    lost its size (review 78); evaluate said the model's fault. Both say it now."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(dates_run, run)
+    for p in [run / "config.json", *sorted(run.glob("checkpoints/*/config.json"))]:
+        c = json.loads(p.read_text())
+        del c["model"]["source"]["vocab_size"]
+        p.write_text(json.dumps(c))
+    for argv in (("evaluate", run), ("train", "--resume", run, "--steps", 2)):
+        line = _one_error(capsys, *argv)
+        assert "missing or malformed 'vocab_size'" in line and "None" not in line, line

@@ -133,13 +133,21 @@ def _stored_data_fits(where: Path, cfg: TrainConfig, config: dict[str, Any]) -> 
             words = record.get("target_words") is not None  # (caption's outputs are words)
             have = {"target word list" if words else "target alphabet":
                     (target, spec.get("target_vocab"), "output symbols")}  # fmt: skip
-            if record["source_chars"] is not None:
+            chars = cfg.task != "caption"  # (caption's encoder reads images, no alphabet)
+            if (record["source_chars"] is not None) != chars:
+                said = "no source alphabet" if chars else "a source alphabet"
+                raise ValueError(f"'{path}' holds {said} (\"data\" \"source_chars\") for the "
+                                 f"{cfg.task} task, whose encoder reads "
+                                 f"{'characters' if chars else 'images'}: the file was edited. "
+                                 "Put the run's own config.json back.")  # fmt: skip
+            if chars:
                 have["source alphabet"] = (len(record["source_chars"]) + len(SPECIALS),
                                            _get(spec, "source", "vocab_size"), "input symbols")
     except ValueError as e:
         raise ValueError(f"'{path}': {' '.join(str(e).split())}") from None
     for what, (size, want, of) in have.items():
-        if size is not None and size != want:
+        # (a model description without the size is the model's to say: build_run_model)
+        if size is not None and isinstance(want, int) and size != want:
             raise ValueError(f"'{path}' holds a {what} of {size} symbols (\"data\") for a "
                              f"model of {want} {of}: the file was edited. Put the run's own "
                              "config.json back.")  # fmt: skip
