@@ -75,7 +75,7 @@ def _config_from_args(args) -> tuple:
     cfg = TrainConfig.from_dict(merged, source=args.config or "options",
                                 tasks=tasks.TASK_NAMES)  # fmt: skip
     data = settings.get("data")
-    if data == "" and "data" not in overrides:  # (as `--data ""` is: not the built-in corpus)
+    if task == "charlm" and data == "" and "data" not in overrides:  # (as `--data ""` is)
         raise UsageError(f"{args.config}: `data` must be the path of a file (not empty); got "
                          "'' (leave `data` out to train charlm on the built-in corpus)")
     if task == "charlm" and data and "data" not in overrides and not Path(data).exists():
