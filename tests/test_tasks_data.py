@@ -117,6 +117,25 @@ def test_a_utf16_or_utf32_corpus_is_named_as_such_not_sent_to_iconv_from_latin1(
     assert text.read_text(converted) == "hello world\n" * 200
 
 
+@pytest.mark.parametrize("body", ["latin1", "cjk"])
+def test_a_text_that_only_starts_like_utf16_gets_both_ways_out(tmp_path, body):
+    """A latin1 text that begins with ÿþ (FF FE) was named UTF-16, and `iconv -f utf-16` made
+    CJK-looking nonsense of it that then trained (review 78). Without the NUL bytes a UTF-16
+    text of a Latin script has, the message names both encodings; a UTF-16 text of CJK
+    characters alone (no NULs either) is said the same way, its way out among them."""
+    path = tmp_path / "start.txt"
+    if body == "latin1":
+        path.write_bytes(("ÿþ" + "Where the quick brown fox jumps. " * 60).encode("latin1"))
+    else:
+        path.write_bytes(b"\xff\xfe" + ("漢字の文章です。" * 200).encode("utf-16-le"))
+    with pytest.raises(text.TextFileError) as e:
+        text.read_text(path)
+    said = str(e.value)
+    assert "is not UTF-8 and which starts with FF FE, UTF-16's byte-order mark" in said, said
+    assert ("`iconv -f utf-16 -t utf-8` if it is UTF-16, `iconv -f latin1 -t utf-8` if it is "
+            "latin1.") in said, said  # fmt: skip
+
+
 def test_char_vocab_round_trip_and_unknown():
     vocab = text.CharVocab("hello world")
     assert vocab.chars == " dehlorw"  # sorted distinct characters

@@ -66,6 +66,20 @@ _BYTE_ORDER_MARKS = ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf
                      (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))  # fmt: skip
 
 
+def _reads_as(data: bytes, bom: bytes, encoding: str) -> bool:
+    """Whether bytes that begin with `bom` are text in `encoding` beyond doubt: they decode,
+    and their first KiBs hold a NUL byte, which a UTF-16 or UTF-32 text of any Latin script
+    has (its ASCII characters' other byte) and a latin1 or UTF-8 one never. (A UTF-16 text
+    of CJK characters alone holds none: it is then said as possibly either.)"""
+    if b"\x00" not in data[len(bom) : 4096]:
+        return False
+    try:
+        data.decode(encoding)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def read_text(path: str | os.PathLike[str]) -> str:
     """Read a UTF-8 corpus file, with an error naming the path for every way it can fail.
 
@@ -112,11 +126,19 @@ def read_text(path: str | os.PathLike[str]) -> str:
     except UnicodeDecodeError as e:
         # (latin1 would turn UTF-16 or UTF-32 into text with NULs between the characters)
         for bom, encoding in _BYTE_ORDER_MARKS:
-            if data.startswith(bom):
+            if not data.startswith(bom):
+                continue
+            name, mark = encoding.upper(), bom.hex(" ").upper()
+            if _reads_as(data, bom, encoding):
                 _raise("path", expected,
-                       f"'{p}', which is {encoding.upper()} (it starts with the byte-order mark "
-                       f"{bom.hex(' ').upper()})",
+                       f"'{p}', which is {name} (it starts with the byte-order mark {mark})",
                        f"Convert it first, e.g. `iconv -f {encoding} -t utf-8`.")  # fmt: skip
+            # a latin1 text may begin with ÿþ (FF FE) too: both ways out are said
+            _raise("path", expected,
+                   f"'{p}', whose byte {e.start} ({data[e.start]:#04x}) is not UTF-8 and which "
+                   f"starts with {mark}, {name}'s byte-order mark",
+                   f"Convert it first: `iconv -f {encoding} -t utf-8` if it is {name}, "
+                   "`iconv -f latin1 -t utf-8` if it is latin1.")  # fmt: skip
         _raise(
             "path",
             expected,
