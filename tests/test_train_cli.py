@@ -1527,3 +1527,16 @@ def test_a_model_description_without_its_vocabulary_size_is_said_as_such_on_resu
     for argv in (("evaluate", run), ("train", "--resume", run, "--steps", 2)):
         line = _one_error(capsys, *argv)
         assert "missing or malformed 'vocab_size'" in line and "None" not in line, line
+
+
+def test_rnnlab_train_asks_the_task_once_what_a_new_run_may_not_ask_for(tmp_path, monkeypatch):
+    """`rnnlab train` asks before it builds the model, and Trainer.run asked again: a charlm
+    text past the memory's cheap bound was counted twice, ~25 s each for 300 MB (review 78)."""
+    from rnnlab.tasks import text
+
+    calls = []
+    real = text.CharLM.check_new_run
+    monkeypatch.setattr(text.CharLM, "check_new_run", lambda self: calls.append(1) or real(self))
+    assert run_cli("train", "charlm", "--steps", 1, "--hidden", 8, "--embed", 4, "--batch-size",
+                   4, "--seq-len", 16, "--quiet", "--run-dir", tmp_path / "r") == 0  # fmt: skip
+    assert len(calls) == 1

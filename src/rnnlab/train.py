@@ -571,10 +571,11 @@ class Trainer:
         self.quiet = quiet
         self.stopped_by = ""
         self._best_kept: Path | None = None  # (restore: the checkpoint's best weights)
-        # A run of its own (a new run: run() asks the task what a new run may not ask for);
-        # False for a saved run taken up (restore, or `train --resume` of a run that has no
-        # checkpoint yet: its settings were accepted when it started).
-        self.new_run = True
+        # Whether what a new run may not ask for (the task's check_new_run) needs no asking:
+        # run() asks it of a new run; restore sets it (a saved run's settings were taken when
+        # it started), and so does `rnnlab train`, which asks before it builds the model, and
+        # for `--resume` of a run that has no checkpoint yet.
+        self.settings_checked = False
         self.grad_record: dict[str, Any] | None = None
         # The process that writes the run directory; False on the other ranks of a
         # distributed run (rnnlab.distributed), which train in step but write nothing.
@@ -644,7 +645,7 @@ class Trainer:
         self._best_kept = kept if kept.is_file() else None
         self.bad_evals, self.history = s["bad_evals"], s["history"]
         self.stopped_by = s.get("stopped_by", "")
-        self.new_run = False
+        self.settings_checked = True
 
     def _check_carry(self, where: Path, step: int, entries: int) -> None:
         """The carried state, the model's final state at the checkpoint, fits the model: of
@@ -883,13 +884,14 @@ class Trainer:
     def run(self) -> RunSummary:
         """Train to cfg.steps (or a stop) and save; the run directory is held for this
         process meanwhile (io.training_lock: a second process training it is refused)."""
-        if self.new_run and self.step == 0:
+        if not self.settings_checked and self.step == 0:
             # What a new run of the task may not ask for (a text too short for its batches,
             # say) is refused before the run directory holds anything; the warnings it
             # returns are the caller's to say (`rnnlab train` says them before building).
             check_new_run = getattr(self.task, "check_new_run", None)
             if callable(check_new_run):
                 check_new_run()
+            self.settings_checked = True
         with contextlib.ExitStack() as held:
             refused = None
             if self.lead:

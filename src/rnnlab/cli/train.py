@@ -260,7 +260,7 @@ def _prepare_train(args, comm) -> tuple:
         model = runs.build_run_model(config["model"], where, cfg.seed)
         trainer = _make_trainer(comm, model, task, cfg, run_dir, spec=config["model"],
                                 quiet=args.quiet)  # fmt: skip
-        trainer.new_run = False  # (its settings were taken when it started)
+        trainer.settings_checked = True  # (its settings were taken when it started)
         if ckpt is not None:
             runs.load_weights(model, ckpt, run_dir)
             try:
@@ -302,6 +302,7 @@ def _prepare_train(args, comm) -> tuple:
         new_dir = Path(args.run_dir) if args.run_dir else None
         trainer = _make_trainer(comm, model, task, cfg, new_dir or Path("runs"), spec=spec,
                                 quiet=args.quiet)  # fmt: skip
+        trainer.settings_checked = True  # (asked above: not twice, review 78)
         return trainer, task, model, new_dir
     return trainer, task, model, run_dir
 
