@@ -337,7 +337,8 @@ def _draw(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
     number in it, so u / s is a fresh uniform one, and the token it falls on in the rest of
     the sum, scaled to its total (1 - s), is a draw of the other tokens in their proportions. A row
     whose u lands past s draws as before it was left out, with the same random numbers (the
-    generator is read as it was): only the draws of PAD or BOS change."""
+    generator is read as it was): only the draws of PAD or BOS change. A row whose whole
+    probability lies on PAD and BOS (nothing else to draw) gets the next id, EOS."""
     assert (PAD, BOS) == (0, 1)  # (the stretch below is theirs)
     V = probs.shape[-1]
     own = np.minimum((probs.cumsum(axis=-1) < u).sum(axis=-1), V - 1)
