@@ -1007,8 +1007,11 @@ class Recurrent:
 
     def _lookup(self, rows_of: Any, X: np.ndarray) -> recurrence.Lookup:
         """backward's rows_of as recurrence.Lookup, checked against the input the forward
-        pass read (X (T, B, I), time-major): a table and ids whose rows are not exactly
-        that input would give wrong gradients without a word."""
+        pass read (X (T, B, I), time-major): ids under which that input's rows differ (it
+        was not gathered by them) would give wrong gradients without a word. The table's
+        values are not compared: it may have changed since the forward pass (an update
+        between it and the backward, a second backward of a retained tape), and BPTT reads
+        the forward's rows, not the table (review 77)."""
         if not isinstance(rows_of, (tuple, list)) or len(rows_of) != 2:
             _checks.fail("rows_of", "a pair (table, ids)", _checks.describe(rows_of))
         table = _checks.float_array(rows_of[0], "rows_of[0] (table)", ndim=2, finite=False)
@@ -1022,14 +1025,15 @@ class Recurrent:
             _checks.fail("rows_of[1] (ids)", f"an array of shape {layout}, the input's steps",
                          f"shape {ids.shape}")  # fmt: skip
         _checks.token_ids(ids, "rows_of[1] (ids)", table.shape[0])
-        ids = ids.T if self.batch_first else ids
-        rows = table[ids]
+        lookup = recurrence.Lookup(table, ids.T if self.batch_first else ids)
+        _, first, which = lookup.groups()
+        rows = X[first // B, first % B][which].reshape(X.shape)  # each id's first row, everywhere
         # (equal_nan only where the plain comparison fails: some 15x as long, bench/README.md
         # "The embedding folded into layer 1")
         if not np.array_equal(rows, X) and not np.array_equal(rows, X, equal_nan=True):
             _checks.fail("rows_of", "the table and ids whose rows the forward pass read",
-                         "rows that differ from that input")  # fmt: skip
-        return recurrence.Lookup(table, ids)
+                         "an input whose rows differ under one id")  # fmt: skip
+        return lookup
 
     def _final_state_grads(
         self, d_state: Any, n: int, B: int

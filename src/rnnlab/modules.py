@@ -516,7 +516,8 @@ class Sequential(_Module):
             if retain_tape and takes_retain_tape(mod):
                 keywords["retain_tape"] = True
             below = self.modules[i - 1] if i > 0 else None
-            if type(below) is Embedding and isinstance(mod, Recurrent):
+            # (Recurrent itself: a subclass of one's own may compute otherwise, review 77)
+            if type(below) is Embedding and type(mod) is Recurrent:
                 keywords["rows_of"] = (below.params["weight"], f.cache[i - 1].cache)
             b = mod.backward(fi, d, ds, input_grad=input_grad or i > 0, **keywords)
             d_states[i] = b.state

@@ -112,14 +112,17 @@ def _fed_back(f: str, s: np.ndarray, ds: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Lookup:
-    """An input whose rows are rows of a table, X[t, b] = table[ids[t, b]] (an Embedding's
-    output; rnnlab.modules.Sequential passes one to the layer after an Embedding). BPTT
-    then takes the input's side from the pre-activation gradients summed by id,
-    S[v] = Σ_{t,b: ids[t,b] = v} dA[t, b] (V × G·H): ∂L/∂W_ih = Sᵀ table and
-    ∂L/∂table = S W_ih, two products of V rows in place of dW_ih = dAᵀ X and ∂L/∂X = dA W_ih
-    over all T·B rows followed by the table's gradient, ∂L/∂X summed by id (the same sums in
-    another order). Only where the compiled loops run (rnnlab.fast: the sum is one compiled
-    pass); the NumPy path computes ∂L/∂X and sums it by id, as the Embedding did."""
+    """An input whose rows are rows of a table gathered by ids, X[t, b] = table[ids[t, b]]
+    as the table was at the forward pass (an Embedding's output; rnnlab.modules.Sequential
+    passes one to the layer after an Embedding). BPTT then takes the input's side from the
+    pre-activation gradients summed by id over the U ids the batch holds,
+    S[u] = Σ_{t,b: ids[t,b] = u} dA[t, b] (U × G·H): ∂L/∂W_ih = Sᵀ X_U (X_U: the forward's
+    row of each of those ids, so a table changed since is not read) and ∂L/∂table = S W_ih
+    on those ids' rows, zero elsewhere: two products of U ≤ T·B rows in place of
+    dW_ih = dAᵀ X and ∂L/∂X = dA W_ih over all T·B rows followed by the table's gradient,
+    ∂L/∂X summed by id (the same sums in another order). Only where the compiled loops run
+    (rnnlab.fast: the sum is one compiled pass); the NumPy path computes ∂L/∂X and sums it
+    by id, as the Embedding did. The table gives the gradient's shape and dtype only."""
 
     table: np.ndarray  # (V, I)
     ids: np.ndarray  # (T, B) integers in [0, V), time-major as X
@@ -127,6 +130,13 @@ class Lookup:
     def window(self, a: int, b: int) -> Lookup:
         """The ids of steps a:b (a checkpointed segment)."""
         return Lookup(self.table, self.ids[a:b])
+
+    def groups(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(seen, first, which): the distinct ids in order, the flat index t·B + b of each
+        one's first row, and each row's place in `seen` (seen[which] = ids, flattened)."""
+        seen, first, which = np.unique(self.ids.reshape(-1), return_index=True,
+                                       return_inverse=True)  # fmt: skip
+        return seen, first, which.reshape(-1)
 
 
 def rows_summed_by_id(ids: np.ndarray, rows: np.ndarray, like: np.ndarray) -> np.ndarray:
@@ -796,12 +806,12 @@ def _bptt(cell: Cell, p: Params, X: np.ndarray, hs: np.ndarray, cs: np.ndarray |
     if noise is not None and noise.keep is not None:
         prev = prev * noise.keep  # what the products took
     fast = _fast() if lookup is not None else None
-    by_id = None  # the pre-activation gradients summed by id, S (V, G·H) (Lookup)
+    by_id = None  # the pre-activation gradients summed by id, S (U, G·H), and X's rows (Lookup)
     if fast is not None:
-        V = lookup.table.shape[0]  # type: ignore[union-attr]  # (set with fast)
-        by_id = fast.rows_summed_by_id(dXA.reshape(T * B, GH), lookup.ids.reshape(-1), V)  # type: ignore[union-attr]
-    grads = _weight_grads(cell, p, X, prev, saved, dXA, dHA,
-                          None if by_id is None else (by_id, lookup.table))  # type: ignore[union-attr]  # fmt: skip
+        seen, first, which = lookup.groups()  # type: ignore[union-attr]  # (set with fast)
+        S = fast.rows_summed_by_id(dXA.reshape(T * B, GH), which, len(seen))
+        by_id = (S, X[first // B, first % B])  # (X may be a view: its U rows only)
+    grads = _weight_grads(cell, p, X, prev, saved, dXA, dHA, by_id)
     if dq is not None:
         grads.q = dq.sum(axis=0).reshape(p.q.shape)  # type: ignore[union-attr]
     if dHR is not None:
@@ -809,8 +819,10 @@ def _bptt(cell: Cell, p: Params, X: np.ndarray, hs: np.ndarray, cs: np.ndarray |
     if feedback is not None:
         grads.b_hr = dHR.reshape(T * B, K).sum(axis=0)  # type: ignore[arg-type, union-attr]
     dX = None
-    if need_dX and by_id is not None:
-        return parallel.matmul(by_id, p.W_ih), grads, dh, dc  # ∂L/∂table = S W_ih
+    if need_dX and by_id is not None:  # ∂L/∂table = S W_ih on the rows of the ids seen
+        d_table = np.zeros_like(lookup.table)  # type: ignore[union-attr]  # (set with by_id)
+        d_table[seen] = parallel.matmul(by_id[0], p.W_ih)
+        return d_table, grads, dh, dc
     if need_dX:
         into = _dX_over(free, dXA, dHA, (T, B, I), X.dtype)
         dX = parallel.matmul(dXA.reshape(T * B, GH), p.W_ih, out=into).reshape(T, B, I)
@@ -886,8 +898,8 @@ def _weight_grads(
 ) -> Params:
     """The deferred weight gradients: products over all T·B rows at once, in one hand-over
     to the threads, one product for each run of W_hh's rows that shares its gradients and
-    inputs (the products' sources, own blocks apart). by_id = (S, table) where X's rows were
-    a table's (Lookup): W_ih's gradient is then Sᵀ table, a product of V rows."""
+    inputs (the products' sources, own blocks apart). by_id = (S, X_U) where X's rows were
+    a table's (Lookup): W_ih's gradient is then Sᵀ X_U, a product of the U ids' rows."""
     T, B, I = X.shape
     GH, P = p.W_hh.shape
     H = GH // cell.gates
@@ -927,8 +939,8 @@ def _weight_grads(
     if by_id is None:
         dW_ih = products.pop(0)
     else:
-        S, table = by_id
-        dW_ih = parallel.matmul(S.T, table)
+        S, seen_rows = by_id
+        dW_ih = parallel.matmul(S.T, seen_rows)
     if dW_hh is None:
         db_hh = db_ih[shared[0]].copy() if shared[0] is not None else totals[1]
         return Params(dW_ih, products[0], db_ih, db_hh)
