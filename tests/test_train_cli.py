@@ -1540,3 +1540,30 @@ def test_rnnlab_train_asks_the_task_once_what_a_new_run_may_not_ask_for(tmp_path
     assert run_cli("train", "charlm", "--steps", 1, "--hidden", 8, "--embed", 4, "--batch-size",
                    4, "--seq-len", 16, "--quiet", "--run-dir", tmp_path / "r") == 0  # fmt: skip
     assert len(calls) == 1
+
+
+def test_resume_refuses_a_pytokens_text_that_differs_from_the_run_s(tmp_path, capsys):
+    """A pytokens run resumed under another Python (whose standard library, the data, differs)
+    trained on the other text after the warning written for `evaluate` (review 75's note, as
+    charlm's changed corpus): refused in one line with both hashes; evaluate still warns."""
+    import shutil
+
+    run = tmp_path / "run"
+    assert run_cli("train", "pytokens", "--train-size", 4000, "--seq-len", 20, "--steps", 2,
+                   "--checkpoint-every", 1, "--run-dir", run, *TINY) == 0  # fmt: skip
+    shutil.rmtree(run / "checkpoints" / "step-00000002")
+    (run / "checkpoints" / "latest").write_text("step-00000001")
+    other = "0" * 64  # the test split's hash this Python's stdlib does not give
+    for p in [run / "config.json", *run.glob("checkpoints/*/config.json")]:
+        c = json.loads(p.read_text())
+        c["data"]["test_sha256"] = other
+        p.write_text(json.dumps(c))
+    line = _one_error(capsys, "train", "--resume", run, "--quiet")
+    assert ("`--resume` must train on the text the run was trained on; the pytokens text this "
+            "Python's standard library gives differs from the run's") in line, line
+    assert "the run's config.json records 000000000000...): resume it under the Python it " \
+           "was trained with, or start a new run" in line, line  # fmt: skip
+    assert io.checkpoint_steps(run)[-1] == 1
+    capsys.readouterr()
+    assert run_cli("evaluate", run, "--json") == 0
+    assert "the pytokens test split made now differs" in capsys.readouterr().err

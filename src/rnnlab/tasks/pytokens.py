@@ -299,11 +299,12 @@ class PyTokens(_SequenceTask):
     per_step = True
     readout = "steps"
 
-    def __init__(self, cfg: TrainConfig, data: dict | None = None):
+    def __init__(self, cfg: TrainConfig, data: dict | None = None, *, resume: bool = False):
         """`data`: a trained run's record (data_record): its vocabulary is used, so the ids
         fit the model whatever standard library this Python has; a test split that differs
-        from the run's is said on stderr. None (a new run, or one from before runs stored
-        it): the vocabulary of the training split."""
+        from the run's is said on stderr, and refused with `resume` (the run would train on
+        on other text: `rnnlab train --resume` under another Python). None (a new run, or one
+        from before runs stored it): the vocabulary of the training split."""
         super().__init__(cfg)
         max_chars = cfg.train_size or 400_000
         chars, labels = load_pytokens(max_chars=max_chars, seed=cfg.seed)
@@ -326,6 +327,14 @@ class PyTokens(_SequenceTask):
         ids = self.vocab.encode(chars)
         digest = _digest(chars[b:], labels[b:])
         self._record = {"vocab": self.vocab.chars, "test_sha256": digest}
+        if stored and stored["test_sha256"] != digest and resume:
+            raise ValueError(
+                "`--resume` must train on the text the run was trained on; the pytokens text "
+                "this Python's standard library gives differs from the run's (its test "
+                f"split's SHA-256 is now {digest[:12]}..., the run's config.json records "
+                f"{str(stored['test_sha256'])[:12]}...): resume it under the Python it was "
+                "trained with, or start a new run"
+            )
         if stored and stored["test_sha256"] != digest:
             print("rnnlab: warning: the pytokens test split made now differs from the one of "
                   "the run's training (another Python, whose standard library differs?); it "

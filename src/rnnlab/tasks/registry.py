@@ -258,14 +258,15 @@ def make_task(cfg: TrainConfig, data: dict | None = None, *, text: bool = True,
     """The task a config names. `data`: what a run stored of its data (`task.data_record()`,
     in config.json), so that a trained charlm run keeps its own vocabulary; `text=False`:
     the vocabulary only (sampling needs no corpus); `resume`: the run trains on (`rnnlab
-    train --resume`), so a charlm corpus that changed since is refused, not only said."""
+    train --resume`), so a charlm corpus or a pytokens text that changed since is refused,
+    not only said."""
     name = cfg.task
     if name == "charlm":
         return CharLM(cfg, data, text=text, resume=resume)
     if name == "digits":
         return Digits(cfg)
     if name == "pytokens":
-        return PyTokens(cfg, data)
+        return PyTokens(cfg, data, resume=resume)
     if name == "adding":
         return Adding(cfg)
     if name == "copy":
