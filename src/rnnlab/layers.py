@@ -1028,7 +1028,7 @@ class Recurrent:
                          f"shape {ids.shape}")  # fmt: skip
         _checks.token_ids(ids, "rows_of[1] (ids)", table.shape[0])
         lookup = recurrence.Lookup(table, ids.T if self.batch_first else ids)
-        _, first, which = lookup.groups()
+        _, first, which = lookup.groups
         rows = X[first // B, first % B][which].reshape(X.shape)  # each id's first row, everywhere
         # (equal_nan only where the plain comparison fails: some 15x as long, bench/README.md
         # "The embedding folded into layer 1")

@@ -23,6 +23,7 @@ reverse, step t reads hs[t+1] and writes hs[t] (hs[T] is h_0). Either way the ou
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -131,9 +132,11 @@ class Lookup:
         """The ids of steps a:b (a checkpointed segment)."""
         return Lookup(self.table, self.ids[a:b])
 
+    @functools.cached_property
     def groups(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(seen, first, which): the distinct ids in order, the flat index t·B + b of each
-        one's first row, and each row's place in `seen` (seen[which] = ids, flattened)."""
+        one's first row, and each row's place in `seen` (seen[which] = ids, flattened).
+        Made once: the layer's check and each direction's BPTT read it."""
         seen, first, which = np.unique(self.ids.reshape(-1), return_index=True,
                                        return_inverse=True)  # fmt: skip
         return seen, first, which.reshape(-1)
@@ -808,7 +811,7 @@ def _bptt(cell: Cell, p: Params, X: np.ndarray, hs: np.ndarray, cs: np.ndarray |
     fast = _fast() if lookup is not None else None
     by_id = None  # the pre-activation gradients summed by id, S (U, G·H), and X's rows (Lookup)
     if fast is not None:
-        seen, first, which = lookup.groups()  # type: ignore[union-attr]  # (set with fast)
+        seen, first, which = lookup.groups  # type: ignore[union-attr]  # (set with fast)
         S = fast.rows_summed_by_id(dXA.reshape(T * B, GH), which, len(seen))
         by_id = (S, X[first // B, first % B])  # (X may be a view: its U rows only)
     grads = _weight_grads(cell, p, X, prev, saved, dXA, dHA, by_id)
