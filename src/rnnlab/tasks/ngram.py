@@ -16,6 +16,7 @@ corpus gives all five baselines in well under a second.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,6 +97,17 @@ def _check_order(order: object, name: str, vocab_size: int) -> int:
 _Counts = list[tuple[np.ndarray, np.ndarray]]  # per order k, (sorted codes, counts)
 
 
+def _grams(ids: np.ndarray, V: int, max_order: int) -> Iterator[np.ndarray]:
+    """The codes of the k-grams of ids (x_1..x_k as Σ x_i V^(k−i)), k = 1..max_order, one
+    order at a time: each made from the last, which is then let go."""
+    codes = ids
+    for k in range(1, max_order + 1):
+        if k > 1:
+            codes = codes[:-1] * V
+            codes += ids[k - 1 :]
+        yield codes
+
+
 def _count(ids: np.ndarray, V: int, max_order: int) -> tuple[_Counts, _Counts]:
     """Raw counts c(x_1..x_k) for k = 1..max_order, and continuation counts
     N1+(• x_1..x_k) = #{v : c(v x_1..x_k) > 0} for k = 1..max_order − 1.
@@ -103,12 +115,7 @@ def _count(ids: np.ndarray, V: int, max_order: int) -> tuple[_Counts, _Counts]:
     Each is a pair (sorted codes, counts). A continuation count only needs the *distinct*
     (k+1)-grams: drop their first symbol (code mod V^k) and count what remains.
     """
-    raw: _Counts = []
-    codes = ids
-    for k in range(1, max_order + 1):
-        if k > 1:
-            codes = codes[:-1] * V + ids[k - 1 :]
-        raw.append(np.unique(codes, return_counts=True))
+    raw: _Counts = [np.unique(codes, return_counts=True) for codes in _grams(ids, V, max_order)]
     cont = [np.unique(raw[k][0] % V**k, return_counts=True) for k in range(1, max_order)]
     return raw, cont
 
@@ -233,11 +240,8 @@ def distinct_grams(train_ids: object, vocab_size: int, max_order: int) -> list[i
     V = positive_int(vocab_size, "vocab_size")
     top = _check_order(max_order, "max_order", V)
     ids = _check_ids(train_ids, "train_ids", V)
-    out, codes = [], ids
-    for k in range(1, top + 1):
-        if k > 1:
-            codes = codes[:-1] * V
-            codes += ids[k - 1 :]
+    out = []
+    for codes in _grams(ids, V, top):
         ordered = np.sort(codes)
         out.append(1 + int(np.count_nonzero(ordered[1:] != ordered[:-1])))
         del ordered
