@@ -371,12 +371,16 @@ def readout_source(modules: Sequence[object], i: int) -> int | None:
     return j
 
 
+def first_reader(modules: Sequence[object]) -> object | None:
+    """The module that reads a model's input: its first past any Dropouts (which pass ids
+    through at inference); None for Dropouts alone."""
+    return next((m for m in modules if not isinstance(m, Dropout)), None)
+
+
 def reads_tokens(modules: Sequence[object]) -> bool:
-    """Whether a model of these modules takes token ids: its first module past any Dropouts
-    (which pass ids through at inference) is an Embedding. The exporters declare their
-    input by it."""
-    first = next((m for m in modules if not isinstance(m, Dropout)), None)
-    return isinstance(first, Embedding)
+    """Whether a model of these modules takes token ids: its first reader is an Embedding.
+    The exporters declare their input by it."""
+    return isinstance(first_reader(modules), Embedding)
 
 
 def input_features(modules: Sequence[object]) -> int | None:

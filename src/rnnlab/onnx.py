@@ -69,6 +69,7 @@ from rnnlab.modules import (
     Linear,
     MeanOverTime,
     Sequential,
+    first_reader,
     input_features,
     readout_source,
 )
@@ -338,8 +339,8 @@ def build_model(model: object, *, lengths: bool = True, state: bool = False,
     batch_first = next((m.batch_first for m in modules if isinstance(m, Recurrent)), True)
     # token ids when the first module that reads them is an Embedding (a Dropout before it
     # passes them through at inference, as in rnnlab)
-    first = next((m for m in modules if not isinstance(m, Dropout)), modules[0])
-    tokens = isinstance(first, Embedding)  # (modules.reads_tokens; the first module kept)
+    first = first_reader(modules)
+    tokens = isinstance(first, Embedding)  # (modules.reads_tokens)
     axes: list[Dim] = ["batch", "time"] if batch_first else ["time", "batch"]
     features = input_features(modules)
     dims = axes if tokens else [*axes, "features" if features is None else features]
