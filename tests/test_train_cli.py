@@ -1567,3 +1567,22 @@ def test_resume_refuses_a_pytokens_text_that_differs_from_the_run_s(tmp_path, ca
     capsys.readouterr()
     assert run_cli("evaluate", run, "--json") == 0
     assert "the pytokens test split made now differs" in capsys.readouterr().err
+
+
+def test_a_caption_record_with_a_source_alphabet_or_a_hash_not_a_string_is_refused(tmp_path,
+                                                                                  dates_run):
+    """The two record checks no run-level test reaches: caption's encoder reads images, so a
+    record with a source alphabet was edited; a test hash must be a string."""
+    from rnnlab import runs, tasks
+    from rnnlab.train import TrainConfig
+
+    config = json.loads((dates_run / "config.json").read_text())
+    caption = TrainConfig.from_dict(dict(tasks.defaults("caption")))
+    with pytest.raises(ValueError, match=r"holds a source alphabet \(\"data\" \"source_chars\"\) "
+                       r"for the caption task, whose encoder reads images: the file was edited"):
+        runs._stored_data_fits(tmp_path, caption, config)
+    config["data"]["test_sha256"] = 5
+    dates = TrainConfig.from_dict(dict(tasks.defaults("dates")))
+    with pytest.raises(ValueError, match=r"'test_sha256'` must be the test split's SHA-256, a "
+                       r"string of hex digits; got 5"):
+        runs._stored_data_fits(tmp_path, dates, config)
