@@ -946,7 +946,7 @@ def test_a_text_whose_n_gram_baselines_would_not_fit_is_refused_before_training(
     assert need > 200 << 20 and ngram.baseline_memory(n, lm.vocab.size, 5) >= need
     with pytest.raises(ValueError, match=(
             rf"`--data` must be a text whose n-gram baselines \(counted from its training "
-            rf"piece at the end of training, beside the test score\) fit in the memory "
+            rf"piece, beside the test score\) fit in the memory "
             rf"available \(200.0 MiB\); got '.*noise.txt', whose {n:,} training characters "
             rf"hold {sum(grams):,} distinct n-grams of orders 1 to 5 \(about "
             rf"{_checks.describe_bytes(need)} to count\) instead")):  # fmt: skip
@@ -971,6 +971,93 @@ def test_a_text_whose_n_gram_baselines_would_not_fit_is_refused_before_training(
     small = tmp_path / "small.txt"
     small.write_text(d[:200_000])
     assert task(small).check_new_run() == []
+
+
+def test_resume_and_evaluate_ask_whether_the_n_gram_baselines_fit(tmp_path, monkeypatch, capsys):
+    """The baselines are counted at the end of a resumed run's training too, and by `rnnlab
+    evaluate` on the text given with --data: both asked the memory question only a new run
+    was asked, so a resumed run was killed after its training and evaluate after its pass.
+    Both now refuse up front, in one line, naming --data; with the memory there both go on."""
+    from rnnlab import _checks
+    from rnnlab.cli import main
+
+    rng = np.random.default_rng(1)
+    symbols = np.array([chr(33 + i) for i in range(90)])
+    noise = tmp_path / "noise.txt"
+    noise.write_text("".join(symbols[rng.integers(0, 90, 1_600_000)]))
+    run = tmp_path / "run"
+    monkeypatch.setattr(_checks, "available_memory", lambda: 8 << 30)
+    assert main(["train", "charlm", "--data", str(noise), "--run-dir", str(run), "--steps", "1",
+                 "--hidden", "8", "--embed", "4", "--batch-size", "2", "--seq-len", "8",
+                 "--checkpoint-every", "1", "--quiet"]) == 0  # fmt: skip
+    capsys.readouterr()
+    monkeypatch.setattr(_checks, "available_memory", lambda: 200 << 20)
+    assert main(["train", "--resume", str(run), "--steps", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err.splitlines()  # (a warning first: --steps changes the schedule)
+    assert err[-1].startswith("rnnlab: error: `--data` must be a text whose n-gram baselines"), err
+    assert main(["evaluate", str(run), "--data", str(noise), "--json"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "`--data` must be a text whose n-gram baselines" in err, err
+    monkeypatch.setattr(_checks, "available_memory", lambda: 8 << 30)
+    assert main(["evaluate", str(run), "--split", "valid", "--data", str(noise), "--json"]) == 0
+    assert main(["train", "--resume", str(run), "--steps", "2", "--quiet"]) == 0
+
+
+def _cgroup(root, path, files):
+    group = root / path
+    group.mkdir(parents=True, exist_ok=True)
+    for name, value in files.items():
+        (group / name).write_text(value)
+
+
+def test_the_memory_available_is_capped_by_the_control_group_limit(tmp_path, monkeypatch):
+    """In a container (`docker run -m 2g`) /proc/meminfo shows the host's memory while the
+    group's OOM killer strikes at its limit: the memory checks read the tightest limit of
+    the process's group and its ancestors, less what the group holds (its droppable file
+    cache not counted), for cgroup v2 and v1; "max" or v1's near-2⁶³ means none; unreadable
+    files are passed over."""
+    from rnnlab import _checks
+
+    root = tmp_path / "cg"
+    membership = tmp_path / "cgroup"
+    # v2: the group's own limit, and a tighter one on its parent
+    membership.write_text("0::/box/job\n")
+    _cgroup(root, "box/job", {"memory.max": str(3 << 30), "memory.current": str(1 << 30),
+                              "memory.stat": f"anon 1\ninactive_file {256 << 20}\n"})
+    _cgroup(root, "box", {"memory.max": "max", "memory.current": str(1 << 30)})
+    got = _checks.cgroup_headroom(str(membership), str(root))
+    assert got == (3 << 30) - (1 << 30) + (256 << 20)
+    _cgroup(root, "box", {"memory.max": str(1536 << 20)})
+    assert _checks.cgroup_headroom(str(membership), str(root)) == 512 << 20
+    _cgroup(root, "box", {"memory.max": "max"})
+    _cgroup(root, "box/job", {"memory.max": "max"})
+    assert _checks.cgroup_headroom(str(membership), str(root)) is None
+    _cgroup(root, "box/job", {"memory.max": "garbage"})
+    assert _checks.cgroup_headroom(str(membership), str(root)) is None
+    # v1: the memory controller's own hierarchy; no limit written as a number near 2⁶³
+    membership.write_text("5:cpu,cpuacct:/x\n4:memory:/process_api/abc\n0::/\n")
+    _cgroup(root, "memory/process_api/abc",
+            {"memory.limit_in_bytes": str(2 << 30), "memory.usage_in_bytes": str(1 << 30),
+             "memory.stat": f"cache 5\ntotal_inactive_file {1 << 20}\n"})  # fmt: skip
+    _cgroup(root, "memory", {"memory.limit_in_bytes": "9223372036854771712",
+                             "memory.usage_in_bytes": "1"})
+    assert _checks.cgroup_headroom(str(membership), str(root)) == (1 << 30) + (1 << 20)
+    _cgroup(root, "memory/process_api/abc", {"memory.limit_in_bytes": "9223372036854771712"})
+    assert _checks.cgroup_headroom(str(membership), str(root)) is None
+    assert _checks.cgroup_headroom(str(tmp_path / "missing"), str(root)) is None
+    # over its limit already: no room, never a negative size
+    _cgroup(root, "memory/process_api/abc", {"memory.limit_in_bytes": str(1 << 30),
+                                             "memory.usage_in_bytes": str(2 << 30)})
+    assert _checks.cgroup_headroom(str(membership), str(root)) == 0
+    # available_memory takes the smaller of the machine's and the group's
+    monkeypatch.setattr(_checks, "_machine_available", lambda: 24 << 30)
+    monkeypatch.setattr(_checks, "cgroup_headroom", lambda: 2 << 30)
+    assert _checks.available_memory() == 2 << 30
+    monkeypatch.setattr(_checks, "cgroup_headroom", lambda: None)
+    assert _checks.available_memory() == 24 << 30
+    monkeypatch.setattr(_checks, "_machine_available", lambda: None)
+    monkeypatch.setattr(_checks, "cgroup_headroom", lambda: 1 << 30)
+    assert _checks.available_memory() == 1 << 30
 
 
 def test_distinct_grams_counts_what_the_baselines_count(corpus):

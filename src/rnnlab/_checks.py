@@ -232,7 +232,18 @@ def batch_of_steps(x: np.ndarray, name: str = "x") -> None:
 
 
 def available_memory() -> int | None:
-    """Bytes of memory available now (Linux: MemAvailable), or None when unknown."""
+    """Bytes of memory available now, or None when unknown: the machine's (Linux:
+    MemAvailable), or less where this process's control group caps it (a container's
+    memory limit, `docker run -m`: its OOM killer strikes at the group's limit, however much
+    the machine has free)."""
+    have = _machine_available()
+    capped = cgroup_headroom()
+    if capped is None:
+        return have
+    return capped if have is None else min(have, capped)
+
+
+def _machine_available() -> int | None:
     try:
         with open("/proc/meminfo", "rb") as f:
             for line in f.read(1 << 16).splitlines():
@@ -243,6 +254,66 @@ def available_memory() -> int | None:
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, AttributeError):
+        return None
+
+
+NO_LIMIT = 1 << 60
+"""cgroup v1 writes "no limit" as a number near 2⁶³ (9223372036854771712)."""
+
+
+def cgroup_headroom(
+    membership: str = "/proc/self/cgroup", root: str = "/sys/fs/cgroup"
+) -> int | None:
+    """Bytes this process may still take before a memory limit of its control group or of
+    one of the group's ancestors: the tightest limit's headroom, its group's usage less the
+    file cache it can drop (`inactive_file`, as `docker stats` counts it); None where no
+    group sets a limit or none can be read (no Linux, no cgroup filesystem). cgroup v2
+    (memory.max, memory.current) and v1 (memory.limit_in_bytes, memory.usage_in_bytes)."""
+    try:
+        with open(membership, encoding="utf-8", errors="replace") as f:
+            lines = f.read(1 << 16).splitlines()
+    except OSError:
+        return None
+    tightest: int | None = None
+    for line in lines:
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if controllers == "":  # v2: the unified hierarchy
+            base, files = Path(root), ("memory.max", "memory.current", "inactive_file")
+        elif "memory" in controllers.split(","):
+            base = Path(root) / "memory"
+            files = ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
+        else:
+            continue
+        group = base / path.lstrip("/")
+        while True:
+            room = _group_headroom(group, *files)
+            if room is not None and (tightest is None or room < tightest):
+                tightest = room
+            if group == base or base not in group.parents:
+                break
+            group = group.parent
+    return tightest
+
+
+def _group_headroom(group: Path, limit_file: str, usage_file: str, cache_key: str) -> int | None:
+    """limit − (usage − dropable cache) of one control group's directory, or None (no limit,
+    or its files missing or unreadable)."""
+    try:
+        limit = (group / limit_file).read_text().strip()
+        if limit == "max" or int(limit) >= NO_LIMIT:
+            return None
+        usage = int((group / usage_file).read_text().strip())
+        cache = 0
+        try:
+            for line in (group / "memory.stat").read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == cache_key:
+                    cache = int(value)
+                    break
+        except (OSError, ValueError):
+            pass
+        return max(int(limit) - max(usage - cache, 0), 0)
+    except (OSError, ValueError):
         return None
 
 

@@ -439,8 +439,11 @@ class CharLM:
         self._tracks: tuple[np.ndarray, np.ndarray, int] | None = None  # (training's, made at
         # its first batch: scoring other text with `evaluate --data` needs no tracks)
         self._baselines: dict = {}
+        self._baselines_fit_checked = False
         self.output_size = self.vocab.size
         self.max_order = baseline_order(self.vocab.size)
+        if resume:  # (the baselines come at the end of the training it resumes)
+            self._baselines_fit()
 
     def input_spec(self, cfg):
         return {"type": "tokens", "vocab_size": self.vocab.size, "embed_dim": cfg.embed}
@@ -468,33 +471,39 @@ class CharLM:
 
     def _baselines_fit(self) -> None:
         """The test score's n-gram baselines, counted from the training piece at the end of
-        `rnnlab train`, need up to ngram.PEAK_PER_ID bytes a character and PEAK_PER_GRAM a
-        distinct n-gram: under 40 bytes a character of prose, up to 285 of random text
+        `rnnlab train` (a new run or a resumed one) and by `rnnlab evaluate` (of the text
+        given with --data), need up to ngram.PEAK_PER_ID bytes a character and PEAK_PER_GRAM
+        a distinct n-gram: under 40 bytes a character of prose, up to 285 of random text
         (reading the text takes PEAK_PER_BYTE = 32 a byte), so a text that read well could
         be killed by the out-of-memory killer after the whole training. A bound that counts nothing
         (as if every n-gram were distinct) settles most texts; past it, with too little
         memory for it, the distinct n-grams are counted (a pass of about 25 bytes a
-        character, a tenth of the baselines' time) for the estimate."""
+        character, a tenth of the baselines' time) for the estimate. Asked once a task."""
         from rnnlab.tasks import ngram
 
+        if self._baselines_fit_checked:
+            return
         n, V = len(self.ids["train"]), self.vocab.size
         bound = ngram.baseline_memory(n, V, self.max_order)
         if bound < 1 << 28:  # (not worth a look at /proc/meminfo, as _checks.affordable)
+            self._baselines_fit_checked = True
             return
         have = _checks.available_memory()
         if have is None or bound <= have:
+            self._baselines_fit_checked = True
             return
         grams = ngram.distinct_grams(self.ids["train"], V, self.max_order)
         need = ngram.baseline_memory(n, V, self.max_order, grams)
         if need > have:
             raise ValueError(
                 f"`--data` must be a text whose n-gram baselines (counted from its training "
-                f"piece at the end of training, beside the test score) fit in the memory "
+                f"piece, beside the test score) fit in the memory "
                 f"available ({_checks.describe_bytes(have)}); got {self.source!r}, whose "
                 f"{n:,} training characters hold {sum(grams):,} distinct n-grams of orders 1 "
                 f"to {self.max_order} (about {_checks.describe_bytes(need)} to count) instead. "
                 "Give a shorter text, or free memory."
             )
+        self._baselines_fit_checked = True
 
     def _training_tracks(self) -> tuple[np.ndarray, np.ndarray, int]:
         """(inputs, targets, windows an epoch): the training piece cut into --batch-size
@@ -530,6 +539,9 @@ class CharLM:
     def evaluate(self, model, split: str, *, baselines: bool | None = None) -> dict:
         """nats and bits per character on a split; with `baselines` (default: on the test
         split) the n-gram baselines of that same split beside them."""
+        with_baselines = split == "test" if baselines is None else baselines
+        if with_baselines:  # (before the model's pass: refused, it wastes none)
+            self._baselines_fit()
         ids = self.ids[split]
         tracks = EVAL_TRACKS
         n = (len(ids) - 1) // tracks
@@ -551,7 +563,7 @@ class CharLM:
             "nats_per_char": nats, "bits_per_char": nats / math.log(2), "chars": n * tracks,
             "unknown_chars": int((ids == self.vocab.unknown).sum()),
         }  # fmt: skip
-        if split == "test" if baselines is None else baselines:
+        if with_baselines:
             result["baselines"] = self.baselines(split)
         return result
 
@@ -559,6 +571,7 @@ class CharLM:
         from rnnlab.tasks import ngram
 
         if split not in self._baselines:
+            self._baselines_fit()
             # the characters `evaluate` scores: the split's 2nd to (8n+1)-th (its first is
             # read, never predicted; the tail short of a track's full length is left out)
             ids = self.ids[split]
