@@ -1013,9 +1013,9 @@ def _cgroup(root, path, files):
 def test_the_memory_available_is_capped_by_the_control_group_limit(tmp_path, monkeypatch):
     """In a container (`docker run -m 2g`) /proc/meminfo shows the host's memory while the
     group's OOM killer strikes at its limit: the memory checks read the tightest limit of
-    the process's group and its ancestors, less what the group holds (its droppable file
-    cache not counted), for cgroup v2 and v1; "max" or v1's near-2⁶³ means none; unreadable
-    files are passed over."""
+    the process's group and its ancestors, less what the group holds (its file cache, which
+    the kernel reclaims first, not counted), for cgroup v2 and v1; "max" or v1's near-2⁶³
+    means none; unreadable files are passed over."""
     from rnnlab import _checks
 
     root = tmp_path / "cg"
@@ -1023,7 +1023,7 @@ def test_the_memory_available_is_capped_by_the_control_group_limit(tmp_path, mon
     # v2: the group's own limit, and a tighter one on its parent
     membership.write_text("0::/box/job\n")
     _cgroup(root, "box/job", {"memory.max": str(3 << 30), "memory.current": str(1 << 30),
-                              "memory.stat": f"anon 1\ninactive_file {256 << 20}\n"})
+                              "memory.stat": f"anon 1\nfile {256 << 20}\n"})
     _cgroup(root, "box", {"memory.max": "max", "memory.current": str(1 << 30)})
     got = _checks.cgroup_headroom(str(membership), str(root))
     assert got == (3 << 30) - (1 << 30) + (256 << 20)
@@ -1038,7 +1038,7 @@ def test_the_memory_available_is_capped_by_the_control_group_limit(tmp_path, mon
     membership.write_text("5:cpu,cpuacct:/x\n4:memory:/process_api/abc\n0::/\n")
     _cgroup(root, "memory/process_api/abc",
             {"memory.limit_in_bytes": str(2 << 30), "memory.usage_in_bytes": str(1 << 30),
-             "memory.stat": f"cache 5\ntotal_inactive_file {1 << 20}\n"})  # fmt: skip
+             "memory.stat": f"cache 5\ntotal_cache {1 << 20}\n"})  # fmt: skip
     _cgroup(root, "memory", {"memory.limit_in_bytes": "9223372036854771712",
                              "memory.usage_in_bytes": "1"})
     assert _checks.cgroup_headroom(str(membership), str(root)) == (1 << 30) + (1 << 20)

@@ -265,8 +265,9 @@ def cgroup_headroom(
     membership: str = "/proc/self/cgroup", root: str = "/sys/fs/cgroup"
 ) -> int | None:
     """Bytes this process may still take before a memory limit of its control group or of
-    one of the group's ancestors: the tightest limit's headroom, its group's usage less the
-    file cache it can drop (`inactive_file`, as `docker stats` counts it); None where no
+    one of the group's ancestors: the tightest limit's headroom, its group's usage less its
+    file cache (the page cache the kernel reclaims before the group's OOM killer strikes: a
+    generous reading, as a refusal is the costlier mistake here); None where no
     group sets a limit or none can be read (no Linux, no cgroup filesystem). cgroup v2
     (memory.max, memory.current) and v1 (memory.limit_in_bytes, memory.usage_in_bytes)."""
     try:
@@ -278,10 +279,10 @@ def cgroup_headroom(
     for line in lines:
         _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
         if controllers == "":  # v2: the unified hierarchy
-            base, files = Path(root), ("memory.max", "memory.current", "inactive_file")
+            base, files = Path(root), ("memory.max", "memory.current", "file")
         elif "memory" in controllers.split(","):
             base = Path(root) / "memory"
-            files = ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
+            files = ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_cache")
         else:
             continue
         group = base / path.lstrip("/")
@@ -296,7 +297,7 @@ def cgroup_headroom(
 
 
 def _group_headroom(group: Path, limit_file: str, usage_file: str, cache_key: str) -> int | None:
-    """limit − (usage − dropable cache) of one control group's directory, or None (no limit,
+    """limit − (usage − file cache) of one control group's directory, or None (no limit,
     or its files missing or unreadable)."""
     try:
         limit = (group / limit_file).read_text().strip()
