@@ -117,6 +117,30 @@ def test_a_utf16_or_utf32_corpus_is_named_as_such_not_sent_to_iconv_from_latin1(
     assert text.read_text(converted) == "hello world\n" * 200
 
 
+@pytest.mark.parametrize("codec", ["utf-16le", "utf-16be", "utf-32le", "utf-32be"])
+@pytest.mark.parametrize("body", ["ascii", "accented"])
+def test_a_utf16_or_utf32_corpus_without_byte_order_mark_is_named(tmp_path, codec, body):
+    """UTF-16 without a byte-order mark (as some Windows tools write it) of ASCII text
+    decodes as UTF-8, a NUL between every two characters, and trained so silently; with an
+    accented letter it was refused as "not UTF-8" with latin1's iconv as the way out. Its
+    NULs say the width and the byte order: named, with the iconv that converts it."""
+    path = tmp_path / "wide.txt"
+    line = "hello world\n" if body == "ascii" else "héllo wörld, ça va\n"
+    path.write_bytes((line * 200).encode(codec))
+    with pytest.raises(text.TextFileError) as e:
+        text.read_text(path)
+    said = str(e.value)
+    assert f"'{path}', which reads as {codec.upper()} without a byte-order mark (" in said, said
+    assert said.endswith(f"Convert it first, e.g. `iconv -f {codec} -t utf-8`."), said
+    converted = tmp_path / "converted.txt"
+    converted.write_bytes(path.read_bytes().decode(codec).encode("utf-8"))
+    assert text.read_text(converted) == line * 200
+    # a UTF-8 text with a few NULs in it is still read (a quarter of its bytes are not NUL)
+    sparse = tmp_path / "sparse.txt"
+    sparse.write_bytes(("hello\x00world\n" * 200).encode("utf-8"))
+    assert text.read_text(sparse).count("\x00") == 200
+
+
 @pytest.mark.parametrize("body", ["latin1", "cjk"])
 def test_a_text_that_only_starts_like_utf16_gets_both_ways_out(tmp_path, body):
     """A latin1 text that begins with ÿþ (FF FE) was named UTF-16, and `iconv -f utf-16` made

@@ -80,6 +80,26 @@ def _reads_as(data: bytes, bom: bytes, encoding: str) -> bool:
     return True
 
 
+def _wide_without_mark(data: bytes) -> str | None:
+    """The codec of a UTF-16 or UTF-32 text without a byte-order mark ("utf-16le", ...), or
+    None: its first 64 KiB are a quarter NUL bytes at least, as such a text of any Latin
+    script is (its ASCII characters' other bytes), where they fall says the width and byte
+    order, and the whole decodes so. A UTF-8 text of ASCII decodes too, NULs and all, and
+    trained with a NUL between its characters; a latin1 or UTF-8 text holds no NUL."""
+    head = data[: 1 << 16]
+    if head.count(0) * 4 < len(head):
+        return None
+    if head.count(0) * 8 >= 5 * len(head):  # 3 of 4 bytes NUL, at ASCII: UTF-32
+        codec = "utf-32le" if head[0::4].count(0) * 2 < len(head[0::4]) else "utf-32be"
+    else:
+        codec = "utf-16le" if head[0::2].count(0) * 2 < len(head[0::2]) else "utf-16be"
+    try:
+        data.decode(codec)
+    except UnicodeDecodeError:
+        return None
+    return codec
+
+
 def read_text(path: str | os.PathLike[str]) -> str:
     """Read a UTF-8 corpus file, with an error naming the path for every way it can fail.
 
@@ -121,6 +141,14 @@ def read_text(path: str | os.PathLike[str]) -> str:
         _raise("path", f"{expected} of at most {MAX_BYTES:,} bytes", f"'{p}', which grew past it")
     if not data:
         _raise("path", expected, f"'{p}', which is empty")
+    marked = data.startswith(tuple(bom for bom, _ in _BYTE_ORDER_MARKS))
+    wide = None if marked else _wide_without_mark(data)
+    if wide is not None:
+        head = data[: 1 << 16]
+        _raise("path", expected,
+               f"'{p}', which reads as {wide.upper()} without a byte-order mark "
+               f"({head.count(0):,} of its first {len(head):,} bytes are NUL)",
+               f"Convert it first, e.g. `iconv -f {wide} -t utf-8`.")  # fmt: skip
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
