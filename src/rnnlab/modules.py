@@ -104,7 +104,7 @@ class Embedding(_Module):
                      f"Embedding({self.num_embeddings}, {self.embedding_dim})")  # fmt: skip
         d_output = _d_output(f, d_output)
         return Backward(None, None, {"weight": rows_summed_by_id(
-            f.cache.reshape(-1), d_output.reshape(-1, self.embedding_dim),
+            d_output.reshape(-1, self.embedding_dim), f.cache.reshape(-1),
             self.params["weight"])})  # fmt: skip
 
 

@@ -142,8 +142,9 @@ class Lookup:
         return seen, first, which.reshape(-1)
 
 
-def rows_summed_by_id(ids: np.ndarray, rows: np.ndarray, like: np.ndarray) -> np.ndarray:
-    """dW with dW[v] = Σ rows[i] over the i with ids[i] = v (zero for an id not seen): the
+def rows_summed_by_id(rows: np.ndarray, ids: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """dW with dW[v] = Σ rows[i] over the i with ids[i] = v (zero for an id not seen), shaped
+    and typed as `like` (the table; rnnlab.fast.rows_summed_by_id takes its rows count): the
     rows sorted by id (stably: each id's rows keep their order) and each id's run summed at
     once. np.add.at, which adds row by row, took 7x as long for a character model's batch
     of 4096 rows of 64 (3.45 against 0.48 ms), and the float32 sums came no nearer the
@@ -831,7 +832,7 @@ def _bptt(cell: Cell, p: Params, X: np.ndarray, hs: np.ndarray, cs: np.ndarray |
         dX = parallel.matmul(dXA.reshape(T * B, GH), p.W_ih, out=into).reshape(T, B, I)
     if dX is not None and lookup is not None:  # the NumPy path: ∂L/∂X summed by id, each
         # id's rows in batch-major order, as Embedding.backward sums a batch-first gradient
-        dX = rows_summed_by_id(lookup.ids.T.reshape(-1), dX.transpose(1, 0, 2).reshape(-1, I),
+        dX = rows_summed_by_id(dX.transpose(1, 0, 2).reshape(-1, I), lookup.ids.T.reshape(-1),
                                lookup.table)  # fmt: skip
     return dX, grads, dh, dc
 
