@@ -623,7 +623,8 @@ def test_digits_errors():
         digits.load_digits_sequences(test_fraction=0.0)
     with pytest.raises(ValueError, match=r"`test_fraction` must be a number in \[0, 1\); got 1.0"):
         digits.load_digits_sequences(test_fraction=1.0)
-    with pytest.raises(ValueError, match=r"`seed` must be a non-negative integer; got -1"):
+    with pytest.raises(ValueError, match=r"`seed` must be a non-negative integer \(a seed\); "
+                       r"got -1"):
         digits.load_digits_sequences(seed=-1)
 
 
@@ -788,7 +789,8 @@ def test_load_pytokens_errors(tmp_path):
         pytokens.load_pytokens(files=[])
     with pytest.raises(ValueError, match=r"`max_chars` must be a positive integer; got 0"):
         pytokens.load_pytokens(max_chars=0)
-    with pytest.raises(ValueError, match=r"`seed` must be a non-negative integer; got 1.5"):
+    with pytest.raises(ValueError, match=r"`seed` must be a non-negative integer \(a seed\); "
+                       r"got 1.5"):
         pytokens.load_pytokens(seed=1.5)
 
 

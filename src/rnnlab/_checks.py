@@ -156,6 +156,16 @@ def int_array(value: object, name: str, *, ndim: int | None = None) -> np.ndarra
     return value
 
 
+def id_sequence(value: object, name: str, what: str = "a 1-D array of integer ids") -> np.ndarray:
+    """A 1-D array of integer ids (a list or tuple becomes one; an empty one holds int64, not
+    NumPy's float64 for []); the range is the caller's to check."""
+    if isinstance(value, (list, tuple)):
+        value = np.asarray(value) if len(value) else np.zeros(0, np.int64)
+    if not isinstance(value, np.ndarray) or value.dtype.kind not in "iu" or value.ndim != 1:
+        fail(name, what, describe(value))
+    return value
+
+
 def token_ids(
     value: object, name: str, vocab: int | None, *, ndim: int | None = None
 ) -> np.ndarray:

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from rnnlab._checks import choice, describe, fail, probability
+from rnnlab import _checks
+from rnnlab._checks import choice, fail, probability
 from rnnlab.losses import softmax_cross_entropy
 from rnnlab.tasks._sequence import _SequenceTask
 from rnnlab.tasks.synthetic import chance_line, majority_accuracy
@@ -50,8 +51,7 @@ def load_digits_sequences(
     fraction = probability(test_fraction, "test_fraction")
     if fraction == 0.0:
         fail("test_fraction", "a number in (0, 1)", "0.0", "The test set cannot be empty.")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        fail("seed", "a non-negative integer", describe(seed))
+    seed = _checks.seed(seed, "seed")
     images, target = _load_digits()
     rng = np.random.default_rng(seed)
     train_idx, test_idx = [], []

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from rnnlab._checks import describe, fail, positive_int
+from rnnlab import _checks
+from rnnlab._checks import fail, positive_int
 
 _INT64_LIMIT = 2**63
 
@@ -68,11 +69,7 @@ class NGramModel:
 
 
 def _check_ids(value: object, name: str, vocab_size: int, allow_empty: bool = False) -> np.ndarray:
-    if isinstance(value, (list, tuple)):
-        value = np.asarray(value) if value else np.zeros(0, np.int64)
-    if not isinstance(value, np.ndarray) or value.dtype.kind not in "iu" or value.ndim != 1:
-        fail(name, "a 1-D array of integer ids", describe(value))
-    assert isinstance(value, np.ndarray)
+    value = _checks.id_sequence(value, name)
     if len(value) == 0 and not allow_empty:
         fail(name, "a non-empty array of ids", "an empty array")
     bad = (value < 0) | (value >= vocab_size)

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from rnnlab import _checks
 from rnnlab._checks import describe, fail, positive_int
 from rnnlab.losses import softmax_cross_entropy
 from rnnlab.tasks._sequence import _SequenceTask
@@ -201,8 +202,7 @@ def load_pytokens(
     """
     max_chars = positive_int(max_chars, "max_chars")
     max_file_chars = positive_int(max_file_chars, "max_file_chars")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        fail("seed", "a non-negative integer", describe(seed))
+    seed = _checks.seed(seed, "seed")
     if files is None:
         candidates = stdlib_files()
         paths = [candidates[i] for i in np.random.default_rng(seed).permutation(len(candidates))]

@@ -235,11 +235,7 @@ class CharVocab:
 
     def decode(self, ids: object) -> str:
         """The text of a 1-D sequence of ids; the unknown id decodes as U+FFFD."""
-        if isinstance(ids, (list, tuple)):
-            ids = np.asarray(ids) if ids else np.zeros(0, np.int64)
-        if not isinstance(ids, np.ndarray) or ids.dtype.kind not in "iu" or ids.ndim != 1:
-            fail("ids", "a 1-D array (or list) of integer ids", describe(ids))
-        assert isinstance(ids, np.ndarray)
+        ids = _checks.id_sequence(ids, "ids", "a 1-D array (or list) of integer ids")
         bad = (ids < 0) | (ids >= self.size)
         if bad.any():
             fail("ids", f"ids in [0, {self.size})", f"the id {int(ids[bad][0])}")
@@ -307,14 +303,6 @@ def split_text(
     return text[:a], text[a : a + n_valid], text[a + n_valid :]
 
 
-def _ids(value: object, name: str) -> np.ndarray:
-    if isinstance(value, (list, tuple)):
-        value = np.asarray(value)
-    if not isinstance(value, np.ndarray) or value.dtype.kind not in "iu" or value.ndim != 1:
-        fail(name, "a 1-D array of integer ids", describe(value))
-    return value
-
-
 def windows(ids: object, length: int, stride: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Windows x[i] = ids[s_i : s_i + length], y[i] = ids[s_i + 1 : s_i + length + 1].
 
@@ -322,7 +310,7 @@ def windows(ids: object, length: int, stride: int | None = None) -> tuple[np.nda
     whose target fits, so the last ids may go unused. Returns two (num_windows, length)
     arrays of the ids' dtype; each window is an independent sequence (no carried state).
     """
-    ids = _ids(ids, "ids")
+    ids = _checks.id_sequence(ids, "ids")
     L = positive_int(length, "length")
     S = L if stride is None else positive_int(stride, "stride")
     if len(ids) < L + 1:
@@ -344,7 +332,7 @@ def stream_batches(
     block w exactly: carry the final hidden state from one block to the next. Only whole
     blocks are yielded (⌊K / bptt⌋ of them); the last K mod bptt columns are dropped.
     """
-    ids = _ids(ids, "ids")
+    ids = _checks.id_sequence(ids, "ids")
     B = positive_int(batch_size, "batch_size")
     k = positive_int(bptt, "bptt")
     K = (len(ids) - 1) // B
