@@ -29,9 +29,13 @@ def sample_ids(
     exclude: object = None,
 ) -> np.ndarray:
     """Sample `length` ids after the 1-d array `prime` (at least one id) from a token model.
-    `rng`: a Generator or a seed, so that a sample can be drawn again. `exclude`: ids never
-    sampled (their probability is 0, the others renormalised): a vocabulary's unknown id
-    stands for no character, and printed it would be a U+FFFD in the text."""
+    `rng`: a Generator or a seed, so that a sample can be drawn again. `top_k`: among the k
+    most likely ids; a k at or above the vocabulary's size keeps every id, as no top_k does,
+    draw for draw (Hugging Face's generate clamps it so too: the vocabulary is the model's,
+    not the user's to count). `exclude`: ids never sampled (their probability is 0, the
+    others renormalised): a vocabulary's unknown id stands for no character, and printed
+    it would be a U+FFFD in the text. A bidirectional model is refused: it has no next
+    token to give before the text after it is written."""
     if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 0:
         _checks.fail("length", "a non-negative integer", _checks.describe(length))
     _checks.affordable(int(length) * 8, "length", "sampled ids")
@@ -40,6 +44,17 @@ def sample_ids(
     ids = _checks.int_array(prime, "prime", ndim=1)
     if ids.shape[0] == 0:
         _checks.fail("prime", "at least one token", "an empty prime")
+    modules = _modules(model)
+    for i, m in enumerate(modules):
+        if getattr(m, "bidirectional", False) is True:
+            _checks.fail("model", "a model that reads left to right", "a model with a "
+                         f"bidirectional layer ({type(m).__name__}, module {i})",
+                         "Its reverse direction reads the sequence from its end: each "
+                         "step's output depends on tokens after it, which sampling has not "
+                         "drawn yet.")  # fmt: skip
+    vocab = getattr(modules[0], "num_embeddings", None) if modules else None
+    if isinstance(vocab, (int, np.integer)):  # (named here: the embedding calls it `x`)
+        _checks.token_ids(ids, "prime", int(vocab))
     never = None if exclude is None else _checks.int_array(exclude, "exclude", ndim=1)
     # An output-feedback model of classes (models.FeedbackModel, feedback='softmax') is fed
     # back the truth: within the prime each step's true class is the next id; after it, the
@@ -88,7 +103,8 @@ def sample_ids(
 
 def sampling_settings(temperature: object, top_k: object) -> tuple[float, int | None]:
     """(temperature, top_k) checked: a finite temperature > 0 and a top_k ≥ 1 or None (0 or
-    NaN gave NaN probabilities; a negative temperature inverts the distribution)."""
+    NaN gave NaN probabilities; a negative temperature inverts the distribution). A top_k
+    above the vocabulary's size is no error: it keeps every id (next_token_probabilities)."""
     t = _checks.finite_float(temperature, "temperature")
     if t <= 0:
         _checks.fail("temperature", "a positive number", repr(temperature))
@@ -100,7 +116,8 @@ def next_token_probabilities(
 ) -> np.ndarray:
     """softmax(logits / temperature) over the last axis, in float64, among the `top_k` most
     likely ids: exactly k of them, ties at the k-th broken by position, the lower ids kept
-    (a threshold at the k-th value would keep every tie). The logits are shifted by their
+    (a threshold at the k-th value would keep every tie); a k at or above the number of ids
+    keeps them all, the same probabilities as top_k=None. The logits are shifted by their
     maximum before the division, so a tiny temperature gives the argmax (the others → −inf) where
     logits / temperature would overflow to inf − inf = NaN. A +inf logit is a certainty:
     the +inf ids share the probability equally. A NaN logit, or a row of −inf only, has no
@@ -130,3 +147,12 @@ def next_token_probabilities(
         p = np.exp(z)
     p /= p.sum(axis=-1, keepdims=True)
     return np.asarray(p)
+
+
+def _modules(model: object) -> list[object]:
+    """The model's modules in order, inside its containers (Sequential, FeedbackModel: a
+    `modules` list), depth first; the model itself when it holds none."""
+    inner = getattr(model, "modules", None)
+    if not isinstance(inner, list):
+        return [model]
+    return [leaf for m in inner for leaf in _modules(m)]

@@ -641,8 +641,9 @@ class Seq2Seq(_Module):
                never: int | Sequence[int] = (),
                ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         """Tokens drawn from softmax(logits / temperature), among the `top_k` most likely if
-        given; otherwise as `greedy` (`never` too: an untrained or weak decoder draws a BOS or
-        a padding id as readily as any other)."""
+        given (a k at or above the target vocabulary's size keeps every id: the same draws as
+        no top_k); otherwise as `greedy` (`never` too: an untrained or weak decoder draws a
+        BOS or a padding id as readily as any other)."""
         temperature, top_k = sampling_settings(temperature, top_k)
         gen = _rng(rng)
 

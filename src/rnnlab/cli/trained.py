@@ -62,7 +62,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--length", type=length, default=400,
                    help=f"characters to sample (at most {MAX_SAMPLE_LENGTH:,})")  # fmt: skip
     p.add_argument("--temperature", type=positive_float("--temperature"), default=0.8)
-    p.add_argument("--top-k", dest="top_k", type=count("--top-k"), default=None)
+    p.add_argument("--top-k", dest="top_k", type=count("--top-k"), default=None,
+                   help="sample among the K most likely characters (default: all; a K at or "
+                   "above the run's vocabulary size keeps them all)")  # fmt: skip
     p.add_argument("--seed", default=0, type=option_type("--seed", "a non-negative integer",
                                                           int, lambda v: v >= 0))  # fmt: skip
     p.add_argument(
