@@ -359,6 +359,31 @@ def test_jacobian_products_equal_products_of_finite_difference_steps(name, ctor,
         assert np.all(prof.measured <= prof.bound * (1 + 1e-12))
 
 
+@pytest.mark.parametrize("ctor", [RNN, LSTM, GRU], ids=["rnn", "lstm", "gru"])
+def test_jacobian_products_equal_finite_differences_of_the_whole_chain(ctor):
+    """∂s_t/∂s_k against central differences of the layer itself run from a perturbed s_k
+    to s_t (its forward with a state): the test above checks each factor J_i, this one the
+    chain, the end step t and the lag the plot puts it at."""
+    rng = np.random.default_rng(3)
+    I, H, t, k = 2, 3, 5, 1
+    layer = ctor(I, H, batch_first=True, dtype=np.float64, rng=1)
+    x = rng.standard_normal((1, 7, I))
+    prof = dg.jacobian_products(layer, x, t=t, keep_products=True)
+    has_c = layer.cell.has_c
+    s_k = layer.forward(x[:, : k + 1]).state
+    s0 = np.concatenate([np.ravel(a) for a in s_k]) if has_c else np.ravel(s_k)
+
+    def run(s):
+        state = (s[:H].reshape(1, 1, H), s[H:].reshape(1, 1, H)) if has_c else s.reshape(1, 1, H)
+        end = layer.forward(x[:, k + 1 : t + 1], state=state).state
+        return np.concatenate([np.ravel(a) for a in end]) if has_c else np.ravel(end)
+
+    fd = np.stack([(run(s0 + e) - run(s0 - e)) / (2 * EPS) for e in EPS * np.eye(s0.size)], 1)
+    ell = list(prof.lags).index(t - k)
+    np.testing.assert_allclose(prof.products[ell], fd, rtol=1e-6, atol=1e-9)
+    assert prof.measured[ell] == pytest.approx(np.linalg.norm(fd, 2), rel=1e-6)
+
+
 def test_elman_step_jacobian_is_diag_dphi_times_W_and_bound_is_the_notes():
     layer, x = orthogonal_rnn(1.2, H=5, T=12, input_scale=0.3, seed=2)
     Js = dg.step_jacobians(layer, x)
@@ -1019,6 +1044,51 @@ def test_plots_are_written(tmp_path):
     for i, (plot, result) in enumerate(calls):
         path = plot(result, tmp_path / "sub" / f"{i}.png")
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", plot.__name__
+
+
+def _drawn(monkeypatch, plot, result, tmp_path):
+    """The figure `plot` draws for `result` (kept from save_png), with its PNG written."""
+    from rnnlab.diagnostics import plots
+
+    figures = []
+    save = plots.save_png
+    monkeypatch.setattr(plots, "save_png", lambda fig, path: figures.append(fig) or
+                        save(fig, path))  # fmt: skip
+    plot(result, tmp_path / "f.png")
+    return figures[0]
+
+
+def test_log_plots_say_the_values_they_cannot_draw(monkeypatch, tmp_path):
+    """A zero W_hh (every weight 0) passes no gradient back: the lag and Jacobian panels
+    were blank, their legends naming the lines as if drawn, the lag axis ±0.04 around the
+    one point left (drawn as a line of one point: nothing), and the map's colour bar the
+    rounding of one value, ±5e-17 under a 1e-17 offset. Now the legends and the map's title
+    say the zeros, the few points are marked, and the axes span the lags computed."""
+    pytest.importorskip("matplotlib")
+    layer = RNN(2, 3, batch_first=True, dtype=np.float64, rng=1)
+    for v in layer.params.values():
+        v[...] = 0.0
+    x = np.random.default_rng(0).standard_normal((2, 5, 2))
+
+    ax = _drawn(monkeypatch, dg.plot_lag_profile, dg.gradient_by_lag(layer, x), tmp_path).axes[0]
+    assert ax.get_legend_handles_labels()[1][0] == "l0 (0 at 4 of 5 lags: not drawn)"
+    assert ax.get_xlim() == (-0.5, 4.5) and ax.lines[0].get_marker() == "o"
+
+    ax = _drawn(monkeypatch, dg.plot_jacobian_bound, dg.jacobian_products(layer, x),
+                tmp_path).axes[0]  # fmt: skip
+    labels = ax.get_legend_handles_labels()[1]
+    assert len(labels) == 3 and all(a.endswith(" (0 at all 5 lags: not drawn)") for a in labels)
+    assert ax.get_xlim() == (0.5, 5.5)
+
+    fig = _drawn(monkeypatch, dg.plot_gradient_map, dg.gradient_map(layer, x), tmp_path)
+    ax = fig.axes[0]
+    assert "(white: 20 of 25 cells 0 or not drawn on a log scale)" in ax.get_title()
+    assert ax.images[0].get_clim() == pytest.approx((-0.5, 0.5))  # log10 1 ± half a decade
+
+    one = dg.jacobian_products(RNN(2, 3, batch_first=True, dtype=np.float64, rng=1), x[:, :1])
+    ax = _drawn(monkeypatch, dg.plot_jacobian_bound, one, tmp_path).axes[0]
+    assert ax.get_xlim() == (0.5, 1.5) and ax.lines[0].get_marker() == "o"
+    assert not any("not drawn" in a for a in ax.get_legend_handles_labels()[1])
 
 
 def test_plot_without_matplotlib_says_how_to_install(monkeypatch, tmp_path):

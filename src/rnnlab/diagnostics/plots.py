@@ -95,6 +95,27 @@ def _log10(a: np.ndarray) -> np.ndarray:
     return np.log10(a, out=np.full(a.shape, np.nan), where=np.isfinite(a))
 
 
+def _undrawn(label: str, values: np.ndarray, what: str = "lags") -> str:
+    """`label` with what a log axis leaves out of `values` said: a zero (no gradient reaches
+    back that far, a zero W_hh) or a non-finite value (an overflow) is no point on it, and
+    a line of them alone was a blank panel whose legend named the line as if drawn."""
+    v = np.asarray(values, dtype=np.float64)
+    notes = []
+    for count, said in ((int(np.sum(v == 0)), "0"), (int(np.sum(~np.isfinite(v))), "not finite")):
+        if count:
+            notes.append(f"{said} at all {v.size} {what}" if count == v.size
+                         else f"{said} at {count} of {v.size} {what}")  # fmt: skip
+    return label + (f" ({'; '.join(notes)}: not drawn)" if notes else "")
+
+
+def _lag_axis(ax, lags: np.ndarray) -> None:
+    """Whole lags on the x axis, over the lags computed (one lag alone spanned ±0.04)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(float(lags[0]) - 0.5, float(lags[-1]) + 0.5)
+
+
 def _fitted(fit, lags: np.ndarray, values: np.ndarray) -> np.ndarray | None:
     """The fitted line 10^(a + slope·lag) through the points the fit used."""
     if fit.trend == "undetermined":
@@ -112,7 +133,9 @@ def plot_lag_profile(result: LagProfile, path) -> Path:
     ax = fig.add_subplot()
     lags = result.lags.astype(np.float64)
     for j, name in enumerate(result.names):
-        (line,) = ax.plot(lags, _positive(result.mean[j]), lw=2, label=name)
+        (line,) = ax.plot(lags, _positive(result.mean[j]), lw=2,
+                          marker="o" if lags.size < 30 else None, ms=3,
+                          label=_undrawn(name, result.mean[j]))  # fmt: skip
         for seq in result.per_sequence[j][:16]:
             ax.plot(lags, _positive(seq), lw=0.5, alpha=0.3, color=line.get_color())
         fitted = _fitted(result.fits[j], lags, result.mean[j])
@@ -126,6 +149,7 @@ def plot_lag_profile(result: LagProfile, path) -> Path:
                 label=f"{name} fit: ×{result.fits[j].factor_per_step:.3g}/step",
             )
     ax.set_yscale("log")
+    _lag_axis(ax, lags)
     ax.set_xlabel("lag (steps before the end of the pass)")
     ax.set_ylabel(r"$\|\partial L / \partial h_k\|$")
     ax.set_title(f"gradient against the lag (loss: {result.loss})"
@@ -141,16 +165,26 @@ def plot_gradient_map(result: GradientMap, path) -> Path:
     fig = new_figure(4.2 * J, 3.8)
     axes = fig.subplots(1, J, squeeze=False)[0]
     for j, ax in enumerate(axes):
+        logs = _log10(result.norms[j])
+        seen = logs[np.isfinite(logs)]
+        # one value everywhere (a gradient of 1 on the diagonal alone): a colour scale of
+        # its own rounding, ±5e-17, which matplotlib labels by an offset; a decade around it
+        flat = seen.size and seen.max() - seen.min() < 1e-9
+        middle = float(seen.mean()) if flat else 0.0
         im = ax.imshow(
-            _log10(result.norms[j]),
+            logs,
             origin="lower",
             aspect="auto",
             interpolation="nearest",
             cmap="viridis",
+            **({"vmin": middle - 0.5, "vmax": middle + 0.5} if flat else {}),
         )
         ax.set_xlabel("state step k")
         ax.set_ylabel("loss step t")
-        ax.set_title(result.names[j])
+        blank = logs.size - seen.size
+        ax.set_title(result.names[j] + (f"\n(white: {blank} of {logs.size} cells 0 or not "
+                                        "drawn on a log scale)" if blank else ""),
+                     fontsize=9)  # fmt: skip
         fig.colorbar(im, ax=ax, label=r"$\log_{10}\|\partial L_t/\partial h_k\|$")
     return _save(fig, path)
 
@@ -164,17 +198,21 @@ def plot_jacobian_bound(result: JacobianProfile, path) -> Path:
     full = result.block == "state" and result.cell == "lstm"  # (h, c), as the verdict says
     s = "(h,c)" if full else "h"
     label = rf"measured $\|\partial {s}_t/\partial {s}_k\|_2$"
-    ax.plot(lags, _positive(result.measured), lw=2, label=label)
-    ax.plot(lags, _positive(result.product_bound), ls=":", label=r"$\prod_i \|J_i\|_2$")
+    dots = {"marker": "o", "ms": 3} if lags.size < 30 else {}
+    ax.plot(lags, _positive(result.measured), lw=2, label=_undrawn(label, result.measured),
+            **dots)  # fmt: skip
+    ax.plot(lags, _positive(result.product_bound), ls=":",
+            label=_undrawn(r"$\prod_i \|J_i\|_2$", result.product_bound))  # fmt: skip
     if result.cell in ("rnn", "relu", "irnn"):  # an Elman cell
         ax.plot(
             lags,
             _positive(result.bound),
             ls="--",
-            label=rf"$(\|W_{{hh}}\|_2 \max|\phi'|)^{{t-k}}$, "
-            rf"{result.alpha:.3g}$\times${result.beta:.3g}",
+            label=_undrawn(rf"$(\|W_{{hh}}\|_2 \max|\phi'|)^{{t-k}}$, "
+                           rf"{result.alpha:.3g}$\times${result.beta:.3g}", result.bound),
         )
     ax.set_yscale("log")
+    _lag_axis(ax, lags)
     ax.set_xlabel("lag t − k")
     ax.set_ylabel("spectral norm")
     ax.set_title(f"{result.name}, sequence {result.sample}, t = {result.t}"
