@@ -212,11 +212,33 @@ def test_without_matplotlib_the_json_is_written_and_no_png_promised(tmp_path, ca
     assert gradflow.main(args) == 0
     out, err = capsys.readouterr()
     assert out.splitlines()[-1] == f"output: {tmp_path} (summary.json, a JSON per analysis, 0 PNGs)"
-    assert "gradflow: no PNGs written:" in err
+    assert "\nrnnlab: warning: no PNGs written: rnnlab's plots need matplotlib" in err
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["plots"].startswith("no PNGs")
     assert [entry["png"] for entry in summary["analyses"].values()] == [[], []]
     assert not list(tmp_path.glob("*.png")) and (tmp_path / "lag.json").is_file()
+
+
+def test_gradflow_and_plot_warn_as_every_command_does(tiny_run, tmp_path, capsys):
+    """Three prefixes for a warning: `rnnlab gradflow: warning:`, `gradflow:` (no PNGs) and
+    `rnnlab plot:` (no gradient records), beside the `rnnlab: warning:` of train, of the
+    Python warnings gradflow shows and the `rnnlab: error:` of both commands: now that one."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    metrics = run / "metrics.jsonl"
+    metrics.write_text("".join(ln + "\n" for ln in metrics.read_text().splitlines()
+                               if '"gradients"' not in ln))  # fmt: skip
+    assert plot_command.main([str(run), "--out", str(tmp_path / "p")]) == 0
+    assert capsys.readouterr().err == (
+        'rnnlab: warning: no gradient records ("kind": "gradients") in metrics.jsonl, so no '
+        "per-layer norms or lag profile\n")
+    args = ["adding", *TINY, "--analyses", "spectrum", "--loss", "all", "--out", tmp_path / "g"]
+    assert gradflow.main([str(a) for a in args]) == 0
+    warned = [ln for ln in capsys.readouterr().err.splitlines() if "warning" in ln]
+    assert warned == ["rnnlab: warning: --loss is for the lag analysis, which this run does "
+                      "not make; ignored"]  # fmt: skip
 
 
 def test_metrics_log_and_plot(tiny_run, tmp_path, capsys):
@@ -428,7 +450,7 @@ def test_an_option_of_an_analysis_not_made_is_said_ignored(tmp_path, capsys):
     _, err = run_json(capsys, *args, "--out", tmp_path)
     said = [ln for ln in err.splitlines() if "warning" in ln]
     assert said == [
-        f"rnnlab gradflow: warning: {flag} is for the {analysis} analysis, which this run "
+        f"rnnlab: warning: {flag} is for the {analysis} analysis, which this run "
         "does not make; ignored"
         for flag, analysis in (("--loss", "lag"), ("--sample", "jacobian"),
                                ("--max-norm", "cliff"), ("--iters", "dynamics"))

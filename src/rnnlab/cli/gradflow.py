@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     for option, (analysis, _) in _ANALYSIS_OPTIONS.items():
         if getattr(args, option) is not None and analysis not in names:
             flag = "--range" if option == "h_range" else f"--{option.replace('_', '-')}"
-            print(f"rnnlab gradflow: warning: {flag} is for the {analysis} analysis, which "
+            print(f"rnnlab: warning: {flag} is for the {analysis} analysis, which "
                   "this run does not make; ignored", file=sys.stderr)  # fmt: skip
     options: dict[str, Any] = {k: default if getattr(args, k) is None else getattr(args, k)
                                for k, (_, default) in _ANALYSIS_OPTIONS.items()}  # fmt: skip
@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
     if no_plots:
         summary["plots"] = f"no PNGs: {no_plots}"
-        print(f"gradflow: no PNGs written: {no_plots}", file=sys.stderr)
+        print(f"rnnlab: warning: no PNGs written: {no_plots}", file=sys.stderr)
     summary = json_value(summary)
     io.atomic_write_json(out / "summary.json", summary)
     if args.json:

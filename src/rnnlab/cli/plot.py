@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     records = io.read_jsonl(Path(args.run) / "metrics.jsonl")
     if not any(isinstance(r, dict) and r.get("kind") == "gradients" for r in records):
         print(
-            'rnnlab plot: no gradient records ("kind": "gradients") in metrics.jsonl, so '
+            'rnnlab: warning: no gradient records ("kind": "gradients") in metrics.jsonl, so '
             "no per-layer norms or lag profile",
             file=sys.stderr,
         )
