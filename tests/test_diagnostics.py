@@ -402,6 +402,38 @@ def test_elman_step_jacobian_is_diag_dphi_times_W_and_bound_is_the_notes():
     assert "(‖W_hh‖₂·max|φ'|)^(t−k)" in prof.verdict()
 
 
+def test_the_jacobian_is_named_by_the_cell_s_state_and_class_not_its_name(monkeypatch,
+                                                                          tmp_path):
+    """The verdict and the plot called (h, c) products ∂h_t/∂h_k unless the cell was named
+    "lstm", and left out the notes' bound (computed: the class is an ElmanCell) unless
+    named rnn, relu or irnn: an LSTMCell or ElmanCell subclass of another name was
+    mislabelled."""
+    pytest.importorskip("matplotlib")
+    from rnnlab.cells import ElmanCell, LSTMCell
+    from rnnlab.layers import Recurrent
+
+    class Mine(LSTMCell):
+        name = "mine"
+
+    class MyElman(ElmanCell):
+        def __init__(self):
+            super().__init__()
+            self.name = "my-elman"
+
+    x = np.random.default_rng(0).standard_normal((1, 4, 2))
+    lstm = dg.jacobian_products(Recurrent(Mine(), 2, 3, batch_first=True, rng=0), x)
+    assert "‖∂(h,c)_t/∂(h,c)_k‖₂" in lstm.verdict() and lstm.to_json()["has_c"] is True
+    ax = _drawn(monkeypatch, dg.plot_jacobian_bound, lstm, tmp_path).axes[0]
+    label = ax.get_legend_handles_labels()[1][0]
+    assert label == r"measured $\|\partial (h,c)_t/\partial (h,c)_k\|_2$"
+    h_block = Recurrent(Mine(), 2, 3, batch_first=True, rng=0)
+    assert "‖∂h_t/∂h_k‖₂" in dg.jacobian_products(h_block, x, block="h").verdict()
+    elman = dg.jacobian_products(Recurrent(MyElman(), 2, 3, batch_first=True, rng=0), x)
+    assert "with ‖W_hh‖₂ = " in elman.verdict()
+    ax = _drawn(monkeypatch, dg.plot_jacobian_bound, elman, tmp_path).axes[0]
+    assert len(ax.lines) == 3 and "max|\\phi'|" in ax.get_legend_handles_labels()[1][2]
+
+
 def test_jacobian_power_iteration_agrees_with_svd_and_h_block():
     rng = np.random.default_rng(10)
     layer = make(LSTM, {}, 2, 4, 1, False, rng)

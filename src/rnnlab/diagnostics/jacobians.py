@@ -34,8 +34,6 @@ from rnnlab.diagnostics._common import (
 from rnnlab.layers import Recurrent
 from rnnlab.recurrence import valid_mask
 
-ELMAN_NAMES = ("rnn", "relu", "irnn")  # ElmanCell.name
-
 # With method="auto", the products' norms by SVD up to this state width, by power iteration
 # above it (the one-step norms, which bound the products, are always exact SVDs).
 SVD_MAX_STATE = 128
@@ -68,14 +66,28 @@ class JacobianProfile:
     fit: RateFit  # rate of `measured`
     bound_fit: RateFit  # rate of `bound`
     products: np.ndarray | None = None  # (P, S, S) when keep_products=True
+    # the state carries a cell state, s = (h, c): any cell's `has_c`, not the name "lstm"
+    # (a cell of one's own, or an LSTMCell subclass named otherwise, was said to give ∂h/∂h)
+    has_c: bool = False
+
+    @property
+    def state(self) -> str:
+        """What the products differentiate: "(h,c)" for the whole state of a cell with a
+        cell state, "h" otherwise (block "h" of it too)."""
+        return "(h,c)" if self.block == "state" and self.has_c else "h"
+
+    @property
+    def elman(self) -> bool:
+        """Whether `bound` is the notes' Elman bound (α, β finite): from the cell's class, as
+        jacobian_products decided it, not from its name."""
+        return math.isfinite(self.alpha)
 
     def verdict(self) -> str:
-        full = self.block == "state" and self.cell == "lstm"  # a cell state: (h, c)
-        what = "‖∂(h,c)_t/∂(h,c)_k‖₂" if full else "‖∂h_t/∂h_k‖₂"
+        what = f"‖∂{self.state}_t/∂{self.state}_k‖₂"
         lines = [
             f"{self.name}, sequence {self.sample}, from step t={self.t}: " + self.fit.words(what)
         ]
-        if self.cell in ELMAN_NAMES:
+        if self.elman:
             lines.append(
                 f"the bound {self.bound_name} with ‖W_hh‖₂ = {self.alpha:.3g} and "
                 f"max|φ'| = {self.beta:.3g}: ×{self.alpha * self.beta:.3g} per step"
@@ -344,4 +356,5 @@ def jacobian_products(
         fit_log10(lags, log_measured),
         fit_log10(lags, log_bound),
         products,
+        bool(layer.cell.has_c),
     )

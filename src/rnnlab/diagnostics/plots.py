@@ -195,15 +195,14 @@ def plot_jacobian_bound(result: JacobianProfile, path) -> Path:
     fig = new_figure(6.4, 4.2)
     ax = fig.add_subplot()
     lags = result.lags.astype(np.float64)
-    full = result.block == "state" and result.cell == "lstm"  # (h, c), as the verdict says
-    s = "(h,c)" if full else "h"
+    s = result.state  # "(h,c)" or "h", as the verdict says
     label = rf"measured $\|\partial {s}_t/\partial {s}_k\|_2$"
     dots = {"marker": "o", "ms": 3} if lags.size < 30 else {}
     ax.plot(lags, _positive(result.measured), lw=2, label=_undrawn(label, result.measured),
             **dots)  # fmt: skip
     ax.plot(lags, _positive(result.product_bound), ls=":",
             label=_undrawn(r"$\prod_i \|J_i\|_2$", result.product_bound))  # fmt: skip
-    if result.cell in ("rnn", "relu", "irnn"):  # an Elman cell
+    if result.elman:  # the notes' bound of an Elman cell
         ax.plot(
             lags,
             _positive(result.bound),
