@@ -93,7 +93,7 @@ class JacobianProfile:
                 f"max|φ'| = {self.beta:.3g}: ×{self.alpha * self.beta:.3g} per step"
             )
         else:
-            lines.append(f"the bound {self.bound_name}: " + self.bound_fit.words("it"))
+            lines.append(self.bound_fit.words(f"the bound {self.bound_name}"))
         measured, bound = self.log10_measured[-1], self.log10_bound[-1]
         with np.errstate(invalid="ignore"):  # −inf − (−inf): both exactly zero
             gap = measured - bound
