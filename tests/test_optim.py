@@ -430,6 +430,24 @@ def test_bad_hyperparameters_and_inputs(make, pattern):
         make()
 
 
+HUGE = 10**400  # an int no float holds: float() raised OverflowError, a traceback
+
+
+@pytest.mark.parametrize("make,name", [
+    (lambda: Adam(lr=HUGE), "lr"),
+    (lambda: SGD(0.1, weight_decay=HUGE), "weight_decay"),
+    (lambda: Adam(betas=(HUGE, 0.9)), r"betas\[0\]"),
+    (lambda: SGD(0.1, momentum=-HUGE), "momentum"),
+    (lambda: clip_by_global_norm({"a": np.ones(2)}, HUGE), "max_norm"),
+    (lambda: Adam().update({"a": np.ones(2)}, {"a": np.ones(2)}, Adam().init({"a": np.ones(2)}),
+                           lr=HUGE), "lr"),
+    (lambda: optimizer_from_config({"name": "rmsprop", "eps": HUGE}), "eps"),
+])  # fmt: skip
+def test_an_integer_too_large_for_a_float_is_refused_by_name(make, name):
+    with pytest.raises(ValueError, match=rf"`{name}` must be .*; got -?1000000000.*\.\.\. \(int\)"):
+        make()
+
+
 def test_bad_update_arguments():
     params = {"w": np.zeros((2, 3)), "b": np.zeros(2)}
     opt = Adam()

@@ -6,6 +6,7 @@ Internals trust their callers and never re-check.
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 from collections.abc import Sequence
@@ -199,8 +200,8 @@ def probability(value: object, name: str, *, allow_one: bool = False) -> float:
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float, np.floating))
-        or not (0.0 <= float(value) <= 1.0)
-        or (not allow_one and float(value) == 1.0)
+        or not (0.0 <= as_float(value) <= 1.0)
+        or (not allow_one and as_float(value) == 1.0)
     ):
         fail(name, f"a number in [0, {upper}", describe(value))
     return float(value)
@@ -215,9 +216,18 @@ def choice(value: object, name: str, options: Sequence[str]) -> str:
 def finite_float(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         fail(name, "a finite number", describe(value))
-    if not np.isfinite(float(value)):
+    if not math.isfinite(as_float(value)):
         fail(name, "a finite number", describe(value))
     return float(value)
+
+
+def as_float(value: int | float | np.integer | np.floating) -> float:
+    """float(value), but ±inf for an integer too large for a float: float(10**400) raises
+    OverflowError, a traceback where a range check that then refuses it says what came."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def boolean(value: object, name: str) -> bool:

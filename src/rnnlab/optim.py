@@ -62,7 +62,7 @@ class Optimizer:
         """One step: update `params` and `state` in place. `lr` overrides `self.lr` (schedules)."""
         if lr is None:
             lr = self.lr
-        elif not (_is_number(lr) and math.isfinite(lr) and lr >= 0):
+        elif not (_is_number(lr) and math.isfinite(_checks.as_float(lr)) and lr >= 0):
             _checks.fail(
                 "lr", "a finite number >= 0 (or None for the optimizer's own)", _checks.describe(lr)
             )
@@ -690,13 +690,13 @@ def _is_number(x: object) -> TypeGuard[int | float | np.integer | np.floating]:
 
 
 def _positive(x: object, name: str) -> float:
-    if not (_is_number(x) and math.isfinite(x) and x > 0):
+    if not (_is_number(x) and math.isfinite(_checks.as_float(x)) and x > 0):
         _checks.fail(name, "a finite number > 0", _checks.describe(x))
     return float(x)
 
 
 def _nonnegative(x: object, name: str) -> float:
-    if not (_is_number(x) and math.isfinite(x) and x >= 0):
+    if not (_is_number(x) and math.isfinite(_checks.as_float(x)) and x >= 0):
         _checks.fail(name, "a finite number >= 0", _checks.describe(x))
     return float(x)
 
