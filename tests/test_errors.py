@@ -280,6 +280,16 @@ def test_sequential_checks():
         seq.forward(np.zeros((B, T, I), np.float32), state=[None])
 
 
+def test_sequential_refuses_a_module_whose_weights_are_a_matrix():
+    """A user's own module holding an np.matrix: `*` on it is a matrix product, so every
+    optimizer's step computed something else (Adam's compiled step failed inside numba)."""
+    lin = Linear(3, 3, rng=0)
+    lin.params["weight"] = lin.params["weight"].view(np.matrix)
+    with pytest.raises(ValueError, match=r"`modules\[1\].params\['weight'\]` must be a plain "
+                       r"NumPy array .*; got a numpy.matrix of shape \(3, 3\)"):  # fmt: skip
+        Sequential(LSTM(I, 3, rng=0), lin)
+
+
 def test_gradcheck_needs_float64(lstm, x):
     with pytest.raises(ValueError, match=r"`module` must be a float64 module .*float32.*rounding"):
         gradcheck(lstm, x)

@@ -4,6 +4,7 @@ exact resume from saved state, schedule values derived by hand, and the error me
 import json
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -531,6 +532,71 @@ def test_update_checks_the_state_and_the_parameters_before_anything_moves():
     assert not state["m/a"].any() and int(state["step"]) == 0
     with pytest.raises(ValueError, match=r"`params\['w'\]` must be a writeable array of floats"):
         opt.update({"w": [1.0, 2.0]}, {"w": np.ones(2)}, {"step": np.array(0)})
+
+
+SUBCLASS_OPTIMIZERS = [
+    lambda: SGD(0.1, momentum=0.9), lambda: RMSprop(0.1), lambda: Adagrad(0.1),
+    lambda: Adam(0.1), lambda: AdamW(0.1),
+]
+
+
+@pytest.mark.parametrize("make", SUBCLASS_OPTIMIZERS, ids=["sgd", "rmsprop", "adagrad", "adam",
+                                                           "adamw"])  # fmt: skip
+@pytest.mark.parametrize("where", ["params", "grads", "state", "masked"])
+def test_an_array_subclass_with_other_arithmetic_is_refused_by_name(engine_path, make, where):
+    """np.matrix parameters or gradients: RMSprop, Adagrad and NumPy's Adam squared the
+    gradient as a matrix product (g * g), silently; the compiled Adam step failed inside
+    numba. A masked parameter kept its masked elements, silently. Each is named now, at
+    `init` for the parameters and before anything moves at `update`."""
+    opt = make()
+    params = {"a": np.ones((2, 2)), "b": np.ones((2, 2))}
+    grads = {"a": np.full((2, 2), 0.5), "b": np.array([[0.1, 0.2], [0.3, 0.4]])}
+    if where in ("params", "masked"):
+        bad = (params["b"].view(np.matrix) if where == "params" else
+               np.ma.masked_array(params["b"], mask=[[0, 1], [0, 0]]))  # fmt: skip
+        cls = "numpy.matrix" if where == "params" else "numpy.ma.MaskedArray"
+        with pytest.raises(ValueError, match=rf"`params\['b'\]` must be a plain NumPy array "
+                           rf"\(numpy.ndarray: arithmetic element by element\); got a {cls} "
+                           r"of shape \(2, 2\) and dtype float64 instead"):  # fmt: skip
+            opt.init({**params, "b": bad})
+    state = opt.init(params)
+    if where in ("params", "masked"):
+        args = ({**params, "b": bad}, grads, state)
+        name = "params['b']"
+    elif where == "grads":
+        args, name = (params, {**grads, "b": grads["b"].view(np.matrix)}, state), "grads['b']"
+    else:
+        if not opt.slots():
+            pytest.skip("no state slot")
+        key = f"{opt.slots()[0]}/b"
+        args, name = (params, grads, {**state, key: state[key].view(np.matrix)}), f"state['{key}']"
+    with pytest.raises(ValueError, match=rf"`{re.escape(name)}` must be a plain NumPy array "
+                       r".*; got a numpy\.(matrix|ma\.MaskedArray) of shape \(2, 2\)"):  # fmt: skip
+        opt.update(*args)
+    assert np.all(params["a"] == 1) and int(state["step"]) == 0  # nothing moved
+
+
+def test_a_memmap_is_an_array_to_the_optimizers(tmp_path, engine_path):
+    """np.memmap is an ndarray subclass with NumPy's own arithmetic: not refused, and
+    stepped as the plain array is."""
+    rng = np.random.default_rng(3)
+    w, g = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+    mapped = np.memmap(tmp_path / "w.bin", dtype=np.float64, mode="w+", shape=w.shape)
+    mapped[...] = w
+    plain = {"w": w.copy()}
+    for params in (plain, {"w": mapped}):
+        opt = Adam(0.1)
+        state = opt.init(params)
+        for _ in range(2):
+            opt.update(params, {"w": g.copy()}, state)
+    np.testing.assert_array_equal(mapped, plain["w"])
+
+
+def test_global_norm_refuses_a_matrix_gradient_by_name():
+    """np.dot of a matrix's ravel (1 × n) with itself raised NumPy's "shapes not aligned"."""
+    for clip in (global_norm, lambda g: clip_by_global_norm(g, 1.0)):
+        with pytest.raises(ValueError, match=r"`grads\['a'\]` must be a plain NumPy array"):
+            clip({"a": np.ones((2, 2)).view(np.matrix)})
 
 
 @pytest.mark.parametrize("name", ["adam", "rmsprop"])

@@ -24,7 +24,8 @@ def a(noun: str) -> str:
 def describe(value: object) -> str:
     """A short description of what came, for error messages."""
     if isinstance(value, np.ndarray):
-        return f"an array of shape {value.shape} and dtype {value.dtype}"
+        kind = "an array" if type(value) is np.ndarray else f"a {_class_name(value)}"
+        return f"{kind} of shape {value.shape} and dtype {value.dtype}"
     if isinstance(value, (list, tuple)):
         return f"a {type(value).__name__} of length {len(value)}"
     if value is None:
@@ -35,6 +36,27 @@ def describe(value: object) -> str:
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{text} ({type(value).__name__})"
+
+
+def _class_name(value: object) -> str:
+    """The class of `value` as code names it: "numpy.matrix", "numpy.ma.MaskedArray"."""
+    return f"{type(value).__module__}.{type(value).__qualname__}"
+
+
+ELEMENTWISE = (np.ndarray, np.memmap)
+"""The array classes whose arithmetic is NumPy's own, element by element (a memmap is a
+file's bytes under an ndarray's arithmetic)."""
+
+
+def elementwise(value: np.ndarray, name: str) -> None:
+    """Refuse an ndarray subclass whose arithmetic is not element by element: np.matrix's `*`
+    is a matrix product (Adam's and RMSprop's g·g then squared the matrix, silently) and its
+    every result 2-D (the compiled Adam step failed inside numba), a masked array's updates
+    skip its masked elements. An array written in place by code made for arrays (an
+    optimizer's step) would compute something else without a word."""
+    if type(value) not in ELEMENTWISE:
+        fail(name, "a plain NumPy array (numpy.ndarray: arithmetic element by element)",
+             describe(value), "np.asarray(...) of it is one, with the same values.")  # fmt: skip
 
 
 class NonFiniteError(ValueError):

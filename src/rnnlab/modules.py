@@ -438,6 +438,10 @@ class Sequential(_Module):
                 )
         self.modules: list[Module] = list(modules)
         _one_layout(self.modules)
+        for i, mod in enumerate(self.modules):  # (a user's own module may hold an np.matrix)
+            for k, v in mod.params.items():
+                if isinstance(v, np.ndarray):
+                    _checks.elementwise(v, f"modules[{i}].params[{k!r}]")
         self.params = {
             f"{i}.{k}": v for i, m in enumerate(self.modules) for k, v in m.params.items()
         }

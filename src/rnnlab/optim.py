@@ -118,6 +118,7 @@ class Optimizer:
                        if isinstance(p, np.ndarray) else _checks.describe(p))  # fmt: skip
                 _checks.fail(f"params[{k!r}]", "a writeable array of floats (updated in place)",
                              got)  # fmt: skip
+            _checks.elementwise(p, f"params[{k!r}]")
             g = grads.get(k)
             if g is None:
                 _checks.fail("grads", "a gradient for every parameter", f"none for {k!r}")
@@ -129,6 +130,7 @@ class Optimizer:
                 )
             if g.dtype.kind not in "fiu":
                 _checks.fail(f"grads[{k!r}]", "an array of real numbers", f"dtype {g.dtype}")
+            _checks.elementwise(g, f"grads[{k!r}]")
             for slot in self.slots():
                 key = f"{slot}/{k}"
                 a = state.get(key)
@@ -142,6 +144,7 @@ class Optimizer:
                 if a.dtype != p.dtype:  # the step writes into it in the parameter's dtype
                     _checks.fail(f"state[{key!r}]", f"an array of {p.dtype} like its parameter",
                                  f"dtype {a.dtype}")  # fmt: skip
+                _checks.elementwise(a, f"state[{key!r}]")
 
 
 class SGD(Optimizer):
@@ -727,6 +730,7 @@ def _check_arrays(d: object, name: str) -> Arrays:
     for k, v in d.items():
         if not isinstance(v, np.ndarray) or v.dtype.kind != "f":
             _checks.fail(f"{name}[{k!r}]", "a NumPy array of floats", _checks.describe(v))
+        _checks.elementwise(v, f"{name}[{k!r}]")
     return d
 
 
