@@ -1479,10 +1479,15 @@ def dates_run(tmp_path_factory):
     (lambda d: d.update(source_chars=d["source_chars"][1:]),
      "holds a source alphabet of {s_1} symbols (\"data\") for a model of {s} input symbols"),
     # a TypeError in Transduction.decode
-    (lambda d: d.update(max_target_len="ten"), "'max_target_len'` must be a non-negative "
-     "integer; got 'ten'"),
-    (lambda d: d.update(max_source_len=-1), "'max_source_len'` must be a non-negative integer"),
-    (lambda d: d.update(max_target_len=True), "'max_target_len'` must be a non-negative integer"),
+    (lambda d: d.update(max_target_len="ten"), "'max_target_len'` must be a positive integer "
+     "(the longest sequence of training); got 'ten'"),
+    (lambda d: d.update(max_source_len=-1), "'max_source_len'` must be a positive integer"),
+    (lambda d: d.update(max_target_len=True), "'max_target_len'` must be a positive integer"),
+    # each output cut at 10 characters (2·0 + 10), silently
+    (lambda d: d.update(max_target_len=0), "'max_target_len'` must be a positive integer (the "
+     "longest sequence of training); got 0 (int) instead"),
+    (lambda d: d.update(max_source_len=0), "'max_source_len'` must be a positive integer"),
+    (lambda d: d.update(max_target_len=10.5), "'max_target_len'` must be a positive integer"),
     (lambda d: d.update(most_frequent_target=7), "'most_frequent_target'` must be a text"),
     (lambda d: d.update(target_chars=d["target_chars"][::-1]), "sorted and distinct"),
     # a TypeError in Transduction.__init__ (null is caption's: review 78)
@@ -1490,7 +1495,8 @@ def dates_run(tmp_path_factory):
      "\"source_chars\") for the dates task, whose encoder reads characters: the file was "
      "edited"),
 ], ids=["target_chars_short", "source_chars_int", "source_chars_short", "max_target_len_str",
-        "max_source_len_negative", "max_target_len_bool", "most_frequent_target_int",
+        "max_source_len_negative", "max_target_len_bool", "max_target_len_zero",
+        "max_source_len_zero", "max_target_len_float", "most_frequent_target_int",
         "target_chars_unsorted", "source_chars_null"])  # fmt: skip
 def test_an_edited_encoder_decoder_data_record_is_one_line_naming_the_file(tmp_path, capsys,
                                                                           dates_run, edit, said):

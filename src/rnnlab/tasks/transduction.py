@@ -692,7 +692,7 @@ def _beam(beam) -> int:
 def _checked_record(data) -> dict:
     """A run's data record (`Transduction._fit_record`), each field of the kind and form it
     writes: an alphabet (a string) or word list sorted and distinct, as `fit` makes them (an
-    edited one would map ids to other pieces, or past its end), lengths as non-negative
+    edited one would map ids to other pieces, or past its end), lengths as positive
     integers, the most frequent target as a text. Whether the alphabets fit the model is
     `runs`' to check (it has the model's description)."""
     keys = ("source_chars", "target_chars or target_words", "max_source_len", "max_target_len",
@@ -717,9 +717,11 @@ def _checked_record(data) -> dict:
         if pieces is not None and list(pieces) != sorted(set(pieces)):
             refuse(key, "sorted and distinct pieces, as training writes them")
     for key in ("max_source_len", "max_target_len"):
+        # ≥ 1: training measures them on sequences of one piece at least; a 0 cut every
+        # decoded output at 10 pieces (2·0 + 10), silently
         n = data[key]
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            refuse(key, "a non-negative integer")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            refuse(key, "a positive integer (the longest sequence of training)")
     if not isinstance(data["most_frequent_target"], str):
         refuse("most_frequent_target", "a text (the baseline's constant output)")
     if not isinstance(data["test_sha256"], str):
