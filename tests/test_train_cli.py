@@ -228,6 +228,26 @@ def test_tasks_lists_every_task(capsys):
         assert name in out
 
 
+@pytest.mark.parametrize("argv", [
+    ("tasks",),  # reads none of the variables: listed the tasks without a word
+    ("gradflow", "adding", "--T", "5", "--hidden", "4", "--batch", "2"),  # after its first line
+])  # fmt: skip
+def test_a_bad_rnnlab_variable_stops_every_command_before_it_starts(monkeypatch, capsys,
+                                                                    tmp_path, argv):
+    """`RNNLAB_NO_NUMBA=maybe rnnlab tasks` passed; the variables are read before any
+    command runs, so a bad one is the same line whatever the command."""
+    from rnnlab import settings
+
+    monkeypatch.setenv("RNNLAB_NO_NUMBA", "maybe")
+    monkeypatch.setattr(settings, "_held", [])  # read again, as a new process does
+    out = tmp_path / "out"
+    assert run_cli(*argv, *(("--out", out) if argv[0] == "gradflow" else ())) == 2
+    said = capsys.readouterr()
+    assert said.err == ("rnnlab: error: `RNNLAB_NO_NUMBA` must be 1, 0, true, false, yes, no, "
+                        "on or off; got 'maybe' instead.\n") and said.out == ""  # fmt: skip
+    assert not out.exists()
+
+
 def test_python_dash_m_runs_the_command():
     """`python -m rnnlab` is the `rnnlab` command (for an environment without its script)."""
     done = subprocess.run([sys.executable, "-m", "rnnlab", "tasks"], capture_output=True,

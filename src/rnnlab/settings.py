@@ -9,7 +9,8 @@ default; a boolean is one of 1/0, true/false, yes/no, on/off (any case); a count
 positive integer (up to MAX_THREADS); a choice is one of its words (any case); a duration is
 a positive number of seconds (RNNLAB_SPIN's may be 0). A value that parses as none of these
 raises ValueError naming the variable, what it must be and what came, at the first
-`current()` (every variable is checked, used or not).
+`current()` (every variable is checked, used or not), which the `rnnlab` command calls before
+any of its commands runs.
 
 `current()` reads the environment at its first call and keeps the result. Code that changes
 the process's own environment afterwards (tests, `rnnlab.distributed.share_cores`) calls

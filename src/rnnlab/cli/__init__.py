@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Callable
 from typing import TextIO
 
-from rnnlab import __version__
+from rnnlab import __version__, settings
 from rnnlab._argparse import ArgumentError
 from rnnlab.cli import reproduce, train, trained
 from rnnlab.cli._base import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, one_line
@@ -136,7 +136,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    return _guarded(COMMANDS[args.command], args, memory=_MEMORY_HINTS.get(args.command, ""))
+    return _guarded(_after_settings, COMMANDS[args.command], args,
+                    memory=_MEMORY_HINTS.get(args.command, ""))  # fmt: skip
+
+
+def _after_settings(command: Callable[..., int], args: argparse.Namespace) -> int:
+    """`command` once the RNNLAB_* variables are read: a bad value stops every command with
+    its one line, also a command that reads none of them (`RNNLAB_NO_NUMBA=maybe rnnlab
+    tasks` listed the tasks without a word)."""
+    settings.current()
+    return command(args)
 
 
 # What makes each command's memory grow, said when it runs out (only options it has).
@@ -172,5 +181,11 @@ def _delegate(command: str, argv: list[str]) -> int:
     import importlib
 
     module, function = _DELEGATED[command]
-    return _guarded(lambda: getattr(importlib.import_module(module), function)(argv),
-                    memory=_MEMORY_HINTS.get(command, ""))  # fmt: skip
+
+    def delegated() -> int:
+        if not {"-h", "--help"} & set(argv):  # (help is shown as the own commands' is)
+            settings.current()  # before any work: gradflow printed its first analysis
+        code: int = getattr(importlib.import_module(module), function)(argv)
+        return code
+
+    return _guarded(delegated, memory=_MEMORY_HINTS.get(command, ""))
