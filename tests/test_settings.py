@@ -84,6 +84,9 @@ def test_a_variable_that_is_not_rnnlabs_is_warned_about():
     ("RNNLAB_SPIN", "-1", "a number of seconds, 0 or more"),
     ("RNNLAB_SPIN", "nan", "a number of seconds, 0 or more"),
     ("RNNLAB_SPIN", "soon", "a number of seconds, 0 or more"),
+    # a relative folder: a cache in each working directory, made without a word
+    ("RNNLAB_CACHE_DIR", "cache", "an absolute path (~ is expanded)"),
+    ("RNNLAB_CACHE_DIR", "~no-such-user-h79/c", "an absolute path (~ is expanded)"),
 ])  # fmt: skip
 def test_a_bad_value_is_named_in_one_line(name, value, expected):
     with pytest.raises(ValueError) as caught:

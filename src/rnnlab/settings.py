@@ -7,10 +7,10 @@ The table of the variables is in docs/design.md, section "Environment".
 Parsing follows one rule per kind: surrounding spaces are ignored and an empty value is the
 default; a boolean is one of 1/0, true/false, yes/no, on/off (any case); a count is a
 positive integer (up to MAX_THREADS); a choice is one of its words (any case); a duration is
-a positive number of seconds (RNNLAB_SPIN's may be 0). A value that parses as none of these
-raises ValueError naming the variable, what it must be and what came, at the first
-`current()` (every variable is checked, used or not), which the `rnnlab` command calls before
-any of its commands runs.
+a positive number of seconds (RNNLAB_SPIN's may be 0); a folder is an absolute path (~
+expanded). A value that parses as none of these raises ValueError naming the variable, what
+it must be and what came, at the first `current()` (every variable is checked, used or not),
+which the `rnnlab` command calls before any of its commands runs.
 
 `current()` reads the environment at its first call and keeps the result. Code that changes
 the process's own environment afterwards (tests, `rnnlab.distributed.share_cores`) calls
@@ -156,7 +156,12 @@ def _cache_dir(environ: Mapping[str, str]) -> str:
     folder under the user's id, not to a directory named "~" wherever the process started."""
     given = environ.get("RNNLAB_CACHE_DIR", "").strip()
     if given:
-        return os.path.expanduser(given)
+        # absolute, as XDG_CACHE_HOME must be: a relative folder (or a ~user with no
+        # account) made a cache in whatever directory each process started from
+        folder = os.path.expanduser(given)
+        if not os.path.isabs(folder):
+            _checks.fail("RNNLAB_CACHE_DIR", "an absolute path (~ is expanded)", repr(given))
+        return folder
     xdg = environ.get("XDG_CACHE_HOME", "").strip()
     if os.path.isabs(xdg):
         return os.path.join(xdg, "rnnlab")
