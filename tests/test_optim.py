@@ -449,6 +449,16 @@ def test_an_integer_too_large_for_a_float_is_refused_by_name(make, name):
         make()
 
 
+def test_a_schedule_past_a_float_s_range_of_steps_is_refused_or_computed():
+    """StepDecay at step 10**400 and a Cosine over 10**400 steps raised OverflowError."""
+    assert StepDecay(0.1, 10, 0.5)(HUGE) == 0.0 and StepDecay(0.1, 10, 1.0)(HUGE) == 0.1
+    assert StepDecay(0.1, 10, 0.5)(25) == 0.1 * 0.5**2
+    with pytest.raises(ValueError, match=r"`total_steps` must be a positive integer up to "
+                       r"9223372036854775807; got 1000000000.*\.\.\. \(int\)"):  # fmt: skip
+        Cosine(0.1, HUGE)
+    assert Cosine(0.1, 2**63 - 1)(HUGE) == 0.0
+
+
 def test_bad_update_arguments():
     params = {"w": np.zeros((2, 3)), "b": np.zeros(2)}
     opt = Adam()

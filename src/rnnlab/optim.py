@@ -490,6 +490,9 @@ def optimizer_from_config(config: dict[str, Any]) -> Optimizer:
 
 
 # ---------------------------------------------------------------------------- schedules
+MAX_STEPS = 2**63 - 1
+"""The most steps a schedule spans: a step count is an int64 (the optimizer's state["step"])."""
+
 class Constant:
     """lr_t = lr."""
 
@@ -519,7 +522,11 @@ class StepDecay:
         self.gamma = float(gamma)
 
     def __call__(self, step: int) -> float:
-        return self.lr * self.gamma ** (_step_index(step) // self.step_size)
+        k = _step_index(step) // self.step_size
+        try:
+            return self.lr * self.gamma**k
+        except OverflowError:  # k past a float's range (step 10**400): γ^k underflows to 0
+            return self.lr if self.gamma == 1.0 else 0.0
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "lr": self.lr, "step_size": self.step_size, "gamma": self.gamma}
@@ -539,6 +546,9 @@ class Cosine:
     def __init__(self, lr: float, total_steps: int, min_lr: float = 0.0):
         self.lr = _positive(lr, "lr")
         self.total_steps = _checks.positive_int(total_steps, "total_steps")
+        if self.total_steps > MAX_STEPS:  # (π t / T in floats: a T of 10**400 overflowed)
+            _checks.fail("total_steps", f"a positive integer up to {MAX_STEPS}",
+                         _checks.describe(total_steps))  # fmt: skip
         if not (_is_number(min_lr) and 0.0 <= min_lr <= self.lr):
             _checks.fail(
                 "min_lr", f"a number in [0, lr] = [0, {self.lr:g}]", _checks.describe(min_lr)
