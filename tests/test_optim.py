@@ -657,3 +657,29 @@ def test_a_scalar_parameter_s_square_past_float32_is_summed_in_torch_s_order(cls
     state = opt.init(params)
     opt.update(params, {"a": np.ones(1, np.float32), "w": np.array(3e19, np.float32)}, state)
     assert np.isfinite(state["v/w"]) and state["v/w"] > 1e35 and int(state["step"]) == 1
+
+
+def test_a_weight_held_twice_is_refused_not_stepped_twice():
+    """One module used twice (Sequential(lin, lin)), or one array given to two modules or two
+    entries of an optimizer's params, was stepped once per entry: with Adam each entry kept
+    its own moments (not Adam on the summed gradient), and clipping by the global norm took
+    ‖g₁‖² + ‖g₂‖² for ‖g₁ + g₂‖². rnnlab does not tie weights, so both places refuse it."""
+    from rnnlab.modules import Linear, Sequential
+
+    lin = Linear(3, 3, rng=0)
+    with pytest.raises(ValueError, match=r"`modules` must be modules whose parameters are "
+                       r"arrays of their own \(rnnlab does not tie weights.*got '0.weight' and "
+                       r"'1.weight' sharing memory instead"):  # fmt: skip
+        Sequential(lin, lin)
+    other = Linear(3, 3, rng=1)
+    other.params["bias"] = lin.params["bias"]  # one array given to two modules
+    with pytest.raises(ValueError, match=r"got '0.bias' and '1.bias' sharing memory"):
+        Sequential(lin, other)
+    for opt in (SGD(0.1), Adam(0.01), RMSprop(0.01)):
+        w = lin.params["weight"]
+        with pytest.raises(ValueError, match=r"`params` must be arrays of their own, one for "
+                           r"each entry .* got 'a' and 'b' sharing memory instead. Give each "
+                           r"its own copy \(np.copy\)."):  # fmt: skip
+            opt.init({"a": w, "b": w[:1]})  # (a view shares memory too)
+        assert set(opt.init({"a": w, "b": w.copy()})) >= {"step"}
+    assert Sequential(lin, Linear(3, 3, rng=2)).params  # arrays of their own: taken

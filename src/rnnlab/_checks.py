@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO, NoReturn
 
@@ -177,6 +177,23 @@ def int_array(value: object, name: str, *, ndim: int | None = None) -> np.ndarra
     if ndim is not None and value.ndim != ndim:
         fail(name, f"an array with {ndim} dimensions", f"shape {value.shape}")
     return value
+
+
+def untied(arrays: Mapping[str, object], name: str,
+           what: str = "arrays of their own, one for each entry",
+           way_out: str = "Give each its own copy (np.copy).") -> None:
+    """Refuse two entries of `arrays` (parameters by name) that share memory: an optimizer
+    keeps one state an entry, so a weight held twice (one module used twice, or one array
+    given to two modules) would take two steps a step with its Adam moments split in two,
+    and clipping by the global norm would count its gradients apart (‖g₁‖² + ‖g₂‖², not
+    ‖g₁ + g₂‖²): silently not the tied model's training. rnnlab does not tie weights."""
+    items = [(k, v) for k, v in arrays.items() if isinstance(v, np.ndarray) and v.size]
+    for i, (k1, v1) in enumerate(items):
+        for k2, v2 in items[i + 1 :]:
+            if np.may_share_memory(v1, v2):
+                fail(name, f"{what} (rnnlab does not tie weights: each would be stepped on "
+                     "its own, its optimizer state and its share of the gradient's norm apart)",
+                     f"{k1!r} and {k2!r} sharing memory", way_out)  # fmt: skip
 
 
 def id_sequence(value: object, name: str, what: str = "a 1-D array of integer ids") -> np.ndarray:

@@ -445,6 +445,9 @@ class Sequential(_Module):
         self.params = {
             f"{i}.{k}": v for i, m in enumerate(self.modules) for k, v in m.params.items()
         }
+        _checks.untied(self.params, "modules", "modules whose parameters are arrays of their "
+                       "own", "Give each module its own instance, and each its own arrays "
+                       "(np.copy).")  # (one module twice, or one array given to two)
 
     @parallel.sessioned
     def forward(self, x: Any, **options: Unpack[PassOptions]) -> Forward:

@@ -52,6 +52,7 @@ class Optimizer:
     def init(self, params: Arrays) -> Arrays:
         """Fresh state for `params`: a step counter (int64, 0-d) and zeroed slots."""
         params = _check_arrays(params, "params")
+        _checks.untied(params, "params")
         state: Arrays = {"step": np.zeros((), dtype=np.int64)}
         for slot in self.slots():
             for k, p in params.items():
