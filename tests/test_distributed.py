@@ -357,6 +357,29 @@ def test_bad_input_is_one_line(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+# A process an MPI launcher started (PMI_* set) in a Python without mpi4py.
+NO_MPI4PY = "import sys; sys.modules['mpi4py'] = None; " + MAIN.removeprefix("import sys; ")
+
+
+@pytest.mark.parametrize("bad", [[], ["--bogus"]])
+def test_a_launched_rank_without_mpi4py_says_so_in_one_line(tmp_path, bad):
+    """Started by a launcher, without mpi4py: one line naming the extra to install; with a bad
+    option as well, that option's line alone (join_failed_start raised the missing import's
+    ImportError from the parser's error handler, a traceback after the option's line)."""
+    args = [*ADDING, "--steps", "2", "--batch-size", "4", "--run-dir", "run", *bad]
+    done = subprocess.run([sys.executable, "-c", NO_MPI4PY, *args], cwd=tmp_path,
+                          env=_env(PMI_SIZE="2", PMI_RANK="0"), capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    said = ("unrecognized arguments: --bogus" if bad else
+            "rnnlab was started by an MPI launcher but mpi4py is not installed; install it "
+            "with: pip install 'rnnlab[mpi]'")  # fmt: skip
+    assert done.stderr == f"rnnlab: error: {said}" + (" (see rnnlab train -h)" if bad else "") \
+        + "\n"  # fmt: skip
+    assert not (tmp_path / "run").exists()
+
+
 def test_the_loop_of_ones_own_example_equals_one_process():
     """examples/mpi_loop.py, the documented example: 2 ranks and 1 process (MPI's singleton
     start, no mpiexec) end with the same weights, to float32 summation order."""

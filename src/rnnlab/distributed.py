@@ -190,9 +190,16 @@ def join_failed_start() -> None:
     option, which argparse reports before cmd_train runs): start MPI and answer the startup
     agreement as failed, so the other ranks, waiting for it there (or in MPI's own start,
     which needs every rank), stop with "another rank could not start the run" instead of
-    spinning until killed. Nothing when no MPI launcher started this process."""
-    if launched():
-        Communicator().any(True)
+    spinning until killed. Nothing when no MPI launcher started this process, nor without
+    mpi4py: then no rank can start MPI (each says so), and the option's error stays the one
+    line said (it was followed by a traceback of the missing import)."""
+    if not launched():
+        return
+    try:
+        comm = Communicator()
+    except ImportError:
+        return
+    comm.any(True)
 
 
 def _abort(comm, code: int) -> None:
