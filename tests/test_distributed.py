@@ -380,6 +380,23 @@ def test_a_launched_rank_without_mpi4py_says_so_in_one_line(tmp_path, bad):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_training_set_smaller_than_the_global_batch_is_refused_at_the_start(tmp_path):
+    """180 pytokens windows, a global batch of 2 x 200: every batch would be all 180 rows,
+    which 2 ranks of 200 cannot share. Refused before the run directory is made (each rank
+    stopped at step 1 with MPI_Abort, "needs batch_size = 400", and left a config.json)."""
+    args = ["train", "pytokens", "--hidden", "8", "--seq-len", "20", "--train-size", "4000",
+            "--embed", "4", "--steps", "2", "--quiet", "--run-dir", "run"]  # fmt: skip
+    done = mpiexec([*args, "--batch-size", "200"], tmp_path, RNNLAB_MPI_TIMEOUT="60", timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.count(
+        "rnnlab: error: `batch_size` 400 (the global batch: 2 ranks x 200) is larger than the "
+        "pytokens task's training set, whose batches then hold all of it, 180 rows; a run on "
+        "2 ranks needs --batch-size at most 90 on each of the 2 ranks") == 2, done.stderr
+    assert "Traceback" not in done.stderr and "MPI_Abort" not in done.stderr
+    assert not (tmp_path / "run").exists()
+    ok(mpiexec([*args, "--batch-size", "90"], tmp_path, RNNLAB_MPI_TIMEOUT="60", timeout=120))
+
+
 def test_the_loop_of_ones_own_example_equals_one_process():
     """examples/mpi_loop.py, the documented example: 2 ranks and 1 process (MPI's singleton
     start, no mpiexec) end with the same weights, to float32 summation order."""

@@ -348,6 +348,7 @@ class DistributedTrainer(Trainer):
                 f"{K} ranks"
             )
         self.shard = cfg.batch_size // K
+        self._check_rows(task, cfg, K)
         self.lead = comm.rank == 0
         if not self.lead:
             self.stream, self.quiet = _Null(), True
@@ -356,6 +357,25 @@ class DistributedTrainer(Trainer):
         self._reduced = False
         self._interrupted = {"flag": False}
         self._t_start = time.perf_counter()
+
+    @staticmethod
+    def _check_rows(task, cfg, K: int) -> None:
+        """A training set smaller than the global batch makes every batch all of it, fewer
+        rows than the ranks share (one process trains on them as a smaller batch): said here,
+        where every rank sees it before the run directory is made, not by `_draw` at step 1,
+        which stopped every rank with MPI_Abort and left a run with no checkpoint."""
+        B = cfg.batch_size
+        n = len(task.batch(0, np.random.default_rng([cfg.seed, 0])).x)
+        if n >= B:
+            return
+        fit = (f"--batch-size at most {n // K} on each of the {K} ranks" if n >= K else
+               f"at most {n} ranks")  # fmt: skip
+        raise ValueError(
+            f"`batch_size` {B} (the global batch: {K} ranks x {B // K}) is larger than the "
+            f"{cfg.task} task's training set, whose batches then hold all of it, {n} rows; a "
+            f"run on {K} ranks needs {fit} (a run started with a larger batch trains in one "
+            "process)"
+        )
 
     def _rows(self) -> slice:
         return slice(self.comm.rank * self.shard, (self.comm.rank + 1) * self.shard)
