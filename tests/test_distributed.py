@@ -232,6 +232,66 @@ def test_a_task_may_say_what_each_row_weighs():
     assert distributed._row_counts(Task(), batch).tolist() == [3, 0, 2, 5]
 
 
+# K ranks or one process (no launcher) train a float64 copy-task LSTM on sequences of
+# different lengths, a target per step, in truncated-BPTT windows of 5: rows whose sequence
+# ended sit a window out, and with 2 rows a rank, some ranks have no row to learn from in
+# some windows (weighted 0, they still join the allreduce). Adam and clipping by global norm
+# (at 0.5: it clips) act on the reduced gradient. Prints the weights' file and, per rank,
+# how many windows it sat out.
+RAGGED = """
+import sys
+from pathlib import Path
+import numpy as np
+from rnnlab import distributed, models, tasks
+from rnnlab.tasks.synthetic import Copy
+from rnnlab.train import TrainConfig, Trainer
+
+class Ragged(Copy):
+    def sample(self, n, rng):
+        x, y, _ = super().sample(n, rng)
+        lengths = rng.integers(2, x.shape[1] + 1, n)
+        lengths[0] = x.shape[1]
+        return x, y, lengths
+
+out = Path(sys.argv[1])
+cfg = TrainConfig(task="copy", T=10, bptt=5, embed=4, hidden=8, batch_size=8, optimizer="adam",
+                  lr=1e-2, clip="global_norm", clip_at=0.5, steps=30)
+task = Ragged(cfg)
+model = models.build(tasks.model_spec(cfg, task), dtype=np.float64,
+                     rng=np.random.default_rng(0))
+comm = distributed.Communicator() if distributed.launched() else None
+if comm is None:
+    trainer = Trainer(model, task, cfg, out, quiet=True)
+else:
+    trainer = distributed.DistributedTrainer(model, task, cfg, out, comm=comm, quiet=True)
+sat_out = 0
+for step in range(cfg.steps):
+    loss, norm, _ = trainer.train_step(step)
+    sat_out += comm is not None and loss is not None and trainer._weight == 0
+if comm is None or comm.rank == 0:
+    np.savez(out, **model.params)
+print("sat out", sat_out)
+"""
+
+
+def test_ranks_with_no_row_to_learn_from_keep_the_global_mean_exact_in_float64(tmp_path):
+    """4 ranks x 2 rows against 1 process x 8 rows, in float64: equal to rounding (4e-16
+    measured), so each rank's weight (its share of the valid steps) is right also where a
+    rank's rows all sat a window out (a rank that skipped such a window left the others
+    waiting in the allreduce; weighted by rows, not valid steps, the weights end 5e-2 apart)."""
+    script = tmp_path / "ragged.py"
+    script.write_text(RAGGED)
+    done = ok(launch(["-n", "4", sys.executable, script, tmp_path / "four.npz"], timeout=120,
+                     RNNLAB_MPI_TIMEOUT="30"))  # fmt: skip
+    sat_out = [int(line.split()[-1]) for line in done.stdout.splitlines()]
+    assert len(sat_out) == 4 and sum(sat_out) > 0  # the case under test happened
+    ok(subprocess.run([sys.executable, script, tmp_path / "one.npz"], env=_env(),
+                      capture_output=True, text=True, timeout=120))  # fmt: skip
+    four, one = np.load(tmp_path / "four.npz"), np.load(tmp_path / "one.npz")
+    assert four["0.weight"].dtype == np.float64
+    assert relative_gap(dict(four), dict(one)) < 1e-12
+
+
 def test_a_killed_rank_ends_the_job_and_the_run_resumes_exactly(tmp_path):
     args = [*ADDING, "--batch-size", "4", "--checkpoint-every", "10"]
     start = time.perf_counter()
