@@ -310,6 +310,23 @@ def test_a_killed_rank_ends_the_job_and_the_run_resumes_exactly(tmp_path):
         assert np.array_equal(cut[k], whole[k]), k
 
 
+def test_a_two_rank_charlm_run_resumes_in_one_process_with_its_carried_state(tmp_path, text):
+    """The checkpoint holds the global batch's carried state, gathered from both ranks' rows:
+    a 2-rank run stopped at step 10 (Ctrl-C on rank 1) and resumed in one process ends where
+    the 2-rank run that was not stopped ends, to float32 summation order (rows gathered in
+    another order would carry each stream's state into another's next window)."""
+    args = ["train", "charlm", "--hidden", "16", "--data", text, "--seq-len", "16", "--embed",
+            "8", "--dropout", "0", "--eval-every", "5", "--quiet", "--steps", "20",
+            "--batch-size", "3"]  # fmt: skip
+    done = mpiexec([*args, "--run-dir", "cut"], tmp_path, rank1=("int", 10))
+    assert done.returncode == 130, done.stderr
+    assert io.checkpoint_steps(tmp_path / "cut") == [10]
+    single(["train", "--resume", tmp_path / "cut", "--quiet"])
+    ok(mpiexec([*args, "--run-dir", "whole"], tmp_path))
+    assert io.load_checkpoint(tmp_path / "cut").step == 20
+    assert relative_gap(weights(tmp_path / "cut"), weights(tmp_path / "whole")) < 1e-6
+
+
 def test_a_hung_rank_stops_the_others_after_the_timeout(tmp_path):
     args = [*ADDING, "--batch-size", "4", "--steps", "40", "--run-dir", "run"]
     start = time.perf_counter()
