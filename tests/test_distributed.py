@@ -474,6 +474,32 @@ def test_a_training_set_smaller_than_the_global_batch_is_refused_at_the_start(tm
     ok(mpiexec([*args, "--batch-size", "90"], tmp_path, RNNLAB_MPI_TIMEOUT="60", timeout=120))
 
 
+def test_ranks_given_other_data_or_settings_are_refused_at_the_start(tmp_path, text):
+    """Each rank reads its own --data: rank 1 given the same words in another order (the same
+    alphabet, so the same shapes) trained on it without a word, as did a rank 1 given another
+    --lr (an MPMD launch); config.json recorded rank 0's. Now every rank stops at the start,
+    before the run directory is made."""
+    shuffled = tmp_path / "shuffled.txt"
+    words = text.read_text().split()
+    np.random.default_rng(1).shuffle(words)
+    shuffled.write_text(" ".join(words) + "\n")
+    args = ["train", "charlm", "--hidden", "8", "--seq-len", "16", "--embed", "4", "--dropout",
+            "0", "--steps", "2", "--batch-size", "3", "--quiet", "--run-dir", "run"]  # fmt: skip
+    (tmp_path / "rank1").mkdir()
+    for theirs, said in (
+        (["--data", shuffled], "draws another first batch (its --data or data files)"),
+        (["--data", text, "--lr", "0.5"], "has other settings (its options or --config)"),
+    ):
+        tail = ["-n", "1", sys.executable, "-c", MAIN, *args, "--data", text, ":", "-n", "1",
+                "-wdir", tmp_path / "rank1", sys.executable, "-c", MAIN, *args, *theirs]
+        done = launch(tail, tmp_path, timeout=120, RNNLAB_MPI_TIMEOUT="60")  # fmt: skip
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert done.stderr.count(f"rnnlab: error: rank 1 of 2 {said} than rank 0: "
+                                 "data-parallel training needs every rank") == 2, done.stderr
+        assert "Traceback" not in done.stderr and not (tmp_path / "run").exists()
+        assert list((tmp_path / "rank1").iterdir()) == []
+
+
 def test_the_loop_of_ones_own_example_equals_one_process():
     """examples/mpi_loop.py, the documented example: 2 ranks and 1 process (MPI's singleton
     start, no mpiexec) end with the same weights, to float32 summation order."""

@@ -34,6 +34,7 @@ the same way.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -348,7 +349,16 @@ class DistributedTrainer(Trainer):
                 f"{K} ranks"
             )
         self.shard = cfg.batch_size // K
-        self._check_rows(task, cfg, K)
+        first = task.batch(0, np.random.default_rng([cfg.seed, 0]))
+        self._check_rows(len(first.x), cfg, K)
+        # what check_same_run compares: the settings (not --data's path, which may differ
+        # between machines) and the first batch's bytes (the data as this rank reads it)
+        settings_text = json.dumps({"train": {k: v for k, v in cfg.to_dict().items()
+                                              if k != "data"}, "model": self.spec},
+                                   sort_keys=True, default=str)  # fmt: skip
+        data_crc = zlib.crc32(np.ascontiguousarray(first.x).data)
+        self._fingerprint = (zlib.crc32(settings_text.encode()),
+                             zlib.crc32(np.ascontiguousarray(first.y).data, data_crc))
         self.lead = comm.rank == 0
         if not self.lead:
             self.stream, self.quiet = _Null(), True
@@ -359,13 +369,12 @@ class DistributedTrainer(Trainer):
         self._t_start = time.perf_counter()
 
     @staticmethod
-    def _check_rows(task, cfg, K: int) -> None:
+    def _check_rows(n: int, cfg, K: int) -> None:
         """A training set smaller than the global batch makes every batch all of it, fewer
         rows than the ranks share (one process trains on them as a smaller batch): said here,
         where every rank sees it before the run directory is made, not by `_draw` at step 1,
         which stopped every rank with MPI_Abort and left a run with no checkpoint."""
         B = cfg.batch_size
-        n = len(task.batch(0, np.random.default_rng([cfg.seed, 0])).x)
         if n >= B:
             return
         fit = (f"--batch-size at most {n // K} on each of the {K} ranks" if n >= K else
@@ -376,6 +385,27 @@ class DistributedTrainer(Trainer):
             f"run on {K} ranks needs {fit} (a run started with a larger batch trains in one "
             "process)"
         )
+
+    def check_same_run(self) -> None:
+        """Collective: raise on every rank unless every rank has rank 0's settings and draws
+        rank 0's first batch. Each rank reads its own options and --data (a new run needs no
+        shared filesystem), and one given another text of the same alphabet, or another
+        --lr in an MPMD launch, trained on without a word: the weights stay equal (the
+        gradients are summed), the run is not the one its config.json describes."""
+        K, r = self.comm.size, self.comm.rank
+        crcs = np.zeros(2 * K, np.int64)
+        crcs[r], crcs[K + r] = self._fingerprint
+        self.comm.where = " at the start"
+        self.comm.allreduce(crcs)
+        for row, what in ((crcs[:K], "has other settings (its options or --config)"),
+                          (crcs[K:], "draws another first batch (its --data or data files)")):
+            other = [i for i in range(1, K) if row[i] != row[0]]
+            if other:
+                raise ValueError(
+                    f"rank {other[0]} of {K} {what} than rank 0: data-parallel "
+                    "training needs every rank to be given the same options and the same "
+                    "data (on a machine of its own, a copy with the same bytes)"
+                )
 
     def _rows(self) -> slice:
         return slice(self.comm.rank * self.shard, (self.comm.rank + 1) * self.shard)

@@ -103,6 +103,8 @@ def cmd_train(args) -> int:
     # rank whose options were refused answers it too (distributed.join_failed_start).
     if comm is not None and comm.any(False):
         raise RuntimeError("another rank could not start the run (its error is above)")
+    if comm is not None:
+        trainer.check_same_run()  # (a collective: every rank raises, or none)
     if run_dir is None:  # made only now, so that a start that fails leaves no empty directory
         run_dir = trainer.run_dir = _new_run_dir(comm, trainer.cfg.task)
     if not args.resume and (comm is None or comm.rank == 0):
