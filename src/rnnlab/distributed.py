@@ -267,7 +267,9 @@ def average_gradients(
 ) -> dict[str, np.ndarray]:
     """The gradient dict summed across ranks, each rank's scaled by `weight` (default 1/K:
     the mean, right when every rank's loss is a mean over as many items). For shards of
-    unequal size, pass weight = this rank's items / all ranks' items. One allreduce."""
+    unequal size, pass weight = this rank's items / all ranks' items; for a loss that is a
+    sum over items (reduction "sum"), weight = 1: the global loss is the ranks' sum. One
+    allreduce."""
     comm = comm or Communicator()
     w = 1.0 / comm.size if weight is None else float(weight)
     return reduce_gradients(grads, comm, w)[0]
