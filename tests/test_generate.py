@@ -300,3 +300,13 @@ def test_a_prime_id_outside_the_vocabulary_is_named_as_the_prime(prime, bad):
     with pytest.raises(ValueError, match=rf"`prime` must be token ids in \[0, {V}\); got the "
                        rf"id {bad} instead"):  # fmt: skip
         sample_ids(_model(), prime, 3, rng=0)
+
+
+def test_a_positive_float_option_refuses_inf_as_not_finite(capsys, tmp_path):
+    """`--temperature inf` (or `--init-scale inf`) was refused as "must be a positive number"
+    (inf is one): the options that take a positive float say "a positive finite number"."""
+    from rnnlab.cli import main
+
+    assert main(["gradflow", "adding", "--init-scale", "inf", "--out", str(tmp_path / "g")]) == 2
+    err = capsys.readouterr().err
+    assert "`--init-scale` must be a positive finite number; got 'inf' instead" in err, err

@@ -491,7 +491,8 @@ def error_of(capsys, *args) -> str:
             ["dynamics", "--w", "1", "--b", "0", "--analyses", "lag"],
             r"'lag' \(the dynamics source is a bare map",
         ),
-        (["adding", "--init-scale", "-1"], r"`--init-scale` must be a positive number; got '-1'"),
+        (["adding", "--init-scale", "-1"],
+         r"`--init-scale` must be a positive finite number; got '-1'"),
         (["adding", "--batch", "0"], r"`--batch` must be a positive integer; got '0'"),
         (["adding", "--T", "1"], r"`--T` must be at least 2 \(one marker in each half\); got 1"),
         (

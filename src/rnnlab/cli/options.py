@@ -34,7 +34,8 @@ def option_type(name: str, expected: str, convert, ok):
 
 
 def positive_float(name: str):
-    return option_type(name, "a positive number", float, lambda v: math.isfinite(v) and v > 0)
+    return option_type(name, "a positive finite number", float,
+                       lambda v: math.isfinite(v) and v > 0)
 
 
 def count(name: str):
