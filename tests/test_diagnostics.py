@@ -1312,3 +1312,20 @@ def test_the_one_step_norms_of_wide_states_are_exact(scale):
     want = np.linalg.svd(M, compute_uv=False)[0]
     assert jacobians._exact_norm(M) == pytest.approx(want, rel=1e-12)
     assert jacobians._exact_norm(np.zeros((200, 200))) == 0.0
+
+
+def test_gate_saturation_of_a_coupled_lstm_says_its_input_gate():
+    """A coupled LSTM (i = 1 − f) has no input gate of its own: gate_saturation counted f, g
+    and o and left i unsaid, as if the cell had none. The verdict now says i follows f,
+    mirrored; its fractions are not counted twice. A plain LSTM says nothing of the kind."""
+    from rnnlab.cells import LSTMCell
+    from rnnlab.layers import Recurrent
+
+    x = np.random.default_rng(0).standard_normal((3, 5, 2))
+    coupled = Recurrent(LSTMCell(coupled=True), 2, 4, rng=0)
+    sat = dg.gate_saturation(coupled, x)
+    assert sat.gates == ["f", "g", "o"]
+    assert "input (i) = 1 − forget (f) (a coupled LSTM)" in sat.verdict()
+    assert sat.to_json()["derived"] == sat.derived
+    plain = dg.gate_saturation(Recurrent(LSTMCell(), 2, 4, rng=0), x)
+    assert plain.gates == ["i", "f", "g", "o"] and "coupled" not in plain.verdict()

@@ -73,6 +73,9 @@ class GateSaturation:
     activations: list[str] = field(default_factory=list)
     # gates the cell declares whose activation has no upper end (relu): not counted
     left_out: list[str] = field(default_factory=list)
+    # gates the cell computes from a counted one rather than from weights of their own (a
+    # coupled LSTM's i = 1 − f): said, not counted again (their fractions are its, mirrored)
+    derived: list[str] = field(default_factory=list)
 
     def thresholds(self, g: int) -> tuple[float, float]:
         """(low, high) in gate g's own values: 2·low − 1 and 2·high − 1 for a tanh."""
@@ -96,6 +99,7 @@ class GateSaturation:
             lines.append("saturated gates pass little gradient to their pre-activations")
         if self.left_out:
             lines.append(f"not counted: {', '.join(self.left_out)} (no upper end to saturate at)")
+        lines += self.derived
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
@@ -186,4 +190,6 @@ def gate_saturation(
         per_step,
         [s[3] for s in spec],
         [f"{g[1]} ({g[0]}, {g[3]})" for g in declared if g not in spec],
+        ["input (i) = 1 − forget (f) (a coupled LSTM): near 0 where f is near 1, near 1 where "
+         "f is near 0"] if getattr(cell, "coupled", False) else [],  # fmt: skip
     )
