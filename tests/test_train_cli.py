@@ -1612,3 +1612,36 @@ def test_a_caption_record_with_a_source_alphabet_or_a_hash_not_a_string_is_refus
     with pytest.raises(ValueError, match=r"'test_sha256'` must be the test split's SHA-256, a "
                        r"string of hex digits; got 5"):
         runs._stored_data_fits(tmp_path, dates, config)
+
+
+@pytest.mark.parametrize("lead", [True, False])
+def test_an_update_that_overflows_names_the_last_checkpoint(tmp_path, lead):
+    """An update that leaves the weights non-finite stops the run naming the last
+    checkpoint. Under MPI without a shared filesystem a rank other than 0 looked in its own
+    run directory, which holds none, and said "Last checkpoint: none yet" while rank 0 had
+    saved some (helper 80): such a rank now points to rank 0's."""
+    from rnnlab import tasks
+    from rnnlab.train import NonFiniteError, TrainConfig, Trainer
+
+    cfg = TrainConfig.from_dict({**tasks.defaults("adding"), "T": 6, "hidden": 4,
+                                 "batch_size": 2, "steps": 5, "checkpoint_every": 1})  # fmt: skip
+    task = tasks.make_task(cfg)
+    spec = tasks.model_spec(cfg, task)
+    model = tasks.build_model(spec)
+    trainer = Trainer(model, task, cfg, tmp_path / "r", spec=spec, quiet=True)
+    if not lead:  # a rank whose directory rank 0's checkpoints never reach
+        trainer.lead = False
+        trainer.save = lambda *args, **kwargs: tmp_path / "elsewhere"  # type: ignore[method-assign]
+    real, calls = trainer.opt.update, []
+
+    def update(params, grads, state, lr=None):  # the third update overflows the weights
+        real(params, grads, state, lr)
+        calls.append(1)
+        if len(calls) == 3:
+            params["0.weight_hh_l0"][...] = np.inf
+
+    trainer.opt.update = update
+    kept = r"Last checkpoint: step 2\." if lead else (
+        r"Last checkpoint: rank 0's, in its run directory \(this rank's shows none\)\.")
+    with pytest.raises(NonFiniteError, match=kept):
+        trainer.run()

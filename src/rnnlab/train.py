@@ -949,7 +949,8 @@ class Trainer:
                 except NonFiniteError as e:
                     if not e.weights_good:
                         last = io.checkpoint_steps(self.run_dir)
-                        kept = f"step {last[-1]}" if last else "none yet"
+                        kept = (f"step {last[-1]}" if last else "none yet" if self.lead else
+                                "rank 0's, in its run directory (this rank's shows none)")
                         raise NonFiniteError(f"{e} Last checkpoint: {kept}.", False) from None
                     # the weights are still those of the last good step: keep them
                     path = self.save()
