@@ -148,6 +148,10 @@ def test_scaling_rows(report):
             assert isinstance(r["rnnlab_checkpoint_mem_mb"], float)
         else:
             assert r["rnnlab_checkpoint_ms"] is None and r["rnnlab_checkpoint_mem_mb"] is None
+        # the agreement with torch is recorded, as the layer rows record theirs
+        assert 0 <= r["max_rel_err"] <= runners.TOLERANCE
+        if has_checkpoint:
+            assert 0 <= r["checkpoint_max_rel_err"] <= runners.TOLERANCE
 
 
 def test_files_and_tables(report):
@@ -557,3 +561,61 @@ def test_inference_rows_are_checked_against_pytorch_on_their_own_path(monkeypatc
     assert runners.check_agreement(torch, pair, "gru S1 bi") < 1e-5  # training is right
     with pytest.raises(RuntimeError, match=r"disagree on the inference outputs"):
         runners.check_inference_agreement(torch, pair, "gru S1 bi")
+
+
+@pytest.mark.parametrize("cell, which", [("lstm", 1), ("lstm", 0), ("gru", None)])
+def test_a_wrong_final_state_in_inference_is_never_timed(monkeypatch, cell, which):
+    """The inference check compared the outputs only: the final state (an LSTM's c_n above
+    all, which no output shows) could be wrong, or missing, and the row timed."""
+    pair = runners.make_pair(torch, configs.Config(cell, "S1", True))
+    assert runners.check_inference_agreement(torch, pair, "x") < 1e-5
+    real = pair.ours.forward
+
+    def wrong(x, **kw):
+        f = real(x, **kw)
+        state = f.state[which] if which is not None else f.state
+        state[1, 0, 0] += 1.0  # the reverse direction's: h_n of it is no output's last step
+        return f
+
+    monkeypatch.setattr(pair.ours, "forward", wrong)
+    name = {0: "h_n", 1: "c_n", None: "h_n"}[which]
+    with pytest.raises(RuntimeError, match=rf"disagree on the inference final {name}"):
+        runners.check_inference_agreement(torch, pair, "x")
+
+
+def test_a_nan_gradient_after_a_good_output_is_never_timed(monkeypatch):
+    """check_agreement kept the worst error by `err > worst`, which is False for a NaN: a
+    gradient of NaN after outputs that agreed passed the check and was timed."""
+    pair = runners.make_pair(torch, configs.Config("rnn", "scaling", False, 1, 6))
+    real = pair.ours.backward
+
+    def nan_bias(*args, **kw):
+        b = real(*args, **kw)
+        b.params["bias_hh_l0"][:] = np.nan
+        return b
+
+    monkeypatch.setattr(pair.ours, "backward", nan_bias)
+    with pytest.raises(RuntimeError, match=r"disagree on the gradient of bias_hh_l0 \(relative "
+                                           r"error nan"):  # fmt: skip
+        runners.check_agreement(torch, pair, "rnn")
+
+
+def test_a_gradient_of_another_shape_or_missing_is_a_disagreement(monkeypatch):
+    """relative_error broadcast one array against the other: a (1, n) gradient against an
+    (n,) one, or one step's output against every step's, compared as if the same shape."""
+    assert runners.relative_error(np.ones((1, 3)), np.ones(3)) == math.inf
+    assert runners.relative_error(np.ones((2, 1, 3)), np.ones((2, 5, 3))) == math.inf
+    assert runners.relative_error(np.ones(3), np.ones(3)) == 0.0
+    pair = runners.make_pair(torch, configs.Config("rnn", "scaling", False, 1, 6))
+    real = pair.ours.backward
+
+    def reshaped(*args, **kw):
+        b = real(*args, **kw)
+        b.params["bias_ih_l0"] = b.params["bias_ih_l0"][None, :]
+        del b.params["bias_hh_l0"]
+        return b
+
+    monkeypatch.setattr(pair.ours, "backward", reshaped)
+    with pytest.raises(RuntimeError, match=r"disagree on the gradient of bias_ih_l0 \(relative "
+                                           r"error inf"):  # fmt: skip
+        runners.check_agreement(torch, pair, "rnn")

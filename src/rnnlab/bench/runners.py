@@ -6,6 +6,7 @@ PyTorch is imported only here, lazily: it is the reference, never a dependency o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
@@ -121,25 +122,53 @@ def torch_step(torch, pair: Pair, mode: str) -> Callable[[], Any]:
 
 
 def relative_error(a: np.ndarray, b: np.ndarray) -> float:
-    """max |a − b| / max |b| (0 when both are all zeros)."""
+    """max |a − b| / max |b| (0 when both are all zeros; inf when the shapes differ: NumPy
+    would broadcast one against the other and compare, say, one step's output with every
+    step's, or a (1, n) gradient with an (n,) one, and call a wrong shape agreement)."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        return math.inf
     scale = float(np.abs(b).max())
     diff = float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max())
     return diff / scale if scale > 0 else diff
 
 
+def worst_error(errs: dict[str, float]) -> tuple[str, float]:
+    """(name, error) of the largest error, a NaN before any number: `err > worst` and max()
+    both pass a NaN over (every comparison with it is False), and a NaN gradient after a
+    good output was taken for agreement."""
+    nan = [k for k, e in errs.items() if math.isnan(e)]
+    where = nan[0] if nan else max(errs, key=errs.__getitem__)
+    return where, errs[where]
+
+
 def check_inference_agreement(torch, pair: Pair, label: str) -> float:
-    """Compare the inference pass's outputs with torch's: it runs other code than a training
-    step's forward (no tape, the per-step projection where it wins), so the training
-    step's agreement does not vouch for it. RuntimeError above TOLERANCE."""
-    mine = rnnlab_step(pair, "infer")().output
-    theirs = torch_step(torch, pair, "infer")().detach().numpy()
-    err = relative_error(mine, theirs)
-    if not err <= TOLERANCE:  # also catches NaN
+    """Compare the inference pass's outputs and final state (h_n, and c_n for an LSTM) with
+    torch's: it runs other code than a training step's forward (no tape, the per-step
+    projection where it wins, the cell state kept in two rows), so the training step's
+    agreement does not vouch for it, and the training step's loss never reads the final
+    state. RuntimeError above TOLERANCE."""
+    f = rnnlab_step(pair, "infer")()
+    with torch.inference_mode():
+        out_t, state_t = pair.theirs(pair.xt)
+    mine = [("outputs", f.output)]
+    theirs = [out_t]
+    if isinstance(state_t, tuple):  # (h_n, c_n)
+        h, c = f.state if isinstance(f.state, tuple) else (f.state, None)
+        mine += [("final h_n", h), ("final c_n", c)]
+        theirs += list(state_t)
+    else:
+        mine.append(("final h_n", f.state))
+        theirs.append(state_t)
+    errs = {name: math.inf if a is None else relative_error(a, b.numpy())
+            for (name, a), b in zip(mine, theirs, strict=True)}  # fmt: skip
+    where, worst = worst_error(errs)
+    if not worst <= TOLERANCE:  # also catches NaN
         raise RuntimeError(
-            f"{label}: rnnlab and PyTorch disagree on the inference outputs (relative error "
-            f"{err:.2e} > {TOLERANCE:g}); not timing a wrong computation."
+            f"{label}: rnnlab and PyTorch disagree on the inference {where} (relative error "
+            f"{worst:.2e} > {TOLERANCE:g}); not timing a wrong computation."
         )
-    return err
+    return worst
 
 
 def check_agreement(torch, pair: Pair, label: str, checkpoint_every: int = 0) -> float:
@@ -151,11 +180,13 @@ def check_agreement(torch, pair: Pair, label: str, checkpoint_every: int = 0) ->
     output, grads = rnnlab_step(pair, "train", checkpoint_every)()
     torch_step(torch, pair, "train")()
     out_t = pair.theirs(pair.xt)[0].detach().numpy()
-    worst, where = relative_error(output, out_t), "the outputs"
+    errs = {"the outputs": relative_error(output, out_t)}
     for name, p in pair.theirs.named_parameters():
-        err = relative_error(grads[name], p.grad.numpy())
-        if err > worst:
-            worst, where = err, f"the gradient of {name}"
+        mine = grads.get(name)  # (one rnnlab does not return: not computed, so not the same work)
+        errs[f"the gradient of {name}"] = (
+            math.inf if mine is None else relative_error(mine, p.grad.numpy())
+        )
+    where, worst = worst_error(errs)
     if not worst <= TOLERANCE:  # also catches NaN
         raise RuntimeError(
             f"{label}: rnnlab and PyTorch disagree on {where} (relative error {worst:.2e} > "

@@ -34,10 +34,14 @@ def scaling_study(
         config = Config("lstm", "scaling", False, 1, T)
         pair = make_pair(torch, config)
         k = round(math.sqrt(T))
-        check_agreement(torch, pair, f"lstm scaling T={T}")
+        # (recorded as the layer rows' are: the figure says how close, not only that it passed)
+        err = check_agreement(torch, pair, f"lstm scaling T={T}")
+        err_checkpoint = None
         fns = {"rnnlab": rnnlab_step(pair, "train"), "torch": torch_step(torch, pair, "train")}
         if has_checkpoint:
-            check_agreement(torch, pair, f"lstm scaling T={T} checkpoint_every={k}", k)
+            err_checkpoint = check_agreement(
+                torch, pair, f"lstm scaling T={T} checkpoint_every={k}", k
+            )
             fns["rnnlab_checkpoint"] = rnnlab_step(pair, "train", k)
         times = interleaved(fns, timing)
         ms = {name: float(np.median(t)) * 1e3 for name, t in times.items()}
@@ -53,6 +57,8 @@ def scaling_study(
                 "torch_mem_mb": None,
                 "rnnlab_mem_mb": None,
                 "rnnlab_checkpoint_mem_mb": None,
+                "max_rel_err": err,
+                "checkpoint_max_rel_err": err_checkpoint,
             }
         )
         log(
