@@ -619,3 +619,32 @@ def test_a_gradient_of_another_shape_or_missing_is_a_disagreement(monkeypatch):
     with pytest.raises(RuntimeError, match=r"disagree on the gradient of bias_ih_l0 \(relative "
                                            r"error inf"):  # fmt: skip
         runners.check_agreement(torch, pair, "rnn")
+
+
+def test_the_report_names_the_commit_the_threads_and_the_load_at_the_end(report, monkeypatch):
+    """The version is 0.1.0 at every commit: a result named its code only by its file name,
+    given by hand. The markdown said neither PyTorch's threads nor the load at the end."""
+    result = json.loads(report[1])
+    m = result["machine"]
+    source = host.source_commit()
+    assert m["rnnlab_source"] == source
+    if source is not None:  # (run from a git checkout, as the tests are)
+        assert re.fullmatch(r"[0-9a-f]{40}", source["commit"])
+        assert isinstance(source["modified"], bool)
+    markdown = report[4].read_text()
+    assert f"PyTorch's threads: {m['torch_threads']}" in markdown
+    assert f"at the end {m['load_average_end'][0]:.2f}" in markdown
+    for source, said in ((None, "rnnlab 0.1.0 (compiled"),
+                         ({"commit": "ab" * 20, "modified": True},
+                          "rnnlab 0.1.0 at commit abababa, with uncommitted changes (compiled"),
+                         ({"commit": "cd" * 20, "modified": False},
+                          "rnnlab 0.1.0 at commit cdcdcdc (compiled")):  # fmt: skip
+        shown = {**result, "machine": {**m, "rnnlab": "0.1.0", "rnnlab_source": source}}
+        assert said in tables.format_markdown(shown)
+    # a package that git does not track (a wheel installed in a venv inside a checkout) names
+    # no commit, though git would find the checkout around it
+    import rnnlab
+
+    monkeypatch.setattr(rnnlab, "__file__", os.path.join(os.path.dirname(os.path.realpath(
+        rnnlab.__file__)), "not_tracked.py"))  # fmt: skip
+    assert host.source_commit() is None

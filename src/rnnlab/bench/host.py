@@ -185,6 +185,35 @@ def loop_setup() -> dict[str, Any]:
     return setup
 
 
+def source_commit() -> dict[str, Any] | None:
+    """The git commit rnnlab's source was run from, and whether tracked files differ from it
+    ({"commit": 40 hex digits, "modified": bool}), or None when rnnlab does not run from a
+    git checkout (an installed wheel, no git). The version string stays 0.1.0 from commit to
+    commit, so without this a result names no code: only its file name did, by hand. A
+    package installed into a virtual environment inside a checkout is not that checkout's
+    code: the package's own __init__.py must be a file git tracks."""
+    import rnnlab
+
+    init = os.path.realpath(rnnlab.__file__)
+    where = os.path.dirname(init)
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", where, *args], capture_output=True, text=True,
+                                  timeout=30)  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    if git("ls-files", "--error-unmatch", init) is None:
+        return None
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    if commit is None or status is None:
+        return None
+    return {"commit": commit, "modified": bool(status)}
+
+
 def machine_info(torch: ModuleType) -> dict[str, Any]:
     cpu = _cpuinfo()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -212,6 +241,7 @@ def machine_info(torch: ModuleType) -> dict[str, Any]:
         "onnxruntime": _version("onnxruntime"),
         "scipy": _version("scipy"),
         "rnnlab": _version("rnnlab"),
+        "rnnlab_source": source_commit(),
         "rnnlab_fast_path": fast_path_active(),
         "rnnlab_loops": loop_setup(),
         "mkl": _version("mkl"),

@@ -276,6 +276,16 @@ def _loops_text(setup: dict[str, Any]) -> str:
             f"{setup.get('threads', '?')} threads{waiting}")  # fmt: skip
 
 
+def _source_text(m: dict[str, Any]) -> str:
+    """ " at commit abc1234" (", with uncommitted changes"), or "" where the run's rnnlab
+    came from no git checkout or the result predates the field."""
+    source = m.get("rnnlab_source")
+    if not source:
+        return ""
+    return f" at commit {source['commit'][:7]}" + (
+        ", with uncommitted changes" if source["modified"] else "")
+
+
 def format_markdown(result: dict[str, Any]) -> str:
     """The same report as markdown (bench/results/latest.md)."""
     m, meth = result["machine"], result["method"]
@@ -285,9 +295,12 @@ def format_markdown(result: dict[str, Any]) -> str:
         f"- machine: {_cpu_text(m)}, {m['cores']} cores; "
         f"{m['platform']}",
         f"- versions: numpy {m['numpy']}, torch {m['torch']}, numba {m['numba']}, "
-        f"rnnlab {m['rnnlab']} (compiled loop {'on' if m['rnnlab_fast_path'] else 'off'})",
-        f"- rnnlab's loops: {_loops_text(m.get('rnnlab_loops', {}))}",
-        f"- date: {result['date']}; load average at start {m['load_average_start'][0]:.2f}",
+        f"rnnlab {m['rnnlab']}{_source_text(m)} "
+        f"(compiled loop {'on' if m['rnnlab_fast_path'] else 'off'})",
+        f"- rnnlab's loops: {_loops_text(m.get('rnnlab_loops', {}))}; PyTorch's threads: "
+        f"{m.get('torch_threads', '?')}",
+        f"- date: {result['date']}; load average at start {m['load_average_start'][0]:.2f}"
+        + (f", at the end {m['load_average_end'][0]:.2f}" if m.get("load_average_end") else ""),
         f"- float32 GEMM {meth['gemm_n']}^3: numpy {result['numpy_gemm_gflops']:.0f} GFLOP/s, "
         f"torch {result['torch_gemm_gflops']:.0f} GFLOP/s (the peak: the faster of the two)",
         f"- method: {meth['rounds']} rounds of interleaved {meth['block_s']} s blocks with "
