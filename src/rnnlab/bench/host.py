@@ -38,7 +38,11 @@ def gemm_gflops(matmul: Callable[[], Any], n: int, repeats: int = 5) -> float:
 def measured_peaks(
     torch: ModuleType, n: int = GEMM_N, pause_s: float = PAUSE_S
 ) -> dict[str, float]:
-    """float32 GEMM speed of numpy's BLAS (what rnnlab's products run on) and of torch's."""
+    """float32 GEMM speed of numpy's BLAS, of torch's and, where rnnlab's products run on it
+    (the `mkl` extra, chosen by `rnnlab info`'s measurement), of the `mkl` package's: the
+    machine's peak is the fastest of them, so a library rnnlab runs on is never left out."""
+    from rnnlab import _mkl
+
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
@@ -48,7 +52,12 @@ def measured_peaks(
     at, bt, ct = torch.from_numpy(a), torch.from_numpy(b), torch.empty(n, n)
     torch_peak = gemm_gflops(lambda: torch.mm(at, bt, out=ct), n)
     time.sleep(pause_s)
-    return {"numpy": numpy_peak, "torch": torch_peak}
+    peaks = {"numpy": numpy_peak, "torch": torch_peak}
+    mkl = _mkl.load() or _mkl.load(large=True)
+    if mkl is not None:  # (its own threads: all of the process's, as rnnlab's large products)
+        peaks["mkl"] = gemm_gflops(lambda: mkl.gemm(a, b, c), n)
+        time.sleep(pause_s)
+    return peaks
 
 
 UNFORCED_CHILD = """
@@ -58,7 +67,7 @@ from rnnlab.bench import host
 torch.set_num_threads(int(sys.argv[2]))
 print(json.dumps(host.measured_peaks(torch, int(sys.argv[1]), 0.0)))
 """
-"""The child of `unforced_peaks`: both GEMM speeds, as measured_peaks takes them here."""
+"""The child of `unforced_peaks`: the GEMM speeds, as measured_peaks takes them here."""
 
 
 def warn_unequal_threads(torch: ModuleType, log: Callable[[str], None]) -> bool:

@@ -213,7 +213,9 @@ def format_table(result: dict[str, Any]) -> str:
     lines = [
         f"{_cpu_text(m)}, {m['cores']} cores; numpy {m['numpy']}, torch {m['torch']}; "
         f"float32 GEMM {result['numpy_gemm_gflops']:.0f} GFLOP/s (numpy), "
-        f"{result['torch_gemm_gflops']:.0f} (torch), peak = the faster; {result['date']}",
+        f"{result['torch_gemm_gflops']:.0f} (torch)" + (
+            f", {result['mkl_gemm_gflops']:.0f} (mkl)" if result.get("mkl_gemm_gflops") else "")
+        + f", peak = the fastest; {result['date']}",
     ]
     if result.get("forced_kernels"):
         lines.append(forced_text(result))
@@ -237,6 +239,8 @@ def forced_text(result: dict[str, Any]) -> str:
     """The header's warning where the environment forced a BLAS kernel during the run."""
     said = ", ".join(f"{k}={v}" for k, v in result["forced_kernels"].items())
     peaks = {"numpy": result["numpy_gemm_gflops"], "torch": result.get("torch_gemm_gflops")}
+    if result.get("mkl_gemm_gflops"):
+        peaks["mkl"] = result["mkl_gemm_gflops"]
     unforced = result.get("gemm_gflops_unforced")
     if unforced is None and result.get("numpy_gemm_gflops_unforced"):  # a result before torch's
         unforced = {"numpy": result["numpy_gemm_gflops_unforced"]}
@@ -249,7 +253,7 @@ def gemm_with_and_without(peaks: dict[str, Any], unforced: dict[str, float] | No
     203 GFLOP/s with it, 201 without; torch 77 with it, 190 without": a variable may slow one
     library and not the other (MKL_* PyTorch's MKL, OPENBLAS_* NumPy's OpenBLAS)."""
     parts = []
-    for lib in ("numpy", "torch"):
+    for lib in ("numpy", "torch", "mkl"):
         if peaks.get(lib) is None:
             continue
         without = (unforced or {}).get(lib)
@@ -302,7 +306,9 @@ def format_markdown(result: dict[str, Any]) -> str:
         f"- date: {result['date']}; load average at start {m['load_average_start'][0]:.2f}"
         + (f", at the end {m['load_average_end'][0]:.2f}" if m.get("load_average_end") else ""),
         f"- float32 GEMM {meth['gemm_n']}^3: numpy {result['numpy_gemm_gflops']:.0f} GFLOP/s, "
-        f"torch {result['torch_gemm_gflops']:.0f} GFLOP/s (the peak: the faster of the two)",
+        f"torch {result['torch_gemm_gflops']:.0f} GFLOP/s" + (
+            f", the `mkl` package's {result['mkl_gemm_gflops']:.0f} GFLOP/s"
+            if result.get("mkl_gemm_gflops") else "") + " (the peak: the fastest)",
         f"- method: {meth['rounds']} rounds of interleaved {meth['block_s']} s blocks with "
         f"{meth['pause_s']} s pauses, median per call; float32, batch_first, same weights",
     ]

@@ -204,6 +204,7 @@ def run(
         "peak_gflops": peak,
         "numpy_gemm_gflops": peaks["numpy"],
         "torch_gemm_gflops": peaks["torch"],
+        "mkl_gemm_gflops": peaks.get("mkl"),  # (None: rnnlab's products do not run on it)
         "forced_kernels": forced,
         "gemm_gflops_unforced": unforced,  # {"numpy": …, "torch": …}, or None: nothing forced
         "numpy_gemm_gflops_unforced": (unforced or {}).get("numpy"),  # (as before 2026-12-04)
@@ -235,13 +236,11 @@ def _machine_peak(
     """(both GEMM speeds, the machine's peak, the forcing variables set, both GEMM speeds
     without them or None), with the warning when a variable forces a BLAS kernel."""
     peaks = host.measured_peaks(torch, host.GEMM_N, pause_s)
-    # the machine's measured peak: the faster of the two libraries' GEMMs (rnnlab's products
+    # the machine's measured peak: the fastest of the libraries' GEMMs (rnnlab's products
     # may run on MKL, faster than NumPy's OpenBLAS, so NumPy's alone would flatter rnnlab)
-    peak = max(peaks["numpy"], peaks["torch"])
-    log(
-        f"float32 GEMM {host.GEMM_N}^3: numpy {peaks['numpy']:.0f} GFLOP/s, "
-        f"torch {peaks['torch']:.0f} GFLOP/s"
-    )
+    peak = max(peaks.values())
+    log(f"float32 GEMM {host.GEMM_N}^3: " + ", ".join(f"{k} {v:.0f} GFLOP/s"
+                                                      for k, v in peaks.items()))
     forced = environment.forced_kernels()
     unforced = host.unforced_peaks(host.GEMM_N, torch.get_num_threads()) if forced else None
     if forced:
