@@ -324,6 +324,34 @@ def test_a_decoder_that_ranks_padding_or_bos_first_still_writes_symbols(dates_ru
         assert w.shape[0] == len(out) and "</s>" not in out[:-1]
 
 
+def test_a_bad_beam_is_refused_by_evaluate_and_decode_before_any_decoding(dates_run,
+                                                                          monkeypatch):
+    """evaluate(beam=0) decoded the whole split greedily, then stopped on Python's
+    ZeroDivisionError (DECODE_BATCH // 0); 2.5 on a TypeError of a float slice; True was
+    decoded as a beam of width 1 (the seq2seq review). Now each is named before any
+    decoding."""
+    from rnnlab import tasks
+    from rnnlab.runs import load_run
+
+    _, cfg, model, data = load_run(dates_run)
+    task = tasks.make_task(cfg, data)
+    x, _, lengths, _, _ = task._split("valid")
+
+    def no_decoding(*a, **k):
+        raise AssertionError("decoded before the beam was checked")
+
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match=r"`beam` must be a positive integer \(1: greedy\)"):
+            task.decode(model, x[:2], lengths[:2], bad)
+        with monkeypatch.context() as m:
+            m.setattr(model.net, "greedy", no_decoding)
+            with pytest.raises(ValueError, match=r"`beam` must be a positive integer"):
+                task.evaluate(model, "valid", beam=bad)
+    assert task.decode(model, x[:2], lengths[:2], np.int64(2)) == task.decode(
+        model, x[:2], lengths[:2], 2
+    )
+
+
 def test_bad_settings_for_the_encoder_decoder_tasks(tmp_path, capsys):
     assert "`cell` must be one of rnn" in error_of(capsys, "train", "dates", "--cell", "jordan")
     assert "`bptt` must be 0 (full BPTT" in error_of(capsys, "train", "dates", "--bptt", 5)

@@ -557,6 +557,8 @@ class Transduction:
     # ------------------------------------------------------------------ evaluation
     def decode(self, model, x, lengths, beam: int = 1) -> list[str]:
         """Greedy (beam 1) or beam-search outputs of a prepared batch of sources, as text."""
+        # (checked here: 0 divided DECODE_BATCH, a float sliced, True decoded greedily)
+        beam = _beam(beam, "beam")
         net, out = model.net if isinstance(model, Trainee) else model, []
         max_len = 2 * self._record["max_target_len"] + 10
         step = max(DECODE_BATCH // beam, 1)
@@ -574,7 +576,10 @@ class Transduction:
         """Greedy exact match, CER, BLEU and chrF and the teacher-forced loss on `split`;
         with `beam` (the test split: the run's --beam unless given), beam search's too, and
         the baseline: copying the source (numbers, dates), or always answering the most
-        frequent training caption (caption)."""
+        frequent training caption (caption). A bad `beam` is refused before any decoding
+        (it was found after the greedy pass, 0 and fractions as Python's own errors)."""
+        if beam is not None:
+            beam = _beam(beam, "beam")
         x, y, lengths, sources, refs = self._split(split)
         xp = self.prepare(x, lengths)
         total = count = 0.0
@@ -683,10 +688,12 @@ class Transduction:
 NEVER = (PAD, BOS)
 
 
-def _beam(beam) -> int:
-    if isinstance(beam, bool) or not isinstance(beam, int) or beam < 1:
-        _checks.fail("--beam", "a positive integer (1: greedy)", repr(beam))
-    return beam
+def _beam(beam, name: str = "--beam") -> int:
+    """A beam width, 1 (greedy) or more, named as the caller took it (translate's and
+    evaluate's option, or `beam` of the Python methods)."""
+    if isinstance(beam, bool) or not isinstance(beam, (int, np.integer)) or beam < 1:
+        _checks.fail(name, "a positive integer (1: greedy)", repr(beam))
+    return int(beam)
 
 
 def _checked_record(data) -> dict:
