@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from datetime import datetime
@@ -1055,6 +1056,25 @@ def test_resaving_a_step_and_saving_an_earlier_step(tmp_path):
     save(tmp_path, 150, keep=2)
     assert rio.checkpoint_steps(tmp_path) == [150, 300]
     assert_checkpoint(rio.load_checkpoint(tmp_path), 150)
+
+
+def test_only_the_names_save_checkpoint_writes_are_checkpoints(tmp_path):
+    """A directory "step-000000050" (one zero more than save_checkpoint writes) was taken for
+    step 50; pruning it then renamed "step-00000050", which is not there, and every save of
+    the run failed with a FileNotFoundError. A `latest` naming it was followed the same way."""
+    for step in (50, 60):
+        save(tmp_path, step)
+    checkpoints = tmp_path / "checkpoints"
+    shutil.copytree(checkpoints / "step-00000050", checkpoints / "step-000000040")
+    assert rio.checkpoint_steps(tmp_path) == [50, 60]
+    for step in (70, 80, 90):
+        save(tmp_path, step, keep=2)
+    assert rio.checkpoint_steps(tmp_path) == [80, 90]
+    assert (checkpoints / "step-000000040").is_dir()  # not rnnlab's: left alone
+    (checkpoints / "latest").write_text("step-000000080\n")
+    with pytest.raises(CheckpointError, match=r"'.*latest' must name a checkpoint like "
+                       r"'step-00000100'; it holds 'step-000000080'"):  # fmt: skip
+        rio.load_checkpoint(tmp_path)
 
 
 def _fail_on_call(n, real):

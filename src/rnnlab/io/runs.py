@@ -170,8 +170,18 @@ def checkpoint_steps(run_dir: PathLike) -> list[int]:
     directory = as_path(run_dir, "run_dir") / "checkpoints"
     if not directory.is_dir():
         return []
-    matches = (_STEP_DIR.fullmatch(p.name) for p in directory.iterdir() if p.is_dir())
-    return sorted(int(m.group(1)) for m in matches if m)
+    return sorted(s for p in directory.iterdir() if p.is_dir()
+                  and (s := _step_of(p.name)) is not None)  # fmt: skip
+
+
+def _step_of(name: str) -> int | None:
+    """The step a checkpoint directory's `name` is of, None for any other name. Only the name
+    `_step_name` writes counts: a "step-000000050" (one zero more) would be step 50, which
+    save_checkpoint then looked for as "step-00000050" to prune it, and every save failed."""
+    match = _STEP_DIR.fullmatch(name)
+    if match is None or _step_name(int(match.group(1))) != name:
+        return None
+    return int(match.group(1))
 
 
 def _write_durably(path: Path, data: bytes) -> None:
@@ -321,8 +331,8 @@ def load_checkpoint(run_dir: PathLike, step: int | None = None) -> Checkpoint:
         if latest.is_file():
             data = read_bounded(latest, 4096, "the file", CheckpointError)
             text = decode_utf8(data, latest, CheckpointError, "text").strip()
-            match = _STEP_DIR.fullmatch(text)
-            if match is None:
+            named = _step_of(text)
+            if named is None:
                 raise CheckpointError(
                     f"'{latest}' must name a checkpoint like 'step-00000100'; "
                     f"it holds {text[:40]!r}."
@@ -330,9 +340,9 @@ def load_checkpoint(run_dir: PathLike, step: int | None = None) -> Checkpoint:
             if not (checkpoints / text).is_dir():  # (a crash while saving that step again)
                 raise CheckpointError(
                     f"'{latest}' names {text} but '{checkpoints / text}' does not exist. "
-                    + way_back(run_dir, int(match.group(1)))
+                    + way_back(run_dir, named)
                 )
-            step = int(match.group(1))
+            step = named
         elif steps:
             step = steps[-1]
         else:
