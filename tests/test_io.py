@@ -1,5 +1,6 @@
 """Persistence: safetensors byte for byte, atomic writes, configs, RNG state, run directories."""
 
+import errno
 import json
 import os
 import shutil
@@ -512,7 +513,7 @@ def test_a_failed_atomic_write_keeps_the_old_file_and_no_temporary(tmp_path, mon
 
     if fail_at == "write":  # half of the data written, then the failure
 
-        def half(path, arrays, metadata=None):
+        def half(path, arrays, metadata=None, **kwargs):
             path.write_bytes(b"\x10\x00\x00")
             raise OSError("disk on fire")
 
@@ -1127,6 +1128,80 @@ def test_an_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch
     save(tmp_path, 300, keep=1)
     assert rio.checkpoint_steps(tmp_path) == [300]
     assert_checkpoint(rio.load_checkpoint(tmp_path), 300)
+
+
+def _disk_full_on_call(n, real):
+    """`real` (os.fsync, os.replace...) that fails from its `n`-th call on as on a full disk:
+    an OSError of errno ENOSPC, without a file name (as a write to an open file fails)."""
+    calls = []
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        if len(calls) >= n:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(*args, **kwargs)
+
+    return wrapper
+
+
+@pytest.mark.parametrize("call,n,file", [
+    ("fsync", 1, "step-00000200/model.safetensors"),
+    ("fsync", 2, "step-00000200/optimizer.safetensors"),
+    ("fsync", 3, "step-00000200/state.json"),
+    ("fsync", 5, "step-00000200/hashes.json"),
+    ("fsync", 6, "step-00000200"),  # the temporary directory
+    ("replace", 1, "latest"),
+    ("replace", 3, "model.safetensors"),  # the run's copy at the top
+])  # fmt: skip
+def test_a_full_disk_while_saving_names_the_file_and_keeps_the_previous_checkpoint(
+    tmp_path, monkeypatch, call, n, file
+):
+    """A full disk said "[Errno 28] No space left on device" and no file (or the name of a
+    temporary): the error names the file as the checkpoint has it, keeps the errno, and the
+    checkpoint before is what loads."""
+    save(tmp_path, 100)
+    monkeypatch.setattr(os, call, _disk_full_on_call(n, getattr(os, call)))
+    with pytest.raises(OSError) as caught:
+        save(tmp_path, 200, keep=1)
+    monkeypatch.undo()
+    where = tmp_path / ("checkpoints" if file != "model.safetensors" else "") / file
+    assert caught.value.errno == errno.ENOSPC
+    assert str(caught.value) == f"[Errno 28] cannot write '{where}' (No space left on device)"
+    if file == "model.safetensors":  # (the checkpoint and `latest` were written before)
+        assert_checkpoint(rio.load_checkpoint(tmp_path), 200)
+    else:
+        assert_checkpoint(rio.load_checkpoint(tmp_path), 100)
+    save(tmp_path, 300, keep=1)
+    assert rio.checkpoint_steps(tmp_path) == [300]
+    assert [p.name for p in tmp_path.rglob(".*")] == []
+
+
+def test_a_full_disk_while_appending_metrics_names_the_file(tmp_path, monkeypatch):
+    path = tmp_path / "metrics.jsonl"
+    rio.append_jsonl(path, {"step": 1})
+    real_open = os.fdopen
+
+    def full_file(fd, mode):
+        f = real_open(fd, mode)
+
+        class Full:
+            def __getattr__(self, name):
+                return getattr(f, name)
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                f.close()
+
+            def write(self, data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        return Full()
+
+    monkeypatch.setattr(os, "fdopen", full_file)
+    with pytest.raises(OSError, match=rf"^\[Errno 28\] cannot write '{path}' \(No space left"):
+        rio.append_jsonl(path, {"step": 2})
 
 
 def test_a_killed_save_leaves_a_temporary_that_is_ignored_then_removed(tmp_path):

@@ -1411,6 +1411,41 @@ def test_a_start_that_failed_at_its_config_starts_again_in_the_same_directory(tm
     assert "holds other files (.notes.0123abcd.tmp.bak)" in capsys.readouterr().err
 
 
+def test_a_full_disk_at_a_checkpoint_says_the_file_what_is_kept_and_resumes(tmp_path, capsys,
+                                                                            monkeypatch):
+    """A full disk at a checkpoint stopped `rnnlab train` with "[Errno 28] No space left on
+    device" alone: no file, nothing on what was kept or how to go on. It names the file and
+    the way back, and the resumed run ends as one that never stopped."""
+    import errno
+
+    argv = ("train", "adding", "--steps", 6, "--checkpoint-every", 2, "--T", 6, *TINY)
+    assert run_cli(*argv, "--run-dir", tmp_path / "whole") == 0
+    run = tmp_path / "r"
+    from rnnlab.io import tensors
+
+    real_write = tensors.write
+
+    def full(path, *args, **kwargs):  # the checkpoint of step 4: its optimizer.safetensors
+        if path.name == "optimizer.safetensors" and "step-00000004" in path.parent.name:
+            path.write_bytes(b"\x10\x00")  # (begun, then the disk is full)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_write(path, *args, **kwargs)
+
+    monkeypatch.setattr(tensors, "write", full)
+    capsys.readouterr()
+    assert run_cli(*argv, "--run-dir", run) == 2
+    monkeypatch.undo()
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"rnnlab: error: [Errno 28] cannot write '{run}/checkpoints/step-00000004/"
+        "optimizer.safetensors' (No space left on device); the run stopped at step 4, whose "
+        "checkpoint may not be saved: the checkpoints saved before it are intact; once the "
+        f"cause is fixed, `rnnlab train --resume {run}` continues from the latest.")
+    assert io.checkpoint_steps(run) == [2]
+    assert run_cli("train", "--resume", run) == 0
+    for name, value in weights(tmp_path / "whole").items():
+        np.testing.assert_array_equal(weights(run)[name], value, err_msg=name)
+
+
 def test_a_charlm_vocabulary_edited_to_another_size_is_refused_naming_the_file(tmp_path,
                                                                                capsys):
     """Two characters cut from a charlm run's stored vocabulary (27 symbols for the model's

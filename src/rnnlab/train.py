@@ -610,15 +610,29 @@ class Trainer:
             "stopped_by": self.stopped_by if self.stopped_by in FINAL_STOPS else "",
         }
         best = self.run_dir / "best.safetensors"
-        return io.save_checkpoint(
-            self.run_dir,
-            self.step,
-            model=self.model.params,
-            optimizer=opt_tensors,
-            state=state,
-            config=self.config_dict(),
-            beside={"best.safetensors": best} if self.best_step >= 0 and best.is_file() else None,
-        )
+        try:
+            return io.save_checkpoint(
+                self.run_dir,
+                self.step,
+                model=self.model.params,
+                optimizer=opt_tensors,
+                state=state,
+                config=self.config_dict(),
+                beside=(
+                    {"best.safetensors": best} if self.best_step >= 0 and best.is_file() else None
+                ),
+            )
+        except OSError as e:
+            # A full disk (or a read-only one, a quota) stops the run here: say what is kept
+            # and how to go on, not only the errno (a failed save leaves the checkpoints
+            # before it as they were, and `latest` naming one of them).
+            before = [s for s in io.checkpoint_steps(self.run_dir) if s != self.step]
+            then = ("the checkpoints saved before it are intact; once the cause is fixed, "
+                    f"`rnnlab train --resume {self.run_dir}` continues from the latest" if before
+                    else "once the cause is fixed, `rnnlab train --resume "
+                    f"{self.run_dir}` starts it again (it has no checkpoint before)")  # fmt: skip
+            raise OSError(e.errno, f"{e.strerror or e}; the run stopped at step {self.step}, "
+                          f"whose checkpoint may not be saved: {then}.") from None
 
     def restore(self, ckpt: io.Checkpoint) -> None:
         """Take up the run where the checkpoint `ckpt` left it: its weights, its optimizer

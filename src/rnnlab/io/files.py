@@ -74,6 +74,25 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+def write_error(e: OSError, path: Path) -> OSError:
+    """`e`, raised while writing `path`, as an OSError of the same errno naming `path`: a
+    write to an open file that fails (a full disk, a quota) says "[Errno 28] No space left on
+    device" and no file, and a failed rename names the temporary, which the user never heard
+    of. An error already naming the file (rnnlab's own "cannot write") is returned as it is."""
+    if e.strerror is None or (e.filename is None and e.strerror.startswith("cannot write '")):
+        return e
+    return OSError(e.errno, f"cannot write '{path}' ({e.strerror})")
+
+
+@contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """Raise an OSError of the block as `write_error` names it after `path`."""
+    try:
+        yield
+    except OSError as e:
+        raise write_error(e, path) from None
+
+
 @contextmanager
 def atomic_path(path: Path, name: str = "path") -> Iterator[Path]:
     """Yield an empty temporary sibling of `path` to fill and make durable; it replaces `path`
@@ -97,12 +116,14 @@ def atomic_path(path: Path, name: str = "path") -> Iterator[Path]:
         except OSError as e:  # named by the file it was for, not by the temporary's name
             raise OSError(e.errno, f"cannot write '{path}' ({e.strerror})") from None
     try:
-        yield tmp
-        os.replace(tmp, path)
+        with naming(path):
+            yield tmp
+            os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    with naming(path):
+        fsync_dir(path.parent)
 
 
 @contextmanager
@@ -283,7 +304,7 @@ def append_jsonl(path: PathLike, obj: Mapping[str, Any]) -> None:
     if not isinstance(obj, Mapping):
         fail("obj", "a dict (one JSON object per line)", describe(obj))
     line = json.dumps(_jsonable(obj, "obj"), ensure_ascii=False, allow_nan=False) + "\n"
-    with _open_no_follow(path) as f:
+    with _open_no_follow(path) as f, naming(path):
         end = f.seek(0, os.SEEK_END)
         if end > 0:
             f.seek(end - 1)

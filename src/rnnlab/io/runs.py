@@ -36,6 +36,7 @@ from rnnlab.io.files import (
     decode_utf8,
     fsync_dir,
     json_text,
+    naming,
     parse_json,
     refuse,
     remove_orphans,
@@ -244,24 +245,34 @@ def save_checkpoint(
     name = _step_name(step)
     final = checkpoints / name
     tmp = checkpoints / f".tmp-{name}-{secrets.token_hex(4)}"
-    tmp.mkdir()
+    with naming(final):
+        tmp.mkdir()
     try:
-        tensors.write(tmp / "model.safetensors", model_arrays)
-        tensors.write(tmp / "optimizer.safetensors", optimizer_arrays)
-        _write_durably(tmp / "state.json", state_text)
-        _write_durably(tmp / "config.json", config_text)
+        # (an error names the file as it will be: the temporary directory is gone by then)
+        for file, arrays in (("model.safetensors", model_arrays),
+                             ("optimizer.safetensors", optimizer_arrays)):  # fmt: skip
+            with naming(final / file):
+                tensors.write(tmp / file, arrays, name=final / file)
+        for file, text in (("state.json", state_text), ("config.json", config_text)):
+            with naming(final / file):
+                _write_durably(tmp / file, text)
         for kept, source in (beside or {}).items():  # (copies: a hard link would share an
-            _write_durably(tmp / kept, Path(source).read_bytes())  # edit made in place)
+            data = Path(source).read_bytes()  # edit made in place)
+            with naming(final / kept):
+                _write_durably(tmp / kept, data)
         hashes = {f: _sha256(tmp / f) for f in ("model.safetensors", "optimizer.safetensors")}
-        _write_durably(tmp / "hashes.json", json_text({"sha256": hashes}, "hashes").encode())
-        fsync_dir(tmp)
-        if final.exists():  # re-saving a step (a resumed run): move the old one aside first
-            os.rename(final, checkpoints / f".trash-{name}-{secrets.token_hex(4)}")
-        os.rename(tmp, final)
+        with naming(final / "hashes.json"):
+            _write_durably(tmp / "hashes.json", json_text({"sha256": hashes}, "hashes").encode())
+        with naming(final):
+            fsync_dir(tmp)
+            if final.exists():  # re-saving a step (a resumed run): move the old one aside first
+                os.rename(final, checkpoints / f".trash-{name}-{secrets.token_hex(4)}")
+            os.rename(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    fsync_dir(checkpoints)
+    with naming(final):
+        fsync_dir(checkpoints)
     atomic_write_text(checkpoints / "latest", name + "\n")
 
     atomic_write_bytes(run_dir / "config.json", config_text)

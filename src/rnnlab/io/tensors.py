@@ -97,18 +97,20 @@ def checked(tensors: object, metadata: object, name: str) -> tuple[Arrays, dict[
     return arrays, None if metadata is None else dict(metadata)
 
 
-def write(path: Path, arrays: Arrays, metadata: dict[str, str] | None = None) -> None:
+def write(path: Path, arrays: Arrays, metadata: dict[str, str] | None = None, *,
+          name: Path | None = None) -> None:  # fmt: skip
     """Write checked `arrays` to `path` and put them on disk (durable, not atomic).
 
     The package puts a file of its own, private to the user, in place of `path`; it gets the
     mode an ordinary `open` gives (what the umask allows), as rnnlab's other files have.
+    `name`: the file errors name, where `path` is a temporary that will become it.
     """
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o666))
     mode = os.stat(path).st_mode & 0o777
     try:
         safetensors.numpy.save_file(arrays, path, metadata=metadata)
     except safetensors.SafetensorError as e:  # (its I/O errors: a full disk, say)
-        raise OSError(f"'{path}' could not be written: {e}") from None
+        raise OSError(f"'{name or path}' could not be written: {e}") from None
     os.chmod(path, mode)
     fsync_file(path)
 
@@ -116,7 +118,7 @@ def write(path: Path, arrays: Arrays, metadata: dict[str, str] | None = None) ->
 def save(path: Path, arrays: Arrays, metadata: dict[str, str] | None = None) -> None:
     """Write checked `arrays` to `path` atomically."""
     with atomic_path(path) as tmp:
-        write(tmp, arrays, metadata)
+        write(tmp, arrays, metadata, name=path)
 
 
 def safetensors_bytes(
