@@ -678,6 +678,10 @@ RUN_DAMAGE = [
     ("weights of float64", _edit_weights(lambda t: {k: v.astype(np.float64) for k, v in
                                                     t.items()}),
      r"model.safetensors' holds '.*' of dtype float64; expected float32"),
+    # (said as a checkpoint "from another model", without the way back)
+    ("weights NaN", _edit_weights(lambda t: {**t, "2.bias": np.full_like(t["2.bias"], np.nan)}),
+     r"model.safetensors' holds NaN or inf in '2.bias', which training never saves \(it stops "
+     r"at the last finite weights\)\. The run has no other checkpoint"),
     ("latest names nothing", lambda r: (r / "checkpoints" / "latest").write_text("step-00000999"),
      r"latest' names step-00000999 but"),
     ("latest garbage", lambda r: (r / "checkpoints" / "latest").write_bytes(b"\xff\xfe" * 10),

@@ -12,7 +12,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-from rnnlab import io, models, tasks
+from rnnlab import _checks, io, models, tasks
 from rnnlab.modules import _Module
 from rnnlab.tasks.codecs import SPECIALS
 from rnnlab.train import CONFIG_FORMAT, TrainConfig
@@ -230,6 +230,13 @@ def _load_into(model: _Module, weights: dict[str, Any], file: Path, ckpt: io.Che
             raise io.CheckpointError(
                 f"'{file}' holds {name!r} of dtype {got.dtype}; expected {p.dtype}, the "
                 f"model's (training saves its weights so). {io.way_back(run_dir, ckpt.step)}"
+            )
+        # (said here, not by load_state_dict: its error asks whether the checkpoint is of
+        # another model, and has no way back)
+        if got is not None and got.dtype.kind == "f" and not _checks.all_finite(got):
+            raise io.CheckpointError(
+                f"'{file}' holds NaN or inf in {name!r}, which training never saves (it stops "
+                f"at the last finite weights). {io.way_back(run_dir, ckpt.step)}"
             )
     try:
         model.load_state_dict(weights)
