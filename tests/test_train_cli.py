@@ -1680,3 +1680,35 @@ def test_an_update_that_overflows_names_the_last_checkpoint(tmp_path, lead):
         r"Last checkpoint: rank 0's, in its run directory \(this rank's shows none\)\.")
     with pytest.raises(NonFiniteError, match=kept):
         trainer.run()
+
+
+def test_a_stop_right_after_a_checkpoint_does_not_save_that_step_again(tmp_path, monkeypatch):
+    """A step that diverges right after a checkpoint keeps the weights of that checkpoint's
+    step, which run() saved again: the copy replaced a complete checkpoint through a rename
+    aside, so a kill in between left `latest` naming a missing directory (helper 84). The
+    checkpoint already there is named instead; each step is saved once."""
+    from rnnlab import tasks
+    from rnnlab.train import NonFiniteError, TrainConfig, Trainer
+
+    cfg = TrainConfig.from_dict({**tasks.defaults("adding"), "T": 6, "hidden": 4,
+                                 "batch_size": 2, "steps": 5, "checkpoint_every": 1})  # fmt: skip
+    task = tasks.make_task(cfg)
+    spec = tasks.model_spec(cfg, task)
+    model = tasks.build_model(spec)
+    real_loss, calls = task.loss, []
+
+    def loss(output, batch):  # the third step's loss is not finite
+        value, d = real_loss(output, batch)
+        calls.append(1)
+        return (np.nan, d) if len(calls) == 3 else (value, d)
+
+    task.loss = loss
+    saved = []
+    real_save = io.save_checkpoint
+    monkeypatch.setattr(io, "save_checkpoint",
+                        lambda run_dir, step, **kw: saved.append(step) or real_save(run_dir, step,
+                                                                                    **kw))
+    with pytest.raises(NonFiniteError, match=r"Good weights of step 2 saved in .*step-00000002"):
+        Trainer(model, task, cfg, tmp_path / "r", spec=spec, quiet=True).run()
+    assert saved == [1, 2]
+    assert io.load_checkpoint(tmp_path / "r").step == 2

@@ -580,6 +580,8 @@ class Trainer:
         # The process that writes the run directory; False on the other ranks of a
         # distributed run (rnnlab.distributed), which train in step but write nothing.
         self.lead = True
+        # (step, path) of the last checkpoint `run` saved (_save_once)
+        self._saved_here: tuple[int, Path] | None = None
 
     # ------------------------------------------------------------------ persistence
     def config_dict(self) -> dict[str, Any]:
@@ -854,6 +856,16 @@ class Trainer:
         """A stop decision ("interrupt", "time") every rank takes at the same step."""
         return local
 
+    def _save_once(self) -> Path:
+        """`save`, unless this call of `run` saved this very step already (nothing changes a
+        step's weights after its checkpoint: a stop right after it keeps them): its path then.
+        Every rank of a distributed run decides alike (the same steps, the same saves)."""
+        if self._saved_here is not None and self._saved_here[0] == self.step:
+            return self._saved_here[1]
+        path = self.save()
+        self._saved_here = (self.step, path)
+        return path
+
     def _saved_any(self) -> bool:
         return (self.run_dir / "checkpoints").exists()
 
@@ -948,6 +960,10 @@ class Trainer:
         except ValueError:  # not the main thread
             old_handler = None
         last_saved = self.step
+        # (step, path) of the last checkpoint this call saved: a stop that keeps the weights
+        # of that same step points to it instead of saving it again, whose replacement of a
+        # complete checkpoint by a copy of it could only lose it to a kill in between
+        self._saved_here = None
         last_loss = math.nan  # shown until a step has a loss (see train_step)
         ended = self.stopped_by in FINAL_STOPS  # (restored: the run ended before this call)
         if ended:
@@ -967,7 +983,7 @@ class Trainer:
                                 "rank 0's, in its run directory (this rank's shows none)")
                         raise NonFiniteError(f"{e} Last checkpoint: {kept}.", False) from None
                     # the weights are still those of the last good step: keep them
-                    path = self.save()
+                    path = self._save_once()
                     raise NonFiniteError(
                         f"{e} Good weights of step {self.step} saved in {path}."
                     ) from None
@@ -1001,7 +1017,7 @@ class Trainer:
                         self.stopped_by = self.stopped_by or "early stopping"
                         break
                 if self.step % cfg.checkpoint_every == 0:
-                    self.save()
+                    self._save_once()
                     last_saved = self.step
                 if self._agree(interrupted["flag"], "interrupt"):
                     self.stopped_by = "interrupt"
@@ -1059,7 +1075,7 @@ class Trainer:
         try:
             return self._validate(metrics_path, progress, counted)
         except NonFiniteError as e:
-            path = self.save()
+            path = self._save_once()
             raise NonFiniteError(f"{e} The weights of step {self.step} are saved in {path}."
                                  ) from None  # fmt: skip
 
