@@ -150,6 +150,14 @@ def test_a_huge_T_is_refused_by_name_and_out_of_memory_names_the_commands_option
     line = error_of(capsys, "gradflow", "--T", 5)
     assert "out of memory" in line and "--batch " in line, line
     assert "--batch-size" not in line and "--seq-len" not in line, line
+    # translate's memory grows with a source line's length (helper 83: a few-MB line of a
+    # --file under its 64 MiB cap ran out with no hint), sample's with --length
+    from rnnlab import cli
+
+    for command, option in (("translate", "--file line"), ("sample", "--length")):
+        monkeypatch.setitem(cli.COMMANDS, command, lambda args: out_of_memory(args))
+        line = error_of(capsys, command, "run")
+        assert "out of memory" in line and option in line, line
 
 
 def test_seq_len_is_said_to_have_no_effect_on_charlm_with_bptt():

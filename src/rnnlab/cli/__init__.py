@@ -153,6 +153,9 @@ _MEMORY_HINTS = {
     "train": "try a smaller --hidden, --batch-size, --seq-len or --T (or a shorter --data text)",
     "evaluate": "the run's model or its held-out data is too large for the memory available",
     "gradflow": "try a smaller --hidden, --batch or --T",
+    "translate": "a source too long to decode in the memory available: split its --file line "
+                 "into shorter ones, or try a smaller --beam",
+    "sample": "try a smaller --length",
     "bench": "try smaller sizes",
 }
 
