@@ -856,15 +856,22 @@ def test_a_gradient_that_overflows_in_backward_stops_the_run(tmp_path, capsys, o
         assert all(np.isfinite(v).all() for v in ckpt.model.values())
 
 
-def test_a_finite_loss_whose_gradient_overflows_inside_the_model(tmp_path):
+def _tiny_adding():
+    """(cfg, task, spec, model) of a 5-step adding run checkpointed at every step."""
     from rnnlab import tasks
-    from rnnlab.train import NonFiniteError, TrainConfig, Trainer
+    from rnnlab.train import TrainConfig
 
     cfg = TrainConfig.from_dict({**tasks.defaults("adding"), "T": 6, "hidden": 4,
                                  "batch_size": 2, "steps": 5, "checkpoint_every": 1})  # fmt: skip
     task = tasks.make_task(cfg)
     spec = tasks.model_spec(cfg, task)
-    model = tasks.build_model(spec)
+    return cfg, task, spec, tasks.build_model(spec)
+
+
+def test_a_finite_loss_whose_gradient_overflows_inside_the_model(tmp_path):
+    from rnnlab.train import NonFiniteError, Trainer
+
+    cfg, task, spec, model = _tiny_adding()
     real, calls = task.loss, []
 
     def loss(output, batch):  # at the third step ∂L/∂ŷ is finite but ∂L/∂h overflows
@@ -1655,14 +1662,9 @@ def test_an_update_that_overflows_names_the_last_checkpoint(tmp_path, lead):
     checkpoint. Under MPI without a shared filesystem a rank other than 0 looked in its own
     run directory, which holds none, and said "Last checkpoint: none yet" while rank 0 had
     saved some (helper 80): such a rank now points to rank 0's."""
-    from rnnlab import tasks
-    from rnnlab.train import NonFiniteError, TrainConfig, Trainer
+    from rnnlab.train import NonFiniteError, Trainer
 
-    cfg = TrainConfig.from_dict({**tasks.defaults("adding"), "T": 6, "hidden": 4,
-                                 "batch_size": 2, "steps": 5, "checkpoint_every": 1})  # fmt: skip
-    task = tasks.make_task(cfg)
-    spec = tasks.model_spec(cfg, task)
-    model = tasks.build_model(spec)
+    cfg, task, spec, model = _tiny_adding()
     trainer = Trainer(model, task, cfg, tmp_path / "r", spec=spec, quiet=True)
     if not lead:  # a rank whose directory rank 0's checkpoints never reach
         trainer.lead = False
@@ -1687,14 +1689,9 @@ def test_a_stop_right_after_a_checkpoint_does_not_save_that_step_again(tmp_path,
     step, which run() saved again: the copy replaced a complete checkpoint through a rename
     aside, so a kill in between left `latest` naming a missing directory (helper 84). The
     checkpoint already there is named instead; each step is saved once."""
-    from rnnlab import tasks
-    from rnnlab.train import NonFiniteError, TrainConfig, Trainer
+    from rnnlab.train import NonFiniteError, Trainer
 
-    cfg = TrainConfig.from_dict({**tasks.defaults("adding"), "T": 6, "hidden": 4,
-                                 "batch_size": 2, "steps": 5, "checkpoint_every": 1})  # fmt: skip
-    task = tasks.make_task(cfg)
-    spec = tasks.model_spec(cfg, task)
-    model = tasks.build_model(spec)
+    cfg, task, spec, model = _tiny_adding()
     real_loss, calls = task.loss, []
 
     def loss(output, batch):  # the third step's loss is not finite
