@@ -683,3 +683,27 @@ def test_a_weight_held_twice_is_refused_not_stepped_twice():
             opt.init({"a": w, "b": w[:1]})  # (a view shares memory too)
         assert set(opt.init({"a": w, "b": w.copy()})) >= {"step"}
     assert Sequential(lin, Linear(3, 3, rng=2)).params  # arrays of their own: taken
+
+
+def test_disjoint_blocks_of_one_array_are_not_a_weight_held_twice():
+    """The two column blocks of one matrix share no element, only bounds
+    (np.may_share_memory says True): each is its own weight, stepped as a copy of it is."""
+    from rnnlab.modules import Linear, Sequential
+
+    w = np.arange(24, dtype=np.float64).reshape(4, 6)
+    params = {"a": w[:, :3], "b": w[:, 3:]}
+    assert np.may_share_memory(params["a"], params["b"])  # (what the check once used)
+    copies = {k: v.copy() for k, v in params.items()}
+    grads = {"a": np.full((4, 3), 0.5), "b": np.full((4, 3), -2.0)}
+    for p in (params, copies):
+        opt = Adam(0.1)
+        state = opt.init(p)
+        opt.update(p, grads, state)
+    for k in params:
+        np.testing.assert_array_equal(params[k], copies[k])
+    lin, other = Linear(3, 2, rng=0), Linear(2, 2, rng=1)
+    both = np.zeros((2, 5))
+    lin.params["weight"], other.params["weight"] = both[:, :3], both[:, 3:]
+    assert len(Sequential(lin, other).params) == 4
+    with pytest.raises(ValueError, match=r"got 'a' and 'b' sharing memory"):
+        Adam(0.1).init({"a": w[:, :4], "b": w[:, 3:]})  # (column 3 in both: held twice)
