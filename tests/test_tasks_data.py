@@ -117,15 +117,21 @@ def test_a_utf16_or_utf32_corpus_is_named_as_such_not_sent_to_iconv_from_latin1(
     assert text.read_text(converted) == "hello world\n" * 200
 
 
-@pytest.mark.parametrize("codec", ["utf-16le", "utf-16be", "utf-32le", "utf-32be"])
-@pytest.mark.parametrize("body", ["ascii", "accented"])
+@pytest.mark.parametrize(("codec", "body"), [
+    *((c, b) for c in ("utf-16le", "utf-16be", "utf-32le", "utf-32be")
+      for b in ("ascii", "accented")),
+    # (UTF-16 of a non-Latin script has no NULs to be told by: said as not UTF-8)
+    *((c, b) for c in ("utf-32le", "utf-32be") for b in ("greek", "cjk")),
+])  # fmt: skip
 def test_a_utf16_or_utf32_corpus_without_byte_order_mark_is_named(tmp_path, codec, body):
     """UTF-16 without a byte-order mark (as some Windows tools write it) of ASCII text
     decodes as UTF-8, a NUL between every two characters, and trained so silently; with an
     accented letter it was refused as "not UTF-8" with latin1's iconv as the way out. Its
-    NULs say the width and the byte order: named, with the iconv that converts it."""
+    NULs say the width and the byte order: named, with the iconv that converts it. UTF-32 of
+    Greek or CJK (half its bytes NUL, as UTF-16 of ASCII) was named UTF-16BE."""
     path = tmp_path / "wide.txt"
-    line = "hello world\n" if body == "ascii" else "héllo wörld, ça va\n"
+    line = {"ascii": "hello world\n", "accented": "héllo wörld, ça va\n",
+            "greek": "καλημέρα κόσμε\n", "cjk": "漢字の文章です。\n"}[body]  # fmt: skip
     path.write_bytes((line * 200).encode(codec))
     with pytest.raises(text.TextFileError) as e:
         text.read_text(path)

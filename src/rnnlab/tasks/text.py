@@ -85,12 +85,19 @@ def _wide_without_mark(data: bytes) -> str | None:
     None: its first 64 KiB are a quarter NUL bytes at least, as such a text of any Latin
     script is (its ASCII characters' other bytes), where they fall says the width and byte
     order, and the whole decodes so. A UTF-8 text of ASCII decodes too, NULs and all, and
-    trained with a NUL between its characters; a latin1 or UTF-8 text holds no NUL."""
+    trained with a NUL between its characters; a latin1 or UTF-8 text holds no NUL.
+    UTF-32 by its lanes, not its share of NULs: its top byte is always NUL and the next at
+    most 0x10 (no code point is past U+10FFFF), where a UTF-16 text of Latin letters has one
+    in every other of those bytes. A UTF-32 text of Greek, Cyrillic or CJK is half NUL, as
+    UTF-16 of ASCII is, and was named UTF-16BE with an iconv that garbles it."""
     head = data[: 1 << 16]
     if head.count(0) * 4 < len(head):
         return None
-    if head.count(0) * 8 >= 5 * len(head):  # 3 of 4 bytes NUL, at ASCII: UTF-32
-        codec = "utf-32le" if head[0::4].count(0) * 2 < len(head[0::4]) else "utf-32be"
+    lanes = {"utf-32le": (3, 2), "utf-32be": (0, 1)}  # (top byte's, next byte's)
+    wide = [c for c, (top, nxt) in lanes.items()
+            if not any(head[top::4]) and max(head[nxt::4], default=0) <= 0x10]  # fmt: skip
+    if wide:
+        codec = wide[0]
     else:
         codec = "utf-16le" if head[0::2].count(0) * 2 < len(head[0::2]) else "utf-16be"
     try:
