@@ -77,6 +77,8 @@ def test_verdicts_and_the_markdown_table():
         "at the baseline")
     assert reproduce.judge(_record("adding", 50, "irnn", mse=0.5, **base))["verdict"].startswith(
         "above the baseline")
+    claimed = dict(_record("adding", 50, "rnn", mse=0.158, **base), solved=True)
+    assert reproduce.judge(claimed)["verdict"].startswith("at the baseline")  # (the numbers')
     order = _record("temporal-order", 100, "rnn", accuracy=0.27, chance=0.25, majority=0.263)
     assert reproduce.judge(order)["verdict"] == "at chance"
     table = reproduce.markdown([_record("adding", 50, "lstm", mse=0.05, **base), order])
@@ -181,6 +183,8 @@ def test_a_reproduce_written_before_weight_decay_could_be_none_continues(tmp_pat
     (lambda r: {**r, "record": {**r["record"], "test": {}}}, "lacks what the table shows"),
     (lambda r: {**r, "record": {**r["record"], "stopped_by": "interrupt", "steps": 12}},
      "its run was stopped by interrupt at step 12"),
+    (lambda r: {**r, "record": {**r["record"], "solved": True}},
+     'its "solved" is True, its test numbers say False'),
 ])  # fmt: skip
 def test_a_result_that_is_not_a_finished_row_s_record_is_trained_again(tmp_path, capsys, damage,
                                                                         said):  # fmt: skip
