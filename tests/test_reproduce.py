@@ -228,6 +228,33 @@ def test_an_out_that_is_a_file_is_refused_by_name(tmp_path, capsys):
         reproduce.run_row(reproduce.Row("adding", "rnn", 10), tmp_path / "out", {"steps": 1})
 
 
+def test_an_out_that_cannot_be_written_is_refused_by_name_before_any_row(tmp_path, capsys):
+    """An --out this process may not create or write in (/proc's, which even root cannot; a
+    read-only directory for other users) is one line naming --out, said before the time
+    estimate, not an OSError of a row after "a row failed: ... saved their checkpoints"."""
+    import os
+    import sys
+
+    outs = []
+    if sys.platform.startswith("linux"):
+        outs.append("/proc/self/rnnlab-reproduce-out")
+    if hasattr(os, "geteuid") and os.geteuid() != 0:
+        read_only = tmp_path / "read-only"
+        read_only.mkdir()
+        read_only.chmod(0o555)
+        outs.append(str(read_only))
+    if not outs:
+        pytest.skip("no directory here that cannot be written")
+    argv = ["reproduce", "adding", "--cells", "rnn", "--T", "10", "--jobs", "1", "--steps", "1"]
+    for out in outs:
+        assert cli_main([*argv, "--out", out]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert captured.err.startswith(f"rnnlab: error: `--out` must be a directory rnnlab can "
+                                       f"create and write in; got '{out}' (")  # fmt: skip
+        assert captured.err.count("\n") == 1
+
+
 def test_a_row_whose_test_is_not_finite_is_a_diverged_row(tmp_path, monkeypatch):
     """A row whose model overflows on the test set: its result.json holds null (JSON has no
     NaN), its record says which values, the table's verdict is "diverged", and the record is

@@ -30,6 +30,7 @@ import os
 import resource
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -250,6 +251,19 @@ def _directory(path: Path, out: Path) -> None:
             return
 
 
+def _writable(out: Path) -> None:
+    """OUT is a directory this process can create and write a file in (a read-only one, or
+    one it may not create, is said by --out before any row trains, not as a failed row)."""
+    _directory(out, out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        _checks.fail("--out", "a directory rnnlab can create and write in",
+                     f"'{out}' ({e.strerror or e})")  # fmt: skip
+
+
 def _finished_record(finished: Path, row: Row) -> dict[str, Any] | None:
     """The record of a row's result.json, or None when the file is not one that
     `run_row` wrote (not JSON, not an object, a record without what the table shows): said
@@ -448,8 +462,7 @@ def run_table(table: list[Row], out: Path, *, jobs: int = 2, settings: dict[str,
     jobs = _checks.positive_int(jobs, "jobs")
     stream = stream or sys.stdout
     out = Path(out)
-    _directory(out, out)
-    out.mkdir(parents=True, exist_ok=True)
+    _writable(out)
     done: dict[Row, dict[str, Any]] = {}
     t0 = time.perf_counter()
 
@@ -607,7 +620,7 @@ def run(args: argparse.Namespace) -> int:
     if args.steps is not None:
         settings["steps"] = _checks.positive_int(args.steps, "--steps")
         settings["eval_every"] = max(1, min(250, settings["steps"] // 10))
-    _directory(Path(args.out), Path(args.out))
+    _writable(Path(args.out))
     cpu = expected_seconds(table, settings)
     names = ", ".join(dict.fromkeys(r.task for r in table))
     wall = cpu / min(jobs, len(table))
