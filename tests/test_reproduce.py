@@ -179,7 +179,8 @@ def test_a_reproduce_written_before_weight_decay_could_be_none_continues(tmp_pat
     (lambda r: {**r, "record": [r["record"]]}, 'its "record" is a list of length 1'),
     *[(lambda r, k=k: {**r, "record": {a: b for a, b in r["record"].items() if a != k}}, said)
       for k, said in (("report", "has no 'report'"), ("steps", "has no number 'steps'"),
-                      ("wall_seconds", "has no number 'wall_seconds'"))],
+                      ("wall_seconds", "has no number 'wall_seconds'"),
+                      ("config", "has no 'config' (an object)"))],
     (lambda r: {**r, "record": {**r["record"], "test": {}}}, "lacks what the table shows"),
     (lambda r: {**r, "record": {**r["record"], "stopped_by": "interrupt", "steps": 12}},
      "its run was stopped by interrupt at step 12"),

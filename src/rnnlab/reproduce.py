@@ -307,6 +307,8 @@ def _not_a_record(record: object, row: Row) -> str:
         return "its \"record\" has no 'report' (lines of text)"
     if not isinstance(record.get("stopped_by"), str) or not isinstance(record.get("test"), dict):
         return "its \"record\" has no 'stopped_by' or no 'test'"
+    if not isinstance(record.get("config"), dict):  # (else "trained with others", which it is not)
+        return "its \"record\" has no 'config' (an object)"
     if record["stopped_by"] in ("interrupt", "time limit"):  # (written so before 2026-12-04)
         return f"its run was stopped by {record['stopped_by']} at step {record['steps']}"
     try:
