@@ -6,6 +6,7 @@ import json
 import os
 import pathlib
 
+import numpy as np
 import pytest
 
 from rnnlab import _blaschoice, settings
@@ -480,6 +481,7 @@ def test_mkl_is_credited_its_packed_product_only_where_the_loops_pack(monkeypatc
         pytest.skip("the mkl extra is not installed")
     fake = {"numpy": 3.0, "mkl": 2.0, "mkl-packed": 1.0, "tiles": 3.0}
     monkeypatch.setattr(calibration, "_best", lambda runs, repeats: {k: fake[k] for k in runs})
+    monkeypatch.setattr(calibration, "_calls_per_block", lambda m, k, n: 1)
     monkeypatch.setattr(calibration, "_large", lambda mkl, rng, repeats: {})
     packs = [k * n >= MIN_PACKED_VALUES for _, k, n in _blaschoice.SHAPES]
     assert packs == [False, True, True]
@@ -490,6 +492,62 @@ def test_mkl_is_credited_its_packed_product_only_where_the_loops_pack(monkeypatc
     setenv(RNNLAB_PACKED="0")
     assert calibration.measure()["mkl"] == [2e6, 2e6, 2e6]
     assert calibration.measure()["mkl in place"] == [2e6, 2e6, 2e6]
+
+
+def test_the_per_step_products_are_timed_as_the_loops_call_them(monkeypatch):
+    """Each per-step product is timed in blocks of calls made from compiled code (the kernels'
+    own gemm, NumPy's CBLAS symbol), each block checked to compute A·W, and the time of a
+    block is divided by its calls. Timed from Python, MKL's ctypes call added ~5 µs a product
+    and the tiles' dispatcher ~0.4: the calibration put the tiles ahead where the loops lost
+    on them (bench/README.md, "The calibration timed from compiled code")."""
+    from numba.core.dispatcher import Dispatcher
+
+    from rnnlab import _mkl
+    from rnnlab.fast import calibration, tiles
+
+    seen: dict[str, object] = {}
+
+    def fake_best(runs, repeats):
+        seen.update(runs)
+        return {name: 8e-6 for name in runs}  # a block of calls: 8 µs
+
+    monkeypatch.setattr(calibration, "_best", fake_best)
+    monkeypatch.setattr(calibration, "_calls_per_block", lambda m, k, n: 4)
+    mkl = _mkl.load()
+    rng = np.random.default_rng(0)
+    out = calibration._per_step(mkl, tiles, rng, ((4, 32, 64),), repeats=1)
+    assert out["tiles"] == pytest.approx([2.0]) and out["numpy"] == pytest.approx([2.0])
+    for name, run in seen.items():
+        fn = run.func
+        compiled = fn if isinstance(fn, Dispatcher) else calibration._compiled_kernel_calls()
+        assert isinstance(compiled, Dispatcher), name
+        assert run.args[-1] == 4, name
+    assert set(seen) >= {"numpy", "tiles"} | ({"mkl", "mkl-packed"} if mkl else set())
+
+
+def test_a_timed_product_that_computes_something_else_is_refused(monkeypatch):
+    from rnnlab.fast import calibration, tiles
+
+    monkeypatch.setattr(calibration, "_calls_per_block", lambda m, k, n: 1)
+    wrong = tiles.panels  # the tiles handed W's panels of another matrix
+    monkeypatch.setattr(tiles, "panels", lambda b: wrong(b[::-1].copy()))
+    rng = np.random.default_rng(0)
+    with pytest.raises(RuntimeError, match="computed something else"):
+        calibration._per_step(None, tiles, rng, ((4, 32, 64),), repeats=1)
+
+
+def test_without_numba_the_products_are_timed_from_python(monkeypatch):
+    """RNNLAB_NO_NUMBA (or numba missing): nothing compiled, plain calls (the loops do not run
+    then; the times only inform `rnnlab info`)."""
+    from rnnlab import _mkl
+    from rnnlab.fast import calibration
+
+    monkeypatch.setattr(_blaschoice, "tiles_measurable", lambda: False)
+    monkeypatch.setattr(calibration, "_numpy_calls",
+                        lambda: pytest.fail("compiled code asked for without numba"))  # fmt: skip
+    rng = np.random.default_rng(0)
+    out = calibration._per_step(_mkl.load(), None, rng, ((4, 32, 64),), repeats=2)
+    assert "tiles" not in out and all(t > 0 for times in out.values() for t in times)
 
 
 ARM_CPUINFO = """processor\t: 0

@@ -60,9 +60,10 @@ from rnnlab import _checks, settings
 if TYPE_CHECKING:
     from _ctypes import CFuncPtr
 
-FORMAT = 5  # 2: the tiles' timings and choice; 3: the large products' timings; 4: the key
+FORMAT = 6  # 2: the tiles' timings and choice; 3: the large products' timings; 4: the key
 # holds whether the tiles could be timed and RNNLAB_PACKED, and MKL's time is packed only
-# where the loops pack; 5: BPTT's products on W_hh where it lies (IN_PLACE_SHAPES)
+# where the loops pack; 5: BPTT's products on W_hh where it lies (IN_PLACE_SHAPES); 6: the
+# per-step products timed from compiled code (a cache of 5 held each library's call overhead)
 SHAPES = ((16, 128, 512), (32, 256, 1024), (64, 512, 2048))
 """(rows, K, N) of the timed products: half a batch of 32, 64 or 128 rows against W_hhᵀ of
 an LSTM with H = 128, 256, 512 — the per-step products of the bench's shapes."""

@@ -434,29 +434,30 @@ _CBLAS_HEAD = (types.int32, types.int32, types.int32, types.int64, types.int64, 
 _CBLAS_TAIL = (types.intp, types.int64, types.intp, types.int64)
 
 
-def _external(name: str, signature: Signature) -> Any:
+def external(name: str, signature: Signature) -> Any:
     """The C function `name` (added to LLVM's symbols by rnnlab.fast.blas) for compiled code to
     call. Typed Any: numba's stubs know a types.ExternalFunction as a numba type, not as the
     function it is in compiled code."""
     return types.ExternalFunction(name, signature)
 
 
-_sgemm = _external(
-    blas.SGEMM,
-    types.void(*_CBLAS_HEAD, types.float32, *_CBLAS_TAIL, types.float32, types.intp, types.int64),
+SGEMM_TYPE = types.void(
+    *_CBLAS_HEAD, types.float32, *_CBLAS_TAIL, types.float32, types.intp, types.int64
 )
-_dgemm = _external(
+"""cblas_sgemm's signature with 64-bit integers (NumPy's OpenBLAS, MKL's ILP64 interface)."""
+_sgemm = external(blas.SGEMM, SGEMM_TYPE)
+_dgemm = external(
     blas.DGEMM,
     types.void(*_CBLAS_HEAD, types.float64, *_CBLAS_TAIL, types.float64, types.intp, types.int64),
 )
 
 
 _COMPUTE_HEAD = (types.int32, types.int64, types.int64, types.int64, types.int64, types.int64)
-_sgemm_compute = _external(
+_sgemm_compute = external(
     blas.SGEMM_COMPUTE,
     types.void(*_COMPUTE_HEAD, *_CBLAS_TAIL, types.float32, types.intp, types.int64),
 )
-_dgemm_compute = _external(
+_dgemm_compute = external(
     blas.DGEMM_COMPUTE,
     types.void(*_COMPUTE_HEAD, *_CBLAS_TAIL, types.float64, types.intp, types.int64),
 )
