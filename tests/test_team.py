@@ -159,6 +159,52 @@ def test_watching_waits_for_a_change_or_a_value_gives_up_and_stops_when_not_allo
     assert time.perf_counter() - start < 1
 
 
+def test_a_worker_publishes_its_part_done_then_watches_for_the_next():
+    """_done_then_watch, what a worker runs between two parts without the GIL: the part done
+    published first; -1 at once where the caller sleeps waiting (it must be woken); else 1
+    when a part numbered other than `seen` came (after its grace), 0 when none did."""
+    flags, allowed = np.zeros(24, np.int64), np.ones(1, np.int64)
+    assert team._done_then_watch(flags, 5, 0, 0, 0, allowed) == 0  # nothing posted: looks once
+    assert flags[team._DONE] == 5
+    flags[team._WAITING] = 1
+    waking = lambda: team._done_then_watch(flags, 6, 0, 10**15, 0, allowed)  # noqa: E731
+    assert _within(waking, 5) == -1  # at once: wake the caller
+    assert flags[team._DONE] == 6
+    flags[team._WAITING] = 0
+    flags[team._POSTED] = 1
+    assert team._done_then_watch(flags, -1, 0, 0, 0, allowed) == 1  # -1: nothing published
+    assert flags[team._DONE] == 6
+    if team._X86:
+        grace = int(0.05 * team.ticks_per_second())
+        start = time.perf_counter()
+        assert team._done_then_watch(flags, 7, 0, 0, grace, allowed) == 1
+        assert time.perf_counter() - start >= 0.04  # its grace waited out
+        later = threading.Timer(0.02, lambda: flags.__setitem__(team._POSTED, 2))
+        later.start()
+        assert _within(lambda: team._done_then_watch(flags, 8, 1, 10**15, 0, allowed)) == 1
+        later.join()
+    allowed[0] = 0  # outside a session: looks once
+    assert team._done_then_watch(flags, 9, 2, 10**15, 0, allowed) == 0
+
+
+def test_a_caller_asleep_on_a_long_part_is_woken_when_it_ends():
+    """With no spin the caller sleeps at once; the worker, publishing its part done without
+    the GIL, sees the caller's flag and wakes it (without, it would find the part done only
+    at its once-a-second look)."""
+    t = team.Team(1)
+    team.set_spinning(True)
+    try:
+        with settings.override(spin=0.0):
+            for _ in range(3):
+                start = time.perf_counter()
+                _within(lambda: t.run(lambda a, b: time.sleep(0.05 * a), [(0, 1), (1, 2)]))
+                assert time.perf_counter() - start < 0.9
+                assert t._workers[0].flags[team._WAITING] == 0
+    finally:
+        team.set_spinning(False)
+        t.close()
+
+
 def _states(thread: threading.Thread, samples: int = 20, every: float = 0.01) -> list[str]:
     """The thread's state as Linux reports it (R running or ready to run, S asleep), sampled
     `samples` times. A spinning thread is R however busy the machine is (it yields its core

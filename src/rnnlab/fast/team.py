@@ -12,7 +12,13 @@ the same way. OpenMP's threads (PyTorch's) and OpenBLAS's wait busily instead.
 So a worker that finishes a part watches a flag for the next one for `spin` seconds
 (RNNLAB_SPIN, 0.005 s unless set; 0 sleeps at once) before it sleeps on a condition
 variable, and the thread that handed the parts out watches each worker's done-flag the same
-way. The watching runs in compiled code that holds no GIL: a pause instruction per turn, the
+way. The GIL is the other place a thread can fall asleep: CPython's `take_gil` sleeps on a
+condition variable whenever another thread holds it. So a worker publishes its part done and
+watches for the next from compiled code, without the GIL (it wakes a caller that sleeps only
+where that caller says so, by a flag each side writes then reads the other's, sequentially
+consistent), and one that saw its next part waits a grace of GRACE seconds more before it
+takes the GIL, while the caller goes from handing the part over into its own part's compiled
+code. The watching runs in compiled code that holds no GIL: a pause instruction per turn, the
 time-stamp counter read against the budget every YIELD_EVERY turns, and sched_yield then
 too, so that a thread ready to run on the same core (more busy threads than cores) is not
 kept off it for a scheduler tick. It stops at once when no rnnlab session is open
@@ -93,6 +99,35 @@ def _load_acquire(typingctx: Any, flags: Any, i: Any) -> Any:
 
 
 @intrinsic
+def _load_seq_cst(typingctx: Any, flags: Any, i: Any) -> Any:
+    """flags[i] read in the single total order of sequentially consistent accesses (after
+    this thread's `_store_seq_cst` before it, which a plain or acquire read on x86 is not)."""
+    sig = types.int64(flags, i)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        return builder.load_atomic(builder.gep(data, [args[1]]), "seq_cst", 8)
+
+    return sig, codegen
+
+
+@intrinsic
+def _store_seq_cst(typingctx: Any, flags: Any, i: Any, value: Any) -> Any:
+    """flags[i] = value, sequentially consistent: no later read of this thread is done
+    before it (x86: an xchg, a full fence)."""
+    sig = types.void(flags, i, value)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        builder.store_atomic(builder.sext(args[2], ir.IntType(64))
+                             if args[2].type != ir.IntType(64) else args[2],
+                             builder.gep(data, [args[1]]), "seq_cst", 8)  # fmt: skip
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
 def _relax(typingctx: Any) -> Any:
     """The CPU's pause instruction (x86; nothing elsewhere): a spinning core yields its
     pipeline to the other hardware thread and draws less power."""
@@ -156,6 +191,34 @@ def _watch(flags: Any, i: int, value: int, equal: bool, ticks: int, allowed: Any
     return (_load_acquire(flags, i) == value) == equal  # type: ignore[call-arg]
 
 
+@njit(cache=True, nogil=True)
+def _publish(flags: Any, i: int, value: int) -> None:
+    """flags[i] = value, sequentially consistent (the caller going to sleep: `_Worker.wait`)."""
+    _store_seq_cst(flags, i, value)  # type: ignore[call-arg]  # (as in _now)
+
+
+@njit(cache=True, nogil=True)
+def _done_then_watch(flags: Any, done: int, seen: int, ticks: int, grace: int,
+                     allowed: Any) -> int:  # fmt: skip
+    """A worker between two parts, without the GIL: publish `done` as its last part done
+    (done ≥ 0), then watch for a part numbered other than `seen` as `_watch` does. 1 when one
+    came (after `grace` ticks more, see `_Worker`), 0 when none came, -1 at once when the
+    caller sleeps waiting for `done` (it must be woken)."""
+    if done >= 0:
+        _store_seq_cst(flags, _DONE, done)  # type: ignore[call-arg]  # (as in _now)
+        if _load_seq_cst(flags, _WAITING) != 0:
+            return -1
+    if not _watch(flags, _POSTED, seen, False, ticks, allowed):
+        return 0
+    if grace > 0 and _X86:
+        start: int = _ticks()  # type: ignore[call-arg]
+        turn = 0
+        while _ticks() - start < grace and turn < grace:
+            _relax()
+            turn += 1
+    return 1
+
+
 _allowed = np.zeros(1, np.int64)  # 1 while a session is open: the workers may spin
 
 
@@ -183,6 +246,21 @@ def ticks_per_second() -> float:
 
 
 MAX_TICKS = 1 << 62  # any RNNLAB_SPIN, however large, fits an int64 of ticks
+GRACE = 10e-6
+"""Seconds a worker that saw its next part waits on, still without the GIL, before it takes
+the GIL to start the part (`_done_then_watch`). The caller holds the GIL from publishing the
+part until its own part's compiled code releases it (a few µs of Python and numba's dispatch);
+a worker that asks for the GIL meanwhile sleeps on CPython's GIL condition variable and is
+woken only when the caller lets it go, tens of µs later on a virtual machine. On an Intel
+Xeon (model 167) a hand-over inside a session took 55 µs, 31 with the worker publishing its
+part done without the GIL, 16 with a grace of 3 µs as well for an empty part; over the
+bench's S1–S2 steps 10 µs did best of 3, 5, 10, 20 and 40 (bench/README.md, "Hand-overs
+without waiting for the GIL")."""
+
+
+@functools.cache
+def _grace_ticks() -> int:
+    return int(GRACE * ticks_per_second())
 
 
 def _ticks_to_spin() -> int:
@@ -191,7 +269,7 @@ def _ticks_to_spin() -> int:
 
 # Each flag on a cache line of its own (int64s 8 apart): the handing thread writes one, the
 # worker the other, and each watches the one the other writes.
-_POSTED, _DONE = 0, 8
+_POSTED, _DONE, _WAITING = 0, 8, 16  # _WAITING: 1 while the caller sleeps on `woken`
 _CLOSE = object()  # the job that ends a worker's thread (Team.close)
 
 _Job = tuple[Callable[[int, int], object], int, int, Any, int]  # fn, a, b, errstate, ticks
@@ -202,7 +280,7 @@ class _Worker:
     part it did) and its slot: the last part handed to it, with its number."""
 
     def __init__(self, index: int) -> None:
-        self.flags = np.zeros(16, np.int64)
+        self.flags = np.zeros(24, np.int64)
         self.woken = threading.Condition()
         self.slot: tuple[int, _Job | object] | None = None
         self.error: BaseException | None = None
@@ -215,8 +293,15 @@ class _Worker:
         except Exception:  # noqa: BLE001  (a speed setting: the parts run right without it)
             pass
         seen = ticks = 0
+        done = -1
         while True:
-            if not _watch(self.flags, _POSTED, seen, False, ticks, _allowed):
+            came = _done_then_watch(self.flags, done, seen, ticks, _grace_ticks(), _allowed)
+            if came < 0:  # the caller sleeps waiting for this part: wake it, then watch
+                with self.woken:
+                    self.woken.notify_all()
+                came = _done_then_watch(self.flags, -1, seen, ticks, _grace_ticks(), _allowed)
+            done = -1
+            if came == 0:
                 with self.woken:
                     while self.flags[_POSTED] == seen:
                         self.woken.wait()
@@ -232,9 +317,7 @@ class _Worker:
                 ticks = job[4]
                 self.error = _do(job)
                 slot = job = None  # nothing of the part's (its closure's arrays) kept alive
-            self.flags[_DONE] = number
-            with self.woken:
-                self.woken.notify_all()
+            done = number  # published by _done_then_watch, without the GIL
 
     def post(self, job: _Job | object) -> None:
         """Hand the worker a job (_CLOSE: end its thread). The slot is filled before the
@@ -253,10 +336,14 @@ class _Worker:
         posted = int(self.flags[_POSTED])
         if not _watch(self.flags, _DONE, posted, True, ticks, _allowed):
             with self.woken:
-                while self.flags[_DONE] != posted:
-                    if not self.woken.wait(timeout=1.0) and not self.thread.is_alive():
-                        raise RuntimeError(f"rnnlab's worker thread {self.thread.name} ended "
-                                           "with a part still to do")  # fmt: skip
+                _publish(self.flags, _WAITING, 1)  # then read _DONE: see _done_then_watch
+                try:
+                    while self.flags[_DONE] != posted:
+                        if not self.woken.wait(timeout=1.0) and not self.thread.is_alive():
+                            raise RuntimeError(f"rnnlab's worker thread {self.thread.name} "
+                                               "ended with a part still to do")  # fmt: skip
+                finally:
+                    self.flags[_WAITING] = 0
         error, self.error = self.error, None
         return error
 
