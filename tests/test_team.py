@@ -132,7 +132,7 @@ def test_two_callers_at_once_and_a_part_that_splits_again_both_finish():
 
 
 def test_watching_waits_for_a_change_or_a_value_gives_up_and_stops_when_not_allowed():
-    flags, allowed = np.zeros(1, np.int64), np.ones(1, np.int64)
+    flags, allowed = np.zeros(1, np.int64), np.array([1, 0], np.int64)  # [1]: no lingering
     ms = int(team.ticks_per_second() / 1000)
     start = time.perf_counter()
     try:  # nothing changes: it gives up after its 20 ms (stopped by `allowed` if it does not)
@@ -163,7 +163,7 @@ def test_a_worker_publishes_its_part_done_then_watches_for_the_next():
     """_done_then_watch, what a worker runs between two parts without the GIL: the part done
     published first; -1 at once where the caller sleeps waiting (it must be woken); else 1
     when a part numbered other than `seen` came (after its grace), 0 when none did."""
-    flags, allowed = np.zeros(24, np.int64), np.ones(1, np.int64)
+    flags, allowed = np.zeros(24, np.int64), np.array([1, 0], np.int64)
     assert team._done_then_watch(flags, 5, 0, 0, 0, allowed) == 0  # nothing posted: looks once
     assert flags[team._DONE] == 5
     flags[team._WAITING] = 1
@@ -268,6 +268,33 @@ def test_a_worker_spins_after_its_part_only_while_allowed_and_for_its_spin():
     finally:
         team.set_spinning(False)
         t.close()
+
+
+@ON_LINUX_X86
+def test_the_workers_linger_after_a_session_then_sleep(setenv, monkeypatch):
+    """After the last session closes the workers watch on for LINGER seconds (RNNLAB_SPIN if
+    shorter), then sleep; a part handed over meanwhile is taken (the next session's)."""
+    setenv(RNNLAB_NUM_THREADS="2")
+    if not parallel.enabled():
+        pytest.skip("splitting is off here (NumPy's OpenBLAS thread count not under control)")
+    monkeypatch.setattr(team, "LINGER", 0.6)  # long enough to see (1 ms in use)
+    with settings.override(spin=30.0):
+        with parallel.session():
+            parallel.run_parts(lambda a, b: None, [(0, 1), (1, 2)])
+            worker = parallel._workers(1)._workers[0].thread
+        closed = time.perf_counter()
+        assert team._allowed[0] == 0 and team._allowed[1] > 0
+        assert _spins(worker)  # 0.2 s of the 0.6
+        with parallel.session():
+            parallel.run_parts(lambda a, b: None, [(0, 1), (1, 2)])  # taken while lingering
+        time.sleep(max(0.0, closed + 1.5 - time.perf_counter()))
+        assert _sleeps(worker)  # asleep after the linger
+    with settings.override(spin=0.1):  # RNNLAB_SPIN shorter: it bounds the linger
+        with parallel.session():
+            parallel.run_parts(lambda a, b: None, [(0, 1), (1, 2)])
+        assert team._allowed[1] - team._now() <= 0.11 * team.ticks_per_second()
+    team.set_spinning(False)  # at once (the interpreter's end, a fork): no lingering
+    assert team._allowed[:].tolist() == [0, 0]
 
 
 @ON_LINUX_X86

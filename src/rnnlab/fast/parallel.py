@@ -135,7 +135,7 @@ def session():
             _depth -= 1
             _own.depth -= 1
             if _depth == 0:
-                team.set_spinning(False)
+                team.set_spinning(False, linger=True)
                 set_(_saved)
 
 

@@ -22,10 +22,10 @@ code. The watching runs in compiled code that holds no GIL: a pause instruction 
 time-stamp counter read against the budget every YIELD_EVERY turns, and sched_yield then
 too, so that a thread ready to run on the same core (more busy threads than cores) is not
 kept off it for a scheduler tick. It stops at once when no rnnlab session is open
-(`set_spinning`, which rnnlab.fast.parallel calls at the edges of its outermost session):
-outside a session NumPy's OpenBLAS has its own threads back, and a spinning core would halve
-the speed of the one of theirs that shares it. Where there is no time-stamp counter to spin
-by (not x86) the threads sleep at once, as before.
+(`set_spinning`, which rnnlab.fast.parallel calls at the edges of its outermost session),
+or LINGER seconds after it: outside a session NumPy's OpenBLAS has its own threads back.
+Where there is no time-stamp counter to spin by (not x86) the threads sleep at once, as
+before.
 
 A worker's part writes into the caller's arrays, so `Team.run` returns, or raises, only once
 every part it handed out has ended, whatever interrupts it: the caller waits for each
@@ -38,7 +38,8 @@ halfway never leaves the worker without its slot or its number.
     Team(size).run(fn, parts)    fn(*parts[0]) here, fn(*parts[i]) on worker i; returns
                                  or raises once every part has ended
     Team.close()                 ends the workers' threads
-    set_spinning(on)             let the workers watch (inside a session) or not
+    set_spinning(on, linger)     let the workers watch (inside a session) or not (at once,
+                                 or after LINGER seconds)
     ticks_per_second() -> float  the rate of the clock the watching reads (measured once)
 """
 
@@ -172,14 +173,17 @@ def _now() -> int:
 def _watch(flags: Any, i: int, value: int, equal: bool, ticks: int, allowed: Any) -> bool:
     """Wait until (flags[i] == value) is `equal`, for at most `ticks` ticks of the time-stamp
     counter (and as many turns: a turn takes more than a tick) and while allowed[0] is
-    nonzero; True if it came. Every YIELD_EVERY turns the thread offers its core to another
-    thread ready to run on it (sched_yield, which returns at once when there is none): where
+    nonzero or the counter is below allowed[1] (`_allowed`); True if it came. Every
+    YIELD_EVERY turns the thread offers its core to another thread ready to run on it
+    (sched_yield, which returns at once when there is none): where
     a program has more busy threads than cores, the thread being waited for may be the one
     waiting for this core. Without a time-stamp counter (not x86) it looks once."""
     if ticks > 0 and _X86:
         start: int = _ticks()  # type: ignore[call-arg]  # (as in _now)
         turn = 0
-        while (_load_acquire(flags, i) == value) != equal and _load_acquire(allowed, 0) != 0:
+        while (_load_acquire(flags, i) == value) != equal and (
+            _load_acquire(allowed, 0) != 0 or _ticks() < _load_acquire(allowed, 1)
+        ):
             turn += 1
             if turn % YIELD_EVERY == 0:
                 if _ticks() - start > ticks or turn > ticks:
@@ -219,13 +223,30 @@ def _done_then_watch(flags: Any, done: int, seen: int, ticks: int, grace: int,
     return 1
 
 
-_allowed = np.zeros(1, np.int64)  # 1 while a session is open: the workers may spin
+# [0]: 1 while a session is open, the workers may spin; [1]: the tick until which they may
+# spin on after it closed (LINGER)
+_allowed = np.zeros(2, np.int64)
+
+LINGER = 1e-3
+"""Seconds the workers go on watching for a part after the last session closed (RNNLAB_SPIN
+if shorter), so that a program that calls rnnlab layer by layer, or a forward then a
+backward pass with a loss between them in NumPy, finds them awake at its next session
+instead of waking a sleeping thread (~50 µs a session on a virtual machine). A watcher
+offers its core to any thread ready to run on it every YIELD_EVERY turns, so NumPy's own
+OpenBLAS threads meanwhile lose nothing measurable: a two-thread 256³–1024³ product right
+after an rnnlab call took as long with 1 ms of lingering as without (bench/README.md,
+"Workers that linger after a session")."""
 
 
-def set_spinning(on: bool) -> None:
+def set_spinning(on: bool, linger: bool = False) -> None:
     """Let the workers (and the thread waiting for them) watch their flags busily, or stop
-    them watching at once."""
-    _allowed[0] = 1 if on else 0
+    them watching: at once, or (linger) after LINGER seconds (RNNLAB_SPIN if shorter)."""
+    if on:
+        _allowed[0] = 1
+        return
+    lasting = min(LINGER, settings.current().spin) if linger else 0.0
+    _allowed[1] = _now() + int(lasting * ticks_per_second()) if lasting > 0 and _X86 else 0
+    _allowed[0] = 0
 
 
 atexit.register(set_spinning, False)  # no daemon thread spins while the interpreter ends
@@ -237,7 +258,7 @@ def ticks_per_second() -> float:
     where there is no such counter (not x86), and the threads then never spin."""
     if not _X86:
         return 0.0
-    _watch(np.ones(1, np.int64), 0, 0, False, 0, np.ones(1, np.int64))  # compiled or loaded
+    _watch(np.ones(1, np.int64), 0, 0, False, 0, np.ones(2, np.int64))  # compiled or loaded
     _now()
     start, t0 = _now(), time.perf_counter()
     while time.perf_counter() - t0 < 0.002:
