@@ -140,7 +140,7 @@ def test_a_huge_T_is_refused_by_name_and_out_of_memory_names_the_commands_option
     capsys, monkeypatch
 ):
     line = error_of(capsys, "train", "adding", "--T", 10**9, "--quiet")
-    assert "`T` must be a size whose validation and test sequences" in line, line
+    assert "`--T` must be a size whose validation and test sequences" in line, line
     from rnnlab.cli import gradflow
 
     def out_of_memory(argv):
@@ -246,7 +246,7 @@ def test_sample_starts_from_a_character_the_run_knows_without_a_prime(capsys, tm
 # ------------------------------------------------------------------ pytokens
 def test_pytokens_too_small_a_train_size_names_train_size_and_seq_len(capsys):
     line = error_of(capsys, "train", "pytokens", "--train-size", 500, *TINY)
-    assert "`train_size` must be at least 2,0" in line and "seq_len = 100" in line, line
+    assert "`--train-size` must be at least 2,0" in line and "seq_len = 100" in line, line
 
 
 def test_a_pytokens_run_keeps_its_vocabulary_where_the_standard_library_differs(
@@ -300,7 +300,7 @@ def test_a_beam_wider_than_the_target_vocabulary_is_refused(capsys, tmp_path, mo
 
 def test_a_train_size_too_large_to_make_is_refused(capsys):
     line = error_of(capsys, "train", "dates", "--train-size", 2_000_000, "--steps", 1, *TINY)
-    assert "`train_size` must be at most 1,000,000 pairs for the dates task" in line, line
+    assert "`--train-size` must be at most 1,000,000 pairs for the dates task" in line, line
 
 
 def test_files_read_where_there_is_no_o_nonblock(tmp_path, monkeypatch):

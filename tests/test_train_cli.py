@@ -371,6 +371,24 @@ def error_of(capsys, *args):
     return err
 
 
+def test_a_refused_setting_is_named_where_it_was_given(tmp_path, capsys):
+    """An option as it is typed (`--batch-size`, not TrainConfig's `batch_size`); a setting of
+    a --config file by its key, after the file's name; an option given beside a --config file
+    as the option (it was named as the file's before)."""
+    config = tmp_path / "c.toml"
+    config.write_text('task = "adding"\nbatch_size = 0\n')
+    said = error_of(capsys, "train", "--config", config)
+    assert f"{config}: `batch_size` must be a positive integer; got 0" in said
+    config.write_text('task = "adding"\nhidden = 8\n')
+    said = error_of(capsys, "train", "--config", config, "--batch-size", 0)
+    assert said.startswith("rnnlab: error: `--batch-size` must be a positive integer; got 0")
+    # refused by the task, not by TrainConfig: the option's name too
+    said = error_of(capsys, "train", "--config", config, "--bptt", 5)
+    assert said.startswith("rnnlab: error: `--bptt` must be 0 for the adding task")
+    config.write_text('task = "adding"\nbptt = 5\n')  # from the file: its key, as before
+    assert "`bptt` must be 0 for the adding task" in error_of(capsys, "train", "--config", config)
+
+
 def test_bad_input_one_line_errors(tmp_path, capsys, corpus):
     assert "`task` must be one of" in error_of(capsys, "train", "nosuchtask")
     assert "invalid choice: 'transformer'" in error_of(  # argparse's, on one line
@@ -394,8 +412,8 @@ def test_bad_input_one_line_errors(tmp_path, capsys, corpus):
     unknown.write_text('task = "adding"\nhiddne = 3\n')
     assert "unknown setting 'hiddne'" in error_of(capsys, "train", "--config", unknown)
     assert "run directory" in error_of(capsys, "evaluate", tmp_path)
-    assert "`lr` must be a finite number > 0" in error_of(capsys, "train", "adding", "--lr", "-1")
-    assert "`bptt` must be 0 for the adding task" in error_of(
+    assert "`--lr` must be a finite number > 0" in error_of(capsys, "train", "adding", "--lr", "-1")
+    assert "`--bptt` must be 0 for the adding task" in error_of(
         capsys, "train", "adding", "--bptt", "5"
     )
 
@@ -720,10 +738,10 @@ def test_a_saved_jordan_run_with_dropout_still_loads(tmp_path, capsys):
 
 
 def test_late_added_messages(tmp_path, capsys):
-    assert "`teacher_forcing` must be a probability" in error_of(
+    assert "`--teacher-forcing` must be a probability" in error_of(
         capsys, "train", "copy", "--teacher-forcing", "1.5"
     )
-    assert "`bidirectional` must be off for charlm" in error_of(
+    assert "`--bidirectional` must be off for charlm" in error_of(
         capsys, "train", "charlm", "--bidirectional", "--steps", "1"
     )
     assert "needs a task with an output at every step" in error_of(

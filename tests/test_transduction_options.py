@@ -31,7 +31,7 @@ def test_input_dropout_is_checked_with_its_name(tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2, err
         lines = [ln for ln in err.splitlines() if ln.startswith("rnnlab: error:")]
-        assert len(lines) == 1 and "`input_dropout` must be a number in [0, 1)" in lines[0], err
+        assert len(lines) == 1 and "`--input-dropout` must be a number in [0, 1)" in lines[0], err
     from rnnlab import tasks
     from rnnlab.train import TrainConfig
 
@@ -45,10 +45,10 @@ def test_input_dropout_is_checked_with_its_name(tmp_path, capsys):
 
 def test_source_conv_and_valid_fold_are_checked_with_their_names(tmp_path, capsys):
     cases = (
-        (["caption", "--source-conv", "-1"], "`source_conv` must be a non-negative integer"),
-        (["dates", "--source-conv", "4"], "`source_conv` must be 0 for the dates task"),
-        (["caption", "--valid-fold", "10"], "`valid_fold` must be an integer from 0 to 9"),
-        (["caption", "--valid-fold", "-1"], "`valid_fold` must be a non-negative integer"),
+        (["caption", "--source-conv", "-1"], "`--source-conv` must be a non-negative integer"),
+        (["dates", "--source-conv", "4"], "`--source-conv` must be 0 for the dates task"),
+        (["caption", "--valid-fold", "10"], "`--valid-fold` must be an integer from 0 to 9"),
+        (["caption", "--valid-fold", "-1"], "`--valid-fold` must be a non-negative integer"),
     )
     for args, message in cases:
         code = run_cli("train", *args, *TINY, "--steps", 1, "--run-dir", tmp_path / "x")
@@ -65,7 +65,7 @@ def test_a_new_run_refuses_a_beam_wider_than_its_target_symbols(tmp_path, capsys
                    "--run-dir", tmp_path / "x")  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and not (tmp_path / "x").exists(), err
-    assert err.startswith("rnnlab: error: `beam` must be a width from 1 to ")
+    assert err.startswith("rnnlab: error: `--beam` must be a width from 1 to ")
     assert "for the dates task" in err and "got 100000 instead" in err
 
 

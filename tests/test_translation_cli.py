@@ -388,10 +388,10 @@ def test_translate_pads_no_short_source_to_a_long_ones_length(dates_run, monkeyp
 
 
 def test_bad_settings_for_the_encoder_decoder_tasks(tmp_path, capsys):
-    assert "`cell` must be one of rnn" in error_of(capsys, "train", "dates", "--cell", "jordan")
-    assert "`bptt` must be 0 (full BPTT" in error_of(capsys, "train", "dates", "--bptt", 5)
-    assert "`proj_size` must be 0" in error_of(capsys, "train", "dates", "--proj-size", 4)
-    assert "`beam` must be a positive integer" in error_of(capsys, "train", "dates", "--beam", 0)
+    assert "`--cell` must be one of rnn" in error_of(capsys, "train", "dates", "--cell", "jordan")
+    assert "`--bptt` must be 0 (full BPTT" in error_of(capsys, "train", "dates", "--bptt", 5)
+    assert "`--proj-size` must be 0" in error_of(capsys, "train", "dates", "--proj-size", 4)
+    assert "`--beam` must be a positive integer" in error_of(capsys, "train", "dates", "--beam", 0)
     assert "invalid choice: 'dot'" in error_of(capsys, "train", "dates", "--attention", "dot")
     assert (
         run_cli(

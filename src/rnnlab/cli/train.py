@@ -3,8 +3,10 @@ new or resumed, alone or on the ranks of an MPI job."""
 
 from __future__ import annotations
 
+import re
 import sys
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 from rnnlab import io, runs, settings
@@ -72,8 +74,10 @@ def _config_from_args(args) -> tuple:
     given = {**settings, **overrides}
     base = tasks.defaults_for(task, given.get("cell"), given.get("T"))  # per cell and length
     merged = {**base, **given, "task": task}
-    cfg = TrainConfig.from_dict(merged, source=args.config or "options",
-                                tasks=tasks.TASK_NAMES)  # fmt: skip
+    try:
+        cfg = TrainConfig.from_dict(merged, source="options", tasks=tasks.TASK_NAMES)
+    except ValueError as e:  # named where the value was given: an option, or the file's key
+        raise ValueError(_as_given(str(e), overrides, args.config)) from None
     data = settings.get("data")
     if task == "charlm" and data == "" and "data" not in overrides:  # (as `--data ""` is)
         raise UsageError(f"{args.config}: `data` must be the path of a file (not empty); got "
@@ -86,6 +90,20 @@ def _config_from_args(args) -> tuple:
     for text in cfg.without_effect({*settings, *overrides}):
         print(f"rnnlab: warning: {text}", file=sys.stderr)
     return task, cfg
+
+
+def _as_given(message: str, options: Collection[str], config: str | None) -> str:
+    """A refusal of a setting as the user wrote the setting it names first: `--batch-size`
+    where the value came from the command line (TrainConfig and the tasks say `batch_size`),
+    else the --config file's name before it (where given)."""
+    named = re.match(r"`(\w+)`", message)
+    if named and named[1] in options:
+        return f"`--{named[1].replace('_', '-')}`" + message[named.end() :]
+    if config is None:
+        return message
+    if message.startswith("options: "):  # (TrainConfig's word for a table of settings)
+        message = message[len("options: ") :]
+    return f"{config}: {message}"
 
 
 def cmd_train(args) -> int:
@@ -294,12 +312,18 @@ def _prepare_train(args, comm) -> tuple:
             cfg.batch_size *= comm.size
         if args.run_dir:
             _new_run_dir_ok(Path(args.run_dir), "train")
-        task = tasks.make_task(cfg)
-        for said in task.check_new_run() if hasattr(task, "check_new_run") else []:
-            if say:  # (once under MPI, not once a rank)
-                print(f"rnnlab: warning: {said}", file=sys.stderr)
-        spec = tasks.model_spec(cfg, task)
-        model = tasks.build_model(spec, seed=cfg.seed)
+        try:
+            task = tasks.make_task(cfg)
+            for said in task.check_new_run() if hasattr(task, "check_new_run") else []:
+                if say:  # (once under MPI, not once a rank)
+                    print(f"rnnlab: warning: {said}", file=sys.stderr)
+            spec = tasks.model_spec(cfg, task)
+            model = tasks.build_model(spec, seed=cfg.seed)
+        except ValueError as e:  # the task's or the model's refusal of a setting: an option?
+            options = {k for k in vars(args) if k in TrainConfig.fields()}
+            if type(e) is not ValueError or _as_given(str(e), options, None) == str(e):
+                raise
+            raise ValueError(_as_given(str(e), options, None)) from None
         # None: cmd_train makes the directory once every rank has started
         new_dir = Path(args.run_dir) if args.run_dir else None
         trainer = _make_trainer(comm, model, task, cfg, new_dir or Path("runs"), spec=spec,
