@@ -87,29 +87,27 @@ _YIELDS = _sched_yield_known()
 _sched_yield = types.ExternalFunction("sched_yield", types.int32())
 
 
-@intrinsic
-def _load_acquire(typingctx: Any, flags: Any, i: Any) -> Any:
-    """flags[i] read with acquire ordering: a read LLVM may not hoist out of a loop."""
-    sig = types.int64(flags, i)
+def _atomic_load(ordering: str) -> Any:
+    """An intrinsic load(flags, i): flags[i] read atomically with this LLVM ordering."""
 
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        return builder.load_atomic(builder.gep(data, [args[1]]), "acquire", 8)
+    @intrinsic
+    def load(typingctx: Any, flags: Any, i: Any) -> Any:
+        sig = types.int64(flags, i)
 
-    return sig, codegen
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            data = context.make_array(signature.args[0])(context, builder, args[0]).data
+            return builder.load_atomic(builder.gep(data, [args[1]]), ordering, 8)
+
+        return sig, codegen
+
+    return load
 
 
-@intrinsic
-def _load_seq_cst(typingctx: Any, flags: Any, i: Any) -> Any:
-    """flags[i] read in the single total order of sequentially consistent accesses (after
-    this thread's `_store_seq_cst` before it, which a plain or acquire read on x86 is not)."""
-    sig = types.int64(flags, i)
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        return builder.load_atomic(builder.gep(data, [args[1]]), "seq_cst", 8)
-
-    return sig, codegen
+_load_acquire = _atomic_load("acquire")
+"""flags[i] read with acquire ordering: a read LLVM may not hoist out of a loop."""
+_load_seq_cst = _atomic_load("seq_cst")
+"""flags[i] read in the single total order of sequentially consistent accesses (after this
+thread's `_store_seq_cst` before it, which a plain or acquire read on x86 is not)."""
 
 
 @intrinsic
@@ -192,7 +190,7 @@ def _watch(flags: Any, i: int, value: int, equal: bool, ticks: int, allowed: Any
                     _sched_yield()
             else:
                 _relax()
-    return (_load_acquire(flags, i) == value) == equal  # type: ignore[call-arg]
+    return bool((_load_acquire(flags, i) == value) == equal)
 
 
 @njit(cache=True, nogil=True)
