@@ -482,3 +482,34 @@ def test_ticks_per_second_is_measured_and_the_spin_converts_to_ticks():
         assert team._ticks_to_spin() == int(0.002 * rate)
     with settings.override(spin=0.0):
         assert team._ticks_to_spin() == 0
+
+
+def test_an_interrupt_inside_a_hand_over_to_a_sleeping_worker_still_wakes_it():
+    """As above with the worker asleep (outside a session, RNNLAB_SPIN=0): the hand-over's
+    own notify interrupted, the caller's wait must wake the worker, else each waits for the
+    other for ever."""
+    t = team.Team(1)
+    w = t._workers[0]
+    ended: list[int] = []
+
+    def part(a: int, b: int) -> None:
+        if a == 1:
+            time.sleep(0.1)
+            ended.append(a)
+
+    try:
+        w.woken = _NotifyInterrupted()  # the worker sleeps on this one from its next turn
+        with settings.override(spin=0.0):
+            w.woken.interrupted = True  # (this hand-over's notify goes through)
+            _within(lambda: t.run(lambda a, b: None, [(0, 1), (1, 2)]))
+            w.woken.interrupted = False
+            time.sleep(0.05)  # the worker asleep on w.woken
+            with pytest.raises(KeyboardInterrupt):
+                _within(lambda: t.run(part, [(0, 1), (1, 2)]), 10)
+            assert ended == [1]
+            _within(lambda: t.run(part, [(0, 1), (1, 2)]), 10)  # and the team goes on
+            assert ended == [1, 1]
+    finally:
+        with w.woken:  # (a hung hand-over woken, so that close does not wait for it)
+            threading.Condition.notify_all(w.woken)
+        t.close()
