@@ -246,7 +246,7 @@ def test_a_variant_of_another_cell_is_refused(capsys):
     code = cli.main(["train", "adding", "--cell", "gru", "--peephole", "--steps", "1"])
     assert code == 2
     err = capsys.readouterr().err
-    assert "`peephole` must be unset unless cell = 'lstm'" in err
+    assert "`--peephole` must be unset unless cell = 'lstm'" in err
 
 
 def test_layers_show_their_cell():
