@@ -513,3 +513,30 @@ def test_an_interrupt_inside_a_hand_over_to_a_sleeping_worker_still_wakes_it():
         with w.woken:  # (a hung hand-over woken, so that close does not wait for it)
             threading.Condition.notify_all(w.woken)
         t.close()
+
+
+def test_an_interrupt_as_the_caller_goes_to_sleep_leaves_no_flag_asking_for_wake_ups(monkeypatch):
+    """_WAITING set and the wait interrupted before it slept: the flag is cleared all the
+    same. Left at 1, the worker would take the GIL to notify after every later part, the
+    hand-over cost that publishing without the GIL saves."""
+    t = team.Team(1)
+    w = t._workers[0]
+    publish = team._publish
+    interrupted: list[bool] = []
+
+    def interrupted_after(flags, i, value):  # the flag published, then the interrupt
+        publish(flags, i, value)
+        if not interrupted:
+            interrupted.append(True)
+            deadline = time.perf_counter() + 10
+            while flags[team._DONE] != flags[team._POSTED] and time.perf_counter() < deadline:
+                time.sleep(0.001)  # the worker's part done meanwhile: the retry finds it
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(team, "_publish", interrupted_after)
+    try:
+        with settings.override(spin=0.0), pytest.raises(KeyboardInterrupt):
+            _within(lambda: t.run(lambda a, b: time.sleep(0.05 * a), [(0, 1), (1, 2)]), 10)
+        assert interrupted and w.flags[team._WAITING] == 0
+    finally:
+        t.close()

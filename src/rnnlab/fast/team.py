@@ -355,11 +355,11 @@ class _Worker:
         posted = int(self.flags[_POSTED])
         if not _watch(self.flags, _DONE, posted, True, ticks, _allowed):
             with self.woken:
-                _publish(self.flags, _WAITING, 1)  # then read _DONE: see _done_then_watch
-                # A worker asleep for the part whose hand-over was interrupted before its
-                # notify (`post`) would sleep on, and this wait with it, for ever.
-                self.woken.notify_all()
-                try:
+                try:  # (the flag cleared however this is interrupted)
+                    _publish(self.flags, _WAITING, 1)  # then read _DONE: see _done_then_watch
+                    # A worker asleep for the part whose hand-over was interrupted before its
+                    # notify (`post`) would sleep on, and this wait with it, for ever.
+                    self.woken.notify_all()
                     while self.flags[_DONE] != posted:
                         if not self.woken.wait(timeout=1.0) and not self.thread.is_alive():
                             raise RuntimeError(f"rnnlab's worker thread {self.thread.name} "
