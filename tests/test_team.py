@@ -540,3 +540,33 @@ def test_an_interrupt_as_the_caller_goes_to_sleep_leaves_no_flag_asking_for_wake
         assert interrupted and w.flags[team._WAITING] == 0
     finally:
         t.close()
+
+
+@pytest.mark.skipif(not team._X86, reason="no time-stamp counter: nothing measured")
+def test_ticks_per_second_holds_when_another_thread_takes_the_gil_during_a_reading(monkeypatch):
+    """_now lets go of the GIL; a thread that takes it then (a worker starting, measuring
+    the rate itself) keeps it for up to a switch interval before the measuring thread reads
+    perf_counter: every other reading held up 3 ms here, as such a thread would."""
+    now = team._now
+    now()  # compiled or loaded
+    real = []
+    for _ in range(2):  # the true rate, each reading bracketed by perf_counter
+        before, ticks, after = time.perf_counter(), now(), time.perf_counter()
+        real.append((ticks, (before + after) / 2))
+        time.sleep(0.05)
+    rate = (real[1][0] - real[0][0]) / (real[1][1] - real[0][1])
+    calls = [0]
+
+    def held_up() -> int:
+        ticks = now()
+        calls[0] += 1
+        if calls[0] % 2 == 0:
+            time.sleep(0.003)
+        return ticks
+
+    monkeypatch.setattr(team, "_now", held_up)
+    team.ticks_per_second.cache_clear()
+    try:
+        assert team.ticks_per_second() == pytest.approx(rate, rel=0.1)
+    finally:
+        team.ticks_per_second.cache_clear()  # measured again, undisturbed, when next asked
