@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import types
 
 import numpy as np
 import pytest
@@ -484,12 +485,27 @@ def test_ticks_per_second_is_measured_and_the_spin_converts_to_ticks():
         assert team._ticks_to_spin() == 0
 
 
-def test_an_interrupt_inside_a_hand_over_to_a_sleeping_worker_still_wakes_it():
-    """As above with the worker asleep (outside a session, RNNLAB_SPIN=0): the hand-over's
-    own notify interrupted, the caller's wait must wake the worker, else each waits for the
-    other for ever."""
+@ON_LINUX_X86
+def test_an_interrupt_inside_a_hand_over_to_a_sleeping_worker_still_wakes_it(monkeypatch):
+    """As above with the worker asleep (RNNLAB_SPIN=0): the hand-over's own notify
+    interrupted, the caller's wait must wake the worker, else each waits for the other for
+    ever. The worker's condition is the interrupting one from the start (swapped in later,
+    a worker already asleep on the old one would never see it: the test hung under load)."""
+    made: list[_NotifyInterrupted] = []
+
+    def condition(*args: object) -> _NotifyInterrupted:
+        made.append(_NotifyInterrupted(*args))
+        made[-1].interrupted = True  # notifies as usual until told otherwise
+        return made[-1]
+
+    proxy = types.ModuleType("threading")
+    proxy.__dict__.update(threading.__dict__)
+    proxy.Condition = condition  # type: ignore[attr-defined]
+    monkeypatch.setattr(team, "threading", proxy)
     t = team.Team(1)
+    monkeypatch.undo()
     w = t._workers[0]
+    assert w.woken is made[0]
     ended: list[int] = []
 
     def part(a: int, b: int) -> None:
@@ -498,12 +514,10 @@ def test_an_interrupt_inside_a_hand_over_to_a_sleeping_worker_still_wakes_it():
             ended.append(a)
 
     try:
-        w.woken = _NotifyInterrupted()  # the worker sleeps on this one from its next turn
         with settings.override(spin=0.0):
-            w.woken.interrupted = True  # (this hand-over's notify goes through)
-            _within(lambda: t.run(lambda a, b: None, [(0, 1), (1, 2)]))
-            w.woken.interrupted = False
-            time.sleep(0.05)  # the worker asleep on w.woken
+            _within(lambda: t.run(lambda a, b: None, [(0, 1), (1, 2)]), 10)
+            assert _sleeps(w.thread)  # asleep on its condition for the next part
+            w.woken.interrupted = False  # this hand-over's notify raises
             with pytest.raises(KeyboardInterrupt):
                 _within(lambda: t.run(part, [(0, 1), (1, 2)]), 10)
             assert ended == [1]
@@ -512,9 +526,7 @@ def test_an_interrupt_inside_a_hand_over_to_a_sleeping_worker_still_wakes_it():
     finally:
         with w.woken:  # (a hung hand-over woken, so that close does not wait for it)
             threading.Condition.notify_all(w.woken)
-        t.close()
-
-
+        _within(t.close, 10)
 def test_an_interrupt_as_the_caller_goes_to_sleep_leaves_no_flag_asking_for_wake_ups(monkeypatch):
     """_WAITING set and the wait interrupted before it slept: the flag is cleared all the
     same. Left at 1, the worker would take the GIL to notify after every later part, the
