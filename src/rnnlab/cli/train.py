@@ -320,10 +320,10 @@ def _prepare_train(args, comm) -> tuple:
             spec = tasks.model_spec(cfg, task)
             model = tasks.build_model(spec, seed=cfg.seed)
         except ValueError as e:  # the task's or the model's refusal of a setting: an option?
-            options = {k for k in vars(args) if k in TrainConfig.fields()}
-            if type(e) is not ValueError or _as_given(str(e), options, None) == str(e):
+            said = _as_given(str(e), {k for k in vars(args) if k in TrainConfig.fields()}, None)
+            if type(e) is not ValueError or said == str(e):
                 raise
-            raise ValueError(_as_given(str(e), options, None)) from None
+            raise ValueError(said) from None
         # None: cmd_train makes the directory once every rank has started
         new_dir = Path(args.run_dir) if args.run_dir else None
         trainer = _make_trainer(comm, model, task, cfg, new_dir or Path("runs"), spec=spec,
