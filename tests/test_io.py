@@ -1176,6 +1176,25 @@ def test_a_full_disk_while_saving_names_the_file_and_keeps_the_previous_checkpoi
     assert [p.name for p in tmp_path.rglob(".*")] == []
 
 
+def test_a_checkpoint_puts_the_metrics_logged_before_it_on_disk_first(tmp_path, monkeypatch):
+    """The log is appended without fsync; a checkpoint of step 200 on disk while the losses
+    logged up to it are still in the page cache would, after a power cut, resume at 200 with
+    a log that ends earlier (a resume logs again only from its checkpoint on)."""
+    rio.append_jsonl(tmp_path / "metrics.jsonl", {"step": 200, "loss": 1.0})
+    synced = []
+    real_fsync = os.fsync
+
+    def recording(fd):
+        synced.append(Path(os.readlink(f"/proc/self/fd/{fd}")).name)
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    save(tmp_path, 200)
+    monkeypatch.undo()
+    assert "metrics.jsonl" in synced
+    assert synced.index("metrics.jsonl") < synced.index("model.safetensors")
+
+
 def test_a_full_disk_while_appending_metrics_names_the_file(tmp_path, monkeypatch):
     path = tmp_path / "metrics.jsonl"
     rio.append_jsonl(path, {"step": 1})

@@ -35,6 +35,7 @@ from rnnlab.io.files import (
     atomic_write_text,
     decode_utf8,
     fsync_dir,
+    fsync_file,
     json_text,
     naming,
     parse_json,
@@ -212,7 +213,9 @@ def save_checkpoint(
     epoch, RNG state from numpy_rng_state, best metric...) and config.json. It is built in a
     temporary sibling and renamed into place; then `checkpoints/latest` is rewritten, then the
     top-level model.safetensors and config.json, then old checkpoints are pruned, each step
-    atomic. So a crash at any point leaves the previous checkpoint and `latest` usable.
+    atomic. So a crash at any point leaves the previous checkpoint and `latest` usable. The
+    run's metrics.jsonl is put on disk first, so a checkpoint that survives a power cut has
+    the log of its steps beside it.
 
     `keep` is how many checkpoints remain: the new one plus the `keep - 1` others with the
     highest steps (None keeps all). Saving a step that exists replaces it. `beside`: files
@@ -242,6 +245,13 @@ def save_checkpoint(
                f"'{checkpoints}', a symbolic link",
                "rnnlab does not write through links.")  # fmt: skip
     checkpoints.mkdir(parents=True, exist_ok=True)
+    # The log's records are appended without fsync (one a few steps); a checkpoint is where
+    # they must be on disk too, or a power cut could keep a checkpoint of step 500 and lose
+    # the losses logged up to it: a resume logs again only from the checkpoint on.
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.is_file() and not metrics.is_symlink():
+        with naming(metrics):
+            fsync_file(metrics)
     name = _step_name(step)
     final = checkpoints / name
     tmp = checkpoints / f".tmp-{name}-{secrets.token_hex(4)}"
