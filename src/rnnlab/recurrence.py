@@ -936,7 +936,10 @@ def _weight_grads(
     sums = [dA_x] + [grads for (_, grads, _), same in zip(blocks, shared, strict=True) if not same]
     whole = len(blocks) == 1 and blocks[0][0] == slice(0, GH)
     dtype = np.result_type(dA_x.dtype, hs_prev.dtype)
-    dW_hh = None if whole else np.empty((GH, P), dtype)  # its blocks are written in place
+    # rows no product reads (a gate without recurrence) have no gradient: zeros, not the
+    # garbage of np.empty (their bias's too, below)
+    covered = sum((hi - lo) * H for (lo, hi), _ in cell.products) == GH
+    dW_hh = None if whole else (np.empty if covered else np.zeros)((GH, P), dtype)
     outs = [None] * len(ours) + [None if dW_hh is None else dW_hh[rows] for rows, _, _ in blocks]
     products, totals = parallel.inner_products(pairs, sums, outs)
     db_ih = totals[0]
@@ -948,7 +951,7 @@ def _weight_grads(
     if dW_hh is None:
         db_hh = db_ih[shared[0]].copy() if shared[0] is not None else totals[1]
         return Params(dW_ih, products[0], db_ih, db_hh)
-    db_hh = np.empty_like(p.b_hh)
+    db_hh = (np.empty_like if covered else np.zeros_like)(p.b_hh)
     rest = iter(totals[1:])
     for (rows, _, _), same in zip(blocks, shared, strict=True):
         db_hh[rows] = db_ih[same] if same is not None else next(rest)
