@@ -583,3 +583,41 @@ def test_recurrent_dropout_on_a_product_of_a_tape_block_is_refused_with_advice_t
         Recurrent(mine(), 3, 4, recurrent_dropout=0.2, rng=0)
     with pytest.raises(ValueError, match=r"`proj_size` must be 0 for .*reads_h_prev = False\)\."):
         Recurrent(mine(), 3, 4, proj_size=2, rng=0)
+
+
+# --------------------------------- 3. steps that read what the step has not written (garbage)
+def _mgu_with(**changes):
+    from helpers import mgu_cell
+
+    mgu = mgu_cell()
+    names = ("name", "gates", "tape", "products", "stages", "backward_stages",
+             "gate_activations")  # fmt: skip
+    return type("MyMGU", (Cell,), {**{k: getattr(mgu, k) for k in names}, **changes})()
+
+
+def half_h(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
+    n = h.shape[-1] - 1  # the last unit of h left unwritten
+    first, s, a = h[..., :n], q[..., :n], tape[..., :n]
+    for j in units(first):
+        a[j] = tanh(xa[..., :n][j] + b_ih[..., :n][j] + ha[..., :n][j] + b_hh[..., :n][j])
+        first[j] = s[j] * a[j]
+
+
+@pytest.mark.parametrize("change", ["stages swapped", "source written later", "h half written"])
+def test_a_forward_that_reads_before_it_writes_is_refused(change):
+    """In the loops a step's tape row and h hold old memory until a stage writes them: the
+    MGU with its two forward stages in the wrong order, or its second product on the
+    candidate's block (written after that product), ran and gave outputs that changed with
+    what the memory had held (by 3e20 compiled), silently."""
+    mgu = _mgu_with()
+    if change == "stages swapped":
+        cell = _mgu_with(stages=mgu.stages[::-1])
+    elif change == "source written later":
+        cell = _mgu_with(products=(((0, 1), None), ((1, 2), 1)))
+    else:
+        cell = type("HalfH", (Scaled,), {"stages": (half_h,)})()
+    with pytest.raises(ValueError, match=r"`cell` must be a cell whose forward stages write h "
+                       r"\(and c\) from values of the step itself; got \w+, whose h holds "
+                       r"NaN .*`stages` run in the order of `products`"):
+        Recurrent(cell, 3, 4, rng=0)
+

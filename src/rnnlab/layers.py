@@ -220,7 +220,10 @@ def _run_steps(cell: Cell) -> None:
     own blocks: a step whose results differ would give the two paths different gradients.
     The gradients the stages must write start as NaN (compiled, as whatever the memory
     held): one left unwritten shows (not for a cell that runs in place with its gates on its
-    tape: its da starts as the gates, and gradcheck is the test there). A cell that declares
+    tape: its da starts as the gates, and gradcheck is the test there); so do h, c and the
+    tape row, which hold old memory in the loops: a forward that reads a value of the step
+    before a stage writes it (stages out of order, a product on a block a later stage writes)
+    or leaves part of h unwritten shows as NaN in h. A cell that declares
     gate_activations runs its forward step once more, its input projection spread wide: a
     place that keeps a pre-activation shows as a value outside its activation's range
     (gate_saturation would have counted it as saturated). Once per cell key and declared
@@ -244,8 +247,10 @@ def _run_steps(cell: Cell) -> None:
     xa, b_ih, b_hh, dh0, dc0 = rows(B, G * H), rows(G * H), rows(G * H), rows(B, P), rows(B, Hc)
 
     def once(aliased: bool) -> dict[str, np.ndarray]:
-        own = None if W_hr is None else np.zeros((B, H))
-        h, c, tape = np.zeros((B, P)), np.zeros((B, Hc)), np.zeros((B, cell.tape * H))
+        # h, c and the tape start as NaN: in the loops they are whatever the memory held
+        own = None if W_hr is None else np.full((B, H), np.nan)
+        h, c, tape = np.full((B, P), np.nan), np.full((B, Hc), np.nan), np.full(
+            (B, cell.tape * H), np.nan)
         dh, dc, dq = dh0.copy(), dc0.copy(), np.zeros((B, n_q * H))
         da, da_h = np.full((B, G * H), np.nan), np.full((B, n_own * H), np.nan)
         xa_in = xa.copy()
@@ -307,6 +312,15 @@ def _run_steps(cell: Cell) -> None:
             + ". Declare what the steps use (rnnlab.cells.base has the protocol).",
         )
     name = type(cell).__name__
+    unset = [k for k in ("h", "c") if not np.isfinite(blockwise[k]).all()]
+    if unset:
+        _checks.fail("cell", "a cell whose forward stages write h (and c) from values of the "
+                     "step itself", f"{name}, whose {unset[0]} holds NaN after a step that "
+                     f"began with h, c and its tape row NaN", "In the loops a step's h, c and "
+                     "tape row hold whatever the memory held until a stage writes them: every "
+                     "unit of h (and c) must be written, and a tape block read (by a stage or as "
+                     "a product's source) only after an earlier stage wrote it in the same step "
+                     f"(`stages` run in the order of `products`: {cell.products}).")  # fmt: skip
     unwritten = [k for k in ("da", "da_h") if not np.isfinite(blockwise[k]).all()]
     if unwritten:
         _checks.fail("cell", "a cell whose backward stages write every gate gradient it "
@@ -314,7 +328,8 @@ def _run_steps(cell: Cell) -> None:
                      "unwritten (or write NaN or inf there)", f"It declares gates={G} (da of "
                      f"{G * H} values at H = {H}) "
                      f"and hh_own={cell.hh_own} (da_h of {n_own * H}); what a stage does not "
-                     "write is whatever the memory held.")  # fmt: skip
+                     "write is whatever the memory held (as is a tape value no forward stage "
+                     "wrote: it starts as NaN here).")  # fmt: skip
     changed = differ(blockwise, by_unit)
     if changed:
         _checks.fail("cell", "a cell whose steps give unit by unit (compiled) what they give on "
