@@ -621,3 +621,13 @@ def test_a_forward_that_reads_before_it_writes_is_refused(change):
                        r"NaN .*`stages` run in the order of `products`"):
         Recurrent(cell, 3, 4, rng=0)
 
+
+def test_backward_stages_listed_in_the_order_bptt_runs_them_are_refused_saying_so():
+    """The error named rows and declarations only (a broadcast of dsrc's empty row)."""
+    mgu = _mgu_with()
+    cell = _mgu_with(backward_stages=mgu.backward_stages[::-1])
+    with pytest.raises(ValueError, match=r"Backward stage 1's dsrc is an empty row: no product "
+                       r"on a tape block follows forward stage 1\. backward_stages are listed "
+                       r"in the order of `stages` \(BPTT runs them last first\)\.$"):
+        Recurrent(cell, 3, 4, rng=0)
+

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -309,7 +310,8 @@ def _run_steps(cell: Cell) -> None:
             + ("" if P == H else f", reads_h_prev=False (h_prev of {P} values)")
             + ("; compiled, a step that reaches past its rows writes over other memory"
                if isinstance(error, (ValueError, IndexError)) else "")
-            + ". Declare what the steps use (rnnlab.cells.base has the protocol).",
+            + ". Declare what the steps use (rnnlab.cells.base has the protocol)."
+            + _empty_dsrc_hint(cell, error),
         )
     name = type(cell).__name__
     unset = [k for k in ("h", "c") if not np.isfinite(blockwise[k]).all()]
@@ -356,6 +358,24 @@ def _run_steps(cell: Cell) -> None:
                          "keeps the pre-activation (or a product's operand) is no activation: "
                          "name the block the step writes the squashed value to.")  # fmt: skip
     _STEPS_RUN.add(seen)
+
+
+def _empty_dsrc_hint(cell: Cell, error: BaseException) -> str:
+    """Where a backward stage that gets an empty dsrc failed on an empty row: the likely
+    mistake is backward_stages listed in the order BPTT runs them (last first), which hands
+    the stage that reads dsrc the slot of one that gets none."""
+    named = {fn.__code__: k for k, fn in enumerate(cell.backward_stages)}
+    k, tb = None, error.__traceback__
+    while tb is not None:
+        k = named.get(tb.tb_frame.f_code, k)
+        tb = tb.tb_next
+    if k is None or (k + 1 < len(cell.products) and cell.products[k + 1][1] is not None):
+        return ""  # (not a backward stage, or one whose dsrc is a tape block's gradient)
+    if not re.search(r"\(\d+, ?0\)", str(error)):
+        return ""
+    return (f" Backward stage {k}'s dsrc is an empty row: no product on a tape block follows "
+            f"forward stage {k}. backward_stages are listed in the order of `stages` (BPTT "
+            "runs them last first).")
 
 
 def _failed_step(cell: Cell, error: BaseException) -> str:
