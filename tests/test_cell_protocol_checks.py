@@ -631,3 +631,38 @@ def test_backward_stages_listed_in_the_order_bptt_runs_them_are_refused_saying_s
                        r"in the order of `stages` \(BPTT runs them last first\)\.$"):
         Recurrent(cell, 3, 4, rng=0)
 
+
+def test_products_that_share_rows_of_w_hh_are_refused():
+    """Each block of W_hh has one block of da a step for its gradient: a block in two
+    products got the gradient of one of them (gradcheck: relative error 0.76)."""
+    with pytest.raises(TypeError, match=r"share W_hh's block\(s\) \[1\]: each block"):
+        _mgu_with(products=(((0, 2), None), ((1, 2), 2)))
+
+
+def gate_bias_hh(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
+    H = h.shape[-1]
+    for j in units(h):
+        a = tanh(xa[..., :H][j] + b_ih[..., :H][j] + ha[j] + b_hh[..., :H][j])
+        g = tanh(xa[..., H:][j] + b_ih[..., H:][j] + b_hh[..., H:][j])
+        tape[..., :H][j] = a
+        tape[..., H:][j] = g
+        h[j] = a * g
+
+
+def gate_bias_hh_back(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
+    H = h.shape[-1]
+    for j in units(h):
+        a, g, d = tape[..., :H][j], tape[..., H:][j], dh[j]
+        da[..., :H][j] = d * g * (one(a) - a * a)
+        da[..., H:][j] = d * a * (one(g) - g * g)
+        dh[j] = d - d
+
+
+def test_b_hh_read_in_a_block_no_product_covers_is_refused():
+    """W_hh's and b_hh's rows outside every product get a zero gradient: a step that adds
+    b_hh there had a wrong one."""
+    cell = type("Gate", (Cell,), {"gates": 2, "tape": 2, "stages": (gate_bias_hh,),
+                                  "backward_stages": (gate_bias_hh_back,)})()  # fmt: skip
+    with pytest.raises(ValueError, match=r"reads b_hh in block\(s\) \[1\], which no product of "
+                       r"\(\(\(0, 1\), None\),\) covers instead\. .*add b_ih alone"):
+        Recurrent(cell, 3, 4, rng=0)

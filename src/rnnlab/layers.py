@@ -227,9 +227,11 @@ def _run_steps(cell: Cell) -> None:
     or leaves part of h unwritten shows as NaN in h. A cell that declares
     gate_activations runs its forward step once more, its input projection spread wide: a
     place that keeps a pre-activation shows as a value outside its activation's range
-    (gate_saturation would have counted it as saturated). Once per cell key and declared
-    rows (a few milliseconds); any error becomes a ValueError naming the cell and what it
-    did."""
+    (gate_saturation would have counted it as saturated). A cell with a gate block no
+    product covers runs forward once more with b_hh NaN there: that bias gets no gradient
+    (its rows, as W_hh's, multiply nothing), so a step that reads it is refused. Once per
+    cell key and declared rows (a few milliseconds); any error becomes a ValueError naming
+    the cell and what it did."""
     extra = tuple(cell.extra_rows)
     seen = (type(cell), cell.key, cell.gates, cell.tape, cell.has_c, extra, cell.hh_own,
             cell.reads_h_prev, cell.in_place, cell.min_hidden, cell.gate_activations)  # fmt: skip
@@ -288,6 +290,23 @@ def _run_steps(cell: Cell) -> None:
                 (s, f"tape block {k}", a, tape[:, int(k) * H : (int(k) + 1) * H])
                 for s, _, k, a in cell.gate_activations or ()]  # fmt: skip
 
+    covered = {k for (lo, hi), _ in cell.products for k in range(lo, hi)}
+    uncovered = [k for k in range(G) if k not in covered]
+
+    def reads_uncovered_bias() -> bool:
+        """Whether a forward step reads b_hh in a gate block no product covers (NaN there
+        reaches h or c): that bias gets W_hh's side's gradient, none (recurrence)."""
+        own = None if W_hr is None else np.zeros((B, H))
+        h, c, tape = np.zeros((B, P)), np.zeros((B, Hc)), np.zeros((B, cell.tape * H))
+        nan_hh = b_hh.copy()
+        for k in uncovered:
+            nan_hh[k * H : (k + 1) * H] = np.nan
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            recurrence.step_forward(cell, W_hh, q, xa, b_ih, nan_hh, h_prev, c_prev, h, c,
+                                    tape, W_hr=W_hr, own=own)  # fmt: skip
+        return not (np.isfinite(h).all() and np.isfinite(c).all())
+
     def differ(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> list[str]:
         return [k for k in a if not np.allclose(a[k], b[k], rtol=1e-12, atol=1e-12,
                                                 equal_nan=True)]  # fmt: skip
@@ -323,6 +342,12 @@ def _run_steps(cell: Cell) -> None:
                      "unit of h (and c) must be written, and a tape block read (by a stage or as "
                      "a product's source) only after an earlier stage wrote it in the same step "
                      f"(`stages` run in the order of `products`: {cell.products}).")  # fmt: skip
+    if uncovered and reads_uncovered_bias():
+        _checks.fail("cell", "a cell whose steps read b_hh only in the gate blocks its "
+                     "products cover", f"{name}, whose forward step reads b_hh in block(s) "
+                     f"{uncovered}, which no product of {cell.products} covers", "W_hh's and "
+                     "b_hh's rows there multiply nothing and get a zero gradient: add b_ih "
+                     "alone in those blocks.")  # fmt: skip
     unwritten = [k for k in ("da", "da_h") if not np.isfinite(blockwise[k]).all()]
     if unwritten:
         _checks.fail("cell", "a cell whose backward stages write every gate gradient it "

@@ -201,6 +201,14 @@ class Cell:
                 raise TypeError(
                     f"{name}: product source {src} is not one of {self.tape} tape blocks"
                 )
+        if len(self.products) == 2:
+            (a, b), (c, d) = (p[0] for p in self.products)
+            if max(a, c) < min(b, d):
+                raise TypeError(
+                    f"{name}: the products {self.products} share W_hh's block(s) "
+                    f"{list(range(max(a, c), min(b, d)))}: each block of W_hh's rows takes "
+                    "part in one product (its gradient is that block of da, one per step)"
+                )
         if any(not 0 <= k < self.gates for k in self.hh_own):
             raise TypeError(f"{name}: hh_own {self.hh_own} outside the {self.gates} gates")
         if self.in_place and self.gates <= self.tape < self.gates + len(self.hh_own):
