@@ -451,7 +451,8 @@ class Recurrent:
         through W_hh (Cell.reads_h_prev False: the LSTM and Elman cells);
       - `recurrent_dropout=p` (Gal & Ghahramani 2016): in training the recurrent products take
         h_{t-1} ⊙ m, one mask m per sequence and layer for all its steps (kept units scaled
-        by 1/(1 − p)); for cells whose products all take h_{t-1};
+        by 1/(1 − p)); for cells whose products all take h_{t-1}. A step's own reads of
+        h_{t-1} (the GRU's z ⊙ h_{t-1}) are not masked;
       - `zoneout=p` or (p_h, p_c) (Krueger et al. 2016): in training each unit keeps its
         previous value with probability p, h_t = d ⊙ h_{t-1} + (1 − d) ⊙ h̃_t (c_t with p_c),
         a fresh draw per step; in evaluation the expectation, d = p.

@@ -8,7 +8,13 @@ A cell is its equations. It declares
   peephole weights: a name for H values, (name, n) for n·H);
 - its recurrent products, `products`: which blocks of W_hh's rows multiply what, in order.
   ((0, G), None) is the one product h_{t-1} W_hhᵀ; the original GRU has two, the second on a
-  block of its own tape (r ⊙ h_{t-1});
+  block of its own tape (r ⊙ h_{t-1}). One or two products, the first on h_{t-1}, their
+  blocks disjoint (a block of W_hh gets its gradient from one block of da). A gate block no
+  product covers has no recurrence: its rows of W_hh and b_hh multiply nothing, get a zero
+  gradient, and the step must not read b_hh there. A cell without a recurrent matrix (an
+  IndRNN's u ⊙ h_{t-1}, u an `extra`) still has one product: leave `ha` out of the step,
+  declare hh_own = (0,) with da_h zero, and read no b_hh; W_hh and b_hh stay at their
+  initial values (zero them in `init`), and the product is still computed every step;
 - its step, row by row, in the vocabulary of rnnlab.cells.pointwise: `forward` (one
   function per product, in `stages`) and `backward` (`backward_stages`: one per product,
   listed in the same order as `stages`; BPTT runs them last first);
@@ -29,21 +35,29 @@ the cell's extra parameters one after the other, is one row of n_extra·H values
 whole batch):
 
     forward stage k:  f(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape)
-        xa    (G·H)  x_t W_ihᵀ, without b_ih          ha   product k's result, without b_hh;
-                                                       the stage may overwrite it (scratch)
+        xa    (G·H)  x_t W_ihᵀ, without b_ih          ha   product k's result, without b_hh:
+        b_ih, b_hh  (G·H) the whole biases, every          (hi − lo)·H wide, its blocks only;
+              block (cut out the ones a stage adds)    the stage may overwrite it (scratch)
         q     (n_extra·H) the cell's extra parameters, in the order of `extra`
         writes h (and c, when has_c) and the tape row; may write tape blocks a later
-        product reads (`products`)
+        product reads (`products`). h, c and the tape row hold old memory until a stage
+        writes them: read a tape block only after an earlier stage (or this one) wrote it
     backward stage k (last stage first): f(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape,
                                             da, da_h, dq)
         dh    in: ∂L/∂h_t; out: the part of ∂L/∂h_{t-1} that does not go through W_hh
-              (the library adds da_W_hh · W_hh afterwards)
+              (the library adds da_W_hh · W_hh afterwards). With two stages the second
+              (run first) turns ∂L/∂h_t into its part of ∂L/∂h_{t-1}, and the first gets
+              that, not ∂L/∂h_t, and adds its own (the MGU's dsrc ⊙ f)
         dc    in: ∂L/∂c_t; out: ∂L/∂c_{t-1}
         dsrc  ∂L/∂(the tape block the next product took), for a stage followed by a product
               on its tape; else an empty row
-        da    out: ∂L/∂ pre-activations as W_ih sees them (G·H); a stage writes its blocks.
-              An in_place cell finds its tape's first G blocks here on entry
-        da_h  out: where W_hh sees another gradient: the blocks `hh_own`, in that order
+        da    out: ∂L/∂ pre-activations as W_ih sees them (G·H); a stage writes its blocks,
+              and may leave a partial sum in a block an earlier stage finishes (the MGU's
+              ∂L/∂f from the candidate's stage, finished by the gate's: da persists between
+              the stages of a step). An in_place cell finds its tape's first G blocks here
+              on entry. b_ih's gradient is the sum of da; b_hh's that of what W_hh sees
+        da_h  out: where W_hh (and b_hh) see another gradient: the blocks `hh_own`, in that
+              order
         dq    (n_extra·H) in/out: add this step's ∂L/∂q
 
 For cells without a cell state, c_prev, c and dc are empty rows. Constants are `one(x)`,
