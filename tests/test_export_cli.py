@@ -220,6 +220,41 @@ def test_out_a_directory_is_refused_by_name(fmt, runs, capsys, tmp_path):
     assert not any((tmp_path / "outdir").iterdir())
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX's")
+@pytest.mark.parametrize("fmt", ["onnx", "safetensors-torch", "keras"])
+@pytest.mark.parametrize("link", [False, True], ids=["fifo", "link_to_fifo"])
+def test_out_a_named_pipe_is_refused_and_left_in_place(fmt, link, runs, capsys, tmp_path):
+    """The write is atomic, a new file renamed over the name: a FIFO at --out (or a link to
+    one, as /dev/stdout is) was deleted and a regular file left in its place, its reader
+    waiting forever; as root, `--out /dev/stdout` replaced the system's link."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    out = tmp_path / "out"
+    if link:
+        out.symlink_to(fifo)
+    capsys.readouterr()
+    assert run_cli("export", runs["adding"], "--format", fmt, "--out", out if link else fifo) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "`--out` must be a regular file's path (or a new one)" in err
+    assert "a FIFO (named pipe)" in err
+    assert fifo.is_fifo() and (not link or out.resolve() == fifo.resolve())
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["out", "pipe"] if link else ["pipe"])
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "safetensors-torch", "keras"])
+@pytest.mark.parametrize("out", ["exports/", ""], ids=["folder", "empty"])
+def test_out_naming_a_folder_or_nothing_is_refused(fmt, out, runs, capsys, tmp_path, monkeypatch):
+    """`--out exports/` (a folder meant, not there yet) wrote a file named `exports`, without
+    a suffix; `--out ''` was refused as "got '.', a directory"."""
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert run_cli("export", runs["adding"], "--format", fmt, "--out", out) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "`--out` must be a file path; got " in err
+    assert ("a folder's path (it ends in a separator)" if out else "an empty path") in err
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     "options, note",
     [

@@ -528,6 +528,21 @@ def test_save_weights_refuses_a_directory(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["m.weights.h5"]
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX's")
+def test_save_weights_refuses_a_named_pipe_and_a_folder_s_path(tmp_path):
+    """The file is renamed over `path`: a FIFO there was deleted and a regular file left in
+    its place; "out.weights.h5/" wrote a file without the separator."""
+    os.mkfifo(tmp_path / "p.weights.h5")
+    with pytest.raises(ValueError, match=r"^`path` must be a regular file's path \(or a new "
+                       r"one\); got '.*p\.weights\.h5', a FIFO \(named pipe\)"):  # fmt: skip
+        rk.save_weights(LSTM(3, 4), tmp_path / "p.weights.h5")
+    with pytest.raises(ValueError, match=r"^`path` must be a file path; got '.*/o\.weights\.h5/', "
+                       r"a folder's path"):  # fmt: skip
+        rk.save_weights(LSTM(3, 4), f"{tmp_path}/o.weights.h5/")
+    assert (tmp_path / "p.weights.h5").is_fifo()
+    assert [p.name for p in tmp_path.iterdir()] == ["p.weights.h5"]
+
+
 def test_foreign_files_are_refused_in_one_line(tmp_path):
     """A .keras file whose config.json is not a Keras model's, a .weights.h5 whose `layers`
     is not a group, and a cell group without its name: each refused naming the file or the

@@ -336,6 +336,20 @@ def test_bad_arguments(tmp_path):
         rx.Runtime(tmp_path / "junk.onnx")
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX's")
+def test_a_path_that_is_a_named_pipe_or_a_folder_s_is_refused(tmp_path):
+    """export writes a new file and renames it over `path`: a FIFO there was deleted (its
+    reader left waiting), and "out/" wrote a file named "out"."""
+    os.mkfifo(tmp_path / "pipe.onnx")
+    with pytest.raises(ValueError, match=r"`path` must be a regular file's path \(or a new one\); "
+                       r"got '.*pipe.onnx', a FIFO \(named pipe\)"):  # fmt: skip
+        rx.export(GRU(3, 4), tmp_path / "pipe.onnx")
+    with pytest.raises(ValueError, match=r"got '.*out/', a folder's path \(it ends in a sep"):
+        rx.export(GRU(3, 4), f"{tmp_path}/out/")
+    assert (tmp_path / "pipe.onnx").is_fifo()
+    assert [p.name for p in tmp_path.iterdir()] == ["pipe.onnx"]
+
+
 def test_missing_onnx_says_how_to_install(monkeypatch, tmp_path):
     import importlib
 

@@ -454,6 +454,36 @@ def open_regular(path: Path, what: str, error: type[ValueError] = ValueError) ->
         raise error(f"Cannot read {what} '{path}': {e.strerror or e}.") from None
 
 
+def file_to_write(value: object, name: str) -> Path:
+    """The path argument `name` of a file an exporter writes, refused where no file of that
+    name can be meant. The write is atomic (rnnlab.io.atomic_path): a new file replaces
+    whatever the name held, so an existing FIFO, device or socket (or a link to one) would
+    be deleted and a regular file left in its place: the reader of a named pipe waits
+    forever, and `--out /dev/stdout` run as root replaced the system's own link. A name
+    ending in a separator means a folder (`--out exports/` wrote a file named `exports`),
+    and an empty one none."""
+    if not isinstance(value, (str, os.PathLike)):
+        fail(name, "a path (str or pathlib.Path)", describe(value))
+    text = os.fspath(value)
+    if not isinstance(text, str):  # (a PathLike of bytes)
+        fail(name, "a path (str or pathlib.Path)", describe(value))
+    if not text:
+        fail(name, "a file path", "an empty path")
+    path = Path(text)
+    if text.endswith(tuple(s for s in (os.sep, os.altsep) if s)) or path.is_dir():
+        what = "a directory" if path.is_dir() else "a folder's path (it ends in a separator)"
+        fail(name, "a file path", f"'{text}', {what}")
+    try:
+        mode = path.stat().st_mode  # (through links: what the replacement would delete)
+    except OSError:  # nothing there yet (or a dangling link): the write says what fails
+        return path
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device or a socket"
+        fail(name, "a regular file's path (or a new one)", f"'{text}', {kind}",
+             "Writing the file would replace it: write to a file and copy it there.")  # fmt: skip
+    return path
+
+
 def read_bounded(path: Path, limit: int, what: str, error: type[ValueError] = ValueError) -> bytes:
     """The bytes of a regular file of at most `limit` bytes: a device, a FIFO or a huge file
     (`--data /dev/zero`) is refused instead of read until memory runs out, or waited on."""

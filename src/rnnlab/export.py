@@ -7,7 +7,8 @@
                        (rnnlab.keras)
 
 Every file is written atomically (rnnlab.io): an error leaves no file behind. `--out` never
-writes over the run's own files (its configuration, weights, logs, checkpoints, plots).
+writes over the run's own files (its configuration, weights, logs, checkpoints, plots), nor
+over a named pipe or a device, which the atomic rename would replace with a regular file.
 """
 
 from __future__ import annotations
@@ -61,10 +62,9 @@ def export_run(
         _checks.fail("run", "a run of one recurrent network (the exporters' model)",
                      f"a {cfg.task} run, an encoder-decoder",
                      "Its export is not written yet.")  # fmt: skip
-    path = io.as_path(out, "--out") if out is not None else run_dir / ("model" + SUFFIXES[fmt])
     # (each writer refuses these too, under its own argument's name)
-    if path.is_dir():
-        _checks.fail("--out", "a file path", f"'{path}', a directory")
+    path = _checks.file_to_write(run_dir / ("model" + SUFFIXES[fmt]) if out is None else out,
+                                 "--out")  # fmt: skip
     if _run_own(path, run_dir):
         if path.is_symlink():  # (the default path itself may be such a link)
             _checks.fail("--out", "a file path that is not one of the run's own files",

@@ -273,7 +273,7 @@ def save_weights(model: object, path: str | PathLike[str]) -> Path:
     """Write `model`'s weights as Keras 3's `.weights.h5` for the Keras model `snippet`
     builds (keras' `model.load_weights(path)` reads it); atomically. Returns the path."""
     h5py = _h5py()
-    path = io.as_path(path, "path")
+    path = _checks.file_to_write(path, "path")
     layers = _keras_layers(model)
     if not path.name.endswith(".weights.h5"):
         _checks.fail("path", "a file name ending in .weights.h5 (Keras insists)", f"'{path}'")

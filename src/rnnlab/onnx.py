@@ -294,11 +294,9 @@ def export(
     onnx = _require("onnx")
     from rnnlab import io
 
-    path = io.as_path(path, "path")
+    path = _checks.file_to_write(path, "path")
     lengths = _checks.boolean(lengths, "lengths")
     state = _checks.boolean(state, "state")
-    if path.is_dir():
-        _checks.fail("path", "a file path", f"'{path}', a directory")
     check_path(path, "path")
 
     proto = build_model(model, lengths=lengths, state=state, opset=opset, doc=doc)
