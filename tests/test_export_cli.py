@@ -373,3 +373,24 @@ def test_the_printed_code_loads_from_any_directory(fmt, runs, capsys, tmp_path, 
     assert run_cli("export", runs["adding"], "--format", fmt, "--out", name) == 0
     code = capsys.readouterr().out
     assert repr(str(tmp_path / name)) in code or f'"{tmp_path / name}"' in code, code
+
+
+@pytest.mark.parametrize("fmt", ["safetensors-torch", "keras"])
+def test_the_printed_code_loads_the_file_written_over_a_link(fmt, runs, capsys, tmp_path):
+    """--out a link to an older export: the write replaces the link with the new file, and
+    the printed code named the link's target, the older file: strict loading of same-shaped
+    stale weights succeeds, a wrong model without a word."""
+    import ast
+    import re
+
+    suffix = ".torch.safetensors" if fmt == "safetensors-torch" else ".weights.h5"
+    (tmp_path / "store").mkdir()
+    stale = tmp_path / "store" / ("old" + suffix)
+    stale.write_bytes(b"stale")
+    link = tmp_path / ("link" + suffix)
+    link.symlink_to(stale)
+    capsys.readouterr()
+    assert run_cli("export", runs["adding"], "--format", fmt, "--out", link) == 0
+    code = capsys.readouterr().out
+    named = Path(ast.literal_eval(re.search(r"load_(?:file|weights)\((.+?)\)", code)[1]))
+    assert named.read_bytes() == link.read_bytes() != b"stale"

@@ -85,13 +85,16 @@ def export_run(
         return path, _onnx_note(path)
     if fmt == "safetensors-torch":
         tensors = torch_state_dict(model)
-        snippet = torch_snippet(model, path.resolve())  # (it loads from any directory)
+        # absolute, so that it loads from any directory; not resolved: the write replaces a
+        # link at `path` (rnnlab.io), and the code named the link's old target, stale weights
+        snippet = torch_snippet(model, path.absolute())
         io.save_safetensors(path, tensors, {"format": "pt"})
         return path, snippet
     from rnnlab import keras
 
-    # (it checks first that Keras holds every module; the absolute path loads from anywhere)
-    snippet = keras.snippet(model, path.resolve())
+    # (it checks first that Keras holds every module; the absolute path loads from anywhere,
+    # the link's own name as for PyTorch)
+    snippet = keras.snippet(model, path.absolute())
     if not path.name.endswith(".weights.h5"):
         _checks.fail("--out", "a file name ending in .weights.h5 (Keras insists)", f"'{path}'")
     keras.save_weights(model, path)
