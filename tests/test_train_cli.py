@@ -116,6 +116,43 @@ def test_a_new_run_goes_only_where_it_takes_nothing(tmp_path, capsys):
     assert run_cli("train", "adding", "--steps", 2, "--run-dir", run, *TINY) == 0
 
 
+def test_a_run_whose_checkpoints_were_removed_is_read_from_its_model_and_not_trained_over(
+        tmp_path, capsys):  # fmt: skip
+    """A finished run needs none of its checkpoints to be used, and they hold most of its
+    bytes: with checkpoints/ removed, evaluate, export and gradflow read its top-level model
+    (they said "it stopped before its first"), and --resume, which took it for a run that had
+    never saved one, trained it again from step 0 over its weights and log: refused now."""
+    import shutil
+
+    run = tmp_path / "run"
+    assert run_cli("train", "adding", "--steps", 4, "--checkpoint-every", 2, "--run-dir", run,
+                   *TINY) == 0  # fmt: skip
+    before = weights(run)
+    assert io.load_weights_and_step(run / "model.safetensors")[1] == 4
+    exported = tmp_path / "kept.onnx"
+    assert run_cli("export", run, "--out", exported) == 0
+    shutil.rmtree(run / "checkpoints")
+    kept = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert run_cli("train", "--resume", run, "--steps", 6, "--quiet") == 2
+    err = capsys.readouterr().err
+    assert "holds no checkpoints but a model.safetensors" in err and "removed" in err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == kept
+    assert run_cli("export", run, "--out", tmp_path / "again.onnx") == 0
+    assert (tmp_path / "again.onnx").read_bytes() == exported.read_bytes()
+    assert run_cli("evaluate", run) == 0
+    assert run_cli("gradflow", run, "--analyses", "lag", "--out", tmp_path / "gf") == 0
+    assert json.loads((tmp_path / "gf" / "summary.json").read_text())["source"]["step"] == 4
+    assert all(np.array_equal(before[k], weights(run)[k]) for k in before)
+    # a model file from before rnnlab recorded its step: said, not guessed
+    io.save_safetensors(run / "model.safetensors", before)
+    capsys.readouterr()
+    assert run_cli("evaluate", run) == 2
+    assert "records no step" in capsys.readouterr().err
+    with pytest.raises(io.CheckpointError, match="its checkpoints were removed"):
+        io.load_checkpoint(run)
+
+
 def test_a_bad_setting_in_a_checkpoints_config_names_that_file(tmp_path, capsys):
     run = tmp_path / "r"
     assert run_cli("train", "adding", "--steps", 4, "--checkpoint-every", 4, "--run-dir", run,
@@ -577,6 +614,7 @@ def test_early_stopping_restores_the_best_weights(tmp_path, capsys):
     assert any(not np.array_equal(best[k], last[k]) for k in best)  # training moved on
     for k in best:
         assert np.array_equal(best[k], final[k])
+    assert io.load_weights_and_step(run / "model.safetensors")[1] == 4  # (the best's step)
     # the run ended by its rule: resumed, it trains no further and keeps the best weights
     steps = io.checkpoint_steps(run)
     assert run_cli("train", "--resume", run) == 0
@@ -1366,7 +1404,8 @@ def test_a_run_without_checkpoints_says_how_to_go_on(tmp_path, capsys):
                    "--quiet", "--run-dir", run) == 0  # fmt: skip
     import shutil
 
-    shutil.rmtree(run / "checkpoints")
+    shutil.rmtree(run / "checkpoints")  # and the model a checkpoint writes: a run that
+    (run / "model.safetensors").unlink()  # stopped before its first
     capsys.readouterr()
     assert run_cli("evaluate", run) == 2
     assert f"has no checkpoints: it stopped before its first (train it with rnnlab train " \

@@ -58,8 +58,13 @@ def load_checkpoint_model(
     """(checkpoint, settings, model with its weights) of the checkpoint at `step` of an open
     run directory (default: the latest). A run that early stopping ended handed back the
     best weights it validated (best.safetensors), which its result.json's test used: without
-    a `step`, those are its model's, not its last checkpoint's."""
-    ckpt = io.load_checkpoint(run_dir, step=step)
+    a `step`, those are its model's, not its last checkpoint's. A run whose checkpoints were
+    removed gives its top-level model.safetensors and config.json (io.load_top_level)."""
+    if step is None and not io.checkpoint_steps(run_dir) and (
+            run_dir / "model.safetensors").is_file():  # fmt: skip
+        ckpt = io.load_top_level(run_dir)
+    else:
+        ckpt = io.load_checkpoint(run_dir, step=step)
     run_config(ckpt.config, ckpt.path)
     same_run(run_dir, ckpt)
     cfg = TrainConfig.from_run(

@@ -1044,7 +1044,8 @@ class Trainer:
                     f"{e} The last weights (step {self.step}) are saved in its checkpoint."
                 ) from None
             self.model.load_state_dict(best)
-            io.save_safetensors(self.run_dir / "model.safetensors", self.model.params)
+            io.save_weights(self.run_dir / "model.safetensors", self.model.params,
+                            step=self.best_step)  # fmt: skip
             progress.message(
                 f"early stopping: restored the weights of step {self.best_step} "
                 f"(valid {self.task.metric} {self.best:.4f})"

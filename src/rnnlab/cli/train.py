@@ -244,6 +244,14 @@ def _prepare_train(args, comm) -> tuple:
                 "the run's checkpoints were removed; rnnlab does not start it again from step 0 "
                 "over its log (start a new run with --run-dir elsewhere)"
             )
+        if not saved and (run_dir / "model.safetensors").exists():  # (written after one)
+            raise io.CheckpointError(
+                f"'{run_dir}' holds no checkpoints but a model.safetensors, which only a saved "
+                "checkpoint writes: the run's checkpoints were removed; rnnlab does not start it "
+                "again from step 0 over its trained weights and log (its model still serves "
+                "evaluate, sample, export and gradflow; start a new run with --run-dir "
+                "elsewhere to train again)"
+            )
         if saved:
             ckpt = io.load_checkpoint(run_dir)
             config = runs.run_config(ckpt.config, ckpt.path)

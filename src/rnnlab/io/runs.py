@@ -39,6 +39,7 @@ from rnnlab.io.files import (
     json_text,
     naming,
     parse_json,
+    read_json,
     refuse,
     remove_orphans,
 )
@@ -286,7 +287,9 @@ def save_checkpoint(
     atomic_write_text(checkpoints / "latest", name + "\n")
 
     atomic_write_bytes(run_dir / "config.json", config_text)
-    tensors.save(run_dir / "model.safetensors", model_arrays)
+    # (with its step and hash: what the commands that read a run's model fall back to
+    # where its checkpoints were removed, load_top_level)
+    tensors.save_weights(run_dir / "model.safetensors", model_arrays, step=step)
 
     if keep is not None:
         older = sorted((s for s in checkpoint_steps(run_dir) if s != step), reverse=True)
@@ -366,6 +369,12 @@ def load_checkpoint(run_dir: PathLike, step: int | None = None) -> Checkpoint:
             step = named
         elif steps:
             step = steps[-1]
+        elif (run / "model.safetensors").is_file():  # written after a checkpoint only
+            raise CheckpointError(
+                f"The run directory '{run}' has no checkpoints, but its model.safetensors says "
+                "it saved one: its checkpoints were removed (its model still serves evaluate, "
+                "sample, export and gradflow; training it further needs a new run)."
+            )
         else:
             raise CheckpointError(
                 f"The run directory '{run}' has no checkpoints: it stopped before its first "
@@ -413,6 +422,27 @@ def _read_checkpoint(
         _check_hash(file, hashes)
     state = _read_checkpoint_json(directory / "state.json")
     return weights, state, _read_checkpoint_json(directory / "config.json")
+
+
+def load_top_level(run_dir: PathLike) -> Checkpoint:
+    """A run's own latest weights and settings, model.safetensors and config.json at its top,
+    as a checkpoint with no optimizer state or progress: what the commands that only read a
+    run's model (evaluate, sample, export, gradflow) take where its checkpoints were removed
+    (a finished run needs none of them to be used, and they hold most of its bytes). The file
+    records its step and SHA-256 (save_checkpoint; after early stopping, the best step's
+    weights, which a run that stopped so hands back anyway); one from before rnnlab recorded
+    them is refused: its step cannot be told."""
+    run = open_run_dir(run_dir)
+    path = run / "model.safetensors"
+    weights, step = tensors.load_weights_and_step(path)
+    if step is None:
+        raise CheckpointError(
+            f"The run directory '{run}' has no checkpoints, and its model.safetensors records "
+            "no step (it was saved before rnnlab recorded one): rnnlab cannot tell which "
+            "weights it holds. Load it with rnnlab.io.load_safetensors into a model built "
+            "from the run's config.json."
+        )
+    return Checkpoint(run, step, weights, {}, {}, read_json(run / "config.json"))
 
 
 def way_back(run_dir: PathLike, step: int) -> str:

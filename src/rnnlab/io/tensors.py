@@ -161,6 +161,12 @@ def load_weights(path: PathLike, *, step: int | None = None) -> dict[str, np.nda
     (written before rnnlab recorded one, or by another program) loads unchecked. `step`: the
     step the weights must be of, where the file records one (a best.safetensors written
     after the checkpoint a run resumed from holds weights of a continuation since dropped)."""
+    return load_weights_and_step(path, step=step)[0]
+
+
+def load_weights_and_step(path: PathLike, *, step: int | None = None
+                          ) -> tuple[dict[str, np.ndarray], int | None]:  # fmt: skip
+    """`load_weights`, and the step the file records (None where it records none)."""
     path = as_path(path, "path")
     tensors, metadata = load_safetensors(path)
     want = metadata.pop(_HASH_KEY, None)
@@ -175,7 +181,8 @@ def load_weights(path: PathLike, *, step: int | None = None) -> dict[str, np.nda
     if step is not None and metadata.get(_STEP_KEY, str(step)) != str(step):
         raise CheckpointError(f"'{path}' holds the weights of step {metadata[_STEP_KEY]}, not "
                               f"of step {step}.")  # fmt: skip
-    return tensors
+    recorded = metadata.get(_STEP_KEY)
+    return tensors, int(recorded) if recorded is not None and recorded.isdigit() else None
 
 
 # --------------------------------------------------------------------------------------------
