@@ -663,8 +663,8 @@ RUN_DAMAGE = [
      r"optimizer.safetensors' is missing"),
     ("optimizer empty", _each_checkpoint(lambda c: (c / "optimizer.safetensors").write_bytes(
         b"")), r"optimizer.safetensors' is not a valid safetensors file: it is empty \(0 bytes\)"
-     r"\. The run has no other checkpoint: remove '.*checkpoints' and `rnnlab train --resume "
-     r".*run` starts it again from step 0\.$"),
+     r"\. The run has no other checkpoint: remove '.*checkpoints' and '.*run/model.safetensors', "
+     r"and `rnnlab train --resume .*run` starts it again from step 0\.$"),
     ("optimizer truncated", _each_checkpoint(lambda c: (c / "optimizer.safetensors").write_bytes(
         (c / "optimizer.safetensors").read_bytes()[:100])),
      r"optimizer.safetensors' is not a valid safetensors file: the header length says \d+ bytes "
@@ -742,6 +742,17 @@ def test_a_damaged_latest_checkpoint_names_the_way_back(tmp_path, capsys):
     way_back = (r"step-00000006/state.json' must hold 'step' \(int\).* To go back to the "
                 r"checkpoint step-00000004, write step-00000004 into '.*latest' and resume")
     cli_error(capsys, ["train", "--resume", run, "--steps", "8", "--quiet"], way_back)
+    # the only checkpoint damaged: what the error says starts the run again
+    for step in (2, 4):
+        shutil.rmtree(run / "checkpoints" / f"step-{step:08d}")
+    capsys.readouterr()
+    err = cli_error(capsys, ["train", "--resume", run, "--steps", "8", "--quiet"],
+                    r"The run has no other checkpoint: remove")  # fmt: skip
+    for word in err.split("remove ", 1)[1].split(", and")[0].split(" and "):
+        doomed = Path(word.strip("'"))
+        shutil.rmtree(doomed) if doomed.is_dir() else doomed.unlink()
+    assert main(["train", "--resume", str(run), "--steps", "8", "--quiet"]) == 0
+    assert io.load_checkpoint(run).step == 8
 
 
 def test_json_files_refuse_nan_and_infinity(tmp_path):

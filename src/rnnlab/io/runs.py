@@ -451,9 +451,10 @@ def way_back(run_dir: PathLike, step: int) -> str:
     none left, start again. One sentence, for the end of an error message."""
     checkpoints = as_path(run_dir, "run_dir") / "checkpoints"
     others = [s for s in checkpoint_steps(run_dir) if s != step]
-    if not others:
-        return (f"The run has no other checkpoint: remove '{checkpoints}' and `rnnlab train "
-                f"--resume {checkpoints.parent}` starts it again from step 0.")  # fmt: skip
+    if not others:  # (the top-level model too: a run holding one is refused a fresh start)
+        return (f"The run has no other checkpoint: remove '{checkpoints}' and "
+                f"'{checkpoints.parent / 'model.safetensors'}', and `rnnlab train --resume "
+                f"{checkpoints.parent}` starts it again from step 0.")  # fmt: skip
     back = max((s for s in others if s < step), default=max(others))
     return (f"To go back to the checkpoint {_step_name(back)}, write {_step_name(back)} into "
             f"'{checkpoints / 'latest'}' and resume: the run continues from there.")  # fmt: skip
