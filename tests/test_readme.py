@@ -131,3 +131,26 @@ def test_gradients_doc_irnn_probe_table(capsys):
     for step, loss_none, on_none, loss_clip, on_clip in rows:
         assert printed["none", int(step)] == (loss_none, on_none)
         assert printed["global_norm", int(step)] == (loss_clip, on_clip)
+
+
+def test_every_option_has_help():
+    """The README: "Every option has `--help`": each option of each command says what it
+    does in its --help (a bare `--split {valid,test}` does not)."""
+    import argparse
+
+    from rnnlab.bench.cli import build_parser as bench_parser
+    from rnnlab.cli import _command_parser, build_parser
+    from rnnlab.cli.gradflow import build_parser as gradflow_parser
+
+    top = build_parser()
+    (commands,) = [a for a in top._actions if isinstance(a, argparse._SubParsersAction)]
+    parsers = {name: _command_parser(top, name) for name in commands.choices}
+    parsers.update(bench=bench_parser(), gradflow=gradflow_parser())
+    bare = [
+        f"rnnlab {name} {action.option_strings[0]}"
+        for name, parser in parsers.items()
+        for action in parser._actions
+        if action.option_strings and action.dest != "help" and not action.help
+    ]
+    assert bare == []
+    assert {"train", "demo", "evaluate", "sample", "gradflow"} <= set(parsers)

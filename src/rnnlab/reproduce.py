@@ -593,7 +593,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="reproduce", help="output directory (default: reproduce)")
     p.add_argument("--steps", type=int, default=None,
                    help="every row's step budget instead of the table's (a reduced run when it "
-                   "is smaller; the table says so)")
+                   "is smaller; the table's budget column shows it)")
     p.add_argument("--T", dest="T", type=int, default=None,
                    help="one length for the memory tasks instead of the table's")
     p.add_argument("--cells", default=None,

@@ -116,7 +116,7 @@ def build_parser() -> Parser:
                              title="cliff: the compared SGD steps")  # fmt: skip
     g = p.add_argument_group("dynamics source")
     g.add_argument("--w", type=number("--w"), default=None, help="1 unit: h ← φ(w h + b)")
-    g.add_argument("--b", type=number("--b"), default=None)
+    g.add_argument("--b", type=number("--b"), default=None, help="1 unit: the bias b (with --w)")
     g.add_argument("--W", dest="W", default=None, help="2 units: 'a,b;c,d'")
     g.add_argument("--bias", default=None, help="2 units: 'e,f'")
     g.add_argument("--phi", choices=dg.dynamics.PHIS, default=None, help="(default tanh)")

@@ -106,8 +106,10 @@ def add_model_options(
     g.add("--layers", type=size("--layers"), help="stacked recurrent layers")
     g.add("--bidirectional", action="store_true", help="read both directions")
     g.add("--embed", type=int, help="embedding size for token inputs")
-    g.add("--dropout", type=float, help="dropout between and after layers")
-    g.add("--initial-state", dest="initial_state", choices=("zeros", "learned"))
+    g.add("--dropout", type=float, help="dropout between and after layers (encoder-decoders: "
+          "between stacked layers only)")  # fmt: skip
+    g.add("--initial-state", dest="initial_state", choices=("zeros", "learned"),
+          help="the recurrent layers' h_0 (and c_0): zeros, or learned parameters")  # fmt: skip
     g.add("--peephole", action="store_true", help="LSTM: peephole weights")
     g.add("--coupled", action="store_true", help="LSTM: input gate = 1 - forget gate")
     g.add("--cell-clip", dest="cell_clip", type=float, help="LSTM: clip |c_t| to this")
@@ -151,7 +153,8 @@ def add_optimisation_options(
     the batch and window sizes, teacher forcing, and how long and how often (--steps,
     --time-limit, --eval-every, --grad-log-every, --checkpoint-every, --patience)."""
     g = _Group(parser, title, defaults, only)
-    g.add("--optimizer", choices=("sgd", "nesterov", "rmsprop", "adagrad", "adam", "adamw"))
+    g.add("--optimizer", choices=("sgd", "nesterov", "rmsprop", "adagrad", "adam", "adamw"),
+          help="the update rule (default: the task's and cell's)")  # fmt: skip
     g.add("--lr", type=positive_float("--lr") if checked else float,
           help="learning rate" + (" (default: the task's and cell's)" if checked else ""))
     g.add("--momentum", type=float, help="sgd and nesterov: the momentum (default 0.9; the IRNN "
@@ -169,7 +172,8 @@ def add_optimisation_options(
           help="gradient clipping: by global norm, by value, or none")  # fmt: skip
     g.add("--clip-at", dest="clip_at", type=float,
           help="the clipping threshold (a norm or a value, per --clip)")  # fmt: skip
-    g.add("--batch-size", dest="batch_size", type=int)
+    g.add("--batch-size", dest="batch_size", type=int,
+          help="sequences a step (under mpiexec, each rank's)")  # fmt: skip
     g.add("--seq-len", dest="seq_len", type=int,
           help="window length for tasks that cut sequences")  # fmt: skip
     g.add("--bptt", type=int,
@@ -185,10 +189,12 @@ def add_optimisation_options(
           "read a whole sequence, then answer (per-step tasks refuse it)")  # fmt: skip
     g.add("--steps", type=int, help="optimizer steps")
     g.add("--time-limit", dest="time_limit", type=float, help="stop after this many seconds")
-    g.add("--eval-every", dest="eval_every", type=int)
+    g.add("--eval-every", dest="eval_every", type=int,
+          help="validate every this many steps (early stopping, best.safetensors)")  # fmt: skip
     g.add("--grad-log-every", dest="grad_log_every", type=int,
           help="record gradient norms into metrics.jsonl every this many steps")  # fmt: skip
-    g.add("--checkpoint-every", dest="checkpoint_every", type=int)
+    g.add("--checkpoint-every", dest="checkpoint_every", type=int,
+          help="save a checkpoint every this many steps (and at the end)")  # fmt: skip
     g.add("--patience", type=int,
           help="stop after this many evaluations without improvement (0: never)")  # fmt: skip
 
@@ -201,7 +207,9 @@ def add_data_options(parser, defaults=SUPPRESS, *, only=None, checked: bool = Fa
           help="charlm: a UTF-8 text file (default: built-in corpus)")  # fmt: skip
     g.add("--T", dest="T", type=count("--T") if checked else int,
           help="memory tasks (adding, copy, temporal-order): sequence length")  # fmt: skip
-    g.add("--digits-mode", dest="digits_mode", choices=("rows", "pixels"))
+    g.add("--digits-mode", dest="digits_mode", choices=("rows", "pixels"),
+          help="digits: read each image a row (8 steps) or a pixel (64 steps) at a "
+          "time")  # fmt: skip
     g.add(
         "--valid-fold",
         dest="valid_fold",

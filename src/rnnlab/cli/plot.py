@@ -16,7 +16,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="rnnlab plot",
         description="Plot a run's metrics.jsonl: training loss, validation metrics, "
         "gradient norms before/after clipping, per-layer gradient norms and the lag "
-        "profile over training (PNGs; needs matplotlib).",
+        "profile over training, and an encoder-decoder's attention (PNGs; needs "
+        "matplotlib).",
     )
     p.add_argument("run", help="a run directory")
     p.add_argument("--out", default=None, help="where to write the PNGs (default: RUN/plots)")

@@ -20,7 +20,8 @@ MAX_SAMPLE_LENGTH = 1_000_000
 def add_parsers(sub) -> None:
     p = sub.add_parser("evaluate", help="held-out metrics of a trained run")
     p.add_argument("run", help="a run directory")
-    p.add_argument("--split", choices=("valid", "test"), default="test")
+    p.add_argument("--split", choices=("valid", "test"), default="test",
+                   help="the held-out piece to score (default: test)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(
         "--data", type=path_option("--data"),
@@ -61,12 +62,16 @@ def add_parsers(sub) -> None:
                          lambda v: 0 <= v <= MAX_SAMPLE_LENGTH)  # fmt: skip
     p.add_argument("--length", type=length, default=400,
                    help=f"characters to sample (at most {MAX_SAMPLE_LENGTH:,})")  # fmt: skip
-    p.add_argument("--temperature", type=positive_float("--temperature"), default=0.8)
+    p.add_argument("--temperature", type=positive_float("--temperature"), default=0.8,
+                   help="divides the logits: below 1 surer, above 1 more varied (default "
+                   "0.8)")  # fmt: skip
     p.add_argument("--top-k", dest="top_k", type=count("--top-k"), default=None,
                    help="sample among the K most likely characters (default: all; a K at or "
                    "above the run's vocabulary size keeps them all)")  # fmt: skip
     p.add_argument("--seed", default=0, type=option_type("--seed", "a non-negative integer",
-                                                          int, lambda v: v >= 0))  # fmt: skip
+                                                          int, lambda v: v >= 0),
+                   help="the seed of the draws: the same seed, the same text (default "
+                   "0)")  # fmt: skip
     p.add_argument(
         "--unknown", choices=("error", "map"), default="error",
         help="characters of --prime the run never saw: refuse them (default), or read them "
