@@ -351,7 +351,7 @@ def test_a_projected_lstm_exports_to_pytorch(tmp_path):
 
 def test_run_settings_and_exports_refuse_what_they_cannot_take(tmp_path, capsys):
     from rnnlab import cli, export
-    from rnnlab.modules import LastStep, Linear, Sequential
+    from rnnlab.modules import Linear, Sequential
     from rnnlab.train import TrainConfig
 
     with pytest.raises(ValueError, match=r"`proj_size` must be an integer from 0 \(none\) to "
@@ -361,18 +361,12 @@ def test_run_settings_and_exports_refuse_what_they_cannot_take(tmp_path, capsys)
     err = capsys.readouterr().err  # one line, not argparse's usage before it
     assert err.count("\n") == 1 and err.startswith("rnnlab: error: "), err
     assert "expected one or two probabilities, got '0.1,0.2,0.3'" in err
-    summed = Sequential(LSTM(I, H, bidirectional=True, merge="sum", rng=0), LastStep(),
-                        Linear(H, 2, rng=0))  # fmt: skip
-    with pytest.raises(ValueError, match=r"a LastStep after merge='sum'"):
-        export.torch_snippet(summed, tmp_path / "m.safetensors")
     zoned = Sequential(LSTM(I, H, zoneout=0.1, rng=0), Linear(H, 2, rng=0))
     with pytest.raises(ValueError, match=r"zoneout=\(0.1, 0.1\) \(PyTorch has no zoneout\)"):
         export.torch_snippet(zoned, tmp_path / "m.safetensors")
     pytest.importorskip("onnx")
     import rnnlab.onnx
 
-    with pytest.raises(ValueError, match=r"one after merge='sum'"):
-        rnnlab.onnx.export(summed, tmp_path / "s.onnx")
     with pytest.raises(ValueError, match=r"zoneout=\(0.1, 0.1\) \(its expectation"):
         rnnlab.onnx.export(zoned, tmp_path / "z.onnx")
 

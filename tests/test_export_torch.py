@@ -95,6 +95,28 @@ def test_projecting_lstm_in_a_sequential(readout, tmp_path):
     np.testing.assert_allclose(y.numpy(), model.forward(x, lengths=lengths).output, atol=1e-12)
 
 
+@pytest.mark.parametrize("make", [
+    lambda: LSTM(4, 6, 2, bidirectional=True, merge="sum", dtype=np.float64),
+    lambda: LSTM(4, 6, bidirectional=True, merge="sum", proj_size=3, initial_state="learned",
+                 dtype=np.float64),
+    lambda: GRU(4, 6, 2, bidirectional=True, merge="sum", dtype=np.float64),
+    lambda: RNN(4, 6, bidirectional=True, merge="sum", initial_state=0.3, dtype=np.float64),
+], ids=["lstm", "lstm-proj", "gru", "rnn"])  # fmt: skip
+@pytest.mark.parametrize("lengths", [None, np.array([5, 2, 3])], ids=["full", "padded"])
+def test_laststep_after_merge_sum_reads_the_final_states_in_torch(make, lengths, tmp_path):
+    """After merge 'sum' rnnlab's LastStep reads the last layer's two final states added
+    (h_n[-2] + h_n[-1]), which the snippet takes from torch's h_n (refused before)."""
+    layer = make()
+    model = Sequential(layer, LastStep(), Linear(layer.output_features, 2, dtype=np.float64))
+    _randomise(model, 7)
+    x = np.random.default_rng(8).standard_normal((3, 5, 4))
+    kw = {} if lengths is None else {"lengths": lengths}
+    tm = _torch_model(model, tmp_path)
+    with torch.no_grad():
+        y, _ = tm(torch.from_numpy(x), None if lengths is None else torch.from_numpy(lengths))
+    np.testing.assert_allclose(y.numpy(), model.forward(x, **kw).output, atol=1e-12)
+
+
 def test_laststep_through_a_dropout_reads_by_direction_in_torch_too(tmp_path):
     """As Sequential reads through a Dropout, so does the snippet: the backward half where it
     has read the whole sequence."""

@@ -518,6 +518,26 @@ def test_laststep_through_a_dropout_reads_by_direction_as_rnnlab_does(lengths, t
                                model.forward(x, **kw).output, atol=ATOL)  # fmt: skip
 
 
+@pytest.mark.parametrize("lengths", [None, np.array([5, 2, 4])], ids=["full", "padded"])
+@pytest.mark.parametrize("ctor", [LSTM, GRU, RNN], ids=["lstm", "gru", "rnn"])
+def test_laststep_after_merge_sum_reads_the_final_states(ctor, lengths, tmp_path):
+    """After merge 'sum' the directions are not apart in the output, so rnnlab's LastStep
+    reads the last layer's two final states, h_n[-2] + h_n[-1]: ONNX's Y_h summed (refused
+    before). With a second layer below, whose own final states it does not read."""
+    model = randomise(Sequential(ctor(3, 4, 2, bidirectional=True, merge="sum", rng=0),
+                                 LastStep(), Dropout(0.2), Linear(4, 2, rng=0)),
+                      np.random.default_rng(2))  # fmt: skip
+    path = rx.export(model, tmp_path / "m.onnx")
+    x = np.random.default_rng(1).standard_normal((3, 5, 3)).astype(np.float32)
+    kw = {} if lengths is None else {"lengths": lengths}
+    np.testing.assert_allclose(rx.Runtime(path).forward(x, **kw).output,
+                               model.forward(x, **kw).output, atol=ATOL)  # fmt: skip
+    readout = Sequential(LSTM(3, 4, bidirectional=True, merge="readout", output_size=2),
+                         LastStep())  # fmt: skip
+    with pytest.raises(ValueError, match=r"merge 'concat' or 'sum' for ONNX.*merge='readout'"):
+        rx.export(readout, tmp_path / "r.onnx")
+
+
 @pytest.mark.parametrize("name", ["m.json", "m.textproto", "m.onnxtxt"])
 def test_a_path_onnx_reads_as_text_is_refused(name, tmp_path):
     """onnx.load picks the format by the suffix: the binary graph under m.json was then read

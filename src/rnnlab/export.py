@@ -156,14 +156,6 @@ def _torch_check(model: Model) -> list[Module | _Module]:
                 what = "an Elman layer with proj_size (PyTorch projects LSTMs only)"
             elif any(getattr(m, "zoneout", ())):
                 what = f"a layer with zoneout={m.zoneout} (PyTorch has no zoneout)"
-        elif (
-            isinstance(m, LastStep)
-            and (j := readout_source(mods, i)) is not None
-            and isinstance(prev := mods[j], Recurrent)
-            and prev.bidirectional
-            and prev.merge == "sum"
-        ):
-            what = "a LastStep after merge='sum' (it reads the layer's final states)"
         elif isinstance(m, MeanOverTime):
             readout_source(mods, i)  # (it refuses a time-major layer before it, as Sequential)
         elif not isinstance(m, (Embedding, Linear, Dropout, LastStep)):
@@ -222,6 +214,12 @@ def _last_step(x, lengths, split=None):
     return torch.cat([out[:, :split], x[:, 0, split:]], dim=1)
 
 
+def _final_states_summed(state):
+    """After merge 'sum': the last layer's two final states added (h, not an LSTM's c)."""
+    h = state[0] if isinstance(state, tuple) else state
+    return h[-2] + h[-1]
+
+
 def _mean_over_time(x, lengths):
     if lengths is None:
         return x.mean(dim=1)
@@ -253,9 +251,12 @@ def torch_snippet(model: Model, path: str | PathLike[str]) -> str:
             init.append("torch.nn.Identity()")  # LastStep is in forward
             j = readout_source(mods, i)  # (through Dropouts, as Sequential reads)
             before = mods[j] if j is not None else None
-            split = (before.output_features // 2 if isinstance(before, Recurrent)
-                     and before.bidirectional else None)  # fmt: skip
-            body.append(f"x = _last_step(x, lengths, {split})")
+            if isinstance(before, Recurrent) and before.bidirectional and before.merge == "sum":
+                body.append(f"x = _final_states_summed(states[{j}])")  # (j = i - 1: Sequential)
+            else:
+                split = (before.output_features // 2 if isinstance(before, Recurrent)
+                         and before.bidirectional else None)  # fmt: skip
+                body.append(f"x = _last_step(x, lengths, {split})")
         elif isinstance(m, MeanOverTime):
             init.append("torch.nn.Identity()")  # MeanOverTime is in forward
             body.append("x = _mean_over_time(x, lengths)")

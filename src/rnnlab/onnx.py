@@ -219,6 +219,9 @@ class _Graph:
     lengths: str | None = None
     opset: int = OPSET
     recurrent: dict[str, _RecurrentInfo] = field(default_factory=dict)  # by module index
+    # each recurrent module's last layer's Y_h (directions, batch, hidden), by id(module):
+    # what a LastStep after merge "sum" reads
+    last_layer_h: dict[int, str] = field(default_factory=dict)
 
     def name(self, base: str) -> str:
         n, k = base, 1
@@ -470,15 +473,21 @@ def _module(
 def _last_step(g: _Graph, x: str, previous: Module | None) -> str:
     """LastStep: (B, T, F) → (B, F), as rnnlab.modules.LastStep: the features at each
     sequence's last valid step; after a bidirectional layer (`previous`) with the "concat"
-    merge, the reverse direction's half at step 0, where it has read the whole sequence.
-    (After "sum" the halves are not apart in the output: refused.)"""
+    merge, the reverse direction's half at step 0, where it has read the whole sequence;
+    after "sum", where the halves are not apart in the output, the sum of the last layer's
+    two final states (ONNX's Y_h: the forward's at each sequence's last valid step, the
+    reverse's after the whole sequence)."""
+    if (isinstance(previous, Recurrent) and previous.bidirectional
+            and previous.merge == "sum"):  # fmt: skip
+        return g.op("ReduceSum", [g.last_layer_h[id(previous)], g.ints("axes_0", 0)], "last",
+                    keepdims=0)  # fmt: skip
     picked = _last_valid(g, x)
     if not (isinstance(previous, Recurrent) and previous.bidirectional):
         return picked
     if previous.merge != "concat":
         _checks.fail(
             "model",
-            "a LastStep after a bidirectional layer with merge='concat' for ONNX",
+            "a LastStep after a bidirectional layer with merge 'concat' or 'sum' for ONNX",
             f"one after merge={previous.merge!r} (LastStep reads each direction's final "
             "state, which that merge does not keep apart in the output)",
         )
@@ -612,6 +621,7 @@ def _recurrent(
             finals_c.append(outs[2])
         if k < L - 1:  # (T, D, B, H) → (T, B, D·H); dropout between layers: none at inference
             inp = _concat_directions(g, Y)
+    g.last_layer_h[id(layer)] = Y_h
     # the last layer's directions, merged
     if D == 1:
         out = g.op("Squeeze", [Y, g.ints("axes_1", 1)], "rnn_out")
