@@ -112,7 +112,8 @@ def test_a_new_run_goes_only_where_it_takes_nothing(tmp_path, capsys):
     capsys.readouterr()
     assert run_cli("train", "--resume", run, "--quiet") == 2
     assert "names a checkpoint" in capsys.readouterr().err
-    (run / "checkpoints" / "latest").unlink()  # no checkpoint ever: a run of ours, started again
+    (run / "checkpoints" / "latest").unlink()  # and the model a checkpoint writes: no
+    (run / "model.safetensors").unlink()  # checkpoint ever, a run of ours, started again
     assert run_cli("train", "adding", "--steps", 2, "--run-dir", run, *TINY) == 0
 
 
@@ -121,7 +122,8 @@ def test_a_run_whose_checkpoints_were_removed_is_read_from_its_model_and_not_tra
     """A finished run needs none of its checkpoints to be used, and they hold most of its
     bytes: with checkpoints/ removed, evaluate, export and gradflow read its top-level model
     (they said "it stopped before its first"), and --resume, which took it for a run that had
-    never saved one, trained it again from step 0 over its weights and log: refused now."""
+    never saved one, trained it again from step 0 over its weights and log, as did a new run
+    given it as --run-dir: both refused now."""
     import shutil
 
     run = tmp_path / "run"
@@ -137,6 +139,9 @@ def test_a_run_whose_checkpoints_were_removed_is_read_from_its_model_and_not_tra
     assert run_cli("train", "--resume", run, "--steps", 6, "--quiet") == 2
     err = capsys.readouterr().err
     assert "holds no checkpoints but a model.safetensors" in err and "removed" in err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == kept
+    assert run_cli("train", "adding", "--steps", 2, "--run-dir", run, *TINY) == 2  # a new run
+    assert "holds a trained run whose checkpoints were removed" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == kept
     assert run_cli("export", run, "--out", tmp_path / "again.onnx") == 0
     assert (tmp_path / "again.onnx").read_bytes() == exported.read_bytes()

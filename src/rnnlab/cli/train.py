@@ -186,6 +186,10 @@ def _new_run_dir_ok(run_dir: Path, command: str) -> None:
                  else "give another --run-dir")  # fmt: skip
         raise UsageError(f"`--run-dir` must be a new or empty directory; '{run_dir}' already "
                          f"holds a run ({again})")  # fmt: skip
+    if (run_dir / "model.safetensors").exists():  # (written after a checkpoint only)
+        raise UsageError(f"`--run-dir` must be a new or empty directory; '{run_dir}' holds a "
+                         "trained run whose checkpoints were removed (its model.safetensors, "
+                         "which a new run would overwrite): give another --run-dir")  # fmt: skip
     _not_someone_elses(run_dir)
 
 
