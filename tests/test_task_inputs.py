@@ -101,6 +101,26 @@ def test_translate_file_is_bounded_names_the_option_and_drops_a_bom(capsys, tmp_
     assert _source_lines(bom) == ["one", "two", "three\x85four"]
 
 
+@pytest.mark.parametrize(
+    "codec, said",
+    [
+        ("utf-16-le", "UTF-16LE without a byte-order mark"),
+        ("utf-16-be", "UTF-16BE without a byte-order mark"),
+        ("utf-16", "UTF-16 (it starts with the byte-order"),
+        ("utf-32", "UTF-32 (it starts with the byte-order"),
+    ],
+)
+def test_translate_file_in_utf16_or_utf32_is_refused_as_such(capsys, tmp_path, lm, codec, said):
+    """A UTF-16 file without a byte-order mark decodes as UTF-8, NUL bytes and all: with
+    `--unknown map` its lines were translated as sources with a NUL between their letters,
+    without a word (and with a mark it was "not UTF-8 (byte 0, 0xff)")."""
+    path = tmp_path / "sources.txt"
+    path.write_bytes("one\ntwenty-three\n".encode(codec))
+    line = error_of(capsys, "translate", lm, "--file", path, "--unknown", "map")
+    assert f"`--file` must be a readable UTF-8 text file; got '{path}', which " in line, line
+    assert said in line and "iconv" in line, line
+
+
 def test_a_toml_config_with_a_byte_order_mark_is_read(capsys, tmp_path):
     from rnnlab import io
 

@@ -196,17 +196,16 @@ MAX_SOURCE_BYTES = 1 << 26
 def _source_lines(path: Path) -> list[str]:
     """The lines of translate's --file, read as charlm reads a corpus: a regular file of
     bounded size (a FIFO or /dev/zero is refused, not waited on or read until memory runs
-    out), UTF-8 without its byte-order mark, CRLF and CR line ends as "\\n". Lines end at
-    "\\n" only: a U+2028 or U+0085 inside a source is a character of it."""
+    out), UTF-8 without its byte-order mark, CRLF and CR line ends as "\\n"; UTF-16 or
+    UTF-32 is refused as such (text.decode_text: read as UTF-8, one without a byte-order
+    mark gave sources with a NUL between their letters, which `--unknown map` translated
+    into garbage without a word). Lines end at "\\n" only: a U+2028 or U+0085 inside a
+    source is a character of it."""
     from rnnlab._checks import read_bounded
+    from rnnlab.tasks.text import decode_text
 
     data = read_bounded(path, MAX_SOURCE_BYTES, "`--file`", UsageError)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise UsageError(f"`--file` must be UTF-8 text; '{path}' is not (byte {e.start}, "
-                         f"{data[e.start]:#04x})") from None  # fmt: skip
-    text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    text = decode_text(data, path, "--file")
     lines = text.split("\n")
     return lines[:-1] if lines[-1] == "" else lines
 

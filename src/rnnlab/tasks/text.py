@@ -148,11 +148,28 @@ def read_text(path: str | os.PathLike[str]) -> str:
         _raise("path", f"{expected} of at most {MAX_BYTES:,} bytes", f"'{p}', which grew past it")
     if not data:
         _raise("path", expected, f"'{p}', which is empty")
+    text = decode_text(data, p)
+    if len(text) < MIN_CHARS:
+        _raise(
+            "path",
+            f"a text of at least {MIN_CHARS} characters (to split into train/valid/test)",
+            f"'{p}' with {len(text)} characters",
+        )
+    return text
+
+
+def decode_text(data: bytes, p: Path, name: str = "path") -> str:
+    """The text of a file's bytes (`p`, named as `name` in errors: `path`, or translate's
+    `--file`), as `read_text` reads a corpus: UTF-8, its byte-order mark dropped and CRLF and
+    CR line ends as "\\n". Refused (TextFileError) with what they are: UTF-16 and UTF-32 with
+    or without a byte-order mark (UTF-8 takes a BOM-less one's NUL bytes as characters, so
+    it read as text with a NUL between its letters), and bytes that are not UTF-8."""
+    expected = "a readable UTF-8 text file"
     marked = data.startswith(tuple(bom for bom, _ in _BYTE_ORDER_MARKS))
     wide = None if marked else _wide_without_mark(data)
     if wide is not None:
         head = data[: 1 << 16]
-        _raise("path", expected,
+        _raise(name, expected,
                f"'{p}', which reads as {wide.upper()} without a byte-order mark "
                f"({head.count(0):,} of its first {len(head):,} bytes are NUL)",
                f"Convert it first, e.g. `iconv -f {wide} -t utf-8`.")  # fmt: skip
@@ -163,31 +180,24 @@ def read_text(path: str | os.PathLike[str]) -> str:
         for bom, encoding in _BYTE_ORDER_MARKS:
             if not data.startswith(bom):
                 continue
-            name, mark = encoding.upper(), bom.hex(" ").upper()
+            codec, mark = encoding.upper(), bom.hex(" ").upper()
             if _reads_as(data, bom, encoding):
-                _raise("path", expected,
-                       f"'{p}', which is {name} (it starts with the byte-order mark {mark})",
+                _raise(name, expected,
+                       f"'{p}', which is {codec} (it starts with the byte-order mark {mark})",
                        f"Convert it first, e.g. `iconv -f {encoding} -t utf-8`.")  # fmt: skip
             # a latin1 text may begin with ÿþ (FF FE) too: both ways out are said
-            _raise("path", expected,
+            _raise(name, expected,
                    f"'{p}', whose byte {e.start} ({data[e.start]:#04x}) is not UTF-8 and which "
-                   f"starts with {mark}, {name}'s byte-order mark",
-                   f"Convert it first: `iconv -f {encoding} -t utf-8` if it is {name}, "
+                   f"starts with {mark}, {codec}'s byte-order mark",
+                   f"Convert it first: `iconv -f {encoding} -t utf-8` if it is {codec}, "
                    "`iconv -f latin1 -t utf-8` if it is latin1.")  # fmt: skip
         _raise(
-            "path",
+            name,
             expected,
             f"'{p}', whose byte {e.start} ({data[e.start]:#04x}) is not UTF-8",
             "Convert it first, e.g. `iconv -f latin1 -t utf-8`.",
         )
-    text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
-    if len(text) < MIN_CHARS:
-        _raise(
-            "path",
-            f"a text of at least {MIN_CHARS} characters (to split into train/valid/test)",
-            f"'{p}' with {len(text)} characters",
-        )
-    return text
+    return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _code_points(text: str) -> np.ndarray:
