@@ -1126,3 +1126,29 @@ def test_resuming_on_a_built_in_corpus_that_changed_is_refused_and_evaluating_wa
     assert tasks.make_task(cfg, record, resume=True).data_record() == record
     assert tasks.make_task(cfg, other).data_record()["vocab"] == record["vocab"]
     assert "has changed since the run was trained" in capsys.readouterr().err
+
+
+def test_charlm_s_unknown_chars_counts_the_characters_it_scores(tmp_path):
+    """`unknown_chars` beside `chars`: the unknown ones among the characters scored. It counted
+    the whole split, its first character (read, never predicted) and the tail short of a
+    track's length too, so a text of a script the run never saw had 55 unknown characters
+    in 48 (`rnnlab evaluate RUN --data other.txt`)."""
+    from rnnlab import tasks
+    from rnnlab.tasks import text
+    from rnnlab.train import TrainConfig
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("".join(chr(97 + (i * i + i // 7) % 23) for i in range(4003)))
+    cfg = TrainConfig.from_dict({**tasks.defaults("charlm"), "data": str(corpus),
+                                 "batch_size": 4, "seq_len": 10})  # fmt: skip
+    task = tasks.make_task(cfg)
+    ids = task.ids["test"]
+    scored = (len(ids) - 1) // text.EVAL_TRACKS * text.EVAL_TRACKS
+    assert len(ids) - 1 > scored  # (a tail is left out: the case in question)
+    ids[:] = task.vocab.unknown  # a split of characters the run never saw
+    result = task.evaluate(_Uniform(task), "test", baselines=False)
+    assert result["unknown_chars"] == result["chars"] == scored
+    ids[: scored + 1] = 0  # the unknown ones only in the tail: none scored
+    assert task.evaluate(_Uniform(task), "test", baselines=False)["unknown_chars"] == 0
+    ids[1] = task.vocab.unknown  # the first character scored
+    assert task.evaluate(_Uniform(task), "test", baselines=False)["unknown_chars"] == 1

@@ -592,9 +592,12 @@ class CharLM:
             total += loss
             state = f.state
         nats = total / (n * tracks)
+        # unknown_chars: of the `chars` scored, not of the split (its first character, read
+        # only, and the tail short of a track's length too: a split of one unknown script
+        # had more unknown characters than characters)
         result: dict[str, Any] = {
             "nats_per_char": nats, "bits_per_char": nats / math.log(2), "chars": n * tracks,
-            "unknown_chars": int((ids == self.vocab.unknown).sum()),
+            "unknown_chars": int((ys == self.vocab.unknown).sum()),
         }  # fmt: skip
         if with_baselines:
             result["baselines"] = self.baselines(split)
