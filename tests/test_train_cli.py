@@ -1330,7 +1330,7 @@ def test_a_charlm_text_too_short_for_the_batch_names_the_options(tmp_path, capsy
                    "--run-dir", tmp_path / "r") == 2  # fmt: skip
     err = capsys.readouterr().err
     assert "`--data` must hold enough text for --batch-size 32 tracks of --seq-len 100 " in err
-    assert "(about 3,593 characters in all); got " in err
+    assert "(at least 3,593 characters in all); got " in err
     assert "or a smaller --batch-size or --seq-len." in err and err.count("\n") == 1
     assert not (tmp_path / "r").exists()
     # the same text is scored by a run that trained elsewhere: evaluation cuts no tracks of

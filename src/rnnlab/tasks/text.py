@@ -312,12 +312,27 @@ def split_text(
             f"{vf} + {tf}",
         )
     n = len(text)
-    n_valid = max(1, round(n * vf)) if vf > 0 else 0
-    n_test = max(1, round(n * tf)) if tf > 0 else 0
-    a = n - n_valid - n_test
+    a, n_valid = _piece_sizes(n, vf, tf)
     if a < 1:
         fail("text", "long enough to leave a training piece", f"{n} characters")
     return text[:a], text[a : a + n_valid], text[a + n_valid :]
+
+
+def _piece_sizes(n: int, vf: float = 0.05, tf: float = 0.05) -> tuple[int, int]:
+    """(train, valid) characters of `split_text`'s pieces of a text of n characters."""
+    n_valid = max(1, round(n * vf)) if vf > 0 else 0
+    n_test = max(1, round(n * tf)) if tf > 0 else 0
+    return n - n_valid - n_test, n_valid
+
+
+def text_for_training_piece(chars: int) -> int:
+    """The fewest characters of a text whose training piece (`split_text`, 90 %) holds
+    `chars`: the rounding of the 5 % pieces makes chars / 0.9 a few short at times (a text
+    of the length said was refused again)."""
+    n = max(1, math.floor((chars - 1) / 0.9))  # (≤ the answer: a piece is ≤ 0.9 n + 1)
+    while _piece_sizes(n)[0] < chars:
+        n += 1
+    return n
 
 
 def windows(ids: object, length: int, stride: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -546,10 +561,10 @@ class CharLM:
             usable = (len(self.ids["train"]) - 1) // B
             if usable < self.window + 1:
                 window = "--bptt" if self.cfg.bptt else "--seq-len"
-                need = -(-(B * (self.window + 1) + 1) * 10 // 9)  # the training piece is 90 %
+                need = text_for_training_piece(B * (self.window + 1) + 1)
                 raise ValueError(
                     f"`--data` must hold enough text for --batch-size {B} tracks of {window} "
-                    f"{self.window} characters in its training piece (about {need:,} "
+                    f"{self.window} characters in its training piece (at least {need:,} "
                     f"characters in all); got {self.source!r} with {self.chars:,} characters "
                     f"instead. Give more text, or a smaller --batch-size or {window}."
                 )
