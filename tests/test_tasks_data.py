@@ -1178,3 +1178,30 @@ def test_a_charlm_text_of_the_length_said_is_long_enough(tmp_path, B, window):
     task_of(need).batch(0, None)
     with pytest.raises(ValueError, match=f"at least {need:,} characters in all"):
         task_of(need - 1).batch(0, None)
+
+
+def test_a_pytokens_seq_len_longer_than_the_standard_library_allows_names_seq_len(
+    tmp_path, monkeypatch
+):
+    """Where the standard library gives less source than --train-size asks, a --seq-len too
+    long for its 5 % pieces said "`train_size` must be at least ... Raise --train-size",
+    which gives no more text: it names --seq-len and the longest that fits."""
+    from rnnlab import tasks
+    from rnnlab.tasks import pytokens
+    from rnnlab.train import TrainConfig
+
+    source = tmp_path / "m.py"
+    source.write_text("".join(f"def f{i}(x):\n    return x + {i}\n" for i in range(60)))
+    monkeypatch.setattr(pytokens, "stdlib_files", lambda: [source])
+    n = len(source.read_text())
+    shortest = min(hi - lo for lo, hi in pytokens._split_bounds(n).values())
+
+    def task(seq_len: int):
+        cfg = TrainConfig.from_dict({**tasks.defaults("pytokens"), "seq_len": seq_len})
+        return tasks.make_task(cfg)
+
+    with pytest.raises(ValueError, match=rf"^`seq_len` must be at most {shortest} for the "
+                       rf"{n:,} characters of Python source .*; got {shortest + 1} instead\. "
+                       r"Lower --seq-len\.$"):  # fmt: skip
+        task(shortest + 1)
+    assert task(shortest).split("test")[0].shape == (1, shortest)

@@ -311,13 +311,18 @@ class PyTokens(_SequenceTask):
         n = len(chars)
         L = cfg.seq_len
         bounds = _split_bounds(n)
-        if min(hi - lo for lo, hi in bounds.values()) < L:
+        shortest = min(hi - lo for lo, hi in bounds.values())
+        if shortest < L and n < max_chars:
+            # more --train-size gives no more text: "raise --train-size" sent the user round
+            fail("seq_len", f"at most {shortest:,} for the {n:,} characters of Python source "
+                 "this standard library gives (valid and test, 5 % each, hold one window of "
+                 "seq_len characters)", f"{L:,}", "Lower --seq-len.")  # fmt: skip
+        if shortest < L:
             need = next(m for m in range(20 * L, 20 * L + 100) if min(
                 hi - lo for lo, hi in _split_bounds(m).values()) >= L)  # fmt: skip
             fail("train_size", f"at least {need:,} characters with seq_len = {L}, so that "
                  "valid and test (5 % each) hold one window of seq_len characters",
-                 f"{n:,}" + (" (all the standard library gave)" if n < max_chars else ""),
-                 "Raise --train-size or lower --seq-len.")  # fmt: skip
+                 f"{n:,}", "Raise --train-size or lower --seq-len.")  # fmt: skip
         a, b = bounds["valid"]
         stored = _stored_record(data)
         self.vocab = (CharVocab.from_json({"type": "CharVocab", "chars": stored["vocab"]})
