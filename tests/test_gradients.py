@@ -304,3 +304,27 @@ def test_gradcheck_leaves_a_list_of_arrays_of_other_shapes_to_the_module():
     pair = [rng.standard_normal((2, 3, 2)), rng.standard_normal(5)]
     report = gradcheck(Pair(), pair)
     assert report.ok and "input" not in report.errors
+
+
+@pytest.mark.parametrize("layout", ["fortran", "block"])
+def test_gradcheck_perturbs_a_parameter_that_is_not_c_contiguous(layout):
+    """A Fortran-ordered weight, or one that is a block of a larger matrix, was perturbed
+    through a reshape(-1), a copy: the forward never saw the change, every difference was
+    0, and a correct backward failed with relative error 1."""
+    rng = np.random.default_rng(15)
+    lin = Linear(3, 2, dtype=np.float64, rng=rng)
+    w = lin.params["weight"]
+    if layout == "fortran":
+        lin.params["weight"] = np.asfortranarray(w)
+    else:
+        wider = rng.standard_normal((2, 5))
+        wider[:, 1:4] = w
+        lin.params["weight"] = wider[:, 1:4]
+    assert not lin.params["weight"].flags.c_contiguous
+    kept = lin.params["weight"].copy()
+    report = gradcheck(lin, rng.standard_normal((2, 4, 3)))
+    report.assert_ok()
+    assert report.errors["weight"] < 1e-8
+    np.testing.assert_array_equal(lin.params["weight"], kept)  # every entry put back
+    report = gradcheck(lin, rng.standard_normal((2, 4, 3)), max_entries=4)  # a subset
+    assert report.ok and report.errors["weight"] < 1e-8

@@ -209,18 +209,22 @@ def gradcheck(
         return total
 
     def numeric(array: np.ndarray, evaluate: Callable[[], float]) -> tuple[np.ndarray, np.ndarray]:
-        flat = array.reshape(-1)
-        idx = np.arange(flat.size)
-        if max_entries is not None and flat.size > max_entries:
-            idx = np.sort(pick.choice(flat.size, max_entries, replace=False))
+        # Each entry is written through its index into `array` itself: a reshape(-1) of a
+        # parameter that is not C-contiguous (Fortran-ordered, a block of a larger matrix) is
+        # a copy, whose perturbation the forward never saw (every difference 0, a correct
+        # backward failed with error 1). Indices are C-order, as the analytic gradient's.
+        idx = np.arange(array.size)
+        if max_entries is not None and array.size > max_entries:
+            idx = np.sort(pick.choice(array.size, max_entries, replace=False))
         g = np.empty(idx.size)
         for j, i in enumerate(idx):
-            old = flat[i]
-            flat[i] = old + eps
+            at = np.unravel_index(i, array.shape)
+            old = array[at]
+            array[at] = old + eps
             up = evaluate()
-            flat[i] = old - eps
+            array[at] = old - eps
             down = evaluate()
-            flat[i] = old
+            array[at] = old
             g[j] = (up - down) / (2 * eps)
         return idx, g
 
