@@ -61,13 +61,16 @@ def _same_bits(a, b):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("cls,decay", [(Adam, 0.0), (Adam, 0.3), (AdamW, 0.0), (AdamW, 0.01)])
 @pytest.mark.parametrize("start", [0, 1, 999_999])
-def test_the_compiled_step_is_numpy_s_bit_for_bit(monkeypatch, dtype, cls, decay, start):
+@pytest.mark.parametrize("beta1", [0.9, 0.5, 0.0])  # (lerp's two forms: optim._lerp)
+def test_the_compiled_step_is_numpy_s_bit_for_bit(monkeypatch, dtype, cls, decay, start, beta1):
     """Random parameters of every rank (a 0-d one, an F-ordered matrix), gradients from
-    subnormal to overflowing g·g, three steps from t = 1, 2 and 10^6: the same bits on both
-    paths, every update of every parameter taken by the compiled pass."""
+    subnormal to overflowing g·g, three steps from t = 1, 2 and 10^6, a first moment
+    averaged in either of torch's two forms: the same bits on both paths, every update of
+    every parameter taken by the compiled pass."""
     if not fast.available():
         pytest.skip("rnnlab.fast is unavailable here: no compiled path to compare")
-    rng = np.random.default_rng(hash((np.dtype(dtype).str, cls.name, decay, start)) % 2**32)
+    rng = np.random.default_rng(hash((np.dtype(dtype).str, cls.name, decay, start, beta1))
+                                % 2**32)  # fmt: skip
     params = {k: np.asarray(rng.standard_normal(s), dtype) for k, s in SHAPES.items()}
     params["fortran"] = np.asfortranarray(rng.standard_normal((6, 11)).astype(dtype))
     grads_seq = []
@@ -75,7 +78,7 @@ def test_the_compiled_step_is_numpy_s_bit_for_bit(monkeypatch, dtype, cls, decay
         grads = {k: _values(rng, p.shape, dtype) for k, p in params.items()}
         grads["fortran"] = np.asfortranarray(grads["fortran"])
         grads_seq.append(grads)
-    kw = {"lr": 1e-3, "weight_decay": decay, "betas": (0.9, 0.999)}
+    kw = {"lr": 1e-3, "weight_decay": decay, "betas": (beta1, 0.999)}
     taken = []
     adam_step = fast.adam_step
 

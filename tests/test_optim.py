@@ -707,3 +707,36 @@ def test_disjoint_blocks_of_one_array_are_not_a_weight_held_twice():
     assert len(Sequential(lin, other).params) == 4
     with pytest.raises(ValueError, match=r"got 'a' and 'b' sharing memory"):
         Adam(0.1).init({"a": w[:, :4], "b": w[:, 3:]})  # (column 3 in both: held twice)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("make,slot,tname,kw", [
+    (lambda: Adam(0.1, betas=(0.0, 0.999)), "m", "Adam", {"lr": 0.1, "betas": (0.0, 0.999)}),
+    (lambda: AdamW(0.1, betas=(0.5, 0.9)), "m", "AdamW", {"lr": 0.1, "betas": (0.5, 0.9)}),
+    (lambda: RMSprop(0.1, alpha=0.0, centered=True), "g_avg", "RMSprop",
+     {"lr": 0.1, "alpha": 0.0, "centered": True}),
+    (lambda: RMSprop(0.1, alpha=0.5, centered=True), "g_avg", "RMSprop",
+     {"lr": 0.1, "alpha": 0.5, "centered": True}),
+], ids=["adam-beta1-0", "adamw-beta1-half", "rmsprop-alpha-0", "rmsprop-alpha-half"])  # fmt: skip
+def test_a_running_average_of_weight_one_half_or_more_is_torch_s_lerp(engine_path, dtype, make,
+                                                                      slot, tname, kw):  # fmt: skip
+    """torch's lerp_ takes end − (end − a)·(1 − w) for a weight w ≥ 0.5: at Adam's β1 = 0
+    the first moment is the gradient itself. m + (g − m) lost a gradient below m's last bit:
+    after a gradient of 1e10, one of 1e-10 left m = 0. At w = 0.5 both forms are torch's to
+    the bit (their products by 0.5 and 0 are exact), and the compiled Adam step keeps them."""
+    grads = [np.array([1e10, -3.0, 0.7, 2.5e-3]), np.array([1e-10, 1.0 / 3, -0.2, 1e5]),
+             np.array([-2e-10, 7.0, 1e-3, -4.0])]  # fmt: skip
+    grads = [{"w": g.astype(dtype)} for g in grads]
+    params = {"w": np.array([1.0, -0.5, 0.25, 2.0], dtype)}
+    tp = torch.nn.Parameter(torch.tensor(params["w"].copy()))
+    topt = getattr(torch.optim, tname)([tp], **kw, foreach=False)
+    tslot = {"m": "exp_avg", "g_avg": "grad_avg"}[slot]
+    opt = make()
+    state = opt.init(params)
+    for g in grads:
+        opt.update(params, g, state)
+        tp.grad = torch.tensor(g["w"].copy())
+        topt.step()
+        np.testing.assert_array_equal(state[f"{slot}/w"], topt.state[tp][tslot].numpy())
+    if kw.get("betas", (None,))[0] == 0.0 or kw.get("alpha") == 0.0:
+        np.testing.assert_array_equal(state[f"{slot}/w"], grads[-1]["w"])  # m_t = g_t exactly

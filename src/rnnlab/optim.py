@@ -255,7 +255,7 @@ class RMSprop(Optimizer):
         v += _scaled_square(g, 1.0 - a)
         if self.centered:
             g_avg = S["g_avg"]
-            g_avg += (1.0 - a) * (g - g_avg)
+            _lerp(g_avg, g, 1.0 - a)
             # v ≥ ḡ² in exact arithmetic; the clamp keeps rounding from taking a root of -1e-20
             s = np.sqrt(np.maximum(v - g_avg * g_avg, 0.0))
         else:
@@ -435,6 +435,19 @@ def _scaled_square(g: np.ndarray, scale: float) -> np.ndarray:
     return np.asarray(sq)
 
 
+def _lerp(a: np.ndarray, end: np.ndarray, weight: float) -> None:
+    """a ← a + w·(end − a) in place, as torch's lerp_ computes it (its running averages): for
+    a weight w of 0.5 or more, end − (end − a)·(1 − w) instead, which is `end` itself at w = 1
+    (Adam's β1 = 0: m_t = g_t), where a + (end − a) loses the part of `end` below a's last
+    bit (m_t = 0 for a g_t that fell 2^53-fold since the last step). The branch and 1 − w are
+    decided in a's dtype, as torch's are; rnnlab.fast.kernels.adam_pass does the same."""
+    w = a.dtype.type(weight)
+    if w < 0.5:
+        a += weight * (end - a)  # (the Python float: NumPy rounds it as it always did)
+    else:
+        np.subtract(end, (end - a) * (a.dtype.type(1.0) - w), out=a, casting="same_kind")
+
+
 def _compiled_adam(
     p: np.ndarray, g: np.ndarray, S: Arrays, lr: float, t: int, betas: tuple[float, float],
     eps: float, weight_decay: float, decoupled: bool,
@@ -457,7 +470,7 @@ def _adam_step(
     """The moment updates and step of Adam(W), in the order of the docstring equations: the
     NumPy path, whose every rounding the compiled pass (rnnlab.fast.kernels.adam_pass) keeps."""
     beta1, beta2 = betas
-    m += (1.0 - beta1) * (g - m)  # torch's lerp form of β1 m + (1 − β1) g
+    _lerp(m, g, 1.0 - beta1)  # β1 m + (1 − β1) g
     v *= beta2
     v += _scaled_square(g, 1.0 - beta2)
     denom = np.sqrt(v)

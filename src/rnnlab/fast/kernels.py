@@ -603,11 +603,14 @@ _ELEMENT: Any = {"inline": "always", "error_model": "numpy", "fastmath": False, 
 
 
 @njit(**_ELEMENT)
-def _adam_one(p, g, m, v, c1, beta2, c2, bias2, eps, step, inf):
+def _adam_one(p, g, m, v, c1, small, rest, beta2, c2, bias2, eps, step, inf):
     """(p, m, v) after Adam's step on one element whose gradient g already holds any L2 term
     and p any decoupled decay (adam_pass's three loops differ only there), every operation
-    rounded once, in the NumPy path's order."""
-    m = m + c1 * (g - m)
+    rounded once, in the NumPy path's order (its lerp's two forms: optim._lerp)."""
+    if small:
+        m = m + c1 * (g - m)
+    else:
+        m = g - (g - m) * rest
     s = c2 * (g * g)
     if s == inf:
         s = (c2 * g) * g
@@ -623,7 +626,7 @@ def adam_pass(p, g, m, v, c1, beta2, c2, bias2, eps, step, decay, decay_kind):
     float that meets an array (NEP 50; numba would compute `c1 * x` in float64):
 
         g' = g + decay·p (L2) | g;      p' = p·decay (DECOUPLED) | p
-        m = m + c1·(g' − m)
+        m = m + c1·(g' − m) where c1 < 0.5, else g' − (g' − m)·(1 − c1)   (torch's lerp)
         v = v·β2 + s,  s = c2·(g'·g'), or (c2·g')·g' where g'·g' overflows
         p = p' − step·(m / (√v / bias2 + eps))
 
@@ -644,20 +647,21 @@ def adam_pass(p, g, m, v, c1, beta2, c2, bias2, eps, step, decay, decay_kind):
     c1, beta2, c2, bias2, eps, step, decay = (dt(c1), dt(beta2), dt(c2), dt(bias2), dt(eps),
                                               dt(step), dt(decay))  # fmt: skip
     inf = dt(np.inf)
+    small, rest = c1 < dt(0.5), dt(1.0) - c1
     n = p.size
     if decay_kind == L2:
         for i in range(n):
             pi = p[i]
-            p[i], m[i], v[i] = _adam_one(pi, g[i] + decay * pi, m[i], v[i], c1, beta2, c2,
-                                         bias2, eps, step, inf)  # fmt: skip
+            p[i], m[i], v[i] = _adam_one(pi, g[i] + decay * pi, m[i], v[i], c1, small, rest,
+                                         beta2, c2, bias2, eps, step, inf)  # fmt: skip
     elif decay_kind == DECOUPLED:
         for i in range(n):
-            p[i], m[i], v[i] = _adam_one(p[i] * decay, g[i], m[i], v[i], c1, beta2, c2, bias2,
-                                         eps, step, inf)  # fmt: skip
+            p[i], m[i], v[i] = _adam_one(p[i] * decay, g[i], m[i], v[i], c1, small, rest,
+                                         beta2, c2, bias2, eps, step, inf)  # fmt: skip
     else:
         for i in range(n):
-            p[i], m[i], v[i] = _adam_one(p[i], g[i], m[i], v[i], c1, beta2, c2, bias2, eps,
-                                         step, inf)  # fmt: skip
+            p[i], m[i], v[i] = _adam_one(p[i], g[i], m[i], v[i], c1, small, rest, beta2, c2,
+                                         bias2, eps, step, inf)  # fmt: skip
     return True
 
 
