@@ -328,3 +328,14 @@ def test_gradcheck_perturbs_a_parameter_that_is_not_c_contiguous(layout):
     np.testing.assert_array_equal(lin.params["weight"], kept)  # every entry put back
     report = gradcheck(lin, rng.standard_normal((2, 4, 3)), max_entries=4)  # a subset
     assert report.ok and report.errors["weight"] < 1e-8
+
+
+def test_gradcheck_names_a_read_only_parameter():
+    """Each entry is perturbed in place: a read-only weight (a view of a file's bytes, or
+    one frozen with flags.writeable = False) was NumPy's bare 'assignment destination is
+    read-only', naming neither the weight nor gradcheck's need."""
+    lin = Linear(3, 2, dtype=np.float64, rng=0)
+    lin.params["weight"].flags.writeable = False
+    with pytest.raises(ValueError, match=r"`module` must be parameters gradcheck can perturb "
+                       r"in place \(writeable\); got parameter 'weight' read-only"):  # fmt: skip
+        gradcheck(lin, np.ones((2, 4, 3)))

@@ -165,6 +165,10 @@ def gradcheck(
                 f"parameter {name!r} of dtype {value.dtype}",
                 "Finite differences in float32 are dominated by rounding.",
             )
+        if not value.flags.writeable:  # (each entry is perturbed in place, then put back)
+            _checks.fail("module", "parameters gradcheck can perturb in place (writeable)",
+                         f"parameter {name!r} read-only", "Give the module a copy "
+                         "(np.array(...)) to check.")  # fmt: skip
     if isinstance(x, (list, tuple)):  # nested numbers, as forward reads them: the array
         try:  # (a custom module's x may be a list of arrays of other shapes: left as it is)
             as_array = np.asarray(x)
