@@ -628,6 +628,16 @@ def test_early_stopping_restores_the_best_weights(tmp_path, capsys):
     assert io.checkpoint_steps(run) == steps and "step 6:" not in err
     again, _ = io.load_safetensors(run / "model.safetensors")
     assert all(np.array_equal(best[k], again[k]) for k in best)
+    # gradflow reads the best weights, and says their step (it said the last checkpoint's,
+    # and the best's once checkpoints/ was removed: the same weights, two steps)
+    import shutil
+
+    for gone in (False, True):
+        if gone:
+            shutil.rmtree(run / "checkpoints")
+        out = tmp_path / f"gf-{gone}"
+        assert run_cli("gradflow", run, "--analyses", "spectrum", "--out", out) == 0
+        assert json.loads((out / "summary.json").read_text())["source"]["step"] == 4
 
 
 def test_adamw_weight_decay_is_what_was_asked_and_old_runs_keep_theirs():

@@ -79,6 +79,18 @@ def load_checkpoint_model(
     return ckpt, cfg, model
 
 
+def model_step(ckpt: io.Checkpoint, step: int | None = None) -> int:
+    """The step of the weights `load_checkpoint_model(run_dir, step)` gives with `ckpt`: after
+    early stopping and without a `step`, the best step's, not the last checkpoint's (gradflow
+    said step 8 of weights of step 4, and step 4 of the same weights once checkpoints/ was
+    removed: the top-level model records the best step)."""
+    best = ckpt.state.get("best_step")
+    if step is None and ckpt.state.get("stopped_by") == "early stopping" and isinstance(
+            best, int) and not isinstance(best, bool):  # fmt: skip
+        return best
+    return ckpt.step
+
+
 def same_run(run_dir: Path, ckpt: io.Checkpoint) -> None:
     """Each checkpoint's config.json is written with the run's own (the same text): a
     checkpoint whose model or task differs from the run's was copied in from another run."""

@@ -193,7 +193,8 @@ def task_subject(
 
 
 def run_subject(path, *, step: int | None = None, T=None, batch: int = 32) -> Subject:
-    """A run directory's model (the latest checkpoint, or `step`) and the first `batch`
+    """A run directory's model (runs.load_checkpoint_model: the latest checkpoint's weights,
+    the best after early stopping; or `step`'s) and the first `batch`
     sequences of its task's validation set (with `T`, at another sequence length)."""
     from rnnlab import runs, tasks
 
@@ -225,7 +226,7 @@ def run_subject(path, *, step: int | None = None, T=None, batch: int = 32) -> Su
         "task": cfg.task,
         "cell": cell_name(spec),
         "seed": cfg.seed,
-        "step": ckpt.step,
+        "step": runs.model_step(ckpt, step),  # (after early stopping, the best weights')
         "checkpoints": io.checkpoint_steps(run),
     }
     return Subject(model, task, cfg, x, y, lengths, source, spec, run)
