@@ -102,6 +102,13 @@ def test_a_new_run_goes_only_where_it_takes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "`--run-dir` must be a new or empty directory" in err and ".tmpabc123" in err
     assert {p.name: p.read_text() for p in folder.iterdir()} == before
+    # another program's model folder (a Hugging Face download: config.json, model.safetensors)
+    # is other files, not "a trained run whose checkpoints were removed"
+    (folder / "model.safetensors").write_text("weights")
+    assert run_cli("train", "adding", "--steps", 2, "--run-dir", folder, *TINY) == 2
+    err = capsys.readouterr().err
+    assert "holds other files (.tmpabc123, config.json, model.safetensors)" in err, err
+    assert "trained run" not in err
     run = tmp_path / "run"
     assert run_cli("train", "adding", "--steps", 4, "--checkpoint-every", 2, "--run-dir", run,
                    *TINY) == 0  # fmt: skip

@@ -174,8 +174,8 @@ def _make_trainer(comm, *args, **kw):
 
 def _new_run_dir_ok(run_dir: Path, command: str) -> None:
     """A --run-dir for a new run (`rnnlab train`, `rnnlab demo`): a directory, or a path where
-    one can be made (not a file, nor a link to nothing), holding no run's checkpoints and no
-    one else's files (_not_someone_elses)."""
+    one can be made (not a file, nor a link to nothing), holding no run's checkpoints, no
+    one else's files (_not_someone_elses) and no trained run's model.safetensors."""
     if run_dir.is_symlink() and not run_dir.exists():
         raise UsageError(f"`--run-dir` must be a directory path; '{run_dir}' is a link to "
                          "nothing")  # fmt: skip
@@ -186,11 +186,11 @@ def _new_run_dir_ok(run_dir: Path, command: str) -> None:
                  else "give another --run-dir")  # fmt: skip
         raise UsageError(f"`--run-dir` must be a new or empty directory; '{run_dir}' already "
                          f"holds a run ({again})")  # fmt: skip
-    if (run_dir / "model.safetensors").exists():  # (written after a checkpoint only)
+    _not_someone_elses(run_dir)  # (first: another program's folder may hold a model too)
+    if (run_dir / "model.safetensors").exists():  # (a run's: written after a checkpoint only)
         raise UsageError(f"`--run-dir` must be a new or empty directory; '{run_dir}' holds a "
                          "trained run whose checkpoints were removed (its model.safetensors, "
                          "which a new run would overwrite): give another --run-dir")  # fmt: skip
-    _not_someone_elses(run_dir)
 
 
 def _leftover(path: Path) -> bool:
