@@ -109,6 +109,13 @@ def test_a_new_run_goes_only_where_it_takes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "holds other files (.tmpabc123, config.json, model.safetensors)" in err, err
     assert "trained run" not in err
+    # and not a run at all to the commands that read one (they said its checkpoints were
+    # removed, or that its model.safetensors was saved before rnnlab recorded a step)
+    for command in (["train", "--resume", folder, "--quiet"], ["evaluate", folder],
+                    ["export", folder], ["gradflow", folder]):  # fmt: skip
+        assert run_cli(*command) == 2
+        err = capsys.readouterr().err
+        assert f"'{folder}/config.json' must hold an rnnlab run's config" in err, (command, err)
     run = tmp_path / "run"
     assert run_cli("train", "adding", "--steps", 4, "--checkpoint-every", 2, "--run-dir", run,
                    *TINY) == 0  # fmt: skip

@@ -62,6 +62,9 @@ def load_checkpoint_model(
     removed gives its top-level model.safetensors and config.json (io.load_top_level)."""
     if step is None and not io.checkpoint_steps(run_dir) and (
             run_dir / "model.safetensors").is_file():  # fmt: skip
+        # (another program's folder with a config.json and a model is said as such first,
+        # not as a run whose model records no step)
+        run_config(io.read_json(run_dir / "config.json"), run_dir)
         ckpt = io.load_top_level(run_dir)
     else:
         ckpt = io.load_checkpoint(run_dir, step=step)

@@ -253,6 +253,8 @@ def _prepare_train(args, comm) -> tuple:
                 "over its log (start a new run with --run-dir elsewhere)"
             )
         if not saved and (run_dir / "model.safetensors").exists():  # (written after one)
+            # (a folder of another program's with a config.json is said as such first)
+            runs.run_config(io.read_json(run_dir / "config.json"), run_dir)
             raise io.CheckpointError(
                 f"'{run_dir}' holds no checkpoints but a model.safetensors, which only a saved "
                 "checkpoint writes: the run's checkpoints were removed; rnnlab does not start it "
