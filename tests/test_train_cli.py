@@ -162,6 +162,11 @@ def test_a_run_whose_checkpoints_were_removed_is_read_from_its_model_and_not_tra
     assert run_cli("evaluate", run) == 0
     assert run_cli("gradflow", run, "--analyses", "lag", "--out", tmp_path / "gf") == 0
     assert json.loads((tmp_path / "gf" / "summary.json").read_text())["source"]["step"] == 4
+    capsys.readouterr()  # a --step names a checkpoint, and the way to the model left
+    assert run_cli("gradflow", run, "--step", 4, "--out", tmp_path / "gf4") == 2
+    err = capsys.readouterr().err
+    assert "(saved: none); got 4 instead. Its checkpoints were removed: without --step, " \
+        "gradflow reads its model.safetensors." in err, err
     assert all(np.array_equal(before[k], weights(run)[k]) for k in before)
     # a model file from before rnnlab recorded its step: said, not guessed
     io.save_safetensors(run / "model.safetensors", before)
