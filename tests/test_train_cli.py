@@ -177,6 +177,17 @@ def test_a_run_whose_checkpoints_were_removed_is_read_from_its_model_and_not_tra
         io.load_checkpoint(run)
 
 
+def test_resume_of_another_program_s_folder_leaves_nothing_in_it(tmp_path, capsys):
+    """A folder with another program's config.json: --resume said so, after taking the
+    training lock, whose file it left there."""
+    folder = tmp_path / "bert"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"architectures": ["Bert"]}')
+    assert run_cli("train", "--resume", folder, "--quiet") == 2
+    assert "must hold an rnnlab run's config" in capsys.readouterr().err
+    assert [p.name for p in folder.iterdir()] == ["config.json"]
+
+
 def test_a_bad_setting_in_a_checkpoints_config_names_that_file(tmp_path, capsys):
     run = tmp_path / "r"
     assert run_cli("train", "adding", "--steps", 4, "--checkpoint-every", 4, "--run-dir", run,

@@ -241,6 +241,9 @@ def _prepare_train(args, comm) -> tuple:
                 "as well (only --steps and --time-limit may change; start a new run otherwise)"
             )
         run_dir = io.open_run_dir(args.resume)
+        # another program's folder with a config.json is said as such before the lock below
+        # would leave its file there
+        runs.run_config(io.read_json(run_dir / "config.json"), run_dir)
         if comm is None:  # a run another process trains is said before "resuming ... at step"
             with io.training_lock(run_dir):  # (Trainer.run holds it; ranks would race here)
                 pass
@@ -253,8 +256,6 @@ def _prepare_train(args, comm) -> tuple:
                 "over its log (start a new run with --run-dir elsewhere)"
             )
         if not saved and (run_dir / "model.safetensors").exists():  # (written after one)
-            # (a folder of another program's with a config.json is said as such first)
-            runs.run_config(io.read_json(run_dir / "config.json"), run_dir)
             raise io.CheckpointError(
                 f"'{run_dir}' holds no checkpoints but a model.safetensors, which only a saved "
                 "checkpoint writes: the run's checkpoints were removed; rnnlab does not start it "
