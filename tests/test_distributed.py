@@ -458,7 +458,7 @@ def test_a_launched_rank_without_mpi4py_says_so_in_one_line(tmp_path, bad):
 
 
 def test_a_training_set_smaller_than_the_global_batch_is_refused_at_the_start(tmp_path):
-    """180 pytokens windows, a global batch of 2 x 200: every batch would be all 180 rows,
+    """177 pytokens windows, a global batch of 2 x 200: every batch would be all 177 rows,
     which 2 ranks of 200 cannot share. Refused before the run directory is made (each rank
     stopped at step 1 with MPI_Abort, "needs batch_size = 400", and left a config.json)."""
     args = ["train", "pytokens", "--hidden", "8", "--seq-len", "20", "--train-size", "4000",
@@ -467,11 +467,11 @@ def test_a_training_set_smaller_than_the_global_batch_is_refused_at_the_start(tm
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr.count(
         "rnnlab: error: `batch_size` 400 (the global batch: 2 ranks x 200) is larger than the "
-        "pytokens task's training set, whose batches then hold all of it, 180 rows; a run on "
-        "2 ranks needs --batch-size at most 90 on each of the 2 ranks") == 2, done.stderr
+        "pytokens task's training set, whose batches then hold all of it, 177 rows; a run on "
+        "2 ranks needs --batch-size at most 88 on each of the 2 ranks") == 2, done.stderr
     assert "Traceback" not in done.stderr and "MPI_Abort" not in done.stderr
     assert not (tmp_path / "run").exists()
-    ok(mpiexec([*args, "--batch-size", "90"], tmp_path, RNNLAB_MPI_TIMEOUT="60", timeout=120))
+    ok(mpiexec([*args, "--batch-size", "88"], tmp_path, RNNLAB_MPI_TIMEOUT="60", timeout=120))
 
 
 def test_ranks_given_other_data_or_settings_are_refused_at_the_start(tmp_path, text):

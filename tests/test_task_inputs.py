@@ -264,9 +264,21 @@ def test_sample_starts_from_a_character_the_run_knows_without_a_prime(capsys, tm
 
 
 # ------------------------------------------------------------------ pytokens
-def test_pytokens_too_small_a_train_size_names_train_size_and_seq_len(capsys):
+def test_pytokens_too_small_a_train_size_names_train_size_and_seq_len(capsys, tmp_path):
+    """The size said is one that trains: the held-out pieces are 5 % each, cut after a line
+    end, so it is 20 times the first line end past seq_len in the validation and test files
+    (not 20 seq_len)."""
     line = error_of(capsys, "train", "pytokens", "--train-size", 500, *TINY)
-    assert "`--train-size` must be at least 2,0" in line and "seq_len = 100" in line, line
+    assert re.fullmatch(r"rnnlab: error: `--train-size` must be at least [\d,]+ characters with "
+                        r"seq_len = 100, so that valid and test \(5 % each, cut after a line "
+                        r"end\) hold one window of seq_len characters; got 500 instead\. "
+                        r"Raise --train-size or lower --seq-len\.", line), line  # fmt: skip
+    need = int(re.search(r"at least ([\d,]+)", line)[1].replace(",", ""))
+    assert run_cli("train", "pytokens", "--train-size", need, "--steps", 1,
+                   "--run-dir", tmp_path / "r", *TINY) == 0  # fmt: skip
+    capsys.readouterr()
+    line = error_of(capsys, "train", "pytokens", "--train-size", need - 1, *TINY)
+    assert f"`--train-size` must be at least {need:,} characters" in line, line
 
 
 def test_a_pytokens_run_keeps_its_vocabulary_where_the_standard_library_differs(
@@ -278,26 +290,61 @@ def test_a_pytokens_run_keeps_its_vocabulary_where_the_standard_library_differs(
     argv = ["train", "pytokens", "--train-size", 4000, "--seq-len", 20, "--steps", 1]
     assert run_cli(*argv, "--run-dir", run, *TINY) == 0
     stored = json.loads((run / "config.json").read_text())["data"]
-    assert stored["vocab"] and len(stored["test_sha256"]) == 64
+    assert stored["vocab"] and len(stored["test_sha256"]) == 64 and stored["split"] == "files"
     capsys.readouterr()
     assert run_cli("evaluate", run, "--json") == 0
     before = json.loads(capsys.readouterr().out)
-    # another Python: one more module, first in the shuffled order, of characters never seen
+    # another Python: one more test module, first in the order, of characters never seen
     extra = tmp_path / "extra.py"
     extra.write_text('x = "\u00e9\u00e8\u00ea\u4e00"\n' * 400, encoding="utf-8")
-    listed = pytokens.stdlib_files
-    monkeypatch.setattr(pytokens, "stdlib_files", lambda: [extra, *listed()])
+    listed = pytokens.split_files
+    monkeypatch.setattr(pytokens, "split_files", lambda seed=0, root=None: {
+        **listed(seed, root), "test": [extra, *listed(seed, root)["test"]]})  # fmt: skip
     assert run_cli("evaluate", run, "--json") == 0
     out, err = capsys.readouterr()
     assert "test split made now differs" in err
     assert json.loads(out)["accuracy"] != before["accuracy"]
-    # a run from before pytokens runs stored their record evaluates as it did
-    monkeypatch.setattr(pytokens, "stdlib_files", listed)
-    config = json.loads((run / "config.json").read_text())
-    del config["data"]
-    (run / "config.json").write_text(json.dumps(config))
+
+
+def test_a_pytokens_run_of_the_contiguous_split_evaluates_and_resumes_on_it(
+    capsys, tmp_path, monkeypatch
+):
+    """Runs trained before whole files were held out stored a record without "split" (or
+    none, before records): evaluate and --resume read them on the contiguous split they were
+    trained on, not the split of files of a new run (which read them silently on other text,
+    or refused --resume as if this Python's standard library had changed)."""
+    from rnnlab.tasks import pytokens
+
+    run = tmp_path / "old"
+    argv = ["train", "pytokens", "--train-size", 4000, "--seq-len", 20, "--steps", 2,
+            "--checkpoint-every", 1, "--run-dir", run, *TINY]  # fmt: skip
+    split_of = pytokens._split_of
+    with monkeypatch.context() as m:  # training as rnnlab did before: the contiguous split
+        m.setattr(pytokens, "_split_of", lambda stored: split_of(stored or {"vocab": "x"}))
+        assert run_cli(*argv) == 0
+        capsys.readouterr()
+        assert run_cli("evaluate", run, "--json") == 0
+        before = json.loads(capsys.readouterr().out)
+    stored = json.loads((run / "config.json").read_text())["data"]
+    assert set(stored) == {"vocab", "test_sha256"}  # the record those runs wrote
     assert run_cli("evaluate", run, "--json") == 0
-    assert json.loads(capsys.readouterr().out) == before
+    out, err = capsys.readouterr()
+    assert json.loads(out) == before and "differs" not in err, err
+    # --resume trains on, on its own text, and keeps its record
+    assert run_cli("train", "--resume", run, "--steps", 3, "--quiet") == 0
+    assert json.loads((run / "config.json").read_text())["data"] == stored
+    # a run from before pytokens runs stored their record evaluates as it did
+    for p in [run / "config.json", *run.glob("checkpoints/*/config.json")]:
+        config = json.loads(p.read_text())
+        del config["data"]
+        p.write_text(json.dumps(config))
+    capsys.readouterr()
+    shutil.rmtree(run / "checkpoints" / "step-00000003")
+    (run / "checkpoints" / "latest").write_text("step-00000002")
+    assert run_cli("evaluate", run, "--json") == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == before, err
+    assert run_cli("train", "--resume", run, "--steps", 3, "--quiet") == 0
 
 
 # ------------------------------------------------------------------ encoder-decoder beams

@@ -777,6 +777,105 @@ def test_load_pytokens_from_given_files(tmp_path):
     assert chars == "def f(a"
 
 
+def _module_library(root: Path, files: int = 120, lines: int = 8) -> None:
+    """A stand-in standard library under `root`: `files` modules, each of `lines` functions
+    whose names say the module (f_M_J), in folders as the real one has; every module has
+    the same characters, so a training piece's vocabulary reads any held-out text."""
+    for m in range(files):
+        path = root / ("pkg" if m % 3 == 0 else "") / f"mod{m:03d}.py"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        body = "".join(f"def f_{m:03d}_{j}(x):\n    return x + {j}  # 0123456789\n"
+                       for j in range(lines))  # fmt: skip
+        path.write_text('"""Module\nof f()."""\n' + body, encoding="utf-8")
+
+
+def _pytokens_task(seed: int, size: int, seq_len: int = 20):
+    from rnnlab import tasks
+    from rnnlab.train import TrainConfig
+
+    cfg = TrainConfig.from_dict({**tasks.defaults("pytokens"), "seed": seed,
+                                 "train_size": size, "seq_len": seq_len})  # fmt: skip
+    return tasks.make_task(cfg)
+
+
+def _split_text(task, name: str) -> str:
+    return task.vocab.decode(task.split(name)[0].reshape(-1))
+
+
+@pytest.fixture
+def module_library(tmp_path, monkeypatch):
+    """pytokens reading `_module_library` instead of this Python's standard library."""
+    root = tmp_path / "lib"
+    _module_library(root)
+    monkeypatch.setattr(pytokens, "stdlib_root", lambda: root, raising=False)
+    found = sorted(root.rglob("*.py"))
+    monkeypatch.setattr(pytokens, "stdlib_files", lambda r=None: found)
+    return root
+
+
+def test_pytokens_holds_out_whole_files_whatever_the_seed_and_train_size(module_library):
+    """The test text was the last 5 % of the files shuffled by --seed and concatenated to
+    --train-size: a file could straddle a split (its head trained on, its tail tested), and
+    one run's test text lay inside another's training piece (a larger --train-size trains on
+    the smaller's test text). Whole files are held out by their path's hash now: no run's
+    training text holds a file any run validates or tests on, and runs of any seed test on
+    the same text, a smaller --train-size on a beginning of a larger one's."""
+    import hashlib
+    import re
+
+    def modules(text_: str) -> set[str]:
+        return set(re.findall(r"f_(\d{3})_", text_))
+
+    def held_out(m: int) -> str:
+        relative = f"{'pkg/' if m % 3 == 0 else ''}mod{m:03d}.py"
+        r = int(hashlib.sha256(relative.encode()).hexdigest(), 16) % 20
+        return "test" if r == 0 else "valid" if r == 1 else "train"
+
+    runs = {(seed, size): _pytokens_task(seed, size)
+            for seed in (0, 1) for size in (4_000, 8_000, 40_000)}  # fmt: skip
+    seen: dict[str, set[str]] = {"train": set(), "valid": set(), "test": set()}
+    for task in runs.values():
+        for name in seen:
+            text_ = _split_text(task, name)
+            assert "\ufffd" not in text_  # (every character read as itself)
+            got = modules(text_)
+            assert got and all(held_out(int(m)) == name for m in got), (name, got)
+            seen[name] |= got
+    assert seen["train"].isdisjoint(seen["test"] | seen["valid"])
+    assert seen["test"].isdisjoint(seen["valid"])
+    tests = {key: _split_text(task, "test") for key, task in runs.items()}
+    trains = {key: _split_text(task, "train") for key, task in runs.items()}
+    for size in (4_000, 8_000, 40_000):
+        assert tests[0, size] == tests[1, size]
+        assert trains[0, size] != trains[1, size]  # the seed orders the training files
+    assert tests[0, 40_000].startswith(tests[0, 8_000]) and tests[0, 8_000].startswith(
+        tests[0, 4_000])  # fmt: skip
+    for test_text in tests.values():
+        for train_text in trains.values():
+            assert test_text[:40] not in train_text
+
+
+def test_pytokens_pieces_are_budgeted_and_labelled_per_whole_file(module_library):
+    """Each split reads its share of --train-size (90/5/5 %), its last file cut after a line
+    end, with the labels of the whole file: a cut through the module's docstring is still
+    STRING (labelled after the cut, the file would not tokenize and be skipped)."""
+    splits = pytokens.load_pytokens_splits(max_chars=4_000, seed=0)
+    assert pytokens.split_budgets(4_000) == {"train": 3_600, "valid": 200, "test": 200}
+    for name, (text_, labels) in splits.items():
+        budget = pytokens.split_budgets(4_000)[name]
+        assert budget - 60 < len(text_) <= budget and text_.endswith("\n"), name
+        assert len(labels) == len(text_) and labels.dtype == np.int8
+    files = pytokens.split_files(0, module_library)
+    first = files["test"][0].read_text(encoding="utf-8")
+    text_, labels = splits["test"]
+    assert first.startswith(text_)  # one module of more than 200 characters
+    np.testing.assert_array_equal(labels, pytokens.label_source(first)[: len(text_)])
+    cut = pytokens.load_pytokens_splits(max_chars=20 * 15, seed=0)["test"]
+    assert cut[0] == '"""Module\n' and set(cut[1].tolist()) == {pytokens.STRING}
+    with pytest.raises(ValueError, match=r"`relative` must be a file's path relative"):
+        pytokens.file_split("")
+
+
 def test_load_pytokens_errors(tmp_path):
     with pytest.raises(
         ValueError,
@@ -1185,23 +1284,44 @@ def test_a_pytokens_seq_len_longer_than_the_standard_library_allows_names_seq_le
 ):
     """Where the standard library gives less source than --train-size asks, a --seq-len too
     long for its 5 % pieces said "`train_size` must be at least ... Raise --train-size",
-    which gives no more text: it names --seq-len and the longest that fits."""
-    from rnnlab import tasks
-    from rnnlab.tasks import pytokens
-    from rnnlab.train import TrainConfig
-
-    source = tmp_path / "m.py"
-    source.write_text("".join(f"def f{i}(x):\n    return x + {i}\n" for i in range(60)))
-    monkeypatch.setattr(pytokens, "stdlib_files", lambda: [source])
-    n = len(source.read_text())
-    shortest = min(hi - lo for lo, hi in pytokens._split_bounds(n).values())
+    which gives no more text: it names --seq-len and the longest that fits, the characters
+    of the held-out files that split holds whole."""
+    root = tmp_path / "lib"
+    _module_library(root, files=40)
+    monkeypatch.setattr(pytokens, "stdlib_root", lambda: root)
+    files = pytokens.split_files(0, root)
+    held = {name: sum(len(p.read_text()) for p in files[name]) for name in ("valid", "test")}
+    name, shortest = min(held.items(), key=lambda kv: kv[1])
+    assert 0 < shortest < 2_000  # (the library's test or validation files are few)
 
     def task(seq_len: int):
-        cfg = TrainConfig.from_dict({**tasks.defaults("pytokens"), "seq_len": seq_len})
-        return tasks.make_task(cfg)
+        return _pytokens_task(0, 400_000, seq_len)
 
-    with pytest.raises(ValueError, match=rf"^`seq_len` must be at most {shortest} for the "
-                       rf"{n:,} characters of Python source .*; got {shortest + 1} instead\. "
-                       r"Lower --seq-len\.$"):  # fmt: skip
+    with pytest.raises(ValueError, match=rf"^`seq_len` must be at most {shortest:,} for the "
+                       rf"Python source this standard library gives \(its {name} files, held "
+                       rf"out whole, hold {shortest:,} characters.*; got {shortest + 1:,} "
+                       r"instead\. Lower --seq-len\.$"):  # fmt: skip
         task(shortest + 1)
-    assert task(shortest).split("test")[0].shape == (1, shortest)
+    assert task(shortest).split(name)[0].shape == (1, shortest)
+    # a library of no test file at all (no path of it hashes to one) is said as such
+    for path in files["test"]:
+        path.unlink()
+    with pytest.raises(ValueError, match=r"^the standard library at '.*lib' gives no usable "
+                       r"test file .*: pytokens has no test text$"):  # fmt: skip
+        task(10)
+
+
+def test_a_pytokens_train_size_too_small_says_the_least_that_fits(module_library):
+    """The least --train-size said holds a window in each piece, each cut after a line end:
+    that size trains, one less is refused with the same message."""
+    import re
+
+    with pytest.raises(ValueError, match=r"^`train_size` must be at least ([\d,]+) characters "
+                       r"with seq_len = 50, .*; got 500 instead\. Raise --train-size or lower "
+                       r"--seq-len\.$") as e:  # fmt: skip
+        _pytokens_task(0, 500, 50)
+    need = int(re.search(r"at least ([\d,]+)", str(e.value))[1].replace(",", ""))
+    task = _pytokens_task(0, need, 50)
+    assert min(len(task.split(name)[0]) for name in ("train", "valid", "test")) == 1
+    with pytest.raises(ValueError, match=rf"at least {need:,} characters with seq_len = 50"):
+        _pytokens_task(0, need - 1, 50)

@@ -142,6 +142,8 @@ def _stored_data_fits(where: Path, cfg: TrainConfig, config: dict[str, Any]) -> 
 
             record = pytokens._stored_record(data)
             assert record is not None  # (data is not empty)
+            if "vocab" not in record:  # {"split": "contiguous"}: rebuilt as before records
+                return
             vocab = text.CharVocab.from_json({"type": "CharVocab", "chars": record["vocab"]})
             have = {"vocabulary": (vocab.size, _get(spec, "input", "vocab_size"),
                                    "input symbols")}  # fmt: skip
@@ -185,8 +187,13 @@ def data_record(run_dir: Path, cfg: TrainConfig, config: dict[str, Any],
     `where` (the run's by default; a checkpoint's). A charlm run from before runs stored
     it gets it rebuilt from its training text, as training built it, and checked against the
     model's number of symbols; said on stderr, since a text edited since training (with as
-    many distinct characters) would map differently."""
+    many distinct characters) would map differently. A pytokens run from before runs stored
+    it gets {"split": "contiguous"}: the split it was trained with, not a new run's."""
     data = config.get("data")
+    if cfg.task == "pytokens" and not data:
+        # a run from before pytokens runs stored a record: it trained on the contiguous
+        # split, which make_task would not make for it without being told (a new run's)
+        return {"split": "contiguous"}
     if cfg.task != "charlm" or data:
         _stored_data_fits(where or run_dir, cfg, config)
         return data

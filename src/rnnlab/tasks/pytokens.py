@@ -23,6 +23,15 @@ Classes (CLASSES, in label order):
   token on Python 3.11; Python 3.12 splits f-strings into parts, which are merged here so
   labels do not depend on the Python version);
 - COMMENT: from "#" to the end of the line.
+
+The task (`rnnlab train pytokens`) holds out whole files by a hash of their path relative to
+the standard library's directory (file_split: SHA-256 mod 20, one value the test files, one
+the validation files, the rest the training files), whatever --seed and --train-size: no run
+ever trains on a file another run tests on, and no file is cut across two splits. Of
+--train-size characters, 90 % are read from the training files in an order shuffled by
+--seed, 5 % each from the validation and test files in the order of their path's hash, so
+that runs of any seed test on the same text. Runs trained before this split (their
+config.json's "data" says no "split") keep the contiguous one they were trained with.
 """
 
 from __future__ import annotations
@@ -64,6 +73,10 @@ EXCLUDED_DIRS = frozenset(
         "__pycache__",
     }
 )
+
+# At most this many characters of each file are kept (cut after a line end), so that no
+# single large module dominates a piece.
+MAX_FILE_CHARS = 20_000
 
 # Tokens of Python 3.12+ (PEP 701) that make up an f-string; absent on 3.11.
 _FSTRING_START = getattr(tokenize, "FSTRING_START", None)
@@ -163,11 +176,17 @@ def label_source(text: str) -> np.ndarray:
     return labels
 
 
-def stdlib_files() -> list[Path]:
-    """The default source files: every .py under the standard library's directory
-    (sysconfig's "stdlib" path) outside EXCLUDED_DIRS, sorted by relative path. The list
-    follows the installed Python, so it is deterministic for a given installation."""
-    root = Path(sysconfig.get_paths()["stdlib"])
+def stdlib_root() -> Path:
+    """The standard library's directory (sysconfig's "stdlib" path), whose files are the
+    data; the held-out split of a file is drawn from its path relative to this directory."""
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def stdlib_files(root: str | os.PathLike[str] | None = None) -> list[Path]:
+    """The default source files: every .py under `root` (default: `stdlib_root()`) outside
+    EXCLUDED_DIRS, sorted by relative path. The list follows the installed Python, so it is
+    deterministic for a given installation."""
+    root = stdlib_root() if root is None else Path(root)
     found = []
     for folder, dirs, names in os.walk(root):
         dirs[:] = [d for d in dirs if d not in EXCLUDED_DIRS]  # prune: site-packages is large
@@ -189,7 +208,7 @@ def load_pytokens(
     max_chars: int = 400_000,
     files: list[str | os.PathLike[str]] | None = None,
     seed: int = 0,
-    max_file_chars: int = 20_000,
+    max_file_chars: int = MAX_FILE_CHARS,
 ) -> tuple[str, np.ndarray]:
     """(text, labels): Python source and one CLASSES id per character (int8).
 
@@ -218,19 +237,8 @@ def load_pytokens(
                 fail(f"files[{i}]", "an existing file", f"'{f}', which is {why}")
             paths.append(Path(f))
     texts, labels, total = [], [], 0
-    for path in paths:
-        source = _read_source(path)
-        if source is None:
-            continue
-        try:
-            y = label_source(source)
-        except SourceError:
-            continue
-        keep = len(source)
-        if keep > max_file_chars:
-            cut = source.rfind("\n", 0, max_file_chars)
-            keep = cut + 1 if cut >= 0 else max_file_chars
-        keep = min(keep, max_chars - total)
+    for source, y in _usable(paths, max_file_chars):
+        keep = min(len(source), max_chars - total)
         texts.append(source[:keep])
         labels.append(y[:keep])
         total += keep
@@ -243,6 +251,120 @@ def load_pytokens(
             f"{len(paths)} files, none usable",
         )
     return "".join(texts), np.concatenate(labels)
+
+
+def _usable(paths: list[Path], max_file_chars: int):
+    """(text, labels) of each of `paths` that decodes and tokenizes, in order: labelled whole
+    (so labels see the complete context), then cut to at most `max_file_chars` characters
+    after a line end, so that no single large module dominates."""
+    for path in paths:
+        source = _read_source(path)
+        if source is None:
+            continue
+        try:
+            y = label_source(source)
+        except SourceError:
+            continue
+        keep = len(source)
+        if keep > max_file_chars:
+            cut = source.rfind("\n", 0, max_file_chars)
+            keep = cut + 1 if cut >= 0 else max_file_chars
+        yield source[:keep], y[:keep]
+
+
+# -------------------- held-out files: the split of `rnnlab train pytokens`
+
+SPLITS = ("train", "valid", "test")
+_MODULUS = 20  # a file's path hash mod 20: 0 is a test file, 1 a validation file
+
+
+def _path_hash(relative: str) -> int:
+    return int.from_bytes(hashlib.sha256(relative.encode("utf-8")).digest(), "big")
+
+
+def file_split(relative: str) -> str:
+    """The split ("train", "valid" or "test") of the standard-library file at `relative`, its
+    POSIX path relative to the standard library's directory ("json/decoder.py"): the SHA-256
+    of that path mod 20 is 0 for a test file, 1 for a validation file, else a training one.
+    It depends on the path alone, never on --seed or --train-size, so that no run trains on
+    a file another run tests on, and a whole file is held out (a file cut across a split
+    would test on the rest of a module trained on). A module a newer Python adds falls
+    where its path says; the others keep theirs."""
+    if not isinstance(relative, str) or not relative:
+        fail("relative", "a file's path relative to the standard library's directory, a "
+             "non-empty str", describe(relative))  # fmt: skip
+    r = _path_hash(relative) % _MODULUS
+    return "test" if r == 0 else "valid" if r == 1 else "train"
+
+
+def split_budgets(max_chars: int) -> dict[str, int]:
+    """How many characters each split reads of `max_chars` (--train-size): 5 % (rounded
+    down) each for valid and test, the rest (90 % or a little more) for train."""
+    held = positive_int(max_chars, "max_chars") // _MODULUS
+    return {"train": max_chars - 2 * held, "valid": held, "test": held}
+
+
+def split_files(seed: int = 0, root: str | os.PathLike[str] | None = None) -> dict[str, list[Path]]:
+    """The files of each split (file_split) in the order they are read: the training files
+    shuffled by `seed`, the validation and test files in the order of their path's hash
+    whatever the seed, so that runs of any seed and --train-size test on the same text (a
+    smaller --train-size reads a beginning of a larger one's)."""
+    seed = _checks.seed(seed, "seed")
+    root = stdlib_root() if root is None else Path(root)
+    by_split: dict[str, list[tuple[int, str, Path]]] = {name: [] for name in SPLITS}
+    for path in stdlib_files(root):
+        relative = path.relative_to(root).as_posix()
+        by_split[file_split(relative)].append((_path_hash(relative), relative, path))
+    train = [path for _, _, path in sorted(by_split["train"], key=lambda t: t[1])]
+    order = np.random.default_rng(seed).permutation(len(train))
+    out = {"train": [train[i] for i in order]}
+    for name in ("valid", "test"):
+        out[name] = [path for _, _, path in sorted(by_split[name])]
+    return out
+
+
+def _piece(paths: list[Path], budget: int, least: int, max_file_chars: int):
+    """(text, labels, need, total): the usable files of `paths` read in order up to `budget`
+    characters, the last one cut after a line end (a piece is at most its budget, ending at
+    a line end or a file's end); `need`: the smallest budget whose piece holds at least
+    `least` characters, None when all the files together hold fewer (`total`, read whole
+    then)."""
+    texts, labels = [], []
+    seen, full, need = 0, False, None
+    for source, y in _usable(paths, max_file_chars):
+        n = len(source)
+        if not full:
+            keep = n if seen + n <= budget else source.rfind("\n", 0, budget - seen) + 1
+            if keep:
+                texts.append(source[:keep])
+                labels.append(y[:keep])
+            full = keep < n
+        if need is None and seen + n >= least:
+            at = source.find("\n", max(least - seen - 1, 0))
+            need = seen + (at + 1 if at >= 0 else n)
+        seen += n
+        if full and need is not None:
+            break
+    y_all = np.concatenate(labels) if labels else np.zeros(0, np.int8)
+    return "".join(texts), y_all, need, seen
+
+
+def load_pytokens_splits(
+    max_chars: int = 400_000, seed: int = 0, max_file_chars: int = MAX_FILE_CHARS
+) -> dict[str, tuple[str, np.ndarray]]:
+    """{"train", "valid", "test"}: (text, labels) of each split of the standard library's
+    files (split_files: whole files held out by their path's hash), read up to its budget of
+    `max_chars` (split_budgets: 90/5/5 %), each file labelled whole and kept to at most
+    `max_file_chars` characters as in load_pytokens, the last one cut after a line end."""
+    max_chars = positive_int(max_chars, "max_chars")
+    max_file_chars = positive_int(max_file_chars, "max_file_chars")
+    budgets = split_budgets(max_chars)
+    files = split_files(seed)
+    out = {}
+    for name in SPLITS:
+        text, labels, _, _ = _piece(files[name], budgets[name], 1, max_file_chars)
+        out[name] = (text, labels)
+    return out
 
 
 def chunk(ids: object, labels: object, length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -270,7 +392,8 @@ def chunk(ids: object, labels: object, length: int) -> tuple[np.ndarray, np.ndar
 
 
 def _split_bounds(n: int) -> dict[str, tuple[int, int]]:
-    """Contiguous pieces of n characters: 90 % train, 5 % valid, 5 % test."""
+    """Contiguous pieces of n characters: 90 % train, 5 % valid, 5 % test (the split of
+    runs trained before whole files were held out; `_contiguous_pieces`)."""
     a, b = int(n * 0.9), int(n * 0.95)
     return {"train": (0, a), "valid": (a, b), "test": (b, n)}
 
@@ -281,15 +404,93 @@ def _digest(text: str, labels: np.ndarray) -> str:
     return h.hexdigest()
 
 
+# config.json's "data" "split": "files" (whole files held out by their path's hash, runs
+# since 2026-12-05); a record without it is of a run trained on the contiguous split.
+# runs.data_record gives {"split": "contiguous"} alone for a run from before runs stored a
+# record, so that it is read with the split it was trained with.
+SPLIT_KINDS = ("files", "contiguous")
+
+
 def _stored_record(data) -> dict | None:
-    """A run's record, checked; None for a run from before pytokens runs stored one."""
+    """A run's record, checked; None for a new run. {"split": "contiguous"} alone: a run from
+    before pytokens runs stored a record (runs.data_record), whose vocabulary is rebuilt."""
     if not data:
         return None
+    if isinstance(data, dict) and data.get("split") == "contiguous" and set(data) == {"split"}:
+        return data
     if (not isinstance(data, dict) or not isinstance(data.get("vocab"), str)
             or not data["vocab"] or not isinstance(data.get("test_sha256"), str)):  # fmt: skip
         fail("config.json's 'data'", "a record of the vocabulary and the test split's digest "
              "('vocab', 'test_sha256')", describe(data))  # fmt: skip
+    if data.get("split", "contiguous") not in SPLIT_KINDS:
+        fail("config.json's 'data' 'split'", "'files' or 'contiguous' (how the run's text was "
+             "split)", describe(data["split"]))  # fmt: skip
     return data
+
+
+def _split_of(stored: dict | None) -> str:
+    """The split a run reads: a new run's (None) is "files"; a stored record's says its own,
+    "contiguous" when it says none (written before whole files were held out)."""
+    return "files" if stored is None else str(stored.get("split", "contiguous"))
+
+
+def _contiguous_pieces(max_chars: int, seed: int, L: int) -> dict[str, tuple[str, np.ndarray]]:
+    """The split of runs trained before 2026-12-05: the files shuffled by `seed`, concatenated
+    to `max_chars` and cut 90/5/5 % (a file could straddle two pieces, and runs of two seeds
+    or sizes tested on different text). Kept so that those runs evaluate and resume on the
+    text they were trained on."""
+    chars, labels = load_pytokens(max_chars=max_chars, seed=seed)
+    n = len(chars)
+    bounds = _split_bounds(n)
+    shortest = min(hi - lo for lo, hi in bounds.values())
+    if shortest < L and n < max_chars:
+        # more --train-size gives no more text: "raise --train-size" sent the user round
+        fail("seq_len", f"at most {shortest:,} for the {n:,} characters of Python source "
+             "this standard library gives (valid and test, 5 % each, hold one window of "
+             "seq_len characters)", f"{L:,}", "Lower --seq-len.")  # fmt: skip
+    if shortest < L:
+        need = next(m for m in range(20 * L, 20 * L + 100) if min(
+            hi - lo for lo, hi in _split_bounds(m).values()) >= L)  # fmt: skip
+        fail("train_size", f"at least {need:,} characters with seq_len = {L}, so that "
+             "valid and test (5 % each) hold one window of seq_len characters",
+             f"{n:,}", "Raise --train-size or lower --seq-len.")  # fmt: skip
+    return {name: (chars[lo:hi], labels[lo:hi]) for name, (lo, hi) in bounds.items()}
+
+
+def _file_pieces(max_chars: int, seed: int, L: int) -> dict[str, tuple[str, np.ndarray]]:
+    """The split of whole files (split_files, split_budgets), each piece checked to hold one
+    window of L characters: a --seq-len too long for what this standard library's files of a
+    split hold, or a --train-size too small for a window in each piece, is said naming the
+    option that helps."""
+    files = split_files(seed)
+    budgets = split_budgets(max_chars)
+    pieces, needs, totals = {}, {}, {}
+    for name in SPLITS:
+        text, labels, needs[name], totals[name] = _piece(
+            files[name], budgets[name], L, MAX_FILE_CHARS
+        )
+        pieces[name] = (text, labels)
+    short = [name for name in SPLITS if needs[name] is None]
+    if short:
+        # more --train-size gives no more text: "raise --train-size" sent the user round
+        name = short[0]
+        shortest = min(len(text) for text, _ in pieces.values())
+        if shortest == 0:
+            raise ValueError(f"the standard library at '{stdlib_root()}' gives no usable "
+                             f"{name} file (the files whose relative path's SHA-256 mod 20 "
+                             f"makes them {name} files): pytokens has no {name} text")  # fmt: skip
+        fail("seq_len", f"at most {shortest:,} for the Python source this standard library "
+             f"gives (its {name} files, held out whole, hold {totals[name]:,} characters, "
+             "and each split holds one window of seq_len characters)", f"{L:,}",
+             "Lower --seq-len.")  # fmt: skip
+    if any(len(text) < L for text, _ in pieces.values()):
+        need = _MODULUS * max(needs["valid"], needs["test"], 1)
+        while split_budgets(need)["train"] < needs["train"]:
+            need += 1
+        fail("train_size", f"at least {need:,} characters with seq_len = {L}, so that "
+             "valid and test (5 % each, cut after a line end) hold one window of seq_len "
+             "characters", f"{max_chars:,}", "Raise --train-size or lower --seq-len.")  # fmt: skip
+    return pieces
 
 
 class PyTokens(_SequenceTask):
@@ -301,38 +502,32 @@ class PyTokens(_SequenceTask):
 
     def __init__(self, cfg: TrainConfig, data: dict | None = None, *, resume: bool = False):
         """`data`: a trained run's record (data_record): its vocabulary is used, so the ids
-        fit the model whatever standard library this Python has; a test split that differs
-        from the run's is said on stderr, and refused with `resume` (the run would train on
-        on other text: `rnnlab train --resume` under another Python). None (a new run, or one
-        from before runs stored it): the vocabulary of the training split."""
+        fit the model whatever standard library this Python has, and the split it says (a
+        record without one is of the contiguous split runs had before whole files were held
+        out); a test split that differs from the run's is said on stderr, and refused with
+        `resume` (the run would train on other text: `rnnlab train --resume` under another
+        Python). None: a new run, on whole files held out by their path's hash, with the
+        vocabulary of its training piece."""
         super().__init__(cfg)
         max_chars = cfg.train_size or 400_000
-        chars, labels = load_pytokens(max_chars=max_chars, seed=cfg.seed)
-        n = len(chars)
         L = cfg.seq_len
-        bounds = _split_bounds(n)
-        shortest = min(hi - lo for lo, hi in bounds.values())
-        if shortest < L and n < max_chars:
-            # more --train-size gives no more text: "raise --train-size" sent the user round
-            fail("seq_len", f"at most {shortest:,} for the {n:,} characters of Python source "
-                 "this standard library gives (valid and test, 5 % each, hold one window of "
-                 "seq_len characters)", f"{L:,}", "Lower --seq-len.")  # fmt: skip
-        if shortest < L:
-            need = next(m for m in range(20 * L, 20 * L + 100) if min(
-                hi - lo for lo, hi in _split_bounds(m).values()) >= L)  # fmt: skip
-            fail("train_size", f"at least {need:,} characters with seq_len = {L}, so that "
-                 "valid and test (5 % each) hold one window of seq_len characters",
-                 f"{n:,}", "Raise --train-size or lower --seq-len.")  # fmt: skip
-        a, b = bounds["valid"]
         stored = _stored_record(data)
-        self.vocab = (CharVocab.from_json({"type": "CharVocab", "chars": stored["vocab"]})
-                      if stored else CharVocab(chars[:a]))  # fmt: skip
+        split = _split_of(stored)
+        if split == "files":
+            pieces = _file_pieces(max_chars, cfg.seed, L)
+        else:
+            pieces = _contiguous_pieces(max_chars, cfg.seed, L)
+        if stored and "vocab" in stored:
+            self.vocab = CharVocab.from_json({"type": "CharVocab", "chars": stored["vocab"]})
+        else:
+            self.vocab = CharVocab(pieces["train"][0])
         self.classes = CLASSES
         self.output_size = len(self.classes)
-        ids = self.vocab.encode(chars)
-        digest = _digest(chars[b:], labels[b:])
+        digest = _digest(*pieces["test"])
         self._record = {"vocab": self.vocab.chars, "test_sha256": digest}
-        if stored and stored["test_sha256"] != digest and resume:
+        if split == "files":
+            self._record["split"] = "files"
+        if stored and "vocab" in stored and stored["test_sha256"] != digest and resume:
             raise ValueError(
                 "`--resume` must train on the text the run was trained on; the pytokens text "
                 "this Python's standard library gives differs from the run's (its test "
@@ -340,21 +535,23 @@ class PyTokens(_SequenceTask):
                 f"{str(stored['test_sha256'])[:12]}...): resume it under the Python it was "
                 "trained with, or start a new run"
             )
-        if stored and stored["test_sha256"] != digest:
+        if stored and "vocab" in stored and stored["test_sha256"] != digest:
             print("rnnlab: warning: the pytokens test split made now differs from the one of "
                   "the run's training (another Python, whose standard library differs?); it "
                   "is read with the run's vocabulary, characters the run never saw as its "
                   "unknown symbol, and the scores are on the new split",
                   file=sys.stderr)  # fmt: skip
         self._splits = {}
-        for name, (lo, hi) in bounds.items():
-            x, y = chunk(ids[lo:hi], labels[lo:hi], L)
+        for name, (text, labels) in pieces.items():
+            x, y = chunk(self.vocab.encode(text), labels, L)
             self._splits[name] = (x.astype(np.int64), y.astype(np.int64), None)
 
     def data_record(self) -> dict:
-        """What a run stores of its data (config.json's "data"): the vocabulary and the
-        SHA-256 of the test split, so that evaluate reads the text with the run's ids even
-        where the standard library differs (another Python has other characters)."""
+        """What a run stores of its data (config.json's "data"): the vocabulary, the SHA-256
+        of the test split and the split ("files"; none for a run of the contiguous split
+        before it), so that evaluate and --resume read the text the run was trained on,
+        with the run's ids even where the standard library differs (another Python has
+        other characters)."""
         return dict(self._record)
 
     def input_spec(self, cfg):
