@@ -218,6 +218,7 @@ def add_data_options(parser, defaults=SUPPRESS, *, only=None, checked: bool = Fa
     )
     g.add("--train-size", dest="train_size", type=int,
           help="numbers, dates, caption: training pairs (default 50,000, 50,000, 20,000); "
-          "pytokens: characters of source in all, split 90/5/5 %% into train/valid/test "
-          "(default 400,000)")  # fmt: skip
+          "pytokens: characters of source in all, 90 %% read from the training files and "
+          "5 %% each from the validation and test files, whole files held out by a hash of "
+          "their path whatever the seed and size (default 400,000)")  # fmt: skip
     g.add("--seed", type=int, help="the seed of the initialisation and the data")
