@@ -304,6 +304,14 @@ def test_a_pytokens_run_keeps_its_vocabulary_where_the_standard_library_differs(
     out, err = capsys.readouterr()
     assert "test split made now differs" in err
     assert json.loads(out)["accuracy"] != before["accuracy"]
+    # a split the record cannot mean (edited by hand) is refused naming the file
+    for p in [run / "config.json", *run.glob("checkpoints/*/config.json")]:
+        config = json.loads(p.read_text())
+        config["data"]["split"] = "halves"
+        p.write_text(json.dumps(config))
+    line = error_of(capsys, "evaluate", run)
+    assert "config.json': `config.json's 'data' 'split'` must be 'files' or 'contiguous'" \
+        in line and "got 'halves' (str) instead" in line, line  # fmt: skip
 
 
 def test_a_pytokens_run_of_the_contiguous_split_evaluates_and_resumes_on_it(

@@ -1298,8 +1298,8 @@ def test_a_pytokens_seq_len_longer_than_the_standard_library_allows_names_seq_le
         return _pytokens_task(0, 400_000, seq_len)
 
     with pytest.raises(ValueError, match=rf"^`seq_len` must be at most {shortest:,} for the "
-                       rf"Python source this standard library gives \(its {name} files, held "
-                       rf"out whole, hold {shortest:,} characters.*; got {shortest + 1:,} "
+                       rf"Python source this standard library gives \(its {name} \(held-out\) "
+                       rf"files hold {shortest:,} characters in all.*; got {shortest + 1:,} "
                        r"instead\. Lower --seq-len\.$"):  # fmt: skip
         task(shortest + 1)
     assert task(shortest).split(name)[0].shape == (1, shortest)

@@ -473,15 +473,17 @@ def _file_pieces(max_chars: int, seed: int, L: int) -> dict[str, tuple[str, np.n
     short = [name for name in SPLITS if needs[name] is None]
     if short:
         # more --train-size gives no more text: "raise --train-size" sent the user round
-        name = short[0]
-        shortest = min(len(text) for text, _ in pieces.values())
-        if shortest == 0:
+        name = min(short, key=lambda n: totals[n])
+        if totals[name] == 0:
             raise ValueError(f"the standard library at '{stdlib_root()}' gives no usable "
                              f"{name} file (the files whose relative path's SHA-256 mod 20 "
                              f"makes them {name} files): pytokens has no {name} text")  # fmt: skip
-        fail("seq_len", f"at most {shortest:,} for the Python source this standard library "
-             f"gives (its {name} files, held out whole, hold {totals[name]:,} characters, "
-             "and each split holds one window of seq_len characters)", f"{L:,}",
+        # the longest window this --train-size's pieces hold (the files' all, if one is empty)
+        at_most = min(len(text) for text, _ in pieces.values()) or totals[name]
+        files = "training" if name == "train" else f"{name} (held-out)"
+        fail("seq_len", f"at most {at_most:,} for the Python source this standard library "
+             f"gives (its {files} files hold {totals[name]:,} characters in all, and each "
+             "split holds one window of seq_len characters)", f"{L:,}",
              "Lower --seq-len.")  # fmt: skip
     if any(len(text) < L for text, _ in pieces.values()):
         need = _MODULUS * max(needs["valid"], needs["test"], 1)
