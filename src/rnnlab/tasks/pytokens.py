@@ -480,9 +480,9 @@ def _file_pieces(max_chars: int, seed: int, L: int) -> dict[str, tuple[str, np.n
                              f"makes them {name} files): pytokens has no {name} text")  # fmt: skip
         # the longest window this --train-size's pieces hold (the files' all, if one is empty)
         at_most = min(len(text) for text, _ in pieces.values()) or totals[name]
-        files = "training" if name == "train" else f"{name} (held-out)"
+        which = "training" if name == "train" else f"{name} (held-out)"
         fail("seq_len", f"at most {at_most:,} for the Python source this standard library "
-             f"gives (its {files} files hold {totals[name]:,} characters in all, and each "
+             f"gives (its {which} files hold {totals[name]:,} characters in all, and each "
              "split holds one window of seq_len characters)", f"{L:,}",
              "Lower --seq-len.")  # fmt: skip
     if any(len(text) < L for text, _ in pieces.values()):
