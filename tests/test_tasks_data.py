@@ -985,19 +985,26 @@ def test_a_window_past_every_sequence_makes_no_update():
     assert Trainer._train_step(fake, 2) == (None, None, 0)
 
 
-def test_charlm_s_baselines_score_the_characters_its_evaluation_scores(tmp_path):
-    """evaluate scores the split's 2nd to (8n+1)-th characters (8 tracks of n); the n-gram
-    baselines scored every character, the first (never predicted) and the tail among them,
-    so "beats the 5-gram" compared two different sets of characters."""
+def _small_charlm(tmp_path):
+    """A charlm task on a 4,003-character text of 23 letters, 4 tracks of 10: its test split
+    leaves a tail short of a track's length (the case of the two tests below)."""
     from rnnlab import tasks
-    from rnnlab.tasks import ngram, text
     from rnnlab.train import TrainConfig
 
     corpus = tmp_path / "c.txt"
     corpus.write_text("".join(chr(97 + (i * i + i // 7) % 23) for i in range(4003)))
     cfg = TrainConfig.from_dict({**tasks.defaults("charlm"), "data": str(corpus),
                                  "batch_size": 4, "seq_len": 10})  # fmt: skip
-    task = tasks.make_task(cfg)
+    return tasks.make_task(cfg)
+
+
+def test_charlm_s_baselines_score_the_characters_its_evaluation_scores(tmp_path):
+    """evaluate scores the split's 2nd to (8n+1)-th characters (8 tracks of n); the n-gram
+    baselines scored every character, the first (never predicted) and the tail among them,
+    so "beats the 5-gram" compared two different sets of characters."""
+    from rnnlab.tasks import ngram, text
+
+    task = _small_charlm(tmp_path)
     ids = task.ids["test"]
     n = (len(ids) - 1) // text.EVAL_TRACKS
     assert (len(ids) - 1) % text.EVAL_TRACKS  # (a tail is left out: the case in question)
@@ -1232,15 +1239,9 @@ def test_charlm_s_unknown_chars_counts_the_characters_it_scores(tmp_path):
     the whole split, its first character (read, never predicted) and the tail short of a
     track's length too, so a text of a script the run never saw had 55 unknown characters
     in 48 (`rnnlab evaluate RUN --data other.txt`)."""
-    from rnnlab import tasks
     from rnnlab.tasks import text
-    from rnnlab.train import TrainConfig
 
-    corpus = tmp_path / "c.txt"
-    corpus.write_text("".join(chr(97 + (i * i + i // 7) % 23) for i in range(4003)))
-    cfg = TrainConfig.from_dict({**tasks.defaults("charlm"), "data": str(corpus),
-                                 "batch_size": 4, "seq_len": 10})  # fmt: skip
-    task = tasks.make_task(cfg)
+    task = _small_charlm(tmp_path)
     ids = task.ids["test"]
     scored = (len(ids) - 1) // text.EVAL_TRACKS * text.EVAL_TRACKS
     assert len(ids) - 1 > scored  # (a tail is left out: the case in question)
