@@ -441,3 +441,21 @@ def test_a_sequential_of_recurrent_layers_of_two_layouts_is_refused():
                        r"module 0, time-major"):
         Sequential(GRU(3, 4, batch_first=False), Linear(4, 4), GRU(4, 4))
     Sequential(GRU(3, 4, batch_first=False), Linear(4, 4), GRU(4, 4, batch_first=False))
+
+
+def test_load_state_dict_refuses_a_weight_beyond_the_modules_range():
+    """A float64 weight beyond float32's range became inf in a float32 module (with NumPy's
+    RuntimeWarning), then was refused as "must be finite; got inf", a value never given."""
+    m = LSTM(I, H, rng=0)
+    before = m.state_dict()
+    state = {k: v.astype(np.float64) for k, v in before.items()}
+    state["weight_hh_l0"][2, 1] = -1e300
+    with pytest.raises(ValueError, match=r"`state\['weight_hh_l0'\]` must be within float32's "
+                       r"range \(\|w\| ≤ 3.4e\+38: the module is float32\); got -1e\+300 at "
+                       r"index \(2, 1\) instead\."):  # fmt: skip
+        m.load_state_dict(state)
+    for k, v in m.params.items():
+        np.testing.assert_array_equal(v, before[k])
+    m64 = LSTM(I, H, rng=0, dtype=np.float64)  # which holds it
+    m64.load_state_dict(state)
+    assert m64.params["weight_hh_l0"][2, 1] == -1e300

@@ -1164,10 +1164,27 @@ def load_params(
             _checks.fail(
                 f"state[{name!r}]", f"an array of shape {params[name].shape}", f"shape {arr.shape}"
             )
-        checked[name] = _checks.float_array(arr.astype(params[name].dtype, copy=False),
-                                             f"state[{name!r}]")  # fmt: skip
+        checked[name] = _checks.float_array(
+            _cast_weight(arr, params[name].dtype, f"state[{name!r}]"), f"state[{name!r}]")
     for name, arr in checked.items():
         params[name][...] = arr
+
+
+def _cast_weight(arr: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
+    """`arr` as the module's `dtype`, refusing a finite value beyond its range (a float64
+    weight of 1e300 into a float32 module), which the cast would make inf without a word
+    but NumPy's RuntimeWarning, and which is no NaN or inf to be refused as one."""
+    if arr.dtype.kind != "f" or arr.dtype.itemsize <= dtype.itemsize:
+        return arr.astype(dtype, copy=False)
+    with np.errstate(over="ignore"):
+        cast = arr.astype(dtype)
+    over = np.isinf(cast) & np.isfinite(arr)
+    if over.any():
+        at = tuple(int(i) for i in np.argwhere(over)[0])
+        big = float(np.finfo(dtype).max)
+        _checks.fail(name, f"within {dtype}'s range (|w| ≤ {big:.3g}: the module is {dtype})",
+                     f"{float(arr[at]):g}" + (f" at index {at}" if at else ""))  # fmt: skip
+    return cast
 
 
 def _as_array(value: Any, name: str) -> np.ndarray:
