@@ -459,3 +459,26 @@ def test_load_state_dict_refuses_a_weight_beyond_the_modules_range():
     m64 = LSTM(I, H, rng=0, dtype=np.float64)  # which holds it
     m64.load_state_dict(state)
     assert m64.params["weight_hh_l0"][2, 1] == -1e300
+
+
+@pytest.mark.parametrize("how", ["numpy int64", "numpy uint8", "torch int32"])
+def test_load_state_dict_refuses_integer_arrays(how):
+    """An array or tensor of an integer dtype under a weight's name (a quantized weight, whose
+    scale is elsewhere, or a counter) was cast and loaded as if its integers were the weights;
+    the Keras loader refused the same. Nested lists of Python numbers still load."""
+    m = Linear(2, 2, rng=0)
+    before = m.state_dict()
+    w = np.array([[3, 0], [0, 3]])
+    if how.startswith("torch"):
+        torch = pytest.importorskip("torch")
+        weight, dtype = torch.from_numpy(w).to(torch.int32), "int32"
+    else:
+        dtype = how.split()[1]
+        weight = w.astype(dtype)
+    with pytest.raises(ValueError, match=r"`state\['weight'\]` must be an array of "
+                       rf"floating-point weights; got dtype {dtype}"):  # fmt: skip
+        m.load_state_dict({"weight": weight, "bias": np.zeros(2, np.float32)})
+    for k, v in m.params.items():
+        np.testing.assert_array_equal(v, before[k])
+    m.load_state_dict({"weight": [[3, 0], [0, 3]], "bias": [0, 0]})
+    np.testing.assert_array_equal(m.params["weight"], w)

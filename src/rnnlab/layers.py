@@ -1160,6 +1160,14 @@ def load_params(
         arr = _as_array(value, f"state[{name!r}]")
         if arr.dtype.kind not in "fiu":  # complex, bool, object, str: not a weight
             _checks.fail(f"state[{name!r}]", "an array of real numbers", f"dtype {arr.dtype}")
+        if arr.dtype.kind in "iu" and not isinstance(value, (list, tuple)):
+            # An array or tensor that chose an integer dtype is no float weight: a quantized
+            # one (its scale is elsewhere), a counter or token ids under a weight's name.
+            # Nested lists of Python numbers choose no dtype, and load as their values.
+            _checks.fail(f"state[{name!r}]", "an array of floating-point weights",
+                         f"dtype {arr.dtype}", "Integer weights are quantized ones or no "
+                         "weights; cast them (.float(), .astype(np.float32)) if their values "
+                         "are the weights.")  # fmt: skip
         if arr.shape != params[name].shape:
             _checks.fail(
                 f"state[{name!r}]", f"an array of shape {params[name].shape}", f"shape {arr.shape}"
