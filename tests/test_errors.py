@@ -482,3 +482,14 @@ def test_load_state_dict_refuses_integer_arrays(how):
         np.testing.assert_array_equal(v, before[k])
     m.load_state_dict({"weight": [[3, 0], [0, 3]], "bias": [0, 0]})
     np.testing.assert_array_equal(m.params["weight"], w)
+
+
+def test_load_state_dict_refuses_a_tensor_without_values():
+    """A torch tensor on the meta device (a model built with device="meta" holds shapes, no
+    values) came out as torch's NotImplementedError from deep inside the copy."""
+    torch = pytest.importorskip("torch")
+    m = Linear(2, 3, rng=0)
+    state = {k: torch.empty(v.shape, device="meta") for k, v in m.params.items()}
+    with pytest.raises(ValueError, match=r"`state\['weight'\]` must be an array of real numbers "
+                       r"\(a NumPy array, a torch tensor .*\); got tensor\(.*device='meta'"):
+        m.load_state_dict(state)

@@ -1201,14 +1201,15 @@ def _as_array(value: Any, name: str) -> np.ndarray:
     becomes float32 first (exactly: its values are float32's with fewer mantissa bits)."""
     if isinstance(value, np.ndarray):
         return value
-    if type(value).__module__.startswith("torch") and hasattr(value, "detach"):
-        t = value.detach().cpu()
-        if str(t.dtype) == "torch.bfloat16":
-            t = t.float()
-        value = t
     try:
+        if type(value).__module__.startswith("torch") and hasattr(value, "detach"):
+            t = value.detach().cpu()  # (a meta tensor, which holds no values, refuses)
+            if str(t.dtype) == "torch.bfloat16":
+                t = t.float()
+            value = t
         return np.asarray(value)
-    except (TypeError, ValueError, RuntimeError):  # a ragged list, a tensor of another dtype
+    except (TypeError, ValueError, RuntimeError, NotImplementedError):
+        # a ragged list, a tensor of another dtype or with no values (on the meta device)
         _checks.fail(name, "an array of real numbers (a NumPy array, a torch tensor or nested "
                      "lists of equal lengths)", _checks.describe(value))  # fmt: skip
 
