@@ -8,6 +8,7 @@ a missing one is an error.
 """
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -462,7 +463,8 @@ def test_bidirectional_backward_layer_options_checked(as_file, tmp_path):
     model, source = _bidirectional_source(bi, as_file, tmp_path)
     layer = LSTM(4, 6, bidirectional=True)
     before = {k: v.copy() for k, v in layer.params.items()}
-    with pytest.raises(ValueError, match=r"`source \(layer 0\) backward layer` must be a Keras "
+    at = rf"'{re.escape(source)}', layer 'bidirectional'" if as_file else "layer 0"
+    with pytest.raises(ValueError, match=rf"`source \({at}\) backward layer` must be a Keras "
                        r"layer with activation='tanh'; got activation='relu'"):  # fmt: skip
         rk.load_weights(layer, source)
     for k, v in layer.params.items():
@@ -593,3 +595,30 @@ def test_any_path_like_source_is_a_file(tmp_path):
     rk.load_weights(layer, Where(tmp_path / "m.weights.h5"))
     kernel = model.layers[0].get_weights()[0]
     assert np.allclose(layer.params["weight_ih_l0"], kernel.T)
+
+
+def test_load_errors_name_the_file_and_its_layer(tmp_path):
+    """A file of another architecture was refused as `source (layer 0)` or `source`, naming
+    neither the file nor its layer: with several files about, which one was it?"""
+    model = keras.Sequential([keras.Input((None, 3)), keras.layers.GRU(4, return_sequences=True),
+                              keras.layers.Dense(2)])  # fmt: skip
+    model.save(tmp_path / "gru.keras")
+    model.save_weights(tmp_path / "gru.weights.h5")
+    for name in ("gru.keras", "gru.weights.h5"):
+        path = tmp_path / name
+        at = re.escape(str(path))
+        with pytest.raises(ValueError, match=rf"^`source \('{at}', layer 'gru'\)` must be a "
+                           r"Keras LSTM for rnnlab's lstm; got a GRU instead\.$"):  # fmt: skip
+            rk.load_weights(LSTM(3, 4), path)
+        with pytest.raises(ValueError, match=rf"^`source \('{at}', layer 'gru'\) kernel` must "
+                           r"be an array of shape \(5, 12\); got shape \(3, 12\) instead\.$"):
+            rk.load_weights(GRU(5, 4), path)
+        with pytest.raises(ValueError, match=rf"^`source \('{at}'\)` must be 2 recurrent "
+                           r"layers \(num_layers of the rnnlab layer\); got 1 \('gru'\) instead"):
+            rk.load_weights(GRU(3, 4, 2), path)
+    dense = keras.Sequential([keras.Input((None, 3)), keras.layers.Dense(2)])
+    dense.save(tmp_path / "dense.keras")
+    at = re.escape(str(tmp_path / "dense.keras"))
+    with pytest.raises(ValueError, match=rf"^`source \('{at}'\)` must be 1 "
+                       r"recurrent layer \(num_layers of the rnnlab layer\); got 0 instead\.$"):
+        rk.load_weights(GRU(3, 4), tmp_path / "dense.keras")

@@ -419,19 +419,28 @@ def load_weights(
         _checks.fail("keys", 'None or a list of layer names, e.g. ["lstm", "lstm_1"]',
                      _checks.describe(keys))  # fmt: skip
     if isinstance(source, (str, PathLike)):
-        found = _read_file(io.as_path(source, "source"), keys)
+        # (an error names the file, and each layer by its key in it)
+        path = io.as_path(source, "source")
+        named = _read_file(path, keys)
+        whole = f"source ('{path}')"
+        labels = [f"source ('{path}', layer {k!r})" for k, _ in named]
+        found = [f for _, f in named]
+        got = f"{len(found)}" + (f" ({', '.join(repr(k) for k, _ in named)})" if named else "")
     else:
         found = [_from_keras_layer(x) for x in (source if isinstance(source, list) else [source])]
+        whole, labels = "source", [f"source (layer {k})" for k in range(len(found))]
+        got = f"{len(found)}"
     if len(found) != L:
         _checks.fail(
-            "source",
+            whole,
             f"{L} recurrent layer{'s' if L > 1 else ''} (num_layers of the rnnlab layer)",
-            f"{len(found)}",
+            got,
             "Pass keys=[...] to pick them from a file." if len(found) > L else "",
         )
     loaded: dict[str, np.ndarray] = {}
-    for k, (ckind, bi, directions, options) in enumerate(found):
-        where = f"source (layer {k})"
+    for k, (where, (ckind, bi, directions, options)) in enumerate(
+        zip(labels, found, strict=True)
+    ):
         if ckind != kind:
             _checks.fail(where, f"a Keras {kind} for rnnlab's {layer.cell.name}", f"a {ckind}")
         if bi != layer.bidirectional:
@@ -594,7 +603,8 @@ def _options(x: KerasLayer) -> dict[str, Any]:
                                    "go_backwards") if k in config}  # fmt: skip
 
 
-def _read_file(path: Path, keys: Sequence[str] | None) -> list[_Found]:
+def _read_file(path: Path, keys: Sequence[str] | None) -> list[tuple[str, _Found]]:
+    """The recurrent layers of the file at `path`, each with its key in the file."""
     h5py = _h5py()
     if path.is_dir():
         _checks.fail("source", "a .keras or .weights.h5 file", f"'{path}', a directory")
@@ -627,7 +637,7 @@ def _read_file(path: Path, keys: Sequence[str] | None) -> list[_Found]:
         for key in keys:
             if key not in layers:
                 _checks.fail("keys", f"names of layers in '{path}'", repr(key))
-            out.append(_read_group(layers[key], configs.get(key, {}), arg, key, path))
+            out.append((key, _read_group(layers[key], configs.get(key, {}), arg, key, path)))
         return out
 
 
