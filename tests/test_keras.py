@@ -622,3 +622,30 @@ def test_load_errors_name_the_file_and_its_layer(tmp_path):
     with pytest.raises(ValueError, match=rf"^`source \('{at}'\)` must be 1 "
                        r"recurrent layer \(num_layers of the rnnlab layer\); got 0 instead\.$"):
         rk.load_weights(GRU(3, 4), tmp_path / "dense.keras")
+
+
+def test_load_refuses_a_weight_beyond_the_layers_range(tmp_path):
+    """A float64 array in a weights file with a value beyond float32's range became inf in a
+    float32 layer, silently but for NumPy's RuntimeWarning: a model giving NaN later."""
+    import h5py
+
+    model = _keras_model(keras.layers.GRU(4, return_sequences=True), I=3)
+    path = tmp_path / "m.weights.h5"
+    model.save_weights(path)
+    with h5py.File(path, "r+") as f:
+        big = f["layers/gru/cell/vars/1"][...].astype(np.float64)
+        big[2, 3] = 1e300
+        del f["layers/gru/cell/vars/1"]
+        f["layers/gru/cell/vars/1"] = big
+    layer = GRU(3, 4)
+    before = {n: v.copy() for n, v in layer.params.items()}
+    at = re.escape(str(path))
+    with pytest.raises(ValueError, match=rf"^`source \('{at}', layer 'gru'\) recurrent_kernel` "
+                       r"must be within float32's range \(\|w\| ≤ 3.4e\+38: the module is "
+                       r"float32\); got 1e\+300 at index \(2, 3\) instead\.$"):  # fmt: skip
+        rk.load_weights(layer, path)
+    for n, v in layer.params.items():
+        assert np.array_equal(v, before[n]), n
+    wide = GRU(3, 4, dtype=np.float64)  # which holds it
+    rk.load_weights(wide, path)
+    assert wide.params["weight_hh_l0"].max() == 1e300

@@ -49,7 +49,7 @@ import numpy as np
 
 from rnnlab import _checks, io
 from rnnlab.cells import ElmanCell, GRUCell, LSTMCell
-from rnnlab.layers import Recurrent
+from rnnlab.layers import Recurrent, _cast_weight
 from rnnlab.modules import (
     Dropout,
     Embedding,
@@ -496,8 +496,10 @@ def _to_rnnlab(
         w = [*w, np.zeros((2, G * H) if getattr(cell, "reset_after", False) else G * H)]
     # NaN or inf in a weight would only show up later as NaN outputs (load_state_dict refuses
     # them too); checked here, before load_weights assigns anything
+    # (and within the layer's float range: a float64 1e300 would be inf in a float32 layer)
     kernel, recurrent, bias = (
-        _checks.float_array(np.asarray(a), f"{where} {name}")
+        _cast_weight(_checks.float_array(np.asarray(a), f"{where} {name}"), layer.dtype,
+                     f"{where} {name}")
         for a, name in zip(w, ("kernel", "recurrent_kernel", "bias"), strict=True)
     )
     for name, a, shape in (("kernel", kernel, (I, G * H)), ("recurrent_kernel", recurrent,
@@ -535,7 +537,8 @@ def _start_to_rnnlab(
         _checks.fail(f"{where} start", f"{len(names)} vectors ({', '.join(names)})",
                      f"{len(start)} arrays")  # fmt: skip
     H = layer.hidden_size
-    arrays = [_checks.float_array(np.asarray(a), f"{where} {n}", shape=(H,))
+    arrays = [_cast_weight(_checks.float_array(np.asarray(a), f"{where} {n}", shape=(H,)),
+                           layer.dtype, f"{where} {n}")
               for a, n in zip(start, names, strict=False)]  # fmt: skip
     if layer.initial_state == "learned":
         if not arrays:
