@@ -408,7 +408,14 @@ def load_weights(
     `.weights.h5` file, whose recurrent layers are taken in the model's order (for a
     `.weights.h5` holding several kinds, name them in order with `keys`, e.g.
     ["lstm", "lstm_1"]). A <Kind>WithStart's start loads into a learned initial state; a
-    layer that starts from zeros or a constant takes only a start equal to it."""
+    layer that starts from zeros or a constant takes only a start equal to it.
+
+    The options that change what a layer computes (activation, recurrent_activation,
+    go_backwards, a Bidirectional's merge_mode) are checked against rnnlab's layer from Keras
+    layer objects and a `.keras` file's config.json. A `.weights.h5` holds weights only, so
+    from one they are not: a SimpleRNN(activation="relu") loads into a tanh RNN, and only
+    the weights' shapes (a GRU's reset_after among them) are checked. Nor can a square
+    kernel given transposed be told apart. Prefer the `.keras` file."""
     kind = _check_layer(layer)
     L = layer.num_layers
     if keys is not None and (

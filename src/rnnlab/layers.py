@@ -1132,15 +1132,25 @@ class Recurrent:
         return {k: v.copy() for k, v in self.params.items()}
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
+        """`state`'s arrays (NumPy arrays or torch tensors, PyTorch's names) into `params` by
+        name, all or nothing; `strict=False` skips names either side lacks, as PyTorch's.
+        What is refused, and what cannot be told (a square matrix transposed): load_params."""
         load_params(self.params, state, strict)
 
 
 def load_params(
     params: dict[str, np.ndarray], state: dict[str, Any], strict: bool = True
 ) -> None:
-    """Copy arrays from `state` (e.g. a PyTorch state_dict converted with .numpy()) by name.
-    `state` is a dict of array-likes: typed dict[str, Any], as a dict[str, ArrayLike] would
-    refuse a dict[str, np.ndarray] (a dict's value type is invariant), state_dict()'s own."""
+    """Copy arrays from `state` (a PyTorch state_dict, its tensors as they are or as NumPy
+    arrays) by name. `state` is a dict of array-likes: typed dict[str, Any], as a
+    dict[str, ArrayLike] would refuse a dict[str, np.ndarray] (a dict's value type is
+    invariant), state_dict()'s own.
+
+    What cannot be checked: a square matrix given transposed (weight_hh_l0 of an Elman
+    layer, H × H; weight_ih_l0 when input and hidden sizes are equal; a square Linear) has
+    the right shape and loads. PyTorch's state_dicts are never transposed, but weights
+    taken from a framework that stores x·K (Keras, JAX) must be transposed first, as
+    rnnlab.keras does; compare the outputs of both models on one batch."""
     if not isinstance(state, dict):
         _checks.fail("state", "a dict of arrays keyed by parameter name", _checks.describe(state))
     missing = [k for k in params if k not in state]

@@ -66,6 +66,9 @@ class _Module(abc.ABC):
         return {k: v.copy() for k, v in self.params.items()}
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
+        """`state`'s arrays (NumPy arrays or torch tensors, PyTorch's names) into `params` by
+        name, all or nothing; `strict=False` skips names either side lacks, as PyTorch's.
+        What is refused, and what cannot be told (a square matrix transposed): load_params."""
         load_params(self.params, state, strict)
 
 
