@@ -140,3 +140,39 @@ def test_a_torch_state_dict_loads_by_name():
     x = np.random.default_rng(3).standard_normal((2, 5, 4))
     yt, _ = theirs(torch.from_numpy(x))
     close(ours.forward(x).output, yt.detach(), "output after loading torch weights")
+
+
+@pytest.mark.parametrize("how", ["float16", "bfloat16", "parameters", "strided"])
+@pytest.mark.parametrize("name", ["lstm_proj", "gru"])
+def test_torch_tensors_load_as_they_come(name, how):
+    """A state_dict's tensors need no .numpy(): half precision, bfloat16 (which NumPy has
+    not), parameters that require grad and strided views load, each exactly: the loaded
+    float64 layer computes what torch computes in float64 with the same rounded weights."""
+    kw = {"proj_size": 3} if name == "lstm_proj" else {}
+    tctor, ctor = (torch.nn.LSTM, LSTM) if name == "lstm_proj" else (torch.nn.GRU, GRU)
+    torch.manual_seed(0)
+    theirs = tctor(4, 6, 2, bidirectional=True, batch_first=True, **kw)
+    if how in ("float16", "bfloat16"):
+        theirs = theirs.to(getattr(torch, how))
+        state = theirs.state_dict()
+    elif how == "parameters":
+        state = dict(theirs.named_parameters())
+        assert all(v.requires_grad for v in state.values())
+    else:
+        state = {}
+        for k, v in theirs.state_dict().items():  # every other element of a wider tensor
+            wide = torch.zeros(*v.shape[:-1], 2 * v.shape[-1])
+            wide[..., ::2] = v
+            state[k] = wide[..., ::2]
+            assert not state[k].is_contiguous()
+    ours = ctor(4, 6, 2, bidirectional=True, dtype=np.float64, **kw)
+    ours.load_state_dict(state)
+    theirs = theirs.double()
+    x = np.random.default_rng(0).standard_normal((3, 5, 4))
+    with torch.no_grad():
+        yt, st = theirs(torch.from_numpy(x))
+    f = ours.forward(x)
+    close(f.output, yt, "output")
+    for a, b in zip(f.state if name == "lstm_proj" else [f.state],
+                    st if name == "lstm_proj" else [st], strict=True):  # fmt: skip
+        close(a, b, "final state")
