@@ -493,3 +493,33 @@ def test_load_state_dict_refuses_a_tensor_without_values():
     with pytest.raises(ValueError, match=r"`state\['weight'\]` must be an array of real numbers "
                        r"\(a NumPy array, a torch tensor .*\); got tensor\(.*device='meta'"):
         m.load_state_dict(state)
+
+
+def test_load_state_dict_says_where_a_prefixed_state_holds_the_names():
+    """A torch module's own state_dict is keyed by its attributes ('rnn.weight_ih_l0'): the
+    refusal listed every name twice, as missing and unexpected, and left the user to see
+    the prefix. Now it says it, and the way it gives loads."""
+    torch = pytest.importorskip("torch")
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = torch.nn.LSTM(I, H, 2, batch_first=True)
+            self.fc = torch.nn.Linear(H, 2)
+
+    state = Net().state_dict()
+    m = LSTM(I, H, 2, rng=0)
+    with pytest.raises(ValueError, match=r"missing \['weight_ih_l0', .*\] and unexpected "
+                       r"\['rnn.weight_ih_l0', .*\] instead\. They are in `state` under 'rnn\.': "
+                       r"load \{k\.removeprefix\('rnn\.'\): v for k, v in state\.items\(\) if "
+                       r"k\.startswith\('rnn\.'\)\}\.$"):  # fmt: skip
+        m.load_state_dict(state)
+    m.load_state_dict({k.removeprefix("rnn."): v for k, v in state.items()
+                       if k.startswith("rnn.")})  # fmt: skip
+    np.testing.assert_array_equal(m.params["weight_hh_l1"], state["rnn.weight_hh_l1"].numpy())
+    seq = Sequential(LSTM(I, H, rng=0), Linear(H, 2, rng=0))  # DataParallel's 'module.'
+    wrapped = {f"module.{k}": v for k, v in seq.state_dict().items()}
+    with pytest.raises(ValueError, match=r"under 'module\.'"):
+        seq.load_state_dict(wrapped)
+    with pytest.raises(ValueError, match=r"unexpected \['foo'\] instead\.$"):  # no hint
+        seq.load_state_dict({**seq.state_dict(), "foo": np.zeros(1)})

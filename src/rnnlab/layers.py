@@ -1160,6 +1160,7 @@ def load_params(
             "state",
             "a dict with exactly this module's parameter names",
             f"missing {missing} and unexpected {unexpected}",
+            _under_prefix(missing, unexpected),
         )
     # All or nothing: every array is checked before the first is copied, so a refused state
     # leaves the module as it was.
@@ -1186,6 +1187,24 @@ def load_params(
             _cast_weight(arr, params[name].dtype, f"state[{name!r}]"), f"state[{name!r}]")
     for name, arr in checked.items():
         params[name][...] = arr
+
+
+def _under_prefix(missing: list[str], unexpected: list[Any]) -> str:
+    """The way to the missing names when `state` holds every one of them under one prefix:
+    a torch module's own state_dict is keyed by its attributes ('rnn.weight_ih_l0'), and a
+    DataParallel's by 'module.', which a long list of missing and unexpected names hides."""
+    found: dict[str, set[str]] = {}
+    for key in unexpected:
+        if not isinstance(key, str):
+            continue
+        for i, char in enumerate(key):
+            if char == "." and key[i + 1 :] in missing:
+                found.setdefault(key[: i + 1], set()).add(key[i + 1 :])
+    for prefix, names in found.items():
+        if len(names) == len(missing):
+            return (f"They are in `state` under {prefix!r}: load {{k.removeprefix({prefix!r}): "
+                    f"v for k, v in state.items() if k.startswith({prefix!r})}}.")
+    return ""
 
 
 def _cast_weight(arr: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
