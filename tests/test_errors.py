@@ -523,3 +523,27 @@ def test_load_state_dict_says_where_a_prefixed_state_holds_the_names():
         seq.load_state_dict(wrapped)
     with pytest.raises(ValueError, match=r"unexpected \['foo'\] instead\.$"):  # no hint
         seq.load_state_dict({**seq.state_dict(), "foo": np.zeros(1)})
+
+
+@pytest.mark.parametrize("theirs,ours,blocks,what,has", [
+    ("GRU", "LSTM", 3, "a GRU's", "lstm, has 4"),
+    ("LSTM", "GRU", 4, "an LSTM's", "gru, has 3"),
+    ("RNN", "GRU", 1, "an Elman RNN's", "gru, has 3"),
+    ("LSTM", "RNN", 4, "an LSTM's", "rnn, has 1"),
+])  # fmt: skip
+def test_load_state_dict_names_the_cell_whose_weights_came(theirs, ours, blocks, what, has):
+    """PyTorch's RNN, GRU and LSTM name their weights alike: another cell's state_dict was
+    refused as a shape, (16, 4) against (12, 4), leaving the user to count gate blocks. It
+    says whose weights they are when the hidden size says it (W_hh's columns)."""
+    torch = pytest.importorskip("torch")
+    state = getattr(torch.nn, theirs)(3, 4, 2).state_dict()
+    layer = {"GRU": GRU, "LSTM": LSTM, "RNN": RNN}[ours](3, 4, 2, rng=0)
+    rows = 4 * blocks
+    with pytest.raises(ValueError, match=rf"^`state\['weight_ih_l0'\]` must be an array of shape "
+                       rf"\({4 * layer.cell.gates}, 3\); got shape \({rows}, 3\) instead\. Its "
+                       rf"{rows} rows are {blocks} gate blocks? of hidden_size 4: {what} "
+                       rf"weights, where this layer's cell, {has}\.$"):  # fmt: skip
+        layer.load_state_dict(state)
+    other = torch.nn.LSTM(3, 3, 2).state_dict()  # 12 rows of hidden size 3: no GRU's
+    with pytest.raises(ValueError, match=r"got shape \(12, 3\) instead\.$"):
+        LSTM(3, 4, 2, rng=0).load_state_dict(other)

@@ -1135,7 +1135,30 @@ class Recurrent:
         """`state`'s arrays (NumPy arrays or torch tensors, PyTorch's names) into `params` by
         name, all or nothing; `strict=False` skips names either side lacks, as PyTorch's.
         What is refused, and what cannot be told (a square matrix transposed): load_params."""
+        if isinstance(state, dict):
+            self._other_cell(state)
         load_params(self.params, state, strict)
+
+    def _other_cell(self, state: dict[str, Any]) -> None:
+        """Refuse the weights of another kind of cell by what they are: a GRU's and an LSTM's
+        share PyTorch's names, and differ by their number of gate blocks (W_ih's rows) of
+        the hidden size (W_hh's columns, or W_hr's with a projection)."""
+        ih, hh, hr = (getattr(state.get(f"weight_{n}_l0"), "shape", None)
+                      for n in ("ih", "hh", "hr"))  # fmt: skip
+        want = self.params["weight_ih_l0"].shape
+        if ih is None or hh is None or len(ih) != 2 or len(hh) != 2 or ih[0] == want[0]:
+            return
+        H = self.hidden_size
+        if (hr[1] if hr is not None and len(hr) == 2 else hh[1]) != H or ih[0] % H:
+            return  # (another hidden size: the shapes say it)
+        blocks = ih[0] // H
+        kinds = {1: "an Elman RNN's", 3: "a GRU's", 4: "an LSTM's"}
+        if blocks in kinds and hh[0] == ih[0] and blocks != self.cell.gates:
+            _checks.fail("state['weight_ih_l0']", f"an array of shape {tuple(want)}",
+                         f"shape {tuple(ih)}", f"Its {ih[0]} rows are {blocks} gate "
+                         f"block{'s' if blocks > 1 else ''} of hidden_size {H}: "
+                         f"{kinds[blocks]} weights, where this layer's cell, "
+                         f"{self.cell.name}, has {self.cell.gates}.")  # fmt: skip
 
 
 def load_params(
@@ -1146,11 +1169,13 @@ def load_params(
     dict[str, ArrayLike] would refuse a dict[str, np.ndarray] (a dict's value type is
     invariant), state_dict()'s own.
 
-    What cannot be checked: a square matrix given transposed (weight_hh_l0 of an Elman
-    layer, H × H; weight_ih_l0 when input and hidden sizes are equal; a square Linear) has
-    the right shape and loads. PyTorch's state_dicts are never transposed, but weights
-    taken from a framework that stores x·K (Keras, JAX) must be transposed first, as
-    rnnlab.keras does; compare the outputs of both models on one batch."""
+    What cannot be checked, as names and shapes are the same: a square matrix given
+    transposed (weight_hh_l0 of an Elman layer, H × H; weight_ih_l0 when input and hidden
+    sizes are equal; a square Linear); PyTorch's state_dicts are never transposed, but
+    weights from a framework that stores x·K (Keras, JAX) must be transposed first, as
+    rnnlab.keras does. Nor the cell's function: nn.GRU's weights load into the original
+    GRU (reset_after=False), a tanh RNN's into a relu one. Compare the outputs of both
+    models on one batch."""
     if not isinstance(state, dict):
         _checks.fail("state", "a dict of arrays keyed by parameter name", _checks.describe(state))
     missing = [k for k in params if k not in state]
