@@ -542,7 +542,11 @@ def test_an_interrupt_as_the_caller_goes_to_sleep_leaves_no_flag_asking_for_wake
             interrupted.append(True)
             deadline = time.perf_counter() + 10
             while flags[team._DONE] != flags[team._POSTED] and time.perf_counter() < deadline:
-                time.sleep(0.001)  # the worker's part done meanwhile: the retry finds it
+                # the worker's part done meanwhile, so that the retry finds it; waiting on the
+                # condition, which the caller holds here and a worker woken from its sleep
+                # must take again to run its part (time.sleep kept it: under load the worker
+                # woke late, and this waited out its 10 s)
+                w.woken.wait(0.001)
             raise KeyboardInterrupt
 
     monkeypatch.setattr(team, "_publish", interrupted_after)
