@@ -573,7 +573,8 @@ RUN_DAMAGE = [
      r"`clip_at` must be a finite number > 0; got '1'"),
     ("config unknown key", _edit_config(lambda c: c["train"].__setitem__("hiddne", 3)),
      r"unknown setting 'hiddne'"),
-    ("config a list", _write_configs("[]"), r"config.json' must hold a JSON object, not list"),
+    ("config a list", _write_configs("[]"), r"config.json' must hold (a JSON object, not list|"
+     r"an rnnlab run's config \(tables 'train' and 'model'\); got a list)"),
     ("config nested 10^5 deep", _write_configs("[" * 100_000 + "]" * 100_000),
      r"config.json' is not rnnlab's JSON: it is nested too deeply"),
     ("config not UTF-8", _write_configs('{"a": "\udcff"}'.encode("utf-8", "surrogateescape")
