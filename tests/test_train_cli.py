@@ -356,19 +356,21 @@ def test_a_bptt_window_as_long_as_the_sequences_is_said_to_change_nothing(tmp_pa
 def test_a_jordan_run_from_before_its_evaluation_changed_says_so_on_resume(tmp_path, capsys):
     """Its validations were made feeding back the softmax (config.json format 2); resumed,
     early stopping compares them with the new ones: said once."""
+    from rnnlab.train import CONFIG_FORMAT
+
     run = tmp_path / "j"
     assert run_cli("train", "copy", "--cell", "jordan", "--T", 3, "--steps", 4, "--eval-every",
                    2, "--run-dir", run, *TINY) == 0  # fmt: skip
     capsys.readouterr()
     for config in run.rglob("config.json"):
         data = json.loads(config.read_text())
-        assert data["format"] == 4
+        assert data["format"] == CONFIG_FORMAT
         config.write_text(json.dumps({**data, "format": 2}))
     assert run_cli("train", "--resume", run, "--steps", 6, "--quiet") == 0
     err = capsys.readouterr().err
     assert "rnnlab: warning: this Jordan run's validations up to step 4 fed the model its own " \
            "softmax" in err  # fmt: skip
-    assert run_cli("train", "--resume", run, "--steps", 8, "--quiet") == 0  # format 4 now
+    assert run_cli("train", "--resume", run, "--steps", 8, "--quiet") == 0  # the current format now
     assert "Jordan run's validations" not in capsys.readouterr().err
 
 
@@ -386,7 +388,7 @@ def test_an_encoder_decoder_run_from_before_its_batch_order_changed_says_so(tmp_
     err = capsys.readouterr().err
     assert "rnnlab: warning: this run drew its batches up to step 2 in the order of rnnlab " \
            "before 2026-12-04" in err  # fmt: skip
-    assert run_cli("train", "--resume", run, "--steps", 4, "--quiet") == 0  # format 4 now
+    assert run_cli("train", "--resume", run, "--steps", 4, "--quiet") == 0  # the current format now
     assert "drew its batches" not in capsys.readouterr().err
 
 

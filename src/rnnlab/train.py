@@ -422,13 +422,16 @@ def make_schedule(cfg: TrainConfig) -> optim.Schedule:
     return optim.Warmup(s, cfg.warmup) if cfg.warmup > 0 else s
 
 
-CONFIG_FORMAT = 4
+CONFIG_FORMAT = 5
 """config.json's "format": 2 since weight_decay may be none, the optimizer's own (before,
 0 with AdamW meant AdamW's 0.01: TrainConfig.from_run reads such runs as they trained); 3
 since an output-feedback (Jordan) model is validated as it is trained and sampled (before,
 fed back its own softmax: a resumed run of format 2 says its early stopping compares the
 two measures); 4 since bucketed batches come in random order (tasks._sequence.epoch_batches;
-a resumed encoder-decoder run of format 3 says that its batches change order)."""
+a resumed encoder-decoder run of format 3 says that its batches change order); 5 since
+pytokens holds out whole files (its record's "split"): an older rnnlab, which knows only the
+contiguous split, would score such a run on text it trained on, and refuses a newer format
+instead (runs.run_config)."""
 
 FINAL_STOPS = ("early stopping", "solved")
 """The stops a run decides by its own rule, after which it is finished: its checkpoint says
