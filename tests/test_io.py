@@ -1176,6 +1176,20 @@ def test_a_full_disk_while_saving_names_the_file_and_keeps_the_previous_checkpoi
     assert [p.name for p in tmp_path.rglob(".*")] == []
 
 
+def test_weights_with_a_step_and_a_hash_are_the_same_bytes_every_time(tmp_path):
+    """save_weights' metadata (the step and the SHA-256) came out in the order of the
+    package's hash map, which changes from call to call: the same weights made files of other
+    bytes (a resumed reproduce row's model.safetensors against the uninterrupted row's)."""
+    arrays = {"w": np.arange(12, dtype=np.float32).reshape(3, 4), "b": np.ones(3, np.float32)}
+    files = []
+    for i in range(12):
+        rio.save_weights(tmp_path / f"w{i}.safetensors", arrays, step=60)
+        files.append((tmp_path / f"w{i}.safetensors").read_bytes())
+    assert len(set(files)) == 1
+    loaded, step = rio.load_weights_and_step(tmp_path / "w0.safetensors")
+    assert step == 60 and all(np.array_equal(loaded[k], arrays[k]) for k in arrays)
+
+
 def test_a_checkpoint_puts_the_metrics_logged_before_it_on_disk_first(tmp_path, monkeypatch):
     """The log is appended without fsync; a checkpoint of step 200 on disk while the losses
     logged up to it are still in the page cache would, after a power cut, resume at 200 with

@@ -108,11 +108,36 @@ def write(path: Path, arrays: Arrays, metadata: dict[str, str] | None = None, *,
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o666))
     mode = os.stat(path).st_mode & 0o777
     try:
-        safetensors.numpy.save_file(arrays, path, metadata=metadata)
+        if metadata is not None and len(metadata) > 1:  # (bytes of a fixed order, below)
+            data = _metadata_sorted(safetensors.numpy.save(arrays, metadata=metadata))
+            with open(path, "wb") as f:
+                f.write(data)
+        else:
+            safetensors.numpy.save_file(arrays, path, metadata=metadata)
     except safetensors.SafetensorError as e:  # (its I/O errors: a full disk, say)
         raise OSError(f"'{name or path}' could not be written: {e}") from None
     os.chmod(path, mode)
     fsync_file(path)
+
+
+def _metadata_sorted(data: bytes) -> bytes:
+    """`data` (a safetensors encoding) with its __metadata__ entries in sorted order. The
+    package writes them from a hash map, in an order that changes from call to call: the
+    same weights with the same step and SHA-256 made files of other bytes (a resumed run's
+    model.safetensors against the uninterrupted run's). Done only where the header reads
+    back to its own bytes (compact JSON, the entries permuted in place: the length, the
+    padding and the tensors' offsets stay); any other layout is left as written."""
+    n = int.from_bytes(data[:8], "little")
+    raw = data[8 : 8 + n]
+    text = raw.decode("utf-8").rstrip(" ")
+    header = json.loads(text)
+    meta = header.get("__metadata__")
+    compact = {"separators": (",", ":"), "ensure_ascii": False}
+    if not isinstance(meta, dict) or json.dumps(header, **compact) != text:  # type: ignore[arg-type]
+        return data
+    header["__metadata__"] = dict(sorted(meta.items()))
+    ordered = json.dumps(header, **compact).encode("utf-8")  # type: ignore[arg-type]
+    return data[:8] + ordered + raw[len(ordered) :] + data[8 + n :]
 
 
 def save(path: Path, arrays: Arrays, metadata: dict[str, str] | None = None) -> None:
