@@ -60,8 +60,7 @@ def load_checkpoint_model(
     best weights it validated (best.safetensors), which its result.json's test used: without
     a `step`, those are its model's, not its last checkpoint's. A run whose checkpoints were
     removed gives its top-level model.safetensors and config.json (io.load_top_level)."""
-    if step is None and not io.checkpoint_steps(run_dir) and (
-            run_dir / "model.safetensors").is_file():  # fmt: skip
+    if step is None and io.checkpoints_removed(run_dir):
         # (another program's folder with a config.json and a model is said as such first,
         # not as a run whose model records no step)
         run_config(io.read_json(run_dir / "config.json"), run_dir)

@@ -187,7 +187,7 @@ def _new_run_dir_ok(run_dir: Path, command: str) -> None:
         raise UsageError(f"`--run-dir` must be a new or empty directory; '{run_dir}' already "
                          f"holds a run ({again})")  # fmt: skip
     _not_someone_elses(run_dir)  # (first: another program's folder may hold a model too)
-    if (run_dir / "model.safetensors").exists():  # (a run's: written after a checkpoint only)
+    if io.checkpoints_removed(run_dir):
         raise UsageError(f"`--run-dir` must be a new or empty directory; '{run_dir}' holds a "
                          "trained run whose checkpoints were removed (its model.safetensors, "
                          "which a new run would overwrite): give another --run-dir")  # fmt: skip
@@ -255,7 +255,7 @@ def _prepare_train(args, comm) -> tuple:
                 "the run's checkpoints were removed; rnnlab does not start it again from step 0 "
                 "over its log (start a new run with --run-dir elsewhere)"
             )
-        if not saved and (run_dir / "model.safetensors").exists():  # (written after one)
+        if io.checkpoints_removed(run_dir):
             raise io.CheckpointError(
                 f"'{run_dir}' holds no checkpoints but a model.safetensors, which only a saved "
                 "checkpoint writes: the run's checkpoints were removed; rnnlab does not start it "

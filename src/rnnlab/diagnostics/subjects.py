@@ -201,11 +201,10 @@ def run_subject(path, *, step: int | None = None, T=None, batch: int = 32) -> Su
     run = io.open_run_dir(path)
     saved = io.checkpoint_steps(run)
     if step is not None and step not in saved:
-        removed = not saved and (run / "model.safetensors").is_file()  # (written after one)
         _checks.fail("--step", f"a saved step of '{run}' (saved: "
                      f"{', '.join(map(str, saved)) or 'none'})", str(step),
                      "Its checkpoints were removed: without --step, gradflow reads its "
-                     "model.safetensors." if removed else "")  # fmt: skip
+                     "model.safetensors." if io.checkpoints_removed(run) else "")  # fmt: skip
     ckpt, cfg, model = runs.load_checkpoint_model(run, step)
     if getattr(model, "net", None) is not None:  # rnnlab.tasks.transduction.Trainee
         _checks.fail("run", "a run of one recurrent network (what the diagnostics read)",

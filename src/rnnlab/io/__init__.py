@@ -29,6 +29,7 @@ from rnnlab.io.runs import (
     LOCK_NAME,
     Checkpoint,
     checkpoint_steps,
+    checkpoints_removed,
     is_run_dir,
     load_checkpoint,
     load_top_level,
@@ -61,6 +62,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "checkpoint_steps",
+    "checkpoints_removed",
     "describe",  # rnnlab.runs reaches _checks.describe through io
     "finite_or_null",
     "is_run_dir",

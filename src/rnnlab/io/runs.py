@@ -369,7 +369,7 @@ def load_checkpoint(run_dir: PathLike, step: int | None = None) -> Checkpoint:
             step = named
         elif steps:
             step = steps[-1]
-        elif (run / "model.safetensors").is_file():  # written after a checkpoint only
+        elif checkpoints_removed(run):
             raise CheckpointError(
                 f"The run directory '{run}' has no checkpoints, but its model.safetensors says "
                 "it saved one: its checkpoints were removed (its model still serves evaluate, "
@@ -422,6 +422,14 @@ def _read_checkpoint(
         _check_hash(file, hashes)
     state = _read_checkpoint_json(directory / "state.json")
     return weights, state, _read_checkpoint_json(directory / "config.json")
+
+
+def checkpoints_removed(run_dir: PathLike) -> bool:
+    """Whether `run_dir` holds no checkpoint but the top-level model.safetensors, which only
+    a saved checkpoint writes (save_checkpoint, after the checkpoint is in place): its
+    checkpoints were removed, and a fresh start would train over its weights and log."""
+    run = as_path(run_dir, "run_dir")
+    return not checkpoint_steps(run) and (run / "model.safetensors").is_file()
 
 
 def load_top_level(run_dir: PathLike) -> Checkpoint:
