@@ -243,7 +243,7 @@ def _prepare_train(args, comm) -> tuple:
         run_dir = io.open_run_dir(args.resume)
         # another program's folder with a config.json is said as such before the lock below
         # would leave its file there
-        runs.run_config(io.read_json(run_dir / "config.json"), run_dir)
+        top = runs.run_config(io.read_json(run_dir / "config.json"), run_dir)
         if comm is None:  # a run another process trains is said before "resuming ... at step"
             with io.training_lock(run_dir):  # (Trainer.run holds it; ranks would race here)
                 pass
@@ -268,7 +268,7 @@ def _prepare_train(args, comm) -> tuple:
             config = runs.run_config(ckpt.config, ckpt.path)
             runs.same_run(run_dir, ckpt)
         else:  # stopped before its first checkpoint (or by a full disk): start it again
-            ckpt, config = None, runs.run_config(io.read_json(run_dir / "config.json"), run_dir)
+            ckpt, config = None, top
         source = (ckpt.path if ckpt is not None else run_dir) / "config.json"  # (what was read)
         cfg = TrainConfig.from_run(config, source=str(source), tasks=tasks.TASK_NAMES)
         run_steps = cfg.steps
