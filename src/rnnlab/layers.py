@@ -717,10 +717,16 @@ class Recurrent:
     @parallel.sessioned
     def forward(
         self, x: Any, *, checkpoint_every: int = 0, check_state: bool = True,
-        **options: Unpack[PassOptions],
+        rows_of: tuple[Any, Any] | None = None, **options: Unpack[PassOptions],
     ) -> Forward:
         """`checkpoint_every=k` keeps every k-th state only and recomputes the rest during
         backward (gradient checkpointing; k ≈ √T makes BPTT's memory O(√T)).
+
+        `rows_of=(table, ids)` says x is table[ids], an Embedding's output (as backward's
+        rows_of; Sequential passes it): where the batch holds few distinct ids the first
+        layer projects only their rows and its loop reads them by id
+        (recurrence.reads_lookup). Checked against x: rows that differ under one id are
+        refused.
 
         `check_state=False`: a given state is not checked finite (a model handing on a state
         it computed, Seq2Seq's encoder's to its decoder: one that overflowed is the model's
@@ -762,6 +768,7 @@ class Recurrent:
             )
         X = np.swapaxes(x, 0, 1) if self.batch_first else x  # time-major (T, B, I)
         T, B = X.shape[0], X.shape[1]
+        lookup = None if rows_of is None else self._lookup(rows_of, X)
         m = valid_mask(lengths, mask, B, T)  # (the mask is (B, T) for either layout)
         random = (self.dropout > 0 and self.num_layers > 1) or self.recurrent_dropout
         if training and (random or any(self.zoneout)):
@@ -814,6 +821,7 @@ class Recurrent:
                     keep_tape=grad,
                     hs_out=None if shared is None else shared[d],
                     noise=noises[d],
+                    lookup=lookup if k == 0 else None,
                 )
                 for d, sfx in enumerate(self.directions)
             ]

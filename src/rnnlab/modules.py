@@ -473,8 +473,11 @@ class Sequential(_Module):
                                 "check": check and i == 0}  # fmt: skip
             readout = isinstance(mod, (LastStep, MeanOverTime))
             source = readout_source(self.modules, i) if readout else None
+            below = self.modules[i - 1] if i > 0 else None
             if source is not None and isinstance(mod, LastStep):  # (its directions)
                 f = mod.forward(x, source=(self.modules[source], fs[source]), **own)
+            elif type(below) is Embedding and type(mod) is Recurrent:  # (as in backward)
+                f = mod.forward(x, rows_of=(below.params["weight"], fs[i - 1].cache), **own)
             else:
                 f = mod.forward(x, **own)
             fs.append(f)

@@ -246,12 +246,21 @@ def _projection_place(cell: Cell, T: int, hs: np.ndarray, saved: np.ndarray, rev
 def _loop_forward(cell: Cell, X: np.ndarray, p: Params, W_hh: Any, hs: np.ndarray,
                   cs: np.ndarray | None, saved: np.ndarray, mask: np.ndarray | None,
                   reverse: bool, noise: Noise | None = None, own: np.ndarray | None = None,
-                  own_c: np.ndarray | None = None,
-                  feedback: Feedback | None = None) -> None:  # fmt: skip
+                  own_c: np.ndarray | None = None, feedback: Feedback | None = None,
+                  lookup: Lookup | None = None) -> None:  # fmt: skip
     """Project X and run the steps of one direction in place: hs (and cs, saved, own,
-    own_c) get every state. The projection is X W_ihᵀ without b_ih (the steps add it)."""
+    own_c) get every state. The projection is X W_ihᵀ without b_ih (the steps add it);
+    with `lookup` (reads_lookup), of X's distinct rows only, which the loop reads by id."""
     fast = _fast()
     T = X.shape[0]
+    if fast is not None and lookup is not None and reads_lookup(lookup, T, X.shape[1]):
+        _, first, which = lookup.groups
+        B = X.shape[1]
+        XA = parallel.matmul(X[first // B, first % B], p.W_ih.T)  # (U, G·H): the ids' rows
+        fast.forward_loop(cell, XA, W_hh, p.b_ih, p.b_hh, p.q, hs, cs, saved, mask, reverse,
+                          W_hr=p.W_hr, noise=noise, own=own, own_c=own_c, b_hr=p.b_hr,
+                          feedback=feedback, ids=which.reshape(T, B))  # fmt: skip
+        return
     if fast is not None:
         place, into = _projection_place(cell, T, hs, saved, reverse, own)
         XA = _project(X, p, out=into)
@@ -491,6 +500,24 @@ def packs_step_weights(
     return fast is not None and fast.packs(shape, dtype, inference)
 
 
+LOOKUP_MAX_SHARE = 0.5
+"""The largest share of distinct rows U / (T·B) at which a forward pass projects the distinct
+rows and reads them by id (reads_lookup); above it, the projection of every row runs."""
+
+
+def reads_lookup(lookup: Lookup | None, T: int, B: int) -> bool:
+    """Whether a forward pass over an input of rows gathered by id (Lookup, an Embedding's
+    output) projects only its U distinct rows, X_U W_ihᵀ (U × G·H), which the compiled loop
+    reads by id at each step (rnnlab.fast.forward_loop's ids), in place of the projection
+    of all T·B rows: a character model's batch of 32 × 128 holds ~100 distinct ids, so the
+    product shrinks 40-fold and the loop reads 100 rows that stay in cache
+    (bench/README.md, "The embedding folded into layer 1's forward"). Not where most rows
+    are distinct (a word model's small batch), nor on the NumPy path."""
+    if lookup is None or _fast() is None or T * B == 0:
+        return False
+    return len(lookup.groups[0]) <= LOOKUP_MAX_SHARE * T * B
+
+
 def _project(X: np.ndarray, p: Params, out: np.ndarray | None = None) -> np.ndarray:
     """XA = X W_ihᵀ for all steps at once, without b_ih (the steps add it): (T, B, I) →
     (T, B, G·H), into `out` (rows of G·H contiguous values) or a scratch buffer (it lives
@@ -577,6 +604,7 @@ def forward(
     hs_out: np.ndarray | None = None,
     noise: Noise | None = None,
     feedback: Feedback | None = None,
+    lookup: Lookup | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, Tape | None]:
     """Run `cell` over X (T, B, I) from the initial state h0 (B, H) [and c0].
 
@@ -603,6 +631,10 @@ def forward(
 
     With `feedback` (Feedback; p.W_hr (K, H) and p.b_hr (K,) the output map) ys are the
     outputs o_t (T, B, K), and the states the fed-back carry ([h̃_t;] y_t).
+
+    `lookup` (Lookup): X[t, b] = table[ids[t, b]], an Embedding's output; where reads_lookup
+    says so the loop reads the projections of X's distinct rows by id. The caller vouches
+    for X = table[ids].
     """
     T, B, _ = X.shape
     H, P = cell_width(cell, p), p.W_hh.shape[1]
@@ -610,16 +642,18 @@ def forward(
         raise ValueError("output feedback runs forward, without noise, with W_hr and b_hr")
     if feedback is not None:
         checkpoint_every = 0
-    projecting = feedback is None and projects_each_step(cell, X.shape[2], H, X.dtype,
-                                                         training=keep_tape)  # fmt: skip
-    # inference's projecting loop reads x_t's rows where they are; a tape keeps X time-major
-    # for the weight gradients
-    if not (projecting and not keep_tape) and not reads_in_place(X):
+        lookup = None
+    by_id = reads_lookup(lookup, T, B)
+    projecting = (feedback is None and not by_id
+                  and projects_each_step(cell, X.shape[2], H, X.dtype, training=keep_tape))
+    # inference's projecting loop reads x_t's rows where they are, as the lookup reads its
+    # distinct rows; a tape keeps X time-major for the weight gradients
+    if not ((projecting or by_id) and not keep_tape) and not reads_in_place(X):
         X = np.ascontiguousarray(X)
     if checkpoint_every and checkpoint_every < T and keep_tape:
         W_hh = _step_weights(cell, p.W_hh, B)
         return _forward_checkpointed(
-            cell, p, X, W_hh, h0, c0, mask, reverse, checkpoint_every, hs_out, noise
+            cell, p, X, W_hh, h0, c0, mask, reverse, checkpoint_every, hs_out, noise, lookup
         )
     # without a tape only the last cell state is wanted: inference keeps two rows of them
     two_c = not keep_tape and _fast() is not None  # the compiled loops: c_t in row t mod 2
@@ -635,7 +669,7 @@ def forward(
     else:
         W_hh = _step_weights(cell, p.W_hh, B, inference=not keep_tape)
         _loop_forward(cell, X, p, W_hh, hs, cs, saved, mask, reverse, noise, own, own_c,
-                      feedback)  # fmt: skip
+                      feedback, lookup)  # fmt: skip
 
     tape: Tape | None
     tape = Tape(X, hs, cs, saved, mask, reverse, noise=noise, own=own, own_c=own_c,
@@ -657,7 +691,8 @@ def _segments(T: int, k: int, reverse: bool) -> list[tuple[int, int]]:
 
 def _forward_checkpointed(cell: Cell, p: Params, X: np.ndarray, W_hh: Any, h0: np.ndarray,
                           c0: np.ndarray | None, mask: np.ndarray | None, reverse: bool,
-                          k: int, hs_out: np.ndarray | None = None, noise: Noise | None = None
+                          k: int, hs_out: np.ndarray | None = None, noise: Noise | None = None,
+                          lookup: Lookup | None = None
                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, Tape]:  # fmt: skip
     T, B, _ = X.shape
     H, P = cell_width(cell, p), p.W_hh.shape[1]
@@ -677,7 +712,7 @@ def _forward_checkpointed(cell: Cell, p: Params, X: np.ndarray, W_hh: Any, h0: n
         seg_noise = None if noise is None else noise.window(a, b)
         own, own_c = _own(cell, p, seg_noise, L, B, H, X.dtype)
         _loop_forward(cell, X[a:b], p, W_hh, hs, cs, saved, seg_mask, reverse, seg_noise, own,
-                      own_c)  # fmt: skip
+                      own_c, lookup=None if lookup is None else lookup.window(a, b))  # fmt: skip
         ys[a:b] = hs[:-1] if reverse else hs[1:]
         last = 0 if reverse else L
         h = hs[last].copy()
@@ -1011,13 +1046,14 @@ def _backward_checkpointed(
         saved = _new_tape(cell, L, B, H, X.dtype)
         seg_noise = None if noise is None else noise.window(a, b)
         own, own_c = _own(cell, p, seg_noise, L, B, H, X.dtype)
+        window = None if lookup is None else lookup.window(a, b)
         _loop_forward(cell, X[a:b], p, W_fwd, hs, cs, saved, seg_mask, reverse, seg_noise, own,
-                      own_c)  # fmt: skip
+                      own_c, lookup=window)  # fmt: skip
         dXs, g, dh, dc = _bptt(cell, p, X[a:b], hs, cs, saved, seg_mask, reverse,
                                None if dys is None else dys[a:b], dh, dc, need_dX,
                                None if dh_trace is None else dh_trace[a:b], W_back, seg_noise,
                                own, own_c, free=None if free is None else free[a:b],
-                               lookup=None if lookup is None else lookup.window(a, b))  # fmt: skip
+                               lookup=window)  # fmt: skip
         for name in ("W_ih", "W_hh", "b_ih", "b_hh", "q", "W_hr"):
             if getattr(g, name) is not None:
                 getattr(total, name)[...] += getattr(g, name)

@@ -561,10 +561,14 @@ def forward_loop(
     own_c: np.ndarray | None = None,
     b_hr: np.ndarray | None = None,
     feedback=None,
+    ids: np.ndarray | None = None,
 ) -> None:
     """Run the forward time loop of `cell`, writing hs[, cs] and the tape in place. `xa_at`:
     where XA lies if not apart, "tape" (its first G·H columns) or "output" (where the step
     writes h), for cells whose steps run in place: the loop reads it there (see loops).
+    `ids` (T, B), integers in [0, U): XA is the projections of the input's U distinct rows
+    (U, G·H) and step t of row b reads XA[ids[t, b]] (xa_at "lookup", an Embedding's
+    output: the caller vouches for the range).
     Around the cell (rnnlab.recurrence.step_forward): W_hr (P, H) a projection of the
     carry, noise (recurrence.Noise) the dropout and zoneout masks, own (own_c) (T, B, H)
     where the cell writes h̃_t (c̃_t) when the library makes the carry from them; with output
@@ -574,12 +578,14 @@ def forward_loop(
 
     np_blas = blas.NUMPY_CBLAS and numpy_blas is not False
     dt = hs.dtype
-    T, B, P = XA.shape[0], hs.shape[1], hs.shape[2]
+    if ids is not None:
+        xa_at, ids = "lookup", np.ascontiguousarray(ids, dtype=np.intp)
+    T, B, P = (XA if ids is None else ids).shape[0], hs.shape[1], hs.shape[2]
     H = P if own is None else own.shape[2]
     GH = cell.gates * H
     W = _prepared(cell, W_hh, dt, B, np_blas, backward=False)
     hs = _wide(hs)
-    if xa_at is None:
+    if xa_at in (None, "lookup"):
         XA = _c(XA, dt)
     ha0, ha1 = _product_buffers(cell, B, H, dt)
     m, has_mask = _mask_arg(mask)
@@ -589,8 +595,11 @@ def forward_loop(
     args = (XA, _no_weight(dt), _c(b_ih, dt), *W.factors, _c(b_hh, dt), _extra(q, H, dt),
             hs, _carry(cs, T + 1, B, dt), tape, m, has_mask, bool(reverse), np_blas, H, P,
             np.empty((0, 0), dt), ha0, ha1, *around, *_around_buffers(key, B, P, dt, width),
-            *_feedback_args(feedback, b_hr, dt))  # fmt: skip
+            *_feedback_args(feedback, b_hr, dt), _NO_IDS if ids is None else ids)  # fmt: skip
     _run_parts(loop, args, (T, B, GH, H), np_blas)
+
+
+_NO_IDS = np.empty((0, 0), np.intp)
 
 
 def _around_buffers(key: tuple, B: int, P: int, dt, width: int | None = None
@@ -674,7 +683,7 @@ def projecting_loop(
     args = (X, W_x, _c(b_ih, dt), *W.factors, _c(b_hh, dt), _extra(q, H, dt), hs,
             _carry(cs, rows, B, dt), tape, m, has_mask, bool(reverse), np_blas, H, P,
             np.empty((B, GH), dt), ha0, ha1, *around, *_around_buffers(key, B, P, dt),
-            *_feedback_args(None, None, dt))  # fmt: skip
+            *_feedback_args(None, None, dt), _NO_IDS)  # fmt: skip
     _run_parts(loop, args, (T, B, GH, I + H), np_blas)
 
 

@@ -193,9 +193,10 @@ def _loops(key, around=NOTHING_AROUND):
 
     def make_forward(xa_at: str):
         in_tape, in_output, project = xa_at == "tape", xa_at == "output", xa_at == "project"
+        lookup = xa_at == "lookup"
 
-        def _stage(f, src, W, ha, XA, b_ih, b_hh, q, hs, cs, tape, xa_buf, own, ownc, hk, t, ti,
-                   prev, out, cp, co, H, P, numpy_blas, b0, b1):  # fmt: skip
+        def _stage(f, src, W, ha, XA, ids, b_ih, b_hh, q, hs, cs, tape, xa_buf, own, ownc, hk, t,
+                   ti, prev, out, cp, co, H, P, numpy_blas, b0, b1):  # fmt: skip
             """One product (on h_{t-1}, h_{t-1} ⊙ keep in hk, or a block of the tape) and the
             stage f after it."""
             if src < 0 and drop:
@@ -214,6 +215,8 @@ def _loops(key, around=NOTHING_AROUND):
                     xa = h
                 elif project:
                     xa = xa_buf[b]
+                elif lookup:
+                    xa = XA[ids[t, b]]
                 else:
                     xa = XA[t, b]
                 f(xa, b_ih, ha[b], b_hh, q, hs[prev, b, :P], cs[cp, b], h, c, row)
@@ -271,16 +274,18 @@ def _loops(key, around=NOTHING_AROUND):
 
         def forward(XA, W_x, b_ih, W0, W1, b_hh, q, hs, cs, tape, mask, has_mask, reverse,
                     numpy_blas, H, P, xa_buf, ha0, ha1, W_r, keep, zh, zc, own, ownc, hk, pbuf,
-                    fb_b, outs, use, truth, b0, b1):  # fmt: skip
+                    fb_b, outs, use, truth, ids, b0, b1):  # fmt: skip
             """One direction's forward pass over the rows b0:b1. XA: x_t W_ihᵀ for every
             step (T, B, G·H), or X itself (T, B, I) when the loop projects each step
-            (`project`: x_t W_x into xa_buf at every step). tape (and own, ownc) may have one
-            step (no backward follows) and cs two rows (c_t in row t mod 2). H: the cell's
-            units; P: the carry's (hs may be wider: a block of columns). Around the cell:
-            W_r the projection (H, P), keep (B, P), zh, zc (T, B, H) the masks, hk (B, P)
-            and pbuf (B, P) buffers; with output feedback fb_b the output's bias, outs
-            (T, B, K) the outputs, use (T, B) and truth (T, B, K) what the carry takes."""
-            T = XA.shape[0]
+            (`project`: x_t W_x into xa_buf at every step), or (`lookup`) the projections of
+            the U distinct rows the input is made of (U, G·H), row ids[t, b] of them x_t's.
+            tape (and own, ownc) may have one step (no backward follows) and cs two rows
+            (c_t in row t mod 2). H: the cell's units; P: the carry's (hs may be wider: a
+            block of columns). Around the cell: W_r the projection (H, P), keep (B, P), zh,
+            zc (T, B, H) the masks, hk (B, P) and pbuf (B, P) buffers; with output feedback
+            fb_b the output's bias, outs (T, B, K) the outputs, use (T, B) and truth
+            (T, B, K) what the carry takes."""
+            T = ids.shape[0] if lookup else XA.shape[0]
             keep_all = tape.shape[0] == T
             c_rows = cs.shape[0]
             for s in range(T):
@@ -295,11 +300,12 @@ def _loops(key, around=NOTHING_AROUND):
                         hp, m, k = hs[prev, b, :P], hk[b], keep[b]
                         for j in range(P):
                             m[j] = hp[j] * k[j]
-                stage(f0, src0, W0, ha0, XA, b_ih, b_hh, q, hs, cs, tape, xa_buf, own, ownc, hk,
-                      t, ti, prev, out, cp, co, H, P, numpy_blas, b0, b1)  # fmt: skip
+                stage(f0, src0, W0, ha0, XA, ids, b_ih, b_hh, q, hs, cs, tape, xa_buf, own, ownc,
+                      hk, t, ti, prev, out, cp, co, H, P, numpy_blas, b0, b1)  # fmt: skip
                 if two:
-                    stage(f1, src1, W1, ha1, XA, b_ih, b_hh, q, hs, cs, tape, xa_buf, own, ownc,
-                          hk, t, ti, prev, out, cp, co, H, P, numpy_blas, b0, b1)  # fmt: skip
+                    stage(f1, src1, W1, ha1, XA, ids, b_ih, b_hh, q, hs, cs, tape, xa_buf, own,
+                          ownc, hk, t, ti, prev, out, cp, co, H, P, numpy_blas, b0,
+                          b1)  # fmt: skip
                 if has_own or zone_c:
                     carry(W_r, keep, zh, zc, hs, cs, own, ownc, pbuf, fb_b, outs, use, truth, t,
                           ti, prev, out, cp, co, P, numpy_blas, b0, b1)  # fmt: skip
@@ -478,8 +484,9 @@ def _forward(key, xa_at: str, around: tuple):
 
 def forward_for(cell, xa_at: str, around=NOTHING_AROUND):
     """The compiled forward loop of a cell, by where it reads x_t W_ihᵀ: "apart" (XA),
-    "tape" (the tape's first G·H columns), "output" (where the step writes h), or "project"
-    (computed at every step from X: inference, and training where projects_each_step says);
+    "tape" (the tape's first G·H columns), "output" (where the step writes h), "project"
+    (computed at every step from X: inference, and training where projects_each_step says),
+    or "lookup" (row ids[t, b] of the distinct rows' projections: an Embedding's output);
     `around`: _loops's."""
     return _forward(cell.key, xa_at, tuple(around))
 
