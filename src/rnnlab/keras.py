@@ -61,6 +61,7 @@ from rnnlab.modules import (
     readout_source,
     reads_tokens,
 )
+from rnnlab.onnx import check_weights
 
 F32 = np.float32
 _KINDS = {ElmanCell: "SimpleRNN", LSTMCell: "LSTM", GRUCell: "GRU"}
@@ -220,7 +221,7 @@ def _keras_layers(model: object) -> list[tuple[str, str, _Holder]]:
             out.append(("Dense", f"keras.layers.Dense({m.out_features}{bias})", m))
         else:
             _checks.fail(f"model (module {i})", "a module Keras holds", _checks.describe(m))
-    _checks.fits_float32(model, "Keras")
+    check_weights(model, "Keras")
     return out
 
 
