@@ -5,6 +5,7 @@ modules (built by the printed code, loading the file with strict=True); bad inpu
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -394,3 +395,74 @@ def test_the_printed_code_loads_the_file_written_over_a_link(fmt, runs, capsys, 
     code = capsys.readouterr().out
     named = Path(ast.literal_eval(re.search(r"load_(?:file|weights)\((.+?)\)", code)[1]))
     assert named.read_bytes() == link.read_bytes() != b"stale"
+
+
+def test_out_dash_writes_the_onnx_graph_to_stdout(runs, capsysbinary, tmp_path, monkeypatch):
+    """`--out -` wrote a file named "-"; the graph is one file, so it goes to stdout (the
+    bytes `--out FILE` writes), and the note, which would corrupt it there, to stderr."""
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("export", runs["adding"], "--out", tmp_path / "m.onnx") == 0
+    capsysbinary.readouterr()
+    assert run_cli("export", runs["adding"], "--out", "-") == 0
+    out, err = capsysbinary.readouterr()
+    assert out == (tmp_path / "m.onnx").read_bytes()
+    assert err.decode() == ("# inputs: x, lengths; outputs: y, h_n\n"
+                            "wrote the ONNX graph to stdout\n")  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # no file "-"
+    assert run_cli("export", runs["adding"], "--out", "./-") == 0  # a file named "-"
+    assert (tmp_path / "-").read_bytes() == out
+
+
+@pytest.mark.parametrize("fmt", ["safetensors-torch", "keras"])
+def test_out_dash_is_refused_where_the_printed_code_needs_a_file(fmt, runs, capsys, tmp_path,
+                                                                 monkeypatch):  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert run_cli("export", runs["adding"], "--format", fmt, "--out", "-") == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert (f"`--out` must be a file path for --format {fmt} ('-', stdout, is for the ONNX "
+            "graph alone); got '-' instead.") in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_out_dash_is_refused_on_a_terminal(runs, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    capsys.readouterr()
+    assert run_cli("export", runs["adding"], "--out", "-") == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert ("`--out` must be '-' with stdout redirected to a file or a pipe; got '-' with "
+            "stdout a terminal instead. An ONNX graph is binary") in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("fmt", "name", "message"),
+    [
+        ("onnx", "x.torch.safetensors", "whose suffix .torch.safetensors names a PyTorch "
+         "state_dict instead. Give --format safetensors-torch to write that, or a name ending "
+         "in .onnx."),
+        ("onnx", "X.SafeTensors", "whose suffix .safetensors names safetensors weights"),
+        ("onnx", "x.weights.h5", "whose suffix .weights.h5 names Keras weights instead. Give "
+         "--format keras"),
+        ("onnx", "x.keras", "whose suffix .keras names a whole Keras model (rnnlab writes the "
+         "weights, .weights.h5) instead. Give a name ending in .onnx."),
+        ("safetensors-torch", "x.onnx", "whose suffix .onnx names an ONNX graph instead. Give "
+         "--format onnx to write that, or a name ending in .torch.safetensors."),
+        ("safetensors-torch", "x.weights.h5", "names Keras weights"),
+        ("keras", "x.torch.safetensors", "names a PyTorch state_dict"),
+    ],
+)  # fmt: skip
+def test_an_out_named_for_another_format_is_refused(fmt, name, message, runs, capsys, tmp_path):
+    """`--format onnx --out x.torch.safetensors` wrote a graph under a state_dict's name."""
+    capsys.readouterr()
+    assert run_cli("export", runs["adding"], "--format", fmt, "--out", tmp_path / name) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    own = {"onnx": ".onnx", "safetensors-torch": ".torch.safetensors", "keras": ".weights.h5"}
+    assert (f"`--out` must be a file name for --format {fmt}, such as model{own[fmt]}; got "
+            f"'{tmp_path / name}', ") in err
+    assert message in err
+    assert list(tmp_path.iterdir()) == []

@@ -8,12 +8,18 @@
 
 Every file is written atomically (rnnlab.io): an error leaves no file behind. `--out` never
 writes over the run's own files (its configuration, weights, logs, checkpoints, plots), nor
-over a named pipe or a device, which the atomic rename would replace with a regular file.
+over a named pipe or a device, which the atomic rename would replace with a regular file,
+and its name is not one of another format's (`--format onnx --out m.torch.safetensors`
+wrote a graph a PyTorch user would take for a state_dict). `--out -` writes the ONNX graph
+to stdout (one file, nothing printed beside it on stdout: the note goes to stderr); the two
+other formats print code that loads the file by its path, so `-` is refused for them, and
+a file named "-" is `./-`.
 """
 
 from __future__ import annotations
 
-from os import PathLike
+import sys
+from os import PathLike, fspath
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +47,22 @@ Model = Module | _Module
 module; each exporter checks at the door that its format holds every module."""
 
 
+STDOUT = "-"
+"""`--out -`: the ONNX graph's bytes to stdout (export_run)."""
+
+# Names that say another format than the one written: the formats' own suffixes, rnnlab's
+# (and PyTorch's) .safetensors, Keras' .h5 and its whole-model .keras. Lower case: a name's
+# suffix is compared in lower case (M.ONNX is an ONNX graph's name too).
+_FOREIGN_SUFFIXES = {
+    ".torch.safetensors": ("safetensors-torch", "a PyTorch state_dict"),
+    ".safetensors": ("safetensors-torch", "safetensors weights"),
+    ".weights.h5": ("keras", "Keras weights"),
+    ".h5": ("keras", "Keras weights"),
+    ".keras": ("keras", "a whole Keras model (rnnlab writes the weights, .weights.h5)"),
+    ".onnx": ("onnx", "an ONNX graph"),
+}
+
+
 def export_run(
     run: str | PathLike[str],
     fmt: str,
@@ -48,9 +70,10 @@ def export_run(
     *,
     lengths: bool = True,
     state: bool = False,
-) -> tuple[Path, str]:
+) -> tuple[Path | None, str]:
     """Export the latest weights of the run directory `run`; returns (path written, text to
-    print). `lengths` and `state` are rnnlab.onnx.export's (ONNX only)."""
+    print). `out` "-" writes the ONNX graph to stdout instead (path None; the text then
+    belongs on stderr). `lengths` and `state` are rnnlab.onnx.export's (ONNX only)."""
     fmt = _checks.choice(fmt, "--format", FORMATS)
     lengths = _checks.boolean(lengths, "lengths")
     state = _checks.boolean(state, "state")
@@ -58,11 +81,24 @@ def export_run(
         flag = "--state" if state else "--no-lengths"
         _checks.fail(flag, "left out with --format " + fmt,
                      f"{flag}, which only an ONNX graph's inputs have")  # fmt: skip
+    to_stdout = isinstance(out, (str, PathLike)) and fspath(out) == STDOUT
+    if to_stdout:
+        _check_stdout(fmt)
     run_dir, cfg, model, _ = runs.load_run(run)  # the stored data record: not needed here
     if getattr(model, "net", None) is not None:  # rnnlab.tasks.transduction.Trainee
         _checks.fail("run", "a run of one recurrent network (the exporters' model)",
                      f"a {cfg.task} run, an encoder-decoder",
                      "Its export is not written yet.")  # fmt: skip
+    if to_stdout:
+        from rnnlab import onnx
+
+        data = onnx.to_bytes(model, lengths=lengths, state=state,
+                             doc=f"rnnlab run {run_dir.name}")  # fmt: skip
+        note = _onnx_note(data)
+        sys.stdout.flush()  # (anything printed before goes first)
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return None, note
     # (each writer refuses these too, under its own argument's name)
     path = _checks.file_to_write(run_dir / ("model" + SUFFIXES[fmt]) if out is None else out,
                                  "--out")  # fmt: skip
@@ -77,6 +113,7 @@ def export_run(
     if not path.parent.is_dir():
         _checks.fail("--out", "a file path in an existing folder",
                      f"'{path}', whose folder '{path.parent}' does not exist")  # fmt: skip
+    _check_suffix(path, fmt)  # (after the run's own files: that refusal matters more)
     if fmt == "onnx":
         from rnnlab import onnx
 
@@ -120,13 +157,47 @@ def _run_own(path: Path, run_dir: Path) -> bool:
                             or (len(parts) == 1 and parts[0] in RUN_OWN_FILES))  # fmt: skip
 
 
-def _onnx_note(path: Path) -> str:
-    """The written graph's inputs and outputs, as it names them: read from the file, since
-    they depend on the options (lengths, state) and on the modules (a suffix _i each with
-    several recurrent modules)."""
+def _check_stdout(fmt: str) -> None:
+    """Refuse `--out -` where stdout cannot take the export: a format of two parts (the file,
+    and the code printed on stdout that loads it by its path), or a terminal (an ONNX graph
+    is binary)."""
+    if fmt != "onnx":
+        _checks.fail("--out", f"a file path for --format {fmt} ('-', stdout, is for the ONNX "
+                     "graph alone)", "'-'",
+                     f"The {fmt} export prints, on stdout, the code that loads the file by its "
+                     f"path: give a file, e.g. --out model{SUFFIXES[fmt]} (a file named '-' is "
+                     "./-).")  # fmt: skip
+    if sys.stdout.isatty():
+        _checks.fail("--out", "'-' with stdout redirected to a file or a pipe",
+                     "'-' with stdout a terminal",
+                     "An ONNX graph is binary: redirect it (> model.onnx, | ...), or give "
+                     "--out a file.")  # fmt: skip
+
+
+def _check_suffix(path: Path, fmt: str) -> None:
+    """Refuse an --out whose name says another format than `fmt` (the longest suffix that
+    names one decides: m.torch.safetensors is PyTorch's, not only safetensors)."""
+    name = path.name.lower()
+    for suffix, (other, what) in _FOREIGN_SUFFIXES.items():  # (longest first)
+        if name.endswith(suffix):
+            if other != fmt:
+                written = suffix != ".keras"  # (rnnlab writes no whole Keras model)
+                _checks.fail("--out", f"a file name for --format {fmt}, such as "
+                             f"model{SUFFIXES[fmt]}",
+                             f"'{path}', whose suffix {suffix} names {what}",
+                             (f"Give --format {other} to write that, or" if written else "Give")
+                             + f" a name ending in {SUFFIXES[fmt]}.")  # fmt: skip
+            return
+
+
+def _onnx_note(graph_file: Path | bytes) -> str:
+    """The written graph's inputs and outputs, as it names them: read from the file (or its
+    bytes, written to stdout), since they depend on the options (lengths, state) and on the
+    modules (a suffix _i each with several recurrent modules)."""
     import onnx
 
-    graph = onnx.load(str(path)).graph
+    data = graph_file if isinstance(graph_file, bytes) else graph_file.read_bytes()
+    graph = onnx.load_from_string(data).graph
     ins = ", ".join(i.name for i in graph.input)
     outs = ", ".join(o.name for o in graph.output)
     return f"# inputs: {ins}; outputs: {outs}\n"

@@ -327,18 +327,28 @@ def export(
     (`h0`, and `c0` for an LSTM) for carrying state across calls. The graph passes
     onnx.checker's full check (shape inference included) before the file is written, and
     the file is written atomically: an error leaves no file behind. Returns the path."""
-    onnx = _require("onnx")
     from rnnlab import io
 
     path = _checks.file_to_write(path, "path")
     lengths = _checks.boolean(lengths, "lengths")
     state = _checks.boolean(state, "state")
     check_path(path, "path")
+    io.atomic_write_bytes(path, to_bytes(model, lengths=lengths, state=state, opset=opset,
+                                         doc=doc))  # fmt: skip
+    return path
 
+
+def to_bytes(model: object, *, lengths: bool = True, state: bool = False, opset: int = OPSET,
+             doc: str = "") -> bytes:  # fmt: skip
+    """The file `export` writes, as bytes (`rnnlab export --out -` writes them to stdout),
+    after onnx.checker's full check (shape inference included)."""
+    onnx = _require("onnx")
+    lengths = _checks.boolean(lengths, "lengths")
+    state = _checks.boolean(state, "state")
     proto = build_model(model, lengths=lengths, state=state, opset=opset, doc=doc)
     onnx.checker.check_model(proto, full_check=True)
-    io.atomic_write_bytes(path, proto.SerializeToString())
-    return path
+    data: bytes = proto.SerializeToString()
+    return data
 
 
 def check_path(path: Path, name: str) -> None:

@@ -87,7 +87,12 @@ def add_parsers(sub) -> None:
     )
     p.add_argument("run", help="a run directory")
     p.add_argument("--format", dest="fmt", default="onnx", help="onnx, safetensors-torch, keras")
-    p.add_argument("--out", default=None, help="the file to write (default: in the run directory)")
+    p.add_argument("--out", default=None,
+                   help="the file to write (default: in the run directory), its name not one of "
+                   "another format's (.onnx, .torch.safetensors, .weights.h5, ...); '-' writes "
+                   "the ONNX graph to stdout (not a terminal; its note goes to stderr), refused "
+                   "for the other formats, whose printed code loads the file by its path (a "
+                   "file named '-' is ./-)")  # fmt: skip
     p.add_argument(
         "--state", action="store_true", help="onnx: initial-state inputs h0 (c0), to carry state"
     )
@@ -220,6 +225,10 @@ def cmd_export(args) -> int:
     path, text = export.export_run(
         args.run, args.fmt, args.out, lengths=args.lengths, state=args.state
     )
+    if path is None:  # --out -: the graph went to stdout, which holds nothing else
+        print(text, end="", file=sys.stderr)
+        print("wrote the ONNX graph to stdout", file=sys.stderr)
+        return 0
     print(text, end="")
     print(f"wrote {path}", file=sys.stderr)
     return 0
