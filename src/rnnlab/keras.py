@@ -1,6 +1,7 @@
 """Keras 3 weights both ways: SimpleRNN, LSTM, GRU (both forms), Bidirectional, stacked.
 
     rnnlab.keras.load_weights(layer, "model.keras")        # or .weights.h5, or Keras layers
+    rnnlab.keras.load_weights(sequential, "model.keras")   # Embedding, recurrent, Dense too
     rnnlab.keras.save_weights(model, "model.weights.h5")   # what keras' load_weights reads
     print(rnnlab.keras.snippet(model, "model.weights.h5")) # the Keras model it fits
 
@@ -399,16 +400,23 @@ def snippet(model: object, path: str | PathLike[str]) -> str:
 
 # ---------------------------------------------------------------------- Keras → rnnlab
 def load_weights(
-    layer: Recurrent,
+    layer: Recurrent | Sequential,
     source: str | PathLike[str] | KerasLayer | list[KerasLayer],
     *,
     keys: Sequence[str] | None = None,
 ) -> None:
-    """Load Keras weights into rnnlab's recurrent `layer`. `source`: a Keras layer (SimpleRNN,
-    LSTM, GRU or Bidirectional), a list of them (one per stacked layer), or a `.keras` /
+    """Load Keras weights into rnnlab's recurrent `layer`, or into every module with weights
+    of a Sequential (Embedding, Recurrent, Linear: the Keras model rnnlab's export builds,
+    Embedding → recurrent layers → Dense, loads back whole). `source`: a Keras layer
+    (SimpleRNN, LSTM, GRU or Bidirectional), a list of them (one per stacked layer; for a
+    Sequential, the Keras model's layers, or the Keras model), or a `.keras` /
     `.weights.h5` file, whose recurrent layers are taken in the model's order (for a
     `.weights.h5` holding several kinds, name them in order with `keys`, e.g.
-    ["lstm", "lstm_1"]). A <Kind>WithStart's start loads into a learned initial state; a
+    ["lstm", "lstm_1"]). Into a Sequential, each kind of layer loads in order into the
+    modules of that kind: the Embedding modules take the Embedding layers, the Recurrent
+    modules the recurrent layers (num_layers each), the Linear modules the Dense layers; the
+    counts must match, and a layer with weights of another kind is refused, so that no
+    weight is left behind. A <Kind>WithStart's start loads into a learned initial state; a
     layer that starts from zeros or a constant takes only a start equal to it.
 
     The options that change what a layer computes (activation, recurrent_activation,
@@ -416,9 +424,8 @@ def load_weights(
     layer objects and a `.keras` file's config.json. A `.weights.h5` holds weights only, so
     from one they are not: a SimpleRNN(activation="relu") loads into a tanh RNN, and only
     the weights' shapes (a GRU's reset_after among them) are checked. Nor can a square
-    kernel given transposed be told apart. Prefer the `.keras` file."""
-    kind = _check_layer(layer)
-    L = layer.num_layers
+    kernel given transposed be told apart. Prefer the `.keras` file. Every layer is checked
+    before any weight is written: a refused source leaves the model as it was."""
     if keys is not None and (
         isinstance(keys, str)
         or not isinstance(keys, Sequence)
@@ -426,6 +433,10 @@ def load_weights(
     ):  # a str is a sequence too, of letters
         _checks.fail("keys", 'None or a list of layer names, e.g. ["lstm", "lstm_1"]',
                      _checks.describe(keys))  # fmt: skip
+    if isinstance(layer, Sequential):
+        _load_sequential(layer, source, keys)
+        return
+    _check_layer(layer)
     if isinstance(source, (str, PathLike)):
         # (an error names the file, and each layer by its key in it)
         path = io.as_path(source, "source")
@@ -433,18 +444,35 @@ def load_weights(
         whole = f"source ('{path}')"
         labels = [f"source ('{path}', layer {k!r})" for k, _ in named]
         found = [f for _, f in named]
-        got = f"{len(found)}" + (f" ({', '.join(repr(k) for k, _ in named)})" if named else "")
     else:
         found = [_from_keras_layer(x) for x in (source if isinstance(source, list) else [source])]
         whole, labels = "source", [f"source (layer {k})" for k in range(len(found))]
-        got = f"{len(found)}"
-    if len(found) != L:
-        _checks.fail(
-            whole,
-            f"{L} recurrent layer{'s' if L > 1 else ''} (num_layers of the rnnlab layer)",
-            got,
-            "Pass keys=[...] to pick them from a file." if len(found) > L else "",
-        )
+    _count(whole, layer.num_layers, "recurrent layer", "num_layers of the rnnlab layer",
+           labels if isinstance(source, (str, PathLike)) else None, len(found),
+           "Pass keys=[...] to pick them from a file.")  # fmt: skip
+    for name, value in _recurrent_values(layer, found, labels).items():
+        layer.params[name][...] = value  # only once every layer was checked
+
+
+def _count(whole: str, want: int, what: str, why: str, keys: list[str] | None, got: int,
+           more: str = "") -> None:  # fmt: skip
+    """Refuse a source with another number of layers of a kind than the rnnlab model has."""
+    if got == want:
+        return
+    if keys is not None:  # (a file's: said by their keys)
+        names = [k.rsplit("layer ", 1)[1].rstrip(")") for k in keys]
+        said = f"{got}" + (f" ({', '.join(names)})" if names else "")
+    else:
+        said = f"{got}"
+    _checks.fail(whole, f"{want} {what}{'s' if want != 1 else ''} ({why})", said,
+                 more if got > want else "")  # fmt: skip
+
+
+def _recurrent_values(layer: Recurrent, found: Sequence[_Found],
+                      labels: Sequence[str]) -> dict[str, np.ndarray]:  # fmt: skip
+    """The parameters of `layer` from its Keras layers `found` (one per stacked layer, each
+    named by its label in errors), checked; nothing is written."""
+    kind = _check_layer(layer)
     loaded: dict[str, np.ndarray] = {}
     for k, (where, (ckind, bi, directions, options)) in enumerate(
         zip(labels, found, strict=True)
@@ -458,8 +486,110 @@ def load_weights(
         for sfx, (w, start) in zip(layer.directions, directions, strict=True):
             loaded.update(_to_rnnlab(layer, k, sfx, w, where))
             loaded.update(_start_to_rnnlab(layer, k, sfx, start, where))
-    for name, value in loaded.items():  # only once every layer was checked
-        layer.params[name][...] = value
+    return loaded
+
+
+# The Keras layers with weights that rnnlab's modules other than Recurrent hold.
+_OTHERS = {"embedding": "Embedding", "dense": "Dense"}
+
+
+def _load_sequential(model: Sequential, source: object, keys: Sequence[str] | None) -> None:
+    """load_weights into a Sequential: its Embedding, Recurrent and Linear modules, each
+    kind in order from the Keras layers of that kind (Embedding, recurrent, Dense)."""
+    mods = list(model.modules)
+    for i, m in enumerate(mods):
+        if m.params and not isinstance(m, (Embedding, Recurrent, Linear)):
+            _checks.fail(f"layer (module {i})", "a module whose weights Keras' layers hold "
+                         "(Embedding, a recurrent layer, Linear)", _checks.describe(m))  # fmt: skip
+        if isinstance(m, Recurrent):
+            _check_layer(m, f"layer (module {i})")
+    if isinstance(source, (str, PathLike)):
+        path = io.as_path(source, "source")
+        recurrent, others = _read_model_file(path, keys)
+        whole = f"source ('{path}')"
+        labels = [f"source ('{path}', layer {k!r})" for k, _ in recurrent]
+        named: list[str] | None = labels
+        found = [f for _, f in recurrent]
+        other_labels = {kind: [f"source ('{path}', layer {k!r})" for k, _ in got]
+                        for kind, got in others.items()}  # fmt: skip
+        other_arrays = {kind: [a for _, a in got] for kind, got in others.items()}
+        ask = "Pass keys=[...] to pick them from a file."
+    else:
+        layers = getattr(source, "layers", source)  # a Keras model, or its layers
+        if not isinstance(layers, list):
+            _checks.fail("source", "a .keras or .weights.h5 file, a Keras model or a list of "
+                         "its layers for a Sequential", _checks.describe(source))  # fmt: skip
+        found, labels, named, ask = [], [], None, ""
+        other_arrays = {kind: [] for kind in _OTHERS.values()}
+        other_labels = {kind: [] for kind in _OTHERS.values()}
+        whole = "source"
+        for j, x in enumerate(layers):
+            name = type(x).__name__
+            if name in _OTHERS.values():
+                other_arrays[name].append([np.asarray(a) for a in x.get_weights()])
+                other_labels[name].append(f"source (layer {j}, {x.name!r})")
+            elif name == "Bidirectional" or name.removesuffix("WithStart") in _KERAS_KINDS:
+                found.append(_from_keras_layer(x))
+                labels.append(f"source (layer {j}, {x.name!r})")
+            elif x.get_weights():
+                _checks.fail(f"source (layer {j}, {x.name!r})", "a layer rnnlab's modules hold "
+                             "(Embedding, SimpleRNN, LSTM, GRU, Bidirectional, Dense) or one "
+                             "without weights", f"a {name} with weights")  # fmt: skip
+    recs = [m for m in mods if isinstance(m, Recurrent)]
+    _count(whole, sum(m.num_layers for m in recs), "recurrent layer",
+           "num_layers of the model's recurrent modules, summed", named, len(found),
+           ask)  # fmt: skip
+    writes: list[tuple[np.ndarray, np.ndarray]] = []
+    at = 0
+    for m in recs:
+        n = m.num_layers
+        values = _recurrent_values(m, found[at : at + n], labels[at : at + n])
+        writes += [(m.params[k], v) for k, v in values.items()]
+        at += n
+    for kind, cls in (("Embedding", Embedding), ("Dense", Linear)):
+        targets = [m for m in mods if isinstance(m, cls)]
+        arrays, where = other_arrays[kind], other_labels[kind]
+        _count(whole, len(targets), f"{kind} layer", f"the model's {cls.__name__} modules",
+               where if named is not None else None, len(arrays))  # fmt: skip
+        for m, w, label in zip(targets, arrays, where, strict=True):
+            writes += _other_values(m, w, label)
+    for target, value in writes:  # only once every layer was checked
+        target[...] = value
+
+
+def _other_values(m: Embedding | Linear, w: list[np.ndarray],
+                  where: str) -> list[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+    """(parameter, value) of an Embedding from Keras' Embedding (embeddings (N, D)) or of a
+    Linear from Keras' Dense (kernel (I, O), x·K, transposed; bias (O,)), checked."""
+    dtype = m.params["weight"].dtype
+    names = ("embeddings",) if isinstance(m, Embedding) else ("kernel", "bias")
+    if not 1 <= len(w) <= len(names):
+        _checks.fail(where, f"a Keras {'Embedding' if len(names) == 1 else 'Dense'} layer "
+                     f"({', '.join(names)})", f"{len(w)} arrays")  # fmt: skip
+    a = [_cast_weight(_checks.float_array(np.asarray(v), f"{where} {n}"), dtype, f"{where} {n}")
+         for v, n in zip(w, names, strict=False)]  # fmt: skip
+    if isinstance(m, Embedding):
+        want = (m.num_embeddings, m.embedding_dim)
+        if a[0].shape != want:
+            _checks.fail(f"{where} embeddings", f"an array of shape {want} (the Embedding's "
+                         "num_embeddings, embedding_dim)", f"shape {a[0].shape}")  # fmt: skip
+        return [(m.params["weight"], a[0])]
+    want = (m.in_features, m.out_features)
+    if a[0].shape != want:
+        _checks.fail(f"{where} kernel", f"an array of shape {want} (the Linear's in_features, "
+                     "out_features)", f"shape {a[0].shape}")  # fmt: skip
+    out = [(m.params["weight"], a[0].T)]
+    if "bias" in m.params:  # (a Dense without one: zeros, what it adds)
+        bias = a[1] if len(a) == 2 else np.zeros(m.out_features, dtype)
+        if bias.shape != (m.out_features,):
+            _checks.fail(f"{where} bias", f"an array of shape {(m.out_features,)}",
+                         f"shape {bias.shape}")  # fmt: skip
+        out.append((m.params["bias"], bias))
+    elif len(a) == 2:
+        _checks.fail(where, "a Dense without a bias (use_bias=False), for a Linear without "
+                     "one", "a Dense with a bias",
+                     "Build the Linear with bias=True to load it.")  # fmt: skip
+    return out
 
 
 def _check_options(layer: Recurrent, k: int, options: dict[str, Any], where: str) -> None:
@@ -616,6 +746,15 @@ def _options(x: KerasLayer) -> dict[str, Any]:
 
 def _read_file(path: Path, keys: Sequence[str] | None) -> list[tuple[str, _Found]]:
     """The recurrent layers of the file at `path`, each with its key in the file."""
+    return _read_model_file(path, keys, others=False)[0]
+
+
+def _read_model_file(
+    path: Path, keys: Sequence[str] | None, others: bool = True
+) -> tuple[list[tuple[str, _Found]], dict[str, list[tuple[str, list[np.ndarray]]]]]:
+    """The recurrent layers of the file at `path`, each with its key in the file, and (with
+    `others`) its Embedding and Dense layers' arrays by kind, in the model's order; a layer
+    with weights of another kind is refused."""
     h5py = _h5py()
     if path.is_dir():
         _checks.fail("source", "a .keras or .weights.h5 file", f"'{path}', a directory")
@@ -649,7 +788,47 @@ def _read_file(path: Path, keys: Sequence[str] | None) -> list[tuple[str, _Found
             if key not in layers:
                 _checks.fail("keys", f"names of layers in '{path}'", repr(key))
             out.append((key, _read_group(layers[key], configs.get(key, {}), arg, key, path)))
-        return out
+        return out, (_read_others(layers, config, path) if others else {})
+
+
+def _dataset_names(g: H5Group) -> list[str]:
+    """The paths of every array under the h5 group `g`."""
+    h5py = _h5py()
+    held: list[str] = []
+    g.visititems(lambda name, obj: held.append(name) if isinstance(obj, h5py.Dataset) else None)
+    return held
+
+
+def _read_others(layers: H5Group, config: dict[str, Any] | None,
+                 path: Path) -> dict[str, list[tuple[str, list[np.ndarray]]]]:  # fmt: skip
+    """The Embedding and Dense layers of a file's `layers` group: (key, arrays) by kind, in
+    the model's order (a .keras file's config.json; in a .weights.h5, by their keys'
+    numbers, Keras' order within a kind). Any other layer holding arrays is refused."""
+    h5py = _h5py()
+    order = list(_layer_configs(config)) if config is not None else sorted(
+        layers, key=lambda k: (_base(k), 0 if k == _base(k) else int(k.rsplit("_", 1)[1]) + 1))
+    out: dict[str, list[tuple[str, list[np.ndarray]]]] = {kind: [] for kind in _OTHERS.values()}
+    for key in order:
+        g = layers.get(key)
+        base = _base(key)
+        if base in _RECURRENT or not isinstance(g, h5py.Group):
+            continue
+        held = _dataset_names(g)
+        where = f"source ('{path}', layer {key!r})"
+        if base not in _OTHERS:
+            if held:
+                _checks.fail(where, "a layer rnnlab's modules hold (Embedding, SimpleRNN, "
+                             "LSTM, GRU, Bidirectional, Dense) or one without weights",
+                             f"one holding {len(held)} arrays")  # fmt: skip
+            continue
+        v = g.get("vars")
+        names = [str(j) for j in range(len(v))] if isinstance(v, h5py.Group) else []
+        if not names or len(held) != len(names) or not all(
+                isinstance(v.get(n), h5py.Dataset) for n in names):  # fmt: skip
+            _checks.fail(where, f"a built Keras {_OTHERS[base]} layer (its arrays in vars/0, "
+                         "vars/1)", f"{len(held)} arrays elsewhere" if held else "no arrays")
+        out[_OTHERS[base]].append((key, [np.asarray(v[n]) for n in names]))
+    return out
 
 
 _RECURRENT = ("simple_rnn", "lstm", "gru", "bidirectional", "simple_rnn_with_start",
