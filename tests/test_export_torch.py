@@ -74,10 +74,10 @@ def test_projecting_lstm_runs_in_torch_as_in_rnnlab(bi, L, bf, merge, initial, l
     mine = layer.forward(x, **({} if lengths is None else {"lengths": lengths}))
     tm = _torch_model(layer, tmp_path)
     with torch.no_grad():
-        y, states = tm(torch.from_numpy(x), None if lengths is None else torch.from_numpy(lengths))
-    theirs = [s if not isinstance(s, tuple) else tuple(t.numpy() for t in s) for s in states]
+        y, state = tm(torch.from_numpy(x), None if lengths is None else torch.from_numpy(lengths))
+    theirs = tuple(t.numpy() for t in state)  # a lone LSTM's own (h_n, c_n), as torch's
     np.testing.assert_allclose(y.numpy(), mine.output, atol=1e-12)
-    for a, b in zip(_flat(mine.state), _flat(theirs[0]), strict=True):
+    for a, b in zip(_flat(mine.state), theirs, strict=True):
         np.testing.assert_allclose(b, a, atol=1e-12)
 
 
@@ -186,7 +186,7 @@ def test_a_lone_layer_exports_by_the_documented_path(name, ctor, kw, bi, tmp_pat
     with torch.no_grad():
         y, states = tm(torch.from_numpy(x), torch.from_numpy(lengths))
     np.testing.assert_allclose(y.numpy(), mine.output, atol=1e-5)
-    theirs = states[0] if isinstance(states[0], tuple) else (states[0],)
+    theirs = states if isinstance(states, tuple) else (states,)  # torch's h_n or (h_n, c_n)
     for a, b in zip(_flat(mine.state), theirs, strict=True):
         np.testing.assert_allclose(b.numpy(), a, atol=1e-5)
     # and, as the README says, a plain torch module loads the layer's own params
@@ -196,6 +196,40 @@ def test_a_lone_layer_exports_by_the_documented_path(name, ctor, kw, bi, tmp_pat
     with torch.no_grad():
         y, _ = plain(torch.from_numpy(x))
     np.testing.assert_allclose(y.numpy(), layer.forward(x).output, atol=1e-5)
+
+
+@pytest.mark.parametrize("bi", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("name, ctor, kw", LONE, ids=[c[0] for c in LONE])
+def test_a_lone_layer_takes_and_gives_its_state_as_torch_does(name, ctor, kw, bi, tmp_path):
+    """The printed code of a layer given alone took its state as a one-entry list, so a
+    PyTorch user's h0 (or (h0, c0)) was read as [h0[0]] (or h0 alone); it takes and gives the
+    state as torch.nn.RNN/LSTM/GRU do, and carries it as rnnlab's layer does."""
+    layer = ctor(3, 5, 2, bidirectional=bi, **kw)
+    _randomise(layer, 11)
+    tm = _documented_export(layer, tmp_path)
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((3, 6, 3)).astype(np.float32)
+    lengths = np.array([6, 2, 4])
+    D = 2 if bi else 1
+    h0 = rng.standard_normal((2 * D, 3, 5)).astype(np.float32)
+    c0 = rng.standard_normal((2 * D, 3, 5)).astype(np.float32)
+    given = (h0, c0) if name == "lstm" else h0
+    mine = layer.forward(x, lengths=lengths, state=given)
+    torch_given = tuple(map(torch.from_numpy, given)) if name == "lstm" else torch.from_numpy(h0)
+    with torch.no_grad():
+        y, state = tm(torch.from_numpy(x), torch.from_numpy(lengths), state=torch_given)
+    np.testing.assert_allclose(y.numpy(), mine.output, atol=1e-5)
+    if name == "lstm":
+        assert isinstance(state, tuple) and len(state) == 2
+        theirs = [s.numpy() for s in state]
+    else:
+        assert isinstance(state, torch.Tensor)
+        theirs = [state.numpy()]
+    for a, b in zip(_flat(mine.state), theirs, strict=True):
+        np.testing.assert_allclose(b, a, atol=1e-5)
+    with torch.no_grad():  # and the state it gives carries on, as a PyTorch loop feeds it
+        y2, _ = tm(torch.from_numpy(x), state=state)
+    np.testing.assert_allclose(y2.numpy(), layer.forward(x, state=mine.state).output, atol=1e-5)
 
 
 @pytest.mark.parametrize("make", [lambda: Embedding(6, 3), lambda: Linear(3, 2),

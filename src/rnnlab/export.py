@@ -304,8 +304,12 @@ def _mean_over_time(x, lengths):
 def torch_snippet(model: Model, path: str | PathLike[str]) -> str:
     """Python that builds PyTorch modules holding `model` and loads the exported file into
     them with strict=True; `model(x, lengths=None, state=None)` then returns (output,
-    states) as rnnlab's forward does."""
+    states) as rnnlab's forward does: for a Sequential, `state` and `states` are lists of
+    one entry a module (None for a module without state); for a module given alone, its own
+    state, as torch.nn.RNN/LSTM/GRU take and give it: h0 (h_n), or (h0, c0) ((h_n, c_n))
+    for an LSTM (a one-entry list before, which a PyTorch user's (h0, c0) broke)."""
     mods = _torch_check(model)
+    lone = not isinstance(model, Sequential)
     init, body = [], []
     for i, m in enumerate(mods):
         key = f'm["{i}"]'
@@ -345,9 +349,9 @@ def torch_snippet(model: Model, path: str | PathLike[str]) -> str:
                 + (f", dropout={m.dropout}" if m.num_layers > 1 and m.dropout else "") + ")"
             )
             initial = repr(m.initial_state)
+            given = "state" if lone else f"None if state is None else state[{i}]"
             body.append(
-                f"x, states[{i}] = _recurrent({key}, x, lengths, "
-                f"None if state is None else state[{i}], {m.merge!r}, {initial})"
+                f"x, states[{i}] = _recurrent({key}, x, lengths, {given}, {m.merge!r}, {initial})"
             )
     lines = [
         "import torch",
@@ -376,7 +380,8 @@ def torch_snippet(model: Model, path: str | PathLike[str]) -> str:
         "    def forward(self, x, lengths=None, state=None):",
         "        m, states = self._modules, [None] * len(self._modules)",
         *[f"        {b}" for b in body],
-        "        return x, states",
+        "        return x, " + ("states[0]  # the module's own: h_n, or (h_n, c_n)" if lone
+                              else "states"),  # fmt: skip
         "",
         "",
         "model = Model().eval()",
