@@ -177,13 +177,23 @@ def add_optimisation_options(
     g.add("--seq-len", dest="seq_len", type=int,
           help="window length for tasks that cut sequences")  # fmt: skip
     g.add("--bptt", type=int,
-          help="truncated BPTT window (state carried, gradient cut); 0 = full BPTT over "
-          "each sequence (charlm: windows of --seq-len, state carried)")  # fmt: skip
+          help="truncated BPTT in training: copy and pytokens cut each sequence into "
+          "windows of this many steps, the state carried across them and the gradient cut "
+          "at their edges; charlm reads its stream this many characters at a time instead "
+          "of --seq-len. 0 (default): full BPTT over each sequence (charlm: windows of "
+          "--seq-len, the state carried). Refused by the tasks with one target per sequence "
+          "(adding, temporal-order, digits), the encoder-decoders (numbers, dates, caption) "
+          "and bidirectional models")  # fmt: skip
     g.add("--teacher-forcing", dest="teacher_forcing",
-          help="jordan cells and encoder-decoders: probability of feeding the truth, 'p' or a "
-          "linear schedule 'a:b' (e.g. 1.0:0.5: scheduled sampling). Evaluation runs free, "
-          "each step fed the class the previous one ranked first (charlm: the true previous "
-          "character, its likelihood)")  # fmt: skip
+          help="training of the output-feedback cells (jordan, jordan-elman; on charlm, "
+          "pytokens, copy) and the encoder-decoders (numbers, dates, caption): the "
+          "probability that a step is fed the truth (the previous target), 'p', or 'a:b' "
+          "linear from a at the first step to b at the last (e.g. 1.0:0.5: scheduled "
+          "sampling; default 1.0). Otherwise a jordan cell is fed its own prediction (the "
+          "softmax of its previous output), a decoder a token drawn from its distribution. "
+          "Evaluation does not read it: a jordan cell is fed the class it ranked first at "
+          "the previous step (charlm: the true previous character, to score the text's "
+          "likelihood), a decoder the token it chose (greedy, or --beam)")  # fmt: skip
     g.add("--reverse-input", dest="reverse_input", action="store_true",
           help="feed each input sequence reversed (Sutskever et al. 2014); for tasks that "
           "read a whole sequence, then answer (per-step tasks refuse it)")  # fmt: skip
