@@ -1,6 +1,9 @@
 """Sampling from a token model (rnnlab.generate): its arguments refused by name, seeded
 draws, tiny temperatures and ties at the top-k cut."""
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -8,6 +11,7 @@ from rnnlab.generate import next_token_probabilities, sample_ids
 from rnnlab.models import build
 
 V = 6
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def _model():
@@ -310,3 +314,16 @@ def test_a_positive_float_option_refuses_inf_as_not_finite(capsys, tmp_path):
     assert main(["gradflow", "adding", "--init-scale", "inf", "--out", str(tmp_path / "g")]) == 2
     err = capsys.readouterr().err
     assert "`--init-scale` must be a positive finite number; got 'inf' instead" in err, err
+
+
+def test_rng_none_is_documented_fresh_entropy_and_draws_anew():
+    """`rng` is required; None is accepted as NumPy's fresh entropy (the docstring and the
+    README say so): two calls draw different ids, where a seed draws the same."""
+    m = _model()
+    for text in (sample_ids.__doc__ or "", README.read_text(encoding="utf-8")):
+        assert re.search(r"None`? takes fresh entropy", " ".join(text.split()))
+    flat = _flat(np.zeros(V))  # V = 6 equally likely ids: 30 draws alike twice by chance 5e-24
+    assert not np.array_equal(sample_ids(flat, [0], 30, rng=None),
+                              sample_ids(flat, [0], 30, rng=None))  # fmt: skip
+    np.testing.assert_array_equal(sample_ids(m, [1, 2], 20, rng=9),
+                                  sample_ids(m, [1, 2], 20, rng=9))  # fmt: skip

@@ -29,7 +29,11 @@ def sample_ids(
     exclude: object = None,
 ) -> np.ndarray:
     """Sample `length` ids after the 1-d array `prime` (at least one id) from a token model.
-    `rng`: a Generator or a seed, so that a sample can be drawn again. `top_k`: among the k
+    `rng` has no default, so that whether a sample can be drawn again is the caller's choice:
+    an integer seed (or a SeedSequence, a BitGenerator) draws the same ids at each call; a
+    Generator is drawn from, advanced, as NumPy's own methods do; None takes fresh entropy
+    from the operating system, NumPy's `default_rng()`: a new sample each call, which no
+    seed reproduces. `top_k`: among the k
     most likely ids; a k at or above the vocabulary's size keeps every id, as no top_k does,
     draw for draw (Hugging Face's generate clamps it so too: the vocabulary is the model's,
     not the user's to count). `exclude`: ids never sampled (their probability is 0, the
