@@ -270,15 +270,29 @@ def test_pytokens_too_small_a_train_size_names_train_size_and_seq_len(capsys, tm
     (not 20 seq_len)."""
     line = error_of(capsys, "train", "pytokens", "--train-size", 500, *TINY)
     assert re.fullmatch(r"rnnlab: error: `--train-size` must be at least [\d,]+ characters with "
-                        r"seq_len = 100, so that valid and test \(5 % each, cut after a line "
-                        r"end\) hold one window of seq_len characters; got 500 instead\. "
-                        r"Raise --train-size or lower --seq-len\.", line), line  # fmt: skip
+                        r"`--seq-len` = 100, so that valid and test \(5 % each, cut after a "
+                        r"line end\) hold one window of `--seq-len` characters; got 500 "
+                        r"instead\. Raise `--train-size` or lower `--seq-len`\.", line), line
     need = int(re.search(r"at least ([\d,]+)", line)[1].replace(",", ""))
     assert run_cli("train", "pytokens", "--train-size", need, "--steps", 1,
                    "--run-dir", tmp_path / "r", *TINY) == 0  # fmt: skip
     capsys.readouterr()
     line = error_of(capsys, "train", "pytokens", "--train-size", need - 1, *TINY)
     assert f"`--train-size` must be at least {need:,} characters" in line, line
+
+
+def test_pytokens_names_train_size_as_the_option_when_left_at_its_default(capsys, tmp_path):
+    """Without --train-size typed, its default too small for --seq-len was said as
+    `train_size`, TrainConfig's field, which the command line has no such name for: the option
+    the user can type is named. Set in a --config file, it keeps the file's key."""
+    line = error_of(capsys, "train", "pytokens", "--seq-len", 25_000, *TINY)
+    assert line.startswith("rnnlab: error: `--train-size` must be at least "), line
+    assert "got 400,000 instead. Raise `--train-size` or lower `--seq-len`." in line, line
+    config = tmp_path / "c.toml"
+    config.write_text("train_size = 400000\n")
+    line = error_of(capsys, "train", "pytokens", "--config", config, "--seq-len", 25_000, *TINY)
+    assert line.startswith("rnnlab: error: `train_size` must be at least "), line
+    assert "Raise `train_size` or lower `--seq-len`." in line, line
 
 
 def test_a_pytokens_run_keeps_its_vocabulary_where_the_standard_library_differs(

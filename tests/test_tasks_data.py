@@ -1301,7 +1301,7 @@ def test_a_pytokens_seq_len_longer_than_the_standard_library_allows_names_seq_le
     with pytest.raises(ValueError, match=rf"^`seq_len` must be at most {shortest:,} for the "
                        rf"Python source this standard library gives \(its {name} \(held-out\) "
                        rf"files hold {shortest:,} characters in all.*; got {shortest + 1:,} "
-                       r"instead\. Lower --seq-len\.$"):  # fmt: skip
+                       r"instead\. Lower `seq_len`\.$"):  # fmt: skip
         task(shortest + 1)
     assert task(shortest).split(name)[0].shape == (1, shortest)
     # a library of no test file at all (no path of it hashes to one) is said as such
@@ -1318,11 +1318,11 @@ def test_a_pytokens_train_size_too_small_says_the_least_that_fits(module_library
     import re
 
     with pytest.raises(ValueError, match=r"^`train_size` must be at least ([\d,]+) characters "
-                       r"with seq_len = 50, .*; got 500 instead\. Raise --train-size or lower "
-                       r"--seq-len\.$") as e:  # fmt: skip
+                       r"with `seq_len` = 50, .*; got 500 instead\. Raise `train_size` or "
+                       r"lower `seq_len`\.$") as e:  # fmt: skip
         _pytokens_task(0, 500, 50)
     need = int(re.search(r"at least ([\d,]+)", str(e.value))[1].replace(",", ""))
     task = _pytokens_task(0, need, 50)
     assert min(len(task.split(name)[0]) for name in ("train", "valid", "test")) == 1
-    with pytest.raises(ValueError, match=rf"at least {need:,} characters with seq_len = 50"):
+    with pytest.raises(ValueError, match=rf"at least {need:,} characters with `seq_len` = 50"):
         _pytokens_task(0, need - 1, 50)

@@ -93,17 +93,21 @@ def _config_from_args(args) -> tuple:
                          f"directory, {Path.cwd()})")  # fmt: skip
     for text in cfg.without_effect({*settings, *overrides}):
         print(f"rnnlab: warning: {text}", file=sys.stderr)
-    return task, cfg
+    return task, cfg, set(settings)
 
 
-def _as_given(message: str, options: Collection[str], config: str | None) -> str:
-    """A refusal of a setting as the user wrote the setting it names first: `--batch-size`
-    where the value came from the command line (TrainConfig and the tasks say `batch_size`),
+def _as_given(message: str, options: Collection[str], config: str | None,
+              typeable: Collection[str] = ()) -> str:  # fmt: skip
+    """A refusal of a setting as the user wrote the settings it names: `--batch-size` where
+    the value came from the command line (TrainConfig and the tasks say `batch_size`), or
+    where it is in `typeable` (left at its default: the option is what the user can set),
     else the --config file's name before it (where given)."""
+    options = {*options, *typeable}
     named = re.match(r"`(\w+)`", message)
-    if named and named[1] in options:
-        return f"`--{named[1].replace('_', '-')}`" + message[named.end() :]
-    if config is None:
+    first = bool(named and named[1] in options)
+    message = re.sub(r"`(\w+)`", lambda m: f"`--{m[1].replace('_', '-')}`" if m[1] in options
+                     else m[0], message)  # fmt: skip
+    if first or config is None:
         return message
     if message.startswith("options: "):  # (TrainConfig's word for a table of settings)
         message = message[len("options: ") :]
@@ -326,7 +330,7 @@ def _prepare_train(args, comm) -> tuple:
             print(f"{run_dir} has no checkpoint yet: starting it again from step 0",
                   file=sys.stderr)  # fmt: skip
     else:
-        _, cfg = _config_from_args(args)
+        _, cfg, in_file = _config_from_args(args)
         if comm is not None:
             cfg.batch_size *= comm.size
         if args.run_dir:
@@ -339,7 +343,9 @@ def _prepare_train(args, comm) -> tuple:
             spec = tasks.model_spec(cfg, task)
             model = tasks.build_model(spec, seed=cfg.seed)
         except ValueError as e:  # the task's or the model's refusal of a setting: an option?
-            said = _as_given(str(e), {k for k in vars(args) if k in TrainConfig.fields()}, None)
+            given = {k for k in vars(args) if k in TrainConfig.fields()}
+            unset = set(TrainConfig.fields()) - given - in_file - {"task", "extra"}
+            said = _as_given(str(e), given, None, unset)
             if type(e) is not ValueError or said == str(e):
                 raise
             raise ValueError(said) from None

@@ -447,13 +447,13 @@ def _contiguous_pieces(max_chars: int, seed: int, L: int) -> dict[str, tuple[str
         # more --train-size gives no more text: "raise --train-size" sent the user round
         fail("seq_len", f"at most {shortest:,} for the {n:,} characters of Python source "
              "this standard library gives (valid and test, 5 % each, hold one window of "
-             "seq_len characters)", f"{L:,}", "Lower --seq-len.")  # fmt: skip
+             "`seq_len` characters)", f"{L:,}", "Lower `seq_len`.")  # fmt: skip
     if shortest < L:
         need = next(m for m in range(20 * L, 20 * L + 100) if min(
             hi - lo for lo, hi in _split_bounds(m).values()) >= L)  # fmt: skip
-        fail("train_size", f"at least {need:,} characters with seq_len = {L}, so that "
-             "valid and test (5 % each) hold one window of seq_len characters",
-             f"{n:,}", "Raise --train-size or lower --seq-len.")  # fmt: skip
+        fail("train_size", f"at least {need:,} characters with `seq_len` = {L}, so that "
+             "valid and test (5 % each) hold one window of `seq_len` characters",
+             f"{n:,}", "Raise `train_size` or lower `seq_len`.")  # fmt: skip
     return {name: (chars[lo:hi], labels[lo:hi]) for name, (lo, hi) in bounds.items()}
 
 
@@ -461,7 +461,7 @@ def _file_pieces(max_chars: int, seed: int, L: int) -> dict[str, tuple[str, np.n
     """The split of whole files (split_files, split_budgets), each piece checked to hold one
     window of L characters: a --seq-len too long for what this standard library's files of a
     split hold, or a --train-size too small for a window in each piece, is said naming the
-    option that helps."""
+    setting that helps as TrainConfig names it (`seq_len`; the CLI says --seq-len)."""
     files = split_files(seed)
     budgets = split_budgets(max_chars)
     pieces, needs, totals = {}, {}, {}
@@ -483,15 +483,15 @@ def _file_pieces(max_chars: int, seed: int, L: int) -> dict[str, tuple[str, np.n
         which = "training" if name == "train" else f"{name} (held-out)"
         fail("seq_len", f"at most {at_most:,} for the Python source this standard library "
              f"gives (its {which} files hold {totals[name]:,} characters in all, and each "
-             "split holds one window of seq_len characters)", f"{L:,}",
-             "Lower --seq-len.")  # fmt: skip
+             "split holds one window of `seq_len` characters)", f"{L:,}",
+             "Lower `seq_len`.")  # fmt: skip
     if any(len(text) < L for text, _ in pieces.values()):
         need = _MODULUS * max(needs["valid"], needs["test"], 1)
         while split_budgets(need)["train"] < needs["train"]:
             need += 1
-        fail("train_size", f"at least {need:,} characters with seq_len = {L}, so that "
-             "valid and test (5 % each, cut after a line end) hold one window of seq_len "
-             "characters", f"{max_chars:,}", "Raise --train-size or lower --seq-len.")  # fmt: skip
+        fail("train_size", f"at least {need:,} characters with `seq_len` = {L}, so that "
+             "valid and test (5 % each, cut after a line end) hold one window of `seq_len` "
+             "characters", f"{max_chars:,}", "Raise `train_size` or lower `seq_len`.")  # fmt: skip
     return pieces
 
 
