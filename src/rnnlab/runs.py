@@ -267,8 +267,14 @@ def _load_into(model: _Module, weights: dict[str, Any], file: Path, ckpt: io.Che
     try:
         model.load_state_dict(weights)
     except ValueError as e:
-        what = (f"the checkpoint {ckpt.path} does" if file.parent == ckpt.path
-                else f"the best weights '{file}' do")  # fmt: skip
+        # a checkpoint's directory, the run's own model (its checkpoints removed: the
+        # checkpoint load_top_level gives is the run directory) or best.safetensors
+        if file.parent != ckpt.path:
+            what = f"the best weights '{file}' do"
+        elif ckpt.path.resolve() == Path(run_dir).resolve():
+            what = f"the run's model '{file}' does"
+        else:
+            what = f"the checkpoint {ckpt.path} does"
         raise io.CheckpointError(
             f"{what} not fit the model described in {ckpt.path / 'config.json'} (is it from "
             f"another model?): {e}"

@@ -460,8 +460,12 @@ def way_back(run_dir: PathLike, step: int) -> str:
     checkpoints = as_path(run_dir, "run_dir") / "checkpoints"
     others = [s for s in checkpoint_steps(run_dir) if s != step]
     if not others:  # (the top-level model too: a run holding one is refused a fresh start)
-        return (f"The run has no other checkpoint: remove '{checkpoints}' and "
-                f"'{checkpoints.parent / 'model.safetensors'}', and `rnnlab train --resume "
+        # only what is there: a run that crashed before its first checkpoint has no
+        # model.safetensors, one whose checkpoints were removed no checkpoints/
+        there = [f"'{p}'" for p in (checkpoints, checkpoints.parent / "model.safetensors")
+                 if p.exists() or p.is_symlink()]  # fmt: skip
+        remove = f"remove {' and '.join(there)}, and " if there else ""
+        return (f"The run has no other checkpoint: {remove}`rnnlab train --resume "
                 f"{checkpoints.parent}` starts it again from step 0.")  # fmt: skip
     back = max((s for s in others if s < step), default=max(others))
     return (f"To go back to the checkpoint {_step_name(back)}, write {_step_name(back)} into "
