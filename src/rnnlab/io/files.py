@@ -23,7 +23,7 @@ from typing import IO, Any, NoReturn
 
 import numpy as np
 
-from rnnlab._checks import describe, fail, read_bounded
+from rnnlab._checks import describe, fail, file_to_write, read_bounded
 
 PathLike = str | os.PathLike[str]
 
@@ -99,12 +99,13 @@ def atomic_path(path: Path, name: str = "path") -> Iterator[Path]:
     when the block ends, and is removed if the block fails.
 
     The temporary file is created with O_EXCL and mode 0o666 so that the umask applies as for
-    an ordinary `open` (mkstemp would leave it private to the user). A directory at `path` is
-    refused first, naming the argument `name`: the rename would fail on it with an error that
-    names the temporary file, which the caller never heard of.
+    an ordinary `open` (mkstemp would leave it private to the user). What no file of that name
+    can be meant by is refused first, naming the argument `name` (_checks.file_to_write, the
+    exporters' check): a directory, where the rename would fail with an error naming the
+    temporary file, which the caller never heard of; a FIFO, device or socket (or a link to
+    one), which the rename would delete, a regular file left in its place.
     """
-    if path.is_dir():
-        fail(name, "a file path", f"'{path}', a directory")
+    path = file_to_write(path, name)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     while True:
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
@@ -137,7 +138,7 @@ def atomic_file(path: Path, name: str = "path") -> Iterator[IO[bytes]]:
 
 def atomic_write_bytes(path: PathLike, data: bytes | bytearray | memoryview) -> None:
     """Write `data` to `path` so that readers see the old file or the new one, never a mix."""
-    path = as_path(path, "path")
+    path = file_to_write(path, "path")  # (the str: "out/" means a folder)
     if not isinstance(data, (bytes, bytearray, memoryview)):
         fail("data", "bytes", describe(data))
     with atomic_file(path) as f:
@@ -146,7 +147,7 @@ def atomic_write_bytes(path: PathLike, data: bytes | bytearray | memoryview) -> 
 
 def atomic_write_text(path: PathLike, text: str) -> None:
     """Write `text` as UTF-8 to `path` atomically (no newline translation)."""
-    path = as_path(path, "path")
+    path = file_to_write(path, "path")  # (the str: "out/" means a folder)
     if not isinstance(text, str):
         fail("text", "a str", describe(text))
     with atomic_file(path) as f:
@@ -195,7 +196,7 @@ def json_text(obj: object, name: str) -> str:
 
 def atomic_write_json(path: PathLike, obj: object) -> None:
     """Write `obj` as indented UTF-8 JSON atomically. Strict JSON: no NaN, no arrays."""
-    path = as_path(path, "path")
+    path = file_to_write(path, "path")  # (the str: "out/" means a folder)
     text = json_text(obj, "obj")
     with atomic_file(path) as f:
         f.write(text.encode("utf-8"))
