@@ -98,3 +98,18 @@ def test_a_top_level_model_that_does_not_fit_is_said_as_the_runs_model(run):
     said = _refusal(run)
     assert said.startswith(f"the run's model '{run / 'model.safetensors'}' does not fit the "
                            f"model described in {run / 'config.json'}"), said  # fmt: skip
+
+
+def test_resume_refuses_a_linked_checkpoints_folder_before_it_trains(run, tmp_path, capsys):
+    """A run whose checkpoints/ is a link (to another disk, or another run's) trained every
+    step of --resume, then its first save refused the link: said first, nothing trained."""
+    (run / "checkpoints").rename(tmp_path / "elsewhere")
+    (run / "checkpoints").symlink_to(tmp_path / "elsewhere")
+    log = (run / "metrics.jsonl").read_bytes()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--steps", "4", "--quiet"]) != 0
+    err = capsys.readouterr().err
+    assert err.startswith(f"rnnlab: error: `--resume` must be a run whose checkpoints/ is a "
+                          f"directory; '{run / 'checkpoints'}' is a symbolic link"), err
+    assert "resuming" not in err and (run / "metrics.jsonl").read_bytes() == log
+    assert load_checkpoint_model(run)[0].step == 2  # (read where it points)

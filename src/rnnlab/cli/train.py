@@ -3,6 +3,7 @@ new or resumed, alone or on the ranks of an MPI job."""
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
@@ -245,6 +246,11 @@ def _prepare_train(args, comm) -> tuple:
                 "as well (only --steps and --time-limit may change; start a new run otherwise)"
             )
         run_dir = io.open_run_dir(args.resume)
+        if (run_dir / "checkpoints").is_symlink():  # (said before training, not at its save)
+            raise UsageError(f"`--resume` must be a run whose checkpoints/ is a directory; "
+                             f"'{run_dir / 'checkpoints'}' is a symbolic link (to "
+                             f"'{os.readlink(run_dir / 'checkpoints')}'), which rnnlab reads "
+                             "but does not write through: put the directory itself there")
         # another program's folder with a config.json is said as such before the lock below
         # would leave its file there
         top = runs.run_config(io.read_json(run_dir / "config.json"), run_dir)
