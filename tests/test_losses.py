@@ -467,6 +467,95 @@ def test_mse_in_float16_takes_the_numpy_path():
     np.testing.assert_array_equal(d, np.full_like(pred, 2 / pred.size))
 
 
+CE_LAYOUTS = {
+    "batch-first": lambda a: a,
+    "time-major view": lambda a: np.swapaxes(np.ascontiguousarray(np.swapaxes(a, 0, 1)), 0, 1),
+    "per sequence": lambda a: a[:, 0].copy(),
+}
+
+
+@pytest.mark.parametrize("layout", list(CE_LAYOUTS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("masked", [False, True], ids=["full", "masked"])
+def test_cross_entropy_compiled_pass_matches_the_numpy_passes(layout, dtype, reduction, masked,
+                                                              monkeypatch):  # fmt: skip
+    """rnnlab.fast's one-pass softmax cross-entropy against the NumPy path it replaces: the
+    same operations in the same order, but its exp (Cephes', ≤ 2.5 ulp) is not NumPy's, so
+    the two agree to a few ulp of the dtype, not bit for bit; masked steps get exactly 0."""
+    from rnnlab import fast, losses
+
+    if not fast.available():
+        pytest.skip("needs the compiled kernels")
+    rng = np.random.default_rng(5)
+    logits = CE_LAYOUTS[layout]((rng.standard_normal((B, T, 7)) * 4).astype(dtype))
+    targets = rng.integers(0, 7, logits.shape[:-1])
+    kw = {"lengths": LENGTHS} if masked and logits.ndim == 3 else {}
+    if kw:
+        targets[1, -1] = -5  # a padded step's target is never read
+    calls = []
+    compiled = losses._compiled_cross_entropy
+    monkeypatch.setattr(
+        losses, "_compiled_cross_entropy", lambda *a: calls.append(1) or compiled(*a)
+    )
+    got_loss, got_d = softmax_cross_entropy(logits, targets, reduction=reduction, **kw)
+    assert calls
+    monkeypatch.setattr(losses, "_compiled_cross_entropy", lambda *a: None)
+    want_loss, want_d = softmax_cross_entropy(logits, targets, reduction=reduction, **kw)
+    assert got_d.dtype == want_d.dtype == dtype and got_d.strides == want_d.strides
+    ulp = float(np.finfo(dtype).eps)
+    assert np.abs(got_d - want_d).max() <= 4 * ulp * np.abs(want_d).max()
+    assert got_loss == pytest.approx(want_loss, rel=8 * ulp)
+    if kw:
+        assert not got_d[0, LENGTHS[0] :].any() and not got_d[1, LENGTHS[1] :].any()
+
+
+def test_cross_entropy_compiled_pass_splits_large_batches_over_threads(monkeypatch, setenv):
+    from rnnlab import fast
+    from rnnlab.fast import parallel
+
+    if not fast.available():
+        pytest.skip("needs the compiled kernels")
+    setenv(RNNLAB_NUM_THREADS="3")
+    monkeypatch.setattr(fast, "MIN_LOSS_ELEMENTS", 0)
+    parts = []
+    run_parts = parallel.run_parts
+    monkeypatch.setattr(
+        parallel, "run_parts", lambda fn, p: parts.append(len(p)) or run_parts(fn, p)
+    )
+    rng = np.random.default_rng(6)
+    logits = rng.standard_normal((7, 9, 5))
+    targets = rng.integers(0, 5, (7, 9))
+    lengths = np.array([9, 1, 4, 9, 2, 8, 3])
+    loss, d = softmax_cross_entropy(logits, targets, lengths=lengths, reduction="mean")
+    assert parts == [3]
+    mask = np.arange(9)[None, :] < lengths[:, None]
+    p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    nll = -np.log(np.take_along_axis(p, targets[..., None], -1))[..., 0]
+    np.testing.assert_allclose(loss, nll[mask].sum() / mask.sum(), rtol=1e-13)
+    want = np.where(mask[..., None], p - np.eye(5)[targets], 0.0) / mask.sum()
+    np.testing.assert_allclose(d, want, rtol=1e-12, atol=1e-16)
+
+
+@pytest.mark.parametrize("where", ["valid", "padded"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_cross_entropy_names_a_non_finite_logit(where, bad):
+    """A NaN or inf logit is the model's output gone wrong: named by its index, at a valid
+    step and at a padded one, on the compiled path as on NumPy's."""
+    logits = np.zeros((2, 3, 4), np.float32)
+    at = (0, 1, 2) if where == "valid" else (1, 2, 3)
+    logits[at] = bad
+    with pytest.raises(ValueError, match=r"`logits` must be finite .*got "
+                       + re.escape(f"{bad} at index {at}")):  # fmt: skip
+        softmax_cross_entropy(logits, np.zeros((2, 3), int), lengths=np.array([3, 2]))
+
+
+def test_cross_entropy_in_float16_takes_the_numpy_path():
+    logits = np.zeros((4, 3, 2), np.float16)
+    loss, d = softmax_cross_entropy(logits, np.zeros((4, 3), int), reduction="mean")
+    assert loss == pytest.approx(np.log(2), rel=1e-3) and d.dtype == np.float16
+
+
 @pytest.mark.parametrize("layout", ["time-major", "strided"])
 @pytest.mark.parametrize("name", ["softmax", "binary", "mse"])
 def test_every_loss_gives_the_same_gradient_whatever_the_memory_order(name, layout):

@@ -85,7 +85,7 @@ def softmax_cross_entropy(
 
     Targets at masked steps are ignored (any value, e.g. -1, is fine there).
     """
-    logits = _checks.float_array(logits, "logits", ndim=(2, 3), ids_hint=False)
+    logits = _checks.float_array(logits, "logits", ndim=(2, 3), ids_hint=False, finite=False)
     reduction = _checks.choice(reduction, "reduction", REDUCTIONS)
     targets = _checks.int_array(targets, "targets")
     if targets.shape != logits.shape[:-1]:
@@ -106,6 +106,14 @@ def softmax_cross_entropy(
             f"class ids in [0, {K}) (K = logits.shape[-1])",
             f"values from {targets.min()} to {targets.max()}",
         )
+    count = int(m.sum()) if m is not None else targets.size
+    done = _compiled_cross_entropy(logits, targets, m, count if reduction == "mean" else 1)
+    if done is not None:
+        total, d_logits = done
+        if not np.isfinite(total):  # a NaN or inf logit at a valid step: named as below
+            _checks.float_array(logits, "logits")
+        return (total / count if reduction == "mean" else total), d_logits
+    _checks.float_array(logits, "logits")  # (the compiled pass finds a NaN or inf on its way)
 
     # One exp over the whole array: e = e^{o − max o}, s = Σ_k e, so softmax = e / s and
     # log Σ_k e^{o_k} − o_y = log s − (o_y − max o).
@@ -125,8 +133,21 @@ def softmax_cross_entropy(
     if m is not None:
         nll *= m
         d_logits *= m[..., None]
-    count = int(m.sum()) if m is not None else nll.size
     return _reduce(nll, d_logits, count, reduction)
+
+
+def _compiled_cross_entropy(
+    logits: np.ndarray, targets: np.ndarray, m: np.ndarray | None, divisor: int
+) -> tuple[float, np.ndarray] | None:
+    """(Σ −log softmax(o)_y, gradient / divisor) from the one-pass kernel of rnnlab.fast
+    (the character LM's loss 4x shorter than this module's eight passes: bench/README.md,
+    "The tail of the step"), or None without numba, for an empty selection, or for layouts
+    it does not take."""
+    from rnnlab import fast
+
+    if not fast.available() or divisor == 0:
+        return None
+    return fast.softmax_cross_entropy(logits, targets, m, divisor)
 
 
 def binary_cross_entropy(

@@ -66,6 +66,10 @@ on its own rows. Without numba, or with the environment variable RNNLAB_NO_NUMBA
         the mean squared error's one compiled pass (rnnlab.losses), or None for a layout
         it does not take
 
+    softmax_cross_entropy(logits, targets, mask, count) -> (Σ −log softmax at the target,
+                                                            (softmax − onehot) / count)
+        softmax cross-entropy's one compiled pass (rnnlab.losses), or None likewise
+
     adam_step(p, g, m, v, lr, t, betas, eps, weight_decay, decoupled) -> bool
         Adam's or AdamW's step for one parameter in one pass (rnnlab.optim), bit for bit
         the NumPy path's; False for arrays it does not take, untouched
@@ -148,6 +152,43 @@ def squared_error(
         parallel.run_parts(
             lambda b0, b1: kernels.squared_error_rows(
                 p3, y3, g3, m, has_mask, n, sums, index[b0], b0, b1
+            ),
+            parts,
+        )
+    return float(sums.sum()), grad
+
+
+def softmax_cross_entropy(
+    logits: np.ndarray, targets: np.ndarray, mask: np.ndarray | None, count: int
+) -> tuple[float, np.ndarray] | None:
+    """(Σ (log Σ_k e^{o_k} − o_y) over the valid steps, (softmax(o) − onehot(y)) / count
+    zeroed where not valid) for float32 or float64 logits (B, T, K) or (B, K), class ids of
+    their shape but the last, every one in [0, K) (the caller checks), and mask (B, T) or
+    None; one compiled pass (kernels.softmax_cross_entropy_rows). None where the logits'
+    last axis is not contiguous, for the caller's NumPy path. The gradient is laid out like
+    the logits in memory; large arrays are split by batch rows over rnnlab's threads."""
+    from rnnlab.fast import kernels, parallel
+
+    if logits.dtype not in (np.float32, np.float64) or logits.ndim not in (2, 3):
+        return None
+    grad = np.empty_like(logits)
+    targets = np.ascontiguousarray(targets, dtype=np.intp)  # (one compiled kernel for all)
+    if logits.ndim == 2:  # one target per sequence: one step each
+        o3, g3, y2 = logits[:, None], grad[:, None], targets[:, None]
+    else:
+        o3, g3, y2 = logits, grad, targets
+    if o3.strides[2] != o3.itemsize or g3.strides[2] != g3.itemsize:
+        return None
+    m, has_mask = _mask_arg(mask)
+    B = o3.shape[0]
+    with parallel.session():
+        parts = parallel.row_parts(B, 1) if logits.size >= MIN_LOSS_ELEMENTS else [(0, B)]
+        sums = np.zeros(len(parts))
+        index = {b0: i for i, (b0, _) in enumerate(parts)}
+        n = logits.dtype.type(count)
+        parallel.run_parts(
+            lambda b0, b1: kernels.softmax_cross_entropy_rows(
+                o3, y2, g3, m, has_mask, n, sums, index[b0], b0, b1
             ),
             parts,
         )

@@ -1,7 +1,8 @@
 """numba building blocks of the compiled loops: the scalar tanh, σ and exp that the cells'
 steps compile to, the per-step products (on rnnlab.fast.tiles, MKL or NumPy's BLAS), row
-helpers, a blocked transpose and the mean squared error's pass. No cell's equations live
-here: the loops are made per cell from the cell's own steps (rnnlab.fast.loops).
+helpers, a blocked transpose and the passes of two losses (mean squared error, softmax
+cross-entropy). No cell's equations live here: the loops are made per cell from the cell's
+own steps (rnnlab.fast.loops).
 
 At small H a NumPy time step is some 28 NumPy calls, whose overhead outweighs the arithmetic
 they do; the compiled loops run the loop over time in one `@njit` function per cell and
@@ -339,6 +340,31 @@ def _sigmoid_overload(v):
     return {types.float32: _sigmoid_f32, types.float64: _sigmoid_f64}.get(v)
 
 
+def _exp_below_f32(v):
+    """e^v for v ≤ 0 (a softmax's shifted logit): 0 below −87, where e^v leaves float32's
+    normal range (NumPy's would be a subnormal under 1.2e-38); NaN in, NaN out."""
+    inside = v > np.float32(-87.0)
+    e = _exp_f32(v if inside else np.float32(-87.0))
+    return (e if inside else np.float32(0.0)) if v == v else v
+
+
+def _exp_below_f64(v):
+    """e^v for v ≤ 0: 0 below −708 (under 3.3e-308, float64's normal range)."""
+    inside = v > -708.0
+    e = _exp_f64(v if inside else -708.0)
+    return (e if inside else 0.0) if v == v else v
+
+
+def exp_below_scalar(v):
+    """e^v for v ≤ 0 inside a kernel (compiled by the overload): Cephes' exp as above."""
+    return np.exp(v)
+
+
+@overload(exp_below_scalar, jit_options=SCALAR)
+def _exp_below_overload(v):
+    return {types.float32: _exp_below_f32, types.float64: _exp_below_f64}.get(v)
+
+
 # --------------------------------------------------------------------------- row helpers
 @njit(**JIT)
 def tanh_into(x, out):
@@ -591,6 +617,97 @@ def squared_error_rows(pred, targets, grad, mask, has_mask, count, sums, part, b
                     acc += np.float64(r * r)
                     g[j] = (r * two) / count
                 total += acc
+    sums[part] = total
+
+
+@njit(inline="always", **JIT)
+def _extremes(o):
+    """(max, min) of a row, in eight running pairs: one pair waits on each comparison, and
+    an LSTM's 104 logits took as long as the exps after them (a NaN may be missed here; it
+    reaches the sum of the exps all the same)."""
+    K = o.shape[0]
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = o[0]
+    b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = o[0]
+    j = 0
+    while j + 8 <= K:
+        a0, b0 = max(a0, o[j]), min(b0, o[j])
+        a1, b1 = max(a1, o[j + 1]), min(b1, o[j + 1])
+        a2, b2 = max(a2, o[j + 2]), min(b2, o[j + 2])
+        a3, b3 = max(a3, o[j + 3]), min(b3, o[j + 3])
+        a4, b4 = max(a4, o[j + 4]), min(b4, o[j + 4])
+        a5, b5 = max(a5, o[j + 5]), min(b5, o[j + 5])
+        a6, b6 = max(a6, o[j + 6]), min(b6, o[j + 6])
+        a7, b7 = max(a7, o[j + 7]), min(b7, o[j + 7])
+        j += 8
+    while j < K:
+        a0, b0 = max(a0, o[j]), min(b0, o[j])
+        j += 1
+    top = max(max(max(a0, a1), max(a2, a3)), max(max(a4, a5), max(a6, a7)))
+    low = min(min(min(b0, b1), min(b2, b3)), min(min(b4, b5), min(b6, b7)))
+    return top, low
+
+
+@njit(inline="always", **JIT)
+def _total64(e):
+    """Σ e in float64, in eight running sums (as _extremes: one waits on each add)."""
+    K = e.shape[0]
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    j = 0
+    while j + 8 <= K:
+        s0 += np.float64(e[j])
+        s1 += np.float64(e[j + 1])
+        s2 += np.float64(e[j + 2])
+        s3 += np.float64(e[j + 3])
+        s4 += np.float64(e[j + 4])
+        s5 += np.float64(e[j + 5])
+        s6 += np.float64(e[j + 6])
+        s7 += np.float64(e[j + 7])
+        j += 8
+    while j < K:
+        s0 += np.float64(e[j])
+        j += 1
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
+@njit(**JIT)
+def softmax_cross_entropy_rows(logits, targets, grad, mask, has_mask, count, sums, part, b0,
+                               b1):  # fmt: skip
+    """For the rows b0 ≤ b < b1 of (B, T, K) logits whose last axis is contiguous and (B, T)
+    class ids: grad = (softmax(o_bt) − [k = y_bt]) / count, zero where mask[b, t] is False,
+    and sums[part] = Σ (log Σ_k e^{o_btk} − o_bt,y) over the valid steps, in float64:
+    e = e^{o − max o}, s = Σ_k e in float64, the loss log s − (o_y − max o), the gradient
+    e · (1 / (s · count)) (a product where the NumPy path divides twice; the target's entry
+    as there, (e_y / s − 1) / count), within a few ulp of that path's. A NaN or ±inf logit
+    at a valid step makes the sum NaN (for the caller to name); at a masked step it adds
+    o · 0, as squared_error_rows does. One pass where NumPy's takes eight; rows LOSS_BLOCK
+    batch rows at a time, as there."""
+    _, T, K = logits.shape
+    one, zero = logits.dtype.type(1.0), logits.dtype.type(0.0)
+    total = 0.0
+    for first in range(b0, b1, LOSS_BLOCK):
+        for t in range(T):
+            for b in range(first, min(first + LOSS_BLOCK, b1)):
+                o, g = logits[b, t], grad[b, t]
+                if has_mask and not mask[b, t]:
+                    acc = 0.0
+                    for j in range(K):
+                        g[j] = zero
+                        acc += np.float64(o[j] * zero)  # 0, or NaN from a NaN or inf
+                    total += acc
+                    continue
+                top, low = _extremes(o)
+                if not (-np.inf < low and top < np.inf):
+                    total += np.nan  # a logit of ±inf: refused as the NumPy path does
+                for j in range(K):
+                    g[j] = exp_below_scalar(o[j] - top)
+                s = _total64(g)
+                y = targets[b, t]
+                total += np.log(s) - np.float64(o[y] - top)
+                at_y = g[y]
+                scale = logits.dtype.type(1.0 / (s * count))
+                for j in range(K):
+                    g[j] = g[j] * scale
+                g[y] = (at_y / logits.dtype.type(s) - one) / count
     sums[part] = total
 
 
