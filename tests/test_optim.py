@@ -323,6 +323,41 @@ def test_global_norm_is_float64_accurate_for_float32():
     assert global_norm(g) == pytest.approx(2e20, rel=1e-6)  # float32 squares would overflow
 
 
+def test_global_norm_compiled_pass_matches_numpy_and_not_the_thread_count(monkeypatch, setenv):
+    """rnnlab.fast.sum_of_squares against the float64 dot products it replaces, on arrays of
+    every layout the gradients come in (non-contiguous, 0-d, empty, float64 beside float32),
+    and the same bits on one thread and on three: the chunks' sums add in their order."""
+    from rnnlab import fast, settings
+    from rnnlab.fast import parallel
+
+    if not fast.available():
+        pytest.skip("needs the compiled kernels")
+    monkeypatch.setattr(fast, "SQUARES_CHUNK", 7)  # many chunks, a ragged last one
+    rng = np.random.default_rng(3)
+    grads = {
+        "w": rng.standard_normal((37, 11)).astype(np.float32),
+        "t": rng.standard_normal((11, 37)).T,  # not contiguous
+        "s": np.array(2.5, np.float32),
+        "e": np.zeros((0, 4), np.float32),
+        "b": rng.standard_normal(5),
+    }
+    calls = []
+    compiled = fast.sum_of_squares
+    monkeypatch.setattr(fast, "sum_of_squares", lambda a: calls.append(1) or compiled(a))
+    norms = []
+    for threads in ("1", "3"):
+        setenv(RNNLAB_NUM_THREADS=threads)
+        with parallel.session():
+            norms.append(global_norm(grads))
+    assert calls and norms[0] == norms[1]
+    with settings.override(no_numba=True):
+        want = global_norm(grads)
+    assert norms[0] == pytest.approx(want, rel=1e-14)
+    half = {"h": np.ones(3, np.float16), "w": grads["w"]}  # float16: the NumPy path
+    assert global_norm(half) == pytest.approx(math.sqrt(3 + float((grads["w"].astype(float) ** 2)
+                                                                   .sum())), rel=1e-12)  # fmt: skip
+
+
 @pytest.mark.parametrize("bad,expected", [(np.inf, math.inf), (np.nan, None), (-np.inf, math.inf)])
 def test_non_finite_gradients_are_reported_not_raised(bad, expected):
     # np.seterr(all="raise") is on in the tests: none of these may raise.

@@ -662,6 +662,9 @@ def global_norm(grads: Arrays) -> float:
     caller can report it and skip the step.
     """
     grads = _check_arrays(grads, "grads")
+    compiled = fast.sum_of_squares(list(grads.values())) if fast.available() else None
+    if compiled is not None:
+        return math.sqrt(compiled)
     total = 0.0
     # In a session: a dot product on OpenBLAS's own threads leaves them spinning into the
     # next forward pass (rnnlab.fast.parallel, "between sessions").

@@ -70,6 +70,9 @@ on its own rows. Without numba, or with the environment variable RNNLAB_NO_NUMBA
                                                             (softmax − onehot) / count)
         softmax cross-entropy's one compiled pass (rnnlab.losses), or None likewise
 
+    sum_of_squares(arrays) -> Σ x² in float64 over the arrays (the gradient norm), or None
+        for a dtype it does not take
+
     adam_step(p, g, m, v, lr, t, betas, eps, weight_decay, decoupled) -> bool
         Adam's or AdamW's step for one parameter in one pass (rnnlab.optim), bit for bit
         the NumPy path's; False for arrays it does not take, untouched
@@ -193,6 +196,36 @@ def softmax_cross_entropy(
             parts,
         )
     return float(sums.sum()), grad
+
+
+SQUARES_CHUNK = 1 << 16  # values a partial sum of sum_of_squares covers
+
+
+def sum_of_squares(arrays: list[np.ndarray]) -> float | None:
+    """Σ over the arrays of Σ x², each square in float64 (kernels.squares_by_chunk), or None
+    where an array is not float32 or float64 (the caller's NumPy path). Each array is summed
+    in chunks of SQUARES_CHUNK values, the chunks split over rnnlab's threads inside a
+    session and their sums added in their order: the result does not depend on the number
+    of threads. Without the float64 copy of every gradient that NumPy's dot needs (the
+    character LM's clipping 1.1 ms; bench/README.md, "The tail of the step")."""
+    from rnnlab.fast import kernels, parallel
+
+    if any(a.dtype not in (np.float32, np.float64) for a in arrays):
+        return None
+    total = 0.0
+    with parallel.session():
+        for a in arrays:
+            flat = a.reshape(-1) if a.flags.c_contiguous else np.ravel(a)
+            chunks = -(-flat.shape[0] // SQUARES_CHUNK)
+            sums = np.zeros(chunks)
+            parallel.run_parts(
+                lambda c0, c1, flat=flat, sums=sums: kernels.squares_by_chunk(
+                    flat, SQUARES_CHUNK, sums, c0, c1
+                ),
+                parallel.row_parts(chunks, 1),
+            )
+            total += float(sums.sum())
+    return total
 
 
 def adam_step(

@@ -711,6 +711,38 @@ def softmax_cross_entropy_rows(logits, targets, grad, mask, has_mask, count, sum
     sums[part] = total
 
 
+@njit(**JIT)
+def squares_by_chunk(x, chunk, out, c0, c1):
+    """out[c] = Σ x_i² over x's chunk c (the values c·chunk ≤ i < (c + 1)·chunk), each square
+    taken in float64 and summed in eight running sums (one waits on each add), for the
+    chunks c0 ≤ c < c1 of a 1-D array (the gradient norm of rnnlab.optim)."""
+    n = x.shape[0]
+    for c in range(c0, c1):
+        lo = c * chunk
+        hi = min(lo + chunk, n)
+        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+        j = lo
+        while j + 8 <= hi:
+            v0, v1, v2, v3 = np.float64(x[j]), np.float64(x[j + 1]), np.float64(x[j + 2]), \
+                np.float64(x[j + 3])
+            v4, v5, v6, v7 = np.float64(x[j + 4]), np.float64(x[j + 5]), np.float64(x[j + 6]), \
+                np.float64(x[j + 7])
+            s0 += v0 * v0
+            s1 += v1 * v1
+            s2 += v2 * v2
+            s3 += v3 * v3
+            s4 += v4 * v4
+            s5 += v5 * v5
+            s6 += v6 * v6
+            s7 += v7 * v7
+            j += 8
+        while j < hi:
+            v = np.float64(x[j])
+            s0 += v * v
+            j += 1
+        out[c] = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
 # --------------------------------------------------------------------------- optimizers
 PLAIN, L2, DECOUPLED = 0, 1, 2  # adam_pass's weight decay: none, Adam's L2 term, AdamW's
 
