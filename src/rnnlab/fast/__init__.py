@@ -218,12 +218,8 @@ def sum_of_squares(arrays: list[np.ndarray]) -> float | None:
             flat = a.reshape(-1) if a.flags.c_contiguous else np.ravel(a)
             chunks = -(-flat.shape[0] // SQUARES_CHUNK)
             sums = np.zeros(chunks)
-            parallel.run_parts(
-                lambda c0, c1, flat=flat, sums=sums: kernels.squares_by_chunk(
-                    flat, SQUARES_CHUNK, sums, c0, c1
-                ),
-                parallel.row_parts(chunks, 1),
-            )
+            part = functools.partial(kernels.squares_by_chunk, flat, SQUARES_CHUNK, sums)
+            parallel.run_parts(part, parallel.row_parts(chunks, 1))
             total += float(sums.sum())
     return total
 
