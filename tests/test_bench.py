@@ -682,3 +682,37 @@ def test_the_report_names_the_commit_the_threads_and_the_load_at_the_end(report,
     monkeypatch.setattr(rnnlab, "__file__", os.path.join(os.path.dirname(os.path.realpath(
         rnnlab.__file__)), "not_tracked.py"))  # fmt: skip
     assert host.source_commit() is None
+
+
+@pytest.mark.parametrize("flag", ["--out", "--markdown"])
+@pytest.mark.parametrize("target", ["fifo", "link", "separator", "tilde"])
+def test_an_output_no_file_can_be_written_to_is_refused_before_the_run(
+    tmp_path, monkeypatch, capsys, flag, target
+):
+    """--out and --markdown were written only after the whole run: a FIFO (or a link to
+    one, or a path ending in a separator) was refused then, naming `path`, and minutes of
+    results were lost; a quoted `~/x` passed the folder check (which expanded it) and the
+    write (which does not) failed. Refused first now, naming the option."""
+    from rnnlab.bench import cli
+
+    def no_run(args):
+        pytest.fail("the benchmark ran before the output file was checked")
+
+    monkeypatch.setattr(cli, "_run", no_run)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))  # ~ is a writable folder; ./~ is none
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    os.symlink(fifo, tmp_path / "link")
+    path, said = {
+        "fifo": (str(fifo), "a FIFO (named pipe)"),
+        "link": (str(tmp_path / "link"), "a FIFO (named pipe)"),
+        "separator": (str(tmp_path / "r") + os.sep, "a folder's path (it ends in a separator)"),
+        "tilde": ("~/r.json", "not a folder rnnlab can write in"),
+    }[target]
+    assert cli.main(["--cells", "rnn", "--shapes", "S1", flag, path]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"rnnlab bench: error: `{flag}` must be " if target != "tilde"
+                          else f"rnnlab bench: error: {flag}: '~/r.json' is in ")  # fmt: skip
+    assert said in err and "`path`" not in err
+    assert fifo.exists() and not fifo.is_file()  # the FIFO is still one

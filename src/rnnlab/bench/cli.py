@@ -13,6 +13,7 @@ from typing import Any
 
 from rnnlab import io
 from rnnlab._argparse import Parser
+from rnnlab._checks import file_to_write
 from rnnlab.bench import end_to_end
 from rnnlab.bench.configs import (
     CELLS,
@@ -194,6 +195,25 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+def _unwritable(args: argparse.Namespace) -> str | None:
+    """Why --out or --markdown cannot be written, checked before the run: the files are
+    written only after it, and a refusal then lost minutes of results. What io's atomic
+    write refuses (a FIFO, device or socket, a folder's path) is refused here with the same
+    check, naming the option; the folder must exist and be writable. The path is the one
+    the write uses, as typed (no `~` expanded: a quoted one names a folder `~` here)."""
+    for flag, path in (("--out", args.out), ("--markdown", args.markdown)):
+        if not path:
+            continue
+        try:
+            file_to_write(path, flag)
+        except ValueError as e:
+            return str(e)
+        folder = Path(path).resolve().parent
+        if not (folder.is_dir() and os.access(folder, os.W_OK)):
+            return f"{flag}: '{path}' is in '{folder}', which is not a folder rnnlab can write in"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """`rnnlab bench [options]`: run, print the table (or JSON), return the exit status."""
     parser = build_parser()
@@ -207,13 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     kind = "--end-to-end" if args.end_to_end else "the layer benchmark (it needs --end-to-end)"
     for flag in _ignored(parser, args):
         stderr(f"rnnlab bench: warning: {flag} does not apply to {kind}; ignored")
-    for flag, path in (("--out", args.out), ("--markdown", args.markdown)):
-        folder = Path(path).expanduser().resolve().parent if path else None
-        if folder is not None and not (folder.is_dir() and os.access(folder, os.W_OK)):
-            # checked before the run: writing fails only after it, and its results were lost
-            print(f"rnnlab bench: error: {flag}: '{path}' is in '{folder}', which is not a "
-                  "folder rnnlab can write in", file=sys.stderr)  # fmt: skip
-            return 2
+    problem = _unwritable(args)
+    if problem:
+        print(f"rnnlab bench: error: {problem}", file=sys.stderr)
+        return 2
     try:
         result = _run(args)
     except (ValueError, ImportError) as e:
