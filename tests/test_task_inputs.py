@@ -251,6 +251,36 @@ def test_sample_options_are_named(capsys, lm):
                                                                "--top-k", 0)  # fmt: skip
 
 
+def test_charlm_sample_checks_and_documents_its_seed_as_sample_ids_rng(lm):
+    """CharLM.sample passed `seed` to NumPy unchecked: -1 and 1.5 were refused naming
+    NumPy's SeedSequence, True drew as 1. It takes what sample_ids' `rng` takes, refused
+    naming `seed`, and says what None does; a Python caller's unknown character is answered
+    with the argument (`unknown="map"`), not the CLI's --unknown."""
+    import numpy as np
+
+    from rnnlab import runs, tasks
+
+    _, cfg, model, data = runs.load_run(lm, vocabulary=True)
+    task = tasks.make_task(cfg, data, text=False)
+    for bad, said in ((-1, "-1"), (1.5, "1.5"), (True, "True"), ("7", "'7'"), ([1, 2], "a list")):
+        with pytest.raises(ValueError, match=r"^`seed` must be ") as e:
+            task.sample(model, "the", 5, seed=bad)
+        assert said in str(e.value), e.value
+    assert re.search(r"None takes fresh entropy", " ".join((task.sample.__doc__ or "").split()))
+    hot = {"temperature": 1000.0}  # near-uniform over ~28 characters: 40 alike by chance ~0
+    assert task.sample(model, "a", 40, seed=None, **hot) != task.sample(model, "a", 40,
+                                                                         seed=None, **hot)
+    assert task.sample(model, "a", 40, seed=3, **hot) == task.sample(model, "a", 40, seed=3,
+                                                                      **hot)  # fmt: skip
+    gen = np.random.default_rng(3)  # drawn from, advanced: as seed=3, then onwards
+    assert task.sample(model, "a", 40, seed=gen, **hot) == task.sample(model, "a", 40, seed=3,
+                                                                        **hot)  # fmt: skip
+    assert task.sample(model, "a", 40, seed=gen, **hot) != task.sample(model, "a", 40, seed=3,
+                                                                        **hot)  # fmt: skip
+    with pytest.raises(ValueError, match=r'\(unknown="map"\)\.$'):
+        task.sample(model, "the QUICK fox", 5)
+
+
 def test_sample_starts_from_a_character_the_run_knows_without_a_prime(capsys, tmp_path):
     corpus = tmp_path / "one-line.txt"
     corpus.write_text("abcab cabba " * 200, encoding="utf-8")  # no line end

@@ -1280,6 +1280,31 @@ def test_a_charlm_text_of_the_length_said_is_long_enough(tmp_path, B, window):
         task_of(need - 1).batch(0, None)
 
 
+@pytest.mark.parametrize("window", [{"seq_len": 100}, {"bptt": 100, "seq_len": 300}])
+def test_a_charlm_text_too_short_is_refused_naming_the_settings_a_python_caller_set(
+    tmp_path, window
+):
+    """The refusal said `--data`, --batch-size and --seq-len (or --bptt) to a Python caller,
+    who set `data`, `batch_size` and `seq_len` (or `bptt`) in a TrainConfig; rnnlab train
+    turns these into its options (tests/test_train_cli.py)."""
+    from rnnlab import tasks
+    from rnnlab.train import TrainConfig
+
+    corpus = tmp_path / "s.txt"
+    corpus.write_text("hello world, a short text. " * 60)
+    cfg = TrainConfig.from_dict({**tasks.defaults("charlm"), "data": str(corpus),
+                                 "batch_size": 32, **window})  # fmt: skip
+    name = next(iter(window))
+    with pytest.raises(ValueError) as e:
+        tasks.make_task(cfg).batch(0, None)
+    assert str(e.value).startswith(
+        "`data` must hold enough text for 32 tracks (`batch_size`) of 100 characters "
+        f"(`{name}`) in its training piece (at least 3,593 characters in all); got "
+    ), e.value
+    assert str(e.value).endswith(f"Give more text, or a smaller `batch_size` or `{name}`.")
+    assert "--" not in str(e.value)
+
+
 def test_a_pytokens_seq_len_longer_than_the_standard_library_allows_names_seq_len(
     tmp_path, monkeypatch
 ):

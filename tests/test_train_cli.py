@@ -1371,9 +1371,15 @@ def test_a_charlm_text_too_short_for_the_batch_names_the_options(tmp_path, capsy
     assert run_cli("train", "charlm", "--data", short, "--steps", 1, "--quiet",
                    "--run-dir", tmp_path / "r") == 2  # fmt: skip
     err = capsys.readouterr().err
-    assert "`--data` must hold enough text for --batch-size 32 tracks of --seq-len 100 " in err
-    assert "(at least 3,593 characters in all); got " in err
-    assert "or a smaller --batch-size or --seq-len." in err and err.count("\n") == 1
+    assert ("`--data` must hold enough text for 32 tracks (`--batch-size`) of 100 characters "
+            "(`--seq-len`) in its training piece (at least 3,593 characters in all); got ") in err
+    assert "or a smaller `--batch-size` or `--seq-len`." in err and err.count("\n") == 1
+    # --bptt sets the window where given; the task says `bptt`, rnnlab train the option
+    assert run_cli("train", "charlm", "--data", short, "--steps", 1, "--quiet", "--bptt", 50,
+                   "--batch-size", 64, "--run-dir", tmp_path / "r") == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert ("`--data` must hold enough text for 64 tracks (`--batch-size`) of 50 characters "
+            "(`--bptt`) in ") in err and "or a smaller `--batch-size` or `--bptt`." in err
     assert not (tmp_path / "r").exists()
     # the same text is scored by a run that trained elsewhere: evaluation cuts no tracks of
     # --batch-size (it refused it by the training rule, with advice evaluate has no option for)
@@ -1399,7 +1405,7 @@ def test_a_new_run_from_python_is_refused_before_its_directory_holds_anything(tm
     task = tasks.make_task(cfg)
     spec = tasks.model_spec(cfg, task)
     trainer = Trainer(tasks.build_model(spec), task, cfg, tmp_path / "r", spec=spec, quiet=True)
-    with pytest.raises(ValueError, match=r"`--data` must hold enough text for --batch-size 32 "):
+    with pytest.raises(ValueError, match=r"`data` must hold enough text for 32 tracks "):
         trainer.run()
     assert not (tmp_path / "r").exists()
     # a copy task asked to read its input reversed (per-step targets): refused for a new run

@@ -24,6 +24,7 @@ import numpy as np
 
 from rnnlab import _checks
 from rnnlab._checks import describe, fail, positive_int, probability
+from rnnlab.layers import RngLike
 from rnnlab.losses import softmax_cross_entropy
 from rnnlab.train import Batch, TrainConfig
 
@@ -554,19 +555,21 @@ class CharLM:
         self._baselines_fit_checked = True
 
     def _training_tracks(self) -> tuple[np.ndarray, np.ndarray, int]:
-        """(inputs, targets, windows an epoch): the training piece cut into --batch-size
-        tracks, read --seq-len (or --bptt) characters a step, the state carried along."""
+        """(inputs, targets, windows an epoch): the training piece cut into `batch_size`
+        tracks, read `seq_len` (or `bptt`) characters a step, the state carried along. A text
+        too short is refused naming the settings as TrainConfig does (`batch_size`), as the
+        Python caller set them; rnnlab train says the options (`--batch-size`, its _as_given)."""
         if self._tracks is None:
             B = self.cfg.batch_size
             usable = (len(self.ids["train"]) - 1) // B
             if usable < self.window + 1:
-                window = "--bptt" if self.cfg.bptt else "--seq-len"
+                window = "`bptt`" if self.cfg.bptt else "`seq_len`"
                 need = text_for_training_piece(B * (self.window + 1) + 1)
                 raise ValueError(
-                    f"`--data` must hold enough text for --batch-size {B} tracks of {window} "
-                    f"{self.window} characters in its training piece (at least {need:,} "
-                    f"characters in all); got {self.source!r} with {self.chars:,} characters "
-                    f"instead. Give more text, or a smaller --batch-size or {window}."
+                    f"`data` must hold enough text for {B} tracks (`batch_size`) of "
+                    f"{self.window} characters ({window}) in its training piece (at least "
+                    f"{need:,} characters in all); got {self.source!r} with {self.chars:,} "
+                    f"characters instead. Give more text, or a smaller `batch_size` or {window}."
                 )
             flat = self.ids["train"][: usable * B + 1]
             self._tracks = (flat[:-1].reshape(B, usable), flat[1:].reshape(B, usable),
@@ -643,16 +646,30 @@ class CharLM:
         return self.vocab.chars[0]
 
     def sample(
-        self, model, prime: str | None, length: int, *, temperature=0.8, top_k=None, seed=0,
-        unknown: str = "error", name: str = "prime",
+        self, model, prime: str | None, length: int, *, temperature=0.8, top_k=None,
+        seed: RngLike = 0, unknown: str = "error", name: str = "prime",
     ) -> str:  # fmt: skip
         """`prime` followed by `length` sampled characters. A prime's line ends are read as the
         corpus's are (CRLF and CR become "\\n"); a character the run's vocabulary lacks is
         refused (`unknown="error"`) or read as the unknown symbol (`"map"`). The unknown
-        symbol is never sampled. `name`: the prime's name in errors (the CLI's --prime)."""
+        symbol is never sampled. `name`: the prime's name in errors (the CLI's --prime).
+
+        `seed` is rnnlab.generate.sample_ids' `rng`, checked here under its own name: an
+        integer seed (or a SeedSequence, a BitGenerator) draws the same text at each call,
+        as the default 0 does (`rnnlab sample` without --seed); a Generator is drawn from,
+        advanced, as NumPy's own methods do; None takes fresh entropy from the operating
+        system, NumPy's `default_rng()`: a new text each call, which no seed reproduces."""
         from rnnlab.generate import sample_ids
 
         _checks.choice(unknown, "unknown", ("error", "map"))
+        seeds = (int, np.integer, np.random.SeedSequence, np.random.BitGenerator,
+                 np.random.Generator, type(None))  # fmt: skip
+        if isinstance(seed, bool) or not isinstance(seed, seeds):  # (NumPy took True, and
+            # refused -1 or 1.5 naming its SeedSequence)
+            fail("seed", "an integer seed, a numpy Generator, a SeedSequence, a BitGenerator "
+                 "or None", describe(seed))  # fmt: skip
+        if isinstance(seed, (int, np.integer)):
+            _checks.seed(seed, "seed")
         if prime is None or prime == "":
             prime = self.default_prime()
         elif not isinstance(prime, str):
@@ -670,18 +687,20 @@ class CharLM:
         ids = self.vocab.encode(prime)
         unseen = np.flatnonzero(ids == self.vocab.unknown)
         if unseen.size and unknown == "error":
+            # (said as the caller sets it: `name` is the CLI's option where it starts with --)
+            as_map = "--unknown map" if str(name).startswith("--") else 'unknown="map"'
             chars = "".join(dict.fromkeys(prime[i] for i in unseen.tolist()))
             fail(name, "text of characters the run was trained on",
                  f"{len(chars)} it never saw ({chars[:20]!r}, first at character "
                  f"{int(unseen[0])})",
-                 "Leave them out, or read them as the unknown symbol (--unknown map).")  # fmt: skip
+                 f"Leave them out, or read them as the unknown symbol ({as_map}).")  # fmt: skip
         out = sample_ids(
             model,
             ids,
             length,
             temperature=temperature,
             top_k=top_k,
-            rng=np.random.default_rng(seed),
+            rng=seed,
             exclude=[self.vocab.unknown],
         )
         return prime + self.vocab.decode(out)
