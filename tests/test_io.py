@@ -1429,6 +1429,19 @@ def test_keep_jsonl_until_drops_the_steps_a_resumed_run_writes_again(tmp_path):
     assert rio.keep_jsonl_until(tmp_path / "missing.jsonl", 3) == 0
 
 
+def test_keep_jsonl_until_refuses_a_log_that_is_no_regular_file(tmp_path):
+    """A FIFO or a directory at metrics.jsonl was passed over as a missing file: the run's
+    appends failed on it ("File or stream is not seekable", "Is a directory") only once
+    steps had trained and a checkpoint was saved. Refused here, at the start of Trainer.run."""
+    os.mkfifo(tmp_path / "fifo.jsonl")
+    (tmp_path / "dir.jsonl").mkdir()
+    for name, what in (("fifo.jsonl", "a FIFO, device or socket"), ("dir.jsonl", "a directory")):
+        with pytest.raises(RunDirError, match=rf"^`path` must be a regular file \(a JSON Lines "
+                           rf"log\); got '.*{name}', {what} instead\.$"):  # fmt: skip
+            rio.keep_jsonl_until(tmp_path / name, 3)
+    assert (tmp_path / "fifo.jsonl").is_fifo() and (tmp_path / "dir.jsonl").is_dir()
+
+
 def test_a_write_that_fails_names_the_file_it_was_for(tmp_path, monkeypatch):
     """A full disk inside safetensors (its own exception type) and a folder that is not
     there both come out as an OSError naming the file being written, not a temporary's

@@ -5,6 +5,7 @@ checkpoint RUN"."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -113,3 +114,34 @@ def test_resume_refuses_a_linked_checkpoints_folder_before_it_trains(run, tmp_pa
                           f"directory; '{run / 'checkpoints'}' is a symbolic link"), err
     assert "resuming" not in err and (run / "metrics.jsonl").read_bytes() == log
     assert load_checkpoint_model(run)[0].step == 2  # (read where it points)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link", "dir"])
+def test_resume_refuses_a_metrics_log_that_is_no_regular_file_before_it_trains(
+    run, tmp_path, capsys, kind
+):
+    """metrics.jsonl is appended to, not written through io.atomic_path: a FIFO or a
+    directory there trained every step up to the first record, saved a checkpoint, then
+    failed ("File or stream is not seekable", naming no file); a link (here to a FIFO) was
+    refused as `path`. Said first, naming --resume; nothing trained, the FIFO kept."""
+    log = run / "metrics.jsonl"
+    log.unlink()
+    if kind == "fifo":
+        os.mkfifo(log)
+    elif kind == "link":
+        os.mkfifo(tmp_path / "elsewhere")
+        log.symlink_to(tmp_path / "elsewhere")
+    else:
+        log.mkdir()
+    what = {"fifo": "a FIFO, device or socket", "dir": "a directory",
+            "link": f"a symbolic link (to '{tmp_path / 'elsewhere'}'), which rnnlab does "
+                    "not write through"}[kind]  # fmt: skip
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--steps", "6", "--quiet"]) != 0
+    err = capsys.readouterr().err
+    assert err == (f"rnnlab: error: `--resume` must be a run whose metrics.jsonl is a regular "
+                   f"file (or none); '{log}' is {what}: put the run's log there, or move it "
+                   "away to start a new one\n"), err  # fmt: skip
+    assert io.checkpoint_steps(run) == [2]
+    assert log.is_symlink() == (kind == "link") and (log.is_dir() if kind == "dir" else
+                                                     log.is_fifo())  # fmt: skip

@@ -251,6 +251,14 @@ def _prepare_train(args, comm) -> tuple:
                              f"'{run_dir / 'checkpoints'}' is a symbolic link (to "
                              f"'{os.readlink(run_dir / 'checkpoints')}'), which rnnlab reads "
                              "but does not write through: put the directory itself there")
+        log = run_dir / "metrics.jsonl"  # (appended to: a FIFO failed at the first record,
+        if log.is_symlink() or (log.exists() and not log.is_file()):  # a directory too)
+            what = (f"a symbolic link (to '{os.readlink(log)}'), which rnnlab does not write "
+                    "through" if log.is_symlink() else "a directory" if log.is_dir() else
+                    "a FIFO, device or socket")  # fmt: skip
+            raise UsageError(f"`--resume` must be a run whose metrics.jsonl is a regular file "
+                             f"(or none); '{log}' is {what}: put the run's log there, or move "
+                             "it away to start a new one")  # fmt: skip
         # another program's folder with a config.json is said as such before the lock below
         # would leave its file there
         top = runs.run_config(io.read_json(run_dir / "config.json"), run_dir)

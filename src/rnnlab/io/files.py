@@ -335,13 +335,18 @@ def _open_no_follow(path: Path) -> IO[bytes]:
 def keep_jsonl_until(path: PathLike, step: int) -> int:
     """Drop the records of `path` whose "step" is above `step` (what a run resumed at `step`
     will write again, so that each step is logged once); returns how many were dropped.
-    Rewritten atomically; records without a step, and a missing file, are left alone."""
+    Rewritten atomically; records without a step, and a missing file, are left alone. A
+    link is refused, as the appends after it refuse it, and so is what is no regular file: a
+    FIFO or a directory, which the appends failed on only once steps had trained."""
     path = as_path(path, "path")
     if path.is_symlink():
         refuse(RunDirError, "path", "a regular file (rnnlab does not write through links)",
                f"'{path}', a symbolic link to '{os.readlink(path)}'")  # fmt: skip
-    if not path.is_file():
+    if not path.exists():
         return 0
+    if not path.is_file():
+        refuse(RunDirError, "path", "a regular file (a JSON Lines log)",
+               f"'{path}', " + ("a directory" if path.is_dir() else "a FIFO, device or socket"))
     records = read_jsonl(path)
     keep = [r for r in records if not (isinstance(r, dict) and isinstance(r.get("step"), int)
                                        and r["step"] > step)]  # fmt: skip
