@@ -1,5 +1,5 @@
 """The three exporters (ONNX, PyTorch, Keras) refuse a model whose weights diverged, through
-one check (rnnlab.onnx.check_weights): a NaN anywhere, an infinite weight other than a bias's.
+one check (rnnlab._checks.finite_weights): a NaN anywhere, an infinite weight other than a bias's.
 Loading a run refused them already; a model trained in Python was written silently."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rnnlab import export
+from rnnlab import _checks, export
 from rnnlab import keras as rk
 from rnnlab import onnx as rx
 from rnnlab.layers import GRU, LSTM
@@ -78,3 +78,20 @@ def test_an_infinite_bias_still_exports(fmt, tmp_path):
     model = Sequential(GRU(2, 3, rng=0), LastStep(), Linear(3, 2, rng=0))
     model.modules[2].params["bias"][0] = -np.inf
     EXPORTERS[fmt](model, tmp_path)
+
+
+@pytest.mark.parametrize("fmt", EXPORTERS)
+def test_each_exporter_asks_the_one_check(fmt, tmp_path, monkeypatch):
+    """The check is rnnlab._checks.finite_weights (a check, not ONNX code), and each
+    exporter asks it with its own format's name, before anything is written."""
+    asked = []
+
+    def refuse(model, export):
+        asked.append(export)
+        raise ValueError("refused by the check")
+
+    monkeypatch.setattr(_checks, "finite_weights", refuse)
+    with pytest.raises(ValueError, match="^refused by the check$"):
+        EXPORTERS[fmt](_model(), tmp_path)
+    assert asked == ["PyTorch" if fmt.startswith("PyTorch") else fmt]
+    assert list(tmp_path.iterdir()) == []

@@ -168,6 +168,39 @@ def fits_float32(model: object, export: str) -> None:
                  f"{float(a[at]):g} in {key}" + (f" at index {at}" if at else ""))  # fmt: skip
 
 
+def finite_weights(model: object, export: str) -> None:
+    """Refuse weights the float32 file of the `export` ("ONNX", "PyTorch", "Keras") would
+    hold wrong: a NaN, an infinite weight other than a bias's, or a float64 value past
+    float32's range (fits_float32). The one check of the three exporters (rnnlab.onnx,
+    rnnlab.export and rnnlab.keras): loading a run refuses NaN and inf already, but a model
+    trained in Python whose weights diverged was written as a file computing NaN, without a
+    word. An infinite bias stays exportable: a bias of −inf masks a class off (or shuts a
+    gate), and computes as it does in rnnlab; an infinite matrix or embedding entry makes NaN
+    of 0·inf. `model`: a Sequential (its `modules`) or one module."""
+    modules = getattr(model, "modules", None)
+    for i, m in enumerate(modules if isinstance(modules, list) else [model]):
+        for name, value in getattr(m, "params", {}).items():
+            a = np.asarray(value)
+            if a.dtype.kind != "f" or all_finite(a):
+                continue
+            bad = np.isnan(a) if name.startswith("bias") else ~np.isfinite(a)
+            if not bad.any():
+                continue
+            at = tuple(int(j) for j in np.argwhere(bad)[0])
+            kind = type(m).__name__ + (f", {type(m.cell).__name__}" if hasattr(m, "cell") else "")
+            where = f"module {i} ({kind})" if modules is not None else f"the {kind}"
+            fail(
+                "model",
+                f"a model with finite weights for the {export} export (no NaN; inf only in a "
+                "bias)",
+                f"{float(a[at])} in parameter {name!r} of {where}"
+                + (f" at index {at}" if at else ""),
+                "Its weights have diverged: export an earlier checkpoint's (or train again "
+                "with a lower learning rate or gradient clipping).",
+            )
+    fits_float32(model, export)
+
+
 def int_array(value: object, name: str, *, ndim: int | None = None) -> np.ndarray:
     if isinstance(value, (list, tuple)):
         value = np.asarray(value)

@@ -37,7 +37,6 @@ from rnnlab.modules import (
     _Module,
     readout_source,
 )
-from rnnlab.onnx import check_weights
 
 FORMATS = ("onnx", "safetensors-torch", "keras")
 SUFFIXES = {"onnx": ".onnx", "safetensors-torch": ".torch.safetensors", "keras": ".weights.h5"}
@@ -234,7 +233,7 @@ def _torch_check(model: Model) -> list[Module | _Module]:
             what = _checks.describe(m)
         if what is not None:
             _checks.fail(f"model (module {i})", "a module PyTorch's modules hold", what)
-    check_weights(model, "PyTorch")
+    _checks.finite_weights(model, "PyTorch")
     return list(mods)
 
 

@@ -62,7 +62,6 @@ from rnnlab.modules import (
     readout_source,
     reads_tokens,
 )
-from rnnlab.onnx import check_weights
 
 F32 = np.float32
 _KINDS = {ElmanCell: "SimpleRNN", LSTMCell: "LSTM", GRUCell: "GRU"}
@@ -222,7 +221,7 @@ def _keras_layers(model: object) -> list[tuple[str, str, _Holder]]:
             out.append(("Dense", f"keras.layers.Dense({m.out_features}{bias})", m))
         else:
             _checks.fail(f"model (module {i})", "a module Keras holds", _checks.describe(m))
-    check_weights(model, "Keras")
+    _checks.finite_weights(model, "Keras")
     return out
 
 

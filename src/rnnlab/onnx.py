@@ -118,40 +118,7 @@ def check_exportable(model: object) -> None:
     """Raise a one-line ValueError naming the first part of `model` ONNX cannot express."""
     for i, module in enumerate(_modules(model)):
         _check_module(module, f"module {i}")
-    check_weights(model, "ONNX")
-
-
-def check_weights(model: object, export: str) -> None:
-    """Refuse weights the float32 file of the `export` ("ONNX", "PyTorch", "Keras") would
-    hold wrong: a NaN, an infinite weight other than a bias's, or a float64 value past
-    float32's range (_checks.fits_float32). The one check of the three exporters (rnnlab.export
-    and rnnlab.keras call it too): loading a run refuses NaN and inf already, but a model
-    trained in Python whose weights diverged was written as a file computing NaN, without a
-    word. An infinite bias stays exportable: a bias of −inf masks a class off (or shuts a
-    gate), and computes as it does in rnnlab; an infinite matrix or embedding entry makes NaN
-    of 0·inf. `model`: a Sequential (its `modules`) or one module."""
-    modules = getattr(model, "modules", None)
-    for i, m in enumerate(modules if isinstance(modules, list) else [model]):
-        for name, value in getattr(m, "params", {}).items():
-            a = np.asarray(value)
-            if a.dtype.kind != "f" or _checks.all_finite(a):
-                continue
-            bad = np.isnan(a) if name.startswith("bias") else ~np.isfinite(a)
-            if not bad.any():
-                continue
-            at = tuple(int(j) for j in np.argwhere(bad)[0])
-            kind = type(m).__name__ + (f", {type(m.cell).__name__}" if hasattr(m, "cell") else "")
-            where = f"module {i} ({kind})" if modules is not None else f"the {kind}"
-            _checks.fail(
-                "model",
-                f"a model with finite weights for the {export} export (no NaN; inf only in a "
-                "bias)",
-                f"{float(a[at])} in parameter {name!r} of {where}"
-                + (f" at index {at}" if at else ""),
-                "Its weights have diverged: export an earlier checkpoint's (or train again "
-                "with a lower learning rate or gradient clipping).",
-            )
-    _checks.fits_float32(model, export)
+    _checks.finite_weights(model, "ONNX")
 
 
 def _modules(model: object) -> list[Module]:
