@@ -466,3 +466,24 @@ def test_an_out_named_for_another_format_is_refused(fmt, name, message, runs, ca
             f"'{tmp_path / name}', ") in err
     assert message in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "safetensors-torch", "keras"])
+def test_out_and_the_python_writers_share_one_name_check(fmt, runs, capsys, tmp_path,
+                                                         monkeypatch):  # fmt: skip
+    """--out's name is refused by rnnlab._checks.export_file_name, the check of the Python
+    exporters' `path` too (tests/test_export_names.py), under its own name."""
+    from rnnlab import _checks
+
+    asked = []
+
+    def refuse(path, fmt, name):
+        asked.append((path, fmt, name))
+        _checks.fail(name, "a name the check takes", f"'{path}'")
+
+    monkeypatch.setattr(_checks, "export_file_name", refuse)
+    capsys.readouterr()
+    assert run_cli("export", runs["adding"], "--format", fmt, "--out", tmp_path / "m.x") == 2
+    assert asked == [(tmp_path / "m.x", fmt, "--out")]
+    assert "`--out` must be a name the check takes" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -517,6 +517,60 @@ def file_to_write(value: object, name: str) -> Path:
     return path
 
 
+EXPORT_SUFFIXES = {"onnx": ".onnx", "safetensors-torch": ".torch.safetensors",
+                   "keras": ".weights.h5"}  # fmt: skip
+"""The name each export's file ends in (rnnlab export RUN --format F writes RUN/model<suffix>)."""
+
+# Names that say another format than the one written: the formats' own suffixes, rnnlab's
+# (and PyTorch's) .safetensors, Keras' .h5 and its whole-model .keras. Lower case: a name's
+# suffix is compared in lower case (M.ONNX is an ONNX graph's name too). Longest first.
+_FORMAT_SUFFIXES = {
+    ".torch.safetensors": ("safetensors-torch", "a PyTorch state_dict"),
+    ".safetensors": ("safetensors-torch", "safetensors weights"),
+    ".weights.h5": ("keras", "Keras weights"),
+    ".h5": ("keras", "Keras weights"),
+    ".keras": ("keras", "a whole Keras model (rnnlab writes the weights, .weights.h5)"),
+    ".onnx": ("onnx", "an ONNX graph"),
+}
+
+# What writes each format from Python (said where a Python caller gave a name of another's).
+_PYTHON_WRITERS = {
+    "onnx": ("the ONNX export", "rnnlab.onnx.export"),
+    "safetensors-torch": ("the PyTorch export",
+                          "rnnlab.export.torch_state_dict (saved with safetensors)"),
+    "keras": ("the Keras export", "rnnlab.keras.save_weights"),
+}
+
+
+def export_file_name(path: Path, fmt: str, name: str) -> None:
+    """Refuse the file name `path` for the `fmt` export ("onnx", "safetensors-torch",
+    "keras") where its suffix names another format: an ONNX graph under m.torch.safetensors
+    is what a PyTorch user takes for a state_dict, and reads as one until it fails (the
+    longest suffix that names a format decides: m.torch.safetensors is PyTorch's, not only
+    safetensors); and a Keras name not ending in .weights.h5, which Keras' load_weights
+    refuses. The one check of `rnnlab export --out` (`name` "--out": the hint names
+    --format) and of the Python exporters, rnnlab.onnx.export, rnnlab.export.torch_snippet
+    and rnnlab.keras.save_weights and snippet (`name` "path": the hint names the function
+    that writes the other format)."""
+    cli = name.startswith("--")
+    lower = path.name.lower()
+    suffix = next((s for s in _FORMAT_SUFFIXES if lower.endswith(s)), None)  # (longest first)
+    if suffix is not None and _FORMAT_SUFFIXES[suffix][0] != fmt:
+        other, what = _FORMAT_SUFFIXES[suffix]
+        own = EXPORT_SUFFIXES[fmt]
+        expected = (f"a file name for --format {fmt}" if cli
+                    else f"a file name for {_PYTHON_WRITERS[fmt][0]}") + f", such as model{own}"
+        if suffix == ".keras":  # (rnnlab writes no whole Keras model)
+            hint = f"Give a name ending in {own}."
+        elif cli:
+            hint = f"Give --format {other} to write that, or a name ending in {own}."
+        else:
+            hint = f"{_PYTHON_WRITERS[other][1]} writes that; give a name ending in {own}."
+        fail(name, expected, f"'{path}', whose suffix {suffix} names {what}", hint)
+    if fmt == "keras" and not path.name.endswith(".weights.h5"):  # (its case too)
+        fail(name, "a file name ending in .weights.h5 (Keras insists)", f"'{path}'")
+
+
 def read_bounded(path: Path, limit: int, what: str, error: type[ValueError] = ValueError) -> bytes:
     """The bytes of a regular file of at most `limit` bytes: a device, a FIFO or a huge file
     (`--data /dev/zero`) is refused instead of read until memory runs out, or waited on."""

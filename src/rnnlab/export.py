@@ -10,7 +10,8 @@ Every file is written atomically (rnnlab.io): an error leaves no file behind. `-
 writes over the run's own files (its configuration, weights, logs, checkpoints, plots), nor
 over a named pipe or a device, which the atomic rename would replace with a regular file,
 and its name is not one of another format's (`--format onnx --out m.torch.safetensors`
-wrote a graph a PyTorch user would take for a state_dict). `--out -` writes the ONNX graph
+wrote a graph a PyTorch user would take for a state_dict; the Python writers' `path` is
+refused the same way, by _checks.export_file_name). `--out -` writes the ONNX graph
 to stdout (one file, nothing printed beside it on stdout: the note goes to stderr); the two
 other formats print code that loads the file by its path, so `-` is refused for them, and
 a file named "-" is `./-`.
@@ -39,7 +40,7 @@ from rnnlab.modules import (
 )
 
 FORMATS = ("onnx", "safetensors-torch", "keras")
-SUFFIXES = {"onnx": ".onnx", "safetensors-torch": ".torch.safetensors", "keras": ".weights.h5"}
+SUFFIXES = _checks.EXPORT_SUFFIXES
 
 Model = Module | _Module
 """What is exported: a built model (a Sequential, as rnnlab.runs loads a run's) or one
@@ -48,19 +49,6 @@ module; each exporter checks at the door that its format holds every module."""
 
 STDOUT = "-"
 """`--out -`: the ONNX graph's bytes to stdout (export_run)."""
-
-# Names that say another format than the one written: the formats' own suffixes, rnnlab's
-# (and PyTorch's) .safetensors, Keras' .h5 and its whole-model .keras. Lower case: a name's
-# suffix is compared in lower case (M.ONNX is an ONNX graph's name too).
-_FOREIGN_SUFFIXES = {
-    ".torch.safetensors": ("safetensors-torch", "a PyTorch state_dict"),
-    ".safetensors": ("safetensors-torch", "safetensors weights"),
-    ".weights.h5": ("keras", "Keras weights"),
-    ".h5": ("keras", "Keras weights"),
-    ".keras": ("keras", "a whole Keras model (rnnlab writes the weights, .weights.h5)"),
-    ".onnx": ("onnx", "an ONNX graph"),
-}
-
 
 def export_run(
     run: str | PathLike[str],
@@ -112,7 +100,11 @@ def export_run(
     if not path.parent.is_dir():
         _checks.fail("--out", "a file path in an existing folder",
                      f"'{path}', whose folder '{path.parent}' does not exist")  # fmt: skip
-    _check_suffix(path, fmt)  # (after the run's own files: that refusal matters more)
+    # After the run's own files (that refusal matters more) and, as in the Python writers,
+    # after the format's refusal of the model (no name makes that model exportable); each
+    # writer checks the name again, as `path`.
+    _check_model(model, fmt)
+    _checks.export_file_name(path, fmt, "--out")
     if fmt == "onnx":
         from rnnlab import onnx
 
@@ -132,8 +124,6 @@ def export_run(
     # (it checks first that Keras holds every module; the absolute path loads from anywhere,
     # the link's own name as for PyTorch)
     snippet = keras.snippet(model, path.absolute())
-    if not path.name.endswith(".weights.h5"):
-        _checks.fail("--out", "a file name ending in .weights.h5 (Keras insists)", f"'{path}'")
     keras.save_weights(model, path)
     return path, snippet
 
@@ -156,6 +146,21 @@ def _run_own(path: Path, run_dir: Path) -> bool:
                             or (len(parts) == 1 and parts[0] in RUN_OWN_FILES))  # fmt: skip
 
 
+def _check_model(model: Model, fmt: str) -> None:
+    """The `fmt` exporter's refusal of `model` (a module it cannot hold, a diverged weight),
+    before the file's name is looked at."""
+    if fmt == "onnx":
+        from rnnlab import onnx
+
+        onnx.check_exportable(model)
+    elif fmt == "safetensors-torch":
+        _torch_check(model)
+    else:
+        from rnnlab import keras
+
+        keras.check_exportable(model)
+
+
 def _check_stdout(fmt: str) -> None:
     """Refuse `--out -` where stdout cannot take the export: a format of two parts (the file,
     and the code printed on stdout that loads it by its path), or a terminal (an ONNX graph
@@ -171,22 +176,6 @@ def _check_stdout(fmt: str) -> None:
                      "'-' with stdout a terminal",
                      "An ONNX graph is binary: redirect it (> model.onnx, | ...), or give "
                      "--out a file.")  # fmt: skip
-
-
-def _check_suffix(path: Path, fmt: str) -> None:
-    """Refuse an --out whose name says another format than `fmt` (the longest suffix that
-    names one decides: m.torch.safetensors is PyTorch's, not only safetensors)."""
-    name = path.name.lower()
-    for suffix, (other, what) in _FOREIGN_SUFFIXES.items():  # (longest first)
-        if name.endswith(suffix):
-            if other != fmt:
-                written = suffix != ".keras"  # (rnnlab writes no whole Keras model)
-                _checks.fail("--out", f"a file name for --format {fmt}, such as "
-                             f"model{SUFFIXES[fmt]}",
-                             f"'{path}', whose suffix {suffix} names {what}",
-                             (f"Give --format {other} to write that, or" if written else "Give")
-                             + f" a name ending in {SUFFIXES[fmt]}.")  # fmt: skip
-            return
 
 
 def _onnx_note(graph_file: Path | bytes) -> str:
@@ -308,6 +297,7 @@ def torch_snippet(model: Model, path: str | PathLike[str]) -> str:
     state, as torch.nn.RNN/LSTM/GRU take and give it: h0 (h_n), or (h0, c0) ((h_n, c_n))
     for an LSTM (a one-entry list before, which a PyTorch user's (h0, c0) broke)."""
     mods = _torch_check(model)
+    _checks.export_file_name(io.as_path(path, "path"), "safetensors-torch", "path")
     lone = not isinstance(model, Sequential)
     init, body = [], []
     for i, m in enumerate(mods):

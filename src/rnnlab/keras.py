@@ -184,6 +184,13 @@ def _layer_spec(layer: Recurrent, k: int, last: bool, return_sequences: bool) ->
     return f'keras.layers.Bidirectional({inner}, merge_mode="{merge}")'
 
 
+def check_exportable(model: object) -> None:
+    """Raise a one-line ValueError naming the first part of `model` Keras' layers cannot
+    hold (or a weight the float32 file cannot: rnnlab._checks.finite_weights), as
+    save_weights and snippet do before they look at their `path`."""
+    _keras_layers(model)
+
+
 def _keras_layers(model: object) -> list[tuple[str, str, _Holder]]:
     """(Keras class, constructor as Python, what holds the weights) for every Keras layer of
     the model, in order."""
@@ -276,8 +283,7 @@ def save_weights(model: object, path: str | PathLike[str]) -> Path:
     h5py = _h5py()
     path = _checks.file_to_write(path, "path")
     layers = _keras_layers(model)
-    if not path.name.endswith(".weights.h5"):
-        _checks.fail("path", "a file name ending in .weights.h5 (Keras insists)", f"'{path}'")
+    _checks.export_file_name(path, "keras", "path")  # (rnnlab export --out's check too)
     buffer = _io.BytesIO()
     with h5py.File(buffer, "w") as f:
         f.create_group("vars").attrs["name"] = "sequential"
@@ -371,6 +377,7 @@ def snippet(model: object, path: str | PathLike[str]) -> str:
     defined in the snippet: Keras' layers start from zeros, and take another state only as
     an argument of each call."""
     layers = _keras_layers(model)
+    _checks.export_file_name(io.as_path(path, "path"), "keras", "path")
     mods: Sequence[object] = model.modules if isinstance(model, Sequential) else [model]
     starting = dict.fromkeys(_KINDS[type(m.cell)] for m in mods
                              if isinstance(m, Recurrent) and _starts(m))  # fmt: skip

@@ -299,6 +299,8 @@ def export(
     path = _checks.file_to_write(path, "path")
     lengths = _checks.boolean(lengths, "lengths")
     state = _checks.boolean(state, "state")
+    check_exportable(model)  # (first, as the other exporters: no name makes it exportable)
+    _checks.export_file_name(path, "onnx", "path")  # (rnnlab export --out's check too)
     check_path(path, "path")
     io.atomic_write_bytes(path, to_bytes(model, lengths=lengths, state=state, opset=opset,
                                          doc=doc))  # fmt: skip
