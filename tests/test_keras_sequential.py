@@ -188,3 +188,116 @@ def test_a_non_finite_dense_weight_is_refused():
     with pytest.raises(ValueError, match=r"`source \(layer 3, 'dense.*'\) kernel` must be finite"):
         rk.load_weights(ours, k)
     _assert_unchanged(ours, before)
+
+
+def _tagger_with(dense=None, embedding=None, lstm=None):
+    """keras_tagger's model with other options for its Dense, Embedding or LSTM, built."""
+    return keras.Sequential([
+        keras.Input((None,), dtype="int32"),
+        keras.layers.Embedding(12, 4, **(embedding or {})),
+        keras.layers.LSTM(5, return_sequences=True, **(lstm or {})),
+        keras.layers.Dense(7, **(dense or {})),
+    ])  # fmt: skip
+
+
+def _given(k, source, tmp_path):
+    if source == "keras_file":
+        k.save(tmp_path / "m.keras")
+        return tmp_path / "m.keras"
+    return k if source == "model" else list(k.layers)
+
+
+def _tagger():
+    return Sequential(Embedding(12, 4), LSTM(4, 5), Linear(5, 7))
+
+
+def _where(source, layer, key):
+    """The start of a refusal naming the Keras layer: by its key in a file, or its index."""
+    if source == "keras_file":
+        return rf"^`source \('.*m\.keras', layer '{key}'\)` "
+    return rf"^`source \(layer {layer}, '{key}.*'\)` "
+
+
+def _my_activation(x):
+    return 2 * x
+
+
+@pytest.mark.parametrize("source", ["keras_file", "model", "layers"])
+@pytest.mark.parametrize("activation", ["softmax", "relu", "tanh", _my_activation],
+                         ids=["softmax", "relu", "tanh", "own_function"])  # fmt: skip
+def test_a_dense_with_an_activation_is_refused(activation, source, tmp_path):
+    """A Keras Dense with an activation loaded into a Linear, which is linear: a softmax
+    classifier's rnnlab copy gave logits, a relu one negative outputs, without a word."""
+    k = _tagger_with(dense={"activation": activation})
+    model = _tagger()
+    before = _unchanged(model)
+    name = getattr(activation, "__name__", activation)
+    with pytest.raises(ValueError, match=_where(source, 2, "dense")
+                       + rf"must be a Keras layer with activation='linear'; got activation="
+                       rf"'{name}' instead\. rnnlab's Linear has no activation, so its outputs "
+                       r"would lack it"):  # fmt: skip
+        rk.load_weights(model, _given(k, source, tmp_path))
+    _assert_unchanged(model, before)
+
+
+@pytest.mark.parametrize("source", ["keras_file", "model", "layers"])
+def test_an_embedding_with_mask_zero_is_refused(source, tmp_path):
+    """Keras' Embedding(mask_zero=True) makes the layers after it skip the steps whose id is
+    0; rnnlab's Embedding masks nothing (its padding is forward's lengths): it loaded, and a
+    sequence with a 0 inside computed otherwise."""
+    k = _tagger_with(embedding={"mask_zero": True})
+    x = np.array([[3, 0, 5, 7]])
+    model = _tagger()
+    rk.load_weights(model, k.save_weights(tmp_path / "m.weights.h5") or
+                    tmp_path / "m.weights.h5")  # fmt: skip
+    assert not np.allclose(model.forward(x).output, keras.ops.convert_to_numpy(k(x)),
+                           atol=1e-3)  # (what the refusal spares: it computes otherwise)
+    model = _tagger()
+    before = _unchanged(model)
+    with pytest.raises(ValueError, match=_where(source, 0, "embedding")
+                       + r"must be a Keras layer with mask_zero=False; got mask_zero=True "
+                       r"instead\. rnnlab's Embedding masks nothing"):  # fmt: skip
+        rk.load_weights(model, _given(k, source, tmp_path))
+    _assert_unchanged(model, before)
+
+
+def test_a_weights_file_alone_cannot_say_the_options(tmp_path):
+    """A .weights.h5 holds arrays only: a Dense's activation and an Embedding's mask_zero are
+    not in it, so the load takes them (documented: load the .keras file, or the model)."""
+    k = _tagger_with(dense={"activation": "softmax"}, embedding={"mask_zero": True})
+    k.save_weights(tmp_path / "m.weights.h5")
+    model = _tagger()
+    rk.load_weights(model, tmp_path / "m.weights.h5")
+    assert np.array_equal(model.params["2.weight"], k.layers[2].get_weights()[0].T)
+
+
+@pytest.mark.parametrize("source", ["keras_file", "model", "layers"])
+def test_options_that_do_not_change_the_outputs_load(source, tmp_path):
+    """Only what changes the outputs is refused: constraints, regularizers and initializers
+    act in training; activation=None is linear; use_bias=False is a zero bias."""
+    k = _tagger_with(
+        dense={"activation": None, "use_bias": False,
+               "kernel_constraint": keras.constraints.MaxNorm(2.0),
+               "kernel_regularizer": keras.regularizers.L2(0.1)},
+        embedding={"embeddings_constraint": keras.constraints.NonNeg(),
+                   "embeddings_regularizer": "l2", "mask_zero": False},
+    )  # fmt: skip
+    model = _tagger()
+    rk.load_weights(model, _given(k, source, tmp_path))
+    assert not model.params["2.bias"].any()
+    x = np.random.default_rng(4).integers(0, 12, (2, 5))
+    np.testing.assert_allclose(model.forward(x).output, keras.ops.convert_to_numpy(k(x)),
+                               atol=ATOL, rtol=0)  # fmt: skip
+
+
+@pytest.mark.parametrize("source", ["keras_file", "model", "layers"])
+def test_a_recurrent_activation_of_one_s_own_is_named(source, tmp_path):
+    """An activation function of one's own is serialized as {"class_name": "function",
+    "config": "<its name>"}: reading it failed with AttributeError ('str' object has no
+    attribute 'get'); refused, naming it."""
+    k = _tagger_with(lstm={"activation": _my_activation})
+    model = _tagger()
+    with pytest.raises(ValueError, match=_where(source, 1, "lstm")
+                       + r"must be a Keras layer with activation='tanh'; got activation="
+                       r"'_my_activation' instead\.$"):  # fmt: skip
+        rk.load_weights(model, _given(k, source, tmp_path))

@@ -426,10 +426,13 @@ def load_weights(
     layer that starts from zeros or a constant takes only a start equal to it.
 
     The options that change what a layer computes (activation, recurrent_activation,
-    go_backwards, a Bidirectional's merge_mode) are checked against rnnlab's layer from Keras
-    layer objects and a `.keras` file's config.json. A `.weights.h5` holds weights only, so
-    from one they are not: a SimpleRNN(activation="relu") loads into a tanh RNN, and only
-    the weights' shapes (a GRU's reset_after among them) are checked. Nor can a square
+    go_backwards, a Bidirectional's merge_mode; a Dense's activation, which rnnlab's Linear
+    has not; an Embedding's mask_zero, which rnnlab's Embedding has not) are checked against
+    rnnlab's modules from Keras layer objects and a `.keras` file's config.json. A
+    `.weights.h5` holds weights only, so from one they are not: a SimpleRNN(activation=
+    "relu") loads into a tanh RNN, a softmax Dense into a Linear, an Embedding(mask_zero=True)
+    into an Embedding, and only the weights' shapes and counts (a GRU's reset_after, a
+    Dense's bias among them) are checked. Nor can a square
     kernel given transposed be told apart. Prefer the `.keras` file. Every layer is checked
     before any weight is written: a refused source leaves the model as it was."""
     if keys is not None and (
@@ -532,6 +535,7 @@ def _load_sequential(model: Sequential, source: object, keys: Sequence[str] | No
         for j, x in enumerate(layers):
             name = type(x).__name__
             if name in _OTHERS.values():
+                _check_other_options(name, x.get_config(), f"source (layer {j}, {x.name!r})")
                 other_arrays[name].append([np.asarray(a) for a in x.get_weights()])
                 other_labels[name].append(f"source (layer {j}, {x.name!r})")
             elif name == "Bidirectional" or name.removesuffix("WithStart") in _KERAS_KINDS:
@@ -619,15 +623,51 @@ def _check_options(layer: Recurrent, k: int, options: dict[str, Any], where: str
         _check_values(cell, want, options.get("backward", {}), f"{where} backward layer")
 
 
-def _check_values(cell: object, want: dict[str, Any], options: dict[str, Any], where: str) -> None:
+def _check_other_options(kind: str, config: dict[str, Any], where: str) -> None:
+    """What a Keras Embedding's or Dense's configuration (a .keras file's config.json, or the
+    layer object's get_config(); a .weights.h5 has none) must say for rnnlab's Embedding or
+    Linear to compute what it computes. Only what changes the outputs is refused: a Dense's
+    activation (rnnlab's Linear is x·Wᵀ + b alone, so a softmax Dense loaded as logits), an
+    Embedding's mask_zero (Keras then skips the steps whose id is 0 in the layers after it;
+    rnnlab's Embedding masks nothing, padding is forward's `lengths`). Constraints,
+    regularizers and initializers act in training only; a Dense's use_bias=False loads
+    zeros into a Linear's bias, which computes the same (the arrays' count says it)."""
+    if kind == "Dense":
+        options = dict(config)
+        if options.get("activation", "linear") is None:  # (Keras writes None as "linear")
+            options["activation"] = "linear"
+        _check_values(None, {"activation": "linear"}, options, where,
+                      "rnnlab's Linear has no activation, so its outputs would lack it: load a "
+                      "Dense whose activation is linear, and apply the activation to the "
+                      "model's outputs.")  # fmt: skip
+    else:
+        _check_values(None, {"mask_zero": False}, config, where,
+                      "rnnlab's Embedding masks nothing, where Keras' skips the steps whose "
+                      "id is 0 in the layers after it: load an Embedding with mask_zero=False, "
+                      "and give the model's forward the sequences' lengths.")  # fmt: skip
+
+
+def _check_values(cell: object, want: dict[str, Any], options: dict[str, Any], where: str,
+                  hint: str = "") -> None:  # fmt: skip
     for name, value in want.items():
-        got = options.get(name, value)
-        if isinstance(got, dict):  # a serialized activation
-            got = got.get("config", {}).get("name", got)
+        got = _serialized_name(options.get(name, value))
         if name == "recurrent_activation" and isinstance(cell, ElmanCell):
             continue
         if got != value:
-            _checks.fail(where, f"a Keras layer with {name}={value!r}", f"{name}={got!r}")
+            _checks.fail(where, f"a Keras layer with {name}={value!r}", f"{name}={got!r}", hint)
+
+
+def _serialized_name(value: object) -> object:
+    """An option as Keras serializes it, by its name: an activation is a str ("tanh"), a
+    function of one's own {"class_name": "function", "config": "my_act", ...}, a layer
+    (keras.layers.ReLU()) {"class_name": "ReLU", "config": {...}}; the name then is
+    "my_act", or the class's, "ReLU"."""
+    if not isinstance(value, dict):
+        return value
+    inner = value.get("config")
+    if isinstance(inner, str):
+        return inner
+    return value.get("class_name", inner.get("name") if isinstance(inner, dict) else None)
 
 
 def _to_rnnlab(
@@ -811,7 +851,8 @@ def _read_others(layers: H5Group, config: dict[str, Any] | None,
     the model's order (a .keras file's config.json; in a .weights.h5, by their keys'
     numbers, Keras' order within a kind). Any other layer holding arrays is refused."""
     h5py = _h5py()
-    order = list(_layer_configs(config)) if config is not None else sorted(
+    configs = _layer_configs(config) if config is not None else {}
+    order = list(configs) if config is not None else sorted(
         layers, key=lambda k: (_base(k), 0 if k == _base(k) else int(k.rsplit("_", 1)[1]) + 1))
     out: dict[str, list[tuple[str, list[np.ndarray]]]] = {kind: [] for kind in _OTHERS.values()}
     for key in order:
@@ -833,6 +874,7 @@ def _read_others(layers: H5Group, config: dict[str, Any] | None,
                 isinstance(v.get(n), h5py.Dataset) for n in names):  # fmt: skip
             _checks.fail(where, f"a built Keras {_OTHERS[base]} layer (its arrays in vars/0, "
                          "vars/1)", f"{len(held)} arrays elsewhere" if held else "no arrays")
+        _check_other_options(_OTHERS[base], configs.get(key, {}), where)  # (none: .weights.h5)
         out[_OTHERS[base]].append((key, [np.asarray(v[n]) for n in names]))
     return out
 
