@@ -222,3 +222,66 @@ def test_a_layer_of_one_s_own_is_not_given_rows_of():
     own.load_state_dict(rec.params)
     model = Sequential(Embedding(V, E, dtype=np.float64, rng=rng), own)
     model.forward(_ids(rng))
+
+
+def test_backward_takes_the_forward_s_lookup_for_the_same_rows_of(monkeypatch):
+    """Backward given the table the forward pass was (the same array) and ids equal to its
+    own takes the forward's checked Lookup; another table array, or ids changed since, are
+    checked anew (and refused where the input's rows differ under them)."""
+    rng = np.random.default_rng(10)
+    table = rng.standard_normal((V, E))
+    layer = make(LSTM, {}, E, H, 1, False, rng)
+    ids = _ids(rng)
+    d = rng.standard_normal((B, T, H))
+    checked = []
+    real = Recurrent._lookup
+    monkeypatch.setattr(Recurrent, "_lookup",
+                        lambda self, r, X: checked.append(1) or real(self, r, X))  # fmt: skip
+    f = layer.forward(table[ids], rows_of=(table, ids))
+    assert checked == [1]
+    want = layer.backward(f, d, rows_of=(table, ids.copy()), retain_tape=True)
+    assert checked == [1]  # the forward's
+    again = layer.backward(f, d, rows_of=(table.copy(), ids), retain_tape=True)
+    assert checked == [1, 1]  # another array: checked
+    for k in want.params:
+        np.testing.assert_array_equal(again.params[k], want.params[k])
+    moved = ids.copy()
+    moved[0, 0] = next(i for i in ids.reshape(-1) if i != ids[0, 0])  # two rows under one id
+    with pytest.raises(ValueError, match=r"`rows_of` must be the table and ids whose rows"):
+        layer.backward(f, d, rows_of=(table, moved))
+    assert checked == [1, 1, 1]
+    ids[0, 0] = moved[0, 0]  # the forward's ids changed in place since: checked anew
+    with pytest.raises(ValueError, match=r"`rows_of` must be the table and ids whose rows"):
+        layer.backward(f, d, rows_of=(table, ids))
+
+
+def test_a_sequential_checks_the_gradient_between_its_modules_once(monkeypatch):
+    """The gradient a Linear above a Recurrent hands down is checked finite by Sequential
+    (a NaN there is divergence: NonFiniteError), not again by the layer (check=False); a
+    Recurrent at the top checks the caller's d_output itself."""
+    from rnnlab._checks import NonFiniteError
+
+    rng = np.random.default_rng(11)
+    emb = Embedding(V, E, dtype=np.float64, rng=rng)
+    rec = make(LSTM, {}, E, H, 1, False, rng)
+    lin = Linear(H, V, dtype=np.float64, rng=rng)
+    x = _ids(rng)
+    given = []
+    real = Recurrent.backward
+    monkeypatch.setattr(Recurrent, "backward",
+                        lambda self, *a, **k: given.append(k.get("check")) or real(self, *a, **k))
+    model = Sequential(emb, rec, lin)
+    model.backward(model.forward(x), rng.standard_normal((B, T, V)))
+    assert given == [False]
+    lin.params["weight"][0, 0] = np.nan
+    with pytest.raises(NonFiniteError, match=r"module 1's output \(Recurrent\)"):
+        model.backward(model.forward(x), rng.standard_normal((B, T, V)))
+    top = Sequential(emb, rec)
+    given.clear()
+    d = np.full((B, T, H), np.nan)
+    with pytest.raises(ValueError, match=r"`d_output` must be finite"):
+        top.backward(top.forward(x), d)
+    assert given == [None]
+    f = rec.forward(emb.forward(x).output)
+    b = rec.backward(f, d, check=False)  # the caller's word: NaN in, NaN out
+    assert np.isnan(b.params["weight_hh_l0"]).all()

@@ -536,6 +536,8 @@ class Sequential(_Module):
             # (Recurrent itself: a subclass of one's own may compute otherwise, review 77)
             if type(below) is Embedding and type(mod) is Recurrent:
                 keywords["rows_of"] = (below.params["weight"], f.cache[i - 1].cache)
+            if type(mod) is Recurrent and i < n - 1:  # d: checked below, after the module above
+                keywords["check"] = False
             b = mod.backward(fi, d, ds, input_grad=input_grad or i > 0, **keywords)
             d_states[i] = b.state
             grads.update({f"{i}.{k}": v for k, v in b.params.items()})
