@@ -103,37 +103,6 @@ def test_the_compiled_step_is_numpy_s_bit_for_bit(monkeypatch, dtype, cls, decay
     assert got_p["fortran"].flags.f_contiguous
 
 
-@pytest.mark.parametrize("cls", [Adam, AdamW])
-def test_a_step_split_over_threads_is_the_same_bits(cls, monkeypatch, setenv):
-    """Inside a session a parameter past MIN_ADAM_VALUES is split in blocks of values over
-    the threads (here 3 blocks, the last ragged): the same bits as the NumPy path."""
-    from rnnlab.fast import parallel
-
-    if not fast.available():
-        pytest.skip("rnnlab.fast is unavailable here: no compiled path to compare")
-    setenv(RNNLAB_NUM_THREADS="3")
-    monkeypatch.setattr(fast, "MIN_ADAM_VALUES", 8)
-    rng = np.random.default_rng(17)
-    params = {"w": rng.standard_normal((13, 9)).astype(np.float32),
-              "f": np.asfortranarray(rng.standard_normal((6, 11)))}  # fmt: skip
-    grads_seq = [{k: _values(rng, p.shape, p.dtype) for k, p in params.items()}
-                 for _ in range(3)]  # fmt: skip
-    for grads in grads_seq:
-        grads["f"] = np.asfortranarray(grads["f"])
-    parts = []
-    run_parts = parallel.run_parts
-    monkeypatch.setattr(parallel, "run_parts",
-                        lambda fn, p: parts.append(len(p)) or run_parts(fn, p))  # fmt: skip
-    with parallel.session():
-        got_p, got_s = _run(cls, {"lr": 1e-3}, params, grads_seq, 0, compiled=True)
-    assert parts == [3] * 3 * len(params)
-    want_p, want_s = _run(cls, {"lr": 1e-3}, params, grads_seq, 0, compiled=False)
-    for k in params:
-        assert _same_bits(got_p[k], want_p[k]), k
-    for k in want_s:
-        assert _same_bits(got_s[k], want_s[k]), k
-
-
 def test_arrays_the_kernel_does_not_take_go_the_numpy_way(monkeypatch):
     """float16; a float64 gradient of a float32 weight; a gradient that is the running
     square itself (NumPy's passes read the v of v·β2 through it); a strided view; a C-ordered

@@ -257,10 +257,8 @@ def adam_step(
     that would round to ±inf in the arrays' dtype (NumPy's cast warns of it there).
     Bit for bit in the values, not in floating-point signalling: a NaN or inf the step makes
     raises no RuntimeWarning (nor an error under np.errstate(invalid="raise")), as NumPy's
-    passes do; the Trainer checks the weights and running squares itself. A large parameter
-    is split in blocks of values over rnnlab's threads inside a session (each value's step
-    is its own: the same bits)."""
-    from rnnlab.fast import kernels, parallel
+    passes do; the Trainer checks the weights and running squares itself."""
+    from rnnlab.fast import kernels
 
     dt = p.dtype
     # (dtype equality holds the byte order: numba types only native floats, and a parameter
@@ -273,24 +271,7 @@ def adam_step(
     scalars = _adam_scalars(dt, lr, t, betas, eps, weight_decay, decoupled)
     if scalars is None:
         return False
-    parts = parallel.row_parts(flat[0].size, MIN_ADAM_VALUES)
-    if len(parts) == 1 or _overlapping(flat):  # (the kernel refuses overlaps itself)
-        return bool(kernels.adam_pass(*flat, *scalars))
-    parallel.run_parts(lambda a, b: kernels.adam_pass(*(x[a:b] for x in flat), *scalars), parts)
-    return True
-
-
-MIN_ADAM_VALUES = 1 << 16
-"""A parameter of fewer values takes its Adam step on one thread: the hand-over to another
-costs more than half such a pass (the character LM's update 0.9 → ~0.5 ms split;
-bench/README.md, "The tail of the step")."""
-
-
-def _overlapping(arrays: tuple[np.ndarray, ...]) -> bool:
-    """Whether two of the 1-D arrays (of one size and dtype) share memory, as adam_pass tests."""
-    n = arrays[0].nbytes
-    starts = [a.__array_interface__["data"][0] for a in arrays]
-    return any(max(x, y) < min(x, y) + n for i, x in enumerate(starts) for y in starts[i + 1 :])
+    return bool(kernels.adam_pass(*flat, *scalars))
 
 
 def _adam_scalars(dt: np.dtype, lr: float, t: int, betas: tuple[float, float], eps: float,
