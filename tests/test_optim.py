@@ -775,37 +775,3 @@ def test_a_running_average_of_weight_one_half_or_more_is_torch_s_lerp(engine_pat
         np.testing.assert_array_equal(state[f"{slot}/w"], topt.state[tp][tslot].numpy())
     if kw.get("betas", (None,))[0] == 0.0 or kw.get("alpha") == 0.0:
         np.testing.assert_array_equal(state[f"{slot}/w"], grads[-1]["w"])  # m_t = g_t exactly
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_the_trainer_s_check_after_an_update_finds_every_non_finite_value(dtype, monkeypatch,
-                                                                         setenv):  # fmt: skip
-    """rnnlab.fast.all_finite (the Trainer's one pass over weights and running squares after
-    each update, rnnlab.train._non_finite) finds a NaN or ±inf anywhere: in every chunk, in a
-    ragged last one, in a non-contiguous array, on one thread and on three; the names come
-    in order, as the arrays one by one would give them."""
-    from rnnlab import fast
-    from rnnlab.fast import parallel
-    from rnnlab.train import _non_finite
-
-    if not fast.available():
-        pytest.skip("needs the compiled kernels")
-    monkeypatch.setattr(fast, "SQUARES_CHUNK", 8)
-    rng = np.random.default_rng(4)
-    named = {"a": rng.standard_normal((5, 7)).astype(dtype),
-             "b": rng.standard_normal((9, 4)).astype(dtype).T,  # not contiguous
-             "c": np.array(1.0, dtype)}  # fmt: skip
-    for threads in ("1", "3"):
-        setenv(RNNLAB_NUM_THREADS=threads)
-        with parallel.session():
-            assert fast.all_finite(list(named.values())) and _non_finite(named) == []
-            for name in named:
-                for i in range(named[name].size):
-                    for bad in (np.nan, np.inf, -np.inf):
-                        broken = {k: v.copy(order="K") for k, v in named.items()}
-                        assert not broken["b"].flags.c_contiguous
-                        broken[name][np.unravel_index(i, broken[name].shape)] = bad
-                        assert not fast.all_finite(list(broken.values()))
-                        assert _non_finite(broken) == [name]
-    assert fast.all_finite([np.ones(3, np.float16)]) is None  # the NumPy check then
-    assert _non_finite({"h": np.array([1, np.inf], np.float16), "a": named["a"]}) == ["h"]

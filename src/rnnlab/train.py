@@ -28,7 +28,7 @@ from typing import Any, NoReturn, Protocol, TextIO, TypedDict
 
 import numpy as np
 
-from rnnlab import _checks, fast, io, optim
+from rnnlab import _checks, io, optim
 from rnnlab.fast import parallel
 from rnnlab.layers import Backward, Forward, takes_overwrite
 from rnnlab.progress import Progress
@@ -538,16 +538,6 @@ MODEL_SETTINGS = (
 training: config.json leaves them out for a model built in Python (Trainer without spec)."""
 
 
-def _non_finite(named: dict[str, np.ndarray]) -> list[str]:
-    """The names of the arrays holding a NaN or inf, in order: one pass over all of them,
-    split over the threads (rnnlab.fast.all_finite), and the arrays one by one only when it
-    finds one (the weights and running squares after every update: 24 arrays of the character
-    LM, ~0.6 ms one by one)."""
-    if fast.available() and fast.all_finite(list(named.values())):
-        return []
-    return [k for k, v in named.items() if not _checks.all_finite(v)]
-
-
 class Trainer:
     """Trains `model` on `task` under `cfg`, writing into `run_dir`."""
 
@@ -815,7 +805,7 @@ class Trainer:
         f = self.model.forward(
             batch.x, lengths=batch.lengths, state=state, training=True, rng=rng, **extra
         )
-        if not _checks.all_finite(f.output):
+        if not np.isfinite(f.output).all():
             self._diverged("the model's output", "NaN or inf", step)
         loss, d_out = self.task.loss(f.output, batch)
         if not math.isfinite(loss):
@@ -836,13 +826,12 @@ class Trainer:
         if log and math.isfinite(norm):
             self.grad_record = self._gradient_record(batch, state, before, grads, step)
         self.opt.update(self.model.params, grads, self.opt_state, lr=self.schedule(step))
+        bad = [k for k, v in self.model.params.items() if not _checks.all_finite(v)]
         # A running square that overflows (Adam's v at |g| past ~6e20 in float32) leaves its
         # weights finite but frozen for good (their steps m/√v are 0), and a checkpoint that
         # --resume refuses: it is as lost as an overflowing weight.
-        watched = {**self.model.params, **{f"{slot}/{k}": self.opt_state[f"{slot}/{k}"]
-                                           for slot in self.opt.squares
-                                           for k in self.model.params}}  # fmt: skip
-        bad = _non_finite(watched)
+        bad += [f"{slot}/{k}" for slot in self.opt.squares for k in self.model.params
+                if not _checks.all_finite(self.opt_state[f"{slot}/{k}"])]  # fmt: skip
         if bad:  # the update itself overflowed: these weights are lost, the checkpoint is not
             what = ("the weights" if bad[0] in self.model.params else
                     f"the {self.cfg.optimizer} optimizer's running squares")  # fmt: skip

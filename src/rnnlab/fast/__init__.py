@@ -73,8 +73,6 @@ on its own rows. Without numba, or with the environment variable RNNLAB_NO_NUMBA
     sum_of_squares(arrays) -> Σ x² in float64 over the arrays (the gradient norm), or None
         for a dtype it does not take
 
-    all_finite(arrays) -> whether every value is finite, or None likewise
-
     adam_step(p, g, m, v, lr, t, betas, eps, weight_decay, decoupled) -> bool
         Adam's or AdamW's step for one parameter in one pass (rnnlab.optim), bit for bit
         the NumPy path's; False for arrays it does not take, untouched
@@ -224,26 +222,6 @@ def sum_of_squares(arrays: list[np.ndarray]) -> float | None:
             parallel.run_parts(part, parallel.row_parts(chunks, 1))
             total += float(sums.sum())
     return total
-
-
-def all_finite(arrays: list[np.ndarray]) -> bool | None:
-    """Whether every value of every array is finite (kernels.finite_by_chunk, chunks of
-    SQUARES_CHUNK values split over rnnlab's threads inside a session), or None where an
-    array is not float32 or float64 (the caller's NumPy check)."""
-    from rnnlab.fast import kernels, parallel
-
-    if any(a.dtype not in (np.float32, np.float64) for a in arrays):
-        return None
-    with parallel.session():
-        for a in arrays:
-            flat = a.reshape(-1) if a.flags.c_contiguous else np.ravel(a)
-            chunks = -(-flat.shape[0] // SQUARES_CHUNK)
-            ok = np.ones(chunks, bool)
-            part = functools.partial(kernels.finite_by_chunk, flat, SQUARES_CHUNK, ok)
-            parallel.run_parts(part, parallel.row_parts(chunks, 1))
-            if not ok.all():
-                return False
-    return True
 
 
 def adam_step(

@@ -743,34 +743,6 @@ def squares_by_chunk(x, chunk, out, c0, c1):
         out[c] = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 
 
-@njit(**JIT)
-def finite_by_chunk(x, chunk, out, c0, c1):
-    """out[c] = whether every value of x's chunk c is finite (Σ x·0 in eight running sums:
-    0 for finite values, NaN from a NaN or ±inf), for the chunks c0 ≤ c < c1 of a 1-D
-    array (the Trainer's check of the weights after an update)."""
-    n = x.shape[0]
-    zero = x.dtype.type(0.0)
-    for c in range(c0, c1):
-        lo = c * chunk
-        hi = min(lo + chunk, n)
-        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = zero
-        j = lo
-        while j + 8 <= hi:
-            s0 += x[j] * zero
-            s1 += x[j + 1] * zero
-            s2 += x[j + 2] * zero
-            s3 += x[j + 3] * zero
-            s4 += x[j + 4] * zero
-            s5 += x[j + 5] * zero
-            s6 += x[j + 6] * zero
-            s7 += x[j + 7] * zero
-            j += 8
-        while j < hi:
-            s0 += x[j] * zero
-            j += 1
-        out[c] = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)) == zero
-
-
 # --------------------------------------------------------------------------- optimizers
 PLAIN, L2, DECOUPLED = 0, 1, 2  # adam_pass's weight decay: none, Adam's L2 term, AdamW's
 
