@@ -510,9 +510,9 @@ def reads_lookup(lookup: Lookup | None, T: int, B: int) -> bool:
     output) projects only its U distinct rows, X_U W_ihᵀ (U × G·H), which the compiled loop
     reads by id at each step (rnnlab.fast.forward_loop's ids), in place of the projection
     of all T·B rows: a character model's batch of 32 × 128 holds ~100 distinct ids, so the
-    product shrinks 40-fold and the loop reads 100 rows that stay in cache
-    (bench/README.md, "The embedding folded into layer 1's forward"). Not where most rows
-    are distinct (a word model's small batch), nor on the NumPy path."""
+    product shrinks 40-fold and the loop reads 100 rows that stay in cache (the step 2-3 %
+    shorter: bench/README.md, "The tail of the step"). Not where most rows are distinct (a
+    word model's small batch), nor on the NumPy path."""
     if lookup is None or _fast() is None or T * B == 0:
         return False
     return len(lookup.groups[0]) <= LOOKUP_MAX_SHARE * T * B
