@@ -285,3 +285,31 @@ def test_a_sequential_checks_the_gradient_between_its_modules_once(monkeypatch):
     f = rec.forward(emb.forward(x).output)
     b = rec.backward(f, d, check=False)  # the caller's word: NaN in, NaN out
     assert np.isnan(b.params["weight_hh_l0"]).all()
+
+
+@pytest.mark.parametrize("path", ["compiled_checkpointed", "numpy"])
+def test_the_forward_s_lookup_keeps_its_own_ids(path):
+    """Backward given ids equal to the forward's takes the forward's Lookup, whose ids BPTT
+    reads (a checkpointed segment's window; the NumPy path's sums by id): the caller's ids
+    array, changed in place since (a buffer reused for the next batch), must not reach them.
+    ∂L/∂table was that of the changed ids, without a word."""
+    from rnnlab import settings
+
+    if path != "numpy" and not fast.available():
+        pytest.skip("numba is not installed")
+    rng = np.random.default_rng(12)
+    table = rng.standard_normal((V, E))
+    layer = make(LSTM, {}, E, H, 1, False, rng)
+    ids = _ids(rng)
+    d = rng.standard_normal((B, T, H))
+    k = 4 if path != "numpy" else 0
+    with settings.override(no_numba=path == "numpy"), parallel.session():
+        want = layer.backward(layer.forward(table[ids], rows_of=(table, ids),
+                                            checkpoint_every=k), d, rows_of=(table, ids))
+        f = layer.forward(table[ids], rows_of=(table, ids), checkpoint_every=k)
+        given = ids.copy()
+        ids[...] = (ids + 3) % V
+        got = layer.backward(f, d, rows_of=(table, given))
+    np.testing.assert_array_equal(got.table, want.table)
+    for key in want.params:
+        np.testing.assert_array_equal(got.params[key], want.params[key])

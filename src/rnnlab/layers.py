@@ -784,7 +784,14 @@ class Recurrent:
             )
         X = np.swapaxes(x, 0, 1) if self.batch_first else x  # time-major (T, B, I)
         T, B = X.shape[0], X.shape[1]
-        lookup = None if rows_of is None else self._lookup(rows_of, X)
+        lookup, kept = None, None
+        if rows_of is not None:
+            lookup = self._lookup(rows_of, X)
+            # the Lookup reads a copy of the ids: backward may take it (_forward_lookup) after
+            # the caller's array changed in place, and BPTT reads its ids (a checkpointed
+            # segment's window, the NumPy path's sums by id)
+            kept = np.array(lookup.ids.T if self.batch_first else lookup.ids)
+            lookup.ids = kept.T if self.batch_first else kept
         m = valid_mask(lengths, mask, B, T)  # (the mask is (B, T) for either layout)
         random = (self.dropout > 0 and self.num_layers > 1) or self.recurrent_dropout
         if training and (random or any(self.zoneout)):
@@ -869,7 +876,7 @@ class Recurrent:
             "given_state": state is not None,
             # the rows_of forward checked, for backward's (_forward_lookup)
             "rows_of": None if rows_of is None or lookup is None
-            else (rows_of[0], np.array(rows_of[1]), lookup),
+            else (rows_of[0], kept, lookup),
         }
         return Forward(output, final, cache)
 
