@@ -434,13 +434,16 @@ def test_mse_compiled_pass_matches_the_numpy_passes(layout, dtype, reduction, ma
     np.testing.assert_allclose(got_loss, want_loss, rtol=1e-14)
 
 
-def test_mse_compiled_pass_splits_large_batches_over_threads(monkeypatch, setenv):
+@pytest.mark.parametrize("name", ["mse", "softmax"])
+def test_compiled_losses_split_large_batches_over_threads(name, monkeypatch, setenv):
+    """A loss over many values is split by batch rows over the threads; each row's sum is
+    kept apart and the rows' sums added in order, so the loss is the same bits on one thread
+    and on three (the per-part sums of before differed in the last bits)."""
     from rnnlab import fast
     from rnnlab.fast import parallel
 
     if not fast.available():
         pytest.skip("needs the compiled kernels")
-    setenv(RNNLAB_NUM_THREADS="3")
     monkeypatch.setattr(fast, "MIN_LOSS_ELEMENTS", 0)
     parts = []
     run_parts = parallel.run_parts
@@ -448,14 +451,30 @@ def test_mse_compiled_pass_splits_large_batches_over_threads(monkeypatch, setenv
         parallel, "run_parts", lambda fn, p: parts.append(len(p)) or run_parts(fn, p)
     )
     rng = np.random.default_rng(4)
-    pred = rng.standard_normal((7, 9, 5))
-    targets = rng.standard_normal((7, 9, 5))
-    loss, d = mean_squared_error(pred, targets, lengths=np.array([9, 1, 4, 9, 2, 8, 3]))
-    assert parts == [3]
-    mask = np.arange(9)[None, :] < np.array([9, 1, 4, 9, 2, 8, 3])[:, None]
-    r = np.where(mask[:, :, None], pred - targets, 0.0)
-    np.testing.assert_allclose(loss, (r**2).sum() / (mask.sum() * 5), rtol=1e-13)
-    np.testing.assert_allclose(d, 2 * r / (mask.sum() * 5), rtol=1e-13)
+    lengths = np.array([9, 1, 4, 9, 2, 8, 3])
+    mask = np.arange(9)[None, :] < lengths[:, None]
+    if name == "mse":
+        pred, targets = rng.standard_normal((7, 9, 5)), rng.standard_normal((7, 9, 5))
+        r = np.where(mask[:, :, None], pred - targets, 0.0)
+        want_loss, want_d = (r**2).sum() / (mask.sum() * 5), 2 * r / (mask.sum() * 5)
+        loss_fn = lambda: mean_squared_error(pred, targets, lengths=lengths)  # noqa: E731
+    else:
+        logits, targets = rng.standard_normal((7, 9, 5)), rng.integers(0, 5, (7, 9))
+        p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+        nll = -np.log(np.take_along_axis(p, targets[..., None], -1))[..., 0]
+        want_loss = nll[mask].sum() / mask.sum()
+        want_d = np.where(mask[..., None], p - np.eye(5)[targets], 0.0) / mask.sum()
+        loss_fn = lambda: softmax_cross_entropy(logits, targets, lengths=lengths,  # noqa: E731
+                                                reduction="mean")
+    got = []
+    for threads in ("1", "3"):
+        setenv(RNNLAB_NUM_THREADS=threads)
+        with parallel.session():
+            got.append(loss_fn())
+    assert parts == [1, 3]
+    assert got[0][0] == got[1][0] and np.array_equal(got[0][1], got[1][1])
+    np.testing.assert_allclose(got[1][0], want_loss, rtol=1e-13)
+    np.testing.assert_allclose(got[1][1], want_d, rtol=1e-12, atol=1e-16)
 
 
 def test_mse_in_float16_takes_the_numpy_path():
@@ -508,33 +527,6 @@ def test_cross_entropy_compiled_pass_matches_the_numpy_passes(layout, dtype, red
     assert got_loss == pytest.approx(want_loss, rel=8 * ulp)
     if kw:
         assert not got_d[0, LENGTHS[0] :].any() and not got_d[1, LENGTHS[1] :].any()
-
-
-def test_cross_entropy_compiled_pass_splits_large_batches_over_threads(monkeypatch, setenv):
-    from rnnlab import fast
-    from rnnlab.fast import parallel
-
-    if not fast.available():
-        pytest.skip("needs the compiled kernels")
-    setenv(RNNLAB_NUM_THREADS="3")
-    monkeypatch.setattr(fast, "MIN_LOSS_ELEMENTS", 0)
-    parts = []
-    run_parts = parallel.run_parts
-    monkeypatch.setattr(
-        parallel, "run_parts", lambda fn, p: parts.append(len(p)) or run_parts(fn, p)
-    )
-    rng = np.random.default_rng(6)
-    logits = rng.standard_normal((7, 9, 5))
-    targets = rng.integers(0, 5, (7, 9))
-    lengths = np.array([9, 1, 4, 9, 2, 8, 3])
-    loss, d = softmax_cross_entropy(logits, targets, lengths=lengths, reduction="mean")
-    assert parts == [3]
-    mask = np.arange(9)[None, :] < lengths[:, None]
-    p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
-    nll = -np.log(np.take_along_axis(p, targets[..., None], -1))[..., 0]
-    np.testing.assert_allclose(loss, nll[mask].sum() / mask.sum(), rtol=1e-13)
-    want = np.where(mask[..., None], p - np.eye(5)[targets], 0.0) / mask.sum()
-    np.testing.assert_allclose(d, want, rtol=1e-12, atol=1e-16)
 
 
 @pytest.mark.parametrize("where", ["valid", "padded"])

@@ -135,7 +135,7 @@ def squared_error(
     mask (B, T) or None. None when a layout does not suit the kernel (the last axis not
     contiguous), for the caller's NumPy path. The gradient is laid out like pred in memory;
     large arrays are split by batch rows over rnnlab's threads."""
-    from rnnlab.fast import kernels, parallel
+    from rnnlab.fast import kernels
 
     if pred.ndim > 3 or targets.shape != pred.shape or targets.dtype != pred.dtype:
         return None
@@ -145,20 +145,27 @@ def squared_error(
     p3, y3, g3 = (_rows3(a) for a in (pred, targets, grad))
     if p3 is None or y3 is None or g3 is None:
         return None
+    total = _by_rows(kernels.squared_error_rows, (p3, y3, g3), mask, pred.dtype.type(count),
+                     pred.size)  # fmt: skip
+    return total, grad
+
+
+def _by_rows(kernel, arrays: tuple, mask: np.ndarray | None, count: np.generic,
+             size: int) -> float:  # fmt: skip
+    """Σ_b sums[b] after kernel(*arrays, mask, has_mask, count, sums, b0, b1) over the batch
+    rows (split over rnnlab's threads inside a session for arrays of MIN_LOSS_ELEMENTS values
+    or more): each row's sum apart, added in the rows' order, so a loss does not depend on
+    the number of threads."""
+    from rnnlab.fast import parallel
+
     m, has_mask = _mask_arg(mask)
-    B = p3.shape[0]
+    B = arrays[0].shape[0]
+    sums = np.zeros(B)
     with parallel.session():
-        parts = parallel.row_parts(B, 1) if pred.size >= MIN_LOSS_ELEMENTS else [(0, B)]
-        sums = np.zeros(len(parts))
-        index = {b0: i for i, (b0, _) in enumerate(parts)}
-        n = pred.dtype.type(count)
-        parallel.run_parts(
-            lambda b0, b1: kernels.squared_error_rows(
-                p3, y3, g3, m, has_mask, n, sums, index[b0], b0, b1
-            ),
-            parts,
-        )
-    return float(sums.sum()), grad
+        parts = parallel.row_parts(B, 1) if size >= MIN_LOSS_ELEMENTS else [(0, B)]
+        parallel.run_parts(lambda b0, b1: kernel(*arrays, m, has_mask, count, sums, b0, b1),
+                           parts)  # fmt: skip
+    return float(sums.sum())
 
 
 def softmax_cross_entropy(
@@ -170,7 +177,7 @@ def softmax_cross_entropy(
     None; one compiled pass (kernels.softmax_cross_entropy_rows). None where the logits'
     last axis is not contiguous, for the caller's NumPy path. The gradient is laid out like
     the logits in memory; large arrays are split by batch rows over rnnlab's threads."""
-    from rnnlab.fast import kernels, parallel
+    from rnnlab.fast import kernels
 
     if logits.dtype not in (np.float32, np.float64) or logits.ndim not in (2, 3):
         return None
@@ -182,20 +189,9 @@ def softmax_cross_entropy(
         o3, g3, y2 = logits, grad, targets
     if o3.strides[2] != o3.itemsize or g3.strides[2] != g3.itemsize:
         return None
-    m, has_mask = _mask_arg(mask)
-    B = o3.shape[0]
-    with parallel.session():
-        parts = parallel.row_parts(B, 1) if logits.size >= MIN_LOSS_ELEMENTS else [(0, B)]
-        sums = np.zeros(len(parts))
-        index = {b0: i for i, (b0, _) in enumerate(parts)}
-        n = logits.dtype.type(count)
-        parallel.run_parts(
-            lambda b0, b1: kernels.softmax_cross_entropy_rows(
-                o3, y2, g3, m, has_mask, n, sums, index[b0], b0, b1
-            ),
-            parts,
-        )
-    return float(sums.sum()), grad
+    total = _by_rows(kernels.softmax_cross_entropy_rows, (o3, y2, g3), mask,
+                     logits.dtype.type(count), logits.size)  # fmt: skip
+    return total, grad
 
 
 SQUARES_CHUNK = 1 << 16  # values a partial sum of sum_of_squares covers

@@ -587,10 +587,10 @@ LOSS_BLOCK = 8  # batch rows squared_error_rows takes per step
 
 
 @njit(**JIT)
-def squared_error_rows(pred, targets, grad, mask, has_mask, count, sums, part, b0, b1):
+def squared_error_rows(pred, targets, grad, mask, has_mask, count, sums, b0, b1):
     """For the rows b0 ≤ b < b1 of (B, T, C) arrays whose last axis is contiguous:
     grad = 2 (pred − targets) / count, zero where mask[b, t] is False, and
-    sums[part] = Σ (pred − targets)² over the valid entries, each square rounded to the
+    sums[b] += Σ_t (pred − targets)² over row b's valid entries, each square rounded to the
     arrays' dtype and accumulated in float64 (the arithmetic of rnnlab.losses' NumPy path).
     A masked entry adds nothing whatever its target holds (NaN, inf, a square that would
     overflow), as in the NumPy path; a NaN or inf prediction there makes the sum NaN, for the
@@ -600,7 +600,6 @@ def squared_error_rows(pred, targets, grad, mask, has_mask, count, sums, part, b
     step instead of one row every B·C values."""
     _, T, C = pred.shape
     two, zero = pred.dtype.type(2.0), pred.dtype.type(0.0)
-    total = 0.0
     for first in range(b0, b1, LOSS_BLOCK):
         for t in range(T):
             for b in range(first, min(first + LOSS_BLOCK, b1)):
@@ -610,14 +609,13 @@ def squared_error_rows(pred, targets, grad, mask, has_mask, count, sums, part, b
                     for j in range(C):
                         g[j] = zero
                         acc += np.float64(p[j] * zero)  # 0, or NaN from a NaN or inf
-                    total += acc
+                    sums[b] += acc
                     continue
                 for j in range(C):
                     r = p[j] - y[j]
                     acc += np.float64(r * r)
                     g[j] = (r * two) / count
-                total += acc
-    sums[part] = total
+                sums[b] += acc
 
 
 @njit(inline="always", **JIT)
@@ -670,11 +668,10 @@ def _total64(e):
 
 
 @njit(**JIT)
-def softmax_cross_entropy_rows(logits, targets, grad, mask, has_mask, count, sums, part, b0,
-                               b1):  # fmt: skip
+def softmax_cross_entropy_rows(logits, targets, grad, mask, has_mask, count, sums, b0, b1):
     """For the rows b0 ≤ b < b1 of (B, T, K) logits whose last axis is contiguous and (B, T)
     class ids: grad = (softmax(o_bt) − [k = y_bt]) / count, zero where mask[b, t] is False,
-    and sums[part] = Σ (log Σ_k e^{o_btk} − o_bt,y) over the valid steps, in float64:
+    and sums[b] += Σ_t (log Σ_k e^{o_btk} − o_bt,y) over row b's valid steps, in float64:
     e = e^{o − max o}, s = Σ_k e in float64, the loss log s − (o_y − max o), the gradient
     e · (1 / (s · count)) (a product where the NumPy path divides twice; the target's entry
     as there, (e_y / s − 1) / count), within a few ulp of that path's. A NaN or ±inf logit
@@ -683,7 +680,6 @@ def softmax_cross_entropy_rows(logits, targets, grad, mask, has_mask, count, sum
     batch rows at a time, as there."""
     _, T, K = logits.shape
     one, zero = logits.dtype.type(1.0), logits.dtype.type(0.0)
-    total = 0.0
     for first in range(b0, b1, LOSS_BLOCK):
         for t in range(T):
             for b in range(first, min(first + LOSS_BLOCK, b1)):
@@ -693,22 +689,21 @@ def softmax_cross_entropy_rows(logits, targets, grad, mask, has_mask, count, sum
                     for j in range(K):
                         g[j] = zero
                         acc += np.float64(o[j] * zero)  # 0, or NaN from a NaN or inf
-                    total += acc
+                    sums[b] += acc
                     continue
                 top, low = _extremes(o)
                 if not (-np.inf < low and top < np.inf):
-                    total += np.nan  # a logit of ±inf: refused as the NumPy path does
+                    sums[b] += np.nan  # a logit of ±inf: refused as the NumPy path does
                 for j in range(K):
                     g[j] = exp_below_scalar(o[j] - top)
                 s = _total64(g)
                 y = targets[b, t]
-                total += np.log(s) - np.float64(o[y] - top)
+                sums[b] += np.log(s) - np.float64(o[y] - top)
                 at_y = g[y]
                 scale = logits.dtype.type(1.0 / (s * count))
                 for j in range(K):
                     g[j] = g[j] * scale
                 g[y] = (at_y / logits.dtype.type(s) - one) / count
-    sums[part] = total
 
 
 @njit(**JIT)
