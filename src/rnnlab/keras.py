@@ -433,8 +433,22 @@ def load_weights(
     "relu") loads into a tanh RNN, a softmax Dense into a Linear, an Embedding(mask_zero=True)
     into an Embedding, and only the weights' shapes and counts (a GRU's reset_after, a
     Dense's bias among them) are checked. Nor can a square
-    kernel given transposed be told apart. Prefer the `.keras` file. Every layer is checked
-    before any weight is written: a refused source leaves the model as it was."""
+    kernel given transposed be told apart. Prefer the `.keras` file. A `.keras` file's
+    use_bias must agree with the arrays it holds. An activation given as a Keras layer counts
+    for what it computes: ReLU() with its defaults is "relu", Activation("tanh") "tanh".
+
+    Keras layers without weights, which rnnlab's Sequential holds nothing for, are judged by
+    what they compute at inference: those that return their input load (Dropout,
+    SpatialDropout1D/2D/3D, GaussianNoise, GaussianDropout, AlphaDropout: noise in training
+    only; ActivityRegularization: a loss; InputLayer, Identity, a linear Activation, a
+    Flatten of (batch, features), a TimeDistributed of one of those), a
+    GlobalAveragePooling1D is a MeanOverTime (as many of one as of the other), and any other
+    (Activation("softmax"), Softmax, ReLU, Masking, Lambda, Rescaling, Reshape, a Flatten of
+    steps, GlobalMaxPooling1D, a layer of one's own) is refused: rnnlab's model would compute
+    without it. A `.weights.h5` names each layer's class (its key) but not its config, so
+    there an Activation's function, a Flatten's input and a TimeDistributed's layer go
+    unchecked. Every layer is checked before any weight is written: a refused source leaves
+    the model as it was."""
     if keys is not None and (
         isinstance(keys, str)
         or not isinstance(keys, Sequence)
@@ -492,6 +506,11 @@ def _recurrent_values(layer: Recurrent, found: Sequence[_Found],
             want = "a Bidirectional" if layer.bidirectional else "a unidirectional layer"
             _checks.fail(where, want, "a Bidirectional" if bi else "a unidirectional layer")
         _check_options(layer, k, options, where)
+        sides = [options, options.get("backward", {})] if bi else [options]
+        for side, (w, _), label in zip(sides, directions, ("", " backward layer"),
+                                       strict=False):  # fmt: skip
+            if "use_bias" in side:  # (a .keras file's config, or the layer's)
+                _check_bias_count(side["use_bias"], len(w), 3, where + label)
         for sfx, (w, start) in zip(layer.directions, directions, strict=True):
             loaded.update(_to_rnnlab(layer, k, sfx, w, where))
             loaded.update(_start_to_rnnlab(layer, k, sfx, start, where))
@@ -530,7 +549,7 @@ def _load_sequential(model: Sequential, source: object, keys: Sequence[str] | No
                          "its layers for a Sequential", _checks.describe(source))  # fmt: skip
         found, labels, named, ask = [], [], None, ""
         other_arrays = {kind: [] for kind in _OTHERS.values()}
-        other_labels = {kind: [] for kind in _OTHERS.values()}
+        other_labels = {kind: [] for kind in (*_OTHERS.values(), _MEAN)}
         whole = "source"
         for j, x in enumerate(layers):
             name = type(x).__name__
@@ -545,6 +564,9 @@ def _load_sequential(model: Sequential, source: object, keys: Sequence[str] | No
                 _checks.fail(f"source (layer {j}, {x.name!r})", "a layer rnnlab's modules hold "
                              "(Embedding, SimpleRNN, LSTM, GRU, Bidirectional, Dense) or one "
                              "without weights", f"a {name} with weights")  # fmt: skip
+            elif _weightless_step(name, x.get_config(), x.get_build_config(),
+                                  f"source (layer {j}, {x.name!r})") == _MEAN:  # fmt: skip
+                other_labels[_MEAN].append(f"source (layer {j}, {x.name!r})")
     recs = [m for m in mods if isinstance(m, Recurrent)]
     _count(whole, sum(m.num_layers for m in recs), "recurrent layer",
            "num_layers of the model's recurrent modules, summed", named, len(found),
@@ -563,6 +585,13 @@ def _load_sequential(model: Sequential, source: object, keys: Sequence[str] | No
                where if named is not None else None, len(arrays))  # fmt: skip
         for m, w, label in zip(targets, arrays, where, strict=True):
             writes += _other_values(m, w, label)
+    # A GlobalAveragePooling1D is rnnlab's MeanOverTime: as many of one as of the other. Where
+    # it stands among the Dense and Dropout layers after the recurrent ones does not matter
+    # (a mean over the steps commutes with x·K + b), and before a recurrent layer Keras
+    # cannot put it (its output has no steps left).
+    _count(whole, sum(isinstance(m, MeanOverTime) for m in mods), f"{_MEAN} layer",
+           "the model's MeanOverTime modules", other_labels[_MEAN] if named is not None else
+           None, len(other_labels[_MEAN]))  # fmt: skip
     for target, value in writes:  # only once every layer was checked
         target[...] = value
 
@@ -647,6 +676,91 @@ def _check_other_options(kind: str, config: dict[str, Any], where: str) -> None:
                       "and give the model's forward the sequences' lengths.")  # fmt: skip
 
 
+# Keras layers without weights that pass their input on unchanged at inference, which rnnlab's
+# Sequential (at inference) computes by leaving them out: the dropouts and the noises act in
+# training only (GaussianDropout and AlphaDropout too: at inference they return the input),
+# ActivityRegularization adds a loss and returns its input, InputLayer and Identity are x.
+_IDENTITY = ("InputLayer", "Identity", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
+             "SpatialDropout3D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
+             "ActivityRegularization")  # fmt: skip
+# Keras layers that are an activation function (applied to a layer's outputs where they
+# stand, or given as a layer's activation=): named by what they compute, "linear" passing.
+_ACTIVATION_LAYERS = ("Activation", "ReLU", "LeakyReLU", "Softmax", "ELU")
+_MEAN = "GlobalAveragePooling1D"  # (rnnlab's MeanOverTime)
+_CLASS_OF_KEY = {_snake(c): c for c in (*_IDENTITY, *_ACTIVATION_LAYERS, _MEAN, "Masking",
+                                        "TimeDistributed", "Flatten", "Reshape")}  # fmt: skip
+_STEPS = ("a layer rnnlab's Sequential computes (Embedding, SimpleRNN, LSTM, GRU, Bidirectional, "
+          "Dense; GlobalAveragePooling1D as MeanOverTime) or one that is identity at inference "
+          f"({', '.join(_IDENTITY[1:])}, Activation('linear'))")  # fmt: skip
+
+
+def _weightless_step(cls: str, config: dict[str, Any] | None, build: Any, where: str) -> str:
+    """What a Keras layer without weights computes at inference, for rnnlab's Sequential,
+    which holds none of its own for it: "identity" (left out: _IDENTITY, a linear
+    activation, a Flatten of (batch, features), a TimeDistributed of one of those) or _MEAN
+    (a GlobalAveragePooling1D, rnnlab's MeanOverTime). Any other is refused, saying what
+    rnnlab would compute instead: loaded, the model would compute it without the layer.
+    `config` None: a .weights.h5, which names a layer's class (its key) but holds no config,
+    so an Activation's function, a Flatten's input and a TimeDistributed's layer go
+    unchecked there."""
+    if cls in _IDENTITY:
+        return "identity"
+    if cls == _MEAN:
+        if config is not None and (config.get("data_format", "channels_last") != "channels_last"
+                                   or config.get("keepdims", False)):  # fmt: skip
+            _checks.fail(where, "a GlobalAveragePooling1D with data_format='channels_last' and "
+                         "keepdims=False (rnnlab's MeanOverTime)", f"data_format="
+                         f"{config.get('data_format')!r}, keepdims={config.get('keepdims')!r}",
+                         "rnnlab's MeanOverTime averages over the steps, keeping the "
+                         "features: (B, T, F) -> (B, F).")  # fmt: skip
+        return _MEAN
+    if config is None and cls in ("Activation", "Flatten", "TimeDistributed"):
+        return "identity"  # (a .weights.h5: unchecked, as the docstring of load_weights says)
+    if cls in _ACTIVATION_LAYERS:
+        name = _activation_name({"class_name": cls, "config": config or {},
+                                 "module": "keras.layers"})  # fmt: skip
+        if name == "linear":
+            return "identity"
+        got = f"an Activation({name!r})" if cls == "Activation" else f"a {cls} ({name})"
+        hint = (f"rnnlab's model would compute its input without the {name}: load the model "
+                f"without this layer and apply the {name} to rnnlab's outputs.")  # fmt: skip
+    elif cls == "Flatten" and isinstance(build, dict) and len(build.get("input_shape") or
+                                                              ()) == 2:  # fmt: skip
+        return "identity"  # (batch, features) flattened is itself
+    elif cls == "TimeDistributed" and isinstance(config, dict):
+        given = config.get("layer")
+        inner: dict[str, Any] = given if isinstance(given, dict) else {}
+        inner_cls = str(inner.get("class_name", ""))
+        if inner_cls in _IDENTITY or (inner_cls in _ACTIVATION_LAYERS and _activation_name(
+                {**inner, "module": "keras.layers"}) == "linear"):  # fmt: skip
+            return "identity"
+        got, hint = (f"a TimeDistributed({inner_cls or '?'})", "rnnlab's model would pass its "
+                     "input on unchanged, without the layer it wraps.")  # fmt: skip
+    elif cls == "Masking":
+        got, hint = "a Masking layer", (
+            "rnnlab's model masks nothing: it would compute the steps Keras skips (those whose "
+            "features all equal mask_value). Load the model without it and give forward the "
+            "sequences' lengths.")
+    elif cls in ("Flatten", "Reshape"):
+        got, hint = f"a {cls}", (f"rnnlab's model would keep its input's shape where Keras' "
+                                 f"{cls} changes it.")  # fmt: skip
+    else:
+        got = f"a {cls}" if cls else "a layer without a class name"
+        hint = "rnnlab's model holds no module for it: it would pass its input on unchanged."
+    _checks.fail(where, _STEPS, got, hint)
+
+
+def _check_bias_count(use_bias: object, count: int, with_bias: int, where: str) -> None:
+    """A layer's use_bias (its config) against how many arrays it holds (`with_bias` with a
+    bias, one fewer without): they disagree in a file whose config.json and weights do not
+    belong together, and the bias would be taken, or zeros, against the config."""
+    want = with_bias if use_bias else with_bias - 1
+    if count != want:
+        _checks.fail(where, f"{want} array{'s' if want != 1 else ''}, as its config's "
+                     f"use_bias={use_bias!r} says", f"{count}", "The file's config.json "
+                     "and its weights disagree: save the Keras model again.")  # fmt: skip
+
+
 def _check_values(cell: object, want: dict[str, Any], options: dict[str, Any], where: str,
                   hint: str = "") -> None:  # fmt: skip
     for name, value in want.items():
@@ -661,13 +775,40 @@ def _serialized_name(value: object) -> object:
     """An option as Keras serializes it, by its name: an activation is a str ("tanh"), a
     function of one's own {"class_name": "function", "config": "my_act", ...}, a layer
     (keras.layers.ReLU()) {"class_name": "ReLU", "config": {...}}; the name then is
-    "my_act", or the class's, "ReLU"."""
+    "my_act", or what the layer computes (_activation_name)."""
     if not isinstance(value, dict):
         return value
     inner = value.get("config")
     if isinstance(inner, str):
         return inner
-    return value.get("class_name", inner.get("name") if isinstance(inner, dict) else None)
+    return _activation_name(value)
+
+
+def _activation_name(value: dict[str, Any]) -> object:
+    """The activation a Keras activation layer computes, as Keras names the function:
+    ReLU() with its defaults (no max_value, negative_slope 0, threshold 0) and LeakyReLU
+    (negative_slope=0) are "relu", Activation(f) is f, Identity() is "linear", Softmax over
+    the last axis "softmax", ELU(alpha=1) "elu"; any other, or a layer of one's own (outside
+    keras.layers), is named by its class, which no rnnlab layer computes."""
+    cls, cfg = value.get("class_name"), value.get("config")
+    cfg = cfg if isinstance(cfg, dict) else {}
+    if not str(value.get("module", "keras.layers")).startswith("keras."):
+        return cls
+    if cls == "Activation":
+        f = cfg.get("activation", "linear")
+        return "linear" if f is None else _serialized_name(f)
+    if cls == "Identity":
+        return "linear"
+    if cls == "ReLU" and cfg.get("max_value") is None and not cfg.get("negative_slope", 0.0) \
+            and not cfg.get("threshold", 0.0):  # fmt: skip
+        return "relu"
+    if cls == "LeakyReLU" and cfg.get("negative_slope", 0.3) == 0:
+        return "relu"
+    if cls == "Softmax" and cfg.get("axis", -1) in (-1, [-1]):
+        return "softmax"
+    if cls == "ELU" and cfg.get("alpha", 1.0) == 1.0:
+        return "elu"
+    return cls
 
 
 def _to_rnnlab(
@@ -787,7 +928,7 @@ def _direction(x: KerasLayer) -> tuple[str, _Direction]:
 def _options(x: KerasLayer) -> dict[str, Any]:
     config = x.get_config()
     return {k: config[k] for k in ("activation", "recurrent_activation", "reset_after",
-                                   "go_backwards") if k in config}  # fmt: skip
+                                   "go_backwards", "use_bias") if k in config}  # fmt: skip
 
 
 def _read_file(path: Path, keys: Sequence[str] | None) -> list[tuple[str, _Found]]:
@@ -854,19 +995,31 @@ def _read_others(layers: H5Group, config: dict[str, Any] | None,
     configs = _layer_configs(config) if config is not None else {}
     order = list(configs) if config is not None else sorted(
         layers, key=lambda k: (_base(k), 0 if k == _base(k) else int(k.rsplit("_", 1)[1]) + 1))
-    out: dict[str, list[tuple[str, list[np.ndarray]]]] = {kind: [] for kind in _OTHERS.values()}
+    out: dict[str, list[tuple[str, list[np.ndarray]]]] = {
+        kind: [] for kind in (*_OTHERS.values(), _MEAN)}
+    entries = _entries(config) if config is not None else {}
     for key in order:
         g = layers.get(key)
         base = _base(key)
-        if base in _RECURRENT or not isinstance(g, h5py.Group):
-            continue
-        held = _dataset_names(g)
         where = f"source ('{path}', layer {key!r})"
+        if base in _RECURRENT:
+            continue
+        held = _dataset_names(g) if isinstance(g, h5py.Group) else []
         if base not in _OTHERS:
             if held:
                 _checks.fail(where, "a layer rnnlab's modules hold (Embedding, SimpleRNN, "
                              "LSTM, GRU, Bidirectional, Dense) or one without weights",
                              f"one holding {len(held)} arrays")  # fmt: skip
+            if key in entries:  # (a .keras file: its class and config)
+                cls, cfg, build = entries[key]
+            elif config is None and isinstance(g, h5py.Group):  # (a .weights.h5: its key)
+                cls, cfg, build = _CLASS_OF_KEY.get(base, base), None, None
+            else:
+                continue
+            if _weightless_step(cls, cfg, build, where) == _MEAN:
+                out[_MEAN].append((key, []))
+            continue
+        if not isinstance(g, h5py.Group):
             continue
         v = g.get("vars")
         names = [str(j) for j in range(len(v))] if isinstance(v, h5py.Group) else []
@@ -875,6 +1028,8 @@ def _read_others(layers: H5Group, config: dict[str, Any] | None,
             _checks.fail(where, f"a built Keras {_OTHERS[base]} layer (its arrays in vars/0, "
                          "vars/1)", f"{len(held)} arrays elsewhere" if held else "no arrays")
         _check_other_options(_OTHERS[base], configs.get(key, {}), where)  # (none: .weights.h5)
+        if base == "dense" and "use_bias" in configs.get(key, {}):
+            _check_bias_count(configs[key]["use_bias"], len(names), 2, where)
         out[_OTHERS[base]].append((key, [np.asarray(v[n]) for n in names]))
     return out
 
@@ -902,21 +1057,31 @@ def _base(key: str) -> str:
     return head if tail.isdigit() and head else key
 
 
-def _layer_configs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The h5 key of every layer of a .keras file's model, in order, with its config (the
-    keys as Keras' saving makes them: snake_case class names, numbered by order)."""
+def _entries(config: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any], Any]]:
+    """The h5 key of every layer of a .keras file's model, in order, with its class name,
+    config and build config (the keys as Keras' saving makes them: snake_case class names,
+    numbered by order)."""
     layers = config.get("config", {}).get("layers", [])
     used: dict[str, int] = {}
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, tuple[str, dict[str, Any], Any]] = {}
     for entry in layers:
-        key = _snake(entry.get("class_name", ""))
+        cls = entry.get("class_name", "")
+        key = _snake(cls)
         if key in used:
             used[key] += 1
             key = f"{key}_{used[key]}"
         else:
             used[key] = 0
-        cfg = dict(entry.get("config", {}))
-        if entry.get("class_name") == "Bidirectional":
+        out[key] = (cls, dict(entry.get("config", {})), entry.get("build_config"))
+    return out
+
+
+def _layer_configs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The h5 key of every layer of a .keras file's model, in order, with its config (a
+    Bidirectional's: its forward layer's, with merge_mode and its backward layer's)."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, (cls, cfg, _) in _entries(config).items():
+        if cls == "Bidirectional":
             inner = cfg.get("layer", {}).get("config", {})
             # without a `backward_layer` of its own, Keras builds the forward layer's copy
             # reading backwards
@@ -974,5 +1139,5 @@ def _kind_of(cell_name: object) -> str:
 
 def _subset(config: dict[str, Any]) -> dict[str, Any]:
     keep = ("activation", "recurrent_activation", "reset_after", "go_backwards", "merge_mode",
-            "backward")
+            "backward", "use_bias")
     return {k: config[k] for k in keep if k in config}
