@@ -303,3 +303,29 @@ def test_every_training_pair_takes_part_and_the_batches_come_in_random_order():
     np.testing.assert_array_equal(b.lengths, lengths[row])
     # fewer items than a batch: one batch of them all
     assert td.epoch_batches(5, 64, lengths[:5], 0, 0).shape == (1, 5)
+
+
+def test_scheduled_sampling_takes_a_seed_and_refuses_no_generator_or_a_bad_teacher():
+    """Scheduled sampling (training, teacher < 1) draws from `rng` as every training pass
+    does: a seed is made into one Generator (it raised AttributeError: 'int' object has no
+    attribute 'random'), None is refused naming `rng` (it raised the same for 'NoneType'),
+    and a teacher-forcing probability outside [0, 1] is refused naming `teacher` (-1 and NaN
+    fed the model's own draws everywhere, 1.5 the truth, without a word)."""
+    from rnnlab.seq2seq import Seq2Seq
+    from rnnlab.tasks.transduction import Trainee
+
+    net = Trainee(Seq2Seq(7, 6, embed=4, hidden=5, rng=0, dtype=np.float64))
+    x = np.random.default_rng(1).integers(3, 7, (3, 4))
+    y = np.array([[3, 4, 5, 2], [5, 2, 0, 0], [4, 4, 2, 0]])
+    kw = dict(targets=y, lengths=np.array([4, 3, 2]), training=True, teacher=0.3)
+    seeded = net.forward(x, rng=5, **kw).output
+    by_generator = net.forward(x, rng=np.random.default_rng(5), **kw).output
+    np.testing.assert_array_equal(seeded, by_generator)
+    with pytest.raises(ValueError, match="`rng`"):
+        net.forward(x, rng=None, **kw)
+    for bad in (-1.0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="`teacher`"):
+            net.forward(x, rng=5, **dict(kw, teacher=bad))
+    # teacher forcing alone (p = 1, or not training) draws nothing and needs no generator
+    net.forward(x, rng=None, **dict(kw, teacher=1.0))
+    net.forward(x, rng=None, **dict(kw, training=False))

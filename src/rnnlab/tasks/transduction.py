@@ -36,7 +36,7 @@ import numpy as np
 
 from rnnlab import _checks
 from rnnlab._checks import choice, fail
-from rnnlab.layers import Backward, Forward, PassOptions, pass_options
+from rnnlab.layers import Backward, Forward, PassOptions, _training_rng, pass_options
 from rnnlab.losses import softmax, softmax_cross_entropy
 from rnnlab.modules import _Module
 from rnnlab.seq2seq import ATTENTIONS, Seq2Seq
@@ -298,8 +298,13 @@ class Trainee(_Module):
             _checks.fail("targets", "the target ids (the decoder reads them shifted by one)",
                          "None")  # fmt: skip
         targets = _checks.int_array(targets, "targets", ndim=2)
+        teacher = _checks.probability(teacher, "teacher", allow_one=True)
         tgt_in = teacher_inputs(targets)
         if training and teacher < 1.0:
+            # the draws and the pass's masks from one Generator, as OutputFeedback's
+            # scheduled sampling: a seed made into it, None refused (a fresh draw each call is
+            # no run; both raised AttributeError on `.random`)
+            rng = _training_rng(rng, "scheduled sampling (teacher < 1)")
             tgt_in = self.scheduled_inputs(x, lengths, tgt_in, teacher, rng)
         return self.net.forward(x, tgt_in, src_lengths=lengths,
                                 tgt_lengths=target_lengths(targets), training=training,
