@@ -126,6 +126,18 @@ def test_bad_settings(kwargs, match):
         Seq2Seq(V, **kwargs)
 
 
+def test_a_learned_initial_state_is_refused_not_made_a_parameter_nothing_reads():
+    """The decoder starts from the encoder's state, so `recurrent={"initial_state":
+    "learned"}` made `decoder.h0_l0` (and an LSTM's `decoder.c0_l0`), parameters that no
+    pass reads, whose gradient is always zero, trained, saved and exported without a word
+    (the command line refuses --initial-state learned for the same reason)."""
+    for cell in ("lstm", "gru"):
+        with pytest.raises(ValueError, match=r"`recurrent` must be no initial_state"):
+            Seq2Seq(V, W, hidden=4, cell=cell, recurrent={"initial_state": "learned"}, rng=0)
+    m = Seq2Seq(V, W, hidden=4, recurrent={"initial_state": "zeros"}, rng=0)
+    assert not any("0_l" in k for k in m.params)
+
+
 def test_token_ids_and_the_special_tokens_are_checked_by_their_names():
     """An EOS outside the vocabulary would never end a sequence (greedy ran to max_len, the
     beam raised an IndexError) and a negative one would end it at another token."""

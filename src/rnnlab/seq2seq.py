@@ -74,7 +74,8 @@ class Seq2Seq(_Module):
     equations).
     `recurrent`: further keyword arguments of rnnlab.models.make_recurrent for both the
     encoder and the decoder (dropout between layers, the LSTM's variants, recurrent dropout,
-    zoneout); not `proj_size` (the bridge and the attention read h at full size).
+    zoneout); not `proj_size` (the bridge and the attention read h at full size)
+    nor an `initial_state` but "zeros" (the decoder starts from the encoder's state).
     `input_dropout`: inverted dropout on what the encoder reads (the source's vectors, or
     its embeddings), in training only: for an image, each pixel is zeroed with this
     probability, a regulariser against memorising the training images. `source_conv` C
@@ -742,7 +743,8 @@ def _top_k(flat: np.ndarray, k: int, done: np.ndarray, ended: np.ndarray,
 def _recurrent_options(recurrent: object) -> dict[str, Any]:
     """Seq2Seq's `recurrent`: a dict of make_recurrent's layer options. The sizes, the
     direction, the dtype and the generator are the model's own, and proj_size is refused
-    (the bridge and attention read h at full size)."""
+    (the bridge and attention read h at full size), as is an initial_state but "zeros" (the
+    decoder starts from the encoder's state)."""
     if recurrent is None:
         return {}
     if not isinstance(recurrent, dict):
@@ -753,6 +755,11 @@ def _recurrent_options(recurrent: object) -> dict[str, Any]:
         if key == "proj_size" and value:
             _checks.fail("recurrent", "no proj_size (the bridge and attention read h at full "
                          "size)", f"proj_size={value!r}")  # fmt: skip
+        if key == "initial_state" and value != "zeros":
+            # the decoder starts from the encoder's state: its own learned state was a
+            # parameter no pass read (decoder.h0_l0, always a zero gradient)
+            _checks.fail("recurrent", "no initial_state but 'zeros' (the decoder starts from "
+                         "the encoder's state)", f"initial_state={value!r}")  # fmt: skip
         if key not in allowed:
             _checks.fail("recurrent", f"layer options among {', '.join(allowed)}", repr(key),
                          "The cell, sizes, direction, dtype and rng are Seq2Seq's own "
