@@ -218,6 +218,20 @@ def test_translate_and_its_errors(dates_run, tmp_path, capsys, monkeypatch):
     assert "more than any source in training" in err and "error" not in err
 
 
+def test_translate_refuses_a_source_of_spaces_alone(dates_run, tmp_path, capsys):
+    """A line of spaces (a blank line to the eye, in a file edited by hand) is no source:
+    it was decoded into whatever the model writes for nothing, among the real outputs,
+    without a word. It is refused as the empty line is, naming the line."""
+    assert "got a blank source (white space alone) instead" in error_of(
+        capsys, "translate", dates_run, "   "
+    )
+    lines = tmp_path / "in.txt"
+    lines.write_text("7 March 2023\n \n07.03.2023\n", encoding="utf-8")
+    assert f"a blank line 2 of {lines} (white space alone)" in error_of(
+        capsys, "translate", dates_run, "--file", lines
+    )
+
+
 def test_translate_refuses_runs_without_text_sources(tmp_path, capsys):
     run = tmp_path / "c"
     assert (

@@ -643,6 +643,9 @@ class Transduction:
         for text, w in zip(texts, where, strict=True):
             if not text:
                 _checks.fail("source", "non-empty text", f"an empty {w}")
+            if not text.strip():  # (a blank line was decoded into the model's output for
+                # nothing, among the real ones, without a word)
+                _checks.fail("source", "non-empty text", f"a blank {w} (white space alone)")
             new = sorted(set(text) - known)
             if new and unknown == "error":
                 _checks.fail("source", "characters the model saw in training",
