@@ -608,3 +608,28 @@ def test_a_validation_not_finite_stops_every_rank_with_the_weights_saved(tmp_pat
     assert io.checkpoint_steps(tmp_path / "run") == [10]
     assert list((tmp_path / "rank1").iterdir()) == [], "rank 1 wrote files"
     assert time.perf_counter() - start < 120  # not the 600 s timeout
+
+
+def test_ranks_that_resume_different_checkpoints_are_refused_at_the_start(tmp_path):
+    """Each rank reads the checkpoint itself: rank 1 given a stale copy of the run (its
+    step 10, rank 0's step 20; a node's own disk) took up its own step and carried state,
+    drew step 10's batches while rank 0 drew step 20's, summed them into one update, and
+    ended 10 steps after rank 0, in another collective than rank 0's. Now every rank stops
+    at the start, and the run is left as it was."""
+    args = [*ADDING, "--batch-size", "8", "--checkpoint-every", "10"]
+    single([*args, "--steps", "10", "--run-dir", tmp_path / "stale"])
+    shutil.copytree(tmp_path / "stale", tmp_path / "run")
+    single(["train", "--resume", tmp_path / "run", "--steps", "20", "--quiet"])
+    (tmp_path / "rank1").mkdir()
+    resume = ["train", "--steps", "30", "--quiet", "--resume"]
+    tail = ["-n", "1", sys.executable, "-c", MAIN, *resume, tmp_path / "run", ":",
+            "-n", "1", "-wdir", tmp_path / "rank1", sys.executable, "-c", MAIN, *resume,
+            tmp_path / "stale"]  # fmt: skip
+    done = launch(tail, tmp_path, timeout=120, RNNLAB_MPI_TIMEOUT="30")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.count("rnnlab: error: rank 1 of 2 resumed another checkpoint (of step 10) "
+                             "than rank 0 (of step 20): `--resume` needs every rank to read the "
+                             "same run directory") == 2, done.stderr
+    assert "Traceback" not in done.stderr and "waited" not in done.stderr
+    assert io.checkpoint_steps(tmp_path / "run") == [10, 20]
+    assert io.checkpoint_steps(tmp_path / "stale") == [10]

@@ -310,6 +310,17 @@ def _row_counts(task, batch: Batch) -> np.ndarray:
     return counts
 
 
+def _checkpoint_crc(ckpt) -> int:
+    """A CRC-32 of what a checkpoint gives a resumed run: its state.json, weights, optimizer
+    state and carried states, as `restore` read them."""
+    crc = zlib.crc32(json.dumps(ckpt.state, sort_keys=True, default=str).encode())
+    for tensors in (ckpt.model, ckpt.optimizer):
+        for k in sorted(tensors):
+            crc = zlib.crc32(k.encode(), crc)
+            crc = zlib.crc32(np.ascontiguousarray(tensors[k]).data, crc)
+    return crc
+
+
 class _Null:
     """Where the other ranks' progress bar goes."""
 
@@ -369,6 +380,11 @@ class DistributedTrainer(Trainer):
         self._reduced = False
         self._interrupted = {"flag": False}
         self._t_start = time.perf_counter()
+        # what `restore` took up (a CRC of the checkpoint; 0: a new run), which
+        # check_same_run compares: each rank reads the checkpoint, and one that read another
+        # (a stale copy on its node) trained from its own step, on other batches than rank
+        # 0's, summed into the same update, until the ranks met in different collectives
+        self._resumed = 0
 
     @staticmethod
     def _check_rows(n: int, cfg, K: int) -> None:
@@ -395,12 +411,12 @@ class DistributedTrainer(Trainer):
         --lr in an MPMD launch, trained on without a word: the weights stay equal (the
         gradients are summed), the run is not the one its config.json describes."""
         K, r = self.comm.size, self.comm.rank
-        crcs = np.zeros(2 * K, np.int64)
-        crcs[r], crcs[K + r] = self._fingerprint
+        crcs = np.zeros((4, K), np.int64)
+        crcs[:, r] = (*self._fingerprint, self._resumed, self.step)
         self.comm.where = " at the start"
         self.comm.allreduce(crcs)
-        for row, what in ((crcs[:K], "has other settings (its options or --config)"),
-                          (crcs[K:], "draws another first batch (its --data or data files)")):
+        for row, what in ((crcs[0], "has other settings (its options or --config)"),
+                          (crcs[1], "draws another first batch (its --data or data files)")):
             other = [i for i in range(1, K) if row[i] != row[0]]
             if other:
                 raise ValueError(
@@ -408,6 +424,15 @@ class DistributedTrainer(Trainer):
                     "training needs every rank to be given the same options and the same "
                     "data (on a machine of its own, a copy with the same bytes)"
                 )
+        other = [i for i in range(1, K) if crcs[2, i] != crcs[2, 0]]
+        if other:
+            i = other[0]
+            raise ValueError(
+                f"rank {i} of {K} resumed another checkpoint (of step {crcs[3, i]}) than rank 0 "
+                f"(of step {crcs[3, 0]}): `--resume` needs every rank to read the same run "
+                "directory (a shared filesystem, or on a machine of its own a copy with the "
+                "same bytes)"
+            )
 
     def _rows(self) -> slice:
         return slice(self.comm.rank * self.shard, (self.comm.rank + 1) * self.shard)
@@ -561,6 +586,7 @@ class DistributedTrainer(Trainer):
     def restore(self, ckpt):
         """The checkpoint's carried state is the global batch's; keep this rank's rows."""
         super().restore(ckpt)
+        self._resumed = _checkpoint_crc(ckpt)
         if self.carry is not None:
             B, rows = self.cfg.batch_size, self._rows()
             for a in self._carry_arrays():
