@@ -633,3 +633,22 @@ def test_ranks_that_resume_different_checkpoints_are_refused_at_the_start(tmp_pa
     assert "Traceback" not in done.stderr and "waited" not in done.stderr
     assert io.checkpoint_steps(tmp_path / "run") == [10, 20]
     assert io.checkpoint_steps(tmp_path / "stale") == [10]
+
+
+def test_two_ranks_log_the_loss_one_process_logs_to_float64_rounding(tmp_path):
+    """Step 1 (the same weights on both sides): each rank's mean loss, summed in float64 as
+    one process's, went through the float32 gradient buffer, and metrics.jsonl said
+    1.4670792818069458 where one process says 1.467079296708107 (1e-8 apart, a float32's
+    digits); now each rank's share rides in two float32 slots of its own (measured: equal)."""
+    args = [*ADDING, "--steps", "1"]
+    ok(mpiexec([*args, "--batch-size", "4", "--run-dir", "two"], tmp_path, RNNLAB_MPI_TIMEOUT="60",
+               timeout=120))  # fmt: skip
+    single([*args, "--batch-size", "8", "--run-dir", tmp_path / "one"])
+
+    def loss(run):
+        rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x]
+        (value,) = [r["loss"] for r in rows if "loss" in r and "split" not in r]
+        return value
+
+    two, one = loss(tmp_path / "two"), loss(tmp_path / "one")
+    assert two == pytest.approx(one, rel=1e-13, abs=0)
