@@ -575,6 +575,29 @@ def test_out_that_is_a_file_and_a_bad_metrics_record_name_the_option_or_file(tmp
         "number (the training step); got 'x' (str) instead." in err  # fmt: skip
 
 
+def test_an_out_with_an_earlier_output_holds_this_run_s_files_alone(tmp_path, capsys):
+    """A second gradflow into the same --out left the first one's files that it did not
+    write again (map.png, jacobian-l0_reverse.png of a bidirectional model) beside a
+    summary.json that does not name them; a summary.json of something else was overwritten."""
+    small = ["adding", "--cell", "rnn", "--hidden", "3", "--T", "5", "--batch", "2"]
+    run_json(capsys, *small, "--bidirectional", "--analyses", "lag,map,jacobian",
+             "--out", tmp_path)  # fmt: skip
+    assert (tmp_path / "jacobian-l0_reverse.png").is_file()
+    (tmp_path / "mine.txt").write_text("kept")
+    summary, err = run_json(capsys, *small, "--analyses", "lag", "--out", tmp_path)
+    assert "held an earlier gradflow output; its 8 files were removed" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "lag.json", "lag.png", "mine.txt", "summary.json"]  # fmt: skip
+    assert summary["model"]["bidirectional"] is False
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "summary.json").write_text('{"kind": "mine"}')
+    err = error_of(capsys, "gradflow", *small, "--out", other)
+    assert f"`--out` must be a directory without a summary.json, or with an earlier " \
+        f"gradflow's (replaced); got '{other}', whose summary.json is not gradflow's" in err
+    assert (other / "summary.json").read_text() == '{"kind": "mine"}'
+
+
 def test_bad_training_record_input():
     model, task = small_model()
     x, _, _ = task.split("valid")

@@ -56,7 +56,8 @@ def build_parser() -> Parser:
     )
     p.add_argument(
         "--out", default=None, help="output directory (default: runs/gradflow-<run>-<time>, or "
-        "runs/gradflow-<task>-<cell>-<time> for a task)"
+        "runs/gradflow-<task>-<cell>-<time> for a task); an earlier gradflow's files there "
+        "are replaced"
     )
     p.add_argument(
         "--json",
@@ -236,6 +237,35 @@ def _signed_values(argv: list[str]) -> list[str]:
     return out
 
 
+def _clear_previous_output(out: Path) -> list[str]:
+    """Remove the files an earlier `rnnlab gradflow` wrote into `out` (those its summary.json
+    names), returning their names. Written over in part, they stayed beside the new summary:
+    map.png or jacobian-l0_reverse.png of another model, which no summary described. A
+    summary.json that is not gradflow's is refused (it would be overwritten), naming it."""
+    path = out / "summary.json"
+    if not path.exists() and not path.is_symlink():
+        return []
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        old = None
+    if not (isinstance(old, dict) and old.get("kind") == "gradflow"):
+        _checks.fail("--out", "a directory without a summary.json, or with an earlier "
+                     "gradflow's (replaced)", f"'{out}', whose summary.json is not "
+                     "gradflow's")  # fmt: skip
+    names: list[Any] = ["summary.json"]
+    for entry in (old.get("analyses") or {}).values():
+        if isinstance(entry, dict):
+            names += [entry.get("json"), *(entry.get("png") or [])]  # (checked below)
+    removed = []
+    for name in names:
+        file = out / name if isinstance(name, str) and name == Path(name).name else None
+        if file is not None and (file.is_file() or file.is_symlink()):
+            file.unlink()
+            removed.append(name)
+    return removed
+
+
 def main(argv: list[str] | None = None) -> int:
     """`rnnlab gradflow SOURCE [options]`; returns the exit status."""
     argv = _signed_values(sys.argv[1:] if argv is None else list(argv))
@@ -264,6 +294,11 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # a parent that is a file, no permission: say which option
         _checks.fail("--out", "a directory rnnlab can create", f"'{out}' ({e.strerror})")
+    replaced = _clear_previous_output(out)
+    if replaced:
+        print(f"rnnlab: note: --out '{out}' held an earlier gradflow output; its "
+              f"{len(replaced)} files were removed so that every file there is this run's",
+              file=sys.stderr)  # fmt: skip
     summary: dict[str, Any] = {
         "kind": "gradflow",
         "source": subject.source,
