@@ -1090,6 +1090,19 @@ def _drawn(monkeypatch, plot, result, tmp_path):
     return figures[0]
 
 
+def test_the_jacobian_plot_s_lag_axis_says_which_way_the_direction_runs(monkeypatch,
+                                                                         tmp_path):
+    """The axis said "lag t − k" for the reverse direction too, whose states k lie after t
+    (the lag is k − t there: ∂h_0/∂h_3 is at lag 3, not −3)."""
+    pytest.importorskip("matplotlib")
+    layer = RNN(2, 3, bidirectional=True, batch_first=True, dtype=np.float64, rng=0)
+    x = np.random.default_rng(0).standard_normal((1, 4, 2))
+    for d, expect in ((0, "lag t − k"), (1, "lag k − t (reverse: k after t)")):
+        prof = dg.jacobian_products(layer, x, direction=d)
+        ax = _drawn(monkeypatch, dg.plot_jacobian_bound, prof, tmp_path).axes[0]
+        assert ax.get_xlabel() == expect
+
+
 def test_log_plots_say_the_values_they_cannot_draw(monkeypatch, tmp_path):
     """A zero W_hh (every weight 0) passes no gradient back: the lag and Jacobian panels
     were blank, their legends naming the lines as if drawn, the lag axis ±0.04 around the

@@ -212,7 +212,9 @@ def plot_jacobian_bound(result: JacobianProfile, path) -> Path:
         )
     ax.set_yscale("log")
     _lag_axis(ax, lags)
-    ax.set_xlabel("lag t − k")
+    # (a reverse direction's states k lie after t: its lag is k − t)
+    reverse = result.name.endswith("_reverse")
+    ax.set_xlabel("lag k − t (reverse: k after t)" if reverse else "lag t − k")
     ax.set_ylabel("spectral norm")
     ax.set_title(f"{result.name}, sequence {result.sample}, t = {result.t}"
                  + _left_out(result.measured, result.product_bound))  # fmt: skip
