@@ -610,6 +610,36 @@ def test_bad_training_record_input():
         dg_model.split_model(object())
 
 
+def test_training_record_says_the_states_overflow_not_zeros():
+    """W_hh = 1e10·I: the IRNN's float64 states overflow after 33 steps. The logged lag
+    profile read the gradient through NaN states: [1, 0, 0, …], "vanishing" in the log of an
+    exploding network. It is None now, with the overflow said as gradflow says it."""
+    sub = subjects.task_subject("adding", cell="irnn", hidden=4, T=40, batch=4, init_scale=1e10)
+    g = {k: np.zeros_like(v) for k, v in sub.model.params.items()}
+    r = training.training_record(sub.model, sub.x, sub.lengths, g, g, True)
+    assert r["lags"] is None
+    assert r["lag_overflow"].startswith(
+        "the recurrent layer's states overflow float64 after 33 of its 40 steps: exploding")
+    assert r["grad_norm_before"] == 0.0  # (the norms are logged still)
+
+
+def test_training_record_says_where_the_gradient_overflows():
+    """Finite states (zero input and biases: h = 0, φ' = 1) and ‖W_hh‖ ~ 360: ∂L/∂h_k grows
+    past 1e308 by lag 117 of 120. That raised NumPy's warnings; the lags past it are None,
+    and the record names the first."""
+    sub = subjects.task_subject("adding", cell="rnn", hidden=4, T=120, batch=4, init_scale=1e3)
+    for k, v in sub.model.params.items():
+        if "bias" in k:
+            v[...] = 0.0
+    g = {k: np.zeros_like(v) for k, v in sub.model.params.items()}
+    r = training.training_record(sub.model, np.zeros_like(sub.x), sub.lengths, g, g, True)
+    norms = r["lags"]["l0"]["norms"]
+    k = norms.index(None)
+    assert all(v is not None and v > 0 for v in norms[:k]) and norms[k - 1] > 1e300
+    assert r["lag_overflow"] == f"l0: ‖∂L/∂h_k‖ overflows float64 from lag {k}: exploding"
+    assert r["lags"]["l0"]["trend"] == "exploding"
+
+
 def test_loss_of_a_diverging_model_is_nan_without_warnings():
     """Far along a direction an IRNN overflows: the slice gets NaN, not a warning or inf."""
     from rnnlab import diagnostics as dg

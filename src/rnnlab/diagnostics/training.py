@@ -13,7 +13,7 @@ import numpy as np
 from rnnlab import _checks
 from rnnlab.diagnostics._common import json_value
 from rnnlab.diagnostics.lags import gradient_by_lag
-from rnnlab.diagnostics.model import fit_summary, recurrent_io
+from rnnlab.diagnostics.model import StateOverflow, fit_summary, recurrent_io
 from rnnlab.layers import Recurrent
 
 # At most this many sequences enter the lag profile logged during training: it is a float64
@@ -68,7 +68,11 @@ def training_record(
     `layer_groups`); lags (when `with_lags` and the model has a Recurrent layer, else None):
     per (layer, direction), the batch mean of ‖∂L/∂h_k‖ by lag for L a random projection of
     the top layer's final state, over at most 16 sequences, with the fitted factor per step.
-    NaN and inf become None.
+    NaN and inf become None. Where the recurrent states overflow even in float64, `lags` is
+    None and "lag_overflow" says where (as `rnnlab gradflow` does): a gradient read through
+    NaN states is 0 (a ReLU's φ'(NaN)), which a reader of the log would take for vanishing.
+    Where only the gradient overflows, the lags past it are None and "lag_overflow" names
+    the first of them per (layer, direction).
     """
     for name, g in (
         ("grads_before_clip", grads_before_clip),
@@ -94,12 +98,25 @@ def training_record(
         n = RECORD_SEQUENCES
         x = batch_x[:n]
         lens = None if lengths is None else np.asarray(lengths)[:n]
-        _, _, layer, x_rec = recurrent_io(model, x, lens)
-        prof = gradient_by_lag(layer, x_rec, lens, loss="last")
+        try:
+            _, _, layer, x_rec = recurrent_io(model, x, lens, finite_states=True)
+        except StateOverflow as e:
+            record["lag_overflow"] = f"{e}: exploding; no lag profile can be measured"
+            return json_value(record)
+        with np.errstate(over="ignore", invalid="ignore"):  # (a gradient past 1e308: None)
+            prof = gradient_by_lag(layer, x_rec, lens, loss="last")
         record["lags"] = {
             name: {"norms": prof.mean[j], **fit_summary(prof.fits[j])}
             for j, name in enumerate(prof.names)
         }
+        reached = prof.lags < int(np.max(prof.lengths))  # (longer lags: no sequence has them)
+        over = [(name, int(np.nonzero(~np.isfinite(prof.mean[j]) & reached)[0][0]))
+                for j, name in enumerate(prof.names)
+                if (~np.isfinite(prof.mean[j]) & reached).any()]  # fmt: skip
+        if over:
+            record["lag_overflow"] = "; ".join(
+                f"{name}: ‖∂L/∂h_k‖ overflows float64 from lag {k}: exploding" for name, k in over
+            )
     return json_value(record)
 
 
