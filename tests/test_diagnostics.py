@@ -945,6 +945,14 @@ def test_clipped_vs_unclipped_step():
     assert "clipping scales the step by 0.2" in c.verdict()
     same = dg.clipped_vs_unclipped_step(grads, 0.5, 10.0)
     assert same.scale == 1.0 and "unchanged" in same.verdict() and same.loss_before is None
+    assert same.verdict().startswith("‖g‖ = 5 < max_norm = 10: clipping leaves the step")
+
+
+def test_clipping_verdict_at_exactly_max_norm():
+    """‖g‖ = η: the step is left unchanged (scale 1), and the verdict said "‖g‖ < max_norm"."""
+    c = dg.clipped_vs_unclipped_step({"a": np.array([3.0, 4.0])}, 0.5, 5.0)
+    assert c.grad_norm == 5.0 and c.scale == 1.0
+    assert c.verdict() == "‖g‖ = 5 = max_norm = 5: clipping leaves the step unchanged"
 
 
 def test_clipping_bounds_the_step_at_a_cliff():

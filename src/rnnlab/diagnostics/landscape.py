@@ -107,7 +107,10 @@ class ClipComparison:
                 f"{self.clipped_step_norm:.4g})"
             )
         else:
-            text = f"‖g‖ = {g:.4g} < max_norm = {eta:.4g}: clipping leaves the step unchanged"
+            # (‖g‖ = η exactly is left unchanged too, as optim.clip_by_global_norm does; a
+            # ‖g‖ a rounding above η whose scale η/‖g‖ rounds to 1 is not "below" it either)
+            rel = "<" if g < eta else "=" if g == eta else "≈"
+            text = f"‖g‖ = {g:.4g} {rel} max_norm = {eta:.4g}: clipping leaves the step unchanged"
         if self.loss_before is not None:
             text += (
                 f"; loss {self.loss_before:.4g} → {self.loss_unclipped:.4g} unclipped, "
