@@ -195,6 +195,17 @@ def test_run_directory(tiny_run, tmp_path, capsys):
     assert summary["source"]["step"] == 2 and summary["batch"]["T"] == 5
 
 
+def test_step_ends_the_spectrum_history_at_that_checkpoint(tiny_run, tmp_path, capsys):
+    """--step 2 of a run saved at 2 and 4: the weights are step 2's, and the history drew
+    step 4 too, a future of the analysed weights. It ends at 2, and the verdict says so."""
+    s, _ = run_json(capsys, tiny_run, "--step", 2, "--analyses", "spectrum", "--out", tmp_path)
+    assert s["source"]["step"] == 2 and s["source"]["checkpoints"] == [2, 4]
+    assert s["analyses"]["spectrum"]["history"]["steps"] == [0, 2]
+    assert "; during training up to step 2: " in s["verdicts"]["spectrum"]
+    hist = json.loads((tmp_path / "spectrum.json").read_text())["history"]
+    assert hist["steps"] == [0, 2]
+
+
 def test_plain_output_has_one_verdict_line_per_analysis(tiny_run, tmp_path, capsys):
     assert gradflow.main([str(tiny_run), "--analyses", "lag,spectrum", "--out", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -86,7 +86,8 @@ def build_parser() -> Parser:
         "--step",
         type=int,
         default=None,
-        help="run source: the checkpoint to analyse (default: the latest)",
+        help="run source: the checkpoint to analyse (default: the latest); the spectrum "
+        "history then ends at it",
     )
     g = p.add_argument_group("analyses")
     g.add_argument(

@@ -240,14 +240,17 @@ def analyse_jacobian(subject: Subject, sample: int) -> Outcome:
 
 def _checkpoint_history(subject: Subject, run_dir: Path
                         ) -> tuple[dg.SpectrumHistory | None, list[str]]:  # fmt: skip
-    """The spectra at every kept checkpoint of the subject's run, after the initialisation
-    (step 0) rebuilt from the run's seed when no checkpoint of step 0 was kept; and what was
-    left out: an older checkpoint that cannot be read is a gap in the history, not the end
-    of the command (the analysed weights are the subject's own, read already)."""
+    """The spectra at every kept checkpoint of the subject's run (up to its `until_step`, the
+    checkpoint --step chose, when given), after the initialisation (step 0) rebuilt from the
+    run's seed when no checkpoint of step 0 was kept; and what was left out: an older
+    checkpoint that cannot be read is a gap in the history, not the end of the command (the
+    analysed weights are the subject's own, read already)."""
     from rnnlab import tasks
 
     t = subject.trained()
     steps = io.checkpoint_steps(run_dir)
+    if subject.until_step is not None:
+        steps = [s for s in steps if s <= subject.until_step]
     pairs, unread = [], []
     if 0 not in steps:
         init = tasks.build_model(t.spec, seed=t.cfg.seed)
@@ -290,7 +293,8 @@ def analyse_spectrum(subject: Subject) -> Outcome:
             )
             details["history"] = hist.to_json()
             figures.append((dg.plot_spectrum, hist, "spectrum-history.png"))
-            verdict += "; during training: " + one_line(hist.verdict())
+            upto = "" if subject.until_step is None else f" up to step {subject.until_step}"
+            verdict += f"; during training{upto}: " + one_line(hist.verdict())
         if unread:
             summary["unread_checkpoints"] = unread
             verdict += (f"; left out of the history, {len(unread)} checkpoint(s) that cannot be "

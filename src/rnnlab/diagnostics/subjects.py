@@ -51,6 +51,9 @@ class Subject:
     spec: dict | None = None
     run_dir: Path | None = None
     map_args: dict = field(default_factory=dict)  # dynamics source: w, b, phi, range, iters
+    # run source with --step S: the spectrum history ends at S (the weights analysed are S's;
+    # later checkpoints are a future these weights did not have yet)
+    until_step: int | None = None
 
     def trained(self) -> Trained:
         """The model, task, settings, description and batch of a subject with a model (the
@@ -231,7 +234,7 @@ def run_subject(path, *, step: int | None = None, T=None, batch: int = 32) -> Su
         "step": runs.model_step(ckpt, step),  # (after early stopping, the best weights')
         "checkpoints": io.checkpoint_steps(run),
     }
-    return Subject(model, task, cfg, x, y, lengths, source, spec, run)
+    return Subject(model, task, cfg, x, y, lengths, source, spec, run, until_step=step)
 
 
 def _parse_matrix(text: str, name: str, shape: tuple[int, ...], form: str = "") -> np.ndarray:
