@@ -139,7 +139,7 @@ def test_global_average_pooling_is_mean_over_time(source, tmp_path):
     model = Sequential(Embedding(12, 4), LSTM(4, 5), MeanOverTime(), Linear(5, 7))
     rk.load_weights(model, _given(k, source, tmp_path))
     _assert_same(model, k)
-    other = Sequential(Embedding(12, 4), LSTM(4, 5), LastStep(), Linear(5, 7))
+    other = Sequential(Embedding(12, 4), LSTM(4, 5), Linear(5, 7))  # (no pooling)
     with pytest.raises(ValueError, match=r"must be 0 GlobalAveragePooling1D layers \(the "
                        r"model's MeanOverTime modules\); got 1"):  # fmt: skip
         rk.load_weights(other, _given(k, source, tmp_path))

@@ -301,3 +301,92 @@ def test_a_recurrent_activation_of_one_s_own_is_named(source, tmp_path):
                        + r"must be a Keras layer with activation='tanh'; got activation="
                        r"'_my_activation' instead\.$"):  # fmt: skip
         rk.load_weights(model, _given(k, source, tmp_path))
+
+
+def _classifier_keras(last_sequences, inner_sequences=True, bi=False, **lstm):
+    """Embedding → two LSTM layers → Dense; the last LSTM returns sequences or not."""
+    first = keras.layers.LSTM(5, return_sequences=inner_sequences)
+    last = keras.layers.LSTM(5, return_sequences=last_sequences, **lstm)
+    if bi:
+        first = keras.layers.Bidirectional(first, merge_mode="concat")
+        last = keras.layers.Bidirectional(last, merge_mode="sum")
+    return keras.Sequential([keras.Input((None,), dtype="int32"), keras.layers.Embedding(12, 4),
+                             first, last, keras.layers.Dense(3)])  # fmt: skip
+
+
+@pytest.mark.parametrize("source", ["keras_file", "model", "layers"])
+@pytest.mark.parametrize("bi", [False, True], ids=["uni", "bi"])
+def test_return_sequences_must_match_a_last_step(source, bi, tmp_path):
+    """Keras' return_sequences=False is rnnlab's LastStep after the recurrent layer: a Keras
+    LSTM(return_sequences=False) loaded into a model without one (its Dense then applied to
+    every step where Keras' reads the last), and return_sequences=True into one with a
+    LastStep, each computing otherwise, without a word. Either loads where they agree."""
+    x = np.random.default_rng(6).integers(0, 12, (2, 5))
+    H = 5  # (merge "sum": 5 features, bidirectional or not)
+    for sequences in (False, True):
+        k = _classifier_keras(sequences, bi=bi)
+        given = _given(k, source, tmp_path)
+        tail = [Linear(H, 3)] if sequences else [LastStep(), Linear(H, 3)]
+        agree = Sequential(Embedding(12, 4), LSTM(4, 5, 2, bidirectional=bi, merge="sum"), *tail)
+        rk.load_weights(agree, given)
+        np.testing.assert_allclose(agree.forward(x).output, keras.ops.convert_to_numpy(k(x)),
+                                   atol=ATOL, rtol=0)  # fmt: skip
+        tail = [LastStep(), Linear(H, 3)] if sequences else [Linear(H, 3)]
+        other = Sequential(Embedding(12, 4), LSTM(4, 5, 2, bidirectional=bi, merge="sum"), *tail)
+        before = _unchanged(other)
+        if sequences:
+            message = (r"must be a Keras layer with return_sequences=False \(rnnlab's module 1 "
+                       r"is read at its last step by the LastStep, module 2\); got "
+                       r"return_sequences=True \(every step\) instead\.")
+        else:
+            message = (r"must be a Keras layer with return_sequences=True \(rnnlab's module 1 "
+                       r"outputs every step: no LastStep reads it\); got return_sequences=False "
+                       r"\(the last step only\) instead\.")
+        key = ("bidirectional" if bi else "lstm") + ("_1" if source == "keras_file" else "")
+        with pytest.raises(ValueError, match=_where(source, 2, key) + message):
+            rk.load_weights(other, given)
+        _assert_unchanged(other, before)
+
+
+@pytest.mark.parametrize("source", ["keras_file", "layers"])
+def test_an_inner_layer_of_a_stack_must_return_sequences(source, tmp_path):
+    """Layer 0 of a stack feeds every step to layer 1: a Keras layer returning its last step
+    only is not it (in Keras a RepeatVector, say, between them). Loading into a bare
+    recurrent layer the file's other layers are not read, so it loaded."""
+    k = keras.Sequential([keras.Input((None, 4)),
+                          keras.layers.LSTM(5, return_sequences=False),
+                          keras.layers.RepeatVector(3),
+                          keras.layers.LSTM(5, return_sequences=True)])  # fmt: skip
+    if source == "keras_file":
+        k.save(tmp_path / "m.keras")
+        given, where = tmp_path / "m.keras", r"^`source \('.*m\.keras', layer 'lstm'\)` "
+    else:
+        given, where = [k.layers[0], k.layers[2]], r"^`source \(layer 0\)` "
+    layer = LSTM(4, 5, 2)
+    before = _unchanged(layer)
+    with pytest.raises(ValueError, match=where + r"must be a Keras layer with "
+                       r"return_sequences=True \(layer 0 of rnnlab's layer, a stack of 2, feeds "
+                       r"every step to the next\); got return_sequences=False \(the last step "
+                       r"only\) instead\.$"):  # fmt: skip
+        rk.load_weights(layer, given)
+    _assert_unchanged(layer, before)
+
+
+@pytest.mark.parametrize("source", ["keras_file", "model", "layers"])
+def test_a_stateful_layer_is_refused(source, tmp_path):
+    """A stateful Keras layer starts each batch from the last batch's final state; rnnlab's
+    from its initial state: loaded, the second batch computed otherwise."""
+    k = keras.Sequential([keras.Input((None,), dtype="int32", batch_size=2),
+                          keras.layers.Embedding(12, 4),
+                          keras.layers.LSTM(5, return_sequences=True, stateful=True),
+                          keras.layers.Dense(7)])  # fmt: skip
+    x = np.random.default_rng(7).integers(0, 12, (2, 5))
+    first, second = (keras.ops.convert_to_numpy(k(x)) for _ in range(2))
+    assert not np.allclose(first, second, atol=1e-3)  # (what the refusal spares)
+    model = _tagger()
+    before = _unchanged(model)
+    with pytest.raises(ValueError, match=_where(source, 1, "lstm") + r"must be a Keras layer "
+                       r"with stateful=False; got stateful=True instead\. rnnlab's layer starts "
+                       r"every call from its initial state"):  # fmt: skip
+        rk.load_weights(model, _given(k, source, tmp_path))
+    _assert_unchanged(model, before)

@@ -426,9 +426,13 @@ def load_weights(
     layer that starts from zeros or a constant takes only a start equal to it.
 
     The options that change what a layer computes (activation, recurrent_activation,
-    go_backwards, a Bidirectional's merge_mode; a Dense's activation, which rnnlab's Linear
-    has not; an Embedding's mask_zero, which rnnlab's Embedding has not) are checked against
-    rnnlab's modules from Keras layer objects and a `.keras` file's config.json. A
+    go_backwards, stateful, a Bidirectional's merge_mode; a recurrent layer's
+    return_sequences, True below another layer of a stack and, into a Sequential, False
+    exactly where a LastStep reads the layer, through Dropout and Linear modules; a Dense's
+    activation, which rnnlab's Linear has not; an Embedding's mask_zero, which rnnlab's
+    Embedding has not) are checked against rnnlab's modules from Keras layer objects and a
+    `.keras` file's config.json (into a bare recurrent layer, its last layer's
+    return_sequences is not: the layer gives every step and the final state). A
     `.weights.h5` holds weights only, so from one they are not: a SimpleRNN(activation=
     "relu") loads into a tanh RNN, a softmax Dense into a Linear, an Embedding(mask_zero=True)
     into an Embedding, and only the weights' shapes and counts (a GRU's reset_after, a
@@ -473,7 +477,9 @@ def load_weights(
     _count(whole, layer.num_layers, "recurrent layer", "num_layers of the rnnlab layer",
            labels if isinstance(source, (str, PathLike)) else None, len(found),
            "Pass keys=[...] to pick them from a file.")  # fmt: skip
-    for name, value in _recurrent_values(layer, found, labels).items():
+    # (its last layer's return_sequences unchecked: rnnlab's layer gives every step and the
+    # final state, Keras' return_sequences=True and False)
+    for name, value in _recurrent_values(layer, found, labels, "rnnlab's layer").items():
         layer.params[name][...] = value  # only once every layer was checked
 
 
@@ -491,10 +497,12 @@ def _count(whole: str, want: int, what: str, why: str, keys: list[str] | None, g
                  more if got > want else "")  # fmt: skip
 
 
-def _recurrent_values(layer: Recurrent, found: Sequence[_Found],
-                      labels: Sequence[str]) -> dict[str, np.ndarray]:  # fmt: skip
-    """The parameters of `layer` from its Keras layers `found` (one per stacked layer, each
-    named by its label in errors), checked; nothing is written."""
+def _recurrent_values(layer: Recurrent, found: Sequence[_Found], labels: Sequence[str],
+                      owner: str, last: tuple[bool, str, str] | None = None,
+                      ) -> dict[str, np.ndarray]:  # fmt: skip
+    """The parameters of `layer` (`owner` in errors) from its Keras layers `found` (one per
+    stacked layer, each named by its label in errors), checked; nothing is written. `last`:
+    the return_sequences its last layer must have, why, and a hint (None: either)."""
     kind = _check_layer(layer)
     loaded: dict[str, np.ndarray] = {}
     for k, (where, (ckind, bi, directions, options)) in enumerate(
@@ -506,6 +514,12 @@ def _recurrent_values(layer: Recurrent, found: Sequence[_Found],
             want = "a Bidirectional" if layer.bidirectional else "a unidirectional layer"
             _checks.fail(where, want, "a Bidirectional" if bi else "a unidirectional layer")
         _check_options(layer, k, options, where)
+        n = layer.num_layers
+        if k < n - 1:
+            _check_sequences(options, (True, f"layer {k} of {owner}, a stack of {n}, feeds "
+                                       "every step to the next", ""), where)  # fmt: skip
+        elif last is not None:
+            _check_sequences(options, last, where)
         sides = [options, options.get("backward", {})] if bi else [options]
         for side, (w, _), label in zip(sides, directions, ("", " backward layer"),
                                        strict=False):  # fmt: skip
@@ -574,8 +588,16 @@ def _load_sequential(model: Sequential, source: object, keys: Sequence[str] | No
     writes: list[tuple[np.ndarray, np.ndarray]] = []
     at = 0
     for m in recs:
-        n = m.num_layers
-        values = _recurrent_values(m, found[at : at + n], labels[at : at + n])
+        n, i = m.num_layers, next(i for i, x in enumerate(mods) if x is m)
+        step = _last_step_after(mods, i)
+        last = ((True, f"rnnlab's module {i} outputs every step: no LastStep reads it",
+                 "Add a LastStep after the recurrent module (or after its Dropout and Linear "
+                 "modules) to compute Keras' model.") if step is None else
+                (False, f"rnnlab's module {i} is read at its last step by the LastStep, module "
+                 f"{step}", "Build the rnnlab model without the LastStep to compute Keras' model, "
+                 "which outputs every step."))  # fmt: skip
+        values = _recurrent_values(m, found[at : at + n], labels[at : at + n],
+                                   f"rnnlab's module {i}", last)  # fmt: skip
         writes += [(m.params[k], v) for k, v in values.items()]
         at += n
     for kind, cls in (("Embedding", Embedding), ("Dense", Linear)):
@@ -650,6 +672,25 @@ def _check_options(layer: Recurrent, k: int, options: dict[str, Any], where: str
         del want["merge_mode"]
         want["go_backwards"] = True
         _check_values(cell, want, options.get("backward", {}), f"{where} backward layer")
+    _check_values(cell, {"stateful": False}, options, where,
+                  "rnnlab's layer starts every call from its initial state, a stateful Keras "
+                  "layer each batch from the previous batch's final state: save the Keras "
+                  "model with stateful=False (its weights are the same).")  # fmt: skip
+
+
+def _check_sequences(options: dict[str, Any], last: tuple[bool, str, str], where: str) -> None:
+    """A Keras recurrent layer's return_sequences (when its config is known) against what
+    rnnlab computes from it: every step (a layer of a stack below another, one no LastStep
+    reads), or the last step only (rnnlab's LastStep after it, Keras' return_sequences=False).
+    Otherwise a Dense after it is applied to other steps than Keras', without a word."""
+    if "return_sequences" not in options:  # (a .weights.h5: no config)
+        return
+    want, why, hint = last
+    got = bool(options["return_sequences"])
+    if got != want:
+        said = {True: "every step", False: "the last step only"}
+        _checks.fail(where, f"a Keras layer with return_sequences={want} ({why})",
+                     f"return_sequences={got} ({said[got]})", hint)  # fmt: skip
 
 
 def _check_other_options(kind: str, config: dict[str, Any], where: str) -> None:
@@ -928,7 +969,8 @@ def _direction(x: KerasLayer) -> tuple[str, _Direction]:
 def _options(x: KerasLayer) -> dict[str, Any]:
     config = x.get_config()
     return {k: config[k] for k in ("activation", "recurrent_activation", "reset_after",
-                                   "go_backwards", "use_bias") if k in config}  # fmt: skip
+                                   "go_backwards", "use_bias", "return_sequences",
+                                   "stateful") if k in config}  # fmt: skip
 
 
 def _read_file(path: Path, keys: Sequence[str] | None) -> list[tuple[str, _Found]]:
@@ -1139,5 +1181,5 @@ def _kind_of(cell_name: object) -> str:
 
 def _subset(config: dict[str, Any]) -> dict[str, Any]:
     keep = ("activation", "recurrent_activation", "reset_after", "go_backwards", "merge_mode",
-            "backward", "use_bias")
+            "backward", "use_bias", "return_sequences", "stateful")
     return {k: config[k] for k in keep if k in config}
