@@ -232,10 +232,11 @@ def test_a_dense_with_an_activation_is_refused(activation, source, tmp_path):
     model = _tagger()
     before = _unchanged(model)
     name = getattr(activation, "__name__", activation)
+    own = r" \(a function of module '[\w.]+', not Keras' own\)" if callable(activation) else ""
     with pytest.raises(ValueError, match=_where(source, 2, "dense")
                        + rf"must be a Keras layer with activation='linear'; got activation="
-                       rf"'{name}' instead\. rnnlab's Linear has no activation, so its outputs "
-                       r"would lack it"):  # fmt: skip
+                       rf"'{name}'{own} instead\. rnnlab's Linear has no activation, so its "
+                       r"outputs would lack it"):  # fmt: skip
         rk.load_weights(model, _given(k, source, tmp_path))
     _assert_unchanged(model, before)
 
@@ -299,7 +300,8 @@ def test_a_recurrent_activation_of_one_s_own_is_named(source, tmp_path):
     model = _tagger()
     with pytest.raises(ValueError, match=_where(source, 1, "lstm")
                        + r"must be a Keras layer with activation='tanh'; got activation="
-                       r"'_my_activation' instead\.$"):  # fmt: skip
+                       r"'_my_activation' \(a function of module '[\w.]+', not Keras' own\) "
+                       r"instead\.$"):  # fmt: skip
         rk.load_weights(model, _given(k, source, tmp_path))
 
 
@@ -390,3 +392,52 @@ def test_a_stateful_layer_is_refused(source, tmp_path):
                        r"every call from its initial state"):  # fmt: skip
         rk.load_weights(model, _given(k, source, tmp_path))
     _assert_unchanged(model, before)
+
+
+def tanh(x):  # (a function of one's own named as Keras' tanh, computing otherwise)
+    return 2 * keras.ops.tanh(x)
+
+
+def _with_module(path, module):
+    """`path`'s .keras file with its LSTM's activation written as a function of `module`
+    (Keras 3.15 writes a function named as one of its own by the name alone)."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        files = {n: z.read(n) for n in z.namelist()}
+    config = json.loads(files["config.json"])
+    for entry in config["config"]["layers"]:
+        if entry["class_name"] == "LSTM":
+            entry["config"]["activation"] = {"module": module, "class_name": "function",
+                                             "config": "tanh", "registered_name": "tanh"}
+    files["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(path, "w") as z:
+        for n, data in files.items():
+            z.writestr(n, data)
+    return path
+
+
+@pytest.mark.parametrize("source", ["keras_file", "model", "layers"])
+def test_an_activation_of_one_s_own_named_as_keras_s_is_refused(source, tmp_path):
+    """A function of one's own named tanh passed by its name, as Keras' tanh: only Keras' own
+    functions (module keras...) count by their name; another is refused, naming its module."""
+    k = _tagger_with(lstm={"activation": tanh})
+    x = np.random.default_rng(8).integers(0, 12, (2, 5))
+    model = _tagger()
+    k.save_weights(tmp_path / "w.weights.h5")
+    rk.load_weights(model, tmp_path / "w.weights.h5")  # (no config: unchecked)
+    assert not np.allclose(model.forward(x).output, keras.ops.convert_to_numpy(k(x)),
+                           atol=1e-3)  # (what the refusal spares: it computes otherwise)
+    given = _given(k, source, tmp_path)
+    if source == "keras_file":
+        given = _with_module(given, __name__)
+    model = _tagger()
+    before = _unchanged(model)
+    with pytest.raises(ValueError, match=_where(source, 1, "lstm") + r"must be a Keras layer "
+                       rf"with activation='tanh'; got activation='tanh' \(a function of module "
+                       rf"'{__name__}', not Keras' own\) instead\.$"):  # fmt: skip
+        rk.load_weights(model, given)
+    _assert_unchanged(model, before)
+    if source == "keras_file":  # Keras' own function, by its module, loads
+        rk.load_weights(model, _with_module(given, "keras.src.activations.activations"))

@@ -43,7 +43,7 @@ import zipfile
 from collections.abc import Sequence
 from os import PathLike
 from pathlib import Path
-from types import ModuleType
+from types import FunctionType, ModuleType
 from typing import Any
 
 import numpy as np
@@ -568,7 +568,7 @@ def _load_sequential(model: Sequential, source: object, keys: Sequence[str] | No
         for j, x in enumerate(layers):
             name = type(x).__name__
             if name in _OTHERS.values():
-                _check_other_options(name, x.get_config(), f"source (layer {j}, {x.name!r})")
+                _check_other_options(name, _config(x), f"source (layer {j}, {x.name!r})")
                 other_arrays[name].append([np.asarray(a) for a in x.get_weights()])
                 other_labels[name].append(f"source (layer {j}, {x.name!r})")
             elif name == "Bidirectional" or name.removesuffix("WithStart") in _KERAS_KINDS:
@@ -578,7 +578,7 @@ def _load_sequential(model: Sequential, source: object, keys: Sequence[str] | No
                 _checks.fail(f"source (layer {j}, {x.name!r})", "a layer rnnlab's modules hold "
                              "(Embedding, SimpleRNN, LSTM, GRU, Bidirectional, Dense) or one "
                              "without weights", f"a {name} with weights")  # fmt: skip
-            elif _weightless_step(name, x.get_config(), x.get_build_config(),
+            elif _weightless_step(name, _config(x), x.get_build_config(),
                                   f"source (layer {j}, {x.name!r})") == _MEAN:  # fmt: skip
                 other_labels[_MEAN].append(f"source (layer {j}, {x.name!r})")
     recs = [m for m in mods if isinstance(m, Recurrent)]
@@ -821,8 +821,39 @@ def _serialized_name(value: object) -> object:
         return value
     inner = value.get("config")
     if isinstance(inner, str):
-        return inner
+        module = value.get("module")
+        if _keras_module(module):
+            return inner
+        return _Foreign(inner, module)  # (its name may be Keras' own: "tanh", "relu")
     return _activation_name(value)
+
+
+def _keras_module(module: object) -> bool:
+    return isinstance(module, str) and (module == "keras" or module.startswith("keras."))
+
+
+class _Foreign:
+    """A function of one's own by its name and module: named "tanh", it need not compute
+    Keras' tanh, so it equals no name an rnnlab layer computes."""
+
+    def __init__(self, name: str, module: object) -> None:
+        self.name, self.module = name, module
+
+    def __repr__(self) -> str:
+        return f"{self.name!r} (a function of module {self.module!r}, not Keras' own)"
+
+
+def _config(x: KerasLayer) -> dict[str, Any]:
+    """A Keras layer object's config, its activation functions of one's own named with their
+    module: Keras' get_config names a function by its name alone when Keras has one of that
+    name (a function of one's own named "tanh" is "tanh"), and would pass for Keras' own."""
+    config = dict(x.get_config())
+    for name in ("activation", "recurrent_activation"):
+        f = getattr(x, name, None)
+        if isinstance(f, FunctionType) and not _keras_module(f.__module__):
+            config[name] = {"class_name": "function", "config": f.__name__,
+                            "module": f.__module__}  # fmt: skip
+    return config
 
 
 def _activation_name(value: dict[str, Any]) -> object:
@@ -967,7 +998,7 @@ def _direction(x: KerasLayer) -> tuple[str, _Direction]:
 
 
 def _options(x: KerasLayer) -> dict[str, Any]:
-    config = x.get_config()
+    config = _config(x)
     return {k: config[k] for k in ("activation", "recurrent_activation", "reset_after",
                                    "go_backwards", "use_bias", "return_sequences",
                                    "stateful") if k in config}  # fmt: skip
