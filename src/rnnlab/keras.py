@@ -439,7 +439,10 @@ def load_weights(
     Dense's bias among them) are checked. Nor can a square
     kernel given transposed be told apart. Prefer the `.keras` file. A `.keras` file's
     use_bias must agree with the arrays it holds. An activation given as a Keras layer counts
-    for what it computes: ReLU() with its defaults is "relu", Activation("tanh") "tanh".
+    for what it computes: ReLU() with its defaults is "relu", Activation("tanh") "tanh"; a
+    function by its name only when it is Keras' own (a function of one's own named "tanh" is
+    refused; a .keras file saved by Keras 3.15 names it "tanh" alone, which Keras too loads
+    as its own tanh).
 
     Keras layers without weights, which rnnlab's Sequential holds nothing for, are judged by
     what they compute at inference: those that return their input load (Dropout,
