@@ -441,3 +441,59 @@ def test_an_activation_of_one_s_own_named_as_keras_s_is_refused(source, tmp_path
     _assert_unchanged(model, before)
     if source == "keras_file":  # Keras' own function, by its module, loads
         rk.load_weights(model, _with_module(given, "keras.src.activations.activations"))
+
+
+@pytest.mark.parametrize("source", ["keras_file", "weights_file", "model", "layers"])
+def test_a_last_step_after_a_linear_after_a_bidirectional_layer_is_refused(source, tmp_path):
+    """Keras' Bidirectional(return_sequences=False) gives each direction's final state;
+    rnnlab's LastStep after a Linear reads the backward direction at the last step, after one
+    step of it: loaded into Embedding, LSTM, Linear, LastStep, the weights computed something
+    else, without a word. The export's rule refuses it, whatever the source (a .weights.h5
+    too: no Keras model computes it), naming the LastStep and the rnnlab model to build; the
+    model with the LastStep right after the recurrent module loads and computes Keras'."""
+    k = keras.Sequential([keras.Input((None,), dtype="int32"), keras.layers.Embedding(12, 4),
+                          keras.layers.Bidirectional(keras.layers.LSTM(5)),
+                          keras.layers.Dense(3)])  # fmt: skip
+    if source == "weights_file":
+        k.save_weights(tmp_path / "m.weights.h5")
+        given = tmp_path / "m.weights.h5"
+    else:
+        given = _given(k, source, tmp_path)
+    x = np.random.default_rng(8).integers(0, 12, (2, 5))
+    right = Sequential(Embedding(12, 4), LSTM(4, 5, bidirectional=True), LastStep(),
+                       Linear(10, 3))  # fmt: skip
+    rk.load_weights(right, given)
+    np.testing.assert_allclose(right.forward(x).output, keras.ops.convert_to_numpy(k(x)),
+                               atol=ATOL, rtol=0)  # fmt: skip
+    wrong = Sequential(Embedding(12, 4), LSTM(4, 5, bidirectional=True), Linear(10, 3),
+                       LastStep())  # fmt: skip
+    before = _unchanged(wrong)
+    with pytest.raises(ValueError, match=r"^`layer \(module 3\)` must be a LastStep after a "
+                       r"bidirectional layer with no Linear between them for Keras; got one "
+                       r"after module 2, a Linear instead\. rnnlab's LastStep then reads the "
+                       r"backward direction at the last step \(after one step of module 1's "
+                       r"backward pass\), Keras' return_sequences=False each direction's final "
+                       r"state \(the backward one's after the whole sequence\); build the rnnlab "
+                       r"model with the LastStep right after the recurrent module 1 \(before the "
+                       r"Linear\) to compute Keras' Bidirectional\(return_sequences=False\) and "
+                       r"Dense\.$"):  # fmt: skip
+        rk.load_weights(wrong, given)
+    _assert_unchanged(wrong, before)
+
+
+def test_a_last_step_with_no_recurrent_layer_before_it_is_refused(tmp_path):
+    """Keras picks a last step only as a recurrent layer's return_sequences=False: an
+    Embedding and a Dense (every step) loaded into Embedding, LastStep, Linear computed the
+    last step alone. Refused by the export's rule."""
+    k = keras.Sequential([keras.Input((None,), dtype="int32"), keras.layers.Embedding(12, 4),
+                          keras.layers.Dense(3)])  # fmt: skip
+    model = Sequential(Embedding(12, 4), LastStep(), Linear(4, 3))
+    before = _unchanged(model)
+    with pytest.raises(ValueError, match=r"^`layer \(module 1\)` must be a LastStep after a "
+                       r"recurrent layer \(through Dropout and Linear modules\) for Keras; got "
+                       r"one after module 0, an Embedding instead\. Keras picks the last valid "
+                       r"step only as a recurrent layer's return_sequences=False; no Keras layer "
+                       r"loads as it: build the rnnlab model without it, or with a recurrent "
+                       r"module before it\.$"):  # fmt: skip
+        rk.load_weights(model, k)
+    _assert_unchanged(model, before)

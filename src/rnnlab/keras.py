@@ -218,7 +218,7 @@ def _keras_layers(model: object) -> list[tuple[str, str, _Holder]]:
                     out.append(("Dropout", f"keras.layers.Dropout({m.dropout})", None))
                 out.append((kind, _layer_spec(m, k, k == m.num_layers - 1, sequences), (m, k)))
         elif isinstance(m, LastStep):
-            _last_step_source(mods, i)
+            _last_step_source(mods, i, f"model (module {i})")
         elif isinstance(m, MeanOverTime):
             out.append(("GlobalAveragePooling1D", "keras.layers.GlobalAveragePooling1D()", None))
         elif isinstance(m, Dropout):
@@ -250,30 +250,39 @@ def _last_step_after(mods: Sequence[object], i: int) -> int | None:
     return j if j < len(mods) and isinstance(mods[j], LastStep) else None
 
 
-def _last_step_source(mods: Sequence[object], i: int) -> int:
+def _last_step_source(mods: Sequence[object], i: int, where: str, load: bool = False) -> int:
     """The index of the recurrent module whose return_sequences=False is LastStep i, or a
-    one-line error saying why Keras has none."""
+    one-line error (naming the LastStep as `where`) saying why Keras has none. The rule is
+    one for both ways: what the export cannot write, no Keras model loads into either, as
+    rnnlab would compute something else from the loaded weights. `load`: the hint says what
+    rnnlab model to build (load_weights) rather than which export takes it."""
     readout_source(mods, i)  # (what Sequential refuses: after merge 'sum' through a Dropout)
     j = i - 1
     while j >= 0 and isinstance(mods[j], _PER_STEP):
         j -= 1
-    where = f"model (module {i})"
     if j < 0 or not isinstance(mods[j], Recurrent):
         what = ("one with no recurrent layer before it" if j < 0
                 else f"one after module {j}, {_checks.a(type(mods[j]).__name__)}")
+        fix = ("no Keras layer loads as it: build the rnnlab model without it, or with a "
+               "recurrent module before it." if load else "the ONNX and PyTorch exports take it.")
         _checks.fail(where, "a LastStep after a recurrent layer (through Dropout and Linear "
                      "modules) for Keras", what,
                      "Keras picks the last valid step only as a recurrent layer's "
-                     "return_sequences=False; the ONNX and PyTorch exports take it.")  # fmt: skip
+                     f"return_sequences=False; {fix}")  # fmt: skip
     layer = mods[j]
     assert isinstance(layer, Recurrent)  # (for mypy: the loop stopped at one)
     linear = next((k for k in range(j + 1, i) if isinstance(mods[k], Linear)), None)
     if layer.bidirectional and linear is not None:
+        fix = (f"build the rnnlab model with the LastStep right after the recurrent module {j} "
+               "(before the Linear) to compute Keras' Bidirectional(return_sequences=False) "
+               "and Dense." if load
+               else "put the LastStep before the Linear, or use the ONNX or PyTorch export.")
         _checks.fail(where, "a LastStep after a bidirectional layer with no Linear between "
                      "them for Keras", f"one after module {linear}, a Linear",
-                     "rnnlab's LastStep then reads the backward direction at the last step, "
-                     "Keras' return_sequences=False its state after the whole sequence; put the "
-                     "LastStep before the Linear, or use the ONNX or PyTorch export.")  # fmt: skip
+                     "rnnlab's LastStep then reads the backward direction at the last step "
+                     f"(after one step of module {j}'s backward pass), Keras' "
+                     "return_sequences=False each direction's final state (the backward one's "
+                     f"after the whole sequence); {fix}")  # fmt: skip
     return j
 
 
@@ -548,6 +557,8 @@ def _load_sequential(model: Sequential, source: object, keys: Sequence[str] | No
                          "(Embedding, a recurrent layer, Linear)", _checks.describe(m))  # fmt: skip
         if isinstance(m, Recurrent):
             _check_layer(m, f"layer (module {i})")
+        elif isinstance(m, LastStep):  # (the export's rule: no Keras layer computes the rest)
+            _last_step_source(mods, i, f"layer (module {i})", load=True)
     if isinstance(source, (str, PathLike)):
         path = io.as_path(source, "source")
         recurrent, others = _read_model_file(path, keys)
