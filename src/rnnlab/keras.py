@@ -30,7 +30,8 @@ refused in one line: LSTM variants, projection, zoneout, the readout merge, time
 layers. LastStep after a recurrent layer is Keras' return_sequences=False, bidirectional
 layers included (each direction's final state), with the Dropout and Linear modules between
 them after it in Keras (they act on each step alone; not a Linear after a bidirectional
-layer, where LastStep reads the backward direction at the last step).
+layer, where LastStep reads the backward direction at the last step). The same rule holds
+both ways: a LastStep Keras has no form of is refused by load_weights too.
 """
 
 from __future__ import annotations
@@ -432,7 +433,11 @@ def load_weights(
     modules the recurrent layers (num_layers each), the Linear modules the Dense layers; the
     counts must match, and a layer with weights of another kind is refused, so that no
     weight is left behind. A <Kind>WithStart's start loads into a learned initial state; a
-    layer that starts from zeros or a constant takes only a start equal to it.
+    layer that starts from zeros or a constant takes only a start equal to it. A LastStep
+    must read a recurrent module as Keras' return_sequences=False does (through Dropout and
+    Linear modules, but no Linear after a bidirectional one, where rnnlab's LastStep reads
+    the backward direction at the last step and Keras' each direction's final state): the
+    export's rule, so that the loaded model computes Keras'; else refused, whatever the source.
 
     The options that change what a layer computes (activation, recurrent_activation,
     go_backwards, stateful, a Bidirectional's merge_mode; a recurrent layer's
