@@ -968,7 +968,11 @@ def _weight_grads(
     pairs = ours + [(grads, inputs) for _, grads, inputs in blocks]
     # a block whose gradients are columns of dA_x has its bias sum in b_ih's: not again
     shared = [_columns_of(grads, dA_x) for _, grads, _ in blocks]
-    sums = [dA_x] + [grads for (_, grads, _), same in zip(blocks, shared, strict=True) if not same]
+    # by id, b_ih's gradient is the sum of S's U rows, not of dA_x's T·B (a pass over the
+    # tape's gates saved: 0.4 ms of the character LM's step)
+    sums = ([dA_x] if by_id is None else []) + [
+        grads for (_, grads, _), same in zip(blocks, shared, strict=True) if not same
+    ]
     whole = len(blocks) == 1 and blocks[0][0] == slice(0, GH)
     dtype = np.result_type(dA_x.dtype, hs_prev.dtype)
     # rows no product reads (a gate without recurrence) have no gradient: zeros, not the
@@ -977,17 +981,16 @@ def _weight_grads(
     dW_hh = None if whole else (np.empty if covered else np.zeros)((GH, P), dtype)
     outs = [None] * len(ours) + [None if dW_hh is None else dW_hh[rows] for rows, _, _ in blocks]
     products, totals = parallel.inner_products(pairs, sums, outs)
-    db_ih = totals[0]
     if by_id is None:
-        dW_ih = products.pop(0)
+        dW_ih, db_ih = products.pop(0), totals.pop(0)
     else:
         S, seen_rows = by_id
-        dW_ih = parallel.matmul(S.T, seen_rows)
+        dW_ih, db_ih = parallel.matmul(S.T, seen_rows), S.sum(axis=0)
     if dW_hh is None:
-        db_hh = db_ih[shared[0]].copy() if shared[0] is not None else totals[1]
+        db_hh = db_ih[shared[0]].copy() if shared[0] is not None else totals[0]
         return Params(dW_ih, products[0], db_ih, db_hh)
     db_hh = (np.empty_like if covered else np.zeros_like)(p.b_hh)
-    rest = iter(totals[1:])
+    rest = iter(totals)
     for (rows, _, _), same in zip(blocks, shared, strict=True):
         db_hh[rows] = db_ih[same] if same is not None else next(rest)
     return Params(dW_ih, dW_hh, db_ih, db_hh)
