@@ -699,3 +699,218 @@ def test_sample_with_a_top_k_at_or_above_the_vocabulary_draws_as_without_one():
     free, _ = m.sample(src, rng=4, **kw)
     for k in (W, W + 3):
         np.testing.assert_array_equal(m.sample(src, rng=4, top_k=k, **kw)[0], free)
+
+
+def _beam_search_as_before(m, src, *, src_lengths=None, bos, eos, max_len, width=5, alpha=0.6,
+                           never=()):  # fmt: skip
+    """Seq2Seq.beam_search's loop as it was before its early stop: it stopped at max_len or
+    once all `width` hypotheses of every row had finished. (ids, scores, decoder steps)."""
+    from rnnlab.seq2seq import _take, _top_k
+
+    banned = m._never(never, eos)
+    memory, state, B = m._start(src, src_lengths, max_len, width)
+    k = width
+    score = np.full((B, k), -np.inf)
+    score[:, 0] = 0.0
+    done = np.zeros((B, k), bool)
+    length = np.zeros((B, k), int)
+    ids = np.zeros((B, k, 0), int)
+    prev = np.full(B * k, bos)
+    steps = 0
+    for _ in range(max_len):
+        steps += 1
+        logits, state = m._step(prev, state, memory)
+        Vt = logits.shape[-1]
+        if banned:
+            logits = logits.copy()
+            logits[:, banned] = -np.inf
+        z = logits - logits.max(axis=-1, keepdims=True)
+        logp = (z - np.log(np.exp(z).sum(axis=-1, keepdims=True))).reshape(B, k, Vt)
+        cand = score[:, :, None] + logp
+        ended = np.full(Vt, -np.inf)
+        ended[eos] = 0.0
+        cand = np.where(done[:, :, None], score[:, :, None] + ended, cand)
+        flat = cand.reshape(B, k * Vt)
+        best = _top_k(flat, k, done, ended, logits.reshape(B, k, Vt))
+        parent, tok = best // Vt, best % Vt
+        rows = np.arange(B)[:, None]
+        score = flat[rows, best]
+        was_done = done[rows, parent]
+        length = length[rows, parent] + ~was_done
+        done = was_done | (tok == eos)
+        ids = np.concatenate([ids[rows, parent], tok[:, :, None]], axis=2)
+        state = _take(state, (rows * k + parent).reshape(-1))
+        prev = tok.reshape(-1)
+        if done[:, 0].all() and (width == 1 or done.all()):
+            break
+    penalty = ((5.0 + length) / 6.0) ** alpha
+    pick = np.argmax(np.where(np.isfinite(score), score / penalty, -np.inf), axis=1)
+    return ids[np.arange(B), pick], score[np.arange(B), pick], steps
+
+
+def _counting(mp, bias=None, replace=False):
+    """Seq2Seq._step counted (the list returned grows by one a call), its logits plus
+    `bias(prev)` if given (or `bias(prev)` alone if `replace`): a decoder whose next token
+    depends on the last as a test needs."""
+    calls = []
+    step = Seq2Seq._step
+
+    def counted(self, prev, state, memory):
+        calls.append(prev.size)
+        logits, state = step(self, prev, state, memory)
+        if bias is not None:
+            logits = bias(prev) + (0.0 if replace else logits)
+        return logits, state
+
+    mp.setattr(Seq2Seq, "_step", counted)
+    return calls
+
+
+def _same_output(new, old, eos, what=""):
+    """beam_search's (ids, scores) as the loop before the early stop gave them: the same
+    winners and scores to the bit, only fewer columns of EOS padding."""
+    (ids, score), (old_ids, old_score) = new, old
+    n = ids.shape[1]
+    assert n <= old_ids.shape[1], what
+    np.testing.assert_array_equal(ids, old_ids[:, :n], err_msg=what)
+    assert (old_ids[:, n:] == eos).all(), what
+    np.testing.assert_array_equal(score, old_score, err_msg=what)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.6])
+def test_beam_search_stops_once_no_growing_hypothesis_can_win(alpha):
+    """`never` leaves EOS and one other id, the beam is 3 wide, and the decoder ends at once
+    (EOS +8 after BOS) but not after its token (EOS -8): the growing x x x .. (score about
+    -8) stayed in the beam beside the finished ones, and every call ran all 30 steps for
+    the EOS it had at the first. No continuation of it can reach EOS's score, not even
+    with the largest length penalty: it stops after one step now, with the same output."""
+    m = model("gru", False, "additive", seed=6)
+    src = np.random.default_rng(7).integers(0, V, (B, S))
+    eos = W - 1
+
+    def bias(prev):
+        out = np.zeros((prev.size, W))
+        out[:, eos] = np.where(prev == 0, 8.0, -8.0)
+        return out
+
+    kw = dict(src_lengths=SRC_LENGTHS, bos=0, eos=eos, max_len=30, width=3, alpha=alpha,
+              never=(0, 1, 2, 3))  # fmt: skip
+    with pytest.MonkeyPatch.context() as mp:
+        calls = _counting(mp, bias)
+        new = m.beam_search(src, **kw)
+        steps = len(calls)
+        *old, old_steps = _beam_search_as_before(m, src, **kw)
+    assert (old_steps, steps) == (30, 1)
+    assert (new[0] == eos).all()
+    _same_output(new, old, eos)
+
+
+def test_beam_search_does_not_wait_for_what_fills_the_beam_after_every_ending():
+    """A beam of 6 over 4 ids it may choose (2 slots -inf at the first step), EOS unlikely
+    first (-3) and certain after any token (+60): every hypothesis that can win has ended at
+    the second step, and
+    the slots left over hold continuations at about -60. The loop waited for those to end
+    too; it stops at the second step now, every row of the batch, with the same output."""
+    m = model("lstm", True, "multiplicative", seed=3)
+    src = np.random.default_rng(4).integers(0, V, (B, S))
+    eos = W - 1
+
+    def bias(prev):
+        out = np.zeros((prev.size, W))
+        out[:, eos] = np.where(prev == 0, -3.0, 60.0)
+        return out
+
+    for alpha in (0.0, 0.6):
+        kw = dict(src_lengths=SRC_LENGTHS, bos=0, eos=eos, max_len=10, width=6, alpha=alpha,
+                  never=(0, 1))  # fmt: skip
+        with pytest.MonkeyPatch.context() as mp:
+            calls = _counting(mp, bias)
+            new = m.beam_search(src, **kw)
+            steps = len(calls)
+            *old, old_steps = _beam_search_as_before(m, src, **kw)
+        assert steps == 2 < old_steps, (alpha, old_steps)
+        _same_output(new, old, eos, str(alpha))
+
+
+def test_beam_search_does_not_stop_for_a_finished_hypothesis_a_longer_one_overtakes():
+    """α = 0.6, two ids to choose: after BOS EOS (log p -0.47) or x (-0.97), after x x
+    again at a cost of e^-40. The growing x.. cannot beat EOS at the next length
+    (-0.97 / pen(2) = -0.89), the bound some beam searches stop on, but its score hardly
+    falls while its penalty grows: cut at max_len 30 it has -0.97 / pen(30) = -0.34 and
+    wins. Decoding runs to max_len for it, as it did."""
+    m = model("gru", False, "additive", seed=6)
+    src = np.random.default_rng(7).integers(0, V, (B, S))
+    eos, x = W - 1, 4
+
+    def logits(prev):
+        out = np.zeros((prev.size, W))
+        out[:, x] = np.where(prev == 0, -0.5, 20.0)
+        out[:, eos] = np.where(prev == 0, 0.0, -20.0)
+        return out
+
+    kw = dict(src_lengths=SRC_LENGTHS, bos=0, eos=eos, max_len=30, width=2, alpha=0.6,
+              never=(0, 1, 2, 3))  # fmt: skip
+    with pytest.MonkeyPatch.context() as mp:
+        calls = _counting(mp, logits, replace=True)
+        new = m.beam_search(src, **kw)
+        steps = len(calls)
+        *old, old_steps = _beam_search_as_before(m, src, **kw)
+    assert steps == old_steps == 30 and (new[0] == x).all()
+    _same_output(new, old, eos)
+
+
+def test_beam_search_gives_what_it_gave_before_it_stopped_early():
+    """On random small models (weights N(0, 1), 3 to 8 target ids, so beams fill with
+    finished and -inf hypotheses alike), batches of sources of different lengths, widths
+    1-6, with and without `never`, α = 0 and 0.6 (and -0.5 and 1.5, the bound being taken
+    at whichever end the penalty is largest): the same winners and scores to the bit as the
+    loop that ran to max_len or to all `width` finished, in at most its steps (10,547 of
+    its 12,288 here)."""
+    saved = total = 0
+    for seed in range(24):
+        g = np.random.default_rng(seed)
+        Vt = int(g.integers(3, 9))
+        m = Seq2Seq(6, Vt, embed=3, hidden=5, attention=("none", "additive")[seed % 2],
+                    bidirectional=seed % 3 == 0, dtype=np.float64, rng=seed)  # fmt: skip
+        for v in m.params.values():
+            v[...] = g.normal(0.0, 1.0, v.shape)
+        src, lengths = g.integers(0, 6, (4, 5)), np.array([5, 1, 3, 4])
+        never = tuple(range(2, 2 + seed % min(4, Vt - 2)))  # (bos 0, eos 1)
+        for width in range(1, 7):
+            for ban in ((), never):
+                for alpha in (0.0, 0.6, -0.5, 1.5):
+                    kw = dict(src_lengths=lengths, bos=0, eos=1, max_len=12, width=width,
+                              alpha=alpha, never=ban)  # fmt: skip
+                    with pytest.MonkeyPatch.context() as mp:
+                        calls = _counting(mp)
+                        new = m.beam_search(src, **kw)
+                        steps = len(calls)
+                        *old, old_steps = _beam_search_as_before(m, src, **kw)
+                    what = f"seed {seed} width {width} never {ban} alpha {alpha}"
+                    _same_output(new, old, 1, what)
+                    assert steps == new[0].shape[1] <= old_steps, what
+                    saved += old_steps - steps
+                    total += old_steps
+    assert saved > 0, total
+
+
+def test_greedy_and_sampling_stop_when_every_sequence_has_ended():
+    """`_run` (greedy, sample) stops at the step where the last sequence produces its first
+    EOS: one decoder step a column, and the last column holds a first EOS. (It has no
+    growing hypotheses to wait for: a sequence that ended writes EOS at no further choice.)"""
+    m = model("gru", False, "additive", seed=6)
+    m.params["out.bias"][W - 1] += 1.5  # every row ends within a few steps
+    src = np.random.default_rng(7).integers(0, V, (B, S))
+    eos = W - 1
+    kw = dict(src_lengths=SRC_LENGTHS, bos=0, eos=eos, max_len=30)
+    with pytest.MonkeyPatch.context() as mp:
+        calls = _counting(mp)
+        for name, call in (("greedy", lambda: m.greedy(src, **kw)),
+                           ("sample", lambda: m.sample(src, rng=3, **kw)),
+                           ("never", lambda: m.greedy(src, never=(1, 2), **kw))):  # fmt: skip
+            calls.clear()
+            ids, _ = call()
+            n = ids.shape[1]
+            first = (ids == eos).argmax(axis=1)
+            assert (ids == eos).any(axis=1).all() and n < 30, name
+            assert len(calls) == n and first.max() == n - 1, name

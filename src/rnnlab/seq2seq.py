@@ -672,7 +672,14 @@ class Seq2Seq(_Module):
         logit, as greedy's argmax, then the lower id). `never`: ids no hypothesis is
         extended by; the scores are then log-probabilities of the model's distribution over
         the other ids (renormalized: a decoder that puts its mass on a `never` id would
-        otherwise find its shortest output, EOS at once, the most likely)."""
+        otherwise find its shortest output, EOS at once, the most likely).
+
+        Decoding stops at max_len or once no hypothesis still growing can change any row's
+        winner (`_settled`). It waited for all `width` to finish, and a beam's free slots keep
+        growing hypotheses long after they have fallen below a finished one for good: a
+        decoder sure to end at once but to repeat itself otherwise ran every call to max_len
+        (tests/test_seq2seq.py). The winners and their scores are those decoding on would
+        give; n can be smaller (fewer columns of EOS padding)."""
         width = _checks.positive_int(width, "width")
         alpha = _checks.finite_float(alpha, "alpha")
         self._special(bos, eos)
@@ -685,6 +692,7 @@ class Seq2Seq(_Module):
         length = np.zeros((B, k), int)
         ids = np.zeros((B, k, 0), int)
         prev = np.full(B * k, bos)
+        reach = _widest_penalty(max_len, alpha)
         for _ in range(max_len):
             logits, state = self._step(prev, state, memory)
             V = logits.shape[-1]
@@ -712,11 +720,49 @@ class Seq2Seq(_Module):
             ids = np.concatenate([ids[rows, parent], tok[:, :, None]], axis=2)
             state = _take(state, (rows * k + parent).reshape(-1))
             prev = tok.reshape(-1)
-            if done[:, 0].all() and (width == 1 or done.all()):
+            if _settled(score, done, length, alpha, reach):
                 break
         penalty = ((5.0 + length) / 6.0) ** alpha
         pick = np.argmax(np.where(np.isfinite(score), score / penalty, -np.inf), axis=1)
         return ids[np.arange(B), pick], score[np.arange(B), pick]
+
+
+def _widest_penalty(max_len: int, alpha: float) -> float:
+    """The largest length penalty ((5 + L) / 6)^α any hypothesis can have, L = 1 .. max_len
+    (at L = max_len for α ≥ 0, at L = 1 for α < 0), as computed by the winner's choice, with
+    a margin of 1e-9 over the computed end points: a library's pow is within an ulp or a
+    few of the exact value but not promised monotone, and `_settled` needs every computed
+    penalty at or below this one."""
+    ends = ((5.0 + np.array([1, max_len])) / 6.0) ** alpha
+    return float(ends.max()) * (1.0 + 1e-9)
+
+
+def _settled(score: np.ndarray, done: np.ndarray, length: np.ndarray, alpha: float,
+             reach: float) -> bool:  # fmt: skip
+    """Whether decoding on can change no row's winner: in every row each hypothesis still
+    growing (not finished, score above -inf) has score / `reach` below the best finished
+    one's score / penalty. Why that is exact (the winner and its score are the ones decoding
+    on to max_len picks), for any α, with s ≤ 0 (log-probabilities, rounded sums of them):
+    a descendant of a growing hypothesis h ends with a score s_d ≤ s_h (each step adds a
+    logp ≤ 0) at some length L ≤ max_len, so its s_d / pen(L) ≤ s_h / pen(L) ≤ s_h / reach
+    (s_h ≤ 0, pen(L) ≤ reach; rounding is monotone, so this holds for the computed values
+    too). Hence no descendant beats f, the first finished hypothesis of the highest
+    score / penalty. Nor does one push f out of the beam, which keeps the highest raw sums:
+    s_h / reach < s_f / pen(L_f) with s_h, s_f ≤ 0 and pen(L_f) ≤ reach gives s_h < s_f,
+    so every descendant ranks below f; the finished ones keep their scores and their order
+    among themselves. So the winner decoding on would pick (the first highest score /
+    penalty in the beam) is f, as now. A -inf hypothesis (the beam wider than the
+    candidates so far) cannot live: it counts as finished. Once true the test stays true,
+    so a batch stopping at its last row's step gives every row the same winner. (The
+    bound at the growing hypothesis's next length, s_h / pen(|h| + 1), is not exact for
+    α > 0: the penalty still grows, lifting s / pen toward 0, and a long continuation can
+    overtake f; tests/test_seq2seq.py has such a decoder.)"""
+    live = ~done & (score != -np.inf)  # (a NaN counts as growing: no stop on it)
+    if not live.any():
+        return True
+    pen = ((5.0 + length) / 6.0) ** alpha  # as the winner's choice computes it
+    best = np.where(done & np.isfinite(score), score / pen, -np.inf).max(axis=1)
+    return bool(np.where(live, score / reach < best[:, None], True).all())
 
 
 def _top_k(flat: np.ndarray, k: int, done: np.ndarray, ended: np.ndarray,
