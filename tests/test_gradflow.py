@@ -649,6 +649,150 @@ def test_training_record_says_where_the_gradient_overflows():
     assert all(v is not None and v > 0 for v in norms[:k]) and norms[k - 1] > 1e300
     assert r["lag_overflow"] == f"l0: ‖∂L/∂h_k‖ overflows float64 from lag {k}: exploding"
     assert r["lags"]["l0"]["trend"] == "exploding"
+    assert r["lags_reached"] == 120  # (the nulls before it are overflows)
+
+
+@pytest.fixture(scope="module")
+def logged_lags():
+    """What training_record logs (with the lags) for a network whose gradient overflows
+    float64 from lag 117 of 120 ("gradient"), one whose states overflow (lags null,
+    "states") and a finite one ("finite")."""
+    def record(sub, x=None):
+        g = {k: np.zeros_like(v) for k, v in sub.model.params.items()}
+        x = sub.x if x is None else x
+        return training.training_record(sub.model, x, sub.lengths, g, g, True)
+
+    grows = subjects.task_subject("adding", cell="rnn", hidden=4, T=120, batch=4, init_scale=1e3)
+    for k, v in grows.model.params.items():
+        if "bias" in k:
+            v[...] = 0.0
+    states = subjects.task_subject("adding", cell="irnn", hidden=4, T=120, batch=4,
+                                   init_scale=1e10)  # fmt: skip
+    finite = subjects.task_subject("adding", cell="rnn", hidden=4, T=120, batch=4)
+    return {"gradient": record(grows, np.zeros_like(grows.x)), "states": record(states),
+            "finite": record(finite)}  # fmt: skip
+
+
+def _gradient_records(logged, kinds):
+    return [{"step": 10 * (i + 1), "kind": "gradients", **logged[k]} for i, k in enumerate(kinds)]
+
+
+def _lag_history_figure(monkeypatch, grads, tmp_path):
+    """The Figure plot_lag_history draws (kept from save_png), with its PNG written."""
+    pytest.importorskip("matplotlib")
+    from rnnlab.diagnostics import plots
+
+    figures = []
+    save = plots.save_png
+    monkeypatch.setattr(plots, "save_png", lambda fig, path: figures.append(fig) or
+                        save(fig, path))  # fmt: skip
+    plots.plot_lag_history(tmp_path / "lag-history.png", grads)
+    assert (tmp_path / "lag-history.png").read_bytes()[:4] == b"\x89PNG"
+    return figures[0]
+
+
+def test_the_lag_history_draws_the_steps_where_the_gradient_overflowed(
+        logged_lags, monkeypatch, tmp_path):  # fmt: skip
+    """lag-history.png left out every record whose lags were null: a network whose states
+    overflowed had no row (the next record's row stretched over its step) and no mark, and
+    the lags past a gradient's overflow were blank like lags no sequence reaches. Now the
+    overflowing cells are red (never a colour of the scale), with a marker at the first,
+    a step whose states overflowed a hatched band across its row, and the factor panel has
+    a line at each; all labelled "overflow"."""
+    from matplotlib.collections import QuadMesh
+
+    grads = _gradient_records(logged_lags, ["gradient", "states", "finite"])
+    k = logged_lags["gradient"]["lags"]["l0"]["norms"].index(None)
+    fig = _lag_history_figure(monkeypatch, grads, tmp_path)
+    heat, factor = fig.axes[:2]  # (then the colour bar)
+    assert heat.get_title() == "l0"
+    meshes = [c for c in heat.collections if isinstance(c, QuadMesh)]
+    values = next(m for m in meshes if m.get_label() != "overflow").get_array()
+    red = next(m for m in meshes if m.get_label() == "overflow").get_array()
+    assert values.shape == red.shape == (3, 120)  # one row per record, the overflowing one too
+    marked = ~np.ma.getmaskarray(red)
+    assert marked[0, k:].all() and not marked[0, :k].any() and not marked[1:].any()
+    drawn = ~np.ma.getmaskarray(values) & np.isfinite(np.ma.getdata(values))
+    assert drawn[0, :k].all() and not drawn[0, k:].any()  # a null is no value
+    assert not drawn[1].any() and drawn[2].all()
+    (first,) = [ln for ln in heat.get_lines() if ln.get_label() == "overflow: first lag"]
+    assert list(first.get_xdata()) == [k] and list(first.get_ydata()) == [10]
+    (band,) = [p for p in heat.patches if p.get_label() == "overflow"]
+    ys = band.get_path().transformed(band.get_patch_transform()).vertices[:, 1]
+    assert (ys.min(), ys.max()) == (15, 25)  # the row of step 20 (halfway to its neighbours)
+    assert band.get_hatch() == "xx"
+    assert [t.get_text() for t in heat.get_legend().get_texts()] == [
+        r"overflow: $\|\partial L/\partial h_k\|$ past float64 (◆ its first lag)",
+        "overflow: the states past float64, no profile"]  # fmt: skip
+    lines = {ln.get_label(): ln for ln in factor.get_lines()}
+    assert np.isnan(lines["l0"].get_ydata()[1])  # step 20 has no fitted factor: a gap
+    overflow_x = [ln.get_xdata()[0] for ln in factor.get_lines()
+                  if ln.get_label() in ("overflow (float64)", "_overflow")]  # fmt: skip
+    assert overflow_x == [10, 20]
+    assert "overflow (float64)" in [t.get_text() for t in factor.get_legend().get_texts()]
+
+
+def test_the_lag_history_of_a_run_whose_every_record_overflowed(logged_lags, monkeypatch,
+                                                                tmp_path):
+    """Every record's lags null (the states overflowed at every logged step): plot_run wrote
+    no lag-history.png at all. Now it is a figure of hatched rows that says so."""
+    grads = _gradient_records(logged_lags, ["states"] * 3)
+    fig = _lag_history_figure(monkeypatch, grads, tmp_path)
+    heat, factor = fig.axes
+    assert heat.get_title() == "recurrent layer"
+    assert [p.get_label() for p in heat.patches] == ["overflow"] * 3
+    assert "the recurrent states overflowed" in " ".join(t.get_text() for t in heat.texts)
+    assert [t.get_text() for t in factor.texts] == ["no fitted factor at any step"]
+    assert len([ln for ln in factor.get_lines() if "overflow" in ln.get_label()]) == 3
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text('{"train": {}, "model": {}}')
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in grads))
+    assert [p.name for p in report.plot_run(run, tmp_path / "p")] == [
+        "grad-norm.png", "grad-layers.png", "lag-history.png"]  # fmt: skip
+
+
+def test_plot_names_the_steps_whose_gradient_overflowed(logged_lags, tmp_path, capsys):
+    """`rnnlab plot` printed the PNGs' paths and nothing of an overflow in metrics.jsonl."""
+    pytest.importorskip("matplotlib")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text('{"train": {}, "model": {}}')
+    grads = _gradient_records(logged_lags, ["finite", "gradient", "finite", "states"])
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in grads))
+    assert plot_command.main([str(run)]) == 0
+    out = capsys.readouterr()
+    assert out.err == (
+        "rnnlab: warning: the gradient overflowed float64 (exploding) at 2 of the 4 steps that "
+        "log a lag profile, first at step 20 (l0: ‖∂L/∂h_k‖ overflows float64 from lag 117: "
+        "exploding), last at step 40; lag-history.png marks them\n")
+    assert Path(out.out.split()[-1]).name == "lag-history.png"
+    grads = _gradient_records(logged_lags, ["finite", "finite"])
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in grads))
+    assert plot_command.main([str(run)]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_lag_history_tells_an_overflow_from_a_lag_no_sequence_reaches():
+    """A null before "lags_reached" is an overflow, one past it a lag no sequence of the batch
+    is long enough for; a record logged before "lags_reached" existed says where the overflow
+    starts only in its "lag_overflow"; a record without lags or overflow is no row."""
+    said = "l0: ‖∂L/∂h_k‖ overflows float64 from lag 2: exploding"
+    entry = {"l0": {"norms": [1.0, 1e300, None, None], "factor_per_step": 1e300}}
+    grads = [
+        {"step": 1, "kind": "gradients", "lags": entry, "lags_reached": 3, "lag_overflow": said},
+        {"step": 2, "kind": "gradients", "lags": entry, "lag_overflow": said},
+        {"step": 3, "kind": "gradients", "lags": entry, "lags_reached": 2},
+        {"step": 4, "kind": "gradients", "lags": None},
+    ]
+    h = training.lag_history(grads)
+    assert list(h.steps) == [1, 2, 3] and h.names == ["l0"]
+    assert h.overflow["l0"].tolist() == [[False, False, True, False],
+                                         [False, False, True, True],
+                                         [False, False, False, False]]  # fmt: skip
+    assert h.overflowed.tolist() == [True, True, False]
+    assert training.lag_history(grads[3:]) is None
+    assert training.lag_history(grads[2:]).overflow_note() is None
 
 
 def test_loss_of_a_diverging_model_is_nan_without_warnings():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rnnlab import _checks, io
 from rnnlab.cli.options import Parser
-from rnnlab.diagnostics import report
+from rnnlab.diagnostics import report, training
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,12 +27,17 @@ def main(argv: list[str] | None = None) -> int:
                      f"'{args.out}', which is a file")  # fmt: skip
     paths = report.plot_run(args.run, args.out)
     records = io.read_jsonl(Path(args.run) / "metrics.jsonl")
-    if not any(isinstance(r, dict) and r.get("kind") == "gradients" for r in records):
+    grads = [r for r in records if isinstance(r, dict) and r.get("kind") == "gradients"]
+    if not grads:
         print(
             'rnnlab: warning: no gradient records ("kind": "gradients") in metrics.jsonl, so '
             "no per-layer norms or lag profile",
             file=sys.stderr,
         )
+    history = training.lag_history(grads)
+    note = None if history is None else history.overflow_note()
+    if note:  # the figure marks them; a user watching for exploding gradients reads this first
+        print(f"rnnlab: warning: {note}; lag-history.png marks them", file=sys.stderr)
     for path in paths:
         print(path)
     return 0

@@ -524,42 +524,99 @@ def plot_curves(
     return save_png(fig, path)
 
 
+OVERFLOW_COLOR = "tab:red"
+"""What the figures of a training log draw an overflow in: a colour of its own, not one of
+viridis' values, so that a gradient past float64 is never read as a large finite norm."""
+
+
+def _row_edges(steps: np.ndarray) -> np.ndarray:
+    """Edges of one row per step, halfway between neighbours (±0.5 around a single step)."""
+    if len(steps) == 1:
+        return np.array([steps[0] - 0.5, steps[0] + 0.5])
+    return np.concatenate([
+        [steps[0] - (steps[1] - steps[0]) / 2],
+        (steps[1:] + steps[:-1]) / 2,
+        [steps[-1] + (steps[-1] - steps[-2]) / 2],
+    ])  # fmt: skip
+
+
 def plot_lag_history(path: Path, grads: list[dict]) -> Path:
     """Per (layer, direction): log10 ‖∂L/∂h_k‖ by lag (x) and training step (y), and the
-    fitted factor per step against the step."""
-    with_lags = [r for r in grads if r.get("lags")]
-    names = list(with_lags[0]["lags"])
-    steps = np.array([r["step"] for r in with_lags], float)
-    fig = new_figure(4.4 * (len(names) + 1), 3.8)
-    axes = fig.subplots(1, len(names) + 1, squeeze=False)[0]
-    for ax, name in zip(axes, names, strict=False):
-        rows = [r["lags"].get(name, {}).get("norms") or [] for r in with_lags]
-        T = max(len(row) for row in rows)
-        grid = np.full((len(rows), T), np.nan)
-        for i, row in enumerate(rows):
-            v = np.array([np.nan if a is None else a for a in row], float)
-            grid[i, : len(v)] = v
-        logs = np.log10(grid, out=np.full(grid.shape, np.nan), where=np.isfinite(grid) & (grid > 0))
-        if len(steps) > 1:
-            edges = np.concatenate(
-                [
-                    [steps[0] - (steps[1] - steps[0]) / 2],
-                    (steps[1:] + steps[:-1]) / 2,
-                    [steps[-1] + (steps[-1] - steps[-2]) / 2],
-                ]
-            )
-        else:
-            edges = np.array([steps[0] - 0.5, steps[0] + 0.5])
-        im = ax.pcolormesh(np.arange(T + 1) - 0.5, edges, logs, cmap="viridis", shading="flat")
-        fig.colorbar(im, ax=ax, label=r"$\log_{10}\|\partial L/\partial h_k\|$")
-        ax.set_xlabel("lag")
+    fitted factor per step against the step.
+
+    A record whose gradient overflowed float64 is drawn, not skipped: its lags up to the
+    overflow in colour, the overflowing ones red; a record whose states overflowed (no
+    profile) is a hatched red band across its row; the factor panel has a dashed red line
+    at every step that overflowed; each labelled "overflow" in the legend. The log holds None
+    there, which is never drawn as a value (white: a lag no sequence of the batch reaches).
+    """
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    from rnnlab.diagnostics.training import lag_history
+
+    history = lag_history(grads)
+    if history is None:
+        _checks.fail("grads", 'gradient records with "lags" or a "lag_overflow"',
+                     "none among " + _checks.describe(grads))  # fmt: skip
+    steps, names = history.steps, history.names
+    edges = _row_edges(steps)
+    fig = new_figure(4.4 * (max(len(names), 1) + 1), 4.2)
+    axes = fig.subplots(1, max(len(names), 1) + 1, squeeze=False)[0]
+    states = np.nonzero(history.states_overflow)[0]
+    panels: list[str | None] = list(names) or [None]  # (None: no profile at any step)
+    for ax, name in zip(axes, panels, strict=False):
+        handles = []
+        if name is not None and history.norms[name].shape[1]:  # (0: no record has norms)
+            grid = history.norms[name]
+            x_edges = np.arange(grid.shape[1] + 1) - 0.5
+            logs = np.log10(grid, out=np.full(grid.shape, np.nan),
+                            where=np.isfinite(grid) & (grid > 0))  # fmt: skip
+            if np.isfinite(logs).any():  # (none: every record overflowed; no colour scale)
+                im = ax.pcolormesh(x_edges, edges, logs, cmap="viridis", shading="flat")
+                fig.colorbar(im, ax=ax, label=r"$\log_{10}\|\partial L/\partial h_k\|$")
+            over = history.overflow[name]
+            if over.any():
+                ax.pcolormesh(x_edges, edges, np.ma.masked_array(np.ones(over.shape), ~over),
+                              cmap=ListedColormap([OVERFLOW_COLOR]), shading="flat",
+                              label="overflow")  # fmt: skip
+                # a few red cells at the end of a long profile are a sliver: a marker at the
+                # first overflowing lag of each row shows where, at any length
+                rows = np.nonzero(over.any(axis=1))[0]
+                ax.plot(over[rows].argmax(axis=1), steps[rows], ls="none", marker="D", ms=6,
+                        color=OVERFLOW_COLOR, mec="black", mew=0.8, clip_on=False,
+                        label="overflow: first lag")  # fmt: skip
+                handles.append(Patch(color=OVERFLOW_COLOR,
+                                     label=r"overflow: $\|\partial L/\partial h_k\|$ past float64"
+                                     " (◆ its first lag)"))
+            ax.set_xlabel("lag")
+        for i in states:
+            ax.axhspan(edges[i], edges[i + 1], facecolor="none", edgecolor=OVERFLOW_COLOR,
+                       hatch="xx", lw=0, label="overflow")  # fmt: skip
+        if states.size:
+            handles.append(Patch(facecolor="none", edgecolor=OVERFLOW_COLOR, hatch="xx",
+                                 label="overflow: the states past float64, no profile"))
+        if name is None:
+            ax.set_ylim(edges[0], edges[-1])
+            ax.set_xticks([])
+            ax.text(0.5, 0.5, "no lag profile:\nthe recurrent states overflowed\nfloat64 "
+                    "at every logged step", transform=ax.transAxes, ha="center", va="center",
+                    fontsize=9, bbox={"facecolor": "white", "edgecolor": "none"})  # fmt: skip
+        if handles:
+            ax.legend(handles=handles, fontsize=7, loc="upper center",
+                      bbox_to_anchor=(0.5, -0.14))  # fmt: skip
         ax.set_ylabel("training step")
-        ax.set_title(name)
+        ax.set_title(name or "recurrent layer")
     ax = axes[-1]
     for name in names:
-        f = [r["lags"].get(name, {}).get("factor_per_step") for r in with_lags]
-        ax.plot(steps, [np.nan if v is None else v for v in f], marker="o", ms=3, label=name)
+        ax.plot(steps, history.factors[name], marker="o", ms=3, label=name)
+    for j, at in enumerate(steps[history.overflowed]):
+        ax.axvline(at, color=OVERFLOW_COLOR, ls="--", lw=1,
+                   label="overflow (float64)" if j == 0 else "_overflow")  # fmt: skip
     ax.axhline(1.0, color="gray", lw=0.8)
+    if not any(np.isfinite(history.factors[n]).any() for n in names):
+        ax.text(0.5, 0.5, "no fitted factor at any step", transform=ax.transAxes,
+                ha="center", va="center", fontsize=9)  # fmt: skip
     ax.set_xlabel("training step")
     ax.set_ylabel("fitted factor per step of lag (1: flat)")
     ax.legend(fontsize=7)

@@ -12,6 +12,7 @@ import numpy as np
 
 from rnnlab import _checks, io, runs, tasks
 from rnnlab.diagnostics.plots import plot_attention, plot_curves, plot_lag_history
+from rnnlab.diagnostics.training import lag_history
 from rnnlab.tasks import SEQ2SEQ_TASKS
 
 
@@ -139,7 +140,9 @@ def plot_run(run, out=None) -> list[Path]:
                     lines.append((n, np.array(s, float), np.array(v, float)))
             panels.append((title, lines, True))
         written.append(plot_curves(out / "grad-layers.png", panels))
-        if any(r.get("lags") for r in grads):
+        # a record whose lags are null because the gradient overflowed is drawn too (marked):
+        # the steps where it explodes are the ones to see
+        if lag_history(grads) is not None:
             written.append(plot_lag_history(out / "lag-history.png", grads))
     written += plot_attention_of_run(run, out)
     return written
