@@ -993,6 +993,28 @@ def test_lags_the_gradient_does_not_reach_are_said_not_dropped(tmp_path, capsys)
     assert l0["max_over_min"] == pytest.approx(norms[:k].max() / norms[:k].min())
 
 
+def test_lags_the_gradient_overflows_at_are_said_not_dropped():
+    """Finite states (zero input and biases) and ‖W_hh‖ ~ 360: ‖∂L/∂h_k‖ overflows float64
+    from lag 117 of 120. The lag analysis raised NumPy's overflow (a warning on the command
+    line); its summary held null there unsaid, and the verdict gave max/min "over lags
+    0–119" of the finite ones. It says where the gradient overflows now."""
+    import dataclasses
+
+    sub = subjects.task_subject("adding", cell="rnn", hidden=4, T=120, batch=4, init_scale=1e3)
+    for k, v in sub.model.params.items():
+        if "bias" in k:
+            v[...] = 0.0
+    out = analyses.analyse_lag(dataclasses.replace(sub, x=np.zeros_like(sub.x)), "last")
+    l0 = out.summary["layers"]["l0"]
+    k = l0["norms"].index(None)
+    assert l0["overflow_lags"] == list(range(k, 120)) and l0["zero_lags"] == []
+    assert f"; overflows float64 at {120 - k} of the 120 lags, from lag {k} (exploding)" \
+        in out.verdict  # fmt: skip
+    assert "over lags 0–119" not in out.verdict
+    assert "max/min over the lags where it is finite = " in out.verdict
+    assert l0["max_over_min"] == pytest.approx(max(l0["norms"][:k]) / min(l0["norms"][:k]))
+
+
 def test_a_task_source_starts_from_what_rnnlab_train_starts_from(tmp_path, capsys):
     """A fresh model from a task name was built from the task's defaults alone, not the
     cell's (rnnlab.tasks.tuned): copy's LSTM got forget bias 1 where `rnnlab train copy`

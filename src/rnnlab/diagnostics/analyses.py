@@ -89,7 +89,9 @@ def _reference_ratio(norms: np.ndarray) -> tuple[int | None, float | None]:
 def lag_summary(profile: dg.LagProfile) -> dict:
     """Per (layer, direction): the mean norm by lag, the fitted factor per step, the first lag
     at which the norm is 10x off its lag-0 value (or 0), max/min over the lags where it is
-    not 0, and the lags where it is exactly 0."""
+    finite and not 0, the lags where it is exactly 0 and those where it overflows float64
+    (null in "norms", as a lag no sequence reaches is: "overflow_lags" tells them apart)."""
+    reached = profile.lags < int(np.max(profile.lengths))  # (longer lags: no sequence has them)
     out = {}
     for j, name in enumerate(profile.names):
         norms = profile.mean[j]
@@ -100,6 +102,7 @@ def lag_summary(profile: dg.LagProfile) -> dict:
             "lag_to_10x": lag10,
             "max_over_min": spread,
             "zero_lags": [int(k) for k in np.nonzero(np.isfinite(norms) & (norms == 0))[0]],
+            "overflow_lags": [int(k) for k in np.nonzero(~np.isfinite(norms) & reached)[0]],
         }
     return json_value(out)
 
@@ -110,7 +113,10 @@ def _lag_verdict(profile: dg.LagProfile, summary: dict) -> str:
     for name, fit in zip(profile.names, profile.fits, strict=True):
         s = summary[name]
         text = f"{name}: " + fit.words("‖∂L/∂h_k‖")
-        zeros = s["zero_lags"]
+        zeros, overflows = s["zero_lags"], s["overflow_lags"]
+        if overflows:  # (null in the summary: said, not left for a gap in "norms")
+            text += (f"; overflows float64 at {len(overflows)} of the {T} lags, from lag "
+                     f"{overflows[0]} (exploding)")  # fmt: skip
         if zeros:
             text += (f"; exactly 0 at {len(zeros)} of the {T} lags, from lag {zeros[0]} "
                      "(no gradient reaches back that far)")  # fmt: skip
@@ -120,7 +126,12 @@ def _lag_verdict(profile: dg.LagProfile, summary: dict) -> str:
                 if s["lag_to_10x"] is not None
                 else "never 10x off its lag-0 value"
             )
-            over = "over the lags where it is not 0" if zeros else f"over lags 0–{T - 1}"
+            over = {
+                (False, False): f"over lags 0–{T - 1}",
+                (True, False): "over the lags where it is not 0",
+                (False, True): "over the lags where it is finite",
+                (True, True): "over the lags where it is finite and not 0",
+            }[bool(zeros), bool(overflows)]
             text += f"; {where}, max/min {over} = {s['max_over_min']:.3g}"
         parts.append(text)
     return "; ".join(parts)
@@ -164,14 +175,16 @@ def analyse_lag(subject: Subject, loss: str) -> Outcome:
                 f"{e} even in float64, so the task's loss has no gradient to follow back "
                 "(exploding: a smaller W_hh, or --loss last to see the recurrent layer alone)"
             ))  # fmt: skip
-        prof = dg.gradient_by_lag(layer, x_rec, subject.lengths, d_output=d_out)
+        with np.errstate(over="ignore", invalid="ignore"):  # (past 1e308: overflow_lags)
+            prof = dg.gradient_by_lag(layer, x_rec, subject.lengths, d_output=d_out)
         prof.loss = "task"
     else:
         try:
             _, _, layer, x_rec = recurrent_io(t.model, t.x, subject.lengths, finite_states=True)
         except StateOverflow as e:
             return _overflowed("lag_profile", {"loss": loss, "layers": None}, e)
-        prof = dg.gradient_by_lag(layer, x_rec, subject.lengths, loss=loss)
+        with np.errstate(over="ignore", invalid="ignore"):
+            prof = dg.gradient_by_lag(layer, x_rec, subject.lengths, loss=loss)
     layers = lag_summary(prof)
     summary = {"loss": loss, "layers": layers}
     return Outcome(
