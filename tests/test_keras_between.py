@@ -8,6 +8,7 @@ Keras 3 (torch backend) builds every model: the oracle."""
 import io
 import json
 import os
+import re
 import zipfile
 
 import numpy as np
@@ -287,3 +288,230 @@ def test_an_activation_layer_computing_otherwise_is_refused(activation, got, sou
     with pytest.raises(ValueError, match=_where(source, 0, "simple_rnn") + r"must be a Keras "
                        rf"layer with activation='relu'; got activation='{got}' instead\.$"):
         rk.load_weights(model, _given(k, source, tmp_path))
+
+
+def _reshaped(target, *, steps=None, sequences=True, bi=False, before=()):
+    """Embedding(12, 4) -> LSTM(5) (a concat Bidirectional: 10 features) -> `before` ->
+    Reshape(target) -> Dense(7), built on sequences of `steps` steps (None: any)."""
+    lstm = keras.layers.LSTM(5, return_sequences=sequences)
+    return keras.Sequential([
+        keras.Input((steps,), dtype="int32"),
+        keras.layers.Embedding(12, 4),
+        keras.layers.Bidirectional(lstm) if bi else lstm,
+        *before,
+        keras.layers.Reshape(target),
+        keras.layers.Dense(7),
+    ])  # fmt: skip
+
+
+RESHAPE_ITSELF = {  # name: (target_shape, steps the model is built on, more of _reshaped)
+    "known": ((6, 5), 6, {}),
+    "known_steps_inferred": ((-1, 5), 6, {}),
+    "known_features_inferred": ((6, -1), 6, {}),
+    "any_steps_inferred": ((-1, 5), None, {}),
+    # (steps unknown, the target's 6: Keras reshapes only inputs of 6 steps, unchanged)
+    "any_steps_given": ((6, 5), None, {}),
+    "after_dropouts": ((-1, 5), None, {"before": (keras.layers.Dropout(0.2),
+                                                  keras.layers.Activation("linear"))}),
+    "bidirectional": ((-1, 10), None, {"bi": True}),
+    "last_step": ((5,), None, {"sequences": False}),
+    "last_step_inferred": ((-1,), None, {"sequences": False}),
+}
+
+
+@pytest.mark.parametrize("source", SOURCES)
+@pytest.mark.parametrize("case", list(RESHAPE_ITSELF))
+def test_a_reshape_to_its_input_s_shape_loads(case, source, tmp_path):
+    """A Reshape whose target_shape is its input's (batch left out; -1, or a size the input
+    leaves unknown, on one axis) returns its input: it was refused as any Reshape. Its input's
+    shape is the layer object's input, or along a .keras file's Sequential the output of the
+    layer before it (a Reshape has no build config)."""
+    target, steps, more = RESHAPE_ITSELF[case]
+    k = _reshaped(target, steps=steps, **more)
+    bi, sequences = more.get("bi", False), more.get("sequences", True)
+    model = Sequential(Embedding(12, 4), LSTM(4, 5, bidirectional=bi),
+                       *([] if sequences else [LastStep()]), Linear(10 if bi else 5, 7))
+    rk.load_weights(model, _given(k, source, tmp_path))
+    _assert_same(model, k)
+
+
+RESHAPE_OTHER = {  # name: (target_shape, steps, more of _reshaped, rnnlab's Linear's input, shape)
+    "steps_merged": ((3, 10), 6, {}, 10, r"\(None, 6, 5\)"),
+    "steps_flattened": ((30,), 6, {}, 30, r"\(None, 6, 5\)"),
+    # (on 6 steps, 3 steps of 10; Keras has no step count to refuse another target with)
+    "steps_maybe_merged": ((-1, 10), None, {}, 10, r"\(None, None, 5\)"),
+    "axis_added": ((5, 1), None, {"sequences": False}, 1, r"\(None, 5\)"),
+    "swapped": ((5, 6), 6, {}, 6, r"\(None, 6, 5\)"),
+}
+
+
+@pytest.mark.parametrize("source", SOURCES)
+@pytest.mark.parametrize("case", list(RESHAPE_OTHER))
+def test_a_reshape_that_may_change_the_shape_is_refused(case, source, tmp_path):
+    target, steps, more, features, shape = RESHAPE_OTHER[case]
+    k = _reshaped(target, steps=steps, **more)
+    last = [] if more.get("sequences", True) else [LastStep()]
+    model = Sequential(Embedding(12, 4), LSTM(4, 5), *last, Linear(features, 7))
+    before = {n: v.copy() for n, v in model.params.items()}
+    with pytest.raises(ValueError, match=_where(source, 2, "reshape") + r"must be a layer "
+                       r"rnnlab's Sequential computes .*; got a Reshape with target_shape="
+                       + re.escape(str(target)) + rf" of inputs of shape {shape} instead\. "
+                       r"rnnlab's model would keep its input's shape where Keras' Reshape "
+                       r"changes it \(or may"):  # fmt: skip
+        rk.load_weights(model, _given(k, source, tmp_path))
+    for n, v in model.params.items():  # nothing written
+        assert np.array_equal(v, before[n]), n
+
+
+def test_a_reshape_of_an_unknown_shape_is_refused(tmp_path):
+    """Where the input's shape is not known (a Reshape never called; a .weights.h5, which
+    holds no target_shape) the Reshape may change it: refused, saying so."""
+    k = _reshaped((-1, 5))
+    model = Sequential(Embedding(12, 4), LSTM(4, 5), Linear(5, 7))
+    layers = list(k.layers)
+    layers[2] = keras.layers.Reshape((-1, 5))  # (never called: no input)
+    with pytest.raises(ValueError, match=_where("layers", 2, "reshape") + r".*got a Reshape "
+                       r"with target_shape=\(-1, 5\) of inputs of unknown shape instead\."):
+        rk.load_weights(model, layers)
+    with pytest.raises(ValueError, match=_where("weights_file", 2, "reshape") + r".*got a "
+                       r"Reshape \(a \.weights\.h5 holds no target_shape\) instead\. .*load "
+                       r"the \.keras file or the Keras model"):  # fmt: skip
+        rk.load_weights(model, _given(k, "weights_file", tmp_path))
+    rk.load_weights(model, _given(k, "keras_file", tmp_path))
+    _assert_same(model, k)
+
+
+def linear(x):  # (a function of one's own named as Keras' linear, computing otherwise)
+    return 2 * x
+
+
+def tanh(x):
+    return 2 * keras.ops.tanh(x)
+
+
+def _with_activation(where, function):
+    """SimpleRNN(4) -> Dense(2) on 3 features, with Activation(function) in a TimeDistributed
+    after the SimpleRNN, or given as the SimpleRNN's activation=."""
+    act = keras.layers.Activation(function)
+    if where == "time_distributed":
+        rnn = [keras.layers.SimpleRNN(4, return_sequences=True), keras.layers.TimeDistributed(act)]
+    else:
+        rnn = [keras.layers.SimpleRNN(4, activation=act, return_sequences=True)]
+    return keras.Sequential([keras.Input((None, 3)), *rnn, keras.layers.Dense(2)])
+
+
+OWN_INSIDE = {  # key: (function, index of the layer, the refusal after its name)
+    "time_distributed": (linear, 1, r".*got a TimeDistributed\(Activation\('linear' \(a "
+                         r"function of module '[\w.]+', not Keras' own\)\)\) instead\. "
+                         r"rnnlab's model would pass its input on unchanged"),
+    "simple_rnn": (tanh, 0, r"must be a Keras layer with activation='tanh'; got activation="
+                   r"'tanh' \(a function of module '[\w.]+', not Keras' own\) instead\.$"),
+}
+
+
+@pytest.mark.parametrize("source", ["model", "layers"])
+@pytest.mark.parametrize("key", list(OWN_INSIDE))
+def test_a_function_of_one_s_own_inside_a_layer_is_refused(key, source):
+    """An Activation inside a TimeDistributed, or given as a layer's activation=, was read
+    from Keras' config, which names a function of one's own called `linear` (`tanh`) as
+    Keras' own: it loaded, computing otherwise. It is judged by the function object, as a
+    top-level Activation is; Keras' own function of that name still loads. (A .keras file
+    names it so too, and Keras loads it from there as its own: load_weights' docstring.)"""
+    function, index, message = OWN_INSIDE[key]
+    k = _with_activation(key, function)
+    with pytest.raises(ValueError, match=_where(source, index, key) + message):
+        rk.load_weights(Sequential(RNN(3, 4), Linear(4, 2)), _given(k, source, None))
+    k = _with_activation(key, function.__name__)  # (Keras' own)
+    model = Sequential(RNN(3, 4), Linear(4, 2))
+    rk.load_weights(model, _given(k, source, None))
+    x = np.random.default_rng(1).normal(size=(2, 5, 3)).astype(np.float32)
+    np.testing.assert_allclose(model.forward(x).output, keras.ops.convert_to_numpy(k(x)),
+                               atol=ATOL, rtol=0)  # fmt: skip
+
+
+class _Tripled(keras.layers.Layer):  # a layer of one's own named Dropout, tripling its input
+    def call(self, x):
+        return 3 * x
+
+    def compute_output_shape(self, shape):
+        return shape
+
+
+class _DenseRelu(keras.layers.Dense):  # a Dense of one's own, with a relu Keras' has not
+    def call(self, x):
+        return keras.ops.relu(super().call(x))
+
+
+class _LSTMOwn(keras.layers.LSTM):  # Keras' LSTM, its call one's own (here: Keras')
+    pass
+
+
+for _cls, _name in ((_Tripled, "Dropout"), (_DenseRelu, "Dense"), (_LSTMOwn, "LSTM")):
+    _cls.__name__ = _cls.__qualname__ = _name
+    # (registered: a Bidirectional rebuilds its layer from its config, by its name)
+    keras.saving.register_keras_serializable("rnnlab_tests")(_cls)
+
+OWN_CLASS = {  # name: (the Keras model's layers after its Embedding, layer index, key, got)
+    "dropout": (lambda: [keras.layers.LSTM(5, return_sequences=True), _Tripled(),
+                         keras.layers.Dense(7)], 2, "dropout", "a Dropout"),
+    "time_distributed": (lambda: [keras.layers.LSTM(5, return_sequences=True),
+                                  keras.layers.TimeDistributed(_Tripled()), keras.layers.Dense(7)],
+                         2, "time_distributed", "a TimeDistributed of a Dropout"),
+    "dense": (lambda: [keras.layers.LSTM(5, return_sequences=True), _DenseRelu(7)], 2, "dense",
+              "a Dense"),
+    "lstm": (lambda: [_LSTMOwn(5, return_sequences=True), keras.layers.Dense(7)], 1, "lstm",
+             "a LSTM"),
+    "bidirectional": (lambda: [keras.layers.Bidirectional(_LSTMOwn(5, return_sequences=True),
+                                                          merge_mode="sum"),
+                               keras.layers.Dense(7)], 1, "bidirectional",
+                      "a Bidirectional of a LSTM"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("source", SOURCES)
+@pytest.mark.parametrize("case", list(OWN_CLASS))
+def test_a_layer_of_one_s_own_named_as_keras_s_is_refused(case, source, tmp_path):
+    """A layer was read by its class name: a class of one's own named Dropout (tripling its
+    input at inference) loaded as Keras' Dropout, a Dense of one's own with a relu as Keras'
+    Dense, without a word. Only Keras' own classes (and the export's <Kind>WithStart) are."""
+    layers, index, key, got = OWN_CLASS[case]
+    k = keras.Sequential([keras.Input((None,), dtype="int32"), keras.layers.Embedding(12, 4),
+                          *layers()])  # fmt: skip
+    bi = case == "bidirectional"
+    model = Sequential(Embedding(12, 4), LSTM(4, 5, bidirectional=bi, merge="sum"),
+                       Linear(5, 7))  # fmt: skip
+    # (a .keras file: the class's module, or null and its registered_name)
+    said = r"(module '[\w.]+'|registered_name '[\w>]+')"
+    with pytest.raises(ValueError, match=_where(source, index, key) + r"must be a layer of "
+                       r"Keras' own \(keras\.layers\), or the export's <Kind>WithStart; got "
+                       rf"{got} of one's own \({said}\) instead\. rnnlab reads a Keras layer by "
+                       r"its class name"):  # fmt: skip
+        rk.load_weights(model, _given(k, source, tmp_path))
+    if case in ("lstm", "bidirectional") and source != "keras_file":  # (into the layer alone)
+        with pytest.raises(ValueError, match=rf"^`source` must be a layer of Keras' own .*got "
+                           rf"{got} of one's own"):  # fmt: skip
+            rk.load_weights(model.modules[1], k.layers[1])
+
+
+@pytest.mark.parametrize("source", [*SOURCES, "weights_file"])
+def test_a_time_distributed_dense_is_refused(source, tmp_path):
+    """A TimeDistributed(Dense) holds weights rnnlab's Linear would take, and an activation it
+    has not: it is refused as a layer with weights of no kind rnnlab loads (never read as a
+    Dense, so its activation cannot pass unchecked)."""
+    k = keras_model([keras.layers.TimeDistributed(keras.layers.Dense(5, activation="relu"))])
+    model = Sequential(Embedding(12, 4), LSTM(4, 5), Linear(5, 5), Linear(5, 7))
+    got = "a TimeDistributed with weights" if source in SOURCES[1:] else "one holding 2 arrays"
+    with pytest.raises(ValueError, match=_where(source, 2, "time_distributed") + r"must be a "
+                       rf"layer rnnlab's modules hold .*; got {got} instead\.$"):  # fmt: skip
+        rk.load_weights(model, _given(k, source, tmp_path))
+
+
+def test_a_list_holding_what_is_not_a_keras_layer_is_refused():
+    """A list of a Keras model's layers with something else in it met an AttributeError
+    ('str' object has no attribute 'get_weights')."""
+    k = keras_model([])
+    layers = list(k.layers)
+    layers[2] = "dense"
+    with pytest.raises(ValueError, match=r"^`source \(layer 2\)` must be a Keras layer; got "
+                       r"'dense' \(str\) instead\.$"):  # fmt: skip
+        rk.load_weights(Sequential(Embedding(12, 4), LSTM(4, 5), Linear(5, 7)), layers)

@@ -44,8 +44,8 @@ import zipfile
 from collections.abc import Sequence
 from os import PathLike
 from pathlib import Path
-from types import FunctionType, ModuleType
-from typing import Any
+from types import ModuleType
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -79,6 +79,10 @@ _Holder = Embedding | Linear | tuple[Recurrent, int] | None
 _Direction = tuple[list[np.ndarray], list[np.ndarray]]
 """One direction of a Keras recurrent layer as read: its cell's weights (kernel,
 recurrent_kernel, bias) and its start (h0, c0: a <Kind>WithStart's; none for Keras' own)."""
+
+_Shape = tuple[int | None, ...] | None
+"""A Keras layer's input or output shape, batch first, None where unknown (Keras' None), or
+None when not known at all."""
 
 _Found = tuple[str, bool, list[_Direction], dict[str, Any]]
 """A Keras recurrent layer as read: (kind, bidirectional, its directions, the options of
@@ -455,21 +459,32 @@ def load_weights(
     use_bias must agree with the arrays it holds. An activation given as a Keras layer counts
     for what it computes: ReLU() with its defaults is "relu", Activation("tanh") "tanh"; a
     function by its name only when it is Keras' own (a function of one's own named "tanh" is
-    refused; a .keras file saved by Keras 3.15 names it "tanh" alone, which Keras too loads
-    as its own tanh).
+    refused, from the layer objects wherever it stands: an Activation inside a
+    TimeDistributed, an Activation given as activation=; a .keras file saved by Keras 3.15
+    names it "tanh" alone, which Keras too loads as its own tanh). Likewise a layer counts by
+    its class name only when the class is Keras' own (or the snippet's <Kind>WithStart): a
+    class of one's own named Dropout, Dense or LSTM, or wrapped in a TimeDistributed or
+    Bidirectional, is refused, from the objects and from a .keras file (which writes its
+    module, or null and its registered name).
 
     Keras layers without weights, which rnnlab's Sequential holds nothing for, are judged by
     what they compute at inference: those that return their input load (Dropout,
     SpatialDropout1D/2D/3D, GaussianNoise, GaussianDropout, AlphaDropout: noise in training
     only; ActivityRegularization: a loss; InputLayer, Identity, a linear Activation, a
-    Flatten of (batch, features), a TimeDistributed of one of those), a
-    GlobalAveragePooling1D is a MeanOverTime (as many of one as of the other), and any other
-    (Activation("softmax"), Softmax, ReLU, Masking, Lambda, Rescaling, Reshape, a Flatten of
-    steps, GlobalMaxPooling1D, a layer of one's own) is refused: rnnlab's model would compute
-    without it. A `.weights.h5` names each layer's class (its key) but not its config, so
+    Flatten of (batch, features), a Reshape whose target_shape is its input's shape, a
+    TimeDistributed of a dropout, a noise or a linear Activation), a GlobalAveragePooling1D is a
+    MeanOverTime (as many of one as of the other), and any other (Activation("softmax"),
+    Softmax, ReLU, Masking, Lambda, Rescaling, a Reshape that changes the shape or may, a
+    Flatten of steps, GlobalMaxPooling1D, a layer of one's own) is refused: rnnlab's model
+    would compute without it. A Reshape's input shape is the layer object's input in its
+    model, or in a .keras file's Sequential the output of the layer before it; its target
+    may differ from it on one axis, as -1 or where the input's size is unknown (there Keras
+    reshapes only inputs of the target's size), not on two, which could trade sizes (steps
+    merged); an unknown input shape (a layer never called, a functional model's file) is
+    refused. A `.weights.h5` names each layer's class (its key) but not its config, so
     there an Activation's function, a Flatten's input and a TimeDistributed's layer go
-    unchecked. Every layer is checked before any weight is written: a refused source leaves
-    the model as it was."""
+    unchecked, and a Reshape is refused. Every layer is checked before any weight is
+    written: a refused source leaves the model as it was."""
     if keys is not None and (
         isinstance(keys, str)
         or not isinstance(keys, Sequence)
@@ -586,6 +601,9 @@ def _load_sequential(model: Sequential, source: object, keys: Sequence[str] | No
         whole = "source"
         for j, x in enumerate(layers):
             name = type(x).__name__
+            if not _is_layer(x):  # (it met an AttributeError)
+                _checks.fail(f"source (layer {j})", "a Keras layer", _checks.describe(x))
+            _check_object_class(x, f"source (layer {j}, {x.name!r})")
             if name in _OTHERS.values():
                 _check_other_options(name, _config(x), f"source (layer {j}, {x.name!r})")
                 other_arrays[name].append([np.asarray(a) for a in x.get_weights()])
@@ -597,7 +615,7 @@ def _load_sequential(model: Sequential, source: object, keys: Sequence[str] | No
                 _checks.fail(f"source (layer {j}, {x.name!r})", "a layer rnnlab's modules hold "
                              "(Embedding, SimpleRNN, LSTM, GRU, Bidirectional, Dense) or one "
                              "without weights", f"a {name} with weights")  # fmt: skip
-            elif _weightless_step(name, _config(x), x.get_build_config(),
+            elif _weightless_step(name, _config(x), _input_shape(x),
                                   f"source (layer {j}, {x.name!r})") == _MEAN:  # fmt: skip
                 other_labels[_MEAN].append(f"source (layer {j}, {x.name!r})")
     recs = [m for m in mods if isinstance(m, Recurrent)]
@@ -751,18 +769,22 @@ _CLASS_OF_KEY = {_snake(c): c for c in (*_IDENTITY, *_ACTIVATION_LAYERS, _MEAN, 
                                         "TimeDistributed", "Flatten", "Reshape")}  # fmt: skip
 _STEPS = ("a layer rnnlab's Sequential computes (Embedding, SimpleRNN, LSTM, GRU, Bidirectional, "
           "Dense; GlobalAveragePooling1D as MeanOverTime) or one that is identity at inference "
-          f"({', '.join(_IDENTITY[1:])}, Activation('linear'))")  # fmt: skip
+          f"({', '.join(_IDENTITY[1:])}, Activation('linear'), a Reshape to its input's "
+          "shape)")  # fmt: skip
 
 
-def _weightless_step(cls: str, config: dict[str, Any] | None, build: Any, where: str) -> str:
+def _weightless_step(cls: str, config: dict[str, Any] | None, shape: _Shape, where: str) -> str:
     """What a Keras layer without weights computes at inference, for rnnlab's Sequential,
     which holds none of its own for it: "identity" (left out: _IDENTITY, a linear
-    activation, a Flatten of (batch, features), a TimeDistributed of one of those) or _MEAN
-    (a GlobalAveragePooling1D, rnnlab's MeanOverTime). Any other is refused, saying what
-    rnnlab would compute instead: loaded, the model would compute it without the layer.
-    `config` None: a .weights.h5, which names a layer's class (its key) but holds no config,
-    so an Activation's function, a Flatten's input and a TimeDistributed's layer go
-    unchecked there."""
+    activation, a Flatten of (batch, features), a Reshape to its input's shape, a
+    TimeDistributed of an _IDENTITY layer or a linear activation) or _MEAN (a
+    GlobalAveragePooling1D, rnnlab's MeanOverTime). Any other is refused, saying what rnnlab
+    would compute instead: loaded, the model would compute it without the layer. `shape`:
+    the layer's input's, batch first (None where unknown; None when not known at all).
+    `config` None: a .weights.h5, which names a layer's class (its key) but holds no
+    config, so an Activation's function, a Flatten's input and a TimeDistributed's layer go
+    unchecked there (a Reshape, which changes the shape unless its target is its input's,
+    is refused)."""
     if cls in _IDENTITY:
         return "identity"
     if cls == _MEAN:
@@ -784,30 +806,67 @@ def _weightless_step(cls: str, config: dict[str, Any] | None, build: Any, where:
         got = f"an Activation({name!r})" if cls == "Activation" else f"a {cls} ({name})"
         hint = (f"rnnlab's model would compute its input without the {name}: load the model "
                 f"without this layer and apply the {name} to rnnlab's outputs.")  # fmt: skip
-    elif cls == "Flatten" and isinstance(build, dict) and len(build.get("input_shape") or
-                                                              ()) == 2:  # fmt: skip
+    elif cls == "Flatten" and shape is not None and len(shape) == 2:
         return "identity"  # (batch, features) flattened is itself
+    elif cls == "Reshape" and config is not None:
+        target = config.get("target_shape")
+        if _reshapes_to_itself(target, shape):
+            return "identity"
+        target = tuple(target) if isinstance(target, list) else target
+        got = (f"a Reshape with target_shape={target} of inputs of "
+               + (f"shape {shape}" if shape is not None else "unknown shape"))
+        hint = ("rnnlab's model would keep its input's shape where Keras' Reshape changes it "
+                "(or may: a Reshape loads only when its target_shape is its input's shape "
+                "without the batch axis, allowing -1, or a size the input leaves unknown, on "
+                "one axis).")
     elif cls == "TimeDistributed" and isinstance(config, dict):
         given = config.get("layer")
         inner: dict[str, Any] = given if isinstance(given, dict) else {}
         inner_cls = str(inner.get("class_name", ""))
-        if inner_cls in _IDENTITY or (inner_cls in _ACTIVATION_LAYERS and _activation_name(
-                {**inner, "module": "keras.layers"}) == "linear"):  # fmt: skip
+        # (its module as written: Keras' own layer, or one of one's own named so, whose
+        # class name says nothing of what it computes)
+        own = _keras_module(inner.get("module"))
+        computes = _activation_name(inner) if inner_cls in _ACTIVATION_LAYERS else None
+        if own and (inner_cls in _IDENTITY or computes == "linear"):
             return "identity"
-        got, hint = (f"a TimeDistributed({inner_cls or '?'})", "rnnlab's model would pass its "
-                     "input on unchanged, without the layer it wraps.")  # fmt: skip
+        said = f"Activation({computes!r})" if inner_cls == "Activation" else inner_cls or "?"
+        got = f"a TimeDistributed({said})"
+        hint = "rnnlab's model would pass its input on unchanged, without the layer it wraps."
     elif cls == "Masking":
         got, hint = "a Masking layer", (
             "rnnlab's model masks nothing: it would compute the steps Keras skips (those whose "
             "features all equal mask_value). Load the model without it and give forward the "
             "sequences' lengths.")
-    elif cls in ("Flatten", "Reshape"):
-        got, hint = f"a {cls}", (f"rnnlab's model would keep its input's shape where Keras' "
-                                 f"{cls} changes it.")  # fmt: skip
+    elif cls == "Flatten":
+        got, hint = "a Flatten", ("rnnlab's model would keep its input's shape where Keras' "
+                                  "Flatten changes it.")  # fmt: skip
+    elif cls == "Reshape":  # (config None: a .weights.h5)
+        got, hint = "a Reshape (a .weights.h5 holds no target_shape)", (
+            "rnnlab's model would keep its input's shape where Keras' Reshape may change it: "
+            "load the .keras file or the Keras model, whose config says whether it does.")
     else:
         got = f"a {cls}" if cls else "a layer without a class name"
         hint = "rnnlab's model holds no module for it: it would pass its input on unchanged."
     _checks.fail(where, _STEPS, got, hint)
+
+
+def _reshapes_to_itself(target: object, shape: _Shape) -> bool:
+    """Whether Keras' Reshape(target) returns its input unchanged on every input of `shape`
+    (batch first, None where unknown) that it reshapes. A reshape keeps the elements'
+    order, so it is the identity exactly when its output's shape is its input's: when the
+    target is the input's shape (batch left out) on every axis but one at most, and there it
+    is -1 (Keras sets it from the input's size: the input's own, the other axes being equal)
+    or the input's is unknown (an input of another size there has another count of elements,
+    which Keras refuses to reshape). Two such axes could trade sizes, merging or splitting
+    steps: (None, None) to (-1, 5) is not the identity on (6, 10); nor is an unknown shape."""
+    if shape is None or not isinstance(target, (list, tuple)):
+        return False
+    steps = shape[1:]
+    if len(target) != len(steps) or not all(isinstance(d, int) and (d == -1 or d > 0)
+                                            for d in target):  # fmt: skip
+        return False
+    apart = [(t, s) for t, s in zip(target, steps, strict=True) if s is None or t != s]
+    return len(apart) == 0 or (len(apart) == 1 and (apart[0][0] == -1 or apart[0][1] is None))
 
 
 def _check_bias_count(use_bias: object, count: int, with_bias: int, where: str) -> None:
@@ -851,6 +910,52 @@ def _keras_module(module: object) -> bool:
     return isinstance(module, str) and (module == "keras" or module.startswith("keras."))
 
 
+def _check_own_class(cls: str, module: object, registered: object, where: str,
+                     outer: str = "") -> None:  # fmt: skip
+    """Refuse a layer whose class is not Keras' own (nor the snippet's <Kind>WithStart,
+    defined where the snippet runs: _direction checks it subclasses Keras' <Kind>). The
+    load reads a layer by its class name and config, which say what Keras' own layer of
+    that name computes: a Dropout of one's own may scale its input at inference, a Dense
+    of one's own apply a function, and would load as Keras' without a word. `outer`: the
+    layers wrapping it, as the error says them ("a TimeDistributed of ")."""
+    if _keras_module(module) or cls in _WITH_STARTS:
+        return
+    said = f"module {module!r}" if module or not registered else f"registered_name {registered!r}"
+    _checks.fail(where, "a layer of Keras' own (keras.layers), or the export's <Kind>WithStart",
+                 f"{outer}{_checks.a(cls or '?')} of one's own ({said})",
+                 "rnnlab reads a Keras layer by its class name and config, which say what "
+                 "Keras' layer of that name computes, not what a class of one's own does: "
+                 "build the Keras model with Keras' layers to load it.")  # fmt: skip
+
+
+def _check_object_class(x: KerasLayer, where: str, outer: str = "") -> None:
+    """_check_own_class for a Keras layer object and the layers it wraps (a TimeDistributed's
+    or a Bidirectional's `layer`, a Bidirectional's `backward_layer`). Not a layer at all:
+    the caller's refusal says what it expected."""
+    if not _is_layer(x):
+        return
+    _check_own_class(type(x).__name__, type(x).__module__, None, where, outer)
+    for name in ("layer", "backward_layer"):
+        inner = getattr(x, name, None)
+        if _is_layer(inner):
+            _check_object_class(inner, where, f"{outer}{_checks.a(type(x).__name__)} of ")
+
+
+def _check_entry_class(entry: object, where: str, outer: str = "") -> None:
+    """_check_own_class for a layer of a .keras file's config.json, as Keras writes it
+    ({"module", "class_name", "config", "registered_name"}; a layer of one's own has the
+    module null and its registered name), and the layers it wraps."""
+    if not isinstance(entry, dict):
+        return  # (a foreign config.json: its layers are refused as what they are not)
+    cls = str(entry.get("class_name", ""))
+    _check_own_class(cls, entry.get("module"), entry.get("registered_name"), where, outer)
+    config = entry.get("config")
+    for name in ("layer", "backward_layer"):
+        inner = config.get(name) if isinstance(config, dict) else None
+        if isinstance(inner, dict):
+            _check_entry_class(inner, where, f"{outer}{_checks.a(cls)} of ")
+
+
 class _Foreign:
     """A function of one's own by its name and module: named "tanh", it need not compute
     Keras' tanh, so it equals no name an rnnlab layer computes."""
@@ -863,16 +968,38 @@ class _Foreign:
 
 
 def _config(x: KerasLayer) -> dict[str, Any]:
-    """A Keras layer object's config, its activation functions of one's own named with their
-    module: Keras' get_config names a function by its name alone when Keras has one of that
-    name (a function of one's own named "tanh" is "tanh"), and would pass for Keras' own."""
+    """A Keras layer object's config, judged by the objects it holds where their config
+    says less: Keras' get_config names a function by its name alone when Keras has one of
+    that name (a function of one's own named "tanh" is "tanh", and would pass for Keras'
+    own), so a function not of Keras' modules is written with its module (_Foreign); a
+    layer given as an activation, and the layer a TimeDistributed wraps, by their own
+    _config, with the module of their class (an Activation(f) inside holds f)."""
     config = dict(x.get_config())
     for name in ("activation", "recurrent_activation"):
         f = getattr(x, name, None)
-        if isinstance(f, FunctionType) and not _keras_module(f.__module__):
-            config[name] = {"class_name": "function", "config": f.__name__,
-                            "module": f.__module__}  # fmt: skip
+        if name not in config or f is None:
+            continue
+        if _is_layer(f):
+            config[name] = _layer_config(f, config[name])
+        elif not _keras_module(getattr(f, "__module__", None)):  # (torch.tanh too: not Keras')
+            config[name] = {"class_name": "function", "module": getattr(f, "__module__", None),
+                            "config": getattr(f, "__name__", type(f).__name__)}  # fmt: skip
+    inner = getattr(x, "layer", None)  # (a TimeDistributed's; a Bidirectional's is read apart)
+    if _is_layer(inner) and isinstance(config.get("layer"), dict):
+        config["layer"] = _layer_config(inner, config["layer"])
     return config
+
+
+def _is_layer(x: object) -> bool:
+    return hasattr(x, "get_config") and hasattr(x, "get_weights")
+
+
+def _layer_config(x: KerasLayer, serialized: object) -> dict[str, Any]:
+    """A layer held by another, as Keras serializes it ({"class_name", "module", "config"}),
+    its config and module from the object."""
+    given = serialized if isinstance(serialized, dict) else {}
+    return {**given, "class_name": type(x).__name__, "module": type(x).__module__,
+            "config": _config(x)}  # fmt: skip
 
 
 def _activation_name(value: dict[str, Any]) -> object:
@@ -978,10 +1105,27 @@ def _start_to_rnnlab(
 
 
 _KERAS_KINDS = ("SimpleRNN", "LSTM", "GRU")
+_WITH_STARTS = tuple(f"{kind}WithStart" for kind in _KERAS_KINDS)
+
+
+def _input_shape(x: KerasLayer) -> _Shape:
+    """The shape of the input a Keras layer object was built on, batch first (None where
+    unknown): its input in the model it was called in, else its build config's; None when
+    it was never built (a layer of a Sequential without an Input is built on its first
+    call)."""
+    try:
+        shape = _shape(list(x.input.shape))
+    except (AttributeError, ValueError, TypeError, IndexError, RuntimeError):
+        shape = None  # (Keras: "The layer has never been called and thus has no defined input")
+    if shape is None:
+        build = x.get_build_config()
+        shape = _shape(build.get("input_shape")) if isinstance(build, dict) else None
+    return shape
 
 
 def _from_keras_layer(x: KerasLayer) -> _Found:
     """(kind, bidirectional, its directions, options) of a Keras layer object."""
+    _check_object_class(x, "source")
     if type(x).__name__ == "Bidirectional":
         kind, forward = _direction(x.forward_layer)
         back_kind, backward = _direction(x.backward_layer)
@@ -1002,8 +1146,9 @@ def _direction(x: KerasLayer) -> tuple[str, _Direction]:
     lists before its cell's)."""
     name = type(x).__name__
     kind = name.removesuffix("WithStart")
-    bases = [c.__name__ for c in type(x).__mro__]
-    if kind not in _KERAS_KINDS or kind not in bases:
+    # (Keras' own layer, or the snippet's <Kind>WithStart subclassing it: _check_own_class)
+    keras_base = any(c.__name__ == kind and _keras_module(c.__module__) for c in type(x).__mro__)
+    if kind not in _KERAS_KINDS or not keras_base:
         _checks.fail("source", "Keras SimpleRNN, LSTM, GRU or Bidirectional layers (or the "
                      "export's <Kind>WithStart), or a .keras/.weights.h5 file",
                      _checks.describe(x))  # fmt: skip
@@ -1059,6 +1204,10 @@ def _read_model_file(
             if keys is None:
                 keys = _recurrent_keys(layers, config, path)
             configs = _layer_configs(config) if config is not None else {}
+            entries = _entries(config) if config is not None else {}
+            for key in entries if others else keys:  # (the layers read)
+                if key in entries:
+                    _check_entry_class(entries[key].raw, f"source ('{path}', layer {key!r})")
         except (AttributeError, TypeError):
             raise ValueError(f"'{path}' is not a Keras 3 .keras file: its config.json does not "
                              "describe a Keras model") from None  # fmt: skip
@@ -1067,7 +1216,7 @@ def _read_model_file(
             if key not in layers:
                 _checks.fail("keys", f"names of layers in '{path}'", repr(key))
             out.append((key, _read_group(layers[key], configs.get(key, {}), arg, key, path)))
-        return out, (_read_others(layers, config, path) if others else {})
+        return out, (_read_others(layers, config, entries, path) if others else {})
 
 
 def _dataset_names(g: H5Group) -> list[str]:
@@ -1078,7 +1227,7 @@ def _dataset_names(g: H5Group) -> list[str]:
     return held
 
 
-def _read_others(layers: H5Group, config: dict[str, Any] | None,
+def _read_others(layers: H5Group, config: dict[str, Any] | None, entries: dict[str, _Entry],
                  path: Path) -> dict[str, list[tuple[str, list[np.ndarray]]]]:  # fmt: skip
     """The Embedding and Dense layers of a file's `layers` group: (key, arrays) by kind, in
     the model's order (a .keras file's config.json; in a .weights.h5, by their keys'
@@ -1089,7 +1238,6 @@ def _read_others(layers: H5Group, config: dict[str, Any] | None,
         layers, key=lambda k: (_base(k), 0 if k == _base(k) else int(k.rsplit("_", 1)[1]) + 1))
     out: dict[str, list[tuple[str, list[np.ndarray]]]] = {
         kind: [] for kind in (*_OTHERS.values(), _MEAN)}
-    entries = _entries(config) if config is not None else {}
     for key in order:
         g = layers.get(key)
         base = _base(key)
@@ -1102,13 +1250,13 @@ def _read_others(layers: H5Group, config: dict[str, Any] | None,
                 _checks.fail(where, "a layer rnnlab's modules hold (Embedding, SimpleRNN, "
                              "LSTM, GRU, Bidirectional, Dense) or one without weights",
                              f"one holding {len(held)} arrays")  # fmt: skip
-            if key in entries:  # (a .keras file: its class and config)
-                cls, cfg, build = entries[key]
+            if key in entries:  # (a .keras file: its class, config and input's shape)
+                cls, cfg, shape, _ = entries[key]
             elif config is None and isinstance(g, h5py.Group):  # (a .weights.h5: its key)
-                cls, cfg, build = _CLASS_OF_KEY.get(base, base), None, None
+                cls, cfg, shape = _CLASS_OF_KEY.get(base, base), None, None
             else:
                 continue
-            if _weightless_step(cls, cfg, build, where) == _MEAN:
+            if _weightless_step(cls, cfg, shape, where) == _MEAN:
                 out[_MEAN].append((key, []))
             continue
         if not isinstance(g, h5py.Group):
@@ -1149,13 +1297,28 @@ def _base(key: str) -> str:
     return head if tail.isdigit() and head else key
 
 
-def _entries(config: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any], Any]]:
-    """The h5 key of every layer of a .keras file's model, in order, with its class name,
-    config and build config (the keys as Keras' saving makes them: snake_case class names,
-    numbered by order)."""
-    layers = config.get("config", {}).get("layers", [])
+class _Entry(NamedTuple):
+    """A layer of a .keras file's model: its class name, config, the shape of its input
+    (batch first, None where unknown; None when not known at all) and its entry as written."""
+
+    cls: str
+    config: dict[str, Any]
+    shape: _Shape
+    raw: dict[str, Any]
+
+
+def _entries(config: dict[str, Any]) -> dict[str, _Entry]:
+    """The h5 key of every layer of a .keras file's model, in order, with what the file says
+    of it (the keys as Keras' saving makes them: snake_case class names, numbered by
+    order). Input shapes: a layer's build config holds its own (a Dense's, an LSTM's), and
+    along a Sequential each layer's output is the next one's input (a Reshape, a Flatten,
+    a Dropout have no build config)."""
+    model = config.get("config", {})
+    layers = model.get("layers", [])
+    chain = config.get("class_name") == "Sequential"
+    shape = _shape(model.get("build_input_shape")) if chain else None
     used: dict[str, int] = {}
-    out: dict[str, tuple[str, dict[str, Any], Any]] = {}
+    out: dict[str, _Entry] = {}
     for entry in layers:
         cls = entry.get("class_name", "")
         key = _snake(cls)
@@ -1164,15 +1327,62 @@ def _entries(config: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any], Any
             key = f"{key}_{used[key]}"
         else:
             used[key] = 0
-        out[key] = (cls, dict(entry.get("config", {})), entry.get("build_config"))
+        cfg = dict(entry.get("config", {}))
+        build = entry.get("build_config")
+        if isinstance(build, dict) and _shape(build.get("input_shape")) is not None:
+            shape = _shape(build.get("input_shape"))
+        elif cls == "InputLayer" and chain:
+            shape = _shape(cfg.get("batch_shape"))
+        out[key] = _Entry(cls, cfg, shape, entry)
+        shape = _output_shape(cls, cfg, shape) if chain else None
     return out
+
+
+def _shape(value: object) -> _Shape:
+    """A shape as Keras writes it (a list of ints and None, batch first), or None."""
+    if not isinstance(value, (list, tuple)) or not value:
+        return None
+    if not all(d is None or (isinstance(d, int) and not isinstance(d, bool)) for d in value):
+        return None
+    return tuple(value)
+
+
+def _output_shape(cls: str, config: dict[str, Any], shape: _Shape) -> _Shape:
+    """The output shape of a layer of a Sequential that load_weights reads, from its input's
+    and its config; None where unknown. A layer load_weights takes only where it returns its
+    input (a Reshape, a Flatten, a TimeDistributed, the dropouts, a linear Activation) keeps
+    the shape: where it does not, the load refuses it before a later layer's shape counts."""
+    if shape is None:
+        return None
+    units = config.get("units")
+    if cls in (*_IDENTITY, *_ACTIVATION_LAYERS, "Reshape", "Flatten", "TimeDistributed"):
+        return shape
+    if cls == "Embedding" and isinstance(config.get("output_dim"), int):
+        return (*shape, config["output_dim"])
+    if cls == "Dense" and isinstance(units, int):
+        return (*shape[:-1], units)
+    if cls == _MEAN and len(shape) == 3:
+        return (shape[0], shape[2])
+    if cls == "Bidirectional":
+        given = config.get("layer")
+        layer: dict[str, Any] = given if isinstance(given, dict) else {}
+        merge = config.get("merge_mode")
+        inner = layer.get("config")
+        cls, config = str(layer.get("class_name", "")), inner if isinstance(inner, dict) else {}
+        units = config.get("units")
+        if merge not in ("concat", "sum", "mul", "ave"):  # (None: a list of two outputs)
+            return None
+        units = 2 * units if merge == "concat" and isinstance(units, int) else units
+    if cls.removesuffix("WithStart") in _KERAS_KINDS and isinstance(units, int) and len(shape) == 3:
+        return (*shape[:2], units) if config.get("return_sequences") else (shape[0], units)
+    return None
 
 
 def _layer_configs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The h5 key of every layer of a .keras file's model, in order, with its config (a
     Bidirectional's: its forward layer's, with merge_mode and its backward layer's)."""
     out: dict[str, dict[str, Any]] = {}
-    for key, (cls, cfg, _) in _entries(config).items():
+    for key, (cls, cfg, _, _) in _entries(config).items():
         if cls == "Bidirectional":
             inner = cfg.get("layer", {}).get("config", {})
             # without a `backward_layer` of its own, Keras builds the forward layer's copy
