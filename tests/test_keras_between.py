@@ -1,8 +1,9 @@
 """rnnlab.keras.load_weights into a Sequential checks what the Keras model computes between
 the layers with weights: a Keras layer without weights that changes the outputs (a softmax,
 a Masking, a Flatten of steps, ...) is refused, as rnnlab's model would compute it without
-the layer; those that are identity at inference load; a config's use_bias must agree with
-the arrays held; an activation given as a Keras layer loads where it computes rnnlab's.
+the layer; those that are identity at inference load; a config's use_bias, and its classes,
+units and reset_after, must agree with the arrays held, and a file's arrays with the layers
+it says; an activation given as a Keras layer loads where it computes rnnlab's.
 Keras 3 (torch backend) builds every model: the oracle."""
 
 import io
@@ -23,7 +24,7 @@ else:
     keras = pytest.importorskip("keras")
 
 import rnnlab.keras as rk  # noqa: E402
-from rnnlab.layers import LSTM, RNN  # noqa: E402
+from rnnlab.layers import GRU, LSTM, RNN  # noqa: E402
 from rnnlab.modules import Embedding, LastStep, Linear, MeanOverTime, Sequential  # noqa: E402
 
 ATOL = 1e-5
@@ -240,6 +241,252 @@ def test_use_bias_against_the_arrays_held(dense_bias, layer, flip, key, message,
                        + message + r" instead\. The file's config.json and its weights "
                        r"disagree"):  # fmt: skip
         rk.load_weights(model, path)
+
+
+def _saved(layer, tmp_path, name="m.keras", I=3):
+    """A real file Keras writes: a Sequential of `layer` on I features, saved as `name`
+    (.keras, or .weights.h5 for its weights alone)."""
+    k = keras.Sequential([keras.Input((None, I)), layer])
+    path = tmp_path / name
+    if name.endswith(".keras"):
+        k.save(path)
+    else:
+        k.save_weights(path)
+    return path
+
+
+def _with_weights(path, edit):
+    """The file at `path` with its weights changed by `edit` (of the h5py File): a .keras
+    file's model.weights.h5 inside its zip, or a .weights.h5 itself."""
+    import h5py
+
+    if path.suffix != ".keras":
+        with h5py.File(path, "r+") as f:
+            edit(f)
+        return path
+    with zipfile.ZipFile(path) as z:
+        files = {n: z.read(n) for n in z.namelist()}
+    buffer = io.BytesIO(files["model.weights.h5"])
+    with h5py.File(buffer, "r+") as f:
+        edit(f)
+    files["model.weights.h5"] = buffer.getvalue()
+    with zipfile.ZipFile(path, "w") as z:
+        for n, data in files.items():
+            z.writestr(n, data)
+    return path
+
+
+def _put(donor, key, at):
+    """An edit putting the layer `key` of the weights file `donor` in place of `at` (an h5
+    path: "layers/lstm", "layers/bidirectional/backward_layer")."""
+    import h5py
+
+    def edit(f):
+        if at in f:
+            del f[at]
+        with h5py.File(donor, "r") as d:
+            d.copy(d[f"layers/{key}"], f[at.rsplit("/", 1)[0]], at.rsplit("/", 1)[1])
+    return edit
+
+
+def _rename_cell(at, name):
+    def edit(f):
+        f[f"{at}/cell/vars"].attrs["name"] = name
+    return edit
+
+
+def _gru_donor(tmp_path, H=4):
+    return _saved(keras.layers.GRU(H, return_sequences=True), tmp_path, "gru.weights.h5")
+
+
+def _lstm_donor(tmp_path):
+    return _saved(keras.layers.LSTM(4, return_sequences=True), tmp_path, "lstm.weights.h5")
+
+
+def _bi(**kw):
+    return keras.layers.Bidirectional(keras.layers.LSTM(4, return_sequences=True, **kw))
+
+
+def _lstm(**kw):
+    return keras.layers.LSTM(4, return_sequences=True, **kw)
+
+
+def _with_start(tmp_path):
+    """The snippet's LSTMWithStart in a .keras file Keras writes, and the edit emptying its
+    start (vars)."""
+    ours = LSTM(3, 4, initial_state="learned")
+    namespace: dict = {}
+    exec(rk.snippet(ours, rk.save_weights(ours, tmp_path / "s.weights.h5")), namespace)
+    namespace["model"].save(tmp_path / "m.keras")
+
+    def edit(f):
+        for n in ("0", "1"):
+            del f[f"layers/lstm_with_start/vars/{n}"]
+    return tmp_path / "m.keras", edit
+
+
+_KERAS_SAYS = r"as the file's config\.json says \(class_name "
+_SAVE_AGAIN = r"The file's config\.json and its weights disagree: save the Keras model again\.$"
+_KEY_SAYS = r"as its key 'lstm' says \(Keras names a layer's weights by its class\)"
+_KEYS_AGAIN = (r"The file's keys and its arrays disagree: save the Keras model's weights "
+               r"again\.$")  # fmt: skip
+# (file, how it is edited, the rnnlab model it is offered to, the layer named, the message
+# after it, whether Keras' own load refuses the file too)
+DISAGREE = {
+    "gru_arrays_under_an_lstm_config": (
+        lambda t: (_saved(_lstm(), t), _put(_gru_donor(t), "gru", "layers/lstm")),
+        lambda: GRU(3, 4), "lstm",
+        rf"must be an LSTM's arrays, {_KERAS_SAYS}'LSTM'\); got a GRU's \(kernel \(3, 12\), "
+        rf"recurrent_kernel \(4, 12\): 3 gates of 4 units\) instead\. {_SAVE_AGAIN}", True),
+    "a_bidirectional_config_over_one_direction": (
+        lambda t: (_saved(_bi(), t), _put(_lstm_donor(t), "lstm", "layers/bidirectional")),
+        lambda: LSTM(3, 4), "bidirectional",
+        r"must be a Bidirectional's arrays \(under forward_layer and backward_layer\), "
+        rf"{_KERAS_SAYS}'Bidirectional'\); got one direction's \(no forward_layer or "
+        rf"backward_layer group\) instead\. {_SAVE_AGAIN}", True),
+    "an_lstm_config_over_a_bidirectional": (
+        lambda t: (_saved(_lstm(), t), _put(_saved(_bi(), t, "bi.weights.h5"), "bidirectional",
+                                            "layers/lstm")),
+        lambda: LSTM(3, 4, bidirectional=True), "lstm",
+        r"must be an LSTM's arrays, one direction's \(no forward_layer or backward_layer "
+        rf"group\), {_KERAS_SAYS}'LSTM'\); got a Bidirectional's \(a forward_layer and a "
+        rf"backward_layer\) instead\. {_SAVE_AGAIN}", True),
+    "a_bidirectional_without_its_backward_layer": (
+        lambda t: (_saved(_bi(), t), lambda f: f.__delitem__(
+            "layers/bidirectional/backward_layer")),
+        lambda: LSTM(3, 4, bidirectional=True), "bidirectional",
+        r"must be a Bidirectional's arrays \(under forward_layer and backward_layer\), "
+        rf"{_KERAS_SAYS}'Bidirectional'\); got a forward_layer alone instead\. {_SAVE_AGAIN}",
+        True),
+    "a_gru_backward_layer_under_an_lstm_one": (
+        lambda t: (_saved(_bi(), t), _put(_gru_donor(t), "gru",
+                                          "layers/bidirectional/backward_layer")),
+        lambda: LSTM(3, 4, bidirectional=True), "bidirectional",
+        r" backward layer` must be an LSTM's arrays, as the file's config\.json says \(a "
+        r"Bidirectional whose backward_layer has class_name 'LSTM'\); got a GRU's \(kernel "
+        rf"\(3, 12\), recurrent_kernel \(4, 12\): 3 gates of 4 units\) instead\. {_SAVE_AGAIN}",
+        True),
+    "a_group_the_config_does_not_list": (
+        lambda t: (_saved(_lstm(), t), _put(_lstm_donor(t), "lstm", "layers/lstm_1")),
+        lambda: Sequential(LSTM(3, 4)), "lstm_1",
+        r"must be a layer the file's config\.json lists \('input_layer', 'lstm'\); got 3 "
+        rf"arrays under a key it does not list instead\. {_SAVE_AGAIN}", False),
+    "an_array_the_layer_does_not_hold": (
+        lambda t: (_saved(_lstm(), t), lambda f: f.create_dataset("layers/lstm/cell/extra",
+                                                                  data=np.ones(3))),
+        lambda: LSTM(3, 4), "lstm",
+        r"must be a Keras recurrent layer's arrays alone \(its cell's in cell/vars, a start "
+        r"in vars\); got 1 more: 'cell/extra' instead\. Keras' layer holds no others, and "
+        r"rnnlab's would load without them\.$", False),
+    "a_start_in_keras_own_layer": (
+        lambda t: (_saved(_lstm(), t), lambda f: [f.create_dataset(
+            f"layers/lstm/vars/{n}", data=np.ones(4, np.float32)) for n in "01"]),
+        lambda: LSTM(3, 4, initial_state="learned"), "lstm",
+        r"must be no start \(Keras' LSTM starts from zeros and holds none in vars\), "
+        rf"{_KERAS_SAYS}'LSTM'\); got 2 arrays in vars instead\. {_SAVE_AGAIN}", True),
+    "a_with_start_without_its_start": (
+        _with_start, lambda: LSTM(3, 4, initial_state="learned"), "lstm_with_start",
+        r"must be 2 arrays in vars \(LSTMWithStart's start: h0, c0\), "
+        rf"{_KERAS_SAYS}'LSTMWithStart'\); got 0 instead\. {_SAVE_AGAIN}", True),
+    "other_units_than_the_config_s": (
+        lambda t: (_with_config(_saved(_lstm(), t), _set("LSTM", units=5)), lambda f: None),
+        lambda: LSTM(3, 4), "lstm",
+        rf"must be arrays of 5 units, {_KERAS_SAYS}'LSTM'\) \(units=5\); got an LSTM's "
+        rf"\(kernel \(3, 16\), recurrent_kernel \(4, 16\): 4 gates of 4 units\) instead\. "
+        rf"{_SAVE_AGAIN}", True),
+    "a_bias_of_another_reset_after": (
+        lambda t: (_with_config(_saved(keras.layers.GRU(4, return_sequences=True), t),
+                                _set("GRU", reset_after=False)), lambda f: None),
+        lambda: GRU(3, 4, reset_after=False), "gru",
+        rf" bias` must be an array of shape \(12,\), {_KERAS_SAYS}'GRU'\) "
+        rf"\(reset_after=False\); got shape \(2, 12\) instead\. {_SAVE_AGAIN}", True),
+    "a_listed_layer_without_weights": (
+        lambda t: (_saved(_lstm(), t), lambda f: f.__delitem__("layers/lstm")),
+        lambda: LSTM(3, 4), "lstm",
+        r"must be arrays in the file's model\.weights\.h5, as the file's config\.json says "
+        rf"\(class_name 'LSTM'\); got no group 'lstm' there instead\. {_SAVE_AGAIN}", True),
+    # a .weights.h5 has no config: its key names the class
+    "weights_file_gru_arrays_under_an_lstm_key": (
+        lambda t: (_saved(_lstm(), t, "m.weights.h5"), _put(_gru_donor(t), "gru", "layers/lstm")),
+        lambda: GRU(3, 4), "lstm",
+        rf"must be an LSTM's arrays, {_KEY_SAYS}; got a GRU's \(kernel \(3, 12\), "
+        rf"recurrent_kernel \(4, 12\): 3 gates of 4 units\) instead\. {_KEYS_AGAIN}", True),
+    "weights_file_bidirectional_key_over_one_direction": (
+        lambda t: (_saved(_bi(), t, "m.weights.h5"), _put(_lstm_donor(t), "lstm",
+                                                          "layers/bidirectional")),
+        lambda: LSTM(3, 4), "bidirectional",
+        r"must be a Bidirectional's arrays \(under forward_layer and backward_layer\), as its "
+        r"key 'bidirectional' says \(Keras names a layer's weights by its class\); got one "
+        rf"direction's \(no forward_layer or backward_layer group\) instead\. {_KEYS_AGAIN}",
+        True),
+    "weights_file_start_in_keras_own_layer": (
+        lambda t: (_saved(_lstm(), t, "m.weights.h5"), lambda f: [f.create_dataset(
+            f"layers/lstm/vars/{n}", data=np.ones(4, np.float32)) for n in "01"]),
+        lambda: LSTM(3, 4, initial_state="learned"), "lstm",
+        rf"must be no start \(Keras' LSTM starts from zeros and holds none in vars\), "
+        rf"{_KEY_SAYS}; got 2 arrays in vars instead\. {_KEYS_AGAIN}", True),
+}
+
+
+def _keras_refuses(path):
+    """Whether Keras' own load refuses the file (into the model its config, or for a
+    .weights.h5 the same Sequential of Keras' LSTM, describes)."""
+    try:
+        if path.suffix == ".keras":
+            keras.saving.load_model(path)
+        else:
+            _saved(_lstm(), path.parent, "oracle.keras")
+            keras.saving.load_model(path.parent / "oracle.keras").load_weights(path)
+    except ValueError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("case", list(DISAGREE))
+def test_a_file_whose_config_and_weights_disagree_is_refused(case, tmp_path):
+    """A .keras file put together by hand, or from two saves, whose config.json says one
+    layer and whose weights hold another loaded silently as the weights' kind (a GRU's
+    arrays under an LSTM's config, its options passing by default), read a Bidirectional
+    as one direction, left arrays behind (a group the config does not list, an array no
+    layer holds) or took a start no Keras layer has. Refused naming the file, the layer,
+    what the config (a .weights.h5: the key) says and what the weights hold; nothing is
+    written. Keras' own load refuses the same files, but for the arrays it leaves behind."""
+    build, target, key, message, keras_too = DISAGREE[case]
+    path, edit = build(tmp_path)
+    path = _with_weights(path, edit)
+    model = target()
+    before = {k: v.copy() for k, v in model.params.items()}
+    at = re.escape(str(path))
+    with pytest.raises(ValueError, match=rf"^`source \('{at}', layer '{key}'\)"
+                       + ("" if message.startswith(" ") else "` ") + message):  # fmt: skip
+        rk.load_weights(model, path)
+    for k, v in model.params.items():
+        assert np.array_equal(v, before[k]), k
+    assert _keras_refuses(path) == keras_too
+
+
+def test_a_gru_s_arrays_are_refused_by_an_lstm_by_their_gate_count(tmp_path):
+    """A .weights.h5 holds no config: only the arrays' shapes tell their kind. A GRU's arrays
+    named as an LSTM's (key and cell), whose kernel an LSTM of 3 units would take (12
+    columns: 3 gates of 4 units, 4 gates of 3), are refused as a GRU's by their gate count,
+    from the recurrent kernel's rows."""
+    path = _saved(keras.layers.LSTM(3, return_sequences=True), tmp_path, "m.weights.h5")
+    _with_weights(path, _put(_gru_donor(tmp_path), "gru", "layers/lstm"))
+    _with_weights(path, _rename_cell("layers/lstm", "lstm_cell"))
+    at = re.escape(str(path))
+    with pytest.raises(ValueError, match=rf"^`source \('{at}', layer 'lstm'\)` must be an "
+                       rf"LSTM's arrays, {_KEY_SAYS}; got a GRU's \(kernel \(3, 12\), "
+                       r"recurrent_kernel \(4, 12\): 3 gates of 4 units\) instead\. "
+                       + _KEYS_AGAIN):  # fmt: skip
+        rk.load_weights(LSTM(3, 3), path)
+    _with_weights(path, lambda f: f.move("layers/lstm", "layers/bidirectional/forward_layer"))
+    _with_weights(path, _put(_lstm_donor(tmp_path), "lstm",
+                             "layers/bidirectional/backward_layer"))  # fmt: skip
+    with pytest.raises(ValueError, match=rf"^`source \('{at}', layer 'bidirectional'\)` must be "
+                       r"an LSTM's arrays, as its cell's name 'lstm_cell' says; got a GRU's "
+                       r"\(kernel \(3, 12\), recurrent_kernel \(4, 12\): 3 gates of 4 units\) "
+                       r"instead\. The file's names and its arrays disagree"):  # fmt: skip
+        rk.load_weights(LSTM(3, 3, bidirectional=True), path)
 
 
 def test_use_bias_false_from_keras_loads(tmp_path):

@@ -455,8 +455,16 @@ def load_weights(
     "relu") loads into a tanh RNN, a softmax Dense into a Linear, an Embedding(mask_zero=True)
     into an Embedding, and only the weights' shapes and counts (a GRU's reset_after, a
     Dense's bias among them) are checked. Nor can a square
-    kernel given transposed be told apart. Prefer the `.keras` file. A `.keras` file's
-    use_bias must agree with the arrays it holds. An activation given as a Keras layer counts
+    kernel given transposed be told apart. Prefer the `.keras` file. A file's arrays must
+    agree with what it says of them (a `.keras` file's config.json, a `.weights.h5`'s keys,
+    which name each layer's class), as Keras' own load requires: a recurrent layer's class
+    with its arrays' kind (their gate count, from the kernel's shape: a GRU's arrays under
+    an LSTM's config are refused, not loaded into a GRU), a Bidirectional with its
+    forward_layer and backward_layer, a <Kind>WithStart with its start and Keras' own
+    layer with none; a config's units, reset_after and use_bias with the arrays' shapes
+    and count. A layer holding arrays besides its own, and (a `.keras` file) arrays under a
+    key its config.json does not list, are refused too, where Keras' load ignores them: no
+    weight is left behind. An activation given as a Keras layer counts
     for what it computes: ReLU() with its defaults is "relu", Activation("tanh") "tanh"; a
     function by its name only when it is Keras' own (a function of one's own named "tanh" is
     refused, from the layer objects wherever it stands: an Activation inside a
@@ -1208,15 +1216,45 @@ def _read_model_file(
             for key in entries if others else keys:  # (the layers read)
                 if key in entries:
                     _check_entry_class(entries[key].raw, f"source ('{path}', layer {key!r})")
+            declared = {key: _declared(key, entries.get(key) if config is not None else None)
+                        for key in keys}  # fmt: skip
         except (AttributeError, TypeError):
             raise ValueError(f"'{path}' is not a Keras 3 .keras file: its config.json does not "
                              "describe a Keras model") from None  # fmt: skip
+        if config is not None:
+            _check_listed(layers, entries, path)
         out = []
         for key in keys:
             if key not in layers:
+                if key in entries:  # (its config.json lists it: its weights are missing)
+                    _checks.fail(f"source ('{path}', layer {key!r})", "arrays in the file's "
+                                 f"model.weights.h5, as {declared[key].says}",
+                                 f"no group {key!r} there", _DISAGREE)  # fmt: skip
                 _checks.fail("keys", f"names of layers in '{path}'", repr(key))
-            out.append((key, _read_group(layers[key], configs.get(key, {}), arg, key, path)))
+            out.append((key, _read_group(layers[key], configs.get(key, {}), declared[key], arg,
+                                         key, path)))  # fmt: skip
         return out, (_read_others(layers, config, entries, path) if others else {})
+
+
+_DISAGREE = "The file's config.json and its weights disagree: save the Keras model again."
+
+
+def _check_listed(layers: H5Group, entries: dict[str, _Entry], path: Path) -> None:
+    """Refuse arrays in a .keras file's weights under a key its config.json does not list
+    (a file put together from two saves, or edited): no layer of the model would hold them,
+    and the load would leave them behind without a word. (Keras' own load ignores them.)"""
+    h5py = _h5py()
+    for name in layers:
+        g = layers.get(name)
+        held = (len(_dataset_names(g)) if isinstance(g, h5py.Group)
+                else int(isinstance(g, h5py.Dataset)))  # fmt: skip
+        if name in entries or not held:
+            continue
+        listed = [repr(k) for k in entries]
+        said = ", ".join(listed[:6]) + (", ..." if len(listed) > 6 else "")
+        _checks.fail(f"source ('{path}', layer {name!r})", "a layer the file's config.json "
+                     f"lists ({said or 'none'})", f"{held} array{'s' if held != 1 else ''} "
+                     "under a key it does not list", _DISAGREE)  # fmt: skip
 
 
 def _dataset_names(g: H5Group) -> list[str]:
@@ -1395,8 +1433,69 @@ def _layer_configs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _read_group(g: H5Group, config: dict[str, Any], arg: str, key: str, path: Path) -> _Found:
+class _Declared(NamedTuple):
+    """What a file says of a recurrent layer besides its arrays, which must agree with them
+    (Keras builds the layer from the first and refuses arrays of another shape, or missing):
+    its class (a .keras file's config.json, or a .weights.h5's key; None when neither names
+    one), `says` (where it is said, for errors) and each direction's class, config and
+    `says` (a Bidirectional's forward and backward layers; unknown, None, from a
+    .weights.h5, whose key says "bidirectional" alone); `hint`: the errors' advice."""
+
+    cls: str | None
+    says: str
+    directions: list[tuple[str | None, dict[str, Any], str]]
+    hint: str
+
+
+# The Keras class of a recurrent layer's key (Keras names a layer's weights by its class)
+_CLASS_OF_RECURRENT_KEY = {_snake(c): c for c in ("SimpleRNN", "LSTM", "GRU", "Bidirectional",
+                                                  "SimpleRNNWithStart", "LSTMWithStart",
+                                                  "GRUWithStart")}  # fmt: skip
+
+
+def _declared(key: str, entry: _Entry | None) -> _Declared:
+    """What the file says of the recurrent layer at `key`: its entry in a .keras file's
+    config.json, or (`entry` None: a .weights.h5) its key."""
+    if entry is None:
+        cls = _CLASS_OF_RECURRENT_KEY.get(_base(key))
+        says = f"its key {key!r} says (Keras names a layer's weights by its class)"
+        hint = "The file's keys and its arrays disagree: save the Keras model's weights again."
+        if cls == "Bidirectional":
+            return _Declared(cls, says, [(None, {}, says), (None, {}, says)], hint)
+        return _Declared(cls, says, [(cls, {}, says)], hint)
+    cls, cfg = entry.cls, entry.config
+    says = f"the file's config.json says (class_name {cls!r})"
+    if cls != "Bidirectional":
+        return _Declared(cls, says, [(cls, cfg, says)], _DISAGREE)
+    sides = []
+    for name in ("layer", "backward_layer"):  # (no backward_layer: the forward one's copy)
+        given = cfg.get(name) if isinstance(cfg.get(name), dict) else cfg.get("layer")
+        inner = given if isinstance(given, dict) else {}
+        inner_cls = inner.get("class_name")
+        inner_cfg = inner.get("config")
+        sides.append((inner_cls if isinstance(inner_cls, str) else None,
+                      inner_cfg if isinstance(inner_cfg, dict) else {},
+                      f"the file's config.json says (a Bidirectional whose {name} has "
+                      f"class_name {inner_cls!r})"))  # fmt: skip
+    return _Declared(cls, says, sides, _DISAGREE)
+
+
+def _read_group(g: H5Group, config: dict[str, Any], declared: _Declared, arg: str, key: str,
+                path: Path) -> _Found:  # fmt: skip
+    """A recurrent layer's arrays (the h5 group `g`, at `key`), checked against what the
+    file says of the layer (`declared`): a Bidirectional holds forward_layer and
+    backward_layer groups and one direction holds neither; each direction holds its cell's
+    arrays (their gate count, from the kernel's shape, the class's; its units the config's;
+    a GRU's bias of reset_after's shape) and a start (vars) exactly when a <Kind>WithStart;
+    and no other arrays. A file whose config and weights disagree otherwise loads into a
+    layer of the weights' kind with options said of another (a GRU's arrays under an LSTM's
+    config: its options pass by default), or leaves arrays behind."""
     h5py = _h5py()
+    where = f"source ('{path}', layer {key!r})"
+
+    def not_one() -> None:
+        _checks.fail(arg, f"names of built Keras recurrent layers in '{path}'",
+                     f"{key!r}, which is not one")  # fmt: skip
 
     def datasets(group: object, least: int, most: int) -> list[np.ndarray] | None:
         names = [str(j) for j in range(most)]
@@ -1408,7 +1507,7 @@ def _read_group(g: H5Group, config: dict[str, Any], arg: str, key: str, path: Pa
             return None
         return [np.asarray(group[n]) for n in names[: len(group)]]
 
-    def arrays(layer_group: H5Group) -> tuple[_Direction, object]:
+    def arrays(layer_group: H5Group) -> tuple[_Direction, str]:
         # a recurrent layer's weights are its cell's: kernel, recurrent_kernel and bias (no
         # bias with use_bias=False); any other layer (a Dense, say) has no `cell` group. Its
         # own (`vars`) are a <Kind>WithStart's start, h0 (and c0): none in Keras' layers
@@ -1418,17 +1517,113 @@ def _read_group(g: H5Group, config: dict[str, Any], arg: str, key: str, path: Pa
         own = layer_group.get("vars") if is_group else None
         start = [] if own is None else datasets(own, 0, 2)
         if cell is None or start is None:
-            _checks.fail(arg, f"names of built Keras recurrent layers in '{path}'",
-                         f"{key!r}, which is not one")  # fmt: skip
-        assert v is not None  # (for mypy: datasets found a group)
-        return (cell, start), v.attrs.get("name", "")
+            not_one()
+        assert v is not None and cell is not None and start is not None  # (for mypy)
+        name = v.attrs.get("name", "")
+        return (cell, start), name.decode() if isinstance(name, bytes) else str(name)
 
-    if "forward_layer" in g:
-        fwd, name = arrays(g["forward_layer"])
-        bwd, _ = arrays(g["backward_layer"])
-        return _kind_of(name), True, [fwd, bwd], _subset(config)
-    w, name = arrays(g)
-    return _kind_of(name), False, [w], _subset(config)
+    if not isinstance(g, h5py.Group):
+        not_one()
+    sides = [s for s in ("forward_layer", "backward_layer") if s in g]
+    bi = declared.cls == "Bidirectional" if declared.cls in _CLASS_OF_RECURRENT_KEY.values() \
+        else bool(sides)  # fmt: skip
+    if bi and len(sides) < 2:
+        _checks.fail(where, "a Bidirectional's arrays (under forward_layer and backward_layer)"
+                     + (f", as {declared.says}" if declared.cls == "Bidirectional" else ""),
+                     f"a {sides[0]} alone" if sides else "one direction's (no forward_layer "
+                     "or backward_layer group)", declared.hint if declared.cls else "")  # fmt: skip
+    if not bi and sides:
+        _checks.fail(where, f"{_an(str(declared.cls))}'s arrays, one direction's (no "
+                     f"forward_layer or backward_layer group), as {declared.says}",
+                     f"a Bidirectional's (a {' and a '.join(sides)})", declared.hint)  # fmt: skip
+    prefixes = ("forward_layer/", "backward_layer/") if bi else ("",)
+    read: list[_Direction] = []
+    kinds: list[str] = []
+    held: set[str] = set()
+    for prefix, (cls, cfg, says) in zip(prefixes, declared.directions, strict=False):
+        (w, start), name = arrays(g[prefix] if prefix else g)
+        label = where + (" backward layer" if prefix == "backward_layer/" else "")
+        _check_arrays(w, start, name, cls, cfg, says, label, declared.hint)
+        held.update(f"{prefix}cell/vars/{j}" for j in range(len(w)))
+        held.update(f"{prefix}vars/{j}" for j in range(len(start)))
+        read.append((w, start))
+        kinds.append(_kind_of(name))
+    extra = sorted(set(_dataset_names(g)) - held)
+    if extra:
+        layout = ("under forward_layer/ and backward_layer/, each its cell's in cell/vars and "
+                  "a start in vars" if bi else "its cell's in cell/vars, a start in vars")
+        _checks.fail(where, f"a Keras recurrent layer's arrays alone ({layout})",
+                     f"{len(extra)} more: {', '.join(map(repr, extra[:3]))}"
+                     + (", ..." if len(extra) > 3 else ""),
+                     "Keras' layer holds no others, and rnnlab's would load without "
+                     "them.")  # fmt: skip
+    if bi and kinds[0] != kinds[1]:
+        _checks.fail(where, f"a Bidirectional whose backward layer is {_an(kinds[0])} too",
+                     _an(kinds[1]))  # fmt: skip
+    return kinds[0], bi, read, _subset(config)
+
+
+_GATES = {1: "SimpleRNN", 3: "GRU", 4: "LSTM"}
+
+
+def _an(name: str) -> str:
+    """A Keras class name with its article as said aloud: "an LSTM", "a GRU"."""
+    return ("an " + name) if name.startswith("LSTM") else _checks.a(name)
+
+
+def _arrays_kind(w: list[np.ndarray]) -> tuple[str, str] | None:
+    """The kind of Keras recurrent layer whose cell holds `w` (kernel (I, G·H),
+    recurrent_kernel (H, G·H): G gates of H units each) and its arrays as said in errors;
+    None for shapes no kind has (the load refuses them against rnnlab's layer)."""
+    k, r = w[0], w[1]
+    if k.ndim != 2 or r.ndim != 2 or not r.shape[0] or r.shape[1] != k.shape[1]:
+        return None
+    G, H = k.shape[1] // r.shape[0], r.shape[0]
+    if k.shape[1] % H or G not in _GATES:
+        return None
+    kind = _GATES[G]
+    gates = f"{G} gates of {H} units" if G > 1 else f"{H} units, no gates"
+    return kind, (f"{_an(kind)}'s (kernel {k.shape}, recurrent_kernel {r.shape}: "
+                  f"{gates})")  # fmt: skip
+
+
+def _check_arrays(w: list[np.ndarray], start: list[np.ndarray], cell_name: str,
+                  cls: str | None, config: dict[str, Any], says: str, where: str,
+                  hint: str) -> None:  # fmt: skip
+    """One direction's arrays (its cell's `w`, its `start`) against what the file says of
+    it: its class `cls` (None: unsaid) and `config`, and its cell's name. The kind of the
+    arrays is their gate count (_arrays_kind)."""
+    found = _arrays_kind(w)
+    named = _kind_of(cell_name)
+    base = cls.removesuffix("WithStart") if cls is not None else None
+    if base in _KERAS_KINDS:
+        assert cls is not None and base is not None  # (for mypy)
+        if found is not None and found[0] != base:
+            _checks.fail(where, f"{_an(base)}'s arrays, as {says}", found[1], hint)
+        names = ("h0", "c0") if base == "LSTM" else ("h0",)
+        if cls == base and start:
+            _checks.fail(where, f"no start (Keras' {cls} starts from zeros and holds none in "
+                         f"vars), as {says}", f"{len(start)} array{'s' if len(start) > 1 else ''}"
+                         " in vars", hint)  # fmt: skip
+        if cls != base and len(start) != len(names):
+            _checks.fail(where, f"{len(names)} array{'s' if len(names) > 1 else ''} in vars "
+                         f"({cls}'s start: {', '.join(names)}), as {says}",
+                         f"{len(start)}", hint)  # fmt: skip
+        units, H = config.get("units"), int(w[1].shape[0]) if w[1].ndim else 0
+        if isinstance(units, int) and found is not None and H != units:
+            _checks.fail(where, f"arrays of {units} units, as {says} (units={units})",
+                         found[1], hint)  # fmt: skip
+        reset_after = config.get("reset_after")
+        if base == "GRU" and found is not None and len(w) == 3 and isinstance(reset_after, bool):
+            want = (2, 3 * H) if reset_after else (3 * H,)
+            if w[2].shape != want:
+                _checks.fail(f"{where} bias", f"an array of shape {want}, as {says} "
+                             f"(reset_after={reset_after})", f"shape {w[2].shape}",
+                             hint)  # fmt: skip
+    if found is not None and named in _KERAS_KINDS and named != found[0]:
+        _checks.fail(where, f"{_an(named)}'s arrays, as its cell's name {cell_name!r} "
+                     "says", found[1], "The file's names and its arrays disagree: save the "
+                     "Keras model again.")  # fmt: skip
 
 
 def _kind_of(cell_name: object) -> str:
