@@ -285,3 +285,116 @@ def test_a_feedback_model_s_state_is_a_pair_and_scheduled_sampling_takes_a_seed(
     with pytest.raises(ValueError, match=r"`rng` must be a numpy Generator or a seed when "
                        r"training with scheduled sampling"):
         model.forward(ids, targets=ids, teacher=0.5)
+
+
+def _torch_reference(layer, x, truth, use, h0, y0, lengths, d_out, d_h, d_y):
+    """The notes' Jordan network written in PyTorch, differentiated by its autograd: the
+    outputs, the value fed to a next call, and the gradients of L = Σ d_out·o + d_h·h_T +
+    d_y·y_last with respect to every parameter, x, h0 and y0."""
+    import torch
+
+    P = {k: torch.tensor(v, requires_grad=True) for k, v in layer.params.items()}
+    X, H0, Y0 = (torch.tensor(a, requires_grad=True) for a in (x, h0, y0))
+    phi = torch.tanh if layer.nonlinearity == "tanh" else torch.relu
+    f = {"identity": lambda o: o, "sigmoid": torch.sigmoid,
+         "softmax": lambda o: torch.softmax(o, -1)}[layer.feedback]  # fmt: skip
+    h, y, outs = H0, Y0, []
+    for t in range(x.shape[1]):
+        a = X[:, t] @ P["weight_ih"].T + y @ P["weight_fh"].T + P["bias"]
+        if layer.hidden_recurrence:
+            a = a + h @ P["weight_hh"].T
+        h_new = phi(a)
+        o = h_new @ P["weight_out"].T + P["bias_out"]
+        y_new = torch.where(torch.tensor(use[t])[:, None], f(o), torch.tensor(truth[:, t]))
+        valid = torch.tensor(t < lengths)[:, None]
+        outs.append(torch.where(valid, o, torch.zeros_like(o)))
+        h, y = torch.where(valid, h_new, h), torch.where(valid, y_new, y)
+    O = torch.stack(outs, 1)
+    loss = (O * torch.tensor(d_out)).sum() + (y * torch.tensor(d_y)).sum()
+    if layer.hidden_recurrence:
+        loss = loss + (h * torch.tensor(d_h)).sum()
+    loss.backward()
+    grads = {k: v.grad.numpy() for k, v in P.items()}
+    return O.detach().numpy(), y.detach().numpy(), grads, X.grad.numpy(), H0.grad, Y0.grad.numpy()
+
+
+@pytest.mark.parametrize("feedback", ["identity", "softmax", "sigmoid"])
+@pytest.mark.parametrize("hidden", [False, True], ids=["jordan", "jordan+elman"])
+@pytest.mark.parametrize("mode", ["teacher", "free", "scheduled"])
+def test_forward_and_bptt_equal_pytorch_autograd_on_copied_weights(path, feedback, hidden, mode):
+    """PyTorch has no Jordan cell, but its autograd differentiates the notes' equations
+    written out: every gradient of BPTT through the feedback path (the softmax's Jacobian
+    when run free, none through the truth when teacher-forced), with padding, a given h0
+    and y0, and a loss on the value handed to a next call (d_y_last), to 1e-12 on both
+    loops."""
+    pytest.importorskip("torch")
+    layer = _layer(feedback, hidden, "relu" if feedback == "identity" else "tanh")
+    x, targets, truth = _data(feedback)
+    rng = np.random.default_rng(9)
+    h0 = rng.standard_normal((B, H)) if hidden else np.zeros((B, H))
+    y0 = rng.standard_normal((B, K))
+    d_out, d_h, d_y = (rng.standard_normal(s) for s in ((B, T, K), (B, H), (B, K)))
+    f = layer.forward(x, targets=targets, mode=mode, p=0.5, lengths=LENGTHS,
+                      state=h0 if hidden else None, y0=y0,
+                      rng=np.random.default_rng(7))  # fmt: skip
+    b = layer.backward(f, d_out, d_h if hidden else None, d_y_last=d_y)
+    use = np.full((T, B), mode != "teacher")
+    if mode == "scheduled":
+        use[:] = np.random.default_rng(7).random((T, B)) >= 0.5
+    O, y_T, grads, dX, dH0, dY0 = _torch_reference(layer, x, truth, use, h0, y0, LENGTHS,
+                                                   d_out, d_h, d_y)  # fmt: skip
+    np.testing.assert_allclose(f.output, O, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(f.cache["y_last"], y_T, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(b.input, dX, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(b.y0, dY0, rtol=0, atol=1e-12)
+    if hidden:
+        np.testing.assert_allclose(b.state, dH0.numpy(), rtol=0, atol=1e-12)
+    for k in layer.params:
+        np.testing.assert_allclose(b.params[k], grads[k], rtol=0, atol=1e-12, err_msg=k)
+    assert np.abs(grads["weight_fh"]).max() > 1e-3  # (the feedback weight does get a gradient)
+
+
+def test_class_ids_as_a_list_are_read_as_an_array_of_ids():
+    """Targets given as a list of class ids were refused as floats ("Token ids go through
+    an Embedding first", advice for the input, not the targets)."""
+    layer = _layer("softmax", True)
+    x, ids, _ = _data("softmax")
+    want = layer.forward(x, targets=ids, mode="teacher").output
+    got = layer.forward(x, targets=ids.tolist(), mode="teacher").output
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match=r"`targets` must be class ids in \[0, 4\)"):
+        layer.forward(x, targets=(ids + K).tolist(), mode="teacher")
+
+
+def test_the_layer_s_switches_and_sizes_are_refused_by_name():
+    """hidden_recurrence="no" built a layer with hidden-to-hidden recurrence (bool() of a
+    string); `p` was read only in scheduled mode, so p=2 or "x" passed with the mode
+    "teacher"; a batch without sequences or steps ran where every other layer refuses it."""
+    with pytest.raises(ValueError, match=r"`hidden_recurrence` must be True or False; got 'no'"):
+        OutputFeedback(I, H, K, hidden_recurrence="no")
+    layer = _layer("softmax", False)
+    x, ids, _ = _data("softmax")
+    for mode in ("teacher", "free", "scheduled"):
+        for bad in (2.0, "x", None):
+            with pytest.raises(ValueError, match=r"`p` must be a number in \[0, 1\]"):
+                layer.forward(x, targets=ids, mode=mode, p=bad, rng=0)
+    for shape in ((B, 0, I), (0, T, I)):
+        with pytest.raises(ValueError, match=r"`x` must be an array of one sequence and one "
+                                             r"step at least"):  # fmt: skip
+            layer.forward(np.zeros(shape), mode="free")
+
+
+def test_backward_refuses_what_its_forward_did_not_make():
+    """Another module's Forward failed with KeyError 'X'; a string with AttributeError."""
+    from rnnlab.layers import RNN
+
+    layer = _layer("sigmoid", True)
+    x, _, _ = _data("sigmoid")
+    wider = OutputFeedback(I, H, K + 1, dtype=np.float64, rng=0).forward(x, mode="free")
+    for f in (RNN(I, K, dtype=np.float64, rng=0).forward(x), wider, "f"):
+        with pytest.raises(ValueError, match=r"`f` must be the result of this OutputFeedback's "
+                                             r"forward \(3 inputs, 4 outputs\); got "
+                                             r"(the result of another module's forward|'f')"):
+            layer.backward(f, np.zeros((B, T, K)))
+    f = _layer("sigmoid", True).forward(x, mode="free")  # another layer of the same form
+    layer.backward(f, np.zeros((B, T, K)))

@@ -71,7 +71,8 @@ class OutputFeedback:
         self.output_size = _checks.positive_int(output_size, "output_size")
         self.nonlinearity = _checks.choice(nonlinearity, "nonlinearity", ("tanh", "relu"))
         self.feedback = _checks.choice(feedback, "feedback", ("identity", "softmax", "sigmoid"))
-        self.hidden_recurrence = bool(hidden_recurrence)
+        # (bool() of it made the string "no" a layer with hidden-to-hidden recurrence)
+        self.hidden_recurrence = _checks.boolean(hidden_recurrence, "hidden_recurrence")
         self.dtype = dt = _dtype(dtype)
         rng = _rng(rng)
         H, I, K = hidden_size, input_size, output_size
@@ -111,6 +112,8 @@ class OutputFeedback:
         """The true outputs as vectors (B, T, K); class ids are checked at the valid steps
         only (`mask`, time-major): padding may hold any value, as the losses allow."""
         K = self.output_size
+        if isinstance(targets, (list, tuple)):  # (class ids as a list were refused as floats)
+            targets = np.asarray(targets)
         if isinstance(targets, np.ndarray) and targets.dtype.kind in "iu":
             if self.feedback != "softmax":
                 _checks.fail(
@@ -152,7 +155,10 @@ class OutputFeedback:
         lengths, mask, state, rng, check, grad = (o["lengths"], o["mask"], o["state"], o["rng"],
                                                   o["check"], o["grad"])  # fmt: skip
         mode = _checks.choice(mode, "mode", ("teacher", "free", "scheduled"))
+        p = _checks.probability(p, "p", allow_one=True)  # (read in scheduled mode only, but a
+        # bad value is refused in any mode, not kept to fail when the mode changes)
         x = _checks.float_array(x, "x", ndim=3, finite=check)
+        _checks.batch_of_steps(x)  # (as every layer: no sequence or no step is no pass)
         if x.shape[2] != self.input_size:
             _checks.fail(
                 "x",
@@ -179,7 +185,6 @@ class OutputFeedback:
                 _checks.fail("targets", f"the true outputs for mode={mode!r}", "None")
             Y = self._targets(targets, B, T, m)
         if mode == "scheduled":
-            p = _checks.probability(p, "p", allow_one=True)
             rng = _training_rng(rng, "scheduled sampling")
         if y0 is not None:
             y0 = _checks.float_array(y0, "y0", shape=(B, K), dtype=self.dtype)
@@ -214,6 +219,18 @@ class OutputFeedback:
         return Forward(np.swapaxes(O, 0, 1), h_T, cache)
 
     # ------------------------------------------------------------------ backward
+    def _own_forward(self, f: object) -> None:
+        """Refuse what this layer's forward could not have made (another module's result:
+        it failed with KeyError 'X', or an AttributeError for what is no Forward)."""
+        c = getattr(f, "cache", None)
+        fits = (isinstance(f, Forward) and isinstance(c, dict) and {"tape", "params", "X",
+                "mask", "y_last"} <= c.keys() and isinstance(c["X"], np.ndarray)
+                and c["X"].ndim == 3 and c["X"].shape[2] == self.input_size
+                and np.shape(f.output) == (c["X"].shape[1], c["X"].shape[0], self.output_size))
+        if not fits:
+            _checks.fail("f", f"the result of this OutputFeedback's forward ({self.input_size} "
+                         f"inputs, {self.output_size} outputs)", "the result of another "
+                         "module's forward" if isinstance(f, Forward) else _checks.describe(f))
     def backward(
         self, f: Forward, d_output: Any, d_state: Any = None, d_y_last: Any = None, *,
         input_grad: bool = True, overwrite_d_output: bool = False,
@@ -223,6 +240,7 @@ class OutputFeedback:
         outputs' gradients enter the loop beside the carry's, so d_output is never written
         over (`overwrite_d_output` is the protocol's, and changes nothing here)."""
         _checks.booleans(input_grad=input_grad, overwrite_d_output=overwrite_d_output)
+        self._own_forward(f)
         c, P = f.cache, self.params
         m, X = c["mask"], c["X"]
         T, B, I = X.shape
