@@ -415,7 +415,7 @@ API_CASES = [
     ("spec peephole on gru", lambda: models.build(_spec(rnn__cell="gru", rnn__peephole=True)),
      r"`peephole` must be unset for cell 'gru'"),
     ("spec output_size 0", lambda: models.build(_spec(output_size=0)),
-     r"`out_features` must be a positive integer"),
+     r"`spec\['output_size'\]` must be a positive integer"),
     ("spec unknown key", lambda: models.build(_spec(outptu_size=3)),
      r"`spec` must be a dict of the keys input, rnn, readout, output_size, output_dropout; got "
      r"the unknown key 'outptu_size'"),

@@ -113,7 +113,7 @@ def make_recurrent(
         lstm = LSTMCell(forget_bias=forget_bias, **variants)
         return Recurrent(lstm, input_size, hidden_size, num_layers, **common)
     for name, value in {"forget_bias": forget_bias, **variants}.items():
-        if value not in (False, None):
+        if value is not False and value is not None:  # (`in (False, None)` let 0 and 0.0 by)
             _checks.fail(name, f"unset for cell {cell!r} (an option of the LSTM)", repr(value))
     if cell == "rnn":
         return RNN(input_size, hidden_size, num_layers, **common)
@@ -156,6 +156,11 @@ def build(
     if "cell" not in r or "hidden_size" not in r:
         _checks.fail("spec['rnn']", "a dict with 'cell' and 'hidden_size'", _checks.describe(r))
     _checks.choice(r["cell"], "spec['rnn']['cell']", CELLS + FEEDBACK_CELLS)
+    # the sizes whose keys the modules call otherwise, named as the spec has them (the error
+    # spoke of `out_features`, `num_embeddings`, `embedding_dim` or `input_size`)
+    for key in need:
+        _checks.positive_int(inp[key], f"spec['input'][{key!r}]")
+    _checks.positive_int(K, "spec['output_size']")
     _checks.probability(spec.get("output_dropout", 0.0), "spec['output_dropout']")
     if r.get("cell") in FEEDBACK_CELLS:
         return _build_feedback(spec, dtype, rng)
@@ -223,22 +228,39 @@ def _build_feedback(spec: dict[str, Any], dtype: DTypeLike, rng: RngLike) -> Fee
             repr(spec.get("readout")),
             "Its outputs feed back at every step.",
         )
-    if r.get("bidirectional") or r.get("num_layers", 1) != 1:
+    # typed as the other cells take them (True was one layer, 0 unidirectional, 'false' said
+    # as bidirectional=false), then one unidirectional layer
+    layers = _checks.positive_int(r.get("num_layers", 1), "spec['rnn']['num_layers']")
+    both = _checks.boolean(r.get("bidirectional", False), "spec['rnn']['bidirectional']")
+    if both or layers != 1:
         _checks.fail(
             "spec['rnn']",
             "one unidirectional layer for an output-feedback model",
-            f"num_layers={r.get('num_layers', 1)}, "
-            f"bidirectional={r.get('bidirectional', False)}",
+            f"num_layers={layers}, bidirectional={both}",
         )
     # the options of Recurrent and the LSTM, which this layer does not have: refused unless
-    # at their defaults (what with_defaults writes into a run's config.json)
+    # at their defaults (what with_defaults writes into a run's config.json), of the type
+    # the other cells take (0 for False or 0.0 for the integer 0 passed here, refused there;
+    # a zoneout list of any length, [] or [0, 0, 0], passed as [p_h, p_c] at 0)
     defaults = with_defaults({"rnn": {}})["rnn"]
 
+    def zero(v: object) -> bool:
+        return (not isinstance(v, (bool, np.bool_)) and isinstance(v, (int, float, np.integer,
+                np.floating)) and v == 0)  # fmt: skip
+
     def at_default(key: str) -> bool:
-        value = r[key]
+        value, default = r[key], defaults[key]
         if key == "zoneout" and isinstance(value, (list, tuple)):  # [p_h, p_c]
-            return all(v == 0 for v in value)
-        return bool(value == defaults[key])
+            return len(value) == 2 and all(zero(v) for v in value)
+        if default is None:
+            return value is None
+        if isinstance(default, bool):
+            return isinstance(value, (bool, np.bool_)) and bool(value) == default
+        if isinstance(default, float):
+            return zero(value)
+        if isinstance(default, int):  # (proj_size: an integer, as Recurrent takes it)
+            return zero(value) and isinstance(value, (int, np.integer))
+        return isinstance(value, str) and value == default  # (initial_state)
 
     unused = [k for k in RNN_KEYS if k in r and k not in ("cell", "hidden_size", "num_layers",
               "bidirectional") and not at_default(k)]  # fmt: skip
@@ -250,7 +272,9 @@ def _build_feedback(spec: dict[str, Any], dtype: DTypeLike, rng: RngLike) -> Fee
         _checks.fail(f"{where}[{key!r}]",
                      f"left out or at its default for cell {r['cell']!r} (an output-feedback "
                      f"model has no {key})",
-                     repr(spec[key] if key == "output_dropout" else r[key]))  # fmt: skip
+                     repr(spec[key] if key == "output_dropout" else r[key]),
+                     f"Its default: {0.0 if key == 'output_dropout' else defaults[key]!r}"
+                     + (", or [0.0, 0.0]." if key == "zoneout" else "."))  # fmt: skip
     emb = None
     features = inp.get("size", 0)
     if inp["type"] == "tokens":
@@ -260,7 +284,8 @@ def _build_feedback(spec: dict[str, Any], dtype: DTypeLike, rng: RngLike) -> Fee
         features,
         r["hidden_size"],
         spec["output_size"],
-        feedback=spec.get("feedback", "softmax"),
+        feedback=_checks.choice(spec.get("feedback", "softmax"), "spec['feedback']",
+                                ("identity", "softmax", "sigmoid")),  # fmt: skip
         hidden_recurrence=r["cell"] == "jordan-elman",
         dtype=dtype,
         rng=rng,
@@ -291,8 +316,10 @@ class FeedbackModel(_Module):
         self, x: Any, *, targets: Any = None, teacher: float = 1.0,
         **options: Unpack[PassOptions],
     ) -> Forward:
-        """`targets` and `teacher` choose the mode (the class's docstring); `training` and
-        `grad` change nothing here (no dropout, and the layer keeps its tape)."""
+        """`targets` and `teacher` choose the mode (the class's docstring); `training`
+        changes nothing here (no dropout; scheduled sampling follows `teacher`); `grad=False`
+        keeps no tape, as in the other modules (it kept one: sampling and evaluation held the
+        whole prime's or stream's tape for no backward)."""
         o = pass_options(options, "FeedbackModel.forward")
         lengths, mask, state, rng, check = o["lengths"], o["mask"], o["state"], o["rng"], o["check"]
         fe = None
@@ -307,7 +334,7 @@ class FeedbackModel(_Module):
             mode = "teacher"
         else:
             mode = "scheduled"
-        h0, y0 = _state_pair(state, "state")
+        h0, y0 = self._state(state, "state", np.shape(inp)[0] if np.ndim(inp) == 3 else None)
         f = self.layer.forward(
             inp,
             targets=targets,
@@ -319,6 +346,7 @@ class FeedbackModel(_Module):
             rng=rng,
             y0=y0,
             check=check,
+            grad=o["grad"],
         )
         return Forward(f.output, [f.state, f.cache["y_last"]], (fe, f))
 
@@ -343,14 +371,45 @@ class FeedbackModel(_Module):
         h, _ = _state_pair(state, "state")
         return [h, self.layer._targets(ids[:, None], ids.shape[0], 1)[:, 0]]  # (one-hot)
 
+    def _state(self, state: Any, name: str, batch: int | None) -> tuple[Any, Any]:
+        """`state` (or `d_state`) as the pair [h, y], each checked under its place in the
+        pair: a y of the wrong shape was said to be `y0`, and an h given to a model without
+        hidden recurrence `state`, names the caller never used. `batch`: the batch size
+        (None: x is refused by the layer, which says so)."""
+        h, y = _state_pair(state, name)
+        L = self.layer
+        if h is not None:
+            if not L.hidden_recurrence:
+                _checks.fail(f"{name}[0]", "None (this model has no hidden-to-hidden "
+                             "recurrence: its state is [None, y])",
+                             _checks.describe(h))  # fmt: skip
+            if batch is not None:
+                h = _checks.float_array(h, f"{name}[0]", shape=(batch, L.hidden_size),
+                                        dtype=L.dtype)  # fmt: skip
+        if y is not None and batch is not None:
+            y = _checks.float_array(y, f"{name}[1]", shape=(batch, L.output_size),
+                                    dtype=L.dtype)  # fmt: skip
+        return h, y
+
     def backward(
         self, fwd: Forward, d_output: Any, d_state: Any = None, *, input_grad: bool = True,
         overwrite_d_output: bool = False,
     ) -> Backward:
+        """`input_grad=False` skips ∂L/∂x for vector inputs (it was computed anyway); token
+        inputs need it for the embedding's gradient."""
         _checks.booleans(input_grad=input_grad, overwrite_d_output=overwrite_d_output)
-        fe, f = fwd.cache
-        d_h, d_y = _state_pair(d_state, "d_state")
-        b = self.layer.backward(f, d_output, d_h, d_y_last=d_y)
+        cache = getattr(fwd, "cache", None)
+        if not (isinstance(fwd, Forward) and isinstance(cache, tuple) and len(cache) == 2
+                and isinstance(cache[1], Forward) and (cache[0] is None) == (self.embedding
+                                                                          is None)):  # fmt: skip
+            # (another module's result failed with "too many values to unpack")
+            _checks.fail("fwd", "the result of this FeedbackModel's forward",
+                         "the result of another module's forward" if isinstance(fwd, Forward)
+                         else _checks.describe(fwd))  # fmt: skip
+        fe, f = cache
+        d_h, d_y = self._state(d_state, "d_state", np.shape(f.output)[0])
+        b = self.layer.backward(f, d_output, d_h, d_y_last=d_y,
+                                input_grad=input_grad or fe is not None)  # fmt: skip
         grads = {f"{len(self.modules) - 1}.{k}": v for k, v in b.params.items()}
         d_input = b.input
         if fe is not None and self.embedding is not None:
