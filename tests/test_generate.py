@@ -327,3 +327,114 @@ def test_rng_none_is_documented_fresh_entropy_and_draws_anew():
                               sample_ids(flat, [0], 30, rng=None))  # fmt: skip
     np.testing.assert_array_equal(sample_ids(m, [1, 2], 20, rng=9),
                                   sample_ids(m, [1, 2], 20, rng=9))  # fmt: skip
+
+
+def test_a_model_with_more_outputs_than_its_vocabulary_is_refused_before_sampling():
+    """An id the model may draw but its embedding cannot read failed mid-sample as `x`
+    ("token ids in [0, 6)"), or not at all if the seed never drew one: whether a call
+    worked depended on the seed. Excluding those ids samples among the others."""
+    spec = {"input": {"type": "tokens", "vocab_size": V, "embed_dim": 3},
+            "rnn": {"cell": "gru", "hidden_size": 4}, "output_size": V + 3}  # fmt: skip
+    m = build(spec, dtype=np.float64, rng=0)
+    for seed in range(3):
+        with pytest.raises(ValueError, match=r"`model` must be a model whose outputs are ids "
+                                             r"its embedding reads \(at most 6 of them\); got "
+                                             r"9 outputs instead. Pass exclude= the ids from 6"):
+            sample_ids(m, [1, 2], 1, rng=seed)
+    with pytest.raises(ValueError, match=r"`model` must be a model whose outputs"):
+        sample_ids(m, [1, 2], 5, rng=0, exclude=[V, V + 1])  # (one id left unread)
+    out = sample_ids(m, [1, 2], 200, rng=0, exclude=[V, V + 1, V + 2])
+    assert out.max() < V and len(set(out.tolist())) > 1
+
+
+def test_a_model_that_reads_vectors_is_refused_as_the_model():
+    """It failed inside the model as "`x` must be a floating-point array", an argument
+    sample_ids does not have."""
+    for cell, feedback in (("lstm", None), ("jordan", "sigmoid")):
+        spec = {"input": {"type": "vectors", "size": 3}, "rnn": {"cell": cell, "hidden_size": 4},
+                "output_size": V} | ({"feedback": feedback} if feedback else {})  # fmt: skip
+        first = "Recurrent" if cell == "lstm" else "OutputFeedback"
+        with pytest.raises(ValueError, match=rf"`model` must be a token model \(an Embedding "
+                                             rf"first, reading the ids\); got a model whose "
+                                             rf"first module, {first}, reads vectors of 3 "
+                                             rf"features"):  # fmt: skip
+            sample_ids(build(spec, dtype=np.float64, rng=0), [1, 2], 3, rng=0)
+
+
+def test_exclude_takes_an_empty_list_and_a_single_id():
+    """[] (exclude nothing) was refused as an array of float64; one id, as Seq2Seq's
+    `never` takes it, as "an array of integers; got 2 (int)"."""
+    m = _model()
+    np.testing.assert_array_equal(sample_ids(m, [1], 30, rng=4, exclude=[]),
+                                  sample_ids(m, [1], 30, rng=4))  # fmt: skip
+    np.testing.assert_array_equal(sample_ids(m, [1], 30, rng=4, exclude=V - 1),
+                                  sample_ids(m, [1], 30, rng=4, exclude=[V - 1]))  # fmt: skip
+    assert V - 1 not in sample_ids(m, [1], 30, rng=4, exclude=np.int64(V - 1)).tolist()
+    with pytest.raises(ValueError, match=r"`exclude` must be ids: an integer or a 1-D array"):
+        sample_ids(m, [1], 3, rng=0, exclude=True)
+
+
+def test_a_time_major_model_samples_as_its_batch_first_copy():
+    """A model whose layer reads (time, batch, ...) read the prime as that many sequences
+    of one step, then failed on its state's shape (`state[0] (h0)`); a prime of one id
+    hid it. It samples now as the same weights batch-first do, the prime read in order."""
+    from rnnlab.layers import LSTM
+    from rnnlab.modules import Embedding, Linear, Sequential
+
+    rng = np.random.default_rng(0)
+    emb, lin = Embedding(V, 3, dtype=np.float64, rng=rng), Linear(4, V, dtype=np.float64, rng=rng)
+    time_major = LSTM(3, 4, batch_first=False, dtype=np.float64, rng=rng)
+    for v in (*time_major.params.values(), lin.params["weight"]):
+        v *= 3.0  # (the draws depend on what was read, not on the readout's bias)
+    lin.params["bias"][:] = 0.0
+    batch_first = LSTM(3, 4, dtype=np.float64, rng=0)
+    batch_first.load_state_dict(time_major.state_dict())
+    prime = np.array([1, 4, 2, 3, 0])
+    a = sample_ids(Sequential(emb, time_major, lin), prime, 40, rng=5)
+    b = sample_ids(Sequential(emb, batch_first, lin), prime, 40, rng=5)
+    np.testing.assert_array_equal(a, b)
+    firsts = set()
+    for p in np.random.default_rng(1).integers(0, V, (12, 6)):  # the first greedy id: the
+        first = sample_ids(Sequential(emb, time_major, lin), p, 1, top_k=1, rng=0)[0]
+        out = Sequential(emb, batch_first, lin).forward(p[None]).output[0, -1]
+        assert first == out.argmax()  # argmax after the whole prime, read in order
+        firsts.add(int(first))
+    assert len(firsts) > 1 and len(set(a.tolist())) > 2  # (they depend on the prime)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "jordan-elman"])
+def test_sampling_asks_the_model_for_no_tape(cell):
+    """No backward follows a sample: every forward is asked grad=False (a long prime's tape
+    was kept, and FeedbackModel ignored grad=False), and the draws are the same."""
+    spec = {"input": {"type": "tokens", "vocab_size": V, "embed_dim": 3},
+            "rnn": {"cell": cell, "hidden_size": 4}, "output_size": V}  # fmt: skip
+    m = build(spec, dtype=np.float64, rng=0)
+    want = sample_ids(m, [1, 2, 3], 6, rng=2)
+    seen, tapes = [], []
+    forward = m.forward
+
+    def spy(x, **options):
+        seen.append(options.get("grad", True))
+        f = forward(x, **options)
+        if cell == "jordan-elman":  # (FeedbackModel's cache: the embedding's, the layer's)
+            tapes.append(f.cache[1].cache["tape"])
+        return f
+
+    m.forward = spy
+    np.testing.assert_array_equal(sample_ids(m, [1, 2, 3], 6, rng=2), want)
+    assert seen == [False] * 7
+    assert all(t is None for t in tapes)
+
+
+@pytest.mark.parametrize("logits,match", [
+    (["a", "b"], r"`logits` must be an array of numbers, ids on its last axis; got a list"),
+    (np.float64(2.0), r"`logits` must be an array with one id or more on its last axis; got "
+                      r"shape \(\)"),
+    (np.zeros((2, 0)), r"`logits` must be an array with one id or more on its last axis; got "
+                       r"shape \(2, 0\)"),
+])  # fmt: skip
+def test_next_token_probabilities_names_logits_without_ids(logits, match):
+    """Strings failed with NumPy's "could not convert string to float"; a scalar gave the
+    probability 1.0 of no id; no ids were said to be "only −inf"."""
+    with pytest.raises(ValueError, match=match):
+        next_token_probabilities(logits, 1.0)

@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 
 from rnnlab import _checks
-from rnnlab.layers import Module, RngLike, _rng
+from rnnlab.feedback import OutputFeedback
+from rnnlab.layers import Module, Recurrent, RngLike, _rng
+from rnnlab.modules import Linear
 
 
 def sample_ids(
@@ -36,10 +38,14 @@ def sample_ids(
     seed reproduces. `top_k`: among the k
     most likely ids; a k at or above the vocabulary's size keeps every id, as no top_k does,
     draw for draw (Hugging Face's generate clamps it so too: the vocabulary is the model's,
-    not the user's to count). `exclude`: ids never sampled (their probability is 0, the
-    others renormalised): a vocabulary's unknown id stands for no character, and printed
-    it would be a U+FFFD in the text. A bidirectional model is refused: it has no next
-    token to give before the text after it is written."""
+    not the user's to count). `exclude`: an id or ids never sampled (their probability is
+    0, the others renormalised; [] or None: none): a vocabulary's unknown id stands for no
+    character, and printed it would be a U+FFFD in the text. `model` reads ids (rnnlab's: an
+    Embedding first; batch-first or time-major layers after it, fed as they read; no tape is
+    kept, no backward following); one with more outputs than its embedding has ids is
+    refused unless those are excluded, as it could draw an id it cannot read back. A
+    bidirectional model is refused: it has no next token to give before the text after
+    it is written."""
     if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 0:
         _checks.fail("length", "a non-negative integer", _checks.describe(length))
     _checks.affordable(int(length) * 8, "length", "sampled ids")
@@ -56,10 +62,24 @@ def sample_ids(
                          "Its reverse direction reads the sequence from its end: each "
                          "step's output depends on tokens after it, which sampling has not "
                          "drawn yet.")  # fmt: skip
-    vocab = getattr(modules[0], "num_embeddings", None) if modules else None
+    first = modules[0] if modules else None
+    if isinstance(first, (Recurrent, OutputFeedback, Linear)):  # (it said `x` must be floats)
+        n = getattr(first, "input_size", getattr(first, "in_features", None))
+        _checks.fail("model", "a token model (an Embedding first, reading the ids)",
+                     f"a model whose first module, {type(first).__name__}, reads vectors of "
+                     f"{n} features", "sample_ids feeds back ids.")  # fmt: skip
+    # A layer reads (batch, time, ...) or, batch_first=False, (time, batch, ...): the ids go
+    # in as the layers read them (a time-major model read the prime as that many sequences
+    # of one step, then failed on its state's shape). Sequential refuses layers of both.
+    time_major = any(getattr(m, "batch_first", True) is False for m in modules)
+    vocab = getattr(first, "num_embeddings", None)
     if isinstance(vocab, (int, np.integer)):  # (named here: the embedding calls it `x`)
         _checks.token_ids(ids, "prime", int(vocab))
-    never = None if exclude is None else _checks.int_array(exclude, "exclude", ndim=1)
+    if exclude is not None and not isinstance(exclude, bool) and isinstance(exclude, (int,
+                                                                          np.integer)):
+        exclude = [exclude]  # (one id, as Seq2Seq's `never` takes it)
+    never = None if exclude is None else _checks.id_sequence(
+        exclude, "exclude", "ids: an integer or a 1-D array of integers (a list, [] for none)")
     # An output-feedback model of classes (models.FeedbackModel, feedback='softmax') is fed
     # back the truth: within the prime each step's true class is the next id; after it, the
     # id just sampled. One that feeds back vectors (identity, sigmoid) runs free, as before.
@@ -67,20 +87,25 @@ def sample_ids(
                                                            False) else None  # fmt: skip
     teach: Any = model  # (its forward takes targets and teacher)
     ids = ids.astype(np.int64)
+
+    def shaped(a: np.ndarray) -> np.ndarray:  # one sequence, as the layers read it
+        return a.reshape(-1, 1) if time_major else a.reshape(1, -1)
+
+    # grad=False: no backward follows, so no tape (a long prime's was kept to no use)
     if fed_back is None:
-        f = model.forward(ids.reshape(1, -1))
+        f = model.forward(shaped(ids), grad=False)
     else:  # (the prime's last target is a placeholder: what follows it is sampled below)
-        f = teach.forward(ids.reshape(1, -1), targets=np.append(ids[1:], 0).reshape(1, -1),
-                          teacher=1.0)  # fmt: skip
+        f = teach.forward(shaped(ids), targets=shaped(np.append(ids[1:], 0)), teacher=1.0,
+                          grad=False)  # fmt: skip
     state = f.state
     if np.ndim(f.output) != 3:
         _checks.fail("model", "a token model with an output at every step (batch, time, "
                      "scores of the next id)", f"an output of shape {np.shape(f.output)}",
                      "A model that reads a sequence, then answers once, has no next "
                      "token to feed back.")  # fmt: skip
-    logits = f.output[0, -1]
+    logits = f.output[-1, 0] if time_major else f.output[0, -1]
+    size = logits.shape[-1]
     if never is not None and never.size:
-        size = logits.shape[-1]
         if never.min() < 0 or never.max() >= size:
             bad = int(never[(never < 0) | (never >= size)][0])
             _checks.fail("exclude", f"ids in [0, {size}) (the model's outputs)",
@@ -88,6 +113,15 @@ def sample_ids(
         if np.unique(never).size == size:
             _checks.fail("exclude", "some of the model's ids, not all of them",
                          f"all {size}")  # fmt: skip
+    if isinstance(vocab, (int, np.integer)) and size > vocab:
+        # an id it may draw but cannot read back: it failed mid-sample, as `x`, or not at
+        # all if the seed never drew one
+        unread = np.setdiff1d(np.arange(int(vocab), size), [] if never is None else never)
+        if unread.size:
+            _checks.fail("model", f"a model whose outputs are ids its embedding reads "
+                         f"(at most {int(vocab)} of them)", f"{size} outputs",
+                         f"Pass exclude= the ids from {int(vocab)} on to leave them "
+                         "out.")  # fmt: skip
     out = np.empty(int(length), np.int64)
     for i in range(int(length)):
         if never is not None and never.size:
@@ -96,10 +130,11 @@ def sample_ids(
         p = next_token_probabilities(logits, temperature, top_k)
         out[i] = gen.choice(p.size, p=p)
         if fed_back is None:
-            f = model.forward(out[i : i + 1].reshape(1, 1), state=state)
+            f = model.forward(out[i : i + 1].reshape(1, 1), state=state, grad=False)
         else:
             f = teach.forward(out[i : i + 1].reshape(1, 1), state=fed_back(state, out[i : i + 1]),
-                              targets=np.zeros((1, 1), np.int64), teacher=1.0)  # fmt: skip
+                              targets=np.zeros((1, 1), np.int64), teacher=1.0,
+                              grad=False)  # fmt: skip
         state = f.state
         logits = f.output[0, -1]
     return out
@@ -127,7 +162,14 @@ def next_token_probabilities(
     the +inf ids share the probability equally. A NaN logit, or a row of −inf only, has no
     distribution to draw from: refused by name rather than sampled from NaN probabilities."""
     temperature, top_k = sampling_settings(temperature, top_k)
-    z = np.asarray(logits).astype(np.float64)
+    try:
+        z = np.asarray(logits).astype(np.float64)
+    except (TypeError, ValueError):  # (NumPy's own words: "could not convert string to float")
+        _checks.fail("logits", "an array of numbers, ids on its last axis",
+                     _checks.describe(logits))  # fmt: skip
+    if z.ndim == 0 or z.shape[-1] == 0:  # (a scalar gave p = 1.0; no ids, "only −inf")
+        _checks.fail("logits", "an array with one id or more on its last axis",
+                     f"shape {z.shape}")  # fmt: skip
     if np.isnan(z).any():
         at = np.argwhere(np.isnan(z))[0].tolist()
         _checks.fail("logits", "numbers to sample from",
