@@ -147,3 +147,19 @@ def test_a_feedback_model_s_backward_refuses_another_module_s_forward():
         with pytest.raises(ValueError, match=r"`fwd` must be the result of this "
                                              r"FeedbackModel's forward"):  # fmt: skip
             m.backward(fwd, np.zeros((2, 3, V)))
+
+
+def test_recurrent_layer_names_a_model_without_one():
+    """A FeedbackModel was said to have "none" out of the house's form, anything that is no
+    model failed with AttributeError."""
+    from rnnlab.models import recurrent_layer
+
+    m = build(_spec("gru"))
+    assert recurrent_layer(m) is m.modules[1]
+    with pytest.raises(ValueError, match=r"`model` must be a model with a recurrent layer "
+                                         r"\(RNN, LSTM, GRU\); got a FeedbackModel without one "
+                                         r"\(an output-feedback model\) instead"):  # fmt: skip
+        recurrent_layer(_feedback())
+    with pytest.raises(ValueError, match=r"`model` must be a model with a recurrent layer "
+                                         r"\(RNN, LSTM, GRU\); got an int without one"):
+        recurrent_layer(3)

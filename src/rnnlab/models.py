@@ -432,11 +432,16 @@ def _state_pair(state: Any, name: str) -> tuple[Any, Any]:
 
 
 def recurrent_layer(model: Sequential) -> Recurrent:
-    """The recurrent layer inside a built model."""
-    for m in model.modules:
+    """The recurrent layer inside a built model (a Sequential: an output-feedback model's
+    layer is `model.layer`, an OutputFeedback, no Recurrent)."""
+    modules = getattr(model, "modules", None)
+    for m in modules if isinstance(modules, list) else []:  # (AttributeError for no model)
         if isinstance(m, Recurrent):
             return m
-    raise ValueError("`model` must contain a recurrent layer; got none")
+    _checks.fail("model", "a model with a recurrent layer (RNN, LSTM, GRU)",
+                 f"{_checks.a(type(model).__name__)} without one"
+                 + (" (an output-feedback model)" if isinstance(model, FeedbackModel)
+                    else ""))  # fmt: skip
 
 
 def with_defaults(spec: dict[str, Any]) -> dict[str, Any]:
