@@ -318,8 +318,8 @@ class FeedbackModel(_Module):
     ) -> Forward:
         """`targets` and `teacher` choose the mode (the class's docstring); `training`
         changes nothing here (no dropout; scheduled sampling follows `teacher`); `grad=False`
-        keeps no tape, as in the other modules (it kept one: sampling and evaluation held the
-        whole prime's or stream's tape for no backward)."""
+        keeps no tape, as in the other modules (it kept one: sampling, which asks grad=False,
+        held the whole prime's tape for no backward)."""
         o = pass_options(options, "FeedbackModel.forward")
         lengths, mask, state, rng, check = o["lengths"], o["mask"], o["state"], o["rng"], o["check"]
         fe = None
