@@ -438,3 +438,44 @@ def test_next_token_probabilities_names_logits_without_ids(logits, match):
     probability 1.0 of no id; no ids were said to be "only −inf"."""
     with pytest.raises(ValueError, match=match):
         next_token_probabilities(logits, 1.0)
+
+
+def _need(module):
+    """onnx and onnxruntime: in the test extra; under CI a missing one is an error, as in
+    test_onnx, and locally the test is skipped without them."""
+    import os
+
+    if os.environ.get("CI"):
+        __import__(module)
+    else:
+        pytest.importorskip(module)
+
+
+@pytest.mark.parametrize("batch_first", [True, False], ids=["batch-first", "time-major"])
+def test_an_exported_onnx_model_samples_as_the_model_and_an_older_file_too(batch_first,
+                                                                        tmp_path):  # fmt: skip
+    """A Runtime runs an exported file behind the module API; it draws the ids the model
+    draws (batch-first or time-major). An older file's vocabulary size is not recorded
+    (num_embeddings 0, "unknown"): every prime was refused as "token ids in [0, 0)"; only
+    a negative id is now, and the same ids are drawn."""
+    for module in ("onnx", "onnxruntime"):
+        _need(module)
+    from rnnlab.layers import GRU
+    from rnnlab.modules import Embedding, Linear, Sequential
+    from rnnlab.onnx import Runtime, export
+
+    rng = np.random.default_rng(3)
+    gru = GRU(3, 4, batch_first=batch_first, dtype=np.float32, rng=rng)
+    m = Sequential(Embedding(V, 3, rng=rng), gru, Linear(4, V, rng=rng))
+    for v in m.params.values():
+        v *= 3.0
+    export(m, tmp_path / "m.onnx", state=True)
+    rt = Runtime(tmp_path / "m.onnx")
+    want = sample_ids(m, [1, 2, 3], 30, rng=0)
+    assert len(set(want.tolist())) > 2
+    np.testing.assert_array_equal(sample_ids(rt, [1, 2, 3], 30, rng=0), want)
+    rt.num_embeddings = 0  # as a file from before the size was recorded
+    np.testing.assert_array_equal(sample_ids(rt, [1, 2, 3], 30, rng=0), want)
+    with pytest.raises(ValueError, match=r"`prime` must be token ids in \[0, the vocabulary "
+                                         r"size\); got the id -1"):  # fmt: skip
+        sample_ids(rt, [1, -1], 3, rng=0)

@@ -72,9 +72,11 @@ def sample_ids(
     # in as the layers read them (a time-major model read the prime as that many sequences
     # of one step, then failed on its state's shape). Sequential refuses layers of both.
     time_major = any(getattr(m, "batch_first", True) is False for m in modules)
-    vocab = getattr(first, "num_embeddings", None)
-    if isinstance(vocab, (int, np.integer)):  # (named here: the embedding calls it `x`)
-        _checks.token_ids(ids, "prime", int(vocab))
+    vocab = getattr(first, "num_embeddings", None)  # (an ONNX Runtime's: 0 when unknown,
+    # a file from before it was recorded, whose every id was refused as outside [0, 0))
+    if isinstance(vocab, bool) or not isinstance(vocab, (int, np.integer)) or vocab < 1:
+        vocab = None
+    _checks.token_ids(ids, "prime", vocab)  # (named here: the embedding calls it `x`)
     if exclude is not None and not isinstance(exclude, bool) and isinstance(exclude, (int,
                                                                           np.integer)):
         exclude = [exclude]  # (one id, as Seq2Seq's `never` takes it)
@@ -113,7 +115,7 @@ def sample_ids(
         if np.unique(never).size == size:
             _checks.fail("exclude", "some of the model's ids, not all of them",
                          f"all {size}")  # fmt: skip
-    if isinstance(vocab, (int, np.integer)) and size > vocab:
+    if vocab is not None and size > vocab:
         # an id it may draw but cannot read back: it failed mid-sample, as `x`, or not at
         # all if the seed never drew one
         unread = np.setdiff1d(np.arange(int(vocab), size), [] if never is None else never)
