@@ -74,8 +74,8 @@ def sample_ids(
     time_major = any(getattr(m, "batch_first", True) is False for m in modules)
     vocab = getattr(first, "num_embeddings", None)  # (an ONNX Runtime's: 0 when unknown,
     # a file from before it was recorded, whose every id was refused as outside [0, 0))
-    if isinstance(vocab, bool) or not isinstance(vocab, (int, np.integer)) or vocab < 1:
-        vocab = None
+    vocab = (int(vocab) if isinstance(vocab, (int, np.integer)) and not isinstance(vocab, bool)
+             and vocab >= 1 else None)  # fmt: skip
     _checks.token_ids(ids, "prime", vocab)  # (named here: the embedding calls it `x`)
     if exclude is not None and not isinstance(exclude, bool) and isinstance(exclude, (int,
                                                                           np.integer)):
@@ -118,11 +118,11 @@ def sample_ids(
     if vocab is not None and size > vocab:
         # an id it may draw but cannot read back: it failed mid-sample, as `x`, or not at
         # all if the seed never drew one
-        unread = np.setdiff1d(np.arange(int(vocab), size), [] if never is None else never)
+        unread = np.setdiff1d(np.arange(vocab, size), [] if never is None else never)
         if unread.size:
             _checks.fail("model", f"a model whose outputs are ids its embedding reads "
-                         f"(at most {int(vocab)} of them)", f"{size} outputs",
-                         f"Pass exclude= the ids from {int(vocab)} on to leave them "
+                         f"(at most {vocab} of them)", f"{size} outputs",
+                         f"Pass exclude= the ids from {vocab} on to leave them "
                          "out.")  # fmt: skip
     out = np.empty(int(length), np.int64)
     for i in range(int(length)):
