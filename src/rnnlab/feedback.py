@@ -14,8 +14,8 @@ What is fed back as y_{t-1} depends on the mode:
   (f = identity, softmax or sigmoid, chosen by `feedback`), as at inference;
 - "scheduled": scheduled sampling (Bengio et al. 2015): at each step each sequence is fed
   the truth with probability `p`, otherwise its own prediction.
-y_0 is zero. Targets are float vectors (B, T, K), or class ids (B, T) for `feedback="softmax"`
-which are fed as one-hot vectors.
+y_0 is zero unless given (`y0`). Targets are float vectors (B, T, K), or class ids (B, T) for
+`feedback="softmax"` which are fed as one-hot vectors.
 
 Every mode runs on the library's loop (rnnlab.recurrence, compiled by rnnlab.fast): the Elman
 cell with the output map and f around its step (recurrence.Feedback), the truth fed where a

@@ -16,7 +16,9 @@ name and the keys it may have, as TrainConfig refuses an unknown setting.
 Cells: "rnn" (tanh), "relu", "irnn" (relu with the identity initialisation), "lstm" (with
 the variants "peephole", "coupled", "cell_clip", "layer_norm" in the spec), "gru"
 (reset-after, PyTorch's form), "gru-orig" (the original form); and the output-feedback
-(Jordan) models "jordan" (h_t = φ(U x_t + R y_{t-1} + b)) and "jordan-elman" (plus W h_{t-1}).
+(Jordan) models "jordan" (h_t = φ(U x_t + R y_{t-1} + b)) and "jordan-elman" (plus W h_{t-1}),
+built as a FeedbackModel: one unidirectional layer, readout "steps", and the spec's own key
+"feedback" (what y_{t-1} is: "softmax", the default, of classes; "identity" or "sigmoid").
 """
 
 from __future__ import annotations
