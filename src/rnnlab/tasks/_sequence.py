@@ -188,9 +188,8 @@ class _SequenceTask:
             if greedy:
                 outs.append(_fed_own_classes(model, x[sl]))
                 continue
-            outs.append(
-                model.forward(x[sl], lengths=None if lengths is None else lengths[sl]).output
-            )
+            outs.append(model.forward(x[sl], lengths=None if lengths is None else lengths[sl],
+                                      grad=False).output)  # fmt: skip
         return np.concatenate(outs), y, lengths
 
 
@@ -201,7 +200,7 @@ def _fed_own_classes(model, x: np.ndarray) -> np.ndarray:
     a step: steps past a sequence's end are computed and never read (right padding)."""
     outs, state = [], None
     for t in range(x.shape[1]):
-        f = model.forward(x[:, t : t + 1], state=state)
+        f = model.forward(x[:, t : t + 1], state=state, grad=False)
         outs.append(f.output)
         state = model.fed_back(f.state, f.output[:, 0].argmax(axis=-1))
     return np.concatenate(outs, axis=1)

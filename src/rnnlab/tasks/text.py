@@ -605,7 +605,7 @@ class CharLM:
         feedback = getattr(model, "wants_targets", False)
         for i in range(0, n, 256):
             teacher = {"targets": ys[:, i : i + 256], "teacher": 1.0} if feedback else {}
-            f = model.forward(xs[:, i : i + 256], state=state, **teacher)
+            f = model.forward(xs[:, i : i + 256], state=state, grad=False, **teacher)
             loss, _ = softmax_cross_entropy(f.output, ys[:, i : i + 256], reduction="sum")
             total += loss
             state = f.state
