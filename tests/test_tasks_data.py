@@ -1351,3 +1351,33 @@ def test_a_pytokens_train_size_too_small_says_the_least_that_fits(module_library
     assert min(len(task.split(name)[0]) for name in ("train", "valid", "test")) == 1
     with pytest.raises(ValueError, match=rf"at least {need:,} characters with `seq_len` = 50"):
         _pytokens_task(0, need - 1, 50)
+
+
+def test_evaluation_asks_for_no_tape(tmp_path):
+    """Every forward pass of a task's evaluation says grad=False (no backward follows: a
+    recurrent layer then keeps no tape of its 256-step chunks or batches): the charlm's and
+    a sequence task's."""
+    from rnnlab import tasks
+    from rnnlab.train import TrainConfig
+
+    seen = []
+
+    class Spy(_Uniform):
+        def forward(self, x, state=None, **options):
+            seen.append(options.get("grad"))
+            return super().forward(x, state)
+
+    task = _small_charlm(tmp_path)
+    task.evaluate(Spy(task), "test", baselines=False)
+    cfg = TrainConfig.from_dict({**tasks.defaults("adding"), "T": 8, "train_size": 40})
+    adding = tasks.make_task(cfg)
+
+    class Vectors:
+        def forward(self, x, state=None, **options):
+            from rnnlab.layers import Forward
+
+            seen.append(options.get("grad"))
+            return Forward(np.zeros((x.shape[0], 1)), None)
+
+    adding.evaluate(Vectors(), "valid")
+    assert len(seen) >= 2 and seen == [False] * len(seen)
