@@ -16,6 +16,7 @@ What is compared, and how closely:
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -74,17 +75,25 @@ def _env(**extra):
     return env
 
 
-def launch(tail, cwd=None, timeout=240, **env):
+def launch(tail, cwd=None, timeout=240, during=None, **env):
     """`mpiexec -launcher fork TAIL`, each rank's stdout and stderr in files of its own (MPI
     forwards the ranks' output in pieces that can interleave mid-line), joined in rank order
-    after mpiexec's own: the CompletedProcess's stdout and stderr."""
+    after mpiexec's own: the CompletedProcess's stdout and stderr. `during(job)`, if given, is
+    called with the job (its Popen) once it has started (to signal one of its ranks)."""
     assert MPIEXEC, "mpiexec (the mpich wheel, in the test extra) is not on the PATH"
     with tempfile.TemporaryDirectory() as logs:
         cmd = [MPIEXEC, "-launcher", "fork", "-outfile-pattern", f"{logs}/out.%r",
                "-errfile-pattern", f"{logs}/err.%r", *map(str, tail)]  # fmt: skip
-        done = subprocess.run(
-            cmd, cwd=cwd, env=_env(**env), capture_output=True, text=True, timeout=timeout
-        )
+        with subprocess.Popen(cmd, cwd=cwd, env=_env(**env), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) as job:  # fmt: skip
+            try:
+                if during is not None:
+                    during(job)
+                out, err = job.communicate(timeout=timeout)
+            except BaseException:  # (as subprocess.run: no job left running)
+                job.kill()
+                raise
+        done = subprocess.CompletedProcess(cmd, job.returncode, out, err)
         for kind in ("out", "err"):
             files = sorted(Path(logs).glob(f"{kind}.*"), key=lambda f: int(f.suffix[1:]))
             text = "".join(f.read_text() for f in files)
@@ -327,6 +336,113 @@ def test_a_two_rank_charlm_run_resumes_in_one_process_with_its_carried_state(tmp
     assert relative_gap(weights(tmp_path / "cut"), weights(tmp_path / "whole")) < 1e-6
 
 
+# Both ranks of a held start run this. Rank 0 waits for the test's file `go` before it takes
+# part in its AT-th collective (counted from 1: the start agreement, the check of the
+# settings, the broadcasts of the weights and of the optimizer state, the run directory's
+# lock; then step 1's allreduce), so that rank 1 waits in that collective; rank 1 writes its
+# process id to `waiting` from its first poll there, and the test signals it. AT 0: rank 1
+# waits for `go` at the end of its own work before the start agreement (reading its options,
+# building its task and model), rank 0 in the agreement. Where rank 1 takes the signal in
+# Python (the handler installed then, wrapped), it first writes `handled`, and the test lets
+# rank 0 go on only after that: no sleep and no race decides where the signal lands.
+HELD_START = """
+import os, signal, sys, time
+from pathlib import Path
+from rnnlab import distributed
+from rnnlab.cli import main, train
+
+at, signum, sync = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+
+def say_waiting():
+    handler = signal.getsignal(signum)
+    if callable(handler):
+        def handled(*args):
+            (sync / "handled").touch()
+            return handler(*args)
+        signal.signal(signum, handled)
+    (sync / "pid.tmp").write_text(str(os.getpid()))
+    os.replace(sync / "pid.tmp", sync / "waiting")
+
+def wait_for_go():
+    while not (sync / "go").exists():
+        time.sleep(0.01)
+
+calls = [0]
+
+def counted(collective):
+    def held(self, *args, **kw):
+        calls[0] += 1
+        if calls[0] == at and self.rank == 0:
+            wait_for_go()
+        return collective(self, *args, **kw)
+    return held
+
+class Said:
+    def __init__(self, request):
+        self.request, self.said = request, False
+    def Test(self):
+        if not self.said:
+            self.said = True
+            say_waiting()
+        return self.request.Test()
+
+wait = distributed.Communicator._wait
+
+def polled(self, request, what):
+    if calls[0] == at and self.rank == 1:
+        request = Said(request)
+    return wait(self, request, what)
+
+prepare = train._prepare_train
+
+def prepared(args, comm):
+    out = prepare(args, comm)
+    if at == 0 and comm.rank == 1:
+        say_waiting()
+        wait_for_go()
+    return out
+
+for name in ("allreduce", "broadcast", "gather"):
+    setattr(distributed.Communicator, name, counted(getattr(distributed.Communicator, name)))
+distributed.Communicator._wait = polled
+train._prepare_train = prepared
+sys.exit(main(sys.argv[4:]))
+"""
+
+
+def held_start(args, cwd, at, signum=signal.SIGINT, timeout=240, **env):
+    """`mpiexec -n 2 rnnlab ARGS` as `mpiexec` runs it, both ranks held by HELD_START at
+    `at`, where the test sends rank 1 `signum` alone (as `kill -INT PID` does), then lets
+    rank 0 go on. Returns the job and the seconds from the signal to the job's end."""
+    sync = Path(cwd) / "sync"
+    sync.mkdir()
+    (Path(cwd) / "rank1").mkdir(exist_ok=True)
+    script = Path(cwd) / "held.py"
+    script.write_text(HELD_START)
+    rank = [sys.executable, str(script), str(at), str(int(signum)), str(sync), *map(str, args)]
+    tail = ["-n", "1", *rank, ":", "-n", "1", "-wdir", str(Path(cwd) / "rank1"), *rank]
+    sent = []
+
+    def until(name, job):
+        deadline = time.monotonic() + timeout
+        while not (sync / name).exists():
+            assert job.poll() is None, f"the job ended before rank 1 wrote {name!r}"
+            assert time.monotonic() < deadline, f"rank 1 never wrote {name!r}"
+            time.sleep(0.02)
+
+    def signal_rank_1(job):
+        until("waiting", job)
+        os.kill(int((sync / "waiting").read_text()), signum)
+        sent.append(time.perf_counter())
+        if signum == signal.SIGINT:  # (a Python handler: where it runs is known)
+            until("handled", job)
+        (sync / "go").touch()
+
+    done = launch(tail, cwd, timeout, during=signal_rank_1, **env)
+    assert list((Path(cwd) / "rank1").iterdir()) == [], "rank 1 wrote files"
+    return done, time.perf_counter() - sent[0]
+
+
 def test_a_hung_rank_stops_the_others_after_the_timeout(tmp_path):
     args = [*ADDING, "--batch-size", "4", "--steps", "40", "--run-dir", "run"]
     start = time.perf_counter()
@@ -341,8 +457,72 @@ def test_ctrl_c_on_one_rank_stops_all_at_the_same_step(tmp_path):
     args = [*ADDING, "--batch-size", "4", "--steps", "40", "--checkpoint-every", "100"]
     done = mpiexec([*args, "--run-dir", "run"], tmp_path, rank1=("int", 15))
     assert done.returncode == 130, done.stderr
-    assert "interrupted: checkpoint saved at step 15" in done.stderr
+    assert "interrupted (SIGINT on rank 1 of 2): checkpoint saved at step 15" in done.stderr
     assert io.checkpoint_steps(tmp_path / "run") == [15]  # one checkpoint, of both ranks
+
+
+START_INTERRUPTED = ("rnnlab: interrupted: SIGINT (Ctrl-C) on rank 1 of 2 while the ranks "
+                     "started: every rank stopped before training; nothing was trained or saved\n")
+
+
+@pytest.mark.parametrize("at", [0, 1])
+def test_ctrl_c_on_one_rank_at_the_start_stops_every_rank_before_training(tmp_path, at):
+    """SIGINT to rank 1 alone while it builds its task and model (at 0), or while it waits in
+    the start agreement for rank 0 (at 1): every rank stops, exit status 130 as after a
+    Ctrl-C during training, each saying which rank it was and that nothing was trained; no
+    run directory. Before: at 0 rank 0 said "another rank could not start the run" (exit
+    status 131); at 1 rank 0 waited for rank 1 until RNNLAB_MPI_TIMEOUT (600 s; the 60 s
+    here make that fail with "waited" instead of a hang)."""
+    args = [*ADDING, "--batch-size", "4", "--steps", "40", "--run-dir", "run"]
+    done, _ = held_start(args, tmp_path, at, timeout=120, RNNLAB_MPI_TIMEOUT="60")
+    assert done.returncode == 130, done.stdout + done.stderr
+    assert done.stderr.count(START_INTERRUPTED) == 2, done.stderr
+    assert "Traceback" not in done.stderr and "waited" not in done.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("at", [2, 5])
+def test_ctrl_c_on_one_rank_after_the_start_agreements_stops_after_step_1(tmp_path, at):
+    """SIGINT to rank 1 alone while it waits in the check of the settings (at 2, the last
+    agreement of the start) or in the run directory's lock (at 5, the last collective before
+    training): noted, it stops training after its first step, saved, as a Ctrl-C during
+    training does. Before: rank 1 stopped, rank 0 hung for ever in MPI_Comm_split_type
+    (share_cores), which has no timeout; here the test's 120 s would end it."""
+    args = [*ADDING, "--batch-size", "4", "--steps", "40", "--checkpoint-every", "100",
+            "--run-dir", "run"]  # fmt: skip
+    done, _ = held_start(args, tmp_path, at, timeout=120, RNNLAB_MPI_TIMEOUT="60")
+    assert done.returncode == 130, done.stdout + done.stderr
+    assert "interrupted (SIGINT on rank 1 of 2): checkpoint saved at step 1 in run" in done.stderr
+    assert "Traceback" not in done.stderr and "waited" not in done.stderr
+    assert io.checkpoint_steps(tmp_path / "run") == [1]
+
+
+def test_every_rank_interrupted_at_the_start_is_named():
+    """A Ctrl-C at the terminal reaches every rank (mpiexec forwards it), a `kill -INT`
+    one: the line says which."""
+    from rnnlab.distributed import StartInterrupted, stop_if_interrupted
+
+    stop_if_interrupted(np.zeros(4))  # (none: nothing raised)
+    for flags, said in (([0, 1, 0, 1], "ranks 1, 3 of 4"), ([1, 1], "all 2 ranks"),
+                        ([1], "rank 0 of 1")):  # fmt: skip
+        with pytest.raises(StartInterrupted, match=f"^SIGINT \\(Ctrl-C\\) on {said} while"):
+            stop_if_interrupted(np.array(flags))
+
+
+@pytest.mark.parametrize("at", [1, 6])
+def test_sigterm_to_one_rank_ends_every_rank_at_once(tmp_path, at):
+    """SIGTERM has no handler of rnnlab's (neither alone nor under MPI): the rank that gets
+    it dies, at the start (at 1) as in training (at 6), and mpiexec ends the others at
+    once (measured: under 0.1 s), saying which died; nothing since the last checkpoint is
+    saved. No rank waits for the dead one until RNNLAB_MPI_TIMEOUT."""
+    args = [*ADDING, "--batch-size", "4", "--steps", "40", "--run-dir", "run"]
+    done, _ = held_start(args, tmp_path, at, signal.SIGTERM, timeout=120,
+                         RNNLAB_MPI_TIMEOUT="60")  # fmt: skip
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert "BAD TERMINATION" in done.stdout + done.stderr
+    assert "Terminated (signal 15)" in done.stdout + done.stderr
+    assert "waited" not in done.stderr
+    assert io.checkpoint_steps(tmp_path / "run") == []
 
 
 def test_a_time_limit_stops_every_rank_with_its_uncounted_evaluation(tmp_path):

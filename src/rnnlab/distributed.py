@@ -36,9 +36,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 import zlib
+from types import FrameType
 
 import numpy as np
 
@@ -186,6 +188,86 @@ class Communicator:
             )
 
 
+class StartInterrupted(KeyboardInterrupt):
+    """Every rank stops before training because one was interrupted at the start: a
+    KeyboardInterrupt (the rnnlab command says it in one line, exit status 130, as a Ctrl-C
+    during training ends) that names the rank."""
+
+
+class StartInterrupts:
+    """SIGINT (Ctrl-C, or `kill -INT` of one rank) on a rank of `mpiexec ... rnnlab train`
+    from before it starts MPI to its first step, where Trainer.run's own handler takes over;
+    `restore` puts the handler before it back.
+
+    Python's own handler raises KeyboardInterrupt wherever the rank is. Inside one of the
+    start's collectives the rank left it unfinished and stopped, and the others waited for
+    it: in that collective until RNNLAB_MPI_TIMEOUT (600 s), or, past the check of the
+    settings, for ever in MPI_Comm_split_type (share_cores), which has no timeout. Here the
+    signal is noted (`noted`) as training notes it, and the next agreement of the start
+    (`agree_to_start`, DistributedTrainer.check_same_run) stops every rank before anything
+    is written; one noted after the last of them stops training after its first step, which
+    is saved (DistributedTrainer._interrupted_before), as during training. While `local` is
+    set (the rank's own work: reading its options and data, building its model) it raises
+    KeyboardInterrupt at once instead, so that a large corpus is not read to the end: the
+    caller then says it in the start agreement, where every rank waits for its word."""
+
+    def __init__(self) -> None:
+        self.noted = False
+        self.local = False
+        try:
+            self._before = signal.signal(signal.SIGINT, self._on_sigint)
+            self._installed = True
+        except ValueError:  # not the main thread, which alone takes signals: Python's own
+            self._installed = False
+
+    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        self.noted = True
+        if self.local:
+            self.local = False  # a second Ctrl-C while the others are told is only noted
+            raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        if self._installed:  # (None: one not set from Python, which cannot be put back)
+            signal.signal(signal.SIGINT, signal.SIG_DFL if self._before is None else self._before)
+            self._installed = False
+
+
+def agree_to_start(comm: Communicator, failed: bool, interrupted: bool) -> None:
+    """The start agreement of `rnnlab train` on K ranks, after each rank's own work and
+    before any other collective (a rank that failed there would leave the others waiting in
+    it): every rank says whether its start failed or was interrupted (Ctrl-C). A rank that
+    failed returns, to raise its own error; the others raise "another rank could not start
+    the run" if one failed, else StartInterrupted if one was interrupted."""
+    said = np.zeros((2, comm.size), np.int32)
+    said[:, comm.rank] = (failed, interrupted)
+    comm.allreduce(said)
+    if failed:
+        return
+    if said[0].any():
+        raise RuntimeError("another rank could not start the run (its error is above)")
+    stop_if_interrupted(said[1])
+
+
+def stop_if_interrupted(flags: np.ndarray) -> None:
+    """Raise StartInterrupted naming the ranks whose flag (one per rank, as an agreement of
+    the start reduced them) is set."""
+    if flags.any():
+        raise StartInterrupted(
+            f"SIGINT (Ctrl-C) on {_ranks(flags)} while the ranks started: every rank stopped "
+            "before training; nothing was trained or saved"
+        )
+
+
+def _ranks(flags: np.ndarray) -> str:
+    """The ranks whose flag is set (one flag per rank), said: "rank 1 of 4", "ranks 1, 3 of
+    4", "all 4 ranks" (a Ctrl-C at the terminal: mpiexec forwards it to each)."""
+    which = [str(i) for i in np.flatnonzero(flags)]
+    K = len(flags)
+    if len(which) == K > 1:
+        return f"all {K} ranks"
+    return f"rank{'s' if len(which) > 1 else ''} {', '.join(which)} of {K}"
+
+
 def join_failed_start() -> None:
     """For a rank of `mpiexec ... rnnlab train` that failed before it started MPI (a bad
     option, which argparse reports before cmd_train runs): start MPI and answer the startup
@@ -200,7 +282,7 @@ def join_failed_start() -> None:
         comm = Communicator()
     except ImportError:
         return
-    comm.any(True)
+    agree_to_start(comm, failed=True, interrupted=False)
 
 
 def _abort(comm, code: int) -> None:
@@ -376,6 +458,7 @@ class DistributedTrainer(Trainer):
         if not self.lead:
             self.stream, self.quiet = _Null(), True
         self._agreed = {"interrupt": False, "time": False}
+        self._interrupted_on = np.zeros(comm.size)  # (which ranks' Ctrl-C the stop follows)
         self._global_batch: Batch | None = None
         self._reduced = False
         self._interrupted = {"flag": False}
@@ -385,6 +468,8 @@ class DistributedTrainer(Trainer):
         # (a stale copy on its node) trained from its own step, on other batches than rank
         # 0's, summed into the same update, until the ranks met in different collectives
         self._resumed = 0
+        # the Ctrl-C of the start, noted until the first step (`rnnlab train` sets it)
+        self.interrupts: StartInterrupts | None = None
 
     @staticmethod
     def _check_rows(n: int, cfg, K: int) -> None:
@@ -409,10 +494,14 @@ class DistributedTrainer(Trainer):
         rank 0's first batch. Each rank reads its own options and --data (a new run needs no
         shared filesystem), and one given another text of the same alphabet, or another
         --lr in an MPMD launch, trained on without a word: the weights stay equal (the
-        gradients are summed), the run is not the one its config.json describes."""
+        gradients are summed), the run is not the one its config.json describes. Also an
+        agreement on the Ctrl-C noted since the start agreement (`interrupts`): the last
+        before the run directory is made, which a rank interrupted while it waited there for
+        a slower one's start reaches first."""
         K, r = self.comm.size, self.comm.rank
-        crcs = np.zeros((4, K), np.int64)
-        crcs[:, r] = (*self._fingerprint, self._resumed, self.step)
+        crcs = np.zeros((5, K), np.int64)
+        noted = self.interrupts is not None and self.interrupts.noted
+        crcs[:, r] = (*self._fingerprint, self._resumed, self.step, noted)
         self.comm.where = " at the start"
         self.comm.allreduce(crcs)
         for row, what in ((crcs[0], "has other settings (its options or --config)"),
@@ -433,6 +522,7 @@ class DistributedTrainer(Trainer):
                 "directory (a shared filesystem, or on a machine of its own a copy with the "
                 "same bytes)"
             )
+        stop_if_interrupted(crcs[4])
 
     def _rows(self) -> slice:
         return slice(self.comm.rank * self.shard, (self.comm.rank + 1) * self.shard)
@@ -472,37 +562,45 @@ class DistributedTrainer(Trainer):
 
     def _reduce(self, grads, loss, step):
         K, r = self.comm.size, self.comm.rank
-        # extra slots, in the gradients' dtype: interrupt, time limit, then per rank
-        # "diverged" and its weighted loss as two numbers, the loss rounded to that dtype
-        # and what the rounding left (the others' slots are 0, and x + 0 is x): the loss
-        # summed in float32 kept 7 of the 16 digits one process logs (its mean is summed
-        # in float64), 1.4670792818069458 for 1.467079296708107 at step 1 of adding
-        extra = np.zeros(2 + 3 * K)
-        extra[0] = bool(self._interrupted["flag"])
+        # extra slots, in the gradients' dtype: time limit, then per rank interrupt (which
+        # rank, said at the stop), "diverged" and its weighted loss as two numbers, the loss
+        # rounded to that dtype and what the rounding left (the others' slots are 0, and
+        # x + 0 is x): the loss summed in float32 kept 7 of the 16 digits one process logs
+        # (its mean is summed in float64), 1.4670792818069458 for 1.467079296708107 at
+        # step 1 of adding
+        extra = np.zeros(1 + 4 * K)
         limit = self.cfg.time_limit
-        extra[1] = bool(limit and time.perf_counter() - self._t_start > limit)
+        extra[0] = bool(limit and time.perf_counter() - self._t_start > limit)
+        extra[1 + r] = bool(self._interrupted["flag"])
         diverged = grads is None
         if diverged:
             grads = self._zero_grads()
-            extra[2 + r] = 1
+            extra[1 + K + r] = 1
         else:
             dtype = np.result_type(*grads.values())
             mine = loss * self._weight
             high = float(dtype.type(mine)) if dtype.itemsize < 8 else mine
-            extra[2 + K + r], extra[2 + 2 * K + r] = high, mine - high
+            extra[1 + 2 * K + r], extra[1 + 3 * K + r] = high, mine - high
         self.comm.where = f" at step {step + 1}"
         out, extra = reduce_gradients(grads, self.comm, self._weight, extra)
         self._reduced = True
-        self._agreed["interrupt"] = bool(extra[0])
-        self._agreed["time"] = bool(extra[1])
-        others = [i for i in range(K) if extra[2 + i] and i != r]
+        self._agreed["time"] = bool(extra[0])
+        self._agreed["interrupt"] = bool(extra[1 : 1 + K].any())
+        self._interrupted_on = extra[1 : 1 + K].copy()
+        others = [i for i in range(K) if extra[1 + K + i] and i != r]
         if others and not diverged:
             raise NonFiniteError(
                 f"rank {others[0]} of {K} found NaN or inf at step {step + 1} (its message "
                 f"says where); the weights were not updated. {self._remedy()}"
             )
-        parts = extra[2 + K :].astype(np.float64)
+        parts = extra[1 + 2 * K :].astype(np.float64)
         return out, sum(float(parts[i]) + float(parts[K + i]) for i in range(K))
+
+    def _interrupted_before(self):
+        return self.interrupts is not None and self.interrupts.noted
+
+    def _interrupted_where(self):
+        return f" (SIGINT on {_ranks(self._interrupted_on)})"
 
     def _zero_grads(self) -> dict:
         return {k: np.zeros_like(v) for k, v in self.model.params.items()}

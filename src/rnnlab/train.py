@@ -855,6 +855,17 @@ class Trainer:
         """The gradients and loss the update uses (across ranks: their weighted sum)."""
         return grads, loss
 
+    def _interrupted_before(self) -> bool:
+        """Whether a Ctrl-C came before this call of `run` took SIGINT over, one its caller
+        noted instead of raising KeyboardInterrupt (rnnlab.distributed.StartInterrupts, past
+        the last agreement of the ranks' start): training then stops after its first step,
+        as after a Ctrl-C during it. Alone, a process has no such caller."""
+        return False
+
+    def _interrupted_where(self) -> str:
+        """Said after "interrupted" at a Ctrl-C stop (DistributedTrainer: on which ranks)."""
+        return ""
+
     def _agree(self, local: bool, kind: str) -> bool:
         """A stop decision ("interrupt", "time") every rank takes at the same step."""
         return local
@@ -962,6 +973,8 @@ class Trainer:
             old_handler = signal.signal(signal.SIGINT, on_sigint)
         except ValueError:  # not the main thread
             old_handler = None
+        if self._interrupted_before():  # (asked once on_sigint holds SIGINT: none is lost)
+            interrupted["flag"] = True
         last_saved = self.step
         # (step, path) of the last checkpoint this call saved: a stop that keeps the weights
         # of that same step points to it instead of saving it again, whose replacement of a
@@ -1055,8 +1068,8 @@ class Trainer:
             )
         if self.stopped_by == "interrupt":
             progress.message(
-                f"interrupted: checkpoint saved at step {self.step} in {self.run_dir}; "
-                f"continue with: rnnlab train --resume {self.run_dir}"
+                f"interrupted{self._interrupted_where()}: checkpoint saved at step {self.step} in "
+                f"{self.run_dir}; continue with: rnnlab train --resume {self.run_dir}"
             )
         if self.stopped_by == "time limit":
             progress.message(

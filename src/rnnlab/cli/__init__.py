@@ -166,8 +166,8 @@ def _guarded(command: Callable[..., int], *args: object, memory: str = "") -> in
     what to try when memory runs out, in the command's own options."""
     try:
         return command(*args)
-    except KeyboardInterrupt:
-        print("rnnlab: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:  # (one with a message says what it stopped)
+        print("rnnlab: interrupted" + (f": {one_line(e)}" if str(e) else ""), file=sys.stderr)
         return EXIT_INTERRUPTED
     except (ValueError, OSError, ImportError) as e:
         print(f"rnnlab: error: {one_line(e)}", file=sys.stderr)

@@ -116,33 +116,19 @@ def _as_given(message: str, options: Collection[str], config: str | None,
 
 
 def cmd_train(args) -> int:
-    from rnnlab import tasks
+    from rnnlab import distributed, tasks
 
-    comm = _communicator()
+    # Under MPI a Ctrl-C is noted until training takes it over, and the ranks' agreements
+    # stop them all together (distributed.StartInterrupts); rank 0's evaluation after
+    # training is its own again.
+    interrupts = distributed.StartInterrupts() if distributed.launched() else None
     try:
-        trainer, task, model, run_dir = _prepare_train(args, comm)
-    except BaseException:
-        if comm is not None:  # the other ranks wait for every rank's word below
-            comm.any(True)
-        raise
-    # Every step above is rank-local: a rank that failed said so in this one collective, and
-    # no rank entered another collective (rank 0 would wait in it for the failed rank). A
-    # rank whose options were refused answers it too (distributed.join_failed_start).
-    if comm is not None and comm.any(False):
-        raise RuntimeError("another rank could not start the run (its error is above)")
-    if comm is not None:
-        trainer.check_same_run()  # (a collective: every rank raises, or none)
-    if run_dir is None:  # made only now, so that a start that fails leaves no empty directory
-        run_dir = trainer.run_dir = _new_run_dir(comm, trainer.cfg.task)
-    if not args.resume and (comm is None or comm.rank == 0):
-        cfg = trainer.cfg
-        ranks = f" on {comm.size} ranks, batch {cfg.batch_size // comm.size} each" if comm else ""
-        print(
-            f"training {cfg.task} ({cfg.cell}, {sum(v.size for v in model.params.values()):,} "
-            f"parameters{ranks}) into {run_dir}",
-            file=sys.stderr,
-        )
-    result = trainer.run()
+        comm = _communicator()
+        trainer, task, model, run_dir = _start_train(args, comm, interrupts)
+        result = trainer.run()
+    finally:
+        if interrupts is not None:
+            interrupts.restore()
     if comm is not None and comm.rank != 0:  # rank 0 alone evaluates and writes
         return EXIT_INTERRUPTED if result["stopped_by"] == "interrupt" else 0
     final = task.evaluate(model, "test")
@@ -156,6 +142,48 @@ def cmd_train(args) -> int:
 
 
 _OVERFLOW = "the model's outputs overflow on the test split"
+
+
+def _start_train(args, comm, interrupts) -> tuple:
+    """`_prepare_train`, then under MPI (`comm`, and `interrupts`: its Ctrl-C) the ranks'
+    agreements, and the run directory of a new run made."""
+    from rnnlab import distributed
+
+    try:
+        if interrupts is not None:
+            interrupts.local = True  # (a Ctrl-C raises at once in the rank's own work)
+        trainer, task, model, run_dir = _prepare_train(args, comm)
+        if interrupts is not None:
+            interrupts.local = False
+    except BaseException as e:
+        if comm is None:
+            raise
+        # the other ranks wait for every rank's word below
+        assert interrupts is not None  # (for mypy: given when comm is)
+        interrupts.local = False
+        stopped = isinstance(e, KeyboardInterrupt)
+        distributed.agree_to_start(comm, failed=not stopped,
+                                   interrupted=stopped or interrupts.noted)  # fmt: skip
+        raise
+    # Every step above is rank-local: a rank that failed said so in this one collective, and
+    # no rank entered another collective (rank 0 would wait in it for the failed rank). A
+    # rank whose options were refused answers it too (distributed.join_failed_start).
+    if comm is not None:
+        assert interrupts is not None
+        distributed.agree_to_start(comm, failed=False, interrupted=interrupts.noted)
+        trainer.interrupts = interrupts
+        trainer.check_same_run()  # (a collective: every rank raises, or none)
+    if run_dir is None:  # made only now, so that a start that fails leaves no empty directory
+        run_dir = trainer.run_dir = _new_run_dir(comm, trainer.cfg.task)
+    if not args.resume and (comm is None or comm.rank == 0):
+        cfg = trainer.cfg
+        ranks = f" on {comm.size} ranks, batch {cfg.batch_size // comm.size} each" if comm else ""
+        print(
+            f"training {cfg.task} ({cfg.cell}, {sum(v.size for v in model.params.values()):,} "
+            f"parameters{ranks}) into {run_dir}",
+            file=sys.stderr,
+        )
+    return trainer, task, model, run_dir
 
 
 def _communicator():
