@@ -244,9 +244,14 @@ def test_the_sum_by_id_holds_the_ids_the_batch_reads_only(monkeypatch):
                        rng=rng))  # fmt: skip
     x = rng.integers(0, big, (B, T))
     sizes = []
-    real = fast.rows_summed_by_id
-    monkeypatch.setattr(fast, "rows_summed_by_id",
-                        lambda rows, ids, n: sizes.append(n) or real(rows, ids, n))
+    real = fast.backward_loop
+
+    def spy(*args, sums=None, ids=None, **kwargs):
+        if ids is not None:
+            sizes.append(sums.shape[0])
+        return real(*args, sums=sums, ids=ids, **kwargs)
+
+    monkeypatch.setattr(fast, "backward_loop", spy)
     d = rng.standard_normal((B, T, 3))
     with parallel.session():
         b = model.backward(model.forward(x), d, input_grad=False)
@@ -274,31 +279,6 @@ def test_a_non_finite_table_gradient_is_named(monkeypatch):
     with pytest.raises(NonFiniteError, match=r"module 0's weight \(Embedding\) became NaN or "
                        "inf in backward"):  # fmt: skip
         model.backward(model.forward(x), np.ones((B, T, V)))
-
-
-@pytest.mark.skipif(not fast.available(), reason="numba is not installed")
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_rows_summed_by_id_over_a_tape_block(dtype):
-    """The compiled sum reads a block of a wider array's columns where it lies, and splits
-    its columns over the threads inside a session."""
-    rng = np.random.default_rng(12)
-    wide = rng.standard_normal((40 * 9, 700)).astype(dtype)
-    rows = wide[:, 100:612]
-    ids = rng.integers(0, 13, 40 * 9)
-    want = np.zeros((15, 512))
-    np.add.at(want, ids, rows.astype(np.float64))
-    for session in (False, True):
-        if session:
-            with parallel.session():
-                got = fast.rows_summed_by_id(rows, ids, 15)
-        else:
-            got = fast.rows_summed_by_id(rows, ids, 15)
-        assert got.dtype == dtype and got.shape == (15, 512)
-        np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == np.float32 else 1e-12,
-                                   atol=1e-4 if dtype == np.float32 else 1e-12)  # fmt: skip
-    assert not fast.rows_summed_by_id(rows[:0], ids[:0], 3).any()
-    backwards = fast.rows_summed_by_id(rows[::-1], ids[::-1], 15)  # copied: negative strides
-    np.testing.assert_allclose(backwards, want, rtol=1e-4, atol=1e-4)
 
 
 if os.environ.get("CI"):

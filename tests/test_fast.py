@@ -274,6 +274,52 @@ def test_backward_without_trace(kind):
     assert (dc0 is None) == ("dc0" not in want)
 
 
+@pytest.mark.parametrize("by_id", [False, True], ids=["bias", "by_id"])
+@pytest.mark.parametrize("kind", KIND_IDS)
+def test_backward_loop_sums_the_valid_rows_it_wrote(kind, by_id, monkeypatch):
+    """`sums`: the loop adds each valid row's pre-activation gradient into its id's row (or
+    row 0) while it has it, in a block per thread: equal to the sums over what the loop
+    wrote, for a batch split over two threads, masked rows (holes and padding) left out."""
+    from rnnlab.fast import parallel
+
+    shape = (7, 10, H)
+    p = problem(kind, True, False, seed=12, shape=shape)
+    rng = np.random.default_rng(5)
+    p["mask"] = rng.random(shape[:2]) < 0.7
+    cell = CELLS[kind]
+    GH = cell.gates * H
+    tape = run_forward(kind, p, "fast")
+    hs, cs, saved = tape
+    saved = saved.copy()
+    ids = rng.integers(0, 4, shape[:2]) if by_id else None
+    sums = np.zeros((4 if by_id else 1, GH))
+    dXA = np.empty((*shape[:2], GH))
+    dHA = np.empty((*shape[:2], len(cell.hh_own) * H))
+    monkeypatch.setattr(fast, "MIN_LOOP_FLOPS", 0)  # two threads even for this small loop
+    with settings.override(num_threads=2), parallel.session():
+        parts = fast._loop_parts((shape[0], shape[1], GH, H), True)
+        fast.backward_loop(cell, p["W_hh"], None, hs, cs, saved, p["mask"], False, p["dys"],
+                           p["dh"], p["dc"], dXA, dHA, None, sums=sums, ids=ids)  # fmt: skip
+    assert len(parts) == 2
+    if cell.grads_over_tape:
+        dXA = saved[:, :, :GH]
+    rows = dXA[p["mask"]]
+    which = ids[p["mask"]] if by_id else np.zeros(len(rows), int)
+    want = np.zeros_like(sums)
+    np.add.at(want, which, rows)
+    np.testing.assert_allclose(sums, want, rtol=1e-13, atol=1e-13)
+    assert np.count_nonzero(sums) == sums.size
+
+
+def test_backward_loop_sums_refuses_another_layout():
+    p = problem("lstm", False, False)
+    hs, cs, saved = run_forward("lstm", p, "fast")
+    with pytest.raises(ValueError, match="sums"):
+        fast.backward_loop(CELLS["lstm"], p["W_hh"], None, hs, cs, saved.copy(), None, False,
+                           p["dys"], p["dh"], p["dc"], None, None, None,
+                           sums=np.zeros((1, 4 * H), np.float32))  # fmt: skip
+
+
 def test_incoming_state_gradients_are_not_modified():
     p = problem("lstm", False, False)
     tape = run_forward("lstm", p, "fast")

@@ -144,13 +144,14 @@ class Lookup:
 
 def rows_summed_by_id(rows: np.ndarray, ids: np.ndarray, like: np.ndarray) -> np.ndarray:
     """dW with dW[v] = Σ rows[i] over the i with ids[i] = v (zero for an id not seen), shaped
-    and typed as `like` (the table; rnnlab.fast.rows_summed_by_id takes its rows count): the
+    and typed as `like` (the table): the
     rows sorted by id (stably: each id's rows keep their order) and each id's run summed at
     once. np.add.at, which adds row by row, took 7x as long for a character model's batch
     of 4096 rows of 64 (3.45 against 0.48 ms), and the float32 sums came no nearer the
     float64 ones (bench/README.md, "A gradient given up"). (For rows as wide as an LSTM's
-    gates, 4096 × 1024, this and np.add.at took ~40 ms: rnnlab.fast.rows_summed_by_id's
-    compiled pass ~1 ms, bench/README.md "The embedding folded into layer 1".)"""
+    gates, 4096 × 1024, this and np.add.at took ~40 ms: the compiled BPTT loop adds each
+    row to its id's while it has it, bench/README.md "Sums made while the loop has the
+    rows".)"""
     dW = np.zeros_like(like)
     if not ids.size:
         return dW
@@ -313,18 +314,22 @@ def _loop_backward(
     dq: np.ndarray | None, dh_trace: np.ndarray | None = None, W_hr: np.ndarray | None = None,
     noise: Noise | None = None, own: np.ndarray | None = None, own_c: np.ndarray | None = None,
     dHR: np.ndarray | None = None, feedback: Feedback | None = None,
+    sums: np.ndarray | None = None, ids: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
     """BPTT over the steps of one direction: fills dXA/dHA (or, compiled, the tape for cells
     with grads_over_tape), dq and dHR (∂L/∂h_t at each step, for the projection's gradient;
     zero at masked steps), returns (dh_0, dc_0). `dys` must already be zero at masked
-    steps. With `feedback`, dys is ∂L/∂o_t, the outputs' gradient (Feedback)."""
+    steps. With `feedback`, dys is ∂L/∂o_t, the outputs' gradient (Feedback). sums, ids:
+    the compiled loop's (rnnlab.fast.backward_loop), compiled only."""
     fast = _fast()
     if fast is not None:
         dh0_dc0: tuple[np.ndarray, np.ndarray | None] = fast.backward_loop(
             cell, W_hh, q, hs, cs, saved, mask, reverse, dys, dh, dc, dXA, dHA, dq, dh_trace,
             W_hr=W_hr, noise=noise, own=own, own_c=own_c, dHR=dHR, feedback=feedback,
+            sums=sums, ids=ids,
         )  # fmt: skip
         return dh0_dc0
+    assert sums is None  # (_bptt asks for them only where the loop is compiled)
     T, B, P = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
     dt = hs.dtype
     noise = Noise() if noise is None else noise
@@ -837,20 +842,28 @@ def _bptt(cell: Cell, p: Params, X: np.ndarray, hs: np.ndarray, cs: np.ndarray |
     dHR = None if p.W_hr is None else parallel.scratch("proj", (T, B, K), X.dtype)  # type: ignore[arg-type]
     if W_hh is None:
         W_hh = _step_weights(cell, p.W_hh, B, backward=True)
+    # Compiled, the loop sums the pre-activation gradients as it writes them: by id where X's
+    # rows were a table's (S (U, G·H)), else b_ih's gradient (one row)
+    sums = ids = None
+    if _fast() is not None:
+        if lookup is not None:
+            seen, first, which = lookup.groups
+            ids = which.reshape(T, B)
+        sums = np.zeros((len(seen) if lookup is not None else 1, GH))
     dh, dc = _loop_backward(cell, W_hh, p.q, hs, cs, saved, mask, reverse, dys, dh, dc, dXA,
-                            dHA, dq, dh_trace, p.W_hr, noise, own, own_c, dHR,
-                            feedback)  # fmt: skip
+                            dHA, dq, dh_trace, p.W_hr, noise, own, own_c, dHR, feedback,
+                            sums, ids)  # fmt: skip
     cs = None  # (not read again: the caller's tape may have given it up, _cell_states)
     prev = hs[1:] if reverse else hs[:-1]
     if noise is not None and noise.keep is not None:
         prev = prev * noise.keep  # what the products took
-    fast = _fast() if lookup is not None else None
     by_id = None  # the pre-activation gradients summed by id, S (U, G·H), and X's rows (Lookup)
-    if fast is not None:
-        seen, first, which = lookup.groups  # type: ignore[union-attr]  # (set with fast)
-        S = fast.rows_summed_by_id(dXA.reshape(T * B, GH), which, len(seen))
-        by_id = (S, X[first // B, first % B])  # (X may be a view: its U rows only)
-    grads = _weight_grads(cell, p, X, prev, saved, dXA, dHA, by_id)
+    db_ih = None
+    if sums is not None:
+        db_ih = sums.sum(axis=0).astype(X.dtype)
+        if ids is not None:
+            by_id = (sums.astype(X.dtype), X[first // B, first % B])  # (X may be a view)
+    grads = _weight_grads(cell, p, X, prev, saved, dXA, dHA, by_id, db_ih)
     if dq is not None:
         grads.q = dq.sum(axis=0).reshape(p.q.shape)  # type: ignore[union-attr]
     if dHR is not None:
@@ -934,11 +947,13 @@ def _weight_grads(
     dXA: np.ndarray,
     dHA: np.ndarray | None,
     by_id: tuple[np.ndarray, np.ndarray] | None = None,
+    db_ih: np.ndarray | None = None,
 ) -> Params:
     """The deferred weight gradients: products over all T·B rows at once, in one hand-over
     to the threads, one product for each run of W_hh's rows that shares its gradients and
     inputs (the products' sources, own blocks apart). by_id = (S, X_U) where X's rows were
-    a table's (Lookup): W_ih's gradient is then Sᵀ X_U, a product of the U ids' rows."""
+    a table's (Lookup): W_ih's gradient is then Sᵀ X_U, a product of the U ids' rows.
+    db_ih: b_ih's gradient where the loop summed it (else summed here over dA_x's rows)."""
     T, B, I = X.shape
     GH, P = p.W_hh.shape
     H = GH // cell.gates
@@ -968,9 +983,8 @@ def _weight_grads(
     pairs = ours + [(grads, inputs) for _, grads, inputs in blocks]
     # a block whose gradients are columns of dA_x has its bias sum in b_ih's: not again
     shared = [_columns_of(grads, dA_x) for _, grads, _ in blocks]
-    # by id, b_ih's gradient is the sum of S's U rows, not of dA_x's T·B (a pass over the
-    # tape's gates saved: 0.4 ms of the character LM's step)
-    sums = ([dA_x] if by_id is None else []) + [
+    # b_ih's gradient is summed here only where the compiled loop did not sum it
+    sums = ([dA_x] if db_ih is None else []) + [
         grads for (_, grads, _), same in zip(blocks, shared, strict=True) if not same
     ]
     whole = len(blocks) == 1 and blocks[0][0] == slice(0, GH)
@@ -981,11 +995,13 @@ def _weight_grads(
     dW_hh = None if whole else (np.empty if covered else np.zeros)((GH, P), dtype)
     outs = [None] * len(ours) + [None if dW_hh is None else dW_hh[rows] for rows, _, _ in blocks]
     products, totals = parallel.inner_products(pairs, sums, outs)
+    if db_ih is None:
+        db_ih = totals.pop(0)
     if by_id is None:
-        dW_ih, db_ih = products.pop(0), totals.pop(0)
+        dW_ih = products.pop(0)
     else:
         S, seen_rows = by_id
-        dW_ih, db_ih = parallel.matmul(S.T, seen_rows), S.sum(axis=0)
+        dW_ih = parallel.matmul(S.T, seen_rows)
     if dW_hh is None:
         db_hh = db_ih[shared[0]].copy() if shared[0] is not None else totals[0]
         return Params(dW_ih, products[0], db_ih, db_hh)

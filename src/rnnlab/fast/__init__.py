@@ -117,10 +117,16 @@ def _run_parts(kernel, args: tuple, dims: tuple[int, int, int, int], numpy_blas:
     multiplies x_t too (projecting_loop)."""
     from rnnlab.fast import parallel
 
+    parallel.run_parts(lambda b0, b1: kernel(*args, b0, b1), _loop_parts(dims, numpy_blas))
+
+
+def _loop_parts(dims: tuple[int, int, int, int], numpy_blas: bool) -> list[tuple[int, int]]:
+    """The row ranges _run_parts splits a loop's batch into."""
+    from rnnlab.fast import parallel
+
     T, B, GH, K = dims
     big = 2 * T * B * GH * K >= MIN_LOOP_FLOPS
-    parts = parallel.row_parts(B, MIN_ROWS) if numpy_blas and big else [(0, B)]
-    parallel.run_parts(lambda b0, b1: kernel(*args, b0, b1), parts)
+    return parallel.row_parts(B, MIN_ROWS) if numpy_blas and big else [(0, B)]
 
 
 MIN_LOSS_ELEMENTS = 1 << 18  # a loss over fewer elements runs on one thread
@@ -299,37 +305,6 @@ def transposed(a: np.ndarray) -> np.ndarray:
     a = np.ascontiguousarray(a)
     out = np.empty((a.shape[1], a.shape[0]), a.dtype)
     kernels.transpose_into(a, out)
-    return out
-
-
-MIN_SUM_COLUMNS = 256  # the fewest columns of a sum by id worth a thread of their own
-
-
-def rows_summed_by_id(rows: np.ndarray, ids: np.ndarray, n: int) -> np.ndarray:
-    """S (n, C) with S[v] = Σ rows[i] over the i with ids[i] = v (zero for an id not seen),
-    in rows' dtype, for rows (N, C) float32 or float64 and ids (N,) integers in [0, n): one
-    compiled pass over the rows (kernels.rows_summed_by_id), each id's row of S accumulated
-    in the rows' order, split by columns over rnnlab's threads inside a session. rows may be
-    a view whose rows are evenly spaced with contiguous values (a block of a wider tape's
-    columns); it is copied otherwise."""
-    from rnnlab.fast import kernels, parallel
-
-    N, C = rows.shape
-    if rows.strides[1] != rows.itemsize or rows.strides[0] % rows.itemsize or (
-        rows.strides[0] < C * rows.itemsize and N > 1
-    ):
-        rows = np.ascontiguousarray(rows)
-    stride = rows.strides[0] // rows.itemsize if N > 1 else C
-    # the memory the rows span, as one 1-D array of contiguous values (no more: the last
-    # row ends the view)
-    flat = np.lib.stride_tricks.as_strided(rows, shape=((N - 1) * stride + C if N else 0,),
-                                           strides=(rows.itemsize,), writeable=False)  # fmt: skip
-    out = np.zeros((n, C), rows.dtype)
-    ids = np.ascontiguousarray(ids, dtype=np.intp)
-    parts = parallel.row_parts(C, MIN_SUM_COLUMNS)
-    parallel.run_parts(
-        lambda c0, c1: kernels.rows_summed_by_id(flat, stride, ids, out, c0, c1), parts
-    )
     return out
 
 
@@ -778,10 +753,18 @@ def backward_loop(
     own_c: np.ndarray | None = None,
     dHR: np.ndarray | None = None,
     feedback=None,
+    sums: np.ndarray | None = None,
+    ids: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """BPTT through the time loop of `cell`: fills dXA and dHA (or the tape, for cells with
     grads_over_tape), dq and, with a projection W_hr, dHR (T, B, P) (∂L/∂h_t, zero at
-    masked steps); returns (dh0, dc0). The keywords are forward_loop's."""
+    masked steps); returns (dh0, dc0). The keywords are forward_loop's, and `sums` (U, G·H)
+    float64, zero on entry: where given, it gets the pre-activation gradients of the valid
+    rows summed while the loop has them in cache, by `ids` (T, B) integers in [0, U) where
+    given (an Embedding's ids: row u the sum over the rows of id u), else all into row 0
+    (b_ih's gradient; U = 1). Each thread sums its rows into a block of its own, the blocks
+    are added after: a pass over the T·B rows of the gradients saved, at the price of
+    ~G·H adds a row inside the loop."""
     from rnnlab.fast import blas, loops
 
     np_blas = blas.NUMPY_CBLAS and numpy_blas is not False
@@ -822,9 +805,29 @@ def backward_loop(
     dHR = dHR if proj else np.empty((0, 0, 0), dt)
     dcell = np.empty((B, H if proj or zone_h else 0), dt)
     dccell = np.empty((B, H if zone_c else 0), dt)
+    dims = (T, B, GH, H)
+    parts = _loop_parts(dims, np_blas)
+    if sums is None:
+        mode, blocks = 0, np.zeros((0, 0, 0))
+        slot, at = np.zeros(0, np.intp), np.zeros((0, 0), np.intp)
+    else:
+        if sums.dtype != np.float64 or sums.shape[1] != GH or not sums.flags.c_contiguous:
+            _checks.fail("sums", f"a C-contiguous float64 (U, {GH}) array",
+                         f"{sums.dtype} {sums.shape}")  # fmt: skip
+        mode = 2 if ids is None else 1
+        blocks = np.zeros((len(parts), *sums.shape))
+        slot = np.empty(B, np.intp)
+        for p, (b0, b1) in enumerate(parts):
+            slot[b0:b1] = p
+        at = np.zeros((T, B), np.intp) if ids is None else np.ascontiguousarray(ids, np.intp)
     args = (*W.factors, _extra(q, H, dt), hs, _carry(cs, T + 1, B, dt), tape, dXA, dHA, m,
             has_mask, bool(reverse), dys, has_dys, dh, dc, trace, has_trace, np_blas, H, dq,
             np.empty((B, H), dt), hh[0], hh[1], np.empty((B, P), dt), *around, dHR, dcell,
-            dccell, np.empty((0, 0), dt) if feedback is None else _c(feedback.use, dt))  # fmt: skip
-    _run_parts(loop, args, (T, B, GH, H), np_blas)
+            dccell, np.empty((0, 0), dt) if feedback is None else _c(feedback.use, dt),
+            blocks, slot, at, mode)  # fmt: skip
+    from rnnlab.fast import parallel
+
+    parallel.run_parts(lambda b0, b1: loop(*args, b0, b1), parts)
+    if sums is not None:
+        np.sum(blocks, axis=0, out=sums)
     return dh, (dc if cell.has_c else None)

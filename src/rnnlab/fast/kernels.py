@@ -439,22 +439,6 @@ def transpose_into(a, out):
                     row[i] = a[i, j]
 
 
-@njit(**JIT)
-def rows_summed_by_id(flat, stride, ids, out, c0, c1):
-    """out[v, c0:c1] += Σ row_i[c0:c1] over the i with ids[i] = v, where row i is
-    flat[i·stride : i·stride + out.shape[1]] (a 2-D array's rows, evenly spaced, with
-    contiguous values: the pre-activation gradients, which may lie in a wider tape). The rows
-    come as slices of the 1-D `flat`, so each is contiguous to LLVM, which vectorises the
-    adds (rows of a strided 2-D view ran ~1.5x as long). Rows are added in their order, each
-    into its id's row of `out` (C-contiguous, (V, C)), which stays in cache."""
-    n = c1 - c0
-    for i in range(ids.shape[0]):
-        r = flat[i * stride + c0 : i * stride + c1]
-        o = out[ids[i]][c0:c1]
-        for j in range(n):
-            o[j] += r[j]
-
-
 # --------------------------------------------------------------------------- products
 _CBLAS_HEAD = (types.int32, types.int32, types.int32, types.int64, types.int64, types.int64)
 _CBLAS_TAIL = (types.intp, types.int64, types.intp, types.int64)

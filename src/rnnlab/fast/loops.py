@@ -369,7 +369,8 @@ def _loops(key, around=NOTHING_AROUND):
 
     def backward(W0, W1, q, hs, cs, tape, dXA, dHA, mask, has_mask, reverse, dys, has_dys, dh,
                  dc, trace, has_trace, numpy_blas, H, dq, dsrc, hh0, hh1, tmp, W_r, keep, zh, zc,
-                 own, ownc, dHR, dcell, dccell, use, b0, b1):  # fmt: skip
+                 own, ownc, dHR, dcell, dccell, use, sums, slot, ids, sum_mode,
+                 b0, b1):  # fmt: skip
         """BPTT over the rows b0:b1: dXA (dHA) get ∂L/∂pre-activations, dh (dc) go from
         ∂L/∂h_T (∂L/∂c_T) to ∂L/∂h_0 (∂L/∂c_0). With grads_over_tape dXA and dHA are
         unused: the gradients go over the tape. dsrc: (B, H) buffer for the gradient of a
@@ -378,7 +379,11 @@ def _loops(key, around=NOTHING_AROUND):
         the projection (P, H), keep, zh, zc the forward's masks, own, ownc what the cell
         wrote, dHR (T, B, P) out: ∂L/∂h_t for the projection's gradient, dcell, dccell
         (B, H) the cell's ∂L/∂h̃_t, ∂L/∂c̃_t. With output feedback dys are ∂L/∂o_t, dHR gets
-        the whole ∂L/∂o_t and `use` is the forward's."""
+        the whole ∂L/∂o_t and `use` is the forward's. sum_mode 1: each valid row's
+        pre-activation gradient (its G·H values) is added to sums[slot[b], ids[t, b]] once
+        the step wrote it, while it is in cache (sums float64 (parts, U, G·H), one block of
+        rows per thread: the gradient summed by an Embedding's ids); 2: to sums[slot[b], 0]
+        (b_ih's gradient); 0: nothing."""
         T = dXA.shape[0] if not over_tape else tape.shape[0]
         P = dh.shape[1]
         GH = G * H
@@ -473,6 +478,13 @@ def _loops(key, around=NOTHING_AROUND):
                         kernels.add_into(dh[b], dcell[b])
                     if zone_c:
                         kernels.add_into(dc[b], dccell[b])
+            if sum_mode:
+                for b in range(b0, b1):
+                    if not has_mask or mask[t, b]:
+                        acc = sums[slot[b], ids[t, b] if sum_mode == 1 else 0]
+                        g = da[b]
+                        for j in range(GH):
+                            acc[j] += g[j]
 
     return make_forward, _cached_jit(backward)
 
