@@ -707,11 +707,18 @@ OWN_CLASS = {  # name: (the Keras model's layers after its Embedding, layer inde
     "dense": (lambda: [keras.layers.LSTM(5, return_sequences=True), _DenseRelu(7)], 2, "dense",
               "a Dense"),
     "lstm": (lambda: [_LSTMOwn(5, return_sequences=True), keras.layers.Dense(7)], 1, "lstm",
-             "a LSTM"),
+             "an LSTM"),
     "bidirectional": (lambda: [keras.layers.Bidirectional(_LSTMOwn(5, return_sequences=True),
                                                           merge_mode="sum"),
                                keras.layers.Dense(7)], 1, "bidirectional",
-                      "a Bidirectional of a LSTM"),
+                      "a Bidirectional of an LSTM"),
+    # (its own forward layer, Keras' backward_layer: Keras 3's Bidirectional keeps no
+    # `layer`, so the forward one was never looked at and loaded as Keras' LSTM)
+    "bidirectional_forward": (lambda: [keras.layers.Bidirectional(
+        _LSTMOwn(5, return_sequences=True), merge_mode="sum",
+        backward_layer=keras.layers.LSTM(5, return_sequences=True, go_backwards=True)),
+                                       keras.layers.Dense(7)], 1, "bidirectional",
+                              "a Bidirectional of an LSTM"),
 }  # fmt: skip
 
 
@@ -724,7 +731,7 @@ def test_a_layer_of_one_s_own_named_as_keras_s_is_refused(case, source, tmp_path
     layers, index, key, got = OWN_CLASS[case]
     k = keras.Sequential([keras.Input((None,), dtype="int32"), keras.layers.Embedding(12, 4),
                           *layers()])  # fmt: skip
-    bi = case == "bidirectional"
+    bi = case.startswith("bidirectional")
     model = Sequential(Embedding(12, 4), LSTM(4, 5, bidirectional=bi, merge="sum"),
                        Linear(5, 7))  # fmt: skip
     # (a .keras file: the class's module, or null and its registered_name)
@@ -734,7 +741,7 @@ def test_a_layer_of_one_s_own_named_as_keras_s_is_refused(case, source, tmp_path
                        rf"{got} of one's own \({said}\) instead\. rnnlab reads a Keras layer by "
                        r"its class name"):  # fmt: skip
         rk.load_weights(model, _given(k, source, tmp_path))
-    if case in ("lstm", "bidirectional") and source != "keras_file":  # (into the layer alone)
+    if case.startswith(("lstm", "bidirectional")) and source != "keras_file":  # (into the layer alone)
         with pytest.raises(ValueError, match=rf"^`source` must be a layer of Keras' own .*got "
                            rf"{got} of one's own"):  # fmt: skip
             rk.load_weights(model.modules[1], k.layers[1])

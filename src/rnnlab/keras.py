@@ -930,7 +930,7 @@ def _check_own_class(cls: str, module: object, registered: object, where: str,
         return
     said = f"module {module!r}" if module or not registered else f"registered_name {registered!r}"
     _checks.fail(where, "a layer of Keras' own (keras.layers), or the export's <Kind>WithStart",
-                 f"{outer}{_checks.a(cls or '?')} of one's own ({said})",
+                 f"{outer}{_an(cls or '?')} of one's own ({said})",
                  "rnnlab reads a Keras layer by its class name and config, which say what "
                  "Keras' layer of that name computes, not what a class of one's own does: "
                  "build the Keras model with Keras' layers to load it.")  # fmt: skip
@@ -938,15 +938,16 @@ def _check_own_class(cls: str, module: object, registered: object, where: str,
 
 def _check_object_class(x: KerasLayer, where: str, outer: str = "") -> None:
     """_check_own_class for a Keras layer object and the layers it wraps (a TimeDistributed's
-    or a Bidirectional's `layer`, a Bidirectional's `backward_layer`). Not a layer at all:
-    the caller's refusal says what it expected."""
+    `layer`, a Bidirectional's `forward_layer` and `backward_layer`: Keras 3's Bidirectional
+    keeps no `layer`, and its forward layer is of the class given, whatever the backward
+    layer's). Not a layer at all: the caller's refusal says what it expected."""
     if not _is_layer(x):
         return
     _check_own_class(type(x).__name__, type(x).__module__, None, where, outer)
-    for name in ("layer", "backward_layer"):
+    for name in ("layer", "forward_layer", "backward_layer"):
         inner = getattr(x, name, None)
         if _is_layer(inner):
-            _check_object_class(inner, where, f"{outer}{_checks.a(type(x).__name__)} of ")
+            _check_object_class(inner, where, f"{outer}{_an(type(x).__name__)} of ")
 
 
 def _check_entry_class(entry: object, where: str, outer: str = "") -> None:
@@ -961,7 +962,7 @@ def _check_entry_class(entry: object, where: str, outer: str = "") -> None:
     for name in ("layer", "backward_layer"):
         inner = config.get(name) if isinstance(config, dict) else None
         if isinstance(inner, dict):
-            _check_entry_class(inner, where, f"{outer}{_checks.a(cls)} of ")
+            _check_entry_class(inner, where, f"{outer}{_an(cls)} of ")
 
 
 class _Foreign:
