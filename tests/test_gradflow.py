@@ -795,6 +795,18 @@ def test_lag_history_tells_an_overflow_from_a_lag_no_sequence_reaches():
     assert training.lag_history(grads[2:]).overflow_note() is None
 
 
+def test_the_overflow_note_names_a_step_past_a_million_as_logged():
+    """The note formatted the steps with :g, six significant digits: step 1234567 was said
+    as 1.23457e+06 (and 1000000 as 1e+06)."""
+    said = "l0: ‖∂L/∂h_k‖ overflows float64 from lag 1: exploding"
+    entry = {"l0": {"norms": [1.0, None], "factor_per_step": None}}
+    grads = [{"step": s, "kind": "gradients", "lags": entry, "lags_reached": 2,
+              "lag_overflow": said} for s in (1000000, 1234567)]  # fmt: skip
+    note = training.lag_history(grads).overflow_note()
+    assert note.endswith("first at step 1000000 (l0: ‖∂L/∂h_k‖ overflows float64 from lag 1: "
+                         "exploding), last at step 1234567")  # fmt: skip
+
+
 def test_loss_of_a_diverging_model_is_nan_without_warnings():
     """Far along a direction an IRNN overflows: the slice gets NaN, not a warning or inf."""
     from rnnlab import diagnostics as dg

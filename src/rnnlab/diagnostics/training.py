@@ -185,9 +185,14 @@ class LagHistory:
         note = (
             f"the gradient overflowed float64 (exploding) at {at.size} of the "
             f"{self.steps.size} steps that log a lag profile, first at step "
-            f"{self.steps[first]:g} ({said})"
+            f"{_step(self.steps[first])} ({said})"
         )
-        return note + (f", last at step {self.steps[last]:g}" if at.size > 1 else "")
+        return note + (f", last at step {_step(self.steps[last])}" if at.size > 1 else "")
+
+
+def _step(value: float) -> str:
+    """A logged step as its record has it: 1234567, not :g's 1.23457e+06 (six digits)."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def lag_history(grads: list[dict]) -> LagHistory | None:
