@@ -741,7 +741,8 @@ def test_a_layer_of_one_s_own_named_as_keras_s_is_refused(case, source, tmp_path
                        rf"{got} of one's own \({said}\) instead\. rnnlab reads a Keras layer by "
                        r"its class name"):  # fmt: skip
         rk.load_weights(model, _given(k, source, tmp_path))
-    if case.startswith(("lstm", "bidirectional")) and source != "keras_file":  # (into the layer alone)
+    recurrent = case.startswith(("lstm", "bidirectional"))
+    if recurrent and source != "keras_file":  # (into the layer alone)
         with pytest.raises(ValueError, match=rf"^`source` must be a layer of Keras' own .*got "
                            rf"{got} of one's own"):  # fmt: skip
             rk.load_weights(model.modules[1], k.layers[1])
