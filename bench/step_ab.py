@@ -10,16 +10,20 @@ CHANGE, and what A does instead:
   lookup       the first layer projects every row (no Embedding fold in the forward pass)
   loss         softmax cross-entropy on NumPy's passes (no compiled pass)
   norm         the gradient norm from float64 copies and dot products
+  groups       the embedding's distinct ids by np.unique's sort (not counted by id)
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
 
 from rnnlab import fast, losses, recurrence
 from rnnlab.bench.end_to_end import Model, rnnlab_trainer
@@ -34,6 +38,21 @@ def _switch(change: str) -> Callable[[bool], None]:
             recurrence.LOOKUP_MAX_SHARE = share if on else -1.0
 
         return set_lookup
+    if change == "groups":
+        counted = recurrence.Lookup.__dict__["groups"]
+
+        def unique(self):
+            seen, first, which = np.unique(self.ids.reshape(-1), return_index=True,
+                                           return_inverse=True)  # fmt: skip
+            return seen, first, which.reshape(-1)
+
+        sorted_ = functools.cached_property(unique)
+        sorted_.__set_name__(recurrence.Lookup, "groups")
+
+        def set_groups(on: bool) -> None:
+            recurrence.Lookup.groups = counted if on else sorted_  # type: ignore[method-assign]
+
+        return set_groups
     owner, name = {"loss": (losses, "_compiled_cross_entropy"),
                    "norm": (fast, "sum_of_squares")}[change]  # fmt: skip
     compiled = getattr(owner, name)
@@ -46,7 +65,7 @@ def _switch(change: str) -> Callable[[bool], None]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("change", choices=["lookup", "loss", "norm"])
+    parser.add_argument("change", choices=["lookup", "loss", "norm", "groups"])
     parser.add_argument("--rounds", type=int, default=30)
     args = parser.parse_args()
     switch = _switch(args.change)

@@ -312,3 +312,17 @@ def test_the_character_models_gradients_match_torch(bi, engine_path):
     for k, got in b.params.items():
         want = named[k].grad.numpy()
         assert _relative(got, want) < 1e-10, k
+
+
+@pytest.mark.parametrize("V, shape", [(104, (128, 32)), (5, (3, 2)), (1, (2, 2)), (300, (0, 3)),
+                                      (70_000, (4, 3))])  # fmt: skip
+def test_the_groups_by_id_are_np_unique_s(V, shape):
+    """Lookup.groups counts by id where the table is short (bincount) and sorts where it is
+    long (np.unique): the same distinct ids, first rows and places either way."""
+    from rnnlab.recurrence import Lookup
+
+    ids = np.random.default_rng(V).integers(0, V, shape).astype(np.int32)
+    got = Lookup(np.zeros((V, 2)), ids).groups
+    want = np.unique(ids.reshape(-1), return_index=True, return_inverse=True)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w.reshape(-1))
