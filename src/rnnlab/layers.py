@@ -963,12 +963,13 @@ class Recurrent:
         `rows_of=(table, ids)` says the forward's x was table[ids], an Embedding's output
         (table (V, input_size) its weight, ids its integer input, in x's layout): the result
         then carries ∂L/∂table (V, input_size) in Backward.table (with input_grad) and no
-        ∂L/∂x, and where the compiled loops run the first layer's W_ih gradient and ∂L/∂table
-        come from its pre-activation gradients summed by id, two products of the batch's
-        distinct ids' rows instead of two over every step and the embedding's own sum by id
-        (recurrence.Lookup). The caller vouches for the ids; the table gives the gradient's
-        shape (its values may have changed since the forward pass). Sequential passes it for
-        an Embedding followed by a Recurrent.
+        ∂L/∂x, and where the compiled loops run (and the batch's distinct ids are few enough
+        for the loop's per-thread sums, fast.sums_by_id_fit) the first layer's W_ih gradient
+        and ∂L/∂table come from its pre-activation gradients summed by id, two products of
+        the batch's distinct ids' rows instead of two over every step and the embedding's own
+        sum by id (recurrence.Lookup). The caller vouches for the ids; the table gives the
+        gradient's shape (its values may have changed since the forward pass). Sequential
+        passes it for an Embedding followed by a Recurrent.
 
         A forward result serves one backward pass, as PyTorch's graph does: BPTT turns the
         saved gates of an LSTM or GRU into their gradients in place, so one (T, B, G·H) array

@@ -122,8 +122,10 @@ class Lookup:
     on those ids' rows, zero elsewhere: two products of U ≤ T·B rows in place of
     dW_ih = dAᵀ X and ∂L/∂X = dA W_ih over all T·B rows followed by the table's gradient,
     ∂L/∂X summed by id (the same sums in another order). Only where the compiled loops run
-    (rnnlab.fast: the sum is one compiled pass); the NumPy path computes ∂L/∂X and sums it
-    by id, as the Embedding did. The table gives the gradient's shape and dtype only."""
+    (rnnlab.fast: the BPTT loop makes the sums) and their per-thread blocks of U rows fit
+    (fast.sums_by_id_fit); the NumPy path, and a batch of too many distinct ids, compute
+    ∂L/∂X and sum it by id, as the Embedding did. The table gives the gradient's shape and
+    dtype only."""
 
     table: np.ndarray  # (V, I)
     ids: np.ndarray  # (T, B) integers in [0, V), time-major as X
@@ -854,13 +856,16 @@ def _bptt(cell: Cell, p: Params, X: np.ndarray, hs: np.ndarray, cs: np.ndarray |
     if W_hh is None:
         W_hh = _step_weights(cell, p.W_hh, B, backward=True)
     # Compiled, the loop sums the pre-activation gradients as it writes them: by id where X's
-    # rows were a table's (S (U, G·H)), else b_ih's gradient (one row)
+    # rows were a table's (S (U, G·H)) and its blocks of U rows fit, else b_ih's gradient
+    # (one row)
     sums = ids = None
-    if _fast() is not None:
+    fast = _fast()
+    if fast is not None:
         if lookup is not None:
             seen, first, which = lookup.groups
-            ids = which.reshape(T, B)
-        sums = np.zeros((len(seen) if lookup is not None else 1, GH))
+            if fast.sums_by_id_fit(T, B, GH, H, len(seen), X.dtype):
+                ids = which.reshape(T, B)
+        sums = np.zeros((len(seen) if ids is not None else 1, GH))
     dh, dc = _loop_backward(cell, W_hh, p.q, hs, cs, saved, mask, reverse, dys, dh, dc, dXA,
                             dHA, dq, dh_trace, p.W_hr, noise, own, own_c, dHR, feedback,
                             sums, ids)  # fmt: skip
@@ -889,8 +894,9 @@ def _bptt(cell: Cell, p: Params, X: np.ndarray, hs: np.ndarray, cs: np.ndarray |
     if need_dX:
         into = _dX_over(free, dXA, dHA, (T, B, I), X.dtype)
         dX = parallel.matmul(dXA.reshape(T * B, GH), p.W_ih, out=into).reshape(T, B, I)
-    if dX is not None and lookup is not None:  # the NumPy path: ∂L/∂X summed by id, each
-        # id's rows in batch-major order, as Embedding.backward sums a batch-first gradient
+    if dX is not None and lookup is not None:  # the NumPy path, or sums by id too large for
+        # the loop's blocks: ∂L/∂X summed by id, each id's rows in batch-major order, as
+        # Embedding.backward sums a batch-first gradient
         dX = rows_summed_by_id(dX.transpose(1, 0, 2).reshape(-1, I), lookup.ids.T.reshape(-1),
                                lookup.table)  # fmt: skip
     return dX, grads, dh, dc

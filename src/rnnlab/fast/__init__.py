@@ -129,6 +129,20 @@ def _loop_parts(dims: tuple[int, int, int, int], numpy_blas: bool) -> list[tuple
     return parallel.row_parts(B, MIN_ROWS) if numpy_blas and big else [(0, B)]
 
 
+def sums_by_id_fit(T: int, B: int, GH: int, H: int, U: int, dtype: np.dtype) -> bool:
+    """Whether backward_loop may sum the pre-activation gradients by U ids (`sums`, `ids`):
+    its float64 blocks, one (U, G·H) for each part of the batch the loop is split into, take
+    no more memory than the T·B rows of gradients (of `dtype`) they sum. A word model's
+    batch, most of its ids distinct, split over many threads, would otherwise hold up to
+    threads × T·B float64 rows: 4.2 GB for a (128, 128) batch of 8,000 distinct ids into
+    an LSTM at H = 1024 over 16 threads, whose gradients take 268 MB. Where they do not
+    fit, the layer takes ∂L/∂X and sums it by id (recurrence._bptt), as without numba."""
+    from rnnlab.fast import blas
+
+    parts = _loop_parts((T, B, GH, H), blas.NUMPY_CBLAS)
+    return len(parts) * U * 8 <= T * B * np.dtype(dtype).itemsize
+
+
 MIN_LOSS_ELEMENTS = 1 << 18  # a loss over fewer elements runs on one thread
 
 
