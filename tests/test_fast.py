@@ -311,6 +311,49 @@ def test_backward_loop_sums_the_valid_rows_it_wrote(kind, by_id, monkeypatch):
     assert np.count_nonzero(sums) == sums.size
 
 
+@pytest.mark.parametrize("by_id", [False, True], ids=["bias", "by_id"])
+def test_backward_loop_sums_each_part_into_a_block_of_its_own(by_id, monkeypatch):
+    """Each part of a split batch adds into its own block (`slot`): run one part after the
+    other, each changes one block, no two the same. Two parts adding into one block, both at
+    once on two threads, would lose adds only where they collide, which the sums' test
+    above, on a loop this small, need not see."""
+    from rnnlab.fast import loops, parallel
+
+    if not blas.NUMPY_CBLAS:
+        pytest.skip("the loops split a batch on NumPy's CBLAS only")
+    shape = (5, 12, H)
+    p = problem("lstm", False, False, seed=13, shape=shape)
+    cell = CELLS["lstm"]
+    GH = cell.gates * H
+    hs, cs, saved = run_forward("lstm", p, "fast")
+    changed = []
+    real_for = loops.backward_for
+
+    def backward_for(*args):
+        real = real_for(*args)
+
+        def loop(*a):
+            sums = a[-6]  # (blocks, slot, ids, sum_mode, b0, b1)
+            before = sums.copy()
+            real(*a)
+            changed.append(np.flatnonzero((sums != before).any(axis=(1, 2))).tolist())
+
+        return loop
+
+    monkeypatch.setattr(loops, "backward_for", backward_for)
+    monkeypatch.setattr(parallel, "run_parts", lambda fn, parts: [fn(*part) for part in parts])
+    monkeypatch.setattr(fast, "MIN_LOOP_FLOPS", 0)
+    ids = np.random.default_rng(6).integers(0, 3, shape[:2]) if by_id else None
+    sums = np.zeros((3 if by_id else 1, GH))
+    with settings.override(num_threads=3), parallel.session():
+        fast.backward_loop(cell, p["W_hh"], None, hs, cs, saved.copy(), None, False, p["dys"],
+                           p["dh"], p["dc"], None, None, None, sums=sums, ids=ids,
+                           numpy_blas=True)  # fmt: skip
+    assert len(changed) == 3 and all(len(c) == 1 for c in changed), changed
+    assert len({c[0] for c in changed}) == 3, changed
+    assert np.count_nonzero(sums) == sums.size
+
+
 def test_backward_loop_sums_refuses_another_layout():
     p = problem("lstm", False, False)
     hs, cs, saved = run_forward("lstm", p, "fast")
