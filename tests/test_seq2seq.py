@@ -914,3 +914,26 @@ def test_greedy_and_sampling_stop_when_every_sequence_has_ended():
             first = (ids == eos).argmax(axis=1)
             assert (ids == eos).any(axis=1).all() and n < 30, name
             assert len(calls) == n and first.max() == n - 1, name
+
+
+def test_beam_search_with_a_huge_alpha_neither_warns_nor_raises():
+    """α = 1000: the largest penalty up to max_len 40, ((5 + 40) / 6)^1000, overflows. The
+    early stop's bound computed it at every call and warned "overflow encountered in power"
+    (raised under np.errstate(all="raise")) for a decoder whose every hypothesis ends at
+    once, where the winner's choice computes the penalties of lengths 1 and 2 only, which
+    fit. The bound is then inf and stops nothing: the output is the loop's before the stop."""
+    m = model("gru", False, "additive", seed=6)
+    src = np.random.default_rng(7).integers(0, V, (B, S))
+    eos = W - 1
+
+    def bias(prev):
+        out = np.zeros((prev.size, W))
+        out[:, eos] = 40.0
+        return out
+
+    kw = dict(src_lengths=SRC_LENGTHS, bos=0, eos=eos, max_len=40, width=3, alpha=1000.0)
+    with pytest.MonkeyPatch.context() as mp, np.errstate(all="raise"):
+        _counting(mp, bias)
+        new = m.beam_search(src, **kw)
+        *old, _ = _beam_search_as_before(m, src, **kw)
+    _same_output(new, old, eos)

@@ -732,8 +732,12 @@ def _widest_penalty(max_len: int, alpha: float) -> float:
     (at L = max_len for α ≥ 0, at L = 1 for α < 0), as computed by the winner's choice, with
     a margin of 1e-9 over the computed end points: a library's pow is within an ulp or a
     few of the exact value but not promised monotone, and `_settled` needs every computed
-    penalty at or below this one."""
-    ends = ((5.0 + np.array([1, max_len])) / 6.0) ** alpha
+    penalty at or below this one. For an α so large that this overflows it is inf, and
+    nothing stops early (s / inf is -0.0, below no finished score / penalty); without a
+    word: the overflow is of a length perhaps never decoded (it warned, or raised under
+    np.errstate(over="raise"), where every hypothesis ended at once)."""
+    with np.errstate(over="ignore"):
+        ends = ((5.0 + np.array([1, max_len])) / 6.0) ** alpha
     return float(ends.max()) * (1.0 + 1e-9)
 
 
@@ -760,9 +764,13 @@ def _settled(score: np.ndarray, done: np.ndarray, length: np.ndarray, alpha: flo
     live = ~done & (score != -np.inf)  # (a NaN counts as growing: no stop on it)
     if not live.any():
         return True
-    pen = ((5.0 + length) / 6.0) ** alpha  # as the winner's choice computes it
-    best = np.where(done & np.isfinite(score), score / pen, -np.inf).max(axis=1)
-    return bool(np.where(live, score / reach < best[:, None], True).all())
+    # (an inf `reach`, a penalty that overflowed or underflowed: -inf / inf, s / 0 and 0 / 0
+    # are NaN or -inf, which stop nothing, and no reason to warn; the winner's choice
+    # computes only the penalties of the lengths decoded)
+    with np.errstate(all="ignore"):
+        pen = ((5.0 + length) / 6.0) ** alpha  # as the winner's choice computes it
+        best = np.where(done & np.isfinite(score), score / pen, -np.inf).max(axis=1)
+        return bool(np.where(live, score / reach < best[:, None], True).all())
 
 
 def _top_k(flat: np.ndarray, k: int, done: np.ndarray, ended: np.ndarray,
