@@ -1451,6 +1451,18 @@ def test_a_zoneout_string_in_toml_is_refused_naming_the_list_form(tmp_path, caps
                    "--batch-size", 2, "--quiet", "--run-dir", tmp_path / "r") == 0  # fmt: skip
 
 
+@pytest.mark.parametrize("value", ["[0.1]", "[0.0]", "[0.1, 0.1, 0.1]"])
+def test_a_zoneout_list_that_is_not_a_pair_is_refused_by_the_config(value, tmp_path, capsys):
+    """A one-entry list passed the config's check and was refused by the layer, after the
+    task was built; now the config names it (review 115)."""
+    config = tmp_path / "z.toml"
+    config.write_text(f"zoneout = {value}\n")
+    capsys.readouterr()
+    assert run_cli("train", "adding", "--config", config, "--run-dir", tmp_path / "r") == 2
+    err = capsys.readouterr().err
+    assert "`zoneout` must be a probability or a pair [p_h, p_c]; got [" in err, err
+
+
 def test_a_run_without_checkpoints_says_how_to_go_on(tmp_path, capsys):
     run = tmp_path / "r"
     assert run_cli("train", "adding", "--T", 5, "--steps", 1, "--hidden", 4, "--batch-size", 2,

@@ -53,12 +53,14 @@ class Batch:
 class Trainee(Protocol):
     """What the Trainer trains: a module (rnnlab.layers.Module) whose weights it also loads
     (early stopping's best, a checkpoint's). A model with `wants_targets` set is passed the
-    batch's targets and the teacher-forcing probability as `targets=` and `teacher=`."""
+    batch's targets and the teacher-forcing probability as `targets=` and `teacher=`. The
+    tasks' evaluation passes `grad=False` (no backward follows: no tape need be kept)."""
 
     params: dict[str, np.ndarray]
 
     def forward(
-        self, x: Any, *, lengths: Any = ..., state: Any = ..., training: bool = ..., rng: Any = ...
+        self, x: Any, *, lengths: Any = ..., state: Any = ..., training: bool = ...,
+        rng: Any = ..., grad: bool = ...,
     ) -> Forward: ...
 
     def backward(
@@ -278,7 +280,7 @@ class TrainConfig:
         _checks.probability(self.recurrent_dropout, "recurrent_dropout")
         _checks.probability(self.input_dropout, "input_dropout")
         zones = self.zoneout if isinstance(self.zoneout, list) else [self.zoneout]
-        if len(zones) not in (1, 2):
+        if isinstance(self.zoneout, list) and len(zones) != 2:  # ([p] was refused by the layer)
             _checks.fail("zoneout", "a probability or a pair [p_h, p_c]", repr(self.zoneout))
         for z in zones:
             if not _number(z) or not 0 <= z < 1:  # (a TOML string "0,0.5" is not the pair)
