@@ -11,6 +11,8 @@ CHANGE, and what A does instead:
   loss         softmax cross-entropy on NumPy's passes (no compiled pass)
   norm         the gradient norm from float64 copies and dot products
   groups       the embedding's distinct ids by np.unique's sort (not counted by id)
+  update       the clip written into the gradients, then the weights and squares read
+               again for NaN/inf (not the clip's scale and the check in Adam's pass)
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab import fast, losses, recurrence
+from rnnlab import fast, losses, optim, recurrence
 from rnnlab.bench.end_to_end import Model, rnnlab_trainer
 
 
@@ -38,6 +40,18 @@ def _switch(change: str) -> Callable[[bool], None]:
             recurrence.LOOKUP_MAX_SHARE = share if on else -1.0
 
         return set_lookup
+    if change == "update":
+        takes, update = optim.takes_grad_scale, optim.Optimizer.update
+
+        def unknown(self, *args, **kwargs):
+            update(self, *args, **kwargs)
+            return frozenset()
+
+        def set_update(on: bool) -> None:
+            optim.takes_grad_scale = takes if on else (lambda opt: False)
+            optim.Optimizer.update = update if on else unknown  # type: ignore[method-assign]
+
+        return set_update
     if change == "groups":
         counted = recurrence.Lookup.__dict__["groups"]
 
@@ -65,7 +79,7 @@ def _switch(change: str) -> Callable[[bool], None]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("change", choices=["lookup", "loss", "norm", "groups"])
+    parser.add_argument("change", choices=["lookup", "loss", "norm", "groups", "update"])
     parser.add_argument("--rounds", type=int, default=30)
     args = parser.parse_args()
     switch = _switch(args.change)

@@ -1831,3 +1831,38 @@ def test_a_stop_right_after_a_checkpoint_does_not_save_that_step_again(tmp_path,
         Trainer(model, task, cfg, tmp_path / "r", spec=spec, quiet=True).run()
     assert saved == [1, 2]
     assert io.load_checkpoint(tmp_path / "r").step == 2
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_a_clip_the_update_applies_gives_the_weights_of_one_written_first(optimizer, tmp_path,
+                                                                          monkeypatch):  # fmt: skip
+    """The Trainer hands a global-norm clip's scale to the update (Optimizer.update's
+    grad_scale: Adam's compiled pass applies it as it reads the gradients) instead of
+    writing it into them: the run's weights are the bits of clipping in place first. And
+    the weights and running squares the update's own pass found finite are not read again."""
+    from rnnlab import fast, optim
+
+    args = ["train", "adding", "--T", 6, "--steps", 4, "--hidden", 8, "--batch-size", 4,
+            "--clip-at", "0.01", "--optimizer", optimizer, "--quiet"]  # fmt: skip
+    assert run_cli(*args, "--run-dir", tmp_path / "a") == 0
+    vouched, scales = [], []
+    real = optim.Optimizer.update
+
+    def update(self, params, grads, state, lr=None, *, grad_scale=1.0):
+        scales.append(grad_scale)
+        vouched.append(real(self, params, grads, state, lr, grad_scale=grad_scale)
+                       == set(params))  # fmt: skip
+        return vouched[-1] and frozenset(params) or frozenset()
+
+    monkeypatch.setattr(optim.Optimizer, "update", update)
+    assert run_cli(*args, "--run-dir", tmp_path / "b") == 0
+    monkeypatch.undo()
+    assert len(scales) == 4 and all(0 < c < 1 for c in scales)  # (clipped at every step)
+    assert all(vouched) == (optimizer == "adam" and fast.available())
+    monkeypatch.setattr(optim, "clip_scale", lambda g, mode, value: (
+        optim.clip_gradients(g, mode, value), 1.0))  # fmt: skip
+    assert run_cli(*args, "--run-dir", tmp_path / "c") == 0
+    a, b, c = (weights(tmp_path / r) for r in "abc")
+    for k in a:
+        assert np.array_equal(a[k].view(np.uint8), c[k].view(np.uint8)), k
+        assert np.array_equal(a[k], b[k]), k

@@ -59,16 +59,26 @@ class Optimizer:
                 state[f"{slot}/{k}"] = np.full_like(p, self._slot_init(slot))
         return state
 
-    def update(self, params: Arrays, grads: Arrays, state: Arrays, lr: float | None = None) -> None:
-        """One step: update `params` and `state` in place. `lr` overrides `self.lr` (schedules)."""
+    def update(self, params: Arrays, grads: Arrays, state: Arrays, lr: float | None = None,
+               *, grad_scale: float = 1.0) -> frozenset[str]:  # fmt: skip
+        """One step: update `params` and `state` in place. `lr` overrides `self.lr` (schedules).
+        `grad_scale` multiplies every gradient first, as `g *= grad_scale` would (a global-norm
+        clip's scale, `clip_scale`), without writing the gradients: Adam's compiled pass
+        applies it as it reads them, a pass over them fewer.
+
+        Returns the names of the parameters whose new values and running squares (`squares`)
+        the step itself found all finite: a compiled pass sees every value it writes. For the
+        others nothing is known, and a caller that must know (the Trainer) reads them."""
         if lr is None:
             lr = self.lr
         elif not (_is_number(lr) and math.isfinite(_checks.as_float(lr)) and lr >= 0):
             _checks.fail(
                 "lr", "a finite number >= 0 (or None for the optimizer's own)", _checks.describe(lr)
             )
+        scale = _positive(grad_scale, "grad_scale")
         self._check_update(params, grads, state)
         t = int(state["step"]) + 1  # steps count from 1 in the bias corrections, as in torch
+        finite = set()
         for k, p in params.items():
             S = {}
             for slot in self.slots():
@@ -76,12 +86,25 @@ class Optimizer:
                 if not a.flags.writeable:  # e.g. a view of a loaded file's bytes: copy it once
                     a = state[f"{slot}/{k}"] = a.copy()
                 S[slot] = a
-            self._step(p, grads[k], S, float(lr), t)
+            g = grads[k]
+            found = self._fused_step(p, g, S, float(lr), t, scale)
+            if found is None:
+                self._step(p, g if scale == 1.0 else g * scale, S, float(lr), t)
+            elif found:
+                finite.add(k)
         # A new 0-d array rather than an in-place write: a loaded state may be read-only there.
         state["step"] = np.array(t, dtype=np.int64)
+        return frozenset(finite)
 
     def _step(self, p: np.ndarray, g: np.ndarray, S: Arrays, lr: float, t: int) -> None:
         raise NotImplementedError
+
+    def _fused_step(self, p: np.ndarray, g: np.ndarray, S: Arrays, lr: float, t: int,
+                    scale: float) -> bool | None:  # fmt: skip
+        """The step with the gradient scaled, in one compiled pass: whether the new values
+        (and squares) are all finite, or None where this optimizer has no such pass (then
+        `_step` runs on the scaled gradient)."""
+        return None
 
     def config(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -360,8 +383,14 @@ class Adam(Optimizer):
     def slots(self) -> tuple[str, ...]:
         return ("m", "v")
 
+    def _fused_step(self, p: np.ndarray, g: np.ndarray, S: Arrays, lr: float, t: int,
+                    scale: float) -> bool | None:  # fmt: skip
+        return _compiled_adam(p, g, S, lr, t, self.betas, self.eps, self.weight_decay,
+                              False, scale)  # fmt: skip
+
     def _step(self, p: np.ndarray, g: np.ndarray, S: Arrays, lr: float, t: int) -> None:
-        if _compiled_adam(p, g, S, lr, t, self.betas, self.eps, self.weight_decay, False):
+        if _compiled_adam(p, g, S, lr, t, self.betas, self.eps, self.weight_decay,
+                          False) is not None:  # fmt: skip
             return
         if self.weight_decay:
             g = g + self.weight_decay * p
@@ -404,8 +433,14 @@ class AdamW(Optimizer):
     def slots(self) -> tuple[str, ...]:
         return ("m", "v")
 
+    def _fused_step(self, p: np.ndarray, g: np.ndarray, S: Arrays, lr: float, t: int,
+                    scale: float) -> bool | None:  # fmt: skip
+        return _compiled_adam(p, g, S, lr, t, self.betas, self.eps, self.weight_decay,
+                              True, scale)  # fmt: skip
+
     def _step(self, p: np.ndarray, g: np.ndarray, S: Arrays, lr: float, t: int) -> None:
-        if _compiled_adam(p, g, S, lr, t, self.betas, self.eps, self.weight_decay, True):
+        if _compiled_adam(p, g, S, lr, t, self.betas, self.eps, self.weight_decay,
+                          True) is not None:  # fmt: skip
             return
         if self.weight_decay:
             p *= 1.0 - lr * self.weight_decay
@@ -450,17 +485,20 @@ def _lerp(a: np.ndarray, end: np.ndarray, weight: float) -> None:
 
 def _compiled_adam(
     p: np.ndarray, g: np.ndarray, S: Arrays, lr: float, t: int, betas: tuple[float, float],
-    eps: float, weight_decay: float, decoupled: bool,
-) -> bool:
+    eps: float, weight_decay: float, decoupled: bool, scale: float = 1.0,
+) -> bool | None:
     """Adam's (AdamW's) step for one parameter in one compiled pass (rnnlab.fast.adam_step),
-    bit for bit the NumPy path below: that makes eight passes over the parameter, with
-    temporaries, the compiled one reads each array once (the update of the end-to-end
-    character LM 3.7-4.2x shorter: bench/README.md, "A fused Adam step"). False, having done
-    nothing, without numba or with RNNLAB_NO_NUMBA=1, and for arrays the kernel does not take
-    (float16, a gradient of another dtype, layouts that differ): the NumPy path then runs."""
+    the gradient scaled by `scale` as it is read, bit for bit the NumPy path below after
+    `g *= scale`: that makes eight passes over the parameter, with temporaries, the compiled
+    one reads each array once (the update of the end-to-end character LM 3.7-4.2x shorter:
+    bench/README.md, "A fused Adam step"). Whether the new p and v are all finite; None,
+    having done nothing, without numba or with RNNLAB_NO_NUMBA=1, and for arrays the kernel
+    does not take (float16, a gradient of another dtype, layouts that differ): the NumPy
+    path then runs."""
     if not fast.available():
-        return False
-    return fast.adam_step(p, g, S["m"], S["v"], lr, t, betas, eps, weight_decay, decoupled)
+        return None
+    return fast.adam_step(p, g, S["m"], S["v"], lr, t, betas, eps, weight_decay, decoupled,
+                          scale)  # fmt: skip
 
 
 def _adam_step(
@@ -712,6 +750,31 @@ def clip_gradients(grads: Arrays, mode: str, value: float) -> float:
     if mode == "value":
         return clip_by_value(grads, value)
     return global_norm(grads)
+
+
+def takes_grad_scale(opt: object) -> bool:
+    """Whether `opt.update` names `grad_scale` (every rnnlab optimizer's does). An optimizer
+    of one's own written to the protocol before the keyword is handed gradients clipped in
+    place, as before (rnnlab.train)."""
+    try:
+        return "grad_scale" in inspect.signature(opt.update).parameters  # type: ignore[attr-defined]
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
+def clip_scale(grads: Arrays, mode: str, value: float) -> tuple[float, float]:
+    """clip_gradients, but a global-norm clip's scale c is returned, not written into the
+    gradients: (the global norm before clipping, c), c = 1 where nothing is scaled (by
+    value, the gradients are clipped in place as by clip_gradients). For
+    Optimizer.update(grad_scale=c), which applies it as it reads them. A non-finite norm
+    gives c = 1, as clip_by_global_norm leaves the gradients then."""
+    mode = _checks.choice(mode, "mode", ("global_norm", "value", "none"))
+    if mode != "global_norm":
+        return clip_gradients(grads, mode, value), 1.0
+    max_norm = _positive(value, "max_norm")
+    norm = global_norm(grads)
+    coef = max_norm / (norm + 1e-6) if math.isfinite(norm) else 1.0
+    return norm, (coef if coef < 1.0 else 1.0)
 
 
 # ---------------------------------------------------------------------------- checks

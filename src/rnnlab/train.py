@@ -822,18 +822,29 @@ class Trainer:
         grads, loss = self._reduce(b.params, loss, step)
         log = bool(self.gradient_log) and (step + 1) % self.cfg.grad_log_every == 0
         before = {k: v.copy() for k, v in grads.items()} if log else None
-        norm = optim.clip_gradients(grads, self.cfg.clip, self.cfg.clip_at)
+        scale, fused = 1.0, optim.takes_grad_scale(self.opt)
+        if log or not fused:  # (the record reads the clipped gradients)
+            norm = optim.clip_gradients(grads, self.cfg.clip, self.cfg.clip_at)
+        else:  # a global norm's scale applied by the update as it reads them (a pass fewer)
+            norm, scale = optim.clip_scale(grads, self.cfg.clip, self.cfg.clip_at)
         if not math.isfinite(norm):
             self._diverged("the gradient norm", norm, step)
         if log and math.isfinite(norm):
             self.grad_record = self._gradient_record(batch, state, before, grads, step)
-        self.opt.update(self.model.params, grads, self.opt_state, lr=self.schedule(step))
-        bad = [k for k, v in self.model.params.items() if not _checks.all_finite(v)]
+        given = {"grad_scale": scale} if fused else {}
+        finite = self.opt.update(self.model.params, grads, self.opt_state, lr=self.schedule(step),
+                                 **given)  # fmt: skip
+        if not isinstance(finite, frozenset):  # (an optimizer of one's own may return nothing)
+            finite = frozenset()
+        # (what the update's own pass saw finite is not read again)
+        bad = [k for k, v in self.model.params.items()
+               if k not in finite and not _checks.all_finite(v)]  # fmt: skip
         # A running square that overflows (Adam's v at |g| past ~6e20 in float32) leaves its
         # weights finite but frozen for good (their steps m/√v are 0), and a checkpoint that
         # --resume refuses: it is as lost as an overflowing weight.
         bad += [f"{slot}/{k}" for slot in self.opt.squares for k in self.model.params
-                if not _checks.all_finite(self.opt_state[f"{slot}/{k}"])]  # fmt: skip
+                if k not in finite
+                and not _checks.all_finite(self.opt_state[f"{slot}/{k}"])]  # fmt: skip
         if bad:  # the update itself overflowed: these weights are lost, the checkpoint is not
             what = ("the weights" if bad[0] in self.model.params else
                     f"the {self.cfg.optimizer} optimizer's running squares")  # fmt: skip

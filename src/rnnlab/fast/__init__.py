@@ -73,9 +73,10 @@ on its own rows. Without numba, or with the environment variable RNNLAB_NO_NUMBA
     sum_of_squares(arrays) -> Σ x² in float64 over the arrays (the gradient norm), or None
         for a dtype it does not take
 
-    adam_step(p, g, m, v, lr, t, betas, eps, weight_decay, decoupled) -> bool
-        Adam's or AdamW's step for one parameter in one pass (rnnlab.optim), bit for bit
-        the NumPy path's; False for arrays it does not take, untouched
+    adam_step(p, g, m, v, lr, t, betas, eps, weight_decay, decoupled, scale) -> bool | None
+        Adam's or AdamW's step for one parameter in one pass (rnnlab.optim), the gradient
+        scaled first, bit for bit the NumPy path's; whether the new values are all finite,
+        or None for arrays it does not take, untouched
 
 The loops take a keyword `numpy_blas=False` to run the products on numba's np.dot (scipy's
 BLAS) even where NumPy's is found: for tests and benchmarks. All arrays share one dtype,
@@ -243,29 +244,33 @@ def sum_of_squares(arrays: list[np.ndarray]) -> float | None:
 def adam_step(
     p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, lr: float, t: int,
     betas: tuple[float, float], eps: float, weight_decay: float, decoupled: bool,
-) -> bool:
+    scale: float = 1.0,
+) -> bool | None:
     """Adam's (AdamW's, `decoupled`) step t for one parameter p in one compiled pass
-    (kernels.adam_pass), bit for bit the NumPy path of rnnlab.optim; False, with nothing
-    written, where the kernel does not take the arrays: not all four of one dtype, float32 or
-    float64, and laid out alike in one contiguous block; overlapping in memory; or a scalar
-    that would round to ±inf in the arrays' dtype (NumPy's cast warns of it there).
+    (kernels.adam_pass), the gradient multiplied by `scale` first (g itself unchanged), bit
+    for bit the NumPy path of rnnlab.optim after `g *= scale`. Returns whether the new p and
+    v are all finite; None, with nothing written, where the kernel does not take the arrays:
+    not all four of one dtype, float32 or float64, and laid out alike in one contiguous
+    block; overlapping in memory; or a scalar that would round to ±inf in the arrays' dtype
+    (NumPy's cast warns of it there).
     Bit for bit in the values, not in floating-point signalling: a NaN or inf the step makes
     raises no RuntimeWarning (nor an error under np.errstate(invalid="raise")), as NumPy's
-    passes do; the Trainer checks the weights and running squares itself."""
+    passes do; the caller learns of it from the result."""
     from rnnlab.fast import kernels
 
     dt = p.dtype
     # (dtype equality holds the byte order: numba types only native floats, and a parameter
     # read big-endian from a file is a '>f4', whose char is 'f' all the same)
     if not (g.dtype == m.dtype == v.dtype == dt) or dt not in _NATIVE_FLOATS:
-        return False
+        return None
     flat = _flat(p, g, m, v)
     if flat is None:
-        return False
+        return None
     scalars = _adam_scalars(dt, lr, t, betas, eps, weight_decay, decoupled)
-    if scalars is None:
-        return False
-    return bool(kernels.adam_pass(*flat, *scalars))
+    if scalars is None or not abs(scale) <= _LARGEST[dt.char]:
+        return None
+    status = kernels.adam_pass(*flat, scale, *scalars)
+    return None if status == 0 else status == 1
 
 
 def _adam_scalars(dt: np.dtype, lr: float, t: int, betas: tuple[float, float], eps: float,

@@ -747,13 +747,15 @@ def _adam_one(p, g, m, v, c1, small, rest, beta2, c2, bias2, eps, step, inf):
 
 
 @njit(**JIT)
-def adam_pass(p, g, m, v, c1, beta2, c2, bias2, eps, step, decay, decay_kind):
+def adam_pass(p, g, m, v, scale, c1, beta2, c2, bias2, eps, step, decay, decay_kind):
     """Adam's step on 1-D contiguous arrays of one dtype in one pass, with the arithmetic and
     rounding of rnnlab.optim's NumPy path, operation by operation. The scalars come as that
     path's Python floats and are first rounded to the arrays' dtype, as NumPy rounds a Python
-    float that meets an array (NEP 50; numba would compute `c1 * x` in float64):
+    float that meets an array (NEP 50; numba would compute `c1 * x` in float64). `scale`
+    multiplies each gradient first, as a global-norm clip's `g *= c` in place would (g is
+    not written):
 
-        g' = g + decay·p (L2) | g;      p' = p·decay (DECOUPLED) | p
+        g' = g·scale + decay·p (L2) | g·scale;      p' = p·decay (DECOUPLED) | p
         m = m + c1·(g' − m) where c1 < 0.5, else g' − (g' − m)·(1 − c1)   (torch's lerp)
         v = v·β2 + s,  s = c2·(g'·g'), or (c2·g')·g' where g'·g' overflows
         p = p' − step·(m / (√v / bias2 + eps))
@@ -762,35 +764,46 @@ def adam_pass(p, g, m, v, c1, beta2, c2, bias2, eps, step, decay, decay_kind):
     rounds once: no FMA (`fastmath=False`), and LLVM contracts nothing without its flag.
     Where c2·(g'·g') is inf, g' is finite (then (c2·g')·g' is NumPy's fallback) or ±inf (then
     that is inf as well): the one test `s == inf` is _scaled_square's rule.
-    Returns False, having written nothing, where two of the arrays overlap in memory: NumPy's
+    Returns 0, having written nothing, where two of the arrays overlap in memory: NumPy's
     eight passes then read what an earlier pass wrote (a gradient that is v itself reads the
-    v of v·β2), which one pass per element would not."""
+    v of v·β2), which one pass per element would not. Else 1 where every new p and v is
+    finite, 2 where one is not: the pass sees each value it writes, so the caller need not
+    read them again to know (x − x is 0 for a finite x, NaN for ±inf and NaN; an and over
+    booleans, which LLVM may reorder, not a float sum, which it may not)."""
     nbytes = p.size * p.itemsize
     starts = (p.ctypes.data, g.ctypes.data, m.ctypes.data, v.ctypes.data)
     for a in range(4):
         for b in range(a + 1, 4):
             if nbytes and max(starts[a], starts[b]) < min(starts[a], starts[b]) + nbytes:
-                return False
+                return 0
     dt = p.dtype.type
-    c1, beta2, c2, bias2, eps, step, decay = (dt(c1), dt(beta2), dt(c2), dt(bias2), dt(eps),
-                                              dt(step), dt(decay))  # fmt: skip
-    inf = dt(np.inf)
+    scale, c1, beta2, c2, bias2, eps, step, decay = (
+        dt(scale), dt(c1), dt(beta2), dt(c2), dt(bias2), dt(eps), dt(step), dt(decay)
+    )  # fmt: skip
+    inf, zero = dt(np.inf), dt(0.0)
     small, rest = c1 < dt(0.5), dt(1.0) - c1
     n = p.size
+    fine = True
     if decay_kind == L2:
         for i in range(n):
             pi = p[i]
-            p[i], m[i], v[i] = _adam_one(pi, g[i] + decay * pi, m[i], v[i], c1, small, rest,
-                                         beta2, c2, bias2, eps, step, inf)  # fmt: skip
+            pn, mn, vn = _adam_one(pi, g[i] * scale + decay * pi, m[i], v[i], c1, small, rest,
+                                   beta2, c2, bias2, eps, step, inf)  # fmt: skip
+            p[i], m[i], v[i] = pn, mn, vn
+            fine = fine & (pn - pn == zero) & (vn - vn == zero)
     elif decay_kind == DECOUPLED:
         for i in range(n):
-            p[i], m[i], v[i] = _adam_one(p[i] * decay, g[i], m[i], v[i], c1, small, rest,
-                                         beta2, c2, bias2, eps, step, inf)  # fmt: skip
+            pn, mn, vn = _adam_one(p[i] * decay, g[i] * scale, m[i], v[i], c1, small, rest,
+                                   beta2, c2, bias2, eps, step, inf)  # fmt: skip
+            p[i], m[i], v[i] = pn, mn, vn
+            fine = fine & (pn - pn == zero) & (vn - vn == zero)
     else:
         for i in range(n):
-            p[i], m[i], v[i] = _adam_one(p[i], g[i], m[i], v[i], c1, small, rest, beta2, c2,
-                                         bias2, eps, step, inf)  # fmt: skip
-    return True
+            pn, mn, vn = _adam_one(p[i], g[i] * scale, m[i], v[i], c1, small, rest, beta2, c2,
+                                   bias2, eps, step, inf)  # fmt: skip
+            p[i], m[i], v[i] = pn, mn, vn
+            fine = fine & (pn - pn == zero) & (vn - vn == zero)
+    return 1 if fine else 2
 
 
 # Every kernel compiles with rnnlab's LLVM options and only with them (llvm_options).
