@@ -773,6 +773,34 @@ def test_plot_names_the_steps_whose_gradient_overflowed(logged_lags, tmp_path, c
     assert capsys.readouterr().err == ""
 
 
+def test_the_end_of_train_names_the_steps_whose_gradient_overflowed(logged_lags, tmp_path,
+                                                                     capsys, monkeypatch):
+    """The end of `rnnlab train` plots the run as `rnnlab plot` does but said nothing of the
+    overflows it logged; now it warns as `rnnlab plot` does, once, under --quiet too (which
+    hides the progress bar alone). The records are what training_record wrote for a network
+    whose gradient overflows, logged by a real run."""
+    pytest.importorskip("matplotlib")
+    logs = iter(["finite", "gradient", "finite", "states"])
+    monkeypatch.setattr(training, "gradient_log",
+                        lambda *args: logged_lags[next(logs)])  # fmt: skip
+    run = tmp_path / "run"
+    argv = ["train", "adding", "--T", "6", "--steps", "8", "--grad-log-every", "2",
+            "--hidden", "3", "--batch-size", "3", "--run-dir", run, "--quiet"]  # fmt: skip
+    assert cli.main([str(a) for a in argv]) == 0
+    out = capsys.readouterr()
+    assert [r["step"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+            if r.get("kind") == "gradients"] == [2, 4, 6, 8]  # fmt: skip
+    warning = (
+        "rnnlab: warning: the gradient overflowed float64 (exploding) at 2 of the 4 steps that "
+        "log a lag profile, first at step 4 (l0: ‖∂L/∂h_k‖ overflows float64 from lag 117: "
+        "exploding), last at step 8; lag-history.png marks them\n")
+    assert out.err.count("rnnlab: warning:") == 1 and out.err.endswith(warning)
+    assert "lag-history.png" in out.out.split("plots: ")[1]
+    logs = iter(["finite"] * 4)
+    assert cli.main([str(a) for a in argv[:-3] + ["--run-dir", tmp_path / "finite"]]) == 0
+    assert "rnnlab: warning" not in capsys.readouterr().err
+
+
 def test_lag_history_tells_an_overflow_from_a_lag_no_sequence_reaches():
     """A null before "lags_reached" is an overflow, one past it a lag no sequence of the batch
     is long enough for; a record logged before "lags_reached" existed says where the overflow

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rnnlab import _checks, io
 from rnnlab.cli.options import Parser
-from rnnlab.diagnostics import report, training
+from rnnlab.diagnostics import report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,10 +34,9 @@ def main(argv: list[str] | None = None) -> int:
             "no per-layer norms or lag profile",
             file=sys.stderr,
         )
-    history = training.lag_history(grads)
-    note = None if history is None else history.overflow_note()
-    if note:  # the figure marks them; a user watching for exploding gradients reads this first
-        print(f"rnnlab: warning: {note}; lag-history.png marks them", file=sys.stderr)
+    warning = report.overflow_warning(args.run)
+    if warning:
+        print(f"rnnlab: warning: {warning}", file=sys.stderr)
     for path in paths:
         print(path)
     return 0

@@ -475,10 +475,11 @@ def _indent(text: str) -> str:
 
 def _plot(run_dir: Path) -> list[Path]:
     """The run's curves in RUN/plots, the place `rnnlab plot RUN` writes them too."""
-    from rnnlab.diagnostics.report import plot_run
+    from rnnlab.diagnostics.report import overflow_warning, plot_run
 
     try:
         paths = plot_run(run_dir)
+        warning = overflow_warning(run_dir)
     except ImportError:
         print(
             "plots: matplotlib is not installed; pip install 'rnnlab[plot]' to get loss curves",
@@ -488,6 +489,8 @@ def _plot(run_dir: Path) -> list[Path]:
     except (ValueError, OSError) as e:  # the run is trained and saved; only plots are missing
         print(f"rnnlab: warning: no plots: {one_line(e)}", file=sys.stderr)
         return []
+    if warning:  # as `rnnlab plot` says it (not a progress bar's: --quiet keeps it)
+        print(f"rnnlab: warning: {warning}", file=sys.stderr)
     if paths:
         print(f"plots: {paths[0].parent} ({', '.join(p.name for p in paths)})")
     return paths

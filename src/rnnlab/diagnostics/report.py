@@ -148,6 +148,18 @@ def plot_run(run, out=None) -> list[Path]:
     return written
 
 
+def overflow_warning(run) -> str | None:
+    """What `rnnlab plot RUN` and the end of `rnnlab train` warn of on stderr after plotting:
+    the steps whose gradient (or states) overflowed float64 by the lag records of the run's
+    metrics.jsonl, or None when none did. One function, so that both say it alike: a user
+    watching for an exploding gradient reads the warning before opening lag-history.png."""
+    records = io.read_jsonl(io.open_run_dir(run) / "metrics.jsonl")
+    grads = [r for r in records if isinstance(r, dict) and r.get("kind") == "gradients"]
+    history = lag_history(grads)
+    note = None if history is None else history.overflow_note()
+    return f"{note}; lag-history.png marks them" if note else None
+
+
 def plot_attention_of_run(run_dir, out) -> list:
     """[out/attention.png] for an encoder–decoder run with attention that has a checkpoint:
     the weights of the first four test items, decoded greedily by the latest weights; []
