@@ -567,7 +567,7 @@ def test_bad_run_directories(tiny_run, tmp_path, capsys):
     assert re.search(r"`run` must be a run directory", err)
     (tmp_path / "config.json").write_text("{}")
     err = error_of(capsys, "plot", tmp_path)
-    assert re.search(r"`run` must be a run directory with a metrics.jsonl", err)
+    assert f"'{tmp_path}' has logged no metrics yet (no metrics.jsonl)" in err
 
 
 def test_out_that_is_a_file_and_a_bad_metrics_record_name_the_option_or_file(tmp_path, capsys):

@@ -1120,6 +1120,30 @@ def test_train_and_plot_write_plots_to_one_place_and_say_where(tmp_path, capsys)
     assert not (run / "plots" / "loss.png").is_symlink()
 
 
+def test_a_run_stopped_before_it_logged_says_why_it_has_no_plots(tmp_path, capsys, monkeypatch):
+    """A run interrupted at its first step has no metrics.jsonl: the end of `rnnlab train`
+    said "no plots: `run` must be a run directory with a metrics.jsonl (a run that has
+    trained); got '...', which has none instead." (the error form, for a note). It says what
+    is missing and why; `rnnlab plot` refuses the run with the same words."""
+    from rnnlab.train import Trainer
+
+    monkeypatch.setattr(Trainer, "_interrupted_before", lambda self: True)  # a Ctrl-C at once
+    run = tmp_path / "r"
+    argv = ["train", "adding", "--T", 6, "--steps", 20, "--eval-every", 5, "--run-dir", run]
+    assert run_cli(*argv, *TINY) == 130
+    assert not (run / "metrics.jsonl").exists()
+    said = (
+        f"'{run}' has logged no metrics yet (no metrics.jsonl): training logs the loss every "
+        "10 steps and the validation metrics every --eval-every steps, and the run has reached "
+        "neither"
+    )
+    err = capsys.readouterr().err
+    assert f"rnnlab: warning: no plots: {said}\n" in err
+    assert "instead" not in err and "must be" not in err
+    assert run_cli("plot", run) == 2
+    assert said in capsys.readouterr().err
+
+
 def test_a_run_directory_from_before_hashes_and_stored_vocabularies_still_works(
     tmp_path, corpus, capsys
 ):

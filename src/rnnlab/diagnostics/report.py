@@ -78,10 +78,12 @@ def plot_run(run, out=None) -> list[Path]:
     run = io.open_run_dir(run)
     metrics = run / "metrics.jsonl"
     if not metrics.is_file():
-        _checks.fail(
-            "run",
-            "a run directory with a metrics.jsonl (a run that has trained)",
-            f"'{run}', which has none",
+        # said as a note at the end of `rnnlab train` too (a run stopped early): what is
+        # missing and why, not the error form's "must be ...; got ... instead"
+        raise io.RunDirError(
+            f"'{run}' has logged no metrics yet (no metrics.jsonl): training logs the loss "
+            "every 10 steps and the validation metrics every --eval-every steps, and the run "
+            "has reached neither"
         )
     records = [r for r in io.read_jsonl(metrics) if isinstance(r, dict) and "step" in r]
     for i, r in enumerate(records, start=1):
