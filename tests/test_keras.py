@@ -403,6 +403,21 @@ def test_export_refusals_leave_no_file(make, message, tmp_path):
         rk.snippet(make(), tmp_path / "m.weights.h5")
 
 
+def test_a_bidirectional_of_two_kinds_is_refused_with_their_articles():
+    """A Keras Bidirectional whose backward layer is a GRU under an LSTM forward: it was
+    "a Bidirectional whose backward layer is a LSTM too"."""
+    bi = keras.layers.Bidirectional(
+        keras.layers.LSTM(4, return_sequences=True),
+        backward_layer=keras.layers.GRU(4, return_sequences=True, go_backwards=True))
+    keras.Sequential([keras.Input((None, 3)), bi])
+    with pytest.raises(ValueError, match=r"^`source` must be a Bidirectional whose backward "
+                       r"layer is an LSTM too; got a GRU instead\.$"):  # fmt: skip
+        rk.load_weights(LSTM(3, 4, bidirectional=True), [bi])
+    with pytest.raises(ValueError, match=r"^`source \(layer 0\)` must be a Keras GRU for "
+                       r"rnnlab's gru; got an LSTM instead\.$"):  # fmt: skip
+        rk.load_weights(GRU(3, 4), [bi.forward_layer])
+
+
 def test_load_errors(tmp_path):
     rng = np.random.default_rng(5)
     lstm = keras.layers.LSTM(4, return_sequences=True)

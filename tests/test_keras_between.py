@@ -86,6 +86,8 @@ REFUSED = {  # name: (layers between, layers after the Dense, key, got, what rnn
                 r"masks nothing: it would compute the steps Keras skips"),
     "rescaling": ((keras.layers.Rescaling(2.0),), (), "rescaling", r"a Rescaling",
                   r"would pass its input on unchanged"),
+    "elu": ((keras.layers.ELU(),), (), "elu", r"an ELU \(elu\)",  # (was "a ELU")
+            r"would compute its input without the elu"),
     "lambda": ((keras.layers.Lambda(_double),), (), "lambda", r"a Lambda",
                r"would pass its input on unchanged"),
     "time_distributed_softmax": ((keras.layers.TimeDistributed(keras.layers.Softmax()),), (),

@@ -129,7 +129,7 @@ def _assert_unchanged(model, before):
          r"^`source \('.*m\.keras', layer 'dense'\)` must be a Dense without a bias "
          r"\(use_bias=False\), for a Linear without one; got a Dense with a bias instead\."),
         (lambda: Sequential(Embedding(12, 4), GRU(4, 5), Linear(5, 7)),
-         r"`source \('.*m\.keras', layer 'lstm'\)` must be a Keras GRU for rnnlab's gru; got a "
+         r"`source \('.*m\.keras', layer 'lstm'\)` must be a Keras GRU for rnnlab's gru; got an "
          r"LSTM instead"),
         (lambda: Sequential(LSTM(4, 5), Linear(5, 7)),
          r"must be 0 Embedding layers \(the model's Embedding modules\); got 1 \('embedding'\)"),
@@ -176,6 +176,17 @@ def test_a_layer_with_weights_rnnlab_has_not_is_refused(tmp_path):
                        r"rnnlab's modules hold .*; got a Conv1D with weights instead\.$"):
         rk.load_weights(ours, k)
     _assert_unchanged(ours, before)
+
+
+def test_a_keras_rnn_wrapper_is_refused_with_its_article():
+    """A keras.layers.RNN around an LSTMCell holds weights no rnnlab module takes: it was
+    refused as "a RNN with weights"."""
+    k = keras.Sequential([keras.Input((None, 3)),
+                          keras.layers.RNN(keras.layers.LSTMCell(5), return_sequences=True),
+                          keras.layers.Dense(2)])  # fmt: skip
+    with pytest.raises(ValueError, match=r"^`source \(layer 0, 'rnn.*'\)` must be a layer "
+                       r"rnnlab's modules hold .*; got an RNN with weights instead\.$"):
+        rk.load_weights(Sequential(LSTM(3, 5), Linear(5, 2)), k)
 
 
 def test_a_non_finite_dense_weight_is_refused():

@@ -549,7 +549,7 @@ def _recurrent_values(layer: Recurrent, found: Sequence[_Found], labels: Sequenc
         zip(labels, found, strict=True)
     ):
         if ckind != kind:
-            _checks.fail(where, f"a Keras {kind} for rnnlab's {layer.cell.name}", f"a {ckind}")
+            _checks.fail(where, f"a Keras {kind} for rnnlab's {layer.cell.name}", _an(ckind))
         if bi != layer.bidirectional:
             want = "a Bidirectional" if layer.bidirectional else "a unidirectional layer"
             _checks.fail(where, want, "a Bidirectional" if bi else "a unidirectional layer")
@@ -622,7 +622,7 @@ def _load_sequential(model: Sequential, source: object, keys: Sequence[str] | No
             elif x.get_weights():
                 _checks.fail(f"source (layer {j}, {x.name!r})", "a layer rnnlab's modules hold "
                              "(Embedding, SimpleRNN, LSTM, GRU, Bidirectional, Dense) or one "
-                             "without weights", f"a {name} with weights")  # fmt: skip
+                             "without weights", f"{_an(name)} with weights")  # fmt: skip
             elif _weightless_step(name, _config(x), _input_shape(x),
                                   f"source (layer {j}, {x.name!r})") == _MEAN:  # fmt: skip
                 other_labels[_MEAN].append(f"source (layer {j}, {x.name!r})")
@@ -811,7 +811,7 @@ def _weightless_step(cls: str, config: dict[str, Any] | None, shape: _Shape, whe
                                  "module": "keras.layers"})  # fmt: skip
         if name == "linear":
             return "identity"
-        got = f"an Activation({name!r})" if cls == "Activation" else f"a {cls} ({name})"
+        got = f"an Activation({name!r})" if cls == "Activation" else f"{_an(cls)} ({name})"
         hint = (f"rnnlab's model would compute its input without the {name}: load the model "
                 f"without this layer and apply the {name} to rnnlab's outputs.")  # fmt: skip
     elif cls == "Flatten" and shape is not None and len(shape) == 2:
@@ -853,7 +853,7 @@ def _weightless_step(cls: str, config: dict[str, Any] | None, shape: _Shape, whe
             "rnnlab's model would keep its input's shape where Keras' Reshape may change it: "
             "load the .keras file or the Keras model, whose config says whether it does.")
     else:
-        got = f"a {cls}" if cls else "a layer without a class name"
+        got = _an(cls) if cls else "a layer without a class name"
         hint = "rnnlab's model holds no module for it: it would pass its input on unchanged."
     _checks.fail(where, _STEPS, got, hint)
 
@@ -1139,8 +1139,8 @@ def _from_keras_layer(x: KerasLayer) -> _Found:
         kind, forward = _direction(x.forward_layer)
         back_kind, backward = _direction(x.backward_layer)
         if back_kind != kind:
-            _checks.fail("source", f"a Bidirectional whose backward layer is a {kind} too",
-                         f"a {back_kind}")  # fmt: skip
+            _checks.fail("source", f"a Bidirectional whose backward layer is {_an(kind)} too",
+                         _an(back_kind))  # fmt: skip
         options = _options(x.forward_layer)
         options["merge_mode"] = x.merge_mode
         options["backward"] = _options(x.backward_layer)
@@ -1568,8 +1568,12 @@ _GATES = {1: "SimpleRNN", 3: "GRU", 4: "LSTM"}
 
 
 def _an(name: str) -> str:
-    """A Keras class name with its article as said aloud: "an LSTM", "a GRU"."""
-    return ("an " + name) if name.startswith("LSTM") else _checks.a(name)
+    """A Keras class name with its article as said aloud: "an LSTM", "an RNN", "a GRU",
+    "an ELU", "a UnitNormalization" (where _checks.a's first-letter rule would say "a LSTM",
+    "a RNN", "an UnitNormalization")."""
+    if name.startswith(("LSTM", "RNN")):
+        return "an " + name
+    return ("a " + name) if name.startswith("Uni") else _checks.a(name)
 
 
 def _arrays_kind(w: list[np.ndarray]) -> tuple[str, str] | None:
