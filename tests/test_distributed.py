@@ -701,7 +701,7 @@ def test_a_start_that_fails_on_one_rank_ends_every_rank_with_its_error(tmp_path)
     start = time.perf_counter()
     done = mpiexec(args, tmp_path, RNNLAB_MPI_TIMEOUT="20", timeout=60)
     assert done.returncode != 0
-    assert "`base` must be a directory; got 'runs' which is not a directory" in done.stderr
+    assert "`base` must be a directory; got 'runs', which is not a directory" in done.stderr
     assert "rank 0 could not create the run directory (its error is above)" in done.stderr
     assert "waited" not in done.stderr and "Traceback" not in done.stderr
     (tmp_path / "runs").unlink()

@@ -927,7 +927,7 @@ def test_make_run_dir_errors(tmp_path):
             rio.make_run_dir(tmp_path, bad)
     (tmp_path / "file").write_text("")
     with pytest.raises(
-        RunDirError, match=r"`base` must be a directory; got '.*file' which is not a directory"
+        RunDirError, match=r"`base` must be a directory; got '.*file', which is not a directory"
     ):
         rio.make_run_dir(tmp_path / "file", "x")
     with pytest.raises(ValueError, match=r"`config\['lr'\]` must be JSON data; got nan"):
@@ -949,7 +949,7 @@ def test_open_run_dir(tmp_path):
         with pytest.raises(
             RunDirError,
             match=rf"^`run` must be a run directory \(with config.json\); "
-            rf"got '{path}' which {why} instead.$",
+            rf"got '{path}', which {why} instead.$",
         ):
             rio.open_run_dir(path)
     rio.atomic_write_json(tmp_path / "empty" / "config.json", {})
@@ -1309,7 +1309,7 @@ def test_load_checkpoint_errors(tmp_path):
     with pytest.raises(
         RunDirError,
         match=r"`run` must be a run directory \(with config.json\); "
-        r"got '.*' which has no config.json",
+        r"got '.*', which has no config.json",
     ):
         rio.load_checkpoint(tmp_path)
     rio.atomic_write_json(tmp_path / "config.json", CONFIG)

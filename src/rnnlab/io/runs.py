@@ -70,7 +70,7 @@ def open_run_dir(path: PathLike) -> Path:
         why = "has no config.json"
     else:
         return path
-    refuse(RunDirError, "run", "a run directory (with config.json)", f"'{path}' which {why}")
+    refuse(RunDirError, "run", "a run directory (with config.json)", f"'{path}', which {why}")
 
 
 def make_run_dir(
@@ -98,7 +98,7 @@ def make_run_dir(
         fail("now", "None or a datetime", describe(now))
     text = None if config is None else json_text(config, "config")
     if base.exists() and not base.is_dir():
-        refuse(RunDirError, "base", "a directory", f"'{base}' which is not a directory")
+        refuse(RunDirError, "base", "a directory", f"'{base}', which is not a directory")
     base.mkdir(parents=True, exist_ok=True)
     stem = f"{name_hint}-{(now or datetime.now()):%Y%m%d-%H%M%S}"
     suffix = 1
@@ -239,7 +239,7 @@ def save_checkpoint(
     config_text = json_text(config, "config").encode("utf-8")
 
     if run_dir.exists() and not run_dir.is_dir():
-        refuse(RunDirError, "run_dir", "a directory", f"'{run_dir}' which is not a directory")
+        refuse(RunDirError, "run_dir", "a directory", f"'{run_dir}', which is not a directory")
     checkpoints = run_dir / "checkpoints"
     if checkpoints.is_symlink():
         refuse(RunDirError, "run_dir", "a run directory whose checkpoints/ is a directory",
