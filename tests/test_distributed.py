@@ -338,11 +338,12 @@ def test_a_two_rank_charlm_run_resumes_in_one_process_with_its_carried_state(tmp
 
 # Both ranks of a held start run this. Rank 0 waits for the test's file `go` before it takes
 # part in its AT-th collective (counted from 1: the start agreement, the check of the
-# settings, the broadcasts of the weights and of the optimizer state, the run directory's
-# lock; then step 1's allreduce), so that rank 1 waits in that collective; rank 1 writes its
-# process id to `waiting` from its first poll there, and the test signals it. AT 0: rank 1
-# waits for `go` at the end of its own work before the start agreement (reading its options,
-# building its task and model), rank 0 in the agreement. Where rank 1 takes the signal in
+# settings, the last agreement of the start, the broadcasts of the weights and of the
+# optimizer state, the run directory's lock; then step 1's allreduce), so that rank 1 waits
+# in that collective; rank 1 writes its process id to `waiting` from its first poll there,
+# and the test signals it. AT 0: rank 1 waits for `go` at the end of its own work before the
+# start agreement (reading its options, building its task and model), rank 0 in the
+# agreement. Where rank 1 takes the signal in
 # Python (the handler installed then, wrapped), it first writes `handled`, and the test lets
 # rank 0 go on only after that: no sleep and no race decides where the signal lands.
 HELD_START = """
@@ -481,12 +482,12 @@ def test_ctrl_c_on_one_rank_at_the_start_stops_every_rank_before_training(tmp_pa
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("at", [2, 5])
+@pytest.mark.parametrize("at", [2, 3, 6])
 def test_ctrl_c_on_one_rank_after_the_start_agreements_stops_after_step_1(tmp_path, at):
-    """SIGINT to rank 1 alone while it waits in the check of the settings (at 2, the last
-    agreement of the start) or in the run directory's lock (at 5, the last collective before
-    training): noted, it stops training after its first step, saved, as a Ctrl-C during
-    training does. Before: rank 1 stopped, rank 0 hung for ever in MPI_Comm_split_type
+    """SIGINT to rank 1 alone while it waits in the check of the settings (at 2), in the
+    last agreement of the start (at 3) or in the run directory's lock (at 6, the last
+    collective before training): noted, it stops training after its first step, saved, as a
+    Ctrl-C during training does. Before: rank 1 stopped, rank 0 hung for ever in MPI_Comm_split_type
     (share_cores), which has no timeout; here the test's 120 s would end it."""
     args = [*ADDING, "--batch-size", "4", "--steps", "40", "--checkpoint-every", "100",
             "--run-dir", "run"]  # fmt: skip
@@ -509,10 +510,10 @@ def test_every_rank_interrupted_at_the_start_is_named():
             stop_if_interrupted(np.array(flags))
 
 
-@pytest.mark.parametrize("at", [1, 6])
+@pytest.mark.parametrize("at", [1, 7])
 def test_sigterm_to_one_rank_ends_every_rank_at_once(tmp_path, at):
     """SIGTERM has no handler of rnnlab's (neither alone nor under MPI): the rank that gets
-    it dies, at the start (at 1) as in training (at 6), and mpiexec ends the others at
+    it dies, at the start (at 1) as in training (at 7), and mpiexec ends the others at
     once (measured: under 0.1 s), saying which died; nothing since the last checkpoint is
     saved. No rank waits for the dead one until RNNLAB_MPI_TIMEOUT."""
     args = [*ADDING, "--batch-size", "4", "--steps", "40", "--run-dir", "run"]
@@ -715,6 +716,65 @@ def test_a_start_that_fails_on_one_rank_ends_every_rank_with_its_error(tmp_path)
     assert "waited" not in done.stderr
     assert not (tmp_path / "runs").exists()  # rank 0 made no run directory
     assert time.perf_counter() - start < 20
+
+
+# Each rank runs this: rank 1 raises OSError between the check of the settings and the first
+# step, WHERE "dir" (just after check_same_run, in `rnnlab train`'s making of the run
+# directory) or "cores" (in DistributedTrainer.run, before share_cores's collective).
+FAILS_AFTER_THE_CHECK = """
+import sys
+from rnnlab import distributed
+from rnnlab.cli import main
+
+where = sys.argv[1]
+check, share = distributed.DistributedTrainer.check_same_run, distributed.share_cores
+
+def fail(comm):
+    if comm.rank == 1:
+        raise OSError(f"rank 1 cannot go on ({where}, pretend)")
+
+def checked(self):
+    check(self)
+    if where == "dir":
+        fail(self.comm)
+
+def shared(comm):
+    if where == "cores":
+        fail(comm)
+    return share(comm)
+
+distributed.DistributedTrainer.check_same_run = checked
+distributed.share_cores = shared
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("where", ["dir", "cores"])
+def test_an_error_on_one_rank_after_the_check_of_the_settings_ends_every_rank(tmp_path, where):
+    """An exception on rank 1 alone after the start's agreements and before training: every
+    rank ends at once, rank 1 with its error. Before: rank 1 exited, rank 0 waited for ever
+    in share_cores's MPI_Comm_split_type, which has no timeout (the test's 90 s ended it)."""
+    script = tmp_path / "fails.py"
+    script.write_text(FAILS_AFTER_THE_CHECK)
+    (tmp_path / "rank1").mkdir()
+    args = [*ADDING, "--batch-size", "4", "--steps", "40", "--run-dir", "run"]
+    rank = [sys.executable, str(script), where, *args]
+    tail = ["-n", "1", *rank, ":", "-n", "1", "-wdir", str(tmp_path / "rank1"), *rank]
+    start = time.perf_counter()
+    done = launch(tail, tmp_path, timeout=90, RNNLAB_MPI_TIMEOUT="30")
+    assert done.returncode != 0
+    said = f"rank 1 cannot go on ({where}, pretend)"
+    if where == "dir":  # said in the last agreement of the start: each rank its own line
+        assert f"rnnlab: error: {said}\n" in done.stderr, done.stderr
+        assert "another rank could not start the run (its error is above)" in done.stderr
+        assert "Traceback" not in done.stderr
+    else:  # in DistributedTrainer.run's guard, which ends every rank (MPI_Abort)
+        assert (f"rnnlab: error: rank 1 of 2 stopped at step 1: {said}; stopping every "
+                "rank.") in done.stderr, done.stderr  # fmt: skip
+    assert "waited" not in done.stderr
+    assert list((tmp_path / "rank1").iterdir()) == [], "rank 1 wrote files"
+    assert io.checkpoint_steps(tmp_path / "run") == []
+    assert time.perf_counter() - start < 30  # not a collective's timeout
 
 
 def test_two_ranks_log_the_lag_profile_one_process_logs(tmp_path):

@@ -235,7 +235,9 @@ class StartInterrupts:
 def agree_to_start(comm: Communicator, failed: bool, interrupted: bool) -> None:
     """The start agreement of `rnnlab train` on K ranks, after each rank's own work and
     before any other collective (a rank that failed there would leave the others waiting in
-    it): every rank says whether its start failed or was interrupted (Ctrl-C). A rank that
+    it), and again as the last collective before DistributedTrainer.run (after the run
+    directory is made, before share_cores's MPI_Comm_split_type, which has no timeout):
+    every rank says whether its start failed or was interrupted (Ctrl-C). A rank that
     failed returns, to raise its own error; the others raise "another rank could not start
     the run" if one failed, else StartInterrupted if one was interrupted."""
     said = np.zeros((2, comm.size), np.int32)
@@ -707,11 +709,14 @@ class DistributedTrainer(Trainer):
         """Rank 0's weights and optimizer state everywhere first (a resumed run's too: each
         rank read the checkpoint, but only agreement is what makes the updates agree)."""
         self.comm.where = " at the start"
-        share_cores(self.comm)  # here, after every rank has started: it is a collective
-        self.comm.broadcast_params(self.model.params)
-        state = {k: v for k, v in self.opt_state.items() if v.dtype.kind == "f"}
-        self.comm.broadcast_params(state)
         try:
+            # here, after every rank has started (`rnnlab train`'s last agreement comes just
+            # before): share_cores is a collective without a timeout (MPI_Comm_split_type),
+            # and whatever raises from here on one rank ends every rank below
+            share_cores(self.comm)
+            self.comm.broadcast_params(self.model.params)
+            state = {k: v for k, v in self.opt_state.items() if v.dtype.kind == "f"}
+            self.comm.broadcast_params(state)
             return super().run()
         except NonFiniteError as e:
             # every rank raises it at the same step (the decision was collective); rank 0

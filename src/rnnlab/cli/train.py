@@ -171,18 +171,34 @@ def _start_train(args, comm, interrupts) -> tuple:
     if comm is not None:
         assert interrupts is not None
         distributed.agree_to_start(comm, failed=False, interrupted=interrupts.noted)
-        trainer.interrupts = interrupts
-        trainer.check_same_run()  # (a collective: every rank raises, or none)
-    if run_dir is None:  # made only now, so that a start that fails leaves no empty directory
-        run_dir = trainer.run_dir = _new_run_dir(comm, trainer.cfg.task)
-    if not args.resume and (comm is None or comm.rank == 0):
-        cfg = trainer.cfg
-        ranks = f" on {comm.size} ranks, batch {cfg.batch_size // comm.size} each" if comm else ""
-        print(
-            f"training {cfg.task} ({cfg.cell}, {sum(v.size for v in model.params.values()):,} "
-            f"parameters{ranks}) into {run_dir}",
-            file=sys.stderr,
-        )
+    try:
+        if comm is not None:
+            trainer.interrupts = interrupts
+            trainer.check_same_run()  # (a collective: every rank raises, or none)
+        if run_dir is None:  # made only now, so that a start that fails leaves no empty one
+            run_dir = trainer.run_dir = _new_run_dir(comm, trainer.cfg.task)
+        if not args.resume and (comm is None or comm.rank == 0):
+            cfg = trainer.cfg
+            ranks = (f" on {comm.size} ranks, batch {cfg.batch_size // comm.size} each"
+                     if comm else "")  # fmt: skip
+            print(
+                f"training {cfg.task} ({cfg.cell}, "
+                f"{sum(v.size for v in model.params.values()):,} parameters{ranks}) into "
+                f"{run_dir}",
+                file=sys.stderr,
+            )
+    except BaseException:
+        if comm is not None:  # the others wait for every rank's word below (should all
+            # have raised, as the check of the settings makes them, each says its own error)
+            distributed.agree_to_start(comm, failed=True, interrupted=False)
+        raise
+    # The last agreement of the start: what a rank did since the check of the settings may
+    # have failed on it alone, and the next collective, share_cores's MPI_Comm_split_type at
+    # the top of DistributedTrainer.run, has no timeout (the others waited in it for ever
+    # for a rank that raised here). Nothing between this agreement and that call can raise
+    # (a Ctrl-C is noted, not raised: it stops training after step 1, saved).
+    if comm is not None:
+        distributed.agree_to_start(comm, failed=False, interrupted=False)
     return trainer, task, model, run_dir
 
 
