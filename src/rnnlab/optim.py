@@ -720,14 +720,20 @@ def clip_by_global_norm(grads: Arrays, max_norm: float) -> float:
     A non-finite norm leaves the gradients untouched (no scale is meaningful; torch would
     write NaN into them): the returned NaN/inf tells the caller to skip the step.
     """
+    norm, coef = _global_norm_scale(grads, max_norm)
+    if coef < 1.0:
+        for g in grads.values():
+            g *= coef
+    return norm
+
+
+def _global_norm_scale(grads: Arrays, max_norm: float) -> tuple[float, float]:
+    """(‖g‖, c): c = max_norm / (‖g‖ + 1e-6) where that is below 1, else 1 (also for a
+    non-finite norm, which no scale makes meaningful)."""
     max_norm = _positive(max_norm, "max_norm")
     norm = global_norm(grads)
-    if math.isfinite(norm):
-        coef = max_norm / (norm + 1e-6)
-        if coef < 1.0:
-            for g in grads.values():
-                g *= coef
-    return norm
+    coef = max_norm / (norm + 1e-6) if math.isfinite(norm) else 1.0
+    return norm, (coef if coef < 1.0 else 1.0)
 
 
 def clip_by_value(grads: Arrays, clip_value: float) -> float:
@@ -771,10 +777,7 @@ def clip_scale(grads: Arrays, mode: str, value: float) -> tuple[float, float]:
     mode = _checks.choice(mode, "mode", ("global_norm", "value", "none"))
     if mode != "global_norm":
         return clip_gradients(grads, mode, value), 1.0
-    max_norm = _positive(value, "max_norm")
-    norm = global_norm(grads)
-    coef = max_norm / (norm + 1e-6) if math.isfinite(norm) else 1.0
-    return norm, (coef if coef < 1.0 else 1.0)
+    return _global_norm_scale(grads, value)
 
 
 # ---------------------------------------------------------------------------- checks
