@@ -838,7 +838,8 @@ def backward_loop(
         slot = np.empty(B, np.intp)
         for p, (b0, b1) in enumerate(parts):
             slot[b0:b1] = p
-        at = np.zeros((T, B), np.intp) if ids is None else np.ascontiguousarray(ids, np.intp)
+        # (by one row, the loop reads no ids: no (T, B) array of zeros for it)
+        at = np.zeros((0, 0), np.intp) if ids is None else np.ascontiguousarray(ids, np.intp)
     args = (*W.factors, _extra(q, H, dt), hs, _carry(cs, T + 1, B, dt), tape, dXA, dHA, m,
             has_mask, bool(reverse), dys, has_dys, dh, dc, trace, has_trace, np_blas, H, dq,
             np.empty((B, H), dt), hh[0], hh[1], np.empty((B, P), dt), *around, dHR, dcell,
