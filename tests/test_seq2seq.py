@@ -1,6 +1,8 @@
 """The encoder–decoder: exact gradients through decoder, attention, bridge and encoder, and
 generation that agrees with teacher forcing."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -519,6 +521,29 @@ def test_a_beam_wider_than_the_outputs_is_exhaustive_search():
             ids, score = m.beam_search(src, src_lengths=lengths, bos=bos, eos=eos, alpha=alpha,
                                        max_len=max_len, width=len(outputs))  # fmt: skip
             best = max(outputs, key=lambda s: lp[s] / ((5 + len(s)) / 6) ** alpha)
+            assert _until_eos(ids[0], eos) == best, (seed, alpha)
+            assert score[0] == pytest.approx(lp[best], abs=1e-9)
+
+
+def test_a_length_penalty_past_float64_still_ranks_by_score():
+    """An α so large that a decoded length's penalty ((5 + L) / 6)^α overflows (or, negative,
+    underflows): the winner is still the exhaustive search's best under the penalty, ranked
+    in logarithms (s / pen was -0.0 or -inf for every long output, and the first of them
+    won whatever its score, with an overflow warning)."""
+    import itertools
+
+    bos, eos, W4, max_len = 0, 3, 4, 4
+    outputs = [seq for n in range(1, max_len + 1)
+               for seq in itertools.product(range(W4), repeat=n)
+               if eos not in seq[:-1] and (n == max_len or seq[-1] == eos)]  # fmt: skip
+    for seed, attention in enumerate(["none", "additive", "multiplicative"]):
+        m = _wild(seed, attention)
+        src, lengths = np.random.default_rng(seed).integers(0, 5, (1, 4)), np.array([3])
+        lp = {s: _logp_of(m, src, lengths, s, bos) for s in outputs}
+        for alpha in (3000.0, -3000.0):  # (9/6)^3000 = e^1216: past float64 both ways
+            ids, score = m.beam_search(src, src_lengths=lengths, bos=bos, eos=eos, alpha=alpha,
+                                       max_len=max_len, width=len(outputs))  # fmt: skip
+            best = min(outputs, key=lambda s: math.log(-lp[s]) - alpha * math.log((5 + len(s)) / 6))
             assert _until_eos(ids[0], eos) == best, (seed, alpha)
             assert score[0] == pytest.approx(lp[best], abs=1e-9)
 

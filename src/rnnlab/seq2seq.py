@@ -722,9 +722,26 @@ class Seq2Seq(_Module):
             prev = tok.reshape(-1)
             if _settled(score, done, length, alpha, reach):
                 break
-        penalty = ((5.0 + length) / 6.0) ** alpha
-        pick = np.argmax(np.where(np.isfinite(score), score / penalty, -np.inf), axis=1)
+        pick = np.argmax(_penalised(score, length, alpha), axis=1)
         return ids[np.arange(B), pick], score[np.arange(B), pick]
+
+
+def _penalised(score: np.ndarray, length: np.ndarray, alpha: float) -> np.ndarray:
+    """What the winner's choice ranks: score / ((5 + L) / 6)^α, -inf for a score that is not
+    finite. Where a decoded length's penalty leaves float64's range (an |α| in the
+    thousands), s / pen is ±0 or -inf for every such hypothesis and the argmax took the first
+    of them, whatever its score (with an overflow warning): then the same order comes from
+    logarithms, −(log(−s) − α·log((5 + L) / 6)) (s ≤ 0; s = 0 ranks first, as 0 / pen does)."""
+    finite = np.isfinite(score)
+    with np.errstate(all="ignore"):
+        base = (5.0 + length) / 6.0
+        penalty = base**alpha
+        ratio = score / penalty
+        lost = ~np.isfinite(penalty) | (penalty == 0.0) | ~np.isfinite(ratio) | (
+            (ratio == 0.0) & (score != 0.0))  # fmt: skip
+        if (finite & lost).any():
+            ratio = -(np.log(-score) - alpha * np.log(base))
+    return np.where(finite, ratio, -np.inf)
 
 
 def _widest_penalty(max_len: int, alpha: float) -> float:
@@ -735,8 +752,9 @@ def _widest_penalty(max_len: int, alpha: float) -> float:
     penalty at or below this one. For an α so large that this overflows it is inf, and
     nothing stops early (s / inf is -0.0, below no finished score / penalty); without a
     word: the overflow is of a length perhaps never decoded (it warned, or raised under
-    np.errstate(over="raise"), where every hypothesis ended at once)."""
-    with np.errstate(over="ignore"):
+    np.errstate(over="raise"), where every hypothesis ended at once). The other end may
+    underflow to 0 (α < 0), which is not the largest: no word either."""
+    with np.errstate(over="ignore", under="ignore"):
         ends = ((5.0 + np.array([1, max_len])) / 6.0) ** alpha
     return float(ends.max()) * (1.0 + 1e-9)
 
