@@ -56,6 +56,9 @@ def _given(k, source, tmp_path):
     if source == "keras_file":
         k.save(tmp_path / "m.keras")
         return tmp_path / "m.keras"
+    if source == "functional_file":  # (the Sequential's layers as a functional model)
+        keras.Model(k.inputs, k.outputs).save(tmp_path / "m.keras")
+        return tmp_path / "m.keras"
     if source == "weights_file":
         k.save_weights(tmp_path / "m.weights.h5")
         return tmp_path / "m.weights.h5"
@@ -63,7 +66,7 @@ def _given(k, source, tmp_path):
 
 
 def _where(source, index, key):
-    if source in ("keras_file", "weights_file"):
+    if source in ("keras_file", "functional_file", "weights_file"):
         return rf"^`source \('.*m\.(keras|weights\.h5)', layer '{key}'\)` "
     return rf"^`source \(layer {index}, '{key}.*'\)` "
 
@@ -568,13 +571,14 @@ RESHAPE_ITSELF = {  # name: (target_shape, steps the model is built on, more of 
 }
 
 
-@pytest.mark.parametrize("source", SOURCES)
+@pytest.mark.parametrize("source", [*SOURCES, "functional_file"])
 @pytest.mark.parametrize("case", list(RESHAPE_ITSELF))
 def test_a_reshape_to_its_input_s_shape_loads(case, source, tmp_path):
     """A Reshape whose target_shape is its input's (batch left out; -1, or a size the input
     leaves unknown, on one axis) returns its input: it was refused as any Reshape. Its input's
-    shape is the layer object's input, or along a .keras file's Sequential the output of the
-    layer before it (a Reshape has no build config)."""
+    shape is the layer object's input, along a .keras file's Sequential the output of the
+    layer before it (a Reshape has no build config), in a functional model's file the shape
+    its inbound node records (it was refused there, as of an unknown shape)."""
     target, steps, more = RESHAPE_ITSELF[case]
     k = _reshaped(target, steps=steps, **more)
     bi, sequences = more.get("bi", False), more.get("sequences", True)
@@ -594,7 +598,7 @@ RESHAPE_OTHER = {  # name: (target_shape, steps, more of _reshaped, rnnlab's Lin
 }
 
 
-@pytest.mark.parametrize("source", SOURCES)
+@pytest.mark.parametrize("source", [*SOURCES, "functional_file"])
 @pytest.mark.parametrize("case", list(RESHAPE_OTHER))
 def test_a_reshape_that_may_change_the_shape_is_refused(case, source, tmp_path):
     target, steps, more, features, shape = RESHAPE_OTHER[case]
@@ -610,6 +614,30 @@ def test_a_reshape_that_may_change_the_shape_is_refused(case, source, tmp_path):
         rk.load_weights(model, _given(k, source, tmp_path))
     for n, v in model.params.items():  # nothing written
         assert np.array_equal(v, before[n]), n
+
+
+def _recorded_shape(shape):
+    """An edit of a functional model's config.json: its Reshape's inbound node records
+    `shape` as the Reshape's input's."""
+    def edit(layers):
+        (entry,) = [e for e in layers if e["class_name"] == "Reshape"]
+        entry["inbound_nodes"][0]["args"][0]["config"]["shape"] = shape
+    return edit
+
+
+def test_a_functional_reshape_whose_recorded_input_the_graph_contradicts_is_refused(tmp_path):
+    """In a functional model's file the Reshape's input shape is the one its inbound node
+    records, which Keras' load does not read (it computes the tensor again from the layer
+    that made it): a recorded shape the graph contradicts, here (None, 3, 10), making a
+    Reshape((3, 10)) that merges the LSTM's 6 steps of 5 features look like the identity,
+    proves nothing, and the Reshape is refused as of inputs of unknown shape."""
+    k = _reshaped((3, 10), steps=6)
+    path = _with_config(_given(k, "functional_file", tmp_path), _recorded_shape([None, 3, 10]))
+    model = Sequential(Embedding(12, 4), LSTM(4, 5), Linear(10, 7))
+    with pytest.raises(ValueError, match=_where("keras_file", 2, "reshape") + r".*got a "
+                       r"Reshape with target_shape=\(3, 10\) of inputs of unknown shape "
+                       r"instead\."):  # fmt: skip
+        rk.load_weights(model, path)
 
 
 def test_a_reshape_of_an_unknown_shape_is_refused(tmp_path):

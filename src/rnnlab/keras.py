@@ -485,14 +485,15 @@ def load_weights(
     Softmax, ReLU, Masking, Lambda, Rescaling, a Reshape that changes the shape or may, a
     Flatten of steps, GlobalMaxPooling1D, a layer of one's own) is refused: rnnlab's model
     would compute without it. A Reshape's input shape is the layer object's input in its
-    model, or in a .keras file's Sequential the output of the layer before it; its target
-    may differ from it on one axis, as -1 or where the input's size is unknown (there Keras
-    reshapes only inputs of the target's size), not on two, which could trade sizes (steps
-    merged); an unknown input shape (a layer never called, a functional model's file) is
-    refused. A `.weights.h5` names each layer's class (its key) but not its config, so
-    there an Activation's function, a Flatten's input and a TimeDistributed's layer go
-    unchecked, and a Reshape is refused. Every layer is checked before any weight is
-    written: a refused source leaves the model as it was."""
+    model, in a .keras file's Sequential the output of the layer before it, in a functional
+    model's file the shape its inbound node records (where it agrees with the output of the
+    layer it names); its target may differ from it on one axis, as -1 or where the input's
+    size is unknown (there Keras reshapes only inputs of the target's size), not on two,
+    which could trade sizes (steps merged); an unknown input shape (a layer never called, a
+    recorded shape the graph contradicts) is refused. A `.weights.h5` names each layer's
+    class (its key) but not its config, so there an Activation's function, a Flatten's
+    input and a TimeDistributed's layer go unchecked, and a Reshape is refused. Every layer
+    is checked before any weight is written: a refused source leaves the model as it was."""
     if keys is not None and (
         isinstance(keys, str)
         or not isinstance(keys, Sequence)
@@ -1349,15 +1350,16 @@ class _Entry(NamedTuple):
 def _entries(config: dict[str, Any]) -> dict[str, _Entry]:
     """The h5 key of every layer of a .keras file's model, in order, with what the file says
     of it (the keys as Keras' saving makes them: snake_case class names, numbered by
-    order). Input shapes: a layer's build config holds its own (a Dense's, an LSTM's), and
-    along a Sequential each layer's output is the next one's input (a Reshape, a Flatten,
-    a Dropout have no build config)."""
+    order). Input shapes: a layer's build config holds its own (a Dense's, an LSTM's); a
+    Reshape, a Flatten, a Dropout have none, and take along a Sequential the output of the
+    layer before them, in a functional model their inbound node's (_inbound_shape)."""
     model = config.get("config", {})
     layers = model.get("layers", [])
     chain = config.get("class_name") == "Sequential"
     shape = _shape(model.get("build_input_shape")) if chain else None
     used: dict[str, int] = {}
     out: dict[str, _Entry] = {}
+    outputs: dict[str, _Shape] = {}  # (a functional model's: each layer's output, by name)
     for entry in layers:
         cls = entry.get("class_name", "")
         key = _snake(cls)
@@ -1370,11 +1372,50 @@ def _entries(config: dict[str, Any]) -> dict[str, _Entry]:
         build = entry.get("build_config")
         if isinstance(build, dict) and _shape(build.get("input_shape")) is not None:
             shape = _shape(build.get("input_shape"))
-        elif cls == "InputLayer" and chain:
+        elif cls == "InputLayer":
             shape = _shape(cfg.get("batch_shape"))
+        elif not chain:
+            shape = _inbound_shape(entry.get("inbound_nodes"), outputs)
         out[key] = _Entry(cls, cfg, shape, entry)
-        shape = _output_shape(cls, cfg, shape) if chain else None
+        shape = _output_shape(cls, cfg, shape)
+        if not chain:
+            outputs[str(entry.get("name", cfg.get("name")))] = shape
     return out
+
+
+def _inbound_shape(nodes: object, outputs: dict[str, _Shape]) -> _Shape:
+    """The input shape of a layer of a functional model's .keras file without a build
+    config, from its inbound nodes (one for each call of the layer in the model,
+    {"args": [its input tensor], "kwargs": {...}}): the shape Keras recorded of the input
+    tensor, which must agree with the output of the layer that made it (the tensor's
+    keras_history names it; `outputs`: those of the layers before, None where unknown) on
+    every axis whose size that output knows. Keras' load computes the tensor again from that
+    layer, the recorded shape aside, so a recorded shape that the graph contradicts (a file
+    edited) proves nothing. None (unknown: a Reshape is then refused) for a layer called on
+    anything but one tensor, on tensors of other shapes in other calls, or on a tensor of a
+    layer not listed before it."""
+    if not isinstance(nodes, list) or not nodes:
+        return None
+    shapes: set[tuple[int | None, ...]] = set()
+    for node in nodes:
+        args = node.get("args") if isinstance(node, dict) else None
+        kwargs = node.get("kwargs", {}) if isinstance(node, dict) else None
+        if (not isinstance(args, list) or len(args) != 1 or not isinstance(kwargs, dict)
+                or any(isinstance(v, (dict, list)) for v in kwargs.values())):  # fmt: skip
+            return None  # (tensors in the kwargs too: a mask, an initial state)
+        tensor = args[0] if isinstance(args[0], dict) else {}
+        inner = tensor.get("config") if tensor.get("class_name") == "__keras_tensor__" else None
+        history = inner.get("keras_history") if isinstance(inner, dict) else None
+        source = history[0] if isinstance(history, list) and history else None
+        recorded = _shape(inner.get("shape")) if isinstance(inner, dict) else None
+        if recorded is None or not isinstance(source, str) or source not in outputs:
+            return None
+        made = outputs[source]
+        if made is not None and (len(made) != len(recorded) or any(
+                m not in (None, r) for m, r in zip(made, recorded, strict=True))):  # fmt: skip
+            return None
+        shapes.add(recorded)
+    return shapes.pop() if len(shapes) == 1 else None
 
 
 def _shape(value: object) -> _Shape:
@@ -1387,8 +1428,8 @@ def _shape(value: object) -> _Shape:
 
 
 def _output_shape(cls: str, config: dict[str, Any], shape: _Shape) -> _Shape:
-    """The output shape of a layer of a Sequential that load_weights reads, from its input's
-    and its config; None where unknown. A layer load_weights takes only where it returns its
+    """The output shape of a layer of a .keras file's model that load_weights reads, from its
+    input's and its config; None where unknown. A layer load_weights takes only where it returns its
     input (a Reshape, a Flatten, a TimeDistributed, the dropouts, a linear Activation) keeps
     the shape: where it does not, the load refuses it before a later layer's shape counts."""
     if shape is None:
