@@ -778,6 +778,65 @@ def test_a_layer_of_one_s_own_named_as_keras_s_is_refused(case, source, tmp_path
             rk.load_weights(model.modules[1], k.layers[1])
 
 
+class _OwnStart(keras.layers.LSTM):
+    """An LSTM of one's own named LSTMWithStart, holding weights h0 and c0 where the
+    export's does (its `vars`), that starts from zeros all the same."""
+
+    def build(self, sequences_shape, initial_state_shape=None):
+        super().build(sequences_shape, initial_state_shape)
+        self.starts = [self.add_weight(shape=(self.units,), initializer="ones", name=name)
+                       for name in ("h0", "c0")]  # fmt: skip
+
+
+_OwnStart.__name__ = _OwnStart.__qualname__ = "LSTMWithStart"
+keras.saving.register_keras_serializable("rnnlab_tests")(_OwnStart)
+
+
+def _snippet_entry(edit):
+    """An edit of the config.json of a .keras file the snippet's model wrote: `edit` of its
+    LSTMWithStart's entry."""
+    def edit_layers(layers):
+        (entry,) = [e for e in layers if e["class_name"] == "LSTMWithStart"]
+        edit(entry)
+    return edit_layers
+
+
+OWN_START = {  # name: (the source, registered_name said, what else the error says)
+    **{source: (lambda t, s=source: _given(keras.Sequential([
+        keras.Input((None, 3)), _OwnStart(4, return_sequences=True)]), s, t),
+                "'rnnlab_tests>LSTMWithStart'", "") for source in SOURCES},
+    "registered_elsewhere": (lambda t: _with_config(_with_start(t)[0], _snippet_entry(
+        lambda e: e.update(registered_name="mine>LSTMWithStart"))),
+                             "'mine>LSTMWithStart'", ""),
+    "no_learned": (lambda t: _with_config(_with_start(t)[0], _snippet_entry(
+        lambda e: e["config"].pop("learned"))), "'rnnlab>LSTMWithStart'",
+                   ", no 'learned' in its config"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(OWN_START))
+def test_a_with_start_class_of_one_s_own_is_refused(case, tmp_path):
+    """A layer class named LSTMWithStart was taken for the export's by its name alone: one of
+    one's own, starting from zeros whatever its weights h0 and c0 hold, loaded them as a
+    learned start, from its objects and its .keras file. The export's is known by the
+    registered name the snippet gives it and the 'learned' of its config (its module is
+    where the snippet ran); a file saying otherwise is refused as any class of one's own."""
+    build, registered, more = OWN_START[case]
+    source = build(tmp_path)
+    model = Sequential(LSTM(3, 4, initial_state="learned"))
+    before = {n: v.copy() for n, v in model.params.items()}
+    where = _where("keras_file" if case not in SOURCES[1:] else case, 0, "lstm_with_start")
+    with pytest.raises(ValueError, match=where + r"must be a layer of Keras' own "
+                       r"\(keras\.layers\), or the export's <Kind>WithStart; got an "
+                       rf"LSTMWithStart of one's own \(registered_name {registered}{more}\) "
+                       r"instead\. rnnlab reads a Keras layer by its class name .* The export's "
+                       r"LSTMWithStart is registered as 'rnnlab>LSTMWithStart', with 'learned' "
+                       r"in its config\.$"):  # fmt: skip
+        rk.load_weights(model, source)
+    for n, v in model.params.items():  # nothing written
+        assert np.array_equal(v, before[n]), n
+
+
 @pytest.mark.parametrize("source", [*SOURCES, "weights_file"])
 def test_a_time_distributed_dense_is_refused(source, tmp_path):
     """A TimeDistributed(Dense) holds weights rnnlab's Linear would take, and an activation it

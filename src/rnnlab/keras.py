@@ -40,6 +40,7 @@ import importlib
 import io as _io
 import json
 import re
+import sys
 import zipfile
 from collections.abc import Sequence
 from os import PathLike
@@ -470,10 +471,11 @@ def load_weights(
     refused, from the layer objects wherever it stands: an Activation inside a
     TimeDistributed, an Activation given as activation=; a .keras file saved by Keras 3.15
     names it "tanh" alone, which Keras too loads as its own tanh). Likewise a layer counts by
-    its class name only when the class is Keras' own (or the snippet's <Kind>WithStart): a
-    class of one's own named Dropout, Dense or LSTM, or wrapped in a TimeDistributed or
+    its class name only when the class is Keras' own (or the snippet's <Kind>WithStart,
+    registered as 'rnnlab><Kind>WithStart' with 'learned' in its config): a class of one's
+    own named Dropout, Dense, LSTM or LSTMWithStart, or wrapped in a TimeDistributed or
     Bidirectional, is refused, from the objects and from a .keras file (which writes its
-    module, or null and its registered name).
+    module, or null, and its registered name).
 
     Keras layers without weights, which rnnlab's Sequential holds nothing for, are judged by
     what they compute at inference: those that return their input load (Dropout,
@@ -919,22 +921,56 @@ def _keras_module(module: object) -> bool:
     return isinstance(module, str) and (module == "keras" or module.startswith("keras."))
 
 
-def _check_own_class(cls: str, module: object, registered: object, where: str,
+def _check_own_class(cls: str, module: object, registered: object, config: object, where: str,
                      outer: str = "") -> None:  # fmt: skip
-    """Refuse a layer whose class is not Keras' own (nor the snippet's <Kind>WithStart,
-    defined where the snippet runs: _direction checks it subclasses Keras' <Kind>). The
-    load reads a layer by its class name and config, which say what Keras' own layer of
-    that name computes: a Dropout of one's own may scale its input at inference, a Dense
-    of one's own apply a function, and would load as Keras' without a word. `outer`: the
-    layers wrapping it, as the error says them ("a TimeDistributed of ")."""
-    if _keras_module(module) or cls in _WITH_STARTS:
+    """Refuse a layer whose class is not Keras' own (nor the snippet's <Kind>WithStart:
+    _is_with_start). The load reads a layer by its class name and config, which say what
+    Keras' own layer of that name computes: a Dropout of one's own may scale its input at
+    inference, a Dense of one's own apply a function, an LSTMWithStart of one's own start
+    otherwise, and would load as Keras' (or the export's) without a word. `registered`,
+    `config`: the class's registered name and the layer's config (read for a <Kind>WithStart
+    only; None where not); `outer`: the layers wrapping it, as the error says them
+    ("a TimeDistributed of ")."""
+    if _keras_module(module) or _is_with_start(cls, registered, config):
         return
     said = f"module {module!r}" if module or not registered else f"registered_name {registered!r}"
+    more = ""
+    if cls in _WITH_STARTS:
+        said = f"registered_name {registered!r}" + (
+            ", no 'learned' in its config" if registered == _registered_as(cls) else "")
+        more = (f" The export's {cls} is registered as {_registered_as(cls)!r}, with "
+                "'learned' in its config.")  # fmt: skip
     _checks.fail(where, "a layer of Keras' own (keras.layers), or the export's <Kind>WithStart",
                  f"{outer}{_an(cls or '?')} of one's own ({said})",
                  "rnnlab reads a Keras layer by its class name and config, which say what "
                  "Keras' layer of that name computes, not what a class of one's own does: "
-                 "build the Keras model with Keras' layers to load it.")  # fmt: skip
+                 "build the Keras model with Keras' layers to load it." + more)  # fmt: skip
+
+
+def _registered_as(cls: str) -> str:
+    """The registered name of the snippet's class `cls` (`register_keras_serializable("rnnlab")`
+    in _WITH_START), which a .keras file writes as its registered_name."""
+    return f"rnnlab>{cls}"
+
+
+def _is_with_start(cls: str, registered: object, config: object) -> bool:
+    """Whether a layer is the snippet's <Kind>WithStart, by what a .keras file records of it:
+    the class name, the registered name the snippet gives it (its module is where the
+    snippet ran: null for a script, the module's name where imported, 'builtins' under
+    exec, so it says nothing) and a config with the boolean 'learned' the snippet adds to
+    Keras' <Kind>'s. A class of one's own of that name has another registered name (its
+    package's, or its class name when unregistered). (_direction checks besides that a
+    layer object's class subclasses Keras' <Kind>.)"""
+    return (cls in _WITH_STARTS and registered == _registered_as(cls)
+            and isinstance(config, dict) and isinstance(config.get("learned"), bool))  # fmt: skip
+
+
+def _registered_name(cls: type) -> object:
+    """The name Keras has `cls` registered under ('package>Name', or its class name when
+    unregistered), as a .keras file writes it; None where Keras is not imported (a class of
+    a layer object is Keras' subclass, so Keras is)."""
+    saving = getattr(sys.modules.get("keras"), "saving", None)
+    return saving.get_registered_name(cls) if saving is not None else None
 
 
 def _check_object_class(x: KerasLayer, where: str, outer: str = "") -> None:
@@ -944,7 +980,10 @@ def _check_object_class(x: KerasLayer, where: str, outer: str = "") -> None:
     layer's). Not a layer at all: the caller's refusal says what it expected."""
     if not _is_layer(x):
         return
-    _check_own_class(type(x).__name__, type(x).__module__, None, where, outer)
+    cls = type(x)
+    starts = cls.__name__ in _WITH_STARTS  # (what a <Kind>WithStart is: _is_with_start)
+    _check_own_class(cls.__name__, cls.__module__, _registered_name(cls) if starts else None,
+                     x.get_config() if starts else None, where, outer)  # fmt: skip
     for name in ("layer", "forward_layer", "backward_layer"):
         inner = getattr(x, name, None)
         if _is_layer(inner):
@@ -958,8 +997,9 @@ def _check_entry_class(entry: object, where: str, outer: str = "") -> None:
     if not isinstance(entry, dict):
         return  # (a foreign config.json: its layers are refused as what they are not)
     cls = str(entry.get("class_name", ""))
-    _check_own_class(cls, entry.get("module"), entry.get("registered_name"), where, outer)
     config = entry.get("config")
+    _check_own_class(cls, entry.get("module"), entry.get("registered_name"), config, where,
+                     outer)  # fmt: skip
     for name in ("layer", "backward_layer"):
         inner = config.get(name) if isinstance(config, dict) else None
         if isinstance(inner, dict):
