@@ -300,6 +300,13 @@ def _rename_cell(at, name):
     return edit
 
 
+def _embedded(tmp_path):
+    """A .keras file Keras writes of a Sequential of an Embedding(12, 4) alone."""
+    k = keras.Sequential([keras.Input((None,), dtype="int32"), keras.layers.Embedding(12, 4)])
+    k.save(tmp_path / "m.keras")
+    return tmp_path / "m.keras"
+
+
 def _gru_donor(tmp_path, H=4):
     return _saved(keras.layers.GRU(H, return_sequences=True), tmp_path, "gru.weights.h5")
 
@@ -405,6 +412,29 @@ DISAGREE = {
         lambda: GRU(3, 4, reset_after=False), "gru",
         rf" bias` must be an array of shape \(12,\), {_KERAS_SAYS}'GRU'\) "
         rf"\(reset_after=False\); got shape \(2, 12\) instead\. {_SAVE_AGAIN}", True),
+    # (a Dense's and an Embedding's sizes were compared with rnnlab's module alone: a
+    # config.json saying other sizes than the arrays beside it loaded as the arrays say)
+    "dense_units_other_than_the_kernel_s": (
+        lambda t: (_with_config(_saved(keras.layers.Dense(7), t), _set("Dense", units=10)),
+                   lambda f: None),
+        lambda: Sequential(Linear(3, 7)), "dense",
+        r" kernel` must be an array of 10 columns, as the file's config\.json says "
+        rf"\(units=10\); got shape \(3, 7\) instead\. {_SAVE_AGAIN}", True),
+    "dense_units_other_than_the_bias_s": (
+        lambda t: (_saved(keras.layers.Dense(7), t), lambda f: (
+            f.__delitem__("layers/dense/vars/1"),
+            f.create_dataset("layers/dense/vars/1", data=np.zeros(5, np.float32)))),
+        lambda: Sequential(Linear(3, 7)), "dense",
+        r" bias` must be an array of shape \(7,\), as the file's config\.json says "
+        rf"\(units=7\); got shape \(5,\) instead\. {_SAVE_AGAIN}", True),
+    **{f"embedding_{name}_other_than_the_array_s": (
+        lambda t, name=name, value=value: (_with_config(_embedded(t), _set(
+            "Embedding", **{name: value})), lambda f: None),
+        lambda: Sequential(Embedding(12, 4)), "embedding",
+        rf" embeddings` must be an array of shape \({rows}, {columns}\), as the file's "
+        rf"config\.json says \(input_dim={rows}, output_dim={columns}\); got shape \(12, 4\) "
+        rf"instead\. {_SAVE_AGAIN}", True)
+       for name, value, rows, columns in (("input_dim", 13, 13, 4), ("output_dim", 6, 12, 6))},
     "a_listed_layer_without_weights": (
         lambda t: (_saved(_lstm(), t), lambda f: f.__delitem__("layers/lstm")),
         lambda: LSTM(3, 4), "lstm",

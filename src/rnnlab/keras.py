@@ -462,15 +462,16 @@ def load_weights(
     with its arrays' kind (their gate count, from the kernel's shape: a GRU's arrays under
     an LSTM's config are refused, not loaded into a GRU), a Bidirectional with its
     forward_layer and backward_layer, a <Kind>WithStart with its start and Keras' own
-    layer with none; a config's units, reset_after and use_bias with the arrays' shapes
-    and count. A layer holding arrays besides its own, and (a `.keras` file) arrays under a
-    key its config.json does not list, are refused too, where Keras' load ignores them: no
-    weight is left behind. An activation given as a Keras layer counts
-    for what it computes: ReLU() with its defaults is "relu", Activation("tanh") "tanh"; a
-    function by its name only when it is Keras' own (a function of one's own named "tanh" is
-    refused, from the layer objects wherever it stands: an Activation inside a
-    TimeDistributed, an Activation given as activation=; a .keras file saved by Keras 3.15
-    names it "tanh" alone, which Keras too loads as its own tanh). Likewise a layer counts by
+    layer with none; a config's units, reset_after and use_bias (a Dense's units and
+    use_bias, an Embedding's input_dim and output_dim) with the arrays' shapes and count. A
+    layer holding arrays besides its own, and (a `.keras` file) arrays under a key its
+    config.json does not list, are refused too, where Keras' load ignores them: no weight
+    is left behind. An activation given as a Keras layer counts for what it computes:
+    ReLU() with its defaults is "relu", Activation("tanh") "tanh"; a function by its name
+    only when it is Keras' own (a function of one's own named "tanh" is refused, from the
+    layer objects wherever it stands: an Activation inside a TimeDistributed, an Activation
+    given as activation=; a .keras file saved by Keras 3.15 names it "tanh" alone, which
+    Keras too loads as its own tanh). Likewise a layer counts by
     its class name only when the class is Keras' own (or the snippet's <Kind>WithStart,
     registered as 'rnnlab><Kind>WithStart' with 'learned' in its config): a class of one's
     own named Dropout, Dense, LSTM or LSTMWithStart, or wrapped in a TimeDistributed or
@@ -1350,8 +1351,42 @@ def _read_others(layers: H5Group, config: dict[str, Any] | None, entries: dict[s
         _check_other_options(_OTHERS[base], configs.get(key, {}), where)  # (none: .weights.h5)
         if base == "dense" and "use_bias" in configs.get(key, {}):
             _check_bias_count(configs[key]["use_bias"], len(names), 2, where)
-        out[_OTHERS[base]].append((key, [np.asarray(v[n]) for n in names]))
+        arrays = [np.asarray(v[n]) for n in names]
+        _check_other_sizes(_OTHERS[base], configs.get(key, {}), arrays, where)
+        out[_OTHERS[base]].append((key, arrays))
     return out
+
+
+def _check_other_sizes(kind: str, config: dict[str, Any], w: list[np.ndarray],
+                       where: str) -> None:  # fmt: skip
+    """A .keras file's Dense (units) or Embedding (input_dim, output_dim) config against its
+    arrays' shapes: only the arrays are compared with rnnlab's module, so a config.json
+    saying units=10 over a kernel of 12 columns (a file put together by hand, or from two
+    saves, which Keras' own load refuses) loaded as the arrays say. A .weights.h5 has no
+    config (an empty `config`: nothing to compare)."""
+
+    def size(name: str) -> int | None:
+        value = config.get(name)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    if kind == "Dense":
+        units = size("units")
+        if units is None:
+            return
+        for name, a in zip(("kernel", "bias"), w, strict=False):
+            # (the kernel's rows, and its axes, are rnnlab's Linear's to check: _other_values)
+            if (a.shape[-1:] if name == "kernel" else a.shape) != (units,):
+                want = f"{units} columns" if name == "kernel" else f"shape {(units,)}"
+                _checks.fail(f"{where} {name}", f"an array of {want}, as the file's config.json "
+                             f"says (units={units})", f"shape {a.shape}", _DISAGREE)  # fmt: skip
+        return
+    rows, columns = size("input_dim"), size("output_dim")
+    if rows is None or columns is None:
+        return
+    if w[0].shape != (rows, columns):
+        _checks.fail(f"{where} embeddings", f"an array of shape {(rows, columns)}, as the file's "
+                     f"config.json says (input_dim={rows}, output_dim={columns})",
+                     f"shape {w[0].shape}", _DISAGREE)  # fmt: skip
 
 
 _RECURRENT = ("simple_rnn", "lstm", "gru", "bidirectional", "simple_rnn_with_start",
