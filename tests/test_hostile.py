@@ -403,6 +403,16 @@ API_CASES = [
                                                         readout="steps")),
      r"got num_layers=2, bidirectional=False instead"),
     ("spec rng -1", lambda: models.build(_spec(), rng=-1), r"`rng` must be a non-negative"),
+    # with_defaults (what a run's config.json stores) met a TypeError or a KeyError
+    ("with_defaults list", lambda: models.with_defaults([1]),
+     r"^`spec` must be a dict \(see rnnlab\.models\); got a list of length 1 instead\.$"),
+    ("with_defaults str", lambda: models.with_defaults("lstm"),
+     r"^`spec` must be a dict \(see rnnlab\.models\); got 'lstm' \(str\) instead\.$"),
+    ("with_defaults no rnn", lambda: models.with_defaults(_without(_spec(), "rnn")),
+     r"^`spec` must be a dict with 'rnn' \(see rnnlab\.models\); got one without 'rnn' "
+     r"instead\.$"),
+    ("with_defaults rnn None", lambda: models.with_defaults(_spec(rnn=None)),
+     r"^`spec\['rnn'\]` must be a dict \(see rnnlab\.models\); got None instead\.$"),
     ("spec no hidden", lambda: models.build(_spec(rnn={"cell": "gru"})),
      r"`spec\['rnn'\]` must be a dict with 'cell' and 'hidden_size'"),
     ("spec hidden str", lambda: models.build(_spec(rnn__hidden_size="8")),

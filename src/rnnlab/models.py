@@ -447,7 +447,16 @@ def recurrent_layer(model: Sequential) -> Recurrent:
 
 
 def with_defaults(spec: dict[str, Any]) -> dict[str, Any]:
-    """A complete copy of `spec` with every optional field filled in (what config.json stores)."""
+    """A complete copy of `spec` with every optional field filled in (what config.json stores).
+    It reads spec['rnn'] alone: a spec that is not a dict, or whose 'rnn' is missing or not a
+    dict, is refused here in the words `build` uses for them (it met a TypeError, a KeyError
+    or an AttributeError); a spec's other errors are `build`'s to say."""
+    if not isinstance(spec, dict):
+        _checks.fail("spec", "a dict (see rnnlab.models)", _checks.describe(spec))
+    if "rnn" not in spec:
+        _checks.fail("spec", "a dict with 'rnn' (see rnnlab.models)", "one without 'rnn'")
+    if not isinstance(spec["rnn"], dict):
+        _checks.fail("spec['rnn']", "a dict (see rnnlab.models)", _checks.describe(spec["rnn"]))
     s = copy.deepcopy(spec)
     r = s["rnn"]
     r.setdefault("num_layers", 1)
