@@ -39,8 +39,9 @@ MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shut
 MAIN = "import sys; from rnnlab.cli import main; sys.exit(main(sys.argv[1:]))"
 ADDING = ["train", "adding", "--hidden", "16", "--T", "20", "--eval-every", "10", "--quiet"]
 
-# Rank 1 of a test's job runs this instead of the plain command: at step AT (counted from 1)
-# it kills itself, stops itself, interrupts itself (Ctrl-C) or feeds the model NaN.
+# Rank 1 (rank 0 too where asked) of a test's job runs this instead of the plain command: at
+# step AT (counted from 1) it kills itself, stops itself, interrupts itself (Ctrl-C),
+# terminates itself (SIGTERM) or feeds the model NaN.
 SABOTEUR = """
 import os, signal, sys
 import numpy as np
@@ -59,7 +60,8 @@ def sabotaged(self, step, rng):
         elif action == "raise":
             raise OSError("No space left on device (pretend)")
         else:
-            sig = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP, "int": signal.SIGINT}
+            sig = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP, "int": signal.SIGINT,
+                   "term": signal.SIGTERM}
             os.kill(os.getpid(), sig[action])
     return batch, rng
 
@@ -101,20 +103,23 @@ def launch(tail, cwd=None, timeout=240, during=None, **env):
     return done
 
 
-def mpiexec(args, cwd, *, rank1=None, timeout=240, **env):
+def mpiexec(args, cwd, *, rank1=None, rank0=None, timeout=240, **env):
     """`mpiexec -n 2 rnnlab ARGS` with rank 0 in `cwd` and rank 1 in cwd/rank1, an empty
     directory: a relative --run-dir of rank 1 is there, so whatever rank 1 writes shows up
     there (and the run needs no shared filesystem). rank1=(action, step): rank 1 runs the
-    saboteur."""
+    saboteur; rank0 likewise."""
     args = [str(a) for a in args]
     (Path(cwd) / "rank1").mkdir(exist_ok=True)
-    second = [sys.executable, "-c", MAIN, *args]
-    if rank1 is not None:
-        saboteur = Path(cwd) / "saboteur.py"
-        saboteur.write_text(SABOTEUR)
-        second = [sys.executable, str(saboteur), *map(str, rank1), *args]
-    tail = ["-n", "1", sys.executable, "-c", MAIN, *args, ":",
-            "-n", "1", "-wdir", str(Path(cwd) / "rank1"), *second]  # fmt: skip
+    saboteur = Path(cwd) / "saboteur.py"
+    saboteur.write_text(SABOTEUR)
+
+    def command(sabotage):
+        if sabotage is None:
+            return [sys.executable, "-c", MAIN, *args]
+        return [sys.executable, str(saboteur), *map(str, sabotage), *args]
+
+    tail = ["-n", "1", *command(rank0), ":",
+            "-n", "1", "-wdir", str(Path(cwd) / "rank1"), *command(rank1)]  # fmt: skip
     done = launch(tail, cwd, timeout, **env)
     assert list((Path(cwd) / "rank1").iterdir()) == [], "rank 1 wrote files"
     return done
@@ -435,8 +440,7 @@ def held_start(args, cwd, at, signum=signal.SIGINT, timeout=240, **env):
         until("waiting", job)
         os.kill(int((sync / "waiting").read_text()), signum)
         sent.append(time.perf_counter())
-        if signum == signal.SIGINT:  # (a Python handler: where it runs is known)
-            until("handled", job)
+        until("handled", job)  # (a Python handler: where it runs is known)
         (sync / "go").touch()
 
     done = launch(tail, cwd, timeout, during=signal_rank_1, **env)
@@ -500,30 +504,101 @@ def test_ctrl_c_on_one_rank_after_the_start_agreements_stops_after_step_1(tmp_pa
 
 def test_every_rank_interrupted_at_the_start_is_named():
     """A Ctrl-C at the terminal reaches every rank (mpiexec forwards it), a `kill -INT`
-    one: the line says which."""
-    from rnnlab.distributed import StartInterrupted, stop_if_interrupted
+    one: the line says which, and which signal."""
+    from rnnlab.distributed import StartInterrupted, StartTerminated, stop_if_interrupted
 
     stop_if_interrupted(np.zeros(4))  # (none: nothing raised)
     for flags, said in (([0, 1, 0, 1], "ranks 1, 3 of 4"), ([1, 1], "all 2 ranks"),
                         ([1], "rank 0 of 1")):  # fmt: skip
         with pytest.raises(StartInterrupted, match=f"^SIGINT \\(Ctrl-C\\) on {said} while"):
             stop_if_interrupted(np.array(flags))
+    # SIGTERM's code is 2 (signal_code): said first, and the stop is SIGTERM's (status 143)
+    for codes, said in (([0, 2], "SIGTERM on rank 1 of 2 while"),
+                        ([2, 1, 3], "SIGTERM on ranks 0, 2 of 3, SIGINT \\(Ctrl-C\\) on ranks 1, "
+                                    "2 of 3 while")):  # fmt: skip
+        with pytest.raises(StartTerminated, match=f"^{said}"):
+            stop_if_interrupted(np.array(codes))
 
 
-@pytest.mark.parametrize("at", [1, 7])
-def test_sigterm_to_one_rank_ends_every_rank_at_once(tmp_path, at):
-    """SIGTERM has no handler of rnnlab's (neither alone nor under MPI): the rank that gets
-    it dies, at the start (at 1) as in training (at 7), and mpiexec ends the others at
-    once (measured: under 0.1 s), saying which died; nothing since the last checkpoint is
-    saved. No rank waits for the dead one until RNNLAB_MPI_TIMEOUT."""
+@pytest.mark.parametrize("at", [0, 1])
+def test_sigterm_to_one_rank_at_the_start_stops_every_rank_before_training(tmp_path, at):
+    """SIGTERM to rank 1 alone while it builds its task and model (at 0: it stops that work
+    at once) or waits in the start agreement (at 1: noted): as after a Ctrl-C there, every
+    rank stops at the agreement, each saying so in one line, exit status 143 (128 + 15); no
+    run directory. Before: the rank died of it, and mpiexec ended the other with `BAD
+    TERMINATION ... EXIT CODE: 15` (its handler never ran: `handled` was never written)."""
     args = [*ADDING, "--batch-size", "4", "--steps", "40", "--run-dir", "run"]
     done, _ = held_start(args, tmp_path, at, signal.SIGTERM, timeout=120,
                          RNNLAB_MPI_TIMEOUT="60")  # fmt: skip
-    assert done.returncode != 0, done.stdout + done.stderr
-    assert "BAD TERMINATION" in done.stdout + done.stderr
-    assert "Terminated (signal 15)" in done.stdout + done.stderr
-    assert "waited" not in done.stderr
-    assert io.checkpoint_steps(tmp_path / "run") == []
+    assert done.returncode == 143, done.stdout + done.stderr
+    said = START_INTERRUPTED.replace("interrupted: SIGINT (Ctrl-C)", "terminated: SIGTERM")
+    assert done.stderr.count(said) == 2, done.stderr
+    assert "Traceback" not in done.stderr and "waited" not in done.stderr
+    assert "BAD TERMINATION" not in done.stdout + done.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("at,step", [(6, 1), (7, 2)])
+def test_sigterm_to_one_rank_as_training_starts_stops_every_rank_saved(tmp_path, at, step):
+    """SIGTERM to rank 1 alone in the run directory's lock (at 6, the last collective before
+    training: noted, it stops training after step 1) or in step 1's allreduce (at 7, where
+    rank 1's word is already given: step 2's carries it): every rank stops after that step,
+    rank 0 saves the one checkpoint and says so, exit status 143. Before: the rank died,
+    mpiexec ended the other, nothing saved."""
+    args = [*ADDING, "--batch-size", "4", "--steps", "40", "--checkpoint-every", "100",
+            "--run-dir", "run"]  # fmt: skip
+    done, _ = held_start(args, tmp_path, at, signal.SIGTERM, timeout=120,
+                         RNNLAB_MPI_TIMEOUT="60")  # fmt: skip
+    assert done.returncode == 143, done.stdout + done.stderr
+    assert done.stderr.count("terminated (SIGTERM on rank 1 of 2): checkpoint saved at step "
+                             f"{step} in run; continue with") == 1, done.stderr  # fmt: skip
+    assert "Traceback" not in done.stderr and "waited" not in done.stderr
+    assert io.checkpoint_steps(tmp_path / "run") == [step]
+
+
+def test_sigterm_on_every_rank_stops_all_at_one_step_and_the_run_resumes(tmp_path):
+    """Slurm sends SIGTERM to every rank of a job it ends: each takes it in step 12 (the
+    saboteur on both ranks); all stop after that step, rank 0 writes one checkpoint and one
+    line naming both ranks, and the job exits with status 143. Resumed (in one process, with
+    the global batch), the run ends where one process that never stopped ends, to float32
+    summation order (the 2-rank resume is bit for bit: a killed rank's test)."""
+    args = [*ADDING, "--batch-size", "4", "--steps", "20", "--checkpoint-every", "100"]
+    done = mpiexec([*args, "--run-dir", "cut"], tmp_path, rank0=("term", 12),
+                   rank1=("term", 12))  # fmt: skip
+    assert done.returncode == 143, done.stdout + done.stderr
+    assert done.stderr.count("terminated (SIGTERM on all 2 ranks): checkpoint saved at step 12 "
+                             "in cut; continue with: rnnlab train --resume cut\n") == 1, done.stderr
+    assert "BAD TERMINATION" not in done.stdout + done.stderr
+    assert io.checkpoint_steps(tmp_path / "cut") == [12]
+    single(["train", "--resume", tmp_path / "cut", "--quiet"])
+    single([*ADDING, "--batch-size", "8", "--steps", "20", "--run-dir", tmp_path / "whole"])
+    assert io.load_checkpoint(tmp_path / "cut").step == 20
+    assert relative_gap(weights(tmp_path / "cut"), weights(tmp_path / "whole")) < 1e-6
+
+
+def test_sigterm_to_mpiexec_stops_every_rank_with_one_checkpoint(tmp_path):
+    """`timeout` and systemd send SIGTERM to mpiexec, which passes it to the ranks: they
+    stop after one step, rank 0 saves once, exit status 143."""
+    args = [*ADDING, "--batch-size", "4", "--steps", "100000", "--checkpoint-every", "100000",
+            "--eval-every", "100000", "--run-dir", "run"]  # fmt: skip
+    (tmp_path / "rank1").mkdir()
+
+    def terminate_once_training(job):
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "run" / "metrics.jsonl").exists():  # (step 10 logged)
+            assert job.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        job.send_signal(signal.SIGTERM)
+
+    rank = [sys.executable, "-c", MAIN, *args]
+    tail = ["-n", "1", *rank, ":", "-n", "1", "-wdir", str(tmp_path / "rank1"), *rank]
+    done = launch(tail, tmp_path, 120, during=terminate_once_training, RNNLAB_MPI_TIMEOUT="60")
+    assert done.returncode == 143, done.stdout + done.stderr
+    steps = io.checkpoint_steps(tmp_path / "run")
+    assert len(steps) == 1 and steps[0] >= 10, steps
+    assert done.stderr.count(f"checkpoint saved at step {steps[0]} in run") == 1, done.stderr
+    assert "terminated (SIGTERM on " in done.stderr and "waited" not in done.stderr
+    assert list((tmp_path / "rank1").iterdir()) == []
 
 
 def test_a_time_limit_stops_every_rank_with_its_uncounted_evaluation(tmp_path):

@@ -575,6 +575,121 @@ def test_ctrl_c_saves_a_checkpoint_and_resumes(tmp_path):
     assert io.load_checkpoint(run).step == step + 2
 
 
+def test_sigterm_saves_a_checkpoint_and_the_run_resumes_as_if_never_stopped(tmp_path):
+    """SIGTERM (what Slurm, Kubernetes, systemd and `timeout` send before they kill a job)
+    is taken as Ctrl-C is: the step ends, the checkpoint is saved, one line says so and how
+    to resume, exit status 143 (128 + 15), at once (no test evaluation, which a grace period
+    before SIGKILL might not fit). Resumed, the run ends with the weights of one that never
+    stopped. Before: the process died of the signal, nothing since its start saved."""
+    run = tmp_path / "r"
+    common = ["adding", "--T", "10", "--eval-every", "100000", *TINY]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rnnlab.cli", "train", *common, "--steps", "100000",
+         "--checkpoint-every", "100000", "--run-dir", str(run)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 60
+    while time.time() < deadline and not (run / "metrics.jsonl").exists():  # (step 10 logged)
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    step = io.load_checkpoint(run).step
+    assert step >= 10 and io.checkpoint_steps(run) == [step]
+    assert err.endswith(f"\nterminated by SIGTERM: checkpoint saved at step {step} in {run}; "
+                        f"continue with: rnnlab train --resume {run}\n"), err  # fmt: skip
+    assert out == "" and not (run / "result.json").exists()
+    assert main(["train", "--resume", str(run), "--steps", str(step + 2), "--quiet"]) == 0
+    assert run_cli("train", *common, "--steps", step + 2, "--run-dir", tmp_path / "whole") == 0
+    resumed, whole = weights(run), weights(tmp_path / "whole")
+    assert resumed.keys() == whole.keys()
+    for k in whole:
+        assert np.array_equal(resumed[k], whole[k]), k
+
+
+class _Died(BaseException):
+    """The test's own SIGTERM handler: without rnnlab's, the signal ends the test with this
+    (instead of killing pytest)."""
+
+
+@pytest.fixture
+def sigterm_raises():
+    """SIGTERM raises _Died until the test ends; the handler is the one rnnlab must give
+    back after training."""
+
+    def died(signum, frame):
+        raise _Died(signum)
+
+    before = signal.signal(signal.SIGTERM, died)
+    yield died
+    signal.signal(signal.SIGTERM, before)
+
+
+def signal_at(monkeypatch, at: int, *signums: int) -> None:
+    """Trainer.train_step sends this process `signums` during step `at` (counted from 1)."""
+    from rnnlab.train import Trainer
+
+    train_step = Trainer.train_step
+
+    def signalled(self, step):
+        if step + 1 == at:
+            for signum in signums:
+                os.kill(os.getpid(), signum)
+        return train_step(self, step)
+
+    monkeypatch.setattr(Trainer, "train_step", signalled)
+
+
+def test_a_second_signal_while_stopping_is_only_noted_and_the_handlers_are_given_back(
+    tmp_path, capsys, monkeypatch, sigterm_raises
+):
+    """SIGTERM and then Ctrl-C in the same step stop once, after that step, as SIGTERM (the
+    job is being ended: its status says so); the handlers before training are put back."""
+    sigint_before = signal.getsignal(signal.SIGINT)
+    signal_at(monkeypatch, 3, signal.SIGTERM, signal.SIGINT)
+    run = tmp_path / "r"
+    assert run_cli("train", "adding", "--T", 6, "--steps", 20, "--run-dir", run, *TINY) == 143
+    assert io.checkpoint_steps(run) == [3]
+    said = capsys.readouterr()
+    assert said.err.count("terminated by SIGTERM: checkpoint saved at step 3") == 1, said.err
+    assert "interrupted" not in said.err and said.out == ""
+    assert signal.getsignal(signal.SIGTERM) is sigterm_raises
+    assert signal.getsignal(signal.SIGINT) is sigint_before
+
+
+def test_sigterm_ends_the_demo_at_once_with_its_checkpoint(tmp_path, capsys, monkeypatch,
+                                                          sigterm_raises):  # fmt: skip
+    """`rnnlab demo` trains through the same loop: SIGTERM stops it there, saved, exit
+    status 143, without the evaluation and samples after training."""
+    signal_at(monkeypatch, 2, signal.SIGTERM)
+    run = tmp_path / "demo"
+    assert main(["demo", "--time-limit", "60", "--run-dir", str(run), "--quiet"]) == 143
+    said = capsys.readouterr()
+    assert "sample before training" in said.out and "sample after training" not in said.out
+    assert f"terminated by SIGTERM: checkpoint saved at step 2 in {run}; " in said.err
+    assert io.checkpoint_steps(run) == [2]
+    assert signal.getsignal(signal.SIGTERM) is sigterm_raises
+
+
+def test_training_off_the_main_thread_leaves_the_signals_alone(tmp_path, sigterm_raises):
+    """Only the main thread may set handlers: a run in another thread trains, and the
+    process's handlers stay as they were meanwhile."""
+    import threading
+
+    seen = []
+
+    def train():
+        seen.append(run_cli("train", "adding", "--T", 6, "--steps", 3, "--run-dir",
+                            tmp_path / "r", *TINY))  # fmt: skip
+        seen.append(signal.getsignal(signal.SIGTERM))
+
+    thread = threading.Thread(target=train)
+    thread.start()
+    thread.join(60)
+    assert seen == [0, sigterm_raises]
+
+
 def test_demo_runs_end_to_end(tmp_path, capsys):
     """The README's main job, cut to a few seconds of training."""
     assert main(["demo", "--time-limit", "3", "--run-dir", str(tmp_path / "demo"), "--quiet"]) == 0
@@ -1127,7 +1242,7 @@ def test_a_run_stopped_before_it_logged_says_why_it_has_no_plots(tmp_path, capsy
     is missing and why; `rnnlab plot` refuses the run with the same words."""
     from rnnlab.train import Trainer
 
-    monkeypatch.setattr(Trainer, "_interrupted_before", lambda self: True)  # a Ctrl-C at once
+    monkeypatch.setattr(Trainer, "_signals_before", lambda self: {signal.SIGINT})  # at once
     run = tmp_path / "r"
     argv = ["train", "adding", "--T", 6, "--steps", 20, "--eval-every", 5, "--run-dir", run]
     assert run_cli(*argv, *TINY) == 130

@@ -40,12 +40,13 @@ import signal
 import sys
 import time
 import zlib
+from collections.abc import Collection
 from types import FrameType
 
 import numpy as np
 
 from rnnlab import settings
-from rnnlab.train import Batch, NonFiniteError, Trainer
+from rnnlab.train import Batch, NonFiniteError, Trainer, give_back_signals, take_signals
 
 # Set by the launchers in every process they start: MPICH's and Intel MPI's Hydra (PMI_*),
 # Open MPI (OMPI_*), Slurm's srun with PMIx (PMIX_RANK; the size comes from MPI itself).
@@ -194,52 +195,69 @@ class StartInterrupted(KeyboardInterrupt):
     during training ends) that names the rank."""
 
 
-class StartInterrupts:
-    """SIGINT (Ctrl-C, or `kill -INT` of one rank) on a rank of `mpiexec ... rnnlab train`
-    from before it starts MPI to its first step, where Trainer.run's own handler takes over;
-    `restore` puts the handler before it back.
+class StartTerminated(StartInterrupted):
+    """StartInterrupted where a rank's signal was SIGTERM: `rnnlab train` says it as
+    "rnnlab: terminated: ...", exit status 143 (128 + 15), as training ends on SIGTERM."""
 
-    Python's own handler raises KeyboardInterrupt wherever the rank is. Inside one of the
-    start's collectives the rank left it unfinished and stopped, and the others waited for
-    it: in that collective until RNNLAB_MPI_TIMEOUT (600 s), or, past the check of the
-    settings, for ever in MPI_Comm_split_type (share_cores), which has no timeout. Here the
-    signal is noted (`noted`) as training notes it, and the next agreement of the start
-    (`agree_to_start`, DistributedTrainer.check_same_run) stops every rank before anything
-    is written; one noted after the last of them stops training after its first step, which
-    is saved (DistributedTrainer._interrupted_before), as during training. While `local` is
-    set (the rank's own work: reading its options and data, building its model) it raises
-    KeyboardInterrupt at once instead, so that a large corpus is not read to the end: the
-    caller then says it in the start agreement, where every rank waits for its word."""
+
+# The stop signals as the ranks' agreements carry them: one number per rank, these bits.
+_SIGNAL_BITS = {signal.SIGINT: 1, signal.SIGTERM: 2}
+
+
+def signal_code(signums: Collection[int]) -> int:
+    """The bits of `signums` (_SIGNAL_BITS), one rank's word on its stop signals."""
+    return sum(bit for signum, bit in _SIGNAL_BITS.items() if signum in signums)
+
+
+class StartInterrupts:
+    """The stop signals (rnnlab.train.STOP_SIGNALS: SIGINT, Ctrl-C or `kill -INT` of one
+    rank, and SIGTERM, which Slurm sends every rank before it kills a job) on a rank of
+    `mpiexec ... rnnlab train` from before it starts MPI to its first step, where
+    Trainer.run's own handler takes over; `restore` puts the handlers before it back.
+
+    Python's own handler raises KeyboardInterrupt wherever the rank is (SIGTERM's default
+    kills it). Inside one of the start's collectives the rank left it unfinished and
+    stopped, and the others waited for it: in that collective until RNNLAB_MPI_TIMEOUT (600
+    s), or, past the check of the settings, for ever in MPI_Comm_split_type (share_cores),
+    which has no timeout. Here the signal is noted (`noted`) as training notes it, and the
+    next agreement of the start (`agree_to_start`, DistributedTrainer.check_same_run) stops
+    every rank before anything is written; one noted after the last of them stops training
+    after its first step, which is saved (DistributedTrainer._signals_before), as during
+    training. While `local` is set (the rank's own work: reading its options and data,
+    building its model) it raises KeyboardInterrupt at once instead, so that a large corpus
+    is not read to the end: the caller then says it in the start agreement, where every
+    rank waits for its word."""
 
     def __init__(self) -> None:
-        self.noted = False
+        self.noted: set[int] = set()
         self.local = False
-        try:
-            self._before = signal.signal(signal.SIGINT, self._on_sigint)
-            self._installed = True
-        except ValueError:  # not the main thread, which alone takes signals: Python's own
-            self._installed = False
+        self._before = take_signals(self._on_signal)  # ({} off the main thread: Python's own)
 
-    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
-        self.noted = True
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.noted.add(signum)
         if self.local:
-            self.local = False  # a second Ctrl-C while the others are told is only noted
+            self.local = False  # a second signal while the others are told is only noted
             raise KeyboardInterrupt
 
+    @property
+    def code(self) -> int:
+        """The signals noted, as the start's agreements carry them (signal_code)."""
+        return signal_code(self.noted)
+
     def restore(self) -> None:
-        if self._installed:  # (None: one not set from Python, which cannot be put back)
-            signal.signal(signal.SIGINT, signal.SIG_DFL if self._before is None else self._before)
-            self._installed = False
+        give_back_signals(self._before)
+        self._before = {}
 
 
-def agree_to_start(comm: Communicator, failed: bool, interrupted: bool) -> None:
+def agree_to_start(comm: Communicator, failed: bool, interrupted: int) -> None:
     """The start agreement of `rnnlab train` on K ranks, after each rank's own work and
     before any other collective (a rank that failed there would leave the others waiting in
     it), and again as the last collective before DistributedTrainer.run (after the run
     directory is made, before share_cores's MPI_Comm_split_type, which has no timeout):
-    every rank says whether its start failed or was interrupted (Ctrl-C). A rank that
-    failed returns, to raise its own error; the others raise "another rank could not start
-    the run" if one failed, else StartInterrupted if one was interrupted."""
+    every rank says whether its start failed or was interrupted (the signal_code of its
+    stop signals; 0: none). A rank that failed returns, to raise its own error; the others
+    raise "another rank could not start the run" if one failed, else StartInterrupted (or
+    StartTerminated) if one was interrupted."""
     said = np.zeros((2, comm.size), np.int32)
     said[:, comm.rank] = (failed, interrupted)
     comm.allreduce(said)
@@ -250,14 +268,30 @@ def agree_to_start(comm: Communicator, failed: bool, interrupted: bool) -> None:
     stop_if_interrupted(said[1])
 
 
-def stop_if_interrupted(flags: np.ndarray) -> None:
-    """Raise StartInterrupted naming the ranks whose flag (one per rank, as an agreement of
-    the start reduced them) is set."""
-    if flags.any():
-        raise StartInterrupted(
-            f"SIGINT (Ctrl-C) on {_ranks(flags)} while the ranks started: every rank stopped "
-            "before training; nothing was trained or saved"
+def stop_if_interrupted(codes: np.ndarray) -> None:
+    """Raise StartInterrupted naming the ranks and their signals, where any rank's code (one
+    per rank, as an agreement of the start reduced them: signal_code) is set; StartTerminated
+    where one of them is SIGTERM's."""
+    if codes.any():
+        stop = StartTerminated if _any_sigterm(codes) else StartInterrupted
+        raise stop(
+            f"{_signals_on(codes, 'SIGINT (Ctrl-C)')} while the ranks started: every rank "
+            "stopped before training; nothing was trained or saved"
         )
+
+
+def _any_sigterm(codes: np.ndarray) -> bool:
+    return bool((codes.astype(np.int64) & _SIGNAL_BITS[signal.SIGTERM]).any())
+
+
+def _signals_on(codes: np.ndarray, sigint: str = "SIGINT") -> str:
+    """Which stop signal came on which ranks (one code per rank, signal_code), SIGTERM first:
+    "SIGINT on all 2 ranks", "SIGTERM on rank 1 of 4, SIGINT on ranks 0, 2 of 4"."""
+    codes = codes.astype(np.int64)
+    said = [f"{name} on {_ranks(codes & _SIGNAL_BITS[signum])}"
+            for signum, name in ((signal.SIGTERM, "SIGTERM"), (signal.SIGINT, sigint))
+            if (codes & _SIGNAL_BITS[signum]).any()]  # fmt: skip
+    return ", ".join(said)
 
 
 def _ranks(flags: np.ndarray) -> str:
@@ -284,7 +318,7 @@ def join_failed_start() -> None:
         comm = Communicator()
     except ImportError:
         return
-    agree_to_start(comm, failed=True, interrupted=False)
+    agree_to_start(comm, failed=True, interrupted=0)
 
 
 def _abort(comm, code: int) -> None:
@@ -460,17 +494,17 @@ class DistributedTrainer(Trainer):
         if not self.lead:
             self.stream, self.quiet = _Null(), True
         self._agreed = {"interrupt": False, "time": False}
-        self._interrupted_on = np.zeros(comm.size)  # (which ranks' Ctrl-C the stop follows)
+        # which ranks' stop signals the stop follows (their signal_code, one per rank)
+        self._interrupted_on = np.zeros(comm.size)
         self._global_batch: Batch | None = None
         self._reduced = False
-        self._interrupted = {"flag": False}
         self._t_start = time.perf_counter()
         # what `restore` took up (a CRC of the checkpoint; 0: a new run), which
         # check_same_run compares: each rank reads the checkpoint, and one that read another
         # (a stale copy on its node) trained from its own step, on other batches than rank
         # 0's, summed into the same update, until the ranks met in different collectives
         self._resumed = 0
-        # the Ctrl-C of the start, noted until the first step (`rnnlab train` sets it)
+        # the stop signals of the start, noted until the first step (`rnnlab train` sets it)
         self.interrupts: StartInterrupts | None = None
 
     @staticmethod
@@ -497,12 +531,12 @@ class DistributedTrainer(Trainer):
         shared filesystem), and one given another text of the same alphabet, or another
         --lr in an MPMD launch, trained on without a word: the weights stay equal (the
         gradients are summed), the run is not the one its config.json describes. Also an
-        agreement on the Ctrl-C noted since the start agreement (`interrupts`): the last
-        before the run directory is made, which a rank interrupted while it waited there for
-        a slower one's start reaches first."""
+        agreement on the stop signals (Ctrl-C, SIGTERM) noted since the start agreement
+        (`interrupts`): the last before the run directory is made, which a rank interrupted
+        while it waited there for a slower one's start reaches first."""
         K, r = self.comm.size, self.comm.rank
         crcs = np.zeros((5, K), np.int64)
-        noted = self.interrupts is not None and self.interrupts.noted
+        noted = 0 if self.interrupts is None else self.interrupts.code
         crcs[:, r] = (*self._fingerprint, self._resumed, self.step, noted)
         self.comm.where = " at the start"
         self.comm.allreduce(crcs)
@@ -564,16 +598,16 @@ class DistributedTrainer(Trainer):
 
     def _reduce(self, grads, loss, step):
         K, r = self.comm.size, self.comm.rank
-        # extra slots, in the gradients' dtype: time limit, then per rank interrupt (which
-        # rank, said at the stop), "diverged" and its weighted loss as two numbers, the loss
-        # rounded to that dtype and what the rounding left (the others' slots are 0, and
-        # x + 0 is x): the loss summed in float32 kept 7 of the 16 digits one process logs
-        # (its mean is summed in float64), 1.4670792818069458 for 1.467079296708107 at
-        # step 1 of adding
+        # extra slots, in the gradients' dtype: time limit, then per rank its stop signals
+        # (signal_code: which rank, which signal, said at the stop), "diverged" and its
+        # weighted loss as two numbers, the loss rounded to that dtype and what the rounding
+        # left (the others' slots are 0, and x + 0 is x): the loss summed in float32 kept 7
+        # of the 16 digits one process logs (its mean is summed in float64),
+        # 1.4670792818069458 for 1.467079296708107 at step 1 of adding
         extra = np.zeros(1 + 4 * K)
         limit = self.cfg.time_limit
         extra[0] = bool(limit and time.perf_counter() - self._t_start > limit)
-        extra[1 + r] = bool(self._interrupted["flag"])
+        extra[1 + r] = signal_code(self._signals)
         diverged = grads is None
         if diverged:
             grads = self._zero_grads()
@@ -598,11 +632,14 @@ class DistributedTrainer(Trainer):
         parts = extra[1 + 2 * K :].astype(np.float64)
         return out, sum(float(parts[i]) + float(parts[K + i]) for i in range(K))
 
-    def _interrupted_before(self):
-        return self.interrupts is not None and self.interrupts.noted
+    def _signals_before(self):
+        return set() if self.interrupts is None else set(self.interrupts.noted)
+
+    def _stop_signal(self):
+        return signal.SIGTERM if _any_sigterm(self._interrupted_on) else signal.SIGINT
 
     def _interrupted_where(self):
-        return f" (SIGINT on {_ranks(self._interrupted_on)})"
+        return f" ({_signals_on(self._interrupted_on)})"
 
     def _zero_grads(self) -> dict:
         return {k: np.zeros_like(v) for k, v in self.model.params.items()}

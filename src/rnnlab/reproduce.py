@@ -207,7 +207,7 @@ def run_row(row: Row, out: Path, settings: dict[str, Any] | None = None, *,
                 runs.load_weights(model, io.load_checkpoint(run_dir), run_dir)
             trained = {"step": trainer.step, "best": trainer.best,
                        "best_step": trainer.best_step, "stopped_by": "diverged",
-                       "seconds": time.perf_counter() - wall0}  # fmt: skip
+                       "seconds": time.perf_counter() - wall0, "signal": ""}  # fmt: skip
     if trained["stopped_by"] == "interrupt":  # its checkpoint is saved; not a finished row
         raise KeyboardInterrupt
     with np.errstate(all="ignore"):  # (a diverged model's overflow is said in its record)

@@ -102,6 +102,7 @@ class RunSummary(TypedDict):
     best_step: int
     stopped_by: str
     seconds: float
+    signal: str  # an "interrupt" stop's: "SIGINT" (Ctrl-C) or "SIGTERM"; else ""
 
 
 @dataclass
@@ -435,6 +436,34 @@ pytokens holds out whole files (its record's "split"): an older rnnlab, which kn
 contiguous split, would score such a run on text it trained on, and refuses a newer format
 instead (runs.run_config)."""
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+"""The signals that stop training after its step, saved (an "interrupt"): Ctrl-C, and
+SIGTERM, what Slurm, Kubernetes, systemd and `timeout` send a job before they kill it (a
+grace period later, with SIGKILL): without a handler the process died with it and lost
+every step since its last checkpoint."""
+
+
+def take_signals(handler: Callable[[int, FrameType | None], Any]) -> dict[int, Any]:
+    """`handler` for every one of STOP_SIGNALS; returns the handlers it replaced, which
+    `give_back_signals` puts back. Nothing (an empty dict) where this is not the main
+    thread, which alone may set handlers (Python refuses the others): they stay as they
+    were, and a signal does there what it did before."""
+    before: dict[int, Any] = {}
+    try:
+        for signum in STOP_SIGNALS:
+            before[signum] = signal.signal(signum, handler)
+    except ValueError:  # (the first refused: none was set)
+        return {}
+    return before
+
+
+def give_back_signals(before: dict[int, Any]) -> None:
+    """Put back the handlers `take_signals` replaced (None, one set from outside Python,
+    which cannot be put back: the default)."""
+    for signum, handler in before.items():
+        signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
 FINAL_STOPS = ("early stopping", "solved")
 """The stops a run decides by its own rule, after which it is finished: its checkpoint says
 so, and a --resume of it trains no further (a time limit or an interrupt resumes)."""
@@ -587,6 +616,7 @@ class Trainer:
         self.lead = True
         # (step, path) of the last checkpoint `run` saved (_save_once)
         self._saved_here: tuple[int, Path] | None = None
+        self._signals: set[int] = set()  # the STOP_SIGNALS `run` noted
 
     # ------------------------------------------------------------------ persistence
     def config_dict(self) -> dict[str, Any]:
@@ -868,15 +898,22 @@ class Trainer:
         """The gradients and loss the update uses (across ranks: their weighted sum)."""
         return grads, loss
 
-    def _interrupted_before(self) -> bool:
-        """Whether a Ctrl-C came before this call of `run` took SIGINT over, one its caller
-        noted instead of raising KeyboardInterrupt (rnnlab.distributed.StartInterrupts, past
-        the last agreement of the ranks' start): training then stops after its first step,
-        as after a Ctrl-C during it. Alone, a process has no such caller."""
-        return False
+    def _signals_before(self) -> set[int]:
+        """The stop signals (STOP_SIGNALS) that came before this call of `run` took them
+        over, which its caller noted instead of acting on them (past the last agreement of
+        the ranks' start: rnnlab.distributed.StartInterrupts): training then stops after its
+        first step, as after one during it. Alone, a process has no such caller."""
+        return set()
+
+    def _stop_signal(self) -> int:
+        """The signal an "interrupt" stop is said and ended as: SIGTERM where one came
+        (the job is being ended: its exit status must say so), else SIGINT (DistributedTrainer:
+        on any rank, as the step's agreement carried them)."""
+        return signal.SIGTERM if signal.SIGTERM in self._signals else signal.SIGINT
 
     def _interrupted_where(self) -> str:
-        """Said after "interrupted" at a Ctrl-C stop (DistributedTrainer: on which ranks)."""
+        """Said after "interrupted" or "terminated" at a signal's stop ('' alone;
+        DistributedTrainer: which signal on which ranks)."""
         return ""
 
     def _agree(self, local: bool, kind: str) -> bool:
@@ -976,18 +1013,17 @@ class Trainer:
             io.keep_jsonl_until(metrics_path, self.step)
         progress = Progress(cfg.steps, self.step, self.stream, self.quiet)
         t_start = self._t_start = time.perf_counter()
-        interrupted = self._interrupted = {"flag": False}
+        # Ctrl-C and SIGTERM are noted, not raised: the step in progress ends, then the loop
+        # stops and saves (a second one meanwhile is only noted too). The handlers before
+        # are put back at the loop's end, before that save.
+        signals: set[int] = set()
+        self._signals = signals
 
-        def on_sigint(signum: int, frame: FrameType | None) -> None:
-            interrupted["flag"] = True
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            signals.add(signum)
 
-        old_handler = None
-        try:
-            old_handler = signal.signal(signal.SIGINT, on_sigint)
-        except ValueError:  # not the main thread
-            old_handler = None
-        if self._interrupted_before():  # (asked once on_sigint holds SIGINT: none is lost)
-            interrupted["flag"] = True
+        before = take_signals(on_signal)
+        signals |= self._signals_before()  # (asked once on_signal holds them: none is lost)
         last_saved = self.step
         # (step, path) of the last checkpoint this call saved: a stop that keeps the weights
         # of that same step points to it instead of saving it again, whose replacement of a
@@ -1048,7 +1084,7 @@ class Trainer:
                 if self.step % cfg.checkpoint_every == 0:
                     self._save_once()
                     last_saved = self.step
-                if self._agree(interrupted["flag"], "interrupt"):
+                if self._agree(bool(signals), "interrupt"):
                     self.stopped_by = "interrupt"
                     break
                 if cfg.time_limit and self._agree(
@@ -1058,8 +1094,7 @@ class Trainer:
                     self._validate_or_keep(metrics_path, progress, counted=False)
                     break
         finally:
-            if old_handler is not None:
-                signal.signal(signal.SIGINT, old_handler)
+            give_back_signals(before)
             progress.close()
         if self.step != last_saved or not self._saved_any():
             self.save()
@@ -1079,10 +1114,14 @@ class Trainer:
                 f"early stopping: restored the weights of step {self.best_step} "
                 f"(valid {self.task.metric} {self.best:.4f})"
             )
-        if self.stopped_by == "interrupt":
+        stop_signal = self._stop_signal() if self.stopped_by == "interrupt" else None
+        if stop_signal is not None:
+            where = self._interrupted_where()
+            said = (f"terminated{where or ' by SIGTERM'}" if stop_signal == signal.SIGTERM
+                    else f"interrupted{where}")  # fmt: skip
             progress.message(
-                f"interrupted{self._interrupted_where()}: checkpoint saved at step {self.step} in "
-                f"{self.run_dir}; continue with: rnnlab train --resume {self.run_dir}"
+                f"{said}: checkpoint saved at step {self.step} in {self.run_dir}; continue "
+                f"with: rnnlab train --resume {self.run_dir}"
             )
         if self.stopped_by == "time limit":
             progress.message(
@@ -1096,6 +1135,7 @@ class Trainer:
             "best_step": self.best_step,
             "stopped_by": self.stopped_by or "steps",
             "seconds": time.perf_counter() - t_start,
+            "signal": "" if stop_signal is None else signal.Signals(stop_signal).name,
         }
 
     def _validate_or_keep(self, metrics_path: Path, progress: Progress, counted: bool = True

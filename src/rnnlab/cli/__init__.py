@@ -20,10 +20,11 @@ from typing import TextIO
 from rnnlab import __version__, settings
 from rnnlab._argparse import ArgumentError
 from rnnlab.cli import reproduce, train, trained
-from rnnlab.cli._base import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, one_line
+from rnnlab.cli._base import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, UsageError, one_line
 from rnnlab.cli.options import Parser
 
-__all__ = ["EXIT_INTERRUPTED", "EXIT_USAGE", "UsageError", "build_parser", "main", "run"]
+__all__ = ["EXIT_INTERRUPTED", "EXIT_TERMINATED", "EXIT_USAGE", "UsageError", "build_parser",
+           "main", "run"]  # fmt: skip
 
 COMMANDS = {
     "train": train.cmd_train,

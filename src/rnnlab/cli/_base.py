@@ -7,6 +7,7 @@ from typing import Any
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM's 15: the shell's status of a process SIGTERM ended
 
 
 class UsageError(ValueError):

@@ -11,7 +11,7 @@ from collections.abc import Collection
 from pathlib import Path
 
 from rnnlab import io, runs, settings
-from rnnlab.cli._base import EXIT_INTERRUPTED, UsageError, finite_result, one_line
+from rnnlab.cli._base import EXIT_INTERRUPTED, EXIT_TERMINATED, UsageError, finite_result, one_line
 from rnnlab.cli.options import (
     add_data_options,
     add_model_options,
@@ -118,17 +118,25 @@ def _as_given(message: str, options: Collection[str], config: str | None,
 def cmd_train(args) -> int:
     from rnnlab import distributed, tasks
 
-    # Under MPI a Ctrl-C is noted until training takes it over, and the ranks' agreements
-    # stop them all together (distributed.StartInterrupts); rank 0's evaluation after
-    # training is its own again.
+    # Under MPI a Ctrl-C or SIGTERM is noted until training takes it over, and the ranks'
+    # agreements stop them all together (distributed.StartInterrupts); rank 0's evaluation
+    # after training is its own again.
     interrupts = distributed.StartInterrupts() if distributed.launched() else None
     try:
         comm = _communicator()
         trainer, task, model, run_dir = _start_train(args, comm, interrupts)
         result = trainer.run()
+    except distributed.StartTerminated as e:
+        print(f"rnnlab: terminated: {one_line(e)}", file=sys.stderr)
+        return EXIT_TERMINATED
     finally:
         if interrupts is not None:
             interrupts.restore()
+    if result["signal"] == "SIGTERM":
+        # The job is being ended (SIGKILL follows a grace period later): its checkpoint is
+        # saved and the line above says how to resume. The test evaluation and the plots a
+        # Ctrl-C still gets could outlast that grace; `rnnlab evaluate RUN` makes them.
+        return EXIT_TERMINATED
     if comm is not None and comm.rank != 0:  # rank 0 alone evaluates and writes
         return EXIT_INTERRUPTED if result["stopped_by"] == "interrupt" else 0
     final = task.evaluate(model, "test")
@@ -161,16 +169,16 @@ def _start_train(args, comm, interrupts) -> tuple:
         # the other ranks wait for every rank's word below
         assert interrupts is not None  # (for mypy: given when comm is)
         interrupts.local = False
-        stopped = isinstance(e, KeyboardInterrupt)
+        stopped = isinstance(e, KeyboardInterrupt)  # (its signal noted: SIGINT's or SIGTERM's)
         distributed.agree_to_start(comm, failed=not stopped,
-                                   interrupted=stopped or interrupts.noted)  # fmt: skip
+                                   interrupted=interrupts.code or int(stopped))  # fmt: skip
         raise
     # Every step above is rank-local: a rank that failed said so in this one collective, and
     # no rank entered another collective (rank 0 would wait in it for the failed rank). A
     # rank whose options were refused answers it too (distributed.join_failed_start).
     if comm is not None:
         assert interrupts is not None
-        distributed.agree_to_start(comm, failed=False, interrupted=interrupts.noted)
+        distributed.agree_to_start(comm, failed=False, interrupted=interrupts.code)
     try:
         if comm is not None:
             trainer.interrupts = interrupts
@@ -190,15 +198,15 @@ def _start_train(args, comm, interrupts) -> tuple:
     except BaseException:
         if comm is not None:  # the others wait for every rank's word below (should all
             # have raised, as the check of the settings makes them, each says its own error)
-            distributed.agree_to_start(comm, failed=True, interrupted=False)
+            distributed.agree_to_start(comm, failed=True, interrupted=0)
         raise
     # The last agreement of the start: what a rank did since the check of the settings may
     # have failed on it alone, and the next collective, share_cores's MPI_Comm_split_type at
     # the top of DistributedTrainer.run, has no timeout (the others waited in it for ever
     # for a rank that raised here). Nothing between this agreement and that call can raise
-    # (a Ctrl-C is noted, not raised: it stops training after step 1, saved).
+    # (a Ctrl-C or SIGTERM is noted, not raised: it stops training after step 1, saved).
     if comm is not None:
-        distributed.agree_to_start(comm, failed=False, interrupted=False)
+        distributed.agree_to_start(comm, failed=False, interrupted=0)
     return trainer, task, model, run_dir
 
 
@@ -471,7 +479,8 @@ def cmd_demo(args) -> int:
     )
     trainer = Trainer(model, task, cfg, run_dir, spec=spec, quiet=args.quiet,
                       gradient_log=gradient_log)  # fmt: skip
-    trainer.run()
+    if trainer.run()["signal"] == "SIGTERM":  # (as `rnnlab train` ends on it: at once)
+        return EXIT_TERMINATED
     final = task.evaluate(model, "test")
     io.atomic_write_json(run_dir / "result.json", {"test": finite_result(final, _OVERFLOW)})
     print()
