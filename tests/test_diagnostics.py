@@ -287,6 +287,74 @@ def test_gradient_map_equals_finite_differences_with_padding():
                 assert np.all(np.isnan(gmap.norms[:, t, k])) and gmap.counts[t, k] == 0
 
 
+def exploding_at_rest(layer, scale):
+    """`layer` with zero biases and W_hh times `scale`: at zero input its states stay 0 (a
+    tanh's φ' = 1 there), finite, while ∂L/∂h_k grows by ~‖W_hh‖ a step of lag."""
+    for k, v in layer.params.items():
+        if "bias" in k:
+            v[...] = 0.0
+        if "weight_hh" in k:
+            v *= scale
+    return layer
+
+
+def test_norms_of_gradients_past_float64_are_inf_without_warnings():
+    """A vector with an inf (or a NaN made of infs) was divided by its largest entry: inf/inf,
+    a RuntimeWarning and a NaN norm, the NaN of an entry no sequence has. It is inf now,
+    as is a finite vector whose norm passes float64."""
+    from rnnlab.diagnostics._common import norms
+
+    a = np.array([[3.0, 4.0], [np.inf, 1.0], [np.nan, 0.0], [1.5e308, 1.5e308], [0.0, 0.0],
+                  [1e-200, 1e-200]])  # fmt: skip
+    np.testing.assert_array_equal(norms(a, axis=1)[:5], [5.0, np.inf, np.inf, np.inf, 0.0])
+    assert norms(a, axis=1)[5] == pytest.approx(np.sqrt(2) * 1e-200, rel=1e-15)
+
+
+def test_a_gradient_map_that_overflows_float64_says_which_cells_without_warnings():
+    """W_hh = 1e200 (one tanh unit at rest): ∂L_2/∂h_0 = 1e400. gradient_map raised NumPy's
+    RuntimeWarning (an error under pytest) and its NaN entry, read as "no sequence", was left
+    out of the fit without a word. Now the entry is inf, `overflow` marks it, and the
+    verdict and the JSON say which and that the fit leaves it out."""
+    layer = exploding_at_rest(RNN(1, 1, dtype=np.float64, rng=0), 1.0)
+    layer.params["weight_hh_l0"][...] = 1e200
+    gmap = dg.gradient_map(layer, np.zeros((1, 3, 1)))
+    np.testing.assert_array_equal(gmap.norms[0], [[1, 0, 0], [1e200, 1, 0], [np.inf, 1e200, 1]])
+    assert gmap.overflow.tolist() == [[[False] * 3, [False] * 3, [True, False, False]]]
+    assert gmap.fits[0].points == 5 and gmap.fits[0].last_lag == 1  # (lag 2's only cell: out)
+    assert gmap.verdict().endswith(
+        "(×1e+200 per step, fitted over lags 0–1): exploding; overflows float64 (exploding) in "
+        "1 of its 9 cells, (t, k) = (2, 0), at lag 2; the fit leaves it out")
+    doc = json.loads(json.dumps(gmap.to_json()))
+    assert doc["norms"][0][2][0] is None and doc["overflow"][0][2] == [True, False, False]
+
+
+def test_a_stack_s_gradients_past_float64_are_found_in_both_directions_without_warnings():
+    """Two bidirectional tanh layers: the backward pass through the stack raised NumPy's
+    "invalid value encountered in matmul" (infs of both signs summed into the layer below)
+    and the norms their warnings. Both lag analyses find the overflow instead: inf entries,
+    said per direction by the lag it runs by (k − t in reverse; below the top layer a loss
+    at t reaches states on both sides of it, lags below 0 too)."""
+    layer = exploding_at_rest(
+        RNN(2, 4, num_layers=2, bidirectional=True, dtype=np.float64, rng=0), 1e60)
+    x = np.zeros((3, 12, 2))
+    gmap = dg.gradient_map(layer, x)
+    prof = dg.gradient_by_lag(layer, x)
+    assert np.isinf(prof.mean).any(axis=1).all()  # (each of the 4 (layer, direction)s)
+    t, k = np.indices((12, 12))
+    for j, name in enumerate(gmap.names):
+        over = gmap.overflow[j]
+        assert over.any() and np.isinf(gmap.norms[j][over]).all()
+        assert np.isfinite(gmap.norms[j][~over]).all()
+        lags = (k - t if name.endswith("_reverse") else t - k)[over]
+        assert (lags.min() < 0) == name.startswith("l0")  # (the layer below)
+        assert gmap.fits[j].last_lag < lags.max()
+        lo, hi = lags.min(), lags.max()
+        line = gmap.verdict().splitlines()[j]
+        assert line.startswith(f"{name}: ") and line.endswith(
+            f"overflows float64 (exploding) in {over.sum()} of its 144 cells, at lags "
+            f"{lo}{'–' if lo >= 0 else ' to '}{hi}; the fit leaves them out")
+
+
 # ----------------------------------------------------------------------------- Jacobians
 
 
@@ -1142,6 +1210,27 @@ def test_log_plots_say_the_values_they_cannot_draw(monkeypatch, tmp_path):
     ax = _drawn(monkeypatch, dg.plot_jacobian_bound, one, tmp_path).axes[0]
     assert ax.get_xlim() == (0.5, 1.5) and ax.lines[0].get_marker() == "o"
     assert not any("not drawn" in a for a in ax.get_legend_handles_labels()[1])
+
+
+def test_the_map_draws_the_cells_that_overflow_float64_red(monkeypatch, tmp_path):
+    """map.png drew an entry past float64 white, as a 0 or an entry no sequence has, and the
+    title counted it with them. It is red now (an image labelled "overflow"), and the title
+    says so and that the fit leaves it out."""
+    pytest.importorskip("matplotlib")
+    from rnnlab.diagnostics.plots import OVERFLOW_COLOR
+
+    layer = exploding_at_rest(RNN(1, 1, dtype=np.float64, rng=0), 1.0)
+    layer.params["weight_hh_l0"][...] = 1e200
+    gmap = dg.gradient_map(layer, np.zeros((1, 3, 1)))
+    ax = _drawn(monkeypatch, dg.plot_gradient_map, gmap, tmp_path).axes[0]
+    (red,) = [im for im in ax.images if im.get_label() == "overflow"]
+    np.testing.assert_array_equal(~np.ma.getmaskarray(red.get_array()), gmap.overflow[0])
+    assert red.get_cmap().colors == [OVERFLOW_COLOR]
+    # (white: the 3 zeros above the diagonal and the two 1e200, beyond plots.LOG_RANGE)
+    assert ax.get_title() == ("l0\n(white: 5 of 9 cells 0 or not drawn on a log scale)"
+                              "\n(red: 1 cell past float64, left out of the fit)")  # fmt: skip
+    values = next(im for im in ax.images if im.get_label() != "overflow").get_array()
+    assert not np.isfinite(np.ma.filled(values, np.nan)[2, 0])  # (no value: red alone)
 
 
 def test_plot_without_matplotlib_says_how_to_install(monkeypatch, tmp_path):

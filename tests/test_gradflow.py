@@ -879,6 +879,32 @@ def test_states_that_overflow_float64_are_exploding_not_vanished(tmp_path, capsy
     assert s["analyses"]["spectrum"]["png"]  # the weights' own analysis goes on
 
 
+def test_a_map_whose_gradient_overflows_float64_says_which_cells_without_warnings(
+        tmp_path, capsys):  # fmt: skip
+    """W_hh = 2e34·I (an IRNN) over 10 steps: the states stay finite, ∂L_9/∂h_0 passes
+    float64. The map analysis raised NumPy's RuntimeWarning (an error under pytest; the CLI
+    hid it) and its fit left the cell out without a word ("fitted over lags 0–8"). Now the
+    verdict, summary.json and map.json say which cell overflowed and that the fit leaves it
+    out, without a warning."""
+    sub = subjects.task_subject("adding", cell="irnn", hidden=4, T=10, batch=4,
+                                init_scale=2e34)  # fmt: skip
+    outcome = analyses.analyse_map(sub)  # (under pytest a warning here is an error)
+    args = ["adding", "--cell", "irnn", "--init-scale", "2e34", "--T", "10", "--hidden", "4",
+            "--batch", "4", "--analyses", "map"]  # fmt: skip
+    s, err = run_json(capsys, *args, "--out", tmp_path)
+    assert s["verdicts"]["map"] == outcome.verdict and s["verdicts"]["map"].endswith(
+        "fitted over lags 0–8): exploding; overflows float64 (exploding) in 1 of its 100 "
+        "cells, (t, k) = (9, 0), at lag 9; the fit leaves it out")
+    l0 = s["analyses"]["map"]["layers"]["l0"]
+    assert l0["overflow_cells"] == 1 and l0["overflow_lags"] == [9]
+    assert l0["trend"] == "exploding"
+    details = json.loads((tmp_path / "map.json").read_text())
+    assert details["norms"][0][9][0] is None and details["counts"][9][0] == 4
+    assert [(t, k) for t, row in enumerate(details["overflow"][0])
+            for k, v in enumerate(row) if v] == [(9, 0)]  # fmt: skip
+    assert "Warning" not in err
+
+
 def test_where_the_states_overflow_is_counted_in_each_directions_order():
     """A bidirectional layer: the reverse direction's states overflow after as many steps
     of its own (from the sequence's end), and the earliest of the directions is said."""

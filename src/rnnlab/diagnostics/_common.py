@@ -135,8 +135,10 @@ def traced_backward(
     T, B = tapes[0].X.shape[:2]
     traces: list[np.ndarray] = [np.empty(0)] * (L * D)
     dys_dirs: list[np.ndarray | None] = list(dys_top)
-    # A vanished gradient is an answer here, not an error: let it underflow to zero.
-    with np.errstate(under="ignore"):
+    # A vanished gradient is an answer here, not an error: let it underflow to zero. So is
+    # an exploded one: past float64 it is inf (and NaN where inf meets inf or 0), which the
+    # callers find by its entries (`norms`: inf) and report as the overflow it is.
+    with np.errstate(under="ignore", over="ignore", invalid="ignore"):
         for k in range(L - 1, -1, -1):
             dX = None
             for d, sfx in enumerate(layer.directions):
@@ -273,12 +275,21 @@ def json_value(v: Any) -> Any:
 
 def norms(a: np.ndarray, axis: int = -1) -> np.ndarray:
     """‖a‖₂ along `axis`, scaled by the largest entry first so that vectors of tiny numbers
-    (a gradient at 1e-160) do not square to zero."""
+    (a gradient at 1e-160) do not square to zero.
+
+    inf where the norm passes float64: a vector with an entry that is not finite (a
+    gradient that overflowed: inf, or NaN where an inf met another or a 0) is found as such
+    and never divided (inf/inf was a NaN, like a padded step's, and a RuntimeWarning), and
+    a finite vector whose norm is past 1.8e308 is inf as IEEE arithmetic makes it."""
     a = np.asarray(a, dtype=np.float64)
+    finite = np.isfinite(a).all(axis=axis, keepdims=True)
+    a = np.where(finite, a, 0.0)
     top = np.abs(a).max(axis=axis, keepdims=True)
     scaled = np.divide(a, top, out=np.zeros_like(a), where=top > 0)
-    out: np.ndarray = np.squeeze(top, axis=axis) * np.sqrt(np.sum(scaled * scaled, axis=axis))
-    return out
+    root = np.sqrt(np.sum(scaled * scaled, axis=axis))  # (1 to √n where top > 0)
+    with np.errstate(over="ignore"):  # (top near 1.8e308 and root > 1: inf, the overflow)
+        out: np.ndarray = np.squeeze(top, axis=axis) * root
+    return np.where(np.squeeze(finite, axis=axis), out, np.inf)
 
 
 def masked_mean(values: np.ndarray, valid: np.ndarray, axis: int) -> np.ndarray:

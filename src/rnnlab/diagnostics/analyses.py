@@ -212,7 +212,16 @@ def analyse_map(subject: Subject) -> Outcome:
     except StateOverflow as e:
         return _overflowed("gradient_map", {"layers": None}, e)
     gm = dg.gradient_map(layer, x_rec, subject.lengths)
-    layers = {name: fit_summary(fit) for name, fit in zip(gm.names, gm.fits, strict=True)}
+    layers = {
+        name: {
+            **fit_summary(fit),
+            # (null in map.json's "norms", as an entry no sequence has: "overflow" there marks
+            # them, and the verdict says them; the fit leaves them out)
+            "overflow_cells": int(gm.overflow[j].sum()),
+            "overflow_lags": sorted({int(v) for v in gm.lags(j)[gm.overflow[j]]}),
+        }
+        for j, (name, fit) in enumerate(zip(gm.names, gm.fits, strict=True))
+    }
     return Outcome(
         {"layers": json_value(layers)},
         one_line(gm.verdict()),

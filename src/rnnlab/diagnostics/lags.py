@@ -72,17 +72,50 @@ class LagProfile:
 @dataclass
 class GradientMap:
     """‖∂L_t/∂h_k‖ for the per-step losses L_t = r·output_t: `norms[j, t, k]`, batch means over
-    the sequences where both t and k are valid (NaN where none is)."""
+    the sequences where both t and k are valid (NaN where none is, inf where the gradient
+    passes float64: `overflow`)."""
 
     names: list[str]
     norms: np.ndarray  # (J, T, T): row t is the loss step, column k the state
     counts: np.ndarray  # (T, T) how many sequences each entry averages
     fits: list[RateFit]  # rate against the lag (t − k forward, k − t reverse) over all entries
+    # (J, T, T) True where ‖∂L_t/∂h_k‖ overflows float64 (exploding): null in the JSON's
+    # "norms" as an entry no sequence has is, and left out of `fits`, which fit finite values
+    overflow: np.ndarray
+
+    def lags(self, j: int) -> np.ndarray:
+        """(T, T) the lag of each entry of map j: t − k forward, k − t in reverse."""
+        steps = np.arange(self.counts.shape[0])
+        lags = steps[:, None] - steps[None, :]  # t − k
+        return -lags if self.names[j].endswith("_reverse") else lags
+
+    def overflow_words(self, j: int) -> str:
+        """Which entries of map j overflow float64, in words ("" when none does): said, since
+        the fit leaves them out and the JSON's null does not tell them from missing data.
+        (Below the top of a bidirectional stack, a loss at t reaches states on both sides
+        of it: lags below 0 too.)"""
+        over = self.overflow[j]
+        n = int(over.sum())
+        if not n:
+            return ""
+        at = sorted({int(v) for v in self.lags(j)[over]})
+        lo, hi = at[0], at[-1]
+        where = (f"lag {lo}" if lo == hi else f"lags {lo}–{hi}" if lo >= 0
+                 else f"lags {lo} to {hi}")  # fmt: skip
+        if n <= 3:
+            cells = ", ".join(f"({t}, {k})" for t, k in zip(*np.nonzero(over), strict=True))
+            where = f"(t, k) = {cells}, at {where}"
+        else:
+            where = f"at {where}"
+        has = int(np.sum(self.counts > 0))
+        return (f"overflows float64 (exploding) in {n} of its {has} cells, {where}; the fit "
+                f"leaves {'it' if n == 1 else 'them'} out")  # fmt: skip
 
     def verdict(self) -> str:
         return "\n".join(
             f"{name}: " + fit.words("‖∂L_t/∂h_k‖")
-            for name, fit in zip(self.names, self.fits, strict=True)
+            + (f"; {self.overflow_words(j)}" if self.overflow[j].any() else "")
+            for j, (name, fit) in enumerate(zip(self.names, self.fits, strict=True))
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -208,5 +241,6 @@ def gradient_map(
     for j, d in enumerate(_direction_of(layer)):
         lag = t_idx - k_idx if d == 0 else k_idx - t_idx
         causal = lag >= 0
-        fits.append(fit_rate(lag[causal], grid[j][causal]))
-    return GradientMap(labels(layer), grid, counts, fits)
+        fits.append(fit_rate(lag[causal], grid[j][causal]))  # (finite values: no overflow)
+    overflow = (counts > 0) & ~np.isfinite(grid)  # (`norms` is inf where a gradient overflows)
+    return GradientMap(labels(layer), grid, counts, fits, overflow)

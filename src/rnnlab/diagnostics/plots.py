@@ -159,7 +159,11 @@ def plot_lag_profile(result: LagProfile, path) -> Path:
 
 
 def plot_gradient_map(result: GradientMap, path) -> Path:
-    """One image per (layer, direction): log10 ‖∂L_t/∂h_k‖, rows t, columns k."""
+    """One image per (layer, direction): log10 ‖∂L_t/∂h_k‖, rows t, columns k; the entries
+    that overflow float64 in red (OVERFLOW_COLOR, labelled "overflow"), said in the title
+    with the fit's leaving them out, never white like a 0 or an entry no sequence has."""
+    from matplotlib.colors import ListedColormap
+
     path = _check(result, (GradientMap,), "a GradientMap (from gradient_map)", path)
     J = len(result.names)
     fig = new_figure(4.2 * J, 3.8)
@@ -179,11 +183,19 @@ def plot_gradient_map(result: GradientMap, path) -> Path:
             cmap="viridis",
             **({"vmin": middle - 0.5, "vmax": middle + 0.5} if flat else {}),
         )
+        over = result.overflow[j]
+        if over.any():
+            ax.imshow(np.ma.masked_array(np.ones(over.shape), ~over), origin="lower",
+                      aspect="auto", interpolation="nearest",
+                      cmap=ListedColormap([OVERFLOW_COLOR]), label="overflow")  # fmt: skip
         ax.set_xlabel("state step k")
         ax.set_ylabel("loss step t")
-        blank = logs.size - seen.size
+        n = int(over.sum())
+        blank = logs.size - seen.size - n
         ax.set_title(result.names[j] + (f"\n(white: {blank} of {logs.size} cells 0 or not "
-                                        "drawn on a log scale)" if blank else ""),
+                                        "drawn on a log scale)" if blank else "")
+                     + (f"\n(red: {n} {'cell' if n == 1 else 'cells'} past float64, "
+                        "left out of the fit)" if n else ""),
                      fontsize=9)  # fmt: skip
         fig.colorbar(im, ax=ax, label=r"$\log_{10}\|\partial L_t/\partial h_k\|$")
     return _save(fig, path)
