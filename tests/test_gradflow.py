@@ -732,6 +732,39 @@ def test_the_lag_history_draws_the_steps_where_the_gradient_overflowed(
     assert "overflow (float64)" in [t.get_text() for t in factor.get_legend().get_texts()]
 
 
+def test_the_lag_history_draws_a_gradient_of_exactly_0_apart_from_no_data(monkeypatch,
+                                                                          tmp_path):
+    """A zero W_hh passes no gradient back: the logged norms are 1 at lag 0 and exactly 0
+    beyond. lag-history.png drew those zeros white, as it draws a lag no sequence reaches
+    (step 20's lags past its "lags_reached"). They are grey now (a mesh labelled "zero"),
+    and the legend names the grey and, beside it, the white."""
+    from matplotlib.collections import QuadMesh
+
+    from rnnlab.diagnostics.plots import ZERO_COLOR
+
+    sub = subjects.task_subject("adding", cell="rnn", hidden=4, T=6, batch=4)
+    sub.model.params["0.weight_hh_l0"][...] = 0.0
+    g = {k: np.zeros_like(v) for k, v in sub.model.params.items()}
+    zeros = training.training_record(sub.model, sub.x, sub.lengths, g, g, True)
+    assert zeros["lags"]["l0"]["norms"][1:] == [0.0] * 5 and zeros["lags_reached"] == 6
+    short = {"lags": {"l0": {"norms": [1.0, 0.5, 0.25, None, None, None],
+                             "factor_per_step": 0.5}}, "lags_reached": 3}  # fmt: skip
+    grads = [{"step": 10, "kind": "gradients", **zeros}, {"step": 20, "kind": "gradients",
+                                                          **short}]  # fmt: skip
+    heat = _lag_history_figure(monkeypatch, grads, tmp_path).axes[0]
+    meshes = {m.get_label(): m for m in heat.collections if isinstance(m, QuadMesh)}
+    grey = meshes["zero"]
+    assert (~np.ma.getmaskarray(grey.get_array())).tolist() == [[False] + [True] * 5,
+                                                                [False] * 6]  # fmt: skip
+    assert grey.get_cmap().colors == [ZERO_COLOR]
+    values = next(m for k, m in meshes.items() if k != "zero").get_array()
+    drawn = ~np.ma.getmaskarray(values) & np.isfinite(np.ma.getdata(values))
+    assert drawn.tolist() == [[True] + [False] * 5, [True] * 3 + [False] * 3]
+    assert [t.get_text() for t in heat.get_legend().get_texts()] == [
+        r"$\|\partial L/\partial h_k\|$ exactly 0: vanished",
+        "white: a lag no sequence reaches (no data)"]  # fmt: skip
+
+
 def test_the_lag_history_of_a_run_whose_every_record_overflowed(logged_lags, monkeypatch,
                                                                 tmp_path):
     """Every record's lags null (the states overflowed at every logged step): plot_run wrote

@@ -540,6 +540,11 @@ OVERFLOW_COLOR = "tab:red"
 """What the figures of a training log draw an overflow in: a colour of its own, not one of
 viridis' values, so that a gradient past float64 is never read as a large finite norm."""
 
+ZERO_COLOR = "0.6"
+"""What lag-history.png draws a norm of exactly 0 in (the gradient vanished to nothing: a
+dead ReLU, a zero W_hh, an underflow): a grey of its own, neither one of viridis' values
+(which would read as a small finite norm) nor white (a lag no sequence reaches: no data)."""
+
 
 def _row_edges(steps: np.ndarray) -> np.ndarray:
     """Edges of one row per step, halfway between neighbours (±0.5 around a single step)."""
@@ -561,6 +566,9 @@ def plot_lag_history(path: Path, grads: list[dict]) -> Path:
     profile) is a hatched red band across its row; the factor panel has a dashed red line
     at every step that overflowed; each labelled "overflow" in the legend. The log holds None
     there, which is never drawn as a value (white: a lag no sequence of the batch reaches).
+    A norm of exactly 0 (no place on a log scale) is grey, labelled "zero", so that a
+    gradient that vanished to nothing is not read as a lag with no data; the legend names
+    both.
     """
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
@@ -588,6 +596,17 @@ def plot_lag_history(path: Path, grads: list[dict]) -> Path:
                 im = ax.pcolormesh(x_edges, edges, logs, cmap="viridis", shading="flat")
                 fig.colorbar(im, ax=ax, label=r"$\log_{10}\|\partial L/\partial h_k\|$")
             over = history.overflow[name]
+            zero = grid == 0  # (NaN, a None of the log, is not 0)
+            if zero.any():
+                ax.pcolormesh(x_edges, edges, np.ma.masked_array(np.ones(zero.shape), ~zero),
+                              cmap=ListedColormap([ZERO_COLOR]), shading="flat",
+                              label="zero")  # fmt: skip
+                handles.append(Patch(color=ZERO_COLOR, label=r"$\|\partial L/\partial h_k\|$ "
+                                     "exactly 0: vanished"))  # fmt: skip
+                # white, beside the grey, is named too: no data, not a vanished gradient
+                if (np.isnan(grid) & ~over & ~history.states_overflow[:, None]).any():
+                    handles.append(Patch(facecolor="white", edgecolor="0.3", lw=0.5,
+                                         label="white: a lag no sequence reaches (no data)"))
             if over.any():
                 ax.pcolormesh(x_edges, edges, np.ma.masked_array(np.ones(over.shape), ~over),
                               cmap=ListedColormap([OVERFLOW_COLOR]), shading="flat",
