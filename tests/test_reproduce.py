@@ -437,3 +437,34 @@ def test_a_sigint_while_a_worker_starts_up_waits_to_be_taken_as_stop():
         for pid in pool._processes:
             os.kill(pid, signal.SIGINT)
         assert future.result(timeout=120) is True
+
+
+def test_a_ctrl_c_as_a_row_s_trainer_starts_stops_the_row(tmp_path, monkeypatch):
+    """A SIGINT that reaches a worker after run_row's look at `_stop_asked` and before the
+    Trainer takes SIGINT over (while it takes the run's lock, here) stops the row after its
+    first step, with its checkpoint: without the Trainer asking `_stop_asked` it was only
+    noted, the row trained its whole budget and the table waited for it."""
+    import os
+    import signal
+
+    from rnnlab import io
+
+    lock = io.training_lock
+
+    def lock_then_ctrl_c(run_dir):
+        os.kill(os.getpid(), signal.SIGINT)  # taken by the worker's handler: `_stop_asked`
+        return lock(run_dir)
+
+    monkeypatch.setattr(io, "training_lock", lock_then_ctrl_c)
+    monkeypatch.setattr(reproduce, "_stop_asked", False)
+    old = signal.getsignal(signal.SIGINT)
+    try:
+        reproduce._worker_start()  # as a worker: SIGINT sets `_stop_asked`
+        row = reproduce.Row("adding", "rnn", 10)
+        settings = {"steps": 400, "eval_every": 100, "checkpoint_every": 100}
+        with pytest.raises(KeyboardInterrupt):
+            reproduce.run_row(row, tmp_path / "repro", settings)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    run_dir = tmp_path / "repro" / "runs" / row.name
+    assert io.checkpoint_steps(run_dir) == [1] and not (run_dir / "result.json").exists()

@@ -175,6 +175,14 @@ def run_row(row: Row, out: Path, settings: dict[str, Any] | None = None, *,
     from rnnlab import settings as env
     from rnnlab.train import NonFiniteError, Trainer
 
+    class _RowTrainer(Trainer):
+        def _interrupted_before(self) -> bool:
+            # A Ctrl-C that reached a worker after the check below and before the Trainer
+            # took SIGINT over (its start: the lock, config.json, the metrics) set only
+            # `_stop_asked`: the row stops after its first step, as at a Ctrl-C during it,
+            # where it trained its whole budget while the table waited for it.
+            return _stop_asked
+
     cfg = config(row, settings)
     run_dir = Path(out) / "runs" / row.name
     if not checked:
@@ -192,7 +200,7 @@ def run_row(row: Row, out: Path, settings: dict[str, Any] | None = None, *,
     run_dir.mkdir(parents=True, exist_ok=True)
     cpu0, wall0 = _cpu_seconds(), time.perf_counter()
     with open(run_dir / "train.log", "a" if ckpt else "w", encoding="utf-8") as log:
-        trainer = Trainer(model, task, cfg, run_dir, spec=spec, stream=log, quiet=True)
+        trainer = _RowTrainer(model, task, cfg, run_dir, spec=spec, stream=log, quiet=True)
         if ckpt is not None:
             runs.load_weights(model, ckpt, run_dir)
             trainer.restore(ckpt)
