@@ -468,3 +468,24 @@ def test_a_ctrl_c_as_a_row_s_trainer_starts_stops_the_row(tmp_path, monkeypatch)
         signal.signal(signal.SIGINT, old)
     run_dir = tmp_path / "repro" / "runs" / row.name
     assert io.checkpoint_steps(run_dir) == [1] and not (run_dir / "result.json").exists()
+
+
+@pytest.mark.parametrize("task,T,said", [
+    ("temporal-order", 5, "`T` must be at least 10 (so that t₁ ≥ 1 comes after the start "
+                          "symbol); got 5 instead."),
+    ("adding", 1, "`T` must be at least 2 (one marker in each half); got 1 instead."),
+])  # fmt: skip
+def test_a_length_a_task_cannot_take_is_said_before_any_row(tmp_path, capsys, task, T, said):
+    """A --T below a task's least is one line before the time estimate, and nothing is
+    trained or made: it was met by the first worker, as "a row failed: ... the same command
+    continues the table", which it cannot."""
+    out = tmp_path / "repro"
+    argv = ["reproduce", task, "--T", str(T), "--cells", "rnn", "--steps", "2", "--jobs", "1",
+            "--out", str(out)]  # fmt: skip
+    assert cli_main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == f"rnnlab: error: {said}\n"
+    assert not (out / "runs").exists()
+    with pytest.raises(ValueError, match="`T` must be at least"):
+        reproduce.run_table([reproduce.Row(task, "rnn", T)], out, jobs=1, settings={"steps": 2})
+    assert not (out / "runs").exists()

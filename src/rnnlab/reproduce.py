@@ -140,6 +140,20 @@ def _settled(config: dict[str, Any]) -> dict[str, Any] | None:
         return None
 
 
+def check_tasks(table: list[Row], settings: dict[str, Any] | None = None) -> None:
+    """Each task and length of the table can be made here (its held-out sets are drawn or
+    read): a --T below a task's least, one whose sequences do not fit in memory, or the digits
+    without scikit-learn is said at once, not by the first worker that meets it, as a failed
+    row with "the same command continues the table" (it cannot)."""
+    from rnnlab import tasks
+
+    made = set()
+    for row in table:
+        if (row.task, row.T) not in made:
+            tasks.make_task(config(row, settings))
+            made.add((row.task, row.T))
+
+
 def finished_before(row: Row, out: Path, settings: dict[str, Any] | None = None
                     ) -> dict[str, Any] | None:  # fmt: skip
     """The record of a row an earlier reproduce finished with these settings, else None (the
@@ -473,6 +487,7 @@ def run_table(table: list[Row], out: Path, *, jobs: int = 2, settings: dict[str,
     stream = stream or sys.stdout
     out = Path(out)
     _writable(out)
+    check_tasks(table, settings)
     done: dict[Row, dict[str, Any]] = {}
     t0 = time.perf_counter()
 
@@ -631,6 +646,7 @@ def run(args: argparse.Namespace) -> int:
         settings["steps"] = _checks.positive_int(args.steps, "--steps")
         settings["eval_every"] = max(1, min(250, settings["steps"] // 10))
     _writable(Path(args.out))
+    check_tasks(table, settings)  # (before the time it would take)
     cpu = expected_seconds(table, settings)
     names = ", ".join(dict.fromkeys(r.task for r in table))
     wall = cpu / min(jobs, len(table))
