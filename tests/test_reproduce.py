@@ -489,3 +489,16 @@ def test_a_length_a_task_cannot_take_is_said_before_any_row(tmp_path, capsys, ta
     with pytest.raises(ValueError, match="`T` must be at least"):
         reproduce.run_table([reproduce.Row(task, "rnn", T)], out, jobs=1, settings={"steps": 2})
     assert not (out / "runs").exists()
+
+
+def test_an_empty_out_is_refused_not_taken_as_the_current_directory(tmp_path, capsys,
+                                                                    monkeypatch):  # fmt: skip
+    """`--out ""` (an unset variable in `--out "$OUT"`) wrote runs/, results.md and the PNGs
+    into the current directory."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["reproduce", "adding", "--T", "10", "--cells", "rnn", "--steps", "2", "--jobs", "1",
+            "--out", ""]  # fmt: skip
+    assert cli_main(argv) == 2
+    assert capsys.readouterr().err == ("rnnlab: error: `--out` must be a directory's path ('.' "
+                                       "for the current directory); got '' instead.\n")
+    assert list(tmp_path.iterdir()) == []

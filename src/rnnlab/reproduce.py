@@ -273,6 +273,14 @@ def _directory(path: Path, out: Path) -> None:
             return
 
 
+def _out(out: str | Path) -> Path:
+    """--out as a Path; an empty one (an unset shell variable, `--out "$OUT"`) is refused,
+    not taken as the current directory, whose runs/ and results.md it would write."""
+    if isinstance(out, str) and not out:
+        _checks.fail("--out", "a directory's path ('.' for the current directory)", "''")
+    return Path(out)
+
+
 def _writable(out: Path) -> None:
     """OUT is a directory this process can create and write a file in (a read-only one, or
     one it may not create, is said by --out before any row trains, not as a failed row)."""
@@ -485,7 +493,7 @@ def run_table(table: list[Row], out: Path, *, jobs: int = 2, settings: dict[str,
     multiprocessing asks (`run_row` trains one row in this process)."""
     jobs = _checks.positive_int(jobs, "jobs")
     stream = stream or sys.stdout
-    out = Path(out)
+    out = _out(out)
     _writable(out)
     check_tasks(table, settings)
     done: dict[Row, dict[str, Any]] = {}
@@ -645,7 +653,7 @@ def run(args: argparse.Namespace) -> int:
     if args.steps is not None:
         settings["steps"] = _checks.positive_int(args.steps, "--steps")
         settings["eval_every"] = max(1, min(250, settings["steps"] // 10))
-    _writable(Path(args.out))
+    _writable(_out(args.out))
     check_tasks(table, settings)  # (before the time it would take)
     cpu = expected_seconds(table, settings)
     names = ", ".join(dict.fromkeys(r.task for r in table))
