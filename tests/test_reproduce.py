@@ -81,6 +81,10 @@ def test_verdicts_and_the_markdown_table():
     assert reproduce.judge(claimed)["verdict"].startswith("at the baseline")  # (the numbers')
     order = _record("temporal-order", 100, "rnn", accuracy=0.27, chance=0.25, majority=0.263)
     assert reproduce.judge(order)["verdict"] == "at chance"
+    # under every answer that ignores the input is not "at chance" (3 points under 25 %)
+    for acc, verdict in ((0.225, "at chance"), (0.1, "below chance"), (0.0, "below chance")):
+        wrong = {**order, "test": {**order["test"], "accuracy": acc}}
+        assert reproduce.judge(wrong)["verdict"] == verdict
     table = reproduce.markdown([_record("adding", 50, "lstm", mse=0.05, **base), order])
     lines = table.splitlines()
     assert len(lines) == 4 and "below the baseline (0.31×)" in lines[2]

@@ -385,6 +385,8 @@ def judge(record: dict[str, Any]) -> dict[str, Any]:
     acc, chance, majority = t["accuracy"], t["chance"], t["majority"]
     if solved:
         verdict = "solved"
+    elif acc < chance - 0.03:  # (below every answer that ignores the input: not "at" it)
+        verdict = "below chance"
     elif acc <= majority + 0.03:
         verdict = "at chance"
     else:
