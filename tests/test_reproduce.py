@@ -506,3 +506,27 @@ def test_an_empty_out_is_refused_not_taken_as_the_current_directory(tmp_path, ca
     assert capsys.readouterr().err == ("rnnlab: error: `--out` must be a directory's path ('.' "
                                        "for the current directory); got '' instead.\n")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_table_and_its_records_are_written_together_and_atomically(tmp_path):
+    """results.md and results.json hold the same rows whenever reproduce stops (it wrote
+    results.md after each row and results.json only at the end: a stopped reproduce left
+    the table of this run beside the records of an earlier one, or none), each written
+    whole, and a symbolic link planted as results.md is replaced, not written through."""
+    import io as text_io
+
+    out = tmp_path / "repro"
+    done, other = reproduce.Row("adding", "rnn", 10), reproduce.Row("adding", "gru", 10)
+    settings = {"steps": 2, "eval_every": 1}
+    reproduce.run_row(done, out, settings)
+    reproduce.run_row(other, out, {"steps": 3, "eval_every": 1})
+    elsewhere = tmp_path / "elsewhere.md"
+    elsewhere.write_text("mine")
+    (out / "results.md").symlink_to(elsewhere)
+    with pytest.raises(ValueError, match="adding-T10-gru was trained with others"):
+        reproduce.run_table([done, other], out, jobs=1, settings=settings,
+                            stream=text_io.StringIO())  # fmt: skip
+    assert elsewhere.read_text() == "mine" and not (out / "results.md").is_symlink()
+    records = json.loads((out / "results.json").read_text())
+    assert [r["cell"] for r in records] == ["rnn"]
+    assert (out / "results.md").read_text() == reproduce.markdown(records)

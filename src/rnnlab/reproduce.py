@@ -503,8 +503,7 @@ def run_table(table: list[Row], out: Path, *, jobs: int = 2, settings: dict[str,
 
     def finished(row: Row, record: dict[str, Any]) -> None:
         done[row] = record
-        so_far = [done[r] for r in table if r in done]  # a table that grows row by row
-        (out / "results.md").write_text(markdown(so_far), encoding="utf-8")
+        _write_table(out, [done[r] for r in table if r in done])  # growing row by row
         earlier = " (finished by an earlier reproduce)" if record.get("reused") else ""
         j = judge(record)
         stream.write(f"[{len(done)}/{len(table)}] {row.name}{earlier}: {j['result']}, "
@@ -520,9 +519,7 @@ def run_table(table: list[Row], out: Path, *, jobs: int = 2, settings: dict[str,
     if pending:
         _train_rows(pending, out, jobs, settings, finished, stream)
     records = [done[row] for row in table]
-    io.atomic_write_json(out / "results.json", records)
-    text = markdown(records)
-    (out / "results.md").write_text(text, encoding="utf-8")
+    _write_table(out, records)
     for task in dict.fromkeys(r.task for r in table):
         try:
             plot(task, [r for r in records if r["task"] == task], out / f"{task}.png")
@@ -533,6 +530,15 @@ def run_table(table: list[Row], out: Path, *, jobs: int = 2, settings: dict[str,
             print(f"rnnlab: warning: {out / f'{task}.png'} not drawn: {' '.join(str(e).split())}",
                   file=sys.stderr, flush=True)  # fmt: skip
     return records
+
+
+def _write_table(out: Path, records: list[dict[str, Any]]) -> None:
+    """OUT/results.json and OUT/results.md of the rows finished so far, together (a stopped
+    reproduce left a results.md of this table beside the results.json of an earlier one, or
+    none) and atomically: a Ctrl-C while they are written leaves the old ones whole, and a
+    symbolic link planted there is replaced, not written through."""
+    io.atomic_write_json(out / "results.json", records)
+    io.atomic_write_text(out / "results.md", markdown(records))
 
 
 def _train_rows(rows: list[Row], out: Path, jobs: int, settings: dict[str, Any] | None,
