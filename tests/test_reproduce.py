@@ -530,3 +530,27 @@ def test_the_table_and_its_records_are_written_together_and_atomically(tmp_path)
     records = json.loads((out / "results.json").read_text())
     assert [r["cell"] for r in records] == ["rnn"]
     assert (out / "results.md").read_text() == reproduce.markdown(records)
+
+
+def test_a_diverged_row_tested_on_an_earlier_checkpoint_says_which(tmp_path, monkeypatch):
+    """An update that overflows after the last checkpoint (every 1,000 steps on adding):
+    the test is of that checkpoint's weights, and the verdict says their step beside the one
+    it diverged at (it read as the test of the weights it diverged with)."""
+    from rnnlab import optim
+
+    update, calls = optim.Adam.update, []
+
+    def overflowing(self, params, grads, state, lr=None):
+        update(self, params, grads, state, lr=lr)
+        calls.append(1)
+        if len(calls) == 4:  # step 4's update: after the checkpoint of step 2
+            next(iter(params.values()))[...] = np.inf
+
+    monkeypatch.setattr(optim.Adam, "update", overflowing)
+    row = reproduce.Row("adding", "lstm", 10)
+    settings = {"steps": 6, "eval_every": 2, "checkpoint_every": 2, "optimizer": "adam"}
+    record = reproduce.run_row(row, tmp_path / "repro", settings)
+    assert record["steps"] == 3 and record["tested_step"] == 2
+    verdict = reproduce.judge(record)["verdict"]
+    assert verdict == "diverged at step 3 (tested: its checkpoint of step 2)"
+    assert reproduce.run_row(row, tmp_path / "repro", settings)["reused"]

@@ -225,11 +225,15 @@ def run_row(row: Row, out: Path, settings: dict[str, Any] | None = None, *,
             trained = trainer.run()
         except NonFiniteError as e:  # a result of the row, not the end of the table
             log.write(f"diverged: {e}\n")
+            tested = trainer.step  # the step of the weights the test is of
             if not e.weights_good and io.checkpoint_steps(run_dir):  # (the update overflowed)
-                runs.load_weights(model, io.load_checkpoint(run_dir), run_dir)
+                last = io.load_checkpoint(run_dir)
+                runs.load_weights(model, last, run_dir)
+                tested = last.step
             trained = {"step": trainer.step, "best": trainer.best,
                        "best_step": trainer.best_step, "stopped_by": "diverged",
-                       "seconds": time.perf_counter() - wall0, "signal": ""}  # fmt: skip
+                       "tested_step": tested, "signal": "",
+                       "seconds": time.perf_counter() - wall0}  # fmt: skip
     if trained["stopped_by"] == "interrupt":  # its checkpoint is saved; not a finished row
         raise KeyboardInterrupt
     with np.errstate(all="ignore"):  # (a diverged model's overflow is said in its record)
@@ -246,6 +250,7 @@ def run_row(row: Row, out: Path, settings: dict[str, Any] | None = None, *,
         "wall_seconds": time.perf_counter() - wall0,
         "cpu_seconds": _cpu_seconds() - cpu0,
         "resumed_at": ckpt.step if ckpt is not None else None,  # times: of this part only
+        **({"tested_step": trained["tested_step"]} if "tested_step" in trained else {}),
         "test": {k: v for k, v in test.items() if k != "confusion"},
         "report": tasks.report(task, raw),
         "run_dir": str(run_dir),
@@ -368,8 +373,11 @@ def judge(record: dict[str, Any]) -> dict[str, Any]:
                 "verdict": "diverged"}  # fmt: skip
     solved = solved_by_test(task, t)
     if record.get("stopped_by") == "diverged":  # the test of its last finite weights
+        tested = record.get("tested_step", record["steps"])  # (before: where it diverged)
         return {**judge({**record, "stopped_by": ""}),
-                "verdict": f"diverged at step {record['steps']:,}"}
+                "verdict": f"diverged at step {record['steps']:,}" + (
+                    f" (tested: its checkpoint of step {tested:,})"
+                    if tested != record["steps"] else "")}  # fmt: skip
     if task == "adding":
         return {
             "result": f"MSE {t['mse']:.4f}",
