@@ -554,3 +554,30 @@ def test_a_diverged_row_tested_on_an_earlier_checkpoint_says_which(tmp_path, mon
     verdict = reproduce.judge(record)["verdict"]
     assert verdict == "diverged at step 3 (tested: its checkpoint of step 2)"
     assert reproduce.run_row(row, tmp_path / "repro", settings)["reused"]
+
+
+def test_a_row_read_back_that_ran_on_other_kernels_is_said(tmp_path, capsys):
+    """A finished row whose record names other kernels than this reproduce's rows run on (a
+    variable set between the two commands, a row of before they were pinned) is read back
+    with a warning naming both: it was mixed into the table without a word."""
+    import io as text_io
+
+    out = tmp_path / "repro"
+    rows = [reproduce.Row("adding", "rnn", 10), reproduce.Row("adding", "gru", 10)]
+    settings = {"steps": 2, "eval_every": 1}
+    for row, kernels in zip(rows, ({"threads": 7, "blas": "auto", "tiles": "auto"},
+                                   reproduce.row_kernels()), strict=True):  # fmt: skip
+        reproduce.run_row(row, out, settings)
+        result = out / "runs" / row.name / "result.json"
+        data = json.loads(result.read_text())
+        data["record"]["kernels"] = kernels
+        result.write_text(json.dumps(data))
+    capsys.readouterr()
+    records = reproduce.run_table(rows, out, jobs=1, settings=settings, stream=text_io.StringIO())
+    assert all(r["reused"] for r in records)
+    err = capsys.readouterr().err
+    assert err.count("rnnlab: warning:") == 1
+    now = reproduce.row_kernels()  # (the tests' variables over ROW_ENVIRONMENT)
+    assert (f"rnnlab: warning: adding-T10-rnn was finished on other kernels (threads 7, blas "
+            f"auto, tiles auto) than this reproduce's rows run on (threads {now['threads']}, "
+            f"blas {now['blas']}, tiles {now['tiles']})") in err  # fmt: skip

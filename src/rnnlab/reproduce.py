@@ -128,6 +128,33 @@ ROW_ENVIRONMENT = {
 }  # fmt: skip
 
 
+def row_kernels() -> dict[str, Any]:
+    """The kernels `run_table`'s rows run on (ROW_ENVIRONMENT under the variables the user
+    set), as a row's record names them under "kernels"."""
+    from rnnlab import settings as env
+
+    given = {k: os.environ[k] for k in env.VARIABLES if k in os.environ}  # (no warning again)
+    s = env.read({**ROW_ENVIRONMENT, **given})
+    return {"threads": s.threads, "blas": s.blas, "tiles": s.tiles}
+
+
+def _other_kernels(row: Row, record: dict[str, Any], kernels: dict[str, Any]) -> None:
+    """Say a finished row read back that ran on other kernels than this reproduce's rows
+    (a variable set or unset between the two, a row of before 2026-12-04): the table mixes
+    them, and another BLAS's rounding can move a result's last digits or a solved step."""
+    def named(k: object) -> str:
+        if not isinstance(k, dict):
+            return "not recorded"
+        return ", ".join(f"{key} {k.get(key)}" for key in ("threads", "blas", "tiles"))
+
+    if record.get("kernels") != kernels:
+        print(f"rnnlab: warning: {row.name} was finished on other kernels ("
+              f"{named(record.get('kernels'))}) than this reproduce's rows run on "
+              f"({named(kernels)}): its numbers may differ from a run of it now in their last "
+              f"digits (a solved row by an evaluation's steps); remove {record['run_dir']} to "
+              "train it again", file=sys.stderr, flush=True)  # fmt: skip
+
+
 def _settled(config: dict[str, Any]) -> dict[str, Any] | None:
     """A stored config's settings as TrainConfig.settled writes them (None if unreadable):
     rows written before weight_decay could be none (the optimizer's own) compare equal to
@@ -520,10 +547,14 @@ def run_table(table: list[Row], out: Path, *, jobs: int = 2, settings: dict[str,
                      f"{_clock(time.perf_counter() - t0)} so far)\n")  # fmt: skip
         stream.flush()
 
-    pending = []
+    pending, kernels = [], row_kernels()
     for row in table:
         record = finished_before(row, out, settings)
-        pending.append(row) if record is None else finished(row, record)
+        if record is None:
+            pending.append(row)
+        else:
+            _other_kernels(row, record, kernels)
+            finished(row, record)
     if pending:
         _train_rows(pending, out, jobs, settings, finished, stream)
     records = [done[row] for row in table]
