@@ -581,3 +581,19 @@ def test_a_row_read_back_that_ran_on_other_kernels_is_said(tmp_path, capsys):
     assert (f"rnnlab: warning: adding-T10-rnn was finished on other kernels (threads 7, blas "
             f"auto, tiles auto) than this reproduce's rows run on (threads {now['threads']}, "
             f"blas {now['blas']}, tiles {now['tiles']})") in err  # fmt: skip
+
+
+def test_an_out_whose_table_is_a_directory_is_refused_before_any_row(tmp_path, capsys):
+    """OUT/results.md (or results.json) a directory: said by --out before anything trains,
+    not after the first row as "a row failed" over an error that named `path`."""
+    out = tmp_path / "repro"
+    (out / "results.json").mkdir(parents=True)
+    argv = ["reproduce", "adding", "--T", "10", "--cells", "rnn", "--steps", "2", "--jobs", "1",
+            "--out", str(out)]  # fmt: skip
+    assert cli_main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == (
+        f"rnnlab: error: `--out` must be a directory whose results.md and results.json are "
+        f"files, or not there yet; got '{out}', whose '{out / 'results.json'}' is a directory "
+        f"instead.\n")  # fmt: skip
+    assert not (out / "runs").exists()

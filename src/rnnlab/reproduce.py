@@ -324,6 +324,10 @@ def _writable(out: Path) -> None:
     except OSError as e:
         _checks.fail("--out", "a directory rnnlab can create and write in",
                      f"'{out}' ({e.strerror or e})")  # fmt: skip
+    for table in (out / "results.md", out / "results.json"):  # (written after the first row)
+        if table.is_dir():
+            _checks.fail("--out", "a directory whose results.md and results.json are files, "
+                         "or not there yet", f"'{out}', whose '{table}' is a directory")
 
 
 def _finished_record(finished: Path, row: Row) -> dict[str, Any] | None:
