@@ -240,6 +240,7 @@ def run_row(row: Row, out: Path, settings: dict[str, Any] | None = None, *,
     model = tasks.build_model(spec, seed=cfg.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     cpu0, wall0 = _cpu_seconds(), time.perf_counter()
+    tested: int | None = None  # a diverged row's: the step of the weights its test is of
     with open(run_dir / "train.log", "a" if ckpt else "w", encoding="utf-8") as log:
         trainer = _RowTrainer(model, task, cfg, run_dir, spec=spec, stream=log, quiet=True)
         if ckpt is not None:
@@ -252,14 +253,14 @@ def run_row(row: Row, out: Path, settings: dict[str, Any] | None = None, *,
             trained = trainer.run()
         except NonFiniteError as e:  # a result of the row, not the end of the table
             log.write(f"diverged: {e}\n")
-            tested = trainer.step  # the step of the weights the test is of
+            tested = trainer.step
             if not e.weights_good and io.checkpoint_steps(run_dir):  # (the update overflowed)
                 last = io.load_checkpoint(run_dir)
                 runs.load_weights(model, last, run_dir)
                 tested = last.step
             trained = {"step": trainer.step, "best": trainer.best,
                        "best_step": trainer.best_step, "stopped_by": "diverged",
-                       "tested_step": tested, "signal": "",
+                       "signal": "",
                        "seconds": time.perf_counter() - wall0}  # fmt: skip
     if trained["stopped_by"] == "interrupt":  # its checkpoint is saved; not a finished row
         raise KeyboardInterrupt
@@ -277,7 +278,7 @@ def run_row(row: Row, out: Path, settings: dict[str, Any] | None = None, *,
         "wall_seconds": time.perf_counter() - wall0,
         "cpu_seconds": _cpu_seconds() - cpu0,
         "resumed_at": ckpt.step if ckpt is not None else None,  # times: of this part only
-        **({"tested_step": trained["tested_step"]} if "tested_step" in trained else {}),
+        **({"tested_step": tested} if tested is not None else {}),
         "test": {k: v for k, v in test.items() if k != "confusion"},
         "report": tasks.report(task, raw),
         "run_dir": str(run_dir),
