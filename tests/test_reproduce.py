@@ -77,6 +77,13 @@ def test_verdicts_and_the_markdown_table():
         "at the baseline")
     assert reproduce.judge(_record("adding", 50, "irnn", mse=0.5, **base))["verdict"].startswith(
         "above the baseline")
+    # one ratio shown, one verdict: 0.9499 and 0.9501 both show 0.95x, both "at"
+    for mse, verdict in ((0.16 * 0.9499, "at the baseline (0.95×)"),
+                         (0.16 * 0.9501, "at the baseline (0.95×)"),
+                         (0.16 * 0.9449, "below the baseline (0.94×)"),
+                         (0.16 * 1.0549, "at the baseline (1.05×)"),
+                         (0.16 * 1.0551, "above the baseline (1.06×)")):  # fmt: skip
+        assert reproduce.judge(_record("adding", 50, "rnn", mse=mse, **base))["verdict"] == verdict
     claimed = dict(_record("adding", 50, "rnn", mse=0.158, **base), solved=True)
     assert reproduce.judge(claimed)["verdict"].startswith("at the baseline")  # (the numbers')
     order = _record("temporal-order", 100, "rnn", accuracy=0.27, chance=0.25, majority=0.263)

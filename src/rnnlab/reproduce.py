@@ -449,10 +449,12 @@ def solved_by_test(task: str, test: dict[str, Any]) -> bool:
 
 
 def _vs(value: float, baseline: float) -> str:
-    """A loss against the memoryless baseline: at it (within 5 %), above it, or below."""
-    ratio = value / baseline
-    where = "above" if ratio > 1.05 else "at" if ratio > 0.95 else "below"
-    return f"{where} the baseline ({ratio:.2f}×)"
+    """A loss against the memoryless baseline: at it (0.95× to 1.05×), above it, or below,
+    judged by the ratio as shown (0.9499 was "below the baseline (0.95×)" and 0.9501 "at the
+    baseline (0.95×)": one number, two verdicts)."""
+    shown = f"{value / baseline:.2f}"
+    where = "above" if float(shown) > 1.05 else "at" if float(shown) >= 0.95 else "below"
+    return f"{where} the baseline ({shown}×)"
 
 
 def _clock(seconds: float) -> str:
