@@ -604,3 +604,28 @@ def test_an_out_whose_table_is_a_directory_is_refused_before_any_row(tmp_path, c
         f"files, or not there yet; got '{out}', whose '{out / 'results.json'}' is a directory "
         f"instead.\n")  # fmt: skip
     assert not (out / "runs").exists()
+
+
+def test_a_metrics_file_with_records_it_cannot_draw_leaves_them_out(tmp_path, capsys):
+    """Validation records without the curve's numbers (a file another rnnlab or a hand
+    wrote) are left out of the PNG with a warning naming the file: the PNG, drawn after the
+    table, ended the command with a KeyError traceback."""
+    import io as text_io
+
+    out = tmp_path / "repro"
+    row = reproduce.Row("adding", "rnn", 10)
+    settings = {"steps": 4, "eval_every": 1}
+    reproduce.run_row(row, out, settings)
+    metrics = out / "runs" / row.name / "metrics.jsonl"
+    with open(metrics, "a") as f:
+        for bad in ({"split": "valid", "step": 5},
+                    {"split": "valid", "step": "x", "mse": 0.1, "baseline_mse_empirical": 0.1},
+                    {"split": "valid", "step": 6, "mse": -1, "baseline_mse_empirical": 0.1}):
+            f.write(json.dumps(bad) + "\n")
+    capsys.readouterr()
+    reproduce.run_table([row], out, jobs=1, settings=settings, stream=text_io.StringIO())
+    err = capsys.readouterr().err
+    assert (f"rnnlab: warning: 3 of the validation records in {metrics} have no number 'step', "
+            f"'mse' or 'baseline_mse_empirical' to draw: left out of {out / 'adding.png'}\n"
+            ) in err  # fmt: skip
+    assert (out / "adding.png").stat().st_size > 0

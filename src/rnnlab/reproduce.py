@@ -509,8 +509,14 @@ def plot(task: str, records: list[dict[str, Any]], path: Path) -> Path:
             metrics = Path(r["run_dir"]) / "metrics.jsonl"
             if not metrics.exists():  # a row that stopped before its first record: no curve
                 continue
-            valid = [m for m in io.read_jsonl(metrics)
-                     if isinstance(m, dict) and m.get("split") == "valid"]  # fmt: skip
+            logged = [m for m in io.read_jsonl(metrics)
+                      if isinstance(m, dict) and m.get("split") == "valid"]  # fmt: skip
+            valid = [m for m in logged if _drawable(m.get("step"))
+                     and _drawable(m.get(key), log) and _drawable(m.get(base_key), log)]
+            if len(valid) < len(logged):  # (a file another rnnlab, or a hand, wrote)
+                print(f"rnnlab: warning: {len(logged) - len(valid)} of the validation records "
+                      f"in {metrics} have no number 'step', {key!r} or {base_key!r} to draw: "
+                      f"left out of {path}", file=sys.stderr, flush=True)  # fmt: skip
             ax.plot([m["step"] for m in valid], [m[key] for m in valid], lw=1.2, label=r["cell"],
                     color=_COLOURS.get(r["cell"]))  # fmt: skip
             baseline = valid[-1][base_key] if valid else baseline
@@ -523,6 +529,12 @@ def plot(task: str, records: list[dict[str, Any]], path: Path) -> Path:
         if ax.get_legend_handles_labels()[0]:  # (no row of this length logged a step)
             ax.legend(fontsize=7)
     return save_png(fig, path)
+
+
+def _drawable(value: object, log: bool = False) -> bool:
+    """A finite number (a positive one on a log axis)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and bool(np.isfinite(value)) and (value > 0 or not log))  # fmt: skip
 
 
 def run_table(table: list[Row], out: Path, *, jobs: int = 2, settings: dict[str, Any] | None = None,
