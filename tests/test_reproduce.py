@@ -629,3 +629,33 @@ def test_a_metrics_file_with_records_it_cannot_draw_leaves_them_out(tmp_path, ca
             f"'mse' or 'baseline_mse_empirical' to draw: left out of {out / 'adding.png'}\n"
             ) in err  # fmt: skip
     assert (out / "adding.png").stat().st_size > 0
+
+
+def test_the_time_stated_up_front_is_of_what_is_left(tmp_path, capsys):
+    """A continued table's estimate counts the rows still to train, from their checkpoints:
+    it stated the whole table's time again (an hour, for a full table stopped minutes
+    before its end)."""
+    out = tmp_path / "repro"
+    settings = {"steps": 60, "eval_every": 20, "checkpoint_every": 20}
+    finished, stopped = reproduce.Row("adding", "rnn", 10), reproduce.Row("adding", "gru", 10)
+    reproduce.run_row(finished, out, settings)
+    reproduce.run_row(stopped, out, settings)
+    run_dir = out / "runs" / stopped.name
+    (run_dir / "result.json").unlink()  # stopped after its checkpoint at step 20
+    for step in (40, 60):
+        shutil.rmtree(run_dir / "checkpoints" / f"step-{step:08d}")
+    (run_dir / "checkpoints" / "latest").unlink()
+    whole = reproduce.expected_seconds([stopped], settings)
+    assert whole > 0
+    left = reproduce.expected_seconds([finished, stopped], settings, out)
+    assert left == pytest.approx(whole * 40 / 60)
+    # the command says what an earlier reproduce did (here every row: nothing trains)
+    out = tmp_path / "cli"
+    reproduce.run_row(finished, out, {"steps": 60, "eval_every": 6})  # (--steps 60's)
+    argv = ["reproduce", "adding", "--T", "10", "--cells", "rnn", "--steps", "60", "--jobs", "1",
+            "--out", str(out)]  # fmt: skip
+    capsys.readouterr()
+    assert cli_main(argv) == 0
+    assert capsys.readouterr().out.startswith(
+        f"reproducing 1 run (adding) into {out} (1 finished by an earlier reproduce): about 0s "
+        "of CPU")  # fmt: skip

@@ -103,15 +103,30 @@ def config(row: Row, settings: dict[str, Any] | None = None) -> TrainConfig:
     return TrainConfig.from_dict({**base, **given, "task": row.task}, source="reproduce")
 
 
-def expected_seconds(table: list[Row], settings: dict[str, Any] | None = None) -> float:
-    """CPU seconds of the table if no row stopped early (solved rows stop sooner)."""
+def expected_seconds(table: list[Row], settings: dict[str, Any] | None = None,
+                     out: Path | None = None) -> float:  # fmt: skip
+    """CPU seconds of the table if no row stopped early (solved rows stop sooner); with
+    `out`, of what is left of it there (a row with a result.json is read back, one stopped
+    after a checkpoint trains the steps after it)."""
     total = 0.0
     for row in table:
         cfg = config(row, settings)
         scale = cfg.batch_size / 32 * cfg.hidden / 64
         per_step = _MS_PER_STEP_AND_T.get(row.cell, 0.25) * row.T * scale / 1000
-        total += cfg.steps * per_step
+        total += (cfg.steps - _steps_done(row, cfg.steps, out)) * per_step
     return total
+
+
+def _steps_done(row: Row, steps: int, out: Path | None) -> int:
+    """The steps of a row OUT holds already: all of them where it finished (its result.json;
+    a broken one is said, and the row trained again, later), else its last checkpoint's."""
+    if out is None:
+        return 0
+    run_dir = Path(out) / "runs" / row.name
+    if (run_dir / "result.json").is_file():
+        return steps
+    saved = io.checkpoint_steps(run_dir) if run_dir.is_dir() else []
+    return min(saved[-1], steps) if saved else 0
 
 
 def _cpu_seconds() -> float:
@@ -721,12 +736,20 @@ def run(args: argparse.Namespace) -> int:
         settings["eval_every"] = max(1, min(250, settings["steps"] // 10))
     _writable(_out(args.out))
     check_tasks(table, settings)  # (before the time it would take)
-    cpu = expected_seconds(table, settings)
+    out = Path(args.out)
+    cpu = expected_seconds(table, settings, out)  # (what is left of it: a continued table's)
     names = ", ".join(dict.fromkeys(r.task for r in table))
-    wall = cpu / min(jobs, len(table))
-    print(f"reproducing {_runs(len(table))} ({names}) into {args.out}: about {_clock(cpu)} of "
-          f"CPU if no run stops early, {_clock(wall)} on {_plural(jobs, 'idle core')}; solved "
-          "runs stop sooner", flush=True)  # fmt: skip
+    budgets = [config(r, settings).steps for r in table]
+    done = [_steps_done(r, steps, out) for r, steps in zip(table, budgets, strict=True)]
+    finished = sum(d == steps for d, steps in zip(done, budgets, strict=True))
+    resumed = sum(0 < d < steps for d, steps in zip(done, budgets, strict=True))
+    earlier = ", ".join(([f"{finished:,} finished"] if finished else [])
+                        + ([f"{resumed:,} to resume"] if resumed else []))  # fmt: skip
+    wall = cpu / max(1, min(jobs, len(table) - finished))
+    print(f"reproducing {_runs(len(table))} ({names}) into {args.out}"
+          + (f" ({earlier} by an earlier reproduce)" if earlier else "")
+          + f": about {_clock(cpu)} of CPU if no run stops early, {_clock(wall)} on "
+          f"{_plural(jobs, 'idle core')}; solved runs stop sooner", flush=True)  # fmt: skip
     t0 = time.perf_counter()
     records = run_table(table, Path(args.out), jobs=jobs, settings=settings)
     print()
