@@ -744,7 +744,7 @@ def run(args: argparse.Namespace) -> int:
     finished = sum(d == steps for d, steps in zip(done, budgets, strict=True))
     resumed = sum(0 < d < steps for d, steps in zip(done, budgets, strict=True))
     earlier = ", ".join(([f"{finished:,} finished"] if finished else [])
-                        + ([f"{resumed:,} to resume"] if resumed else []))  # fmt: skip
+                        + ([f"{resumed:,} stopped part-way"] if resumed else []))  # fmt: skip
     wall = cpu / max(1, min(jobs, len(table) - finished))
     print(f"reproducing {_runs(len(table))} ({names}) into {args.out}"
           + (f" ({earlier} by an earlier reproduce)" if earlier else "")
