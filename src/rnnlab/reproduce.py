@@ -232,12 +232,12 @@ def run_row(row: Row, out: Path, settings: dict[str, Any] | None = None, *,
     from rnnlab.train import NonFiniteError, Trainer
 
     class _RowTrainer(Trainer):
-        def _interrupted_before(self) -> bool:
+        def _signals_before(self) -> set[int]:
             # A Ctrl-C that reached a worker after the check below and before the Trainer
             # took SIGINT over (its start: the lock, config.json, the metrics) set only
             # `_stop_asked`: the row stops after its first step, as at a Ctrl-C during it,
             # where it trained its whole budget while the table waited for it.
-            return _stop_asked
+            return {signal.SIGINT} if _stop_asked else set()
 
     cfg = config(row, settings)
     run_dir = Path(out) / "runs" / row.name
