@@ -262,6 +262,8 @@ def _check_header(source: str, header: bytes, data_size: int) -> tuple[list[str]
         raise bad(f"the header is not valid JSON ({e.msg} at column {e.colno})") from None
     except RecursionError:
         raise bad("the header is nested too deeply") from None
+    except CheckpointError:  # (no_duplicates': said as it is, not as JSON's)
+        raise
     except ValueError as e:  # (an integer of more digits than Python converts)
         if "integer string conversion" in str(e):
             raise bad("the header holds an integer of more than 4300 digits") from None
