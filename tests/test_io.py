@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import safetensors
 import safetensors.numpy as st
+from helpers import hang_guard
 
 from rnnlab import io as rio
 from rnnlab.io import CheckpointError, ConfigError, RunDirError, runs
@@ -397,6 +398,19 @@ def test_checkpoint_error_is_a_value_error_and_missing_file(tmp_path):
         rio.load_safetensors(tmp_path / "nope.safetensors")
     with pytest.raises(CheckpointError, match=r"it is a directory"):
         rio.load_safetensors(tmp_path)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX's")
+def test_a_fifo_is_refused_not_waited_on(tmp_path):
+    """A run's best.safetensors (or any weights file) that is a FIFO: open() waited for a
+    writer for ever (evaluate, early stopping's restore)."""
+    fifo = tmp_path / "best.safetensors"
+    os.mkfifo(fifo)
+    with hang_guard(10), pytest.raises(CheckpointError, match=rf"^Cannot read '{fifo}': it is "
+                                       r"not a regular file \(a FIFO, a named pipe\)\.$"):
+        rio.load_safetensors(fifo)
+    with hang_guard(10), pytest.raises(CheckpointError, match=r"not a regular file"):
+        rio.load_weights(fifo, step=3)
 
 
 @pytest.mark.parametrize(

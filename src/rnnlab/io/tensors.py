@@ -28,7 +28,7 @@ import numpy as np
 import safetensors.numpy
 from safetensors import SafetensorError, safe_open
 
-from rnnlab._checks import describe, fail
+from rnnlab._checks import NotRegularFile, describe, fail, open_file
 from rnnlab.io.files import PathLike, as_path, atomic_path, fsync_file, refuse
 
 
@@ -407,12 +407,17 @@ def load_safetensors(path: PathLike) -> tuple[dict[str, np.ndarray], dict[str, s
     """
     path = as_path(path, "path")
     source = f"'{path}'"
-    try:
-        f = open(path, "rb")
+    try:  # (a FIFO is refused, not waited on for ever: open_file opens without blocking)
+        f = open_file(path)
     except FileNotFoundError:
         raise CheckpointError(f"Cannot read {source}: the file does not exist.") from None
     except IsADirectoryError:
         raise CheckpointError(f"Cannot read {source}: it is a directory.") from None
+    except NotRegularFile as e:
+        raise CheckpointError(f"Cannot read {source}: it is not a regular file ({e.kind})."
+                              ) from None  # fmt: skip
+    except OSError as e:  # (permission denied, a loop of links, ...)
+        raise CheckpointError(f"Cannot read {source}: {e.strerror or e}.") from None
     with f:
         size = os.fstat(f.fileno()).st_size
         n = _header_length(source, f.read(8), size)
