@@ -3,6 +3,7 @@
 import errno
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -1204,6 +1205,39 @@ def test_weights_with_a_step_and_a_hash_are_the_same_bytes_every_time(tmp_path):
     assert len(set(files)) == 1
     loaded, step = rio.load_weights_and_step(tmp_path / "w0.safetensors")
     assert step == 60 and all(np.array_equal(loaded[k], arrays[k]) for k in arrays)
+
+
+@pytest.mark.parametrize("recorded", ["\u00b2", "\u0663", "9" * 5000, "abc", "-1", "05", " 5"])
+def test_a_step_not_as_save_weights_writes_it_is_refused_naming_the_file(tmp_path, recorded):
+    """The step in a weights file's metadata is decimal ASCII digits, as save_weights writes
+    it. '\u00b2' passed str.isdigit and failed in int() ("invalid literal", no file named:
+    rnnlab evaluate of a run whose checkpoints were removed said only that), 5000 digits
+    likewise; '\u0663' (an Arabic-Indic 3) was read as step 3 and '05' as step 5, each then
+    refused as 'not of step 3/5'; 'abc' was said as a file from before steps were recorded."""
+    arrays = {"w": np.arange(3, dtype=np.float32)}
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(st.save(arrays, metadata={"step": recorded}))
+    said = rf"^'{path}' records the step '.+ in its metadata; expected a non-negative integer"
+    for load in (rio.load_weights_and_step, rio.load_weights,
+                 lambda p: rio.load_weights(p, step=5)):  # fmt: skip
+        with pytest.raises(CheckpointError, match=said):
+            load(path)
+    (tmp_path / "config.json").write_text("{}")  # (a run whose checkpoints were removed)
+    with pytest.raises(CheckpointError, match=said):
+        rio.load_top_level(tmp_path)
+
+
+def test_save_weights_refuses_a_step_it_could_not_record(tmp_path):
+    """int() truncated 1.7 to step 1 and took True as step 1; 'x' was int()'s ValueError;
+    -1 was written, then read back as no step."""
+    arrays = {"w": np.arange(3, dtype=np.float32)}
+    for step in (1.7, True, "x", -1, np.float64(2.0)):
+        with pytest.raises(ValueError, match=r"^`step` must be None or a non-negative integer; "
+                           rf"got {re.escape(rio.describe(step))} instead\.$"):  # fmt: skip
+            rio.save_weights(tmp_path / "w.safetensors", arrays, step=step)
+    assert list(tmp_path.iterdir()) == []
+    rio.save_weights(tmp_path / "w.safetensors", arrays, step=np.int64(7))
+    assert rio.load_weights_and_step(tmp_path / "w.safetensors")[1] == 7
 
 
 def test_a_checkpoint_puts_the_metrics_logged_before_it_on_disk_first(tmp_path, monkeypatch):

@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -175,6 +176,9 @@ def save_weights(path: PathLike, tensors: Mapping[str, np.ndarray], *,
     training step the weights are of, is recorded too (`__metadata__["step"]`)."""
     path = as_path(path, "path")
     arrays, _ = checked(tensors, None, "tensors")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, (int, np.integer))
+                             or step < 0):  # fmt: skip
+        fail("step", "None or a non-negative integer", describe(step))
     extra = None if step is None else {_STEP_KEY: str(int(step))}
     digest = hashlib.sha256(safetensors.numpy.save(arrays, metadata=extra)).hexdigest()
     save(path, arrays, {**(extra or {}), _HASH_KEY: digest})
@@ -203,11 +207,26 @@ def load_weights_and_step(path: PathLike, *, step: int | None = None
                 f"{want[:16]}..., the content has {got[:16]}...): the file changed or is "
                 "corrupt since it was saved."
             )
-    if step is not None and metadata.get(_STEP_KEY, str(step)) != str(step):
-        raise CheckpointError(f"'{path}' holds the weights of step {metadata[_STEP_KEY]}, not "
-                              f"of step {step}.")  # fmt: skip
-    recorded = metadata.get(_STEP_KEY)
-    return tensors, int(recorded) if recorded is not None and recorded.isdigit() else None
+    recorded = _recorded_step(path, metadata.get(_STEP_KEY))
+    if step is not None and recorded is not None and str(recorded) != str(step):
+        raise CheckpointError(f"'{path}' holds the weights of step {recorded}, not of step "
+                              f"{step}.")  # fmt: skip
+    return tensors, recorded
+
+
+def _recorded_step(path: Path, text: str | None) -> int | None:
+    """The step a file's metadata records, as save_weights writes it (decimal ASCII digits);
+    None where it records none. Anything else is refused naming the file: str.isdigit took
+    '²' (then int() failed, naming no file) and 5000 digits (int() refused them too), and
+    'abc' was said as a file from before rnnlab recorded steps."""
+    if text is None:
+        return None
+    if re.fullmatch(r"0|[1-9][0-9]{0,17}", text) is None:
+        raise CheckpointError(f"'{path}' records the step {_short(text)} in its metadata; "
+                              "expected a non-negative integer in decimal digits, as rnnlab "
+                              "writes it (the file was edited or written by another "
+                              "program).")  # fmt: skip
+    return int(text)
 
 
 # --------------------------------------------------------------------------------------------
