@@ -1468,6 +1468,21 @@ def test_orphaned_temporary_files_are_removed_by_the_next_save(tmp_path):
     assert not any(p.exists() for p in orphans) and keep.exists()
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX's")
+def test_the_training_lock_refuses_a_fifo_in_its_place(tmp_path):
+    """A FIFO at RUN/.rnnlab-lock took the lock, then failed writing the pid: rnnlab train
+    --resume said 'rnnlab: error: [Errno 22] Invalid argument', naming no file."""
+    os.mkfifo(tmp_path / rio.LOCK_NAME)
+    with hang_guard(10), pytest.raises(RunDirError, match=rf"^'{tmp_path / rio.LOCK_NAME}' must "
+                                       r"be a regular file \(the lock rnnlab holds while it trains "
+                                       r"the run\); it is a FIFO: remove it and train again\.$"):
+        with rio.training_lock(tmp_path):
+            pass
+    (tmp_path / rio.LOCK_NAME).unlink()
+    with rio.training_lock(tmp_path):  # (and an ordinary one is made and held)
+        assert (tmp_path / rio.LOCK_NAME).read_text() == f"{os.getpid()}\n"
+
+
 def test_keep_jsonl_until_drops_the_steps_a_resumed_run_writes_again(tmp_path):
     path = tmp_path / "m.jsonl"
     for step in (10, 20, 30, 30, 40):

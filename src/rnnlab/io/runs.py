@@ -17,6 +17,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -131,12 +132,20 @@ def training_lock(run_dir: Path) -> Iterator[None]:
         yield
         return
     path = run_dir / LOCK_NAME
-    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    flags = (os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+             | getattr(os, "O_NONBLOCK", 0))  # (a FIFO there is refused below, not waited on)
     try:
         fd = os.open(path, flags, 0o666)
     except OSError as e:
         raise RunDirError(f"'{path}' cannot be opened to hold the run ({e.strerror})") from None
     try:
+        # A FIFO, device or socket there took the lock, then failed writing the pid
+        # ('rnnlab: error: [Errno 22] Invalid argument', no file named)
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device or a socket"
+            raise RunDirError(f"'{path}' must be a regular file (the lock rnnlab holds while it "
+                              f"trains the run); it is {kind}: remove it and train again.")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -149,8 +158,9 @@ def training_lock(run_dir: Path) -> Iterator[None]:
         except OSError:  # no locks on this file system
             pass
         else:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            with naming(path):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
         os.close(fd)
