@@ -669,6 +669,25 @@ def test_jsonl_torn_last_line_is_skipped_then_cut_off(tmp_path):
     assert path.read_text() == '{"step": 1}\n{"step": 3}\n'
 
 
+def test_jsonl_last_line_torn_inside_a_character_is_skipped_then_cut_off(tmp_path):
+    """Records are written as UTF-8 (ensure_ascii=False): a crash in the middle of a
+    character left a log that was not UTF-8, refused whole ("byte N (0xc3) is not UTF-8"),
+    and a resume with it (keep_jsonl_until reads the log before the first step)."""
+    path = tmp_path / "metrics.jsonl"
+    rio.append_jsonl(path, {"step": 1, "note": "d\u00e9j\u00e0"})
+    complete = path.read_bytes()
+    torn = json.dumps({"step": 2, "note": "\u00e9t\u00e9"}, ensure_ascii=False).encode()
+    with open(path, "ab") as f:
+        f.write(torn[: torn.index(b"\xc3") + 1])  # the crash: half of the first "é"
+    assert rio.read_jsonl(path) == [{"step": 1, "note": "d\u00e9j\u00e0"}]
+    assert rio.keep_jsonl_until(path, 1) == 0
+    rio.append_jsonl(path, {"step": 2})
+    assert path.read_bytes() == complete + b'{"step": 2}\n'
+    path.write_bytes(b'{"step": 1}\n{"note": "\xff"}\n')  # (a bad byte in a whole line: refused)
+    with pytest.raises(ConfigError, match=r"is not valid JSON: byte 22 \(0xff\) is not UTF-8"):
+        rio.read_jsonl(path)
+
+
 def test_jsonl_complete_last_line_without_newline_is_kept(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 1}\n{"step": 2}')

@@ -407,10 +407,18 @@ def read_jsonl(path: PathLike) -> list[Any]:
     """Read a JSON Lines file; ConfigError naming the first line that is not JSON.
 
     Blank lines are skipped, and so is an unparsable last line without a final newline: that is
-    a record torn by a crash while it was appended (the next append_jsonl cuts it off).
+    a record torn by a crash while it was appended (the next append_jsonl cuts it off). Torn
+    inside a character (records are written as UTF-8, not ASCII), it is not even UTF-8: it is
+    dropped before the file is decoded, which refused the whole log (and a resume with it).
     """
     path = as_path(path, "path")
-    text = decode_utf8(_read_bytes(path, ConfigError, "JSON Lines file"), path, ConfigError, "JSON")
+    data = _read_bytes(path, ConfigError, "JSON Lines file")
+    cut = data.rfind(b"\n") + 1  # (the last line's start; it is unterminated where not empty)
+    try:
+        data[cut:].decode("utf-8")
+    except UnicodeDecodeError:
+        data = data[:cut]
+    text = decode_utf8(data, path, ConfigError, "JSON")
     lines = text.split("\n")  # not splitlines(): JSON strings may hold U+2028 and friends
     records = []
     for number, line in enumerate(lines, start=1):
