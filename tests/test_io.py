@@ -459,6 +459,21 @@ def test_path_and_data_arguments_are_checked(tmp_path):
         rio.parse_safetensors("abc")
 
 
+def test_parse_safetensors_takes_any_bytes_like_view():
+    """A memoryview that is not C-contiguous (every other byte of a buffer) was cast() to
+    bytes, a TypeError ("casts are restricted to C-contiguous views")."""
+    tensors = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.arange(3.0)}
+    data = rio.safetensors_bytes(tensors)
+    spaced = np.zeros(2 * len(data), np.uint8)
+    spaced[::2] = np.frombuffer(data, np.uint8)
+    views = [memoryview(spaced)[::2], memoryview(bytearray(data)),
+             memoryview(np.frombuffer(data, np.uint8).reshape(len(data) // 8, 8))]
+    for view in views:
+        got, metadata = rio.parse_safetensors(view)
+        assert_same(got, tensors)
+        assert metadata == {}
+
+
 # --------------------------------------------------------------------------------------------
 # Atomic writes
 # --------------------------------------------------------------------------------------------

@@ -406,11 +406,13 @@ def parse_safetensors(
     if not isinstance(data, (bytes, bytearray, memoryview)):
         fail("data", "bytes", describe(data))
     source = "the data"
-    view = memoryview(data).cast("B")
-    n = _header_length(source, bytes(view[:8]), len(view))
-    names, metadata = _check_header(source, bytes(view[8 : 8 + n]), len(view) - 8 - n)
+    # (bytes: what the package takes; a strided memoryview too, which cast() refused with
+    # a TypeError; bytes of bytes are the same object, not a copy)
+    raw = bytes(data)
+    n = _header_length(source, raw[:8], len(raw))
+    names, metadata = _check_header(source, raw[8 : 8 + n], len(raw) - 8 - n)
     try:
-        loaded = safetensors.numpy.load(bytes(view))
+        loaded = safetensors.numpy.load(raw)
     except (SafetensorError, ValueError) as e:  # (ValueError: NumPy's, after the package)
         raise CheckpointError(f"{source} is not a valid safetensors file: {e}.") from None
     tensors = {name: loaded[name] for name in names}
