@@ -435,6 +435,19 @@ def test_a_fifo_is_refused_not_waited_on(tmp_path):
             r"with str keys other than '__metadata__'; got the key '__metadata__'",
         ),
         ({3: np.zeros(1)}, None, r"got the key 3 instead"),
+        # (the package's UnicodeEncodeError named no argument)
+        (
+            {"w\udcff": np.zeros(1)},
+            None,
+            r"^`tensors` must be a dict whose keys are text a file can hold \(UTF-8\); got the "
+            r"key 'w\\udcff' instead\. It holds a lone surrogate",
+        ),
+        (
+            {"a": np.zeros(1)},
+            {"k": "\ud800"},
+            r"^`metadata` must be a dict of text a file can hold \(UTF-8\); got '\\ud800' "
+            r"instead\. It holds a lone surrogate",
+        ),
         (
             {"a": np.zeros(1)},
             {"k": 1},

@@ -78,6 +78,9 @@ def checked(tensors: object, metadata: object, name: str) -> tuple[Arrays, dict[
     for key, value in tensors.items():
         if not isinstance(key, str) or key == "__metadata__":
             fail(name, "a dict with str keys other than '__metadata__'", f"the key {key!r}")
+        if not _is_utf8(key):
+            fail(name, "a dict whose keys are text a file can hold (UTF-8)", f"the key {key!r}",
+                 _SURROGATE_HINT)
         if isinstance(value, np.generic):  # a NumPy scalar is a 0-d tensor
             value = np.asarray(value)
         if not isinstance(value, np.ndarray):
@@ -94,8 +97,26 @@ def checked(tensors: object, metadata: object, name: str) -> tuple[Arrays, dict[
             isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
         ):
             fail("metadata", "None or a dict of str -> str", describe(metadata))
+        for text in (t for item in metadata.items() for t in item):
+            if not _is_utf8(text):
+                fail("metadata", "a dict of text a file can hold (UTF-8)", _short(text),
+                     _SURROGATE_HINT)
     assert metadata is None or isinstance(metadata, Mapping)
     return arrays, None if metadata is None else dict(metadata)
+
+
+_SURROGATE_HINT = ("It holds a lone surrogate, which no UTF-8 text has (an undecodable byte of a "
+                   "file name, as os.fsdecode gives it?).")
+
+
+def _is_utf8(text: str) -> bool:
+    """Whether `text` can be written in a header (UTF-8 JSON): a lone surrogate cannot, and
+    the package said so with a bare UnicodeEncodeError naming no argument."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def write(path: Path, arrays: Arrays, metadata: dict[str, str] | None = None, *,
