@@ -247,6 +247,11 @@ CORRUPT = [
         r"unknown dtype 'BF16' \(NumPy has no such type\)",
     ),
     (
+        "complex64",  # (NumPy has one: the message said it had not)
+        craft({"a": {**F32x2, "dtype": "C64", "shape": [1]}}, bytes(8)),
+        r"unknown dtype 'C64' \(complex numbers: rnnlab's tensors are real\); supported: BOOL",
+    ),
+    (
         "negative shape",
         craft({"a": {**F32x2, "shape": [-2]}}, bytes(8)),
         r"tensor 'a' has shape \[-2\], not a list of non-negative integers",

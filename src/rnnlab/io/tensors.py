@@ -53,7 +53,7 @@ _DTYPES: dict[str, np.dtype] = {
     "U64": np.dtype("<u8"),
 }
 _CODE = {(dt.kind, dt.itemsize): code for code, dt in _DTYPES.items()}
-_NO_NUMPY_TYPE = ("BF16", "F8_E5M2", "F8_E4M3", "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4", "C64")
+_NO_NUMPY_TYPE = ("BF16", "F8_E5M2", "F8_E4M3", "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4")
 _HEADER_LIMIT = 100_000_000  # the package's own bound on the header
 _MAX_NDIM = 64  # NumPy's NPY_MAXDIMS
 _MAX_BYTES = 2**63 - 1  # NumPy's bound on an array's size in bytes (npy_intp), zero dims aside
@@ -331,7 +331,8 @@ def _check_header(source: str, header: bytes, data_size: int) -> tuple[list[str]
             )
         code = info["dtype"]
         if not isinstance(code, str) or code not in _DTYPES:
-            why = " (NumPy has no such type)" if code in _NO_NUMPY_TYPE else ""
+            why = (" (NumPy has no such type)" if code in _NO_NUMPY_TYPE else
+                   " (complex numbers: rnnlab's tensors are real)" if code == "C64" else "")
             raise bad(
                 f"tensor {_short(name)} has the unknown dtype {_short(code)}{why}; "
                 f"supported: {', '.join(_DTYPES)}"
