@@ -671,6 +671,40 @@ def test_config_errors(tmp_path, reader, name, content, match):
     assert isinstance(info.value, ValueError) and "\n" not in str(info.value)
 
 
+def test_json_numbers_python_cannot_hold_are_refused_where_they_are(tmp_path):
+    """1e999 was read as inf (a metrics.jsonl holding one made --resume fail rewriting it:
+    'Out of range float values are not JSON compliant', no file named); an integer of 5000
+    digits was int()'s bare ValueError ('Exceeds the limit (4300 digits)...'), from a
+    checkpoint's state.json too. Strings holding them, and big numbers Python holds, read."""
+    path = tmp_path / "x.json"
+    path.write_text('{"1e999": "1e999",\n "best": [1.5, -1e999]}')
+    with pytest.raises(ConfigError, match=r"x.json' is not valid JSON: -1e999 is beyond the "
+                       r"range of a float \(JSON has no infinity\) at line 2, column 16\.$"):
+        rio.read_json(path)
+    path.write_text('{"s": "' + "9" * 5000 + '",\n "bad_evals": ' + "9" * 5000 + "}")
+    with pytest.raises(ConfigError, match=r"x.json' is not valid JSON: an integer of more "
+                       r"digits than Python reads at line 2, column 15\.$"):
+        rio.read_json(path)
+    big = '{"a": 1e308, "b": -0.0, "c": ' + "9" * 400 + ', "d": 1' + "0" * 400 + '.5e-400}'
+    path.write_text(big)
+    assert rio.read_json(path) == json.loads(big)
+    lines = tmp_path / "m.jsonl"
+    lines.write_text('{"step": 1, "loss": 1e999}\n{"step": 2, "loss": 0.5}\n')
+    with pytest.raises(ConfigError, match=r"m.jsonl' is not valid JSON Lines: 1e999 is beyond "
+                       r"the range of a float \(JSON has no infinity\) at line 1, column 21\.$"):
+        rio.keep_jsonl_until(lines, 1)
+    checkpoint = tmp_path / "run" / "checkpoints" / "step-00000001"
+    checkpoint.mkdir(parents=True)
+    (tmp_path / "run" / "config.json").write_text("{}")
+    rio.save_safetensors(checkpoint / "model.safetensors", {"w": np.zeros(1)})
+    rio.save_safetensors(checkpoint / "optimizer.safetensors", {"w": np.zeros(1)})
+    (checkpoint / "config.json").write_text("{}")
+    (checkpoint / "state.json").write_text('{"step": 1, "bad_evals": ' + "9" * 5000 + "}")
+    with pytest.raises(CheckpointError, match=r"state.json' is not valid JSON: an integer of "
+                       r"more digits than Python reads at line 1, column 26\."):
+        rio.load_checkpoint(tmp_path / "run")
+
+
 def test_read_json_of_a_directory(tmp_path):
     with pytest.raises(ConfigError, match=r"Cannot read JSON file '.*': it is a directory"):
         rio.read_json(tmp_path)

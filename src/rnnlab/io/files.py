@@ -232,18 +232,57 @@ def decode_utf8(data: bytes, path: Path, error: type[ValueError], what: str) -> 
 _STRING_OR_CONSTANT = re.compile(r'"(?:[^"\\]|\\.)*"|(-?Infinity|NaN)')
 
 
+# A string, or a number (the places a number's digits can be).
+_STRING_OR_NUMBER = re.compile(r'"(?:[^"\\]|\\.)*"|(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?'
+                               r'(?:[eE][-+]?[0-9]+)?)')
+
+
+# A string, or an integer of more than 4300 digits (Python's default limit on int()).
+_LONG_INT = re.compile(r'"(?:[^"\\]|\\.)*"|(-?[0-9]{4301,})(?![.eE0-9])')
+
+
+class _Unreadable(ValueError):
+    """A number json.loads reads but rnnlab refuses: said where it is by _loads."""
+
+    def __init__(self, message: str, find: re.Pattern[str], token: str | None) -> None:
+        super().__init__(message)
+        self.find, self.token = find, token  # (token None: the first of `find`'s)
+
+
+def _refuse_constant(name: str) -> NoReturn:
+    raise _Unreadable(f"{name} is not a JSON number (JSON has no NaN or infinity)",
+                      _STRING_OR_CONSTANT, None)  # fmt: skip
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if math.isinf(value):
+        shown = literal if len(literal) <= 40 else literal[:37] + "..."
+        raise _Unreadable(f"{shown} is beyond the range of a float (JSON has no infinity)",
+                          _STRING_OR_NUMBER, literal)  # fmt: skip
+    return value
+
+
 def _loads(text: str) -> Any:
     """`json.loads(text)` of strict JSON: NaN, Infinity and -Infinity (which json.loads takes
     and rnnlab never writes: its writers refuse non-finite numbers) are a JSONDecodeError at
-    the constant, like any other token that is not JSON."""
-
-    def refuse_constant(name: str) -> NoReturn:
-        pos = next((m.start(1) for m in _STRING_OR_CONSTANT.finditer(text)
-                    if m.group(1) is not None), 0)  # fmt: skip
-        raise json.JSONDecodeError(f"{name} is not a JSON number (JSON has no NaN or infinity)",
-                                   text, pos)  # fmt: skip
-
-    return json.loads(text, parse_constant=refuse_constant)
+    the constant, like any other token that is not JSON; so are the numbers Python cannot
+    hold: a float beyond its range (1e999, which json.loads read as inf: a resume then failed
+    rewriting metrics.jsonl with "Out of range float values are not JSON compliant", no file
+    named) and an integer of more digits than int() converts (its bare ValueError)."""
+    try:
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except _Unreadable as e:
+        message, find, token = str(e), e.find, e.token
+    except ValueError as e:
+        if "integer string conversion" not in str(e):
+            raise
+        # (int()'s limit, sys.get_int_max_str_digits(); a float's digits go to float())
+        message, find, token = "an integer of more digits than Python reads", _LONG_INT, None
+    # the first place it is written (parsing goes from left to right)
+    pos = next((m.start(1) for m in find.finditer(text) if m.group(1) is not None
+                and (token is None or m.group(1) == token)), 0)  # fmt: skip
+    raise json.JSONDecodeError(message, text, pos)
 
 
 def parse_json(path: Path, error: type[ValueError]) -> Any:
