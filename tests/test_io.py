@@ -705,6 +705,22 @@ def test_json_numbers_python_cannot_hold_are_refused_where_they_are(tmp_path):
         rio.load_checkpoint(tmp_path / "run")
 
 
+def test_a_toml_integer_python_cannot_hold_is_refused_naming_the_file(tmp_path):
+    """tomllib lets int()'s ValueError through: rnnlab train --config said 'Exceeds the
+    limit (4300 digits) for integer string conversion', naming no file."""
+    path = tmp_path / "c.toml"
+    path.write_text("lr = 0.1\n# 1" + "9" * 5000 + "\nhidden = 1_" + "9" * 5000 + "\n")
+    with pytest.raises(ConfigError, match=r"^'.*c.toml' is not valid TOML: an integer of more "
+                       r"digits than Python reads \(at line 3, column 10\)\.$"):
+        rio.read_toml(path)
+    path.write_text("a = [1, " + "9" * 5000 + "]\n")  # (not said where: it is not a key's)
+    with pytest.raises(ConfigError, match=r"^'.*c.toml' is not valid TOML: an integer of more "
+                       r"digits than Python reads\.$"):
+        rio.read_toml(path)
+    path.write_text("a = " + "9" * 4300 + "\n")
+    assert rio.read_toml(path) == {"a": int("9" * 4300)}
+
+
 def test_read_json_of_a_directory(tmp_path):
     with pytest.raises(ConfigError, match=r"Cannot read JSON file '.*': it is a directory"):
         rio.read_json(tmp_path)

@@ -314,6 +314,18 @@ def read_toml(path: PathLike) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as e:
         # The message already ends with "(at line L, column C)".
         raise ConfigError(f"'{path}' is not valid TOML: {e}.") from None
+    except ValueError as e:  # int()'s own, which tomllib lets through, naming no file
+        if "integer string conversion" not in str(e):
+            raise
+        # (where a key is given such an integer; found otherwise, in an array, it goes unsaid)
+        where = re.search(r"^[^#\n=]*=[ \t]*[-+]?([0-9][0-9_]{4300,})", text, re.MULTILINE)
+        at = ""
+        if where is not None:
+            pos = where.start(1)
+            line, column = text.count("\n", 0, pos) + 1, pos - text.rfind("\n", 0, pos)
+            at = f" (at line {line}, column {column})"
+        raise ConfigError(f"'{path}' is not valid TOML: an integer of more digits than Python "
+                          f"reads{at}.") from None
 
 
 def finite_or_null(value: Any, where: str = "") -> tuple[Any, list[str]]:
