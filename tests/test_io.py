@@ -380,6 +380,28 @@ def test_an_empty_tensor_as_large_as_numpy_allows_loads(tmp_path):
         assert tensors["a"].shape == (0, 2**61 - 1)
 
 
+def test_a_file_larger_than_the_memory_available_is_refused_before_it_is_read(
+    tmp_path, monkeypatch
+):
+    """A header that promises 10**12 bytes is refused unless the file holds them, but a
+    sparse file does at no cost of disk: its tensors were copied into memory until
+    MemoryError or the OOM killer. (Here 300 MiB, said to be more than the memory.)"""
+    nbytes = 300 << 20
+    path = tmp_path / "sparse.safetensors"
+    header = craft({"a": {"dtype": "U8", "shape": [nbytes], "data_offsets": [0, nbytes]}})
+    with open(path, "wb") as f:
+        f.write(header)
+        f.truncate(len(header) + nbytes)  # (a hole: no block written)
+    read = []
+    monkeypatch.setattr(rtensors, "available_memory", lambda: read.append(1) or 200 << 20,
+                        raising=False)  # fmt: skip
+    monkeypatch.setattr(rtensors, "safe_open", lambda *a, **k: pytest.fail("the data was read"))
+    with pytest.raises(CheckpointError, match=rf"^'{path}' holds 300.0 MiB of tensors, more "
+                       r"than the memory available \(200.0 MiB\): it is not read\.$"):
+        rio.load_safetensors(path)
+    assert read
+
+
 def test_what_the_package_refuses_after_our_checks_is_one_line_naming_the_file(
     tmp_path, monkeypatch
 ):

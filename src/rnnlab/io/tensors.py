@@ -29,7 +29,14 @@ import numpy as np
 import safetensors.numpy
 from safetensors import SafetensorError, safe_open
 
-from rnnlab._checks import NotRegularFile, describe, fail, open_file
+from rnnlab._checks import (
+    NotRegularFile,
+    available_memory,
+    describe,
+    describe_bytes,
+    fail,
+    open_file,
+)
 from rnnlab.io.files import PathLike, as_path, atomic_path, fsync_file, refuse
 
 
@@ -400,6 +407,21 @@ def _check_header(source: str, header: bytes, data_size: int) -> tuple[list[str]
     return list(parsed), metadata
 
 
+def _check_memory(source: str, nbytes: int) -> None:
+    """The tensors are read into memory whole: a file whose data outgrows the memory
+    available is refused before any of it is read. Its header fits its size (checked), but
+    the size may be a lie too: a sparse file of a terabyte costs no disk, and its copy ended
+    in MemoryError or the OOM killer (which may pick another process)."""
+    if nbytes < 1 << 28:  # (not worth a look at /proc/meminfo)
+        return
+    have = available_memory()
+    if have is not None and nbytes > have:
+        raise CheckpointError(
+            f"{source} holds {describe_bytes(nbytes)} of tensors, more than the memory "
+            f"available ({describe_bytes(have)}): it is not read."
+        )
+
+
 def _short(value: object) -> str:
     """repr(value) cut to a line: a hostile header's values can be megabytes long, and an int
     of more than 4300 digits has no repr at all."""
@@ -433,6 +455,7 @@ def parse_safetensors(
     raw = bytes(data)
     n = _header_length(source, raw[:8], len(raw))
     names, metadata = _check_header(source, raw[8 : 8 + n], len(raw) - 8 - n)
+    _check_memory(source, len(raw) - 8 - n)
     try:
         loaded = safetensors.numpy.load(raw)
     except (SafetensorError, ValueError) as e:  # (ValueError: NumPy's, after the package)
@@ -465,6 +488,7 @@ def load_safetensors(path: PathLike) -> tuple[dict[str, np.ndarray], dict[str, s
         size = os.fstat(f.fileno()).st_size
         n = _header_length(source, f.read(8), size)
         names, metadata = _check_header(source, f.read(n), size - 8 - n)
+    _check_memory(source, size - 8 - n)
     try:
         with safe_open(path, framework="numpy") as file:
             tensors = {name: file.get_tensor(name) for name in names}
