@@ -1261,7 +1261,11 @@ def test_an_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch
 
     after = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     new = {p for p in after if "step-00000200" in str(p)}
-    assert {p: after[p] for p in after if p not in new} == before
+    if where == "latest":  # (the run's copies at the top were of the complete step 200 first)
+        new |= {Path("config.json"), Path("model.safetensors")}
+        assert rio.load_weights_and_step(tmp_path / "model.safetensors")[1] == 200
+    assert {p: after[p] for p in after if p not in new} == {
+        p: before[p] for p in before if p not in new}  # fmt: skip
     assert_checkpoint(rio.load_checkpoint(tmp_path), 100)
     assert not [p for p in ckpt.iterdir() if p.name.startswith(".")]  # temporaries removed
     assert rio.checkpoint_steps(tmp_path) == ([100, 200] if where == "latest" else [100])
@@ -1269,6 +1273,25 @@ def test_an_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch
     save(tmp_path, 300, keep=1)
     assert rio.checkpoint_steps(tmp_path) == [300]
     assert_checkpoint(rio.load_checkpoint(tmp_path), 300)
+
+
+def test_latest_names_a_step_only_once_the_run_s_model_is_of_it(tmp_path, monkeypatch):
+    """`latest` was rewritten before the top-level model.safetensors: a crash between left
+    the run's model a checkpoint behind, for good where the step was the run's last (the
+    resume of a finished run trains and saves nothing; found killing `rnnlab train` at
+    each file operation of a run, then resuming it). Evaluate, export and sample read that
+    model once checkpoints/ is removed, as a finished run allows."""
+    save(tmp_path, 100)
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(runs.tensors, "save_weights", killed)
+    with pytest.raises(RuntimeError, match="killed"):
+        save(tmp_path, 200)
+    monkeypatch.undo()
+    top = rio.load_weights_and_step(tmp_path / "model.safetensors")[1]
+    assert rio.load_checkpoint(tmp_path).step == top == 100
 
 
 def _disk_full_on_call(n, real):
@@ -1291,8 +1314,8 @@ def _disk_full_on_call(n, real):
     ("fsync", 3, "step-00000200/state.json"),
     ("fsync", 5, "step-00000200/hashes.json"),
     ("fsync", 6, "step-00000200"),  # the temporary directory
-    ("replace", 1, "latest"),
-    ("replace", 3, "model.safetensors"),  # the run's copy at the top
+    ("replace", 2, "model.safetensors"),  # the run's copy at the top
+    ("replace", 3, "latest"),  # (the last write: it names the step once all is in place)
 ])  # fmt: skip
 def test_a_full_disk_while_saving_names_the_file_and_keeps_the_previous_checkpoint(
     tmp_path, monkeypatch, call, n, file
@@ -1308,10 +1331,7 @@ def test_a_full_disk_while_saving_names_the_file_and_keeps_the_previous_checkpoi
     where = tmp_path / ("checkpoints" if file != "model.safetensors" else "") / file
     assert caught.value.errno == errno.ENOSPC
     assert str(caught.value) == f"[Errno 28] cannot write '{where}' (No space left on device)"
-    if file == "model.safetensors":  # (the checkpoint and `latest` were written before)
-        assert_checkpoint(rio.load_checkpoint(tmp_path), 200)
-    else:
-        assert_checkpoint(rio.load_checkpoint(tmp_path), 100)
+    assert_checkpoint(rio.load_checkpoint(tmp_path), 100)
     save(tmp_path, 300, keep=1)
     assert rio.checkpoint_steps(tmp_path) == [300]
     assert [p.name for p in tmp_path.rglob(".*")] == []

@@ -222,9 +222,10 @@ def save_checkpoint(
     The directory holds model.safetensors, optimizer.safetensors, hashes.json (the SHA-256 of
     both, checked by load_checkpoint), state.json (progress: step,
     epoch, RNG state from numpy_rng_state, best metric...) and config.json. It is built in a
-    temporary sibling and renamed into place; then `checkpoints/latest` is rewritten, then the
-    top-level model.safetensors and config.json, then old checkpoints are pruned, each step
-    atomic. So a crash at any point leaves the previous checkpoint and `latest` usable. The
+    temporary sibling and renamed into place; then the top-level config.json and
+    model.safetensors are rewritten, then `checkpoints/latest`, then old checkpoints are
+    pruned, each step atomic. So a crash at any point leaves the previous checkpoint and
+    `latest` usable, and a `latest` naming a step means the run's files are of that step. The
     run's metrics.jsonl is put on disk first, so a checkpoint that survives a power cut has
     the log of its steps beside it.
 
@@ -294,12 +295,14 @@ def save_checkpoint(
         raise
     with naming(final):
         fsync_dir(checkpoints)
-    atomic_write_text(checkpoints / "latest", name + "\n")
-
     atomic_write_bytes(run_dir / "config.json", config_text)
     # (with its step and hash: what the commands that read a run's model fall back to
     # where its checkpoints were removed, load_top_level)
     tensors.save_weights(run_dir / "model.safetensors", model_arrays, step=step)
+    # `latest` last: once it names the step, the run's files are all of that step. Written
+    # before the top-level copies, a crash between left model.safetensors a checkpoint behind
+    # for good where the step was the run's last (a resume found nothing to train or save).
+    atomic_write_text(checkpoints / "latest", name + "\n")
 
     if keep is not None:
         older = sorted((s for s in checkpoint_steps(run_dir) if s != step), reverse=True)
