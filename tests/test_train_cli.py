@@ -672,6 +672,41 @@ def test_sigterm_ends_the_demo_at_once_with_its_checkpoint(tmp_path, capsys, mon
     assert signal.getsignal(signal.SIGTERM) is sigterm_raises
 
 
+@pytest.mark.parametrize("stop", ["SIGTERM", "divergence"])
+def test_a_result_of_an_earlier_part_is_gone_once_the_run_trains_past_it(
+    tmp_path, capsys, monkeypatch, stop, sigterm_raises
+):
+    """result.json is the test of the weights at its step: a run Ctrl-C'd at step 3 has one,
+    and its resume, once it trains on, leaves none where it ends without a test of its own
+    (a SIGTERM's stop, a divergence); one run to its end writes it anew. Before: the file of
+    step 3 stayed beside the weights of step 6, read as the run's result."""
+    from rnnlab.train import NonFiniteError, Trainer
+
+    run = tmp_path / "r"
+    signal_at(monkeypatch, 3, signal.SIGINT)
+    assert run_cli("train", "adding", "--T", 6, "--steps", 20, "--run-dir", run, *TINY) == 130
+    assert json.loads((run / "result.json").read_text())["train"]["step"] == 3
+    monkeypatch.undo()
+    if stop == "SIGTERM":
+        signal_at(monkeypatch, 6, signal.SIGTERM)
+    else:
+        train_step = Trainer.train_step
+
+        def diverges(self, step):
+            if step + 1 == 6:
+                raise NonFiniteError(f"the loss became nan at step {step + 1}")
+            return train_step(self, step)
+
+        monkeypatch.setattr(Trainer, "train_step", diverges)
+    assert run_cli("train", "--resume", run, "--quiet") == (143 if stop == "SIGTERM" else 1)
+    assert io.checkpoint_steps(run)[-1] == (6 if stop == "SIGTERM" else 5)
+    assert not (run / "result.json").exists()
+    monkeypatch.undo()
+    assert run_cli("train", "--resume", run, "--quiet") == 0
+    assert json.loads((run / "result.json").read_text())["train"]["step"] == 20
+    capsys.readouterr()
+
+
 def test_training_off_the_main_thread_leaves_the_signals_alone(tmp_path, sigterm_raises):
     """Only the main thread may set handlers: a run in another thread trains, and the
     process's handlers stay as they were meanwhile."""

@@ -468,6 +468,14 @@ FINAL_STOPS = ("early stopping", "solved")
 """The stops a run decides by its own rule, after which it is finished: its checkpoint says
 so, and a --resume of it trains no further (a time limit or an interrupt resumes)."""
 
+RESULT_FILE = "result.json"
+"""A run directory's test result, of the weights at the step it names ("train"'s "step"):
+`rnnlab train` and `rnnlab demo` write it when training ends, a Ctrl-C's stop too, and
+reproduce a row's. `Trainer.run` removes it before it trains a step further, so that a part
+that ends without one (a SIGTERM's stop, which evaluates nothing; a divergence; a kill)
+leaves no result of weights the run no longer has: the file is there only while it is of
+the run's latest step."""
+
 
 def steps_change(cfg: TrainConfig, old_steps: int, at: int) -> str:
     """What a --resume at step `at` with `cfg.steps` in place of the run's `old_steps`
@@ -1011,6 +1019,8 @@ class Trainer:
             io.atomic_write_json(self.run_dir / "config.json", self.config_dict())
             # what a run stopped after its last checkpoint logged is logged again from there on
             io.keep_jsonl_until(metrics_path, self.step)
+            if self.step < cfg.steps and self.stopped_by not in FINAL_STOPS:  # (it trains)
+                (self.run_dir / RESULT_FILE).unlink(missing_ok=True)  # (see RESULT_FILE)
         progress = Progress(cfg.steps, self.step, self.stream, self.quiet)
         t_start = self._t_start = time.perf_counter()
         # Ctrl-C and SIGTERM are noted, not raised: the step in progress ends, then the loop

@@ -117,6 +117,7 @@ def _as_given(message: str, options: Collection[str], config: str | None,
 
 def cmd_train(args) -> int:
     from rnnlab import distributed, tasks
+    from rnnlab.train import RESULT_FILE
 
     # Under MPI a Ctrl-C or SIGTERM is noted until training takes it over, and the ranks'
     # agreements stop them all together (distributed.StartInterrupts); rank 0's evaluation
@@ -140,7 +141,7 @@ def cmd_train(args) -> int:
     if comm is not None and comm.rank != 0:  # rank 0 alone evaluates and writes
         return EXIT_INTERRUPTED if result["stopped_by"] == "interrupt" else 0
     final = task.evaluate(model, "test")
-    io.atomic_write_json(run_dir / "result.json",
+    io.atomic_write_json(run_dir / RESULT_FILE,
                          {"train": result, "test": finite_result(final, _OVERFLOW)})
     for line in tasks.report(task, final):
         print(line)
@@ -446,7 +447,7 @@ def _new_run_dir(comm, task: str) -> Path:
 def cmd_demo(args) -> int:
     from rnnlab import distributed, tasks
     from rnnlab.diagnostics.training import gradient_log
-    from rnnlab.train import TrainConfig, Trainer
+    from rnnlab.train import RESULT_FILE, TrainConfig, Trainer
 
     if distributed.launched():  # K copies of the demo would race for one run directory
         raise UsageError("`rnnlab demo` runs in one process; under mpiexec, use `rnnlab train`")
@@ -482,7 +483,7 @@ def cmd_demo(args) -> int:
     if trainer.run()["signal"] == "SIGTERM":  # (as `rnnlab train` ends on it: at once)
         return EXIT_TERMINATED
     final = task.evaluate(model, "test")
-    io.atomic_write_json(run_dir / "result.json", {"test": finite_result(final, _OVERFLOW)})
+    io.atomic_write_json(run_dir / RESULT_FILE, {"test": finite_result(final, _OVERFLOW)})
     print()
     for line in tasks.report(task, final):
         print(line)
