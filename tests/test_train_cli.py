@@ -707,6 +707,24 @@ def test_a_result_of_an_earlier_part_is_gone_once_the_run_trains_past_it(
     capsys.readouterr()
 
 
+def test_ctrl_c_ends_the_demo_s_training_and_shows_what_it_learned(tmp_path, capsys,
+                                                                   monkeypatch):  # fmt: skip
+    """The demo is there to show what the model learned: a Ctrl-C ends its training, and the
+    test, the sample and the plots follow, said to be of the steps trained, then the way to
+    train further; exit status 130, a Ctrl-C's, as `rnnlab train` (which evaluates and plots
+    after one too). Before: exit status 0, and the sample read "after training"."""
+    signal_at(monkeypatch, 2, signal.SIGINT)
+    run = tmp_path / "demo"
+    assert main(["demo", "--time-limit", "60", "--run-dir", str(run), "--quiet"]) == 130
+    said = capsys.readouterr()
+    assert f"interrupted: checkpoint saved at step 2 in {run}; " in said.err
+    assert "held-out:" in said.out
+    assert "\nsample after 2 steps (training stopped by Ctrl-C):\n" in said.out
+    assert said.out.endswith(f"\ntrain it further: rnnlab train --resume {run}\n")
+    result = json.loads((run / "result.json").read_text())
+    assert (result["train"]["step"], result["train"]["stopped_by"]) == (2, "interrupt")
+
+
 def test_training_off_the_main_thread_leaves_the_signals_alone(tmp_path, sigterm_raises):
     """Only the main thread may set handlers: a run in another thread trains, and the
     process's handlers stay as they were meanwhile."""
@@ -738,6 +756,8 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     ):
         assert text in out
     assert (tmp_path / "demo" / "model.safetensors").exists()
+    result = json.loads((tmp_path / "demo" / "result.json").read_text())
+    assert result["train"]["stopped_by"] != "interrupt" and "sample after training:" in out
 
 
 def test_bucketing_groups_similar_lengths_and_covers_the_epoch():

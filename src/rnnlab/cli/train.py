@@ -45,7 +45,8 @@ def add_parsers(sub) -> None:
         "demo", help="train a character LSTM for ~2 minutes and show what it learned",
         description="Train a character LSTM on the built-in corpus for about two minutes: "
         "samples before and after, the held-out bits per character beside n-gram "
-        "baselines, and the plots.",
+        "baselines, and the plots. Ctrl-C ends the training early and shows the same of "
+        "the steps trained (exit status 130).",
     )
     p.add_argument("--run-dir", dest="run_dir", default=None,
                    help="where to write the run (default: runs/demo-TIME)")  # fmt: skip
@@ -480,18 +481,28 @@ def cmd_demo(args) -> int:
     )
     trainer = Trainer(model, task, cfg, run_dir, spec=spec, quiet=args.quiet,
                       gradient_log=gradient_log)  # fmt: skip
-    if trainer.run()["signal"] == "SIGTERM":  # (as `rnnlab train` ends on it: at once)
+    summary = trainer.run()
+    if summary["signal"] == "SIGTERM":  # (as `rnnlab train` ends on it: at once)
         return EXIT_TERMINATED
+    # A Ctrl-C ends the training, not the demo, whose point is what the model learned: the
+    # test, sample and plots follow as after a whole run, said to be of the steps trained,
+    # and the exit status is a Ctrl-C's, as `rnnlab train`'s (which evaluates and plots too).
+    interrupted = summary["stopped_by"] == "interrupt"
     final = task.evaluate(model, "test")
-    io.atomic_write_json(run_dir / RESULT_FILE, {"test": finite_result(final, _OVERFLOW)})
+    io.atomic_write_json(run_dir / RESULT_FILE,
+                         {"train": summary, "test": finite_result(final, _OVERFLOW)})  # fmt: skip
     print()
     for line in tasks.report(task, final):
         print(line)
-    print("\nsample after training:")
+    print(f"\nsample after {summary['step']} steps (training stopped by Ctrl-C):" if interrupted
+          else "\nsample after training:")  # fmt: skip
     print(_indent(task.sample(model, "def ", 300, temperature=0.8, seed=1)))
     _plot(run_dir)
     print(f"\nrun directory: {run_dir} ({time.perf_counter() - t0:.0f} s in all)")
     print(f"more samples: rnnlab sample {run_dir} --prime 'class '")
+    if interrupted:
+        print(f"train it further: rnnlab train --resume {run_dir}")
+        return EXIT_INTERRUPTED
     return 0
 
 
