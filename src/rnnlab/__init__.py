@@ -6,9 +6,14 @@ f = lstm.forward(x, lengths=lengths)      # f.output (B, T, 64), f.state (h_n, c
 b = lstm.backward(f, d_output)            # b.input, b.state, b.params["weight_hh_l0"], ...
 """
 
-from rnnlab.gradcheck import GradcheckReport, gradcheck
-from rnnlab.layers import GRU, LSTM, RNN, Backward, Forward, Recurrent
-from rnnlab.modules import Dropout, Embedding, LastStep, Linear, MeanOverTime, Sequential
+from __future__ import annotations
+
+import sys
+
+# (typing.TYPE_CHECKING, which mypy reads the same: typing and what it imports took 6 ms of
+# this file's 11, before the program holds its signals; see rnnlab.__main__. importlib, for
+# the same reason, only where it is used.)
+TYPE_CHECKING = False
 
 __version__ = "0.1.0"
 
@@ -28,3 +33,67 @@ __all__ = [
     "Sequential",
     "gradcheck",
 ]
+
+# The names above are imported when one of them is first asked for, not with the package:
+# every `rnnlab.x` module imports this file first, and NumPy with the layers took ~0.2 s of
+# it, which the `rnnlab` command (rnnlab.__main__) spent before it could take Ctrl-C and
+# SIGTERM over (a traceback, or a death by the signal). `import rnnlab` then `rnnlab.LSTM`
+# reads the same as before.
+if TYPE_CHECKING:
+    from types import ModuleType as _ModuleType
+    from typing import Any
+
+    from rnnlab.gradcheck import GradcheckReport, gradcheck
+    from rnnlab.layers import GRU, LSTM, RNN, Backward, Forward, Recurrent
+    from rnnlab.modules import Dropout, Embedding, LastStep, Linear, MeanOverTime, Sequential
+else:
+    _ModuleType = type(sys)  # (types.ModuleType: that module is one more import)
+
+    def __getattr__(name: str) -> Any:
+        if name in __all__:
+            _load()
+            return globals()[name]
+        # A submodule not imported yet: `import rnnlab` then `rnnlab.cells.LSTMCell` worked
+        # while the names above brought it; `from rnnlab import io` asks here first too.
+        if not name.startswith("__"):
+            import importlib
+
+            try:
+                return importlib.import_module(f"{__name__}.{name}")
+            except ModuleNotFoundError as e:
+                if e.name != f"{__name__}.{name}":  # (one it imports is missing: said)
+                    raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *__all__})
+
+
+_HOMES = {
+    "gradcheck": ("GradcheckReport", "gradcheck"),
+    "layers": ("GRU", "LSTM", "RNN", "Backward", "Forward", "Recurrent"),
+    "modules": ("Dropout", "Embedding", "LastStep", "Linear", "MeanOverTime", "Sequential"),
+}  # (the imports under TYPE_CHECKING above)
+
+
+def _load() -> None:
+    """Bind the package's names (what this file imported before it waited)."""
+    import importlib
+
+    for home, names in _HOMES.items():
+        module = importlib.import_module(f"{__name__}.{home}")
+        globals().update({name: getattr(module, name) for name in names})
+
+
+class _Package(_ModuleType):
+    """The package's module: `rnnlab.gradcheck` is the function, as when this file imported it
+    first. The import system binds a submodule to its package once it has run it, so an
+    `import rnnlab.gradcheck` before any name was asked for would have bound the module."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "gradcheck" and isinstance(value, _ModuleType):
+            value = value.gradcheck
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -4,7 +4,8 @@ reproduce (the papers' memory-task results), and the commands with options of th
 
 Errors a user can cause (a bad option, a missing file, a corrupt checkpoint) print one line,
 `rnnlab: error: ...`, and exit with status 2; no traceback. Run as a program (`run`: the
-`rnnlab` script, `python -m rnnlab`), rnnlab's own warnings print as one line too,
+`rnnlab` script and `python -m rnnlab` call it through rnnlab.__main__, which holds Ctrl-C and
+SIGTERM while it imports this), rnnlab's own warnings print as one line too,
 `rnnlab: warning: ...`, not as Python's source line and category.
 """
 
