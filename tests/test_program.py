@@ -135,3 +135,23 @@ def test_the_package_s_names_are_what_they_were_when_imported_at_once():
     done = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True,
                           text=True, timeout=120)  # fmt: skip
     assert (done.returncode, done.stdout) == (0, "ok\n"), done.stderr
+
+
+def test_a_name_no_submodule_can_have_is_no_attribute_and_imports_nothing():
+    """A name that is not an identifier ('a.b', '.x', 'cells.nope') names no submodule of
+    rnnlab: getattr's default comes back, as for any missing attribute. Before: __getattr__
+    handed it to importlib, whose ModuleNotFoundError for 'rnnlab.a' escaped getattr(rnnlab,
+    'a.b', None), and 'cells.nope' imported rnnlab.cells on the way to the default."""
+    code = """if True:
+        import sys
+        import rnnlab
+        for name in ("a.b", ".x", "cells.nope", "layers.LSTM", "", "a-b"):
+            assert getattr(rnnlab, name, "default") == "default", name
+            assert not hasattr(rnnlab, name), name
+        assert "rnnlab.cells" not in sys.modules and "rnnlab.layers" not in sys.modules
+        assert rnnlab.cells.LSTMCell  # (an identifier: the submodule, as before)
+        print("ok")
+    """
+    done = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert (done.returncode, done.stdout) == (0, "ok\n"), done.stderr

@@ -54,8 +54,10 @@ else:
             _load()
             return globals()[name]
         # A submodule not imported yet: `import rnnlab` then `rnnlab.cells.LSTMCell` worked
-        # while the names above brought it; `from rnnlab import io` asks here first too.
-        if not name.startswith("__"):
+        # while the names above brought it; `from rnnlab import io` asks here first too. Only
+        # an identifier can name one: importlib would take 'a.b' as rnnlab.a's b and raise
+        # its ModuleNotFoundError through getattr(rnnlab, 'a.b', None).
+        if not name.startswith("__") and name.isidentifier():
             import importlib
 
             try:
