@@ -155,3 +155,52 @@ def test_a_name_no_submodule_can_have_is_no_attribute_and_imports_nothing():
     done = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True,
                           text=True, timeout=120)  # fmt: skip
     assert (done.returncode, done.stdout) == (0, "ok\n"), done.stderr
+
+
+def test_only_the_submodules_the_names_brought_come_by_attribute():
+    """`import rnnlab` bound the submodules that importing its names brought (rnnlab.cells,
+    rnnlab.layers, ...); those come on first access as before, and no other name imports
+    anything: `rnnlab.diagnostics` without an import is an AttributeError as it was (the
+    lazy __getattr__ imported any submodule a name happened to match), `from rnnlab import
+    diagnostics` still imports it, and dir() lists what it did, without this file's helpers
+    (TYPE_CHECKING, annotations)."""
+    code = """if True:
+        import sys
+        import rnnlab
+        assert getattr(rnnlab, "diagnostics", None) is None
+        assert "rnnlab.diagnostics" not in sys.modules
+        names = [n for n in dir(rnnlab) if not n.startswith("_")]
+        assert "TYPE_CHECKING" not in names and "annotations" not in names, names
+        for sub in ("cells", "fast", "layers", "modules", "ops", "recurrence", "settings"):
+            assert sub in names, sub
+            assert getattr(rnnlab, sub) is sys.modules["rnnlab." + sub], sub
+        from rnnlab import diagnostics
+        assert rnnlab.diagnostics is diagnostics
+        print("ok")
+    """
+    done = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert (done.returncode, done.stdout) == (0, "ok\n"), done.stderr
+
+
+def test_the_package_s_three_lists_of_its_names_agree():
+    """__all__, the homes _load imports the names from, and the imports mypy reads under
+    TYPE_CHECKING list the same names: one changed alone would leave a name that loads but
+    is not typed, or typed but never bound. The submodules named for attribute access are
+    all there."""
+    import ast
+    import importlib
+
+    import rnnlab
+
+    tree = ast.parse(Path(rnnlab.__file__).read_text(encoding="utf-8"))
+    typed = {alias.asname or alias.name
+             for node in ast.walk(tree) if isinstance(node, ast.If)
+             and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+             for stmt in node.body if isinstance(stmt, ast.ImportFrom)
+             and (stmt.module or "").startswith("rnnlab.")
+             for alias in stmt.names}  # fmt: skip
+    homes = {name for names in rnnlab._HOMES.values() for name in names}
+    assert set(rnnlab.__all__) == homes == typed
+    for sub in rnnlab._SUBMODULES:
+        importlib.import_module(f"rnnlab.{sub}")

@@ -8,7 +8,7 @@ b = lstm.backward(f, d_output)            # b.input, b.state, b.params["weight_h
 
 from __future__ import annotations
 
-import sys
+import sys as _sys
 
 # (typing.TYPE_CHECKING, which mypy reads the same: typing and what it imports took 6 ms of
 # this file's 11, before the program holds its signals; see rnnlab.__main__. importlib, for
@@ -47,29 +47,31 @@ if TYPE_CHECKING:
     from rnnlab.layers import GRU, LSTM, RNN, Backward, Forward, Recurrent
     from rnnlab.modules import Dropout, Embedding, LastStep, Linear, MeanOverTime, Sequential
 else:
-    _ModuleType = type(sys)  # (types.ModuleType: that module is one more import)
+    _ModuleType = type(_sys)  # (types.ModuleType: that module is one more import)
 
     def __getattr__(name: str) -> Any:
         if name in __all__:
             _load()
             return globals()[name]
-        # A submodule not imported yet: `import rnnlab` then `rnnlab.cells.LSTMCell` worked
-        # while the names above brought it; `from rnnlab import io` asks here first too. Only
-        # an identifier can name one: importlib would take 'a.b' as rnnlab.a's b and raise
-        # its ModuleNotFoundError through getattr(rnnlab, 'a.b', None).
-        if not name.startswith("__") and name.isidentifier():
+        # The submodules the names above brought with them, bound as before: `import rnnlab`
+        # then `rnnlab.cells.LSTMCell` worked. No other name imports anything (another
+        # submodule is rnnlab's attribute once imported, and `from rnnlab import io` imports
+        # it itself when this says there is no such attribute).
+        if name in _SUBMODULES:
+            _load()
             import importlib
 
-            try:
-                return importlib.import_module(f"{__name__}.{name}")
-            except ModuleNotFoundError as e:
-                if e.name != f"{__name__}.{name}":  # (one it imports is missing: said)
-                    raise
+            return importlib.import_module(f"{__name__}.{name}")
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
 
     def __dir__() -> list[str]:
-        return sorted({*globals(), *__all__})
+        own = {n for n in globals() if n not in ("TYPE_CHECKING", "annotations")}
+        return sorted({*own, *__all__, *_SUBMODULES})
 
+
+_SUBMODULES = ("_blaschoice", "_checks", "_mkl", "cells", "fast", "layers", "modules", "ops",
+               "recurrence", "settings")  # fmt: skip
+"""The submodules `import rnnlab` bound when it imported the names of __all__ itself."""
 
 _HOMES = {
     "gradcheck": ("GradcheckReport", "gradcheck"),
@@ -98,4 +100,4 @@ class _Package(_ModuleType):
         super().__setattr__(name, value)
 
 
-sys.modules[__name__].__class__ = _Package
+_sys.modules[__name__].__class__ = _Package
