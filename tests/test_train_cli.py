@@ -725,6 +725,24 @@ def test_ctrl_c_ends_the_demo_s_training_and_shows_what_it_learned(tmp_path, cap
     assert (result["train"]["step"], result["train"]["stopped_by"]) == (2, "interrupt")
 
 
+def test_an_ignored_signal_stays_ignored(tmp_path, capsys, monkeypatch):
+    """A signal the process was told to ignore (SIG_IGN: a shell's background job ignores
+    Ctrl-C) does not stop training: the run ends at its last step, exit 0, and the signal is
+    still ignored after it. Before, training took SIGINT and SIGTERM over whatever they were,
+    and a Ctrl-C meant for the foreground ended the background job's run."""
+    before = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        signal_at(monkeypatch, 3, signal.SIGINT, signal.SIGTERM)
+        run = tmp_path / "r"
+        assert run_cli("train", "adding", "--T", 6, "--steps", 6, "--run-dir", run, *TINY) == 0
+        assert io.checkpoint_steps(run)[-1] == 6
+        assert "interrupted" not in capsys.readouterr().err
+        assert signal.getsignal(signal.SIGINT) == signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
 def test_training_off_the_main_thread_leaves_the_signals_alone(tmp_path, sigterm_raises):
     """Only the main thread may set handlers: a run in another thread trains, and the
     process's handlers stay as they were meanwhile."""

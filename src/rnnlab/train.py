@@ -447,11 +447,15 @@ def take_signals(handler: Callable[[int, FrameType | None], Any]) -> dict[int, A
     """`handler` for every one of STOP_SIGNALS; returns the handlers it replaced, which
     `give_back_signals` puts back. Nothing (an empty dict) where this is not the main
     thread, which alone may set handlers (Python refuses the others): they stay as they
-    were, and a signal does there what it did before."""
+    were, and a signal does there what it did before. A signal ignored (SIG_IGN) stays
+    ignored: whoever started the process chose so (a shell's background job ignores Ctrl-C,
+    so that the one meant for the foreground does not end it), as Python itself leaves an
+    ignored SIGINT alone."""
     before: dict[int, Any] = {}
     try:
         for signum in STOP_SIGNALS:
-            before[signum] = signal.signal(signum, handler)
+            if signal.getsignal(signum) != signal.SIG_IGN:
+                before[signum] = signal.signal(signum, handler)
     except ValueError:  # (the first refused: none was set)
         return {}
     return before
