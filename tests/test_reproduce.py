@@ -659,3 +659,35 @@ def test_the_time_stated_up_front_is_of_what_is_left(tmp_path, capsys):
     assert capsys.readouterr().out.startswith(
         f"reproducing 1 run (adding) into {out} (1 finished by an earlier reproduce): about 0s "
         "of CPU")  # fmt: skip
+
+
+def test_a_finished_table_is_read_back_without_making_its_tasks(tmp_path, capsys, monkeypatch):
+    """The tasks of the rows still to train are made before any trains (a length a task
+    cannot take is said at once); a finished row's are not: its table is read back, through
+    the command and run_table, where its task can no longer be made (the digits without
+    scikit-learn, here any task). Before, every row's task was made, twice by the command."""
+    import io as text_io
+
+    from rnnlab import tasks
+
+    out = tmp_path / "repro"
+    row = reproduce.Row("adding", "rnn", 10)
+    reproduce.run_row(row, out, {"steps": 2, "eval_every": 1})
+
+    def cannot(cfg):
+        raise ValueError("this task cannot be made here")
+
+    monkeypatch.setattr(tasks, "make_task", cannot)
+    argv = ["reproduce", "adding", "--T", "10", "--cells", "rnn", "--steps", "2", "--jobs", "1",
+            "--out", str(out)]  # fmt: skip
+    assert cli_main(argv) == 0
+    said = capsys.readouterr()
+    # (the row trained here, not in a worker of one thread: said as of other kernels)
+    assert "(1 finished by an earlier reproduce)" in said.out, said
+    assert "cannot be made" not in said.err and "error" not in said.err, said.err
+    records = reproduce.run_table([row], out, jobs=1, settings={"steps": 2, "eval_every": 1},
+                                  stream=text_io.StringIO())  # fmt: skip
+    assert [r["cell"] for r in records] == ["rnn"]
+    with pytest.raises(ValueError, match="cannot be made here"):  # a row to train: said
+        reproduce.run_table([reproduce.Row("adding", "gru", 10)], out, jobs=1,
+                            settings={"steps": 2, "eval_every": 1})  # fmt: skip

@@ -553,7 +553,8 @@ def _drawable(value: object, log: bool = False) -> bool:
 
 
 def run_table(table: list[Row], out: Path, *, jobs: int = 2, settings: dict[str, Any] | None = None,
-              stream: TextIO | None = None) -> list[dict[str, Any]]:  # fmt: skip
+              stream: TextIO | None = None, checked: bool = False
+              ) -> list[dict[str, Any]]:  # fmt: skip
     """Run the rows (in `jobs` processes of one thread each, ROW_ENVIRONMENT), write
     OUT/results.md, OUT/results.json and a PNG per task, and return the records in the
     table's order. Every row is checked against what OUT holds before any trains, so that a
@@ -561,12 +562,13 @@ def run_table(table: list[Row], out: Path, *, jobs: int = 2, settings: dict[str,
 
     The rows train in spawned worker processes, also with jobs=1 (the same numbers for any
     --jobs): a script that calls this does so under `if __name__ == "__main__":`, as
-    multiprocessing asks (`run_row` trains one row in this process)."""
+    multiprocessing asks (`run_row` trains one row in this process). The tasks of the rows
+    still to train are made once before any trains (`check_tasks`; `checked`: the caller did
+    that already); a finished row's are not (its table re-read without scikit-learn, say)."""
     jobs = _checks.positive_int(jobs, "jobs")
     stream = stream or sys.stdout
     out = _out(out)
     _writable(out)
-    check_tasks(table, settings)
     done: dict[Row, dict[str, Any]] = {}
     t0 = time.perf_counter()
 
@@ -589,6 +591,8 @@ def run_table(table: list[Row], out: Path, *, jobs: int = 2, settings: dict[str,
         else:
             _other_kernels(row, record, kernels)
             finished(row, record)
+    if pending and not checked:
+        check_tasks(pending, settings)
     if pending:
         _train_rows(pending, out, jobs, settings, finished, stream)
     records = [done[row] for row in table]
@@ -735,12 +739,14 @@ def run(args: argparse.Namespace) -> int:
         settings["steps"] = _checks.positive_int(args.steps, "--steps")
         settings["eval_every"] = max(1, min(250, settings["steps"] // 10))
     _writable(_out(args.out))
-    check_tasks(table, settings)  # (before the time it would take)
     out = Path(args.out)
-    cpu = expected_seconds(table, settings, out)  # (what is left of it: a continued table's)
-    names = ", ".join(dict.fromkeys(r.task for r in table))
     budgets = [config(r, settings).steps for r in table]
     done = [_steps_done(r, steps, out) for r, steps in zip(table, budgets, strict=True)]
+    # (before the time it would take; the tasks of the finished rows are not made)
+    check_tasks([r for r, d, steps in zip(table, done, budgets, strict=True) if d < steps],
+                settings)  # fmt: skip
+    cpu = expected_seconds(table, settings, out)  # (what is left of it: a continued table's)
+    names = ", ".join(dict.fromkeys(r.task for r in table))
     finished = sum(d == steps for d, steps in zip(done, budgets, strict=True))
     resumed = sum(0 < d < steps for d, steps in zip(done, budgets, strict=True))
     earlier = ", ".join(([f"{finished:,} finished"] if finished else [])
@@ -751,7 +757,7 @@ def run(args: argparse.Namespace) -> int:
           + f": about {_clock(cpu)} of CPU if no run stops early, {_clock(wall)} on "
           f"{_plural(jobs, 'idle core')}; solved runs stop sooner", flush=True)  # fmt: skip
     t0 = time.perf_counter()
-    records = run_table(table, Path(args.out), jobs=jobs, settings=settings)
+    records = run_table(table, Path(args.out), jobs=jobs, settings=settings, checked=True)
     print()
     print(markdown(records), end="")
     curves = [Path(args.out) / f"{t}.png" for t in dict.fromkeys(r["task"] for r in records)]
