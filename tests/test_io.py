@@ -1373,15 +1373,19 @@ def test_a_step_not_as_save_weights_writes_it_is_refused_naming_the_file(tmp_pat
 
 def test_save_weights_refuses_a_step_it_could_not_record(tmp_path):
     """int() truncated 1.7 to step 1 and took True as step 1; 'x' was int()'s ValueError;
-    -1 was written, then read back as no step."""
+    -1 was written, then read back as no step; 10^18 was written, then refused by
+    load_weights (its 19 digits are more than a recorded step has)."""
     arrays = {"w": np.arange(3, dtype=np.float32)}
-    for step in (1.7, True, "x", -1, np.float64(2.0)):
-        with pytest.raises(ValueError, match=r"^`step` must be None or a non-negative integer; "
+    for step in (1.7, True, "x", -1, np.float64(2.0), 10**18):
+        with pytest.raises(ValueError, match=r"^`step` must be None or an integer from 0 to "
+                           r"999,999,999,999,999,999 \(what a weights file's metadata records "
+                           r"and load_weights reads back\); "
                            rf"got {re.escape(rio.describe(step))} instead\.$"):  # fmt: skip
             rio.save_weights(tmp_path / "w.safetensors", arrays, step=step)
     assert list(tmp_path.iterdir()) == []
-    rio.save_weights(tmp_path / "w.safetensors", arrays, step=np.int64(7))
-    assert rio.load_weights_and_step(tmp_path / "w.safetensors")[1] == 7
+    for step in (np.int64(7), 10**18 - 1):
+        rio.save_weights(tmp_path / "w.safetensors", arrays, step=step)
+        assert rio.load_weights_and_step(tmp_path / "w.safetensors")[1] == step
 
 
 def test_a_checkpoint_puts_the_metrics_logged_before_it_on_disk_first(tmp_path, monkeypatch):

@@ -205,8 +205,9 @@ def save_weights(path: PathLike, tensors: Mapping[str, np.ndarray], *,
     path = as_path(path, "path")
     arrays, _ = checked(tensors, None, "tensors")
     if step is not None and (isinstance(step, bool) or not isinstance(step, (int, np.integer))
-                             or step < 0):  # fmt: skip
-        fail("step", "None or a non-negative integer", describe(step))
+                             or not 0 <= step <= MAX_RECORDED_STEP):  # fmt: skip
+        fail("step", f"None or an integer from 0 to {MAX_RECORDED_STEP:,} (what a weights "
+             "file's metadata records and load_weights reads back)", describe(step))
     extra = None if step is None else {_STEP_KEY: str(int(step))}
     digest = hashlib.sha256(safetensors.numpy.save(arrays, metadata=extra)).hexdigest()
     save(path, arrays, {**(extra or {}), _HASH_KEY: digest})
@@ -242,6 +243,11 @@ def load_weights_and_step(path: PathLike, *, step: int | None = None
     return tensors, recorded
 
 
+MAX_RECORDED_STEP = 10**18 - 1
+"""The largest step a weights file records: 18 decimal digits, which _recorded_step reads
+back (save_weights refuses a larger one, which it wrote and load_weights then refused)."""
+
+
 def _recorded_step(path: Path, text: str | None) -> int | None:
     """The step a file's metadata records, as save_weights writes it (decimal ASCII digits);
     None where it records none. Anything else is refused naming the file: str.isdigit took
@@ -249,7 +255,7 @@ def _recorded_step(path: Path, text: str | None) -> int | None:
     'abc' was said as a file from before rnnlab recorded steps."""
     if text is None:
         return None
-    if re.fullmatch(r"0|[1-9][0-9]{0,17}", text) is None:
+    if re.fullmatch(r"0|[1-9][0-9]{0,17}", text) is None:  # (MAX_RECORDED_STEP's digits)
         raise CheckpointError(f"'{path}' records the step {_short(text)} in its metadata; "
                               "expected a non-negative integer in decimal digits, as rnnlab "
                               "writes it (the file was edited or written by another "
