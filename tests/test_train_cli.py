@@ -254,6 +254,87 @@ def test_a_checkpoint_of_another_run_is_refused_on_resume(tmp_path, capsys):
     assert json.loads((tmp_path / "a" / "config.json").read_text())["train"]["task"] == "adding"
 
 
+@pytest.mark.parametrize("option,value,key", [
+    ("--lr", 0.01, "lr"), ("--batch-size", 3, "batch_size"), ("--seed", 7, "seed"),
+    ("--clip-at", 0.5, "clip_at"), ("--momentum", 0.5, "momentum"), ("--T", 7, "T"),
+])  # fmt: skip
+def test_a_checkpoint_of_another_run_with_other_settings_is_refused(tmp_path, capsys, option,
+                                                                   value, key):  # fmt: skip
+    """Only the model and the task were compared: a checkpoint copied in from a run of the same
+    model with another learning rate (batch size, seed, clip, data option...) was resumed with
+    its settings, and the run's config.json rewritten with them. Refused, naming both files,
+    the setting and both values, with the way back, which then resumes."""
+    import shutil
+
+    common = ["adding", "--steps", 4, "--checkpoint-every", 2, *TINY]
+    assert run_cli("train", *common, "--run-dir", tmp_path / "a") == 0
+    assert run_cli("train", *common, option, value, "--run-dir", tmp_path / "b") == 0
+    ours = io.load_checkpoint(tmp_path / "a").path
+    shutil.rmtree(ours)
+    shutil.copytree(io.load_checkpoint(tmp_path / "b").path, ours)
+    top = tmp_path / "a" / "config.json"
+    before = top.read_bytes()
+    mine = json.loads(before)["train"][key]
+    assert mine != value
+    capsys.readouterr()
+    for argv in (("train", "--resume", tmp_path / "a", "--steps", 6, "--quiet"),
+                 ("evaluate", tmp_path / "a")):  # fmt: skip
+        assert run_cli(*argv) == 2
+        err = capsys.readouterr().err
+        assert (f"rnnlab: error: '{ours / 'config.json'}' trains with {key} {value}, the run's "
+                f"'{top}' with {mine}: the checkpoint comes from another run, or one of the two "
+                "files was edited. Edited? --resume keeps a run's settings (all but --steps and "
+                "--time-limit): put the value back, or start a new run to change it. Copied in? "
+                "To go back to the checkpoint step-00000002, write step-00000002 into "
+                f"'{tmp_path / 'a' / 'checkpoints' / 'latest'}' and resume: the run continues "
+                "from there.\n") in err, err  # fmt: skip
+        assert top.read_bytes() == before
+    (tmp_path / "a" / "checkpoints" / "latest").write_text("step-00000002\n")
+    assert run_cli("train", "--resume", tmp_path / "a", "--steps", 6, "--quiet") == 0
+    assert json.loads(top.read_text())["train"][key] == mine
+
+
+# The settings of config.json's "train" as the first rnnlab wrote them (no "format": format 1).
+OLDEST_TRAIN_KEYS = (
+    "task", "cell", "hidden", "layers", "bidirectional", "embed", "dropout", "optimizer", "lr",
+    "weight_decay", "momentum", "schedule", "warmup", "clip", "clip_at", "batch_size",
+    "seq_len", "bptt", "reverse_input", "steps", "time_limit", "eval_every", "checkpoint_every",
+    "patience", "seed", "initial_state", "forget_bias", "data", "T", "digits_mode",
+    "train_size", "extra",
+)
+
+
+def test_a_run_of_an_older_format_resumes_and_goes_back_after_a_resume(tmp_path, capsys):
+    """A run saved by an older rnnlab holds fewer settings, without a format (an AdamW decay
+    of 0 then meant 0.01, today's none); resumed with other --steps and --time-limit, its
+    config.json is rewritten with today's settings, while its earlier checkpoints keep theirs.
+    Neither difference is another run's: the run goes on from one of those checkpoints."""
+    from rnnlab.train import CONFIG_FORMAT
+
+    run = tmp_path / "r"
+    assert run_cli("train", "adding", "--optimizer", "adamw", "--weight-decay", 0, "--steps", 4,
+                   "--checkpoint-every", 2, "--run-dir", run, *TINY) == 0  # fmt: skip
+    for path in [run / "config.json", *run.glob("checkpoints/step-*/config.json")]:
+        config = json.loads(path.read_text())
+        assert set(OLDEST_TRAIN_KEYS) < set(config["train"])
+        del config["format"]
+        config["train"] = {k: config["train"][k] for k in OLDEST_TRAIN_KEYS}
+        path.write_text(json.dumps(config, indent=2))
+    capsys.readouterr()
+    assert run_cli("evaluate", run) == 0
+    assert run_cli("train", "--resume", run, "--steps", 6, "--time-limit", 3600, "--quiet") == 0
+    top = json.loads((run / "config.json").read_text())
+    assert top["format"] == CONFIG_FORMAT and top["train"]["weight_decay"] is None
+    assert "grad_log_every" in top["train"] and top["train"]["time_limit"] == 3600
+    # the old checkpoint of step 4 (as a crash before the resume's first save leaves it, or
+    # the way back from a later one)
+    (run / "checkpoints" / "latest").write_text("step-00000004\n")
+    assert "format" not in io.load_checkpoint(run).config
+    assert run_cli("evaluate", run) == 0
+    assert run_cli("train", "--resume", run, "--steps", 6, "--quiet") == 0
+    assert "error" not in capsys.readouterr().err
+
+
 def _untimed(record: dict) -> dict:
     return {k: v for k, v in record.items() if k not in ("time", "seconds")}
 

@@ -7,6 +7,7 @@ from a run directory; each bad file is said with its path, as one line.
 
 from __future__ import annotations
 
+import json
 import sys
 from os import PathLike
 from pathlib import Path
@@ -93,9 +94,22 @@ def model_step(ckpt: io.Checkpoint, step: int | None = None) -> int:
     return ckpt.step
 
 
+RESUME_MAY_CHANGE = ("steps", "time_limit")
+"""The settings `rnnlab train --resume` takes (--steps and --time-limit; it refuses every other
+one): from the resume on, the run's config.json holds the new value and the checkpoints saved
+before it the old one, which `same_run` lets differ."""
+
+
 def same_run(run_dir: Path, ckpt: io.Checkpoint) -> None:
     """Each checkpoint's config.json is written with the run's own (the same text): a
-    checkpoint whose model or task differs from the run's was copied in from another run."""
+    checkpoint whose model, task or training settings differ from the run's was copied in
+    from another run, or one of the two files was edited. Only the model and the task were
+    compared: a checkpoint of the same model with another learning rate, batch size, seed,
+    clip or data was resumed with its settings, written over the run's config.json without a
+    word. What --resume may change (RESUME_MAY_CHANGE) may differ, and only the settings both
+    files hold are compared (a run saved by an older rnnlab holds fewer, and a resume by a
+    newer one writes config.json with today's), each read as the rnnlab that wrote it meant
+    it (TrainConfig.from_run: a format-1 AdamW decay of 0 is today's none)."""
     top_path = run_dir / "config.json"
     if not top_path.is_file():
         return
@@ -105,13 +119,48 @@ def same_run(run_dir: Path, ckpt: io.Checkpoint) -> None:
         train = config.get("train") if isinstance(config, dict) else None
         return train.get("task") if isinstance(train, dict) else None
 
-    if isinstance(top, dict) and (top.get("model") != ckpt.config.get("model")
-                                  or task(top) != task(ckpt.config)):  # fmt: skip
+    if not isinstance(top, dict):
+        return
+    ckpt_path = ckpt.path / "config.json"
+    if top.get("model") != ckpt.config.get("model") or task(top) != task(ckpt.config):
         raise io.CheckpointError(
-            f"'{ckpt.path / 'config.json'}' is of another model or task than the run's "
-            f"'{top_path}': the checkpoint comes from another run. "
-            + io.way_back(run_dir, ckpt.step)
+            f"'{ckpt_path}' is of another model or task than the run's '{top_path}': the "
+            "checkpoint comes from another run. " + io.way_back(run_dir, ckpt.step)
         )
+    ours = _as_trained(ckpt.config, ckpt_path)
+    if ours is None:  # (a bad setting of the checkpoint's: TrainConfig.from_run says it)
+        return
+    theirs = _as_trained(top, top_path)
+    if theirs is None:  # (a bad setting in the run's config.json: compared as it is written)
+        theirs = top["train"] if isinstance(top.get("train"), dict) else {}
+    for key, value in ours.items():
+        if key in theirs and key not in RESUME_MAY_CHANGE and theirs[key] != value:
+            raise io.CheckpointError(
+                f"'{ckpt_path}' trains with {key} {_shown(value)}, the run's '{top_path}' with "
+                f"{_shown(theirs[key])}: the checkpoint comes from another run, or one of the "
+                "two files was edited. Edited? --resume keeps a run's settings (all but --steps "
+                "and --time-limit): put the value back, or start a new run to change it. "
+                "Copied in? " + io.way_back(run_dir, ckpt.step)
+            )
+
+
+def _as_trained(config: dict[str, Any], path: Path) -> dict[str, Any] | None:
+    """The settings of a run's config.json `config`, as the rnnlab that wrote it trained with
+    them (TrainConfig.from_run), of the keys the file holds; None if they are not valid."""
+    train = config.get("train")
+    if not isinstance(train, dict):
+        return None
+    try:
+        read = TrainConfig.from_run(config, source=str(path)).to_dict()
+    except (ValueError, TypeError):
+        return None
+    return {k: read[k] for k in train if k in read}
+
+
+def _shown(value: object) -> str:
+    """A setting's value as its JSON file writes it, cut short."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _stored_data_fits(where: Path, cfg: TrainConfig, config: dict[str, Any]) -> None:
