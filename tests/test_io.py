@@ -17,7 +17,7 @@ import safetensors.numpy as st
 from helpers import hang_guard
 
 from rnnlab import io as rio
-from rnnlab.io import CheckpointError, ConfigError, RunDirError, runs
+from rnnlab.io import CheckpointError, ConfigError, RunDirError, files, runs
 from rnnlab.io import tensors as rtensors
 
 DTYPES = [
@@ -1603,17 +1603,72 @@ def test_symlinks_in_a_run_directory_are_not_written_through(tmp_path, name):
         assert list(target.iterdir()) == []
 
 
-def test_orphaned_temporary_files_are_removed_by_the_next_save(tmp_path):
+def test_orphaned_temporary_files_are_removed_by_the_next_save(tmp_path, monkeypatch):
+    """A save removes the temporaries a crash left of what it writes itself: the top-level
+    config.json and model.safetensors, checkpoints/latest, and a checkpoint's temporary
+    directory, which holds the safetensors package's own temporaries (.tmpXXXXXX) of the
+    checkpoint's weights: the package writes nowhere else in a save (the top-level model is
+    encoded in memory and written through rnnlab's own temporary). The rest is left to the
+    clean-up at a run's start (Trainer.run, under the run's lock): remove_orphans(run)."""
     run = tmp_path / "run"
     save(run, 1)
-    orphans = [run / ".model.safetensors.0123abcd.tmp", run / "checkpoints/.latest.deadbeef.tmp",
-               run / ".tmpY5FPVa"]  # fmt: skip
+    crashed = run / "checkpoints" / ".tmp-step-00000002-0123abcd"
+    crashed.mkdir()
+    orphans = [run / ".model.safetensors.0123abcd.tmp", run / ".config.json.0123abcd.tmp",
+               run / "checkpoints/.latest.deadbeef.tmp", crashed / ".tmpY5FPVa"]  # fmt: skip
     for p in orphans:
         p.write_bytes(b"half a file")
     keep = run / ".notes.tmp"  # not ours: left alone
     keep.write_text("x")
-    save(run, 2)
-    assert not any(p.exists() for p in orphans) and keep.exists()
+    others = [run / ".model.onnx.0123abcd.tmp", run / ".tmpY5FPVa"]  # (an export's, say)
+    for p in others:
+        p.write_bytes(b"half a file")
+    written = []
+    save_file = safetensors.numpy.save_file
+    monkeypatch.setattr(safetensors.numpy, "save_file",
+                        lambda arrays, path, **kw: (written.append(Path(path)),
+                                                    save_file(arrays, path, **kw)))  # fmt: skip
+    save(run, 3)
+    assert not any(p.exists() for p in orphans) and not crashed.exists() and keep.exists()
+    assert written and all(p.parent.name.startswith(".tmp-step-00000003-") for p in written)
+    assert all(p.exists() for p in others)
+    assert sorted(rio.remove_orphans(run)) == sorted(others) and keep.exists()
+
+
+def test_a_save_leaves_the_temporary_files_of_another_process_s_write_alone(tmp_path):
+    """Every save removed every temporary file in the run directory: `rnnlab export RUN`
+    writing RUN/model.onnx while the run trained failed with "cannot write 'RUN/model.onnx'
+    (No such file or directory)" when a checkpoint was saved during its write, and so did an
+    export to safetensors (the package's own temporary, .tmpXXXXXX, beside it) or a result
+    written by `rnnlab evaluate`. A save removes only the temporaries of its own files."""
+    run = tmp_path / "run"
+    save(run, 1)
+    with files.atomic_path(run / "model.onnx") as tmp:  # (an export's write, in progress)
+        tmp.write_bytes(b"graph")
+        package = run / ".tmpAbC123"  # the package's, writing RUN/model.torch.safetensors
+        package.write_bytes(b"half of it")
+        with files.atomic_path(run / "result.json") as result:
+            result.write_text("{}")
+            save(run, 2)
+        assert package.exists()
+    assert (run / "model.onnx").read_bytes() == b"graph"
+    assert (run / "result.json").read_text() == "{}"
+
+
+def test_a_write_whose_temporary_file_was_removed_says_so(tmp_path):
+    """A run's start still removes every temporary file in its directory (it cannot tell an
+    interrupted write's from a write in progress of a process that holds no lock, an export):
+    the writer said "cannot write 'RUN/model.onnx' (No such file or directory)", with RUN
+    there. It says what happened and what to do."""
+    with pytest.raises(OSError) as e:
+        with files.atomic_path(tmp_path / "m.onnx") as tmp:
+            tmp.write_bytes(b"graph")
+            assert rio.remove_orphans(tmp_path) == [tmp]
+    assert e.value.errno == errno.ENOENT and list(tmp_path.iterdir()) == []
+    assert e.value.strerror == (f"cannot write '{tmp_path / 'm.onnx'}': its temporary file "
+                                f"'{tmp}' was removed while it was written, by another process "
+                                "(`rnnlab train` starting a run there removes the temporary "
+                                "files of interrupted writes); write it again")  # fmt: skip
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX's")

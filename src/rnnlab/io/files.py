@@ -10,13 +10,14 @@ directory's files are never written through a planted symbolic link (RunDirError
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import re
 import secrets
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, NoReturn
@@ -119,7 +120,17 @@ def atomic_path(path: Path, name: str = "path") -> Iterator[Path]:
     try:
         with naming(path):
             yield tmp
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except FileNotFoundError:
+                if not tmp.parent.is_dir() or tmp.exists():
+                    raise
+                # (said as "cannot write 'PATH' (No such file or directory)", with PATH's
+                # folder there: the run's start removes what it takes for a crash's leftovers)
+                raise OSError(errno.ENOENT, f"cannot write '{path}': its temporary file "
+                              f"'{tmp}' was removed while it was written, by another process "
+                              "(`rnnlab train` starting a run there removes the temporary files "
+                              "of interrupted writes); write it again") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -419,14 +430,20 @@ def is_our_temporary(path: Path) -> bool:
     return path.is_file() and re.fullmatch(_OURS, path.name) is not None
 
 
-def remove_orphans(directory: PathLike) -> list[Path]:
+def remove_orphans(directory: PathLike, names: Iterable[str] | None = None) -> list[Path]:
     """Remove the temporary files of atomic writes that a crash left in `directory`, never
-    renamed into place; returns their paths."""
+    renamed into place; returns their paths. With `names`, only atomic_path's temporaries of
+    the files of those names: a checkpoint's save removes those of the files it writes, not
+    those of another process's write in progress in the run directory (an export of the run,
+    a result `rnnlab evaluate` writes), which it deleted under the writer's feet. Without,
+    every temporary, the safetensors package's too: the clean-up at a run's start."""
     directory = as_path(directory, "directory")
+    wanted = None if names is None else re.compile(
+        "|".join(r"\." + re.escape(name) + r"\.[0-9a-f]{8}\.tmp" for name in names) or "(?!)")
     gone = []
     if directory.is_dir():
         for p in directory.iterdir():
-            if _ORPHAN.fullmatch(p.name) and p.is_file() and not p.is_symlink():
+            if (wanted or _ORPHAN).fullmatch(p.name) and p.is_file() and not p.is_symlink():
                 p.unlink(missing_ok=True)
                 gone.append(p)
     return gone

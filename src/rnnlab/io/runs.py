@@ -317,8 +317,12 @@ def save_checkpoint(
             continue
         if leftover.is_dir() and leftover.name.startswith((".tmp-", ".trash-")):
             shutil.rmtree(leftover, ignore_errors=True)
-    remove_orphans(checkpoints)
-    remove_orphans(run_dir)
+    # the temporaries a crash left of this save's own files (its checkpoint's, with the
+    # safetensors package's of its weights, went with the temporary directories above); the
+    # rest, which may be another process's write in progress (an export of the run), are the
+    # run's start's to remove
+    remove_orphans(checkpoints, names=("latest",))
+    remove_orphans(run_dir, names=("config.json", "model.safetensors"))
     return final
 
 
