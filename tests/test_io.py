@@ -727,6 +727,57 @@ def test_json_numbers_python_cannot_hold_are_refused_where_they_are(tmp_path):
         rio.load_checkpoint(tmp_path / "run")
 
 
+_WHICH = ("rnnlab does not guess which value is meant (a JSON reader keeps one of them "
+          "without a word); remove the other.")
+
+
+@pytest.mark.parametrize("text,key,first,second", [
+    # a config.json edited by hand: the second "lr" was taken, without a word
+    ('{\n  "train": {\n    "lr": 0.002,\n    "seed": 0,\n    "lr": 0.1\n  }\n}', '"lr"',
+     (3, 5), (5, 5)),
+    # the same key after an escape; keys of other objects, strings holding marks, before it
+    ('{"history": [{"step": 1}, {"step": 2}], "a{": {"x": "}", "y": ["]", {"x": ","}]},'
+     ' "b\\"": 1, "a\\u007b": 2}', '"a{"', (1, 41), (1, 93)),
+    ('[{"k": [1, {"k": 2}], "k": 3}]', '"k"', (1, 3), (1, 23)),
+    ('{"o": {"o": {"deep": 1, "deep": 2}}, "o": 0}', '"deep"', (1, 14), (1, 25)),
+])  # fmt: skip
+def test_a_json_key_given_twice_is_refused_naming_the_file_and_both_places(tmp_path, text, key,
+                                                                           first, second):
+    """json.loads keeps the last value of a key an object holds twice: a config.json edited by
+    hand to hold "lr" twice (or a checkpoint's state.json) was read without a word. No file
+    rnnlab writes holds one (its writers dump dicts)."""
+    path = tmp_path / "x.json"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        rio.read_json(path)
+    assert str(e.value) == (f"'{path}' holds the key {key} twice in one object, at line "
+                            f"{first[0]}, column {first[1]} and at line {second[0]}, column "
+                            f"{second[1]}: {_WHICH}")  # fmt: skip
+    lines = text.split("\n")
+    assert lines[first[0] - 1][first[1] - 1] == lines[second[0] - 1][second[1] - 1] == '"'
+
+
+def test_a_key_given_twice_in_a_checkpoint_s_json_is_refused_with_the_way_back(tmp_path):
+    run = tmp_path / "run"
+    save(run, 1)
+    save(run, 2)
+    state = run / "checkpoints" / "step-00000002" / "state.json"
+    state.write_text(state.read_text().replace('"step": 2,', '"step": 2, "step": 1,'))
+    with pytest.raises(CheckpointError) as e:
+        rio.load_checkpoint(run)
+    assert str(e.value).startswith(f"'{state}' holds the key \"step\" twice in one object, at "
+                                   f"line 2, column 3 and at line 2, column 14: {_WHICH} To go "
+                                   "back to the checkpoint step-00000001")  # fmt: skip
+
+
+def test_a_key_given_twice_in_a_metrics_log_is_read_as_json_reads_it(tmp_path):
+    """metrics.jsonl is not checked for it (rnnlab appends dicts; the check costs 13-17% of a
+    long log's parse, which a resume reads before its first step): the last value is taken."""
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0, "loss": 1.0}\n')
+    assert rio.read_jsonl(path) == [{"step": 1, "loss": 1.0}]
+
+
 def test_a_toml_integer_python_cannot_hold_is_refused_naming_the_file(tmp_path):
     """tomllib lets int()'s ValueError through: rnnlab train --config said 'Exceeds the
     limit (4300 digits) for integer string conversion', naming no file."""

@@ -274,15 +274,90 @@ def _finite_float(literal: str) -> float:
     return value
 
 
-def _loads(text: str) -> Any:
+class _DuplicateKey(ValueError):
+    """An object holding a key twice, found by _unique_keys: said where it is by _loads."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json.loads' object_pairs_hook: the object, unless it holds a key twice (json.loads
+    keeps the last value without a word: a config.json edited by hand to hold "lr" twice
+    trained with whichever came last)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise _DuplicateKey()
+    return obj
+
+
+class _TwiceError(json.JSONDecodeError):
+    """A JSON object holds `key` twice, first at `first` (a position in the text), again at
+    `pos` (its line and column, as a JSONDecodeError's); parse_json says both."""
+
+    def __init__(self, key: str, text: str, first: int, pos: int) -> None:
+        super().__init__(f"the key {_shown_key(key)} appears twice in one object", text, pos)
+        self.key = key
+        self.first_lineno = text.count("\n", 0, first) + 1
+        self.first_colno = first - text.rfind("\n", 0, first)
+
+
+def _shown_key(key: str) -> str:
+    shown = json.dumps(key, ensure_ascii=False)
+    return shown if len(shown) <= 40 else shown[:37] + '..."'
+
+
+# A string, or one of the marks that open, close or separate (numbers and keywords between
+# them are skipped): what finding an object's keys needs.
+_STRING_OR_MARK = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\],:]')
+
+
+def _duplicate_key(text: str) -> _TwiceError | None:
+    """The first key an object of `text` holds twice, in the order of the text, with where
+    each of the two is written (found again only once json.loads met one: the hook cannot
+    say where its object is)."""
+    objects: list[dict[str, int] | None] = []  # each open object's keys (None: an array)
+    key_next = False
+    for m in _STRING_OR_MARK.finditer(text):
+        mark = m.group()
+        if mark[0] == '"':
+            keys = objects[-1] if objects else None
+            if key_next and keys is not None:
+                key = json.loads(mark)
+                if key in keys:
+                    return _TwiceError(key, text, keys[key], m.start())
+                keys[key] = m.start()
+            key_next = False
+        elif mark == "{":
+            objects.append({})
+            key_next = True
+        elif mark == "[":
+            objects.append(None)
+            key_next = False
+        elif mark in "}]":
+            if objects:
+                objects.pop()
+            key_next = False
+        else:  # "," (a key follows in an object) or ":"
+            key_next = mark == "," and bool(objects) and objects[-1] is not None
+    return None
+
+
+def _loads(text: str, unique: bool = True) -> Any:
     """`json.loads(text)` of strict JSON: NaN, Infinity and -Infinity (which json.loads takes
     and rnnlab never writes: its writers refuse non-finite numbers) are a JSONDecodeError at
     the constant, like any other token that is not JSON; so are the numbers Python cannot
     hold: a float beyond its range (1e999, which json.loads read as inf: a resume then failed
     rewriting metrics.jsonl with "Out of range float values are not JSON compliant", no file
-    named) and an integer of more digits than int() converts (its bare ValueError)."""
+    named) and an integer of more digits than int() converts (its bare ValueError). With
+    `unique`, a key an object holds twice, which json.loads takes (keeping the last value), is
+    a _TwiceError at its second place: no file rnnlab writes holds one (its writers dump
+    dicts), and the check costs a Python call an object (read_jsonl goes without it)."""
     try:
-        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float,
+                          object_pairs_hook=_unique_keys if unique else None)  # fmt: skip
+    except _DuplicateKey:
+        found = _duplicate_key(text)
+        if found is None:  # (cannot be: the hook met one; said without its place)
+            raise json.JSONDecodeError("a key appears twice in one object", text, 0) from None
+        raise found from None
     except _Unreadable as e:
         message, find, token = str(e), e.find, e.token
     except ValueError as e:
@@ -296,11 +371,19 @@ def _loads(text: str) -> Any:
     raise json.JSONDecodeError(message, text, pos)
 
 
+_WHICH = ("rnnlab does not guess which value is meant (a JSON reader keeps one of them without "
+          "a word); remove the other.")
+
+
 def parse_json(path: Path, error: type[ValueError]) -> Any:
     """The JSON value in `path`, or `error` naming the file, the line and the column."""
     text = decode_utf8(_read_bytes(path, error, "JSON file"), path, error, "JSON")
     try:
         return _loads(text)
+    except _TwiceError as e:
+        raise error(f"'{path}' holds the key {_shown_key(e.key)} twice in one object, at line "
+                    f"{e.first_lineno}, column {e.first_colno} and at line {e.lineno}, column "
+                    f"{e.colno}: {_WHICH}") from None
     except json.JSONDecodeError as e:
         raise error(
             f"'{path}' is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}."
@@ -493,7 +576,10 @@ def read_jsonl(path: PathLike) -> list[Any]:
         if not line.strip():
             continue
         try:
-            records.append(_loads(line))
+            # (a key twice in a record is taken as json.loads takes it, the last value: rnnlab
+            # appends dicts, and the check costs 13-17% of a long log's parse, which a resume
+            # reads before its first step; docs/design.md)
+            records.append(_loads(line, unique=False))
         except RecursionError:
             raise ConfigError(f"'{path}' line {number} is nested too deeply.") from None
         except json.JSONDecodeError as e:
