@@ -290,8 +290,10 @@ def _prepare_train(args, comm) -> tuple:
     say = comm is None or comm.rank == 0
     settings.current()  # a bad RNNLAB_* variable is said before any directory is made
     if args.resume:
-        fixed = [k for k in vars(args) if k in TrainConfig.fields() and k not in
-                 ("steps", "time_limit", "task")]  # fmt: skip
+        # (the task is its own message below; what may change is what runs.same_run lets a
+        # run's checkpoints differ in)
+        fixed = [k for k in vars(args) if k in TrainConfig.fields() and k != "task"
+                 and k not in runs.RESUME_MAY_CHANGE]  # fmt: skip
         if args.config or args.run_dir or args.task or fixed:
             given = args.config and "--config" or args.run_dir and "--run-dir" or (
                 args.task and "a task") or "--" + fixed[0].replace("_", "-")  # fmt: skip
@@ -344,7 +346,7 @@ def _prepare_train(args, comm) -> tuple:
         source = (ckpt.path if ckpt is not None else run_dir) / "config.json"  # (what was read)
         cfg = TrainConfig.from_run(config, source=str(source), tasks=tasks.TASK_NAMES)
         run_steps = cfg.steps
-        overrides = {k: v for k, v in vars(args).items() if k in ("steps", "time_limit")}
+        overrides = {k: v for k, v in vars(args).items() if k in runs.RESUME_MAY_CHANGE}
         for k, v in overrides.items():
             setattr(cfg, k, v)
         cfg.validate()
