@@ -204,3 +204,15 @@ def test_the_package_s_three_lists_of_its_names_agree():
     assert set(rnnlab.__all__) == homes == typed
     for sub in rnnlab._SUBMODULES:
         importlib.import_module(f"rnnlab.{sub}")
+
+
+@pytest.mark.parametrize("first", ["cells", "_checks", "fast.loops", "layers", "io", "cli"])
+def test_any_submodule_imports_first_in_a_fresh_process(first):
+    """A module imported before any of the package's names (each one's `from rnnlab import
+    _checks` asks the package's __getattr__ while the names are not loaded): the submodule
+    comes alone, not the names, whose import would meet the half-made module (a circular
+    ImportError from rnnlab.cells, found by test_fast's cache-key test)."""
+    code = f"import rnnlab.{first}\nimport rnnlab\nassert rnnlab.LSTM\nprint('ok')\n"
+    done = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert (done.returncode, done.stdout) == (0, "ok\n"), done.stderr

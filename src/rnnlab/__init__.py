@@ -57,8 +57,9 @@ else:
         # then `rnnlab.cells.LSTMCell` worked. No other name imports anything (another
         # submodule is rnnlab's attribute once imported, and `from rnnlab import io` imports
         # it itself when this says there is no such attribute).
+        # (each alone: `from rnnlab import _checks` inside a module the names import asks
+        # here too, and must not import the names, whose import it is part of)
         if name in _SUBMODULES:
-            _load()
             import importlib
 
             return importlib.import_module(f"{__name__}.{name}")
