@@ -337,7 +337,10 @@ def test_a_row_whose_update_overflowed_is_tested_on_its_last_checkpoint(tmp_path
     record = reproduce.run_row(row, out, settings)
     assert record["stopped_by"] == "diverged" and record["steps"] == 2
     assert "non_finite" not in record and np.isfinite(record["test"]["mse"])
-    assert reproduce.judge(record)["verdict"] == "diverged at step 2"
+    assert record["diverged_at"] == 3  # (step 3's update: the step the log names)
+    verdict = reproduce.judge(record)["verdict"]
+    assert verdict == "diverged at step 3 (tested: its weights of step 2)"
+    assert "update of step 3" in (out / "runs" / row.name / "train.log").read_text()
     assert io.checkpoint_steps(out / "runs" / row.name)[-1] == 2
 
 
@@ -557,9 +560,9 @@ def test_a_diverged_row_tested_on_an_earlier_checkpoint_says_which(tmp_path, mon
     row = reproduce.Row("adding", "lstm", 10)
     settings = {"steps": 6, "eval_every": 2, "checkpoint_every": 2, "optimizer": "adam"}
     record = reproduce.run_row(row, tmp_path / "repro", settings)
-    assert record["steps"] == 3 and record["tested_step"] == 2
+    assert record["steps"] == 3 and record["tested_step"] == 2 and record["diverged_at"] == 4
     verdict = reproduce.judge(record)["verdict"]
-    assert verdict == "diverged at step 3 (tested: its checkpoint of step 2)"
+    assert verdict == "diverged at step 4 (tested: its checkpoint of step 2)"
     assert reproduce.run_row(row, tmp_path / "repro", settings)["reused"]
 
 
@@ -691,3 +694,52 @@ def test_a_finished_table_is_read_back_without_making_its_tasks(tmp_path, capsys
     with pytest.raises(ValueError, match="cannot be made here"):  # a row to train: said
         reproduce.run_table([reproduce.Row("adding", "gru", 10)], out, jobs=1,
                             settings={"steps": 2, "eval_every": 1})  # fmt: skip
+
+
+def test_a_row_with_a_nan_inside_a_step_says_the_step_the_log_says(tmp_path, monkeypatch):
+    """A NaN in a step's forward pass: the row's weights are those of the step before (the
+    steps trained), and its verdict names the step that went bad, as the training log does
+    (it named the steps trained, one fewer); the record says the rnnlab that trained it."""
+    import rnnlab
+    from rnnlab.tasks.synthetic import Adding
+
+    loss, calls = Adding.loss, []
+
+    def poisoned(self, output, batch):
+        value, grad = loss(self, output, batch)
+        calls.append(1)
+        return (np.nan, grad) if len(calls) == 3 else (value, grad)
+
+    monkeypatch.setattr(Adding, "loss", poisoned)
+    row = reproduce.Row("adding", "rnn", 10)
+    settings = {"steps": 6, "eval_every": 2, "checkpoint_every": 1}
+    out = tmp_path / "repro"
+    record = reproduce.run_row(row, out, settings)
+    log = (out / "runs" / row.name / "train.log").read_text()
+    assert "at step 3;" in log, log
+    assert (record["steps"], record["tested_step"], record["diverged_at"]) == (2, 2, 3)
+    verdict = reproduce.judge(record)["verdict"]
+    assert verdict == "diverged at step 3 (tested: its weights of step 2)"
+    assert record["rnnlab"] == rnnlab.__version__
+
+
+def test_a_row_whose_validation_overflows_diverged_at_that_evaluation(tmp_path, monkeypatch):
+    """The validation after step 4 not finite: the weights of step 4 are kept and tested, and
+    that is the step the verdict names (no "tested" aside: the weights it diverged with)."""
+    from rnnlab.tasks.synthetic import Adding
+
+    evaluate, validations = Adding.evaluate, []
+
+    def overflowing(self, model, split):
+        result = evaluate(self, model, split)
+        if split == "valid":
+            validations.append(1)
+            if len(validations) == 2:
+                return {**result, "mse": np.inf}
+        return result
+
+    monkeypatch.setattr(Adding, "evaluate", overflowing)
+    row = reproduce.Row("adding", "rnn", 10)
+    record = reproduce.run_row(row, tmp_path / "repro", {"steps": 8, "eval_every": 2})
+    assert (record["steps"], record["tested_step"], record["diverged_at"]) == (4, 4, 4)
+    assert reproduce.judge(record)["verdict"] == "diverged at step 4"

@@ -627,7 +627,8 @@ class DistributedTrainer(Trainer):
         if others and not diverged:
             raise NonFiniteError(
                 f"rank {others[0]} of {K} found NaN or inf at step {step + 1} (its message "
-                f"says where); the weights were not updated. {self._remedy()}"
+                f"says where); the weights were not updated. {self._remedy()}",
+                step=step + 1,
             )
         parts = extra[1 + 2 * K :].astype(np.float64)
         return out, sum(float(parts[i]) + float(parts[K + i]) for i in range(K))
@@ -653,7 +654,7 @@ class DistributedTrainer(Trainer):
                 raise
             # This rank diverged before the reduce, where the others wait: tell them.
             self._reduce(None, 0.0, step)
-            raise NonFiniteError(f"rank {self.comm.rank} of {self.comm.size}: {e}") from None
+            raise e.said(f"rank {self.comm.rank} of {self.comm.size}: {e}") from None
 
     def _agree(self, local, kind):
         return self._agreed[kind]
@@ -685,7 +686,7 @@ class DistributedTrainer(Trainer):
         if self.comm.lead_says(diverged is not None):
             raise diverged or NonFiniteError(
                 f"rank {self.comm.rank} of {self.comm.size}: rank 0's validation at step "
-                f"{self.step} was not finite (its error is above)")
+                f"{self.step} was not finite (its error is above)", step=self.step)
         return self.comm.lead_says(stop)
 
     # ------------------------------------------------------------------ state
@@ -762,7 +763,7 @@ class DistributedTrainer(Trainer):
             if self.lead or not str(e).endswith(said):
                 raise
             text = str(e)[: -len(said)] + f" saved by rank 0 in {self.run_dir}."
-            raise NonFiniteError(text, e.weights_good) from None
+            raise e.said(text) from None
         except BaseException as e:
             # Anything else happened on this rank alone (a full disk on rank 0, a bug): the
             # others would wait for it in the next collective until the timeout. End them now.

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
-from rnnlab import _checks, io
+from rnnlab import __version__, _checks, io
 
 if TYPE_CHECKING:
     from rnnlab.train import TrainConfig
@@ -256,6 +256,7 @@ def run_row(row: Row, out: Path, settings: dict[str, Any] | None = None, *,
     run_dir.mkdir(parents=True, exist_ok=True)
     cpu0, wall0 = _cpu_seconds(), time.perf_counter()
     tested: int | None = None  # a diverged row's: the step of the weights its test is of
+    went_bad: int | None = None  # and the step that went bad (NonFiniteError.step)
     with open(run_dir / "train.log", "a" if ckpt else "w", encoding="utf-8") as log:
         trainer = _RowTrainer(model, task, cfg, run_dir, spec=spec, stream=log, quiet=True)
         if ckpt is not None:
@@ -268,7 +269,7 @@ def run_row(row: Row, out: Path, settings: dict[str, Any] | None = None, *,
             trained = trainer.run()
         except NonFiniteError as e:  # a result of the row, not the end of the table
             log.write(f"diverged: {e}\n")
-            tested = trainer.step
+            tested, went_bad = trainer.step, e.step
             if not e.weights_good and io.checkpoint_steps(run_dir):  # (the update overflowed)
                 last = io.load_checkpoint(run_dir)
                 runs.load_weights(model, last, run_dir)
@@ -294,12 +295,14 @@ def run_row(row: Row, out: Path, settings: dict[str, Any] | None = None, *,
         "cpu_seconds": _cpu_seconds() - cpu0,
         "resumed_at": ckpt.step if ckpt is not None else None,  # times: of this part only
         **({"tested_step": tested} if tested is not None else {}),
+        **({"diverged_at": went_bad} if went_bad is not None else {}),
         "test": {k: v for k, v in test.items() if k != "confusion"},
         "report": tasks.report(task, raw),
         "run_dir": str(run_dir),
         "config": wanted,
         "kernels": {"threads": env.current().threads, "blas": env.current().blas,
                     "tiles": env.current().tiles},  # fmt: skip
+        "rnnlab": __version__,  # (a row read back keeps the version it was trained by)
     }
     if not_finite:  # (JSON has no NaN: written as null, and the row's verdict says it)
         record["non_finite"] = ", ".join(not_finite)
@@ -420,11 +423,15 @@ def judge(record: dict[str, Any]) -> dict[str, Any]:
                 "verdict": "diverged"}  # fmt: skip
     solved = solved_by_test(task, t)
     if record.get("stopped_by") == "diverged":  # the test of its last finite weights
-        tested = record.get("tested_step", record["steps"])  # (before: where it diverged)
+        # the step that went bad, as the training log says it; older records have no
+        # "diverged_at" (their verdict said the steps trained: one fewer for a NaN in a
+        # step or its update)
+        steps = record["steps"]
+        at, tested = record.get("diverged_at", steps), record.get("tested_step", steps)
+        of = (f" (tested: its checkpoint of step {tested:,})" if tested != steps
+              else f" (tested: its weights of step {tested:,})" if tested != at else "")
         return {**judge({**record, "stopped_by": ""}),
-                "verdict": f"diverged at step {record['steps']:,}" + (
-                    f" (tested: its checkpoint of step {tested:,})"
-                    if tested != record["steps"] else "")}  # fmt: skip
+                "verdict": f"diverged at step {at:,}{of}"}  # fmt: skip
     if task == "adding":
         return {
             "result": f"MSE {t['mse']:.4f}",

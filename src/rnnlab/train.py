@@ -515,11 +515,21 @@ def steps_change(cfg: TrainConfig, old_steps: int, at: int) -> str:
 class NonFiniteError(RuntimeError):
     """Training produced a NaN or inf; the message says at which step and what to try.
     `weights_good`: the model's weights are still those of the last good step (a NaN in the
-    forward or backward pass), so they are saved; False when the update itself overflowed."""
+    forward or backward pass), so they are saved; False when the update itself overflowed.
+    `step`: the step that went bad, counted from 1 as the message says it (the weights kept
+    are of the step before, or of the last checkpoint); that of the evaluation after it where
+    the validation was not finite. None where no step is known."""
 
-    def __init__(self, message: str, weights_good: bool = True) -> None:
+    def __init__(self, message: str, weights_good: bool = True, step: int | None = None
+                 ) -> None:  # fmt: skip
         super().__init__(message)
         self.weights_good = weights_good
+        self.step = step
+
+    def said(self, message: str) -> NonFiniteError:
+        """The same divergence told in other words (where its weights were saved, which rank
+        saw it): the step and the weights' state go with it."""
+        return NonFiniteError(message, self.weights_good, self.step)
 
 
 def _state_to_tensors(state: Carry | None, prefix: str = "carry") -> dict[str, np.ndarray]:
@@ -894,6 +904,7 @@ class Trainer:
                 f"{what} ({bad[0]}) became NaN or inf in the update of step {step + 1}; "
                 f"they are not saved. {self._remedy()}",
                 weights_good=False,
+                step=step + 1,
             )
         self.carry = f.state
         return loss, norm, batch.items
@@ -970,7 +981,8 @@ class Trainer:
     def _diverged(self, what: str, value: object, step: int) -> NoReturn:
         raise NonFiniteError(
             f"{what} became {value} at step {step + 1}; the weights were not updated and the "
-            f"last good checkpoint is kept. {self._remedy()}"
+            f"last good checkpoint is kept. {self._remedy()}",
+            step=step + 1,
         )
 
     def _remedy(self) -> str:
@@ -1060,12 +1072,11 @@ class Trainer:
                         last = io.checkpoint_steps(self.run_dir)
                         kept = (f"step {last[-1]}" if last else "none yet" if self.lead else
                                 "rank 0's, in its run directory (this rank's shows none)")
-                        raise NonFiniteError(f"{e} Last checkpoint: {kept}.", False) from None
+                        raise e.said(f"{e} Last checkpoint: {kept}.") from None
                     # the weights are still those of the last good step: keep them
                     path = self._save_once()
-                    raise NonFiniteError(
-                        f"{e} Good weights of step {self.step} saved in {path}."
-                    ) from None
+                    raise e.said(f"{e} Good weights of step {self.step} saved in {path}."
+                                 ) from None  # fmt: skip
                 self.step = step + 1
                 lr = self.schedule(step)
                 if loss is not None:
@@ -1160,8 +1171,8 @@ class Trainer:
             return self._validate(metrics_path, progress, counted)
         except NonFiniteError as e:
             path = self._save_once()
-            raise NonFiniteError(f"{e} The weights of step {self.step} are saved in {path}."
-                                 ) from None  # fmt: skip
+            raise e.said(f"{e} The weights of step {self.step} are saved in {path}."
+                         ) from None  # fmt: skip
 
     def _validate(self, metrics_path: Path, progress: Progress, counted: bool = True) -> bool:
         """Evaluate on the validation split; return True when early stopping says stop.
@@ -1177,7 +1188,8 @@ class Trainer:
             raise NonFiniteError(
                 f"the validation {bad[0]} became {result.get(bad[0], 'NaN or inf')} at step "
                 f"{self.step}: the model's outputs overflow on the validation data. "
-                f"{self._remedy()}"
+                f"{self._remedy()}",
+                step=self.step,
             )
         record = {"step": self.step, "split": "valid", **result}
         if not counted:
