@@ -1203,7 +1203,12 @@ def test_log_plots_say_the_values_they_cannot_draw(monkeypatch, tmp_path):
 
     fig = _drawn(monkeypatch, dg.plot_gradient_map, dg.gradient_map(layer, x), tmp_path)
     ax = fig.axes[0]
-    assert "(white: 20 of 25 cells 0 or not drawn on a log scale)" in ax.get_title()
+    # the 10 zeros below the diagonal vanished (grey); above it no path reaches back (white)
+    assert ax.get_title() == ("l0\n(grey: 10 of 25 cells exactly 0: vanished)"
+                              "\n(white: 10 of 25 cells: no path from $L_t$ to $h_k$)")
+    (grey,) = [im for im in ax.images if im.get_label() == "zero"]
+    lag = np.subtract.outer(np.arange(5), np.arange(5))
+    np.testing.assert_array_equal(~np.ma.getmaskarray(grey.get_array()), lag > 0)
     assert ax.images[0].get_clim() == pytest.approx((-0.5, 0.5))  # log10 1 ± half a decade
 
     one = dg.jacobian_products(RNN(2, 3, batch_first=True, dtype=np.float64, rng=1), x[:, :1])
@@ -1226,8 +1231,8 @@ def test_the_map_draws_the_cells_that_overflow_float64_red(monkeypatch, tmp_path
     (red,) = [im for im in ax.images if im.get_label() == "overflow"]
     np.testing.assert_array_equal(~np.ma.getmaskarray(red.get_array()), gmap.overflow[0])
     assert red.get_cmap().colors == [OVERFLOW_COLOR]
-    # (white: the 3 zeros above the diagonal and the two 1e200, beyond plots.LOG_RANGE)
-    assert ax.get_title() == ("l0\n(white: 5 of 9 cells 0 or not drawn on a log scale)"
+    # (white: the 3 zeros above the diagonal; the two 1e200 are drawn, log10 200)
+    assert ax.get_title() == ("l0\n(white: 3 of 9 cells: no path from $L_t$ to $h_k$)"
                               "\n(red: 1 cell past float64, left out of the fit)")  # fmt: skip
     values = next(im for im in ax.images if im.get_label() != "overflow").get_array()
     assert not np.isfinite(np.ma.filled(values, np.nan)[2, 0])  # (no value: red alone)
@@ -1439,3 +1444,41 @@ def test_gate_saturation_of_a_coupled_lstm_says_its_input_gate():
     assert sat.to_json()["derived"] == sat.derived
     plain = dg.gate_saturation(Recurrent(LSTMCell(), 2, 4, rng=0), x)
     assert plain.gates == ["i", "f", "g", "o"] and "coupled" not in plain.verdict()
+
+
+def test_the_map_draws_every_finite_norm_and_tells_vanished_from_unreached(monkeypatch,
+                                                                           tmp_path):
+    """map.png's colour is linear in log10, yet it left every norm past 1e150 (or under
+    1e-150) white, the log axes' limit, and drew a gradient that vanished to exactly 0 white
+    like a state the loss cannot reach. Now every finite norm has its colour, a 0 where a
+    path reaches back is grey ("vanished"), and white is what no path or no sequence
+    reaches; below the top of a bidirectional stack a loss reaches both sides, so a 0 on
+    either is one that vanished."""
+    pytest.importorskip("matplotlib")
+    from rnnlab.diagnostics.lags import GradientMap
+    from rnnlab.diagnostics.plots import _map_cells
+
+    T = 4
+    lag = np.subtract.outer(np.arange(T), np.arange(T))
+    norms = np.where(lag >= 0, 10.0 ** (100.0 * lag), 0.0)  # 1, 1e100, 1e200, 1e300
+    norms[3, 1] = 0.0  # a gradient that vanished
+    counts = np.full((T, T), 2)
+    counts[0, 0] = 0  # no sequence has it
+    norms[0, 0] = np.nan
+    fits = [dg.fit_rate([0, 1, 2], [1.0, 1e100, 1e200])] * 2
+    both = np.stack([norms, norms.copy()])
+    both[1, 0, 3] = 1e-300  # this map's loss reaches a state after it
+    gmap = GradientMap(["l0", "l1"], both, counts, fits, np.zeros((2, T, T), bool))
+    logs, vanished, unreached = _map_cells(gmap, 0)
+    np.testing.assert_array_equal(logs[lag > 0], [100, 200, 100, 300, np.nan, 100])
+    assert list(zip(*np.nonzero(vanished), strict=True)) == [(3, 1)]
+    np.testing.assert_array_equal(unreached, lag < 0)
+    logs, vanished, unreached = _map_cells(gmap, 1)
+    assert logs[0, 3] == -300 and not unreached.any()
+    assert vanished.sum() == 1 + 5  # (3, 1) and the other five above the diagonal
+    fig = _drawn(monkeypatch, dg.plot_gradient_map, gmap, tmp_path)
+    assert fig.axes[0].get_title() == (
+        "l0\n(grey: 1 of 16 cells exactly 0: vanished)\n(white: 7 of 16 cells: no path "
+        "from $L_t$ to $h_k$; no sequence)")  # fmt: skip
+    assert fig.axes[1].get_title() == ("l1\n(grey: 6 of 16 cells exactly 0: vanished)"
+                                       "\n(white: 1 of 16 cells: no sequence)")  # fmt: skip

@@ -158,10 +158,32 @@ def plot_lag_profile(result: LagProfile, path) -> Path:
     return _save(fig, path)
 
 
+def _map_cells(result: GradientMap, j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(log10 of every finite positive entry of map j, else NaN; the entries exactly 0 where
+    the loss reaches the state: the gradient vanished, ZERO_COLOR; the entries no path
+    reaches: states after the loss step, white like those no sequence has).
+
+    The map's colour is linear in log10, so unlike a log axis (LOG_RANGE) it draws every
+    finite value, 1e-300 and 1e300 alike. A 0 at a lag below 0 (the state after the loss
+    step, before it in reverse) is the network's causality, not a vanished gradient, unless
+    some such entry is not 0 (below the top of a bidirectional stack a loss reaches both
+    sides): then every 0 is one that vanished."""
+    norms = np.asarray(result.norms[j], dtype=np.float64)
+    logs = np.log10(norms, out=np.full(norms.shape, np.nan),
+                    where=np.isfinite(norms) & (norms > 0))  # fmt: skip
+    counted = result.counts > 0
+    ahead = (result.lags(j) < 0) & counted
+    reached = ~ahead | bool(np.any((norms != 0) & ahead))  # (NaN != 0: an overflow reaches)
+    zero = (norms == 0) & counted
+    return logs, zero & reached, zero & ~reached
+
+
 def plot_gradient_map(result: GradientMap, path) -> Path:
     """One image per (layer, direction): log10 ‖∂L_t/∂h_k‖, rows t, columns k; the entries
     that overflow float64 in red (OVERFLOW_COLOR, labelled "overflow"), said in the title
-    with the fit's leaving them out, never white like a 0 or an entry no sequence has."""
+    with the fit's leaving them out, never white like a 0 or an entry no sequence has; those
+    exactly 0 where the loss reaches the state grey (ZERO_COLOR, "vanished"), as
+    lag-history.png draws them; white what no gradient path or no sequence reaches."""
     from matplotlib.colors import ListedColormap
 
     path = _check(result, (GradientMap,), "a GradientMap (from gradient_map)", path)
@@ -169,7 +191,7 @@ def plot_gradient_map(result: GradientMap, path) -> Path:
     fig = new_figure(4.2 * J, 3.8)
     axes = fig.subplots(1, J, squeeze=False)[0]
     for j, ax in enumerate(axes):
-        logs = _log10(result.norms[j])
+        logs, vanished, unreached = _map_cells(result, j)
         seen = logs[np.isfinite(logs)]
         # one value everywhere (a gradient of 1 on the diagonal alone): a colour scale of
         # its own rounding, ±5e-17, which matplotlib labels by an offset; a decade around it
@@ -184,16 +206,21 @@ def plot_gradient_map(result: GradientMap, path) -> Path:
             **({"vmin": middle - 0.5, "vmax": middle + 0.5} if flat else {}),
         )
         over = result.overflow[j]
-        if over.any():
-            ax.imshow(np.ma.masked_array(np.ones(over.shape), ~over), origin="lower",
-                      aspect="auto", interpolation="nearest",
-                      cmap=ListedColormap([OVERFLOW_COLOR]), label="overflow")  # fmt: skip
+        for cells, color, label in ((vanished, ZERO_COLOR, "zero"),
+                                    (over, OVERFLOW_COLOR, "overflow")):  # fmt: skip
+            if cells.any():
+                ax.imshow(np.ma.masked_array(np.ones(cells.shape), ~cells), origin="lower",
+                          aspect="auto", interpolation="nearest",
+                          cmap=ListedColormap([color]), label=label)  # fmt: skip
         ax.set_xlabel("state step k")
         ax.set_ylabel("loss step t")
-        n = int(over.sum())
-        blank = logs.size - seen.size - n
-        ax.set_title(result.names[j] + (f"\n(white: {blank} of {logs.size} cells 0 or not "
-                                        "drawn on a log scale)" if blank else "")
+        n, grey, size = int(over.sum()), int(vanished.sum()), logs.size
+        nowhere, nothing = int(unreached.sum()), int(np.sum(result.counts == 0))
+        why = "; ".join(w for w, c in (("no path from $L_t$ to $h_k$", nowhere),
+                                       ("no sequence", nothing)) if c)  # fmt: skip
+        ax.set_title(result.names[j]
+                     + (f"\n(grey: {grey} of {size} cells exactly 0: vanished)" if grey else "")
+                     + (f"\n(white: {nowhere + nothing} of {size} cells: {why})" if why else "")
                      + (f"\n(red: {n} {'cell' if n == 1 else 'cells'} past float64, "
                         "left out of the fit)" if n else ""),
                      fontsize=9)  # fmt: skip
