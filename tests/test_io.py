@@ -669,7 +669,21 @@ def test_read_json_and_toml(tmp_path):
             rio.read_toml,
             "c.toml",
             b"a = 1\nb = = 2\n",
-            r"'.*c.toml' is not valid TOML: .*line 2, column 5",
+            r"'.*c.toml' is not valid TOML: .*line 2, column 5\): 'b = = 2'\.$",
+        ),
+        (  # tomllib names no key: the line is quoted, the words say what is wrong
+            rio.read_toml,
+            "c.toml",
+            b"lr = 0.1\r\n  lr = 0.2  \r\n",
+            r"'.*c.toml' is not valid TOML: a key given a value twice \(at line 2, column "
+            r"\d+\): 'lr = 0.2'\.$",
+        ),
+        (
+            rio.read_toml,
+            "c.toml",
+            b"x = '" + b"a" * 120 + b"' y\n",
+            r"'.*c.toml' is not valid TOML: .*\(at line 1, column \d+\): "
+            r"\"x = 'a{72}\.\.\.\"\.$",  # (77 characters of the line, then ...)
         ),
         (
             rio.read_json,

@@ -406,8 +406,16 @@ def read_toml(path: PathLike) -> dict[str, Any]:
     except RecursionError:
         raise ConfigError(f"'{path}' is not rnnlab's TOML: it is nested too deeply.") from None
     except tomllib.TOMLDecodeError as e:
-        # The message already ends with "(at line L, column C)".
-        raise ConfigError(f"'{path}' is not valid TOML: {e}.") from None
+        # The message already ends with "(at line L, column C)"; the line itself is quoted,
+        # since tomllib names no key ("Cannot overwrite a value" for a key given twice).
+        said = str(e).replace("Cannot overwrite a value", "a key given a value twice", 1)
+        line = re.search(r"\(at line (\d+), column \d+\)$", said)
+        quoted = ""
+        if line is not None and 0 < int(line.group(1)) <= text.count("\n") + 1:
+            content = text.split("\n")[int(line.group(1)) - 1].strip()
+            if content:
+                quoted = f": {content if len(content) <= 80 else content[:77] + '...'!r}"
+        raise ConfigError(f"'{path}' is not valid TOML: {said}{quoted}.") from None
     except ValueError as e:  # int()'s own, which tomllib lets through, naming no file
         if "integer string conversion" not in str(e):
             raise
