@@ -81,3 +81,25 @@ def test_the_exporters_check_is_the_one_used():
     from rnnlab.io import files
 
     assert files.file_to_write is _checks.file_to_write
+
+
+def test_a_file_name_of_up_to_255_bytes_is_written_and_its_leftover_found(tmp_path):
+    """A temporary's name adds 14 bytes to its file's: a valid name of 242 to 255 bytes
+    failed as "File name too long" (of a name that is not). Its temporary is now named after
+    as much of the name as fits, and a crash's leftover of it is still found as ours."""
+    from rnnlab.io import files
+
+    for name in ("a" * 255, "é" * 127 + "x", "b" * 241):
+        path = tmp_path / name
+        files.atomic_write_bytes(path, b"data")
+        assert path.read_bytes() == b"data"
+        assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+        path.unlink()
+    name = "c" * 250
+    stem = files._temporary_stem(name)
+    assert len(stem.encode()) == 255 - 14 and name.startswith(stem)
+    leftover = tmp_path / f".{stem}.0123abcd.tmp"
+    leftover.write_bytes(b"torn")
+    assert files.is_our_temporary(leftover)
+    assert files.remove_orphans(tmp_path, names=("d" * 250,)) == []  # another file's name
+    assert files.remove_orphans(tmp_path, names=(name,)) == [leftover]

@@ -1549,6 +1549,16 @@ def test_latest_missing_falls_back_to_the_highest_step(tmp_path):
             lambda c: (c / "state.json").unlink(),
             r"The checkpoint file '.*step-00000100/state.json' is missing",
         ),
+        (  # (it was said to be missing)
+            lambda c: ((c / "config.json").unlink(), (c / "config.json").mkdir()),
+            r"The checkpoint file '.*step-00000100/config.json' is a directory, not a file "
+            r"written by rnnlab \(a damaged checkpoint\)",
+        ),
+        pytest.param(
+            lambda c: ((c / "state.json").unlink(), os.mkfifo(c / "state.json")),
+            r"The checkpoint file '.*step-00000100/state.json' is a FIFO, device or socket",
+            marks=pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX's"),
+        ),
         (
             lambda c: (c.parent / "latest").write_text("garbage\n"),
             r"'.*checkpoints/latest' must name a checkpoint like 'step-00000100'; "

@@ -94,6 +94,22 @@ def naming(path: Path) -> Iterator[None]:
         raise write_error(e, path) from None
 
 
+NAME_MAX = 255
+"""The longest file name in bytes on Linux's file systems (ext4, XFS, Btrfs, tmpfs) and
+macOS's, which a temporary's name must keep to as well as the file's own."""
+
+
+def _temporary_stem(name: str) -> str:
+    """What atomic_path's temporary for a file `name` is named after: the name, or as much of
+    it as leaves room for the 14 bytes the temporary adds (".", ".XXXXXXXX.tmp"), cut between
+    characters. A name of 242 to 255 bytes is a valid file name whose temporary's was not:
+    the write failed as "File name too long" of a name that is not."""
+    room = NAME_MAX - len(".") - len(".00000000.tmp")
+    while len(os.fsencode(name)) > room:  # (rare: at most a few hundred short steps)
+        name = name[:-1]
+    return name
+
+
 @contextmanager
 def atomic_path(path: Path, name: str = "path") -> Iterator[Path]:
     """Yield an empty temporary sibling of `path` to fill and make durable; it replaces `path`
@@ -109,7 +125,7 @@ def atomic_path(path: Path, name: str = "path") -> Iterator[Path]:
     path = file_to_write(path, name)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        tmp = path.with_name(f".{_temporary_stem(path.name)}.{secrets.token_hex(4)}.tmp")
         try:
             os.close(os.open(tmp, flags, 0o666))
             break
@@ -409,10 +425,10 @@ def read_toml(path: PathLike) -> dict[str, Any]:
         # The message already ends with "(at line L, column C)"; the line itself is quoted,
         # since tomllib names no key ("Cannot overwrite a value" for a key given twice).
         said = str(e).replace("Cannot overwrite a value", "a key given a value twice", 1)
-        line = re.search(r"\(at line (\d+), column \d+\)$", said)
+        named = re.search(r"\(at line (\d+), column \d+\)$", said)
         quoted = ""
-        if line is not None and 0 < int(line.group(1)) <= text.count("\n") + 1:
-            content = text.split("\n")[int(line.group(1)) - 1].strip()
+        if named is not None and 0 < int(named.group(1)) <= text.count("\n") + 1:
+            content = text.split("\n")[int(named.group(1)) - 1].strip()
             if content:
                 quoted = f": {content if len(content) <= 80 else content[:77] + '...'!r}"
         raise ConfigError(f"'{path}' is not valid TOML: {said}{quoted}.") from None
@@ -530,7 +546,8 @@ def remove_orphans(directory: PathLike, names: Iterable[str] | None = None) -> l
     every temporary, the safetensors package's too: the clean-up at a run's start."""
     directory = as_path(directory, "directory")
     wanted = None if names is None else re.compile(
-        "|".join(r"\." + re.escape(name) + r"\.[0-9a-f]{8}\.tmp" for name in names) or "(?!)")
+        "|".join(r"\." + re.escape(_temporary_stem(name)) + r"\.[0-9a-f]{8}\.tmp"
+                 for name in names) or "(?!)")  # fmt: skip
     gone = []
     if directory.is_dir():
         for p in directory.iterdir():

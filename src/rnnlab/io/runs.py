@@ -351,6 +351,10 @@ def _check_hash(file: Path, hashes: dict[str, str] | None) -> None:
 
 def _read_checkpoint_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
+        if path.exists():  # (a FIFO was said to be missing; reading it would wait for ever)
+            kind = "a directory" if path.is_dir() else "a FIFO, device or socket"
+            raise CheckpointError(f"The checkpoint file '{path}' is {kind}, not a file written "
+                                  "by rnnlab (a damaged checkpoint).")  # fmt: skip
         raise CheckpointError(f"The checkpoint file '{path}' is missing (incomplete checkpoint).")
     value = parse_json(path, CheckpointError)
     if not isinstance(value, dict):
