@@ -54,14 +54,18 @@ def softmax(x: np.ndarray, axis: int | tuple[int, ...] | None = -1) -> np.ndarra
     """softmax(x)_k = e^{x_k − max x} / Σ_j e^{x_j − max x}, stable for any finite x (the
     library's own, rnnlab.ops.softmax, behind a check of its arguments)."""
     x = _floats(x)
-    return ops.softmax(x, _axis(x, axis))
+    axis = _axis(x, axis)
+    with np.errstate(over="ignore"):  # x − max x past the dtype's range: −inf, e^{−inf} = 0
+        return ops.softmax(x, axis)
 
 
 def log_softmax(x: np.ndarray, axis: int | tuple[int, ...] | None = -1) -> np.ndarray:
-    """log softmax(x)_k = (x_k − max x) − log Σ_j e^{x_j − max x}, stable for any finite x."""
+    """log softmax(x)_k = (x_k − max x) − log Σ_j e^{x_j − max x}, stable for any finite x
+    (−inf where that is below the dtype's most negative value, as in torch)."""
     x = _floats(x)
     axis = _axis(x, axis)
-    shifted: np.ndarray = x - x.max(axis=axis, keepdims=True)
+    with np.errstate(over="ignore"):  # −inf where x − max x is past the dtype's range (±3e38
+        shifted: np.ndarray = x - x.max(axis=axis, keepdims=True)  # in float32), as torch's
     with np.errstate(under="ignore"):
         shifted -= np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
     return shifted
@@ -83,7 +87,11 @@ def softmax_cross_entropy(
         L = Σ_{b,t} m_bt · (log Σ_k e^{o_btk} − o_bt,y_bt)        ("sum"; "mean": L / Σ m)
         ∂L/∂o_btk = m_bt · (softmax(o_bt)_k − [k = y_bt])        ("mean": divided by Σ m)
 
-    Targets at masked steps are ignored (any value, e.g. -1, is fine there).
+    Targets at masked steps are ignored (any value, e.g. -1, is fine there). o_y − max o
+    is taken in float64 and the losses summed in float64, so the loss is finite for any
+    finite float32 logits (a row of ±3e38 loses 6e38, where torch's float32 gives inf) and
+    inf only past float64's range (float64 logits of one row more than 1.8e308 apart), on
+    both paths alike.
     """
     logits = _checks.float_array(logits, "logits", ndim=(2, 3), ids_hint=False, finite=False)
     reduction = _checks.choice(reduction, "reduction", REDUCTIONS)
@@ -117,21 +125,26 @@ def softmax_cross_entropy(
 
     # One exp over the whole array: e = e^{o − max o}, s = Σ_k e, so softmax = e / s and
     # log Σ_k e^{o_k} − o_y = log s − (o_y − max o).
-    shifted = logits - logits.max(axis=-1, keepdims=True)
+    top = logits.max(axis=-1, keepdims=True)
+    at = targets[..., None]
+    # o − max o overflows to −inf where a row's logits lie further apart than the dtype's
+    # largest value (±3e38 in float32): e = 0 there, as it should be, but the RuntimeWarning
+    # escaped, and o_y − max o, taken in float64 as the kernel does, is the loss's own
+    with np.errstate(over="ignore"):  # (float64 logits 1.8e308 apart: the loss is inf)
+        shifted = logits - top
+        o_y = np.take_along_axis(logits, at, axis=-1).astype(np.float64) - top.astype(np.float64)
     with np.errstate(under="ignore"):  # probabilities below 1e-308 are 0, not an error
         e = np.exp(shifted)
         s = e.sum(axis=-1, keepdims=True)
         d_logits = e
         d_logits /= s
-    o_y = np.take_along_axis(shifted, targets[..., None], axis=-1)
-    nll = (np.log(s) - o_y)[..., 0]  # (B, T) or (B,)
+    nll = (np.log(s) - o_y)[..., 0]  # (B, T) or (B,), float64
     # − 1 at each target, written where d_logits lies: e keeps the logits' memory order, so
     # a reshape of it is a copy for logits that are not C-contiguous (a recurrent layer's
     # batch-first output, a Linear's output over one), and the − 1 went into that copy
-    at = targets[..., None]
     np.put_along_axis(d_logits, at, np.take_along_axis(d_logits, at, axis=-1) - 1.0, axis=-1)
     if m is not None:
-        nll *= m
+        np.copyto(nll, 0.0, where=~m)  # (set, not multiplied: a padded step's inf loss · 0)
         d_logits *= m[..., None]
     return _reduce(nll, d_logits, count, reduction)
 

@@ -656,7 +656,10 @@ def softmax_cross_entropy_rows(logits, targets, grad, mask, has_mask, count, sum
     """For the rows b0 ≤ b < b1 of (B, T, K) logits whose last axis is contiguous and (B, T)
     class ids: grad = (softmax(o_bt) − [k = y_bt]) / count, zero where mask[b, t] is False,
     and sums[b] += Σ_t (log Σ_k e^{o_btk} − o_bt,y) over row b's valid steps, in float64:
-    e = e^{o − max o}, s = Σ_k e in float64, the loss log s − (o_y − max o), the gradient
+    e = e^{o − max o}, s = Σ_k e in float64, the loss log s − (o_y − max o) with o_y − max o
+    taken in float64 (in float32 it overflowed to −inf for a row whose logits lie more than
+    float32's largest value apart, ±3e38: an inf loss where the loss, 6e38, is a float64;
+    such an e is 0 as it should be), the gradient
     e · (1 / (s · count)) (a product where the NumPy path divides twice; the target's entry
     as there, (e_y / s − 1) / count), within a few ulp of that path's. A NaN or ±inf logit
     at a valid step makes the sum NaN (for the caller to name); at a masked step it adds
@@ -682,7 +685,7 @@ def softmax_cross_entropy_rows(logits, targets, grad, mask, has_mask, count, sum
                     g[j] = exp_below_scalar(o[j] - top)
                 s = _total64(g)
                 y = targets[b, t]
-                sums[b] += np.log(s) - np.float64(o[y] - top)
+                sums[b] += np.log(s) - (np.float64(o[y]) - np.float64(top))
                 at_y = g[y]
                 scale = logits.dtype.type(1.0 / (s * count))
                 for j in range(K):
