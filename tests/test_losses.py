@@ -602,8 +602,9 @@ def test_softmax_and_log_softmax_check_their_arguments_and_0d_losses_work():
     loss, d = binary_cross_entropy(np.array(0.0), np.array(1.0))
     assert loss == pytest.approx(np.log(2.0)) and d.shape == () and float(d) == -0.5
     for fn in (mean_squared_error, binary_cross_entropy):
-        with pytest.raises(ValueError, match=r"`targets` must be a floating-point array .*got "
-                                             r"dtype int64 instead\.$"):  # fmt: skip
-            fn(np.zeros(2), [0, 1])
+        with pytest.raises(ValueError, match=r"`targets` must be a floating-point array; got "
+                                             r"dtype int64 instead\. Convert labels with "
+                                             r"targets\.astype\(np\.float32\)"):  # fmt: skip
+            fn(np.zeros(2), [0, 1])  # (a list of ints: the hint of an array of ints)
     with pytest.raises(ValueError, match=r"`logits` must be a floating-point array .*instead\.$"):
         softmax_cross_entropy(np.zeros((2, 3), np.int64), np.zeros(2, np.int64))

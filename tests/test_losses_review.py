@@ -5,13 +5,16 @@ the messages of bad input, float32 against float64, and torch and finite differe
 NumPy path (tests/test_losses.py runs them on the default one)."""
 
 import os
+import re
 
 import numpy as np
 import pytest
 
 from rnnlab import fast, losses, settings
 from rnnlab.losses import (
+    binary_cross_entropy,
     log_softmax,
+    mean_squared_error,
     softmax,
     softmax_cross_entropy,
 )
@@ -106,3 +109,153 @@ def test_softmax_helpers_of_logits_further_apart_than_the_dtype_holds():
         np.testing.assert_array_equal(log_softmax(x),
                                       torch.log_softmax(torch.from_numpy(x), -1))  # fmt: skip
         np.testing.assert_array_equal(log_softmax(x), np.array([[0.0, -np.inf, -big]], dtype))
+
+
+# ------------------------------------------------------------------------ array subclasses
+def test_losses_refuse_array_subclasses(path):
+    """A masked array's mask is not read: targets np.ma.masked_equal(y, -1) passed the range
+    check (the min of a masked array skips its masked ids) and the −1 was read as the last
+    class, without a word. np.matrix logits failed inside NumPy (TypeError: keepdims, or an
+    IndexError), a masked array's targets inside numba. A memmap is a plain array's
+    arithmetic: taken."""
+    name, ran = path
+    rng = np.random.default_rng(0)
+    o, y = rng.standard_normal((2, 3, 4)), np.array([[1, 2, 3], [0, 1, -1]])
+    masked_ids = np.ma.masked_equal(y, -1)
+    hint = ("Its mask is not read here: pass np.asarray(...) of it, and the valid steps as "
+            "`mask` (B, T), True where valid.")  # fmt: skip
+    assert message(lambda: softmax_cross_entropy(o, masked_ids)) == (
+        "`targets` must be a plain NumPy array (numpy.ndarray); got a numpy.ma.MaskedArray of "
+        f"shape (2, 3) and dtype int64 instead. {hint}"
+    )
+    mask = ~np.ma.getmaskarray(masked_ids)  # what the hint says: the same loss as y masked
+    want = softmax_cross_entropy(o, np.asarray(masked_ids), mask=mask)
+    assert want[0] != softmax_cross_entropy(o, np.where(mask, y, 3))[0]
+    t = np.ma.masked_array(rng.uniform(0, 1, (2, 3, 4)), mask=np.zeros((2, 3, 4), bool))
+    matrix = np.asarray(o[:, 0]).view(np.matrix)
+    plain = "np.asarray(...) of it is one, with the same values."
+    ran.clear()
+    for fn, args, arg, kind in [
+        (mean_squared_error, (o, t), "targets", "numpy.ma.MaskedArray of shape (2, 3, 4)"),
+        (binary_cross_entropy, (o, t), "targets", "numpy.ma.MaskedArray of shape (2, 3, 4)"),
+        (
+            softmax_cross_entropy,
+            (matrix, np.zeros(2, int)),
+            "logits",
+            "numpy.matrix of shape (2, 4)",
+        ),
+        (
+            binary_cross_entropy,
+            (matrix, np.zeros((2, 4))),
+            "logits",
+            "numpy.matrix of shape (2, 4)",
+        ),
+        (mean_squared_error, (matrix, np.zeros((2, 4))), "pred", "numpy.matrix of shape (2, 4)"),
+        (mean_squared_error, (o[:, 0], matrix), "targets", "numpy.matrix of shape (2, 4)"),
+    ]:
+        said = message(lambda fn=fn, args=args: fn(*args))
+        assert said == (
+            f"`{arg}` must be a plain NumPy array (numpy.ndarray); got a {kind} and "
+            f"dtype float64 instead. " + (hint if "ma." in kind else plain)
+        )
+    assert not ran  # (every one refused at the door)
+
+
+def test_losses_take_a_memmap(path, tmp_path):
+    name, ran = path
+    rng = np.random.default_rng(1)
+    o = rng.standard_normal((3, 4, 5)).astype(np.float32)
+    mapped = np.memmap(tmp_path / "o", dtype=np.float32, mode="w+", shape=o.shape)
+    mapped[:] = o
+    y = rng.integers(0, 5, (3, 4))
+    for fn, t in [(softmax_cross_entropy, y), (mean_squared_error, o[::-1].copy()),
+                  (binary_cross_entropy, np.full_like(o, 0.25))]:  # fmt: skip
+        lengths = np.array([4, 1, 2])
+        got, want = fn(mapped, t, lengths=lengths), fn(o, t, lengths=lengths)
+        assert got[0] == want[0] and np.array_equal(got[1], want[1])
+    took(name, ran)
+
+
+# ------------------------------------------------------------------------ class ids
+@pytest.mark.parametrize("dtype", [np.int8, np.uint16, np.int64, np.uint64])
+def test_ids_out_of_range_are_reported_by_the_valid_steps(path, dtype):
+    """Padded ids were set to 0 before the range check, and the message said "from 0" for
+    valid ids that were all 5 or more; now the valid ids' range and the first bad one."""
+    o = np.zeros((2, 3, 8))
+    y = np.array([[5, 9, 6], [7, 0, 0]], dtype)
+    said = message(lambda: softmax_cross_entropy(o, y, lengths=np.array([3, 1])))
+    assert said == (
+        "`targets` must be class ids in [0, 8) (K = logits.shape[-1]); got values "
+        "from 5 to 9 (9 at index (0, 1)) instead."
+    )
+    if np.dtype(dtype).kind == "i":
+        said = message(lambda: softmax_cross_entropy(o[:, 0], np.array([2, -3], dtype)))
+        assert said.endswith("got values from -3 to 2 (-3 at index (1,)) instead.")
+    y = np.array([[5, 7, 6], [7, 100, 99]], dtype)  # (out of range, padded)
+    loss, d = softmax_cross_entropy(o, y, lengths=np.array([3, 1]))
+    assert loss == pytest.approx(4 * np.log(8)) and not d[1, 1:].any()
+
+
+# ------------------------------------------------------- float targets past the output's dtype
+@pytest.mark.parametrize("fn", [mean_squared_error, binary_cross_entropy])
+def test_targets_past_the_output_dtype_count_only_where_valid(path, fn):
+    """float64 targets are converted to a float32 output's dtype: 1e39 became inf with the
+    cast's RuntimeWarning (FloatingPointError under np.seterr(all="raise")), also at a padded
+    step, where padding may hold anything; at a valid step the message named an inf that
+    nobody gave. Now padding is ignored and a valid step names the value given."""
+    name, ran = path
+    pred = np.full((2, 3, 2), 0.25, np.float32)
+    clean = np.full((2, 3, 2), 0.5)
+    t = clean.copy()
+    t[1, 2, 1] = 1e39  # padded (lengths 3, 2)
+    got, want = fn(pred, t, lengths=np.array([3, 2])), fn(pred, clean, lengths=np.array([3, 2]))
+    assert got[0] == want[0] and np.array_equal(got[1], want[1]) and got[1].dtype == np.float32
+    if fn is mean_squared_error:  # (binary cross entropy has NumPy's path only)
+        took(name, ran)
+    t[1, 1, 0] = -1e40  # valid
+    said = message(lambda: fn(pred, t, lengths=np.array([3, 2])))
+    assert said == (
+        "`targets` must be within the range of the output's dtype float32 "
+        "(±3.403e+38) at the valid steps; got -1e+40 at index (1, 1, 0) instead."
+    )
+    half = message(lambda: fn(np.zeros(2, np.float16), np.array([0.5, 7e4], np.float32)))
+    assert half == (
+        "`targets` must be within the range of the output's dtype float16 "
+        "(±6.55e+04) at the valid steps; got 70000.0 at index (1,) instead."
+    )
+
+
+def test_bce_says_the_target_out_of_range_as_its_dtype_holds_it(path):
+    """1 + 2e-7 is 1.0000002 in float32, refused rightly, but the message printed it with
+    :g as "1": "must be probabilities in [0, 1]; got values from 0.2 to 1"."""
+    said = message(lambda: binary_cross_entropy(np.zeros(2, np.float32), np.array([1 + 2e-7, 0.2])))
+    assert said == (
+        "`targets` must be probabilities in [0, 1]; got values from 0.2 to 1.0000002 instead."
+    )
+
+
+def test_ragged_lists_are_refused_by_name():
+    """Lists are taken as arrays; nested lists of unequal lengths failed in np.asarray with
+    NumPy's "setting an array element with a sequence...", which names no argument."""
+    ragged = [[0.0, 1.0], [0.0]]
+    cases = [
+        (lambda: softmax_cross_entropy(ragged, [0, 1]), "logits"),
+        (lambda: softmax_cross_entropy([[0.0, 1.0]], [[0], [1, 0]]), "targets"),
+        (lambda: mean_squared_error(ragged, np.zeros(2)), "pred"),
+        (lambda: binary_cross_entropy(np.zeros((2, 2)), ragged), "targets"),
+        (
+            lambda: mean_squared_error(np.zeros((2, 3)), np.zeros((2, 3)), lengths=[3, [2]]),
+            "lengths",
+        ),  # fmt: skip
+        (lambda: log_softmax(ragged), "x"),
+        (lambda: softmax(ragged), "x"),
+    ]
+    for fn, arg in cases:
+        said = message(fn)
+        assert re.fullmatch(
+            rf"`{arg}` must be an array, or nested lists of equal lengths; got "
+            r"ragged nested lists \(a list of length 2\) instead\.",
+            said,
+        ), said
+    loss, d = softmax_cross_entropy([[0.0, 1.0]], [1])  # (lists of equal lengths: arrays)
+    assert loss == pytest.approx(np.log1p(np.exp(-1.0))) and d.shape == (1, 2)

@@ -8,7 +8,11 @@ hold is ignored (NaN, inf, out of range), so padding may use any value; the outp
 finite everywhere (they are the model's: a NaN among them, padded or not, is divergence).
 `reduction="sum"` adds the loss of every valid position; `"mean"` divides by the number of
 valid positions (class axis excluded) for cross entropy and by the number of valid elements
-(feature axes included, as torch does) for the element-wise losses.
+(feature axes included, as torch does) for the element-wise losses. There is no empty mean:
+an empty array, and a sequence without a valid step (an all-False row of `mask`, a length
+of 0), are refused. Inputs are plain arrays (a list becomes one; a masked array, whose mask
+these functions do not read, or an np.matrix is refused); float targets are converted to the
+output's dtype, and one past its range (1e39 for float32) counts only at a padded step.
 """
 
 from __future__ import annotations
@@ -43,8 +47,7 @@ def _axis(x: np.ndarray, axis: object) -> int | tuple[int, ...] | None:
 
 def _floats(x: object) -> np.ndarray:
     """x as a float array: integers (and booleans) become float64, as NumPy computes them."""
-    if isinstance(x, (list, tuple)):
-        x = np.asarray(x)
+    x = _given(x, "x")
     if isinstance(x, np.ndarray) and x.dtype.kind in "biu":
         x = x.astype(np.float64)
     return _checks.float_array(x, "x", finite=False, ids_hint=False)
@@ -93,9 +96,10 @@ def softmax_cross_entropy(
     inf only past float64's range (float64 logits of one row more than 1.8e308 apart), on
     both paths alike.
     """
-    logits = _checks.float_array(logits, "logits", ndim=(2, 3), ids_hint=False, finite=False)
+    logits = _checks.float_array(_given(logits, "logits"), "logits", ndim=(2, 3),
+                                 ids_hint=False, finite=False)  # fmt: skip
     reduction = _checks.choice(reduction, "reduction", REDUCTIONS)
-    targets = _checks.int_array(targets, "targets")
+    targets = _checks.int_array(_given(targets, "targets"), "targets")
     if targets.shape != logits.shape[:-1]:
         want = "(B,)" if logits.ndim == 2 else "(B, T)"
         _checks.fail(
@@ -109,11 +113,7 @@ def softmax_cross_entropy(
     if m is not None:
         targets = np.where(m, targets, 0)  # padding may hold any id; it is never looked up
     if targets.min() < 0 or targets.max() >= K:
-        _checks.fail(
-            "targets",
-            f"class ids in [0, {K}) (K = logits.shape[-1])",
-            f"values from {targets.min()} to {targets.max()}",
-        )
+        _out_of_range(targets, m, K)
     count = int(m.sum()) if m is not None else targets.size
     done = _compiled_cross_entropy(logits, targets, m, count if reduction == "mean" else 1)
     if done is not None:
@@ -149,6 +149,19 @@ def softmax_cross_entropy(
     return _reduce(nll, d_logits, count, reduction)
 
 
+def _out_of_range(targets: np.ndarray, m: np.ndarray | None, K: int) -> None:
+    """Refuse class ids outside [0, K), by the ids at the valid steps (the padded ones were
+    set to 0 above, and the message gave "from 0" for ids that were all 5 or more)."""
+    valid = targets if m is None else targets[m]
+    bad = (targets < 0) | (targets >= K)
+    at = tuple(int(i) for i in np.argwhere(bad)[0])
+    _checks.fail(
+        "targets",
+        f"class ids in [0, {K}) (K = logits.shape[-1])",
+        f"values from {valid.min()} to {valid.max()} ({targets[at]} at index {at})",
+    )
+
+
 def _compiled_cross_entropy(
     logits: np.ndarray, targets: np.ndarray, m: np.ndarray | None, divisor: int
 ) -> tuple[float, np.ndarray] | None:
@@ -180,18 +193,19 @@ def binary_cross_entropy(
         L = Σ m ⊙ ℓ                                      ("mean": divided by the valid elements)
         ∂L/∂z = m ⊙ (σ(z) − y)                           ("mean": divided likewise)
     """
-    logits = _checks.float_array(logits, "logits", ids_hint=False)
+    logits = _checks.float_array(_given(logits, "logits"), "logits", ids_hint=False)
     reduction = _checks.choice(reduction, "reduction", REDUCTIONS)
-    targets = _float_targets(targets, logits, finite=False)  # (padding may hold anything)
+    given = _float_targets(targets, logits)  # (padding may hold anything)
     _nonempty(logits, "logits")
     m = _mask(logits, mask, lengths, 2)
+    targets = _cast_targets(given, logits.dtype, m)
     _finite_where_valid(targets, m, "targets")
     valid = targets if m is None else targets[m]
     if valid.size and (valid.min() < 0.0 or valid.max() > 1.0):
-        _checks.fail(
+        _checks.fail(  # (each value as its dtype prints it: 1.0000002 in float32, not "1")
             "targets",
             "probabilities in [0, 1]",
-            f"values from {valid.min():g} to {valid.max():g}",
+            f"values from {valid.min()!s} to {valid.max()!s}",
         )
     # e^{-|z|} → 0 for large |z| is exact enough; a padded target's NaN or overflow is
     # dropped by the masking below
@@ -217,11 +231,12 @@ def mean_squared_error(
         L = Σ m ⊙ (p − y)²                 ("mean": divided by the valid elements, as torch)
         ∂L/∂p = 2 m ⊙ (p − y)              ("mean": divided likewise)
     """
-    pred = _checks.float_array(pred, "pred", finite=False, ids_hint=False)
+    pred = _checks.float_array(_given(pred, "pred"), "pred", finite=False, ids_hint=False)
     reduction = _checks.choice(reduction, "reduction", REDUCTIONS)
-    targets = _float_targets(targets, pred, finite=False)
+    given = _float_targets(targets, pred)
     _nonempty(pred, "pred")
     m = _mask(pred, mask, lengths, 2)
+    targets = _cast_targets(given, pred.dtype, m)
     # the gradient is laid out like pred in memory: a batch-first view of a time-major output
     # gives a gradient whose time-major view the layer's backward reads without a copy
     count = pred.size if m is None else int(m.sum()) * (pred.size // m.size)
@@ -285,12 +300,33 @@ def _mask(x: np.ndarray, mask: object, lengths: object, min_ndim: int) -> np.nda
             f"{x.shape}",
             "Masks apply to outputs with a time axis (B, T, ...); this one has none.",
         )
-    m = valid_mask(lengths, mask, x.shape[0], x.shape[1])  # time-major (T, B)
+    m = valid_mask(_given(lengths, "lengths"), mask, x.shape[0], x.shape[1])  # (T, B)
     return None if m is None else m.T
 
 
-def _float_targets(targets: object, like: np.ndarray, finite: bool = True) -> np.ndarray:
-    """Float targets of the output's shape, converted to its dtype so the gradient keeps it."""
+def _given(x: object, name: str) -> object:
+    """x as an array where it is a list or tuple (nested lists of unequal lengths are refused
+    by name: NumPy's own ValueError named no argument), refused if an ndarray subclass other
+    than a memmap: a masked array's mask is not read here (masked targets counted, a masked
+    id −1 read as the last class, silently), and np.matrix's or a masked array's arithmetic
+    failed inside NumPy or numba with a traceback. Anything else is the caller's to check."""
+    if isinstance(x, (list, tuple)):
+        try:
+            return np.asarray(x)
+        except ValueError:  # (inhomogeneous shape)
+            _checks.fail(name, "an array, or nested lists of equal lengths",
+                         f"ragged nested lists ({_checks.describe(x)})")  # fmt: skip
+    if isinstance(x, np.ndarray) and type(x) not in _checks.ELEMENTWISE:
+        hint = ("Its mask is not read here: pass np.asarray(...) of it, and the valid steps as "
+                "`mask` (B, T), True where valid." if isinstance(x, np.ma.MaskedArray)
+                else "np.asarray(...) of it is one, with the same values.")  # fmt: skip
+        _checks.fail(name, "a plain NumPy array (numpy.ndarray)", _checks.describe(x), hint)
+    return x
+
+
+def _float_targets(targets: object, like: np.ndarray) -> np.ndarray:
+    """Float targets of the output's shape, in their own dtype (_cast_targets converts them)."""
+    targets = _given(targets, "targets")
     if isinstance(targets, np.ndarray) and targets.dtype.kind in "biu":
         _checks.fail(
             "targets",
@@ -298,13 +334,40 @@ def _float_targets(targets: object, like: np.ndarray, finite: bool = True) -> np
             f"dtype {targets.dtype}",
             "Convert labels with targets.astype(np.float32) (or the dtype of the output).",
         )
-    targets = _checks.float_array(targets, "targets", dtype=like.dtype, finite=finite,
-                                  ids_hint=False)  # fmt: skip
+    targets = _checks.float_array(targets, "targets", finite=False, ids_hint=False)
     if targets.shape != like.shape:
         _checks.fail(
             "targets", f"an array of the output's shape {like.shape}", f"shape {targets.shape}"
         )
     return targets
+
+
+def _cast_targets(given: np.ndarray, dtype: np.dtype, m: np.ndarray | None) -> np.ndarray:
+    """The targets in the output's dtype, so the gradient keeps it. A value past that dtype's
+    range (float64 targets of 1e39 for a float32 output) becomes ±inf: ignored at a padded
+    step, refused at a valid one by its value as given. The cast's RuntimeWarning escaped
+    before, for padding too, and the error then named an inf that nobody gave."""
+    if given.dtype == dtype:
+        return given
+    try:
+        with np.errstate(over="raise"):  # (no extra pass: NumPy's cast reports overflow)
+            return given.astype(dtype)
+    except FloatingPointError:
+        pass
+    with np.errstate(over="ignore"):
+        cast = given.astype(dtype)
+    lost = np.isinf(cast) & np.isfinite(given)
+    if m is not None:
+        lost &= m.reshape(m.shape + (1,) * (given.ndim - 2))
+    if lost.any():
+        at = tuple(int(i) for i in np.argwhere(lost)[0])
+        _checks.fail(
+            "targets",
+            f"within the range of the output's dtype {dtype} (±{float(np.finfo(dtype).max):.4g})"
+            " at the valid steps",
+            f"{given[at]} at index {at}",
+        )
+    return cast
 
 
 def _finite_where_valid(x: np.ndarray, m: np.ndarray | None, name: str) -> None:
