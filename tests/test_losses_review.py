@@ -234,6 +234,184 @@ def test_bce_says_the_target_out_of_range_as_its_dtype_holds_it(path):
     )
 
 
+# ------------------------------------------------------------ the two paths, side by side
+def both_paths(fn):
+    """fn() on the compiled path and on NumPy's: (result or message, result or message)."""
+    out = []
+    for no_numba in (False, True):
+        with settings.override(no_numba=no_numba):
+            try:
+                out.append(fn())
+            except ValueError as e:
+                out.append(str(e))
+    return out
+
+
+def bad_inputs():
+    rng = np.random.default_rng(2)
+    o = rng.standard_normal((2, 3, 4)).astype(np.float32)
+    y = rng.integers(0, 4, (2, 3))
+    lengths = np.array([3, 2])
+    cases = {}
+    for where, at in [("valid", (0, 1, 2)), ("padded", (1, 2, 3))]:
+        for bad in (np.nan, np.inf, -np.inf):
+            x = o.copy()
+            x[at] = bad
+            cases[f"ce {bad} {where}"] = (softmax_cross_entropy, x, y, lengths)
+            cases[f"mse {bad} {where}"] = (mean_squared_error, x, o, lengths)
+    y_bad = y.copy()
+    y_bad[0, 0] = 4
+    cases["ce id 4"] = (softmax_cross_entropy, o, y_bad, lengths)
+    cases["ce float ids"] = (softmax_cross_entropy, o, y.astype(float), None)
+    cases["ce bool ids"] = (softmax_cross_entropy, o, y > 1, None)
+    cases["ce ids (B,)"] = (softmax_cross_entropy, o, y[:, 0], None)
+    cases["ce ids (B, T) for (B, K)"] = (softmax_cross_entropy, o[:, 0], y, None)
+    cases["ce empty batch"] = (softmax_cross_entropy, o[:0], y[:0], None)
+    cases["ce K = 0"] = (softmax_cross_entropy, o[..., :0], y, None)
+    cases["mse empty"] = (mean_squared_error, o[:, :0], o[:, :0], None)
+    cases["ce length 0"] = (softmax_cross_entropy, o, y, np.array([3, 0]))
+    cases["ce all-False row"] = (
+        softmax_cross_entropy,
+        o,
+        y,
+        np.array([[1, 1, 0], [0, 0, 0]], bool),
+    )
+    return cases
+
+
+BAD = bad_inputs()
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_both_paths_refuse_bad_input_in_the_same_words(case):
+    """The compiled pass finds a NaN or inf on its way (the NumPy path checks first): the
+    same message, the argument named, the first bad index; the rest is refused at the door,
+    before the paths part. One line each, in the house shape (no text of numba's or NumPy's)."""
+    fn, x, t, lengths = BAD[case]
+    kw = ({} if lengths is None else
+          {"lengths": lengths} if lengths.dtype != bool else {"mask": lengths})  # fmt: skip
+    compiled, numpy_ = both_paths(lambda: fn(x, t, **kw))
+    assert isinstance(numpy_, str) and compiled == numpy_
+    assert re.fullmatch(r"`(logits|pred|targets|mask|lengths)` must be [^\n]+; got [^\n]+\.",
+                        numpy_), numpy_  # fmt: skip
+    if "nan" in case or "inf" in case:
+        at = (0, 1, 2) if "valid" in case else (1, 2, 3)
+        arg = "logits" if fn is softmax_cross_entropy else "pred"
+        assert numpy_ == (
+            f"`{arg}` must be finite (no NaN or inf); got {x[at]} at index {at} instead."
+        )
+
+
+LAYOUTS = {
+    "batch-first": (lambda a: a, True),
+    "time-major view": (
+        lambda a: np.swapaxes(np.ascontiguousarray(np.swapaxes(a, 0, 1)), 0, 1),
+        True,
+    ),
+    "strided classes": (lambda a: np.repeat(a, 2, axis=-1)[..., ::2], False),  # (NumPy's path)
+    "per sequence": (lambda a: np.ascontiguousarray(a[:, 0]), True),
+    "one class": (lambda a: np.ascontiguousarray(a[..., :1]), True),
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("ids", [np.int8, np.uint16, np.int64])
+@pytest.mark.parametrize("masked", [False, True], ids=["full", "masked"])
+def test_cross_entropy_matches_torch_on_both_paths(path, layout, ids, masked):
+    """float64, against F.cross_entropy: a mask is torch's ignore_index on the padded steps
+    (−100 there), "mean" its mean over the rest; every layout, id dtype and V = 1."""
+    name, ran = path
+    rng = np.random.default_rng(3)
+    make, compiled = LAYOUTS[layout]
+    o = make(rng.standard_normal((4, 5, 6)) * 3)
+    K = o.shape[-1]
+    y = rng.integers(0, K, o.shape[:-1]).astype(ids)
+    per_step = o.ndim == 3
+    lengths = np.array([5, 2, 1, 4]) if masked and per_step else None
+    valid = (np.ones(y.shape, bool) if lengths is None else
+             np.arange(5)[None, :] < lengths[:, None])  # fmt: skip
+    for reduction in ("sum", "mean"):
+        loss, d = softmax_cross_entropy(o, y, lengths=lengths, reduction=reduction)
+        ot = torch.tensor(o, requires_grad=True)
+        yt = torch.from_numpy(np.where(valid, y.astype(np.int64), -100))
+        ref = F_.cross_entropy(ot.reshape(-1, K), yt.reshape(-1), ignore_index=-100,
+                               reduction=reduction)  # fmt: skip
+        ref.backward()
+        assert loss == pytest.approx(ref.item(), rel=1e-13, abs=1e-15)
+        np.testing.assert_allclose(d, ot.grad.numpy(), rtol=1e-12, atol=1e-16)
+        assert d.strides == np.empty_like(o).strides  # laid out like the logits
+    took(name, ran, compiled)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_numpy_paths_gradients_against_finite_differences(reduction):
+    """tests/test_losses.py's finite differences run the default path; here NumPy's."""
+    rng = np.random.default_rng(4)
+    o, y = rng.standard_normal((3, 4, 5)), rng.integers(0, 5, (3, 4))
+    x, t = rng.standard_normal((3, 4, 2)), rng.uniform(0, 1, (3, 4, 2))
+    lengths, h = np.array([4, 1, 3]), 1e-6
+    with settings.override(no_numba=True):
+        for fn, a, b in [(softmax_cross_entropy, o, y), (mean_squared_error, x, t),
+                         (binary_cross_entropy, x, t)]:  # fmt: skip
+            loss, g = fn(a, b, lengths=lengths, reduction=reduction)
+            num = np.zeros_like(a)
+            for i in np.ndindex(a.shape):
+                ap, am = a.copy(), a.copy()
+                ap[i] += h
+                am[i] -= h
+                num[i] = (
+                    fn(ap, b, lengths=lengths, reduction=reduction)[0]
+                    - fn(am, b, lengths=lengths, reduction=reduction)[0]
+                ) / (2 * h)
+            assert np.linalg.norm(g - num) / np.linalg.norm(num) < 1e-7
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["full", "masked"])
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_float32_compiled_against_float64_numpy(path, masked, reduction):
+    """A character LM's shape (104 classes, logits of a few units): float32 on this path
+    against float64 on NumPy's, on the same float32 values, to 1e-5 of the loss and of the
+    largest gradient; the element-wise losses likewise."""
+    name, ran = path
+    rng = np.random.default_rng(5)
+    o = (rng.standard_normal((16, 32, 104)) * 4).astype(np.float32)
+    y = rng.integers(0, 104, (16, 32))
+    kw = {"lengths": rng.integers(1, 33, 16)} if masked else {}
+    x = (rng.standard_normal((16, 32, 8)) * 3).astype(np.float32)
+    t = rng.uniform(0, 1, x.shape).astype(np.float32)
+    cases = [(softmax_cross_entropy, o, y), (mean_squared_error, x, t),
+             (binary_cross_entropy, x, t)]  # fmt: skip
+    for fn, a, b in cases:
+        loss32, d32 = fn(a, b, reduction=reduction, **kw)
+        with settings.override(no_numba=True):
+            loss64, d64 = fn(a.astype(np.float64), b if b.dtype.kind == "i"
+                             else b.astype(np.float64), reduction=reduction, **kw)  # fmt: skip
+        assert d32.dtype == np.float32
+        assert abs(loss32 - loss64) <= 1e-5 * abs(loss64), fn.__name__
+        assert np.abs(d32 - d64).max() <= 1e-5 * np.abs(d64).max(), fn.__name__
+    took(name, ran)
+
+
+def test_the_path_follows_the_switch_and_the_layout(path):
+    """How the path is chosen: NumPy's where numba is missing or RNNLAB_NO_NUMBA is set, or
+    for arrays the kernels do not take (float16, a class axis that is not contiguous); the
+    kernel otherwise, the results a few ulp apart."""
+    name, ran = path
+    rng = np.random.default_rng(6)
+    o, y = rng.standard_normal((3, 4, 5)).astype(np.float32), rng.integers(0, 5, (3, 4))
+    softmax_cross_entropy(o, y)
+    took(name, ran)
+    ran.clear()
+    softmax_cross_entropy(o.astype(np.float16), y)
+    softmax_cross_entropy(np.repeat(o, 2, axis=-1)[..., ::2], y)
+    took(name, ran, compiled=False)
+    if name == "numpy":
+        return
+    a, b = both_paths(lambda: softmax_cross_entropy(o, y, lengths=np.array([4, 2, 3])))
+    assert a[0] == pytest.approx(b[0], rel=1e-6)
+    assert np.abs(a[1] - b[1]).max() <= 4 * np.finfo(np.float32).eps * np.abs(b[1]).max()
+
+
 def test_ragged_lists_are_refused_by_name():
     """Lists are taken as arrays; nested lists of unequal lengths failed in np.asarray with
     NumPy's "setting an array element with a sequence...", which names no argument."""
