@@ -1,0 +1,206 @@
+"""ONNX export as a deployment meets it (review 129): every model kind the docs list, each
+file run by onnxruntime at several batch sizes and lengths (its dynamic axes) against
+rnnlab's forward; what the export refuses rather than write a graph computing something
+else; what a file says of its inputs to a reader without rnnlab; the path it is written to.
+
+onnx and onnxruntime are in the test extra; locally skipped without them, as test_onnx.
+"""
+
+import itertools
+import os
+
+import numpy as np
+import pytest
+
+from rnnlab.layers import GRU, LSTM, RNN
+from rnnlab.modules import Dropout, Embedding, LastStep, Linear, MeanOverTime, Sequential
+
+if os.environ.get("CI"):
+    import onnx
+    import onnxruntime
+else:
+    onnx = pytest.importorskip("onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
+
+import rnnlab.onnx as rx  # noqa: E402
+
+# The graph is float32 whatever the model's dtype (onnxruntime 1.32's RNN, LSTM and GRU have
+# no float64 kernel), so a float64 model agrees to float32's rounding too.
+ATOL = 2e-6
+
+CELLS = {
+    "tanh": (RNN, {}),
+    "relu": (RNN, {"nonlinearity": "relu"}),
+    "lstm": (LSTM, {}),
+    "peephole": (LSTM, {"peephole": True}),
+    "coupled": (LSTM, {"coupled": True, "peephole": True}),
+    "gru": (GRU, {}),
+    "gru_orig": (GRU, {"reset_after": False}),
+}
+MERGES = (None, "concat", "sum", "readout")  # None: unidirectional
+STARTS = ("zeros", 0.4, "learned")
+
+
+def randomise(model, rng, scale=0.5):
+    for v in model.params.values():
+        v[...] = rng.uniform(-scale, scale, v.shape)
+    return model
+
+
+def states(s):
+    """A layer's state as a tuple of arrays (h,) or (h, c)."""
+    return s if isinstance(s, tuple) else (s,)
+
+
+def session_run(path, feeds):
+    """The file run by onnxruntime itself, as a deployment runs it (no rnnlab in between)."""
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(None, feeds), strict=True))
+
+
+def checked(path):
+    """The written file, through onnx.checker's full check and strict shape inference."""
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+    return proto
+
+
+@pytest.mark.parametrize("batch_first", [True, False], ids=["batch_first", "time_major"])
+@pytest.mark.parametrize("merge", MERGES, ids=[m or "uni" for m in MERGES])
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_one_file_runs_every_batch_and_length_as_the_layer(cell, merge, batch_first, tmp_path):
+    """A two-layer layer of each cell, merge and layout, exported once with state inputs and
+    once without, each file run by onnxruntime directly at three batch sizes and lengths:
+    outputs and final states as rnnlab's forward, the state given and the model's own."""
+    ctor, kw = CELLS[cell]
+    i = list(CELLS).index(cell) + MERGES.index(merge) + batch_first
+    dtype = (np.float32, np.float64)[i % 2]
+    start = STARTS[i % 3]
+    rng = np.random.default_rng([129, i])
+    kw = dict(kw, batch_first=batch_first, bidirectional=merge is not None, dtype=dtype,
+              initial_state=start, rng=rng)  # fmt: skip
+    if merge is not None:
+        kw["merge"] = merge
+    if merge == "readout":
+        kw["output_size"] = 3
+    layer = randomise(ctor(3, 4, 2, **kw), rng)
+    n = 2 * (2 if merge else 1)
+    with_state = rx.export(layer, tmp_path / "state.onnx", state=True)
+    without = rx.export(layer, tmp_path / "plain.onnx")
+    for path in (with_state, without):
+        checked(path)
+    runs = 0
+    for B, T in ((1, 1), (4, 7), (2, 3)):
+        x = rng.standard_normal((B, T, 3) if batch_first else (T, B, 3)).astype(dtype)
+        lengths = rng.integers(1, T + 1, B)
+        feeds = {"x": x.astype(np.float32), "lengths": lengths.astype(np.int32)}
+        given = tuple(rng.standard_normal((n, B, 4)).astype(dtype)
+                      for _ in range(2 if layer.cell.has_c else 1))  # fmt: skip
+        for path, state in ((without, None), (with_state, given)):
+            ours = layer.forward(x, lengths=lengths,
+                                 state=None if state is None else
+                                 (state if len(state) == 2 else state[0]))  # fmt: skip
+            theirs = session_run(path, {**feeds, **({} if state is None else
+                                 dict(zip(("h0", "c0"), (s.astype(np.float32) for s in state),
+                                          strict=False)))})  # fmt: skip
+            np.testing.assert_allclose(theirs["y"], ours.output, atol=ATOL, rtol=0)
+            for name, a in zip(("h_n", "c_n"), states(ours.state), strict=False):
+                np.testing.assert_allclose(theirs[name], a, atol=ATOL, rtol=0)
+            runs += 1
+        # the model's own start, fed by Runtime from the file's metadata
+        own = rx.Runtime(with_state).forward(x, lengths=lengths)
+        np.testing.assert_allclose(own.output, layer.forward(x, lengths=lengths).output,
+                                   atol=ATOL, rtol=0)  # fmt: skip
+    assert runs == 6
+
+
+def sequential_models(rng):
+    return {
+        "tokens_last": Sequential(Embedding(11, 4, rng=rng), LSTM(4, 5, 2, rng=rng,
+                                  initial_state="learned"), LastStep(), Linear(5, 3, rng=rng)),
+        "tokens_time_major": Sequential(Embedding(11, 4, rng=rng), Dropout(0.2),
+                                        GRU(4, 5, batch_first=False, rng=rng),
+                                        Linear(5, 3, rng=rng)),
+        "bi_concat_last": Sequential(GRU(3, 4, 2, bidirectional=True, rng=rng), Dropout(0.1),
+                                     LastStep(), Linear(8, 2, rng=rng)),
+        "bi_sum_last": Sequential(LSTM(3, 4, 2, bidirectional=True, merge="sum",
+                                       initial_state=0.3, rng=rng), LastStep()),
+        "readout_mean": Sequential(RNN(3, 4, bidirectional=True, merge="readout",
+                                       output_size=3, nonlinearity="relu", rng=rng),
+                                   MeanOverTime(), Linear(3, 2, rng=rng)),
+        "two_layers": Sequential(Linear(3, 4, rng=rng), LSTM(4, 4, coupled=True, rng=rng),
+                                 GRU(4, 5, bidirectional=True, reset_after=False,
+                                     initial_state="learned", rng=rng), MeanOverTime()),
+        "float64": Sequential(Embedding(11, 4, dtype=np.float64, rng=rng),
+                              LSTM(4, 5, peephole=True, dtype=np.float64, rng=rng),
+                              LastStep(), Linear(5, 3, dtype=np.float64, rng=rng)),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("state", [False, True], ids=["own_state", "state_inputs"])
+@pytest.mark.parametrize("which", list(sequential_models(np.random.default_rng(0))))
+def test_sequential_models_at_every_batch_and_length(which, state, tmp_path):
+    """Models with an Embedding or a Linear before and readouts after, exported once and run
+    by Runtime (the model's own start fed from the metadata) at three batch sizes and
+    lengths: the output and every final state as the model's."""
+    rng = np.random.default_rng(7)
+    model = randomise(sequential_models(rng)[which], rng)
+    path = rx.export(model, tmp_path / "m.onnx", state=state)
+    checked(path)
+    runtime = rx.Runtime(path)
+    first = model.modules[0]
+    time_major = any(getattr(m, "batch_first", True) is False for m in model.modules)
+    for B, T in ((1, 1), (5, 6), (3, 2)):
+        shape = (T, B) if time_major else (B, T)
+        x = (rng.integers(0, 11, shape) if isinstance(first, Embedding) else
+             rng.standard_normal((*shape, 3)).astype(np.float32))  # fmt: skip
+        lengths = rng.integers(1, T + 1, B)
+        ours, theirs = model.forward(x, lengths=lengths), runtime.forward(x, lengths=lengths)
+        np.testing.assert_allclose(theirs.output, ours.output, atol=ATOL, rtol=0)
+        for a, b in zip(ours.state, theirs.state, strict=True):
+            assert (a is None) == (b is None)
+            for u, v in zip(states(a) if a is not None else (), states(b) if b is not None
+                            else (), strict=True):  # fmt: skip
+                np.testing.assert_allclose(v, u, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("cell", [c for c in CELLS if c != "relu"])
+def test_onnx_s_reference_evaluator_computes_the_same_graph(cell, tmp_path):
+    """A second reading of the graph than onnxruntime's: onnx's own reference evaluator
+    (without `lengths`, whose sequence_lens it ignores, and without ReLU, which it does not
+    know) gives rnnlab's outputs, so the gate orders and the coupled LSTM's negated input
+    gate mean what the operators' specification says, not only what onnxruntime does."""
+    from onnx.reference import ReferenceEvaluator
+
+    ctor, kw = CELLS[cell]
+    rng = np.random.default_rng(11)
+    layer = randomise(ctor(3, 4, 2, bidirectional=True, initial_state="learned", rng=rng,
+                           **kw), rng)  # fmt: skip
+    path = rx.export(layer, tmp_path / "m.onnx", lengths=False)
+    x = rng.standard_normal((2, 5, 3)).astype(np.float32)
+    y, *finals = ReferenceEvaluator(str(path)).run(None, {"x": x})
+    ours = layer.forward(x)
+    np.testing.assert_allclose(y, ours.output, atol=ATOL, rtol=0)
+    for a, b in zip(states(ours.state), finals, strict=True):
+        np.testing.assert_allclose(b, a, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("opset", range(17, onnx.defs.onnx_opset_version() + 1))
+def test_every_opset_offered_runs(opset, tmp_path):
+    """Every opset `export` takes (17 to the newest the installed onnx knows) gives a file
+    onnxruntime runs as the model, the readouts' operators in their opset's form."""
+    rng = np.random.default_rng(opset)
+    model = randomise(Sequential(GRU(3, 4, 2, bidirectional=True, rng=rng), LastStep(),
+                                 Linear(8, 2, rng=rng)), rng)  # fmt: skip
+    mean = randomise(Sequential(LSTM(3, 4, bidirectional=True, merge="readout", output_size=2,
+                                     rng=rng), MeanOverTime()), rng)  # fmt: skip
+    x = rng.standard_normal((3, 5, 3)).astype(np.float32)
+    lengths = np.array([5, 2, 4])
+    for m, lens in itertools.product((model, mean), (True, False)):
+        path = rx.export(m, tmp_path / "m.onnx", opset=opset, lengths=lens)
+        assert checked(path).opset_import[0].version == opset
+        kw = {"lengths": lengths} if lens else {}
+        np.testing.assert_allclose(rx.Runtime(path).forward(x, **kw).output,
+                                   m.forward(x, **kw).output, atol=ATOL, rtol=0)  # fmt: skip
