@@ -12,7 +12,8 @@ import os
 import numpy as np
 import pytest
 
-from rnnlab.layers import GRU, LSTM, RNN
+from rnnlab.cells import GRUCell
+from rnnlab.layers import GRU, LSTM, RNN, Forward, Recurrent
 from rnnlab.modules import Dropout, Embedding, LastStep, Linear, MeanOverTime, Sequential
 
 if os.environ.get("CI"):
@@ -204,3 +205,84 @@ def test_every_opset_offered_runs(opset, tmp_path):
         kw = {"lengths": lengths} if lens else {}
         np.testing.assert_allclose(rx.Runtime(path).forward(x, **kw).output,
                                    m.forward(x, **kw).output, atol=ATOL, rtol=0)  # fmt: skip
+
+
+# ---------------------------------------------------------------------- modules of one's own
+class Residual(Recurrent):
+    """A layer of one's own: the recurrent output plus its input."""
+
+    def forward(self, x, **options):
+        f = super().forward(x, **options)
+        return Forward(f.output + x, f.state, f.cache)
+
+
+class TanhLinear(Linear):
+    def forward(self, x, **options):
+        f = super().forward(x, **options)
+        return Forward(np.tanh(f.output), None, f.cache)
+
+
+class ScaledEmbedding(Embedding):
+    def forward(self, x, **options):
+        f = super().forward(x, **options)
+        return Forward(f.output * 2.0, None, f.cache)
+
+
+class Noise(Dropout):
+    """A Dropout that adds a constant at inference too."""
+
+    def forward(self, x, **options):
+        return Forward(np.asarray(x) + 1.0, None, None)
+
+
+class FirstStep(LastStep):
+    def forward(self, x, **options):
+        return Forward(np.asarray(x)[:, 0], None, None)
+
+
+class Softmaxed(Sequential):
+    def forward(self, x, **options):
+        f = super().forward(x, **options)
+        e = np.exp(f.output - f.output.max(axis=-1, keepdims=True))
+        return Forward(e / e.sum(axis=-1, keepdims=True), f.state, f.cache)
+
+
+OWN = [
+    ("residual", lambda: Residual(GRUCell(), 3, 3, rng=0), "module 0", "Residual", "Recurrent"),
+    ("linear", lambda: Sequential(GRU(3, 4, rng=0), TanhLinear(4, 3, rng=0)), "module 1",
+     "TanhLinear", "Linear"),
+    ("embedding", lambda: Sequential(ScaledEmbedding(5, 3, rng=0), GRU(3, 3, rng=0)),
+     "module 0", "ScaledEmbedding", "Embedding"),
+    ("dropout", lambda: Sequential(GRU(3, 3, rng=0), Noise(0.1)), "module 1", "Noise",
+     "Dropout"),
+    ("laststep", lambda: Sequential(GRU(3, 3, rng=0), FirstStep()), "module 1", "FirstStep",
+     "LastStep"),
+    ("sequential", lambda: Softmaxed(GRU(3, 4, rng=0), Linear(4, 3, rng=0)), None, "Softmaxed",
+     "Sequential"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name,make,where,kind,base", OWN, ids=[o[0] for o in OWN])
+def test_a_module_of_one_s_own_is_refused(name, make, where, kind, base, tmp_path):
+    """A subclass of one of rnnlab's modules (or of Sequential) whose forward computes
+    otherwise was exported as its base: a file that loads and runs and gives the base's
+    numbers (a residual GRU 2.3 off, a tanh after the Linear 0.19). Refused, naming the
+    module and its class, as a cell of one's own is; the old file stays."""
+    model = make()
+    rng = np.random.default_rng(3)
+    first = model.modules[0] if isinstance(model, Sequential) else model
+    x = (rng.integers(0, 5, (2, 4)) if isinstance(first, Embedding) else
+         rng.standard_normal((2, 4, 3)).astype(np.float32))  # fmt: skip
+    model.forward(x)  # (rnnlab runs it)
+    path = tmp_path / "m.onnx"
+    path.write_bytes(b"the old file")
+    at = "model" if where is None else rf"model \({where}\)"
+    an = "an" if base[0] in "AEIOU" else "a"
+    with pytest.raises(ValueError, match=rf"^`{at}` must be one of rnnlab's own modules \({an} "
+                       rf"{base}, not a subclass\); got a {kind}, a subclass of {base} of "
+                       r"one's own instead\. Its forward may compute"):  # fmt: skip
+        rx.export(model, path)
+    with pytest.raises(ValueError, match=rf"a subclass of {base}"):
+        rx.check_exportable(model)  # (rnnlab export's refusal before the file's name)
+    assert path.read_bytes() == b"the old file"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]

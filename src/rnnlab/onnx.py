@@ -39,7 +39,9 @@ original). LSTM peepholes go to the input P in ONNX's order i, o, f. What the op
 cannot express is refused with a one-line error naming it: the cell-clipped and
 layer-normalised LSTMs (ONNX's `clip` bounds the gates' pre-activations, not the cell
 state), output-feedback models and cells of one's own. The coupled LSTM (i = 1 − f) is
-expressed exactly: its input gate's weights are the forget gate's, negated.
+expressed exactly: its input gate's weights are the forget gate's, negated. Refused too: a
+module of one's own, a subclass of one of rnnlab's modules (or of Sequential), whose forward
+may compute otherwise, while the graph, built from its parameters, computes its base's.
 
 This module is named like the `onnx` package; it imports it absolutely (a module never
 imports itself by `import onnx` under Python 3), and lazily, so rnnlab needs neither onnx
@@ -121,8 +123,29 @@ def check_exportable(model: object) -> None:
     _checks.finite_weights(model, "ONNX")
 
 
+# The module classes the graph is written for. A subclass of one of them is refused, as a
+# cell of one's own is: its forward may compute otherwise (a residual connection, a scaled
+# embedding), and the graph, built from the parameters, would compute its base's.
+_KNOWN = (Recurrent, Embedding, Linear, Dropout, LastStep, MeanOverTime)
+
+
+def _own_subclass(model: object, where: str) -> None:
+    """Refuse `model` if its class is a subclass of one of rnnlab's modules (or Sequential)
+    of one's own, naming it and the class it derives from."""
+    base = next((c for c in (Sequential, *_KNOWN) if isinstance(model, c)), None)
+    if base is None or type(model) is base:
+        return
+    _checks.fail(where, f"one of rnnlab's own modules ({_checks.a(base.__name__)}, not a "
+                 "subclass)", f"{_checks.a(type(model).__name__)}, a subclass of "
+                 f"{base.__name__} of one's own",
+                 "Its forward may compute what its base's does not, and the graph, built from "
+                 "its parameters, computes the base's: it is refused rather than written "
+                 "wrong.")  # fmt: skip
+
+
 def _modules(model: object) -> list[Module]:
     if isinstance(model, Sequential):
+        _own_subclass(model, "model")
         return list(model.modules)
     if type(model).__name__ == "FeedbackModel" or hasattr(model, "wants_targets"):
         _checks.fail(
@@ -147,6 +170,7 @@ def _modules(model: object) -> list[Module]:
 
 
 def _check_module(module: Module, where: str) -> None:
+    _own_subclass(module, f"model ({where})")
     if isinstance(module, (Embedding, Linear, Dropout, LastStep, MeanOverTime)):
         return
     if not isinstance(module, Recurrent):
