@@ -286,3 +286,52 @@ def test_a_module_of_one_s_own_is_refused(name, make, where, kind, base, tmp_pat
         rx.check_exportable(model)  # (rnnlab export's refusal before the file's name)
     assert path.read_bytes() == b"the old file"
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
+
+
+# ---------------------------------------------------------------------- what a file says
+def _docs(proto):
+    return {v.name: v.doc_string for v in [*proto.graph.input, *proto.graph.output]}
+
+
+def test_every_input_and_output_says_its_layout_and_meaning(tmp_path):
+    """A deployment reads the file, not rnnlab's docs: each input and output carries a
+    doc_string (Netron shows it) with its dtype, its axes in order, and what it holds; a
+    state input says the model's own start, which a caller must feed to compute as the model
+    does. The graph's inputs had names and shapes only."""
+    rng = np.random.default_rng(0)
+    model = Sequential(Embedding(9, 3, rng=rng),
+                       LSTM(3, 4, 2, bidirectional=True, initial_state="learned", rng=rng),
+                       GRU(8, 5, initial_state=0.5, rng=rng), LastStep(), Linear(5, 2, rng=rng))
+    docs = _docs(checked(rx.export(model, tmp_path / "m.onnx", state=True)))
+    rows = "its rows layer by layer, forward then reverse in each"
+    assert docs == {
+        "x": "int64 (batch, time): token ids, each in [0, 9) (batch-first)",
+        "lengths": rx.LENGTHS_DOC,
+        "h0_1": f"float32 (4, batch, 4): the initial hidden state of module 1, {rows}; the "
+                "model's own is learned, its values in the metadata 'rnnlab.structure'",
+        "c0_1": f"float32 (4, batch, 4): the initial cell state of module 1, {rows}; the "
+                "model's own is learned, its values in the metadata 'rnnlab.structure'",
+        "h0_2": "float32 (1, batch, 5): the initial hidden state of module 2, its rows layer by "
+                "layer; the model's own is the constant 0.5",
+        "y": "float32 (batch, 2): the model's output (one row per sequence)",
+        "h_n_1": "float32 (4, batch, 4): the final hidden state of module 1, each sequence's "
+                 "after its last valid step (the reverse direction's after step 0), "
+                 f"{rows}; feed it back as h0_1 to go on",
+        "c_n_1": "float32 (4, batch, 4): the final cell state of module 1, each sequence's "
+                 "after its last valid step (the reverse direction's after step 0), "
+                 f"{rows}; feed it back as c0_1 to go on",
+        "h_n_2": "float32 (1, batch, 5): the final hidden state of module 2, each sequence's "
+                 "after its last valid step, its rows layer by layer; feed it back as h0_2 to "
+                 "go on",
+    }  # fmt: skip
+    assert "int32 (batch,): each sequence's valid steps, from 1 to time" in rx.LENGTHS_DOC
+    layer = GRU(3, 4, batch_first=False, rng=0)
+    docs = _docs(checked(rx.export(layer, tmp_path / "t.onnx", lengths=False)))
+    assert docs == {
+        "x": "float32 (time, batch, 3): the model's input (time-major)",
+        "y": "float32 (time, batch, 4): the model's output at every step (time-major)",
+        "h_n": "float32 (1, batch, 4): the final hidden state, each sequence's after its last "
+               "valid step, its rows layer by layer",
+    }  # fmt: skip
+    docs = _docs(rx.build_model(GRU(3, 4, rng=0), state=True))
+    assert docs["h0"].endswith("the model's own is zeros")

@@ -28,6 +28,9 @@ Graph inputs and outputs (names fixed, so a deployment can rely on them):
 Every input's and output's shape is declared in full: batch and time are dynamic axes named
 "batch" and "time" (the same names in every input and output), the feature sizes numbers
 ("features" names x's last axis only where no module fixes it: a model of readouts alone).
+Each also carries a doc_string saying its dtype, its axes and what it holds (a state input:
+the model's own start, to feed to compute as the model does), for a reader of the file
+without rnnlab (Netron shows them).
 
 With several recurrent layers in one model, their state inputs and outputs get the module's
 index as a suffix (`h0_1`, `h_n_1`, ...).
@@ -383,11 +386,16 @@ def build_model(model: object, *, lengths: bool = True, state: bool = False,
     dims = axes if tokens else [*axes, "features" if features is None else features]
     g.used.add("x")
     x_type = TensorProto.INT64 if tokens else TensorProto.FLOAT
-    g.inputs.append(helper.make_tensor_value_info("x", x_type, dims))
+    layout = "batch-first" if batch_first else "time-major"
+    x_doc = (f"int64 {_shape_text(dims)}: token ids, each in [0, {first.num_embeddings}) "
+             f"({layout})" if isinstance(first, Embedding) else
+             f"float32 {_shape_text(dims)}: the model's input ({layout})")  # fmt: skip
+    g.inputs.append(helper.make_tensor_value_info("x", x_type, dims, doc_string=x_doc))
     if lengths:
         g.lengths = "lengths"
         g.used.add("lengths")
-        g.inputs.append(helper.make_tensor_value_info("lengths", TensorProto.INT32, ["batch"]))
+        g.inputs.append(helper.make_tensor_value_info(
+            "lengths", TensorProto.INT32, ["batch"], doc_string=LENGTHS_DOC))  # fmt: skip
     flow = _Flow("x", dims, tokens)
     for i, module in enumerate(modules):
         suffix = "" if len(recurrent) <= 1 else f"_{i}"
@@ -401,7 +409,10 @@ def build_model(model: object, *, lengths: bool = True, state: bool = False,
     # every output's shape declared in full (shape inference leaves the axes it cannot
     # follow through Shape, Reshape or Expand as unk__0, ...): the input's dynamic axes by
     # their names, the features as a number
-    g.outputs.insert(0, helper.make_tensor_value_info(out, TensorProto.FLOAT, flow.dims))
+    y_doc = f"float32 {_shape_text(flow.dims)}: the model's output" + (
+        " (one row per sequence)" if len(flow.dims) == 2 else f" at every step ({layout})")
+    g.outputs.insert(0, helper.make_tensor_value_info(out, TensorProto.FLOAT, flow.dims,
+                                                      doc_string=y_doc))  # fmt: skip
     graph = helper.make_graph(g.nodes, "rnnlab", g.inputs, g.outputs, g.initializers)
     proto = helper.make_model(
         graph,
@@ -428,6 +439,38 @@ def build_model(model: object, *, lengths: bool = True, state: bool = False,
     inferred: ModelProto = onnx.shape_inference.infer_shapes(proto, check_type=True,
                                                              strict_mode=True)  # fmt: skip
     return inferred
+
+
+LENGTHS_DOC = ("int32 (batch,): each sequence's valid steps, from 1 to time; the steps past "
+               "them are padding, which the recurrent layers skip (their outputs there are "
+               "zero, their final states those of the last valid step) and the readouts leave "
+               "out")
+
+
+def _shape_text(dims: list[Dim]) -> str:
+    """A declared shape as the docs write it: (batch, time, 3)."""
+    return "(" + ", ".join(str(d) for d in dims) + ")"
+
+
+def _state_doc(layer: Recurrent, which: str, index: int, suffix: str, given: bool) -> str:
+    """The doc_string of a recurrent layer's state input (h0, c0) or output (h_n, c_n): its
+    layout, and for an input the model's own start, which a caller without rnnlab's Runtime
+    must feed to compute as the model does."""
+    L, D, H = layer.num_layers, len(layer.directions), layer.hidden_size
+    kind = "hidden" if which[0] == "h" else "cell"
+    of = f" of module {index}" if suffix else ""
+    rows = "its rows layer by layer" + (", forward then reverse in each" if D == 2 else "")
+    shape = f"float32 ({L * D}, batch, {H})"
+    if which.endswith("0"):
+        start = layer.initial_state
+        own = ("zeros" if start in ("zeros", 0) else
+               "learned, its values in the metadata 'rnnlab.structure'" if start == "learned"
+               else f"the constant {float(start):g}")  # fmt: skip
+        return f"{shape}: the initial {kind} state{of}, {rows}; the model's own is {own}"
+    back = f"; feed it back as {which[0]}0{suffix} to go on" if given else ""
+    reverse = " (the reverse direction's after step 0)" if D == 2 else ""
+    return (f"{shape}: the final {kind} state{of}, each sequence's after its last valid step"
+            f"{reverse}, {rows}{back}")
 
 
 def _version() -> str:
@@ -603,8 +646,10 @@ def _recurrent(
         for n in names:
             g.used.add(n)
             g.inputs.append(
-                g.helper.make_tensor_value_info(n, g.TensorProto.FLOAT, [L * D, "batch", H])
-            )
+                g.helper.make_tensor_value_info(n, g.TensorProto.FLOAT, [L * D, "batch", H],
+                                                doc_string=_state_doc(layer, n[:2], index,
+                                                                      suffix, state))
+            )  # fmt: skip
     order: tuple[int, ...]
     attrs: dict[str, object]
     if isinstance(cell, LSTMCell):
@@ -685,8 +730,10 @@ def _recurrent(
             )
         )
         g.outputs.append(
-            g.helper.make_tensor_value_info(n, g.TensorProto.FLOAT, [L * D, batch_dim, H])
-        )
+            g.helper.make_tensor_value_info(n, g.TensorProto.FLOAT, [L * D, batch_dim, H],
+                                            doc_string=_state_doc(layer, name, index, suffix,
+                                                                  state))
+        )  # fmt: skip
     return _Flow(out, [*flow.dims[:2], layer.output_features])
 
 
