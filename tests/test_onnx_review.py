@@ -335,3 +335,33 @@ def test_every_input_and_output_says_its_layout_and_meaning(tmp_path):
     }  # fmt: skip
     docs = _docs(rx.build_model(GRU(3, 4, rng=0), state=True))
     assert docs["h0"].endswith("the model's own is zeros")
+
+
+# ---------------------------------------------------------------------- Runtime's float32
+def test_runtime_refuses_values_float32_cannot_hold(tmp_path):
+    """A float64 model's file takes float64 x and states, and the graph computes in float32:
+    a value past ±3.4e38 became inf in the cast (NumPy's overflow warning, an error under
+    pytest) and the graph gave inf where the model's outputs are finite. Refused, naming
+    the argument and the place."""
+    layer = GRU(3, 4, dtype=np.float64, rng=0)
+    runtime = rx.Runtime(rx.export(layer, tmp_path / "m.onnx", state=True))
+    x = np.random.default_rng(0).standard_normal((2, 5, 3))
+    h0 = np.zeros((1, 2, 4))
+    np.testing.assert_allclose(runtime.forward(x, state=h0).output,
+                               layer.forward(x, state=h0).output, atol=ATOL)  # fmt: skip
+    big = x.copy()
+    big[1, 3, 2] = -1e39
+    layer.forward(big)  # (the model takes it)
+    with pytest.raises(ValueError, match=r"^`x` must be values float32 holds \(\|v\| ≤ "
+                       r"3\.4e\+38: the exported graph computes in float32\); got -1e\+39 at "
+                       r"index \(1, 3, 2\) instead\.$"):  # fmt: skip
+        runtime.forward(big)
+    h0[0, 1, 0] = 4e38
+    assert np.isfinite(layer.forward(x, state=h0).output).all()
+    with pytest.raises(ValueError, match=r"^`state` must be values float32 holds .* got 4e\+38 "
+                       r"at index \(0, 1, 0\) instead\.$"):  # fmt: skip
+        runtime.forward(x, state=h0)
+    lstm = LSTM(3, 4, dtype=np.float64, rng=0)
+    runtime = rx.Runtime(rx.export(lstm, tmp_path / "l.onnx", state=True))
+    with pytest.raises(ValueError, match=r"^`state\[1\] \(c0\)` must be values float32 holds"):
+        runtime.forward(x, state=(np.zeros((1, 2, 4)), h0))

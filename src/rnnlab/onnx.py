@@ -859,6 +859,19 @@ def _is_input_rule(rule: object) -> bool:
         return False
 
 
+def _graph_float(value: np.ndarray, name: str) -> np.ndarray:
+    """A finite float array as the graph's float32, refusing a value float32 cannot hold: a
+    float64 model takes x and a state past ±3.4e38, which the cast made inf (with NumPy's
+    overflow warning), and the graph computed inf or NaN where the model does not."""
+    with np.errstate(over="ignore"):
+        out = np.ascontiguousarray(value, dtype=F32)
+    if value.dtype.itemsize > 4 and not _checks.all_finite(out):
+        at = tuple(int(i) for i in np.argwhere(~np.isfinite(out))[0])
+        _checks.fail(name, f"values float32 holds (|v| ≤ {_checks.F32_MAX:.3g}: the exported "
+                     "graph computes in float32)", f"{float(value[at]):g} at index {at}")
+    return out
+
+
 class Runtime:
     """An exported file run by onnxruntime, behind rnnlab's module API: `forward(x, lengths=,
     state=)` returns a Forward with the output and the final state in rnnlab's form (for a
@@ -1005,7 +1018,7 @@ class Runtime:
             _checks.fail("x", f"an array with {features} features in its last axis",
                          f"shape {value.shape}")  # fmt: skip
         self._input_dtype(value.dtype)
-        return value.astype(F32)
+        return _graph_float(value, "x")
 
     def _input_dtype(self, dtype: np.dtype) -> None:
         """Refuse an x of a dtype the model refuses, in its words: the dtype followed through
@@ -1041,5 +1054,5 @@ class Runtime:
         for which, v in zip(("h0", "c0"), parts, strict=False):
             n, _, H = self._dims[which + r["suffix"]]
             name = f"{where}[{0 if which == 'h0' else 1}] ({which})" if r["has_c"] else where
-            out.append(_checks.float_array(v, name, shape=(n, B, H)))
+            out.append(_graph_float(_checks.float_array(v, name, shape=(n, B, H)), name))
         return tuple(out)
