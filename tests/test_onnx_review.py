@@ -365,3 +365,16 @@ def test_runtime_refuses_values_float32_cannot_hold(tmp_path):
     runtime = rx.Runtime(rx.export(lstm, tmp_path / "l.onnx", state=True))
     with pytest.raises(ValueError, match=r"^`state\[1\] \(c0\)` must be values float32 holds"):
         runtime.forward(x, state=(np.zeros((1, 2, 4)), h0))
+
+
+# ---------------------------------------------------------------------- the file written
+def test_a_path_in_no_folder_is_refused_naming_it(tmp_path):
+    """`rnnlab export --out` said so; rnnlab.onnx.export said "[Errno 2] cannot write '...'
+    (No such file or directory)", an OSError about the file it was to create."""
+    (tmp_path / "a_file").write_bytes(b"")
+    for path, why in ((tmp_path / "missing" / "m.onnx", "does not exist"),
+                      (tmp_path / "a_file" / "m.onnx", "is not a folder")):  # fmt: skip
+        with pytest.raises(ValueError, match=rf"^`path` must be a file path in an existing "
+                           rf"folder; got '.*m\.onnx', whose folder '.*' {why} instead\.$"):
+            rx.export(GRU(3, 4, rng=0), path)
+    assert [p.name for p in tmp_path.iterdir()] == ["a_file"]

@@ -329,6 +329,10 @@ def export(
     check_exportable(model)  # (first, as the other exporters: no name makes it exportable)
     _checks.export_file_name(path, "onnx", "path")  # (rnnlab export --out's check too)
     check_path(path, "path")
+    if not path.parent.is_dir():  # (the write's own error said "No such file or directory")
+        _checks.fail("path", "a file path in an existing folder", f"'{path}', whose folder "
+                     f"'{path.parent}' " + ("is not a folder" if path.parent.exists() else
+                                            "does not exist"))  # fmt: skip
     io.atomic_write_bytes(path, to_bytes(model, lengths=lengths, state=state, opset=opset,
                                          doc=doc))  # fmt: skip
     return path
