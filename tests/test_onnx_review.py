@@ -378,3 +378,28 @@ def test_a_path_in_no_folder_is_refused_naming_it(tmp_path):
                            rf"folder; got '.*m\.onnx', whose folder '.*' {why} instead\.$"):
             rx.export(GRU(3, 4, rng=0), path)
     assert [p.name for p in tmp_path.iterdir()] == ["a_file"]
+
+
+# ---------------------------------------------------------------------- the file's size
+def test_a_model_past_protobuf_s_limit_is_refused(monkeypatch, tmp_path):
+    """A graph's weights are inside its protobuf, whose largest message is 2 GiB: a model of
+    2.1 GiB failed in protobuf's words ("EncodeError: Failed to serialize proto") after
+    copying its weights twice (checked by hand: an Embedding(540000, 1024)). Refused, with
+    the sizes, before the copies where the model's own weights are too many, and after them
+    where ONNX's are (a coupled LSTM's three gate blocks are four). Here under a lowered
+    limit, so that the test does not need the gigabytes."""
+    layer = LSTM(3, 4, coupled=True, rng=0)  # 108 weights; 144 in the graph, and a constant
+    assert sum(v.size for v in layer.params.values()) == 108
+    in_graph = sum(len(t.raw_data) for t in rx.build_model(layer).graph.initializer)
+    assert 4 * 144 <= in_graph < 600
+    path = tmp_path / "m.onnx"
+    for limit, size in ((rx._GRAPH_MARGIN + 400, "432 bytes"),
+                        (rx._GRAPH_MARGIN + 500, f"{in_graph} bytes")):  # fmt: skip
+        monkeypatch.setattr(rx, "PROTOBUF_LIMIT", limit)
+        with pytest.raises(ValueError, match=rf"^`model` must be a model whose float32 weights "
+                           rf"fit in one ONNX file \(under .*, protobuf's limit; rnnlab writes "
+                           rf"no external data\); got {size} of weights instead\.$"):
+            rx.export(layer, path)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(rx, "PROTOBUF_LIMIT", rx._GRAPH_MARGIN + 600)
+    checked(rx.export(layer, path))

@@ -8,7 +8,9 @@
 The graph uses ONNX's own recurrent operators (RNN, LSTM, GRU, opset 17), so every runtime
 that implements them runs it with its own fused kernels; nothing rnnlab-specific is needed
 to load it. One operator per layer (ONNX's operators are one layer deep), both directions of
-a bidirectional layer in one operator. Weights are float32; batch and time are dynamic axes.
+a bidirectional layer in one operator. Weights are float32 (onnxruntime's RNN, LSTM and GRU
+have no float64 kernel); batch and time are dynamic axes. The weights are inside the file,
+whose protobuf holds 2 GiB at most: a model past that is refused (no external data).
 
 Graph inputs and outputs (names fixed, so a deployment can rely on them):
 
@@ -378,6 +380,8 @@ def build_model(model: object, *, lengths: bool = True, state: bool = False,
     modules = _modules(model)
     if not modules:
         _checks.fail("model", "a Sequential of one module at least", "an empty Sequential")
+    # the weights as float32 at least (before they are copied into the graph)
+    _fits_one_file(4 * sum(v.size for m in modules for v in m.params.values()))
     g = _Graph(helper, numpy_helper, TensorProto, opset=opset)
     recurrent = [i for i, m in enumerate(modules) if isinstance(m, Recurrent)]
     batch_first = next((m.batch_first for m in modules if isinstance(m, Recurrent)), True)
@@ -409,6 +413,7 @@ def build_model(model: object, *, lengths: bool = True, state: bool = False,
             readout_source(modules, i)  # (it refuses a time-major layer before it, as Sequential)
         previous = modules[j] if j is not None and j >= 0 else None
         flow = _module(g, module, flow, index=i, suffix=suffix, state=state, previous=previous)
+    _fits_one_file(sum(len(t.raw_data) for t in g.initializers))  # (a coupled LSTM's grow)
     out = g.op("Identity", [flow.name], "y")
     # every output's shape declared in full (shape inference leaves the axes it cannot
     # follow through Shape, Reshape or Expand as unk__0, ...): the input's dynamic axes by
@@ -475,6 +480,23 @@ def _state_doc(layer: Recurrent, which: str, index: int, suffix: str, given: boo
     reverse = " (the reverse direction's after step 0)" if D == 2 else ""
     return (f"{shape}: the final {kind} state{of}, each sequence's after its last valid step"
             f"{reverse}, {rows}{back}")
+
+
+# Protobuf's largest message, so the largest ONNX file whose weights are inside it; past it
+# protobuf's serialisation failed with "EncodeError: Failed to serialize proto", a gigabyte
+# or two of copies later. 1 MiB of it is left for the graph's nodes, names and metadata.
+PROTOBUF_LIMIT = 2**31 - 1
+_GRAPH_MARGIN = 2**20
+
+
+def _fits_one_file(weight_bytes: int) -> None:
+    """Refuse a model whose float32 weights one ONNX file cannot hold (rnnlab writes none of
+    ONNX's external data files)."""
+    if weight_bytes + _GRAPH_MARGIN > PROTOBUF_LIMIT:
+        _checks.fail("model", "a model whose float32 weights fit in one ONNX file (under "
+                     f"{_checks.describe_bytes(PROTOBUF_LIMIT + 1)}, protobuf's limit; rnnlab "
+                     "writes no external data)",
+                     f"{_checks.describe_bytes(weight_bytes)} of weights")  # fmt: skip
 
 
 def _version() -> str:
