@@ -37,6 +37,7 @@ from rnnlab.modules import (
     Sequential,
     _Module,
     readout_source,
+    refuse_own_subclass,
 )
 
 FORMATS = ("onnx", "safetensors-torch", "keras")
@@ -197,8 +198,12 @@ def _torch_check(model: Model) -> list[Module | _Module]:
     if hasattr(model, "wants_targets"):
         _checks.fail("model", "a model PyTorch's modules hold",
                      "an output-feedback (Jordan) model", "PyTorch has no such layer.")  # fmt: skip
+    code = "the PyTorch code"
+    refuse_own_subclass(model, "model", code)
     mods = model.modules if isinstance(model, Sequential) else [model]
     for i, m in enumerate(mods):
+        if isinstance(model, Sequential):
+            refuse_own_subclass(m, f"model (module {i})", code)
         what = None
         if isinstance(m, Recurrent):
             cell = m.cell

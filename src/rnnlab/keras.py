@@ -63,6 +63,7 @@ from rnnlab.modules import (
     input_features,
     readout_source,
     reads_tokens,
+    refuse_own_subclass,
 )
 
 F32 = np.float32
@@ -205,8 +206,11 @@ def _keras_layers(model: object) -> list[tuple[str, str, _Holder]]:
         _checks.fail("model", "a model Keras' layers hold", "an output-feedback (Jordan) model")
     if not mods:  # (as ONNX's export says it: Keras' model would have no input size)
         _checks.fail("model", "a Sequential of one module at least", "an empty Sequential")
+    refuse_own_subclass(model, "model", "the Keras model")
     out: list[tuple[str, str, _Holder]] = []
     for i, m in enumerate(mods):
+        if isinstance(model, Sequential):
+            refuse_own_subclass(m, f"model (module {i})", "the Keras model")
         if isinstance(m, Embedding):
             out.append(("Embedding", f"keras.layers.Embedding({m.num_embeddings}, "
                         f"{m.embedding_dim})", m))  # fmt: skip

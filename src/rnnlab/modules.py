@@ -557,3 +557,24 @@ class Sequential(_Module):
                     "backward"
                 )
         return Backward(d, d_states, {k: grads[k] for k in self.params})
+
+
+EXPORTED = (Sequential, Recurrent, Embedding, Linear, Dropout, LastStep, MeanOverTime)
+"""The modules whose computation the exporters (ONNX, PyTorch, Keras) write from their
+parameters and settings."""
+
+
+def refuse_own_subclass(module: object, where: str, written: str) -> None:
+    """Refuse `module` if its class is a subclass of one of EXPORTED of one's own, naming it
+    and the class it derives from: `written` (the graph, the PyTorch code, the Keras model),
+    made from its parameters, computes the base's forward, which the subclass's may not (a
+    residual GRU exported as a GRU loads and runs and gives other numbers)."""
+    base = next((c for c in EXPORTED if isinstance(module, c)), None)
+    if base is None or type(module) is base:
+        return
+    _checks.fail(where, f"one of rnnlab's own modules ({_checks.a(base.__name__)}, not a "
+                 "subclass)", f"{_checks.a(type(module).__name__)}, a subclass of "
+                 f"{base.__name__} of one's own",
+                 f"Its forward may compute what its base's does not, and {written}, built from "
+                 "its parameters, computes the base's: it is refused rather than written "
+                 "wrong.")  # fmt: skip

@@ -79,6 +79,7 @@ from rnnlab.modules import (
     first_reader,
     input_features,
     readout_source,
+    refuse_own_subclass,
 )
 
 if TYPE_CHECKING:  # (onnx is optional: imported where it is used)
@@ -134,23 +135,9 @@ def check_exportable(model: object) -> None:
 _KNOWN = (Recurrent, Embedding, Linear, Dropout, LastStep, MeanOverTime)
 
 
-def _own_subclass(model: object, where: str) -> None:
-    """Refuse `model` if its class is a subclass of one of rnnlab's modules (or Sequential)
-    of one's own, naming it and the class it derives from."""
-    base = next((c for c in (Sequential, *_KNOWN) if isinstance(model, c)), None)
-    if base is None or type(model) is base:
-        return
-    _checks.fail(where, f"one of rnnlab's own modules ({_checks.a(base.__name__)}, not a "
-                 "subclass)", f"{_checks.a(type(model).__name__)}, a subclass of "
-                 f"{base.__name__} of one's own",
-                 "Its forward may compute what its base's does not, and the graph, built from "
-                 "its parameters, computes the base's: it is refused rather than written "
-                 "wrong.")  # fmt: skip
-
-
 def _modules(model: object) -> list[Module]:
     if isinstance(model, Sequential):
-        _own_subclass(model, "model")
+        refuse_own_subclass(model, "model", "the graph")
         return list(model.modules)
     if type(model).__name__ == "FeedbackModel" or hasattr(model, "wants_targets"):
         _checks.fail(
@@ -175,7 +162,7 @@ def _modules(model: object) -> list[Module]:
 
 
 def _check_module(module: Module, where: str) -> None:
-    _own_subclass(module, f"model ({where})")
+    refuse_own_subclass(module, f"model ({where})", "the graph")
     if isinstance(module, (Embedding, Linear, Dropout, LastStep, MeanOverTime)):
         return
     if not isinstance(module, Recurrent):
