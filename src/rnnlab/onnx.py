@@ -22,8 +22,8 @@ Graph inputs and outputs (names fixed, so a deployment can rely on them):
     h0, c0     float32 (layers·directions, batch, hidden), the initial state (`state=True`);
                without them the model's own (zeros, a constant, or learned) is built in
     y          the model's output, float32: (batch, time, features) in x's layout, or
-               (batch, features) after LastStep or MeanOverTime; zero at padded steps, as
-               rnnlab's
+               (batch, features) after LastStep or MeanOverTime; at padded steps what
+               rnnlab's output holds there (a recurrent layer's 0, a Linear's bias)
     h_n, c_n   float32 (layers·directions, batch, hidden), the final states, as rnnlab's
                `Forward.state`
 
