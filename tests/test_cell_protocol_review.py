@@ -1,10 +1,13 @@
 """A researcher's pass over the cell protocol (rnnlab.cells.base): four cells written from the
-documentation alone, checked against float64 finite differences on both paths."""
+documentation alone, checked against float64 finite differences on both paths, and the
+mistakes such a cell plausibly makes, each refused when the layer is made, naming the cell,
+the step and what was expected, where it had given a wrong gradient without a word, a
+misleading message or a traceback."""
 
 import numpy as np
 import pytest
 
-from rnnlab import Linear, Sequential, fast, gradcheck, settings
+from rnnlab import Linear, Sequential, fast, gradcheck, layers, settings
 from rnnlab.cells import Cell
 from rnnlab.cells.pointwise import blocks, one, sigmoid, tanh, units, zero
 from rnnlab.layers import Recurrent
@@ -278,3 +281,308 @@ def test_cells_written_from_the_docs_train(make):
         opt.update(model.params, model.backward(f, d, input_grad=False).params, state)
         losses.append(loss)
     assert np.isfinite(losses).all() and np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
+
+
+# ---------------------------------------------------- mistake 1: a gradient forgotten or wrong
+def cifg_back_keeps_dh(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
+    H = h.shape[-1]
+    f, g, o, tc = blocks(tape, 4, H)
+    daf, dag, dao = blocks(da, 3, H)
+    for j in units(h):
+        fj, gj, oj, t, d = f[j], g[j], o[j], tc[j], dh[j]
+        dct = dc[j] + d * oj * (one(t) - t * t)
+        daf[j] = dct * (c_prev[j] - gj) * fj * (one(fj) - fj)
+        dag[j] = dct * (one(fj) - fj) * (one(gj) - gj * gj)
+        dao[j] = d * t * oj * (one(oj) - oj)
+        dc[j] = dct * fj  # (dh left as it came: ∂L/∂h_t passed on as ∂L/∂h_{t-1})
+
+
+def leaky_back_sets_dq(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
+    for j in units(h):
+        n, d, a = tape[j], dh[j], sigmoid(q[j])
+        dq[j] = d * (n - h_prev[j]) * a * (one(a) - a)  # (the later steps' sum thrown away)
+        da[j] = d * a * (one(n) - n * n)
+        dh[j] = d * (one(a) - a)
+
+
+def sru_back_keeps_dc(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
+    H = h.shape[-1]
+    f, r, xt, tc = blocks(tape, 4, H)
+    dax, daf, dar = blocks(da, 3, H)
+    dvf, dvr = blocks(dq, 2, H)
+    for j in units(h):
+        fj, rj, x_, t, d, cp = f[j], r[j], xt[j], tc[j], dh[j], c_prev[j]
+        dct = dc[j] + d * rj * (one(t) - t * t)
+        zf = dct * (cp - x_) * fj * (one(fj) - fj)
+        zr = d * t * rj * (one(rj) - rj)
+        dvf[j] = dvf[j] + zf * cp
+        dvr[j] = dvr[j] + zr * cp
+        dax[j] = dct * (one(fj) - fj)
+        daf[j] = zf
+        dar[j] = zr
+        da_h[j] = zero(d)
+        dh[j] = zero(d)  # (dc left as it came)
+
+
+def fr_gates_back_without_dsrc(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
+    H = h.shape[-1]
+    _, r, _, _ = blocks(tape, 4, H)
+    _, dar, _ = blocks(da, 3, H)
+    for j in units(h):
+        rj = r[j]
+        dar[j] = dsrc[j] * h_prev[j] * rj * (one(rj) - rj)  # (r ⊙ h_{t-1}'s share of dh lost)
+
+
+def leaky_back_wrong_da(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
+    for j in units(h):
+        n, d, a = tape[j], dh[j], sigmoid(q[j])
+        dq[j] = dq[j] + d * (n - h_prev[j]) * a * (one(a) - a)
+        da[j] = d * (one(n) - n * n)  # (the rate a forgotten)
+        dh[j] = d * (one(a) - a)
+
+
+FORGOTTEN = {
+    "dh kept": (CIFG, {"backward_stages": (cifg_back_keeps_dh,)}, "dh"),
+    "dq overwritten": (Leaky, {"backward_stages": (leaky_back_sets_dq,)}, "dq"),
+    "dc kept": (SRU, {"backward_stages": (sru_back_keeps_dc,)}, "dc"),
+    "dsrc's share lost": (FreeReset, {"backward_stages": (fr_gates_back_without_dsrc,
+                                                          fr_candidate_back)}, "dh"),  # fmt: skip
+    "da wrong": (Leaky, {"backward_stages": (leaky_back_wrong_da,)}, "da"),
+}
+
+
+@pytest.mark.parametrize("base,changes,which", FORGOTTEN.values(), ids=FORGOTTEN.keys())
+def test_a_backward_that_is_not_the_forward_s_derivative_is_refused(
+    base, changes, which, monkeypatch
+):
+    """Each of these ran without a word and trained on a wrong gradient (gradcheck, below:
+    relative errors 0.90, 0.63, 0.89, 0.18 and 0.77): every check before looked at shapes,
+    NaN and the two paths' agreement, which they pass. Recurrent now compares one backward
+    step with central differences of the forward step in float64 and names the gradient
+    that is off."""
+    cell = type(f"My{base.__name__}", (base,), changes)()
+    with pytest.raises(ValueError, match=(
+            r"^`cell` must be a cell whose backward stages give the derivative of its forward "
+            rf"stages; got My{base.__name__}, whose {which} gives -?[\d.e-]+ along a random "
+            r"direction where the forward step's central differences give -?[\d.e-]+"
+            r"(, and .* are off too)? \(one step in float64 at H = 3\) instead\. "
+            rf"{which}: .*exact_gradient = False\.$")):
+        Recurrent(cell, 3, 4, rng=0)
+    monkeypatch.setattr(layers, "_step_derivatives", lambda *a: [])  # (the check's verdict,
+    with settings.override(no_numba=True):  # seen on whole sequences)
+        layer = Recurrent(cell, 3, 4, dtype=np.float64, rng=0)
+        report = gradcheck(layer, np.random.default_rng(0).standard_normal((2, 5, 3)))
+    assert report.max_error > 1e-2, str(report)
+
+
+def leaky_back_truncated(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
+    for j in units(h):
+        n, d, a = tape[j], dh[j], sigmoid(q[j])
+        dq[j] = dq[j] + d * (n - h_prev[j]) * a * (one(a) - a)
+        da[j] = d * a * (one(n) - n * n)
+        dh[j] = zero(d)  # a deliberately truncated gradient: no path through (1 − a) ⊙ h
+
+
+def test_a_backward_declared_inexact_is_taken_and_gradcheck_still_tells():
+    truncated = type("Truncated", (Leaky,), {"backward_stages": (leaky_back_truncated,)})
+    with pytest.raises(ValueError, match=r"got Truncated, whose dh gives"):
+        Recurrent(truncated(), 3, 4, rng=0)
+    declared = type("Declared", (truncated,), {"exact_gradient": False})
+    layer = Recurrent(declared(), 3, 4, dtype=np.float64, rng=0)
+    report = gradcheck(layer, np.random.default_rng(0).standard_normal((2, 5, 3)))
+    assert report.max_error > 1e-3
+    with pytest.raises(TypeError, match=r"`Bad.exact_gradient` must be True or False; got "
+                                        r"'no' \(str\) instead\.$"):  # fmt: skip
+        type("Bad", (Leaky,), {"exact_gradient": "no"})()
+
+
+def test_the_derivative_check_passes_the_cells_of_the_docs_and_tests():
+    """The check refuses none of the built-in cells (tests/test_cell_protocol_checks.py runs
+    every variant through it), nor the example's MGU, the tests' IndRNN and gated cell."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "examples"))
+    try:
+        from custom_cell import MGUCell
+    finally:
+        sys.path.pop(0)
+    from test_custom_cells import MGU, Gated, IndRNN
+
+    for make in (MGUCell, MGU, IndRNN, Gated, *MINE.values()):
+        cell = make()
+        for H in (3, 8):
+            assert layers._step_derivatives(cell, 2, H) == [], make.__name__
+
+
+# ---------------------------------------------- mistake 2: a step that writes over what it reads
+def leaky_folds_biases(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
+    for j in units(h):
+        b_ih[j] = b_ih[j] + b_hh[j]  # "fold the biases once": a parameter, every step
+        n = tanh(xa[j] + b_ih[j] + ha[j])
+        a = sigmoid(q[j])
+        tape[j] = n
+        h[j] = (one(a) - a) * h_prev[j] + a * n
+
+
+def leaky_scales_h_prev(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
+    for j in units(h):
+        n = tanh(xa[j] + b_ih[j] + ha[j] + b_hh[j])
+        a = sigmoid(q[j])
+        tape[j] = n
+        h_prev[j] = (one(a) - a) * h_prev[j]  # the previous state BPTT reads
+        h[j] = h_prev[j] + a * n
+
+
+def leaky_sums_into_xa(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
+    for j in units(h):
+        xa[j] = xa[j] + b_ih[j] + ha[j] + b_hh[j]  # a row shared between steps after lookup
+        n = tanh(xa[j])
+        a = sigmoid(q[j])
+        tape[j] = n
+        h[j] = (one(a) - a) * h_prev[j] + a * n
+
+
+def leaky_back_uses_h(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
+    for j in units(h):
+        n, d, a = tape[j], dh[j], sigmoid(q[j])
+        h[j] = d * a  # scratch in the layer's output: the caller's h_t, BPTT's next h_{t-1}
+        dq[j] = dq[j] + d * (n - h_prev[j]) * a * (one(a) - a)
+        da[j] = h[j] * (one(n) - n * n)
+        dh[j] = d * (one(a) - a)
+
+
+def fr_candidate_back_clears_source(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
+    H = h.shape[-1]
+    z, _, rh, n = blocks(tape, 4, H)
+    daz, _, dan = blocks(da, 3, H)
+    for j in units(h):
+        zj, nj, d, hp = z[j], n[j], dh[j], h_prev[j]
+        daz[j] = d * (nj - hp) * zj * (one(zj) - zj)
+        dan[j] = d * zj * (one(nj) - nj * nj)
+        dh[j] = d * (one(zj) - zj)
+        rh[j] = zero(d)  # "done with it": W_hh's gradient reads it after the loop
+
+
+WRITES = {
+    "b_ih": (Leaky, {"stages": (leaky_folds_biases,)}, "forward", "b_ih"),
+    "h_prev": (Leaky, {"stages": (leaky_scales_h_prev,)}, "forward", "h_prev"),
+    "xa": (Leaky, {"stages": (leaky_sums_into_xa,)}, "forward", "xa"),
+    "h": (Leaky, {"backward_stages": (leaky_back_uses_h,)}, "backward", "h"),
+    "tape": (FreeReset, {"backward_stages": (fr_gates_back, fr_candidate_back_clears_source)},
+             "backward", "tape"),
+}
+
+
+@pytest.mark.parametrize("base,changes,stage,what", WRITES.values(), ids=WRITES.keys())
+def test_a_step_that_writes_over_its_inputs_is_refused(base, changes, stage, what):
+    """Silently wrong before: a backward using h as scratch, or clearing a product's source on
+    the tape, which W_hh's gradient reads after the loop (gradcheck 0.98 on weight_hh, both);
+    a forward summing into xa passed gradcheck and, compiled after an Embedding, where the
+    steps of one id share a row, gave outputs 1.38 away from the NumPy loop's; a forward
+    writing b_ih or h_prev was refused as a matter of NumPy's views, which it is not."""
+    cell = type(f"My{base.__name__}", (base,), changes)()
+    with pytest.raises(ValueError, match=(
+            r"^`cell` must be a cell whose steps write only what they compute \(forward "
+            r"stages: h, c, the tape row and the scratch ha; backward stages: dh, dc, da, "
+            rf"da_h, dq and the scratch dsrc\); got My{base.__name__}, whose {stage} stages "
+            rf"write over {what} instead\. The others are the layer's own arrays")):
+        Recurrent(cell, 3, 4, rng=0)
+
+
+# --------------------------------------- mistake 3: a step that is not a function of its inputs
+_NOISE = np.random.default_rng(0)
+
+
+def leaky_noisy(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
+    for j in units(h):
+        n = tanh(xa[j] + b_ih[j] + ha[j] + b_hh[j] + 0.01 * _NOISE.standard_normal())
+        a = sigmoid(q[j])
+        tape[j] = n
+        h[j] = (one(a) - a) * h_prev[j] + a * n
+
+
+def test_a_step_that_draws_random_numbers_is_refused_as_such():
+    """It was refused as one whose values change with NumPy's views, which it is not."""
+    cell = type("Noisy", (Leaky,), {"stages": (leaky_noisy,)})()
+    with pytest.raises(ValueError, match=r"^`cell` must be a cell whose steps give the same "
+                       r"results from the same inputs; got Noisy, whose h, tape, .*differ "
+                       r"between two runs of one step instead\. A step that draws random "
+                       r"numbers"):  # fmt: skip
+        Recurrent(cell, 3, 4, rng=0)
+
+
+# ---------------------------------------- mistake 4: a step written for the compiled loops' rows
+def leaky_math(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
+    import math
+
+    for j in units(h):
+        n = tanh(xa[j] + b_ih[j] + ha[j] + b_hh[j])
+        a = 1.0 / (1.0 + math.exp(-q[j]))
+        tape[j] = n
+        h[j] = (one(a) - a) * h_prev[j] + a * n
+
+
+def leaky_range(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
+    for j in range(len(h)):
+        n = tanh(xa[j] + b_ih[j] + ha[j] + b_hh[j])
+        a = sigmoid(q[j])
+        tape[j] = n
+        h[j] = (one(a) - a) * h_prev[j] + a * n
+
+
+def leaky_range_of_units(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape):
+    for j in range(h.shape[-1]):
+        n = tanh(xa[j] + b_ih[j] + ha[j] + b_hh[j])
+        a = sigmoid(q[j])
+        tape[j] = n
+        h[j] = (one(a) - a) * h_prev[j] + a * n
+
+
+def test_a_step_that_computes_on_numbers_is_told_of_numpy_s_blocks():
+    """math.exp of a block: the refusal asked to "declare what the steps use"."""
+    cell = type("Scalar", (Leaky,), {"stages": (leaky_math,)})()
+    with pytest.raises(ValueError, match=r"^`cell` must be a cell whose steps run on NumPy's "
+                       r"\(B, n\) blocks; got Scalar, whose forward stage 0 \(leaky_math\) "
+                       r"raised TypeError \(.*\) when run once on NumPy at H = 3 instead\. On "
+                       r"NumPy a step's x\[j\] is the whole block.*np.exp, not math.exp"):
+        Recurrent(cell, 3, 4, rng=0)
+
+
+def test_a_step_that_loops_over_range_is_told_to_loop_over_units():
+    """range(len(h)) counts the units of a compiled row and the batch of a NumPy block: such a
+    step was taken, ran right compiled and, on NumPy, applied q's first entries to whole
+    batch rows (outputs 0.76 away from the compiled loop's, gradcheck 1.0 on NumPy alone).
+    The trial run now runs the steps one batch row at a time too, as the compiled loops do,
+    and the refusal says where the step counts; range(h.shape[-1]), an index past the
+    batch, is told the same."""
+    cell = type("Ranged", (Leaky,), {"stages": (leaky_range,)})()
+    with pytest.raises(ValueError, match=r"^`cell` must be a cell whose steps give unit by unit "
+                       r"\(compiled\) what they give on whole blocks \(NumPy\); got Ranged, "
+                       r"whose h, .* differ instead\. leaky_range counts with range or len: on "
+                       r"NumPy every argument is a \(B, n\) block.*`for j in units\(h\)`"):
+        Recurrent(cell, 3, 4, rng=0)
+    cell = type("Ranged2", (Leaky,), {"stages": (leaky_range_of_units,)})()
+    with pytest.raises(ValueError, match=r"got Ranged2, whose forward stage 0 "
+                       r"\(leaky_range_of_units\) raised IndexError .* leaky_range_of_units "
+                       r"counts with range or len: .*`for j in units\(h\)`"):  # fmt: skip
+        Recurrent(cell, 3, 4, rng=0)
+
+
+def leaky_back_reads_dsrc(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape, da, da_h, dq):
+    for j in units(h):
+        n, d, a = tape[j], dh[j] + dsrc[j], sigmoid(q[j])
+        dq[j] = dq[j] + d * (n - h_prev[j]) * a * (one(a) - a)
+        da[j] = d * a * (one(n) - n * n)
+        dh[j] = d * (one(a) - a)
+
+
+def test_dsrc_read_by_a_cell_without_a_product_on_its_tape_is_told_so():
+    """The hint spoke of the order of backward_stages, which a one-stage cell cannot get
+    wrong."""
+    cell = type("Reads", (Leaky,), {"backward_stages": (leaky_back_reads_dsrc,)})()
+    with pytest.raises(ValueError, match=r"Backward stage 0's dsrc is an empty row: no product "
+                       r"on a tape block follows forward stage 0\. dsrc is ∂L/∂\(a tape block "
+                       r"a product takes\), and none of this cell's products .* takes one: "
+                       r"leave dsrc out of its steps\.$"):  # fmt: skip
+        Recurrent(cell, 3, 4, rng=0)

@@ -153,6 +153,12 @@ class Cell:
     the steps never see."""
     stages: tuple[ForwardStage, ...] = ()
     backward_stages: tuple[BackwardStage, ...] = ()
+    exact_gradient: bool = True
+    """False for a cell whose backward is deliberately not its forward's derivative (a
+    straight-through estimator, a truncated gradient): Recurrent then does not compare the
+    two (it does for every other cell, one step in float64, and refuses a backward that
+    disagrees, naming the gradient: dh, dc, dq, da or W_hh's); rnnlab.gradcheck still
+    reports the difference."""
     min_hidden: int = 1
     """The smallest hidden size the steps work at (Recurrent refuses a smaller one): a step
     that keeps k > 1 values per row in one H-wide tape block needs H ≥ k."""
@@ -182,6 +188,8 @@ class Cell:
                     value < least):
                 _refuse(f"{name}.{attr}", f"an integer ≥ {least} (blocks of H values)",
                         _describe(value))  # fmt: skip
+        if not isinstance(self.exact_gradient, (bool, np.bool_)):
+            _refuse(f"{name}.exact_gradient", "True or False", _describe(self.exact_gradient))
         for attr in ("hh_own", "products"):  # a list reads as its tuple
             if isinstance(getattr(self, attr), list):
                 setattr(self, attr, tuple(getattr(self, attr)))
