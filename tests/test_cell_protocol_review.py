@@ -586,3 +586,56 @@ def test_dsrc_read_by_a_cell_without_a_product_on_its_tape_is_told_so():
                        r"a product takes\), and none of this cell's products .* takes one: "
                        r"leave dsrc out of its steps\.$"):  # fmt: skip
         Recurrent(cell, 3, 4, rng=0)
+
+
+# ----------------------------------------------------------------- mistake 5: the cell's own init
+class EyeInit(Leaky):  # an IRNN-like recipe, as one writes it first
+    def init(self, params, H, rng):
+        params["weight_hh"] = np.eye(H)
+
+
+class RateInit(Leaky):
+    def init(self, params, H, rng):
+        params["rho"] = rng.uniform(-1.0, 1.0, (H, 1))
+
+
+class NewInit(Leaky):
+    def init(self, params, H, rng):
+        params["alpha"] = np.ones(H)
+
+
+class DropInit(Leaky):
+    def init(self, params, H, rng):
+        del params["rho"]
+
+
+def test_an_init_that_replaces_a_parameter_with_another_dtype_or_shape_is_refused():
+    """float64 in a float32 layer made its parameters two dtypes (met compiled as "weights
+    prepared ... for another cell or dtype"); a new name was a KeyError in forward; another
+    shape a gradient check's shape error."""
+    with pytest.raises(ValueError, match=r"^`EyeInit.init` must be a recipe that writes into "
+                       r"the parameters it is given, each keeping its shape and dtype "
+                       r"\('weight_hh': \(4, 4\), float32\); got 'weight_hh' replaced by an "
+                       r"array of shape \(4, 4\) and dtype float64 instead\. Write into the "
+                       r"array: params\['weight_hh'\]\[\.\.\.\] = \.\.\."):  # fmt: skip
+        Recurrent(EyeInit(), 3, 4, rng=0)
+    with pytest.raises(ValueError, match=r"`RateInit.init` must .*got 'rho' replaced by an "
+                       r"array of shape \(4, 1\)"):  # fmt: skip
+        Recurrent(RateInit(), 3, 4, dtype=np.float64, rng=0)
+    with pytest.raises(ValueError, match=r"^`NewInit.init` must be a recipe that adjusts the "
+                       r"parameters it is given \(weight_ih, weight_hh, bias_ih, bias_hh, rho\); "
+                       r"got a new entry 'alpha' instead\. A parameter of the cell's own is "
+                       r"declared in `extra`"):  # fmt: skip
+        Recurrent(NewInit(), 3, 4, rng=0)
+    with pytest.raises(ValueError, match=r"`DropInit.init` must .*got 'rho' removed instead"):
+        Recurrent(DropInit(), 3, 4, rng=0)
+
+
+def test_an_init_that_replaces_a_parameter_with_its_like_is_taken():
+    """A replacement of the same shape and dtype worked before and still does: its values go
+    into the array drawn (contiguous and writeable, as the optimisers need)."""
+    layer = Recurrent(EyeInit(), 3, 4, 2, dtype=np.float64, rng=0)
+    for k in (0, 1):
+        w = layer.params[f"weight_hh_l{k}"]
+        np.testing.assert_array_equal(w, np.eye(4))
+        assert w.flags.c_contiguous and w.flags.writeable

@@ -210,6 +210,40 @@ def _accept_cell(cell: object) -> Cell:
     return cell
 
 
+def _initialised(cell: Cell, drawn: dict[str, np.ndarray], own: dict[str, np.ndarray]
+                 ) -> dict[str, np.ndarray]:  # fmt: skip
+    """A direction's parameters after `cell.init(own, ...)`, which adjusts `drawn` in place:
+    the same names, each array of its shape and dtype. An array the recipe replaced by one
+    of the same shape and dtype is copied into the one drawn (which stays contiguous and
+    writeable); any other change is refused naming the recipe. A replacement of another
+    dtype (a float64 np.eye in a float32 layer) made the layer's parameters two dtypes, met
+    later as the compiled loops' refusal of W_hh "for another cell or dtype"; a new name, a
+    KeyError in the forward pass; another shape, a failed gradient check."""
+    where = f"{type(cell).__name__}.init"
+    names = ", ".join(drawn)
+    for key in own:
+        if key not in drawn:
+            _checks.fail(where, f"a recipe that adjusts the parameters it is given ({names})",
+                         f"a new entry {key!r}", "A parameter of the cell's own is declared in "
+                         "`extra`, which gives it its place in the steps' q.")  # fmt: skip
+    for key, array in drawn.items():
+        if key not in own:
+            _checks.fail(where, f"a recipe that adjusts the parameters it is given ({names})",
+                         f"{key!r} removed")  # fmt: skip
+        value = own[key]
+        if value is array:
+            continue
+        if not (isinstance(value, np.ndarray) and value.shape == array.shape
+                and value.dtype == array.dtype):  # fmt: skip
+            _checks.fail(where, "a recipe that writes into the parameters it is given, each "
+                         f"keeping its shape and dtype ({key!r}: {array.shape}, {array.dtype})",
+                         f"{key!r} replaced by {_checks.describe(value)}",
+                         f"Write into the array: params[{key!r}][...] = ... (NumPy casts "
+                         "the values to the layer's dtype).")  # fmt: skip
+        array[...] = value
+    return drawn
+
+
 def _run_steps(cell: Cell) -> None:
     """Run a cell's steps once on NumPy, forward and backward, on a batch of 2 with H = 3 (or
     the cell's min_hidden) in float64, every row exactly as wide as the cell declares
@@ -826,7 +860,9 @@ class Recurrent:
                     "bias_hh": _uniform(rng, (G * H,), bound, dt),
                 }
                 own.update({n: np.zeros(rows * H, dt) for n, _, rows in self.cell.extra_rows})
+                drawn = dict(own)
                 self.cell.init(own, H, rng)
+                own = _initialised(self.cell, drawn, own)
                 if self.proj_size:  # PyTorch's order: after the four, in the same law
                     own["weight_hr"] = _uniform(rng, (P, H), bound, dt)
                 for name, value in own.items():

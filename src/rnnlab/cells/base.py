@@ -285,7 +285,10 @@ class Cell:
         """Adjust a direction's freshly drawn parameters (PyTorch's U(−1/√H, 1/√H) for the
         four weights and biases; zeros for `extra`) in place: a cell's own recipe, e.g. the
         IRNN's identity W_hh. Keys: "weight_ih", "weight_hh", "bias_ih", "bias_hh" and the
-        names in `extra`."""
+        names in `extra`. Write into the arrays (`params["u"][...] = rng.uniform(0, 1, H)`,
+        cast to the layer's dtype); Recurrent refuses a new key, a removed one, or an
+        array replaced by one of another shape or dtype (a float64 np.eye in a float32
+        layer)."""
 
     def describe(self) -> str:
         """The cell's name with its options, for messages and run summaries."""
