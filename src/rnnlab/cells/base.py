@@ -32,7 +32,8 @@ loop; depth, directions, checkpointing and gradient checks (rnnlab.layers).
 
 Step signatures (every argument a row, (n,) in the compiled loops and (B, n) on NumPy; q,
 the cell's extra parameters one after the other, is one row of n_extra·H values for the
-whole batch):
+whole batch; a step loops over units with `for j in units(h)`, never over range(n) or
+len(h), which count the batch's rows on NumPy):
 
     forward stage k:  f(xa, b_ih, ha, b_hh, q, h_prev, c_prev, h, c, tape)
         xa    (G·H)  x_t W_ihᵀ, without b_ih          ha   product k's result, without b_hh:
@@ -45,10 +46,12 @@ whole batch):
     backward stage k (last stage first): f(dh, dc, dsrc, q, h_prev, c_prev, h, c, tape,
                                             da, da_h, dq)
         dh    in: ∂L/∂h_t; out: the part of ∂L/∂h_{t-1} that does not go through W_hh
-              (the library adds da_W_hh · W_hh afterwards). With two stages the second
+              (the library adds da_W_hh · W_hh afterwards): write it in every step, zero(d)
+              where h_t reads h_{t-1} only through the products (left as it came,
+              ∂L/∂h_t is passed on as ∂L/∂h_{t-1}). With two stages the second
               (run first) turns ∂L/∂h_t into its part of ∂L/∂h_{t-1}, and the first gets
               that, not ∂L/∂h_t, and adds its own (the MGU's dsrc ⊙ f)
-        dc    in: ∂L/∂c_t; out: ∂L/∂c_{t-1}
+        dc    in: ∂L/∂c_t; out: ∂L/∂c_{t-1} (written, as dh)
         dsrc  ∂L/∂(the tape block the next product took), for a stage followed by a product
               on its tape; else an empty row
         da    out: ∂L/∂ pre-activations as W_ih sees them (G·H); a stage writes its blocks,
@@ -58,10 +61,28 @@ whole batch):
               on entry. b_ih's gradient is the sum of da; b_hh's that of what W_hh sees
         da_h  out: where W_hh (and b_hh) see another gradient: the blocks `hh_own`, in that
               order
-        dq    (n_extra·H) in/out: add this step's ∂L/∂q
+        dq    (n_extra·H) in/out: add this step's ∂L/∂q (dq[j] = dq[j] + ...: it holds
+              the later steps' sums)
 
 For cells without a cell state, c_prev, c and dc are empty rows. Constants are `one(x)`,
 `zero(x)`; nothing is allocated (rnnlab.cells.pointwise has the rules).
+
+A forward stage writes h, c and its tape row (ha is scratch) and only reads the rest; a
+backward stage writes dh, dc, da, da_h and dq (dsrc is scratch) and only reads the rest, h,
+c and the tape included. What they read is the layer's own: its parameters (b_ih, b_hh, q),
+the states kept for BPTT and the caller (h_prev, c_prev, h, c), the tape (BPTT, and W_hh's
+gradient after the loop, read it; an in-place cell's gradients go over it through da alone)
+and xa (compiled after an Embedding, the steps of one id share its row). A step is a function
+of its arguments: no random draws, nothing kept between calls (checkpointing and gradcheck
+run the forward again).
+
+rnnlab.layers.Recurrent runs a cell's steps once per cell on NumPy in float64, blockwise and
+as the compiled loops run them (a batch row at a time, unit by unit, in place), and
+refuses, naming the cell and the step, one that reaches past the rows it declares, writes
+an argument it only reads, differs between two runs or between the two paths, leaves a
+gradient unwritten, or whose backward is not its forward's derivative (one step against
+central differences: da, W_hh's, dq, dh, dc; exact_gradient = False for a deliberate
+surrogate). rnnlab.gradcheck(layer, x) checks whole sequences.
 """
 
 from __future__ import annotations
