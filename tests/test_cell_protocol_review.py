@@ -639,3 +639,37 @@ def test_an_init_that_replaces_a_parameter_with_its_like_is_taken():
         w = layer.params[f"weight_hh_l{k}"]
         np.testing.assert_array_equal(w, np.eye(4))
         assert w.flags.c_contiguous and w.flags.writeable
+
+
+# ------------------------------------------------------------ mistake 6: a declaration's kind
+@pytest.mark.parametrize(
+    "attr,value,match",
+    [
+        ("has_c", "no", r"`Bad.has_c` must be True or False; got 'no' \(str\) instead\.$"),
+        ("in_place", 2, r"`Bad.in_place` must be True or False; got 2 \(int\) instead\.$"),
+        ("reads_h_prev", None, r"`Bad.reads_h_prev` must be True or False; got None instead"),
+        ("min_hidden", "3", r"`Bad.min_hidden` must be an integer ≥ 1 \(the smallest H the "
+                            r"steps work at\); got '3' \(str\) instead\.$"),
+        ("min_hidden", 0, r"`Bad.min_hidden` must be an integer ≥ 1"),
+        ("hh_own", (0, 0), r"`Bad.hh_own` must be distinct gate indices \(W_hh's block of each "
+                           r"takes its gradient from one block of da_h\); got \(0, 0\) instead"),
+    ],
+    ids=["has_c", "in_place", "reads_h_prev", "min_hidden_str", "min_hidden_0", "hh_own_twice"],
+)
+def test_a_declaration_of_the_wrong_kind_is_refused_by_name(attr, value, match):
+    """has_c = "no" (true) asked the step for a c and was refused as one whose c holds NaN;
+    min_hidden = "3" raised a bare TypeError ('>' not supported between 'str' and 'int');
+    hh_own naming a gate twice asks for a second block of da_h that nothing reads (here
+    refused as a da_h left unwritten)."""
+    with pytest.raises(TypeError, match=match):
+        type("Bad", (Leaky,), {attr: value})()
+
+
+def test_numpy_integers_and_0_or_1_still_declare_a_cell():
+    """(name, n) in extra took a Python int only (np.int64(2) was refused as if n were not
+    positive); gates and tape took NumPy integers already. 0 and 1 declare a switch, as
+    before the kind checks."""
+    wide = type("Wide", (SRU,), {"extra": (("v", np.int64(2)),)})()
+    layer = Recurrent(wide, 3, 4, dtype=np.float64, rng=0)
+    gradcheck(layer, np.random.default_rng(0).standard_normal((2, 4, 3))).assert_ok()
+    type("Switches", (Leaky,), {"has_c": 0, "reads_h_prev": 1, "min_hidden": np.int64(2)})()

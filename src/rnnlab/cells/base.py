@@ -209,8 +209,15 @@ class Cell:
                     value < least):
                 _refuse(f"{name}.{attr}", f"an integer ≥ {least} (blocks of H values)",
                         _describe(value))  # fmt: skip
-        if not isinstance(self.exact_gradient, (bool, np.bool_)):
-            _refuse(f"{name}.exact_gradient", "True or False", _describe(self.exact_gradient))
+        if isinstance(self.min_hidden, bool) or not isinstance(
+                self.min_hidden, (int, np.integer)) or self.min_hidden < 1:  # fmt: skip
+            _refuse(f"{name}.min_hidden", "an integer ≥ 1 (the smallest H the steps work at)",
+                    _describe(self.min_hidden))  # fmt: skip
+        for attr in ("has_c", "in_place", "reads_h_prev", "exact_gradient"):  # (a string
+            value = getattr(self, attr)  # "False" is true: has_c = "no" asked for a c)
+            if not (isinstance(value, (bool, np.bool_)) or (
+                    isinstance(value, (int, np.integer)) and value in (0, 1))):  # fmt: skip
+                _refuse(f"{name}.{attr}", "True or False", _describe(value))
         for attr in ("hh_own", "products"):  # a list reads as its tuple
             if isinstance(getattr(self, attr), list):
                 setattr(self, attr, tuple(getattr(self, attr)))
@@ -254,6 +261,9 @@ class Cell:
                 )
         if any(not 0 <= k < self.gates for k in self.hh_own):
             raise TypeError(f"{name}: hh_own {self.hh_own} outside the {self.gates} gates")
+        if len(set(self.hh_own)) != len(self.hh_own):
+            _refuse(f"{name}.hh_own", "distinct gate indices (W_hh's block of each takes its "
+                    "gradient from one block of da_h)", repr(self.hh_own))  # fmt: skip
         if self.in_place and self.gates <= self.tape < self.gates + len(self.hh_own):
             raise TypeError(
                 f"{name}: a cell that runs in place keeps its gates and own blocks on its tape "
@@ -380,7 +390,7 @@ def _check_extra(cell: str, extra: object) -> None:
     for entry in extra:
         if isinstance(entry, tuple) and len(entry) == 2:
             label, n = entry
-            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
                 _refuse(f"{cell}.extra", "(name, n) with n a positive number of H-blocks",
                         _describe(entry))  # fmt: skip
         else:
