@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import TextIO
 
 from rnnlab import __version__, settings
-from rnnlab._argparse import ArgumentError
+from rnnlab._argparse import ArgumentError, said
 from rnnlab.cli import reproduce, train, trained
 from rnnlab.cli._base import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, UsageError, one_line
 from rnnlab.cli.options import Parser
@@ -127,8 +127,10 @@ def main(argv: list[str] | None = None) -> int:
             args = parser.parse_args(argv)
     except ValueError as e:  # Parser.error: an unknown option, a value of the wrong type
         if isinstance(e, ArgumentError) and e.prog == "rnnlab" and argv[:1] and argv[0] in COMMANDS:
-            # argparse says a command's unknown option at the top: its help is the command's
-            e = ArgumentError(e.message, f"rnnlab {argv[0]}")
+            # argparse says a command's unknown option at the top: its help is the command's,
+            # and so are the options it may mean
+            e = ArgumentError(said(e.message, _command_parser(parser, argv[0])),
+                              f"rnnlab {argv[0]}")  # fmt: skip
         print(f"rnnlab: error: {one_line(e)}", file=sys.stderr)
         if argv[:1] == ["train"]:  # under mpiexec the other ranks wait for this one's start
             from rnnlab import distributed

@@ -11,11 +11,14 @@ import math
 
 from rnnlab import _checks
 from rnnlab._argparse import Parser as Parser  # (the commands import it from here)
+from rnnlab._argparse import int_or_none, integer, real, shown
 
 
 def option_type(name: str, expected: str, convert, ok):
     """An argparse type: `convert(text)` accepted when `ok(value)`; otherwise the message
-    "`--name` must be …; got … instead." (ArgumentTypeError: argparse keeps its text)."""
+    "`--name` must be …; got … instead." (ArgumentTypeError: argparse keeps its text).
+    `convert` int or float is read as _argparse reads numbers: ASCII, an int within 64 bits."""
+    convert = {int: integer, float: real}.get(convert, convert)
 
     def parse(text: str):
         try:
@@ -23,8 +26,11 @@ def option_type(name: str, expected: str, convert, ok):
         except ValueError:
             value = None
         if value is None or not ok(value):
+            # (what int() took, in ASCII: an integer over 64 bits)
+            beyond = value is None and convert is integer and text.isascii() and \
+                int_or_none(text) is not None  # fmt: skip
             try:
-                _checks.fail(name, expected, repr(text))
+                _checks.fail(name, expected + (" of 64 bits" if beyond else ""), shown(text))
             except ValueError as e:
                 raise argparse.ArgumentTypeError(str(e)) from None
         return value
