@@ -6,9 +6,11 @@ user could not act on. Most cases only parse, so that a regression cannot start 
 from __future__ import annotations
 
 import argparse
+import re
 
 import pytest
 
+from rnnlab import tasks
 from rnnlab.cli import _command_parser, build_parser, main
 from rnnlab.cli import plot as plot_cli
 
@@ -137,3 +139,118 @@ def test_a_source_that_begins_with_a_dash_is_said_with_the_way_to_give_it(capsys
     line = one_line(capsys, "translate", "RUN", "-three")
     assert "unrecognized arguments: -three (-three: an argument that begins with '-' is " \
            "written after --, as in `-- -three`)" in line  # fmt: skip
+
+
+# ------------------------------------------------------------------------------ paths
+@pytest.mark.parametrize("command,argv,said", [
+    ("train", ["adding", "--config", ""], "`--config` must be the path of a TOML file"),
+    ("train", ["adding", "--run-dir", ""], "`--run-dir` must be the path of a directory"),
+    ("train", ["--resume", ""], "`--resume` must be the path of a run directory"),
+    ("demo", ["--run-dir", ""], "`--run-dir` must be the path of a directory"),
+    ("evaluate", [""], "`run` must be the path of a run directory"),
+    ("sample", [""], "`run` must be the path of a run directory"),
+    ("export", [""], "`run` must be the path of a run directory"),
+    ("translate", ["", "x"], "`run` must be the path of a run directory"),
+    ("translate", ["RUN", "--file", ""], "`--file` must be the path of a file"),
+])  # fmt: skip
+def test_an_empty_path_is_refused(command, argv, said):
+    """`--config ""`, `--run-dir ""` and `--resume ""` were read as not given (a run
+    trained without its settings file, into runs/; a resume "needed a task"), and a run ''
+    as the current directory ("'.', which has no config.json")."""
+    got = refusal(command, *argv)
+    assert got.startswith(said) and "(not empty); got '' instead." in got, got
+
+
+def test_plot_refuses_an_empty_run_or_out(tmp_path, capsys):
+    """plot's `--out ""` wrote the PNGs into RUN/plots, as if it were not given."""
+    assert "`run` must be the path of a run directory (not empty)" in one_line(capsys, "plot", "")
+    line = one_line(capsys, "plot", tmp_path, "--out", "")
+    assert "`--out` must be the path of a directory (not empty); got ''" in line
+
+
+@pytest.fixture(scope="module")
+def adding_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "adding"
+    assert main(["train", "adding", "--T", "5", "--steps", "2", "--eval-every", "2",
+                 "--run-dir", str(run), *TINY]) == 0  # fmt: skip
+    return run
+
+
+def test_plot_out_below_a_file_names_the_option(adding_run, tmp_path, capsys):
+    """It was "[Errno 20] Not a directory: ..." (the folder made under --out)."""
+    (tmp_path / "file").write_text("x")
+    line = one_line(capsys, "plot", adding_run, "--out", tmp_path / "file" / "plots")
+    assert re.search(
+        r"`--out` must be a directory \(new or existing\) for the PNGs that rnnlab "
+        r"can write into; got '.*file/plots' \(Not a directory: ",
+        line,
+    ), line
+
+
+@pytest.mark.parametrize("option,value,said", [
+    ("--steps", "0", "`--steps` must be a positive integer; got 0"),
+    ("--time-limit", "-1", "`--time-limit` must be a finite number of seconds >= 0"),
+    ("--time-limit", "nan", "`--time-limit` must be a finite number of seconds >= 0"),
+])  # fmt: skip
+def test_a_resume_names_the_option_it_refuses(adding_run, capsys, option, value, said):
+    """A resume's --steps and --time-limit were refused as `steps` and `time_limit`, the
+    names of config.json, which the user had not typed."""
+    assert said in one_line(capsys, "train", "--resume", adding_run, option, value, "--quiet")
+
+
+def test_demo_time_limit_is_checked_as_an_option():
+    """It was refused by TrainConfig as `time_limit`, after the option was read."""
+    assert refusal("demo", "--time-limit", "-1").startswith(
+        "`--time-limit` must be a finite number of seconds >= 0 (0: none); got '-1' instead."
+    )
+    assert parse("demo").time_limit == 120.0
+
+
+# ------------------------------------------------------------------------------- help
+def _own_parsers() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    found = {name: _command_parser(parser, name)
+             for name in ("train", "demo", "evaluate", "sample", "translate", "export",
+                          "reproduce")}  # fmt: skip
+    captured: list[argparse.ArgumentParser] = []
+
+    class Stop(Exception):
+        pass
+
+    def capture(self, args=None, namespace=None):
+        captured.append(self)
+        raise Stop
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("rnnlab._argparse.Parser.parse_args", capture)
+        with pytest.raises(Stop):
+            plot_cli.main([])
+    found["plot"] = captured[0]
+    return found
+
+
+@pytest.mark.parametrize("command", ["train", "demo", "evaluate", "sample", "translate",
+                                     "export", "reproduce", "plot"])  # fmt: skip
+def test_every_default_is_said_in_the_help(command):
+    """A default that --help does not state is one the user cannot know: sample's --length
+    (400), export's --format (onnx) and demo's --time-limit (120) said none."""
+    for action in _own_parsers()[command]._actions:
+        value = action.default
+        if value in (None, argparse.SUPPRESS) or isinstance(value, bool) or not action.help:
+            continue
+        if isinstance(action, argparse._HelpAction):
+            continue
+        text = f"{value:g}" if isinstance(value, float) else str(value)
+        name = action.option_strings or action.dest
+        assert "default" in action.help and re.search(
+            rf"(?<![\w.]){re.escape(text)}(?![\w.])", action.help
+        ), (name, value, action.help)
+
+
+def test_the_time_limit_help_names_the_tasks_with_their_own():
+    """`rnnlab train charlm` stops after 1140 s unless told otherwise: the help says which
+    tasks have a time limit of their own, checked against the tasks' defaults."""
+    said = next(a.help for a in _command_parser(build_parser(), "train")._actions
+                if a.dest == "time_limit")  # fmt: skip
+    named = {t for t in tasks.TASK_NAMES if re.search(rf"\b{t}\b", said)}
+    assert named == {t for t in tasks.TASK_NAMES if tasks.defaults(t).get("time_limit", 0) > 0}

@@ -1044,7 +1044,7 @@ RUN_COMMAND_CASES = [
     ("adding", ["evaluate", "RUN", "--data", "x.txt"], r"`--data` is for charlm runs"),
     ("adding", ["evaluate", "RUN", "--split", "train"], r"argument --split: invalid choice"),
     ("adding", ["train", "--resume", "RUN", "--lr", "0.1"], r"`--resume` continues a run"),
-    ("adding", ["train", "--resume", "RUN", "--steps", "0"], r"`steps` must be a positive"),
+    ("adding", ["train", "--resume", "RUN", "--steps", "0"], r"`--steps` must be a positive"),
     ("adding", ["train", "adding", "--run-dir", "RUN"], r"`--run-dir` must be a new or empty"),
     ("charlm", ["sample", "RUN", "--length", "-5"], r"`--length` must be"),
     ("charlm", ["sample", "RUN", "--temperature", "0"], r"`--temperature` must be"),

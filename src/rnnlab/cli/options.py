@@ -52,10 +52,16 @@ def number(name: str):
     return option_type(name, "a finite number", float, math.isfinite)
 
 
-def path(name: str):
-    """A file's path: an empty one is refused (as `--data ""` it silently meant the built-in
-    corpus, the setting's default)."""
-    return option_type(name, "the path of a file (not empty)", str, bool)
+def path(name: str, what: str = "a file"):
+    """A path (of `what`): an empty one is refused (as `--data ""` it silently meant the
+    built-in corpus, the setting's default; `--config ""`, `--run-dir ""`, `--resume ""` and
+    plot's `--out ""` were read as not given, and a run '' as the current directory)."""
+    return option_type(name, f"the path of {what} (not empty)", str, bool)
+
+
+def seconds(name: str):
+    return option_type(name, "a finite number of seconds >= 0 (0: none)", float,
+                       lambda v: math.isfinite(v) and v >= 0)  # fmt: skip
 
 
 # ---------------------------------------------------------------------- shared option groups
@@ -204,7 +210,10 @@ def add_optimisation_options(
           help="feed each input sequence reversed (Sutskever et al. 2014); for tasks that "
           "read a whole sequence, then answer (per-step tasks refuse it)")  # fmt: skip
     g.add("--steps", type=int, help="optimizer steps")
-    g.add("--time-limit", dest="time_limit", type=float, help="stop after this many seconds")
+    limit = (f"{defaults:g}" if isinstance(defaults, float) else
+             "0, but charlm, numbers, dates and caption have their own: rnnlab.tasks")  # fmt: skip
+    g.add("--time-limit", dest="time_limit", type=seconds("--time-limit") if checked else float,
+          help=f"stop after this many seconds (0: no limit; default {limit})")  # fmt: skip
     g.add("--eval-every", dest="eval_every", type=int,
           help="validate every this many steps (early stopping, best.safetensors)")  # fmt: skip
     g.add("--grad-log-every", dest="grad_log_every", type=int,

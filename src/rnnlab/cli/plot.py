@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rnnlab import _checks, io
 from rnnlab.cli.options import Parser
+from rnnlab.cli.options import path as path_option
 from rnnlab.diagnostics import report
 
 
@@ -19,13 +20,20 @@ def main(argv: list[str] | None = None) -> int:
         "profile over training, and an encoder-decoder's attention (PNGs; needs "
         "matplotlib).",
     )
-    p.add_argument("run", help="a run directory")
-    p.add_argument("--out", default=None, help="where to write the PNGs (default: RUN/plots)")
+    p.add_argument("run", type=path_option("run", "a run directory"), help="a run directory")
+    p.add_argument("--out", default=None, type=path_option("--out", "a directory"),
+                   help="where to write the PNGs (default: RUN/plots)")  # fmt: skip
     args = p.parse_args(sys.argv[1:] if argv is None else list(argv))
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         _checks.fail("--out", "a directory (new or existing) for the PNGs",
                      f"'{args.out}', which is a file")  # fmt: skip
-    paths = report.plot_run(args.run, args.out)
+    try:
+        paths = report.plot_run(args.run, args.out)
+    except OSError as e:  # making --out or writing in it ("[Errno 20] Not a directory: ...")
+        if args.out is None or not _within(e.filename, Path(args.out)):
+            raise
+        _checks.fail("--out", "a directory (new or existing) for the PNGs that rnnlab can "
+                     "write into", f"'{args.out}' ({e.strerror}: '{e.filename}')")  # fmt: skip
     records = io.read_jsonl(Path(args.run) / "metrics.jsonl")
     grads = [r for r in records if isinstance(r, dict) and r.get("kind") == "gradients"]
     if not grads:
@@ -40,3 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     for path in paths:
         print(path)
     return 0
+
+
+def _within(filename: object, out: Path) -> bool:
+    """Whether an OSError's `filename` is `out`, one of its parents or a file in it."""
+    if not isinstance(filename, (str, Path)):
+        return False
+    return Path(filename) in (out, *out.parents) or Path(filename).parent == out

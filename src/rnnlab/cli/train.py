@@ -17,6 +17,7 @@ from rnnlab.cli.options import (
     add_model_options,
     add_optimisation_options,
     add_seq2seq_options,
+    path,
 )
 
 
@@ -28,11 +29,14 @@ def add_parsers(sub) -> None:
         "override the task's defaults and --config.",
     )
     p.add_argument("task", nargs="?", help="the task (see `rnnlab tasks`)")
-    p.add_argument("--config", help="a TOML file of settings (the names of the options below)")
+    p.add_argument("--config", type=path("--config", "a TOML file"),
+                   help="a TOML file of settings (the names of the options below)")
     p.add_argument(
-        "--run-dir", dest="run_dir", help="where to write the run (default: runs/TASK-TIME)"
+        "--run-dir", dest="run_dir", type=path("--run-dir", "a directory"),
+        help="where to write the run (default: runs/TASK-TIME)",
     )
-    p.add_argument("--resume", metavar="RUN", help="continue the run in this directory")
+    p.add_argument("--resume", metavar="RUN", type=path("--resume", "a run directory"),
+                   help="continue the run in this directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_options(p)
     add_seq2seq_options(p)
@@ -49,8 +53,9 @@ def add_parsers(sub) -> None:
         "the steps trained (exit status 130).",
     )
     p.add_argument("--run-dir", dest="run_dir", default=None,
+                   type=path("--run-dir", "a directory"),
                    help="where to write the run (default: runs/demo-TIME)")  # fmt: skip
-    add_optimisation_options(p, 120.0, only=("time_limit",))
+    add_optimisation_options(p, 120.0, only=("time_limit",), checked=True)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -349,7 +354,10 @@ def _prepare_train(args, comm) -> tuple:
         overrides = {k: v for k, v in vars(args).items() if k in runs.RESUME_MAY_CHANGE}
         for k, v in overrides.items():
             setattr(cfg, k, v)
-        cfg.validate()
+        try:
+            cfg.validate()
+        except ValueError as e:  # (the settings read were checked: an option typed is wrong)
+            raise ValueError(_as_given(str(e), overrides, None)) from None
         ended = ckpt is not None and ckpt.state.get("stopped_by") in FINAL_STOPS
         at = ckpt.step if ckpt is not None else 0
         # (config.json would then say steps the run never trained to, and nothing trains)
@@ -476,11 +484,10 @@ def cmd_demo(args) -> int:
         print(f"  {name:<8} {b['nats_per_char']:.3f} / {b['bits_per_char']:.3f}")
     print("\nsample before training:")
     print(_indent(task.sample(model, "def ", 160, temperature=0.8, seed=1)))
-    print(
-        f"\ntraining {sum(v.size for v in model.params.values()):,} parameters for up to "
-        f"{args.time_limit:.0f} s ...",
-        flush=True,
-    )
+    limit = (f"for up to {args.time_limit:.0f} s" if args.time_limit else
+             f"for {cfg.steps} steps (--time-limit 0: no time limit)")  # fmt: skip
+    print(f"\ntraining {sum(v.size for v in model.params.values()):,} parameters {limit} ...",
+          flush=True)  # fmt: skip
     trainer = Trainer(model, task, cfg, run_dir, spec=spec, quiet=args.quiet,
                       gradient_log=gradient_log)  # fmt: skip
     summary = trainer.run()

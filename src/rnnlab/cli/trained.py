@@ -16,10 +16,12 @@ from rnnlab.cli.options import path as path_option
 # One forward step a character: a million take minutes; more is not a sample to read.
 MAX_SAMPLE_LENGTH = 1_000_000
 
+_RUN = path_option("run", "a run directory")
+
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("evaluate", help="held-out metrics of a trained run")
-    p.add_argument("run", help="a run directory")
+    p.add_argument("run", type=_RUN, help="a run directory")
     p.add_argument("--split", choices=("valid", "test"), default="test",
                    help="the held-out piece to score (default: test)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -41,27 +43,28 @@ def add_parsers(sub) -> None:
         description="Decode sources with a trained encoder-decoder: one argument, or --file "
         "with one source a line.",
     )
-    p.add_argument("run", help="a run directory of the numbers or dates task")
+    p.add_argument("run", type=_RUN, help="a run directory of the numbers or dates task")
     p.add_argument("text", nargs="?", help="the source text, e.g. 'twenty-three'")
-    p.add_argument("--file", help="a UTF-8 file of sources, one a line")
+    p.add_argument("--file", type=path_option("--file"), help="a UTF-8 file of sources, one a line")
     p.add_argument("--beam", type=int, default=None,
                    help="beam width (1: greedy; default: the run's, 5)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(
         "--unknown", choices=("error", "map"), default="error",
-        help="characters the model never saw: refuse them (default), or map them to the "
-        "unknown symbol",
+        help="characters the model never saw: error, refuse them (default), or map, map them "
+        "to the unknown symbol",
     )  # fmt: skip
 
     p = sub.add_parser("sample", help="generate text from a trained charlm run")
-    p.add_argument("run", help="a run directory of the charlm task")
+    p.add_argument("run", type=_RUN, help="a run directory of the charlm task")
     p.add_argument("--prime", default=None,
                    help="text to start from (default: a line end, or a space or the first "
                    "character of the run's vocabulary if it has none)")  # fmt: skip
     length = option_type("--length", f"an integer from 0 to {MAX_SAMPLE_LENGTH:,}", int,
                          lambda v: 0 <= v <= MAX_SAMPLE_LENGTH)  # fmt: skip
     p.add_argument("--length", type=length, default=400,
-                   help=f"characters to sample (at most {MAX_SAMPLE_LENGTH:,})")  # fmt: skip
+                   help=f"characters to sample (at most {MAX_SAMPLE_LENGTH:,}; default "
+                   "400)")  # fmt: skip
     p.add_argument("--temperature", type=positive_float("--temperature"), default=0.8,
                    help="divides the logits: below 1 surer, above 1 more varied (default "
                    "0.8)")  # fmt: skip
@@ -74,8 +77,8 @@ def add_parsers(sub) -> None:
                    "0)")  # fmt: skip
     p.add_argument(
         "--unknown", choices=("error", "map"), default="error",
-        help="characters of --prime the run never saw: refuse them (default), or read them "
-        "as the unknown symbol",
+        help="characters of --prime the run never saw: error, refuse them (default), or map, "
+        "read them as the unknown symbol",
     )  # fmt: skip
 
     p = sub.add_parser(
@@ -85,8 +88,9 @@ def add_parsers(sub) -> None:
         "RNN/LSTM/GRU operators), safetensors-torch (a state_dict PyTorch's modules load "
         "with strict=True; the code building them is printed) or keras (Keras 3 weights).",
     )
-    p.add_argument("run", help="a run directory")
-    p.add_argument("--format", dest="fmt", default="onnx", help="onnx, safetensors-torch, keras")
+    p.add_argument("run", type=_RUN, help="a run directory")
+    p.add_argument("--format", dest="fmt", default="onnx",
+                   help="onnx (default), safetensors-torch or keras")  # fmt: skip
     p.add_argument("--out", default=None,
                    help="the file to write (default: in the run directory), its name not one of "
                    "another format's (.onnx, .torch.safetensors, .weights.h5, ...); '-' writes "
