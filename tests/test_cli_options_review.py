@@ -254,3 +254,32 @@ def test_the_time_limit_help_names_the_tasks_with_their_own():
                 if a.dest == "time_limit")  # fmt: skip
     named = {t for t in tasks.TASK_NAMES if re.search(rf"\b{t}\b", said)}
     assert named == {t for t in tasks.TASK_NAMES if tasks.defaults(t).get("time_limit", 0) > 0}
+
+
+def test_a_configuration_file_s_integers_are_bounded_as_the_command_line_s(tmp_path, capsys):
+    """A TOML file's integers have no bound: hidden = 10^400 ended in a traceback from NumPy
+    (`reset_parameters`' sqrt), a batch_size of 2^63 − 1 in NumPy's "array is too big" after
+    the run directory was made. Both are one line naming the file's setting now, before the
+    run directory; a number whose digits Python will not print is described by its size."""
+    from rnnlab import _checks
+    from rnnlab.train import TrainConfig
+
+    run = tmp_path / "r"
+    for line, said in ((f"hidden = 1{'0' * 400}", "`hidden` must be an integer of 64 bits"),
+                       (f"batch_size = {2**63 - 1}", "`batch_size` must be a size whose "
+                        "recurrent states (batch_size × hidden × layers float32 values, for "
+                        "one step alone) fit in the memory available")):  # fmt: skip
+        config = tmp_path / "c.toml"
+        config.write_text(f'task = "adding"\n{line}\n')
+        assert main(["train", "--config", str(config), "--run-dir", str(run), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"rnnlab: error: {config}: {said}"), err
+        assert err.count("\n") == 1 and not run.exists()
+    line = one_line(capsys, "train", "adding", "--layers", 10**13, "--run-dir", run)
+    assert "`--layers` must be a size whose recurrent weights" in line  # (not --hidden's)
+    line = one_line(capsys, "train", "adding", "--batch-size", 10**13, "--run-dir", run)
+    assert "`--batch-size` must be a size whose recurrent states" in line and not run.exists()
+    with pytest.raises(ValueError, match=r"`T` must be an integer of 64 bits .*; got an integer "
+                       r"of about 5,001 digits \(int\) instead"):  # fmt: skip
+        TrainConfig(T=10**5000).validate()
+    assert _checks.describe(-(10**5000)) == "an integer of about 5,001 digits (int)"

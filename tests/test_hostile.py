@@ -973,8 +973,9 @@ COMMAND_CASES = [
     (["train", "nosuchtask"], r"`task` must be one of"),
     (["train"], r"`task` must be given"),
     (["train", "adding", "--hidden", "0"], r"`--hidden` must be a positive integer; got 0"),
-    (["train", "adding", "--hidden", "1000000000"],
-     r"`hidden_size` must be a size whose weights fit in the memory available"),
+    (["train", "adding", "--hidden", "1000000000"],  # (named as the layer's hidden_size before)
+     r"`--hidden` must be a size whose recurrent weights \(hidden × hidden float32 values a "
+     r"layer\) fit in the memory available"),
     (["train", "adding", "--hidden", "x"], r"argument --hidden: invalid int value"),
     (["train", "adding", "--batch-size", "0"], r"`--batch-size` must be a positive integer"),
     (["train", "adding", "--T", "-1"], r"`--T` must be a positive integer"),

@@ -32,6 +32,9 @@ def describe(value: object) -> str:
         return "None"
     if type(value).__repr__ is object.__repr__:  # (<... object at 0x7f...>: an address)
         return f"{a(type(value).__name__)} ({type(value).__module__})"
+    if isinstance(value, int) and value.bit_length() > 10_000:  # (repr refuses > 4300 digits)
+        digits = int(value.bit_length() * 0.30103) + 1
+        return f"an integer of about {digits:,} digits ({type(value).__name__})"
     text = repr(value)
     if len(text) > 60:
         text = text[:57] + "..."

@@ -105,6 +105,16 @@ class RunSummary(TypedDict):
     signal: str  # an "interrupt" stop's: "SIGINT" (Ctrl-C) or "SIGTERM"; else ""
 
 
+_SIZES = ("hidden", "layers", "embed", "batch_size", "seq_len", "steps", "eval_every",
+          "checkpoint_every", "T", "grad_log_every", "beam")
+"""TrainConfig's settings that are positive integers."""
+_COUNTS = ("bptt", "warmup", "patience", "train_size", "seed", "attention_size", "source_conv",
+           "valid_fold")
+"""TrainConfig's settings that are integers ≥ 0."""
+INT_LIMIT = 2**63 - 1
+"""The largest integer setting: the command line's bound (rnnlab._argparse), a file's too."""
+
+
 @dataclass
 class TrainConfig:
     """Everything that decides a run. Saved as JSON in the run directory; read from TOML."""
@@ -220,25 +230,17 @@ class TrainConfig:
         return 1e-2 if self.optimizer == "adamw" else 0.0
 
     def validate(self, tasks: Sequence[str] | None = None) -> None:
-        for name in (
-            "hidden",
-            "layers",
-            "embed",
-            "batch_size",
-            "seq_len",
-            "steps",
-            "eval_every",
-            "checkpoint_every",
-            "T",
-            "grad_log_every",
-            "beam",
-        ):
+        for name in _SIZES:
             _checks.positive_int(getattr(self, name), name)
-        for name in ("bptt", "warmup", "patience", "train_size", "seed", "attention_size",
-                     "source_conv", "valid_fold"):  # fmt: skip
+        for name in _COUNTS:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 _checks.fail(name, "a non-negative integer", _checks.describe(v))
+        for name in (*_SIZES, *_COUNTS):  # (a configuration file's integers have no bound:
+            v = getattr(self, name)  # hidden = 10^400 failed inside NumPy, with a traceback)
+            if v > INT_LIMIT:
+                _checks.fail(name, f"an integer of 64 bits (at most {INT_LIMIT:,})",
+                             _checks.describe(v))  # fmt: skip
         if not (_number(self.lr) and self.lr > 0):
             _checks.fail("lr", "a finite number > 0", _checks.describe(self.lr))
         for name, lo, hi, what in (
@@ -314,6 +316,19 @@ class TrainConfig:
         teacher_schedule(self.teacher_forcing)
         if not self.clip_at > 0:
             _checks.fail("clip_at", "a finite number > 0", _checks.describe(self.clip_at))
+        # Before a model is built: its recurrent weights alone (hidden² float32 values a
+        # layer) were refused there as the layer's `hidden_size`, not as this setting
+        _checks.affordable(4 * self.hidden**2, "hidden", "recurrent weights (hidden × hidden "
+                           "float32 values a layer)")  # fmt: skip
+        _checks.affordable(4 * self.hidden**2 * self.layers, "layers", "recurrent weights "
+                           "(hidden × hidden float32 values a layer)")  # fmt: skip
+        # Whatever the task, a batch's recurrent states take batch_size × hidden float32
+        # values a layer and direction at every step it keeps: a batch_size past the memory
+        # failed in the first step, after the run directory was made, as NumPy's "array is
+        # too big" naming no setting (a lower bound: one step, one of h and c)
+        _checks.affordable(self.batch_size * self.hidden * self.layers * 4, "batch_size",
+                           "recurrent states (batch_size × hidden × layers float32 values, "
+                           "for one step alone)")  # fmt: skip
 
     def without_effect(self, given: Iterable[str]) -> list[str]:
         """Why each of the settings in `given` (those the user set) changes nothing in this
