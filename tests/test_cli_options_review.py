@@ -277,6 +277,10 @@ def test_a_configuration_file_s_integers_are_bounded_as_the_command_line_s(tmp_p
         assert err.count("\n") == 1 and not run.exists()
     line = one_line(capsys, "train", "adding", "--layers", 10**13, "--run-dir", run)
     assert "`--layers` must be a size whose recurrent weights" in line  # (not --hidden's)
+    for option, task in (("--attention-size", "numbers"), ("--source-conv", "caption")):
+        extra = ["--attention", "additive"] if option == "--attention-size" else []
+        line = one_line(capsys, "train", task, option, 2**62, *extra, "--run-dir", run)
+        assert f"`{option}` must be a size whose" in line and not run.exists()
     line = one_line(capsys, "train", "adding", "--batch-size", 10**13, "--run-dir", run)
     assert "`--batch-size` must be a size whose recurrent states" in line and not run.exists()
     with pytest.raises(ValueError, match=r"`T` must be an integer of 64 bits .*; got an integer "

@@ -322,6 +322,11 @@ class TrainConfig:
                            "float32 values a layer)")  # fmt: skip
         _checks.affordable(4 * self.hidden**2 * self.layers, "layers", "recurrent weights "
                            "(hidden × hidden float32 values a layer)")  # fmt: skip
+        # (likewise the encoder-decoder's sizes of their own: NumPy's "array is too big")
+        _checks.affordable(4 * self.attention_size * self.hidden, "attention_size", "additive "
+                           "attention's weights (attention_size × hidden float32 values)")
+        _checks.affordable(4 * self.source_conv * self.hidden, "source_conv", "encoder's input "
+                           "weights (source_conv × hidden float32 values a gate)")  # fmt: skip
         # Whatever the task, a batch's recurrent states take batch_size × hidden float32
         # values a layer and direction at every step it keeps: a batch_size past the memory
         # failed in the first step, after the run directory was made, as NumPy's "array is
