@@ -1033,19 +1033,19 @@ class _Uniform:
 
 
 def test_a_text_that_would_not_fit_in_memory_is_refused_by_name(tmp_path, monkeypatch):
-    """A file under the 1 GiB cap still takes ~32 bytes a byte while it is read and encoded:
-    one larger than the memory available is refused naming it, not left to end in "out of
-    memory; try a smaller --hidden" (which changes nothing) or the OOM killer."""
+    """A file under the 1 GiB cap still takes up to 9 bytes a byte while it is read and
+    encoded: one larger than the memory available is refused naming it, not left to end in
+    "out of memory; try a smaller --hidden" (which changes nothing) or the OOM killer."""
     from rnnlab import _checks
     from rnnlab.tasks import text
 
     big = tmp_path / "big.txt"
     big.write_text("abcdefghi\n" * 600_000)  # 6 MB
-    monkeypatch.setattr(_checks, "available_memory", lambda: 100 << 20)
+    monkeypatch.setattr(_checks, "available_memory", lambda: 40 << 20)
     with pytest.raises(ValueError, match=r"`path` must be a readable UTF-8 text file that fits "
-                       r"in the memory available \(100.0 MiB; reading it takes about 32 bytes "
+                       r"in the memory available \(40.0 MiB; reading it takes about 9 bytes "
                        r"a byte of text\); got '.*big.txt', of 6,000,000 bytes \(about "
-                       r"183.1 MiB\) instead"):  # fmt: skip
+                       r"51.5 MiB\) instead"):  # fmt: skip
         text.read_text(big)
     monkeypatch.setattr(_checks, "available_memory", lambda: 1 << 30)
     assert len(text.read_text(big)) == 6_000_000
@@ -1055,7 +1055,7 @@ def test_a_text_whose_n_gram_baselines_would_not_fit_is_refused_before_training(
                                                                                  monkeypatch,
                                                                                  capsys):
     """The baselines beside the test score, counted at the end of `rnnlab train`, take up to
-    ~255 bytes a character of random text (30 of prose) against the 32 a byte of reading
+    ~255 bytes a character of random text (30 of prose) against the 9 a byte of reading
     it: a text that read well was killed by memory after the whole training. A new run
     refuses it up front, naming --data, with the estimate; prose of the same size, whose
     distinct n-grams are few, is counted and goes on; a small text is not even looked at."""

@@ -32,9 +32,13 @@ from rnnlab.train import Batch, TrainConfig
 MIN_CHARS = 1000
 # and one larger than this is not read: its ids alone would take 4 bytes a character.
 MAX_BYTES = 1 << 30
-# Peak memory of a charlm task over its file's size: the text, its UTF-32 copies, the int64
-# ids of the vocabulary's lookup, the pieces (a 50 MB ASCII file: 1,554 MB, 31 a byte).
-PEAK_PER_BYTE = 32
+# Peak memory of a charlm task over its file's size, for the text of widest characters a
+# byte (ASCII and one emoji: a str of 4 bytes a character): its text and pieces, then the
+# pieces and their int32 ids. Measured on 200 MB files (bench/charlm_memory.py, bench/
+# README.md "charlm's memory"): 8.0 bytes a byte for that text with a BOM and CRLF line
+# ends, 6.4 for prose with a few characters past U+00FF. The vocabulary and its lookup go a
+# million characters at a time (`_CHUNK`): in one pass they took 34 to 37 bytes a byte.
+PEAK_PER_BYTE = 9
 
 # What `decode` prints for the unknown id: U+FFFD REPLACEMENT CHARACTER, Unicode's own
 # symbol for "a character that could not be represented".
@@ -174,8 +178,18 @@ def decode_text(data: bytes, p: Path, name: str = "path") -> str:
                f"'{p}', which reads as {wide.upper()} without a byte-order mark "
                f"({head.count(0):,} of its first {len(head):,} bytes are NUL)",
                f"Convert it first, e.g. `iconv -f {wide} -t utf-8`.")  # fmt: skip
+    # The mark and the line ends go on the bytes, before they are decoded: a str of ASCII
+    # and one emoji takes 4 bytes a character, and each of three str steps copied it whole
+    # (such a file with a BOM, CRLF and a lone CR: 11 bytes a byte at the peak, now 4.5).
+    # CR and LF are bytes of no longer UTF-8 sequence, so bytes and text agree on both, and
+    # the bytes are UTF-8 exactly when the file's are; a refusal names the file's own offset.
+    body = data.removeprefix(b"\xef\xbb\xbf").replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     try:
-        text = data.decode("utf-8")
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    try:
+        data.decode("utf-8")
     except UnicodeDecodeError as e:
         # (latin1 would turn UTF-16 or UTF-32 into text with NULs between the characters)
         for bom, encoding in _BYTE_ORDER_MARKS:
@@ -198,12 +212,34 @@ def decode_text(data: bytes, p: Path, name: str = "path") -> str:
             f"'{p}', whose byte {e.start} ({data[e.start]:#04x}) is not UTF-8",
             "Convert it first, e.g. `iconv -f latin1 -t utf-8`.",
         )
-    return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    raise AssertionError("bytes that are UTF-8 but not once CR and the BOM are dropped")
 
 
-def _code_points(text: str) -> np.ndarray:
-    """The Unicode code points of `text` as uint32, without a Python loop over characters."""
-    return np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
+# Characters `CharVocab` looks at in one pass: its arrays for them (the code points' 4 bytes
+# a character, the lookup's int64 8 and a few more) stay under 40 MiB whatever the text's
+# length. In one pass over the whole, the task of a 200 MB corpus peaked at 6.8 GB.
+_CHUNK = 1 << 20
+
+
+def _code_points(text: str, start: int = 0, name: str = "text") -> np.ndarray:
+    """The Unicode code points of `text` as uint32, without a Python loop over characters.
+    A lone surrogate, which no UTF-8 file gives but a Python str may hold, is refused naming
+    `name` and where it is (`start`: the offset of this piece in the whole)."""
+    try:
+        data = text.encode("utf-32-le")
+    except UnicodeEncodeError as e:
+        fail(
+            name,
+            "valid Unicode text",
+            f"the lone surrogate U+{ord(text[e.start]):04X} at character {start + e.start}",
+        )
+    return np.frombuffer(data, dtype="<u4")
+
+
+def _pieces(text: str) -> Iterator[tuple[int, str]]:
+    """(offset, text[offset : offset + _CHUNK]) over `text`, in order."""
+    for i in range(0, len(text), _CHUNK):
+        yield i, text[i : i + _CHUNK]
 
 
 class CharVocab:
@@ -219,7 +255,10 @@ class CharVocab:
     def __init__(self, text: str):
         if not isinstance(text, str) or not text:
             fail("text", "a non-empty str (the training text)", describe(text))
-        self._codes = np.unique(_code_points(text))  # sorted: id = position
+        # sorted: id = position
+        self._codes = np.unique(
+            np.concatenate([np.unique(_code_points(piece, i)) for i, piece in _pieces(text)])
+        )
         self.chars: str = "".join(map(chr, self._codes.tolist()))
         self.unknown: int = len(self.chars)
         # decode's table: one code point per id, the unknown id printing as U+FFFD
@@ -245,11 +284,14 @@ class CharVocab:
         """Ids of the characters of `text` (int32, one per character; unseen → `unknown`)."""
         if not isinstance(text, str):
             fail("text", "a str", describe(text))
-        points = _code_points(text)
-        idx = np.searchsorted(self._codes, points)
-        idx_safe = np.minimum(idx, len(self._codes) - 1)
-        known = self._codes[idx_safe] == points
-        return np.where(known, idx, self.unknown).astype(np.int32)
+        ids = np.empty(len(text), dtype=np.int32)
+        for i, piece in _pieces(text):
+            points = _code_points(piece, i)
+            idx = np.searchsorted(self._codes, points)
+            idx_safe = np.minimum(idx, len(self._codes) - 1)
+            known = self._codes[idx_safe] == points
+            ids[i : i + len(points)] = np.where(known, idx, self.unknown)
+        return ids
 
     def decode(self, ids: object) -> str:
         """The text of a 1-D sequence of ids; the unknown id decodes as U+FFFD."""
@@ -455,7 +497,9 @@ class CharLM:
             raise ValueError(f"--data: {e}") from None
         self.source = path or "the pydoc topics of CPython"
         digest = hashlib.sha256(raw.encode("utf-8")).hexdigest()
+        self.chars = len(raw)
         train, valid, test = split_text(raw)
+        del raw  # (its pieces hold its text: not twice beside the ids)
         self.vocab = stored or CharVocab(train)
         recorded = data.get("corpus_sha256") if data else None
         if recorded is not None and recorded != digest and resume:
@@ -483,7 +527,6 @@ class CharLM:
             "valid": self.vocab.encode(valid),
             "test": self.vocab.encode(test),
         }
-        self.chars = len(raw)
         self.window = cfg.bptt or cfg.seq_len
         self._tracks: tuple[np.ndarray, np.ndarray, int] | None = None  # (training's, made at
         # its first batch: scoring other text with `evaluate --data` needs no tracks)
@@ -523,7 +566,7 @@ class CharLM:
         `rnnlab train` (a new run or a resumed one) and by `rnnlab evaluate` (of the text
         given with --data), need up to ngram.PEAK_PER_ID bytes a character and PEAK_PER_GRAM
         a distinct n-gram: under 40 bytes a character of prose, up to 285 of random text
-        (reading the text takes PEAK_PER_BYTE = 32 a byte), so a text that read well could
+        (reading the text takes PEAK_PER_BYTE = 9 a byte), so a text that read well could
         be killed by the out-of-memory killer after the whole training. A bound that counts nothing
         (as if every n-gram were distinct) settles most texts; past it, with too little
         memory for it, the distinct n-grams are counted (a pass of about 25 bytes a
