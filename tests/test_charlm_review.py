@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnlab import tasks
+from rnnlab import _checks, tasks
+from rnnlab.cli import main
 from rnnlab.layers import Forward
 from rnnlab.tasks import text
 from rnnlab.train import TrainConfig
@@ -110,4 +111,71 @@ def test_a_corpus_is_held_once_beside_its_ids(monkeypatch):
     wide = 4 * task.chars  # the bytes of the text's str
     assert sum(a.nbytes for a in task.ids.values()) == wide
     assert peak < 2.5 * wide, peak / wide
+
+
+# ------------------------------------------------------------------ large vocabularies
+
+
+@pytest.fixture(scope="module")
+def many_symbols(tmp_path_factory) -> Path:
+    """40,000 characters of 9,000 distinct CJK ideographs, every one in the training piece."""
+    rng = np.random.default_rng(0)
+    symbols = [chr(0x4E00 + i) for i in range(9000)]
+    body = "".join(symbols) + "".join(rng.choice(symbols, size=31_000))
+    path = tmp_path_factory.mktemp("many") / "cjk.txt"
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+def test_a_vocabulary_too_large_for_a_training_step_is_refused_by_name(
+    many_symbols, monkeypatch, capsys
+):
+    """A text of many distinct characters makes batch x window x vocabulary outputs a step
+    (a million code points at --batch-size 32 --seq-len 100: about 30 GiB), which nothing
+    checked: the run was killed by the out-of-memory killer at its first step."""
+    monkeypatch.setattr(_checks, "available_memory", lambda: 200 << 20)
+    task = _charlm(many_symbols)
+    assert task.vocab.size == 9001
+    with pytest.raises(ValueError) as e:
+        task.check_new_run()
+    assert str(e.value) == (
+        "`data` must be a text whose training steps fit in the memory available (200.0 MiB); "
+        f"got '{many_symbols}', of 9,001 symbols: a step of 32 tracks (`batch_size`) of 100 "
+        "characters (`seq_len`) makes 28,803,200 outputs, about 274.7 MiB (10 bytes an "
+        "output), instead. Give a smaller `batch_size` or `seq_len`, or a text of fewer "
+        "distinct characters."
+    )
+    code = main(["train", "charlm", "--data", str(many_symbols), "--steps", "1", "--quiet",
+                 "--run-dir", str(many_symbols.parent / "run")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and not (many_symbols.parent / "run").exists(), err
+    assert "`--data` must be a text whose training steps fit" in err, err
+    assert "Give a smaller `--batch-size` or `--seq-len`" in err, err
+    monkeypatch.setattr(_checks, "available_memory", lambda: 1 << 30)
+    assert _charlm(many_symbols).check_new_run() == []
+    assert _charlm(many_symbols, batch_size=8).check_new_run() == []  # (under 256 MiB)
+
+
+def test_evaluation_reads_fewer_steps_at_a_time_for_a_large_vocabulary(many_symbols):
+    """evaluate read 8 tracks 256 steps at a time whatever the vocabulary: 2,048 x V outputs
+    of 13 bytes, about 25 GiB for a million symbols. Past 8,192 symbols it reads fewer steps,
+    the state carried across, every character still scored once."""
+    task = _charlm(many_symbols, batch_size=4, seq_len=10)
+    model = _Recorder(task.vocab.size)
+    result = task.evaluate(model, "valid", baselines=False)
+    k = text.EVAL_CHUNK_BYTES // (16 * text.EVAL_TRACKS * 9001)
+    assert k == 232
+    lengths = [x.shape[1] for x, _ in model.calls]
+    assert max(lengths) == k and sum(lengths) * text.EVAL_TRACKS == result["chars"]
+    assert [s for _, s in model.calls][1:] == [("state", i) for i in range(1, len(lengths))]
+
+
+def test_a_chunked_evaluation_scores_as_the_whole(many_symbols, monkeypatch):
+    task = _charlm(many_symbols, batch_size=4, seq_len=10, hidden=4, embed=2)
+    model = tasks.build_model(tasks.model_spec(task.cfg, task), seed=0)
+    chunked = task.evaluate(model, "valid", baselines=False)
+    monkeypatch.setattr(text, "EVAL_CHUNK_BYTES", 1 << 40)  # 256 steps at a time
+    whole = task.evaluate(model, "valid", baselines=False)
+    assert chunked["chars"] == whole["chars"]
+    assert chunked["nats_per_char"] == pytest.approx(whole["nats_per_char"], rel=1e-6)
 

@@ -449,6 +449,17 @@ def baseline_order(vocab_size: int) -> int:
 EVAL_TRACKS = 8
 """`CharLM.evaluate` reads a split as 8 tracks side by side, each from a zero state."""
 
+# Bytes an output (a logit of one symbol at one step of one track) takes at the peak of a
+# training step: the float32 logits, their gradient and a little more, 8.4 between 20,000
+# and 60,000 symbols (bench/charlm_memory.py, bench/README.md "charlm's memory"). A text of
+# every code point once (1,000,829 symbols in its training piece) made 32 x 100 x 1,000,829
+# outputs a step, about 30 GiB, and was killed by the out-of-memory killer.
+STEP_BYTES_PER_OUTPUT = 10
+# `evaluate` reads 8 tracks `_eval_steps` steps at a time, its outputs (13 to 15 bytes each,
+# measured; 16 budgeted) under this: 256 steps for up to 8,192 symbols, fewer past it (2
+# for a million symbols, whose 256 would take about 25 GiB).
+EVAL_CHUNK_BYTES = 256 << 20
+
 
 class CharLM:
     """Character language model with a stateful stream of windows (classic truncated BPTT)."""
@@ -555,11 +566,40 @@ class CharLM:
              "for more)" if self.max_order < MAX_BASELINE_ORDER else "")  # fmt: skip
 
     def check_new_run(self) -> list[str]:
-        """A new run's text holds its batches, and its n-gram baselines, counted at the end of
-        training, fit in the memory available (both said before the run directory is made)."""
+        """A new run's text holds its batches, a training step's outputs (one a symbol, a
+        character and a track) and its n-gram baselines, counted at the end of training, fit
+        in the memory available (all said before the run directory is made)."""
         self._training_tracks()
+        self._step_fits()
         self._baselines_fit()
         return []
+
+    def _step_fits(self) -> None:
+        """A training step's outputs, `batch_size` x the window x the vocabulary's symbols,
+        take about STEP_BYTES_PER_OUTPUT bytes each: a text of many distinct characters
+        (the settings' weights are checked as they are made, the step's outputs were not)
+        was killed by the out-of-memory killer at its first step."""
+        B, V = self.cfg.batch_size, self.vocab.size
+        need = STEP_BYTES_PER_OUTPUT * B * self.window * V
+        if need < 1 << 28:  # (not worth a look at /proc/meminfo, as _checks.affordable)
+            return
+        have = _checks.available_memory()
+        if have is None or need <= have:
+            return
+        window = "`bptt`" if self.cfg.bptt else "`seq_len`"
+        raise ValueError(
+            f"`data` must be a text whose training steps fit in the memory available "
+            f"({_checks.describe_bytes(have)}); got {self.source!r}, of {V:,} symbols: a "
+            f"step of {B} tracks (`batch_size`) of {self.window} characters ({window}) "
+            f"makes {B * self.window * V:,} outputs, about {_checks.describe_bytes(need)} "
+            f"({STEP_BYTES_PER_OUTPUT} bytes an output), instead. Give a smaller `batch_size` "
+            f"or {window}, or a text of fewer distinct characters."
+        )
+
+    def _eval_steps(self) -> int:
+        """Steps `evaluate` reads at a time: 256, fewer for a vocabulary whose outputs for
+        them would pass EVAL_CHUNK_BYTES (the state is carried across: the same score)."""
+        return max(1, min(256, EVAL_CHUNK_BYTES // (16 * EVAL_TRACKS * self.vocab.size)))
 
     def _baselines_fit(self) -> None:
         """The test score's n-gram baselines, counted from the training piece at the end of
@@ -646,10 +686,11 @@ class CharLM:
         # training and in sampling: the likelihood of the text is P(x_t | the true x_<t); run
         # free it would be fed its own soft predictions, which it never saw.
         feedback = getattr(model, "wants_targets", False)
-        for i in range(0, n, 256):
-            teacher = {"targets": ys[:, i : i + 256], "teacher": 1.0} if feedback else {}
-            f = model.forward(xs[:, i : i + 256], state=state, grad=False, **teacher)
-            loss, _ = softmax_cross_entropy(f.output, ys[:, i : i + 256], reduction="sum")
+        k = self._eval_steps()
+        for i in range(0, n, k):
+            teacher = {"targets": ys[:, i : i + k], "teacher": 1.0} if feedback else {}
+            f = model.forward(xs[:, i : i + k], state=state, grad=False, **teacher)
+            loss, _ = softmax_cross_entropy(f.output, ys[:, i : i + k], reduction="sum")
             total += loss
             state = f.state
         nats = total / (n * tracks)
