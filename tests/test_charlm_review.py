@@ -179,3 +179,40 @@ def test_a_chunked_evaluation_scores_as_the_whole(many_symbols, monkeypatch):
     assert chunked["chars"] == whole["chars"]
     assert chunked["nats_per_char"] == pytest.approx(whole["nats_per_char"], rel=1e-6)
 
+
+# ------------------------------------------------------------------ short texts, reports
+
+
+def test_a_text_too_short_for_the_batches_says_so_at_once(tmp_path):
+    """A text under 1,000 characters was told it needed 1,000; made that long, it was told
+    3,593 (--batch-size 32 of --seq-len 100). A new run says what its batches need at once;
+    where they need less, the 1,000 of the split is said, in the singular for one."""
+    short = tmp_path / "short.txt"
+    short.write_text("a short text. " * 35, encoding="utf-8")
+    with pytest.raises(ValueError) as e:
+        _charlm(short)
+    assert str(e.value) == (
+        "`data` must hold enough text for 32 tracks (`batch_size`) of 100 characters "
+        "(`seq_len`) in its training piece (at least 3,593 characters in all); got "
+        f"'{short}' with 490 characters instead. Give more text, or a smaller `batch_size` "
+        "or `seq_len`."
+    )
+    one = tmp_path / "one.txt"
+    one.write_text("a", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"^--data: `path` must be a text of at least 1000 "
+                       r"characters \(to split into train/valid/test\); got '.*one.txt' with 1 "
+                       r"character instead\.$"):  # fmt: skip
+        _charlm(one, batch_size=2, seq_len=10)
+
+
+def test_a_short_text_is_refused_by_rnnlab_train_with_the_options(tmp_path, capsys):
+    short = tmp_path / "short.txt"
+    short.write_text("a short text. " * 35, encoding="utf-8")
+    code = main(["train", "charlm", "--data", str(short), "--batch-size", "16",
+                 "--run-dir", str(tmp_path / "run")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and not (tmp_path / "run").exists(), err
+    assert err.startswith("rnnlab: error: `--data` must hold enough text for 16 tracks "
+                          "(`--batch-size`) of 100 characters (`--seq-len`) in its training "
+                          "piece (at least 1,797 characters in all)"), err  # fmt: skip
+

@@ -49,6 +49,15 @@ class TextFileError(ValueError):
     """A text file cannot be used as a corpus (missing, a directory, empty, not UTF-8, short)."""
 
 
+class TextTooShortError(TextFileError):
+    """A text of fewer than MIN_CHARS characters (`chars` of them): a new charlm run says the
+    length its batches need instead, where that is more."""
+
+    def __init__(self, message: str, chars: int):
+        super().__init__(message)
+        self.chars = chars
+
+
 def _raise(name: str, expected: str, got: str, hint: str = "") -> NoReturn:
     """`_checks.fail` with our own exception class: the same message shape."""
     message = f"`{name}` must be {expected}; got {got} instead."
@@ -155,12 +164,17 @@ def read_text(path: str | os.PathLike[str]) -> str:
         _raise("path", expected, f"'{p}', which is empty")
     text = decode_text(data, p)
     if len(text) < MIN_CHARS:
-        _raise(
-            "path",
-            f"a text of at least {MIN_CHARS} characters (to split into train/valid/test)",
-            f"'{p}' with {len(text)} characters",
+        raise TextTooShortError(
+            f"`path` must be a text of at least {MIN_CHARS} characters (to split into "
+            f"train/valid/test); got '{p}' with {_count(len(text), 'character')} instead.",
+            len(text),
         )
     return text
+
+
+def _count(n: int, noun: str) -> str:
+    """`n` of `noun` as said to a user: "1 character", "1,000 characters"."""
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
 def decode_text(data: bytes, p: Path, name: str = "path") -> str:
@@ -502,11 +516,17 @@ class CharLM:
                 "any more; put it back to train or evaluate the run on it, or score other text "
                 "with the run's vocabulary: rnnlab evaluate RUN --data FILE"
             )
+        self.source = path or "the pydoc topics of CPython"
+        self.window = cfg.bptt or cfg.seq_len
         try:
             raw = read_text(path) if path else default_corpus()
         except ValueError as e:
+            # a new run's batches may need more than the split's 1000: said at once, not
+            # after the text was made 1000 long ("at least 3,593 characters in all" then)
+            if isinstance(e, TextTooShortError) and data is None:
+                if self._training_needs() > MIN_CHARS:
+                    raise self._too_short(e.chars) from None
             raise ValueError(f"--data: {e}") from None
-        self.source = path or "the pydoc topics of CPython"
         digest = hashlib.sha256(raw.encode("utf-8")).hexdigest()
         self.chars = len(raw)
         train, valid, test = split_text(raw)
@@ -538,7 +558,6 @@ class CharLM:
             "valid": self.vocab.encode(valid),
             "test": self.vocab.encode(test),
         }
-        self.window = cfg.bptt or cfg.seq_len
         self._tracks: tuple[np.ndarray, np.ndarray, int] | None = None  # (training's, made at
         # its first batch: scoring other text with `evaluate --data` needs no tracks)
         self._baselines: dict = {}
@@ -646,18 +665,29 @@ class CharLM:
             B = self.cfg.batch_size
             usable = (len(self.ids["train"]) - 1) // B
             if usable < self.window + 1:
-                window = "`bptt`" if self.cfg.bptt else "`seq_len`"
-                need = text_for_training_piece(B * (self.window + 1) + 1)
-                raise ValueError(
-                    f"`data` must hold enough text for {B} tracks (`batch_size`) of "
-                    f"{self.window} characters ({window}) in its training piece (at least "
-                    f"{need:,} characters in all); got {self.source!r} with {self.chars:,} "
-                    f"characters instead. Give more text, or a smaller `batch_size` or {window}."
-                )
+                raise self._too_short(self.chars)
             flat = self.ids["train"][: usable * B + 1]
             self._tracks = (flat[:-1].reshape(B, usable), flat[1:].reshape(B, usable),
                             usable // self.window)  # fmt: skip
         return self._tracks
+
+    def _training_needs(self) -> int:
+        """The fewest characters of a text whose training piece holds `batch_size` tracks of
+        the window and one more character (the last target)."""
+        return text_for_training_piece(self.cfg.batch_size * (self.window + 1) + 1)
+
+    def _too_short(self, chars: int) -> ValueError:
+        """The refusal of a text of `chars` characters, too short for the batches."""
+        B = self.cfg.batch_size
+        window = "`bptt`" if self.cfg.bptt else "`seq_len`"
+        need = max(MIN_CHARS, self._training_needs())
+        return ValueError(
+            f"`data` must hold enough text for {B} tracks (`batch_size`) of "
+            f"{self.window} characters ({window}) in its training piece (at least "
+            f"{need:,} characters in all); got {self.source!r} with "
+            f"{_count(chars, 'character')} instead. Give more text, or a smaller "
+            f"`batch_size` or {window}."
+        )
 
     def batch(self, step: int, rng) -> Batch:
         tracks_x, tracks_y, per_epoch = self._training_tracks()
