@@ -824,6 +824,11 @@ class CharLM:
             f"held-out: {result['nats_per_char']:.3f} nats/char = "
             f"{result['bits_per_char']:.3f} bits/char"
         ]
+        unknown, chars = result.get("unknown_chars") or 0, result.get("chars") or 0
+        if unknown:  # (evaluate --data of another text: a score the table alone misleads on)
+            lines.append(f"  unknown: {unknown:,} of the {_count(chars, 'character')} scored "
+                         f"({unknown / max(chars, 1):.1%}) are not in the run's vocabulary; "
+                         "each is scored as its unknown symbol")  # fmt: skip
         base = result.get("baselines") or self.baselines("test")
         best = min(base.values(), key=lambda b: b["nats_per_char"])
         for name, b in base.items():
