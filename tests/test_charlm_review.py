@@ -217,6 +217,29 @@ def test_a_short_text_is_refused_by_rnnlab_train_with_the_options(tmp_path, caps
                           "piece (at least 1,797 characters in all)"), err  # fmt: skip
 
 
+def test_a_run_s_own_text_that_no_longer_reads_is_said_as_such(tmp_path):
+    """`rnnlab evaluate RUN` and `train --resume RUN` read the run's text from the path its
+    config.json stores; one cut short or converted since was refused as "--data: `path`
+    must be ...", an option the user never typed, without the way out."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("".join(chr(97 + (i * i + i // 7) % 23) for i in range(4003)))
+    task = _charlm(corpus, batch_size=4, seq_len=10)
+    record = task.data_record()
+    corpus.write_text("abc")
+    for resume in (False, True):
+        with pytest.raises(ValueError) as e:
+            text.CharLM(task.cfg, record, resume=resume)
+        assert str(e.value) == (
+            "the run's training text (config.json's \"data\") no longer reads as it did: "
+            "`path` must be a text of at least 1000 characters (to split into "
+            f"train/valid/test); got '{corpus}' with 3 characters instead. Put it back as it "
+            "was to train or evaluate the run on it, or score other text with the run's "
+            "vocabulary: rnnlab evaluate RUN --data FILE"
+        )
+    with pytest.raises(ValueError, match=r"^--data: `path` must be a text of at least 1000"):
+        text.CharLM(task.cfg, {"vocab": record["vocab"]})  # (evaluate --data: typed)
+
+
 def test_the_report_says_how_many_scored_characters_the_vocabulary_lacks(tmp_path):
     """`rnnlab evaluate RUN --data OTHER` scores every character the run's vocabulary lacks
     as its unknown symbol; the report said nothing of it (a text 57 % emoji scored 6.5

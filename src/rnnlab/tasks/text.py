@@ -526,6 +526,12 @@ class CharLM:
             if isinstance(e, TextTooShortError) and data is None:
                 if self._training_needs() > MIN_CHARS:
                     raise self._too_short(e.chars) from None
+            if path and path == stored_path:  # (evaluate RUN, train --resume: no --data typed)
+                raise ValueError(
+                    f"the run's training text (config.json's \"data\") no longer reads as it "
+                    f"did: {e} Put it back as it was to train or evaluate the run on it, or "
+                    "score other text with the run's vocabulary: rnnlab evaluate RUN --data FILE"
+                ) from None
             raise ValueError(f"--data: {e}") from None
         digest = hashlib.sha256(raw.encode("utf-8")).hexdigest()
         self.chars = len(raw)
