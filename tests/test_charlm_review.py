@@ -113,6 +113,35 @@ def test_a_corpus_is_held_once_beside_its_ids(monkeypatch):
     assert peak < 2.5 * wide, peak / wide
 
 
+@pytest.mark.parametrize("body, codec", [
+    ("Caf\u00e9 \u201cquoted\u201d \u2013 it\u2019s fine. " * 60, "cp1252"),  # Windows
+    ("caf\u00e9 na\u00efve " * 100, "latin1"),  # no byte from 0x80 to 0x9F: latin1 reads it
+])  # fmt: skip
+def test_a_windows_1252_text_is_sent_to_cp1252_s_iconv_not_latin1_s(tmp_path, body, codec):
+    """A Windows text's curly quotes and dashes are bytes 0x80 to 0x9F, which latin1 reads as
+    control characters: `iconv -f latin1`, as advised, gave a corpus with U+0093 for its
+    quotes, and it trained so without a word."""
+    path = tmp_path / "w.txt"
+    path.write_bytes(body.encode(codec))
+    with pytest.raises(text.TextFileError) as e:
+        text.read_text(path)
+    assert "whose byte 3 (0xe9) is not UTF-8" in str(e.value)
+    assert f"`iconv -f {codec} -t utf-8`" in str(e.value), e.value
+    assert ("Windows-1252" in str(e.value)) == (codec == "cp1252")
+
+
+def test_a_damaged_utf8_text_or_an_undefined_windows_byte_keeps_latin1_s_example(tmp_path):
+    """Bytes from 0x80 to 0x9F are UTF-8's continuation bytes too: a UTF-8 text with one bad
+    byte after its first accented letter is not called Windows-1252, nor one holding a byte
+    that code page leaves undefined (0x81)."""
+    damaged = ("caf\u00e9 \u00e0 la carte. " * 60).encode() + b"\x93 end"
+    undefined = "Caf\u00e9 \u201cq\u201d ".encode("cp1252") * 80 + b"\x81"
+    for name, data in (("damaged.txt", damaged), ("undefined.txt", undefined)):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(text.TextFileError, match=r"`iconv -f latin1 -t utf-8`\.$"):
+            text.read_text(tmp_path / name)
+
+
 # ------------------------------------------------------------------ large vocabularies
 
 

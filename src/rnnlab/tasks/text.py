@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -224,9 +225,28 @@ def decode_text(data: bytes, p: Path, name: str = "path") -> str:
             name,
             expected,
             f"'{p}', whose byte {e.start} ({data[e.start]:#04x}) is not UTF-8",
-            "Convert it first, e.g. `iconv -f latin1 -t utf-8`.",
+            "Convert it first, e.g. `iconv -f latin1 -t utf-8`."
+            if _single_byte_codec(data, e.start) == "latin1"
+            else "Convert it first, e.g. `iconv -f cp1252 -t utf-8` (Windows-1252: it holds "
+            "bytes from 0x80 to 0x9F, that code page's quotes and dashes, which latin1 reads "
+            "as control characters).",
         )
     raise AssertionError("bytes that are UTF-8 but not once CR and the BOM are dropped")
+
+
+def _single_byte_codec(data: bytes, bad: int) -> str:
+    """The iconv name to advise for bytes that are not UTF-8 from their first byte past ASCII
+    (`bad`): "cp1252" where they hold a byte from 0x80 to 0x9F and none that Windows-1252
+    leaves undefined, else "latin1". Those bytes are Windows-1252's curly quotes, dashes and
+    euro sign, and control characters in latin1: a Windows text sent to latin1's iconv
+    trained with U+0093 for its quotes, no error said. A text that is UTF-8 before `bad`
+    (one damaged byte) or of another code page gets latin1's, an example as before."""
+    first_high = re.search(rb"[\x80-\xff]", data)
+    if first_high is None or first_high.start() != bad:
+        return "latin1"
+    if re.search(rb"[\x80-\x9f]", data) and not re.search(rb"[\x81\x8d\x8f\x90\x9d]", data):
+        return "cp1252"
+    return "latin1"
 
 
 # Characters `CharVocab` looks at in one pass: its arrays for them (the code points' 4 bytes
