@@ -284,3 +284,49 @@ def test_the_report_says_how_many_scored_characters_the_vocabulary_lacks(tmp_pat
                         f"({127 / result['chars']:.1%}) are not in the run's vocabulary; each "
                         "is scored as its unknown symbol")  # fmt: skip
 
+
+# ------------------------------------------------------------------ the layout's promises
+
+
+def test_training_windows_never_reach_the_held_out_text_and_wrap_without_state(tmp_path):
+    """Held-out pieces of letters training never has: any window that reached them would
+    hold the unknown id. Over an epoch and past its wrap, every target is a training
+    character, each window continues the one before on its track, and the state is
+    carried everywhere but at the first window of an epoch."""
+    corpus = tmp_path / "split.txt"
+    corpus.write_text("abcdefgh" * 450 + ("XYZ" * 134)[:400], encoding="utf-8")
+    task = _charlm(corpus, batch_size=3, seq_len=7)
+    assert len(task.ids["train"]) == 3600
+    assert (task.ids["valid"] == task.vocab.unknown).all()
+    assert (task.ids["test"] == task.vocab.unknown).all()
+    _, _, per_epoch = task._training_tracks()
+    K = 3599 // 3
+    assert per_epoch == K // 7
+    train = task.ids["train"]
+    for step in range(2 * per_epoch + 2):
+        batch = task.batch(step, None)
+        w = step % per_epoch
+        assert batch.carry == (w > 0)
+        assert (batch.y != task.vocab.unknown).all()
+        for b in range(3):
+            start = b * K + w * 7
+            np.testing.assert_array_equal(batch.x[b], train[start : start + 7])
+            np.testing.assert_array_equal(batch.y[b], train[start + 1 : start + 8])
+
+
+def test_each_held_out_character_is_scored_once(tmp_path):
+    """evaluate reads a split as 8 tracks, the state carried along each: the inputs are the
+    split's characters 0 to 8n - 1, once each, so its targets are 1 to 8n."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("".join(chr(97 + (i * i + i // 7) % 23) for i in range(50_011)))
+    task = _charlm(corpus, batch_size=4, seq_len=10)
+    model = _Recorder(task.vocab.size)
+    result = task.evaluate(model, "test", baselines=False)
+    ids = task.ids["test"]
+    n = (len(ids) - 1) // text.EVAL_TRACKS
+    read = np.concatenate([x for x, _ in model.calls], axis=1)
+    np.testing.assert_array_equal(read, ids[: n * text.EVAL_TRACKS].reshape(8, n))
+    assert len(model.calls) == -(-n // 256) > 1
+    assert model.calls[0][1] is None and all(s is not None for _, s in model.calls[1:])
+    assert result["chars"] == n * text.EVAL_TRACKS
+    assert result["nats_per_char"] == pytest.approx(np.log(task.vocab.size), rel=1e-12)
