@@ -5,7 +5,8 @@ import signal
 
 import numpy as np
 
-from rnnlab.layers import GRU, LSTM, RNN
+from rnnlab.layers import GRU, LSTM, RNN, Forward, Recurrent
+from rnnlab.modules import Linear, Sequential
 
 # (name, constructor, keyword arguments): every cell rnnlab has.
 CELLS = [
@@ -103,3 +104,27 @@ def mgu_cell(candidate="tanh", declare=True):
         attrs["gate_activations"] = (("f", "forget", 0, "sigmoid"),
                                      ("n", "candidate", 1, candidate))  # fmt: skip
     return type("MGU", (Cell,), attrs)()
+
+
+# ----------------------------------------------------------------- modules of one's own
+# Subclasses whose forward computes otherwise than their base's: what an exporter must
+# refuse, since it writes the base's computation from the parameters.
+class Residual(Recurrent):
+    """A layer of one's own: the recurrent output plus its input."""
+
+    def forward(self, x, **options):
+        f = super().forward(x, **options)
+        return Forward(f.output + x, f.state, f.cache)
+
+
+class TanhLinear(Linear):
+    def forward(self, x, **options):
+        f = super().forward(x, **options)
+        return Forward(np.tanh(f.output), None, f.cache)
+
+
+class Softmaxed(Sequential):
+    def forward(self, x, **options):
+        f = super().forward(x, **options)
+        e = np.exp(f.output - f.output.max(axis=-1, keepdims=True))
+        return Forward(e / e.sum(axis=-1, keepdims=True), f.state, f.cache)

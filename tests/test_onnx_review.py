@@ -11,9 +11,10 @@ import os
 
 import numpy as np
 import pytest
+from helpers import Residual, Softmaxed, TanhLinear
 
 from rnnlab.cells import GRUCell
-from rnnlab.layers import GRU, LSTM, RNN, Forward, Recurrent
+from rnnlab.layers import GRU, LSTM, RNN, Forward
 from rnnlab.modules import Dropout, Embedding, LastStep, Linear, MeanOverTime, Sequential
 
 if os.environ.get("CI"):
@@ -208,20 +209,7 @@ def test_every_opset_offered_runs(opset, tmp_path):
 
 
 # ---------------------------------------------------------------------- modules of one's own
-class Residual(Recurrent):
-    """A layer of one's own: the recurrent output plus its input."""
-
-    def forward(self, x, **options):
-        f = super().forward(x, **options)
-        return Forward(f.output + x, f.state, f.cache)
-
-
-class TanhLinear(Linear):
-    def forward(self, x, **options):
-        f = super().forward(x, **options)
-        return Forward(np.tanh(f.output), None, f.cache)
-
-
+# (Residual, TanhLinear and Softmaxed: tests/helpers.py, which the other exporters' tests share)
 class ScaledEmbedding(Embedding):
     def forward(self, x, **options):
         f = super().forward(x, **options)
@@ -239,12 +227,6 @@ class FirstStep(LastStep):
     def forward(self, x, **options):
         return Forward(np.asarray(x)[:, 0], None, None)
 
-
-class Softmaxed(Sequential):
-    def forward(self, x, **options):
-        f = super().forward(x, **options)
-        e = np.exp(f.output - f.output.max(axis=-1, keepdims=True))
-        return Forward(e / e.sum(axis=-1, keepdims=True), f.state, f.cache)
 
 
 OWN = [
