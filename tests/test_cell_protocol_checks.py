@@ -7,7 +7,7 @@ import functools
 import numpy as np
 import pytest
 
-from rnnlab import gradcheck, layers, recurrence, settings
+from rnnlab import cellcheck, gradcheck, recurrence, settings
 from rnnlab.cells import Cell, ElmanCell, GRUCell, LSTMCell
 from rnnlab.cells.pointwise import one, tanh, units
 from rnnlab.layers import Recurrent
@@ -126,7 +126,7 @@ def test_a_step_past_its_declared_rows_is_refused(cell, step, declared):
 def test_steps_are_run_once_per_cell_key(monkeypatch):
     calls = []
     step_forward = recurrence.step_forward
-    monkeypatch.setattr(layers, "_STEPS_RUN", set())
+    monkeypatch.setattr(cellcheck, "_STEPS_RUN", set())
     monkeypatch.setattr(recurrence, "step_forward",
                         lambda *a, **k: calls.append(1) or step_forward(*a, **k))  # fmt: skip
     Recurrent(Scaled(), 3, 5, rng=0)
@@ -161,7 +161,7 @@ BUILT_IN = {
 
 @pytest.mark.parametrize("make", BUILT_IN.values(), ids=BUILT_IN.keys())
 def test_the_built_in_cells_pass(make, monkeypatch):
-    monkeypatch.setattr(layers, "_STEPS_RUN", set(), raising=False)  # run them here
+    monkeypatch.setattr(cellcheck, "_STEPS_RUN", set(), raising=False)  # run them here
     cell = make()
     m = Recurrent(cell, 3, 5, rng=0)
     if not cell.reads_h_prev and getattr(cell, "init_name", None) != "irnn":
@@ -340,7 +340,7 @@ def test_a_hidden_size_below_the_cells_minimum_is_refused(monkeypatch):
     original = recurrence.step_forward
     monkeypatch.setattr(recurrence, "step_forward",
                         lambda cell, *a, **k: seen.append(a[5].shape) or original(cell, *a, **k))
-    monkeypatch.setattr(layers, "_STEPS_RUN", set())
+    monkeypatch.setattr(cellcheck, "_STEPS_RUN", set())
     with pytest.raises(ValueError, match=r"`hidden_size` must be at least 5"):
         Recurrent(Wide(), 2, 4)
     Recurrent(Wide(), 2, 5)
@@ -439,7 +439,7 @@ class KeepsZ(Cell):
 def test_a_declared_activation_that_is_a_pre_activation_is_refused():
     """Recurrent runs the step once with a spread input projection: the pre-activation the
     declaration names leaves tanh's range. Declared at "h", the cell is taken."""
-    layers._STEPS_RUN.clear()
+    cellcheck._STEPS_RUN.clear()
     with pytest.raises(ValueError, match=(
             r"`cell` must be a cell whose gate_activations name where its forward step writes "
             r"the activations; got KeepsZ, whose gate 'h' \(tape block 0, tanh\) holds -?[\d.]+ "

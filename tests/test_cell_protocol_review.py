@@ -7,7 +7,7 @@ misleading message or a traceback."""
 import numpy as np
 import pytest
 
-from rnnlab import Linear, Sequential, fast, gradcheck, layers, settings
+from rnnlab import Linear, Sequential, cellcheck, fast, gradcheck, settings
 from rnnlab.cells import Cell
 from rnnlab.cells.pointwise import blocks, one, sigmoid, tanh, units, zero
 from rnnlab.layers import Recurrent
@@ -368,7 +368,7 @@ def test_a_backward_that_is_not_the_forward_s_derivative_is_refused(
             r"(, and .* are off too)? \(one step in float64 at H = 3\) instead\. "
             rf"{which}: .*exact_gradient = False\.$")):
         Recurrent(cell, 3, 4, rng=0)
-    monkeypatch.setattr(layers, "_step_derivatives", lambda *a: [])  # (the check's verdict,
+    monkeypatch.setattr(cellcheck, "_step_derivatives", lambda *a: [])  # (the check's verdict,
     with settings.override(no_numba=True):  # seen on whole sequences)
         layer = Recurrent(cell, 3, 4, dtype=np.float64, rng=0)
         report = gradcheck(layer, np.random.default_rng(0).standard_normal((2, 5, 3)))
@@ -412,7 +412,7 @@ def test_the_derivative_check_passes_the_cells_of_the_docs_and_tests():
     for make in (MGUCell, MGU, IndRNN, Gated, *MINE.values()):
         cell = make()
         for H in (3, 8):
-            assert layers._step_derivatives(cell, 2, H) == [], make.__name__
+            assert cellcheck._step_derivatives(cell, 2, H) == [], make.__name__
 
 
 # ---------------------------------------------- mistake 2: a step that writes over what it reads

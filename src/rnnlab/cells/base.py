@@ -76,8 +76,9 @@ and xa (compiled after an Embedding, the steps of one id share its row). A step 
 of its arguments: no random draws, nothing kept between calls (checkpointing and gradcheck
 run the forward again).
 
-rnnlab.layers.Recurrent runs a cell's steps once per cell on NumPy in float64, blockwise and
-as the compiled loops run them (a batch row at a time, unit by unit, in place), and
+rnnlab.layers.Recurrent runs a cell's steps once per cell (rnnlab.cellcheck) on NumPy in
+float64, blockwise and as the compiled loops run them (a batch row at a time, unit by unit,
+in place), and
 refuses, naming the cell and the step, one that reaches past the rows it declares, writes
 an argument it only reads, differs between two runs or between the two paths, leaves a
 gradient unwritten, or whose backward is not its forward's derivative (one step against

@@ -23,7 +23,7 @@ Rules a step keeps:
   `x[j]` is a view, so `f = da[j]`, then `da[j] = ...`, then a use of `f` reads the new
   value (compiled, `f` keeps the old); an in-place cell's backward finds its gates in da
   and da_h, which are its tape's first blocks when compiled (Cell.in_place). The cell
-  check (rnnlab.layers) runs the steps both ways and refuses a cell whose results differ;
+  check (rnnlab.cellcheck) runs the steps both ways and refuses a cell whose results differ;
 - allocate nothing (no `np.empty`, no array expressions outside `[j]` indexing): the
   compiled loops run without numba's reference counting;
 - write constants as `one(x)`, `zero(x)`: a float32 row then computes in float32.
@@ -40,7 +40,7 @@ import numpy as np
 
 from rnnlab import ops
 
-_MODE = threading.local()  # unit_by_unit, this thread's (rnnlab.layers' cell check)
+_MODE = threading.local()  # unit_by_unit, this thread's (rnnlab.cellcheck's run of a cell)
 
 
 def units(a: np.ndarray) -> tuple[EllipsisType] | tuple[tuple[EllipsisType, list[int]], ...]:
@@ -54,7 +54,7 @@ def units(a: np.ndarray) -> tuple[EllipsisType] | tuple[tuple[EllipsisType, list
 
 @contextlib.contextmanager
 def unit_by_unit() -> Iterator[None]:
-    """Steps run on NumPy one unit at a time, each x[j] a copy (rnnlab.layers' cell check)."""
+    """Steps run on NumPy one unit at a time, each x[j] a copy (rnnlab.cellcheck's runs)."""
     _MODE.unit_by_unit = True  # (this thread's steps only: the batch-split threads and
     try:  # another thread's NumPy loop keep their blocks)
         yield
