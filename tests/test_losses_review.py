@@ -437,3 +437,25 @@ def test_ragged_lists_are_refused_by_name():
         ), said
     loss, d = softmax_cross_entropy([[0.0, 1.0]], [1])  # (lists of equal lengths: arrays)
     assert loss == pytest.approx(np.log1p(np.exp(-1.0))) and d.shape == (1, 2)
+
+
+def test_lengths_and_masks_must_be_plain_arrays():
+    """`mask` or `lengths` given as a masked array (of a layer, a loss, anything that takes
+    them: recurrence.valid_mask): its min and all skip the masked entries, so a masked step
+    or length was read as no mask at all, every step valid, silently. Refused by name, and
+    an np.matrix mask likewise."""
+    from rnnlab.layers import GRU
+    from rnnlab.recurrence import valid_mask
+
+    steps = np.ma.masked_array(np.ones((2, 3), bool), mask=[[0, 0, 1], [0, 1, 1]])
+    lengths = np.ma.masked_array([3, 2], mask=[0, 1])
+    said = (r"must be a plain NumPy array \(numpy.ndarray\); got a numpy.ma.MaskedArray of "
+            r"shape .*A masked array's mask is not read here")
+    with pytest.raises(ValueError, match=r"^`mask` " + said):
+        valid_mask(None, steps, 2, 3)
+    with pytest.raises(ValueError, match=r"^`lengths` " + said):
+        GRU(2, 3, batch_first=True).forward(np.zeros((2, 3, 2), np.float32), lengths=lengths)
+    with pytest.raises(ValueError, match=r"^`mask` must be a plain NumPy array"):
+        mean_squared_error(np.zeros((2, 3, 1)), np.zeros((2, 3, 1)),
+                           mask=np.ones((2, 3), bool).view(np.matrix))  # fmt: skip
+    assert valid_mask(None, np.asarray(steps), 2, 3) is None  # (its values: all valid)
