@@ -277,12 +277,34 @@ def _product_parts(m: int, n: int, k: int) -> list[tuple[int, int]]:
     return row_parts(m, _MIN_ROWS_MATMUL)
 
 
+_MATMUL = np.matmul  # (a name of its own: tests put a BLAS that leaves a flag in its place)
+
+
+def numpy_product(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """a @ b by NumPy's matmul, its floating-point errors judged by the product's result.
+
+    OpenBLAS's kernels can leave the CPU's sticky invalid, overflow or divide-by-zero flag
+    set from vector lanes past the operands (numpy/numpy#24067, #28967): NumPy then warns,
+    or raises under np.seterr(all="raise"), of a finite product of finite operands (one of
+    our tests, once in thousands of runs: a 1 × 5 by 5 × 3 float32 product on an AVX-512
+    Xeon). So the product runs with the flags ignored, and where its result is not finite
+    (an overflow, an inf or NaN operand) once more under the caller's settings, which warn
+    or raise as NumPy's would. MKL's products (through ctypes) report no flags at all."""
+    if all(mode == "ignore" for mode in np.geterr().values()):
+        return _MATMUL(a, b, out=out)
+    with np.errstate(all="ignore"):
+        product = _MATMUL(a, b, out=out)
+    if not np.isfinite(product).all():
+        product = _MATMUL(a, b, out=out)
+    return product
+
+
 def _gemm_into(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     """out = a @ b on this thread: MKL's gemm (one thread) when the `mkl` extra is installed
     (and the operands suit it), else NumPy's matmul (held at one thread in a session)."""
     mkl = _mkl.load(large=True)
     if mkl is None or not mkl.gemm(a, b, out):
-        np.matmul(a, b, out=out)
+        numpy_product(a, b, out)
 
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -293,7 +315,7 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     n = b.shape[1]
     parts = _product_parts(m, n, k)
     if len(parts) == 1 and (not in_session() or 2 * m * n * k < MIN_FLOPS):
-        return a @ b if out is None else np.matmul(a, b, out=out)
+        return numpy_product(a, b, out)
     if out is None:
         out = np.empty((m, n), np.result_type(a, b))
     run_parts(lambda i, j: _gemm_into(a[i:j], b, out[i:j]), parts)
@@ -328,9 +350,9 @@ def _gemm_acc(a: np.ndarray, b: np.ndarray, out: np.ndarray, beta: float) -> Non
     n = b.shape[1]
     if gemm is None or None in ops or ops[2][0] != _mkl.NO_TRANS or 0 in (m, n, k):  # type: ignore[index]
         if beta:
-            out += a @ b
+            out += numpy_product(a, b)
         else:
-            np.matmul(a, b, out=out)
+            numpy_product(a, b, out)
         return
     (ta, lda), (tb, ldb), (_, ldc) = ops  # type: ignore[misc]
     gemm(_mkl.ROW_MAJOR, ta, tb, m, n, k, 1.0, a.ctypes.data, lda, b.ctypes.data, ldb, beta,
