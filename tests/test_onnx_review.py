@@ -385,3 +385,19 @@ def test_a_model_past_protobuf_s_limit_is_refused(monkeypatch, tmp_path):
     assert list(tmp_path.iterdir()) == []
     monkeypatch.setattr(rx, "PROTOBUF_LIMIT", rx._GRAPH_MARGIN + 600)
     checked(rx.export(layer, path))
+
+
+def test_a_list_of_no_states_is_no_state_for_a_graph_without_state_inputs(tmp_path):
+    """A Sequential takes state=[None, None] as no state; Runtime refused it for a file
+    exported without state inputs ("None for a graph exported without state=True"), which a
+    caller passing the model's own form of "no state" could not tell from a state given."""
+    model = Sequential(GRU(3, 4, batch_first=True, rng=0), Linear(4, 2, rng=0))
+    path = rx.export(model, tmp_path / "m.onnx", state=False)
+    runtime = rx.Runtime(path)
+    x = np.random.default_rng(0).standard_normal((2, 5, 3)).astype(np.float32)
+    np.testing.assert_allclose(runtime.forward(x, state=[None, None]).output,
+                               model.forward(x, state=[None, None]).output, atol=ATOL, rtol=0)
+    h = np.zeros((1, 2, 4), np.float32)
+    with pytest.raises(ValueError, match=r"^`state` must be None for a graph exported without "
+                       r"state=True"):  # (a state given is still refused, not ignored)
+        runtime.forward(x, state=[h, None])

@@ -963,7 +963,10 @@ class Runtime:
                 bad = int(lengths[(lengths < 1) | (lengths > T)][0])
                 _checks.fail("lengths", f"{B} lengths between 1 and {T}", f"the length {bad}")
         has_state = any("h0" + r["suffix"] in self.input_names for r in self.recurrent.values())
-        if state is not None and not has_state:
+        # (a Sequential's list of None entries gives no state, as the model takes it)
+        none_given = state is None or (self.sequential and isinstance(state, (list, tuple))
+                                       and all(s is None for s in state))  # fmt: skip
+        if not none_given and not has_state:
             # without state inputs the graph starts from the model's own state: refuse to
             # ignore a given one
             _checks.fail("state", "None for a graph exported without state=True",
