@@ -51,6 +51,17 @@ ELEMENTWISE = (np.ndarray, np.memmap)
 file's bytes under an ndarray's arithmetic)."""
 
 
+def plain_array(value: object, name: str, masked: str) -> None:
+    """Refuse an ndarray subclass other than a memmap where code reads values, not masks or
+    matrices: a masked array's min, all and range checks skip its masked entries (a masked
+    length or target id was read silently as something else), np.matrix keeps 2-D through
+    every operation. `masked`: what a masked array's owner should give instead."""
+    if isinstance(value, np.ndarray) and type(value) not in ELEMENTWISE:
+        fail(name, "a plain NumPy array (numpy.ndarray)", describe(value),
+             masked if isinstance(value, np.ma.MaskedArray)
+             else "np.asarray(...) of it is one, with the same values.")  # fmt: skip
+
+
 def elementwise(value: np.ndarray, name: str) -> None:
     """Refuse an ndarray subclass whose arithmetic is not element by element: np.matrix's `*`
     is a matrix product (Adam's and RMSprop's g·g then squared the matrix, silently) and its

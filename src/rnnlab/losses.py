@@ -316,11 +316,8 @@ def _given(x: object, name: str) -> object:
         except ValueError:  # (inhomogeneous shape)
             _checks.fail(name, "an array, or nested lists of equal lengths",
                          f"ragged nested lists ({_checks.describe(x)})")  # fmt: skip
-    if isinstance(x, np.ndarray) and type(x) not in _checks.ELEMENTWISE:
-        hint = ("Its mask is not read here: pass np.asarray(...) of it, and the valid steps as "
-                "`mask` (B, T), True where valid." if isinstance(x, np.ma.MaskedArray)
-                else "np.asarray(...) of it is one, with the same values.")  # fmt: skip
-        _checks.fail(name, "a plain NumPy array (numpy.ndarray)", _checks.describe(x), hint)
+    _checks.plain_array(x, name, "Its mask is not read here: pass np.asarray(...) of it, and "
+                        "the valid steps as `mask` (B, T), True where valid.")  # fmt: skip
     return x
 
 

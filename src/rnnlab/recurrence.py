@@ -1110,15 +1110,10 @@ def valid_mask(lengths: object, mask: object, B: int, T: int, name: str = "lengt
     """
     if lengths is not None and mask is not None:
         _checks.fail(name, "None when `mask` is given (pass one of them)", "both")
-    for value, what in ((lengths, name), (mask, "mask")):
-        # (a masked array's min and all skip its masked entries: a masked length or step
-        # was read as none, every step valid, silently; np.matrix is 2-D whatever it holds)
-        if isinstance(value, np.ndarray) and type(value) not in _checks.ELEMENTWISE:
-            _checks.fail(what, "a plain NumPy array (numpy.ndarray)", _checks.describe(value),
-                         "A masked array's mask is not read here: give the valid steps as "
-                         "`mask` (True where valid) or their counts as `lengths`."
-                         if isinstance(value, np.ma.MaskedArray)
-                         else "np.asarray(...) of it is one, with the same values.")  # fmt: skip
+    for value, what in ((lengths, name), (mask, "mask")):  # (masked: read as all valid)
+        _checks.plain_array(value, what, "A masked array's mask is not read here: give the "
+                            "valid steps as `mask` (True where valid) or their counts as "
+                            "`lengths`.")  # fmt: skip
     if lengths is not None:
         lengths = _checks.int_array(lengths, name, ndim=1)
         if lengths.shape[0] != B:
