@@ -1006,6 +1006,18 @@ def test_a_blas_flag_left_on_a_finite_product_is_not_an_error(monkeypatch):
         out = np.empty((1, 3), np.float32)
         parallel.matmul(a, w.T, out=out)
         np.testing.assert_array_equal(out, a @ w.T)
+    # a product split over the threads on NumPy's BLAS (MKL out of the way) reports no flag,
+    # as MKL's never did: no pass over its output (a step's cost where NumPy's BLAS is the
+    # large products'); its overflow is the inf the caller's own checks find
+    monkeypatch.setattr(parallel._mkl, "load", lambda large=False: None)
+    big_a = rng.standard_normal((512, 256)).astype(np.float32)
+    big_w = rng.standard_normal((256, 256)).astype(np.float32)
+    with parallel.session():
+        if len(parallel._product_parts(512, 256, 256)) > 1:  # (two threads: split)
+            np.testing.assert_allclose(parallel.matmul(big_a, big_w), big_a @ big_w,
+                                       rtol=1e-5, atol=1e-4)  # fmt: skip
+            assert np.isinf(parallel.matmul(np.full((512, 256), 1e30, np.float32),
+                                            big_w * 0 + 1e30)).all()
     with pytest.raises(FloatingPointError):  # (the caller's np.seterr: the suite's raise)
         parallel.matmul(np.full((1, 5), 1e30, np.float32), np.full((5, 3), 1e30, np.float32))
     with np.errstate(over="ignore", invalid="ignore"):

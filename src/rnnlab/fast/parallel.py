@@ -289,7 +289,9 @@ def numpy_product(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -
     our tests, once in thousands of runs: a 1 × 5 by 5 × 3 float32 product on an AVX-512
     Xeon). So the product runs with the flags ignored, and where its result is not finite
     (an overflow, an inf or NaN operand) once more under the caller's settings, which warn
-    or raise as NumPy's would. MKL's products (through ctypes) report no flags at all."""
+    or raise as NumPy's would. MKL's products (through ctypes) report no flags at all, and
+    neither do the large ones split over the threads (`_gemm_into`): a pass over their
+    output would cost a step on a host whose large products are NumPy's."""
     if all(mode == "ignore" for mode in np.geterr().values()):
         return _MATMUL(a, b, out=out)
     with np.errstate(all="ignore"):
@@ -307,7 +309,8 @@ def _gemm_into(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     (and the operands suit it), else NumPy's matmul (held at one thread in a session)."""
     mkl = _mkl.load(large=True)
     if mkl is None or not mkl.gemm(a, b, out):
-        numpy_product(a, b, out)
+        with np.errstate(all="ignore"):  # (as MKL's: no flags, see numpy_product)
+            _MATMUL(a, b, out=out)
 
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
