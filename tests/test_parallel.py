@@ -173,17 +173,19 @@ def test_inner_products_and_sums_in_one_hand_over(threads, dtype, split, split_c
     np.testing.assert_allclose(one_sum, dA.sum(axis=0), rtol=tol, atol=tol)  # MKL's or NumPy's
 
 
+@pytest.mark.parametrize("split", ["summed rows", "result rows"])
 @pytest.mark.parametrize("chunk", [64, 125], ids=["chunks of 64 rows", "of 125"])
 @pytest.mark.parametrize("threads", [2, 3])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_products_sharing_their_left_factor_side_by_side(threads, dtype, chunk, monkeypatch,
-                                                         setenv):
+def test_products_sharing_their_left_factor_side_by_side(threads, dtype, chunk, split,
+                                                         monkeypatch, setenv):
     """Narrow right factors of one left factor (an LSTM's X and h_{t-1} for dA) multiplied
-    side by side, chunk by chunk of the summed rows (the last chunk shorter), rows of the
-    results split over the threads: the products of each pair alone; wide ones, or pairs
-    with different left factors, each on their own."""
+    side by side, chunk by chunk of the summed rows (the last chunk shorter), with the rows
+    of the results or the summed rows split over the threads: the products of each pair
+    alone; wide ones, or pairs with different left factors, each on their own."""
     mkl = _loaded_mkl()
-    monkeypatch.setattr(parallel, "MAX_PARTIAL_ELEMENTS", 0)  # split the results' rows
+    if split == "result rows":
+        monkeypatch.setattr(parallel, "MAX_PARTIAL_ELEMENTS", 0)
     monkeypatch.setattr(parallel, "_MIN_ROWS_MATMUL", 1)
     monkeypatch.setattr(parallel, "MIN_FLOPS", 1)
     monkeypatch.setattr(parallel, "SIDE_BY_SIDE_ROWS", chunk)
@@ -229,6 +231,51 @@ def test_products_sharing_their_left_factor_side_by_side(threads, dtype, chunk, 
         parallel.inner_products([(dA, X), (dA, Hs)], [dA])
     assert together == []
     assert mkl is not None
+
+
+@pytest.mark.parametrize("split", ["summed rows", "result rows"])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_batch_first_input_side_by_side(threads, dtype, split, monkeypatch, setenv):
+    """A batch-first input (StepRows: an LSTM's X where the user's array lies) goes side by
+    side with h_{t-1} too, copied into its columns step by step: the chunks are whole steps
+    (12 rows asked, 10 taken with B = 5; T = 11 leaves a shorter last chunk), and the
+    summed rows split at whole steps. The products equal those of a time-major copy, also
+    on one thread (outside a session: each product alone, as before)."""
+    _loaded_mkl()
+    if split == "result rows":
+        monkeypatch.setattr(parallel, "MAX_PARTIAL_ELEMENTS", 0)
+    monkeypatch.setattr(parallel, "_MIN_ROWS_MATMUL", 1)
+    monkeypatch.setattr(parallel, "MIN_FLOPS", 1)
+    monkeypatch.setattr(parallel, "SIDE_BY_SIDE_ROWS", 12)
+    monkeypatch.setattr(parallel, "NARROW", 8)
+    setenv(RNNLAB_NUM_THREADS=str(threads))
+    chunks = []
+    side_by_side = parallel._side_by_side
+
+    def recording(g, xs, outs):
+        chunks.append((g.shape[0], parallel._chunk_rows(xs), [type(x).__name__ for x in xs]))
+        side_by_side(g, xs, outs)
+
+    monkeypatch.setattr(parallel, "_side_by_side", recording)
+    rng = np.random.default_rng(5)
+    T, B, I, H, G = 11, 5, 7, 9, 40
+    x = rng.standard_normal((B, T, I)).astype(dtype)
+    X = x.transpose(1, 0, 2)  # time-major view: not C-contiguous
+    Hs = rng.standard_normal((T * B, H)).astype(dtype)
+    dA = rng.standard_normal((T * B, G)).astype(dtype)
+    with parallel.session():
+        (dW_x, dW_h), (db,) = parallel.inner_products([(dA, parallel.StepRows(X)), (dA, Hs)], [dA])
+    assert all(c[1] == 10 and c[2] == ["StepRows", "ndarray"] for c in chunks)
+    assert bool(chunks) == (threads > 1)  # one thread: no session, each product alone
+    if split == "summed rows" and threads > 1:  # each thread its own whole steps
+        assert sum(c[0] for c in chunks) == T * B and all(c[0] % B == 0 for c in chunks)
+    rows = np.ascontiguousarray(X).reshape(T * B, I).astype(np.float64)
+    tol = 1e-12 if dtype == np.float64 else 1e-4
+    np.testing.assert_allclose(dW_x, dA.T.astype(np.float64) @ rows, rtol=tol, atol=tol)
+    np.testing.assert_allclose(dW_h, dA.T @ Hs, rtol=tol, atol=tol)
+    np.testing.assert_allclose(db, dA.sum(axis=0), rtol=tol, atol=tol)
+    assert dW_x.dtype == dW_h.dtype == dtype and dW_x.flags.c_contiguous
 
 
 @pytest.mark.parametrize("how", ["rows", "directions"])

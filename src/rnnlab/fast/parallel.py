@@ -432,7 +432,11 @@ class StepRows:
             _gemm_acc(g[(a - a0) * B : (b - a0) * B].T, rows, out, 0.0 if a == a0 else 1.0)
 
 
-MAX_PARTIAL_ELEMENTS = 1 << 18  # inner_products splits the summed rows up to this output size
+# inner_products splits the summed rows up to this output size (values of all its results):
+# 2^20 since an LSTM's [X|h] products went side by side for batch-first inputs too, where
+# the summed-rows split gained 0.8 ms at (B, T, I, H) = (64, 100, 128, 256) and level at
+# results of 1.5 M values (bench/README.md, "Batch-first inputs side by side")
+MAX_PARTIAL_ELEMENTS = 1 << 20
 
 
 def inner_products(
@@ -453,7 +457,8 @@ def inner_products(
     differ by rounding). For large results both ways took the same time, and each extra
     thread's partial results would cost memory: there each thread takes a block of the
     results' rows, as one thread would. A right factor may be StepRows (a batch-first
-    input where it lies): the summed rows are then split at whole steps."""
+    input where it lies): the summed rows are then split at whole steps. Either way, narrow
+    right factors of one left factor go side by side (`_shared_left_factors`)."""
     K = pairs[0][0].shape[0] if pairs else sums[0].shape[0]
     flops = sum(2 * K * g.shape[1] * x.shape[1] for g, x in pairs)
     given = list(outs) + [None] * (len(pairs) - len(outs))
@@ -494,10 +499,17 @@ def inner_products(
     ]
     which = {start: i for i, (start, _) in enumerate(parts)}
 
+    groups = _shared_left_factors(pairs, products)
+    index = {id(out): n for n, out in enumerate(products)}
+
     def part(i: int, j: int) -> None:
         outs, sums_out = results[which[i]]
-        for (g, x), out in zip(pairs, outs, strict=True):
-            _inner_into(g[i:j], x, out, i)
+        for g, xs, group_outs in groups:
+            mine = [outs[index[id(o)]] for o in group_outs]
+            if len(xs) > 1:
+                _side_by_side(g[i:j], [_rows(x, i, j) for x in xs], mine)
+            else:
+                _inner_into(g[i:j], xs[0], mine[0], i)
         for g, out in zip(sums, sums_out, strict=True):
             _column_sums(g[i:j], out)
 
@@ -569,12 +581,11 @@ def _shared_left_factors(pairs, products) -> list[tuple[np.ndarray, list, list]]
     for g, xs, outs in groups:
         together = (
             len(xs) > 1
-            and not any(isinstance(x, StepRows) for x in xs)
             and mkl is not None
             and g.dtype in (np.float32, np.float64)
             and all(x.dtype == g.dtype for x in xs)
             and min(x.shape[1] for x in xs) < NARROW
-            and g.shape[0] >= 4 * SIDE_BY_SIDE_ROWS  # the chunk: ≤ 1/4 of the right factors
+            and g.shape[0] >= 4 * _chunk_rows(xs)  # the chunk: ≤ 1/4 of the right factors
         )
         if together:
             result.append((g, xs, outs))
@@ -583,23 +594,46 @@ def _shared_left_factors(pairs, products) -> list[tuple[np.ndarray, list, list]]
     return result
 
 
-def _side_by_side(g: np.ndarray, xs: list[np.ndarray], outs: list[np.ndarray]) -> None:
+def _chunk_rows(xs: Sequence[np.ndarray | StepRows]) -> int:
+    """The summed rows of one chunk of `_side_by_side`: SIDE_BY_SIDE_ROWS, rounded down to
+    whole steps (at least one) where a factor is StepRows."""
+    B = max((x.B for x in xs if isinstance(x, StepRows)), default=1)
+    return max(1, SIDE_BY_SIDE_ROWS // B) * B
+
+
+def _rows(x: np.ndarray | StepRows, i: int, j: int) -> np.ndarray | StepRows:
+    """Rows i..j of a right factor (whole steps of a StepRows)."""
+    if isinstance(x, StepRows):
+        return StepRows(x.X[i // x.B : j // x.B])
+    return x[i:j]
+
+
+def _side_by_side(
+    g: np.ndarray, xs: Sequence[np.ndarray | StepRows], outs: list[np.ndarray]
+) -> None:
     """outs[i] = gᵀ xs[i] on this thread, for right factors that share g (K × m): chunk by
-    chunk of SIDE_BY_SIDE_ROWS summed rows, the chunk's rows of every x copied side by side
+    chunk of summed rows (`_chunk_rows`), the chunk's rows of every x copied side by side
     into one scratch block, so that g's chunk is read once, by one wider product that MKL
     runs faster than the narrow ones: MKL's products gᵀx with long K run well below their
-    peak for an x under 256 columns (docs/design.md, "Measurements behind small choices")."""
+    peak for an x under 256 columns (docs/design.md, "Measurements behind small choices").
+    A batch-first input (StepRows) is copied into its columns step by step, as it would be
+    into a buffer of its own for a product alone."""
     K = g.shape[0]
     widths = [x.shape[1] for x in xs]
-    block = scratch("side_by_side", (min(K, SIDE_BY_SIDE_ROWS), sum(widths)), g.dtype)
+    chunk = _chunk_rows(xs)
+    block = scratch("side_by_side", (min(K, chunk), sum(widths)), g.dtype)
     acc = scratch("side_by_side_out", (g.shape[1], sum(widths)), g.dtype)
     mkl = _mkl.load(large=True)
     assert mkl is not None  # (products go side by side only with MKL: _shared_left_factors)
-    for a in range(0, K, SIDE_BY_SIDE_ROWS):
-        b = min(a + SIDE_BY_SIDE_ROWS, K)
+    for a in range(0, K, chunk):
+        b = min(a + chunk, K)
         col = 0
         for x, w in zip(xs, widths, strict=True):
-            block[: b - a, col : col + w] = x[a:b]
+            if isinstance(x, StepRows):  # (splitting the first axis of a view: still a view)
+                steps = block[: b - a, col : col + w].reshape(-1, x.B, w, copy=False)
+                np.copyto(steps, x.X[a // x.B : b // x.B])
+            else:
+                block[: b - a, col : col + w] = x[a:b]
             col += w
         beta = 0.0 if a == 0 else 1.0
         if not mkl.gemm(g[a:b].T, block[: b - a], acc, beta=beta):  # a layout MKL cannot take
