@@ -190,6 +190,7 @@ def test_products_sharing_their_left_factor_side_by_side(threads, dtype, chunk, 
     monkeypatch.setattr(parallel, "MIN_FLOPS", 1)
     monkeypatch.setattr(parallel, "SIDE_BY_SIDE_ROWS", chunk)
     monkeypatch.setattr(parallel, "NARROW", 8)
+    monkeypatch.setattr(parallel, "WIDE", 40)
     setenv(RNNLAB_NUM_THREADS=str(threads))
     together = []
     side_by_side = parallel._side_by_side
@@ -226,6 +227,10 @@ def test_products_sharing_their_left_factor_side_by_side(threads, dtype, chunk, 
     with parallel.session():
         parallel.inner_products([(dA, X), (dA, Hs)], [dA])
     monkeypatch.setattr(parallel, "NARROW", 8)
+    monkeypatch.setattr(parallel, "WIDE", 41)  # a left factor too narrow: alone too
+    with parallel.session():
+        parallel.inner_products([(dA, X), (dA, Hs)], [dA])
+    monkeypatch.setattr(parallel, "WIDE", 40)
     monkeypatch.setattr(parallel, "SIDE_BY_SIDE_ROWS", 126)  # under 4 chunks: alone too
     with parallel.session():
         parallel.inner_products([(dA, X), (dA, Hs)], [dA])
@@ -249,6 +254,7 @@ def test_a_batch_first_input_side_by_side(threads, dtype, split, monkeypatch, se
     monkeypatch.setattr(parallel, "MIN_FLOPS", 1)
     monkeypatch.setattr(parallel, "SIDE_BY_SIDE_ROWS", 12)
     monkeypatch.setattr(parallel, "NARROW", 8)
+    monkeypatch.setattr(parallel, "WIDE", 40)
     setenv(RNNLAB_NUM_THREADS=str(threads))
     chunks = []
     side_by_side = parallel._side_by_side

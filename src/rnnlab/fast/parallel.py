@@ -546,7 +546,8 @@ def _ones_row(n: int, dtype: np.dtype) -> np.ndarray:
     return ones
 
 
-NARROW = 256  # right factors narrower than this are multiplied side by side (see below)
+NARROW = 256  # right factors narrower than this are multiplied side by side (see below)...
+WIDE = 1024  # ...with a left factor at least this wide
 SIDE_BY_SIDE_ROWS = 800  # summed rows per chunk of a side-by-side product
 
 
@@ -563,10 +564,13 @@ def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
 
 def _shared_left_factors(pairs, products) -> list[tuple[np.ndarray, list, list]]:
     """[(g, [x, ...], [out, ...])]: the pairs grouped by their left factor where MKL can
-    multiply a group side by side (`_side_by_side`), one of its right factors is narrow and
-    the products sum at least 4 chunks of rows (so that the chunk's copy takes at most a
-    quarter of the right factors' memory); every other pair alone. An LSTM's or Elman
-    layer's dW_ih and dW_hh share g = dA."""
+    multiply a group side by side (`_side_by_side`), one of its right factors is narrow, g
+    is wide (an LSTM's 4H from H = 256 on) and the products sum at least 4 chunks of rows
+    (so that the chunk's copy takes at most a quarter of the right factors' memory); every
+    other pair alone. An LSTM's or Elman layer's dW_ih and dW_hh share g = dA. With g
+    narrower (an Elman layer's H = 256, an LSTM's 4H = 512) the products apart were as fast
+    and the block and its result cost 0.5–2.4 MB a step more (bench/README.md, "Batch-first
+    inputs side by side")."""
     groups: list[tuple[np.ndarray, list, list]] = []
     for (g, x), out in zip(pairs, products, strict=True):
         for group in groups:
@@ -585,6 +589,7 @@ def _shared_left_factors(pairs, products) -> list[tuple[np.ndarray, list, list]]
             and g.dtype in (np.float32, np.float64)
             and all(x.dtype == g.dtype for x in xs)
             and min(x.shape[1] for x in xs) < NARROW
+            and g.shape[1] >= WIDE
             and g.shape[0] >= 4 * _chunk_rows(xs)  # the chunk: ≤ 1/4 of the right factors
         )
         if together:
