@@ -887,17 +887,34 @@ def test_products_of_a_batch_first_input_read_where_it_lies(dtype, threads, cbla
         assert 2 in split_calls  # the steps, then the summed (or result) rows, on both threads
 
 
+@pytest.mark.parametrize("threads", ["1", "2 side by side"])
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
-def test_training_keeps_a_batch_first_input_where_it_lies(cell, monkeypatch):
+def test_training_keeps_a_batch_first_input_where_it_lies(cell, threads, monkeypatch, setenv):
     """A training pass reads a batch-first input where it lies (at any size here): the tape
     holds a view of it, not a time-major copy, forward and backward give what a time-major
     copy of the same input gives (float64, to rounding: dW_ih sums its rows in other groups),
-    and every gradient passes the float64 finite-difference check."""
+    and every gradient passes the float64 finite-difference check. On two threads with the
+    thresholds lowered, an Elman or LSTM layer's dW_ih and dW_hh go side by side (x copied
+    into the block step by step)."""
     from rnnlab import gradcheck, recurrence
     from rnnlab.layers import GRU, LSTM, RNN
 
     monkeypatch.setattr(recurrence, "IN_PLACE_MIN_VALUES", 0)
     monkeypatch.setattr(parallel, "ROWS_COPIED_MIN", 1)  # several groups of steps
+    seen: list[list[str]] = []
+    if threads != "1":
+        _loaded_mkl()
+        setenv(RNNLAB_NUM_THREADS="2")
+        for name, value in (("MIN_FLOPS", 1), ("_MIN_ROWS_MATMUL", 1), ("SIDE_BY_SIDE_ROWS", 3),
+                            ("WIDE", 1), ("NARROW", 100)):  # fmt: skip
+            monkeypatch.setattr(parallel, name, value)
+        side_by_side = parallel._side_by_side
+
+        def recording(g, xs, outs):
+            seen.append([type(x).__name__ for x in xs])
+            side_by_side(g, xs, outs)
+
+        monkeypatch.setattr(parallel, "_side_by_side", recording)
 
     ctor = {"rnn": RNN, "lstm": LSTM, "gru": GRU}[cell]
     rng = np.random.default_rng(5)
@@ -921,6 +938,9 @@ def test_training_keeps_a_batch_first_input_where_it_lies(cell, monkeypatch):
         np.testing.assert_allclose(got.params[name], want.params[name], rtol=1e-10,
                                    atol=1e-12, err_msg=name)  # fmt: skip
     gradcheck(first, x, lengths=lengths).assert_ok()
+    if threads != "1" and cell != "gru":  # the first layer: x where it lies beside h_{t-1}
+        assert ["StepRows", "ndarray"] in seen  # (a GRU's dW_hh blocks have left factors
+        # of their own: dA's r, z columns and its n block, each alone)
 
 
 def test_only_large_batch_first_inputs_are_read_where_they_lie():
