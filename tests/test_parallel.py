@@ -173,6 +173,30 @@ def test_inner_products_and_sums_in_one_hand_over(threads, dtype, split, split_c
     np.testing.assert_allclose(one_sum, dA.sum(axis=0), rtol=tol, atol=tol)  # MKL's or NumPy's
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_the_summed_rows_split_bounds_the_partial_results(threads, monkeypatch, setenv):
+    """The summed rows are split while the other threads' partial results hold at most
+    MAX_PARTIAL_ELEMENTS values: 640 values of results fit 700 on two threads (one partial
+    copy), not on three (two copies: each thread takes a block of the results' rows)."""
+    monkeypatch.setattr(parallel, "MAX_PARTIAL_ELEMENTS", 700)
+    monkeypatch.setattr(parallel, "_MIN_ROWS_MATMUL", 1)
+    monkeypatch.setattr(parallel, "MIN_FLOPS", 1)
+    setenv(RNNLAB_NUM_THREADS=str(threads))
+    given = []
+    run_parts = parallel.run_parts
+    monkeypatch.setattr(parallel, "run_parts",
+                        lambda fn, parts: given.append(list(parts)) or run_parts(fn, parts))
+    rng = np.random.default_rng(2)
+    dA = rng.standard_normal((500, 40))
+    X, Hs = rng.standard_normal((500, 7)), rng.standard_normal((500, 9))
+    with parallel.session():
+        (dW_x, dW_h), _ = parallel.inner_products([(dA, X), (dA, Hs)], [dA])
+    by_results = [(p, p + 1) for p in range(threads)]
+    assert (given == [by_results]) == (threads == 3)
+    np.testing.assert_allclose(dW_x, dA.T @ X, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dW_h, dA.T @ Hs, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("split", ["summed rows", "result rows"])
 @pytest.mark.parametrize("chunk", [64, 125], ids=["chunks of 64 rows", "of 125"])
 @pytest.mark.parametrize("threads", [2, 3])

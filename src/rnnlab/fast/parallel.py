@@ -432,10 +432,12 @@ class StepRows:
             _gemm_acc(g[(a - a0) * B : (b - a0) * B].T, rows, out, 0.0 if a == a0 else 1.0)
 
 
-# inner_products splits the summed rows up to this output size (values of all its results):
-# 2^20 since an LSTM's [X|h] products went side by side for batch-first inputs too, where
-# the summed-rows split gained 0.8 ms at (B, T, I, H) = (64, 100, 128, 256) and level at
-# results of 1.5 M values (bench/README.md, "Batch-first inputs side by side")
+# inner_products splits the summed rows while the other threads' partial results hold at
+# most this many values (on two threads: results of this many values; with more threads, a
+# bound on their memory): 2^20 since an LSTM's [X|h] products went side by side for
+# batch-first inputs too, where the summed-rows split gained 0.8 ms at (B, T, I, H) =
+# (64, 100, 128, 256) and was level at results of 1.5 M values (bench/README.md,
+# "Batch-first inputs side by side")
 MAX_PARTIAL_ELEMENTS = 1 << 20
 
 
@@ -450,8 +452,9 @@ def inner_products(
     where the i-th product goes (C-contiguous, of its shape and dtype: a block of rows of a
     weight gradient, written where it lies instead of made apart and copied in).
 
-    Small results (≤ MAX_PARTIAL_ELEMENTS values in all) split the summed rows: each thread
-    sums its own contiguous block and the blocks' results are added after, faster than
+    Small results (the other threads' partial results ≤ MAX_PARTIAL_ELEMENTS values in all:
+    results of up to 2^20 values on two threads, fewer on more) split the summed rows: each
+    thread sums its own contiguous block and the blocks' results are added after, faster than
     splitting the results' rows, where both threads stream every row of each g
     (docs/design.md, "Using the cores"). The sums are then added in another order (results
     differ by rounding). For large results both ways took the same time, and each extra
@@ -473,7 +476,7 @@ def inner_products(
             _inner_into(g, x, out)
         return products, [g.sum(axis=0) for g in sums]
     P = len(row_parts(K, _MIN_ROWS_MATMUL)) if flops >= MIN_FLOPS else 1
-    if P == 1 or sum(out.size for out in products) > MAX_PARTIAL_ELEMENTS:
+    if P == 1 or (P - 1) * sum(out.size for out in products) > MAX_PARTIAL_ELEMENTS:
         groups = _shared_left_factors(pairs, products)
 
         def block(p: int, _: int) -> None:  # rows p·m/P .. (p+1)·m/P of every result
