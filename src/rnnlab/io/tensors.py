@@ -92,6 +92,14 @@ def checked(tensors: object, metadata: object, name: str) -> tuple[Arrays, dict[
             value = np.asarray(value)
         if not isinstance(value, np.ndarray):
             fail(f"{name}[{key!r}]", "a NumPy array", describe(value))
+        masked = np.ma.count_masked(value) if isinstance(value, np.ma.MaskedArray) else 0
+        if masked:  # (a file holds no mask: it was dropped, and the values under it were
+            # written as if they were data, without a word)
+            fail(f"{name}[{key!r}]", "a NumPy array without masked entries (a safetensors "
+                 "file holds no mask)", f"a masked array with {masked} masked "
+                 f"entr{'y' if masked == 1 else 'ies'}",
+                 "Write value.filled(FILL) to store a value of your choice in their place, "
+                 "or np.asarray(value) to store the data under the mask as it is.")
         code = _CODE.get((value.dtype.kind, value.dtype.itemsize))
         if code is None:
             supported = ", ".join(str(dt.newbyteorder("=")) for dt in _DTYPES.values())
@@ -226,6 +234,11 @@ def load_weights_and_step(path: PathLike, *, step: int | None = None
                           ) -> tuple[dict[str, np.ndarray], int | None]:  # fmt: skip
     """`load_weights`, and the step the file records (None where it records none)."""
     path = as_path(path, "path")
+    # (compared as text with the file's: 5.0, True or "5" were taken for steps, and a file of
+    # step 5 was said to hold "the weights of step 5, not of step 5.0")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, (int, np.integer))
+                             or step < 0):  # fmt: skip
+        fail("step", "None or an integer >= 0 (the step the weights must be of)", describe(step))
     tensors, metadata = load_safetensors(path)
     want = metadata.pop(_HASH_KEY, None)
     if want is not None:
@@ -271,7 +284,9 @@ def _recorded_step(path: Path, text: str | None) -> int | None:
 def _header_length(source: str, prefix: bytes, size: int) -> int:
     """Header length N from the first 8 bytes of a file of `size` bytes, checked before
     anything of that length is read (a garbage length would be an allocation of up to 2^64
-    bytes) and said as a truncated file, which is what a short one usually is."""
+    bytes) and said as a truncated file, which is what a short one usually is. A length past
+    the format's bound in a file long enough to hold it is said as that: it was said as
+    "N bytes but only M follow (truncated file?)" with M larger than N."""
     if size == 0:
         raise CheckpointError(f"{source} is not a valid safetensors file: it is empty (0 bytes).")
     if size < 8:
@@ -280,7 +295,12 @@ def _header_length(source: str, prefix: bytes, size: int) -> int:
             "fewer than the 8-byte header length (truncated file?)."
         )
     n = int.from_bytes(prefix[:8], "little")
-    if n > size - 8 or n > _HEADER_LIMIT:
+    if _HEADER_LIMIT < n <= size - 8:
+        raise CheckpointError(
+            f"{source} is not a valid safetensors file: the header length says {n:,} bytes, "
+            f"more than the format allows ({_HEADER_LIMIT:,})."
+        )
+    if n > size - 8:
         raise CheckpointError(
             f"{source} is not a valid safetensors file: the header length "
             f"says {n} bytes but only {size - 8} follow (truncated file?)."

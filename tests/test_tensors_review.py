@@ -1,0 +1,63 @@
+"""Review by use of safetensors and random-state files, and of how a run's commands read them:
+what a hostile or careless file or argument was answered with, and is now."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+from rnnlab import io
+
+
+def test_a_header_length_past_the_bound_is_said_as_such_in_a_file_that_holds_it(tmp_path):
+    """A header length over the format's 100,000,000 bytes in a file long enough to hold it
+    was said as "says 150000000 bytes but only 199999992 follow (truncated file?)": the file
+    was not short, the length was too big. (A sparse file: no disk is used.)"""
+    path = tmp_path / "big.safetensors"
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", 150_000_000))
+        f.truncate(200_000_000)
+    with pytest.raises(io.CheckpointError) as e:
+        io.load_safetensors(path)
+    said = str(e.value)
+    assert said == (f"'{path}' is not a valid safetensors file: the header length says "
+                    "150,000,000 bytes, more than the format allows (100,000,000).")  # fmt: skip
+    assert "truncated" not in said
+    # a short file keeps its message
+    path.write_bytes(struct.pack("<Q", 150_000_000) + b"{}")
+    with pytest.raises(io.CheckpointError, match=r"says 150000000 bytes but only 2 follow"):
+        io.load_safetensors(path)
+
+
+def test_a_masked_array_is_refused_not_written_without_its_mask(tmp_path):
+    """A file holds no mask: a masked array was written with the values under its mask as if
+    they were data (np.asarray drops the mask), and read back unmasked, without a word."""
+    masked = np.ma.masked_array(np.array([1.0, 2.0, 3.0], np.float32), mask=[0, 1, 0])
+    path = tmp_path / "w.safetensors"
+    for write in (lambda: io.save_safetensors(path, {"w": masked}),
+                  lambda: io.save_weights(path, {"w": masked}, step=1),
+                  lambda: io.safetensors_bytes({"w": masked})):  # fmt: skip
+        with pytest.raises(ValueError, match=r"^`tensors\['w'\]` must be a NumPy array without "
+                           r"masked entries .*; got a masked array with 1 masked entry instead\. "
+                           r"Write value\.filled\(FILL\)"):  # fmt: skip
+            write()
+    assert not path.exists()
+    io.save_safetensors(path, {"w": masked.filled(0)})  # what the message says to do
+    assert io.load_safetensors(path)[0]["w"].tolist() == [1.0, 0.0, 3.0]
+    # a masked array with nothing masked loses nothing
+    io.save_safetensors(path, {"w": np.ma.masked_array([1.0, 2.0])})
+    assert io.load_safetensors(path)[0]["w"].tolist() == [1.0, 2.0]
+
+
+@pytest.mark.parametrize("step", [5.0, True, "5", -1, [5]])
+def test_load_weights_checks_its_step_argument(tmp_path, step):
+    """`step` was compared as text with the file's: "5" passed, 5.0 was said as "holds the
+    weights of step 5, not of step 5.0" (the file blamed for the argument), True as step True."""
+    path = tmp_path / "w.safetensors"
+    io.save_weights(path, {"w": np.ones(2, np.float32)}, step=5)
+    with pytest.raises(ValueError, match=r"^`step` must be None or an integer >= 0 \(the step "
+                       r"the weights must be of\); got .* instead\.$"):  # fmt: skip
+        io.load_weights(path, step=step)
+    assert io.load_weights_and_step(path, step=np.int64(5))[1] == 5
