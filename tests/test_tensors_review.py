@@ -3,12 +3,16 @@ what a hostile or careless file or argument was answered with, and is now."""
 
 from __future__ import annotations
 
+import json
 import struct
 
 import numpy as np
 import pytest
 
 from rnnlab import io
+from rnnlab.cli import main
+
+TINY = ["--hidden", "4", "--batch-size", "2", "--quiet"]
 
 
 def test_a_header_length_past_the_bound_is_said_as_such_in_a_file_that_holds_it(tmp_path):
@@ -61,3 +65,42 @@ def test_load_weights_checks_its_step_argument(tmp_path, step):
                        r"the weights must be of\); got .* instead\.$"):  # fmt: skip
         io.load_weights(path, step=step)
     assert io.load_weights_and_step(path, step=np.int64(5))[1] == 5
+
+
+@pytest.fixture(scope="module")
+def ended(tmp_path_factory):
+    """A run whose checkpoint says it ended by early stopping, with its best weights."""
+    run = tmp_path_factory.mktemp("ended") / "run"
+    argv = ["--T", "6", "--eval-every", "2", "--checkpoint-every", "4", *TINY]
+    assert main(["train", "adding", "--steps", "4", "--run-dir", str(run), *argv]) == 0
+    state = io.load_checkpoint(run).path / "state.json"
+    record = json.loads(state.read_text())
+    assert record["best_step"] in (2, 4)
+    record["stopped_by"] = "early stopping"
+    state.write_text(json.dumps(record))
+    return run
+
+
+@pytest.mark.parametrize("best_step", ["4", 4.0, True, None, 5, -1])
+def test_an_edited_best_step_is_said_with_state_json(ended, tmp_path, capsys, best_step):
+    """The commands that read a run (evaluate, export, ...) took best_step from state.json as
+    it came: a sound best.safetensors was blamed for 4.0 or true ("holds the weights of step
+    4, not of step 4.0"), and "4" or null loaded it unchecked. `--resume` refused them, naming
+    state.json; these commands now do too."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(ended, run)
+    state = io.load_checkpoint(run).path / "state.json"
+    record = json.loads(state.read_text())
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) == 0  # as it was written
+    record["best_step"] = best_step
+    state.write_text(json.dumps(record))
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) != 0
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"rnnlab: error: '{state}' must hold 'best_step' as the step of "
+                               "the best evaluation, an integer from 0 to the checkpoint's step "
+                               "4 (the run ended by early stopping); got "), lines  # fmt: skip

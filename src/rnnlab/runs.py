@@ -77,9 +77,26 @@ def load_checkpoint_model(
     load_weights(model, ckpt, run_dir)
     if step is None and ckpt.state.get("stopped_by") == "early stopping":
         best = run_dir / "best.safetensors"
-        weights = io.load_weights(best, step=ckpt.state.get("best_step"))
+        weights = io.load_weights(best, step=_best_step(ckpt, run_dir))
         _load_into(model, weights, best, ckpt, run_dir)
     return ckpt, cfg, model
+
+
+def _best_step(ckpt: io.Checkpoint, run_dir: Path) -> int:
+    """The step of the best weights an early-stopped checkpoint's state.json records, which
+    best.safetensors must be of. Checked here, as `rnnlab train --resume` checks it
+    (Trainer._check_progress): the commands that only read a run took an edited one as it
+    came, blaming a sound best.safetensors for 4.0 or true ("holds the weights of step 4, not
+    of step 4.0"), and loading it unchecked for "4" or null."""
+    best = ckpt.state.get("best_step")
+    if isinstance(best, bool) or not isinstance(best, int) or not 0 <= best <= ckpt.step:
+        raise io.CheckpointError(
+            f"'{ckpt.path / 'state.json'}' must hold 'best_step' as the step of the best "
+            f"evaluation, an integer from 0 to the checkpoint's step {ckpt.step} (the run "
+            f"ended by early stopping); got {_checks.describe(best)}. "
+            + io.way_back(run_dir, ckpt.step)
+        )
+    return best
 
 
 def model_step(ckpt: io.Checkpoint, step: int | None = None) -> int:
