@@ -104,3 +104,45 @@ def test_an_edited_best_step_is_said_with_state_json(ended, tmp_path, capsys, be
     assert lines[0].startswith(f"rnnlab: error: '{state}' must hold 'best_step' as the step of "
                                "the best evaluation, an integer from 0 to the checkpoint's step "
                                "4 (the run ended by early stopping); got "), lines  # fmt: skip
+
+
+@pytest.mark.parametrize("entry,said", [
+    (None, "records no SHA-256 for model.safetensors"),
+    ("x", r"records 'x' \(str\), not a SHA-256, for model.safetensors"),
+    (5, r"records 5 \(int\), not a SHA-256, for model.safetensors"),
+    ("g" * 64, r"records 'g+\.\.\. \(str\), not a SHA-256, for model.safetensors"),
+])  # fmt: skip
+def test_a_missing_or_edited_hash_is_said_of_hashes_json(tmp_path, entry, said):
+    """An entry of hashes.json missing or edited was said as the weights file not matching
+    "the SHA-256 its checkpoint recorded (recorded None...)": a sound file blamed."""
+    path = io.save_checkpoint(tmp_path / "run", 3, model={"w": np.ones(2, np.float32)},
+                              optimizer={"step": np.array(3)}, state={"step": 3},
+                              config={})  # fmt: skip
+    hashes = json.loads((path / "hashes.json").read_text())
+    if entry is None:
+        del hashes["sha256"]["model.safetensors"]
+    else:
+        hashes["sha256"]["model.safetensors"] = entry
+    (path / "hashes.json").write_text(json.dumps(hashes))
+    with pytest.raises(io.CheckpointError, match=rf"^'{path / 'hashes.json'}' {said}; expected "
+                       r"64 hex digits, as rnnlab writes them \(the file was edited or "
+                       r"damaged\)\. The run has no other checkpoint"):  # fmt: skip
+        io.load_checkpoint(tmp_path / "run")
+
+
+def test_a_hash_in_capitals_is_the_same_hash(tmp_path):
+    """hashes.json's digits are compared whatever their case (a SHA-256 in capitals, as some
+    tools print it, is the same hash); a wrong one is still said of the weights file."""
+    path = io.save_checkpoint(tmp_path / "run", 3, model={"w": np.ones(2, np.float32)},
+                              optimizer={"step": np.array(3)}, state={"step": 3},
+                              config={})  # fmt: skip
+    hashes = json.loads((path / "hashes.json").read_text())
+    right = hashes["sha256"]["model.safetensors"]
+    hashes["sha256"]["model.safetensors"] = right.upper()
+    (path / "hashes.json").write_text(json.dumps(hashes))
+    assert io.load_checkpoint(tmp_path / "run").model["w"].tolist() == [1.0, 1.0]
+    hashes["sha256"]["model.safetensors"] = ("0" if right[0] != "0" else "1") + right[1:].upper()
+    (path / "hashes.json").write_text(json.dumps(hashes))
+    with pytest.raises(io.CheckpointError, match=r"model.safetensors' does not match the "
+                       r"SHA-256 its checkpoint recorded in hashes.json"):  # fmt: skip
+        io.load_checkpoint(tmp_path / "run")

@@ -340,7 +340,16 @@ def _check_hash(file: Path, hashes: dict[str, str] | None) -> None:
     before hashes were recorded have no hashes.json and load unchecked."""
     if hashes is None:
         return
-    want, got = hashes.get(file.name), _sha256(file)
+    want = hashes.get(file.name)
+    if not isinstance(want, str) or re.fullmatch(r"[0-9a-fA-F]{64}", want) is None:
+        # (said of hashes.json: an entry missing or edited was said as the weights file not
+        # matching "the SHA-256 recorded (None...)", blaming a sound file)
+        what = "no SHA-256" if want is None else f"{describe(want)}, not a SHA-256,"
+        raise CheckpointError(
+            f"'{file.parent / 'hashes.json'}' records {what} for {file.name}; expected 64 "
+            "hex digits, as rnnlab writes them (the file was edited or damaged)."
+        )
+    want, got = want.lower(), _sha256(file)
     if want != got:
         raise CheckpointError(
             f"'{file}' does not match the SHA-256 its checkpoint recorded in hashes.json "
