@@ -92,7 +92,7 @@ def checked(tensors: object, metadata: object, name: str) -> tuple[Arrays, dict[
             value = np.asarray(value)
         if not isinstance(value, np.ndarray):
             fail(f"{name}[{key!r}]", "a NumPy array", describe(value))
-        masked = np.ma.count_masked(value) if isinstance(value, np.ma.MaskedArray) else 0
+        masked = int(np.count_nonzero(value.mask)) if isinstance(value, np.ma.MaskedArray) else 0
         if masked:  # (a file holds no mask: it was dropped, and the values under it were
             # written as if they were data, without a word)
             fail(f"{name}[{key!r}]", "a NumPy array without masked entries (a safetensors "
