@@ -220,8 +220,9 @@ def save_checkpoint(
     """Save a checkpoint as `run_dir/checkpoints/step-XXXXXXXX/` and return its path.
 
     The directory holds model.safetensors, optimizer.safetensors, hashes.json (the SHA-256 of
-    both, checked by load_checkpoint), state.json (progress: step,
-    epoch, RNG state from numpy_rng_state, best metric...) and config.json. It is built in a
+    both, checked by load_checkpoint), state.json (the caller's progress: the Trainer's step,
+    best metric and its step, evaluation history; no random state, as a run's draws are
+    functions of its seed and step) and config.json. It is built in a
     temporary sibling and renamed into place; then the top-level config.json and
     model.safetensors are rewritten, then `checkpoints/latest`, then old checkpoints are
     pruned, each step atomic. So a crash at any point leaves the previous checkpoint and
