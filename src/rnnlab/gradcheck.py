@@ -13,11 +13,12 @@ module: in float32 the differences are dominated by rounding.
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,9 @@ class GradcheckReport:
     errors: dict[str, float]  # normwise relative error per checked array
     norms: dict[str, float]  # ‖analytic gradient‖ per checked array
     tolerance: float
+    # per checked array, the entry where the two gradients differ most: (its index, the
+    # backward's value, the finite difference), so a failure names where to look
+    worst: dict[str, tuple[tuple[int, ...], float, float]] = field(default_factory=dict)
 
     @property
     def max_error(self) -> float:
@@ -49,9 +53,14 @@ class GradcheckReport:
         if not self.ok:
             e = self.errors  # the worst: a NaN before any number
             worst = max(e, key=lambda k: math.inf if math.isnan(e[k]) else e[k])
+            where = ""
+            if worst in self.worst:
+                at, analytic, numeric = self.worst[worst]
+                where = (f"; most at index {at}: backward {analytic:.6g}, finite differences "
+                         f"{numeric:.6g}")
             raise AssertionError(
                 f"gradient check failed: {worst} has relative error {self.errors[worst]:.3e} "
-                f"(tolerance {self.tolerance:.0e})\n{self}"
+                f"(tolerance {self.tolerance:.0e}){where}\n{self}"
             )
 
     def __str__(self) -> str:
@@ -138,9 +147,13 @@ def gradcheck(
     weighs an OutputFeedback's last fed-back value too (`cache["y_last"]`, backward's
     `d_y_last`). `rng_seed`:
     forward passes that draw random numbers (dropout, scheduled sampling) get a fresh
-    Generator with this seed each time, so every pass draws the same. `max_entries` checks a
-    random subset of large arrays. Each gradient must have the shape of what it is the
-    gradient of: a reshaped or padded one would be compared entry by entry as if it did.
+    Generator with this seed each time, so every pass draws the same; an `rng` given as a
+    Generator (or BitGenerator) is copied for each pass to the same end, and left as it was.
+    `max_entries` checks a random subset of large arrays (a failure's report names the entry
+    that differs most, of those checked). Parameters that share elements (tied) are refused:
+    each is perturbed alone. Every perturbed entry is put back, also when a forward raises.
+    Each gradient must have the shape of what it is the gradient of: a reshaped or padded
+    one would be compared entry by entry as if it did.
     The tolerance is below 1 (the error is at most 2, so a larger one passes anything).
     """
     if not hasattr(module, "params") or not hasattr(module, "backward"):
@@ -169,6 +182,11 @@ def gradcheck(
             _checks.fail("module", "parameters gradcheck can perturb in place (writeable)",
                          f"parameter {name!r} read-only", "Give the module a copy "
                          "(np.array(...)) to check.")  # fmt: skip
+    # A tied weight (two names, one array's elements): perturbing either moves both, so each
+    # finite difference is the whole derivative while backward gives each name its part; the
+    # check failed both with errors that said nothing of why.
+    _checks.untied(module.params, "module", "parameters of their own, one array each (each "
+                   "is perturbed alone)", "Give each name its own array (np.copy) to check.")
     if isinstance(x, (list, tuple)):  # nested numbers, as forward reads them: the array
         try:  # (a custom module's x may be a list of arrays of other shapes: left as it is)
             as_array = np.asarray(x)
@@ -184,11 +202,21 @@ def gradcheck(
             if leaf.dtype != np.float64:  # (differences on a float32 copy measure rounding)
                 _checks.fail(key, "float64 arrays, as the module", f"an array of dtype "
                              f"{leaf.dtype}")  # fmt: skip
+    input_checked = check_input and isinstance(x, np.ndarray) and x.dtype.kind == "f"
+    if not module.params and not input_checked and not given_states:
+        # (an empty report is ok: assert_ok passed having compared nothing)
+        _checks.fail("module", "something to check: parameters, a float input with "
+                     "check_input=True, or an initial state given", "none of them")  # fmt: skip
     pick = np.random.default_rng(seed)
 
     def run(x_: Any, kwargs: dict[str, Any]) -> Any:
         if rng_seed is not None:
             kwargs = dict(kwargs, rng=np.random.default_rng(rng_seed))
+        elif isinstance(kwargs.get("rng"), (np.random.Generator, np.random.BitGenerator)):
+            # A generator advances as it draws: each pass drew other dropout masks, and a
+            # correct backward failed with errors near 1. Each pass draws from a copy of it
+            # in the state it was given, as from a seed (the caller's is left as it was).
+            kwargs = dict(kwargs, rng=copy.deepcopy(kwargs["rng"]))
         return module.forward(x_, **kwargs)
 
     f = run(x, forward_kwargs)
@@ -224,16 +252,19 @@ def gradcheck(
         for j, i in enumerate(idx):
             at = np.unravel_index(i, array.shape)
             old = array[at]
-            array[at] = old + eps
-            up = evaluate()
-            array[at] = old - eps
-            down = evaluate()
-            array[at] = old
+            try:  # (a forward that raises, or Ctrl-C, left a model's weight moved by eps)
+                array[at] = old + eps
+                up = evaluate()
+                array[at] = old - eps
+                down = evaluate()
+            finally:
+                array[at] = old
             g[j] = (up - down) / (2 * eps)
         return idx, g
 
     errors: dict[str, float] = {}
     norms: dict[str, float] = {}
+    worst: dict[str, tuple[tuple[int, ...], float, float]] = {}
 
     def record(name: str, analytic: Any, of: np.ndarray, idx: np.ndarray,
                g_num: np.ndarray) -> None:  # fmt: skip
@@ -250,12 +281,17 @@ def gradcheck(
         scale = max(np.linalg.norm(a), np.linalg.norm(g_num))
         errors[name] = 0.0 if scale == 0 else float(np.linalg.norm(a - g_num) / scale)
         norms[name] = float(np.linalg.norm(a))
+        if a.size:
+            gap = np.abs(a - g_num)
+            j = int(np.argmax(np.where(np.isnan(gap), np.inf, gap)))  # (a NaN first)
+            at = tuple(int(i) for i in np.unravel_index(int(idx[j]), of.shape))
+            worst[name] = (at, float(a[j]), float(g_num[j]))
 
     for name, value in module.params.items():
         idx, g = numeric(value, lambda: loss(x, forward_kwargs))
         record(name, b.params.get(name), value, idx, g)
 
-    if check_input and isinstance(x, np.ndarray) and x.dtype.kind == "f":
+    if input_checked:
         xc = x.copy()
         idx, g = numeric(xc, lambda: loss(xc, forward_kwargs))
         record("input", b.input, xc, idx, g)
@@ -268,4 +304,4 @@ def gradcheck(
         for k, (arr, d) in enumerate(zip(given, grads, strict=True)):
             idx, g = numeric(arr, functools.partial(loss, x, kwargs))
             record(f"{label}[{k}]" if len(given) > 1 else label, d, arr, idx, g)
-    return GradcheckReport(errors, norms, tolerance)
+    return GradcheckReport(errors, norms, tolerance, worst)
