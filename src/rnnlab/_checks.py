@@ -104,6 +104,21 @@ def _sum_is_finite(value: np.ndarray) -> bool:
         return bool(np.isfinite(total))
 
 
+_MASK_NOT_READ = ("Its mask is not read here (the values under it were used, or NumPy failed "
+                  "inside): pass np.asarray(...) of it, and a batch's padded steps as `lengths` "
+                  "or `mask`.")
+
+
+def _listed(value: list[object] | tuple[object, ...], name: str) -> np.ndarray:
+    """A list or tuple as its array; nested lists of unequal lengths refused by name (NumPy's
+    "setting an array element with a sequence" named no argument)."""
+    try:
+        return np.asarray(value)
+    except ValueError:  # (inhomogeneous shape)
+        fail(name, "an array, or nested lists of equal lengths",
+             f"ragged nested lists ({describe(value)})")  # fmt: skip
+
+
 def float_array(
     value: object,
     name: str,
@@ -123,10 +138,11 @@ def float_array(
     """
     if not isinstance(value, np.ndarray):
         if isinstance(value, (list, tuple)):
-            value = np.asarray(value)
+            value = _listed(value, name)
         else:
             fail(name, "a NumPy array of floats", describe(value))
     assert isinstance(value, np.ndarray)
+    plain_array(value, name, _MASK_NOT_READ)
     if value.dtype.kind != "f":
         hint = ("Token ids go through an Embedding first."
                 if ids_hint and value.dtype.kind in "iu" else "")  # fmt: skip
@@ -217,10 +233,11 @@ def finite_weights(model: object, export: str) -> None:
 
 def int_array(value: object, name: str, *, ndim: int | None = None) -> np.ndarray:
     if isinstance(value, (list, tuple)):
-        value = np.asarray(value)
+        value = _listed(value, name)
     if not isinstance(value, np.ndarray) or value.dtype.kind not in "iu":
         fail(name, "an array of integers", describe(value))
     assert isinstance(value, np.ndarray)
+    plain_array(value, name, _MASK_NOT_READ)
     if ndim is not None and value.ndim != ndim:
         fail(name, f"an array with {ndim} dimensions", f"shape {value.shape}")
     return value
@@ -293,8 +310,8 @@ def seed(value: object, name: str) -> int:
 def probability(value: object, name: str, *, allow_one: bool = False) -> float:
     upper = "1]" if allow_one else "1)"
     if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float, np.floating))
+        isinstance(value, bool)  # (np.int64(0) is 0, as 0 is: it was refused as not in [0, 1))
+        or not isinstance(value, (int, float, np.integer, np.floating))
         or not (0.0 <= as_float(value) <= 1.0)
         or (not allow_one and as_float(value) == 1.0)
     ):

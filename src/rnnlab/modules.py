@@ -192,6 +192,22 @@ def _float_input(x: object) -> None:
                      _checks.describe(x))  # fmt: skip
 
 
+def _passed(x: object) -> np.ndarray:
+    """What Dropout passes on unchanged (at inference, or p = 0): an array of floats, or of
+    token ids before an Embedding; a list as its array. None or a string was passed on as a
+    0-d array of objects or characters, for the next module, or the caller, to stumble on."""
+    a, got = (x if isinstance(x, np.ndarray) else None), _checks.describe(x)
+    if isinstance(x, (list, tuple)):
+        try:
+            a = np.asarray(x)
+        except ValueError:  # (inhomogeneous shape: NumPy's message names no argument)
+            got = f"ragged nested lists ({got})"
+    if a is None or a.dtype.kind not in "iuf":
+        _checks.fail("x", "an array of floats (or of token ids, which pass through at "
+                     "inference)", got)
+    return a
+
+
 class Dropout(_Module):
     """Inverted dropout: in training, y = x ⊙ m / (1 − p) with m ~ Bernoulli(1 − p); else y = x."""
 
@@ -203,7 +219,7 @@ class Dropout(_Module):
         o = pass_options(options, "Dropout.forward")
         training, rng = o["training"], o["rng"]
         if not training or self.p == 0.0:  # (x passes through: a list as its array)
-            return Forward(x if isinstance(x, np.ndarray) else np.asarray(x), None, None)
+            return Forward(_passed(x), None, None)
         _float_input(x)
         rng = _training_rng(rng, "dropout")
         keep = 1.0 - self.p
