@@ -7,17 +7,32 @@ side and saved with the run (config.json's "data"), so a run decodes as it was t
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from rnnlab._checks import choice, fail
+from rnnlab._checks import choice, describe, fail, token_ids
 
 __all__ = ["BOS", "EOS", "PAD", "SPECIALS", "UNK", "CharCodec", "Codec", "WordCodec"]
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
+
+
+def _texts(texts: object) -> list[str]:
+    """`texts` checked to be strings, one per text, as a list: a string alone was read as a
+    list of one-character texts (encoded as that many rows, a word codec fitted to its
+    letters), bytes as unknown characters named by their byte values; a generator was spent
+    by `WordCodec.fit`'s check, which left it no words."""
+    if isinstance(texts, (str, bytes)) or not isinstance(texts, Iterable):
+        fail("texts", "a sequence of strings, one per text", describe(texts))
+    out = list(texts)
+    for i, text in enumerate(out):
+        if not isinstance(text, str):
+            fail("texts", "a sequence of strings, one per text",
+                 f"{describe(text)} at index {i}")  # fmt: skip
+    return out
 
 
 class Codec:
@@ -48,6 +63,7 @@ class Codec:
         """(ids (N, L) padded with PAD, lengths (N,)); EOS closes each text if `eos`.
         `unknown`: "error" (say which pieces) or "map" (to UNK)."""
         choice(unknown, "unknown", ("error", "map"))
+        texts = _texts(texts)
         index = {c: i + len(SPECIALS) for i, c in enumerate(self.tokens)}
         pieces = [self.split(t) for t in texts]
         missing = sorted({c for p in pieces for c in p} - set(index))
@@ -68,9 +84,12 @@ class Codec:
         return [self.join(p) for p in self.pieces(ids)]
 
     def pieces(self, ids: np.ndarray) -> list[list[str]]:
-        """Rows of ids → their pieces, each up to its first EOS (the attention plot's labels)."""
+        """Rows of ids → their pieces, each up to its first EOS (the attention plot's labels).
+        `ids` is checked to be rows of ids in [0, size): an id past the end raised NumPy's
+        IndexError, a negative one was dropped as a special, one row alone failed iterating
+        an integer."""
         out = []
-        for row in np.asarray(ids):
+        for row in token_ids(ids, "ids", self.size, ndim=2):
             pieces = []
             for i in row:
                 if i == EOS:
@@ -104,6 +123,7 @@ class CharCodec(Codec):
 
     @classmethod
     def fit(cls, texts: Sequence[str]) -> CharCodec:
+        texts = _texts(texts)
         return cls(tuple(sorted(set("".join(texts)))))
 
 
@@ -133,6 +153,7 @@ class WordCodec(Codec):
 
     @classmethod
     def fit(cls, texts: Sequence[str]) -> WordCodec:
+        texts = _texts(texts)
         for t in texts:
             if cls.join(cls.split(t)) != t:
                 fail("texts", "words joined by single spaces or after a hyphen", repr(t))

@@ -77,8 +77,12 @@ def adding_baseline_on(y: np.ndarray) -> tuple[float, float]:
     """(MSE of always answering 1, MSE of always answering the mean of y) on the targets y of
     one held-out set. A set of 1,000 sequences scores a few percent away from 1/6, and the
     second answer, fitted to the set, is the best that ignores the input: a model is judged
-    against it."""
-    y = np.asarray(y, np.float64)
+    against it. (y is checked: an empty set gave NumPy's "Mean of empty slice" warning and
+    NaN, text a ValueError naming no argument.)"""
+    y = np.asarray(y) if isinstance(y, (list, tuple)) else y
+    if not isinstance(y, np.ndarray) or y.dtype.kind not in "iuf" or not y.size:
+        fail("y", "the targets (numbers) of at least one sequence", describe(y))
+    y = y.astype(np.float64)
     return float(np.mean((y - 1.0) ** 2)), float(np.var(y))
 
 
@@ -130,8 +134,13 @@ def copy_baseline_on(y: np.ndarray) -> tuple[float, float]:
     (n, T + 20) of one held-out set: blanks for the first T + 10 steps and, at each of the
     last ten, the symbol frequencies of that set (for the accuracy, its commonest symbol).
     This answer is fitted to the set it is scored on, so it is a little better than
-    `copy_baseline` and chance (1/8), and a model below it is below both."""
-    y = np.asarray(y)
+    `copy_baseline` and chance (1/8), and a model below it is below both. (y is checked: a
+    row shorter than the ten recalled steps raised NumPy's IndexError, an empty set
+    ZeroDivisionError, float targets a casting TypeError.)"""
+    y = _checks.token_ids(y, "y", COPY_SYMBOLS + 1, ndim=2)
+    if not len(y) or y.shape[1] < 2 * COPY_LENGTH:
+        fail("y", f"copy-memory targets: at least one row of T + {2 * COPY_LENGTH} steps "
+             "(T ≥ 1)", f"shape {y.shape}")  # fmt: skip
     recall = y[:, -COPY_LENGTH:]
     nats, hits = 0.0, 0
     for k in range(COPY_LENGTH):
@@ -211,8 +220,14 @@ def temporal_order_baseline() -> float:
 
 def majority_accuracy(y: np.ndarray) -> float:
     """Accuracy on the labels y of one held-out set of always answering its commonest class:
-    the empirical twin of chance (above 1/k by the set's sampling noise)."""
-    y = np.asarray(y).ravel()
+    the empirical twin of chance (above 1/k by the set's sampling noise). (y is checked:
+    float labels raised a casting TypeError, an empty set NumPy's ValueError.)"""
+    if not np.size(y):  # (first: NumPy makes [] an array of floats)
+        fail("y", "the class labels (integers >= 0) of at least one item", describe(y))
+    y = _checks.int_array(y, "y").ravel()
+    if y.min() < 0:
+        fail("y", "the class labels (integers >= 0) of at least one item",
+             f"the label {int(y.min())}")  # fmt: skip
     return float(np.bincount(y).max() / len(y))
 
 
