@@ -6,8 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from rnnlab.cli import main
 from rnnlab.tasks import synthetic
 from rnnlab.tasks.codecs import CharCodec, WordCodec
+
+TINY = ["--hidden", "4", "--batch-size", "2", "--quiet"]
 
 
 # ------------------------------------------------------------------- the baselines' helpers
@@ -94,3 +97,27 @@ def test_decode_refuses_ids_outside_the_codec():
         codec.pieces(np.array([4, 5]))
     assert codec.decode([[4, 5, 2, 4], [3, 5, 0, 0]]) == ["ab", "\N{REPLACEMENT CHARACTER}b"]
 
+
+# ---------------------------------------------------------------- evaluate --split valid
+@pytest.mark.parametrize("task,said", [
+    ("adding", ["validation MSE ", "on this validation set "]),
+    ("copy", ["validation cross-entropy ", "on this validation set:", "% on this validation "
+              "set)"]),
+    ("temporal-order", ["validation accuracy ", "commonest class of this validation set "]),
+])  # fmt: skip
+def test_evaluate_of_the_validation_split_does_not_call_it_the_test(tmp_path, capsys, task,
+                                                                     said):  # fmt: skip
+    """`rnnlab evaluate RUN --split valid` printed "test MSE ... on this test set" of the
+    validation set's numbers."""
+    run = tmp_path / task
+    T = "10" if task == "temporal-order" else "2"
+    assert main(["train", task, "--T", T, "--steps", "1", "--eval-every", "1",
+                 "--run-dir", str(run), *TINY]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--split", "valid"]) == 0
+    out = capsys.readouterr().out
+    assert "test" not in out and all(s in out for s in said), out
+    assert main(["evaluate", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "validation" not in out and all(s.replace("validation", "test") in out
+                                           for s in said), out  # fmt: skip

@@ -130,7 +130,7 @@ def cmd_evaluate(args) -> int:
     if args.json:
         print(json.dumps(clean, sort_keys=True, allow_nan=False))
     else:
-        for line in tasks.report(task, result):
+        for line in tasks.report(task, result, args.split):
             print(line)
     return 0
 

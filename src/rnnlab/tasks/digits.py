@@ -105,8 +105,8 @@ class Digits(_SequenceTask):
             result["confusion"] = cm.tolist()
         return result
 
-    def report(self, result):
-        lines = [chance_line(result)]
+    def report(self, result, split: str = "test"):
+        lines = [chance_line(result, split)]
         if "confusion" in result:
             lines.append("confusion matrix (rows: true digit, columns: predicted):")
             lines.append("     " + " ".join(f"{j:4d}" for j in range(10)))

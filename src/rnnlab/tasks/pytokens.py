@@ -575,7 +575,7 @@ class PyTokens(_SequenceTask):
         result["per_class_accuracy"] = per_class
         return result
 
-    def report(self, result):
+    def report(self, result, split: str = "test"):
         lines = [f"per-character accuracy {100 * result['accuracy']:.2f} %"]
         for name, acc in result.get("per_class_accuracy", {}).items():
             lines.append(f"  {name:<12} {100 * acc:6.2f} %")

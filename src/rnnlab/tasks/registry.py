@@ -280,5 +280,7 @@ def make_task(cfg: TrainConfig, data: dict | None = None, *, text: bool = True,
     _checks.fail("task", "one of " + ", ".join(TASK_NAMES), repr(name))
 
 
-def report(task, result: dict) -> list[str]:
-    return task.report(result)
+def report(task, result: dict, split: str = "test") -> list[str]:
+    """The lines that say `result`, the task's evaluation of `split` (the synthetic tasks and
+    digits name it; the others say "held-out" of either)."""
+    return task.report(result, split=split)

@@ -233,6 +233,10 @@ def majority_accuracy(y: np.ndarray) -> float:
 
 # -------------------- the task, as the Trainer drives it (rnnlab.train.Task)
 
+# How a report names the held-out set its result is of (`rnnlab evaluate --split valid` was
+# reported as "test MSE ... on this test set").
+SET_NAMES = {"test": "test", "valid": "validation"}
+
 
 class _SyntheticTask(_SequenceTask):
     """Fresh training sequences at every step; fixed validation and test sets."""
@@ -286,11 +290,13 @@ class Adding(_SyntheticTask):
         numbers, without the task.)"""
         return result["mse"] < 0.01
 
-    def report(self, result):
+    def report(self, result, split: str = "test"):
         below = result["mse"] < result["baseline_mse_empirical"]
+        name = SET_NAMES[split]
         return [
-            f"test MSE {result['mse']:.5f}; baseline of answering 1: {result['baseline_mse']:.4f}"
-            f" (1/6); on this test set {result['baseline_mse_one']:.4f}, and "
+            f"{name} MSE {result['mse']:.5f}; baseline of answering 1: "
+            f"{result['baseline_mse']:.4f} (1/6); on this {name} set "
+            f"{result['baseline_mse_one']:.4f}, and "
             f"{result['baseline_mse_empirical']:.4f} answering its mean: "
             f"{'below' if below else 'not below'} that; "
             f"{'solved' if self.solved(result) else 'not solved'} (MSE < 0.01)"
@@ -334,15 +340,16 @@ class Copy(_SyntheticTask):
     def solved(result) -> bool:
         return result["recall_accuracy"] >= 0.99
 
-    def report(self, result):
+    def report(self, result, split: str = "test"):
         below = result["loss"] < result["baseline_loss_empirical"]
+        name = SET_NAMES[split]
         return [
-            f"test cross-entropy {result['loss']:.4f} nats/step; memoryless baseline "
+            f"{name} cross-entropy {result['loss']:.4f} nats/step; memoryless baseline "
             f"{result['baseline_loss']:.4f} (10 ln 8 / (T + 20)), "
-            f"{result['baseline_loss_empirical']:.4f} on this test set: "
+            f"{result['baseline_loss_empirical']:.4f} on this {name} set: "
             f"{'below' if below else 'not below'} it",
             f"recalled symbols correct {100 * result['recall_accuracy']:.1f} % (chance 12.5 %, "
-            f"{100 * result['baseline_recall_empirical']:.1f} % on this test set); "
+            f"{100 * result['baseline_recall_empirical']:.1f} % on this {name} set); "
             f"{'solved' if self.solved(result) else 'not solved'} (recall >= 99 %)",
         ]
 
@@ -372,17 +379,19 @@ class TemporalOrder(_SyntheticTask):
     def solved(result) -> bool:
         return result["accuracy"] >= 0.98
 
-    def report(self, result):
-        return [chance_line(result) + "; " + ("solved" if self.solved(result) else "not solved")
+    def report(self, result, split: str = "test"):
+        return [chance_line(result, split) + "; "
+                + ("solved" if self.solved(result) else "not solved")
                 + " (accuracy >= 98 %)"]  # fmt: skip
 
 
-def chance_line(result: dict) -> str:
+def chance_line(result: dict, split: str = "test") -> str:
     """A classifier's accuracy beside chance (analytic) and its held-out set's commonest class
-    (empirical), judged against the latter."""
+    (empirical), judged against the latter; `split` names the set."""
     above = result["accuracy"] > result["majority"]
+    name = SET_NAMES[split]
     return (
-        f"test accuracy {100 * result['accuracy']:.2f} % (chance {100 * result['chance']:g} %, "
-        f"commonest class of this test set {100 * result['majority']:.1f} %: "
+        f"{name} accuracy {100 * result['accuracy']:.2f} % (chance {100 * result['chance']:g} %, "
+        f"commonest class of this {name} set {100 * result['majority']:.1f} %: "
         f"{'above' if above else 'not above'} it)"
     )

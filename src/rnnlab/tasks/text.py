@@ -845,7 +845,7 @@ class CharLM:
         )
         return prime + self.vocab.decode(out)
 
-    def report(self, result: dict) -> list[str]:
+    def report(self, result: dict, split: str = "test") -> list[str]:
         lines = [
             f"held-out: {result['nats_per_char']:.3f} nats/char = "
             f"{result['bits_per_char']:.3f} bits/char"

@@ -612,7 +612,7 @@ class Transduction:
                                       **scores([constant] * len(refs), refs)}  # fmt: skip
         return result
 
-    def report(self, result: dict) -> list[str]:
+    def report(self, result: dict, split: str = "test") -> list[str]:
         items = result.get("items", "all")
         lines = [f"held-out ({items} items):   exact match    CER     BLEU    chrF"]
         rows = [("greedy", result)]
