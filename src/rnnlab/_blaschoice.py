@@ -88,6 +88,12 @@ KERNEL_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "MKL_ENABLE_INSTRUC
 MAX_TIMING_US = 1e7
 """No product of SHAPES or LARGE_SHAPES takes 10 s: a cached timing from there up (or NaN, or
 infinity) is not a measurement."""
+MEASURE_TIMEOUT = 60.0
+"""Seconds the measuring child may take before it is given up (the choice falls back)."""
+LOCK_WAIT = MEASURE_TIMEOUT + 30.0
+"""Seconds a process waits for another's measurement (the lock beside the cache) before it
+measures on its own: the holder is done within MEASURE_TIMEOUT unless it is not running at
+all (stopped with Ctrl-Z, held in a debugger), and then the wait would have no end."""
 MARGIN = 0.97
 """MKL is chosen when its time is below MARGIN × OpenBLAS's (geometric mean over SHAPES):
 a tie keeps one library in the process (NumPy's is loaded anyway). The same margin holds
@@ -400,7 +406,7 @@ def tiles_measurable() -> bool:
     return not settings.current().no_numba and importlib.util.find_spec("numba") is not None
 
 
-def _measure_in_child(timeout: float = 60.0) -> dict:
+def _measure_in_child(timeout: float = MEASURE_TIMEOUT) -> dict:
     """Run rnnlab.fast.calibration.measure in a fresh process (one thread for each library;
     MKL loaded there only where it is installed) and return its timings; raises RuntimeError
     with the child's last words if it fails."""
@@ -458,18 +464,19 @@ def _one_at_a_time(path: str) -> Iterator[None]:
     """Processes that start at once on a fresh machine (MPI ranks, pytest's workers) measure
     one after the other: the first measures and writes the cache while the others wait on a
     lock beside it, then read what it wrote. Measuring side by side would time a shared
-    machine, and the processes could choose differently. The wait is bounded by the
-    measurement's own timeout; where no lock can be had (no fcntl, a folder that cannot be
-    made or written), each process measures on its own."""
+    machine, and the processes could choose differently. The wait is bounded (LOCK_WAIT: the
+    measurement's own timeout and a margin, then a warning and a measurement of its own);
+    where no lock can be had (no fcntl, a folder that cannot be made or written), each
+    process measures on its own."""
     try:
         import fcntl
 
         os.makedirs(os.path.dirname(path), exist_ok=True)
         # without blocking, and only a regular file: opening a FIFO to write waits for a
         # reader (O_NONBLOCK makes that ENXIO), and a device is no lock
-        fd = os.open(os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".lock"),
-                     os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NONBLOCK", 0),
-                     0o644)  # fmt: skip
+        name = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".lock")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NONBLOCK", 0)
+        fd = os.open(name, flags, 0o644)
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
             raise OSError("the lock is not a regular file")
@@ -478,10 +485,21 @@ def _one_at_a_time(path: str) -> Iterator[None]:
         yield
         return
     with lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        except OSError:  # (a file system without locks)
-            pass
+        deadline, pause = time.monotonic() + LOCK_WAIT, 0.01
+        while True:  # (polled: a blocking flock waited for good on a stopped holder)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(pause)
+                    pause = min(2 * pause, 0.25)
+                    continue
+                warnings.warn(f"rnnlab: another process has held the BLAS choice's lock "
+                              f"{name!r} for {LOCK_WAIT:g} s; measuring without it",
+                              stacklevel=4)  # fmt: skip
+            except OSError:  # (a file system without locks)
+                pass
+            break
         yield  # (closing the file releases the lock)
 
 

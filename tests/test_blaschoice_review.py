@@ -1,0 +1,52 @@
+"""Review of the BLAS choice (rnnlab._blaschoice) and the RNNLAB_* settings by use: a lock
+held by a process that does not run, variable names in the wrong case, ..."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+HELD_LOCK_CHILD = """
+import json, warnings
+from rnnlab import _blaschoice
+_blaschoice.LOCK_WAIT = 1.0
+_blaschoice.library_files = lambda: ["/fake/libmkl_rt.so.2"]
+_blaschoice._measure_in_child = lambda: {"mkl": [10.0, 50.0, 300.0], "numpy": [20.0, 90.0, 600.0]}
+with warnings.catch_warnings(record=True) as said:
+    warnings.simplefilter("always")
+    made = _blaschoice.choice()
+print(json.dumps({"blas": made.blas, "cache": made.cache,
+                  "said": " ".join(str(w.message) for w in said)}))
+"""
+
+
+def test_a_lock_held_by_a_process_that_does_not_run_is_waited_for_a_while_only(tmp_path):
+    """The lock beside the cache was taken with a blocking flock: where its holder did not
+    run (stopped with Ctrl-Z mid-measurement, held in a debugger), every other process's first
+    forward pass, and `rnnlab info`, waited for good. Now it waits LOCK_WAIT, says so and
+    measures on its own. (The lock is held here; the waiter is a child, so a regression
+    fails on the timeout instead of hanging the suite.)"""
+    env = {k: v for k, v in os.environ.items() if k not in ("RNNLAB_BLAS", "RNNLAB_TILES")}
+    env.update(RNNLAB_CACHE_DIR=str(tmp_path), RNNLAB_TILES="off")
+    # the cache's name as the child will have it (its key is of its environment)
+    code = "from rnnlab import _blaschoice; print(_blaschoice.cache_path())"
+    got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120, check=True)  # fmt: skip
+    path = got.stdout.strip().splitlines()[-1]
+    lock_path = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".lock")
+    with open(lock_path, "ab") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            done = subprocess.run([sys.executable, "-c", HELD_LOCK_CHILD], env=env,
+                                  capture_output=True, text=True, timeout=60)  # fmt: skip
+        except subprocess.TimeoutExpired:
+            pytest.fail("waited for good on a lock whose holder does not run")
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["blas"] == "mkl" and result["cache"] == path
+    assert "has held the BLAS choice's lock" in result["said"] and lock_path in result["said"]
