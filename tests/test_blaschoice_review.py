@@ -11,6 +11,8 @@ import sys
 
 import pytest
 
+from rnnlab import settings
+
 HELD_LOCK_CHILD = """
 import json, warnings
 from rnnlab import _blaschoice
@@ -50,3 +52,15 @@ def test_a_lock_held_by_a_process_that_does_not_run_is_waited_for_a_while_only(t
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["blas"] == "mkl" and result["cache"] == path
     assert "has held the BLAS choice's lock" in result["said"] and lock_path in result["said"]
+
+
+@pytest.mark.parametrize(("name", "near"), [("rnnlab_blas", "RNNLAB_BLAS"),
+                                            ("Rnnlab_Num_Threads", "RNNLAB_NUM_THREADS"),
+                                            ("rnnlab_threads", "RNNLAB_NUM_THREADS")])  # fmt: skip
+def test_a_variable_of_rnnlabs_in_the_wrong_case_is_warned_about(name, near):
+    """Environment variables are case-sensitive: rnnlab_blas=mkl set nothing, and only a
+    name spelt with RNNLAB_ in capitals was warned about."""
+    with pytest.warns(UserWarning, match=f"{name} is not one of rnnlab's variables and is "
+                                         f"ignored .did you mean {near}"):  # fmt: skip
+        got = settings.read({name: "1"})
+    assert got == settings.read({})  # (the defaults: nothing was set)

@@ -136,14 +136,15 @@ VARIABLES = tuple(f"RNNLAB_{f.name.upper()}" for f in dataclasses.fields(Setting
 
 
 def _warn_unknown(environ: Mapping[str, str]) -> None:
-    """A variable that looks like rnnlab's and is not (RNNLAB_THREADS=1) would be ignored
-    without a word, and the run would not do what its user set: say so, with the nearest name."""
+    """A variable that looks like rnnlab's and is not (RNNLAB_THREADS=1, or rnnlab_blas=mkl:
+    the names are case-sensitive) would be ignored without a word, and the run would not do
+    what its user set: say so, with the nearest name."""
     import difflib
     import warnings
 
     for name in sorted(environ):
-        if name.startswith("RNNLAB_") and name not in VARIABLES:
-            near = difflib.get_close_matches(name, VARIABLES, n=1)
+        if name.upper().startswith("RNNLAB_") and name not in VARIABLES:
+            near = difflib.get_close_matches(name.upper(), VARIABLES, n=1)
             warnings.warn(f"rnnlab: {name} is not one of rnnlab's variables and is ignored"
                           + (f" (did you mean {near[0]}?)" if near else
                              f" (they are {', '.join(VARIABLES)})"), stacklevel=3)  # fmt: skip
