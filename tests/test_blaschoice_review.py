@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from rnnlab import settings
+from rnnlab import _blaschoice, settings
 
 HELD_LOCK_CHILD = """
 import json, warnings
@@ -64,3 +64,24 @@ def test_a_variable_of_rnnlabs_in_the_wrong_case_is_warned_about(name, near):
                                          f"ignored .did you mean {near}"):  # fmt: skip
         got = settings.read({name: "1"})
     assert got == settings.read({})  # (the defaults: nothing was set)
+
+
+@pytest.mark.skipif(not _blaschoice.library_files(), reason="the mkl package")
+def test_info_names_the_code_path_mkl_runs(tmp_path):
+    """`rnnlab info` printed each loaded library's kernel from threadpoolctl, which names
+    OpenBLAS's only: MKL's line had none, on the hosts where it matters most (MKL's AVX2 code
+    on an AMD CPU with AVX-512, issue #21). Now MKL's own MKL_Get_Version says it: here held to
+    AVX2, so it is MKL's code path and not the CPU's flags that is shown. (A child: MKL reads
+    MKL_ENABLE_INSTRUCTIONS once, when it loads; nothing is measured with both choices set.)"""
+    pytest.importorskip("threadpoolctl")
+    env = dict(os.environ, RNNLAB_BLAS="mkl", RNNLAB_TILES="off", MKL_ENABLE_INSTRUCTIONS="AVX2",
+               RNNLAB_CACHE_DIR=str(tmp_path))  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "rnnlab.cli", "info", "--json"], env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    mkl = [lib for lib in json.loads(done.stdout)["libraries"] if lib["internal_api"] == "mkl"]
+    assert len(mkl) == 1 and "(Intel(R) AVX2) enabled processors" in mkl[0]["architecture"]
+    text = subprocess.run([sys.executable, "-m", "rnnlab.cli", "info"], env=env,
+                          capture_output=True, text=True, timeout=600).stdout  # fmt: skip
+    line = next(line for line in text.splitlines() if line.startswith("loaded: mkl "))
+    assert ", kernel Intel(R) Advanced Vector Extensions 2" in line and "threading layer" in line

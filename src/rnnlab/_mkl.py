@@ -157,6 +157,30 @@ class MKL:
                 0.0, out.ctypes.data, N)  # fmt: skip
 
 
+class _Version(ctypes.Structure):
+    """MKL's MKLVersion (mkl_types.h), as MKL_Get_Version fills it."""
+
+    _fields_ = [("major", ctypes.c_int), ("minor", ctypes.c_int), ("update", ctypes.c_int),
+                ("product_status", ctypes.c_char_p), ("build", ctypes.c_char_p),
+                ("processor", ctypes.c_char_p), ("platform", ctypes.c_char_p)]  # fmt: skip
+
+
+def code_path(lib: ctypes.CDLL) -> str | None:
+    """The instruction set whose code the loaded MKL `lib` runs (MKL_Get_Version's processor
+    field, e.g. "Intel(R) Advanced Vector Extensions 2 (Intel(R) AVX2) enabled processors"),
+    or None where it has no MKL_Get_Version. threadpoolctl names OpenBLAS's kernel only, and
+    MKL's is the one that differs from the CPU's best: its AVX2 code on an AMD CPU with
+    AVX-512 (issue #21), or what MKL_ENABLE_INSTRUCTIONS caps it to."""
+    try:
+        get = lib.MKL_Get_Version
+    except AttributeError:
+        return None
+    get.restype, get.argtypes = None, [ctypes.POINTER(_Version)]
+    found = _Version()
+    get(ctypes.byref(found))
+    return found.processor.decode(errors="replace").strip() or None if found.processor else None
+
+
 def _gnu_openmp() -> bool:
     """Whether the GNU OpenMP runtime (PyTorch's too) loads here. PyTorch's own copy comes
     first when PyTorch is installed (found, not imported): MKL and a PyTorch imported later

@@ -48,8 +48,21 @@ def _libraries() -> list[dict[str, Any]] | dict[str, Any]:
         return {"numpy_build": config.get("Build Dependencies", {}).get("blas"), "note": note}
     keep = ("user_api", "internal_api", "version", "num_threads", "threading_layer",
             "architecture", "filepath")  # fmt: skip
-    return [{k: lib.get(k) for k in keep if lib.get(k) is not None}
-            for lib in threadpoolctl.threadpool_info()]  # fmt: skip
+    found = [{k: lib.get(k) for k in keep if lib.get(k) is not None}
+             for lib in threadpoolctl.threadpool_info()]  # fmt: skip
+    for lib in found:  # threadpoolctl names OpenBLAS's kernel only: MKL's, from MKL itself
+        if lib.get("internal_api") == "mkl" and "architecture" not in lib and "filepath" in lib:
+            import ctypes
+
+            from rnnlab import _mkl
+
+            try:  # (loaded already: the same handle)
+                kernel = _mkl.code_path(ctypes.CDLL(lib["filepath"]))
+            except OSError:
+                kernel = None
+            if kernel:
+                lib["architecture"] = kernel
+    return found
 
 
 def _numba_cache(kernels: Any) -> str:
@@ -184,9 +197,12 @@ def _text(info: dict[str, Any]) -> list[str]:
         if not libs:
             lines.append("loaded: no BLAS or OpenMP library found by threadpoolctl")
         for lib in libs:
-            lines.append(f"loaded: {lib.get('internal_api')} {lib.get('version') or ''} "
-                         f"({lib.get('user_api')}, {lib.get('num_threads')} threads"
+            lines.append(f"loaded: {lib.get('internal_api')}"
+                         + (f" {lib['version']}" if lib.get("version") else "")
+                         + f" ({lib.get('user_api')}, {lib.get('num_threads')} threads"
                          + (f", kernel {lib['architecture']}" if lib.get("architecture") else "")
+                         + (f", threading layer {lib['threading_layer']}"
+                            if lib.get("threading_layer") else "")
                          + f") {lib.get('filepath', '')}")  # fmt: skip
     else:
         lines.append(f"NumPy's BLAS: {libs.get('numpy_build')} ({libs['note']})")
