@@ -9,7 +9,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from rnnlab import _blaschoice, settings
+from rnnlab import _blaschoice, _mkl, settings
 from rnnlab.cli import main
 from rnnlab.fast import parallel
 
@@ -23,6 +23,9 @@ def auto(monkeypatch, setenv, tmp_path):
     measurement that counts its calls (the real one is timed in its own test)."""
     setenv(RNNLAB_BLAS=None)
     setenv(RNNLAB_CACHE_DIR=str(tmp_path))
+    # the real library (or None) loaded first: the fake below is for the choice, and a loader
+    # that met it would warn that it does not load (the first test of an xdist worker)
+    _mkl._library()
     monkeypatch.setattr(_blaschoice, "library_files", lambda: ["/fake/libmkl_rt.so.2"])
     calls = []
     timings = {"value": FAST_MKL}

@@ -85,3 +85,26 @@ def test_info_names_the_code_path_mkl_runs(tmp_path):
                           capture_output=True, text=True, timeout=600).stdout  # fmt: skip
     line = next(line for line in text.splitlines() if line.startswith("loaded: mkl "))
     assert ", kernel Intel(R) Advanced Vector Extensions 2" in line and "threading layer" in line
+
+
+def test_an_mkl_that_does_not_load_is_said(tmp_path, monkeypatch):
+    """The `mkl` package there and its library unusable (a broken or foreign installation):
+    the products ran on NumPy's OpenBLAS without a word, under RNNLAB_BLAS=mkl too, while
+    `rnnlab info` said "loops' BLAS: mkl"; measured, the choice said "the `mkl` package is
+    not installed". Now the library's failure is warned about, and the measured choice says
+    that MKL did not load."""
+    from rnnlab import _mkl
+
+    junk = tmp_path / "libmkl_rt.so.2"
+    junk.write_text("not a library")
+    monkeypatch.setattr(_blaschoice, "library_files", lambda: [str(junk)])
+    with pytest.warns(UserWarning, match=r"the mkl package is installed, but its library "
+                      r"cannot be used \('.*libmkl_rt.so.2' does not load: .*\); the "
+                      "products run on NumPy's OpenBLAS"):  # fmt: skip
+        assert _mkl._library.__wrapped__() is None  # (the process's loaded MKL kept as it is)
+    made = _blaschoice.decide({"numpy": [20.0, 90.0, 600.0]})
+    assert made.blas == "numpy"
+    assert made.why == "the `mkl` package is installed, but MKL did not load to be measured"
+    monkeypatch.setattr(_blaschoice, "library_files", lambda: [])
+    assert _blaschoice.decide({"numpy": [20.0, 90.0, 600.0]}).why == (
+        "the `mkl` package is not installed")

@@ -350,8 +350,10 @@ def decide(timings: dict, blas: str = "auto", tiles: str = "auto") -> Choice:
     libraries."""
     if blas != "auto":
         made = Choice(blas, f"RNNLAB_BLAS={blas}", timings or None)
-    elif "mkl" not in timings:
-        made = Choice("numpy", "the `mkl` package is not installed", timings or None)
+    elif "mkl" not in timings:  # (not installed, or its library did not load where measured)
+        made = Choice("numpy", "the `mkl` package is installed, but MKL did not load to be "
+                      "measured" if library_files() else "the `mkl` package is not installed",
+                      timings or None)  # fmt: skip
     else:
         mkl, numpy = _geomean(timings["mkl"]), _geomean(timings["numpy"])
         ratio = numpy / mkl

@@ -244,14 +244,27 @@ def load(large: bool = False) -> MKL | None:
 
 @functools.cache
 def _library() -> MKL | None:
-    """The library, loaded and set up once (its threading layer is process-wide)."""
+    """The library, loaded and set up once (its threading layer is process-wide). One that is
+    there and does not load (a broken or foreign installation) is warned about: the products
+    then ran on NumPy's OpenBLAS without a word, under RNNLAB_BLAS=mkl too, while `rnnlab
+    info` said MKL."""
+    problems = []
     for path in _blaschoice.library_files():
         try:
             lib = ctypes.CDLL(path)
-        except OSError:
+        except OSError as exc:
+            problems.append(f"{path!r} does not load: {exc}")
             continue
         needed = ("cblas_sgemm_64", "cblas_dgemm_64", "cblas_sgemm_compute_64",
                   "MKL_Set_Threading_Layer")  # fmt: skip
-        if all(hasattr(lib, name) for name in needed):
+        missing = [name for name in needed if not hasattr(lib, name)]
+        if not missing:
             return MKL(lib)
+        problems.append(f"{path!r} lacks {', '.join(missing)}")
+    if problems:
+        import warnings
+
+        warnings.warn(f"rnnlab: the mkl package is installed, but its library cannot be used "
+                      f"({'; '.join(problems)}); the products run on NumPy's OpenBLAS",
+                      stacklevel=3)  # fmt: skip
     return None
