@@ -193,16 +193,18 @@ def _float_input(x: object) -> None:
 
 
 def _passed(x: object) -> np.ndarray:
-    """What Dropout passes on unchanged (at inference, or p = 0): an array of floats, or of
-    token ids before an Embedding; a list as its array. None or a string was passed on as a
-    0-d array of objects or characters, for the next module, or the caller, to stumble on."""
+    """What Dropout passes on unchanged (at inference, or p = 0): an array of numbers (floats,
+    or token ids before an Embedding); a list as its array. None or a string was passed on as
+    a 0-d array of objects or characters, for the next module, or the caller, to stumble on.
+    Booleans pass on too, for the next module to refuse in its own words (as an exported
+    file's Runtime does: tests/test_onnx.py compares the two messages)."""
     a, got = (x if isinstance(x, np.ndarray) else None), _checks.describe(x)
     if isinstance(x, (list, tuple)):
         try:
             a = np.asarray(x)
         except ValueError:  # (inhomogeneous shape: NumPy's message names no argument)
             got = f"ragged nested lists ({got})"
-    if a is None or a.dtype.kind not in "iuf":
+    if a is None or a.dtype.kind not in "biuf":
         _checks.fail("x", "an array of floats (or of token ids, which pass through at "
                      "inference)", got)
     return a
