@@ -277,8 +277,12 @@ def ngram_baselines(
     top = _check_order(max_order, "max_order", V)
     train = _check_ids(train_ids, "train_ids", V)
     held_out = _check_ids(eval_ids, "eval_ids", V)
-    if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start < len(held_out):
-        fail("start", f"an id's position in eval_ids (0 to {len(held_out) - 1})", repr(start))
+    # (a NumPy integer is a position too, as it is an order: np.int64(1) was refused)
+    if (isinstance(start, bool) or not isinstance(start, (int, np.integer))
+            or not 0 <= start < len(held_out)):  # fmt: skip
+        fail("start", f"an id's position in eval_ids (0 to {len(held_out) - 1})",
+             _checks.describe(start))  # fmt: skip
+    start = int(start)
     raw, cont = _count(train, V, top)
     results = {}
     for n in range(1, top + 1):
