@@ -887,7 +887,7 @@ def test_load_pytokens_errors(tmp_path):
     with pytest.raises(
         ValueError,
         match=r"`files` must be Python files of which at least one "
-        r"tokenizes; got 1 files, none usable",
+        r"tokenizes and is not empty; got 1 file, none usable",
     ):
         pytokens.load_pytokens(files=[tmp_path / "bad.py"])
     with pytest.raises(ValueError, match=r"`files` must be a non-empty list of paths"):
