@@ -168,8 +168,25 @@ def float_array(
             f"{value[tuple(bad)]} at index {tuple(int(i) for i in bad)}",
         )
     if dtype is not None and value.dtype != dtype:
+        if finite and np.dtype(dtype).kind == "f" and np.dtype(dtype).itemsize < value.itemsize:
+            return _narrowed(value, np.dtype(dtype), name)
         value = value.astype(dtype)
     return value
+
+
+def _narrowed(value: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
+    """A finite `value` cast to the narrower float `dtype`, refusing a value beyond its range:
+    the cast made a float64 state or gradient of 1e300 inf in a float32 layer, after the
+    check for finite values had passed it, and the pass NaN with only NumPy's
+    RuntimeWarning."""
+    with np.errstate(over="ignore"):
+        cast = value.astype(dtype)
+    if not _sum_is_finite(cast) and not np.all(np.isfinite(cast)):
+        at = tuple(int(i) for i in np.argwhere(~np.isfinite(cast))[0])
+        big = float(np.finfo(dtype).max)
+        fail(name, f"within {dtype}'s range (|x| ≤ {big:.3g}), as it is cast to {dtype}",
+             f"{float(value[at]):g} at index {at}")  # fmt: skip
+    return cast
 
 
 F32_MAX = float(np.finfo(np.float32).max)

@@ -143,7 +143,23 @@ def pass_options(options: Mapping[str, Any], where: str) -> PassOptions:
 
 
 def _dtype(dtype: npt.DTypeLike) -> np.dtype:
-    dt: np.dtype = np.dtype(dtype)
+    """A module's dtype, float32 or float64. None is refused: NumPy reads it as float64 and
+    PyTorch (`dtype=None`) as its default float32, and a layer built with it was float64
+    where a PyTorch user meant the default. What NumPy cannot read as a dtype (a torch
+    dtype, a misspelt name) is refused naming `dtype`, where NumPy's TypeError named neither
+    the argument nor what it takes."""
+    if dtype is None:
+        _checks.fail("dtype", "float32 or float64 (np.float32, the default, or np.float64)",
+                     "None", "NumPy reads None as float64, PyTorch as its default float32: "
+                     "name the one you mean.")  # fmt: skip
+    try:
+        dt: np.dtype = np.dtype(dtype)
+    except TypeError:
+        text = str(dtype)
+        hint = (f"For {text} write np.{text.removeprefix('torch.')}."
+                if text.startswith("torch.") else "")  # fmt: skip
+        _checks.fail("dtype", "float32 or float64 (a NumPy dtype or its name)",
+                     _checks.describe(dtype), hint)  # fmt: skip
     if dt not in (np.float32, np.float64):
         _checks.fail("dtype", "float32 or float64", str(dt))
     return dt
@@ -261,6 +277,18 @@ class Recurrent:
       - "readout": the notes' o_t = V h_t + V' h'_t + c with separate output weights per
         direction (`readout_weight`, `readout_weight_reverse`, `readout_bias`), `output_size`
         features; apply softmax in the loss.
+
+    `dropout=p`: in training, inverted dropout on the input of every layer but the first,
+    as PyTorch's dropout between layers (a fresh mask per element and step); with one layer
+    it does nothing (PyTorch warns; rnnlab's specs pass their `dropout` at any depth). The
+    layers always have biases: PyTorch's `bias=True` is taken, `bias=False` refused with the
+    way to the same function (zero biases).
+
+    Padding: forward's `lengths` (B,) or `mask` (B, T), as PyTorch's
+    pack_padded_sequence(enforce_sorted=False): outputs past a sequence's length are zero,
+    its final state is its last valid step's (the reverse direction's, step 0's). A step
+    whose mask is False leaves the state as it was and outputs zero, so a mask with holes
+    runs each sequence as if its masked steps were not there.
 
     Initial state (`initial_state`): "zeros", a number (the notes suggest 0.5) for every unit,
     or "learned": a parameter per layer and direction (`h0_l0`, `c0_l0_reverse`, …)
@@ -511,6 +539,7 @@ class Recurrent:
                 c0 = _checks.float_array(state[1], "state[1] (c0)", shape=(L * D, B, H),
                                          dtype=dt, finite=check)  # fmt: skip
             else:
+                self._not_a_pair(state, "state", "h0")
                 h0 = _checks.float_array(state, "state", shape=shape, dtype=dt, finite=check)
                 c0 = None
             return [(h0[j], None if c0 is None else c0[j]) for j in range(L * D)]
@@ -976,7 +1005,20 @@ class Recurrent:
                 )  # fmt: skip
             )
             return dh, dc
+        self._not_a_pair(d_state, "d_state", "dh_n")
         return _checks.float_array(d_state, "d_state", shape=shape, dtype=dt), None
+
+    def _not_a_pair(self, value: Any, name: str, what: str) -> None:
+        """Refuse an LSTM's (h, c) pair given to a layer without a cell state (nn.GRU's
+        user passing (h0, None), or code written for either kind): it was read as nested
+        lists, "ragged nested lists (a tuple of length 2)" or a shape of 4 axes. A pair of
+        3-axis arrays (or None) is never one state: its list would have 4 axes."""
+        if isinstance(value, (tuple, list)) and len(value) == 2 and any(
+            v is None or getattr(v, "ndim", 0) == 3 for v in value
+        ):
+            _checks.fail(name, f"one array ({what}) for {self.cell.describe()}, which has no "
+                         "cell state", f"a pair ({_checks.describe(value[0])}, "
+                         f"{_checks.describe(value[1])})")  # fmt: skip
 
     # ----------------------------------------------------------------- state dicts
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -1036,7 +1078,10 @@ def load_params(
             "state",
             "a dict with exactly this module's parameter names",
             f"missing {missing} and unexpected {unexpected}",
-            _under_prefix(missing, unexpected),
+            _under_prefix(missing, unexpected)
+            or (_NO_BIAS if not unexpected and all(
+                str(k).rsplit(".", 1)[-1].startswith(("bias_ih", "bias_hh")) for k in missing)
+                else ""),  # (a recurrent layer's biases only: a Linear builds bias=False)
         )
     # All or nothing: every array is checked before the first is copied, so a refused state
     # leaves the module as it was.
@@ -1176,6 +1221,10 @@ def GRU(
     return Recurrent(cell, input_size, hidden_size, num_layers, **kwargs)
 
 
+_NO_BIAS = ("A PyTorch layer built with bias=False computes what one with zero biases does: "
+            "load its state_dict with strict=False, then zero the biases "
+            "(layer.params[name][...] = 0 for each bias_ name); training would learn them.")
+
 _CELL_OPTIONS = {
     "nonlinearity": "RNN",
     "forget_bias": "LSTM",
@@ -1188,9 +1237,17 @@ _CELL_OPTIONS = {
 
 
 def _layer_keywords(kwargs: dict[str, Any], ctor: str) -> None:
-    """Refuse a keyword neither the constructor nor Recurrent takes, naming who does."""
+    """Refuse a keyword neither the constructor nor Recurrent takes, naming who does.
+    PyTorch's `bias` is taken out of `kwargs`: True is what every rnnlab layer has (code
+    written for nn.LSTM passes it), and False, which rnnlab's layers do not build, is refused
+    with the way to the same function (the list of keywords said nothing of biases)."""
     positional = ("self", "cell", "input_size", "hidden_size", "num_layers")
     known = [k for k in inspect.signature(Recurrent.__init__).parameters if k not in positional]
+    if "bias" in kwargs:
+        bias = kwargs.pop("bias")
+        if bias is not True and bias is not np.True_:
+            _checks.fail("bias", f"True for {ctor} (its layers always have biases)",
+                         _checks.describe(bias), _NO_BIAS)  # fmt: skip
     for name in kwargs:
         if name in known:
             continue
