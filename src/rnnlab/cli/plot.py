@@ -9,6 +9,7 @@ from rnnlab import _checks, io
 from rnnlab.cli.options import Parser
 from rnnlab.cli.options import path as path_option
 from rnnlab.diagnostics import report
+from rnnlab.diagnostics.training import lag_history
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +41,14 @@ def main(argv: list[str] | None = None) -> int:
         print(
             'rnnlab: warning: no gradient records ("kind": "gradients") in metrics.jsonl, so '
             "no per-layer norms or lag profile",
+            file=sys.stderr,
+        )
+    elif lag_history(grads) is None:  # the README's `rnnlab plot RUN` promises one: say why not
+        print(
+            'rnnlab: warning: no lag profile in metrics.jsonl ("lags" is null in every gradient '
+            "record), so no lag-history.png: it is logged at evaluation steps that start from a "
+            "zero state, which a run that carries its state across windows (charlm, --bptt) or "
+            "an output-feedback model has none of (docs/gradients.md)",
             file=sys.stderr,
         )
     warning = report.overflow_warning(args.run)
