@@ -36,7 +36,8 @@ def test_plot_says_why_a_run_has_no_lag_profile(task, extra, tmp_path, capsys):
     else:
         assert warned == [
             'rnnlab: warning: no lag profile in metrics.jsonl ("lags" is null in every '
-            "gradient record), so no lag-history.png: it is logged at evaluation steps that "
-            "start from a zero state, which a run that carries its state across windows "
-            "(charlm, --bptt) or an output-feedback model has none of (docs/gradients.md)"
+            "gradient record), so no lag-history.png: it is logged at evaluation steps "
+            "(multiples of --eval-every) that start from a zero state, which a run shorter "
+            "than --eval-every, one that carries its state across windows (charlm, --bptt) or "
+            "an output-feedback model has none of (docs/gradients.md)"
         ]

@@ -46,9 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     elif lag_history(grads) is None:  # the README's `rnnlab plot RUN` promises one: say why not
         print(
             'rnnlab: warning: no lag profile in metrics.jsonl ("lags" is null in every gradient '
-            "record), so no lag-history.png: it is logged at evaluation steps that start from a "
-            "zero state, which a run that carries its state across windows (charlm, --bptt) or "
-            "an output-feedback model has none of (docs/gradients.md)",
+            "record), so no lag-history.png: it is logged at evaluation steps (multiples of "
+            "--eval-every) that start from a zero state, which a run shorter than --eval-every, "
+            "one that carries its state across windows (charlm, --bptt) or an output-feedback "
+            "model has none of (docs/gradients.md)",
             file=sys.stderr,
         )
     warning = report.overflow_warning(args.run)
