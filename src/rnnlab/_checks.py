@@ -109,7 +109,7 @@ _MASK_NOT_READ = ("Its mask is not read here (the values under it were used, or 
                   "or `mask`.")
 
 
-def _listed(value: list[object] | tuple[object, ...], name: str) -> np.ndarray:
+def listed(value: list[object] | tuple[object, ...], name: str) -> np.ndarray:
     """A list or tuple as its array; nested lists of unequal lengths refused by name (NumPy's
     "setting an array element with a sequence" named no argument)."""
     try:
@@ -138,7 +138,7 @@ def float_array(
     """
     if not isinstance(value, np.ndarray):
         if isinstance(value, (list, tuple)):
-            value = _listed(value, name)
+            value = listed(value, name)
         else:
             fail(name, "a NumPy array of floats", describe(value))
     assert isinstance(value, np.ndarray)
@@ -250,7 +250,7 @@ def finite_weights(model: object, export: str) -> None:
 
 def int_array(value: object, name: str, *, ndim: int | None = None) -> np.ndarray:
     if isinstance(value, (list, tuple)):
-        value = _listed(value, name)
+        value = listed(value, name)
     if not isinstance(value, np.ndarray) or value.dtype.kind not in "iu":
         fail(name, "an array of integers", describe(value))
     assert isinstance(value, np.ndarray)

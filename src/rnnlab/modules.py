@@ -198,15 +198,10 @@ def _passed(x: object) -> np.ndarray:
     a 0-d array of objects or characters, for the next module, or the caller, to stumble on.
     Booleans pass on too, for the next module to refuse in its own words (as an exported
     file's Runtime does: tests/test_onnx.py compares the two messages)."""
-    a, got = (x if isinstance(x, np.ndarray) else None), _checks.describe(x)
-    if isinstance(x, (list, tuple)):
-        try:
-            a = np.asarray(x)
-        except ValueError:  # (inhomogeneous shape: NumPy's message names no argument)
-            got = f"ragged nested lists ({got})"
-    if a is None or a.dtype.kind not in "biuf":
+    a = _checks.listed(x, "x") if isinstance(x, (list, tuple)) else x
+    if not isinstance(a, np.ndarray) or a.dtype.kind not in "biuf":
         _checks.fail("x", "an array of floats (or of token ids, which pass through at "
-                     "inference)", got)
+                     "inference)", _checks.describe(x))
     return a
 
 

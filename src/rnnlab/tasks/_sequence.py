@@ -11,6 +11,10 @@ import numpy as np
 from rnnlab.losses import softmax_cross_entropy
 from rnnlab.train import Batch, TrainConfig
 
+# How a report names the held-out set its result is of (`rnnlab evaluate --split valid` was
+# reported as "test MSE ... on this test set").
+SET_NAMES = {"test": "test", "valid": "validation"}
+
 
 def _reverse_within(x: np.ndarray, lengths: np.ndarray | None) -> np.ndarray:
     """Reverse each sequence (axis 1) within its valid length; padding stays at the end."""

@@ -51,7 +51,7 @@ import numpy as np
 from rnnlab import _checks
 from rnnlab._checks import describe, fail, positive_int
 from rnnlab.losses import softmax_cross_entropy
-from rnnlab.tasks._sequence import _SequenceTask
+from rnnlab.tasks._sequence import SET_NAMES, _SequenceTask
 from rnnlab.tasks.text import CharVocab
 from rnnlab.train import TrainConfig
 
@@ -602,7 +602,7 @@ class PyTokens(_SequenceTask):
         lines = [f"per-character accuracy {100 * result['accuracy']:.2f} %"]
         if "majority" in result:  # (a result.json written before it was added has none)
             above = result["accuracy"] > result["majority"]
-            name = "test" if split == "test" else "validation"
+            name = SET_NAMES[split]
             lines[0] += (f" (commonest class of this {name} set, {result['majority_class']}, "
                          f"{100 * result['majority']:.1f} %: {'above' if above else 'not above'} "
                          "it)")  # fmt: skip

@@ -20,7 +20,7 @@ import numpy as np
 from rnnlab import _checks
 from rnnlab._checks import describe, fail, positive_int
 from rnnlab.losses import mean_squared_error, softmax_cross_entropy
-from rnnlab.tasks._sequence import _accuracy, _SequenceTask
+from rnnlab.tasks._sequence import SET_NAMES, _accuracy, _SequenceTask
 
 
 def _check_rng(rng: object) -> np.random.Generator:
@@ -232,10 +232,6 @@ def majority_accuracy(y: np.ndarray) -> float:
 
 
 # -------------------- the task, as the Trainer drives it (rnnlab.train.Task)
-
-# How a report names the held-out set its result is of (`rnnlab evaluate --split valid` was
-# reported as "test MSE ... on this test set").
-SET_NAMES = {"test": "test", "valid": "validation"}
 
 
 class _SyntheticTask(_SequenceTask):
