@@ -303,6 +303,11 @@ def save_weights(model: object, path: str | PathLike[str]) -> Path:
     path = _checks.file_to_write(path, "path")
     layers = _keras_layers(model)
     _checks.export_file_name(path, "keras", "path")  # (rnnlab export --out's check too)
+    if not path.parent.is_dir():  # (as rnnlab.onnx.export: the write's own error was an
+        # OSError, "cannot write ... (No such file or directory)", naming no argument)
+        _checks.fail("path", "a file path in an existing folder", f"'{path}', whose folder "
+                     f"'{path.parent}' " + ("is not a folder" if path.parent.exists() else
+                                            "does not exist"))  # fmt: skip
     buffer = _io.BytesIO()
     with h5py.File(buffer, "w") as f:
         f.create_group("vars").attrs["name"] = "sequential"
@@ -418,9 +423,21 @@ def snippet(model: object, path: str | PathLike[str]) -> str:
         f"model.load_weights({str(path)!r})",
         "# padding: valid = (batch, time) booleans; call the layers in turn, the recurrent",
         "# and pooling ones with mask=valid (an Embedding drops a mask given to the model);",
-        "# at padded steps Keras repeats the last valid step's output where rnnlab has zeros",
+        "# at padded steps Keras' SimpleRNN, LSTM and GRU repeat their last valid output where",
+        "# rnnlab has zeros (a Bidirectional's are zeros there, as rnnlab's)",
+        *(_LOAD_MODEL_NOTE if starting else []),
     ]
     return "\n".join(lines) + "\n"
+
+
+_LOAD_MODEL_NOTE = [
+    "# model.save('m.keras') writes the <Kind>WithStart layers by their registered names",
+    "# (rnnlab>LSTMWithStart, ...): keras.saving.load_model('m.keras') in another process",
+    "# reads it once with_start and the <Kind>WithStart lines above have run there",
+]
+"""The snippet's note where it defines <Kind>WithStart: a `.keras` file of its model names
+classes that Keras finds only where they are defined and registered (a fresh process's
+load_model failed with "could not be deserialized properly")."""
 
 
 # ---------------------------------------------------------------------- Keras → rnnlab
