@@ -115,3 +115,21 @@ def test_a_keras_file_of_a_model_with_a_start_loads_in_a_fresh_process(make, tmp
     done = subprocess.run([*run, str(tmp_path / "code.py")], capture_output=True, text=True,
                           env=env, check=True)  # fmt: skip
     assert float(done.stdout) < 1e-5
+
+
+def test_export_out_in_a_folder_that_is_a_file_says_so(tmp_path, capsys):
+    """`rnnlab export --out F/m.weights.h5` with F a file said F "does not exist"; the
+    Python writers (rnnlab.onnx.export, save_weights) say "is not a folder"."""
+    from rnnlab.cli import main
+
+    run = tmp_path / "run"
+    argv = ["train", "adding", "--T", "6", "--hidden", "4", "--batch-size", "4", "--steps", "2"]
+    assert main([*argv, "--quiet", "--run-dir", str(run)]) == 0
+    (tmp_path / "file").write_text("")
+    capsys.readouterr()
+    out = tmp_path / "file" / "m.weights.h5"
+    assert main(["export", str(run), "--format", "keras", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.endswith(f"whose folder '{out.parent}' is not a folder "
+                                                 "instead.\n"), err  # fmt: skip
+    assert (tmp_path / "file").read_text() == ""

@@ -3,7 +3,8 @@
     onnx               RUN/model.onnx, the standard RNN/LSTM/GRU operators (rnnlab.onnx)
     safetensors-torch  RUN/model.torch.safetensors, a state_dict PyTorch's modules load with
                        strict=True, and (printed) the code that builds those modules
-    keras              RUN/model.weights.h5, the weights of the matching Keras 3 layers
+    keras              RUN/model.weights.h5, the weights of the matching Keras 3 layers,
+                       and (printed) the code that builds that Keras model and loads them
                        (rnnlab.keras)
 
 Every file is written atomically (rnnlab.io): an error leaves no file behind. `--out` never
@@ -98,9 +99,10 @@ def export_run(
         _checks.fail("--out", "a file path that is not one of the run's own files",
                      f"'{path}'", f"Write the export beside them, e.g. {run_dir / 'model'}"
                      f"{SUFFIXES[fmt]}.")  # fmt: skip
-    if not path.parent.is_dir():
-        _checks.fail("--out", "a file path in an existing folder",
-                     f"'{path}', whose folder '{path.parent}' does not exist")  # fmt: skip
+    if not path.parent.is_dir():  # (a file there is "not a folder", as the writers say it)
+        _checks.fail("--out", "a file path in an existing folder", f"'{path}', whose folder "
+                     f"'{path.parent}' " + ("is not a folder" if path.parent.exists() else
+                                            "does not exist"))  # fmt: skip
     # After the run's own files (that refusal matters more) and, as in the Python writers,
     # after the format's refusal of the model (no name makes that model exportable); each
     # writer checks the name again, as `path`.
