@@ -86,7 +86,8 @@ def add_parsers(sub) -> None:
         help="a run's model as ONNX, a PyTorch state_dict or Keras weights",
         description="Export the latest weights of a run: --format onnx (the standard "
         "RNN/LSTM/GRU operators), safetensors-torch (a state_dict PyTorch's modules load "
-        "with strict=True; the code building them is printed) or keras (Keras 3 weights).",
+        "with strict=True; the code building them is printed) or keras (Keras 3 weights, "
+        "an .h5 file; the code building the model is printed).",
     )
     p.add_argument("run", type=_RUN, help="a run directory")
     p.add_argument("--format", dest="fmt", default="onnx",
