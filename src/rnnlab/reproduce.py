@@ -332,6 +332,25 @@ def _out(out: str | Path) -> Path:
     return Path(out)
 
 
+@contextlib.contextmanager
+def _out_made(out: Path) -> Iterator[None]:
+    """`_writable(out)` for the checks that follow it (the rows' run directories, their
+    tasks: a --T below a task's least, say): the directories it made (OUT and its missing
+    parents) are removed again when the command ends with an error while they are still
+    empty, as a refused command leaves nothing behind (it left an empty OUT)."""
+    made = [p for p in (out, *out.parents) if not p.exists()]  # (innermost first)
+    try:
+        _writable(out)
+        yield
+    except BaseException:
+        for p in made:
+            try:
+                p.rmdir()  # (only an empty one: what a row or a table wrote stays)
+            except OSError:
+                break
+        raise
+
+
 def _writable(out: Path) -> None:
     """OUT is a directory this process can create and write a file in (a read-only one, or
     one it may not create, is said by --out before any row trains, not as a failed row)."""
@@ -573,9 +592,14 @@ def run_table(table: list[Row], out: Path, *, jobs: int = 2, settings: dict[str,
     still to train are made once before any trains (`check_tasks`; `checked`: the caller did
     that already); a finished row's are not (its table re-read without scikit-learn, say)."""
     jobs = _checks.positive_int(jobs, "jobs")
-    stream = stream or sys.stdout
     out = _out(out)
-    _writable(out)
+    with _out_made(out):  # (removed again if a row's check refuses while it is still empty)
+        return _run_table(table, out, jobs, settings, stream or sys.stdout, checked)
+
+
+def _run_table(table: list[Row], out: Path, jobs: int, settings: dict[str, Any] | None,
+               stream: TextIO, checked: bool) -> list[dict[str, Any]]:  # fmt: skip
+    """`run_table` once OUT is made."""
     done: dict[Row, dict[str, Any]] = {}
     t0 = time.perf_counter()
 
@@ -745,7 +769,13 @@ def run(args: argparse.Namespace) -> int:
     if args.steps is not None:
         settings["steps"] = _checks.positive_int(args.steps, "--steps")
         settings["eval_every"] = max(1, min(250, settings["steps"] // 10))
-    _writable(_out(args.out))
+    with _out_made(_out(args.out)):  # (removed again if refused below while still empty)
+        return _run_checked(args, table, jobs, settings)
+
+
+def _run_checked(args: argparse.Namespace, table: list[Row], jobs: int,
+                 settings: dict[str, Any]) -> int:  # fmt: skip
+    """`run` once its arguments are read and OUT made."""
     out = Path(args.out)
     budgets = [config(r, settings).steps for r in table]
     done = [_steps_done(r, steps, out) for r, steps in zip(table, budgets, strict=True)]

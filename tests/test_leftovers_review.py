@@ -1,0 +1,34 @@
+"""Leftovers of earlier reviews: a refused `rnnlab reproduce` leaves no --out behind,
+Dropout's scale in float16 for a p near 1, gradcheck given both `rng` and `rng_seed`, and
+--valid-fold said ignored by the tasks that do not read it."""
+
+import pytest
+
+from rnnlab import reproduce
+from rnnlab.cli import main as cli_main
+
+
+def test_a_refused_reproduce_leaves_no_out_behind(tmp_path, capsys):
+    """--T 1 is refused by the task once OUT is made and written in (the check that it can
+    be): OUT and the parents made for it are gone again; an OUT that was there stays."""
+    out = tmp_path / "new" / "out"
+    argv = ["reproduce", "adding", "--cells", "rnn", "--T", "1", "--jobs", "1", "--steps", "1"]
+    assert cli_main([*argv, "--out", str(out)]) == 2
+    assert "`T` must be at least 2" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+    there = tmp_path / "there"
+    there.mkdir()
+    assert cli_main([*argv, "--out", str(there)]) == 2
+    assert there.is_dir() and list(there.iterdir()) == []
+    with pytest.raises(ValueError, match="`T` must be at least 2"):  # the Python API's too
+        reproduce.run_table([reproduce.Row("adding", "rnn", 1)], tmp_path / "api", jobs=1)
+    assert not (tmp_path / "api").exists()
+
+
+def test_valid_fold_is_said_ignored_by_a_task_that_does_not_read_it(tmp_path, capsys):
+    """As --T for digits or --digits-mode for adding: a warning line, the run goes on."""
+    argv = ["train", "adding", "--T", "10", "--hidden", "4", "--batch-size", "4", "--steps",
+            "1", "--quiet", "--valid-fold", "3", "--run-dir", str(tmp_path / "run")]  # fmt: skip
+    assert cli_main(argv) == 0
+    assert ("rnnlab: warning: `valid_fold` is for the caption task; adding ignores it"
+            in capsys.readouterr().err)  # fmt: skip
