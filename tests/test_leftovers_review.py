@@ -2,10 +2,12 @@
 Dropout's scale in float16 for a p near 1, gradcheck given both `rng` and `rng_seed`, and
 --valid-fold said ignored by the tasks that do not read it."""
 
+import numpy as np
 import pytest
 
 from rnnlab import reproduce
 from rnnlab.cli import main as cli_main
+from rnnlab.modules import Dropout
 
 
 def test_a_refused_reproduce_leaves_no_out_behind(tmp_path, capsys):
@@ -23,6 +25,23 @@ def test_a_refused_reproduce_leaves_no_out_behind(tmp_path, capsys):
     with pytest.raises(ValueError, match="`T` must be at least 2"):  # the Python API's too
         reproduce.run_table([reproduce.Row("adding", "rnn", 1)], tmp_path / "api", jobs=1)
     assert not (tmp_path / "api").exists()
+
+
+@pytest.mark.parametrize("p", [0.999985, 0.99999, 0.9999999])
+def test_dropout_refuses_a_p_whose_scale_overflows_float16(p):
+    x = np.full((4, 8), 0.01, np.float16)
+    with pytest.raises(ValueError, match=rf"`p` must be at most 0\.999984 for a float16 x .*"
+                       rf"largest is 65504\); got {p} instead"):  # fmt: skip
+        Dropout(p).forward(x, training=True, rng=0)
+    y = Dropout(p).forward(x.astype(np.float32), training=True, rng=0).output  # float32: fine
+    assert np.isfinite(y).all()
+    assert Dropout(p).forward(x, training=False).output is x  # (no scale at inference)
+
+
+def test_dropout_in_float16_up_to_the_largest_p_is_finite():
+    x = np.full((64, 4096), 0.01, np.float16)
+    y = Dropout(0.999984).forward(x, training=True, rng=0).output
+    assert np.isfinite(y).all() and y.max() > 0
 
 
 def test_valid_fold_is_said_ignored_by_a_task_that_does_not_read_it(tmp_path, capsys):

@@ -9,6 +9,7 @@ Backward`, parameters in `params`.
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Sequence
 from typing import Any, Unpack
 
@@ -205,8 +206,24 @@ def _passed(x: object) -> np.ndarray:
     return a
 
 
+def _scale_fits(p: float, dtype: np.dtype) -> None:
+    """Dropout's scale 1/(1 − p) is a number of x's dtype: a p nearer 1 than that allows
+    (float16 above 0.999984: 1/(1 − p) past its largest, 65504) made every kept entry inf, and
+    a kept zero NaN, without a word; refused naming p, the dtype and the largest p it takes.
+    (In float32 and float64 no p below 1 gets there.)"""
+    with np.errstate(over="ignore", divide="ignore"):
+        scale = dtype.type(1) / dtype.type(1.0 - p)
+    if not np.isfinite(scale):
+        largest = 1.0 - 1.0 / float(np.finfo(dtype).max)
+        _checks.fail("p", f"at most {math.floor(largest * 1e6) / 1e6} for a {dtype} x (the "
+                     f"kept entries are scaled by 1/(1 − p), which must fit {dtype}, whose "
+                     f"largest is {float(np.finfo(dtype).max):g})", repr(p),
+                     "Give x as float32 for a p that near 1.")  # fmt: skip
+
+
 class Dropout(_Module):
-    """Inverted dropout: in training, y = x ⊙ m / (1 − p) with m ~ Bernoulli(1 − p); else y = x."""
+    """Inverted dropout: in training, y = x ⊙ m / (1 − p) with m ~ Bernoulli(1 − p); else y = x.
+    A float16 x takes p up to 0.999984 (the scale 1/(1 − p) is a float16: at most 65504)."""
 
     def __init__(self, p: float = 0.5):
         self.p = _checks.probability(p, "p")
@@ -218,6 +235,7 @@ class Dropout(_Module):
         if not training or self.p == 0.0:  # (x passes through: a list as its array)
             return Forward(_passed(x), None, None)
         _float_input(x)
+        _scale_fits(self.p, x.dtype)
         rng = _training_rng(rng, "dropout")
         keep = 1.0 - self.p
         m = (rng.random(x.shape) < keep).astype(x.dtype) / x.dtype.type(keep)
