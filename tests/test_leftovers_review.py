@@ -5,9 +5,9 @@ Dropout's scale in float16 for a p near 1, gradcheck given both `rng` and `rng_s
 import numpy as np
 import pytest
 
-from rnnlab import reproduce
+from rnnlab import gradcheck, reproduce
 from rnnlab.cli import main as cli_main
-from rnnlab.modules import Dropout
+from rnnlab.modules import Dropout, Linear, Sequential
 
 
 def test_a_refused_reproduce_leaves_no_out_behind(tmp_path, capsys):
@@ -42,6 +42,17 @@ def test_dropout_in_float16_up_to_the_largest_p_is_finite():
     x = np.full((64, 4096), 0.01, np.float16)
     y = Dropout(0.999984).forward(x, training=True, rng=0).output
     assert np.isfinite(y).all() and y.max() > 0
+
+
+def test_gradcheck_refuses_rng_and_rng_seed_together():
+    model = Sequential(Linear(3, 3, dtype=np.float64, rng=0), Dropout(0.5))
+    x = np.random.default_rng(0).standard_normal((2, 3))
+    assert gradcheck(model, x, training=True, rng_seed=1).ok
+    assert gradcheck(model, x, training=True, rng=np.random.default_rng(1)).ok
+    for rng, said in ((np.random.default_rng(5), "Generator"), (3, "3")):
+        with pytest.raises(ValueError, match=rf"`rng_seed` must be None when `rng` is given .*"
+                           rf"got rng_seed=1 and rng={said} instead"):  # fmt: skip
+            gradcheck(model, x, training=True, rng_seed=1, rng=rng)
 
 
 def test_valid_fold_is_said_ignored_by_a_task_that_does_not_read_it(tmp_path, capsys):

@@ -148,7 +148,8 @@ def gradcheck(
     `d_y_last`). `rng_seed`:
     forward passes that draw random numbers (dropout, scheduled sampling) get a fresh
     Generator with this seed each time, so every pass draws the same; an `rng` given as a
-    Generator (or BitGenerator) is copied for each pass to the same end, and left as it was.
+    Generator (or BitGenerator) is copied for each pass to the same end, and left as it was
+    (one or the other: both at once are refused).
     `max_entries` checks a random subset of large arrays (a failure's report names the entry
     that differs most, of those checked). Parameters that share elements (tied) are refused:
     each is perturbed alone. Every perturbed entry is put back, also when a forward raises.
@@ -169,6 +170,12 @@ def gradcheck(
     _checks.seed(seed, "seed")
     if rng_seed is not None:
         _checks.seed(rng_seed, "rng_seed")
+        rng = forward_kwargs.get("rng")
+        if rng is not None:  # (rng_seed's generator replaced it, unsaid)
+            named = repr(rng) if isinstance(rng, (int, np.integer)) else type(rng).__name__
+            _checks.fail("rng_seed", "None when `rng` is given (either makes every forward "
+                         "pass draw the same; one would be used and the other dropped)",
+                         f"rng_seed={rng_seed!r} and rng={named}", "Give one of them.")  # fmt: skip
     _checks.boolean(check_input, "check_input")
     for name, value in module.params.items():
         if value.dtype != np.float64:
