@@ -12,15 +12,17 @@ from rnnlab.modules import Dropout, Linear, Sequential
 
 def test_a_refused_reproduce_leaves_no_out_behind(tmp_path, capsys):
     """--T 1 is refused by the task once OUT is made and written in (the check that it can
-    be): OUT and the parents made for it are gone again; an OUT that was there stays."""
+    be): OUT and the parents made for it are gone again; an OUT that was there stays. The
+    refusal names --T, as typed (it said `T`, TrainConfig's name)."""
     out = tmp_path / "new" / "out"
     argv = ["reproduce", "adding", "--cells", "rnn", "--T", "1", "--jobs", "1", "--steps", "1"]
     assert cli_main([*argv, "--out", str(out)]) == 2
-    assert "`T` must be at least 2" in capsys.readouterr().err
+    assert capsys.readouterr().err.startswith("rnnlab: error: `--T` must be at least 2")
     assert list(tmp_path.iterdir()) == []
     there = tmp_path / "there"
     there.mkdir()
     assert cli_main([*argv, "--out", str(there)]) == 2
+    capsys.readouterr()
     assert there.is_dir() and list(there.iterdir()) == []
     with pytest.raises(ValueError, match="`T` must be at least 2"):  # the Python API's too
         reproduce.run_table([reproduce.Row("adding", "rnn", 1)], tmp_path / "api", jobs=1)

@@ -498,8 +498,8 @@ def test_a_length_a_task_cannot_take_is_said_before_any_row(tmp_path, capsys, ta
             "--out", str(out)]  # fmt: skip
     assert cli_main(argv) == 2
     captured = capsys.readouterr()
-    assert captured.out == "" and captured.err == f"rnnlab: error: {said}\n"
-    assert not (out / "runs").exists()
+    assert captured.out == "" and captured.err == f"rnnlab: error: {said.replace('`T`', '`--T`')}\n"
+    assert not out.exists()
     with pytest.raises(ValueError, match="`T` must be at least"):
         reproduce.run_table([reproduce.Row(task, "rnn", T)], out, jobs=1, settings={"steps": 2})
     assert not (out / "runs").exists()

@@ -780,8 +780,13 @@ def _run_checked(args: argparse.Namespace, table: list[Row], jobs: int,
     budgets = [config(r, settings).steps for r in table]
     done = [_steps_done(r, steps, out) for r, steps in zip(table, budgets, strict=True)]
     # (before the time it would take; the tasks of the finished rows are not made)
-    check_tasks([r for r, d, steps in zip(table, done, budgets, strict=True) if d < steps],
-                settings)  # fmt: skip
+    try:
+        check_tasks([r for r, d, steps in zip(table, done, budgets, strict=True) if d < steps],
+                    settings)  # fmt: skip
+    except ValueError as e:  # (the tasks name the setting `T`; the user typed --T)
+        if args.T is not None and str(e).startswith("`T` "):
+            raise ValueError("`--T`" + str(e)[len("`T`") :]) from None
+        raise
     cpu = expected_seconds(table, settings, out)  # (what is left of it: a continued table's)
     names = ", ".join(dict.fromkeys(r.task for r in table))
     finished = sum(d == steps for d, steps in zip(done, budgets, strict=True))
