@@ -64,3 +64,20 @@ def test_valid_fold_is_said_ignored_by_a_task_that_does_not_read_it(tmp_path, ca
     assert cli_main(argv) == 0
     assert ("rnnlab: warning: `valid_fold` is for the caption task; adding ignores it"
             in capsys.readouterr().err)  # fmt: skip
+
+
+@pytest.mark.parametrize("bias", ["no", "False", 0, None])
+def test_linear_refuses_a_bias_that_is_not_a_bool(bias):
+    """bias="no" was truthy: the layer had a bias; 0 and None had none, without a word."""
+    with pytest.raises(ValueError, match=r"`bias` must be True or False; got "):
+        Linear(3, 2, bias=bias)
+    assert "bias" not in Linear(3, 2, bias=False).params
+
+
+@pytest.mark.parametrize("strict", ["no", 0, None])
+def test_load_state_dict_refuses_a_strict_that_is_not_a_bool(strict):
+    """strict="no" loaded strictly, 0 and None leniently: as truthy as they were."""
+    for module in (Linear(2, 2), Sequential(Linear(2, 2))):
+        with pytest.raises(ValueError, match=r"`strict` must be True or False; got "):
+            module.load_state_dict(module.state_dict(), strict=strict)
+        module.load_state_dict(module.state_dict(), strict=False)

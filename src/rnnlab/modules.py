@@ -70,6 +70,7 @@ class _Module(abc.ABC):
         """`state`'s arrays (NumPy arrays or torch tensors, PyTorch's names) into `params` by
         name, all or nothing; `strict=False` skips names either side lacks, as PyTorch's.
         What is refused, and what cannot be told (a square matrix transposed): load_params."""
+        _checks.boolean(strict, "strict")  # ("no" was strict, 0 not: as truthy as they were)
         load_params(self.params, state, strict)
 
 
@@ -121,6 +122,7 @@ class Linear(_Module):
     ) -> None:
         self.in_features = _checks.positive_int(in_features, "in_features")
         self.out_features = _checks.positive_int(out_features, "out_features")
+        _checks.boolean(bias, "bias")  # (bias="no" gave a bias: a truthy string)
         dt, rng = _dtype(dtype), _rng(rng)
         _checks.affordable(2 * in_features * out_features * dt.itemsize, "out_features",
                            "weights")  # fmt: skip
