@@ -81,3 +81,13 @@ def test_load_state_dict_refuses_a_strict_that_is_not_a_bool(strict):
         with pytest.raises(ValueError, match=r"`strict` must be True or False; got "):
             module.load_state_dict(module.state_dict(), strict=strict)
         module.load_state_dict(module.state_dict(), strict=False)
+
+
+def test_zoneout_is_read_in_ascii_digits_as_every_number(capsys):
+    """README: numbers are typed in ASCII digits (`--hidden ٣` is refused); --zoneout's own
+    reader took float()'s '٠.١' as 0.1."""
+    for typed in ("٠.١", "0.1,٠.٢"):
+        assert cli_main(["train", "adding", "--zoneout", typed, "--steps", "1"]) == 2
+        assert capsys.readouterr().err == (
+            f"rnnlab: error: `--zoneout` must be a probability or two (p_h,p_c) written in ASCII "
+            f"digits (0-9); got {typed!r} instead. (see rnnlab train -h)\n")  # fmt: skip

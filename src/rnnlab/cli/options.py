@@ -92,9 +92,13 @@ class _Group:
 
 
 def _zoneout(text: str) -> float | list[float]:
-    """--zoneout P or P_H,P_C (checked against [0, 1) by the run's settings)."""
+    """--zoneout P or P_H,P_C (checked against [0, 1) by the run's settings), in ASCII digits
+    as every number on the command line (float() read '٠.١' as 0.1)."""
+    if not text.isascii():
+        raise argparse.ArgumentTypeError(f"must be a probability or two (p_h,p_c) written in "
+                                         f"ASCII digits (0-9); got {shown(text)} instead.")
     try:
-        parts = [float(v) for v in text.split(",")]
+        parts = [real(v) for v in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected a probability or two (p_h,p_c), got {text!r}"
