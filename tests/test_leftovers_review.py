@@ -83,11 +83,17 @@ def test_load_state_dict_refuses_a_strict_that_is_not_a_bool(strict):
         module.load_state_dict(module.state_dict(), strict=False)
 
 
-def test_zoneout_is_read_in_ascii_digits_as_every_number(capsys):
+def test_zoneout_and_teacher_forcing_are_read_in_ascii_digits_as_every_number(capsys):
     """README: numbers are typed in ASCII digits (`--hidden ٣` is refused); --zoneout's own
-    reader took float()'s '٠.١' as 0.1."""
+    reader took float()'s '٠.١' as 0.1, and --teacher-forcing's '٠.٥' as 0.5."""
     for typed in ("٠.١", "0.1,٠.٢"):
         assert cli_main(["train", "adding", "--zoneout", typed, "--steps", "1"]) == 2
         assert capsys.readouterr().err == (
             f"rnnlab: error: `--zoneout` must be a probability or two (p_h,p_c) written in ASCII "
             f"digits (0-9); got {typed!r} instead. (see rnnlab train -h)\n")  # fmt: skip
+    for typed in ("٠.٥", "1:٠.٥"):  # (--teacher-forcing's text, read by TrainConfig)
+        argv = ["train", "copy", "--cell", "jordan", "--teacher-forcing", typed, "--steps", "1"]
+        assert cli_main(argv) == 2
+        assert capsys.readouterr().err == (
+            f"rnnlab: error: `--teacher-forcing` must be a probability 'p' or a schedule 'a:b' "
+            f"written in ASCII digits (0-9); got {typed!r} instead. (see rnnlab train -h)\n")

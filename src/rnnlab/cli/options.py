@@ -108,6 +108,16 @@ def _zoneout(text: str) -> float | list[float]:
     return parts[0] if len(parts) == 1 else parts
 
 
+def _ascii_numbers(text: str) -> str:
+    """--teacher-forcing's text ('p' or 'a:b'; read by the run's settings), refused unless in
+    ASCII as every number on the command line (float() read '٠.٥' as 0.5)."""
+    if not text.isascii():
+        raise argparse.ArgumentTypeError(f"must be a probability 'p' or a schedule 'a:b' "
+                                         f"written in ASCII digits (0-9); got {shown(text)} "
+                                         "instead.")  # fmt: skip
+    return text
+
+
 def add_model_options(
     parser, defaults=SUPPRESS, *, only=None, checked: bool = False, cells=CELLS
 ) -> None:
@@ -200,7 +210,7 @@ def add_optimisation_options(
           "--seq-len, the state carried). Refused by the tasks with one target per sequence "
           "(adding, temporal-order, digits), the encoder-decoders (numbers, dates, caption) "
           "and bidirectional models")  # fmt: skip
-    g.add("--teacher-forcing", dest="teacher_forcing",
+    g.add("--teacher-forcing", dest="teacher_forcing", type=_ascii_numbers,
           help="training of the output-feedback cells (jordan, jordan-elman; on charlm, "
           "pytokens, copy) and the encoder-decoders (numbers, dates, caption): the "
           "probability that a step is fed the truth (the previous target), 'p', or 'a:b' "
