@@ -97,3 +97,25 @@ def test_zoneout_and_teacher_forcing_are_read_in_ascii_digits_as_every_number(ca
         assert capsys.readouterr().err == (
             f"rnnlab: error: `--teacher-forcing` must be a probability 'p' or a schedule 'a:b' "
             f"written in ASCII digits (0-9); got {typed!r} instead. (see rnnlab train -h)\n")
+
+
+def test_a_state_given_to_a_module_that_keeps_none_is_refused():
+    """Sequential(Linear, LSTM) given state=[h0, None] (the entries swapped) dropped h0 and
+    ran the LSTM from zeros, unsaid; so did a state given to a Linear itself."""
+    from rnnlab.layers import LSTM
+    from rnnlab.modules import Embedding, LastStep, MeanOverTime
+
+    x = np.ones((2, 3, 4), np.float32)
+    h0 = np.ones((2, 4), np.float32)
+    model = Sequential(Linear(4, 4, rng=0), LSTM(4, 3, rng=0))
+    with pytest.raises(ValueError, match=r"`state\[0\]` must be None: modules\[0\] \(a Linear\) "
+                       r"keeps no state; got an array of shape \(2, 4\)"):  # fmt: skip
+        model.forward(x, state=[h0, None])
+    assert model.forward(x, state=[None, None]).output.shape == (2, 3, 3)
+    ids = np.ones((2, 3), int)
+    for module, given in ((Linear(4, 2), x), (Dropout(0.5), x), (LastStep(), x),
+                          (MeanOverTime(), x), (Embedding(5, 2), ids)):  # fmt: skip
+        name = type(module).__name__
+        with pytest.raises(ValueError, match=rf"`state` must be None \(an? {name} keeps no "
+                           "state\\); got "):  # fmt: skip
+            module.forward(given, state=h0)

@@ -51,6 +51,17 @@ def _own_forward(f: Any, fits: bool, module: str) -> None:
                      "module's forward" if isinstance(f, Forward) else _checks.describe(f))
 
 
+def _stateless(options: Any, module: str) -> PassOptions:
+    """pass_options of a module that keeps no state: a `state` given is refused, not dropped
+    (Sequential(Linear, LSTM) given state=[h0, None], the entries swapped, ran the LSTM from
+    zeros without a word)."""
+    o = pass_options(options, f"{module}.forward")
+    if o["state"] is not None:
+        _checks.fail("state", f"None ({_checks.a(module)} keeps no state)",
+                     _checks.describe(o["state"]))  # fmt: skip
+    return o
+
+
 class _Module(abc.ABC):
     """What the modules below share: calling one runs its forward, and its parameters go in
     and out as a state_dict."""
@@ -91,7 +102,7 @@ class Embedding(_Module):
         }
 
     def forward(self, x: Any, **options: Unpack[PassOptions]) -> Forward:
-        pass_options(options, "Embedding.forward")
+        _stateless(options, "Embedding")
         x = _checks.int_array(x, "x")
         _checks.batch_of_steps(x)
         _checks.token_ids(x, "x", self.num_embeddings)
@@ -133,7 +144,7 @@ class Linear(_Module):
 
     @parallel.sessioned
     def forward(self, x: Any, **options: Unpack[PassOptions]) -> Forward:
-        check = pass_options(options, "Linear.forward")["check"]
+        check = _stateless(options, "Linear")["check"]
         x = _checks.float_array(x, "x", ndim=(2, 3), finite=check)
         _checks.batch_of_steps(x)
         if x.shape[-1] != self.in_features:
@@ -232,7 +243,7 @@ class Dropout(_Module):
         self.params = {}
 
     def forward(self, x: Any, **options: Unpack[PassOptions]) -> Forward:
-        o = pass_options(options, "Dropout.forward")
+        o = _stateless(options, "Dropout")
         training, rng = o["training"], o["rng"]
         if not training or self.p == 0.0:  # (x passes through: a list as its array)
             return Forward(_passed(x), None, None)
@@ -277,7 +288,7 @@ class LastStep(_Module):
         **options: Unpack[PassOptions],
     ) -> Forward:
         """`source`: (layer, its Forward) when x is a recurrent layer's output."""
-        o = pass_options(options, "LastStep.forward")
+        o = _stateless(options, "LastStep")
         lengths, mask, check = o["lengths"], o["mask"], o["check"]
         x = _checks.float_array(x, "x", ndim=3, finite=check)
         _checks.batch_of_steps(x)
@@ -354,7 +365,7 @@ class MeanOverTime(_Module):
         self.params = {}
 
     def forward(self, x: Any, **options: Unpack[PassOptions]) -> Forward:
-        o = pass_options(options, "MeanOverTime.forward")
+        o = _stateless(options, "MeanOverTime")
         lengths, mask, check = o["lengths"], o["mask"], o["check"]
         x = _checks.float_array(x, "x", ndim=3, finite=check)
         _checks.batch_of_steps(x)
@@ -375,6 +386,10 @@ class MeanOverTime(_Module):
                      "MeanOverTime")  # fmt: skip
         assert isinstance(w, np.ndarray)  # (for the type checker: _own_forward checked it)
         return Backward(w[:, :, None] * _d_output(f, d_output)[:, None, :], None, {})
+
+
+_STATELESS = (Embedding, Linear, Dropout, LastStep, MeanOverTime)
+"""The modules here that keep no state (a `state` given to one is refused)."""
 
 
 def readout_source(modules: Sequence[object], i: int) -> int | None:
@@ -498,6 +513,11 @@ class Sequential(_Module):
                 f"a list of {n} entries (one per module, None if stateless)",
                 _checks.describe(state),
             )
+        for i, mod in enumerate(self.modules):  # (said with its index, not by the module)
+            if state is not None and state[i] is not None and isinstance(mod, _STATELESS):
+                _checks.fail(f"state[{i}]", f"None: modules[{i}] "
+                             f"({_checks.a(type(mod).__name__)}) keeps no state",
+                             _checks.describe(state[i]))  # fmt: skip
         fs: list[Forward] = []
         for i, mod in enumerate(self.modules):
             # Only the first module checks that its input is finite: inside the model a
