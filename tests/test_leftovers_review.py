@@ -119,3 +119,29 @@ def test_a_state_given_to_a_module_that_keeps_none_is_refused():
         with pytest.raises(ValueError, match=rf"`state` must be None \(an? {name} keeps no "
                            "state\\); got "):  # fmt: skip
             module.forward(given, state=h0)
+
+
+@pytest.mark.parametrize("strict", ["no", 0])
+def test_the_recurrent_layers_loads_refuse_a_strict_that_is_not_a_bool(strict):
+    """The recurrent layers' and output feedback's loads went through load_params, which read
+    strict by truthiness (strict="no" strict, 0 lenient) after the modules' own check."""
+    from rnnlab.feedback import OutputFeedback
+    from rnnlab.layers import LSTM
+
+    for module in (LSTM(2, 3), OutputFeedback(2, 3, 2)):
+        with pytest.raises(ValueError, match=r"`strict` must be True or False; got "):
+            module.load_state_dict(module.state_dict(), strict=strict)
+        module.load_state_dict(module.state_dict(), strict=False)
+
+
+@pytest.mark.parametrize("text", ["٠.٥", "1:٠.٥"])
+def test_a_config_files_teacher_forcing_is_read_in_ascii_digits(text):
+    """--teacher-forcing's reader refuses non-ASCII digits; a --config file's (or a library
+    caller's) teacher_forcing went to float(), which read '٠.٥' as 0.5."""
+    from rnnlab import tasks
+    from rnnlab.train import TrainConfig
+
+    settings = {**tasks.defaults("copy"), "cell": "jordan", "teacher_forcing": text}
+    with pytest.raises(ValueError, match=r"`teacher_forcing` must be .* in ASCII digits; got "):
+        TrainConfig.from_dict(settings)
+    TrainConfig.from_dict({**settings, "teacher_forcing": "1:0.5"})

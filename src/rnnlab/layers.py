@@ -1069,6 +1069,7 @@ def load_params(
     rnnlab.keras does. Nor the cell's function: nn.GRU's weights load into the original
     GRU (reset_after=False), a tanh RNN's into a relu one. Compare the outputs of both
     models on one batch."""
+    _checks.boolean(strict, "strict")  # (every module's load: "no" was strict, 0 was not)
     if not isinstance(state, dict):
         _checks.fail("state", "a dict of arrays keyed by parameter name", _checks.describe(state))
     missing = [k for k in params if k not in state]

@@ -81,7 +81,6 @@ class _Module(abc.ABC):
         """`state`'s arrays (NumPy arrays or torch tensors, PyTorch's names) into `params` by
         name, all or nothing; `strict=False` skips names either side lacks, as PyTorch's.
         What is refused, and what cannot be told (a square matrix transposed): load_params."""
-        _checks.boolean(strict, "strict")  # ("no" was strict, 0 not: as truthy as they were)
         load_params(self.params, state, strict)
 
 

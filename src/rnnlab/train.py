@@ -404,15 +404,16 @@ def _number(v: object) -> bool:
 
 
 def teacher_schedule(text: str) -> tuple[float, float]:
-    """ "p" → (p, p); "a:b" → (a, b), a linear schedule of teacher-forcing probability."""
+    """ "p" → (p, p); "a:b" → (a, b), a linear schedule of teacher-forcing probability, in
+    ASCII digits as every number rnnlab reads (float() read a config file's "٠.٥" as 0.5)."""
     try:
-        parts = [float(v) for v in str(text).split(":")]
+        parts = [float(v) for v in str(text).split(":")] if str(text).isascii() else []
     except ValueError:
         parts = []
     if len(parts) not in (1, 2) or not all(0.0 <= v <= 1.0 for v in parts):
         _checks.fail(
             "teacher_forcing",
-            "a probability 'p' or a schedule 'a:b' with a, b in [0, 1]",
+            "a probability 'p' or a schedule 'a:b' with a, b in [0, 1], in ASCII digits",
             repr(text),
         )
     return parts[0], parts[-1]
