@@ -1,0 +1,104 @@
+"""A review of generation and decoding (2026-12-06): `rnnlab translate` and its task method
+refuse sources that are not text (bytes of the command line that are not UTF-8, a str where
+a list is asked for, non-str items), and beam search's scores are the model's own sums of
+log-probabilities."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rnnlab.cli import main
+
+pytest.importorskip("num2words")
+pytest.importorskip("sacrebleu")
+pytest.importorskip("editdistance")
+
+TINY = ["--hidden", "8", "--embed", "4", "--batch-size", "4", "--train-size", "64", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def numbers_run(tmp_path_factory):
+    """A tiny numbers run (two steps; small held-out splits, as test_translation_cli's)."""
+    from rnnlab.tasks import transduction
+
+    run = tmp_path_factory.mktemp("decoding") / "numbers"
+    with pytest.MonkeyPatch.context() as m:
+        m.setitem(transduction.HELD_OUT_SIZE, "valid", 8)
+        m.setitem(transduction.HELD_OUT_SIZE, "test", 8)
+        assert main(["train", "numbers", "--steps", "2", "--run-dir", str(run), *TINY]) == 0
+    return run
+
+
+def _loaded(run):
+    from rnnlab import runs, tasks
+
+    _, cfg, model, data = runs.load_run(run)
+    return tasks.make_task(cfg, data), model
+
+
+def test_translate_refuses_a_command_line_byte_that_is_not_utf8(numbers_run):
+    """The byte 0xff reaches Python as U+DCFF: it was refused as a character never seen,
+    shown as '\\udcff', and with --unknown map translated, the raw byte then written into
+    --json's output, which was no longer UTF-8."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    for extra in ([], ["--unknown", "map", "--json"]):
+        p = subprocess.run([sys.executable, "-m", "rnnlab", "translate", str(numbers_run),
+                            b"one\xff", *extra], capture_output=True, env=env)  # fmt: skip
+        err = p.stderr.decode()
+        assert p.returncode == 2, (p.stdout, err)
+        assert p.stdout == b""
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        assert "the byte 0xff, which is not UTF-8, at character 3 of source" in err, err
+
+
+def test_translate_the_method_refuses_what_is_not_a_list_of_texts(numbers_run):
+    task, model = _loaded(numbers_run)
+    # a str was translated character by character, each its own source
+    with pytest.raises(ValueError, match=r"`texts` must be a list of source texts"):
+        task.translate(model, "one", beam=1)
+    with pytest.raises(ValueError, match=r"`texts` must be a list"):
+        task.translate(model, (t for t in ["one"]), beam=1)
+    for bad, said in ((b"one", "bytes"), (7, "7"), (None, "None")):
+        with pytest.raises(ValueError, match=r"`source` must be a str; got .*" + said):
+            task.translate(model, ["two", bad], beam=1)
+    with pytest.raises(ValueError, match=r"`source` must be valid Unicode text; got the lone "
+                       r"surrogate U\+D800 at character 1 of source 1"):  # fmt: skip
+        task.translate(model, ["o\ud800ne"], beam=1, unknown="map")
+    with pytest.raises(ValueError, match=r"`where` must be one name for each of the 2 texts"):
+        task.translate(model, ["one", "two"], beam=1, where=["a"])
+    assert task.translate(model, ("one",), beam=1) == task.translate(model, ["one"], beam=1)
+
+
+def test_translate_json_is_utf8_and_names_the_beam(numbers_run, capsys):
+    assert main(["translate", str(numbers_run), "one", "--json", "--beam", "2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["beam"] == 2 and out["translations"][0]["source"] == "one"
+
+
+def test_beam_scores_are_the_models_log_probabilities_and_width_one_is_greedy(numbers_run):
+    """Each winner's score, recomputed by a teacher-forced pass over its ids (PAD and BOS
+    left out of the distribution, as the task decodes), to its EOS."""
+    from rnnlab.tasks.transduction import BOS, EOS, NEVER, teacher_inputs
+
+    task, model = _loaded(numbers_run)
+    net = model.net
+    texts = ["one", "twenty-three", "nine hundred and ninety-nine thousand"]
+    x, lengths = task.source_codec.encode(texts, eos=False, unknown="map")
+    kw = dict(src_lengths=lengths, bos=BOS, eos=EOS, max_len=12, never=NEVER)
+    greedy, _ = net.greedy(x, **kw)
+    one, _ = net.beam_search(x, width=1, **kw)
+    np.testing.assert_array_equal(one, greedy)
+    for width in (1, 3, net.target_vocab):
+        ids, scores = net.beam_search(x, width=width, alpha=0.0, **kw)
+        f = net.forward(x, teacher_inputs(ids), src_lengths=lengths, grad=False)
+        z = f.output.astype(np.float64)
+        z[..., list(NEVER)] = -np.inf
+        z -= z.max(axis=-1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+        for b in range(len(texts)):
+            n = int(np.argmax(ids[b] == EOS)) + 1 if (ids[b] == EOS).any() else ids.shape[1]
+            assert logp[b, np.arange(n), ids[b, :n]].sum() == pytest.approx(scores[b], abs=1e-4)
