@@ -102,3 +102,38 @@ def test_beam_scores_are_the_models_log_probabilities_and_width_one_is_greedy(nu
         for b in range(len(texts)):
             n = int(np.argmax(ids[b] == EOS)) + 1 if (ids[b] == EOS).any() else ids.shape[1]
             assert logp[b, np.arange(n), ids[b, :n]].sum() == pytest.approx(scores[b], abs=1e-4)
+
+
+def _ascii_stdout(monkeypatch):
+    import io
+
+    out = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    monkeypatch.setattr(sys, "stdout", out)
+    return out
+
+
+def test_a_stdout_that_cannot_write_the_text_is_said_as_such(numbers_run, tmp_path, capsys,
+                                                              monkeypatch):  # fmt: skip
+    """Python's own words, "'ascii' codec can't encode character...", named neither the
+    standard output nor a remedy; nothing is written either way."""
+    text = tmp_path / "snow.txt"
+    text.write_text("a snowman \u2603 and a b c.\n" * 200, encoding="utf-8")
+    charlm = tmp_path / "charlm"
+    assert main(["train", "charlm", "--data", str(text), "--steps", "1", "--hidden", "4",
+                 "--seq-len", "8", "--batch-size", "2", "--run-dir", str(charlm),
+                 "--quiet"]) == 0  # fmt: skip
+    capsys.readouterr()
+    cases = (
+        (["sample", str(charlm), "--prime", "a \u2603", "--length", "3"], "2 of the sample"),
+        (["translate", str(numbers_run), "on\u00e9", "--unknown", "map", "--json"],
+         "of the JSON output"),
+    )
+    for argv, where in cases:
+        out = _ascii_stdout(monkeypatch)
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        assert err.startswith("rnnlab: error: standard output's encoding, ascii, cannot write"), err
+        assert where in err and "PYTHONIOENCODING=utf-8" in err, err
+        out.flush()
+        assert out.buffer.getvalue() == b""

@@ -145,7 +145,7 @@ def cmd_sample(args) -> int:
             f"`run` must be a charlm run to sample text; '{run_dir}' is {_checks.a(cfg.task)} run"
         )
     task = tasks.make_task(cfg, data, text=False)  # the run's vocabulary, no corpus
-    print(
+    _emit(
         task.sample(
             model,
             args.prime,
@@ -155,9 +155,23 @@ def cmd_sample(args) -> int:
             seed=args.seed,
             unknown=args.unknown,
             name="--prime",
-        )
+        ),
+        "sample",
     )
     return 0
+
+
+def _emit(text: str, what: str) -> None:
+    """Print `text` (the model's, or a JSON object with its sources), whole or not at all: a
+    standard output whose encoding cannot write one of its characters (PYTHONIOENCODING=ascii,
+    a Latin-1 terminal) is said as such, with the remedy; Python's own words, "'ascii' codec
+    can't encode character '\\xb0' in position 6", named neither stdout nor a way out."""
+    try:
+        print(text)
+    except UnicodeEncodeError as e:
+        raise UsageError(f"standard output's encoding, {e.encoding}, cannot write "
+                         f"{e.object[e.start]!r} (character {e.start} of the {what}); set "
+                         "PYTHONIOENCODING=utf-8 or a UTF-8 locale") from None  # fmt: skip
 
 
 def cmd_translate(args) -> int:
@@ -185,10 +199,10 @@ def cmd_translate(args) -> int:
     outputs = task.translate(model, texts, beam=beam, unknown=args.unknown, where=where)
     if args.json:
         pairs = [{"source": s, "output": o} for s, o in zip(texts, outputs, strict=True)]
-        print(json.dumps({"beam": beam, "translations": pairs}, ensure_ascii=False))
+        _emit(json.dumps({"beam": beam, "translations": pairs}, ensure_ascii=False),
+              "JSON output")  # fmt: skip
     else:
-        for o in outputs:
-            print(o)
+        _emit("\n".join(outputs), "translations")
     return 0
 
 
