@@ -137,3 +137,22 @@ def test_a_stdout_that_cannot_write_the_text_is_said_as_such(numbers_run, tmp_pa
         assert where in err and "PYTHONIOENCODING=utf-8" in err, err
         out.flush()
         assert out.buffer.getvalue() == b""
+
+
+
+def test_beam_search_of_a_sure_decoder_is_no_floating_point_error():
+    """A logit more than 103 below the best, in float32, underflows in the log-softmax's exp:
+    0, the right answer, but under np.seterr(all="raise") (the tests') a FloatingPointError
+    stopped decoding; greedy decoding and sampling were not stopped."""
+    from rnnlab.seq2seq import Seq2Seq
+
+    assert np.geterr()["under"] == "raise"  # (tests/conftest.py)
+    m = Seq2Seq(5, 6, embed=3, hidden=4, cell="gru", rng=0)
+    m.params["out.bias"][...] = [0, 0, 0, 0, 0, 200]
+    src = np.array([[1, 2, 3]])
+    kw = dict(bos=0, eos=1, max_len=3)
+    greedy, _ = m.greedy(src, **kw)
+    ids, scores = m.beam_search(src, width=2, **kw)
+    np.testing.assert_array_equal(ids, greedy)
+    np.testing.assert_array_equal(ids, [[5, 5, 5]])
+    assert scores[0] == 0.0  # (every other id's probability is 0 in float32)

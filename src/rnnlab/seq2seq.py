@@ -700,7 +700,9 @@ class Seq2Seq(_Module):
                 logits = logits.copy()
                 logits[:, banned] = -np.inf
             z = logits - logits.max(axis=-1, keepdims=True)
-            logp = (z - np.log(np.exp(z).sum(axis=-1, keepdims=True))).reshape(B, k, V)
+            with np.errstate(under="ignore"):  # (a logit 104 below the best, in float32: its
+                # exp is 0, the right answer; under np.seterr(all="raise") it stopped decoding)
+                logp = (z - np.log(np.exp(z).sum(axis=-1, keepdims=True))).reshape(B, k, V)
             cand = score[:, :, None] + logp
             ended = np.full(V, -np.inf)
             ended[eos] = 0.0
