@@ -139,6 +139,30 @@ def test_a_stdout_that_cannot_write_the_text_is_said_as_such(numbers_run, tmp_pa
         assert out.buffer.getvalue() == b""
 
 
+@pytest.mark.parametrize("beam", [1, 3])
+def test_translate_says_when_an_output_is_cut_at_the_length_limit(numbers_run, capsys, beam):
+    """An output that never produced EOS was printed as if whole (an untrained model's 142
+    letters of "enderteunder..."), without a word."""
+    from rnnlab.tasks.transduction import EOS
+
+    task, model = _loaded(numbers_run)
+    bias = model.net.params["out.bias"]
+    bias[...] = 0
+    bias[5] = 50.0  # a letter, always: no output ends
+    limit = task.max_output_len()
+    texts = ["one", "two", "three", "four", "five"]
+    out = task.translate(model, texts, beam=beam)
+    assert all(len(o) == limit for o in out)
+    err = capsys.readouterr().err
+    assert err == (f"rnnlab: warning: the outputs of source 1, source 2, source 3 and 2 more "
+                   f"reached the length limit ({limit} symbols) without ending; they are cut "
+                   "there\n")  # fmt: skip
+    task.translate(model, ["one"], beam=beam, where=["line 4 of F"])
+    assert "the output of line 4 of F reached the length limit" in capsys.readouterr().err
+    bias[EOS] = 100.0  # EOS first, always: every output ends, empty
+    assert task.translate(model, texts, beam=beam) == [""] * 5
+    assert capsys.readouterr().err == ""
+
 
 def test_beam_search_of_a_sure_decoder_is_no_floating_point_error():
     """A logit more than 103 below the best, in float32, underflows in the log-softmax's exp:

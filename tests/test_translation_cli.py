@@ -385,13 +385,13 @@ def test_translate_pads_no_short_source_to_a_long_ones_length(dates_run, monkeyp
     budget = td.DECODE_BATCH * task._record["max_source_len"]
     assert len(texts) * len(texts[5]) > budget
     shapes = []
-    decode = task.decode
+    decode = task._decode  # (decode's texts, and whether each ended)
 
     def recorded(model, x, lengths, beam=1):
         shapes.append(x.shape)
         return decode(model, x, lengths, beam)
 
-    monkeypatch.setattr(task, "decode", recorded)
+    monkeypatch.setattr(task, "_decode", recorded)
     for beam in (1, 3):
         shapes.clear()
         out = task.translate(model, texts, beam=beam, unknown="map")

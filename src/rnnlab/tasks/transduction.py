@@ -562,10 +562,18 @@ class Transduction:
     # ------------------------------------------------------------------ evaluation
     def decode(self, model, x, lengths, beam: int = 1) -> list[str]:
         """Greedy (beam 1) or beam-search outputs of a prepared batch of sources, as text."""
+        return self._decode(model, x, lengths, beam)[0]
+
+    def max_output_len(self) -> int:
+        """The decoders' length limit: twice training's longest target, and 10 more."""
+        return 2 * self._record["max_target_len"] + 10
+
+    def _decode(self, model, x, lengths, beam: int) -> tuple[list[str], list[bool]]:
+        """`decode`'s texts, and for each whether it ended (EOS) before the length limit."""
         # (checked here: 0 divided DECODE_BATCH, a float sliced, True decoded greedily)
         beam = _beam(beam, "beam")
-        net, out = model.net if isinstance(model, Trainee) else model, []
-        max_len = 2 * self._record["max_target_len"] + 10
+        net, out, ended = model.net if isinstance(model, Trainee) else model, [], []
+        max_len = self.max_output_len()
         step = max(DECODE_BATCH // beam, 1)
         for a in range(0, len(x), step):
             sl = slice(a, a + step)
@@ -575,7 +583,8 @@ class Transduction:
             else:
                 ids, _ = net.beam_search(x[sl], width=beam, **kw)
             out += self.target_codec.decode(ids)
-        return out
+            ended += (ids == EOS).any(axis=1).tolist()
+        return out, ended
 
     def evaluate(self, model, split: str, beam: int | None = None) -> dict:
         """Greedy exact match, CER, BLEU and chrF and the teacher-forced loss on `split`;
@@ -631,7 +640,8 @@ class Transduction:
         """Outputs for source texts (numbers, dates runs). `where`: how to name each text
         in an error ("line 3 of F"). Characters the model never saw are refused, naming
         them, unless `unknown="map"` (the unknown symbol); a source longer than any of
-        training is decoded with a warning on stderr."""
+        training is decoded with a warning on stderr, and so is an output that reached the
+        length limit without ending (it is cut there)."""
         if self.source_codec is None:  # (not self.tokens)
             _checks.fail("run", "a numbers or dates run (text sources)",
                          "a caption run, whose sources are images")  # fmt: skip
@@ -682,13 +692,23 @@ class Transduction:
             if b and (len(b) == step or (len(b) + 1) * len(texts[i]) > budget):
                 batches.append(b := [])
             b.append(i)
-        result = [""] * len(texts)
+        result, cut = [""] * len(texts), []
         for b in batches:
             x, lengths = self.source_codec.encode([texts[i] for i in b], eos=False,
                                                   unknown="map")  # fmt: skip
-            for i, text in zip(b, self.decode(model, self.prepare(x, lengths), lengths, beam),
-                               strict=True):  # fmt: skip
+            decoded, ended = self._decode(model, self.prepare(x, lengths), lengths, beam)
+            for i, text, done in zip(b, decoded, ended, strict=True):
                 result[i] = text
+                if not done:
+                    cut.append(i)
+        if cut:  # (such an output was printed as if whole: an untrained model's 142 letters)
+            cut.sort()
+            names = ", ".join(where[i] for i in cut[:3]) + (f" and {len(cut) - 3} more"
+                                                             if len(cut) > 3 else "")  # fmt: skip
+            one = len(cut) == 1
+            print(f"rnnlab: warning: the output{'' if one else 's'} of {names} reached the "
+                  f"length limit ({self.max_output_len()} symbols) without ending; "
+                  f"{'it is' if one else 'they are'} cut there", file=sys.stderr)  # fmt: skip
         return result
 
     # ------------------------------------------------------------------ attention
