@@ -169,8 +169,10 @@ def code_path(lib: ctypes.CDLL) -> str | None:
     """The instruction set whose code the loaded MKL `lib` runs (MKL_Get_Version's processor
     field, e.g. "Intel(R) Advanced Vector Extensions 2 (Intel(R) AVX2) enabled processors"),
     or None where it has no MKL_Get_Version. threadpoolctl names OpenBLAS's kernel only, and
-    MKL's is the one that differs from the CPU's best: its AVX2 code on an AMD CPU with
-    AVX-512 (issue #21), or what MKL_ENABLE_INSTRUCTIONS caps it to."""
+    MKL's is the one that differs from the CPU's best: what MKL_ENABLE_INSTRUCTIONS caps it
+    to, say. On an AMD EPYC (Zen 4, 2026-12-06) MKL names no instruction set, capped or not
+    ("Intel(R) Architecture processors"), and that is what is said: which code it runs there
+    shows only in its speed (issue #21: half of OpenBLAS's AVX-512 GEMM on one such host)."""
     try:
         get = lib.MKL_Get_Version
     except AttributeError:
