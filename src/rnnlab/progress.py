@@ -1,6 +1,8 @@
 """The training loop's progress display: a one-line bar on a terminal, plain lines otherwise.
 
-On a terminal the bar is redrawn in place at most five times a second; into a file or a pipe
+On a terminal the bar is redrawn in place at most five times a second, cut to the terminal's
+width (a line that wraps cannot be redrawn: `\r` goes back to the start of its last row, and
+an 80-column terminal got a new line at every redraw); into a file or a pipe
 (a batch job's log) a plain line goes every ten seconds, so that a log stays readable. The
 last step is always shown. Messages (validation results, early stopping) go on a line of their
 own. Why it is our own and not rich's or tqdm's bar: see docs/design.md ("The progress
@@ -9,6 +11,7 @@ display").
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import TextIO
@@ -26,6 +29,7 @@ class Progress:
         self.t0 = time.perf_counter()
         self.last_print = 0.0
         self.items = 0
+        self.drawn = 0  # characters of the bar on the terminal now (to be blanked)
 
     def update(self, step: int, loss: float, items: int, extra: str = "") -> None:
         self.items += items
@@ -43,11 +47,14 @@ class Progress:
         frac = (step + 1) / self.total
         if self.tty:
             bar = "#" * int(24 * frac) + "-" * (24 - int(24 * frac))
+            width = _columns(self.stream) - 1  # (not the last column: some terminals wrap)
             line = (
-                f"\r[{bar}] {step + 1}/{self.total} loss {loss:.4f} "
+                f"[{bar}] {step + 1}/{self.total} loss {loss:.4f} "
                 f"{rate:,.0f} items/s ETA {_fmt(eta)} {extra}"
-            )
-            self.stream.write(line[:160].ljust(100))
+            ).rstrip()[:width]
+            # padded over what the last one left, so that a shorter line leaves no tail
+            self.stream.write("\r" + line.ljust(min(self.drawn, width)))
+            self.drawn = len(line)
         else:
             self.stream.write(
                 f"step {step + 1}/{self.total} loss {loss:.4f} {rate:,.0f} items/s "
@@ -56,15 +63,31 @@ class Progress:
         self.stream.flush()
 
     def message(self, text: str) -> None:
-        if self.tty and not self.quiet:
-            self.stream.write("\r" + " " * 110 + "\r")
+        if self.tty and not self.quiet and self.drawn:
+            self.stream.write("\r" + " " * self.drawn + "\r")
+            self.drawn = 0
         self.stream.write(text + "\n")
         self.stream.flush()
 
     def close(self) -> None:
-        if self.tty and not self.quiet:
+        if self.tty and not self.quiet and self.drawn:  # (a message ended its line)
+            self.drawn = 0
             self.stream.write("\n")
             self.stream.flush()
+
+
+def _columns(stream: TextIO) -> int:
+    """The width of the terminal `stream` writes to: its own (the size of stdout, which
+    shutil.get_terminal_size asks, is not stderr's where stdout is piped), else $COLUMNS,
+    else 80."""
+    try:
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):  # (io.UnsupportedOperation is both)
+        columns = 0
+    if columns <= 0:
+        env = os.environ.get("COLUMNS", "")
+        columns = int(env) if env.isascii() and env.isdigit() and int(env) > 0 else 80
+    return max(columns, 2)
 
 
 def _fmt(seconds: float) -> str:

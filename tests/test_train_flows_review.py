@@ -1,0 +1,55 @@
+"""Review 141 of training runs as `rnnlab train` drives them: the progress bar on a
+terminal, the run directory it is given, and what result.json says."""
+
+import io
+
+from rnnlab import progress
+from rnnlab.progress import Progress
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def _redraws(text: str) -> list[str]:
+    """What each carriage return of `text` rewrites, up to the next one or line end."""
+    return [part.split("\n")[0] for part in text.split("\r")[1:]]
+
+
+def test_the_bar_fits_a_terminal_of_80_columns(monkeypatch):
+    # padded to 100 characters, the bar wrapped on an 80-column terminal, where `\r` goes
+    # back to the start of its last row only: a new line at every redraw, five a second
+    monkeypatch.setenv("COLUMNS", "80")
+    clock = iter(float(t) for t in range(100, 200))
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    stream = Terminal()
+    bar = Progress(3000, 0, stream)
+    for step in range(5):
+        bar.update(step, 0.25, 1_000_000, "lr 0.002 and more text to make the line long")
+    bar.message("step 5: valid mse 0.1602 (best)")
+    bar.close()
+    text = stream.getvalue()
+    assert all(len(part) <= 79 for part in _redraws(text)), _redraws(text)
+    assert text.endswith("step 5: valid mse 0.1602 (best)\n")
+
+
+def test_a_narrow_terminal_gets_the_bar_cut(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "30")
+    stream = Terminal()
+    bar = Progress(10, 0, stream)
+    bar.update(9, 0.5, 10)
+    bar.close()
+    assert stream.getvalue() == "\r[########################] 10\n"
+
+
+def test_a_shorter_redraw_blanks_the_longer_one_before(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    clock = iter(float(t) for t in range(100, 200))
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    stream = Terminal()
+    bar = Progress(3, 0, stream)
+    bar.update(0, 0.5, 10, "x" * 40)
+    bar.update(1, 0.5, 10)
+    first, second = _redraws(stream.getvalue())
+    assert len(second) == len(first) and second.endswith(" " * 30)
