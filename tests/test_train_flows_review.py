@@ -53,3 +53,29 @@ def test_a_shorter_redraw_blanks_the_longer_one_before(monkeypatch):
     bar.update(1, 0.5, 10)
     first, second = _redraws(stream.getvalue())
     assert len(second) == len(first) and second.endswith(" " * 30)
+
+
+def run_cli(*args):
+    from rnnlab.cli import main
+
+    return main([str(a) for a in args])
+
+
+TINY = ["--hidden", "8", "--batch-size", "4", "--quiet"]
+
+
+def test_a_run_dir_under_a_file_is_refused_naming_the_option(tmp_path, capsys):
+    # it was taken, said "training adding ... into" it and failed at the first write as
+    # "[Errno 20] Not a directory", naming no option
+    (tmp_path / "notes").write_text("mine\n")
+    for command in ("train", "demo"):
+        args = [command, "adding", "--steps", 2] if command == "train" else [command]
+        assert run_cli(*args, "--run-dir", tmp_path / "notes" / "run", *TINY[-1:]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("rnnlab: error: `--run-dir` must be a directory path;"), err
+        assert f"under '{tmp_path / 'notes'}', which is a file" in err and "training" not in err
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    gone = tmp_path / "gone" / "run"
+    assert run_cli("train", "adding", "--steps", 2, "--run-dir", gone, *TINY) == 2
+    assert "which is a link to nothing" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gone", "notes"]

@@ -245,6 +245,13 @@ def _new_run_dir_ok(run_dir: Path, command: str) -> None:
                          "nothing")  # fmt: skip
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"`--run-dir` must be a directory path; '{run_dir}' is a file")
+    # (a path under a file was taken, and failed at the run's first write, after "training
+    # ... into" it, as "[Errno 20] Not a directory", naming no option)
+    above = next((p for p in run_dir.parents if p.exists() or p.is_symlink()), None)
+    if above is not None and not above.is_dir():
+        raise UsageError(f"`--run-dir` must be a directory path; '{run_dir}' is under "
+                         f"'{above}', which is " + ("a link to nothing" if not above.exists()
+                                                     else "a file"))  # fmt: skip
     if io.checkpoint_steps(run_dir):
         again = (f"continue it with rnnlab train --resume {run_dir}" if command == "train"
                  else "give another --run-dir")  # fmt: skip
