@@ -79,3 +79,23 @@ def test_a_run_dir_under_a_file_is_refused_naming_the_option(tmp_path, capsys):
     assert run_cli("train", "adding", "--steps", 2, "--run-dir", gone, *TINY) == 2
     assert "which is a link to nothing" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gone", "notes"]
+
+
+def test_result_json_names_the_step_of_the_weights_it_tested(tmp_path):
+    # after early stopping it named the last step (its "train" summary's) alone, while the
+    # test was of the best step's weights, which the run hands back
+    import json
+
+    from rnnlab import io
+
+    run = tmp_path / "es"
+    assert run_cli("train", "adding", "--T", 20, "--steps", 200, "--eval-every", 5,
+                   "--patience", 1, "--lr", 0.05, "--run-dir", run, *TINY) == 0  # fmt: skip
+    result = json.loads((run / "result.json").read_text())
+    assert result["train"]["stopped_by"] == "early stopping"
+    _, step = io.load_weights_and_step(run / "model.safetensors")
+    assert result["tested_step"] == result["train"]["best_step"] == step
+    assert result["train"]["step"] > step
+    plain = tmp_path / "plain"
+    assert run_cli("train", "adding", "--T", 20, "--steps", 3, "--run-dir", plain, *TINY) == 0
+    assert json.loads((plain / "result.json").read_text())["tested_step"] == 3

@@ -494,7 +494,8 @@ FINAL_STOPS = ("early stopping", "solved")
 so, and a --resume of it trains no further (a time limit or an interrupt resumes)."""
 
 RESULT_FILE = "result.json"
-"""A run directory's test result, of the weights at the step it names ("train"'s "step"):
+"""A run directory's test result, of the weights at the step it names ("tested_step": "train"'s
+"step", or after early stopping its "best_step", whose weights the run hands back):
 `rnnlab train` and `rnnlab demo` write it when training ends, a Ctrl-C's stop too, and
 reproduce a row's. `Trainer.run` removes it before it trains a step further, so that a part
 that ends without one (a SIGTERM's stop, which evaluates nothing; a divergence; a kill)

@@ -147,8 +147,7 @@ def cmd_train(args) -> int:
     if comm is not None and comm.rank != 0:  # rank 0 alone evaluates and writes
         return EXIT_INTERRUPTED if result["stopped_by"] == "interrupt" else 0
     final = task.evaluate(model, "test")
-    io.atomic_write_json(run_dir / RESULT_FILE,
-                         {"train": result, "test": finite_result(final, _OVERFLOW)})
+    io.atomic_write_json(run_dir / RESULT_FILE, _result(result, final))
     for line in tasks.report(task, final):
         print(line)
     _plot(run_dir)
@@ -157,6 +156,14 @@ def cmd_train(args) -> int:
 
 
 _OVERFLOW = "the model's outputs overflow on the test split"
+
+
+def _result(summary, final: dict) -> dict:
+    """result.json: the training's summary, the step of the weights tested ("tested_step":
+    after early stopping the best step's, which it hands back, not "train"'s last step, which
+    the file alone named) and the test."""
+    tested = summary["best_step"] if summary["stopped_by"] == "early stopping" else summary["step"]
+    return {"train": summary, "tested_step": tested, "test": finite_result(final, _OVERFLOW)}
 
 
 def _start_train(args, comm, interrupts) -> tuple:
@@ -505,8 +512,7 @@ def cmd_demo(args) -> int:
     # and the exit status is a Ctrl-C's, as `rnnlab train`'s (which evaluates and plots too).
     interrupted = summary["stopped_by"] == "interrupt"
     final = task.evaluate(model, "test")
-    io.atomic_write_json(run_dir / RESULT_FILE,
-                         {"train": summary, "test": finite_result(final, _OVERFLOW)})  # fmt: skip
+    io.atomic_write_json(run_dir / RESULT_FILE, _result(summary, final))
     print()
     for line in tasks.report(task, final):
         print(line)
