@@ -99,3 +99,26 @@ def test_result_json_names_the_step_of_the_weights_it_tested(tmp_path):
     plain = tmp_path / "plain"
     assert run_cli("train", "adding", "--T", 20, "--steps", 3, "--run-dir", plain, *TINY) == 0
     assert json.loads((plain / "result.json").read_text())["tested_step"] == 3
+
+
+def test_the_commands_said_to_go_on_work_when_pasted(tmp_path, capsys):
+    # "continue with: rnnlab train --resume my run" was two arguments to a shell
+    import shlex
+
+    run = tmp_path / "my run; $HOME"
+    assert run_cli("train", "adding", "--T", 20, "--steps", 5, "--time-limit", 1e-9,
+                   "--run-dir", run, *TINY) == 0  # fmt: skip
+    said = capsys.readouterr().err
+    line = said.split("continue with: ")[1].split(" (--time-limit")[0]
+    assert shlex.split(line) == ["rnnlab", "train", "--resume", str(run)]
+    assert run_cli(*shlex.split(line)[1:], "--time-limit", 0) == 0
+    assert "resuming" in capsys.readouterr().err
+    # a new run given it as --run-dir is sent to --resume, and the way back of a damaged
+    # checkpoint with no other to go back to starts it again
+    assert run_cli("train", "adding", "--steps", 2, "--run-dir", run, *TINY) == 2
+    line = capsys.readouterr().err.split("continue it with ")[1].split(")")[0]
+    assert shlex.split(line) == ["rnnlab", "train", "--resume", str(run)]
+    from rnnlab import io
+
+    alone = tmp_path / "a run"  # (no other checkpoint)
+    assert f"`rnnlab train --resume {shlex.quote(str(alone))}`" in io.way_back(alone, 5)

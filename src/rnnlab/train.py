@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import shlex
 import signal
 import sys
 import time
@@ -708,10 +709,11 @@ class Trainer:
             # and how to go on, not only the errno (a failed save leaves the checkpoints
             # before it as they were, and `latest` naming one of them).
             before = [s for s in io.checkpoint_steps(self.run_dir) if s != self.step]
+            again = f"rnnlab train --resume {shlex.quote(str(self.run_dir))}"
             then = ("the checkpoints saved before it are intact; once the cause is fixed, "
-                    f"`rnnlab train --resume {self.run_dir}` continues from the latest" if before
-                    else "once the cause is fixed, `rnnlab train --resume "
-                    f"{self.run_dir}` starts it again (it has no checkpoint before)")  # fmt: skip
+                    f"`{again}` continues from the latest" if before
+                    else f"once the cause is fixed, `{again}` starts it again (it has no "
+                    "checkpoint before)")  # fmt: skip
             raise OSError(e.errno, f"{e.strerror or e}; the run stopped at step {self.step}, "
                           f"whose checkpoint may not be saved: {then}.") from None
 
@@ -1162,19 +1164,21 @@ class Trainer:
                 f"(valid {self.task.metric} {self.best:.4f})"
             )
         stop_signal = self._stop_signal() if self.stopped_by == "interrupt" else None
+        # (quoted as a shell reads it: a run directory with a space was not pasted as one)
+        again = f"rnnlab train --resume {shlex.quote(str(self.run_dir))}"
         if stop_signal is not None:
             where = self._interrupted_where()
             said = (f"terminated{where or ' by SIGTERM'}" if stop_signal == signal.SIGTERM
                     else f"interrupted{where}")  # fmt: skip
             progress.message(
                 f"{said}: checkpoint saved at step {self.step} in {self.run_dir}; continue "
-                f"with: rnnlab train --resume {self.run_dir}"
+                f"with: {again}"
             )
         if self.stopped_by == "time limit":
             progress.message(
                 f"time limit of {cfg.time_limit:g} s reached: checkpoint saved at step "
-                f"{self.step} in {self.run_dir}; continue with: rnnlab train --resume "
-                f"{self.run_dir} (--time-limit S for S seconds more, 0 for no limit)"
+                f"{self.step} in {self.run_dir}; continue with: {again} (--time-limit S for S "
+                "seconds more, 0 for no limit)"
             )
         return {
             "step": self.step,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import sys
 import time
 from collections.abc import Collection
@@ -260,8 +261,8 @@ def _new_run_dir_ok(run_dir: Path, command: str) -> None:
                          f"'{above}', which is " + ("a link to nothing" if not above.exists()
                                                      else "a file"))  # fmt: skip
     if io.checkpoint_steps(run_dir):
-        again = (f"continue it with rnnlab train --resume {run_dir}" if command == "train"
-                 else "give another --run-dir")  # fmt: skip
+        again = (f"continue it with rnnlab train --resume {shlex.quote(str(run_dir))}"
+                 if command == "train" else "give another --run-dir")  # fmt: skip
         raise UsageError(f"`--run-dir` must be a new or empty directory; '{run_dir}' already "
                          f"holds a run ({again})")  # fmt: skip
     _not_someone_elses(run_dir)  # (first: another program's folder may hold a model too)
@@ -521,9 +522,9 @@ def cmd_demo(args) -> int:
     print(_indent(task.sample(model, "def ", 300, temperature=0.8, seed=1)))
     _plot(run_dir)
     print(f"\nrun directory: {run_dir} ({time.perf_counter() - t0:.0f} s in all)")
-    print(f"more samples: rnnlab sample {run_dir} --prime 'class '")
+    print(f"more samples: rnnlab sample {shlex.quote(str(run_dir))} --prime 'class '")
     if interrupted:
-        print(f"train it further: rnnlab train --resume {run_dir}")
+        print(f"train it further: rnnlab train --resume {shlex.quote(str(run_dir))}")
         return EXIT_INTERRUPTED
     return 0
 

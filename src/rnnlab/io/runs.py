@@ -16,6 +16,7 @@ import hashlib
 import os
 import re
 import secrets
+import shlex
 import shutil
 import stat
 from collections.abc import Iterator, Mapping
@@ -409,7 +410,7 @@ def load_checkpoint(run_dir: PathLike, step: int | None = None) -> Checkpoint:
         else:
             raise CheckpointError(
                 f"The run directory '{run}' has no checkpoints: it stopped before its first "
-                f"(train it with rnnlab train --resume {run})."
+                f"(train it with rnnlab train --resume {shlex.quote(str(run))})."
             )
     elif isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step not in steps:
         saved = ", ".join(map(str, steps)) if steps else "none"
@@ -496,8 +497,9 @@ def way_back(run_dir: PathLike, step: int) -> str:
         there = [f"'{p}'" for p in (checkpoints, checkpoints.parent / "model.safetensors")
                  if p.exists() or p.is_symlink()]  # fmt: skip
         remove = f"remove {' and '.join(there)}, and " if there else ""
-        return (f"The run has no other checkpoint: {remove}`rnnlab train --resume "
-                f"{checkpoints.parent}` starts it again from step 0.")  # fmt: skip
+        run = shlex.quote(str(checkpoints.parent))  # (as a shell reads it, to be pasted)
+        return (f"The run has no other checkpoint: {remove}`rnnlab train --resume {run}` "
+                "starts it again from step 0.")  # fmt: skip
     back = max((s for s in others if s < step), default=max(others))
     return (f"To go back to the checkpoint {_step_name(back)}, write {_step_name(back)} into "
             f"'{checkpoints / 'latest'}' and resume: the run continues from there.")  # fmt: skip
