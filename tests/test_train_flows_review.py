@@ -122,3 +122,16 @@ def test_the_commands_said_to_go_on_work_when_pasted(tmp_path, capsys):
 
     alone = tmp_path / "a run"  # (no other checkpoint)
     assert f"`rnnlab train --resume {shlex.quote(str(alone))}`" in io.way_back(alone, 5)
+
+
+def test_a_resume_of_a_run_at_its_steps_says_that_it_trains_nothing(tmp_path, capsys):
+    # it said "resuming RUN at step 3" alone, then the test as if it had trained
+    run = tmp_path / "done"
+    assert run_cli("train", "adding", "--T", 20, "--steps", 3, "--run-dir", run, *TINY) == 0
+    capsys.readouterr()
+    assert run_cli("train", "--resume", run, "--quiet") == 0
+    err = capsys.readouterr().err
+    assert f"{run} is at step 3, its --steps: nothing more to train" in err
+    assert f"rnnlab train --resume {run} --steps N trains it further" in err
+    assert run_cli("train", "--resume", run, "--steps", 4, "--quiet") == 0
+    assert "nothing more to train" not in capsys.readouterr().err

@@ -1086,6 +1086,10 @@ class Trainer:
                 f"{self.run_dir} ended at step {self.step} ({self.stopped_by}; best step "
                 f"{self.best_step}): nothing more to train. Start a new run to train further."
             )
+        elif self.step >= cfg.steps and self.step:  # (a resume said nothing, and trained none)
+            again = f"rnnlab train --resume {shlex.quote(str(self.run_dir))}"
+            progress.message(f"{self.run_dir} is at step {self.step}, its --steps: nothing more "
+                             f"to train ({again} --steps N trains it further)")  # fmt: skip
         try:
             while self.step < cfg.steps and not ended:
                 step = self.step
