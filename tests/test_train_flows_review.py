@@ -135,3 +135,16 @@ def test_a_resume_of_a_run_at_its_steps_says_that_it_trains_nothing(tmp_path, ca
     assert f"rnnlab train --resume {run} --steps N trains it further" in err
     assert run_cli("train", "--resume", run, "--steps", 4, "--quiet") == 0
     assert "nothing more to train" not in capsys.readouterr().err
+
+
+def test_a_json_config_is_told_to_be_toml(tmp_path, capsys):
+    # a run's config.json given to --config was said as TOML's "Invalid statement" alone
+    config = tmp_path / "config.json"
+    config.write_text('{"train": {"task": "adding"}, "model": {}}\n')
+    assert run_cli("train", "--config", config) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"rnnlab: error: '{config}' is not valid TOML") and err.count("\n") == 1
+    assert "`--config` reads TOML" in err and "give its directory to --resume" in err
+    config.write_text("task = 'adding'\nsteps = [\n")  # (TOML, wrong: said as before)
+    assert run_cli("train", "--config", config) == 2
+    assert "reads TOML" not in capsys.readouterr().err

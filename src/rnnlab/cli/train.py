@@ -74,7 +74,16 @@ def _config_from_args(args) -> tuple:
 
     settings: dict = {}
     if args.config:
-        settings.update(io.read_toml(args.config))
+        try:
+            settings.update(io.read_toml(args.config))
+        except io.ConfigError as e:  # (a run's config.json is the likeliest JSON given)
+            if not _looks_like_json(args.config):
+                raise
+            raise io.ConfigError(
+                f"{e} `--config` reads TOML (`hidden = 64`, one setting a line); this file "
+                "looks like JSON: to continue a run, give its directory to --resume; to start "
+                "a new one like it, write the settings of its config.json's \"train\" as TOML"
+            ) from None
     task = args.task or settings.get("task")
     if not task:
         raise UsageError(
@@ -102,6 +111,18 @@ def _config_from_args(args) -> tuple:
     for text in cfg.without_effect({*settings, *overrides}):
         print(f"rnnlab: warning: {text}", file=sys.stderr)
     return task, cfg, set(settings)
+
+
+def _looks_like_json(path: str) -> bool:
+    """Whether the file at `path` starts, past white space, with a JSON object's "{" (a
+    regular file alone: a FIFO, refused by read_toml, would be waited on)."""
+    if not Path(path).is_file():
+        return False
+    try:
+        with open(path, "rb") as f:
+            return f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{")
+    except OSError:
+        return False
 
 
 def _as_given(message: str, options: Collection[str], config: str | None,
