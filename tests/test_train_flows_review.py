@@ -148,3 +148,32 @@ def test_a_json_config_is_told_to_be_toml(tmp_path, capsys):
     config.write_text("task = 'adding'\nsteps = [\n")  # (TOML, wrong: said as before)
     assert run_cli("train", "--config", config) == 2
     assert "reads TOML" not in capsys.readouterr().err
+
+
+def test_a_ctrl_c_at_the_last_step_says_the_run_is_complete(tmp_path, capsys, monkeypatch):
+    # "interrupted: checkpoint saved at step 3 ...; continue with: rnnlab train --resume RUN",
+    # which then trained nothing: the signal came during the last step
+    import signal
+
+    from rnnlab.train import Trainer
+
+    step_once = Trainer._train_step
+
+    def step_then_ctrl_c(self, step):
+        out = step_once(self, step)
+        if step == 2:
+            signal.raise_signal(signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(Trainer, "_train_step", step_then_ctrl_c)
+    run = tmp_path / "run"
+    assert run_cli("train", "adding", "--T", 20, "--steps", 3, "--run-dir", run, *TINY) == 130
+    err = capsys.readouterr().err
+    assert (f"interrupted: checkpoint saved at step 3 in {run}; that is its last step (--steps "
+            "3): the run is complete") in err and "continue with" not in err  # fmt: skip
+    monkeypatch.undo()
+    # a stop before it still says how to go on
+    monkeypatch.setattr(Trainer, "_train_step", step_then_ctrl_c)
+    other = tmp_path / "other"
+    assert run_cli("train", "adding", "--T", 20, "--steps", 5, "--run-dir", other, *TINY) == 130
+    assert f"continue with: rnnlab train --resume {other}" in capsys.readouterr().err

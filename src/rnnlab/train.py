@@ -1174,9 +1174,11 @@ class Trainer:
             where = self._interrupted_where()
             said = (f"terminated{where or ' by SIGTERM'}" if stop_signal == signal.SIGTERM
                     else f"interrupted{where}")  # fmt: skip
+            # (a signal during the last step or its validation: nothing is left to continue)
+            then = (f"continue with: {again}" if self.step < cfg.steps else
+                    f"that is its last step (--steps {cfg.steps}): the run is complete")
             progress.message(
-                f"{said}: checkpoint saved at step {self.step} in {self.run_dir}; continue "
-                f"with: {again}"
+                f"{said}: checkpoint saved at step {self.step} in {self.run_dir}; {then}"
             )
         if self.stopped_by == "time limit":
             progress.message(
