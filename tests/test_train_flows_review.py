@@ -177,3 +177,27 @@ def test_a_ctrl_c_at_the_last_step_says_the_run_is_complete(tmp_path, capsys, mo
     other = tmp_path / "other"
     assert run_cli("train", "adding", "--T", 20, "--steps", 5, "--run-dir", other, *TINY) == 130
     assert f"continue with: rnnlab train --resume {other}" in capsys.readouterr().err
+
+
+def test_a_damaged_config_json_or_latest_of_a_run_says_the_way_back(tmp_path, capsys):
+    # both were said with no way back, though the run's checkpoints hold what is needed
+    import shlex
+
+    run = tmp_path / "run"
+    assert run_cli("train", "adding", "--T", 20, "--steps", 4, "--checkpoint-every", 2,
+                   "--run-dir", run, *TINY) == 0  # fmt: skip
+    good = (run / "config.json").read_text()
+    (run / "config.json").write_text("{bad")
+    capsys.readouterr()
+    assert run_cli("train", "--resume", run, "--steps", 6, "--quiet") == 2
+    err = capsys.readouterr().err
+    copy = run / "checkpoints" / "step-00000004" / "config.json"
+    assert "is not valid JSON" in err and f"copy '{copy}' over it and resume" in err
+    assert copy.read_text() == good
+    (run / "config.json").write_text(good)
+    (run / "checkpoints" / "latest").write_text("garbage\n")
+    assert run_cli("train", "--resume", run, "--steps", 6, "--quiet") == 2
+    err = capsys.readouterr().err
+    assert "it holds 'garbage'. To go back to the checkpoint step-00000004, write" in err
+    (run / "checkpoints" / "latest").write_text("step-00000004\n")
+    assert run_cli(*shlex.split(f"train --resume {shlex.quote(str(run))} --steps 6 --quiet")) == 0

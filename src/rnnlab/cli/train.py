@@ -358,7 +358,15 @@ def _prepare_train(args, comm) -> tuple:
                              "it away to start a new one")  # fmt: skip
         # another program's folder with a config.json is said as such before the lock below
         # would leave its file there
-        top = runs.run_config(io.read_json(run_dir / "config.json"), run_dir)
+        try:
+            top = runs.run_config(io.read_json(run_dir / "config.json"), run_dir)
+        except ValueError as e:  # (each checkpoint holds a copy of the run's config.json)
+            saved = io.checkpoint_steps(run_dir)
+            if not saved:
+                raise
+            copy = run_dir / "checkpoints" / f"step-{saved[-1]:08d}" / "config.json"
+            raise type(e)(f"{one_line(e).rstrip('.')}. Each checkpoint keeps the run's "
+                          f"config.json: copy '{copy}' over it and resume") from None
         if comm is None:  # a run another process trains is said before "resuming ... at step"
             with io.training_lock(run_dir):  # (Trainer.run holds it; ranks would race here)
                 pass

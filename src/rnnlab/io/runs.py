@@ -391,7 +391,7 @@ def load_checkpoint(run_dir: PathLike, step: int | None = None) -> Checkpoint:
             if named is None:
                 raise CheckpointError(
                     f"'{latest}' must name a checkpoint like 'step-00000100'; "
-                    f"it holds {text[:40]!r}."
+                    f"it holds {text[:40]!r}." + (f" {way_back(run, -1)}" if steps else "")
                 )
             if not (checkpoints / text).is_dir():  # (a crash while saving that step again)
                 raise CheckpointError(
