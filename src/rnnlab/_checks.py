@@ -109,6 +109,20 @@ _MASK_NOT_READ = ("Its mask is not read here (the values under it were used, or 
                   "or `mask`.")
 
 
+def unicode_text(text: str, name: str, where: str = "") -> None:
+    """Refuse a str that is not Unicode text: a byte of the command line that is not UTF-8
+    reaches Python as a lone surrogate (surrogateescape: U+DC80 + the byte), said as that
+    byte; any other lone surrogate by its code point. `where` follows "at character N" (" of
+    line 3 of F")."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        bad = ord(text[e.start])
+        what = (f"the byte {bad - 0xDC00:#04x}, which is not UTF-8," if 0xDC80 <= bad <= 0xDCFF
+                else f"the lone surrogate U+{bad:04X}")  # fmt: skip
+        fail(name, "valid Unicode text", f"{what} at character {e.start}{where}")
+
+
 def listed(value: list[object] | tuple[object, ...], name: str) -> np.ndarray:
     """A list or tuple as its array; nested lists of unequal lengths refused by name (NumPy's
     "setting an array element with a sequence" named no argument)."""

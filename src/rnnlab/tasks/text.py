@@ -814,15 +814,7 @@ class CharLM:
             prime = self.default_prime()
         elif not isinstance(prime, str):
             fail(name, "a str", describe(prime))
-        try:
-            prime.encode("utf-8")
-        except UnicodeEncodeError as e:
-            # a lone surrogate: from the command line, a byte that is not UTF-8 (Python's
-            # surrogateescape gives byte b as U+DC00 + b)
-            bad = ord(prime[e.start])
-            what = (f"the byte {bad - 0xDC00:#04x}, which is not UTF-8," if 0xDC80 <= bad <= 0xDCFF
-                    else f"the lone surrogate U+{bad:04X}")  # fmt: skip
-            fail(name, "valid Unicode text", f"{what} at character {e.start}")
+        _checks.unicode_text(prime, name)  # (a command line's byte that is not UTF-8)
         prime = prime.replace("\r\n", "\n").replace("\r", "\n")
         ids = self.vocab.encode(prime)
         unseen = np.flatnonzero(ids == self.vocab.unknown)

@@ -659,7 +659,9 @@ class Transduction:
             if not isinstance(text, str):  # (bytes were read as their byte values, an int
                 # failed on .strip(), None was "an empty source")
                 fail("source", "a str", f"{_checks.describe(text)} as {w}")
-            _unicode_only(text, w)
+            # (a byte that is not UTF-8 was the character '\udcff' the model never saw, and
+            # with --unknown map written back raw into --json's output, then not UTF-8)
+            _checks.unicode_text(text, "source", f" of {w}")
             if not text:
                 _checks.fail("source", "non-empty text", f"an empty {w}")
             if not text.strip():  # (a blank line was decoded into the model's output for
@@ -743,21 +745,6 @@ class Transduction:
 # Never a target, so never an output: a decoder that ranked one first wrote a symbol the
 # text then dropped unsaid (and the attention plot's labels slid off its rows).
 NEVER = (PAD, BOS)
-
-
-def _unicode_only(text: str, where: str) -> None:
-    """Refuse a source that is not Unicode text, as `rnnlab sample` refuses its --prime: a
-    byte of the command line that is not UTF-8 reaches Python as a lone surrogate
-    (surrogateescape, U+DC80 + the byte), which was refused as a character the model never
-    saw, named '\\udcff', and with --unknown map translated, the byte written back raw into
-    --json's output (which was then not UTF-8)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as e:
-        bad = ord(text[e.start])
-        what = (f"the byte {bad - 0xDC00:#04x}, which is not UTF-8," if 0xDC80 <= bad <= 0xDCFF
-                else f"the lone surrogate U+{bad:04X}")  # fmt: skip
-        fail("source", "valid Unicode text", f"{what} at character {e.start} of {where}")
 
 
 def _beam(beam, name: str = "--beam") -> int:
