@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import shlex
 import signal
 import sys
 import time
@@ -709,7 +708,7 @@ class Trainer:
             # and how to go on, not only the errno (a failed save leaves the checkpoints
             # before it as they were, and `latest` naming one of them).
             before = [s for s in io.checkpoint_steps(self.run_dir) if s != self.step]
-            again = f"rnnlab train --resume {shlex.quote(str(self.run_dir))}"
+            again = io.resume_command(self.run_dir)
             then = ("the checkpoints saved before it are intact; once the cause is fixed, "
                     f"`{again}` continues from the latest" if before
                     else f"once the cause is fixed, `{again}` starts it again (it has no "
@@ -1087,7 +1086,7 @@ class Trainer:
                 f"{self.best_step}): nothing more to train. Start a new run to train further."
             )
         elif self.step >= cfg.steps and self.step:  # (a resume said nothing, and trained none)
-            again = f"rnnlab train --resume {shlex.quote(str(self.run_dir))}"
+            again = io.resume_command(self.run_dir)
             progress.message(f"{self.run_dir} is at step {self.step}, its --steps: nothing more "
                              f"to train ({again} --steps N trains it further)")  # fmt: skip
         try:
@@ -1169,7 +1168,7 @@ class Trainer:
             )
         stop_signal = self._stop_signal() if self.stopped_by == "interrupt" else None
         # (quoted as a shell reads it: a run directory with a space was not pasted as one)
-        again = f"rnnlab train --resume {shlex.quote(str(self.run_dir))}"
+        again = io.resume_command(self.run_dir)
         if stop_signal is not None:
             where = self._interrupted_where()
             said = (f"terminated{where or ' by SIGTERM'}" if stop_signal == signal.SIGTERM

@@ -282,7 +282,7 @@ def _new_run_dir_ok(run_dir: Path, command: str) -> None:
                          f"'{above}', which is " + ("a link to nothing" if not above.exists()
                                                      else "a file"))  # fmt: skip
     if io.checkpoint_steps(run_dir):
-        again = (f"continue it with rnnlab train --resume {shlex.quote(str(run_dir))}"
+        again = (f"continue it with {io.resume_command(run_dir)}"
                  if command == "train" else "give another --run-dir")  # fmt: skip
         raise UsageError(f"`--run-dir` must be a new or empty directory; '{run_dir}' already "
                          f"holds a run ({again})")  # fmt: skip
@@ -553,7 +553,7 @@ def cmd_demo(args) -> int:
     print(f"\nrun directory: {run_dir} ({time.perf_counter() - t0:.0f} s in all)")
     print(f"more samples: rnnlab sample {shlex.quote(str(run_dir))} --prime 'class '")
     if interrupted:
-        print(f"train it further: rnnlab train --resume {shlex.quote(str(run_dir))}")
+        print(f"train it further: {io.resume_command(run_dir)}")
         return EXIT_INTERRUPTED
     return 0
 

@@ -179,6 +179,12 @@ class Checkpoint:
     config: dict[str, Any]
 
 
+def resume_command(run_dir: PathLike) -> str:
+    """`rnnlab train --resume RUN` as a shell reads it, to be pasted from a message (a run
+    directory with a space split there)."""
+    return f"rnnlab train --resume {shlex.quote(str(run_dir))}"
+
+
 def checkpoint_steps(run_dir: PathLike) -> list[int]:
     """The steps of the complete checkpoints in `run_dir`, ascending (temporaries ignored)."""
     directory = as_path(run_dir, "run_dir") / "checkpoints"
@@ -410,7 +416,7 @@ def load_checkpoint(run_dir: PathLike, step: int | None = None) -> Checkpoint:
         else:
             raise CheckpointError(
                 f"The run directory '{run}' has no checkpoints: it stopped before its first "
-                f"(train it with rnnlab train --resume {shlex.quote(str(run))})."
+                f"(train it with {resume_command(run)})."
             )
     elif isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step not in steps:
         saved = ", ".join(map(str, steps)) if steps else "none"
@@ -497,8 +503,7 @@ def way_back(run_dir: PathLike, step: int) -> str:
         there = [f"'{p}'" for p in (checkpoints, checkpoints.parent / "model.safetensors")
                  if p.exists() or p.is_symlink()]  # fmt: skip
         remove = f"remove {' and '.join(there)}, and " if there else ""
-        run = shlex.quote(str(checkpoints.parent))  # (as a shell reads it, to be pasted)
-        return (f"The run has no other checkpoint: {remove}`rnnlab train --resume {run}` "
+        return (f"The run has no other checkpoint: {remove}`{resume_command(checkpoints.parent)}` "
                 "starts it again from step 0.")  # fmt: skip
     back = max((s for s in others if s < step), default=max(others))
     return (f"To go back to the checkpoint {_step_name(back)}, write {_step_name(back)} into "
