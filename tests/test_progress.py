@@ -49,3 +49,41 @@ def test_quiet_shows_messages_only():
         bar.message("best")
         bar.close()
         assert stream.getvalue() == "best\n"
+
+
+def test_a_reader_gone_away_silences_the_display_and_says_so(tmp_path):
+    """A pipe whose reader has gone (`rnnlab train ... 2>&1 | head -2`): the write's
+    BrokenPipeError is not raised into the training loop (which lost every step since its
+    last checkpoint to it), `gone` tells the loop to stop, and the stream's descriptor then
+    writes to os.devnull: what its buffer held and what comes later (Python's flush of
+    stderr at exit) raise nothing."""
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    stream = os.fdopen(write_end, "w")
+    bar = Progress(5, 0, stream)
+    bar.message("valid loss 1.0")
+    assert bar.gone
+    bar.update(4, 1.0, 10)
+    bar.message("more")
+    bar.close()
+    stream.write("after\n")
+    stream.flush()  # (devnull now: raised BrokenPipeError before)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        assert os.path.sameopenfile(stream.fileno(), null)
+    finally:
+        os.close(null)
+        stream.close()
+
+
+def test_a_stream_without_a_descriptor_is_left_as_it_is():
+    class Broken(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    bar = Progress(2, 0, Broken())
+    bar.message("x")
+    assert bar.gone
+    bar.update(1, 1.0, 1)  # nothing written, nothing raised

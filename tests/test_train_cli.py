@@ -689,6 +689,47 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes_as_if_never_stopped(tmp_
         assert np.array_equal(resumed[k], whole[k]), k
 
 
+def test_a_reader_gone_away_stops_training_saved_and_it_resumes_as_if_never_stopped(tmp_path):
+    """`rnnlab train ... 2>&1 | head -2`: the progress display's reader goes away after two
+    lines. Training stops after the step in which its next line found no reader, saved, as
+    at a Ctrl-C, with the status of a process SIGPIPE ended (141) and nothing more said (no
+    one reads it); resumed, the run ends with the weights of one that never stopped. Before:
+    the display's BrokenPipeError went up through the loop, exit status 1, no checkpoint."""
+    run = tmp_path / "r"
+    common = ["adding", "--T", "10", "--hidden", "8", "--batch-size", "4", "--eval-every", "5"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rnnlab.cli", "train", *common, "--steps", "100000",
+         "--checkpoint-every", "100000", "--run-dir", str(run)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    with proc.stdout:
+        first = [proc.stdout.readline() for _ in range(2)]
+    assert first[0].startswith("training adding") and first[1].startswith("step 1/"), first
+    assert proc.wait(timeout=60) == 141
+    step = io.load_checkpoint(run).step
+    assert 1 <= step < 100000 and io.checkpoint_steps(run) == [step]
+    assert not (run / "result.json").exists()
+    assert run_cli("train", "--resume", run, "--steps", step + 2, "--quiet") == 0
+    assert run_cli("train", *common, "--steps", step + 2, "--run-dir", tmp_path / "whole",
+                   "--quiet") == 0  # fmt: skip
+    resumed, whole = weights(run), weights(tmp_path / "whole")
+    assert resumed.keys() == whole.keys()
+    for k in whole:
+        assert np.array_equal(resumed[k], whole[k]), k
+
+
+def test_a_command_whose_output_has_no_reader_ends_quietly_with_141():
+    """`rnnlab tasks | head -0`-like: stdout's reader is gone before the command writes.
+    The status of a process SIGPIPE ended, and no 'error: [Errno 32] Broken pipe' line."""
+    proc = subprocess.Popen([sys.executable, "-m", "rnnlab.cli", "tasks"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    with proc.stderr:
+        err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 141 and err == b"", err
+
+
 class _Died(BaseException):
     """The test's own SIGTERM handler: without rnnlab's, the signal ends the test with this
     (instead of killing pytest)."""

@@ -7,6 +7,11 @@ an 80-column terminal got a new line at every redraw); into a file or a pipe
 last step is always shown. Messages (validation results, early stopping) go on a line of their
 own. Why it is our own and not rich's or tqdm's bar: see docs/design.md ("The progress
 display").
+
+Where the stream's reader goes away (`rnnlab train ... 2>&1 | head`, a log pipe whose reader
+died), the display says nothing more and `gone` is set: the training loop then stops after its
+step and saves, as at a Ctrl-C (rnnlab.train). Before, the write's BrokenPipeError went up
+through the loop, and every step since the last checkpoint was lost.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ class Progress:
         self.last_print = 0.0
         self.items = 0
         self.drawn = 0  # characters of the bar on the terminal now (to be blanked)
+        self.gone = False  # the stream's reader went away (a broken pipe): nothing is written
 
     def update(self, step: int, loss: float, items: int, extra: str = "") -> None:
         self.items += items
@@ -53,27 +59,51 @@ class Progress:
                 f"{rate:,.0f} items/s ETA {_fmt(eta)} {extra}"
             ).rstrip()[:width]
             # padded over what the last one left, so that a shorter line leaves no tail
-            self.stream.write("\r" + line.ljust(min(self.drawn, width)))
+            self._write("\r" + line.ljust(min(self.drawn, width)))
             self.drawn = len(line)
         else:
-            self.stream.write(
+            self._write(
                 f"step {step + 1}/{self.total} loss {loss:.4f} {rate:,.0f} items/s "
                 f"elapsed {_fmt(elapsed)} ETA {_fmt(eta)} {extra}\n"
             )
-        self.stream.flush()
 
     def message(self, text: str) -> None:
         if self.tty and not self.quiet and self.drawn:
-            self.stream.write("\r" + " " * self.drawn + "\r")
+            self._write("\r" + " " * self.drawn + "\r")
             self.drawn = 0
-        self.stream.write(text + "\n")
-        self.stream.flush()
+        self._write(text + "\n")
 
     def close(self) -> None:
         if self.tty and not self.quiet and self.drawn:  # (a message ended its line)
             self.drawn = 0
-            self.stream.write("\n")
+            self._write("\n")
+
+    def _write(self, text: str) -> None:
+        if self.gone:
+            return
+        try:
+            self.stream.write(text)
             self.stream.flush()
+        except BrokenPipeError:
+            self.gone = True
+            silence(self.stream)
+
+
+def silence(stream: TextIO) -> None:
+    """Point `stream`'s file descriptor at os.devnull, after a write found its reader gone:
+    what its buffer still holds, and whatever is written to it later (Python's flush of
+    sys.stderr at exit too), then goes nowhere instead of raising BrokenPipeError again (as
+    Python's documentation of SIGPIPE advises). A stream without a descriptor stays as it
+    is."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # (io.UnsupportedOperation is both)
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
 
 
 def _columns(stream: TextIO) -> int:

@@ -102,7 +102,7 @@ class RunSummary(TypedDict):
     best_step: int
     stopped_by: str
     seconds: float
-    signal: str  # an "interrupt" stop's: "SIGINT" (Ctrl-C) or "SIGTERM"; else ""
+    signal: str  # an "interrupt" stop's: "SIGINT" (Ctrl-C), "SIGTERM" or "SIGPIPE"; else ""
 
 
 _SIZES = ("hidden", "layers", "embed", "batch_size", "seq_len", "steps", "eval_every",
@@ -660,7 +660,7 @@ class Trainer:
         self.lead = True
         # (step, path) of the last checkpoint `run` saved (_save_once)
         self._saved_here: tuple[int, Path] | None = None
-        self._signals: set[int] = set()  # the STOP_SIGNALS `run` noted
+        self._signals: set[int] = set()  # the STOP_SIGNALS `run` noted (SIGPIPE: Progress.gone)
 
     # ------------------------------------------------------------------ persistence
     def config_dict(self) -> dict[str, Any]:
@@ -953,9 +953,14 @@ class Trainer:
 
     def _stop_signal(self) -> int:
         """The signal an "interrupt" stop is said and ended as: SIGTERM where one came
-        (the job is being ended: its exit status must say so), else SIGINT (DistributedTrainer:
-        on any rank, as the step's agreement carried them)."""
-        return signal.SIGTERM if signal.SIGTERM in self._signals else signal.SIGINT
+        (the job is being ended: its exit status must say so), SIGPIPE where the progress
+        display's reader went away and no signal came (Progress.gone: a process that dies
+        of SIGPIPE, as one without Python's handling would, has that status), else SIGINT
+        (DistributedTrainer: on any rank, as the step's agreement carried them; a rank's
+        output goes to mpiexec, which dies of a pipe's end itself and ends the ranks)."""
+        if signal.SIGTERM in self._signals:
+            return signal.SIGTERM
+        return signal.SIGINT if signal.SIGINT in self._signals else signal.SIGPIPE
 
     def _interrupted_where(self) -> str:
         """Said after "interrupted" or "terminated" at a signal's stop ('' alone;
@@ -1136,6 +1141,8 @@ class Trainer:
                 if self.step % cfg.checkpoint_every == 0:
                     self._save_once()
                     last_saved = self.step
+                if progress.gone:  # (its reader went away: a stop as at a Ctrl-C, saved)
+                    signals.add(signal.SIGPIPE)
                 if self._agree(bool(signals), "interrupt"):
                     self.stopped_by = "interrupt"
                     break
@@ -1172,7 +1179,8 @@ class Trainer:
         if stop_signal is not None:
             where = self._interrupted_where()
             said = (f"terminated{where or ' by SIGTERM'}" if stop_signal == signal.SIGTERM
-                    else f"interrupted{where}")  # fmt: skip
+                    else "stopped: its output's reader went away (a broken pipe)"
+                    if stop_signal == signal.SIGPIPE else f"interrupted{where}")  # fmt: skip
             # (a signal during the last step or its validation: nothing is left to continue)
             then = (f"continue with: {again}" if self.step < cfg.steps else
                     f"that is its last step (--steps {cfg.steps}): the run is complete")

@@ -21,11 +21,18 @@ from typing import TextIO
 from rnnlab import __version__, settings
 from rnnlab._argparse import ArgumentError, said
 from rnnlab.cli import reproduce, train, trained
-from rnnlab.cli._base import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, UsageError, one_line
+from rnnlab.cli._base import (
+    EXIT_INTERRUPTED,
+    EXIT_PIPE,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    UsageError,
+    one_line,
+)
 from rnnlab.cli.options import Parser
 
-__all__ = ["EXIT_INTERRUPTED", "EXIT_TERMINATED", "EXIT_USAGE", "UsageError", "build_parser",
-           "main", "run"]  # fmt: skip
+__all__ = ["EXIT_INTERRUPTED", "EXIT_PIPE", "EXIT_TERMINATED", "EXIT_USAGE", "UsageError",
+           "build_parser", "main", "run"]  # fmt: skip
 
 COMMANDS = {
     "train": train.cmd_train,
@@ -173,6 +180,16 @@ def _guarded(command: Callable[..., int], *args: object, memory: str = "") -> in
     except KeyboardInterrupt as e:  # (one with a message says what it stopped)
         print("rnnlab: interrupted" + (f": {one_line(e)}" if str(e) else ""), file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader of the output went away (`rnnlab tasks | head -1`): nothing more is
+        # said, as a command that died of SIGPIPE says nothing (Python ignores the signal
+        # and raises this instead); what the output still held goes nowhere, not into a
+        # second BrokenPipeError at exit. (Training stops and saves first: Progress.gone.)
+        from rnnlab.progress import silence
+
+        silence(sys.stdout)
+        silence(sys.stderr)
+        return EXIT_PIPE
     except (ValueError, OSError, ImportError) as e:
         print(f"rnnlab: error: {one_line(e)}", file=sys.stderr)
         return EXIT_USAGE

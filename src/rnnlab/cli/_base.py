@@ -8,6 +8,7 @@ from typing import Any
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143  # 128 + SIGTERM's 15: the shell's status of a process SIGTERM ended
+EXIT_PIPE = 141  # 128 + SIGPIPE's 13: the status of a process whose output's reader went away
 
 
 class UsageError(ValueError):

@@ -12,7 +12,14 @@ from collections.abc import Collection
 from pathlib import Path
 
 from rnnlab import io, runs, settings
-from rnnlab.cli._base import EXIT_INTERRUPTED, EXIT_TERMINATED, UsageError, finite_result, one_line
+from rnnlab.cli._base import (
+    EXIT_INTERRUPTED,
+    EXIT_PIPE,
+    EXIT_TERMINATED,
+    UsageError,
+    finite_result,
+    one_line,
+)
 from rnnlab.cli.options import (
     add_data_options,
     add_model_options,
@@ -166,6 +173,8 @@ def cmd_train(args) -> int:
         # saved and the line above says how to resume. The test evaluation and the plots a
         # Ctrl-C still gets could outlast that grace; `rnnlab evaluate RUN` makes them.
         return EXIT_TERMINATED
+    if result["signal"] == "SIGPIPE":  # (the progress display's reader went away: no one
+        return EXIT_PIPE  # reads a report; the checkpoint is saved, `rnnlab evaluate RUN`)
     if comm is not None and comm.rank != 0:  # rank 0 alone evaluates and writes
         return EXIT_INTERRUPTED if result["stopped_by"] == "interrupt" else 0
     final = task.evaluate(model, "test")
@@ -537,6 +546,8 @@ def cmd_demo(args) -> int:
     summary = trainer.run()
     if summary["signal"] == "SIGTERM":  # (as `rnnlab train` ends on it: at once)
         return EXIT_TERMINATED
+    if summary["signal"] == "SIGPIPE":  # (as `rnnlab train`: no one reads the rest)
+        return EXIT_PIPE
     # A Ctrl-C ends the training, not the demo, whose point is what the model learned: the
     # test, sample and plots follow as after a whole run, said to be of the steps trained,
     # and the exit status is a Ctrl-C's, as `rnnlab train`'s (which evaluates and plots too).
