@@ -136,6 +136,10 @@ def _restore_state(run: Path, **edit) -> Trainer:
     ({"history": [{"step": 2, "mse": float("nan")}]}, r"'history' as evaluations"),
     ({"history": [{"step": 2, "mse": True}]}, r"'history' as evaluations"),
     ({"history": [{"step": -1, "mse": 0.5}]}, r"'history' as evaluations"),
+    ({"seconds": -1.0}, r"'seconds' \(the run's training time up to its step\) as a finite "
+                        r"number >= 0, or null; got -1.0"),
+    ({"seconds": float("nan")}, r"'seconds' .*; got nan"),
+    ({"seconds": "12"}, r"'seconds' .*; got '12'"),
 ])  # fmt: skip
 def test_a_progress_out_of_its_ranges_is_refused(saved, edit, said):
     with pytest.raises(io.CheckpointError, match=r"state.json' must hold " + said):
@@ -146,3 +150,25 @@ def test_a_progress_before_the_first_evaluation_is_taken(saved):
     trainer = _restore_state(saved["adam"], best=None, best_step=-1, history=[], bad_evals=0)
     assert trainer.best is None and trainer.best_step == -1
     assert _restore_state(saved["adam"], best=3).best == 3  # an integer is a number
+
+
+def test_the_run_s_training_time_adds_up_over_its_resumed_parts(tmp_path):
+    """state.json counts the run's wall time up to its step ("seconds"); a resumed part adds
+    its own: result.json's "seconds_in_all" and metrics.jsonl's "time" are the run's, not the
+    last part's (which alone they were, and "seconds" still is). A checkpoint saved before
+    the count (no "seconds") leaves the run's total unknown: None, and each part's times."""
+    run = tmp_path / "r"
+    _trainer(run, "adam").run()  # (steps 1-2; its "time" logged at step 2)
+    first = io.load_checkpoint(run).state["seconds"]
+    assert first > 0
+    trainer = _restore_state(run)
+    assert trainer.seconds_before == first
+    trainer.cfg = dataclasses.replace(trainer.cfg, steps=4)
+    summary = trainer.run()
+    assert summary["step"] == 4
+    assert first + summary["seconds"] == pytest.approx(summary["seconds_in_all"], abs=1e-3)
+    assert first < io.load_checkpoint(run).state["seconds"] <= summary["seconds_in_all"]
+    time_at = {r["step"]: r["time"] for r in io.read_jsonl(run / "metrics.jsonl") if "time" in r}
+    assert time_at[2] <= first < time_at[4] <= summary["seconds_in_all"]
+    old = _restore_state(run, seconds=None)
+    assert old.seconds_before is None and old.seconds_in_all() is None

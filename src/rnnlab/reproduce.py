@@ -276,8 +276,8 @@ def run_row(row: Row, out: Path, settings: dict[str, Any] | None = None, *,
                 tested = last.step
             trained = {"step": trainer.step, "best": trainer.best,
                        "best_step": trainer.best_step, "stopped_by": "diverged",
-                       "signal": "",
-                       "seconds": time.perf_counter() - wall0}  # fmt: skip
+                       "signal": "", "seconds": time.perf_counter() - wall0,
+                       "seconds_in_all": trainer.seconds_in_all()}  # fmt: skip
     if trained["stopped_by"] == "interrupt":  # its checkpoint is saved; not a finished row
         raise KeyboardInterrupt
     with np.errstate(all="ignore"):  # (a diverged model's overflow is said in its record)

@@ -101,7 +101,9 @@ class RunSummary(TypedDict):
     best: float | None
     best_step: int
     stopped_by: str
-    seconds: float
+    seconds: float  # this call's wall time (a resumed run's: of its last part)
+    seconds_in_all: float | None  # the run's, every part up to its step (None: a part was
+    # saved by an rnnlab before 2026-12-06, whose checkpoints did not count it)
     signal: str  # an "interrupt" stop's: "SIGINT" (Ctrl-C), "SIGTERM" or "SIGPIPE"; else ""
 
 
@@ -661,6 +663,11 @@ class Trainer:
         # (step, path) of the last checkpoint `run` saved (_save_once)
         self._saved_here: tuple[int, Path] | None = None
         self._signals: set[int] = set()  # the STOP_SIGNALS `run` noted (SIGPIPE: Progress.gone)
+        # the wall time of training that made the weights, before this call of `run` (from
+        # its checkpoint: a resume from an earlier one drops the later parts' time with
+        # their steps); None where the checkpoint is older than the count
+        self.seconds_before: float | None = 0.0
+        self._part_t0: float | None = None  # when this call of `run` began (None outside)
 
     # ------------------------------------------------------------------ persistence
     def config_dict(self) -> dict[str, Any]:
@@ -687,6 +694,7 @@ class Trainer:
             "bad_evals": self.bad_evals,
             "history": self.history,
             "carry_entries": len(self.carry) if self.carry is not None else 0,
+            "seconds": self.seconds_in_all(),
             # a run that ended by its own rule stays ended: its --resume trains no further
             "stopped_by": self.stopped_by if self.stopped_by in FINAL_STOPS else "",
         }
@@ -741,6 +749,7 @@ class Trainer:
         self._best_kept = kept if kept.is_file() else None
         self.bad_evals, self.history = s["bad_evals"], s["history"]
         self.stopped_by = s.get("stopped_by", "")
+        self.seconds_before = s.get("seconds")  # (None: saved before the count)
         self.settings_checked = True
 
     def _check_carry(self, where: Path, step: int, entries: int) -> None:
@@ -807,6 +816,10 @@ class Trainer:
                     and _finite_number(entry.get(metric))):  # fmt: skip
                 refuse(f"'history' as evaluations ({{'step': an integer from 0 to {s['step']}, "
                        f"{metric!r}: a finite number}})", entry)
+        seconds = s.get("seconds")
+        if seconds is not None and not (_finite_number(seconds) and seconds >= 0):
+            refuse("'seconds' (the run's training time up to its step) as a finite number "
+                   ">= 0, or null", seconds)  # fmt: skip
         if s.get("stopped_by", "") not in ("", *FINAL_STOPS):  # (absent before runs saved it)
             refuse(f"'stopped_by' as '' or one of {', '.join(map(repr, FINAL_STOPS))}",
                    s["stopped_by"])
@@ -1066,7 +1079,7 @@ class Trainer:
             if self.step < cfg.steps and self.stopped_by not in FINAL_STOPS:  # (it trains)
                 (self.run_dir / RESULT_FILE).unlink(missing_ok=True)  # (see RESULT_FILE)
         progress = Progress(cfg.steps, self.step, self.stream, self.quiet)
-        t_start = self._t_start = time.perf_counter()
+        t_start = self._t_start = self._part_t0 = time.perf_counter()
         # Ctrl-C and SIGTERM are noted, not raised: the step in progress ends, then the loop
         # stops and saves (a second one meanwhile is only noted too). The handlers before
         # are put back at the loop's end, before that save.
@@ -1131,7 +1144,7 @@ class Trainer:
                             "loss": loss,
                             "grad_norm": norm,
                             "lr": lr,
-                            "time": time.perf_counter() - t_start,
+                            "time": self._log_time(),
                         },
                     )
                 if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
@@ -1193,14 +1206,32 @@ class Trainer:
                 f"{self.step} in {self.run_dir}; continue with: {again} (--time-limit S for S "
                 "seconds more, 0 for no limit)"
             )
+        in_all = self.seconds_in_all()
+        self.seconds_before, self._part_t0 = in_all, None  # (a next call of `run` goes on)
         return {
             "step": self.step,
             "best": self.best,
             "best_step": self.best_step,
             "stopped_by": self.stopped_by or "steps",
             "seconds": time.perf_counter() - t_start,
+            "seconds_in_all": in_all,
             "signal": "" if stop_signal is None else signal.Signals(stop_signal).name,
         }
+
+    def seconds_in_all(self) -> float | None:
+        """The wall time of the training that made the current weights: the parts before
+        this call of `run` (seconds_before, None where unknown) and this one so far."""
+        if self.seconds_before is None:
+            return None
+        now = 0.0 if self._part_t0 is None else time.perf_counter() - self._part_t0
+        return self.seconds_before + now
+
+    def _log_time(self) -> float:
+        """metrics.jsonl's "time": the run's seconds at the step, counted over its resumed
+        parts (each part's own where an older checkpoint did not count them)."""
+        assert self._part_t0 is not None  # (in `run`)
+        part = time.perf_counter() - self._part_t0
+        return part if self.seconds_before is None else self.seconds_before + part
 
     def _validate_or_keep(self, metrics_path: Path, progress: Progress, counted: bool = True
                           ) -> bool:  # fmt: skip
