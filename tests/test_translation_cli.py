@@ -200,13 +200,15 @@ def test_translate_and_its_errors(dates_run, tmp_path, capsys, monkeypatch):
         "07.03.2023",
     ]
     e = error_of(capsys, "translate", dates_run, "7 März 2023 ☃")
-    assert "`source` must be characters the model saw in training" in e and "'☃'" in e
+    # (named as typed, `text`, the positional argument's name in the usage line: it said
+    # `source`, the library's word, which no option or argument of the command is)
+    assert "`text` must be characters the model saw in training" in e and "'☃'" in e
     assert "--unknown map" in e
     assert run_cli("translate", dates_run, "7 März 2023 ☃", "--unknown", "map") == 0
     capsys.readouterr()
     assert "got an empty source instead" in error_of(capsys, "translate", dates_run, "")
     lines.write_text("7 March 2023\n\n", encoding="utf-8")
-    assert f"an empty line 2 of {lines}" in error_of(
+    assert f"`--file` must be non-empty text; got an empty line 2 of {lines}" in error_of(
         capsys, "translate", dates_run, "--file", lines
     )
     assert "`--beam` must be a positive integer (1: greedy); got 0" in error_of(

@@ -196,7 +196,8 @@ def cmd_translate(args) -> int:
                          f"{_checks.a(cfg.task)} run")  # fmt: skip
     task = tasks.make_task(cfg, data)
     beam = cfg.beam if beam is None else _checked_beam(beam, task)
-    outputs = task.translate(model, texts, beam=beam, unknown=args.unknown, where=where)
+    outputs = task.translate(model, texts, beam=beam, unknown=args.unknown, where=where,
+                             name="text" if args.file is None else "--file")  # fmt: skip
     if args.json:
         pairs = [{"source": s, "output": o} for s, o in zip(texts, outputs, strict=True)]
         _emit(json.dumps({"beam": beam, "translations": pairs}, ensure_ascii=False),

@@ -636,9 +636,10 @@ class Transduction:
 
     # ------------------------------------------------------------------ translation
     def translate(self, model, texts: list[str], *, beam: int, unknown: str = "error",
-                  where: list[str] | None = None) -> list[str]:  # fmt: skip
+                  where: list[str] | None = None, name: str = "source") -> list[str]:  # fmt: skip
         """Outputs for source texts (numbers, dates runs). `where`: how to name each text
-        in an error ("line 3 of F"). Characters the model never saw are refused, naming
+        in an error ("line 3 of F"); `name`: what an error says the texts came as (the
+        command's `text` or `--file`). Characters the model never saw are refused, naming
         them, unless `unknown="map"` (the unknown symbol); a source longer than any of
         training is decoded with a warning on stderr, and so is an output that reached the
         length limit without ending (it is cut there)."""
@@ -658,18 +659,18 @@ class Transduction:
         for text, w in zip(texts, where, strict=True):
             if not isinstance(text, str):  # (bytes were read as their byte values, an int
                 # failed on .strip(), None was "an empty source")
-                fail("source", "a str", f"{_checks.describe(text)} as {w}")
+                fail(name, "a str", f"{_checks.describe(text)} as {w}")
             # (a byte that is not UTF-8 was the character '\udcff' the model never saw, and
             # with --unknown map written back raw into --json's output, then not UTF-8)
-            _checks.unicode_text(text, "source", f" of {w}")
+            _checks.unicode_text(text, name, f" of {w}")
             if not text:
-                _checks.fail("source", "non-empty text", f"an empty {w}")
+                _checks.fail(name, "non-empty text", f"an empty {w}")
             if not text.strip():  # (a blank line was decoded into the model's output for
                 # nothing, among the real ones, without a word)
-                _checks.fail("source", "non-empty text", f"a blank {w} (white space alone)")
+                _checks.fail(name, "non-empty text", f"a blank {w} (white space alone)")
             new = sorted(set(text) - known)
             if new and unknown == "error":
-                _checks.fail("source", "characters the model saw in training",
+                _checks.fail(name, "characters the model saw in training",
                              f"{', '.join(map(repr, new))} in {w}",
                              "Map them to the unknown symbol with --unknown map.")  # fmt: skip
             if len(text) > longest:
