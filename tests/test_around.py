@@ -5,12 +5,13 @@ here, and the compiled loops against the NumPy loop."""
 
 import numpy as np
 import pytest
+from helpers import oracle
 
 from rnnlab import fast, gradcheck, settings
 from rnnlab.cells import ElmanCell, GRUCell, LSTMCell
 from rnnlab.layers import LSTM, Recurrent
 
-torch = pytest.importorskip("torch")
+torch = oracle("torch")
 
 B, T, I, H = 3, 6, 3, 4
 LENGTHS = np.array([6, 2, 5])
@@ -340,7 +341,7 @@ def test_a_projected_lstm_exports_to_pytorch(tmp_path):
     ours = model.forward(x, lengths=lengths).output
     mask = np.arange(T)[None, :] < lengths[:, None]
     np.testing.assert_allclose(theirs.detach().numpy()[mask], ours[mask], atol=1e-5)
-    pytest.importorskip("onnx")
+    oracle("onnx")
     import rnnlab.onnx
 
     with pytest.raises(ValueError, match=r"proj_size=2 \(ONNX's RNN, LSTM and GRU operators "
@@ -364,7 +365,7 @@ def test_run_settings_and_exports_refuse_what_they_cannot_take(tmp_path, capsys)
     zoned = Sequential(LSTM(I, H, zoneout=0.1, rng=0), Linear(H, 2, rng=0))
     with pytest.raises(ValueError, match=r"zoneout=\(0.1, 0.1\) \(PyTorch has no zoneout\)"):
         export.torch_snippet(zoned, tmp_path / "m.safetensors")
-    pytest.importorskip("onnx")
+    oracle("onnx")
     import rnnlab.onnx
 
     with pytest.raises(ValueError, match=r"zoneout=\(0.1, 0.1\) \(its expectation"):

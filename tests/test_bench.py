@@ -18,16 +18,14 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import oracle
 
 from rnnlab import bench, settings
 from rnnlab.bench import configs, environment, host, memory, runners, timing
 from rnnlab.bench import report as tables
 from rnnlab.layers import Recurrent
 
-if os.environ.get("CI"):
-    import torch
-else:
-    torch = pytest.importorskip("torch")
+torch = oracle("torch")
 
 ARGS = [
     "--cells",
@@ -338,7 +336,7 @@ def test_against_onnxruntime_adds_its_inference(monkeypatch):
     """`--against torch,onnxruntime`: every inference row gets onnxruntime's time on the same
     weights (checked against rnnlab's output first); training rows get none."""
     if not os.environ.get("CI"):
-        pytest.importorskip("onnxruntime")
+        oracle("onnxruntime")
     monkeypatch.setattr(host, "GEMM_N", 256)
     monkeypatch.setenv("RNNLAB_NO_NUMBA", "1")
     settings.reload()

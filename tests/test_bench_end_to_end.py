@@ -16,19 +16,16 @@ below: 7e-4 at the first step).
 import contextlib
 import io
 import json
-import os
 import sys
 
 import numpy as np
 import pytest
+from helpers import oracle
 
 from rnnlab import bench
 from rnnlab.bench import end_to_end
 
-if os.environ.get("CI"):
-    import torch  # noqa: F401
-else:
-    pytest.importorskip("torch")
+oracle("torch")
 
 AGREEMENT = 1e-6
 TINY = end_to_end.Model(embed=8, hidden=16, layers=2, batch=4, window=16)

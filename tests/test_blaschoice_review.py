@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import oracle
 
 from rnnlab import _blaschoice, settings
 
@@ -73,7 +74,7 @@ def test_info_names_the_code_path_mkl_runs(tmp_path):
     on an AMD CPU with AVX-512, issue #21). Now MKL's own MKL_Get_Version says it: here held to
     AVX2, so it is MKL's code path and not the CPU's flags that is shown. (A child: MKL reads
     MKL_ENABLE_INSTRUCTIONS once, when it loads; nothing is measured with both choices set.)"""
-    pytest.importorskip("threadpoolctl")
+    oracle("threadpoolctl")
     env = dict(os.environ, RNNLAB_BLAS="mkl", RNNLAB_TILES="off", MKL_ENABLE_INSTRUCTIONS="AVX2",
                RNNLAB_CACHE_DIR=str(tmp_path))  # fmt: skip
     done = subprocess.run([sys.executable, "-m", "rnnlab.cli", "info", "--json"], env=env,

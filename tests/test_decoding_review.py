@@ -10,12 +10,13 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import oracle
 
 from rnnlab.cli import main
 
-pytest.importorskip("num2words")
-pytest.importorskip("sacrebleu")
-pytest.importorskip("editdistance")
+oracle("num2words")
+oracle("sacrebleu")
+oracle("editdistance")
 
 TINY = ["--hidden", "8", "--embed", "4", "--batch-size", "4", "--train-size", "64", "--quiet"]
 

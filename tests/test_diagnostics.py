@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import CELLS, make
+from helpers import CELLS, make, oracle
 
 from rnnlab import diagnostics as dg
 from rnnlab import recurrence
@@ -476,7 +476,7 @@ def test_the_jacobian_is_named_by_the_cell_s_state_and_class_not_its_name(monkey
     "lstm", and left out the notes' bound (computed: the class is an ElmanCell) unless
     named rnn, relu or irnn: an LSTMCell or ElmanCell subclass of another name was
     mislabelled."""
-    pytest.importorskip("matplotlib")
+    oracle("matplotlib")
     from rnnlab.cells import ElmanCell, LSTMCell
     from rnnlab.layers import Recurrent
 
@@ -1135,7 +1135,7 @@ def test_every_result_has_json_and_a_verdict():
 
 
 def test_plots_are_written(tmp_path):
-    pytest.importorskip("matplotlib")
+    oracle("matplotlib")
     res = all_results()
     calls = [
         (dg.plot_lag_profile, res["lag"]),
@@ -1170,7 +1170,7 @@ def test_the_jacobian_plot_s_lag_axis_says_which_way_the_direction_runs(monkeypa
                                                                          tmp_path):
     """The axis said "lag t − k" for the reverse direction too, whose states k lie after t
     (the lag is k − t there: ∂h_0/∂h_3 is at lag 3, not −3)."""
-    pytest.importorskip("matplotlib")
+    oracle("matplotlib")
     layer = RNN(2, 3, bidirectional=True, batch_first=True, dtype=np.float64, rng=0)
     x = np.random.default_rng(0).standard_normal((1, 4, 2))
     for d, expect in ((0, "lag t − k"), (1, "lag k − t (reverse: k after t)")):
@@ -1185,7 +1185,7 @@ def test_log_plots_say_the_values_they_cannot_draw(monkeypatch, tmp_path):
     one point left (drawn as a line of one point: nothing), and the map's colour bar the
     rounding of one value, ±5e-17 under a 1e-17 offset. Now the legends and the map's title
     say the zeros, the few points are marked, and the axes span the lags computed."""
-    pytest.importorskip("matplotlib")
+    oracle("matplotlib")
     layer = RNN(2, 3, batch_first=True, dtype=np.float64, rng=1)
     for v in layer.params.values():
         v[...] = 0.0
@@ -1221,7 +1221,7 @@ def test_the_map_draws_the_cells_that_overflow_float64_red(monkeypatch, tmp_path
     """map.png drew an entry past float64 white, as a 0 or an entry no sequence has, and the
     title counted it with them. It is red now (an image labelled "overflow"), and the title
     says so and that the fit leaves it out."""
-    pytest.importorskip("matplotlib")
+    oracle("matplotlib")
     from rnnlab.diagnostics.plots import OVERFLOW_COLOR
 
     layer = exploding_at_rest(RNN(1, 1, dtype=np.float64, rng=0), 1.0)
@@ -1454,7 +1454,7 @@ def test_the_map_draws_every_finite_norm_and_tells_vanished_from_unreached(monke
     path reaches back is grey ("vanished"), and white is what no path or no sequence
     reaches; below the top of a bidirectional stack a loss reaches both sides, so a 0 on
     either is one that vanished."""
-    pytest.importorskip("matplotlib")
+    oracle("matplotlib")
     from rnnlab.diagnostics.lags import GradientMap
     from rnnlab.diagnostics.plots import _map_cells
 

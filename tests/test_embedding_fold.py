@@ -4,11 +4,10 @@ pre-activation gradients summed by token id. The gradients must be those of the 
 chain (the layer's ∂L/∂x summed by id by Embedding.backward), pass float64 finite
 differences, and match PyTorch's on copied weights."""
 
-import os
 
 import numpy as np
 import pytest
-from helpers import CELLS, make, random_state
+from helpers import CELLS, make, oracle, random_state
 
 from rnnlab import fast, gradcheck
 from rnnlab._checks import NonFiniteError
@@ -326,10 +325,7 @@ def test_a_non_finite_table_gradient_is_named(monkeypatch):
         model.backward(model.forward(x), np.ones((B, T, V)))
 
 
-if os.environ.get("CI"):
-    import torch
-else:
-    torch = pytest.importorskip("torch")
+torch = oracle("torch")
 
 
 @pytest.mark.parametrize("bi", [False, True], ids=["uni", "bi"])

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from helpers import oracle
 
 import rnnlab
 from rnnlab import GRU, LSTM, RNN, Embedding, Linear, Sequential, gradcheck
@@ -470,7 +471,7 @@ def test_load_state_dict_refuses_integer_arrays(how):
     before = m.state_dict()
     w = np.array([[3, 0], [0, 3]])
     if how.startswith("torch"):
-        torch = pytest.importorskip("torch")
+        torch = oracle("torch")
         weight, dtype = torch.from_numpy(w).to(torch.int32), "int32"
     else:
         dtype = how.split()[1]
@@ -487,7 +488,7 @@ def test_load_state_dict_refuses_integer_arrays(how):
 def test_load_state_dict_refuses_a_tensor_without_values():
     """A torch tensor on the meta device (a model built with device="meta" holds shapes, no
     values) came out as torch's NotImplementedError from deep inside the copy."""
-    torch = pytest.importorskip("torch")
+    torch = oracle("torch")
     m = Linear(2, 3, rng=0)
     state = {k: torch.empty(v.shape, device="meta") for k, v in m.params.items()}
     with pytest.raises(ValueError, match=r"`state\['weight'\]` must be an array of real numbers "
@@ -499,7 +500,7 @@ def test_load_state_dict_says_where_a_prefixed_state_holds_the_names():
     """A torch module's own state_dict is keyed by its attributes ('rnn.weight_ih_l0'): the
     refusal listed every name twice, as missing and unexpected, and left the user to see
     the prefix. Now it says it, and the way it gives loads."""
-    torch = pytest.importorskip("torch")
+    torch = oracle("torch")
 
     class Net(torch.nn.Module):
         def __init__(self):
@@ -535,7 +536,7 @@ def test_load_state_dict_names_the_cell_whose_weights_came(theirs, ours, blocks,
     """PyTorch's RNN, GRU and LSTM name their weights alike: another cell's state_dict was
     refused as a shape, (16, 4) against (12, 4), leaving the user to count gate blocks. It
     says whose weights they are when the hidden size says it (W_hh's columns)."""
-    torch = pytest.importorskip("torch")
+    torch = oracle("torch")
     state = getattr(torch.nn, theirs)(3, 4, 2).state_dict()
     layer = {"GRU": GRU, "LSTM": LSTM, "RNN": RNN}[ours](3, 4, 2, rng=0)
     rows = 4 * blocks

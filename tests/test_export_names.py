@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from helpers import oracle
 
 from rnnlab import _checks, export
 from rnnlab import keras as rk
@@ -23,7 +24,7 @@ def _model():
 
 
 def _onnx(model, path):
-    pytest.importorskip("onnx")
+    oracle("onnx")
     return rx.export(model, path)
 
 
@@ -32,7 +33,7 @@ def _torch_code(model, path):
 
 
 def _keras(model, path):
-    pytest.importorskip("h5py")
+    oracle("h5py")
     return rk.save_weights(model, path)
 
 

@@ -7,20 +7,17 @@ Compared in float64: the snippet's modules are turned to double and given rnnlab
 parameters under the exported names, so that a difference is an error, not rounding.
 """
 
-import os
 
 import numpy as np
 import pytest
+from helpers import oracle
 
 from rnnlab import export, io
 from rnnlab.layers import GRU, LSTM, RNN
 from rnnlab.modules import Dropout, Embedding, LastStep, Linear, MeanOverTime, Sequential
 
-if os.environ.get("CI"):
-    import torch
-else:
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("safetensors")
+torch = oracle("torch")
+oracle("safetensors")
 
 pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections:UserWarning")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import oracle
 
 from rnnlab import _checks, export
 from rnnlab import keras as rk
@@ -15,7 +16,7 @@ from rnnlab.modules import Embedding, LastStep, Linear, Sequential
 
 
 def _onnx(model, tmp_path):
-    pytest.importorskip("onnx")
+    oracle("onnx")
     return rx.export(model, tmp_path / "m.onnx")
 
 
@@ -28,7 +29,7 @@ def _torch_code(model, tmp_path):
 
 
 def _keras(model, tmp_path):
-    pytest.importorskip("h5py")
+    oracle("h5py")
     return rk.save_weights(model, tmp_path / "m.weights.h5")
 
 

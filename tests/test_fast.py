@@ -12,9 +12,10 @@ import os
 
 import numpy as np
 import pytest
+from helpers import oracle
 
-pytest.importorskip("numba")
-pytest.importorskip("scipy")
+oracle("numba")
+oracle("scipy")
 
 from rnnlab import _blaschoice, fast, recurrence, settings  # noqa: E402
 from rnnlab.cells import ElmanCell, GRUCell, LSTMCell  # noqa: E402

@@ -4,10 +4,9 @@ compiled path's are in test_gradients), inference without a tape."""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
+from helpers import oracle
 
 from rnnlab import fast, gradcheck, settings
 from rnnlab.feedback import OutputFeedback
@@ -329,10 +328,7 @@ def test_forward_and_bptt_equal_pytorch_autograd_on_copied_weights(path, feedbac
     when run free, none through the truth when teacher-forced), with padding, a given h0
     and y0, and a loss on the value handed to a next call (d_y_last), to 1e-12 on both
     loops."""
-    if os.environ.get("CI"):  # (as test_torch_parity: under CI a missing torch is an error)
-        import torch  # noqa: F401
-    else:
-        pytest.importorskip("torch")
+    oracle("torch")
     layer = _layer(feedback, hidden, "relu" if feedback == "identity" else "tanh")
     x, targets, truth = _data(feedback)
     rng = np.random.default_rng(9)

@@ -7,11 +7,12 @@ import zlib
 
 import numpy as np
 import pytest
+from helpers import oracle
 
 from rnnlab import fast, settings
 from rnnlab.optim import Adam, AdamW
 
-pytest.importorskip("numba")
+oracle("numba")
 
 SHAPES = {"scalar": (), "vector": (7,), "matrix": (13, 9), "long": (1000,), "cube": (3, 4, 5)}
 

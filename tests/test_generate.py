@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import oracle
 
 from rnnlab.generate import next_token_probabilities, sample_ids
 from rnnlab.models import build
@@ -440,17 +441,6 @@ def test_next_token_probabilities_names_logits_without_ids(logits, match):
         next_token_probabilities(logits, 1.0)
 
 
-def _need(module):
-    """onnx and onnxruntime: in the test extra; under CI a missing one is an error, as in
-    test_onnx, and locally the test is skipped without them."""
-    import os
-
-    if os.environ.get("CI"):
-        __import__(module)
-    else:
-        pytest.importorskip(module)
-
-
 @pytest.mark.parametrize("batch_first", [True, False], ids=["batch-first", "time-major"])
 def test_an_exported_onnx_model_samples_as_the_model_and_an_older_file_too(batch_first,
                                                                         tmp_path):  # fmt: skip
@@ -459,7 +449,7 @@ def test_an_exported_onnx_model_samples_as_the_model_and_an_older_file_too(batch
     (num_embeddings 0, "unknown"): every prime was refused as "token ids in [0, 0)"; only
     a negative id is now, and the same ids are drawn."""
     for module in ("onnx", "onnxruntime"):
-        _need(module)
+        oracle(module)
     from rnnlab.layers import GRU
     from rnnlab.modules import Embedding, Linear, Sequential
     from rnnlab.onnx import Runtime, export

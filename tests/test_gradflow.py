@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import oracle
 
 from rnnlab import cli, models, tasks
 from rnnlab.cli import gradflow
@@ -679,7 +680,7 @@ def _gradient_records(logged, kinds):
 
 def _lag_history_figure(monkeypatch, grads, tmp_path):
     """The Figure plot_lag_history draws (kept from save_png), with its PNG written."""
-    pytest.importorskip("matplotlib")
+    oracle("matplotlib")
     from rnnlab.diagnostics import plots
 
     figures = []
@@ -787,7 +788,7 @@ def test_the_lag_history_of_a_run_whose_every_record_overflowed(logged_lags, mon
 
 def test_plot_names_the_steps_whose_gradient_overflowed(logged_lags, tmp_path, capsys):
     """`rnnlab plot` printed the PNGs' paths and nothing of an overflow in metrics.jsonl."""
-    pytest.importorskip("matplotlib")
+    oracle("matplotlib")
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.json").write_text('{"train": {}, "model": {}}')
@@ -812,7 +813,7 @@ def test_the_end_of_train_names_the_steps_whose_gradient_overflowed(logged_lags,
     overflows it logged; now it warns as `rnnlab plot` does, once, under --quiet too (which
     hides the progress bar alone). The records are what training_record wrote for a network
     whose gradient overflows, logged by a real run."""
-    pytest.importorskip("matplotlib")
+    oracle("matplotlib")
     logs = iter(["finite", "gradient", "finite", "states"])
     monkeypatch.setattr(training, "gradient_log",
                         lambda *args: logged_lags[next(logs)])  # fmt: skip
@@ -993,7 +994,7 @@ def test_gradients_near_float64s_limit_are_plotted_without_them(tmp_path, capsys
     """Lag values up to ~1e300 made matplotlib's log-axis ticks overflow (an OverflowError
     traceback while drawing lag.png); values beyond 1e±150 are now left out and counted in
     the title, and NumPy's warnings about the infs the verdicts report are not printed."""
-    pytest.importorskip("matplotlib")
+    oracle("matplotlib")
     args = ["adding", "--cell", "relu", "--init-scale", "1e9", "--T", "30", "--hidden", "8",
             "--batch", "4", "--analyses", "lag,map,jacobian", "--loss", "last"]  # fmt: skip
     s, err = run_json(capsys, *args, "--out", tmp_path / "c")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import hang_guard
+from helpers import hang_guard, oracle
 
 from rnnlab import GRU, LSTM, RNN, Embedding, Linear, Sequential, gradcheck, io, models, tasks
 from rnnlab.cli import main
@@ -1180,7 +1180,7 @@ def test_the_exporters_name_a_model_they_cannot_take(tmp_path):
     """A Seq2Seq or an OutputFeedback given to an exporter through the Python API was said
     as "<rnnlab.seq2seq.Seq2Seq object at 0x7f...>"; Keras's refusal said "proj_size or
     zoneout" without which."""
-    pytest.importorskip("onnx")
+    oracle("onnx")
     from rnnlab import export, keras
     from rnnlab import onnx as rx
     from rnnlab.feedback import OutputFeedback

@@ -13,15 +13,12 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import oracle
 
 os.environ.setdefault("KERAS_BACKEND", "torch")  # never tensorflow or jax
 
-if os.environ.get("CI"):
-    import h5py  # noqa: F401
-    import keras
-else:
-    pytest.importorskip("h5py")
-    keras = pytest.importorskip("keras")
+oracle("h5py")
+keras = oracle("keras")
 
 import rnnlab.keras as rk  # noqa: E402
 from rnnlab.layers import GRU, LSTM, RNN  # noqa: E402

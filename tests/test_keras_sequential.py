@@ -7,15 +7,12 @@ import os
 
 import numpy as np
 import pytest
+from helpers import oracle
 
 os.environ.setdefault("KERAS_BACKEND", "torch")  # never tensorflow or jax
 
-if os.environ.get("CI"):
-    import h5py
-    import keras
-else:
-    h5py = pytest.importorskip("h5py")
-    keras = pytest.importorskip("keras")
+h5py = oracle("h5py")
+keras = oracle("keras")
 
 import rnnlab.keras as rk  # noqa: E402
 from rnnlab.layers import GRU, LSTM, RNN  # noqa: E402

@@ -4,11 +4,11 @@ extreme and non-finite values, ids of every integer dtype, array subclasses, mem
 the messages of bad input, float32 against float64, and torch and finite differences on the
 NumPy path (tests/test_losses.py runs them on the default one)."""
 
-import os
 import re
 
 import numpy as np
 import pytest
+from helpers import oracle
 
 from rnnlab import fast, losses, settings
 from rnnlab.losses import (
@@ -19,10 +19,7 @@ from rnnlab.losses import (
     softmax_cross_entropy,
 )
 
-if os.environ.get("CI"):
-    import torch
-else:
-    torch = pytest.importorskip("torch")
+torch = oracle("torch")
 
 F_ = torch.nn.functional
 COMPILED = ("_compiled_cross_entropy", "_compiled_squared_error")

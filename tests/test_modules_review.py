@@ -2,19 +2,16 @@
 shapes, PyTorch on copied weights (nn.Linear, nn.Embedding, an nn.Sequential chain), and
 hostile inputs (ragged lists, masked arrays, Dropout's rate and what it passes through)."""
 
-import os
 
 import numpy as np
 import pytest
+from helpers import oracle
 
 from rnnlab import gradcheck
 from rnnlab.layers import GRU
 from rnnlab.modules import Dropout, Embedding, LastStep, Linear, MeanOverTime, Sequential
 
-if os.environ.get("CI"):
-    import torch
-else:
-    torch = pytest.importorskip("torch")
+torch = oracle("torch")
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 3), (1, 4, 3), (3, 1, 3), (5, 3), (1, 3)])

@@ -9,11 +9,11 @@ loops' float64 results to 1e-12.
 
 import numpy as np
 import pytest
+from helpers import CELLS, make, oracle
 
-pytest.importorskip("numba")
-pytest.importorskip("scipy")
+oracle("numba")
+oracle("scipy")
 
-from helpers import CELLS, make  # noqa: E402
 from test_fast import CELLS as FAST_CELLS  # noqa: E402
 from test_fast import (  # noqa: E402
     KIND_IDS,

@@ -19,11 +19,11 @@ import warnings
 
 import numpy as np
 import pytest
+from helpers import CELLS, make, oracle
 
-pytest.importorskip("numba")
-pytest.importorskip("scipy")
+oracle("numba")
+oracle("scipy")
 
-from helpers import CELLS, make  # noqa: E402
 from test_fast import (  # noqa: E402
     KIND_IDS,
     assert_close,
@@ -500,7 +500,7 @@ def test_pytorch_imported_after_rnnlab_keeps_its_threads():
     """rnnlab's MKL puts its symbols in the process's global scope, and a PyTorch imported
     afterwards sizes its thread pool by them: it must see MKL's default thread count, not the
     one thread of rnnlab's calls (it got 1 while rnnlab used MKL's sequential layer)."""
-    torch = pytest.importorskip("torch")
+    torch = oracle("torch")
     mkl = _loaded_mkl()
     if mkl.layer != _mkl.GNU:
         pytest.skip("no GNU OpenMP runtime here: MKL runs sequential")

@@ -6,10 +6,10 @@ the step; and its gradients to finite differences."""
 
 import numpy as np
 import pytest
+from helpers import CELLS, make, oracle
 
-pytest.importorskip("numba")
+oracle("numba")
 
-from helpers import CELLS, make  # noqa: E402
 
 from rnnlab import fast, gradcheck, recurrence, settings  # noqa: E402
 from rnnlab.cells import ElmanCell, GRUCell, LSTMCell  # noqa: E402

@@ -14,18 +14,15 @@ gru-orig (reset before the product) has no PyTorch module: its gradient is check
 finite differences (test_seq2seq.py).
 """
 
-import os
 
 import numpy as np
 import pytest
+from helpers import oracle
 
 from rnnlab.losses import softmax_cross_entropy
 from rnnlab.seq2seq import Seq2Seq
 
-if os.environ.get("CI"):
-    import torch
-else:
-    torch = pytest.importorskip("torch")
+torch = oracle("torch")
 
 V, W, E, H = 7, 6, 3, 4
 B, S, T = 4, 8, 6  # padded beyond the longest source (6) and target (5)

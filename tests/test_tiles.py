@@ -11,10 +11,10 @@ import os
 
 import numpy as np
 import pytest
+from helpers import CELLS, make, oracle, random_state
 
-pytest.importorskip("numba")
+oracle("numba")
 
-from helpers import CELLS, make, random_state  # noqa: E402
 from test_fast import KIND_IDS, assert_close, cast, run_backward, run_forward, tape_arrays  # noqa: E402
 from test_parallel import split_problem  # noqa: E402
 
@@ -182,10 +182,7 @@ def test_float32_layers_on_tiles_match_torch(name, on_tiles):
     """The float32 layers as users run them (2 layers, bidirectional, batch-first) on the
     tiles, against PyTorch on copied weights: outputs and every gradient within float32's
     noise (the tiles' sums round in another order than oneDNN's)."""
-    if os.environ.get("CI"):
-        import torch
-    else:
-        torch = pytest.importorskip("torch")
+    torch = oracle("torch")
     from rnnlab.layers import GRU, LSTM, RNN
 
     ours_class, theirs_class = {"rnn": (RNN, torch.nn.RNN), "lstm": (LSTM, torch.nn.LSTM),

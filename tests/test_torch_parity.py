@@ -4,17 +4,14 @@ PyTorch is a test oracle only. Locally the module is skipped without torch; unde
 (CI set in the environment) a missing torch is an error, so these tests always run there.
 """
 
-import os
 
 import numpy as np
 import pytest
+from helpers import oracle
 
 from rnnlab.layers import GRU, LSTM, RNN
 
-if os.environ.get("CI"):
-    import torch
-else:
-    torch = pytest.importorskip("torch")
+torch = oracle("torch")
 
 RTOL = 1e-10
 

@@ -3,10 +3,11 @@ encoder–decoder that learns from it."""
 
 import numpy as np
 import pytest
+from helpers import oracle
 
 from rnnlab.tasks import transduction as td
 
-pytest.importorskip("num2words")
+oracle("num2words")
 pytest.importorskip("babel")
 
 

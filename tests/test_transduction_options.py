@@ -8,14 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import oracle
 
 from rnnlab import io
 from rnnlab.cli import main
 
 pytest.importorskip("sklearn")
-pytest.importorskip("num2words")
-pytest.importorskip("sacrebleu")
-pytest.importorskip("editdistance")
+oracle("num2words")
+oracle("sacrebleu")
+oracle("editdistance")
 
 TINY = ["--hidden", "8", "--embed", "4", "--batch-size", "4", "--train-size", "64", "--quiet",
         "--attention-size", "4", "--beam", "2"]  # fmt: skip

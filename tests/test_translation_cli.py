@@ -13,14 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import oracle
 
 from rnnlab import io
 from rnnlab.cli import main
 
-pytest.importorskip("num2words")
+oracle("num2words")
 pytest.importorskip("babel")
-pytest.importorskip("sacrebleu")
-pytest.importorskip("editdistance")
+oracle("sacrebleu")
+oracle("editdistance")
 
 TINY = ["--hidden", "8", "--embed", "4", "--batch-size", "4", "--train-size", "64", "--quiet"]
 
