@@ -487,3 +487,47 @@ def test_out_and_the_python_writers_share_one_name_check(fmt, runs, capsys, tmp_
     assert asked == [(tmp_path / "m.x", fmt, "--out")]
     assert "`--out` must be a name the check takes" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_out_dash_with_stdout_closed_is_refused(runs, capsys, tmp_path, monkeypatch):
+    """`rnnlab export RUN --out - >&-`: Python's sys.stdout is None, and asking it isatty()
+    ended in an AttributeError's traceback."""
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "stdout", None)
+    assert run_cli("export", runs["adding"], "--out", "-") == 2
+    err = capsys.readouterr().err
+    assert err == ("rnnlab: error: `--out` must be '-' with stdout redirected to a file or a "
+                   "pipe; got '-' with stdout closed instead. Give --out a file.\n")  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
+
+
+class _Refusing:
+    """A stdout whose reader is gone (`| head -c 10`) or whose disk is full (`> /dev/full`)."""
+
+    def __init__(self, error):
+        self.buffer = self
+        self.error = error
+
+    def isatty(self):
+        return False
+
+    def flush(self):
+        pass
+
+    def write(self, data):
+        raise self.error
+
+
+@pytest.mark.parametrize(("errno", "words"), [(32, "Broken pipe"), (28, "No space left on device")])
+def test_out_dash_stdout_refusing_the_graph_is_said(errno, words, runs, capsys, monkeypatch):
+    """A stdout that fails in the write was said in Python's words alone ("rnnlab: error:
+    [Errno 32] Broken pipe"), naming neither stdout nor --out, nor that what reached the
+    reader is not a whole graph."""
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "stdout", _Refusing(OSError(errno, words)))
+    assert run_cli("export", runs["adding"], "--out", "-") == 2
+    err = capsys.readouterr().err
+    assert err == (f"rnnlab: error: `--out` must be '-' with stdout taking the whole graph; got "
+                   f"'-' with stdout refusing it ({words}) instead. What reached stdout is not "
+                   "a whole graph: write it again, or give --out a file.\n")  # fmt: skip

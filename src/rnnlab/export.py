@@ -13,7 +13,8 @@ over a named pipe or a device, which the atomic rename would replace with a regu
 and its name is not one of another format's (`--format onnx --out m.torch.safetensors`
 wrote a graph a PyTorch user would take for a state_dict; the Python writers' `path` is
 refused the same way, by _checks.export_file_name). `--out -` writes the ONNX graph
-to stdout (one file, nothing printed beside it on stdout: the note goes to stderr); the two
+to stdout (one file, nothing printed beside it on stdout: the note goes to stderr; not to a
+terminal or a closed stdout, and a write that fails is said as --out's); the two
 other formats print code that loads the file by its path, so `-` is refused for them, and
 a file named "-" is `./-`.
 """
@@ -84,9 +85,16 @@ def export_run(
         data = onnx.to_bytes(model, lengths=lengths, state=state,
                              doc=f"rnnlab run {run_dir.name}")  # fmt: skip
         note = _onnx_note(data)
-        sys.stdout.flush()  # (anything printed before goes first)
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
+        try:
+            sys.stdout.flush()  # (anything printed before goes first)
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        except OSError as e:  # a reader gone (| head), a full disk: Python's "[Errno 32]
+            # Broken pipe" named neither stdout nor --out
+            _checks.fail("--out", "'-' with stdout taking the whole graph",
+                         f"'-' with stdout refusing it ({e.strerror or e})",
+                         "What reached stdout is not a whole graph: write it again, or give "
+                         "--out a file.")  # fmt: skip
         return None, note
     # (each writer refuses these too, under its own argument's name)
     path = _checks.file_to_write(run_dir / ("model" + SUFFIXES[fmt]) if out is None else out,
@@ -174,6 +182,9 @@ def _check_stdout(fmt: str) -> None:
                      f"The {fmt} export prints, on stdout, the code that loads the file by its "
                      f"path: give a file, e.g. --out model{SUFFIXES[fmt]} (a file named '-' is "
                      "./-).")  # fmt: skip
+    if sys.stdout is None:  # (`>&-`: Python's sys.stdout is None, and isatty() failed)
+        _checks.fail("--out", "'-' with stdout redirected to a file or a pipe",
+                     "'-' with stdout closed", "Give --out a file.")  # fmt: skip
     if sys.stdout.isatty():
         _checks.fail("--out", "'-' with stdout redirected to a file or a pipe",
                      "'-' with stdout a terminal",
