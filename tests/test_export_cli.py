@@ -156,15 +156,18 @@ def test_bad_input_is_one_line_and_leaves_no_file(runs, capsys, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("name", ["m.json", "m.textproto", "m.onnxtxt"])
-def test_an_onnx_out_that_onnx_reads_as_text_is_refused_by_name(name, runs, capsys, tmp_path):
+@pytest.mark.parametrize(("name", "reader"), [("m.json", "onnx.load"), ("m.textproto", "onnx.load"),
+                                            ("m.onnxtxt", "onnx.load"), ("m.ort", "onnxruntime")])
+def test_an_onnx_out_read_as_another_format_is_refused_by_name(name, reader, runs, capsys,
+                                                               tmp_path):  # fmt: skip
     """onnx.load picks the format by the suffix: a binary graph written as m.json was read
-    back as JSON, and the export failed after writing the file (a UTF-8 error naming nothing)."""
+    back as JSON, and the export failed after writing the file (a UTF-8 error naming nothing);
+    onnxruntime reads m.ort as its ORT format, and refused the graph written under it."""
     capsys.readouterr()
     assert run_cli("export", runs["adding"], "--out", tmp_path / name) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "`--out` must be a file name for a binary ONNX graph" in err
-    assert "which onnx.load reads as" in err and list(tmp_path.iterdir()) == []
+    assert f"which {reader} reads as" in err and list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "safetensors-torch", "keras"])

@@ -550,6 +550,20 @@ def test_a_path_onnx_reads_as_text_is_refused(name, tmp_path):
     assert onnx.load(str(tmp_path / "m.pb")).graph.node
 
 
+@pytest.mark.parametrize("name", ["m.ort", "M.ORT"])
+def test_a_path_onnxruntime_reads_as_its_ort_format_is_refused(name, tmp_path):
+    """onnxruntime reads a file named '.ort' (in any case) as its ORT format: the graph
+    written as m.ort was refused by onnxruntime ("ORT model verification failed") and by
+    rnnlab's own Runtime, after export had said nothing."""
+    with pytest.raises(ValueError, match=r"`path` must be a file name for a binary ONNX graph.*"
+                       r"which onnxruntime reads as its own ORT format"):  # fmt: skip
+        rx.export(GRU(3, 4, rng=0), tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
+    rx.export(GRU(3, 4, rng=0), tmp_path / "m.sort")  # a name ending in "ort" is no suffix
+    assert rx.Runtime(tmp_path / "m.sort").forward(np.ones((1, 2, 3), np.float32)).output.shape \
+        == (1, 2, 4)
+
+
 def test_mean_over_time_after_a_time_major_layer_is_refused(tmp_path):
     """Sequential refuses MeanOverTime after (T, B, F) outputs (it would average over the
     batch); the ONNX and PyTorch exports wrote that model, wrong, instead of refusing it."""

@@ -341,10 +341,16 @@ def to_bytes(model: object, *, lengths: bool = True, state: bool = False, opset:
 
 
 def check_path(path: Path, name: str) -> None:
-    """Refuse a file name that onnx.load would read as another format than the binary graph
-    `export` writes: it picks the format by the suffix (a '.json' file is read as JSON), and
-    onnxruntime reads binary graphs only."""
+    """Refuse a file name that onnx.load or onnxruntime would read as another format than
+    the binary graph `export` writes: onnx.load picks the format by the suffix (a '.json'
+    file is read as JSON), and onnxruntime reads a file named '.ort' (in any case) as its
+    own ORT format, refusing the graph ("ORT model verification failed"), rnnlab's Runtime
+    too."""
     onnx = _require("onnx")
+    if path.suffix.lower() == ".ort":
+        _checks.fail(name, "a file name for a binary ONNX graph (such as model.onnx)",
+                     f"'{path}', which onnxruntime reads as its own ORT format by its suffix",
+                     "An ONNX graph is no ORT file (onnxruntime converts one into the other).")
     read_as = onnx.serialization.registry.get_format_from_file_extension(path.suffix)
     if read_as not in (None, "protobuf"):
         _checks.fail(name, "a file name for a binary ONNX graph (such as model.onnx)",
