@@ -534,3 +534,17 @@ def test_out_dash_stdout_refusing_the_graph_is_said(errno, words, runs, capsys, 
     assert err == (f"rnnlab: error: `--out` must be '-' with stdout taking the whole graph; got "
                    f"'-' with stdout refusing it ({words}) instead. What reached stdout is not "
                    "a whole graph: write it again, or give --out a file.\n")  # fmt: skip
+
+
+def test_a_run_named_in_bytes_that_are_not_utf8_exports(runs, tmp_path):
+    """A run folder whose name is not UTF-8 (b"run\\xff") failed to export to ONNX with "'utf-8'
+    codec can't encode character '\\udcff'", naming nothing: its name goes into the graph's
+    doc_string, a protobuf string. The byte is now written \\xff there."""
+    import shutil
+
+    import onnx
+
+    run = tmp_path / os.fsdecode(b"run\xff")
+    shutil.copytree(runs["adding"], run)
+    assert run_cli("export", run, "--out", tmp_path / "m.onnx") == 0
+    assert onnx.load(str(tmp_path / "m.onnx")).doc_string == "rnnlab run run\\xff"

@@ -564,6 +564,14 @@ def test_a_path_onnxruntime_reads_as_its_ort_format_is_refused(name, tmp_path):
         == (1, 2, 4)
 
 
+def test_a_doc_that_is_not_unicode_text_is_refused_by_name(tmp_path):
+    """A lone surrogate in `doc` (a command line's byte that is not UTF-8) failed in
+    protobuf's words, "'utf-8' codec can't encode character '\\udcff'", naming no argument."""
+    with pytest.raises(ValueError, match=r"`doc` must be valid Unicode text; got the byte 0xff"):
+        rx.export(GRU(3, 4, rng=0), tmp_path / "m.onnx", doc="run \udcff")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_mean_over_time_after_a_time_major_layer_is_refused(tmp_path):
     """Sequential refuses MeanOverTime after (T, B, F) outputs (it would average over the
     batch); the ONNX and PyTorch exports wrote that model, wrong, instead of refusing it."""

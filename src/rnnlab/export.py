@@ -82,8 +82,7 @@ def export_run(
     if to_stdout:
         from rnnlab import onnx
 
-        data = onnx.to_bytes(model, lengths=lengths, state=state,
-                             doc=f"rnnlab run {run_dir.name}")  # fmt: skip
+        data = onnx.to_bytes(model, lengths=lengths, state=state, doc=_onnx_doc(run_dir))
         note = _onnx_note(data)
         try:
             sys.stdout.flush()  # (anything printed before goes first)
@@ -121,7 +120,7 @@ def export_run(
 
         onnx.check_path(path, "--out")
 
-        onnx.export(model, path, lengths=lengths, state=state, doc=f"rnnlab run {run_dir.name}")
+        onnx.export(model, path, lengths=lengths, state=state, doc=_onnx_doc(run_dir))
         return path, _onnx_note(path)
     if fmt == "safetensors-torch":
         tensors = torch_state_dict(model)
@@ -190,6 +189,14 @@ def _check_stdout(fmt: str) -> None:
                      "'-' with stdout a terminal",
                      "An ONNX graph is binary: redirect it (> model.onnx, | ...), or give "
                      "--out a file.")  # fmt: skip
+
+
+def _onnx_doc(run_dir: Path) -> str:
+    """The graph's doc_string, naming the run: a folder name's bytes that are not UTF-8 (on
+    the command line, as lone surrogates) written \\xff, since a protobuf string is UTF-8 (the
+    export of such a run failed with "'utf-8' codec can't encode character '\\udcff'")."""
+    name = run_dir.name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return f"rnnlab run {name}"
 
 
 def _onnx_note(graph_file: Path | bytes) -> str:

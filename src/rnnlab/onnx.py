@@ -369,6 +369,7 @@ def build_model(model: object, *, lengths: bool = True, state: bool = False,
                      f"{onnx.__version__} knows)", _checks.describe(opset))  # fmt: skip
     if not isinstance(doc, str):  # (protobuf's own error names no argument)
         _checks.fail("doc", "a str", _checks.describe(doc))
+    _checks.unicode_text(doc, "doc")  # (protobuf's "'utf-8' codec can't encode" named none)
     check_exportable(model)
     modules = _modules(model)
     if not modules:
