@@ -572,6 +572,17 @@ def test_a_doc_that_is_not_unicode_text_is_refused_by_name(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_runtime_runs_a_file_whose_name_is_not_utf8(tmp_path):
+    """onnxruntime takes a path as UTF-8 text only: Runtime on m\\xff.onnx, a file export
+    wrote, said "is not an ONNX model onnxruntime can run: __init__(): incompatible
+    constructor arguments"."""
+    layer = GRU(3, 4, rng=0)
+    path = rx.export(layer, tmp_path / os.fsdecode(b"m\xff.onnx"))
+    x = np.random.default_rng(0).standard_normal((2, 5, 3)).astype(np.float32)
+    np.testing.assert_allclose(rx.Runtime(path).forward(x).output, layer.forward(x).output,
+                               atol=1e-6, rtol=0)  # fmt: skip
+
+
 def test_mean_over_time_after_a_time_major_layer_is_refused(tmp_path):
     """Sequential refuses MeanOverTime after (T, B, F) outputs (it would average over the
     batch); the ONNX and PyTorch exports wrote that model, wrong, instead of refusing it."""

@@ -921,9 +921,16 @@ class Runtime:
         if threads is not None:
             opts.intra_op_num_threads = _checks.positive_int(threads, "threads")
             opts.inter_op_num_threads = 1
+        source: str | bytes = str(path)
+        try:
+            source.encode("utf-8")
+        except UnicodeEncodeError:  # a name whose bytes are not UTF-8 (m\xff.onnx), which
+            # onnxruntime's path argument refused as "incompatible constructor arguments"
+            # (said as a file it cannot run): the file's bytes, which it takes too
+            source = path.read_bytes()
         try:
             self.session = ort.InferenceSession(
-                str(path), sess_options=opts, providers=["CPUExecutionProvider"]
+                source, sess_options=opts, providers=["CPUExecutionProvider"]
             )
         except Exception as e:  # onnxruntime raises its own types for a bad file
             raise ValueError(f"'{path}' is not an ONNX model onnxruntime can run: {e}") from None
