@@ -923,7 +923,7 @@ class Runtime:
             opts.inter_op_num_threads = 1
         source: str | bytes = str(path)
         try:
-            source.encode("utf-8")
+            str(path).encode("utf-8")
         except UnicodeEncodeError:  # a name whose bytes are not UTF-8 (m\xff.onnx), which
             # onnxruntime's path argument refused as "incompatible constructor arguments"
             # (said as a file it cannot run): the file's bytes, which it takes too
