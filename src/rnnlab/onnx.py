@@ -43,7 +43,8 @@ The GRU's two forms are ONNX's `linear_before_reset` 1 (reset-after, PyTorch's) 
 original). LSTM peepholes go to the input P in ONNX's order i, o, f. What the operators
 cannot express is refused with a one-line error naming it: the cell-clipped and
 layer-normalised LSTMs (ONNX's `clip` bounds the gates' pre-activations, not the cell
-state), output-feedback models and cells of one's own. The coupled LSTM (i = 1 − f) is
+state), a layer's projection (proj_size, of an LSTM or an Elman layer) and zoneout,
+output-feedback models and cells of one's own. The coupled LSTM (i = 1 − f) is
 expressed exactly: its input gate's weights are the forget gate's, negated. Refused too: a
 module of one's own, a subclass of one of rnnlab's modules (or of Sequential), whose forward
 may compute otherwise, while the graph, built from its parameters, computes its base's.
