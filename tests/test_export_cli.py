@@ -10,18 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import oracle
 
 from rnnlab import tasks
 from rnnlab.cli import main
 from rnnlab.layers import Forward
 from rnnlab.runs import load_run
 
-if os.environ.get("CI"):
-    import onnxruntime  # noqa: F401
-    import torch
-else:
-    pytest.importorskip("onnxruntime")
-    torch = pytest.importorskip("torch")
+oracle("onnxruntime")
+torch = oracle("torch")
 
 import rnnlab.onnx as rx  # noqa: E402
 
@@ -330,7 +327,7 @@ def test_keras_export_gives_the_metric(task, runs, capsys, tmp_path):
     model gives evaluate's held-out metrics (Keras with the torch backend, as an oracle);
     digits' bidirectional LSTM with a learned initial state too (it was refused)."""
     os.environ.setdefault("KERAS_BACKEND", "torch")
-    keras = pytest.importorskip("keras") if not os.environ.get("CI") else __import__("keras")
+    keras = oracle("keras")
     run = runs[task]
     out = tmp_path / "m.weights.h5"
     capsys.readouterr()
@@ -456,6 +453,14 @@ def test_out_dash_is_refused_on_a_terminal(runs, capsys, tmp_path, monkeypatch):
          "--format onnx to write that, or a name ending in .torch.safetensors."),
         ("safetensors-torch", "x.weights.h5", "names Keras weights"),
         ("keras", "x.torch.safetensors", "names a PyTorch state_dict"),
+        # (what a PyTorch user opens with torch.load: a graph there, or safetensors, was
+        # written without a word)
+        ("onnx", "x.pt", "whose suffix .pt names a pickled PyTorch file (torch.save's; rnnlab "
+         "writes no pickle) instead. Give a name ending in .onnx."),
+        ("safetensors-torch", "X.PTH", "whose suffix .pth names a pickled PyTorch file "
+         "(torch.save's; rnnlab writes no pickle) instead. Give a name ending in "
+         ".torch.safetensors."),
+        ("keras", "x.pt", "names a pickled PyTorch file"),
     ],
 )  # fmt: skip
 def test_an_out_named_for_another_format_is_refused(fmt, name, message, runs, capsys, tmp_path):

@@ -10,18 +10,15 @@ import os
 
 import numpy as np
 import pytest
+from helpers import oracle
 
 from rnnlab import models
 from rnnlab.cells import ElmanCell, LSTMCell
 from rnnlab.layers import GRU, LSTM, RNN, Recurrent
 from rnnlab.modules import Dropout, Embedding, LastStep, Linear, MeanOverTime, Sequential
 
-if os.environ.get("CI"):
-    import onnx
-    import onnxruntime  # noqa: F401
-else:
-    onnx = pytest.importorskip("onnx")
-    pytest.importorskip("onnxruntime")
+onnx = oracle("onnx")
+oracle("onnxruntime")
 
 import rnnlab.onnx as rx  # noqa: E402
 
@@ -417,7 +414,7 @@ def test_two_recurrent_modules_get_their_own_state_names(tmp_path):
 def test_runtime_refuses_a_misspelt_option(tmp_path):
     """Runtime.forward takes the pass options of every module's forward and refuses any other
     keyword, as a module does (it once swallowed them: `lenghts=` ran without padding)."""
-    pytest.importorskip("onnxruntime")
+    oracle("onnxruntime")
     layer = LSTM(3, 4, rng=np.random.default_rng(0))
     path = rx.export(layer, tmp_path / "m.onnx")
     x = np.random.default_rng(1).standard_normal((5, 2, 3)).astype(np.float32)

@@ -7,22 +7,17 @@ onnx and onnxruntime are in the test extra; locally skipped without them, as tes
 """
 
 import itertools
-import os
 
 import numpy as np
 import pytest
-from helpers import Residual, Softmaxed, TanhLinear
+from helpers import Residual, Softmaxed, TanhLinear, oracle
 
 from rnnlab.cells import GRUCell
 from rnnlab.layers import GRU, LSTM, RNN, Forward
 from rnnlab.modules import Dropout, Embedding, LastStep, Linear, MeanOverTime, Sequential
 
-if os.environ.get("CI"):
-    import onnx
-    import onnxruntime
-else:
-    onnx = pytest.importorskip("onnx")
-    onnxruntime = pytest.importorskip("onnxruntime")
+onnx = oracle("onnx")
+onnxruntime = oracle("onnxruntime")
 
 import rnnlab.onnx as rx  # noqa: E402
 

@@ -584,8 +584,9 @@ EXPORT_SUFFIXES = {"onnx": ".onnx", "safetensors-torch": ".torch.safetensors",
 """The name each export's file ends in (rnnlab export RUN --format F writes RUN/model<suffix>)."""
 
 # Names that say another format than the one written: the formats' own suffixes, rnnlab's
-# (and PyTorch's) .safetensors, Keras' .h5 and its whole-model .keras. Lower case: a name's
-# suffix is compared in lower case (M.ONNX is an ONNX graph's name too). Longest first.
+# (and PyTorch's) .safetensors, Keras' .h5 and its whole-model .keras, torch.save's .pt and
+# .pth (refused for every format). Lower case: a name's suffix is compared in lower case
+# (M.ONNX is an ONNX graph's name too). Longest first.
 _FORMAT_SUFFIXES = {
     ".torch.safetensors": ("safetensors-torch", "a PyTorch state_dict"),
     ".safetensors": ("safetensors-torch", "safetensors weights"),
@@ -593,6 +594,10 @@ _FORMAT_SUFFIXES = {
     ".h5": ("keras", "Keras weights"),
     ".keras": ("keras", "a whole Keras model (rnnlab writes the weights, .weights.h5)"),
     ".onnx": ("onnx", "an ONNX graph"),
+    # (what torch.save writes and torch.load unpickles: rnnlab writes no pickle, and a graph
+    # or safetensors file under such a name is what a PyTorch user opens with torch.load)
+    ".pth": ("pickle", "a pickled PyTorch file (torch.save's; rnnlab writes no pickle)"),
+    ".pt": ("pickle", "a pickled PyTorch file (torch.save's; rnnlab writes no pickle)"),
 }
 
 # What writes each format from Python (said where a Python caller gave a name of another's).
@@ -622,7 +627,8 @@ def export_file_name(path: Path, fmt: str, name: str) -> None:
         own = EXPORT_SUFFIXES[fmt]
         expected = (f"a file name for --format {fmt}" if cli
                     else f"a file name for {_PYTHON_WRITERS[fmt][0]}") + f", such as model{own}"
-        if suffix == ".keras":  # (rnnlab writes no whole Keras model)
+        if suffix == ".keras" or other == "pickle":  # (rnnlab writes no whole Keras model,
+            # no pickle)
             hint = f"Give a name ending in {own}."
         elif cli:
             hint = f"Give --format {other} to write that, or a name ending in {own}."
