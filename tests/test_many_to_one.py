@@ -117,6 +117,22 @@ def test_dropout_between_the_layer_and_laststep_keeps_the_directions():
         Sequential(summed, Dropout(0.5), LastStep()).forward(x)
 
 
+def test_mean_over_time_after_a_dropout_after_a_summed_bidirectional_layer():
+    """MeanOverTime averages a layer's outputs, whatever their merge: past a Dropout after a
+    merge='sum' layer it was refused with LastStep's reason (final states), and so was the
+    model's export. It computes what it computes without the Dropout (the identity in
+    evaluation), and its gradients are exact."""
+    from rnnlab.modules import Dropout, MeanOverTime
+
+    rng = np.random.default_rng(6)
+    summed = make(CELLS[2][1], {}, I, H, 1, True, rng, merge="sum")
+    x = rng.standard_normal((B, T, I))
+    direct = Sequential(summed, MeanOverTime()).forward(x, lengths=LENGTHS).output
+    model = Sequential(summed, Dropout(0.5), MeanOverTime())
+    np.testing.assert_array_equal(model.forward(x, lengths=LENGTHS).output, direct)
+    gradcheck(model, x, lengths=LENGTHS).assert_ok()
+
+
 @pytest.mark.parametrize("readout", ["LastStep", "MeanOverTime"])
 def test_a_readout_after_a_time_major_layer_is_refused(readout):
     """(T, B, F) read as (B, T, F): LastStep returned T rows of batch item B-1's values."""

@@ -413,7 +413,8 @@ def readout_source(modules: Sequence[object], i: int) -> int | None:
     between = modules[j + 1 : i]
     if any(isinstance(m, Linear) for m in between):
         return None
-    if between and layer.bidirectional and layer.merge == "sum":
+    if between and layer.bidirectional and layer.merge == "sum" and readout == "LastStep":
+        # (MeanOverTime averages the summed outputs, Dropout or not: it was refused too)
         _checks.fail(f"modules[{i}]", "LastStep right after a bidirectional layer with "
                      "merge 'sum' (it reads the layer's final states)",
                      f"{len(between)} module(s) between them",
