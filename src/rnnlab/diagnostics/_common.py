@@ -37,7 +37,26 @@ def check_layer(layer: object, one_step: bool = False) -> Recurrent:
             f"proj_size={layer.proj_size}, zoneout={layer.zoneout}",
             "The lag profiles (rnnlab.diagnostics.gradient_by_lag) take such layers.",
         )
+    finite_params(layer)
     return layer
+
+
+def finite_params(layer: Recurrent) -> None:
+    """Refuse a layer whose weights hold a NaN, or an inf outside a bias (as the exports do:
+    an infinite bias shuts a gate and computes as it should). Such a layer's states are NaN
+    from the first step, and the analyses read them as numbers: every lag "undetermined",
+    the map "overflows float64 (exploding)", the gates "near 0 in 0%" (a NaN is near
+    nothing), none of which said the weights were the trouble."""
+    for key, value in layer.params.items():
+        a = np.asarray(value)
+        if a.dtype.kind != "f" or _checks.all_finite(a):
+            continue
+        bad = np.isnan(a) if key.startswith("bias") else ~np.isfinite(a)
+        if bad.any():
+            at = tuple(int(i) for i in np.argwhere(bad)[0])
+            _checks.fail("layer", "a layer with finite weights (no NaN; inf only in a bias)",
+                         f"{float(a[at])} in {key!r}" + (f" at index {at}" if at else ""),
+                         "Its weights have diverged: analyse an earlier checkpoint's.")  # fmt: skip
 
 
 def float64_copy(layer: Recurrent, x: object) -> tuple[Recurrent, np.ndarray]:

@@ -197,8 +197,12 @@ def recurrent_spectrum(
         for k in range(source.num_layers):
             for sfx in source.directions:
                 name = f"weight_hh_l{k}{sfx}"
+                # (a NaN or inf was LAPACK's "SVD did not converge", with a traceback)
+                W = _checks.float_array(source.params[name], f"source.params[{name!r}]")
                 W_hr = source.params.get(f"weight_hr_l{k}{sfx}")
-                blocks += _blocks(name, source.params[name], names, W_hr)
+                if W_hr is not None:
+                    W_hr = _checks.float_array(W_hr, f"source.params['weight_hr_l{k}{sfx}']")
+                blocks += _blocks(name, W, names, W_hr)
         return Spectrum(blocks)
     if not isinstance(source, np.ndarray):
         _checks.fail(

@@ -1,0 +1,110 @@
+"""rnnlab.diagnostics as a researcher meets it (review 143): Jacobian products against a
+float64 finite difference of the end state with respect to an earlier one, spectra against
+np.linalg, and the bad input that came out as a traceback or a silently wrong number."""
+
+import numpy as np
+import pytest
+
+from rnnlab import diagnostics as dg
+from rnnlab.layers import GRU, LSTM, RNN
+
+H = 4
+
+
+def _end_state(layer, xs, s):
+    """The state after running `xs` (1, n, I) from the state s (h, or h and c side by side)."""
+    if layer.cell.has_c:
+        f = layer.forward(xs, state=(s[None, None, :H], s[None, None, H:]))
+        return np.concatenate([f.state[0][0, 0], f.state[1][0, 0]])
+    return layer.forward(xs, state=s[None, None]).state[0, 0]
+
+
+LAYERS = {
+    "tanh": lambda: RNN(3, H, dtype=np.float64, rng=0),
+    "irnn": lambda: RNN(3, H, nonlinearity="relu", init="irnn", dtype=np.float64, rng=0),
+    "lstm": lambda: LSTM(3, H, dtype=np.float64, rng=0),
+    "gru": lambda: GRU(3, H, dtype=np.float64, rng=0),
+}
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_jacobian_products_are_finite_differences_of_the_end_state(name):
+    """‖∂s_T/∂s_k‖₂ at every lag against the SVD of a central difference of the layer's own
+    forward pass started from s_k (the layer, not the step the products are built from)."""
+    layer = LAYERS[name]()
+    layer.params = {k: 1.5 * v if "hh" in k else v for k, v in layer.params.items()}
+    x = np.random.default_rng(2).standard_normal((2, 7, 3))
+    xs, T = x[1:2], 7
+    S = 2 * H if layer.cell.has_c else H
+    states, s = [], np.zeros(S)
+    for t in range(T):
+        s = _end_state(layer, xs[:, t : t + 1], s)
+        states.append(s)
+    prof = dg.jacobian_products(layer, x, sample=1)
+    assert list(prof.lags) == list(range(1, T + 1))
+    for ell in prof.lags:
+        start = T - 1 - ell
+        s0 = np.zeros(S) if start < 0 else states[start]
+        J = np.empty((S, S))
+        for i in range(S):
+            e = np.zeros(S)
+            e[i] = 1e-6
+            J[:, i] = (_end_state(layer, xs[:, start + 1 :], s0 + e)
+                       - _end_state(layer, xs[:, start + 1 :], s0 - e)) / 2e-6  # fmt: skip
+        want = np.linalg.svd(J, compute_uv=False)[0]
+        assert prof.measured[ell - 1] == pytest.approx(want, rel=1e-6), ell
+    assert np.all(prof.measured <= prof.bound * (1 + 1e-12))
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_spectrum_is_numpy_s_eigenvalues_and_singular_values(name):
+    layer = LAYERS[name]()
+    W = layer.params["weight_hh_l0"]
+    blocks = dg.recurrent_spectrum(layer).blocks
+    assert len(blocks) == W.shape[0] // H
+    for g, blk in enumerate(blocks):
+        Wg = W[g * H : (g + 1) * H]
+        assert blk.spectral_radius == pytest.approx(np.abs(np.linalg.eigvals(Wg)).max())
+        assert blk.spectral_norm == pytest.approx(np.linalg.norm(Wg, 2))
+
+
+ANALYSES = {
+    "gradient_by_lag": lambda layer, x: dg.gradient_by_lag(layer, x),
+    "gradient_map": lambda layer, x: dg.gradient_map(layer, x),
+    "jacobian_products": lambda layer, x: dg.jacobian_products(layer, x),
+    "step_jacobians": lambda layer, x: dg.step_jacobians(layer, x),
+    "gate_saturation": lambda layer, x: dg.gate_saturation(layer, x),
+}
+
+
+@pytest.mark.parametrize("analysis", list(ANALYSES))
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_layer_whose_weights_are_not_finite_is_refused_naming_the_weight(analysis, bad):
+    """Its states are NaN from the first step: the lag profile was "undetermined", the map
+    "overflows float64 (exploding)", the gates "near 0 in 0%", none naming the weights."""
+    layer = LSTM(3, H, dtype=np.float64, rng=0)
+    layer.params["weight_hh_l0"][1, 2] = bad
+    x = np.random.default_rng(0).standard_normal((2, 5, 3))
+    with pytest.raises(ValueError, match=rf"`layer` must be a layer with finite weights \(no "
+                       rf"NaN; inf only in a bias\); got {bad} in 'weight_hh_l0' at index "
+                       r"\(1, 2\)"):  # fmt: skip
+        ANALYSES[analysis](layer, x)
+
+
+def test_an_infinite_bias_shuts_a_gate_and_is_analysed():
+    layer = LSTM(3, H, dtype=np.float64, rng=0)
+    layer.params["bias_ih_l0"][H : 2 * H] = -np.inf  # the forget gate shut
+    x = np.random.default_rng(0).standard_normal((2, 5, 3))
+    sat = dg.gate_saturation(layer, x)
+    assert sat.overall_low[0, sat.gates.index("f")] == 1.0
+    assert np.all(np.isfinite(dg.gradient_by_lag(layer, x).mean))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_the_spectrum_of_a_layer_with_a_weight_not_finite_names_it(bad):
+    """It was LAPACK's LinAlgError ("SVD did not converge"), a traceback."""
+    layer = RNN(3, H, dtype=np.float64, rng=0)
+    layer.params["weight_hh_l0"][0, 3] = bad
+    with pytest.raises(ValueError, match=rf"`source.params\['weight_hh_l0'\]` must be finite "
+                       rf"\(no NaN or inf\); got {bad} at index \(0, 3\)"):  # fmt: skip
+        dg.recurrent_spectrum(layer)
