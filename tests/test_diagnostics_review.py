@@ -108,3 +108,56 @@ def test_the_spectrum_of_a_layer_with_a_weight_not_finite_names_it(bad):
     with pytest.raises(ValueError, match=rf"`source.params\['weight_hh_l0'\]` must be finite "
                        rf"\(no NaN or inf\); got {bad} at index \(0, 3\)"):  # fmt: skip
         dg.recurrent_spectrum(layer)
+
+
+def _rnn():
+    return RNN(3, H, dtype=np.float64, rng=0)
+
+
+BAD_CALLS = [
+    # an empty batch was "`sample` must be an integer in [0, 0)"; the shapes said were those
+    # of the one sequence cut out of x, not of the x given
+    (lambda: dg.jacobian_products(_rnn(), np.zeros((0, 5, 3))),
+     r"`x` must be an array of one sequence and one step at least; got shape \(0, 5, 3\)"),
+    (lambda: dg.step_jacobians(_rnn(), np.zeros((2, 0, 3))),
+     r"`x` must be an array of one sequence and one step at least; got shape \(2, 0, 3\)"),
+    (lambda: dg.jacobian_products(_rnn(), np.zeros((2, 5, 4))),
+     r"`x` must be an array with 3 features in its last axis \(input_size\); got shape "
+     r"\(2, 5, 4\)"),
+    # an empty matrix was ZeroDivisionError ("integer modulo by zero")
+    (lambda: dg.recurrent_spectrum(np.zeros((0, 0))),
+     r"`source` must be a recurrent weight of shape \(G·H, H\).*; got shape \(0, 0\)"),
+    (lambda: dg.recurrent_spectrum(np.zeros((0, 3))),
+     r"`source` must be a recurrent weight of shape \(G·H, H\).*; got shape \(0, 3\)"),
+    (lambda: dg.spectrum_over_checkpoints(
+        [(0, {"weight_hh_l0": np.zeros((4, 2)), "weight_hr_l0": np.zeros((2, 0))})]),
+     r"`checkpoints\[0\]\['weight_hr_l0'\]` must be a projection of shape \(2, H\)"),
+    # the same names with other shapes: "(['weight_hh_l0']); got ['weight_hh_l0']"
+    (lambda: dg.spectrum_over_checkpoints(
+        [(0, {"weight_hh_l0": np.eye(3)}), (1, {"weight_hh_l0": np.eye(4)})]),
+     r"`checkpoints\[1\]` must be the same recurrent weights as checkpoint 0 \(weight_hh_l0 "
+     r"3×3\); got weight_hh_l0 4×4 instead"),
+    # IndexError, "cannot convert float NaN to integer", "could not convert string to float"
+    (lambda: dg.fit_rate([0, 1, 2], [1.0, 0.1]),
+     r"`values` must be one value per lag \(3\); got 2 instead"),
+    (lambda: dg.fit_rate([0, np.nan, 2], [1.0, 0.1, 0.01]),
+     r"`lags` must be finite numbers; got nan among them"),
+    (lambda: dg.fit_rate("abc", [1.0, 0.1, 0.01]),
+     r"`lags` must be a 1-D array of real numbers; got 'abc' \(str\)"),
+    (lambda: dg.fit_rate([0, 1, 2], [[1.0, 0.1, 0.01]]),
+     r"`values` must be a 1-D array of real numbers; got a list of length 1"),
+    (lambda: dg.fit_rate([0, 1], [[1.0], [0.1, 0.01]]),
+     r"`values` must be a 1-D array of real numbers; got a list of length 2"),
+]
+
+
+@pytest.mark.parametrize("case", range(len(BAD_CALLS)))
+def test_bad_input_is_named_not_a_traceback(case):
+    call, message = BAD_CALLS[case]
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_fit_rate_takes_integer_lags_and_leaves_out_what_is_not_positive():
+    fit = dg.fit_rate(np.arange(5), np.array([1.0, 0.1, 0.0, np.inf, 1e-4]))
+    assert fit.points == 3 and fit.slope == pytest.approx(-1.0) and fit.trend == "vanishing"

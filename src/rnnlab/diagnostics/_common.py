@@ -231,18 +231,40 @@ def fit_rate(lags: ArrayLike, values: ArrayLike, horizon: int = STABLE_HORIZON) 
     A gradient that falls by 10x every n steps has slope −1/n. Zeros (an exactly vanished
     gradient, a dead ReLU) and NaNs (no sequence that long) are left out of the fit.
     """
-    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    lags, values = _series(lags, values, "values")
     logs = np.full(values.shape, np.nan)
     np.log10(values, out=logs, where=np.isfinite(values) & (values > 0))
     return fit_log10(lags, logs, horizon)
+
+
+def _series(lags: object, values: object, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """`lags` (finite) and `values` (NaN and inf left out of a fit) as float64 vectors of one
+    length, refused by name otherwise: values one shorter than the lags were NumPy's
+    IndexError ("boolean index did not match"), a NaN lag "cannot convert float NaN to
+    integer", text "could not convert string to float", and 2-D arrays were flattened, their
+    lags and values paired by position whatever their shapes."""
+    out = []
+    for what, v in (("lags", lags), (name, values)):
+        try:
+            a = np.asarray(v)
+        except (TypeError, ValueError):  # (a ragged list)
+            a = None
+        if a is None or a.ndim != 1 or a.dtype.kind not in "iuf":
+            _checks.fail(what, "a 1-D array of real numbers", _checks.describe(v))
+        out.append(a.astype(np.float64))
+    x, y = out
+    if not np.all(np.isfinite(x)):
+        _checks.fail("lags", "finite numbers", f"{x[~np.isfinite(x)][0]} among them")
+    if y.shape != x.shape:
+        _checks.fail(name, f"one value per lag ({x.size})", f"{y.size}")
+    return x, y
 
 
 def fit_log10(
     lags: ArrayLike, log10_values: ArrayLike, horizon: int = STABLE_HORIZON
 ) -> RateFit:
     """`fit_rate` for values given by their log10 (non-finite ones are left out)."""
-    lags = np.asarray(lags, dtype=np.float64).reshape(-1)
-    y = np.asarray(log10_values, dtype=np.float64).reshape(-1)
+    lags, y = _series(lags, log10_values, "log10_values")
     horizon = check_int(horizon, "horizon", 1, 2**31)
     keep = np.isfinite(y)
     x, y, n = lags[keep], y[keep], int(keep.sum())

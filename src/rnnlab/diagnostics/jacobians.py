@@ -116,6 +116,13 @@ class JacobianProfile:
 def _sample_tape(layer, x, lengths, sample, layer_index, direction):
     """Run the layer on one sequence cut to its valid length; return its tape for (k, d)."""
     layer, x = float64_copy(layer, x)
+    # x as given, before one sequence is cut out of it: an empty batch was "`sample` must be
+    # an integer in [0, 0)", and the forward's checks said the cut's shape, "got shape
+    # (1, 0, 4)" of the x of shape (3, 0, 4) given, "(1, 7, 5)" of one with 5 features
+    _checks.batch_of_steps(x if layer.batch_first else np.swapaxes(x, 0, 1))
+    if x.shape[2] != layer.input_size:
+        _checks.fail("x", f"an array with {layer.input_size} features in its last axis "
+                     "(input_size)", f"shape {x.shape}")  # fmt: skip
     B, T = (x.shape[0], x.shape[1]) if layer.batch_first else (x.shape[1], x.shape[0])
     m = valid_mask(lengths, None, B, T)
     sample = check_int(sample, "sample", 0, B)

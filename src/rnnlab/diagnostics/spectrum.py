@@ -171,7 +171,7 @@ def _blocks(
 def _check_matrix(W: object, name: str) -> np.ndarray:
     W = _checks.float_array(W, name, ndim=2)
     rows, H = W.shape
-    if rows % H != 0:
+    if not rows or not H or rows % H != 0:  # (an empty one: "integer modulo by zero")
         _checks.fail(
             name, "a recurrent weight of shape (G·H, H): G stacked H × H blocks", f"shape {W.shape}"
         )
@@ -260,7 +260,7 @@ def spectrum_over_checkpoints(
                 W = _checks.float_array(params[key], f"checkpoints[{i}][{key!r}]", ndim=2)
                 W_hr = _checks.float_array(params[hr], f"checkpoints[{i}][{hr!r}]", ndim=2)
                 H = W_hr.shape[1]
-                if W.shape[0] % H or W_hr.shape[0] != W.shape[1]:
+                if not H or W.shape[0] % H or W_hr.shape[0] != W.shape[1]:
                     _checks.fail(f"checkpoints[{i}][{hr!r}]",
                                  f"a projection of shape ({W.shape[1]}, H) with H dividing "
                                  f"{W.shape[0]}", f"shape {W_hr.shape}")  # fmt: skip
@@ -275,10 +275,16 @@ def spectrum_over_checkpoints(
             b.singular_values.shape != a.singular_values.shape
             for a, b in zip(rows[0], blocks, strict=True)
         ):
+            # (the shapes too: "the same as checkpoint 0 (['weight_hh_l0']); got
+            # ['weight_hh_l0']" said nothing of what differed)
+            def sizes(bs: list[SpectrumBlock]) -> str:
+                return ", ".join(f"{b.name} {len(b.singular_values)}×{len(b.singular_values)}"
+                                 for b in bs)  # fmt: skip
+
             _checks.fail(
                 f"checkpoints[{i}]",
-                f"the same recurrent weights as checkpoint 0 ({names})",
-                f"{these}",
+                f"the same recurrent weights as checkpoint 0 ({sizes(rows[0])})",
+                sizes(blocks),
             )
         steps.append(int(step))
         rows.append(blocks)
