@@ -161,3 +161,59 @@ def test_bad_input_is_named_not_a_traceback(case):
 def test_fit_rate_takes_integer_lags_and_leaves_out_what_is_not_positive():
     fit = dg.fit_rate(np.arange(5), np.array([1.0, 0.1, 0.0, np.inf, 1e-4]))
     assert fit.points == 3 and fit.slope == pytest.approx(-1.0) and fit.trend == "vanishing"
+
+
+def test_a_gradient_whose_squares_pass_float64_is_clipped_to_max_norm():
+    """‖g‖ = √2·1e200 was said inf (its squares overflowed), the clipped step NaN (inf·0)
+    with a RuntimeWarning, and the clipped loss was taken at θ itself (a scale of 0)."""
+    g = {"a": np.array([1e200, -1e200])}
+    theta = {"a": np.array([1.0, 2.0])}
+    with np.errstate(all="raise"):
+        c = dg.clipped_vs_unclipped_step(g, 0.1, 1.0, loss_fn=lambda p: float(p["a"][0]),
+                                         params=theta)  # fmt: skip
+    assert c.grad_norm == pytest.approx(np.sqrt(2) * 1e200, rel=1e-15)
+    assert c.clipped_step_norm == pytest.approx(0.1)
+    assert c.unclipped_step_norm == pytest.approx(np.sqrt(2) * 1e199, rel=1e-15)
+    assert c.loss_clipped == pytest.approx(1.0 - 0.1 / np.sqrt(2))
+    assert "‖g‖ = 1.414e+200" in c.verdict() and "→ 0.1)" in c.verdict()
+
+
+def test_the_clipped_step_is_lr_max_norm_along_g():
+    g = {"a": np.array([3.0]), "b": np.array([[4.0]])}
+    theta = {"a": np.array([1.0]), "b": np.array([[1.0]])}
+    c = dg.clipped_vs_unclipped_step(
+        g, 0.5, 2.0, loss_fn=lambda p: float(p["a"][0] + 10 * p["b"][0, 0]), params=theta
+    )
+    assert c.grad_norm == 5.0 and c.scale == pytest.approx(0.4)
+    assert c.clipped_step_norm == pytest.approx(1.0) and c.unclipped_step_norm == 2.5
+    # θ − 0.5·(0.4·g) = (1 − 0.6, 1 − 0.8); unclipped θ − 0.5·g = (−0.5, −1)
+    assert c.loss_clipped == pytest.approx(0.4 + 10 * 0.2)
+    assert c.loss_unclipped == pytest.approx(-0.5 - 10.0)
+
+
+def test_gradients_given_as_lists_are_read_as_arrays():
+    """They were checked, then read as lists: "'list' object has no attribute 'shape'"."""
+    c = dg.clipped_vs_unclipped_step({"a": [3.0, 4.0]}, 0.1, 1.0,
+                                     loss_fn=lambda p: float(np.sum(p["a"])),
+                                     params={"a": [0.0, 0.0]})  # fmt: skip
+    assert c.grad_norm == 5.0 and c.loss_clipped == pytest.approx(-0.1 * 1.4)
+
+
+@pytest.mark.parametrize("params,direction,message", [
+    # 1/√0: a direction of inf (a RuntimeWarning), every loss the same, "smooth"
+    ({"a": np.ones(0), "b": np.ones(2)}, "a",
+     r"`direction` must be a parameter with at least one entry to move; got 'a', of shape "
+     r"\(0,\)"),
+    ({"a": np.ones(0)}, "random",
+     r"`params` must be a dict holding at least one entry to move along 'random'; got arrays "
+     r"of size 0 only"),
+    # L(θ) at every α, said "smooth"
+    ({"a": np.ones(2)}, {"a": np.zeros(2)},
+     r"`direction` must be a dict of arrays not all zero \(a direction to move along\); got "
+     r"zeros only"),
+    ({"a": np.ones(2)}, {},
+     r"`direction` must be a dict of arrays not all zero .*; got an empty dict"),
+])  # fmt: skip
+def test_a_slice_along_no_direction_is_refused(params, direction, message):
+    with pytest.raises(ValueError, match=message), np.errstate(all="raise"):
+        dg.loss_slice(lambda p: 0.0, params, direction, [0.0, 1.0, 2.0])

@@ -129,9 +129,23 @@ class ClipComparison:
 def _check_params(params: object, name: str) -> dict[str, np.ndarray]:
     if not isinstance(params, dict) or not params:
         _checks.fail(name, "a non-empty dict of parameter arrays", _checks.describe(params))
-    for k, v in params.items():
-        _checks.float_array(v, f"{name}[{k!r}]")
-    return params
+    # (the checked arrays: a list was checked, then read as one, "'list' object has no
+    # attribute 'shape'")
+    return {k: _checks.float_array(v, f"{name}[{k!r}]") for k, v in params.items()}
+
+
+def _unit(arrays: dict[str, np.ndarray]) -> tuple[float, dict[str, np.ndarray]]:
+    """(‖a‖ over every array, a/‖a‖), scaled by the largest entry first: the squares of a
+    gradient of 1e200 overflowed, and ‖g‖ was said inf (and the clipped step NaN) where it is
+    1.4e200. ‖a‖ is inf only past float64, where a/‖a‖ is still the unit direction."""
+    top = max((float(np.max(np.abs(a))) for a in arrays.values() if a.size), default=0.0)
+    if top == 0.0:
+        return 0.0, arrays
+    scaled = {k: a.astype(np.float64) / top for k, a in arrays.items()}
+    rel = math.sqrt(sum(float(np.sum(a * a)) for a in scaled.values()))  # (1 to √n)
+    with np.errstate(over="ignore"):
+        norm = float(np.float64(top) * rel)
+    return norm, {k: a / rel for k, a in scaled.items()}
 
 
 def _call(
@@ -194,10 +208,16 @@ def loss_slice(
         rng = np.random.default_rng(seed)
         d = {k: rng.standard_normal(v.shape) for k, v in params.items()}
         total = np.sqrt(sum(float(np.sum(a * a)) for a in d.values()))
+        if total == 0.0:  # (every array empty: a direction of NaN, and "smooth")
+            _checks.fail("params", "a dict holding at least one entry to move along 'random'",
+                         "arrays of size 0 only")  # fmt: skip
         d = {k: a / total for k, a in d.items()}
         label = "random"
     elif isinstance(direction, str) and direction in params:
         v = params[direction]
+        if not v.size:  # (1/√0: a direction of inf with a RuntimeWarning, and "smooth")
+            _checks.fail("direction", "a parameter with at least one entry to move",
+                         f"{direction!r}, of shape {v.shape}")  # fmt: skip
         d = {direction: np.full(v.shape, 1.0 / np.sqrt(v.size))}
         label = direction
     elif isinstance(direction, dict):
@@ -210,6 +230,9 @@ def loss_slice(
                     f"the key {k!r}",
                 )
             d[k] = _checks.float_array(a, f"direction[{k!r}]", shape=params[k].shape)
+        if not any(np.any(a != 0) for a in d.values()):  # (L(θ) at every α: "smooth")
+            _checks.fail("direction", "a dict of arrays not all zero (a direction to move "
+                         "along)", "zeros only" if d else "an empty dict")  # fmt: skip
         label = "custom"
     else:
         _checks.fail(
@@ -270,11 +293,11 @@ def clipped_vs_unclipped_step(
     grads = _check_params(grads, "grads")
     lr = check_number(lr, "lr", positive=True)
     max_norm = check_number(max_norm, "max_norm", positive=True)
-    norm = float(
-        np.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads.values()))
-    )
+    norm, unit = _unit(grads)
     scale = max_norm / norm if norm >= max_norm else 1.0
-    result = ClipComparison(norm, max_norm, lr, scale, lr * norm, lr * norm * scale)
+    # the clipped step is lr·η·g/‖g‖ (lr·‖g‖·scale was NaN where ‖g‖ passes float64)
+    clipped = lr * max_norm if scale < 1.0 else lr * norm
+    result = ClipComparison(norm, max_norm, lr, scale, lr * norm, clipped)
     if loss_fn is None and params is None:
         return result
     if not callable(loss_fn):
@@ -294,5 +317,9 @@ def clipped_vs_unclipped_step(
             )
     result.loss_before = _call(loss_fn, _shifted(params, {}, 0.0))
     result.loss_unclipped = _call(loss_fn, _shifted(params, grads, -lr))
-    result.loss_clipped = _call(loss_fn, _shifted(params, grads, -lr * scale))
+    result.loss_clipped = (
+        _call(loss_fn, _shifted(params, unit, -lr * max_norm))
+        if scale < 1.0
+        else result.loss_unclipped
+    )
     return result
