@@ -217,3 +217,23 @@ def test_gradients_given_as_lists_are_read_as_arrays():
 def test_a_slice_along_no_direction_is_refused(params, direction, message):
     with pytest.raises(ValueError, match=message), np.errstate(all="raise"):
         dg.loss_slice(lambda p: 0.0, params, direction, [0.0, 1.0, 2.0])
+
+
+def test_basins_meet_where_two_basins_do_not_where_starts_have_not_settled():
+    """The start on h ← tanh(2h)'s unstable fixed point made two meeting points of one
+    (h ≈ -0.005, 0.005), and a single basin beside starts that had not settled yet was said
+    to meet something (h ≈ 0.495, 0.845)."""
+    two = dg.iterated_map(2.0, 0.0).verdict()
+    assert "basins meet at h ≈ 0\n" in two
+    one = dg.iterated_map(1.0, 0.0, phi="sigmoid", n_iter=5)
+    assert (one.basin == 0).any() and (one.basin < 0).any()
+    assert "basins meet" not in one.verdict()
+    # two basins with starts between them that do not settle: one meeting point, between
+    # the last start of one and the first of the other
+    m = dg.iterated_map(2.0, 0.1, n_points=41, n_iter=6)
+    settled = np.nonzero(m.basin >= 0)[0]
+    left = settled[m.basin[settled] == m.basin[settled[0]]][-1]
+    right = settled[m.basin[settled] != m.basin[settled[0]]][0]
+    assert right - left > 2  # (several starts between them have not settled in 6 steps)
+    assert m.verdict().count("basins meet") == 1
+    assert f"basins meet at h ≈ {(m.axis[left] + m.axis[right]) / 2:.3g}\n" in m.verdict()

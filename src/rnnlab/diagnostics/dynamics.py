@@ -87,9 +87,19 @@ class IteratedMap:
             )
         lines.append(line)
         if self.units == 1:
-            edges = np.nonzero(np.diff(self.basin) != 0)[0]
-            if edges.size:
-                at = ", ".join(f"{(self.axis[i] + self.axis[i + 1]) / 2:.3g}" for i in edges)
+            # Between neighbouring starts that settle in two basins, past those between them
+            # that do not: the edges of every label change were said, so a start on the
+            # unstable fixed point between two basins made two meeting points of one
+            # (h ≈ -0.005, 0.005 for h ← tanh(2h)), and the edge of the starts that had not
+            # settled yet one where a single basin met nothing.
+            settled = np.nonzero(self.basin >= 0)[0]
+            edges = [(i, k) for i, k in zip(settled[:-1], settled[1:], strict=True)
+                     if self.basin[i] != self.basin[k]]  # fmt: skip
+            if edges:
+                span = float(self.axis[-1] - self.axis[0])
+                mids = [(self.axis[i] + self.axis[k]) / 2 for i, k in edges]
+                # (the grid's rounding left 1.11e-16 for the midpoint of ±0.01)
+                at = ", ".join(f"{0.0 if abs(m) < 1e-12 * span else m:.3g}" for m in mids)
                 lines.append(f"basins meet at h ≈ {at}")
         gain = self.log10_gain[np.isfinite(self.log10_gain)]
         if gain.size:
