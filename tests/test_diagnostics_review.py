@@ -237,3 +237,12 @@ def test_basins_meet_where_two_basins_do_not_where_starts_have_not_settled():
     assert right - left > 2  # (several starts between them have not settled in 6 steps)
     assert m.verdict().count("basins meet") == 1
     assert f"basins meet at h ≈ {(m.axis[left] + m.axis[right]) / 2:.3g}\n" in m.verdict()
+
+
+@pytest.mark.parametrize("ctor", [LSTM, GRU])
+def test_max_dphi_of_a_gated_cell_is_refused_not_ignored(ctor):
+    x = np.zeros((1, 3, 3))
+    with pytest.raises(ValueError, match=r"`max_dphi` must be 'trajectory' for a layer of .*: "
+                       r"β enters only the Elman cell's bound .*; got 1.0 \(float\)"):  # fmt: skip
+        dg.jacobian_products(ctor(3, H, dtype=np.float64, rng=0), x, max_dphi=1.0)
+    assert dg.jacobian_products(RNN(3, H, dtype=np.float64, rng=0), x, max_dphi=1.0).beta == 1.0

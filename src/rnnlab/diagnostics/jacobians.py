@@ -277,7 +277,8 @@ def jacobian_products(
 
     `t`: the end step (default: the last one the direction processes); the lags run back to
     the initial state. β = `max_dphi`: "trajectory" takes the largest φ'(a_i) over the steps
-    used (tanh: 1 − h_i², relu: 0 or 1); a number (e.g. 1.0, the worst case) is used as given.
+    used (tanh: 1 − h_i², relu: 0 or 1); a number (e.g. 1.0, the worst case) is used as given
+    (an Elman cell's only: the other cells' bound is the product of the one-step norms).
     `method` for the norms of the products: "svd" (exact), "power" (power iteration on the
     explicit product, warm-started from the previous lag: a lower estimate converged to 1e-12
     relative, much faster for wide states), "auto" (svd up to a state width of 128). The
@@ -289,6 +290,10 @@ def jacobian_products(
     _checks.choice(method, "method", ("auto", "svd", "power"))
     if not (isinstance(max_dphi, str) and max_dphi == "trajectory"):
         max_dphi = check_number(max_dphi, "max_dphi", positive=True)
+        if not isinstance(layer.cell, ElmanCell):  # (it was ignored without a word)
+            _checks.fail("max_dphi", f"'trajectory' for a layer of {layer.cell!r}: β enters "
+                         "only the Elman cell's bound (another cell's is ∏‖∂s_i/∂s_{i−1}‖₂)",
+                         _checks.describe(max_dphi))  # fmt: skip
     tape, p, n, j, sample, layer = _sample_tape(layer, x, lengths, sample, layer_index, direction)
     reverse = tape.reverse
     t = (0 if reverse else n - 1) if t is None else check_int(t, "t", 0, n)
