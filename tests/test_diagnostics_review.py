@@ -246,3 +246,13 @@ def test_max_dphi_of_a_gated_cell_is_refused_not_ignored(ctor):
                        r"β enters only the Elman cell's bound .*; got 1.0 \(float\)"):  # fmt: skip
         dg.jacobian_products(ctor(3, H, dtype=np.float64, rng=0), x, max_dphi=1.0)
     assert dg.jacobian_products(RNN(3, H, dtype=np.float64, rng=0), x, max_dphi=1.0).beta == 1.0
+
+
+def test_a_plot_whose_folder_cannot_be_made_names_the_png(tmp_path):
+    """A parent that is a file was "[Errno 17] File exists: '…/notes.txt'", the PNG unnamed."""
+    (tmp_path / "notes.txt").write_text("")
+    png = tmp_path / "notes.txt" / "figs" / "lag.png"
+    prof = dg.gradient_by_lag(_rnn(), np.zeros((1, 3, 3)))
+    with pytest.raises(OSError, match=rf"cannot write '{png}': its folder cannot be made "
+                       r"\(.*: '.*notes.txt"):  # fmt: skip
+        dg.plot_lag_profile(prof, png)

@@ -50,7 +50,11 @@ def _check(result: object, types: tuple[type, ...], what: str, path: object) -> 
 
 
 def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # (a parent that is a file was "[Errno 17] File exists: 'PARENT'")
+        raise OSError(e.errno, f"cannot write '{path}': its folder cannot be made "
+                      f"({e.strerror}: '{e.filename}')") from None  # fmt: skip
     return save_png(fig, path)
 
 
