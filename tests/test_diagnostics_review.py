@@ -256,3 +256,35 @@ def test_a_plot_whose_folder_cannot_be_made_names_the_png(tmp_path):
     with pytest.raises(OSError, match=rf"cannot write '{png}': its folder cannot be made "
                        r"\(.*: '.*notes.txt"):  # fmt: skip
         dg.plot_lag_profile(prof, png)
+
+
+@pytest.mark.parametrize("odd", [[1.0, 2.0], "abc", None])
+def test_a_per_layer_norm_entry_that_is_no_object_is_not_drawn(odd, tmp_path, monkeypatch):
+    """rnnlab plot on a metrics.jsonl whose last gradient record's per-layer norms are a list
+    or a string: "'list' object has no attribute 'get'", a traceback."""
+    import json
+
+    from rnnlab.diagnostics import report
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    records = [
+        {"kind": "gradients", "step": 2, "grad_norm_before": 1.0,
+         "layer_norms_before": {"rnn": 0.5, "head": 0.25}, "layer_norms_after": odd},
+        {"kind": "gradients", "step": 4, "grad_norm_before": 2.0, "layer_norms_before": odd,
+         "layer_norms_after": {"rnn": 0.75}},
+    ]  # fmt: skip
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    drawn = {}
+
+    def capture(path, panels):
+        drawn[path.name] = panels
+        return path
+
+    monkeypatch.setattr(report, "plot_curves", capture)
+    report.plot_run(run, tmp_path / "plots")
+    before, after = drawn["grad-layers.png"]
+    assert [(n, list(s), list(v)) for n, s, v in before[1]] == [
+        ("rnn", [2.0], [0.5]), ("head", [2.0], [0.25])]  # fmt: skip
+    assert [(n, list(s), list(v)) for n, s, v in after[1]] == [("rnn", [4.0], [0.75])]

@@ -127,7 +127,14 @@ def plot_run(run, out=None) -> list[Path]:
             plot_curves(out / "grad-norm.png", [("global gradient norm", norm_lines, True)])
         )
     if grads:
-        names = list(grads[-1].get("layer_norms_before") or {})
+        # (a per-layer entry that is no object, a list or a string, is not drawn, as a norm
+        # that is no number is not: it was "'list' object has no attribute 'get'")
+        def layer_norms(r: dict, key: str) -> dict:
+            v = r.get(key)
+            return v if isinstance(v, dict) else {}
+
+        names = next((list(layer_norms(r, "layer_norms_before")) for r in reversed(grads)
+                      if layer_norms(r, "layer_norms_before")), [])  # fmt: skip
         panels = []
         for key, title in (
             ("layer_norms_before", "per-layer ‖g‖ before clipping"),
@@ -135,7 +142,7 @@ def plot_run(run, out=None) -> list[Path]:
         ):
             lines = []
             for n in names:
-                pts = [(r["step"], (r.get(key) or {}).get(n)) for r in grads]
+                pts = [(r["step"], layer_norms(r, key).get(n)) for r in grads]
                 pts = [(s, v) for s, v in pts if isinstance(v, (int, float))]
                 if pts:
                     s, v = zip(*pts, strict=True)
