@@ -288,3 +288,11 @@ def test_a_per_layer_norm_entry_that_is_no_object_is_not_drawn(odd, tmp_path, mo
     assert [(n, list(s), list(v)) for n, s, v in before[1]] == [
         ("rnn", [2.0], [0.5]), ("head", [2.0], [0.25])]  # fmt: skip
     assert [(n, list(s), list(v)) for n, s, v in after[1]] == [("rnn", [4.0], [0.75])]
+
+
+def test_keep_products_is_a_boolean():
+    """keep_products="no" kept the (T, S, S) products: any truthy value did."""
+    with pytest.raises(ValueError, match=r"`keep_products` must be .*; got 'no' \(str\)"):
+        dg.jacobian_products(_rnn(), np.zeros((1, 3, 3)), keep_products="no")
+    kept = dg.jacobian_products(_rnn(), np.zeros((1, 3, 3)), keep_products=True).products
+    assert kept is not None and kept.shape == (3, H, H)

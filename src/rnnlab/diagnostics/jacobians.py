@@ -288,6 +288,7 @@ def jacobian_products(
     check_layer(layer, one_step=True)
     _checks.choice(block, "block", ("state", "h"))
     _checks.choice(method, "method", ("auto", "svd", "power"))
+    keep_products = _checks.boolean(keep_products, "keep_products")  # ("no" kept them)
     if not (isinstance(max_dphi, str) and max_dphi == "trajectory"):
         max_dphi = check_number(max_dphi, "max_dphi", positive=True)
         if not isinstance(layer.cell, ElmanCell):  # (it was ignored without a word)
