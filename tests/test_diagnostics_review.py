@@ -296,3 +296,27 @@ def test_keep_products_is_a_boolean():
         dg.jacobian_products(_rnn(), np.zeros((1, 3, 3)), keep_products="no")
     kept = dg.jacobian_products(_rnn(), np.zeros((1, 3, 3)), keep_products=True).products
     assert kept is not None and kept.shape == (3, H, H)
+
+
+@pytest.mark.parametrize("kind", ["a directory", "a symbolic link to nothing",
+                                  "a FIFO, device or socket"])  # fmt: skip
+def test_a_metrics_jsonl_that_is_no_file_is_said_so(kind, tmp_path):
+    """It was "has logged no metrics yet (no metrics.jsonl)", of a run that has one."""
+    import os
+
+    from rnnlab import io
+    from rnnlab.diagnostics import report
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    metrics = run / "metrics.jsonl"
+    if kind == "a directory":
+        metrics.mkdir()
+    elif kind == "a symbolic link to nothing":
+        metrics.symlink_to(tmp_path / "gone")
+    else:
+        os.mkfifo(metrics)
+    with pytest.raises(io.RunDirError, match=rf"'{metrics}' is {kind}, not the metrics file "
+                       r"rnnlab writes \(a damaged run directory\)"):  # fmt: skip
+        report.plot_run(run, tmp_path / "plots")

@@ -77,6 +77,13 @@ def plot_run(run, out=None) -> list[Path]:
     and after clipping, per-layer gradient norms, the lag profile over training."""
     run = io.open_run_dir(run)
     metrics = run / "metrics.jsonl"
+    if not metrics.is_file() and (metrics.exists() or metrics.is_symlink()):
+        # (a directory, a FIFO or a link to nothing was said to be no metrics.jsonl at all:
+        # "the run has logged no metrics yet")
+        kind = ("a directory" if metrics.is_dir() else "a symbolic link to nothing"
+                if not metrics.exists() else "a FIFO, device or socket")  # fmt: skip
+        raise io.RunDirError(f"'{metrics}' is {kind}, not the metrics file rnnlab writes "
+                             "(a damaged run directory)")  # fmt: skip
     if not metrics.is_file():
         # said as a note at the end of `rnnlab train` too (a run stopped early): what is
         # missing and why, not the error form's "must be ...; got ... instead"
