@@ -320,3 +320,15 @@ def test_a_metrics_jsonl_that_is_no_file_is_said_so(kind, tmp_path):
     with pytest.raises(io.RunDirError, match=rf"'{metrics}' is {kind}, not the metrics file "
                        r"rnnlab writes \(a damaged run directory\)"):  # fmt: skip
         report.plot_run(run, tmp_path / "plots")
+
+
+def test_gradflow_out_that_is_empty_is_refused(tmp_path, capsys, monkeypatch):
+    """--out "" was read as not given: a new runs/gradflow-... directory, unasked (plot's
+    --out "" is refused already)."""
+    from rnnlab import cli
+
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["gradflow", "dynamics", "--w", "1", "--b", "0", "--out", ""]) == 2
+    err = capsys.readouterr().err
+    assert "`--out` must be the path of a directory (not empty); got '' instead." in err
+    assert not (tmp_path / "runs").exists()

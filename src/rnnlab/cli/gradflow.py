@@ -25,6 +25,7 @@ from rnnlab.cli.options import (
     number,
     positive_float,
 )
+from rnnlab.cli.options import path as path_option
 from rnnlab.diagnostics import analyses, subjects
 from rnnlab.diagnostics._common import json_value
 
@@ -55,7 +56,9 @@ def build_parser() -> Parser:
         + " (default: every one that applies)",
     )
     p.add_argument(
-        "--out", default=None, help="output directory (default: runs/gradflow-<run>-<time>, or "
+        # (a --out "" was read as not given: a new runs/gradflow-... directory, unasked)
+        "--out", default=None, type=path_option("--out", "a directory"),
+        help="output directory (default: runs/gradflow-<run>-<time>, or "
         "runs/gradflow-<task>-<cell>-<time> for a task); an earlier gradflow's files there "
         "are replaced"
     )
