@@ -332,3 +332,40 @@ def test_gradflow_out_that_is_empty_is_refused(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "`--out` must be the path of a directory (not empty); got '' instead." in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_jacobian_that_is_exactly_0_under_a_bound_that_is_not_is_said_so():
+    """Saturated tanh units (φ′ = 1 − h² = 0 in float64) pass no gradient: the verdict said
+    only "too few non-zero values to fit a rate (0): undetermined"."""
+    layer = RNN(3, H, dtype=np.float64, rng=0)
+    layer.params["weight_hh_l0"] *= 1e10
+    x = np.random.default_rng(0).standard_normal((2, 6, 3))
+    h_last = layer.forward(x).output[0, -1]
+    assert np.all(1.0 - h_last * h_last == 0.0)  # (every unit saturated at the last step)
+    jp = dg.jacobian_products(layer, x)
+    assert np.all(jp.measured == 0.0) and np.all(np.isfinite(jp.log10_bound))
+    assert jp.verdict().endswith(
+        "the measured norm is exactly 0 from lag 1 on, under a bound that is not: no gradient "
+        "reaches back that far (units with φ′ = 0, saturated or dead, pass none)"
+    )
+
+
+def test_the_lag_profile_s_verdict_says_the_lags_the_fit_leaves_out():
+    """From Python the verdict was the fitted rate alone: "too few non-zero values to fit a
+    rate (1): undetermined" of a gradient exactly 0 past lag 0, and a fit over the finite
+    lags of one that overflows float64 at the others (rnnlab gradflow said both)."""
+    layer = RNN(1, 1, dtype=np.float64, rng=0)
+    for k in ("bias_ih_l0", "bias_hh_l0", "weight_hh_l0"):
+        layer.params[k][...] = 0.0
+    x = np.zeros((2, 4, 1))
+    assert dg.gradient_by_lag(layer, x, lengths=[4, 2]).verdict() == (
+        "l0: ‖∂L/∂h_k‖: too few non-zero values to fit a rate (1): undetermined; exactly 0 "
+        "at 3 of the 4 lags, from lag 1 (no gradient reaches back that far)"
+    )
+    layer.params["weight_hh_l0"][...] = 1e200  # (states stay 0 at zero input and biases)
+    with np.errstate(all="raise"):
+        prof = dg.gradient_by_lag(layer, x)
+    assert prof.verdict().endswith(
+        "(×1e+200 per step, fitted over lags 0–1): exploding; overflows float64 at 2 of the "
+        "4 lags, from lag 2 (exploding)"
+    )

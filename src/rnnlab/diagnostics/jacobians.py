@@ -106,6 +106,13 @@ class JacobianProfile:
                 f"at lag {int(self.lags[-1])} the measured norm and the bound are both exactly 0 "
                 "(a zero W_hh, or units with φ′ = 0, pass no gradient back)"
             )
+        elif measured == -np.inf:  # (only "too few non-zero values ...: undetermined" was said)
+            first = int(self.lags[np.argmax(self.log10_measured == -np.inf)])
+            lines.append(
+                f"the measured norm is exactly 0 from lag {first} on, under a bound that is "
+                "not: no gradient reaches back that far (units with φ′ = 0, saturated or "
+                "dead, pass none)"
+            )
         return "\n".join(lines)
 
     def to_json(self) -> dict:

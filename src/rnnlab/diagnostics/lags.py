@@ -56,10 +56,25 @@ class LagProfile:
     fits: list[RateFit]  # the fitted rate of `mean`, one per (layer, direction)
 
     def verdict(self) -> str:
-        return "\n".join(
-            f"{name}: " + fit.words("‖∂L/∂h_k‖")
-            for name, fit in zip(self.names, self.fits, strict=True)
-        )
+        """The fitted rate per (layer, direction), and the lags the fit leaves out: where the
+        mean is exactly 0 or overflows float64 (inf), said as rnnlab gradflow says them; the
+        verdict was the rate alone, "too few non-zero values to fit a rate (1):
+        undetermined" of a gradient that vanished to 0 past lag 0, and a fit over the finite
+        lags of one that overflowed at the others."""
+        T = int(np.max(self.lengths)) if self.lengths.size else 0  # (the lags reached)
+        lines = []
+        for j, (name, fit) in enumerate(zip(self.names, self.fits, strict=True)):
+            text = f"{name}: " + fit.words("‖∂L/∂h_k‖")
+            m = self.mean[j, :T]
+            over, zero = np.nonzero(np.isinf(m))[0], np.nonzero(m == 0.0)[0]
+            if over.size:
+                text += (f"; overflows float64 at {over.size} of the {T} lags, from lag "
+                         f"{over[0]} (exploding)")  # fmt: skip
+            if zero.size:
+                text += (f"; exactly 0 at {zero.size} of the {T} lags, from lag {zero[0]} "
+                         "(no gradient reaches back that far)")  # fmt: skip
+            lines.append(text)
+        return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
         return {
