@@ -369,3 +369,31 @@ def test_the_lag_profile_s_verdict_says_the_lags_the_fit_leaves_out():
         "(×1e+200 per step, fitted over lags 0–1): exploding; overflows float64 at 2 of the "
         "4 lags, from lag 2 (exploding)"
     )
+
+
+@pytest.mark.parametrize("kind", ["a file", "a symbolic link"])
+def test_a_run_s_plots_that_is_no_directory_is_said_of_the_run(kind, tmp_path):
+    """rnnlab plot RUN (and the end of rnnlab train) write into RUN/plots, which no option
+    names: a link there was "`--out` must be a directory", of a command given no --out, and a
+    file "[Errno 17] File exists"."""
+    import json
+
+    from rnnlab import io
+    from rnnlab.diagnostics import report
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 1.0}) + "\n")
+    if kind == "a file":
+        (run / "plots").write_text("")
+    else:
+        (tmp_path / "elsewhere").mkdir()
+        (run / "plots").symlink_to(tmp_path / "elsewhere")
+    said = (rf"`run` must be a run directory whose plots is a directory .*; got '{run}', "
+            rf"whose plots is {kind} instead. Remove it, or plot into another directory "
+            r"\(rnnlab plot RUN --out DIR\).")
+    with pytest.raises(io.RunDirError, match=said):
+        report.plot_run(run)
+    if kind == "a symbolic link":
+        assert not list((tmp_path / "elsewhere").iterdir())  # (nothing written through it)

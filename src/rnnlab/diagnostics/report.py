@@ -104,10 +104,21 @@ def plot_run(run, out=None) -> list[Path]:
     train = [r for r in records if "loss" in r and "split" not in r and "kind" not in r]
     valid = [r for r in records if r.get("split") == "valid"]
     grads = [r for r in records if r.get("kind") == "gradients"]
-    out = run / "plots" if out is None else Path(out)
-    if out.is_symlink():
-        _checks.fail("--out", "a directory (rnnlab does not write through links)",
-                     f"'{out}', a symbolic link")  # fmt: skip
+    if out is None:  # RUN/plots, which no option named: said as the run's own directory
+        out = run / "plots"
+        if out.is_symlink() or (out.exists() and not out.is_dir()):
+            # ("`--out` must be a directory ...; got 'RUN/plots', a symbolic link" of a
+            # command given no --out, and "[Errno 17] File exists: 'RUN/plots'" of a file)
+            kind = "a symbolic link" if out.is_symlink() else "a file"
+            raise io.RunDirError(f"`run` must be a run directory whose plots is a directory "
+                                 f"(rnnlab does not write through links); got '{run}', whose "
+                                 f"plots is {kind} instead. Remove it, or plot into another "
+                                 "directory (rnnlab plot RUN --out DIR).")  # fmt: skip
+    else:
+        out = Path(out)
+        if out.is_symlink():
+            _checks.fail("--out", "a directory (rnnlab does not write through links)",
+                         f"'{out}', a symbolic link")  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     written = []
     if train:
