@@ -397,3 +397,27 @@ def test_a_run_s_plots_that_is_no_directory_is_said_of_the_run(kind, tmp_path):
         report.plot_run(run)
     if kind == "a symbolic link":
         assert not list((tmp_path / "elsewhere").iterdir())  # (nothing written through it)
+
+
+def test_the_cliff_figure_of_an_exploding_model_is_drawn(tmp_path, monkeypatch):
+    """An IRNN with W_hh × 1e5: along −∇L the loss reaches 1e297, and matplotlib's log ticks
+    overflowed ("cannot convert float infinity to integer"): rnnlab gradflow's cliff ended
+    in a traceback. What lies beyond the log axes' range is left out and said now."""
+    from rnnlab.diagnostics import analyses, plots, subjects
+
+    sub = subjects.task_subject("adding", cell="irnn", hidden=4, T=12, batch=4, init_scale=1e5)
+    with np.errstate(all="ignore"):
+        out = analyses.analyse_cliff(sub, 2.0, None, 1.0)
+    ((draw, data, name),) = out.figures
+    assert np.nanmax(data[2].losses) > 1e150  # (past LOG_RANGE: no log axis ticks it)
+    figures = []
+    real = plots.save_png
+
+    def keep(fig, path, dpi=110):
+        figures.append(fig)
+        return real(fig, path, dpi)
+
+    monkeypatch.setattr(plots, "save_png", keep)
+    assert draw(data, tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+    title = figures[0].axes[2].get_title()
+    assert "values beyond 1e-150..1e+150 not drawn)" in title

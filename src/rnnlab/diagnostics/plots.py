@@ -474,11 +474,21 @@ def _output_text(labels: list[str]) -> str:
     return codec.join(labels)
 
 
-def _log_if_wide(ax, losses: np.ndarray) -> None:
-    """A log y axis when the positive losses span more than a factor of 100."""
+def _log_if_wide(ax, losses: np.ndarray) -> tuple[np.ndarray, str]:
+    """A log y axis when the positive losses span more than a factor of 100; returns the
+    values to draw and a note of those left out. On a log axis those are the values within
+    LOG_RANGE: an exploding model's loss of 1e297 made matplotlib's log ticks overflow
+    ("cannot convert float infinity to integer"), and rnnlab gradflow's cliff a traceback."""
     v = losses[np.isfinite(losses) & (losses > 0)]
     if v.size == np.isfinite(losses).sum() and v.size and v.max() > 100 * v.min():
         ax.set_yscale("log")
+        return _positive(losses), _left_out(losses)
+    return np.where(np.isfinite(losses), losses, np.nan), ""
+
+
+def _on_log_axis(value: float) -> bool:
+    lo, hi = LOG_RANGE
+    return math.isfinite(value) and lo <= value <= hi
 
 
 def plot_cliff(data, path) -> Path:
@@ -492,41 +502,39 @@ def plot_cliff(data, path) -> Path:
         (axes[1], random_slice, 1.0 / norm_theta, r"$\alpha/\|\theta\|$"),
     ):
         a = s.alphas * scale
-        ax.plot(a, np.where(np.isfinite(s.losses), s.losses, np.nan), marker=".", ms=3)
+        drawn, note = _log_if_wide(ax, s.losses)
+        ax.plot(a, drawn, marker=".", ms=3)
         if s.cliff:
             lo, hi = s.jump_between
             ax.axvspan(lo * scale, hi * scale, color="red", alpha=0.3, label="cliff")
             ax.legend(fontsize=8)
         ax.axvline(0.0, color="gray", lw=0.8)
-        _log_if_wide(ax, s.losses)
         ax.set_xlabel(label)
         ax.set_ylabel("loss")
-        ax.set_title(f"along {s.direction}")
+        ax.set_title(f"along {s.direction}" + note)
     ax = axes[2]
+    note = ""
     if step_slice is not None:
+        # both axes are log: what lies beyond LOG_RANGE is left out and said (a step of
+        # 1e200, a loss of 1e297), as matplotlib's log ticks overflow past it
+        drawn, note = _log_if_wide(ax, step_slice.losses)
         a = step_slice.alphas[1:]
-        ax.plot(a, np.where(np.isfinite(step_slice.losses[1:]), step_slice.losses[1:], np.nan))
-        ax.axhline(step_slice.base_loss, color="gray", lw=0.8, label="loss at θ")
-        ax.axvline(
-            clip.clipped_step_norm,
-            color="tab:green",
-            ls="--",
-            label=f"clipped step {clip.clipped_step_norm:.3g}",
-        )
-        ax.axvline(
-            clip.unclipped_step_norm,
-            color="tab:red",
-            ls="--",
-            label=f"unclipped step {clip.unclipped_step_norm:.3g}",
-        )
-        for at, value, color in (
-            (clip.clipped_step_norm, clip.loss_clipped, "tab:green"),
-            (clip.unclipped_step_norm, clip.loss_unclipped, "tab:red"),
+        out = ~np.array([_on_log_axis(float(v)) for v in a], bool)
+        ax.plot(a[~out], drawn[1:][~out])
+        if _on_log_axis(step_slice.base_loss) or ax.get_yscale() != "log":
+            ax.axhline(step_slice.base_loss, color="gray", lw=0.8, label="loss at θ")
+        for at, value, color, which in (
+            (clip.clipped_step_norm, clip.loss_clipped, "tab:green", "clipped"),
+            (clip.unclipped_step_norm, clip.loss_unclipped, "tab:red", "unclipped"),
         ):
-            if value is not None and math.isfinite(value):
+            if not _on_log_axis(at):
+                note += f"\n({which} step {at:.3g}: not drawn)"
+                continue
+            ax.axvline(at, color=color, ls="--", label=f"{which} step {at:.3g}")
+            finite = value is not None and math.isfinite(value)
+            if finite and (_on_log_axis(value) or ax.get_yscale() != "log"):
                 ax.plot([at], [value], "o", color=color)
         ax.set_xscale("log")
-        _log_if_wide(ax, step_slice.losses)
         ax.legend(fontsize=8)
     ax.set_xlabel("distance along −∇L")
     ax.set_ylabel("loss")
@@ -534,6 +542,7 @@ def plot_cliff(data, path) -> Path:
         "SGD step: the gradient overflowed"
         if clip is None
         else f"SGD step, lr {clip.lr:g}, ‖g‖ = {clip.grad_norm:.3g}, max_norm {clip.max_norm:g}"
+        + note
     )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
