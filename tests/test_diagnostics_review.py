@@ -421,3 +421,17 @@ def test_the_cliff_figure_of_an_exploding_model_is_drawn(tmp_path, monkeypatch):
     assert draw(data, tmp_path / name).read_bytes()[:4] == b"\x89PNG"
     title = figures[0].axes[2].get_title()
     assert "values beyond 1e-150..1e+150 not drawn)" in title
+
+
+@pytest.mark.parametrize("lr", [1e-300, 1e300])
+def test_the_cliff_figure_of_steps_far_from_1_is_drawn(lr, tmp_path):
+    """With every distance along −∇L near 1e-300 (or 1e300) a log axis has nothing within
+    LOG_RANGE: made log with nothing on it, it failed ("Data cannot be log-scaled")."""
+    from rnnlab.diagnostics import analyses, subjects
+
+    sub = subjects.task_subject("adding", cell="rnn", hidden=3, T=8, batch=3)
+    with np.errstate(all="ignore"):
+        out = analyses.analyse_cliff(sub, 2.0, lr, 1.0)
+    ((draw, data, name),) = out.figures
+    assert data[3].clipped_step_norm == pytest.approx(lr)  # (‖g‖ ≥ 1: clipped to lr·1)
+    assert draw(data, tmp_path / name).read_bytes()[:4] == b"\x89PNG"

@@ -474,21 +474,40 @@ def _output_text(labels: list[str]) -> str:
     return codec.join(labels)
 
 
-def _log_if_wide(ax, losses: np.ndarray) -> tuple[np.ndarray, str]:
-    """A log y axis when the positive losses span more than a factor of 100; returns the
-    values to draw and a note of those left out. On a log axis those are the values within
-    LOG_RANGE: an exploding model's loss of 1e297 made matplotlib's log ticks overflow
-    ("cannot convert float infinity to integer"), and rnnlab gradflow's cliff a traceback."""
-    v = losses[np.isfinite(losses) & (losses > 0)]
-    if v.size == np.isfinite(losses).sum() and v.size and v.max() > 100 * v.min():
-        ax.set_yscale("log")
-        return _positive(losses), _left_out(losses)
-    return np.where(np.isfinite(losses), losses, np.nan), ""
-
-
-def _on_log_axis(value: float) -> bool:
+def _log_band(values: np.ndarray) -> tuple[float, float] | None:
+    """What a log axis draws of `values`: LOG_RANGE where any of them lies in it, else
+    nothing (None). Past it matplotlib's log ticks overflow ("cannot convert float infinity
+    to integer": a loss of 1e297), and an axis made log with nothing on it fails ("Data
+    cannot be log-scaled": every step of an lr of 1e-300)."""
+    v = np.asarray(values, dtype=np.float64)
     lo, hi = LOG_RANGE
-    return math.isfinite(value) and lo <= value <= hi
+    with np.errstate(invalid="ignore"):
+        return LOG_RANGE if np.any(np.isfinite(v) & (v >= lo) & (v <= hi)) else None
+
+
+def _in_band(values: np.ndarray, band: tuple[float, float] | None) -> np.ndarray:
+    v = np.asarray(values, dtype=np.float64)
+    if band is None:
+        return np.zeros(v.shape, bool)
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(v) & (v >= band[0]) & (v <= band[1])
+
+
+def _log_if_wide(ax, losses: np.ndarray) -> tuple[np.ndarray, str, tuple[float, float] | None]:
+    """A log y axis when the positive losses span more than a factor of 100 (and a log axis
+    can draw some of them, `_log_band`); returns the values to draw (NaN: not drawn), a note
+    of those left out, and the band drawn (None on a linear axis). An exploding model's loss
+    of 1e297 made the log ticks overflow, and rnnlab gradflow's cliff a traceback."""
+    v = losses[np.isfinite(losses) & (losses > 0)]
+    band = _log_band(losses)
+    if (band is not None and v.size == np.isfinite(losses).sum() and v.size
+            and v.max() > 100 * v.min()):  # fmt: skip
+        ax.set_yscale("log")
+        keep = _in_band(losses, band)
+        left = int(np.sum(np.isfinite(losses) & ~keep))
+        note = f"\n({left} values beyond {band[0]:.0e}..{band[1]:.0e} not drawn)" if left else ""
+        return np.where(keep, losses, np.nan), note, band
+    return np.where(np.isfinite(losses), losses, np.nan), "", None
 
 
 def plot_cliff(data, path) -> Path:
@@ -502,7 +521,7 @@ def plot_cliff(data, path) -> Path:
         (axes[1], random_slice, 1.0 / norm_theta, r"$\alpha/\|\theta\|$"),
     ):
         a = s.alphas * scale
-        drawn, note = _log_if_wide(ax, s.losses)
+        drawn, note, _ = _log_if_wide(ax, s.losses)
         ax.plot(a, drawn, marker=".", ms=3)
         if s.cliff:
             lo, hi = s.jump_between
@@ -515,26 +534,33 @@ def plot_cliff(data, path) -> Path:
     ax = axes[2]
     note = ""
     if step_slice is not None:
-        # both axes are log: what lies beyond LOG_RANGE is left out and said (a step of
-        # 1e200, a loss of 1e297), as matplotlib's log ticks overflow past it
-        drawn, note = _log_if_wide(ax, step_slice.losses)
+        # both axes are log: what a log axis cannot draw (a step of 1e200 beside one of
+        # 0.01, a loss of 1e297) is left out and said (_log_band)
+        drawn, note, y_band = _log_if_wide(ax, step_slice.losses)
         a = step_slice.alphas[1:]
-        out = ~np.array([_on_log_axis(float(v)) for v in a], bool)
-        ax.plot(a[~out], drawn[1:][~out])
-        if _on_log_axis(step_slice.base_loss) or ax.get_yscale() != "log":
+        x_band = _log_band(a)
+        keep = _in_band(a, x_band)
+        if keep.any():
+            ax.plot(a[keep], drawn[1:][keep])
+        if int(np.sum(~keep)):
+            note += f"\n({int(np.sum(~keep))} distances not drawn)"
+        on_y = (lambda v: bool(_in_band(np.array([v]), y_band)[0])) if y_band else math.isfinite
+        if on_y(step_slice.base_loss):
             ax.axhline(step_slice.base_loss, color="gray", lw=0.8, label="loss at θ")
+        lines = 0
         for at, value, color, which in (
             (clip.clipped_step_norm, clip.loss_clipped, "tab:green", "clipped"),
             (clip.unclipped_step_norm, clip.loss_unclipped, "tab:red", "unclipped"),
         ):
-            if not _on_log_axis(at):
+            if not _in_band(np.array([at]), x_band)[0]:
                 note += f"\n({which} step {at:.3g}: not drawn)"
                 continue
             ax.axvline(at, color=color, ls="--", label=f"{which} step {at:.3g}")
-            finite = value is not None and math.isfinite(value)
-            if finite and (_on_log_axis(value) or ax.get_yscale() != "log"):
+            lines += 1
+            if value is not None and on_y(value):
                 ax.plot([at], [value], "o", color=color)
-        ax.set_xscale("log")
+        if keep.any() or lines:  # (a log axis with nothing on it fails)
+            ax.set_xscale("log")
         ax.legend(fontsize=8)
     ax.set_xlabel("distance along −∇L")
     ax.set_ylabel("loss")
