@@ -435,3 +435,31 @@ def test_the_cliff_figure_of_steps_far_from_1_is_drawn(lr, tmp_path):
     ((draw, data, name),) = out.figures
     assert data[3].clipped_step_norm == pytest.approx(lr)  # (‖g‖ ≥ 1: clipped to lr·1)
     assert draw(data, tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_curve_on_a_log_axis_says_what_it_cannot_draw_in_a_legend(tmp_path, monkeypatch):
+    """plot_curves: a single line's "(2 zeros)" was added to a copy of its label, and the
+    legend shown only when the lines' own labels had it: never. A norm of 1e300 (past
+    LOG_RANGE) drew with matplotlib's "RuntimeWarning: overflow encountered in exp"."""
+    from rnnlab.diagnostics import plots
+
+    figures = []
+    real = plots.save_png
+
+    def keep(fig, path, dpi=110):
+        figures.append(fig)
+        return real(fig, path, dpi)
+
+    monkeypatch.setattr(plots, "save_png", keep)
+    steps = np.arange(5.0)
+    with np.errstate(all="raise"):
+        plots.plot_curves(tmp_path / "g.png", [
+            ("zeros", [("‖g‖", steps, np.array([1.0, 0.0, 2.0, 0.0, 3.0]))], True),
+            ("far", [("‖g‖", steps, np.array([1.0, 1e300, 2.0, 3.0, 4.0]))], True),
+            ("plain", [("loss", steps, np.array([1.0, 0.0, 2.0, 0.0, 3.0]))], False),
+        ])  # fmt: skip
+    legends = [ax.get_legend() for ax in figures[0].axes]
+    assert [t.get_text() for t in legends[0].get_texts()] == ["‖g‖ (2 zeros)"]
+    assert [t.get_text() for t in legends[1].get_texts()] == [
+        "‖g‖ (1 beyond 1e-150..1e+150: not drawn)"]  # fmt: skip
+    assert legends[2] is None

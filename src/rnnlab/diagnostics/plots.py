@@ -583,12 +583,20 @@ def plot_curves(
     fig = new_figure(4.6 * len(panels), 3.6)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (title, lines, log) in zip(axes, panels, strict=True):
+        said = False  # (a label that says what is not drawn: shown in a legend)
         for label, s, v, *style in lines:
             if log:
                 zeros = int(np.sum(v == 0))
                 if zeros:  # a log axis cannot show them: say so in the legend
                     label += " (0 at every step)" if zeros == v.size else f" ({zeros} zeros)"
-                v = np.where(np.isfinite(v) & (v > 0), v, np.nan)
+                # (past LOG_RANGE matplotlib's log ticks overflow: a norm of 1e300 in a
+                # hand-edited log drew with "RuntimeWarning: overflow encountered in exp")
+                far = int(np.sum(np.isfinite(v) & (v > 0))) - int(np.sum(np.isfinite(_positive(v))))
+                if far:
+                    lo, hi = LOG_RANGE
+                    label += f" ({far} beyond {lo:.0e}..{hi:.0e}: not drawn)"
+                said = said or bool(zeros or far)
+                v = _positive(v)
             if style:
                 ax.plot(s, v, style[0], lw=1, label=label)
             else:
@@ -597,7 +605,9 @@ def plot_curves(
             ax.set_yscale("log")
         ax.set_xlabel("step")
         ax.set_title(title, fontsize=10)
-        if len(lines) > 1 or any("(0 at" in ln[0] or "zeros)" in ln[0] for ln in lines):
+        # (the lines' own labels were searched for the zeros' note, which is added to a
+        # copy: a single line's "(3 zeros)" was never shown)
+        if len(lines) > 1 or said:
             ax.legend(fontsize=7)
     return save_png(fig, path)
 
