@@ -463,3 +463,18 @@ def test_a_curve_on_a_log_axis_says_what_it_cannot_draw_in_a_legend(tmp_path, mo
     assert [t.get_text() for t in legends[1].get_texts()] == [
         "‖g‖ (1 beyond 1e-150..1e+150: not drawn)"]  # fmt: skip
     assert legends[2] is None
+
+
+def test_the_iterated_map_of_a_huge_weight_gains_w_a_step_without_warnings():
+    """w = 1e300: the squares of the product's norm overflowed (a RuntimeWarning, and the
+    gain at h₀ = 0, where φ′ = 1, NaN instead of log10(w⁵) = 1500), and so did the 2-unit
+    Newton step's determinant."""
+    with np.errstate(all="raise"):
+        one = dg.iterated_map(1e300, 0.0, n_iter=5, n_points=9)
+        two = dg.iterated_map(np.eye(2) * 1e300, np.zeros(2), n_iter=5, n_points=5)
+    assert one.log10_gain[4] == pytest.approx(1500.0) and one.axis[4] == 0.0
+    assert np.isneginf(np.delete(one.log10_gain, 4)).all()  # (saturated: φ′ = 0 exactly)
+    assert "ranges from 1e1500 to 1e1500" in one.verdict()
+    assert two.log10_gain[2, 2] == pytest.approx(1500.0)
+    fixed = {tuple(p) for p in np.round(two.fixed_points, 9)}
+    assert {(0.0, 0.0), (1.0, 1.0), (-1.0, 1.0), (1.0, -1.0), (-1.0, -1.0)} <= fixed

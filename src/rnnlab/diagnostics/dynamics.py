@@ -166,7 +166,9 @@ def _roots_2d(W: np.ndarray, b: np.ndarray, phi: str, extra: np.ndarray) -> np.n
     lo, hi = (-1.0, 1.0) if phi == "tanh" else (0.0, 1.0)
     ax = np.linspace(lo, hi, 21)
     h = np.concatenate([np.stack(np.meshgrid(ax, ax), axis=-1).reshape(-1, 2), extra])
-    with np.errstate(under="ignore"):
+    # (a W of 1e300 makes det(JF) overflow: inf, and a start's step 0 or NaN, whose NaN
+    # residual leaves it out; the warnings of making them only said so)
+    with np.errstate(under="ignore", over="ignore", invalid="ignore"):
         for _ in range(60):
             y = _phi(phi, h @ W.T + b)
             F = y - h
@@ -262,15 +264,19 @@ def iterated_map(
     M = np.broadcast_to(np.eye(units), (h.shape[0], units, units)).copy()
     log_gain = np.zeros(h.shape[0])
     # ∂h_N/∂h_0 = J_N ⋯ J_1, renormalised every step so long products neither overflow nor
-    # underflow; a Jacobian that is exactly zero (saturated units) makes the gain −inf.
+    # underflow; a Jacobian that is exactly zero (saturated units) makes the gain −inf. The
+    # norm is taken of M scaled by its largest entry: the squares of a w of 1e300's product
+    # overflowed (a RuntimeWarning, and the gain NaN where it is 1e300 a step).
     with np.errstate(under="ignore", divide="ignore"):
         for _ in range(n_iter):
             h = _phi(phi, h @ W.T + bb)
             J = _dphi(phi, h)[:, :, None] * W[None]
             M = J @ M
-            nrm = np.sqrt(np.sum(M * M, axis=(1, 2)))
-            log_gain += np.log10(nrm)
-            np.divide(M, nrm[:, None, None], out=M, where=nrm[:, None, None] > 0)
+            top = np.abs(M).max(axis=(1, 2))
+            np.divide(M, top[:, None, None], out=M, where=top[:, None, None] > 0)
+            rel = np.sqrt(np.sum(M * M, axis=(1, 2)))  # (1 to √(units²) where top > 0)
+            log_gain += np.log10(top) + np.log10(rel)
+            np.divide(M, rel[:, None, None], out=M, where=rel[:, None, None] > 0)
         sigma = np.linalg.norm(M, 2, axis=(1, 2))
         log_gain += np.log10(sigma)
 
