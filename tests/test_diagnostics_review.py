@@ -478,3 +478,12 @@ def test_the_iterated_map_of_a_huge_weight_gains_w_a_step_without_warnings():
     assert two.log10_gain[2, 2] == pytest.approx(1500.0)
     fixed = {tuple(p) for p in np.round(two.fixed_points, 9)}
     assert {(0.0, 0.0), (1.0, 1.0), (-1.0, 1.0), (1.0, -1.0), (-1.0, -1.0)} <= fixed
+
+
+def test_fit_rate_reads_a_json_null_as_a_value_left_out():
+    """gradflow's JSON holds null where the gradient overflows; fit_rate read a list with
+    None as NaN before its input was checked, and does still (text among them is refused)."""
+    fit = dg.fit_rate([0, 1, 2, 3], [1.0, 0.1, None, 1e-3])
+    assert fit.points == 3 and fit.slope == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match=r"`values` must be a 1-D array of real numbers"):
+        dg.fit_rate([0, 1, 2], [1.0, "a", 0.1])

@@ -247,7 +247,11 @@ def _series(lags: object, values: object, name: str) -> tuple[np.ndarray, np.nda
     for what, v in (("lags", lags), (name, values)):
         try:
             a = np.asarray(v)
-        except (TypeError, ValueError):  # (a ragged list)
+            if what != "lags" and a.dtype.kind == "O" and a.ndim == 1:
+                # a JSON null (gradflow's norms where the gradient overflows) is a NaN,
+                # left out of the fit as it was before the check
+                a = np.array([np.nan if e is None else e for e in a], dtype=np.float64)
+        except (TypeError, ValueError):  # (a ragged list, text among the values)
             a = None
         if a is None or a.ndim != 1 or a.dtype.kind not in "iuf":
             _checks.fail(what, "a 1-D array of real numbers", _checks.describe(v))
