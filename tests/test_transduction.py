@@ -8,7 +8,7 @@ from helpers import oracle
 from rnnlab.tasks import transduction as td
 
 oracle("num2words")
-pytest.importorskip("babel")
+oracle("babel")
 
 
 def test_number_pairs_and_their_split():
@@ -83,7 +83,7 @@ def test_word_codec_round_trip_hyphens_and_unknown_words():
 def test_caption_runs_record_words_and_old_runs_keep_their_characters():
     """A caption run records its output words (`target_words`); a run recorded before, with
     `target_chars`, still decodes by characters, and a record with neither is refused."""
-    pytest.importorskip("sklearn")
+    oracle("sklearn")
     from rnnlab import tasks
     from rnnlab.train import TrainConfig
 
@@ -135,7 +135,7 @@ def test_an_encoder_decoder_learns_dates():
 
 
 def test_caption_images_and_words():
-    pytest.importorskip("sklearn")
+    oracle("sklearn")
     x, lengths, words = td.caption("test", 50, seed=4)
     assert x.shape == (50, 24, 8) and x.dtype == np.float32
     assert set(lengths.tolist()) <= {8, 16, 24}
@@ -156,7 +156,7 @@ def test_caption_splits_read_disjoint_images():
     images are pairwise disjoint (compared by their pixels), the valid images are a stratified
     tenth of scikit-learn's training images, and every caption of a split is made of its own
     split's images."""
-    pytest.importorskip("sklearn")
+    oracle("sklearn")
     images = {s: td.caption_images(s) for s in td.SPLITS}
     pixels = {s: {im.tobytes() for im in x} for s, (x, _) in images.items()}
     assert len(pixels["train"]) == len(images["train"][0])  # no image twice
@@ -224,7 +224,7 @@ def test_the_data_functions_check_n_and_seed(make):
     """numbers("test", 2.5) gave 4 items, numbers("test", -1) none, caption("test", -1)
     "negative dimensions are not allowed" and seed=-1 NumPy's message."""
     if make is td.caption:
-        pytest.importorskip("sklearn")
+        oracle("sklearn")
     for n in (2.5, -1, True, "3", None):
         with pytest.raises(ValueError, match=r"^`n` must be a non-negative integer \(the number"):
             make("test", n)

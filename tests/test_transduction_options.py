@@ -13,7 +13,7 @@ from helpers import oracle
 from rnnlab import io
 from rnnlab.cli import main
 
-pytest.importorskip("sklearn")
+oracle("sklearn")
 oracle("num2words")
 oracle("sacrebleu")
 oracle("editdistance")
