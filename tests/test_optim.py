@@ -772,3 +772,21 @@ def test_a_running_average_of_weight_one_half_or_more_is_torch_s_lerp(engine_pat
         np.testing.assert_array_equal(state[f"{slot}/w"], topt.state[tp][tslot].numpy())
     if kw.get("betas", (None,))[0] == 0.0 or kw.get("alpha") == 0.0:
         np.testing.assert_array_equal(state[f"{slot}/w"], grads[-1]["w"])  # m_t = g_t exactly
+
+
+@pytest.mark.parametrize("numba", [True, False], ids=["compiled", "numpy"])
+def test_the_global_norm_of_finite_gradients_is_finite_past_float64s_squares(numba, setenv):
+    """Float64 gradients of ~1e160 (finite; their squares are not): the norm summed g² into
+    inf, so clipping by the norm, which is what rescues such a step, met a norm it called a
+    divergence. Now summed over g / max|g|, exact; a NaN or inf among them stays NaN or
+    inf."""
+    setenv(RNNLAB_NO_NUMBA=None if numba else "1")
+    from rnnlab.optim import clip_by_global_norm, global_norm
+
+    g = {"w": np.full((3, 4), 1e160), "b": np.array([-2e160, 0.0]), "e": np.zeros(0)}
+    assert global_norm(g) == 4e160  # sqrt(12 + 4) · 1e160
+    assert clip_by_global_norm(g, 1.0) == 4e160
+    assert global_norm(g) == pytest.approx(1.0, rel=1e-12)
+    assert np.all(np.isfinite(g["w"])) and g["w"][0, 0] == pytest.approx(0.25, rel=1e-12)
+    assert math.isinf(global_norm({"w": np.array([np.inf, 1e200])}))
+    assert math.isnan(global_norm({"w": np.array([np.nan, 1e200])}))

@@ -697,12 +697,28 @@ def global_norm(grads: Arrays) -> float:
     """‖g‖ = sqrt(Σ_arrays Σ_elements g²), accumulated in float64.
 
     A NaN or inf anywhere comes back as a NaN or inf norm, never as an exception, so the
-    caller can report it and skip the step.
+    caller can report it and skip the step. Finite gradients whose squares pass float64's
+    range (float64 entries beyond ~1e154) get their finite norm, summed over g / max|g|:
+    their sum was inf, which the Trainer took for a divergence where clipping by the norm
+    is what rescues the step. (Only then: the sum of squares alone is one pass.)
     """
     grads = _check_arrays(grads, "grads")
+    total = _sum_of_squares(grads)
+    if total != math.inf:
+        return math.sqrt(total)
+    with np.errstate(over="ignore", invalid="ignore"):
+        top = max((float(np.max(np.abs(g))) for g in grads.values() if g.size), default=0.0)
+    if not math.isfinite(top):  # (an inf among them; a NaN makes max NaN)
+        return math.inf if top == math.inf else math.nan
+    scaled = {k: g / top for k, g in grads.items()}
+    return top * math.sqrt(_sum_of_squares(scaled))
+
+
+def _sum_of_squares(grads: Arrays) -> float:
+    """Σ_arrays Σ_elements g² in float64 (compiled where numba is)."""
     compiled = fast.sum_of_squares(list(grads.values())) if fast.available() else None
     if compiled is not None:
-        return math.sqrt(compiled)
+        return float(compiled)
     total = 0.0
     # In a session: a dot product on OpenBLAS's own threads leaves them spinning into the
     # next forward pass (rnnlab.fast.parallel, "between sessions").
@@ -710,7 +726,7 @@ def global_norm(grads: Arrays) -> float:
         for g in grads.values():
             f = g.ravel().astype(np.float64, copy=False)
             total += float(np.dot(f, f))
-    return math.sqrt(total)
+    return total
 
 
 def clip_by_global_norm(grads: Arrays, max_norm: float) -> float:
