@@ -892,6 +892,55 @@ def test_a_rank_that_fails_before_starting_mpi_can_end_the_others(tmp_path):
     assert time.perf_counter() - start < 20
 
 
+# Rank 1 of the tests below: a rank that exits before it starts MPI, which rnnlab cannot
+# answer for (a node without rnnlab, a Python that fails to import it).
+NEVER_STARTS = ["-n", "1", sys.executable, "-c", "raise SystemExit(1)"]
+
+
+# Rank 0 runs this: it writes its process id to the file `waiting` as it begins to import
+# mpi4py.MPI (whose import starts MPI), where the test sends it a stop signal.
+AT_MPI_START = """
+import os, sys
+from pathlib import Path
+from rnnlab.cli import main
+
+sync = Path(sys.argv[1])
+
+def hook(event, args):
+    if event == "import" and args[0] == "mpi4py.MPI" and not (sync / "waiting").exists():
+        (sync / "pid.tmp").write_text(str(os.getpid()))
+        os.replace(sync / "pid.tmp", sync / "waiting")
+
+sys.addaudithook(hook)
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("signum,said", [(signal.SIGTERM, "Terminated (signal 15)"),
+                                         (signal.SIGINT, "Interrupt (signal 2)")])
+def test_a_stop_signal_while_mpi_starts_ends_the_job(tmp_path, signum, said):
+    """A SIGTERM (`timeout`'s, a plain `kill`'s, Slurm's) or Ctrl-C to a rank waiting in
+    MPI_Init for a rank that never starts MPI was noted by rnnlab's handler, which never ran
+    there: the job ignored it and waited on until SIGKILL. Now it ends the rank, and mpiexec
+    ends the job, saying the signal."""
+    script, sync = tmp_path / "at_start.py", tmp_path / "sync"
+    script.write_text(AT_MPI_START)
+    sync.mkdir()
+    args = [*ADDING, "--steps", "4", "--batch-size", "4", "--run-dir", "run"]
+    tail = ["-n", "1", sys.executable, script, sync, *map(str, args), ":", *NEVER_STARTS]
+
+    def signal_rank_0(job):
+        while not (sync / "waiting").exists():
+            assert job.poll() is None, "the job ended before rank 0 started MPI"
+            time.sleep(0.02)
+        os.kill(int((sync / "waiting").read_text()), signum)
+
+    done = launch(tail, tmp_path, timeout=120, during=signal_rank_0)
+    assert done.returncode != 0
+    assert said in done.stdout + done.stderr  # (mpiexec's word)
+    assert not (tmp_path / "run").exists()
+
+
 # Rank 0 runs this: every validation of the adding task overflows (its MSE is inf).
 VALID_INF = """
 import math, sys

@@ -42,11 +42,19 @@ import time
 import zlib
 from collections.abc import Collection
 from types import FrameType
+from typing import Any
 
 import numpy as np
 
 from rnnlab import settings
-from rnnlab.train import Batch, NonFiniteError, Trainer, give_back_signals, take_signals
+from rnnlab.train import (
+    STOP_SIGNALS,
+    Batch,
+    NonFiniteError,
+    Trainer,
+    give_back_signals,
+    take_signals,
+)
 
 # Set by the launchers in every process they start: MPICH's and Intel MPI's Hydra (PMI_*),
 # Open MPI (OMPI_*), Slurm's srun with PMIx (PMIX_RANK; the size comes from MPI itself).
@@ -71,6 +79,25 @@ def launched() -> bool:
 
 
 def _mpi():
+    """mpi4py's MPI module, MPI started (MPI_Init: importing it does) at the first call.
+
+    MPI_Init waits for every rank the launcher started, and MPICH's mpiexec does not end a
+    job whose rank exits before it starts MPI (a node without rnnlab, a rank whose Python
+    fails to import it): the others wait in MPI_Init, where no Python signal handler runs
+    (nor any thread of Python's: MPI_Init holds the interpreter), until they are ended.
+    StartInterrupts, installed before, only noted SIGINT and SIGTERM, so neither a Ctrl-C
+    nor `timeout`'s or a plain `kill`'s SIGTERM ended the job: it took SIGKILL. While MPI
+    starts, the two do what they do by default instead: end the rank (nothing is written
+    yet), and mpiexec then ends the others."""
+    if "mpi4py.MPI" in sys.modules:  # (started: by an earlier call, or by the caller)
+        return sys.modules["mpi4py.MPI"]
+    before: dict[int, Any] = {}
+    try:
+        for signum in STOP_SIGNALS:
+            if signal.getsignal(signum) != signal.SIG_IGN:  # (an ignored one stays so)
+                before[signum] = signal.signal(signum, signal.SIG_DFL)
+    except ValueError:  # (not the main thread, which alone sets handlers: left as they are)
+        pass
     try:
         from mpi4py import MPI
     except ImportError:
@@ -78,6 +105,8 @@ def _mpi():
             "rnnlab was started by an MPI launcher but mpi4py is not installed; "
             "install it with: pip install 'rnnlab[mpi]'"
         ) from None
+    finally:
+        give_back_signals(before)
     return MPI
 
 
