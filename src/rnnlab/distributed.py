@@ -186,12 +186,12 @@ class Communicator:
         """Rank 0's flag, on every rank."""
         return bool(self.broadcast(np.array([int(bool(flag))], np.int32))[0])
 
-    def broadcast_text(self, text: str) -> str:
-        """Rank 0's string, on every rank (its length, then its UTF-8 bytes)."""
-        data = np.frombuffer(text.encode("utf-8"), np.uint8) if self.rank == 0 else None
-        n = self.broadcast(np.array([0 if data is None else data.size], np.int64))[0]
+    def broadcast_text(self, text: str, root: int = 0) -> str:
+        """Rank `root`'s string, on every rank (its length, then its UTF-8 bytes)."""
+        data = np.frombuffer(text.encode("utf-8"), np.uint8) if self.rank == root else None
+        n = self.broadcast(np.array([0 if data is None else data.size], np.int64), root)[0]
         buf = data.copy() if data is not None else np.empty(int(n), np.uint8)
-        return bytes(self.broadcast(buf)).decode("utf-8")
+        return bytes(self.broadcast(buf, root)).decode("utf-8")
 
     def broadcast_params(self, params: dict[str, np.ndarray]) -> None:
         """Make every rank's arrays rank 0's (in place), in one broadcast of one buffer."""
@@ -517,6 +517,7 @@ class DistributedTrainer(Trainer):
                                               if k != "data"}, "model": self.spec},
                                    sort_keys=True, default=str)  # fmt: skip
         data_crc = zlib.crc32(np.ascontiguousarray(first.x).data)
+        self._settings_text = settings_text
         self._fingerprint = (zlib.crc32(settings_text.encode()),
                              zlib.crc32(np.ascontiguousarray(first.y).data, data_crc))
         self.lead = comm.rank == 0
@@ -569,12 +570,17 @@ class DistributedTrainer(Trainer):
         crcs[:, r] = (*self._fingerprint, self._resumed, self.step, noted)
         self.comm.where = " at the start"
         self.comm.allreduce(crcs)
-        for row, what in ((crcs[0], "has other settings (its options or --config)"),
-                          (crcs[1], "draws another first batch (its --data or data files)")):
+        other = [i for i in range(1, K) if crcs[0, i] != crcs[0, 0]]
+        # (every rank sees the same sums: all take part in the broadcasts of the two texts)
+        which = self._setting_differs(other[0]) if other else ""
+        for row, what, detail in (
+            (crcs[0], "has other settings (its options or --config)", which),
+            (crcs[1], "draws another first batch (its --data or data files)", ""),
+        ):
             other = [i for i in range(1, K) if row[i] != row[0]]
             if other:
                 raise ValueError(
-                    f"rank {other[0]} of {K} {what} than rank 0: data-parallel "
+                    f"rank {other[0]} of {K} {what} than rank 0{detail}: data-parallel "
                     "training needs every rank to be given the same options and the same "
                     "data (on a machine of its own, a copy with the same bytes)"
                 )
@@ -588,6 +594,21 @@ class DistributedTrainer(Trainer):
                 "same bytes)"
             )
         stop_if_interrupted(crcs[4])
+
+    def _setting_differs(self, rank: int) -> str:
+        """Collective: the first setting in which rank `rank` differs from rank 0, as
+        " (--lr 0.5 where rank 0 has 0.002)": a CRC alone named none, and the user was left to
+        compare the ranks' command lines and --config files. Each rank gets both texts."""
+        ours = json.loads(self.comm.broadcast_text(self._settings_text, 0))
+        theirs = json.loads(self.comm.broadcast_text(self._settings_text, rank))
+        said = lambda v: v if isinstance(v, str) else json.dumps(v)  # noqa: E731
+        for part, name in (("train", "--{}"), ("model", "the model's `{}`")):
+            a, b = ours.get(part, {}), theirs.get(part, {})
+            for key in sorted(set(a) | set(b)):
+                if a.get(key) != b.get(key):
+                    option = name.format(key.replace("_", "-") if part == "train" else key)
+                    return f" ({option} {said(b.get(key))} where rank 0 has {said(a.get(key))})"
+        return ""
 
     def _rows(self) -> slice:
         return slice(self.comm.rank * self.shard, (self.comm.rank + 1) * self.shard)
