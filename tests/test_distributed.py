@@ -686,7 +686,8 @@ def test_bad_input_is_one_line(tmp_path):
     done = launch(["-n", "4", sys.executable, "-c", MAIN, "train", "--resume", tmp_path / "six",
                    "--steps", "10", "--quiet"])  # fmt: skip
     assert done.returncode == 2
-    assert "`batch_size` 6 (the global batch) must split evenly over the 4 ranks" in done.stderr
+    assert ("`batch_size` 6 (the global batch) must split evenly over the 4 ranks; it splits "
+            "over 1, 2, 3 or 6 ranks") in done.stderr  # (the numbers that would work)
     assert "Traceback" not in done.stderr
 
 

@@ -504,9 +504,15 @@ class DistributedTrainer(Trainer):
         self.comm = comm
         K = comm.size
         if cfg.batch_size % K:
+            # (a new run's batch is K times --batch-size: this is a --resume of a run begun
+            # on another number of ranks, where the message named no number that works)
+            B = cfg.batch_size
+            fit = [str(k) for k in range(1, B + 1) if B % k == 0]
             raise ValueError(
-                f"`batch_size` {cfg.batch_size} (the global batch) must split evenly over the "
-                f"{K} ranks"
+                f"`batch_size` {B} (the global batch) must split evenly over the {K} ranks; "
+                f"it splits over {', '.join(fit[:-1])} or {fit[-1]} ranks" if len(fit) > 1
+                else f"`batch_size` {B} (the global batch) must split evenly over the {K} "
+                "ranks; it splits over 1 rank alone (one process)"
             )
         self.shard = cfg.batch_size // K
         first = task.batch(0, np.random.default_rng([cfg.seed, 0]))
