@@ -242,7 +242,9 @@ class StartInterrupts:
     """The stop signals (rnnlab.train.STOP_SIGNALS: SIGINT, Ctrl-C or `kill -INT` of one
     rank, and SIGTERM, which Slurm sends every rank before it kills a job) on a rank of
     `mpiexec ... rnnlab train` from before it starts MPI to its first step, where
-    Trainer.run's own handler takes over; `restore` puts the handlers before it back.
+    Trainer.run's own handler takes over; `restore` puts the handlers before it back. While
+    MPI itself starts (MPI_Init, where no handler of Python's runs) the two keep their
+    default action instead (`_mpi`): they end the rank, and mpiexec the others.
 
     Python's own handler raises KeyboardInterrupt wherever the rank is (SIGTERM's default
     kills it). Inside one of the start's collectives the rank left it unfinished and
