@@ -899,6 +899,22 @@ def test_a_rank_that_fails_before_starting_mpi_can_end_the_others(tmp_path):
     assert time.perf_counter() - start < 20
 
 
+def test_a_new_run_dir_is_checked_where_rank_0_writes_it_alone(tmp_path):
+    """Rank 0 alone writes a new run (no shared filesystem needed), yet every rank checked
+    --run-dir: a run left at that path on rank 1's machine (here: in its working directory)
+    refused the start, saying 'run' already holds a run, while rank 0's was empty."""
+    (tmp_path / "rank1").mkdir()
+    single([*ADDING, "--steps", "2", "--batch-size", "4", "--run-dir", tmp_path / "rank1" / "run"])
+    before = sorted(p.name for p in (tmp_path / "rank1" / "run").iterdir())
+    args = [*ADDING, "--steps", "4", "--batch-size", "4", "--run-dir", "run"]
+    tail = ["-n", "1", sys.executable, "-c", MAIN, *args, ":", "-n", "1", "-wdir",
+            tmp_path / "rank1", sys.executable, "-c", MAIN, *args]  # fmt: skip
+    ok(launch(tail, tmp_path, timeout=120, RNNLAB_MPI_TIMEOUT="60"))
+    assert io.load_checkpoint(tmp_path / "run").step == 4
+    assert sorted(p.name for p in (tmp_path / "rank1" / "run").iterdir()) == before
+    assert io.checkpoint_steps(tmp_path / "rank1" / "run") == [2]  # (rank 1 wrote nothing)
+
+
 # Rank 1 of the tests below: a rank that exits before it starts MPI, which rnnlab cannot
 # answer for (a node without rnnlab, a Python that fails to import it).
 NEVER_STARTS = ["-n", "1", sys.executable, "-c", "raise SystemExit(1)"]

@@ -464,7 +464,10 @@ def _prepare_train(args, comm) -> tuple:
         _, cfg, in_file = _config_from_args(args)
         if comm is not None:
             cfg.batch_size *= comm.size
-        if args.run_dir:
+        # Under MPI rank 0 alone writes the run directory (a new run needs no shared
+        # filesystem): a run that another rank's machine holds at that path, which that rank
+        # never writes, refused the start there, with rank 0's own directory fine.
+        if args.run_dir and say:
             _new_run_dir_ok(Path(args.run_dir), "train")
         try:
             task = tasks.make_task(cfg)
