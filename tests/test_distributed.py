@@ -744,8 +744,13 @@ def test_ranks_given_other_data_or_settings_are_refused_at_the_start(tmp_path, t
     args = ["train", "charlm", "--hidden", "8", "--seq-len", "16", "--embed", "4", "--dropout",
             "0", "--steps", "2", "--batch-size", "3", "--quiet", "--run-dir", "run"]  # fmt: skip
     (tmp_path / "rank1").mkdir()
+    middle = tmp_path / "middle.txt"  # one character changed, far from the first batch
+    chars = text.read_text()
+    at = chars.index("gradient", len(chars) // 2 + 5) + 4
+    middle.write_text(chars[:at] + "a" + chars[at + 1 :])  # (gradaent: the same alphabet)
     for theirs, said in (
-        (["--data", shuffled], "draws another first batch (its --data or data files)"),
+        (["--data", shuffled], "reads other data (its --data or data files"),
+        (["--data", middle], "reads other data (its --data or data files"),
         (["--data", text, "--lr", "0.5"], "has other settings (its options or --config) "
          "than rank 0 (--lr 0.5 where rank 0 has 0.002)"),
         (["--data", text, "--cell", "gru"], "has other settings (its options or --config) "
@@ -756,7 +761,8 @@ def test_ranks_given_other_data_or_settings_are_refused_at_the_start(tmp_path, t
         done = launch(tail, tmp_path, timeout=120, RNNLAB_MPI_TIMEOUT="60")  # fmt: skip
         assert done.returncode == 2, done.stdout + done.stderr
         if "than rank 0" not in said:
-            said += " than rank 0"
+            said += ": their first batch or the record of them config.json keeps, a corpus's "
+            said += "SHA-256) than rank 0"
         assert done.stderr.count(f"rnnlab: error: rank 1 of 2 {said}: "
                                  "data-parallel training needs every rank") == 2, done.stderr
         assert "Traceback" not in done.stderr and not (tmp_path / "run").exists()

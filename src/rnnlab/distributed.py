@@ -520,11 +520,19 @@ class DistributedTrainer(Trainer):
         first = task.batch(0, np.random.default_rng([cfg.seed, 0]))
         self._check_rows(len(first.x), cfg, K)
         # what check_same_run compares: the settings (not --data's path, which may differ
-        # between machines) and the first batch's bytes (the data as this rank reads it)
+        # between machines) and the first batch's bytes (the data as this rank reads it)...
         settings_text = json.dumps({"train": {k: v for k, v in cfg.to_dict().items()
                                               if k != "data"}, "model": self.spec},
                                    sort_keys=True, default=str)  # fmt: skip
         data_crc = zlib.crc32(np.ascontiguousarray(first.x).data)
+        # and what the run records of its data (a corpus's SHA-256, its vocabulary; not the
+        # path): a first batch reads a few windows, and a corpus that differs elsewhere (one
+        # character in its middle) trained on silently, recorded as rank 0's
+        record = getattr(task, "data_record", None)
+        if callable(record):
+            kept = {k: v for k, v in record().items() if k != "path"}
+            data_crc = zlib.crc32(json.dumps(kept, sort_keys=True, default=str).encode(),
+                                  data_crc)  # fmt: skip
         self._settings_text = settings_text
         self._fingerprint = (zlib.crc32(settings_text.encode()),
                              zlib.crc32(np.ascontiguousarray(first.y).data, data_crc))
@@ -564,9 +572,10 @@ class DistributedTrainer(Trainer):
         )
 
     def check_same_run(self) -> None:
-        """Collective: raise on every rank unless every rank has rank 0's settings and draws
-        rank 0's first batch. Each rank reads its own options and --data (a new run needs no
-        shared filesystem), and one given another text of the same alphabet, or another
+        """Collective: raise on every rank unless every rank has rank 0's settings, draws
+        rank 0's first batch and records rank 0's data (the task's data_record). Each rank
+        reads its own options and --data (a new run needs no shared filesystem), and one
+        given another text of the same alphabet, or another
         --lr in an MPMD launch, trained on without a word: the weights stay equal (the
         gradients are summed), the run is not the one its config.json describes. Also an
         agreement on the stop signals (Ctrl-C, SIGTERM) noted since the start agreement
@@ -583,7 +592,8 @@ class DistributedTrainer(Trainer):
         which = self._setting_differs(other[0]) if other else ""
         for row, what, detail in (
             (crcs[0], "has other settings (its options or --config)", which),
-            (crcs[1], "draws another first batch (its --data or data files)", ""),
+            (crcs[1], "reads other data (its --data or data files: their first batch or "
+             "the record of them config.json keeps, a corpus's SHA-256)", ""),
         ):
             other = [i for i in range(1, K) if row[i] != row[0]]
             if other:
