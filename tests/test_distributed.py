@@ -631,6 +631,47 @@ def test_an_error_on_one_rank_ends_every_rank(tmp_path):
     assert time.perf_counter() - start < 120  # not the 600 s timeout
 
 
+# Rank 0 runs this: its disk is full when it writes the checkpoint of step 20.
+FULL_AT_20 = """
+import errno, sys
+from rnnlab import io
+from rnnlab.cli import main
+
+save = io.save_checkpoint
+
+def full(run_dir, step, **kw):
+    if step == 20:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    return save(run_dir, step, **kw)
+
+io.save_checkpoint = full
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_checkpoint_rank_0_cannot_write_is_named_and_the_run_resumes(tmp_path):
+    """Rank 0's full disk at the checkpoint of step 20 was said as "rank 0 of 2 stopped at
+    step 21: ...; the run stopped at step 20 ...latest.; stopping every rank" (the step after
+    the one saved, and a stray period); the checkpoint before it stays, and resumes."""
+    script = tmp_path / "full.py"
+    script.write_text(FULL_AT_20)
+    args = [*ADDING, "--batch-size", "4", "--steps", "30", "--checkpoint-every", "10",
+            "--run-dir", "run"]  # fmt: skip
+    tail = ["-n", "1", sys.executable, script, *args, ":", "-n", "1", "-wdir",
+            tmp_path / "rank1", sys.executable, "-c", MAIN, *args]  # fmt: skip
+    (tmp_path / "rank1").mkdir()
+    done = launch(tail, tmp_path, timeout=120, RNNLAB_MPI_TIMEOUT="60")
+    assert done.returncode != 0
+    assert ("rnnlab: error: rank 0 of 2 stopped at the checkpoint of step 20: [Errno 28] No "
+            "space left on device; the run stopped at step 20, whose checkpoint may not be "
+            "saved: the checkpoints saved before it are intact; once the cause is fixed, "
+            "`rnnlab train --resume run` continues from the latest; stopping "
+            "every rank.\n") in done.stderr  # fmt: skip
+    assert io.checkpoint_steps(tmp_path / "run") == [10]
+    ok(mpiexec(["train", "--resume", tmp_path / "run", "--quiet"], tmp_path))
+    assert io.load_checkpoint(tmp_path / "run").step == 30
+
+
 def test_average_gradients_in_a_loop_of_ones_own(tmp_path):
     script = tmp_path / "loop.py"
     script.write_text(

@@ -544,6 +544,7 @@ class DistributedTrainer(Trainer):
         self._interrupted_on = np.zeros(comm.size)
         self._global_batch: Batch | None = None
         self._reduced = False
+        self._at = "at the start"  # (run and the hooks say where: the line of a failure)
         self._t_start = time.perf_counter()
         # what `restore` took up (a CRC of the checkpoint; 0: a new run), which
         # check_same_run compares: each rank reads the checkpoint, and one that read another
@@ -715,6 +716,7 @@ class DistributedTrainer(Trainer):
 
     def _train_step(self, step):
         self._reduced = False
+        self._at = f"at step {step + 1}"
         try:
             return super()._train_step(step)
         except NonFiniteError as e:
@@ -745,6 +747,7 @@ class DistributedTrainer(Trainer):
         evaluation that is not finite stops every rank (each then saves, collectively, as
         after a diverged step), not rank 0 alone in another collective than theirs."""
         self.comm.where = f" at the evaluation of step {self.step}"
+        self._at = self.comm.where[1:]
         stop, diverged = False, None
         if self.lead:
             try:
@@ -780,6 +783,7 @@ class DistributedTrainer(Trainer):
         """Collective: the weights are checked to agree, the carried state of every rank's
         rows is gathered, and rank 0 writes the checkpoint of the global batch."""
         self.comm.where = f" at the checkpoint of step {self.step}"
+        self._at = self.comm.where[1:]
         self.comm.check_same(self.model.params, f"at step {self.step}")
         if self.carry is None:
             return super().save() if self.lead else self.run_dir
@@ -815,6 +819,9 @@ class DistributedTrainer(Trainer):
         """Rank 0's weights and optimizer state everywhere first (a resumed run's too: each
         rank read the checkpoint, but only agreement is what makes the updates agree)."""
         self.comm.where = " at the start"
+        # what the line of a failure on one rank names (`self.step + 1` alone said "stopped at
+        # step 21" of a checkpoint of step 20 that rank 0 could not write)
+        self._at = f"at step {self.step + 1}"
         try:
             # here, after every rank has started (`rnnlab train`'s last agreement comes just
             # before): share_cores is a collective without a timeout (MPI_Comm_split_type),
@@ -835,9 +842,9 @@ class DistributedTrainer(Trainer):
         except BaseException as e:
             # Anything else happened on this rank alone (a full disk on rank 0, a bug): the
             # others would wait for it in the next collective until the timeout. End them now.
-            text = " ".join((str(e) or type(e).__name__).split())
+            text = " ".join((str(e) or type(e).__name__).split()).rstrip(".")
             sys.stderr.write(
-                f"rnnlab: error: rank {self.comm.rank} of {self.comm.size} stopped at step "
-                f"{self.step + 1}: {text}; stopping every rank.\n"
+                f"rnnlab: error: rank {self.comm.rank} of {self.comm.size} stopped {self._at}: "
+                f"{text}; stopping every rank.\n"
             )
             _abort(self.comm.comm, 1)
