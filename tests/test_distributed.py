@@ -25,13 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import oracle
 
 from rnnlab import io
 
-if os.environ.get("CI"):
-    import mpi4py  # noqa: F401
-else:
-    pytest.importorskip("mpi4py")
+oracle("mpi4py")
 
 MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which(
     "mpiexec"
