@@ -180,6 +180,20 @@ def test_a_huge_T_is_refused_by_name_and_out_of_memory_names_the_commands_option
         assert "out of memory" in line and option in line, line
 
 
+@pytest.mark.parametrize("task,T", [("adding", 2**63 - 1), ("copy", 2**62),
+                                    ("temporal-order", 2**62)])  # fmt: skip
+@pytest.mark.parametrize("steps", [[], ["--steps", "1"]])
+def test_a_T_whose_step_budget_passes_64_bits_is_refused_as_T(capsys, task, T, steps):
+    """The memory tasks' budget of 40 or 60 T steps (rnnlab.tasks.tuned) past 64 bits was
+    refused as a `steps` or `eval_every` of 64 bits, options nobody typed."""
+    line = error_of(capsys, "train", task, "--T", T, *steps, "--quiet")
+    assert line.startswith("rnnlab: error: `--T` must be a size"), line
+    from rnnlab.tasks import defaults_for, tuned
+
+    assert "steps" not in tuned.overrides(task, "lstm", T)  # the task's own budget stands
+    assert defaults_for(task, None, 10)["steps"] == tuned.budget(task, 10)
+
+
 def test_seq_len_is_said_to_have_no_effect_on_charlm_with_bptt():
     from rnnlab.train import TrainConfig
 

@@ -22,6 +22,8 @@ in docs/results.md ("what was tried"); `rnnlab reproduce` runs them.
 
 from __future__ import annotations
 
+from rnnlab.train import INT_LIMIT
+
 MEMORY_TASKS = ("adding", "copy", "temporal-order")
 
 # Training steps per unit of T (the budget; early stop ends a solved run sooner).
@@ -53,7 +55,11 @@ def overrides(task: str, cell: str, T: int | None) -> dict[str, object]:
     (empty for tasks without such a table)."""
     out = {**_BY_TASK.get(task, {}), **_BY_CELL.get((task, cell), {})}
     if task in MEMORY_TASKS and isinstance(T, int) and not isinstance(T, bool) and T > 0:
-        # a bad T is left to TrainConfig.validate, which names it
+        # a bad T is left to TrainConfig.validate, which names it; so is a T whose budget
+        # would not fit in 64 bits (`--T 9223372036854775807` was refused as an `eval_every`
+        # or `steps` of 64 bits, options never typed): the task's own budget stands then,
+        # and T is refused by name (too long for memory, or for 64 bits)
         steps = budget(task, T)
-        out.update(steps=steps, eval_every=max(250, steps // 40))
+        if steps <= INT_LIMIT:
+            out.update(steps=steps, eval_every=max(250, steps // 40))
     return out
