@@ -65,3 +65,17 @@ def test_teacher_forcing_help_names_the_models_that_read_it():
 
 def _readout(task: str) -> str:
     return make_task(TrainConfig(task=task)).readout
+
+
+def test_T_help_says_the_memory_tasks_lengths():
+    """--T is adding's length but copy's delay (sequences of T + 20 steps) and temporal-order's
+    scale (T to T + T/10 steps); the help said "sequence length" of all three."""
+    said = _option_help("train", "--T")
+    assert "adding's sequence length" in said and "copy's delay" in said, said
+    assert "T + 20 steps" in said and "T to T + T/10 steps" in said, said
+    T = 30
+    length = {t: make_task(TrainConfig(task=t, T=T)).split("test")[0].shape[1]
+              for t in ("adding", "copy", "temporal-order")}  # fmt: skip
+    assert length == {"adding": T, "copy": T + 20, "temporal-order": T + T // 10}
+    lengths = make_task(TrainConfig(task="temporal-order", T=T)).split("test")[2]
+    assert lengths.min() == T and lengths.max() == T + T // 10
