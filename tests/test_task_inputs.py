@@ -194,6 +194,17 @@ def test_a_T_whose_step_budget_passes_64_bits_is_refused_as_T(capsys, task, T, s
     assert defaults_for(task, None, 10)["steps"] == tuned.budget(task, 10)
 
 
+def test_a_batch_larger_than_the_training_set_is_said(capsys, tmp_path):
+    """digits --batch-size 10**9 trained on its 1,295 images a step, and said nothing."""
+    argv = ["train", "digits", "--hidden", "4", "--steps", "1", "--quiet"]
+    assert run_cli(*argv, "--batch-size", 10**9, "--run-dir", tmp_path / "a") == 0
+    err = capsys.readouterr().err
+    assert ("rnnlab: warning: `batch_size` (1,000,000,000) is more than the digits task's "
+            "1,295 training sequences: every step trains on all 1,295\n") in err, err
+    assert run_cli(*argv, "--batch-size", 1295, "--run-dir", tmp_path / "b") == 0
+    assert "batch_size" not in capsys.readouterr().err
+
+
 def test_seq_len_is_said_to_have_no_effect_on_charlm_with_bptt():
     from rnnlab.train import TrainConfig
 

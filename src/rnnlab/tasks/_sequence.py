@@ -100,14 +100,22 @@ class _SequenceTask:
                 "shown, a token model's next token would already have been read); reversed "
                 "input is for tasks that read a whole sequence, then answer"
             )
+        said = []
         if self.cfg.bptt and self.per_step:
             # (untrimmed: the split's padded length, the longest of its sequences)
             x, _, _ = self._full_batch(0, np.random.default_rng(0), trim=False)
             if self.cfg.bptt >= x.shape[1]:  # one window: the setting changes nothing
-                return [f"`bptt` ({self.cfg.bptt}) is not shorter than the {self.cfg.task} "
-                        f"task's sequences ({x.shape[1]} steps): each is one window, trained "
-                        "with full BPTT"]  # fmt: skip
-        return []
+                said.append(f"`bptt` ({self.cfg.bptt}) is not shorter than the {self.cfg.task} "
+                            f"task's sequences ({x.shape[1]} steps): each is one window, "
+                            "trained with full BPTT")  # fmt: skip
+        if not self.fresh and self.cfg.batch_size > len(self.split("train")[0]):
+            # (digits --batch-size 10**9 trained on its 1,295 images a step, and nothing said
+            # that the batch asked for was not the one trained with)
+            n = len(self.split("train")[0])
+            said.append(f"`batch_size` ({self.cfg.batch_size:,}) is more than the "
+                        f"{self.cfg.task} task's {n:,} training sequences: every step trains "
+                        f"on all {n:,}")  # fmt: skip
+        return said
 
     # --- the data a subclass provides
     def sample(self, n: int, rng: np.random.Generator):  # fresh tasks
