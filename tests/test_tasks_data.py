@@ -509,6 +509,32 @@ def test_copy_baseline_is_the_memoryless_cross_entropy():
     assert nll.mean() == pytest.approx(synthetic.copy_baseline(T), rel=1e-12)
 
 
+def test_copy_baseline_on_is_a_memoryless_model_s_loss_counted_directly():
+    """The empirical baseline beside copy's score is the loss and recall, scored as
+    Copy.evaluate scores a model (softmax cross-entropy averaged over all T + 20 steps), of
+    the model that outputs a blank for sure and then, at each recalled step, the frequencies
+    of the set's symbols there, whatever the input; computed here by a direct count."""
+    from rnnlab.losses import softmax_cross_entropy
+
+    n, T = 400, 7
+    _, y = synthetic.copy_memory(n, T, np.random.default_rng(9))
+    p = np.zeros((T + 20, 9))
+    p[: T + 10, 0] = 1.0
+    hits = 0
+    for t in range(T + 10, T + 20):
+        counts = Counter(y[:, t].tolist())
+        for symbol, c in counts.items():
+            p[t, symbol] = c / n
+        hits += max(counts.values())
+    logits = np.where(p > 0, np.log(np.where(p > 0, p, 1.0)), -1e30)
+    loss, _ = softmax_cross_entropy(np.broadcast_to(logits, (n, T + 20, 9)), y,
+                                    reduction="mean")  # fmt: skip
+    nats, recall = synthetic.copy_baseline_on(y)
+    assert nats == pytest.approx(loss, rel=1e-9)
+    assert recall == pytest.approx(hits / (10 * n), rel=1e-12)
+    assert nats < synthetic.copy_baseline(T)  # fitted to the set: a little below 10 ln 8 / (T + 20)
+
+
 def test_temporal_order_ranges_reproduce_the_paper_at_T_100():
     assert synthetic.temporal_order_ranges(100) == {
         "length": (100, 110),
@@ -608,6 +634,37 @@ def test_digits_split_depends_only_on_the_seed():
     assert len(a[3]) == sum(
         round(0.3 * k) for k in [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
     )
+
+
+@pytest.mark.parametrize("task", ["adding", "copy", "temporal-order", "digits"])
+def test_batches_follow_the_seed_and_step_and_the_held_out_sets_are_apart(task):
+    """A training batch is a function of (seed, step) alone: the same for two tasks made
+    with one seed, whatever generator the Trainer passes; another step or seed gives
+    another. digits puts each of its 1,797 images in one set (it has no duplicates) and an
+    epoch's batches draw distinct training images; a synthetic task's two held-out sets are
+    drawn apart."""
+    from rnnlab.tasks import make_task
+    from rnnlab.train import TrainConfig
+
+    def batches(seed, steps):
+        t = make_task(TrainConfig(task=task, T=12, batch_size=8, seed=seed))
+        return t, [t.batch(s, np.random.default_rng(s + 99)) for s in steps]
+
+    a, first = batches(0, range(4))
+    _, again = batches(0, range(4))
+    _, other = batches(1, range(4))
+    for u, v, w in zip(first, again, other, strict=True):
+        assert np.array_equal(u.x, v.x) and np.array_equal(u.y, v.y)
+        assert not np.array_equal(u.x, w.x)
+    assert all(not np.array_equal(first[0].x, b.x) for b in first[1:])
+    if task != "digits":  # fresh draws; the two held-out sets are drawn apart
+        assert not np.array_equal(a.split("valid")[0], a.split("test")[0])
+        return
+    seen = {name: {row.tobytes() for row in a.split(name)[0]} for name in ("train", "valid",
+                                                                          "test")}  # fmt: skip
+    assert sum(map(len, seen.values())) == 1797  # every image once, in one set
+    trained = [row.tobytes() for b in first for row in b.x]
+    assert len(set(trained)) == len(trained) == 32 and set(trained) <= seen["train"]
 
 
 def test_digits_without_scikit_learn(monkeypatch):
