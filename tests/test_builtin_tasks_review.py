@@ -76,6 +76,17 @@ def test_load_pytokens_says_which_file_is_unusable_and_why(tmp_path):
     assert chars == "f(x)\n" and len(labels) == 5
 
 
+def test_load_pytokens_skips_a_file_that_cannot_be_read_and_says_which(tmp_path):
+    """/proc/self/mem is a file whose read fails (EIO): load_pytokens raised that OSError,
+    naming no file, where a file that does not decode is skipped and named."""
+    with pytest.raises(ValueError, match=r"got 1 file, none usable \('/proc/self/mem': it "
+                       r"cannot be read: Input/output error\)"):  # fmt: skip
+        pytokens.load_pytokens(files=["/proc/self/mem"])
+    good = tmp_path / "good.py"
+    good.write_text("f(x)\n")
+    assert pytokens.load_pytokens(files=["/proc/self/mem", good])[0] == "f(x)\n"
+
+
 def test_pytokens_says_its_held_out_sets_commonest_class():
     """pytokens printed its accuracy alone, where digits and the synthetic tasks say the
     commonest class of the set beside theirs: with a small --train-size the test piece can

@@ -204,7 +204,7 @@ def stdlib_files(root: str | os.PathLike[str] | None = None) -> list[Path]:
 
 def _read_source(path: Path) -> str:
     """The file's text as Python reads it (PEP 263 encoding cookie, universal newlines).
-    Raises SourceError saying why when it cannot be decoded."""
+    Raises SourceError saying why when it cannot be read or decoded."""
     try:
         with tokenize.open(path) as f:
             return f.read()
@@ -213,6 +213,9 @@ def _read_source(path: Path) -> str:
                           ) from None  # fmt: skip
     except (UnicodeDecodeError, LookupError) as e:
         raise SourceError(f"it does not decode: {e}") from None
+    except OSError as e:  # (/proc/self/mem is a file whose read fails: an OSError naming
+        # no file escaped load_pytokens; it is skipped, as a file that does not decode is)
+        raise SourceError(f"it cannot be read: {e.strerror or e}") from None
 
 
 def load_pytokens(
@@ -227,7 +230,7 @@ def load_pytokens(
     are read in the order given. Each file is labelled whole (so labels see the complete
     context), then at most its first `max_file_chars` characters are kept, cut after a line
     end, so that no single large module dominates; files are concatenated until `max_chars`
-    characters, the last one cut to fit. Files that cannot be decoded or tokenized, or are
+    characters, the last one cut to fit. Files that cannot be read, decoded or tokenized, or are
     empty, are skipped (none left is an error naming the first and why); a given file that
     does not exist is an error.
     """
