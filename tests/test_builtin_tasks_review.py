@@ -87,6 +87,12 @@ def test_load_pytokens_skips_a_file_that_cannot_be_read_and_says_which(tmp_path)
     assert pytokens.load_pytokens(files=["/proc/self/mem", good])[0] == "f(x)\n"
 
 
+def test_load_pytokens_names_a_device_as_no_regular_file_not_missing():
+    with pytest.raises(ValueError, match=r"`files\[0\]` must be an existing file; got "
+                       r"'/dev/null', which is no regular file instead"):  # fmt: skip
+        pytokens.load_pytokens(files=["/dev/null"])
+
+
 def test_pytokens_says_its_held_out_sets_commonest_class():
     """pytokens printed its accuracy alone, where digits and the synthetic tasks say the
     commonest class of the set beside theirs: with a small --train-size the test piece can

@@ -248,7 +248,9 @@ def load_pytokens(
             if not isinstance(f, (str, os.PathLike)):
                 fail(f"files[{i}]", "a path (str or pathlib.Path)", describe(f))
             if not Path(f).is_file():
-                why = "a directory" if Path(f).is_dir() else "missing"
+                # (/dev/null was "missing": it exists, and is no regular file)
+                why = ("a directory" if Path(f).is_dir() else "no regular file"
+                       if Path(f).exists() else "missing")  # fmt: skip
                 fail(f"files[{i}]", "an existing file", f"'{f}', which is {why}")
             paths.append(Path(f))
     texts, labels, total = [], [], 0
