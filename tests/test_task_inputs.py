@@ -205,6 +205,27 @@ def test_a_batch_larger_than_the_training_set_is_said(capsys, tmp_path):
     assert "batch_size" not in capsys.readouterr().err
 
 
+def test_a_pytokens_train_size_beyond_the_standard_library_is_said(capsys, tmp_path):
+    """--train-size 10**11 trained on the few million characters the standard library
+    holds, and said nothing; the default (400,000) is within it."""
+    argv = ["train", "pytokens", "--hidden", "4", "--embed", "4", "--steps", "1", "--quiet"]
+    assert run_cli(*argv, "--train-size", 10**11, "--run-dir", tmp_path / "a") == 0
+    err = capsys.readouterr().err
+    said = re.search(r"rnnlab: warning: `train_size` \(100,000,000,000\) asks for more Python "
+                     r"source than this standard library's files hold: train ([\d,]+) "
+                     r"characters \(of 90,000,000,000\), valid ([\d,]+) characters \(of "
+                     r"5,000,000,000\), test ([\d,]+) characters \(of 5,000,000,000\)\n", err)
+    assert said, err
+    from rnnlab.tasks import pytokens
+
+    files = pytokens.split_files(0)
+    for name, got in zip(("train", "valid", "test"), said.groups(), strict=True):
+        whole = sum(len(text) for text, _ in pytokens._usable(files[name], 20_000))
+        assert int(got.replace(",", "")) == whole  # every file of the split, whole
+    assert run_cli(*argv, "--run-dir", tmp_path / "b") == 0
+    assert "`train_size`" not in capsys.readouterr().err
+
+
 def test_seq_len_is_said_to_have_no_effect_on_charlm_with_bptt():
     from rnnlab.train import TrainConfig
 

@@ -479,11 +479,14 @@ def _contiguous_pieces(max_chars: int, seed: int, L: int) -> dict[str, tuple[str
     return {name: (chars[lo:hi], labels[lo:hi]) for name, (lo, hi) in bounds.items()}
 
 
-def _file_pieces(max_chars: int, seed: int, L: int) -> dict[str, tuple[str, np.ndarray]]:
+def _file_pieces(max_chars: int, seed: int, L: int, exhausted: dict | None = None
+                 ) -> dict[str, tuple[str, np.ndarray]]:  # fmt: skip
     """The split of whole files (split_files, split_budgets), each piece checked to hold one
     window of L characters: a --seq-len too long for what this standard library's files of a
     split hold, or a --train-size too small for a window in each piece, is said naming the
-    setting that helps as TrainConfig names it (`seq_len`; the CLI says --seq-len)."""
+    setting that helps as TrainConfig names it (`seq_len`; the CLI says --seq-len).
+    `exhausted`: a dict that gets {split: (characters read, its budget)} of each split whose
+    files hold less than its budget of --train-size (all of them read)."""
     files = split_files(seed)
     budgets = split_budgets(max_chars)
     pieces, needs, totals = {}, {}, {}
@@ -514,6 +517,10 @@ def _file_pieces(max_chars: int, seed: int, L: int) -> dict[str, tuple[str, np.n
         fail("train_size", f"at least {need:,} characters with `seq_len` = {L}, so that "
              "valid and test (5 % each, cut after a line end) hold one window of `seq_len` "
              "characters", f"{max_chars:,}", "Raise `train_size` or lower `seq_len`.")  # fmt: skip
+    if exhausted is not None:
+        for name, (text, _) in pieces.items():
+            if len(text) == totals[name] < budgets[name]:  # every file read whole
+                exhausted[name] = (len(text), budgets[name])
     return pieces
 
 
@@ -537,8 +544,10 @@ class PyTokens(_SequenceTask):
         L = cfg.seq_len
         stored = _stored_record(data)
         split = _split_of(stored)
+        self._short: dict[str, tuple[int, int]] = {}
+        self._max_chars = max_chars
         if split == "files":
-            pieces = _file_pieces(max_chars, cfg.seed, L)
+            pieces = _file_pieces(max_chars, cfg.seed, L, self._short)
         else:
             pieces = _contiguous_pieces(max_chars, cfg.seed, L)
         if stored and "vocab" in stored:
@@ -569,6 +578,17 @@ class PyTokens(_SequenceTask):
         for name, (text, labels) in pieces.items():
             x, y = chunk(self.vocab.encode(text), labels, L)
             self._splits[name] = (x.astype(np.int64), y.astype(np.int64), None)
+
+    def check_new_run(self) -> list[str]:
+        """The shared checks, and a --train-size more than this standard library's files of
+        a split hold (--train-size 10**11 trained on what there is, and said nothing)."""
+        said = super().check_new_run()
+        if self._short:
+            said.append(f"`train_size` ({self._max_chars:,}) asks for more Python source "
+                        "than this standard library's files hold: " + ", ".join(
+                            f"{name} {got:,} characters (of {want:,})"
+                            for name, (got, want) in self._short.items()))  # fmt: skip
+        return said
 
     def data_record(self) -> dict:
         """What a run stores of its data (config.json's "data"): the vocabulary, the SHA-256
