@@ -79,3 +79,7 @@ def test_T_help_says_the_memory_tasks_lengths():
     assert length == {"adding": T, "copy": T + 20, "temporal-order": T + T // 10}
     lengths = make_task(TrainConfig(task="temporal-order", T=T)).split("test")[2]
     assert lengths.min() == T and lengths.max() == T + T // 10
+    from rnnlab.tasks import defaults
+
+    assert said.endswith("Default: 100, copy 50"), said
+    assert [defaults(t)["T"] for t in ("adding", "copy", "temporal-order")] == [100, 50, 100]

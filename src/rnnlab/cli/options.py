@@ -247,7 +247,8 @@ def add_data_options(parser, defaults=SUPPRESS, *, only=None, checked: bool = Fa
     g.add("--T", dest="T", type=count("--T") if checked else int,
           help="memory tasks: adding's sequence length; copy's delay (its sequences are "
           "T + 20 steps: 10 symbols, the delay, 10 to recall); temporal-order's scale (its "
-          "sequences are T to T + T/10 steps; 100 is the paper's)")  # fmt: skip
+          "sequences are T to T + T/10 steps; 100 is the paper's). Default: 100, copy "
+          "50")  # fmt: skip
     g.add("--digits-mode", dest="digits_mode", choices=("rows", "pixels"),
           help="digits: read each image a row (8 steps) or a pixel (64 steps) at a "
           "time")  # fmt: skip
