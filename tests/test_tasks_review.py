@@ -48,6 +48,41 @@ def test_copy_baseline_on_refuses_what_are_no_copy_targets(y, said):
     assert 0 < nats < synthetic.copy_baseline(1) and 1 / 8 <= recall < 1
 
 
+def test_copy_baseline_on_refuses_targets_out_of_the_copy_layout():
+    """Targets with a symbol before the last ten steps, or a blank among them, were scored
+    as if they had the layout: np.full((3, 30), 5) had a baseline of 0 nats."""
+    with pytest.raises(ValueError, match=r"`y` must be copy-memory targets: blanks \(0\) up "
+                       r"to the last 10 steps, symbols 1 to 8 at them; got a symbol at step 0 "
+                       r"instead"):  # fmt: skip
+        synthetic.copy_baseline_on(np.full((3, 30), 5))
+    with pytest.raises(ValueError, match=r"got a blank at step 20 instead"):
+        synthetic.copy_baseline_on(np.zeros((3, 30), np.int64))
+
+
+def test_a_copy_run_with_reversed_input_is_scored_where_its_symbols_are():
+    """A copy run saved with reverse_input (refused for new runs since, but one that did
+    still evaluates) reads its targets reversed, the symbols first: its recall and its
+    baseline were scored on the last ten steps, blanks, so a model of blanks recalled 100 %
+    beside a baseline of 0 nats."""
+    from types import SimpleNamespace
+
+    from rnnlab.tasks import make_task
+    from rnnlab.train import TrainConfig
+
+    class Blanks:  # the memoryless model that answers a blank at every step
+        def forward(self, x, lengths=None, grad=True):
+            return SimpleNamespace(output=np.where(np.arange(9) == 0, 9.0, 0.0)
+                                   * np.ones(x.shape + (9,)))  # fmt: skip
+
+    plain = make_task(TrainConfig(task="copy", T=5)).evaluate(Blanks(), "test")
+    reversed_ = make_task(TrainConfig(task="copy", T=5, reverse_input=True)).evaluate(
+        Blanks(), "test")
+    assert reversed_["recall_accuracy"] == plain["recall_accuracy"] == 0.0
+    for key in ("loss", "baseline_loss_empirical", "baseline_recall_empirical"):
+        assert reversed_[key] == pytest.approx(plain[key], rel=1e-12), key
+    assert 0.125 <= plain["baseline_recall_empirical"] < 0.2
+
+
 def test_adding_baseline_on_refuses_an_empty_set_or_text():
     """An empty set gave NumPy's "Mean of empty slice" RuntimeWarning and NaN baselines."""
     for y in ([], np.zeros((0, 1), np.float32), ["a"]):

@@ -142,6 +142,15 @@ def copy_baseline_on(y: np.ndarray) -> tuple[float, float]:
         fail("y", f"copy-memory targets: at least one row of T + {2 * COPY_LENGTH} steps "
              "(T ≥ 1)", f"shape {y.shape}")  # fmt: skip
     recall = y[:, -COPY_LENGTH:]
+    # (targets with a symbol before the last ten steps, or a blank among them, were scored
+    # as if blanks came first and symbols last: a baseline of 0 nats for np.full((3, 30), 5))
+    wrong = np.flatnonzero(np.concatenate([(y[:, :-COPY_LENGTH] != COPY_BLANK).any(axis=0),
+                                           (recall == COPY_BLANK).any(axis=0)]))  # fmt: skip
+    if len(wrong):
+        t = int(wrong[0])
+        what = "a symbol" if t < y.shape[1] - COPY_LENGTH else "a blank"
+        fail("y", f"copy-memory targets: blanks ({COPY_BLANK}) up to the last {COPY_LENGTH} "
+             f"steps, symbols 1 to {COPY_SYMBOLS} at them", f"{what} at step {t}")  # fmt: skip
     nats, hits = 0.0, 0
     for k in range(COPY_LENGTH):
         counts = np.bincount(recall[:, k], minlength=COPY_SYMBOLS + 1)
@@ -322,8 +331,13 @@ class Copy(_SyntheticTask):
     def evaluate(self, model, split):
         out, y, _ = self._eval_outputs(model, split)
         loss, _ = softmax_cross_entropy(out, y, reduction="mean")
-        recall = _accuracy(out[:, -10:], y[:, -10:])
-        base_loss, base_recall = copy_baseline_on(y)
+        # A run saved with reverse_input (before per-step tasks refused it) reads its targets
+        # reversed, the ten symbols first: its recall was scored on ten blanks (a model of
+        # blanks recalled 100 %), and its baseline on them too (0 nats). The recalled steps
+        # are where the symbols are, and the baseline is of the targets as drawn.
+        at = slice(0, COPY_LENGTH) if self.cfg.reverse_input else slice(-COPY_LENGTH, None)
+        recall = _accuracy(out[:, at], y[:, at])
+        base_loss, base_recall = copy_baseline_on(self.split(split)[1])
         return {
             "loss": loss,
             "recall_accuracy": recall,
