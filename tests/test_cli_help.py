@@ -83,3 +83,17 @@ def test_T_help_says_the_memory_tasks_lengths():
 
     assert said.endswith("Default: 100, copy 50"), said
     assert [defaults(t)["T"] for t in ("adding", "copy", "temporal-order")] == [100, 50, 100]
+
+
+def test_steps_help_says_the_memory_tasks_budget():
+    """The memory tasks' default budget grows with T (rnnlab.tasks.tuned); --help said
+    "optimizer steps" alone."""
+    from rnnlab.tasks import defaults_for, tuned
+
+    said = _option_help("train", "--steps")
+    for task, per_t in tuned.STEPS_PER_T.items():
+        assert defaults_for(task, None, 7)["steps"] == 7 * per_t
+    by = {t: p for t, p in tuned.STEPS_PER_T.items()}
+    assert f"adding {by['adding']} T, copy and temporal-order {by['copy']} T" in said, said
+    assert by["copy"] == by["temporal-order"]
+    assert "stops at the first validation that solves the task" in said

@@ -223,7 +223,9 @@ def add_optimisation_options(
     g.add("--reverse-input", dest="reverse_input", action="store_true",
           help="feed each input sequence reversed (Sutskever et al. 2014); for tasks that "
           "read a whole sequence, then answer (per-step tasks refuse it)")  # fmt: skip
-    g.add("--steps", type=int, help="optimizer steps")
+    g.add("--steps", type=int, help="optimizer steps (default: the task's; the memory tasks' "
+          "grows with --T: adding 60 T, copy and temporal-order 40 T, and a run stops at the "
+          "first validation that solves the task; rnnlab.tasks.tuned)")  # fmt: skip
     limit = (f"{defaults:g}" if isinstance(defaults, float) else
              "0, but charlm, numbers, dates and caption have their own: rnnlab.tasks")  # fmt: skip
     g.add("--time-limit", dest="time_limit", type=seconds("--time-limit") if checked else float,
