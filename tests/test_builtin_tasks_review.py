@@ -32,6 +32,16 @@ def test_ngram_bits_per_char_by_hand():
     assert later["bigram"]["nats_per_char"] == pytest.approx(want, rel=1e-14)
 
 
+def test_ngram_refuses_a_vocabulary_whose_unigram_would_not_fit_by_name():
+    """vocab_size = 10**12 ended in NumPy's MemoryError (the unigram is a float64 an id)."""
+    for call in (lambda: ngram.fit([0, 1], 2**60, 1),
+                 lambda: ngram.ngram_baselines([0, 1], [1], 2**60, max_order=1)):  # fmt: skip
+        with pytest.raises(ValueError, match=r"`vocab_size` must be a size whose unigram over "
+                           r"1,152,921,504,606,846,976 ids \(24 bytes an id\) would fit in "
+                           r"the memory available"):  # fmt: skip
+            call()
+
+
 def test_ngram_baselines_take_a_numpy_integer_start():
     """`start` refused np.int64(1) ("got np.int64(1) instead"), a position as NumPy gives it
     (np.argmax, len of an array's slice), where `max_order` and `vocab_size` take NumPy

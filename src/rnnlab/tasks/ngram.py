@@ -78,6 +78,14 @@ def _check_ids(value: object, name: str, vocab_size: int, allow_empty: bool = Fa
     return value.astype(np.int64)
 
 
+def _check_vocab(vocab_size: object) -> int:
+    """A vocabulary size whose unigram (a float64 per id, with its counts and temporaries:
+    24 bytes an id) fits in memory: vocab_size = 10**12 ended in NumPy's MemoryError."""
+    V = positive_int(vocab_size, "vocab_size")
+    _checks.affordable(24 * V, "vocab_size", f"unigram over {V:,} ids (24 bytes an id) would")
+    return V
+
+
 def _check_order(order: object, name: str, vocab_size: int) -> int:
     n = positive_int(order, name)
     if vocab_size**n >= _INT64_LIMIT:
@@ -155,7 +163,7 @@ def fit(train_ids: object, vocab_size: int, order: int) -> NGramModel:
     to one and is positive wherever P_1 is. The first positions of a text, with fewer than
     n − 1 symbols of history, use the longest history they have.
     """
-    V = positive_int(vocab_size, "vocab_size")
+    V = _check_vocab(vocab_size)
     n = _check_order(order, "order", V)
     ids = _check_ids(train_ids, "train_ids", V)
     raw, cont = _count(ids, V, n)
@@ -273,7 +281,7 @@ def ngram_baselines(
     id on is compared on the ids it predicts) and bits_per_char = nats_per_char / ln 2.
     Counts are shared between orders.
     """
-    V = positive_int(vocab_size, "vocab_size")
+    V = _check_vocab(vocab_size)
     top = _check_order(max_order, "max_order", V)
     train = _check_ids(train_ids, "train_ids", V)
     held_out = _check_ids(eval_ids, "eval_ids", V)
