@@ -399,17 +399,11 @@ def test_a_run_s_plots_that_is_no_directory_is_said_of_the_run(kind, tmp_path):
         assert not list((tmp_path / "elsewhere").iterdir())  # (nothing written through it)
 
 
-def test_the_cliff_figure_of_an_exploding_model_is_drawn(tmp_path, monkeypatch):
-    """An IRNN with W_hh × 1e5: along −∇L the loss reaches 1e297, and matplotlib's log ticks
-    overflowed ("cannot convert float infinity to integer"): rnnlab gradflow's cliff ended
-    in a traceback. What lies beyond the log axes' range is left out and said now."""
-    from rnnlab.diagnostics import analyses, plots, subjects
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures plots.save_png saves during the test, in order, for it to read."""
+    from rnnlab.diagnostics import plots
 
-    sub = subjects.task_subject("adding", cell="irnn", hidden=4, T=12, batch=4, init_scale=1e5)
-    with np.errstate(all="ignore"):
-        out = analyses.analyse_cliff(sub, 2.0, None, 1.0)
-    ((draw, data, name),) = out.figures
-    assert np.nanmax(data[2].losses) > 1e150  # (past LOG_RANGE: no log axis ticks it)
     figures = []
     real = plots.save_png
 
@@ -418,8 +412,22 @@ def test_the_cliff_figure_of_an_exploding_model_is_drawn(tmp_path, monkeypatch):
         return real(fig, path, dpi)
 
     monkeypatch.setattr(plots, "save_png", keep)
+    return figures
+
+
+def test_the_cliff_figure_of_an_exploding_model_is_drawn(tmp_path, drawn):
+    """An IRNN with W_hh × 1e5: along −∇L the loss reaches 1e297, and matplotlib's log ticks
+    overflowed ("cannot convert float infinity to integer"): rnnlab gradflow's cliff ended
+    in a traceback. What lies beyond the log axes' range is left out and said now."""
+    from rnnlab.diagnostics import analyses, subjects
+
+    sub = subjects.task_subject("adding", cell="irnn", hidden=4, T=12, batch=4, init_scale=1e5)
+    with np.errstate(all="ignore"):
+        out = analyses.analyse_cliff(sub, 2.0, None, 1.0)
+    ((draw, data, name),) = out.figures
+    assert np.nanmax(data[2].losses) > 1e150  # (past LOG_RANGE: no log axis ticks it)
     assert draw(data, tmp_path / name).read_bytes()[:4] == b"\x89PNG"
-    title = figures[0].axes[2].get_title()
+    title = drawn[0].axes[2].get_title()
     assert "values beyond 1e-150..1e+150 not drawn)" in title
 
 
@@ -437,20 +445,12 @@ def test_the_cliff_figure_of_steps_far_from_1_is_drawn(lr, tmp_path):
     assert draw(data, tmp_path / name).read_bytes()[:4] == b"\x89PNG"
 
 
-def test_a_curve_on_a_log_axis_says_what_it_cannot_draw_in_a_legend(tmp_path, monkeypatch):
+def test_a_curve_on_a_log_axis_says_what_it_cannot_draw_in_a_legend(tmp_path, drawn):
     """plot_curves: a single line's "(2 zeros)" was added to a copy of its label, and the
     legend shown only when the lines' own labels had it: never. A norm of 1e300 (past
     LOG_RANGE) drew with matplotlib's "RuntimeWarning: overflow encountered in exp"."""
     from rnnlab.diagnostics import plots
 
-    figures = []
-    real = plots.save_png
-
-    def keep(fig, path, dpi=110):
-        figures.append(fig)
-        return real(fig, path, dpi)
-
-    monkeypatch.setattr(plots, "save_png", keep)
     steps = np.arange(5.0)
     with np.errstate(all="raise"):
         plots.plot_curves(tmp_path / "g.png", [
@@ -458,7 +458,7 @@ def test_a_curve_on_a_log_axis_says_what_it_cannot_draw_in_a_legend(tmp_path, mo
             ("far", [("‖g‖", steps, np.array([1.0, 1e300, 2.0, 3.0, 4.0]))], True),
             ("plain", [("loss", steps, np.array([1.0, 0.0, 2.0, 0.0, 3.0]))], False),
         ])  # fmt: skip
-    legends = [ax.get_legend() for ax in figures[0].axes]
+    legends = [ax.get_legend() for ax in drawn[0].axes]
     assert [t.get_text() for t in legends[0].get_texts()] == ["‖g‖ (2 zeros)"]
     assert [t.get_text() for t in legends[1].get_texts()] == [
         "‖g‖ (1 beyond 1e-150..1e+150: not drawn)"]  # fmt: skip
