@@ -287,3 +287,18 @@ def test_a_configuration_file_s_integers_are_bounded_as_the_command_line_s(tmp_p
                        r"of about 5,001 digits \(int\) instead"):  # fmt: skip
         TrainConfig(T=10**5000).validate()
     assert _checks.describe(-(10**5000)) == "an integer of about 5,001 digits (int)"
+
+
+def test_a_task_s_refusal_of_a_config_file_setting_names_the_file(tmp_path, capsys):
+    """A task's own refusal (adding's T ≥ 2) of a value from --config was said as a bare
+    `T`, while TrainConfig's refusals of the file's values name the file; the same value on
+    the command line is `--T`, and the option beside the file wins (and is named)."""
+    run = tmp_path / "r"
+    config = tmp_path / "c.toml"
+    config.write_text('task = "adding"\nT = 1\n')
+    assert main(["train", "--config", str(config), "--run-dir", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"rnnlab: error: {config}: `T` must be at least 2 (one marker in each "
+                   "half); got 1 instead.\n"), err
+    line = one_line(capsys, "train", "--config", config, "--T", 1, "--run-dir", run)
+    assert line.startswith("rnnlab: error: `--T` must be at least 2") and not run.exists()

@@ -479,7 +479,11 @@ def _prepare_train(args, comm) -> tuple:
         except ValueError as e:  # the task's or the model's refusal of a setting: an option?
             given = {k for k in vars(args) if k in TrainConfig.fields()}
             unset = set(TrainConfig.fields()) - given - in_file - {"task", "extra"}
-            said = _as_given(str(e), given, None, unset)
+            # a setting of the --config file is named with the file, as TrainConfig's own
+            # refusals name it (`T = 1` there was said as a bare `T`)
+            named = re.match(r"`(\w+)`", str(e))
+            config = args.config if named and named[1] in in_file - given else None
+            said = _as_given(str(e), given, config, unset)
             if type(e) is not ValueError or said == str(e):
                 raise
             raise ValueError(said) from None
