@@ -360,14 +360,15 @@ def test_pytokens_too_small_a_train_size_names_train_size_and_seq_len(capsys, tm
 def test_pytokens_names_train_size_as_the_option_when_left_at_its_default(capsys, tmp_path):
     """Without --train-size typed, its default too small for --seq-len was said as
     `train_size`, TrainConfig's field, which the command line has no such name for: the option
-    the user can type is named. Set in a --config file, it keeps the file's key."""
+    the user can type is named. Set in a --config file, it keeps the file's key, after the
+    file's name (as TrainConfig's refusals of the file's values)."""
     line = error_of(capsys, "train", "pytokens", "--seq-len", 25_000, *TINY)
     assert line.startswith("rnnlab: error: `--train-size` must be at least "), line
     assert "got 400,000 instead. Raise `--train-size` or lower `--seq-len`." in line, line
     config = tmp_path / "c.toml"
     config.write_text("train_size = 400000\n")
     line = error_of(capsys, "train", "pytokens", "--config", config, "--seq-len", 25_000, *TINY)
-    assert line.startswith("rnnlab: error: `train_size` must be at least "), line
+    assert line.startswith(f"rnnlab: error: {config}: `train_size` must be at least "), line
     assert "Raise `train_size` or lower `--seq-len`." in line, line
 
 

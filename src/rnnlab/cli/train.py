@@ -482,8 +482,8 @@ def _prepare_train(args, comm) -> tuple:
             # a setting of the --config file is named with the file, as TrainConfig's own
             # refusals name it (`T = 1` there was said as a bare `T`)
             named = re.match(r"`(\w+)`", str(e))
-            config = args.config if named and named[1] in in_file - given else None
-            said = _as_given(str(e), given, config, unset)
+            file = args.config if named and named[1] in in_file - given else None
+            said = _as_given(str(e), given, file, unset)
             if type(e) is not ValueError or said == str(e):
                 raise
             raise ValueError(said) from None
