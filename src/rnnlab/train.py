@@ -1189,11 +1189,10 @@ class Trainer:
         stop_signal = self._stop_signal() if self.stopped_by == "interrupt" else None
         # (quoted as a shell reads it: a run directory with a space was not pasted as one)
         again = io.resume_command(self.run_dir)
-        if stop_signal is not None:
+        if stop_signal is not None and not progress.gone:  # (SIGPIPE's: no one reads it)
             where = self._interrupted_where()
             said = (f"terminated{where or ' by SIGTERM'}" if stop_signal == signal.SIGTERM
-                    else "stopped: its output's reader went away (a broken pipe)"
-                    if stop_signal == signal.SIGPIPE else f"interrupted{where}")  # fmt: skip
+                    else f"interrupted{where}")  # fmt: skip
             # (a signal during the last step or its validation: nothing is left to continue)
             then = (f"continue with: {again}" if self.step < cfg.steps else
                     f"that is its last step (--steps {cfg.steps}): the run is complete")
@@ -1229,9 +1228,9 @@ class Trainer:
     def _log_time(self) -> float:
         """metrics.jsonl's "time": the run's seconds at the step, counted over its resumed
         parts (each part's own where an older checkpoint did not count them)."""
+        in_all = self.seconds_in_all()
         assert self._part_t0 is not None  # (in `run`)
-        part = time.perf_counter() - self._part_t0
-        return part if self.seconds_before is None else self.seconds_before + part
+        return time.perf_counter() - self._part_t0 if in_all is None else in_all
 
     def _validate_or_keep(self, metrics_path: Path, progress: Progress, counted: bool = True
                           ) -> bool:  # fmt: skip
