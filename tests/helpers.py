@@ -32,6 +32,15 @@ def oracle(name: str) -> ModuleType:
     return pytest.importorskip(name)
 
 
+def keras_oracle() -> ModuleType:
+    """Keras 3 on its torch backend (never tensorflow or jax: set before its first import,
+    a KERAS_BACKEND of the caller's own kept), with h5py, which rnnlab.keras reads and writes
+    its files with: both oracles as `oracle` takes them."""
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    oracle("h5py")
+    return oracle("keras")
+
+
 def make(ctor, kw, I, H, L=1, bi=False, rng=None, scale=0.5, **extra):
     """A float64 layer whose every parameter is redrawn in [-scale, scale] (biases non-zero)."""
     rng = rng or np.random.default_rng(0)

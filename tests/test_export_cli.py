@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import oracle
+from helpers import keras_oracle, oracle
 
 from rnnlab import tasks
 from rnnlab.cli import main
@@ -326,8 +326,7 @@ def test_keras_export_gives_the_metric(task, runs, capsys, tmp_path):
     """--format keras: the printed code builds the Keras model, loads the file, and the
     model gives evaluate's held-out metrics (Keras with the torch backend, as an oracle);
     digits' bidirectional LSTM with a learned initial state too (it was refused)."""
-    os.environ.setdefault("KERAS_BACKEND", "torch")
-    keras = oracle("keras")
+    keras = keras_oracle()
     run = runs[task]
     out = tmp_path / "m.weights.h5"
     capsys.readouterr()

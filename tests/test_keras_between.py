@@ -8,18 +8,14 @@ Keras 3 (torch backend) builds every model: the oracle."""
 
 import io
 import json
-import os
 import re
 import zipfile
 
 import numpy as np
 import pytest
-from helpers import oracle
+from helpers import keras_oracle
 
-os.environ.setdefault("KERAS_BACKEND", "torch")  # never tensorflow or jax
-
-oracle("h5py")
-keras = oracle("keras")
+keras = keras_oracle()
 
 import rnnlab.keras as rk  # noqa: E402
 from rnnlab.layers import GRU, LSTM, RNN  # noqa: E402

@@ -13,12 +13,9 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import oracle
+from helpers import keras_oracle
 
-os.environ.setdefault("KERAS_BACKEND", "torch")  # never tensorflow or jax
-
-oracle("h5py")
-keras = oracle("keras")
+keras = keras_oracle()
 
 import rnnlab.keras as rk  # noqa: E402
 from rnnlab.layers import GRU, LSTM, RNN  # noqa: E402

@@ -3,16 +3,12 @@
 (only the recurrent layers loaded before), and a model built in Keras (torch backend, the
 oracle) computes in rnnlab what it computes in Keras."""
 
-import os
-
 import numpy as np
 import pytest
-from helpers import oracle
+from helpers import keras_oracle, oracle
 
-os.environ.setdefault("KERAS_BACKEND", "torch")  # never tensorflow or jax
-
+keras = keras_oracle()
 h5py = oracle("h5py")
-keras = oracle("keras")
 
 import rnnlab.keras as rk  # noqa: E402
 from rnnlab.layers import GRU, LSTM, RNN  # noqa: E402
