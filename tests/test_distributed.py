@@ -838,7 +838,9 @@ def test_a_start_that_fails_on_one_rank_ends_every_rank_with_its_error(tmp_path)
             "-wdir", str(tmp_path / "rank1"), sys.executable, "-c", MAIN, *bad]  # fmt: skip
     done = launch(tail, tmp_path, timeout=60, RNNLAB_MPI_TIMEOUT="20")
     assert done.returncode != 0
-    assert "Cannot read TOML file" in done.stderr and "does not exist" in done.stderr
+    own = [line for line in done.stderr.splitlines() if "Cannot read TOML file" in line]
+    assert len(own) == 1 and "does not exist" in own[0], done.stderr
+    assert own[0].startswith("rnnlab: error: rank 1 of 2 could not start the run: "), own
     assert "another rank could not start the run (its error is above)" in done.stderr
     assert "waited" not in done.stderr
     assert not (tmp_path / "runs").exists()  # rank 0 made no run directory
@@ -892,7 +894,8 @@ def test_an_error_on_one_rank_after_the_check_of_the_settings_ends_every_rank(tm
     assert done.returncode != 0
     said = f"rank 1 cannot go on ({where}, pretend)"
     if where == "dir":  # said in the last agreement of the start: each rank its own line
-        assert f"rnnlab: error: {said}\n" in done.stderr, done.stderr
+        assert f"rnnlab: error: rank 1 of 2 could not start the run: {said}\n" in done.stderr, \
+            done.stderr  # fmt: skip
         assert "another rank could not start the run (its error is above)" in done.stderr
         assert "Traceback" not in done.stderr
     else:  # in DistributedTrainer.run's guard, which ends every rank (MPI_Abort)
@@ -1063,6 +1066,10 @@ def test_ranks_that_resume_different_checkpoints_are_refused_at_the_start(tmp_pa
                              "than rank 0 (of step 20): `--resume` needs every rank to read the "
                              "same run directory") == 2, done.stderr
     assert "Traceback" not in done.stderr and "waited" not in done.stderr
+    # rank 0 said "resuming RUN at step 20" before the refusal, as if it went on
+    assert "resuming" not in done.stderr, done.stderr
+    # each said the refusal as it is: every rank raised it (no rank's own error)
+    assert "could not start the run" not in done.stderr, done.stderr
     assert io.checkpoint_steps(tmp_path / "run") == [10, 20]
     assert io.checkpoint_steps(tmp_path / "stale") == [10]
 

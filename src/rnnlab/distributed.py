@@ -280,23 +280,43 @@ class StartInterrupts:
         self._before = {}
 
 
-def agree_to_start(comm: Communicator, failed: bool, interrupted: int) -> None:
+def agree_to_start(comm: Communicator, failed: bool, interrupted: int) -> bool:
     """The start agreement of `rnnlab train` on K ranks, after each rank's own work and
     before any other collective (a rank that failed there would leave the others waiting in
     it), and again as the last collective before DistributedTrainer.run (after the run
     directory is made, before share_cores's MPI_Comm_split_type, which has no timeout):
     every rank says whether its start failed or was interrupted (the signal_code of its
-    stop signals; 0: none). A rank that failed returns, to raise its own error; the others
-    raise "another rank could not start the run" if one failed, else StartInterrupted (or
-    StartTerminated) if one was interrupted."""
+    stop signals; 0: none). A rank that failed returns, to raise its own error: True where
+    some rank did not fail (its error is then this rank's own: `on_rank` says it so); the
+    others raise "another rank could not start the run" if one failed, else
+    StartInterrupted (or StartTerminated) if one was interrupted."""
     said = np.zeros((2, comm.size), np.int32)
     said[:, comm.rank] = (failed, interrupted)
     comm.allreduce(said)
     if failed:
-        return
+        return not said[0].all()
     if said[0].any():
         raise RuntimeError("another rank could not start the run (its error is above)")
     stop_if_interrupted(said[1])
+    return False
+
+
+# The kinds of error the command line tells apart by its exit status (rnnlab.cli._guarded)
+_SAID_KINDS = (ValueError, OSError, ImportError, RuntimeError)
+
+
+def on_rank(error: BaseException, comm: Communicator) -> BaseException:
+    """A start error that one rank alone raised, as it says it: "rank 1 of 4 could not start
+    the run: ...". The others say "another rank could not start the run (its error is
+    above)", and mpiexec prints the ranks' lines as they come, naming none: the failing
+    rank's own line said nothing of which rank it was. An error of the kinds the command
+    line tells apart stays of its kind (the exit status is the same); any other, and one
+    raised on every rank (each says the same), is returned as it is."""
+    kind = next((k for k in _SAID_KINDS if isinstance(error, k)), None)
+    if kind is None:
+        return error
+    text = " ".join((str(error) or type(error).__name__).split())
+    return kind(f"rank {comm.rank} of {comm.size} could not start the run: {text}")
 
 
 def stop_if_interrupted(codes: np.ndarray) -> None:

@@ -205,7 +205,7 @@ def _start_train(args, comm, interrupts) -> tuple:
     try:
         if interrupts is not None:
             interrupts.local = True  # (a Ctrl-C raises at once in the rank's own work)
-        trainer, task, model, run_dir = _prepare_train(args, comm)
+        trainer, task, model, run_dir, greeting = _prepare_train(args, comm)
         if interrupts is not None:
             interrupts.local = False
     except BaseException as e:
@@ -215,8 +215,9 @@ def _start_train(args, comm, interrupts) -> tuple:
         assert interrupts is not None  # (for mypy: given when comm is)
         interrupts.local = False
         stopped = isinstance(e, KeyboardInterrupt)  # (its signal noted: SIGINT's or SIGTERM's)
-        distributed.agree_to_start(comm, failed=not stopped,
-                                   interrupted=interrupts.code or int(stopped))  # fmt: skip
+        if distributed.agree_to_start(comm, failed=not stopped,
+                                      interrupted=interrupts.code or int(stopped)):  # fmt: skip
+            raise distributed.on_rank(e, comm) from None  # (its error alone: which rank's)
         raise
     # Every step above is rank-local: a rank that failed said so in this one collective, and
     # no rank entered another collective (rank 0 would wait in it for the failed rank). A
@@ -228,6 +229,8 @@ def _start_train(args, comm, interrupts) -> tuple:
         if comm is not None:
             trainer.interrupts = interrupts
             trainer.check_same_run()  # (a collective: every rank raises, or none)
+        if greeting is not None:
+            print(greeting, file=sys.stderr)
         if run_dir is None:  # made only now, so that a start that fails leaves no empty one
             run_dir = trainer.run_dir = _new_run_dir(comm, trainer.cfg.task)
         if not args.resume and (comm is None or comm.rank == 0):
@@ -240,10 +243,11 @@ def _start_train(args, comm, interrupts) -> tuple:
                 f"{run_dir}",
                 file=sys.stderr,
             )
-    except BaseException:
-        if comm is not None:  # the others wait for every rank's word below (should all
-            # have raised, as the check of the settings makes them, each says its own error)
-            distributed.agree_to_start(comm, failed=True, interrupted=0)
+    except BaseException as e:
+        # the others wait for every rank's word below (should all have raised, as the check
+        # of the settings makes them, each says its own error as it is)
+        if comm is not None and distributed.agree_to_start(comm, failed=True, interrupted=0):
+            raise distributed.on_rank(e, comm) from None
         raise
     # The last agreement of the start: what a rank did since the check of the settings may
     # have failed on it alone, and the next collective, share_cores's MPI_Comm_split_type at
@@ -330,8 +334,10 @@ def _not_someone_elses(run_dir: Path) -> None:
 
 
 def _prepare_train(args, comm) -> tuple:
-    """(trainer, task, model, run directory) of `rnnlab train`, new or resumed: the run
-    directory None for a new run without --run-dir (cmd_train makes it). Under MPI (comm),
+    """(trainer, task, model, run directory, greeting) of `rnnlab train`, new or resumed: the
+    run directory None for a new run without --run-dir (cmd_train makes it); the greeting
+    what rank 0 says of a resumed run (None: nothing), said by _start_train once the ranks'
+    settings are checked (it said "resuming" before their refusal). Under MPI (comm),
     --batch-size is each rank's: the run's global batch is K times it. Nothing here is a
     collective, so a rank that fails here cannot leave the others waiting."""
     from rnnlab import tasks
@@ -339,6 +345,7 @@ def _prepare_train(args, comm) -> tuple:
 
     say = comm is None or comm.rank == 0
     settings.current()  # a bad RNNLAB_* variable is said before any directory is made
+    greeting = None  # "resuming RUN at step N", said once the ranks agree that it does
     if args.resume:
         # (the task is its own message below; what may change is what runs.same_run lets a
         # run's checkpoints differ in)
@@ -442,7 +449,7 @@ def _prepare_train(args, comm) -> tuple:
             except io.CheckpointError as e:  # its progress or optimizer state is damaged
                 raise io.CheckpointError(f"{e} {io.way_back(run_dir, ckpt.step)}") from None
             if say:
-                print(f"resuming {run_dir} at step {trainer.step}", file=sys.stderr)
+                greeting = f"resuming {run_dir} at step {trainer.step}"
             if (say and config.get("format", 1) < 3 and trainer.history
                     and getattr(model, "wants_targets", False)):  # fmt: skip
                 print("rnnlab: warning: this Jordan run's validations up to step "
@@ -458,8 +465,7 @@ def _prepare_train(args, comm) -> tuple:
                       "(batches in random order, a random remainder left over), so it does "
                       "not end bit for bit as it would have", file=sys.stderr)  # fmt: skip
         elif say:
-            print(f"{run_dir} has no checkpoint yet: starting it again from step 0",
-                  file=sys.stderr)  # fmt: skip
+            greeting = f"{run_dir} has no checkpoint yet: starting it again from step 0"
     else:
         _, cfg, in_file = _config_from_args(args)
         if comm is not None:
@@ -492,8 +498,8 @@ def _prepare_train(args, comm) -> tuple:
         trainer = _make_trainer(comm, model, task, cfg, new_dir or Path("runs"), spec=spec,
                                 quiet=args.quiet)  # fmt: skip
         trainer.settings_checked = True  # (asked above: not twice, review 78)
-        return trainer, task, model, new_dir
-    return trainer, task, model, run_dir
+        return trainer, task, model, new_dir, None
+    return trainer, task, model, run_dir, greeting
 
 
 def _new_run_dir(comm, task: str) -> Path:
