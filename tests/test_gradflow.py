@@ -5,6 +5,7 @@ map, the training record, the gradient the task's loss sends into the recurrent 
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -1185,3 +1186,23 @@ def test_a_cell_of_one_s_own_through_gradflow(tmp_path, capsys, monkeypatch):
     assert summary["skipped"]["gates"] == why
     err = error_of(capsys, "gradflow", "adding", "--analyses", "gates", "--out", tmp_path / "c")
     assert f"'gates' ({why})" in err
+
+
+@pytest.mark.parametrize("taken", ["lag.png", "lag.json", "summary.json", "fifo:lag.png"])
+def test_an_out_where_a_file_it_writes_is_a_folder_or_fifo_names_out(tmp_path, capsys, taken):
+    """gradflow writes NAME.png, NAME.json and summary.json into --out: where one of them is a
+    directory (or a FIFO), the writer's check named its own argument, `path`, which the user
+    never gave ("`path` must be a file path; got 'out/lag.png', a directory"). Now --out is
+    named, with the file, and nothing is written over."""
+    out = tmp_path / "out"
+    out.mkdir()
+    fifo = taken.startswith("fifo:")
+    name = taken.removeprefix("fifo:")
+    os.mkfifo(out / name) if fifo else (out / name).mkdir()
+    err = error_of(capsys, "gradflow", "adding", "--cell", "rnn", "--hidden", "3", "--T", "5",
+                   "--batch", "2", "--analyses", "lag", "--out", out)  # fmt: skip
+    kind = "a FIFO, device or socket" if fifo else "a directory"
+    assert (f"`--out` must be a directory where gradflow can write its {name}; got '{out}', "
+            f"where '{name}' is {kind} instead. Move it away, or give another --out.") in err, err
+    assert "`path`" not in err
+    assert (out / name).is_fifo() if fifo else (out / name).is_dir()

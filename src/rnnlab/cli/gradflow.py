@@ -241,6 +241,19 @@ def _signed_values(argv: list[str]) -> list[str]:
     return out
 
 
+def _free_in_out(out: Path, file: str) -> None:
+    """Refuse, naming --out, a folder where a file gradflow writes is a directory, FIFO,
+    device or socket: the writer's own check named its internal argument (`path` must be a
+    file path; got 'out/lag.png', a directory), an argument the user never gave. (A symbolic
+    link there is replaced, not written through: io.atomic_path.)"""
+    path = out / file
+    if path.is_symlink() or not path.exists() or path.is_file():
+        return
+    kind = "a directory" if path.is_dir() else "a FIFO, device or socket"
+    _checks.fail("--out", f"a directory where gradflow can write its {file}",
+                 f"'{out}', where '{file}' is {kind}", "Move it away, or give another --out.")
+
+
 def _clear_previous_output(out: Path) -> list[str]:
     """Remove the files an earlier `rnnlab gradflow` wrote into `out` (those its summary.json
     names), returning their names. Written over in part, they stayed beside the new summary:
@@ -298,6 +311,11 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # a parent that is a file, no permission: say which option
         _checks.fail("--out", "a directory rnnlab can create", f"'{out}' ({e.strerror})")
+    # (said before the analyses run; each figure is NAME.png or NAME-....png, checked again
+    # as it is written)
+    figures = [p.name for n in names for p in (*out.glob(f"{n}.png"), *out.glob(f"{n}-*.png"))]
+    for file in ["summary.json", *(f"{n}.json" for n in names), *figures]:
+        _free_in_out(out, file)
     replaced = _clear_previous_output(out)
     if replaced:
         print(f"rnnlab: note: --out '{out}' held an earlier gradflow output; its "
@@ -326,10 +344,12 @@ def main(argv: list[str] | None = None) -> int:
         for draw, data, file in result.figures:
             if no_plots:
                 break
+            _free_in_out(out, file)
             try:
                 pngs.append(draw(data, out / file).name)
             except ImportError as e:  # matplotlib is an optional extra: keep the JSON
                 no_plots = str(e)
+        _free_in_out(out, f"{name}.json")
         io.atomic_write_json(out / f"{name}.json", json_value(result.details))
         summary["analyses"][name] = {
             **result.summary,
