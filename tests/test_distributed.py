@@ -1014,6 +1014,37 @@ def test_a_stop_signal_while_mpi_starts_ends_the_job(tmp_path, signum, said):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_rank_left_waiting_in_mpi_init_ends_after_the_timeout(tmp_path):
+    """Rank 1 ends before it starts MPI (a node whose Python cannot import rnnlab): rank 0
+    waited in MPI_Init for ever, where no Python thread runs and mpiexec does not end the
+    job (the test above needs a signal to end it). Now rnnlab's watchdog process ends rank 0
+    after RNNLAB_MPI_TIMEOUT, with a line saying why, and mpiexec ends the job."""
+    args = [*ADDING, "--steps", "4", "--batch-size", "4", "--run-dir", "run"]
+    tail = ["-n", "1", sys.executable, "-c", MAIN, *args, ":", *NEVER_STARTS]
+    start = time.perf_counter()
+    done = launch(tail, tmp_path, timeout=90, RNNLAB_MPI_TIMEOUT="3")
+    assert done.returncode != 0
+    assert ("rnnlab: error: rank 0 of 2 waited 3 s for every rank to start MPI (MPI_Init); one "
+            "of them ended or hangs before starting it. Stopping (the wait is set by "
+            "RNNLAB_MPI_TIMEOUT).") in done.stderr, done.stdout + done.stderr  # fmt: skip
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "run").exists()
+    assert time.perf_counter() - start < 60
+
+
+def test_the_start_watchdog_leaves_a_rank_that_starts_mpi_alone():
+    """The watchdog is gone once MPI has started, and said nothing: a run of one process
+    started as rank 0 of 1 by the environment (MPI's singleton start)."""
+    code = ("import os, sys; from rnnlab import distributed; c = distributed.Communicator(); "
+            "kids = [p for p in os.listdir('/proc') if p.isdigit() and "
+            "open(f'/proc/{p}/stat').read().split()[3] == str(os.getpid())]; "
+            "print(c.rank, c.size, len(kids))")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], env=_env(RNNLAB_MPI_TIMEOUT="1"),
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "0 1 0\n" and "waited" not in done.stderr, done.stdout + done.stderr
+
+
 # Rank 0 runs this: every validation of the adding task overflows (its MSE is inf).
 VALID_INF = """
 import math, sys

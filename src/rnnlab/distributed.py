@@ -98,6 +98,7 @@ def _mpi():
                 before[signum] = signal.signal(signum, signal.SIG_DFL)
     except ValueError:  # (not the main thread, which alone sets handlers: left as they are)
         pass
+    watchdog = _StartWatch()
     try:
         from mpi4py import MPI
     except ImportError:
@@ -106,8 +107,64 @@ def _mpi():
             "install it with: pip install 'rnnlab[mpi]'"
         ) from None
     finally:
+        watchdog.stop()
         give_back_signals(before)
     return MPI
+
+
+# The watchdog's program: wait for its stdin to close (MPI started, or the rank ended) at
+# most `timeout` seconds; else say `message` and end the rank, SIGTERM then SIGKILL.
+_WATCHDOG = """
+import os, select, signal, sys, time
+pid, timeout, message = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+if not select.select([sys.stdin], [], [], timeout)[0]:
+    sys.stderr.write(message)
+    sys.stderr.flush()
+    for signum, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 0.0)):
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            break
+        if select.select([sys.stdin], [], [], grace)[0]:
+            break
+"""
+
+
+class _StartWatch:
+    """A watchdog process for the start of MPI (`_mpi`): MPI_Init waits for every rank the
+    launcher started, and a rank that ended before it started MPI (a node whose Python
+    cannot import rnnlab, a rank killed at its start) left the others there for ever, with
+    no Python thread able to run and MPICH's mpiexec not ending the job (seen: a job held
+    until killed). The watchdog, a small Python process reading a pipe from this one, ends
+    this rank after the collectives' timeout (RNNLAB_MPI_TIMEOUT, 600 s by default) with a
+    line saying so; mpiexec then ends the others. MPI started, the pipe closes and the
+    watchdog exits; should this rank die, so does the pipe. Where no process can be started
+    (a system that refuses one), MPI starts without it, as before."""
+
+    def __init__(self) -> None:
+        import subprocess
+
+        try:
+            timeout = settings.current().mpi_timeout
+        except ValueError:  # (a bad variable, said where the settings are read: not here)
+            timeout = settings.DEFAULT_MPI_TIMEOUT
+        rank = next((os.environ[v] for v in _RANK_VARIABLES if v in os.environ), "?")
+        size = next((os.environ[v] for v in _SIZE_VARIABLES if v in os.environ), "?")
+        message = (f"rnnlab: error: rank {rank} of {size} waited {timeout:.0f} s for every rank "
+                   "to start MPI (MPI_Init); one of them ended or hangs before starting it. "
+                   f"Stopping (the wait is set by {TIMEOUT_VARIABLE}).\n")  # fmt: skip
+        try:
+            self.process: Any = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _WATCHDOG, str(os.getpid()), str(timeout),
+                 message], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+            )  # fmt: skip
+        except OSError:
+            self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stdin.close()
+            self.process.wait()
 
 
 class Communicator:
