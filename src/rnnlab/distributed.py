@@ -139,11 +139,15 @@ class _StartWatch:
     this rank after the collectives' timeout (RNNLAB_MPI_TIMEOUT, 600 s by default) with a
     line saying so; mpiexec then ends the others. MPI started, the pipe closes and the
     watchdog exits; should this rank die, so does the pipe. Where no process can be started
-    (a system that refuses one), MPI starts without it, as before."""
+    (a system that refuses one), or off POSIX (Windows' select takes no pipe), MPI starts
+    without it, as before."""
 
     def __init__(self) -> None:
         import subprocess
 
+        self.process: Any = None
+        if os.name != "posix":
+            return
         try:
             timeout = settings.current().mpi_timeout
         except ValueError:  # (a bad variable, said where the settings are read: not here)
@@ -154,12 +158,12 @@ class _StartWatch:
                    "to start MPI (MPI_Init); one of them ended or hangs before starting it. "
                    f"Stopping (the wait is set by {TIMEOUT_VARIABLE}).\n")  # fmt: skip
         try:
-            self.process: Any = subprocess.Popen(
+            self.process = subprocess.Popen(
                 [sys.executable, "-I", "-S", "-c", _WATCHDOG, str(os.getpid()), str(timeout),
                  message], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
             )  # fmt: skip
         except OSError:
-            self.process = None
+            pass
 
     def stop(self) -> None:
         if self.process is not None:
