@@ -146,7 +146,7 @@ class _StartWatch:
         import subprocess
 
         self.process: Any = None
-        if os.name != "posix":
+        if os.name != "posix" or not sys.executable:  # (an embedding Python may have none)
             return
         try:
             timeout = settings.current().mpi_timeout
