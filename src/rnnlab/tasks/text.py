@@ -104,9 +104,11 @@ def _wide_without_mark(data: bytes) -> str | None:
     UTF-32 by its lanes, not its share of NULs: its top byte is always NUL and the next at
     most 0x10 (no code point is past U+10FFFF), where a UTF-16 text of Latin letters has one
     in every other of those bytes. A UTF-32 text of Greek, Cyrillic or CJK is half NUL, as
-    UTF-16 of ASCII is, and was named UTF-16BE with an iconv that garbles it."""
+    UTF-16 of ASCII is, and was named UTF-16BE with an iconv that garbles it. No bytes are
+    no wide text: an empty file passed every test below, and translate's empty --file was
+    said to be "UTF-32LE without a byte-order mark (0 of its first 0 bytes are NUL)"."""
     head = data[: 1 << 16]
-    if head.count(0) * 4 < len(head):
+    if not head or head.count(0) * 4 < len(head):
         return None
     lanes = {"utf-32le": (3, 2), "utf-32be": (0, 1)}  # (top byte's, next byte's)
     wide = [c for c, (top, nxt) in lanes.items()
