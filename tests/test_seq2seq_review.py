@@ -99,3 +99,77 @@ def test_translate_says_an_empty_file_is_empty(numbers_run, tmp_path, capsys, co
     e = error_of(capsys, "translate", numbers_run, "--file", empty)
     assert f"`--file` must hold one source a line; '{empty}' is empty" in e, e
     assert "UTF-32" not in e
+
+
+@pytest.mark.parametrize("attention", ["none", "multiplicative", "additive"])
+@pytest.mark.parametrize("cell,bi", [("lstm", True), ("gru", False)], ids=["lstm-bi", "gru"])
+def test_an_image_source_with_its_convolution_equals_pytorch(cell, bi, attention):
+    """caption's model (vector sources read column by column through the 3×3 convolution and
+    ReLU, zero past each image's length) against PyTorch on copied weights, float64: the
+    masked loss, every parameter's gradient and the image's. PyTorch's side is written from
+    the docstring: conv2d over the (columns, pixels) image with padding 1, the columns past
+    the length zeroed before and after it, the channels of a pixel side by side; the encoder
+    packed; the bridge and attention as tests/test_seq2seq_torch.py."""
+    torch = oracle("torch")
+    F, C, E, H = 4, 2, 3, 4
+    m = Seq2Seq(None, W, source_features=F, source_conv=C, embed=E, hidden=H, cell=cell,
+                bidirectional=bi, attention=attention, dtype=np.float64, rng=3,
+                attention_size=3 if attention == "additive" else None)  # fmt: skip
+    g = np.random.default_rng(5)
+    for v in m.params.values():
+        v[...] = g.uniform(-0.8, 0.8, v.shape)
+    src = g.normal(size=(B, S, F))  # values in the padding too
+    tgt = g.integers(0, W, (B, T))
+    tgt_in = np.concatenate([np.zeros((B, 1), int), tgt[:, :-1]], axis=1)
+    f = m.forward(src, tgt_in, src_lengths=SRC_LENGTHS, tgt_lengths=TGT_LENGTHS)
+    loss, d_logits = softmax_cross_entropy(f.output, tgt, lengths=TGT_LENGTHS, reduction="sum")
+    back = m.backward(f, d_logits)
+
+    kind = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
+    enc = kind(F * C, H, 1, bidirectional=bi, batch_first=True, dtype=torch.float64)
+    dec = kind(E, H, 1, batch_first=True, dtype=torch.float64)
+    for mod, part in ((enc, "encoder."), (dec, "decoder.")):
+        mod.load_state_dict({k[len(part):]: torch.tensor(v) for k, v in m.params.items()
+                             if k.startswith(part)})  # fmt: skip
+    P = {k: torch.tensor(v, requires_grad=True) for k, v in m.params.items()
+         if not k.startswith(("encoder.", "decoder."))}  # fmt: skip
+    P.update({f"encoder.{k}": v for k, v in enc.named_parameters()})
+    P.update({f"decoder.{k}": v for k, v in dec.named_parameters()})
+    x = torch.tensor(src, requires_grad=True)
+    valid = torch.tensor(np.arange(S)[None, :] < SRC_LENGTHS[:, None])  # (B, S)
+    image = (x * valid[:, :, None])[:, None]  # (B, 1, S, F)
+    z = torch.nn.functional.conv2d(image, P["conv.weight"].reshape(C, 1, 3, 3),
+                                   P["conv.bias"], padding=1)  # (B, C, S, F)  # fmt: skip
+    z = torch.relu(z) * valid[:, None, :, None]
+    read = z.permute(0, 2, 3, 1).reshape(B, S, F * C)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(
+        read, torch.tensor(SRC_LENGTHS), batch_first=True, enforce_sorted=False)  # fmt: skip
+    out, state = enc(packed)
+    out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=S)
+    if bi:
+        h, c = state
+        h0 = torch.tanh(torch.cat(list(h), 1) @ P["bridge_h.weight"].T + P["bridge_h.bias"])
+        c0 = torch.cat(list(c), 1) @ P["bridge_c.weight"].T + P["bridge_c.bias"]
+        state = (h0[None], c0[None])
+    y, _ = dec(P["tgt_embed.weight"][torch.tensor(tgt_in)], state)
+    if attention != "none":
+        if attention == "multiplicative":
+            score = y @ (out @ P["attention.weight"].T).transpose(1, 2)
+        else:
+            u = torch.tanh((out @ P["attention.weight_source"].T)[:, None]
+                           + (y @ P["attention.weight_target"].T)[:, :, None])  # fmt: skip
+            score = u @ P["attention.v"]
+        ctx = torch.softmax(score.masked_fill(~valid[:, None, :], -torch.inf), dim=-1) @ out
+        y = torch.tanh(torch.cat([ctx, y], dim=-1) @ P["combine.weight"].T + P["combine.bias"])
+    logits = y @ P["out.weight"].T + P["out.bias"]
+    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, W), torch.tensor(tgt).reshape(-1),
+                                           reduction="none").reshape(B, T)  # fmt: skip
+    theirs = (ce * torch.tensor(np.arange(T)[None, :] < TGT_LENGTHS[:, None])).sum()
+    theirs.backward()
+    assert loss == pytest.approx(theirs.item(), rel=1e-12)
+    assert set(P) == set(back.params)
+    for name, ours in back.params.items():
+        want = P[name].grad.numpy()
+        assert np.abs(ours - want).max() <= 1e-10 * max(np.abs(want).max(), 1e-3), name
+    want = x.grad.numpy()
+    assert np.abs(back.input - want).max() <= 1e-10 * np.abs(want).max()
