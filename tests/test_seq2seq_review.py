@@ -173,3 +173,27 @@ def test_an_image_source_with_its_convolution_equals_pytorch(cell, bi, attention
         assert np.abs(ours - want).max() <= 1e-10 * max(np.abs(want).max(), 1e-3), name
     want = x.grad.numpy()
     assert np.abs(back.input - want).max() <= 1e-10 * np.abs(want).max()
+
+
+def test_bleu_and_chrf_are_sacrebleus_with_its_defaults():
+    """The scores docs/seq2seq.md gives: sacrebleu's corpus BLEU (13a tokenisation, which
+    splits "2023-03-07" at its hyphens and leaves "forty-two" whole) and chrF, as sacrebleu
+    computes them by hand on the same outputs; numbers' BLEU is 0 for a perfect output."""
+    sacrebleu = oracle("sacrebleu")
+    oracle("editdistance")
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
+    from rnnlab.tasks.transduction import scores
+
+    assert Tokenizer13a()("2023-03-07").split() == ["2023", "-", "03", "-", "07"]
+    hyps = ["2023-03-07", "1999-12-31", "2000-01-02", "1950-06-15"]
+    refs = ["2023-03-07", "1999-12-30", "2000-01-02", "1905-06-15"]
+    s = scores(hyps, refs)
+    bleu = sacrebleu.metrics.BLEU()
+    assert s["bleu"] == bleu.corpus_score(hyps, [refs]).score
+    assert bleu.get_signature().format(short=False).startswith(
+        "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp")  # fmt: skip
+    assert s["chrf"] == sacrebleu.corpus_chrf(hyps, [refs]).score
+    assert 0 < s["bleu"] < 100 and s["exact_match"] == 0.5
+    german = ["dreihundertsiebenundvierzig", "zwölf"]
+    assert scores(german, german)["bleu"] == 0.0 and scores(german, german)["chrf"] == 100.0
