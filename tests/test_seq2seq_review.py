@@ -197,3 +197,20 @@ def test_bleu_and_chrf_are_sacrebleus_with_its_defaults():
     assert 0 < s["bleu"] < 100 and s["exact_match"] == 0.5
     german = ["dreihundertsiebenundvierzig", "zwölf"]
     assert scores(german, german)["bleu"] == 0.0 and scores(german, german)["chrf"] == 100.0
+
+
+def test_a_file_just_over_the_limit_says_both_sizes_apart(numbers_run, tmp_path, capsys,
+                                                          monkeypatch):  # fmt: skip
+    """A --file a byte over translate's limit was said to have "64.0 MiB, more than the 64.0
+    MiB rnnlab reads": both sizes rounded to one figure. Where they round alike, the bytes
+    are said (the limit made 1,024 bytes here, so that the file is small)."""
+    from rnnlab.cli import trained
+
+    monkeypatch.setattr(trained, "MAX_SOURCE_BYTES", 1024)
+    big = tmp_path / "big.txt"
+    big.write_bytes(b"one\n" * 256 + b"x")
+    e = error_of(capsys, "translate", numbers_run, "--file", big)
+    assert f"'{big}': it has 1,025 bytes, more than the 1,024 bytes (1.0 KiB) rnnlab reads" in e
+    big.write_bytes(b"one\n" * 600)
+    e = error_of(capsys, "translate", numbers_run, "--file", big)
+    assert "it has 2.3 KiB, more than the 1.0 KiB rnnlab reads" in e

@@ -645,8 +645,11 @@ def read_bounded(path: Path, limit: int, what: str, error: type[ValueError] = Va
     with open_regular(path, what, error) as f:
         size = os.fstat(f.fileno()).st_size
         if size > limit:
-            raise error(f"Cannot read {what} '{path}': it has {describe_bytes(size)}, "
-                        f"more than the {describe_bytes(limit)} rnnlab reads.")  # fmt: skip
+            said, most = describe_bytes(size), describe_bytes(limit)
+            if said == most:  # (64 MiB and a byte was "64.0 MiB, more than the 64.0 MiB")
+                said, most = f"{size:,} bytes", f"{limit:,} bytes ({most})"
+            raise error(f"Cannot read {what} '{path}': it has {said}, more than the {most} "
+                        "rnnlab reads.")  # fmt: skip
         try:
             data = f.read(limit + 1)
         except OSError as e:
