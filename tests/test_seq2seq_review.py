@@ -214,3 +214,13 @@ def test_a_file_just_over_the_limit_says_both_sizes_apart(numbers_run, tmp_path,
     big.write_bytes(b"one\n" * 600)
     e = error_of(capsys, "translate", numbers_run, "--file", big)
     assert "it has 2.3 KiB, more than the 1.0 KiB rnnlab reads" in e
+
+
+def test_translate_without_a_source_says_what_came(numbers_run, tmp_path, capsys):
+    """Given neither a text nor --file, translate ended its line "not neither"."""
+    e = error_of(capsys, "translate", numbers_run)
+    assert e.endswith("a source text or --file F (one source a line), one of them; got neither")
+    f = tmp_path / "in.txt"
+    f.write_text("one\n", encoding="utf-8")
+    e = error_of(capsys, "translate", numbers_run, "two", "--file", f)
+    assert e.endswith("one of them; got both")

@@ -179,8 +179,9 @@ def cmd_translate(args) -> int:
     from rnnlab.tasks.transduction import _beam
 
     if (args.text is None) == (args.file is None):
-        raise UsageError("`translate` needs a source text or --file F (one source a line), "
-                         "not " + ("both" if args.file else "neither"))  # fmt: skip
+        # (it ended "not neither" when given neither)
+        raise UsageError("`translate` needs a source text or --file F (one source a line), one "
+                         "of them; got " + ("both" if args.file else "neither"))  # fmt: skip
     beam = None if args.beam is None else _beam(args.beam)
     if args.file is not None:
         path = Path(args.file)
