@@ -224,3 +224,27 @@ def test_translate_without_a_source_says_what_came(numbers_run, tmp_path, capsys
     f.write_text("one\n", encoding="utf-8")
     e = error_of(capsys, "translate", numbers_run, "two", "--file", f)
     assert e.endswith("one of them; got both")
+
+
+@pytest.mark.parametrize("record", [None, {}, "absent"])
+def test_a_run_without_its_data_record_is_refused_not_refitted(numbers_run, tmp_path, capsys,
+                                                               record):  # fmt: skip
+    """Every encoder–decoder run stores its alphabets in config.json's "data". With the
+    record removed, translate made the training pairs again and fitted new alphabets to
+    them, without a word (docs/seq2seq.md: translate makes no data); evaluate and --resume
+    too. It is an edited file, refused naming it, as an edited record is."""
+    import json
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(numbers_run, run)
+    for config in run.rglob("config.json"):
+        c = json.loads(config.read_text())
+        if record == "absent":
+            del c["data"]
+        else:
+            c["data"] = record
+        config.write_text(json.dumps(c))
+    for args in (("translate", run, "one"), ("evaluate", run), ("train", "--resume", run)):
+        e = error_of(capsys, *args)
+        assert "config.json' holds no data record" in e and "numbers run" in e, e

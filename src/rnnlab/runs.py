@@ -187,11 +187,18 @@ def _stored_data_fits(where: Path, cfg: TrainConfig, config: dict[str, Any]) -> 
     3.395, --resume trained on), a pytokens one as many as its embedding reads (one cut:
     accuracy 0.337 for 0.869), an encoder–decoder run's alphabets as many as its decoder
     writes and its encoder reads (one target character cut: an IndexError in beam search).
-    A damaged one is said with the file, in one line."""
+    A damaged one is said with the file, in one line, and so is an encoder–decoder run's
+    missing one: every such run has stored its alphabets, and without them translate and
+    evaluate made the training pairs again and fitted new alphabets to them without a word
+    (docs/seq2seq.md: translate makes no data), the ids of another library version's."""
     data = config.get("data")
+    path = Path(where) / "config.json"
+    if not data and cfg.task in tasks.SEQ2SEQ_TASKS:
+        raise ValueError(f"'{path}' holds no data record (\"data\": the source and target "
+                         f"alphabets), which every {cfg.task} run stores: the file was edited. "
+                         "Put the run's own config.json back.")  # fmt: skip
     if not data or not (cfg.task in ("charlm", "pytokens") or cfg.task in tasks.SEQ2SEQ_TASKS):
         return
-    path = Path(where) / "config.json"
     spec = config.get("model")
     spec = spec if isinstance(spec, dict) else {}
     have: dict[str, tuple[int | None, object, str]]  # what: (its size, the model's, of what)
