@@ -248,3 +248,35 @@ def test_a_run_without_its_data_record_is_refused_not_refitted(numbers_run, tmp_
     for args in (("translate", run, "one"), ("evaluate", run), ("train", "--resume", run)):
         e = error_of(capsys, *args)
         assert "config.json' holds no data record" in e and "numbers run" in e, e
+
+
+def test_sources_longer_than_trainings_are_said_in_one_warning(numbers_run, tmp_path, capsys):
+    """translate printed a warning for each source longer than any of training as it read
+    it: a file of many such lines wrote as many warnings, and a bad line after them ended
+    them with an error. One warning now names the first three and counts the rest, as the
+    warning of outputs cut at the length limit does; one long source is said as before."""
+    f = tmp_path / "in.txt"
+    f.write_text("one\n" + "one hundred and one " * 10 + "\n" + "two " * 30 + "\n"
+                 + "three " * 40 + "\n" + "four " * 50 + "\n", encoding="utf-8")  # fmt: skip
+    assert main(["translate", str(numbers_run), "--file", str(f), "--beam", "1"]) == 0
+    err = capsys.readouterr().err
+    warnings = [ln for ln in err.splitlines() if "than any source in training" in ln]
+    assert warnings == [
+        f"rnnlab: warning: line 2 of {f}, line 3 of {f}, line 4 of {f} and 1 more have more "
+        f"characters than any source in training ({_longest(numbers_run)}; up to 250 here); "
+        "their outputs may be poor"
+    ], err
+    f.write_text("two " * 30 + "\n" + "three " * 40 + "\n\n", encoding="utf-8")
+    assert main(["translate", str(numbers_run), "--file", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"rnnlab: error: `--file` must be non-empty text; got an empty "
+                                f"line 3 of {f} instead."], err
+    assert main(["translate", str(numbers_run), "two " * 30, "--beam", "1"]) == 0
+    assert (f"rnnlab: warning: source has 120 characters, more than any source in training "
+            f"({_longest(numbers_run)}); the output may be poor") in capsys.readouterr().err
+
+
+def _longest(run):
+    import json
+
+    return json.loads((run / "config.json").read_text())["data"]["max_source_len"]

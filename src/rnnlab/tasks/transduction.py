@@ -673,12 +673,22 @@ class Transduction:
                 _checks.fail(name, "characters the model saw in training",
                              f"{', '.join(map(repr, new))} in {w}",
                              "Map them to the unknown symbol with --unknown map.")  # fmt: skip
-            if len(text) > longest:
-                print(
-                    f"rnnlab: warning: {w} has {len(text)} characters, more than any source "
-                    f"in training ({longest}); the output may be poor",
-                    file=sys.stderr,
-                )
+        # One warning for every source longer than training's, after every text is checked
+        # (a line each was printed as it was read: a file of 5,000 long lines wrote 5,000,
+        # and a bad line after them ended their warnings with an error)
+        long = [i for i, text in enumerate(texts) if len(text) > longest]
+        if len(long) == 1:
+            i = long[0]
+            print(f"rnnlab: warning: {where[i]} has {len(texts[i])} characters, more than any "
+                  f"source in training ({longest}); the output may be poor",
+                  file=sys.stderr)  # fmt: skip
+        elif long:
+            names = ", ".join(where[i] for i in long[:3]) + (f" and {len(long) - 3} more"
+                                                             if len(long) > 3 else "")  # fmt: skip
+            most = max(len(texts[i]) for i in long)
+            print(f"rnnlab: warning: {names} have more characters than any source in training "
+                  f"({longest}; up to {most:,} here); their outputs may be poor",
+                  file=sys.stderr)  # fmt: skip
         if not texts:
             return []
         # Decoded shortest first, in batches of at most DECODE_BATCH // beam sources and of
