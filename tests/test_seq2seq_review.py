@@ -1,6 +1,9 @@
 """Review of the encoder–decoder and `rnnlab translate` (2026-12-06): the gradients of
 settings the other modules do not combine (the LSTM's variants, training-mode dropout and
-zoneout, encoders deeper than their decoders), and translate's --file refusals."""
+zoneout, encoders deeper than their decoders), caption's image model against PyTorch,
+BLEU and chrF against sacrebleu by hand, and translate's refusals and warnings (an empty
+--file, one just over the size limit, neither text nor file, a run without its data
+record, many over-long sources)."""
 
 import numpy as np
 import pytest
