@@ -660,8 +660,9 @@ def test_the_time_stated_up_front_is_of_what_is_left(tmp_path, capsys):
     capsys.readouterr()
     assert cli_main(argv) == 0
     assert capsys.readouterr().out.startswith(
-        f"reproducing 1 run (adding) into {out} (1 finished by an earlier reproduce): about 0s "
-        "of CPU")  # fmt: skip
+        f"reproducing 1 run (adding) into {out} (1 finished by an earlier reproduce), a reduced "
+        "run (--steps 60, below the table's budget of 600 steps for every row): about 0s of "
+        "CPU")  # fmt: skip
 
 
 def test_a_finished_table_is_read_back_without_making_its_tasks(tmp_path, capsys, monkeypatch):

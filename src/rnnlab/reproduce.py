@@ -18,8 +18,9 @@ terminal, the validation curves of every cell of a task, with that baseline, to 
 Rows run in --jobs processes of one thread each, on the same kernels everywhere (the BLAS's
 products, not rnnlab's measured choice of its own kernel, which may differ from host to
 host): a row's steps and results do not depend on --jobs or on what ran beside it, its wall
-time does. Ctrl-C stops the rows in progress at their next step, each saving its checkpoint,
-and the same command continues them.
+time does. Ctrl-C stops the rows in progress at their next step, each saving its
+checkpoint, and the same command continues them. A --steps below a row's budget in the table
+makes a reduced run, said as one wherever its results are shown.
 """
 
 from __future__ import annotations
@@ -101,6 +102,26 @@ def config(row: Row, settings: dict[str, Any] | None = None) -> TrainConfig:
     given.update(settings or {})
     base = tasks.defaults_for(row.task, row.cell, given.get("T"))
     return TrainConfig.from_dict({**base, **given, "task": row.task}, source="reproduce")
+
+
+def table_budget(row: Row) -> int:
+    """The step budget the table gives a row (its task's, cell's and length's, `rnnlab train`'s
+    default): a row trained on fewer (--steps) is a reduced run, said wherever it is shown."""
+    return config(row).steps
+
+
+def reduced_from(record: dict[str, Any]) -> int | None:
+    """The table's budget of a record's row where the record's own is smaller (a reduced
+    run: its verdict is of fewer steps than the papers' contrast was set up with), else None.
+    A record written before it held "table_budget" has its row's worked out."""
+    full = record.get("table_budget")
+    if not isinstance(full, int) or isinstance(full, bool):
+        try:
+            full = table_budget(Row(record["task"], record["cell"], record["T"]))
+        except (ValueError, TypeError, KeyError):  # (not a row the table can make)
+            return None
+    budget = record.get("budget")
+    return full if isinstance(budget, int) and budget < full else None
 
 
 def expected_seconds(table: list[Row], settings: dict[str, Any] | None = None,
@@ -289,6 +310,7 @@ def run_row(row: Row, out: Path, settings: dict[str, Any] | None = None, *,
         "T": row.T,
         "steps": trained["step"],
         "budget": cfg.steps,
+        "table_budget": table_budget(row),  # (a smaller "budget": a reduced run, --steps)
         "stopped_by": trained["stopped_by"],
         "solved": bool(getattr(task, "solved", lambda result: False)(raw)),
         "wall_seconds": time.perf_counter() - wall0,
@@ -504,7 +526,8 @@ def _clock(seconds: float) -> str:
 
 
 def markdown(records: list[dict[str, Any]]) -> str:
-    """The table: one line per row, baselines as analytic / empirical (this test set)."""
+    """The table: one line per row, baselines as analytic / empirical (this test set); a row
+    of a reduced run (`reduced_from`) says the table's budget beside its own."""
     lines = [
         "| task | T | cell | steps (budget) | test result | baseline: analytic / this test set "
         "| verdict | wall | CPU |",
@@ -515,8 +538,10 @@ def markdown(records: list[dict[str, Any]]) -> str:
         stop = " solved" if r["stopped_by"] == "solved" else ""
         if r.get("resumed_at"):
             stop += f", resumed at {r['resumed_at']:,}"
+        full = reduced_from(r)
+        cut = f", reduced from {full:,}" if full is not None else ""
         lines.append(
-            f"| {r['task']} | {r['T']} | {r['cell']} | {r['steps']:,} ({r['budget']:,}){stop} "
+            f"| {r['task']} | {r['T']} | {r['cell']} | {r['steps']:,} ({r['budget']:,}{cut}){stop} "
             f"| {j['result']} | {j['baseline']} | {j['verdict']} | {_clock(r['wall_seconds'])} "
             f"| {_clock(r['cpu_seconds'])} |"
         )
@@ -566,7 +591,9 @@ def plot(task: str, records: list[dict[str, Any]], path: Path) -> Path:
         if log:
             ax.set_yscale("log")
         ax.set_xlabel("step")
-        ax.set_title(f"{task}, T = {T}: {label}", fontsize=10)
+        cut = any(reduced_from(r) is not None for r in records if r["T"] == T)
+        ax.set_title(f"{task}, T = {T}: {label}" + ("\n(a reduced run: fewer steps than the "
+                     "table's)" if cut else ""), fontsize=10)  # fmt: skip
         if ax.get_legend_handles_labels()[0]:  # (no row of this length logged a step)
             ax.legend(fontsize=7)
     return save_png(fig, path)
@@ -607,10 +634,15 @@ def _run_table(table: list[Row], out: Path, jobs: int, settings: dict[str, Any] 
         done[row] = record
         _write_table(out, [done[r] for r in table if r in done])  # growing row by row
         earlier = " (finished by an earlier reproduce)" if record.get("reused") else ""
-        j = judge(record)
+        j, full = judge(record), reduced_from(record)
+        steps = _plural(record["steps"], "step") + (
+            f" of a budget reduced to {record['budget']:,} from the table's {full:,}"
+            if full is not None else "")  # fmt: skip
+        if record.get("resumed_at"):  # (its times below are of the part after it)
+            steps += f", resumed at {record['resumed_at']:,}"
         stream.write(f"[{len(done)}/{len(table)}] {row.name}{earlier}: {j['result']}, "
-                     f"{j['verdict']} ({_plural(record['steps'], 'step')}, "
-                     f"{_clock(record['wall_seconds'])}, CPU {_clock(record['cpu_seconds'])}; "
+                     f"{j['verdict']} ({steps}, {_clock(record['wall_seconds'])}, "
+                     f"CPU {_clock(record['cpu_seconds'])}; "
                      f"{_clock(time.perf_counter() - t0)} so far)\n")  # fmt: skip
         stream.flush()
 
@@ -740,7 +772,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="reproduce", help="output directory (default: reproduce)")
     p.add_argument("--steps", type=int, default=None,
                    help="every row's step budget instead of the table's (a reduced run when it "
-                   "is smaller; the table's budget column shows it)")
+                   "is smaller, said as one wherever its results are shown)")
     p.add_argument("--T", dest="T", type=int, default=None,
                    help="one length for the memory tasks instead of the table's")
     p.add_argument("--cells", default=None,
@@ -773,6 +805,7 @@ def run(args: argparse.Namespace) -> int:
         return _run_checked(args, table, jobs, settings)
 
 
+
 def _run_checked(args: argparse.Namespace, table: list[Row], jobs: int,
                  settings: dict[str, Any]) -> int:  # fmt: skip
     """`run` once its arguments are read and OUT made."""
@@ -794,8 +827,14 @@ def _run_checked(args: argparse.Namespace, table: list[Row], jobs: int,
     earlier = ", ".join(([f"{finished:,} finished"] if finished else [])
                         + ([f"{resumed:,} stopped part-way"] if resumed else []))  # fmt: skip
     wall = cpu / max(1, min(jobs, len(table) - finished))
+    fulls = [table_budget(r) for r in table]
+    cut = sum(steps < full for steps, full in zip(budgets, fulls, strict=True))
+    reduced = (f", a reduced run (--steps {args.steps:,}, below the table's budget of "
+               f"{_budgets([f for s, f in zip(budgets, fulls, strict=True) if s < f])} steps "
+               f"for {'every row' if cut == len(table) else f'{cut:,} of its {len(table):,} rows'})"
+               if cut else "")  # fmt: skip
     print(f"reproducing {_runs(len(table))} ({names}) into {args.out}"
-          + (f" ({earlier} by an earlier reproduce)" if earlier else "")
+          + (f" ({earlier} by an earlier reproduce)" if earlier else "") + reduced
           + f": about {_clock(cpu)} of CPU if no run stops early, {_clock(wall)} on "
           f"{_plural(jobs, 'idle core')}; solved runs stop sooner", flush=True)  # fmt: skip
     t0 = time.perf_counter()
@@ -804,9 +843,18 @@ def _run_checked(args: argparse.Namespace, table: list[Row], jobs: int,
     print(markdown(records), end="")
     curves = [Path(args.out) / f"{t}.png" for t in dict.fromkeys(r["task"] for r in records)]
     drawn = ", ".join(str(c) for c in curves if c.is_file())
-    print(f"\n{_runs(len(records))} in {_clock(time.perf_counter() - t0)}; table: "
-          f"{Path(args.out) / 'results.md'}" + (f", curves: {drawn}" if drawn else ""))
+    cut = sum(reduced_from(r) is not None for r in records)
+    print(f"\n{_runs(len(records))} in {_clock(time.perf_counter() - t0)}"
+          + (f" (a reduced run: {_plural(cut, 'row')} on fewer steps than the table's, "
+             "not its results)" if cut else "")
+          + f"; table: {Path(args.out) / 'results.md'}" + (f", curves: {drawn}" if drawn else ""))
     return 0
+
+
+def _budgets(budgets: list[int]) -> str:
+    """The table's budgets of some rows: "1,200" or "1,200 to 6,000"."""
+    low, high = min(budgets), max(budgets)
+    return f"{low:,}" if low == high else f"{low:,} to {high:,}"
 
 
 def _runs(n: int) -> str:
