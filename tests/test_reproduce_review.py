@@ -1,7 +1,14 @@
 """Review of `rnnlab reproduce`: a run on fewer steps than the table's (--steps) is said to be
-reduced wherever its results are shown."""
+reduced wherever its results are shown, and SIGTERM stops the table as Ctrl-C does (the rows
+in progress save their checkpoints, the same command continues them), not the command alone
+with its worker training on."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 from rnnlab import reproduce
 from rnnlab.cli import main as cli_main
@@ -54,4 +61,75 @@ def test_a_reduced_run_is_said_in_every_place_its_results_are_shown(tmp_path, ca
     assert cli_main(argv) == 0
     printed = capsys.readouterr().out
     assert "a reduced run" not in printed and "reduced from" not in printed and " (120)" in printed
+
+
+def _stop_asked_in_worker() -> bool:
+    return reproduce._stop_asked
+
+
+def test_a_sigterm_while_a_worker_starts_up_waits_to_be_taken_as_stop():
+    """A process group's SIGTERM (a batch system's) reaching a worker while Python starts up
+    is held until `_worker_start` takes it as "stop", as a SIGINT is: it killed the worker,
+    the pool broken."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=ctx, initializer=reproduce._worker_start) as pool:
+        with reproduce._sigint_held():
+            future = pool.submit(_stop_asked_in_worker)
+        for pid in pool._processes:
+            os.kill(pid, signal.SIGTERM)
+        assert future.result(timeout=120) is True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_sigterm_stops_the_rows_in_progress_and_the_same_command_continues(tmp_path):
+    """SIGTERM to reproduce alone (`kill`, `timeout`): it died of it, saying nothing, while
+    its worker trained its row to the end for no table and then waited for ever, holding the
+    row's lock (the same command was refused: "being trained by another process"). Now the
+    row in progress saves its checkpoint, the command says so and ends with SIGTERM's status,
+    its worker ends, and the same command takes the row up from its checkpoint."""
+    out = tmp_path / "repro"
+    argv = [sys.executable, "-m", "rnnlab", "reproduce", "adding", "--T", "10", "--cells",
+            "rnn,lstm", "--steps", "1000000", "--jobs", "1", "--out", str(out)]  # fmt: skip
+    run = out / "runs" / "adding-T10-lstm"  # (the table's order: lstm first)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    worker = None
+    try:
+        deadline = time.monotonic() + 240
+        while not ((run / "metrics.jsonl").exists() and (run / ".rnnlab-lock").exists()):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+        worker = int((run / ".rnnlab-lock").read_text().split()[0])
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 143, (proc.returncode, stderr)
+        assert stderr.strip().splitlines()[-1] == "rnnlab: terminated by SIGTERM"
+        assert "Traceback" not in stderr
+        assert ("terminated: the rows in progress saved their checkpoints; the same command "
+                "continues the table") in stdout  # fmt: skip
+        deadline = time.monotonic() + 60
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(worker)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        if worker is not None and _alive(worker):  # (the orphan a failure leaves)
+            os.kill(worker, signal.SIGKILL)
+    from rnnlab import io
+
+    assert not (run / "result.json").exists() and io.checkpoint_steps(run)[-1] > 0
+    assert not (out / "runs" / "adding-T10-rnn").exists()  # queued, never started
+    settings = {"steps": 1000000, "eval_every": 250}
+    assert reproduce.finished_before(reproduce.Row("adding", "lstm", 10), out, settings) is None
 

@@ -18,7 +18,7 @@ terminal, the validation curves of every cell of a task, with that baseline, to 
 Rows run in --jobs processes of one thread each, on the same kernels everywhere (the BLAS's
 products, not rnnlab's measured choice of its own kernel, which may differ from host to
 host): a row's steps and results do not depend on --jobs or on what ran beside it, its wall
-time does. Ctrl-C stops the rows in progress at their next step, each saving its
+time does. Ctrl-C (or SIGTERM) stops the rows in progress at their next step, each saving its
 checkpoint, and the same command continues them. A --steps below a row's budget in the table
 makes a reduced run, said as one wherever its results are shown.
 """
@@ -717,7 +717,8 @@ def _train_rows(rows: list[Row], out: Path, jobs: int, settings: dict[str, Any] 
                 for f, row in running.items():
                     if not f.cancelled() and f.exception() is None:
                         finished(row, f.result())
-                why = "interrupted" if isinstance(e, KeyboardInterrupt) else "a row failed"
+                why = ("terminated" if isinstance(e, Terminated) else "interrupted"
+                       if isinstance(e, KeyboardInterrupt) else "a row failed")  # fmt: skip
                 stream.write(f"{why}: the rows in progress saved their checkpoints; the same "
                              "command continues the table\n")  # fmt: skip
                 stream.flush()
@@ -732,15 +733,17 @@ _stop_asked = False  # a worker's: a Ctrl-C came while it was not training
 
 @contextlib.contextmanager
 def _sigint_held() -> Iterator[None]:
-    """SIGINT blocked in this thread while it spawns a worker: the worker inherits the mask
-    across exec, so a Ctrl-C (or the SIGINT `_train_rows` forwards) that reaches it while
-    Python starts up waits for `_worker_start` instead of printing a KeyboardInterrupt
-    traceback from multiprocessing's bootstrap. The parent loses nothing: the signal is
-    delivered when the mask is restored (or to another of its threads)."""
+    """SIGINT and SIGTERM blocked in this thread while it spawns a worker: the worker
+    inherits the mask across exec, so a Ctrl-C (or the SIGINT `_train_rows` forwards) that
+    reaches it while Python starts up waits for `_worker_start` instead of printing a
+    KeyboardInterrupt traceback from multiprocessing's bootstrap, and a SIGTERM sent to the
+    whole process group (a batch system's) waits instead of killing it, the pool broken. The
+    parent loses nothing: the signal is delivered when the mask is restored (or to another
+    of its threads)."""
     if not hasattr(signal, "pthread_sigmask"):  # (Windows: no signal masks)
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         yield
     finally:
@@ -758,8 +761,9 @@ def _worker_start() -> None:
         _stop_asked = True
 
     signal.signal(signal.SIGINT, ask)
+    signal.signal(signal.SIGTERM, ask)  # (a process group's SIGTERM: as Ctrl-C, no death)
     if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -801,9 +805,34 @@ def run(args: argparse.Namespace) -> int:
     if args.steps is not None:
         settings["steps"] = _checks.positive_int(args.steps, "--steps")
         settings["eval_every"] = max(1, min(250, settings["steps"] // 10))
-    with _out_made(_out(args.out)):  # (removed again if refused below while still empty)
-        return _run_checked(args, table, jobs, settings)
+    with _sigterm_stops(), _out_made(_out(args.out)):  # (OUT removed again if refused below
+        return _run_checked(args, table, jobs, settings)  # while still empty)
 
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM to reproduce (`kill`, `timeout`, a batch system's end of a job), taken as
+    Ctrl-C is: the rows in progress save their checkpoints and the same command continues
+    them; said as a SIGTERM and ended with its status (rnnlab.cli.reproduce)."""
+
+
+@contextlib.contextmanager
+def _sigterm_stops() -> Iterator[None]:
+    """SIGTERM raises Terminated in the command while it runs. By default it killed the
+    command alone: its worker went on training its row to the end for no table, then
+    waited for work from a process that was gone, holding the row's lock (the next
+    reproduce was refused for it), and the rows queued behind it never started."""
+    def stop(signum: int, frame: object) -> None:
+        raise Terminated
+
+    try:
+        before = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # (not the main thread, which alone may set a handler: left alone)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _run_checked(args: argparse.Namespace, table: list[Row], jobs: int,

@@ -6,6 +6,7 @@ The command line only; the table, the runs and the plots are rnnlab.reproduce's.
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -17,5 +18,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from rnnlab import reproduce
+    from rnnlab.cli._base import EXIT_TERMINATED
 
-    return reproduce.run(args)
+    try:
+        return reproduce.run(args)
+    except reproduce.Terminated:  # (a KeyboardInterrupt: said here, not as "interrupted")
+        print("rnnlab: terminated by SIGTERM", file=sys.stderr)
+        return EXIT_TERMINATED
