@@ -1,7 +1,8 @@
 """Review of `rnnlab reproduce`: a run on fewer steps than the table's (--steps) is said to be
 reduced wherever its results are shown, and SIGTERM stops the table as Ctrl-C does (the rows
 in progress save their checkpoints, the same command continues them), not the command alone
-with its worker training on."""
+with its worker training on, and an --out whose results.md or results.json is not a
+reproduce's is refused, not written over."""
 
 import json
 import os
@@ -9,6 +10,8 @@ import signal
 import subprocess
 import sys
 import time
+
+import pytest
 
 from rnnlab import reproduce
 from rnnlab.cli import main as cli_main
@@ -133,3 +136,24 @@ def test_sigterm_stops_the_rows_in_progress_and_the_same_command_continues(tmp_p
     settings = {"steps": 1000000, "eval_every": 250}
     assert reproduce.finished_before(reproduce.Row("adding", "lstm", 10), out, settings) is None
 
+
+
+@pytest.mark.parametrize("name, text", [
+    ("results.md", "# my results\n"),
+    ("results.json", '{"accuracy": 0.9}\n'),
+    ("results.json", "not json\n"),
+])  # fmt: skip
+def test_an_out_whose_results_are_not_a_reproduce_s_is_refused_not_written_over(
+        tmp_path, capsys, name, text):  # fmt: skip
+    """`--out .` (or any directory) holding a results.md or results.json of its own: reproduce
+    wrote its table over it without a word. Now --out is refused before any row trains, and
+    the file is left as it was."""
+    (tmp_path / name).write_text(text)
+    argv = ["reproduce", "adding", "--T", "10", "--steps", "3", "--cells", "rnn", "--jobs", "1",
+            "--out", str(tmp_path)]  # fmt: skip
+    assert cli_main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"rnnlab: error: `--out` must be a directory (new, or a reproduce's output); got "
+        f"'{tmp_path}', whose {name} is not a reproduce's table instead. Give another --out: "
+        "reproduce would write over that file.\n")
+    assert (tmp_path / name).read_text() == text and not (tmp_path / "runs").exists()

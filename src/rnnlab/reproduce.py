@@ -388,6 +388,26 @@ def _writable(out: Path) -> None:
         if table.is_dir():
             _checks.fail("--out", "a directory whose results.md and results.json are files, "
                          "or not there yet", f"'{out}', whose '{table}' is a directory")
+        if table.is_file() and not table.is_symlink() and not _a_table(table):
+            _checks.fail("--out", "a directory (new, or a reproduce's output)",
+                         f"'{out}', whose {table.name} is not a reproduce's table",
+                         "Give another --out: reproduce would write over that file.")  # fmt: skip
+
+
+def _a_table(path: Path) -> bool:
+    """Whether OUT/results.json or OUT/results.md is one a reproduce wrote (its records, its
+    markdown table), which the next reproduce rewrites; any other file of those names (a
+    `--out .` in a directory with results of its own) was written over without a word. (A
+    symbolic link is replaced, its target left alone: not looked at.)"""
+    if path.suffix == ".md":
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.readline().startswith("| task | T | cell |")
+    try:
+        records = io.read_json(path)
+    except io.ConfigError:
+        return False
+    return isinstance(records, list) and all(
+        isinstance(r, dict) and {"task", "cell", "T"} <= r.keys() for r in records)
 
 
 def _finished_record(finished: Path, row: Row) -> dict[str, Any] | None:
