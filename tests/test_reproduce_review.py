@@ -157,3 +157,22 @@ def test_an_out_whose_results_are_not_a_reproduce_s_is_refused_not_written_over(
         f"'{tmp_path}', whose {name} is not a reproduce's table instead. Give another --out: "
         "reproduce would write over that file.\n")
     assert (tmp_path / name).read_text() == text and not (tmp_path / "runs").exists()
+
+
+def test_a_row_of_other_settings_is_refused_before_the_line_that_counts_it_finished(
+        tmp_path, capsys):  # fmt: skip
+    """A row an earlier reproduce finished with another --steps: the command said
+    "reproducing 1 run (adding) into OUT (1 finished by an earlier reproduce): about 0s of
+    CPU" and then refused that row. Now the refusal comes first, alone."""
+    out = tmp_path / "repro"
+    reproduce.run_row(reproduce.Row("adding", "rnn", 10), out, {"steps": 5, "eval_every": 1})
+    capsys.readouterr()
+    argv = ["reproduce", "adding", "--T", "10", "--steps", "6", "--cells", "rnn", "--jobs", "1",
+            "--out", str(out)]  # fmt: skip
+    assert cli_main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        "rnnlab: error: `--out` must be a new directory, or one whose runs have this table's "
+        f"settings; got '{out}', whose {out / 'runs' / 'adding-T10-rnn'} was trained with others "
+        "instead. Give another --out, or remove that run to train it again.\n")

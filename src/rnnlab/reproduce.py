@@ -217,18 +217,18 @@ def check_tasks(table: list[Row], settings: dict[str, Any] | None = None) -> Non
             made.add((row.task, row.T))
 
 
-def finished_before(row: Row, out: Path, settings: dict[str, Any] | None = None
-                    ) -> dict[str, Any] | None:  # fmt: skip
+def finished_before(row: Row, out: Path, settings: dict[str, Any] | None = None, *,
+                    say: bool = True) -> dict[str, Any] | None:  # fmt: skip
     """The record of a row an earlier reproduce finished with these settings, else None (the
     row is to be trained, from its last checkpoint if it has one). A run directory trained
     with other settings (another --steps, say) is refused, never mixed into the table; a
-    result.json that is not a finished row's record is said and not used."""
+    result.json that is not a finished row's record is said (with `say`) and not used."""
     cfg = config(row, settings)
     run_dir = Path(out) / "runs" / row.name
     _directory(run_dir, out)
     wanted = cfg.settled()
     finished = run_dir / "result.json"
-    record = _finished_record(finished, row) if finished.exists() else None
+    record = _finished_record(finished, row, say) if finished.exists() else None
     if record is not None:
         if _settled({"train": record.get("config")}) == wanted:
             return dict(record, reused=True, run_dir=str(run_dir))  # (where it is now)
@@ -410,7 +410,7 @@ def _a_table(path: Path) -> bool:
         isinstance(r, dict) and {"task", "cell", "T"} <= r.keys() for r in records)
 
 
-def _finished_record(finished: Path, row: Row) -> dict[str, Any] | None:
+def _finished_record(finished: Path, row: Row, say: bool = True) -> dict[str, Any] | None:
     """The record of a row's result.json, or None when the file is not one that
     `run_row` wrote (not JSON, not an object, a record without what the table shows): said
     on stderr, and the row is taken up again from its run, whose checkpoints give the same
@@ -429,9 +429,10 @@ def _finished_record(finished: Path, row: Row) -> dict[str, Any] | None:
         if not why:
             assert isinstance(record, dict)
             return record
-    print(f"rnnlab: warning: '{finished}' is not the record of a finished {row.name} ({why}): "
-          "that row is trained again from its run's last checkpoint (from the start without "
-          "one) and the file written anew", file=sys.stderr, flush=True)  # fmt: skip
+    if say:
+        print(f"rnnlab: warning: '{finished}' is not the record of a finished {row.name} ({why}): "
+              "that row is trained again from its run's last checkpoint (from the start without "
+              "one) and the file written anew", file=sys.stderr, flush=True)  # fmt: skip
     return None
 
 
@@ -859,6 +860,8 @@ def _run_checked(args: argparse.Namespace, table: list[Row], jobs: int,
                  settings: dict[str, Any]) -> int:  # fmt: skip
     """`run` once its arguments are read and OUT made."""
     out = Path(args.out)
+    for row in table:  # (a run of other settings refused before the line that counts it
+        finished_before(row, out, settings, say=False)  # as finished; run_table says the rest)
     budgets = [config(r, settings).steps for r in table]
     done = [_steps_done(r, steps, out) for r, steps in zip(table, budgets, strict=True)]
     # (before the time it would take; the tasks of the finished rows are not made)
