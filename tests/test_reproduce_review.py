@@ -176,3 +176,21 @@ def test_a_row_of_other_settings_is_refused_before_the_line_that_counts_it_finis
         "rnnlab: error: `--out` must be a new directory, or one whose runs have this table's "
         f"settings; got '{out}', whose {out / 'runs' / 'adding-T10-rnn'} was trained with others "
         "instead. Give another --out, or remove that run to train it again.\n")
+
+
+@pytest.mark.parametrize("name", ["results.md", "results.json"])
+def test_an_out_whose_table_is_a_fifo_is_refused_before_any_row(tmp_path, capsys, name):
+    """OUT/results.md (or results.json) a FIFO: the row trained, then the table's write
+    refused it naming `path`, an argument never typed, under "a row failed: ... the same
+    command continues the table" (it could not). Now --out is refused before any row, as a
+    directory there is."""
+    os.mkfifo(tmp_path / name)
+    argv = ["reproduce", "adding", "--T", "10", "--steps", "3", "--cells", "rnn", "--jobs", "1",
+            "--out", str(tmp_path)]  # fmt: skip
+    assert cli_main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == (
+        "rnnlab: error: `--out` must be a directory whose results.md and results.json are "
+        f"files, or not there yet; got '{tmp_path}', whose '{tmp_path / name}' is a FIFO (named "
+        "pipe) instead.\n")  # fmt: skip
+    assert not (tmp_path / "runs").exists()

@@ -30,6 +30,7 @@ import contextlib
 import os
 import resource
 import signal
+import stat
 import sys
 import tempfile
 import time
@@ -385,10 +386,16 @@ def _writable(out: Path) -> None:
         _checks.fail("--out", "a directory rnnlab can create and write in",
                      f"'{out}' ({e.strerror or e})")  # fmt: skip
     for table in (out / "results.md", out / "results.json"):  # (written after the first row)
-        if table.is_dir():
+        try:
+            mode = table.stat().st_mode  # (through a link: what the write would replace)
+        except OSError:  # (nothing there yet, or a dangling link: replaced)
+            continue
+        if not stat.S_ISREG(mode):  # (a FIFO was refused by the write, naming `path`, after
+            kind = ("a directory" if stat.S_ISDIR(mode)  # the first row as "a row failed")
+                    else "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device or a socket")
             _checks.fail("--out", "a directory whose results.md and results.json are files, "
-                         "or not there yet", f"'{out}', whose '{table}' is a directory")
-        if table.is_file() and not table.is_symlink() and not _a_table(table):
+                         "or not there yet", f"'{out}', whose '{table}' is {kind}")
+        if not table.is_symlink() and not _a_table(table):
             _checks.fail("--out", "a directory (new, or a reproduce's output)",
                          f"'{out}', whose {table.name} is not a reproduce's table",
                          "Give another --out: reproduce would write over that file.")  # fmt: skip
