@@ -194,3 +194,14 @@ def test_an_out_whose_table_is_a_fifo_is_refused_before_any_row(tmp_path, capsys
         f"files, or not there yet; got '{tmp_path}', whose '{tmp_path / name}' is a FIFO (named "
         "pipe) instead.\n")  # fmt: skip
     assert not (tmp_path / "runs").exists()
+
+
+def test_an_out_whose_name_is_too_long_is_refused_by_name(tmp_path, capsys):
+    """A name longer than the file system takes: "rnnlab: error: [Errno 36] File name too
+    long: '...'", naming no option."""
+    out = tmp_path / ("x" * 300) / "sub"
+    assert cli_main(["reproduce", "adding", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        "rnnlab: error: `--out` must be a directory rnnlab can create and write in; got "
+        f"'{out}' (File name too long) instead.\n")
+    assert list(tmp_path.iterdir()) == []

@@ -349,10 +349,19 @@ def _directory(path: Path, out: Path) -> None:
 
 def _out(out: str | Path) -> Path:
     """--out as a Path; an empty one (an unset shell variable, `--out "$OUT"`) is refused,
-    not taken as the current directory, whose runs/ and results.md it would write."""
+    not taken as the current directory, whose runs/ and results.md it would write, and so is
+    one whose name the file system cannot take (too long: "[Errno 36] File name too long",
+    naming no option)."""
     if isinstance(out, str) and not out:
         _checks.fail("--out", "a directory's path ('.' for the current directory)", "''")
-    return Path(out)
+    path = Path(out)
+    for p in (path, *path.parents):  # (what _out_made and _directory ask of each)
+        try:
+            p.exists()
+        except OSError as e:  # a name too long for the file system: said as OSError's own
+            _checks.fail("--out", "a directory rnnlab can create and write in",  # words alone
+                         f"'{out}' ({e.strerror or e})")  # fmt: skip
+    return path
 
 
 @contextlib.contextmanager
