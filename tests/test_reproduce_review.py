@@ -205,3 +205,30 @@ def test_an_out_whose_name_is_too_long_is_refused_by_name(tmp_path, capsys):
         "rnnlab: error: `--out` must be a directory rnnlab can create and write in; got "
         f"'{out}' (File name too long) instead.\n")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_ignored_sigterm_stays_ignored():
+    """A reproduce started with SIGTERM ignored (its starter chose so, as `rnnlab train`'s
+    Trainer respects) goes on through one and finishes its table."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "repro")
+        run = os.path.join(out, "runs", "adding-T10-rnn")
+        argv = [sys.executable, "-m", "rnnlab", "reproduce", "adding", "--T", "10", "--cells",
+                "rnn", "--steps", "600", "--jobs", "1", "--out", out]  # fmt: skip
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN))
+        try:
+            deadline = time.monotonic() + 240
+            while not os.path.exists(os.path.join(run, "metrics.jsonl")):
+                assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+                time.sleep(0.1)
+            proc.send_signal(signal.SIGTERM)
+            stdout, stderr = proc.communicate(timeout=240)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert proc.returncode == 0, stderr
+        assert os.path.exists(os.path.join(run, "result.json")) and "[1/1] adding-T10-rnn" in stdout

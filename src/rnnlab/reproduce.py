@@ -798,7 +798,8 @@ def _worker_start() -> None:
         _stop_asked = True
 
     signal.signal(signal.SIGINT, ask)
-    signal.signal(signal.SIGTERM, ask)  # (a process group's SIGTERM: as Ctrl-C, no death)
+    if signal.getsignal(signal.SIGTERM) != signal.SIG_IGN:  # (an ignored one stays so)
+        signal.signal(signal.SIGTERM, ask)  # (a process group's SIGTERM: as Ctrl-C, no death)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
@@ -861,6 +862,9 @@ def _sigterm_stops() -> Iterator[None]:
     def stop(signum: int, frame: object) -> None:
         raise Terminated
 
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:  # (whoever started it chose so,
+        yield  # as the Trainer leaves it: rnnlab.train.take_signals)
+        return
     try:
         before = signal.signal(signal.SIGTERM, stop)
     except ValueError:  # (not the main thread, which alone may set a handler: left alone)
