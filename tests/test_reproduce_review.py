@@ -232,3 +232,40 @@ def test_an_ignored_sigterm_stays_ignored():
                 proc.communicate()
         assert proc.returncode == 0, stderr
         assert os.path.exists(os.path.join(run, "result.json")) and "[1/1] adding-T10-rnn" in stdout
+
+
+def test_a_worker_whose_reproduce_is_killed_saves_its_row_and_ends(tmp_path):
+    """A reproduce killed outright (SIGKILL, the OOM killer, a crash) cannot stop its
+    workers: one trained its row on for no table, then waited for ever holding the row's
+    lock, and the same command was refused ("being trained by another process") until it
+    was found and killed by hand. Now the worker sees its parent gone: the row saves its
+    checkpoint at its next step, the worker ends, and the same command takes the row up."""
+    out = tmp_path / "repro"
+    argv = [sys.executable, "-m", "rnnlab", "reproduce", "adding", "--T", "10", "--cells",
+            "rnn", "--steps", "1000000", "--jobs", "1", "--out", str(out)]  # fmt: skip
+    run = out / "runs" / "adding-T10-rnn"
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = None
+    try:
+        deadline = time.monotonic() + 240
+        while not ((run / "metrics.jsonl").exists() and (run / ".rnnlab-lock").exists()):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        worker = int((run / ".rnnlab-lock").read_text().split()[0])
+        proc.kill()
+        proc.wait(timeout=60)
+        deadline = time.monotonic() + 60
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(worker)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if worker is not None and _alive(worker):  # (the orphan a failure leaves)
+            os.kill(worker, signal.SIGKILL)
+    from rnnlab import io
+
+    assert not (run / "result.json").exists() and io.checkpoint_steps(run)[-1] > 0
+    settings = {"steps": 1000000, "eval_every": 250}
+    assert reproduce.finished_before(reproduce.Row("adding", "rnn", 10), out, settings) is None

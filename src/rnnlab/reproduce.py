@@ -33,6 +33,7 @@ import signal
 import stat
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -740,7 +741,7 @@ def _train_rows(rows: list[Row], out: Path, jobs: int, settings: dict[str, Any] 
                     while queue and len(running) < jobs:
                         row = queue.pop(0)
                         with _sigint_held():  # (a worker it spawns starts holding SIGINT)
-                            future = pool.submit(run_row, row, out, settings, checked=True)
+                            future = pool.submit(_worker_row, row, out, settings)
                         running[future] = row
                     for f in wait(running, return_when=FIRST_COMPLETED)[0]:
                         finished(running.pop(f), f.result())
@@ -766,6 +767,17 @@ def _train_rows(rows: list[Row], out: Path, jobs: int, settings: dict[str, Any] 
 
 
 _stop_asked = False  # a worker's: a Ctrl-C came while it was not training
+_in_row = False  # a worker's: it is training a row (`_watch_parent` waits for its checkpoint)
+
+
+def _worker_row(row: Row, out: Path, settings: dict[str, Any] | None) -> dict[str, Any]:
+    """`run_row` in a worker (the caller checked the row), `_in_row` while it runs."""
+    global _in_row
+    _in_row = True
+    try:
+        return run_row(row, out, settings, checked=True)
+    finally:
+        _in_row = False
 
 
 @contextlib.contextmanager
@@ -802,6 +814,25 @@ def _worker_start() -> None:
         signal.signal(signal.SIGTERM, ask)  # (a process group's SIGTERM: as Ctrl-C, no death)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True,
+                     name="rnnlab-reproduce-parent").start()  # fmt: skip
+
+
+def _watch_parent(parent: int, every: float = 1.0) -> None:
+    """A worker whose reproduce is gone (killed by SIGKILL or the kernel's OOM killer,
+    crashed, its session's SIGHUP) stops as at Ctrl-C: the row in progress saves its
+    checkpoint at its next step, then the worker exits. It trained its row to the end for
+    no table, then waited for ever for work from a process that was gone (a pool's worker
+    holds its own end of the queue it reads: it never sees the end of it), holding the
+    row's lock: the same command was refused, "being trained by another process", until
+    the orphan was found and killed by hand."""
+    while os.getppid() == parent:
+        time.sleep(every)
+    if _in_row:
+        os.kill(os.getpid(), signal.SIGINT)  # (the Trainer's handler, or `_worker_start`'s)
+        while _in_row:
+            time.sleep(0.1)
+    os._exit(1)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
