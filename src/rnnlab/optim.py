@@ -79,19 +79,23 @@ class Optimizer:
         self._check_update(params, grads, state)
         t = int(state["step"]) + 1  # steps count from 1 in the bias corrections, as in torch
         finite = set()
-        for k, p in params.items():
-            S = {}
-            for slot in self.slots():
-                a = state[f"{slot}/{k}"]
-                if not a.flags.writeable:  # e.g. a view of a loaded file's bytes: copy it once
-                    a = state[f"{slot}/{k}"] = a.copy()
-                S[slot] = a
-            g = grads[k]
-            found = self._fused_step(p, g, S, float(lr), t, scale)
-            if found is None:
-                self._step(p, g if scale == 1.0 else g * scale, S, float(lr), t)
-            elif found:
-                finite.add(k)
+        # A product that underflows to a subnormal or 0 is the step's arithmetic, as in torch
+        # (a 1e-25 gradient's square in float32); under np.seterr(all="raise") NumPy's path
+        # raised FloatingPointError half way through the parameters.
+        with np.errstate(under="ignore"):
+            for k, p in params.items():
+                S = {}
+                for slot in self.slots():
+                    a = state[f"{slot}/{k}"]
+                    if not a.flags.writeable:  # e.g. a view of a loaded file's bytes: copy once
+                        a = state[f"{slot}/{k}"] = a.copy()
+                    S[slot] = a
+                g = grads[k]
+                found = self._fused_step(p, g, S, float(lr), t, scale)
+                if found is None:
+                    self._step(p, g if scale == 1.0 else g * scale, S, float(lr), t)
+                elif found:
+                    finite.add(k)
         # A new 0-d array rather than an in-place write: a loaded state may be read-only there.
         state["step"] = np.array(t, dtype=np.int64)
         return frozenset(finite)

@@ -1,0 +1,264 @@
+"""Review of the optimizers, schedules and the training craft (review 149): each optimizer
+against torch.optim over many steps and at the edges (zero, huge and tiny gradients, β = 0,
+step 1's bias correction), one step's rounding against torch's, the schedules against
+torch.optim.lr_scheduler, and the Trainer's truncated BPTT, clipping and schedule against a
+torch loop that detaches the state at each window's edge."""
+
+
+import numpy as np
+import pytest
+from helpers import oracle
+
+from rnnlab import optim
+from rnnlab.optim import SGD, Adagrad, Adam, AdamW, RMSprop
+
+torch = oracle("torch")
+
+SHAPES = {"w": (7, 5), "b": (5,), "cube": (3, 4, 2), "scalar": ()}
+
+# (ours, torch's name, keyword arguments shared by both)
+OPTIMIZERS = [
+    (SGD, "SGD", {"lr": 0.1, "momentum": 0.9, "dampening": 0.5, "weight_decay": 0.1}),
+    (SGD, "SGD", {"lr": 0.1, "momentum": 0.9, "dampening": 1.0}),
+    (SGD, "SGD", {"lr": 0.1, "momentum": 0.5, "nesterov": True, "weight_decay": 0.1}),
+    (RMSprop, "RMSprop", {"centered": True, "momentum": 0.9, "weight_decay": 0.1}),
+    (RMSprop, "RMSprop", {"alpha": 0.0}),
+    (Adagrad, "Adagrad", {"initial_accumulator_value": 0.3, "weight_decay": 0.1}),
+    (Adam, "Adam", {"betas": (0.0, 0.0)}),
+    (Adam, "Adam", {"betas": (0.5, 0.5), "weight_decay": 0.2, "eps": 1e-3}),
+    (AdamW, "AdamW", {"betas": (0.0, 0.99), "weight_decay": 0.5, "lr": 0.1}),
+    (AdamW, "AdamW", {}),
+]
+IDS = [f"{c[1]}-{i}" for i, c in enumerate(OPTIMIZERS)]
+
+
+def _gradients(kind, rng, t, dtype):
+    """One step's gradients: "normal" (scales 1e-3 to 10), "zero every third" (the running
+    averages decay between), "huge" (1e15 in float32, 1e100 in float64) or "tiny" (1e-40,
+    subnormal in float32; 1e-300)."""
+    big = kind == "huge"
+    e = (15 if big else -40) if dtype == np.float32 else (100 if big else -300)
+    out = {}
+    for k, s in SHAPES.items():
+        scale = 10.0 ** rng.uniform(-3, 1) if kind in ("normal", "zero every third") else 10.0**e
+        g = np.asarray(rng.standard_normal(s) * scale).astype(dtype)
+        out[k] = np.zeros_like(g) if kind == "zero every third" and t % 3 == 0 else g
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kind", ["normal", "zero every third", "huge", "tiny"])
+@pytest.mark.parametrize("cls,tname,kw", OPTIMIZERS, ids=IDS)
+def test_200_steps_follow_torch(cls, tname, kw, kind, dtype, engine_path):
+    """200 steps from the same weights on the same gradients: float64 to 1e-12 of each
+    weight's largest value over the run, float32 to 2e-6 (its rounding, 200 steps of it)."""
+    rng = np.random.default_rng(0)
+    params = {k: np.asarray(rng.standard_normal(s)).astype(dtype) for k, s in SHAPES.items()}
+    theirs = {k: torch.nn.Parameter(torch.tensor(v.copy())) for k, v in params.items()}
+    t_opt = getattr(torch.optim, tname)(list(theirs.values()), foreach=False, **kw)
+    opt = cls(**kw)
+    state = opt.init(params)
+    err = dict.fromkeys(SHAPES, 0.0)
+    scale = {k: float(np.abs(v).max()) for k, v in params.items()}
+    for t in range(200):
+        with np.errstate(under="ignore"):  # (1e-40 is subnormal in float32: wanted)
+            grads = _gradients(kind, rng, t, dtype)
+        # (the update itself runs under the suite's np.seterr(all="raise"): "tiny"'s squares
+        # underflow there, which is its arithmetic, as torch's, and not an error)
+        for k, p in theirs.items():
+            p.grad = torch.tensor(grads[k].copy())
+        t_opt.step()
+        opt.update(params, grads, state)
+        for k, p in params.items():
+            want = theirs[k].detach().numpy().astype(np.float64)
+            assert np.isfinite(p).all() and np.isfinite(want).all(), (t, k)
+            err[k] = max(err[k], float(np.abs(p.astype(np.float64) - want).max()))
+            scale[k] = max(scale[k], float(np.abs(want).max()))
+    tol = 1e-12 if dtype == np.float64 else 2e-6
+    worst = max(err[k] / scale[k] for k in SHAPES)
+    assert worst < tol, worst
+
+
+SLOTS = {"SGD": {"b": "momentum_buffer"},
+         "RMSprop": {"v": "square_avg", "g_avg": "grad_avg", "b": "momentum_buffer"},
+         "Adagrad": {"s": "sum"}, "Adam": {"m": "exp_avg", "v": "exp_avg_sq"},
+         "AdamW": {"m": "exp_avg", "v": "exp_avg_sq"}}  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("cls,tname,kw", OPTIMIZERS, ids=IDS)
+def test_each_step_rounds_within_a_few_ulp_of_torch(cls, tname, kw, dtype, engine_path):
+    """docs/design.md's claim: from the same weights and state (ours set to torch's after
+    every step), a step's weights differ from torch's by at most 8 units in the last place
+    of the larger of the weight before and after (32 for the centered RMSprop; measured over
+    6 x 100 steps: 6 and 21)."""
+    rng = np.random.default_rng(1)
+    shapes = {"w": (40, 30), "b": (30,)}
+    params = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+    theirs = {k: torch.nn.Parameter(torch.tensor(v.copy())) for k, v in params.items()}
+    t_opt = getattr(torch.optim, tname)(list(theirs.values()), foreach=False, **kw)
+    opt = cls(**kw)
+    state = opt.init(params)
+    worst = 0.0
+    for _ in range(30):
+        grads = {k: (rng.standard_normal(s) * 10.0 ** rng.uniform(-3, 1)).astype(dtype)
+                 for k, s in shapes.items()}  # fmt: skip
+        before = {k: v.copy() for k, v in params.items()}
+        for k, p in theirs.items():
+            p.grad = torch.tensor(grads[k].copy())
+        t_opt.step()
+        opt.update(params, grads, state)
+        for k, p in params.items():
+            want = theirs[k].detach().numpy()
+            ulp = np.spacing(np.maximum(np.abs(want), np.abs(before[k])))
+            worst = max(worst, float((np.abs(p - want) / ulp).max()))
+            p[...] = want  # the next step from the same weights and state
+            for slot, t_slot in SLOTS[tname].items():
+                if f"{slot}/{k}" in state:
+                    state[f"{slot}/{k}"][...] = t_opt.state[theirs[k]][t_slot].numpy()
+    assert worst <= (32 if kw.get("centered") else 8), worst
+
+
+def _torch_lrs(make, n, lr):
+    p = torch.nn.Parameter(torch.zeros(1))
+    o = torch.optim.SGD([p], lr=lr)
+    s = make(o)
+    out = []
+    for _ in range(n):
+        out.append(o.param_groups[0]["lr"])
+        o.step()
+        s.step()
+    return np.array(out)
+
+
+def test_schedules_equal_torch_s_lr_schedulers():
+    sched = torch.optim.lr_scheduler
+    cases = [
+        (optim.StepDecay(0.1, 7, 0.3), lambda o: sched.StepLR(o, 7, 0.3), 50),
+        (optim.Cosine(0.1, 40, 0.005), lambda o: sched.CosineAnnealingLR(o, 40, 0.005), 41),
+        # the warm-up: (t + 1) / W of the first value, then the schedule from its start
+        (optim.Warmup(optim.Cosine(0.1, 40, 0.005), 5), lambda o: sched.SequentialLR(
+            o, [sched.LambdaLR(o, lambda t: (t + 1) / 5), sched.CosineAnnealingLR(o, 40, 0.005)],
+            [5]), 45),
+    ]  # fmt: skip
+    for ours, make, n in cases:
+        got = np.array([ours(t) for t in range(n)])
+        np.testing.assert_allclose(got, _torch_lrs(make, n, 0.1), rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_clipping_equals_torch_s_in_float32_too(dtype):
+    rng = np.random.default_rng(2)
+    for max_norm in (1e-3, 0.5, 1e6):
+        grads = {k: np.asarray(rng.standard_normal(s) * 3).astype(dtype)
+                 for k, s in SHAPES.items()}  # fmt: skip
+        tg = [torch.tensor(v.copy()) for v in grads.values()]
+        tp = [torch.nn.Parameter(torch.zeros_like(g)) for g in tg]
+        for p, g in zip(tp, tg, strict=True):
+            p.grad = g
+        norm = optim.clip_by_global_norm(grads, max_norm)
+        t_norm = torch.nn.utils.clip_grad_norm_(tp, max_norm)
+        tol = 1e-15 if dtype == np.float64 else 1e-6
+        assert norm == pytest.approx(float(t_norm), rel=tol)
+        for g, p in zip(grads.values(), tp, strict=True):
+            np.testing.assert_allclose(g, p.grad.numpy(), rtol=tol * 4, atol=0)
+            assert g.dtype == dtype
+        for p in tp:
+            p.grad = p.grad * 50
+        values = {k: p.grad.numpy().copy() for k, p in zip(grads, tp, strict=True)}
+        optim.clip_by_value(values, 0.25)
+        torch.nn.utils.clip_grad_value_(tp, 0.25)
+        for v, p in zip(values.values(), tp, strict=True):
+            assert np.array_equal(v, p.grad.numpy())
+
+
+# ------------------------------------------------------------ the Trainer's truncated BPTT
+B, T, K, I, H, O = 3, 12, 4, 2, 5, 2
+
+
+class _Windows:
+    """Three sequences of 12 steps in windows of 4, the state carried across them; the loss
+    is the mean squared error of each window."""
+
+    name, metric, higher_is_better = "windows", "mse", False
+
+    def __init__(self):
+        rng = np.random.default_rng(0)
+        self.x, self.y = rng.standard_normal((B, T, I)), rng.standard_normal((B, T, O))
+
+    def batch(self, step, rng):
+        from rnnlab.train import Batch
+
+        w = step % (T // K)
+        s = slice(w * K, (w + 1) * K)
+        return Batch(self.x[:, s], self.y[:, s], carry=w > 0, items=B * K)
+
+    def loss(self, out, batch):
+        d = out - batch.y
+        return float((d**2).mean()), 2 * d / d.size
+
+    def evaluate(self, model, split):
+        return {"mse": 0.0}
+
+
+@pytest.mark.parametrize("optimizer,clip,clip_at,schedule,warmup", [
+    ("sgd", "global_norm", 0.05, "cosine", 3),
+    ("nesterov", "value", 0.01, "step", 2),
+    ("rmsprop", "global_norm", 0.05, "constant", 0),
+    ("adagrad", "value", 0.01, "cosine", 0),
+    ("adam", "global_norm", 0.05, "step", 2),
+    ("adamw", "none", 1.0, "cosine", 3),
+])  # fmt: skip
+def test_trainer_steps_equal_torch_with_the_state_detached_at_each_window(
+        tmp_path, optimizer, clip, clip_at, schedule, warmup, engine_path):  # fmt: skip
+    """15 steps of Trainer.train_step (windows of 4 of 12-step sequences, the state carried
+    and the gradient cut at each window's edge, clipped, the schedule's learning rate) equal
+    a torch loop that detaches h and c between windows, clips with torch.nn.utils and steps
+    torch.optim: the loss of every step to 1e-12, the weights after each to 1e-12."""
+    from rnnlab.layers import LSTM
+    from rnnlab.modules import Linear, Sequential
+    from rnnlab.train import TrainConfig, Trainer
+
+    model = Sequential(LSTM(I, H, dtype=np.float64, rng=1), Linear(H, O, dtype=np.float64, rng=2))
+    cfg = TrainConfig(optimizer=optimizer, lr=0.05, momentum=0.9, weight_decay=0.01,
+                      clip=clip, clip_at=clip_at, schedule=schedule, warmup=warmup,
+                      steps=15)  # fmt: skip
+    task = _Windows()
+    trainer = Trainer(model, task, cfg, tmp_path / "run", quiet=True)
+    lstm = torch.nn.LSTM(I, H, batch_first=True, dtype=torch.float64)
+    linear = torch.nn.Linear(H, O, dtype=torch.float64)
+    for prefix, module in (("0.", lstm), ("1.", linear)):
+        module.load_state_dict({k[2:]: torch.tensor(v) for k, v in model.params.items()
+                                if k.startswith(prefix)})  # fmt: skip
+    tparams = [*lstm.parameters(), *linear.parameters()]
+    named = {**{f"0.{k}": v for k, v in lstm.named_parameters()},
+             **{f"1.{k}": v for k, v in linear.named_parameters()}}  # fmt: skip
+    make = {"sgd": lambda: torch.optim.SGD(tparams, 0.05, momentum=0.9, weight_decay=0.01),
+            "nesterov": lambda: torch.optim.SGD(tparams, 0.05, momentum=0.9, nesterov=True,
+                                                weight_decay=0.01),
+            "rmsprop": lambda: torch.optim.RMSprop(tparams, 0.05, weight_decay=0.01),
+            "adagrad": lambda: torch.optim.Adagrad(tparams, 0.05, weight_decay=0.01),
+            "adam": lambda: torch.optim.Adam(tparams, 0.05, weight_decay=0.01),
+            "adamw": lambda: torch.optim.AdamW(tparams, 0.05, weight_decay=0.01)}  # fmt: skip
+    t_opt = make[optimizer]()
+    state = None
+    for step in range(cfg.steps):
+        batch = task.batch(step, None)
+        state = tuple(s.detach() for s in state) if batch.carry else None
+        out, state = lstm(torch.tensor(batch.x), state)
+        loss = ((linear(out) - torch.tensor(batch.y)) ** 2).mean()
+        t_opt.zero_grad()
+        loss.backward()
+        if clip == "global_norm":
+            torch.nn.utils.clip_grad_norm_(tparams, clip_at)
+        elif clip == "value":
+            torch.nn.utils.clip_grad_value_(tparams, clip_at)
+        for group in t_opt.param_groups:
+            group["lr"] = trainer.schedule(step)
+        t_opt.step()
+        ours, _, _ = trainer.train_step(step)
+        trainer.step = step + 1
+        assert ours == pytest.approx(loss.item(), rel=1e-12), step
+        for k, p in model.params.items():
+            want = named[k].detach().numpy()
+            assert np.abs(p - want).max() <= 1e-12 * np.abs(want).max(), (step, k)
