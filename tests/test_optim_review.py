@@ -2,7 +2,8 @@
 against torch.optim over many steps and at the edges (zero, huge and tiny gradients, β = 0,
 step 1's bias correction), one step's rounding against torch's, the schedules against
 torch.optim.lr_scheduler, and the Trainer's truncated BPTT, clipping and schedule against a
-torch loop that detaches the state at each window's edge."""
+torch loop that detaches the state at each window's edge. Then the refusals it added: the
+Nesterov optimizer without momentum, named as the option the user can set."""
 
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from helpers import oracle
 
 from rnnlab import optim
+from rnnlab.cli import main
 from rnnlab.optim import SGD, Adagrad, Adam, AdamW, RMSprop
 
 torch = oracle("torch")
@@ -262,3 +264,45 @@ def test_trainer_steps_equal_torch_with_the_state_detached_at_each_window(
         for k, p in model.params.items():
             want = named[k].detach().numpy()
             assert np.abs(p - want).max() <= 1e-12 * np.abs(want).max(), (step, k)
+
+
+# ------------------------------------------------------------------------- the refusals
+TINY = ["--T", "5", "--hidden", "4", "--steps", "2", "--quiet"]
+
+
+def _error(capsys, *args):
+    code = main([str(a) for a in args])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = [x for x in err.splitlines() if x.startswith("rnnlab: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("how", ["typed", "tuned default", "in the file"])
+def test_nesterov_without_momentum_is_refused_naming_the_setting(tmp_path, capsys, how):
+    """`--optimizer nesterov --momentum 0` was refused only when the optimizer was built,
+    after the model, in the library's words: "`momentum` must be > 0 with nesterov=True";
+    the IRNN on adding, whose tuned momentum is 0 (plain SGD), met `--optimizer nesterov`
+    so with no momentum typed. Now TrainConfig refuses it, named as the user can set it."""
+    run = tmp_path / "run"
+    args = ["train", "adding", *TINY, "--optimizer", "nesterov", "--run-dir", run]
+    if how == "typed":
+        args += ["--momentum", "0"]
+    elif how == "tuned default":
+        args += ["--cell", "irnn"]
+    else:
+        (tmp_path / "c.toml").write_text("momentum = 0\n")
+        args += ["--config", tmp_path / "c.toml"]
+    said = _error(capsys, *args)
+    where = f"{tmp_path / 'c.toml'}: `momentum`" if how == "in the file" else "`--momentum`"
+    assert f"error: {where} must be a number in (0, 1) with optimizer 'nesterov'" in said
+    assert "nesterov=True" not in said
+    assert not run.exists()
+
+
+def test_nesterov_with_momentum_trains(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "adding", *TINY, "--cell", "irnn", "--optimizer", "nesterov",
+                 "--momentum", "0.5", "--run-dir", str(run)]) == 0  # fmt: skip
+    assert (run / "model.safetensors").exists()

@@ -315,6 +315,15 @@ class TrainConfig:
         _checks.choice(
             self.optimizer, "optimizer", ("sgd", "nesterov", "rmsprop", "adagrad", "adam", "adamw")
         )
+        if self.optimizer == "nesterov" and self.momentum == 0:
+            # Said here, by the setting's name: the optimizer's own refusal came after the
+            # model was built, in its words ("nesterov=True"), and the IRNN's and ReLU's
+            # tuned momentum of 0 on adding (rnnlab.tasks.tuned) met --optimizer nesterov
+            # with no --momentum typed.
+            _checks.fail("momentum", "a number in (0, 1) with optimizer 'nesterov' (its "
+                         "look-ahead follows the momentum; the tuned settings of the IRNN and "
+                         "ReLU cells on adding set 0, for plain 'sgd')",
+                         _checks.describe(self.momentum))  # fmt: skip
         teacher_schedule(self.teacher_forcing)
         if not self.clip_at > 0:
             _checks.fail("clip_at", "a finite number > 0", _checks.describe(self.clip_at))

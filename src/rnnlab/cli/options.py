@@ -183,8 +183,9 @@ def add_optimisation_options(
           help="the update rule (default: the task's and cell's)")  # fmt: skip
     g.add("--lr", type=positive_float("--lr") if checked else float,
           help="learning rate" + (" (default: the task's and cell's)" if checked else ""))
-    g.add("--momentum", type=float, help="sgd and nesterov: the momentum (default 0.9; the IRNN "
-          "and ReLU on adding 0, rnnlab.tasks.tuned)")  # fmt: skip
+    g.add("--momentum", type=float, help="sgd and nesterov: the momentum, in [0, 1), above 0 "
+          "for nesterov (default 0.9; the IRNN and ReLU on adding 0, "
+          "rnnlab.tasks.tuned)")  # fmt: skip
     g.add("--weight-decay", dest="weight_decay", type=float,
           help="L2 (AdamW: decoupled) weight decay (default: the optimizer's, AdamW 0.01, "
           "else 0)")  # fmt: skip

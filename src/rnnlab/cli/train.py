@@ -105,7 +105,10 @@ def _config_from_args(args) -> tuple:
     try:
         cfg = TrainConfig.from_dict(merged, source="options", tasks=tasks.TASK_NAMES)
     except ValueError as e:  # named where the value was given: an option, or the file's key
-        raise ValueError(_as_given(str(e), overrides, args.config)) from None
+        # (or a default's, as the option that sets it: the adding task's IRNN tunes momentum
+        # to 0, which --optimizer nesterov refuses; a bare `momentum` named no option)
+        unset = set(TrainConfig.fields()) - set(given) - {"task", "extra"}
+        raise ValueError(_as_given(str(e), overrides, args.config, unset)) from None
     data = settings.get("data")
     if task == "charlm" and data == "" and "data" not in overrides:  # (as `--data ""` is)
         raise UsageError(f"{args.config}: `data` must be the path of a file (not empty); got "
