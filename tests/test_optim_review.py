@@ -3,7 +3,8 @@ against torch.optim over many steps and at the edges (zero, huge and tiny gradie
 step 1's bias correction), one step's rounding against torch's, the schedules against
 torch.optim.lr_scheduler, and the Trainer's truncated BPTT, clipping and schedule against a
 torch loop that detaches the state at each window's edge. Then the refusals it added: the
-Nesterov optimizer without momentum, named as the option the user can set."""
+Nesterov optimizer without momentum, named as the option the user can set, and an ε that
+is 0 in the weights' dtype."""
 
 
 import numpy as np
@@ -306,3 +307,24 @@ def test_nesterov_with_momentum_trains(tmp_path, capsys):
     assert main(["train", "adding", *TINY, "--cell", "irnn", "--optimizer", "nesterov",
                  "--momentum", "0.5", "--run-dir", str(run)]) == 0  # fmt: skip
     assert (run / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("cls", [Adam, AdamW, RMSprop, Adagrad])
+@pytest.mark.parametrize("dtype,eps", [(np.float32, 1e-50), (np.float16, 1e-8)])
+def test_an_eps_that_is_0_in_the_weights_dtype_is_refused(cls, dtype, eps):
+    """ε is used in the weights' dtype (as torch uses it): 1e-50 in float32, or Adam's own
+    1e-8 in float16, is 0 there, and a weight whose gradients were 0 so far became NaN
+    (0 / 0) without a word. Now the update refuses, naming ε, before anything moves."""
+    params = {"w": np.ones(3, dtype)}
+    opt = cls(eps=eps)
+    state = opt.init(params)
+    with pytest.raises(ValueError, match=rf"^`eps` must be a number that is not 0 in "
+                       rf"{np.dtype(dtype).name}, the dtype of params\['w'\] \(at least "
+                       rf"[0-9.e-]+\); got {eps} \(float\) instead\.$"):  # fmt: skip
+        opt.update(params, {"w": np.zeros(3, dtype)}, state)
+    assert np.array_equal(params["w"], np.ones(3, dtype)) and int(state["step"]) == 0
+    # the smallest ε that is not 0 there steps, and the weight stays finite
+    opt = cls(eps=float(np.finfo(dtype).smallest_subnormal))
+    state = opt.init(params)
+    opt.update(params, {"w": np.zeros(3, dtype)}, state)
+    assert np.isfinite(params["w"]).all()

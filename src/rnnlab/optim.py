@@ -147,6 +147,14 @@ class Optimizer:
                 _checks.fail(f"params[{k!r}]", "a writeable array of floats (updated in place)",
                              got)  # fmt: skip
             _checks.elementwise(p, f"params[{k!r}]")
+            eps = getattr(self, "eps", None)  # (the optimizers that divide by a root + ε)
+            if eps is not None and p.dtype.type(eps) == 0:
+                # ε is used in the parameter's dtype, as torch uses it: one below float32's
+                # smallest value (1e-50) is 0 there, and a weight whose gradients were all
+                # 0 so far became NaN, 0 / 0, with nothing said (torch's too)
+                tiny = np.finfo(p.dtype).smallest_subnormal
+                _checks.fail("eps", f"a number that is not 0 in {p.dtype}, the dtype of "
+                             f"params[{k!r}] (at least {tiny:.3g})", _checks.describe(eps))
             g = grads.get(k)
             if g is None:
                 _checks.fail("grads", "a gradient for every parameter", f"none for {k!r}")
