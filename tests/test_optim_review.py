@@ -3,9 +3,10 @@ against torch.optim over many steps and at the edges (zero, huge and tiny gradie
 step 1's bias correction), one step's rounding against torch's, the schedules against
 torch.optim.lr_scheduler, and the Trainer's truncated BPTT, clipping and schedule against a
 torch loop that detaches the state at each window's edge. Then the refusals it added: the
-Nesterov optimizer without momentum, named as the option the user can set, and an ε that
-is 0 in the weights' dtype."""
+Nesterov optimizer without momentum, named as the option; an ε that is 0 in the weights'
+dtype; and the divergence's remedy, which told a run that clipped to clip as it did."""
 
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -328,3 +329,30 @@ def test_an_eps_that_is_0_in_the_weights_dtype_is_refused(cls, dtype, eps):
     state = opt.init(params)
     opt.update(params, {"w": np.zeros(3, dtype)}, state)
     assert np.isfinite(params["w"]).all()
+
+
+@pytest.mark.parametrize("clip,clip_at,advice", [
+    ("none", 1.0, "gradient clipping (--clip global_norm --clip-at 1)"),
+    ("global_norm", 1.0, "tighter gradient clipping (--clip global_norm --clip-at 0.1)"),
+    ("global_norm", 50.0, "tighter gradient clipping (--clip global_norm --clip-at 1)"),
+    ("value", 0.5, "tighter gradient clipping (--clip value --clip-at 0.05)"),
+])  # fmt: skip
+def test_the_divergence_remedy_is_not_the_clipping_the_run_had(clip, clip_at, advice):
+    """A run clipping by norm at 1 that diverged was told to "start a new run with gradient
+    clipping (--clip global_norm --clip-at 1)": what it did. It is told to clip tighter."""
+    from rnnlab.train import TrainConfig, Trainer
+
+    cfg = TrainConfig(clip=clip, clip_at=clip_at, lr=0.02)
+    said = Trainer._remedy(SimpleNamespace(cfg=cfg))
+    assert said == (f"Start a new run with {advice} or a lower learning rate (--lr 0.002): "
+                    "--resume keeps this run's settings.")  # fmt: skip
+
+
+def test_a_clipped_run_that_diverges_is_told_to_clip_tighter(tmp_path, capsys):
+    code = main(["train", "adding", "--T", "5", "--hidden", "4", "--steps", "3", "--quiet",
+                 "--lr", "1e22", "--run-dir", str(tmp_path / "run")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "at step" in err and "--clip global_norm --clip-at 0.1)" in err
+    assert "(--clip global_norm --clip-at 1)" not in err
+    assert (tmp_path / "run").exists()  # (with the good weights of step 1)

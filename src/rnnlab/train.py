@@ -1036,10 +1036,16 @@ class Trainer:
         )
 
     def _remedy(self) -> str:
-        return (
-            f"Start a new run with gradient clipping (--clip global_norm --clip-at 1) or a lower "
-            f"learning rate (--lr {self.cfg.lr / 10:g}): --resume keeps this run's settings."
-        )
+        """What to try: clipping where the run had none, else a tighter one (a run that
+        clipped at 1 by norm was told to clip at 1 by norm), and a lower learning rate."""
+        c = self.cfg
+        if c.clip == "none":
+            clip = "gradient clipping (--clip global_norm --clip-at 1)"
+        else:
+            clip = (f"tighter gradient clipping (--clip {c.clip} --clip-at "
+                    f"{min(c.clip_at / 10, 1.0):g})")  # fmt: skip
+        return (f"Start a new run with {clip} or a lower learning rate (--lr {c.lr / 10:g}): "
+                "--resume keeps this run's settings.")  # fmt: skip
 
     # ------------------------------------------------------------------ the loop
     def evaluate(self, split: str = "valid") -> dict[str, Any]:
