@@ -356,3 +356,49 @@ def test_a_clipped_run_that_diverges_is_told_to_clip_tighter(tmp_path, capsys):
     assert "at step" in err and "--clip global_norm --clip-at 0.1)" in err
     assert "(--clip global_norm --clip-at 1)" not in err
     assert (tmp_path / "run").exists()  # (with the good weights of step 1)
+
+
+@pytest.mark.parametrize("given,said", [
+    (["--weight-decay", "500"], "`--weight-decay` must be a number below 1 / lr = 500 with "
+     "optimizer 'adamw' (each step multiplies the weights by 1 − lr · weight_decay: 0 here); "
+     "got 500.0 (float) instead."),
+    (["--weight-decay", "2000"], "`--weight-decay` must be a number below 1 / lr = 500 with "
+     "optimizer 'adamw' (each step multiplies the weights by 1 − lr · weight_decay: -3 "
+     "here); got 2000.0 (float) instead."),
+    (["--lr", "100"], "`--lr` must be a number below 1 / weight_decay = 100 with optimizer "
+     "'adamw' (each step multiplies the weights by 1 − lr · weight_decay, AdamW's 0.01: 0 "
+     "here); got 100.0 (float) instead."),
+    ("c.toml", "c.toml: `weight_decay` must be a number below 1 / lr = 500 with optimizer "
+     "'adamw' (each step multiplies the weights by 1 − lr · weight_decay: -1 here); got "
+     "1000.0 (float) instead."),
+])  # fmt: skip
+def test_an_adamw_decay_that_erases_or_flips_the_weights_is_refused(tmp_path, capsys,
+                                                                   monkeypatch, given, said):
+    """AdamW multiplies the weights by 1 − lr·λ before each step: `--weight-decay 500` at
+    the adding task's lr of 2e-3 erased them every step, 2000 multiplied them by −3, to a
+    test MSE of 3e17, and the run ended as any other. A new run now refuses lr·λ ≥ 1,
+    naming the setting given (the learning rate where the decay is AdamW's own)."""
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    args = ["train", "adding", *TINY, "--optimizer", "adamw", "--run-dir", run]
+    if given == "c.toml":
+        (tmp_path / "c.toml").write_text("weight_decay = 1e3\n")
+        args += ["--config", "c.toml"]
+    else:
+        args += ["--lr", "2e-3", *given] if given[0] != "--lr" else given
+    assert _error(capsys, *args) == f"rnnlab: error: {said}"
+    assert not run.exists()
+
+
+def test_a_saved_adamw_run_whose_decay_a_new_run_refuses_still_loads(tmp_path):
+    """The refusal is of a new run's (TrainConfig.check_new_run, asked by `rnnlab train` and
+    by Trainer.run at step 0): the settings of a run that trained so still read."""
+    from rnnlab.train import TrainConfig, Trainer
+
+    settings = {"task": "adding", "optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e3}
+    cfg = TrainConfig.from_dict(settings, source="config.json")
+    assert cfg.weight_decay == 1e3
+    trainer = SimpleNamespace(settings_checked=False, step=0, cfg=cfg, task=None)
+    with pytest.raises(ValueError, match=r"^`weight_decay` must be a number below 1 / lr"):
+        Trainer.run(trainer)
+    TrainConfig.from_dict({**settings, "weight_decay": 499.0}).check_new_run()

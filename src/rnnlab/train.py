@@ -346,6 +346,24 @@ class TrainConfig:
                            "recurrent states (batch_size × hidden × layers float32 values, "
                            "for one step alone)")  # fmt: skip
 
+    def check_new_run(self) -> None:
+        """Refuse what a new run may not ask for, though a saved run that did still loads
+        (it evaluates and resumes as it trained): `rnnlab train` asks it of a new run, and
+        so does Trainer.run at step 0 (as of the task's check_new_run)."""
+        if self.optimizer == "adamw" and self.lr * self.decay() >= 1:
+            # AdamW multiplies the weights by 1 − lr·λ each step (the schedules never go
+            # above lr): at 0 it erased them, below it flipped their sign, and a run of
+            # --weight-decay 2000 grew them 3-fold a step to a test MSE of 3e17, nothing said
+            factor = f"{1 - self.lr * self.decay():.3g} here"
+            if self.weight_decay is None:  # AdamW's own 0.01: the learning rate is the cause
+                _checks.fail("lr", f"a number below 1 / weight_decay = {1 / self.decay():g} "
+                             "with optimizer 'adamw' (each step multiplies the weights by 1 − "
+                             f"lr · weight_decay, AdamW's 0.01: {factor})",
+                             _checks.describe(self.lr))  # fmt: skip
+            _checks.fail("weight_decay", f"a number below 1 / lr = {1 / self.lr:g} with "
+                         "optimizer 'adamw' (each step multiplies the weights by 1 − lr · "
+                         f"weight_decay: {factor})", _checks.describe(self.weight_decay))
+
     def without_effect(self, given: Iterable[str]) -> list[str]:
         """Why each of the settings in `given` (those the user set) changes nothing in this
         run: said as a warning, so a typo'd intention is not silently ignored."""
@@ -1058,6 +1076,7 @@ class Trainer:
             # What a new run of the task may not ask for (a text too short for its batches,
             # say) is refused before the run directory holds anything; the warnings it
             # returns are the caller's to say (`rnnlab train` says them before building).
+            self.cfg.check_new_run()
             check_new_run = getattr(self.task, "check_new_run", None)
             if callable(check_new_run):
                 check_new_run()

@@ -479,13 +479,14 @@ def _prepare_train(args, comm) -> tuple:
         if args.run_dir and say:
             _new_run_dir_ok(Path(args.run_dir), "train")
         try:
+            cfg.check_new_run()
             task = tasks.make_task(cfg)
             for said in task.check_new_run() if hasattr(task, "check_new_run") else []:
                 if say:  # (once under MPI, not once a rank)
                     print(f"rnnlab: warning: {said}", file=sys.stderr)
             spec = tasks.model_spec(cfg, task)
             model = tasks.build_model(spec, seed=cfg.seed)
-        except ValueError as e:  # the task's or the model's refusal of a setting: an option?
+        except ValueError as e:  # the settings', task's or model's refusal: an option?
             given = {k for k in vars(args) if k in TrainConfig.fields()}
             unset = set(TrainConfig.fields()) - given - in_file - {"task", "extra"}
             # a setting of the --config file is named with the file, as TrainConfig's own
