@@ -402,3 +402,20 @@ def test_a_saved_adamw_run_whose_decay_a_new_run_refuses_still_loads(tmp_path):
     with pytest.raises(ValueError, match=r"^`weight_decay` must be a number below 1 / lr"):
         Trainer.run(trainer)
     TrainConfig.from_dict({**settings, "weight_decay": 499.0}).check_new_run()
+
+
+@pytest.mark.parametrize("key", ["lr", "clip_at", "momentum", "weight_decay", "time_limit",
+                                 "forget_bias", "cell_clip", "zoneout"])  # fmt: skip
+def test_a_toml_integer_past_a_float_s_range_is_refused_by_name(tmp_path, capsys,
+                                                                monkeypatch, key):
+    """TOML's integers have no bound: `lr = 1` and 400 zeros in a --config file ended in
+    OverflowError ("int too large to convert to float") from math.isfinite, a traceback,
+    for every setting TrainConfig reads as a real number."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "big.toml").write_text(f"{key} = 1{'0' * 400}\n")
+    run = tmp_path / "run"
+    said = _error(capsys, "train", "adding", *TINY, "--config", "big.toml", "--run-dir", run)
+    assert said.startswith(f"rnnlab: error: big.toml: `{key}` must be ")
+    assert said.endswith("; got 100000000000000000000000000000000000000000000000000000000... "
+                         "(int) instead.")  # fmt: skip
+    assert not run.exists()

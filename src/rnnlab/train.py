@@ -277,7 +277,8 @@ class TrainConfig:
         for name in ("bidirectional", "reverse_input", "peephole", "coupled", "layer_norm"):
             _checks.boolean(getattr(self, name), name)
         if not (_number(self.cell_clip) and self.cell_clip >= 0):
-            _checks.fail("cell_clip", "a non-negative number (0: no clip)", repr(self.cell_clip))
+            _checks.fail("cell_clip", "a non-negative number (0: no clip)",
+                         _checks.describe(self.cell_clip))  # fmt: skip
         v = self.proj_size
         if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < self.hidden:
             _checks.fail("proj_size", f"an integer from 0 (none) to hidden - 1 = {self.hidden - 1}",
@@ -428,8 +429,15 @@ class TrainConfig:
 
 
 def _number(v: object) -> bool:
-    """A finite real number, not a bool (TOML's `true` is not 1) nor a string ("1")."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    """A finite real number, not a bool (TOML's `true` is not 1) nor a string ("1"), nor an
+    integer past a float's range: TOML's integers have no bound, and `lr = 1` followed by
+    400 zeros in a --config file ended in math.isfinite's OverflowError, a traceback."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # (an int that no float holds)
+        return False
 
 
 def teacher_schedule(text: str) -> tuple[float, float]:
