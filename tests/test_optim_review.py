@@ -4,7 +4,9 @@ step 1's bias correction), one step's rounding against torch's, the schedules ag
 torch.optim.lr_scheduler, and the Trainer's truncated BPTT, clipping and schedule against a
 torch loop that detaches the state at each window's edge. Then the refusals it added: the
 Nesterov optimizer without momentum, named as the option; an ε that is 0 in the weights'
-dtype; and the divergence's remedy, which told a run that clipped to clip as it did."""
+dtype; the divergence's remedy, which told a run that clipped to clip as it did; a new
+AdamW run whose lr · weight_decay erases or flips the weights; and a --config file's
+integer past a float's range."""
 
 from types import SimpleNamespace
 
