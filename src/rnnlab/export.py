@@ -16,12 +16,17 @@ refused the same way, by _checks.export_file_name). `--out -` writes the ONNX gr
 to stdout (one file, nothing printed beside it on stdout: the note goes to stderr; not to a
 terminal or a closed stdout, and a write that fails is said as --out's); the two
 other formats print code that loads the file by its path, so `-` is refused for them, and
-a file named "-" is `./-`.
+a file named "-" is `./-`; `rnnlab export` refuses a closed stdout for them before writing
+(cli/trained.py). An --out that cannot be written, or whose links loop, is said as --out's.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from os import PathLike, fspath
 from pathlib import Path
 
@@ -98,6 +103,7 @@ def export_run(
     # (each writer refuses these too, under its own argument's name)
     path = _checks.file_to_write(run_dir / ("model" + SUFFIXES[fmt]) if out is None else out,
                                  "--out")  # fmt: skip
+    _not_a_link_loop(path)
     if _run_own(path, run_dir):
         if path.is_symlink():  # (the default path itself may be such a link)
             _checks.fail("--out", "a file path that is not one of the run's own files",
@@ -120,22 +126,58 @@ def export_run(
 
         onnx.check_path(path, "--out")
 
-        onnx.export(model, path, lengths=lengths, state=state, doc=_onnx_doc(run_dir))
+        with _writing(path, out is None):
+            onnx.export(model, path, lengths=lengths, state=state, doc=_onnx_doc(run_dir))
         return path, _onnx_note(path)
     if fmt == "safetensors-torch":
         tensors = torch_state_dict(model)
         # absolute, so that it loads from any directory; not resolved: the write replaces a
         # link at `path` (rnnlab.io), and the code named the link's old target, stale weights
         snippet = torch_snippet(model, path.absolute())
-        io.save_safetensors(path, tensors, {"format": "pt"})
+        with _writing(path, out is None):
+            io.save_safetensors(path, tensors, {"format": "pt"})
         return path, snippet
     from rnnlab import keras
 
     # (it checks first that Keras holds every module; the absolute path loads from anywhere,
     # the link's own name as for PyTorch)
     snippet = keras.snippet(model, path.absolute())
-    keras.save_weights(model, path)
+    with _writing(path, out is None):
+        keras.save_weights(model, path)
     return path, snippet
+
+
+def _not_a_link_loop(path: Path) -> None:
+    """Refuse an --out whose symbolic links lead round in a loop (at its name or on the way
+    to it), as `cp` and a shell's `>` refuse it: Path.resolve's "Symlink loop from
+    '/tmp/loop'" (a RuntimeError in Python 3.11) ended the command with status 1, naming
+    no argument."""
+    try:
+        path.stat()
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            _checks.fail("--out", "a file path, or a link to one",
+                         f"'{path}', whose symbolic links lead round in a loop",
+                         "Remove the link, or give --out elsewhere.")  # fmt: skip
+
+
+@contextmanager
+def _writing(path: Path, default: bool) -> Iterator[None]:
+    """The export's write, a failure of which (a read-only folder, a full disk) is said as
+    --out's: rnnlab.io's "[Errno 13] cannot write 'ro/m.onnx' (Permission denied)" named
+    the file but not the option that chose it, nor the way out. `default`: `path` is the
+    default one, in the run's folder."""
+    try:
+        yield
+    except OSError as e:
+        why = e.strerror or str(e)
+        if e.errno is not None and why == f"cannot write '{path}' ({os.strerror(e.errno)})":
+            why = os.strerror(e.errno)  # (rnnlab.io's words: the path is said already)
+        where = "the default, in the run's folder, " if default else ""
+        hint = ("Give --out a file in a folder you may write to." if e.errno in (
+            errno.EACCES, errno.EPERM, errno.EROFS) else "Nothing was written.")  # fmt: skip
+        _checks.fail("--out", "a file path that can be written",
+                     f"'{path}' ({where}which could not be written: {why})", hint)  # fmt: skip
 
 
 RUN_OWN_FILES = ("config.json", "result.json", "metrics.jsonl", "model.safetensors",

@@ -243,6 +243,14 @@ def cmd_export(args) -> int:
         raise UsageError(
             f"`--format` must be one of {', '.join(export.FORMATS)}; got {args.fmt!r} instead."
         )
+    code = args.fmt != "onnx"  # (ONNX's own text is a note on its graph's inputs)
+    if code and sys.stdout is None and args.out != export.STDOUT:
+        # `>&-`: print() to a closed stdout writes nothing and raises nothing, and the command
+        # said "wrote PATH" with the code that loads the file gone. Refused before anything
+        # is written, as an error leaves no file behind (--out - says its own refusal).
+        _checks.fail("stdout", f"open, to take the code --format {args.fmt} prints (> model.py; "
+                     "> /dev/null to keep only the file)", "a closed stdout",
+                     "Nothing was written.")  # fmt: skip
     path, text = export.export_run(
         args.run, args.fmt, args.out, lengths=args.lengths, state=args.state
     )
@@ -250,6 +258,19 @@ def cmd_export(args) -> int:
         print(text, end="", file=sys.stderr)
         print("wrote the ONNX graph to stdout", file=sys.stderr)
         return 0
-    print(text, end="")
+    try:
+        if sys.stdout is not None:  # (an ONNX note to a closed stdout is only a note)
+            sys.stdout.write(text)
+            sys.stdout.flush()
+    except OSError as e:  # a reader gone, a full disk: the code is cut, the file written
+        if not code:
+            raise
+        from rnnlab.progress import silence
+
+        silence(sys.stdout)  # (what its buffer holds would fail again at exit)
+        _checks.fail("stdout", f"what takes the whole of the code --format {args.fmt} prints",
+                     f"a stdout refusing it ({e.strerror or e})", f"'{path}' is written, but "
+                     "what reached stdout is not the whole code that loads it: export again "
+                     "with stdout taking it (> model.py).")  # fmt: skip
     print(f"wrote {path}", file=sys.stderr)
     return 0
