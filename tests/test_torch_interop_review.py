@@ -6,6 +6,7 @@ around it: an --out that cannot be written or is a link loop, a stdout that is c
 fails, a run's config.json of a newer format, the printed code off the CPU.
 """
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -148,3 +149,27 @@ def test_a_stdout_refusing_the_code_is_said(error, words, run, tmp_path, capsys,
         "written, but what reached stdout is not the whole code that loads it: export again "
         "with stdout taking it (> model.py).\n")  # fmt: skip
     assert out.is_file()
+
+
+# -------------------------------------------------------- a run's config of a newer format
+def test_a_run_whose_config_is_of_a_newer_format_is_refused(run, tmp_path, capsys):
+    """The run's config.json saying "format": 99 exported all the same (and `evaluate`
+    scored it): only the checkpoint's copy was read for its format, while its settings were
+    compared with the run's as today's; `train --resume` refused it."""
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    top = copy / "config.json"
+    top.write_text(json.dumps({**json.loads(top.read_text()), "format": 99}))
+    out = tmp_path / "m.torch.safetensors"
+    for argv in (("export", copy, "--format", "safetensors-torch", "--out", out),
+                 ("evaluate", copy)):  # fmt: skip
+        capsys.readouterr()
+        assert run_cli(*argv) == 2
+        captured = capsys.readouterr()
+        assert captured.err == (f"rnnlab: error: '{top}' is of format 99, written by a newer "
+                                "rnnlab than this one (which reads up to 5): upgrade rnnlab to "
+                                "read it\n")  # fmt: skip
+        assert captured.out == ""
+    assert not out.exists()

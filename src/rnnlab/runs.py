@@ -138,6 +138,10 @@ def same_run(run_dir: Path, ckpt: io.Checkpoint) -> None:
 
     if not isinstance(top, dict):
         return
+    # A run's config.json of a newer format is refused as the checkpoint's would be (and as
+    # `train --resume` refuses it): its settings, compared below, are read as today's, and
+    # `export` and `evaluate` loaded a run whose config.json says "format": 99.
+    run_config(top, run_dir)
     ckpt_path = ckpt.path / "config.json"
     if top.get("model") != ckpt.config.get("model") or task(top) != task(ckpt.config):
         raise io.CheckpointError(
