@@ -8,13 +8,18 @@ fails, a run's config.json of a newer format, the printed code off the CPU.
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import oracle
 
+from rnnlab import export, io, models, runs
 from rnnlab.cli import main
+from rnnlab.layers import LSTM, Recurrent
+from rnnlab.modules import Embedding, LastStep, Linear, MeanOverTime, Sequential
 
 torch = oracle("torch")
 oracle("safetensors")
@@ -34,6 +39,109 @@ def run(tmp_path_factory):
     path = tmp_path_factory.mktemp("runs") / "adding"
     assert run_cli("train", "adding", "--T", 6, *TINY, "--run-dir", path) == 0
     return path
+
+
+# ------------------------------------------------------------ the printed code, end to end
+_THEIRS = r'''
+import importlib.util, json, sys
+import numpy as np, torch
+spec = importlib.util.spec_from_file_location("printed", sys.argv[1])
+printed = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(printed)
+given = np.load(sys.argv[2])
+ri = int(given["rec_i"])
+out = {}
+for dt, tdt in (("32", torch.float32), ("64", torch.float64)):
+    model = printed.model if dt == "32" else printed.Model().eval().double()
+    if dt == "64":  # the file's float32 weights, exactly, in float64
+        model.load_state_dict({k: v.double() for k, v in printed.model.state_dict().items()})
+    x = torch.from_numpy(given["x"])
+    x = x.to(tdt) if x.dtype.is_floating_point else x
+    for padded in (False, True):
+        for stated in (False, True):
+            state = None
+            if stated:
+                state = [None] * len(model._modules)
+                h0 = torch.from_numpy(given["h0"]).to(tdt)
+                lstm = isinstance(model._modules[str(ri)], torch.nn.LSTM)
+                state[ri] = (h0, torch.from_numpy(given["c0"]).to(tdt)) if lstm else h0
+            lengths = torch.from_numpy(given["lengths"]) if padded else None
+            with torch.no_grad():
+                y, states = model(x, lengths, state)
+            s = states[ri] if isinstance(states[ri], tuple) else (states[ri],)
+            out[f"{dt} {padded} {stated}"] = [y.tolist()] + [t.tolist() for t in s]
+print(json.dumps(out))
+'''
+
+# (task, options): each cell PyTorch has, one to three layers, one or two directions, a
+# projection and learned initial states, a readout of each kind
+E2E = [
+    ("adding", ["--T", "6", "--cell", "lstm", "--layers", "2", "--bidirectional",
+                "--proj-size", "3", "--initial-state", "learned"]),
+    ("digits", ["--cell", "gru", "--layers", "3", "--bidirectional"]),
+    ("copy", ["--T", "4", "--cell", "relu", "--layers", "2", "--embed", "5"]),
+    ("pytokens", ["--cell", "rnn", "--seq-len", "12", "--train-size", "2000",
+                  "--bidirectional", "--initial-state", "learned"]),
+]  # fmt: skip
+
+
+def _ours(run_dir: Path, rng: np.random.Generator):
+    """Inputs for the run's model, and its outputs on them in float32 (the run's model) and
+    float64 (the same float32 weights in a float64 model built from the run's spec)."""
+    _, _, model, _ = runs.load_run(run_dir)
+    spec = json.loads((run_dir / "config.json").read_text())["model"]
+    m64 = models.build(spec, dtype=np.float64, rng=0)
+    m64.load_state_dict({k: v.astype(np.float64) for k, v in model.params.items()})
+    mods = model.modules
+    ri = next(i for i, m in enumerate(mods) if isinstance(m, Recurrent))
+    rec = mods[ri]
+    B, T = 4, 7
+    if isinstance(mods[0], Embedding):
+        x = rng.integers(0, mods[0].num_embeddings, (B, T))
+    else:
+        x = rng.standard_normal((B, T, rec.input_size))
+    D, L = (2 if rec.bidirectional else 1), rec.num_layers
+    h0 = 0.5 * rng.standard_normal((L * D, B, getattr(rec, "proj_size", 0) or rec.hidden_size))
+    c0 = 0.5 * rng.standard_normal((L * D, B, rec.hidden_size))
+    given = {"x": x, "lengths": np.array([7, 3, 5, 1]), "h0": h0, "c0": c0, "rec_i": ri}
+    ours = {}
+    for dt, m, ft in (("32", model, np.float32), ("64", m64, np.float64)):
+        xx = x if x.dtype.kind == "i" else x.astype(ft)
+        for padded in (False, True):
+            for stated in (False, True):
+                state = None
+                if stated:
+                    state = [None] * len(mods)
+                    state[ri] = (h0.astype(ft), c0.astype(ft)) if rec.cell.has_c else h0.astype(ft)
+                kw = {"lengths": given["lengths"]} if padded else {}
+                f = m.forward(xx, state=state, **kw)
+                s = f.state[ri] if isinstance(f.state[ri], tuple) else (f.state[ri],)
+                ours[f"{dt} {padded} {stated}"] = [f.output, *s]
+    return given, ours
+
+
+@pytest.mark.parametrize("task, options", E2E, ids=[t for t, _ in E2E])
+def test_the_printed_code_in_a_fresh_process_computes_the_run_s_model(task, options, tmp_path):
+    run_dir = tmp_path / "run"
+    assert run_cli("train", task, *TINY, *options, "--run-dir", run_dir) == 0
+    weights = tmp_path / "m.torch.safetensors"
+    code = subprocess.run([sys.executable, "-m", "rnnlab", "export", run_dir, "--format",
+                           "safetensors-torch", "--out", weights], capture_output=True,
+                          text=True, check=True).stdout  # fmt: skip
+    (tmp_path / "printed.py").write_text(code)
+    given, ours = _ours(run_dir, np.random.default_rng(5))
+    np.savez(tmp_path / "given.npz", **given)
+    done = subprocess.run([sys.executable, "-c", _THEIRS, tmp_path / "printed.py",
+                           tmp_path / "given.npz"], capture_output=True, text=True,
+                          cwd=tmp_path / "..")  # fmt: skip (elsewhere: the path is absolute)
+    assert done.returncode == 0, done.stderr
+    theirs = json.loads(done.stdout)
+    assert set(theirs) == set(ours)
+    for key, arrays in ours.items():
+        tol = 2e-6 if key.startswith("32") else 1e-12
+        for a, b in zip(arrays, theirs[key], strict=True):
+            np.testing.assert_allclose(np.asarray(b), a, rtol=0, atol=tol * max(1, abs(a).max()),
+                                       err_msg=key)  # fmt: skip
 
 
 # ------------------------------------------------------------------- --out's refusals
@@ -173,3 +281,57 @@ def test_a_run_whose_config_is_of_a_newer_format_is_refused(run, tmp_path, capsy
                                 "read it\n")  # fmt: skip
         assert captured.out == ""
     assert not out.exists()
+
+
+# ---------------------------------------------------------- the printed code off the CPU
+def _snippet_namespace(model, tmp_path):
+    path = tmp_path / "m.torch.safetensors"
+    io.save_safetensors(path, export.torch_state_dict(model), {"format": "pt"})
+    namespace: dict = {}
+    exec(compile(export.torch_snippet(model, path), "snippet", "exec"), namespace)
+    return namespace
+
+
+@pytest.mark.parametrize("bi", [False, True])
+def test_a_constant_initial_state_follows_the_input_s_device(bi, tmp_path):
+    """The constant initial state was made on the CPU (torch.full without a device): after
+    model.to("cuda"), "Input and hidden tensors are not at the same device". Tested on the
+    meta device, which has no GPU's needs: the same mismatch."""
+    model = Sequential(LSTM(3, 4, initial_state=0.25, bidirectional=bi), MeanOverTime(),
+                       Linear(8 if bi else 4, 2))  # fmt: skip
+    tm = _snippet_namespace(model, tmp_path)["model"].to("meta")
+    y, states = tm(torch.zeros(2, 5, 3, device="meta"))
+    assert y.device.type == "meta" and tuple(y.shape) == (2, 2)
+    assert all(s.device.type == "meta" for s in states[0])
+
+
+def test_the_readouts_follow_the_input_s_device(tmp_path):
+    """LastStep and MeanOverTime built their step indices on the CPU (torch.arange without a
+    device): a CUDA x with CUDA lengths failed in the comparison, or in the indexing."""
+    model = Sequential(LSTM(3, 4, bidirectional=True), LastStep(), Linear(8, 2))
+    ns = _snippet_namespace(model, tmp_path)
+    x = torch.zeros(2, 5, 8, device="meta")
+    lengths = torch.tensor([5, 3])  # (on the CPU, as pack_padded_sequence wants them)
+    assert ns["_last_step"](x, lengths, 4).device.type == "meta"
+    assert ns["_last_step"](x, None).device.type == "meta"
+    assert ns["_mean_over_time"](x, lengths).device.type == "meta"
+
+
+def test_the_code_printed_for_a_run_named_in_bytes_that_are_not_utf8_loads(run, tmp_path):
+    """A run folder named b"run\\xff" exported, but the printed code's last line failed:
+    safetensors' load_file takes a UTF-8 path only ("Path ... is not valid UTF-8")."""
+    import shutil
+
+    copy = tmp_path / os.fsdecode(b"run\xff")
+    shutil.copytree(run, copy)
+    # (in a process of its own: its stderr writes the name as \xff, pytest's would refuse it)
+    code = subprocess.run([sys.executable, "-m", "rnnlab", "export", copy, "--format",
+                           "safetensors-torch"], capture_output=True, text=True,
+                          check=True).stdout  # fmt: skip
+    namespace: dict = {}
+    exec(compile(code, "printed", "exec"), namespace)  # strict=True
+    _, _, model, _ = runs.load_run(copy)
+    x = np.random.default_rng(0).standard_normal((3, 6, 2)).astype(np.float32)
+    with torch.no_grad():
+        y, _ = namespace["model"](torch.from_numpy(x))
+    np.testing.assert_allclose(y.numpy(), model.forward(x).output, rtol=0, atol=1e-6)

@@ -316,7 +316,8 @@ def _recurrent(rnn, x, lengths, state, merge, initial):
                                  for s in sfx])
             else:  # h has proj_size features in a projecting LSTM, c hidden_size
                 size = (rnn.proj_size or rnn.hidden_size) if w == "h0" else rnn.hidden_size
-                v = torch.full((rnn.num_layers * D, size), float(initial), dtype=x.dtype)
+                v = torch.full((rnn.num_layers * D, size), float(initial), dtype=x.dtype,
+                               device=x.device)
             return v[:, None].expand(-1, B, -1).contiguous()
         state = (make("h0"), make("c0")) if lstm else make("h0")
     if lengths is not None:
@@ -334,8 +335,9 @@ def _recurrent(rnn, x, lengths, state, merge, initial):
 def _last_step(x, lengths, split=None):
     """x at each sequence's last valid step; after a bidirectional layer its reverse half
     (from feature `split` on) at step 0, where that direction has read the whole sequence."""
-    last = torch.full((x.shape[0],), x.shape[1] - 1) if lengths is None else lengths - 1
-    out = x[torch.arange(x.shape[0]), last]
+    last = (torch.full((x.shape[0],), x.shape[1] - 1) if lengths is None
+            else lengths - 1).to(x.device)
+    out = x[torch.arange(x.shape[0], device=x.device), last]
     if split is None:
         return out
     return torch.cat([out[:, :split], x[:, 0, split:]], dim=1)
@@ -350,7 +352,8 @@ def _final_states_summed(state):
 def _mean_over_time(x, lengths):
     if lengths is None:
         return x.mean(dim=1)
-    valid = (torch.arange(x.shape[1])[None, :] < lengths[:, None]).to(x.dtype)
+    lengths = lengths.to(x.device)
+    valid = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]).to(x.dtype)
     return (x * valid[:, :, None]).sum(dim=1) / lengths[:, None].to(x.dtype)
 
 '''
@@ -409,9 +412,20 @@ def torch_snippet(model: Model, path: str | PathLike[str]) -> str:
             body.append(
                 f"x, states[{i}] = _recurrent({key}, x, lengths, {given}, {m.merge!r}, {initial})"
             )
+    text = str(path)
+    imports = ["import torch", "from safetensors.torch import load_file"]
+    load = f"load_file({text!r})"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a name in bytes that are not UTF-8 (as lone surrogates)
+        # safetensors' load_file refuses it ("Path ... is not valid UTF-8"), and the code
+        # printed for such a run failed at its last line: Python's own reading takes the
+        # name back to its bytes, and safetensors loads what it read
+        imports = ["from pathlib import Path", "", "import torch",
+                   "from safetensors.torch import load"]  # fmt: skip
+        load = f"load(Path({text!r}).read_bytes())"
     lines = [
-        "import torch",
-        "from safetensors.torch import load_file",
+        *imports,
         _TORCH_HELPERS,
         "class Model(torch.nn.Module):",
         '    """The rnnlab model as PyTorch modules, numbered as rnnlab numbers them."""',
@@ -441,6 +455,6 @@ def torch_snippet(model: Model, path: str | PathLike[str]) -> str:
         "",
         "",
         "model = Model().eval()",
-        f"model.load_state_dict(load_file({str(path)!r}), strict=True)",
+        f"model.load_state_dict({load}, strict=True)",
     ]
     return "\n".join(lines) + "\n"
