@@ -335,3 +335,17 @@ def test_the_code_printed_for_a_run_named_in_bytes_that_are_not_utf8_loads(run, 
     with torch.no_grad():
         y, _ = namespace["model"](torch.from_numpy(x))
     np.testing.assert_allclose(y.numpy(), model.forward(x).output, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("given", [list, np.array, torch.tensor])
+def test_the_printed_model_takes_lengths_as_pack_padded_sequence_does(given, tmp_path):
+    """`model(x, [5, 3])`, as pack_padded_sequence takes lengths: "'list' object has no
+    attribute 'cpu'" (and a NumPy array's the same)."""
+    model = Sequential(LSTM(3, 4, batch_first=True, bidirectional=True), LastStep(),
+                       Linear(8, 2))  # fmt: skip
+    tm = _snippet_namespace(model, tmp_path)["model"]
+    x = np.random.default_rng(0).standard_normal((2, 5, 3)).astype(np.float32)
+    with torch.no_grad():
+        y, _ = tm(torch.from_numpy(x), given([5, 3]))
+    want = model.forward(x, lengths=np.array([5, 3])).output
+    np.testing.assert_allclose(y.numpy(), want, rtol=0, atol=1e-6)

@@ -449,6 +449,9 @@ def torch_snippet(model: Model, path: str | PathLike[str]) -> str:
         "",
         "    def forward(self, x, lengths=None, state=None):",
         "        m, states = self._modules, [None] * len(self._modules)",
+        # (a list or a NumPy array, as pack_padded_sequence takes them: .cpu() and `- 1`
+        # failed on them with an AttributeError or a TypeError)
+        "        lengths = None if lengths is None else torch.as_tensor(lengths)",
         *[f"        {b}" for b in body],
         "        return x, " + ("states[0]  # the module's own: h_n, or (h_n, c_n)" if lone
                               else "states"),  # fmt: skip
