@@ -349,3 +349,35 @@ def test_the_printed_model_takes_lengths_as_pack_padded_sequence_does(given, tmp
         y, _ = tm(torch.from_numpy(x), given([5, 3]))
     want = model.forward(x, lengths=np.array([5, 3])).output
     np.testing.assert_allclose(y.numpy(), want, rtol=0, atol=1e-6)
+
+
+def test_a_run_trained_reversed_says_so_in_its_printed_code(run, tmp_path, capsys):
+    """--reverse-input is the task's: it reverses each sequence before the model, and the
+    exported model (rnnlab's forward) was given no word of it: a PyTorch user fed the rows
+    of a digit in their order to a model trained on them reversed."""
+    from rnnlab.tasks._sequence import _reverse_within
+
+    rev = tmp_path / "rev"
+    assert run_cli("train", "digits", "--reverse-input", *TINY, "--run-dir", rev) == 0
+    capsys.readouterr()
+    assert run_cli("export", rev, "--format", "safetensors-torch") == 0
+    code = capsys.readouterr().out
+    assert code.startswith("# This run was trained with --reverse-input")
+    namespace: dict = {}
+    exec(compile(code, "printed", "exec"), namespace)
+    reverse_within = namespace["reverse_within"]
+    _, _, model, _ = runs.load_run(rev)
+    rng = np.random.default_rng(0)
+    x, lengths = rng.standard_normal((3, 8, 8)).astype(np.float32), np.array([8, 5, 2])
+    with torch.no_grad():
+        y, _ = namespace["model"](reverse_within(torch.from_numpy(x), lengths), lengths)
+    want = model.forward(_reverse_within(x, lengths), lengths=lengths).output
+    np.testing.assert_allclose(y.numpy(), want, rtol=0, atol=1e-6)
+    ids = rng.integers(0, 9, (3, 6))  # (token ids, as an embedding reads them)
+    for given in (None, np.array([6, 4, 1])):
+        np.testing.assert_array_equal(reverse_within(torch.from_numpy(ids), given).numpy(),
+                                      _reverse_within(ids, given))  # fmt: skip
+    capsys.readouterr()
+    assert run_cli("export", run, "--format", "safetensors-torch") == 0  # (not reversed)
+    code = capsys.readouterr().out
+    assert "reverse_within" not in code and "--reverse-input" not in code

@@ -134,6 +134,8 @@ def export_run(
         # absolute, so that it loads from any directory; not resolved: the write replaces a
         # link at `path` (rnnlab.io), and the code named the link's old target, stale weights
         snippet = torch_snippet(model, path.absolute())
+        if cfg.reverse_input:  # (the task reverses x before the model: so must its user)
+            snippet = _TORCH_REVERSED_NOTE + snippet + _TORCH_REVERSED
         with _writing(path, out is None):
             io.save_safetensors(path, tensors, {"format": "pt"})
         return path, snippet
@@ -357,6 +359,29 @@ def _mean_over_time(x, lengths):
     return (x * valid[:, :, None]).sum(dim=1) / lengths[:, None].to(x.dtype)
 
 '''
+
+
+_TORCH_REVERSED_NOTE = """\
+# This run was trained with --reverse-input: its task fed the model each sequence reversed
+# within its length, and so must you: model(reverse_within(x, lengths), lengths), with
+# reverse_within as defined at the end (x batch-first, as the run's model reads it).
+"""
+
+_TORCH_REVERSED = '''
+
+def reverse_within(x, lengths=None):
+    """Each sequence of x (batch-first) reversed within its length, padding left at the end:
+    what the run's task fed the model (--reverse-input)."""
+    if lengths is None:
+        return x.flip(1)
+    lengths = torch.as_tensor(lengths).to(x.device)
+    t = torch.arange(x.shape[1], device=x.device)[None, :]
+    idx = torch.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
+    return x.gather(1, idx.view(*idx.shape, *([1] * (x.dim() - 2))).expand_as(x))
+'''
+"""A run trained with --reverse-input (rnnlab.tasks' _reverse_within): the exported model
+computes rnnlab's forward, and the reversal, which is the task's, was said nowhere; a
+PyTorch user fed it the sequences in their order and got another model's answers."""
 
 
 def torch_snippet(model: Model, path: str | PathLike[str]) -> str:
