@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import oracle
+from helpers import keras_oracle, oracle
 
 from rnnlab import export, io, models, runs
 from rnnlab.cli import main
@@ -381,3 +381,45 @@ def test_a_run_trained_reversed_says_so_in_its_printed_code(run, tmp_path, capsy
     assert run_cli("export", run, "--format", "safetensors-torch") == 0  # (not reversed)
     code = capsys.readouterr().out
     assert "reverse_within" not in code and "--reverse-input" not in code
+
+
+def test_a_run_trained_reversed_says_so_in_its_onnx_graph_and_keras_code(tmp_path, capsys):
+    """The ONNX graph (its doc_string and the printed note) and the printed Keras code of a
+    --reverse-input run said nothing of the reversal either (the PyTorch code did, above):
+    now each says it, and the Keras code defines the reversal in NumPy, equal to the task's;
+    the ONNX graph on the reversed input gives rnnlab's forward on the task's reversal."""
+    onnx, ort = oracle("onnx"), oracle("onnxruntime")
+    keras_oracle()
+    from rnnlab.tasks._sequence import _reverse_within
+
+    rev = tmp_path / "rev"
+    assert run_cli("train", "digits", "--reverse-input", *TINY, "--run-dir", rev) == 0
+    capsys.readouterr()
+    assert run_cli("export", rev, "--out", tmp_path / "m.onnx") == 0
+    note = capsys.readouterr().out
+    assert "# This run was trained with --reverse-input" in note, note
+    doc = onnx.load(str(tmp_path / "m.onnx")).doc_string
+    assert doc.endswith("trained with --reverse-input, it reads each sequence reversed within "
+                        "its length (padding left at the end)"), doc  # fmt: skip
+    _, _, model, _ = runs.load_run(rev)
+    rng = np.random.default_rng(0)
+    x, lengths = rng.standard_normal((3, 8, 8)).astype(np.float32), np.array([8, 5, 2])
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    feeds = {"x": _reverse_within(x, lengths), "lengths": lengths.astype(np.int32)}
+    y = session.run(None, feeds)[0]
+    want = model.forward(_reverse_within(x, lengths), lengths=lengths).output
+    np.testing.assert_allclose(y, want, rtol=0, atol=1e-5)
+    assert run_cli("export", rev, "--format", "keras", "--out", tmp_path / "m.weights.h5") == 0
+    code = capsys.readouterr().out
+    assert code.startswith("# This run was trained with --reverse-input"), code[:200]
+    namespace: dict = {}
+    exec(compile(code, "printed", "exec"), namespace)  # (the model built and loaded too)
+    reverse_within = namespace["reverse_within"]
+    for given in (None, lengths):
+        np.testing.assert_array_equal(reverse_within(x, given), _reverse_within(x, given))
+    y = np.asarray(namespace["model"](reverse_within(x)).detach().cpu())  # full lengths
+    want = model.forward(_reverse_within(x, None)).output
+    np.testing.assert_allclose(y, want, rtol=0, atol=1e-5)
+    ids = rng.integers(0, 9, (3, 6))
+    np.testing.assert_array_equal(reverse_within(ids, [6, 4, 1]),
+                                  _reverse_within(ids, np.array([6, 4, 1])))  # fmt: skip

@@ -84,11 +84,14 @@ def export_run(
         _checks.fail("run", "a run of one recurrent network (the exporters' model)",
                      f"a {cfg.task} run, an encoder-decoder",
                      "Its export is not written yet.")  # fmt: skip
+    reversed_ = bool(cfg.reverse_input)  # (the task reverses x before the model: so must
+    # its user, in every format)
     if to_stdout:
         from rnnlab import onnx
 
-        data = onnx.to_bytes(model, lengths=lengths, state=state, doc=_onnx_doc(run_dir))
-        note = _onnx_note(data)
+        data = onnx.to_bytes(model, lengths=lengths, state=state,
+                             doc=_onnx_doc(run_dir, reversed_))  # fmt: skip
+        note = _onnx_note(data, reversed_)
         try:
             sys.stdout.flush()  # (anything printed before goes first)
             sys.stdout.buffer.write(data)
@@ -127,14 +130,15 @@ def export_run(
         onnx.check_path(path, "--out")
 
         with _writing(path, out is None):
-            onnx.export(model, path, lengths=lengths, state=state, doc=_onnx_doc(run_dir))
-        return path, _onnx_note(path)
+            onnx.export(model, path, lengths=lengths, state=state,
+                        doc=_onnx_doc(run_dir, reversed_))  # fmt: skip
+        return path, _onnx_note(path, reversed_)
     if fmt == "safetensors-torch":
         tensors = torch_state_dict(model)
         # absolute, so that it loads from any directory; not resolved: the write replaces a
         # link at `path` (rnnlab.io), and the code named the link's old target, stale weights
         snippet = torch_snippet(model, path.absolute())
-        if cfg.reverse_input:  # (the task reverses x before the model: so must its user)
+        if reversed_:
             snippet = _TORCH_REVERSED_NOTE + snippet + _TORCH_REVERSED
         with _writing(path, out is None):
             io.save_safetensors(path, tensors, {"format": "pt"})
@@ -144,6 +148,8 @@ def export_run(
     # (it checks first that Keras holds every module; the absolute path loads from anywhere,
     # the link's own name as for PyTorch)
     snippet = keras.snippet(model, path.absolute())
+    if reversed_:
+        snippet = _KERAS_REVERSED_NOTE + snippet + _NUMPY_REVERSED
     with _writing(path, out is None):
         keras.save_weights(model, path)
     return path, snippet
@@ -235,25 +241,30 @@ def _check_stdout(fmt: str) -> None:
                      "--out a file.")  # fmt: skip
 
 
-def _onnx_doc(run_dir: Path) -> str:
+def _onnx_doc(run_dir: Path, reversed_: bool = False) -> str:
     """The graph's doc_string, naming the run: a folder name's bytes that are not UTF-8 (on
     the command line, as lone surrogates) written \\xff, since a protobuf string is UTF-8 (the
-    export of such a run failed with "'utf-8' codec can't encode character '\\udcff'")."""
+    export of such a run failed with "'utf-8' codec can't encode character '\\udcff'").
+    A run trained with --reverse-input says so there too: the graph travels without the
+    note printed beside it."""
     name = run_dir.name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return f"rnnlab run {name}"
+    said = (": trained with --reverse-input, it reads each sequence reversed within its "
+            "length (padding left at the end)") if reversed_ else ""  # fmt: skip
+    return f"rnnlab run {name}{said}"
 
 
-def _onnx_note(graph_file: Path | bytes) -> str:
+def _onnx_note(graph_file: Path | bytes, reversed_: bool = False) -> str:
     """The written graph's inputs and outputs, as it names them: read from the file (or its
     bytes, written to stdout), since they depend on the options (lengths, state) and on the
-    modules (a suffix _i each with several recurrent modules)."""
+    modules (a suffix _i each with several recurrent modules); a run trained with
+    --reverse-input, that its input must be reversed as the task reversed it."""
     import onnx
 
     data = graph_file if isinstance(graph_file, bytes) else graph_file.read_bytes()
     graph = onnx.load_from_string(data).graph
     ins = ", ".join(i.name for i in graph.input)
     outs = ", ".join(o.name for o in graph.output)
-    return f"# inputs: {ins}; outputs: {outs}\n"
+    return f"# inputs: {ins}; outputs: {outs}\n" + (_ONNX_REVERSED_NOTE if reversed_ else "")
 
 
 # ---------------------------------------------------------------------- PyTorch
@@ -360,6 +371,34 @@ def _mean_over_time(x, lengths):
 
 '''
 
+
+_ONNX_REVERSED_NOTE = """\
+# This run was trained with --reverse-input: its task fed the model each sequence reversed
+# within its length (padding left at the end), and so must you feed the graph.
+"""
+
+_KERAS_REVERSED_NOTE = """\
+# This run was trained with --reverse-input: its task fed the model each sequence reversed
+# within its length (padding left at the end), and so must you: feed it reverse_within(x,
+# lengths), x batch-first (a NumPy version is defined at the end of the printed code).
+"""
+
+_NUMPY_REVERSED = '''
+
+import numpy as np
+
+
+def reverse_within(x, lengths=None):
+    """Each sequence of x (batch-first, a NumPy array) reversed within its length, padding
+    left at the end: what the run's task fed the model (--reverse-input)."""
+    x = np.asarray(x)
+    if lengths is None:
+        return x[:, ::-1].copy()
+    t = np.arange(x.shape[1])[None, :]
+    n = np.asarray(lengths)[:, None]
+    idx = np.where(t < n, n - 1 - t, t)
+    return np.take_along_axis(x, idx.reshape(*idx.shape, *([1] * (x.ndim - 2))), axis=1)
+'''
 
 _TORCH_REVERSED_NOTE = """\
 # This run was trained with --reverse-input: its task fed the model each sequence reversed
