@@ -302,3 +302,28 @@ def test_a_task_s_refusal_of_a_config_file_setting_names_the_file(tmp_path, caps
                    "half); got 1 instead.\n"), err
     line = one_line(capsys, "train", "--config", config, "--T", 1, "--run-dir", run)
     assert line.startswith("rnnlab: error: `--T` must be at least 2") and not run.exists()
+
+
+@pytest.mark.parametrize("argv", [["tasks"], ["evaluate", "RUN"], ["sample", "RUN"],
+                                  ["translate", "RUN", "text"], ["info"]])  # fmt: skip
+def test_a_command_whose_results_are_its_stdout_refuses_a_closed_stdout(argv, monkeypatch,
+                                                                        capsys):  # fmt: skip
+    """`rnnlab tasks >&-`: Python's sys.stdout is None and print() writes nothing and raises
+    nothing: the command ended with status 0 and had given nothing. Refused now, before any
+    work (the run named here need not exist), in one line."""
+    monkeypatch.setattr("sys.stdout", None)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == (f"rnnlab: error: `rnnlab {argv[0]}` prints its results on stdout, which is "
+                   "closed; give it a file (> out.txt), or /dev/null to discard them\n")
+
+
+def test_a_command_whose_results_are_files_runs_with_stdout_closed(monkeypatch, capsys):
+    """train writes its run directory (the report on stdout is a summary of it): a closed
+    stdout does not stop it, nor `--help` anywhere."""
+    from rnnlab import cli
+
+    monkeypatch.setattr("sys.stdout", None)
+    assert not cli._stdout_closed("train", ["adding"])
+    assert not cli._stdout_closed("tasks", ["--help"])
+    assert capsys.readouterr().err == ""

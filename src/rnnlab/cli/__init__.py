@@ -118,8 +118,26 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # rnnlab's own code
 
 
+# The commands whose results are what they print on stdout (a table, metrics, text): run with
+# stdout closed (`>&-`), Python's sys.stdout is None and print() writes nothing and raises
+# nothing, so they ended with status 0 having given nothing. (train, reproduce, gradflow,
+# plot and bench write files, which are their results; export says its own refusal.)
+_ON_STDOUT = ("tasks", "evaluate", "sample", "translate", "info")
+
+
+def _stdout_closed(command: str, argv: list[str]) -> bool:
+    """Say, and return True, where `command`'s results would go to a closed stdout."""
+    if sys.stdout is not None or command not in _ON_STDOUT or {"-h", "--help"} & set(argv):
+        return False
+    print(f"rnnlab: error: `rnnlab {command}` prints its results on stdout, which is closed; "
+          "give it a file (> out.txt), or /dev/null to discard them", file=sys.stderr)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and _stdout_closed(argv[0], argv[1:]):
+        return EXIT_USAGE
     if argv and argv[0] in _DELEGATED:
         return _delegate(argv[0], argv[1:])
     parser = build_parser()
