@@ -423,3 +423,22 @@ def test_a_run_trained_reversed_says_so_in_its_onnx_graph_and_keras_code(tmp_pat
     ids = rng.integers(0, 9, (3, 6))
     np.testing.assert_array_equal(reverse_within(ids, [6, 4, 1]),
                                   _reverse_within(ids, np.array([6, 4, 1])))  # fmt: skip
+
+
+@pytest.mark.parametrize("fmt,said", [
+    ("safetensors-torch", "`model (module 0)` must be a module PyTorch's modules hold; got an "
+     "LSTM variant (lstm (peephole)) instead. nn.LSTM has none."),
+    ("keras", "`model (module 0)` must be a layer Keras' SimpleRNN, LSTM and GRU hold; got an "
+     "LSTM variant (lstm (peephole)) instead. Keras' LSTM has none."),
+])  # fmt: skip
+def test_a_run_an_export_cannot_hold_is_refused_naming_the_run(fmt, said, tmp_path, capsys):
+    """`rnnlab export RUN` of a peephole LSTM said "`model (module 0)` must be ...; got an LSTM
+    variant (lstm (peephole)); nn.LSTM has none instead.": an argument the command's user never
+    gave, and its reason cut by "instead". Now the run is named first, the reason after."""
+    rev = tmp_path / "pp"
+    assert run_cli("train", "adding", "--T", 6, "--peephole", *TINY, "--run-dir", rev) == 0
+    capsys.readouterr()
+    assert run_cli("export", rev, "--format", fmt) == 2
+    err = capsys.readouterr().err
+    assert err == f"rnnlab: error: `run` '{rev}' cannot be exported as {fmt}: {said}\n", err
+    assert not list(rev.glob("model.torch*")) and not list(rev.glob("model.weights*"))

@@ -122,7 +122,11 @@ def export_run(
     # After the run's own files (that refusal matters more) and, as in the Python writers,
     # after the format's refusal of the model (no name makes that model exportable); each
     # writer checks the name again, as `path`.
-    _check_model(model, fmt)
+    try:
+        _check_model(model, fmt)
+    except ValueError as e:  # (said of the model, which the command's user never named)
+        raise ValueError(f"`run` '{run_dir}' cannot be exported as {fmt}: "
+                         f"{' '.join(str(e).split())}") from None  # fmt: skip
     _checks.export_file_name(path, fmt, "--out")
     if fmt == "onnx":
         from rnnlab import onnx
@@ -279,7 +283,7 @@ def _torch_check(model: Model) -> list[Module | _Module]:
     for i, m in enumerate(mods):
         if isinstance(model, Sequential):
             refuse_own_subclass(m, f"model (module {i})", code)
-        what = None
+        what, why = None, ""
         if isinstance(m, Recurrent):
             cell = m.cell
             if type(cell) not in (ElmanCell, LSTMCell, GRUCell):
@@ -287,9 +291,10 @@ def _torch_check(model: Model) -> list[Module | _Module]:
             elif isinstance(cell, LSTMCell) and (
                 cell.peephole or cell.coupled or cell.layer_norm or cell.cell_clip is not None
             ):
-                what = f"an LSTM variant ({cell.describe()}); nn.LSTM has none"
+                what, why = f"an LSTM variant ({cell.describe()})", "nn.LSTM has none."
             elif isinstance(cell, GRUCell) and not cell.reset_after:
-                what = "the original GRU (reset_after=False); nn.GRU is the reset-after form"
+                what = "the original GRU (reset_after=False)"
+                why = "nn.GRU is the reset-after form."
             elif m.merge == "readout":
                 what = "the bidirectional readout merge"
             elif getattr(m, "proj_size", 0) and not isinstance(cell, LSTMCell):
@@ -301,7 +306,7 @@ def _torch_check(model: Model) -> list[Module | _Module]:
         elif not isinstance(m, (Embedding, Linear, Dropout, LastStep)):
             what = _checks.describe(m)
         if what is not None:
-            _checks.fail(f"model (module {i})", "a module PyTorch's modules hold", what)
+            _checks.fail(f"model (module {i})", "a module PyTorch's modules hold", what, why)
     _checks.finite_weights(model, "PyTorch")
     return list(mods)
 

@@ -117,11 +117,11 @@ def _check_layer(layer: object, where: str = "layer") -> str:
     if not isinstance(layer, Recurrent):
         _checks.fail(where, "an rnnlab recurrent layer (RNN, LSTM, GRU)", _checks.describe(layer))
     cell = layer.cell
-    what = None
+    what, why = None, ""
     if type(cell) not in _KINDS:
         what = f"a cell of its own ({type(cell).__name__})"
     elif isinstance(cell, LSTMCell) and cell.describe() != "lstm":
-        what = f"an LSTM variant ({cell.describe()}); Keras' LSTM has none"
+        what, why = f"an LSTM variant ({cell.describe()})", "Keras' LSTM has none."
     elif layer.merge == "readout":
         what = "the bidirectional readout merge"
     elif getattr(layer, "proj_size", 0):
@@ -129,7 +129,7 @@ def _check_layer(layer: object, where: str = "layer") -> str:
     elif any(getattr(layer, "zoneout", ())):
         what = f"a layer with zoneout={layer.zoneout} (Keras' layers have no zoneout)"
     if what is not None:
-        _checks.fail(where, "a layer Keras' SimpleRNN, LSTM and GRU hold", what)
+        _checks.fail(where, "a layer Keras' SimpleRNN, LSTM and GRU hold", what, why)
     return _KINDS[type(cell)]
 
 
