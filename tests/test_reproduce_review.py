@@ -269,3 +269,15 @@ def test_a_worker_whose_reproduce_is_killed_saves_its_row_and_ends(tmp_path):
     assert not (run / "result.json").exists() and io.checkpoint_steps(run)[-1] > 0
     settings = {"steps": 1000000, "eval_every": 250}
     assert reproduce.finished_before(reproduce.Row("adding", "rnn", 10), out, settings) is None
+
+
+def test_a_row_stopped_early_tells_its_log_to_run_reproduce_again(tmp_path):
+    """A row's train.log ended a stopped row with "continue with: rnnlab train --resume ROW",
+    which trains the row but leaves the table without its record: the Trainer's advice is
+    reproduce's own command now (here a time limit stops the row after its first step)."""
+    row = reproduce.Row("adding", "rnn", 10)
+    out = tmp_path / "repro"
+    reproduce.run_row(row, out, {"steps": 6, "eval_every": 2, "time_limit": 1e-9})
+    log = (out / "runs" / row.name / "train.log").read_text()
+    assert "continue with: the same rnnlab reproduce command, which resumes this row\n" in log
+    assert "rnnlab train --resume" not in log and "--time-limit" not in log, log

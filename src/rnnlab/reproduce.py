@@ -282,6 +282,9 @@ def run_row(row: Row, out: Path, settings: dict[str, Any] | None = None, *,
     went_bad: int | None = None  # and the step that went bad (NonFiniteError.step)
     with open(run_dir / "train.log", "a" if ckpt else "w", encoding="utf-8") as log:
         trainer = _RowTrainer(model, task, cfg, run_dir, spec=spec, stream=log, quiet=True)
+        # (its log said "continue with: rnnlab train --resume ROW", which trains the row but
+        # leaves the table without its record)
+        trainer.resume_advice = "the same rnnlab reproduce command, which resumes this row"
         if ckpt is not None:
             runs.load_weights(model, ckpt, run_dir)
             trainer.restore(ckpt)

@@ -691,6 +691,9 @@ class Trainer:
         # it started), and so does `rnnlab train`, which asks before it builds the model, and
         # for `--resume` of a run that has no checkpoint yet.
         self.settings_checked = False
+        # What the stop messages tell the user to run to go on (None: `rnnlab train --resume
+        # RUN`); `rnnlab reproduce` says its own command, which resumes its rows.
+        self.resume_advice: str | None = None
         self.grad_record: dict[str, Any] | None = None
         # The process that writes the run directory; False on the other ranks of a
         # distributed run (rnnlab.distributed), which train in step but write nothing.
@@ -751,7 +754,7 @@ class Trainer:
             # and how to go on, not only the errno (a failed save leaves the checkpoints
             # before it as they were, and `latest` naming one of them).
             before = [s for s in io.checkpoint_steps(self.run_dir) if s != self.step]
-            again = io.resume_command(self.run_dir)
+            again = self.resume_advice or io.resume_command(self.run_dir)
             then = ("the checkpoints saved before it are intact; once the cause is fixed, "
                     f"`{again}` continues from the latest" if before
                     else f"once the cause is fixed, `{again}` starts it again (it has no "
@@ -1146,7 +1149,7 @@ class Trainer:
                 f"{self.best_step}): nothing more to train. Start a new run to train further."
             )
         elif self.step >= cfg.steps and self.step:  # (a resume said nothing, and trained none)
-            again = io.resume_command(self.run_dir)
+            again = self.resume_advice or io.resume_command(self.run_dir)
             progress.message(f"{self.run_dir} is at step {self.step}, its --steps: nothing more "
                              f"to train ({again} --steps N trains it further)")  # fmt: skip
         try:
@@ -1230,7 +1233,7 @@ class Trainer:
             )
         stop_signal = self._stop_signal() if self.stopped_by == "interrupt" else None
         # (quoted as a shell reads it: a run directory with a space was not pasted as one)
-        again = io.resume_command(self.run_dir)
+        again = self.resume_advice or io.resume_command(self.run_dir)
         if stop_signal is not None and not progress.gone:  # (SIGPIPE's: no one reads it)
             where = self._interrupted_where()
             said = (f"terminated{where or ' by SIGTERM'}" if stop_signal == signal.SIGTERM
@@ -1244,8 +1247,9 @@ class Trainer:
         if self.stopped_by == "time limit":
             progress.message(
                 f"time limit of {cfg.time_limit:g} s reached: checkpoint saved at step "
-                f"{self.step} in {self.run_dir}; continue with: {again} (--time-limit S for S "
-                "seconds more, 0 for no limit)"
+                f"{self.step} in {self.run_dir}; continue with: {again}"
+                + ("" if self.resume_advice else " (--time-limit S for S seconds more, 0 for "
+                   "no limit)")  # fmt: skip
             )
         in_all = self.seconds_in_all()
         self.seconds_before, self._part_t0 = in_all, None  # (a next call of `run` goes on)
