@@ -14,6 +14,10 @@ and differ in where the reset gate acts on the candidate:
     reset_after=False (the original paper):
         n = tanh((W_hn (r ⊙ h_{t-1}) + b_hn) + (W_in x_t + b_in))
 
+The notes' GRU (Ng's: c_t = Γ_u ⊙ c̃ + (1 − Γ_u) ⊙ c_{t-1}, c̃ = tanh(W_c[Γ_r ⊙ c_{t-1}, x_t]
++ b_c)) is the original form with the update gate the other way round: Γ_u = 1 − z, so its
+W_u and b_u are the z rows and biases negated (docs/notes.md; tests/test_notes_review.py).
+
 Back, for both (a_* are pre-activations):
 
     da_z = dh ⊙ (h_{t-1} − n) ⊙ z(1 − z);   da_n = dh ⊙ (1 − z) ⊙ (1 − n²)
