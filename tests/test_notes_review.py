@@ -296,3 +296,27 @@ def test_the_binary_cross_entropy_is_the_notes_summed_over_time():
     want = (-y * np.log(yhat) - (1 - y) * np.log(1 - yhat)).sum()
     assert abs(loss - want) < 1e-13 * want
     np.testing.assert_allclose(d, yhat - y, rtol=0, atol=1e-15)
+
+
+def test_the_page_s_options_and_choices_are_train_s():
+    """docs/notes.md names `rnnlab train` options and values (`--cell irnn`, `--clip value`,
+    ...): each is in `rnnlab train --help`, so a renamed one fails here rather than in a reader's
+    shell."""
+    import contextlib
+    import io
+    import re
+    from pathlib import Path
+
+    from rnnlab.cli import main
+
+    text = (Path(__file__).parents[1] / "docs" / "notes.md").read_text(encoding="utf-8")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+        main(["train", "--help"])
+    helptext = out.getvalue()
+    named = re.findall(r"`(--[a-z-]+)(?: ([a-z_-]+))?", text)
+    assert len(named) >= 8
+    for option, value in named:
+        assert re.search(rf"{re.escape(option)}(?![\w-])", helptext), option
+        if value and value not in ("N", "K"):
+            assert re.search(rf"(?<![\w-]){re.escape(value)}(?![\w-])", helptext), (option, value)
