@@ -15,7 +15,8 @@ from rnnlab.cli import main
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 DOCS = README.parent / "docs"
-GUIDES = [README] + [DOCS / f"{n}.md" for n in ("gradients", "seq2seq", "distributed", "results")]
+GUIDES = [README] + [DOCS / f"{n}.md" for n in ("gradients", "seq2seq", "distributed", "results",
+                                                  "notes")]
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
 
 
