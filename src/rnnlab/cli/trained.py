@@ -168,10 +168,20 @@ def _emit(text: str, what: str) -> None:
     can't encode character '\\xb0' in position 6", named neither stdout nor a way out."""
     try:
         print(text)
+        sys.stdout.flush()  # (a full disk shows at the flush: its error said here, not later)
     except UnicodeEncodeError as e:
         raise UsageError(f"standard output's encoding, {e.encoding}, cannot write "
                          f"{e.object[e.start]!r} (character {e.start} of the {what}); set "
                          "PYTHONIOENCODING=utf-8 or a UTF-8 locale") from None  # fmt: skip
+    except BrokenPipeError:
+        raise  # (the reader gone: the command's silent exit, as every command's)
+    except OSError as e:  # `> /dev/full`: it said "[Errno 28] No space left on device"
+        from rnnlab.progress import silence
+
+        silence(sys.stdout)  # (what its buffer holds would fail again at exit)
+        _checks.fail("stdout", f"what takes the whole of the {what}",
+                     f"a stdout refusing it ({e.strerror or e})",
+                     f"At most a part of the {what} reached it.")  # fmt: skip
 
 
 def cmd_translate(args) -> int:
