@@ -11,7 +11,10 @@ What is fed back as y_{t-1} depends on the mode:
   other modes: at one thread it was as fast as the two large products of the decoupled form
   (bench/README, "Output feedback");
 - "free": the network's own prediction f(o_{t-1}), with gradients flowing through it
-  (f = identity, softmax or sigmoid, chosen by `feedback`), as at inference;
+  (f = identity, softmax or sigmoid, chosen by `feedback`). A model of vectors (identity,
+  sigmoid) is run so at inference; one of classes (softmax) is fed there the one-hot of the
+  class chosen, as teacher forcing fed the true one (rnnlab.generate, models.FeedbackModel's
+  `fed_back`, and the tasks' evaluation), not the softmax;
 - "scheduled": scheduled sampling (Bengio et al. 2015): at each step each sequence is fed
   the truth with probability `p`, otherwise its own prediction.
 y_0 is zero unless given (`y0`). Targets are float vectors (B, T, K), or class ids (B, T) for
