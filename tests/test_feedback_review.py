@@ -225,3 +225,57 @@ def test_sample_to_a_full_stdout_names_stdout_and_a_gone_reader_is_silent(
     monkeypatch.setattr(sys, "stdout", _Refusing(errno.EPIPE))
     assert main(["sample", str(jordan_run), "--length", "5"]) == EXIT_PIPE
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("feedback", ["softmax", "sigmoid", "identity"])
+@pytest.mark.parametrize("hidden", [False, True], ids=["jordan", "jordan+elman"])
+@pytest.mark.parametrize("mode", ["teacher", "free", "scheduled"])
+def test_every_gradient_equals_central_differences_with_a_loss_on_what_is_handed_on(
+    path, feedback, hidden, mode
+):
+    """Written here, not through rnnlab.gradcheck: float64 central differences of
+    L = Σ w·o + Σ u·h_T + Σ v·y_last (the value a next call is fed) for every entry of every
+    parameter (the output map's V and c too), of x, of the initial state h0 and of y0, the
+    scheduled coins fixed by the seed; agreement to 1e-7 relative."""
+    from rnnlab.feedback import OutputFeedback
+
+    I, Hs, K, Bs, Ts = 2, 3, 3, 2, 4
+    rng = np.random.default_rng(5)
+    layer = OutputFeedback(I, Hs, K, feedback=feedback, hidden_recurrence=hidden,
+                           dtype=np.float64, rng=1)  # fmt: skip
+    for v in layer.params.values():
+        v[...] = rng.uniform(-0.9, 0.9, v.shape)
+    x = rng.standard_normal((Bs, Ts, I))
+    targets = (rng.integers(0, K, (Bs, Ts)) if feedback == "softmax"
+               else rng.uniform(0, 1, (Bs, Ts, K)))  # fmt: skip
+    h0 = rng.standard_normal((Bs, Hs)) if hidden else None
+    y0 = rng.standard_normal((Bs, K))
+    w, u, v = rng.standard_normal((Bs, Ts, K)), rng.standard_normal((Bs, Hs)), \
+        rng.standard_normal((Bs, K))  # fmt: skip
+    lengths = np.array([Ts, Ts - 1])
+
+    def run(x, h0, y0, grad=False):
+        f = layer.forward(x, targets=None if mode == "free" else targets, mode=mode, p=0.5,
+                          state=h0, y0=y0, lengths=lengths, rng=3, grad=grad)  # fmt: skip
+        loss = (f.output * w).sum() + (f.cache["y_last"] * v).sum()
+        return f, loss + ((f.state * u).sum() if hidden else 0.0)
+
+    f, _ = run(x, h0, y0, grad=True)
+    b = layer.backward(f, w, u if hidden else None, d_y_last=v)
+    arrays = {**{k: (p, b.params[k]) for k, p in layer.params.items()},
+              "x": (x, b.input), "y0": (y0, b.y0)}  # fmt: skip
+    if hidden:
+        arrays["h0"] = (h0, b.state)
+    eps = 1e-6
+    for name, (a, g) in arrays.items():
+        num = np.zeros_like(a)
+        for i in np.ndindex(a.shape):
+            keep = a[i]
+            a[i] = keep + eps
+            up = run(x, h0, y0)[1]
+            a[i] = keep - eps
+            down = run(x, h0, y0)[1]
+            a[i] = keep
+            num[i] = (up - down) / (2 * eps)
+        scale = max(np.abs(num).max(), 1.0)
+        assert np.abs(num - g).max() / scale < 1e-7, name
