@@ -279,3 +279,21 @@ def test_every_gradient_equals_central_differences_with_a_loss_on_what_is_handed
             num[i] = (up - down) / (2 * eps)
         scale = max(np.abs(num).max(), 1.0)
         assert np.abs(num - g).max() / scale < 1e-7, name
+
+
+def test_a_prime_id_a_jordan_model_reads_but_cannot_feed_back_is_named_as_the_prime():
+    """A Jordan model of classes whose embedding reads more ids (10) than it has outputs
+    (6): each prime id after the first is fed back as the class that followed, so an id
+    from 6 on there was refused as "`targets` must be class ids in [0, 6)", an argument
+    sample_ids' caller never passed. It is now said of the prime, with its position; the
+    first id (only read) and ids below 6 sample as before."""
+    spec = {"input": {"type": "tokens", "vocab_size": 10, "embed_dim": 3},
+            "rnn": {"cell": "jordan", "hidden_size": 5}, "output_size": 6}  # fmt: skip
+    m = build(spec, dtype=np.float64, rng=1)
+    with pytest.raises(ValueError, match=r"^`prime` must be ids in \[0, 6\) after its first "
+                                         r"\(this output-feedback model is fed each next id "
+                                         r"back as one of its 6 classes\); got the id 8 at "
+                                         r"position 2 instead\.$"):  # fmt: skip
+        sample_ids(m, [1, 3, 8, 2], 5, rng=0)
+    assert sample_ids(m, [8], 5, rng=0).shape == (5,)
+    assert sample_ids(m, [9, 5, 0], 5, rng=0).max() < 6

@@ -43,7 +43,9 @@ def sample_ids(
     character, and printed it would be a U+FFFD in the text. `model` reads ids (rnnlab's: an
     Embedding first; batch-first or time-major layers after it, fed as they read; no tape is
     kept, no backward following); one with more outputs than its embedding has ids is
-    refused unless those are excluded, as it could draw an id it cannot read back. A
+    refused unless those are excluded, as it could draw an id it cannot read back; an
+    output-feedback model of classes is fed each prime id after the first back as a class,
+    so there an id it has no output for is refused as the prime's. A
     bidirectional model is refused: it has no next token to give before the text after
     it is written."""
     if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 0:
@@ -89,6 +91,15 @@ def sample_ids(
                                                            False) else None  # fmt: skip
     teach: Any = model  # (its forward takes targets and teacher)
     ids = ids.astype(np.int64)
+    if fed_back is not None:
+        # each prime id after the first is fed back as the class that followed: one its
+        # embedding reads but its outputs have not was refused as `targets`, never passed
+        K = int(teach.layer.output_size)
+        late = np.flatnonzero(ids[1:] >= K)
+        if late.size:
+            _checks.fail("prime", f"ids in [0, {K}) after its first (this output-feedback "
+                         f"model is fed each next id back as one of its {K} classes)",
+                         f"the id {int(ids[late[0] + 1])} at position {int(late[0]) + 1}")
 
     def shaped(a: np.ndarray) -> np.ndarray:  # one sequence, as the layers read it
         return a.reshape(-1, 1) if time_major else a.reshape(1, -1)
