@@ -574,7 +574,10 @@ class Recurrent:
         rows_of: tuple[Any, Any] | None = None, **options: Unpack[PassOptions],
     ) -> Forward:
         """`checkpoint_every=k` keeps every k-th state only and recomputes the rest during
-        backward (gradient checkpointing; k ≈ √T makes BPTT's memory O(√T)).
+        backward (gradient checkpointing; k ≈ √T makes BPTT's memory O(√T)): the same
+        outputs bit for bit, the same gradients to rounding (docs/design.md, "Gradient
+        checkpointing"). `rnnlab train --checkpoint-every` is another thing: how often a run
+        saves its checkpoint.
 
         `rows_of=(table, ids)` says x is table[ids], an Embedding's output (as backward's
         rows_of; Sequential passes it): where the batch holds few distinct ids the first
