@@ -5,6 +5,8 @@ summed into the total, a different order of the same sums), and k ≥ T is full 
 k = 1, k not dividing T, k = T − 1, k = T, k > T and T = 1; masks whose lengths end inside a
 segment; both directions; float64 finite differences on a few."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -137,3 +139,27 @@ def test_huge_checkpoint_every_is_full_bptt(huge):
     for a, b in ((full_f, big_f), (full_g, big_g)):
         for key in a:
             assert (a[key] is None and b[key] is None) or np.array_equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("ctor", [LSTM, GRU, RNN], ids=["lstm", "gru", "tanh"])
+def test_checkpointed_against_the_projecting_loop(ctor):
+    """With rnnlab's own tiles a full training pass runs fast.projecting_loop (x_t multiplied
+    at each step); the segments run the loop after a projection. Same outputs and gradients
+    to rounding (bit for bit here on 2026-12-06: not promised, so not asserted)."""
+    from rnnlab import fast, recurrence, settings
+
+    if not fast.available():  # (as helpers.oracle: an error under CI, where numba is)
+        if os.environ.get("CI"):
+            pytest.fail("numba is not installed; it is in the test extra")
+        pytest.skip("numba is not installed: no compiled loop to test")
+    with settings.override(tiles="on"):
+        m = ctor(24, 16, dtype=np.float64, rng=0)
+        assert recurrence.projects_each_step(m.cell, 24, 16, np.dtype(np.float64), True)
+        x = np.random.default_rng(0).standard_normal((5, 40, 24))
+        full_f, full_g = step(m, x, 0, np.float64)
+        ck_f, ck_g = step(m, x, 6, np.float64)
+    for got, want in ((ck_f, full_f), (ck_g, full_g)):
+        for key, a in want.items():
+            if a is not None:
+                err = np.max(np.abs(got[key] - a)) / np.max(np.abs(a))
+                assert err < 1e-13, (key, err)

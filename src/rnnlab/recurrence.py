@@ -632,9 +632,9 @@ def forward(
     `checkpoint_every=k` (gradient checkpointing): keep only the state at every k-th step and
     recompute each segment's tape during the backward pass, so the memory BPTT needs beyond
     the input and output grows as O(T/k + k), O(√T) for k ≈ √T, for one more forward pass of
-    compute (k ≥ T: full BPTT). The outputs and final states are full BPTT's bit for bit; the
-    gradients are its sums in another order (segment by segment), equal to rounding
-    (docs/design.md, "Gradient checkpointing").
+    compute (k ≥ T: full BPTT). The outputs and final states were full BPTT's bit for bit in
+    every case measured; the gradients are its sums in another order (segment by segment),
+    equal to rounding (docs/design.md, "Gradient checkpointing").
 
     `keep_tape=False` (inference): the cell's saved values are one step long and overwritten
     at every step, and the returned tape is None (no backward can follow). Where
