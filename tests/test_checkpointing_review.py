@@ -163,3 +163,24 @@ def test_checkpointed_against_the_projecting_loop(ctor):
             if a is not None:
                 err = np.max(np.abs(got[key] - a)) / np.max(np.abs(a))
                 assert err < 1e-13, (key, err)
+
+
+@pytest.mark.parametrize("ctor", [RNN, LSTM], ids=["tanh", "lstm"])
+def test_checkpointed_tape_keeps_its_own_initial_state(ctor, engine_path):
+    """The checkpointed tape kept the caller's `state` arrays as the first segment's start,
+    where full BPTT copies h0 into its states: a state changed in place between forward and
+    backward (a carried state written over) gave gradients 7-8 off, without a word."""
+    m = layer(ctor, {}, np.float64, False)
+    x = np.random.default_rng(0).standard_normal((2, 6, 3))
+    h = np.random.default_rng(1).standard_normal((2, 2, 4))
+    wanted = step(m, x, 2, np.float64, state=(h, h + 1) if ctor is LSTM else h)[1]
+    given = (h.copy(), h + 1) if ctor is LSTM else h.copy()
+    f = m.forward(x, state=given, checkpoint_every=2)
+    for s in given if ctor is LSTM else (given,):
+        s[...] = 5.0  # the caller's arrays, reused before the backward pass
+    dy = np.random.default_rng(3).standard_normal(f.output.shape)
+    st = f.state if isinstance(f.state, tuple) else (f.state,)
+    ds = tuple(np.random.default_rng(4).standard_normal(s.shape) for s in st)
+    b = m.backward(f, dy, ds if len(ds) > 1 else ds[0])
+    for name, g in b.params.items():
+        assert np.array_equal(g, wanted[name]), name

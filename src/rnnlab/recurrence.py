@@ -722,7 +722,9 @@ def _forward_checkpointed(cell: Cell, p: Params, X: np.ndarray, W_hh: Any, h0: n
         full, _ = _states(T, B, H, X.dtype, False, reverse, h0, None, hs_out, P=P)
         ys = full[:-1] if reverse else full[1:]
     starts = []  # the state entering each segment, in processing order
-    h, c = h0, c0
+    # copies, as full BPTT's hs[0] is: h0 may be the caller's array, changed in place before
+    # the backward pass (a carried state), which then recomputed the segments from it
+    h, c = h0.copy(), (None if c0 is None else c0.copy())
     for a, b in _segments(T, k, reverse):
         starts.append((h, c))
         L = b - a
