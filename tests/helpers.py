@@ -2,6 +2,7 @@
 
 import contextlib
 import importlib
+import io
 import os
 import signal
 from types import ModuleType
@@ -151,3 +152,25 @@ class Softmaxed(Sequential):
         f = super().forward(x, **options)
         e = np.exp(f.output - f.output.max(axis=-1, keepdims=True))
         return Forward(e / e.sum(axis=-1, keepdims=True), f.state, f.cache)
+
+
+class RefusingStdout(io.TextIOBase):
+    """A standard output every write of which fails with `error`: a reader gone (`| head -c
+    10`: EPIPE) or a full disk (`> /dev/full`: ENOSPC). Its `buffer` is itself, for code
+    that writes bytes there."""
+
+    def __init__(self, error: OSError):
+        self.error = error
+        self.buffer = self
+
+    def isatty(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data):  # type: ignore[override]  # (text or bytes: both refused)
+        raise self.error
+
+    def flush(self) -> None:
+        pass

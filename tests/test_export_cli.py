@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import keras_oracle, oracle
+from helpers import RefusingStdout, keras_oracle, oracle
 
 from rnnlab import tasks
 from rnnlab.cli import main
@@ -509,30 +509,13 @@ def test_out_dash_with_stdout_closed_is_refused(runs, capsys, tmp_path, monkeypa
     assert list(tmp_path.iterdir()) == []
 
 
-class _Refusing:
-    """A stdout whose reader is gone (`| head -c 10`) or whose disk is full (`> /dev/full`)."""
-
-    def __init__(self, error):
-        self.buffer = self
-        self.error = error
-
-    def isatty(self):
-        return False
-
-    def flush(self):
-        pass
-
-    def write(self, data):
-        raise self.error
-
-
 @pytest.mark.parametrize(("errno", "words"), [(32, "Broken pipe"), (28, "No space left on device")])
 def test_out_dash_stdout_refusing_the_graph_is_said(errno, words, runs, capsys, monkeypatch):
     """A stdout that fails in the write was said in Python's words alone ("rnnlab: error:
     [Errno 32] Broken pipe"), naming neither stdout nor --out, nor that what reached the
     reader is not a whole graph."""
     capsys.readouterr()
-    monkeypatch.setattr(sys, "stdout", _Refusing(OSError(errno, words)))
+    monkeypatch.setattr(sys, "stdout", RefusingStdout(OSError(errno, words)))
     assert run_cli("export", runs["adding"], "--out", "-") == 2
     err = capsys.readouterr().err
     assert err == (f"rnnlab: error: `--out` must be '-' with stdout taking the whole graph; got "

@@ -7,12 +7,11 @@ again, draw for draw, from one teacher-forced pass; the sampler's extreme temper
 from __future__ import annotations
 
 import errno
-import io
 import sys
 
 import numpy as np
 import pytest
-from helpers import oracle
+from helpers import RefusingStdout, oracle
 
 from rnnlab import settings
 from rnnlab.cli._base import EXIT_PIPE
@@ -176,24 +175,6 @@ def test_extreme_temperatures_give_the_argmax_and_the_uniform_law_with_exclusion
     assert p[3] == 0
 
 
-class _Refusing(io.TextIOBase):
-    """A standard output whose writes fail as a full disk's (`> /dev/full`) or a gone
-    reader's do."""
-
-    def __init__(self, code: int):
-        self.code = code
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, s: str) -> int:
-        raise OSError(self.code, "No space left on device" if self.code == errno.ENOSPC
-                      else "Broken pipe")  # fmt: skip
-
-    def flush(self) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def jordan_run(tmp_path_factory):
     from rnnlab.cli import main
@@ -216,13 +197,14 @@ def test_sample_to_a_full_stdout_names_stdout_and_a_gone_reader_is_silent(
     from rnnlab.cli import main
 
     capsys.readouterr()
-    monkeypatch.setattr(sys, "stdout", _Refusing(errno.ENOSPC))
+    full = OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(sys, "stdout", RefusingStdout(full))
     assert main(["sample", str(jordan_run), "--length", "5"]) == 2
     err = capsys.readouterr().err
     assert err == ("rnnlab: error: `stdout` must be what takes the whole of the sample; got a "
                    "stdout refusing it (No space left on device) instead. At most a part of the "
                    "sample reached it.\n")  # fmt: skip
-    monkeypatch.setattr(sys, "stdout", _Refusing(errno.EPIPE))
+    monkeypatch.setattr(sys, "stdout", RefusingStdout(OSError(errno.EPIPE, "Broken pipe")))
     assert main(["sample", str(jordan_run), "--length", "5"]) == EXIT_PIPE
     assert capsys.readouterr().err == ""
 

@@ -4,6 +4,7 @@ in progress save their checkpoints, the same command continues them), not the co
 with its worker training on, and an --out whose results.md or results.json is not a
 reproduce's is refused, not written over."""
 
+import contextlib
 import json
 import os
 import signal
@@ -94,6 +95,35 @@ def _alive(pid: int) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _training(argv: list[str], run, **popen):
+    """`reproduce ARGV` started, once the worker trains `run` (its lock taken, its log
+    begun): yields (the command's process, the worker's pid). Afterwards neither is left
+    running, whatever the test did (a failure leaves an orphan worker otherwise)."""
+    proc = subprocess.Popen(argv, **popen)
+    worker = None
+    try:
+        deadline = time.monotonic() + 240
+        while not ((run / "metrics.jsonl").exists() and (run / ".rnnlab-lock").exists()):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+        worker = int((run / ".rnnlab-lock").read_text().split()[0])
+        yield proc, worker
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        if worker is not None and _alive(worker):
+            os.kill(worker, signal.SIGKILL)
+
+
+def _ends(worker: int) -> None:
+    deadline = time.monotonic() + 60
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(worker)
+
+
 def test_sigterm_stops_the_rows_in_progress_and_the_same_command_continues(tmp_path):
     """SIGTERM to reproduce alone (`kill`, `timeout`): it died of it, saying nothing, while
     its worker trained its row to the end for no table and then waited for ever, holding the
@@ -104,14 +134,8 @@ def test_sigterm_stops_the_rows_in_progress_and_the_same_command_continues(tmp_p
     argv = [sys.executable, "-m", "rnnlab", "reproduce", "adding", "--T", "10", "--cells",
             "rnn,lstm", "--steps", "1000000", "--jobs", "1", "--out", str(out)]  # fmt: skip
     run = out / "runs" / "adding-T10-lstm"  # (the table's order: lstm first)
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    worker = None
-    try:
-        deadline = time.monotonic() + 240
-        while not ((run / "metrics.jsonl").exists() and (run / ".rnnlab-lock").exists()):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.2)
-        worker = int((run / ".rnnlab-lock").read_text().split()[0])
+    with _training(argv, run, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                   text=True) as (proc, worker):  # fmt: skip
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=120)
         assert proc.returncode == 143, (proc.returncode, stderr)
@@ -119,16 +143,7 @@ def test_sigterm_stops_the_rows_in_progress_and_the_same_command_continues(tmp_p
         assert "Traceback" not in stderr
         assert ("terminated: the rows in progress saved their checkpoints; the same command "
                 "continues the table") in stdout  # fmt: skip
-        deadline = time.monotonic() + 60
-        while _alive(worker) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not _alive(worker)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        if worker is not None and _alive(worker):  # (the orphan a failure leaves)
-            os.kill(worker, signal.SIGKILL)
+        _ends(worker)
     from rnnlab import io
 
     assert not (run / "result.json").exists() and io.checkpoint_steps(run)[-1] > 0
@@ -244,26 +259,11 @@ def test_a_worker_whose_reproduce_is_killed_saves_its_row_and_ends(tmp_path):
     argv = [sys.executable, "-m", "rnnlab", "reproduce", "adding", "--T", "10", "--cells",
             "rnn", "--steps", "1000000", "--jobs", "1", "--out", str(out)]  # fmt: skip
     run = out / "runs" / "adding-T10-rnn"
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    worker = None
-    try:
-        deadline = time.monotonic() + 240
-        while not ((run / "metrics.jsonl").exists() and (run / ".rnnlab-lock").exists()):
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.2)
-        worker = int((run / ".rnnlab-lock").read_text().split()[0])
+    with _training(argv, run, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL) as (proc, worker):  # fmt: skip
         proc.kill()
         proc.wait(timeout=60)
-        deadline = time.monotonic() + 60
-        while _alive(worker) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not _alive(worker)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if worker is not None and _alive(worker):  # (the orphan a failure leaves)
-            os.kill(worker, signal.SIGKILL)
+        _ends(worker)
     from rnnlab import io
 
     assert not (run / "result.json").exists() and io.checkpoint_steps(run)[-1] > 0

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import keras_oracle, oracle
+from helpers import RefusingStdout, keras_oracle, oracle
 
 from rnnlab import export, io, models, runs
 from rnnlab.cli import main
@@ -224,22 +224,6 @@ def test_an_onnx_export_to_a_file_takes_a_closed_stdout(run, tmp_path, capsys, m
     assert (tmp_path / "m.onnx").is_file()
 
 
-class _Refusing:
-    """A stdout whose reader is gone (`| true`) or whose disk is full (`> /dev/full`)."""
-
-    def __init__(self, error):
-        self.error = error
-
-    def isatty(self):
-        return False
-
-    def flush(self):
-        pass
-
-    def write(self, data):
-        raise self.error
-
-
 @pytest.mark.parametrize(("error", "words"), [(BrokenPipeError(32, "Broken pipe"), "Broken pipe"),
                                               (OSError(28, "No space left on device"),
                                                "No space left on device")])  # fmt: skip
@@ -249,7 +233,7 @@ def test_a_stdout_refusing_the_code_is_said(error, words, run, tmp_path, capsys,
     file was written but the code that loads it was cut."""
     out = tmp_path / "m.torch.safetensors"
     capsys.readouterr()
-    monkeypatch.setattr(sys, "stdout", _Refusing(error))
+    monkeypatch.setattr(sys, "stdout", RefusingStdout(error))
     assert run_cli("export", run, "--format", "safetensors-torch", "--out", out) == 2
     assert capsys.readouterr().err == (
         "rnnlab: error: `stdout` must be what takes the whole of the code --format "
