@@ -691,8 +691,9 @@ class Trainer:
         # it started), and so does `rnnlab train`, which asks before it builds the model, and
         # for `--resume` of a run that has no checkpoint yet.
         self.settings_checked = False
-        # What the stop messages tell the user to run to go on (None: `rnnlab train --resume
-        # RUN`); `rnnlab reproduce` says its own command, which resumes its rows.
+        # What the messages of a stop (a signal, the time limit) tell the user to run to go
+        # on (None: `rnnlab train --resume RUN`); `rnnlab reproduce` says its own command,
+        # which resumes its rows and records them in its table.
         self.resume_advice: str | None = None
         self.grad_record: dict[str, Any] | None = None
         # The process that writes the run directory; False on the other ranks of a
@@ -754,7 +755,7 @@ class Trainer:
             # and how to go on, not only the errno (a failed save leaves the checkpoints
             # before it as they were, and `latest` naming one of them).
             before = [s for s in io.checkpoint_steps(self.run_dir) if s != self.step]
-            again = self.resume_advice or io.resume_command(self.run_dir)
+            again = io.resume_command(self.run_dir)
             then = ("the checkpoints saved before it are intact; once the cause is fixed, "
                     f"`{again}` continues from the latest" if before
                     else f"once the cause is fixed, `{again}` starts it again (it has no "
@@ -1149,7 +1150,7 @@ class Trainer:
                 f"{self.best_step}): nothing more to train. Start a new run to train further."
             )
         elif self.step >= cfg.steps and self.step:  # (a resume said nothing, and trained none)
-            again = self.resume_advice or io.resume_command(self.run_dir)
+            again = io.resume_command(self.run_dir)
             progress.message(f"{self.run_dir} is at step {self.step}, its --steps: nothing more "
                              f"to train ({again} --steps N trains it further)")  # fmt: skip
         try:
