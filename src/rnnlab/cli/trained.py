@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -176,12 +177,18 @@ def _emit(text: str, what: str) -> None:
     except BrokenPipeError:
         raise  # (the reader gone: the command's silent exit, as every command's)
     except OSError as e:  # `> /dev/full`: it said "[Errno 28] No space left on device"
-        from rnnlab.progress import silence
+        _stdout_refused(e, f"the {what}", f"At most a part of the {what} reached it.")
 
-        silence(sys.stdout)  # (what its buffer holds would fail again at exit)
-        _checks.fail("stdout", f"what takes the whole of the {what}",
-                     f"a stdout refusing it ({e.strerror or e})",
-                     f"At most a part of the {what} reached it.")  # fmt: skip
+
+def _stdout_refused(error: OSError, what: str, hint: str) -> NoReturn:
+    """Refuse a standard output that failed to take `what` (a full disk; a broken pipe where
+    the command says it), naming stdout: Python said only "[Errno 28] No space left on
+    device". What its buffer still holds goes nowhere (it would fail again at exit)."""
+    from rnnlab.progress import silence
+
+    silence(sys.stdout)
+    _checks.fail("stdout", f"what takes the whole of {what}",
+                 f"a stdout refusing it ({error.strerror or error})", hint)
 
 
 def cmd_translate(args) -> int:
@@ -275,12 +282,8 @@ def cmd_export(args) -> int:
     except OSError as e:  # a reader gone, a full disk: the code is cut, the file written
         if not code:
             raise
-        from rnnlab.progress import silence
-
-        silence(sys.stdout)  # (what its buffer holds would fail again at exit)
-        _checks.fail("stdout", f"what takes the whole of the code --format {args.fmt} prints",
-                     f"a stdout refusing it ({e.strerror or e})", f"'{path}' is written, but "
-                     "what reached stdout is not the whole code that loads it: export again "
-                     "with stdout taking it (> model.py).")  # fmt: skip
+        _stdout_refused(e, f"the code --format {args.fmt} prints", f"'{path}' is written, but "
+                        "what reached stdout is not the whole code that loads it: export again "
+                        "with stdout taking it (> model.py).")  # fmt: skip
     print(f"wrote {path}", file=sys.stderr)
     return 0
