@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # a parent that is a file, no permission: say which option
         _checks.fail("--out", "a directory rnnlab can create", f"'{out}' ({e.strerror})")
     # (said before the analyses run; each figure is NAME.png or NAME-....png, checked again
-    # as it is written)
+    # as it is written, should an analysis name one otherwise)
     figures = [p.name for n in names for p in (*out.glob(f"{n}.png"), *out.glob(f"{n}-*.png"))]
     for file in ["summary.json", *(f"{n}.json" for n in names), *figures]:
         _free_in_out(out, file)
@@ -349,7 +349,6 @@ def main(argv: list[str] | None = None) -> int:
                 pngs.append(draw(data, out / file).name)
             except ImportError as e:  # matplotlib is an optional extra: keep the JSON
                 no_plots = str(e)
-        _free_in_out(out, f"{name}.json")
         io.atomic_write_json(out / f"{name}.json", json_value(result.details))
         summary["analyses"][name] = {
             **result.summary,
