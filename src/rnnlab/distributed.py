@@ -115,7 +115,7 @@ def _mpi():
 # The watchdog's program: wait for its stdin to close (MPI started, or the rank ended) at
 # most `timeout` seconds; else say `message` and end the rank, SIGTERM then SIGKILL.
 _WATCHDOG = """
-import os, select, signal, sys, time
+import os, select, signal, sys
 pid, timeout, message = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
 if not select.select([sys.stdin], [], [], timeout)[0]:
     sys.stderr.write(message)
